@@ -1,0 +1,54 @@
+// swift-tools-version: 6.1
+// KVCacheEngine: a KV-cache manager for LLM serving. Layout and dependency direction are in
+// README.md: CKVMemory <- KVCache <- {KVCacheABI, kvcache}.
+import PackageDescription
+
+let packageDir = Context.packageDirectory
+
+let package = Package(
+    name: "KVCacheEngine",
+    platforms: [.macOS(.v15)],
+    products: [
+        // libkvcache.so: the C ABI of include/kvcache.h, exporting only kvc_* symbols.
+        .library(name: "kvcache", type: .dynamic, targets: ["KVCacheABI"]),
+        .executable(name: "kvcache-cli", targets: ["kvcache"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        .target(
+            name: "CKVMemory",
+            cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Werror"]), .define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("numa")]
+        ),
+        .target(
+            name: "KVCache",
+            dependencies: ["CKVMemory"]
+        ),
+        .target(
+            name: "KVCacheABI",
+            dependencies: ["KVCache"],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(packageDir)/include/kvcache.map"])]
+        ),
+        .executableTarget(
+            name: "kvcache",
+            dependencies: [
+                "KVCache",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .testTarget(name: "CKVMemoryTests", dependencies: ["CKVMemory"]),
+        .testTarget(name: "KVCacheTests", dependencies: ["KVCache"]),
+        .testTarget(name: "KVCacheABITests", dependencies: ["KVCacheABI"]),
+        .executableTarget(
+            name: "KVCacheBenchmarks",
+            dependencies: ["KVCache", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/KVCacheBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ]
+)

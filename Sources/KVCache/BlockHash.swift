@@ -1,0 +1,74 @@
+/// The stable, seeded 64-bit block hash shared by the engine, the router and KV events.
+///
+/// Algorithm (version 1, fixed forever; any change needs a new name):
+/// ```
+/// SEED = 0x6b76636163686531            ("kvcache1")
+/// P1 = 0x9E3779B185EBCA87, P2 = 0xC2B2AE3D27D4EB4F
+/// block_hash(parent, tokens[0..<n]):
+///   h = parent ^ SEED ^ (n * P1)
+///   for t in tokens:                    t read as its 32-bit two's-complement pattern
+///     h = rotl64(h ^ (t * P2), 31) * P1
+///   return fmix64(h)                    MurmurHash3's 64-bit finalizer
+/// chain: parent of the first block is 0; parent of block i is the hash of block i - 1.
+/// ```
+/// All arithmetic wraps modulo 2^64. Only full blocks are hashed, so a chain of `k` hashes
+/// covers the first `k * block_tokens` tokens. The result does not depend on the process,
+/// the machine or its byte order, so instances and routers agree on it.
+///
+/// Cost: about one multiply-rotate-multiply per token.
+public enum BlockHash {
+    /// The fixed seed of version 1.
+    public static let seed: UInt64 = 0x6b76_6361_6368_6531
+    static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
+    static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+
+    /// The hash of one block of `tokens` whose parent block hashed to `parent` (0 for the first).
+    @inlinable
+    public static func block(parent: UInt64, tokens: UnsafeBufferPointer<Int32>) -> UInt64 {
+        var h = parent ^ seed ^ (UInt64(tokens.count) &* p1)
+        for t in tokens {
+            let x = h ^ (UInt64(UInt32(bitPattern: t)) &* p2)
+            h = ((x << 31) | (x >> 33)) &* p1
+        }
+        return finalize(h)
+    }
+
+    /// MurmurHash3's fmix64: spreads every input bit over the whole word.
+    @inlinable
+    public static func finalize(_ value: UInt64) -> UInt64 {
+        var h = value
+        h ^= h >> 33
+        h = h &* 0xFF51_AFD7_ED55_8CCD
+        h ^= h >> 33
+        h = h &* 0xC4CE_B9FE_1A85_EC53
+        h ^= h >> 33
+        return h
+    }
+
+    /// Writes the chained hashes of every full block of `tokens` into `into` and returns how
+    /// many full blocks there are (`tokens.count / blockTokens`), which may exceed
+    /// `into.count`: then only the first `into.count` are written.
+    /// Precondition: `blockTokens > 0`.
+    @discardableResult
+    public static func chain(
+        _ tokens: UnsafeBufferPointer<Int32>, blockTokens: Int, into: UnsafeMutableBufferPointer<UInt64>
+    ) -> Int {
+        precondition(blockTokens > 0)
+        let full = tokens.count / blockTokens
+        var parent: UInt64 = 0
+        for i in 0..<min(full, into.count) {
+            let slice = UnsafeBufferPointer(rebasing: tokens[i * blockTokens..<(i + 1) * blockTokens])
+            parent = block(parent: parent, tokens: slice)
+            into[i] = parent
+        }
+        return full
+    }
+
+    /// The chained hashes of every full block of `tokens`, as an array (allocates; not for hot paths).
+    public static func chain(_ tokens: [Int32], blockTokens: Int) -> [UInt64] {
+        let full = tokens.count / blockTokens
+        return [UInt64](unsafeUninitializedCapacity: full) { out, count in
+            tokens.withUnsafeBufferPointer { count = chain($0, blockTokens: blockTokens, into: out) }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+/// How sequences' K/V memory is laid out (`KVC_LAYOUT_*`).
+public enum Layout: UInt32, Sendable {
+    /// vLLM-style: per-layer K and V arenas of fixed blocks; a sequence has a block table.
+    case paged = 0
+    /// vAttention-style: per sequence slot, layer and K|V one contiguous virtual range,
+    /// backed by physical pages as the sequence grows.
+    case contiguous = 1
+}
+
+/// The engine's shape and limits (`kvc_config`). Every field has a working default.
+///
+/// Within one layer's K (and V) tensor the layout is token-major,
+/// `[token][kv_head][head_dim]`, `dtypeBytes` each, so one token of one tensor takes
+/// `tokenBytes = numKVHeads * headDim * dtypeBytes`.
+public struct EngineConfig: Equatable, Sendable {
+    /// Transformer layers.
+    public var numLayers: Int = 32
+    /// Key/value heads per layer.
+    public var numKVHeads: Int = 8
+    /// Elements per head.
+    public var headDim: Int = 128
+    /// Bytes per element (2 for fp16/bf16).
+    public var dtypeBytes: Int = 2
+    /// Tokens per block: the unit of prefix caching (both layouts) and of allocation (paged).
+    public var blockTokens: Int = 16
+    /// Memory layout.
+    public var layout: Layout = .paged
+    /// Live sequences at most.
+    public var maxSeqs: Int = 256
+    /// Tokens one sequence may hold at most.
+    public var maxSeqTokens: Int = 32768
+    /// Exact physical budget for K/V bytes; the engine never commits more.
+    public var memoryBytes: UInt64 = 8 << 30
+    /// Physical page size, a power of two from 4 KiB to 2 MiB (2 MiB asks for huge pages).
+    public var pageBytes: UInt64 = 64 << 10
+    /// NUMA node to bind K/V memory to, or -1 for the default policy.
+    public var numaNode: Int32 = -1
+    /// Metadata only: the prefix index, LRU and capacity in blocks are real, but no memory is
+    /// mapped and no K/V pointer is available (for simulation). Paged layout only.
+    public var metadataOnly: Bool = false
+
+    /// The defaults listed above.
+    public init() {}
+
+    /// Bytes of one token in one tensor (one layer's K or V).
+    public var tokenBytes: Int { numKVHeads * headDim * dtypeBytes }
+    /// Bytes of one block in one tensor.
+    public var blockBytes: Int { blockTokens * tokenBytes }
+    /// Tensors per sequence: K and V of every layer.
+    public var tensors: Int { 2 * numLayers }
+
+    /// Checks every field and their combination; throws `invalidArgument` naming the field.
+    public func validate() throws(KVError) {
+        func check(_ ok: Bool, _ message: @autoclosure () -> String) throws(KVError) {
+            if !ok { throw .invalid(message()) }
+        }
+        try check((1...1024).contains(numLayers), "num_layers \(numLayers) is outside 1...1024")
+        try check((1...1024).contains(numKVHeads), "num_kv_heads \(numKVHeads) is outside 1...1024")
+        try check((1...4096).contains(headDim), "head_dim \(headDim) is outside 1...4096")
+        try check([1, 2, 4, 8].contains(dtypeBytes), "dtype_bytes \(dtypeBytes) is not 1, 2, 4 or 8")
+        try check((1...65536).contains(blockTokens), "block_tokens \(blockTokens) is outside 1...65536")
+        try check((1...65536).contains(maxSeqs), "max_seqs \(maxSeqs) is outside 1...65536")
+        try check((1...(1 << 24)).contains(maxSeqTokens), "max_seq_tokens \(maxSeqTokens) is outside 1...16777216")
+        try check(pageBytes >= 4096 && pageBytes <= 2 << 20 && pageBytes & (pageBytes - 1) == 0,
+                  "page_bytes \(pageBytes) is not a power of two from 4096 to 2097152")
+        try check(numaNode >= -1, "numa_node \(numaNode) is below -1")
+        try check(!(metadataOnly && layout == .contiguous), "metadata-only engines use the paged layout")
+        try check(memoryBytes > 0, "memory_bytes is 0")
+    }
+}

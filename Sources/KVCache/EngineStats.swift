@@ -1,0 +1,33 @@
+/// A snapshot of the engine's memory and prefix-cache counters (`kvc_stats`).
+///
+/// Invariants: `committedBytes <= budgetBytes`;
+/// `blocksUsed + blocksCached <= blocksTotal`; `prefixHitTokens <= prefixQueryTokens`.
+public struct EngineStats: Equatable, Sendable {
+    /// The exact physical budget (`memory_bytes`).
+    public var budgetBytes: UInt64 = 0
+    /// Physical bytes the engine holds now (allocated pages of its pool).
+    public var committedBytes: UInt64 = 0
+    /// Blocks of `block_tokens` tokens the budget can hold (logical blocks in the contiguous layout).
+    public var blocksTotal: UInt64 = 0
+    /// Blocks referenced by live sequences (a shared block counts once).
+    public var blocksUsed: UInt64 = 0
+    /// Blocks held only by the prefix index (reusable on a hit, evictable in LRU order).
+    public var blocksCached: UInt64 = 0
+    /// Live sequences.
+    public var sequences: UInt64 = 0
+    /// Prompt tokens looked up in the prefix index by sequence creation, in total.
+    public var prefixQueryTokens: UInt64 = 0
+    /// Of those, tokens served from the index.
+    public var prefixHitTokens: UInt64 = 0
+    /// Sequences created since the engine started (including freed ones).
+    public var sequencesCreated: UInt64 = 0
+    /// Cached blocks evicted from memory to make room, since the engine started.
+    public var blocksEvicted: UInt64 = 0
+    /// Memory mappings the engine holds, an upper bound (contiguous layout; 0 in the paged one).
+    public var mappings: UInt64 = 0
+    /// Events dropped because the server did not drain them in time (the queue is bounded).
+    public var eventsDropped: UInt64 = 0
+
+    /// Creates zeroed statistics.
+    public init() {}
+}
