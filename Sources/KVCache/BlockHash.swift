@@ -19,8 +19,8 @@
 public enum BlockHash {
     /// The fixed seed of version 1.
     public static let seed: UInt64 = 0x6b76_6361_6368_6531
-    static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
-    static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
+    @usableFromInline static let p1: UInt64 = 0x9E37_79B1_85EB_CA87
+    @usableFromInline static let p2: UInt64 = 0xC2B2_AE3D_27D4_EB4F
 
     /// The hash of one block of `tokens` whose parent block hashed to `parent` (0 for the first).
     @inlinable
