@@ -1,0 +1,71 @@
+import KVCache
+
+// Checks every export runs on its C arguments before it touches an engine, so that bad input
+// becomes KVC_ERR_INVALID_ARGUMENT instead of a crash. They throw the `KVError` that
+// `status(_:_:)` turns into the status and this thread's last error.
+
+/// The engine behind a `kvc_engine *` handle (an `Unmanaged<Engine>` made by
+/// `kvc_engine_create`). Only NULL is detectable; any other pointer must be a live handle.
+@inline(__always)
+func engine(_ handle: OpaquePointer?) throws(KVError) -> Engine {
+    guard let handle else { throw KVError(.invalidArgument, "engine is NULL") }
+    return Unmanaged<Engine>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+}
+
+/// `pointer`, or `invalidArgument` naming the parameter when it is NULL.
+@inline(__always)
+func required<P>(_ pointer: P?, _ name: StaticString) throws(KVError) -> P {
+    guard let pointer else { throw KVError(.invalidArgument, "\(name) is NULL") }
+    return pointer
+}
+
+/// A C `size_t` count (imported as `Int`), or `invalidArgument` when it exceeds PTRDIFF_MAX
+/// (it arrives negative): no real array is that large, so it is garbage or an underflow.
+@inline(__always)
+func count(_ value: Int, _ name: StaticString) throws(KVError) -> Int {
+    guard value >= 0 else {
+        throw KVError(.invalidArgument, "\(name) \(UInt(bitPattern: value)) is larger than PTRDIFF_MAX")
+    }
+    return value
+}
+
+/// The C array `start[0 ..< count]`; `start` may be NULL only when `count` is 0.
+@inline(__always)
+func array<T>(_ start: UnsafePointer<T>?, _ count: Int, _ name: StaticString, _ countName: StaticString)
+    throws(KVError) -> UnsafeBufferPointer<T>
+{
+    let n = try KVCacheABI.count(count, countName)
+    if n == 0 { return UnsafeBufferPointer(start: nil, count: 0) }
+    guard let start else { throw KVError(.invalidArgument, "\(name) is NULL but \(countName) is \(n)") }
+    return UnsafeBufferPointer(start: start, count: n)
+}
+
+/// The C output array `start[0 ..< capacity]`; `start` may be NULL only when `capacity` is 0.
+@inline(__always)
+func array<T>(_ start: UnsafeMutablePointer<T>?, _ capacity: Int, _ name: StaticString, _ capacityName: StaticString)
+    throws(KVError) -> UnsafeMutableBufferPointer<T>
+{
+    let n = try count(capacity, capacityName)
+    if n == 0 { return UnsafeMutableBufferPointer(start: nil, count: 0) }
+    guard let start else { throw KVError(.invalidArgument, "\(name) is NULL but \(capacityName) is \(n)") }
+    return UnsafeMutableBufferPointer(start: start, count: n)
+}
+
+/// The `struct_size` of a versioned C struct (`kvc_config`, `kvc_stats`), checked against the
+/// smallest size the ABI accepts and `structSizeMax`.
+@inline(__always)
+func structSize(_ raw: UnsafeRawPointer, minimum: Int, _ name: StaticString) throws(KVError) -> Int {
+    let size = Int(raw.loadUnaligned(as: UInt32.self))
+    guard size >= minimum else {
+        throw KVError(.invalidArgument,
+                      "\(name).struct_size \(size) is smaller than the minimum \(minimum); set it to sizeof(\(name))")
+    }
+    guard size <= structSizeMax else {
+        throw KVError(.invalidArgument,
+                      "\(name).struct_size \(size) is larger than \(structSizeMax); is the struct initialised?")
+    }
+    return size
+}
+
+/// `KVC_STRUCT_SIZE_MAX`: a larger `struct_size` is taken to be garbage, not a newer struct.
+let structSizeMax = 4096

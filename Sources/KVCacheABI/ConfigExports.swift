@@ -1,0 +1,94 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import KVCache
+
+/// Byte offsets of `kvc_config` (include/kvcache.h) on every LP64 and ILP32 ABI with
+/// naturally aligned 8-byte integers. Read and written field by field, so that a caller's
+/// struct of another version (another `struct_size`) is handled exactly.
+enum ConfigLayout {
+    static let structSize = 0
+    static let numLayers = 4
+    static let numKVHeads = 8
+    static let headDim = 12
+    static let dtypeBytes = 16
+    static let blockTokens = 20
+    static let layout = 24
+    static let maxSeqs = 28
+    static let maxSeqTokens = 32
+    // 36..<40: padding
+    static let memoryBytes = 40
+    static let pageBytes = 48
+    static let numaNode = 56
+    static let metadataOnly = 60
+    /// `sizeof(kvc_config)` of this version.
+    static let size = 64
+    /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
+    static let minimumSize = 60
+}
+
+/// `kvc_config_init`: zeroes `sizeof(kvc_config)` bytes at `cfg`, then writes the
+/// `EngineConfig` defaults and `struct_size`. NULL: no-op.
+@c public func kvc_config_init(_ cfg: UnsafeMutableRawPointer?) {
+    guard let cfg else { return }
+    memset(cfg, 0, ConfigLayout.size)
+    let d = EngineConfig()
+    func u32(_ value: Int, _ offset: Int) { cfg.storeBytes(of: UInt32(value), toByteOffset: offset, as: UInt32.self) }
+    u32(ConfigLayout.size, ConfigLayout.structSize)
+    u32(d.numLayers, ConfigLayout.numLayers)
+    u32(d.numKVHeads, ConfigLayout.numKVHeads)
+    u32(d.headDim, ConfigLayout.headDim)
+    u32(d.dtypeBytes, ConfigLayout.dtypeBytes)
+    u32(d.blockTokens, ConfigLayout.blockTokens)
+    cfg.storeBytes(of: d.layout.rawValue, toByteOffset: ConfigLayout.layout, as: UInt32.self)
+    u32(d.maxSeqs, ConfigLayout.maxSeqs)
+    u32(d.maxSeqTokens, ConfigLayout.maxSeqTokens)
+    cfg.storeBytes(of: d.memoryBytes, toByteOffset: ConfigLayout.memoryBytes, as: UInt64.self)
+    cfg.storeBytes(of: d.pageBytes, toByteOffset: ConfigLayout.pageBytes, as: UInt64.self)
+    cfg.storeBytes(of: d.numaNode, toByteOffset: ConfigLayout.numaNode, as: Int32.self)
+    u32(d.metadataOnly ? 1 : 0, ConfigLayout.metadataOnly)
+}
+
+extension EngineConfig {
+    /// Decodes the caller's `kvc_config`: fields its `struct_size` does not cover keep their
+    /// defaults; bytes past the fields this version knows must be 0 (a newer caller's fields
+    /// left at "as before"), else `unsupported`. Ranges are checked later by `validate()`.
+    init(cStruct raw: UnsafeRawPointer) throws(KVError) {
+        let size = try structSize(raw, minimum: ConfigLayout.minimumSize, "kvc_config")
+        self.init()
+        func has(_ offset: Int, _ width: Int) -> Bool { offset + width <= size }
+        func int(_ offset: Int) -> Int { Int(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)) }
+
+        numLayers = int(ConfigLayout.numLayers)
+        numKVHeads = int(ConfigLayout.numKVHeads)
+        headDim = int(ConfigLayout.headDim)
+        dtypeBytes = int(ConfigLayout.dtypeBytes)
+        blockTokens = int(ConfigLayout.blockTokens)
+        let rawLayout = raw.loadUnaligned(fromByteOffset: ConfigLayout.layout, as: UInt32.self)
+        guard let layout = Layout(rawValue: rawLayout) else {
+            throw KVError(.invalidArgument,
+                          "layout \(rawLayout) is neither KVC_LAYOUT_PAGED (0) nor KVC_LAYOUT_CONTIGUOUS (1)")
+        }
+        self.layout = layout
+        maxSeqs = int(ConfigLayout.maxSeqs)
+        maxSeqTokens = int(ConfigLayout.maxSeqTokens)
+        memoryBytes = raw.loadUnaligned(fromByteOffset: ConfigLayout.memoryBytes, as: UInt64.self)
+        pageBytes = raw.loadUnaligned(fromByteOffset: ConfigLayout.pageBytes, as: UInt64.self)
+        numaNode = raw.loadUnaligned(fromByteOffset: ConfigLayout.numaNode, as: Int32.self)
+        if has(ConfigLayout.metadataOnly, 4) {
+            let flag = raw.loadUnaligned(fromByteOffset: ConfigLayout.metadataOnly, as: UInt32.self)
+            guard flag <= 1 else { throw KVError(.invalidArgument, "metadata_only \(flag) is neither 0 nor 1") }
+            metadataOnly = flag == 1
+        }
+        for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
+        where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
+            throw KVError(.unsupported,
+                          "kvc_config byte \(offset) is not 0, but this library (ABI \(abiVersion)) knows only "
+                          + "the first \(ConfigLayout.size) bytes; it cannot honour a newer field")
+        }
+    }
+}

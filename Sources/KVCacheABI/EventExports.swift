@@ -1,0 +1,52 @@
+import KVCache
+
+/// Byte offsets of `kvc_event` (include/kvcache.h). `KVEvent` is converted field by field:
+/// its Swift layout is not `kvc_event`'s (`Kind` is stored as a one-byte tag).
+enum EventLayout {
+    static let kind = 0
+    static let tier = 4
+    static let blockHash = 8
+    static let parentHash = 16
+    /// `sizeof(kvc_event)`, the array stride.
+    static let size = 24
+    /// Events moved per `Engine.drainEvents` call through a stack buffer, so that draining
+    /// allocates nothing whatever the caller's capacity.
+    static let chunk = 64
+}
+
+/// `kvc_drain_events`: moves up to `capacity` events, oldest first, from the engine into `out`
+/// in chunks of `EventLayout.chunk`, stopping early once the engine's queue is empty.
+@c public func kvc_drain_events(
+    _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
+) -> kvc_status {
+    status("kvc_drain_events") { () throws(KVError) in
+        let engine = try engine(e)
+        let nEvents = try required(nEvents, "n_events")
+        let capacity = try count(capacity, "capacity")
+        guard capacity == 0 || out != nil else { throw KVError(.invalidArgument, "out is NULL but capacity is \(capacity)") }
+        guard let out, capacity > 0 else {
+            nEvents.pointee = 0
+            return
+        }
+        let drained = withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: min(capacity, EventLayout.chunk)) {
+            scratch -> Int in
+            scratch.initialize(repeating: KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0))
+            var total = 0
+            while total < capacity {
+                let want = min(scratch.count, capacity - total)
+                let got = min(engine.drainEvents(into: UnsafeMutableBufferPointer(rebasing: scratch[0..<want])), want)
+                for (i, event) in scratch[0..<got].enumerated() {
+                    let slot = out + (total + i) * EventLayout.size
+                    slot.storeBytes(of: event.kind.rawValue, toByteOffset: EventLayout.kind, as: UInt32.self)
+                    slot.storeBytes(of: event.tier, toByteOffset: EventLayout.tier, as: UInt32.self)
+                    slot.storeBytes(of: event.blockHash, toByteOffset: EventLayout.blockHash, as: UInt64.self)
+                    slot.storeBytes(of: event.parentHash, toByteOffset: EventLayout.parentHash, as: UInt64.self)
+                }
+                total += got
+                if got < want { break }
+            }
+            return total
+        }
+        nEvents.pointee = drained
+    }
+}

@@ -1,0 +1,52 @@
+import KVCache
+
+/// `kvc_seq_kv` (contiguous layout): `Engine.kv`.
+@c public func kvc_seq_kv(
+    _ e: OpaquePointer?, _ seq: UInt64, _ layer: UInt32,
+    _ k: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ v: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+) -> kvc_status {
+    status("kvc_seq_kv") { () throws(KVError) in
+        let engine = try engine(e)
+        let k = try required(k, "k")
+        let v = try required(v, "v")
+        let base = try engine.kv(seq, layer: Int(layer))
+        k.pointee = base.k
+        v.pointee = base.v
+    }
+}
+
+/// `kvc_seq_block_table` (paged layout): `Engine.blockTable`. `*n_blocks` gets the full count
+/// even when it exceeds `capacity` (then the first `capacity` ids are written and the status
+/// is `KVC_ERR_BUFFER_TOO_SMALL`).
+@c public func kvc_seq_block_table(
+    _ e: OpaquePointer?, _ seq: UInt64, _ blocks: UnsafeMutablePointer<Int32>?, _ capacity: Int,
+    _ nBlocks: UnsafeMutablePointer<Int>?
+) -> kvc_status {
+    status("kvc_seq_block_table") { () throws(KVError) in
+        let engine = try engine(e)
+        let nBlocks = try required(nBlocks, "n_blocks")
+        let table = try array(blocks, capacity, "blocks", "capacity")
+        let total = try engine.blockTable(seq, into: table)
+        nBlocks.pointee = total
+        guard total <= table.count else {
+            throw KVError(.bufferTooSmall,
+                          "capacity \(table.count) is less than the \(total) blocks of sequence \(seq); "
+                          + "the first \(table.count) were written")
+        }
+    }
+}
+
+/// `kvc_block_kv` (paged layout): `Engine.blockKV`.
+@c public func kvc_block_kv(
+    _ e: OpaquePointer?, _ block: Int32, _ layer: UInt32,
+    _ k: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ v: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
+) -> kvc_status {
+    status("kvc_block_kv") { () throws(KVError) in
+        let engine = try engine(e)
+        let k = try required(k, "k")
+        let v = try required(v, "v")
+        let base = try engine.blockKV(block, layer: Int(layer))
+        k.pointee = base.k
+        v.pointee = base.v
+    }
+}

@@ -1,0 +1,64 @@
+import KVCache
+
+/// `kvc_seq_create`: `Engine.createSequence`; the ABI rejects NULL pointers, an empty prompt
+/// and a prompt longer than `max_seq_tokens` before the engine reads any token.
+@c public func kvc_seq_create(
+    _ e: OpaquePointer?, _ seq: UInt64, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int,
+    _ cachedTokens: UnsafeMutablePointer<Int>?
+) -> kvc_status {
+    status("kvc_seq_create") { () throws(KVError) in
+        let engine = try engine(e)
+        let cachedTokens = try required(cachedTokens, "cached_tokens")
+        let prompt = try array(tokens, nTokens, "tokens", "n_tokens")
+        guard !prompt.isEmpty else {
+            throw KVError(.invalidArgument, "n_tokens is 0 for sequence \(seq); a sequence starts with at least one token")
+        }
+        try checkTokenCount(prompt.count, engine, seq)
+        cachedTokens.pointee = try engine.createSequence(seq, tokens: prompt)
+    }
+}
+
+/// `kvc_seq_append`: `Engine.append`; `n_tokens` 0 is a no-op (still checked: engine and seq).
+@c public func kvc_seq_append(_ e: OpaquePointer?, _ seq: UInt64, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int)
+    -> kvc_status
+{
+    status("kvc_seq_append") { () throws(KVError) in
+        let engine = try engine(e)
+        let decoded = try array(tokens, nTokens, "tokens", "n_tokens")
+        try checkTokenCount(decoded.count, engine, seq)
+        try engine.append(seq, tokens: decoded)
+    }
+}
+
+/// `kvc_seq_fork`: `Engine.fork`.
+@c public func kvc_seq_fork(_ e: OpaquePointer?, _ parent: UInt64, _ child: UInt64) -> kvc_status {
+    status("kvc_seq_fork") { () throws(KVError) in
+        try engine(e).fork(parent: parent, child: child)
+    }
+}
+
+/// `kvc_seq_free`: `Engine.free`.
+@c public func kvc_seq_free(_ e: OpaquePointer?, _ seq: UInt64) -> kvc_status {
+    status("kvc_seq_free") { () throws(KVError) in
+        try engine(e).free(seq)
+    }
+}
+
+/// `kvc_seq_length`: `Engine.length`.
+@c public func kvc_seq_length(_ e: OpaquePointer?, _ seq: UInt64, _ nTokens: UnsafeMutablePointer<Int>?) -> kvc_status {
+    status("kvc_seq_length") { () throws(KVError) in
+        let engine = try engine(e)
+        let nTokens = try required(nTokens, "n_tokens")
+        nTokens.pointee = try engine.length(seq)
+    }
+}
+
+/// No sequence holds more than `max_seq_tokens`, so a larger count is rejected before the
+/// engine is handed a buffer of that many tokens (a garbage count would make it read far).
+@inline(__always)
+private func checkTokenCount(_ n: Int, _ engine: Engine, _ seq: UInt64) throws(KVError) {
+    guard n <= engine.config.maxSeqTokens else {
+        throw KVError(.invalidArgument,
+                      "n_tokens \(n) for sequence \(seq) exceeds max_seq_tokens \(engine.config.maxSeqTokens)")
+    }
+}
