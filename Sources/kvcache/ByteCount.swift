@@ -1,0 +1,72 @@
+import ArgumentParser
+
+/// A byte count given on the command line: a plain integer, or one with a binary suffix
+/// (`K`, `KiB`, `M`, `MiB`, `G`, `GiB`, `T`, `TiB`; case-insensitive, all powers of 1024).
+struct ByteCount: ExpressibleByArgument, CustomStringConvertible, Sendable {
+    var bytes: UInt64
+
+    init(bytes: UInt64) { self.bytes = bytes }
+
+    init?(argument: String) {
+        let text = argument.trimmingCharacters(in: " ")
+        let digits = text.prefix { $0.isNumber }
+        guard !digits.isEmpty, let value = UInt64(digits) else { return nil }
+        let suffix = text.dropFirst(digits.count).lowercased()
+        let shift: UInt64
+        switch suffix {
+        case "", "b": shift = 0
+        case "k", "kb", "kib": shift = 10
+        case "m", "mb", "mib": shift = 20
+        case "g", "gb", "gib": shift = 30
+        case "t", "tb", "tib": shift = 40
+        default: return nil
+        }
+        guard value <= UInt64.max >> shift else { return nil }
+        bytes = value << shift
+    }
+
+    var description: String { Self.format(bytes) }
+
+    /// `bytes` in the largest binary unit that keeps the value at least 1, e.g. `1.50 GiB`.
+    static func format(_ bytes: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024, unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        if unit == 0 { return "\(bytes) B" }
+        if value == value.rounded() { return "\(Int(value)) \(units[unit])" }
+        return fixed(value, 2) + " " + units[unit]
+    }
+
+    var defaultValueDescription: String { description }
+}
+
+extension String {
+    fileprivate func trimmingCharacters(in set: Character) -> Substring {
+        var s = Substring(self)
+        while s.first == set { s.removeFirst() }
+        while s.last == set { s.removeLast() }
+        return s
+    }
+}
+
+/// `value` with exactly `digits` decimals (no Foundation needed).
+func fixed(_ value: Double, _ digits: Int) -> String {
+    guard value.isFinite else { return value.isNaN ? "nan" : (value < 0 ? "-inf" : "inf") }
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let negative = value < 0
+    let scaled = (abs(value) * scale).rounded()
+    guard scaled < 9e18 else { return String(value) }
+    let n = UInt64(scaled)
+    let whole = n / UInt64(scale)
+    var text = (negative && n != 0 ? "-" : "") + String(whole)
+    if digits > 0 {
+        let frac = String(n % UInt64(scale))
+        text += "." + String(repeating: "0", count: digits - frac.count) + frac
+    }
+    return text
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import KVCache
+
+/// `--layout`: the engine's memory layout.
+enum LayoutOption: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case paged, contiguous
+
+    var layout: Layout {
+        switch self {
+        case .paged: .paged
+        case .contiguous: .contiguous
+        }
+    }
+}
+
+/// The engine's shape and limits, shared by every subcommand that creates an engine.
+/// Defaults are `EngineConfig`'s except `--memory` (2 GiB, so a default run fits small machines).
+struct EngineOptions: ParsableArguments {
+    @Option(help: "Memory layout: paged (vLLM-style blocks) or contiguous (vAttention-style ranges).")
+    var layout: LayoutOption = .paged
+
+    @Option(help: "Exact physical budget for K/V bytes (e.g. 512MiB, 2GiB).")
+    var memory = ByteCount(bytes: 2 << 30)
+
+    @Option(help: "Physical page size, a power of two from 4KiB to 2MiB.")
+    var pageBytes = ByteCount(bytes: EngineConfig().pageBytes)
+
+    @Option(help: "Tokens per block (prefix-cache unit; allocation unit of the paged layout).")
+    var blockTokens = EngineConfig().blockTokens
+
+    @Option(help: "Transformer layers.")
+    var layers = EngineConfig().numLayers
+
+    @Option(help: "Key/value heads per layer.")
+    var kvHeads = EngineConfig().numKVHeads
+
+    @Option(help: "Elements per head.")
+    var headDim = EngineConfig().headDim
+
+    @Option(help: "Bytes per element.")
+    var dtypeBytes = EngineConfig().dtypeBytes
+
+    @Option(help: "Live sequences at most.")
+    var maxSeqs = EngineConfig().maxSeqs
+
+    @Option(help: "Tokens one sequence may hold at most.")
+    var maxSeqTokens = EngineConfig().maxSeqTokens
+
+    /// The configuration these options describe.
+    var config: EngineConfig {
+        var config = EngineConfig()
+        config.layout = layout.layout
+        config.memoryBytes = memory.bytes
+        config.pageBytes = pageBytes.bytes
+        config.blockTokens = blockTokens
+        config.numLayers = layers
+        config.numKVHeads = kvHeads
+        config.headDim = headDim
+        config.dtypeBytes = dtypeBytes
+        config.maxSeqs = maxSeqs
+        config.maxSeqTokens = maxSeqTokens
+        return config
+    }
+
+    func validate() throws {
+        do {
+            try config.validate()
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The shape of a length distribution (`--prompt-dist`, `--output-dist`).
+enum LengthShape: String, ExpressibleByArgument, CaseIterable, Sendable {
+    /// Lognormal with sigma 1 whose mean (before clamping to `1...max`) is `mean`: a long
+    /// tail like real prompt and output lengths.
+    case lognormal
+    /// Uniform on `(2 * mean - max)...max`, so its mean is `mean`; needs `2 * mean - max >= 1`.
+    case uniform
+    /// Always `mean`.
+    case fixed
+}
+
+/// Token lengths drawn from a shape with a given mean and maximum.
+struct LengthDistribution: Sendable, CustomStringConvertible {
+    var shape: LengthShape
+    var mean: Int
+    var max: Int
+
+    /// Lognormal sigma; 1.0 gives p99 near 10x the median, the order seen in serving traces.
+    static let lognormalSigma = 1.0
+
+    /// Throws a validation error naming `option` when the parameters cannot work together.
+    func validate(_ option: String) throws {
+        guard mean >= 1, max >= mean else {
+            throw ValidationError("\(option): need 1 <= mean (\(mean)) <= max (\(max))")
+        }
+        if shape == .uniform, 2 * mean - max < 1 {
+            throw ValidationError("\(option): a uniform distribution with mean \(mean) and max \(max) would need lengths below 1; lower max to at most \(2 * mean - 1)")
+        }
+    }
+
+    /// One length in `1...max`.
+    func sample(_ random: inout SeededRandom) -> Int {
+        switch shape {
+        case .fixed:
+            return mean
+        case .uniform:
+            let low = 2 * mean - max
+            return Int.random(in: low...max, using: &random)
+        case .lognormal:
+            let sigma = Self.lognormalSigma
+            let mu = log(Double(mean)) - sigma * sigma / 2
+            let value = exp(mu + sigma * random.normal())
+            return Swift.min(max, Swift.max(1, Int(value.rounded())))
+        }
+    }
+
+    var description: String {
+        switch shape {
+        case .fixed: "fixed \(mean)"
+        case .uniform: "uniform \(2 * mean - max)...\(max)"
+        case .lognormal: "lognormal mean \(mean) max \(max)"
+        }
+    }
+}

@@ -1,0 +1,181 @@
+import ArgumentParser
+import KVCache
+
+/// `kvcache load`: load-tests an in-process engine with several threads, on a synthetic
+/// workload or a Mooncake trace, and reports latency, prefix hits and memory.
+struct LoadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Load-test the engine in-process with several threads.",
+        discussion: """
+        Each request runs createSequence(prompt), then appends its output tokens one at a time \
+        (decode), then free. Every thread is a small continuous-batching server: it keeps up to \
+        --batch live sequences and appends one token to each per decode step. When the engine is \
+        out of memory, a create waits in the thread's queue until one of its sequences finishes, \
+        and an append preempts its sequence (freed, request restarted later); after --max-retries \
+        such failures a request is rejected.
+
+        Workload: synthetic by default. Lengths: lognormal (sigma 1, clamped to 1...max, mean \
+        before clamping), uniform on (2*mean-max)...max, or fixed. With --shared-prefix-ratio r, \
+        the first round(r * prompt) tokens of each prompt are the start of one of \
+        --shared-prompts shared texts (picked with Zipf weights 1/(k+1)); the rest is unique. \
+        --rate 0 is a closed loop (every request available at once); otherwise Poisson arrivals. \
+        With --trace FILE, requests come from a Mooncake JSONL trace; prompt tokens are \
+        synthesized from hash_ids (512-token blocks), so equal ids give equal blocks.
+
+        Latencies are of successful engine calls only, timed around the call (they include \
+        ~20-30 ns of clock reads). ops/s is count / wall time, all threads together. Peak \
+        committed bytes are sampled every 50 ms; peak RSS is VmHWM.
+
+        --json prints one object with these stable keys: workload ("synthetic"|"trace"), \
+        workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
+        requests {offered, completed, rejected_out_of_memory, rejected_other, create_retries, \
+        preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free: \
+        {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, max_us}}, prefix {query_tokens, \
+        hit_tokens, hit_rate}, memory {budget_bytes, committed_peak_bytes, committed_end_bytes, \
+        rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings}, and \
+        first_error (absent when none).
+
+        Example with the Mooncake trace (prompts are long: use a small model shape):
+          kvcache load --trace mooncake_conversation_trace.jsonl --requests 2000 \\
+            --layers 4 --memory 4GiB --max-prompt-tokens 16384 --output-max 256
+        """
+    )
+
+    @OptionGroup(title: "Engine")
+    var engine: EngineOptions
+
+    @Option(help: "Worker threads, each one batch of live sequences.")
+    var threads = 2
+
+    @Option(help: "Live sequences per thread (continuous-batching width).")
+    var batch = 16
+
+    @Option(help: "Requests to run (synthetic default 2000; trace default: every line).")
+    var requests: Int?
+
+    @Option(help: "Stop admitting requests after this many seconds (live ones finish).")
+    var duration: Double?
+
+    @Option(help: "Synthetic arrival rate in requests/s; 0 runs a closed loop.")
+    var rate = 0.0
+
+    @Option(help: "Prompt length distribution: lognormal, uniform or fixed.")
+    var promptDist: LengthShape = .lognormal
+
+    @Option(help: "Mean prompt tokens.")
+    var promptMean = 512
+
+    @Option(help: "Largest prompt in tokens.")
+    var promptMax = 2048
+
+    @Option(help: "Output length distribution: lognormal, uniform or fixed.")
+    var outputDist: LengthShape = .lognormal
+
+    @Option(help: "Mean output tokens.")
+    var outputMean = 64
+
+    @Option(help: "Largest output in tokens (also caps trace outputs).")
+    var outputMax = 256
+
+    @Option(help: "Fraction of each synthetic prompt taken from a shared prompt (0...1).")
+    var sharedPrefixRatio = 0.5
+
+    @Option(help: "Number of shared prompts (system prompts, earlier turns).")
+    var sharedPrompts = 8
+
+    @Option(help: "Seed of the synthetic workload.")
+    var seed: UInt64 = 42
+
+    @Option(help: "Mooncake JSONL trace to replay instead of the synthetic workload.")
+    var trace: String?
+
+    @Option(help: "Trace replay speed: arrival = timestamp / speed; 0 ignores timestamps (closed loop).")
+    var traceSpeed = 0.0
+
+    @Option(help: "Truncate prompts to this many tokens (default: half of --max-seq-tokens).")
+    var maxPromptTokens: Int?
+
+    @Option(help: "Out-of-memory failures a request survives before it is rejected.")
+    var maxRetries = 1000
+
+    @Flag(help: "Write K/V bytes for every token through the engine's pointers (makes RSS real).")
+    var writeKV = false
+
+    @Flag(help: "Print the report as JSON (keys listed above) instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard (1...256).contains(threads) else { throw ValidationError("--threads \(threads) is outside 1...256") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard threads * batch <= engine.maxSeqs else {
+            throw ValidationError("--threads x --batch = \(threads * batch) exceeds --max-seqs \(engine.maxSeqs)")
+        }
+        if let requests, requests < 0 { throw ValidationError("--requests must not be negative") }
+        if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
+        guard rate >= 0, rate.isFinite else { throw ValidationError("--rate must be 0 or positive") }
+        guard traceSpeed >= 0, traceSpeed.isFinite else { throw ValidationError("--trace-speed must be 0 or positive") }
+        guard (0...1).contains(sharedPrefixRatio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
+        guard sharedPrompts >= 1 else { throw ValidationError("--shared-prompts must be at least 1") }
+        guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
+        if let maxPromptTokens, !(1...engine.maxSeqTokens).contains(maxPromptTokens) {
+            throw ValidationError("--max-prompt-tokens \(maxPromptTokens) is outside 1...\(engine.maxSeqTokens) (--max-seq-tokens)")
+        }
+        try LengthDistribution(shape: promptDist, mean: promptMean, max: promptMax).validate("--prompt-mean/--prompt-max")
+        try LengthDistribution(shape: outputDist, mean: outputMean, max: outputMax).validate("--output-mean/--output-max")
+    }
+
+    /// Requests for a synthetic run: `--requests`, else 2000, or unbounded with `--duration`
+    /// (bounded by what the arrival rate can offer in that time).
+    private var syntheticRequestCount: Int {
+        if let requests { return requests }
+        guard let duration else { return 2000 }
+        return rate > 0 ? Int(rate * duration * 2) + 1000 : 100_000_000
+    }
+
+    func run() throws {
+        let config = engine.config
+        let limits = TokenLimits(maxPromptTokens: maxPromptTokens ?? max(1, config.maxSeqTokens / 2),
+                                 maxSeqTokens: config.maxSeqTokens)
+        let workload: any Workload
+        if let trace {
+            var traceLimits = limits
+            // Trace outputs are capped by --output-max as well, through maxSeqTokens per request.
+            traceLimits.maxSeqTokens = config.maxSeqTokens
+            workload = CappedOutput(
+                base: try MooncakeTrace(path: trace, maxRequests: requests, speed: traceSpeed, limits: traceLimits),
+                maxOutputTokens: outputMax)
+        } else {
+            var synthetic = SyntheticWorkload(
+                requestCount: syntheticRequestCount, ratePerSecond: rate,
+                prompt: LengthDistribution(shape: promptDist, mean: promptMean, max: promptMax),
+                output: LengthDistribution(shape: outputDist, mean: outputMean, max: outputMax),
+                sharedPrefixRatio: sharedPrefixRatio, sharedPrompts: sharedPrompts, seed: seed, limits: limits)
+            if requests == nil, let duration { synthetic.durationSeconds = duration }
+            workload = synthetic
+        }
+        let runner = LoadRunner(config: config, workload: workload, threads: threads,
+                                settings: WorkerSettings(batch: batch, maxRetries: maxRetries, writeKV: writeKV),
+                                durationSeconds: duration)
+        let report = try runner.run()
+        print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
+    }
+}
+
+/// A workload whose outputs are truncated to `maxOutputTokens` (trace outputs run to 2,000).
+struct CappedOutput<Base: Workload>: Workload {
+    var base: Base
+    var maxOutputTokens: Int
+
+    var requestCount: Int { base.requestCount }
+    func request(_ index: Int) -> LoadRequest {
+        var request = base.request(index)
+        request.outputTokens = min(request.outputTokens, maxOutputTokens)
+        return request
+    }
+    func fillPrompt(_ request: LoadRequest, into buffer: UnsafeMutableBufferPointer<Int32>) {
+        base.fillPrompt(request, into: buffer)
+    }
+    var summary: String { base.summary + ", outputs capped at \(maxOutputTokens) tokens" }
+    var kind: String { base.kind }
+}

@@ -1,0 +1,58 @@
+import Synchronization
+
+/// What the workers of one load run share: the clock origin, the next unclaimed request, the
+/// admission deadline, and a stop flag. Workers claim requests with one relaxed atomic add
+/// each; nothing else is shared on the hot path.
+final class LoadCoordinator: Sendable {
+    /// Monotonic time the run started; request arrival times count from here.
+    let startNanoseconds: UInt64
+    /// No request is claimed at or after this offset from the start (`--duration`).
+    let admitUntilNanoseconds: UInt64
+    /// Requests in the workload.
+    let requestCount: Int
+    private let nextRequest = Atomic<Int>(0)
+    private let stopped = Atomic<Bool>(false)
+    private let failureMessage = Mutex<String?>(nil)
+
+    init(startNanoseconds: UInt64, admitUntilNanoseconds: UInt64, requestCount: Int) {
+        self.startNanoseconds = startNanoseconds
+        self.admitUntilNanoseconds = admitUntilNanoseconds
+        self.requestCount = requestCount
+    }
+
+    /// Nanoseconds since the start of the run.
+    @inline(__always)
+    func elapsedNanoseconds() -> UInt64 { monotonicNanoseconds() &- startNanoseconds }
+
+    /// The index of the next request, or nil when the workload is exhausted, the deadline has
+    /// passed or the run was stopped.
+    func claim() -> Int? {
+        guard !stopped.load(ordering: .relaxed), elapsedNanoseconds() < admitUntilNanoseconds else { return nil }
+        let index = nextRequest.wrappingAdd(1, ordering: .relaxed).oldValue
+        return index < requestCount ? index : nil
+    }
+
+    /// Requests claimed so far (at most `requestCount`).
+    var claimed: Int { min(nextRequest.load(ordering: .relaxed), requestCount) }
+
+    /// Stops the run because of an error no request can work around; the first message wins.
+    func fail(_ message: String) {
+        failureMessage.withLock { if $0 == nil { $0 = message } }
+        stopped.store(true, ordering: .relaxed)
+    }
+
+    /// Whether a worker called `fail`.
+    var isStopped: Bool { stopped.load(ordering: .relaxed) }
+
+    /// The message of the first `fail`, if any.
+    var failure: String? { failureMessage.withLock { $0 } }
+}
+
+/// Counters one worker publishes for the progress line, with relaxed stores of its own
+/// totals (never read-modify-write), once per request and once per decode step.
+final class WorkerProgress: Sendable {
+    let completed = Atomic<Int>(0)
+    let rejected = Atomic<Int>(0)
+    let decodedTokens = Atomic<Int>(0)
+    let finished = Atomic<Bool>(false)
+}

@@ -1,0 +1,179 @@
+import Foundation
+import Histogram
+import KVCache
+
+/// The result of a `kvcache load` run: what `--json` prints (keys are stable; see
+/// `LoadCommand`'s help) and what the table shows.
+struct LoadReport: Codable, Sendable {
+    /// Latency and rate of one engine operation. Latencies are of successful calls, in
+    /// microseconds, measured around the engine call alone (they include about 20-30 ns of
+    /// clock reads).
+    struct OperationStats: Codable, Sendable {
+        var count: UInt64
+        /// `count` divided by the run's wall-clock time (all threads together).
+        var opsPerSecond: Double
+        var meanUs: Double
+        var p50Us: Double
+        var p99Us: Double
+        var p999Us: Double
+        var maxUs: Double
+
+        enum CodingKeys: String, CodingKey {
+            case count
+            case opsPerSecond = "ops_per_s"
+            case meanUs = "mean_us"
+            case p50Us = "p50_us"
+            case p99Us = "p99_us"
+            case p999Us = "p999_us"
+            case maxUs = "max_us"
+        }
+
+        init(_ histogram: Histogram<UInt64>, seconds: Double) {
+            // Nanoseconds to microseconds with the nanosecond precision of the histogram.
+            func us(_ ns: UInt64) -> Double { Double(ns) / 1000 }
+            count = histogram.totalCount
+            opsPerSecond = seconds > 0 ? (Double(count) / seconds).rounded() : 0
+            meanUs = count > 0 ? (histogram.mean).rounded() / 1000 : 0
+            p50Us = us(histogram.valueAtPercentile(50))
+            p99Us = us(histogram.valueAtPercentile(99))
+            p999Us = us(histogram.valueAtPercentile(99.9))
+            maxUs = us(histogram.max)
+        }
+    }
+
+    struct Requests: Codable, Sendable {
+        /// Requests in the workload (claimed by the run, when it stopped at `--duration`).
+        var offered: Int
+        var completed: Int
+        /// Given up after `--max-retries` out-of-memory failures, or larger than the budget.
+        var rejectedOutOfMemory: Int
+        /// Refused by the engine for another reason (see `first_error`).
+        var rejectedOther: Int
+        /// Creates that ran out of memory and waited to be retried.
+        var createRetries: Int
+        /// Sequences freed because an append ran out of memory (restarted later).
+        var preemptions: Int
+        var perSecond: Double
+
+        enum CodingKeys: String, CodingKey {
+            case offered, completed, preemptions
+            case rejectedOutOfMemory = "rejected_out_of_memory"
+            case rejectedOther = "rejected_other"
+            case createRetries = "create_retries"
+            case perSecond = "per_s"
+        }
+    }
+
+    struct Prefix: Codable, Sendable {
+        /// EngineStats.prefixQueryTokens / prefixHitTokens at the end of the run.
+        var queryTokens: UInt64
+        var hitTokens: UInt64
+        /// hit_tokens / query_tokens (0 when nothing was queried).
+        var hitRate: Double
+
+        enum CodingKeys: String, CodingKey {
+            case queryTokens = "query_tokens"
+            case hitTokens = "hit_tokens"
+            case hitRate = "hit_rate"
+        }
+    }
+
+    struct Memory: Codable, Sendable {
+        var budgetBytes: UInt64
+        /// Highest EngineStats.committedBytes seen by the sampler (every 50 ms, so a lower bound).
+        var committedPeakBytes: UInt64
+        var committedEndBytes: UInt64
+        /// Process RSS (VmRSS) before the engine was created, its peak (VmHWM) and at the end.
+        var rssStartBytes: UInt64
+        var rssPeakBytes: UInt64
+        var rssEndBytes: UInt64
+        var blocksEvicted: UInt64
+        var mappings: UInt64
+
+        enum CodingKeys: String, CodingKey {
+            case budgetBytes = "budget_bytes"
+            case committedPeakBytes = "committed_peak_bytes"
+            case committedEndBytes = "committed_end_bytes"
+            case rssStartBytes = "rss_start_bytes"
+            case rssPeakBytes = "rss_peak_bytes"
+            case rssEndBytes = "rss_end_bytes"
+            case blocksEvicted = "blocks_evicted"
+            case mappings
+        }
+    }
+
+    var workload: String
+    var workloadSummary: String
+    var layout: String
+    var threads: Int
+    var batchPerThread: Int
+    var writeKV: Bool
+    var elapsedSeconds: Double
+    var requests: Requests
+    var promptTokens: Int
+    var decodedTokens: Int
+    var operations: [String: OperationStats]
+    var prefix: Prefix
+    var memory: Memory
+    var firstError: String?
+
+    enum CodingKeys: String, CodingKey {
+        case workload, layout, threads, requests, operations, prefix, memory
+        case workloadSummary = "workload_summary"
+        case batchPerThread = "batch_per_thread"
+        case writeKV = "write_kv"
+        case elapsedSeconds = "elapsed_s"
+        case promptTokens = "prompt_tokens"
+        case decodedTokens = "decoded_tokens"
+        case firstError = "first_error"
+    }
+
+    /// Pretty-printed JSON with sorted keys, so equal reports print identically.
+    func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = (try? encoder.encode(self)) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The human-readable report.
+    func table() -> String {
+        var out = ""
+        func line(_ s: String = "") { out += s + "\n" }
+        func pad(_ s: String, _ width: Int, left: Bool = false) -> String {
+            let fill = String(repeating: " ", count: max(0, width - s.count))
+            return left ? s + fill : fill + s
+        }
+        line("kvcache load: \(layout) layout, \(threads) threads x \(batchPerThread) live sequences\(writeKV ? ", K/V written" : "")")
+        line("workload: \(workloadSummary)")
+        line()
+        line("requests   \(requests.completed) completed of \(requests.offered) in \(fixed(elapsedSeconds, 2)) s "
+            + "(\(fixed(requests.perSecond, 1)) req/s); rejected: \(requests.rejectedOutOfMemory) out of memory, "
+            + "\(requests.rejectedOther) other")
+        line("           \(requests.createRetries) creates retried, \(requests.preemptions) preemptions (append out of memory)")
+        line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded")
+        line()
+        let header = [pad("operation", 10, left: true), pad("count", 10), pad("ops/s", 12), pad("mean us", 10),
+                      pad("p50 us", 10), pad("p99 us", 10), pad("p999 us", 10), pad("max us", 10)]
+        line(header.joined(separator: " "))
+        for op in TimedOperation.allCases {
+            guard let s = operations[op.name] else { continue }
+            let row = [pad(op.name, 10, left: true), pad(String(s.count), 10), pad(fixed(s.opsPerSecond, 0), 12),
+                       pad(fixed(s.meanUs, 3), 10), pad(fixed(s.p50Us, 3), 10), pad(fixed(s.p99Us, 3), 10),
+                       pad(fixed(s.p999Us, 3), 10), pad(fixed(s.maxUs, 1), 10)]
+            line(row.joined(separator: " "))
+        }
+        line()
+        line("prefix hit rate  \(fixed(prefix.hitRate * 100, 1)) %  (\(prefix.hitTokens) of \(prefix.queryTokens) prompt tokens served from the cache)")
+        line()
+        line([pad("memory", 10, left: true), pad("committed", 12), pad("RSS", 12)].joined(separator: " "))
+        line([pad("start", 10, left: true), pad("-", 12), pad(ByteCount.format(memory.rssStartBytes), 12)].joined(separator: " "))
+        line([pad("peak", 10, left: true), pad(ByteCount.format(memory.committedPeakBytes), 12),
+              pad(ByteCount.format(memory.rssPeakBytes), 12)].joined(separator: " "))
+        line([pad("end", 10, left: true), pad(ByteCount.format(memory.committedEndBytes), 12),
+              pad(ByteCount.format(memory.rssEndBytes), 12)].joined(separator: " "))
+        line("budget \(ByteCount.format(memory.budgetBytes)); \(memory.blocksEvicted) cached blocks evicted; \(memory.mappings) mappings")
+        if let firstError { line("first error: \(firstError)") }
+        return out
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import KVCache
+import Synchronization
+
+/// Runs one load test: creates the engine, starts the worker threads, samples memory and
+/// shows progress on the calling thread until they finish, and assembles the report.
+struct LoadRunner {
+    var config: EngineConfig
+    var workload: any Workload
+    var threads: Int
+    var settings: WorkerSettings
+    /// Stop admitting requests after this long (nil: run the whole workload).
+    var durationSeconds: Double?
+
+    /// How often the calling thread samples `committedBytes` for the peak.
+    static let sampleIntervalNanoseconds: UInt64 = 50_000_000
+
+    /// An error that ends the run, with a message for the operator.
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    func run() throws -> LoadReport {
+        let rssStart = ProcessMemory.current()
+        let engine: Engine
+        do {
+            engine = try Engine(config)
+        } catch {
+            throw Failure(description: "cannot create the engine: \(error)")
+        }
+        var progressLine = ProgressLine()
+        let admitUntil = durationSeconds.map { UInt64($0 * 1e9) } ?? .max
+        let coordinator = LoadCoordinator(startNanoseconds: monotonicNanoseconds(), admitUntilNanoseconds: admitUntil,
+                                          requestCount: workload.requestCount)
+        let progress = (0..<threads).map { _ in WorkerProgress() }
+        let results = Mutex<[WorkerResult]>([])
+        for index in 0..<threads {
+            let worker = LoadWorker(index: index, engine: engine, workload: workload, coordinator: coordinator,
+                                    progress: progress[index], settings: settings)
+            let thread = Thread {
+                let result = worker.run()
+                results.withLock { $0.append(result) }
+                progress[index].finished.store(true, ordering: .releasing)
+            }
+            thread.name = "kvcache-load-\(index)"
+            thread.start()
+        }
+
+        var committedPeak: UInt64 = 0
+        while !progress.allSatisfy({ $0.finished.load(ordering: .acquiring) }) {
+            sleepNanoseconds(Self.sampleIntervalNanoseconds)
+            let stats = engine.stats()
+            committedPeak = max(committedPeak, stats.committedBytes)
+            progressLine.update(self.progressText(coordinator: coordinator, progress: progress, stats: stats))
+        }
+        let elapsed = Double(coordinator.elapsedNanoseconds()) / 1e9
+        progressLine.clear()
+        if let failure = coordinator.failure {
+            throw Failure(description: failure)
+        }
+
+        var total = WorkerResult()
+        for result in results.withLock({ $0 }) {
+            total.latency.merge(result.latency)
+            total.completed += result.completed
+            total.rejectedOutOfMemory += result.rejectedOutOfMemory
+            total.rejectedOther += result.rejectedOther
+            total.createRetries += result.createRetries
+            total.preemptions += result.preemptions
+            total.promptTokens += result.promptTokens
+            total.cachedPromptTokens += result.cachedPromptTokens
+            total.decodedTokens += result.decodedTokens
+            total.firstError = total.firstError ?? result.firstError
+        }
+        let stats = engine.stats()
+        committedPeak = max(committedPeak, stats.committedBytes)
+        let rssEnd = ProcessMemory.current()
+
+        var operations: [String: LoadReport.OperationStats] = [:]
+        for op in TimedOperation.allCases {
+            operations[op.name] = LoadReport.OperationStats(total.latency.histogram(op), seconds: elapsed)
+        }
+        let offered = durationSeconds == nil ? workload.requestCount : coordinator.claimed
+        return LoadReport(
+            workload: workload.kind,
+            workloadSummary: workload.summary,
+            layout: config.layout == .paged ? "paged" : "contiguous",
+            threads: threads,
+            batchPerThread: settings.batch,
+            writeKV: settings.writeKV,
+            elapsedSeconds: (elapsed * 1000).rounded() / 1000,
+            requests: .init(offered: offered, completed: total.completed,
+                            rejectedOutOfMemory: total.rejectedOutOfMemory, rejectedOther: total.rejectedOther,
+                            createRetries: total.createRetries, preemptions: total.preemptions,
+                            perSecond: elapsed > 0 ? (Double(total.completed) / elapsed * 10).rounded() / 10 : 0),
+            promptTokens: total.promptTokens,
+            decodedTokens: total.decodedTokens,
+            operations: operations,
+            prefix: .init(queryTokens: stats.prefixQueryTokens, hitTokens: stats.prefixHitTokens,
+                          hitRate: stats.prefixQueryTokens > 0 ? Double(stats.prefixHitTokens) / Double(stats.prefixQueryTokens) : 0),
+            memory: .init(budgetBytes: stats.budgetBytes, committedPeakBytes: committedPeak,
+                          committedEndBytes: stats.committedBytes, rssStartBytes: rssStart.rssBytes,
+                          rssPeakBytes: rssEnd.peakRSSBytes, rssEndBytes: rssEnd.rssBytes,
+                          blocksEvicted: stats.blocksEvicted, mappings: stats.mappings),
+            firstError: total.firstError
+        )
+    }
+
+    private func progressText(coordinator: LoadCoordinator, progress: [WorkerProgress], stats: EngineStats) -> String {
+        let seconds = Double(coordinator.elapsedNanoseconds()) / 1e9
+        let completed = progress.reduce(0) { $0 + $1.completed.load(ordering: .relaxed) }
+        let rejected = progress.reduce(0) { $0 + $1.rejected.load(ordering: .relaxed) }
+        let decoded = progress.reduce(0) { $0 + $1.decodedTokens.load(ordering: .relaxed) }
+        let hit = stats.prefixQueryTokens > 0 ? Double(stats.prefixHitTokens) / Double(stats.prefixQueryTokens) * 100 : 0
+        return "[\(fixed(seconds, 1)) s] \(completed)/\(workload.requestCount) done, \(rejected) rejected, "
+            + "\(stats.sequences) live, \(fixed(Double(decoded) / max(seconds, 1e-9) / 1000, 1))k tok/s, "
+            + "hit \(fixed(hit, 1))%, committed \(ByteCount.format(stats.committedBytes)), "
+            + "RSS \(ByteCount.format(ProcessMemory.current().rssBytes))"
+    }
+}

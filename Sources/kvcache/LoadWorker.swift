@@ -1,0 +1,281 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVCache
+
+/// What one worker thread did, merged into the report at the end.
+struct WorkerResult: Sendable {
+    var latency = LatencyRecorder()
+    /// Requests that decoded all their output and were freed.
+    var completed = 0
+    /// Requests given up on after `maxRetries` out-of-memory failures (or that cannot fit at all).
+    var rejectedOutOfMemory = 0
+    /// Requests the engine refused for another reason (for example past `max_seq_tokens`).
+    var rejectedOther = 0
+    /// `createSequence` calls that ran out of memory and were retried later.
+    var createRetries = 0
+    /// Sequences freed because an `append` ran out of memory; their request restarts later.
+    var preemptions = 0
+    /// Prompt tokens of successful creates, and of those, tokens the prefix cache served.
+    var promptTokens = 0
+    var cachedPromptTokens = 0
+    /// Tokens appended.
+    var decodedTokens = 0
+    /// The first error message other than out-of-memory, for the report.
+    var firstError: String?
+}
+
+/// The settings of a worker's loop.
+struct WorkerSettings: Sendable {
+    /// Live sequences this thread decodes together (continuous batching).
+    var batch: Int
+    /// Out-of-memory failures a request survives before it counts as rejected.
+    var maxRetries: Int
+    /// Write K/V bytes for every new token through the engine's pointers.
+    var writeKV: Bool
+}
+
+/// One load-generating thread: a continuous-batching server loop in miniature.
+///
+/// The thread admits requests (claimed from the shared `LoadCoordinator` once they have
+/// arrived) until it holds `batch` live sequences, then runs decode steps that append one
+/// token to every live sequence, freeing each one when its output is complete. Out of memory
+/// is a condition, not an error, as in a real server: a failed create waits in this thread's
+/// queue until one of its sequences finishes (or, when it has none, a short back-off); a failed
+/// append preempts that sequence (it is freed and its request restarts from the queue, like
+/// vLLM's recompute preemption). After `maxRetries` failures a request counts as rejected.
+///
+/// Only the engine call sits between the two clock reads of a timed operation; token
+/// synthesis, K/V writes and bookkeeping are outside.
+struct LoadWorker: Sendable {
+    let index: Int
+    let engine: Engine
+    let workload: any Workload
+    let coordinator: LoadCoordinator
+    let progress: WorkerProgress
+    let settings: WorkerSettings
+
+    private struct Live {
+        var id: UInt64
+        var request: LoadRequest
+        var attempts: Int
+        var length: Int
+        var remaining: Int
+    }
+
+    private struct Waiting {
+        var request: LoadRequest
+        var attempts: Int
+    }
+
+    /// Back-off when a request does not fit and this thread holds no sequence to wait for.
+    static let idleBackoffNanoseconds: UInt64 = 1_000_000
+    /// Longest sleep while waiting for an arrival, so a stop is noticed quickly.
+    static let maxSleepNanoseconds: UInt64 = 10_000_000
+
+    init(index: Int, engine: Engine, workload: any Workload, coordinator: LoadCoordinator,
+         progress: WorkerProgress, settings: WorkerSettings) {
+        self.index = index
+        self.engine = engine
+        self.workload = workload
+        self.coordinator = coordinator
+        self.progress = progress
+        self.settings = settings
+    }
+
+    func run() -> WorkerResult {
+        var result = WorkerResult()
+        let config = engine.config
+        let prompt = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens)
+        defer { prompt.deallocate() }
+        let blockTable = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens / config.blockTokens + 1)
+        defer { blockTable.deallocate() }
+        var token: Int32 = 0
+
+        var live: [Live] = []
+        live.reserveCapacity(settings.batch)
+        var waiting: [Waiting] = []
+        var exhausted = false
+        // Set when a create ran out of memory: admit nothing more until a sequence finishes.
+        var admissionBlocked = false
+        var nextSequence: UInt64 = 0
+
+        func publish() {
+            progress.completed.store(result.completed, ordering: .relaxed)
+            progress.rejected.store(result.rejectedOutOfMemory + result.rejectedOther, ordering: .relaxed)
+            progress.decodedTokens.store(result.decodedTokens, ordering: .relaxed)
+        }
+
+        func requeue(_ request: LoadRequest, attempts: Int) {
+            if attempts > settings.maxRetries {
+                result.rejectedOutOfMemory += 1
+                publish()
+            } else {
+                waiting.insert(Waiting(request: request, attempts: attempts), at: 0)
+            }
+        }
+
+        func freeTimed(_ id: UInt64) {
+            let t0 = monotonicNanoseconds()
+            do throws(KVError) {
+                try engine.free(id)
+            } catch {
+                coordinator.fail("free of sequence \(id) failed: \(error)")
+                return
+            }
+            result.latency.record(.free, nanoseconds: monotonicNanoseconds() &- t0)
+        }
+
+        while !coordinator.isStopped {
+            // Admission: fill the batch with requests that have arrived.
+            while live.count < settings.batch, !admissionBlocked {
+                if waiting.isEmpty {
+                    if exhausted { break }
+                    guard let next = coordinator.claim() else { exhausted = true; break }
+                    waiting.append(Waiting(request: workload.request(next), attempts: 0))
+                }
+                let head = waiting[0]
+                if head.request.arrivalNanoseconds > coordinator.elapsedNanoseconds() { break }
+                waiting.removeFirst()
+
+                let request = head.request
+                workload.fillPrompt(request, into: prompt)
+                let id = UInt64(index) << 48 | nextSequence
+                nextSequence += 1
+                let tokens = UnsafeBufferPointer(rebasing: prompt[0..<request.promptTokens])
+                let t0 = monotonicNanoseconds()
+                let cached: Int
+                do throws(KVError) {
+                    cached = try engine.createSequence(id, tokens: tokens)
+                } catch where error.code == .outOfMemory {
+                    result.createRetries += 1
+                    if live.isEmpty, engine.stats().sequences == 0 {
+                        // Nothing anywhere holds memory: this prompt can never fit.
+                        result.createRetries -= 1
+                        result.rejectedOutOfMemory += 1
+                        publish()
+                    } else {
+                        requeue(request, attempts: head.attempts + 1)
+                    }
+                    admissionBlocked = true
+                    break
+                } catch {
+                    result.rejectedOther += 1
+                    if result.firstError == nil { result.firstError = "create: \(error)" }
+                    publish()
+                    continue
+                }
+                result.latency.record(.create, nanoseconds: monotonicNanoseconds() &- t0)
+                result.promptTokens += request.promptTokens
+                result.cachedPromptTokens += cached
+                if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { break }
+                live.append(Live(id: id, request: request, attempts: head.attempts,
+                                 length: request.promptTokens, remaining: request.outputTokens))
+            }
+
+            if live.isEmpty {
+                if waiting.isEmpty {
+                    if exhausted { break }
+                    continue
+                }
+                let head = waiting[0]
+                let now = coordinator.elapsedNanoseconds()
+                if head.request.arrivalNanoseconds > now {
+                    sleepNanoseconds(min(head.request.arrivalNanoseconds - now, Self.maxSleepNanoseconds))
+                } else {
+                    // Out of memory with nothing of ours to wait for: other threads hold it.
+                    sleepNanoseconds(Self.idleBackoffNanoseconds)
+                }
+                admissionBlocked = false
+                continue
+            }
+
+            // One decode step: a token for every live sequence, freeing finished ones.
+            var i = 0
+            while i < live.count {
+                if live[i].remaining > 0 {
+                    token = syntheticToken(stream: live[i].id, position: live[i].length)
+                    let id = live[i].id
+                    let t0 = monotonicNanoseconds()
+                    do throws(KVError) {
+                        try withUnsafePointer(to: &token) { (p) throws(KVError) in
+                            try engine.append(id, tokens: UnsafeBufferPointer(start: p, count: 1))
+                        }
+                    } catch {
+                        // Preempt: give the memory back and restart the request later.
+                        freeTimed(id)
+                        let victim = live.remove(at: i)
+                        if error.code == .outOfMemory {
+                            result.preemptions += 1
+                            requeue(victim.request, attempts: victim.attempts + 1)
+                            admissionBlocked = true
+                        } else {
+                            result.rejectedOther += 1
+                            if result.firstError == nil { result.firstError = "append: \(error)" }
+                            publish()
+                        }
+                        continue
+                    }
+                    result.latency.record(.append, nanoseconds: monotonicNanoseconds() &- t0)
+                    result.decodedTokens += 1
+                    if settings.writeKV, !writeKV(id, from: live[i].length, to: live[i].length + 1, blockTable: blockTable) { break }
+                    live[i].length += 1
+                    live[i].remaining -= 1
+                }
+                if live[i].remaining == 0 {
+                    freeTimed(live[i].id)
+                    live.swapAt(i, live.count - 1)
+                    live.removeLast()
+                    result.completed += 1
+                    admissionBlocked = false
+                    continue
+                }
+                i += 1
+            }
+            publish()
+        }
+        // A stopped run still frees what it holds, so the engine ends consistent.
+        for sequence in live { try? engine.free(sequence.id) }
+        publish()
+        return result
+    }
+
+    /// Writes a byte pattern over the K and V of tokens `from..<to` of `seq` in every layer,
+    /// as a server's attention kernels would, so that the engine's memory is really touched.
+    /// Returns false (and stops the run) when the engine gives no pointers.
+    private func writeKV(_ seq: UInt64, from: Int, to: Int, blockTable: UnsafeMutableBufferPointer<Int32>) -> Bool {
+        guard from < to else { return true }
+        let config = engine.config
+        let tokenBytes = config.tokenBytes
+        let pattern = Int32(truncatingIfNeeded: seq) & 0xFF
+        do throws(KVError) {
+            switch config.layout {
+            case .contiguous:
+                for layer in 0..<config.numLayers {
+                    let (k, v) = try engine.kv(seq, layer: layer)
+                    memset(k + from * tokenBytes, pattern, (to - from) * tokenBytes)
+                    memset(v + from * tokenBytes, pattern, (to - from) * tokenBytes)
+                }
+            case .paged:
+                let blocks = try engine.blockTable(seq, into: blockTable)
+                precondition(blocks <= blockTable.count, "block table of \(blocks) blocks exceeds max_seq_tokens")
+                var position = from
+                while position < to {
+                    let block = position / config.blockTokens
+                    let offset = position % config.blockTokens
+                    let count = min(to - position, config.blockTokens - offset)
+                    for layer in 0..<config.numLayers {
+                        let (k, v) = try engine.blockKV(blockTable[block], layer: layer)
+                        memset(k + offset * tokenBytes, pattern, count * tokenBytes)
+                        memset(v + offset * tokenBytes, pattern, count * tokenBytes)
+                    }
+                    position += count
+                }
+            }
+        } catch {
+            coordinator.fail("--write-kv: \(error)")
+            return false
+        }
+        return true
+    }
+}
