@@ -1,0 +1,167 @@
+import Testing
+@testable import KVCacheABI
+
+/// Tries to create an engine from `config`; destroys it again when it was created.
+private func createStatus(_ config: CConfig) -> kvc_status {
+    var engine: OpaquePointer?
+    LastError.clear()
+    let rc = config.create(&engine)
+    kvc_engine_destroy(engine)
+    return rc
+}
+
+@Suite struct ConfigABITests {
+    @Test func configInitWritesTheDocumentedDefaultsAtTheHeadersOffsets() {
+        var bytes = [UInt8](repeating: 0xAB, count: 80)
+        bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
+        var c = CConfig()
+        c.bytes = bytes
+        #expect(c.structSize == 64)
+        #expect(c.numLayers == 32)
+        #expect(c.numKVHeads == 8)
+        #expect(c.headDim == 128)
+        #expect(c.dtypeBytes == 2)
+        #expect(c.blockTokens == 16)
+        #expect(c.layout == KVC_LAYOUT_PAGED)
+        #expect(c.maxSeqs == 256)
+        #expect(c.maxSeqTokens == 32768)
+        #expect(c.memoryBytes == 8 << 30)
+        #expect(c.pageBytes == 64 << 10)
+        #expect(c.numaNode == -1)
+        #expect(c.metadataOnly == 0)
+        #expect(bytes[36..<40].allSatisfy { $0 == 0 }, "padding is zeroed")
+        #expect(bytes[64...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
+    }
+
+    @Test func configInitOfNullIsANoOp() {
+        kvc_config_init(nil)
+    }
+
+    @Test func createWithNullConfigIsInvalid() {
+        var engine: OpaquePointer? = OpaquePointer(bitPattern: 0x1234)
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["cfg", "NULL"]) { kvc_engine_create(nil, &engine) }
+        #expect(engine == nil, "*out is set to NULL on failure")
+    }
+
+    @Test func createWithNullOutIsInvalid() {
+        let c = CConfig.small(KVC_LAYOUT_PAGED)
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["out", "NULL"]) {
+            c.bytes.withUnsafeBytes { kvc_engine_create($0.baseAddress, nil) }
+        }
+    }
+
+    @Test(arguments: [0, 4, 59])
+    func structSizeBelowTheMinimumIsInvalid(size: UInt32) {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.structSize = size
+        #expect(createStatus(c) == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: ["struct_size", "\(size)"])
+    }
+
+    @Test func structSizeAboveTheMaximumIsInvalid() {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.structSize = 1 << 20
+        #expect(createStatus(c) == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: ["struct_size", "\(1 << 20)"])
+    }
+
+    @Test func anOlderSmallerConfigGetsDefaultsForTheMissingFields() throws {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.metadataOnly = 1  // lies past struct_size 60: must be ignored (metadata-only has no K/V pointers)
+        c.structSize = 60
+        let f = try ABIFixture(c)
+        try f.create(1, tokens: [1, 2, 3, 4, 5])
+        var k: UnsafeMutableRawPointer?
+        var v: UnsafeMutableRawPointer?
+        #expect(kvc_block_kv(f.handle, try f.blockTable(1)[0], 0, &k, &v) == KVC_OK, "metadata_only must default to 0")
+    }
+
+    @Test func aNewerLargerConfigWithZeroedExtraFieldsIsAccepted() throws {
+        var c = CConfig(structSize: 96)
+        let small = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+        c.bytes.replaceSubrange(4..<64, with: small.bytes[4..<64])
+        let f = try ABIFixture(c)
+        try f.create(1, tokens: [1, 2, 3])
+        #expect(try f.stats().budgetBytes == small.memoryBytes)
+    }
+
+    @Test func aNewerLargerConfigSettingAnUnknownFieldIsUnsupported() {
+        var c = CConfig(structSize: 96)
+        let small = CConfig.small(KVC_LAYOUT_PAGED)
+        c.bytes.replaceSubrange(4..<64, with: small.bytes[4..<64])
+        c.bytes[72] = 1
+        #expect(createStatus(c) == KVC_ERR_UNSUPPORTED)
+        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["72"])
+    }
+
+    /// A field set to a value outside its range, and a word the message must contain.
+    struct BadField: CustomTestStringConvertible, Sendable {
+        let name: String
+        let set: @Sendable (inout CConfig) -> Void
+        var testDescription: String { name }
+    }
+
+    @Test(arguments: [
+        BadField(name: "num_layers") { $0.numLayers = 0 },
+        BadField(name: "num_layers") { $0.numLayers = .max },
+        BadField(name: "num_kv_heads") { $0.numKVHeads = 0 },
+        BadField(name: "head_dim") { $0.headDim = 0 },
+        BadField(name: "head_dim") { $0.headDim = 1 << 20 },
+        BadField(name: "dtype_bytes") { $0.dtypeBytes = 3 },
+        BadField(name: "block_tokens") { $0.blockTokens = 0 },
+        BadField(name: "block_tokens") { $0.blockTokens = .max },
+        BadField(name: "layout") { $0.layout = 7 },
+        BadField(name: "max_seqs") { $0.maxSeqs = 0 },
+        BadField(name: "max_seqs") { $0.maxSeqs = .max },
+        BadField(name: "max_seq_tokens") { $0.maxSeqTokens = 0 },
+        BadField(name: "max_seq_tokens") { $0.maxSeqTokens = .max },
+        BadField(name: "memory_bytes") { $0.memoryBytes = 0 },
+        BadField(name: "page_bytes") { $0.pageBytes = 0 },
+        BadField(name: "page_bytes") { $0.pageBytes = 3000 },
+        BadField(name: "page_bytes") { $0.pageBytes = 1 << 40 },
+        BadField(name: "numa_node") { $0.numaNode = -2 },
+        BadField(name: "metadata_only") { $0.metadataOnly = 2 },
+    ])
+    func aFieldOutOfRangeIsInvalidAndNamed(field: BadField) {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        field.set(&c)
+        #expect(createStatus(c) == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: [field.name])
+    }
+
+    @Test func metadataOnlyWithTheContiguousLayoutIsInvalid() {
+        var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+        c.metadataOnly = 1
+        #expect(createStatus(c) == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: ["metadata"])
+    }
+
+    @Test(arguments: bothLayouts)
+    func aHugeMemoryBudgetIsAStatusNotACrash(layout: UInt32) {
+        var c = CConfig.small(layout)
+        c.memoryBytes = .max
+        let rc = createStatus(c)
+        // Either the engine can hold this (budget is a ceiling, not a reservation) or it says why.
+        if rc != KVC_OK {
+            #expect(rc == KVC_ERR_OUT_OF_MEMORY || rc == KVC_ERR_INVALID_ARGUMENT, "\(String(cString: kvc_status_name(rc)))")
+            expectStatus(rc, rc, mentioning: ["kvc_engine_create"])
+        }
+    }
+
+    @Test func aContiguousShapeBeyondTheAddressSpaceIsOutOfMemory() {
+        var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+        c.numLayers = 1024
+        c.numKVHeads = 1024
+        c.headDim = 4096
+        c.dtypeBytes = 8
+        c.maxSeqs = 65536
+        c.maxSeqTokens = 1 << 24
+        let rc = createStatus(c)
+        #expect(rc == KVC_ERR_OUT_OF_MEMORY || rc == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(rc, rc, mentioning: ["kvc_engine_create"])
+    }
+
+    @Test func destroyOfNullIsANoOp() {
+        kvc_engine_destroy(nil)
+    }
+}

@@ -1,0 +1,102 @@
+import Testing
+@testable import KVCacheABI
+
+/// A drained `kvc_event`, decoded at the header's offsets.
+private struct CEvent: Equatable {
+    var kind: UInt32, tier: UInt32, blockHash: UInt64, parentHash: UInt64
+}
+
+/// Drains up to `capacity` events through the ABI.
+private func drain(_ f: ABIFixture, capacity: Int) throws -> [CEvent] {
+    var bytes = [UInt8](repeating: 0xAB, count: capacity * 24 + 24)
+    var n = -1
+    let rc = bytes.withUnsafeMutableBytes { kvc_drain_events(f.handle, $0.baseAddress, capacity, &n) }
+    try #require(rc == KVC_OK)
+    try #require(n >= 0 && n <= capacity)
+    #expect(bytes[(n * 24)...].allSatisfy { $0 == 0xAB }, "wrote past the drained events")
+    return bytes.withUnsafeBytes { raw in
+        (0..<n).map { i in
+            CEvent(kind: raw.loadUnaligned(fromByteOffset: 24 * i, as: UInt32.self),
+                   tier: raw.loadUnaligned(fromByteOffset: 24 * i + 4, as: UInt32.self),
+                   blockHash: raw.loadUnaligned(fromByteOffset: 24 * i + 8, as: UInt64.self),
+                   parentHash: raw.loadUnaligned(fromByteOffset: 24 * i + 16, as: UInt64.self))
+        }
+    }
+}
+
+/// kvc_hash_tokens of `tokens` in blocks of `blockTokens`.
+private func hashes(_ tokens: [Int32], blockTokens: UInt32) throws -> [UInt64] {
+    var out = [UInt64](repeating: 0, count: tokens.count)
+    var n = 0
+    try #require(kvc_hash_tokens(tokens, tokens.count, blockTokens, &out, out.count, &n) == KVC_OK)
+    return Array(out[0..<n])
+}
+
+@Suite struct EventABITests {
+    @Test(arguments: bothLayouts)
+    func storedEventsCarryTheChainedHashesOfThePrompt(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let events = try drain(f, capacity: 64)
+        let chain = try hashes(f.witnesses[1001]!.tokens, blockTokens: 4)
+        #expect(events == chain.enumerated().map { i, h in
+            CEvent(kind: 1, tier: 0, blockHash: h, parentHash: i == 0 ? 0 : chain[i - 1])
+        })
+    }
+
+    @Test func drainingInSmallBatchesKeepsOrderAndLosesNothing() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        try f.create(5, tokens: f.uniqueTokens(5, count: 200))  // 50 more stored events
+        var all: [CEvent] = []
+        while true {
+            let batch = try drain(f, capacity: 7)
+            all += batch
+            if batch.count < 7 { break }
+        }
+        let chain = try hashes(f.witnesses[1001]!.tokens, blockTokens: 4) + hashes(f.uniqueTokens(5, count: 200), blockTokens: 4)
+        #expect(all.map(\.blockHash) == chain)
+        #expect(try drain(f, capacity: 7).isEmpty)
+    }
+
+    @Test func trimReportsTheCachedBlocksLeaving() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        try f.create(5, tokens: f.uniqueTokens(5, count: 8))
+        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        _ = try drain(f, capacity: 64)
+        #expect(kvc_engine_trim(f.handle) == KVC_OK)
+        let removed = try drain(f, capacity: 64)
+        #expect(Set(removed.map(\.blockHash)) == Set(try hashes(f.uniqueTokens(5, count: 8), blockTokens: 4)))
+        #expect(removed.allSatisfy { $0.kind == 2 })
+    }
+
+    @Test func drainWithZeroCapacityAndNullOutputDrainsNothing() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        var n = -1
+        #expect(kvc_drain_events(f.handle, nil, 0, &n) == KVC_OK)
+        #expect(n == 0)
+        #expect(try drain(f, capacity: 64).count == 3)
+    }
+
+    @Test func drainWithNullOutputAndACapacityIsInvalid() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        var n = 0
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["out", "NULL"]) { kvc_drain_events($0, nil, 4, &n) }
+        #expect(try drain(f, capacity: 64).count == 3, "a failed drain lost events")
+    }
+
+    @Test func drainWithNullCountIsInvalid() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        var bytes = [UInt8](repeating: 0, count: 96)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["n_events", "NULL"]) { e in
+            bytes.withUnsafeMutableBytes { kvc_drain_events(e, $0.baseAddress, 4, nil) }
+        }
+        #expect(try drain(f, capacity: 64).count == 3, "a failed drain lost events")
+    }
+
+    @Test func drainWithNullEngineIsInvalid() {
+        var bytes = [UInt8](repeating: 0, count: 96)
+        var n = 0
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["engine", "NULL"]) {
+            bytes.withUnsafeMutableBytes { kvc_drain_events(nil, $0.baseAddress, 4, &n) }
+        }
+    }
+}

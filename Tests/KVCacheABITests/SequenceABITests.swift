@@ -1,0 +1,189 @@
+import Testing
+@testable import KVCacheABI
+
+@Suite struct SequenceABITests {
+    @Test(arguments: bothLayouts)
+    func createWithNullEngineIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        var cached = 0
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_create", "engine", "NULL"]) { _ in
+            kvc_seq_create(nil, 1, [1, 2, 3], 3, &cached)
+        }
+    }
+
+    @Test(arguments: bothLayouts)
+    func createWithNullTokensIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        var cached = 0
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["tokens", "NULL"]) { kvc_seq_create($0, 1, nil, 3, &cached) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func createWithNullCachedTokensIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["cached_tokens", "NULL"]) {
+            kvc_seq_create($0, 1, [1, 2, 3], 3, nil)
+        }
+    }
+
+    @Test(arguments: bothLayouts)
+    func createWithZeroTokensIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        var cached = 0
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["n_tokens", "0"]) {
+            kvc_seq_create($0, 1, [1, 2, 3], 0, &cached)
+        }
+    }
+
+    @Test(arguments: bothLayouts)
+    func createBeyondMaxSeqTokensIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let tokens = f.uniqueTokens(1, count: Int(f.config.maxSeqTokens) + 1)
+        var cached = 0
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["\(tokens.count)", "max_seq_tokens"]) {
+            kvc_seq_create($0, 1, tokens, tokens.count, &cached)
+        }
+    }
+
+    @Test(arguments: bothLayouts)
+    func createWithACountAbovePtrdiffMaxIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        var cached = 0
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["n_tokens", "\(UInt.max)"]) {
+            kvc_seq_create($0, 1, [1, 2, 3], -1, &cached)  // SIZE_MAX as C passes it
+        }
+    }
+
+    @Test(arguments: bothLayouts)
+    func createOfALiveSequenceIsExists(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        var cached = 0
+        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_create", "1001"]) {
+            kvc_seq_create($0, 1001, [7, 8, 9], 3, &cached)
+        }
+    }
+
+    @Test(arguments: bothLayouts)
+    func appendToAnUnknownSequenceIsNotFound(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_append", "77"]) { kvc_seq_append($0, 77, [1], 1) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func appendWithNullEngineIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["engine", "NULL"]) { _ in kvc_seq_append(nil, 1001, [1], 1) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func appendWithNullTokensIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["tokens", "NULL"]) { kvc_seq_append($0, 1001, nil, 2) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func appendOfZeroTokensIsANoOp(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let before = try f.stats()
+        #expect(kvc_seq_append(f.handle, 1001, nil, 0) == KVC_OK)
+        #expect(try f.length(1001) == f.witnesses[1001]!.tokens.count)
+        #expect(try f.stats() == before)
+        try f.expectWitnessesIntact()
+    }
+
+    @Test(arguments: bothLayouts)
+    func appendPastMaxSeqTokensIsInvalidAndAppendsNothing(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let room = Int(f.config.maxSeqTokens) - f.witnesses[1001]!.tokens.count
+        let tokens = [Int32](repeating: 5, count: room + 1)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_append", "1001"]) {
+            kvc_seq_append($0, 1001, tokens, tokens.count)
+        }
+    }
+
+    @Test(arguments: bothLayouts)
+    func forkFromAnUnknownParentIsNotFound(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_fork", "55"]) { kvc_seq_fork($0, 55, 56) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func forkToALiveChildIsExists(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_fork", "1002"]) { kvc_seq_fork($0, 1001, 1002) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func forkOntoItselfIsExists(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_fork", "1001"]) { kvc_seq_fork($0, 1001, 1001) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func forkWithNullEngineIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["engine", "NULL"]) { _ in kvc_seq_fork(nil, 1001, 3) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func freeOfAnUnknownSequenceIsNotFound(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_free", "404"]) { kvc_seq_free($0, 404) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func doubleFreeIsNotFound(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.create(9, tokens: f.uniqueTokens(9, count: 6))
+        #expect(kvc_seq_free(f.handle, 9) == KVC_OK)
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_free", "9"]) { kvc_seq_free($0, 9) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func freeWithNullEngineIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["engine", "NULL"]) { _ in kvc_seq_free(nil, 1001) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func aFreedIdCanBeCreatedAgain(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.create(9, tokens: f.uniqueTokens(9, count: 6))
+        #expect(kvc_seq_free(f.handle, 9) == KVC_OK)
+        try f.create(9, tokens: f.uniqueTokens(10, count: 3))
+        #expect(try f.length(9) == 3)
+    }
+
+    @Test(arguments: bothLayouts)
+    func lengthOfAnUnknownSequenceIsNotFound(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        var n = 0
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_length", "31"]) { kvc_seq_length($0, 31, &n) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func lengthWithNullOutputIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["n_tokens", "NULL"]) { kvc_seq_length($0, 1001, nil) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func lengthWithNullEngineIsInvalid(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        var n = 0
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["engine", "NULL"]) { _ in kvc_seq_length(nil, 1001, &n) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func moreThanMaxSeqsLiveSequencesIsAStatus(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let live = Int(try f.stats().sequences)
+        for seq in live..<Int(f.config.maxSeqs) {
+            try f.create(UInt64(seq), tokens: f.uniqueTokens(UInt64(seq), count: 2))
+        }
+        var cached = 0
+        try f.expectFailure(KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_seq_create", "\(f.config.maxSeqs)"]) {
+            kvc_seq_create($0, 99, [1, 2], 2, &cached)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+import Testing
+@testable import KVCacheABI
+
+/// kvc_engine_stats into a buffer of `bufferBytes` bytes filled with 0xAB whose struct_size
+/// says `structSize`; returns the status and the buffer.
+private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> (kvc_status, [UInt8]) {
+    var bytes = [UInt8](repeating: 0xAB, count: bufferBytes)
+    bytes.withUnsafeMutableBytes { $0.storeBytes(of: structSize, toByteOffset: 0, as: UInt32.self) }
+    LastError.clear()
+    let rc = bytes.withUnsafeMutableBytes { kvc_engine_stats(f.handle, $0.baseAddress) }
+    return (rc, bytes)
+}
+
+@Suite struct StatsABITests {
+    @Test(arguments: bothLayouts)
+    func statsReportTheWitnessSequencesAndTheBudget(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let s = try f.stats()
+        #expect(s.budgetBytes == f.config.memoryBytes)
+        #expect(s.sequences == 2)
+        #expect(s.sequencesCreated == 2)
+        #expect(s.blocksUsed == 4 + 1)  // 14 tokens and 3 tokens in blocks of 4
+        #expect(s.committedBytes > 0 && s.committedBytes <= s.budgetBytes)
+        #expect(s.blocksUsed + s.blocksCached <= s.blocksTotal)
+    }
+
+    @Test(arguments: [0, 8, 71] as [UInt32])
+    func structSizeBelowTheMinimumIsInvalid(size: UInt32) throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        let (rc, bytes) = rawStats(f, structSize: size, bufferBytes: 128)
+        expectStatus(rc, KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_stats", "struct_size", "\(size)"])
+        #expect(bytes[4...].allSatisfy { $0 == 0xAB }, "wrote into a rejected struct")
+    }
+
+    @Test func structSizeAboveTheMaximumIsInvalid() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        let (rc, _) = rawStats(f, structSize: 4097, bufferBytes: 128)
+        expectStatus(rc, KVC_ERR_INVALID_ARGUMENT, mentioning: ["struct_size", "4097"])
+    }
+
+    @Test func anOlderMinimumSizeStructGetsOnlyTheFieldsThatFit() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        let (rc, bytes) = rawStats(f, structSize: 72, bufferBytes: 128)
+        #expect(rc == KVC_OK)
+        let s = CStats(bytes: bytes)
+        #expect(s.budgetBytes == f.config.memoryBytes)
+        #expect(s.sequences == 2)
+        #expect(bytes[72...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
+    }
+
+    @Test func aSizeBetweenFieldsWritesOnlyWholeFields() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        let (rc, bytes) = rawStats(f, structSize: 84, bufferBytes: 128)  // sequences_created fits, blocks_evicted half
+        #expect(rc == KVC_OK)
+        #expect(CStats(bytes: bytes).sequencesCreated == 2)
+        #expect(bytes[80...].allSatisfy { $0 == 0xAB })
+    }
+
+    @Test func aNewerLargerStructGetsEveryFieldAndZeroesTheRest() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        let (rc, bytes) = rawStats(f, structSize: 120, bufferBytes: 128)
+        #expect(rc == KVC_OK)
+        #expect(CStats(bytes: bytes) == (try f.stats()))
+        #expect(bytes[104..<120].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
+        #expect(bytes[120...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
+        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 120, "struct_size is input only")
+    }
+
+    @Test func statsWithNullOutputIsInvalid() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["out", "NULL"]) { kvc_engine_stats($0, nil) }
+    }
+
+    @Test func statsWithNullEngineIsInvalid() {
+        var bytes = [UInt8](repeating: 0, count: 104)
+        bytes[0] = 104
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["engine", "NULL"]) {
+            bytes.withUnsafeMutableBytes { kvc_engine_stats(nil, $0.baseAddress) }
+        }
+    }
+
+    @Test func trimWithNullEngineIsInvalid() {
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_trim", "NULL"]) { kvc_engine_trim(nil) }
+    }
+
+    @Test(arguments: bothLayouts)
+    func trimKeepsLiveSequencesAndDropsCachedBlocks(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        try f.create(5, tokens: f.uniqueTokens(5, count: 40))
+        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        #expect(try f.stats().blocksCached == 10)
+        #expect(kvc_engine_trim(f.handle) == KVC_OK)
+        let s = try f.stats()
+        #expect(s.blocksCached == 0)
+        #expect(s.sequences == 2)
+        try f.expectWitnessesIntact()
+    }
+}
