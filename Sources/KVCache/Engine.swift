@@ -1,51 +1,383 @@
-// PUBLIC API CONTRACT (implementation in progress by the lead; signatures are fixed).
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The KV-cache engine: sequences, their K/V memory, the prefix cache and its events.
+///
+/// Thread safety: every public method may be called from any thread; calls are serialised by
+/// one mutex held only for the call's bookkeeping (no I/O, no waiting), so calls on distinct
+/// sequences from many threads proceed one after another without corrupting anything.
+///
+/// Failure atomicity: a method that throws has changed nothing observable — capacity is
+/// checked before any state changes, and every other sequence's bytes and the prefix cache
+/// stay as they were.
+///
+/// Prefix caching: the prompt's full blocks are indexed at creation (so a sequence created
+/// later may hit them once the server has written their K/V; within one batched forward pass
+/// that holds layer by layer, as in vLLM), and every block an append fills is indexed too.
 public final class Engine: @unchecked Sendable {
     /// The configuration the engine was created with.
     public let config: EngineConfig
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let blocks: BlockPool
+    private let sequences: SequenceTable
+    private let paged: PagedMemory?
+    private let contiguous: ContiguousMemory?
+    private let bt: Int
+    /// Scratch for one call: the prompt's block hashes and its hit blocks.
+    private let scratchHashes: UnsafeMutablePointer<UInt64>
+    private let scratchHit: UnsafeMutablePointer<Int32>
+    private var prefixQueryTokens: UInt64 = 0
+    private var prefixHitTokens: UInt64 = 0
+    private var sequencesCreated: UInt64 = 0
 
     /// Creates an engine; throws `invalidArgument` for a bad config, `outOfMemory` when the
-    /// address space or mapping limit cannot fit it.
-    public init(_ config: EngineConfig) throws(KVError) { self.config = config; fatalError("unimplemented") }
+    /// address space or mapping limit cannot fit it. Allocates all metadata up front.
+    public init(_ config: EngineConfig) throws(KVError) {
+        try config.validate()
+        self.config = config
+        bt = config.blockTokens
+        let maxBlocks = (config.maxSeqTokens + bt - 1) / bt
+        guard config.maxSeqs * maxBlocks <= 1 << 28 else {
+            throw .invalid("max_seqs x max_seq_tokens / block_tokens = \(config.maxSeqs * maxBlocks) block-table entries, over 2^28: lower max_seqs or max_seq_tokens, or raise block_tokens")
+        }
+        let events = 1 << 16
+        switch (config.layout, config.metadataOnly) {
+        case (_, true):
+            let capacity = Int(config.memoryBytes / UInt64(config.blockBytes * config.tensors))
+            guard capacity > 0 else { throw .invalid("memory_bytes \(config.memoryBytes) holds no block of \(config.blockBytes * config.tensors) bytes") }
+            paged = nil
+            contiguous = nil
+            blocks = BlockPool(capacity: min(capacity, Int(Int32.max) - 1), arena: nil, eventCapacity: events)
+        case (.paged, false):
+            let memory = try PagedMemory(config)
+            paged = memory
+            contiguous = nil
+            blocks = BlockPool(capacity: memory.blocks, arena: memory.arena, eventCapacity: events)
+        case (.contiguous, false):
+            let budgetBlocks = Int(config.memoryBytes / UInt64(config.tensors * config.blockBytes))
+            let logical = budgetBlocks + config.maxSeqs  // room for every sequence's partial block
+            let memory = try ContiguousMemory(config, logicalBlocks: logical)
+            paged = nil
+            contiguous = memory
+            blocks = BlockPool(capacity: logical, arena: nil, eventCapacity: events)
+            blocks.listener = memory
+            memory.evictCached = { [unowned blocks] in blocks.evictOldest() }
+        }
+        sequences = SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
+        scratchHashes = .allocate(capacity: maxBlocks)
+        scratchHit = .allocate(capacity: maxBlocks)
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
 
-    /// Creates sequence `seq` holding `tokens` (at least one). Returns how many leading tokens
-    /// are already cached (a multiple of `blockTokens`, at most `tokens.count - 1`); the server
-    /// computes K/V only for the rest. Throws `exists`, `invalidArgument`, `outOfMemory`.
-    public func createSequence(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) -> Int { fatalError() }
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        scratchHashes.deallocate()
+        scratchHit.deallocate()
+    }
 
-    /// Appends `tokens` (may be empty: no-op) to `seq`. Throws `notFound`, `outOfMemory`
-    /// (nothing appended), `invalidArgument` (past `maxSeqTokens`).
-    public func append(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) { fatalError() }
+    @inline(__always) private func locked<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
+    }
 
-    /// Creates `child` sharing all of `parent`'s tokens (copy on write). Throws `notFound`, `exists`, `outOfMemory`.
-    public func fork(parent: UInt64, child: UInt64) throws(KVError) { fatalError() }
+    @inline(__always) private func slot(_ seq: UInt64) throws(KVError) -> Int {
+        let s = sequences.slot(of: seq)
+        if s < 0 { throw .notFound("sequence \(seq) does not exist") }
+        return s
+    }
 
-    /// Frees `seq`; its full blocks stay in the prefix cache. Throws `notFound` (also on double free).
-    public func free(_ seq: UInt64) throws(KVError) { fatalError() }
+    // MARK: sequences
+
+    /// Creates sequence `seq` holding `tokens` (at least one, at most `maxSeqTokens`). Returns
+    /// how many leading tokens are already cached: the longest indexed full-block prefix,
+    /// capped so at least one token remains to compute (a multiple of `blockTokens`, at most
+    /// `tokens.count - 1`); the server computes K/V only for the rest.
+    /// Throws `exists`, `invalidArgument`, `outOfMemory`.
+    /// Cost: one hash per prompt token, one index lookup per full block, one allocation per new
+    /// block (paged) or a few mmaps per new page run (contiguous).
+    public func createSequence(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) -> Int {
+        let n = tokens.count
+        guard n > 0 else { throw .invalid("a sequence needs at least one prompt token") }
+        guard n <= config.maxSeqTokens else { throw .invalid("prompt of \(n) tokens exceeds max_seq_tokens \(config.maxSeqTokens)") }
+        return try locked { () throws(KVError) -> Int in
+            if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
+            if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
+            let full = BlockHash.chain(tokens, blockTokens: bt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
+            var hit = 0
+            while hit < full {
+                let b = blocks.lookup(scratchHashes[hit])
+                if b < 0 { break }
+                scratchHit[hit] = b
+                hit += 1
+            }
+            let used = min(hit, (n - 1) / bt)
+            let total = (n + bt - 1) / bt
+            var revived = 0
+            for i in 0..<used where blocks.references(scratchHit[i]) == 0 { revived += 1 }
+            guard blocks.available - revived >= total - used else {
+                throw .outOfMemory("prompt needs \(total - used) blocks, \(blocks.available - revived) are available")
+            }
+            let hitBlocks = UnsafeBufferPointer(start: scratchHit, count: used)
+            let slot: Int
+            if let contiguous {
+                slot = sequences.nextSlot
+                let need = contiguous.groupsNeeded(slot: slot, hit: hitBlocks, hitTokens: used * bt, tokens: n)
+                guard contiguous.fits(need) else { throw .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor than the budget has free") }
+            } else {
+                slot = sequences.nextSlot
+            }
+            sequences.open(seq, slot: slot)
+            let table = sequences.table(slot)
+            for i in 0..<used {
+                blocks.retain(scratchHit[i])
+                table[i] = scratchHit[i]
+            }
+            var filled = used
+            do throws(KVError) {
+                try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: used * bt, tokens: n)
+                while filled < total {
+                    table[filled] = try blocks.allocate()
+                    filled += 1
+                }
+            } catch {
+                // Only a failing system call gets here (capacity was checked): undo and report.
+                sequences.lengths[slot] = filled * bt
+                release(slot)
+                throw error
+            }
+            sequences.lengths[slot] = n
+            var parent: UInt64 = used > 0 ? scratchHashes[used - 1] : 0
+            for i in used..<full {
+                index(table[i], hash: scratchHashes[i], parent: parent, slot: slot, position: i)
+                parent = scratchHashes[i]
+            }
+            sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : 0
+            let tail = sequences.tail(slot)
+            for i in 0..<(n - full * bt) { tail[i] = tokens[full * bt + i] }
+            prefixQueryTokens += UInt64(n)
+            prefixHitTokens += UInt64(used * bt)
+            sequencesCreated += 1
+            return used * bt
+        }
+    }
+
+    /// Appends `tokens` (may be empty: no-op) to `seq`, indexing every block they fill. A
+    /// partly filled block shared with a fork is copied first (copy on write).
+    /// Throws `notFound`, `invalidArgument` (past `maxSeqTokens`), `outOfMemory` (nothing appended).
+    /// Cost: O(tokens) with no heap allocation; a block allocation per `blockTokens` tokens and,
+    /// contiguous, a mapping per page crossed.
+    public func append(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) {
+        let n = tokens.count
+        if n == 0 {
+            _ = try locked { () throws(KVError) in try slot(seq) }
+            return
+        }
+        try locked { () throws(KVError) in
+            let slot = try slot(seq)
+            var length = sequences.lengths[slot]
+            guard n <= config.maxSeqTokens - length else {
+                throw .invalid("appending \(n) tokens to sequence \(seq) of \(length) would exceed max_seq_tokens \(config.maxSeqTokens)")
+            }
+            let table = sequences.table(slot)
+            let offset = length % bt
+            let copyOnWrite = offset != 0 && blocks.references(table[length / bt]) > 1
+            let newBlocks = (length + n + bt - 1) / bt - (length + bt - 1) / bt + (copyOnWrite ? 1 : 0)
+            if newBlocks > 0 && blocks.available < newBlocks {
+                throw .outOfMemory("appending \(n) tokens needs \(newBlocks) blocks, \(blocks.available) are available")
+            }
+            if let contiguous {
+                let need = contiguous.groupsNeeded(slot: slot, growingTo: length + n)
+                guard contiguous.fits(need) else { throw .outOfMemory("appending \(n) tokens needs \(need) more pages than the budget has free") }
+                try contiguous.grow(slot: slot, to: length + n)
+            }
+            if copyOnWrite {
+                let shared = table[length / bt]
+                let fresh = try blocks.allocate()
+                paged?.copy(from: shared, to: fresh, tokens: offset)
+                blocks.release(shared)
+                table[length / bt] = fresh
+            }
+            let tail = sequences.tail(slot)
+            for t in tokens {
+                let inBlock = length % bt
+                if inBlock == 0 { table[length / bt] = try blocks.allocate() }
+                tail[inBlock] = t
+                length += 1
+                if inBlock == bt - 1 {
+                    let parent = sequences.lastHash[slot]
+                    let hash = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(start: tail, count: bt))
+                    index(table[length / bt - 1], hash: hash, parent: parent, slot: slot, position: length / bt - 1)
+                    sequences.lastHash[slot] = hash
+                }
+            }
+            sequences.lengths[slot] = length
+        }
+    }
+
+    /// Indexes a just-filled block; the contiguous layout makes it hold its pages.
+    private func index(_ block: Int32, hash: UInt64, parent: UInt64, slot: Int, position: Int) {
+        if blocks.insert(block, hash: hash, parent: parent) {
+            contiguous?.retainPages(block: block, slot: slot, position: position)
+        }
+    }
+
+    /// Creates `child` holding all of `parent`'s tokens. Paged: the block table is shared with
+    /// reference counts; a partly filled last block is copied by whichever side appends first.
+    /// Contiguous: whole pages are mapped shared, the boundary page copied.
+    /// Throws `notFound`, `exists`, `outOfMemory`.
+    public func fork(parent: UInt64, child: UInt64) throws(KVError) {
+        try locked { () throws(KVError) in
+            let from = try slot(parent)
+            if sequences.slot(of: child) >= 0 { throw .exists("sequence \(child) already exists") }
+            if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
+            let length = sequences.lengths[from]
+            if let contiguous, !contiguous.fits(contiguous.groupsNeededForFork(tokens: length)) {
+                throw .outOfMemory("forking needs a page the budget does not have free")
+            }
+            let to = sequences.nextSlot
+            sequences.open(child, slot: to)
+            if let contiguous {
+                do throws(KVError) { try contiguous.fork(parent: from, child: to, tokens: length) } catch {
+                    contiguous.close(slot: to)
+                    sequences.close(to)
+                    throw error
+                }
+            }
+            let count = sequences.blockCount(from)
+            let source = sequences.table(from), target = sequences.table(to)
+            for i in 0..<count {
+                blocks.retain(source[i])
+                target[i] = source[i]
+            }
+            sequences.lengths[to] = length
+            sequences.lastHash[to] = sequences.lastHash[from]
+            sequences.tail(to).update(from: sequences.tail(from), count: bt)
+            sequencesCreated += 1
+        }
+    }
+
+    /// Frees `seq`; its indexed blocks stay cached (LRU) until memory is needed.
+    /// Throws `notFound` (also on a double free).
+    public func free(_ seq: UInt64) throws(KVError) {
+        try locked { () throws(KVError) in release(try slot(seq)) }
+    }
+
+    private func release(_ slot: Int) {
+        let table = sequences.table(slot)
+        for i in 0..<sequences.blockCount(slot) { blocks.release(table[i]) }
+        contiguous?.close(slot: slot)
+        sequences.close(slot)
+    }
 
     /// Tokens `seq` holds. Throws `notFound`.
-    public func length(_ seq: UInt64) throws(KVError) -> Int { fatalError() }
+    public func length(_ seq: UInt64) throws(KVError) -> Int {
+        try locked { () throws(KVError) -> Int in sequences.lengths[try slot(seq)] }
+    }
 
-    /// Contiguous layout: base of `seq`'s K and V ranges in `layer` (token `i` at `i * tokenBytes`).
+    // MARK: memory access
+
+    private func checkLayer(_ layer: Int) throws(KVError) {
+        guard layer >= 0 && layer < config.numLayers else { throw .invalid("layer \(layer) is outside 0..<\(config.numLayers)") }
+    }
+
+    /// Contiguous layout: base of `seq`'s K and V ranges in `layer` (token `i` at
+    /// `i * tokenBytes`; valid for the first `length` tokens, and for tokens appended later).
     /// Throws `notFound`, `invalidArgument` (layer), `unsupported` (paged layout).
-    public func kv(_ seq: UInt64, layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer) { fatalError() }
+    public func kv(_ seq: UInt64, layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer) {
+        guard let contiguous else { throw KVError(.unsupported, "per-sequence K/V ranges exist only in the contiguous layout; use the block table") }
+        try checkLayer(layer)
+        return try locked { () throws(KVError) in
+            let s = try slot(seq)
+            return (contiguous.base(s, tensor: 2 * layer), contiguous.base(s, tensor: 2 * layer + 1))
+        }
+    }
 
-    /// Paged layout: writes `seq`'s block ids into `into` (as many as fit) and returns the full
-    /// count. Throws `notFound`, `unsupported` (contiguous layout).
-    public func blockTable(_ seq: UInt64, into: UnsafeMutableBufferPointer<Int32>) throws(KVError) -> Int { fatalError() }
+    /// Paged layout (and metadata-only engines): writes `seq`'s block ids into `into` (as many
+    /// as fit) and returns the full count, `ceil(length / blockTokens)`.
+    /// Throws `notFound`, `unsupported` (contiguous layout).
+    public func blockTable(_ seq: UInt64, into: UnsafeMutableBufferPointer<Int32>) throws(KVError) -> Int {
+        guard contiguous == nil else { throw KVError(.unsupported, "block tables exist only in the paged layout; use the per-layer K/V ranges") }
+        return try locked { () throws(KVError) -> Int in
+            let s = try slot(seq)
+            let count = sequences.blockCount(s)
+            let table = sequences.table(s)
+            for i in 0..<min(count, into.count) { into[i] = table[i] }
+            return count
+        }
+    }
 
-    /// Paged layout: K and V base of `block` in `layer` (token `i` of the block at `i * tokenBytes`).
-    /// Throws `invalidArgument` (block or layer out of range), `unsupported` (contiguous / metadata-only).
-    public func blockKV(_ block: Int32, layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer) { fatalError() }
+    /// Paged layout: K and V base of `block` in `layer` (token `i` of the block at
+    /// `i * tokenBytes`). The block must be held by a sequence or cached.
+    /// Throws `invalidArgument` (block or layer out of range, or a free block),
+    /// `unsupported` (contiguous or metadata-only).
+    public func blockKV(_ block: Int32, layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer) {
+        guard let paged else { throw KVError(.unsupported, "block K/V exists only in the paged layout with memory") }
+        try checkLayer(layer)
+        return try locked { () throws(KVError) in
+            guard block >= 0 && Int(block) < blocks.capacity else { throw .invalid("block \(block) is outside 0..<\(blocks.capacity)") }
+            guard blocks.isLive(block) else { throw .invalid("block \(block) is free: no sequence or cache holds it") }
+            return (paged.address(block, tensor: 2 * layer), paged.address(block, tensor: 2 * layer + 1))
+        }
+    }
 
-    /// Returns every page not holding live-sequence data to the OS; cached prefix blocks are dropped.
-    public func trim() throws(KVError) { fatalError() }
+    // MARK: engine
+
+    /// Returns every page not holding live-sequence data to the OS; cached prefix blocks are
+    /// dropped (with `blockRemoved` events, or one `allCleared` when the index empties).
+    public func trim() throws(KVError) {
+        try locked { () throws(KVError) in
+            blocks.dropCached()
+            paged?.trim()
+            contiguous?.trim()
+        }
+    }
 
     /// A consistent snapshot of the counters.
-    public func stats() -> EngineStats { fatalError() }
+    public func stats() -> EngineStats {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        var s = EngineStats()
+        s.budgetBytes = config.memoryBytes
+        s.committedBytes = paged?.committedBytes ?? contiguous?.committedBytes ?? 0
+        s.blocksTotal = UInt64(blocks.capacity)
+        s.blocksUsed = UInt64(blocks.usedCount)
+        s.blocksCached = UInt64(blocks.cachedCount)
+        s.sequences = UInt64(sequences.count)
+        s.prefixQueryTokens = prefixQueryTokens
+        s.prefixHitTokens = prefixHitTokens
+        s.sequencesCreated = sequencesCreated
+        s.blocksEvicted = blocks.evictedCount
+        s.mappings = contiguous?.mappings ?? 0
+        s.eventsDropped = blocks.events.dropped
+        return s
+    }
 
     /// Moves up to `into.count` pending events, oldest first, into `into`; returns how many.
-    public func drainEvents(into: UnsafeMutableBufferPointer<KVEvent>) -> Int { fatalError() }
+    public func drainEvents(into: UnsafeMutableBufferPointer<KVEvent>) -> Int {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return blocks.events.drain(into: into)
+    }
+
+    /// How many leading tokens of `tokens` `createSequence` would report cached now, without
+    /// creating anything. Cost: one hash per token and one lookup per full block.
+    public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {
+        let n = tokens.count
+        guard n > 1 else { return 0 }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        var parent: UInt64 = 0, hit = 0
+        while hit < (n - 1) / bt {
+            parent = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt]))
+            if blocks.lookup(parent) < 0 { break }
+            hit += 1
+        }
+        return hit * bt
+    }
 }
 
 extension Engine {
@@ -58,5 +390,10 @@ extension Engine {
     /// `append` for an array of tokens.
     public func append(_ seq: UInt64, tokens: [Int32]) throws(KVError) {
         try tokens.withUnsafeBufferPointer { (b) throws(KVError) in try append(seq, tokens: b) }
+    }
+
+    /// `cachedPrefixTokens` for an array of tokens.
+    public func cachedPrefixTokens(_ tokens: [Int32]) -> Int {
+        tokens.withUnsafeBufferPointer { cachedPrefixTokens($0) }
     }
 }

@@ -1,0 +1,173 @@
+/* Paged K/V blocks in pool groups: free lists per group, fullest-known groups filled first. */
+#include "kvm_arena.h"
+#include "kvm_error.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+enum { NOT_HELD = 0, PARTIAL = 1, FULL = 2, EMPTY = 3 };
+
+struct kvm_arena {
+    kvm_pool *pool;
+    uint8_t *base;          /* the whole memfd, mapped once */
+    uint64_t map_bytes;
+    uint64_t block_bytes;
+    uint32_t per_group;     /* blocks per group */
+    uint32_t blocks, used, groups;
+    int32_t *next_free;     /* per block: next free block of its group, or -1; -2 when allocated */
+    int32_t *head;          /* per group: first free block or -1 */
+    uint32_t *group_used;
+    int32_t *prev, *next;   /* per group: links of the PARTIAL or EMPTY list it is on */
+    uint8_t *state;
+    int32_t partial, empty; /* list heads */
+};
+
+uint64_t kvm_arena_group_bytes(uint64_t block_bytes, uint64_t page_bytes) {
+    uint64_t per = block_bytes >= page_bytes ? 1 : page_bytes / block_bytes;
+    return (per * block_bytes + page_bytes - 1) / page_bytes * page_bytes;
+}
+
+static void push(kvm_arena *a, int32_t *list, int32_t g) {
+    a->prev[g] = -1;
+    a->next[g] = *list;
+    if (*list >= 0) a->prev[*list] = g;
+    *list = g;
+}
+
+static void unlink_group(kvm_arena *a, int32_t *list, int32_t g) {
+    if (a->prev[g] >= 0) a->next[a->prev[g]] = a->next[g];
+    else *list = a->next[g];
+    if (a->next[g] >= 0) a->prev[a->next[g]] = a->prev[g];
+}
+
+int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out) {
+    *out = NULL;
+    uint64_t pb = kvm_pool_page_bytes(pool);
+    if (block_bytes == 0 || kvm_pool_group_bytes(pool) != kvm_arena_group_bytes(block_bytes, pb))
+        return kvm_fail(EINVAL, "pool groups of %llu bytes do not fit blocks of %llu bytes",
+                        (unsigned long long)kvm_pool_group_bytes(pool), (unsigned long long)block_bytes);
+    kvm_arena *a = calloc(1, sizeof *a);
+    if (!a) return kvm_fail(ENOMEM, "out of memory for the arena");
+    a->pool = pool;
+    a->block_bytes = block_bytes;
+    a->per_group = block_bytes >= pb ? 1 : (uint32_t)(pb / block_bytes);
+    a->groups = kvm_pool_groups(pool);
+    a->blocks = a->groups * a->per_group;
+    a->partial = a->empty = -1;
+    a->map_bytes = (uint64_t)kvm_pool_tensors(pool) * a->groups * kvm_pool_group_bytes(pool);
+    a->next_free = malloc(a->blocks * sizeof(int32_t));
+    a->head = malloc(a->groups * sizeof(int32_t));
+    a->group_used = calloc(a->groups, sizeof(uint32_t));
+    a->prev = malloc(a->groups * sizeof(int32_t));
+    a->next = malloc(a->groups * sizeof(int32_t));
+    a->state = calloc(a->groups, 1);
+    void *base = mmap(NULL, a->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, kvm_pool_fd(pool), 0);
+    if (!a->next_free || !a->head || !a->group_used || !a->prev || !a->next || !a->state || base == MAP_FAILED) {
+        int err = base == MAP_FAILED ? errno : ENOMEM;
+        if (base != MAP_FAILED) munmap(base, a->map_bytes);
+        a->base = NULL;
+        kvm_arena_destroy(a);
+        return kvm_fail(err, "creating the block arena failed: %s", strerror(err));
+    }
+    a->base = base;
+    if (kvm_pool_hugepages(pool)) madvise(base, a->map_bytes, MADV_HUGEPAGE);
+    for (uint32_t b = 0; b < a->blocks; b++) a->next_free[b] = -2;
+    *out = a;
+    return 0;
+}
+
+void kvm_arena_destroy(kvm_arena *a) {
+    if (!a) return;
+    for (uint32_t g = 0; g < a->groups; g++)
+        if (a->state[g] != NOT_HELD) kvm_pool_unref(a->pool, g);
+    if (a->base) munmap(a->base, a->map_bytes);
+    free(a->next_free);
+    free(a->head);
+    free(a->group_used);
+    free(a->prev);
+    free(a->next);
+    free(a->state);
+    free(a);
+}
+
+/* Takes a group from the pool, prefaults it in every tensor, and threads its free list. */
+static int take_group(kvm_arena *a) {
+    int64_t g = kvm_pool_alloc(a->pool, UINT32_MAX);
+    if (g < 0) return (int)g;
+    uint64_t gb = kvm_pool_group_bytes(a->pool);
+    for (uint32_t t = 0; t < kvm_pool_tensors(a->pool); t++)
+        madvise(a->base + kvm_pool_offset(a->pool, t, (uint32_t)g), gb, MADV_POPULATE_WRITE); /* ahead of need; a failure only defers faults */
+    uint32_t first = (uint32_t)g * a->per_group;
+    for (uint32_t i = 0; i < a->per_group; i++) a->next_free[first + i] = i + 1 < a->per_group ? (int32_t)(first + i + 1) : -1;
+    a->head[g] = (int32_t)first;
+    a->group_used[g] = 0;
+    a->state[g] = EMPTY;
+    push(a, &a->empty, (int32_t)g);
+    return 0;
+}
+
+int64_t kvm_arena_alloc(kvm_arena *a) {
+    int32_t g = a->partial;
+    if (g < 0) {
+        if (a->empty < 0) {
+            int rc = take_group(a);
+            if (rc < 0) return rc;
+        }
+        g = a->empty;
+        unlink_group(a, &a->empty, g);
+        a->state[g] = PARTIAL;
+        push(a, &a->partial, g);
+    }
+    int32_t b = a->head[g];
+    a->head[g] = a->next_free[b];
+    a->next_free[b] = -2;
+    a->used++;
+    if (++a->group_used[g] == a->per_group) {
+        unlink_group(a, &a->partial, g);
+        a->state[g] = FULL;
+    }
+    return b;
+}
+
+void kvm_arena_free(kvm_arena *a, uint32_t block) {
+    int32_t g = (int32_t)(block / a->per_group);
+    a->next_free[block] = a->head[g];
+    a->head[g] = (int32_t)block;
+    a->used--;
+    uint32_t left = --a->group_used[g];
+    if (a->state[g] == FULL) {
+        a->state[g] = left ? PARTIAL : EMPTY;
+        push(a, left ? &a->partial : &a->empty, g);
+    } else if (left == 0) {
+        unlink_group(a, &a->partial, g);
+        a->state[g] = EMPTY;
+        push(a, &a->empty, g);
+    }
+}
+
+int kvm_arena_allocated(const kvm_arena *a, uint32_t block) { return block < a->blocks && a->next_free[block] == -2 && a->state[block / a->per_group] != NOT_HELD; }
+
+uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block) {
+    uint32_t g = block / a->per_group;
+    return a->base + kvm_pool_offset(a->pool, tensor, g) + (uint64_t)(block % a->per_group) * a->block_bytes;
+}
+
+uint32_t kvm_arena_blocks(const kvm_arena *a) { return a->blocks; }
+uint32_t kvm_arena_used(const kvm_arena *a) { return a->used; }
+uint32_t kvm_arena_available(const kvm_arena *a) { return a->blocks - a->used; }
+
+uint64_t kvm_arena_trim(kvm_arena *a) {
+    while (a->empty >= 0) {
+        int32_t g = a->empty;
+        unlink_group(a, &a->empty, g);
+        a->state[g] = NOT_HELD;
+        kvm_pool_unref(a->pool, (uint32_t)g);
+    }
+    return kvm_pool_trim(a->pool);
+}

@@ -1,0 +1,15 @@
+#include "kvm_error.h"
+#include <stdarg.h>
+#include <stdio.h>
+
+static _Thread_local char message[512];
+
+const char *kvm_error(void) { return message; }
+
+int kvm_fail(int err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    return err > 0 ? -err : err;
+}

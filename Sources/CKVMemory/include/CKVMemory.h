@@ -1,0 +1,14 @@
+/* CKVMemory: the physical side of KVCacheEngine.
+ *
+ *   kvm_pool    a memfd of physical page groups with an exact budget (page_pool.c)
+ *   kvm_ranges  contiguous per-sequence virtual ranges backed by pool groups (virtual_ranges.c)
+ *   kvm_arena   paged K/V blocks placed page-aware in pool groups (block_arena.c)
+ *
+ * Every call that can fail returns 0 (or a non-negative value) on success and a negative errno
+ * on failure, and then kvm_error() holds a message for the calling thread. Nothing here is
+ * thread-safe: the engine serialises calls. */
+#pragma once
+#include "kvm_error.h"
+#include "kvm_pool.h"
+#include "kvm_ranges.h"
+#include "kvm_arena.h"

@@ -1,0 +1,38 @@
+#pragma once
+#include <stdint.h>
+#include "kvm_pool.h"
+
+/* Paged K/V blocks, vLLM-style, placed page-aware in pool groups.
+ *
+ * The whole pool memfd is mapped once (one VMA); block b lives in group b / blocks_per_group at
+ * offset (b % blocks_per_group) * block_bytes of every tensor, so one block id is valid in
+ * every layer's K and V. Allocation fills groups the arena already holds before it takes a new
+ * one from the pool, so that freed blocks leave whole groups empty and releasable. An empty
+ * group stays with the arena (committed, mapped) until kvm_arena_trim. */
+typedef struct kvm_arena kvm_arena;
+
+/* blocks_per_group = max(1, page_bytes / block_bytes); the pool's group_bytes must be
+ * kvm_arena_group_bytes(block_bytes, page_bytes). */
+int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out);
+void kvm_arena_destroy(kvm_arena *a);
+/* Per-tensor bytes of one group holding max(1, page_bytes / block_bytes) blocks, page-rounded. */
+uint64_t kvm_arena_group_bytes(uint64_t block_bytes, uint64_t page_bytes);
+
+/* A free block id, or -ENOSPC when every group is full and the pool has none left, or -errno
+ * when committing a group failed. O(1) except when a new group is taken (pool scan, populate). */
+int64_t kvm_arena_alloc(kvm_arena *a);
+/* Returns an allocated block. O(1). */
+void kvm_arena_free(kvm_arena *a, uint32_t block);
+/* 1 if the block is allocated. */
+int kvm_arena_allocated(const kvm_arena *a, uint32_t block);
+
+/* Address of `block` in tensor `tensor` (K of layer l is tensor 2l, V is 2l + 1). */
+uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block);
+
+/* Blocks the budget holds, blocks allocated, and blocks that can still be allocated. */
+uint32_t kvm_arena_blocks(const kvm_arena *a);
+uint32_t kvm_arena_used(const kvm_arena *a);
+uint32_t kvm_arena_available(const kvm_arena *a);
+
+/* Gives empty groups back to the pool and releases their pages. Returns bytes released. */
+uint64_t kvm_arena_trim(kvm_arena *a);

@@ -1,0 +1,59 @@
+#pragma once
+#include <stdint.h>
+
+/* A pool of physical page groups in one memfd, with an exact budget.
+ *
+ * A group is `group_bytes` (a multiple of page_bytes) in each of `tensors` tensors: one K/V
+ * unit that grows all layers at once. Tensor t of group g lives at file offset
+ * (t * groups + g) * group_bytes, so consecutive groups are file-contiguous within a tensor
+ * and map as one VMA.
+ *
+ * States of a group: free-uncommitted (no physical pages), free-committed (pages allocated,
+ * unowned), owned (refs > 0). Committed bytes never exceed groups * tensors * group_bytes,
+ * which never exceeds the budget. */
+typedef struct kvm_pool kvm_pool;
+
+typedef struct kvm_pool_config {
+    uint32_t tensors;      /* K and V of every layer: 2 * num_layers */
+    uint64_t group_bytes;  /* per tensor; a multiple of page_bytes */
+    uint64_t page_bytes;   /* 4 KiB .. 2 MiB, power of two */
+    uint64_t budget_bytes; /* exact physical budget */
+    int32_t numa_node;     /* -1: default policy; else bind every page to this node */
+    uint32_t commit_batch; /* groups committed per fallocate batch (ahead of need); 0 = 8 */
+} kvm_pool_config;
+
+/* Creates a pool of floor(budget / (tensors * group_bytes)) groups; -EINVAL when that is 0
+ * or the NUMA node is unavailable. Nothing is committed yet. */
+int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out);
+void kvm_pool_destroy(kvm_pool *p);
+
+/* Takes a free group, preferring `hint` (to keep a sequence file-contiguous), then a committed
+ * one, then the lowest free. Commits it (and up to commit_batch free neighbours) if needed.
+ * Returns the group with refs = 1, or -ENOSPC when none is free, or -errno when committing
+ * failed (the group stays free). Cost: O(groups / 64) bit scan, one fallocate per tensor per batch. */
+int64_t kvm_pool_alloc(kvm_pool *p, uint32_t hint);
+
+/* Adds an owner to an owned group. */
+void kvm_pool_ref(kvm_pool *p, uint32_t group);
+/* Drops an owner; at 0 the group becomes free-committed. Returns the remaining refs. */
+uint32_t kvm_pool_unref(kvm_pool *p, uint32_t group);
+uint32_t kvm_pool_refs(const kvm_pool *p, uint32_t group);
+
+/* Releases every free-committed group's pages to the OS (punch hole). Returns bytes released. */
+uint64_t kvm_pool_trim(kvm_pool *p);
+
+/* Copies `len` bytes at `offset` within tensor `tensor` of `group` into `dst`, without mapping
+ * the group (pread on the memfd, so no extra resident mapping). */
+int kvm_pool_read(const kvm_pool *p, uint32_t tensor, uint32_t group, uint64_t offset, void *dst, uint64_t len);
+
+int kvm_pool_fd(const kvm_pool *p);
+uint64_t kvm_pool_offset(const kvm_pool *p, uint32_t tensor, uint32_t group);
+uint32_t kvm_pool_groups(const kvm_pool *p);
+uint32_t kvm_pool_free_groups(const kvm_pool *p);
+uint64_t kvm_pool_group_bytes(const kvm_pool *p);
+uint64_t kvm_pool_page_bytes(const kvm_pool *p);
+uint32_t kvm_pool_tensors(const kvm_pool *p);
+/* Bytes of physical memory the pool holds now (committed groups * tensors * group_bytes). */
+uint64_t kvm_pool_committed_bytes(const kvm_pool *p);
+/* 1 when huge pages were asked for (page_bytes = 2 MiB) and the kernel can give them to shmem. */
+int kvm_pool_hugepages(const kvm_pool *p);

@@ -1,0 +1,40 @@
+#pragma once
+#include <stdint.h>
+#include "kvm_pool.h"
+
+/* Contiguous virtual ranges, vAttention-style: for each sequence slot and tensor one range of
+ * range_bytes, reserved PROT_NONE/MAP_NORESERVE (no memory), into which pool groups are mapped
+ * page by page as the sequence grows. Page p of every tensor of a slot maps the same group, so
+ * one page table per slot serves all layers.
+ *
+ * A mapped page holds one pool reference. Mappings are counted (an upper bound on the VMAs they
+ * create) and kept under vm.max_map_count; a map that would pass the limit fails with -ENOMEM. */
+typedef struct kvm_ranges kvm_ranges;
+
+/* Reserves slots * tensors * range_bytes of address space (range_bytes is rounded up to the
+ * pool's page size). -ENOMEM with a message when the address space or the mapping limit cannot
+ * hold the configuration. */
+int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_ranges **out);
+/* Unmaps everything (dropping pool references) and releases the reservation. */
+void kvm_ranges_destroy(kvm_ranges *r);
+
+/* Base address of tensor `tensor` of `slot`. */
+uint8_t *kvm_ranges_tensor(const kvm_ranges *r, uint32_t slot, uint32_t tensor);
+/* Group mapped at `page` of `slot`, or -1. */
+int64_t kvm_ranges_group(const kvm_ranges *r, uint32_t slot, uint32_t page);
+/* Pages in one range. */
+uint32_t kvm_ranges_pages(const kvm_ranges *r);
+
+/* Maps groups first_group .. first_group + n - 1 (each already owned by the caller, who keeps
+ * its own references) at pages page .. page + n - 1 of every tensor of `slot`, replacing
+ * whatever was mapped there. One mmap per tensor. Takes one pool reference per group and drops
+ * the replaced groups' references. */
+int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_group, uint32_t n);
+/* Unmaps pages [first, end) of `slot` back to reserved address space, dropping references. */
+int kvm_ranges_unmap(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end);
+/* Mapped pages of `slot` (the highest mapped page + 1). */
+uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot);
+
+/* The current upper bound on mappings, and the limit it is kept under. */
+uint64_t kvm_ranges_mappings(const kvm_ranges *r);
+uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);

@@ -1,0 +1,209 @@
+/* Physical page groups in one memfd: exact budget, batched commit, punch-hole release. */
+#include "kvm_pool.h"
+#include "kvm_error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <numa.h>
+#include <numaif.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+struct kvm_pool {
+    int fd;
+    uint32_t tensors;
+    uint32_t groups;
+    uint32_t words;          /* 64-bit words of each bitmap */
+    uint32_t free_count;
+    uint32_t committed_count;
+    uint32_t commit_batch;
+    int hugepages;
+    uint64_t group_bytes;
+    uint64_t page_bytes;
+    uint64_t *free_bits;      /* 1: free (refs == 0) */
+    uint64_t *committed_bits; /* 1: physical pages allocated */
+    uint32_t *refs;
+};
+
+static inline int bit(const uint64_t *bits, uint32_t i) { return (bits[i >> 6] >> (i & 63)) & 1; }
+static inline void set_bit(uint64_t *bits, uint32_t i) { bits[i >> 6] |= 1ull << (i & 63); }
+static inline void clear_bit(uint64_t *bits, uint32_t i) { bits[i >> 6] &= ~(1ull << (i & 63)); }
+
+/* The lowest i with bit set in a (and in b when b != NULL), or -1. */
+static int64_t first_set(const kvm_pool *p, const uint64_t *a, const uint64_t *b) {
+    for (uint32_t w = 0; w < p->words; w++) {
+        uint64_t x = a[w] & (b ? b[w] : ~0ull);
+        if (x) return (int64_t)w * 64 + __builtin_ctzll(x);
+    }
+    return -1;
+}
+
+static int shmem_hugepages_possible(void) {
+    char mode[128] = {0};
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
+    if (!f) return 0;
+    size_t n = fread(mode, 1, sizeof mode - 1, f);
+    fclose(f);
+    mode[n] = 0;
+    return strstr(mode, "[never]") == NULL && strstr(mode, "[deny]") == NULL;
+}
+
+/* Sets the memfd's shared NUMA policy through a throwaway view: shmem keeps a shared policy
+ * per file, and every later allocation in any mapping or fallocate follows it. */
+static int bind_node(int fd, uint64_t size, int32_t node) {
+    if (numa_available() < 0) return kvm_fail(EINVAL, "numa_node %d requested but libnuma reports NUMA unavailable", node);
+    if (node > numa_max_node()) return kvm_fail(EINVAL, "numa_node %d does not exist (highest node is %d)", node, numa_max_node());
+    void *view = mmap(NULL, size, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+    if (view == MAP_FAILED) return kvm_fail(errno, "mmap for NUMA binding failed: %s", strerror(errno));
+    unsigned long mask[16] = {0};
+    mask[node / 64] |= 1ul << (node % 64);
+    int rc = (int)mbind(view, size, MPOL_BIND, mask, sizeof mask * 8, 0);
+    int err = errno;
+    munmap(view, size);
+    if (rc != 0) return kvm_fail(err, "mbind to NUMA node %d failed: %s", node, strerror(err));
+    return 0;
+}
+
+int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
+    *out = NULL;
+    if (cfg->page_bytes < 4096 || cfg->page_bytes > (2u << 20) || (cfg->page_bytes & (cfg->page_bytes - 1)))
+        return kvm_fail(EINVAL, "page_bytes %llu is not a power of two from 4096 to 2097152", (unsigned long long)cfg->page_bytes);
+    if (cfg->tensors == 0 || cfg->group_bytes == 0 || cfg->group_bytes % cfg->page_bytes)
+        return kvm_fail(EINVAL, "group of %llu bytes is not a multiple of page_bytes %llu",
+                        (unsigned long long)cfg->group_bytes, (unsigned long long)cfg->page_bytes);
+    uint64_t unit = (uint64_t)cfg->tensors * cfg->group_bytes;
+    uint64_t groups = cfg->budget_bytes / unit;
+    if (groups == 0)
+        return kvm_fail(EINVAL, "memory_bytes %llu holds no page group of %llu bytes (%u tensors x %llu)",
+                        (unsigned long long)cfg->budget_bytes, (unsigned long long)unit, cfg->tensors,
+                        (unsigned long long)cfg->group_bytes);
+    if (groups > (1u << 30)) groups = 1u << 30;
+
+    kvm_pool *p = calloc(1, sizeof *p);
+    if (!p) return kvm_fail(ENOMEM, "out of memory for the page pool");
+    p->tensors = cfg->tensors;
+    p->groups = (uint32_t)groups;
+    p->words = (p->groups + 63) / 64;
+    p->free_count = p->groups;
+    p->commit_batch = cfg->commit_batch ? cfg->commit_batch : 8;
+    p->group_bytes = cfg->group_bytes;
+    p->page_bytes = cfg->page_bytes;
+    p->hugepages = cfg->page_bytes == (2u << 20) && shmem_hugepages_possible();
+    p->free_bits = calloc(p->words, sizeof(uint64_t));
+    p->committed_bits = calloc(p->words, sizeof(uint64_t));
+    p->refs = calloc(p->groups, sizeof(uint32_t));
+    p->fd = memfd_create("kvcache-kv", MFD_CLOEXEC);
+    int rc = 0;
+    if (!p->free_bits || !p->committed_bits || !p->refs) rc = kvm_fail(ENOMEM, "out of memory for page pool metadata");
+    else if (p->fd < 0) rc = kvm_fail(errno, "memfd_create failed: %s", strerror(errno));
+    else if (ftruncate(p->fd, (off_t)(groups * unit)) != 0) rc = kvm_fail(errno, "ftruncate of the page pool to %llu bytes failed: %s",
+                                                                         (unsigned long long)(groups * unit), strerror(errno));
+    else if (cfg->numa_node >= 0) rc = bind_node(p->fd, groups * unit, cfg->numa_node);
+    if (rc != 0) {
+        kvm_pool_destroy(p);
+        return rc;
+    }
+    for (uint32_t g = 0; g < p->groups; g++) set_bit(p->free_bits, g);
+    *out = p;
+    return 0;
+}
+
+void kvm_pool_destroy(kvm_pool *p) {
+    if (!p) return;
+    if (p->fd >= 0) close(p->fd);
+    free(p->free_bits);
+    free(p->committed_bits);
+    free(p->refs);
+    free(p);
+}
+
+/* Allocates physical pages for the free uncommitted run starting at `first` (at most
+ * commit_batch groups), one fallocate per tensor. */
+static int commit_run(kvm_pool *p, uint32_t first) {
+    uint32_t n = 0;
+    while (n < p->commit_batch && first + n < p->groups && bit(p->free_bits, first + n) && !bit(p->committed_bits, first + n)) n++;
+    for (uint32_t t = 0; t < p->tensors; t++) {
+        if (fallocate(p->fd, 0, (off_t)kvm_pool_offset(p, t, first), (off_t)(n * p->group_bytes)) != 0) {
+            int err = errno;
+            /* Undo the tensors already committed so the group's state stays exact. */
+            for (uint32_t u = 0; u < t; u++)
+                fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)kvm_pool_offset(p, u, first), (off_t)(n * p->group_bytes));
+            return kvm_fail(err, "committing %u page groups failed: %s", n, strerror(err));
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) set_bit(p->committed_bits, first + i);
+    p->committed_count += n;
+    return 0;
+}
+
+int64_t kvm_pool_alloc(kvm_pool *p, uint32_t hint) {
+    int64_t g;
+    if (hint < p->groups && bit(p->free_bits, hint)) g = hint;
+    else if ((g = first_set(p, p->free_bits, p->committed_bits)) < 0 && (g = first_set(p, p->free_bits, NULL)) < 0)
+        return kvm_fail(ENOSPC, "all %u page groups are in use (budget reached)", p->groups);
+    if (!bit(p->committed_bits, (uint32_t)g)) {
+        int rc = commit_run(p, (uint32_t)g);
+        if (rc != 0) return rc;
+    }
+    clear_bit(p->free_bits, (uint32_t)g);
+    p->free_count--;
+    p->refs[g] = 1;
+    return g;
+}
+
+void kvm_pool_ref(kvm_pool *p, uint32_t group) { p->refs[group]++; }
+
+uint32_t kvm_pool_unref(kvm_pool *p, uint32_t group) {
+    uint32_t left = --p->refs[group];
+    if (left == 0) {
+        set_bit(p->free_bits, group);
+        p->free_count++;
+    }
+    return left;
+}
+
+uint32_t kvm_pool_refs(const kvm_pool *p, uint32_t group) { return p->refs[group]; }
+
+uint64_t kvm_pool_trim(kvm_pool *p) {
+    uint64_t released = 0;
+    uint32_t g = 0;
+    while (g < p->groups) {
+        if (!(bit(p->free_bits, g) && bit(p->committed_bits, g))) { g++; continue; }
+        uint32_t first = g;
+        while (g < p->groups && bit(p->free_bits, g) && bit(p->committed_bits, g)) clear_bit(p->committed_bits, g++);
+        for (uint32_t t = 0; t < p->tensors; t++)
+            fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)kvm_pool_offset(p, t, first), (off_t)((g - first) * p->group_bytes));
+        p->committed_count -= g - first;
+        released += (uint64_t)(g - first) * p->tensors * p->group_bytes;
+    }
+    return released;
+}
+
+int kvm_pool_read(const kvm_pool *p, uint32_t tensor, uint32_t group, uint64_t offset, void *dst, uint64_t len) {
+    uint64_t pos = kvm_pool_offset(p, tensor, group) + offset;
+    char *out = dst;
+    while (len > 0) {
+        ssize_t n = pread(p->fd, out, len, (off_t)pos);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return kvm_fail(n < 0 ? errno : EIO, "reading page group %u failed: %s", group, n < 0 ? strerror(errno) : "short read");
+        out += n;
+        pos += (uint64_t)n;
+        len -= (uint64_t)n;
+    }
+    return 0;
+}
+
+int kvm_pool_fd(const kvm_pool *p) { return p->fd; }
+uint64_t kvm_pool_offset(const kvm_pool *p, uint32_t tensor, uint32_t group) {
+    return ((uint64_t)tensor * p->groups + group) * p->group_bytes;
+}
+uint32_t kvm_pool_groups(const kvm_pool *p) { return p->groups; }
+uint32_t kvm_pool_free_groups(const kvm_pool *p) { return p->free_count; }
+uint64_t kvm_pool_group_bytes(const kvm_pool *p) { return p->group_bytes; }
+uint64_t kvm_pool_page_bytes(const kvm_pool *p) { return p->page_bytes; }
+uint32_t kvm_pool_tensors(const kvm_pool *p) { return p->tensors; }
+uint64_t kvm_pool_committed_bytes(const kvm_pool *p) { return (uint64_t)p->committed_count * p->tensors * p->group_bytes; }
+int kvm_pool_hugepages(const kvm_pool *p) { return p->hugepages; }

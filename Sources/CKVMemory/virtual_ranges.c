@@ -1,0 +1,182 @@
+/* Contiguous per-sequence virtual ranges backed by pool groups on demand. */
+#include "kvm_ranges.h"
+#include "kvm_error.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+struct kvm_ranges {
+    kvm_pool *pool;
+    uint8_t *base;
+    uint64_t range_bytes;
+    uint64_t page_bytes;
+    uint32_t slots, tensors, pages;
+    int32_t *table;      /* [slot * pages + page]: group or -1 */
+    uint32_t *mapped;    /* per slot: highest mapped page + 1 */
+    uint32_t *runs;      /* per slot: runs of pages that are file-contiguous */
+    uint64_t total_runs;
+    uint64_t limit;
+};
+
+/* Each run of a tensor is at most one VMA of its own plus one split of the reservation. */
+static uint64_t mappings_for(const kvm_ranges *r, uint64_t runs) { return runs * r->tensors * 2 + 1; }
+
+static uint64_t max_map_count(void) {
+    unsigned long long v = 65530;
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1) v = 65530;
+        fclose(f);
+    }
+    return v;
+}
+
+int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_ranges **out) {
+    *out = NULL;
+    uint64_t pb = kvm_pool_page_bytes(pool);
+    if (kvm_pool_group_bytes(pool) != pb) return kvm_fail(EINVAL, "contiguous ranges need one page per pool group");
+    range_bytes = (range_bytes + pb - 1) / pb * pb;
+    uint32_t tensors = kvm_pool_tensors(pool);
+    uint64_t pages = range_bytes / pb;
+    if (slots == 0 || pages == 0 || pages > (1u << 30)) return kvm_fail(EINVAL, "bad range shape: %u slots of %llu pages", slots, (unsigned long long)pages);
+    uint64_t total = (uint64_t)slots * tensors * range_bytes;
+    if (total / tensors / range_bytes != slots || total > (1ull << 46))
+        return kvm_fail(ENOMEM, "contiguous layout needs %llu GiB of address space (max_seqs x 2 x num_layers x max_seq_tokens x token bytes); "
+                                "the limit is 65536 GiB: lower max_seqs or max_seq_tokens",
+                        (unsigned long long)(total >> 30));
+    kvm_ranges *r = calloc(1, sizeof *r);
+    if (!r) return kvm_fail(ENOMEM, "out of memory for ranges");
+    r->pool = pool;
+    r->range_bytes = range_bytes;
+    r->page_bytes = pb;
+    r->slots = slots;
+    r->tensors = tensors;
+    r->pages = (uint32_t)pages;
+    uint64_t system_limit = max_map_count();
+    r->limit = system_limit > 4096 ? system_limit - 4096 : system_limit / 2; /* headroom for the rest of the process */
+    if (mappings_for(r, 1) > r->limit) {
+        free(r);
+        return kvm_fail(ENOMEM, "one sequence needs %llu mappings (2 x num_layers tensors) but vm.max_map_count allows %llu",
+                        (unsigned long long)mappings_for(r, 1), (unsigned long long)system_limit);
+    }
+    r->table = malloc((uint64_t)slots * pages * sizeof(int32_t));
+    r->mapped = calloc(slots, sizeof(uint32_t));
+    r->runs = calloc(slots, sizeof(uint32_t));
+    void *base = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (!r->table || !r->mapped || !r->runs || base == MAP_FAILED) {
+        int err = base == MAP_FAILED ? errno : ENOMEM;
+        if (base != MAP_FAILED) munmap(base, total);
+        free(r->table);
+        free(r->mapped);
+        free(r->runs);
+        free(r);
+        return kvm_fail(err, "reserving %llu GiB of address space for the contiguous layout failed: %s",
+                        (unsigned long long)(total >> 30), strerror(err));
+    }
+    r->base = base;
+    memset(r->table, 0xff, (uint64_t)slots * pages * sizeof(int32_t));
+    *out = r;
+    return 0;
+}
+
+void kvm_ranges_destroy(kvm_ranges *r) {
+    if (!r) return;
+    for (uint32_t s = 0; s < r->slots; s++)
+        for (uint32_t p = 0; p < r->mapped[s]; p++) {
+            int32_t g = r->table[(uint64_t)s * r->pages + p];
+            if (g >= 0) kvm_pool_unref(r->pool, (uint32_t)g);
+        }
+    munmap(r->base, (uint64_t)r->slots * r->tensors * r->range_bytes);
+    free(r->table);
+    free(r->mapped);
+    free(r->runs);
+    free(r);
+}
+
+uint8_t *kvm_ranges_tensor(const kvm_ranges *r, uint32_t slot, uint32_t tensor) {
+    return r->base + ((uint64_t)slot * r->tensors + tensor) * r->range_bytes;
+}
+
+int64_t kvm_ranges_group(const kvm_ranges *r, uint32_t slot, uint32_t page) {
+    return page < r->mapped[slot] ? r->table[(uint64_t)slot * r->pages + page] : -1;
+}
+
+uint32_t kvm_ranges_pages(const kvm_ranges *r) { return r->pages; }
+uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot) { return r->mapped[slot]; }
+uint64_t kvm_ranges_mappings(const kvm_ranges *r) { return mappings_for(r, r->total_runs); }
+uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r) { return r->limit; }
+
+/* 1 when `page` starts a run: mapped, and not the file-successor of the page before it. */
+static uint32_t starts_run(const kvm_ranges *r, const int32_t *t, uint32_t page) {
+    if (page >= r->pages || t[page] < 0) return 0;
+    return page == 0 || t[page - 1] < 0 || t[page - 1] + 1 != t[page];
+}
+
+/* Runs that start within [first, end], the pages whose run starts a change can affect. */
+static uint32_t runs_in(const kvm_ranges *r, const int32_t *t, uint32_t first, uint32_t end) {
+    uint32_t n = 0;
+    for (uint32_t p = first; p <= end && p < r->pages; p++) n += starts_run(r, t, p);
+    return n;
+}
+
+static void set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, int32_t first_group) {
+    int32_t *t = r->table + (uint64_t)slot * r->pages;
+    uint32_t before = runs_in(r, t, first, end);
+    for (uint32_t p = first; p < end; p++) {
+        if (t[p] >= 0) kvm_pool_unref(r->pool, (uint32_t)t[p]);
+        t[p] = first_group < 0 ? -1 : first_group + (int32_t)(p - first);
+        if (t[p] >= 0) kvm_pool_ref(r->pool, (uint32_t)t[p]);
+    }
+    uint32_t after = runs_in(r, t, first, end);
+    r->runs[slot] = r->runs[slot] - before + after;
+    r->total_runs = r->total_runs - before + after;
+    if (first_group >= 0 && end > r->mapped[slot]) r->mapped[slot] = end;
+    while (r->mapped[slot] > 0 && t[r->mapped[slot] - 1] < 0) r->mapped[slot]--;
+}
+
+int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_group, uint32_t n) {
+    if (slot >= r->slots || n == 0 || page + n > r->pages) return kvm_fail(EINVAL, "map of pages %u+%u outside a range of %u pages", page, n, r->pages);
+    if (mappings_for(r, r->total_runs + 1) > r->limit) {
+        int32_t *t = r->table + (uint64_t)slot * r->pages;
+        int extends = page > 0 && t[page - 1] >= 0 && (uint32_t)t[page - 1] + 1 == first_group;
+        if (!extends)
+            return kvm_fail(ENOMEM, "mapping limit reached: %llu mappings of vm.max_map_count %llu in use; use larger page_bytes or fewer max_seqs",
+                            (unsigned long long)kvm_ranges_mappings(r), (unsigned long long)r->limit + 4096);
+    }
+    uint64_t len = (uint64_t)n * r->page_bytes;
+    int fd = kvm_pool_fd(r->pool);
+    for (uint32_t t = 0; t < r->tensors; t++) {
+        uint8_t *addr = kvm_ranges_tensor(r, slot, t) + (uint64_t)page * r->page_bytes;
+        void *m = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd,
+                       (off_t)kvm_pool_offset(r->pool, t, first_group));
+        if (m == MAP_FAILED) {
+            int err = errno;
+            /* Leave the span unmapped in every tensor, and say so in the table. */
+            for (uint32_t u = 0; u < r->tensors; u++)
+                mmap(kvm_ranges_tensor(r, slot, u) + (uint64_t)page * r->page_bytes, len, PROT_NONE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+            set_pages(r, slot, page, page + n, -1);
+            return kvm_fail(err, "mapping %u pages failed: %s", n, strerror(err));
+        }
+        if (kvm_pool_hugepages(r->pool)) madvise(addr, len, MADV_HUGEPAGE);
+    }
+    set_pages(r, slot, page, page + n, (int32_t)first_group);
+    return 0;
+}
+
+int kvm_ranges_unmap(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end) {
+    if (slot >= r->slots || first > end || end > r->pages) return kvm_fail(EINVAL, "unmap of pages %u..%u outside a range of %u pages", first, end, r->pages);
+    if (end > r->mapped[slot]) end = r->mapped[slot];
+    if (first >= end) return 0;
+    uint64_t len = (uint64_t)(end - first) * r->page_bytes;
+    for (uint32_t t = 0; t < r->tensors; t++) {
+        void *m = mmap(kvm_ranges_tensor(r, slot, t) + (uint64_t)first * r->page_bytes, len, PROT_NONE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+        if (m == MAP_FAILED) return kvm_fail(errno, "unmapping %u pages failed: %s", end - first, strerror(errno));
+    }
+    set_pages(r, slot, first, end, -1);
+    return 0;
+}

@@ -1,0 +1,232 @@
+import CKVMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The engine's blocks: allocation, reference counts, the prefix index (block hash -> block) and
+/// the LRU queue of cached blocks, in flat arrays indexed by block id.
+///
+/// A block is *free* (no references, not indexed), *used* (referenced by live sequences) or
+/// *cached* (no references, still indexed, queued in LRU order oldest first). `allocate` takes a
+/// free block and, when there is none, evicts the oldest cached one (emitting `blockRemoved`);
+/// `release` of the last reference caches an indexed block and frees any other. Blocks come from
+/// a page-aware `kvm_arena` (paged layout, real memory) or from a plain id stack (logical blocks
+/// of the contiguous layout, and metadata-only engines).
+///
+/// Cost: `allocate`, `release`, `retain` and `lookup` are O(1) with no heap allocation.
+/// Not thread-safe: the engine serialises calls.
+public final class BlockPool {
+    /// Blocks in all.
+    public let capacity: Int
+    private let arena: OpaquePointer?
+    private let freeIds: UnsafeMutablePointer<Int32>
+    private var freeTop = 0
+    private let refs: UnsafeMutablePointer<UInt32>
+    private let hashes: UnsafeMutablePointer<UInt64>
+    private let parents: UnsafeMutablePointer<UInt64>
+    private let lruPrev: UnsafeMutablePointer<Int32>
+    private let lruNext: UnsafeMutablePointer<Int32>
+    private var lruHead: Int32 = -1
+    private var lruTail: Int32 = -1
+    private let index: U64Table
+    /// Pending KV events.
+    let events: EventQueue
+    /// Told when an indexed block changes state (the contiguous layout keeps page references
+    /// and pins in step with it).
+    weak var listener: BlockListener?
+
+    /// Blocks referenced by live sequences.
+    private(set) var usedCount = 0
+    /// Blocks held only by the index.
+    private(set) var cachedCount = 0
+    /// Cached blocks evicted to make room, in total.
+    private(set) var evictedCount: UInt64 = 0
+
+    /// A pool of `capacity` blocks with no memory behind them (ids only).
+    public convenience init(capacity: Int) {
+        self.init(capacity: capacity, arena: nil, eventCapacity: 1 << 16)
+    }
+
+    /// A pool over `arena` (which must hold `capacity` blocks) or, when nil, over ids alone.
+    init(capacity: Int, arena: OpaquePointer?, eventCapacity: Int) {
+        precondition(capacity > 0 && capacity < Int(Int32.max))
+        self.capacity = capacity
+        self.arena = arena
+        freeIds = .allocate(capacity: arena == nil ? capacity : 0)
+        if arena == nil {
+            for i in 0..<capacity { freeIds[i] = Int32(capacity - 1 - i) }  // lowest ids first
+            freeTop = capacity
+        }
+        refs = .allocate(capacity: capacity)
+        refs.initialize(repeating: 0, count: capacity)
+        hashes = .allocate(capacity: capacity)
+        hashes.initialize(repeating: 0, count: capacity)
+        parents = .allocate(capacity: capacity)
+        parents.initialize(repeating: 0, count: capacity)
+        lruPrev = .allocate(capacity: capacity)
+        lruNext = .allocate(capacity: capacity)
+        index = U64Table(maxEntries: capacity)
+        events = EventQueue(capacity: eventCapacity)
+    }
+
+    deinit {
+        freeIds.deallocate()
+        refs.deallocate()
+        hashes.deallocate()
+        parents.deallocate()
+        lruPrev.deallocate()
+        lruNext.deallocate()
+    }
+
+    /// Blocks that `allocate` can still hand out: free ones plus cached ones it may evict.
+    var available: Int { freeCount + cachedCount }
+
+    private var freeCount: Int {
+        if let arena { return Int(kvm_arena_available(arena)) }
+        return freeTop
+    }
+
+    /// A block with one reference. Evicts the oldest cached block when none is free.
+    /// Throws `outOfMemory` when every block is used (or the arena could not commit memory).
+    public func allocate() throws(KVError) -> Int32 {
+        while true {
+            let b: Int32
+            if let arena {
+                let r = kvm_arena_alloc(arena)
+                if r == -Int64(ENOSPC) {
+                    if cachedCount == 0 { throw .outOfMemory("all \(capacity) blocks are in use by live sequences") }
+                    evictOldest()
+                    continue
+                }
+                if r < 0 { throw .outOfMemory(String(cString: kvm_error())) }
+                b = Int32(r)
+            } else {
+                if freeTop == 0 {
+                    if cachedCount == 0 { throw .outOfMemory("all \(capacity) blocks are in use by live sequences") }
+                    evictOldest()
+                    continue
+                }
+                freeTop -= 1
+                b = freeIds[freeTop]
+            }
+            refs[Int(b)] = 1
+            usedCount += 1
+            return b
+        }
+    }
+
+    /// Drops one reference to `block`; at zero an indexed block joins the LRU tail (cached)
+    /// and any other is freed. Precondition: the block is used.
+    public func release(_ block: Int32) {
+        let b = Int(block)
+        precondition(refs[b] > 0, "release of an unreferenced block")
+        refs[b] -= 1
+        if refs[b] > 0 { return }
+        usedCount -= 1
+        if hashes[b] != 0 {
+            lruAppend(block)
+            cachedCount += 1
+            listener?.blockCached(block)
+        } else {
+            freeBlock(block)
+        }
+    }
+
+    /// Adds a reference to a used or cached block (a cached one leaves the LRU queue).
+    func retain(_ block: Int32) {
+        let b = Int(block)
+        if refs[b] == 0 {
+            lruRemove(block)
+            cachedCount -= 1
+            usedCount += 1
+            listener?.blockReused(block)
+        }
+        refs[b] += 1
+    }
+
+    /// References held on `block`.
+    func references(_ block: Int32) -> UInt32 { refs[Int(block)] }
+
+    /// True when `block` is used or cached (its memory holds data).
+    func isLive(_ block: Int32) -> Bool {
+        block >= 0 && Int(block) < capacity && (refs[Int(block)] > 0 || hashes[Int(block)] != 0)
+    }
+
+    /// The block indexed under `hash`, or -1.
+    @inline(__always) func lookup(_ hash: UInt64) -> Int32 { index.find(hash) }
+
+    /// Indexes used block `block` as the full block `hash` whose parent is `parent`, emitting
+    /// `blockStored`. Returns false (and changes nothing) when the hash is already indexed.
+    @discardableResult
+    func insert(_ block: Int32, hash: UInt64, parent: UInt64) -> Bool {
+        guard hash != 0, hashes[Int(block)] == 0, index.insert(hash, block) else { return false }
+        hashes[Int(block)] = hash
+        parents[Int(block)] = parent
+        events.push(KVEvent(kind: .blockStored, blockHash: hash, parentHash: parent))
+        return true
+    }
+
+    /// Evicts the least recently used cached block, if any; returns whether one was evicted.
+    @discardableResult
+    func evictOldest(emit: Bool = true) -> Bool {
+        let b = lruHead
+        guard b >= 0 else { return false }
+        lruRemove(b)
+        cachedCount -= 1
+        evictedCount += 1
+        unindex(b, emit: emit)
+        freeBlock(b)
+        return true
+    }
+
+    /// Drops every cached block (trim). Emits one `allCleared` when the index ends up empty,
+    /// else one `blockRemoved` per block. Returns how many were dropped.
+    @discardableResult
+    func dropCached() -> Int {
+        let n = cachedCount
+        let clearsAll = index.count == n
+        while evictOldest(emit: !clearsAll) {}
+        evictedCount -= UInt64(n)  // trimming is not eviction under pressure
+        if clearsAll && n > 0 { events.push(KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0)) }
+        return n
+    }
+
+    private func unindex(_ block: Int32, emit: Bool) {
+        let b = Int(block)
+        index.remove(hashes[b])
+        listener?.blockEvicted(block)
+        if emit { events.push(KVEvent(kind: .blockRemoved, blockHash: hashes[b], parentHash: parents[b])) }
+        hashes[b] = 0
+        parents[b] = 0
+    }
+
+    private func freeBlock(_ block: Int32) {
+        if let arena { kvm_arena_free(arena, UInt32(block)) } else {
+            freeIds[freeTop] = block
+            freeTop += 1
+        }
+    }
+
+    private func lruAppend(_ block: Int32) {
+        lruPrev[Int(block)] = lruTail
+        lruNext[Int(block)] = -1
+        if lruTail >= 0 { lruNext[Int(lruTail)] = block } else { lruHead = block }
+        lruTail = block
+    }
+
+    private func lruRemove(_ block: Int32) {
+        let p = lruPrev[Int(block)], n = lruNext[Int(block)]
+        if p >= 0 { lruNext[Int(p)] = n } else { lruHead = n }
+        if n >= 0 { lruPrev[Int(n)] = p } else { lruTail = p }
+    }
+}
+
+/// Observes indexed blocks moving between used, cached and evicted.
+protocol BlockListener: AnyObject {
+    /// An indexed block lost its last reference and is now cached.
+    func blockCached(_ block: Int32)
+    /// A cached block got a reference again (a prefix hit).
+    func blockReused(_ block: Int32)
+    /// A cached block is leaving the index and will be freed.
+    func blockEvicted(_ block: Int32)
+}

@@ -1,0 +1,367 @@
+import CKVMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The contiguous layout's memory: per slot and tensor one virtual range (`kvm_ranges`) backed
+/// page by page by `kvm_pool` groups, plus the page references of cached logical blocks.
+///
+/// Sharing: a prefix hit or a fork maps the same group at the same page of the new slot when the
+/// page lies wholly inside the shared tokens; the page holding the boundary is copied into a
+/// fresh group, so a shared page is never written (appends only write at positions >= length).
+///
+/// Pinning: a group is *pinned* while a live slot maps it below its `pinnedPages`, or a used
+/// (referenced) indexed block holds it. Every unpinned group can be reclaimed (free slots are
+/// unmapped, pages mapped ahead are unmapped, cached blocks are evicted), so an operation that
+/// needs `n` groups not yet pinned fits iff `pinnedGroups + n <= groups`: the check done before
+/// any state changes, which makes out-of-memory leave everything as it was.
+final class ContiguousMemory: BlockListener {
+    let pool: OpaquePointer
+    let ranges: OpaquePointer
+    let tensors: Int
+    let tokenBytes: Int
+    let pageBytes: Int
+    let blockBytes: Int
+    let groups: Int
+    let slots: Int
+    /// Per group: live slots pinning it.
+    private let pins: UnsafeMutablePointer<UInt32>
+    /// Groups with a pin.
+    private(set) var pinnedGroups = 0
+    /// Per slot: pages pinned (0 for a free slot).
+    private let pinnedPages: UnsafeMutablePointer<Int>
+    /// Per group: the operation that counted it last (dedupes counts without allocating).
+    private let marks: UnsafeMutablePointer<UInt64>
+    private var epoch: UInt64 = 0
+    /// Per logical block: first page, page count and groups it references while indexed.
+    private let maxPagesPerBlock: Int
+    private let blockFirstPage: UnsafeMutablePointer<Int32>
+    private let blockPages: UnsafeMutablePointer<Int32>
+    private let blockGroups: UnsafeMutablePointer<Int32>
+    /// Frees memory held by the prefix cache: evicts one cached block, false when none is left.
+    var evictCached: () -> Bool = { false }
+
+    init(_ config: EngineConfig, logicalBlocks: Int) throws(KVError) {
+        tensors = config.tensors
+        tokenBytes = config.tokenBytes
+        pageBytes = Int(config.pageBytes)
+        blockBytes = config.blockBytes
+        slots = config.maxSeqs
+        var poolConfig = kvm_pool_config()
+        poolConfig.tensors = UInt32(config.tensors)
+        poolConfig.page_bytes = config.pageBytes
+        poolConfig.group_bytes = config.pageBytes
+        poolConfig.budget_bytes = config.memoryBytes
+        poolConfig.numa_node = config.numaNode
+        var p: OpaquePointer?
+        try check(kvm_pool_create(&poolConfig, &p))
+        var r: OpaquePointer?
+        let rc = kvm_ranges_create(p, UInt32(config.maxSeqs), UInt64(config.maxSeqTokens * config.tokenBytes), &r)
+        if rc < 0 {
+            kvm_pool_destroy(p)
+            try check(rc)
+        }
+        pool = p!
+        ranges = r!
+        groups = Int(kvm_pool_groups(pool))
+        pins = .allocate(capacity: groups)
+        pins.initialize(repeating: 0, count: groups)
+        marks = .allocate(capacity: groups)
+        marks.initialize(repeating: 0, count: groups)
+        pinnedPages = .allocate(capacity: slots)
+        pinnedPages.initialize(repeating: 0, count: slots)
+        maxPagesPerBlock = (config.blockBytes + Int(config.pageBytes) - 1) / Int(config.pageBytes) + 1
+        blockFirstPage = .allocate(capacity: logicalBlocks)
+        blockPages = .allocate(capacity: logicalBlocks)
+        blockPages.initialize(repeating: 0, count: logicalBlocks)
+        blockGroups = .allocate(capacity: logicalBlocks * maxPagesPerBlock)
+    }
+
+    deinit {
+        kvm_ranges_destroy(ranges)
+        kvm_pool_destroy(pool)
+        pins.deallocate()
+        marks.deallocate()
+        pinnedPages.deallocate()
+        blockFirstPage.deallocate()
+        blockPages.deallocate()
+        blockGroups.deallocate()
+    }
+
+    /// Tokens the budget holds in one tensor (every tensor grows alike).
+    var tokenCapacity: Int { groups * pageBytes / tokenBytes }
+    /// Physical bytes held.
+    var committedBytes: UInt64 { kvm_pool_committed_bytes(pool) }
+    /// Mappings in use (an upper bound).
+    var mappings: UInt64 { kvm_ranges_mappings(ranges) }
+
+    /// Base of tensor `tensor` of `slot`.
+    @inline(__always) func base(_ slot: Int, tensor: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(kvm_ranges_tensor(ranges, UInt32(slot), UInt32(tensor)))
+    }
+
+    /// Pages covering `tokens` tokens.
+    @inline(__always) func pages(for tokens: Int) -> Int { (tokens * tokenBytes + pageBytes - 1) / pageBytes }
+
+    private func group(_ slot: Int, _ page: Int) -> Int32 { Int32(kvm_ranges_group(ranges, UInt32(slot), UInt32(page))) }
+
+    /// The group at `page` of block `block` (which must cover it and be indexed).
+    private func blockGroup(_ block: Int32, page: Int) -> Int32 {
+        blockGroups[Int(block) * maxPagesPerBlock + page - Int(blockFirstPage[Int(block)])]
+    }
+
+    // MARK: planning (no state changes)
+
+    /// The group a new slot can map at `page`, which lies wholly inside the `hitTokens` tokens
+    /// of `hit`: the one every hit block covering the page agrees on, or -1 (then it is copied).
+    private func sharedGroup(_ hit: UnsafeBufferPointer<Int32>, hitTokens: Int, page: Int) -> Int32 {
+        let lo = page * pageBytes, hi = lo + pageBytes
+        guard hi <= hitTokens * tokenBytes else { return -1 }
+        var agreed: Int32 = -1
+        for j in lo / blockBytes...(hi - 1) / blockBytes {
+            let g = blockGroup(hit[j], page: page)
+            if agreed >= 0 && g != agreed { return -1 }
+            agreed = g
+        }
+        return agreed
+    }
+
+    /// Groups not yet pinned that a new sequence in `slot` with prefix `hit` (covering
+    /// `hitTokens`) and `tokens` tokens would pin, counting the pages of the hit blocks it keeps.
+    func groupsNeeded(slot: Int, hit: UnsafeBufferPointer<Int32>, hitTokens: Int, tokens: Int) -> Int {
+        epoch += 1
+        var need = 0
+        func count(_ g: Int32) {
+            if g >= 0 && pins[Int(g)] == 0 && marks[Int(g)] != epoch { marks[Int(g)] = epoch; need += 1 }
+        }
+        for page in 0..<pages(for: tokens) {
+            let shared = sharedGroup(hit, hitTokens: hitTokens, page: page)
+            if shared >= 0 { count(shared) } else { need += 1 }
+        }
+        for b in hit {
+            for i in 0..<Int(blockPages[Int(b)]) { count(blockGroups[Int(b) * maxPagesPerBlock + i]) }
+        }
+        return need
+    }
+
+    /// Groups not yet pinned that growing live `slot` to `tokens` tokens would pin.
+    func groupsNeeded(slot: Int, growingTo tokens: Int) -> Int { max(0, pages(for: tokens) - pinnedPages[slot]) }
+
+    /// Groups not yet pinned that forking `parent` (holding `tokens`) would pin: its boundary page.
+    func groupsNeededForFork(tokens: Int) -> Int { (tokens * tokenBytes) % pageBytes == 0 ? 0 : 1 }
+
+    /// True when `need` more pinned groups fit the budget.
+    func fits(_ need: Int) -> Bool { pinnedGroups + need <= groups }
+
+    // MARK: changes
+
+    /// Maps and pins the pages of a new sequence in free `slot`: shared hit pages, then fresh or
+    /// reused pages, copying the hit tokens that fall on unshared pages.
+    /// Precondition: `fits(groupsNeeded(...))` held for the same arguments.
+    func open(slot: Int, hit: UnsafeBufferPointer<Int32>, hitTokens: Int, tokens: Int) throws(KVError) {
+        let needPages = pages(for: tokens)
+        busy = (slot, needPages)
+        defer { busy = (-1, 0) }
+        try dropStale(slot) { page in page < needPages ? sharedGroup(hit, hitTokens: hitTokens, page: page) : -1 }
+        var owned: [Int] = []
+        owned.reserveCapacity(needPages)
+        for page in 0..<needPages {
+            let shared = sharedGroup(hit, hitTokens: hitTokens, page: page)
+            if shared < 0 {
+                owned.append(page)
+            } else if group(slot, page) != shared {
+                try check(kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(shared), 1))
+            }
+        }
+        try mapOwned(slot: slot, pages: owned)
+        for page in owned where page * pageBytes < hitTokens * tokenBytes {
+            try copyHit(hit, hitTokens: hitTokens, page: page, slot: slot)
+        }
+        pin(slot, upTo: needPages)
+    }
+
+    /// Maps and pins pages of live `slot` so it holds `tokens` tokens.
+    func grow(slot: Int, to tokens: Int) throws(KVError) {
+        let needPages = pages(for: tokens)
+        guard needPages > pinnedPages[slot] else { return }
+        busy = (slot, needPages)
+        defer { busy = (-1, 0) }
+        try mapOwned(slot: slot, pages: Array(pinnedPages[slot]..<needPages))
+        pin(slot, upTo: needPages)
+    }
+
+    /// Maps and pins `child`'s pages for a fork of `parent` holding `tokens` tokens: whole
+    /// pages shared, the boundary page copied.
+    func fork(parent: Int, child: Int, tokens: Int) throws(KVError) {
+        let bytes = tokens * tokenBytes
+        let whole = bytes / pageBytes
+        busy = (child, pages(for: tokens))
+        defer { busy = (-1, 0) }
+        try dropStale(child) { page in page < whole ? group(parent, page) : -1 }
+        for page in 0..<whole {
+            let g = group(parent, page)
+            if group(child, page) != g { try check(kvm_ranges_map(ranges, UInt32(child), UInt32(page), UInt32(g), 1)) }
+        }
+        if bytes % pageBytes != 0 {
+            try mapOwned(slot: child, pages: [whole])
+            let g = UInt32(group(parent, whole))
+            for t in 0..<tensors {
+                try check(kvm_pool_read(pool, UInt32(t), g, 0, base(child, tensor: t) + whole * pageBytes, UInt64(bytes % pageBytes)))
+            }
+        }
+        pin(child, upTo: pages(for: tokens))
+    }
+
+    /// Unpins a freed slot's pages; they stay mapped for the slot's next sequence (deferred
+    /// reclamation) until memory is needed or `trim`.
+    func close(slot: Int) {
+        for page in 0..<pinnedPages[slot] { unpin(group(slot, page)) }
+        pinnedPages[slot] = 0
+    }
+
+    /// Makes newly indexed, used logical block `block` (position `position` of `slot`) hold
+    /// references to (and pin) the groups its bytes lie in, so they outlive the slot's mapping.
+    func retainPages(block: Int32, slot: Int, position: Int) {
+        let first = position * blockBytes / pageBytes
+        let last = ((position + 1) * blockBytes - 1) / pageBytes
+        blockFirstPage[Int(block)] = Int32(first)
+        blockPages[Int(block)] = Int32(last - first + 1)
+        for page in first...last {
+            let g = group(slot, page)
+            blockGroups[Int(block) * maxPagesPerBlock + page - first] = g
+            kvm_pool_ref(pool, UInt32(g))
+        }
+        blockReused(block)
+    }
+
+    func blockCached(_ block: Int32) {
+        for i in 0..<Int(blockPages[Int(block)]) { unpin(blockGroups[Int(block) * maxPagesPerBlock + i]) }
+    }
+
+    func blockReused(_ block: Int32) {
+        for i in 0..<Int(blockPages[Int(block)]) { pinGroup(Int(blockGroups[Int(block) * maxPagesPerBlock + i])) }
+    }
+
+    func blockEvicted(_ block: Int32) {
+        for i in 0..<Int(blockPages[Int(block)]) { kvm_pool_unref(pool, UInt32(blockGroups[Int(block) * maxPagesPerBlock + i])) }
+        blockPages[Int(block)] = 0
+    }
+
+    /// Unmaps every page not pinned by a live sequence and releases free groups to the OS.
+    func trim() {
+        for slot in 0..<slots { unmapUnpinned(slot) }
+        kvm_pool_trim(pool)
+    }
+
+    // MARK: internals
+
+    /// The slot an operation is mapping, and the pages it needs there: reclaim leaves those alone.
+    private var busy = (slot: -1, pages: 0)
+
+    /// The first page of `slot` that reclaim may unmap.
+    private func reclaimable(_ slot: Int) -> Int { max(pinnedPages[slot], slot == busy.slot ? busy.pages : 0) }
+
+    private func unmapUnpinned(_ slot: Int) {
+        let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
+        let first = reclaimable(slot)
+        if mapped > first { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(first), UInt32(mapped)) }
+    }
+
+    /// Reclaims memory for one more group: unmaps an unpinned tail of some slot, else evicts a
+    /// cached block. False when nothing is left to reclaim.
+    private func reclaim() -> Bool {
+        for slot in 0..<slots where Int(kvm_ranges_mapped(ranges, UInt32(slot))) > reclaimable(slot) {
+            unmapUnpinned(slot)
+            return true
+        }
+        return evictCached()
+    }
+
+    /// Unmaps the pages of free `slot` that its next sequence cannot keep: those not holding the
+    /// group `wanted(page)` asks for (>= 0), or, where it asks for none, not owned by the slot
+    /// alone. Afterwards every unpinned page of a slot is exclusively its own.
+    private func dropStale(_ slot: Int, wanted: (Int) -> Int32) throws(KVError) {
+        let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
+        var page = 0
+        while page < mapped {
+            let first = page
+            while page < mapped && isStale(slot, page, wanted(page)) { page += 1 }
+            if page > first { try check(kvm_ranges_unmap(ranges, UInt32(slot), UInt32(first), UInt32(page))) } else { page += 1 }
+        }
+    }
+
+    private func isStale(_ slot: Int, _ page: Int, _ wanted: Int32) -> Bool {
+        let g = group(slot, page)
+        if g < 0 || g == wanted { return false }
+        return wanted >= 0 || kvm_pool_refs(pool, UInt32(g)) != 1
+    }
+
+    /// A fresh group (one reference, the caller's), reclaiming memory when the pool is empty.
+    private func allocate(hint: Int32) throws(KVError) -> UInt32 {
+        while true {
+            let g = kvm_pool_alloc(pool, hint < 0 ? UInt32.max : UInt32(hint))
+            if g >= 0 { return UInt32(g) }
+            if g != -Int64(ENOSPC) || !reclaim() { try check(Int32(g)) }
+        }
+    }
+
+    /// Makes each page in `pages` of `slot` hold a group only this slot references: keeps one
+    /// that already does (reuse), else maps fresh groups, in runs of consecutive groups so one
+    /// mmap per tensor covers a run.
+    private func mapOwned(slot: Int, pages: [Int]) throws(KVError) {
+        var runPage = -1, runGroup: UInt32 = 0, runLength = 0
+        func flush() throws(KVError) {
+            guard runLength > 0 else { return }
+            let rc = kvm_ranges_map(ranges, UInt32(slot), UInt32(runPage), runGroup, UInt32(runLength))
+            for i in 0..<runLength { kvm_pool_unref(pool, runGroup + UInt32(i)) }  // the range holds them now
+            runLength = 0
+            try check(rc)
+        }
+        for page in pages {
+            let current = group(slot, page)
+            if current >= 0 && kvm_pool_refs(pool, UInt32(current)) == 1 && pins[Int(current)] == 0 {
+                try flush()
+                continue
+            }
+            let hint: Int32 = runLength > 0 ? Int32(runGroup) + Int32(runLength) : (page > 0 ? group(slot, page - 1) + 1 : -1)
+            let g = try allocate(hint: hint)
+            if runLength > 0 && g == runGroup + UInt32(runLength) && page == runPage + runLength {
+                runLength += 1
+            } else {
+                try flush()
+                runPage = page
+                runGroup = g
+                runLength = 1
+            }
+        }
+        try flush()
+    }
+
+    /// Copies the hit tokens that fall on `page` from the hit blocks' groups into `slot`.
+    private func copyHit(_ hit: UnsafeBufferPointer<Int32>, hitTokens: Int, page: Int, slot: Int) throws(KVError) {
+        let pageLo = page * pageBytes
+        let pageHi = min(pageLo + pageBytes, hitTokens * tokenBytes)
+        for j in pageLo / blockBytes...(pageHi - 1) / blockBytes {
+            let lo = max(j * blockBytes, pageLo), hi = min((j + 1) * blockBytes, pageHi)
+            let g = UInt32(blockGroup(hit[j], page: page))
+            for t in 0..<tensors {
+                try check(kvm_pool_read(pool, UInt32(t), g, UInt64(lo - pageLo), base(slot, tensor: t) + lo, UInt64(hi - lo)))
+            }
+        }
+    }
+
+    private func pin(_ slot: Int, upTo pageCount: Int) {
+        for page in pinnedPages[slot]..<max(pinnedPages[slot], pageCount) { pinGroup(Int(group(slot, page))) }
+        pinnedPages[slot] = max(pinnedPages[slot], pageCount)
+    }
+
+    private func pinGroup(_ g: Int) {
+        pins[g] += 1
+        if pins[g] == 1 { pinnedGroups += 1 }
+    }
+
+    private func unpin(_ group: Int32) {
+        pins[Int(group)] -= 1
+        if pins[Int(group)] == 0 { pinnedGroups -= 1 }
+    }
+}

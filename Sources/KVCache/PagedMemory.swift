@@ -1,0 +1,73 @@
+import CKVMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The paged layout's memory: a `kvm_pool` and the page-aware `kvm_arena` over it. Owns both.
+///
+/// Block `b` of tensor `t` (K of layer l is 2l, V is 2l + 1) is `blockBytes` of token-major
+/// K/V at `address(b, t)`; the address is fixed for the engine's lifetime.
+final class PagedMemory {
+    let pool: OpaquePointer
+    let arena: OpaquePointer
+    let tensors: Int
+    let blockBytes: Int
+    let tokenBytes: Int
+
+    init(_ config: EngineConfig) throws(KVError) {
+        tensors = config.tensors
+        blockBytes = config.blockBytes
+        tokenBytes = config.tokenBytes
+        var poolConfig = kvm_pool_config()
+        poolConfig.tensors = UInt32(config.tensors)
+        poolConfig.page_bytes = config.pageBytes
+        poolConfig.group_bytes = kvm_arena_group_bytes(UInt64(config.blockBytes), config.pageBytes)
+        poolConfig.budget_bytes = config.memoryBytes
+        poolConfig.numa_node = config.numaNode
+        var p: OpaquePointer?
+        try check(kvm_pool_create(&poolConfig, &p))
+        var a: OpaquePointer?
+        let rc = kvm_arena_create(p, UInt64(config.blockBytes), &a)
+        if rc < 0 {
+            kvm_pool_destroy(p)
+            try check(rc)
+        }
+        pool = p!
+        arena = a!
+    }
+
+    deinit {
+        kvm_arena_destroy(arena)
+        kvm_pool_destroy(pool)
+    }
+
+    /// Blocks the budget holds.
+    var blocks: Int { Int(kvm_arena_blocks(arena)) }
+
+    /// Address of `block` in tensor `tensor`.
+    @inline(__always) func address(_ block: Int32, tensor: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(kvm_arena_block(arena, UInt32(tensor), UInt32(block)))
+    }
+
+    /// Copies the first `tokens` tokens of `from` into `to`, in every tensor (copy on write).
+    func copy(from: Int32, to: Int32, tokens: Int) {
+        for t in 0..<tensors { address(to, tensor: t).copyMemory(from: address(from, tensor: t), byteCount: tokens * tokenBytes) }
+    }
+
+    /// Physical bytes held.
+    var committedBytes: UInt64 { kvm_pool_committed_bytes(pool) }
+
+    /// Gives empty groups back and releases their pages.
+    func trim() { kvm_arena_trim(arena) }
+}
+
+/// Turns a CKVMemory return code into a thrown `KVError` carrying its message.
+func check(_ rc: Int32) throws(KVError) {
+    if rc >= 0 { return }
+    let message = String(cString: kvm_error())
+    switch -rc {
+    case EINVAL: throw .invalid(message)
+    case ENOMEM, ENOSPC: throw .outOfMemory(message)
+    default: throw KVError(.internal, message)
+    }
+}

@@ -1,0 +1,90 @@
+/// Live sequences in fixed slots: id directory, lengths, chain state and block tables, in flat
+/// arrays allocated once (`maxSeqs` slots), so the append path allocates nothing.
+///
+/// Invariant for a live slot: the block table holds `ceil(length / blockTokens)` blocks; the
+/// tail buffer holds the tokens of the last, partial block (`length % blockTokens` of them);
+/// `lastHash` is the chain hash of the last full block (0 when there is none).
+final class SequenceTable {
+    let maxSeqs: Int
+    let maxBlocks: Int
+    let blockTokens: Int
+    private let directory: U64Table
+    private let freeSlots: UnsafeMutablePointer<Int32>
+    private var freeTop: Int
+    /// Per slot: the sequence id.
+    let ids: UnsafeMutablePointer<UInt64>
+    /// Per slot: tokens held.
+    let lengths: UnsafeMutablePointer<Int>
+    /// Per slot: chain hash of the last full block.
+    let lastHash: UnsafeMutablePointer<UInt64>
+    /// Per slot: `blockTokens` entries, the tokens of the partial block.
+    let tails: UnsafeMutablePointer<Int32>
+    /// Per slot: `maxBlocks` entries, the block table.
+    let blocks: UnsafeMutablePointer<Int32>
+
+    init(maxSeqs: Int, maxBlocks: Int, blockTokens: Int) {
+        self.maxSeqs = maxSeqs
+        self.maxBlocks = maxBlocks
+        self.blockTokens = blockTokens
+        directory = U64Table(maxEntries: maxSeqs)
+        freeSlots = .allocate(capacity: maxSeqs)
+        for i in 0..<maxSeqs { freeSlots[i] = Int32(maxSeqs - 1 - i) }
+        freeTop = maxSeqs
+        ids = .allocate(capacity: maxSeqs)
+        lengths = .allocate(capacity: maxSeqs)
+        lengths.initialize(repeating: 0, count: maxSeqs)
+        lastHash = .allocate(capacity: maxSeqs)
+        tails = .allocate(capacity: maxSeqs * blockTokens)
+        blocks = .allocate(capacity: maxSeqs * maxBlocks)
+    }
+
+    deinit {
+        freeSlots.deallocate()
+        ids.deallocate()
+        lengths.deallocate()
+        lastHash.deallocate()
+        tails.deallocate()
+        blocks.deallocate()
+    }
+
+    /// Live sequences.
+    var count: Int { maxSeqs - freeTop }
+    /// True when no slot is free.
+    var isFull: Bool { freeTop == 0 }
+
+    /// The slot of sequence `id`, or -1.
+    @inline(__always) func slot(of id: UInt64) -> Int { Int(directory.find(id)) }
+
+    /// The slot `open` would take next (the most recently freed one), or -1.
+    var nextSlot: Int { freeTop > 0 ? Int(freeSlots[freeTop - 1]) : -1 }
+
+    /// Takes the free slot `slot` (which must be free) for `id`, empty.
+    func open(_ id: UInt64, slot: Int) {
+        var i = freeTop - 1
+        while Int(freeSlots[i]) != slot { i -= 1 }
+        freeSlots[i] = freeSlots[freeTop - 1]
+        freeTop -= 1
+        directory.insert(id, Int32(slot))
+        ids[slot] = id
+        lengths[slot] = 0
+        lastHash[slot] = 0
+    }
+
+    /// Returns `slot` to the free slots.
+    func close(_ slot: Int) {
+        directory.remove(ids[slot])
+        lengths[slot] = 0
+        freeSlots[freeTop] = Int32(slot)
+        freeTop += 1
+    }
+
+    /// Free slots, most recently freed last.
+    var freeSlotList: UnsafeBufferPointer<Int32> { UnsafeBufferPointer(start: freeSlots, count: freeTop) }
+
+    /// The block table of `slot`.
+    @inline(__always) func table(_ slot: Int) -> UnsafeMutablePointer<Int32> { blocks + slot * maxBlocks }
+    /// The tail buffer of `slot`.
+    @inline(__always) func tail(_ slot: Int) -> UnsafeMutablePointer<Int32> { tails + slot * blockTokens }
+    /// Blocks in `slot`'s table.
+    @inline(__always) func blockCount(_ slot: Int) -> Int { (lengths[slot] + blockTokens - 1) / blockTokens }
+}

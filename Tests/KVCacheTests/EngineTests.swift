@@ -1,0 +1,259 @@
+import Testing
+@testable import KVCache
+
+@Suite("Engine sequences and prefix cache, both layouts")
+struct EngineTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+
+    @Test(arguments: layouts)
+    func createReportsNoCachedTokensOnAnEmptyCache(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        #expect(try e.createSequence(1, tokens: tokens(10, seed: 1)) == 0)
+        #expect(try e.length(1) == 10)
+    }
+
+    @Test(arguments: layouts)
+    func samePromptHitsFullBlocksAndReadsTheSameBytes(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let prompt = tokens(203, seed: 2)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        let cached = try e.createSequence(2, tokens: prompt)
+        #expect(cached == 200)
+        #expect(try kvMismatches(e, 2, tokens: Array(prompt.prefix(cached)), from: 0) == 0)
+        let s = e.stats()
+        #expect(s.prefixQueryTokens == 406)
+        #expect(s.prefixHitTokens == 200)
+    }
+
+    @Test(arguments: layouts)
+    func hitIsServedAfterTheFirstSequenceIsFreed(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let prompt = tokens(300, seed: 3)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.free(1)
+        #expect(e.stats().blocksCached == 75)
+        #expect(try e.createSequence(2, tokens: prompt) == 296)
+        #expect(try kvMismatches(e, 2, tokens: Array(prompt.prefix(296)), from: 0) == 0)
+    }
+
+    @Test(arguments: layouts)
+    func cachedTokensLeaveAtLeastOneTokenToCompute(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let prompt = tokens(16, seed: 4)
+        try e.createSequence(1, tokens: prompt)
+        #expect(try e.createSequence(2, tokens: prompt) == 12)
+        #expect(e.cachedPrefixTokens(prompt) == 12)
+        #expect(e.cachedPrefixTokens(Array(prompt.prefix(9))) == 8)
+    }
+
+    @Test(arguments: layouts)
+    func blocksFilledByAppendsAreHitByALaterTurn(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let prompt = tokens(6, seed: 5)
+        let reply = tokens(10, seed: 6)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        for (j, t) in reply.enumerated() {
+            try e.append(1, tokens: [t])
+            try writeKV(e, 1, tokens: [t], from: 6 + j)
+        }
+        try e.free(1)
+        let nextTurn = prompt + reply + tokens(5, seed: 7)
+        #expect(try e.createSequence(2, tokens: nextTurn) == 16)
+        #expect(try kvMismatches(e, 2, tokens: prompt + reply, from: 0) == 0)
+    }
+
+    @Test(arguments: layouts)
+    func forkReadsParentBytesAndWritesStayApart(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let prompt = tokens(150, seed: 8)  // ends inside a block and inside a page
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.fork(parent: 1, child: 2)
+        #expect(try e.length(2) == 150)
+        #expect(try kvMismatches(e, 2, tokens: prompt, from: 0) == 0)
+        let childTokens = tokens(20, seed: 9), parentTokens = tokens(20, seed: 10)
+        try e.append(2, tokens: childTokens)
+        try writeKV(e, 2, tokens: childTokens, from: 150, salt: 1)
+        try e.append(1, tokens: parentTokens)
+        try writeKV(e, 1, tokens: parentTokens, from: 150, salt: 2)
+        #expect(try kvMismatches(e, 1, tokens: prompt, from: 0) == 0)
+        #expect(try kvMismatches(e, 2, tokens: prompt, from: 0) == 0)
+        #expect(try kvMismatches(e, 2, tokens: childTokens, from: 150, salt: 1) == 0)
+        #expect(try kvMismatches(e, 1, tokens: parentTokens, from: 150, salt: 2) == 0)
+    }
+
+    @Test(arguments: layouts)
+    func childWritesAfterForkNeverShowInTheParentsPartialBlock(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let prompt = tokens(6, seed: 11)  // block 1 holds 2 of 4 tokens
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.fork(parent: 1, child: 2)
+        try e.append(2, tokens: [77])
+        try writeKV(e, 2, tokens: [77], from: 6, salt: 3)
+        try writeKV(e, 2, tokens: Array(prompt.suffix(2)), from: 4, salt: 4)  // the child rewrites its copy
+        #expect(try kvMismatches(e, 1, tokens: prompt, from: 0) == 0)
+        #expect(try kvMismatches(e, 2, tokens: Array(prompt.suffix(2)), from: 4, salt: 4) == 0)
+    }
+
+    @Test(arguments: layouts)
+    func forkedSequencesIndexTheirOwnDivergingBlocks(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        try e.createSequence(1, tokens: tokens(6, seed: 12))
+        try e.fork(parent: 1, child: 2)
+        try e.append(1, tokens: [1, 2])
+        try e.append(2, tokens: [3, 4])
+        let a = tokens(6, seed: 12) + [1, 2], b = tokens(6, seed: 12) + [3, 4]
+        #expect(e.cachedPrefixTokens(a + [0]) == 8)
+        #expect(e.cachedPrefixTokens(b + [0]) == 8)
+    }
+
+    @Test(arguments: layouts)
+    func blockStoredEventsCarryTheChainHashes(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let prompt = tokens(13, seed: 13)
+        try e.createSequence(1, tokens: prompt)
+        let hashes = BlockHash.chain(prompt, blockTokens: 4)
+        let events = drain(e)
+        #expect(events.map(\.kind) == [.blockStored, .blockStored, .blockStored])
+        #expect(events.map(\.blockHash) == hashes)
+        #expect(events.map(\.parentHash) == [0] + hashes.dropLast())
+    }
+
+    @Test(arguments: layouts)
+    func trimDropsCachedBlocksWithOneAllClearedEvent(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        try e.createSequence(1, tokens: tokens(40, seed: 14))
+        try e.free(1)
+        _ = drain(e)
+        try e.trim()
+        #expect(drain(e).map(\.kind) == [.allCleared])
+        let s = e.stats()
+        #expect(s.blocksCached == 0)
+        #expect(s.committedBytes == 0)
+    }
+
+    @Test(arguments: layouts)
+    func trimKeepsLiveSequencesAndEmitsRemovedForDroppedBlocks(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let live = tokens(40, seed: 15)
+        try e.createSequence(1, tokens: live)
+        try writeKV(e, 1, tokens: live, from: 0)
+        try e.createSequence(2, tokens: tokens(8, seed: 16))
+        try e.free(2)
+        _ = drain(e)
+        try e.trim()
+        let events = drain(e)
+        #expect(events.map(\.kind) == [.blockRemoved, .blockRemoved])
+        #expect(try kvMismatches(e, 1, tokens: live, from: 0) == 0)
+        #expect(e.stats().committedBytes > 0)
+    }
+
+    @Test(arguments: layouts)
+    func evictionUnderPressureFreesTheOldestCachedBlocksFirst(layout: Layout) throws {
+        // 512 KiB: 4 tensors x 128 KiB = 4096 tokens of 32 bytes = 1024 blocks.
+        let e = try Engine(smallConfig(layout, memoryBytes: 512 << 10))
+        let old = tokens(2000, seed: 17), recent = tokens(1000, seed: 18)
+        try e.createSequence(1, tokens: old)
+        try e.free(1)
+        try e.createSequence(2, tokens: recent)
+        try e.free(2)
+        _ = drain(e)
+        try e.createSequence(3, tokens: tokens(3000, seed: 19))
+        let removed = Set(drain(e).filter { $0.kind == .blockRemoved }.map(\.blockHash))
+        #expect(!removed.isEmpty)
+        #expect(removed.isSubset(of: Set(BlockHash.chain(old, blockTokens: 4))))
+        #expect(e.cachedPrefixTokens(recent) == 996)
+        #expect(e.stats().blocksEvicted == UInt64(removed.count))
+    }
+
+    @Test(arguments: layouts)
+    func outOfMemoryChangesNothing(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout, memoryBytes: 512 << 10))
+        let a = tokens(1000, seed: 20)
+        try e.createSequence(1, tokens: a)
+        try writeKV(e, 1, tokens: a, from: 0)
+        try e.createSequence(2, tokens: tokens(500, seed: 21))
+        try e.free(2)
+        try e.createSequence(4, tokens: tokens(2000, seed: 30))
+        _ = drain(e)
+        let before = e.stats()  // 1024 blocks: 750 live, 125 cached, 149 free
+        let create = thrown { () throws(KVError) in _ = try e.createSequence(3, tokens: tokens(3000, seed: 22)) }
+        #expect(create?.code == .outOfMemory)
+        #expect(create?.message.hasPrefix("prompt needs") == true)
+        let append = thrown { () throws(KVError) in try e.append(1, tokens: tokens(1200, seed: 23)) }
+        #expect(append?.code == .outOfMemory)
+        #expect(append?.message.hasPrefix("appending 1200 tokens needs") == true)
+        #expect(e.stats() == before)
+        #expect(drain(e).isEmpty)
+        #expect(try kvMismatches(e, 1, tokens: a, from: 0) == 0)
+        #expect(e.cachedPrefixTokens(tokens(500, seed: 21)) == 496)
+    }
+
+    @Test(arguments: layouts)
+    func errorsNameTheirCause(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        try e.createSequence(1, tokens: [1, 2, 3])
+        #expect(throws: KVError(.exists, "sequence 1 already exists")) { try e.createSequence(1, tokens: [1]) }
+        #expect(throws: KVError(.notFound, "sequence 9 does not exist")) { try e.append(9, tokens: [1]) }
+        #expect(throws: KVError(.invalidArgument, "a sequence needs at least one prompt token")) { try e.createSequence(2, tokens: []) }
+        try e.free(1)
+        #expect(throws: KVError(.notFound, "sequence 1 does not exist")) { try e.free(1) }
+        #expect(e.stats().sequences == 0)
+    }
+
+    @Test(arguments: layouts)
+    func appendPastMaxSeqTokensIsRejected(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        try e.createSequence(1, tokens: tokens(4090, seed: 24))
+        #expect(throws: KVError.self) { try e.append(1, tokens: tokens(7, seed: 25)) }
+        try e.append(1, tokens: tokens(6, seed: 25))
+        #expect(try e.length(1) == 4096)
+    }
+
+    @Test(arguments: layouts)
+    func slotsAreLimitedByMaxSeqs(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        for i in 0..<16 { try e.createSequence(UInt64(i), tokens: [Int32(i)]) }
+        #expect(throws: KVError.self) { try e.createSequence(99, tokens: [1]) }
+        #expect(throws: KVError.self) { try e.fork(parent: 0, child: 99) }
+        try e.free(3)
+        try e.createSequence(99, tokens: [1])
+    }
+
+    @Test(arguments: layouts)
+    func freedSlotIsReusedWithoutCorruptingCachedBlocks(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let first = tokens(300, seed: 26)
+        try e.createSequence(1, tokens: first)
+        try writeKV(e, 1, tokens: first, from: 0)
+        try e.free(1)
+        let other = tokens(300, seed: 27)
+        try e.createSequence(2, tokens: other)  // takes the freed slot
+        try writeKV(e, 2, tokens: other, from: 0)
+        try e.append(2, tokens: tokens(100, seed: 28))
+        try writeKV(e, 2, tokens: tokens(100, seed: 28), from: 300)
+        #expect(try e.createSequence(3, tokens: first) == 296)
+        #expect(try kvMismatches(e, 3, tokens: Array(first.prefix(296)), from: 0) == 0)
+    }
+
+    @Test(arguments: layouts)
+    func statsCountUsedAndCachedBlocks(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        try e.createSequence(1, tokens: tokens(10, seed: 29))
+        try e.fork(parent: 1, child: 2)
+        var s = e.stats()
+        #expect(s.sequences == 2)
+        #expect(s.blocksUsed == 3)
+        #expect(s.blocksCached == 0)
+        try e.free(1)
+        try e.free(2)
+        s = e.stats()
+        #expect(s.blocksUsed == 0)
+        #expect(s.blocksCached == 2)
+        #expect(s.committedBytes <= s.budgetBytes)
+    }
+}
