@@ -162,6 +162,9 @@ uint32_t kvm_arena_blocks(const kvm_arena *a) { return a->blocks; }
 uint32_t kvm_arena_used(const kvm_arena *a) { return a->used; }
 uint32_t kvm_arena_available(const kvm_arena *a) { return a->blocks - a->used; }
 
+const uint8_t *kvm_arena_base(const kvm_arena *a) { return a->base; }
+uint64_t kvm_arena_mapped_bytes(const kvm_arena *a) { return a->map_bytes; }
+
 uint64_t kvm_arena_trim(kvm_arena *a) {
     while (a->empty >= 0) {
         int32_t g = a->empty;

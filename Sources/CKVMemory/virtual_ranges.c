@@ -105,6 +105,8 @@ int64_t kvm_ranges_group(const kvm_ranges *r, uint32_t slot, uint32_t page) {
 }
 
 uint32_t kvm_ranges_pages(const kvm_ranges *r) { return r->pages; }
+const uint8_t *kvm_ranges_base(const kvm_ranges *r) { return r->base; }
+uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r) { return (uint64_t)r->slots * r->tensors * r->range_bytes; }
 uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot) { return r->mapped[slot]; }
 uint64_t kvm_ranges_mappings(const kvm_ranges *r) { return mappings_for(r, r->total_runs); }
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r) { return r->limit; }

@@ -90,6 +90,9 @@ final class ContiguousMemory: BlockListener {
 
     /// Tokens the budget holds in one tensor (every tensor grows alike).
     var tokenCapacity: Int { groups * pageBytes / tokenBytes }
+    /// The address range of every slot's ranges.
+    var region: (start: UInt, bytes: UInt) { (UInt(bitPattern: kvm_ranges_base(ranges)), UInt(kvm_ranges_reserved_bytes(ranges))) }
+
     /// Physical bytes held.
     var committedBytes: UInt64 { kvm_pool_committed_bytes(pool) }
     /// Mappings in use (an upper bound).

@@ -363,6 +363,10 @@ public final class Engine: @unchecked Sendable {
         return blocks.events.drain(into: into)
     }
 
+    /// The address range holding the engine's K/V (empty for metadata-only engines): what a
+    /// resident-memory measurement of the engine looks at.
+    public var memoryRegion: (start: UInt, bytes: UInt) { paged?.region ?? contiguous?.region ?? (0, 0) }
+
     /// How many leading tokens of `tokens` `createSequence` would report cached now, without
     /// creating anything. Cost: one hash per token and one lookup per full block.
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {

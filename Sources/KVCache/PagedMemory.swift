@@ -54,6 +54,9 @@ final class PagedMemory {
         for t in 0..<tensors { address(to, tensor: t).copyMemory(from: address(from, tensor: t), byteCount: tokens * tokenBytes) }
     }
 
+    /// The address range of the engine's K/V mapping.
+    var region: (start: UInt, bytes: UInt) { (UInt(bitPattern: kvm_arena_base(arena)), UInt(kvm_arena_mapped_bytes(arena))) }
+
     /// Physical bytes held.
     var committedBytes: UInt64 { kvm_pool_committed_bytes(pool) }
 

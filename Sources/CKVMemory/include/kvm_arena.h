@@ -34,5 +34,9 @@ uint32_t kvm_arena_blocks(const kvm_arena *a);
 uint32_t kvm_arena_used(const kvm_arena *a);
 uint32_t kvm_arena_available(const kvm_arena *a);
 
+/* The arena's one mapping (all blocks of all tensors): where it starts and its size. */
+const uint8_t *kvm_arena_base(const kvm_arena *a);
+uint64_t kvm_arena_mapped_bytes(const kvm_arena *a);
+
 /* Gives empty groups back to the pool and releases their pages. Returns bytes released. */
 uint64_t kvm_arena_trim(kvm_arena *a);

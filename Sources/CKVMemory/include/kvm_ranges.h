@@ -35,6 +35,10 @@ int kvm_ranges_unmap(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end)
 /* Mapped pages of `slot` (the highest mapped page + 1). */
 uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot);
 
+/* The reservation holding every range: where it starts and its size. */
+const uint8_t *kvm_ranges_base(const kvm_ranges *r);
+uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r);
+
 /* The current upper bound on mappings, and the limit it is kept under. */
 uint64_t kvm_ranges_mappings(const kvm_ranges *r);
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);

@@ -1,0 +1,217 @@
+import CKVMemory
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func makePool(budget: UInt64, tensors: UInt32 = 4, groupBytes: UInt64 = 4096, numaNode: Int32 = -1) -> (OpaquePointer?, Int32) {
+    var cfg = kvm_pool_config()
+    cfg.tensors = tensors
+    cfg.group_bytes = groupBytes
+    cfg.page_bytes = 4096
+    cfg.budget_bytes = budget
+    cfg.numa_node = numaNode
+    var pool: OpaquePointer?
+    let rc = kvm_pool_create(&cfg, &pool)
+    return (pool, rc)
+}
+
+@Suite("Page pool")
+struct PagePoolTests {
+    @Test func groupsAreTheBudgetDividedByTheGroupSizeRoundedDown() {
+        let (pool, rc) = makePool(budget: 16 * 4 * 4096 + 4095)
+        defer { kvm_pool_destroy(pool) }
+        #expect(rc == 0)
+        #expect(kvm_pool_groups(pool) == 16)
+    }
+
+    @Test func allocationStopsExactlyAtTheBudget() {
+        let (pool, _) = makePool(budget: 16 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        var got: [Int64] = []
+        while true {
+            let g = kvm_pool_alloc(pool, UInt32.max)
+            if g < 0 {
+                #expect(g == -Int64(ENOSPC))
+                #expect(String(cString: kvm_error()).contains("budget reached"))
+                break
+            }
+            got.append(g)
+        }
+        #expect(got == Array(0..<16))
+        #expect(kvm_pool_committed_bytes(pool) == 16 * 4 * 4096)
+    }
+
+    @Test func commitHappensAheadInBatchesAndTrimReleasesOnlyFreeGroups() {
+        let (pool, _) = makePool(budget: 64 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        let a = kvm_pool_alloc(pool, UInt32.max)
+        #expect(kvm_pool_committed_bytes(pool) == 8 * 4 * 4096)  // one batch of 8 groups
+        let b = kvm_pool_alloc(pool, UInt32.max)
+        #expect(b == a + 1)
+        #expect(kvm_pool_committed_bytes(pool) == 8 * 4 * 4096)
+        #expect(kvm_pool_unref(pool, UInt32(b)) == 0)
+        #expect(kvm_pool_trim(pool) == 7 * 4 * 4096)
+        #expect(kvm_pool_committed_bytes(pool) == 1 * 4 * 4096)
+    }
+
+    @Test func hintIsHonouredWhenFree() {
+        let (pool, _) = makePool(budget: 64 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        #expect(kvm_pool_alloc(pool, 40) == 40)
+        #expect(kvm_pool_alloc(pool, 40) == 41)  // taken: the lowest committed free group (committed ahead with 40)
+    }
+
+    @Test func readCopiesAGroupsBytesWithoutMappingIt() {
+        let (pool, _) = makePool(budget: 8 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        let g = UInt32(kvm_pool_alloc(pool, UInt32.max))
+        var pattern = [UInt8](repeating: 0, count: 100)
+        for i in pattern.indices { pattern[i] = UInt8(i) }
+        #expect(pwrite(kvm_pool_fd(pool), pattern, 100, off_t(kvm_pool_offset(pool, 2, g) + 10)) == 100)
+        var back = [UInt8](repeating: 0, count: 100)
+        #expect(kvm_pool_read(pool, 2, g, 10, &back, 100) == 0)
+        #expect(back == pattern)
+    }
+
+    @Test func aBudgetBelowOneGroupIsRefusedWithAMessage() {
+        let (pool, rc) = makePool(budget: 4096)
+        #expect(pool == nil)
+        #expect(rc == -EINVAL)
+        #expect(String(cString: kvm_error()).contains("holds no page group"))
+    }
+
+    @Test func numaBindingToAnExistingNodeWorksAndAMissingNodeIsRefused() {
+        let (pool, rc) = makePool(budget: 8 * 4 * 4096, numaNode: 0)
+        #expect(rc == 0)
+        kvm_pool_destroy(pool)
+        let (missing, bad) = makePool(budget: 8 * 4 * 4096, numaNode: 99)
+        #expect(missing == nil)
+        #expect(bad == -EINVAL)
+        #expect(String(cString: kvm_error()).contains("numa_node 99"))
+    }
+}
+
+@Suite("Block arena")
+struct BlockArenaTests {
+    /// 4 KiB pages, 1 KiB blocks: 4 blocks per group, 8 groups.
+    func makeArena() -> (OpaquePointer?, OpaquePointer?) {
+        let (pool, _) = makePool(budget: 8 * 4 * 4096, groupBytes: kvm_arena_group_bytes(1024, 4096))
+        var arena: OpaquePointer?
+        #expect(kvm_arena_create(pool, 1024, &arena) == 0)
+        return (pool, arena)
+    }
+
+    @Test func blocksFillAGroupBeforeTheNextIsTaken() {
+        let (pool, arena) = makeArena()
+        defer { kvm_arena_destroy(arena); kvm_pool_destroy(pool) }
+        let blocks = (0..<6).map { _ in kvm_arena_alloc(arena) }
+        #expect(Set(blocks.prefix(4).map { $0 / 4 }).count == 1)
+        #expect(Set(blocks.suffix(2).map { $0 / 4 }).count == 1)
+        kvm_arena_free(arena, UInt32(blocks[0]))
+        #expect(kvm_arena_alloc(arena) == blocks[0])  // the partial group is filled first
+    }
+
+    @Test func freeingAWholeGroupLetsTrimReleaseIt() {
+        let (pool, arena) = makeArena()
+        defer { kvm_arena_destroy(arena); kvm_pool_destroy(pool) }
+        let blocks = (0..<8).map { _ in kvm_arena_alloc(arena) }
+        let before = kvm_pool_committed_bytes(pool)
+        for b in blocks.prefix(4) { kvm_arena_free(arena, UInt32(b)) }
+        kvm_arena_free(arena, UInt32(blocks[5]))
+        #expect(kvm_arena_trim(arena) > 0)
+        #expect(kvm_pool_committed_bytes(pool) == 1 * 4 * 4096)
+        #expect(before > kvm_pool_committed_bytes(pool))
+        #expect(kvm_arena_used(arena) == 3)
+    }
+
+    @Test func everyBlockOfTheBudgetIsAllocatableAndThenNoMore() {
+        let (pool, arena) = makeArena()
+        defer { kvm_arena_destroy(arena); kvm_pool_destroy(pool) }
+        let all = (0..<32).map { _ in kvm_arena_alloc(arena) }
+        #expect(Set(all).count == 32)
+        #expect(all.allSatisfy { $0 >= 0 })
+        #expect(kvm_arena_alloc(arena) == -Int64(ENOSPC))
+        #expect(kvm_arena_available(arena) == 0)
+    }
+
+    @Test func aBlockIsTheSameAddressInEveryTensorsGroup() {
+        let (pool, arena) = makeArena()
+        defer { kvm_arena_destroy(arena); kvm_pool_destroy(pool) }
+        let b = UInt32(kvm_arena_alloc(arena))
+        let k0 = kvm_arena_block(arena, 0, b)!, v0 = kvm_arena_block(arena, 1, b)!
+        k0[0] = 7
+        v0[1023] = 9
+        #expect(k0 != v0)
+        #expect(kvm_arena_block(arena, 0, b)![0] == 7)
+        #expect(kvm_arena_block(arena, 1, b)![1023] == 9)
+    }
+}
+
+@Suite("Virtual ranges")
+struct VirtualRangeTests {
+    func makeRanges(slots: UInt32 = 2) -> (OpaquePointer?, OpaquePointer?) {
+        let (pool, _) = makePool(budget: 32 * 4 * 4096)
+        var ranges: OpaquePointer?
+        #expect(kvm_ranges_create(pool, slots, 16 * 4096, &ranges) == 0)
+        return (pool, ranges)
+    }
+
+    @Test func mappedPagesShowTheGroupsBytesAndConsecutiveGroupsFormOneRun() {
+        let (pool, ranges) = makeRanges()
+        defer { kvm_ranges_destroy(ranges); kvm_pool_destroy(pool) }
+        let g = UInt32(kvm_pool_alloc(pool, UInt32.max))
+        let h = UInt32(kvm_pool_alloc(pool, g + 1))
+        #expect(h == g + 1)
+        let before = kvm_ranges_mappings(ranges)
+        #expect(kvm_ranges_map(ranges, 0, 0, g, 2) == 0)
+        #expect(kvm_ranges_mappings(ranges) == before + 4 * 2)  // one run: 4 tensors x (VMA + split)
+        #expect(kvm_pool_refs(pool, g) == 2)
+        let base = kvm_ranges_tensor(ranges, 0, 3)!
+        base[4096 + 5] = 42
+        var back: UInt8 = 0
+        #expect(kvm_pool_read(pool, 3, h, 5, &back, 1) == 0)
+        #expect(back == 42)
+    }
+
+    @Test func theSameGroupMappedInTwoSlotsSharesItsBytes() {
+        let (pool, ranges) = makeRanges()
+        defer { kvm_ranges_destroy(ranges); kvm_pool_destroy(pool) }
+        let g = UInt32(kvm_pool_alloc(pool, UInt32.max))
+        #expect(kvm_ranges_map(ranges, 0, 3, g, 1) == 0)
+        #expect(kvm_ranges_map(ranges, 1, 3, g, 1) == 0)
+        kvm_ranges_tensor(ranges, 0, 1)![3 * 4096] = 11
+        #expect(kvm_ranges_tensor(ranges, 1, 1)![3 * 4096] == 11)
+        #expect(kvm_pool_refs(pool, g) == 3)
+    }
+
+    @Test func unmapDropsReferencesAndReturnsTheAddressSpace() {
+        let (pool, ranges) = makeRanges()
+        defer { kvm_ranges_destroy(ranges); kvm_pool_destroy(pool) }
+        let g = UInt32(kvm_pool_alloc(pool, UInt32.max))
+        #expect(kvm_ranges_map(ranges, 1, 0, g, 1) == 0)
+        #expect(kvm_pool_unref(pool, g) == 1)
+        #expect(kvm_ranges_unmap(ranges, 1, 0, 16) == 0)
+        #expect(kvm_pool_refs(pool, g) == 0)
+        #expect(kvm_ranges_group(ranges, 1, 0) == -1)
+        #expect(kvm_ranges_mapped(ranges, 1) == 0)
+    }
+
+    @Test func mappingOutsideTheRangeIsRefused() {
+        let (pool, ranges) = makeRanges()
+        defer { kvm_ranges_destroy(ranges); kvm_pool_destroy(pool) }
+        let g = UInt32(kvm_pool_alloc(pool, UInt32.max))
+        #expect(kvm_ranges_map(ranges, 0, 15, g, 2) == -EINVAL)
+        #expect(kvm_ranges_map(ranges, 2, 0, g, 1) == -EINVAL)
+        #expect(kvm_pool_refs(pool, g) == 1)
+    }
+
+    @Test func anAddressSpaceTooLargeIsRefusedWithAMessage() {
+        let (pool, _) = makePool(budget: 32 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        var ranges: OpaquePointer?
+        #expect(kvm_ranges_create(pool, 65536, 1 << 36, &ranges) == -ENOMEM)
+        #expect(String(cString: kvm_error()).contains("address space"))
+    }
+}

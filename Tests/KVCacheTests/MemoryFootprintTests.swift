@@ -1,0 +1,81 @@
+import Testing
+@testable import KVCache
+
+/// Resident memory follows live tokens: nothing at creation, the written tokens plus at most two
+/// pages per tensor per sequence while they live, nothing after freeing and trimming.
+@Suite("Resident memory follows live tokens")
+struct MemoryFootprintTests {
+    static let mib: UInt64 = 1 << 20
+
+    static func config(_ layout: Layout) -> EngineConfig {
+        var c = EngineConfig()  // 32 layers x 8 heads x 128 x fp16: 128 KiB per token
+        c.layout = layout
+        c.memoryBytes = 8 << 30
+        c.pageBytes = 64 << 10
+        c.maxSeqs = 16
+        c.maxSeqTokens = 8192
+        return c
+    }
+
+    /// Fills every tensor of `count` tokens from `from` through the engine's pointers.
+    static func fill(_ e: Engine, _ seq: UInt64, from: Int, count: Int) throws {
+        let tb = e.config.tokenBytes
+        for layer in 0..<e.config.numLayers {
+            if e.config.layout == .contiguous {
+                let (k, v) = try e.kv(seq, layer: layer)
+                (k + from * tb).initializeMemory(as: UInt8.self, repeating: 0x5a, count: count * tb)
+                (v + from * tb).initializeMemory(as: UInt8.self, repeating: 0xa5, count: count * tb)
+            } else {
+                for position in from..<from + count {
+                    let (k, v) = try tokenAddress(e, seq, layer: layer, position: position)
+                    k.initializeMemory(as: UInt8.self, repeating: 0x5a, count: tb)
+                    v.initializeMemory(as: UInt8.self, repeating: 0xa5, count: tb)
+                }
+            }
+        }
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func residentMemoryTracksLiveTokens(layout: Layout) throws {
+        let e = try Engine(Self.config(layout))
+        let region = e.memoryRegion
+        let resident = { residentBytes(start: region.start, bytes: region.bytes) }
+        #expect(resident() < 64 * Self.mib)
+
+        let lengths = [1200, 1500, 999, 1301]
+        var live = 0
+        for (i, n) in lengths.enumerated() {
+            try e.createSequence(UInt64(i), tokens: tokens(n, seed: Int32(100 + i)))
+            try Self.fill(e, UInt64(i), from: 0, count: n)
+            try e.append(UInt64(i), tokens: tokens(37, seed: Int32(200 + i)))
+            try Self.fill(e, UInt64(i), from: n, count: 37)
+            live += n + 37
+        }
+        let perToken = UInt64(e.config.tokenBytes * e.config.tensors)
+        let slack = 2 * e.config.pageBytes * UInt64(e.config.tensors * lengths.count)
+        let written = UInt64(live) * perToken
+        #expect(resident() >= written)
+        #expect(resident() <= written + slack + 64 * Self.mib)
+        #expect(e.stats().committedBytes <= written + slack + 64 * Self.mib)
+
+        for i in lengths.indices { try e.free(UInt64(i)) }
+        try e.trim()
+        #expect(resident() < 64 * Self.mib)
+        #expect(e.stats().committedBytes == 0)
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func committedBytesNeverExceedTheBudget(layout: Layout) throws {
+        var c = Self.config(layout)
+        c.memoryBytes = 64 << 20  // 512 tokens of 128 KiB
+        let e = try Engine(c)
+        var created = 0
+        while created < 40 {
+            if (try? e.createSequence(UInt64(created), tokens: tokens(100, seed: Int32(300 + created)))) == nil { break }
+            created += 1
+        }
+        #expect(created >= 4 && created <= 5)
+        #expect(e.stats().committedBytes <= c.memoryBytes)
+        #expect(residentBytes(start: e.memoryRegion.start, bytes: e.memoryRegion.bytes) <= c.memoryBytes)
+    }
+}

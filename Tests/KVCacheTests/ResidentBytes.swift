@@ -1,0 +1,25 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Resident bytes of this process's mappings that overlap `[start, start + bytes)`, summed from
+/// /proc/self/smaps: the physical memory an engine's K/V region holds, unaffected by whatever
+/// else the test process allocates meanwhile.
+func residentBytes(start: UInt, bytes: UInt) -> UInt64 {
+    guard let f = fopen("/proc/self/smaps", "r") else { return UInt64.max }
+    defer { fclose(f) }
+    var total: UInt64 = 0
+    var inside = false
+    var line = [CChar](repeating: 0, count: 4096)
+    while fgets(&line, Int32(line.count), f) != nil {
+        let text = String(cString: line)
+        if let dash = text.firstIndex(of: "-"), let space = text.firstIndex(of: " "), dash < space,
+           let lo = UInt(text[..<dash], radix: 16), let hi = UInt(text[text.index(after: dash)..<space], radix: 16) {
+            inside = lo < start + bytes && hi > start
+        } else if inside && text.hasPrefix("Rss:") {
+            let kb = text.dropFirst(4).split(separator: " ").first.flatMap { UInt64($0) } ?? 0
+            total += kb * 1024
+        }
+    }
+    return total
+}
