@@ -1,2 +1,54 @@
 import Benchmark
-let benchmarks: @Sendable () -> Void = {}
+import KVCache
+
+/// Every benchmark pairs an engine operation with the same operation on
+/// `BaselineBlockManager`, in the same run and with the same configuration, named
+/// `Engine <operation>` and `Baseline <operation>`; `tools/bench_ratio.sh` divides them.
+///
+/// Each measurement runs `operationsPerMeasurement` operations (`scaledIterations`), so the
+/// wall-clock time of one measurement in microseconds equals nanoseconds per operation.
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = Benchmark.Configuration(
+        metrics: [.wallClock, .throughput, .mallocCountTotal],
+        warmupIterations: 10,
+        scalingFactor: operationsPerMeasurement,
+        maxDuration: .seconds(2),
+        maxIterations: 100_000
+    )
+    registerBlockAllocationBenchmarks()
+    registerAppendBenchmarks()
+    registerPrefixLookupBenchmarks()
+    registerForkBenchmarks()
+}
+
+/// Operations per measurement (see above).
+var operationsPerMeasurement: BenchmarkScalingFactor { .kilo }
+
+/// A small model shape so that the engines' memory stays a few MiB: one token of one tensor
+/// is 128 bytes. Only metadata paths are measured, which do not depend on the shape.
+func smallEngineConfig(blockTokens: Int) -> EngineConfig {
+    var config = EngineConfig()
+    config.numLayers = 2
+    config.numKVHeads = 1
+    config.headDim = 64
+    config.blockTokens = blockTokens
+    config.maxSeqs = 64
+    config.maxSeqTokens = 8192
+    config.memoryBytes = 64 << 20
+    config.pageBytes = 64 << 10
+    return config
+}
+
+/// A deterministic prompt of `count` tokens.
+func prompt(_ count: Int, seed: Int32 = 1) -> [Int32] {
+    (0..<Int32(count)).map { ($0 &* 7919 &+ seed &* 104_729) % 128_000 }
+}
+
+/// Creates an engine or stops the benchmark run with the reason.
+func makeEngine(_ config: EngineConfig) -> Engine {
+    do {
+        return try Engine(config)
+    } catch {
+        fatalError("cannot create the benchmark engine: \(error)")
+    }
+}

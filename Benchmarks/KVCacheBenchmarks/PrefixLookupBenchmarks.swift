@@ -1,0 +1,48 @@
+import Benchmark
+import KVCache
+
+/// (3) Prefix lookup of a cached 2048-token prompt (128 blocks of 16): `Engine.cachedPrefixTokens`
+/// against walking the same `BlockHash` chain through the baseline's Dictionary<UInt64, Int32>.
+/// Both hash every token of the prompt; the difference is the index and the lock.
+/// One operation = one whole-prompt lookup.
+func registerPrefixLookupBenchmarks() {
+    let tokens = prompt(2048)
+    let expected = 2048 - 16  // the last block is never reported cached (one token must remain)
+
+    Benchmark("Engine prefix lookup") { benchmark in
+        let engine = makeEngine(smallEngineConfig(blockTokens: 16))
+        do throws(KVError) {
+            try engine.createSequence(1, tokens: tokens)
+        } catch {
+            benchmark.error("create failed: \(error)")
+            return
+        }
+        tokens.withUnsafeBufferPointer { buffer in
+            guard engine.cachedPrefixTokens(buffer) == expected else {
+                benchmark.error("engine reports \(engine.cachedPrefixTokens(buffer)) cached tokens, expected \(expected)")
+                return
+            }
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                blackHole(engine.cachedPrefixTokens(buffer))
+            }
+            benchmark.stopMeasurement()
+        }
+    }
+
+    Benchmark("Baseline prefix lookup") { benchmark in
+        let manager = BaselineBlockManager(capacity: 1024, blockTokens: 16)
+        tokens.withUnsafeBufferPointer { buffer in
+            _ = manager.createSequence(1, tokens: buffer)
+            guard manager.cachedPrefixTokens(buffer) == expected else {
+                benchmark.error("baseline reports \(manager.cachedPrefixTokens(buffer)) cached tokens, expected \(expected)")
+                return
+            }
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                blackHole(manager.cachedPrefixTokens(buffer))
+            }
+            benchmark.stopMeasurement()
+        }
+    }
+}
