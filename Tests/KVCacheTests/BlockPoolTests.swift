@@ -1,0 +1,64 @@
+import Testing
+@testable import KVCache
+
+@Suite("Block pool")
+struct BlockPoolTests {
+    @Test func allocatesEveryBlockOnceThenRunsOut() throws {
+        let pool = BlockPool(capacity: 8)
+        let blocks = try (0..<8).map { _ in try pool.allocate() }
+        #expect(Set(blocks).count == 8)
+        #expect(throws: KVError.self) { try pool.allocate() }
+        pool.release(blocks[3])
+        #expect(try pool.allocate() == blocks[3])
+    }
+
+    @Test func releasedIndexedBlocksAreCachedAndEvictedOldestFirst() throws {
+        let pool = BlockPool(capacity: 3)
+        let a = try pool.allocate(), b = try pool.allocate(), c = try pool.allocate()
+        pool.insert(a, hash: 10, parent: 0)
+        pool.insert(b, hash: 11, parent: 10)
+        pool.release(b)  // cached first: the oldest
+        pool.release(a)
+        #expect(pool.cachedCount == 2)
+        pool.release(c)  // not indexed: freed
+        _ = try pool.allocate()  // takes the free one
+        _ = try pool.allocate()  // evicts b
+        #expect(pool.lookup(11) == -1)
+        #expect(pool.lookup(10) == a)
+        #expect(pool.evictedCount == 1)
+    }
+
+    @Test func aHitTakesACachedBlockOutOfTheLRU() throws {
+        let pool = BlockPool(capacity: 2)
+        let a = try pool.allocate()
+        pool.insert(a, hash: 7, parent: 0)
+        pool.release(a)
+        pool.retain(pool.lookup(7))
+        #expect(pool.cachedCount == 0)
+        #expect(pool.usedCount == 1)
+        _ = try pool.allocate()
+        #expect(throws: KVError.self) { try pool.allocate() }  // a is in use: not evictable
+    }
+
+    @Test func aHashIsIndexedOnce() throws {
+        let pool = BlockPool(capacity: 2)
+        let a = try pool.allocate(), b = try pool.allocate()
+        #expect(pool.insert(a, hash: 5, parent: 0))
+        #expect(!pool.insert(b, hash: 5, parent: 0))
+        #expect(pool.lookup(5) == a)
+    }
+}
+
+@Suite("Event queue")
+struct EventQueueTests {
+    @Test func keepsOrderAndDropsTheOldestWhenFull() {
+        let q = EventQueue(capacity: 3)
+        for h in 1...5 { q.push(KVEvent(kind: .blockStored, blockHash: UInt64(h), parentHash: 0)) }
+        #expect(q.dropped == 2)
+        var out = [KVEvent](repeating: KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0), count: 2)
+        let n = out.withUnsafeMutableBufferPointer { q.drain(into: $0) }
+        #expect(n == 2)
+        #expect(out.map(\.blockHash) == [3, 4])
+        #expect(q.count == 1)
+    }
+}

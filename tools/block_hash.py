@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Reference implementation of KVCacheEngine's block hash, version 1 (see include/kvcache.h).
+
+For gateways and tools that are not linked against libkvcache: the same chained, seeded
+64-bit hashes that kvc_hash_tokens returns and that KV events carry.
+
+    python3 tools/block_hash.py 16 1 2 3 ...   # block_tokens, then tokens: one hash per full block
+"""
+import sys
+
+MASK = (1 << 64) - 1
+SEED = 0x6B76636163686531  # "kvcache1"
+P1 = 0x9E3779B185EBCA87
+P2 = 0xC2B2AE3D27D4EB4F
+
+
+def _fmix64(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & MASK
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & MASK
+    h ^= h >> 33
+    return h
+
+
+def block_hash(parent: int, tokens: list[int]) -> int:
+    """Hash of one block of tokens under its parent's hash (0 for the first block)."""
+    h = parent ^ SEED ^ ((len(tokens) * P1) & MASK)
+    for t in tokens:
+        x = h ^ (((t & 0xFFFFFFFF) * P2) & MASK)
+        h = (((x << 31) | (x >> 33)) & MASK) * P1 & MASK
+    return _fmix64(h)
+
+
+def chain(tokens: list[int], block_tokens: int) -> list[int]:
+    """Chained hashes of every full block."""
+    hashes, parent = [], 0
+    for i in range(len(tokens) // block_tokens):
+        parent = block_hash(parent, tokens[i * block_tokens:(i + 1) * block_tokens])
+        hashes.append(parent)
+    return hashes
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for h in chain([int(t) for t in sys.argv[2:]], int(sys.argv[1])):
+        print(h)
