@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, runs every Swift test (all modules), then the C
+# clients against the release libkvcache.so: the ABI client (which also checks that only kvc_*
+# symbols are exported and that kvc_hash_tokens agrees across two processes) and the
+# whole-process RSS check. Ends with one line "tests: N passed, M failed"; exits non-zero when
+# anything fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+tools/install-deps.sh || exit 1
+log="$(mktemp -d)"
+trap 'rm -rf "$log"' EXIT
+
+swift build --build-tests || exit 1
+swift test --skip-build 2>&1 | tee "$log/swift.txt"
+swift_status=${PIPESTATUS[0]}
+tools/run_abi_client.sh 2>&1 | tee "$log/abi.txt"
+abi_status=${PIPESTATUS[0]}
+
+BIN="$(swift build -c release --show-bin-path)"
+mkdir -p tools/bin
+gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude tools/rss_check.c -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/rss_check
+tools/bin/rss_check 2>&1 | tee "$log/rss.txt"
+rss_status=${PIPESTATUS[0]}
+
+# Totals: Swift Testing's test cases (each argument of a parameterized test counts), and the C
+# clients' own "name: N passed, M failed" lines.
+swift_passed=$(grep -cE "^✔ Test .* passed" "$log/swift.txt" || true)
+swift_failed=$(grep -cE "^✘ Test .* failed" "$log/swift.txt" || true)
+read -r c_passed c_failed < <(cat "$log/abi.txt" "$log/rss.txt" | sed -nE 's/^[a-z_]+: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' | awk '{p+=$1; f+=$2} END {print p+0, f+0}')
+failed=$((swift_failed + c_failed))
+[ "$swift_status" -eq 0 ] && [ "$abi_status" -eq 0 ] && [ "$rss_status" -eq 0 ] || failed=$((failed > 0 ? failed : 1))
+echo "tests: $((swift_passed + c_passed)) passed, $failed failed"
+[ "$failed" -eq 0 ]
