@@ -22,7 +22,7 @@ gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude tools/rss_check.c -L"$BIN" -lkv
 tools/bin/rss_check 2>&1 | tee "$log/rss.txt"
 rss_status=${PIPESTATUS[0]}
 
-# Totals: Swift Testing's test cases (each argument of a parameterized test counts), and the C
+# Totals: Swift Testing's tests (a parameterized test counts once), and the C
 # clients' own "name: N passed, M failed" lines.
 swift_passed=$(grep -cE "^✔ Test .* passed" "$log/swift.txt" || true)
 swift_failed=$(grep -cE "^✘ Test .* failed" "$log/swift.txt" || true)
