@@ -5,7 +5,7 @@ import KVCache
     _ e: OpaquePointer?, _ seq: UInt64, _ layer: UInt32,
     _ k: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ v: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
 ) -> kvc_status {
-    status("kvc_seq_kv") { () throws(KVError) in
+    status("kvc_seq_kv", "seq \(seq), layer \(layer)") { () throws(KVError) in
         let engine = try engine(e)
         let k = try required(k, "k")
         let v = try required(v, "v")
@@ -22,7 +22,7 @@ import KVCache
     _ e: OpaquePointer?, _ seq: UInt64, _ blocks: UnsafeMutablePointer<Int32>?, _ capacity: Int,
     _ nBlocks: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
-    status("kvc_seq_block_table") { () throws(KVError) in
+    status("kvc_seq_block_table", "seq \(seq)") { () throws(KVError) in
         let engine = try engine(e)
         let nBlocks = try required(nBlocks, "n_blocks")
         let table = try array(blocks, capacity, "blocks", "capacity")
@@ -41,7 +41,7 @@ import KVCache
     _ e: OpaquePointer?, _ block: Int32, _ layer: UInt32,
     _ k: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ v: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
 ) -> kvc_status {
-    status("kvc_block_kv") { () throws(KVError) in
+    status("kvc_block_kv", "block \(block), layer \(layer)") { () throws(KVError) in
         let engine = try engine(e)
         let k = try required(k, "k")
         let v = try required(v, "v")

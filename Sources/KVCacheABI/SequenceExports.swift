@@ -6,7 +6,7 @@ import KVCache
     _ e: OpaquePointer?, _ seq: UInt64, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int,
     _ cachedTokens: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
-    status("kvc_seq_create") { () throws(KVError) in
+    status("kvc_seq_create", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens))") { () throws(KVError) in
         let engine = try engine(e)
         let cachedTokens = try required(cachedTokens, "cached_tokens")
         let prompt = try array(tokens, nTokens, "tokens", "n_tokens")
@@ -22,7 +22,7 @@ import KVCache
 @c public func kvc_seq_append(_ e: OpaquePointer?, _ seq: UInt64, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int)
     -> kvc_status
 {
-    status("kvc_seq_append") { () throws(KVError) in
+    status("kvc_seq_append", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens))") { () throws(KVError) in
         let engine = try engine(e)
         let decoded = try array(tokens, nTokens, "tokens", "n_tokens")
         try checkTokenCount(decoded.count, engine, seq)
@@ -32,21 +32,21 @@ import KVCache
 
 /// `kvc_seq_fork`: `Engine.fork`.
 @c public func kvc_seq_fork(_ e: OpaquePointer?, _ parent: UInt64, _ child: UInt64) -> kvc_status {
-    status("kvc_seq_fork") { () throws(KVError) in
+    status("kvc_seq_fork", "parent \(parent), child \(child)") { () throws(KVError) in
         try engine(e).fork(parent: parent, child: child)
     }
 }
 
 /// `kvc_seq_free`: `Engine.free`.
 @c public func kvc_seq_free(_ e: OpaquePointer?, _ seq: UInt64) -> kvc_status {
-    status("kvc_seq_free") { () throws(KVError) in
+    status("kvc_seq_free", "seq \(seq)") { () throws(KVError) in
         try engine(e).free(seq)
     }
 }
 
 /// `kvc_seq_length`: `Engine.length`.
 @c public func kvc_seq_length(_ e: OpaquePointer?, _ seq: UInt64, _ nTokens: UnsafeMutablePointer<Int>?) -> kvc_status {
-    status("kvc_seq_length") { () throws(KVError) in
+    status("kvc_seq_length", "seq \(seq)") { () throws(KVError) in
         let engine = try engine(e)
         let nTokens = try required(nTokens, "n_tokens")
         nTokens.pointee = try engine.length(seq)

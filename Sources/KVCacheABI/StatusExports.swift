@@ -57,14 +57,18 @@ private func statusName(_ code: KVError.Code) -> String {
 }
 
 /// Runs the body of export `function`: returns `KVC_OK`, or the code of the `KVError` it
-/// threw after recording "function: message" as this thread's last error.
+/// threw after recording "function(context): message" as this thread's last error, where
+/// `context` names the call's key arguments (evaluated only on failure).
 @inline(__always)
-func status(_ function: StaticString, _ body: () throws(KVError) -> Void) -> kvc_status {
+func status(_ function: StaticString, _ context: @autoclosure () -> String = "", _ body: () throws(KVError) -> Void)
+    -> kvc_status
+{
     do {
         try body()
         return KVC_OK
     } catch {
-        LastError.set("\(function): \(error.message)")
+        let arguments = context()
+        LastError.set(arguments.isEmpty ? "\(function): \(error.message)" : "\(function)(\(arguments)): \(error.message)")
         return error.code.rawValue
     }
 }

@@ -1,17 +1,18 @@
 import Testing
 @testable import KVCacheABI
 
-/// 32 KiB: 8 pages of 4 KiB over 4 tensors. Paged: 2 pages = 128 blocks = 512 tokens per
-/// tensor; contiguous: 2 pages = 512 tokens per tensor. Either way less than max_seq_tokens.
-private let tinyBudget: UInt64 = 32 << 10
+/// 64 KiB over 4 tensors: 4 pages of 4 KiB per tensor. Paged: 256 blocks of 4 tokens (1024
+/// tokens, the witnesses hold 5 blocks); contiguous: 4 pages per tensor, one per witness, so
+/// 2 pages = 512 tokens are left. Either way less than max_seq_tokens (1024) fits.
+private let tinyBudget: UInt64 = 64 << 10
 
 @Suite struct BudgetABITests {
     @Test(arguments: bothLayouts)
-    func createBeyondTheBudgetIsOutOfMemoryAndKeepsExistingBytes(layout: UInt32) throws {
+    func createBeyondTheBudgetIsOutOfMemoryAndCreatesNothing(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout, memoryBytes: tinyBudget)
         let tokens = f.uniqueTokens(7, count: Int(f.config.maxSeqTokens))
         var cached = 0
-        try f.expectFailure(KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_seq_create"]) {
+        try f.expectFailure(KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_seq_create(seq 7", "needs"]) {
             kvc_seq_create($0, 7, tokens, tokens.count, &cached)
         }
         var n = 0
@@ -19,47 +20,63 @@ private let tinyBudget: UInt64 = 32 << 10
     }
 
     @Test(arguments: bothLayouts)
-    func appendBeyondTheBudgetIsOutOfMemoryAndKeepsTheSequence(layout: UInt32) throws {
+    func appendBeyondTheBudgetIsOutOfMemoryAndAppendsNothing(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout, memoryBytes: tinyBudget)
-        try f.addWitness(7, tokens: f.uniqueTokens(7, count: 4))
         var length = 4
+        try f.create(7, tokens: f.uniqueTokens(7, count: length))
+        try f.write(7, salt: 7, from: 0, to: length)
+        // Decode 7 a token at a time, writing each token's bytes, until the budget runs out.
         var rc = KVC_OK
-        // Grow 7 a block at a time, writing each block's bytes, until the budget is exhausted.
-        for step in 0..<Int(f.config.maxSeqTokens) / 4 - 1 {
-            let more = f.uniqueTokens(70_000 + UInt64(step), count: 4)
+        while length < Int(f.config.maxSeqTokens) {
             LastError.clear()
-            rc = more.withUnsafeBufferPointer { kvc_seq_append(f.handle, 7, $0.baseAddress, $0.count) }
+            rc = kvc_seq_append(f.handle, 7, [Int32(length)], 1)
             if rc != KVC_OK { break }
-            try f.write(7, salt: 7, from: length, to: length + 4)
-            length += 4
+            try f.write(7, salt: 7, from: length, to: length + 1)
+            length += 1
         }
-        expectStatus(rc, KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_seq_append", "7"])
+        expectStatus(rc, KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_seq_append(seq 7", "needs"])
         #expect(try f.length(7) == length, "a failed append changed the length")
         #expect(try f.firstMismatch(7, salt: 7, to: length) == nil)
         try f.expectWitnessesIntact()
-        // The failure is recoverable: freeing a sequence makes room again.
+    }
+
+    @Test(arguments: bothLayouts)
+    func freeingASequenceMakesRoomAfterOutOfMemory(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout, memoryBytes: tinyBudget)
+        try f.create(7, tokens: f.uniqueTokens(7, count: 4))
+        while kvc_seq_append(f.handle, 7, [1, 2, 3, 4], 4) == KVC_OK {}
+        #expect(kvc_seq_append(f.handle, 7, [1, 2, 3, 4], 4) == KVC_ERR_OUT_OF_MEMORY)
         #expect(kvc_seq_free(f.handle, 1001) == KVC_OK)
         #expect(kvc_seq_append(f.handle, 7, [1, 2, 3, 4], 4) == KVC_OK)
     }
 
-    @Test(arguments: bothLayouts)
-    func forkBeyondTheBudgetIsOutOfMemoryAndCreatesNothing(layout: UInt32) throws {
-        let f = try ABIFixture(layout: layout, memoryBytes: tinyBudget)
-        // Fill the budget with one sequence whose last block is partial, so a fork must copy it.
-        var cached = 0
-        let before = try f.stats()
-        var tokens = f.uniqueTokens(7, count: 2)
-        while kvc_seq_create(f.handle, 7, tokens, tokens.count, &cached) == KVC_OK {
-            #expect(kvc_seq_free(f.handle, 7) == KVC_OK)
-            #expect(kvc_engine_trim(f.handle) == KVC_OK)
-            tokens = f.uniqueTokens(7, count: tokens.count + 4)
-            try #require(tokens.count <= Int(f.config.maxSeqTokens))
+    @Test func forkThatMustCopyAPageBeyondTheBudgetIsOutOfMemoryAndCreatesNothing() throws {
+        // Contiguous only: a fork maps the parent's whole pages shared and copies the page
+        // holding its last token (paged forks share every block and copy at the next append).
+        let f = try ABIFixture(layout: KVC_LAYOUT_CONTIGUOUS, memoryBytes: tinyBudget)
+        try f.addWitness(7, tokens: f.uniqueTokens(7, count: 300))  // 2 pages per tensor, the last partial
+        try #require(try f.stats().committedBytes == tinyBudget, "the budget is full")
+        try f.expectFailure(KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_seq_fork(parent 7, child 8)", "page"]) {
+            kvc_seq_fork($0, 7, 8)
         }
-        tokens = f.uniqueTokens(7, count: tokens.count - 4)
-        try f.addWitness(7, tokens: tokens)
-        _ = before
-        try f.expectFailure(KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_seq_fork"]) { kvc_seq_fork($0, 7, 8) }
         var n = 0
         #expect(kvc_seq_length(f.handle, 8, &n) == KVC_ERR_NOT_FOUND, "a failed fork left a child behind")
+    }
+
+    @Test func appendToAForkThatMustCopyItsSharedBlockBeyondTheBudgetIsOutOfMemory() throws {
+        // Paged: the fork shares the partly filled last block; the first append must copy it.
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED, memoryBytes: tinyBudget)
+        try f.addWitness(7, tokens: f.uniqueTokens(7, count: 6))  // blocks of 4: the last holds 2
+        #expect(kvc_seq_fork(f.handle, 7, 8) == KVC_OK)
+        // Use up every free block with one filler sequence grown block by block.
+        try f.create(100, tokens: f.uniqueTokens(100, count: 4))
+        while kvc_seq_append(f.handle, 100, [1, 2, 3, 4], 4) == KVC_OK {}
+        let s = try f.stats()
+        try #require(s.blocksUsed == s.blocksTotal, "every block is used: \(s)")
+        try f.expectFailure(KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_seq_append(seq 8", "available"]) {
+            kvc_seq_append($0, 8, [1], 1)
+        }
+        #expect(try f.length(8) == 6)
+        #expect(try f.firstMismatch(8, salt: 7, to: 6) == nil, "the fork no longer reads its parent's bytes")
     }
 }

@@ -1,5 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import KVCacheABI
+
+/// In an exit test's child process: creates (and destroys) an engine from `config` and exits 0
+/// once kvc_engine_create returns, whatever its status; an abort fails the exit test.
+/// `limitAddressSpace` caps the child at 2 GiB so that a runaway allocation fails fast
+/// instead of taking the machine's memory.
+func exitAfterCreate(_ config: CConfig, limitAddressSpace: Bool) -> Never {
+    if limitAddressSpace {
+        var limit = rlimit(rlim_cur: 2 << 30, rlim_max: 2 << 30)
+        _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), $0) }
+    }
+    var engine: OpaquePointer?
+    _ = config.create(&engine)
+    kvc_engine_destroy(engine)
+    exit(0)
+}
 
 /// Tries to create an engine from `config`; destroys it again when it was created.
 private func createStatus(_ config: CConfig) -> kvc_status {
@@ -136,15 +154,39 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: ["metadata"])
     }
 
-    @Test(arguments: bothLayouts)
-    func aHugeMemoryBudgetIsAStatusNotACrash(layout: UInt32) {
-        var c = CConfig.small(layout)
-        c.memoryBytes = .max
-        let rc = createStatus(c)
-        // Either the engine can hold this (budget is a ceiling, not a reservation) or it says why.
-        if rc != KVC_OK {
-            #expect(rc == KVC_ERR_OUT_OF_MEMORY || rc == KVC_ERR_INVALID_ARGUMENT, "\(String(cString: kvc_status_name(rc)))")
-            expectStatus(rc, rc, mentioning: ["kvc_engine_create"])
+    // A large memory_bytes is a valid request (the budget is a ceiling, memory is committed on
+    // demand): creating the engine either works or returns a status saying why not. These run in a child
+    // process (exit tests) because today's engine aborts on them — known issues, reported to
+    // the engine's owner; each will flag itself ("known issue was not recorded") once fixed.
+
+    @Test func aOneTebibytePagedBudgetIsAStatusNotAnAbort() async {
+        await withKnownIssue("kvm_arena_create: groups * per_group overflows uint32, BlockPool(capacity: 0) traps") {
+            await #expect(processExitsWith: .success) {
+                var c = CConfig.small(KVC_LAYOUT_PAGED)
+                c.memoryBytes = 1 << 40
+                exitAfterCreate(c, limitAddressSpace: false)
+            }
+        }
+    }
+
+    @Test func aLargeContiguousBudgetIsAStatusNotAnAbort() async {
+        await withKnownIssue("ContiguousMemory sizes per-logical-block arrays from memory_bytes; allocation failure traps") {
+            await #expect(processExitsWith: .success) {
+                var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+                c.memoryBytes = 64 << 30
+                exitAfterCreate(c, limitAddressSpace: true)
+            }
+        }
+    }
+
+    @Test func aLargeMetadataOnlyBudgetIsAStatusNotAnAbort() async {
+        await withKnownIssue("BlockPool sizes its arrays from memory_bytes (up to 2^31 blocks); allocation failure traps") {
+            await #expect(processExitsWith: .success) {
+                var c = CConfig.small(KVC_LAYOUT_PAGED)
+                c.metadataOnly = 1
+                c.memoryBytes = 64 << 30
+                exitAfterCreate(c, limitAddressSpace: true)
+            }
         }
     }
 
@@ -152,13 +194,21 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
         c.numLayers = 1024
         c.numKVHeads = 1024
-        c.headDim = 4096
-        c.dtypeBytes = 8
+        c.headDim = 128
+        c.maxSeqs = 4096
+        c.maxSeqTokens = 65536
+        c.blockTokens = 16
+        c.memoryBytes = 1 << 30
+        #expect(createStatus(c) == KVC_ERR_OUT_OF_MEMORY)
+        expectStatus(KVC_ERR_OUT_OF_MEMORY, KVC_ERR_OUT_OF_MEMORY, mentioning: ["address space", "max_seqs"])
+    }
+
+    @Test func tooManyBlockTableEntriesIsInvalid() {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.maxSeqs = 65536
         c.maxSeqTokens = 1 << 24
-        let rc = createStatus(c)
-        #expect(rc == KVC_ERR_OUT_OF_MEMORY || rc == KVC_ERR_INVALID_ARGUMENT)
-        expectStatus(rc, rc, mentioning: ["kvc_engine_create"])
+        #expect(createStatus(c) == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: ["max_seqs", "max_seq_tokens"])
     }
 
     @Test func destroyOfNullIsANoOp() {

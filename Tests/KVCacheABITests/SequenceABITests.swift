@@ -58,7 +58,7 @@ import Testing
     func createOfALiveSequenceIsExists(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
         var cached = 0
-        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_create", "1001"]) {
+        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_create", "sequence 1001 already exists"]) {
             kvc_seq_create($0, 1001, [7, 8, 9], 3, &cached)
         }
     }
@@ -66,7 +66,7 @@ import Testing
     @Test(arguments: bothLayouts)
     func appendToAnUnknownSequenceIsNotFound(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
-        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_append", "77"]) { kvc_seq_append($0, 77, [1], 1) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_append", "sequence 77 does not exist"]) { kvc_seq_append($0, 77, [1], 1) }
     }
 
     @Test(arguments: bothLayouts)
@@ -104,19 +104,19 @@ import Testing
     @Test(arguments: bothLayouts)
     func forkFromAnUnknownParentIsNotFound(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
-        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_fork", "55"]) { kvc_seq_fork($0, 55, 56) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_fork", "sequence 55 does not exist"]) { kvc_seq_fork($0, 55, 56) }
     }
 
     @Test(arguments: bothLayouts)
     func forkToALiveChildIsExists(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
-        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_fork", "1002"]) { kvc_seq_fork($0, 1001, 1002) }
+        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_fork", "sequence 1002 already exists"]) { kvc_seq_fork($0, 1001, 1002) }
     }
 
     @Test(arguments: bothLayouts)
     func forkOntoItselfIsExists(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
-        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_fork", "1001"]) { kvc_seq_fork($0, 1001, 1001) }
+        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_fork", "sequence 1001 already exists"]) { kvc_seq_fork($0, 1001, 1001) }
     }
 
     @Test(arguments: bothLayouts)
@@ -128,7 +128,7 @@ import Testing
     @Test(arguments: bothLayouts)
     func freeOfAnUnknownSequenceIsNotFound(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
-        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_free", "404"]) { kvc_seq_free($0, 404) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_free", "sequence 404 does not exist"]) { kvc_seq_free($0, 404) }
     }
 
     @Test(arguments: bothLayouts)
@@ -136,7 +136,7 @@ import Testing
         let f = try ABIFixture(layout: layout)
         try f.create(9, tokens: f.uniqueTokens(9, count: 6))
         #expect(kvc_seq_free(f.handle, 9) == KVC_OK)
-        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_free", "9"]) { kvc_seq_free($0, 9) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_free", "sequence 9 does not exist"]) { kvc_seq_free($0, 9) }
     }
 
     @Test(arguments: bothLayouts)
@@ -158,7 +158,7 @@ import Testing
     func lengthOfAnUnknownSequenceIsNotFound(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
         var n = 0
-        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_length", "31"]) { kvc_seq_length($0, 31, &n) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_length", "sequence 31 does not exist"]) { kvc_seq_length($0, 31, &n) }
     }
 
     @Test(arguments: bothLayouts)

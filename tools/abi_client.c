@@ -1,0 +1,531 @@
+/*
+ * abi_client — drives libkvcache.so through include/kvcache.h the way an inference server
+ * does, in both layouts: create a sequence from a prompt, write its K/V where the engine
+ * points, decode (append), reuse the prompt's prefix from a second sequence, fork, drain
+ * events, read stats, free, trim; then feed every kind of bad input and check that the
+ * sequences that existed keep their bytes.
+ *
+ *   abi_client          run every check; prints "abi_client: N passed, M failed" last and
+ *                       exits 1 if any failed
+ *   abi_client hashes   print kvc_hash_tokens of a fixed token sequence, one hash per line
+ *                       (run in two processes and compare: the hash must not depend on the
+ *                       process)
+ *
+ * Build: gcc -std=c11 -Wall -Wextra -Werror -I include tools/abi_client.c -L$BIN -lkvcache
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvcache.h"
+
+/* The header's layout is part of the ABI: pin it. */
+_Static_assert(sizeof(kvc_event) == 24, "kvc_event is 24 bytes");
+_Static_assert(offsetof(kvc_config, memory_bytes) == 40, "kvc_config.memory_bytes at 40");
+_Static_assert(offsetof(kvc_config, numa_node) == 56, "kvc_config.numa_node at 56");
+_Static_assert(sizeof(kvc_config) == 64, "kvc_config is 64 bytes");
+_Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
+_Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
+_Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
+_Static_assert(sizeof(kvc_stats) == 104, "kvc_stats is 104 bytes");
+
+/* ---- checks ------------------------------------------------------------------------- */
+
+static int passed, failed;
+
+/* Counts one check; on failure prints where and why (with this thread's kvc_last_error). */
+static int check(int ok, int line, const char *fmt, ...) {
+    if (ok) {
+        passed++;
+        return 1;
+    }
+    failed++;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "abi_client: FAILED at line %d: ", line);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (last error: \"%s\")\n", kvc_last_error());
+    return 0;
+}
+
+static void summary_and_exit(void) {
+    printf("abi_client: %d passed, %d failed\n", passed, failed);
+    exit(failed ? 1 : 0);
+}
+
+#define CHECK(cond, ...) check((cond), __LINE__, __VA_ARGS__)
+/* A prerequisite: later checks would be meaningless (or crash) without it. */
+#define REQUIRE(cond, ...)                                                                  \
+    do {                                                                                    \
+        if (!check((cond), __LINE__, __VA_ARGS__)) {                                        \
+            fprintf(stderr, "abi_client: stopping: a prerequisite failed\n");              \
+            summary_and_exit();                                                             \
+        }                                                                                   \
+    } while (0)
+
+/* Expects `call` to fail with `want` and leave a non-empty message mentioning `word`. */
+#define EXPECT_STATUS(want, word, call)                                                      \
+    do {                                                                                    \
+        kvc_status rc_ = (call);                                                            \
+        const char *msg_ = kvc_last_error();                                                \
+        CHECK(rc_ == (want) && msg_[0] != '\0' && strstr(msg_, (word)) != NULL,             \
+              "%s: got %s, want %s with a message mentioning \"%s\"", #call,                \
+              kvc_status_name(rc_), kvc_status_name(want), (word));                         \
+    } while (0)
+
+static kvc_status must(kvc_status rc, int line, const char *what) {
+    if (rc != KVC_OK) {
+        check(0, line, "%s returned %s", what, kvc_status_name(rc));
+        fprintf(stderr, "abi_client: stopping: a prerequisite failed\n");
+        summary_and_exit();
+    }
+    return rc;
+}
+#define MUST(call) must((call), __LINE__, #call)
+
+/* ---- the block hash, reimplemented from the header's documentation ------------------ */
+
+static uint64_t fmix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static size_t reference_hashes(const int32_t *tokens, size_t n, uint32_t block_tokens, uint64_t *out) {
+    const uint64_t seed = 0x6b76636163686531ull, p1 = 0x9E3779B185EBCA87ull, p2 = 0xC2B2AE3D27D4EB4Full;
+    uint64_t parent = 0;
+    size_t full = n / block_tokens;
+    for (size_t b = 0; b < full; b++) {
+        uint64_t h = parent ^ seed ^ ((uint64_t)block_tokens * p1);
+        for (size_t i = 0; i < block_tokens; i++) {
+            uint64_t x = h ^ ((uint64_t)(uint32_t)tokens[b * block_tokens + i] * p2);
+            h = ((x << 31) | (x >> 33)) * p1;
+        }
+        parent = fmix64(h);
+        out[b] = parent;
+    }
+    return full;
+}
+
+/* ---- writing and reading K/V where the engine points -------------------------------- */
+
+enum { MAX_BLOCKS = 1024, MAX_TOKEN_BYTES = 4096 };
+
+typedef struct {
+    kvc_engine *e;
+    int paged;
+    uint32_t layers, block_tokens;
+    size_t token_bytes;
+    int32_t table[MAX_BLOCKS]; /* block table of the sequence being accessed (paged) */
+    size_t n_table;
+} engine_view;
+
+/* Byte `byte` of token `token` of tensor (0 K, 1 V) of `layer`, for K/V "computed" under `salt`. */
+static uint8_t pattern(uint32_t salt, uint32_t layer, uint32_t tensor, size_t token, size_t byte) {
+    uint64_t x = salt * 0x9E3779B1ull ^ layer * 0x85EBCA87ull ^ tensor * 0xC2B2AE3Dull ^ token * 0x27D4EB4Full ^
+                 byte * 0x165667B1ull;
+    x ^= x >> 29;
+    return (uint8_t)((x * 0xBF58476D1CE4E5B9ull) >> 56);
+}
+
+static void load_table(engine_view *v, uint64_t seq) {
+    if (!v->paged) return;
+    MUST(kvc_seq_block_table(v->e, seq, v->table, MAX_BLOCKS, &v->n_table));
+}
+
+/* Address of `token` of `seq` in (layer, tensor); the block table must be loaded (paged). */
+static uint8_t *token_address(engine_view *v, uint64_t seq, uint32_t layer, uint32_t tensor, size_t token) {
+    void *k = NULL, *val = NULL;
+    if (v->paged) {
+        REQUIRE(token / v->block_tokens < v->n_table, "token %zu beyond the block table (%zu blocks)", token, v->n_table);
+        MUST(kvc_block_kv(v->e, v->table[token / v->block_tokens], layer, &k, &val));
+        return (uint8_t *)(tensor == 0 ? k : val) + (token % v->block_tokens) * v->token_bytes;
+    }
+    MUST(kvc_seq_kv(v->e, seq, layer, &k, &val));
+    return (uint8_t *)(tensor == 0 ? k : val) + token * v->token_bytes;
+}
+
+/* Writes the K/V of tokens [from, to) of `seq` in every layer, as the server's forward pass would. */
+static void write_kv(engine_view *v, uint64_t seq, uint32_t salt, size_t from, size_t to) {
+    uint8_t buf[MAX_TOKEN_BYTES];
+    load_table(v, seq);
+    for (uint32_t layer = 0; layer < v->layers; layer++)
+        for (uint32_t tensor = 0; tensor < 2; tensor++)
+            for (size_t t = from; t < to; t++) {
+                for (size_t b = 0; b < v->token_bytes; b++) buf[b] = pattern(salt, layer, tensor, t, b);
+                memcpy(token_address(v, seq, layer, tensor, t), buf, v->token_bytes);
+            }
+}
+
+/* True when tokens [from, to) of `seq` hold the K/V written under `salt`. */
+static int kv_matches(engine_view *v, uint64_t seq, uint32_t salt, size_t from, size_t to) {
+    uint8_t buf[MAX_TOKEN_BYTES];
+    load_table(v, seq);
+    for (uint32_t layer = 0; layer < v->layers; layer++)
+        for (uint32_t tensor = 0; tensor < 2; tensor++)
+            for (size_t t = from; t < to; t++) {
+                for (size_t b = 0; b < v->token_bytes; b++) buf[b] = pattern(salt, layer, tensor, t, b);
+                if (memcmp(token_address(v, seq, layer, tensor, t), buf, v->token_bytes) != 0) {
+                    fprintf(stderr, "abi_client: seq %" PRIu64 " layer %u %c token %zu differs\n", seq, layer,
+                            tensor ? 'V' : 'K', t);
+                    return 0;
+                }
+            }
+    return 1;
+}
+
+static kvc_stats stats_of(kvc_engine *e) {
+    kvc_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    MUST(kvc_engine_stats(e, &s));
+    return s;
+}
+
+static size_t length_of(kvc_engine *e, uint64_t seq) {
+    size_t n = 0;
+    MUST(kvc_seq_length(e, seq, &n));
+    return n;
+}
+
+/* ---- the server scenario ------------------------------------------------------------ */
+
+enum { PROMPT = 100, DECODE = 20, BLOCK = 16 };
+
+static void small_config(kvc_config *cfg, uint32_t layout, uint64_t memory_bytes) {
+    kvc_config_init(cfg);
+    cfg->num_layers = 4;
+    cfg->num_kv_heads = 2;
+    cfg->head_dim = 16;
+    cfg->dtype_bytes = 2; /* token_bytes = 64 */
+    cfg->block_tokens = BLOCK;
+    cfg->layout = layout;
+    cfg->max_seqs = 16;
+    cfg->max_seq_tokens = 2048;
+    cfg->memory_bytes = memory_bytes;
+    cfg->page_bytes = 4096;
+}
+
+static engine_view view_of(kvc_engine *e, const kvc_config *cfg) {
+    engine_view v;
+    memset(&v, 0, sizeof v);
+    v.e = e;
+    v.paged = cfg->layout == KVC_LAYOUT_PAGED;
+    v.layers = cfg->num_layers;
+    v.block_tokens = cfg->block_tokens;
+    v.token_bytes = (size_t)cfg->num_kv_heads * cfg->head_dim * cfg->dtype_bytes;
+    return v;
+}
+
+static void serve(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+    printf("abi_client: %s layout\n", name);
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    REQUIRE(e != NULL, "kvc_engine_create gave a handle");
+    engine_view v = view_of(e, &cfg);
+
+    int32_t tokens[PROMPT + DECODE];
+    for (size_t i = 0; i < PROMPT + DECODE; i++) tokens[i] = (int32_t)(i * 7919 % 50000) - 1000;
+
+    /* Prefill: sequence 1 from the prompt; K/V for every token not already cached. */
+    size_t cached = 12345;
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    CHECK(cached == 0, "%s: first sequence has nothing cached (got %zu)", name, cached);
+    write_kv(&v, 1, 1, cached, PROMPT);
+
+    /* Decode: one token per step, its K/V written after the append. */
+    for (size_t i = PROMPT; i < PROMPT + DECODE; i++) {
+        MUST(kvc_seq_append(e, 1, &tokens[i], 1));
+        write_kv(&v, 1, 1, i, i + 1);
+    }
+    CHECK(length_of(e, 1) == PROMPT + DECODE, "%s: length after decode", name);
+    CHECK(kvc_seq_append(e, 1, NULL, 0) == KVC_OK, "%s: appending 0 tokens is a no-op", name);
+    CHECK(length_of(e, 1) == PROMPT + DECODE, "%s: length after an empty append", name);
+    CHECK(kv_matches(&v, 1, 1, 0, PROMPT + DECODE), "%s: sequence 1 reads back its K/V", name);
+
+    /* Prefix reuse: the same prompt again. */
+    MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+    CHECK(cached == PROMPT / BLOCK * BLOCK, "%s: second sequence reuses %d cached tokens (got %zu)", name,
+          PROMPT / BLOCK * BLOCK, cached);
+    CHECK(kv_matches(&v, 2, 1, 0, cached), "%s: cached tokens read the first sequence's K/V", name);
+    write_kv(&v, 2, 1, cached, PROMPT);
+    CHECK(kv_matches(&v, 1, 1, 0, PROMPT + DECODE), "%s: writing the second sequence left the first intact", name);
+
+    /* Fork: the child sees the parent's tokens; then both diverge without touching each other. */
+    MUST(kvc_seq_fork(e, 1, 3));
+    CHECK(length_of(e, 3) == PROMPT + DECODE, "%s: fork has the parent's length", name);
+    CHECK(kv_matches(&v, 3, 1, 0, PROMPT + DECODE), "%s: fork reads the parent's K/V", name);
+    int32_t child_tokens[10], parent_tokens[5];
+    for (int i = 0; i < 10; i++) child_tokens[i] = 90000 + i;
+    for (int i = 0; i < 5; i++) parent_tokens[i] = 80000 + i;
+    MUST(kvc_seq_append(e, 3, child_tokens, 10));
+    write_kv(&v, 3, 3, PROMPT + DECODE, PROMPT + DECODE + 10);
+    MUST(kvc_seq_append(e, 1, parent_tokens, 5));
+    write_kv(&v, 1, 1, PROMPT + DECODE, PROMPT + DECODE + 5);
+    CHECK(kv_matches(&v, 1, 1, 0, PROMPT + DECODE + 5), "%s: parent intact after the child wrote", name);
+    CHECK(kv_matches(&v, 3, 1, 0, PROMPT + DECODE) && kv_matches(&v, 3, 3, PROMPT + DECODE, PROMPT + DECODE + 10),
+          "%s: child intact after the parent wrote", name);
+
+    /* Events: the prompt's full blocks were stored with the chained hashes of kvc_hash_tokens. */
+    uint64_t hashes[PROMPT / BLOCK], reference[PROMPT / BLOCK];
+    size_t n_hashes = 0;
+    MUST(kvc_hash_tokens(tokens, PROMPT, BLOCK, hashes, PROMPT / BLOCK, &n_hashes));
+    CHECK(n_hashes == PROMPT / BLOCK, "%s: %d prompt hashes (got %zu)", name, PROMPT / BLOCK, n_hashes);
+    CHECK(reference_hashes(tokens, PROMPT, BLOCK, reference) == n_hashes &&
+              memcmp(hashes, reference, sizeof hashes) == 0,
+          "%s: kvc_hash_tokens equals the header's algorithm reimplemented in C", name);
+    kvc_event events[256];
+    size_t n_events = 0;
+    MUST(kvc_drain_events(e, events, 256, &n_events));
+    int stored_ok = n_events >= n_hashes;
+    for (size_t i = 0; stored_ok && i < n_hashes; i++)
+        stored_ok = events[i].kind == KVC_EVENT_BLOCK_STORED && events[i].tier == 0 &&
+                    events[i].block_hash == hashes[i] && events[i].parent_hash == (i ? hashes[i - 1] : 0);
+    CHECK(stored_ok, "%s: the first %zu events are BLOCK_STORED of the prompt's hash chain", name, n_hashes);
+    size_t n_again = 99;
+    MUST(kvc_drain_events(e, events, 256, &n_again));
+    CHECK(n_again == 0, "%s: drained events are gone", name);
+
+    /* Stats. */
+    kvc_stats s = stats_of(e);
+    CHECK(s.sequences == 3 && s.sequences_created == 3, "%s: 3 live sequences (got %" PRIu64 ")", name, s.sequences);
+    CHECK(s.budget_bytes == cfg.memory_bytes, "%s: budget is memory_bytes", name);
+    CHECK(s.committed_bytes > 0 && s.committed_bytes <= s.budget_bytes, "%s: 0 < committed <= budget", name);
+    CHECK(s.prefix_query_tokens == 2 * PROMPT && s.prefix_hit_tokens == PROMPT / BLOCK * BLOCK,
+          "%s: prefix counters (query %" PRIu64 ", hit %" PRIu64 ")", name, s.prefix_query_tokens, s.prefix_hit_tokens);
+    CHECK(s.blocks_used + s.blocks_cached <= s.blocks_total && s.blocks_used > 0, "%s: block counts consistent", name);
+    CHECK(layout == KVC_LAYOUT_PAGED ? s.mappings == 0 : s.mappings > 0, "%s: mappings %" PRIu64, name, s.mappings);
+    kvc_stats old;
+    memset(&old, 0xAB, sizeof old);
+    old.struct_size = KVC_STATS_MIN_SIZE;
+    MUST(kvc_engine_stats(e, &old));
+    CHECK(old.sequences == 3 && old.sequences_created == 0xABABABABABABABABull,
+          "%s: an older, smaller kvc_stats gets only the fields that fit", name);
+
+    /* Free and trim: full blocks stay cached until trim drops them and returns the memory. */
+    MUST(kvc_seq_free(e, 2));
+    MUST(kvc_seq_free(e, 3));
+    MUST(kvc_seq_free(e, 1));
+    s = stats_of(e);
+    CHECK(s.sequences == 0 && s.blocks_used == 0 && s.blocks_cached > 0,
+          "%s: after free: nothing used, full blocks cached (%" PRIu64 ")", name, s.blocks_cached);
+    MUST(kvc_seq_create(e, 4, tokens, PROMPT, &cached));
+    CHECK(cached == PROMPT / BLOCK * BLOCK, "%s: a freed sequence's prefix is still served (%zu)", name, cached);
+    CHECK(kv_matches(&v, 4, 1, 0, cached), "%s: ...with its K/V", name);
+    MUST(kvc_seq_free(e, 4));
+    uint64_t committed_before_trim = stats_of(e).committed_bytes;
+    MUST(kvc_drain_events(e, events, 256, &n_events));
+    MUST(kvc_engine_trim(e));
+    s = stats_of(e);
+    CHECK(s.blocks_cached == 0 && s.committed_bytes < committed_before_trim,
+          "%s: trim drops cached blocks and returns memory (%" PRIu64 " -> %" PRIu64 " bytes)", name,
+          committed_before_trim, s.committed_bytes);
+    MUST(kvc_drain_events(e, events, 256, &n_events));
+    int removed_ok = n_events > 0;
+    for (size_t i = 0; i < n_events; i++)
+        removed_ok &= events[i].kind == KVC_EVENT_BLOCK_REMOVED || events[i].kind == KVC_EVENT_ALL_CLEARED;
+    CHECK(removed_ok, "%s: trim reported the cached blocks leaving (%zu events)", name, n_events);
+    MUST(kvc_seq_create(e, 5, tokens, PROMPT, &cached));
+    CHECK(cached == 0, "%s: after trim the prompt misses (%zu)", name, cached);
+    MUST(kvc_seq_free(e, 5));
+
+    kvc_engine_destroy(e);
+}
+
+/* ---- bad input ---------------------------------------------------------------------- */
+
+static void bad_input(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+    printf("abi_client: %s layout, bad input\n", name);
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+
+    /* A witness sequence whose bytes every failure below must leave alone. */
+    int32_t w[50];
+    for (int i = 0; i < 50; i++) w[i] = 60000 + i;
+    size_t cached = 0;
+    MUST(kvc_seq_create(e, 10, w, 50, &cached));
+    write_kv(&v, 10, 10, 0, 50);
+    kvc_stats before = stats_of(e);
+
+    int32_t t[4] = {1, 2, 3, 4};
+    int32_t big_len = (int32_t)cfg.max_seq_tokens + 1;
+    int32_t *big = calloc((size_t)big_len, sizeof *big);
+    REQUIRE(big != NULL, "calloc");
+    size_t n = 0;
+    void *k = NULL, *vv = NULL;
+    int32_t blocks[2];
+    kvc_event events[4];
+    kvc_stats s;
+
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "engine is NULL", kvc_seq_create(NULL, 11, t, 4, &cached));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "tokens is NULL", kvc_seq_create(e, 11, NULL, 4, &cached));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens is 0", kvc_seq_create(e, 11, t, 0, &cached));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "cached_tokens is NULL", kvc_seq_create(e, 11, t, 4, NULL));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "max_seq_tokens", kvc_seq_create(e, 11, big, (size_t)big_len, &cached));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "PTRDIFF_MAX", kvc_seq_create(e, 11, t, SIZE_MAX, &cached));
+    EXPECT_STATUS(KVC_ERR_EXISTS, "10", kvc_seq_create(e, 10, t, 4, &cached));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "11", kvc_seq_append(e, 11, t, 4));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "tokens is NULL", kvc_seq_append(e, 10, NULL, 4));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "10", kvc_seq_append(e, 10, big, (size_t)big_len - 50));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "11", kvc_seq_fork(e, 11, 12));
+    EXPECT_STATUS(KVC_ERR_EXISTS, "10", kvc_seq_fork(e, 10, 10));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "11", kvc_seq_free(e, 11));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "11", kvc_seq_length(e, 11, &n));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens is NULL", kvc_seq_length(e, 10, NULL));
+    if (layout == KVC_LAYOUT_PAGED) {
+        EXPECT_STATUS(KVC_ERR_UNSUPPORTED, "kvc_seq_kv", kvc_seq_kv(e, 10, 0, &k, &vv));
+        EXPECT_STATUS(KVC_ERR_BUFFER_TOO_SMALL, "capacity", kvc_seq_block_table(e, 10, blocks, 2, &n));
+        CHECK(n == 4, "%s: BUFFER_TOO_SMALL still reports the full count (got %zu)", name, n);
+        EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "blocks is NULL", kvc_seq_block_table(e, 10, NULL, 2, &n));
+        EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block", kvc_block_kv(e, -1, 0, &k, &vv));
+        EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block", kvc_block_kv(e, (int32_t)before.blocks_total, 0, &k, &vv));
+        EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "layer", kvc_block_kv(e, 0, cfg.num_layers, &k, &vv));
+        EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "k is NULL", kvc_block_kv(e, 0, 0, NULL, &vv));
+    } else {
+        EXPECT_STATUS(KVC_ERR_UNSUPPORTED, "kvc_seq_block_table", kvc_seq_block_table(e, 10, blocks, 2, &n));
+        EXPECT_STATUS(KVC_ERR_UNSUPPORTED, "kvc_block_kv", kvc_block_kv(e, 0, 0, &k, &vv));
+        EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "layer", kvc_seq_kv(e, 10, cfg.num_layers, &k, &vv));
+        EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "v is NULL", kvc_seq_kv(e, 10, 0, &k, NULL));
+        EXPECT_STATUS(KVC_ERR_NOT_FOUND, "11", kvc_seq_kv(e, 11, 0, &k, &vv));
+    }
+    memset(&s, 0, sizeof s);
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size", kvc_engine_stats(e, &s));
+    s.struct_size = KVC_STATS_MIN_SIZE - 1;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size", kvc_engine_stats(e, &s));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "out is NULL", kvc_engine_stats(e, NULL));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "out is NULL", kvc_drain_events(e, NULL, 4, &n));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_events is NULL", kvc_drain_events(e, events, 4, NULL));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "engine is NULL", kvc_engine_trim(NULL));
+
+    /* Double free of a real sequence. */
+    MUST(kvc_seq_create(e, 11, t, 4, &cached));
+    MUST(kvc_seq_free(e, 11));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "11", kvc_seq_free(e, 11));
+
+    kvc_stats after = stats_of(e);
+    CHECK(after.sequences == before.sequences && after.blocks_used == before.blocks_used,
+          "%s: failures left the live sequences and used blocks as they were", name);
+    CHECK(length_of(e, 10) == 50 && kv_matches(&v, 10, 10, 0, 50), "%s: witness bytes intact after bad input", name);
+    free(big);
+    kvc_engine_destroy(e);
+}
+
+static void bad_config(void) {
+    printf("abi_client: bad configs\n");
+    kvc_config cfg;
+    kvc_engine *e = (kvc_engine *)&cfg; /* must be reset to NULL on failure */
+    small_config(&cfg, KVC_LAYOUT_PAGED, 16u << 20);
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "cfg is NULL", kvc_engine_create(NULL, &e));
+    CHECK(e == NULL, "a failed create sets *out to NULL");
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "out is NULL", kvc_engine_create(&cfg, NULL));
+    cfg.struct_size = 0;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size", kvc_engine_create(&cfg, &e));
+    small_config(&cfg, KVC_LAYOUT_PAGED, 16u << 20);
+    cfg.num_layers = 0;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "num_layers", kvc_engine_create(&cfg, &e));
+    small_config(&cfg, 9, 16u << 20);
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "layout", kvc_engine_create(&cfg, &e));
+    small_config(&cfg, KVC_LAYOUT_PAGED, 0);
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "memory_bytes", kvc_engine_create(&cfg, &e));
+
+    /* An older caller's struct (ends at numa_node): the rest takes defaults. */
+    small_config(&cfg, KVC_LAYOUT_PAGED, 16u << 20);
+    cfg.struct_size = KVC_CONFIG_MIN_SIZE;
+    cfg.metadata_only = 1; /* past struct_size: ignored */
+    MUST(kvc_engine_create(&cfg, &e));
+    int32_t t[20] = {0};
+    size_t cached, n_blocks;
+    int32_t blocks[2];
+    void *k, *v;
+    MUST(kvc_seq_create(e, 1, t, 20, &cached));
+    MUST(kvc_seq_block_table(e, 1, blocks, 2, &n_blocks));
+    CHECK(kvc_block_kv(e, blocks[0], 0, &k, &v) == KVC_OK, "an older kvc_config gets metadata_only = 0");
+    kvc_engine_destroy(e);
+    kvc_engine_destroy(NULL);
+}
+
+/* Out of memory is a status: a tiny budget, one sequence that fits, one that does not. */
+static void out_of_memory(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+    printf("abi_client: %s layout, out of memory\n", name);
+    kvc_config cfg;
+    small_config(&cfg, layout, 128u << 10); /* 32 pages of 4 KiB over 8 tensors */
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    int32_t *tokens = calloc(cfg.max_seq_tokens, sizeof *tokens);
+    REQUIRE(tokens != NULL, "calloc");
+    for (uint32_t i = 0; i < cfg.max_seq_tokens; i++) tokens[i] = (int32_t)(70000 + i);
+    size_t cached;
+    MUST(kvc_seq_create(e, 1, tokens, 40, &cached));
+    write_kv(&v, 1, 7, 0, 40);
+    kvc_stats before = stats_of(e);
+    EXPECT_STATUS(KVC_ERR_OUT_OF_MEMORY, "kvc_seq_create", kvc_seq_create(e, 2, tokens + 100, cfg.max_seq_tokens - 100, &cached));
+    /* Decode until the budget runs out: the last append fails and appends nothing. */
+    size_t length = 40;
+    kvc_status rc = KVC_OK;
+    while (rc == KVC_OK && length + 1 < cfg.max_seq_tokens) {
+        rc = kvc_seq_append(e, 1, tokens + length, 1);
+        if (rc == KVC_OK) write_kv(&v, 1, 7, length, length + 1), length++;
+    }
+    CHECK(rc == KVC_ERR_OUT_OF_MEMORY, "%s: decoding past the budget is OUT_OF_MEMORY (got %s after %zu tokens)", name,
+          kvc_status_name(rc), length);
+    CHECK(length_of(e, 1) == length && kv_matches(&v, 1, 7, 0, length),
+          "%s: the sequence keeps its tokens and bytes after OUT_OF_MEMORY", name);
+    kvc_stats after = stats_of(e);
+    CHECK(after.committed_bytes <= after.budget_bytes, "%s: never committed beyond the budget", name);
+    CHECK(before.sequences == 1 && after.sequences == 1, "%s: the failed create added no sequence", name);
+    free(tokens);
+    kvc_engine_destroy(e);
+}
+
+static void print_hashes(void) {
+    enum { N = 1000, BT = 16 };
+    int32_t tokens[N];
+    for (int i = 0; i < N; i++) tokens[i] = (i % 3 == 0) ? -i * 31 : i * 7919;
+    uint64_t hashes[N / BT];
+    size_t n = 0;
+    kvc_status rc = kvc_hash_tokens(tokens, N, BT, hashes, N / BT, &n);
+    if (rc != KVC_OK) {
+        fprintf(stderr, "abi_client: kvc_hash_tokens: %s: %s\n", kvc_status_name(rc), kvc_last_error());
+        exit(1);
+    }
+    for (size_t i = 0; i < n; i++) printf("%016" PRIx64 "\n", hashes[i]);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "hashes") == 0) {
+        print_hashes();
+        return 0;
+    }
+    if (argc != 1) {
+        fprintf(stderr, "usage: abi_client [hashes]\n");
+        return 2;
+    }
+    CHECK(kvc_abi_version() == KVC_ABI_VERSION, "library ABI %u, header %d", kvc_abi_version(), KVC_ABI_VERSION);
+    CHECK(strcmp(kvc_last_error(), "") == 0, "no message before any failure");
+    CHECK(strcmp(kvc_status_name(KVC_ERR_NOT_FOUND), "KVC_ERR_NOT_FOUND") == 0 &&
+              strcmp(kvc_status_name(12345), "KVC_ERR_UNKNOWN") == 0,
+          "kvc_status_name");
+    serve(KVC_LAYOUT_PAGED);
+    serve(KVC_LAYOUT_CONTIGUOUS);
+    bad_input(KVC_LAYOUT_PAGED);
+    bad_input(KVC_LAYOUT_CONTIGUOUS);
+    bad_config();
+    out_of_memory(KVC_LAYOUT_PAGED);
+    out_of_memory(KVC_LAYOUT_CONTIGUOUS);
+    summary_and_exit();
+}

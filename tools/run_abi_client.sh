@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds libkvcache.so (release), checks that it exports exactly the kvc_* functions of
+# include/kvcache.h, checks that block hashes agree across processes, and runs tools/abi_client.c
+# against the library the way an inference server links it.
+#
+#   tools/run_abi_client.sh
+#
+# Environment: KVC_SCRATCH_PATH overrides SwiftPM's scratch path (default: .build, as CI uses);
+# CC overrides the C compiler (default gcc).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scratch=()
+if [[ -n "${KVC_SCRATCH_PATH:-}" ]]; then scratch=(--scratch-path "$KVC_SCRATCH_PATH"); fi
+fail() { echo "run_abi_client: FAILED: $*" >&2; exit 1; }
+
+echo "run_abi_client: building libkvcache.so (release)"
+swift build -c release "${scratch[@]}" --product kvcache
+BIN=$(swift build -c release "${scratch[@]}" --show-bin-path)
+LIB="$BIN/libkvcache.so"
+[[ -f "$LIB" ]] || fail "$LIB was not built"
+
+# Exports: every global defined dynamic symbol is a kvc_* function, and every function the
+# header declares is exported. (gold also lists a few LOCAL-binding entries in .dynsym for
+# GOT relocations against Swift type metadata; they are not exported: nothing can bind them.)
+exported=$(nm -D --defined-only --extern-only "$LIB" | awk '{print $NF}' | sort)
+others=$(grep -v '^kvc_' <<<"$exported" || true)
+[[ -z "$others" ]] || fail "libkvcache.so exports symbols other than kvc_*: $others"
+declared=$(grep -oE '\bkvc_[a-z_0-9]+\(' include/kvcache.h | tr -d '(' | sort -u)
+missing=$(comm -23 <(echo "$declared") <(echo "$exported"))
+[[ -z "$missing" ]] || fail "declared in include/kvcache.h but not exported: $missing"
+extra=$(comm -13 <(echo "$declared") <(echo "$exported"))
+[[ -z "$extra" ]] || fail "exported but not declared in include/kvcache.h: $extra"
+echo "run_abi_client: exports OK: $(wc -l <<<"$exported") kvc_* functions, nothing else"
+
+mkdir -p tools/bin
+${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -I include tools/abi_client.c \
+    -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_client
+
+# The block hash must not depend on the process (no per-process seed): two runs agree.
+first=$(tools/bin/abi_client hashes)
+second=$(tools/bin/abi_client hashes)
+[[ -n "$first" ]] || fail "abi_client hashes printed nothing"
+[[ "$first" == "$second" ]] || fail "block hashes differ between two processes"
+echo "run_abi_client: hashes agree across processes ($(wc -l <<<"$first") blocks)"
+
+tools/bin/abi_client
