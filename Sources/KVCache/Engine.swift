@@ -101,68 +101,97 @@ public final class Engine: @unchecked Sendable {
     /// block (paged) or a few mmaps per new page run (contiguous).
     public func createSequence(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) -> Int {
         let n = tokens.count
+        try checkPromptLength(n)
+        return try locked { () throws(KVError) -> Int in
+            BlockHash.chain(tokens, blockTokens: bt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
+            let full = n / bt
+            return try create(seq, tokens: n, full: full, tailKnown: true) { tail in
+                for i in 0..<(n - full * bt) { tail[i] = tokens[full * bt + i] }
+            }
+        }
+    }
+
+    /// Creates sequence `seq` of `tokens` tokens whose full blocks have the chained hashes
+    /// `blockHashes` (`tokens / blockTokens` of them, as `BlockHash.chain` computes): for
+    /// simulators and gateways that know prompts by their block hashes (trace `hash_ids`), not
+    /// their tokens. The partial last block's tokens are unknown, so blocks that appends fill
+    /// after it are not indexed. Same result and errors as `createSequence(_:tokens:)`.
+    public func createSequence(_ seq: UInt64, blockHashes: UnsafeBufferPointer<UInt64>, tokens n: Int) throws(KVError) -> Int {
+        try checkPromptLength(n)
+        guard blockHashes.count == n / bt else {
+            throw .invalid("\(blockHashes.count) block hashes given for \(n) tokens of \(bt)-token blocks; expected \(n / bt)")
+        }
+        return try locked { () throws(KVError) -> Int in
+            if n / bt > 0 { scratchHashes.update(from: blockHashes.baseAddress!, count: n / bt) }
+            return try create(seq, tokens: n, full: n / bt, tailKnown: n % bt == 0) { tail in tail.update(repeating: 0, count: n % bt) }
+        }
+    }
+
+    private func checkPromptLength(_ n: Int) throws(KVError) {
         guard n > 0 else { throw .invalid("a sequence needs at least one prompt token") }
         guard n <= config.maxSeqTokens else { throw .invalid("prompt of \(n) tokens exceeds max_seq_tokens \(config.maxSeqTokens)") }
-        return try locked { () throws(KVError) -> Int in
-            if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
-            if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
-            let full = BlockHash.chain(tokens, blockTokens: bt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
-            var hit = 0
-            while hit < full {
-                let b = blocks.lookup(scratchHashes[hit])
-                if b < 0 { break }
-                scratchHit[hit] = b
-                hit += 1
-            }
-            let used = min(hit, (n - 1) / bt)
-            let total = (n + bt - 1) / bt
-            var revived = 0
-            for i in 0..<used where blocks.references(scratchHit[i]) == 0 { revived += 1 }
-            guard blocks.available - revived >= total - used else {
-                throw .outOfMemory("prompt needs \(total - used) blocks, \(blocks.available - revived) are available")
-            }
-            let hitBlocks = UnsafeBufferPointer(start: scratchHit, count: used)
-            let slot: Int
-            if let contiguous {
-                slot = sequences.nextSlot
-                let need = contiguous.groupsNeeded(slot: slot, hit: hitBlocks, hitTokens: used * bt, tokens: n)
-                guard contiguous.fits(need) else { throw .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor than the budget has free") }
-            } else {
-                slot = sequences.nextSlot
-            }
-            sequences.open(seq, slot: slot)
-            let table = sequences.table(slot)
-            for i in 0..<used {
-                blocks.retain(scratchHit[i])
-                table[i] = scratchHit[i]
-            }
-            var filled = used
-            do throws(KVError) {
-                try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: used * bt, tokens: n)
-                while filled < total {
-                    table[filled] = try blocks.allocate()
-                    filled += 1
-                }
-            } catch {
-                // Only a failing system call gets here (capacity was checked): undo and report.
-                sequences.lengths[slot] = filled * bt
-                release(slot)
-                throw error
-            }
-            sequences.lengths[slot] = n
-            var parent: UInt64 = used > 0 ? scratchHashes[used - 1] : 0
-            for i in used..<full {
-                index(table[i], hash: scratchHashes[i], parent: parent, slot: slot, position: i)
-                parent = scratchHashes[i]
-            }
-            sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : 0
-            let tail = sequences.tail(slot)
-            for i in 0..<(n - full * bt) { tail[i] = tokens[full * bt + i] }
-            prefixQueryTokens += UInt64(n)
-            prefixHitTokens += UInt64(used * bt)
-            sequencesCreated += 1
-            return used * bt
+    }
+
+    /// The body of creation, under the lock: `scratchHashes` holds the `full` block hashes of
+    /// an `n`-token prompt; `fillTail` writes the tokens of its partial last block, which are
+    /// real when `tailKnown` (else appends are not indexed).
+    private func create(
+        _ seq: UInt64, tokens n: Int, full: Int, tailKnown: Bool, fillTail: (UnsafeMutablePointer<Int32>) -> Void
+    ) throws(KVError) -> Int {
+        if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
+        if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
+        var hit = 0
+        while hit < full {
+            let b = blocks.lookup(scratchHashes[hit])
+            if b < 0 { break }
+            scratchHit[hit] = b
+            hit += 1
         }
+        let used = min(hit, (n - 1) / bt)
+        let total = (n + bt - 1) / bt
+        var revived = 0
+        for i in 0..<used where blocks.references(scratchHit[i]) == 0 { revived += 1 }
+        guard blocks.available - revived >= total - used else {
+            throw .outOfMemory("prompt needs \(total - used) blocks, \(blocks.available - revived) are available")
+        }
+        let hitBlocks = UnsafeBufferPointer(start: scratchHit, count: used)
+        let slot = sequences.nextSlot
+        if let contiguous {
+            let need = contiguous.groupsNeeded(slot: slot, hit: hitBlocks, hitTokens: used * bt, tokens: n)
+            guard contiguous.fits(need) else { throw .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor than the budget has free") }
+        }
+        sequences.open(seq, slot: slot)
+        sequences.indexesAppends[slot] = tailKnown
+        let table = sequences.table(slot)
+        for i in 0..<used {
+            blocks.retain(scratchHit[i])
+            table[i] = scratchHit[i]
+        }
+        var filled = used
+        do throws(KVError) {
+            try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: used * bt, tokens: n)
+            while filled < total {
+                table[filled] = try blocks.allocate()
+                filled += 1
+            }
+        } catch {
+            // Only a failing system call gets here (capacity was checked): undo and report.
+            sequences.lengths[slot] = filled * bt
+            release(slot)
+            throw error
+        }
+        sequences.lengths[slot] = n
+        var parent: UInt64 = used > 0 ? scratchHashes[used - 1] : 0
+        for i in used..<full {
+            index(table[i], hash: scratchHashes[i], parent: parent, slot: slot, position: i)
+            parent = scratchHashes[i]
+        }
+        sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : 0
+        fillTail(sequences.tail(slot))
+        prefixQueryTokens += UInt64(n)
+        prefixHitTokens += UInt64(used * bt)
+        sequencesCreated += 1
+        return used * bt
     }
 
     /// Appends `tokens` (may be empty: no-op) to `seq`, indexing every block they fill. A
@@ -207,7 +236,7 @@ public final class Engine: @unchecked Sendable {
                 if inBlock == 0 { table[length / bt] = try blocks.allocate() }
                 tail[inBlock] = t
                 length += 1
-                if inBlock == bt - 1 {
+                if inBlock == bt - 1 && sequences.indexesAppends[slot] {
                     let parent = sequences.lastHash[slot]
                     let hash = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(start: tail, count: bt))
                     index(table[length / bt - 1], hash: hash, parent: parent, slot: slot, position: length / bt - 1)
@@ -255,6 +284,7 @@ public final class Engine: @unchecked Sendable {
             }
             sequences.lengths[to] = length
             sequences.lastHash[to] = sequences.lastHash[from]
+            sequences.indexesAppends[to] = sequences.indexesAppends[from]
             sequences.tail(to).update(from: sequences.tail(from), count: bt)
             sequencesCreated += 1
         }

@@ -17,6 +17,9 @@ final class SequenceTable {
     let lengths: UnsafeMutablePointer<Int>
     /// Per slot: chain hash of the last full block.
     let lastHash: UnsafeMutablePointer<UInt64>
+    /// Per slot: whether blocks filled by appends are hashed and indexed (false when the
+    /// prompt was given by hashes and its partial block's tokens are unknown).
+    let indexesAppends: UnsafeMutablePointer<Bool>
     /// Per slot: `blockTokens` entries, the tokens of the partial block.
     let tails: UnsafeMutablePointer<Int32>
     /// Per slot: `maxBlocks` entries, the block table.
@@ -34,6 +37,8 @@ final class SequenceTable {
         lengths = .allocate(capacity: maxSeqs)
         lengths.initialize(repeating: 0, count: maxSeqs)
         lastHash = .allocate(capacity: maxSeqs)
+        indexesAppends = .allocate(capacity: maxSeqs)
+        indexesAppends.initialize(repeating: true, count: maxSeqs)
         tails = .allocate(capacity: maxSeqs * blockTokens)
         blocks = .allocate(capacity: maxSeqs * maxBlocks)
     }
@@ -43,6 +48,7 @@ final class SequenceTable {
         ids.deallocate()
         lengths.deallocate()
         lastHash.deallocate()
+        indexesAppends.deallocate()
         tails.deallocate()
         blocks.deallocate()
     }
@@ -68,6 +74,7 @@ final class SequenceTable {
         ids[slot] = id
         lengths[slot] = 0
         lastHash[slot] = 0
+        indexesAppends[slot] = true
     }
 
     /// Returns `slot` to the free slots.

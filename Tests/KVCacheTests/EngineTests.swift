@@ -257,3 +257,47 @@ struct EngineTests {
         #expect(s.committedBytes <= s.budgetBytes)
     }
 }
+
+@Suite("Engine created from block hashes")
+struct HashedPromptTests {
+    @Test func hashesGiveTheSameHitsAsTheTokensTheyCameFrom() throws {
+        var c = smallConfig(.paged)
+        c.metadataOnly = true
+        let e = try Engine(c)
+        let prompt = tokens(18, seed: 60)
+        let hashes = BlockHash.chain(prompt, blockTokens: 4)
+        let cached = try hashes.withUnsafeBufferPointer { try e.createSequence(1, blockHashes: $0, tokens: 18) }
+        #expect(cached == 0)
+        #expect(try e.createSequence(2, tokens: prompt) == 16)
+        #expect(drain(e).filter { $0.kind == .blockStored }.map(\.blockHash) == hashes)
+    }
+
+    @Test func appendsAfterAnUnknownPartialBlockAreNotIndexed() throws {
+        var c = smallConfig(.paged)
+        c.metadataOnly = true
+        let e = try Engine(c)
+        let hashes = BlockHash.chain(tokens(8, seed: 61), blockTokens: 4)
+        _ = try hashes.withUnsafeBufferPointer { try e.createSequence(1, blockHashes: $0, tokens: 10) }
+        _ = drain(e)
+        try e.append(1, tokens: tokens(20, seed: 62))
+        #expect(drain(e).isEmpty)
+        #expect(try e.length(1) == 30)
+    }
+
+    @Test func aWrongNumberOfHashesIsRejected() throws {
+        let e = try Engine(smallConfig(.paged))
+        let hashes: [UInt64] = [1, 2, 3]
+        #expect(throws: KVError.self) { _ = try hashes.withUnsafeBufferPointer { try e.createSequence(1, blockHashes: $0, tokens: 8) } }
+        #expect(e.stats().sequences == 0)
+    }
+
+    @Test func metadataOnlyEnginesHoldNoMemory() throws {
+        var c = smallConfig(.paged, memoryBytes: 1 << 30)
+        c.metadataOnly = true
+        let e = try Engine(c)
+        try e.createSequence(1, tokens: tokens(4000, seed: 63))
+        #expect(e.stats().committedBytes == 0)
+        #expect(e.stats().blocksUsed == 1000)
+        #expect(throws: KVError.self) { _ = try e.blockKV(0, layer: 0) }
+    }
+}
