@@ -47,21 +47,14 @@ final class ContiguousMemory: BlockListener {
         pageBytes = Int(config.pageBytes)
         blockBytes = config.blockBytes
         slots = config.maxSeqs
-        var poolConfig = kvm_pool_config()
-        poolConfig.tensors = UInt32(config.tensors)
-        poolConfig.page_bytes = config.pageBytes
-        poolConfig.group_bytes = config.pageBytes
-        poolConfig.budget_bytes = config.memoryBytes
-        poolConfig.numa_node = config.numaNode
-        var p: OpaquePointer?
-        try check(kvm_pool_create(&poolConfig, &p))
+        let p = try makePagePool(config, groupBytes: config.pageBytes)
         var r: OpaquePointer?
         let rc = kvm_ranges_create(p, UInt32(config.maxSeqs), UInt64(config.maxSeqTokens * config.tokenBytes), &r)
         if rc < 0 {
             kvm_pool_destroy(p)
             try check(rc)
         }
-        pool = p!
+        pool = p
         ranges = r!
         groups = Int(kvm_pool_groups(pool))
         pins = .allocate(capacity: groups)
