@@ -86,6 +86,12 @@ static kvc_status must(kvc_status rc, int line, const char *what) {
 }
 #define MUST(call) must((call), __LINE__, #call)
 
+/* An internal invariant of this client (not counted as a check): stops when it does not hold. */
+#define INVARIANT(cond, ...)                                                                \
+    do {                                                                                    \
+        if (!(cond)) REQUIRE(0, __VA_ARGS__);                                               \
+    } while (0)
+
 /* ---- the block hash, reimplemented from the header's documentation ------------------ */
 
 static uint64_t fmix64(uint64_t h) {
@@ -143,7 +149,7 @@ static void load_table(engine_view *v, uint64_t seq) {
 static uint8_t *token_address(engine_view *v, uint64_t seq, uint32_t layer, uint32_t tensor, size_t token) {
     void *k = NULL, *val = NULL;
     if (v->paged) {
-        REQUIRE(token / v->block_tokens < v->n_table, "token %zu beyond the block table (%zu blocks)", token, v->n_table);
+        INVARIANT(token / v->block_tokens < v->n_table, "token %zu beyond the block table (%zu blocks)", token, v->n_table);
         MUST(kvc_block_kv(v->e, v->table[token / v->block_tokens], layer, &k, &val));
         return (uint8_t *)(tensor == 0 ? k : val) + (token % v->block_tokens) * v->token_bytes;
     }
@@ -363,7 +369,7 @@ static void bad_input(uint32_t layout) {
     int32_t t[4] = {1, 2, 3, 4};
     int32_t big_len = (int32_t)cfg.max_seq_tokens + 1;
     int32_t *big = calloc((size_t)big_len, sizeof *big);
-    REQUIRE(big != NULL, "calloc");
+    INVARIANT(big != NULL, "calloc");
     size_t n = 0;
     void *k = NULL, *vv = NULL;
     int32_t blocks[2];
@@ -467,7 +473,7 @@ static void out_of_memory(uint32_t layout) {
     MUST(kvc_engine_create(&cfg, &e));
     engine_view v = view_of(e, &cfg);
     int32_t *tokens = calloc(cfg.max_seq_tokens, sizeof *tokens);
-    REQUIRE(tokens != NULL, "calloc");
+    INVARIANT(tokens != NULL, "calloc");
     for (uint32_t i = 0; i < cfg.max_seq_tokens; i++) tokens[i] = (int32_t)(70000 + i);
     size_t cached;
     MUST(kvc_seq_create(e, 1, tokens, 40, &cached));
