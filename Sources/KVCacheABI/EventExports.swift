@@ -22,7 +22,7 @@ enum EventLayout {
     status("kvc_drain_events") { () throws(KVError) in
         let engine = try engine(e)
         let nEvents = try required(nEvents, "n_events")
-        let capacity = try count(capacity, "capacity")
+        let capacity = try size(capacity, "capacity")
         guard capacity == 0 || out != nil else { throw KVError(.invalidArgument, "out is NULL but capacity is \(capacity)") }
         guard let out, capacity > 0 else {
             nEvents.pointee = 0
