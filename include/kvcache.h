@@ -297,8 +297,12 @@ const char *kvc_last_error(void);
  * --------------------------------------------------------------------------------------- */
 
 /** Writes the defaults listed in kvc_config to *cfg and sets cfg->struct_size =
- *  sizeof(kvc_config) (writes sizeof(kvc_config) bytes, padding zeroed). NULL: no-op.
- *  Thread-safe. */
+ *  sizeof(kvc_config) (writes sizeof(kvc_config) = 64 bytes, padding zeroed). NULL: no-op.
+ *  Thread-safe.
+ *  Compatibility promise for later versions: this symbol keeps writing exactly these 64
+ *  bytes, because binaries built against this header pass a 64-byte struct; a library whose
+ *  kvc_config grows adds a new initialiser under a new name, and its new fields default to 0
+ *  (= the behaviour before them), so old binaries never need them written. */
 void kvc_config_init(kvc_config *cfg);
 
 /**
