@@ -174,6 +174,8 @@ struct LoadWorker: Sendable {
             }
 
             if live.isEmpty {
+                // Nothing of ours will finish, so nothing would ever unblock admission.
+                admissionBlocked = false
                 if waiting.isEmpty {
                     if exhausted { break }
                     continue
@@ -186,7 +188,6 @@ struct LoadWorker: Sendable {
                     // Out of memory with nothing of ours to wait for: other threads hold it.
                     sleepNanoseconds(Self.idleBackoffNanoseconds)
                 }
-                admissionBlocked = false
                 continue
             }
 
