@@ -199,8 +199,8 @@ typedef struct kvc_config {
     int32_t numa_node;
     /** 1: metadata only — the prefix index, LRU, events and block accounting are real but
      *  no memory is mapped and kvc_block_kv returns KVC_ERR_UNSUPPORTED (for simulators).
-     *  Paged layout only. 0 (default): normal engine. Added after the first draft; an older
-     *  caller's struct ends before it and gets 0. */
+     *  Paged layout only. 0 (default): normal engine. Past KVC_CONFIG_MIN_SIZE: a caller
+     *  whose struct_size ends before it gets 0. */
     uint32_t metadata_only;
     /* more may follow */
 } kvc_config;
@@ -228,8 +228,9 @@ typedef struct kvc_stats {
     uint64_t budget_bytes;
     /** Physical bytes the engine holds now (allocated pages of its pool). */
     uint64_t committed_bytes;
-    /** Blocks of block_tokens tokens the budget can hold (logical blocks in the contiguous
-     *  layout). */
+    /** Blocks of block_tokens tokens the budget can hold. Contiguous layout: logical blocks
+     *  (the prefix cache's unit), the budget's worth plus one partial block per sequence
+     *  slot, so blocks_total * block_tokens overstates the tokens that fit. */
     uint64_t blocks_total;
     /** Blocks referenced by live sequences (a block shared by several counts once). */
     uint64_t blocks_used;
@@ -242,14 +243,16 @@ typedef struct kvc_stats {
     /** Of those, tokens served from the index. */
     uint64_t prefix_hit_tokens;
     /* -- fields past KVC_STATS_MIN_SIZE: written when struct_size covers them -- */
-    /** Sequences created since the engine started (including freed ones). */
+    /** Sequences created since the engine started, by kvc_seq_create or kvc_seq_fork
+     *  (including freed ones). */
     uint64_t sequences_created;
     /** Cached blocks evicted from memory to make room, since the engine started. */
     uint64_t blocks_evicted;
     /** Memory mappings the engine holds, an upper bound (contiguous layout; 0 when paged).
      *  Compare with vm.max_map_count. */
     uint64_t mappings;
-    /** Events dropped because they were not drained in time (the queue is bounded). */
+    /** Events dropped, oldest first, because they were not drained in time (the queue holds
+     *  65536). */
     uint64_t events_dropped;
     /* more may follow */
 } kvc_stats;
@@ -310,7 +313,7 @@ void kvc_config_init(kvc_config *cfg);
  * Reserves the virtual address space of the layout up front (MAP_NORESERVE: no physical
  * memory until sequences need it); cost grows with max_seqs * num_layers (contiguous).
  * Metadata (block tables, prefix index, event queue of 65536 entries) is allocated here,
- * once; no call allocates afterwards.
+ * once; successful calls do not allocate afterwards (a failing call formats its message).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad struct_size, a field out of range or
  * memory_bytes too small for one block or page group — the message names it; also
  * max_seqs * ceil(max_seq_tokens / block_tokens) above 2^28 block-table entries),
@@ -344,7 +347,7 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * oldest (counted in kvc_stats.events_dropped; a router seeing that grow should treat its
  * view of this instance as stale). *n_events < capacity means the queue was emptied.
  * Two threads draining at once each get a disjoint subset. No allocation; the events are
- * converted field by field in chunks of 64.
+ * converted field by field in chunks of 32 on the stack.
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0).
  */

@@ -9,9 +9,10 @@ enum EventLayout {
     static let parentHash = 16
     /// `sizeof(kvc_event)`, the array stride.
     static let size = 24
-    /// Events moved per `Engine.drainEvents` call through a stack buffer, so that draining
-    /// allocates nothing whatever the caller's capacity.
-    static let chunk = 64
+    /// Events moved per `Engine.drainEvents` call through a scratch buffer of 32 * 24 bytes,
+    /// under the 1 KiB that `withUnsafeTemporaryAllocation` always puts on the stack, so that
+    /// draining allocates nothing whatever the caller's capacity.
+    static let chunk = 32
 }
 
 /// `kvc_drain_events`: moves up to `capacity` events, oldest first, from the engine into `out`
