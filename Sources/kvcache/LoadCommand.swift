@@ -13,7 +13,8 @@ struct LoadCommand: ParsableCommand {
         --batch live sequences and appends one token to each per decode step. When the engine is \
         out of memory, a create waits in the thread's queue until one of its sequences finishes, \
         and an append preempts its sequence (freed, request restarted later); after --max-retries \
-        such failures a request is rejected.
+        such failures a request is rejected; a create that runs out of memory while the engine holds \
+        no live sequence at all is rejected at once as unfittable.
 
         Workload: synthetic by default. Lengths: lognormal (sigma 1, clamped to 1...max, mean \
         before clamping), uniform on (2*mean-max)...max, or fixed. With --shared-prefix-ratio r, \
@@ -29,7 +30,7 @@ struct LoadCommand: ParsableCommand {
 
         --json prints one object with these stable keys: workload ("synthetic"|"trace"), \
         workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
-        requests {offered, completed, rejected_out_of_memory, rejected_other, create_retries, \
+        requests {offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
         preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free: \
         {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, max_us}}, prefix {query_tokens, \
         hit_tokens, hit_rate}, memory {budget_bytes, committed_peak_bytes, committed_end_bytes, \

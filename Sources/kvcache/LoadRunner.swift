@@ -64,6 +64,7 @@ struct LoadRunner {
             total.latency.merge(result.latency)
             total.completed += result.completed
             total.rejectedOutOfMemory += result.rejectedOutOfMemory
+            total.rejectedUnfittable += result.rejectedUnfittable
             total.rejectedOther += result.rejectedOther
             total.createRetries += result.createRetries
             total.preemptions += result.preemptions
@@ -90,7 +91,8 @@ struct LoadRunner {
             writeKV: settings.writeKV,
             elapsedSeconds: (elapsed * 1000).rounded() / 1000,
             requests: .init(offered: offered, completed: total.completed,
-                            rejectedOutOfMemory: total.rejectedOutOfMemory, rejectedOther: total.rejectedOther,
+                            rejectedOutOfMemory: total.rejectedOutOfMemory, rejectedUnfittable: total.rejectedUnfittable,
+                            rejectedOther: total.rejectedOther,
                             createRetries: total.createRetries, preemptions: total.preemptions,
                             perSecond: elapsed > 0 ? (Double(total.completed) / elapsed * 10).rounded() / 10 : 0),
             promptTokens: total.promptTokens,

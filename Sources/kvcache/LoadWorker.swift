@@ -8,8 +8,11 @@ struct WorkerResult: Sendable {
     var latency = LatencyRecorder()
     /// Requests that decoded all their output and were freed.
     var completed = 0
-    /// Requests given up on after `maxRetries` out-of-memory failures (or that cannot fit at all).
+    /// Requests given up on after `maxRetries` out-of-memory failures.
     var rejectedOutOfMemory = 0
+    /// Requests whose create ran out of memory while the engine held no live sequence at all:
+    /// waiting cannot help (larger than the budget, or memory the engine cannot reclaim).
+    var rejectedUnfittable = 0
     /// Requests the engine refused for another reason (for example past `max_seq_tokens`).
     var rejectedOther = 0
     /// `createSequence` calls that ran out of memory and were retried later.
@@ -102,7 +105,8 @@ struct LoadWorker: Sendable {
 
         func publish() {
             progress.completed.store(result.completed, ordering: .relaxed)
-            progress.rejected.store(result.rejectedOutOfMemory + result.rejectedOther, ordering: .relaxed)
+            progress.rejected.store(result.rejectedOutOfMemory + result.rejectedUnfittable + result.rejectedOther,
+                                    ordering: .relaxed)
             progress.decodedTokens.store(result.decodedTokens, ordering: .relaxed)
         }
 
@@ -152,7 +156,8 @@ struct LoadWorker: Sendable {
                     if live.isEmpty, engine.stats().sequences == 0 {
                         // Nothing anywhere holds memory: this prompt can never fit.
                         result.createRetries -= 1
-                        result.rejectedOutOfMemory += 1
+                        result.rejectedUnfittable += 1
+                        if result.firstError == nil { result.firstError = "create with no live sequence: \(error)" }
                         publish()
                     } else {
                         requeue(request, attempts: head.attempts + 1)
