@@ -6,13 +6,12 @@ import Testing
 
 /// In an exit test's child process: creates (and destroys) an engine from `config` and exits 0
 /// once kvc_engine_create returns, whatever its status; an abort fails the exit test.
-/// `limitAddressSpace` caps the child at 2 GiB so that a runaway allocation fails fast
-/// instead of taking the machine's memory.
-func exitAfterCreate(_ config: CConfig, limitAddressSpace: Bool) -> Never {
-    if limitAddressSpace {
-        var limit = rlimit(rlim_cur: 2 << 30, rlim_max: 2 << 30)
-        _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), $0) }
-    }
+/// The child's data segment (heap and private writable mappings; not the shared memfd or the
+/// PROT_NONE reservations) is capped at 2 GiB, so a runaway allocation fails fast instead of
+/// taking the machine's memory.
+func exitAfterCreate(_ config: CConfig) -> Never {
+    var limit = rlimit(rlim_cur: 2 << 30, rlim_max: 2 << 30)
+    _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_DATA.rawValue), $0) }
     var engine: OpaquePointer?
     _ = config.create(&engine)
     kvc_engine_destroy(engine)
@@ -164,7 +163,7 @@ private func createStatus(_ config: CConfig) -> kvc_status {
             await #expect(processExitsWith: .success) {
                 var c = CConfig.small(KVC_LAYOUT_PAGED)
                 c.memoryBytes = 1 << 40
-                exitAfterCreate(c, limitAddressSpace: false)
+                exitAfterCreate(c)
             }
         }
     }
@@ -174,7 +173,7 @@ private func createStatus(_ config: CConfig) -> kvc_status {
             await #expect(processExitsWith: .success) {
                 var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
                 c.memoryBytes = 64 << 30
-                exitAfterCreate(c, limitAddressSpace: true)
+                exitAfterCreate(c)
             }
         }
     }
@@ -185,7 +184,7 @@ private func createStatus(_ config: CConfig) -> kvc_status {
                 var c = CConfig.small(KVC_LAYOUT_PAGED)
                 c.metadataOnly = 1
                 c.memoryBytes = 64 << 30
-                exitAfterCreate(c, limitAddressSpace: true)
+                exitAfterCreate(c)
             }
         }
     }
