@@ -140,11 +140,9 @@ struct LoadCommand: ParsableCommand {
                                  maxSeqTokens: config.maxSeqTokens)
         let workload: any Workload
         if let trace {
-            var traceLimits = limits
-            // Trace outputs are capped by --output-max as well, through maxSeqTokens per request.
-            traceLimits.maxSeqTokens = config.maxSeqTokens
+            // Trace outputs run to 2,000 tokens; --output-max caps them as it caps synthetic ones.
             workload = CappedOutput(
-                base: try MooncakeTrace(path: trace, maxRequests: requests, speed: traceSpeed, limits: traceLimits),
+                base: try MooncakeTrace(path: trace, maxRequests: requests, speed: traceSpeed, limits: limits),
                 maxOutputTokens: outputMax)
         } else {
             var synthetic = SyntheticWorkload(
