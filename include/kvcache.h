@@ -109,7 +109,7 @@
  *                             admitting new ones; the engine stays usable.
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
- *   KVC_ERR_IO                a disk-tier read or write failed
+ *   KVC_ERR_IO                a disk-tier read or write failed (reserved: no disk tier yet)
  *   KVC_ERR_UNSUPPORTED       the call does not apply to this engine's layout, or a config
  *                             sets a field this library does not know
  *   KVC_ERR_INTERNAL          a bug in the library; the message says where
@@ -332,7 +332,8 @@ void kvc_engine_destroy(kvc_engine *e);
  * blocks are dropped — one KVC_EVENT_ALL_CLEARED when that empties the index, else one
  * KVC_EVENT_BLOCK_REMOVED per dropped block — so later prompts miss the cache until it
  * refills. Trimming is not eviction: kvc_stats.blocks_evicted does not change.
- * Live sequences' bytes are untouched. Cost: one fallocate/madvise per released range.
+ * Live sequences' bytes are untouched. Cost: proportional to the cached blocks dropped and
+ * the page groups released (each released with fallocate punch-hole, no copying).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e).
  */
 kvc_status kvc_engine_trim(kvc_engine *e);
