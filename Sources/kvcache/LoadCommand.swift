@@ -116,6 +116,10 @@ struct LoadCommand: ParsableCommand {
         if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
         guard rate >= 0, rate.isFinite else { throw ValidationError("--rate must be 0 or positive") }
         guard traceSpeed >= 0, traceSpeed.isFinite else { throw ValidationError("--trace-speed must be 0 or positive") }
+        if trace != nil, rate > 0 {
+            throw ValidationError("--rate applies to the synthetic workload; a trace arrives at its timestamps with --trace-speed")
+        }
+        if trace == nil, traceSpeed > 0 { throw ValidationError("--trace-speed needs --trace") }
         guard (0...1).contains(sharedPrefixRatio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
         guard sharedPrompts >= 1 else { throw ValidationError("--shared-prompts must be at least 1") }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
