@@ -36,7 +36,7 @@ _Static_assert(sizeof(kvc_stats) == 104, "kvc_stats is 104 bytes");
 static int passed, failed;
 
 /* Counts one check; on failure prints where and why (with this thread's kvc_last_error). */
-static int check(int ok, int line, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int check(int ok, int line, const char *fmt, ...) {
     if (ok) {
         passed++;
         return 1;
@@ -51,7 +51,7 @@ static int check(int ok, int line, const char *fmt, ...) {
     return 0;
 }
 
-static void summary_and_exit(void) {
+_Noreturn static void summary_and_exit(void) {
     printf("abi_client: %d passed, %d failed\n", passed, failed);
     exit(failed ? 1 : 0);
 }
