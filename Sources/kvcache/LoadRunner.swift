@@ -69,7 +69,6 @@ struct LoadRunner {
             total.createRetries += result.createRetries
             total.preemptions += result.preemptions
             total.promptTokens += result.promptTokens
-            total.cachedPromptTokens += result.cachedPromptTokens
             total.decodedTokens += result.decodedTokens
             total.firstError = total.firstError ?? result.firstError
         }

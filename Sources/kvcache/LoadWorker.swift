@@ -19,9 +19,8 @@ struct WorkerResult: Sendable {
     var createRetries = 0
     /// Sequences freed because an `append` ran out of memory; their request restarts later.
     var preemptions = 0
-    /// Prompt tokens of successful creates, and of those, tokens the prefix cache served.
+    /// Prompt tokens of successful creates.
     var promptTokens = 0
-    var cachedPromptTokens = 0
     /// Tokens appended.
     var decodedTokens = 0
     /// The first error message other than out-of-memory, for the report.
@@ -172,7 +171,6 @@ struct LoadWorker: Sendable {
                 }
                 result.latency.record(.create, nanoseconds: monotonicNanoseconds() &- t0)
                 result.promptTokens += request.promptTokens
-                result.cachedPromptTokens += cached
                 if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { break }
                 live.append(Live(id: id, request: request, attempts: head.attempts,
                                  length: request.promptTokens, remaining: request.outputTokens))
