@@ -47,6 +47,19 @@ public final class BlockPool {
         self.init(capacity: capacity, arena: nil, eventCapacity: 1 << 16)
     }
 
+    /// A pool over real paged memory of `config`'s shape and budget: exactly the allocator a
+    /// paged engine uses (page-aware placement in a memfd pool), for benchmarks and tools.
+    /// Throws like `Engine.init`.
+    public convenience init(pagedMemory config: EngineConfig) throws(KVError) {
+        try config.validate()
+        let memory = try PagedMemory(config)
+        self.init(capacity: memory.blocks, arena: memory.arena, eventCapacity: 1 << 16)
+        owner = memory
+    }
+
+    /// Keeps the memory behind `arena` alive when the pool owns it.
+    private var owner: AnyObject?
+
     /// A pool over `arena` (which must hold `capacity` blocks) or, when nil, over ids alone.
     init(capacity: Int, arena: OpaquePointer?, eventCapacity: Int) {
         precondition(capacity > 0 && capacity < Int(Int32.max))
