@@ -542,6 +542,42 @@ public final class AttentionScores {
         compactions += 1
     }
 
+    /// Runs the policy on row `row` of `layer` restricted to the slots where `among[i]` is 1
+    /// (e.g. those resident in memory when the rest sit in a disk tier), with `budget`, and
+    /// writes the choice into `keep` (1 keep; 0 evict or not a candidate). Changes no state.
+    /// Cost: O(slots), allocates the gather buffers once.
+    public func select(layer: Int, row: Int, budget: Int, among: UnsafePointer<UInt8>, keep: UnsafeMutablePointer<UInt8>) {
+        let len = lengths[layer], r = layer * rowsPerLayer + row, base = r * capacity
+        if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
+        if gatherSlots.count < capacity { gatherSlots = [Int32](repeating: 0, count: capacity) }
+        var n = 0
+        let episodeBase = focusedEpisode >= 0 && episodeObserved[focusedEpisode] ? focusedEpisode * rows * capacity + base : -1
+        gather.withUnsafeMutableBufferPointer { g in
+            gatherSlots.withUnsafeMutableBufferPointer { slots in
+                let pos = UnsafeMutableRawPointer(g.baseAddress!).bindMemory(to: Int32.self, capacity: capacity)
+                let acc = g.baseAddress! + capacity, lst = acc + capacity, vis = lst + capacity, epi = vis + capacity
+                for i in 0..<len where among[i] == 1 {
+                    slots[n] = Int32(i)
+                    pos[n] = positions[base + i]
+                    acc[n] = accumulated[base + i]
+                    lst[n] = config.policy.tracksLast ? last[base + i] : 0
+                    vis[n] = config.policy.tracksVisibility ? visible[base + i] : 0
+                    epi[n] = episodeBase >= 0 ? episodeScores[episodeBase + i] : 0
+                    n += 1
+                }
+                for i in 0..<len { keep[i] = 0 }
+                guard n > 0 else { return }
+                let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,
+                                      episode: episodeBase >= 0 ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
+                policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: capacity), keep: keepMask)
+                for j in 0..<n where keepMask[j] == 1 { keep[Int(slots[j])] = 1 }
+            }
+        }
+    }
+
+    private var gather: [Float] = []
+    private var gatherSlots: [Int32] = []
+
     /// Compacts this state alone (no K/V memory): `plan` then `applyPlan`. For evaluation.
     public func compact(budget: Int) {
         _ = plan(budget: budget)
