@@ -518,8 +518,10 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
 
 /**
  * Episodic: clusters the segments into episodes (k-means, episode_seed) if they changed,
- * stores the episode nearest to query_embedding in *episode and focuses it: attention
- * observed from now on is credited to it and kvc_seq_compact keeps its heavy hitters.
+ * credits the attention observed since the previous focus to the episode of the segment
+ * added last (register each finished turn as a segment before focusing the next query),
+ * then stores the episode nearest to query_embedding in *episode and focuses it:
+ * kvc_seq_compact keeps its heavy hitters (and the current turn's).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
  * dimension, non-finite value), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (not episodic).
  */

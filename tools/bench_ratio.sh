@@ -4,6 +4,8 @@
 # targets:
 #   allocate+free: at least 10 million block allocate+free pairs per second on one thread
 #   append:        under 200 ns per appended token when no new block/page is needed
+#   decode-step-scores: observe+compact of one 32k-token decode step at most 2x a plain sum
+#                  of the same scores (a ratio, so the ops-per-measurement scale cancels)
 #
 # Usage: tools/bench_ratio.sh [extra `benchmark` options, e.g. --filter 'append']
 # Environment: SCRATCH_PATH (default .build-cli), PERCENTILE (default 50.0; one of
@@ -80,5 +82,15 @@ for op, ok, text in targets:
     passed = ok(v)
     failed |= not passed
     print(f"{'PASS' if passed else 'FAIL'} {op}: {text(v)}")
+# Ratio targets: engine / baseline in the same run.
+ratio_targets = [("decode-step-scores", 2.0, "observe+compact of one decode step (32k tokens, 32 layers x 8 heads) vs a plain sum of the same scores")]
+for op, limit, what in ratio_targets:
+    e, b = ns.get(("Engine", op)), ns.get(("Baseline", op))
+    if e is None or b is None:
+        print(f"SKIP {op}: not measured")
+        continue
+    passed = e / b <= limit
+    failed |= not passed
+    print(f"{'PASS' if passed else 'FAIL'} {op}: {e / b:.2f}x {what} (target <= {limit}x)")
 sys.exit(1 if failed else 0)
 PY

@@ -52,6 +52,15 @@ struct EvictEvalCommand: ParsableCommand {
     @Option(help: "Generator seed.")
     var seed: UInt64 = 1
 
+    @Option(help: "Synthetic generator: standard deviation of the per-(query, key) logit noise.")
+    var queryNoise: Float = 1
+
+    @Option(help: "Synthetic topic-return: standard deviation per coordinate of embedding noise (dimension 16).")
+    var embeddingNoise: Float = 0.3
+
+    @Option(help: "H2O / episodic recent window as a fraction of the budget (the rest is heavy hitters).")
+    var recentRatio: Float = 0.5
+
     @Option(help: "Episodes k of the episodic policy.")
     var episodes: Int = 4
 
@@ -100,7 +109,7 @@ struct EvictEvalCommand: ParsableCommand {
         } else {
             for s in synthetic.split(separator: ",") {
                 guard let kind = SyntheticAttention.Kind(rawValue: String(s)) else { throw ValidationError("unknown synthetic trace \(s)") }
-                sources.append((kind.rawValue, SyntheticAttention(kind, seed: seed)))
+                sources.append((kind.rawValue, SyntheticAttention(kind, seed: seed, queryNoise: queryNoise, embeddingNoise: embeddingNoise)))
             }
         }
         if let writeTrace {
@@ -120,6 +129,7 @@ struct EvictEvalCommand: ParsableCommand {
             for name in names {
                 for ratio in ratios where !(name == "none" && ratio != ratios.first) {
                     var c = Self.config(name, episodes: episodes)!
+                    c.recentRatio = recentRatio
                     c.perHead = perHead && name != "episodic-offload"
                     runs.append(EvictionRun(label: name, config: c, ratio: name == "none" ? 1 : ratio,
                                             offload: name == "episodic-offload", oracle: name == "oracle", header: header))

@@ -36,6 +36,9 @@ struct SyntheticAttention: AttentionTraceSource {
     let header: TraceHeader
     private let layers = 4, heads = 4, dim = 16
     private let seed: UInt64
+    /// Standard deviation of the per-(query, key) logit noise: how much attention varies
+    /// from one query to the next beyond the persistent structure.
+    let queryNoise: Float
     /// Per step: tokens after it, queries, and the query embedding of a new turn.
     private var plan: [(tokens: Int, queries: Int, query: [Float]?)] = []
     private var topic: [Int] = []
@@ -44,8 +47,9 @@ struct SyntheticAttention: AttentionTraceSource {
     private var stepIndex = 0
     private var logits: [Float] = []
 
-    init(_ kind: Kind, seed: UInt64) {
+    init(_ kind: Kind, seed: UInt64, queryNoise: Float = 1, embeddingNoise: Float = 0.3) {
         self.seed = seed
+        self.queryNoise = queryNoise
         var rng = SplitMix64(seed: seed)
         func gaussian() -> Float {
             let u1 = (Double(rng.next() >> 11) + 0.5) / Double(1 << 53), u2 = Double(rng.next() >> 11) / Double(1 << 53)
@@ -68,7 +72,7 @@ struct SyntheticAttention: AttentionTraceSource {
                 v = v.map { $0 / norm }
                 centres.append(v)
             }
-            func noisy(_ c: [Float]) -> [Float] { c.map { $0 + 0.3 * gaussian() } }
+            func noisy(_ c: [Float]) -> [Float] { c.map { $0 + embeddingNoise * gaussian() } }
             var n = 0
             for (turn, q) in topics.enumerated() {
                 if turn == topics.count - 1 { mark = plan.count }
@@ -142,7 +146,7 @@ struct SyntheticAttention: AttentionTraceSource {
                                     x += 5 * expf(-Float(t - i) / tau)
                                     let same = topic[i] == qt
                                     x += sal[r * maxTokens + i] * (same ? 1 : 0.2) + (same ? 1.5 : 0)
-                                    x += noise(t, i, r)
+                                    x += queryNoise * noise(t, i, r)
                                     logit[i] = x
                                     top = max(top, x)
                                 }

@@ -67,22 +67,24 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         #expect(([9, 9] as [Float]).withUnsafeBufferPointer { a.nearest($0) } == Int(a.assignment[2]))
     }
 
-    @Test func episodicKeepsTheFocusedEpisodesTokens() throws {
+    @Test func episodicCreditsEachTurnToItsSegmentsEpisodeAndKeepsTheFocusedOnesTokens() throws {
         var config = EvictionConfig(.episodic)
         config.episodes = 2
         config.recentTokens = 1
         let s = AttentionScores(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
+        func observe(_ heavy: [Int: Float]) throws {
+            var row = [Float](repeating: 0, count: 20)
+            for (t, v) in heavy { row[t] = v }
+            try row.withUnsafeBufferPointer { try s.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: 20) }
+        }
+        try observe([2: 1, 3: 1])  // turn A's queries
         try ([1, 0] as [Float]).withUnsafeBufferPointer { try s.addSegment(start: 0, end: 10, embedding: $0) }
+        _ = try ([0.1, 1] as [Float]).withUnsafeBufferPointer { try s.focus($0) }  // turn B starts
+        for _ in 0..<3 { try observe([12: 1, 13: 3]) }  // turn B's queries
         try ([0, 1] as [Float]).withUnsafeBufferPointer { try s.addSegment(start: 10, end: 20, embedding: $0) }
-        let a = try ([1, 0.1] as [Float]).withUnsafeBufferPointer { try s.focus($0) }
-        var row = [Float](repeating: 0, count: 20); row[2] = 1; row[3] = 1
-        try row.withUnsafeBufferPointer { try s.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: 20) }
-        let b = try ([0.1, 1] as [Float]).withUnsafeBufferPointer { try s.focus($0) }
-        #expect(a != b)
-        row = [Float](repeating: 0, count: 20); row[12] = 1; row[13] = 3
-        for _ in 0..<3 { try row.withUnsafeBufferPointer { try s.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: 20) } }
-        _ = try ([1, 0] as [Float]).withUnsafeBufferPointer { try s.focus($0) }  // back to episode a
+        let a = try ([1, 0.1] as [Float]).withUnsafeBufferPointer { try s.focus($0) }  // back to A
+        #expect(s.segmentEpisodes == [a, 1 - a])
         s.compact(budget: 3)
-        #expect(Array(s.positions(layer: 0)).sorted() == [2, 3, 19], "episode a's heavy hitters, not H2O's (12, 13)")
+        #expect(Array(s.positions(layer: 0)).sorted() == [2, 3, 19], "episode A's heavy hitters, not H2O's (12, 13)")
     }
 }

@@ -35,7 +35,10 @@ public final class AttentionScores {
     private(set) var accumulated: UnsafeMutablePointer<Float>
     private(set) var last: UnsafeMutablePointer<Float>
     private(set) var visible: UnsafeMutablePointer<Float>
-    /// `config.episodes` blocks of `rows * capacity` (episodic only, else empty).
+    /// `config.episodes + 1` blocks of `rows * capacity` (episodic only, else empty): per
+    /// episode the attention credited to it, and last the *turn* block, the attention
+    /// observed since the previous focus, credited at the next focus to the episode of the
+    /// segment added in between (the turn those queries belonged to).
     private(set) var episodeScores: UnsafeMutablePointer<Float>
     /// Per episode: whether it has observed anything.
     private var episodeObserved: [Bool]
@@ -44,6 +47,8 @@ public final class AttentionScores {
     private var values: UnsafeMutablePointer<Float>
     private var slotScratch: UnsafeMutablePointer<Int32>
     private var summed: UnsafeMutablePointer<Float>
+    /// Scratch: the focused episode's plus the turn's scores of one row.
+    private var combined: UnsafeMutablePointer<Float>
     /// The compaction plan: per row its moves (destination, source slot pairs) in `moves`.
     private var moves: UnsafeMutablePointer<Int32>
     let moveStart: UnsafeMutablePointer<Int>
@@ -82,6 +87,7 @@ public final class AttentionScores {
         self.policy = config.policy.policy(config)
         rowsPerLayer = config.perHead ? heads : 1
         self.maxCapacity = maxCapacity
+        combined = .allocate(capacity: 0)
         var c = min(maxCapacity, 1024)
         while c < length { c = min(maxCapacity, 2 * c) }
         capacity = max(c, 1)
@@ -96,7 +102,7 @@ public final class AttentionScores {
         moveStart.initialize(repeating: 0, count: rows)
         moveCount = .allocate(capacity: rows)
         moveCount.initialize(repeating: 0, count: rows)
-        episodeObserved = [Bool](repeating: false, count: config.policy == .episodic ? config.episodes : 0)
+        episodeObserved = [Bool](repeating: false, count: config.policy == .episodic ? config.episodes + 1 : 0)
         entropySum = [Double](repeating: 0, count: layers)
         entropyRows = [Double](repeating: 0, count: layers)
         positions = .allocate(capacity: 0)
@@ -153,6 +159,7 @@ public final class AttentionScores {
         slotScratch.deallocate()
         summed.deallocate()
         moves.deallocate()
+        combined.deallocate()
     }
 
     /// Moves every per-row buffer from `old` to `new` slots per row, keeping rows' contents.
@@ -178,6 +185,8 @@ public final class AttentionScores {
         slotScratch = .allocate(capacity: new)
         summed.deallocate()
         summed = .allocate(capacity: heads * new)
+        combined.deallocate()
+        combined = .allocate(capacity: new)
         moves.deallocate()
         moves = .allocate(capacity: 2 * rows * (new / 2 + 1))
     }
@@ -290,7 +299,7 @@ public final class AttentionScores {
         for t in 0..<n { firstHead += scores[t] }
         let queries = max(1, firstHead.rounded())
         let seenAll = max(0, n - Int(queries))
-        let episode = config.policy == .episodic ? focusedEpisode : -1
+        let episode = config.policy == .episodic ? config.episodes : -1  // the turn block
         if episode >= 0 { episodeObserved[episode] = true }
         for h in 0..<rowsPerLayer {
             let r = layer * rowsPerLayer + h
@@ -380,6 +389,16 @@ public final class AttentionScores {
         guard segmentCount > 0 else { throw .invalid("no segment registered: add segments before focusing") }
         try checkEmbedding(query)
         if clusteredSegments != segmentCount { recluster() }
+        let turn = config.episodes
+        if episodeObserved[turn] {
+            let target = Int(clustering!.assignment[segmentCount - 1])
+            let block = rows * capacity
+            let dst = episodeScores + target * block, src = episodeScores + turn * block
+            for i in 0..<block { dst[i] += src[i] }
+            src.update(repeating: 0, count: block)
+            episodeObserved[target] = true
+            episodeObserved[turn] = false
+        }
         focusedEpisode = clustering!.nearest(query)
         return focusedEpisode
     }
@@ -399,12 +418,12 @@ public final class AttentionScores {
                     target[e] = best
                 }
             }
-            let block = rows * capacity
-            let copy = UnsafeMutablePointer<Float>.allocate(capacity: episodeObserved.count * block)
-            copy.update(from: episodeScores, count: episodeObserved.count * block)
-            episodeScores.update(repeating: 0, count: episodeObserved.count * block)
+            let block = rows * capacity, episodes = config.episodes  // the turn block stays
+            let copy = UnsafeMutablePointer<Float>.allocate(capacity: episodes * block)
+            copy.update(from: episodeScores, count: episodes * block)
+            episodeScores.update(repeating: 0, count: episodes * block)
             let wasObserved = episodeObserved
-            for e in 0..<episodeObserved.count { episodeObserved[e] = false }
+            for e in 0..<episodes { episodeObserved[e] = false }
             for e in 0..<old.k where target[e] >= 0 && wasObserved[e] {
                 let dst = episodeScores + target[e] * block, src = copy + e * block
                 for i in 0..<block { dst[i] += src[i] }
@@ -484,10 +503,7 @@ public final class AttentionScores {
                 moveStart[r] = used
                 moveCount[r] = 0
                 let base = r * capacity
-                var episode: UnsafePointer<Float>? = nil
-                if focusedEpisode >= 0 && episodeObserved[focusedEpisode] {
-                    episode = UnsafePointer(episodeScores + focusedEpisode * rows * capacity + base)
-                }
+                let episode = episodeRow(base, count: len)
                 let row = EvictionRow(
                     count: len, positions: positions + base, accumulated: accumulated + base,
                     last: config.policy.tracksLast ? UnsafePointer(last + base) : UnsafePointer(accumulated + base),
@@ -515,6 +531,17 @@ public final class AttentionScores {
             planned = max(planned, kept)
         }
         return planned
+    }
+
+    /// The episodic scores of the row at `base`: the focused episode's plus the current
+    /// turn's, in `combined` (valid until the next call); nil without a focused episode that
+    /// has observed something (then the policy is H2O).
+    private func episodeRow(_ base: Int, count: Int) -> UnsafePointer<Float>? {
+        guard config.policy == .episodic, focusedEpisode >= 0, episodeObserved[focusedEpisode] else { return nil }
+        let block = rows * capacity
+        let e = episodeScores + focusedEpisode * block + base, turn = episodeScores + config.episodes * block + base
+        for i in 0..<count { combined[i] = e[i] + turn[i] }
+        return UnsafePointer(combined)
     }
 
     /// The planned moves of row `r`: (destination, source) slot pairs.
@@ -551,7 +578,7 @@ public final class AttentionScores {
         if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
         if gatherSlots.count < capacity { gatherSlots = [Int32](repeating: 0, count: capacity) }
         var n = 0
-        let episodeBase = focusedEpisode >= 0 && episodeObserved[focusedEpisode] ? focusedEpisode * rows * capacity + base : -1
+        let episodeScores = episodeRow(base, count: len)
         gather.withUnsafeMutableBufferPointer { g in
             gatherSlots.withUnsafeMutableBufferPointer { slots in
                 let pos = UnsafeMutableRawPointer(g.baseAddress!).bindMemory(to: Int32.self, capacity: capacity)
@@ -562,13 +589,13 @@ public final class AttentionScores {
                     acc[n] = accumulated[base + i]
                     lst[n] = config.policy.tracksLast ? last[base + i] : 0
                     vis[n] = config.policy.tracksVisibility ? visible[base + i] : 0
-                    epi[n] = episodeBase >= 0 ? episodeScores[episodeBase + i] : 0
+                    epi[n] = episodeScores?[i] ?? 0
                     n += 1
                 }
                 for i in 0..<len { keep[i] = 0 }
                 guard n > 0 else { return }
                 let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,
-                                      episode: episodeBase >= 0 ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
+                                      episode: episodeScores != nil ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
                 policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: capacity), keep: keepMask)
                 for j in 0..<n where keepMask[j] == 1 { keep[Int(slots[j])] = 1 }
             }

@@ -242,9 +242,10 @@ extension Engine {
         }
     }
 
-    /// Episodic policy: clusters `seq`'s segments into episodes if they changed, focuses the
-    /// episode nearest to `query` (later observations are credited to it, compaction keeps
-    /// its heavy hitters) and returns it. Throws `notFound`, `invalidArgument` (no segment,
+    /// Episodic policy: clusters `seq`'s segments into episodes if they changed, credits the
+    /// attention observed since the previous focus to the episode of the segment added last
+    /// (the turn those queries belonged to), then focuses the episode nearest to `query`
+    /// (compaction keeps its heavy hitters, plus the current turn's) and returns it. Throws `notFound`, `invalidArgument` (no segment,
     /// dimension, non-finite values), `unsupported` (another policy).
     public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
         try locked { () throws(KVError) -> Int in

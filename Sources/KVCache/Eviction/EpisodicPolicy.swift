@@ -2,9 +2,12 @@
 /// hitters, but heavy hitters ranked by the attention observed while the *focused episode's*
 /// queries ran, so that a conversation returning to an earlier topic finds that topic's
 /// tokens kept. Episodes come from k-means over the segments the server registered
-/// (`Engine.addSegment`, `KMeans`); `Engine.focus` picks the episode nearest to a query
-/// embedding and credits later observations to it. Before any focus, or while the focused
-/// episode has observed nothing, it is H2O.
+/// (`Engine.addSegment`, `KMeans`). A turn's observed attention is credited, at the next
+/// `Engine.focus`, to the episode of the segment the server added for that turn (so the
+/// first turn, observed before any episode existed, counts too); the focus then picks the
+/// episode nearest to the new query, and heavy hitters are ranked by that episode's
+/// attention plus the current turn's. Before any focus, or while the focused episode has
+/// observed nothing, it is H2O.
 ///
 /// With a disk tier (issue 3) the tokens outside the focused episode are offloaded instead of
 /// dropped, so a later focus on another episode can restore them; without one they are
