@@ -64,7 +64,10 @@ struct EvictEvalCommand: ParsableCommand {
     @Option(help: "Episodes k of the episodic policy.")
     var episodes: Int = 4
 
-    @Flag(help: "Per-head kept sets instead of per-layer.")
+    @Flag(help: "Print every episodic focus decision to standard error.")
+    var verbose = false
+
+        @Flag(help: "Per-head kept sets instead of per-layer.")
     var perHead = false
 
     @Option(help: "Write the results as JSON to this file.")
@@ -133,6 +136,7 @@ struct EvictEvalCommand: ParsableCommand {
                     c.perHead = perHead && name != "episodic-offload"
                     runs.append(EvictionRun(label: name, config: c, ratio: name == "none" ? 1 : ratio,
                                             offload: name == "episodic-offload", oracle: name == "oracle", header: header))
+                    runs.last!.verbose = verbose
                 }
             }
             let values = ValueTable(rows: header.layers * header.heads, maxTokens: header.maxTokens, seed: seed)

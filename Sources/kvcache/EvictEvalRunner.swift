@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import KVCache
 
 /// One policy at one budget ratio, replayed over a trace as a server would drive the engine:
@@ -20,6 +21,8 @@ final class EvictionRun {
     let ratio: Double
     let offload: Bool
     let oracle: Bool
+    /// Print each focus decision to standard error.
+    var verbose = false
     let state: AttentionScores
     /// Offload: per layer and position, 1 when resident.
     private var resident: [UInt8]
@@ -61,7 +64,10 @@ final class EvictionRun {
             try s.embedding.withUnsafeBufferPointer { try state.addSegment(start: s.start, end: s.end, embedding: $0) }
         }
         if let q = step.query, state.segmentCount > 0 {
-            _ = try q.withUnsafeBufferPointer { try state.focus($0) }
+            let e = try q.withUnsafeBufferPointer { try state.focus($0) }
+            if verbose {
+                FileHandle.standardError.write("\(label) \(ratio): step \(index) focuses episode \(e); segment episodes \(state.segmentEpisodes)\n".data(using: .utf8)!)
+            }
             if offload {  // restore the focused episode's set from memory and disk
                 var all = [UInt8](repeating: 1, count: maxTokens)
                 for l in 0..<layers {

@@ -44,6 +44,17 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         #expect(kept(HeavyHitterPolicy(config), n: 6, budget: 3, acc: .init(repeating: 1, count: 6)) == [0, 1, 2])
     }
 
+    @Test(arguments: [1, 5, 31, 32, 100, 190])
+    func topKMatchesSortingForSmallAndLargeEvictions(evicted: Int) {
+        var config = EvictionConfig(.heavyHitter)
+        config.recentRatio = 0
+        var rng = SplitMix64(seed: UInt64(evicted))
+        let n = 200
+        let acc = (0..<n).map { _ in Float(rng.next() % 40) }  // many ties
+        let expected = (0..<n).sorted { acc[$0] != acc[$1] ? acc[$0] > acc[$1] : $0 < $1 }.prefix(n - evicted).sorted()
+        #expect(kept(HeavyHitterPolicy(config), n: n, budget: n - evicted, acc: acc) == Array(expected))
+    }
+
     @Test func kthLargestFindsTheOrderStatistic() {
         var rng = SplitMix64(seed: 1)
         for n in [1, 2, 7, 100, 1000] {

@@ -129,8 +129,8 @@ public final class AttentionScores {
         let n = rows * capacity
         c.positions.update(from: positions, count: n)
         c.accumulated.update(from: accumulated, count: n)
-        if config.policy.tracksLast { c.last.update(from: last, count: n) }
-        if config.policy.tracksVisibility { c.visible.update(from: visible, count: n) }
+        if config.tracksLast { c.last.update(from: last, count: n) }
+        if config.tracksVisibility { c.visible.update(from: visible, count: n) }
         c.episodeScores.update(from: episodeScores, count: episodeObserved.count * n)
         c.lengths.update(from: lengths, count: layers)
         c.nextPosition = nextPosition
@@ -174,13 +174,13 @@ public final class AttentionScores {
         }
         grow(&positions, blocks: 1, fill: 0)
         grow(&accumulated, blocks: 1, fill: 0)
-        grow(&last, blocks: config.policy.tracksLast ? 1 : 0, fill: 0)
-        grow(&visible, blocks: config.policy.tracksVisibility ? 1 : 0, fill: 0)
+        grow(&last, blocks: config.tracksLast ? 1 : 0, fill: 0)
+        grow(&visible, blocks: config.tracksVisibility ? 1 : 0, fill: 0)
         grow(&episodeScores, blocks: episodeObserved.count, fill: 0)
         for p in [keepMask] { p.deallocate() }
         keepMask = .allocate(capacity: new)
         values.deallocate()
-        values = .allocate(capacity: new)
+        values = .allocate(capacity: 2 * new)
         slotScratch.deallocate()
         slotScratch = .allocate(capacity: new)
         summed.deallocate()
@@ -235,8 +235,8 @@ public final class AttentionScores {
                 let base = (l * rowsPerLayer + h) * capacity + len
                 for j in 0..<n { positions[base + j] = Int32(truncatingIfNeeded: nextPosition + j) }
                 (accumulated + base).update(repeating: 0, count: n)
-                if config.policy.tracksLast { (last + base).update(repeating: 0, count: n) }
-                if config.policy.tracksVisibility { (visible + base).update(repeating: 0, count: n) }
+                if config.tracksLast { (last + base).update(repeating: 0, count: n) }
+                if config.tracksVisibility { (visible + base).update(repeating: 0, count: n) }
                 for e in 0..<episodeObserved.count { (episodeScores + e * rows * capacity + base).update(repeating: 0, count: n) }
             }
             lengths[l] = len + n
@@ -261,42 +261,19 @@ public final class AttentionScores {
             throw .invalid("\(n) tokens of scores for layer \(layer), which holds \(lengths[layer])")
         }
         guard n > 0 else { return }
-        // Pass 1: sum over heads into scratch (or copy per head) while checking every value.
-        var bad: UInt8 = 0
-        var total: Float = 0
-        if rowsPerLayer == 1 {
-            let out = summed
-            for t in 0..<n {
-                let v = scores[t]
-                out[t] = v
-                bad |= (v >= 0 ? 0 : 1)
-            }
-            for h in 1..<max(heads, 1) {
-                let row = scores + h * n
-                for t in 0..<n {
-                    let v = row[t]
-                    out[t] += v
-                    bad |= (v >= 0 ? 0 : 1)
-                }
-            }
-            for t in 0..<n { total += out[t] }
-        } else {
-            for i in 0..<(heads * n) {
-                let v = scores[i]
-                summed[i] = v
-                bad |= (v >= 0 ? 0 : 1)
-                total += v
-            }
-        }
-        guard bad == 0 && total.isFinite else {
+        // Pass 1: sum over heads into scratch (or copy per head) while checking every value:
+        // the minimum catches negatives, the total NaN and infinities. Explicit SIMD, since
+        // floating-point reductions do not vectorise on their own.
+        let (minimum, total, firstHead) = rowsPerLayer == 1
+            ? Self.sumHeads(scores, heads: heads, n: n, into: summed)
+            : Self.copyHeads(scores, heads: heads, n: n, into: summed)
+        guard minimum >= 0 && total.isFinite else {
             var i = 0
             while i < heads * n && scores[i] >= 0 && scores[i].isFinite { i += 1 }
             let what = i < heads * n ? "\(scores[i])" : "an infinite sum"
             throw .invalid("score \(what) at head \(i / n), token \(i % n) of layer \(layer): scores must be finite and >= 0")
         }
         // Pass 2: commit.
-        var firstHead: Float = 0
-        for t in 0..<n { firstHead += scores[t] }
         let queries = max(1, firstHead.rounded())
         let seenAll = max(0, n - Int(queries))
         let episode = config.policy == .episodic ? config.episodes : -1  // the turn block
@@ -306,8 +283,8 @@ public final class AttentionScores {
             let src = summed + h * n
             let acc = accumulated + r * capacity
             for t in 0..<n { acc[t] += src[t] }
-            if config.policy.tracksLast { (last + r * capacity).update(from: src, count: n) }
-            if config.policy.tracksVisibility {
+            if config.tracksLast { (last + r * capacity).update(from: src, count: n) }
+            if config.tracksVisibility {
                 let vis = visible + r * capacity
                 for t in 0..<seenAll { vis[t] += queries }
                 for t in seenAll..<n { vis[t] += Float(n - t) }
@@ -321,6 +298,72 @@ public final class AttentionScores {
             for h in 0..<heads { entropySum[layer] += normalisedEntropy(scores + h * n, n) }
             entropyRows[layer] += Double(heads)
         }
+    }
+
+    /// `out[t] = sum over heads of scores[h][t]`; returns a number below 0 when some score
+    /// is negative (else 0), the sum of all scores (NaN or infinite when one is) and the sum
+    /// of head 0's. Cost: one SIMD pass; sign bits are OR-ed (a set bit, even of -0.0, sends
+    /// it to a scalar recheck) because a vector minimum does not specialise here.
+    @inline(__always)
+    private static func sumHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>)
+        -> (Float, Float, Float)
+    {
+        typealias V = SIMD8<Float>
+        typealias Bits = SIMD8<UInt32>
+        let vectors = n / 8
+        var signs = Bits(repeating: 0)
+        var sum = V(repeating: 0), first = V(repeating: 0)
+        let src = UnsafeRawPointer(scores), dst = UnsafeMutableRawPointer(out)
+        for j in 0..<vectors {
+            let v = src.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+            signs |= src.loadUnaligned(fromByteOffset: j * 32, as: Bits.self)
+            dst.storeBytes(of: v, toByteOffset: j * 32, as: V.self)
+            first += v
+        }
+        for h in 1..<max(heads, 1) {
+            let row = src + h * n * 4
+            for j in 0..<vectors {
+                let v = row.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+                signs |= row.loadUnaligned(fromByteOffset: j * 32, as: Bits.self)
+                let o = dst.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+                dst.storeBytes(of: o + v, toByteOffset: j * 32, as: V.self)
+            }
+        }
+        for j in 0..<vectors { sum += dst.loadUnaligned(fromByteOffset: j * 32, as: V.self) }
+        var total = sum.sum(), firstHead = first.sum()
+        var signed = false
+        for i in 0..<8 where signs[i] & 0x8000_0000 != 0 { signed = true }
+        for t in (vectors * 8)..<n {
+            var s: Float = 0
+            for h in 0..<heads {
+                let v = scores[h * n + t]
+                s += v
+                if v.sign == .minus { signed = true }
+                if h == 0 { firstHead += v }
+            }
+            out[t] = s
+            total += s
+        }
+        var minimum: Float = 0
+        if signed {  // rare: find a real negative (-0.0 is fine)
+            for i in 0..<(heads * n) where scores[i] < 0 { minimum = -1 }
+        }
+        return (minimum, total, firstHead)
+    }
+
+    /// `out[h * n + t] = scores[h * n + t]`, with the same results as `sumHeads`.
+    @inline(__always)
+    private static func copyHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>)
+        -> (Float, Float, Float)
+    {
+        var minimum: Float = 0, total: Float = 0, firstHead: Float = 0
+        for h in 0..<heads {
+            let (m, t, _) = sumHeads(scores + h * n, heads: 1, n: n, into: out + h * n)
+            minimum = min(minimum, m)
+            total += t
+            if h == 0 { firstHead = t }
+        }
+        return (minimum, total, firstHead)
     }
 
     /// Entropy of the distribution `p / sum(p)` divided by log(n): 0 (one token) ... 1 (uniform).
@@ -506,17 +549,21 @@ public final class AttentionScores {
                 let episode = episodeRow(base, count: len)
                 let row = EvictionRow(
                     count: len, positions: positions + base, accumulated: accumulated + base,
-                    last: config.policy.tracksLast ? UnsafePointer(last + base) : UnsafePointer(accumulated + base),
-                    visible: config.policy.tracksVisibility ? UnsafePointer(visible + base) : UnsafePointer(accumulated + base),
+                    last: config.tracksLast ? UnsafePointer(last + base) : UnsafePointer(accumulated + base),
+                    visible: config.tracksVisibility ? UnsafePointer(visible + base) : UnsafePointer(accumulated + base),
                     episode: episode, nextPosition: nextPosition, budget: max(1, b))
-                policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: capacity), keep: keepMask)
-                var k = 0
-                for i in 0..<len { k += Int(keepMask[i]) }
+                policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
+                // Every policy keeps exactly min(budget, count) slots (none: all of them).
+                let k = config.policy == .none ? len : min(max(1, b), len)
                 kept = k
                 // Pair holes below k with kept slots at or past k, both in slot order.
                 var hole = 0, src = k
                 while true {
-                    while hole < k && keepMask[hole] == 1 { hole += 1 }
+                    if hole < k, let zero = memchr(keepMask + hole, 0, k - hole) {
+                        hole = UnsafeMutableRawPointer(zero) - UnsafeMutableRawPointer(keepMask)
+                    } else {
+                        hole = k
+                    }
                     while src < len && keepMask[src] == 0 { src += 1 }
                     guard hole < k && src < len else { break }
                     moves[2 * used] = Int32(hole)
@@ -560,8 +607,8 @@ public final class AttentionScores {
                 let d = base + Int(m[2 * j]), s = base + Int(m[2 * j + 1])
                 positions[d] = positions[s]
                 accumulated[d] = accumulated[s]
-                if config.policy.tracksLast { last[d] = last[s] }
-                if config.policy.tracksVisibility { visible[d] = visible[s] }
+                if config.tracksLast { last[d] = last[s] }
+                if config.tracksVisibility { visible[d] = visible[s] }
                 for e in 0..<episodeObserved.count { episodeScores[e * block + d] = episodeScores[e * block + s] }
             }
         }
@@ -587,8 +634,8 @@ public final class AttentionScores {
                     slots[n] = Int32(i)
                     pos[n] = positions[base + i]
                     acc[n] = accumulated[base + i]
-                    lst[n] = config.policy.tracksLast ? last[base + i] : 0
-                    vis[n] = config.policy.tracksVisibility ? visible[base + i] : 0
+                    lst[n] = config.tracksLast ? last[base + i] : 0
+                    vis[n] = config.tracksVisibility ? visible[base + i] : 0
                     epi[n] = episodeScores?[i] ?? 0
                     n += 1
                 }
@@ -596,7 +643,7 @@ public final class AttentionScores {
                 guard n > 0 else { return }
                 let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,
                                       episode: episodeScores != nil ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
-                policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: capacity), keep: keepMask)
+                policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
                 for j in 0..<n where keepMask[j] == 1 { keep[Int(slots[j])] = 1 }
             }
         }

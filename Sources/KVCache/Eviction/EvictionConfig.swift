@@ -74,6 +74,11 @@ public struct EvictionConfig: Equatable, Sendable {
         guard (0...4096).contains(embeddingDim) else { throw .invalid("embedding_dim \(embeddingDim) is outside 0...4096") }
     }
 
+    /// Whether observing must keep the last step's scores (TOVA).
+    var tracksLast: Bool { policy == .tova }
+    /// Whether observing must keep per-slot visibility counts (normalised scores).
+    var tracksVisibility: Bool { normalizedScores && (policy == .heavyHitter || policy == .episodic) }
+
     /// The recent window for `budget`.
     @inline(__always) func recentWindow(budget: Int) -> Int {
         recentTokens > 0 ? min(recentTokens, budget) : min(budget, Int(Float(budget) * recentRatio))

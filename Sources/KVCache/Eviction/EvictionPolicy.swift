@@ -26,11 +26,11 @@ public struct EvictionRow {
 /// Scratch memory a decision may use, allocated once per sequence (capacity = the most
 /// tokens a row can hold), so that choosing allocates nothing.
 public struct SelectionScratch {
-    /// `capacity` floats.
+    /// `capacity` floats (twice a row's slots lets selection work on a copy).
     public var values: UnsafeMutablePointer<Float>
-    /// `capacity` slot indices.
+    /// At least as many slot indices as a row has slots.
     public var slots: UnsafeMutablePointer<Int32>
-    /// Elements each buffer holds.
+    /// Floats `values` holds.
     public var capacity: Int
 }
 
@@ -58,10 +58,6 @@ extension EvictionPolicyKind {
         }
     }
 
-    /// Whether observing must keep the last step's scores (TOVA).
-    var tracksLast: Bool { self == .tova }
-    /// Whether observing must keep per-slot visibility counts.
-    var tracksVisibility: Bool { self == .heavyHitter || self == .episodic }
 }
 
 /// Helpers shared by the policies: windows by position and top-k by score.
@@ -82,7 +78,9 @@ enum Selection {
     }
 
     /// Adds to `keep` the `k` unmarked slots with the highest `score(i)`, ties to the lowest
-    /// slot. Cost: O(count) expected (quickselect on a copy in `scratch`).
+    /// slot. Cost: O(count): a gather, a threshold search (one pass with a small sorted buffer
+    /// when at most `smallEviction` candidates are evicted, as in a decode step; quickselect
+    /// otherwise), one marking pass.
     @inline(__always)
     static func markTop(
         _ count: Int, _ k: Int, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>, score: (Int) -> Float
@@ -91,26 +89,109 @@ enum Selection {
         var n = 0
         for i in 0..<count where keep[i] == 0 {
             scratch.values[n] = score(i)
+            scratch.slots[n] = Int32(i)
             n += 1
         }
         if k >= n {
-            for i in 0..<count { keep[i] = 1 }
+            for j in 0..<n { keep[Int(scratch.slots[j])] = 1 }
             return
         }
-        let threshold = kthLargest(scratch.values, n, k)
+        let evicted = n - k
+        let threshold: Float  // the k-th largest value = the (evicted + 1)-th smallest
+        if evicted < smallEviction {
+            threshold = smallestOrder(scratch.values, n, evicted + 1)
+        } else {
+            // Quickselect reorders, so it works on a copy in the upper half of `values`
+            // when it fits, else recomputes the scores afterwards.
+            if 2 * n <= scratch.capacity {
+                (scratch.values + n).update(from: scratch.values, count: n)
+                threshold = kthLargest(scratch.values + n, n, k)
+            } else {
+                threshold = kthLargest(scratch.values, n, k)
+                for j in 0..<n { scratch.values[j] = score(Int(scratch.slots[j])) }
+            }
+        }
         var above = 0
-        for i in 0..<count where keep[i] == 0 && score(i) > threshold { above += 1 }
+        for j in 0..<n where scratch.values[j] > threshold { above += 1 }
         var ties = k - above
-        for i in 0..<count where keep[i] == 0 {
-            let s = score(i)
-            if s > threshold {
-                keep[i] = 2
-            } else if s == threshold && ties > 0 {
-                keep[i] = 2
+        for j in 0..<n {
+            let v = scratch.values[j]
+            if v > threshold {
+                keep[Int(scratch.slots[j])] = 1
+            } else if v == threshold && ties > 0 {
+                keep[Int(scratch.slots[j])] = 1
                 ties -= 1
             }
         }
-        for i in 0..<count where keep[i] == 2 { keep[i] = 1 }
+    }
+
+    /// Keeps all but the `row.count - k` (< `smallEviction`) slots outside the recent window
+    /// (positions >= `recentFrom`) with the lowest `score`, ties evicting the highest slot
+    /// first: the same choice as `markWindows` + `markTop`, in one pass over the row with a
+    /// sorted buffer of the candidates to evict (the steady state of decoding, where each
+    /// step evicts about one token). Precondition: the window holds at most `k` slots.
+    @inline(__always)
+    static func evictFewest(_ row: EvictionRow, _ k: Int, recentFrom: Int, keep: UnsafeMutablePointer<UInt8>, score: (Int) -> Float) {
+        let evict = row.count - k
+        keep.update(repeating: 1, count: row.count)
+        guard evict > 0 else { return }
+        withUnsafeTemporaryAllocation(of: (Float, Int32).self, capacity: evict) { buffer in
+            // Orders (score, slot) by score, then higher slot first: the first `evict` go.
+            @inline(__always) func before(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
+            @inline(__always) func insert(_ item: (Float, Int32), _ filled: Int) {
+                var j = filled
+                while j > 0 && before(item, buffer[j - 1]) {
+                    if j < evict { buffer[j] = buffer[j - 1] }
+                    j -= 1
+                }
+                if j < evict { buffer[j] = item }
+            }
+            var filled = 0, i = 0
+            while filled < evict && i < row.count {  // the first `evict` candidates
+                if Int(row.positions[i]) < recentFrom {
+                    insert((score(i), Int32(i)), filled)
+                    filled += 1
+                }
+                i += 1
+            }
+            precondition(filled == evict, "the recent window holds at most the budget")
+            // The rest: a window slot scores +infinity (never evicted); only a score at or
+            // below the current cut takes the slow path.
+            var cut = buffer[evict - 1].0
+            while i < row.count {
+                let s = Int(row.positions[i]) < recentFrom ? score(i) : Float.infinity
+                if s <= cut && before((s, Int32(i)), buffer[evict - 1]) {
+                    insert((s, Int32(i)), evict)
+                    cut = buffer[evict - 1].0
+                }
+                i += 1
+            }
+            for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }
+        }
+    }
+
+    /// Evictions up to which `markTop` finds its threshold with a sorted buffer.
+    static let smallEviction = 32
+
+    /// The `order`-th smallest of `values[0..<n]` (1 <= order <= min(n, smallEviction)), in one
+    /// pass keeping the `order` smallest seen in a sorted stack buffer. Does not reorder.
+    @inline(__always)
+    static func smallestOrder(_ values: UnsafeMutablePointer<Float>, _ n: Int, _ order: Int) -> Float {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: order) { buffer in
+            var filled = 0
+            for j in 0..<n {
+                let v = values[j]
+                if filled == order && !(v < buffer[order - 1]) { continue }
+                var i = filled == order ? order - 1 : filled
+                if filled < order { filled += 1 }
+                while i > 0 && buffer[i - 1] > v {
+                    buffer[i] = buffer[i - 1]
+                    i -= 1
+                }
+                buffer[i] = v
+            }
+            return buffer[order - 1]
+        }
     }
 
     /// The `k`-th largest of `values[0..<n]` (1 <= k <= n); reorders `values`.
