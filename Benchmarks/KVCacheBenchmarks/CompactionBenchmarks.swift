@@ -12,7 +12,7 @@ import KVCache
 /// Target: engine / baseline <= 2 (tools/bench_ratio.sh).
 func registerCompactionBenchmarks() {
     let configuration = Benchmark.Configuration(
-        metrics: [.wallClock, .mallocCountTotal],
+        metrics: [.wallClock, .throughput, .mallocCountTotal],
         warmupIterations: 3,
         scalingFactor: .one,
         maxDuration: .seconds(5),

@@ -316,7 +316,7 @@ public final class AttentionScores {
         let src = UnsafeRawPointer(scores), dst = UnsafeMutableRawPointer(out)
         for j in 0..<vectors {
             let v = src.loadUnaligned(fromByteOffset: j * 32, as: V.self)
-            signs |= src.loadUnaligned(fromByteOffset: j * 32, as: Bits.self)
+            signs |= unsafeBitCast(v, to: Bits.self)
             dst.storeBytes(of: v, toByteOffset: j * 32, as: V.self)
             first += v
         }
@@ -324,13 +324,13 @@ public final class AttentionScores {
             let row = src + h * n * 4
             for j in 0..<vectors {
                 let v = row.loadUnaligned(fromByteOffset: j * 32, as: V.self)
-                signs |= row.loadUnaligned(fromByteOffset: j * 32, as: Bits.self)
+                signs |= unsafeBitCast(v, to: Bits.self)
+                sum += v
                 let o = dst.loadUnaligned(fromByteOffset: j * 32, as: V.self)
                 dst.storeBytes(of: o + v, toByteOffset: j * 32, as: V.self)
             }
         }
-        for j in 0..<vectors { sum += dst.loadUnaligned(fromByteOffset: j * 32, as: V.self) }
-        var total = sum.sum(), firstHead = first.sum()
+        var total = sum.sum() + first.sum(), firstHead = first.sum()
         var signed = false
         for i in 0..<8 where signs[i] & 0x8000_0000 != 0 { signed = true }
         for t in (vectors * 8)..<n {
