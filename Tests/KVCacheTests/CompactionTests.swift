@@ -166,6 +166,20 @@ private func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], sa
         #expect(drain(e).isEmpty, "a compacted sequence indexes no new block")
     }
 
+    @Test func aSequenceMayOverrideTheEnginesPolicyUntilItsFirstCompaction() throws {
+        let e = try evictingEngine(.paged, .none)
+        try e.createSequence(1, tokens: tokens(30, seed: 1))
+        try e.createSequence(2, tokens: tokens(30, seed: 2))
+        try e.setEviction(1, EvictionConfig(.streamingLLM))
+        #expect(try e.compact(1, budgetTokens: 6) == 6)
+        #expect(try e.compact(2, budgetTokens: 6) == 30, "sequence 2 keeps the engine's policy none")
+        #expect(caught { try e.setEviction(1, EvictionConfig(.tova)) }?.message.contains("already compacted") == true)
+        try e.setEviction(1, EvictionConfig(.streamingLLM))  // the same configuration is fine
+        var bad = EvictionConfig(.heavyHitter)
+        bad.recentRatio = 2
+        #expect(caught { try e.setEviction(2, bad) }?.message.contains("recent_ratio") == true)
+    }
+
     @Test func policyNoneChangesNothing() throws {
         let e = try evictingEngine(.paged, .none)
         try e.createSequence(1, tokens: tokens(20, seed: 1))

@@ -67,6 +67,9 @@ public final class AttentionScores {
     public private(set) var embeddingDim: Int
     private var clustering: KMeans?
     private var clusteredSegments = 0
+    /// Compaction scratch of the engine: which blocks and pages a compaction writes.
+    var writtenBlocks: [Bool] = []
+    var writtenPages: [Bool] = []
     /// Compactions applied so far.
     public private(set) var compactions = 0
     /// The focused episode, or -1.

@@ -105,34 +105,38 @@ extension Engine {
         let rowsPerLayer = state.rowsPerLayer
         let tokenBytes = config.tokenBytes
         let sliceBytes = rowsPerLayer == 1 ? tokenBytes : config.headDim * config.dtypeBytes
-        // Which blocks (and, contiguous, pages) receive bytes.
-        var written = [Bool](repeating: false, count: newBlocks)
-        var writtenPages = [Bool](repeating: false, count: contiguous?.pages(for: newLength) ?? 0)
+        // Which blocks (and, contiguous, pages) receive bytes: flags kept with the state so
+        // that a decode step allocates nothing.
+        let pageCount = contiguous?.pages(for: newLength) ?? 0
+        if state.writtenBlocks.count < newBlocks { state.writtenBlocks = [Bool](repeating: false, count: newBlocks) }
+        if state.writtenPages.count < pageCount { state.writtenPages = [Bool](repeating: false, count: pageCount) }
+        for i in 0..<newBlocks { state.writtenBlocks[i] = false }
+        for p in 0..<pageCount { state.writtenPages[p] = false }
         for r in 0..<(config.numLayers * rowsPerLayer) {
             let m = state.plannedMoves(row: r)
             for j in stride(from: 0, to: m.count, by: 2) {
                 let d = Int(m[j])
-                written[d / bt] = true
+                state.writtenBlocks[d / bt] = true
                 if contiguous != nil {
                     let lo = d * tokenBytes, hi = lo + tokenBytes - 1
-                    writtenPages[lo / Int(config.pageBytes)] = true
-                    writtenPages[hi / Int(config.pageBytes)] = true
+                    state.writtenPages[lo / Int(config.pageBytes)] = true
+                    state.writtenPages[hi / Int(config.pageBytes)] = true
                 }
             }
         }
         // Capacity first (an upper bound: every shared block or page written needs a copy).
         if let contiguous {
             var need = 0
-            for p in 0..<writtenPages.count where writtenPages[p] && contiguous.isShared(slot: s, page: p) { need += 1 }
+            for p in 0..<pageCount where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) { need += 1 }
             guard contiguous.fits(need) else { throw .outOfMemory("compaction must copy \(need) shared pages and the budget has no room") }
         }
         do {
             var need = 0
-            for i in 0..<newBlocks where written[i] && blocks.references(table[i]) > 1 { need += 1 }
+            for i in 0..<newBlocks where state.writtenBlocks[i] && blocks.references(table[i]) > 1 { need += 1 }
             guard need <= blocks.available else { throw .outOfMemory("compaction must copy \(need) shared blocks, \(blocks.available) are available") }
         }
         // Make the written blocks exclusive and unindexed.
-        for i in 0..<newBlocks where written[i] {
+        for i in 0..<newBlocks where state.writtenBlocks[i] {
             let b = table[i]
             if blocks.references(b) > 1 {
                 if contiguous == nil {
@@ -152,7 +156,7 @@ extension Engine {
             }
         }
         if let contiguous {
-            for p in 0..<writtenPages.count where writtenPages[p] && contiguous.isShared(slot: s, page: p) {
+            for p in 0..<pageCount where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) {
                 try contiguous.unshare(slot: s, page: p)
             }
         }
