@@ -1,11 +1,11 @@
 import Testing
 @testable import KVCacheABI
 
-/// The small model with `policy` (kvc_config.eviction_policy at offset 64).
+/// The small model with `policy` (kvc_config.eviction_policy; offsets from `ConfigLayout`).
 private func evictionConfig(_ layout: UInt32, policy: UInt32, perHead: UInt32 = 0) -> CConfig {
     var c = CConfig.small(layout)
-    c.set32(64, policy)
-    c.set32(68, perHead)
+    c.set32(ConfigLayout.evictionPolicy, policy)
+    c.set32(ConfigLayout.evictionPerHead, perHead)
     return c
 }
 
