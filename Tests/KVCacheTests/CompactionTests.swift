@@ -180,6 +180,31 @@ private func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], sa
         #expect(caught { try e.setEviction(2, bad) }?.message.contains("recent_ratio") == true)
     }
 
+    @Test(arguments: [Layout.paged, .contiguous])
+    func compactionThatMustCopyASharedBlockWithNoRoomIsOutOfMemoryAndChangesNothing(layout: Layout) throws {
+        let e = try evictingEngine(layout, .heavyHitter, memoryBytes: 256 << 10)
+        let toks = tokens(32, seed: 8)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try e.fork(parent: 1, child: 2)  // every block and page of 1 is shared
+        // Fill the budget: a filler sequence as long as fits.
+        var filler = min(4096, Int(e.stats().blocksTotal - e.stats().blocksUsed) * 4 + 8)
+        while filler > 1 && (try? e.createSequence(3, tokens: tokens(filler, seed: 9))) == nil { filler -= 1 }
+        #expect(filler > 1)
+        try observeAll(e, 1, scores(e, n: 32, heavy: [1, 2, 3, 4]), n: 32)
+        let before = (try positions(e, 1, layer: 0), e.stats(), try slotMismatches(e, 1, tokens: toks))
+        let error = caught { try e.compact(1, budgetTokens: 8) }
+        #expect(error?.code == .outOfMemory)
+        #expect(try positions(e, 1, layer: 0) == before.0)
+        #expect(e.stats() == before.1)
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
+        try e.free(3)
+        #expect(try e.compact(1, budgetTokens: 8) == 8, "with room again it succeeds")
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
+    }
+
     @Test func policyNoneChangesNothing() throws {
         let e = try evictingEngine(.paged, .none)
         try e.createSequence(1, tokens: tokens(20, seed: 1))
