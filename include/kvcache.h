@@ -147,6 +147,15 @@ typedef int32_t kvc_status;
 /** kvc_config.layout values; see LAYOUTS above. */
 enum { KVC_LAYOUT_PAGED = 0, KVC_LAYOUT_CONTIGUOUS = 1 };
 
+/** kvc_config.eviction_policy values; see TOKEN EVICTION. */
+enum {
+    KVC_EVICTION_NONE = 0,          /* keep everything: kvc_seq_compact changes nothing */
+    KVC_EVICTION_STREAMING_LLM = 1, /* attention sinks + the most recent tokens */
+    KVC_EVICTION_TOVA = 2,          /* the tokens the last observed query attended to most */
+    KVC_EVICTION_HEAVY_HITTER = 3,  /* H2O: recent window + top accumulated attention */
+    KVC_EVICTION_EPISODIC = 4       /* EpiCache: H2O on the focused episode's attention */
+};
+
 /** kvc_event.kind values, with the meaning of vLLM's KV events. */
 enum {
     /** A full block entered the prefix index of `tier`. */
@@ -202,6 +211,33 @@ typedef struct kvc_config {
      *  Paged layout only. 0 (default): normal engine. Past KVC_CONFIG_MIN_SIZE: a caller
      *  whose struct_size ends before it gets 0. */
     uint32_t metadata_only;
+    /* -- token eviction (see TOKEN EVICTION below); kvc_seq_set_eviction overrides the
+     *    policy and granularity per sequence -- */
+    /** KVC_EVICTION_NONE (default), _STREAMING_LLM, _TOVA, _HEAVY_HITTER or _EPISODIC. */
+    uint32_t eviction_policy;
+    /** 0 (default): one kept set per layer, from scores summed over its heads. 1: one per KV
+     *  head (positions then differ per head; see kvc_seq_positions). */
+    uint32_t eviction_per_head;
+    /** StreamingLLM: first positions always kept (attention sinks). Default 4. */
+    uint32_t sink_tokens;
+    /** H2O / episodic recent window in tokens; 0 (default) means recent_ratio * budget. */
+    uint32_t recent_tokens;
+    /** H2O / episodic recent window as a fraction of the budget, 0..1. Default 0.5. */
+    float recent_ratio;
+    /** H2O / episodic: 0 (default) ranks tokens by the raw sum of their attention (the H2O
+     *  paper); 1 by that sum divided by the queries that could see the token. */
+    uint32_t normalized_scores;
+    /** Episodic: episodes k of the k-means over segments, 1..64. Default 4. */
+    uint32_t episodes;
+    /** Episodic: embedding dimension, 1..4096, or 0 (default): fixed per sequence by its
+     *  first segment. */
+    uint32_t embedding_dim;
+    /** Episodic: k-means seed (same segments and seed, same episodes everywhere). */
+    uint64_t episode_seed;
+    /** 1: per-layer budgets follow kvc_seq_set_layer_sensitivity or, without it, the
+     *  observed attention entropy (the mean stays budget_tokens). 0 (default): uniform. */
+    uint32_t adaptive_budgets;
+    /* 4 bytes of padding (offset 108) */
     /* more may follow */
 } kvc_config;
 
@@ -443,6 +479,106 @@ kvc_status kvc_seq_block_table(kvc_engine *e, uint64_t seq, int32_t *blocks, siz
  * layout, metadata-only engine).
  */
 kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, void **v);
+
+/* ---------------------------------------------------------------------------------------
+ * Token eviction
+ *
+ * TOKEN EVICTION
+ *   The server reports attention (kvc_seq_observe, per layer, after each forward step); the
+ *   sequence's policy (kvc_config.eviction_policy, or kvc_seq_set_eviction) decides which
+ *   tokens stay; kvc_seq_compact moves their K/V in place and releases what is no longer
+ *   needed. Policies see only what was observed so far.
+ *   After a compaction layer l holds kvc_seq_layer_length(l) tokens in slots 0 .. n-1 of its
+ *   memory (contiguous: from byte 0 of its ranges; paged: the first blocks of the block
+ *   table), each with exactly the bytes it had; kvc_seq_positions gives the original
+ *   position of each slot (for position ids). Kept slots below n stay; kept slots past n
+ *   fill the holes in slot order, so slots are not sorted by position and a step evicting e
+ *   tokens moves at most e tokens per layer. Layers may differ in length (adaptive
+ *   budgets); kvc_seq_length is the longest. kvc_seq_append then adds the new tokens at
+ *   slots layer_length .. in every layer: write layer l's K/V there (re-read the block
+ *   table: compaction changes it).
+ *   Prefix cache: blocks whose bytes a compaction rewrites or drops and that the sequence
+ *   held alone leave the index (KVC_EVENT_BLOCK_REMOVED) and their memory is released;
+ *   blocks or pages also held by another sequence or the index are copied before being
+ *   written. A compacted sequence indexes no further blocks.
+ * --------------------------------------------------------------------------------------- */
+
+/**
+ * Reports one step's attention for `layer` of `seq`: scores is row-major [head][token],
+ * n_heads (= num_kv_heads) rows of n_tokens (<= kvc_seq_layer_length; slot order), each the
+ * step's attention probabilities summed over the step's queries (the number of queries is
+ * read from the first head's row sum). In per-head mode each head keeps its own scores;
+ * otherwise they are summed over heads. scores may be NULL only when n_tokens is 0.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/scores, layer, n_heads != num_kv_heads, more
+ * tokens than the layer holds, a NaN, infinite or negative score), KVC_ERR_NOT_FOUND;
+ * then nothing changed. Cost: one pass over the scores, no allocation.
+ */
+kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const float *scores,
+                           uint32_t n_heads, size_t n_tokens);
+
+/**
+ * Applies the sequence's policy down to budget_tokens per layer (per head in per-head mode;
+ * the mean over layers with adaptive budgets), compacts K/V in place and releases the
+ * blocks/pages past the new length (committed bytes fall). KVC_EVICTION_NONE: no change.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the budget has no
+ * room); then nothing changed. Cost: O(tokens) per layer plus the moved tokens' bytes.
+ */
+kvc_status kvc_seq_compact(kvc_engine *e, uint64_t seq, size_t budget_tokens);
+
+/**
+ * Writes the original positions `layer` of `seq` holds, slot by slot, into
+ * positions[0 .. min(capacity, *n)-1]; *n = layer length (per-head mode: num_kv_heads *
+ * layer length, head-major). Never compacted: 0 .. length-1. capacity < *n: the prefix
+ * is written and KVC_ERR_BUFFER_TOO_SMALL returned. positions may be NULL when capacity 0.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n, NULL positions with capacity > 0, layer),
+ * KVC_ERR_NOT_FOUND, KVC_ERR_BUFFER_TOO_SMALL.
+ */
+kvc_status kvc_seq_positions(kvc_engine *e, uint64_t seq, uint32_t layer, int32_t *positions,
+                             size_t capacity, size_t *n);
+
+/** Stores the number of tokens (slots) `layer` of `seq` holds in *n_tokens.
+ *  Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_tokens, layer), KVC_ERR_NOT_FOUND. */
+kvc_status kvc_seq_layer_length(kvc_engine *e, uint64_t seq, uint32_t layer, size_t *n_tokens);
+
+/**
+ * Episodic: registers conversation segment [start, end) of `seq` (original positions
+ * already appended) with its embedding of `dim` floats (embedding_dim, or the sequence's
+ * first segment's dimension). Returns KVC_ERR_INVALID_ARGUMENT (NULL e/embedding, empty or
+ * out-of-range segment, wrong dimension, non-finite value), KVC_ERR_NOT_FOUND.
+ */
+kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t end,
+                               const float *embedding, uint32_t dim);
+
+/**
+ * Episodic: clusters the segments into episodes (k-means, episode_seed) if they changed,
+ * credits the attention observed since the previous focus to the episode of the segment
+ * added last (register each finished turn as a segment before focusing the next query),
+ * then stores the episode nearest to query_embedding in *episode and focuses it:
+ * kvc_seq_compact keeps its heavy hitters (and the current turn's).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
+ * dimension, non-finite value), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (not episodic).
+ */
+kvc_status kvc_seq_focus(kvc_engine *e, uint64_t seq, const float *query_embedding, uint32_t dim,
+                         uint32_t *episode);
+
+/**
+ * Overrides the eviction policy (KVC_EVICTION_*) and granularity (per_head 0 or 1) of
+ * `seq`, keeping the engine's other eviction parameters. Allowed until its first
+ * compaction (observations so far are dropped).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, unknown policy, per_head > 1, already
+ * compacted), KVC_ERR_NOT_FOUND.
+ */
+kvc_status kvc_seq_set_eviction(kvc_engine *e, uint64_t seq, uint32_t policy, uint32_t per_head);
+
+/**
+ * Adaptive budgets: sets `seq`'s per-layer sensitivity (n_layers = num_layers values >= 0,
+ * not all 0); layer budgets are then proportional to it.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/sensitivity, wrong count, bad value),
+ * KVC_ERR_NOT_FOUND.
+ */
+kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const float *sensitivity,
+                                         uint32_t n_layers);
 
 /* ---------------------------------------------------------------------------------------
  * Hashing (no engine)

@@ -25,7 +25,9 @@
 _Static_assert(sizeof(kvc_event) == 24, "kvc_event is 24 bytes");
 _Static_assert(offsetof(kvc_config, memory_bytes) == 40, "kvc_config.memory_bytes at 40");
 _Static_assert(offsetof(kvc_config, numa_node) == 56, "kvc_config.numa_node at 56");
-_Static_assert(sizeof(kvc_config) == 64, "kvc_config is 64 bytes");
+_Static_assert(offsetof(kvc_config, eviction_policy) == 64, "kvc_config.eviction_policy at 64");
+_Static_assert(offsetof(kvc_config, episode_seed) == 96, "kvc_config.episode_seed at 96");
+_Static_assert(sizeof(kvc_config) == 112, "kvc_config is 112 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
@@ -512,6 +514,61 @@ static void print_hashes(void) {
     for (size_t i = 0; i < n; i++) printf("%016" PRIx64 "\n", hashes[i]);
 }
 
+/* ---- token eviction: observe, compact, positions, and bad input ----------------------- */
+
+static void evict(uint32_t layout) {
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    cfg.eviction_policy = KVC_EVICTION_HEAVY_HITTER;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    enum { N = 64, KEEP = 20 };
+    int32_t prompt[N];
+    for (int i = 0; i < N; i++) prompt[i] = 7000 + i;
+    size_t cached = 0;
+    MUST(kvc_seq_create(e, 1, prompt, N, &cached));
+    write_kv(&v, 1, 77, 0, N);
+    float scores[2 * N];
+    for (int i = 0; i < 2 * N; i++) scores[i] = 0.001f;
+    const int heavy[] = {0, 9, 21, 30, 44};
+    for (size_t j = 0; j < sizeof heavy / sizeof heavy[0]; j++) scores[heavy[j]] = scores[N + heavy[j]] = 1.0f;
+    for (uint32_t l = 0; l < cfg.num_layers; l++) MUST(kvc_seq_observe(e, 1, l, scores, 2, N));
+    kvc_stats before = stats_of(e);
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_heads", kvc_seq_observe(e, 1, 0, scores, 3, N));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "budget_tokens", kvc_seq_compact(e, 1, 0));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "99", kvc_seq_compact(e, 99, 4));
+    MUST(kvc_seq_compact(e, 1, KEEP));
+    size_t n = 0;
+    MUST(kvc_seq_layer_length(e, 1, 2, &n));
+    CHECK(n == KEEP, "layer length %zu after compacting to %d", n, KEEP);
+    CHECK(length_of(e, 1) == KEEP, "sequence length after compaction");
+    int32_t pos[N];
+    MUST(kvc_seq_positions(e, 1, 0, pos, N, &n));
+    int found = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < sizeof heavy / sizeof heavy[0]; j++) found += pos[i] == heavy[j];
+    CHECK(n == KEEP && found == 5, "the heavy hitters stay (%d of 5)", found);
+    /* Each slot holds exactly the bytes of the position it reports, in every layer. */
+    load_table(&v, 1);
+    int exact = 1;
+    for (uint32_t l = 0; l < cfg.num_layers; l++) {
+        MUST(kvc_seq_positions(e, 1, l, pos, N, &n));
+        for (size_t slot = 0; slot < n; slot++)
+            for (uint32_t tensor = 0; tensor < 2; tensor++) {
+                const uint8_t *p = token_address(&v, 1, l, tensor, slot);
+                for (size_t b = 0; b < v.token_bytes; b++) exact &= p[b] == pattern(77, l, tensor, (size_t)pos[slot], b);
+            }
+    }
+    CHECK(exact, "compacted K/V bytes are exact");
+    CHECK(stats_of(e).committed_bytes <= before.committed_bytes, "committed bytes do not grow");
+    int32_t next = 9999;
+    MUST(kvc_seq_append(e, 1, &next, 1));
+    MUST(kvc_seq_positions(e, 1, 3, pos, N, &n));
+    CHECK(n == KEEP + 1 && pos[KEEP] == N, "an append continues after the kept tokens (position %d)", pos[n - 1]);
+    kvc_engine_destroy(e);
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "hashes") == 0) {
         print_hashes();
@@ -533,5 +590,7 @@ int main(int argc, char **argv) {
     bad_config();
     out_of_memory(KVC_LAYOUT_PAGED);
     out_of_memory(KVC_LAYOUT_CONTIGUOUS);
+    evict(KVC_LAYOUT_PAGED);
+    evict(KVC_LAYOUT_CONTIGUOUS);
     summary_and_exit();
 }

@@ -19,6 +19,7 @@ let benchmarks: @Sendable () -> Void = {
     registerAppendBenchmarks()
     registerPrefixLookupBenchmarks()
     registerForkBenchmarks()
+    registerCompactionBenchmarks()
 }
 
 /// Operations per measurement (see above).

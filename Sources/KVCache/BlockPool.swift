@@ -179,6 +179,18 @@ public final class BlockPool {
         return true
     }
 
+    /// True when `block` is in the prefix index (used or cached).
+    func isIndexed(_ block: Int32) -> Bool { hashes[Int(block)] != 0 }
+
+    /// Removes used block `block` from the prefix index (emitting `blockRemoved`) because its
+    /// bytes are about to change (compaction); it stays used. The contiguous layout drops the
+    /// page pins and references the index held. Precondition: used and indexed.
+    func unindexUsed(_ block: Int32) {
+        precondition(refs[Int(block)] > 0 && hashes[Int(block)] != 0)
+        listener?.blockCached(block)
+        unindex(block, emit: true)
+    }
+
     /// Evicts the least recently used cached block, if any; returns whether one was evicted.
     @discardableResult
     func evictOldest(emit: Bool = true) -> Bool {

@@ -243,6 +243,49 @@ final class ContiguousMemory: BlockListener {
         blockPages[Int(block)] = 0
     }
 
+    // MARK: compaction (Compaction.swift)
+
+    /// True when page `page` of `slot` maps a group something else also references (another
+    /// slot, or an indexed block): writing it would change their bytes too.
+    func isShared(slot: Int, page: Int) -> Bool {
+        let g = group(slot, page)
+        return g >= 0 && kvm_pool_refs(pool, UInt32(g)) > 1
+    }
+
+    /// Gives pinned page `page` of `slot` a fresh group holding a copy of its bytes (every
+    /// tensor), so that it can be written without touching the old group's other holders.
+    /// Precondition: `fits(1)` was checked.
+    func unshare(slot: Int, page: Int) throws(KVError) {
+        let old = group(slot, page)
+        precondition(old >= 0 && page < pinnedPages[slot])
+        kvm_pool_ref(pool, UInt32(old))  // keep the bytes while the page is remapped
+        defer { kvm_pool_unref(pool, UInt32(old)) }
+        busy = (slot, pinnedPages[slot])
+        defer { busy = (-1, 0) }
+        unpin(old)
+        do throws(KVError) { try mapOwned(slot: slot, pages: [page]) } catch {
+            pinGroup(Int(old))
+            throw error
+        }
+        pinGroup(Int(group(slot, page)))
+        for t in 0..<tensors {
+            try check(kvm_pool_read(pool, UInt32(t), UInt32(old), 0, base(slot, tensor: t) + page * pageBytes, UInt64(pageBytes)))
+        }
+    }
+
+    /// Shrinks live `slot` to `tokens` tokens: unpins and unmaps the pages past them and gives
+    /// free groups back to the OS, so committed bytes fall. Cost: one munmap per tensor and a
+    /// pool trim.
+    func shrink(slot: Int, to tokens: Int) {
+        let keep = pages(for: tokens)
+        guard keep < pinnedPages[slot] else { return }
+        for page in keep..<pinnedPages[slot] { unpin(group(slot, page)) }
+        pinnedPages[slot] = keep
+        let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
+        if mapped > keep { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(keep), UInt32(mapped)) }
+        kvm_pool_trim(pool)
+    }
+
     /// Unmaps every page not pinned by a live sequence and releases free groups to the OS.
     func trim() {
         for slot in 0..<slots { unmapUnpinned(slot) }

@@ -19,12 +19,15 @@ import Glibc
 public final class Engine: @unchecked Sendable {
     /// The configuration the engine was created with.
     public let config: EngineConfig
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let blocks: BlockPool
-    private let sequences: SequenceTable
-    private let paged: PagedMemory?
-    private let contiguous: ContiguousMemory?
-    private let bt: Int
+    let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    let blocks: BlockPool
+    let sequences: SequenceTable
+    let paged: PagedMemory?
+    let contiguous: ContiguousMemory?
+    let bt: Int
+    /// Per slot: the eviction state of a sequence that observes or compacts (Compaction.swift),
+    /// else nil (its layers all hold `length` tokens at positions 0..<length).
+    var evictionStates: [AttentionScores?]
     /// Scratch for one call: the prompt's block hashes and its hit blocks.
     private let scratchHashes: UnsafeMutablePointer<UInt64>
     private let scratchHit: UnsafeMutablePointer<Int32>
@@ -68,6 +71,7 @@ public final class Engine: @unchecked Sendable {
             memory.evictCached = { [unowned blocks] in blocks.evictOldest() }
         }
         sequences = SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
+        evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
         scratchHashes = .allocate(capacity: maxBlocks)
         scratchHit = .allocate(capacity: maxBlocks)
         mutex = .allocate(capacity: 1)
@@ -81,13 +85,13 @@ public final class Engine: @unchecked Sendable {
         scratchHit.deallocate()
     }
 
-    @inline(__always) private func locked<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
+    @inline(__always) func locked<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
 
-    @inline(__always) private func slot(_ seq: UInt64) throws(KVError) -> Int {
+    @inline(__always) func slot(_ seq: UInt64) throws(KVError) -> Int {
         let s = sequences.slot(of: seq)
         if s < 0 { throw .notFound("sequence \(seq) does not exist") }
         return s
@@ -221,6 +225,7 @@ public final class Engine: @unchecked Sendable {
             if newBlocks > 0 && blocks.available < newBlocks {
                 throw .outOfMemory("appending \(n) tokens needs \(newBlocks) blocks, \(blocks.available) are available")
             }
+            if let state = evictionStates[slot] { state.ensureCapacity(state.maxLength + n) }
             if let contiguous {
                 let need = contiguous.groupsNeeded(slot: slot, growingTo: length + n)
                 guard contiguous.fits(need) else { throw .outOfMemory("appending \(n) tokens needs \(need) more pages than the budget has free") }
@@ -247,6 +252,7 @@ public final class Engine: @unchecked Sendable {
                 }
             }
             sequences.lengths[slot] = length
+            evictionStates[slot]?.append(n)
         }
     }
 
@@ -289,6 +295,7 @@ public final class Engine: @unchecked Sendable {
             sequences.lastHash[to] = sequences.lastHash[from]
             sequences.indexesAppends[to] = sequences.indexesAppends[from]
             sequences.tail(to).update(from: sequences.tail(from), count: bt)
+            evictionStates[to] = evictionStates[from]?.copy()
             sequencesCreated += 1
         }
     }
@@ -304,16 +311,18 @@ public final class Engine: @unchecked Sendable {
         for i in 0..<sequences.blockCount(slot) { blocks.release(table[i]) }
         contiguous?.close(slot: slot)
         sequences.close(slot)
+        evictionStates[slot] = nil
     }
 
-    /// Tokens `seq` holds. Throws `notFound`.
+    /// Tokens `seq` holds; after a compaction, the longest layer's (`layerLength` gives each
+    /// layer's). Throws `notFound`.
     public func length(_ seq: UInt64) throws(KVError) -> Int {
         try locked { () throws(KVError) -> Int in sequences.lengths[try slot(seq)] }
     }
 
     // MARK: memory access
 
-    private func checkLayer(_ layer: Int) throws(KVError) {
+    func checkLayer(_ layer: Int) throws(KVError) {
         guard layer >= 0 && layer < config.numLayers else { throw .invalid("layer \(layer) is outside 0..<\(config.numLayers)") }
     }
 

@@ -38,6 +38,9 @@ public struct EngineConfig: Equatable, Sendable {
     /// Metadata only: the prefix index, LRU and capacity in blocks are real, but no memory is
     /// mapped and no K/V pointer is available (for simulation). Paged layout only.
     public var metadataOnly: Bool = false
+    /// Token eviction: the policy every sequence uses unless it overrides it, and its
+    /// parameters (`kvc_config`'s eviction fields). Default: none.
+    public var eviction = EvictionConfig()
 
     /// The defaults listed above.
     public init() {}
@@ -66,5 +69,6 @@ public struct EngineConfig: Equatable, Sendable {
         try check(numaNode >= -1, "numa_node \(numaNode) is below -1")
         try check(!(metadataOnly && layout == .contiguous), "metadata-only engines use the paged layout")
         try check(memoryBytes > 0, "memory_bytes is 0")
+        try eviction.validate()
     }
 }

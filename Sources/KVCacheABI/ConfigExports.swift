@@ -25,8 +25,20 @@ enum ConfigLayout {
     static let pageBytes = 48
     static let numaNode = 56
     static let metadataOnly = 60
+    // Token eviction (EvictionExports.swift documents them).
+    static let evictionPolicy = 64
+    static let evictionPerHead = 68
+    static let sinkTokens = 72
+    static let recentTokens = 76
+    static let recentRatio = 80
+    static let normalizedScores = 84
+    static let episodes = 88
+    static let embeddingDim = 92
+    static let episodeSeed = 96
+    static let adaptiveBudgets = 104
+    // 108..<112: padding
     /// `sizeof(kvc_config)` of this version.
-    static let size = 64
+    static let size = 112
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
 }
@@ -51,6 +63,7 @@ enum ConfigLayout {
     cfg.storeBytes(of: d.pageBytes, toByteOffset: ConfigLayout.pageBytes, as: UInt64.self)
     cfg.storeBytes(of: d.numaNode, toByteOffset: ConfigLayout.numaNode, as: Int32.self)
     u32(d.metadataOnly ? 1 : 0, ConfigLayout.metadataOnly)
+    d.eviction.store(into: cfg)
 }
 
 extension EngineConfig {
@@ -84,6 +97,7 @@ extension EngineConfig {
             guard flag <= 1 else { throw KVError(.invalidArgument, "metadata_only \(flag) is neither 0 nor 1") }
             metadataOnly = flag == 1
         }
+        try eviction.load(from: raw, size: size)
         for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
         where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
             throw KVError(.unsupported,

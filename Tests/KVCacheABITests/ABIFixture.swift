@@ -6,11 +6,11 @@ import Testing
 
 /// `kvc_config` as raw bytes: `kvc_config_init` defaults, then fields set at the header's offsets.
 struct CConfig {
-    static let size = 64
+    static let size = 112
     var bytes: [UInt8]
 
-    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 64 are
-    /// initialised; bytes past 64 are 0) whose `struct_size` field says `structSize`.
+    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 112 are
+    /// initialised; bytes past 112 are 0) whose `struct_size` field says `structSize`.
     init(structSize: Int = CConfig.size) {
         bytes = [UInt8](repeating: 0, count: max(structSize, CConfig.size))
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }

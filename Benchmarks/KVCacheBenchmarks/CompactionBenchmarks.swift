@@ -1,0 +1,93 @@
+import Benchmark
+import KVCache
+
+/// (5) One decode step of token eviction on a 32k-token sequence with 32 layers x 8 KV heads:
+/// `Engine decode-step-scores` is `Engine.observe` for every layer (8 x 32768 attention
+/// scores each) plus `Engine.compact` (H2O, per layer, back to 32767 tokens: the steady
+/// state, one token evicted per layer and step); `Baseline decode-step-scores` is a plain
+/// pass that only sums the same scores into one accumulator per layer, the least any
+/// accumulating policy must do. The step's `append` is outside the measured interval.
+/// Shape: head_dim 8, fp16 (128-byte tokens, 256 MiB of K/V); compaction moves at most the
+/// evicted count of tokens per layer, so the K/V size barely matters.
+/// Target: engine / baseline <= 2 (tools/bench_ratio.sh).
+func registerCompactionBenchmarks() {
+    let configuration = Benchmark.Configuration(
+        metrics: [.wallClock, .throughput, .mallocCountTotal],
+        warmupIterations: 3,
+        scalingFactor: .one,
+        maxDuration: .seconds(5),
+        maxIterations: 200
+    )
+
+    Benchmark("Engine decode-step-scores", configuration: configuration) { benchmark in
+        let f = CompactionFixture.shared
+        do throws(KVError) {
+            var token: Int32 = 1
+            try withUnsafePointer(to: &token) { (p) throws(KVError) in try f.engine.append(1, tokens: UnsafeBufferPointer(start: p, count: 1)) }
+            benchmark.startMeasurement()
+            for layer in 0..<CompactionFixture.layers {
+                try f.engine.observe(1, layer: layer, scores: f.scores + layer * f.rowFloats, nHeads: CompactionFixture.heads,
+                                     nTokens: CompactionFixture.tokens)
+            }
+            try f.engine.compact(1, budgetTokens: CompactionFixture.tokens - 1)
+            benchmark.stopMeasurement()
+        } catch {
+            benchmark.error("observe/compact failed: \(error)")
+        }
+    }
+
+    Benchmark("Baseline decode-step-scores", configuration: configuration) { benchmark in
+        let f = CompactionFixture.shared
+        benchmark.startMeasurement()
+        let n = CompactionFixture.tokens
+        for layer in 0..<CompactionFixture.layers {
+            let acc = f.baselineSums + layer * n
+            for h in 0..<CompactionFixture.heads {
+                let row = f.scores + layer * f.rowFloats + h * n
+                for t in 0..<n { acc[t] += row[t] }
+            }
+        }
+        blackHole(f.baselineSums[n / 2])
+        benchmark.stopMeasurement()
+    }
+}
+
+/// The engine with one 32767-token H2O sequence and 32 layers of random scores, built once.
+final class CompactionFixture: @unchecked Sendable {
+    static let layers = 32, heads = 8, tokens = 32768
+    nonisolated(unsafe) static let shared = CompactionFixture()
+
+    let engine: Engine
+    let rowFloats = heads * tokens
+    /// `[layer][head][token]` probabilities (each head's row sums to 1).
+    let scores: UnsafeMutablePointer<Float>
+    let baselineSums: UnsafeMutablePointer<Float>
+
+    private init() {
+        var config = EngineConfig()
+        config.numLayers = Self.layers
+        config.numKVHeads = Self.heads
+        config.headDim = 8
+        config.maxSeqs = 4
+        config.maxSeqTokens = Self.tokens
+        config.memoryBytes = 512 << 20
+        config.layout = .contiguous
+        config.eviction = EvictionConfig(.heavyHitter)
+        engine = makeEngine(config)
+        scores = .allocate(capacity: Self.layers * Self.heads * Self.tokens)
+        baselineSums = .allocate(capacity: Self.layers * Self.tokens)
+        baselineSums.initialize(repeating: 0, count: Self.layers * Self.tokens)
+        var rng = SplitMix64(seed: 42)
+        for r in 0..<(Self.layers * Self.heads) {
+            var sum: Float = 0
+            for t in 0..<Self.tokens {
+                let v = Float(rng.next() >> 40) / Float(1 << 24)
+                scores[r * Self.tokens + t] = v * v * v
+                sum += v * v * v
+            }
+            for t in 0..<Self.tokens { scores[r * Self.tokens + t] /= sum }
+        }
+        let prompt = [Int32](repeating: 3, count: Self.tokens - 1)
+        do { try engine.createSequence(1, tokens: prompt) } catch { fatalError("cannot create the benchmark sequence: \(error)") }
+    }
+}

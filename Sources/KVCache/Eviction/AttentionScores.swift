@@ -1,0 +1,663 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One sequence's eviction state: per row (a layer, or a layer's KV head in per-head mode)
+/// and slot, the token's original position and the attention it has received, in flat
+/// row-major buffers of `capacity` slots per row; plus the layer lengths, the registered
+/// segments and episodes. The engine keeps one per sequence that evicts; `kvcache
+/// evict-eval` drives one directly (no K/V memory).
+///
+/// Invariants: every row of layer `l` holds `lengths[l]` slots; slot `i` of a row holds the
+/// token at `positions[i]` (distinct, all below `nextPosition`); scores are finite and >= 0.
+/// Growth doubles `capacity` (amortised, never on a step that does not add tokens past it);
+/// observing and compacting allocate nothing.
+public final class AttentionScores {
+    /// Layers.
+    public let layers: Int
+    /// KV heads per layer.
+    public let heads: Int
+    /// Rows per layer: `heads` in per-head mode, else 1.
+    public let rowsPerLayer: Int
+    /// The policy's parameters.
+    public let config: EvictionConfig
+    /// The policy.
+    public let policy: any EvictionPolicy
+    /// Most slots a row may ever need (the engine's `maxSeqTokens`).
+    public let maxCapacity: Int
+    /// Slots per row allocated.
+    public private(set) var capacity: Int
+    /// One past the newest position held.
+    public private(set) var nextPosition: Int
+    /// Per layer: slots held.
+    let lengths: UnsafeMutablePointer<Int>
+    private(set) var positions: UnsafeMutablePointer<Int32>
+    private(set) var accumulated: UnsafeMutablePointer<Float>
+    private(set) var last: UnsafeMutablePointer<Float>
+    private(set) var visible: UnsafeMutablePointer<Float>
+    /// `config.episodes + 1` blocks of `rows * capacity` (episodic only, else empty): per
+    /// episode the attention credited to it, and last the *turn* block, the attention
+    /// observed since the previous focus, credited at the next focus to the episode of the
+    /// segment added in between (the turn those queries belonged to).
+    private(set) var episodeScores: UnsafeMutablePointer<Float>
+    /// Per episode: whether it has observed anything.
+    private var episodeObserved: [Bool]
+    /// Scratch: the keep mask of one row, selection values, a layer's summed scores.
+    private var keepMask: UnsafeMutablePointer<UInt8>
+    private var values: UnsafeMutablePointer<Float>
+    private var slotScratch: UnsafeMutablePointer<Int32>
+    private var summed: UnsafeMutablePointer<Float>
+    /// Scratch: the focused episode's plus the turn's scores of one row.
+    private var combined: UnsafeMutablePointer<Float>
+    /// The compaction plan: per row its moves (destination, source slot pairs) in `moves`.
+    private var moves: UnsafeMutablePointer<Int32>
+    let moveStart: UnsafeMutablePointer<Int>
+    let moveCount: UnsafeMutablePointer<Int>
+    /// Per layer: slots after the planned compaction.
+    let plannedLengths: UnsafeMutablePointer<Int>
+    /// Per layer: the sum of normalised attention entropies observed, and how many rows.
+    private var entropySum: [Double]
+    private var entropyRows: [Double]
+    /// Per layer: the sensitivity the server supplied, or empty.
+    public private(set) var sensitivity: [Float] = []
+    /// Segments: `[start, end)` positions, and their embeddings (`dim` floats each).
+    private(set) var segmentBounds: [Int] = []
+    private(set) var embeddings: [Float] = []
+    /// Embedding dimension (0 until fixed).
+    public private(set) var embeddingDim: Int
+    private var clustering: KMeans?
+    private var clusteredSegments = 0
+    /// Compaction scratch of the engine: which blocks and pages a compaction writes.
+    var writtenBlocks: [Bool] = []
+    var writtenPages: [Bool] = []
+    /// Compactions applied so far.
+    public private(set) var compactions = 0
+    /// The focused episode, or -1.
+    public private(set) var focusedEpisode = -1
+
+    /// Most segments a sequence may register.
+    public static let maxSegments = 4096
+
+    private var rows: Int { layers * rowsPerLayer }
+
+    /// State for a sequence of `length` tokens (positions 0..<length, nothing observed).
+    /// Cost: allocates O(rows * max(length, 1024)) slots.
+    public init(layers: Int, heads: Int, config: EvictionConfig, length: Int, maxCapacity: Int) {
+        precondition(layers > 0 && heads > 0 && length >= 0 && length <= maxCapacity)
+        self.layers = layers
+        self.heads = heads
+        self.config = config
+        self.policy = config.policy.policy(config)
+        rowsPerLayer = config.perHead ? heads : 1
+        self.maxCapacity = maxCapacity
+        combined = .allocate(capacity: 0)
+        var c = min(maxCapacity, 1024)
+        while c < length { c = min(maxCapacity, 2 * c) }
+        capacity = max(c, 1)
+        nextPosition = length
+        embeddingDim = config.embeddingDim
+        let rows = layers * rowsPerLayer
+        lengths = .allocate(capacity: layers)
+        lengths.initialize(repeating: length, count: layers)
+        plannedLengths = .allocate(capacity: layers)
+        plannedLengths.initialize(repeating: length, count: layers)
+        moveStart = .allocate(capacity: rows)
+        moveStart.initialize(repeating: 0, count: rows)
+        moveCount = .allocate(capacity: rows)
+        moveCount.initialize(repeating: 0, count: rows)
+        episodeObserved = [Bool](repeating: false, count: config.policy == .episodic ? config.episodes + 1 : 0)
+        entropySum = [Double](repeating: 0, count: layers)
+        entropyRows = [Double](repeating: 0, count: layers)
+        positions = .allocate(capacity: 0)
+        accumulated = .allocate(capacity: 0)
+        last = .allocate(capacity: 0)
+        visible = .allocate(capacity: 0)
+        episodeScores = .allocate(capacity: 0)
+        keepMask = .allocate(capacity: 0)
+        values = .allocate(capacity: 0)
+        slotScratch = .allocate(capacity: 0)
+        summed = .allocate(capacity: 0)
+        moves = .allocate(capacity: 0)
+        reallocate(from: 0, to: capacity)
+        for r in 0..<rows {
+            for i in 0..<length { positions[r * capacity + i] = Int32(i) }
+        }
+    }
+
+    /// A deep copy (a forked sequence's state).
+    func copy() -> AttentionScores {
+        let c = AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxCapacity)
+        c.reallocate(from: c.capacity, to: capacity)
+        c.capacity = capacity
+        let n = rows * capacity
+        c.positions.update(from: positions, count: n)
+        c.accumulated.update(from: accumulated, count: n)
+        if config.tracksLast { c.last.update(from: last, count: n) }
+        if config.tracksVisibility { c.visible.update(from: visible, count: n) }
+        c.episodeScores.update(from: episodeScores, count: episodeObserved.count * n)
+        c.lengths.update(from: lengths, count: layers)
+        c.nextPosition = nextPosition
+        c.episodeObserved = episodeObserved
+        c.entropySum = entropySum
+        c.entropyRows = entropyRows
+        c.sensitivity = sensitivity
+        c.segmentBounds = segmentBounds
+        c.embeddings = embeddings
+        c.embeddingDim = embeddingDim
+        c.clustering = clustering
+        c.clusteredSegments = clusteredSegments
+        c.focusedEpisode = focusedEpisode
+        return c
+    }
+
+    deinit {
+        for p in [lengths, plannedLengths, moveStart, moveCount] as [UnsafeMutablePointer<Int>] { p.deallocate() }
+        positions.deallocate()
+        accumulated.deallocate()
+        last.deallocate()
+        visible.deallocate()
+        episodeScores.deallocate()
+        keepMask.deallocate()
+        values.deallocate()
+        slotScratch.deallocate()
+        summed.deallocate()
+        moves.deallocate()
+        combined.deallocate()
+    }
+
+    /// Moves every per-row buffer from `old` to `new` slots per row, keeping rows' contents.
+    private func reallocate(from old: Int, to new: Int) {
+        let rows = self.rows
+        func grow<T>(_ p: inout UnsafeMutablePointer<T>, blocks: Int, fill: T) {
+            let q = UnsafeMutablePointer<T>.allocate(capacity: blocks * rows * new)
+            q.initialize(repeating: fill, count: blocks * rows * new)
+            for r in 0..<(blocks * rows) where old > 0 { (q + r * new).update(from: p + r * old, count: old) }
+            p.deallocate()
+            p = q
+        }
+        grow(&positions, blocks: 1, fill: 0)
+        grow(&accumulated, blocks: 1, fill: 0)
+        grow(&last, blocks: config.tracksLast ? 1 : 0, fill: 0)
+        grow(&visible, blocks: config.tracksVisibility ? 1 : 0, fill: 0)
+        grow(&episodeScores, blocks: episodeObserved.count, fill: 0)
+        for p in [keepMask] { p.deallocate() }
+        keepMask = .allocate(capacity: new)
+        values.deallocate()
+        values = .allocate(capacity: 2 * new)
+        slotScratch.deallocate()
+        slotScratch = .allocate(capacity: new)
+        summed.deallocate()
+        summed = .allocate(capacity: heads * new)
+        combined.deallocate()
+        combined = .allocate(capacity: new)
+        moves.deallocate()
+        moves = .allocate(capacity: 2 * rows * (new / 2 + 1))
+    }
+
+    // MARK: reading
+
+    /// Slots layer `layer` holds.
+    public func length(layer: Int) -> Int { lengths[layer] }
+
+    /// The original positions of row `row` of `layer` (`row < rowsPerLayer`), slot by slot.
+    public func positions(layer: Int, row: Int = 0) -> UnsafeBufferPointer<Int32> {
+        UnsafeBufferPointer(start: positions + (layer * rowsPerLayer + row) * capacity, count: lengths[layer])
+    }
+
+    /// The accumulated scores of row `row` of `layer`, slot by slot.
+    public func accumulatedScores(layer: Int, row: Int = 0) -> UnsafeBufferPointer<Float> {
+        UnsafeBufferPointer(start: accumulated + (layer * rowsPerLayer + row) * capacity, count: lengths[layer])
+    }
+
+    /// The longest layer: the slots the sequence's memory must hold.
+    public var maxLength: Int {
+        var m = 0
+        for l in 0..<layers { m = max(m, lengths[l]) }
+        return m
+    }
+
+    // MARK: growing
+
+    /// Slots `append(n)` needs per row; throws nothing, the caller checks `maxCapacity`.
+    func ensureCapacity(_ slots: Int) {
+        guard slots > capacity else { return }
+        var c = capacity
+        while c < slots { c = min(maxCapacity, 2 * c) }
+        reallocate(from: capacity, to: c)
+        capacity = c
+    }
+
+    /// Adds `n` new tokens (the next positions, no attention yet) at the end of every layer.
+    /// Precondition: `maxLength + n <= maxCapacity`. Cost: O(rows * n), amortised growth.
+    public func append(_ n: Int) {
+        precondition(maxLength + n <= maxCapacity)
+        ensureCapacity(maxLength + n)
+        for l in 0..<layers {
+            let len = lengths[l]
+            for h in 0..<rowsPerLayer {
+                let base = (l * rowsPerLayer + h) * capacity + len
+                for j in 0..<n { positions[base + j] = Int32(truncatingIfNeeded: nextPosition + j) }
+                (accumulated + base).update(repeating: 0, count: n)
+                if config.tracksLast { (last + base).update(repeating: 0, count: n) }
+                if config.tracksVisibility { (visible + base).update(repeating: 0, count: n) }
+                for e in 0..<episodeObserved.count { (episodeScores + e * rows * capacity + base).update(repeating: 0, count: n) }
+            }
+            lengths[l] = len + n
+        }
+        nextPosition += n
+    }
+
+    // MARK: observing
+
+    /// Adds one step's attention for `layer`: `scores` is `[head][token]` row-major, `nHeads`
+    /// rows of `nTokens` (slots 0..<nTokens of the layer; later slots get nothing), each the
+    /// step's attention probabilities summed over its queries. The number of queries is taken
+    /// from the first head's row sum (each query's probabilities sum to 1); causal attention
+    /// lets the last q slots be seen by fewer queries, which the visibility counts follow.
+    /// Throws `invalidArgument` (wrong head count, more tokens than the layer holds, a NaN,
+    /// infinite or negative score) and then changes nothing.
+    /// Cost: one pass over the scores (two adds and a compare per score), no allocation.
+    public func observe(layer: Int, scores: UnsafePointer<Float>, nHeads: Int, nTokens n: Int) throws(KVError) {
+        guard layer >= 0 && layer < layers else { throw .invalid("layer \(layer) is outside 0..<\(layers)") }
+        guard nHeads == heads else { throw .invalid("n_heads \(nHeads) is not num_kv_heads \(heads)") }
+        guard n <= lengths[layer] else {
+            throw .invalid("\(n) tokens of scores for layer \(layer), which holds \(lengths[layer])")
+        }
+        guard n > 0 else { return }
+        // Pass 1: sum over heads into scratch (or copy per head) while checking every value:
+        // the minimum catches negatives, the total NaN and infinities. Explicit SIMD, since
+        // floating-point reductions do not vectorise on their own.
+        let (minimum, total, firstHead) = rowsPerLayer == 1
+            ? Self.sumHeads(scores, heads: heads, n: n, into: summed)
+            : Self.copyHeads(scores, heads: heads, n: n, into: summed)
+        guard minimum >= 0 && total.isFinite else {
+            var i = 0
+            while i < heads * n && scores[i] >= 0 && scores[i].isFinite { i += 1 }
+            let what = i < heads * n ? "\(scores[i])" : "an infinite sum"
+            throw .invalid("score \(what) at head \(i / n), token \(i % n) of layer \(layer): scores must be finite and >= 0")
+        }
+        // Pass 2: commit.
+        let queries = max(1, firstHead.rounded())
+        let seenAll = max(0, n - Int(queries))
+        let episode = config.policy == .episodic ? config.episodes : -1  // the turn block
+        if episode >= 0 { episodeObserved[episode] = true }
+        for h in 0..<rowsPerLayer {
+            let r = layer * rowsPerLayer + h
+            let src = summed + h * n
+            let acc = accumulated + r * capacity
+            for t in 0..<n { acc[t] += src[t] }
+            if config.tracksLast { (last + r * capacity).update(from: src, count: n) }
+            if config.tracksVisibility {
+                let vis = visible + r * capacity
+                for t in 0..<seenAll { vis[t] += queries }
+                for t in seenAll..<n { vis[t] += Float(n - t) }
+            }
+            if episode >= 0 {
+                let e = episodeScores + episode * rows * capacity + r * capacity
+                for t in 0..<n { e[t] += src[t] }
+            }
+        }
+        if config.adaptiveBudgets && sensitivity.isEmpty && n > 1 {
+            for h in 0..<heads { entropySum[layer] += normalisedEntropy(scores + h * n, n) }
+            entropyRows[layer] += Double(heads)
+        }
+    }
+
+    /// `out[t] = sum over heads of scores[h][t]`; returns a number below 0 when some score
+    /// is negative (else 0), the sum of all scores (NaN or infinite when one is) and the sum
+    /// of head 0's. Cost: one SIMD pass; sign bits are OR-ed (a set bit, even of -0.0, sends
+    /// it to a scalar recheck) because a vector minimum does not specialise here.
+    @inline(__always)
+    private static func sumHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>)
+        -> (Float, Float, Float)
+    {
+        typealias V = SIMD8<Float>
+        typealias Bits = SIMD8<UInt32>
+        let vectors = n / 8
+        var signs = Bits(repeating: 0)
+        var sum = V(repeating: 0), first = V(repeating: 0)
+        let src = UnsafeRawPointer(scores), dst = UnsafeMutableRawPointer(out)
+        for j in 0..<vectors {
+            let v = src.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+            signs |= unsafeBitCast(v, to: Bits.self)
+            dst.storeBytes(of: v, toByteOffset: j * 32, as: V.self)
+            first += v
+        }
+        for h in 1..<max(heads, 1) {
+            let row = src + h * n * 4
+            for j in 0..<vectors {
+                let v = row.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+                signs |= unsafeBitCast(v, to: Bits.self)
+                sum += v
+                let o = dst.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+                dst.storeBytes(of: o + v, toByteOffset: j * 32, as: V.self)
+            }
+        }
+        var total = sum.sum() + first.sum(), firstHead = first.sum()
+        var signed = false
+        for i in 0..<8 where signs[i] & 0x8000_0000 != 0 { signed = true }
+        for t in (vectors * 8)..<n {
+            var s: Float = 0
+            for h in 0..<heads {
+                let v = scores[h * n + t]
+                s += v
+                if v.sign == .minus { signed = true }
+                if h == 0 { firstHead += v }
+            }
+            out[t] = s
+            total += s
+        }
+        var minimum: Float = 0
+        if signed {  // rare: find a real negative (-0.0 is fine)
+            for i in 0..<(heads * n) where scores[i] < 0 { minimum = -1 }
+        }
+        return (minimum, total, firstHead)
+    }
+
+    /// `out[h * n + t] = scores[h * n + t]`, with the same results as `sumHeads`.
+    @inline(__always)
+    private static func copyHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>)
+        -> (Float, Float, Float)
+    {
+        var minimum: Float = 0, total: Float = 0, firstHead: Float = 0
+        for h in 0..<heads {
+            let (m, t, _) = sumHeads(scores + h * n, heads: 1, n: n, into: out + h * n)
+            minimum = min(minimum, m)
+            total += t
+            if h == 0 { firstHead = t }
+        }
+        return (minimum, total, firstHead)
+    }
+
+    /// Entropy of the distribution `p / sum(p)` divided by log(n): 0 (one token) ... 1 (uniform).
+    private func normalisedEntropy(_ p: UnsafePointer<Float>, _ n: Int) -> Double {
+        var s: Double = 0, sLogS: Double = 0
+        for t in 0..<n where p[t] > 0 {
+            let v = Double(p[t])
+            s += v
+            sLogS += v * log(v)
+        }
+        guard s > 0 else { return 1 }
+        return max(0, (log(s) - sLogS / s) / log(Double(n)))
+    }
+
+    /// Sets the per-layer sensitivity for adaptive budgets (`layers` values, finite and >= 0,
+    /// not all 0). Throws `invalidArgument` and changes nothing otherwise.
+    public func setSensitivity(_ values: UnsafeBufferPointer<Float>) throws(KVError) {
+        guard values.count == layers else { throw .invalid("\(values.count) sensitivities for \(layers) layers") }
+        var sum: Float = 0
+        for (l, v) in values.enumerated() {
+            guard v.isFinite && v >= 0 else { throw .invalid("sensitivity \(v) of layer \(l) is not finite and >= 0") }
+            sum += v
+        }
+        guard sum > 0 else { throw .invalid("every layer's sensitivity is 0") }
+        sensitivity = Array(values)
+    }
+
+    // MARK: segments and episodes
+
+    /// Registers segment `[start, end)` of the positions seen so far with its embedding.
+    /// Throws `invalidArgument` (empty or out-of-range bounds, an embedding of the wrong
+    /// dimension or with a non-finite value, too many segments) and then changes nothing.
+    public func addSegment(start: Int, end: Int, embedding: UnsafeBufferPointer<Float>) throws(KVError) {
+        guard start >= 0 && start < end && end <= nextPosition else {
+            throw .invalid("segment [\(start), \(end)) is empty or outside the \(nextPosition) positions seen")
+        }
+        try checkEmbedding(embedding)
+        guard segmentBounds.count / 2 < Self.maxSegments else { throw .invalid("more than \(Self.maxSegments) segments") }
+        embeddingDim = embedding.count
+        segmentBounds.append(start)
+        segmentBounds.append(end)
+        embeddings.append(contentsOf: embedding)
+    }
+
+    private func checkEmbedding(_ embedding: UnsafeBufferPointer<Float>) throws(KVError) {
+        guard !embedding.isEmpty && embedding.count <= 4096 else { throw .invalid("embedding dimension \(embedding.count) is outside 1...4096") }
+        if embeddingDim != 0 && embedding.count != embeddingDim {
+            throw .invalid("embedding dimension \(embedding.count) is not the sequence's \(embeddingDim)")
+        }
+        for (j, x) in embedding.enumerated() where !x.isFinite {
+            throw .invalid("embedding value \(x) at \(j) is not finite")
+        }
+    }
+
+    /// Segments registered.
+    public var segmentCount: Int { segmentBounds.count / 2 }
+
+    /// Clusters the segments into episodes when they changed (k-means, `config.seed`), then
+    /// returns the episode nearest to `query` and focuses it: later observations are credited
+    /// to it and compaction keeps its heavy hitters. Re-clustering maps each old episode's
+    /// scores to the new episode holding most of its segments. Throws `invalidArgument`
+    /// (no segment yet, wrong dimension, non-finite value) and then changes nothing.
+    /// Cost: k-means over the segments when they changed; O(k * dim) otherwise.
+    public func focus(_ query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
+        guard config.policy == .episodic else { throw KVError(.unsupported, "focus needs the episodic policy, this sequence uses \(config.policy.name)") }
+        guard segmentCount > 0 else { throw .invalid("no segment registered: add segments before focusing") }
+        try checkEmbedding(query)
+        if clusteredSegments != segmentCount { recluster() }
+        let turn = config.episodes
+        if episodeObserved[turn] {
+            let target = Int(clustering!.assignment[segmentCount - 1])
+            let block = rows * capacity
+            let dst = episodeScores + target * block, src = episodeScores + turn * block
+            for i in 0..<block { dst[i] += src[i] }
+            src.update(repeating: 0, count: block)
+            episodeObserved[target] = true
+            episodeObserved[turn] = false
+        }
+        focusedEpisode = clustering!.nearest(query)
+        return focusedEpisode
+    }
+
+    private func recluster() {
+        let n = segmentCount
+        let fresh = embeddings.withUnsafeBufferPointer {
+            KMeans(points: $0, n: n, dim: embeddingDim, k: config.episodes, seed: config.seed)
+        }
+        if let old = clustering, episodeObserved.contains(true) {
+            // Old episode e -> the new episode holding most of e's (old) segments.
+            var target = [Int](repeating: -1, count: config.episodes)
+            for e in 0..<old.k {
+                var votes = [Int](repeating: 0, count: fresh.k)
+                for s in 0..<clusteredSegments where Int(old.assignment[s]) == e { votes[Int(fresh.assignment[s])] += 1 }
+                if let best = votes.indices.max(by: { votes[$0] < votes[$1] || (votes[$0] == votes[$1] && $0 > $1) }), votes[best] > 0 {
+                    target[e] = best
+                }
+            }
+            let block = rows * capacity, episodes = config.episodes  // the turn block stays
+            let copy = UnsafeMutablePointer<Float>.allocate(capacity: episodes * block)
+            copy.update(from: episodeScores, count: episodes * block)
+            episodeScores.update(repeating: 0, count: episodes * block)
+            let wasObserved = episodeObserved
+            for e in 0..<episodes { episodeObserved[e] = false }
+            for e in 0..<old.k where target[e] >= 0 && wasObserved[e] {
+                let dst = episodeScores + target[e] * block, src = copy + e * block
+                for i in 0..<block { dst[i] += src[i] }
+                episodeObserved[target[e]] = true
+            }
+            copy.deallocate()
+            if focusedEpisode >= 0 { focusedEpisode = target[focusedEpisode] }
+        }
+        clustering = fresh
+        clusteredSegments = n
+    }
+
+    /// The episode of every segment (after the last clustering; -1 for newer ones).
+    public var segmentEpisodes: [Int] {
+        (0..<segmentCount).map { $0 < clusteredSegments ? Int(clustering!.assignment[$0]) : -1 }
+    }
+
+    // MARK: compaction
+
+    /// Per-layer budgets for a mean of `budget` tokens per layer: all `budget` unless
+    /// `adaptiveBudgets`, then proportional to the sensitivity (or observed entropy), each in
+    /// 1...its length, the surplus of capped layers handed to the others (water filling).
+    func layerBudgets(_ budget: Int, into out: UnsafeMutablePointer<Int>) {
+        var weights = [Double](repeating: 1, count: layers)
+        if config.adaptiveBudgets {
+            if !sensitivity.isEmpty {
+                for l in 0..<layers { weights[l] = Double(sensitivity[l]) }
+            } else if entropyRows.allSatisfy({ $0 > 0 }) {
+                for l in 0..<layers { weights[l] = max(1e-3, entropySum[l] / entropyRows[l]) }
+            }
+        }
+        if !config.adaptiveBudgets || weights.allSatisfy({ $0 == weights[0] }) {
+            for l in 0..<layers { out[l] = min(budget, lengths[l]) }
+            return
+        }
+        var open = [Bool](repeating: true, count: layers)
+        var remaining = Double(budget * layers)
+        for l in 0..<layers { out[l] = 0 }
+        for _ in 0..<layers {
+            var w: Double = 0
+            for l in 0..<layers where open[l] { w += weights[l] }
+            guard w > 0 else { break }
+            var capped = false
+            for l in 0..<layers where open[l] {
+                let share = remaining * weights[l] / w
+                if share >= Double(lengths[l]) {
+                    out[l] = lengths[l]
+                    open[l] = false
+                    remaining -= Double(lengths[l])
+                    capped = true
+                }
+            }
+            if !capped {
+                for l in 0..<layers where open[l] { out[l] = min(lengths[l], max(1, Int((remaining * weights[l] / w).rounded()))) }
+                break
+            }
+        }
+        for l in 0..<layers where out[l] == 0 && lengths[l] > 0 { out[l] = 1 }
+    }
+
+    /// Plans a compaction to `budget` tokens per layer (mean, with adaptive budgets): runs the
+    /// policy on every row and records, per row, the moves that pack its kept slots into
+    /// 0..<kept — each kept slot at or past `kept` fills the lowest free slot below it, so a
+    /// step that evicts e tokens moves at most e tokens per row — and the planned lengths.
+    /// Changes no observable state. Returns the longest planned layer.
+    /// Cost: the policy's O(slots) per row, no allocation.
+    func plan(budget: Int) -> Int {
+        var planned = 0
+        layerBudgets(budget, into: plannedLengths)
+        var used = 0
+        for l in 0..<layers {
+            let len = lengths[l]
+            let b = plannedLengths[l]
+            var kept = len
+            for h in 0..<rowsPerLayer {
+                let r = l * rowsPerLayer + h
+                moveStart[r] = used
+                moveCount[r] = 0
+                let base = r * capacity
+                let episode = episodeRow(base, count: len)
+                let row = EvictionRow(
+                    count: len, positions: positions + base, accumulated: accumulated + base,
+                    last: config.tracksLast ? UnsafePointer(last + base) : UnsafePointer(accumulated + base),
+                    visible: config.tracksVisibility ? UnsafePointer(visible + base) : UnsafePointer(accumulated + base),
+                    episode: episode, nextPosition: nextPosition, budget: max(1, b))
+                policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
+                // Every policy keeps exactly min(budget, count) slots (none: all of them).
+                let k = config.policy == .none ? len : min(max(1, b), len)
+                kept = k
+                // Pair holes below k with kept slots at or past k, both in slot order.
+                var hole = 0, src = k
+                while true {
+                    if hole < k, let zero = memchr(keepMask + hole, 0, k - hole) {
+                        hole = UnsafeMutableRawPointer(zero) - UnsafeMutableRawPointer(keepMask)
+                    } else {
+                        hole = k
+                    }
+                    while src < len && keepMask[src] == 0 { src += 1 }
+                    guard hole < k && src < len else { break }
+                    moves[2 * used] = Int32(hole)
+                    moves[2 * used + 1] = Int32(src)
+                    used += 1
+                    moveCount[r] += 1
+                    hole += 1
+                    src += 1
+                }
+            }
+            plannedLengths[l] = kept
+            planned = max(planned, kept)
+        }
+        return planned
+    }
+
+    /// The episodic scores of the row at `base`: the focused episode's plus the current
+    /// turn's, in `combined` (valid until the next call); nil without a focused episode that
+    /// has observed something (then the policy is H2O).
+    private func episodeRow(_ base: Int, count: Int) -> UnsafePointer<Float>? {
+        guard config.policy == .episodic, focusedEpisode >= 0, episodeObserved[focusedEpisode] else { return nil }
+        let block = rows * capacity
+        let e = episodeScores + focusedEpisode * block + base, turn = episodeScores + config.episodes * block + base
+        for i in 0..<count { combined[i] = e[i] + turn[i] }
+        return UnsafePointer(combined)
+    }
+
+    /// The planned moves of row `r`: (destination, source) slot pairs.
+    @inline(__always) func plannedMoves(row r: Int) -> UnsafeBufferPointer<Int32> {
+        UnsafeBufferPointer(start: moves + 2 * moveStart[r], count: 2 * moveCount[r])
+    }
+
+    /// Applies the last `plan`: moves every per-slot value along with its token and sets the
+    /// layer lengths. Cost: O(moves).
+    func applyPlan() {
+        let block = rows * capacity
+        for r in 0..<rows {
+            let base = r * capacity
+            let m = plannedMoves(row: r)
+            for j in 0..<moveCount[r] {
+                let d = base + Int(m[2 * j]), s = base + Int(m[2 * j + 1])
+                positions[d] = positions[s]
+                accumulated[d] = accumulated[s]
+                if config.tracksLast { last[d] = last[s] }
+                if config.tracksVisibility { visible[d] = visible[s] }
+                for e in 0..<episodeObserved.count { episodeScores[e * block + d] = episodeScores[e * block + s] }
+            }
+        }
+        lengths.update(from: plannedLengths, count: layers)
+        compactions += 1
+    }
+
+    /// Runs the policy on row `row` of `layer` restricted to the slots where `among[i]` is 1
+    /// (e.g. those resident in memory when the rest sit in a disk tier), with `budget`, and
+    /// writes the choice into `keep` (1 keep; 0 evict or not a candidate). Changes no state.
+    /// Cost: O(slots), allocates the gather buffers once.
+    public func select(layer: Int, row: Int, budget: Int, among: UnsafePointer<UInt8>, keep: UnsafeMutablePointer<UInt8>) {
+        let len = lengths[layer], r = layer * rowsPerLayer + row, base = r * capacity
+        if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
+        if gatherSlots.count < capacity { gatherSlots = [Int32](repeating: 0, count: capacity) }
+        var n = 0
+        let episodeScores = episodeRow(base, count: len)
+        gather.withUnsafeMutableBufferPointer { g in
+            gatherSlots.withUnsafeMutableBufferPointer { slots in
+                let pos = UnsafeMutableRawPointer(g.baseAddress!).bindMemory(to: Int32.self, capacity: capacity)
+                let acc = g.baseAddress! + capacity, lst = acc + capacity, vis = lst + capacity, epi = vis + capacity
+                for i in 0..<len where among[i] == 1 {
+                    slots[n] = Int32(i)
+                    pos[n] = positions[base + i]
+                    acc[n] = accumulated[base + i]
+                    lst[n] = config.tracksLast ? last[base + i] : 0
+                    vis[n] = config.tracksVisibility ? visible[base + i] : 0
+                    epi[n] = episodeScores?[i] ?? 0
+                    n += 1
+                }
+                for i in 0..<len { keep[i] = 0 }
+                guard n > 0 else { return }
+                let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,
+                                      episode: episodeScores != nil ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
+                policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
+                for j in 0..<n where keepMask[j] == 1 { keep[Int(slots[j])] = 1 }
+            }
+        }
+    }
+
+    private var gather: [Float] = []
+    private var gatherSlots: [Int32] = []
+
+    /// Compacts this state alone (no K/V memory): `plan` then `applyPlan`. For evaluation.
+    public func compact(budget: Int) {
+        _ = plan(budget: budget)
+        applyPlan()
+    }
+}

@@ -1,0 +1,269 @@
+/// Token eviction in the engine: the server reports attention (`observe`), the sequence's
+/// policy decides which tokens stay, and `compact` moves their K/V in place.
+///
+/// After `compact`, layer `l` of a sequence holds `layerLength(l)` tokens in slots
+/// `0..<layerLength(l)` of its memory (contiguous: from byte 0 of the layer's ranges; paged:
+/// packed into the first blocks of the block table), each with exactly the K/V bytes it had;
+/// `positions` says which original position each slot holds. Kept slots below the new length
+/// stay where they are and kept slots past it fill the holes in slot order, so a step that
+/// evicts e tokens moves at most e tokens per layer (attention is a sum over keys, so their
+/// order does not matter; the positions tell the server each key's position id). Later
+/// appends continue at `layerLength(l)` in every layer; `length(seq)` is the longest layer.
+///
+/// Prefix caching after eviction: a block whose bytes a compaction rewrites or drops no
+/// longer holds what its chain hash describes, so when the sequence holds it alone it leaves
+/// the prefix index (`blockRemoved`) and, if dropped, its memory returns to the pool; a block
+/// (or, contiguous, a page) that another sequence or the index also holds is copied before it
+/// is written, so the others keep the original bytes. Untouched blocks (typically the leading
+/// ones, sinks included) stay indexed. A compacted sequence indexes no block it fills later:
+/// its later K/V were computed over an evicted context and match no full-context prefix.
+extension Engine {
+    /// The eviction state of `slot`, created on first use from the engine's configuration.
+    private func evictionState(_ slot: Int) -> AttentionScores {
+        if let s = evictionStates[slot] { return s }
+        let s = AttentionScores(layers: config.numLayers, heads: config.numKVHeads, config: config.eviction,
+                                length: sequences.lengths[slot], maxCapacity: config.maxSeqTokens)
+        evictionStates[slot] = s
+        return s
+    }
+
+    /// The policy configuration `seq` uses: its own (`setEviction`) or the engine's.
+    private func evictionConfig(_ slot: Int) -> EvictionConfig { evictionStates[slot]?.config ?? config.eviction }
+
+    /// Overrides the engine's eviction configuration for `seq`. Allowed until its first
+    /// compaction (observations so far are dropped); afterwards only an equal configuration.
+    /// Throws `notFound`, `invalidArgument` (a bad field, or a change after compaction).
+    public func setEviction(_ seq: UInt64, _ eviction: EvictionConfig) throws(KVError) {
+        try eviction.validate()
+        try locked { () throws(KVError) in
+            let s = try slot(seq)
+            if let old = evictionStates[s], old.config == eviction { return }
+            if let old = evictionStates[s], old.compactions > 0 {
+                throw .invalid("sequence \(seq) was already compacted; its eviction configuration cannot change")
+            }
+            evictionStates[s] = AttentionScores(layers: config.numLayers, heads: config.numKVHeads, config: eviction,
+                                                length: sequences.lengths[s], maxCapacity: config.maxSeqTokens)
+        }
+    }
+
+    /// Adds one step's attention for `seq`'s `layer`: `scores` is `[head][token]` row-major,
+    /// `nHeads` (= `numKVHeads`) rows of `nTokens` slots (at most `layerLength`), each this
+    /// step's attention probabilities summed over the step's queries. With policy `none` the
+    /// scores are checked and dropped. Throws `notFound`, `invalidArgument` (layer, head count,
+    /// too many tokens, a NaN, infinite or negative score; nothing changes).
+    /// Cost: one pass over the scores (about two adds and a compare each), no allocation.
+    public func observe(_ seq: UInt64, layer: Int, scores: UnsafePointer<Float>, nHeads: Int, nTokens: Int) throws(KVError) {
+        try checkLayer(layer)
+        try locked { () throws(KVError) in
+            let s = try slot(seq)
+            if evictionConfig(s).policy == .none && evictionStates[s] == nil {
+                try validateScores(scores, nHeads: nHeads, nTokens: nTokens, layerLength: sequences.lengths[s], layer: layer)
+                return
+            }
+            try evictionState(s).observe(layer: layer, scores: scores, nHeads: nHeads, nTokens: nTokens)
+        }
+    }
+
+    private func validateScores(_ scores: UnsafePointer<Float>, nHeads: Int, nTokens: Int, layerLength: Int, layer: Int) throws(KVError) {
+        guard nHeads == config.numKVHeads else { throw .invalid("n_heads \(nHeads) is not num_kv_heads \(config.numKVHeads)") }
+        guard nTokens <= layerLength else { throw .invalid("\(nTokens) tokens of scores for layer \(layer), which holds \(layerLength)") }
+        for i in 0..<(nHeads * nTokens) where !(scores[i] >= 0 && scores[i].isFinite) {
+            throw .invalid("score \(scores[i]) at head \(i / nTokens), token \(i % nTokens) of layer \(layer): scores must be finite and >= 0")
+        }
+    }
+
+    /// Applies `seq`'s policy down to `budgetTokens` per layer (the mean, with adaptive
+    /// budgets) and compacts its K/V in place (see the extension's comment), releasing the
+    /// blocks and pages no longer needed. Returns the sequence's new length (longest layer).
+    /// Policy `none` changes nothing. Throws `notFound`, `invalidArgument` (budget 0),
+    /// `outOfMemory` (a shared block or page must be copied and the budget has no room; then
+    /// nothing changed). Cost: the policy's O(tokens) per layer, plus copying the moved tokens
+    /// (at most the evicted count per layer) and any shared block or page written.
+    @discardableResult
+    public func compact(_ seq: UInt64, budgetTokens: Int) throws(KVError) -> Int {
+        guard budgetTokens > 0 else { throw .invalid("budget_tokens is 0: a layer keeps at least one token") }
+        return try locked { () throws(KVError) -> Int in
+            let s = try slot(seq)
+            if evictionConfig(s).policy == .none { return sequences.lengths[s] }
+            let state = evictionState(s)
+            let oldLength = sequences.lengths[s]
+            let newLength = state.plan(budget: budgetTokens)
+            try compactMemory(slot: s, state: state, oldLength: oldLength, newLength: newLength)
+            state.applyPlan()
+            sequences.lengths[s] = newLength
+            sequences.indexesAppends[s] = false
+            return newLength
+        }
+    }
+
+    /// Moves the planned tokens' bytes, after making every block or page written exclusive,
+    /// and releases what lies past `newLength`. Throws (changing nothing) only before the
+    /// first change.
+    private func compactMemory(slot s: Int, state: AttentionScores, oldLength: Int, newLength: Int) throws(KVError) {
+        let table = sequences.table(s)
+        let oldBlocks = (oldLength + bt - 1) / bt, newBlocks = (newLength + bt - 1) / bt
+        let rowsPerLayer = state.rowsPerLayer
+        let tokenBytes = config.tokenBytes
+        let sliceBytes = rowsPerLayer == 1 ? tokenBytes : config.headDim * config.dtypeBytes
+        // Which blocks (and, contiguous, pages) receive bytes: flags kept with the state so
+        // that a decode step allocates nothing.
+        let pageCount = contiguous?.pages(for: newLength) ?? 0
+        if state.writtenBlocks.count < newBlocks { state.writtenBlocks = [Bool](repeating: false, count: newBlocks) }
+        if state.writtenPages.count < pageCount { state.writtenPages = [Bool](repeating: false, count: pageCount) }
+        for i in 0..<newBlocks { state.writtenBlocks[i] = false }
+        for p in 0..<pageCount { state.writtenPages[p] = false }
+        for r in 0..<(config.numLayers * rowsPerLayer) {
+            let m = state.plannedMoves(row: r)
+            for j in stride(from: 0, to: m.count, by: 2) {
+                let d = Int(m[j])
+                state.writtenBlocks[d / bt] = true
+                if contiguous != nil {
+                    let lo = d * tokenBytes, hi = lo + tokenBytes - 1
+                    state.writtenPages[lo / Int(config.pageBytes)] = true
+                    state.writtenPages[hi / Int(config.pageBytes)] = true
+                }
+            }
+        }
+        // Capacity first (an upper bound: every shared block or page written needs a copy).
+        if let contiguous {
+            var need = 0
+            for p in 0..<pageCount where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) { need += 1 }
+            guard contiguous.fits(need) else { throw .outOfMemory("compaction must copy \(need) shared pages and the budget has no room") }
+        }
+        do {
+            var need = 0
+            for i in 0..<newBlocks where state.writtenBlocks[i] && blocks.references(table[i]) > 1 { need += 1 }
+            guard need <= blocks.available else { throw .outOfMemory("compaction must copy \(need) shared blocks, \(blocks.available) are available") }
+        }
+        // Make the written blocks exclusive and unindexed.
+        for i in 0..<newBlocks where state.writtenBlocks[i] {
+            let b = table[i]
+            if blocks.references(b) > 1 {
+                if contiguous == nil {
+                    let fresh = try blocks.allocate()
+                    paged?.copy(from: b, to: fresh, tokens: bt)
+                    blocks.release(b)
+                    table[i] = fresh
+                } else {
+                    // Contiguous: the logical block is shared by a fork; the bytes live in the
+                    // slot's pages (unshared below); give this sequence its own logical block.
+                    let fresh = try blocks.allocate()
+                    blocks.release(b)
+                    table[i] = fresh
+                }
+            } else if blocks.isIndexed(b) {
+                blocks.unindexUsed(b)
+            }
+        }
+        if let contiguous {
+            for p in 0..<pageCount where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) {
+                try contiguous.unshare(slot: s, page: p)
+            }
+        }
+        // Move the bytes.
+        if paged != nil || contiguous != nil {
+            for l in 0..<config.numLayers {
+                for h in 0..<rowsPerLayer {
+                    let m = state.plannedMoves(row: l * rowsPerLayer + h)
+                    let sliceOffset = h * sliceBytes
+                    for j in stride(from: 0, to: m.count, by: 2) {
+                        let d = Int(m[j]), src = Int(m[j + 1])
+                        for kv in 0..<2 {
+                            let tensor = 2 * l + kv
+                            let to = address(slot: s, table: table, tensor: tensor, token: d) + sliceOffset
+                            let from = address(slot: s, table: table, tensor: tensor, token: src) + sliceOffset
+                            to.copyMemory(from: from, byteCount: sliceBytes)
+                        }
+                    }
+                }
+            }
+        }
+        // Release what lies past the new length.
+        for i in newBlocks..<oldBlocks {
+            let b = table[i]
+            if blocks.references(b) == 1 && blocks.isIndexed(b) { blocks.unindexUsed(b) }
+            blocks.release(b)
+        }
+        if newBlocks < oldBlocks {
+            contiguous?.shrink(slot: s, to: newLength)
+            paged?.trim()
+        }
+    }
+
+    /// Address of token slot `token` of tensor `tensor` of `slot` (memory-backed engines).
+    @inline(__always)
+    private func address(slot: Int, table: UnsafeMutablePointer<Int32>, tensor: Int, token: Int) -> UnsafeMutableRawPointer {
+        if let contiguous { return contiguous.base(slot, tensor: tensor) + token * config.tokenBytes }
+        return paged!.address(table[token / bt], tensor: tensor) + (token % bt) * config.tokenBytes
+    }
+
+    /// Slots `layer` of `seq` holds (its `length` unless the sequence was compacted).
+    /// Throws `notFound`, `invalidArgument` (layer).
+    public func layerLength(_ seq: UInt64, layer: Int) throws(KVError) -> Int {
+        try checkLayer(layer)
+        return try locked { () throws(KVError) -> Int in
+            let s = try slot(seq)
+            return evictionStates[s]?.length(layer: layer) ?? sequences.lengths[s]
+        }
+    }
+
+    /// Writes the original positions `layer` of `seq` holds, slot by slot, into `into` (as
+    /// many as fit) and returns the full count: `layerLength` per-layer, or
+    /// `numKVHeads * layerLength` in per-head mode (head-major: head h's slots at
+    /// `h * layerLength`). Throws `notFound`, `invalidArgument` (layer).
+    public func positions(_ seq: UInt64, layer: Int, into: UnsafeMutableBufferPointer<Int32>) throws(KVError) -> Int {
+        try checkLayer(layer)
+        return try locked { () throws(KVError) -> Int in
+            let s = try slot(seq)
+            guard let state = evictionStates[s] else {
+                let n = sequences.lengths[s]
+                for i in 0..<min(n, into.count) { into[i] = Int32(i) }
+                return n
+            }
+            let n = state.length(layer: layer)
+            var out = 0
+            for row in 0..<state.rowsPerLayer {
+                for p in state.positions(layer: layer, row: row) {
+                    if out < into.count { into[out] = p }
+                    out += 1
+                }
+            }
+            precondition(out == n * state.rowsPerLayer)
+            return out
+        }
+    }
+
+    /// Registers conversation segment `[start, end)` (original positions already appended)
+    /// of `seq` with its embedding, for the episodic policy's clustering.
+    /// Throws `notFound`, `invalidArgument` (bounds, dimension, non-finite values).
+    public func addSegment(_ seq: UInt64, start: Int, end: Int, embedding: UnsafeBufferPointer<Float>) throws(KVError) {
+        try locked { () throws(KVError) in
+            let s = try slot(seq)
+            if evictionStates[s] == nil, config.eviction.embeddingDim != 0, embedding.count != config.eviction.embeddingDim {
+                throw .invalid("embedding dimension \(embedding.count) is not embedding_dim \(config.eviction.embeddingDim)")
+            }
+            try evictionState(s).addSegment(start: start, end: end, embedding: embedding)
+        }
+    }
+
+    /// Episodic policy: clusters `seq`'s segments into episodes if they changed, credits the
+    /// attention observed since the previous focus to the episode of the segment added last
+    /// (the turn those queries belonged to), then focuses the episode nearest to `query`
+    /// (compaction keeps its heavy hitters, plus the current turn's) and returns it. Throws `notFound`, `invalidArgument` (no segment,
+    /// dimension, non-finite values), `unsupported` (another policy).
+    public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
+        try locked { () throws(KVError) -> Int in
+            let s = try slot(seq)
+            guard evictionConfig(s).policy == .episodic else {
+                throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
+            }
+            return try evictionState(s).focus(query)
+        }
+    }
+
+    /// Sets `seq`'s per-layer sensitivity (`numLayers` values >= 0, not all 0) for adaptive
+    /// budgets. Throws `notFound`, `invalidArgument`.
+    public func setLayerSensitivity(_ seq: UInt64, _ values: UnsafeBufferPointer<Float>) throws(KVError) {
+        try locked { () throws(KVError) in try evictionState(try slot(seq)).setSensitivity(values) }
+    }
+}

@@ -1,0 +1,28 @@
+/// EpiCache (Kim et al., 2025), as an eviction policy: H2O's recent window plus heavy
+/// hitters, but heavy hitters ranked by the attention observed while the *focused episode's*
+/// queries ran, so that a conversation returning to an earlier topic finds that topic's
+/// tokens kept. Episodes come from k-means over the segments the server registered
+/// (`Engine.addSegment`, `KMeans`). A turn's observed attention is credited, at the next
+/// `Engine.focus`, to the episode of the segment the server added for that turn (so the
+/// first turn, observed before any episode existed, counts too); the focus then picks the
+/// episode nearest to the new query, and heavy hitters are ranked by that episode's
+/// attention plus the current turn's. Before any focus, or while the focused episode has
+/// observed nothing, it is H2O.
+///
+/// With a disk tier (issue 3) the tokens outside the focused episode are offloaded instead of
+/// dropped, so a later focus on another episode can restore them; without one they are
+/// dropped like H2O's (see README, "Eviction").
+public struct EpisodicPolicy: EvictionPolicy {
+    public var kind: EvictionPolicyKind { .episodic }
+    /// The parameters (recent window, normalisation, episodes).
+    public let config: EvictionConfig
+
+    /// An episodic policy with `config`'s parameters.
+    public init(_ config: EvictionConfig) { self.config = config }
+
+    /// The recent window, then the top scores of the focused episode (H2O's when none).
+    /// Cost: O(count) expected, no allocation.
+    public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
+        HeavyHitterPolicy.choose(row, scores: row.episode ?? row.accumulated, config: config, scratch: scratch, keep: keep)
+    }
+}

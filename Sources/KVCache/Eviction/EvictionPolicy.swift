@@ -1,0 +1,223 @@
+/// What one policy decision sees: one row (a layer, or one KV head of a layer in per-head
+/// mode) of a sequence's eviction state, slot by slot. Slot `i` holds the token at original
+/// position `positions[i]`; slots are not in position order after a compaction.
+///
+/// Only what the server has reported so far is here (no policy can see future attention).
+public struct EvictionRow {
+    /// Tokens the row holds (slots 0..<count).
+    public var count: Int
+    /// Original position of each slot.
+    public var positions: UnsafePointer<Int32>
+    /// Attention accumulated per slot since the token arrived (summed over heads per layer).
+    public var accumulated: UnsafePointer<Float>
+    /// Attention of the last observed step only.
+    public var last: UnsafePointer<Float>
+    /// Queries that could see each slot's token (for normalised scores).
+    public var visible: UnsafePointer<Float>
+    /// Attention accumulated while the focused episode's queries ran, or nil (no focus, or
+    /// the episode has observed nothing yet).
+    public var episode: UnsafePointer<Float>?
+    /// One past the newest position the sequence has held.
+    public var nextPosition: Int
+    /// Tokens to keep: 1...count.
+    public var budget: Int
+}
+
+/// Scratch memory a decision may use, allocated once per sequence (capacity = the most
+/// tokens a row can hold), so that choosing allocates nothing.
+public struct SelectionScratch {
+    /// `capacity` floats (twice a row's slots lets selection work on a copy).
+    public var values: UnsafeMutablePointer<Float>
+    /// At least as many slot indices as a row has slots.
+    public var slots: UnsafeMutablePointer<Int32>
+    /// Floats `values` holds.
+    public var capacity: Int
+}
+
+/// A token-eviction policy: given one row, marks which slots stay.
+///
+/// Contract: `choose` writes `keep[i]` (1 keep, 0 evict) for every slot `i < row.count` and
+/// marks exactly `min(row.budget, row.count)` slots; it reads only `row` (what was observed)
+/// and may overwrite `scratch`. Cost: O(count) expected, no allocation.
+public protocol EvictionPolicy: Sendable {
+    /// Which policy this is.
+    var kind: EvictionPolicyKind { get }
+    /// Chooses the slots `row` keeps, into `keep`.
+    func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>)
+}
+
+extension EvictionPolicyKind {
+    /// The policy object for this kind with `config`'s parameters.
+    public func policy(_ config: EvictionConfig) -> any EvictionPolicy {
+        switch self {
+        case .none: NoEviction()
+        case .streamingLLM: StreamingLLMPolicy(sinkTokens: config.sinkTokens)
+        case .tova: TOVAPolicy()
+        case .heavyHitter: HeavyHitterPolicy(config)
+        case .episodic: EpisodicPolicy(config)
+        }
+    }
+
+}
+
+/// Helpers shared by the policies: windows by position and top-k by score.
+enum Selection {
+    /// Marks every slot whose position is below `sinks` or at least `recentFrom`, up to
+    /// `limit` marks (sinks first, then newest); returns how many it marked. Clears the rest.
+    @inline(__always)
+    static func markWindows(_ row: EvictionRow, sinks: Int, recent: Int, keep: UnsafeMutablePointer<UInt8>) -> Int {
+        let recentFrom = row.nextPosition - recent
+        var marked = 0
+        for i in 0..<row.count {
+            let p = Int(row.positions[i])
+            let k: UInt8 = (p < sinks || p >= recentFrom) ? 1 : 0
+            keep[i] = k
+            marked += Int(k)
+        }
+        return marked
+    }
+
+    /// Adds to `keep` the `k` unmarked slots with the highest `score(i)`, ties to the lowest
+    /// slot. Cost: O(count): a gather, a threshold search (one pass with a small sorted buffer
+    /// when at most `smallEviction` candidates are evicted, as in a decode step; quickselect
+    /// otherwise), one marking pass.
+    @inline(__always)
+    static func markTop(
+        _ count: Int, _ k: Int, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>, score: (Int) -> Float
+    ) {
+        guard k > 0 else { return }
+        var n = 0
+        for i in 0..<count where keep[i] == 0 {
+            scratch.values[n] = score(i)
+            scratch.slots[n] = Int32(i)
+            n += 1
+        }
+        if k >= n {
+            for j in 0..<n { keep[Int(scratch.slots[j])] = 1 }
+            return
+        }
+        let evicted = n - k
+        let threshold: Float  // the k-th largest value = the (evicted + 1)-th smallest
+        if evicted < smallEviction {
+            threshold = smallestOrder(scratch.values, n, evicted + 1)
+        } else {
+            // Quickselect reorders, so it works on a copy in the upper half of `values`
+            // when it fits, else recomputes the scores afterwards.
+            if 2 * n <= scratch.capacity {
+                (scratch.values + n).update(from: scratch.values, count: n)
+                threshold = kthLargest(scratch.values + n, n, k)
+            } else {
+                threshold = kthLargest(scratch.values, n, k)
+                for j in 0..<n { scratch.values[j] = score(Int(scratch.slots[j])) }
+            }
+        }
+        var above = 0
+        for j in 0..<n where scratch.values[j] > threshold { above += 1 }
+        var ties = k - above
+        for j in 0..<n {
+            let v = scratch.values[j]
+            if v > threshold {
+                keep[Int(scratch.slots[j])] = 1
+            } else if v == threshold && ties > 0 {
+                keep[Int(scratch.slots[j])] = 1
+                ties -= 1
+            }
+        }
+    }
+
+    /// Keeps all but the `row.count - k` (< `smallEviction`) slots outside the recent window
+    /// (positions >= `recentFrom`) with the lowest `score`, ties evicting the highest slot
+    /// first: the same choice as `markWindows` + `markTop`, in one pass over the row with a
+    /// sorted buffer of the candidates to evict (the steady state of decoding, where each
+    /// step evicts about one token). Precondition: the window holds at most `k` slots.
+    @inline(__always)
+    static func evictFewest(_ row: EvictionRow, _ k: Int, recentFrom: Int, keep: UnsafeMutablePointer<UInt8>, score: (Int) -> Float) {
+        let evict = row.count - k
+        keep.update(repeating: 1, count: row.count)
+        guard evict > 0 else { return }
+        withUnsafeTemporaryAllocation(of: (Float, Int32).self, capacity: evict) { buffer in
+            // Orders (score, slot) by score, then higher slot first: the first `evict` go.
+            @inline(__always) func before(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
+            @inline(__always) func insert(_ item: (Float, Int32), _ filled: Int) {
+                var j = filled
+                while j > 0 && before(item, buffer[j - 1]) {
+                    if j < evict { buffer[j] = buffer[j - 1] }
+                    j -= 1
+                }
+                if j < evict { buffer[j] = item }
+            }
+            var filled = 0, i = 0
+            while filled < evict && i < row.count {  // the first `evict` candidates
+                if Int(row.positions[i]) < recentFrom {
+                    insert((score(i), Int32(i)), filled)
+                    filled += 1
+                }
+                i += 1
+            }
+            precondition(filled == evict, "the recent window holds at most the budget")
+            // The rest: a window slot scores +infinity (never evicted); only a score at or
+            // below the current cut takes the slow path.
+            var cut = buffer[evict - 1].0
+            while i < row.count {
+                let s = Int(row.positions[i]) < recentFrom ? score(i) : Float.infinity
+                if s <= cut && before((s, Int32(i)), buffer[evict - 1]) {
+                    insert((s, Int32(i)), evict)
+                    cut = buffer[evict - 1].0
+                }
+                i += 1
+            }
+            for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }
+        }
+    }
+
+    /// Evictions up to which `markTop` finds its threshold with a sorted buffer.
+    static let smallEviction = 32
+
+    /// The `order`-th smallest of `values[0..<n]` (1 <= order <= min(n, smallEviction)), in one
+    /// pass keeping the `order` smallest seen in a sorted stack buffer. Does not reorder.
+    @inline(__always)
+    static func smallestOrder(_ values: UnsafeMutablePointer<Float>, _ n: Int, _ order: Int) -> Float {
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: order) { buffer in
+            var filled = 0
+            for j in 0..<n {
+                let v = values[j]
+                if filled == order && !(v < buffer[order - 1]) { continue }
+                var i = filled == order ? order - 1 : filled
+                if filled < order { filled += 1 }
+                while i > 0 && buffer[i - 1] > v {
+                    buffer[i] = buffer[i - 1]
+                    i -= 1
+                }
+                buffer[i] = v
+            }
+            return buffer[order - 1]
+        }
+    }
+
+    /// The `k`-th largest of `values[0..<n]` (1 <= k <= n); reorders `values`.
+    /// Hoare quickselect with a median-of-three pivot: O(n) expected, deterministic.
+    static func kthLargest(_ values: UnsafeMutablePointer<Float>, _ n: Int, _ k: Int) -> Float {
+        var lo = 0, hi = n - 1
+        let target = k - 1  // index in descending order
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            var a = values[lo], b = values[mid], c = values[hi]
+            if a < b { swap(&a, &b) }
+            if b < c { swap(&b, &c) }
+            if a < b { swap(&a, &b) }
+            let pivot = b
+            var i = lo, j = hi
+            while i <= j {
+                while values[i] > pivot { i += 1 }
+                while values[j] < pivot { j -= 1 }
+                if i <= j {
+                    let t = values[i]; values[i] = values[j]; values[j] = t
+                    i += 1
+                    j -= 1
+                }
+            }
+            if target <= j { hi = j } else if target >= i { lo = i } else { return values[target] }
+        }
+        return values[target]
+    }
+}

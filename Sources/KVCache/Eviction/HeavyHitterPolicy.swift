@@ -1,0 +1,47 @@
+/// H2O (Zhang et al., 2023): a recent window plus the "heavy hitters", the tokens with the
+/// most attention accumulated over every query observed so far.
+///
+/// Scores: raw sums (`normalizedScores` false, the paper's choice and the default) favour
+/// tokens that have been visible longer; normalised sums divide by the queries that could see
+/// the token (`EvictionRow.visible`), so a new token is not penalised for having been seen by
+/// fewer queries. `kvcache evict-eval` reports both (`h2o`, `h2o-norm`).
+public struct HeavyHitterPolicy: EvictionPolicy {
+    public var kind: EvictionPolicyKind { .heavyHitter }
+    /// The parameters (recent window, normalisation).
+    public let config: EvictionConfig
+
+    /// An H2O policy with `config`'s window and normalisation.
+    public init(_ config: EvictionConfig) { self.config = config }
+
+    /// The recent window by position, then the top accumulated scores among the rest.
+    /// Cost: O(count) expected, no allocation.
+    public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
+        Self.choose(row, scores: row.accumulated, config: config, scratch: scratch, keep: keep)
+    }
+
+    /// H2O's choice with `scores` as the accumulated attention (the episodic policy passes an
+    /// episode's scores).
+    @inline(__always)
+    static func choose(
+        _ row: EvictionRow, scores: UnsafePointer<Float>, config: EvictionConfig, scratch: SelectionScratch,
+        keep: UnsafeMutablePointer<UInt8>
+    ) {
+        let k = min(row.budget, row.count)
+        let recent = config.recentWindow(budget: k)
+        if row.count - k < Selection.smallEviction {  // a decode step: evict a few, one pass
+            if config.normalizedScores {
+                Selection.evictFewest(row, k, recentFrom: row.nextPosition - recent, keep: keep) { scores[$0] / max(row.visible[$0], 1) }
+            } else {
+                Selection.evictFewest(row, k, recentFrom: row.nextPosition - recent, keep: keep) { scores[$0] }
+            }
+            return
+        }
+        let inWindow = Selection.markWindows(row, sinks: 0, recent: recent, keep: keep)
+        precondition(inWindow <= k, "the recent window holds at most the budget")
+        if config.normalizedScores {
+            Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] / max(row.visible[$0], 1) }
+        } else {
+            Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] }
+        }
+    }
+}

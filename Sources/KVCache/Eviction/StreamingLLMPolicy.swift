@@ -1,0 +1,22 @@
+/// StreamingLLM (Xiao et al., 2023): the first `sinkTokens` positions, which soak up
+/// attention whatever the content ("attention sinks"), plus the most recent tokens, up to the
+/// budget. Needs no scores: a baseline for score-based policies.
+public struct StreamingLLMPolicy: EvictionPolicy {
+    public var kind: EvictionPolicyKind { .streamingLLM }
+    /// Positions kept as sinks (fewer when the budget is smaller).
+    public let sinkTokens: Int
+
+    /// A StreamingLLM policy keeping `sinkTokens` sinks.
+    public init(sinkTokens: Int) { self.sinkTokens = sinkTokens }
+
+    /// Keeps sinks by position, then the newest positions. Cost: O(count) plus a top-k over
+    /// positions when the window is ragged.
+    public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
+        let k = min(row.budget, row.count)
+        let sinks = min(sinkTokens, k)
+        // Sinks: the `sinks` lowest positions present (the first ones unless evicted earlier).
+        for i in 0..<row.count { keep[i] = 0 }
+        Selection.markTop(row.count, sinks, scratch: scratch, keep: keep) { -Float(row.positions[$0]) }
+        Selection.markTop(row.count, k - sinks, scratch: scratch, keep: keep) { Float(row.positions[$0]) }
+    }
+}

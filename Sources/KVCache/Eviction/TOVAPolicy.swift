@@ -1,0 +1,14 @@
+/// TOVA (Oren et al., 2024): keeps the tokens the last observed query attended to most
+/// (summed over the layer's heads in per-layer mode); no history beyond one step.
+public struct TOVAPolicy: EvictionPolicy {
+    public var kind: EvictionPolicyKind { .tova }
+
+    /// A TOVA policy.
+    public init() {}
+
+    /// Top `budget` slots by the last step's attention. Cost: O(count) expected.
+    public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
+        for i in 0..<row.count { keep[i] = 0 }
+        Selection.markTop(row.count, min(row.budget, row.count), scratch: scratch, keep: keep) { row.last[$0] }
+    }
+}

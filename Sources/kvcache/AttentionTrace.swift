@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An attention trace: what a server would report to the engine while it runs one
+/// conversation, step by step, over the *full* cache, so that any policy's kept set can be
+/// scored against it.
+///
+/// File format (version 1, little-endian, no padding; `kvcache evict-eval --write-trace`
+/// writes it, `--trace` reads it):
+///
+///     header   char[8] "KVATTN01"; u32 layers, heads, embedding_dim, n_segments, n_steps,
+///              mark_step (0xFFFFFFFF: none), max_tokens
+///     segment  (n_segments times) u32 start, end (positions [start, end)), available_step
+///              (the first step at which a server knows the segment); f32[embedding_dim]
+///     step     (n_steps times) u32 n_tokens (cache length after this step's tokens are
+///              appended: the rows cover positions 0..<n_tokens), n_queries (tokens appended
+///              by this step, whose queries are summed in the rows: 1 for a decode step),
+///              has_query (1: a new turn starts, f32[embedding_dim] query embedding follows);
+///              then f32[layers][heads][n_tokens]: per layer and KV head, the attention
+///              probabilities of this step's queries summed over them (each query's row sums
+///              to 1; causal: a query sees only positions up to its own)
+///
+/// Steps from `mark_step` on are also reported separately (e.g. after a topic return).
+/// Decode steps (n_queries 1) are the ones scored.
+struct TraceHeader: Equatable {
+    var layers: Int
+    var heads: Int
+    var embeddingDim: Int
+    var segments: [TraceSegment]
+    var steps: Int
+    var markStep: Int?
+    var maxTokens: Int
+}
+
+/// A conversation segment and its embedding.
+struct TraceSegment: Equatable {
+    var start: Int
+    var end: Int
+    var availableStep: Int
+    var embedding: [Float]
+}
+
+/// One step of a trace; `rows` is `[layer][head][nTokens]`, reused between steps.
+struct TraceStep {
+    var nTokens = 0
+    var nQueries = 0
+    var query: [Float]? = nil
+    var rows: [Float] = []
+}
+
+/// Where steps come from: a file or the synthetic generator.
+protocol AttentionTraceSource {
+    var header: TraceHeader { get }
+    /// Fills `step` with the next step; false at the end.
+    mutating func next(into step: inout TraceStep) throws -> Bool
+}
+
+/// A trace file or stream error, with the offset or field that was wrong.
+struct TraceError: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// Reads a trace file written in the format above, one step at a time.
+struct TraceFileReader: AttentionTraceSource {
+    let header: TraceHeader
+    private let file: UnsafeMutablePointer<FILE>
+    private var stepIndex = 0
+
+    init(path: String) throws {
+        guard let f = fopen(path, "rb") else { throw TraceError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        file = f
+        var magic = [UInt8](repeating: 0, count: 8)
+        guard fread(&magic, 1, 8, f) == 8, magic == Array("KVATTN01".utf8) else {
+            throw TraceError(description: "\(path) is not a KVATTN01 attention trace")
+        }
+        func u32() throws -> Int {
+            var v: UInt32 = 0
+            guard fread(&v, 4, 1, f) == 1 else { throw TraceError(description: "\(path): truncated header") }
+            return Int(UInt32(littleEndian: v))
+        }
+        let layers = try u32(), heads = try u32(), dim = try u32(), nSegments = try u32(), steps = try u32()
+        let mark = try u32(), maxTokens = try u32()
+        guard (1...1024).contains(layers), (1...1024).contains(heads), dim <= 4096, nSegments <= 1 << 20, maxTokens <= 1 << 24 else {
+            throw TraceError(description: "\(path): header out of range (layers \(layers), heads \(heads), dim \(dim), segments \(nSegments), max_tokens \(maxTokens))")
+        }
+        var segments: [TraceSegment] = []
+        for _ in 0..<nSegments {
+            let s = try u32(), e = try u32(), a = try u32()
+            var emb = [Float](repeating: 0, count: dim)
+            guard fread(&emb, 4, dim, f) == dim else { throw TraceError(description: "\(path): truncated segment") }
+            segments.append(TraceSegment(start: s, end: e, availableStep: a, embedding: emb))
+        }
+        header = TraceHeader(layers: layers, heads: heads, embeddingDim: dim, segments: segments, steps: steps,
+                             markStep: mark == 0xFFFF_FFFF ? nil : mark, maxTokens: maxTokens)
+    }
+
+    mutating func next(into step: inout TraceStep) throws -> Bool {
+        guard stepIndex < header.steps else {
+            fclose(file)
+            return false
+        }
+        var w = [UInt32](repeating: 0, count: 3)
+        guard fread(&w, 4, 3, file) == 3 else { throw TraceError(description: "step \(stepIndex): truncated") }
+        step.nTokens = Int(w[0])
+        step.nQueries = Int(w[1])
+        guard step.nTokens <= header.maxTokens, step.nQueries >= 1, w[2] <= 1 else {
+            throw TraceError(description: "step \(stepIndex): n_tokens \(w[0]), n_queries \(w[1]), has_query \(w[2]) out of range")
+        }
+        if w[2] == 1 {
+            var q = [Float](repeating: 0, count: header.embeddingDim)
+            guard fread(&q, 4, q.count, file) == q.count else { throw TraceError(description: "step \(stepIndex): truncated query") }
+            step.query = q
+        } else {
+            step.query = nil
+        }
+        let count = header.layers * header.heads * step.nTokens
+        if step.rows.count < count { step.rows = [Float](repeating: 0, count: count) }
+        guard step.rows.withUnsafeMutableBufferPointer({ fread($0.baseAddress, 4, count, file) }) == count else {
+            throw TraceError(description: "step \(stepIndex): truncated rows")
+        }
+        stepIndex += 1
+        return true
+    }
+}
+
+/// Writes a trace in the format above.
+struct TraceFileWriter {
+    private let file: UnsafeMutablePointer<FILE>
+
+    init(path: String, header: TraceHeader) throws {
+        guard let f = fopen(path, "wb") else { throw TraceError(description: "cannot create \(path): \(String(cString: strerror(errno)))") }
+        file = f
+        fwrite(Array("KVATTN01".utf8), 1, 8, f)
+        let words = [header.layers, header.heads, header.embeddingDim, header.segments.count, header.steps,
+                     header.markStep ?? 0xFFFF_FFFF, header.maxTokens].map { UInt32($0).littleEndian }
+        fwrite(words, 4, words.count, f)
+        for s in header.segments {
+            fwrite([UInt32(s.start), UInt32(s.end), UInt32(s.availableStep)], 4, 3, f)
+            fwrite(s.embedding, 4, s.embedding.count, f)
+        }
+    }
+
+    func write(_ step: TraceStep, layers: Int, heads: Int) {
+        fwrite([UInt32(step.nTokens), UInt32(step.nQueries), step.query == nil ? 0 : 1], 4, 3, file)
+        if let q = step.query { fwrite(q, 4, q.count, file) }
+        step.rows.withUnsafeBufferPointer { _ = fwrite($0.baseAddress, 4, layers * heads * step.nTokens, file) }
+    }
+
+    func close() { fclose(file) }
+}

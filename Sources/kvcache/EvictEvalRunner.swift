@@ -1,0 +1,229 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import KVCache
+
+/// One policy at one budget ratio, replayed over a trace as a server would drive the engine:
+/// per step append the step's tokens, (episodic) register finished segments and focus a new
+/// turn's query, score the step against the full cache (decode steps), observe the step's
+/// attention over the tokens the cache holds, renormalised as the server's softmax over them
+/// would be, then compact to `ratio * tokens so far`. The policy sees each step only after
+/// it was scored: no peeking. The state is the engine's own `AttentionScores` and policy
+/// code, without K/V bytes.
+///
+/// `offload` models the disk tier the episodic policy is meant to use (issue 3): evicted
+/// tokens stay known, a focus restores the episode's chosen set from all tokens, and between
+/// focuses compaction chooses among the resident tokens only.
+final class EvictionRun {
+    let label: String
+    let config: EvictionConfig
+    let ratio: Double
+    let offload: Bool
+    let oracle: Bool
+    /// Print each focus decision to standard error.
+    var verbose = false
+    let state: AttentionScores
+    /// Offload: per layer and position, 1 when resident.
+    private var resident: [UInt8]
+    private var keep: [UInt8]
+    private let layers: Int, heads: Int, maxTokens: Int
+    private let observed: UnsafeMutablePointer<Float>
+    private var oracleScratch: [Float]
+    private(set) var recall = Mean(), error = Mean(), recallAfter = Mean(), errorAfter = Mean()
+
+    init(label: String, config: EvictionConfig, ratio: Double, offload: Bool = false, oracle: Bool = false, header: TraceHeader) {
+        self.label = label
+        self.config = config
+        self.ratio = ratio
+        self.offload = offload
+        self.oracle = oracle
+        layers = header.layers
+        heads = header.heads
+        maxTokens = header.maxTokens
+        state = AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxTokens)
+        resident = [UInt8](repeating: 0, count: offload ? layers * maxTokens : 0)
+        keep = [UInt8](repeating: 0, count: maxTokens)
+        observed = .allocate(capacity: heads * maxTokens)
+        oracleScratch = [Float](repeating: 0, count: maxTokens)
+    }
+
+    deinit { observed.deallocate() }
+
+    func budget(_ tokens: Int) -> Int { max(1, Int((ratio * Double(tokens)).rounded(.up))) }
+
+    /// Appends the step's tokens and handles segments and a query (before scoring).
+    func begin(_ step: TraceStep, index: Int, header: TraceHeader) throws {
+        let new = step.nTokens - state.nextPosition
+        if new > 0 {
+            state.append(new)
+            if offload { for l in 0..<layers { for p in (step.nTokens - new)..<step.nTokens { resident[l * maxTokens + p] = 1 } } }
+        }
+        guard config.policy == .episodic else { return }
+        for s in header.segments where s.availableStep == index {
+            try s.embedding.withUnsafeBufferPointer { try state.addSegment(start: s.start, end: s.end, embedding: $0) }
+        }
+        if let q = step.query, state.segmentCount > 0 {
+            let e = try q.withUnsafeBufferPointer { try state.focus($0) }
+            if verbose {
+                FileHandle.standardError.write("\(label) \(ratio): step \(index) focuses episode \(e); segment episodes \(state.segmentEpisodes)\n".data(using: .utf8)!)
+            }
+            if offload {  // restore the focused episode's set from memory and disk
+                var all = [UInt8](repeating: 1, count: maxTokens)
+                for l in 0..<layers {
+                    state.select(layer: l, row: 0, budget: budget(step.nTokens), among: &all, keep: &keep)
+                    for p in 0..<step.nTokens { resident[l * maxTokens + p] = keep[p] }
+                }
+            }
+        }
+    }
+
+    /// The positions row `head` of `layer` holds now, as a mask over positions, into `keep`.
+    private func keptMask(layer: Int, head: Int, step: TraceStep, rows: UnsafePointer<Float>) {
+        let n = step.nTokens
+        if oracle {  // the top budget tokens of this very step's attention (summed over heads)
+            for i in 0..<n { oracleScratch[i] = 0 }
+            for h in 0..<heads { for i in 0..<n { oracleScratch[i] += rows[(layer * heads + h) * n + i] } }
+            var sorted = Array(oracleScratch.prefix(n))
+            let k = min(budget(n), n)
+            let threshold = sorted.withUnsafeMutableBufferPointer { kthLargestCopy($0.baseAddress!, n, k) }
+            var left = k
+            for i in 0..<n { keep[i] = oracleScratch[i] > threshold ? 1 : 0; left -= Int(keep[i]) }
+            for i in 0..<n where left > 0 && keep[i] == 0 && oracleScratch[i] == threshold { keep[i] = 1; left -= 1 }
+            return
+        }
+        for i in 0..<n { keep[i] = 0 }
+        if offload {
+            for i in 0..<n { keep[i] = resident[layer * maxTokens + i] }
+            return
+        }
+        for p in state.positions(layer: layer, row: config.perHead ? head : 0) { keep[Int(p)] = 1 }
+    }
+
+    /// Scores a decode step: attention-mass recall and relative output error per layer and
+    /// head, given the full-cache outputs `full` (`[row][valueDim]`) and values.
+    func score(_ step: TraceStep, full: [Float], values: ValueTable, after: Bool) {
+        let n = step.nTokens
+        step.rows.withUnsafeBufferPointer { rowsBuffer in
+            let rows = rowsBuffer.baseAddress!
+            var o = [Float](repeating: 0, count: values.dim)
+            for l in 0..<layers {
+                for h in 0..<heads {
+                    if h == 0 || config.perHead { keptMask(layer: l, head: h, step: step, rows: rows) }
+                    let r = l * heads + h
+                    let p = rows + r * n
+                    var mass: Float = 0
+                    for j in 0..<values.dim { o[j] = 0 }
+                    for i in 0..<n where keep[i] == 1 {
+                        mass += p[i]
+                        let v = values.base(row: r, position: i)
+                        for j in 0..<values.dim { o[j] += p[i] * values.table[v + j] }
+                    }
+                    var diff: Float = 0, norm: Float = 0
+                    for j in 0..<values.dim {
+                        let f = full[r * values.dim + j]
+                        let d = f - (mass > 0 ? o[j] / mass : 0)
+                        diff += d * d
+                        norm += f * f
+                    }
+                    let e = norm > 0 ? sqrt(diff / norm) : 0
+                    recall.add(Double(mass))
+                    error.add(Double(e))
+                    if after {
+                        recallAfter.add(Double(mass))
+                        errorAfter.add(Double(e))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Observes the step over the held tokens, then compacts for the next step.
+    func observeAndCompact(_ step: TraceStep) throws {
+        guard !oracle else { return }
+        let n = step.nTokens
+        try step.rows.withUnsafeBufferPointer { rowsBuffer in
+            let rows = rowsBuffer.baseAddress!
+            for l in 0..<layers {
+                let len = state.length(layer: l)
+                for h in 0..<heads {
+                    let p = rows + (l * heads + h) * n
+                    let out = observed + h * len
+                    var held: Float = 0
+                    if offload {
+                        for i in 0..<len { out[i] = resident[l * maxTokens + i] == 1 ? p[i] : 0; held += out[i] }
+                    } else {
+                        let pos = state.positions(layer: l, row: config.perHead ? h : 0)
+                        for i in 0..<len { out[i] = p[Int(pos[i])]; held += out[i] }
+                    }
+                    // The server's softmax over the held tokens: each query's row sums to 1.
+                    let scale = held > 0 ? Float(step.nQueries) / held : 0
+                    for i in 0..<len { out[i] *= scale }
+                }
+                try state.observe(layer: l, scores: observed, nHeads: heads, nTokens: len)
+            }
+        }
+        let b = budget(n)
+        if offload {
+            for l in 0..<layers {
+                try resident.withUnsafeBufferPointer { r in
+                    state.select(layer: l, row: 0, budget: b, among: r.baseAddress! + l * maxTokens, keep: &keep)
+                }
+                for p in 0..<n { resident[l * maxTokens + p] = keep[p] }
+            }
+        } else {
+            state.compact(budget: b)
+        }
+    }
+}
+
+/// A running mean.
+struct Mean {
+    private(set) var sum: Double = 0
+    private(set) var count = 0
+    mutating func add(_ x: Double) { sum += x; count += 1 }
+    var value: Double { count > 0 ? sum / Double(count) : .nan }
+}
+
+/// Synthetic value vectors per row (layer x head) and position: N(0, 1) coordinates from a
+/// counter-based hash of the seed, so outputs o = sum p_i v_i are reproducible.
+struct ValueTable {
+    let dim = 16
+    let table: [Float]
+    private let maxTokens: Int
+
+    init(rows: Int, maxTokens: Int, seed: UInt64) {
+        self.maxTokens = maxTokens
+        var rng = SplitMix64(seed: seed ^ 0x5641_4C55_4553)
+        var t = [Float](repeating: 0, count: rows * maxTokens * 16)
+        for i in 0..<t.count {
+            let u1 = (Double(rng.next() >> 11) + 0.5) / Double(1 << 53), u2 = Double(rng.next() >> 11) / Double(1 << 53)
+            t[i] = Float(sqrt(-2 * log(u1)) * cos(2 * Double.pi * u2))
+        }
+        table = t
+    }
+
+    /// Index in `table` of the vector of `row` at `position`.
+    @inline(__always) func base(row: Int, position: Int) -> Int { (row * maxTokens + position) * dim }
+
+    /// Full-cache outputs of a step, `[row][dim]`.
+    func outputs(_ step: TraceStep, rows: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: rows * dim)
+        let n = step.nTokens
+        for r in 0..<rows {
+            for i in 0..<n {
+                let p = step.rows[r * n + i]
+                let base = (r * maxTokens + i) * dim
+                for j in 0..<dim { out[r * dim + j] += p * table[base + j] }
+            }
+        }
+        return out
+    }
+}
+
+/// The k-th largest of `values[0..<n]` (reorders them): the oracle's threshold.
+func kthLargestCopy(_ values: UnsafeMutablePointer<Float>, _ n: Int, _ k: Int) -> Float {
+    var b = UnsafeMutableBufferPointer(start: values, count: n)
+    b.sort(by: >)
+    return b[k - 1]
+}

@@ -1,0 +1,168 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KVCache
+
+/// The synthetic attention generator of `kvcache evict-eval`: softmax attention over a causal
+/// cache whose logits combine the phenomena reported for real LLMs, each with one fixed
+/// parameter (no parameter differs between policies or budgets):
+///
+///     logit(query t of topic q, key i) =
+///         sink(i)                         6 for position 0, 3 for positions 1...3 (sinks)
+///       + 5 * exp(-(t - i) / tau_h)       locality; tau_h = 4, 8, 16, 32 by head (h mod 4)
+///       + s_lh(i) * (topic(i) == q ? 1 : 0.2)     heavy hitters: s = min(8, 2 * E * m),
+///                                       E ~ Exp(1) per (layer, token), m ~ U(0.5, 1.5) per
+///                                       head: a heavy tail, so a few tokens draw most
+///                                       attention, mostly from queries of their own topic
+///       + (topic(i) == q ? 1.5 : 0)       topical relevance
+///       + N(0, 1)                         per (query, key, layer, head) noise
+///
+/// Traces:
+/// - `long-decode`: one topic; a 512-token prompt (one prefill step) then 1536 decode steps.
+/// - `topic-return`: five turns on topics A B C D A, each a 32-token user message (one
+///   prefill step carrying the query embedding) and 224 decoded tokens; every finished turn
+///   becomes a segment (available when the next turn starts); embeddings are the topic's
+///   random unit vector plus N(0, 0.3) per coordinate (dimension 16). Marked: the return
+///   turn.
+///
+/// Everything derives from `seed` through counter-based hashing, so a trace is the same on
+/// every machine and can be regenerated rather than stored.
+struct SyntheticAttention: AttentionTraceSource {
+    enum Kind: String, CaseIterable {
+        case longDecode = "long-decode"
+        case topicReturn = "topic-return"
+    }
+
+    let header: TraceHeader
+    private let layers = 4, heads = 4, dim = 16
+    private let seed: UInt64
+    /// Standard deviation of the per-(query, key) logit noise: how much attention varies
+    /// from one query to the next beyond the persistent structure.
+    let queryNoise: Float
+    /// Per step: tokens after it, queries, and the query embedding of a new turn.
+    private var plan: [(tokens: Int, queries: Int, query: [Float]?)] = []
+    private var topic: [Int] = []
+    /// `[layer][head][position]` heavy-hitter salience.
+    private var salience: [Float] = []
+    private var stepIndex = 0
+    private var logits: [Float] = []
+
+    init(_ kind: Kind, seed: UInt64, queryNoise: Float = 1, embeddingNoise: Float = 0.3) {
+        self.seed = seed
+        self.queryNoise = queryNoise
+        var rng = SplitMix64(seed: seed)
+        func gaussian() -> Float {
+            let u1 = (Double(rng.next() >> 11) + 0.5) / Double(1 << 53), u2 = Double(rng.next() >> 11) / Double(1 << 53)
+            return Float(sqrt(-2 * log(u1)) * cos(2 * Double.pi * u2))
+        }
+        var segments: [TraceSegment] = []
+        var mark: Int? = nil
+        let dim = 16
+        switch kind {
+        case .longDecode:
+            plan.append((512, 512, nil))
+            for t in 513...2048 { plan.append((t, 1, nil)) }
+            topic = [Int](repeating: 0, count: 2048)
+        case .topicReturn:
+            let topics = [0, 1, 2, 3, 0]
+            var centres: [[Float]] = []
+            for _ in 0..<4 {
+                var v = (0..<dim).map { _ in gaussian() }
+                let norm = sqrt(v.reduce(0) { $0 + $1 * $1 })
+                v = v.map { $0 / norm }
+                centres.append(v)
+            }
+            func noisy(_ c: [Float]) -> [Float] { c.map { $0 + embeddingNoise * gaussian() } }
+            var n = 0
+            for (turn, q) in topics.enumerated() {
+                if turn == topics.count - 1 { mark = plan.count }
+                if turn > 0 {
+                    segments.append(TraceSegment(start: n - 256, end: n, availableStep: plan.count, embedding: noisy(centres[topics[turn - 1]])))
+                }
+                n += 32
+                plan.append((n, 32, noisy(centres[q])))
+                for _ in 0..<224 {
+                    n += 1
+                    plan.append((n, 1, nil))
+                }
+                topic += [Int](repeating: q, count: 256)
+            }
+        }
+        let maxTokens = plan.last!.tokens
+        salience = [Float](repeating: 0, count: layers * heads * maxTokens)
+        for l in 0..<layers {
+            for i in 0..<maxTokens {
+                let e = -log((Double(rng.next() >> 11) + 0.5) / Double(1 << 53))
+                for h in 0..<heads {
+                    let m = 0.5 + Double(rng.next() >> 11) / Double(1 << 53)
+                    salience[(l * heads + h) * maxTokens + i] = Float(min(8, 2 * e * m))
+                }
+            }
+        }
+        header = TraceHeader(layers: layers, heads: heads, embeddingDim: kind == .topicReturn ? dim : 0, segments: segments,
+                             steps: plan.count, markStep: mark, maxTokens: maxTokens)
+        logits = [Float](repeating: 0, count: maxTokens)
+    }
+
+    /// Approximately N(0, 1) noise for (query, key, row): Irwin-Hall of four 16-bit uniforms
+    /// of one hash, scaled to unit variance.
+    @inline(__always)
+    private func noise(_ t: Int, _ i: Int, _ row: Int) -> Float {
+        var z = seed ^ (UInt64(t) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(i) &* 0xC2B2_AE3D_27D4_EB4F) ^ (UInt64(row) &* 0x1656_67B1_9E37_79F9)
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        let s = Float(z & 0xFFFF) + Float((z >> 16) & 0xFFFF) + Float((z >> 32) & 0xFFFF) + Float(z >> 48)
+        return (s / 65536 - 2) * 1.7320508
+    }
+
+    mutating func next(into step: inout TraceStep) throws -> Bool {
+        guard stepIndex < plan.count else { return false }
+        let (n, q, query) = plan[stepIndex]
+        stepIndex += 1
+        step.nTokens = n
+        step.nQueries = q
+        step.query = query
+        let count = layers * heads * n
+        if step.rows.count < count { step.rows = [Float](repeating: 0, count: count) }
+        let maxTokens = header.maxTokens
+        var scratch: [Float] = []
+        swap(&scratch, &logits)
+        defer { swap(&scratch, &logits) }
+        step.rows.withUnsafeMutableBufferPointer { rows in
+            scratch.withUnsafeMutableBufferPointer { logit in
+                salience.withUnsafeBufferPointer { sal in
+                    for l in 0..<layers {
+                        for h in 0..<heads {
+                            let r = l * heads + h
+                            let out = rows.baseAddress! + r * n
+                            out.update(repeating: 0, count: n)
+                            let tau = Float(4 << (h % 4))
+                            for t in (n - q)..<n {
+                                let qt = topic[t]
+                                var top = -Float.infinity
+                                for i in 0...t {
+                                    var x: Float = i == 0 ? 6 : (i < 4 ? 3 : 0)
+                                    x += 5 * expf(-Float(t - i) / tau)
+                                    let same = topic[i] == qt
+                                    x += sal[r * maxTokens + i] * (same ? 1 : 0.2) + (same ? 1.5 : 0)
+                                    x += queryNoise * noise(t, i, r)
+                                    logit[i] = x
+                                    top = max(top, x)
+                                }
+                                var z: Float = 0
+                                for i in 0...t {
+                                    let e = expf(logit[i] - top)
+                                    logit[i] = e
+                                    z += e
+                                }
+                                for i in 0...t { out[i] += logit[i] / z }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return true
+    }
+}

@@ -1,0 +1,339 @@
+import Testing
+@testable import KVCache
+
+/// An engine of `smallConfig` shape evicting with `policy`.
+private func evictingEngine(_ layout: Layout, _ policy: EvictionPolicyKind, perHead: Bool = false, memoryBytes: UInt64 = 64 << 20) throws -> Engine {
+    var c = smallConfig(layout, memoryBytes: memoryBytes)
+    c.eviction = EvictionConfig(policy)
+    c.eviction.perHead = perHead
+    return try Engine(c)
+}
+
+/// Scores for every head of a layer of `n` slots: `heavy` positions get 1, others 0.01.
+private func scores(_ e: Engine, n: Int, heavy: Set<Int>) -> [Float] {
+    var s = [Float](repeating: 0.01, count: e.config.numKVHeads * n)
+    for h in 0..<e.config.numKVHeads { for t in heavy where t < n { s[h * n + t] = 1 } }
+    return s
+}
+
+private func observeAll(_ e: Engine, _ seq: UInt64, _ s: [Float], n: Int) throws {
+    for layer in 0..<e.config.numLayers {
+        try s.withUnsafeBufferPointer { try e.observe(seq, layer: layer, scores: $0.baseAddress!, nHeads: e.config.numKVHeads, nTokens: n) }
+    }
+}
+
+private func positions(_ e: Engine, _ seq: UInt64, layer: Int) throws -> [Int32] {
+    var out = [Int32](repeating: -1, count: 8192)
+    let n = try out.withUnsafeMutableBufferPointer { try e.positions(seq, layer: layer, into: $0) }
+    return Array(out.prefix(n))
+}
+
+/// Bytes of `seq` that differ from what `writeKV` wrote for the original positions each slot
+/// now holds (per head in per-head mode), over every layer.
+private func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int = 0) throws -> Int {
+    var bad = 0
+    let heads = e.config.numKVHeads, headBytes = e.config.headDim * e.config.dtypeBytes
+    for layer in 0..<e.config.numLayers {
+        let pos = try positions(e, seq, layer: layer)
+        let n = try e.layerLength(seq, layer: layer)
+        let perHead = pos.count == heads * n && pos.count != n
+        for slot in 0..<n {
+            let (k, v) = try tokenAddress(e, seq, layer: layer, position: slot)
+            for i in 0..<e.config.tokenBytes {
+                let p = Int(perHead ? pos[(i / headBytes) * n + slot] : pos[slot])
+                if k.load(fromByteOffset: i, as: UInt8.self) != kvByte(layer: layer, kv: 0, position: p, token: toks[p], i: i, salt: salt) { bad += 1 }
+                if v.load(fromByteOffset: i, as: UInt8.self) != kvByte(layer: layer, kv: 1, position: p, token: toks[p], i: i, salt: salt) { bad += 1 }
+            }
+        }
+    }
+    return bad
+}
+
+@Suite struct CompactionTests {
+    @Test(arguments: [Layout.paged, .contiguous], [false, true])
+    func compactionKeepsTheChosenTokensBytesExactly(layout: Layout, perHead: Bool) throws {
+        let e = try evictingEngine(layout, .heavyHitter, perHead: perHead)
+        let toks = tokens(64, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try observeAll(e, 1, scores(e, n: 64, heavy: [0, 5, 9, 33, 40, 41]), n: 64)
+        #expect(try e.compact(1, budgetTokens: 16) == 16)
+        for layer in 0..<2 {
+            #expect(try e.layerLength(1, layer: layer) == 16)
+            let pos = try positions(e, 1, layer: layer)
+            #expect(pos.count == (perHead ? 2 * 16 : 16))
+            #expect(Set(pos.prefix(16)) == Set([0, 5, 9, 33, 40, 41, 1, 2] + (56..<64).map(Int32.init)))
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try e.length(1) == 16)
+    }
+
+    @Test func heavyHitterKeepsTheRecentWindowAndTheTopScores() throws {
+        let e = try evictingEngine(.paged, .heavyHitter)
+        try e.createSequence(1, tokens: tokens(32, seed: 1))
+        try observeAll(e, 1, scores(e, n: 32, heavy: [3, 10, 17, 20]), n: 32)
+        try e.compact(1, budgetTokens: 8)
+        #expect(try positions(e, 1, layer: 0).sorted() == [3, 10, 17, 20, 28, 29, 30, 31])
+    }
+
+    @Test func evictingOneTokenMovesOnlyTheTokensPastTheNewLength() throws {
+        let e = try evictingEngine(.contiguous, .heavyHitter)
+        try e.createSequence(1, tokens: tokens(10, seed: 1))
+        var s = [Float](repeating: 1, count: 2 * 10)
+        s[4] = 0; s[14] = 0  // token 4 is the lightest
+        try observeAll(e, 1, s, n: 10)
+        try e.compact(1, budgetTokens: 9)
+        #expect(try positions(e, 1, layer: 0) == [0, 1, 2, 3, 9, 5, 6, 7, 8])
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func compactionReleasesMemory(layout: Layout) throws {
+        let e = try evictingEngine(layout, .streamingLLM)
+        let toks = tokens(2048, seed: 2)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        let before = e.stats()
+        try e.compact(1, budgetTokens: 100)
+        let after = e.stats()
+        #expect(after.committedBytes < before.committedBytes)
+        #expect(after.blocksUsed == 25)  // 100 tokens of 4-token blocks
+        #expect(try positions(e, 1, layer: 1) == [0, 1, 2, 3] + (1952..<2048).map(Int32.init))
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func appendsAfterCompactionContinueAfterTheKeptTokens(layout: Layout) throws {
+        let e = try evictingEngine(layout, .streamingLLM)
+        var toks = tokens(40, seed: 4)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try e.compact(1, budgetTokens: 10)
+        let extra = tokens(7, seed: 9)
+        try e.append(1, tokens: extra)
+        toks += extra
+        #expect(try e.layerLength(1, layer: 0) == 17)
+        #expect(try positions(e, 1, layer: 0) == [0, 1, 2, 3, 34, 35, 36, 37, 38, 39] + (40..<47).map(Int32.init))
+        // The server writes the new tokens at slots 10..<17, each for its own position.
+        for layer in 0..<2 {
+            for j in 0..<7 {
+                let (k, v) = try tokenAddress(e, 1, layer: layer, position: 10 + j)
+                for i in 0..<e.config.tokenBytes {
+                    k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 40 + j, token: toks[40 + j], i: i), toByteOffset: i, as: UInt8.self)
+                    v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 40 + j, token: toks[40 + j], i: i), toByteOffset: i, as: UInt8.self)
+                }
+            }
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.compact(1, budgetTokens: 12)
+        #expect(try positions(e, 1, layer: 0).sorted() == [0, 1, 2, 3] + (39..<47).map(Int32.init))
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aSharedPrefixIsCopiedBeforeCompactionWritesIt(layout: Layout) throws {
+        let e = try evictingEngine(layout, .heavyHitter)
+        let toks = tokens(64, seed: 5)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        #expect(try e.createSequence(2, tokens: toks + [7]) == 64)  // shares all 16 blocks
+        try writeKV(e, 2, tokens: [7], from: 64)
+        try e.fork(parent: 1, child: 3)
+        _ = drain(e)
+        try observeAll(e, 1, scores(e, n: 64, heavy: [1, 7, 30]), n: 64)
+        try e.compact(1, budgetTokens: 8)
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try kvMismatches(e, 2, tokens: toks + [7], from: 0) == 0, "the other sequence keeps its bytes")
+        #expect(try kvMismatches(e, 3, tokens: toks, from: 0) == 0, "the fork keeps its bytes")
+        #expect(drain(e).isEmpty, "shared blocks stay indexed")
+        try e.free(2)
+        try e.free(3)
+        #expect(e.cachedPrefixTokens(toks + [1]) == 64, "the prefix is still cached with its original bytes")
+    }
+
+    @Test func blocksACompactionRewritesLeaveThePrefixIndexUntouchedOnesStay() throws {
+        let e = try evictingEngine(.paged, .heavyHitter)
+        let toks = tokens(32, seed: 6)  // 8 full blocks, all indexed
+        try e.createSequence(1, tokens: toks)
+        _ = drain(e)
+        // Keep 0..<8 (blocks 0, 1 untouched) and the recent 8: blocks 2, 3 are rewritten, 4...7 dropped.
+        try observeAll(e, 1, scores(e, n: 32, heavy: Set(0..<8)), n: 32)
+        try e.compact(1, budgetTokens: 16)
+        let removed = drain(e).filter { $0.kind == .blockRemoved }
+        #expect(removed.count == 6)
+        #expect(e.stats().blocksCached == 0)
+        #expect(e.cachedPrefixTokens(toks) == 8, "blocks 0 and 1 still describe their bytes")
+        try e.append(1, tokens: tokens(16, seed: 7))
+        #expect(drain(e).isEmpty, "a compacted sequence indexes no new block")
+    }
+
+    @Test func aSequenceMayOverrideTheEnginesPolicyUntilItsFirstCompaction() throws {
+        let e = try evictingEngine(.paged, .none)
+        try e.createSequence(1, tokens: tokens(30, seed: 1))
+        try e.createSequence(2, tokens: tokens(30, seed: 2))
+        try e.setEviction(1, EvictionConfig(.streamingLLM))
+        #expect(try e.compact(1, budgetTokens: 6) == 6)
+        #expect(try e.compact(2, budgetTokens: 6) == 30, "sequence 2 keeps the engine's policy none")
+        #expect(caught { try e.setEviction(1, EvictionConfig(.tova)) }?.message.contains("already compacted") == true)
+        try e.setEviction(1, EvictionConfig(.streamingLLM))  // the same configuration is fine
+        var bad = EvictionConfig(.heavyHitter)
+        bad.recentRatio = 2
+        #expect(caught { try e.setEviction(2, bad) }?.message.contains("recent_ratio") == true)
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func compactionThatMustCopyASharedBlockWithNoRoomIsOutOfMemoryAndChangesNothing(layout: Layout) throws {
+        let e = try evictingEngine(layout, .heavyHitter, memoryBytes: 256 << 10)
+        let toks = tokens(32, seed: 8)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try e.fork(parent: 1, child: 2)  // every block and page of 1 is shared
+        // Fill the budget: a filler sequence as long as fits.
+        var filler = min(4096, Int(e.stats().blocksTotal - e.stats().blocksUsed) * 4 + 8)
+        while filler > 1 && (try? e.createSequence(3, tokens: tokens(filler, seed: 9))) == nil { filler -= 1 }
+        #expect(filler > 1)
+        try observeAll(e, 1, scores(e, n: 32, heavy: [1, 2, 3, 4]), n: 32)
+        let before = (try positions(e, 1, layer: 0), e.stats(), try slotMismatches(e, 1, tokens: toks))
+        let error = caught { try e.compact(1, budgetTokens: 8) }
+        #expect(error?.code == .outOfMemory)
+        #expect(try positions(e, 1, layer: 0) == before.0)
+        #expect(e.stats() == before.1)
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
+        try e.free(3)
+        #expect(try e.compact(1, budgetTokens: 8) == 8, "with room again it succeeds")
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
+    }
+
+    @Test func policyNoneChangesNothing() throws {
+        let e = try evictingEngine(.paged, .none)
+        try e.createSequence(1, tokens: tokens(20, seed: 1))
+        try observeAll(e, 1, scores(e, n: 20, heavy: [1]), n: 20)
+        #expect(try e.compact(1, budgetTokens: 4) == 20)
+        #expect(try positions(e, 1, layer: 0) == (0..<20).map(Int32.init))
+    }
+
+    @Test func aForkedSequenceKeepsItsOwnEvictionState() throws {
+        let e = try evictingEngine(.paged, .streamingLLM)
+        let toks = tokens(30, seed: 1)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try e.compact(1, budgetTokens: 10)
+        try e.fork(parent: 1, child: 2)
+        try e.compact(2, budgetTokens: 6)
+        #expect(try positions(e, 1, layer: 0).count == 10)
+        #expect(try positions(e, 2, layer: 0).sorted() == [0, 1, 2, 3, 28, 29])
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try slotMismatches(e, 2, tokens: toks) == 0)
+    }
+
+    @Test func adaptiveBudgetsFollowTheSensitivityAndKeepTheMean() throws {
+        var c = smallConfig(.contiguous)
+        c.eviction = EvictionConfig(.heavyHitter)
+        c.eviction.adaptiveBudgets = true
+        let e = try Engine(c)
+        let toks = tokens(100, seed: 1)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try [Float(1), 3].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) }
+        try e.compact(1, budgetTokens: 20)
+        #expect(try e.layerLength(1, layer: 0) == 10)
+        #expect(try e.layerLength(1, layer: 1) == 30)
+        #expect(try e.length(1) == 30)
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.append(1, tokens: [5])
+        #expect(try e.layerLength(1, layer: 0) == 11)
+        #expect(try positions(e, 1, layer: 0).last == 100)
+    }
+}
+
+@Suite struct EvictionBadInputTests {
+    /// An engine with a compacted-once H2O sequence 1 and a snapshot of what must not change.
+    private func fixture(_ layout: Layout = .paged) throws -> (Engine, () throws -> [String]) {
+        let e = try evictingEngine(layout, .episodic)
+        let toks = tokens(48, seed: 2)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try observeAll(e, 1, scores(e, n: 48, heavy: [2, 20]), n: 48)
+        try e.compact(1, budgetTokens: 24)
+        let snapshot = { () throws -> [String] in
+            let state = e.evictionStates[e.sequences.slot(of: 1)]!
+            return [
+                "\(try positions(e, 1, layer: 0))", "\(try positions(e, 1, layer: 1))",
+                "\(Array(state.accumulatedScores(layer: 0)))", "\(Array(state.accumulatedScores(layer: 1)))",
+                "\(try e.length(1))", "\(e.stats())", "\(state.segmentCount)", "\(state.focusedEpisode)",
+                "\(try slotMismatches(e, 1, tokens: toks))",
+            ]
+        }
+        return (e, snapshot)
+    }
+
+    @Test func unknownSequenceIsNotFoundEverywhere() throws {
+        let (e, snapshot) = try fixture()
+        let before = try snapshot()
+        let s = [Float](repeating: 0.1, count: 2 * 4)
+        let emb: [Float] = [1, 0]
+        #expect(caught { try s.withUnsafeBufferPointer { try e.observe(9, layer: 0, scores: $0.baseAddress!, nHeads: 2, nTokens: 4) } }?.code == .notFound)
+        #expect(caught { try e.compact(9, budgetTokens: 4) }?.code == .notFound)
+        #expect(caught { _ = try e.layerLength(9, layer: 0) }?.code == .notFound)
+        #expect(caught { _ = try [Int32](repeating: 0, count: 4).withUnsafeBufferPointer { _ in try e.positions(9, layer: 0, into: .init(start: nil, count: 0)) } }?.code == .notFound)
+        #expect(caught { try emb.withUnsafeBufferPointer { try e.addSegment(9, start: 0, end: 2, embedding: $0) } }?.code == .notFound)
+        #expect(caught { _ = try emb.withUnsafeBufferPointer { try e.focus(9, query: $0) } }?.code == .notFound)
+        #expect(try snapshot() == before)
+    }
+
+    @Test func badScoresAreRejectedAndChangeNothing() throws {
+        let (e, snapshot) = try fixture()
+        let before = try snapshot()
+        func observe(_ s: [Float], heads: Int = 2, n: Int) -> KVError? {
+            caught { try s.withUnsafeBufferPointer { try e.observe(1, layer: 0, scores: $0.baseAddress!, nHeads: heads, nTokens: n) } }
+        }
+        var nan = [Float](repeating: 0.1, count: 48); nan[30] = .nan
+        var negative = [Float](repeating: 0.1, count: 48); negative[47] = -0.5
+        var infinite = [Float](repeating: 0.1, count: 48); infinite[3] = .infinity
+        #expect(observe(nan, n: 24)?.code == .invalidArgument)
+        #expect(observe(negative, n: 24)?.code == .invalidArgument)
+        #expect(observe(infinite, n: 24)?.code == .invalidArgument)
+        #expect(observe([Float](repeating: 0.1, count: 72), heads: 3, n: 24)?.message.contains("n_heads 3") == true)
+        #expect(observe([Float](repeating: 0.1, count: 50), n: 25)?.message.contains("holds 24") == true)
+        #expect(caught { try [Float](repeating: 0, count: 4).withUnsafeBufferPointer { try e.observe(1, layer: 2, scores: $0.baseAddress!, nHeads: 2, nTokens: 2) } }?.code == .invalidArgument)
+        #expect(try snapshot() == before)
+    }
+
+    @Test func budgetZeroIsRejectedAndChangesNothing() throws {
+        let (e, snapshot) = try fixture(.contiguous)
+        let before = try snapshot()
+        #expect(caught { try e.compact(1, budgetTokens: 0) }?.code == .invalidArgument)
+        #expect(try snapshot() == before)
+    }
+
+    @Test func badSegmentsAndQueriesAreRejectedAndChangeNothing() throws {
+        let (e, snapshot) = try fixture()
+        try [Float](repeating: 1, count: 3).withUnsafeBufferPointer { try e.addSegment(1, start: 0, end: 10, embedding: $0) }
+        let before = try snapshot()
+        func add(_ emb: [Float], _ start: Int, _ end: Int) -> KVError? {
+            caught { try emb.withUnsafeBufferPointer { try e.addSegment(1, start: start, end: end, embedding: $0) } }
+        }
+        #expect(add([1, 2], 10, 20)?.message.contains("dimension 2") == true)
+        #expect(add([1, 2, .nan], 10, 20)?.code == .invalidArgument)
+        #expect(add([1, 2, 3], 20, 20)?.code == .invalidArgument)
+        #expect(add([1, 2, 3], 40, 49)?.code == .invalidArgument, "past the 48 positions seen")
+        #expect(caught { _ = try [Float](repeating: 1, count: 4).withUnsafeBufferPointer { try e.focus(1, query: $0) } }?.code == .invalidArgument)
+        #expect(try snapshot() == before)
+    }
+
+    @Test func focusWithoutSegmentsOrOnAnotherPolicyIsRefused() throws {
+        let e = try evictingEngine(.paged, .episodic)
+        try e.createSequence(1, tokens: tokens(8, seed: 1))
+        #expect(caught { _ = try [Float(1)].withUnsafeBufferPointer { try e.focus(1, query: $0) } }?.code == .invalidArgument)
+        let h = try evictingEngine(.paged, .heavyHitter)
+        try h.createSequence(1, tokens: tokens(8, seed: 1))
+        #expect(caught { _ = try [Float(1)].withUnsafeBufferPointer { try h.focus(1, query: $0) } }?.code == .unsupported)
+    }
+}
+
+/// The `KVError` `body` throws, or nil (for bodies whose closures erase the error type).
+func caught(_ body: () throws -> Void) -> KVError? {
+    do { try body() } catch { return error as? KVError }
+    return nil
+}

@@ -1,0 +1,101 @@
+import Testing
+@testable import KVCache
+
+/// Kept positions of one row of `n` tokens (positions 0..<n) scored by `acc` / `last`.
+private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float], last: [Float]? = nil, visible: [Float]? = nil) -> [Int] {
+    let pos = (0..<n).map(Int32.init)
+    let vis = visible ?? [Float](repeating: 1, count: n)
+    let lastScores = last ?? acc
+    var keep = [UInt8](repeating: 9, count: n)
+    let values = UnsafeMutablePointer<Float>.allocate(capacity: n), slots = UnsafeMutablePointer<Int32>.allocate(capacity: n)
+    defer { values.deallocate(); slots.deallocate() }
+    pos.withUnsafeBufferPointer { p in acc.withUnsafeBufferPointer { a in lastScores.withUnsafeBufferPointer { l in vis.withUnsafeBufferPointer { v in
+        let row = EvictionRow(count: n, positions: p.baseAddress!, accumulated: a.baseAddress!, last: l.baseAddress!, visible: v.baseAddress!,
+                              episode: nil, nextPosition: n, budget: budget)
+        policy.choose(row, scratch: SelectionScratch(values: values, slots: slots, capacity: n), keep: &keep)
+    } } } }
+    return (0..<n).filter { keep[$0] == 1 }
+}
+
+@Suite struct EvictionPolicyTests {
+    @Test func streamingLLMKeepsSinksAndTheMostRecent() {
+        #expect(kept(StreamingLLMPolicy(sinkTokens: 2), n: 10, budget: 5, acc: .init(repeating: 0, count: 10)) == [0, 1, 7, 8, 9])
+    }
+
+    @Test func tovaKeepsTheLastQuerysTopTokens() {
+        let last: [Float] = [0, 0.5, 0, 0, 0.3, 0, 0, 0.2]
+        #expect(kept(TOVAPolicy(), n: 8, budget: 3, acc: .init(repeating: 9, count: 8), last: last) == [1, 4, 7])
+    }
+
+    @Test func heavyHitterRawSumsFavourOldTokensNormalisedSumsDoNot() {
+        var config = EvictionConfig(.heavyHitter)
+        config.recentTokens = 1
+        let acc: [Float] = [3, 0.5, 0.5, 2, 0.1]
+        let visible: [Float] = [10, 9, 8, 2, 1]  // token 3 got 1.0 per query, token 0 only 0.3
+        #expect(kept(HeavyHitterPolicy(config), n: 5, budget: 2, acc: acc, visible: visible) == [0, 4])
+        config.normalizedScores = true
+        #expect(kept(HeavyHitterPolicy(config), n: 5, budget: 2, acc: acc, visible: visible) == [3, 4])
+    }
+
+    @Test func tiesGoToTheLowestSlotAndTheBudgetIsExact() {
+        var config = EvictionConfig(.heavyHitter)
+        config.recentTokens = 0
+        config.recentRatio = 0
+        #expect(kept(HeavyHitterPolicy(config), n: 6, budget: 3, acc: .init(repeating: 1, count: 6)) == [0, 1, 2])
+    }
+
+    @Test(arguments: [1, 5, 31, 32, 100, 190])
+    func topKMatchesSortingForSmallAndLargeEvictions(evicted: Int) {
+        var config = EvictionConfig(.heavyHitter)
+        config.recentRatio = 0
+        var rng = SplitMix64(seed: UInt64(evicted))
+        let n = 200
+        let acc = (0..<n).map { _ in Float(rng.next() % 40) }  // many ties
+        let expected = (0..<n).sorted { acc[$0] != acc[$1] ? acc[$0] > acc[$1] : $0 < $1 }.prefix(n - evicted).sorted()
+        #expect(kept(HeavyHitterPolicy(config), n: n, budget: n - evicted, acc: acc) == Array(expected))
+    }
+
+    @Test func kthLargestFindsTheOrderStatistic() {
+        var rng = SplitMix64(seed: 1)
+        for n in [1, 2, 7, 100, 1000] {
+            let v = (0..<n).map { _ in Float(rng.next() % 50) }
+            for k in [1, n / 2 + 1, n] {
+                var copy = v
+                let got = copy.withUnsafeMutableBufferPointer { Selection.kthLargest($0.baseAddress!, n, k) }
+                #expect(got == v.sorted(by: >)[k - 1])
+            }
+        }
+    }
+
+    @Test func kMeansIsDeterministicAndSeparatesClusters() {
+        let points: [Float] = [0, 0, 0.1, 0, 10, 10, 10.2, 9.9, 0, 0.2, 10, 10.1]
+        let a = points.withUnsafeBufferPointer { KMeans(points: $0, n: 6, dim: 2, k: 2, seed: 7) }
+        let b = points.withUnsafeBufferPointer { KMeans(points: $0, n: 6, dim: 2, k: 2, seed: 7) }
+        #expect(a.assignment == b.assignment)
+        #expect(a.assignment[0] == a.assignment[1] && a.assignment[1] == a.assignment[4])
+        #expect(a.assignment[2] == a.assignment[3] && a.assignment[3] == a.assignment[5])
+        #expect(a.assignment[0] != a.assignment[2])
+        #expect(([9, 9] as [Float]).withUnsafeBufferPointer { a.nearest($0) } == Int(a.assignment[2]))
+    }
+
+    @Test func episodicCreditsEachTurnToItsSegmentsEpisodeAndKeepsTheFocusedOnesTokens() throws {
+        var config = EvictionConfig(.episodic)
+        config.episodes = 2
+        config.recentTokens = 1
+        let s = AttentionScores(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
+        func observe(_ heavy: [Int: Float]) throws {
+            var row = [Float](repeating: 0, count: 20)
+            for (t, v) in heavy { row[t] = v }
+            try row.withUnsafeBufferPointer { try s.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: 20) }
+        }
+        try observe([2: 1, 3: 1])  // turn A's queries
+        try ([1, 0] as [Float]).withUnsafeBufferPointer { try s.addSegment(start: 0, end: 10, embedding: $0) }
+        _ = try ([0.1, 1] as [Float]).withUnsafeBufferPointer { try s.focus($0) }  // turn B starts
+        for _ in 0..<3 { try observe([12: 1, 13: 3]) }  // turn B's queries
+        try ([0, 1] as [Float]).withUnsafeBufferPointer { try s.addSegment(start: 10, end: 20, embedding: $0) }
+        let a = try ([1, 0.1] as [Float]).withUnsafeBufferPointer { try s.focus($0) }  // back to A
+        #expect(s.segmentEpisodes == [a, 1 - a])
+        s.compact(budget: 3)
+        #expect(Array(s.positions(layer: 0)).sorted() == [2, 3, 19], "episode A's heavy hitters, not H2O's (12, 13)")
+    }
+}

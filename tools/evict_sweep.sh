@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Reproduces the eviction numbers in README.md ("Token eviction"): the default evaluation
+# (both synthetic traces, every policy, budgets 10/20/50%, with JSON and SVG in
+# docs/eviction/), then two sensitivity sweeps at a 20% budget:
+#   long-decode:  per-query logit noise 1, 2, 3 x H2O recent window 50% or 10% of the budget
+#   topic-return: seeds 1..5 x embedding noise 0.3 (default) and 0.15
+# Usage: tools/evict_sweep.sh   (builds kvcache-cli in release first; about 3 minutes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+swift build -c release --product kvcache-cli >/dev/null
+cli="$(swift build -c release --show-bin-path)/kvcache-cli"
+mkdir -p docs/eviction
+
+echo "## default: $cli evict-eval --json docs/eviction/results.json --plot docs/eviction/recall.svg"
+"$cli" evict-eval --json docs/eviction/results.json --plot docs/eviction/recall.svg 2>/dev/null
+
+echo
+echo "## long-decode at 20%: query noise x recent window"
+echo "| query noise | recent window | streaming | tova | h2o | h2o-norm | oracle |"
+echo "|---|---|---|---|---|---|---|"
+for noise in 1 2 3; do
+    for recent in 0.5 0.1; do
+        row=$("$cli" evict-eval --synthetic long-decode --budgets 0.2 --policies streaming,tova,h2o,h2o-norm,oracle \
+              --query-noise "$noise" --recent-ratio "$recent" 2>/dev/null | awk -F'|' '/^\| long-decode/ {gsub(/ /, "", $5); printf " %s |", $5}')
+        echo "| $noise | $recent |$row"
+    done
+done
+
+echo
+echo "## topic-return at 20%: recall over the return turn, per seed and embedding noise"
+echo "| embedding noise | seed | streaming | tova | h2o | h2o-norm | episodic | episodic-offload |"
+echo "|---|---|---|---|---|---|---|---|"
+for emb in 0.3 0.15; do
+    for seed in 1 2 3 4 5; do
+        row=$("$cli" evict-eval --synthetic topic-return --budgets 0.2 --policies streaming,tova,h2o,h2o-norm,episodic,episodic-offload \
+              --seed "$seed" --embedding-noise "$emb" 2>/dev/null | awk -F'|' '/^\| topic-return/ {gsub(/ /, "", $7); printf " %s |", $7}')
+        echo "| $emb | $seed |$row"
+    done
+done
