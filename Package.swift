@@ -22,7 +22,7 @@ let package = Package(
         .target(
             name: "CKVMemory",
             cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Werror"]), .define("_GNU_SOURCE")],
-            linkerSettings: [.linkedLibrary("numa")]
+            linkerSettings: [.linkedLibrary("numa"), .linkedLibrary("uring")]
         ),
         .target(
             name: "KVCache",

@@ -188,6 +188,14 @@ typedef struct kvc_config {
      *  Paged layout only. 0 (default): normal engine. Added after the first draft; an older
      *  caller's struct ends before it and gets 0. */
     uint32_t metadata_only;
+    /** Directory of the disk tier (see DISK TIER), or NULL (default): no disk tier. It must
+     *  exist; the engine creates kvcache.slab and kvcache.journal in it and finds its spilled
+     *  blocks there again after a restart. The string is copied; at most 4096 bytes. */
+    const char *offload_dir;
+    /** Largest size of the slab file in bytes; 0 (default): no disk tier. Must hold at least
+     *  one slot: 4096 + 2 * num_layers * block_tokens * token_bytes, rounded up to 4096
+     *  (else KVC_ERR_INVALID_ARGUMENT). Space is preallocated as slots are first needed. */
+    uint64_t offload_bytes;
     /* more may follow */
 } kvc_config;
 
@@ -237,6 +245,24 @@ typedef struct kvc_stats {
     uint64_t mappings;
     /** Events dropped because they were not drained in time (the queue is bounded). */
     uint64_t events_dropped;
+    /* -- the disk tier (all 0 without one) -- */
+    /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
+     *  holding blocks now. */
+    uint64_t disk_capacity_bytes;
+    uint64_t disk_stored_bytes;
+    /** Bytes written to and read from the slab file since the engine started. */
+    uint64_t disk_bytes_written;
+    uint64_t disk_bytes_read;
+    /** Prompt tokens kvc_seq_create found in the disk tier (included in prefix_hit_tokens). */
+    uint64_t disk_hit_tokens;
+    /** Cached blocks written to disk instead of dropped, and blocks read back. */
+    uint64_t blocks_spilled;
+    uint64_t blocks_loaded;
+    /** Spills that could not be written plus reads that failed or were torn or corrupt. */
+    uint64_t disk_errors;
+    /** Sequences swapped out, and swapped back in. */
+    uint64_t swap_outs;
+    uint64_t swap_ins;
     /* more may follow */
 } kvc_stats;
 
@@ -251,7 +277,8 @@ typedef struct kvc_stats {
 typedef struct kvc_event {
     /** KVC_EVENT_BLOCK_STORED, KVC_EVENT_BLOCK_REMOVED or KVC_EVENT_ALL_CLEARED. */
     uint32_t kind;
-    /** Storage tier: 0 is memory (the only tier so far). */
+    /** Storage tier: 0 memory, 1 the disk tier (offload_dir). A block spilled to disk is
+     *  KVC_EVENT_BLOCK_STORED in tier 1 and KVC_EVENT_BLOCK_REMOVED in tier 0. */
     uint32_t tier;
     /** Block hash of the block (see BLOCK HASH); 0 for KVC_EVENT_ALL_CLEARED. */
     uint64_t block_hash;
@@ -305,8 +332,10 @@ void kvc_engine_destroy(kvc_engine *e);
 /**
  * Returns every physical page not holding live-sequence data to the OS. Cached prefix
  * blocks are dropped (each reported as KVC_EVENT_BLOCK_REMOVED, or one
- * KVC_EVENT_ALL_CLEARED), so later prompts miss the cache until it refills.
- * Live sequences' bytes are untouched. Cost: one madvise/fallocate per released range.
+ * KVC_EVENT_ALL_CLEARED for tier 0), so later prompts miss the memory cache until it
+ * refills. With a disk tier they are spilled to disk first (KVC_EVENT_BLOCK_STORED, tier 1),
+ * so later prompts find them there. Live sequences' bytes are untouched.
+ * Cost: one madvise/fallocate per released range (plus a copy per spilled block).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e).
  */
 kvc_status kvc_engine_trim(kvc_engine *e);
@@ -409,6 +438,89 @@ kvc_status kvc_seq_block_table(kvc_engine *e, uint64_t seq, int32_t *blocks, siz
  * layer >= num_layers), KVC_ERR_UNSUPPORTED (contiguous layout, metadata-only engine).
  */
 kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, void **v);
+
+/* ---------------------------------------------------------------------------------------
+ * Disk tier (offload_dir, offload_bytes)
+ *
+ * DISK TIER
+ *   Memory is the scarce tier, an SSD the large one. With offload_dir and offload_bytes set:
+ *   - Spill: when memory is needed (or on kvc_engine_trim) the coldest cached prefix blocks
+ *     are written to disk instead of being dropped. A slot holds one block of every layer's K
+ *     and V plus a header (block hash, parent hash, length, generation, checksum). A block is
+ *     written once however many sequences share it.
+ *   - Reload: kvc_seq_create continues its prefix lookup into the disk tier; blocks found
+ *     there get memory and are read back asynchronously, and count in *cached_tokens. The
+ *     server must not read K/V below *cached_tokens until kvc_seq_ready says 1.
+ *   - Nothing read back is served unverified: a torn or corrupt slot (wrong header,
+ *     generation or checksum) is a miss (kvc_seq_ready fails with KVC_ERR_IO, see there).
+ *   - Restart: a journal (kvcache.journal, one record appended after each write completed)
+ *     lets an engine created on the same offload_dir (same shape) find its blocks again.
+ *     A process crash loses nothing journaled; kvc_engine_sync makes it durable across power
+ *     loss too (fdatasync).
+ *   - I/O: io_uring (liburing) with registered staging buffers and file, 32 requests in
+ *     flight, O_DIRECT slab. Fallbacks, each logged once on stderr with the reason: O_DIRECT
+ *     refused (EINVAL) -> buffered I/O; io_uring unavailable -> a pread/pwrite thread pool
+ *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads).
+ *     KVCACHE_OFFLOAD_FAULT_AFTER=N makes every disk request after the N-th fail with EIO
+ *     (to rehearse failures).
+ *   - Memory outside memory_bytes: 32 staging buffers of one slot each.
+ *
+ * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
+ *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
+ *   kvc_seq_swap_out, kvc_seq_swap_in and kvc_seq_free, never blocking kvc_seq_append. A
+ *   server waiting for a sequence calls kvc_seq_ready, or kvc_engine_poll to block briefly.
+ *
+ * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
+ *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill
+ *   drops the block as without a tier (counted in disk_errors); a failed swap-out leaves the
+ *   sequence resident and unchanged. When the tier is full, its least recently used block is
+ *   dropped (KVC_EVENT_BLOCK_REMOVED, tier 1); blocks of swapped-out sequences never are.
+ * --------------------------------------------------------------------------------------- */
+
+/**
+ * Stores 1 in *ready when every token of `seq` is resident (no disk read is still filling
+ * it), else 0 (also for a swapped-out sequence). Processes completed disk requests first;
+ * never waits. Without a disk tier every sequence is ready.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/ready), KVC_ERR_NOT_FOUND, or KVC_ERR_IO when a
+ * disk read for the sequence failed or was torn or corrupt: its bytes were not served and
+ * the bad blocks left both tiers; free the sequence and create it again (it then reports
+ * fewer cached tokens). Cost: O(blocks of seq) plus the completions processed.
+ */
+kvc_status kvc_seq_ready(kvc_engine *e, uint64_t seq, int *ready);
+
+/**
+ * Processes completed disk requests, waiting up to timeout_us for the first one when
+ * requests are in flight (returns at once when none are). The wait holds the engine's lock
+ * until the device answers. Returns KVC_ERR_INVALID_ARGUMENT (NULL e). No-op without a tier.
+ */
+kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
+
+/**
+ * Preempts `seq`: writes its K/V to the disk tier and releases its memory. Synchronous: on
+ * KVC_OK every block is on disk and its memory is free (blocks shared with other sequences
+ * stay; cached prefix blocks already on disk are not written again). The sequence stays live
+ * (kvc_seq_length, kvc_seq_free work) but kvc_seq_kv, kvc_seq_block_table, kvc_seq_append
+ * and kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT until kvc_seq_swap_in.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, already swapped out), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_UNSUPPORTED (no disk tier), KVC_ERR_IO (disk full, tier full of swapped-out
+ * blocks, write error: the sequence stays resident and unchanged).
+ * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
+ * request per block of every layer; contiguous: likewise, from the sequence's ranges).
+ */
+kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
+
+/**
+ * Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
+ * blocks still cached in memory are shared instead of read). Returns at once; wait for
+ * kvc_seq_ready before reading its K/V. In the paged layout re-read the block table.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, not swapped out), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_UNSUPPORTED (no disk tier), KVC_ERR_OUT_OF_MEMORY (nothing changed; it stays out).
+ */
+kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
+
+/** Waits for every disk request and fdatasyncs the slab and journal, so that what was
+ *  spilled survives a power loss. Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_IO. */
+kvc_status kvc_engine_sync(kvc_engine *e);
 
 /* ---------------------------------------------------------------------------------------
  * Hashing (no engine)

@@ -25,11 +25,13 @@
 _Static_assert(sizeof(kvc_event) == 24, "kvc_event is 24 bytes");
 _Static_assert(offsetof(kvc_config, memory_bytes) == 40, "kvc_config.memory_bytes at 40");
 _Static_assert(offsetof(kvc_config, numa_node) == 56, "kvc_config.numa_node at 56");
-_Static_assert(sizeof(kvc_config) == 64, "kvc_config is 64 bytes");
+_Static_assert(sizeof(kvc_config) == 80, "kvc_config is 80 bytes");
+_Static_assert(offsetof(kvc_config, offload_dir) == 64, "kvc_config.offload_dir at 64");
+_Static_assert(offsetof(kvc_config, offload_bytes) == 72, "kvc_config.offload_bytes at 72");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
-_Static_assert(sizeof(kvc_stats) == 104, "kvc_stats is 104 bytes");
+_Static_assert(sizeof(kvc_stats) == 184, "kvc_stats is 184 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 

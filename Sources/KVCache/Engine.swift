@@ -18,12 +18,16 @@ import Glibc
 public final class Engine: @unchecked Sendable {
     /// The configuration the engine was created with.
     public let config: EngineConfig
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private let blocks: BlockPool
-    private let sequences: SequenceTable
-    private let paged: PagedMemory?
-    private let contiguous: ContiguousMemory?
-    private let bt: Int
+    let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    let blocks: BlockPool
+    let sequences: SequenceTable
+    let paged: PagedMemory?
+    let contiguous: ContiguousMemory?
+    /// The disk tier and swap state; nil without `offload_dir`.
+    let offload: OffloadCoordinator?
+    /// Scratch for one call: disk slots of the prompt's blocks found in the disk tier.
+    private let scratchDisk: UnsafeMutablePointer<Int32>
+    let bt: Int
     /// Scratch for one call: the prompt's block hashes and its hit blocks.
     private let scratchHashes: UnsafeMutablePointer<UInt64>
     private let scratchHit: UnsafeMutablePointer<Int32>
@@ -67,6 +71,9 @@ public final class Engine: @unchecked Sendable {
         sequences = SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
         scratchHashes = .allocate(capacity: maxBlocks)
         scratchHit = .allocate(capacity: maxBlocks)
+        scratchDisk = .allocate(capacity: maxBlocks)
+        offload = config.hasDiskTier
+            ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
         mutex = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
     }
@@ -76,15 +83,16 @@ public final class Engine: @unchecked Sendable {
         mutex.deallocate()
         scratchHashes.deallocate()
         scratchHit.deallocate()
+        scratchDisk.deallocate()
     }
 
-    @inline(__always) private func locked<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
+    @inline(__always) func locked<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
 
-    @inline(__always) private func slot(_ seq: UInt64) throws(KVError) -> Int {
+    @inline(__always) func slot(_ seq: UInt64) throws(KVError) -> Int {
         let s = sequences.slot(of: seq)
         if s < 0 { throw .notFound("sequence \(seq) does not exist") }
         return s
@@ -144,10 +152,13 @@ public final class Engine: @unchecked Sendable {
         while hit < full {
             let b = blocks.lookup(scratchHashes[hit])
             if b < 0 { break }
+            // Contiguous hits copy or map the bytes now: a block still being read cannot be shared.
+            if contiguous != nil, let offload, offload.isLoading(b) { break }
             scratchHit[hit] = b
             hit += 1
         }
         let used = min(hit, (n - 1) / bt)
+        let fromDisk = offload.map { diskPrefix(start: used, full: min(full, (n - 1) / bt), tier: $0.tier) } ?? 0
         let total = (n + bt - 1) / bt
         var revived = 0
         for i in 0..<used where blocks.references(scratchHit[i]) == 0 { revived += 1 }
@@ -188,10 +199,31 @@ public final class Engine: @unchecked Sendable {
         }
         sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : 0
         fillTail(sequences.tail(slot))
+        if let offload {
+            offload.failed[slot] = false
+            for i in 0..<fromDisk {
+                offload.load(scratchDisk[i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
+            }
+            offload.diskHitTokens += UInt64(fromDisk * bt)
+        }
         prefixQueryTokens += UInt64(n)
-        prefixHitTokens += UInt64(used * bt)
+        prefixHitTokens += UInt64((used + fromDisk) * bt)
         sequencesCreated += 1
-        return used * bt
+        return (used + fromDisk) * bt
+    }
+
+    /// Continues a prefix lookup into the disk tier from block `start` (below `full`): stores the
+    /// disk slots of the blocks found, in order, in `scratchDisk`, and returns how many.
+    private func diskPrefix(start: Int, full: Int, tier: DiskTier) -> Int {
+        tier.reap()
+        var found = 0
+        while start + found < full {
+            let slot = tier.lookup(scratchHashes[start + found])
+            if slot < 0 { break }
+            scratchDisk[found] = slot
+            found += 1
+        }
+        return found
     }
 
     /// Appends `tokens` (may be empty: no-op) to `seq`, indexing every block they fill. A
@@ -206,7 +238,7 @@ public final class Engine: @unchecked Sendable {
             return
         }
         try locked { () throws(KVError) in
-            let slot = try slot(seq)
+            let slot = try residentSlot(seq)
             var length = sequences.lengths[slot]
             guard n <= config.maxSeqTokens - length else {
                 throw .invalid("appending \(n) tokens to sequence \(seq) of \(length) would exceed max_seq_tokens \(config.maxSeqTokens)")
@@ -248,7 +280,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Indexes a just-filled block; the contiguous layout makes it hold its pages.
-    private func index(_ block: Int32, hash: UInt64, parent: UInt64, slot: Int, position: Int) {
+    func index(_ block: Int32, hash: UInt64, parent: UInt64, slot: Int, position: Int) {
         if blocks.insert(block, hash: hash, parent: parent) {
             contiguous?.retainPages(block: block, slot: slot, position: position)
         }
@@ -260,7 +292,7 @@ public final class Engine: @unchecked Sendable {
     /// Throws `notFound`, `exists`, `outOfMemory`.
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
-            let from = try slot(parent)
+            let from = try residentSlot(parent)
             if sequences.slot(of: child) >= 0 { throw .exists("sequence \(child) already exists") }
             if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
             let length = sequences.lengths[from]
@@ -293,10 +325,17 @@ public final class Engine: @unchecked Sendable {
     /// Frees `seq`; its indexed blocks stay cached (LRU) until memory is needed.
     /// Throws `notFound` (also on a double free).
     public func free(_ seq: UInt64) throws(KVError) {
-        try locked { () throws(KVError) in release(try slot(seq)) }
+        try locked { () throws(KVError) in
+            let slot = try slot(seq)
+            if let offload {
+                if offload.swapped[slot] { return releaseSwapped(slot) }
+                offload.waitResident(slot)
+            }
+            release(slot)
+        }
     }
 
-    private func release(_ slot: Int) {
+    func release(_ slot: Int) {
         let table = sequences.table(slot)
         for i in 0..<sequences.blockCount(slot) { blocks.release(table[i]) }
         contiguous?.close(slot: slot)
@@ -321,7 +360,7 @@ public final class Engine: @unchecked Sendable {
         guard let contiguous else { throw KVError(.unsupported, "per-sequence K/V ranges exist only in the contiguous layout; use the block table") }
         try checkLayer(layer)
         return try locked { () throws(KVError) in
-            let s = try slot(seq)
+            let s = try residentSlot(seq)
             return (contiguous.base(s, tensor: 2 * layer), contiguous.base(s, tensor: 2 * layer + 1))
         }
     }
@@ -332,7 +371,7 @@ public final class Engine: @unchecked Sendable {
     public func blockTable(_ seq: UInt64, into: UnsafeMutableBufferPointer<Int32>) throws(KVError) -> Int {
         guard contiguous == nil else { throw KVError(.unsupported, "block tables exist only in the paged layout; use the per-layer K/V ranges") }
         return try locked { () throws(KVError) -> Int in
-            let s = try slot(seq)
+            let s = try residentSlot(seq)
             let count = sequences.blockCount(s)
             let table = sequences.table(s)
             for i in 0..<min(count, into.count) { into[i] = table[i] }
@@ -357,7 +396,8 @@ public final class Engine: @unchecked Sendable {
     // MARK: engine
 
     /// Returns every page not holding live-sequence data to the OS; cached prefix blocks are
-    /// dropped (with `blockRemoved` events, or one `allCleared` when the index empties).
+    /// dropped (with `blockRemoved` events, or one `allCleared` when the index empties). With a
+    /// disk tier they are written back first (spilled), so later prompts find them on disk.
     public func trim() throws(KVError) {
         try locked { () throws(KVError) in
             blocks.dropCached()
@@ -383,6 +423,7 @@ public final class Engine: @unchecked Sendable {
         s.blocksEvicted = blocks.evictedCount
         s.mappings = contiguous?.mappings ?? 0
         s.eventsDropped = blocks.events.dropped
+        if let offload { s.disk = offload.stats }
         return s
     }
 

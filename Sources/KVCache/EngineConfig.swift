@@ -38,6 +38,20 @@ public struct EngineConfig: Equatable, Sendable {
     /// Metadata only: the prefix index, LRU and capacity in blocks are real, but no memory is
     /// mapped and no K/V pointer is available (for simulation). Paged layout only.
     public var metadataOnly: Bool = false
+    /// Directory of the disk tier (`offload_dir`); nil or `offloadBytes` 0: no disk tier.
+    public var offloadDir: String? = nil
+    /// Size limit of the disk tier's slab file (`offload_bytes`); at least one slot.
+    public var offloadBytes: UInt64 = 0
+    /// Disk-tier requests in flight at most (and staging buffers of one slot each), 32...1024.
+    public var offloadQueueDepth: Int = 32
+    /// Use the pread/pwrite thread pool even when io_uring works (also: environment
+    /// `KVCACHE_OFFLOAD_BACKEND=threads`).
+    public var offloadForceThreads: Bool = false
+    /// Open the slab without O_DIRECT.
+    public var offloadForceBuffered: Bool = false
+    /// Fault injection: disk-tier requests after this many fail with EIO (0: never; also
+    /// environment `KVCACHE_OFFLOAD_FAULT_AFTER`).
+    public var offloadFaultAfter: UInt64 = 0
 
     /// The defaults listed above.
     public init() {}
@@ -48,6 +62,9 @@ public struct EngineConfig: Equatable, Sendable {
     public var blockBytes: Int { blockTokens * tokenBytes }
     /// Tensors per sequence: K and V of every layer.
     public var tensors: Int { 2 * numLayers }
+
+    /// True when `offloadDir` and `offloadBytes` configure a disk tier.
+    public var hasDiskTier: Bool { offloadBytes > 0 && !(offloadDir ?? "").isEmpty }
 
     /// Checks every field and their combination; throws `invalidArgument` naming the field.
     public func validate() throws(KVError) {
@@ -66,5 +83,9 @@ public struct EngineConfig: Equatable, Sendable {
         try check(numaNode >= -1, "numa_node \(numaNode) is below -1")
         try check(!(metadataOnly && layout == .contiguous), "metadata-only engines use the paged layout")
         try check(memoryBytes > 0, "memory_bytes is 0")
+        if hasDiskTier {
+            try check(!metadataOnly, "a metadata-only engine has no bytes to offload; leave offload_dir NULL")
+            try check((32...1024).contains(offloadQueueDepth), "offload queue depth \(offloadQueueDepth) is outside 32...1024")
+        }
     }
 }

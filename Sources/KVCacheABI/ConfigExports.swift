@@ -25,8 +25,11 @@ enum ConfigLayout {
     static let pageBytes = 48
     static let numaNode = 56
     static let metadataOnly = 60
+    /// `const char *offload_dir`: 8 bytes on LP64, 4 (+4 padding) on ILP32; same offsets.
+    static let offloadDir = 64
+    static let offloadBytes = 72
     /// `sizeof(kvc_config)` of this version.
-    static let size = 64
+    static let size = 80
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
 }
@@ -83,6 +86,16 @@ extension EngineConfig {
             let flag = raw.loadUnaligned(fromByteOffset: ConfigLayout.metadataOnly, as: UInt32.self)
             guard flag <= 1 else { throw KVError(.invalidArgument, "metadata_only \(flag) is neither 0 nor 1") }
             metadataOnly = flag == 1
+        }
+        if has(ConfigLayout.offloadBytes, 8) {
+            let pointer = MemoryLayout<UnsafeRawPointer>.size == 8
+                ? UInt(raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadDir, as: UInt64.self))
+                : UInt(raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadDir, as: UInt32.self))
+            if let dir = UnsafePointer<CChar>(bitPattern: pointer) {
+                guard strnlen(dir, 4097) <= 4096 else { throw KVError(.invalidArgument, "offload_dir is longer than 4096 bytes") }
+                offloadDir = String(cString: dir)
+            }
+            offloadBytes = raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadBytes, as: UInt64.self)
         }
         for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
         where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {

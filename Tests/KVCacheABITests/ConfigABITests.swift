@@ -30,11 +30,11 @@ private func createStatus(_ config: CConfig) -> kvc_status {
 
 @Suite struct ConfigABITests {
     @Test func configInitWritesTheDocumentedDefaultsAtTheHeadersOffsets() {
-        var bytes = [UInt8](repeating: 0xAB, count: 80)
+        var bytes = [UInt8](repeating: 0xAB, count: 96)
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
         var c = CConfig()
         c.bytes = bytes
-        #expect(c.structSize == 64)
+        #expect(c.structSize == 80)
         #expect(c.numLayers == 32)
         #expect(c.numKVHeads == 8)
         #expect(c.headDim == 128)
@@ -48,7 +48,8 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(c.numaNode == -1)
         #expect(c.metadataOnly == 0)
         #expect(bytes[36..<40].allSatisfy { $0 == 0 }, "padding is zeroed")
-        #expect(bytes[64...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
+        #expect(bytes[64..<80].allSatisfy { $0 == 0 }, "offload_dir NULL and offload_bytes 0: no disk tier")
+        #expect(bytes[80...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
     }
 
     @Test func configInitOfNullIsANoOp() {
@@ -107,9 +108,9 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         var c = CConfig(structSize: 96)
         let small = CConfig.small(KVC_LAYOUT_PAGED)
         c.bytes.replaceSubrange(4..<64, with: small.bytes[4..<64])
-        c.bytes[72] = 1
+        c.bytes[88] = 1
         #expect(createStatus(c) == KVC_ERR_UNSUPPORTED)
-        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["72"])
+        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["88"])
     }
 
     /// A field set to a value outside its range, and a word the message must contain.
