@@ -461,8 +461,8 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *     flight, O_DIRECT slab. Fallbacks, each logged once on stderr with the reason: O_DIRECT
  *     refused (EINVAL) -> buffered I/O; io_uring unavailable -> a pread/pwrite thread pool
  *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads).
- *     KVCACHE_OFFLOAD_FAULT_AFTER=N makes every disk request after the N-th fail with EIO
- *     (to rehearse failures).
+ *     KVCACHE_OFFLOAD_FAULT_AFTER=N (or N@DIR: only the engine whose offload_dir is DIR)
+ *     makes every disk request after the N-th fail with EIO (to rehearse failures).
  *   - Memory outside memory_bytes: 32 staging buffers of one slot each.
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,

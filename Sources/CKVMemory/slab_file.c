@@ -110,11 +110,11 @@ int kvm_slab_grow(kvm_slab *s) {
     int rc;
     do rc = fallocate(s->fd, 0, (off_t)from, (off_t)(to - from)); while (rc != 0 && errno == EINTR);
     if (rc != 0) {
-        int err = errno;
-        if (err == EFBIG) err = ENOSPC;  /* a file-size limit is a full disk to the tier */
+        int cause = errno;
+        int err = cause == EFBIG ? ENOSPC : cause;  /* a file-size limit is a full disk to the tier */
         /* Give back any part of the extent that was allocated. */
         if (ftruncate(s->fd, (off_t)from) != 0) { /* nothing more to do: the size only over-reports */ }
-        return kvm_fail(err, "offload: preallocating slots %u..%u of the slab failed: %s", s->allocated, next - 1, strerror(errno));
+        return kvm_fail(err, "offload: preallocating slots %u..%u of the slab failed: %s", s->allocated, next - 1, strerror(cause));
     }
     s->allocated = next;
     return 0;

@@ -167,7 +167,8 @@ final class DiskTier {
         ioConfig.depth = UInt32(stages)
         ioConfig.threads = 4
         ioConfig.force_threads = config.offloadForceThreads || environment.get("KVCACHE_OFFLOAD_BACKEND") == "threads" ? 1 : 0
-        ioConfig.fault_after = config.offloadFaultAfter > 0 ? config.offloadFaultAfter : UInt64(environment.get("KVCACHE_OFFLOAD_FAULT_AFTER") ?? "") ?? 0
+        ioConfig.fault_after = config.offloadFaultAfter > 0 ? config.offloadFaultAfter
+            : DiskTier.environmentFault(environment.get("KVCACHE_OFFLOAD_FAULT_AFTER"), dir: config.offloadDir!)
         ioConfig.n_files = 1
         var q: OpaquePointer?
         let ioRC = buffers.withUnsafeMutableBufferPointer { b -> Int32 in
@@ -237,6 +238,14 @@ final class DiskTier {
         freeStages.deallocate()
         done.deallocate()
         journal.deallocate()
+    }
+
+    /// `KVCACHE_OFFLOAD_FAULT_AFTER`: "N" (every tier) or "N@DIR" (only the tier in DIR).
+    static func environmentFault(_ value: String?, dir: String) -> UInt64 {
+        guard let value else { return 0 }
+        let parts = value.split(separator: "@", maxSplits: 1)
+        if parts.count == 2 && String(parts[1]) != dir { return 0 }
+        return UInt64(parts.first ?? "") ?? 0
     }
 
     /// Why the tier runs a fallback (thread pool, buffered I/O), or "".

@@ -79,6 +79,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     deinit {
+        offload?.close()
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
         scratchHashes.deallocate()

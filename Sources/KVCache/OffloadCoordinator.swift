@@ -56,8 +56,13 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         blocks.spiller = self
     }
 
+    /// Waits for every request in flight and appends their journal records; the engine calls it
+    /// before it goes (completions call back into this object, which must still be whole).
+    func close() {
+        tier.drain()
+    }
+
     deinit {
-        tier = nil  // drains its I/O while this object's memory is still valid
         loading.deallocate()
         failed.deallocate()
         swapped.deallocate()
