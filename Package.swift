@@ -37,6 +37,7 @@ let package = Package(
             name: "kvcache",
             dependencies: [
                 "KVCache",
+                "CKVMemory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

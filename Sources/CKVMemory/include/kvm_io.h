@@ -77,3 +77,9 @@ const char *kvm_io_fallback_reason(const kvm_io *io);
 
 /* Logs "kvcache: <message>" on stderr once per process for each distinct `once` flag. */
 void kvm_log_once(int *once, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Opens (creating, mode 0644) `path` read-write with O_DIRECT, or buffered when the file
+ * system refuses O_DIRECT (EINVAL); *direct says which. Returns the fd or -errno with a message. */
+int kvm_io_open_file(const char *path, int *direct);
+/* Preallocates the first `bytes` of fd (fallocate). 0 or -errno with a message. */
+int kvm_io_preallocate(int fd, uint64_t bytes);
