@@ -54,6 +54,9 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "Keep the test file (for tools/fio_compare.sh).")
     var keepFile = false
 
+    @Flag(help: "Do not write the test file first (it was written by an earlier run with --keep-file).")
+    var skipFill = false
+
     @Flag(help: "Print the report as JSON.")
     var json = false
 
@@ -90,8 +93,10 @@ struct IOBenchCommand: ParsableCommand {
                                 maxBlockBytes: sizes.max()!, maxDepth: depthList.max()!, forceThreads: backend == "threads")
         defer { if !keepFile { bench.removeFile() } }
         var progress = ProgressLine()
-        progress.update("io-bench: writing the \(fileSize) test file")
-        try bench.fill()
+        if !skipFill {
+            progress.update("io-bench: writing the \(fileSize) test file")
+            try bench.fill()
+        }
         var cells: [IOBench.Cell] = []
         let total = sizes.count * parsedOps.count * (depthList.count + (noBaseline ? 0 : 1))
         for size in sizes {

@@ -23,6 +23,12 @@ struct WorkerResult: Sendable {
     var decodedTokens = 0
     /// The first error message other than out-of-memory, for the report.
     var firstError: String?
+    /// Creates that found part of their prompt on disk and waited for it to be read back: how
+    /// many, the time they waited in all and at most, and reads that failed (request restarted).
+    var readyWaits = 0
+    var readyWaitNanoseconds: UInt64 = 0
+    var readyWaitMaxNanoseconds: UInt64 = 0
+    var reloadFailures = 0
 }
 
 /// The settings of a worker's loop.
@@ -166,6 +172,13 @@ struct LoadWorker: Sendable {
                     continue
                 }
                 result.latency.record(.create, nanoseconds: monotonicNanoseconds() &- t0)
+                if config.hasDiskTier && cached > 0 && !waitReady(id, result: &result) {
+                    // A disk read failed: the bad blocks left the cache; recompute the request.
+                    freeTimed(id)
+                    result.reloadFailures += 1
+                    requeue(request, attempts: head.attempts + 1)
+                    continue
+                }
                 result.promptTokens += request.promptTokens
                 result.cachedPromptTokens += cached
                 if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { break }
@@ -238,6 +251,27 @@ struct LoadWorker: Sendable {
         for sequence in live { try? engine.free(sequence.id) }
         publish()
         return result
+    }
+
+    /// Waits until `seq`'s prompt tokens read back from disk are resident, as a server must
+    /// before it reads them, timing the wait. False when a read failed (`io`).
+    private func waitReady(_ seq: UInt64, result: inout WorkerResult) -> Bool {
+        let t0 = monotonicNanoseconds()
+        var ok = true
+        while true {
+            do throws(KVError) {
+                if try engine.ready(seq) { break }
+            } catch {
+                ok = false
+                break
+            }
+            engine.poll(timeoutMicroseconds: 200)
+        }
+        let waited = monotonicNanoseconds() &- t0
+        result.readyWaits += 1
+        result.readyWaitNanoseconds &+= waited
+        result.readyWaitMaxNanoseconds = max(result.readyWaitMaxNanoseconds, waited)
+        return ok
     }
 
     /// Writes a byte pattern over the K and V of tokens `from..<to` of `seq` in every layer,
