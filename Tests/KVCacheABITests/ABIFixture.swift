@@ -84,7 +84,10 @@ struct CStats: Equatable, CustomStringConvertible {
     var fields: [UInt64]  // budget_bytes ... swap_ins, in header order
 
     init(bytes: [UInt8]) {
-        fields = (0..<22).map { i in bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } }
+        // Fields past the end of a smaller buffer read 0.
+        fields = (0..<22).map { i in
+            8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
+        }
     }
 
     var budgetBytes: UInt64 { fields[0] }
