@@ -113,6 +113,9 @@ final class DiskTier {
     private let freeStages: UnsafeMutablePointer<Int32>
     private var freeStageTop = 0
     private let done: UnsafeMutablePointer<kvm_io_done>
+    /// Requests prepared but not yet submitted (each holds a staging buffer, so at most `stages`).
+    private let batch: UnsafeMutablePointer<kvm_io_req>
+    private var batchCount = 0
     private let journal: UnsafeMutablePointer<kvm_journal_record>
     private var journalCount = 0
 
@@ -214,12 +217,13 @@ final class DiskTier {
         for i in 0..<stages { freeStages[i] = Int32(stages - 1 - i) }
         freeStageTop = stages
         done = .allocate(capacity: stages)
+        batch = .allocate(capacity: stages)
         journal = .allocate(capacity: stages * 2 + 16)
         try recover()
     }
 
     deinit {
-        while kvm_io_inflight(io) > 0 { reap(waitFor: 1) }
+        drain()
         flushJournal()
         kvm_io_destroy(io)
         kvm_slab_close(slab)
@@ -237,6 +241,7 @@ final class DiskTier {
         stageTarget.deallocate()
         freeStages.deallocate()
         done.deallocate()
+        batch.deallocate()
         journal.deallocate()
     }
 
@@ -436,20 +441,12 @@ final class DiskTier {
         writingStage[s] = stage
         stageOp[Int(stage)] = op
         stageSlot[Int(stage)] = slot
-        var req = kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
-                             len: UInt32(slotBytes), op: UInt16(KVM_IO_WRITE), file: 0, buf_index: stage)
-        let rc = kvm_io_submit(io, &req, 1)
-        if rc != 1 {
-            state[s] = DiskTier.free
-            hashes[s] = 0
-            stageOp[Int(stage)] = DiskTier.idle
-            cancel(slot: slot, stage: stage)
-            throw KVError(.io, rc < 0 ? String(cString: kvm_error()) : "offload: the I/O queue refused a write")
-        }
         if hash != 0 {
             index.insert(hash, slot)
             events.push(KVEvent(kind: .blockStored, tier: 1, blockHash: hash, parentHash: parent))
         }
+        queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
+                         len: UInt32(slotBytes), op: UInt16(KVM_IO_WRITE), file: 0, buf_index: stage))
     }
 
     // MARK: reads
@@ -472,16 +469,30 @@ final class DiskTier {
         stageOp[Int(stage)] = DiskTier.read
         stageSlot[Int(stage)] = slot
         stageTarget[Int(stage)] = target
-        var req = kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
-                             len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: 0, buf_index: stage)
-        let rc = kvm_io_submit(io, &req, 1)
-        if rc != 1 {
-            pins[s] -= 1
-            if pins[s] == 0 && hashes[s] != 0 { lruAppend(slot) }
-            stageOp[Int(stage)] = DiskTier.idle
-            freeStages[freeStageTop] = stage
-            freeStageTop += 1
-            throw KVError(.io, rc < 0 ? String(cString: kvm_error()) : "offload: the I/O queue refused a read")
+        queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
+                         len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: 0, buf_index: stage))
+    }
+
+    // MARK: submission
+
+    /// Adds a request to the batch; a full batch (a quarter of the depth) is submitted at once.
+    private func queue(_ request: kvm_io_req) {
+        batch[batchCount] = request
+        batchCount += 1
+        if batchCount * 4 >= stages { flush() }
+    }
+
+    /// Submits every batched request with one system call. A request the queue refuses
+    /// completes at once with the error (its write or read fails the usual way).
+    func flush() {
+        guard batchCount > 0 else { return }
+        let n = batchCount
+        batchCount = 0
+        let accepted = Int(max(0, kvm_io_submit(io, batch, UInt32(n))))
+        if accepted < n {
+            lastFailure = "offload: submitting I/O failed: \(String(cString: kvm_error()))"
+            for i in accepted..<n { complete(stage: Int32(batch[i].tag), result: -Int64(EIO)) }
+            flushJournal()
         }
     }
 
@@ -491,6 +502,7 @@ final class DiskTier {
     /// completed, or `timeoutMicroseconds` passed (negative: no limit). Returns how many.
     @discardableResult
     func reap(waitFor: Int = 0, timeoutMicroseconds: Int64 = -1) -> Int {
+        flush()
         let n = kvm_io_reap(io, done, UInt32(stages), UInt32(waitFor), timeoutMicroseconds)
         guard n > 0 else { return 0 }
         for i in 0..<Int(n) { complete(stage: Int32(done[i].tag), result: done[i].result) }
@@ -579,6 +591,7 @@ final class DiskTier {
 
     /// Waits for every request in flight and processes it.
     func drain() {
+        flush()
         while kvm_io_inflight(io) > 0 { reap(waitFor: 1) }
     }
 
@@ -637,7 +650,7 @@ final class DiskTier {
 
     /// Makes everything written so far durable (fdatasync of slab and journal).
     func sync() throws(KVError) {
-        while kvm_io_inflight(io) > 0 { reap(waitFor: 1) }
+        drain()
         flushJournal()
         if kvm_slab_sync(slab) < 0 { throw KVError(.io, String(cString: kvm_error())) }
     }

@@ -165,6 +165,7 @@ extension Engine {
                 tier.unpin(d)  // the swapped-out sequence's pin; a pending read holds its own
             }
             offload.swapIns += 1
+            tier.flush()
         }
     }
 

@@ -206,6 +206,7 @@ public final class Engine: @unchecked Sendable {
                 offload.load(scratchDisk[i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
             }
             offload.diskHitTokens += UInt64(fromDisk * bt)
+            offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
         }
         prefixQueryTokens += UInt64(n)
         prefixHitTokens += UInt64((used + fromDisk) * bt)
@@ -277,6 +278,7 @@ public final class Engine: @unchecked Sendable {
                 }
             }
             sequences.lengths[slot] = length
+            offload?.tier.flush()  // spills the appends caused
         }
     }
 
@@ -402,6 +404,7 @@ public final class Engine: @unchecked Sendable {
     public func trim() throws(KVError) {
         try locked { () throws(KVError) in
             blocks.dropCached()
+            offload?.tier.flush()
             paged?.trim()
             contiguous?.trim()
         }
