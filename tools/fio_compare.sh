@@ -7,6 +7,10 @@
 #   tools/fio_compare.sh [DIR] [SECONDS_PER_CELL]      (defaults: the repository, 3)
 #   CELLS="2MiB:32 64KiB:32" tools/fio_compare.sh       (block:depth pairs to compare)
 #
+# Then the same comparison for the disk tier through the engine (io-bench --tier: swap-out and
+# swap-in of a sequence, slots of 64 KiB and 2 MiB payload plus a 4 KiB header, depth 32)
+# against fio at depth 32 with the same block size.
+#
 # Needs fio (tools/install-deps.sh installs it) and jq. Builds kvcache-cli in release mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +34,7 @@ echo "writing the $file_size test file in $dir ..." >&2
 "$cli" io-bench --dir "$dir" --file-size "$file_size" --block-sizes 64KiB --depths 1 --ops read --seconds 0.1 \
     --no-baseline --keep-file --json >/dev/null
 
+declare -A fio_bw
 printf '%-7s %5s %-5s %14s %14s %9s %14s %12s\n' block depth op "io-bench MiB/s" "fio MiB/s" "ratio" "sync MiB/s" "queue/sync"
 for cell in $cells; do
     bs="${cell%%:*}" depth="${cell##*:}" bsb="$(bytes "$bs")"
@@ -42,7 +47,22 @@ for cell in $cells; do
         ours="$(jq -r --arg op "$op" '.cells[] | select(.engine == "queue" and .op == $op) | .mib_per_s' "$tmp/bench.json")"
         sync="$(jq -r --arg op "$op" '.cells[] | select(.engine == "sync" and .op == $op) | .mib_per_s' "$tmp/bench.json")"
         theirs="$(jq -r --arg op "$op" '.jobs[0][$op].bw_bytes / 1048576' "$tmp/fio.json")"
+        fio_bw["$bs:$depth:$op"]="$theirs"
         awk -v bs="$bs" -v d="$depth" -v op="$op" -v a="$ours" -v b="$theirs" -v s="$sync" 'BEGIN {
             printf "%-7s %5d %-5s %14.1f %14.1f %8.2fx %14.1f %11.2fx\n", bs, d, op, a, b, (b > 0 ? a / b : 0), s, (s > 0 ? a / s : 0) }'
+    done
+done
+
+echo
+echo "disk tier through the engine vs fio at depth 32 (same run)"
+printf '%-7s %-5s %16s %14s %9s\n' block op "engine MiB/s" "fio MiB/s" ratio
+"$cli" io-bench --dir "$dir" --block-sizes 64KiB,2MiB --depths 1 --ops read --seconds "$seconds" --file-size 256MiB \
+    --no-baseline --tier --json >"$tmp/tier.json"
+for bs in 64KiB 2MiB; do
+    for op in write read; do
+        ours="$(jq -r --arg op "$op" --argjson b "$(bytes "$bs")" '.cells[] | select(.engine == "tier" and .op == $op and .block_bytes == $b) | .mib_per_s' "$tmp/tier.json")"
+        theirs="${fio_bw["$bs:32:$op"]:-0}"
+        awk -v bs="$bs" -v op="$op" -v a="$ours" -v b="$theirs" 'BEGIN {
+            printf "%-7s %-5s %16.1f %14.1f %8.2fx\n", bs, op, a, b, (b > 0 ? a / b : 0) }'
     done
 done

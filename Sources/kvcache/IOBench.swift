@@ -221,6 +221,22 @@ final class IOBench {
         return out
     }
 
+    /// The engine-level rows of `--tier`: swap-out (write) and swap-in (read) throughput.
+    func tierTable(_ cells: [Cell]) -> String {
+        func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
+        var out = "disk tier through the engine (swap out / swap in of a sequence, slot = payload + 4 KiB header, depth 32)\n"
+        out += "   payload   swap-out MiB/s   swap-in MiB/s   swaps\n"
+        for w in cells where w.op == .write {
+            guard let r = cells.first(where: { $0.op == .read && $0.blockBytes == w.blockBytes }) else { continue }
+            let size = String(ByteCount.format(UInt64(w.blockBytes)).filter { $0 != " " })
+            out += String(repeating: " ", count: max(0, 10 - size.count)) + size
+            out += String(repeating: " ", count: max(0, 17 - f(w.mibPerSecond).count)) + f(w.mibPerSecond)
+            out += String(repeating: " ", count: max(0, 16 - f(r.mibPerSecond).count)) + f(r.mibPerSecond)
+            out += String(repeating: " ", count: max(0, 8 - String(w.latenciesNanoseconds.count).count)) + String(w.latenciesNanoseconds.count) + "\n"
+        }
+        return out
+    }
+
     func json(_ cells: [Cell], seconds: Double) -> String {
         func num(_ x: Double) -> String { x.isFinite ? String(format3(x)) : "0" }
         let rows = cells.map { c in

@@ -60,6 +60,12 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
+    @Flag(help: "Also measure the disk tier through the engine: swap-out and swap-in with slots of each block size (multiples of 64KiB), queue depth 32.")
+    var tier = false
+
+    @Option(help: "Bytes of K/V per swapped sequence with --tier.")
+    var tierSequenceBytes = ByteCount(bytes: 512 << 20)
+
     func validate() throws {
         guard seconds > 0 && seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
         guard parsedSizes != nil else { throw ValidationError("--block-sizes: a comma-separated list of sizes, multiples of 4KiB up to 64MiB") }
@@ -111,7 +117,20 @@ struct IOBenchCommand: ParsableCommand {
                 }
             }
         }
+        var tierCells: [IOBench.Cell] = []
+        if tier {
+            for size in sizes where size % (64 << 10) == 0 {
+                progress.update("io-bench: engine swap with \(ByteCount.format(UInt64(size))) slots")
+                let result = try TierBench(dir: dir, payloadBytes: size, sequenceBytes: Int(tierSequenceBytes.bytes), seconds: seconds).run()
+                tierCells += [result.writeCell, result.readCell]
+            }
+        }
         progress.clear()
-        print(json ? bench.json(cells, seconds: seconds) : bench.table(cells, sizes: sizes, depths: depthList, ops: parsedOps))
+        if json {
+            print(bench.json(cells + tierCells, seconds: seconds))
+        } else {
+            print(bench.table(cells, sizes: sizes, depths: depthList, ops: parsedOps), terminator: "")
+            if !tierCells.isEmpty { print(bench.tierTable(tierCells)) }
+        }
     }
 }
