@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs fio (io_uring engine, O_DIRECT, random block-aligned offsets, registered buffers and
 # files) beside `kvcache io-bench` on the same file, block size and queue depth, cell by cell
-# (alternating, so both see the same device state), and prints the throughput ratios, plus
+# (A-B-B-A order, each number the mean of two runs), and prints the throughput ratios, plus
 # io-bench's queue against its own synchronous pread/pwrite baseline.
 #
 #   tools/fio_compare.sh [DIR] [SECONDS_PER_CELL]      (defaults: the repository, 3)
@@ -39,14 +39,21 @@ printf '%-7s %5s %-5s %14s %14s %9s %14s %12s\n' block depth op "io-bench MiB/s"
 for cell in $cells; do
     bs="${cell%%:*}" depth="${cell##*:}" bsb="$(bytes "$bs")"
     for op in write read; do
-        "$cli" io-bench --dir "$dir" --file-size "$file_size" --block-sizes "$bs" --depths "$depth" --ops "$op" \
-            --seconds "$seconds" --skip-fill --keep-file --json >"$tmp/bench.json"
-        fio --name=kvcache --filename="$file" --size="$(bytes "$file_size")" --ioengine=io_uring --direct=1 \
-            --rw="rand$op" --bs="$bsb" --iodepth="$depth" --runtime="$seconds" --time_based --norandommap \
-            --randrepeat=0 --fixedbufs --registerfiles --output-format=json >"$tmp/fio.json"
-        ours="$(jq -r --arg op "$op" '.cells[] | select(.engine == "queue" and .op == $op) | .mib_per_s' "$tmp/bench.json")"
-        sync="$(jq -r --arg op "$op" '.cells[] | select(.engine == "sync" and .op == $op) | .mib_per_s' "$tmp/bench.json")"
-        theirs="$(jq -r --arg op "$op" '.jobs[0][$op].bw_bytes / 1048576' "$tmp/fio.json")"
+        # A-B-B-A: io-bench, fio, fio, io-bench, each number the mean of its two runs, so that
+        # neither tool profits from running second (host caches, device state, drift).
+        bench() {
+            "$cli" io-bench --dir "$dir" --file-size "$file_size" --block-sizes "$bs" --depths "$depth" --ops "$op" \
+                --seconds "$seconds" --skip-fill --keep-file --json >"$tmp/bench$1.json"
+        }
+        runfio() {
+            fio --name=kvcache --filename="$file" --size="$(bytes "$file_size")" --ioengine=io_uring --direct=1 \
+                --rw="rand$op" --bs="$bsb" --iodepth="$depth" --runtime="$seconds" --time_based --norandommap \
+                --randrepeat=0 --fixedbufs --registerfiles --output-format=json >"$tmp/fio$1.json"
+        }
+        bench 1; runfio 1; runfio 2; bench 2
+        ours="$(jq -rs --arg op "$op" 'map(.cells[] | select(.engine == "queue" and .op == $op) | .mib_per_s) | add / length' "$tmp/bench1.json" "$tmp/bench2.json")"
+        sync="$(jq -rs --arg op "$op" 'map(.cells[] | select(.engine == "sync" and .op == $op) | .mib_per_s) | add / length' "$tmp/bench1.json" "$tmp/bench2.json")"
+        theirs="$(jq -rs --arg op "$op" 'map(.jobs[0][$op].bw_bytes / 1048576) | add / length' "$tmp/fio1.json" "$tmp/fio2.json")"
         fio_bw["$bs:$depth:$op"]="$theirs"
         awk -v bs="$bs" -v d="$depth" -v op="$op" -v a="$ours" -v b="$theirs" -v s="$sync" 'BEGIN {
             printf "%-7s %5d %-5s %14.1f %14.1f %8.2fx %14.1f %11.2fx\n", bs, d, op, a, b, (b > 0 ? a / b : 0), s, (s > 0 ? a / s : 0) }'
