@@ -457,13 +457,15 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *     lets an engine created on the same offload_dir (same shape) find its blocks again.
  *     A process crash loses nothing journaled; kvc_engine_sync makes it durable across power
  *     loss too (fdatasync).
- *   - I/O: io_uring (liburing) with registered staging buffers and file, 32 requests in
- *     flight, O_DIRECT slab. Fallbacks, each logged once on stderr with the reason: O_DIRECT
+ *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
+ *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
+ *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT
  *     refused (EINVAL) -> buffered I/O; io_uring unavailable -> a pread/pwrite thread pool
  *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads).
- *     KVCACHE_OFFLOAD_FAULT_AFTER=N (or N@DIR: only the engine whose offload_dir is DIR)
- *     makes every disk request after the N-th fail with EIO (to rehearse failures).
- *   - Memory outside memory_bytes: 32 staging buffers of one slot each.
+ *     KVCACHE_OFFLOAD_FAULT=OPS:N (OPS read, write or all; OPS:N@DIR: only the engine whose
+ *     offload_dir is DIR) makes those disk requests fail with EIO after the first N of them
+ *     (to rehearse failures).
+ *   - Memory outside memory_bytes: staging buffers of one slot each, max(32 slots, 32 MiB).
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,

@@ -16,8 +16,9 @@ struct kvm_io {
     int registered_buffers;
     uint32_t depth;
     uint32_t inflight;
-    uint64_t submitted;
+    uint64_t fault_seen;
     uint64_t fault_after;
+    uint32_t fault_ops;
     uint32_t n_files;
     int *files;
     struct io_uring ring;
@@ -75,6 +76,7 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out) {
     io->n_files = cfg->n_files;
     io->depth = cfg->depth;
     io->fault_after = cfg->fault_after;
+    io->fault_ops = cfg->fault_ops;
     int rc = cfg->force_threads ? -EPERM : start_uring(io, cfg);
     if (rc == 0) {
         io->backend = KVM_IO_URING;
@@ -108,10 +110,10 @@ void kvm_io_destroy(kvm_io *io) {
     free(io);
 }
 
-/* True when the next request is to fail by fault injection. */
-static int injected_fault(kvm_io *io) {
-    io->submitted++;
-    return io->fault_after > 0 && io->submitted > io->fault_after;
+/* True when this request is to fail by fault injection. */
+static int injected_fault(kvm_io *io, uint16_t op) {
+    if (!(io->fault_ops & (1u << op))) return 0;
+    return io->fault_seen++ >= io->fault_after;
 }
 
 int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n) {
@@ -121,7 +123,7 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n) {
         if (reqs[i].file >= io->n_files) return kvm_fail(EINVAL, "kvm_io_submit: file index %u out of range", reqs[i].file);
     }
     if (io->backend == KVM_IO_THREADS) {
-        for (uint32_t i = 0; i < n; i++) kvm_io_threads_push(io->threads, &reqs[i], io->files[reqs[i].file], injected_fault(io));
+        for (uint32_t i = 0; i < n; i++) kvm_io_threads_push(io->threads, &reqs[i], io->files[reqs[i].file], injected_fault(io, reqs[i].op));
         io->inflight += n;
         return (int)n;
     }
@@ -132,7 +134,7 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n) {
             n = i;
             break;
         }
-        if (injected_fault(io)) {
+        if (injected_fault(io, r->op)) {
             io_uring_prep_nop(sqe);
             io_uring_sqe_set_data64(sqe, r->tag | (1ull << 63));  /* completes as -EIO in reap */
             continue;

@@ -45,6 +45,8 @@ public struct DiskTierStats: Equatable, Sendable {
     public var loadsFailed: UInt64 = 0
     /// Blocks dropped from the disk tier to make room.
     public var slotsEvicted: UInt64 = 0
+    /// I/O requests submitted (fewer than slots moved when adjacent slots merged).
+    public var requestsSubmitted: UInt64 = 0
     /// Blocks found again in the journal when the engine started.
     public var recoveredSlots: UInt64 = 0
     /// Prompt tokens `createSequence` found in the disk tier (part of `prefixHitTokens`).
@@ -110,12 +112,19 @@ final class DiskTier {
     private let stageOp: UnsafeMutablePointer<UInt8>
     private let stageSlot: UnsafeMutablePointer<Int32>
     private let stageTarget: UnsafeMutablePointer<LoadTarget>
-    private let freeStages: UnsafeMutablePointer<Int32>
-    private var freeStageTop = 0
+    /// Free staging buffers, one bit each (1: free), and how many.
+    private let stageFreeBits: UnsafeMutablePointer<UInt64>
+    private var freeStageCount = 0
+    /// The slot and staging buffer taken last, so that the next slot takes the next buffer
+    /// and the two requests can merge into one (see `flush`).
+    private var lastSlot: Int32 = -2
+    private var lastStage: Int32 = -2
     private let done: UnsafeMutablePointer<kvm_io_done>
     /// Requests prepared but not yet submitted (each holds a staging buffer, so at most `stages`).
     private let batch: UnsafeMutablePointer<kvm_io_req>
     private var batchCount = 0
+    /// Largest merged request: 1 MiB, or one slot when slots are larger.
+    private var mergeBytes: Int { max(slotBytes, 1 << 20) }
     private let journal: UnsafeMutablePointer<kvm_journal_record>
     private var journalCount = 0
 
@@ -128,6 +137,8 @@ final class DiskTier {
     private static let idle: UInt8 = 0, spillWrite: UInt8 = 1, swapWrite: UInt8 = 2, read: UInt8 = 3
     /// Most slots one tier manages (per-slot metadata is ~60 bytes).
     static let maxSlots = 1 << 22
+    /// Staging memory aimed for when slots are small (more than `offloadQueueDepth` buffers).
+    static let stagingTargetBytes = 32 << 20
 
     /// Opens (or reopens) the tier in `config.offloadDir`, replaying its journal. Throws
     /// `invalidArgument` (offload_bytes below one slot) or `io` (the directory or files cannot be
@@ -155,7 +166,9 @@ final class DiskTier {
         if rc < 0 { throw KVError(-rc == EINVAL ? .invalidArgument : .io, String(cString: kvm_error())) }
         slab = s!
 
-        stages = config.offloadQueueDepth
+        // At least the queue depth, and enough small slots for 32 MiB in flight, so that small
+        // slots still make deep queues of large (merged) requests.
+        stages = max(config.offloadQueueDepth, min(1024, DiskTier.stagingTargetBytes / slotBytes))
         let stagingBytes = stages * slotBytes
         guard let mapped = mmap(nil, stagingBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
               mapped != MAP_FAILED else {
@@ -164,14 +177,18 @@ final class DiskTier {
         }
         stagingBase = mapped
         let slotSize = slotBytes
-        var buffers = (0..<config.offloadQueueDepth).map { iovec(iov_base: mapped + $0 * slotSize, iov_len: slotSize) }
+        // One registered buffer over every staging buffer, so that a request spanning several
+        // adjacent ones (merged by `flush`) is still a fixed-buffer request.
+        var buffers = [iovec(iov_base: mapped, iov_len: stagingBytes)]
         var fd = kvm_slab_fd(slab)
         var ioConfig = kvm_io_config()
-        ioConfig.depth = UInt32(stages)
+        ioConfig.depth = UInt32(stages)  // merged requests use fewer entries
         ioConfig.threads = 4
         ioConfig.force_threads = config.offloadForceThreads || environment.get("KVCACHE_OFFLOAD_BACKEND") == "threads" ? 1 : 0
-        ioConfig.fault_after = config.offloadFaultAfter > 0 ? config.offloadFaultAfter
-            : DiskTier.environmentFault(environment.get("KVCACHE_OFFLOAD_FAULT_AFTER"), dir: config.offloadDir!)
+        if let fault = config.offloadFault ?? DiskTier.environmentFault(environment.get("KVCACHE_OFFLOAD_FAULT"), dir: config.offloadDir!) {
+            ioConfig.fault_ops = (fault.reads ? 1 << UInt32(KVM_IO_READ) : 0) | (fault.writes ? 1 << UInt32(KVM_IO_WRITE) : 0)
+            ioConfig.fault_after = fault.after
+        }
         ioConfig.n_files = 1
         var q: OpaquePointer?
         let ioRC = buffers.withUnsafeMutableBufferPointer { b -> Int32 in
@@ -213,9 +230,10 @@ final class DiskTier {
         stageOp.initialize(repeating: DiskTier.idle, count: stages)
         stageSlot = .allocate(capacity: stages)
         stageTarget = .allocate(capacity: stages)
-        freeStages = .allocate(capacity: stages)
-        for i in 0..<stages { freeStages[i] = Int32(stages - 1 - i) }
-        freeStageTop = stages
+        stageFreeBits = .allocate(capacity: (stages + 63) / 64)
+        stageFreeBits.initialize(repeating: 0, count: (stages + 63) / 64)
+        for i in 0..<stages { stageFreeBits[i / 64] |= 1 << UInt64(i % 64) }
+        freeStageCount = stages
         done = .allocate(capacity: stages)
         batch = .allocate(capacity: stages)
         journal = .allocate(capacity: stages * 2 + 16)
@@ -239,18 +257,26 @@ final class DiskTier {
         stageOp.deallocate()
         stageSlot.deallocate()
         stageTarget.deallocate()
-        freeStages.deallocate()
+        stageFreeBits.deallocate()
         done.deallocate()
         batch.deallocate()
         journal.deallocate()
     }
 
-    /// `KVCACHE_OFFLOAD_FAULT_AFTER`: "N" (every tier) or "N@DIR" (only the tier in DIR).
-    static func environmentFault(_ value: String?, dir: String) -> UInt64 {
-        guard let value else { return 0 }
+    /// `KVCACHE_OFFLOAD_FAULT`: "OPS:N" (every tier) or "OPS:N@DIR" (only the tier in DIR),
+    /// OPS read, write or all. Anything else: no faults.
+    static func environmentFault(_ value: String?, dir: String) -> OffloadFault? {
+        guard let value else { return nil }
         let parts = value.split(separator: "@", maxSplits: 1)
-        if parts.count == 2 && String(parts[1]) != dir { return 0 }
-        return UInt64(parts.first ?? "") ?? 0
+        if parts.count == 2 && String(parts[1]) != dir { return nil }
+        let spec = parts[0].split(separator: ":")
+        guard spec.count == 2, let after = UInt64(spec[1]) else { return nil }
+        switch spec[0] {
+        case "read": return OffloadFault(reads: true, writes: false, after: after)
+        case "write": return OffloadFault(reads: false, writes: true, after: after)
+        case "all": return OffloadFault(reads: true, writes: true, after: after)
+        default: return nil
+        }
     }
 
     /// Why the tier runs a fallback (thread pool, buffered I/O), or "".
@@ -390,16 +416,13 @@ final class DiskTier {
     /// oldest slot as needed.
     private func reserve() throws(KVError) -> (Int32, Int32) {
         let slot = try takeSlot()
-        while freeStageTop == 0 { reap(waitFor: 1) }
-        freeStageTop -= 1
-        return (slot, freeStages[freeStageTop])
+        return (slot, takeStage(for: slot))
     }
 
     private func cancel(slot: Int32, stage: Int32) {
         freeSlots[freeTop] = slot
         freeTop += 1
-        freeStages[freeStageTop] = stage
-        freeStageTop += 1
+        releaseStage(stage)
     }
 
     private func takeSlot() throws(KVError) -> Int32 {
@@ -446,7 +469,7 @@ final class DiskTier {
             events.push(KVEvent(kind: .blockStored, tier: 1, blockHash: hash, parentHash: parent))
         }
         queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
-                         len: UInt32(slotBytes), op: UInt16(KVM_IO_WRITE), file: 0, buf_index: stage))
+                         len: UInt32(slotBytes), op: UInt16(KVM_IO_WRITE), file: 0, buf_index: 0))
     }
 
     // MARK: reads
@@ -462,15 +485,42 @@ final class DiskTier {
             stats.blocksLoaded += 1
             return
         }
-        while freeStageTop == 0 { reap(waitFor: 1) }
-        freeStageTop -= 1
-        let stage = freeStages[freeStageTop]
+        let stage = takeStage(for: slot)
         pin(slot)
         stageOp[Int(stage)] = DiskTier.read
         stageSlot[Int(stage)] = slot
         stageTarget[Int(stage)] = target
         queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
-                         len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: 0, buf_index: stage))
+                         len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: 0, buf_index: 0))
+    }
+
+    // MARK: staging buffers
+
+    /// A free staging buffer for a request on `slot`, waiting for completions when none is: the
+    /// one after the previous request's when `slot` follows its slot (so they can merge), else
+    /// the lowest. O(stages / 64).
+    private func takeStage(for slot: Int32) -> Int32 {
+        while freeStageCount == 0 { reap(waitFor: 1) }
+        var stage: Int32 = -1
+        let next = lastStage + 1
+        if slot == lastSlot + 1 && next >= 0 && Int(next) < stages && stageFreeBits[Int(next) / 64] & (1 << UInt64(next % 64)) != 0 {
+            stage = next
+        } else {
+            var w = 0
+            while stageFreeBits[w] == 0 { w += 1 }
+            stage = Int32(w * 64 + stageFreeBits[w].trailingZeroBitCount)
+        }
+        stageFreeBits[Int(stage) / 64] &= ~(1 << UInt64(stage % 64))
+        freeStageCount -= 1
+        lastSlot = slot
+        lastStage = stage
+        return stage
+    }
+
+    private func releaseStage(_ stage: Int32) {
+        precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
+        stageFreeBits[Int(stage) / 64] |= 1 << UInt64(stage % 64)
+        freeStageCount += 1
     }
 
     // MARK: submission
@@ -484,15 +534,42 @@ final class DiskTier {
 
     /// Submits every batched request with one system call. A request the queue refuses
     /// completes at once with the error (its write or read fails the usual way).
+    /// Requests for adjacent slots from adjacent staging buffers merge into one request of up
+    /// to `mergeBytes` (a tag then names the first buffer and the count: `first | count << 32`).
     func flush() {
         guard batchCount > 0 else { return }
-        let n = batchCount
+        var n = 0
+        for i in 0..<batchCount {
+            let r = batch[i]
+            if n > 0 {
+                let last = batch[n - 1]
+                if last.op == r.op && last.offset + UInt64(last.len) == r.offset && last.buf! + Int(last.len) == r.buf!
+                    && Int(last.len) + Int(r.len) <= mergeBytes {
+                    batch[n - 1].len += r.len
+                    batch[n - 1].tag += 1 << 32
+                    continue
+                }
+            }
+            batch[n] = r
+            batch[n].tag = r.tag | 1 << 32
+            n += 1
+        }
         batchCount = 0
+        stats.requestsSubmitted += UInt64(n)
         let accepted = Int(max(0, kvm_io_submit(io, batch, UInt32(n))))
         if accepted < n {
             lastFailure = "offload: submitting I/O failed: \(String(cString: kvm_error()))"
-            for i in accepted..<n { complete(stage: Int32(batch[i].tag), result: -Int64(EIO)) }
+            for i in accepted..<n { completeRequest(tag: batch[i].tag, result: -Int64(EIO)) }
             flushJournal()
+        }
+    }
+
+    /// Completes every slot of a (possibly merged) request: all succeed or all fail.
+    private func completeRequest(tag: UInt64, result: Int64) {
+        let first = Int32(truncatingIfNeeded: tag & 0xFFFF_FFFF), count = Int(tag >> 32)
+        let ok = result == Int64(count * slotBytes)
+        for i in 0..<count {
+            complete(stage: first + Int32(i), result: ok ? Int64(slotBytes) : (result < 0 ? result : -Int64(EIO)))
         }
     }
 
@@ -505,7 +582,7 @@ final class DiskTier {
         flush()
         let n = kvm_io_reap(io, done, UInt32(stages), UInt32(waitFor), timeoutMicroseconds)
         guard n > 0 else { return 0 }
-        for i in 0..<Int(n) { complete(stage: Int32(done[i].tag), result: done[i].result) }
+        for i in 0..<Int(n) { completeRequest(tag: done[i].tag, result: done[i].result) }
         flushJournal()
         return Int(n)
     }
@@ -517,8 +594,7 @@ final class DiskTier {
         let ok = result == Int64(slotBytes)
         let reason = result < 0 ? String(cString: strerror(Int32(-result))) : "short transfer of \(result) of \(slotBytes) bytes"
         stageOp[Int(stage)] = DiskTier.idle
-        freeStages[freeStageTop] = stage
-        freeStageTop += 1
+        releaseStage(stage)
         switch op {
         case DiskTier.spillWrite, DiskTier.swapWrite:
             guard state[s] == DiskTier.writing && writingStage[s] == stage else { return }

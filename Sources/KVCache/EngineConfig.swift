@@ -7,6 +7,21 @@ public enum Layout: UInt32, Sendable {
     case contiguous = 1
 }
 
+/// Which disk-tier requests fault injection fails: those of `reads` and/or `writes`, after the
+/// first `after` of them.
+public struct OffloadFault: Equatable, Sendable {
+    public var reads: Bool
+    public var writes: Bool
+    public var after: UInt64
+
+    /// Fails reads and/or writes after the first `after`.
+    public init(reads: Bool, writes: Bool, after: UInt64 = 0) {
+        self.reads = reads
+        self.writes = writes
+        self.after = after
+    }
+}
+
 /// The engine's shape and limits (`kvc_config`). Every field has a working default.
 ///
 /// Within one layer's K (and V) tensor the layout is token-major,
@@ -42,16 +57,17 @@ public struct EngineConfig: Equatable, Sendable {
     public var offloadDir: String? = nil
     /// Size limit of the disk tier's slab file (`offload_bytes`); at least one slot.
     public var offloadBytes: UInt64 = 0
-    /// Disk-tier requests in flight at most (and staging buffers of one slot each), 32...1024.
+    /// Disk-tier staging buffers of one slot each (requests in flight at most), 32...1024; the
+    /// tier uses more when slots are small (up to 32 MiB of them).
     public var offloadQueueDepth: Int = 32
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).
     public var offloadForceThreads: Bool = false
     /// Open the slab without O_DIRECT.
     public var offloadForceBuffered: Bool = false
-    /// Fault injection: disk-tier requests after this many fail with EIO (0: never; also
-    /// environment `KVCACHE_OFFLOAD_FAULT_AFTER`).
-    public var offloadFaultAfter: UInt64 = 0
+    /// Fault injection: disk-tier reads and/or writes fail with EIO after the first `after` of
+    /// them (nil: never; also environment `KVCACHE_OFFLOAD_FAULT=read|write|all:AFTER[@DIR]`).
+    public var offloadFault: OffloadFault? = nil
 
     /// The defaults listed above.
     public init() {}

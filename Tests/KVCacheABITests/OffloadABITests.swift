@@ -132,9 +132,9 @@ struct OffloadABITests {
     func anIOErrorFailsTheSwapOutAndChangesNothingElse(layout: UInt32) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        setenv("KVCACHE_OFFLOAD_FAULT_AFTER", "2@\(dir)", 1)  // only this test's tier
+        setenv("KVCACHE_OFFLOAD_FAULT", "write:0@\(dir)", 1)  // only this test's tier
         let f = try offloadFixture(layout, dir: dir)
-        unsetenv("KVCACHE_OFFLOAD_FAULT_AFTER")
+        unsetenv("KVCACHE_OFFLOAD_FAULT")
         try f.create(9, tokens: f.uniqueTokens(9, count: 30))
         try f.write(9, salt: 9, from: 0, to: 30)
         LastError.clear()

@@ -15,8 +15,9 @@
  * transfer is reported as it is (the caller decides). Fallbacks are logged once per process on
  * stderr with the reason, and kvm_io_fallback_reason() returns it.
  *
- * Fault injection (tests, and operators rehearsing failures): with fault_after = N > 0, every
- * request after the N-th completes with -EIO without touching the file.
+ * Fault injection (tests, and operators rehearsing failures): with fault_ops set (bit
+ * 1 << KVM_IO_READ, 1 << KVM_IO_WRITE), every request of those operations after the first
+ * fault_after of them completes with -EIO without touching the file.
  *
  * Not thread-safe: one caller at a time (the engine holds its lock). The thread pool's workers
  * are internal. */
@@ -33,7 +34,8 @@ typedef struct kvm_io_config {
     const struct iovec *buffers;
     uint32_t n_files;             /* files to register, addressed by index in requests, >= 1 */
     const int *files;
-    uint64_t fault_after;         /* 0: none; N: requests after the N-th fail with -EIO */
+    uint32_t fault_ops;           /* 0: no faults; else a mask of 1 << KVM_IO_READ / _WRITE */
+    uint64_t fault_after;         /* requests of those operations that still succeed */
 } kvm_io_config;
 
 typedef struct kvm_io_req {
