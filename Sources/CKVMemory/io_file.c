@@ -21,3 +21,30 @@ int kvm_io_preallocate(int fd, uint64_t bytes) {
     if (rc != 0) return kvm_fail(errno, "fallocate of %llu bytes failed: %s", (unsigned long long)bytes, strerror(errno));
     return 0;
 }
+
+#include <stdint.h>
+#include <sys/mman.h>
+
+#define HUGE_BYTES (2ull << 20)
+
+void *kvm_io_alloc_buffers(uint64_t bytes) {
+    uint64_t size = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
+    /* Over-map by one huge page and trim, so the start is 2 MiB aligned. */
+    uint8_t *raw = mmap(NULL, size + HUGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        kvm_fail(errno, "mapping %llu bytes of I/O buffers failed: %s", (unsigned long long)size, strerror(errno));
+        return NULL;
+    }
+    uint8_t *start = (uint8_t *)(((uintptr_t)raw + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
+    if (start > raw) munmap(raw, (size_t)(start - raw));
+    uint8_t *end = start + size, *raw_end = raw + size + HUGE_BYTES;
+    if (raw_end > end) munmap(end, (size_t)(raw_end - end));
+    madvise(start, size, MADV_HUGEPAGE); /* a hint: without THP the buffers still work */
+    memset(start, 0, size);              /* populate now, not on the I/O path */
+    return start;
+}
+
+void kvm_io_free_buffers(void *p, uint64_t bytes) {
+    if (!p) return;
+    munmap(p, (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1));
+}

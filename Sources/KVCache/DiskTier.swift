@@ -170,10 +170,9 @@ final class DiskTier {
         // slots still make deep queues of large (merged) requests.
         stages = max(config.offloadQueueDepth, min(1024, DiskTier.stagingTargetBytes / slotBytes))
         let stagingBytes = stages * slotBytes
-        guard let mapped = mmap(nil, stagingBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-              mapped != MAP_FAILED else {
+        guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes)) else {
             kvm_slab_close(slab)
-            throw .outOfMemory("offload: cannot map \(stagingBytes) bytes of staging buffers")
+            throw .outOfMemory("offload: staging buffers: \(String(cString: kvm_error()))")
         }
         stagingBase = mapped
         let slotSize = slotBytes
@@ -200,7 +199,7 @@ final class DiskTier {
             }
         }
         if ioRC < 0 {
-            munmap(mapped, stagingBytes)
+            kvm_io_free_buffers(mapped, UInt64(stagingBytes))
             kvm_slab_close(slab)
             throw KVError(.io, String(cString: kvm_error()))
         }
@@ -245,7 +244,7 @@ final class DiskTier {
         flushJournal()
         kvm_io_destroy(io)
         kvm_slab_close(slab)
-        munmap(stagingBase, stages * slotBytes)
+        kvm_io_free_buffers(stagingBase, UInt64(stages * slotBytes))
         for p in [hashes, parents, generations, checksums] { p.deallocate() }
         state.deallocate()
         pins.deallocate()

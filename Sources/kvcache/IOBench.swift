@@ -61,10 +61,9 @@ final class IOBench {
             throw IOBenchError("\(path): \(reason)")
         }
         let total = maxDepth * maxBlockBytes
-        guard let mapped = mmap(nil, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0),
-              mapped != MAP_FAILED else {
+        guard let mapped = kvm_io_alloc_buffers(UInt64(total)) else {
             close(fd)
-            throw IOBenchError("cannot map \(total) bytes of buffers")
+            throw IOBenchError(String(cString: kvm_error()))
         }
         buffers = mapped
         // Incompressible content, so that no layer below can cheat on zeros.
@@ -90,7 +89,7 @@ final class IOBench {
             }
         }
         guard rc == 0, let q else {
-            munmap(mapped, total)
+            kvm_io_free_buffers(mapped, UInt64(total))
             close(fd)
             throw IOBenchError("kvm_io_create: \(String(cString: kvm_error()))")
         }
@@ -99,7 +98,7 @@ final class IOBench {
 
     deinit {
         kvm_io_destroy(io)
-        munmap(buffers, maxDepth * maxBlockBytes)
+        kvm_io_free_buffers(buffers, UInt64(maxDepth * maxBlockBytes))
         close(fd)
     }
 

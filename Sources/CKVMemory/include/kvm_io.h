@@ -85,3 +85,10 @@ void kvm_log_once(int *once, const char *fmt, ...) __attribute__((format(printf,
 int kvm_io_open_file(const char *path, int *direct);
 /* Preallocates the first `bytes` of fd (fallocate). 0 or -errno with a message. */
 int kvm_io_preallocate(int fd, uint64_t bytes);
+
+/* Maps `bytes` (rounded up to 2 MiB) of zeroed, populated memory aligned to 2 MiB, asking for
+ * transparent huge pages: an I/O buffer of few physical segments (a 2 MiB request in 4 KiB
+ * pages is 512 segments, more than a virtio or NVMe queue takes in one request). NULL with a
+ * message on failure. Release with kvm_io_free_buffers(p, bytes). */
+void *kvm_io_alloc_buffers(uint64_t bytes);
+void kvm_io_free_buffers(void *p, uint64_t bytes);
