@@ -362,7 +362,9 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * commits memory for all of them. Full blocks of the prompt found in the prefix index are
  * shared instead of allocated; *cached_tokens receives how many leading tokens are already
  * cached (a multiple of block_tokens, at most n_tokens - 1). The server computes and writes
- * K/V for the tokens from *cached_tokens on.
+ * K/V for the tokens from *cached_tokens on. With a disk tier the lookup continues there:
+ * those blocks are read back asynchronously and count in *cached_tokens; do not read K/V
+ * below *cached_tokens before kvc_seq_ready says 1.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/cached_tokens, n_tokens 0 or
  * > max_seq_tokens),
  * KVC_ERR_EXISTS (seq is live), KVC_ERR_OUT_OF_MEMORY (budget or max_seqs; nothing created).
@@ -391,7 +393,9 @@ kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
 /**
  * Frees `seq`: its id may be reused at once; its full blocks stay in the prefix index
  * (LRU) for later prompts, the rest of its memory returns to the pool. Pointers and block
- * ids obtained for it become invalid.
+ * ids obtained for it become invalid. With a disk tier it first waits for the sequence's
+ * pending disk reads (so that no read lands in reused memory); a swapped-out sequence
+ * releases its disk slots.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (not live; also a double free).
  */
 kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);

@@ -175,7 +175,6 @@ final class DiskTier {
             throw .outOfMemory("offload: staging buffers: \(String(cString: kvm_error()))")
         }
         stagingBase = mapped
-        let slotSize = slotBytes
         // One registered buffer over every staging buffer, so that a request spanning several
         // adjacent ones (merged by `flush`) is still a fixed-buffer request.
         var buffers = [iovec(iov_base: mapped, iov_len: stagingBytes)]

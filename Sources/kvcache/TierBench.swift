@@ -50,7 +50,6 @@ struct TierBench {
         var writeLatencies: [UInt64] = [], readLatencies: [UInt64] = []
         let start = monotonicNanoseconds()
         var cycle: Int32 = 0
-        let slotBytes = engine.stats().disk.slotBytes
         while monotonicNanoseconds() - start < UInt64(seconds * 1e9) || cycle < 2 {
             for i in 0..<tokens { prompt[i] = cycle &* 1_000_003 &+ Int32(i) }
             let seq = UInt64(cycle)
@@ -72,7 +71,6 @@ struct TierBench {
             readLatencies.append(t2 - t1)
             cycle += 1
         }
-        _ = slotBytes
         return Result(
             writeCell: IOBench.Cell(op: .write, engine: "tier", blockBytes: payloadBytes, depth: c.offloadQueueDepth, bytes: writeBytes,
                                     seconds: Double(writeNs) / 1e9, latenciesNanoseconds: writeLatencies.sorted()),
