@@ -335,6 +335,9 @@ final class DiskTier {
         return slot
     }
 
+    /// True when the tier holds block `hash` (no LRU change). O(1).
+    func contains(_ hash: UInt64) -> Bool { index.find(hash) >= 0 }
+
     /// Block hash and parent hash of a slot (0 for a swapped-out sequence's own slot).
     func hash(of slot: Int32) -> UInt64 { hashes[Int(slot)] }
     func parent(of slot: Int32) -> UInt64 { parents[Int(slot)] }

@@ -442,17 +442,23 @@ public final class Engine: @unchecked Sendable {
     /// resident-memory measurement of the engine looks at.
     public var memoryRegion: (start: UInt, bytes: UInt) { paged?.region ?? contiguous?.region ?? (0, 0) }
 
-    /// How many leading tokens of `tokens` `createSequence` would report cached now, without
-    /// creating anything. Cost: one hash per token and one lookup per full block.
+    /// How many leading tokens of `tokens` `createSequence` would report cached now (memory and
+    /// disk tier), without creating anything. Cost: one hash per token and one lookup per full block.
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         var parent: UInt64 = 0, hit = 0
+        var inMemory = true  // as in createSequence: memory hits first, then the disk tier
         while hit < (n - 1) / bt {
             parent = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt]))
-            if blocks.lookup(parent) < 0 { break }
+            if inMemory && blocks.lookup(parent) >= 0 {
+                hit += 1
+                continue
+            }
+            inMemory = false
+            guard offload?.tier.contains(parent) ?? false else { break }
             hit += 1
         }
         return hit * bt
