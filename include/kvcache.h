@@ -16,8 +16,10 @@
  *     prefix or statistic differs from before the call) and output pointers are left
  *     untouched, except where a function documents otherwise (the BUFFER_TOO_SMALL counts,
  *     kvc_engine_create's *out).
- *   - On failure kvc_last_error() returns a message for the calling thread naming the call
- *     and the offending value. Successful calls do not clear it (like errno).
+ *   - On failure kvc_last_error() returns a message for the calling thread naming the call,
+ *     its key arguments and the offending value, e.g.
+ *     "kvc_seq_append(seq 7, n_tokens 1): appending 1 tokens needs 1 blocks, 0 are available".
+ *     Successful calls do not clear it (like errno).
  *   - Never aborts on bad input. A NULL handle or output pointer, a NULL input array with a
  *     non-zero count, an unknown or reused sequence id, a double free, a zero or huge size, an
  *     out-of-range layer or block, or an exhausted budget each gets its status.
@@ -29,13 +31,17 @@
  *   - size_t counts larger than PTRDIFF_MAX are rejected as KVC_ERR_INVALID_ARGUMENT.
  *
  * THREAD SAFETY
- *   The engine is thread-safe: any number of threads may call any function concurrently on
- *   one engine, and calls on distinct sequences proceed in parallel. Calls naming the same
- *   sequence are serialised by the engine, but their order is whichever thread gets there
- *   first; a server that appends to and frees one sequence from two threads must order
- *   those itself. kvc_engine_destroy must not run concurrently with, or be followed by, any
- *   other call on that engine. kvc_config_init, kvc_status_name, kvc_last_error,
- *   kvc_abi_version and kvc_hash_tokens touch no engine and are always safe.
+ *   The engine is thread-safe: any number of threads may call any function on one engine at
+ *   the same time, for the same or distinct sequences, without corrupting anything. Each call
+ *   takes the engine's one lock for its bookkeeping only (no I/O, no waiting, no K/V copy
+ *   except the one block or page a copy-on-write needs), so calls are short and run one after
+ *   another. Reading and writing K/V through the pointers the engine returns takes no lock:
+ *   threads working on distinct sequences do that fully in parallel. Calls naming the same
+ *   sequence from two threads run in whichever order the threads reach the lock; a server
+ *   that appends to and frees one sequence from two threads must order those itself.
+ *   kvc_engine_destroy must not run concurrently with, or be followed by, any other call on
+ *   that engine. kvc_config_init, kvc_status_name, kvc_last_error, kvc_abi_version and
+ *   kvc_hash_tokens touch no engine and are always safe.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -57,9 +63,16 @@
  *   tokens at positions >= *cached_tokens, and for each appended token after
  *   kvc_seq_append. It must never write below *cached_tokens of a sequence, nor into tokens
  *   a fork shares with its parent (positions < the parent's length at fork time): that
- *   memory may be shared. The engine copies a shared partial block before it lets a
- *   sequence append into it, so in the paged layout re-read the block table after
- *   kvc_seq_append and kvc_seq_fork.
+ *   memory may be shared. Only tokens below kvc_seq_length are backed by memory.
+ *   Prefix blocks are indexed when a sequence is created (and when an append fills a
+ *   block), before the server has computed their K/V: write a sequence's K/V before another
+ *   sequence that hits the same prefix reads it (in one batched forward pass, layer by
+ *   layer, as vLLM does).
+ *   Copy on write: a paged fork shares every block (reference counts) and whichever side
+ *   first appends into the shared, partly filled last block gets a copy of it, so re-read
+ *   the block table after kvc_seq_append and kvc_seq_fork. A contiguous fork maps the
+ *   parent's whole pages into the child and copies the page holding the boundary at once,
+ *   so kvc_seq_fork itself may return KVC_ERR_OUT_OF_MEMORY there.
  *
  * BLOCK HASH (version 1; fixed forever, a change gets a new name)
  *   One stable, seeded 64-bit hash of full blocks, shared by the engine (prefix index), the
@@ -91,11 +104,12 @@
  *                             a sequence that would exceed max_seq_tokens
  *   KVC_ERR_NOT_FOUND         the sequence id is not live (never created, or freed)
  *   KVC_ERR_EXISTS            the sequence id is already live
- *   KVC_ERR_OUT_OF_MEMORY     memory_bytes (or the address space / mapping limit) cannot
- *                             hold it; nothing was allocated. Free or swap out a sequence.
+ *   KVC_ERR_OUT_OF_MEMORY     memory_bytes, max_seqs (or the address space) cannot hold
+ *                             it; nothing was allocated or changed. Free a sequence or stop
+ *                             admitting new ones; the engine stays usable.
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
- *   KVC_ERR_IO                a disk-tier read or write failed
+ *   KVC_ERR_IO                a disk-tier read or write failed, or offload_dir is unusable
  *   KVC_ERR_UNSUPPORTED       the call does not apply to this engine's layout, or a config
  *                             sets a field this library does not know
  *   KVC_ERR_INTERNAL          a bug in the library; the message says where
@@ -185,8 +199,8 @@ typedef struct kvc_config {
     int32_t numa_node;
     /** 1: metadata only — the prefix index, LRU, events and block accounting are real but
      *  no memory is mapped and kvc_block_kv returns KVC_ERR_UNSUPPORTED (for simulators).
-     *  Paged layout only. 0 (default): normal engine. Added after the first draft; an older
-     *  caller's struct ends before it and gets 0. */
+     *  Paged layout only. 0 (default): normal engine. Past KVC_CONFIG_MIN_SIZE: a caller
+     *  whose struct_size ends before it gets 0. */
     uint32_t metadata_only;
     /** Directory of the disk tier (see DISK TIER), or NULL (default): no disk tier. It must
      *  exist; the engine creates kvcache.slab and kvcache.journal in it and finds its spilled
@@ -222,8 +236,9 @@ typedef struct kvc_stats {
     uint64_t budget_bytes;
     /** Physical bytes the engine holds now (allocated pages of its pool). */
     uint64_t committed_bytes;
-    /** Blocks of block_tokens tokens the budget can hold (logical blocks in the contiguous
-     *  layout). */
+    /** Blocks of block_tokens tokens the budget can hold. Contiguous layout: logical blocks
+     *  (the prefix cache's unit), the budget's worth plus one partial block per sequence
+     *  slot, so blocks_total * block_tokens overstates the tokens that fit. */
     uint64_t blocks_total;
     /** Blocks referenced by live sequences (a block shared by several counts once). */
     uint64_t blocks_used;
@@ -236,14 +251,16 @@ typedef struct kvc_stats {
     /** Of those, tokens served from the index. */
     uint64_t prefix_hit_tokens;
     /* -- fields past KVC_STATS_MIN_SIZE: written when struct_size covers them -- */
-    /** Sequences created since the engine started (including freed ones). */
+    /** Sequences created since the engine started, by kvc_seq_create or kvc_seq_fork
+     *  (including freed ones). */
     uint64_t sequences_created;
     /** Cached blocks evicted from memory to make room, since the engine started. */
     uint64_t blocks_evicted;
     /** Memory mappings the engine holds, an upper bound (contiguous layout; 0 when paged).
      *  Compare with vm.max_map_count. */
     uint64_t mappings;
-    /** Events dropped because they were not drained in time (the queue is bounded). */
+    /** Events dropped, oldest first, because they were not drained in time (the queue holds
+     *  65536). */
     uint64_t events_dropped;
     /* -- the disk tier (all 0 without one) -- */
     /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
@@ -310,17 +327,25 @@ const char *kvc_last_error(void);
  * --------------------------------------------------------------------------------------- */
 
 /** Writes the defaults listed in kvc_config to *cfg and sets cfg->struct_size =
- *  sizeof(kvc_config) (writes sizeof(kvc_config) bytes, padding zeroed). NULL: no-op.
- *  Thread-safe. */
+ *  sizeof(kvc_config) (writes sizeof(kvc_config) = 64 bytes, padding zeroed). NULL: no-op.
+ *  Thread-safe.
+ *  Compatibility promise for later versions: this symbol keeps writing exactly these 64
+ *  bytes, because binaries built against this header pass a 64-byte struct; a library whose
+ *  kvc_config grows adds a new initialiser under a new name, and its new fields default to 0
+ *  (= the behaviour before them), so old binaries never need them written. */
 void kvc_config_init(kvc_config *cfg);
 
 /**
  * Creates an engine shaped by *cfg and stores its handle in *out.
  * Reserves the virtual address space of the layout up front (MAP_NORESERVE: no physical
  * memory until sequences need it); cost grows with max_seqs * num_layers (contiguous).
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad struct_size, a field out of range —
- * the message names it), KVC_ERR_UNSUPPORTED (a non-zero unknown field), or
- * KVC_ERR_OUT_OF_MEMORY (address space or vm.max_map_count cannot fit the configuration).
+ * Metadata (block tables, prefix index, event queue of 65536 entries) is allocated here,
+ * once; successful calls do not allocate afterwards (a failing call formats its message).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad struct_size, a field out of range or
+ * memory_bytes too small for one block or page group — the message names it; also
+ * max_seqs * ceil(max_seq_tokens / block_tokens) above 2^28 block-table entries),
+ * KVC_ERR_UNSUPPORTED (a non-zero unknown field), or KVC_ERR_OUT_OF_MEMORY (the address
+ * space — at most 65536 GiB for the contiguous layout — or the metadata cannot be had).
  * On failure *out is set to NULL (when out is not NULL).
  */
 kvc_status kvc_engine_create(const kvc_config *cfg, kvc_engine **out);
@@ -331,11 +356,13 @@ void kvc_engine_destroy(kvc_engine *e);
 
 /**
  * Returns every physical page not holding live-sequence data to the OS. Cached prefix
- * blocks are dropped (each reported as KVC_EVENT_BLOCK_REMOVED, or one
- * KVC_EVENT_ALL_CLEARED for tier 0), so later prompts miss the memory cache until it
- * refills. With a disk tier they are spilled to disk first (KVC_EVENT_BLOCK_STORED, tier 1),
- * so later prompts find them there. Live sequences' bytes are untouched.
- * Cost: one madvise/fallocate per released range (plus a copy per spilled block).
+ * blocks are dropped from memory — one KVC_EVENT_ALL_CLEARED (tier 0) when that empties the
+ * index, else one KVC_EVENT_BLOCK_REMOVED per dropped block — so later prompts miss the memory
+ * cache until it refills. With a disk tier they are spilled to disk first
+ * (KVC_EVENT_BLOCK_STORED, tier 1), so later prompts find them there. Trimming is not
+ * eviction: kvc_stats.blocks_evicted does not change. Live sequences' bytes are untouched.
+ * Cost: proportional to the cached blocks dropped and the page groups released (each released
+ * with fallocate punch-hole), plus a copy and checksum per spilled block.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e).
  */
 kvc_status kvc_engine_trim(kvc_engine *e);
@@ -346,8 +373,11 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
 
 /**
  * Moves up to `capacity` pending events, oldest first, into out[0 .. *n_events-1]; drained
- * events are gone. Call it regularly: the queue is bounded and, when full, drops new events
- * (counted in kvc_stats.events_dropped). *n_events < capacity means the queue is now empty.
+ * events are gone. Call it regularly: the queue holds 65536 events and, when full, drops the
+ * oldest (counted in kvc_stats.events_dropped; a router seeing that grow should treat its
+ * view of this instance as stale). *n_events < capacity means the queue was emptied.
+ * Two threads draining at once each get a disjoint subset. No allocation; the events are
+ * converted field by field in chunks of 32 on the stack.
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0).
  */
@@ -375,7 +405,8 @@ kvc_status kvc_seq_create(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
 
 /**
  * Appends tokens[0 .. n_tokens-1] to `seq` (decode) and commits their memory; the server
- * then writes their K/V. n_tokens 0 is a no-op returning KVC_OK (tokens may then be NULL).
+ * then writes their K/V. n_tokens 0 changes nothing (tokens may then be NULL) and returns
+ * KVC_OK, or KVC_ERR_NOT_FOUND when seq is not live.
  * A block that becomes full enters the prefix index (KVC_EVENT_BLOCK_STORED).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, NULL tokens with n_tokens > 0, length would
  * exceed max_seq_tokens), KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (nothing appended).
@@ -412,14 +443,15 @@ kvc_status kvc_seq_length(kvc_engine *e, uint64_t seq, size_t *n_tokens);
  * KVC_LAYOUT_CONTIGUOUS: stores the base of `seq`'s K and V ranges for `layer` in *k and *v.
  * Token t is at byte t * token_bytes; bytes of tokens below kvc_seq_length are backed.
  * The pointers stay valid until `seq` is freed or the engine destroyed (appends never move
- * them).
+ * them). Cost: a lock and a table lookup.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k/v, layer >= num_layers), KVC_ERR_NOT_FOUND,
  * KVC_ERR_UNSUPPORTED (paged layout).
  */
 kvc_status kvc_seq_kv(kvc_engine *e, uint64_t seq, uint32_t layer, void **k, void **v);
 
 /**
- * KVC_LAYOUT_PAGED: writes `seq`'s block ids into blocks[0 .. min(capacity, count)-1] and
+ * KVC_LAYOUT_PAGED (also metadata-only engines, where the ids name no memory): writes
+ * `seq`'s block ids into blocks[0 .. min(capacity, count)-1] and
  * the full count, ceil(length / block_tokens), into *n_blocks. Entry i holds the sequence's
  * tokens i*block_tokens ..; ids are valid in every layer (see kvc_block_kv).
  * When capacity < count: the first `capacity` ids are written, *n_blocks is the full count,
@@ -436,10 +468,12 @@ kvc_status kvc_seq_block_table(kvc_engine *e, uint64_t seq, int32_t *blocks, siz
 /**
  * KVC_LAYOUT_PAGED: stores the base of block `block`'s K and V in `layer` in *k and *v;
  * token i of the block is at byte i * token_bytes (block_tokens * token_bytes bytes each).
- * Valid while the block belongs to a live sequence that holds it (see kvc_seq_block_table).
- * Cheap (arithmetic); call it per block per layer.
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k/v, block < 0 or >= blocks_total,
- * layer >= num_layers), KVC_ERR_UNSUPPORTED (contiguous layout, metadata-only engine).
+ * The addresses are fixed for the engine's lifetime; the bytes belong to whichever sequence
+ * (or cached prefix) holds the block — use ids from a fresh kvc_seq_block_table.
+ * Cheap (a lock and arithmetic); call it per block per layer, or cache the addresses.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k/v, block < 0 or >= blocks_total, a free block
+ * that no sequence or cache holds, layer >= num_layers), KVC_ERR_UNSUPPORTED (contiguous
+ * layout, metadata-only engine).
  */
 kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, void **v);
 

@@ -40,7 +40,7 @@ _Static_assert(sizeof(kvc_stats) == 184, "kvc_stats is 184 bytes");
 static int passed, failed;
 
 /* Counts one check; on failure prints where and why (with this thread's kvc_last_error). */
-static int check(int ok, int line, const char *fmt, ...) {
+__attribute__((format(printf, 3, 4))) static int check(int ok, int line, const char *fmt, ...) {
     if (ok) {
         passed++;
         return 1;
@@ -55,7 +55,7 @@ static int check(int ok, int line, const char *fmt, ...) {
     return 0;
 }
 
-static void summary_and_exit(void) {
+_Noreturn static void summary_and_exit(void) {
     printf("abi_client: %d passed, %d failed\n", passed, failed);
     exit(failed ? 1 : 0);
 }
@@ -89,6 +89,12 @@ static kvc_status must(kvc_status rc, int line, const char *what) {
     return rc;
 }
 #define MUST(call) must((call), __LINE__, #call)
+
+/* An internal invariant of this client (not counted as a check): stops when it does not hold. */
+#define INVARIANT(cond, ...)                                                                \
+    do {                                                                                    \
+        if (!(cond)) REQUIRE(0, __VA_ARGS__);                                               \
+    } while (0)
 
 /* ---- the block hash, reimplemented from the header's documentation ------------------ */
 
@@ -147,7 +153,7 @@ static void load_table(engine_view *v, uint64_t seq) {
 static uint8_t *token_address(engine_view *v, uint64_t seq, uint32_t layer, uint32_t tensor, size_t token) {
     void *k = NULL, *val = NULL;
     if (v->paged) {
-        REQUIRE(token / v->block_tokens < v->n_table, "token %zu beyond the block table (%zu blocks)", token, v->n_table);
+        INVARIANT(token / v->block_tokens < v->n_table, "token %zu beyond the block table (%zu blocks)", token, v->n_table);
         MUST(kvc_block_kv(v->e, v->table[token / v->block_tokens], layer, &k, &val));
         return (uint8_t *)(tensor == 0 ? k : val) + (token % v->block_tokens) * v->token_bytes;
     }
@@ -367,7 +373,7 @@ static void bad_input(uint32_t layout) {
     int32_t t[4] = {1, 2, 3, 4};
     int32_t big_len = (int32_t)cfg.max_seq_tokens + 1;
     int32_t *big = calloc((size_t)big_len, sizeof *big);
-    REQUIRE(big != NULL, "calloc");
+    INVARIANT(big != NULL, "calloc");
     size_t n = 0;
     void *k = NULL, *vv = NULL;
     int32_t blocks[2];
@@ -471,7 +477,7 @@ static void out_of_memory(uint32_t layout) {
     MUST(kvc_engine_create(&cfg, &e));
     engine_view v = view_of(e, &cfg);
     int32_t *tokens = calloc(cfg.max_seq_tokens, sizeof *tokens);
-    REQUIRE(tokens != NULL, "calloc");
+    INVARIANT(tokens != NULL, "calloc");
     for (uint32_t i = 0; i < cfg.max_seq_tokens; i++) tokens[i] = (int32_t)(70000 + i);
     size_t cached;
     MUST(kvc_seq_create(e, 1, tokens, 40, &cached));

@@ -41,7 +41,9 @@ import json, sys
 percentile = sys.argv[1]
 OPS_PER_MEASUREMENT = 1000          # BenchmarkScalingFactor.kilo
 WALL = "Time (wall clock)"
+MALLOC = "Malloc (total)"
 ns = {}                             # (impl, operation) -> ns/op
+mallocs = {}                        # (impl, operation) -> malloc calls/op
 for path in sys.argv[2:]:
     for element in json.load(open(path)):
         name = element["benchmark"].rsplit(".", 1)[-1].replace("_", " ")
@@ -51,19 +53,24 @@ for path in sys.argv[2:]:
             continue
         us_per_measurement = metric["scorePercentiles"][percentile]
         ns[(impl, operation)] = us_per_measurement * 1000.0 / OPS_PER_MEASUREMENT
+        m = element.get("secondaryMetrics", {}).get(MALLOC)
+        if m is not None:
+            mallocs[(impl, operation)] = m["scorePercentiles"][percentile] / OPS_PER_MEASUREMENT
 
 operations = sorted({op for _, op in ns})
 if not operations:
     print("bench_ratio: no Engine/Baseline wall-clock results found", file=sys.stderr)
     sys.exit(2)
 print(f"ns per operation (p{percentile.rstrip('0').rstrip('.')} of the measurements)\n")
-print(f"{'operation':<16} {'engine ns':>12} {'baseline ns':>12} {'engine/baseline':>16} {'speedup':>9}")
+print(f"{'operation':<16} {'engine ns':>12} {'baseline ns':>12} {'engine/baseline':>16} {'speedup':>9}"
+      f" {'engine malloc/op':>17} {'baseline malloc/op':>19}")
 for op in operations:
     e, b = ns.get(("Engine", op)), ns.get(("Baseline", op))
-    fmt = lambda v: f"{v:12.2f}" if v is not None else f"{'-':>12}"
+    fmt = lambda v, w=12: f"{v:{w}.2f}" if v is not None else f"{'-':>{w}}"
     ratio = f"{e / b:16.3f}" if e and b else f"{'-':>16}"
     speedup = f"{b / e:8.2f}x" if e and b else f"{'-':>9}"
-    print(f"{op:<16} {fmt(e)} {fmt(b)} {ratio} {speedup}")
+    me, mb = mallocs.get(("Engine", op)), mallocs.get(("Baseline", op))
+    print(f"{op:<16} {fmt(e)} {fmt(b)} {ratio} {speedup} {fmt(me, 17)} {fmt(mb, 19)}")
 
 # Targets from the issue.
 targets = [

@@ -3,7 +3,8 @@
  * For each layout: VmRSS right after creating an engine with an 8 GiB budget grows by less than
  * 64 MiB; with N live tokens written through the ABI's pointers it stays within
  * N x token bytes (all layers, K and V) + two pages per tensor per sequence + 64 MiB, and grows by
- * at least the bytes written (so the measurement is real); after freeing everything and
+ * at least 95% of the bytes written (so the measurement is real, with room for the allocator
+ * returning unrelated heap to the OS meanwhile); after freeing everything and
  * kvc_engine_trim it is back within 64 MiB of the start. Single-threaded, so VmRSS is this
  * program's own. Prints "rss_check: N passed, M failed"; exits non-zero on any failure. */
 #include "kvcache.h"
@@ -101,7 +102,7 @@ static void run(uint32_t layout) {
     snprintf(what, sizeof what, "%s: %llu live tokens written, at most", name, live);
     check(grown <= written + slack + 64 * MIB, what, grown, written + slack + 64 * MIB);
     snprintf(what, sizeof what, "%s: %llu live tokens written, at least", name, live);
-    check(grown >= written, what, grown, written);
+    check(grown >= written / 20 * 19, what, grown, written / 20 * 19);
 
     for (uint64_t s = 0; s < 4; s++) must(kvc_seq_free(e, s), "kvc_seq_free");
     must(kvc_engine_trim(e), "kvc_engine_trim");

@@ -44,4 +44,19 @@ second=$(tools/bin/abi_client hashes)
 [[ "$first" == "$second" ]] || fail "block hashes differ between two processes"
 echo "run_abi_client: hashes agree across processes ($(wc -l <<<"$first") blocks)"
 
+# ...and with tools/block_hash.py, written from the header's documentation for clients that do
+# not link the library. The tokens are those of print_hashes() in tools/abi_client.c.
+if command -v python3 >/dev/null && [[ -f tools/block_hash.py ]]; then
+    python_hashes=$(python3 - <<'PY'
+import sys
+sys.path.insert(0, "tools")
+from block_hash import chain
+tokens = [-i * 31 if i % 3 == 0 else i * 7919 for i in range(1000)]
+print("\n".join("%016x" % h for h in chain(tokens, 16)))
+PY
+)
+    [[ "$first" == "$python_hashes" ]] || fail "kvc_hash_tokens differs from tools/block_hash.py"
+    echo "run_abi_client: hashes agree with tools/block_hash.py"
+fi
+
 tools/bin/abi_client

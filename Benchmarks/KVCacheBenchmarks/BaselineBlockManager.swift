@@ -45,15 +45,17 @@ final class BaselineBlockManager {
     }
 
     /// Drops one reference to `block`; the last one returns it to the free list.
+    /// One hash lookup; the count is updated in place through `values`.
     @inline(__always)
     func release(_ block: Int32) {
-        let count = refCounts[block, default: 0]
-        precondition(count > 0, "release of free block \(block)")
-        if count == 1 {
-            refCounts[block] = nil
+        guard let index = refCounts.index(forKey: block) else {
+            preconditionFailure("release of free block \(block)")
+        }
+        if refCounts.values[index] == 1 {
+            refCounts.remove(at: index)
             freeBlocks.append(block)
         } else {
-            refCounts[block] = count - 1
+            refCounts.values[index] -= 1
         }
     }
 

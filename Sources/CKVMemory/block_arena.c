@@ -58,6 +58,13 @@ int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out) {
     a->block_bytes = block_bytes;
     a->per_group = block_bytes >= pb ? 1 : (uint32_t)(pb / block_bytes);
     a->groups = kvm_pool_groups(pool);
+    if ((uint64_t)a->groups * a->per_group > KVM_ARENA_MAX_BLOCKS) {
+        uint64_t blocks = (uint64_t)a->groups * a->per_group;
+        free(a);
+        return kvm_fail(EINVAL, "memory_bytes holds %llu blocks of %llu bytes, more than the %u an engine indexes; "
+                                "raise block_tokens or lower memory_bytes",
+                        (unsigned long long)blocks, (unsigned long long)block_bytes, KVM_ARENA_MAX_BLOCKS);
+    }
     a->blocks = a->groups * a->per_group;
     a->partial = a->empty = -1;
     a->map_bytes = (uint64_t)kvm_pool_tensors(pool) * a->groups * kvm_pool_group_bytes(pool);

@@ -154,6 +154,50 @@ int64_t kvm_pool_alloc(kvm_pool *p, uint32_t hint) {
     return g;
 }
 
+/* Length of the free run starting at `g` (at most `limit`). */
+static uint32_t free_run(const kvm_pool *p, uint32_t g, uint32_t limit) {
+    uint32_t n = 0;
+    while (n < limit && g + n < p->groups && bit(p->free_bits, g + n)) n++;
+    return n;
+}
+
+/* The first free run of at least `want` groups, else the longest; its start and length. */
+static void find_run(const kvm_pool *p, uint32_t want, uint32_t *start, uint32_t *len) {
+    uint32_t best = 0, best_len = 0, g = 0;
+    while (g < p->groups) {
+        uint64_t word = p->free_bits[g >> 6] >> (g & 63);
+        if (word == 0) { g = (g | 63) + 1; continue; }  /* nothing free in the rest of this word */
+        g += (uint32_t)__builtin_ctzll(word);
+        uint32_t n = free_run(p, g, p->groups);
+        if (n > best_len) { best = g; best_len = n; }
+        if (n >= want) break;
+        g += n;
+    }
+    *start = best;
+    *len = best_len;
+}
+
+int64_t kvm_pool_alloc_run(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t *got) {
+    *got = 0;
+    if (want == 0) return kvm_fail(EINVAL, "a run of 0 groups");
+    uint32_t start = hint, n = hint < p->groups ? free_run(p, hint, want) : 0;
+    if (n == 0) find_run(p, want, &start, &n);
+    if (n == 0) return kvm_fail(ENOSPC, "all %u page groups are in use (budget reached)", p->groups);
+    if (n > want) n = want;
+    for (uint32_t g = start; g < start + n; g++) {
+        if (bit(p->committed_bits, g)) continue;
+        int rc = commit_run(p, g);
+        if (rc != 0) return rc;
+    }
+    for (uint32_t g = start; g < start + n; g++) {
+        clear_bit(p->free_bits, g);
+        p->refs[g] = 1;
+    }
+    p->free_count -= n;
+    *got = n;
+    return start;
+}
+
 void kvm_pool_ref(kvm_pool *p, uint32_t group) { p->refs[group]++; }
 
 uint32_t kvm_pool_unref(kvm_pool *p, uint32_t group) {

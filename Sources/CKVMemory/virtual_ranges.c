@@ -152,7 +152,7 @@ int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_g
     int fd = kvm_pool_fd(r->pool);
     for (uint32_t t = 0; t < r->tensors; t++) {
         uint8_t *addr = kvm_ranges_tensor(r, slot, t) + (uint64_t)page * r->page_bytes;
-        void *m = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE, fd,
+        void *m = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
                        (off_t)kvm_pool_offset(r->pool, t, first_group));
         if (m == MAP_FAILED) {
             int err = errno;

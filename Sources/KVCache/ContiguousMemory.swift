@@ -49,21 +49,14 @@ final class ContiguousMemory: BlockListener {
         pageBytes = Int(config.pageBytes)
         blockBytes = config.blockBytes
         slots = config.maxSeqs
-        var poolConfig = kvm_pool_config()
-        poolConfig.tensors = UInt32(config.tensors)
-        poolConfig.page_bytes = config.pageBytes
-        poolConfig.group_bytes = config.pageBytes
-        poolConfig.budget_bytes = config.memoryBytes
-        poolConfig.numa_node = config.numaNode
-        var p: OpaquePointer?
-        try check(kvm_pool_create(&poolConfig, &p))
+        let p = try makePagePool(config, groupBytes: config.pageBytes)
         var r: OpaquePointer?
         let rc = kvm_ranges_create(p, UInt32(config.maxSeqs), UInt64(config.maxSeqTokens * config.tokenBytes), &r)
         if rc < 0 {
             kvm_pool_destroy(p)
             try check(rc)
         }
-        pool = p!
+        pool = p
         ranges = r!
         groups = Int(kvm_pool_groups(pool))
         pins = .allocate(capacity: groups)
@@ -300,11 +293,51 @@ final class ContiguousMemory: BlockListener {
     /// Reclaims memory for one more group: unmaps an unpinned tail of some slot, else evicts a
     /// cached block. False when nothing is left to reclaim.
     private func reclaim() -> Bool {
+        reclaimMappings() || evictCached()
+    }
+
+    /// Unmaps the unpinned tail of one slot (freeing its mappings and, unless cached blocks
+    /// hold them, its groups). False when no slot has one.
+    private func reclaimMappings() -> Bool {
         for slot in 0..<slots where Int(kvm_ranges_mapped(ranges, UInt32(slot))) > reclaimable(slot) {
             unmapUnpinned(slot)
             return true
         }
-        return evictCached()
+        return false
+    }
+
+    /// Makes each page in `pages` (ascending) of `slot` hold a group only this slot references:
+    /// keeps one that already does (reuse), else maps fresh groups taken as runs of consecutive
+    /// groups, so that one mmap per tensor covers a run. When the mapping limit rather than
+    /// memory is what stops it, unmaps free slots' pages and tries again.
+    private func mapOwned(slot: Int, pages: [Int]) throws(KVError) {
+        var i = 0
+        while i < pages.count {
+            let page = pages[i]
+            let current = group(slot, page)
+            if current >= 0 && kvm_pool_refs(pool, UInt32(current)) == 1 && pins[Int(current)] == 0 {
+                i += 1
+                continue
+            }
+            var want = 1  // the consecutive pages from here that need a fresh group
+            while i + want < pages.count && pages[i + want] == page + want {
+                let next = group(slot, page + want)
+                if next >= 0 && kvm_pool_refs(pool, UInt32(next)) == 1 && pins[Int(next)] == 0 { break }
+                want += 1
+            }
+            let hint = page > 0 ? group(slot, page - 1) + 1 : -1
+            var got: UInt32 = 0
+            let first = kvm_pool_alloc_run(pool, hint < 0 ? UInt32.max : UInt32(hint), UInt32(want), &got)
+            if first < 0 {
+                if first == -Int64(ENOSPC) && reclaim() { continue }
+                try check(Int32(first))
+            }
+            let rc = kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(first), got)
+            for g in UInt32(first)..<UInt32(first) + got { kvm_pool_unref(pool, g) }  // the range holds them now
+            if rc == -ENOMEM && reclaimMappings() { continue }
+            try check(rc)
+            i += Int(got)
+        }
     }
 
     /// Unmaps the pages of free `slot` that its next sequence cannot keep: those not holding the
@@ -324,47 +357,6 @@ final class ContiguousMemory: BlockListener {
         let g = group(slot, page)
         if g < 0 || g == wanted { return false }
         return wanted >= 0 || kvm_pool_refs(pool, UInt32(g)) != 1
-    }
-
-    /// A fresh group (one reference, the caller's), reclaiming memory when the pool is empty.
-    private func allocate(hint: Int32) throws(KVError) -> UInt32 {
-        while true {
-            let g = kvm_pool_alloc(pool, hint < 0 ? UInt32.max : UInt32(hint))
-            if g >= 0 { return UInt32(g) }
-            if g != -Int64(ENOSPC) || !reclaim() { try check(Int32(g)) }
-        }
-    }
-
-    /// Makes each page in `pages` of `slot` hold a group only this slot references: keeps one
-    /// that already does (reuse), else maps fresh groups, in runs of consecutive groups so one
-    /// mmap per tensor covers a run.
-    private func mapOwned(slot: Int, pages: [Int]) throws(KVError) {
-        var runPage = -1, runGroup: UInt32 = 0, runLength = 0
-        func flush() throws(KVError) {
-            guard runLength > 0 else { return }
-            let rc = kvm_ranges_map(ranges, UInt32(slot), UInt32(runPage), runGroup, UInt32(runLength))
-            for i in 0..<runLength { kvm_pool_unref(pool, runGroup + UInt32(i)) }  // the range holds them now
-            runLength = 0
-            try check(rc)
-        }
-        for page in pages {
-            let current = group(slot, page)
-            if current >= 0 && kvm_pool_refs(pool, UInt32(current)) == 1 && pins[Int(current)] == 0 {
-                try flush()
-                continue
-            }
-            let hint: Int32 = runLength > 0 ? Int32(runGroup) + Int32(runLength) : (page > 0 ? group(slot, page - 1) + 1 : -1)
-            let g = try allocate(hint: hint)
-            if runLength > 0 && g == runGroup + UInt32(runLength) && page == runPage + runLength {
-                runLength += 1
-            } else {
-                try flush()
-                runPage = page
-                runGroup = g
-                runLength = 1
-            }
-        }
-        try flush()
     }
 
     /// Copies the hit tokens that fall on `page` from the hit blocks' groups into `slot`.

@@ -1,3 +1,4 @@
+import CKVMemory
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -46,21 +47,23 @@ public final class Engine: @unchecked Sendable {
             throw .invalid("max_seqs x max_seq_tokens / block_tokens = \(config.maxSeqs * maxBlocks) block-table entries, over 2^28: lower max_seqs or max_seq_tokens, or raise block_tokens")
         }
         let events = 1 << 16
+        let budgetBlocks = config.memoryBytes / UInt64(config.tensors * config.blockBytes)
+        guard budgetBlocks <= UInt64(KVM_ARENA_MAX_BLOCKS) else {
+            throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.tensors * config.blockBytes) bytes, more than the \(KVM_ARENA_MAX_BLOCKS) an engine indexes: raise block_tokens or lower memory_bytes")
+        }
         switch (config.layout, config.metadataOnly) {
         case (_, true):
-            let capacity = Int(config.memoryBytes / UInt64(config.blockBytes * config.tensors))
-            guard capacity > 0 else { throw .invalid("memory_bytes \(config.memoryBytes) holds no block of \(config.blockBytes * config.tensors) bytes") }
+            guard budgetBlocks > 0 else { throw .invalid("memory_bytes \(config.memoryBytes) holds no block of \(config.blockBytes * config.tensors) bytes") }
             paged = nil
             contiguous = nil
-            blocks = BlockPool(capacity: min(capacity, Int(Int32.max) - 1), arena: nil, eventCapacity: events)
+            blocks = BlockPool(capacity: Int(budgetBlocks), arena: nil, eventCapacity: events)
         case (.paged, false):
             let memory = try PagedMemory(config)
             paged = memory
             contiguous = nil
             blocks = BlockPool(capacity: memory.blocks, arena: memory.arena, eventCapacity: events)
         case (.contiguous, false):
-            let budgetBlocks = Int(config.memoryBytes / UInt64(config.tensors * config.blockBytes))
-            let logical = budgetBlocks + config.maxSeqs  // room for every sequence's partial block
+            let logical = Int(budgetBlocks) + config.maxSeqs  // room for every sequence's partial block
             let memory = try ContiguousMemory(config, logicalBlocks: logical)
             paged = nil
             contiguous = memory

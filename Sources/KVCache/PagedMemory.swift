@@ -1,7 +1,4 @@
 import CKVMemory
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The paged layout's memory: a `kvm_pool` and the page-aware `kvm_arena` over it. Owns both.
 ///
@@ -18,21 +15,14 @@ final class PagedMemory {
         tensors = config.tensors
         blockBytes = config.blockBytes
         tokenBytes = config.tokenBytes
-        var poolConfig = kvm_pool_config()
-        poolConfig.tensors = UInt32(config.tensors)
-        poolConfig.page_bytes = config.pageBytes
-        poolConfig.group_bytes = kvm_arena_group_bytes(UInt64(config.blockBytes), config.pageBytes)
-        poolConfig.budget_bytes = config.memoryBytes
-        poolConfig.numa_node = config.numaNode
-        var p: OpaquePointer?
-        try check(kvm_pool_create(&poolConfig, &p))
+        let p = try makePagePool(config, groupBytes: kvm_arena_group_bytes(UInt64(config.blockBytes), config.pageBytes))
         var a: OpaquePointer?
         let rc = kvm_arena_create(p, UInt64(config.blockBytes), &a)
         if rc < 0 {
             kvm_pool_destroy(p)
             try check(rc)
         }
-        pool = p!
+        pool = p
         arena = a!
     }
 
@@ -62,15 +52,4 @@ final class PagedMemory {
 
     /// Gives empty groups back and releases their pages.
     func trim() { kvm_arena_trim(arena) }
-}
-
-/// Turns a CKVMemory return code into a thrown `KVError` carrying its message.
-func check(_ rc: Int32) throws(KVError) {
-    if rc >= 0 { return }
-    let message = String(cString: kvm_error())
-    switch -rc {
-    case EINVAL: throw .invalid(message)
-    case ENOMEM, ENOSPC: throw .outOfMemory(message)
-    default: throw KVError(.internal, message)
-    }
 }

@@ -22,7 +22,7 @@ func required<P>(_ pointer: P?, _ name: StaticString) throws(KVError) -> P {
 /// A C `size_t` count (imported as `Int`), or `invalidArgument` when it exceeds PTRDIFF_MAX
 /// (it arrives negative): no real array is that large, so it is garbage or an underflow.
 @inline(__always)
-func count(_ value: Int, _ name: StaticString) throws(KVError) -> Int {
+func size(_ value: Int, _ name: StaticString) throws(KVError) -> Int {
     guard value >= 0 else {
         throw KVError(.invalidArgument, "\(name) \(UInt(bitPattern: value)) is larger than PTRDIFF_MAX")
     }
@@ -34,7 +34,7 @@ func count(_ value: Int, _ name: StaticString) throws(KVError) -> Int {
 func array<T>(_ start: UnsafePointer<T>?, _ count: Int, _ name: StaticString, _ countName: StaticString)
     throws(KVError) -> UnsafeBufferPointer<T>
 {
-    let n = try KVCacheABI.count(count, countName)
+    let n = try size(count, countName)
     if n == 0 { return UnsafeBufferPointer(start: nil, count: 0) }
     guard let start else { throw KVError(.invalidArgument, "\(name) is NULL but \(countName) is \(n)") }
     return UnsafeBufferPointer(start: start, count: n)
@@ -45,7 +45,7 @@ func array<T>(_ start: UnsafePointer<T>?, _ count: Int, _ name: StaticString, _ 
 func array<T>(_ start: UnsafeMutablePointer<T>?, _ capacity: Int, _ name: StaticString, _ capacityName: StaticString)
     throws(KVError) -> UnsafeMutableBufferPointer<T>
 {
-    let n = try count(capacity, capacityName)
+    let n = try size(capacity, capacityName)
     if n == 0 { return UnsafeMutableBufferPointer(start: nil, count: 0) }
     guard let start else { throw KVError(.invalidArgument, "\(name) is NULL but \(capacityName) is \(n)") }
     return UnsafeMutableBufferPointer(start: start, count: n)

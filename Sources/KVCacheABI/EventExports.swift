@@ -9,9 +9,10 @@ enum EventLayout {
     static let parentHash = 16
     /// `sizeof(kvc_event)`, the array stride.
     static let size = 24
-    /// Events moved per `Engine.drainEvents` call through a stack buffer, so that draining
-    /// allocates nothing whatever the caller's capacity.
-    static let chunk = 64
+    /// Events moved per `Engine.drainEvents` call through a scratch buffer of 32 * 24 bytes,
+    /// under the 1 KiB that `withUnsafeTemporaryAllocation` always puts on the stack, so that
+    /// draining allocates nothing whatever the caller's capacity.
+    static let chunk = 32
 }
 
 /// `kvc_drain_events`: moves up to `capacity` events, oldest first, from the engine into `out`
@@ -22,7 +23,7 @@ enum EventLayout {
     status("kvc_drain_events") { () throws(KVError) in
         let engine = try engine(e)
         let nEvents = try required(nEvents, "n_events")
-        let capacity = try count(capacity, "capacity")
+        let capacity = try size(capacity, "capacity")
         guard capacity == 0 || out != nil else { throw KVError(.invalidArgument, "out is NULL but capacity is \(capacity)") }
         guard let out, capacity > 0 else {
             nEvents.pointee = 0

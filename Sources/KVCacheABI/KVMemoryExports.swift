@@ -30,7 +30,7 @@ import KVCache
         nBlocks.pointee = total
         guard total <= table.count else {
             throw KVError(.bufferTooSmall,
-                          "capacity \(table.count) is less than the \(total) blocks of sequence \(seq); "
+                          "capacity \(table.count) is less than the sequence's \(total) blocks; "
                           + "the first \(table.count) were written")
         }
     }

@@ -21,7 +21,9 @@ enum LastError {
     /// which case messages are dropped (statuses still say what failed).
     private static let key: pthread_key_t? = {
         var key = pthread_key_t()
-        guard pthread_key_create(&key, { free($0) }) == 0 else { return nil }
+        // libc's free itself, not a closure compiled into this library, so that a thread
+        // exiting after the library was unloaded does not call into unmapped code.
+        guard pthread_key_create(&key, free) == 0 else { return nil }
         return key
     }()
 

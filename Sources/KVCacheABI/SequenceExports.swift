@@ -11,9 +11,9 @@ import KVCache
         let cachedTokens = try required(cachedTokens, "cached_tokens")
         let prompt = try array(tokens, nTokens, "tokens", "n_tokens")
         guard !prompt.isEmpty else {
-            throw KVError(.invalidArgument, "n_tokens is 0 for sequence \(seq); a sequence starts with at least one token")
+            throw KVError(.invalidArgument, "n_tokens is 0; a sequence starts with at least one token")
         }
-        try checkTokenCount(prompt.count, engine, seq)
+        try checkTokenCount(prompt.count, engine)
         cachedTokens.pointee = try engine.createSequence(seq, tokens: prompt)
     }
 }
@@ -25,7 +25,7 @@ import KVCache
     status("kvc_seq_append", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens))") { () throws(KVError) in
         let engine = try engine(e)
         let decoded = try array(tokens, nTokens, "tokens", "n_tokens")
-        try checkTokenCount(decoded.count, engine, seq)
+        try checkTokenCount(decoded.count, engine)
         try engine.append(seq, tokens: decoded)
     }
 }
@@ -56,9 +56,8 @@ import KVCache
 /// No sequence holds more than `max_seq_tokens`, so a larger count is rejected before the
 /// engine is handed a buffer of that many tokens (a garbage count would make it read far).
 @inline(__always)
-private func checkTokenCount(_ n: Int, _ engine: Engine, _ seq: UInt64) throws(KVError) {
+private func checkTokenCount(_ n: Int, _ engine: Engine) throws(KVError) {
     guard n <= engine.config.maxSeqTokens else {
-        throw KVError(.invalidArgument,
-                      "n_tokens \(n) for sequence \(seq) exceeds max_seq_tokens \(engine.config.maxSeqTokens)")
+        throw KVError(.invalidArgument, "n_tokens \(n) exceeds max_seq_tokens \(engine.config.maxSeqTokens)")
     }
 }

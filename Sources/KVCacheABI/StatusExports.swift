@@ -10,17 +10,15 @@ public let KVC_OK: kvc_status = 0
 /// changes meaning.
 let abiVersion: UInt32 = 1
 
-/// The names `kvc_status_name` returns, as immortal C strings (allocated once, never freed).
-/// Index `-status` for `KVC_OK` ... `KVC_ERR_INTERNAL`; the last entry is for unknown codes.
-nonisolated(unsafe) private let statusNames: [UnsafePointer<CChar>] = {
-    var names = ["KVC_OK"]
-    for code in KVError.Code.allCases.sorted(by: { $0.rawValue > $1.rawValue }) {
-        precondition(Int(-code.rawValue) == names.count, "kvc_status codes must be -1, -2, ... without gaps")
-        names.append(statusName(code))
-    }
-    names.append("KVC_ERR_UNKNOWN")
-    return names.map(immortalCString)
-}()
+/// The names `kvc_status_name` returns, as immortal C strings (allocated once, on first use,
+/// never freed): one per `KVError.Code`, plus `KVC_OK` and the name for unknown codes.
+private struct StatusNames: @unchecked Sendable {
+    let ok = immortalCString("KVC_OK")
+    let unknown = immortalCString("KVC_ERR_UNKNOWN")
+    let errors: [KVError.Code: UnsafePointer<CChar>] = Dictionary(
+        uniqueKeysWithValues: KVError.Code.allCases.map { ($0, immortalCString(statusName($0))) })
+}
+private let statusNames = StatusNames()
 
 /// A copy of `text` as a NUL-terminated C string that is never freed.
 private func immortalCString(_ text: String) -> UnsafePointer<CChar> {
@@ -46,9 +44,9 @@ private func statusName(_ code: KVError.Code) -> String {
 
 /// `kvc_status_name`: a static name for `status`, "KVC_ERR_UNKNOWN" for unknown codes.
 @c public func kvc_status_name(_ status: kvc_status) -> UnsafePointer<CChar> {
-    let unknown = statusNames.count - 1
-    let index = status <= 0 && Int(-Int64(status)) < unknown ? Int(-Int64(status)) : unknown
-    return statusNames[index]
+    if status == KVC_OK { return statusNames.ok }
+    guard let code = KVError.Code(rawValue: status), let name = statusNames.errors[code] else { return statusNames.unknown }
+    return name
 }
 
 /// `kvc_abi_version`: `KVC_ABI_VERSION` of this library.

@@ -16,7 +16,8 @@ struct LoadCommand: ParsableCommand {
         --batch live sequences and appends one token to each per decode step. When the engine is \
         out of memory, a create waits in the thread's queue until one of its sequences finishes, \
         and an append preempts its sequence (freed, request restarted later); after --max-retries \
-        such failures a request is rejected.
+        such failures a request is rejected; a create that runs out of memory while the engine holds \
+        no live sequence at all is rejected at once as unfittable.
 
         Workload: synthetic by default. Lengths: lognormal (sigma 1, clamped to 1...max, mean \
         before clamping), uniform on (2*mean-max)...max, or fixed. With --shared-prefix-ratio r, \
@@ -32,7 +33,7 @@ struct LoadCommand: ParsableCommand {
 
         --json prints one object with these stable keys: workload ("synthetic"|"trace"), \
         workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
-        requests {offered, completed, rejected_out_of_memory, rejected_other, create_retries, \
+        requests {offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
         preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free: \
         {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, max_us}}, prefix {query_tokens, \
         hit_tokens, hit_rate}, memory {budget_bytes, committed_peak_bytes, committed_end_bytes, \
@@ -130,6 +131,10 @@ struct LoadCommand: ParsableCommand {
         if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
         guard rate >= 0, rate.isFinite else { throw ValidationError("--rate must be 0 or positive") }
         guard traceSpeed >= 0, traceSpeed.isFinite else { throw ValidationError("--trace-speed must be 0 or positive") }
+        if trace != nil, rate > 0 {
+            throw ValidationError("--rate applies to the synthetic workload; a trace arrives at its timestamps with --trace-speed")
+        }
+        if trace == nil, traceSpeed > 0 { throw ValidationError("--trace-speed needs --trace") }
         guard (0...1).contains(sharedPrefixRatio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
         guard sharedPrompts >= 1 else { throw ValidationError("--shared-prompts must be at least 1") }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
@@ -155,11 +160,9 @@ struct LoadCommand: ParsableCommand {
                                  maxSeqTokens: config.maxSeqTokens)
         let workload: any Workload
         if let trace {
-            var traceLimits = limits
-            // Trace outputs are capped by --output-max as well, through maxSeqTokens per request.
-            traceLimits.maxSeqTokens = config.maxSeqTokens
+            // Trace outputs run to 2,000 tokens; --output-max caps them as it caps synthetic ones.
             workload = CappedOutput(
-                base: try MooncakeTrace(path: trace, maxRequests: requests, speed: traceSpeed, limits: traceLimits),
+                base: try MooncakeTrace(path: trace, maxRequests: requests, speed: traceSpeed, limits: limits),
                 maxOutputTokens: outputMax)
         } else {
             var synthetic = SyntheticWorkload(

@@ -45,8 +45,10 @@ struct LoadReport: Codable, Sendable {
         /// Requests in the workload (claimed by the run, when it stopped at `--duration`).
         var offered: Int
         var completed: Int
-        /// Given up after `--max-retries` out-of-memory failures, or larger than the budget.
+        /// Given up after `--max-retries` out-of-memory failures.
         var rejectedOutOfMemory: Int
+        /// Out of memory while the engine held no live sequence (cannot fit however long it waits).
+        var rejectedUnfittable: Int
         /// Refused by the engine for another reason (see `first_error`).
         var rejectedOther: Int
         /// Creates that ran out of memory and waited to be retried.
@@ -58,6 +60,7 @@ struct LoadReport: Codable, Sendable {
         enum CodingKeys: String, CodingKey {
             case offered, completed, preemptions
             case rejectedOutOfMemory = "rejected_out_of_memory"
+            case rejectedUnfittable = "rejected_unfittable"
             case rejectedOther = "rejected_other"
             case createRetries = "create_retries"
             case perSecond = "per_s"
@@ -150,8 +153,9 @@ struct LoadReport: Codable, Sendable {
         line("workload: \(workloadSummary)")
         line()
         line("requests   \(requests.completed) completed of \(requests.offered) in \(fixed(elapsedSeconds, 2)) s "
-            + "(\(fixed(requests.perSecond, 1)) req/s); rejected: \(requests.rejectedOutOfMemory) out of memory, "
-            + "\(requests.rejectedOther) other")
+            + "(\(fixed(requests.perSecond, 1)) req/s)")
+        line("rejected   \(requests.rejectedOutOfMemory) out of memory after --max-retries, "
+            + "\(requests.rejectedUnfittable) out of memory with no live sequence, \(requests.rejectedOther) other")
         line("           \(requests.createRetries) creates retried, \(requests.preemptions) preemptions (append out of memory)")
         line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded")
         line()

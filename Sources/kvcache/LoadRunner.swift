@@ -64,11 +64,11 @@ struct LoadRunner {
             total.latency.merge(result.latency)
             total.completed += result.completed
             total.rejectedOutOfMemory += result.rejectedOutOfMemory
+            total.rejectedUnfittable += result.rejectedUnfittable
             total.rejectedOther += result.rejectedOther
             total.createRetries += result.createRetries
             total.preemptions += result.preemptions
             total.promptTokens += result.promptTokens
-            total.cachedPromptTokens += result.cachedPromptTokens
             total.decodedTokens += result.decodedTokens
             total.firstError = total.firstError ?? result.firstError
             total.readyWaits += result.readyWaits
@@ -94,7 +94,8 @@ struct LoadRunner {
             writeKV: settings.writeKV,
             elapsedSeconds: (elapsed * 1000).rounded() / 1000,
             requests: .init(offered: offered, completed: total.completed,
-                            rejectedOutOfMemory: total.rejectedOutOfMemory, rejectedOther: total.rejectedOther,
+                            rejectedOutOfMemory: total.rejectedOutOfMemory, rejectedUnfittable: total.rejectedUnfittable,
+                            rejectedOther: total.rejectedOther,
                             createRetries: total.createRetries, preemptions: total.preemptions,
                             perSecond: elapsed > 0 ? (Double(total.completed) / elapsed * 10).rounded() / 10 : 0),
             promptTokens: total.promptTokens,

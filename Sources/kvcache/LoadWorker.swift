@@ -8,17 +8,19 @@ struct WorkerResult: Sendable {
     var latency = LatencyRecorder()
     /// Requests that decoded all their output and were freed.
     var completed = 0
-    /// Requests given up on after `maxRetries` out-of-memory failures (or that cannot fit at all).
+    /// Requests given up on after `maxRetries` out-of-memory failures.
     var rejectedOutOfMemory = 0
+    /// Requests whose create ran out of memory while the engine held no live sequence at all:
+    /// waiting cannot help (larger than the budget, or memory the engine cannot reclaim).
+    var rejectedUnfittable = 0
     /// Requests the engine refused for another reason (for example past `max_seq_tokens`).
     var rejectedOther = 0
     /// `createSequence` calls that ran out of memory and were retried later.
     var createRetries = 0
     /// Sequences freed because an `append` ran out of memory; their request restarts later.
     var preemptions = 0
-    /// Prompt tokens of successful creates, and of those, tokens the prefix cache served.
+    /// Prompt tokens of successful creates.
     var promptTokens = 0
-    var cachedPromptTokens = 0
     /// Tokens appended.
     var decodedTokens = 0
     /// The first error message other than out-of-memory, for the report.
@@ -108,7 +110,8 @@ struct LoadWorker: Sendable {
 
         func publish() {
             progress.completed.store(result.completed, ordering: .relaxed)
-            progress.rejected.store(result.rejectedOutOfMemory + result.rejectedOther, ordering: .relaxed)
+            progress.rejected.store(result.rejectedOutOfMemory + result.rejectedUnfittable + result.rejectedOther,
+                                    ordering: .relaxed)
             progress.decodedTokens.store(result.decodedTokens, ordering: .relaxed)
         }
 
@@ -158,7 +161,8 @@ struct LoadWorker: Sendable {
                     if live.isEmpty, engine.stats().sequences == 0 {
                         // Nothing anywhere holds memory: this prompt can never fit.
                         result.createRetries -= 1
-                        result.rejectedOutOfMemory += 1
+                        result.rejectedUnfittable += 1
+                        if result.firstError == nil { result.firstError = "create with no live sequence: \(error)" }
                         publish()
                     } else {
                         requeue(request, attempts: head.attempts + 1)
@@ -180,13 +184,14 @@ struct LoadWorker: Sendable {
                     continue
                 }
                 result.promptTokens += request.promptTokens
-                result.cachedPromptTokens += cached
                 if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { break }
                 live.append(Live(id: id, request: request, attempts: head.attempts,
                                  length: request.promptTokens, remaining: request.outputTokens))
             }
 
             if live.isEmpty {
+                // Nothing of ours will finish, so nothing would ever unblock admission.
+                admissionBlocked = false
                 if waiting.isEmpty {
                     if exhausted { break }
                     continue
@@ -199,7 +204,6 @@ struct LoadWorker: Sendable {
                     // Out of memory with nothing of ours to wait for: other threads hold it.
                     sleepNanoseconds(Self.idleBackoffNanoseconds)
                 }
-                admissionBlocked = false
                 continue
             }
 

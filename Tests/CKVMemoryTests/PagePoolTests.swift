@@ -215,3 +215,44 @@ struct VirtualRangeTests {
         #expect(String(cString: kvm_error()).contains("address space"))
     }
 }
+
+@Suite("Page pool runs")
+struct PagePoolRunTests {
+    @Test func aRunExtendsFromTheHintWhileGroupsAreFree() {
+        let (pool, _) = makePool(budget: 32 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        var got: UInt32 = 0
+        #expect(kvm_pool_alloc_run(pool, 10, 4, &got) == 10)
+        #expect(got == 4)
+        #expect((10..<14).allSatisfy { kvm_pool_refs(pool, UInt32($0)) == 1 })
+        #expect(kvm_pool_committed_bytes(pool) >= 4 * 4 * 4096)
+    }
+
+    @Test func withoutAFreeHintTheFirstRunLongEnoughIsTaken() {
+        let (pool, _) = makePool(budget: 32 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        var got: UInt32 = 0
+        _ = kvm_pool_alloc_run(pool, 2, 1, &got)   // splits the free space: 0-1 and 3-31
+        #expect(kvm_pool_alloc_run(pool, 2, 5, &got) == 3)
+        #expect(got == 5)
+    }
+
+    @Test func whenNoRunIsLongEnoughTheLongestIsTaken() {
+        let (pool, _) = makePool(budget: 16 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        var got: UInt32 = 0
+        for g: UInt32 in [2, 5, 12] { _ = kvm_pool_alloc_run(pool, g, 1, &got) }  // free: 0-1, 3-4, 6-11, 13-15
+        #expect(kvm_pool_alloc_run(pool, UInt32.max, 10, &got) == 6)
+        #expect(got == 6)
+    }
+
+    @Test func aFullPoolSaysSo() {
+        let (pool, _) = makePool(budget: 4 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        var got: UInt32 = 0
+        #expect(kvm_pool_alloc_run(pool, 0, 8, &got) == 0)
+        #expect(got == 4)
+        #expect(kvm_pool_alloc_run(pool, 0, 1, &got) == -Int64(ENOSPC))
+        #expect(got == 0)
+    }
+}

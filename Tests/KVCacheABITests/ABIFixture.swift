@@ -121,7 +121,7 @@ struct CStats: Equatable, CustomStringConvertible {
 
 /// One byte of the known K/V pattern of a sequence: differs by salt, layer, K|V, token and byte.
 func patternByte(salt: Int, layer: Int, tensor: Int, token: Int, byte: Int) -> UInt8 {
-    var x = UInt64(salt) &* 0x9E37_79B1 ^ UInt64(layer) &* 0x85EB_CA87 ^ UInt64(tensor) &* 0xC2B2_AE3D
+    var x = UInt64(bitPattern: Int64(salt)) &* 0x9E37_79B1 ^ UInt64(layer) &* 0x85EB_CA87 ^ UInt64(tensor) &* 0xC2B2_AE3D
     x ^= UInt64(token) &* 0x27D4_EB4F ^ UInt64(byte) &* 0x1656_67B1
     x ^= x >> 29
     return UInt8(truncatingIfNeeded: (x &* 0xBF58_476D_1CE4_E5B9) >> 56)
@@ -219,13 +219,19 @@ final class ABIFixture {
 
     /// Writes `seq`'s pattern for tokens `from..<to` in every layer, K and V.
     func write(_ seq: UInt64, salt: Int, from: Int, to: Int) throws {
+        try write(seq, from: from, to: to) { _ in salt }
+    }
+
+    /// Writes the pattern of `salt(token)` for each token `from..<to` of `seq`, every layer, K and V.
+    func write(_ seq: UInt64, from: Int, to: Int, salt: (Int) -> Int) throws {
         let table = isPaged ? try blockTable(seq) : []
         for layer in 0..<layers {
             for tensor in 0..<2 {
                 for token in from..<to {
                     let p = try tokenAddress(seq, layer: layer, tensor: tensor, token: token, table: table)
+                    let s = salt(token)
                     for b in 0..<tokenBytes {
-                        p.storeBytes(of: patternByte(salt: salt, layer: layer, tensor: tensor, token: token, byte: b),
+                        p.storeBytes(of: patternByte(salt: s, layer: layer, tensor: tensor, token: token, byte: b),
                                      toByteOffset: b, as: UInt8.self)
                     }
                 }
@@ -236,14 +242,20 @@ final class ABIFixture {
     /// The first (layer, tensor, token, byte) in `from..<to` whose byte differs from `seq`'s
     /// pattern, or nil when all match.
     func firstMismatch(_ seq: UInt64, salt: Int, from: Int = 0, to: Int) throws -> String? {
+        try firstMismatch(seq, from: from, to: to) { _ in salt }
+    }
+
+    /// As above, with the salt of each token given by `salt(token)`.
+    func firstMismatch(_ seq: UInt64, from: Int = 0, to: Int, salt: (Int) -> Int) throws -> String? {
         let table = isPaged ? try blockTable(seq) : []
         for layer in 0..<layers {
             for tensor in 0..<2 {
                 for token in from..<to {
                     let p = try tokenAddress(seq, layer: layer, tensor: tensor, token: token, table: table)
+                    let s = salt(token)
                     for b in 0..<tokenBytes
                     where p.load(fromByteOffset: b, as: UInt8.self)
-                        != patternByte(salt: salt, layer: layer, tensor: tensor, token: token, byte: b)
+                        != patternByte(salt: s, layer: layer, tensor: tensor, token: token, byte: b)
                     {
                         return "seq \(seq) layer \(layer) tensor \(tensor) token \(token) byte \(b)"
                     }

@@ -6,13 +6,12 @@ import Testing
 
 /// In an exit test's child process: creates (and destroys) an engine from `config` and exits 0
 /// once kvc_engine_create returns, whatever its status; an abort fails the exit test.
-/// `limitAddressSpace` caps the child at 2 GiB so that a runaway allocation fails fast
-/// instead of taking the machine's memory.
-func exitAfterCreate(_ config: CConfig, limitAddressSpace: Bool) -> Never {
-    if limitAddressSpace {
-        var limit = rlimit(rlim_cur: 2 << 30, rlim_max: 2 << 30)
-        _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), $0) }
-    }
+/// The child's data segment (heap and private writable mappings; not the shared memfd or the
+/// PROT_NONE reservations) is capped at 2 GiB, so a runaway allocation fails fast instead of
+/// taking the machine's memory.
+func exitAfterCreate(_ config: CConfig) -> Never {
+    var limit = rlimit(rlim_cur: 2 << 30, rlim_max: 2 << 30)
+    _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_DATA.rawValue), $0) }
     var engine: OpaquePointer?
     _ = config.create(&engine)
     kvc_engine_destroy(engine)
@@ -156,38 +155,32 @@ private func createStatus(_ config: CConfig) -> kvc_status {
     }
 
     // A large memory_bytes is a valid request (the budget is a ceiling, memory is committed on
-    // demand): creating the engine either works or returns a status saying why not. These run in a child
-    // process (exit tests) because today's engine aborts on them — known issues, reported to
-    // the engine's owner; each will flag itself ("known issue was not recorded") once fixed.
+    // demand): creating the engine either works or returns a status saying why not, never an
+    // abort. These run in a child process (exit tests) so that a regression cannot take the test
+    // run down or allocate the machine's memory.
 
     @Test func aOneTebibytePagedBudgetIsAStatusNotAnAbort() async {
-        await withKnownIssue("kvm_arena_create: groups * per_group overflows uint32, BlockPool(capacity: 0) traps") {
-            await #expect(processExitsWith: .success) {
-                var c = CConfig.small(KVC_LAYOUT_PAGED)
-                c.memoryBytes = 1 << 40
-                exitAfterCreate(c, limitAddressSpace: false)
-            }
+        await #expect(processExitsWith: .success) {
+            var c = CConfig.small(KVC_LAYOUT_PAGED)
+            c.memoryBytes = 1 << 40
+            exitAfterCreate(c)
         }
     }
 
     @Test func aLargeContiguousBudgetIsAStatusNotAnAbort() async {
-        await withKnownIssue("ContiguousMemory sizes per-logical-block arrays from memory_bytes; allocation failure traps") {
-            await #expect(processExitsWith: .success) {
-                var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
-                c.memoryBytes = 64 << 30
-                exitAfterCreate(c, limitAddressSpace: true)
-            }
+        await #expect(processExitsWith: .success) {
+            var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+            c.memoryBytes = 64 << 30
+            exitAfterCreate(c)
         }
     }
 
     @Test func aLargeMetadataOnlyBudgetIsAStatusNotAnAbort() async {
-        await withKnownIssue("BlockPool sizes its arrays from memory_bytes (up to 2^31 blocks); allocation failure traps") {
-            await #expect(processExitsWith: .success) {
-                var c = CConfig.small(KVC_LAYOUT_PAGED)
-                c.metadataOnly = 1
-                c.memoryBytes = 64 << 30
-                exitAfterCreate(c, limitAddressSpace: true)
-            }
+        await #expect(processExitsWith: .success) {
+            var c = CConfig.small(KVC_LAYOUT_PAGED)
+            c.metadataOnly = 1
+            c.memoryBytes = 64 << 30
+            exitAfterCreate(c)
         }
     }
 

@@ -30,12 +30,14 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
         let (rc, bytes) = rawStats(f, structSize: size, bufferBytes: 128)
         expectStatus(rc, KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_stats", "struct_size", "\(size)"])
         #expect(bytes[4...].allSatisfy { $0 == 0xAB }, "wrote into a rejected struct")
+        try f.expectWitnessesIntact()
     }
 
     @Test func structSizeAboveTheMaximumIsInvalid() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
         let (rc, _) = rawStats(f, structSize: 4097, bufferBytes: 128)
         expectStatus(rc, KVC_ERR_INVALID_ARGUMENT, mentioning: ["struct_size", "4097"])
+        try f.expectWitnessesIntact()
     }
 
     @Test func anOlderMinimumSizeStructGetsOnlyTheFieldsThatFit() throws {

@@ -1,3 +1,4 @@
+import KVCache
 import Testing
 @testable import KVCacheABI
 
@@ -14,6 +15,16 @@ import Testing
     @Test(arguments: [1, -9, 42, Int32.min, Int32.max] as [Int32])
     func unknownStatusIsNamedUnknown(code: Int32) {
         #expect(String(cString: kvc_status_name(code)) == "KVC_ERR_UNKNOWN")
+    }
+
+    @Test func everyEngineErrorCodeHasAName() {
+        for code in KVError.Code.allCases {
+            #expect(String(cString: kvc_status_name(code.rawValue)) != "KVC_ERR_UNKNOWN", "\(code)")
+        }
+    }
+
+    @Test func theSameCodeGetsTheSamePointer() {
+        #expect(kvc_status_name(-2) == kvc_status_name(-2), "names are static, not built per call")
     }
 
     @Test func abiVersionIsOne() {

@@ -301,3 +301,17 @@ struct HashedPromptTests {
         #expect(throws: KVError.self) { _ = try e.blockKV(0, layer: 0) }
     }
 }
+
+@Suite("Engine configuration limits")
+struct ConfigurationLimitTests {
+    /// A budget of more blocks than the engine indexes is refused with a status, before any
+    /// metadata is allocated (it would take gigabytes), in every layout.
+    @Test(arguments: [(Layout.paged, false), (.contiguous, false), (.paged, true)])
+    func aBudgetOfTooManyBlocksIsRefused(layout: Layout, metadataOnly: Bool) {
+        var c = smallConfig(layout, memoryBytes: 1 << 40)
+        c.metadataOnly = metadataOnly
+        let error = thrown { () throws(KVError) in _ = try Engine(c) }
+        #expect(error?.code == .invalidArgument)
+        #expect(error?.message.contains("raise block_tokens or lower memory_bytes") == true)
+    }
+}

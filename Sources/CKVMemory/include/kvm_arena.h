@@ -11,6 +11,9 @@
  * group stays with the arena (committed, mapped) until kvm_arena_trim. */
 typedef struct kvm_arena kvm_arena;
 
+/* Blocks one arena holds at most: bounds the engine's per-block metadata (tens of bytes each). */
+#define KVM_ARENA_MAX_BLOCKS 16777216u /* 2^24 */
+
 /* blocks_per_group = max(1, page_bytes / block_bytes); the pool's group_bytes must be
  * kvm_arena_group_bytes(block_bytes, page_bytes). */
 int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out);

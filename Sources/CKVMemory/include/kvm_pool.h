@@ -33,6 +33,13 @@ void kvm_pool_destroy(kvm_pool *p);
  * failed (the group stays free). Cost: O(groups / 64) bit scan, one fallocate per tensor per batch. */
 int64_t kvm_pool_alloc(kvm_pool *p, uint32_t hint);
 
+/* Takes a run of up to `want` consecutive free groups, so that a sequence's pages are
+ * file-contiguous and map with one mmap per tensor: the free run starting at `hint` if there is
+ * one, else the first free run of at least `want` groups, else the longest free run. Commits
+ * what is uncommitted. Returns the first group and stores the run's length in *got (each group
+ * with refs = 1), or -ENOSPC / -errno like kvm_pool_alloc. Cost: O(groups / 64) scan. */
+int64_t kvm_pool_alloc_run(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t *got);
+
 /* Adds an owner to an owned group. */
 void kvm_pool_ref(kvm_pool *p, uint32_t group);
 /* Drops an owner; at 0 the group becomes free-committed. Returns the remaining refs. */

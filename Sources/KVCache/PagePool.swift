@@ -1,0 +1,32 @@
+import CKVMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Creates the `kvm_pool` of `config`'s budget, NUMA node and page size, in groups of
+/// `groupBytes` per tensor (one page for the contiguous layout, a page-rounded run of blocks for
+/// the paged one). The caller owns the pool (`kvm_pool_destroy`).
+func makePagePool(_ config: EngineConfig, groupBytes: UInt64) throws(KVError) -> OpaquePointer {
+    var poolConfig = kvm_pool_config()
+    poolConfig.tensors = UInt32(config.tensors)
+    poolConfig.page_bytes = config.pageBytes
+    poolConfig.group_bytes = groupBytes
+    poolConfig.budget_bytes = config.memoryBytes
+    poolConfig.numa_node = config.numaNode
+    var pool: OpaquePointer?
+    try check(kvm_pool_create(&poolConfig, &pool))
+    return pool!
+}
+
+/// Turns a CKVMemory return code (negative errno) into a thrown `KVError` carrying the C
+/// module's message: EINVAL is a bad argument, ENOMEM/ENOSPC is out of memory, anything else
+/// an internal failure of a system call.
+func check(_ rc: Int32) throws(KVError) {
+    if rc >= 0 { return }
+    let message = String(cString: kvm_error())
+    switch -rc {
+    case EINVAL: throw .invalid(message)
+    case ENOMEM, ENOSPC: throw .outOfMemory(message)
+    default: throw KVError(.internal, message)
+    }
+}
