@@ -25,8 +25,9 @@ struct WorkerResult: Sendable {
     var decodedTokens = 0
     /// The first error message other than out-of-memory, for the report.
     var firstError: String?
-    /// Creates that found part of their prompt on disk and waited for it to be read back: how
-    /// many, the time they waited in all and at most, and reads that failed (request restarted).
+    /// Creates that were not ready at once (part of their prompt was still being read back from
+    /// disk): how many, the time they waited in all and at most, and reads that failed (the
+    /// request restarted).
     var readyWaits = 0
     var readyWaitNanoseconds: UInt64 = 0
     var readyWaitMaxNanoseconds: UInt64 = 0
@@ -262,7 +263,9 @@ struct LoadWorker: Sendable {
     private func waitReady(_ seq: UInt64, result: inout WorkerResult) -> Bool {
         let t0 = monotonicNanoseconds()
         var ok = true
+        var checks = 0
         while true {
+            checks += 1
             do throws(KVError) {
                 if try engine.ready(seq) { break }
             } catch {
@@ -271,6 +274,7 @@ struct LoadWorker: Sendable {
             }
             engine.poll(timeoutMicroseconds: 200)
         }
+        if checks == 1 && ok { return true }  // resident at once (memory hits): no wait
         let waited = monotonicNanoseconds() &- t0
         result.readyWaits += 1
         result.readyWaitNanoseconds &+= waited
