@@ -261,6 +261,7 @@ public final class Engine: @unchecked Sendable {
                 try contiguous.grow(slot: slot, to: length + n)
             }
             if copyOnWrite {
+                offload?.waitResident(slot)  // the copied block may still be arriving from disk
                 let shared = table[length / bt]
                 let fresh = try blocks.allocate()
                 paged?.copy(from: shared, to: fresh, tokens: offset)
@@ -305,6 +306,7 @@ public final class Engine: @unchecked Sendable {
             if let contiguous, !contiguous.fits(contiguous.groupsNeededForFork(tokens: length)) {
                 throw .outOfMemory("forking needs a page the budget does not have free")
             }
+            if contiguous != nil { offload?.waitResident(from) }  // the fork copies the boundary page
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {

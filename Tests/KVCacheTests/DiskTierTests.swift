@@ -87,6 +87,24 @@ struct DiskTierTests {
     }
 
     @Test(arguments: layouts)
+    func aForkAndAnAppendBeforeTheSwapInIsReadySeeTheReadBytes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let prompt = tokens(4 * 40 + 2, seed: 21)  // a partial last block, read back too
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try e.swapOut(1)
+        try e.swapIn(1)
+        try e.fork(parent: 1, child: 2)  // before anyone asked whether 1 is ready
+        try e.append(2, tokens: [7])     // copy on write of the shared partial block
+        try waitReady(e, 1)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+        #expect(try kvDifferences(e, 2, count: prompt.count) { prompt[$0] } == 0)
+    }
+
+    @Test(arguments: layouts)
     func sharedPrefixBlocksAreWrittenOnce(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
