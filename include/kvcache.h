@@ -493,8 +493,10 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *     generation or checksum) is a miss (kvc_seq_ready fails with KVC_ERR_IO, see there).
  *   - Restart: a journal (kvcache.journal, one record appended after each write completed)
  *     lets an engine created on the same offload_dir (same shape) find its blocks again.
- *     A process crash loses nothing journaled; kvc_engine_sync makes it durable across power
- *     loss too (fdatasync).
+ *     A slot is rewritten only after a FREED record for its old block is written, so a
+ *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
+ *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
+ *     compacted when an engine opens it.
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT

@@ -101,6 +101,10 @@ final class DiskTier {
     private var lruHead: Int32 = -1
     private var lruTail: Int32 = -1
     private let inLRU: UnsafeMutablePointer<Bool>
+    /// Per slot, its journal state: 0 no live record, 1 a STORED record, 2 a FREED record queued
+    /// but not yet written. A slot is reused only once its FREED record is written, so that a
+    /// crash never leaves a STORED record over half-rewritten bytes.
+    private let journaled: UnsafeMutablePointer<UInt8>
     private let freeSlots: UnsafeMutablePointer<Int32>
     private var freeTop = 0
     private let index: U64Table
@@ -137,6 +141,8 @@ final class DiskTier {
     private static let idle: UInt8 = 0, spillWrite: UInt8 = 1, swapWrite: UInt8 = 2, read: UInt8 = 3
     /// Most slots one tier manages (per-slot metadata is ~60 bytes).
     static let maxSlots = 1 << 22
+    /// Slots dropped from the LRU at once when the tier is full.
+    static let dropBatch = 16
     /// Staging memory aimed for when slots are small (more than `offloadQueueDepth` buffers).
     static let stagingTargetBytes = 32 << 20
 
@@ -222,6 +228,8 @@ final class DiskTier {
         lruNext = .allocate(capacity: capacity)
         inLRU = .allocate(capacity: capacity)
         inLRU.initialize(repeating: false, count: capacity)
+        journaled = .allocate(capacity: capacity)
+        journaled.initialize(repeating: 0, count: capacity)
         freeSlots = .allocate(capacity: capacity)
         index = U64Table(maxEntries: capacity)
         stageOp = .allocate(capacity: stages)
@@ -251,6 +259,7 @@ final class DiskTier {
         lruPrev.deallocate()
         lruNext.deallocate()
         inLRU.deallocate()
+        journaled.deallocate()
         freeSlots.deallocate()
         stageOp.deallocate()
         stageSlot.deallocate()
@@ -310,6 +319,7 @@ final class DiskTier {
             generations[slot] = r.generation
             checksums[slot] = r.checksum
             index.insert(r.block_hash, Int32(slot))
+            journaled[slot] = 1
             lruAppend(Int32(slot))
             stats.storedSlots += 1
             stats.recoveredSlots += 1
@@ -440,17 +450,23 @@ final class DiskTier {
             }
         }
         if freeTop == 0 {
-            let victim = lruHead
-            guard victim >= 0 else {
+            guard lruHead >= 0 else {
                 let reason = Int(kvm_slab_allocated(slab)) < capacity ? lastFailure
                     : "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
                 throw KVError(.io, reason)
             }
-            drop(victim)
-            stats.slotsEvicted += 1
+            // Drop several of the oldest at once: their FREED records go out in one write.
+            var dropped = 0
+            while dropped < DiskTier.dropBatch && lruHead >= 0 {
+                drop(lruHead)
+                dropped += 1
+            }
+            stats.slotsEvicted += UInt64(dropped)
         }
         freeTop -= 1
-        return freeSlots[freeTop]
+        let slot = freeSlots[freeTop]
+        if journaled[Int(slot)] == 2 { flushJournal() }
+        return slot
     }
 
     private func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, op: UInt8) throws(KVError) {
@@ -678,7 +694,6 @@ final class DiskTier {
         lruRemove(slot)
         index.remove(hashes[s])
         events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))
-        queueJournal(slot: slot, kind: UInt32(KVM_JOURNAL_FREED))
         hashes[s] = 0
         release(slot)
     }
@@ -689,6 +704,7 @@ final class DiskTier {
         precondition(pins[s] == 0 && state[s] == DiskTier.stored)
         state[s] = DiskTier.free
         hashes[s] = 0
+        if journaled[s] == 1 { queueJournal(slot: slot, kind: UInt32(KVM_JOURNAL_FREED)) }
         stats.storedSlots -= 1
         freeSlots[freeTop] = slot
         freeTop += 1
@@ -714,6 +730,7 @@ final class DiskTier {
         r.payload_bytes = UInt32(payloadBytes)
         journal[journalCount] = r
         journalCount += 1
+        journaled[s] = kind == UInt32(KVM_JOURNAL_STORED) ? 1 : 2
         if journalCount == stages * 2 + 16 { flushJournal() }
     }
 
@@ -721,7 +738,14 @@ final class DiskTier {
     /// served in this run but will not be found after a restart.
     private func flushJournal() {
         guard journalCount > 0 else { return }
-        if kvm_slab_journal_append(slab, journal, UInt32(journalCount)) < 0 { lastFailure = String(cString: kvm_error()) }
+        if kvm_slab_journal_append(slab, journal, UInt32(journalCount)) < 0 {
+            // The slots are reused anyway: a restart then finds stale records, and verification
+            // turns their slots into misses.
+            lastFailure = String(cString: kvm_error())
+        }
+        for i in 0..<journalCount where journal[i].kind == UInt32(KVM_JOURNAL_FREED) && journaled[Int(journal[i].slot)] == 2 {
+            journaled[Int(journal[i].slot)] = 0
+        }
         journalCount = 0
     }
 

@@ -13,7 +13,9 @@
  *
  * Journal (`kvcache.journal`): fixed 64-byte records, each with its own checksum, appended
  * with one write() per batch after the data they describe completed. The latest record per
- * slot wins; a torn record at the tail is ignored. A restarted engine replays it to find its
+ * slot wins; a torn record at the tail is ignored. The tier writes a FREED record before it
+ * rewrites a slot whose block was journaled, so a crash leaves no STORED record over bytes
+ * that were being replaced. A restarted engine replays it to find its
  * blocks again; kvm_slot_verify then rejects any slot whose bytes do not match its record
  * (torn or corrupt): such a slot is a miss, never served.
  *
