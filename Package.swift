@@ -22,7 +22,7 @@ let package = Package(
         .target(
             name: "CKVMemory",
             cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Werror"]), .define("_GNU_SOURCE")],
-            linkerSettings: [.linkedLibrary("numa")]
+            linkerSettings: [.linkedLibrary("numa"), .linkedLibrary("uring")]
         ),
         .target(
             name: "KVCache",
@@ -37,6 +37,7 @@ let package = Package(
             name: "kvcache",
             dependencies: [
                 "KVCache",
+                "CKVMemory",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

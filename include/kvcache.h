@@ -109,7 +109,7 @@
  *                             admitting new ones; the engine stays usable.
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
- *   KVC_ERR_IO                a disk-tier read or write failed (reserved: no disk tier yet)
+ *   KVC_ERR_IO                a disk-tier read or write failed, or offload_dir is unusable
  *   KVC_ERR_UNSUPPORTED       the call does not apply to this engine's layout, or a config
  *                             sets a field this library does not know
  *   KVC_ERR_INTERNAL          a bug in the library; the message says where
@@ -211,6 +211,14 @@ typedef struct kvc_config {
      *  Paged layout only. 0 (default): normal engine. Past KVC_CONFIG_MIN_SIZE: a caller
      *  whose struct_size ends before it gets 0. */
     uint32_t metadata_only;
+    /** Directory of the disk tier (see DISK TIER), or NULL (default): no disk tier. It must
+     *  exist; the engine creates kvcache.slab and kvcache.journal in it and finds its spilled
+     *  blocks there again after a restart. The string is copied; at most 4096 bytes. */
+    const char *offload_dir;
+    /** Largest size of the slab file in bytes; 0 (default): no disk tier. Must hold at least
+     *  one slot: 4096 + 2 * num_layers * block_tokens * token_bytes, rounded up to 4096
+     *  (else KVC_ERR_INVALID_ARGUMENT). Space is preallocated as slots are first needed. */
+    uint64_t offload_bytes;
     /* -- token eviction (see TOKEN EVICTION below); kvc_seq_set_eviction overrides the
      *    policy and granularity per sequence -- */
     /** KVC_EVICTION_NONE (default), _STREAMING_LLM, _TOVA, _HEAVY_HITTER or _EPISODIC. */
@@ -237,7 +245,7 @@ typedef struct kvc_config {
     /** 1: per-layer budgets follow kvc_seq_set_layer_sensitivity or, without it, the
      *  observed attention entropy (the mean stays budget_tokens). 0 (default): uniform. */
     uint32_t adaptive_budgets;
-    /* 4 bytes of padding (offset 108) */
+    /* 4 bytes of padding (offset 124) */
     /* more may follow */
 } kvc_config;
 
@@ -290,6 +298,24 @@ typedef struct kvc_stats {
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
      *  65536). */
     uint64_t events_dropped;
+    /* -- the disk tier (all 0 without one) -- */
+    /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
+     *  holding blocks now. */
+    uint64_t disk_capacity_bytes;
+    uint64_t disk_stored_bytes;
+    /** Bytes written to and read from the slab file since the engine started. */
+    uint64_t disk_bytes_written;
+    uint64_t disk_bytes_read;
+    /** Prompt tokens kvc_seq_create found in the disk tier (included in prefix_hit_tokens). */
+    uint64_t disk_hit_tokens;
+    /** Cached blocks written to disk instead of dropped, and blocks read back. */
+    uint64_t blocks_spilled;
+    uint64_t blocks_loaded;
+    /** Spills that could not be written plus reads that failed or were torn or corrupt. */
+    uint64_t disk_errors;
+    /** Sequences swapped out, and swapped back in. */
+    uint64_t swap_outs;
+    uint64_t swap_ins;
     /* more may follow */
 } kvc_stats;
 
@@ -304,7 +330,8 @@ typedef struct kvc_stats {
 typedef struct kvc_event {
     /** KVC_EVENT_BLOCK_STORED, KVC_EVENT_BLOCK_REMOVED or KVC_EVENT_ALL_CLEARED. */
     uint32_t kind;
-    /** Storage tier: 0 is memory (the only tier so far). */
+    /** Storage tier: 0 memory, 1 the disk tier (offload_dir). A block spilled to disk is
+     *  KVC_EVENT_BLOCK_STORED in tier 1 and KVC_EVENT_BLOCK_REMOVED in tier 0. */
     uint32_t tier;
     /** Block hash of the block (see BLOCK HASH); 0 for KVC_EVENT_ALL_CLEARED. */
     uint64_t block_hash;
@@ -336,10 +363,10 @@ const char *kvc_last_error(void);
  * --------------------------------------------------------------------------------------- */
 
 /** Writes the defaults listed in kvc_config to *cfg and sets cfg->struct_size =
- *  sizeof(kvc_config) (writes sizeof(kvc_config) = 64 bytes, padding zeroed). NULL: no-op.
+ *  sizeof(kvc_config) (writes sizeof(kvc_config) = 128 bytes, padding zeroed). NULL: no-op.
  *  Thread-safe.
- *  Compatibility promise for later versions: this symbol keeps writing exactly these 64
- *  bytes, because binaries built against this header pass a 64-byte struct; a library whose
+ *  Compatibility promise for later versions: this symbol keeps writing exactly these 128
+ *  bytes, because binaries built against this header pass a 128-byte struct; a library whose
  *  kvc_config grows adds a new initialiser under a new name, and its new fields default to 0
  *  (= the behaviour before them), so old binaries never need them written. */
 void kvc_config_init(kvc_config *cfg);
@@ -365,11 +392,13 @@ void kvc_engine_destroy(kvc_engine *e);
 
 /**
  * Returns every physical page not holding live-sequence data to the OS. Cached prefix
- * blocks are dropped — one KVC_EVENT_ALL_CLEARED when that empties the index, else one
- * KVC_EVENT_BLOCK_REMOVED per dropped block — so later prompts miss the cache until it
- * refills. Trimming is not eviction: kvc_stats.blocks_evicted does not change.
- * Live sequences' bytes are untouched. Cost: proportional to the cached blocks dropped and
- * the page groups released (each released with fallocate punch-hole, no copying).
+ * blocks are dropped from memory — one KVC_EVENT_ALL_CLEARED (tier 0) when that empties the
+ * index, else one KVC_EVENT_BLOCK_REMOVED per dropped block — so later prompts miss the memory
+ * cache until it refills. With a disk tier they are spilled to disk first
+ * (KVC_EVENT_BLOCK_STORED, tier 1), so later prompts find them there. Trimming is not
+ * eviction: kvc_stats.blocks_evicted does not change. Live sequences' bytes are untouched.
+ * Cost: proportional to the cached blocks dropped and the page groups released (each released
+ * with fallocate punch-hole), plus a copy and checksum per spilled block.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e).
  */
 kvc_status kvc_engine_trim(kvc_engine *e);
@@ -399,7 +428,9 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * commits memory for all of them. Full blocks of the prompt found in the prefix index are
  * shared instead of allocated; *cached_tokens receives how many leading tokens are already
  * cached (a multiple of block_tokens, at most n_tokens - 1). The server computes and writes
- * K/V for the tokens from *cached_tokens on.
+ * K/V for the tokens from *cached_tokens on. With a disk tier the lookup continues there:
+ * those blocks are read back asynchronously and count in *cached_tokens; do not read K/V
+ * below *cached_tokens before kvc_seq_ready says 1.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/cached_tokens, n_tokens 0 or
  * > max_seq_tokens),
  * KVC_ERR_EXISTS (seq is live), KVC_ERR_OUT_OF_MEMORY (budget or max_seqs; nothing created).
@@ -429,7 +460,9 @@ kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
 /**
  * Frees `seq`: its id may be reused at once; its full blocks stay in the prefix index
  * (LRU) for later prompts, the rest of its memory returns to the pool. Pointers and block
- * ids obtained for it become invalid.
+ * ids obtained for it become invalid. With a disk tier it first waits for the sequence's
+ * pending disk reads (so that no read lands in reused memory); a swapped-out sequence
+ * releases its disk slots.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (not live; also a double free).
  */
 kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
@@ -579,6 +612,91 @@ kvc_status kvc_seq_set_eviction(kvc_engine *e, uint64_t seq, uint32_t policy, ui
  */
 kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const float *sensitivity,
                                          uint32_t n_layers);
+ * Disk tier (offload_dir, offload_bytes)
+ *
+ * DISK TIER
+ *   Memory is the scarce tier, an SSD the large one. With offload_dir and offload_bytes set:
+ *   - Spill: when memory is needed (or on kvc_engine_trim) the coldest cached prefix blocks
+ *     are written to disk instead of being dropped. A slot holds one block of every layer's K
+ *     and V plus a header (block hash, parent hash, length, generation, checksum). A block is
+ *     written once however many sequences share it.
+ *   - Reload: kvc_seq_create continues its prefix lookup into the disk tier; blocks found
+ *     there get memory and are read back asynchronously, and count in *cached_tokens. The
+ *     server must not read K/V below *cached_tokens until kvc_seq_ready says 1.
+ *   - Nothing read back is served unverified: a torn or corrupt slot (wrong header,
+ *     generation or checksum) is a miss (kvc_seq_ready fails with KVC_ERR_IO, see there).
+ *   - Restart: a journal (kvcache.journal, one record appended after each write completed)
+ *     lets an engine created on the same offload_dir (same shape) find its blocks again.
+ *     A slot is rewritten only after a FREED record for its old block is written, so a
+ *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
+ *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
+ *     compacted when an engine opens it.
+ *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
+ *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
+ *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT
+ *     refused (EINVAL) -> buffered I/O; io_uring unavailable -> a pread/pwrite thread pool
+ *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads).
+ *     KVCACHE_OFFLOAD_FAULT=OPS:N (OPS read, write or all; OPS:N@DIR: only the engine whose
+ *     offload_dir is DIR) makes those disk requests fail with EIO after the first N of them
+ *     (to rehearse failures).
+ *   - Memory outside memory_bytes: staging buffers of one slot each, max(32 slots, 32 MiB).
+ *
+ * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
+ *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
+ *   kvc_seq_swap_out, kvc_seq_swap_in and kvc_seq_free, never blocking kvc_seq_append. A
+ *   server waiting for a sequence calls kvc_seq_ready, or kvc_engine_poll to block briefly.
+ *
+ * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
+ *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill
+ *   drops the block as without a tier (counted in disk_errors); a failed swap-out leaves the
+ *   sequence resident and unchanged. When the tier is full, its least recently used block is
+ *   dropped (KVC_EVENT_BLOCK_REMOVED, tier 1); blocks of swapped-out sequences never are.
+ * --------------------------------------------------------------------------------------- */
+
+/**
+ * Stores 1 in *ready when every token of `seq` is resident (no disk read is still filling
+ * it), else 0 (also for a swapped-out sequence). Processes completed disk requests first;
+ * never waits. Without a disk tier every sequence is ready.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/ready), KVC_ERR_NOT_FOUND, or KVC_ERR_IO when a
+ * disk read for the sequence failed or was torn or corrupt: its bytes were not served and
+ * the bad blocks left both tiers; free the sequence and create it again (it then reports
+ * fewer cached tokens). Cost: O(blocks of seq) plus the completions processed.
+ */
+kvc_status kvc_seq_ready(kvc_engine *e, uint64_t seq, int *ready);
+
+/**
+ * Processes completed disk requests, waiting up to timeout_us for the first one when
+ * requests are in flight (returns at once when none are). The wait holds the engine's lock
+ * until the device answers. Returns KVC_ERR_INVALID_ARGUMENT (NULL e). No-op without a tier.
+ */
+kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
+
+/**
+ * Preempts `seq`: writes its K/V to the disk tier and releases its memory. Synchronous: on
+ * KVC_OK every block is on disk and its memory is free (blocks shared with other sequences
+ * stay; cached prefix blocks already on disk are not written again). The sequence stays live
+ * (kvc_seq_length, kvc_seq_free work) but kvc_seq_kv, kvc_seq_block_table, kvc_seq_append
+ * and kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT until kvc_seq_swap_in.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, already swapped out), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_UNSUPPORTED (no disk tier), KVC_ERR_IO (disk full, tier full of swapped-out
+ * blocks, write error: the sequence stays resident and unchanged).
+ * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
+ * request per block of every layer; contiguous: likewise, from the sequence's ranges).
+ */
+kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
+
+/**
+ * Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
+ * blocks still cached in memory are shared instead of read). Returns at once; wait for
+ * kvc_seq_ready before reading its K/V. In the paged layout re-read the block table.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, not swapped out), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_UNSUPPORTED (no disk tier), KVC_ERR_OUT_OF_MEMORY (nothing changed; it stays out).
+ */
+kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
+
+/** Waits for every disk request and fdatasyncs the slab and journal, so that what was
+ *  spilled survives a power loss. Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_IO. */
+kvc_status kvc_engine_sync(kvc_engine *e);
 
 /* ---------------------------------------------------------------------------------------
  * Hashing (no engine)

@@ -13,11 +13,13 @@
  *
  * Build: gcc -std=c11 -Wall -Wextra -Werror -I include tools/abi_client.c -L$BIN -lkvcache
  */
+#define _DEFAULT_SOURCE /* mkdtemp, for the disk tier's scratch directory */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kvcache.h"
 
@@ -25,13 +27,15 @@
 _Static_assert(sizeof(kvc_event) == 24, "kvc_event is 24 bytes");
 _Static_assert(offsetof(kvc_config, memory_bytes) == 40, "kvc_config.memory_bytes at 40");
 _Static_assert(offsetof(kvc_config, numa_node) == 56, "kvc_config.numa_node at 56");
-_Static_assert(offsetof(kvc_config, eviction_policy) == 64, "kvc_config.eviction_policy at 64");
-_Static_assert(offsetof(kvc_config, episode_seed) == 96, "kvc_config.episode_seed at 96");
-_Static_assert(sizeof(kvc_config) == 112, "kvc_config is 112 bytes");
+_Static_assert(offsetof(kvc_config, offload_dir) == 64, "kvc_config.offload_dir at 64");
+_Static_assert(offsetof(kvc_config, offload_bytes) == 72, "kvc_config.offload_bytes at 72");
+_Static_assert(offsetof(kvc_config, eviction_policy) == 80, "kvc_config.eviction_policy at 80");
+_Static_assert(offsetof(kvc_config, episode_seed) == 112, "kvc_config.episode_seed at 112");
+_Static_assert(sizeof(kvc_config) == 128, "kvc_config is 128 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
-_Static_assert(sizeof(kvc_stats) == 104, "kvc_stats is 104 bytes");
+_Static_assert(sizeof(kvc_stats) == 184, "kvc_stats is 184 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 
@@ -569,6 +573,69 @@ static void evict(uint32_t layout) {
     kvc_engine_destroy(e);
 }
 
+/* ---- the disk tier -------------------------------------------------------------------- */
+
+/* Polls kvc_seq_ready until the sequence is resident; returns the last status. */
+static kvc_status wait_ready(kvc_engine *e, uint64_t seq) {
+    for (int i = 0; i < 100000; i++) {
+        int ready = 0;
+        kvc_status s = kvc_seq_ready(e, seq, &ready);
+        if (s != KVC_OK || ready) return s;
+        MUST(kvc_engine_poll(e, 100));
+    }
+    return KVC_ERR_INTERNAL;
+}
+
+/* A server with a disk tier: a trimmed prefix comes back from disk, a preempted sequence
+ * swaps out and in, and a restarted engine on the same directory finds the prefix again. */
+static void offload(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
+    printf("abi_client: %s layout with a disk tier: spill, reload, swap, restart\n", layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
+    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    cfg.offload_dir = dir;
+    cfg.offload_bytes = 64u << 20;
+    int32_t tokens[PROMPT];
+    for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 104729 % 70000) + 7;
+    size_t cached = 0;
+    for (int run = 0; run < 2; run++) {
+        kvc_engine *e = NULL;
+        MUST(kvc_engine_create(&cfg, &e));
+        engine_view v = view_of(e, &cfg);
+        if (run == 0) {
+            MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+            write_kv(&v, 1, 9, 0, PROMPT);
+            MUST(kvc_seq_free(e, 1));
+            MUST(kvc_engine_trim(e));
+            kvc_stats s = stats_of(e);
+            CHECK(s.blocks_cached == 0 && s.blocks_spilled == PROMPT / BLOCK, "%s: trim spills %d blocks (got %" PRIu64 ")",
+                  name, PROMPT / BLOCK, s.blocks_spilled);
+        }
+        MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+        CHECK(cached == PROMPT / BLOCK * BLOCK, "%s run %d: the prefix is found on disk (%zu cached)", name, run, cached);
+        CHECK(wait_ready(e, 2) == KVC_OK, "%s run %d: the prefix becomes ready", name, run);
+        CHECK(kv_matches(&v, 2, 9, 0, cached), "%s run %d: the prefix read back from disk is byte-identical", name, run);
+        write_kv(&v, 2, 9, cached, PROMPT);
+        MUST(kvc_seq_swap_out(e, 2));
+        int ready = 1;
+        MUST(kvc_seq_ready(e, 2, &ready));
+        CHECK(ready == 0, "%s run %d: a swapped-out sequence is not ready", name, run);
+        MUST(kvc_seq_swap_in(e, 2));
+        CHECK(wait_ready(e, 2) == KVC_OK, "%s run %d: swapped back in", name, run);
+        CHECK(kv_matches(&v, 2, 9, 0, PROMPT), "%s run %d: swap-out/swap-in is byte-identical", name, run);
+        MUST(kvc_engine_sync(e));
+        kvc_engine_destroy(e);
+    }
+    char path[sizeof dir + 32];
+    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "hashes") == 0) {
         print_hashes();
@@ -592,5 +659,7 @@ int main(int argc, char **argv) {
     out_of_memory(KVC_LAYOUT_CONTIGUOUS);
     evict(KVC_LAYOUT_PAGED);
     evict(KVC_LAYOUT_CONTIGUOUS);
+    offload(KVC_LAYOUT_PAGED);
+    offload(KVC_LAYOUT_CONTIGUOUS);
     summary_and_exit();
 }

@@ -34,6 +34,9 @@ public final class BlockPool {
     /// Told when an indexed block changes state (the contiguous layout keeps page references
     /// and pins in step with it).
     weak var listener: BlockListener?
+    /// Told before a cached block leaves memory, while its bytes are still there (the disk tier
+    /// writes it back instead of losing it).
+    weak var spiller: BlockSpiller?
 
     /// Blocks referenced by live sequences.
     private(set) var usedCount = 0
@@ -196,13 +199,34 @@ public final class BlockPool {
     func evictOldest(emit: Bool = true) -> Bool {
         let b = lruHead
         guard b >= 0 else { return false }
-        lruRemove(b)
-        cachedCount -= 1
-        evictedCount += 1
-        unindex(b, emit: emit)
-        freeBlock(b)
+        evict(b, emit: emit)
         return true
     }
+
+    /// Evicts cached block `block` now (a swapped-out sequence's blocks that are already on
+    /// disk): the spiller is told, then it leaves the index and is freed. Precondition: cached.
+    func evict(_ block: Int32, emit: Bool = true) {
+        precondition(refs[Int(block)] == 0 && hashes[Int(block)] != 0, "evict of a block that is not cached")
+        lruRemove(block)
+        cachedCount -= 1
+        evictedCount += 1
+        spiller?.spill(block, hash: hashes[Int(block)], parent: parents[Int(block)])
+        unindex(block, emit: emit)
+        freeBlock(block)
+    }
+
+    /// Removes used block `block` from the index (its bytes turned out wrong: a failed disk
+    /// read), emitting `blockRemoved`; it is freed when its last reference goes. No-op for an
+    /// unindexed block.
+    func forget(_ block: Int32) {
+        guard refs[Int(block)] > 0, hashes[Int(block)] != 0 else { return }
+        listener?.blockCached(block)  // a used indexed block pins its pages; drop those pins first
+        unindex(block, emit: true)
+    }
+
+    /// The hash `block` is indexed under (0 when it is not), and its parent's.
+    func hash(of block: Int32) -> UInt64 { hashes[Int(block)] }
+    func parent(of block: Int32) -> UInt64 { parents[Int(block)] }
 
     /// Drops every cached block (trim). Emits one `allCleared` when the index ends up empty,
     /// else one `blockRemoved` per block. Returns how many were dropped.
@@ -244,6 +268,13 @@ public final class BlockPool {
         if p >= 0 { lruNext[Int(p)] = n } else { lruHead = n }
         if n >= 0 { lruPrev[Int(n)] = p } else { lruTail = p }
     }
+}
+
+/// Writes cached blocks somewhere before they leave memory (the disk tier).
+protocol BlockSpiller: AnyObject {
+    /// Cached block `block` (indexed under `hash`, child of `parent`) is about to be freed; its
+    /// bytes are intact during the call.
+    func spill(_ block: Int32, hash: UInt64, parent: UInt64)
 }
 
 /// Observes indexed blocks moving between used, cached and evicted.

@@ -38,6 +38,8 @@ final class ContiguousMemory: BlockListener {
     private let blockFirstPage: UnsafeMutablePointer<Int32>
     private let blockPages: UnsafeMutablePointer<Int32>
     private let blockGroups: UnsafeMutablePointer<Int32>
+    /// Per logical block: where its bytes start within its first page.
+    private let blockOffset: UnsafeMutablePointer<Int32>
     /// Frees memory held by the prefix cache: evicts one cached block, false when none is left.
     var evictCached: () -> Bool = { false }
 
@@ -68,6 +70,7 @@ final class ContiguousMemory: BlockListener {
         blockPages = .allocate(capacity: logicalBlocks)
         blockPages.initialize(repeating: 0, count: logicalBlocks)
         blockGroups = .allocate(capacity: logicalBlocks * maxPagesPerBlock)
+        blockOffset = .allocate(capacity: logicalBlocks)
     }
 
     deinit {
@@ -79,6 +82,7 @@ final class ContiguousMemory: BlockListener {
         blockFirstPage.deallocate()
         blockPages.deallocate()
         blockGroups.deallocate()
+        blockOffset.deallocate()
     }
 
     /// Tokens the budget holds in one tensor (every tensor grows alike).
@@ -221,6 +225,7 @@ final class ContiguousMemory: BlockListener {
         let first = position * blockBytes / pageBytes
         let last = ((position + 1) * blockBytes - 1) / pageBytes
         blockFirstPage[Int(block)] = Int32(first)
+        blockOffset[Int(block)] = Int32(position * blockBytes - first * pageBytes)
         blockPages[Int(block)] = Int32(last - first + 1)
         for page in first...last {
             let g = group(slot, page)
@@ -285,6 +290,27 @@ final class ContiguousMemory: BlockListener {
         if mapped > keep { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(keep), UInt32(mapped)) }
         kvm_pool_trim(pool)
     }
+    /// Copies indexed block `block`'s bytes of every tensor into `out` (tensor t at
+    /// `t * blockBytes`), from the groups it holds, without mapping them (the disk tier's spill).
+    func readBlock(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) {
+        let first = Int(blockFirstPage[Int(block)])
+        for t in 0..<tensors {
+            var done = 0
+            var page = first
+            var offset = Int(blockOffset[Int(block)])
+            while done < blockBytes {
+                let n = min(blockBytes - done, pageBytes - offset)
+                let g = UInt32(blockGroup(block, page: page))
+                try check(kvm_pool_read(pool, UInt32(t), g, UInt64(offset), out + t * blockBytes + done, UInt64(n)))
+                done += n
+                page += 1
+                offset = 0
+            }
+        }
+    }
+
+    /// Unmaps every unpinned page of `slot` (a swapped-out sequence's), so its memory returns.
+    func releaseUnpinned(slot: Int) { unmapUnpinned(slot) }
 
     /// Unmaps every page not pinned by a live sequence and releases free groups to the OS.
     func trim() {

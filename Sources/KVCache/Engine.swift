@@ -28,6 +28,10 @@ public final class Engine: @unchecked Sendable {
     /// Per slot: the eviction state of a sequence that observes or compacts (Compaction.swift),
     /// else nil (its layers all hold `length` tokens at positions 0..<length).
     var evictionStates: [AttentionScores?]
+    /// The disk tier and swap state; nil without `offload_dir`.
+    let offload: OffloadCoordinator?
+    /// Scratch for one call: disk slots of the prompt's blocks found in the disk tier.
+    private let scratchDisk: UnsafeMutablePointer<Int32>
     /// Scratch for one call: the prompt's block hashes and its hit blocks.
     private let scratchHashes: UnsafeMutablePointer<UInt64>
     private let scratchHit: UnsafeMutablePointer<Int32>
@@ -74,15 +78,20 @@ public final class Engine: @unchecked Sendable {
         evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
         scratchHashes = .allocate(capacity: maxBlocks)
         scratchHit = .allocate(capacity: maxBlocks)
+        scratchDisk = .allocate(capacity: maxBlocks)
+        offload = config.hasDiskTier
+            ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
         mutex = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
     }
 
     deinit {
+        offload?.close()
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
         scratchHashes.deallocate()
         scratchHit.deallocate()
+        scratchDisk.deallocate()
     }
 
     @inline(__always) func locked<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
@@ -151,10 +160,13 @@ public final class Engine: @unchecked Sendable {
         while hit < full {
             let b = blocks.lookup(scratchHashes[hit])
             if b < 0 { break }
+            // Contiguous hits copy or map the bytes now: a block still being read cannot be shared.
+            if contiguous != nil, let offload, offload.isLoading(b) { break }
             scratchHit[hit] = b
             hit += 1
         }
         let used = min(hit, (n - 1) / bt)
+        let fromDisk = offload.map { diskPrefix(start: used, full: min(full, (n - 1) / bt), tier: $0.tier) } ?? 0
         let total = (n + bt - 1) / bt
         var revived = 0
         for i in 0..<used where blocks.references(scratchHit[i]) == 0 { revived += 1 }
@@ -195,10 +207,32 @@ public final class Engine: @unchecked Sendable {
         }
         sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : 0
         fillTail(sequences.tail(slot))
+        if let offload {
+            offload.failed[slot] = false
+            for i in 0..<fromDisk {
+                offload.load(scratchDisk[i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
+            }
+            offload.diskHitTokens += UInt64(fromDisk * bt)
+            offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
+        }
         prefixQueryTokens += UInt64(n)
-        prefixHitTokens += UInt64(used * bt)
+        prefixHitTokens += UInt64((used + fromDisk) * bt)
         sequencesCreated += 1
-        return used * bt
+        return (used + fromDisk) * bt
+    }
+
+    /// Continues a prefix lookup into the disk tier from block `start` (below `full`): stores the
+    /// disk slots of the blocks found, in order, in `scratchDisk`, and returns how many.
+    private func diskPrefix(start: Int, full: Int, tier: DiskTier) -> Int {
+        tier.reap()
+        var found = 0
+        while start + found < full {
+            let slot = tier.lookup(scratchHashes[start + found])
+            if slot < 0 { break }
+            scratchDisk[found] = slot
+            found += 1
+        }
+        return found
     }
 
     /// Appends `tokens` (may be empty: no-op) to `seq`, indexing every block they fill. A
@@ -213,7 +247,7 @@ public final class Engine: @unchecked Sendable {
             return
         }
         try locked { () throws(KVError) in
-            let slot = try slot(seq)
+            let slot = try residentSlot(seq)
             var length = sequences.lengths[slot]
             guard n <= config.maxSeqTokens - length else {
                 throw .invalid("appending \(n) tokens to sequence \(seq) of \(length) would exceed max_seq_tokens \(config.maxSeqTokens)")
@@ -232,6 +266,7 @@ public final class Engine: @unchecked Sendable {
                 try contiguous.grow(slot: slot, to: length + n)
             }
             if copyOnWrite {
+                offload?.waitResident(slot)  // the copied block may still be arriving from disk
                 let shared = table[length / bt]
                 let fresh = try blocks.allocate()
                 paged?.copy(from: shared, to: fresh, tokens: offset)
@@ -253,11 +288,12 @@ public final class Engine: @unchecked Sendable {
             }
             sequences.lengths[slot] = length
             evictionStates[slot]?.append(n)
+            offload?.tier.flush()  // spills the appends caused
         }
     }
 
     /// Indexes a just-filled block; the contiguous layout makes it hold its pages.
-    private func index(_ block: Int32, hash: UInt64, parent: UInt64, slot: Int, position: Int) {
+    func index(_ block: Int32, hash: UInt64, parent: UInt64, slot: Int, position: Int) {
         if blocks.insert(block, hash: hash, parent: parent) {
             contiguous?.retainPages(block: block, slot: slot, position: position)
         }
@@ -269,13 +305,14 @@ public final class Engine: @unchecked Sendable {
     /// Throws `notFound`, `exists`, `outOfMemory`.
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
-            let from = try slot(parent)
+            let from = try residentSlot(parent)
             if sequences.slot(of: child) >= 0 { throw .exists("sequence \(child) already exists") }
             if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
             let length = sequences.lengths[from]
             if let contiguous, !contiguous.fits(contiguous.groupsNeededForFork(tokens: length)) {
                 throw .outOfMemory("forking needs a page the budget does not have free")
             }
+            if contiguous != nil { offload?.waitResident(from) }  // the fork copies the boundary page
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {
@@ -303,10 +340,17 @@ public final class Engine: @unchecked Sendable {
     /// Frees `seq`; its indexed blocks stay cached (LRU) until memory is needed.
     /// Throws `notFound` (also on a double free).
     public func free(_ seq: UInt64) throws(KVError) {
-        try locked { () throws(KVError) in release(try slot(seq)) }
+        try locked { () throws(KVError) in
+            let slot = try slot(seq)
+            if let offload {
+                if offload.swapped[slot] { return releaseSwapped(slot) }
+                offload.waitResident(slot)
+            }
+            release(slot)
+        }
     }
 
-    private func release(_ slot: Int) {
+    func release(_ slot: Int) {
         let table = sequences.table(slot)
         for i in 0..<sequences.blockCount(slot) { blocks.release(table[i]) }
         contiguous?.close(slot: slot)
@@ -333,7 +377,7 @@ public final class Engine: @unchecked Sendable {
         guard let contiguous else { throw KVError(.unsupported, "per-sequence K/V ranges exist only in the contiguous layout; use the block table") }
         try checkLayer(layer)
         return try locked { () throws(KVError) in
-            let s = try slot(seq)
+            let s = try residentSlot(seq)
             return (contiguous.base(s, tensor: 2 * layer), contiguous.base(s, tensor: 2 * layer + 1))
         }
     }
@@ -344,7 +388,7 @@ public final class Engine: @unchecked Sendable {
     public func blockTable(_ seq: UInt64, into: UnsafeMutableBufferPointer<Int32>) throws(KVError) -> Int {
         guard contiguous == nil else { throw KVError(.unsupported, "block tables exist only in the paged layout; use the per-layer K/V ranges") }
         return try locked { () throws(KVError) -> Int in
-            let s = try slot(seq)
+            let s = try residentSlot(seq)
             let count = sequences.blockCount(s)
             let table = sequences.table(s)
             for i in 0..<min(count, into.count) { into[i] = table[i] }
@@ -369,10 +413,12 @@ public final class Engine: @unchecked Sendable {
     // MARK: engine
 
     /// Returns every page not holding live-sequence data to the OS; cached prefix blocks are
-    /// dropped (with `blockRemoved` events, or one `allCleared` when the index empties).
+    /// dropped (with `blockRemoved` events, or one `allCleared` when the index empties). With a
+    /// disk tier they are written back first (spilled), so later prompts find them on disk.
     public func trim() throws(KVError) {
         try locked { () throws(KVError) in
             blocks.dropCached()
+            offload?.tier.flush()
             paged?.trim()
             contiguous?.trim()
         }
@@ -395,6 +441,7 @@ public final class Engine: @unchecked Sendable {
         s.blocksEvicted = blocks.evictedCount
         s.mappings = contiguous?.mappings ?? 0
         s.eventsDropped = blocks.events.dropped
+        if let offload { s.disk = offload.stats }
         return s
     }
 
@@ -409,17 +456,23 @@ public final class Engine: @unchecked Sendable {
     /// resident-memory measurement of the engine looks at.
     public var memoryRegion: (start: UInt, bytes: UInt) { paged?.region ?? contiguous?.region ?? (0, 0) }
 
-    /// How many leading tokens of `tokens` `createSequence` would report cached now, without
-    /// creating anything. Cost: one hash per token and one lookup per full block.
+    /// How many leading tokens of `tokens` `createSequence` would report cached now (memory and
+    /// disk tier), without creating anything. Cost: one hash per token and one lookup per full block.
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         var parent: UInt64 = 0, hit = 0
+        var inMemory = true  // as in createSequence: memory hits first, then the disk tier
         while hit < (n - 1) / bt {
             parent = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt]))
-            if blocks.lookup(parent) < 0 { break }
+            if inMemory && blocks.lookup(parent) >= 0 {
+                hit += 1
+                continue
+            }
+            inMemory = false
+            guard offload?.tier.contains(parent) ?? false else { break }
             hit += 1
         }
         return hit * bt

@@ -7,6 +7,21 @@ public enum Layout: UInt32, Sendable {
     case contiguous = 1
 }
 
+/// Which disk-tier requests fault injection fails: those of `reads` and/or `writes`, after the
+/// first `after` of them.
+public struct OffloadFault: Equatable, Sendable {
+    public var reads: Bool
+    public var writes: Bool
+    public var after: UInt64
+
+    /// Fails reads and/or writes after the first `after`.
+    public init(reads: Bool, writes: Bool, after: UInt64 = 0) {
+        self.reads = reads
+        self.writes = writes
+        self.after = after
+    }
+}
+
 /// The engine's shape and limits (`kvc_config`). Every field has a working default.
 ///
 /// Within one layer's K (and V) tensor the layout is token-major,
@@ -41,6 +56,21 @@ public struct EngineConfig: Equatable, Sendable {
     /// Token eviction: the policy every sequence uses unless it overrides it, and its
     /// parameters (`kvc_config`'s eviction fields). Default: none.
     public var eviction = EvictionConfig()
+    /// Directory of the disk tier (`offload_dir`); nil or `offloadBytes` 0: no disk tier.
+    public var offloadDir: String? = nil
+    /// Size limit of the disk tier's slab file (`offload_bytes`); at least one slot.
+    public var offloadBytes: UInt64 = 0
+    /// Disk-tier staging buffers of one slot each (requests in flight at most), 32...1024; the
+    /// tier uses more when slots are small (up to 32 MiB of them).
+    public var offloadQueueDepth: Int = 32
+    /// Use the pread/pwrite thread pool even when io_uring works (also: environment
+    /// `KVCACHE_OFFLOAD_BACKEND=threads`).
+    public var offloadForceThreads: Bool = false
+    /// Open the slab without O_DIRECT.
+    public var offloadForceBuffered: Bool = false
+    /// Fault injection: disk-tier reads and/or writes fail with EIO after the first `after` of
+    /// them (nil: never; also environment `KVCACHE_OFFLOAD_FAULT=read|write|all:AFTER[@DIR]`).
+    public var offloadFault: OffloadFault? = nil
 
     /// The defaults listed above.
     public init() {}
@@ -51,6 +81,9 @@ public struct EngineConfig: Equatable, Sendable {
     public var blockBytes: Int { blockTokens * tokenBytes }
     /// Tensors per sequence: K and V of every layer.
     public var tensors: Int { 2 * numLayers }
+
+    /// True when `offloadDir` and `offloadBytes` configure a disk tier.
+    public var hasDiskTier: Bool { offloadBytes > 0 && !(offloadDir ?? "").isEmpty }
 
     /// Checks every field and their combination; throws `invalidArgument` naming the field.
     public func validate() throws(KVError) {
@@ -70,5 +103,9 @@ public struct EngineConfig: Equatable, Sendable {
         try check(!(metadataOnly && layout == .contiguous), "metadata-only engines use the paged layout")
         try check(memoryBytes > 0, "memory_bytes is 0")
         try eviction.validate()
+        if hasDiskTier {
+            try check(!metadataOnly, "a metadata-only engine has no bytes to offload; leave offload_dir NULL")
+            try check((32...1024).contains(offloadQueueDepth), "offload queue depth \(offloadQueueDepth) is outside 32...1024")
+        }
     }
 }

@@ -27,6 +27,8 @@ public struct EngineStats: Equatable, Sendable {
     public var mappings: UInt64 = 0
     /// Events dropped because the server did not drain them in time (the queue is bounded).
     public var eventsDropped: UInt64 = 0
+    /// The disk tier's counters (all 0 without one).
+    public var disk = DiskTierStats()
 
     /// Creates zeroed statistics.
     public init() {}

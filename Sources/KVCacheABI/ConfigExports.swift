@@ -25,20 +25,23 @@ enum ConfigLayout {
     static let pageBytes = 48
     static let numaNode = 56
     static let metadataOnly = 60
+    /// `const char *offload_dir`: 8 bytes on LP64, 4 (+4 padding) on ILP32; same offsets.
+    static let offloadDir = 64
+    static let offloadBytes = 72
     // Token eviction (EvictionExports.swift documents them).
-    static let evictionPolicy = 64
-    static let evictionPerHead = 68
-    static let sinkTokens = 72
-    static let recentTokens = 76
-    static let recentRatio = 80
-    static let normalizedScores = 84
-    static let episodes = 88
-    static let embeddingDim = 92
-    static let episodeSeed = 96
-    static let adaptiveBudgets = 104
-    // 108..<112: padding
+    static let evictionPolicy = 80
+    static let evictionPerHead = 84
+    static let sinkTokens = 88
+    static let recentTokens = 92
+    static let recentRatio = 96
+    static let normalizedScores = 100
+    static let episodes = 104
+    static let embeddingDim = 108
+    static let episodeSeed = 112
+    static let adaptiveBudgets = 120
+    // 124..<128: padding
     /// `sizeof(kvc_config)` of this version.
-    static let size = 112
+    static let size = 128
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
 }
@@ -96,6 +99,16 @@ extension EngineConfig {
             let flag = raw.loadUnaligned(fromByteOffset: ConfigLayout.metadataOnly, as: UInt32.self)
             guard flag <= 1 else { throw KVError(.invalidArgument, "metadata_only \(flag) is neither 0 nor 1") }
             metadataOnly = flag == 1
+        }
+        if has(ConfigLayout.offloadBytes, 8) {
+            let pointer = MemoryLayout<UnsafeRawPointer>.size == 8
+                ? UInt(raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadDir, as: UInt64.self))
+                : UInt(raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadDir, as: UInt32.self))
+            if let dir = UnsafePointer<CChar>(bitPattern: pointer) {
+                guard strnlen(dir, 4097) <= 4096 else { throw KVError(.invalidArgument, "offload_dir is longer than 4096 bytes") }
+                offloadDir = String(cString: dir)
+            }
+            offloadBytes = raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadBytes, as: UInt64.self)
         }
         try eviction.load(from: raw, size: size)
         for offset in ConfigLayout.size..<max(size, ConfigLayout.size)

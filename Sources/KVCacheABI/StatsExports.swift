@@ -22,8 +22,18 @@ enum StatsLayout {
     static let blocksEvicted = 80
     static let mappings = 88
     static let eventsDropped = 96
+    static let diskCapacityBytes = 104
+    static let diskStoredBytes = 112
+    static let diskBytesWritten = 120
+    static let diskBytesRead = 128
+    static let diskHitTokens = 136
+    static let blocksSpilled = 144
+    static let blocksLoaded = 152
+    static let diskErrors = 160
+    static let swapOuts = 168
+    static let swapIns = 176
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 104
+    static let size = 184
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -51,6 +61,16 @@ enum StatsLayout {
         put(s.blocksEvicted, StatsLayout.blocksEvicted)
         put(s.mappings, StatsLayout.mappings)
         put(s.eventsDropped, StatsLayout.eventsDropped)
+        put(s.disk.capacitySlots * s.disk.slotBytes, StatsLayout.diskCapacityBytes)
+        put(s.disk.storedSlots * s.disk.slotBytes, StatsLayout.diskStoredBytes)
+        put(s.disk.bytesWritten, StatsLayout.diskBytesWritten)
+        put(s.disk.bytesRead, StatsLayout.diskBytesRead)
+        put(s.disk.prefixHitTokens, StatsLayout.diskHitTokens)
+        put(s.disk.blocksSpilled, StatsLayout.blocksSpilled)
+        put(s.disk.blocksLoaded, StatsLayout.blocksLoaded)
+        put(s.disk.spillsFailed + s.disk.loadsFailed, StatsLayout.diskErrors)
+        put(s.disk.swapOuts, StatsLayout.swapOuts)
+        put(s.disk.swapIns, StatsLayout.swapIns)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

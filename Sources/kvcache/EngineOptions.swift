@@ -46,6 +46,12 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Tokens one sequence may hold at most.")
     var maxSeqTokens = EngineConfig().maxSeqTokens
 
+    @Option(help: "Disk tier directory (offload_dir): cold prefix blocks spill there instead of being dropped.")
+    var offloadDir: String?
+
+    @Option(help: "Disk tier size (offload_bytes), used with --offload-dir.")
+    var offloadBytes = ByteCount(bytes: 4 << 30)
+
     /// The configuration these options describe.
     var config: EngineConfig {
         var config = EngineConfig()
@@ -59,6 +65,10 @@ struct EngineOptions: ParsableArguments {
         config.dtypeBytes = dtypeBytes
         config.maxSeqs = maxSeqs
         config.maxSeqTokens = maxSeqTokens
+        if let offloadDir {
+            config.offloadDir = offloadDir
+            config.offloadBytes = offloadBytes.bytes
+        }
         return config
     }
 

@@ -7,7 +7,7 @@ struct KVCacheCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kvcache",
         abstract: "Load-test and evaluate the KVCacheEngine KV-cache manager.",
-        subcommands: [LoadCommand.self, EvictEvalCommand.self],
+        subcommands: [LoadCommand.self, EvictEvalCommand.self, IOBenchCommand.self, SpillChildCommand.self],
         defaultSubcommand: LoadCommand.self
     )
 }

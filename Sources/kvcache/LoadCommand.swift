@@ -1,5 +1,8 @@
 import ArgumentParser
 import KVCache
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `kvcache load`: load-tests an in-process engine with several threads, on a synthetic
 /// workload or a Mooncake trace, and reports latency, prefix hits and memory.
@@ -34,8 +37,17 @@ struct LoadCommand: ParsableCommand {
         preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free: \
         {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, max_us}}, prefix {query_tokens, \
         hit_tokens, hit_rate}, memory {budget_bytes, committed_peak_bytes, committed_end_bytes, \
-        rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings}, and \
-        first_error (absent when none).
+        rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings}, \
+        offload {dir, backend, capacity_bytes, bytes_written, bytes_read, write_mib_per_s, \
+        read_mib_per_s, blocks_spilled, blocks_loaded, swap_outs, disk_hit_tokens, disk_hit_rate, \
+        reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
+        (absent without --offload-dir), and first_error (absent when none).
+
+        Disk tier: with --offload-dir, cached blocks evicted from memory are written to the tier \
+        instead of dropped, and prompts find them there again; a create whose prefix came from \
+        disk waits for kvc_seq_ready before its K/V are used (timed as "ready"). \
+        --compare-offload runs the same workload without and then with the tier (emptied first) \
+        and prints one report comparing them (JSON: {without_tier, with_tier, hit_rate_gain}).
 
         Example with the Mooncake trace (prompts are long: use a small model shape):
           kvcache load --trace mooncake_conversation_trace.jsonl --requests 2000 \\
@@ -106,6 +118,9 @@ struct LoadCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON (keys listed above) instead of a table.")
     var json = false
 
+    @Flag(help: "Run the workload twice, without and with the disk tier (--offload-dir, emptied first), and compare.")
+    var compareOffload = false
+
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads \(threads) is outside 1...256") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
@@ -123,6 +138,7 @@ struct LoadCommand: ParsableCommand {
         guard (0...1).contains(sharedPrefixRatio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
         guard sharedPrompts >= 1 else { throw ValidationError("--shared-prompts must be at least 1") }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
+        if compareOffload && engine.offloadDir == nil { throw ValidationError("--compare-offload needs --offload-dir") }
         if let maxPromptTokens, !(1...engine.maxSeqTokens).contains(maxPromptTokens) {
             throw ValidationError("--max-prompt-tokens \(maxPromptTokens) is outside 1...\(engine.maxSeqTokens) (--max-seq-tokens)")
         }
@@ -157,11 +173,21 @@ struct LoadCommand: ParsableCommand {
             if requests == nil, let duration { synthetic.durationSeconds = duration }
             workload = synthetic
         }
-        let runner = LoadRunner(config: config, workload: workload, threads: threads,
+        var runner = LoadRunner(config: config, workload: workload, threads: threads,
                                 settings: WorkerSettings(batch: batch, maxRetries: maxRetries, writeKV: writeKV),
                                 durationSeconds: duration)
-        let report = try runner.run()
-        print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
+        guard compareOffload, let dir = config.offloadDir else {
+            let report = try runner.run()
+            print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
+            return
+        }
+        runner.config.offloadDir = nil
+        let without = try runner.run()
+        // The tier starts empty, so that both runs see the same cold start.
+        for name in ["kvcache.slab", "kvcache.journal"] { unlink(dir + "/" + name) }
+        runner.config.offloadDir = dir
+        let with = try runner.run()
+        print(json ? LoadReport.comparisonJSON(without: without, with: with) : LoadReport.comparison(without: without, with: with))
     }
 }
 

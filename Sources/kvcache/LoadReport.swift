@@ -119,9 +119,11 @@ struct LoadReport: Codable, Sendable {
     var prefix: Prefix
     var memory: Memory
     var firstError: String?
+    /// The disk tier's side of the run (absent without `--offload-dir`).
+    var offload: Offload?
 
     enum CodingKeys: String, CodingKey {
-        case workload, layout, threads, requests, operations, prefix, memory
+        case workload, layout, threads, requests, operations, prefix, memory, offload
         case workloadSummary = "workload_summary"
         case batchPerThread = "batch_per_thread"
         case writeKV = "write_kv"
@@ -177,6 +179,17 @@ struct LoadReport: Codable, Sendable {
         line([pad("end", 10, left: true), pad(ByteCount.format(memory.committedEndBytes), 12),
               pad(ByteCount.format(memory.rssEndBytes), 12)].joined(separator: " "))
         line("budget \(ByteCount.format(memory.budgetBytes)); \(memory.blocksEvicted) cached blocks evicted; \(memory.mappings) mappings")
+        if let offload {
+            line()
+            line("disk tier  \(offload.dir), \(ByteCount.format(offload.capacityBytes)), \(offload.backend)")
+            line("  written  \(ByteCount.format(offload.bytesWritten)) (\(fixed(offload.writeMiBPerSecond, 1)) MiB/s over the run), "
+                + "\(offload.blocksSpilled) blocks spilled, \(offload.swapOuts) swap-outs")
+            line("  read     \(ByteCount.format(offload.bytesRead)) (\(fixed(offload.readMiBPerSecond, 1)) MiB/s over the run), "
+                + "\(offload.blocksLoaded) blocks loaded, \(offload.reloadFailures) failed")
+            line("  reload   \(offload.diskHitTokens) prompt tokens from disk: \(fixed(offload.diskHitRate * 100, 1)) % of prompt tokens")
+            line("  ready    \(offload.readyWaits) creates waited \(fixed(offload.readyWaitTotalMs, 1)) ms in all "
+                + "(mean \(fixed(offload.readyWaitMeanUs, 1)) us, max \(fixed(offload.readyWaitMaxUs, 1)) us)")
+        }
         if let firstError { line("first error: \(firstError)") }
         return out
     }

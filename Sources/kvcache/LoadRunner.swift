@@ -71,6 +71,10 @@ struct LoadRunner {
             total.promptTokens += result.promptTokens
             total.decodedTokens += result.decodedTokens
             total.firstError = total.firstError ?? result.firstError
+            total.readyWaits += result.readyWaits
+            total.readyWaitNanoseconds += result.readyWaitNanoseconds
+            total.readyWaitMaxNanoseconds = max(total.readyWaitMaxNanoseconds, result.readyWaitMaxNanoseconds)
+            total.reloadFailures += result.reloadFailures
         }
         let stats = engine.stats()
         committedPeak = max(committedPeak, stats.committedBytes)
@@ -103,7 +107,8 @@ struct LoadRunner {
                           committedEndBytes: stats.committedBytes, rssStartBytes: rssStart.rssBytes,
                           rssPeakBytes: rssEnd.peakRSSBytes, rssEndBytes: rssEnd.rssBytes,
                           blocksEvicted: stats.blocksEvicted, mappings: stats.mappings),
-            firstError: total.firstError
+            firstError: total.firstError,
+            offload: config.hasDiskTier ? LoadReport.Offload(stats: stats, dir: config.offloadDir ?? "", elapsed: elapsed, total: total) : nil
         )
     }
 

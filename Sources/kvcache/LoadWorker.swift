@@ -25,6 +25,13 @@ struct WorkerResult: Sendable {
     var decodedTokens = 0
     /// The first error message other than out-of-memory, for the report.
     var firstError: String?
+    /// Creates that were not ready at once (part of their prompt was still being read back from
+    /// disk): how many, the time they waited in all and at most, and reads that failed (the
+    /// request restarted).
+    var readyWaits = 0
+    var readyWaitNanoseconds: UInt64 = 0
+    var readyWaitMaxNanoseconds: UInt64 = 0
+    var reloadFailures = 0
 }
 
 /// The settings of a worker's loop.
@@ -170,6 +177,13 @@ struct LoadWorker: Sendable {
                     continue
                 }
                 result.latency.record(.create, nanoseconds: monotonicNanoseconds() &- t0)
+                if config.hasDiskTier && cached > 0 && !waitReady(id, result: &result) {
+                    // A disk read failed: the bad blocks left the cache; recompute the request.
+                    freeTimed(id)
+                    result.reloadFailures += 1
+                    requeue(request, attempts: head.attempts + 1)
+                    continue
+                }
                 result.promptTokens += request.promptTokens
                 if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { break }
                 live.append(Live(id: id, request: request, attempts: head.attempts,
@@ -242,6 +256,30 @@ struct LoadWorker: Sendable {
         for sequence in live { try? engine.free(sequence.id) }
         publish()
         return result
+    }
+
+    /// Waits until `seq`'s prompt tokens read back from disk are resident, as a server must
+    /// before it reads them, timing the wait. False when a read failed (`io`).
+    private func waitReady(_ seq: UInt64, result: inout WorkerResult) -> Bool {
+        let t0 = monotonicNanoseconds()
+        var ok = true
+        var checks = 0
+        while true {
+            checks += 1
+            do throws(KVError) {
+                if try engine.ready(seq) { break }
+            } catch {
+                ok = false
+                break
+            }
+            engine.poll(timeoutMicroseconds: 200)
+        }
+        if checks == 1 && ok { return true }  // resident at once (memory hits): no wait
+        let waited = monotonicNanoseconds() &- t0
+        result.readyWaits += 1
+        result.readyWaitNanoseconds &+= waited
+        result.readyWaitMaxNanoseconds = max(result.readyWaitMaxNanoseconds, waited)
+        return ok
     }
 
     /// Writes a byte pattern over the K and V of tokens `from..<to` of `seq` in every layer,

@@ -6,11 +6,11 @@ import Testing
 
 /// `kvc_config` as raw bytes: `kvc_config_init` defaults, then fields set at the header's offsets.
 struct CConfig {
-    static let size = 112
+    static let size = 128
     var bytes: [UInt8]
 
-    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 112 are
-    /// initialised; bytes past 112 are 0) whose `struct_size` field says `structSize`.
+    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 128 are
+    /// initialised; bytes past 128 are 0) whose `struct_size` field says `structSize`.
     init(structSize: Int = CConfig.size) {
         bytes = [UInt8](repeating: 0, count: max(structSize, CConfig.size))
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
@@ -47,6 +47,18 @@ struct CConfig {
     var pageBytes: UInt64 { get { get64(48) } set { set64(48, newValue) } }
     var numaNode: Int32 { get { Int32(bitPattern: get32(56)) } set { set32(56, UInt32(bitPattern: newValue)) } }
     var metadataOnly: UInt32 { get { get32(60) } set { set32(60, newValue) } }
+    var offloadBytes: UInt64 { get { get64(72) } set { set64(72, newValue) } }
+
+    /// `kvc_engine_create` with `offload_dir` (offset 64) pointing at `dir` for the call.
+    func create(_ out: inout OpaquePointer?, offloadDir dir: String) -> kvc_status {
+        var copy = bytes
+        return dir.withCString { d in
+            copy.withUnsafeMutableBytes { raw in
+                raw.storeBytes(of: UInt64(UInt(bitPattern: d)), toByteOffset: 64, as: UInt64.self)
+                return kvc_engine_create(raw.baseAddress, &out)
+            }
+        }
+    }
 
     var tokenBytes: Int { Int(numKVHeads * headDim * dtypeBytes) }
 
@@ -67,12 +79,15 @@ struct CConfig {
 
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 104
+    static let size = 184
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... events_dropped, in header order
+    var fields: [UInt64]  // budget_bytes ... swap_ins, in header order
 
     init(bytes: [UInt8]) {
-        fields = (0..<12).map { i in bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } }
+        // Fields past the end of a smaller buffer read 0.
+        fields = (0..<22).map { i in
+            8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
+        }
     }
 
     var budgetBytes: UInt64 { fields[0] }
@@ -87,6 +102,16 @@ struct CStats: Equatable, CustomStringConvertible {
     var blocksEvicted: UInt64 { fields[9] }
     var mappings: UInt64 { fields[10] }
     var eventsDropped: UInt64 { fields[11] }
+    var diskCapacityBytes: UInt64 { fields[12] }
+    var diskStoredBytes: UInt64 { fields[13] }
+    var diskBytesWritten: UInt64 { fields[14] }
+    var diskBytesRead: UInt64 { fields[15] }
+    var diskHitTokens: UInt64 { fields[16] }
+    var blocksSpilled: UInt64 { fields[17] }
+    var blocksLoaded: UInt64 { fields[18] }
+    var diskErrors: UInt64 { fields[19] }
+    var swapOuts: UInt64 { fields[20] }
+    var swapIns: UInt64 { fields[21] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "
@@ -115,10 +140,10 @@ final class ABIFixture {
     var tokenBytes: Int { config.tokenBytes }
     var layers: Int { Int(config.numLayers) }
 
-    init(_ config: CConfig) throws {
+    init(_ config: CConfig, offloadDir: String? = nil) throws {
         self.config = config
         var out: OpaquePointer?
-        let rc = config.create(&out)
+        let rc = offloadDir.map { config.create(&out, offloadDir: $0) } ?? config.create(&out)
         try #require(rc == KVC_OK, "kvc_engine_create: \(String(cString: kvc_status_name(rc))) \(String(cString: kvc_last_error()))")
         handle = try #require(out)
     }

@@ -29,11 +29,11 @@ private func createStatus(_ config: CConfig) -> kvc_status {
 
 @Suite struct ConfigABITests {
     @Test func configInitWritesTheDocumentedDefaultsAtTheHeadersOffsets() {
-        var bytes = [UInt8](repeating: 0xAB, count: 128)
+        var bytes = [UInt8](repeating: 0xAB, count: 144)
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
         var c = CConfig()
         c.bytes = bytes
-        #expect(c.structSize == 112)
+        #expect(c.structSize == 128)
         #expect(c.numLayers == 32)
         #expect(c.numKVHeads == 8)
         #expect(c.headDim == 128)
@@ -47,11 +47,12 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(c.numaNode == -1)
         #expect(c.metadataOnly == 0)
         #expect(bytes[36..<40].allSatisfy { $0 == 0 }, "padding is zeroed")
-        #expect(bytes[64..<68] == [0, 0, 0, 0], "eviction_policy defaults to KVC_EVICTION_NONE")
-        #expect(bytes[72] == 4, "sink_tokens defaults to 4")
-        #expect(bytes[88] == 4, "episodes defaults to 4")
-        #expect(bytes[108..<112].allSatisfy { $0 == 0 }, "padding is zeroed")
-        #expect(bytes[112...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
+        #expect(bytes[64..<80].allSatisfy { $0 == 0 }, "offload_dir NULL and offload_bytes 0: no disk tier")
+        #expect(bytes[80..<84] == [0, 0, 0, 0], "eviction_policy defaults to KVC_EVICTION_NONE")
+        #expect(bytes[88] == 4, "sink_tokens defaults to 4")
+        #expect(bytes[104] == 4, "episodes defaults to 4")
+        #expect(bytes[124..<128].allSatisfy { $0 == 0 }, "padding is zeroed")
+        #expect(bytes[128...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
     }
 
     @Test func configInitOfNullIsANoOp() {
@@ -98,7 +99,7 @@ private func createStatus(_ config: CConfig) -> kvc_status {
     }
 
     @Test func aNewerLargerConfigWithZeroedExtraFieldsIsAccepted() throws {
-        var c = CConfig(structSize: 128)
+        var c = CConfig(structSize: CConfig.size + 16)
         let small = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
         c.bytes.replaceSubrange(4..<64, with: small.bytes[4..<64])
         let f = try ABIFixture(c)
@@ -107,12 +108,12 @@ private func createStatus(_ config: CConfig) -> kvc_status {
     }
 
     @Test func aNewerLargerConfigSettingAnUnknownFieldIsUnsupported() {
-        var c = CConfig(structSize: 128)
+        var c = CConfig(structSize: CConfig.size + 16)
         let small = CConfig.small(KVC_LAYOUT_PAGED)
         c.bytes.replaceSubrange(4..<64, with: small.bytes[4..<64])
-        c.bytes[120] = 1
+        c.bytes[136] = 1
         #expect(createStatus(c) == KVC_ERR_UNSUPPORTED)
-        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["120"])
+        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["136"])
     }
 
     /// A field set to a value outside its range, and a word the message must contain.

@@ -60,12 +60,12 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
 
     @Test func aNewerLargerStructGetsEveryFieldAndZeroesTheRest() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
-        let (rc, bytes) = rawStats(f, structSize: 120, bufferBytes: 128)
+        let (rc, bytes) = rawStats(f, structSize: 200, bufferBytes: 208)
         #expect(rc == KVC_OK)
         #expect(CStats(bytes: bytes) == (try f.stats()))
-        #expect(bytes[104..<120].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
-        #expect(bytes[120...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
-        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 120, "struct_size is input only")
+        #expect(bytes[184..<200].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
+        #expect(bytes[200...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
+        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 200, "struct_size is input only")
     }
 
     @Test func statsWithNullOutputIsInvalid() throws {
@@ -74,8 +74,8 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
     }
 
     @Test func statsWithNullEngineIsInvalid() {
-        var bytes = [UInt8](repeating: 0, count: 104)
-        bytes[0] = 104
+        var bytes = [UInt8](repeating: 0, count: 184)
+        bytes[0] = 184
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["engine", "NULL"]) {
             bytes.withUnsafeMutableBytes { kvc_engine_stats(nil, $0.baseAddress) }
         }

@@ -3,6 +3,8 @@
  *   kvm_pool    a memfd of physical page groups with an exact budget (page_pool.c)
  *   kvm_ranges  contiguous per-sequence virtual ranges backed by pool groups (virtual_ranges.c)
  *   kvm_arena   paged K/V blocks placed page-aware in pool groups (block_arena.c)
+ *   kvm_io      the disk tier's I/O queue: io_uring, or a pread/pwrite thread pool (io_ring.c)
+ *   kvm_slab    the disk tier's slab file of slots and its journal (slab_file.c, checksum.c)
  *
  * Every call that can fail returns 0 (or a non-negative value) on success and a negative errno
  * on failure, and then kvm_error() holds a message for the calling thread. Nothing here is
@@ -12,3 +14,5 @@
 #include "kvm_pool.h"
 #include "kvm_ranges.h"
 #include "kvm_arena.h"
+#include "kvm_io.h"
+#include "kvm_slab.h"

@@ -1,0 +1,94 @@
+#pragma once
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* An asynchronous I/O queue for the disk tier: io_uring through liburing, or a small thread
+ * pool doing pread/pwrite when io_uring is unavailable (or forced).
+ *
+ * io_uring backend: a ring of `depth` entries with the caller's buffers and files registered
+ * (IORING_REGISTER_BUFFERS / _FILES), so each request skips the per-I/O page pinning and fd
+ * lookup; kvm_io_submit queues a whole batch with one io_uring_enter. Thread backend: `threads`
+ * workers take requests from a bounded queue and post completions back.
+ *
+ * Either way at most `depth` requests are in flight; kvm_io_submit accepts what fits and says
+ * how many. A completion carries the caller's tag and the byte count or -errno; a short
+ * transfer is reported as it is (the caller decides). Fallbacks are logged once per process on
+ * stderr with the reason, and kvm_io_fallback_reason() returns it.
+ *
+ * Fault injection (tests, and operators rehearsing failures): with fault_ops set (bit
+ * 1 << KVM_IO_READ, 1 << KVM_IO_WRITE), every request of those operations after the first
+ * fault_after of them completes with -EIO without touching the file.
+ *
+ * Not thread-safe: one caller at a time (the engine holds its lock). The thread pool's workers
+ * are internal. */
+typedef struct kvm_io kvm_io;
+
+enum { KVM_IO_READ = 0, KVM_IO_WRITE = 1 };
+enum { KVM_IO_URING = 0, KVM_IO_THREADS = 1 };
+
+typedef struct kvm_io_config {
+    uint32_t depth;               /* requests in flight at most, 1..4096 */
+    uint32_t threads;             /* thread backend workers; 0 = 4 */
+    int32_t force_threads;        /* 1: use the thread backend even when io_uring works */
+    uint32_t n_buffers;           /* buffers to register (may be 0) */
+    const struct iovec *buffers;
+    uint32_t n_files;             /* files to register, addressed by index in requests, >= 1 */
+    const int *files;
+    uint32_t fault_ops;           /* 0: no faults; else a mask of 1 << KVM_IO_READ / _WRITE */
+    uint64_t fault_after;         /* requests of those operations that still succeed */
+} kvm_io_config;
+
+typedef struct kvm_io_req {
+    uint64_t tag;                 /* returned with the completion */
+    void *buf;                    /* aligned for O_DIRECT files */
+    uint64_t offset;
+    uint32_t len;
+    uint16_t op;                  /* KVM_IO_READ or KVM_IO_WRITE */
+    uint16_t file;                /* index into config.files */
+    int32_t buf_index;            /* registered buffer holding buf, or -1 */
+} kvm_io_req;
+
+typedef struct kvm_io_done {
+    uint64_t tag;
+    int64_t result;               /* bytes transferred, or -errno */
+} kvm_io_done;
+
+/* Creates the queue; io_uring first unless forced, then threads. -errno with a message when
+ * neither can start. Cost: one ring setup and buffer registration (pins the buffers). */
+int kvm_io_create(const kvm_io_config *cfg, kvm_io **out);
+/* Waits for every request in flight, then releases the queue. NULL: no-op. */
+void kvm_io_destroy(kvm_io *io);
+
+/* Queues up to n requests (stops at the depth limit) and starts them with one system call.
+ * Returns how many were accepted (0..n), or -errno when the ring refused them. */
+int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n);
+/* Moves up to cap completions into out. Waits until at least min(wait_for, in flight) are
+ * available or timeout_us passes (timeout_us < 0: no limit; wait_for 0: never waits).
+ * Returns the count, or -errno. */
+int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us);
+
+/* Requests submitted and not yet reaped. */
+uint32_t kvm_io_inflight(const kvm_io *io);
+uint32_t kvm_io_depth(const kvm_io *io);
+/* KVM_IO_URING or KVM_IO_THREADS. */
+int kvm_io_backend(const kvm_io *io);
+/* 1 when the io_uring backend runs with registered buffers. */
+int kvm_io_registered_buffers(const kvm_io *io);
+/* Why this queue runs a fallback (thread backend, or unregistered buffers), or "". */
+const char *kvm_io_fallback_reason(const kvm_io *io);
+
+/* Logs "kvcache: <message>" on stderr once per process for each distinct `once` flag. */
+void kvm_log_once(int *once, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Opens (creating, mode 0644) `path` read-write with O_DIRECT, or buffered when the file
+ * system refuses O_DIRECT (EINVAL); *direct says which. Returns the fd or -errno with a message. */
+int kvm_io_open_file(const char *path, int *direct);
+/* Preallocates the first `bytes` of fd (fallocate). 0 or -errno with a message. */
+int kvm_io_preallocate(int fd, uint64_t bytes);
+
+/* Maps `bytes` (rounded up to 2 MiB) of zeroed, populated memory aligned to 2 MiB, asking for
+ * transparent huge pages: an I/O buffer of few physical segments (a 2 MiB request in 4 KiB
+ * pages is 512 segments, more than a virtio or NVMe queue takes in one request). NULL with a
+ * message on failure. Release with kvm_io_free_buffers(p, bytes). */
+void *kvm_io_alloc_buffers(uint64_t bytes);
+void kvm_io_free_buffers(void *p, uint64_t bytes);

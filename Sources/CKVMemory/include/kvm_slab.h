@@ -1,0 +1,111 @@
+#pragma once
+#include <stdint.h>
+
+/* The disk tier's files in one directory: a slab file of fixed-size slots and an append-only
+ * journal saying which slot holds which block.
+ *
+ * Slab (`kvcache.slab`): slot s is slot_bytes at offset s * slot_bytes; the first
+ * KVM_SLOT_HEADER_BYTES hold a kvm_slot_header, the payload follows. It is opened O_DIRECT
+ * (no page-cache double buffering); when the file system refuses O_DIRECT (EINVAL) it is
+ * opened buffered, logged once. Space is preallocated (fallocate) in extents of
+ * extent_slots slots as slots are first needed, up to max_bytes, so a full disk shows up as
+ * -ENOSPC from kvm_slab_grow while everything already written stays valid.
+ *
+ * Journal (`kvcache.journal`): fixed 64-byte records, each with its own checksum, appended
+ * with one write() per batch after the data they describe completed. The latest record per
+ * slot wins; a torn record at the tail is ignored. The tier writes a FREED record before it
+ * rewrites a slot whose block was journaled, so a crash leaves no STORED record over bytes
+ * that were being replaced. A restarted engine replays it to find its
+ * blocks again; kvm_slot_verify then rejects any slot whose bytes do not match its record
+ * (torn or corrupt): such a slot is a miss, never served.
+ *
+ * Not thread-safe. */
+typedef struct kvm_slab kvm_slab;
+
+#define KVM_SLOT_HEADER_BYTES 4096u
+#define KVM_SLOT_MAGIC 0x31544f4c53564b4bull  /* "KKVSLOT1" */
+#define KVM_JOURNAL_MAGIC 0x314c4e524a564b4bull /* "KKVJRNL1" */
+
+enum { KVM_JOURNAL_STORED = 1, KVM_JOURNAL_FREED = 2 };
+
+/* At the start of every written slot. */
+typedef struct kvm_slot_header {
+    uint64_t magic;          /* KVM_SLOT_MAGIC */
+    uint64_t block_hash;     /* 0 for a swapped-out block that is not in the prefix index */
+    uint64_t parent_hash;
+    uint64_t generation;     /* unique per write, increasing */
+    uint64_t checksum;       /* kvm_checksum64 of the payload */
+    uint32_t payload_bytes;
+    uint32_t slot;
+    uint64_t header_checksum; /* kvm_checksum64 of the fields above */
+} kvm_slot_header;
+
+/* One journal record: 64 bytes. */
+typedef struct kvm_journal_record {
+    uint64_t magic;          /* KVM_JOURNAL_MAGIC */
+    uint32_t slot;
+    uint32_t kind;           /* KVM_JOURNAL_STORED or KVM_JOURNAL_FREED */
+    uint64_t block_hash;
+    uint64_t parent_hash;
+    uint64_t generation;
+    uint64_t checksum;       /* the payload checksum of the slot's header */
+    uint32_t payload_bytes;
+    uint32_t reserved;
+    uint64_t record_checksum; /* kvm_checksum64 of the 56 bytes above */
+} kvm_journal_record;
+
+typedef struct kvm_slab_config {
+    const char *dir;         /* must exist and be writable */
+    uint64_t slot_bytes;     /* a multiple of 4096, > KVM_SLOT_HEADER_BYTES */
+    uint64_t max_bytes;      /* file size limit; at least one slot */
+    uint32_t extent_slots;   /* slots preallocated per fallocate; 0 = 64 */
+    int32_t force_buffered;  /* 1: do not try O_DIRECT */
+} kvm_slab_config;
+
+/* Opens (or creates) the slab and journal in cfg->dir. -EINVAL (bad sizes, max_bytes below one
+ * slot), -errno with the path and reason when a file cannot be opened. */
+int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out);
+/* fdatasyncs and closes both files. NULL: no-op. */
+void kvm_slab_close(kvm_slab *s);
+
+int kvm_slab_fd(const kvm_slab *s);
+/* 1 when the slab is open O_DIRECT. */
+int kvm_slab_direct(const kvm_slab *s);
+/* Why O_DIRECT is off, or "". */
+const char *kvm_slab_fallback_reason(const kvm_slab *s);
+uint64_t kvm_slab_slot_bytes(const kvm_slab *s);
+/* Slots max_bytes holds, and slots preallocated so far. */
+uint32_t kvm_slab_capacity(const kvm_slab *s);
+uint32_t kvm_slab_allocated(const kvm_slab *s);
+uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
+
+/* Preallocates the next extent (at least one more slot). -ENOSPC when the disk (or file-size
+ * limit) refuses, -ENOSPC also when max_bytes is reached; the slab is unchanged on failure. */
+int kvm_slab_grow(kvm_slab *s);
+
+/* Appends n records (their magic and record_checksum are filled in here) with one write.
+ * -errno when the write fails or is short (then a torn tail may remain: replay ignores it). */
+int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n);
+/* Replays the journal: latest[slot] receives the last valid record of each slot below
+ * `slots` (magic 0 when none). Returns the highest generation seen, or -errno. */
+int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots);
+/* Replaces the journal with the STORED records among records[0..n-1] (compaction after
+ * replay): written to a temporary file, fsync'd, renamed over. */
+int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n);
+/* fdatasync of slab and journal. */
+int kvm_slab_sync(kvm_slab *s);
+
+/* A seeded 64-bit checksum of len bytes (4 independent multiply-rotate lanes over 32-byte
+ * stripes, MurmurHash3's finalizer). Not cryptographic; detects torn and corrupted data.
+ * Cost: about one multiply per 8 bytes. */
+uint64_t kvm_checksum64(const void *data, uint64_t len, uint64_t seed);
+
+/* Fills the header at the start of `slot_buf` for a payload of payload_bytes that follows it. */
+void kvm_slot_seal(void *slot_buf, uint32_t slot, uint64_t block_hash, uint64_t parent_hash,
+                   uint64_t generation, uint32_t payload_bytes);
+/* Checks a slot read back against what its record says: magic, header checksum, slot,
+ * hash, generation, length and payload checksum. 0, or -EBADMSG with a message. */
+int kvm_slot_verify(const void *slot_buf, uint32_t slot, uint64_t block_hash, uint64_t generation,
+                    uint64_t checksum, uint32_t payload_bytes);
+/* The payload checksum recorded in a sealed header. */
+uint64_t kvm_slot_checksum(const void *slot_buf);

@@ -1,0 +1,50 @@
+/* Files for the I/O queue: O_DIRECT with a buffered fallback, and preallocation. Here because
+ * O_DIRECT and fallocate need _GNU_SOURCE, which Swift's Glibc module does not see. */
+#include "kvm_io.h"
+#include "kvm_error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+int kvm_io_open_file(const char *path, int *direct) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT, 0644);
+    *direct = fd >= 0;
+    if (fd < 0 && errno == EINVAL) fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return kvm_fail(errno, "cannot open '%s': %s", path, strerror(errno));
+    return fd;
+}
+
+int kvm_io_preallocate(int fd, uint64_t bytes) {
+    int rc;
+    do rc = fallocate(fd, 0, 0, (off_t)bytes); while (rc != 0 && errno == EINTR);
+    if (rc != 0) return kvm_fail(errno, "fallocate of %llu bytes failed: %s", (unsigned long long)bytes, strerror(errno));
+    return 0;
+}
+
+#include <stdint.h>
+#include <sys/mman.h>
+
+#define HUGE_BYTES (2ull << 20)
+
+void *kvm_io_alloc_buffers(uint64_t bytes) {
+    uint64_t size = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
+    /* Over-map by one huge page and trim, so the start is 2 MiB aligned. */
+    uint8_t *raw = mmap(NULL, size + HUGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        kvm_fail(errno, "mapping %llu bytes of I/O buffers failed: %s", (unsigned long long)size, strerror(errno));
+        return NULL;
+    }
+    uint8_t *start = (uint8_t *)(((uintptr_t)raw + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
+    if (start > raw) munmap(raw, (size_t)(start - raw));
+    uint8_t *end = start + size, *raw_end = raw + size + HUGE_BYTES;
+    if (raw_end > end) munmap(end, (size_t)(raw_end - end));
+    madvise(start, size, MADV_HUGEPAGE); /* a hint: without THP the buffers still work */
+    memset(start, 0, size);              /* populate now, not on the I/O path */
+    return start;
+}
+
+void kvm_io_free_buffers(void *p, uint64_t bytes) {
+    if (!p) return;
+    munmap(p, (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1));
+}

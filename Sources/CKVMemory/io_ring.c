@@ -1,0 +1,199 @@
+/* The disk tier's I/O queue: io_uring with registered buffers and files, batched submission;
+ * the thread-pool backend (io_threads.c) when io_uring cannot start. */
+#include "kvm_io.h"
+#include "io_backend.h"
+#include "kvm_error.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct kvm_io {
+    int backend;
+    int registered_buffers;
+    uint32_t depth;
+    uint32_t inflight;
+    uint64_t fault_seen;
+    uint64_t fault_after;
+    uint32_t fault_ops;
+    uint32_t n_files;
+    int *files;
+    struct io_uring ring;
+    kvm_io_threads *threads;
+    char fallback[256];
+};
+
+void kvm_log_once(int *once, const char *fmt, ...) {
+    if (__atomic_exchange_n(once, 1, __ATOMIC_RELAXED)) return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "kvcache: %s\n", line);
+}
+
+static int logged_no_uring, logged_no_registration;
+
+static int start_uring(kvm_io *io, const kvm_io_config *cfg) {
+    uint32_t entries = 1;
+    while (entries < cfg->depth) entries <<= 1;
+    int rc = io_uring_queue_init(entries, &io->ring, 0);
+    if (rc < 0) return rc;
+    rc = io_uring_register_files(&io->ring, cfg->files, cfg->n_files);
+    if (rc < 0) {
+        io_uring_queue_exit(&io->ring);
+        return rc;
+    }
+    if (cfg->n_buffers > 0) {
+        rc = io_uring_register_buffers(&io->ring, cfg->buffers, cfg->n_buffers);
+        if (rc == 0) {
+            io->registered_buffers = 1;
+        } else {
+            snprintf(io->fallback, sizeof io->fallback,
+                     "io_uring_register_buffers failed (%s): buffers are pinned per request", strerror(-rc));
+            kvm_log_once(&logged_no_registration, "%s", io->fallback);
+        }
+    }
+    return 0;
+}
+
+int kvm_io_create(const kvm_io_config *cfg, kvm_io **out) {
+    if (!cfg || !out || cfg->depth == 0 || cfg->depth > 4096 || cfg->n_files == 0 || !cfg->files)
+        return kvm_fail(EINVAL, "kvm_io_create: depth must be 1..4096 and at least one file given");
+    kvm_io *io = calloc(1, sizeof *io);
+    int *files = malloc(cfg->n_files * sizeof *files);
+    if (!io || !files) {
+        free(io);
+        free(files);
+        return kvm_fail(ENOMEM, "kvm_io_create: out of memory");
+    }
+    memcpy(files, cfg->files, cfg->n_files * sizeof *files);
+    io->files = files;
+    io->n_files = cfg->n_files;
+    io->depth = cfg->depth;
+    io->fault_after = cfg->fault_after;
+    io->fault_ops = cfg->fault_ops;
+    int rc = cfg->force_threads ? -EPERM : start_uring(io, cfg);
+    if (rc == 0) {
+        io->backend = KVM_IO_URING;
+    } else {
+        if (cfg->force_threads)
+            snprintf(io->fallback, sizeof io->fallback, "io_uring disabled by configuration: using a pread/pwrite thread pool");
+        else
+            snprintf(io->fallback, sizeof io->fallback, "io_uring unavailable (%s): using a pread/pwrite thread pool", strerror(-rc));
+        if (!cfg->force_threads) kvm_log_once(&logged_no_uring, "%s", io->fallback);
+        rc = kvm_io_threads_create(cfg, &io->threads);
+        if (rc < 0) {
+            free(files);
+            free(io);
+            return rc;
+        }
+        io->backend = KVM_IO_THREADS;
+    }
+    *out = io;
+    return 0;
+}
+
+void kvm_io_destroy(kvm_io *io) {
+    if (!io) return;
+    kvm_io_done done[64];
+    while (io->inflight > 0) {
+        if (kvm_io_reap(io, done, 64, 1, -1) < 0) break;
+    }
+    if (io->backend == KVM_IO_URING) io_uring_queue_exit(&io->ring);
+    else kvm_io_threads_destroy(io->threads);
+    free(io->files);
+    free(io);
+}
+
+/* True when this request is to fail by fault injection. */
+static int injected_fault(kvm_io *io, uint16_t op) {
+    if (!(io->fault_ops & (1u << op))) return 0;
+    return io->fault_seen++ >= io->fault_after;
+}
+
+int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n) {
+    uint32_t room = io->depth - io->inflight;
+    if (n > room) n = room;
+    for (uint32_t i = 0; i < n; i++) {
+        if (reqs[i].file >= io->n_files) return kvm_fail(EINVAL, "kvm_io_submit: file index %u out of range", reqs[i].file);
+    }
+    if (io->backend == KVM_IO_THREADS) {
+        for (uint32_t i = 0; i < n; i++) kvm_io_threads_push(io->threads, &reqs[i], io->files[reqs[i].file], injected_fault(io, reqs[i].op));
+        io->inflight += n;
+        return (int)n;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const kvm_io_req *r = &reqs[i];
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&io->ring);
+        if (!sqe) {
+            n = i;
+            break;
+        }
+        if (injected_fault(io, r->op)) {
+            io_uring_prep_nop(sqe);
+            io_uring_sqe_set_data64(sqe, r->tag | (1ull << 63));  /* completes as -EIO in reap */
+            continue;
+        }
+        int fixed = io->registered_buffers && r->buf_index >= 0;
+        if (r->op == KVM_IO_WRITE) {
+            if (fixed) io_uring_prep_write_fixed(sqe, r->file, r->buf, r->len, r->offset, r->buf_index);
+            else io_uring_prep_write(sqe, r->file, r->buf, r->len, r->offset);
+        } else {
+            if (fixed) io_uring_prep_read_fixed(sqe, r->file, r->buf, r->len, r->offset, r->buf_index);
+            else io_uring_prep_read(sqe, r->file, r->buf, r->len, r->offset);
+        }
+        sqe->flags |= IOSQE_FIXED_FILE;
+        io_uring_sqe_set_data64(sqe, r->tag);
+    }
+    if (n == 0) return 0;
+    int rc;
+    do rc = io_uring_submit(&io->ring); while (rc == -EINTR);
+    if (rc < 0) return kvm_fail(-rc, "io_uring_submit failed: %s", strerror(-rc));
+    io->inflight += n;
+    return (int)n;
+}
+
+int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us) {
+    if (wait_for > io->inflight) wait_for = io->inflight;
+    if (wait_for > cap) wait_for = cap;
+    if (io->backend == KVM_IO_THREADS) {
+        int got = kvm_io_threads_reap(io->threads, out, cap, wait_for, timeout_us);
+        if (got > 0) io->inflight -= (uint32_t)got;
+        return got;
+    }
+    uint32_t got = 0;
+    while (got < cap) {
+        struct io_uring_cqe *cqe = NULL;
+        int rc = io_uring_peek_cqe(&io->ring, &cqe);
+        if (rc == -EAGAIN || !cqe) {
+            if (got >= wait_for) break;
+            if (timeout_us < 0) {
+                rc = io_uring_wait_cqe(&io->ring, &cqe);
+            } else {
+                struct __kernel_timespec ts = {.tv_sec = timeout_us / 1000000, .tv_nsec = (timeout_us % 1000000) * 1000};
+                rc = io_uring_wait_cqe_timeout(&io->ring, &cqe, &ts);
+            }
+            if (rc == -ETIME || rc == -EINTR) break;
+            if (rc < 0) return kvm_fail(-rc, "io_uring_wait_cqe failed: %s", strerror(-rc));
+            continue;
+        }
+        uint64_t tag = io_uring_cqe_get_data64(cqe);
+        out[got].tag = tag & ~(1ull << 63);
+        out[got].result = (tag >> 63) ? -EIO : cqe->res;
+        io_uring_cqe_seen(&io->ring, cqe);
+        got++;
+        io->inflight--;
+    }
+    return (int)got;
+}
+
+uint32_t kvm_io_inflight(const kvm_io *io) { return io->inflight; }
+uint32_t kvm_io_depth(const kvm_io *io) { return io->depth; }
+int kvm_io_backend(const kvm_io *io) { return io->backend; }
+int kvm_io_registered_buffers(const kvm_io *io) { return io->registered_buffers; }
+const char *kvm_io_fallback_reason(const kvm_io *io) { return io->fallback; }

@@ -1,0 +1,232 @@
+/* The disk tier's slab file of fixed-size slots and its append-only journal. */
+#include "kvm_slab.h"
+#include "kvm_io.h"
+#include "kvm_error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define JOURNAL_SEED 0x6a6f75726e616c31ull /* "journal1" */
+#define HEADER_SEED 0x736c6f7468647231ull  /* "slothdr1" */
+#define PAYLOAD_SEED 0x736c6f7464617431ull /* "slotdat1" */
+
+_Static_assert(sizeof(kvm_journal_record) == 64, "journal records are 64 bytes");
+_Static_assert(sizeof(kvm_slot_header) <= KVM_SLOT_HEADER_BYTES, "slot header fits its space");
+
+struct kvm_slab {
+    int fd;
+    int journal_fd;
+    int direct;
+    uint32_t capacity;
+    uint32_t allocated;
+    uint32_t extent_slots;
+    uint64_t slot_bytes;
+    char journal_path[PATH_MAX];
+    char fallback[256];
+};
+
+static int logged_buffered;
+
+int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
+    if (!cfg || !out || !cfg->dir) return kvm_fail(EINVAL, "offload: no directory given");
+    if (cfg->slot_bytes <= KVM_SLOT_HEADER_BYTES || cfg->slot_bytes % 4096 != 0)
+        return kvm_fail(EINVAL, "offload: slot of %llu bytes is not a multiple of 4096 above the header", (unsigned long long)cfg->slot_bytes);
+    if (cfg->max_bytes < cfg->slot_bytes)
+        return kvm_fail(EINVAL, "offload_bytes %llu is smaller than one slot of %llu bytes (one block of every layer's K and V plus a 4096-byte header)",
+                        (unsigned long long)cfg->max_bytes, (unsigned long long)cfg->slot_bytes);
+    struct stat st;
+    if (stat(cfg->dir, &st) != 0) return kvm_fail(errno, "offload_dir '%s': %s", cfg->dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return kvm_fail(ENOTDIR, "offload_dir '%s' is not a directory", cfg->dir);
+
+    kvm_slab *s = calloc(1, sizeof *s);
+    if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
+    s->slot_bytes = cfg->slot_bytes;
+    uint64_t cap = cfg->max_bytes / cfg->slot_bytes;
+    s->capacity = cap > 0x7fffffffu ? 0x7fffffffu : (uint32_t)cap;
+    s->extent_slots = cfg->extent_slots ? cfg->extent_slots : 64;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/kvcache.slab", cfg->dir);
+    snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", cfg->dir);
+    int flags = O_RDWR | O_CREAT | O_CLOEXEC;
+    s->fd = cfg->force_buffered ? -1 : open(path, flags | O_DIRECT, 0644);
+    if (s->fd >= 0) {
+        s->direct = 1;
+    } else if (cfg->force_buffered || errno == EINVAL) {
+        snprintf(s->fallback, sizeof s->fallback, "%s: O_DIRECT %s; using buffered I/O (data passes through the page cache)", path,
+                 cfg->force_buffered ? "disabled by configuration" : "refused by the file system (EINVAL)");
+        if (!cfg->force_buffered) kvm_log_once(&logged_buffered, "%s", s->fallback);
+        s->fd = open(path, flags, 0644);
+    }
+    if (s->fd < 0) {
+        int err = errno;
+        free(s);
+        return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
+    }
+    s->journal_fd = open(s->journal_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (s->journal_fd < 0) {
+        int err = errno;
+        close(s->fd);
+        free(s);
+        return kvm_fail(err, "offload: cannot open '%s': %s", s->journal_path, strerror(err));
+    }
+    /* Slots already preallocated by an earlier run stay usable. */
+    if (fstat(s->fd, &st) == 0) {
+        uint64_t have = (uint64_t)st.st_size / s->slot_bytes;
+        s->allocated = have > s->capacity ? s->capacity : (uint32_t)have;
+    }
+    *out = s;
+    return 0;
+}
+
+void kvm_slab_close(kvm_slab *s) {
+    if (!s) return;
+    kvm_slab_sync(s);
+    close(s->fd);
+    close(s->journal_fd);
+    free(s);
+}
+
+int kvm_slab_fd(const kvm_slab *s) { return s->fd; }
+int kvm_slab_direct(const kvm_slab *s) { return s->direct; }
+const char *kvm_slab_fallback_reason(const kvm_slab *s) { return s->fallback; }
+uint64_t kvm_slab_slot_bytes(const kvm_slab *s) { return s->slot_bytes; }
+uint32_t kvm_slab_capacity(const kvm_slab *s) { return s->capacity; }
+uint32_t kvm_slab_allocated(const kvm_slab *s) { return s->allocated; }
+uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot) { return (uint64_t)slot * s->slot_bytes; }
+
+int kvm_slab_grow(kvm_slab *s) {
+    if (s->allocated >= s->capacity)
+        return kvm_fail(ENOSPC, "offload tier full: all %u slots (offload_bytes) are in use", s->capacity);
+    uint32_t next = s->allocated + s->extent_slots;
+    if (next > s->capacity) next = s->capacity;
+    uint64_t from = (uint64_t)s->allocated * s->slot_bytes, to = (uint64_t)next * s->slot_bytes;
+    int rc;
+    do rc = fallocate(s->fd, 0, (off_t)from, (off_t)(to - from)); while (rc != 0 && errno == EINTR);
+    if (rc != 0) {
+        int cause = errno;
+        int err = cause == EFBIG ? ENOSPC : cause;  /* a file-size limit is a full disk to the tier */
+        /* Give back any part of the extent that was allocated. */
+        if (ftruncate(s->fd, (off_t)from) != 0) { /* nothing more to do: the size only over-reports */ }
+        return kvm_fail(err, "offload: preallocating slots %u..%u of the slab failed: %s", s->allocated, next - 1, strerror(cause));
+    }
+    s->allocated = next;
+    return 0;
+}
+
+static uint64_t record_sum(const kvm_journal_record *r) {
+    return kvm_checksum64(r, offsetof(kvm_journal_record, record_checksum), JOURNAL_SEED);
+}
+
+int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        records[i].magic = KVM_JOURNAL_MAGIC;
+        records[i].reserved = 0;
+        records[i].record_checksum = record_sum(&records[i]);
+    }
+    size_t bytes = (size_t)n * sizeof *records;
+    ssize_t w;
+    do w = write(s->journal_fd, records, bytes); while (w < 0 && errno == EINTR);
+    if (w < 0) return kvm_fail(errno, "offload journal write failed: %s", strerror(errno));
+    if ((size_t)w != bytes) return kvm_fail(EIO, "offload journal write was short (%zd of %zu bytes)", w, bytes);
+    return 0;
+}
+
+int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots) {
+    memset(latest, 0, (size_t)slots * sizeof *latest);
+    kvm_journal_record buf[256];
+    uint64_t max_generation = 0;
+    off_t pos = 0;
+    for (;;) {
+        ssize_t n = pread(s->journal_fd, buf, sizeof buf, pos);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return kvm_fail(errno, "offload journal read failed: %s", strerror(errno));
+        size_t count = (size_t)n / sizeof *buf;
+        for (size_t i = 0; i < count; i++) {
+            const kvm_journal_record *r = &buf[i];
+            if (r->magic != KVM_JOURNAL_MAGIC || r->record_checksum != record_sum(r)) return (int64_t)max_generation;  /* torn tail */
+            if (r->generation > max_generation) max_generation = r->generation;
+            if (r->slot < slots) latest[r->slot] = *r;
+        }
+        if ((size_t)n < sizeof buf) break;
+        pos += n;
+    }
+    return (int64_t)max_generation;
+}
+
+int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n) {
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.new", s->journal_path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return kvm_fail(errno, "offload: cannot write '%s': %s", tmp, strerror(errno));
+    kvm_journal_record buf[256];
+    uint32_t filled = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i <= n && rc == 0; i++) {
+        if (i < n && records[i].magic == KVM_JOURNAL_MAGIC && records[i].kind == KVM_JOURNAL_STORED) buf[filled++] = records[i];
+        if (filled == 256 || (i == n && filled > 0)) {
+            ssize_t w = write(fd, buf, filled * sizeof *buf);
+            if (w != (ssize_t)(filled * sizeof *buf)) rc = kvm_fail(w < 0 ? errno : EIO, "offload: writing '%s' failed", tmp);
+            filled = 0;
+        }
+    }
+    if (rc == 0 && fsync(fd) != 0) rc = kvm_fail(errno, "offload: fsync of '%s' failed: %s", tmp, strerror(errno));
+    close(fd);
+    if (rc == 0 && rename(tmp, s->journal_path) != 0) rc = kvm_fail(errno, "offload: renaming the journal failed: %s", strerror(errno));
+    if (rc != 0) {
+        unlink(tmp);
+        return rc;
+    }
+    int jfd = open(s->journal_path, O_RDWR | O_APPEND | O_CLOEXEC);
+    if (jfd < 0) return kvm_fail(errno, "offload: reopening the journal failed: %s", strerror(errno));
+    close(s->journal_fd);
+    s->journal_fd = jfd;
+    return 0;
+}
+
+int kvm_slab_sync(kvm_slab *s) {
+    if (fdatasync(s->fd) != 0) return kvm_fail(errno, "offload: fdatasync of the slab failed: %s", strerror(errno));
+    if (fdatasync(s->journal_fd) != 0) return kvm_fail(errno, "offload: fdatasync of the journal failed: %s", strerror(errno));
+    return 0;
+}
+
+static uint64_t header_sum(const kvm_slot_header *h) {
+    return kvm_checksum64(h, offsetof(kvm_slot_header, header_checksum), HEADER_SEED);
+}
+
+void kvm_slot_seal(void *slot_buf, uint32_t slot, uint64_t block_hash, uint64_t parent_hash, uint64_t generation,
+                   uint32_t payload_bytes) {
+    kvm_slot_header *h = slot_buf;
+    memset(h, 0, KVM_SLOT_HEADER_BYTES);
+    h->magic = KVM_SLOT_MAGIC;
+    h->block_hash = block_hash;
+    h->parent_hash = parent_hash;
+    h->generation = generation;
+    h->checksum = kvm_checksum64((const uint8_t *)slot_buf + KVM_SLOT_HEADER_BYTES, payload_bytes, PAYLOAD_SEED);
+    h->payload_bytes = payload_bytes;
+    h->slot = slot;
+    h->header_checksum = header_sum(h);
+}
+
+uint64_t kvm_slot_checksum(const void *slot_buf) { return ((const kvm_slot_header *)slot_buf)->checksum; }
+
+int kvm_slot_verify(const void *slot_buf, uint32_t slot, uint64_t block_hash, uint64_t generation, uint64_t checksum,
+                    uint32_t payload_bytes) {
+    const kvm_slot_header *h = slot_buf;
+    if (h->magic != KVM_SLOT_MAGIC || h->header_checksum != header_sum(h))
+        return kvm_fail(EBADMSG, "offload slot %u: header is torn or corrupt", slot);
+    if (h->slot != slot || h->block_hash != block_hash || h->generation != generation || h->payload_bytes != payload_bytes ||
+        h->checksum != checksum)
+        return kvm_fail(EBADMSG, "offload slot %u: holds generation %llu of block %016llx, expected generation %llu of %016llx", slot,
+                        (unsigned long long)h->generation, (unsigned long long)h->block_hash, (unsigned long long)generation,
+                        (unsigned long long)block_hash);
+    uint64_t actual = kvm_checksum64((const uint8_t *)slot_buf + KVM_SLOT_HEADER_BYTES, payload_bytes, PAYLOAD_SEED);
+    if (actual != checksum) return kvm_fail(EBADMSG, "offload slot %u: payload checksum mismatch (torn or corrupt write)", slot);
+    return 0;
+}

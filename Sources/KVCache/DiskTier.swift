@@ -1,0 +1,785 @@
+import CKVMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a verified disk read goes: `block` of the engine, held at block position `position`
+/// of sequence slot `slot`, with `tokens` meaningful tokens (a full block, or a swapped-out
+/// sequence's partial last block).
+struct LoadTarget {
+    var block: Int32
+    var slot: Int32
+    var position: Int32
+    var tokens: Int32
+}
+
+/// The engine side of the disk tier: copies block bytes between memory and a staging buffer
+/// laid out tensor by tensor (tensor t at `t * blockBytes`), and learns when a load ends.
+protocol TierMemory: AnyObject {
+    /// Copies cached block `block`'s bytes (a spill: the block is about to be freed).
+    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError)
+    /// Copies the first `tokens` tokens of the block at `position` of live slot `slot`.
+    func gatherLive(_ block: Int32, slot: Int, position: Int, tokens: Int, into out: UnsafeMutableRawPointer)
+    /// Writes a verified load into memory.
+    func scatter(_ target: LoadTarget, from data: UnsafeRawPointer)
+    /// A load ended: `ok` false when the read failed or the slot was torn or corrupt.
+    func loadFinished(_ target: LoadTarget, ok: Bool)
+}
+
+/// Counters of the disk tier, in `EngineStats`.
+public struct DiskTierStats: Equatable, Sendable {
+    /// Slots the tier may use (`offload_bytes / slot_bytes`), and bytes of one slot.
+    public var capacitySlots: UInt64 = 0
+    public var slotBytes: UInt64 = 0
+    /// Slots holding a block now (prefix blocks and swapped-out sequences' blocks).
+    public var storedSlots: UInt64 = 0
+    /// Bytes written to and read from the slab (whole slots, headers included).
+    public var bytesWritten: UInt64 = 0
+    public var bytesRead: UInt64 = 0
+    /// Cached blocks written back instead of dropped, and spills that could not be written.
+    public var blocksSpilled: UInt64 = 0
+    public var spillsFailed: UInt64 = 0
+    /// Blocks read back (prefix hits and swap-ins), and reads that failed or were rejected as
+    /// torn or corrupt (each a miss).
+    public var blocksLoaded: UInt64 = 0
+    public var loadsFailed: UInt64 = 0
+    /// Blocks dropped from the disk tier to make room.
+    public var slotsEvicted: UInt64 = 0
+    /// I/O requests submitted (fewer than slots moved when adjacent slots merged).
+    public var requestsSubmitted: UInt64 = 0
+    /// Blocks found again in the journal when the engine started.
+    public var recoveredSlots: UInt64 = 0
+    /// Prompt tokens `createSequence` found in the disk tier (part of `prefixHitTokens`).
+    public var prefixHitTokens: UInt64 = 0
+    /// Sequences swapped out and swapped back in.
+    public var swapOuts: UInt64 = 0
+    public var swapIns: UInt64 = 0
+    /// 0 io_uring, 1 the pread/pwrite thread pool; 1 when the slab is O_DIRECT.
+    public var backend: UInt32 = 0
+    public var direct: UInt32 = 0
+
+    /// Zeroed counters.
+    public init() {}
+}
+
+/// The disk tier: block-sized slots in a preallocated slab file under `offload_dir`, an index
+/// from block hash to slot, an LRU of slots that may be dropped, staging buffers (one slot each,
+/// aligned, registered with io_uring) and the I/O queue.
+///
+/// A slot is *free*, *writing* (its bytes sit in a staging buffer until the write completes;
+/// a lookup may already find it and is served from that buffer) or *stored*. A stored slot with
+/// a block hash is in the index and, unless pinned (being read, or part of a swapped-out
+/// sequence), in the LRU; when the tier is full the LRU's oldest is dropped. Slots without a
+/// hash belong to one swapped-out sequence and are freed when it is swapped in or freed.
+///
+/// Writes go out from a staging buffer, so memory is free as soon as a block is copied there;
+/// a write's journal record is appended after the write completed. Reads land in a staging
+/// buffer, are verified (header, generation, checksum) and only then copied into memory.
+///
+/// Completions are processed by `reap`, called by the engine under its lock (no thread of its
+/// own). Cost: O(1) per block plus one memcpy and one checksum of its bytes; no allocation.
+/// Not thread-safe: the engine serialises calls.
+final class DiskTier {
+    let slotBytes: Int
+    let payloadBytes: Int
+    let capacity: Int
+    private let slab: OpaquePointer
+    private let io: OpaquePointer
+    private unowned let memory: TierMemory
+    private let events: EventQueue
+
+    // Per slot.
+    private let state: UnsafeMutablePointer<UInt8>
+    private let hashes: UnsafeMutablePointer<UInt64>
+    private let parents: UnsafeMutablePointer<UInt64>
+    private let generations: UnsafeMutablePointer<UInt64>
+    private let checksums: UnsafeMutablePointer<UInt64>
+    private let pins: UnsafeMutablePointer<UInt32>
+    private let writingStage: UnsafeMutablePointer<Int32>
+    private let lruPrev: UnsafeMutablePointer<Int32>
+    private let lruNext: UnsafeMutablePointer<Int32>
+    private var lruHead: Int32 = -1
+    private var lruTail: Int32 = -1
+    private let inLRU: UnsafeMutablePointer<Bool>
+    /// Per slot, its journal state: 0 no live record, 1 a STORED record, 2 a FREED record queued
+    /// but not yet written. A slot is reused only once its FREED record is written, so that a
+    /// crash never leaves a STORED record over half-rewritten bytes.
+    private let journaled: UnsafeMutablePointer<UInt8>
+    private let freeSlots: UnsafeMutablePointer<Int32>
+    private var freeTop = 0
+    private let index: U64Table
+    private var generation: UInt64 = 0
+
+    // Per staging buffer.
+    private let stages: Int
+    private let stagingBase: UnsafeMutableRawPointer
+    private let stageOp: UnsafeMutablePointer<UInt8>
+    private let stageSlot: UnsafeMutablePointer<Int32>
+    private let stageTarget: UnsafeMutablePointer<LoadTarget>
+    /// Free staging buffers, one bit each (1: free), and how many.
+    private let stageFreeBits: UnsafeMutablePointer<UInt64>
+    private var freeStageCount = 0
+    /// The slot and staging buffer taken last, so that the next slot takes the next buffer
+    /// and the two requests can merge into one (see `flush`).
+    private var lastSlot: Int32 = -2
+    private var lastStage: Int32 = -2
+    private let done: UnsafeMutablePointer<kvm_io_done>
+    /// Requests prepared but not yet submitted (each holds a staging buffer, so at most `stages`).
+    private let batch: UnsafeMutablePointer<kvm_io_req>
+    private var batchCount = 0
+    /// Largest merged request: 1 MiB, or one slot when slots are larger.
+    private var mergeBytes: Int { max(slotBytes, 1 << 20) }
+    private let journal: UnsafeMutablePointer<kvm_journal_record>
+    private var journalCount = 0
+
+    /// The last I/O failure's message (spills fail quietly; swap-outs report it).
+    private(set) var lastFailure = ""
+
+    private(set) var stats = DiskTierStats()
+
+    private static let free: UInt8 = 0, writing: UInt8 = 1, stored: UInt8 = 2
+    private static let idle: UInt8 = 0, spillWrite: UInt8 = 1, swapWrite: UInt8 = 2, read: UInt8 = 3
+    /// Most slots one tier manages (per-slot metadata is ~60 bytes).
+    static let maxSlots = 1 << 22
+    /// Slots dropped from the LRU at once when the tier is full.
+    static let dropBatch = 16
+    /// Staging memory aimed for when slots are small (more than `offloadQueueDepth` buffers).
+    static let stagingTargetBytes = 32 << 20
+
+    /// Opens (or reopens) the tier in `config.offloadDir`, replaying its journal. Throws
+    /// `invalidArgument` (offload_bytes below one slot) or `io` (the directory or files cannot be
+    /// used). Allocates all metadata and `offloadQueueDepth` staging buffers up front.
+    init(_ config: EngineConfig, memory: TierMemory, events: EventQueue) throws(KVError) {
+        payloadBytes = config.tensors * config.blockBytes
+        slotBytes = (Int(KVM_SLOT_HEADER_BYTES) + payloadBytes + 4095) / 4096 * 4096
+        guard config.offloadBytes >= UInt64(slotBytes) else {
+            throw .invalid("offload_bytes \(config.offloadBytes) is smaller than one slot of \(slotBytes) bytes (a block of every layer's K and V plus a 4096-byte header)")
+        }
+        capacity = Int(min(config.offloadBytes / UInt64(slotBytes), UInt64(DiskTier.maxSlots)))
+        self.memory = memory
+        self.events = events
+        let environment = ProcessInfoLite.self
+        var slabConfig = kvm_slab_config()
+        slabConfig.slot_bytes = UInt64(slotBytes)
+        slabConfig.max_bytes = UInt64(capacity) * UInt64(slotBytes)
+        slabConfig.extent_slots = UInt32(max(1, min(64, (256 << 20) / slotBytes)))
+        slabConfig.force_buffered = config.offloadForceBuffered ? 1 : 0
+        var s: OpaquePointer?
+        let rc = config.offloadDir!.withCString { dir -> Int32 in
+            slabConfig.dir = dir
+            return kvm_slab_open(&slabConfig, &s)
+        }
+        if rc < 0 { throw KVError(-rc == EINVAL ? .invalidArgument : .io, String(cString: kvm_error())) }
+        slab = s!
+
+        // At least the queue depth, and enough small slots for 32 MiB in flight, so that small
+        // slots still make deep queues of large (merged) requests.
+        stages = max(config.offloadQueueDepth, min(1024, DiskTier.stagingTargetBytes / slotBytes))
+        let stagingBytes = stages * slotBytes
+        guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes)) else {
+            kvm_slab_close(slab)
+            throw .outOfMemory("offload: staging buffers: \(String(cString: kvm_error()))")
+        }
+        stagingBase = mapped
+        // One registered buffer over every staging buffer, so that a request spanning several
+        // adjacent ones (merged by `flush`) is still a fixed-buffer request.
+        var buffers = [iovec(iov_base: mapped, iov_len: stagingBytes)]
+        var fd = kvm_slab_fd(slab)
+        var ioConfig = kvm_io_config()
+        ioConfig.depth = UInt32(stages)  // merged requests use fewer entries
+        ioConfig.threads = 4
+        ioConfig.force_threads = config.offloadForceThreads || environment.get("KVCACHE_OFFLOAD_BACKEND") == "threads" ? 1 : 0
+        if let fault = config.offloadFault ?? DiskTier.environmentFault(environment.get("KVCACHE_OFFLOAD_FAULT"), dir: config.offloadDir!) {
+            ioConfig.fault_ops = (fault.reads ? 1 << UInt32(KVM_IO_READ) : 0) | (fault.writes ? 1 << UInt32(KVM_IO_WRITE) : 0)
+            ioConfig.fault_after = fault.after
+        }
+        ioConfig.n_files = 1
+        var q: OpaquePointer?
+        let ioRC = buffers.withUnsafeMutableBufferPointer { b -> Int32 in
+            withUnsafePointer(to: &fd) { f -> Int32 in
+                ioConfig.buffers = UnsafePointer(b.baseAddress)
+                ioConfig.n_buffers = UInt32(b.count)
+                ioConfig.files = f
+                return kvm_io_create(&ioConfig, &q)
+            }
+        }
+        if ioRC < 0 {
+            kvm_io_free_buffers(mapped, UInt64(stagingBytes))
+            kvm_slab_close(slab)
+            throw KVError(.io, String(cString: kvm_error()))
+        }
+        io = q!
+        stats.backend = UInt32(kvm_io_backend(io))
+        stats.direct = UInt32(kvm_slab_direct(slab))
+        stats.capacitySlots = UInt64(capacity)
+        stats.slotBytes = UInt64(slotBytes)
+
+        state = .allocate(capacity: capacity)
+        state.initialize(repeating: DiskTier.free, count: capacity)
+        hashes = .allocate(capacity: capacity)
+        hashes.initialize(repeating: 0, count: capacity)
+        parents = .allocate(capacity: capacity)
+        generations = .allocate(capacity: capacity)
+        checksums = .allocate(capacity: capacity)
+        pins = .allocate(capacity: capacity)
+        pins.initialize(repeating: 0, count: capacity)
+        writingStage = .allocate(capacity: capacity)
+        lruPrev = .allocate(capacity: capacity)
+        lruNext = .allocate(capacity: capacity)
+        inLRU = .allocate(capacity: capacity)
+        inLRU.initialize(repeating: false, count: capacity)
+        journaled = .allocate(capacity: capacity)
+        journaled.initialize(repeating: 0, count: capacity)
+        freeSlots = .allocate(capacity: capacity)
+        index = U64Table(maxEntries: capacity)
+        stageOp = .allocate(capacity: stages)
+        stageOp.initialize(repeating: DiskTier.idle, count: stages)
+        stageSlot = .allocate(capacity: stages)
+        stageTarget = .allocate(capacity: stages)
+        stageFreeBits = .allocate(capacity: (stages + 63) / 64)
+        stageFreeBits.initialize(repeating: 0, count: (stages + 63) / 64)
+        for i in 0..<stages { stageFreeBits[i / 64] |= 1 << UInt64(i % 64) }
+        freeStageCount = stages
+        done = .allocate(capacity: stages)
+        batch = .allocate(capacity: stages)
+        journal = .allocate(capacity: stages * 2 + 16)
+        try recover()
+    }
+
+    deinit {
+        drain()
+        flushJournal()
+        kvm_io_destroy(io)
+        kvm_slab_close(slab)
+        kvm_io_free_buffers(stagingBase, UInt64(stages * slotBytes))
+        for p in [hashes, parents, generations, checksums] { p.deallocate() }
+        state.deallocate()
+        pins.deallocate()
+        writingStage.deallocate()
+        lruPrev.deallocate()
+        lruNext.deallocate()
+        inLRU.deallocate()
+        journaled.deallocate()
+        freeSlots.deallocate()
+        stageOp.deallocate()
+        stageSlot.deallocate()
+        stageTarget.deallocate()
+        stageFreeBits.deallocate()
+        done.deallocate()
+        batch.deallocate()
+        journal.deallocate()
+    }
+
+    /// `KVCACHE_OFFLOAD_FAULT`: "OPS:N" (every tier) or "OPS:N@DIR" (only the tier in DIR),
+    /// OPS read, write or all. Anything else: no faults.
+    static func environmentFault(_ value: String?, dir: String) -> OffloadFault? {
+        guard let value else { return nil }
+        let parts = value.split(separator: "@", maxSplits: 1)
+        if parts.count == 2 && String(parts[1]) != dir { return nil }
+        let spec = parts[0].split(separator: ":")
+        guard spec.count == 2, let after = UInt64(spec[1]) else { return nil }
+        switch spec[0] {
+        case "read": return OffloadFault(reads: true, writes: false, after: after)
+        case "write": return OffloadFault(reads: false, writes: true, after: after)
+        case "all": return OffloadFault(reads: true, writes: true, after: after)
+        default: return nil
+        }
+    }
+
+    /// Why the tier runs a fallback (thread pool, buffered I/O), or "".
+    var fallbackReason: String {
+        [String(cString: kvm_io_fallback_reason(io)), String(cString: kvm_slab_fallback_reason(slab))].filter { !$0.isEmpty }.joined(separator: "; ")
+    }
+
+    /// Requests in flight.
+    var inflight: Int { Int(kvm_io_inflight(io)) }
+
+    // MARK: restart
+
+    /// Replays the journal: every slot whose latest record says STORED (and that lies inside the
+    /// preallocated file) is indexed again; the journal is compacted to those records.
+    private func recover() throws(KVError) {
+        let allocated = Int(kvm_slab_allocated(slab))
+        let latest = UnsafeMutablePointer<kvm_journal_record>.allocate(capacity: max(1, capacity))
+        defer { latest.deallocate() }
+        let top = kvm_slab_journal_replay(slab, latest, UInt32(capacity))
+        if top < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        generation = UInt64(top)
+        for slot in 0..<capacity {
+            let r = latest[slot]
+            let valid = r.magic == KVM_JOURNAL_MAGIC && r.kind == UInt32(KVM_JOURNAL_STORED) && slot < allocated
+                && r.block_hash != 0 && r.payload_bytes == UInt32(payloadBytes) && index.find(r.block_hash) < 0
+            if !valid {
+                latest[slot].magic = 0
+                continue
+            }
+            state[slot] = DiskTier.stored
+            hashes[slot] = r.block_hash
+            parents[slot] = r.parent_hash
+            generations[slot] = r.generation
+            checksums[slot] = r.checksum
+            index.insert(r.block_hash, Int32(slot))
+            journaled[slot] = 1
+            lruAppend(Int32(slot))
+            stats.storedSlots += 1
+            stats.recoveredSlots += 1
+            events.push(KVEvent(kind: .blockStored, tier: 1, blockHash: r.block_hash, parentHash: r.parent_hash))
+        }
+        for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free {
+            freeSlots[freeTop] = Int32(slot)
+            freeTop += 1
+        }
+        if kvm_slab_journal_rewrite(slab, latest, UInt32(capacity)) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+    }
+
+    // MARK: lookup
+
+    /// The slot holding block `hash` (stored, or still being written), or -1. Moves it to the
+    /// LRU's young end. O(1).
+    func lookup(_ hash: UInt64) -> Int32 {
+        let slot = index.find(hash)
+        if slot >= 0 && inLRU[Int(slot)] {
+            lruRemove(slot)
+            lruAppend(slot)
+        }
+        return slot
+    }
+
+    /// True when the tier holds block `hash` (no LRU change). O(1).
+    func contains(_ hash: UInt64) -> Bool { index.find(hash) >= 0 }
+
+    /// Block hash and parent hash of a slot (0 for a swapped-out sequence's own slot).
+    func hash(of slot: Int32) -> UInt64 { hashes[Int(slot)] }
+    func parent(of slot: Int32) -> UInt64 { parents[Int(slot)] }
+
+    /// Holds `slot` against reuse (a swapped-out sequence refers to it, or a read is pending).
+    func pin(_ slot: Int32) {
+        pins[Int(slot)] += 1
+        if inLRU[Int(slot)] { lruRemove(slot) }
+    }
+
+    /// Releases a pin; an unpinned hashed stored slot rejoins the LRU, an unpinned slot
+    /// without a hash (a swapped sequence's own) is freed.
+    func unpin(_ slot: Int32) {
+        let s = Int(slot)
+        precondition(pins[s] > 0, "unpin of an unpinned slot")
+        pins[s] -= 1
+        guard pins[s] == 0 else { return }
+        if hashes[s] == 0 {
+            if state[s] == DiskTier.stored { release(slot) }
+        } else if state[s] == DiskTier.stored {
+            lruAppend(slot)
+        }
+    }
+
+    // MARK: writes
+
+    /// Writes cached block `block` back to disk before it is freed (unless the tier already has
+    /// it). Failures are counted and the block is simply dropped, as without a tier.
+    func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
+        if let slot = Optional(lookup(hash)), slot >= 0 { return }
+        do throws(KVError) {
+            let (slot, stage) = try reserve()
+            do throws(KVError) {
+                try memory.gatherCached(block, into: payload(stage))
+            } catch {
+                cancel(slot: slot, stage: stage)
+                throw error
+            }
+            try submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.spillWrite)
+            stats.blocksSpilled += 1
+        } catch {
+            stats.spillsFailed += 1
+            lastFailure = error.message
+        }
+    }
+
+    /// Writes the first `tokens` tokens of the block at `position` of live `slot` for a swap-out,
+    /// under `hash` (0: the sequence's own slot). Returns the slot, pinned. Throws `io` when no
+    /// slot can be had (tier full of pinned slots, disk full) or the submission failed.
+    func writeSwap(_ block: Int32, hash: UInt64, parent: UInt64, slot seqSlot: Int, position: Int, tokens: Int) throws(KVError) -> Int32 {
+        if hash != 0 {
+            let found = lookup(hash)
+            if found >= 0 {
+                pin(found)
+                return found
+            }
+        }
+        let (slot, stage) = try reserve()
+        memory.gatherLive(block, slot: seqSlot, position: position, tokens: tokens, into: payload(stage))
+        pin(slot)
+        do throws(KVError) {
+            try submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.swapWrite)
+        } catch {
+            pins[Int(slot)] -= 1
+            throw error
+        }
+        return slot
+    }
+
+    private func payload(_ stage: Int32) -> UnsafeMutableRawPointer {
+        stagingBase + Int(stage) * slotBytes + Int(KVM_SLOT_HEADER_BYTES)
+    }
+
+    private func stageBuffer(_ stage: Int32) -> UnsafeMutableRawPointer { stagingBase + Int(stage) * slotBytes }
+
+    /// A free slot and a free staging buffer, waiting for completions and dropping the LRU's
+    /// oldest slot as needed.
+    private func reserve() throws(KVError) -> (Int32, Int32) {
+        let slot = try takeSlot()
+        return (slot, takeStage(for: slot))
+    }
+
+    private func cancel(slot: Int32, stage: Int32) {
+        freeSlots[freeTop] = slot
+        freeTop += 1
+        releaseStage(stage)
+    }
+
+    private func takeSlot() throws(KVError) -> Int32 {
+        if freeTop == 0 && Int(kvm_slab_allocated(slab)) < capacity {
+            let before = Int(kvm_slab_allocated(slab))
+            if kvm_slab_grow(slab) == 0 {
+                let after = Int(kvm_slab_allocated(slab))
+                for s in stride(from: after - 1, through: before, by: -1) {
+                    freeSlots[freeTop] = Int32(s)
+                    freeTop += 1
+                }
+            } else {
+                lastFailure = String(cString: kvm_error())
+            }
+        }
+        if freeTop == 0 {
+            guard lruHead >= 0 else {
+                let reason = Int(kvm_slab_allocated(slab)) < capacity ? lastFailure
+                    : "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
+                throw KVError(.io, reason)
+            }
+            // Drop several of the oldest at once: their FREED records go out in one write.
+            var dropped = 0
+            while dropped < DiskTier.dropBatch && lruHead >= 0 {
+                drop(lruHead)
+                dropped += 1
+            }
+            stats.slotsEvicted += UInt64(dropped)
+        }
+        freeTop -= 1
+        let slot = freeSlots[freeTop]
+        if journaled[Int(slot)] == 2 { flushJournal() }
+        return slot
+    }
+
+    private func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, op: UInt8) throws(KVError) {
+        generation += 1
+        let s = Int(slot)
+        kvm_slot_seal(stageBuffer(stage), UInt32(slot), hash, parent, generation, UInt32(payloadBytes))
+        state[s] = DiskTier.writing
+        hashes[s] = hash
+        parents[s] = parent
+        generations[s] = generation
+        checksums[s] = kvm_slot_checksum(stageBuffer(stage))
+        writingStage[s] = stage
+        stageOp[Int(stage)] = op
+        stageSlot[Int(stage)] = slot
+        if hash != 0 {
+            index.insert(hash, slot)
+            events.push(KVEvent(kind: .blockStored, tier: 1, blockHash: hash, parentHash: parent))
+        }
+        queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
+                         len: UInt32(slotBytes), op: UInt16(KVM_IO_WRITE), file: 0, buf_index: 0))
+    }
+
+    // MARK: reads
+
+    /// Reads `slot` into memory at `target` (verified before it is copied). A slot still being
+    /// written is served from its staging buffer at once. Throws `io` when the read cannot be
+    /// submitted (nothing changed then).
+    func load(_ slot: Int32, into target: LoadTarget) throws(KVError) {
+        let s = Int(slot)
+        if state[s] == DiskTier.writing {
+            memory.scatter(target, from: payload(writingStage[s]))
+            memory.loadFinished(target, ok: true)
+            stats.blocksLoaded += 1
+            return
+        }
+        let stage = takeStage(for: slot)
+        pin(slot)
+        stageOp[Int(stage)] = DiskTier.read
+        stageSlot[Int(stage)] = slot
+        stageTarget[Int(stage)] = target
+        queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
+                         len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: 0, buf_index: 0))
+    }
+
+    // MARK: staging buffers
+
+    /// A free staging buffer for a request on `slot`, waiting for completions when none is: the
+    /// one after the previous request's when `slot` follows its slot (so they can merge), else
+    /// the lowest. O(stages / 64).
+    private func takeStage(for slot: Int32) -> Int32 {
+        while freeStageCount == 0 { reap(waitFor: 1) }
+        var stage: Int32 = -1
+        let next = lastStage + 1
+        if slot == lastSlot + 1 && next >= 0 && Int(next) < stages && stageFreeBits[Int(next) / 64] & (1 << UInt64(next % 64)) != 0 {
+            stage = next
+        } else {
+            var w = 0
+            while stageFreeBits[w] == 0 { w += 1 }
+            stage = Int32(w * 64 + stageFreeBits[w].trailingZeroBitCount)
+        }
+        stageFreeBits[Int(stage) / 64] &= ~(1 << UInt64(stage % 64))
+        freeStageCount -= 1
+        lastSlot = slot
+        lastStage = stage
+        return stage
+    }
+
+    private func releaseStage(_ stage: Int32) {
+        precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
+        stageFreeBits[Int(stage) / 64] |= 1 << UInt64(stage % 64)
+        freeStageCount += 1
+    }
+
+    // MARK: submission
+
+    /// Adds a request to the batch; a full batch (a quarter of the depth) is submitted at once.
+    private func queue(_ request: kvm_io_req) {
+        batch[batchCount] = request
+        batchCount += 1
+        if batchCount * 4 >= stages { flush() }
+    }
+
+    /// Submits every batched request with one system call. A request the queue refuses
+    /// completes at once with the error (its write or read fails the usual way).
+    /// Requests for adjacent slots from adjacent staging buffers merge into one request of up
+    /// to `mergeBytes` (a tag then names the first buffer and the count: `first | count << 32`).
+    func flush() {
+        guard batchCount > 0 else { return }
+        var n = 0
+        for i in 0..<batchCount {
+            let r = batch[i]
+            if n > 0 {
+                let last = batch[n - 1]
+                if last.op == r.op && last.offset + UInt64(last.len) == r.offset && last.buf! + Int(last.len) == r.buf!
+                    && Int(last.len) + Int(r.len) <= mergeBytes {
+                    batch[n - 1].len += r.len
+                    batch[n - 1].tag += 1 << 32
+                    continue
+                }
+            }
+            batch[n] = r
+            batch[n].tag = r.tag | 1 << 32
+            n += 1
+        }
+        batchCount = 0
+        stats.requestsSubmitted += UInt64(n)
+        let accepted = Int(max(0, kvm_io_submit(io, batch, UInt32(n))))
+        if accepted < n {
+            lastFailure = "offload: submitting I/O failed: \(String(cString: kvm_error()))"
+            for i in accepted..<n { completeRequest(tag: batch[i].tag, result: -Int64(EIO)) }
+            flushJournal()
+        }
+    }
+
+    /// Completes every slot of a (possibly merged) request: all succeed or all fail.
+    private func completeRequest(tag: UInt64, result: Int64) {
+        let first = Int32(truncatingIfNeeded: tag & 0xFFFF_FFFF), count = Int(tag >> 32)
+        let ok = result == Int64(count * slotBytes)
+        for i in 0..<count {
+            complete(stage: first + Int32(i), result: ok ? Int64(slotBytes) : (result < 0 ? result : -Int64(EIO)))
+        }
+    }
+
+    // MARK: completions
+
+    /// Processes completed requests: waits until at least `waitFor` (capped at those in flight)
+    /// completed, or `timeoutMicroseconds` passed (negative: no limit). Returns how many.
+    @discardableResult
+    func reap(waitFor: Int = 0, timeoutMicroseconds: Int64 = -1) -> Int {
+        flush()
+        let n = kvm_io_reap(io, done, UInt32(stages), UInt32(waitFor), timeoutMicroseconds)
+        guard n > 0 else { return 0 }
+        for i in 0..<Int(n) { completeRequest(tag: done[i].tag, result: done[i].result) }
+        flushJournal()
+        return Int(n)
+    }
+
+    private func complete(stage: Int32, result: Int64) {
+        let op = stageOp[Int(stage)]
+        let slot = stageSlot[Int(stage)]
+        let s = Int(slot)
+        let ok = result == Int64(slotBytes)
+        let reason = result < 0 ? String(cString: strerror(Int32(-result))) : "short transfer of \(result) of \(slotBytes) bytes"
+        stageOp[Int(stage)] = DiskTier.idle
+        releaseStage(stage)
+        switch op {
+        case DiskTier.spillWrite, DiskTier.swapWrite:
+            guard state[s] == DiskTier.writing && writingStage[s] == stage else { return }
+            if ok {
+                stats.bytesWritten += UInt64(slotBytes)
+                state[s] = DiskTier.stored
+                stats.storedSlots += 1
+                if hashes[s] != 0 {
+                    if pins[s] == 0 { lruAppend(slot) }
+                    queueJournal(slot: slot, kind: UInt32(KVM_JOURNAL_STORED))
+                } else if pins[s] == 0 {
+                    release(slot)  // a swapped sequence's own slot, already read back or discarded
+                }
+            } else {
+                lastFailure = "offload write of slot \(s) failed: \(reason)"
+                if op == DiskTier.spillWrite { stats.spillsFailed += 1 }
+                if hashes[s] != 0 {
+                    index.remove(hashes[s])
+                    events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))
+                }
+                // A failed write's slot is given up once nothing refers to it; generation 0
+                // marks it so that the swap-out waiting on it sees the failure.
+                state[s] = DiskTier.stored
+                stats.storedSlots += 1
+                generations[s] = 0
+                markBroken(slot)
+            }
+        case DiskTier.read:
+            let target = stageTarget[Int(stage)]
+            var valid = ok
+            if ok {
+                stats.bytesRead += UInt64(slotBytes)
+                if state[s] != DiskTier.stored || kvm_slot_verify(stageBuffer(stage), UInt32(slot), hashes[s], generations[s],
+                                                                   checksums[s], UInt32(payloadBytes)) != 0 {
+                    valid = false
+                    lastFailure = String(cString: kvm_error())
+                }
+            } else {
+                lastFailure = "offload read of slot \(s) failed: \(reason)"
+            }
+            if valid {
+                memory.scatter(target, from: payload(stage))
+                stats.blocksLoaded += 1
+            } else {
+                stats.loadsFailed += 1
+                if hashes[s] != 0 {
+                    index.remove(hashes[s])
+                    events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))
+                    hashes[s] = 0
+                }
+                markBroken(slot)
+            }
+            memory.loadFinished(target, ok: valid)
+            unpin(slot)  // the read's pin
+        default:
+            preconditionFailure("completion for an idle staging buffer")
+        }
+    }
+
+    /// A slot whose bytes are known bad: freed when its last pin goes (hash 0 slots are freed
+    /// on unpin).
+    private func markBroken(_ slot: Int32) {
+        hashes[Int(slot)] = 0
+        if inLRU[Int(slot)] { lruRemove(slot) }
+        if pins[Int(slot)] == 0 && state[Int(slot)] == DiskTier.stored { release(slot) }
+    }
+
+    /// True when `slot`'s write completed and nothing has found its bytes bad.
+    func isDurable(_ slot: Int32) -> Bool { state[Int(slot)] == DiskTier.stored && generations[Int(slot)] != 0 }
+
+    /// Waits for every request in flight and processes it.
+    func drain() {
+        flush()
+        while kvm_io_inflight(io) > 0 { reap(waitFor: 1) }
+    }
+
+    /// Drops hashed stored slot `slot` from the tier (LRU eviction).
+    private func drop(_ slot: Int32) {
+        let s = Int(slot)
+        lruRemove(slot)
+        index.remove(hashes[s])
+        events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))
+        hashes[s] = 0
+        release(slot)
+    }
+
+    /// Returns a stored, unpinned, unindexed slot to the free list.
+    private func release(_ slot: Int32) {
+        let s = Int(slot)
+        precondition(pins[s] == 0 && state[s] == DiskTier.stored)
+        state[s] = DiskTier.free
+        hashes[s] = 0
+        if journaled[s] == 1 { queueJournal(slot: slot, kind: UInt32(KVM_JOURNAL_FREED)) }
+        stats.storedSlots -= 1
+        freeSlots[freeTop] = slot
+        freeTop += 1
+    }
+
+    /// Drops every hashed, unpinned slot (the tier is cleared). Emits one `allCleared` for tier 1.
+    func clear() {
+        while lruHead >= 0 { drop(lruHead) }
+        events.push(KVEvent(kind: .allCleared, tier: 1, blockHash: 0, parentHash: 0))
+    }
+
+    // MARK: journal
+
+    private func queueJournal(slot: Int32, kind: UInt32) {
+        let s = Int(slot)
+        var r = kvm_journal_record()
+        r.slot = UInt32(slot)
+        r.kind = kind
+        r.block_hash = hashes[s]
+        r.parent_hash = parents[s]
+        r.generation = generations[s]
+        r.checksum = checksums[s]
+        r.payload_bytes = UInt32(payloadBytes)
+        journal[journalCount] = r
+        journalCount += 1
+        journaled[s] = kind == UInt32(KVM_JOURNAL_STORED) ? 1 : 2
+        if journalCount == stages * 2 + 16 { flushJournal() }
+    }
+
+    /// Appends queued journal records with one write. A failure is counted; the blocks stay
+    /// served in this run but will not be found after a restart.
+    private func flushJournal() {
+        guard journalCount > 0 else { return }
+        if kvm_slab_journal_append(slab, journal, UInt32(journalCount)) < 0 {
+            // The slots are reused anyway: a restart then finds stale records, and verification
+            // turns their slots into misses.
+            lastFailure = String(cString: kvm_error())
+        }
+        for i in 0..<journalCount where journal[i].kind == UInt32(KVM_JOURNAL_FREED) && journaled[Int(journal[i].slot)] == 2 {
+            journaled[Int(journal[i].slot)] = 0
+        }
+        journalCount = 0
+    }
+
+    /// Makes everything written so far durable (fdatasync of slab and journal).
+    func sync() throws(KVError) {
+        drain()
+        flushJournal()
+        if kvm_slab_sync(slab) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+    }
+
+    // MARK: LRU
+
+    private func lruAppend(_ slot: Int32) {
+        guard !inLRU[Int(slot)] else { return }
+        inLRU[Int(slot)] = true
+        lruPrev[Int(slot)] = lruTail
+        lruNext[Int(slot)] = -1
+        if lruTail >= 0 { lruNext[Int(lruTail)] = slot } else { lruHead = slot }
+        lruTail = slot
+    }
+
+    private func lruRemove(_ slot: Int32) {
+        guard inLRU[Int(slot)] else { return }
+        inLRU[Int(slot)] = false
+        let p = lruPrev[Int(slot)], n = lruNext[Int(slot)]
+        if p >= 0 { lruNext[Int(p)] = n } else { lruHead = n }
+        if n >= 0 { lruPrev[Int(n)] = p } else { lruTail = p }
+    }
+}
+
+/// Reads environment variables without Foundation.
+enum ProcessInfoLite {
+    static func get(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+}

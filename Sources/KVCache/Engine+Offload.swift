@@ -1,0 +1,194 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The disk tier's side of the engine: readiness of disk reads, completion polling, and
+/// whole-sequence swap out and in (preemption).
+///
+/// Completions: the engine has no I/O thread. Completed requests are processed (verified,
+/// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`, `swapIn`
+/// and `free`, under the engine's lock; a server that only wants progress calls `poll`.
+extension Engine {
+    /// The slot of live, resident (not swapped-out) `seq`. Throws `notFound`, or
+    /// `invalidArgument` for a swapped-out sequence.
+    func residentSlot(_ seq: UInt64) throws(KVError) -> Int {
+        let s = try slot(seq)
+        if let offload, offload.swapped[s] {
+            throw .invalid("sequence \(seq) is swapped out; swap it in (and wait until it is ready) first")
+        }
+        return s
+    }
+
+    /// True when every token of `seq` is resident: no disk read (prefix hit or swap-in) is still
+    /// filling its blocks. The server must not read K/V below `cached_tokens` before. A
+    /// swapped-out sequence is not ready. Processes completions first (never waits).
+    /// Throws `notFound`, or `io` when a read of one of its blocks failed or was torn or
+    /// corrupt: its bytes were not served; free the sequence and create it again (the bad blocks
+    /// left the cache, so the new one reports fewer cached tokens). Cost: O(blocks of seq).
+    public func ready(_ seq: UInt64) throws(KVError) -> Bool {
+        try locked { () throws(KVError) -> Bool in
+            let s = try slot(seq)
+            guard let offload else { return true }
+            offload.tier.reap()
+            if offload.swapped[s] { return false }
+            if offload.failed[s] {
+                throw KVError(.io, "a disk read for sequence \(seq) failed (\(offload.tier.lastFailure)); free it and create it again")
+            }
+            return offload.resident(s)
+        }
+    }
+
+    /// Processes disk-tier completions, waiting up to `timeoutMicroseconds` for the first when
+    /// requests are in flight (never when none are). Returns how many completed. The wait holds
+    /// the engine's lock (it ends as soon as the device answers). No-op without a disk tier.
+    @discardableResult
+    public func poll(timeoutMicroseconds: UInt32) -> Int {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        guard let tier = offload?.tier else { return 0 }
+        let first = tier.reap(waitFor: timeoutMicroseconds > 0 ? 1 : 0, timeoutMicroseconds: Int64(timeoutMicroseconds))
+        return first + tier.reap()
+    }
+
+    /// Writes `seq`'s K/V to the disk tier and releases its memory, synchronously: when it
+    /// returns, every block is on disk and the memory is free (blocks shared with other
+    /// sequences stay, cached prefix blocks already on disk are not written again). The sequence
+    /// stays live (its id, length and chain state) but cannot be read, appended to or forked
+    /// until `swapIn`. Waits for the sequence's pending reads first.
+    /// Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (already swapped out),
+    /// `io` (disk full, tier full of pinned slots, write error): then the sequence is resident
+    /// and unchanged. Cost: one memcpy and checksum per block, writes at full queue depth.
+    public func swapOut(_ seq: UInt64) throws(KVError) {
+        try locked { () throws(KVError) in
+            let s = try residentSlot(seq)
+            guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
+            let tier = offload.tier!
+            offload.waitResident(s)
+            if offload.failed[s] { throw KVError(.io, "sequence \(seq) holds blocks whose disk read failed; free it instead") }
+            let table = sequences.table(s)
+            let count = sequences.blockCount(s)
+            let length = sequences.lengths[s]
+            let diskSlots = offload.scratchSlots
+            var written = 0
+            do throws(KVError) {
+                while written < count {
+                    let b = table[written]
+                    let tokens = min(bt, length - written * bt)
+                    diskSlots[written] = try tier.writeSwap(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b),
+                                                            slot: s, position: written, tokens: tokens)
+                    written += 1
+                }
+                tier.drain()
+                for i in 0..<count where !tier.isDurable(diskSlots[i]) {
+                    throw KVError(.io, "swapping out sequence \(seq) failed: \(tier.lastFailure)")
+                }
+            } catch {
+                tier.drain()
+                for i in 0..<written { tier.unpin(diskSlots[i]) }
+                throw error
+            }
+            for i in 0..<count {
+                let b = table[i]
+                blocks.release(b)
+                // A block only this sequence held is now cached and on disk: free its memory.
+                if blocks.references(b) == 0 && blocks.hash(of: b) != 0 { blocks.evict(b) }
+                table[i] = diskSlots[i]
+            }
+            contiguous?.close(slot: s)
+            contiguous?.releaseUnpinned(slot: s)
+            offload.swapped[s] = true
+            offload.swapOuts += 1
+        }
+    }
+
+    /// Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
+    /// blocks still cached in memory are shared instead). Returns at once; `ready` says when the
+    /// bytes are there. Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (not
+    /// swapped out), `outOfMemory` (nothing changed; the sequence stays swapped out).
+    /// Cost: one read of one slot per block, at full queue depth.
+    public func swapIn(_ seq: UInt64) throws(KVError) {
+        try locked { () throws(KVError) in
+            let s = try slot(seq)
+            guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
+            guard offload.swapped[s] else { throw .invalid("sequence \(seq) is not swapped out") }
+            let tier = offload.tier!
+            let table = sequences.table(s)
+            let count = sequences.blockCount(s)
+            let length = sequences.lengths[s]
+            let diskSlots = offload.scratchSlots
+            diskSlots.update(from: table, count: count)
+            // Paged: a block whose hash is still indexed in memory is shared, not read.
+            var shared = 0, revived = 0
+            if paged != nil {
+                for i in 0..<count {
+                    let h = tier.hash(of: diskSlots[i])
+                    let b = h != 0 ? blocks.lookup(h) : -1
+                    if b >= 0 {
+                        shared += 1
+                        if blocks.references(b) == 0 { revived += 1 }
+                    }
+                }
+            }
+            guard blocks.available - revived >= count - shared else {
+                throw .outOfMemory("swapping in sequence \(seq) needs \(count - shared) blocks, \(blocks.available - revived) are available")
+            }
+            if let contiguous {
+                let need = contiguous.groupsNeeded(slot: s, hit: UnsafeBufferPointer(start: nil, count: 0), hitTokens: 0, tokens: length)
+                guard contiguous.fits(need) else { throw .outOfMemory("swapping in sequence \(seq) needs \(need) pages the budget does not have free") }
+            }
+            var filled = 0
+            do throws(KVError) {
+                try contiguous?.open(slot: s, hit: UnsafeBufferPointer(start: nil, count: 0), hitTokens: 0, tokens: length)
+                while filled < count {
+                    let h = tier.hash(of: diskSlots[filled])
+                    let b = paged != nil && h != 0 ? blocks.lookup(h) : -1
+                    if b >= 0 { blocks.retain(b); table[filled] = b } else { table[filled] = try blocks.allocate() }
+                    filled += 1
+                }
+            } catch {
+                // Only a failing system call gets here (capacity was checked): undo.
+                for i in 0..<filled { blocks.release(table[i]) }
+                table.update(from: diskSlots, count: count)
+                contiguous?.close(slot: s)
+                contiguous?.releaseUnpinned(slot: s)
+                throw error
+            }
+            offload.swapped[s] = false
+            offload.failed[s] = false
+            for i in 0..<count {
+                let d = diskSlots[i], h = tier.hash(of: d)
+                let isShared = paged != nil && h != 0 && blocks.hash(of: table[i]) == h
+                if !isShared {
+                    if h != 0 { index(table[i], hash: h, parent: tier.parent(of: d), slot: s, position: i) }
+                    offload.load(d, block: table[i], slot: s, position: i, tokens: min(bt, length - i * bt))
+                }
+                tier.unpin(d)  // the swapped-out sequence's pin; a pending read holds its own
+            }
+            offload.swapIns += 1
+            tier.flush()
+        }
+    }
+
+    /// Frees swapped-out slot `slot`: its disk slots are unpinned (its own ones freed).
+    func releaseSwapped(_ slot: Int) {
+        guard let offload else { return }
+        let table = sequences.table(slot)
+        for i in 0..<sequences.blockCount(slot) { offload.tier.unpin(table[i]) }
+        offload.swapped[slot] = false
+        sequences.close(slot)
+    }
+
+    /// Waits for every disk-tier request and makes the tier durable (fdatasync of slab and
+    /// journal). Throws `io`. No-op without a disk tier.
+    public func syncOffload() throws(KVError) {
+        try locked { () throws(KVError) in try offload?.tier.sync() }
+    }
+
+    /// Why the disk tier runs a fallback (thread pool instead of io_uring, buffered instead of
+    /// O_DIRECT), or "" (also without a tier).
+    public var offloadFallbackReason: String {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return offload?.tier.fallbackReason ?? ""
+    }
+}

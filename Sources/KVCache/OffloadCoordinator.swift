@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Ties the disk tier to the engine's memory: copies block bytes between the engine's layout
+/// and staging buffers, tracks which blocks a disk read is still filling and which sequences a
+/// failed read spoiled, and holds the state of swapped-out sequences.
+///
+/// Invariants: a block with `loading` set is referenced by at least one live sequence (free
+/// waits for a sequence's loads), so a cached block is never loading and a spill never writes
+/// a block that is not yet resident. A swapped-out slot's block table holds disk slots, each
+/// pinned once by the sequence.
+///
+/// Cost: O(1) per block besides the byte copies; all arrays allocated at creation.
+/// Not thread-safe: the engine serialises calls.
+final class OffloadCoordinator: TierMemory, BlockSpiller {
+    /// The tier; set right after creation (it needs this object as its memory).
+    private(set) var tier: DiskTier!
+    private let blocks: BlockPool
+    private let sequences: SequenceTable
+    private let paged: PagedMemory?
+    private let contiguous: ContiguousMemory?
+    private let tensors: Int
+    private let tokenBytes: Int
+    private let blockBytes: Int
+    /// Per block: 1 while a disk read fills it.
+    private let loading: UnsafeMutablePointer<UInt8>
+    /// Per sequence slot: a disk read of one of its blocks failed (torn, corrupt or I/O error).
+    let failed: UnsafeMutablePointer<Bool>
+    /// Per sequence slot: swapped out (its table holds disk slots).
+    let swapped: UnsafeMutablePointer<Bool>
+    /// Scratch: one sequence's disk slots.
+    let scratchSlots: UnsafeMutablePointer<Int32>
+    /// Prompt tokens served from the disk tier, swap-outs and swap-ins done.
+    var diskHitTokens: UInt64 = 0
+    var swapOuts: UInt64 = 0
+    var swapIns: UInt64 = 0
+
+    init(_ config: EngineConfig, blocks: BlockPool, sequences: SequenceTable, paged: PagedMemory?,
+         contiguous: ContiguousMemory?) throws(KVError) {
+        self.blocks = blocks
+        self.sequences = sequences
+        self.paged = paged
+        self.contiguous = contiguous
+        tensors = config.tensors
+        tokenBytes = config.tokenBytes
+        blockBytes = config.blockBytes
+        loading = .allocate(capacity: blocks.capacity)
+        loading.initialize(repeating: 0, count: blocks.capacity)
+        failed = .allocate(capacity: config.maxSeqs)
+        failed.initialize(repeating: false, count: config.maxSeqs)
+        swapped = .allocate(capacity: config.maxSeqs)
+        swapped.initialize(repeating: false, count: config.maxSeqs)
+        scratchSlots = .allocate(capacity: sequences.maxBlocks)
+        tier = try DiskTier(config, memory: self, events: blocks.events)
+        blocks.spiller = self
+    }
+
+    /// Waits for every request in flight and appends their journal records; the engine calls it
+    /// before it goes (completions call back into this object, which must still be whole).
+    func close() {
+        tier.drain()
+    }
+
+    deinit {
+        loading.deallocate()
+        failed.deallocate()
+        swapped.deallocate()
+        scratchSlots.deallocate()
+    }
+
+    /// The tier's counters with the engine-level ones filled in.
+    var stats: DiskTierStats {
+        var s = tier.stats
+        s.prefixHitTokens = diskHitTokens
+        s.swapOuts = swapOuts
+        s.swapIns = swapIns
+        return s
+    }
+
+    /// True while a disk read fills `block`.
+    @inline(__always) func isLoading(_ block: Int32) -> Bool { loading[Int(block)] != 0 }
+
+    /// Starts reading disk slot `diskSlot` into `block` at `position` of sequence `slot`; on a
+    /// submission failure the sequence is marked failed (its `ready` reports it).
+    func load(_ diskSlot: Int32, block: Int32, slot: Int, position: Int, tokens: Int) {
+        loading[Int(block)] = 1
+        do throws(KVError) {
+            try tier.load(diskSlot, into: LoadTarget(block: block, slot: Int32(slot), position: Int32(position), tokens: Int32(tokens)))
+        } catch {
+            loading[Int(block)] = 0
+            failed[slot] = true
+        }
+    }
+
+    /// True when none of live `slot`'s blocks is still being read.
+    func resident(_ slot: Int) -> Bool {
+        let table = sequences.table(slot)
+        for i in 0..<sequences.blockCount(slot) where loading[Int(table[i])] != 0 { return false }
+        return true
+    }
+
+    /// Processes completions until `slot` is resident.
+    func waitResident(_ slot: Int) {
+        while !resident(slot) { tier.reap(waitFor: 1) }
+    }
+
+    // MARK: BlockSpiller
+
+    func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
+        guard loading[Int(block)] == 0 else { return }
+        tier.spill(block, hash: hash, parent: parent)
+    }
+
+    // MARK: TierMemory
+
+    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) {
+        if let paged {
+            for t in 0..<tensors { (out + t * blockBytes).copyMemory(from: paged.address(block, tensor: t), byteCount: blockBytes) }
+        } else if let contiguous {
+            try contiguous.readBlock(block, into: out)
+        }
+    }
+
+    func gatherLive(_ block: Int32, slot: Int, position: Int, tokens: Int, into out: UnsafeMutableRawPointer) {
+        let bytes = tokens * tokenBytes
+        for t in 0..<tensors {
+            let source = paged?.address(block, tensor: t) ?? contiguous!.base(slot, tensor: t) + position * blockBytes
+            (out + t * blockBytes).copyMemory(from: source, byteCount: bytes)
+        }
+    }
+
+    func scatter(_ target: LoadTarget, from data: UnsafeRawPointer) {
+        let bytes = Int(target.tokens) * tokenBytes
+        for t in 0..<tensors {
+            let dest = paged?.address(target.block, tensor: t)
+                ?? contiguous!.base(Int(target.slot), tensor: t) + Int(target.position) * blockBytes
+            dest.copyMemory(from: data + t * blockBytes, byteCount: bytes)
+        }
+    }
+
+    func loadFinished(_ target: LoadTarget, ok: Bool) {
+        loading[Int(target.block)] = 0
+        guard !ok else { return }
+        // Every live sequence holding the block is spoiled; the block leaves the index so that
+        // nobody else is served its bytes.
+        blocks.forget(target.block)
+        for slot in 0..<sequences.maxSeqs where sequences.lengths[slot] > 0 && !swapped[slot] {
+            let table = sequences.table(slot)
+            for i in 0..<sequences.blockCount(slot) where table[i] == target.block {
+                failed[slot] = true
+                break
+            }
+        }
+    }
+}

@@ -1,0 +1,265 @@
+import CKVMemory
+import KVCache
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The measurements behind `kvcache io-bench`: one test file opened O_DIRECT (buffered when
+/// the file system refuses), `maxDepth` aligned buffers of `maxBlockBytes` registered with the
+/// disk tier's `kvm_io` queue, and a synchronous pread/pwrite loop on the same file.
+///
+/// Offsets are random and block-aligned (xorshift, fixed seed). A cell keeps `depth` requests
+/// in flight for its duration, then drains; latency is submit-to-reap per request.
+final class IOBench {
+    enum Op: String, Sendable { case write, read }
+
+    /// One measured (operation, engine, block size, depth).
+    struct Cell {
+        var op: Op
+        var engine: String
+        var blockBytes: Int
+        var depth: Int
+        var bytes: UInt64
+        var seconds: Double
+        var latenciesNanoseconds: [UInt64]
+
+        var mibPerSecond: Double { Double(bytes) / seconds / 1_048_576 }
+        var iops: Double { Double(latenciesNanoseconds.count) / seconds }
+        func percentileMicroseconds(_ p: Double) -> Double {
+            guard !latenciesNanoseconds.isEmpty else { return 0 }
+            let i = min(latenciesNanoseconds.count - 1, Int(Double(latenciesNanoseconds.count) * p))
+            return Double(latenciesNanoseconds[i]) / 1000
+        }
+        var meanMicroseconds: Double {
+            latenciesNanoseconds.isEmpty ? 0 : Double(latenciesNanoseconds.reduce(0, +)) / Double(latenciesNanoseconds.count) / 1000
+        }
+    }
+
+    let path: String
+    let fileBytes: Int
+    let maxBlockBytes: Int
+    let maxDepth: Int
+    private let fd: Int32
+    let direct: Bool
+    private let buffers: UnsafeMutableRawPointer
+    private let io: OpaquePointer
+    private var rng: UInt64 = 0x9E37_79B9_7F4A_7C15
+
+    init(path: String, fileBytes: Int, maxBlockBytes: Int, maxDepth: Int, forceThreads: Bool) throws {
+        self.path = path
+        self.fileBytes = fileBytes / maxBlockBytes * maxBlockBytes
+        self.maxBlockBytes = maxBlockBytes
+        self.maxDepth = maxDepth
+        var isDirect: Int32 = 0
+        let f = kvm_io_open_file(path, &isDirect)
+        guard f >= 0 else { throw IOBenchError(String(cString: kvm_error())) }
+        fd = f
+        direct = isDirect == 1
+        guard kvm_io_preallocate(fd, UInt64(self.fileBytes)) == 0 else {
+            let reason = String(cString: kvm_error())
+            close(fd)
+            throw IOBenchError("\(path): \(reason)")
+        }
+        let total = maxDepth * maxBlockBytes
+        guard let mapped = kvm_io_alloc_buffers(UInt64(total)) else {
+            close(fd)
+            throw IOBenchError(String(cString: kvm_error()))
+        }
+        buffers = mapped
+        // Incompressible content, so that no layer below can cheat on zeros.
+        var x: UInt64 = 0x2545_F491_4F6C_DD1D
+        for i in 0..<(total / 8) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17
+            buffers.storeBytes(of: x, toByteOffset: i * 8, as: UInt64.self)
+        }
+        var iovecs = (0..<maxDepth).map { iovec(iov_base: mapped + $0 * maxBlockBytes, iov_len: maxBlockBytes) }
+        var file = fd
+        var config = kvm_io_config()
+        config.depth = UInt32(maxDepth)
+        config.threads = UInt32(min(maxDepth, 16))
+        config.force_threads = forceThreads ? 1 : 0
+        config.n_files = 1
+        var q: OpaquePointer?
+        let rc = iovecs.withUnsafeMutableBufferPointer { b in
+            withUnsafePointer(to: &file) { p in
+                config.buffers = UnsafePointer(b.baseAddress)
+                config.n_buffers = UInt32(b.count)
+                config.files = p
+                return kvm_io_create(&config, &q)
+            }
+        }
+        guard rc == 0, let q else {
+            kvm_io_free_buffers(mapped, UInt64(total))
+            close(fd)
+            throw IOBenchError("kvm_io_create: \(String(cString: kvm_error()))")
+        }
+        io = q
+    }
+
+    deinit {
+        kvm_io_destroy(io)
+        kvm_io_free_buffers(buffers, UInt64(maxDepth * maxBlockBytes))
+        close(fd)
+    }
+
+    /// "io_uring" or "threads".
+    var backendName: String { kvm_io_backend(io) == KVM_IO_URING ? "io_uring" : "threads" }
+    var registeredBuffers: Bool { kvm_io_registered_buffers(io) == 1 }
+
+    func removeFile() { unlink(path) }
+
+    /// Writes the whole file once (so that reads reach the device, not unwritten extents).
+    func fill() throws {
+        var offset = 0
+        while offset < fileBytes {
+            let n = min(maxBlockBytes, fileBytes - offset)
+            guard pwrite(fd, buffers, n, off_t(offset)) == n else { throw IOBenchError("filling \(path) failed: \(String(cString: strerror(errno)))") }
+            offset += n
+        }
+        fdatasync(fd)
+    }
+
+    @inline(__always) private func randomOffset(_ blockBytes: Int) -> UInt64 {
+        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
+        return (rng % UInt64(fileBytes / blockBytes)) * UInt64(blockBytes)
+    }
+
+    /// One request at a time with pread/pwrite: what a tier without a queue does.
+    func runSync(op: Op, blockBytes: Int, seconds: Double) throws -> Cell {
+        var latencies: [UInt64] = []
+        latencies.reserveCapacity(1 << 16)
+        let start = monotonicNanoseconds()
+        let end = start + UInt64(seconds * 1e9)
+        var now = start
+        var bytes: UInt64 = 0
+        while now < end {
+            let offset = off_t(randomOffset(blockBytes))
+            let t0 = monotonicNanoseconds()
+            let n = op == .write ? pwrite(fd, buffers, blockBytes, offset) : pread(fd, buffers, blockBytes, offset)
+            now = monotonicNanoseconds()
+            guard n == blockBytes else { throw IOBenchError("sync \(op.rawValue) failed: \(n < 0 ? String(cString: strerror(errno)) : "short")") }
+            latencies.append(now - t0)
+            bytes += UInt64(blockBytes)
+        }
+        latencies.sort()
+        return Cell(op: op, engine: "sync", blockBytes: blockBytes, depth: 1, bytes: bytes,
+                    seconds: Double(now - start) / 1e9, latenciesNanoseconds: latencies)
+    }
+
+    /// `depth` requests in flight through the queue until `seconds` pass, then drained.
+    func runQueue(op: Op, blockBytes: Int, depth: Int, seconds: Double) throws -> Cell {
+        var latencies: [UInt64] = []
+        latencies.reserveCapacity(1 << 16)
+        var submitted = [UInt64](repeating: 0, count: depth)
+        var done = [kvm_io_done](repeating: kvm_io_done(), count: depth)
+        var requests = [kvm_io_req](repeating: kvm_io_req(), count: depth)
+        var free = Array((0..<depth).reversed())
+        let start = monotonicNanoseconds()
+        let end = start + UInt64(seconds * 1e9)
+        var now = start
+        var bytes: UInt64 = 0
+        var inflight = 0
+        while true {
+            var n = 0
+            if now < end {
+                while let b = free.popLast() {
+                    requests[n] = kvm_io_req(tag: UInt64(b), buf: buffers + b * maxBlockBytes, offset: randomOffset(blockBytes),
+                                             len: UInt32(blockBytes), op: UInt16(op == .write ? KVM_IO_WRITE : KVM_IO_READ), file: 0,
+                                             buf_index: Int32(b))
+                    submitted[b] = now
+                    n += 1
+                }
+            }
+            if n > 0 {
+                let accepted = kvm_io_submit(io, &requests, UInt32(n))
+                guard accepted == Int32(n) else { throw IOBenchError("kvm_io_submit: \(String(cString: kvm_error()))") }
+                inflight += n
+            }
+            if inflight == 0 { break }
+            let got = kvm_io_reap(io, &done, UInt32(depth), 1, -1)
+            guard got >= 0 else { throw IOBenchError("kvm_io_reap: \(String(cString: kvm_error()))") }
+            now = monotonicNanoseconds()
+            for i in 0..<Int(got) {
+                let b = Int(done[i].tag)
+                guard done[i].result == Int64(blockBytes) else {
+                    throw IOBenchError("queue \(op.rawValue) failed: \(done[i].result < 0 ? String(cString: strerror(Int32(-done[i].result))) : "short")")
+                }
+                latencies.append(now - submitted[b])
+                bytes += UInt64(blockBytes)
+                free.append(b)
+            }
+            inflight -= Int(got)
+        }
+        latencies.sort()
+        return Cell(op: op, engine: "queue", blockBytes: blockBytes, depth: depth, bytes: bytes,
+                    seconds: Double(now - start) / 1e9, latenciesNanoseconds: latencies)
+    }
+
+    // MARK: reports
+
+    func table(_ cells: [Cell], sizes: [Int], depths: [Int], ops: [Op]) -> String {
+        func pad(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
+        func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
+        var out = "kvcache io-bench: \(path), \(ByteCount.format(UInt64(fileBytes))), \(direct ? "O_DIRECT" : "buffered"), "
+            + "queue backend \(backendName)\(registeredBuffers ? " with registered buffers" : ""), random block-aligned offsets\n\n"
+        for op in ops {
+            out += "\(op.rawValue) throughput, MiB/s (p99 latency, us)\n"
+            out += pad("block", 8) + pad("sync", 16) + depths.map { pad("qd\($0)", 16) }.joined() + pad("best/sync", 11) + "\n"
+            for size in sizes {
+                let sync = cells.first { $0.op == op && $0.engine == "sync" && $0.blockBytes == size }
+                let row = depths.map { d in cells.first { $0.op == op && $0.engine == "queue" && $0.blockBytes == size && $0.depth == d } }
+                var line = pad(String(ByteCount.format(UInt64(size)).filter { $0 != " " }), 8)
+                line += pad(sync.map { "\(f($0.mibPerSecond)) (\(f($0.percentileMicroseconds(0.99))))" } ?? "-", 16)
+                for c in row { line += pad(c.map { "\(f($0.mibPerSecond)) (\(f($0.percentileMicroseconds(0.99))))" } ?? "-", 16) }
+                let best = row.compactMap { $0?.mibPerSecond }.max() ?? 0
+                line += pad(sync.map { "\(f(best / max($0.mibPerSecond, 1e-9)))x" } ?? "-", 11)
+                out += line + "\n"
+            }
+            out += "\n"
+        }
+        return out
+    }
+
+    /// The engine-level rows of `--tier`: swap-out (write) and swap-in (read) throughput.
+    func tierTable(_ cells: [Cell]) -> String {
+        func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
+        var out = "disk tier through the engine (swap out / swap in of a sequence, slot = payload + 4 KiB header, depth 32)\n"
+        out += "   payload   swap-out MiB/s   swap-in MiB/s   swaps\n"
+        for w in cells where w.op == .write {
+            guard let r = cells.first(where: { $0.op == .read && $0.blockBytes == w.blockBytes }) else { continue }
+            let size = String(ByteCount.format(UInt64(w.blockBytes)).filter { $0 != " " })
+            out += String(repeating: " ", count: max(0, 10 - size.count)) + size
+            out += String(repeating: " ", count: max(0, 17 - f(w.mibPerSecond).count)) + f(w.mibPerSecond)
+            out += String(repeating: " ", count: max(0, 16 - f(r.mibPerSecond).count)) + f(r.mibPerSecond)
+            out += String(repeating: " ", count: max(0, 8 - String(w.latenciesNanoseconds.count).count)) + String(w.latenciesNanoseconds.count) + "\n"
+        }
+        return out
+    }
+
+    func json(_ cells: [Cell], seconds: Double) -> String {
+        func num(_ x: Double) -> String { x.isFinite ? String(format3(x)) : "0" }
+        let rows = cells.map { c in
+            "{\"op\":\"\(c.op.rawValue)\",\"engine\":\"\(c.engine)\",\"block_bytes\":\(c.blockBytes),\"depth\":\(c.depth),"
+                + "\"bytes\":\(c.bytes),\"mib_per_s\":\(num(c.mibPerSecond)),\"iops\":\(num(c.iops)),\"mean_us\":\(num(c.meanMicroseconds)),"
+                + "\"p50_us\":\(num(c.percentileMicroseconds(0.5))),\"p99_us\":\(num(c.percentileMicroseconds(0.99))),"
+                + "\"max_us\":\(num(Double(c.latenciesNanoseconds.last ?? 0) / 1000))}"
+        }
+        return "{\"file\":\"\(path)\",\"file_bytes\":\(fileBytes),\"direct\":\(direct),\"backend\":\"\(backendName)\","
+            + "\"registered_buffers\":\(registeredBuffers),\"seconds_per_cell\":\(num(seconds)),\"cells\":[\(rows.joined(separator: ","))]}"
+    }
+}
+
+/// Three decimals, without Foundation.
+func format3(_ x: Double) -> String {
+    let scaled = (x * 1000).rounded()
+    let whole = Int(scaled / 1000)
+    let frac = abs(Int(scaled) % 1000)
+    let fracText = String(frac)
+    return "\(scaled < 0 && whole == 0 ? "-" : "")\(whole).\(String(repeating: "0", count: 3 - fracText.count))\(fracText)"
+}
+
+/// An io-bench failure, with the reason.
+struct IOBenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,136 @@
+import ArgumentParser
+import CKVMemory
+import KVCache
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `kvcache io-bench`: throughput and latency of the disk tier's I/O path (the `kvm_io` queue
+/// on an O_DIRECT file with registered buffers) for each block size and queue depth, beside a
+/// synchronous one-request-at-a-time pread/pwrite baseline on the same file, in one run.
+struct IOBenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "io-bench",
+        abstract: "Benchmark the disk tier's I/O path against synchronous pread/pwrite.",
+        discussion: """
+        Creates DIR/kvcache-io-bench.dat (--file-size, written in full first so that reads hit \
+        the device, removed at the end unless --keep-file), then for every block size and for \
+        write and read: the synchronous baseline (one pread/pwrite at a time, O_DIRECT, same \
+        file) and the io_uring queue at each depth (--backend threads: the pread/pwrite thread \
+        pool). Offsets are random and block-aligned (like fio's randwrite/randread with \
+        norandommap). Each cell runs --seconds.
+
+        --json prints {"file", "file_bytes", "direct", "backend", "registered_buffers", \
+        "seconds_per_cell", "cells": [{"op": "write"|"read", "engine": "sync"|"queue", \
+        "block_bytes", "depth", "bytes", "mib_per_s", "iops", "mean_us", "p50_us", "p99_us", \
+        "max_us"}]}.
+        """
+    )
+
+    @Option(help: "Directory of the test file (the file system the disk tier would use).")
+    var dir = "."
+
+    @Option(help: "Size of the test file.")
+    var fileSize = ByteCount(bytes: 1 << 30)
+
+    @Option(help: "Block sizes, comma-separated.")
+    var blockSizes = "64KiB,128KiB,256KiB,512KiB,1MiB,2MiB"
+
+    @Option(help: "Queue depths, comma-separated (1...256).")
+    var depths = "1,2,4,8,16,32,64"
+
+    @Option(help: "Operations: write,read or one of them.")
+    var ops = "write,read"
+
+    @Option(help: "Seconds per cell.")
+    var seconds = 1.0
+
+    @Option(help: "Queue backend: uring or threads.")
+    var backend = "uring"
+
+    @Flag(help: "Skip the synchronous baseline.")
+    var noBaseline = false
+
+    @Flag(help: "Keep the test file (for tools/fio_compare.sh).")
+    var keepFile = false
+
+    @Flag(help: "Do not write the test file first (it was written by an earlier run with --keep-file).")
+    var skipFill = false
+
+    @Flag(help: "Print the report as JSON.")
+    var json = false
+
+    @Flag(help: "Also measure the disk tier through the engine: swap-out and swap-in with slots of each block size (multiples of 64KiB), queue depth 32.")
+    var tier = false
+
+    @Option(help: "Bytes of K/V per swapped sequence with --tier.")
+    var tierSequenceBytes = ByteCount(bytes: 512 << 20)
+
+    func validate() throws {
+        guard seconds > 0 && seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
+        guard parsedSizes != nil else { throw ValidationError("--block-sizes: a comma-separated list of sizes, multiples of 4KiB up to 64MiB") }
+        guard parsedDepths != nil else { throw ValidationError("--depths: a comma-separated list of depths in 1...256") }
+        guard ["uring", "threads"].contains(backend) else { throw ValidationError("--backend is uring or threads") }
+        guard !parsedOps.isEmpty else { throw ValidationError("--ops: write, read or write,read") }
+        let largest = parsedSizes!.max()!
+        let deepest = parsedDepths!.max()!
+        guard fileSize.bytes >= UInt64(largest * deepest) * 2 else {
+            throw ValidationError("--file-size must be at least twice the largest block x the deepest queue (\(ByteCount.format(UInt64(2 * largest * deepest))))")
+        }
+    }
+
+    var parsedSizes: [Int]? {
+        let sizes = blockSizes.split(separator: ",").map { ByteCount(argument: String($0)).map { Int($0.bytes) } }
+        guard !sizes.isEmpty, sizes.allSatisfy({ $0 != nil && $0! % 4096 == 0 && $0! > 0 && $0! <= 64 << 20 }) else { return nil }
+        return sizes.map { $0! }
+    }
+
+    var parsedDepths: [Int]? {
+        let values = depths.split(separator: ",").map { Int($0) }
+        guard !values.isEmpty, values.allSatisfy({ $0 != nil && (1...256).contains($0!) }) else { return nil }
+        return values.map { $0! }
+    }
+
+    var parsedOps: [IOBench.Op] { ops.split(separator: ",").compactMap { IOBench.Op(rawValue: String($0)) } }
+
+    func run() throws {
+        let sizes = parsedSizes!, depthList = parsedDepths!
+        let bench = try IOBench(path: dir + "/kvcache-io-bench.dat", fileBytes: Int(fileSize.bytes),
+                                maxBlockBytes: sizes.max()!, maxDepth: depthList.max()!, forceThreads: backend == "threads")
+        defer { if !keepFile { bench.removeFile() } }
+        var progress = ProgressLine()
+        if !skipFill {
+            progress.update("io-bench: writing the \(fileSize) test file")
+            try bench.fill()
+        }
+        var cells: [IOBench.Cell] = []
+        let total = sizes.count * parsedOps.count * (depthList.count + (noBaseline ? 0 : 1))
+        for size in sizes {
+            for op in parsedOps {
+                if !noBaseline {
+                    progress.update("io-bench: \(cells.count + 1)/\(total) sync \(op.rawValue) \(ByteCount.format(UInt64(size)))")
+                    cells.append(try bench.runSync(op: op, blockBytes: size, seconds: seconds))
+                }
+                for depth in depthList {
+                    progress.update("io-bench: \(cells.count + 1)/\(total) queue \(op.rawValue) \(ByteCount.format(UInt64(size))) depth \(depth)")
+                    cells.append(try bench.runQueue(op: op, blockBytes: size, depth: depth, seconds: seconds))
+                }
+            }
+        }
+        var tierCells: [IOBench.Cell] = []
+        if tier {
+            for size in sizes where size % (64 << 10) == 0 {
+                progress.update("io-bench: engine swap with \(ByteCount.format(UInt64(size))) slots")
+                let result = try TierBench(dir: dir, payloadBytes: size, sequenceBytes: Int(tierSequenceBytes.bytes), seconds: seconds).run()
+                tierCells += [result.writeCell, result.readCell]
+            }
+        }
+        progress.clear()
+        if json {
+            print(bench.json(cells + tierCells, seconds: seconds))
+        } else {
+            print(bench.table(cells, sizes: sizes, depths: depthList, ops: parsedOps), terminator: "")
+            if !tierCells.isEmpty { print(bench.tierTable(tierCells)) }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import KVCache
+
+extension LoadReport {
+    /// The disk tier's part of a `kvcache load` report: traffic, reloads and the time requests
+    /// waited for `ready`. Throughputs are bytes over the run's wall time (not device peaks).
+    struct Offload: Codable, Sendable {
+        var dir: String
+        var backend: String
+        var capacityBytes: UInt64
+        var bytesWritten: UInt64
+        var bytesRead: UInt64
+        var writeMiBPerSecond: Double
+        var readMiBPerSecond: Double
+        var blocksSpilled: UInt64
+        var blocksLoaded: UInt64
+        var swapOuts: UInt64
+        /// Prompt tokens served from the disk tier, and their share of all prompt tokens.
+        var diskHitTokens: UInt64
+        var diskHitRate: Double
+        /// Disk reads that failed or were rejected, restarting their request.
+        var reloadFailures: Int
+        var readyWaits: Int
+        var readyWaitTotalMs: Double
+        var readyWaitMeanUs: Double
+        var readyWaitMaxUs: Double
+
+        enum CodingKeys: String, CodingKey {
+            case dir, backend
+            case capacityBytes = "capacity_bytes"
+            case bytesWritten = "bytes_written"
+            case bytesRead = "bytes_read"
+            case writeMiBPerSecond = "write_mib_per_s"
+            case readMiBPerSecond = "read_mib_per_s"
+            case blocksSpilled = "blocks_spilled"
+            case blocksLoaded = "blocks_loaded"
+            case swapOuts = "swap_outs"
+            case diskHitTokens = "disk_hit_tokens"
+            case diskHitRate = "disk_hit_rate"
+            case reloadFailures = "reload_failures"
+            case readyWaits = "ready_waits"
+            case readyWaitTotalMs = "ready_wait_total_ms"
+            case readyWaitMeanUs = "ready_wait_mean_us"
+            case readyWaitMaxUs = "ready_wait_max_us"
+        }
+
+        init(stats: EngineStats, dir: String, elapsed: Double, total: WorkerResult) {
+            let d = stats.disk
+            self.dir = dir
+            backend = (d.backend == 0 ? "io_uring" : "thread pool") + (d.direct == 1 ? ", O_DIRECT" : ", buffered")
+            capacityBytes = d.capacitySlots * d.slotBytes
+            bytesWritten = d.bytesWritten
+            bytesRead = d.bytesRead
+            writeMiBPerSecond = elapsed > 0 ? Double(d.bytesWritten) / elapsed / 1_048_576 : 0
+            readMiBPerSecond = elapsed > 0 ? Double(d.bytesRead) / elapsed / 1_048_576 : 0
+            blocksSpilled = d.blocksSpilled
+            blocksLoaded = d.blocksLoaded
+            swapOuts = d.swapOuts
+            diskHitTokens = d.prefixHitTokens
+            diskHitRate = stats.prefixQueryTokens > 0 ? Double(d.prefixHitTokens) / Double(stats.prefixQueryTokens) : 0
+            reloadFailures = total.reloadFailures
+            readyWaits = total.readyWaits
+            readyWaitTotalMs = Double(total.readyWaitNanoseconds) / 1e6
+            readyWaitMeanUs = total.readyWaits > 0 ? Double(total.readyWaitNanoseconds) / Double(total.readyWaits) / 1000 : 0
+            readyWaitMaxUs = Double(total.readyWaitMaxNanoseconds) / 1000
+        }
+    }
+
+    /// One report comparing a run without the disk tier and one with it, same workload.
+    static func comparison(without: LoadReport, with: LoadReport) -> String {
+        var out = "=== without the disk tier ===\n" + without.table() + "\n=== with the disk tier ===\n" + with.table()
+        out += "\n=== comparison (same workload, same memory budget \(ByteCount.format(with.memory.budgetBytes))) ===\n"
+        func row(_ name: String, _ a: String, _ b: String) {
+            out += name.padding(toLength: 28, withPad: " ", startingAt: 0) + a.padding(toLength: 18, withPad: " ", startingAt: 0) + b + "\n"
+        }
+        row("", "without tier", "with tier")
+        row("prefix hit rate", "\(fixed(without.prefix.hitRate * 100, 1)) %", "\(fixed(with.prefix.hitRate * 100, 1)) %")
+        row("prompt tokens from cache", "\(without.prefix.hitTokens)", "\(with.prefix.hitTokens)")
+        row("  of which from disk", "0", "\(with.offload?.diskHitTokens ?? 0)")
+        row("requests per second", fixed(without.requests.perSecond, 1), fixed(with.requests.perSecond, 1))
+        row("create p99 us", fixed(without.operations["create"]?.p99Us ?? 0, 1), fixed(with.operations["create"]?.p99Us ?? 0, 1))
+        row("disk written / read", "-", "\(ByteCount.format(with.offload?.bytesWritten ?? 0)) / \(ByteCount.format(with.offload?.bytesRead ?? 0))")
+        row("time waited for ready", "-", "\(fixed(with.offload?.readyWaitTotalMs ?? 0, 1)) ms")
+        return out
+    }
+
+    /// The comparison as one JSON object: {"without_tier": ..., "with_tier": ..., "hit_rate_gain": ...}.
+    static func comparisonJSON(without: LoadReport, with: LoadReport) -> String {
+        "{\"without_tier\": \(without.json()),\n\"with_tier\": \(with.json()),\n\"hit_rate_gain\": \(with.prefix.hitRate - without.prefix.hitRate)}"
+    }
+}

@@ -1,0 +1,80 @@
+import KVCache
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `kvcache io-bench --tier`: the disk tier's throughput through the engine itself — swap a
+/// sequence out (copy into staging buffers, checksum, write) and back in (read, verify,
+/// copy into memory) — with slots of a given size, at the tier's queue depth (32).
+///
+/// The model shape is chosen so that one block of every layer's K and V is the slot payload:
+/// 16-token blocks of 2048-byte tokens (8 heads x 128 x fp16) make 32 KiB per tensor, so a
+/// 2 MiB payload is 32 layers and a 64 KiB one is 1 layer. Each cycle creates a sequence of
+/// fresh tokens (so nothing is on disk yet), swaps it out, swaps it in, waits until it is
+/// ready and frees it.
+struct TierBench {
+    var dir: String
+    var payloadBytes: Int
+    var sequenceBytes: Int
+    var seconds: Double
+
+    struct Result {
+        var writeCell: IOBench.Cell
+        var readCell: IOBench.Cell
+    }
+
+    func run() throws -> Result {
+        var c = EngineConfig()
+        c.layout = .paged
+        c.numKVHeads = 8
+        c.headDim = 128
+        c.dtypeBytes = 2
+        c.blockTokens = 16
+        c.numLayers = payloadBytes / (2 * c.blockBytes)
+        guard c.numLayers >= 1 && c.numLayers * 2 * c.blockBytes == payloadBytes else {
+            throw IOBenchError("--tier needs slot payloads that are a multiple of 64 KiB (got \(payloadBytes))")
+        }
+        let blocksPerSequence = max(64, sequenceBytes / payloadBytes)
+        let tokens = blocksPerSequence * c.blockTokens
+        c.maxSeqs = 4
+        c.maxSeqTokens = tokens + c.blockTokens
+        c.memoryBytes = UInt64((blocksPerSequence + 64) * payloadBytes)
+        c.pageBytes = 2 << 20
+        c.offloadDir = dir
+        c.offloadBytes = UInt64(4 * blocksPerSequence) * UInt64(payloadBytes + 4096)
+        for name in ["kvcache.slab", "kvcache.journal"] { unlink(dir + "/" + name) }
+        defer { for name in ["kvcache.slab", "kvcache.journal"] { unlink(dir + "/" + name) } }
+        let engine = try Engine(c)
+        var prompt = [Int32](repeating: 0, count: tokens)
+        var writeNs: UInt64 = 0, readNs: UInt64 = 0, writeBytes: UInt64 = 0, readBytes: UInt64 = 0
+        var writeLatencies: [UInt64] = [], readLatencies: [UInt64] = []
+        let start = monotonicNanoseconds()
+        var cycle: Int32 = 0
+        while monotonicNanoseconds() - start < UInt64(seconds * 1e9) || cycle < 2 {
+            for i in 0..<tokens { prompt[i] = cycle &* 1_000_003 &+ Int32(i) }
+            let seq = UInt64(cycle)
+            try engine.createSequence(seq, tokens: prompt)
+            let before = engine.stats().disk
+            let t0 = monotonicNanoseconds()
+            try engine.swapOut(seq)
+            let t1 = monotonicNanoseconds()
+            try engine.swapIn(seq)
+            while try !engine.ready(seq) { engine.poll(timeoutMicroseconds: 1000) }
+            let t2 = monotonicNanoseconds()
+            let after = engine.stats().disk
+            try engine.free(seq)
+            writeNs += t1 - t0
+            readNs += t2 - t1
+            writeBytes += after.bytesWritten - before.bytesWritten
+            readBytes += after.bytesRead - before.bytesRead
+            writeLatencies.append(t1 - t0)
+            readLatencies.append(t2 - t1)
+            cycle += 1
+        }
+        return Result(
+            writeCell: IOBench.Cell(op: .write, engine: "tier", blockBytes: payloadBytes, depth: c.offloadQueueDepth, bytes: writeBytes,
+                                    seconds: Double(writeNs) / 1e9, latenciesNanoseconds: writeLatencies.sorted()),
+            readCell: IOBench.Cell(op: .read, engine: "tier", blockBytes: payloadBytes, depth: c.offloadQueueDepth, bytes: readBytes,
+                                   seconds: Double(readNs) / 1e9, latenciesNanoseconds: readLatencies.sorted()))
+    }
+}

@@ -1,0 +1,162 @@
+import Foundation
+import Testing
+@testable import KVCacheABI
+
+/// A fresh directory for one test's disk tier.
+private func scratchDir() -> String {
+    var template = Array("/tmp/kvcache-abi-tier-XXXXXX".utf8CString)
+    return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+}
+
+/// The small-model fixture with a disk tier in `dir` and its two witnesses.
+private func offloadFixture(_ layout: UInt32, dir: String, offloadBytes: UInt64 = 16 << 20) throws -> ABIFixture {
+    var c = CConfig.small(layout)
+    c.offloadBytes = offloadBytes
+    let f = try ABIFixture(c, offloadDir: dir)
+    try f.addWitness(1001, tokens: f.uniqueTokens(1001, count: 3 * f.blockTokens + 2))
+    try f.addWitness(1002, tokens: f.uniqueTokens(1002, count: f.blockTokens - 1))
+    return f
+}
+
+/// Calls kvc_seq_ready (and kvc_engine_poll) until it says 1; returns the last status.
+private func waitReady(_ f: ABIFixture, _ seq: UInt64) -> kvc_status {
+    for _ in 0..<100_000 {
+        var ready: Int32 = -1
+        let rc = kvc_seq_ready(f.handle, seq, &ready)
+        if rc != KVC_OK || ready == 1 { return rc }
+        _ = kvc_engine_poll(f.handle, 100)
+    }
+    return KVC_ERR_INTERNAL
+}
+
+@Suite("C ABI: disk tier", .serialized)
+struct OffloadABITests {
+    @Test(arguments: bothLayouts)
+    func aTrimmedPrefixIsReadBackFromDiskByteIdentical(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let f = try offloadFixture(layout, dir: dir)
+        let prompt = f.uniqueTokens(5, count: 41)
+        try f.create(5, tokens: prompt)
+        try f.write(5, salt: 5, from: 0, to: 41)
+        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        // kvc_event: uint32 kind, uint32 tier, uint64 block_hash, uint64 parent_hash (24 bytes).
+        var events = [UInt8](repeating: 0, count: 256 * 24)
+        var n = 0
+        _ = events.withUnsafeMutableBytes { kvc_drain_events(f.handle, $0.baseAddress, 256, &n) }
+        #expect(kvc_engine_trim(f.handle) == KVC_OK)
+        #expect(try f.stats().blocksSpilled == 10)
+        _ = events.withUnsafeMutableBytes { kvc_drain_events(f.handle, $0.baseAddress, 256, &n) }
+        let drained = (0..<n).map { i in
+            events.withUnsafeBytes { ($0.load(fromByteOffset: 24 * i, as: UInt32.self), $0.load(fromByteOffset: 24 * i + 4, as: UInt32.self)) }
+        }
+        #expect(drained.filter { $0.0 == 1 && $0.1 == 1 }.count == 10, "stored in tier 1")
+        #expect(drained.contains { ($0.0 == 2 || $0.0 == 3) && $0.1 == 0 }, "removed from tier 0")
+
+        #expect(try f.create(6, tokens: prompt) == 40)
+        #expect(waitReady(f, 6) == KVC_OK)
+        #expect(try f.firstMismatch(6, salt: 5, to: 40) == nil)
+        let s = try f.stats()
+        #expect(s.diskHitTokens == 40)
+        #expect(s.prefixHitTokens == 40)
+        #expect(s.blocksLoaded == 10)
+        #expect(s.diskBytesRead <= 10 * 8192, "blocks still being written are served from their staging buffers")
+        #expect(s.diskCapacityBytes == 2048 * 8192)
+        try f.expectWitnessesIntact()
+    }
+
+    @Test(arguments: bothLayouts)
+    func swapOutAndInRoundTripsThroughTheABI(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let f = try offloadFixture(layout, dir: dir)
+        try f.create(7, tokens: f.uniqueTokens(7, count: 30))
+        try f.write(7, salt: 7, from: 0, to: 30)
+        #expect(kvc_seq_swap_out(f.handle, 7) == KVC_OK)
+        var ready: Int32 = -1
+        #expect(kvc_seq_ready(f.handle, 7, &ready) == KVC_OK)
+        #expect(ready == 0, "a swapped-out sequence is not ready")
+        var k: UnsafeMutableRawPointer?, v: UnsafeMutableRawPointer?
+        var count = 0
+        let access = layout == KVC_LAYOUT_PAGED ? kvc_seq_block_table(f.handle, 7, nil, 0, &count) : kvc_seq_kv(f.handle, 7, 0, &k, &v)
+        expectStatus(access, KVC_ERR_INVALID_ARGUMENT, mentioning: ["swapped out"])
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_swap_out", "swapped out"]) { kvc_seq_swap_out(f.handle, 7) }
+        #expect(kvc_seq_swap_in(f.handle, 7) == KVC_OK)
+        #expect(waitReady(f, 7) == KVC_OK)
+        #expect(try f.firstMismatch(7, salt: 7, to: 30) == nil)
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_swap_in", "not swapped out"]) { kvc_seq_swap_in(f.handle, 7) }
+        let s = try f.stats()
+        #expect(s.swapOuts == 1 && s.swapIns == 1)
+        try f.expectWitnessesIntact()
+    }
+
+    @Test func offloadBytesBelowOneSlotIsInvalid() {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.offloadBytes = 8191
+        var e: OpaquePointer?
+        LastError.clear()
+        let rc = c.create(&e, offloadDir: dir)
+        expectStatus(rc, KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_create", "offload_bytes 8191", "one slot of 8192"])
+        #expect(e == nil)
+    }
+
+    @Test func aMissingDirectoryIsAnIOError() {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.offloadBytes = 1 << 20
+        var e: OpaquePointer?
+        LastError.clear()
+        let rc = c.create(&e, offloadDir: "/nonexistent/abi-tier")
+        expectStatus(rc, KVC_ERR_IO, mentioning: ["offload_dir", "/nonexistent/abi-tier", "No such file"])
+        #expect(e == nil)
+    }
+
+    @Test(arguments: bothLayouts)
+    func aFullDiskFailsTheSwapOutAndChangesNothingElse(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        guard mount("tmpfs", dir, "tmpfs", 0, "size=64k") == 0 else { return }  // needs root
+        defer { umount2(dir, Int32(MNT_DETACH)) }
+        let f = try offloadFixture(layout, dir: dir)
+        try f.create(8, tokens: f.uniqueTokens(8, count: 30))
+        try f.write(8, salt: 8, from: 0, to: 30)
+        LastError.clear()
+        expectStatus(kvc_seq_swap_out(f.handle, 8), KVC_ERR_IO, mentioning: ["kvc_seq_swap_out", "No space left on device"])
+        #expect(try f.firstMismatch(8, salt: 8, to: 30) == nil, "the sequence stays resident")
+        try f.append(8, tokens: [1])
+        try f.expectWitnessesIntact()
+    }
+
+    @Test(arguments: bothLayouts)
+    func anIOErrorFailsTheSwapOutAndChangesNothingElse(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        setenv("KVCACHE_OFFLOAD_FAULT", "write:0@\(dir)", 1)  // only this test's tier
+        let f = try offloadFixture(layout, dir: dir)
+        unsetenv("KVCACHE_OFFLOAD_FAULT")
+        try f.create(9, tokens: f.uniqueTokens(9, count: 30))
+        try f.write(9, salt: 9, from: 0, to: 30)
+        LastError.clear()
+        expectStatus(kvc_seq_swap_out(f.handle, 9), KVC_ERR_IO, mentioning: ["kvc_seq_swap_out", "Input/output error"])
+        #expect(try f.firstMismatch(9, salt: 9, to: 30) == nil, "the sequence stays resident")
+        try f.append(9, tokens: [1])
+        try f.expectWitnessesIntact()
+    }
+
+    @Test func badArgumentsAndAnEngineWithoutATier() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        var ready: Int32 = 0
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_ready", "engine", "NULL"]) { kvc_seq_ready(nil, 1, &ready) }
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_ready", "ready", "NULL"]) { kvc_seq_ready($0, 1001, nil) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_ready", "77"]) { kvc_seq_ready($0, 77, &ready) }
+        try f.expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["kvc_seq_swap_out", "offload_dir"]) { kvc_seq_swap_out($0, 1001) }
+        try f.expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["kvc_seq_swap_in", "offload_dir"]) { kvc_seq_swap_in($0, 1001) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_swap_out", "77"]) { kvc_seq_swap_out($0, 77) }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_poll", "NULL"]) { kvc_engine_poll(nil, 0) }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_sync", "NULL"]) { kvc_engine_sync(nil) }
+        #expect(kvc_seq_ready(f.handle, 1001, &ready) == KVC_OK && ready == 1, "without a tier every sequence is ready")
+        #expect(kvc_engine_poll(f.handle, 1000) == KVC_OK)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+    }
+}

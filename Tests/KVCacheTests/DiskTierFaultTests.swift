@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+@testable import KVCache
+
+/// Each fault gives a status and a message, leaves the data in memory, and the engine serves on.
+@Suite("Disk tier faults", .serialized)
+struct DiskTierFaultTests {
+    /// A sequence with known bytes, then checks that it is intact and the engine still serves.
+    private func expectServing(_ e: Engine, seq: UInt64, prompt: [Int32]) throws {
+        #expect(try e.ready(seq))
+        #expect(try kvDifferences(e, seq, count: prompt.count) { prompt[$0] } == 0)
+        try e.append(seq, tokens: [42])
+        #expect(try e.length(seq) == prompt.count + 1)
+        let other = tokens(30, seed: 99)
+        try e.createSequence(77, tokens: other)
+        try e.free(77)
+    }
+
+    @Test func offloadBytesBelowOneSlotIsInvalid() {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        do {
+            _ = try Engine(offloadConfig(.paged, dir: dir.path, offloadBytes: 4096))
+            Issue.record("an engine was created with a tier smaller than one slot")
+        } catch {
+            #expect(error.code == .invalidArgument)
+            #expect(error.message.contains("smaller than one slot of 8192 bytes"))
+        }
+    }
+
+    @Test func aMissingDirectoryIsAnIOErrorNamingIt() {
+        do {
+            _ = try Engine(offloadConfig(.paged, dir: "/nonexistent/kvcache-tier"))
+            Issue.record("an engine was created on a missing directory")
+        } catch {
+            #expect(error.code == .io)
+            #expect(error.message.contains("/nonexistent/kvcache-tier"))
+            #expect(error.message.contains("No such file or directory"))
+        }
+    }
+
+    @Test func aReadOnlyDirectoryIsAnIOError() throws {
+        guard let mnt = mountTmpfs(bytes: 1 << 20, options: "ro") else { return }  // needs root
+        defer { unmount(mnt) }
+        do {
+            _ = try Engine(offloadConfig(.paged, dir: mnt.path))
+            Issue.record("an engine was created on a read-only file system")
+        } catch {
+            #expect(error.code == .io)
+            #expect(error.message.contains("Read-only file system"))
+        }
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aFullDiskFailsTheSwapOutAndTheSequenceStaysResident(layout: Layout) throws {
+        // 8 KiB slots, 64 per extent: the first extent (512 KiB) fits a 768 KiB tmpfs, the second does not.
+        guard let mnt = mountTmpfs(bytes: 768 << 10) else { return }
+        defer { unmount(mnt) }
+        let e = try Engine(offloadConfig(layout, dir: mnt.path))
+        let prompt = tokens(401, seed: 5)  // 101 blocks: more than one extent
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 401) { prompt[$0] }
+        do {
+            try e.swapOut(1)
+            Issue.record("swap-out succeeded on a full disk")
+        } catch {
+            #expect(error.code == .io)
+            #expect(error.message.contains("No space left on device"))
+        }
+        try expectServing(e, seq: 1, prompt: prompt)
+        // A small sequence still fits the slots that were preallocated.
+        let small = tokens(21, seed: 6)
+        try e.createSequence(2, tokens: small)
+        try fillKV(e, 2, count: 21) { small[$0] }
+        try e.swapOut(2)
+        try e.swapIn(2)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 21) { small[$0] } == 0)
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func anIOErrorFailsTheSwapOutAndTheSequenceStaysResident(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadFault = OffloadFault(reads: false, writes: true)
+        let e = try Engine(c)
+        let prompt = tokens(41, seed: 8)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 41) { prompt[$0] }
+        do {
+            try e.swapOut(1)
+            Issue.record("swap-out succeeded through an I/O error")
+        } catch {
+            #expect(error.code == .io)
+            #expect(error.message.contains("Input/output error"))
+        }
+        try expectServing(e, seq: 1, prompt: prompt)
+        try e.free(1)
+        try e.trim()  // spills fail: the blocks are dropped as without a tier, and counted
+        try e.syncOffload()
+        #expect(e.stats().disk.spillsFailed > 0)
+        #expect(try e.createSequence(3, tokens: prompt) == 0, "nothing reached the disk")
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func anIOErrorOnReadIsAMissNotGarbage(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadFault = OffloadFault(reads: true, writes: false)  // the spills succeed, every read fails
+        let e = try Engine(c)
+        let prompt = tokens(41, seed: 9)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 41) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()  // else reads of blocks still being written come from their staging buffers
+        #expect(try e.createSequence(2, tokens: prompt) == 40)
+        var failure: KVError?
+        do { try waitReady(e, 2) } catch { failure = error }
+        #expect(failure?.code == .io)
+        #expect(failure?.message.contains("create it again") == true)
+        try e.free(2)
+        #expect(try e.createSequence(2, tokens: prompt) == 0, "the unreadable blocks left the tier")
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aVanishedDirectoryDoesNotStopTheEngine(layout: Layout) throws {
+        let dir = ScratchDir()
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        dir.remove()
+        let prompt = tokens(33, seed: 10)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 33) { prompt[$0] }
+        try e.swapOut(1)  // the open files outlive their names
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        try expectServing(e, seq: 1, prompt: prompt)
+    }
+
+    @Test func swapWithoutATierIsUnsupported() throws {
+        let e = try Engine(smallConfig(.paged))
+        try e.createSequence(1, tokens: tokens(5, seed: 1))
+        #expect(thrown { () throws(KVError) in try e.swapOut(1) }?.code == .unsupported)
+        #expect(thrown { () throws(KVError) in try e.swapIn(1) }?.code == .unsupported)
+        #expect(try e.ready(1))
+    }
+}

@@ -1,0 +1,230 @@
+import Foundation
+import Testing
+@testable import KVCache
+
+@Suite("Disk tier: spill, reload, swap, restart, both layouts", .serialized)
+struct DiskTierTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+
+    @Test(arguments: layouts)
+    func trimSpillsCachedBlocksAndAPrefixHitFromDiskIsByteIdentical(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let prompt = tokens(203, seed: 7)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 203) { prompt[$0] }
+        try e.free(1)
+        _ = drain(e)
+        try e.trim()
+        #expect(e.stats().blocksCached == 0)
+        #expect(e.stats().disk.blocksSpilled == 50)
+        let events = drain(e)
+        #expect(events.filter { $0.kind == .blockStored && $0.tier == 1 }.count == 50)
+
+        #expect(e.cachedPrefixTokens(prompt) == 200, "the lookup continues into the disk tier")
+        let cached = try e.createSequence(2, tokens: prompt)
+        #expect(cached == 200, "the disk tier's blocks count in cached_tokens")
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 200) { prompt[$0] } == 0)
+        let s = e.stats()
+        #expect(s.disk.prefixHitTokens == 200)
+        #expect(s.prefixHitTokens == 200)
+        #expect(s.disk.blocksLoaded == 50)
+        #expect(s.disk.backend == 0, "io_uring works on this machine")
+    }
+
+    @Test(arguments: layouts)
+    func memoryPressureWritesBackTheColdestBlocksInsteadOfDroppingThem(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        // 64 KiB of K/V: 128 blocks of 4 tokens x 4 tensors x 32 bytes.
+        let e = try Engine(offloadConfig(layout, dir: dir.path, memoryBytes: 64 << 10))
+        let first = tokens(101, seed: 11)
+        try e.createSequence(1, tokens: first)
+        try fillKV(e, 1, count: 101) { first[$0] }
+        try e.free(1)
+        for i in 0..<8 {  // push the first prompt's blocks out of memory
+            let other = tokens(101, seed: 20 + Int32(i))
+            try e.createSequence(UInt64(10 + i), tokens: other)
+            try e.free(UInt64(10 + i))
+        }
+        #expect(e.stats().blocksEvicted > 0, "memory alone no longer holds every prompt")
+        #expect(e.stats().disk.blocksSpilled == e.stats().blocksEvicted, "every evicted block was written back")
+        #expect(e.cachedPrefixTokens(first) == 100, "memory and disk together still hold the first prompt")
+        let cached = try e.createSequence(2, tokens: first)
+        #expect(cached == 100)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 100) { first[$0] } == 0)
+    }
+
+    @Test(arguments: layouts)
+    func swapOutAndInOfA32kTokenSequenceIsByteIdentical(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path, memoryBytes: 8 << 20, offloadBytes: 64 << 20)
+        c.maxSeqTokens = 32768 + 16
+        c.blockTokens = 16
+        let e = try Engine(c)
+        let prompt = (0..<32768).map { Int32($0 &* 7 &+ 3) }
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 32768) { prompt[$0] }
+        let before = e.stats()
+        try e.swapOut(1)
+        let out = e.stats()
+        #expect(out.blocksUsed == 0)
+        #expect(out.blocksCached == 0, "swapped-out blocks leave memory")
+        #expect(out.disk.swapOuts == 1)
+        #expect(before.blocksUsed == 2048)
+        #expect(try e.ready(1) == false)
+        #expect(thrown { () throws(KVError) in try e.append(1, tokens: [1]) }?.code == .invalidArgument)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try e.length(1) == 32768)
+        #expect(try kvDifferences(e, 1, count: 32768) { prompt[$0] } == 0)
+        try e.append(1, tokens: [5])
+        #expect(try e.length(1) == 32769, "appends continue after a swap-in")
+    }
+
+    @Test(arguments: layouts)
+    func aForkAndAnAppendBeforeTheSwapInIsReadySeeTheReadBytes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let prompt = tokens(4 * 40 + 2, seed: 21)  // a partial last block, read back too
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try e.swapOut(1)
+        try e.swapIn(1)
+        try e.fork(parent: 1, child: 2)  // before anyone asked whether 1 is ready
+        try e.append(2, tokens: [7])     // copy on write of the shared partial block
+        try waitReady(e, 1)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+        #expect(try kvDifferences(e, 2, count: prompt.count) { prompt[$0] } == 0)
+    }
+
+    @Test(arguments: layouts)
+    func sharedPrefixBlocksAreWrittenOnce(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let shared = tokens(40, seed: 3)
+        let a = shared + tokens(6, seed: 4), b = shared + tokens(6, seed: 5)
+        try e.createSequence(1, tokens: a)
+        try fillKV(e, 1, count: a.count) { a[$0] }
+        #expect(try e.createSequence(2, tokens: b) == 40)
+        try fillKV(e, 2, count: b.count - 40, from: 40) { b[$0] }
+        try e.swapOut(1)
+        try e.swapOut(2)
+        let s = e.stats()
+        // 10 shared blocks + 2 own blocks (one full, one partial) of each sequence.
+        #expect(s.disk.bytesWritten == UInt64(14) * s.disk.slotBytes)
+        try e.swapIn(2)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 1, count: a.count) { a[$0] } == 0)
+        #expect(try kvDifferences(e, 2, count: b.count) { b[$0] } == 0)
+    }
+
+    @Test(arguments: layouts)
+    func aRestartedEngineFindsItsSpilledBlocks(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(81, seed: 9)
+        do {
+            let e = try Engine(offloadConfig(layout, dir: dir.path))
+            try e.createSequence(1, tokens: prompt)
+            try fillKV(e, 1, count: 81) { prompt[$0] }
+            try e.free(1)
+            try e.trim()
+        }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        #expect(e.stats().disk.recoveredSlots == 20)
+        #expect(drain(e).filter { $0.kind == .blockStored && $0.tier == 1 }.count == 20, "a router learns what the disk holds")
+        #expect(try e.createSequence(1, tokens: prompt) == 80)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 80) { prompt[$0] } == 0)
+    }
+
+    @Test(arguments: layouts)
+    func aCorruptSlotIsAMissAndIsNeverServed(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(41, seed: 13)
+        var slotBytes = 0
+        do {
+            let e = try Engine(offloadConfig(layout, dir: dir.path))
+            try e.createSequence(1, tokens: prompt)
+            try fillKV(e, 1, count: 41) { prompt[$0] }
+            try e.free(1)
+            try e.trim()
+            try e.syncOffload()
+            slotBytes = Int(e.stats().disk.slotBytes)
+        }
+        // Flip one payload byte in every slot but the first three.
+        let fd = open(dir.path + "/kvcache.slab", O_RDWR)
+        #expect(fd >= 0)
+        for slot in 3..<10 {
+            var byte: UInt8 = 0
+            let at = off_t(slot * slotBytes + 4096 + 17)
+            #expect(pread(fd, &byte, 1, at) == 1)
+            byte ^= 0x5A
+            #expect(pwrite(fd, &byte, 1, at) == 1)
+        }
+        close(fd)
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        #expect(try e.createSequence(1, tokens: prompt) == 40, "the journal still lists all ten blocks")
+        var failure: KVError?
+        do { try waitReady(e, 1) } catch { failure = error }
+        #expect(failure?.code == .io)
+        try e.free(1)  // waits for the sequence's remaining reads
+        #expect(e.stats().disk.loadsFailed == 7)
+        // The spoiled blocks left both tiers: the chain now stops after the three good ones.
+        let cached = try e.createSequence(2, tokens: prompt)
+        #expect(cached == 12)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: cached) { prompt[$0] } == 0)
+    }
+
+    @Test(arguments: layouts)
+    func theThreadPoolFallbackServesTheSameBytes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        let e = try Engine(c)
+        #expect(e.stats().disk.backend == 1)
+        #expect(e.offloadFallbackReason.contains("thread pool"))
+        let prompt = tokens(123, seed: 17)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 123) { prompt[$0] }
+        try e.swapOut(1)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 123) { prompt[$0] } == 0)
+        try e.free(1)
+        try e.trim()
+        #expect(try e.createSequence(2, tokens: prompt) == 120)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 120) { prompt[$0] } == 0)
+    }
+
+    @Test func bufferedFallbackIsUsedWhenODirectIsDisabled() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(.paged, dir: dir.path)
+        c.offloadForceBuffered = true
+        let e = try Engine(c)
+        #expect(e.stats().disk.direct == 0)
+        #expect(e.offloadFallbackReason.contains("buffered"))
+        let prompt = tokens(9, seed: 1)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 9) { prompt[$0] }
+        try e.swapOut(1)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 9) { prompt[$0] } == 0)
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import Testing
+@testable import KVCache
+
+/// A fresh directory under /tmp for one test's disk tier, removed by `remove()`.
+struct ScratchDir {
+    let path: String
+
+    init(_ name: String = "tier") {
+        let template = "/tmp/kvcache-\(name)-XXXXXX"
+        var bytes = Array(template.utf8CString)
+        path = bytes.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// `smallConfig` with a disk tier in `dir` of `offloadBytes`.
+func offloadConfig(_ layout: Layout, dir: String, memoryBytes: UInt64 = 64 << 20, offloadBytes: UInt64 = 64 << 20) -> EngineConfig {
+    var c = smallConfig(layout, memoryBytes: memoryBytes)
+    c.offloadDir = dir
+    c.offloadBytes = offloadBytes
+    return c
+}
+
+/// Polls until `seq` is ready (or the disk read failed: rethrows), at most ~10 s.
+func waitReady(_ e: Engine, _ seq: UInt64) throws(KVError) {
+    for _ in 0..<100_000 {
+        if try e.ready(seq) { return }
+        e.poll(timeoutMicroseconds: 100)
+    }
+    throw KVError(.internal, "sequence \(seq) never became ready")
+}
+
+/// Fills every token of `seq` (positions `from..<from+count`, token value `token(p)`) in every
+/// layer with the `kvByte` pattern, a token at a time (fast enough for 32k tokens).
+func fillKV(_ e: Engine, _ seq: UInt64, count: Int, from: Int = 0, token: (Int) -> Int32) throws {
+    let tb = e.config.tokenBytes
+    var row = [UInt8](repeating: 0, count: tb)
+    for layer in 0..<e.config.numLayers {
+        for p in from..<(from + count) {
+            let (k, v) = try tokenAddress(e, seq, layer: layer, position: p)
+            for kv in 0..<2 {
+                for i in 0..<tb { row[i] = kvByte(layer: layer, kv: kv, position: p, token: token(p), i: i) }
+                row.withUnsafeBytes { (kv == 0 ? k : v).copyMemory(from: $0.baseAddress!, byteCount: tb) }
+            }
+        }
+    }
+}
+
+/// Bytes of positions `from..<from+count` of `seq` that differ from `fillKV`'s pattern.
+func kvDifferences(_ e: Engine, _ seq: UInt64, count: Int, from: Int = 0, token: (Int) -> Int32) throws -> Int {
+    let tb = e.config.tokenBytes
+    var bad = 0
+    for layer in 0..<e.config.numLayers {
+        for p in from..<(from + count) {
+            let (k, v) = try tokenAddress(e, seq, layer: layer, position: p)
+            for i in 0..<tb {
+                if k.load(fromByteOffset: i, as: UInt8.self) != kvByte(layer: layer, kv: 0, position: p, token: token(p), i: i) { bad += 1 }
+                if v.load(fromByteOffset: i, as: UInt8.self) != kvByte(layer: layer, kv: 1, position: p, token: token(p), i: i) { bad += 1 }
+            }
+        }
+    }
+    return bad
+}
+
+/// The `kvcache-cli` executable built beside the test bundle.
+func cliPath() -> String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("kvcache-cli").path
+}
+
+/// Mounts a tmpfs of `bytes` at a new directory (root only); nil when mounting is not allowed.
+func mountTmpfs(bytes: Int, options: String = "") -> ScratchDir? {
+    let dir = ScratchDir("tmpfs")
+    let opts = "size=\(bytes)" + (options.isEmpty ? "" : ",\(options)")
+    guard mount("tmpfs", dir.path, "tmpfs", 0, opts) == 0 else {
+        dir.remove()
+        return nil
+    }
+    return dir
+}
+
+func unmount(_ dir: ScratchDir) {
+    umount2(dir.path, Int32(MNT_DETACH))
+    dir.remove()
+}
