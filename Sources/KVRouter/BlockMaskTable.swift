@@ -4,16 +4,20 @@ import KVCache
 /// block: the router's cache view in two flat arrays.
 ///
 /// Linear probing with backward-shift deletion (no tombstones); a fixed capacity (a power of
-/// two at least twice `maxEntries`), so nothing allocates after creation. An entry whose mask
+/// two at least twice `maxEntries`), so nothing allocates after creation. Key and mask sit
+/// side by side (16 bytes), so a probe touches one cache line. An entry whose mask
 /// drops to 0 is removed. Inserts beyond `maxEntries` are refused and counted in `refused`
 /// (the view then underestimates; it never overestimates). Key 0 is never stored (no block
 /// hashes to 0 in practice; `allCleared` events carry 0).
 ///
 /// Cost: O(1) expected per call. Not thread-safe.
 public final class BlockMaskTable {
+    private struct Entry {
+        var key: UInt64
+        var slots: UInt64
+    }
     private let mask: Int
-    private let keys: UnsafeMutablePointer<UInt64>
-    private let masks: UnsafeMutablePointer<UInt64>
+    private let entries: UnsafeMutablePointer<Entry>
     /// Entries held.
     public private(set) var count = 0
     /// Entries the table may hold.
@@ -27,16 +31,11 @@ public final class BlockMaskTable {
         var size = 16
         while size < 2 * limit { size <<= 1 }
         mask = size - 1
-        keys = .allocate(capacity: size)
-        keys.initialize(repeating: 0, count: size)
-        masks = .allocate(capacity: size)
-        masks.initialize(repeating: 0, count: size)
+        entries = .allocate(capacity: size)
+        entries.initialize(repeating: Entry(key: 0, slots: 0), count: size)
     }
 
-    deinit {
-        keys.deallocate()
-        masks.deallocate()
-    }
+    deinit { entries.deallocate() }
 
     @inline(__always) private func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: BlockHash.finalize(key)) & mask }
 
@@ -45,8 +44,8 @@ public final class BlockMaskTable {
     public func slots(_ hash: UInt64) -> UInt64 {
         var i = home(hash)
         while true {
-            let m = masks[i]
-            if m == 0 || keys[i] == hash { return m }
+            let e = entries[i]
+            if e.slots == 0 || e.key == hash { return e.slots }
             i = (i + 1) & mask
         }
     }
@@ -56,9 +55,9 @@ public final class BlockMaskTable {
     public func set(_ hash: UInt64, _ bits: UInt64) -> Bool {
         guard hash != 0, bits != 0 else { return true }
         var i = home(hash)
-        while masks[i] != 0 {
-            if keys[i] == hash {
-                masks[i] |= bits
+        while entries[i].slots != 0 {
+            if entries[i].key == hash {
+                entries[i].slots |= bits
                 return true
             }
             i = (i + 1) & mask
@@ -67,8 +66,7 @@ public final class BlockMaskTable {
             refused += 1
             return false
         }
-        keys[i] = hash
-        masks[i] = bits
+        entries[i] = Entry(key: hash, slots: bits)
         count += 1
         return true
     }
@@ -76,19 +74,19 @@ public final class BlockMaskTable {
     /// Removes `bits` from the mask of `hash`, and the entry when its mask becomes 0.
     public func clear(_ hash: UInt64, _ bits: UInt64) {
         var i = home(hash)
-        while masks[i] != 0 && keys[i] != hash { i = (i + 1) & mask }
-        if masks[i] == 0 { return }
-        masks[i] &= ~bits
-        if masks[i] == 0 { removeAt(i) }
+        while entries[i].slots != 0 && entries[i].key != hash { i = (i + 1) & mask }
+        if entries[i].slots == 0 { return }
+        entries[i].slots &= ~bits
+        if entries[i].slots == 0 { removeAt(i) }
     }
 
     /// Removes `bits` from every entry (an instance left, or cleared its cache). O(capacity).
     public func clearEverywhere(_ bits: UInt64) {
         var i = 0
         while i <= mask {
-            if masks[i] & bits != 0 {
-                masks[i] &= ~bits
-                if masks[i] == 0 {
+            if entries[i].slots & bits != 0 {
+                entries[i].slots &= ~bits
+                if entries[i].slots == 0 {
                     removeAt(i)
                     continue  // the backward shift may have moved an entry into i
                 }
@@ -100,18 +98,16 @@ public final class BlockMaskTable {
     private func removeAt(_ start: Int) {
         var hole = start
         var j = (start + 1) & mask
-        while masks[j] != 0 {
-            let h = home(keys[j])
+        while entries[j].slots != 0 {
+            let h = home(entries[j].key)
             let movable = hole <= j ? (h <= hole || h > j) : (h <= hole && h > j)
             if movable {
-                keys[hole] = keys[j]
-                masks[hole] = masks[j]
+                entries[hole] = entries[j]
                 hole = j
             }
             j = (j + 1) & mask
         }
-        masks[hole] = 0
-        keys[hole] = 0
+        entries[hole] = Entry(key: 0, slots: 0)
         count -= 1
     }
 }

@@ -24,24 +24,36 @@ public final class CacheView {
     public let table: BlockMaskTable
     private let fifoCapacity: Int
     /// Approximate mode: per slot a ring of `fifoCapacity` hashes, allocated on first use.
-    private var fifos: [UnsafeMutablePointer<UInt64>?]
-    private var fifoHead: [Int]
-    private var fifoCount: [Int]
-    /// Blocks credited to each slot (exact: stored minus removed; approximate: ring fill).
-    public private(set) var blocksPerSlot: [Int]
+    private let fifos: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>
+    private let fifoHead: UnsafeMutablePointer<Int>
+    private let fifoCount: UnsafeMutablePointer<Int>
+    /// Per slot (`RouterConfig.maxInstances` entries): blocks credited to it (exact: stored
+    /// minus removed; approximate: ring fill). Read-only for callers.
+    public let blocksPerSlot: UnsafeMutablePointer<Int>
 
     /// A view of up to `RouterConfig.maxInstances` slots.
     public init(mode: CacheViewMode, trackedBlocks: Int, approximateBlocksPerInstance: Int) {
         self.mode = mode
         table = BlockMaskTable(maxEntries: trackedBlocks)
         fifoCapacity = approximateBlocksPerInstance
-        fifos = Array(repeating: nil, count: RouterConfig.maxInstances)
-        fifoHead = Array(repeating: 0, count: RouterConfig.maxInstances)
-        fifoCount = Array(repeating: 0, count: RouterConfig.maxInstances)
-        blocksPerSlot = Array(repeating: 0, count: RouterConfig.maxInstances)
+        let n = RouterConfig.maxInstances
+        fifos = .allocate(capacity: n)
+        fifos.initialize(repeating: nil, count: n)
+        fifoHead = .allocate(capacity: n)
+        fifoHead.initialize(repeating: 0, count: n)
+        fifoCount = .allocate(capacity: n)
+        fifoCount.initialize(repeating: 0, count: n)
+        blocksPerSlot = .allocate(capacity: n)
+        blocksPerSlot.initialize(repeating: 0, count: n)
     }
 
-    deinit { for f in fifos { f?.deallocate() } }
+    deinit {
+        for i in 0..<RouterConfig.maxInstances { fifos[i]?.deallocate() }
+        fifos.deallocate()
+        fifoHead.deallocate()
+        fifoCount.deallocate()
+        blocksPerSlot.deallocate()
+    }
 
     /// Writes into `matched[s]`, for every slot `s` in `slots`, how many leading blocks of
     /// `hashes` slot `s` caches; other entries are untouched. Cost: one probe per block while
@@ -107,17 +119,21 @@ public final class CacheView {
             ring = .allocate(capacity: fifoCapacity)
             fifos[slot] = ring
         }
+        var head = fifoHead[slot], count = fifoCount[slot]
         for h in hashes where h != 0 && table.slots(h) & bit == 0 {
-            if fifoCount[slot] == fifoCapacity {
-                table.clear(ring[fifoHead[slot]], bit)
-                fifoHead[slot] = (fifoHead[slot] + 1) % fifoCapacity
-                fifoCount[slot] -= 1
+            if count == fifoCapacity {
+                table.clear(ring[head], bit)
+                head = head + 1 == fifoCapacity ? 0 : head + 1
+                count -= 1
             }
             guard table.set(h, bit) else { break }
-            ring[(fifoHead[slot] + fifoCount[slot]) % fifoCapacity] = h
-            fifoCount[slot] += 1
+            let tail = head + count
+            ring[tail >= fifoCapacity ? tail - fifoCapacity : tail] = h
+            count += 1
         }
-        blocksPerSlot[slot] = fifoCount[slot]
+        fifoHead[slot] = head
+        fifoCount[slot] = count
+        blocksPerSlot[slot] = count
     }
 
     /// Drops everything credited to `slot` (the instance left or cleared its cache).

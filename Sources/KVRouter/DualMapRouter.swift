@@ -35,8 +35,17 @@ public final class DualMapRouter: RoutingPolicy {
     /// A DualMap policy.
     public init() {}
 
+    /// The candidates of the request being decided (from `slotsToMatch`).
+    private var a = -1, b = -1
+
+    /// Only the two candidates' cached prefixes matter: the match stops as soon as both miss.
+    public func slotsToMatch(_ request: RouteRequest, router: Router) -> UInt64 {
+        (a, b) = router.candidates(request.key)
+        return (1 << UInt64(a)) | (b >= 0 ? 1 << UInt64(b) : 0)
+    }
+
     public func choose(_ request: RouteRequest, router: Router) -> Int {
-        let (a, b) = router.candidates(request.key)
+        let a = self.a, b = self.b
         if b < 0 { return a }
         let loads = router.loads
         let ma = router.matched[a], mb = router.matched[b]

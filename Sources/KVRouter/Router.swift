@@ -28,7 +28,8 @@ public final class Router {
     private let weights: UnsafeMutablePointer<Double>
     /// Per slot: the load as last reported and advanced by decisions.
     public let loads: UnsafeMutablePointer<InstanceLoad>
-    /// Per slot: leading blocks of the current request the slot caches (valid in `choose`).
+    /// Per slot: leading blocks of the current request the slot caches (valid in `choose` for
+    /// the slots of `slotsToMatch`, and after `route` for the chosen slot).
     public let matched: UnsafeMutablePointer<Int32>
     /// Prefill time per token, calibrated by `observePrefill`.
     public private(set) var prefill: PrefillEstimator
@@ -100,8 +101,7 @@ public final class Router {
         ids[s] = id
         weights[s] = weight
         loads[s] = InstanceLoad()
-        view.forget(slot: s)
-        liveMask |= 1 << UInt64(s)
+        liveMask |= 1 << UInt64(s)  // the slot's view is empty: `removeInstance` forgot it
         rebuildRings()
     }
 
@@ -146,10 +146,11 @@ public final class Router {
         guard tokens > 0 else { throw KVError(.invalidArgument, "n_tokens \(tokens) is below 1") }
         guard liveMask != 0 else { throw KVError(.notFound, "no instance to route to; add one first") }
         let request = RouteRequest(hashes: hashes, tokens: tokens, key: key(of: hashes))
-        if config.policy.readsCache { view.match(hashes, slots: liveMask, into: matched) }
+        let matchedSlots = policy.slotsToMatch(request, router: self)
+        if matchedSlots != 0 { view.match(hashes, slots: matchedSlots, into: matched) }
         let s = policy.choose(request, router: self)
         precondition(liveMask & (1 << UInt64(s)) != 0, "policy chose a slot that is not live")
-        if !config.policy.readsCache { matched[s] = Int32(view.matchedBlocks(hashes, slot: s)) }
+        if matchedSlots & (1 << UInt64(s)) == 0 { matched[s] = Int32(view.matchedBlocks(hashes, slot: s)) }
         commit(slot: s, uncachedTokens: uncachedTokens(tokens: tokens, slot: s), blocks: blocks(tokens))
         view.recordRoute(hashes, slot: s)
         decisions += 1

@@ -13,10 +13,14 @@ public struct RouteRequest {
 ///
 /// A new policy is one new file: a class conforming to this protocol, plus a `PolicyKind`
 /// case. Policies read the router's load table, cache-view matches (filled before `choose`
-/// when `PolicyKind.readsCache`) and rings; they must not allocate in `choose`.
+/// for the slots of `slotsToMatch`) and rings; they must not allocate in `choose`.
 public protocol RoutingPolicy: AnyObject {
     /// Which policy this is.
     var kind: PolicyKind { get }
+    /// The slots whose cached prefix of `request` `choose` reads (`router.matched`); the
+    /// router fills `matched` for exactly these first. The default: every live slot for
+    /// policies that read the cache, none for the others.
+    func slotsToMatch(_ request: RouteRequest, router: Router) -> UInt64
     /// The slot (a bit of `router.liveMask`) to send `request` to. Called only when at least
     /// one instance is live.
     func choose(_ request: RouteRequest, router: Router) -> Int
@@ -26,6 +30,11 @@ public protocol RoutingPolicy: AnyObject {
 }
 
 extension RoutingPolicy {
+    /// Every live slot when the policy reads the cache, else none.
+    public func slotsToMatch(_ request: RouteRequest, router: Router) -> UInt64 {
+        kind.readsCache ? router.liveMask : 0
+    }
+
     /// Policies without rebalancing move nothing.
     public func rebalance(router: Router, queues: any RequestQueues) -> Int { 0 }
 }

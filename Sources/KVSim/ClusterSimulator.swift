@@ -27,25 +27,34 @@ public final class ClusterSimulator: RequestQueues {
     public let router: Router
     let instances: [Instance]
 
-    // Per request (structure of arrays).
-    private var arrival: [Double]
-    private var instanceOf: [Int32]
-    private var state: [UInt8]            // 0 not arrived, 1 waiting, 2 running, 3 done, 4 rejected
-    private var estimatedUncached: [Int32]
-    private var remaining: [Int32]         // prefill tokens still to compute in this admission
-    private var sequenceTokens: [Int32]    // tokens to hold at admission (prompt, + output so far after preemption)
-    private var length: [Int32]            // tokens the engine holds for it now
-    private var generated: [Int32]
-    private var cachedAtFirstAdmission: [Int32]
+    // Per request, structure of arrays: flat buffers of `trace.count` entries allocated once
+    // (no copy-on-write or exclusivity bookkeeping on the per-step paths).
+    private let arrival: UnsafeMutablePointer<Double>
+    private let instanceOf: UnsafeMutablePointer<Int32>
+    private let state: UnsafeMutablePointer<UInt8>             // 0 not arrived, 1 waiting, 2 running, 3 done, 4 rejected
+    private let estimatedUncached: UnsafeMutablePointer<Int32>
+    private let remaining: UnsafeMutablePointer<Int32>         // prefill tokens still to compute in this admission
+    private let sequenceTokens: UnsafeMutablePointer<Int32>    // tokens to hold at admission (prompt, + output so far after preemption)
+    private let length: UnsafeMutablePointer<Int32>            // tokens the engine holds for it now
+    private let generated: UnsafeMutablePointer<Int32>
+    private let cachedAtFirstAdmission: UnsafeMutablePointer<Int32>
+    private let ttftStore: UnsafeMutablePointer<Double>
+    private let finishStore: UnsafeMutablePointer<Double>
+    private let inputTokens: UnsafeMutablePointer<Int32>
+    private let outputTokens: UnsafeMutablePointer<Int32>
+    private let hashStart: UnsafeMutablePointer<Int32>
+    private let requestCount: Int
+
     /// Per request: time to first token in ms (-1 until known).
-    public private(set) var ttft: [Double]
+    public var ttft: [Double] { Array(UnsafeBufferPointer(start: ttftStore, count: requestCount)) }
     /// Per request: completion time in ms since the first arrival (-1 until done).
-    public private(set) var finish: [Double]
+    public var finish: [Double] { Array(UnsafeBufferPointer(start: finishStore, count: requestCount)) }
 
     /// Preemptions (recomputes) in all.
     public private(set) var preemptions = 0
     /// Requests that could never fit an instance (longer than its whole memory).
     public private(set) var rejected = 0
+    private let blockTokens: Int
     private var events: UnsafeMutableBufferPointer<KVEvent>
     /// The trace's hashes at a stable address, so requests' hash ranges can be handed out.
     private let hashStore: UnsafeMutableBufferPointer<UInt64>
@@ -65,6 +74,7 @@ public final class ClusterSimulator: RequestQueues {
         }
         self.config = config
         self.trace = trace
+        blockTokens = trace.blockTokens
         var engines: [Instance] = []
         for _ in 0..<config.instances { engines.append(Instance(engine: try Engine(config.engine))) }
         instances = engines
@@ -76,17 +86,31 @@ public final class ClusterSimulator: RequestQueues {
         router = try Router(rc)
         for i in 0..<config.instances { try router.addInstance(UInt32(i)) }
         let n = trace.count
-        arrival = trace.arrivalMilliseconds.map { $0 / config.rateScale }
-        instanceOf = Array(repeating: -1, count: n)
-        state = Array(repeating: 0, count: n)
-        estimatedUncached = Array(repeating: 0, count: n)
-        remaining = Array(repeating: 0, count: n)
-        sequenceTokens = trace.inputTokens
-        length = Array(repeating: 0, count: n)
-        generated = Array(repeating: 0, count: n)
-        cachedAtFirstAdmission = Array(repeating: -1, count: n)
-        ttft = Array(repeating: -1, count: n)
-        finish = Array(repeating: -1, count: n)
+        requestCount = n
+        func buffer<T>(_ value: T) -> UnsafeMutablePointer<T> {
+            let p = UnsafeMutablePointer<T>.allocate(capacity: max(1, n))
+            p.initialize(repeating: value, count: max(1, n))
+            return p
+        }
+        func copy<T>(_ values: [T]) -> UnsafeMutablePointer<T> {
+            let p = UnsafeMutablePointer<T>.allocate(capacity: max(1, n))
+            values.withUnsafeBufferPointer { p.initialize(from: $0.baseAddress!, count: n) }
+            return p
+        }
+        arrival = copy(trace.arrivalMilliseconds.map { $0 / config.rateScale })
+        instanceOf = buffer(-1)
+        state = buffer(0)
+        estimatedUncached = buffer(0)
+        remaining = buffer(0)
+        sequenceTokens = copy(trace.inputTokens)
+        length = buffer(0)
+        generated = buffer(0)
+        cachedAtFirstAdmission = buffer(-1)
+        ttftStore = buffer(-1.0)
+        finishStore = buffer(-1.0)
+        inputTokens = copy(trace.inputTokens)
+        outputTokens = copy(trace.outputTokens)
+        hashStart = copy(trace.hashStart)
         hashStore = .allocate(capacity: max(1, trace.hashes.count))
         _ = hashStore.initialize(from: trace.hashes)
         events = .allocate(capacity: 4096)
@@ -96,6 +120,10 @@ public final class ClusterSimulator: RequestQueues {
     deinit {
         events.deallocate()
         hashStore.deallocate()
+        for p in [arrival, ttftStore, finishStore] { p.deallocate() }
+        for p in [instanceOf, estimatedUncached, remaining, sequenceTokens, length, generated, cachedAtFirstAdmission,
+                  inputTokens, outputTokens, hashStart] { p.deallocate() }
+        state.deallocate()
     }
 
     /// Runs the whole trace to completion. `progress` is called about every 1,000 arrivals
@@ -126,15 +154,15 @@ public final class ClusterSimulator: RequestQueues {
 
     @inline(__always)
     private func hashes(_ r: Int) -> UnsafeBufferPointer<UInt64> {
-        UnsafeBufferPointer(start: hashStore.baseAddress! + Int(trace.hashStart[r]), count: trace.hashCount(r))
+        UnsafeBufferPointer(start: hashStore.baseAddress! + Int(hashStart[r]), count: (Int(inputTokens[r]) + blockTokens - 1) / blockTokens)
     }
 
     private func arrive(_ r: Int, now: Double) throws {
-        let s = try router.routeSlot(hashes(r), tokens: Int(trace.inputTokens[r]))
+        let s = try router.routeSlot(hashes(r), tokens: Int(inputTokens[r]))
         let inst = instances[s]
         instanceOf[r] = Int32(s)
         state[r] = 1
-        estimatedUncached[r] = Int32(router.uncachedTokens(tokens: Int(trace.inputTokens[r]), slot: s))
+        estimatedUncached[r] = Int32(router.uncachedTokens(tokens: Int(inputTokens[r]), slot: s))
         inst.waiting.append(Int32(r))
         inst.pendingPrefillTokens += Int(estimatedUncached[r])
         report(s)
@@ -234,7 +262,7 @@ public final class ClusterSimulator: RequestQueues {
         let bt = trace.blockTokens
         while inst.running.count < config.maxBatch, inst.firstWaiting >= 0 {
             let r = inst.firstWaiting
-            let input = Int(trace.inputTokens[r])
+            let input = Int(inputTokens[r])
             let full = hashes(r).baseAddress.map { UnsafeBufferPointer(start: $0, count: input / bt) }!
             let cached: Int
             do throws(KVError) {
@@ -279,14 +307,14 @@ public final class ClusterSimulator: RequestQueues {
                 remaining[r] -= Int32(chunk)
                 inst.pendingPrefillTokens -= chunk
                 if remaining[r] == 0 {
-                    if ttft[r] < 0 { ttft[r] = now - arrival[r] }
+                    if ttftStore[r] < 0 { ttftStore[r] = now - arrival[r] }
                     generated[r] += 1
-                    if generated[r] >= trace.outputTokens[r] { complete(r, s, now: now) }
+                    if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
                 }
             } else {
                 guard decodeOne(r, s) else { continue }
                 generated[r] += 1
-                if generated[r] >= trace.outputTokens[r] { complete(r, s, now: now) }
+                if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
             }
         }
         var w = 0
@@ -322,7 +350,7 @@ public final class ClusterSimulator: RequestQueues {
         try? inst.engine.free(UInt64(r))
         inst.pendingPrefillTokens -= Int(remaining[r])
         state[r] = 1
-        sequenceTokens[r] = trace.inputTokens[r] + generated[r]
+        sequenceTokens[r] = inputTokens[r] + generated[r]
         estimatedUncached[r] = sequenceTokens[r]
         inst.pendingPrefillTokens += Int(sequenceTokens[r])
         remaining[r] = 0
@@ -334,7 +362,7 @@ public final class ClusterSimulator: RequestQueues {
     private func complete(_ r: Int, _ s: Int, now: Double) {
         try? instances[s].engine.free(UInt64(r))
         state[r] = 3
-        finish[r] = now
+        finishStore[r] = now
     }
 
     // MARK: results
@@ -346,13 +374,13 @@ public final class ClusterSimulator: RequestQueues {
         var met = 0, hit = 0, query = 0
         let slo = config.ttftSLOMilliseconds
         for r in 0..<trace.count {
-            if ttft[r] >= 0 {
-                served.append(ttft[r])
-                if ttft[r] <= slo { met += 1 }
+            if ttftStore[r] >= 0 {
+                served.append(ttftStore[r])
+                if ttftStore[r] <= slo { met += 1 }
             }
             if cachedAtFirstAdmission[r] >= 0 {
                 hit += Int(cachedAtFirstAdmission[r])
-                query += Int(trace.inputTokens[r])
+                query += Int(inputTokens[r])
             }
         }
         served.sort()
