@@ -10,8 +10,9 @@ public struct CapacitySearch: Sendable {
     public var target = 0.9
     /// Bisection steps after bracketing (each halves the bracket's log-width).
     public var refinements = 4
-    /// Scales are kept within these bounds.
+    /// The lowest scale probed; below it the capacity is reported as 0.
     public var minScale = 1.0 / 64
+    /// The highest scale probed; a policy passing there is reported at it.
     public var maxScale = 64.0
 
     /// The defaults above.
@@ -19,7 +20,9 @@ public struct CapacitySearch: Sendable {
 
     /// One probe of the search.
     public struct Probe: Sendable {
+        /// The rate scale simulated.
         public var rateScale: Double
+        /// The fraction of requests meeting the SLO there.
         public var attainment: Double
     }
 

@@ -30,8 +30,11 @@ public struct Replay: Sendable {
 
     /// One policy's outcome: the run at `config.rateScale`, and the capacity search.
     public struct Outcome: Sendable {
+        /// The run at `config.rateScale`.
         public var result: ReplayResult
+        /// The effective capacity (rate scale); nil without a search.
         public var capacity: Double?
+        /// Every rate scale the search tried, in order.
         public var probes: [CapacitySearch.Probe]
     }
 

@@ -7,8 +7,11 @@ import Glibc
 public enum SVGPlot {
     /// One named series of (x, y) points, drawn in order.
     public struct Series: Sendable {
+        /// The legend entry.
         public var name: String
+        /// (x, y) points, drawn in order.
         public var points: [(Double, Double)]
+        /// A series named `name`.
         public init(name: String, points: [(Double, Double)]) {
             self.name = name
             self.points = points

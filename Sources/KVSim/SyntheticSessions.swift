@@ -15,15 +15,25 @@ import Glibc
 ///
 /// Deterministic for a seed (SplitMix64).
 public struct SyntheticSessions: Sendable {
+    /// Conversations.
     public var sessions = 2000
+    /// Conversation starts per second (Poisson).
     public var sessionsPerSecond = 1.0
+    /// Distinct shared system prompts (Zipf popularity).
     public var systemPrompts = 8
+    /// Tokens of each system prompt.
     public var systemPromptTokens = 2048
+    /// Turns per conversation at most (uniform in 1...maxTurns).
     public var maxTurns = 8
+    /// Mean think time between a turn's answer and the next question.
     public var thinkSeconds = 30.0
+    /// Mean tokens of a new question.
     public var questionTokens = 600
+    /// Mean tokens of an answer.
     public var answerTokens = 300
+    /// Tokens per block of the generated hashes.
     public var blockTokens = 512
+    /// The generator's seed.
     public var seed: UInt64 = 1
 
     /// The defaults listed above.
