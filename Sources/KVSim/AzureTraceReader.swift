@@ -24,10 +24,10 @@ public enum AzureTraceReader {
         var first: Double? = nil
         var lineNumber = 0
         var hashes: [UInt64] = []
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character, so splitting on newline Characters handles both line ends.
+        for line in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             lineNumber += 1
             if trace.count >= (maxRequests ?? Int.max) { break }
-            let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
             if line.allSatisfy({ $0 == " " }) { continue }
             if lineNumber == 1 && line.hasPrefix("TIMESTAMP") { continue }
             do {

@@ -103,6 +103,7 @@ struct ReplayCommand: ParsableCommand {
             t = try MooncakeTraceReader.read(path: trace, maxRequests: requests, lenient: lenient)
         }
         if let requests { t = t.prefix(requests) }
+        guard t.count > 0 else { throw ValidationError("\(t.source) holds no requests") }
         var config = SimulationConfig()
         config.instances = instances
         config.rateScale = rateScale

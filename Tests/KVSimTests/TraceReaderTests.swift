@@ -77,6 +77,16 @@ import Testing
             Issue.record("accepted a row with two fields")
         } catch let e as TraceFormatError { #expect(e.line == 5 && e.reason.contains("3 fields")) }
         #expect(try AzureTraceReader.parse(csv + "\nbad,row,here\n", path: "a.csv", lenient: true).skippedLines == 1)
+        // The published file has Windows line ends.
+        let crlf = try AzureTraceReader.parse(csv.replacingOccurrences(of: "\n", with: "\r\n"), path: "a.csv")
+        #expect(crlf.count == 3 && crlf.arrivalMilliseconds == t.arrivalMilliseconds)
+    }
+
+    @Test func theBundledAzureTraceReadsWhole() throws {
+        let path = #filePath.replacingOccurrences(of: "Tests/KVSimTests/TraceReaderTests.swift", with: "traces/azure_llm_2023_conv.csv")
+        let t = try AzureTraceReader.read(path: path)
+        #expect(t.count == 19_366)
+        #expect(abs(t.arrivalMilliseconds.last! / 1000 - 3502) < 1, "58.4 minutes of arrivals")
     }
 
     @Test func syntheticSessionsShareSystemPromptsAndHistory() {
