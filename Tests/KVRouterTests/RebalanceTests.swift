@@ -56,6 +56,35 @@ final class ArrayQueues: RequestQueues {
         }
     }
 
+    @Test func whenBothCandidatesAreOverloadedRequestsMoveToTheRingNeighbour() throws {
+        let r = try makeRouter(.dualMap, instances: 6) { $0.ttftSLOMilliseconds = 1000; $0.prefillMillisecondsPerToken = 0.1 }
+        let queues = ArrayQueues(slots: 64)
+        // Six requests that all have the same candidate pair (a, b), queued at a.
+        var pair: (Int, Int)? = nil
+        var k: UInt64 = 0, id = 0
+        while queues.queues.reduce(0, { $0 + $1.count }) < 6 {
+            let h = chain(9000 + k, count: 4)
+            k += 1
+            let c = r.candidates(r.key(of: h.withUnsafeBufferPointer { $0 }))
+            if pair == nil { pair = c }
+            guard c == pair! else { continue }
+            queues.queues[c.0].append((id, h, 1000))
+            id += 1
+        }
+        let (a, b) = pair!
+        r.report(slot: a, load: InstanceLoad(pendingPrefillTokens: 6000))
+        r.report(slot: b, load: InstanceLoad(pendingPrefillTokens: 5500))
+        let moved = r.rebalance(queues)
+        #expect(moved == 1, "one 1000-token request takes a from 6000 to 5000 pending tokens")
+        #expect(queues.queues[a].count == 5 && queues.queues[b].isEmpty, "nothing lands on the overloaded other candidate")
+        let overloaded: UInt64 = (1 << UInt64(a)) | (1 << UInt64(b))
+        for s in 0..<6 where s != a && s != b {
+            for q in queues.queues[s] {
+                #expect(s == r.ring1.lookup(r.key(of: q.hashes.withUnsafeBufferPointer { $0 }), excludingMask: overloaded))
+            }
+        }
+    }
+
     @Test func nothingMovesWhenNoInstanceIsOverloaded() throws {
         let r = try makeRouter(.dualMap, instances: 4) { $0.ttftSLOMilliseconds = 1000; $0.prefillMillisecondsPerToken = 0.1 }
         let queues = ArrayQueues(slots: 64)
