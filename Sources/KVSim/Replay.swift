@@ -1,7 +1,4 @@
 import Dispatch
-#if canImport(Glibc)
-import Glibc
-#endif
 import KVRouter
 
 /// Replays a trace through the simulated cluster for several policies, optionally searching
@@ -81,34 +78,4 @@ public struct Replay: Sendable {
         }
         return Outcome(result: result, capacity: found.capacity, probes: found.probes)
     }
-}
-
-/// A shared counter handing out indexes to worker threads.
-final class Counter: @unchecked Sendable {
-    private var value = 0
-    private var lock = pthread_mutex_t()
-    init() { pthread_mutex_init(&lock, nil) }
-    deinit { pthread_mutex_destroy(&lock) }
-    func take() -> Int {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        value += 1
-        return value - 1
-    }
-}
-
-/// Seconds on the monotonic clock.
-func wallSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-/// `x` with up to 2 decimals, trailing zeros dropped.
-func fmt(_ x: Double) -> String {
-    let r = (x * 100).rounded() / 100
-    if r == r.rounded() { return String(Int(r)) }
-    var s = String(r)
-    if let dot = s.firstIndex(of: "."), s.distance(from: dot, to: s.endIndex) > 3 { s = String(s[..<s.index(dot, offsetBy: 3)]) }
-    return s
 }
