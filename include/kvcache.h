@@ -573,6 +573,12 @@ kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instanc
 kvc_status kvc_router_observe_events(kvc_router *r, uint32_t instance, const kvc_event *events,
                                      size_t n_events);
 
+/** Calibrates the TTFT estimate: a prefill of n_tokens uncached tokens (any instance) took
+ *  `milliseconds`. The router keeps an exponentially decayed ratio of milliseconds to tokens
+ *  (starting from prefill_ms_per_token), so long prompts weigh by their size. Returns
+ *  KVC_ERR_INVALID_ARGUMENT (NULL r, n_tokens 0, milliseconds not a positive number). */
+kvc_status kvc_router_observe_prefill(kvc_router *r, size_t n_tokens, double milliseconds);
+
 #ifdef __cplusplus
 }
 #endif

@@ -556,6 +556,8 @@ static void route(void) {
     MUST(kvc_router_report(r, 20, &load));
     MUST(kvc_router_route(r, hashes, n_hashes, PROMPT, &chosen));
     CHECK(chosen == 10, "router: an overloaded affinity candidate gives way (got %u)", chosen);
+    MUST(kvc_router_observe_prefill(r, 1000, 100.0));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens is 0", kvc_router_observe_prefill(r, 0, 1.0));
     /* Bad input. */
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block hash", kvc_router_route(r, hashes, 0, PROMPT, &chosen));
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block_hashes is NULL", kvc_router_route(r, NULL, 3, PROMPT, &chosen));

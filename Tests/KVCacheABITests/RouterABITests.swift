@@ -169,6 +169,17 @@ private final class CRouter {
         #expect(winners.contains(first))
     }
 
+    @Test func observedPrefillsCalibrateTheEstimate() throws {
+        let r = try CRouter(policy: 0)
+        #expect(kvc_router_observe_prefill(r.handle, 0, 5) == -1)
+        #expect(kvc_router_observe_prefill(r.handle, 10, .nan) == -1)
+        #expect(kvc_router_observe_prefill(r.handle, 10, -1) == -1)
+        #expect(kvc_router_observe_prefill(nil, 10, 1) == -1)
+        #expect(kvc_router_observe_prefill(r.handle, 1000, 500) == KVC_OK)
+        let handle = Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(r.handle)).takeUnretainedValue()
+        #expect(handle.router.prefill.millisecondsPerToken == 0.5)
+    }
+
     @Test func aBadEventKindChangesNothing() throws {
         let r = try CRouter()
         #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
