@@ -61,6 +61,9 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Blocks in the DualMap / consistent-hash key.")
     var keyBlocks = 2
 
+    @Option(help: "overlap-cost's overlap_score_weight (Dynamo's default 1.0), for diagnosis.")
+    var overlapWeight = 1.0
+
     @Flag(help: "Skip the effective-capacity search (one run per policy).")
     var noSearch = false
 
@@ -78,6 +81,7 @@ struct ReplayCommand: ParsableCommand {
         guard rateScale > 0 else { throw ValidationError("--rate-scale must be > 0") }
         guard ttftSloMs > 0 else { throw ValidationError("--ttft-slo-ms must be > 0") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
+        guard overlapWeight >= 0 && overlapWeight.isFinite else { throw ValidationError("--overlap-weight must be >= 0") }
         _ = try policyList()
         if let view, view != "exact" && view != "approximate" { throw ValidationError("--view must be exact or approximate") }
     }
@@ -109,6 +113,7 @@ struct ReplayCommand: ParsableCommand {
         config.rateScale = rateScale
         config.ttftSLOMilliseconds = ttftSloMs
         config.router.keyBlocks = keyBlocks
+        config.router.overlapScoreWeight = overlapWeight
         config.engine = SimulationConfig.qwen7BEngine(blockTokens: t.blockTokens)
         let replay = Replay(config: config, policies: try policyList(),
                             view: view.map { $0 == "exact" ? .exact : .approximate },
