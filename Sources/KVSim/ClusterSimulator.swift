@@ -139,7 +139,15 @@ public final class ClusterSimulator: RequestQueues {
                 tStep = inst.stepEnd
                 busy = i
             }
-            if tArrival == .infinity && busy < 0 { break }
+            if tArrival == .infinity && busy < 0 {
+                // Invariant at the end: every request finished or was rejected, and the
+                // prefill backlog each instance reported to the router has drained to zero.
+                for inst in instances {
+                    precondition(inst.running.isEmpty && inst.waitingCount == 0 && inst.pendingPrefillTokens == 0,
+                                 "an instance ended with work left: the simulator's bookkeeping is wrong")
+                }
+                break
+            }
             if tArrival <= tStep {
                 try arrive(next, now: tArrival)
                 next += 1
