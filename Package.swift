@@ -1,6 +1,7 @@
 // swift-tools-version: 6.1
 // KVCacheEngine: a KV-cache manager for LLM serving. Layout and dependency direction are in
-// README.md: CKVMemory <- KVCache <- {KVCacheABI, kvcache}.
+// README.md: CKVMemory <- KVCache <- {KVRouter, KVSim, KVCacheABI, kvcache}; KVRouter <- {KVSim,
+// KVCacheABI, kvcache}.
 import PackageDescription
 
 let packageDir = Context.packageDirectory
@@ -29,8 +30,16 @@ let package = Package(
             dependencies: ["CKVMemory"]
         ),
         .target(
+            name: "KVRouter",
+            dependencies: ["KVCache"]
+        ),
+        .target(
+            name: "KVSim",
+            dependencies: ["KVCache", "KVRouter"]
+        ),
+        .target(
             name: "KVCacheABI",
-            dependencies: ["KVCache"],
+            dependencies: ["KVCache", "KVRouter"],
             linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(packageDir)/include/kvcache.map"])]
         ),
         .executableTarget(
@@ -38,6 +47,8 @@ let package = Package(
             dependencies: [
                 "KVCache",
                 "CKVMemory",
+                "KVRouter",
+                "KVSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -45,10 +56,18 @@ let package = Package(
         .testTarget(name: "CKVMemoryTests", dependencies: ["CKVMemory"]),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache"]),
         .testTarget(name: "KVCacheABITests", dependencies: ["KVCacheABI"]),
+        .testTarget(name: "KVRouterTests", dependencies: ["KVRouter", "KVCache"]),
+        .testTarget(name: "KVSimTests", dependencies: ["KVSim", "KVRouter", "KVCache"]),
         .executableTarget(
             name: "KVCacheBenchmarks",
             dependencies: ["KVCache", .product(name: "Benchmark", package: "benchmark")],
             path: "Benchmarks/KVCacheBenchmarks",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+        .executableTarget(
+            name: "KVRouterBenchmarks",
+            dependencies: ["KVRouter", "KVCache", .product(name: "Benchmark", package: "benchmark")],
+            path: "Benchmarks/KVRouterBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
     ]

@@ -33,15 +33,16 @@
  * THREAD SAFETY
  *   The engine is thread-safe: any number of threads may call any function on one engine at
  *   the same time, for the same or distinct sequences, without corrupting anything. Each call
- *   takes the engine's one lock for its bookkeeping only (no I/O, no waiting, no K/V copy
- *   except the one block or page a copy-on-write needs), so calls are short and run one after
- *   another. Reading and writing K/V through the pointers the engine returns takes no lock:
- *   threads working on distinct sequences do that fully in parallel. Calls naming the same
- *   sequence from two threads run in whichever order the threads reach the lock; a server
- *   that appends to and frees one sequence from two threads must order those itself.
- *   kvc_engine_destroy must not run concurrently with, or be followed by, any other call on
- *   that engine. kvc_config_init, kvc_status_name, kvc_last_error, kvc_abi_version and
- *   kvc_hash_tokens touch no engine and are always safe.
+ *   takes the engine's one lock for its bookkeeping (no K/V copy except the one block or page
+ *   a copy-on-write needs; the disk tier's exceptions are documented under DISK TIER), so
+ *   calls are short and run one after another. Reading and writing K/V through the pointers
+ *   the engine returns takes no lock: threads working on distinct sequences do that fully in
+ *   parallel. Calls naming the same sequence from two threads run in whichever order the
+ *   threads reach the lock; a server that appends to and frees one sequence from two threads
+ *   must order those itself. kvc_engine_destroy must not run concurrently with, or be
+ *   followed by, any other call on that engine. kvc_config_init, kvc_status_name,
+ *   kvc_last_error, kvc_abi_version, kvc_hash_tokens and kvc_router_config_init touch no
+ *   engine and are always safe. Routers (below) have their own mutex.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -714,6 +715,157 @@ kvc_status kvc_engine_sync(kvc_engine *e);
  */
 kvc_status kvc_hash_tokens(const int32_t *tokens, size_t n_tokens, uint32_t block_tokens,
                            uint64_t *hashes, size_t capacity, size_t *n_hashes);
+
+/* ---------------------------------------------------------------------------------------
+ * Router (gateway side): which instance should serve a request
+ *
+ * A router spreads requests over serving instances by their prompt's chained block hashes
+ * (kvc_hash_tokens, or the engine's events' hashes), from what it knows of each instance:
+ * its load (kvc_router_report; the router also advances it on every decision), and what it
+ * caches, either exactly from the instance's KV events (kvc_router_observe_events, drained
+ * with kvc_drain_events) or approximately from the router's own routing history.
+ *
+ * Policies (kvc_router_config.policy):
+ *   KVC_ROUTER_DUALMAP          two consistent-hash rings keyed on the hash of the first
+ *                               key_blocks blocks give two distinct candidates; take the one
+ *                               caching the longer prefix unless its estimated TTFT exceeds
+ *                               ttft_slo_ms / 2, then the one with the lower estimate.
+ *                               Estimated TTFT = (pending prefill tokens + this request's
+ *                               uncached tokens) x prefill_ms_per_token.
+ *   KVC_ROUTER_ROUND_ROBIN      cycle over instances.
+ *   KVC_ROUTER_LEAST_LOADED     fewest pending prefill tokens.
+ *   KVC_ROUTER_CONSISTENT_HASH  one ring over the key; ignores load.
+ *   KVC_ROUTER_PREFIX_TREE      SGLang router's cache-aware policy (match ratio > 0.5 wins,
+ *                               least in-flight requests when imbalanced by > 32 and x1.1).
+ *   KVC_ROUTER_OVERLAP_COST     Dynamo KV router: min of prefill blocks + active blocks.
+ *
+ * A router holds at most 64 instances, identified by caller-chosen uint32_t ids. Routing
+ * with no instance is KVC_ERR_NOT_FOUND; a request needs at least one block hash
+ * (n_blocks 0 is KVC_ERR_INVALID_ARGUMENT: hash prompts shorter than a block yourself, or
+ * route them with any policy of your own). Unknown or removed instance ids in
+ * report/observe/remove are KVC_ERR_NOT_FOUND; adding an id twice is KVC_ERR_EXISTS.
+ * Thread-safe: calls on one router are serialised by its mutex. The same failure rules as
+ * the engine's apply: on failure nothing changed and kvc_last_error() says why.
+ * --------------------------------------------------------------------------------------- */
+
+/** A router. Opaque; from kvc_router_create, released by kvc_router_destroy. */
+typedef struct kvc_router kvc_router;
+
+/** kvc_router_config.policy values. */
+enum {
+    KVC_ROUTER_DUALMAP = 0,
+    KVC_ROUTER_ROUND_ROBIN = 1,
+    KVC_ROUTER_LEAST_LOADED = 2,
+    KVC_ROUTER_CONSISTENT_HASH = 3,
+    KVC_ROUTER_PREFIX_TREE = 4,
+    KVC_ROUTER_OVERLAP_COST = 5
+};
+
+/** kvc_router_config.view values: how the router learns what instances cache. */
+enum {
+    /** The policy's own: approximate for PREFIX_TREE (as SGLang), exact for the others. */
+    KVC_ROUTER_VIEW_DEFAULT = 0,
+    /** From KV events passed to kvc_router_observe_events. */
+    KVC_ROUTER_VIEW_EXACT = 1,
+    /** From the router's own decisions (events are ignored). */
+    KVC_ROUTER_VIEW_APPROXIMATE = 2
+};
+
+/**
+ * A router's parameters; start from kvc_router_config_init. struct_size follows the rules of
+ * kvc_config (smaller: later fields default; larger: extra bytes must be 0).
+ */
+typedef struct kvc_router_config {
+    /** sizeof(kvc_router_config). */
+    uint32_t struct_size;
+    /** A KVC_ROUTER_* policy. Default KVC_ROUTER_DUALMAP. */
+    uint32_t policy;
+    /** The request key hashes the first key_blocks blocks, 1..64. Default 2. */
+    uint32_t key_blocks;
+    /** Ring positions per instance of weight 1, 1..4096. Default 128. */
+    uint32_t virtual_nodes;
+    /** TTFT SLO in ms, > 0; DualMap leaves the affinity candidate above half of it. Default 5000. */
+    double ttft_slo_ms;
+    /** Starting estimate of prefill ms per uncached token, > 0. Default 0.1. */
+    double prefill_ms_per_token;
+    /* -- fields past KVC_ROUTER_CONFIG_MIN_SIZE -- */
+    /** Tokens per block of the hashes given to kvc_router_route, 1..65536. Default 16. */
+    uint32_t block_tokens;
+    /** A KVC_ROUTER_VIEW_* value. Default KVC_ROUTER_VIEW_DEFAULT. */
+    uint32_t view;
+    /* more may follow */
+} kvc_router_config;
+
+/** The smallest kvc_router_config.struct_size accepted: through prefill_ms_per_token. */
+#define KVC_ROUTER_CONFIG_MIN_SIZE (offsetof(kvc_router_config, prefill_ms_per_token) + sizeof(double))
+
+/** An instance's load, as it reports it. struct_size rules as kvc_config (read only). */
+typedef struct kvc_instance_load {
+    /** sizeof(kvc_instance_load). */
+    uint32_t struct_size;
+    /** Prompt tokens queued or being prefilled that were not cached. */
+    uint64_t pending_prefill_tokens;
+    /** KV blocks held by running sequences. */
+    uint64_t running_blocks;
+    /** KV blocks free or evictable. */
+    uint64_t free_blocks;
+    /* -- fields past KVC_INSTANCE_LOAD_MIN_SIZE -- */
+    /** Requests queued or running. */
+    uint64_t active_requests;
+    /* more may follow */
+} kvc_instance_load;
+
+/** The smallest kvc_instance_load.struct_size accepted: through free_blocks. */
+#define KVC_INSTANCE_LOAD_MIN_SIZE (offsetof(kvc_instance_load, free_blocks) + sizeof(uint64_t))
+
+/** Writes the defaults to *cfg and sets struct_size (padding zeroed). NULL: no-op. */
+void kvc_router_config_init(kvc_router_config *cfg);
+
+/** Creates a router with no instances. Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad
+ *  struct_size or field; the message names it), KVC_ERR_UNSUPPORTED (unknown non-zero
+ *  field). *out is NULL on failure. */
+kvc_status kvc_router_create(const kvc_router_config *cfg, kvc_router **out);
+
+/** Releases the router. NULL: no-op. Must not race with other calls on `r`. */
+void kvc_router_destroy(kvc_router *r);
+
+/** Adds instance `instance` with `weight` (share of ring positions, (0, 64]; 1 standard).
+ *  Its load starts at 0 and its cache empty. Returns KVC_ERR_EXISTS (already added),
+ *  KVC_ERR_INVALID_ARGUMENT (NULL r, weight, 64 instances already). Cost: rebuilds the rings. */
+kvc_status kvc_router_add_instance(kvc_router *r, uint32_t instance, double weight);
+
+/** Removes `instance`: no later decision picks it; what it cached is forgotten. Keys it
+ *  owned move to ring neighbours, other keys stay. Returns KVC_ERR_NOT_FOUND. */
+kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
+
+/**
+ * Picks the instance for a prompt of n_tokens tokens whose chained block hashes are
+ * block_hashes[0 .. n_blocks-1] (full blocks; a trailing partial block's hash may be
+ * included), stores its id in *instance, and advances that instance's load by the request
+ * until the next kvc_router_report. Returns KVC_ERR_INVALID_ARGUMENT (NULL r/instance,
+ * NULL block_hashes, n_blocks 0, n_tokens 0), KVC_ERR_NOT_FOUND (no instance).
+ * Cost: about one hash-table probe per cached block plus two ring lookups; no allocation.
+ */
+kvc_status kvc_router_route(kvc_router *r, const uint64_t *block_hashes, size_t n_blocks,
+                            size_t n_tokens, uint32_t *instance);
+
+/** Replaces `instance`'s load with *load. Returns KVC_ERR_INVALID_ARGUMENT (NULL r/load,
+ *  struct_size out of range), KVC_ERR_UNSUPPORTED (unknown non-zero field),
+ *  KVC_ERR_NOT_FOUND (unknown or removed instance). */
+kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instance_load *load);
+
+/** Applies `instance`'s KV events, in the order kvc_drain_events returned them, to the exact
+ *  cache view (ignored by an approximate view). Every event's kind is checked before any is
+ *  applied. `events` may be NULL only when n_events is 0. Returns KVC_ERR_INVALID_ARGUMENT
+ *  (NULL r, NULL events with n_events > 0, an unknown kind), KVC_ERR_NOT_FOUND. */
+kvc_status kvc_router_observe_events(kvc_router *r, uint32_t instance, const kvc_event *events,
+                                     size_t n_events);
+
+/** Calibrates the TTFT estimate: a prefill of n_tokens uncached tokens (any instance) took
+ *  `milliseconds`. The router keeps an exponentially decayed ratio of milliseconds to tokens
+ *  (starting from prefill_ms_per_token), so long prompts weigh by their size. Returns
+ *  KVC_ERR_INVALID_ARGUMENT (NULL r, n_tokens 0, milliseconds not a positive number). */
+kvc_status kvc_router_observe_prefill(kvc_router *r, size_t n_tokens, double milliseconds);
 
 #ifdef __cplusplus
 }

@@ -636,6 +636,80 @@ static void offload(uint32_t layout) {
     rmdir(dir);
 }
 
+/* The router: an engine's KV events steer the router to the instance that caches the prompt,
+ * and bad input gets a status and a message. Offsets are the ones the library decodes. */
+_Static_assert(offsetof(kvc_router_config, ttft_slo_ms) == 16 && offsetof(kvc_router_config, block_tokens) == 32 &&
+                   offsetof(kvc_router_config, view) == 36 && sizeof(kvc_router_config) == 40,
+               "kvc_router_config layout");
+_Static_assert(offsetof(kvc_instance_load, pending_prefill_tokens) == 8 && offsetof(kvc_instance_load, active_requests) == 32 &&
+                   sizeof(kvc_instance_load) == 40 && KVC_ROUTER_CONFIG_MIN_SIZE == 32 && KVC_INSTANCE_LOAD_MIN_SIZE == 32,
+               "kvc_instance_load layout");
+
+static void route(void) {
+    printf("abi_client: router\n");
+    kvc_config cfg;
+    small_config(&cfg, KVC_LAYOUT_PAGED, 1 << 20);
+    kvc_engine *e;
+    MUST(kvc_engine_create(&cfg, &e));
+    kvc_router_config rc;
+    kvc_router_config_init(&rc);
+    rc.block_tokens = cfg.block_tokens;
+    kvc_router *r;
+    MUST(kvc_router_create(&rc, &r));
+    uint64_t hashes[64];
+    size_t n_hashes;
+    int32_t tokens[PROMPT];
+    for (int i = 0; i < PROMPT; i++) tokens[i] = 7000 + i;
+    MUST(kvc_hash_tokens(tokens, PROMPT, cfg.block_tokens, hashes, 64, &n_hashes));
+    uint32_t chosen = 99;
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "no instance", kvc_router_route(r, hashes, n_hashes, PROMPT, &chosen));
+    CHECK(chosen == 99, "router: a failed route leaves *instance untouched");
+    MUST(kvc_router_add_instance(r, 10, 1.0));
+    MUST(kvc_router_add_instance(r, 20, 1.0));
+    EXPECT_STATUS(KVC_ERR_EXISTS, "already", kvc_router_add_instance(r, 20, 1.0));
+    /* Instance 20 serves the prompt; its events tell the router. */
+    size_t cached;
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    kvc_event events[256];
+    size_t n_events;
+    MUST(kvc_drain_events(e, events, 256, &n_events));
+    CHECK(n_events == n_hashes, "router: one BLOCK_STORED per full block (%zu)", n_events);
+    MUST(kvc_router_observe_events(r, 20, events, n_events));
+    int all20 = 1;
+    for (int k = 0; k < 8; k++) {
+        MUST(kvc_router_route(r, hashes, n_hashes, PROMPT, &chosen));
+        all20 &= chosen == 20;
+    }
+    CHECK(all20, "router: DualMap sends the prompt to the instance caching it (2 instances: both are candidates)");
+    /* Overloaded beyond the SLO threshold (2500 ms at 0.1 ms/token), the other candidate wins. */
+    kvc_instance_load load = {.struct_size = sizeof load, .pending_prefill_tokens = 1000000};
+    MUST(kvc_router_report(r, 20, &load));
+    MUST(kvc_router_route(r, hashes, n_hashes, PROMPT, &chosen));
+    CHECK(chosen == 10, "router: an overloaded affinity candidate gives way (got %u)", chosen);
+    MUST(kvc_router_observe_prefill(r, 1000, 100.0));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens is 0", kvc_router_observe_prefill(r, 0, 1.0));
+    /* Bad input. */
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block hash", kvc_router_route(r, hashes, 0, PROMPT, &chosen));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block_hashes is NULL", kvc_router_route(r, NULL, 3, PROMPT, &chosen));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "instance is NULL", kvc_router_route(r, hashes, n_hashes, PROMPT, NULL));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "router is NULL", kvc_router_route(NULL, hashes, n_hashes, PROMPT, &chosen));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "instance 30", kvc_router_report(r, 30, &load));
+    load.struct_size = 4;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size", kvc_router_report(r, 20, &load));
+    MUST(kvc_router_remove_instance(r, 20));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "instance 20", kvc_router_remove_instance(r, 20));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "instance 20", kvc_router_observe_events(r, 20, events, n_events));
+    MUST(kvc_router_route(r, hashes, n_hashes, PROMPT, &chosen));
+    CHECK(chosen == 10, "router: a removed instance is never chosen");
+    rc.struct_size = 0;
+    kvc_router *bad = (kvc_router *)1;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size", kvc_router_create(&rc, &bad));
+    CHECK(bad == NULL, "router: a failed create sets *out to NULL");
+    kvc_router_destroy(NULL);
+    kvc_router_destroy(r);
+    kvc_engine_destroy(e);
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "hashes") == 0) {
         print_hashes();
@@ -661,5 +735,6 @@ int main(int argc, char **argv) {
     evict(KVC_LAYOUT_CONTIGUOUS);
     offload(KVC_LAYOUT_PAGED);
     offload(KVC_LAYOUT_CONTIGUOUS);
+    route();
     summary_and_exit();
 }

@@ -1,0 +1,242 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import KVCache
+import KVRouter
+
+// The @c exports of the router section of include/kvcache.h: thin wrappers over
+// `KVRouter.Router` that check every C argument first, hold the handle's mutex for the call
+// (the router itself is single-threaded), and turn `KVError` into a status and a message.
+
+/// Byte offsets of `kvc_router_config`.
+enum RouterConfigLayout {
+    static let policy = 4
+    static let keyBlocks = 8
+    static let virtualNodes = 12
+    static let ttftSLOMilliseconds = 16
+    static let prefillMillisecondsPerToken = 24
+    static let blockTokens = 32
+    static let view = 36
+    /// `sizeof(kvc_router_config)` of this version.
+    static let size = 40
+    /// `KVC_ROUTER_CONFIG_MIN_SIZE`: through `prefill_ms_per_token`.
+    static let minimumSize = 32
+}
+
+/// Byte offsets of `kvc_instance_load`.
+enum InstanceLoadLayout {
+    static let pendingPrefillTokens = 8
+    static let runningBlocks = 16
+    static let freeBlocks = 24
+    static let activeRequests = 32
+    /// `sizeof(kvc_instance_load)` of this version.
+    static let size = 40
+    /// `KVC_INSTANCE_LOAD_MIN_SIZE`: through `free_blocks`.
+    static let minimumSize = 32
+}
+
+/// The object behind a `kvc_router *`: the router and the mutex serialising calls on it.
+final class RouterHandle {
+    let router: Router
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    init(_ router: Router) {
+        self.router = router
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    @inline(__always) func locked<T>(_ body: (Router) throws(KVError) -> T) throws(KVError) -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(router)
+    }
+}
+
+@inline(__always)
+private func routerHandle(_ handle: OpaquePointer?) throws(KVError) -> RouterHandle {
+    guard let handle else { throw KVError(.invalidArgument, "router is NULL") }
+    return Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+}
+
+/// `kvc_router_config_init`: zeroes `sizeof(kvc_router_config)` bytes, then writes the
+/// `RouterConfig` defaults and `struct_size`. NULL: no-op.
+@c public func kvc_router_config_init(_ cfg: UnsafeMutableRawPointer?) {
+    guard let cfg else { return }
+    memset(cfg, 0, RouterConfigLayout.size)
+    let d = RouterConfig()
+    cfg.storeBytes(of: UInt32(RouterConfigLayout.size), toByteOffset: 0, as: UInt32.self)
+    cfg.storeBytes(of: d.policy.rawValue, toByteOffset: RouterConfigLayout.policy, as: UInt32.self)
+    cfg.storeBytes(of: UInt32(d.keyBlocks), toByteOffset: RouterConfigLayout.keyBlocks, as: UInt32.self)
+    cfg.storeBytes(of: UInt32(d.virtualNodes), toByteOffset: RouterConfigLayout.virtualNodes, as: UInt32.self)
+    cfg.storeBytes(of: d.ttftSLOMilliseconds, toByteOffset: RouterConfigLayout.ttftSLOMilliseconds, as: Double.self)
+    cfg.storeBytes(of: d.prefillMillisecondsPerToken, toByteOffset: RouterConfigLayout.prefillMillisecondsPerToken, as: Double.self)
+    cfg.storeBytes(of: UInt32(d.blockTokens), toByteOffset: RouterConfigLayout.blockTokens, as: UInt32.self)
+}
+
+extension RouterConfig {
+    /// Decodes the caller's `kvc_router_config` with the same struct_size rules as `kvc_config`.
+    init(cStruct raw: UnsafeRawPointer) throws(KVError) {
+        let size = try structSize(raw, minimum: RouterConfigLayout.minimumSize, "kvc_router_config")
+        self.init()
+        let rawPolicy = raw.loadUnaligned(fromByteOffset: RouterConfigLayout.policy, as: UInt32.self)
+        guard let policy = PolicyKind(rawValue: rawPolicy) else {
+            throw KVError(.invalidArgument, "policy \(rawPolicy) is not a KVC_ROUTER_* policy (0...\(PolicyKind.allCases.count - 1))")
+        }
+        self.policy = policy
+        keyBlocks = Int(raw.loadUnaligned(fromByteOffset: RouterConfigLayout.keyBlocks, as: UInt32.self))
+        virtualNodes = Int(raw.loadUnaligned(fromByteOffset: RouterConfigLayout.virtualNodes, as: UInt32.self))
+        ttftSLOMilliseconds = raw.loadUnaligned(fromByteOffset: RouterConfigLayout.ttftSLOMilliseconds, as: Double.self)
+        prefillMillisecondsPerToken = raw.loadUnaligned(fromByteOffset: RouterConfigLayout.prefillMillisecondsPerToken, as: Double.self)
+        if size >= RouterConfigLayout.blockTokens + 4 {
+            blockTokens = Int(raw.loadUnaligned(fromByteOffset: RouterConfigLayout.blockTokens, as: UInt32.self))
+        }
+        if size >= RouterConfigLayout.view + 4 {
+            switch raw.loadUnaligned(fromByteOffset: RouterConfigLayout.view, as: UInt32.self) {
+            case 0: view = nil
+            case 1: view = .exact
+            case 2: view = .approximate
+            case let v: throw KVError(.invalidArgument, "view \(v) is not KVC_ROUTER_VIEW_DEFAULT, _EXACT or _APPROXIMATE")
+            }
+        }
+        for offset in RouterConfigLayout.size..<max(size, RouterConfigLayout.size)
+        where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
+            throw KVError(.unsupported, "kvc_router_config byte \(offset) is not 0, but this library knows only the first "
+                          + "\(RouterConfigLayout.size) bytes; it cannot honour a newer field")
+        }
+    }
+}
+
+/// `kvc_router_create`: decodes `*cfg`, creates the router and stores a retained handle in
+/// `*out` (NULL on failure).
+@c public func kvc_router_create(_ cfg: UnsafeRawPointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> kvc_status {
+    status("kvc_router_create") { () throws(KVError) in
+        let out = try required(out, "out")
+        out.pointee = nil
+        let router = try Router(try RouterConfig(cStruct: try required(cfg, "cfg")))
+        out.pointee = OpaquePointer(Unmanaged.passRetained(RouterHandle(router)).toOpaque())
+    }
+}
+
+/// `kvc_router_destroy`: releases the handle. NULL: no-op.
+@c public func kvc_router_destroy(_ r: OpaquePointer?) {
+    guard let r else { return }
+    Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(r)).release()
+}
+
+/// `kvc_router_add_instance`: `Router.addInstance`.
+@c public func kvc_router_add_instance(_ r: OpaquePointer?, _ instance: UInt32, _ weight: Double) -> kvc_status {
+    status("kvc_router_add_instance", "instance \(instance)") { () throws(KVError) in
+        try routerHandle(r).locked { (router) throws(KVError) in try router.addInstance(instance, weight: weight) }
+    }
+}
+
+/// `kvc_router_remove_instance`: `Router.removeInstance`.
+@c public func kvc_router_remove_instance(_ r: OpaquePointer?, _ instance: UInt32) -> kvc_status {
+    status("kvc_router_remove_instance", "instance \(instance)") { () throws(KVError) in
+        try routerHandle(r).locked { (router) throws(KVError) in try router.removeInstance(instance) }
+    }
+}
+
+/// `kvc_router_route`: `Router.route`; `*instance` is written only on success.
+@c public func kvc_router_route(
+    _ r: OpaquePointer?, _ blockHashes: UnsafePointer<UInt64>?, _ nBlocks: Int, _ nTokens: Int,
+    _ instance: UnsafeMutablePointer<UInt32>?
+) -> kvc_status {
+    status("kvc_router_route") { () throws(KVError) in
+        let handle = try routerHandle(r)
+        let out = try required(instance, "instance")
+        let hashes = try array(blockHashes, nBlocks, "block_hashes", "n_blocks")
+        let tokens = try size(nTokens, "n_tokens")
+        out.pointee = try handle.locked { (router) throws(KVError) in try router.route(hashes, tokens: tokens) }
+    }
+}
+
+/// `kvc_router_report`: decodes `*load` (struct_size rules as `kvc_stats`, read-only) and
+/// replaces the instance's load.
+@c public func kvc_router_report(_ r: OpaquePointer?, _ instance: UInt32, _ load: UnsafeRawPointer?) -> kvc_status {
+    status("kvc_router_report", "instance \(instance)") { () throws(KVError) in
+        let handle = try routerHandle(r)
+        let raw = try required(load, "load")
+        let size = try structSize(raw, minimum: InstanceLoadLayout.minimumSize, "kvc_instance_load")
+        var l = InstanceLoad()
+        l.pendingPrefillTokens = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.pendingPrefillTokens, as: UInt64.self)
+        l.runningBlocks = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.runningBlocks, as: UInt64.self)
+        l.freeBlocks = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.freeBlocks, as: UInt64.self)
+        if size >= InstanceLoadLayout.activeRequests + 8 {
+            l.activeRequests = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.activeRequests, as: UInt64.self)
+        }
+        for offset in InstanceLoadLayout.size..<max(size, InstanceLoadLayout.size)
+        where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
+            throw KVError(.unsupported, "kvc_instance_load byte \(offset) is not 0, but this library knows only the first "
+                          + "\(InstanceLoadLayout.size) bytes")
+        }
+        try handle.locked { (router) throws(KVError) in try router.report(instance, load: l) }
+    }
+}
+
+/// `kvc_router_observe_events`: checks every event's kind first (so a bad batch changes
+/// nothing), then applies them in order to the instance's exact view.
+@c public func kvc_router_observe_events(
+    _ r: OpaquePointer?, _ instance: UInt32, _ events: UnsafeRawPointer?, _ nEvents: Int
+) -> kvc_status {
+    status("kvc_router_observe_events", "instance \(instance)") { () throws(KVError) in
+        let handle = try routerHandle(r)
+        let n = try size(nEvents, "n_events")
+        guard n == 0 || events != nil else { throw KVError(.invalidArgument, "events is NULL but n_events is \(n)") }
+        guard let events, n > 0 else {
+            try handle.locked { (router) throws(KVError) in
+                if router.slot(of: instance) < 0 { throw KVError(.notFound, "instance \(instance) is not in the router") }
+            }
+            return
+        }
+        for i in 0..<n {
+            let kind = events.loadUnaligned(fromByteOffset: i * EventLayout.size + EventLayout.kind, as: UInt32.self)
+            guard KVEvent.Kind(rawValue: kind) != nil else {
+                throw KVError(.invalidArgument, "events[\(i)].kind \(kind) is not a KVC_EVENT_* kind")
+            }
+        }
+        try handle.locked { (router) throws(KVError) in
+            let slot = router.slot(of: instance)
+            guard slot >= 0 else { throw KVError(.notFound, "instance \(instance) is not in the router") }
+            withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: EventLayout.chunk) { scratch in
+                var done = 0
+                while done < n {
+                    let m = min(EventLayout.chunk, n - done)
+                    for j in 0..<m {
+                        let e = events + (done + j) * EventLayout.size
+                        scratch.initializeElement(at: j, to: KVEvent(
+                            kind: KVEvent.Kind(rawValue: e.loadUnaligned(fromByteOffset: EventLayout.kind, as: UInt32.self))!,
+                            tier: e.loadUnaligned(fromByteOffset: EventLayout.tier, as: UInt32.self),
+                            blockHash: e.loadUnaligned(fromByteOffset: EventLayout.blockHash, as: UInt64.self),
+                            parentHash: e.loadUnaligned(fromByteOffset: EventLayout.parentHash, as: UInt64.self)))
+                    }
+                    router.observe(slot: slot, events: UnsafeBufferPointer(rebasing: scratch[0..<m]))
+                    done += m
+                }
+            }
+        }
+    }
+}
+
+/// `kvc_router_observe_prefill`: `Router.observePrefill` after checking the arguments.
+@c public func kvc_router_observe_prefill(_ r: OpaquePointer?, _ nTokens: Int, _ milliseconds: Double) -> kvc_status {
+    status("kvc_router_observe_prefill") { () throws(KVError) in
+        let handle = try routerHandle(r)
+        let tokens = try size(nTokens, "n_tokens")
+        guard tokens > 0 else { throw KVError(.invalidArgument, "n_tokens is 0") }
+        guard milliseconds > 0 && milliseconds.isFinite else {
+            throw KVError(.invalidArgument, "milliseconds \(milliseconds) is not a positive number")
+        }
+        try handle.locked { router in router.observePrefill(tokens: tokens, milliseconds: milliseconds) }
+    }
+}

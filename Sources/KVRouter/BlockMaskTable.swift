@@ -1,0 +1,113 @@
+import KVCache
+
+/// An open-addressing map from block hash to a 64-bit mask of the instance slots caching the
+/// block: the router's cache view in two flat arrays.
+///
+/// Linear probing with backward-shift deletion (no tombstones); a fixed capacity (a power of
+/// two at least twice `maxEntries`), so nothing allocates after creation. Key and mask sit
+/// side by side (16 bytes), so a probe touches one cache line. An entry whose mask
+/// drops to 0 is removed. Inserts beyond `maxEntries` are refused and counted in `refused`
+/// (the view then underestimates; it never overestimates). Key 0 is never stored (no block
+/// hashes to 0 in practice; `allCleared` events carry 0).
+///
+/// Cost: O(1) expected per call. Not thread-safe.
+public final class BlockMaskTable {
+    private struct Entry {
+        var key: UInt64
+        var slots: UInt64
+    }
+    private let mask: Int
+    private let entries: UnsafeMutablePointer<Entry>
+    /// Entries held.
+    public private(set) var count = 0
+    /// Entries the table may hold.
+    public let limit: Int
+    /// Inserts refused because the table was full.
+    public private(set) var refused: UInt64 = 0
+
+    /// A table for at most `maxEntries` distinct hashes.
+    public init(maxEntries: Int) {
+        limit = max(1, maxEntries)
+        var size = 16
+        while size < 2 * limit { size <<= 1 }
+        mask = size - 1
+        entries = .allocate(capacity: size)
+        entries.initialize(repeating: Entry(key: 0, slots: 0), count: size)
+    }
+
+    deinit { entries.deallocate() }
+
+    @inline(__always) private func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: BlockHash.finalize(key)) & mask }
+
+    /// The slots caching `hash` (0 when none). Empty entries have mask 0.
+    @inline(__always)
+    public func slots(_ hash: UInt64) -> UInt64 {
+        var i = home(hash)
+        while true {
+            let e = entries[i]
+            if e.slots == 0 || e.key == hash { return e.slots }
+            i = (i + 1) & mask
+        }
+    }
+
+    /// Adds `bits` to the mask of `hash`; returns false when the table is full (refused).
+    @discardableResult
+    public func set(_ hash: UInt64, _ bits: UInt64) -> Bool {
+        guard hash != 0, bits != 0 else { return true }
+        var i = home(hash)
+        while entries[i].slots != 0 {
+            if entries[i].key == hash {
+                entries[i].slots |= bits
+                return true
+            }
+            i = (i + 1) & mask
+        }
+        if count >= limit {
+            refused += 1
+            return false
+        }
+        entries[i] = Entry(key: hash, slots: bits)
+        count += 1
+        return true
+    }
+
+    /// Removes `bits` from the mask of `hash`, and the entry when its mask becomes 0.
+    public func clear(_ hash: UInt64, _ bits: UInt64) {
+        var i = home(hash)
+        while entries[i].slots != 0 && entries[i].key != hash { i = (i + 1) & mask }
+        if entries[i].slots == 0 { return }
+        entries[i].slots &= ~bits
+        if entries[i].slots == 0 { removeAt(i) }
+    }
+
+    /// Removes `bits` from every entry (an instance left, or cleared its cache). O(capacity).
+    public func clearEverywhere(_ bits: UInt64) {
+        var i = 0
+        while i <= mask {
+            if entries[i].slots & bits != 0 {
+                entries[i].slots &= ~bits
+                if entries[i].slots == 0 {
+                    removeAt(i)
+                    continue  // the backward shift may have moved an entry into i
+                }
+            }
+            i += 1
+        }
+    }
+
+    private func removeAt(_ start: Int) {
+        var hole = start
+        var j = (start + 1) & mask
+        while entries[j].slots != 0 {
+            let h = home(entries[j].key)
+            let movable = hole <= j ? (h <= hole || h > j) : (h <= hole && h > j)
+            if movable {
+                entries[hole] = entries[j]
+                hole = j
+            }
+            j = (j + 1) & mask
+        }
+        entries[hole] = Entry(key: 0, slots: 0)
+        count -= 1
+    }
+}

@@ -1,0 +1,246 @@
+import KVCache
+
+/// Spreads requests over serving instances with one `RoutingPolicy`, from what it knows of
+/// each instance: its load (`report`, advanced optimistically by every decision), its cache
+/// (`CacheView`, exact from `observe`d KV events or approximate from routing history), and
+/// membership on two consistent-hash rings (DualMap's; consistent hash uses the first).
+///
+/// Instances are named by caller ids (`UInt32`) and held in at most `RouterConfig.maxInstances`
+/// slots; per-slot state lives in fixed arrays allocated once, so `route` allocates nothing.
+///
+/// Cost of `route`: one cache-view probe per matched block (cache-aware policies), O(log P)
+/// per ring lookup and O(live instances) for the load scans. Not thread-safe: callers
+/// serialise (the C ABI holds a mutex).
+public final class Router {
+    /// The configuration the router was created with.
+    public let config: RouterConfig
+    /// What the router believes each slot caches.
+    public let view: CacheView
+    /// The policy deciding.
+    public let policy: any RoutingPolicy
+    /// DualMap's first ring (also the consistent-hash ring).
+    public private(set) var ring1 = HashRing(seed: 0x6475_616C_6D61_7031)  // "dualmap1"
+    /// DualMap's second ring, an independent hash function.
+    public private(set) var ring2 = HashRing(seed: 0x6475_616C_6D61_7032)  // "dualmap2"
+    /// Bit `s` set when slot `s` holds a live instance.
+    public private(set) var liveMask: UInt64 = 0
+    private let ids: UnsafeMutablePointer<UInt32>
+    private let weights: UnsafeMutablePointer<Double>
+    /// Per slot: the load as last reported and advanced by decisions.
+    public let loads: UnsafeMutablePointer<InstanceLoad>
+    /// Per slot: leading blocks of the current request the slot caches (valid in `choose` for
+    /// the slots of `slotsToMatch`, and after `route` for the chosen slot).
+    public let matched: UnsafeMutablePointer<Int32>
+    /// Prefill time per token, calibrated by `observePrefill`.
+    public private(set) var prefill: PrefillEstimator
+    /// Decisions made.
+    public private(set) var decisions: UInt64 = 0
+    /// DualMap: decisions that left the affinity candidate because of the SLO threshold.
+    public internal(set) var sloSwitches: UInt64 = 0
+    /// Queued requests moved by rebalancing.
+    public private(set) var rebalanceMoves: UInt64 = 0
+
+    /// Creates a router with no instances. Throws `invalidArgument` for a bad config.
+    public init(_ config: RouterConfig) throws(KVError) {
+        try config.validate()
+        self.config = config
+        view = CacheView(mode: config.effectiveView, trackedBlocks: config.trackedBlocks,
+                         approximateBlocksPerInstance: config.approximateBlocksPerInstance)
+        policy = makePolicy(config.policy)
+        prefill = PrefillEstimator(prior: config.prefillMillisecondsPerToken)
+        let n = RouterConfig.maxInstances
+        ids = .allocate(capacity: n)
+        ids.initialize(repeating: 0, count: n)
+        weights = .allocate(capacity: n)
+        weights.initialize(repeating: 0, count: n)
+        loads = .allocate(capacity: n)
+        loads.initialize(repeating: InstanceLoad(), count: n)
+        matched = .allocate(capacity: n)
+        matched.initialize(repeating: 0, count: n)
+    }
+
+    deinit {
+        ids.deallocate()
+        weights.deallocate()
+        loads.deallocate()
+        matched.deallocate()
+    }
+
+    // MARK: membership
+
+    /// Live instances.
+    public var instanceCount: Int { liveMask.nonzeroBitCount }
+
+    /// The slot of live instance `id`, or -1. Cost: O(live instances).
+    public func slot(of id: UInt32) -> Int {
+        var m = liveMask
+        while m != 0 {
+            let s = m.trailingZeroBitCount
+            if ids[s] == id { return s }
+            m &= m - 1
+        }
+        return -1
+    }
+
+    /// The id of the instance in live slot `slot`.
+    @inline(__always) public func id(ofSlot slot: Int) -> UInt32 { ids[slot] }
+
+    /// Adds instance `id` with `weight` (its share of ring positions, 1 for a standard
+    /// instance; (0, 64]). Its load starts at zero and its cache empty.
+    /// Throws `exists` (already live), `invalidArgument` (weight, or all 64 slots in use).
+    /// Cost: rebuilds both rings, O(P log P).
+    public func addInstance(_ id: UInt32, weight: Double = 1) throws(KVError) {
+        guard weight > 0 && weight <= 64 && weight.isFinite else {
+            throw KVError(.invalidArgument, "weight \(weight) of instance \(id) is outside (0, 64]")
+        }
+        if slot(of: id) >= 0 { throw KVError(.exists, "instance \(id) is already added") }
+        guard liveMask != ~0 else {
+            throw KVError(.invalidArgument, "a router holds at most \(RouterConfig.maxInstances) instances; remove one first")
+        }
+        let s = (~liveMask).trailingZeroBitCount
+        ids[s] = id
+        weights[s] = weight
+        loads[s] = InstanceLoad()
+        liveMask |= 1 << UInt64(s)  // the slot's view is empty: `removeInstance` forgot it
+        rebuildRings()
+    }
+
+    /// Removes instance `id`: no later decision picks it and its cache view is dropped.
+    /// Throws `notFound`. Cost: rebuilds both rings and scans the view table.
+    public func removeInstance(_ id: UInt32) throws(KVError) {
+        let s = slot(of: id)
+        guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
+        liveMask &= ~(1 << UInt64(s))
+        view.forget(slot: s)
+        rebuildRings()
+    }
+
+    private func rebuildRings() {
+        var members: [(slot: Int, id: UInt32, virtualNodes: Int)] = []
+        var m = liveMask
+        while m != 0 {
+            let s = m.trailingZeroBitCount
+            members.append((s, ids[s], max(1, Int((Double(config.virtualNodes) * weights[s]).rounded()))))
+            m &= m - 1
+        }
+        ring1.rebuild(members)
+        ring2.rebuild(members)
+    }
+
+    // MARK: decisions
+
+    /// Picks the instance for a prompt of `tokens` tokens whose chained block hashes are
+    /// `hashes`, and advances that instance's load by the request (pending prefill tokens by
+    /// its uncached part, running blocks and active requests). Approximate views credit it
+    /// with the blocks. Throws `invalidArgument` (no hashes, tokens < 1), `notFound` (no
+    /// live instance). Cost: see the type; no allocation.
+    public func route(_ hashes: UnsafeBufferPointer<UInt64>, tokens: Int) throws(KVError) -> UInt32 {
+        try ids[routeSlot(hashes, tokens: tokens)]
+    }
+
+    /// `route`, answering the slot rather than the id.
+    public func routeSlot(_ hashes: UnsafeBufferPointer<UInt64>, tokens: Int) throws(KVError) -> Int {
+        guard hashes.count > 0 else {
+            throw KVError(.invalidArgument, "no block hashes: a request is routed by at least one block hash")
+        }
+        guard tokens > 0 else { throw KVError(.invalidArgument, "n_tokens \(tokens) is below 1") }
+        guard liveMask != 0 else { throw KVError(.notFound, "no instance to route to; add one first") }
+        let request = RouteRequest(hashes: hashes, tokens: tokens, key: key(of: hashes))
+        let matchedSlots = policy.slotsToMatch(request, router: self)
+        if matchedSlots != 0 { view.match(hashes, slots: matchedSlots, into: matched) }
+        let s = policy.choose(request, router: self)
+        precondition(liveMask & (1 << UInt64(s)) != 0, "policy chose a slot that is not live")
+        if matchedSlots & (1 << UInt64(s)) == 0 { matched[s] = Int32(view.matchedBlocks(hashes, slot: s)) }
+        commit(slot: s, uncachedTokens: uncachedTokens(tokens: tokens, slot: s), blocks: blocks(tokens))
+        view.recordRoute(hashes, slot: s)
+        decisions += 1
+        return s
+    }
+
+    /// The request key: the chained hash of the first `keyBlocks` blocks.
+    @inline(__always)
+    public func key(of hashes: UnsafeBufferPointer<UInt64>) -> UInt64 {
+        hashes[min(config.keyBlocks, hashes.count) - 1]
+    }
+
+    /// Blocks a prompt of `tokens` tokens occupies.
+    @inline(__always) public func blocks(_ tokens: Int) -> Int { (tokens + config.blockTokens - 1) / config.blockTokens }
+
+    /// Tokens of the current request `slot` would compute (from `matched`).
+    @inline(__always)
+    public func uncachedTokens(tokens: Int, slot: Int) -> Int {
+        max(0, tokens - Int(matched[slot]) * config.blockTokens)
+    }
+
+    /// Estimated TTFT in ms at `slot` for a request adding `uncachedTokens`: the slot's
+    /// pending prefill plus these tokens, times the calibrated time per token.
+    @inline(__always)
+    public func estimatedTTFT(slot: Int, uncachedTokens: Int) -> Double {
+        Double(loads[slot].pendingPrefillTokens + UInt64(uncachedTokens)) * prefill.millisecondsPerToken
+    }
+
+    private func commit(slot s: Int, uncachedTokens: Int, blocks: Int) {
+        loads[s].pendingPrefillTokens += UInt64(uncachedTokens)
+        loads[s].runningBlocks += UInt64(blocks)
+        loads[s].freeBlocks -= min(loads[s].freeBlocks, UInt64(blocks))
+        loads[s].activeRequests += 1
+    }
+
+    /// DualMap's two candidates for `key`: the owner on ring 1, and the owner on ring 2 or,
+    /// when both rings agree, the next distinct instance clockwise on ring 2. The second is
+    /// -1 with one live instance; both are -1 with none. Always distinct otherwise.
+    @inline(__always)
+    public func candidates(_ key: UInt64) -> (Int, Int) {
+        let a = ring1.lookup(key)
+        if a < 0 { return (-1, -1) }
+        return (a, ring2.lookup(key, excluding: a))
+    }
+
+    // MARK: feedback
+
+    /// Replaces the load of instance `id` with its report. Throws `notFound`.
+    public func report(_ id: UInt32, load: InstanceLoad) throws(KVError) {
+        let s = slot(of: id)
+        guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
+        loads[s] = load
+    }
+
+    /// Replaces the load of live slot `slot` (the simulator's fast path; no lookup).
+    @inline(__always) public func report(slot: Int, load: InstanceLoad) { loads[slot] = load }
+
+    /// Applies instance `id`'s KV events, in order, to the exact view (the approximate view
+    /// ignores them). Throws `notFound`.
+    public func observe(_ id: UInt32, events: UnsafeBufferPointer<KVEvent>) throws(KVError) {
+        let s = slot(of: id)
+        guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
+        for e in events { view.apply(e, slot: s) }
+    }
+
+    /// `observe` for live slot `slot`.
+    public func observe(slot: Int, events: UnsafeBufferPointer<KVEvent>) {
+        for e in events { view.apply(e, slot: slot) }
+    }
+
+    /// Calibrates the prefill estimate with a completed prefill of `tokens` uncached tokens
+    /// that took `milliseconds`.
+    public func observePrefill(tokens: Int, milliseconds: Double) {
+        prefill.observe(tokens: tokens, milliseconds: milliseconds)
+    }
+
+    /// Lets the policy move queued requests off overloaded instances; returns how many moved.
+    public func rebalance(_ queues: any RequestQueues) -> Int {
+        guard liveMask != 0 else { return 0 }
+        let moved = policy.rebalance(router: self, queues: queues)
+        rebalanceMoves += UInt64(moved)
+        return moved
+    }
+
+    /// Moves `uncached` pending tokens and one request's blocks from `from` to `to` (after a
+    /// rebalancing move, until the next reports).
+    func transfer(from: Int, to: Int, fromTokens: Int, toTokens: Int, blocks: Int) {
+        loads[from].pendingPrefillTokens -= min(loads[from].pendingPrefillTokens, UInt64(fromTokens))
+        loads[from].runningBlocks -= min(loads[from].runningBlocks, UInt64(blocks))
+        loads[from].activeRequests -= min(loads[from].activeRequests, 1)
+        commit(slot: to, uncachedTokens: toTokens, blocks: blocks)
+    }
+}

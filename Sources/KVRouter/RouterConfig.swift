@@ -1,0 +1,125 @@
+import KVCache
+
+/// The routing policies a `Router` can run; raw values are the C ABI's `KVC_ROUTER_*` constants.
+public enum PolicyKind: UInt32, Sendable, CaseIterable {
+    /// DualMap (2026): two hash rings, cache affinity unless the SLO is at risk, rebalancing.
+    case dualMap = 0
+    /// Round-robin over the live instances.
+    case roundRobin = 1
+    /// Fewest pending prefill tokens.
+    case leastLoaded = 2
+    /// One consistent-hash ring over the prompt's key; no load awareness.
+    case consistentHash = 3
+    /// SGLang router's cache-aware policy: longest prefix match with load-imbalance thresholds.
+    case prefixTree = 4
+    /// Dynamo KV router's cost: overlap-weighted prefill blocks plus active blocks.
+    case overlapCost = 5
+
+    /// The short name used by the CLI and reports.
+    public var name: String {
+        switch self {
+        case .dualMap: "dualmap"
+        case .roundRobin: "round-robin"
+        case .leastLoaded: "least-loaded"
+        case .consistentHash: "consistent-hash"
+        case .prefixTree: "prefix-tree"
+        case .overlapCost: "overlap-cost"
+        }
+    }
+
+    /// The policy named `name` (as `name` spells it), or nil.
+    public init?(name: String) {
+        guard let kind = PolicyKind.allCases.first(where: { $0.name == name }) else { return nil }
+        self = kind
+    }
+
+    /// Whether the policy reads the cache view (and so needs a prefix match per request).
+    var readsCache: Bool { self == .dualMap || self == .prefixTree || self == .overlapCost }
+
+    /// The view each policy's source uses: Dynamo and DualMap consume KV events (exact);
+    /// SGLang's router keeps an approximate radix tree built from its own routing decisions.
+    public var defaultView: CacheViewMode { self == .prefixTree ? .approximate : .exact }
+}
+
+/// How a router knows what each instance caches (`KVC_ROUTER_VIEW_*`).
+public enum CacheViewMode: UInt32, Sendable {
+    /// From the instances' KV events (`observe`): exactly what their prefix indexes hold.
+    case exact = 0
+    /// From the router's own routing history: every block routed to an instance is assumed
+    /// cached there until `approximateBlocksPerInstance` newer blocks push it out (FIFO).
+    case approximate = 1
+}
+
+/// A router's parameters (`kvc_router_config`). Every field has a working default.
+public struct RouterConfig: Equatable, Sendable {
+    /// Instances a router can hold at most: the cache view keeps one bit per instance per block.
+    public static let maxInstances = 64
+
+    /// The policy.
+    public var policy: PolicyKind = .dualMap
+    /// How the cache view is fed; `nil` takes the policy's `defaultView`.
+    public var view: CacheViewMode? = nil
+    /// DualMap and consistent hash: the request key is the chained hash of the first
+    /// `keyBlocks` blocks (all of them when the prompt has fewer). 1...64; default 2.
+    public var keyBlocks: Int = 2
+    /// Ring positions per instance of weight 1, per ring. 1...4096; default 128.
+    public var virtualNodes: Int = 128
+    /// The TTFT service-level objective in milliseconds (> 0); default 5000.
+    public var ttftSLOMilliseconds: Double = 5000
+    /// DualMap leaves the affinity candidate when its estimated TTFT exceeds
+    /// `sloFraction * ttftSLOMilliseconds`. (0, 1]; default 0.5 (the "half the SLO").
+    public var sloFraction: Double = 0.5
+    /// Starting estimate of prefill milliseconds per uncached token (> 0); refined by
+    /// `Router.observePrefill`. Default 0.1 (see KVSim's CostModel for the derivation).
+    public var prefillMillisecondsPerToken: Double = 0.1
+    /// Tokens per block of the hashes the router is given (converts matched blocks to tokens).
+    public var blockTokens: Int = 16
+    /// Distinct block hashes the cache view can track in all (fixed-size table).
+    public var trackedBlocks: Int = 1 << 18
+    /// Approximate view: blocks assumed cached per instance (its prefix-cache capacity).
+    public var approximateBlocksPerInstance: Int = 1 << 14
+    /// DualMap: move queued requests off instances whose estimated queue time exceeds the
+    /// SLO threshold (hotspot rebalancing). Default true.
+    public var rebalance: Bool = true
+    /// SGLang `cache_threshold`: a prefix match ratio above it routes for affinity. Default 0.5.
+    public var cacheThreshold: Double = 0.5
+    /// SGLang `balance_abs_threshold`: in-flight request gap that counts as imbalance. Default 32.
+    public var balanceAbsThreshold: Int = 32
+    /// SGLang `balance_rel_threshold`: in-flight request ratio that counts as imbalance. Default 1.1.
+    public var balanceRelThreshold: Double = 1.1
+    /// Dynamo `overlap_score_weight`: weight of prefill blocks against active blocks. Default 1.0.
+    public var overlapScoreWeight: Double = 1.0
+
+    /// The defaults listed above.
+    public init() {}
+
+    /// A config of `policy` with the other defaults.
+    public init(policy: PolicyKind) { self.policy = policy }
+
+    /// The view in effect: `view`, or the policy's default.
+    public var effectiveView: CacheViewMode { view ?? policy.defaultView }
+
+    /// Milliseconds of estimated TTFT above which DualMap leaves the affinity candidate.
+    public var sloThresholdMilliseconds: Double { sloFraction * ttftSLOMilliseconds }
+
+    /// Checks every field; throws `invalidArgument` naming the first bad one.
+    public func validate() throws(KVError) {
+        func check(_ ok: Bool, _ message: @autoclosure () -> String) throws(KVError) {
+            if !ok { throw KVError(.invalidArgument, message()) }
+        }
+        try check((1...64).contains(keyBlocks), "key_blocks \(keyBlocks) is outside 1...64")
+        try check((1...4096).contains(virtualNodes), "virtual_nodes \(virtualNodes) is outside 1...4096")
+        try check(ttftSLOMilliseconds > 0 && ttftSLOMilliseconds.isFinite, "ttft_slo_ms \(ttftSLOMilliseconds) is not a positive number")
+        try check(sloFraction > 0 && sloFraction <= 1, "slo_fraction \(sloFraction) is outside (0, 1]")
+        try check(prefillMillisecondsPerToken > 0 && prefillMillisecondsPerToken.isFinite,
+                  "prefill_ms_per_token \(prefillMillisecondsPerToken) is not a positive number")
+        try check((1...65536).contains(blockTokens), "block_tokens \(blockTokens) is outside 1...65536")
+        try check((1...(1 << 26)).contains(trackedBlocks), "tracked_blocks \(trackedBlocks) is outside 1...67108864")
+        try check((1...(1 << 24)).contains(approximateBlocksPerInstance),
+                  "approximate_blocks_per_instance \(approximateBlocksPerInstance) is outside 1...16777216")
+        try check(cacheThreshold >= 0 && cacheThreshold <= 1, "cache_threshold \(cacheThreshold) is outside [0, 1]")
+        try check(balanceAbsThreshold >= 0, "balance_abs_threshold \(balanceAbsThreshold) is negative")
+        try check(balanceRelThreshold >= 1, "balance_rel_threshold \(balanceRelThreshold) is below 1")
+        try check(overlapScoreWeight >= 0 && overlapScoreWeight.isFinite, "overlap_score_weight \(overlapScoreWeight) is not >= 0")
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+
+/// Reads the Azure LLM inference trace 2023 (Splitwise, ISCA'24): CSV with header
+/// `TIMESTAMP,ContextTokens,GeneratedTokens`, timestamps like `2023-11-16 18:17:03.9799600`.
+/// Arrivals are offsets from the first row. The trace has no prefix information, so every
+/// request is unique: request `r`'s block `k` gets id `r << 20 | k` (no two requests share a
+/// block), chained like Mooncake ids.
+public enum AzureTraceReader {
+    /// Reads the first `maxRequests` rows (all when nil) of `path` with `blockTokens`-token
+    /// blocks. A malformed row (wrong field count, a bad timestamp or count, time going
+    /// back) throws `TraceFormatError` naming file and line, or with `lenient` is skipped and
+    /// counted.
+    public static func read(path: String, blockTokens: Int = 512, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TraceFormatError(path: path, line: 0, reason: "cannot read the file")
+        }
+        return try parse(String(decoding: data, as: UTF8.self), path: path, blockTokens: blockTokens,
+                         maxRequests: maxRequests, lenient: lenient)
+    }
+
+    /// `read` over text in memory; `path` names it in errors.
+    public static func parse(_ text: String, path: String, blockTokens: Int = 512, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
+        var trace = Trace(source: path, blockTokens: blockTokens)
+        var first: Double? = nil
+        var lineNumber = 0
+        var hashes: [UInt64] = []
+        // "\r\n" is one Character, so splitting on newline Characters handles both line ends.
+        for line in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
+            lineNumber += 1
+            if trace.count >= (maxRequests ?? Int.max) { break }
+            if line.allSatisfy({ $0 == " " }) { continue }
+            if lineNumber == 1 && line.hasPrefix("TIMESTAMP") { continue }
+            do {
+                let fields = line.split(separator: ",", omittingEmptySubsequences: false)
+                guard fields.count == 3 else { throw LineProblem("expected 3 fields (TIMESTAMP,ContextTokens,GeneratedTokens), found \(fields.count)") }
+                guard let seconds = parseTimestamp(fields[0]) else { throw LineProblem("TIMESTAMP \"\(fields[0])\" is not YYYY-MM-DD HH:MM:SS[.fraction]") }
+                guard let input = Int(fields[1].trimmingCharacters(in: .whitespaces)), input >= 1 else {
+                    throw LineProblem("ContextTokens \"\(fields[1])\" is not an integer >= 1")
+                }
+                guard let output = Int(fields[2].trimmingCharacters(in: .whitespaces)), output >= 0 else {
+                    throw LineProblem("GeneratedTokens \"\(fields[2])\" is not an integer >= 0")
+                }
+                let start = first ?? seconds
+                let t = (seconds - start) * 1000
+                guard trace.arrivalMilliseconds.last.map({ $0 <= t }) ?? true else { throw LineProblem("TIMESTAMP goes back in time") }
+                first = start
+                hashes.removeAll(keepingCapacity: true)
+                var parent: UInt64 = 0
+                for k in 0..<(input + blockTokens - 1) / blockTokens {
+                    parent = Trace.chainedHash(parent: parent, id: UInt64(trace.count) << 20 | UInt64(k))
+                    hashes.append(parent)
+                }
+                trace.append(arrivalMilliseconds: t, input: input, output: output, blockHashes: hashes)
+            } catch let problem as LineProblem {
+                if lenient { trace.skippedLines += 1 } else { throw TraceFormatError(path: path, line: lineNumber, reason: problem.reason) }
+            }
+        }
+        return trace
+    }
+
+    /// Seconds since 1970-01-01 (UTC, proleptic Gregorian) of `YYYY-MM-DD HH:MM:SS[.fraction]`.
+    static func parseTimestamp(_ s: Substring) -> Double? {
+        let parts = s.trimmingCharacters(in: .whitespaces).split(separator: " ")
+        guard parts.count == 2 else { return nil }
+        let date = parts[0].split(separator: "-"), time = parts[1].split(separator: ":")
+        guard date.count == 3, time.count == 3, let y = Int(date[0]), let mo = Int(date[1]), let d = Int(date[2]),
+              let h = Int(time[0]), let mi = Int(time[1]), let sec = Double(time[2]),
+              (1...12).contains(mo), (1...31).contains(d), (0...23).contains(h), (0...59).contains(mi), sec >= 0, sec < 61
+        else { return nil }
+        // Days from civil (Howard Hinnant's algorithm).
+        let yy = mo <= 2 ? y - 1 : y
+        let era = (yy >= 0 ? yy : yy - 399) / 400
+        let yoe = yy - era * 400
+        let doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146097 + doe - 719468
+        return Double(days * 86400 + h * 3600 + mi * 60) + sec
+    }
+}

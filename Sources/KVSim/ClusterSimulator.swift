@@ -1,0 +1,406 @@
+import KVCache
+import KVRouter
+
+/// A discrete-event simulation of a cluster of serving instances behind one router.
+///
+/// Every instance is a real metadata-only `KVCache.Engine`: admissions are real
+/// `createSequence(_:blockHashes:tokens:)` calls (the prefix index decides what is cached, LRU
+/// decides what is evicted, the block budget decides what fits), decode steps are real
+/// `append`s, completions real `free`s. Every routing decision is a real `KVRouter.Router`
+/// call, fed the engines' KV events (exact view) and the instances' loads after every change.
+///
+/// Instances run continuous batching: each step admits waiting requests while the engine
+/// has room (FCFS), gives every decoding sequence one token and fills the rest of the
+/// `tokenBudget` with prefill chunks (oldest first); its duration comes from `CostModel`.
+/// A decode append that finds no free block preempts the youngest running sequence (vLLM's
+/// recompute preemption): it returns to the head of its queue and recomputes prompt and output.
+///
+/// Events are arrivals (in trace order, times divided by `rateScale`) and step ends (one per
+/// busy instance); the earliest goes next, arrivals first on ties. Cost per step: O(batch)
+/// plus O(instances) to find the next event; nothing allocates per request or step.
+public final class ClusterSimulator: RequestQueues {
+    /// The configuration of this run.
+    public let config: SimulationConfig
+    /// The trace being replayed.
+    public let trace: Trace
+    /// The router deciding every request.
+    public let router: Router
+    let instances: [Instance]
+
+    // Per request, structure of arrays: flat buffers of `trace.count` entries allocated once
+    // (no copy-on-write or exclusivity bookkeeping on the per-step paths).
+    private let arrival: UnsafeMutablePointer<Double>
+    private let instanceOf: UnsafeMutablePointer<Int32>
+    private let state: UnsafeMutablePointer<UInt8>             // 0 not arrived, 1 waiting, 2 running, 3 done, 4 rejected
+    private let estimatedUncached: UnsafeMutablePointer<Int32>
+    private let remaining: UnsafeMutablePointer<Int32>         // prefill tokens still to compute in this admission
+    private let sequenceTokens: UnsafeMutablePointer<Int32>    // tokens to hold at admission (prompt, + output so far after preemption)
+    private let length: UnsafeMutablePointer<Int32>            // tokens the engine holds for it now
+    private let generated: UnsafeMutablePointer<Int32>
+    private let cachedAtFirstAdmission: UnsafeMutablePointer<Int32>
+    private let ttftStore: UnsafeMutablePointer<Double>
+    private let finishStore: UnsafeMutablePointer<Double>
+    private let inputTokens: UnsafeMutablePointer<Int32>
+    private let outputTokens: UnsafeMutablePointer<Int32>
+    private let hashStart: UnsafeMutablePointer<Int32>
+    private let requestCount: Int
+
+    /// Per request: time to first token in ms (-1 until known).
+    public var ttft: [Double] { Array(UnsafeBufferPointer(start: ttftStore, count: requestCount)) }
+    /// Per request: completion time in ms since the first arrival (-1 until done).
+    public var finish: [Double] { Array(UnsafeBufferPointer(start: finishStore, count: requestCount)) }
+
+    /// Preemptions (recomputes) in all.
+    public private(set) var preemptions = 0
+    /// Requests that could never fit an instance (longer than its whole memory).
+    public private(set) var rejected = 0
+    private let blockTokens: Int
+    private var events: UnsafeMutableBufferPointer<KVEvent>
+    /// The trace's hashes at a stable address, so requests' hash ranges can be handed out.
+    private let hashStore: UnsafeMutableBufferPointer<UInt64>
+    private let oneToken: [Int32] = [0]
+    private var appendScratch: [Int32] = []
+    private var kicked: [Int] = []
+
+    /// Prepares a run: one engine per instance and the router with every instance added.
+    /// Throws when the engine or router configuration is invalid or the trace's blocks do not
+    /// match the engine's.
+    public init(trace: Trace, config: SimulationConfig) throws {
+        guard trace.blockTokens == config.engine.blockTokens else {
+            throw KVError(.invalidArgument, "the trace has \(trace.blockTokens)-token blocks but the engine \(config.engine.blockTokens)")
+        }
+        guard (1...RouterConfig.maxInstances).contains(config.instances) else {
+            throw KVError(.invalidArgument, "instances \(config.instances) is outside 1...\(RouterConfig.maxInstances)")
+        }
+        self.config = config
+        self.trace = trace
+        blockTokens = trace.blockTokens
+        var engines: [Instance] = []
+        for _ in 0..<config.instances { engines.append(Instance(engine: try Engine(config.engine))) }
+        instances = engines
+        var rc = config.router
+        rc.blockTokens = trace.blockTokens
+        rc.ttftSLOMilliseconds = config.ttftSLOMilliseconds
+        rc.approximateBlocksPerInstance = engines[0].capacityBlocks
+        rc.trackedBlocks = max(rc.trackedBlocks, 2 * config.instances * engines[0].capacityBlocks)
+        router = try Router(rc)
+        for i in 0..<config.instances { try router.addInstance(UInt32(i)) }
+        let n = trace.count
+        requestCount = n
+        func buffer<T>(_ value: T) -> UnsafeMutablePointer<T> {
+            let p = UnsafeMutablePointer<T>.allocate(capacity: max(1, n))
+            p.initialize(repeating: value, count: max(1, n))
+            return p
+        }
+        func copy<T>(_ values: [T]) -> UnsafeMutablePointer<T> {
+            let p = UnsafeMutablePointer<T>.allocate(capacity: max(1, n))
+            values.withUnsafeBufferPointer { p.initialize(from: $0.baseAddress!, count: n) }
+            return p
+        }
+        arrival = copy(trace.arrivalMilliseconds.map { $0 / config.rateScale })
+        instanceOf = buffer(-1)
+        state = buffer(0)
+        estimatedUncached = buffer(0)
+        remaining = buffer(0)
+        sequenceTokens = copy(trace.inputTokens)
+        length = buffer(0)
+        generated = buffer(0)
+        cachedAtFirstAdmission = buffer(-1)
+        ttftStore = buffer(-1.0)
+        finishStore = buffer(-1.0)
+        inputTokens = copy(trace.inputTokens)
+        outputTokens = copy(trace.outputTokens)
+        hashStart = copy(trace.hashStart)
+        hashStore = .allocate(capacity: max(1, trace.hashes.count))
+        _ = hashStore.initialize(from: trace.hashes)
+        events = .allocate(capacity: 4096)
+        events.initialize(repeating: KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0))
+    }
+
+    deinit {
+        events.deallocate()
+        hashStore.deallocate()
+        for p in [arrival, ttftStore, finishStore] { p.deallocate() }
+        for p in [instanceOf, estimatedUncached, remaining, sequenceTokens, length, generated, cachedAtFirstAdmission,
+                  inputTokens, outputTokens, hashStart] { p.deallocate() }
+        state.deallocate()
+    }
+
+    /// Runs the whole trace to completion. `progress` is called about every 1,000 arrivals
+    /// with the arrivals so far.
+    public func run(progress: ((Int) -> Void)? = nil) throws {
+        var next = 0
+        let n = trace.count
+        while true {
+            let tArrival = next < n ? arrival[next] : .infinity
+            var busy = -1
+            var tStep = Double.infinity
+            for (i, inst) in instances.enumerated() where inst.stepEnd < tStep {
+                tStep = inst.stepEnd
+                busy = i
+            }
+            if tArrival == .infinity && busy < 0 {
+                // Invariant at the end: every request finished or was rejected, and the
+                // prefill backlog each instance reported to the router has drained to zero.
+                for inst in instances {
+                    precondition(inst.running.isEmpty && inst.waitingCount == 0 && inst.pendingPrefillTokens == 0,
+                                 "an instance ended with work left: the simulator's bookkeeping is wrong")
+                }
+                break
+            }
+            if tArrival <= tStep {
+                try arrive(next, now: tArrival)
+                next += 1
+                if next % 1000 == 0 { progress?(next) }
+            } else {
+                try endStep(busy, now: tStep)
+            }
+        }
+    }
+
+    // MARK: arrivals and routing
+
+    @inline(__always)
+    private func hashes(_ r: Int) -> UnsafeBufferPointer<UInt64> {
+        UnsafeBufferPointer(start: hashStore.baseAddress! + Int(hashStart[r]), count: (Int(inputTokens[r]) + blockTokens - 1) / blockTokens)
+    }
+
+    private func arrive(_ r: Int, now: Double) throws {
+        let s = try router.routeSlot(hashes(r), tokens: Int(inputTokens[r]))
+        let inst = instances[s]
+        instanceOf[r] = Int32(s)
+        state[r] = 1
+        estimatedUncached[r] = Int32(router.uncachedTokens(tokens: Int(inputTokens[r]), slot: s))
+        inst.waiting.append(Int32(r))
+        inst.pendingPrefillTokens += Int(estimatedUncached[r])
+        report(s)
+        if inst.isIdle { try startStep(s, now: now) }
+        if config.router.rebalance && router.config.policy == .dualMap {
+            kicked.removeAll(keepingCapacity: true)
+            if router.rebalance(self) > 0 {
+                for k in kicked where instances[k].isIdle { try startStep(k, now: now) }
+            }
+        }
+    }
+
+    private func report(_ s: Int) {
+        let inst = instances[s]
+        let stats = inst.engine.stats()
+        router.report(slot: s, load: InstanceLoad(
+            pendingPrefillTokens: UInt64(max(0, inst.pendingPrefillTokens)), runningBlocks: stats.blocksUsed,
+            freeBlocks: stats.blocksTotal - stats.blocksUsed, activeRequests: UInt64(inst.waitingCount + inst.running.count)))
+    }
+
+    private func drainEvents(_ s: Int) {
+        let engine = instances[s].engine
+        while true {
+            let got = engine.drainEvents(into: events)
+            if got > 0 { router.observe(slot: s, events: UnsafeBufferPointer(rebasing: events[0..<got])) }
+            if got < events.count { break }
+        }
+    }
+
+    // MARK: RequestQueues (for rebalancing)
+
+    public func queuedCount(slot: Int) -> Int { instances[slot].waitingCount }
+
+    public func queuedRequest(slot: Int, index: Int) -> (id: Int, hashes: UnsafeBufferPointer<UInt64>, tokens: Int) {
+        let inst = instances[slot]
+        let r = Int(inst.waiting[inst.waitingHead + index])
+        return (r, hashes(r), Int(sequenceTokens[r]))
+    }
+
+    public func move(id r: Int, from slot: Int, to target: Int) {
+        let from = instances[slot], to = instances[target]
+        guard state[r] == 1, from.removeWaiting(Int32(r)) else { return }
+        from.pendingPrefillTokens -= Int(estimatedUncached[r])
+        let est = max(0, Int(sequenceTokens[r]) - router.view.matchedBlocks(hashes(r), slot: target) * trace.blockTokens)
+        estimatedUncached[r] = Int32(est)
+        to.pendingPrefillTokens += est
+        to.waiting.append(Int32(r))
+        instanceOf[r] = Int32(target)
+        kicked.append(target)
+    }
+
+    // MARK: steps
+
+    /// Admits what fits, composes the next step and schedules its end (or goes idle).
+    private func startStep(_ s: Int, now: Double) throws {
+        let inst = instances[s]
+        admit(s)
+        var budget = config.tokenBudget
+        inst.stepRequests.removeAll(keepingCapacity: true)
+        inst.stepChunks.removeAll(keepingCapacity: true)
+        var decodeSequences = 0, decodeContext = 0
+        for r32 in inst.running where remaining[Int(r32)] == 0 {
+            inst.stepRequests.append(r32)
+            inst.stepChunks.append(0)
+            decodeSequences += 1
+            decodeContext += Int(length[Int(r32)])
+        }
+        budget -= decodeSequences
+        var prefillTokens = 0
+        var pairs = 0.0
+        for r32 in inst.running where budget > 0 && remaining[Int(r32)] > 0 {
+            let r = Int(r32)
+            let chunk = min(Int(remaining[r]), budget)
+            inst.stepRequests.append(r32)
+            inst.stepChunks.append(Int32(chunk))
+            pairs += CostModel.attentionPairs(chunk: chunk, context: Int(sequenceTokens[r] - remaining[r]))
+            prefillTokens += chunk
+            budget -= chunk
+        }
+        drainEvents(s)
+        report(s)
+        guard !inst.stepRequests.isEmpty else {
+            inst.stepEnd = .infinity
+            return
+        }
+        let dt = config.cost.stepMilliseconds(prefillTokens: prefillTokens, attentionPairs: pairs,
+                                              decodeSequences: decodeSequences, decodeContextTokens: decodeContext)
+        inst.stepPrefillTokens = prefillTokens
+        inst.stepMilliseconds = dt
+        inst.stepEnd = now + dt
+        inst.busyMilliseconds += dt
+    }
+
+    /// Admits waiting requests, oldest first, while the batch and the engine have room.
+    private func admit(_ s: Int) {
+        let inst = instances[s]
+        let bt = trace.blockTokens
+        while inst.running.count < config.maxBatch, inst.firstWaiting >= 0 {
+            let r = inst.firstWaiting
+            let input = Int(inputTokens[r])
+            let full = hashes(r).baseAddress.map { UnsafeBufferPointer(start: $0, count: input / bt) }!
+            let cached: Int
+            do throws(KVError) {
+                cached = try inst.engine.createSequence(UInt64(r), blockHashes: full, tokens: input)
+                if generated[r] > 0 {
+                    appendScratch = Array(repeating: 0, count: Int(generated[r]))
+                    do { try inst.engine.append(UInt64(r), tokens: appendScratch) } catch {
+                        try? inst.engine.free(UInt64(r))
+                        throw error
+                    }
+                }
+            } catch {
+                if error.code == .outOfMemory && !inst.running.isEmpty { break }
+                // Nothing running and still no room, or a prompt the engine refuses: it can
+                // never be served here.
+                inst.popWaiting()
+                inst.pendingPrefillTokens -= Int(estimatedUncached[r])
+                state[r] = 4
+                rejected += 1
+                continue
+            }
+            inst.popWaiting()
+            if cachedAtFirstAdmission[r] < 0 { cachedAtFirstAdmission[r] = Int32(cached) }
+            let tokens = Int(sequenceTokens[r])
+            remaining[r] = Int32(tokens - cached)
+            length[r] = Int32(tokens)
+            inst.pendingPrefillTokens += Int(remaining[r]) - Int(estimatedUncached[r])
+            estimatedUncached[r] = 0
+            state[r] = 2
+            inst.running.append(Int32(r))
+        }
+    }
+
+    /// Applies the finished step at instance `s`, then starts the next one.
+    private func endStep(_ s: Int, now: Double) throws {
+        let inst = instances[s]
+        for k in 0..<inst.stepRequests.count {
+            let r = Int(inst.stepRequests[k])
+            guard state[r] == 2 else { continue }  // preempted during this step's bookkeeping
+            let chunk = Int(inst.stepChunks[k])
+            if chunk > 0 {
+                remaining[r] -= Int32(chunk)
+                inst.pendingPrefillTokens -= chunk
+                if remaining[r] == 0 {
+                    if ttftStore[r] < 0 { ttftStore[r] = now - arrival[r] }
+                    generated[r] += 1
+                    if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
+                }
+            } else {
+                guard decodeOne(r, s) else { continue }
+                generated[r] += 1
+                if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
+            }
+        }
+        var w = 0
+        for k in 0..<inst.running.count where state[Int(inst.running[k])] == 2 {
+            inst.running[w] = inst.running[k]
+            w += 1
+        }
+        inst.running.removeLast(inst.running.count - w)
+        if inst.stepPrefillTokens > 0 { router.observePrefill(tokens: inst.stepPrefillTokens, milliseconds: inst.stepMilliseconds) }
+        inst.stepEnd = .infinity
+        try startStep(s, now: now)
+    }
+
+    /// Appends one decoded token for `r`, preempting the youngest running sequences until it
+    /// fits; false when `r` itself was preempted.
+    private func decodeOne(_ r: Int, _ s: Int) -> Bool {
+        let inst = instances[s]
+        while true {
+            do {
+                try inst.engine.append(UInt64(r), tokens: oneToken)
+                length[r] += 1
+                return true
+            } catch {
+                guard let victim = inst.running.last(where: { state[Int($0)] == 2 }) else { return false }
+                preempt(Int(victim), s)
+                if Int(victim) == r { return false }
+            }
+        }
+    }
+
+    private func preempt(_ r: Int, _ s: Int) {
+        let inst = instances[s]
+        try? inst.engine.free(UInt64(r))
+        inst.pendingPrefillTokens -= Int(remaining[r])
+        state[r] = 1
+        sequenceTokens[r] = inputTokens[r] + generated[r]
+        estimatedUncached[r] = sequenceTokens[r]
+        inst.pendingPrefillTokens += Int(sequenceTokens[r])
+        remaining[r] = 0
+        length[r] = 0
+        inst.pushFrontWaiting(Int32(r))
+        preemptions += 1
+    }
+
+    private func complete(_ r: Int, _ s: Int, now: Double) {
+        try? instances[s].engine.free(UInt64(r))
+        state[r] = 3
+        finishStore[r] = now
+    }
+
+    // MARK: results
+
+    /// The run's measurements. Call after `run`.
+    public func result(policy: String, wallSeconds: Double) -> ReplayResult {
+        var served: [Double] = []
+        served.reserveCapacity(trace.count)
+        var met = 0, hit = 0, query = 0
+        let slo = config.ttftSLOMilliseconds
+        for r in 0..<trace.count {
+            if ttftStore[r] >= 0 {
+                served.append(ttftStore[r])
+                if ttftStore[r] <= slo { met += 1 }
+            }
+            if cachedAtFirstAdmission[r] >= 0 {
+                hit += Int(cachedAtFirstAdmission[r])
+                query += Int(inputTokens[r])
+            }
+        }
+        served.sort()
+        let busy = instances.map(\.busyMilliseconds)
+        let mean = busy.reduce(0, +) / Double(busy.count)
+        return ReplayResult(
+            policy: policy, view: router.view.mode, instances: config.instances, rateScale: config.rateScale,
+            ttftSLOMilliseconds: slo, requests: trace.count, served: served.count, sloMet: met, ttftSorted: served,
+            prefixHitRate: query > 0 ? Double(hit) / Double(query) : 0,
+            loadImbalance: mean > 0 ? busy.max()! / mean : 1,
+            makespanSeconds: (finish.max() ?? 0) / 1000,
+            preemptions: preemptions, rejected: rejected,
+            sloSwitches: Int(router.sloSwitches), rebalanceMoves: Int(router.rebalanceMoves), wallSeconds: wallSeconds)
+    }
+}

@@ -1,0 +1,72 @@
+import KVRouter
+
+/// Renders replay outcomes as a plain-text table and as JSON (stable keys, below).
+///
+/// JSON: `{"trace", "requests", "instances", "rate_scale", "ttft_slo_ms", "policies": [{"policy",
+/// "view", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
+/// "load_imbalance", "preemptions", "rejected", "slo_switches", "rebalance_moves",
+/// "makespan_s", "wall_s", "effective_capacity" (null without search), "capacity_probes":
+/// [{"rate_scale", "attainment"}]}]}`.
+public enum ReplayReport {
+    /// The table: one row per policy.
+    public static func table(_ outcomes: [Replay.Outcome]) -> String {
+        let header = ["policy", "view", "TTFT p50 s", "p90 s", "p99 s", "SLO att.", "prefix hit", "imbalance", "capacity"]
+        var rows: [[String]] = []
+        for o in outcomes {
+            let r = o.result
+            rows.append([
+                r.policy, r.view == .exact ? "exact" : "approx",
+                fixed(r.ttftQuantile(0.5) / 1000, 2), fixed(r.ttftQuantile(0.9) / 1000, 2), fixed(r.ttftQuantile(0.99) / 1000, 2),
+                fixed(r.sloAttainment * 100, 1) + "%", fixed(r.prefixHitRate * 100, 1) + "%", fixed(r.loadImbalance, 2),
+                o.capacity.map { "x" + fixed($0, 2) } ?? "-",
+            ])
+        }
+        var widths = header.map(\.count)
+        for row in rows { for (i, c) in row.enumerated() { widths[i] = max(widths[i], c.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, c in
+                let pad = String(repeating: " ", count: widths[i] - c.count)
+                return i < 2 ? c + pad : pad + c
+            }.joined(separator: "  ")
+        }
+        var out = line(header) + "\n"
+        out += widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ") + "\n"
+        for row in rows { out += line(row) + "\n" }
+        return out
+    }
+
+    /// The JSON document described above.
+    public static func json(_ outcomes: [Replay.Outcome], trace: Trace, config: SimulationConfig) -> String {
+        var s = "{\"trace\":\(quote(trace.source)),\"requests\":\(trace.count),\"instances\":\(config.instances),"
+        s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),\"policies\":["
+        s += outcomes.map { o -> String in
+            let r = o.result
+            var p = "{\"policy\":\(quote(r.policy)),\"view\":\"\(r.view == .exact ? "exact" : "approximate")\","
+            p += "\"ttft_p50_ms\":\(number(r.ttftQuantile(0.5))),\"ttft_p90_ms\":\(number(r.ttftQuantile(0.9))),"
+            p += "\"ttft_p99_ms\":\(number(r.ttftQuantile(0.99))),\"slo_attainment\":\(number(r.sloAttainment)),"
+            p += "\"prefix_hit_rate\":\(number(r.prefixHitRate)),\"load_imbalance\":\(number(r.loadImbalance)),"
+            p += "\"preemptions\":\(r.preemptions),\"rejected\":\(r.rejected),\"slo_switches\":\(r.sloSwitches),"
+            p += "\"rebalance_moves\":\(r.rebalanceMoves),\"makespan_s\":\(number(r.makespanSeconds)),\"wall_s\":\(number(r.wallSeconds)),"
+            p += "\"effective_capacity\":\(o.capacity.map(number) ?? "null"),\"capacity_probes\":["
+            p += o.probes.map { "{\"rate_scale\":\(number($0.rateScale)),\"attainment\":\(number($0.attainment))}" }.joined(separator: ",")
+            return p + "]}"
+        }.joined(separator: ",")
+        return s + "]}"
+    }
+
+    static func number(_ x: Double) -> String { x.isFinite ? String(x) : "null" }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for c in s.unicodeScalars {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            default:
+                if c.value < 0x20 { out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16) } else { out.unicodeScalars.append(c) }
+            }
+        }
+        return out + "\""
+    }
+}

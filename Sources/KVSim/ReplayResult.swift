@@ -1,0 +1,49 @@
+import KVRouter
+
+/// The measurements of one replay (one policy, one rate scale).
+public struct ReplayResult: Sendable {
+    /// Policy name.
+    public var policy: String
+    /// How the router knew the caches.
+    public var view: CacheViewMode
+    /// Instances simulated.
+    public var instances: Int
+    /// Arrival rate multiplier.
+    public var rateScale: Double
+    /// The TTFT SLO in ms.
+    public var ttftSLOMilliseconds: Double
+    /// Requests in the trace.
+    public var requests: Int
+    /// Requests that got a first token.
+    public var served: Int
+    /// Requests whose TTFT met the SLO.
+    public var sloMet: Int
+    /// TTFTs of served requests in ms, ascending.
+    public var ttftSorted: [Double]
+    /// Prompt tokens found cached at admission over prompt tokens (first admissions).
+    public var prefixHitRate: Double
+    /// Max over mean of the instances' busy time (1 = perfectly even).
+    public var loadImbalance: Double
+    /// When the last request finished, seconds after the first arrival.
+    public var makespanSeconds: Double
+    /// Recompute preemptions.
+    public var preemptions: Int
+    /// Requests no instance could hold.
+    public var rejected: Int
+    /// DualMap decisions that left the affinity candidate for the SLO.
+    public var sloSwitches: Int
+    /// Queued requests moved by rebalancing.
+    public var rebalanceMoves: Int
+    /// Wall-clock seconds the simulation took.
+    public var wallSeconds: Double
+
+    /// Fraction of all requests (unserved ones count as misses) meeting the SLO.
+    public var sloAttainment: Double { requests > 0 ? Double(sloMet) / Double(requests) : 0 }
+
+    /// The `q`-quantile (0...1) of TTFT in ms, nearest rank; 0 when nothing was served.
+    public func ttftQuantile(_ q: Double) -> Double {
+        guard !ttftSorted.isEmpty else { return 0 }
+        let i = min(ttftSorted.count - 1, max(0, Int((q * Double(ttftSorted.count)).rounded(.up)) - 1))
+        return ttftSorted[i]
+    }
+}

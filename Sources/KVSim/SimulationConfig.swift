@@ -1,0 +1,45 @@
+import KVCache
+import KVRouter
+
+/// Everything a cluster simulation run needs besides the trace.
+public struct SimulationConfig: Sendable {
+    /// Serving instances, 1...`RouterConfig.maxInstances`.
+    public var instances = 8
+    /// The router (policy, view, key blocks, SLO threshold). `blockTokens` and the approximate
+    /// view's per-instance capacity are set from the trace and the engine by the simulator.
+    public var router = RouterConfig()
+    /// Step time model.
+    public var cost = CostModel()
+    /// Each instance's engine: metadata-only, shaped like the cost model's model.
+    public var engine = SimulationConfig.qwen7BEngine(blockTokens: 512)
+    /// Tokens one step may process (decode tokens plus prefill chunks; chunked prefill as in
+    /// vLLM v1 and Sarathi-Serve).
+    public var tokenBudget = 8192
+    /// Sequences running at once per instance (vLLM's `max_num_seqs` default).
+    public var maxBatch = 256
+    /// Arrival times are divided by this (2 = twice the trace's request rate).
+    public var rateScale = 1.0
+    /// TTFT service-level objective, milliseconds.
+    public var ttftSLOMilliseconds = 10_000.0
+
+    /// The defaults listed above.
+    public init() {}
+
+    /// A metadata-only engine shaped like Qwen2.5-7B (28 layers, 4 KV heads of 128, bf16:
+    /// 57,344 B of K/V per token) with the KV budget of an A100-80GB serving it: 80 GB x 0.9
+    /// (vLLM's `gpu_memory_utilization`) minus 15.2 GB of weights and ~4.8 GB of activations
+    /// = 52 GB, that is 1,771 blocks of 512 tokens (907k tokens).
+    public static func qwen7BEngine(blockTokens: Int) -> EngineConfig {
+        var c = EngineConfig()
+        c.numLayers = 28
+        c.numKVHeads = 4
+        c.headDim = 128
+        c.dtypeBytes = 2
+        c.blockTokens = blockTokens
+        c.maxSeqs = 256
+        c.maxSeqTokens = 131_072
+        c.memoryBytes = 52_000_000_000
+        c.metadataOnly = true
+        return c
+    }
+}

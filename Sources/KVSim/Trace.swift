@@ -1,0 +1,93 @@
+import KVCache
+
+/// A replayable request trace in flat arrays (one allocation per field, none per request):
+/// arrival times, prompt and output lengths, and every request's chained block hashes back to
+/// back.
+///
+/// Invariants: arrivals are non-decreasing; request `i` has `hashCount(i) = ceil(input / blockTokens)
+/// >= 1` hashes (the last covers the partial block, if any), chained so that equal hashes at
+/// position k mean equal prompts up to block k; `fullBlocks(i) = input / blockTokens` of them
+/// are full blocks (what a KV-cache engine indexes).
+public struct Trace: Sendable {
+    /// Where the trace came from (for reports).
+    public var source: String
+    /// Tokens per block of `hashes`.
+    public var blockTokens: Int
+    /// Per request: arrival in milliseconds since the first request.
+    public var arrivalMilliseconds: [Double] = []
+    /// Per request: prompt tokens (>= 1).
+    public var inputTokens: [Int32] = []
+    /// Per request: generated tokens (>= 1).
+    public var outputTokens: [Int32] = []
+    /// Per request: index of its first hash in `hashes`.
+    public var hashStart: [Int32] = []
+    /// Every request's chained block hashes, back to back.
+    public var hashes: [UInt64] = []
+    /// Malformed lines skipped (lenient reading).
+    public var skippedLines = 0
+
+    /// An empty trace of `blockTokens`-token blocks.
+    public init(source: String, blockTokens: Int) {
+        self.source = source
+        self.blockTokens = blockTokens
+    }
+
+    /// Requests.
+    public var count: Int { inputTokens.count }
+
+    /// Hashes of request `i`.
+    @inline(__always)
+    public func hashCount(_ i: Int) -> Int { (Int(inputTokens[i]) + blockTokens - 1) / blockTokens }
+
+    /// Full blocks of request `i`.
+    @inline(__always)
+    public func fullBlocks(_ i: Int) -> Int { Int(inputTokens[i]) / blockTokens }
+
+    /// Appends a request whose block hashes are already chained. Precondition:
+    /// `blockHashes.count == ceil(input / blockTokens)`, arrival not before the last one.
+    public mutating func append(arrivalMilliseconds t: Double, input: Int, output: Int, blockHashes: some Collection<UInt64>) {
+        precondition(blockHashes.count == (input + blockTokens - 1) / blockTokens && input >= 1)
+        precondition(arrivalMilliseconds.last.map { $0 <= t } ?? true, "arrivals must not decrease")
+        arrivalMilliseconds.append(t)
+        inputTokens.append(Int32(input))
+        outputTokens.append(Int32(max(1, output)))
+        hashStart.append(Int32(hashes.count))
+        hashes.append(contentsOf: blockHashes)
+    }
+
+    /// The first `n` requests (all when `n >= count`).
+    public func prefix(_ n: Int) -> Trace {
+        guard n < count else { return self }
+        var t = Trace(source: source, blockTokens: blockTokens)
+        t.arrivalMilliseconds = Array(arrivalMilliseconds[..<n])
+        t.inputTokens = Array(inputTokens[..<n])
+        t.outputTokens = Array(outputTokens[..<n])
+        t.hashStart = Array(hashStart[..<n])
+        t.hashes = Array(hashes[..<Int(hashStart[n])])
+        t.skippedLines = skippedLines
+        return t
+    }
+
+    /// The chained hash of a block named by a trace id: `BlockHash.block` over the id's two
+    /// 32-bit halves as a two-token block, with `parent` the previous block's hash (0 first).
+    /// Documented and stable, so equal id chains give equal hash chains in every process.
+    @inline(__always)
+    public static func chainedHash(parent: UInt64, id: UInt64) -> UInt64 {
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2) { t in
+            t[0] = Int32(truncatingIfNeeded: id)
+            t[1] = Int32(truncatingIfNeeded: id >> 32)
+            return BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(t))
+        }
+    }
+}
+
+/// A malformed trace line, named by file and 1-based line number.
+public struct TraceFormatError: Error, CustomStringConvertible, Sendable {
+    /// The file.
+    public var path: String
+    /// The 1-based line (0: the file as a whole).
+    public var line: Int
+    /// What is wrong.
+    public var reason: String
+    public var description: String { line > 0 ? "\(path):\(line): \(reason)" : "\(path): \(reason)" }
+}

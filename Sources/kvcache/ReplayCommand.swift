@@ -1,0 +1,163 @@
+import ArgumentParser
+import Foundation
+import KVRouter
+import KVSim
+
+/// `kvcache replay`: replays a serving trace through a simulated cluster of metadata-only
+/// engines, once per routing policy, and reports TTFT, SLO attainment, prefix hits, load
+/// imbalance and the effective request capacity of each.
+struct ReplayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Replay a serving trace through a simulated cluster, comparing routing policies.",
+        discussion: """
+        Each instance is a real metadata-only KVCache engine (prefix index, LRU, block budget) \
+        shaped like Qwen2.5-7B on an A100-80GB (1,771 blocks of 512 tokens); steps are timed by \
+        a roofline cost model (KVSim/CostModel.swift cites its sources). Every routing decision \
+        is a real KVRouter call fed the engines' KV events.
+
+        Per policy: TTFT p50/p90/p99, SLO attainment (requests with TTFT <= --ttft-slo-ms, of \
+        all requests), prefix hit rate (prompt tokens cached at admission), load imbalance (max \
+        over mean instance busy time) and the effective capacity: the highest rate scale at \
+        which at least 90% of requests meet the SLO (doubling, then 4 geometric bisections).
+
+        With no arguments: the bundled Mooncake conversation trace over 8 instances, every \
+        policy, with the capacity search; plots go to out/replay/.
+
+        --json prints one object: trace, requests, instances, rate_scale, ttft_slo_ms, policies \
+        [{policy, view, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
+        load_imbalance, preemptions, rejected, slo_switches, rebalance_moves, makespan_s, wall_s, \
+        effective_capacity, capacity_probes [{rate_scale, attainment}]}].
+        """
+    )
+
+    @Option(help: "Trace file: Mooncake JSONL (.jsonl) or Azure LLM inference CSV (.csv).")
+    var trace = "traces/mooncake_conversation_trace.jsonl"
+
+    @Flag(help: "Replay synthetic multi-turn sessions with shared system prompts instead of a trace.")
+    var synthetic = false
+
+    @Option(help: "Replay only the first N requests.")
+    var requests: Int?
+
+    @Flag(help: "Skip (and count) malformed trace lines instead of failing.")
+    var lenient = false
+
+    @Option(help: "Comma-separated policies: \(PolicyKind.allCases.map(\.name).joined(separator: ", ")), or all.")
+    var policies = "all"
+
+    @Option(help: "Serving instances (1...64).")
+    var instances = 8
+
+    @Option(help: "Arrival rate multiplier for the main run.")
+    var rateScale = 1.0
+
+    @Option(help: "TTFT SLO in milliseconds.")
+    var ttftSloMs = 10_000.0
+
+    @Option(help: "Cache view for every policy: exact (KV events) or approximate (routing history); default per policy.")
+    var view: String?
+
+    @Option(help: "Blocks in the DualMap / consistent-hash key.")
+    var keyBlocks = 2
+
+    @Option(help: "overlap-cost's overlap_score_weight (Dynamo's default 1.0), for diagnosis.")
+    var overlapWeight = 1.0
+
+    @Flag(help: "Skip the effective-capacity search (one run per policy).")
+    var noSearch = false
+
+    @Option(help: "Threads running policies in parallel.")
+    var threads = 2
+
+    @Option(help: "Directory for the SVG plots (TTFT CDF, attainment against rate); '' for none.")
+    var plots = "out/replay"
+
+    @Flag(help: "Print JSON instead of the table.")
+    var json = false
+
+    func validate() throws {
+        guard (1...64).contains(instances) else { throw ValidationError("--instances must be in 1...64") }
+        guard rateScale > 0 else { throw ValidationError("--rate-scale must be > 0") }
+        guard ttftSloMs > 0 else { throw ValidationError("--ttft-slo-ms must be > 0") }
+        guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
+        guard overlapWeight >= 0 && overlapWeight.isFinite else { throw ValidationError("--overlap-weight must be >= 0") }
+        _ = try policyList()
+        if let view, view != "exact" && view != "approximate" { throw ValidationError("--view must be exact or approximate") }
+    }
+
+    func policyList() throws -> [PolicyKind] {
+        if policies == "all" { return PolicyKind.allCases }
+        return try policies.split(separator: ",").map { name in
+            guard let p = PolicyKind(name: String(name)) else { throw ValidationError("unknown policy \"\(name)\"") }
+            return p
+        }
+    }
+
+    func run() throws {
+        let started = Date()
+        var t: Trace
+        if synthetic {
+            var gen = SyntheticSessions()
+            if let requests { gen.sessions = max(1, requests / 4) }
+            t = gen.generate()
+        } else if trace.hasSuffix(".csv") {
+            t = try AzureTraceReader.read(path: trace, maxRequests: requests, lenient: lenient)
+        } else {
+            t = try MooncakeTraceReader.read(path: trace, maxRequests: requests, lenient: lenient)
+        }
+        if let requests { t = t.prefix(requests) }
+        guard t.count > 0 else { throw ValidationError("\(t.source) holds no requests") }
+        var config = SimulationConfig()
+        config.instances = instances
+        config.rateScale = rateScale
+        config.ttftSLOMilliseconds = ttftSloMs
+        config.router.keyBlocks = keyBlocks
+        config.router.overlapScoreWeight = overlapWeight
+        config.engine = SimulationConfig.qwen7BEngine(blockTokens: t.blockTokens)
+        let replay = Replay(config: config, policies: try policyList(),
+                            view: view.map { $0 == "exact" ? .exact : .approximate },
+                            search: noSearch ? nil : CapacitySearch(), threads: threads)
+        let progress = StatusLine()
+        let outcomes = try replay.run(t) { line in progress.show(line) }
+        progress.clear()
+        if json {
+            print(ReplayReport.json(outcomes, trace: t, config: config))
+        } else {
+            print("\(t.source): \(t.count) requests\(t.skippedLines > 0 ? " (\(t.skippedLines) malformed lines skipped)" : ""), "
+                  + "\(instances) instances, rate x\(fixed(rateScale, 2)), TTFT SLO \(fixed(ttftSloMs / 1000, 1)) s")
+            print(ReplayReport.table(outcomes), terminator: "")
+            print("capacity: highest rate scale with >= 90% of requests within the SLO; imbalance: max/mean busy time; "
+                  + "\(fixed(Date().timeIntervalSince(started), 1)) s")
+        }
+        if !plots.isEmpty {
+            try FileManager.default.createDirectory(atPath: plots, withIntermediateDirectories: true)
+            let cdf = SVGPlot.ttftCDF(outcomes, maxSeconds: 2 * ttftSloMs / 1000)
+            try cdf.write(toFile: plots + "/ttft_cdf.svg", atomically: true, encoding: .utf8)
+            if !noSearch {
+                try SVGPlot.attainment(outcomes, target: 0.9).write(toFile: plots + "/attainment.svg", atomically: true, encoding: .utf8)
+            }
+            FileHandle.standardError.write(Data("plots written to \(plots)/\n".utf8))
+        }
+    }
+}
+
+/// A status line on stderr for progress from any thread, shown only on a terminal.
+final class StatusLine: @unchecked Sendable {
+    private let lock = NSLock()
+    private let enabled = isatty(STDERR_FILENO) == 1
+    private var shown = false
+
+    func show(_ text: String) {
+        guard enabled else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        FileHandle.standardError.write(Data(("\r\u{1B}[2K" + text).utf8))
+        shown = true
+    }
+
+    func clear() {
+        guard enabled, shown else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+    }
+}

@@ -1,0 +1,190 @@
+import Testing
+@testable import KVCacheABI
+
+/// `kvc_router_config` / `kvc_instance_load` / `kvc_event` as raw bytes at the header's offsets.
+private func routerConfig(policy: UInt32 = 0, structSize: Int = 40) -> [UInt8] {
+    var b = [UInt8](repeating: 0, count: max(structSize, 40))
+    b.withUnsafeMutableBytes { kvc_router_config_init($0.baseAddress) }
+    b.withUnsafeMutableBytes {
+        $0.storeBytes(of: UInt32(structSize), toByteOffset: 0, as: UInt32.self)
+        $0.storeBytes(of: policy, toByteOffset: 4, as: UInt32.self)
+    }
+    return b
+}
+
+private func load(pending: UInt64, structSize: UInt32 = 40) -> [UInt8] {
+    var b = [UInt8](repeating: 0, count: 48)
+    b.withUnsafeMutableBytes {
+        $0.storeBytes(of: structSize, toByteOffset: 0, as: UInt32.self)
+        $0.storeBytes(of: pending, toByteOffset: 8, as: UInt64.self)
+    }
+    return b
+}
+
+private func event(kind: UInt32, hash: UInt64, parent: UInt64) -> [UInt8] {
+    var b = [UInt8](repeating: 0, count: 24)
+    b.withUnsafeMutableBytes {
+        $0.storeBytes(of: kind, toByteOffset: 0, as: UInt32.self)
+        $0.storeBytes(of: hash, toByteOffset: 8, as: UInt64.self)
+        $0.storeBytes(of: parent, toByteOffset: 16, as: UInt64.self)
+    }
+    return b
+}
+
+private func lastError() -> String { String(cString: kvc_last_error()) }
+
+private final class CRouter {
+    let handle: OpaquePointer
+    init(policy: UInt32 = 0) throws {
+        var out: OpaquePointer?
+        let rc = routerConfig(policy: policy).withUnsafeBytes { kvc_router_create($0.baseAddress, &out) }
+        try #require(rc == KVC_OK, "\(lastError())")
+        handle = try #require(out)
+    }
+    deinit { kvc_router_destroy(handle) }
+
+    func route(_ hashes: [UInt64], tokens: Int, _ instance: inout UInt32) -> kvc_status {
+        hashes.withUnsafeBufferPointer { kvc_router_route(handle, $0.baseAddress, $0.count, tokens, &instance) }
+    }
+}
+
+@Suite struct RouterABITests {
+    @Test func routesToAnAddedInstance() throws {
+        let r = try CRouter()
+        #expect(kvc_router_add_instance(r.handle, 7, 1) == KVC_OK)
+        #expect(kvc_router_add_instance(r.handle, 9, 1) == KVC_OK)
+        var chosen: UInt32 = 0
+        #expect(r.route([1, 2, 3], tokens: 48, &chosen) == KVC_OK)
+        #expect(chosen == 7 || chosen == 9)
+    }
+
+    @Test func noInstancesIsNotFound() throws {
+        let r = try CRouter()
+        var chosen: UInt32 = 12345
+        #expect(r.route([1], tokens: 16, &chosen) == -2)
+        #expect(chosen == 12345, "output untouched on failure")
+        #expect(lastError().contains("kvc_router_route") && lastError().contains("no instance"))
+    }
+
+    @Test func unknownAndRemovedInstancesAreNotFound() throws {
+        let r = try CRouter()
+        #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
+        #expect(kvc_router_add_instance(r.handle, 1, 1) == -3)
+        #expect(kvc_router_remove_instance(r.handle, 2) == -2)
+        #expect(load(pending: 5).withUnsafeBytes { kvc_router_report(r.handle, 2, $0.baseAddress) } == -2)
+        #expect(kvc_router_remove_instance(r.handle, 1) == KVC_OK)
+        #expect(kvc_router_remove_instance(r.handle, 1) == -2)
+        #expect(load(pending: 5).withUnsafeBytes { kvc_router_report(r.handle, 1, $0.baseAddress) } == -2)
+        #expect(event(kind: 1, hash: 5, parent: 0).withUnsafeBytes { kvc_router_observe_events(r.handle, 1, $0.baseAddress, 1) } == -2)
+        var chosen: UInt32 = 0
+        #expect(r.route([1], tokens: 16, &chosen) == -2)
+        #expect(lastError().contains("instance") || lastError().contains("no instance"))
+    }
+
+    @Test func zeroBlocksAndZeroTokensAreInvalid() throws {
+        let r = try CRouter()
+        #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
+        var chosen: UInt32 = 0
+        #expect(r.route([], tokens: 16, &chosen) == -1)
+        #expect(lastError().contains("block hash"))
+        #expect(r.route([1], tokens: 0, &chosen) == -1)
+        #expect(kvc_router_route(r.handle, nil, 3, 48, &chosen) == -1)
+        #expect(lastError().contains("block_hashes is NULL"))
+        #expect(kvc_router_route(r.handle, nil, -1, 48, &chosen) == -1)
+    }
+
+    @Test func nullPointersAreInvalidNeverACrash() throws {
+        var out: OpaquePointer?
+        #expect(kvc_router_create(nil, &out) == -1 && out == nil)
+        #expect(routerConfig().withUnsafeBytes { kvc_router_create($0.baseAddress, nil) } == -1)
+        kvc_router_config_init(nil)
+        kvc_router_destroy(nil)
+        #expect(kvc_router_add_instance(nil, 1, 1) == -1)
+        #expect(kvc_router_remove_instance(nil, 1) == -1)
+        var chosen: UInt32 = 0
+        #expect(kvc_router_route(nil, [1], 1, 16, &chosen) == -1)
+        #expect(kvc_router_report(nil, 1, nil) == -1)
+        #expect(kvc_router_observe_events(nil, 1, nil, 0) == -1)
+        let r = try CRouter()
+        #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
+        #expect(kvc_router_route(r.handle, [1], 1, 16, nil) == -1)
+        #expect(lastError().contains("instance is NULL"))
+        #expect(kvc_router_report(r.handle, 1, nil) == -1)
+        #expect(kvc_router_observe_events(r.handle, 1, nil, 2) == -1)
+        #expect(kvc_router_observe_events(r.handle, 1, nil, 0) == KVC_OK)
+    }
+
+    @Test func wrongStructSizesAreRejected() throws {
+        var out: OpaquePointer?
+        for size in [0, 8, 31] {
+            #expect(routerConfig(structSize: size).withUnsafeBytes { kvc_router_create($0.baseAddress, &out) } == -1)
+            #expect(lastError().contains("struct_size"))
+        }
+        #expect(routerConfig(structSize: 100_000).withUnsafeBytes { kvc_router_create($0.baseAddress, &out) } == -1)
+        // An older caller (through prefill_ms_per_token) is accepted with defaults after.
+        #expect(routerConfig(structSize: 32).withUnsafeBytes { kvc_router_create($0.baseAddress, &out) } == KVC_OK)
+        kvc_router_destroy(out)
+        // A newer caller with a non-zero unknown field is refused.
+        var newer = routerConfig(structSize: 48)
+        newer[44] = 1
+        #expect(newer.withUnsafeBytes { kvc_router_create($0.baseAddress, &out) } == -7)
+        #expect(routerConfig(policy: 99).withUnsafeBytes { kvc_router_create($0.baseAddress, &out) } == -1)
+        #expect(lastError().contains("policy 99"))
+
+        let r = try CRouter()
+        #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
+        #expect(load(pending: 1, structSize: 4).withUnsafeBytes { kvc_router_report(r.handle, 1, $0.baseAddress) } == -1)
+        #expect(load(pending: 1, structSize: 32).withUnsafeBytes { kvc_router_report(r.handle, 1, $0.baseAddress) } == KVC_OK)
+    }
+
+    @Test func badWeightsAreInvalid() throws {
+        let r = try CRouter()
+        for w in [0, -1, .nan, .infinity, 65] as [Double] { #expect(kvc_router_add_instance(r.handle, 1, w) == -1) }
+        for i in 0..<64 { #expect(kvc_router_add_instance(r.handle, UInt32(i), 1) == KVC_OK) }
+        #expect(kvc_router_add_instance(r.handle, 64, 1) == -1)
+        #expect(lastError().contains("at most 64"))
+    }
+
+    @Test func eventsSteerDualMapToTheCachingCandidate() throws {
+        let r = try CRouter(policy: 0)
+        for i in 0..<8 { #expect(kvc_router_add_instance(r.handle, UInt32(i), 1) == KVC_OK) }
+        let hashes: [UInt64] = [11, 22, 33, 44]
+        var first: UInt32 = 0
+        #expect(r.route(hashes, tokens: 64, &first) == KVC_OK)
+        // Tell the router a different instance caches the prompt; find its other candidate by
+        // trying each instance: only a candidate can win by affinity.
+        var winners = Set<UInt32>()
+        for i in 0..<8 {
+            let r2 = try CRouter(policy: 0)
+            for j in 0..<8 { #expect(kvc_router_add_instance(r2.handle, UInt32(j), 1) == KVC_OK) }
+            var stream: [UInt8] = []
+            var parent: UInt64 = 0
+            for h in hashes { stream += event(kind: 1, hash: h, parent: parent); parent = h }
+            #expect(stream.withUnsafeBytes { kvc_router_observe_events(r2.handle, UInt32(i), $0.baseAddress, hashes.count) } == KVC_OK)
+            var chosen: UInt32 = 0
+            #expect(r2.route(hashes, tokens: 64, &chosen) == KVC_OK)
+            if chosen == UInt32(i) { winners.insert(chosen) }
+        }
+        #expect(winners.count == 2, "exactly the two candidates win when they cache the prompt: \(winners)")
+        #expect(winners.contains(first))
+    }
+
+    @Test func observedPrefillsCalibrateTheEstimate() throws {
+        let r = try CRouter(policy: 0)
+        #expect(kvc_router_observe_prefill(r.handle, 0, 5) == -1)
+        #expect(kvc_router_observe_prefill(r.handle, 10, .nan) == -1)
+        #expect(kvc_router_observe_prefill(r.handle, 10, -1) == -1)
+        #expect(kvc_router_observe_prefill(nil, 10, 1) == -1)
+        #expect(kvc_router_observe_prefill(r.handle, 1000, 500) == KVC_OK)
+        let handle = Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(r.handle)).takeUnretainedValue()
+        #expect(handle.router.prefill.millisecondsPerToken == 0.5)
+    }
+
+    @Test func aBadEventKindChangesNothing() throws {
+        let r = try CRouter()
+        #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
+        let stream = event(kind: 1, hash: 5, parent: 0) + event(kind: 9, hash: 6, parent: 5)
+        #expect(stream.withUnsafeBytes { kvc_router_observe_events(r.handle, 1, $0.baseAddress, 2) } == -1)
+        #expect(lastError().contains("events[1].kind 9"))
+    }
+}

@@ -1,0 +1,103 @@
+import Foundation
+import Testing
+@testable import KVSim
+
+@Suite struct TraceReaderTests {
+    let lines = """
+    {"timestamp": 0, "input_length": 1000, "output_length": 10, "hash_ids": [0, 1]}
+    {"timestamp": 5, "input_length": 1500, "output_length": 20, "hash_ids": [0, 1, 2]}
+
+    {"timestamp": 9, "input_length": 600, "output_length": 30, "hash_ids": [0, 7]}
+    """
+
+    @Test func mooncakeIdsBecomeChainedHashesSharingPrefixes() throws {
+        let t = try MooncakeTraceReader.parse(Data(lines.utf8), path: "t.jsonl")
+        #expect(t.count == 3)
+        #expect(t.arrivalMilliseconds == [0, 5, 9])
+        #expect(t.inputTokens == [1000, 1500, 600] && t.outputTokens == [10, 20, 30])
+        #expect((0..<3).map(t.hashCount) == [2, 3, 2])
+        #expect((0..<3).map(t.fullBlocks) == [1, 2, 1])
+        let h = t.hashes
+        #expect(h[0] == h[2] && h[1] == h[3], "requests 0 and 1 share blocks 0 and 1")
+        #expect(h[0] == h[5] && h[1] != h[6], "request 2 shares block 0 only")
+        #expect(h[0] == Trace.chainedHash(parent: 0, id: 0))
+        #expect(h[1] == Trace.chainedHash(parent: h[0], id: 1))
+    }
+
+    @Test func aMalformedLineNamesFileAndLine() {
+        let bad = lines + "\n{\"timestamp\": 10, \"input_length\": 100, \"output_length\": 1, \"hash_ids\": [0, 1]}\n"
+        do {
+            _ = try MooncakeTraceReader.parse(Data(bad.utf8), path: "t.jsonl")
+            Issue.record("accepted a line whose hash_ids do not match input_length")
+        } catch let e as TraceFormatError {
+            #expect(e.description.hasPrefix("t.jsonl:5: hash_ids has 2 ids"))
+        } catch { Issue.record("\(error)") }
+        for (text, reason) in [("not json", "expected '{'"), ("{\"timestamp\": 1}", "missing field \"input_length\""),
+                               ("{\"timestamp\": \"x\", \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [0]}", "expected an integer")] {
+            do {
+                _ = try MooncakeTraceReader.parse(Data(text.utf8), path: "b.jsonl")
+                Issue.record("accepted \(text)")
+            } catch let e as TraceFormatError {
+                #expect(e.line == 1 && e.reason.contains(reason), "\(e)")
+            } catch { Issue.record("\(error)") }
+        }
+    }
+
+    @Test func lenientReadingSkipsAndCountsMalformedLines() throws {
+        let bad = "garbage\n" + lines + "\n{\"timestamp\": 1}\n"
+        let t = try MooncakeTraceReader.parse(Data(bad.utf8), path: "t.jsonl", lenient: true)
+        #expect(t.count == 3 && t.skippedLines == 2)
+    }
+
+    @Test func theBundledMooncakeTraceReadsWhole() throws {
+        let path = #filePath.replacingOccurrences(of: "Tests/KVSimTests/TraceReaderTests.swift", with: "traces/mooncake_conversation_trace.jsonl")
+        let t = try MooncakeTraceReader.read(path: path)
+        #expect(t.count == 12_031)
+        #expect(t.hashes.count == 288_500)
+        #expect(t.arrivalMilliseconds.last == 3_536_999)
+        #expect(Set(t.hashes).count == 182_790 + 0, "distinct ids map to distinct chained hashes")
+        #expect(Set((0..<t.count).map { t.hashes[Int(t.hashStart[$0])] }).count == 1, "every request starts with block 0")
+    }
+
+    @Test func azureRowsGetOffsetsAndUniqueBlocks() throws {
+        let csv = """
+        TIMESTAMP,ContextTokens,GeneratedTokens
+        2023-11-16 18:15:46.6805900,374,44
+        2023-11-16 18:15:50.9951690,396,109
+        2023-11-16 18:16:00.0000000,1024,1
+        """
+        let t = try AzureTraceReader.parse(csv, path: "a.csv", blockTokens: 512)
+        #expect(t.count == 3)
+        #expect(abs(t.arrivalMilliseconds[1] - 4314.579) < 0.01)
+        #expect(abs(t.arrivalMilliseconds[2] - 13319.41) < 0.01)
+        #expect(t.hashes.count == 1 + 1 + 2)
+        #expect(Set(t.hashes).count == 4, "no prefix information: no block is shared")
+        do {
+            _ = try AzureTraceReader.parse(csv + "\n2023-11-16 18:16:01,12\n", path: "a.csv")
+            Issue.record("accepted a row with two fields")
+        } catch let e as TraceFormatError { #expect(e.line == 5 && e.reason.contains("3 fields")) }
+        #expect(try AzureTraceReader.parse(csv + "\nbad,row,here\n", path: "a.csv", lenient: true).skippedLines == 1)
+        // The published file has Windows line ends.
+        let crlf = try AzureTraceReader.parse(csv.replacingOccurrences(of: "\n", with: "\r\n"), path: "a.csv")
+        #expect(crlf.count == 3 && crlf.arrivalMilliseconds == t.arrivalMilliseconds)
+    }
+
+    @Test func theBundledAzureTraceReadsWhole() throws {
+        let path = #filePath.replacingOccurrences(of: "Tests/KVSimTests/TraceReaderTests.swift", with: "traces/azure_llm_2023_conv.csv")
+        let t = try AzureTraceReader.read(path: path)
+        #expect(t.count == 19_366)
+        #expect(abs(t.arrivalMilliseconds.last! / 1000 - 3502) < 1, "58.4 minutes of arrivals")
+    }
+
+    @Test func syntheticSessionsShareSystemPromptsAndHistory() {
+        var g = SyntheticSessions()
+        g.sessions = 50
+        g.systemPrompts = 2
+        let a = g.generate(), b = g.generate()
+        #expect(a.hashes == b.hashes && a.arrivalMilliseconds == b.arrivalMilliseconds, "deterministic for a seed")
+        #expect(a.count >= 50)
+        let firsts = Set((0..<a.count).map { a.hashes[Int(a.hashStart[$0])] })
+        #expect(firsts.count == 2, "every prompt starts with one of the 2 system prompts")
+        #expect(zip(a.arrivalMilliseconds, a.arrivalMilliseconds.dropFirst()).allSatisfy { $0 <= $1 })
+    }
+}
