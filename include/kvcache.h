@@ -613,6 +613,8 @@ kvc_status kvc_seq_set_eviction(kvc_engine *e, uint64_t seq, uint32_t policy, ui
  */
 kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const float *sensitivity,
                                          uint32_t n_layers);
+
+/* ---------------------------------------------------------------------------------------
  * Disk tier (offload_dir, offload_bytes)
  *
  * DISK TIER
