@@ -33,7 +33,7 @@ import Testing
         let r = try makeRouter(.prefixTree, instances: 3)
         let h = chain(21, count: 4)
         try r.report(2, load: InstanceLoad(activeRequests: 5))
-        _ = h.withUnsafeBufferPointer { r.view.recordRoute($0, slot: 2) }
+        h.withUnsafeBufferPointer { r.view.recordRoute($0, slot: 2) }
         #expect(try r.routeSlot(h, tokens: 64) == 2, "a 100% match beats the cache threshold")
         // A prompt matching 1 of 4 blocks (25% < 50%) goes to the smallest tree.
         let other = [h[0]] + chain(22, count: 3)
