@@ -85,8 +85,6 @@ final class ContiguousMemory: BlockListener {
         blockOffset.deallocate()
     }
 
-    /// Tokens the budget holds in one tensor (every tensor grows alike).
-    var tokenCapacity: Int { groups * pageBytes / tokenBytes }
     /// The address range of every slot's ranges.
     var region: (start: UInt, bytes: UInt) { (UInt(bitPattern: kvm_ranges_base(ranges)), UInt(kvm_ranges_reserved_bytes(ranges))) }
 

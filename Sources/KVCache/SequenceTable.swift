@@ -85,9 +85,6 @@ final class SequenceTable {
         freeTop += 1
     }
 
-    /// Free slots, most recently freed last.
-    var freeSlotList: UnsafeBufferPointer<Int32> { UnsafeBufferPointer(start: freeSlots, count: freeTop) }
-
     /// The block table of `slot`.
     @inline(__always) func table(_ slot: Int) -> UnsafeMutablePointer<Int32> { blocks + slot * maxBlocks }
     /// The tail buffer of `slot`.

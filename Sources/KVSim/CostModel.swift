@@ -32,8 +32,6 @@ public struct CostModel: Sendable, Equatable {
     public var weightReadMilliseconds = 7.47
     /// Reading one context token's K/V during decode.
     public var kvReadMillisecondsPerToken = 2.81e-5
-    /// Bytes of one token's K/V (all layers, K and V).
-    public var kvBytesPerToken = 57_344
 
     /// The A100 / Qwen2.5-7B defaults above.
     public init() {}

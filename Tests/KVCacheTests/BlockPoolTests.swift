@@ -62,3 +62,25 @@ struct EventQueueTests {
         #expect(q.count == 1)
     }
 }
+
+@Suite("Block pool over paged memory")
+struct PagedBlockPoolTests {
+    @Test func holdsExactlyTheBlocksOfItsBudgetAndCommitsMemoryForThem() throws {
+        let c = smallConfig(.paged, memoryBytes: 512 << 10)  // 1024 blocks of 4 tensors x 128 B
+        let pool = try BlockPool(pagedMemory: c)
+        #expect(pool.capacity == 1024)
+        let blocks = try (0..<1024).map { _ in try pool.allocate() }
+        #expect(Set(blocks).count == 1024)
+        #expect(throws: KVError.self) { try pool.allocate() }
+        for b in blocks { pool.release(b) }
+        #expect(try pool.allocate() >= 0)
+    }
+
+    @Test func aBadConfigIsRefusedWithAStatus() {
+        var c = smallConfig(.paged)
+        c.pageBytes = 3000
+        let error = thrown { () throws(KVError) in _ = try BlockPool(pagedMemory: c) }
+        #expect(error?.code == .invalidArgument)
+        #expect(error?.message.contains("page_bytes 3000") == true)
+    }
+}
