@@ -5,7 +5,8 @@ import KVCache
 /// `Engine decode-step-scores` is `Engine.observe` for every layer (8 x 32768 attention
 /// scores each) plus `Engine.compact` (H2O, per layer, back to 32767 tokens: the steady
 /// state, one token evicted per layer and step); `Baseline decode-step-scores` is a plain
-/// pass that only sums the same scores into one accumulator per layer, the least any
+/// pass that only sums the same scores into one accumulator per layer (all heads of a token
+/// summed, then added once: one read of the scores, one read-modify-write of the sums), the least any
 /// accumulating policy must do. The step's `append` is outside the measured interval.
 /// Shape: head_dim 8, fp16 (128-byte tokens, 256 MiB of K/V); compaction moves at most the
 /// evicted count of tokens per layer, so the K/V size barely matters.
@@ -40,11 +41,13 @@ func registerCompactionBenchmarks() {
         let f = CompactionFixture.shared
         benchmark.startMeasurement()
         let n = CompactionFixture.tokens
-        for layer in 0..<CompactionFixture.layers {
+        for layer in 0..<CompactionFixture.layers {  // one pass per layer: every head's score of a token, added once
             let acc = f.baselineSums + layer * n
-            for h in 0..<CompactionFixture.heads {
-                let row = f.scores + layer * f.rowFloats + h * n
-                for t in 0..<n { acc[t] += row[t] }
+            let rows = f.scores + layer * f.rowFloats
+            for t in 0..<n {
+                var s: Float = 0
+                for h in 0..<CompactionFixture.heads { s += rows[h * n + t] }
+                acc[t] += s
             }
         }
         blackHole(f.baselineSums[n / 2])

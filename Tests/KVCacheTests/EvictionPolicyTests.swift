@@ -55,6 +55,41 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         #expect(kept(HeavyHitterPolicy(config), n: n, budget: n - evicted, acc: acc) == Array(expected))
     }
 
+    /// The one-pass decode-step choice (`Selection.evictFewest`, SIMD with a scalar tail)
+    /// against a sort: slots in shuffled position order (as after compactions), a recent
+    /// window, many ties, raw and normalised scores, row lengths that are not multiples of 8.
+    @Test(arguments: [1, 3, 31])
+    func decodeStepChoiceMatchesSortingWithWindowAndShuffledSlots(evicted: Int) {
+        var rng = SplitMix64(seed: 7 + UInt64(evicted))
+        for normalized in [false, true] {
+            for n in [45, 203] {
+                var config = EvictionConfig(.heavyHitter)
+                config.recentTokens = 10
+                config.normalizedScores = normalized
+                let budget = n - evicted
+                var positions = (0..<n).map { Int32($0 * 2) }  // holes: evicted positions
+                for i in stride(from: n - 1, to: 0, by: -1) { positions.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+                let acc = (0..<n).map { _ in Float(rng.next() % 16) }
+                let visible = (0..<n).map { _ in Float(rng.next() % 4) }  // 0 counts as 1
+                let next = 2 * n
+                func score(_ i: Int) -> Float { normalized ? acc[i] / max(visible[i], 1) : acc[i] }
+                let window = (0..<n).filter { Int(positions[$0]) >= next - 10 }
+                let rest = (0..<n).filter { Int(positions[$0]) < next - 10 }
+                    .sorted { score($0) != score($1) ? score($0) > score($1) : $0 < $1 }
+                let expected = (window + rest.prefix(budget - window.count)).sorted()
+                var keep = [UInt8](repeating: 9, count: n)
+                let values = UnsafeMutablePointer<Float>.allocate(capacity: n), slots = UnsafeMutablePointer<Int32>.allocate(capacity: n)
+                defer { values.deallocate(); slots.deallocate() }
+                positions.withUnsafeBufferPointer { p in acc.withUnsafeBufferPointer { a in visible.withUnsafeBufferPointer { v in
+                    let row = EvictionRow(count: n, positions: p.baseAddress!, accumulated: a.baseAddress!, last: a.baseAddress!,
+                                          visible: v.baseAddress!, episode: nil, nextPosition: next, budget: budget)
+                    HeavyHitterPolicy(config).choose(row, scratch: SelectionScratch(values: values, slots: slots, capacity: n), keep: &keep)
+                } } }
+                #expect((0..<n).filter { keep[$0] == 1 } == expected, "n \(n), normalised \(normalized)")
+            }
+        }
+    }
+
     @Test func kthLargestFindsTheOrderStatistic() {
         var rng = SplitMix64(seed: 1)
         for n in [1, 2, 7, 100, 1000] {

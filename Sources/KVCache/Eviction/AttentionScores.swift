@@ -305,8 +305,9 @@ public final class AttentionScores {
 
     /// `out[t] = sum over heads of scores[h][t]`; returns a number below 0 when some score
     /// is negative (else 0), the sum of all scores (NaN or infinite when one is) and the sum
-    /// of head 0's. Cost: one SIMD pass; sign bits are OR-ed (a set bit, even of -0.0, sends
-    /// it to a scalar recheck) because a vector minimum does not specialise here.
+    /// of head 0's. Cost: one SIMD pass that reads every head's chunk and stores the chunk's
+    /// sum once (no read-modify-write of `out` per head); sign bits are OR-ed (a set bit, even
+    /// of -0.0, sends it to a scalar recheck) because a vector minimum does not specialise here.
     @inline(__always)
     private static func sumHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>)
         -> (Float, Float, Float)
@@ -317,23 +318,23 @@ public final class AttentionScores {
         var signs = Bits(repeating: 0)
         var sum = V(repeating: 0), first = V(repeating: 0)
         let src = UnsafeRawPointer(scores), dst = UnsafeMutableRawPointer(out)
+        let rowBytes = n * 4
         for j in 0..<vectors {
-            let v = src.loadUnaligned(fromByteOffset: j * 32, as: V.self)
-            signs |= unsafeBitCast(v, to: Bits.self)
-            dst.storeBytes(of: v, toByteOffset: j * 32, as: V.self)
-            first += v
-        }
-        for h in 1..<max(heads, 1) {
-            let row = src + h * n * 4
-            for j in 0..<vectors {
+            let v0 = src.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+            signs |= unsafeBitCast(v0, to: Bits.self)
+            first += v0
+            var chunk = v0
+            var row = src + rowBytes
+            for _ in 1..<max(heads, 1) {
                 let v = row.loadUnaligned(fromByteOffset: j * 32, as: V.self)
                 signs |= unsafeBitCast(v, to: Bits.self)
-                sum += v
-                let o = dst.loadUnaligned(fromByteOffset: j * 32, as: V.self)
-                dst.storeBytes(of: o + v, toByteOffset: j * 32, as: V.self)
+                chunk += v
+                row += rowBytes
             }
+            sum += chunk
+            dst.storeBytes(of: chunk, toByteOffset: j * 32, as: V.self)
         }
-        var total = sum.sum() + first.sum(), firstHead = first.sum()
+        var total = sum.sum(), firstHead = first.sum()
         var signed = false
         for i in 0..<8 where signs[i] & 0x8000_0000 != 0 { signed = true }
         for t in (vectors * 8)..<n {

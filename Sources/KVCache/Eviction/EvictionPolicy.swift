@@ -126,15 +126,25 @@ enum Selection {
     }
 
     /// Keeps all but the `row.count - k` (< `smallEviction`) slots outside the recent window
-    /// (positions >= `recentFrom`) with the lowest `score`, ties evicting the highest slot
+    /// (positions >= `recentFrom`) with the lowest score, ties evicting the highest slot
     /// first: the same choice as `markWindows` + `markTop`, in one pass over the row with a
     /// sorted buffer of the candidates to evict (the steady state of decoding, where each
-    /// step evicts about one token). Precondition: the window holds at most `k` slots.
+    /// step evicts about one token). A slot's score is `scores[i]`, divided by
+    /// `max(visible[i], 1)` when `visible` is given. Precondition: the window holds at most `k`
+    /// slots. Cost: one SIMD pass (8 slots per compare against the current cut; only a chunk
+    /// with a slot at or below it takes the scalar path), no allocation.
     @inline(__always)
-    static func evictFewest(_ row: EvictionRow, _ k: Int, recentFrom: Int, keep: UnsafeMutablePointer<UInt8>, score: (Int) -> Float) {
+    static func evictFewest(
+        _ row: EvictionRow, _ k: Int, recentFrom: Int, scores: UnsafePointer<Float>, visible: UnsafePointer<Float>?,
+        keep: UnsafeMutablePointer<UInt8>
+    ) {
         let evict = row.count - k
         keep.update(repeating: 1, count: row.count)
         guard evict > 0 else { return }
+        @inline(__always) func score(_ i: Int) -> Float {
+            guard let visible else { return scores[i] }
+            return scores[i] / max(visible[i], 1)
+        }
         withUnsafeTemporaryAllocation(of: (Float, Int32).self, capacity: evict) { buffer in
             // Orders (score, slot) by score, then higher slot first: the first `evict` go.
             @inline(__always) func before(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
@@ -158,12 +168,29 @@ enum Selection {
             // The rest: a window slot scores +infinity (never evicted); only a score at or
             // below the current cut takes the slow path.
             var cut = buffer[evict - 1].0
-            while i < row.count {
+            @inline(__always) func consider(_ i: Int) {
                 let s = Int(row.positions[i]) < recentFrom ? score(i) : Float.infinity
                 if s <= cut && before((s, Int32(i)), buffer[evict - 1]) {
                     insert((s, Int32(i)), evict)
                     cut = buffer[evict - 1].0
                 }
+            }
+            typealias V = SIMD8<Float>
+            let from = SIMD8<Int32>(repeating: Int32(clamping: recentFrom))
+            let one = V(repeating: 1)
+            let scoreBytes = UnsafeRawPointer(scores), positionBytes = UnsafeRawPointer(row.positions)
+            let visibleBytes = visible.map { UnsafeRawPointer($0) }
+            while i + 8 <= row.count {
+                var s = scoreBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+                if let visibleBytes { s /= pointwiseMax(visibleBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self), one) }
+                let p = positionBytes.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Int32>.self)
+                if any((s .<= V(repeating: cut)) .& (p .< from)) {
+                    for j in i..<(i + 8) { consider(j) }
+                }
+                i += 8
+            }
+            while i < row.count {
+                consider(i)
                 i += 1
             }
             for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }

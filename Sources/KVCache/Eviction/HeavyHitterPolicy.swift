@@ -29,11 +29,8 @@ public struct HeavyHitterPolicy: EvictionPolicy {
         let k = min(row.budget, row.count)
         let recent = config.recentWindow(budget: k)
         if row.count - k < Selection.smallEviction {  // a decode step: evict a few, one pass
-            if config.normalizedScores {
-                Selection.evictFewest(row, k, recentFrom: row.nextPosition - recent, keep: keep) { scores[$0] / max(row.visible[$0], 1) }
-            } else {
-                Selection.evictFewest(row, k, recentFrom: row.nextPosition - recent, keep: keep) { scores[$0] }
-            }
+            Selection.evictFewest(row, k, recentFrom: row.nextPosition - recent, scores: scores,
+                                  visible: config.normalizedScores ? row.visible : nil, keep: keep)
             return
         }
         let inWindow = Selection.markWindows(row, sinks: 0, recent: recent, keep: keep)
