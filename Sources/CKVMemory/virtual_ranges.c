@@ -111,6 +111,10 @@ uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot) { return r->mappe
 uint64_t kvm_ranges_mappings(const kvm_ranges *r) { return mappings_for(r, r->total_runs); }
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r) { return r->limit; }
 
+void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit) {
+    if (limit < r->limit) r->limit = limit;
+}
+
 /* 1 when `page` starts a run: mapped, and not the file-successor of the page before it. */
 static uint32_t starts_run(const kvm_ranges *r, const int32_t *t, uint32_t page) {
     if (page >= r->pages || t[page] < 0) return 0;
@@ -145,8 +149,9 @@ int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_g
         int32_t *t = r->table + (uint64_t)slot * r->pages;
         int extends = page > 0 && t[page - 1] >= 0 && (uint32_t)t[page - 1] + 1 == first_group;
         if (!extends)
-            return kvm_fail(ENOMEM, "mapping limit reached: %llu mappings of vm.max_map_count %llu in use; use larger page_bytes or fewer max_seqs",
-                            (unsigned long long)kvm_ranges_mappings(r), (unsigned long long)r->limit + 4096);
+            return kvm_fail(ENOMEM, "mapping limit reached: %llu mappings in use of the %llu allowed (vm.max_map_count less headroom); "
+                                    "use larger page_bytes or fewer max_seqs",
+                            (unsigned long long)kvm_ranges_mappings(r), (unsigned long long)r->limit);
     }
     uint64_t len = (uint64_t)n * r->page_bytes;
     int fd = kvm_pool_fd(r->pool);

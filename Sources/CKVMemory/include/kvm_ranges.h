@@ -42,3 +42,6 @@ uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r);
 /* The current upper bound on mappings, and the limit it is kept under. */
 uint64_t kvm_ranges_mappings(const kvm_ranges *r);
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);
+/* Lowers the limit to `limit` mappings (never raises it above what vm.max_map_count allows):
+ * for a process that needs its mappings elsewhere, and for tests of the limit path. */
+void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit);

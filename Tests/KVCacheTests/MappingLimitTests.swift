@@ -1,0 +1,63 @@
+import CKVMemory
+import Testing
+@testable import KVCache
+
+/// The contiguous layout under the mapping limit (`vm.max_map_count`): when mapping a new page
+/// run would pass the limit, the engine unmaps the pages of free slots (their groups stay in
+/// the pool, held by the prefix cache) and retries, so live sequences keep growing and cached
+/// prefixes keep their bytes. The limit is lowered through `kvm_ranges_set_mapping_limit`:
+/// reaching the real one takes about 65k mappings.
+@Suite("Contiguous layout: reclaiming mappings at the limit")
+struct MappingLimitTests {
+    @Test func growthPastTheLimitUnmapsFreeSlotsAndKeepsEveryByte() throws {
+        let e = try Engine(smallConfig(.contiguous))
+        let memory = try #require(e.contiguous)
+        let ranges = memory.ranges
+        let pageTokens = memory.pageBytes / memory.tokenBytes  // 128
+        // Four cached prompts of one page each, in slots that are then freed (still mapped).
+        let prompts = (0..<4).map { tokens(pageTokens, seed: Int32(10 + $0)) }
+        for (i, p) in prompts.enumerated() {
+            try e.createSequence(UInt64(100 + i), tokens: p)
+            try writeKV(e, UInt64(100 + i), tokens: p, from: 0)
+        }
+        for i in 0..<4 { try e.free(UInt64(100 + i)) }
+        // Two live sequences growing a page at a time in turn, so that every page of each is
+        // a run of its own (its successor group is the other's).
+        var grown: [UInt64: [Int32]] = [1: tokens(pageTokens, seed: 1), 2: tokens(pageTokens, seed: 2)]
+        for seq in [UInt64(1), 2] {
+            try e.createSequence(seq, tokens: grown[seq]!)
+            try writeKV(e, seq, tokens: grown[seq]!, from: 0)
+        }
+        let stillMapped = (0..<memory.slots).filter { slot in
+            kvm_ranges_mapped(ranges, UInt32(slot)) > 0 && ![try? e.slot(1), try? e.slot(2)].contains(slot)
+        }
+        #expect(stillMapped.count == 2)  // two freed prompts' slots were reused by 1 and 2
+        // Room for 8 runs: the 4 mapped now (2 live, 2 free) and 4 more; growth needs 6 more,
+        // so the 2 free slots' runs must go.
+        let runMappings = UInt64(2 * memory.tensors)
+        let limit = kvm_ranges_mappings(ranges) + 4 * runMappings
+        kvm_ranges_set_mapping_limit(ranges, limit)
+        #expect(kvm_ranges_mapping_limit(ranges) == limit)
+        for round in 1...3 {
+            for seq in [UInt64(1), 2] {
+                let more = tokens(pageTokens, seed: Int32(1000 * Int(seq) + round))
+                try e.append(seq, tokens: more)
+                try writeKV(e, seq, tokens: more, from: grown[seq]!.count)
+                grown[seq]! += more
+                #expect(kvm_ranges_mappings(ranges) <= limit)
+            }
+        }
+        for slot in stillMapped { #expect(kvm_ranges_mapped(ranges, UInt32(slot)) == 0) }  // reclaimed
+        for seq in [UInt64(1), 2] { #expect(try kvMismatches(e, seq, tokens: grown[seq]!, from: 0) == 0) }
+        // Every cached prompt is still served, byte-identical, once a live slot is freed for it.
+        try e.free(2)
+        for (i, p) in prompts.enumerated() {
+            let cached = try e.createSequence(UInt64(200 + i), tokens: p)
+            #expect(cached == pageTokens - e.config.blockTokens)  // full blocks short of the last token
+            #expect(try kvMismatches(e, UInt64(200 + i), tokens: Array(p.prefix(cached)), from: 0) == 0)
+            #expect(kvm_ranges_mappings(ranges) <= limit)
+            try e.free(UInt64(200 + i))
+        }
+        #expect(try kvMismatches(e, 1, tokens: grown[1]!, from: 0) == 0)
+    }
+}
