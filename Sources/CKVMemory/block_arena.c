@@ -26,6 +26,9 @@ struct kvm_arena {
     int32_t *prev, *next;   /* per group: links of the PARTIAL or EMPTY list it is on */
     uint8_t *state;
     int32_t partial, empty; /* list heads */
+    uint32_t *fresh;        /* groups taken and not yet handed out to pre-fault (kvm_arena_take_fresh) */
+    uint32_t fresh_count;
+    uint32_t *faulting;     /* per group: pre-faults in progress (kvm_arena_trim keeps such a group) */
 };
 
 uint64_t kvm_arena_group_bytes(uint64_t block_bytes, uint64_t page_bytes) {
@@ -74,8 +77,11 @@ int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out) {
     a->prev = malloc(a->groups * sizeof(int32_t));
     a->next = malloc(a->groups * sizeof(int32_t));
     a->state = calloc(a->groups, 1);
+    a->fresh = malloc(a->groups * sizeof(uint32_t));
+    a->faulting = calloc(a->groups, sizeof(uint32_t));
     void *base = mmap(NULL, a->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, kvm_pool_fd(pool), 0);
-    if (!a->next_free || !a->head || !a->group_used || !a->prev || !a->next || !a->state || base == MAP_FAILED) {
+    if (!a->next_free || !a->head || !a->group_used || !a->prev || !a->next || !a->state || !a->fresh || !a->faulting ||
+        base == MAP_FAILED) {
         int err = base == MAP_FAILED ? errno : ENOMEM;
         if (base != MAP_FAILED) munmap(base, a->map_bytes);
         a->base = NULL;
@@ -100,16 +106,17 @@ void kvm_arena_destroy(kvm_arena *a) {
     free(a->prev);
     free(a->next);
     free(a->state);
+    free(a->fresh);
+    free(a->faulting);
     free(a);
 }
 
-/* Takes a group from the pool, prefaults it in every tensor, and threads its free list. */
+/* Takes a group from the pool, lists it as fresh (to be pre-faulted by the caller, outside its
+ * lock), and threads its free list. */
 static int take_group(kvm_arena *a) {
     int64_t g = kvm_pool_alloc(a->pool, UINT32_MAX);
     if (g < 0) return (int)g;
-    uint64_t gb = kvm_pool_group_bytes(a->pool);
-    for (uint32_t t = 0; t < kvm_pool_tensors(a->pool); t++)
-        madvise(a->base + kvm_pool_offset(a->pool, t, (uint32_t)g), gb, MADV_POPULATE_WRITE); /* ahead of need; a failure only defers faults */
+    a->fresh[a->fresh_count++] = (uint32_t)g; /* a group is taken at most once between drains: fresh_count <= groups */
     uint32_t first = (uint32_t)g * a->per_group;
     for (uint32_t i = 0; i < a->per_group; i++) a->next_free[first + i] = i + 1 < a->per_group ? (int32_t)(first + i + 1) : -1;
     a->head[g] = (int32_t)first;
@@ -173,11 +180,36 @@ const uint8_t *kvm_arena_base(const kvm_arena *a) { return a->base; }
 uint64_t kvm_arena_mapped_bytes(const kvm_arena *a) { return a->map_bytes; }
 
 uint64_t kvm_arena_trim(kvm_arena *a) {
-    while (a->empty >= 0) {
-        int32_t g = a->empty;
-        unlink_group(a, &a->empty, g);
-        a->state[g] = NOT_HELD;
-        kvm_pool_unref(a->pool, (uint32_t)g);
+    int32_t g = a->empty;
+    while (g >= 0) {
+        int32_t next = a->next[g];
+        if (a->faulting[g] == 0) {
+            unlink_group(a, &a->empty, g);
+            a->state[g] = NOT_HELD;
+            kvm_pool_unref(a->pool, (uint32_t)g);
+        }
+        g = next;
     }
     return kvm_pool_trim(a->pool);
 }
+
+uint32_t kvm_arena_fresh_count(const kvm_arena *a) { return a->fresh_count; }
+
+uint32_t kvm_arena_take_fresh(kvm_arena *a, uint32_t *out, uint32_t capacity) {
+    uint32_t n = 0;
+    while (a->fresh_count > 0 && n < capacity) {
+        uint32_t g = a->fresh[--a->fresh_count];
+        if (a->state[g] == NOT_HELD) continue; /* given back since: its pages are not ours to fault */
+        a->faulting[g]++;
+        out[n++] = g;
+    }
+    return n;
+}
+
+void kvm_arena_prefault(const kvm_arena *a, uint32_t group) {
+    uint64_t gb = kvm_pool_group_bytes(a->pool);
+    for (uint32_t t = 0; t < kvm_pool_tensors(a->pool); t++)
+        madvise(a->base + kvm_pool_offset(a->pool, t, group), gb, MADV_POPULATE_WRITE); /* a failure only defers faults */
+}
+
+void kvm_arena_prefault_done(kvm_arena *a, uint32_t group) { a->faulting[group]--; }

@@ -94,9 +94,13 @@ public final class Engine: @unchecked Sendable {
         scratchDisk.deallocate()
     }
 
+    /// Runs `body` under the engine lock. Page groups the paged layout took meanwhile are
+    /// faulted in after `body`, with the lock released (`PagedMemory.prefaultFresh`).
     @inline(__always) func locked<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
         pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        defer {
+            if let paged, paged.hasFreshGroups { paged.prefaultFresh(unlocking: mutex) } else { pthread_mutex_unlock(mutex) }
+        }
         return try body()
     }
 

@@ -126,6 +126,31 @@ struct BlockArenaTests {
         #expect(kvm_arena_used(arena) == 3)
     }
 
+    @Test func newGroupsAreListedOnceAndTrimKeepsTheOnesBeingPrefaulted() {
+        let (pool, arena) = makeArena()
+        defer { kvm_arena_destroy(arena); kvm_pool_destroy(pool) }
+        let blocks = (0..<8).map { _ in kvm_arena_alloc(arena) }  // two groups
+        #expect(kvm_arena_fresh_count(arena) == 2)
+        var taken = [UInt32](repeating: 0, count: 8)
+        #expect(kvm_arena_take_fresh(arena, &taken, 8) == 2)
+        #expect(Set(taken.prefix(2)) == Set(blocks.map { UInt32($0 / 4) }))
+        #expect(kvm_arena_fresh_count(arena) == 0)
+        for b in blocks { kvm_arena_free(arena, UInt32(b)) }  // both groups empty
+        kvm_arena_prefault(arena, taken[0])
+        kvm_arena_prefault_done(arena, taken[0])
+        #expect(kvm_arena_trim(arena) > 0)  // the first group goes; the second is still being prefaulted
+        #expect(kvm_pool_committed_bytes(pool) == 1 * 4 * 4096)
+        kvm_arena_prefault_done(arena, taken[1])
+        #expect(kvm_arena_trim(arena) > 0)
+        #expect(kvm_pool_committed_bytes(pool) == 0)
+        // A group given back before it was handed out is not handed out (its pages are gone).
+        let again = (0..<4).map { _ in kvm_arena_alloc(arena) }
+        for b in again { kvm_arena_free(arena, UInt32(b)) }
+        kvm_arena_trim(arena)
+        #expect(kvm_arena_fresh_count(arena) == 1)
+        #expect(kvm_arena_take_fresh(arena, &taken, 8) == 0)
+    }
+
     @Test func everyBlockOfTheBudgetIsAllocatableAndThenNoMore() {
         let (pool, arena) = makeArena()
         defer { kvm_arena_destroy(arena); kvm_pool_destroy(pool) }

@@ -64,6 +64,25 @@ struct MemoryFootprintTests {
         #expect(e.stats().committedBytes == 0)
     }
 
+    /// Paged: a create returns with its new blocks' pages faulted in (outside the engine lock,
+    /// `PagedMemory.prefaultFresh`), so the server's first K/V writes do not fault; the
+    /// prefaulted pages are the committed ones, and trim gives them back.
+    @Test func pagedCreateReturnsWithItsPagesFaultedIn() throws {
+        let e = try Engine(Self.config(.paged))
+        let region = e.memoryRegion
+        let resident = { residentBytes(start: region.start, bytes: region.bytes) }
+        let before = resident()
+        try e.createSequence(1, tokens: tokens(4000, seed: 1))
+        let committed = e.stats().committedBytes
+        let tokenBytes = UInt64(4000 * e.config.tokenBytes * e.config.tensors)
+        #expect(committed >= tokenBytes)
+        #expect(resident() - before >= tokenBytes)  // nothing was written: prefaulted
+        #expect(resident() - before <= committed)
+        try e.free(1)
+        try e.trim()
+        #expect(resident() < 64 * Self.mib)
+    }
+
     @Test(arguments: [Layout.paged, .contiguous])
     func committedBytesNeverExceedTheBudget(layout: Layout) throws {
         var c = Self.config(layout)

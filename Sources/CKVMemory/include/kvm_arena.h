@@ -22,7 +22,8 @@ void kvm_arena_destroy(kvm_arena *a);
 uint64_t kvm_arena_group_bytes(uint64_t block_bytes, uint64_t page_bytes);
 
 /* A free block id, or -ENOSPC when every group is full and the pool has none left, or -errno
- * when committing a group failed. O(1) except when a new group is taken (pool scan, populate). */
+ * when committing a group failed. O(1) except when a new group is taken (pool scan, commit);
+ * a new group is listed as fresh, to be pre-faulted (below). */
 int64_t kvm_arena_alloc(kvm_arena *a);
 /* Returns an allocated block. O(1). */
 void kvm_arena_free(kvm_arena *a, uint32_t block);
@@ -41,5 +42,22 @@ uint32_t kvm_arena_available(const kvm_arena *a);
 const uint8_t *kvm_arena_base(const kvm_arena *a);
 uint64_t kvm_arena_mapped_bytes(const kvm_arena *a);
 
-/* Gives empty groups back to the pool and releases their pages. Returns bytes released. */
+/* Gives empty groups back to the pool and releases their pages, except groups being
+ * pre-faulted. Returns bytes released. */
 uint64_t kvm_arena_trim(kvm_arena *a);
+
+/* Pre-faulting new groups outside the caller's lock. Faulting in a group's pages (zeroing them:
+ * about 1 s per GiB here) is most of the cost of the first use of memory; doing it under the
+ * lock that serialises the arena would stall every other caller. So kvm_arena_alloc only lists
+ * the groups it takes; the caller, still under its lock, takes the list (each group is then
+ * kept from kvm_arena_trim), releases its lock, calls kvm_arena_prefault on each (touches no
+ * arena state, may run beside any arena call; content is unchanged, so concurrent writers are
+ * safe) and, under its lock again, kvm_arena_prefault_done. A group never pre-faulted is faulted
+ * by its first write instead. */
+uint32_t kvm_arena_fresh_count(const kvm_arena *a);
+/* Moves up to `capacity` fresh groups into `out` and marks them being pre-faulted; returns how many. */
+uint32_t kvm_arena_take_fresh(kvm_arena *a, uint32_t *out, uint32_t capacity);
+/* MADV_POPULATE_WRITE of `group` in every tensor. */
+void kvm_arena_prefault(const kvm_arena *a, uint32_t group);
+/* Ends a pre-fault begun by kvm_arena_take_fresh. */
+void kvm_arena_prefault_done(kvm_arena *a, uint32_t group);
