@@ -330,10 +330,18 @@ final class ContiguousMemory: BlockListener {
         if mapped > first { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(first), UInt32(mapped)) }
     }
 
-    /// Reclaims memory for one more group: unmaps an unpinned tail of some slot, else evicts a
-    /// cached block. False when nothing is left to reclaim.
-    private func reclaim() -> Bool {
-        reclaimMappings() || evictCached()
+    /// Reclaims memory for `want` more groups: unmaps an unpinned tail of some slot, else evicts
+    /// cached blocks, oldest first, until `want` groups are free (or none is left). Evicting
+    /// for the whole need at once rather than a block per page matters: the evicted blocks'
+    /// sequences took their groups as runs, so groups freed together merge back into runs and
+    /// one mmap per tensor covers many pages; a block at a time, each freed group was taken at
+    /// once as a run of one (measured: about 2,200 mmaps per Mooncake prompt, 14 us each).
+    /// False when nothing is left to reclaim.
+    private func reclaim(groups want: Int) -> Bool {
+        if reclaimMappings() { return true }
+        guard evictCached() else { return false }
+        while Int(kvm_pool_free_groups(pool)) < want && evictCached() {}
+        return true
     }
 
     /// Unmaps the unpinned tail of one slot (freeing its mappings and, unless cached blocks
@@ -354,22 +362,17 @@ final class ContiguousMemory: BlockListener {
         var i = 0
         while i < pages.count {
             let page = pages[i]
-            let current = group(slot, page)
-            if current >= 0 && kvm_pool_refs(pool, UInt32(current)) == 1 && pins[Int(current)] == 0 {
+            if ownsAlone(slot, page) {
                 i += 1
                 continue
             }
             var want = 1  // the consecutive pages from here that need a fresh group
-            while i + want < pages.count && pages[i + want] == page + want {
-                let next = group(slot, page + want)
-                if next >= 0 && kvm_pool_refs(pool, UInt32(next)) == 1 && pins[Int(next)] == 0 { break }
-                want += 1
-            }
+            while i + want < pages.count && pages[i + want] == page + want && !ownsAlone(slot, page + want) { want += 1 }
             let hint = page > 0 ? group(slot, page - 1) + 1 : -1
             var got: UInt32 = 0
             let first = kvm_pool_alloc_run(pool, hint < 0 ? UInt32.max : UInt32(hint), UInt32(want), &got)
             if first < 0 {
-                if first == -Int64(ENOSPC) && reclaim() { continue }
+                if first == -Int64(ENOSPC) && reclaim(groups: needFresh(slot: slot, pages[i...])) { continue }
                 try check(Int32(first))
             }
             let rc = kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(first), got)
@@ -378,6 +381,20 @@ final class ContiguousMemory: BlockListener {
             try check(rc)
             i += Int(got)
         }
+    }
+
+    /// Whether `page` of `slot` holds a group that only this slot references and no live slot
+    /// pins: one the slot may keep writing.
+    @inline(__always) private func ownsAlone(_ slot: Int, _ page: Int) -> Bool {
+        let g = group(slot, page)
+        return g >= 0 && kvm_pool_refs(pool, UInt32(g)) == 1 && pins[Int(g)] == 0
+    }
+
+    /// Fresh groups `mapOwned` still needs for `pages` of `slot`.
+    private func needFresh(slot: Int, _ pages: ArraySlice<Int>) -> Int {
+        var n = 0
+        for page in pages where !ownsAlone(slot, page) { n += 1 }
+        return n
     }
 
     /// Unmaps the pages of free `slot` that its next sequence cannot keep: those not holding the
