@@ -14,8 +14,9 @@ import Testing
     static let queryA: [Float] = [1, 0], queryB: [Float] = [0, 1]
 
     /// An episodic engine (2 episodes, a 2-token recent window), with a disk tier in `dir` when given.
-    private func engine(_ layout: Layout, dir: String?, perHead: Bool = false) throws -> Engine {
+    private func engine(_ layout: Layout, dir: String?, perHead: Bool = false, maxSeqTokens: Int = 4096) throws -> Engine {
         var c = dir.map { offloadConfig(layout, dir: $0) } ?? smallConfig(layout)
+        c.maxSeqTokens = maxSeqTokens
         c.eviction = EvictionConfig(.episodic)
         c.eviction.episodes = 2
         c.eviction.recentTokens = 2
@@ -163,6 +164,37 @@ import Testing
         for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
         #expect(e.stats().disk == DiskTierStats())
+    }
+
+    @Test(arguments: layouts)
+    func anAppendPastMaxSeqTokensDropsTheLastParkedTokens(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, maxSeqTokens: 64)
+        var toks = tokens(64, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try observeAll(e, 1, scores(e, n: 64, heavy: [1, 9, 20, 30, 40, 50]), n: 64)
+        try e.compact(1, budgetTokens: 8)
+        #expect(e.stats().disk.tokensOnDisk == 2 * 56)
+        // 8 resident + 56 parked + 1 new exceed the 64 a layer may hold: one parked token goes.
+        let extra = tokens(1, seed: 4)
+        try e.append(1, tokens: extra)
+        toks += extra
+        #expect(e.stats().disk.tokensOnDisk == 2 * 55)
+        #expect(try e.layerLength(1, layer: 0) == 9)
+        #expect(try positions(e, 1, layer: 1).last == 64)
+        for layer in 0..<2 {  // the server writes position 64 at slot 8
+            let (k, v) = try tokenAddress(e, 1, layer: layer, position: 8)
+            for i in 0..<e.config.tokenBytes {
+                k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 64, token: extra[0], i: i), toByteOffset: i, as: UInt8.self)
+                v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 64, token: extra[0], i: i), toByteOffset: i, as: UInt8.self)
+            }
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 0 && e.stats().disk.tokensOnDisk == 0)
     }
 
     @Test func perHeadSetsAreDroppedEvenWithATier() throws {
