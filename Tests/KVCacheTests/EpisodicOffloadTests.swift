@@ -13,14 +13,15 @@ import Testing
     static let recent: [Int32] = [510, 511]
     static let queryA: [Float] = [1, 0], queryB: [Float] = [0, 1]
 
-    /// An episodic engine (2 episodes, a 2-token recent window), with a disk tier in `dir` when given.
-    private func engine(_ layout: Layout, dir: String?, perHead: Bool = false, maxSeqTokens: Int = 4096) throws -> Engine {
+    /// An episodic engine (2 episodes, a 2-token recent window), with a disk tier in `dir` when
+    /// given, and whatever `configure` changes.
+    private func engine(_ layout: Layout, dir: String?, perHead: Bool = false, configure: (inout EngineConfig) -> Void = { _ in }) throws -> Engine {
         var c = dir.map { offloadConfig(layout, dir: $0) } ?? smallConfig(layout)
-        c.maxSeqTokens = maxSeqTokens
         c.eviction = EvictionConfig(.episodic)
         c.eviction.episodes = 2
         c.eviction.recentTokens = 2
         c.eviction.perHead = perHead
+        configure(&c)
         return try Engine(c)
     }
 
@@ -156,6 +157,56 @@ import Testing
     }
 
     @Test(arguments: layouts)
+    func anIOErrorOnReadBackLosesTheTokensAndServesNoWrongBytes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path) { $0.offloadFault = OffloadFault(reads: true, writes: false) }
+        let toks = try compactedOnTopicA(e).tokens
+        try e.syncOffload()  // the records are on disk: the focus must read them
+        _ = try focus(e, Self.queryB)
+        var failure: KVError?
+        do { try waitReady(e, 1) } catch { failure = error }
+        #expect(failure?.code == .io)
+        let s = e.stats().disk
+        #expect(s.loadsFailed > 0 && s.tokensRestored == 0 && s.tokensLost >= 2 * 10)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 0)
+    }
+
+    @Test(arguments: layouts)
+    func aFullTierDropsTheTokensItCannotHoldAsWithoutATier(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let slotBytes = try Engine(offloadConfig(layout, dir: dir.path)).stats().disk.slotBytes
+        let e = try engine(layout, dir: dir.path) { $0.offloadBytes = 16 * slotBytes }
+        let toks = try compactedOnTopicA(e).tokens
+        var s = e.stats().disk
+        #expect(s.tokensOffloaded == 16 * 8, "16 slots of 8 tokens")
+        #expect(s.tokensLost == 2 * 500 - 16 * 8)
+        #expect(s.tokensOnDisk == 16 * 8)
+        var failure: KVError?
+        do { try waitReady(e, 1) } catch { failure = error }
+        #expect(failure?.message.contains("stays usable") == true)
+        #expect(try e.ready(1), "reported once")
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        // A focus cannot write out the tokens it would displace (the tier is full of this
+        // sequence's records): nothing moves, nothing is lost.
+        _ = try focus(e, Self.queryB)
+        try waitReady(e, 1)
+        s = e.stats().disk
+        #expect(s.tokensRestored == 0 && s.tokensOnDisk == 16 * 8)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 0)
+    }
+
+    @Test(arguments: layouts)
     func withoutATierEvictedTokensAreDroppedAsBefore(layout: Layout) throws {
         let e = try engine(layout, dir: nil)
         let toks = try compactedOnTopicA(e).tokens
@@ -170,7 +221,7 @@ import Testing
     func anAppendPastMaxSeqTokensDropsTheLastParkedTokens(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path, maxSeqTokens: 64)
+        let e = try engine(layout, dir: dir.path) { $0.maxSeqTokens = 64 }
         var toks = tokens(64, seed: 3)
         try e.createSequence(1, tokens: toks)
         try writeKV(e, 1, tokens: toks, from: 0)
