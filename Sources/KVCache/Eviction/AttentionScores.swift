@@ -638,12 +638,7 @@ public final class AttentionScores {
                 let d = base + Int(m[2 * j]), s = base + Int(m[2 * j + 1])
                 // Parking swaps, so that the evicted token of hole d lands in slot s past the
                 // new length, where the evicted slots then form one run.
-                if parksEvictions { swapValues(d, s, block: block); continue }
-                positions[d] = positions[s]
-                accumulated[d] = accumulated[s]
-                if config.tracksLast { last[d] = last[s] }
-                if config.tracksVisibility { visible[d] = visible[s] }
-                for e in 0..<episodeObserved.count { episodeScores[e * block + d] = episodeScores[e * block + s] }
+                if parksEvictions { swapValues(d, s, block: block) } else { copyValues(d, s, block: block) }
             }
         }
         if parksEvictions {
@@ -711,7 +706,7 @@ public final class AttentionScores {
     }
 
     /// Exchanges every value of slots `a` and `b` of `layer` (a resident and a parked slot:
-    /// one token enters memory, the other leaves it). O(1).
+    /// one token enters memory, the other leaves it). O(episodes).
     func swapSlots(layer: Int, _ a: Int, _ b: Int) {
         for h in 0..<rowsPerLayer {
             let base = (layer * rowsPerLayer + h) * capacity
@@ -720,7 +715,7 @@ public final class AttentionScores {
     }
 
     /// Forgets parked slot `slot` of `layer` (its K/V are gone): the lowest parked slot takes
-    /// its place. O(1).
+    /// its place. O(episodes).
     func removeParked(layer: Int, slot: Int) {
         let first = parkedStart(layer: layer)
         precondition(slot >= first && slot < capacity, "slot \(slot) is not parked")
