@@ -248,6 +248,24 @@ import Testing
         #expect(e.stats().disk.storedSlots == 0 && e.stats().disk.tokensOnDisk == 0)
     }
 
+    @Test(arguments: layouts)
+    func aForkDoesNotInheritTheOffloadedTokens(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path)
+        let toks = try compactedOnTopicA(e).tokens
+        try e.fork(parent: 1, child: 2)
+        _ = try Self.queryB.withUnsafeBufferPointer { try e.focus(2, query: $0) }
+        try waitReady(e, 2)
+        #expect(try positions(e, 2, layer: 0).sorted() == (Self.heavyA + Self.recent).sorted(), "nothing to restore")
+        try e.free(2)
+        #expect(e.stats().disk.tokensOnDisk == 2 * 500, "the parent's records stay")
+        _ = try focus(e, Self.queryB)
+        try waitReady(e, 1)
+        #expect(try positions(e, 1, layer: 1).sorted() == (Self.heavyB + Self.recent).sorted())
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+    }
+
     @Test func perHeadSetsAreDroppedEvenWithATier() throws {
         let dir = ScratchDir()
         defer { dir.remove() }
