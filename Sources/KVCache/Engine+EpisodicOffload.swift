@@ -45,7 +45,8 @@ extension Engine: RecordMemory {
 
     /// Writes the tokens the planned compaction of `s` evicts (their bytes still in place) into
     /// records; returns the (layer, position) of those that could not be written (the caller
-    /// drops them after `applyPlan`).
+    /// drops them after `applyPlan`). Allocates O(evicted) scratch (an I/O path, not a decode
+    /// hot path: each record written is a slot write).
     func offloadEvictions(slot s: Int, state: AttentionScores) -> [(layer: Int, position: Int32)] {
         var layerOf: [Int32] = [], slotOf: [Int32] = []
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, sequences.lengths[s])) { buffer in
@@ -103,6 +104,7 @@ extension Engine: RecordMemory {
     /// After a focus: per layer, swaps the resident tokens the focused episode ranks below
     /// parked ones for those (see the extension's comment). Throws `outOfMemory` (nothing
     /// restored) when a shared block or page must be copied and the budget has no room.
+    /// Allocates O(restored) scratch.
     func restoreFocused(slot s: Int, state: AttentionScores) throws(KVError) {
         guard let offload else { return }
         var pairLayer: [Int32] = [], pairOut: [Int32] = [], pairIn: [Int32] = []
