@@ -561,11 +561,11 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * (disk full, tier full) is dropped as without a tier and reported once by kvc_seq_ready.
  * Without a tier, or per head, evicted tokens are dropped. Waits for the sequence's pending
  * restores first.
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0), KVC_ERR_NOT_FOUND,
- * KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the budget has no
- * room); then nothing changed. Cost: O(tokens) per layer plus the moved tokens' bytes;
- * offloading adds a copy of each evicted token's bytes and one slot write per
- * num_layers * block_tokens evicted tokens.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
+ * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
+ * budget has no room); then nothing changed. Cost: O(tokens) per layer plus the moved
+ * tokens' bytes; offloading adds a copy of each evicted token's bytes and one slot write
+ * per num_layers * block_tokens evicted tokens (at least one per compaction that evicts).
  */
 kvc_status kvc_seq_compact(kvc_engine *e, uint64_t seq, size_t budget_tokens);
 
@@ -609,11 +609,12 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * kvc_seq_ready reports the lost tokens once (KVC_ERR_IO). Waits for the sequence's
  * previous restores first.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
- * dimension, non-finite value), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (not episodic),
- * KVC_ERR_OUT_OF_MEMORY (the restore must copy a shared block or page and the budget has
- * no room: the episode is focused, no token was restored). Cost: k-means when the segments
- * changed; with offloaded tokens O(tokens) per layer plus one slot write per record of
- * displaced tokens and one slot read per record restored from.
+ * dimension, non-finite value; with a disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
+ * shared block or page and the budget has no room: the episode is focused, no token was
+ * restored). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
+ * layer plus one slot write per record of displaced tokens and one slot read per record
+ * restored from.
  */
 kvc_status kvc_seq_focus(kvc_engine *e, uint64_t seq, const float *query_embedding, uint32_t dim,
                          uint32_t *episode);

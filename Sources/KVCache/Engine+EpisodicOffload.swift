@@ -152,7 +152,8 @@ extension Engine: RecordMemory {
         for i in 0..<t.tokensPerRecord where t.entryLayer[first + i] >= 0 && t.entryDestination[first + i] >= 0 {
             let l = Int(t.entryLayer[first + i]), d = Int(t.entryDestination[first + i])
             for kv in 0..<2 {
-                address(slot: s, table: table, tensor: 2 * l + kv, token: d).copyMemory(from: data + (2 * i + kv) * tokenBytes, byteCount: tokenBytes)
+                let to = address(slot: s, table: table, tensor: 2 * l + kv, token: d)
+                to.copyMemory(from: data + (2 * i + kv) * tokenBytes, byteCount: tokenBytes)
             }
         }
     }
@@ -226,6 +227,7 @@ extension Engine: RecordMemory {
         guard let offload, let t = offload.offloadedTokens[s], t.lostSinceReport > 0 else { return }
         let n = t.lostSinceReport
         t.lostSinceReport = 0
-        throw KVError(.io, "\(n) offloaded tokens of sequence \(seq) could not be written or read back (\(offload.tier.lastFailure)); they were dropped, never served: the sequence stays usable, re-read kvc_seq_positions")
+        throw KVError(.io, "\(n) offloaded tokens of sequence \(seq) could not be written or read back (\(offload.tier.lastFailure)); "
+                          + "they were dropped, never served: the sequence stays usable, re-read kvc_seq_positions")
     }
 }

@@ -266,6 +266,22 @@ import Testing
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
     }
 
+    @Test(arguments: layouts)
+    func aSwappedOutSequenceIsNeitherCompactedNorRestored(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path)
+        let toks = try compactedOnTopicA(e).tokens
+        try e.swapOut(1)
+        #expect(caught { try e.compact(1, budgetTokens: 4) }?.code == .invalidArgument)
+        #expect(caught { _ = try focus(e, Self.queryB) }?.code == .invalidArgument)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(e.stats().disk.tokensOnDisk == 2 * 500)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+    }
+
     @Test func perHeadSetsAreDroppedEvenWithATier() throws {
         let dir = ScratchDir()
         defer { dir.remove() }

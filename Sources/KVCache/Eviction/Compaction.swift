@@ -78,8 +78,9 @@ extension Engine {
     /// Policy `none` changes nothing. Episodic per layer with a disk tier: the evicted tokens'
     /// K/V are written to the tier and their eviction state kept (Engine+EpisodicOffload.swift);
     /// a token whose record cannot be written is dropped as without a tier (`tokensLost`).
-    /// Throws `notFound`, `invalidArgument` (budget 0), `outOfMemory` (a shared block or page
-    /// must be copied and the budget has no room; then nothing changed). Cost: the policy's
+    /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out),
+    /// `outOfMemory` (a shared block or page must be copied and the budget has no room; then
+    /// nothing changed). Cost: the policy's
     /// O(tokens) per layer, plus copying the moved tokens (at most the evicted count per layer)
     /// and any shared block or page written; offloading adds one copy of each evicted token's
     /// K/V into staging and one slot write per `tokensPerRecord` evicted tokens.
@@ -87,7 +88,7 @@ extension Engine {
     public func compact(_ seq: UInt64, budgetTokens: Int) throws(KVError) -> Int {
         guard budgetTokens > 0 else { throw .invalid("budget_tokens is 0: a layer keeps at least one token") }
         return try locked { () throws(KVError) -> Int in
-            let s = try slot(seq)
+            let s = try residentSlot(seq)
             if evictionConfig(s).policy == .none { return sequences.lengths[s] }
             let state = evictionState(s)
             state.parksEvictions = offloadsEvictions(state)
@@ -280,7 +281,8 @@ extension Engine {
     /// the chosen offloaded tokens are read back asynchronously into the slots of the resident
     /// tokens they displace, which are written out first (Engine+EpisodicOffload.swift); the
     /// sequence is not `ready` until the reads land. Throws `notFound`, `invalidArgument` (no
-    /// segment, dimension, non-finite values), `unsupported` (another policy), `outOfMemory`
+    /// segment, dimension, non-finite values; with a disk tier, a swapped-out sequence),
+    /// `unsupported` (another policy), `outOfMemory`
     /// (the restore must copy a shared block or page and the budget has no room: the episode
     /// is focused but no token was restored). Cost: k-means when the segments changed; with
     /// offloaded tokens O(resident + offloaded) per layer, one staging copy and one slot
@@ -292,7 +294,10 @@ extension Engine {
                 throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
             }
             let state = evictionState(s)
-            if offloadsEvictions(state) { settleRestores(s) }
+            if offloadsEvictions(state) {
+                _ = try residentSlot(seq)  // a restore writes into memory
+                settleRestores(s)
+            }
             let episode = try state.focus(query)
             if offloadsEvictions(state) { try restoreFocused(slot: s, state: state) }
             return episode
