@@ -554,9 +554,18 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * Applies the sequence's policy down to budget_tokens per layer (per head in per-head mode;
  * the mean over layers with adaptive budgets), compacts K/V in place and releases the
  * blocks/pages past the new length (committed bytes fall). KVC_EVICTION_NONE: no change.
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0), KVC_ERR_NOT_FOUND,
- * KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the budget has no
- * room); then nothing changed. Cost: O(tokens) per layer plus the moved tokens' bytes.
+ * Episodic offload (KVC_EVICTION_EPISODIC, per layer, with a disk tier): the evicted
+ * tokens' K/V (K then V of every KV head, exactly the bytes) are written to the disk tier,
+ * packed into slots private to the sequence (never prefix hits, freed with it), and the
+ * tokens stay candidates for a later kvc_seq_focus; a token whose slot cannot be written
+ * (disk full, tier full) is dropped as without a tier and reported once by kvc_seq_ready.
+ * Without a tier, or per head, evicted tokens are dropped. Waits for the sequence's pending
+ * restores first.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
+ * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
+ * budget has no room); then nothing changed. Cost: O(tokens) per layer plus the moved
+ * tokens' bytes; offloading adds a copy of each evicted token's bytes and one slot write
+ * per num_layers * block_tokens evicted tokens (at least one per compaction that evicts).
  */
 kvc_status kvc_seq_compact(kvc_engine *e, uint64_t seq, size_t budget_tokens);
 
@@ -590,8 +599,22 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * added last (register each finished turn as a segment before focusing the next query),
  * then stores the episode nearest to query_embedding in *episode and focuses it:
  * kvc_seq_compact keeps its heavy hitters (and the current turn's).
+ * Episodic offload (with a disk tier, per layer): each layer then re-chooses which tokens
+ * are resident among all its tokens, in memory and on disk, by the focused episode's
+ * scores, keeping its length. Resident tokens that lose their place are written to disk;
+ * the offloaded tokens that win it are read back into those slots asynchronously.
+ * kvc_seq_positions reports the new positions at once, but the sequence is not ready:
+ * do not read its K/V (or run attention over it) until kvc_seq_ready says 1. A failed or
+ * corrupt read is never served: its restores are undone (the displaced tokens stay) and
+ * kvc_seq_ready reports the lost tokens once (KVC_ERR_IO). Waits for the sequence's
+ * previous restores first.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
- * dimension, non-finite value), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (not episodic).
+ * dimension, non-finite value; with a disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
+ * shared block or page and the budget has no room: the episode is focused, no token was
+ * restored). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
+ * layer plus one slot write per record of displaced tokens and one slot read per record
+ * restored from.
  */
 kvc_status kvc_seq_focus(kvc_engine *e, uint64_t seq, const float *query_embedding, uint32_t dim,
                          uint32_t *episode);
@@ -663,7 +686,12 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/ready), KVC_ERR_NOT_FOUND, or KVC_ERR_IO when a
  * disk read for the sequence failed or was torn or corrupt: its bytes were not served and
  * the bad blocks left both tiers; free the sequence and create it again (it then reports
- * fewer cached tokens). Cost: O(blocks of seq) plus the completions processed.
+ * fewer cached tokens). Episodic offload: also 0 while tokens a kvc_seq_focus restores are
+ * still being read; once they landed, KVC_ERR_IO is returned once when offloaded tokens were
+ * lost since the last call (a slot that could not be written, or whose read failed or was
+ * corrupt): they were dropped, never served, and the sequence stays usable (re-read
+ * kvc_seq_positions; the next call reports ready). Cost: O(blocks of seq) plus the
+ * completions processed.
  */
 kvc_status kvc_seq_ready(kvc_engine *e, uint64_t seq, int *ready);
 

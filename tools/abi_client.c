@@ -636,6 +636,77 @@ static void offload(uint32_t layout) {
     rmdir(dir);
 }
 
+/* Episodic offload: a compaction writes the tokens outside the focused episode to the disk
+ * tier, a focus on the other episode reads its tokens back byte-identical, and freeing the
+ * sequence frees their disk slots. */
+static void episodic_offload(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged episodic offload" : "contiguous episodic offload";
+    char dir[] = "/tmp/kvcache-abi-episodic-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    cfg.offload_dir = dir;
+    cfg.offload_bytes = 64u << 20;
+    cfg.eviction_policy = KVC_EVICTION_EPISODIC;
+    cfg.episodes = 2;
+    cfg.recent_tokens = 2;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    enum { N = 64, KEEP = 6, HEAVY = 4 };
+    int32_t prompt[N];
+    for (int i = 0; i < N; i++) prompt[i] = 9000 + i;
+    size_t cached = 0;
+    MUST(kvc_seq_create(e, 1, prompt, N, &cached));
+    write_kv(&v, 1, 31, 0, N);
+    const int heavy[2][HEAVY] = {{3, 9, 15, 21}, {35, 41, 47, 53}};
+    const float embedding[2][2] = {{1, 0}, {0, 1}};
+    uint32_t episode = 0;
+    for (int topic = 0; topic < 2; topic++) { /* each turn: a segment, its attention, a focus on topic A */
+        MUST(kvc_seq_add_segment(e, 1, (size_t)topic * N / 2, (size_t)(topic + 1) * N / 2, embedding[topic], 2));
+        float scores[2 * N];
+        for (int i = 0; i < 2 * N; i++) scores[i] = 0.01f;
+        for (int j = 0; j < HEAVY; j++) scores[heavy[topic][j]] = scores[N + heavy[topic][j]] = 1.0f;
+        for (uint32_t l = 0; l < cfg.num_layers; l++) MUST(kvc_seq_observe(e, 1, l, scores, 2, N));
+        MUST(kvc_seq_focus(e, 1, embedding[0], 2, &episode));
+    }
+    MUST(kvc_seq_compact(e, 1, KEEP));
+    MUST(kvc_engine_sync(e));
+    kvc_stats compacted = stats_of(e);
+    CHECK(compacted.disk_stored_bytes > 0, "%s: the evicted tokens are on disk", name);
+    MUST(kvc_seq_focus(e, 1, embedding[1], 2, &episode));
+    CHECK(wait_ready(e, 1) == KVC_OK, "%s: the restored tokens become ready", name);
+    CHECK(stats_of(e).disk_bytes_read > compacted.disk_bytes_read, "%s: the focus read from disk", name);
+    load_table(&v, 1);
+    int exact = 1, topic_b = 1;
+    for (uint32_t l = 0; l < cfg.num_layers; l++) {
+        int32_t pos[N];
+        size_t n = 0;
+        MUST(kvc_seq_positions(e, 1, l, pos, N, &n));
+        int found = 0;
+        for (size_t slot = 0; slot < n; slot++) {
+            for (int j = 0; j < HEAVY; j++) found += pos[slot] == heavy[1][j];
+            for (uint32_t tensor = 0; tensor < 2; tensor++) {
+                const uint8_t *p = token_address(&v, 1, l, tensor, slot);
+                for (size_t b = 0; b < v.token_bytes; b++) exact &= p[b] == pattern(31, l, tensor, (size_t)pos[slot], b);
+            }
+        }
+        topic_b &= n == KEEP && found == HEAVY;
+    }
+    CHECK(topic_b, "%s: every layer holds topic B's heavy hitters after the focus", name);
+    CHECK(exact, "%s: the restored K/V bytes are exact", name);
+    MUST(kvc_seq_free(e, 1));
+    MUST(kvc_engine_sync(e));
+    CHECK(stats_of(e).disk_stored_bytes == 0, "%s: freeing the sequence frees its disk slots", name);
+    kvc_engine_destroy(e);
+    char path[sizeof dir + 32];
+    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* The router: an engine's KV events steer the router to the instance that caches the prompt,
  * and bad input gets a status and a message. Offsets are the ones the library decodes. */
 _Static_assert(offsetof(kvc_router_config, ttft_slo_ms) == 16 && offsetof(kvc_router_config, block_tokens) == 32 &&
@@ -735,6 +806,8 @@ int main(int argc, char **argv) {
     evict(KVC_LAYOUT_CONTIGUOUS);
     offload(KVC_LAYOUT_PAGED);
     offload(KVC_LAYOUT_CONTIGUOUS);
+    episodic_offload(KVC_LAYOUT_PAGED);
+    episodic_offload(KVC_LAYOUT_CONTIGUOUS);
     route();
     summary_and_exit();
 }

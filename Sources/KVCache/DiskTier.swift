@@ -5,12 +5,15 @@ import Glibc
 
 /// Where a verified disk read goes: `block` of the engine, held at block position `position`
 /// of sequence slot `slot`, with `tokens` meaningful tokens (a full block, or a swapped-out
-/// sequence's partial last block).
+/// sequence's partial last block); or, when `record >= 0`, offloaded-token record `record` of
+/// sequence slot `slot` (episodic offload: its tokens go where the sequence's pending restore
+/// says; `block`, `position` and `tokens` are unused).
 struct LoadTarget {
     var block: Int32
     var slot: Int32
     var position: Int32
     var tokens: Int32
+    var record: Int32 = -1
 }
 
 /// The engine side of the disk tier: copies block bytes between memory and a staging buffer
@@ -54,6 +57,15 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Sequences swapped out and swapped back in.
     public var swapOuts: UInt64 = 0
     public var swapIns: UInt64 = 0
+    /// Episodic offload: records (slots) holding sequences' evicted tokens now, and the tokens
+    /// in them (part of `storedSlots`; never prefix hits).
+    public var tokenRecords: UInt64 = 0
+    public var tokensOnDisk: UInt64 = 0
+    /// Episodic offload: tokens written out, read back into memory, and lost (their record could
+    /// not be written, or its read failed or was torn or corrupt: dropped, never served).
+    public var tokensOffloaded: UInt64 = 0
+    public var tokensRestored: UInt64 = 0
+    public var tokensLost: UInt64 = 0
     /// 0 io_uring, 1 the pread/pwrite thread pool; 1 when the slab is O_DIRECT.
     public var backend: UInt32 = 0
     public var direct: UInt32 = 0
@@ -70,7 +82,8 @@ public struct DiskTierStats: Equatable, Sendable {
 /// a lookup may already find it and is served from that buffer) or *stored*. A stored slot with
 /// a block hash is in the index and, unless pinned (being read, or part of a swapped-out
 /// sequence), in the LRU; when the tier is full the LRU's oldest is dropped. Slots without a
-/// hash belong to one swapped-out sequence and are freed when it is swapped in or freed.
+/// hash belong to one live sequence (a swapped-out sequence's blocks, or a record of its
+/// offloaded tokens) and are freed when their last pin goes.
 ///
 /// Writes go out from a staging buffer, so memory is free as soon as a block is copied there;
 /// a write's journal record is appended after the write completed. Reads land in a staging
@@ -138,7 +151,8 @@ final class DiskTier {
     private(set) var stats = DiskTierStats()
 
     private static let free: UInt8 = 0, writing: UInt8 = 1, stored: UInt8 = 2
-    private static let idle: UInt8 = 0, spillWrite: UInt8 = 1, swapWrite: UInt8 = 2, read: UInt8 = 3
+    /// Staging buffer operations: a pinned write is a swap-out block or an offloaded-token record.
+    private static let idle: UInt8 = 0, spillWrite: UInt8 = 1, pinnedWrite: UInt8 = 2, read: UInt8 = 3
     /// Most slots one tier manages (per-slot metadata is ~60 bytes).
     static let maxSlots = 1 << 22
     /// Slots dropped from the LRU at once when the tier is full.
@@ -405,11 +419,20 @@ final class DiskTier {
                 return found
             }
         }
+        return try writePinned(hash: hash, parent: parent) { memory.gatherLive(block, slot: seqSlot, position: position, tokens: tokens, into: $0) }
+    }
+
+    /// Writes one slot whose payload (`payloadBytes`) `fill` writes, synchronously, into the
+    /// staging buffer before this returns (so the caller may reuse the source memory at once),
+    /// under `hash` (0: a sequence's own slot, never in the index). Returns the slot, pinned
+    /// once for the caller; an unhashed slot is freed when its last pin goes. Throws `io` when
+    /// no slot can be had (tier full of pinned slots, disk full) or the submission failed.
+    func writePinned(hash: UInt64, parent: UInt64, fill: (UnsafeMutableRawPointer) -> Void) throws(KVError) -> Int32 {
         let (slot, stage) = try reserve()
-        memory.gatherLive(block, slot: seqSlot, position: position, tokens: tokens, into: payload(stage))
+        fill(payload(stage))
         pin(slot)
         do throws(KVError) {
-            try submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.swapWrite)
+            try submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.pinnedWrite)
         } catch {
             pins[Int(slot)] -= 1
             throw error
@@ -613,7 +636,7 @@ final class DiskTier {
         stageOp[Int(stage)] = DiskTier.idle
         releaseStage(stage)
         switch op {
-        case DiskTier.spillWrite, DiskTier.swapWrite:
+        case DiskTier.spillWrite, DiskTier.pinnedWrite:
             guard state[s] == DiskTier.writing && writingStage[s] == stage else { return }
             if ok {
                 stats.bytesWritten += UInt64(slotBytes)
@@ -623,7 +646,7 @@ final class DiskTier {
                     if pins[s] == 0 { lruAppend(slot) }
                     queueJournal(slot: slot, kind: UInt32(KVM_JOURNAL_STORED))
                 } else if pins[s] == 0 {
-                    release(slot)  // a swapped sequence's own slot, already read back or discarded
+                    release(slot)  // a sequence's own slot, already read back or discarded
                 }
             } else {
                 lastFailure = "offload write of slot \(s) failed: \(reason)"

@@ -19,12 +19,16 @@ extension Engine {
         return s
     }
 
-    /// True when every token of `seq` is resident: no disk read (prefix hit or swap-in) is still
-    /// filling its blocks. The server must not read K/V below `cached_tokens` before. A
-    /// swapped-out sequence is not ready. Processes completions first (never waits).
+    /// True when every token of `seq` is resident: no disk read (prefix hit, swap-in or episodic
+    /// restore after `focus`) is still filling its blocks. The server must not read K/V below
+    /// `cached_tokens`, nor restored tokens' K/V, before. A swapped-out sequence is not ready.
+    /// Processes completions first (never waits).
     /// Throws `notFound`, or `io` when a read of one of its blocks failed or was torn or
     /// corrupt: its bytes were not served; free the sequence and create it again (the bad blocks
-    /// left the cache, so the new one reports fewer cached tokens). Cost: O(blocks of seq).
+    /// left the cache, so the new one reports fewer cached tokens). Episodic offload: once
+    /// resident, throws `io` once when offloaded tokens were lost since the last call (a record
+    /// could not be written or read back); they were dropped, never served, and the sequence
+    /// stays usable (re-read the positions). Cost: O(blocks of seq).
     public func ready(_ seq: UInt64) throws(KVError) -> Bool {
         try locked { () throws(KVError) -> Bool in
             let s = try slot(seq)
@@ -34,7 +38,9 @@ extension Engine {
             if offload.failed[s] {
                 throw KVError(.io, "a disk read for sequence \(seq) failed (\(offload.tier.lastFailure)); free it and create it again")
             }
-            return offload.resident(s)
+            guard offload.resident(s) else { return false }
+            try reportLostTokens(s, seq: seq)
+            return true
         }
     }
 
@@ -176,6 +182,8 @@ extension Engine {
         for i in 0..<sequences.blockCount(slot) { offload.tier.unpin(table[i]) }
         offload.swapped[slot] = false
         sequences.close(slot)
+        releaseOffloadedTokens(slot)
+        evictionStates[slot] = nil
     }
 
     /// Waits for every disk-tier request and makes the tier durable (fdatasync of slab and

@@ -83,6 +83,7 @@ public final class Engine: @unchecked Sendable {
             ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
         mutex = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
+        offload?.records = self
     }
 
     deinit {
@@ -263,7 +264,6 @@ public final class Engine: @unchecked Sendable {
             if newBlocks > 0 && blocks.available < newBlocks {
                 throw .outOfMemory("appending \(n) tokens needs \(newBlocks) blocks, \(blocks.available) are available")
             }
-            if let state = evictionStates[slot] { state.ensureCapacity(state.maxLength + n) }
             if let contiguous {
                 let need = contiguous.groupsNeeded(slot: slot, growingTo: length + n)
                 guard contiguous.fits(need) else { throw .outOfMemory("appending \(n) tokens needs \(need) more pages than the budget has free") }
@@ -291,7 +291,10 @@ public final class Engine: @unchecked Sendable {
                 }
             }
             sequences.lengths[slot] = length
-            evictionStates[slot]?.append(n)
+            if let state = evictionStates[slot] {
+                makeRoomForAppend(slot: slot, state: state, n: n)
+                state.append(n)
+            }
             offload?.tier.flush()  // spills the appends caused
         }
     }
@@ -317,6 +320,7 @@ public final class Engine: @unchecked Sendable {
                 throw .outOfMemory("forking needs a page the budget does not have free")
             }
             if contiguous != nil { offload?.waitResident(from) }  // the fork copies the boundary page
+            settleRestores(from)  // the child copies the state, whose pending restores may yet be undone
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {
@@ -359,6 +363,7 @@ public final class Engine: @unchecked Sendable {
         for i in 0..<sequences.blockCount(slot) { blocks.release(table[i]) }
         contiguous?.close(slot: slot)
         sequences.close(slot)
+        releaseOffloadedTokens(slot)
         evictionStates[slot] = nil
     }
 

@@ -4,12 +4,13 @@ import Glibc
 
 /// Ties the disk tier to the engine's memory: copies block bytes between the engine's layout
 /// and staging buffers, tracks which blocks a disk read is still filling and which sequences a
-/// failed read spoiled, and holds the state of swapped-out sequences.
+/// failed read spoiled, and holds the state of swapped-out sequences and each sequence's
+/// offloaded tokens (episodic offload; their reads are handed to `records`).
 ///
-/// Invariants: a block with `loading` set is referenced by at least one live sequence (free
-/// waits for a sequence's loads), so a cached block is never loading and a spill never writes
-/// a block that is not yet resident. A swapped-out slot's block table holds disk slots, each
-/// pinned once by the sequence.
+/// Invariants: a block with a non-zero `loading` count is referenced by at least one live
+/// sequence (free waits for a sequence's loads), so a cached block is never loading and a
+/// spill never writes a block that is not yet resident. A swapped-out slot's block table holds
+/// disk slots, each pinned once by the sequence; so does every record of its offloaded tokens.
 ///
 /// Cost: O(1) per block besides the byte copies; all arrays allocated at creation.
 /// Not thread-safe: the engine serialises calls.
@@ -23,14 +24,24 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     private let tensors: Int
     private let tokenBytes: Int
     private let blockBytes: Int
-    /// Per block: 1 while a disk read fills it.
-    private let loading: UnsafeMutablePointer<UInt8>
+    /// Per block: disk reads still filling it (a prefix or swap-in read fills a whole block;
+    /// episodic restores fill single tokens, one count each).
+    private let loading: UnsafeMutablePointer<UInt32>
     /// Per sequence slot: a disk read of one of its blocks failed (torn, corrupt or I/O error).
     let failed: UnsafeMutablePointer<Bool>
     /// Per sequence slot: swapped out (its table holds disk slots).
     let swapped: UnsafeMutablePointer<Bool>
     /// Scratch: one sequence's disk slots.
     let scratchSlots: UnsafeMutablePointer<Int32>
+    /// Per sequence slot: its offloaded tokens (episodic offload), created at its first
+    /// offloading compaction.
+    var offloadedTokens: [OffloadedTokens?]
+    /// Where offloaded-token records' reads go (the engine); set right after creation.
+    unowned(unsafe) var records: RecordMemory!
+    /// Tokens written out, restored and lost by episodic offload.
+    var tokensOffloaded: UInt64 = 0
+    var tokensRestored: UInt64 = 0
+    var tokensLost: UInt64 = 0
     /// Prompt tokens served from the disk tier, swap-outs and swap-ins done.
     var diskHitTokens: UInt64 = 0
     var swapOuts: UInt64 = 0
@@ -52,6 +63,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         swapped = .allocate(capacity: config.maxSeqs)
         swapped.initialize(repeating: false, count: config.maxSeqs)
         scratchSlots = .allocate(capacity: sequences.maxBlocks)
+        offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
         tier = try DiskTier(config, memory: self, events: blocks.events)
         blocks.spiller = self
     }
@@ -75,6 +87,13 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         s.prefixHitTokens = diskHitTokens
         s.swapOuts = swapOuts
         s.swapIns = swapIns
+        for case let t? in offloadedTokens {
+            s.tokenRecords += UInt64(t.recordCount)
+            s.tokensOnDisk += UInt64(t.tokenCount)
+        }
+        s.tokensOffloaded = tokensOffloaded
+        s.tokensRestored = tokensRestored
+        s.tokensLost = tokensLost
         return s
     }
 
@@ -84,13 +103,20 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Starts reading disk slot `diskSlot` into `block` at `position` of sequence `slot`; on a
     /// submission failure the sequence is marked failed (its `ready` reports it).
     func load(_ diskSlot: Int32, block: Int32, slot: Int, position: Int, tokens: Int) {
-        loading[Int(block)] = 1
+        loading[Int(block)] += 1
         do throws(KVError) {
             try tier.load(diskSlot, into: LoadTarget(block: block, slot: Int32(slot), position: Int32(position), tokens: Int32(tokens)))
         } catch {
-            loading[Int(block)] = 0
+            loading[Int(block)] -= 1
             failed[slot] = true
         }
+    }
+
+    /// Counts one more (`+1`) or one fewer (`-1`) pending token read into `block` (episodic
+    /// restores): `resident` is false while any is pending.
+    func markLoading(_ block: Int32, _ delta: Int32) {
+        precondition(delta > 0 || loading[Int(block)] > 0)
+        loading[Int(block)] = UInt32(Int32(loading[Int(block)]) + delta)
     }
 
     /// True when none of live `slot`'s blocks is still being read.
@@ -131,6 +157,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     }
 
     func scatter(_ target: LoadTarget, from data: UnsafeRawPointer) {
+        if target.record >= 0 { return records.scatterRecord(target, from: data) }
         let bytes = Int(target.tokens) * tokenBytes
         for t in 0..<tensors {
             let dest = paged?.address(target.block, tensor: t)
@@ -140,7 +167,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     }
 
     func loadFinished(_ target: LoadTarget, ok: Bool) {
-        loading[Int(target.block)] = 0
+        if target.record >= 0 { return records.recordFinished(target, ok: ok) }
+        loading[Int(target.block)] -= 1
         guard !ok else { return }
         // Every live sequence holding the block is spoiled; the block leaves the index so that
         // nobody else is served its bytes.
@@ -153,4 +181,14 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             }
         }
     }
+}
+
+/// The engine side of offloaded-token records (episodic offload): a verified record read is
+/// copied into the sequence's memory, and a read's end settles the tokens it restored.
+protocol RecordMemory: AnyObject {
+    /// Copies the tokens `target`'s record restores from its verified payload into memory.
+    func scatterRecord(_ target: LoadTarget, from data: UnsafeRawPointer)
+    /// A record read ended: `ok` false when it failed or was torn or corrupt (nothing was
+    /// copied; the tokens it would have restored are lost).
+    func recordFinished(_ target: LoadTarget, ok: Bool)
 }

@@ -12,9 +12,11 @@ import KVCache
 /// it was scored: no peeking. The state is the engine's own `AttentionScores` and policy
 /// code, without K/V bytes.
 ///
-/// `offload` models the disk tier the episodic policy is meant to use (issue 3): evicted
-/// tokens stay known, a focus restores the episode's chosen set from all tokens, and between
-/// focuses compaction chooses among the resident tokens only.
+/// `offload` models the engine's episodic offload (Engine+EpisodicOffload.swift) without K/V
+/// bytes: evicted tokens stay known, a focus restores the episode's chosen set from all
+/// tokens, and between focuses compaction chooses among the resident tokens only. (The engine
+/// restores to each layer's current length; this model to the step's budget, which the
+/// following compaction reaches anyway.)
 final class EvictionRun {
     let label: String
     let config: EvictionConfig

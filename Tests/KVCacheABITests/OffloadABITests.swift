@@ -90,6 +90,48 @@ struct OffloadABITests {
         try f.expectWitnessesIntact()
     }
 
+    @Test(arguments: bothLayouts)
+    func episodicOffloadRestoresTheFocusedEpisodeThroughTheABI(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = CConfig.small(layout)
+        c.offloadBytes = 16 << 20
+        c.set32(ConfigLayout.evictionPolicy, 4)  // KVC_EVICTION_EPISODIC
+        c.set32(ConfigLayout.episodes, 2)
+        c.set32(ConfigLayout.recentTokens, 2)
+        let f = try ABIFixture(c, offloadDir: dir)
+        try f.create(5, tokens: f.uniqueTokens(5, count: 64))
+        try f.write(5, salt: 5, from: 0, to: 64)
+        let heavyA = [3, 9, 15, 21], heavyB = [35, 41, 47, 53]
+        func turn(_ segment: (Int, Int), _ embedding: [Float], heavy: [Int]) throws {
+            #expect(embedding.withUnsafeBufferPointer { kvc_seq_add_segment(f.handle, 5, segment.0, segment.1, $0.baseAddress, 2) } == KVC_OK)
+            var s = [Float](repeating: 0.01, count: 128)
+            for t in heavy { s[t] = 1; s[64 + t] = 1 }
+            try f.observe(5, s, tokens: 64)
+        }
+        func focus(_ query: [Float]) -> kvc_status {
+            var e: UInt32 = 9
+            return query.withUnsafeBufferPointer { kvc_seq_focus(f.handle, 5, $0.baseAddress, 2, &e) }
+        }
+        try turn((0, 32), [1, 0], heavy: heavyA)
+        #expect(focus([1, 0]) == KVC_OK)
+        try turn((32, 64), [0, 1], heavy: heavyB)
+        #expect(focus([1, 0]) == KVC_OK)
+        #expect(kvc_seq_compact(f.handle, 5, 6) == KVC_OK)
+        #expect(try f.positions(5, layer: 1).sorted() == (heavyA + [62, 63]).map(Int32.init))
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+        let compacted = try f.stats()
+        #expect(compacted.diskStoredBytes > 0 && compacted.diskBytesWritten > 0, "58 evicted tokens per layer went to disk")
+        #expect(focus([0, 1]) == KVC_OK)
+        #expect(waitReady(f, 5) == KVC_OK)
+        for layer in 0..<2 { #expect(try f.positions(5, layer: layer).sorted() == (heavyB + [62, 63]).map(Int32.init)) }
+        #expect(try f.firstSlotMismatch(5, salt: 5) == nil, "the restored tokens' bytes")
+        #expect(try f.stats().diskBytesRead > compacted.diskBytesRead)
+        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+        #expect(try f.stats().diskStoredBytes == 0, "freeing the sequence released its records")
+    }
+
     @Test func offloadBytesBelowOneSlotIsInvalid() {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }

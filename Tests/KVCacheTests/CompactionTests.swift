@@ -10,19 +10,19 @@ private func evictingEngine(_ layout: Layout, _ policy: EvictionPolicyKind, perH
 }
 
 /// Scores for every head of a layer of `n` slots: `heavy` positions get 1, others 0.01.
-private func scores(_ e: Engine, n: Int, heavy: Set<Int>) -> [Float] {
+func scores(_ e: Engine, n: Int, heavy: Set<Int>) -> [Float] {
     var s = [Float](repeating: 0.01, count: e.config.numKVHeads * n)
     for h in 0..<e.config.numKVHeads { for t in heavy where t < n { s[h * n + t] = 1 } }
     return s
 }
 
-private func observeAll(_ e: Engine, _ seq: UInt64, _ s: [Float], n: Int) throws {
+func observeAll(_ e: Engine, _ seq: UInt64, _ s: [Float], n: Int) throws {
     for layer in 0..<e.config.numLayers {
         try s.withUnsafeBufferPointer { try e.observe(seq, layer: layer, scores: $0.baseAddress!, nHeads: e.config.numKVHeads, nTokens: n) }
     }
 }
 
-private func positions(_ e: Engine, _ seq: UInt64, layer: Int) throws -> [Int32] {
+func positions(_ e: Engine, _ seq: UInt64, layer: Int) throws -> [Int32] {
     var out = [Int32](repeating: -1, count: 8192)
     let n = try out.withUnsafeMutableBufferPointer { try e.positions(seq, layer: layer, into: $0) }
     return Array(out.prefix(n))
@@ -30,7 +30,7 @@ private func positions(_ e: Engine, _ seq: UInt64, layer: Int) throws -> [Int32]
 
 /// Bytes of `seq` that differ from what `writeKV` wrote for the original positions each slot
 /// now holds (per head in per-head mode), over every layer.
-private func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int = 0) throws -> Int {
+func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int = 0) throws -> Int {
     var bad = 0
     let heads = e.config.numKVHeads, headBytes = e.config.headDim * e.config.dtypeBytes
     for layer in 0..<e.config.numLayers {

@@ -8,8 +8,13 @@ import Glibc
 /// segments and episodes. The engine keeps one per sequence that evicts; `kvcache
 /// evict-eval` drives one directly (no K/V memory).
 ///
-/// Invariants: every row of layer `l` holds `lengths[l]` slots; slot `i` of a row holds the
-/// token at `positions[i]` (distinct, all below `nextPosition`); scores are finite and >= 0.
+/// Invariants: every row of layer `l` holds `lengths[l]` resident slots `0..<lengths[l]` and
+/// `parked[l]` parked slots `capacity - parked[l] ..< capacity` (tokens whose K/V the engine
+/// offloaded to its disk tier, episodic offload; always 0 otherwise), `lengths[l] +
+/// parked[l] <= capacity`; slot `i` of a row holds the token at `positions[i]` (distinct over
+/// resident and parked slots, all below `nextPosition`); scores are finite and >= 0. Parked
+/// slots keep every score (they take part in re-clustering and episode crediting) but are
+/// never observed and never moved by `plan`.
 /// Growth doubles `capacity` (amortised, never on a step that does not add tokens past it);
 /// observing and compacting allocate nothing.
 public final class AttentionScores {
@@ -31,6 +36,11 @@ public final class AttentionScores {
     public private(set) var nextPosition: Int
     /// Per layer: slots held.
     let lengths: UnsafeMutablePointer<Int>
+    /// Per layer: parked slots (at the top of each row).
+    let parked: UnsafeMutablePointer<Int>
+    /// Whether `applyPlan` parks the evicted slots instead of dropping them (the engine sets
+    /// it for a per-layer sequence whose evicted K/V go to its disk tier).
+    var parksEvictions = false
     private(set) var positions: UnsafeMutablePointer<Int32>
     private(set) var accumulated: UnsafeMutablePointer<Float>
     private(set) var last: UnsafeMutablePointer<Float>
@@ -99,6 +109,8 @@ public final class AttentionScores {
         let rows = layers * rowsPerLayer
         lengths = .allocate(capacity: layers)
         lengths.initialize(repeating: length, count: layers)
+        parked = .allocate(capacity: layers)
+        parked.initialize(repeating: 0, count: layers)
         plannedLengths = .allocate(capacity: layers)
         plannedLengths.initialize(repeating: length, count: layers)
         moveStart = .allocate(capacity: rows)
@@ -124,7 +136,8 @@ public final class AttentionScores {
         }
     }
 
-    /// A deep copy (a forked sequence's state).
+    /// A deep copy (a forked sequence's state) without the parked slots: their K/V on disk
+    /// belong to the original sequence, so a fork does not inherit them.
     func copy() -> AttentionScores {
         let c = AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxCapacity)
         c.reallocate(from: c.capacity, to: capacity)
@@ -151,7 +164,7 @@ public final class AttentionScores {
     }
 
     deinit {
-        for p in [lengths, plannedLengths, moveStart, moveCount] as [UnsafeMutablePointer<Int>] { p.deallocate() }
+        for p in [lengths, parked, plannedLengths, moveStart, moveCount] as [UnsafeMutablePointer<Int>] { p.deallocate() }
         positions.deallocate()
         accumulated.deallocate()
         last.deallocate()
@@ -165,13 +178,18 @@ public final class AttentionScores {
         combined.deallocate()
     }
 
-    /// Moves every per-row buffer from `old` to `new` slots per row, keeping rows' contents.
+    /// Moves every per-row buffer from `old` to `new` slots per row, keeping rows' contents
+    /// (resident slots at the bottom, parked slots at the top of each row).
     private func reallocate(from old: Int, to new: Int) {
-        let rows = self.rows
+        let rows = self.rows, rowsPerLayer = self.rowsPerLayer, parked = self.parked
         func grow<T>(_ p: inout UnsafeMutablePointer<T>, blocks: Int, fill: T) {
             let q = UnsafeMutablePointer<T>.allocate(capacity: blocks * rows * new)
             q.initialize(repeating: fill, count: blocks * rows * new)
-            for r in 0..<(blocks * rows) where old > 0 { (q + r * new).update(from: p + r * old, count: old) }
+            for r in 0..<(blocks * rows) where old > 0 {
+                let top = parked[(r % rows) / rowsPerLayer]
+                (q + r * new).update(from: p + r * old, count: old - top)
+                (q + r * new + new - top).update(from: p + r * old + old - top, count: top)
+            }
             p.deallocate()
             p = q
         }
@@ -216,6 +234,13 @@ public final class AttentionScores {
         return m
     }
 
+    /// The most slots a layer's row uses, resident plus parked.
+    var maxOccupied: Int {
+        var m = 0
+        for l in 0..<layers { m = max(m, lengths[l] + parked[l]) }
+        return m
+    }
+
     // MARK: growing
 
     /// Slots `append(n)` needs per row; throws nothing, the caller checks `maxCapacity`.
@@ -228,10 +253,11 @@ public final class AttentionScores {
     }
 
     /// Adds `n` new tokens (the next positions, no attention yet) at the end of every layer.
-    /// Precondition: `maxLength + n <= maxCapacity`. Cost: O(rows * n), amortised growth.
+    /// Precondition: `maxOccupied + n <= maxCapacity` (the engine first drops parked slots
+    /// that leave no room). Cost: O(rows * n), amortised growth.
     public func append(_ n: Int) {
-        precondition(maxLength + n <= maxCapacity)
-        ensureCapacity(maxLength + n)
+        precondition(maxOccupied + n <= maxCapacity)
+        ensureCapacity(maxOccupied + n)
         for l in 0..<layers {
             let len = lengths[l]
             for h in 0..<rowsPerLayer {
@@ -601,7 +627,9 @@ public final class AttentionScores {
     }
 
     /// Applies the last `plan`: moves every per-slot value along with its token and sets the
-    /// layer lengths. Cost: O(moves).
+    /// layer lengths. With `parksEvictions` the evicted slots become parked slots, in the order
+    /// `plannedEvictions` reports them; otherwise they are dropped.
+    /// Cost: O(moves), plus O(evicted) when parking.
     func applyPlan() {
         let block = rows * capacity
         for r in 0..<rows {
@@ -609,15 +637,115 @@ public final class AttentionScores {
             let m = plannedMoves(row: r)
             for j in 0..<moveCount[r] {
                 let d = base + Int(m[2 * j]), s = base + Int(m[2 * j + 1])
-                positions[d] = positions[s]
-                accumulated[d] = accumulated[s]
-                if config.tracksLast { last[d] = last[s] }
-                if config.tracksVisibility { visible[d] = visible[s] }
-                for e in 0..<episodeObserved.count { episodeScores[e * block + d] = episodeScores[e * block + s] }
+                // Parking swaps, so that the evicted token of hole d lands in slot s past the
+                // new length, where the evicted slots then form one run.
+                if parksEvictions { swapValues(d, s, block: block) } else { copyValues(d, s, block: block) }
+            }
+        }
+        if parksEvictions {
+            // The evicted run `kept..<length` moves up below the parked slots (highest first:
+            // the two ranges may overlap, the destination lying above the source).
+            for l in 0..<layers {
+                let kept = plannedLengths[l], evicted = lengths[l] - kept
+                let to = capacity - parked[l] - evicted
+                precondition(to >= kept, "resident and parked slots exceed the row")
+                for h in 0..<rowsPerLayer where to != kept {
+                    let base = (l * rowsPerLayer + h) * capacity
+                    for j in stride(from: evicted - 1, through: 0, by: -1) { copyValues(base + to + j, base + kept + j, block: block) }
+                }
+                parked[l] += evicted
             }
         }
         lengths.update(from: plannedLengths, count: layers)
         compactions += 1
+    }
+
+    /// Writes the slots the last `plan` evicts from `layer` (row 0), as slot indices before the
+    /// compaction, in the order `applyPlan` parks them, into `into` (room for the layer's
+    /// length); returns how many. Cost: O(evicted + moves).
+    func plannedEvictions(layer: Int, into: UnsafeMutablePointer<Int32>) -> Int {
+        let kept = plannedLengths[layer], n = lengths[layer] - kept
+        for j in 0..<n { into[j] = Int32(kept + j) }
+        // A move (hole d <- kept slot s) swaps: the run's slot s then holds hole d's token.
+        let m = plannedMoves(row: layer * rowsPerLayer)
+        for j in stride(from: 0, to: m.count, by: 2) { into[Int(m[j + 1]) - kept] = m[j] }
+        return n
+    }
+
+    @inline(__always) private func copyValues(_ d: Int, _ s: Int, block: Int) {
+        positions[d] = positions[s]
+        accumulated[d] = accumulated[s]
+        if config.tracksLast { last[d] = last[s] }
+        if config.tracksVisibility { visible[d] = visible[s] }
+        for e in 0..<episodeObserved.count { episodeScores[e * block + d] = episodeScores[e * block + s] }
+    }
+
+    @inline(__always) private func swapValues(_ a: Int, _ b: Int, block: Int) {
+        swap(&positions[a], &positions[b])
+        swap(&accumulated[a], &accumulated[b])
+        if config.tracksLast { swap(&last[a], &last[b]) }
+        if config.tracksVisibility { swap(&visible[a], &visible[b]) }
+        for e in 0..<episodeObserved.count { swap(&episodeScores[e * block + a], &episodeScores[e * block + b]) }
+    }
+
+    // MARK: parked slots (episodic offload)
+
+    /// Parked slots of `layer`.
+    func parkedCount(layer: Int) -> Int { parked[layer] }
+
+    /// The first parked slot of `layer` (parked slots are `parkedStart..<capacity`).
+    func parkedStart(layer: Int) -> Int { capacity - parked[layer] }
+
+    /// The original position slot `slot` (resident or parked) of `layer` holds.
+    func position(layer: Int, slot: Int) -> Int32 { positions[layer * rowsPerLayer * capacity + slot] }
+
+    /// The parked slot of `layer` holding `position`, or -1. Cost: O(parked).
+    func parkedSlot(layer: Int, position: Int32) -> Int {
+        let base = layer * rowsPerLayer * capacity
+        for i in parkedStart(layer: layer)..<capacity where positions[base + i] == position { return i }
+        return -1
+    }
+
+    /// Exchanges every value of slots `a` and `b` of `layer` (a resident and a parked slot:
+    /// one token enters memory, the other leaves it). O(episodes).
+    func swapSlots(layer: Int, _ a: Int, _ b: Int) {
+        for h in 0..<rowsPerLayer {
+            let base = (layer * rowsPerLayer + h) * capacity
+            swapValues(base + a, base + b, block: rows * capacity)
+        }
+    }
+
+    /// Forgets parked slot `slot` of `layer` (its K/V are gone): the lowest parked slot takes
+    /// its place. O(episodes).
+    func removeParked(layer: Int, slot: Int) {
+        let first = parkedStart(layer: layer)
+        precondition(slot >= first && slot < capacity, "slot \(slot) is not parked")
+        for h in 0..<rowsPerLayer where slot != first {
+            let base = (layer * rowsPerLayer + h) * capacity
+            copyValues(base + slot, base + first, block: rows * capacity)
+        }
+        parked[layer] -= 1
+    }
+
+    /// Plans an episodic restore of `layer`: runs the policy (the focused episode's scores)
+    /// over all its tokens, resident and parked, with the layer's length as the budget, and
+    /// writes the pairs that change into `pairs`: `pairs[2j]` a resident slot whose token
+    /// leaves memory, `pairs[2j + 1]` the parked slot whose token takes its place. Returns the
+    /// number of pairs. Changes no state. Cost: O(resident + parked), no allocation once the
+    /// gather buffers exist.
+    func planRestore(layer: Int, pairs: UnsafeMutablePointer<Int32>) -> Int {
+        let len = lengths[layer], top = parked[layer], first = capacity - top
+        guard top > 0 && len > 0 else { return 0 }
+        let keep = choose(layer: layer, row: 0, count: len + top, budget: len) { j in j < len ? j : first + j - len }
+        var n = 0, out = 0
+        for j in len..<(len + top) where keep[j] == 1 {
+            while keep[out] == 1 { out += 1 }  // as many resident slots lose as parked ones win
+            pairs[2 * n] = Int32(out)
+            pairs[2 * n + 1] = Int32(first + j - len)
+            out += 1
+            n += 1
+        }
+        return n
     }
 
     /// Runs the policy on row `row` of `layer` restricted to the slots where `among[i]` is 1
@@ -625,36 +753,47 @@ public final class AttentionScores {
     /// writes the choice into `keep` (1 keep; 0 evict or not a candidate). Changes no state.
     /// Cost: O(slots), allocates the gather buffers once.
     public func select(layer: Int, row: Int, budget: Int, among: UnsafePointer<UInt8>, keep: UnsafeMutablePointer<UInt8>) {
-        let len = lengths[layer], r = layer * rowsPerLayer + row, base = r * capacity
-        if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
-        if gatherSlots.count < capacity { gatherSlots = [Int32](repeating: 0, count: capacity) }
+        let len = lengths[layer]
+        if candidates.count < capacity { candidates = [Int32](repeating: 0, count: capacity) }
         var n = 0
-        let episodeScores = episodeRow(base, count: len)
-        gather.withUnsafeMutableBufferPointer { g in
-            gatherSlots.withUnsafeMutableBufferPointer { slots in
-                let pos = UnsafeMutableRawPointer(g.baseAddress!).bindMemory(to: Int32.self, capacity: capacity)
-                let acc = g.baseAddress! + capacity, lst = acc + capacity, vis = lst + capacity, epi = vis + capacity
-                for i in 0..<len where among[i] == 1 {
-                    slots[n] = Int32(i)
-                    pos[n] = positions[base + i]
-                    acc[n] = accumulated[base + i]
-                    lst[n] = config.tracksLast ? last[base + i] : 0
-                    vis[n] = config.tracksVisibility ? visible[base + i] : 0
-                    epi[n] = episodeScores?[i] ?? 0
-                    n += 1
-                }
-                for i in 0..<len { keep[i] = 0 }
-                guard n > 0 else { return }
-                let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,
-                                      episode: episodeScores != nil ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
-                policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
-                for j in 0..<n where keepMask[j] == 1 { keep[Int(slots[j])] = 1 }
-            }
+        for i in 0..<len where among[i] == 1 {
+            candidates[n] = Int32(i)
+            n += 1
         }
+        for i in 0..<len { keep[i] = 0 }
+        guard n > 0 else { return }
+        let chosen = candidates.withUnsafeBufferPointer { c in choose(layer: layer, row: row, count: n, budget: budget) { Int(c[$0]) } }
+        for j in 0..<n where chosen[j] == 1 { keep[Int(candidates[j])] = 1 }
+    }
+
+    /// Runs the policy on the `count` slots `slot(0..<count)` of row `row` of `layer` (any
+    /// resident or parked slots) with `budget`; returns the keep mask by candidate index
+    /// (valid until the next choice). Cost: O(count) plus, for the episodic scores of a row
+    /// with parked slots, O(capacity); allocates the gather buffers once.
+    private func choose(layer: Int, row: Int, count n: Int, budget: Int, slot: (Int) -> Int) -> UnsafePointer<UInt8> {
+        let r = layer * rowsPerLayer + row, base = r * capacity
+        if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
+        let episodeScores = episodeRow(base, count: parked[layer] > 0 ? capacity : lengths[layer])
+        gather.withUnsafeMutableBufferPointer { g in
+            let pos = UnsafeMutableRawPointer(g.baseAddress!).bindMemory(to: Int32.self, capacity: capacity)
+            let acc = g.baseAddress! + capacity, lst = acc + capacity, vis = lst + capacity, epi = vis + capacity
+            for j in 0..<n {
+                let i = slot(j)
+                pos[j] = positions[base + i]
+                acc[j] = accumulated[base + i]
+                lst[j] = config.tracksLast ? last[base + i] : 0
+                vis[j] = config.tracksVisibility ? visible[base + i] : 0
+                epi[j] = episodeScores?[i] ?? 0
+            }
+            let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,
+                                  episode: episodeScores != nil ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
+            policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
+        }
+        return UnsafePointer(keepMask)
     }
 
     private var gather: [Float] = []
-    private var gatherSlots: [Int32] = []
+    private var candidates: [Int32] = []
 
     /// Compacts this state alone (no K/V memory): `plan` then `applyPlan`. For evaluation.
     public func compact(budget: Int) {

@@ -75,53 +75,107 @@ extension Engine {
     /// Applies `seq`'s policy down to `budgetTokens` per layer (the mean, with adaptive
     /// budgets) and compacts its K/V in place (see the extension's comment), releasing the
     /// blocks and pages no longer needed. Returns the sequence's new length (longest layer).
-    /// Policy `none` changes nothing. Throws `notFound`, `invalidArgument` (budget 0),
+    /// Policy `none` changes nothing. Episodic per layer with a disk tier: the evicted tokens'
+    /// K/V are written to the tier and their eviction state kept (Engine+EpisodicOffload.swift);
+    /// a token whose record cannot be written is dropped as without a tier (`tokensLost`).
+    /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out),
     /// `outOfMemory` (a shared block or page must be copied and the budget has no room; then
-    /// nothing changed). Cost: the policy's O(tokens) per layer, plus copying the moved tokens
-    /// (at most the evicted count per layer) and any shared block or page written.
+    /// nothing changed). Cost: the policy's
+    /// O(tokens) per layer, plus copying the moved tokens (at most the evicted count per layer)
+    /// and any shared block or page written; offloading adds one copy of each evicted token's
+    /// K/V into staging and one slot write per `tokensPerRecord` evicted tokens.
     @discardableResult
     public func compact(_ seq: UInt64, budgetTokens: Int) throws(KVError) -> Int {
         guard budgetTokens > 0 else { throw .invalid("budget_tokens is 0: a layer keeps at least one token") }
         return try locked { () throws(KVError) -> Int in
-            let s = try slot(seq)
+            let s = try residentSlot(seq)
             if evictionConfig(s).policy == .none { return sequences.lengths[s] }
             let state = evictionState(s)
+            state.parksEvictions = offloadsEvictions(state)
+            if state.parksEvictions { settleRestores(s) }
             let oldLength = sequences.lengths[s]
             let newLength = state.plan(budget: budgetTokens)
-            try compactMemory(slot: s, state: state, oldLength: oldLength, newLength: newLength)
+            var unsaved: [(layer: Int, position: Int32)] = []
+            try compactMemory(slot: s, state: state, oldLength: oldLength, newLength: newLength) {
+                if state.parksEvictions { unsaved = offloadEvictions(slot: s, state: state) }
+            }
             state.applyPlan()
+            for (layer, position) in unsaved { state.removeParked(layer: layer, slot: state.parkedSlot(layer: layer, position: position)) }
             sequences.lengths[s] = newLength
             sequences.indexesAppends[s] = false
             return newLength
         }
     }
 
-    /// Moves the planned tokens' bytes, after making every block or page written exclusive,
-    /// and releases what lies past `newLength`. Throws (changing nothing) only before the
-    /// first change.
-    private func compactMemory(slot s: Int, state: AttentionScores, oldLength: Int, newLength: Int) throws(KVError) {
+    /// Moves the planned tokens' bytes, after making every block or page written exclusive
+    /// and calling `beforeMoves` (evicted tokens' bytes are still in place then), and releases
+    /// what lies past `newLength`. Throws (changing nothing) only before the first change.
+    private func compactMemory(
+        slot s: Int, state: AttentionScores, oldLength: Int, newLength: Int, beforeMoves: () -> Void
+    ) throws(KVError) {
         let table = sequences.table(s)
         let oldBlocks = (oldLength + bt - 1) / bt, newBlocks = (newLength + bt - 1) / bt
         let rowsPerLayer = state.rowsPerLayer
+        let sliceBytes = rowsPerLayer == 1 ? config.tokenBytes : config.headDim * config.dtypeBytes
+        try makeWritable(slot: s, state: state, length: newLength) { mark in
+            for r in 0..<(config.numLayers * rowsPerLayer) {
+                let m = state.plannedMoves(row: r)
+                for j in stride(from: 0, to: m.count, by: 2) { mark(Int(m[j])) }
+            }
+        }
+        beforeMoves()
+        // Move the bytes.
+        if paged != nil || contiguous != nil {
+            for l in 0..<config.numLayers {
+                for h in 0..<rowsPerLayer {
+                    let m = state.plannedMoves(row: l * rowsPerLayer + h)
+                    let sliceOffset = h * sliceBytes
+                    for j in stride(from: 0, to: m.count, by: 2) {
+                        let d = Int(m[j]), src = Int(m[j + 1])
+                        for kv in 0..<2 {
+                            let tensor = 2 * l + kv
+                            let to = address(slot: s, table: table, tensor: tensor, token: d) + sliceOffset
+                            let from = address(slot: s, table: table, tensor: tensor, token: src) + sliceOffset
+                            to.copyMemory(from: from, byteCount: sliceBytes)
+                        }
+                    }
+                }
+            }
+        }
+        // Release what lies past the new length.
+        for i in newBlocks..<oldBlocks {
+            let b = table[i]
+            if blocks.references(b) == 1 && blocks.isIndexed(b) { blocks.unindexUsed(b) }
+            blocks.release(b)
+        }
+        if newBlocks < oldBlocks {
+            contiguous?.shrink(slot: s, to: newLength)
+            paged?.trim()
+        }
+    }
+
+    /// Makes every block (and, contiguous, page) of the first `length` token slots of `s` that
+    /// holds a token slot `destinations` marks writable by `s` alone: a block or page shared
+    /// with another sequence or the index is copied, an exclusive indexed block leaves the
+    /// index (its bytes will no longer match its hash). Throws `outOfMemory` (changing nothing)
+    /// when the copies do not fit. Cost: O(blocks + marks), plus one copy per shared block or page.
+    func makeWritable(slot s: Int, state: AttentionScores, length: Int, destinations: ((Int) -> Void) -> Void) throws(KVError) {
+        let table = sequences.table(s)
+        let newBlocks = (length + bt - 1) / bt
         let tokenBytes = config.tokenBytes
-        let sliceBytes = rowsPerLayer == 1 ? tokenBytes : config.headDim * config.dtypeBytes
         // Which blocks (and, contiguous, pages) receive bytes: flags kept with the state so
         // that a decode step allocates nothing.
-        let pageCount = contiguous?.pages(for: newLength) ?? 0
+        let pageCount = contiguous?.pages(for: length) ?? 0
         if state.writtenBlocks.count < newBlocks { state.writtenBlocks = [Bool](repeating: false, count: newBlocks) }
         if state.writtenPages.count < pageCount { state.writtenPages = [Bool](repeating: false, count: pageCount) }
         for i in 0..<newBlocks { state.writtenBlocks[i] = false }
         for p in 0..<pageCount { state.writtenPages[p] = false }
-        for r in 0..<(config.numLayers * rowsPerLayer) {
-            let m = state.plannedMoves(row: r)
-            for j in stride(from: 0, to: m.count, by: 2) {
-                let d = Int(m[j])
-                state.writtenBlocks[d / bt] = true
-                if contiguous != nil {
-                    let lo = d * tokenBytes, hi = lo + tokenBytes - 1
-                    state.writtenPages[lo / Int(config.pageBytes)] = true
-                    state.writtenPages[hi / Int(config.pageBytes)] = true
-                }
+        destinations { d in
+            state.writtenBlocks[d / bt] = true
+            if contiguous != nil {
+                let lo = d * tokenBytes, hi = lo + tokenBytes - 1
+                state.writtenPages[lo / Int(config.pageBytes)] = true
+                state.writtenPages[hi / Int(config.pageBytes)] = true
             }
         }
         // Capacity first (an upper bound: every shared block or page written needs a copy).
@@ -160,39 +214,11 @@ extension Engine {
                 try contiguous.unshare(slot: s, page: p)
             }
         }
-        // Move the bytes.
-        if paged != nil || contiguous != nil {
-            for l in 0..<config.numLayers {
-                for h in 0..<rowsPerLayer {
-                    let m = state.plannedMoves(row: l * rowsPerLayer + h)
-                    let sliceOffset = h * sliceBytes
-                    for j in stride(from: 0, to: m.count, by: 2) {
-                        let d = Int(m[j]), src = Int(m[j + 1])
-                        for kv in 0..<2 {
-                            let tensor = 2 * l + kv
-                            let to = address(slot: s, table: table, tensor: tensor, token: d) + sliceOffset
-                            let from = address(slot: s, table: table, tensor: tensor, token: src) + sliceOffset
-                            to.copyMemory(from: from, byteCount: sliceBytes)
-                        }
-                    }
-                }
-            }
-        }
-        // Release what lies past the new length.
-        for i in newBlocks..<oldBlocks {
-            let b = table[i]
-            if blocks.references(b) == 1 && blocks.isIndexed(b) { blocks.unindexUsed(b) }
-            blocks.release(b)
-        }
-        if newBlocks < oldBlocks {
-            contiguous?.shrink(slot: s, to: newLength)
-            paged?.trim()
-        }
     }
 
     /// Address of token slot `token` of tensor `tensor` of `slot` (memory-backed engines).
     @inline(__always)
-    private func address(slot: Int, table: UnsafeMutablePointer<Int32>, tensor: Int, token: Int) -> UnsafeMutableRawPointer {
+    func address(slot: Int, table: UnsafeMutablePointer<Int32>, tensor: Int, token: Int) -> UnsafeMutableRawPointer {
         if let contiguous { return contiguous.base(slot, tensor: tensor) + token * config.tokenBytes }
         return paged!.address(table[token / bt], tensor: tensor) + (token % bt) * config.tokenBytes
     }
@@ -249,15 +275,32 @@ extension Engine {
     /// Episodic policy: clusters `seq`'s segments into episodes if they changed, credits the
     /// attention observed since the previous focus to the episode of the segment added last
     /// (the turn those queries belonged to), then focuses the episode nearest to `query`
-    /// (compaction keeps its heavy hitters, plus the current turn's) and returns it. Throws `notFound`, `invalidArgument` (no segment,
-    /// dimension, non-finite values), `unsupported` (another policy).
+    /// (compaction keeps its heavy hitters, plus the current turn's) and returns it.
+    /// With a disk tier (per layer) each layer then re-chooses its resident tokens among all
+    /// its tokens, in memory and on disk, by the focused episode's scores, keeping its length:
+    /// the chosen offloaded tokens are read back asynchronously into the slots of the resident
+    /// tokens they displace, which are written out first (Engine+EpisodicOffload.swift); the
+    /// sequence is not `ready` until the reads land. Throws `notFound`, `invalidArgument` (no
+    /// segment, dimension, non-finite values; with a disk tier, a swapped-out sequence),
+    /// `unsupported` (another policy), `outOfMemory`
+    /// (the restore must copy a shared block or page and the budget has no room: the episode
+    /// is focused but no token was restored). Cost: k-means when the segments changed; with
+    /// offloaded tokens O(resident + offloaded) per layer, one staging copy and one slot
+    /// write per `tokensPerRecord` displaced tokens, one slot read per record restored from.
     public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
         try locked { () throws(KVError) -> Int in
             let s = try slot(seq)
             guard evictionConfig(s).policy == .episodic else {
                 throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
             }
-            return try evictionState(s).focus(query)
+            let state = evictionState(s)
+            if offloadsEvictions(state) {
+                _ = try residentSlot(seq)  // a restore writes into memory
+                settleRestores(s)
+            }
+            let episode = try state.focus(query)
+            if offloadsEvictions(state) { try restoreFocused(slot: s, state: state) }
+            return episode
         }
     }
 

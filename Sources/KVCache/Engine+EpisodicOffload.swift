@@ -1,0 +1,233 @@
+/// Episodic offload (EpiCache with the disk tier): tokens outside the focused episode are kept
+/// on disk instead of dropped, so a later focus on another episode restores them
+/// byte-identical.
+///
+/// It applies to sequences with the episodic policy in per-layer mode on an engine with memory
+/// and a disk tier; otherwise eviction drops tokens as always. Per-head mode keeps its sets per
+/// KV head inside one token's bytes, which a per-token record cannot restore piecewise, so it
+/// drops too.
+///
+/// - `compact` writes the K/V of every token it evicts (per layer, K then V of every KV head:
+///   exactly the bytes memory held) into records of the sequence's `OffloadedTokens`, and the
+///   tokens' eviction state stays in `AttentionScores` as parked slots, still candidates.
+/// - `focus` re-chooses each layer's resident set among resident and parked tokens with the
+///   focused episode's scores, keeping the layer's length: a resident token that loses its
+///   place is written out, and the parked token that wins it is read back into that very slot
+///   (positions change at once; the bytes land asynchronously, counted in the coordinator's
+///   `loading`, so `ready` is false until they are there).
+/// - A record read that fails or is torn or corrupt copies nothing: every restore it carried is
+///   undone (the displaced token, whose bytes never left the slot, is resident again and its
+///   disk copy is dropped) and the record's tokens are lost: dropped from the state, counted in
+///   `tokensLost`, reported once by `ready` (`io`).
+/// - Operations that change the parked set (`compact`, `focus`, an `append` that must drop
+///   parked tokens, `fork`) first wait for the sequence's pending restores; `free` releases its
+///   records.
+extension Engine: RecordMemory {
+    /// Whether compactions of `state` offload evicted tokens to the disk tier.
+    func offloadsEvictions(_ state: AttentionScores) -> Bool {
+        offload != nil && (paged != nil || contiguous != nil) && state.config.policy == .episodic && state.rowsPerLayer == 1
+    }
+
+    /// The offloaded-token table of sequence slot `s`, created on first use.
+    private func tokenTable(_ s: Int, _ offload: OffloadCoordinator) -> OffloadedTokens {
+        if let t = offload.offloadedTokens[s] { return t }
+        let t = OffloadedTokens(tokensPerRecord: offload.tier.payloadBytes / (2 * config.tokenBytes))
+        offload.offloadedTokens[s] = t
+        return t
+    }
+
+    /// Waits until no restore of `s` is pending (each landed or was undone).
+    func settleRestores(_ s: Int) {
+        guard let offload, let t = offload.offloadedTokens[s], t.readsPending > 0 else { return }
+        offload.waitResident(s)
+        precondition(t.readsPending == 0)
+    }
+
+    /// Writes the tokens the planned compaction of `s` evicts (their bytes still in place) into
+    /// records; returns the (layer, position) of those that could not be written (the caller
+    /// drops them after `applyPlan`). Allocates O(evicted) scratch (an I/O path, not a decode
+    /// hot path: each record written is a slot write).
+    func offloadEvictions(slot s: Int, state: AttentionScores) -> [(layer: Int, position: Int32)] {
+        var layerOf: [Int32] = [], slotOf: [Int32] = []
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, sequences.lengths[s])) { buffer in
+            for l in 0..<config.numLayers {
+                let n = state.plannedEvictions(layer: l, into: buffer.baseAddress!)
+                for j in 0..<n {
+                    layerOf.append(Int32(l))
+                    slotOf.append(buffer[j])
+                }
+            }
+        }
+        let written = writeTokens(slot: s, state: state, layers: layerOf, slots: slotOf)
+        if written < layerOf.count, let offload, let t = offload.offloadedTokens[s] {
+            offload.tokensLost += UInt64(layerOf.count - written)
+            t.lostSinceReport += layerOf.count - written
+        }
+        return (written..<layerOf.count).map { (Int(layerOf[$0]), state.position(layer: Int(layerOf[$0]), slot: Int(slotOf[$0]))) }
+    }
+
+    /// Writes the K/V of token slots `slots[j]` of layers `layers[j]` of `s` (their positions
+    /// from `state`) into new records, in order; returns how many were written (all, or up to
+    /// the first record the tier refused: disk full, tier full of pinned slots).
+    private func writeTokens(slot s: Int, state: AttentionScores, layers: [Int32], slots: [Int32]) -> Int {
+        guard let offload, !layers.isEmpty else { return 0 }
+        let t = tokenTable(s, offload), table = sequences.table(s)
+        let tokenBytes = config.tokenBytes, perRecord = t.tokensPerRecord
+        var written = 0
+        while written < layers.count {
+            let chunk = written..<min(layers.count, written + perRecord)
+            let diskSlot: Int32
+            do throws(KVError) {
+                diskSlot = try offload.tier.writePinned(hash: 0, parent: 0) { payload in
+                    for (i, j) in chunk.enumerated() {
+                        let l = Int(layers[j]), token = Int(slots[j])
+                        for kv in 0..<2 {
+                            let from = address(slot: s, table: table, tensor: 2 * l + kv, token: token)
+                            (payload + (2 * i + kv) * tokenBytes).copyMemory(from: from, byteCount: tokenBytes)
+                        }
+                    }
+                }
+            } catch {
+                break
+            }
+            let r = t.addRecord(slot: diskSlot)
+            for (i, j) in chunk.enumerated() {
+                t.add(record: r, index: i, layer: Int(layers[j]), position: state.position(layer: Int(layers[j]), slot: Int(slots[j])))
+            }
+            written = chunk.upperBound
+        }
+        offload.tokensOffloaded += UInt64(written)
+        offload.tier.flush()
+        return written
+    }
+
+    /// After a focus: per layer, swaps the resident tokens the focused episode ranks below
+    /// parked ones for those (see the extension's comment). Throws `outOfMemory` (nothing
+    /// restored) when a shared block or page must be copied and the budget has no room.
+    /// Allocates O(restored) scratch.
+    func restoreFocused(slot s: Int, state: AttentionScores) throws(KVError) {
+        guard let offload else { return }
+        var pairLayer: [Int32] = [], pairOut: [Int32] = [], pairIn: [Int32] = []
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * max(1, sequences.lengths[s])) { pairs in
+            for l in 0..<config.numLayers {
+                let n = state.planRestore(layer: l, pairs: pairs.baseAddress!)
+                for j in 0..<n {
+                    pairLayer.append(Int32(l))
+                    pairOut.append(pairs[2 * j])
+                    pairIn.append(pairs[2 * j + 1])
+                }
+            }
+        }
+        guard !pairLayer.isEmpty else { return }
+        try makeWritable(slot: s, state: state, length: sequences.lengths[s]) { mark in for d in pairOut { mark(Int(d)) } }
+        // The displaced tokens go to disk first (copied into staging now), so that their slots
+        // may be overwritten; a pair whose displaced token could not be written stays as it is.
+        let written = writeTokens(slot: s, state: state, layers: pairLayer, slots: pairOut)
+        let t = offload.offloadedTokens[s]!, table = sequences.table(s)
+        var reads = Set<Int32>()
+        for j in 0..<written {
+            let l = Int(pairLayer[j]), d = Int(pairOut[j]), p = Int(pairIn[j])
+            let e = t.entry(layer: l, position: state.position(layer: l, slot: p))!
+            t.beginRestore(e, destination: d, displaced: state.position(layer: l, slot: d))
+            state.swapSlots(layer: l, d, p)
+            offload.markLoading(table[d / bt], 1)
+            reads.insert(t.record(of: e).record)
+        }
+        for r in reads.sorted() {  // slot order lets adjacent records merge into one request
+            t.readsPending += 1
+            do throws(KVError) {
+                try offload.tier.load(t.recordSlot[Int(r)], into: LoadTarget(block: -1, slot: Int32(s), position: 0, tokens: 0, record: r))
+            } catch {
+                recordFinished(LoadTarget(block: -1, slot: Int32(s), position: 0, tokens: 0, record: r), ok: false)
+            }
+        }
+        offload.tier.flush()
+    }
+
+    // MARK: RecordMemory
+
+    func scatterRecord(_ target: LoadTarget, from data: UnsafeRawPointer) {
+        let s = Int(target.slot), t = offload!.offloadedTokens[s]!, table = sequences.table(s)
+        let tokenBytes = config.tokenBytes, first = Int(target.record) * t.tokensPerRecord
+        for i in 0..<t.tokensPerRecord where t.entryLayer[first + i] >= 0 && t.entryDestination[first + i] >= 0 {
+            let l = Int(t.entryLayer[first + i]), d = Int(t.entryDestination[first + i])
+            for kv in 0..<2 {
+                let to = address(slot: s, table: table, tensor: 2 * l + kv, token: d)
+                to.copyMemory(from: data + (2 * i + kv) * tokenBytes, byteCount: tokenBytes)
+            }
+        }
+    }
+
+    func recordFinished(_ target: LoadTarget, ok: Bool) {
+        let offload = offload!, s = Int(target.slot), t = offload.offloadedTokens[s]!, state = evictionStates[s]!
+        let table = sequences.table(s), first = Int(target.record) * t.tokensPerRecord
+        t.readsPending -= 1
+        for e in first..<(first + t.tokensPerRecord) where t.entryLayer[e] >= 0 {
+            let l = Int(t.entryLayer[e]), d = Int(t.entryDestination[e])
+            if d >= 0 {
+                offload.markLoading(table[d / bt], -1)
+                if ok {
+                    offload.tokensRestored += 1
+                } else {
+                    // Undo the swap: the displaced token's bytes never left slot d.
+                    let displaced = t.entryDisplaced[e]
+                    let p = state.parkedSlot(layer: l, position: displaced)
+                    precondition(p >= 0, "a displaced token left the parked slots while its restore was pending")
+                    state.swapSlots(layer: l, d, p)
+                    state.removeParked(layer: l, slot: p)
+                    unpin(t.remove(t.entry(layer: l, position: displaced)!))
+                }
+            } else if !ok {
+                state.removeParked(layer: l, slot: state.parkedSlot(layer: l, position: t.entryPosition[e]))
+            } else {
+                continue  // stays on disk
+            }
+            if !ok {
+                offload.tokensLost += 1
+                t.lostSinceReport += 1
+            }
+            unpin(t.remove(e))
+        }
+    }
+
+    /// Unpins a record's disk slot when `remove` returned one (its last token left it).
+    private func unpin(_ diskSlot: Int32) {
+        if diskSlot >= 0 { offload!.tier.unpin(diskSlot) }
+    }
+
+    /// Makes room for `n` appended tokens in every layer's row of `s`'s state: when resident
+    /// plus parked tokens would exceed `maxSeqTokens`, the layer's most recently parked tokens
+    /// (the lowest-ranked at the last compaction) are dropped from state and disk.
+    func makeRoomForAppend(slot s: Int, state: AttentionScores, n: Int) {
+        let limit = config.maxSeqTokens
+        if state.maxOccupied + n > limit, let offload {
+            settleRestores(s)
+            let t = offload.offloadedTokens[s]
+            for l in 0..<config.numLayers {
+                while state.length(layer: l) + state.parkedCount(layer: l) + n > limit {
+                    let p = state.parkedStart(layer: l)
+                    unpin(t!.remove(t!.entry(layer: l, position: state.position(layer: l, slot: p))!))
+                    state.removeParked(layer: l, slot: p)
+                }
+            }
+        }
+        state.ensureCapacity(state.maxOccupied + n)
+    }
+
+    /// Releases every record of sequence slot `s` (it is being freed).
+    func releaseOffloadedTokens(_ s: Int) {
+        guard let offload, let t = offload.offloadedTokens[s] else { return }
+        precondition(t.readsPending == 0, "free waits for the sequence's reads")
+        for diskSlot in t.slots { offload.tier.unpin(diskSlot) }
+        offload.offloadedTokens[s] = nil
+    }
+
+    /// Reports (once) the tokens of `s` lost since the last report: throws `io`.
+    func reportLostTokens(_ s: Int, seq: UInt64) throws(KVError) {
+        guard let offload, let t = offload.offloadedTokens[s], t.lostSinceReport > 0 else { return }
+        let n = t.lostSinceReport
+        t.lostSinceReport = 0
+        throw KVError(.io, "\(n) offloaded tokens of sequence \(seq) could not be written or read back (\(offload.tier.lastFailure)); "
+                          + "they were dropped, never served: the sequence stays usable, re-read kvc_seq_positions")
+    }
+}

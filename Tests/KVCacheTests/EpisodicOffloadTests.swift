@@ -1,0 +1,310 @@
+import Foundation
+import Testing
+@testable import KVCache
+
+/// Episodic offload: with the disk tier, tokens outside the focused episode go to disk on
+/// `compact` and come back byte-identical on a later `focus`.
+@Suite struct EpisodicOffloadTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+    /// Topic A's heavy hitters (in segment A = 0..<256) and topic B's (segment B = 256..<512).
+    static let heavyA: [Int32] = (0..<10).map { 5 + 25 * $0 }
+    static let heavyB: [Int32] = (0..<10).map { 260 + 25 * $0 }
+    /// The recent window (2 tokens) of a 512-token sequence.
+    static let recent: [Int32] = [510, 511]
+    static let queryA: [Float] = [1, 0], queryB: [Float] = [0, 1]
+
+    /// An episodic engine (2 episodes, a 2-token recent window), with a disk tier in `dir` when
+    /// given, and whatever `configure` changes.
+    private func engine(_ layout: Layout, dir: String?, perHead: Bool = false, configure: (inout EngineConfig) -> Void = { _ in }) throws -> Engine {
+        var c = dir.map { offloadConfig(layout, dir: $0) } ?? smallConfig(layout)
+        c.eviction = EvictionConfig(.episodic)
+        c.eviction.episodes = 2
+        c.eviction.recentTokens = 2
+        c.eviction.perHead = perHead
+        configure(&c)
+        return try Engine(c)
+    }
+
+    private func focus(_ e: Engine, _ query: [Float]) throws -> Int {
+        try query.withUnsafeBufferPointer { try e.focus(1, query: $0) }
+    }
+
+    /// Sequence 1 of 512 tokens with distinct K/V bytes per token and layer, two registered
+    /// topics whose turns attended to their own heavy hitters, focused on topic A and compacted
+    /// to 12 tokens per layer. Returns the prompt and the committed bytes before the compaction.
+    @discardableResult
+    private func compactedOnTopicA(_ e: Engine) throws -> (tokens: [Int32], committedBytes: UInt64) {
+        let toks = tokens(512, seed: 7)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try Self.queryA.withUnsafeBufferPointer { try e.addSegment(1, start: 0, end: 256, embedding: $0) }
+        try observeAll(e, 1, scores(e, n: 512, heavy: Set(Self.heavyA.map(Int.init))), n: 512)
+        _ = try focus(e, Self.queryA)  // credits turn A to A's episode
+        try Self.queryB.withUnsafeBufferPointer { try e.addSegment(1, start: 256, end: 512, embedding: $0) }
+        try observeAll(e, 1, scores(e, n: 512, heavy: Set(Self.heavyB.map(Int.init))), n: 512)
+        _ = try focus(e, Self.queryA)  // credits turn B to B's episode, focuses A
+        let committed = e.stats().committedBytes
+        #expect(try e.compact(1, budgetTokens: 12) == 12)
+        return (toks, committed)
+    }
+
+    @Test(arguments: layouts)
+    func evictedTokensGoToDiskAndAFocusRestoresThemByteIdentical(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path)
+        let baseline = e.stats().disk
+        let (toks, committedFull) = try compactedOnTopicA(e)
+        let compacted = e.stats()
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(compacted.committedBytes < committedFull)
+        #expect(compacted.disk.tokensOffloaded == 2 * 500, "every evicted token of both layers")
+        #expect(compacted.disk.tokensOnDisk == 2 * 500)
+        #expect(compacted.disk.tokenRecords == 125, "8 tokens of 64 bytes fill one 512-byte slot payload")
+        #expect(compacted.disk.storedSlots >= baseline.storedSlots)
+        try e.syncOffload()
+        #expect(e.stats().disk.bytesWritten >= baseline.bytesWritten + 125 * e.stats().disk.slotBytes)
+        #expect(e.stats().disk.storedSlots == baseline.storedSlots + 125)
+
+        #expect(try focus(e, Self.queryB) != -1)
+        let ready = try e.ready(1), restored = e.stats().disk.tokensRestored
+        #expect(ready == (restored == 2 * 10), "ready exactly when every restored token landed")
+        try waitReady(e, 1)
+        let after = e.stats()
+        #expect(after.disk.tokensRestored == 2 * 10)
+        #expect(after.disk.tokensLost == 0 && after.disk.loadsFailed == 0)
+        #expect(after.disk.bytesRead > compacted.disk.bytesRead)
+        #expect(after.disk.tokensOnDisk == 2 * 500, "the ten A tokens per layer took the B tokens' places on disk")
+        for layer in 0..<2 {
+            #expect(try e.layerLength(1, layer: layer) == 12)
+            #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyB + Self.recent).sorted())
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0, "every byte of every restored token")
+
+        // Appends continue at the layer length, and a focus back on A restores A's tokens.
+        let extra = tokens(3, seed: 8)
+        try e.append(1, tokens: extra)
+        let all = toks + extra
+        for layer in 0..<2 {
+            for j in 0..<3 {
+                let (k, v) = try tokenAddress(e, 1, layer: layer, position: 12 + j)
+                for i in 0..<e.config.tokenBytes {
+                    k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 512 + j, token: all[512 + j], i: i), toByteOffset: i, as: UInt8.self)
+                    v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 512 + j, token: all[512 + j], i: i), toByteOffset: i, as: UInt8.self)
+                }
+            }
+            #expect(try Array(positions(e, 1, layer: layer).suffix(3)) == [512, 513, 514])
+        }
+        #expect(try slotMismatches(e, 1, tokens: all) == 0)
+        #expect(try focus(e, Self.queryA) != -1)
+        try waitReady(e, 1)
+        for layer in 0..<2 {
+            // 15 slots: the new recent window (513, 514), A's heavy hitters, and three tokens
+            // tied at A's background score.
+            let held = try positions(e, 1, layer: layer)
+            #expect(held.count == 15 && Set(held).count == 15)
+            #expect(Set(Self.heavyA + [513, 514]).isSubset(of: Set(held)))
+        }
+        #expect(try slotMismatches(e, 1, tokens: all) == 0)
+
+        // Freeing the sequence releases its records.
+        try e.free(1)
+        try e.syncOffload()
+        let freed = e.stats().disk
+        #expect(freed.storedSlots == baseline.storedSlots)
+        #expect(freed.tokenRecords == 0 && freed.tokensOnDisk == 0)
+    }
+
+    @Test(arguments: layouts)
+    func aCorruptRecordIsNeverServedItsTokensAreLost(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path)
+        let toks = try compactedOnTopicA(e).tokens
+        try e.syncOffload()
+        let slotBytes = Int(e.stats().disk.slotBytes), slots = Int(e.stats().disk.storedSlots)
+        // Flip one payload byte in every stored slot: every record is corrupt.
+        let fd = open(dir.path + "/kvcache.slab", O_RDWR)
+        #expect(fd >= 0)
+        for slot in 0..<slots {
+            var byte: UInt8 = 0
+            let at = off_t(slot * slotBytes + 4096 + 17)
+            #expect(pread(fd, &byte, 1, at) == 1)
+            byte ^= 0x5A
+            #expect(pwrite(fd, &byte, 1, at) == 1)
+        }
+        close(fd)
+        _ = try focus(e, Self.queryB)
+        var failure: KVError?
+        do { try waitReady(e, 1) } catch { failure = error }
+        #expect(failure?.code == .io)
+        #expect(failure?.message.contains("stays usable") == true)
+        #expect(try e.ready(1), "the loss is reported once")
+        let s = e.stats().disk
+        #expect(s.loadsFailed > 0)
+        #expect(s.tokensRestored == 0)
+        #expect(s.tokensLost >= 2 * 10, "at least the chosen B tokens")
+        #expect(s.tokensOnDisk == 2 * 500 - s.tokensLost, "the lost tokens left the state and the disk")
+        // The restores were undone: the displaced tokens, whose bytes never left memory, stay.
+        for layer in 0..<2 {
+            #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted())
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 0)
+    }
+
+    @Test(arguments: layouts)
+    func anIOErrorOnReadBackLosesTheTokensAndServesNoWrongBytes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path) { $0.offloadFault = OffloadFault(reads: true, writes: false) }
+        let toks = try compactedOnTopicA(e).tokens
+        try e.syncOffload()  // the records are on disk: the focus must read them
+        _ = try focus(e, Self.queryB)
+        var failure: KVError?
+        do { try waitReady(e, 1) } catch { failure = error }
+        #expect(failure?.code == .io)
+        let s = e.stats().disk
+        #expect(s.loadsFailed > 0 && s.tokensRestored == 0 && s.tokensLost >= 2 * 10)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 0)
+    }
+
+    @Test(arguments: layouts)
+    func aFullTierDropsTheTokensItCannotHoldAsWithoutATier(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let slotBytes = try Engine(offloadConfig(layout, dir: dir.path)).stats().disk.slotBytes
+        let e = try engine(layout, dir: dir.path) { $0.offloadBytes = 16 * slotBytes }
+        let toks = try compactedOnTopicA(e).tokens
+        var s = e.stats().disk
+        #expect(s.tokensOffloaded == 16 * 8, "16 slots of 8 tokens")
+        #expect(s.tokensLost == 2 * 500 - 16 * 8)
+        #expect(s.tokensOnDisk == 16 * 8)
+        var failure: KVError?
+        do { try waitReady(e, 1) } catch { failure = error }
+        #expect(failure?.message.contains("stays usable") == true)
+        #expect(try e.ready(1), "reported once")
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        // A focus cannot write out the tokens it would displace (the tier is full of this
+        // sequence's records): nothing moves, nothing is lost.
+        _ = try focus(e, Self.queryB)
+        try waitReady(e, 1)
+        s = e.stats().disk
+        #expect(s.tokensRestored == 0 && s.tokensOnDisk == 16 * 8)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 0)
+    }
+
+    @Test(arguments: layouts)
+    func withoutATierEvictedTokensAreDroppedAsBefore(layout: Layout) throws {
+        let e = try engine(layout, dir: nil)
+        let toks = try compactedOnTopicA(e).tokens
+        _ = try focus(e, Self.queryB)
+        #expect(try e.ready(1))
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(e.stats().disk == DiskTierStats())
+    }
+
+    @Test(arguments: layouts)
+    func anAppendPastMaxSeqTokensDropsTheLastParkedTokens(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path) { $0.maxSeqTokens = 64 }
+        var toks = tokens(64, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try observeAll(e, 1, scores(e, n: 64, heavy: [1, 9, 20, 30, 40, 50]), n: 64)
+        try e.compact(1, budgetTokens: 8)
+        #expect(e.stats().disk.tokensOnDisk == 2 * 56)
+        // 8 resident + 56 parked + 1 new exceed the 64 a layer may hold: one parked token goes.
+        let extra = tokens(1, seed: 4)
+        try e.append(1, tokens: extra)
+        toks += extra
+        #expect(e.stats().disk.tokensOnDisk == 2 * 55)
+        #expect(try e.layerLength(1, layer: 0) == 9)
+        #expect(try positions(e, 1, layer: 1).last == 64)
+        for layer in 0..<2 {  // the server writes position 64 at slot 8
+            let (k, v) = try tokenAddress(e, 1, layer: layer, position: 8)
+            for i in 0..<e.config.tokenBytes {
+                k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 64, token: extra[0], i: i), toByteOffset: i, as: UInt8.self)
+                v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 64, token: extra[0], i: i), toByteOffset: i, as: UInt8.self)
+            }
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 0 && e.stats().disk.tokensOnDisk == 0)
+    }
+
+    @Test(arguments: layouts)
+    func aForkDoesNotInheritTheOffloadedTokens(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path)
+        let toks = try compactedOnTopicA(e).tokens
+        try e.fork(parent: 1, child: 2)
+        _ = try Self.queryB.withUnsafeBufferPointer { try e.focus(2, query: $0) }
+        try waitReady(e, 2)
+        #expect(try positions(e, 2, layer: 0).sorted() == (Self.heavyA + Self.recent).sorted(), "nothing to restore")
+        try e.free(2)
+        #expect(e.stats().disk.tokensOnDisk == 2 * 500, "the parent's records stay")
+        _ = try focus(e, Self.queryB)
+        try waitReady(e, 1)
+        #expect(try positions(e, 1, layer: 1).sorted() == (Self.heavyB + Self.recent).sorted())
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+    }
+
+    @Test(arguments: layouts)
+    func aSwappedOutSequenceIsNeitherCompactedNorRestored(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path)
+        let toks = try compactedOnTopicA(e).tokens
+        try e.swapOut(1)
+        #expect(caught { try e.compact(1, budgetTokens: 4) }?.code == .invalidArgument)
+        #expect(caught { _ = try focus(e, Self.queryB) }?.code == .invalidArgument)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(e.stats().disk.tokensOnDisk == 2 * 500)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+    }
+
+    @Test func perHeadSetsAreDroppedEvenWithATier() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(.paged, dir: dir.path, perHead: true)
+        try compactedOnTopicA(e)
+        #expect(e.stats().disk.tokensOffloaded == 0)
+        #expect(e.stats().disk.tokenRecords == 0)
+    }
+
+    @Test func badInputChangesNothingWhileTokensAreOnDisk() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(.contiguous, dir: dir.path)
+        let toks = try compactedOnTopicA(e).tokens
+        let snapshot = { () throws -> String in
+            "\(try positions(e, 1, layer: 0)) \(try positions(e, 1, layer: 1)) \(e.stats().disk.tokensOnDisk) \(e.stats().disk.tokenRecords) \(try slotMismatches(e, 1, tokens: toks))"
+        }
+        let before = try snapshot()
+        #expect(caught { _ = try [Float](repeating: 1, count: 3).withUnsafeBufferPointer { try e.focus(1, query: $0) } }?.code == .invalidArgument)
+        #expect(caught { _ = try [Float.nan, 0].withUnsafeBufferPointer { try e.focus(1, query: $0) } }?.code == .invalidArgument)
+        #expect(caught { _ = try Self.queryB.withUnsafeBufferPointer { try e.focus(2, query: $0) } }?.code == .notFound)
+        #expect(caught { try e.compact(1, budgetTokens: 0) }?.code == .invalidArgument)
+        #expect(caught { try e.free(2) }?.code == .notFound)
+        #expect(try snapshot() == before)
+    }
+}
