@@ -15,7 +15,7 @@ struct CrashRecoveryTests {
         let cli = cliPath()
         try #require(FileManager.default.isExecutableFile(atPath: cli), "build kvcache-cli first: \(cli)")
         let log = dir.path + "/child.log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        #expect(FileManager.default.createFile(atPath: log, contents: nil))
         let child = Process()
         child.executableURL = URL(fileURLWithPath: cli)
         let offloadBytes: UInt64 = 2 << 20  // 256 slots of 8 KiB

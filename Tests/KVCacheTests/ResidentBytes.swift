@@ -12,7 +12,7 @@ func residentBytes(start: UInt, bytes: UInt) -> UInt64 {
     var inside = false
     var line = [CChar](repeating: 0, count: 4096)
     while fgets(&line, Int32(line.count), f) != nil {
-        let text = String(cString: line)
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         if let dash = text.firstIndex(of: "-"), let space = text.firstIndex(of: " "), dash < space,
            let lo = UInt(text[..<dash], radix: 16), let hi = UInt(text[text.index(after: dash)..<space], radix: 16) {
             inside = lo < start + bytes && hi > start

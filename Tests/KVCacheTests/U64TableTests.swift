@@ -8,10 +8,8 @@ struct U64TableTests {
     @Test func agreesWithADictionaryUnderRandomOperations() {
         let table = U64Table(maxEntries: 512)
         var model: [UInt64: Int32] = [:]
-        var rng = SystemRandomNumberGenerator()
         var state: UInt64 = 12345
         func next() -> UInt64 { state = state &* 6364136223846793005 &+ 1442695040888963407; return state >> 33 }
-        _ = rng
         for step in 0..<50_000 {
             let key = next() % 700  // small key space: many collisions and removals
             if next() % 3 == 0 {
