@@ -131,6 +131,9 @@ extension Engine {
             // spilled or evicted meanwhile), and `swapped` keeps every other call off its memory.
             offload.swapped[s] = true
             offload.swapping[s] = true
+            // Submitted now: a request the ring refuses fails here, not during the wait below
+            // (a wait with nothing in flight would last until some other call woke it).
+            tier.flush()
             var pending = 0  // a slot's write, once ended, stays ended: the slot is pinned
             while pending < count {
                 if tier.isWriting(diskSlots[pending]) {
