@@ -149,13 +149,16 @@ struct OffloadWaitTests {
         #expect(s.disk.storedSlots == 8, "the freed sequence's blocks stay on disk as cached prefix blocks")
     }
 
-    /// io_uring: four threads swap their own sequences out and in and poll at once (each wait
-    /// for the device without the lock, several of them at a time); every byte comes back.
-    @Test(arguments: layouts)
-    func threadsSwappingAndPollingAtOnceKeepTheirBytes(layout: Layout) throws {
+    /// Four threads swap their own sequences out and in and poll at once (each waits for the
+    /// device without the lock, several of them at a time), on io_uring and on the thread
+    /// pool; every byte comes back.
+    @Test(arguments: [(Layout.paged, false), (.contiguous, false), (.paged, true), (.contiguous, true)])
+    func threadsSwappingAndPollingAtOnceKeepTheirBytes(layout: Layout, threadBackend: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = threadBackend
+        let e = try Engine(c)
         let failures = Failures()
         DispatchLike.concurrentPerform(iterations: 4) { thread in
             for round in 0..<6 {
