@@ -671,6 +671,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
  *   kvc_seq_swap_out, kvc_seq_swap_in and kvc_seq_free, never blocking kvc_seq_append. A
  *   server waiting for a sequence calls kvc_seq_ready, or kvc_engine_poll to block briefly.
+ *   kvc_engine_poll and kvc_seq_swap_out wait for the device without holding the engine's
+ *   lock: other threads' calls (on other sequences) proceed while they wait.
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill
@@ -697,8 +699,10 @@ kvc_status kvc_seq_ready(kvc_engine *e, uint64_t seq, int *ready);
 
 /**
  * Processes completed disk requests, waiting up to timeout_us for the first one when
- * requests are in flight (returns at once when none are). The wait holds the engine's lock
- * until the device answers. Returns KVC_ERR_INVALID_ARGUMENT (NULL e). No-op without a tier.
+ * requests are in flight and none has completed yet (returns at once when none are in
+ * flight). The wait does not hold the engine's lock: other threads' calls proceed meanwhile
+ * and may process the completions themselves (the wait then ends as well).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e). No-op without a tier.
  */
 kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
 
@@ -708,6 +712,9 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * stay; cached prefix blocks already on disk are not written again). The sequence stays live
  * (kvc_seq_length, kvc_seq_free work) but kvc_seq_kv, kvc_seq_block_table, kvc_seq_append
  * and kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT until kvc_seq_swap_in.
+ * While the writes are in flight the engine's lock is released: other threads' calls
+ * proceed, and for them `seq` is swapped out from the start (kvc_seq_ready says 0, its K/V
+ * cannot be reached); a kvc_seq_free or kvc_seq_swap_in of it waits until the swap-out ends.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, already swapped out), KVC_ERR_NOT_FOUND,
  * KVC_ERR_UNSUPPORTED (no disk tier), KVC_ERR_IO (disk full, tier full of swapped-out
  * blocks, write error: the sequence stays resident and unchanged).

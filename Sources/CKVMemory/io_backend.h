@@ -10,3 +10,7 @@ void kvm_io_threads_destroy(kvm_io_threads *t);
 void kvm_io_threads_push(kvm_io_threads *t, const kvm_io_req *req, int fd, int fail);
 /* Takes up to cap completions, waiting as kvm_io_reap describes. */
 int kvm_io_threads_reap(kvm_io_threads *t, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us);
+/* kvm_io_wait / kvm_io_wake / kvm_io_pause for the thread backend. */
+int kvm_io_threads_wait(kvm_io_threads *t, int64_t timeout_us);
+void kvm_io_threads_wake(kvm_io_threads *t);
+void kvm_io_threads_pause(kvm_io_threads *t, int paused);

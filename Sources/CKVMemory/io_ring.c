@@ -6,6 +6,9 @@
 
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,7 @@ struct kvm_io {
     uint32_t fault_ops;
     uint32_t n_files;
     int *files;
+    int wake_fd;                  /* eventfd: kvm_io_wake ends a kvm_io_wait (io_uring backend) */
     struct io_uring ring;
     kvm_io_threads *threads;
     char fallback[256];
@@ -73,12 +77,21 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out) {
     }
     memcpy(files, cfg->files, cfg->n_files * sizeof *files);
     io->files = files;
+    io->wake_fd = -1;
     io->n_files = cfg->n_files;
     io->depth = cfg->depth;
     io->fault_after = cfg->fault_after;
     io->fault_ops = cfg->fault_ops;
     int rc = cfg->force_threads ? -EPERM : start_uring(io, cfg);
     if (rc == 0) {
+        io->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (io->wake_fd < 0) {
+            rc = -errno;
+            io_uring_queue_exit(&io->ring);
+            free(files);
+            free(io);
+            return kvm_fail(-rc, "kvm_io_create: eventfd failed: %s", strerror(-rc));
+        }
         io->backend = KVM_IO_URING;
     } else {
         if (cfg->force_threads)
@@ -100,12 +113,17 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out) {
 
 void kvm_io_destroy(kvm_io *io) {
     if (!io) return;
+    if (io->backend == KVM_IO_THREADS) kvm_io_threads_pause(io->threads, 0);  /* or the drain never ends */
     kvm_io_done done[64];
     while (io->inflight > 0) {
         if (kvm_io_reap(io, done, 64, 1, -1) < 0) break;
     }
-    if (io->backend == KVM_IO_URING) io_uring_queue_exit(&io->ring);
-    else kvm_io_threads_destroy(io->threads);
+    if (io->backend == KVM_IO_URING) {
+        io_uring_queue_exit(&io->ring);
+        close(io->wake_fd);
+    } else {
+        kvm_io_threads_destroy(io->threads);
+    }
     free(io->files);
     free(io);
 }
@@ -190,6 +208,37 @@ int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, i
         io->inflight--;
     }
     return (int)got;
+}
+
+/* Polls the ring's file descriptor (readable while its completion queue holds an entry) and the
+ * wake eventfd: reads neither ring index, so it is safe beside a concurrent submit or reap. */
+int kvm_io_wait(kvm_io *io, int64_t timeout_us) {
+    if (io->backend == KVM_IO_THREADS) return kvm_io_threads_wait(io->threads, timeout_us);
+    struct pollfd fds[2] = {{.fd = io->ring.ring_fd, .events = POLLIN}, {.fd = io->wake_fd, .events = POLLIN}};
+    struct timespec ts = {.tv_sec = timeout_us / 1000000, .tv_nsec = (timeout_us % 1000000) * 1000};
+    int rc;
+    do rc = ppoll(fds, 2, timeout_us < 0 ? NULL : &ts, NULL); while (rc < 0 && errno == EINTR);
+    if (rc < 0) return kvm_fail(errno, "kvm_io_wait: ppoll failed: %s", strerror(errno));
+    if (fds[1].revents & POLLIN) {
+        uint64_t count;
+        while (read(io->wake_fd, &count, sizeof count) < 0 && errno == EINTR) {}
+    }
+    return rc > 0;
+}
+
+void kvm_io_wake(kvm_io *io) {
+    if (io->backend == KVM_IO_THREADS) {
+        kvm_io_threads_wake(io->threads);
+        return;
+    }
+    uint64_t one = 1;
+    while (write(io->wake_fd, &one, sizeof one) < 0 && errno == EINTR) {}
+}
+
+int kvm_io_pause(kvm_io *io, int paused) {
+    if (io->backend != KVM_IO_THREADS) return kvm_fail(ENOTSUP, "kvm_io_pause: only the thread backend can pause");
+    kvm_io_threads_pause(io->threads, paused);
+    return 0;
 }
 
 uint32_t kvm_io_inflight(const kvm_io *io) { return io->inflight; }

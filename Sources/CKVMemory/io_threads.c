@@ -27,6 +27,8 @@ struct kvm_io_threads {
     kvm_io_done *completions; /* ring of depth */
     uint32_t done_head, done_count;
     int stop;
+    int paused;               /* tests: workers start no job */
+    int woken;                /* kvm_io_threads_wake since the last wait */
     uint32_t n_threads;
     pthread_t *threads;
 };
@@ -50,7 +52,7 @@ static void *worker(void *arg) {
     kvm_io_threads *t = arg;
     pthread_mutex_lock(&t->lock);
     for (;;) {
-        while (t->job_count == 0 && !t->stop) pthread_cond_wait(&t->work, &t->lock);
+        while ((t->job_count == 0 || t->paused) && !t->stop) pthread_cond_wait(&t->work, &t->lock);
         if (t->job_count == 0 && t->stop) break;
         job j = t->jobs[t->job_head];
         t->job_head = (t->job_head + 1) % t->depth;
@@ -123,7 +125,8 @@ void kvm_io_threads_push(kvm_io_threads *t, const kvm_io_req *req, int fd, int f
     pthread_mutex_unlock(&t->lock);
 }
 
-int kvm_io_threads_reap(kvm_io_threads *t, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us) {
+/* An absolute CLOCK_MONOTONIC deadline timeout_us from now (meaningless when < 0). */
+static struct timespec deadline_after(int64_t timeout_us) {
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     if (timeout_us >= 0) {
@@ -134,6 +137,41 @@ int kvm_io_threads_reap(kvm_io_threads *t, kvm_io_done *out, uint32_t cap, uint3
             deadline.tv_nsec -= 1000000000;
         }
     }
+    return deadline;
+}
+
+int kvm_io_threads_wait(kvm_io_threads *t, int64_t timeout_us) {
+    struct timespec deadline = deadline_after(timeout_us);
+    pthread_mutex_lock(&t->lock);
+    int woken = 1;
+    while (t->done_count == 0 && !t->woken) {
+        int rc = timeout_us < 0 ? pthread_cond_wait(&t->done, &t->lock) : pthread_cond_timedwait(&t->done, &t->lock, &deadline);
+        if (rc == ETIMEDOUT) {
+            woken = t->done_count > 0 || t->woken;
+            break;
+        }
+    }
+    t->woken = 0;
+    pthread_mutex_unlock(&t->lock);
+    return woken;
+}
+
+void kvm_io_threads_wake(kvm_io_threads *t) {
+    pthread_mutex_lock(&t->lock);
+    t->woken = 1;
+    pthread_cond_broadcast(&t->done);
+    pthread_mutex_unlock(&t->lock);
+}
+
+void kvm_io_threads_pause(kvm_io_threads *t, int paused) {
+    pthread_mutex_lock(&t->lock);
+    t->paused = paused;
+    pthread_cond_broadcast(&t->work);
+    pthread_mutex_unlock(&t->lock);
+}
+
+int kvm_io_threads_reap(kvm_io_threads *t, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us) {
+    struct timespec deadline = deadline_after(timeout_us);
     pthread_mutex_lock(&t->lock);
     while (t->done_count < wait_for) {
         int rc = timeout_us < 0 ? pthread_cond_wait(&t->done, &t->lock) : pthread_cond_timedwait(&t->done, &t->lock, &deadline);

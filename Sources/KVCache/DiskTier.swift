@@ -624,8 +624,30 @@ final class DiskTier {
         guard n > 0 else { return 0 }
         for i in 0..<Int(n) { completeRequest(tag: done[i].tag, result: done[i].result) }
         flushJournal()
+        onCompletions?(Int(n))
         return Int(n)
     }
+
+    // MARK: waiting without the engine's lock
+
+    /// Called (under the engine's lock) after every reap that processed requests, with how
+    /// many: lets the engine wake the calls that wait for completions without its lock.
+    var onCompletions: ((Int) -> Void)?
+
+    /// Waits until a completion can be reaped, `wake` is called, or `timeoutMicroseconds`
+    /// passes (negative: no limit); reaps nothing. The one call that may run without the
+    /// engine's lock (one thread at a time), beside other threads' calls. False: timed out.
+    func waitForCompletion(timeoutMicroseconds: Int64) -> Bool { kvm_io_wait(io, timeoutMicroseconds) != 0 }
+
+    /// Ends the `waitForCompletion` in progress (or the next one) at once. Any thread.
+    func wake() { kvm_io_wake(io) }
+
+    /// Tests: holds (or releases) every request of the thread backend in flight. False on
+    /// io_uring, which cannot hold requests.
+    func pauseIO(_ paused: Bool) -> Bool { kvm_io_pause(io, paused ? 1 : 0) == 0 }
+
+    /// True while `slot`'s write is in flight.
+    func isWriting(_ slot: Int32) -> Bool { state[Int(slot)] == DiskTier.writing }
 
     private func complete(stage: Int32, result: Int64) {
         let op = stageOp[Int(stage)]

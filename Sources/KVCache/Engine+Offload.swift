@@ -8,6 +8,8 @@ import Glibc
 /// Completions: the engine has no I/O thread. Completed requests are processed (verified,
 /// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`, `swapIn`
 /// and `free`, under the engine's lock; a server that only wants progress calls `poll`.
+/// `poll` and `swapOut` wait for the device without the lock (`awaitProgress`), so other
+/// threads' calls proceed meanwhile.
 extension Engine {
     /// The slot of live, resident (not swapped-out) `seq`. Throws `notFound`, or
     /// `invalidArgument` for a swapped-out sequence.
@@ -45,25 +47,65 @@ extension Engine {
     }
 
     /// Processes disk-tier completions, waiting up to `timeoutMicroseconds` for the first when
-    /// requests are in flight (never when none are). Returns how many completed. The wait holds
-    /// the engine's lock (it ends as soon as the device answers). No-op without a disk tier.
+    /// requests are in flight and none has completed yet (never when none are in flight).
+    /// Returns how many requests completed during the call (processed by it, or by other calls
+    /// while it waited). The wait does not hold the engine's lock: other threads' calls proceed
+    /// meanwhile (and may process the completions themselves). No-op without a disk tier.
     @discardableResult
     public func poll(timeoutMicroseconds: UInt32) -> Int {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        guard let tier = offload?.tier else { return 0 }
-        let first = tier.reap(waitFor: timeoutMicroseconds > 0 ? 1 : 0, timeoutMicroseconds: Int64(timeoutMicroseconds))
-        return first + tier.reap()
+        guard let offload else { return 0 }
+        let tier = offload.tier!
+        let before = offload.completionsProcessed
+        tier.reap()
+        if timeoutMicroseconds > 0 && offload.completionsProcessed == before && tier.inflight > 0 {
+            let deadline = OffloadCoordinator.monotonicNanoseconds() + UInt64(timeoutMicroseconds) * 1000
+            while offload.completionsProcessed == before && tier.inflight > 0 && OffloadCoordinator.monotonicNanoseconds() < deadline {
+                offload.awaitProgress(mutex: mutex, deadlineNanoseconds: deadline)
+            }
+        }
+        return Int(offload.completionsProcessed - before)
     }
 
-    /// Writes `seq`'s K/V to the disk tier and releases its memory, synchronously: when it
-    /// returns, every block is on disk and the memory is free (blocks shared with other
-    /// sequences stay, cached prefix blocks already on disk are not written again). The sequence
-    /// stays live (its id, length and chain state) but cannot be read, appended to or forked
-    /// until `swapIn`. Waits for the sequence's pending reads first.
+    /// The slot of `seq` once no swap-out of it is in flight (waiting without the lock). Under
+    /// the lock. Throws `notFound`.
+    func slotAfterSwapOut(_ seq: UInt64) throws(KVError) -> Int {
+        var s = try slot(seq)
+        while let offload, offload.swapping[s] {
+            offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
+            s = try slot(seq)
+        }
+        return s
+    }
+
+    /// Tests: holds every disk-tier request in flight (the thread backend only; false on
+    /// io_uring), or releases them.
+    func pauseOffloadIO(_ paused: Bool) -> Bool {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return offload?.tier.pauseIO(paused) ?? false
+    }
+
+    /// Tests: calls waiting for the device without the lock now (`poll`, `swapOut`).
+    var offloadWaitingCalls: Int {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return offload?.waitingCalls ?? 0
+    }
+
+    /// Writes `seq`'s K/V to the disk tier and releases its memory: when it returns, every block
+    /// is on disk and the memory is free (blocks shared with other sequences stay, cached prefix
+    /// blocks already on disk are not written again). The sequence stays live (its id, length and
+    /// chain state) but cannot be read, appended to or forked until `swapIn`. Waits for the
+    /// sequence's pending reads first.
+    /// While its writes are in flight the engine's lock is released: other calls proceed; for
+    /// them the sequence is already swapped out (not ready, not readable), and a `free` or
+    /// `swapIn` of it waits until the swap-out ended.
     /// Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (already swapped out),
     /// `io` (disk full, tier full of pinned slots, write error): then the sequence is resident
-    /// and unchanged. Cost: one memcpy and checksum per block, writes at full queue depth.
+    /// and unchanged. Cost: one memcpy and checksum per block, writes at full queue depth, one
+    /// allocation of 4 bytes per block (this call's list of disk slots).
     public func swapOut(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
             let s = try residentSlot(seq)
@@ -74,7 +116,9 @@ extension Engine {
             let table = sequences.table(s)
             let count = sequences.blockCount(s)
             let length = sequences.lengths[s]
-            let diskSlots = offload.scratchSlots
+            // This call's own list: while it waits without the lock, other calls use the scratch.
+            let diskSlots = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, count))
+            defer { diskSlots.deallocate() }
             var written = 0
             do throws(KVError) {
                 while written < count {
@@ -84,14 +128,32 @@ extension Engine {
                                                             slot: s, position: written, tokens: tokens)
                     written += 1
                 }
-                tier.drain()
-                for i in 0..<count where !tier.isDurable(diskSlots[i]) {
-                    throw KVError(.io, "swapping out sequence \(seq) failed: \(tier.lastFailure)")
-                }
             } catch {
                 tier.drain()
                 for i in 0..<written { tier.unpin(diskSlots[i]) }
                 throw error
+            }
+            // Wait for the writes without the lock. Its blocks stay held by the sequence (never
+            // spilled or evicted meanwhile), and `swapped` keeps every other call off its memory.
+            offload.swapped[s] = true
+            offload.swapping[s] = true
+            // Submitted now: a request the ring refuses fails here, not during the wait below
+            // (a wait with nothing in flight would last until some other call woke it).
+            tier.flush()
+            var pending = 0  // a slot's write, once ended, stays ended: the slot is pinned
+            while pending < count {
+                if tier.isWriting(diskSlots[pending]) {
+                    offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
+                } else {
+                    pending += 1
+                }
+            }
+            offload.swapping[s] = false
+            offload.swapped[s] = false
+            defer { offload.notifyWaiters() }  // a free or swapIn waiting for this swap-out
+            for i in 0..<count where !tier.isDurable(diskSlots[i]) {
+                for j in 0..<count { tier.unpin(diskSlots[j]) }
+                throw KVError(.io, "swapping out sequence \(seq) failed: \(tier.lastFailure)")
             }
             for i in 0..<count {
                 let b = table[i]
@@ -114,7 +176,7 @@ extension Engine {
     /// Cost: one read of one slot per block, at full queue depth.
     public func swapIn(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
-            let s = try slot(seq)
+            let s = try slotAfterSwapOut(seq)
             guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
             guard offload.swapped[s] else { throw .invalid("sequence \(seq) is not swapped out") }
             let tier = offload.tier!

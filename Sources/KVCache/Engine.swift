@@ -349,7 +349,7 @@ public final class Engine: @unchecked Sendable {
     /// Throws `notFound` (also on a double free).
     public func free(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
-            let slot = try slot(seq)
+            let slot = try slotAfterSwapOut(seq)
             if let offload {
                 if offload.swapped[slot] { return releaseSwapped(slot) }
                 offload.waitResident(slot)

@@ -46,6 +46,18 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     var diskHitTokens: UInt64 = 0
     var swapOuts: UInt64 = 0
     var swapIns: UInt64 = 0
+    /// Per sequence slot: a swap-out's writes are in flight (the sequence is already marked
+    /// swapped out, but its table still holds its memory blocks).
+    let swapping: UnsafeMutablePointer<Bool>
+
+    // Waiting for the device without the engine's lock (`awaitProgress`): at most one call
+    // waits on the device itself; any others wait on `progress`, which is broadcast whenever
+    // completions are processed or a waiting call leaves the device.
+    private var deviceWaiter = false
+    private var progressWaiters = 0
+    private let progress: UnsafeMutablePointer<pthread_cond_t>
+    /// I/O requests whose completions were processed, by any call.
+    private(set) var completionsProcessed: UInt64 = 0
 
     init(_ config: EngineConfig, blocks: BlockPool, sequences: SequenceTable, paged: PagedMemory?,
          contiguous: ContiguousMemory?) throws(KVError) {
@@ -64,8 +76,17 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         swapped.initialize(repeating: false, count: config.maxSeqs)
         scratchSlots = .allocate(capacity: sequences.maxBlocks)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
+        swapping = .allocate(capacity: config.maxSeqs)
+        swapping.initialize(repeating: false, count: config.maxSeqs)
+        progress = .allocate(capacity: 1)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(progress, &attributes)
+        pthread_condattr_destroy(&attributes)
         tier = try DiskTier(config, memory: self, events: blocks.events)
         blocks.spiller = self
+        tier.onCompletions = { [unowned self] n in self.processed(n) }
     }
 
     /// Waits for every request in flight and appends their journal records; the engine calls it
@@ -75,6 +96,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     }
 
     deinit {
+        tier?.onCompletions = nil
+        pthread_cond_destroy(progress)
+        progress.deallocate()
+        swapping.deallocate()
         loading.deallocate()
         failed.deallocate()
         swapped.deallocate()
@@ -129,6 +154,63 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Processes completions until `slot` is resident.
     func waitResident(_ slot: Int) {
         while !resident(slot) { tier.reap(waitFor: 1) }
+    }
+
+    // MARK: waiting without the engine's lock
+
+    private func processed(_ requests: Int) {
+        completionsProcessed += UInt64(requests)
+        notifyWaiters()
+    }
+
+    /// Wakes every call in `awaitProgress` so that it checks its condition again (completions
+    /// were processed, or a swap-out it may wait for ended). Under the engine's lock.
+    func notifyWaiters() {
+        if deviceWaiter { tier.wake() }
+        if progressWaiters > 0 { pthread_cond_broadcast(progress) }
+    }
+
+    /// Called with the engine's lock `mutex` held, and returns with it held; releases it while
+    /// it waits until completions were processed (by this call or any other), `notifyWaiters`
+    /// ran, or `deadlineNanoseconds` (CLOCK_MONOTONIC; nil: no limit) passed. It may also return
+    /// early for nothing: callers loop on their own condition. The first caller waits on the
+    /// device and then reaps; callers arriving meanwhile wait on a condition variable. Flushes
+    /// batched requests first, so nothing waited for is left unsubmitted.
+    func awaitProgress(mutex: UnsafeMutablePointer<pthread_mutex_t>, deadlineNanoseconds: UInt64?) {
+        tier.flush()
+        if !deviceWaiter {
+            deviceWaiter = true
+            var timeout: Int64 = -1
+            if let deadlineNanoseconds {
+                let now = OffloadCoordinator.monotonicNanoseconds()
+                timeout = deadlineNanoseconds > now ? Int64((deadlineNanoseconds - now + 999) / 1000) : 0
+            }
+            pthread_mutex_unlock(mutex)
+            _ = tier.waitForCompletion(timeoutMicroseconds: timeout)
+            pthread_mutex_lock(mutex)
+            deviceWaiter = false
+            tier.reap()
+            // Someone waiting on `progress` takes over the device if it still has to wait.
+            if progressWaiters > 0 { pthread_cond_broadcast(progress) }
+        } else {
+            progressWaiters += 1
+            if let deadlineNanoseconds {
+                var ts = timespec(tv_sec: Int(deadlineNanoseconds / 1_000_000_000), tv_nsec: Int(deadlineNanoseconds % 1_000_000_000))
+                pthread_cond_timedwait(progress, mutex, &ts)
+            } else {
+                pthread_cond_wait(progress, mutex)
+            }
+            progressWaiters -= 1
+        }
+    }
+
+    /// Tests: whether a call waits in `awaitProgress` now (on the device or the condition).
+    var waitingCalls: Int { (deviceWaiter ? 1 : 0) + progressWaiters }
+
+    static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
     // MARK: BlockSpiller

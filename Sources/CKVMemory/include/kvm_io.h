@@ -19,8 +19,9 @@
  * 1 << KVM_IO_READ, 1 << KVM_IO_WRITE), every request of those operations after the first
  * fault_after of them completes with -EIO without touching the file.
  *
- * Not thread-safe: one caller at a time (the engine holds its lock). The thread pool's workers
- * are internal. */
+ * Not thread-safe: one caller at a time (the engine holds its lock), with one exception:
+ * kvm_io_wait and kvm_io_wake may run on other threads meanwhile, so that a caller can wait for
+ * the device without holding the lock the others need. The thread pool's workers are internal. */
 typedef struct kvm_io kvm_io;
 
 enum { KVM_IO_READ = 0, KVM_IO_WRITE = 1 };
@@ -66,6 +67,18 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n);
  * available or timeout_us passes (timeout_us < 0: no limit; wait_for 0: never waits).
  * Returns the count, or -errno. */
 int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us);
+
+/* Waits until a completion can be reaped, kvm_io_wake is called (or was, since the last
+ * kvm_io_wait returned), or timeout_us passes (< 0: no limit). Consumes no completion: the
+ * caller reaps afterwards, with its lock. May run while another thread submits or reaps on the
+ * same queue; at most one thread at a time may wait here. Returns 1 (woken or a completion is
+ * there; possibly already taken by a concurrent reap), 0 (timed out) or -errno. */
+int kvm_io_wait(kvm_io *io, int64_t timeout_us);
+/* Ends the kvm_io_wait in progress, or the next one, at once. Any thread, any time. */
+void kvm_io_wake(kvm_io *io);
+/* Tests: while paused, the thread backend starts no request (requests stay in flight), so a
+ * test can hold I/O pending deterministically. -ENOTSUP on the io_uring backend. */
+int kvm_io_pause(kvm_io *io, int paused);
 
 /* Requests submitted and not yet reaped. */
 uint32_t kvm_io_inflight(const kvm_io *io);

@@ -1,0 +1,228 @@
+import Testing
+@testable import KVCache
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `poll` and `swapOut` wait for the disk without holding the engine's lock. The thread-pool
+/// backend holds every request in flight while paused, so each test knows the I/O is pending
+/// while another thread's calls run; the order of events is asserted, never a duration.
+@Suite("Waiting for the disk without the engine lock", .serialized)
+struct OffloadWaitTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+
+    @Test(arguments: layouts)
+    func anotherThreadsCallsCompleteWhilePollWaits(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        let e = try Engine(c)
+        let prompt = tokens(4 * 10, seed: 31)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try e.free(1)
+        #expect(e.pauseOffloadIO(true))
+        try e.trim()  // spills the cached blocks: their writes stay in flight
+        let order = EventLog()
+        var completed = 0
+        let poller = TestThread {
+            completed = e.poll(timeoutMicroseconds: .max)
+            order.add("poll returned")
+        }
+        #expect(waitUntil { e.offloadWaitingCalls == 1 }, "poll is waiting for the device")
+        let other = TestThread {
+            do {
+                let next = tokens(4 * 3 + 1, seed: 32)
+                try e.createSequence(2, tokens: next)
+                try e.append(2, tokens: [1, 2])
+                try e.free(2)
+                order.add("other calls done")
+            } catch {
+                order.add("other calls failed: \(error)")
+            }
+        }
+        let finished = waitUntil { order.events.count > 0 }  // a guard against a deadlock, not a timing assertion
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        other.join()
+        poller.join()
+        #expect(finished)
+        #expect(order.events == ["other calls done", "I/O resumed", "poll returned"])
+        #expect(completed > 0)
+        #expect(e.stats().disk.blocksSpilled == 10)
+    }
+
+    @Test(arguments: layouts)
+    func anotherThreadsCallsCompleteWhileASwapOutsWritesAreInFlight(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        let e = try Engine(c)
+        let prompt = tokens(4 * 20 + 2, seed: 41)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        let third = tokens(4 * 5 + 1, seed: 43)
+        try e.createSequence(3, tokens: third)
+        try fillKV(e, 3, count: third.count) { third[$0] }
+        let usedBefore = e.stats().blocksUsed
+        #expect(e.pauseOffloadIO(true))
+        let order = EventLog()
+        let swapper = TestThread {
+            do {
+                try e.swapOut(1)
+                order.add("swap-out returned")
+            } catch {
+                order.add("swap-out failed: \(error)")
+            }
+        }
+        #expect(waitUntil { e.offloadWaitingCalls == 1 }, "the swap-out is waiting for its writes")
+        // Marked swapped out from the start: not ready, its memory not reachable.
+        #expect(try e.ready(1) == false)
+        #expect(thrown { () throws(KVError) in try e.append(1, tokens: [9]) }?.code == .invalidArgument)
+        let other = TestThread {
+            do {
+                let next = tokens(4 * 3 + 1, seed: 42)
+                try e.createSequence(2, tokens: next)
+                try e.append(3, tokens: [7])
+                try e.free(2)
+                order.add("other calls done")
+            } catch {
+                order.add("other calls failed: \(error)")
+            }
+        }
+        let finished = waitUntil { order.events.count > 0 }  // a guard against a deadlock, not a timing assertion
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        other.join()
+        swapper.join()
+        #expect(finished)
+        #expect(order.events == ["other calls done", "I/O resumed", "swap-out returned"])
+        let s = e.stats()
+        #expect(s.disk.swapOuts == 1)
+        #expect(s.blocksUsed < usedBefore, "the swap-out released its memory when its writes completed")
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+        #expect(try kvDifferences(e, 3, count: third.count) { third[$0] } == 0)
+    }
+
+    @Test func aFreeOfASequenceBeingSwappedOutWaitsForTheSwapOut() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(.paged, dir: dir.path)
+        c.offloadForceThreads = true
+        let e = try Engine(c)
+        let prompt = tokens(4 * 8, seed: 51)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        #expect(e.pauseOffloadIO(true))
+        let order = EventLog()
+        let swapper = TestThread {
+            do {
+                try e.swapOut(1)
+                order.add("swap-out returned")
+            } catch {
+                order.add("swap-out failed: \(error)")
+            }
+        }
+        #expect(waitUntil { e.offloadWaitingCalls == 1 })
+        let freer = TestThread {
+            do {
+                try e.free(1)
+                order.add("free returned")
+            } catch {
+                order.add("free failed: \(error)")
+            }
+        }
+        #expect(waitUntil { e.offloadWaitingCalls == 2 }, "the free waits too")
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        swapper.join()
+        freer.join()
+        #expect(order.events.first == "I/O resumed")
+        #expect(Set(order.events.dropFirst()) == ["swap-out returned", "free returned"])
+        let s = e.stats()
+        #expect(s.sequences == 0)
+        #expect(s.disk.storedSlots == 8, "the freed sequence's blocks stay on disk as cached prefix blocks")
+    }
+
+    /// Four threads swap their own sequences out and in and poll at once (each waits for the
+    /// device without the lock, several of them at a time), on io_uring and on the thread
+    /// pool; every byte comes back.
+    @Test(arguments: [(Layout.paged, false), (.contiguous, false), (.paged, true), (.contiguous, true)])
+    func threadsSwappingAndPollingAtOnceKeepTheirBytes(layout: Layout, threadBackend: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = threadBackend
+        let e = try Engine(c)
+        let failures = Failures()
+        DispatchLike.concurrentPerform(iterations: 4) { thread in
+            for round in 0..<6 {
+                let seq = UInt64(thread * 100 + round)
+                let prompt = tokens(4 * 16 + thread, seed: Int32(600 + thread * 10 + round))
+                do {
+                    try e.createSequence(seq, tokens: prompt)
+                    try fillKV(e, seq, count: prompt.count) { prompt[$0] }
+                    try e.swapOut(seq)
+                    e.poll(timeoutMicroseconds: 1000)
+                    try e.swapIn(seq)
+                    try waitReady(e, seq)
+                    failures.values[thread] += try kvDifferences(e, seq, count: prompt.count) { prompt[$0] }
+                    try e.free(seq)
+                } catch {
+                    failures.values[thread] += 1_000_000
+                }
+            }
+        }
+        #expect((0..<4).map { failures.values[$0] } == [0, 0, 0, 0])
+        #expect(e.stats().disk.swapOuts == 24)
+        #expect(e.stats().disk.swapIns == 24)
+    }
+}
+
+/// Events in the order threads record them.
+final class EventLog: @unchecked Sendable {
+    private var lock = pthread_mutex_t()
+    private var list: [String] = []
+    init() { pthread_mutex_init(&lock, nil) }
+    func add(_ event: String) {
+        pthread_mutex_lock(&lock)
+        list.append(event)
+        pthread_mutex_unlock(&lock)
+    }
+    var events: [String] {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return list
+    }
+}
+
+/// A pthread running `body`; `join` waits for it.
+final class TestThread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: () -> Void
+    init(_ body: @escaping () -> Void) {
+        self.body = body
+        let me = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let me = Unmanaged<TestThread>.fromOpaque(raw!).takeRetainedValue()
+            me.body()
+            return nil
+        }, me)
+    }
+    func join() { pthread_join(thread, nil) }
+}
+
+/// Checks `condition` every millisecond until it holds (true) or a minute passed (false): a
+/// guard so that a broken implementation fails the test instead of hanging it.
+func waitUntil(_ condition: () -> Bool) -> Bool {
+    for _ in 0..<60_000 {
+        if condition() { return true }
+        usleep(1000)
+    }
+    return condition()
+}
