@@ -67,8 +67,12 @@ printf '%-7s %-5s %16s %14s %9s\n' block op "engine MiB/s" "fio MiB/s" ratio
     --no-baseline --tier --json >"$tmp/tier.json"
 for bs in 64KiB 2MiB; do
     for op in write read; do
+        if [ -z "${fio_bw["$bs:32:$op"]:-}" ]; then
+            printf '%-7s %-5s %16s\n' "$bs" "$op" "(no $bs:32 cell in CELLS: no fio number to compare with)"
+            continue
+        fi
         ours="$(jq -r --arg op "$op" --argjson b "$(bytes "$bs")" '.cells[] | select(.engine == "tier" and .op == $op and .block_bytes == $b) | .mib_per_s' "$tmp/tier.json")"
-        theirs="${fio_bw["$bs:32:$op"]:-0}"
+        theirs="${fio_bw["$bs:32:$op"]}"
         awk -v bs="$bs" -v op="$op" -v a="$ours" -v b="$theirs" 'BEGIN {
             printf "%-7s %-5s %16.1f %14.1f %8.2fx\n", bs, op, a, b, (b > 0 ? a / b : 0) }'
     done
