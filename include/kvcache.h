@@ -404,6 +404,21 @@ void kvc_engine_destroy(kvc_engine *e);
  */
 kvc_status kvc_engine_trim(kvc_engine *e);
 
+/**
+ * Commits memory ahead of need, until `bytes` are committed in all (capped at memory_bytes),
+ * so that later kvc_seq_create and kvc_seq_append calls do not pay for its first use
+ * (committing and zeroing pages: about 1 s per GiB on a small VM, most of a cold create's
+ * time). Paged layout: the pages are also faulted in (zeroed), with the engine's lock released
+ * so other calls proceed. Contiguous layout: the pages are committed; they fault in when a
+ * sequence first writes them. Like vLLM's allocation at start-up, but optional: until
+ * kvc_engine_trim, which gives unused reserved memory back, resident memory no longer follows
+ * live tokens. Call it once after kvc_engine_create, or when the server goes idle.
+ * *committed_bytes (may be NULL) receives the committed bytes afterwards.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_UNSUPPORTED (metadata_only: no memory),
+ * KVC_ERR_OUT_OF_MEMORY or KVC_ERR_IO (the OS refused to commit; what was committed stays).
+ */
+kvc_status kvc_engine_reserve(kvc_engine *e, uint64_t bytes, uint64_t *committed_bytes);
+
 /** Writes a snapshot of the counters to *out, honouring out->struct_size (see kvc_stats).
  *  Returns KVC_ERR_INVALID_ARGUMENT (NULL e/out, struct_size out of range). Cheap. */
 kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);

@@ -350,6 +350,13 @@ static void serve(uint32_t layout) {
     CHECK(cached == 0, "%s: after trim the prompt misses (%zu)", name, cached);
     MUST(kvc_seq_free(e, 5));
 
+    uint64_t reserved = 0;
+    MUST(kvc_engine_reserve(e, cfg.memory_bytes / 2, &reserved));
+    CHECK(reserved >= cfg.memory_bytes / 2 && reserved <= cfg.memory_bytes && reserved == stats_of(e).committed_bytes,
+          "%s: reserve commits half the budget ahead of need (%" PRIu64 " bytes)", name, reserved);
+    MUST(kvc_engine_trim(e));
+    CHECK(stats_of(e).committed_bytes == 0, "%s: trim gives the reserve back", name);
+
     kvc_engine_destroy(e);
 }
 
@@ -421,6 +428,7 @@ static void bad_input(uint32_t layout) {
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "out is NULL", kvc_drain_events(e, NULL, 4, &n));
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_events is NULL", kvc_drain_events(e, events, 4, NULL));
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "engine is NULL", kvc_engine_trim(NULL));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "engine is NULL", kvc_engine_reserve(NULL, 1, NULL));
 
     /* Double free of a real sequence. */
     MUST(kvc_seq_create(e, 11, t, 4, &cached));

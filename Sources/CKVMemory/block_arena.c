@@ -195,6 +195,17 @@ uint64_t kvm_arena_trim(kvm_arena *a) {
 
 uint32_t kvm_arena_fresh_count(const kvm_arena *a) { return a->fresh_count; }
 
+int64_t kvm_arena_reserve(kvm_arena *a, uint32_t groups) {
+    uint32_t n = 0;
+    while (n < groups) {
+        int rc = take_group(a);
+        if (rc == -ENOSPC) break;
+        if (rc < 0) return n > 0 ? (int64_t)n : rc;
+        n++;
+    }
+    return n;
+}
+
 uint32_t kvm_arena_take_fresh(kvm_arena *a, uint32_t *out, uint32_t capacity) {
     uint32_t n = 0;
     while (a->fresh_count > 0 && n < capacity) {

@@ -154,6 +154,20 @@ int64_t kvm_pool_alloc(kvm_pool *p, uint32_t hint) {
     return g;
 }
 
+int64_t kvm_pool_precommit(kvm_pool *p, uint32_t groups) {
+    uint32_t before = p->committed_count;
+    uint32_t w = 0;
+    while (p->committed_count - before < groups) {
+        uint64_t x = 0;
+        for (; w < p->words; w++)
+            if ((x = p->free_bits[w] & ~p->committed_bits[w]) != 0) break;
+        if (w == p->words) break; /* every free group has its pages */
+        int rc = commit_run(p, w * 64 + (uint32_t)__builtin_ctzll(x));
+        if (rc != 0) return p->committed_count > before ? (int64_t)(p->committed_count - before) : rc;
+    }
+    return p->committed_count - before;
+}
+
 /* Length of the free run starting at `g` (at most `limit`). */
 static uint32_t free_run(const kvm_pool *p, uint32_t g, uint32_t limit) {
     uint32_t n = 0;

@@ -433,6 +433,35 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Commits memory ahead of need, up to `bytes` committed in all (capped at the budget), so
+    /// that later creates and appends do not pay for its first use (on this machine kind about
+    /// 0.35 s per GiB to commit and 0.8 s per GiB to fault in). Paged: page groups are taken into
+    /// the arena, committed and faulted in, the faulting with the lock released. Contiguous:
+    /// groups are committed; their pages fault in when a sequence maps and writes them. Like
+    /// vLLM's allocation at start-up, but optional: until `trim`, which gives unused reserved
+    /// memory back, resident memory no longer follows live tokens. Returns the committed bytes
+    /// afterwards. Throws `unsupported` (metadata-only engine), or the failure to commit memory
+    /// (what was reserved before it stays). Cost: the commits and faults, in steps of at most 64
+    /// page groups; other calls run between steps.
+    public func reserve(bytes: UInt64) throws(KVError) -> UInt64 {
+        guard let pool = paged?.pool ?? contiguous?.pool else {
+            throw KVError(.unsupported, "a metadata-only engine has no memory to reserve")
+        }
+        let target = min(bytes, config.memoryBytes)
+        let stepBytes = kvm_pool_group_bytes(pool) * UInt64(config.tensors)
+        while true {
+            let progressed = try locked { () throws(KVError) -> Bool in
+                let committed = kvm_pool_committed_bytes(pool)
+                guard committed < target else { return false }
+                let groups = UInt32(min(64, (target - committed + stepBytes - 1) / stepBytes))
+                let got = paged.map { kvm_arena_reserve($0.arena, groups) } ?? kvm_pool_precommit(pool, groups)
+                if got < 0 { try check(Int32(got)) }
+                return got > 0
+            }
+            if !progressed { return stats().committedBytes }
+        }
+    }
+
     /// A consistent snapshot of the counters.
     public func stats() -> EngineStats {
         pthread_mutex_lock(mutex)

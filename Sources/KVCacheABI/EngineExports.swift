@@ -18,6 +18,14 @@ import KVCache
     Unmanaged<Engine>.fromOpaque(UnsafeRawPointer(e)).release()
 }
 
+/// `kvc_engine_reserve`: `Engine.reserve(bytes:)`; `committed_bytes` may be NULL.
+@c public func kvc_engine_reserve(_ e: OpaquePointer?, _ bytes: UInt64, _ committedBytes: UnsafeMutablePointer<UInt64>?) -> kvc_status {
+    status("kvc_engine_reserve") { () throws(KVError) in
+        let committed = try engine(e).reserve(bytes: bytes)
+        committedBytes?.pointee = committed
+    }
+}
+
 /// `kvc_engine_trim`: `Engine.trim()`.
 @c public func kvc_engine_trim(_ e: OpaquePointer?) -> kvc_status {
     status("kvc_engine_trim") { () throws(KVError) in

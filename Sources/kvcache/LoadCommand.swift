@@ -37,7 +37,7 @@ struct LoadCommand: ParsableCommand {
         preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free: \
         {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, max_us}}, prefix {query_tokens, \
         hit_tokens, hit_rate}, memory {budget_bytes, committed_peak_bytes, committed_end_bytes, \
-        rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings}, \
+        rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings, reserved_bytes, reserve_s}, \
         offload {dir, backend, capacity_bytes, bytes_written, bytes_read, write_mib_per_s, \
         read_mib_per_s, blocks_spilled, blocks_loaded, swap_outs, disk_hit_tokens, disk_hit_rate, \
         reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
@@ -115,6 +115,9 @@ struct LoadCommand: ParsableCommand {
     @Flag(help: "Write K/V bytes for every token through the engine's pointers (makes RSS real).")
     var writeKV = false
 
+    @Flag(help: "Commit (paged: and fault in) the whole memory budget before the run, as a server would at start-up (kvc_engine_reserve); the time it takes is reported, not measured in the run.")
+    var reserve = false
+
     @Flag(help: "Print the report as JSON (keys listed above) instead of a table.")
     var json = false
 
@@ -175,7 +178,7 @@ struct LoadCommand: ParsableCommand {
         }
         var runner = LoadRunner(config: config, workload: workload, threads: threads,
                                 settings: WorkerSettings(batch: batch, maxRetries: maxRetries, writeKV: writeKV),
-                                durationSeconds: duration)
+                                durationSeconds: duration, reserve: reserve)
         guard compareOffload, let dir = config.offloadDir else {
             let report = try runner.run()
             print(json ? report.json() : report.table(), terminator: json ? "\n" : "")

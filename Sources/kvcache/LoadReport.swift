@@ -92,6 +92,10 @@ struct LoadReport: Codable, Sendable {
         var rssEndBytes: UInt64
         var blocksEvicted: UInt64
         var mappings: UInt64
+        /// With `--reserve`: bytes committed ahead of the run (`Engine.reserve`) and how long
+        /// that took (outside the measured run); 0 without.
+        var reservedBytes: UInt64
+        var reserveSeconds: Double
 
         enum CodingKeys: String, CodingKey {
             case budgetBytes = "budget_bytes"
@@ -102,6 +106,8 @@ struct LoadReport: Codable, Sendable {
             case rssEndBytes = "rss_end_bytes"
             case blocksEvicted = "blocks_evicted"
             case mappings
+            case reservedBytes = "reserved_bytes"
+            case reserveSeconds = "reserve_s"
         }
     }
 
@@ -179,6 +185,9 @@ struct LoadReport: Codable, Sendable {
         line([pad("end", 10, left: true), pad(ByteCount.format(memory.committedEndBytes), 12),
               pad(ByteCount.format(memory.rssEndBytes), 12)].joined(separator: " "))
         line("budget \(ByteCount.format(memory.budgetBytes)); \(memory.blocksEvicted) cached blocks evicted; \(memory.mappings) mappings")
+        if memory.reservedBytes > 0 {
+            line("reserved \(ByteCount.format(memory.reservedBytes)) ahead of the run in \(fixed(memory.reserveSeconds, 2)) s (--reserve, not in the times above)")
+        }
         if let offload {
             line()
             line("disk tier  \(offload.dir), \(ByteCount.format(offload.capacityBytes)), \(offload.backend)")

@@ -11,6 +11,9 @@ struct LoadRunner {
     var settings: WorkerSettings
     /// Stop admitting requests after this long (nil: run the whole workload).
     var durationSeconds: Double?
+    /// Commit (and, paged, fault in) the whole budget before the clock starts, as a server
+    /// would at start-up (`Engine.reserve`).
+    var reserve = false
 
     /// How often the calling thread samples `committedBytes` for the peak.
     static let sampleIntervalNanoseconds: UInt64 = 50_000_000
@@ -27,6 +30,16 @@ struct LoadRunner {
             engine = try Engine(config)
         } catch {
             throw Failure(description: "cannot create the engine: \(error)")
+        }
+        var reserved: (bytes: UInt64, seconds: Double) = (0, 0)
+        if reserve {
+            let t0 = monotonicNanoseconds()
+            do {
+                reserved.bytes = try engine.reserve(bytes: config.memoryBytes)
+            } catch {
+                throw Failure(description: "cannot reserve the memory budget: \(error)")
+            }
+            reserved.seconds = Double(monotonicNanoseconds() - t0) / 1e9
         }
         var progressLine = ProgressLine()
         let admitUntil = durationSeconds.map { UInt64($0 * 1e9) } ?? .max
@@ -106,7 +119,8 @@ struct LoadRunner {
             memory: .init(budgetBytes: stats.budgetBytes, committedPeakBytes: committedPeak,
                           committedEndBytes: stats.committedBytes, rssStartBytes: rssStart.rssBytes,
                           rssPeakBytes: rssEnd.peakRSSBytes, rssEndBytes: rssEnd.rssBytes,
-                          blocksEvicted: stats.blocksEvicted, mappings: stats.mappings),
+                          blocksEvicted: stats.blocksEvicted, mappings: stats.mappings,
+                          reservedBytes: reserved.bytes, reserveSeconds: (reserved.seconds * 1000).rounded() / 1000),
             firstError: total.firstError,
             offload: config.hasDiskTier ? LoadReport.Offload(stats: stats, dir: config.offloadDir ?? "", elapsed: elapsed, total: total) : nil
         )

@@ -26,6 +26,20 @@ struct PagePoolTests {
         #expect(kvm_pool_groups(pool) == 16)
     }
 
+    @Test func precommitCommitsFreeGroupsInBatchesAndStopsWhenAllHavePages() {
+        let (pool, _) = makePool(budget: 16 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        #expect(kvm_pool_precommit(pool, 3) == 8)  // one commit batch
+        #expect(kvm_pool_committed_bytes(pool) == 8 * 4 * 4096)
+        #expect(kvm_pool_free_groups(pool) == 16)  // still free
+        let g = kvm_pool_alloc(pool, UInt32.max)
+        #expect(g >= 0 && g < 8)  // a committed group first
+        #expect(kvm_pool_committed_bytes(pool) == 8 * 4 * 4096)
+        #expect(kvm_pool_precommit(pool, 100) == 8)
+        #expect(kvm_pool_precommit(pool, 100) == 0)
+        #expect(kvm_pool_committed_bytes(pool) == 16 * 4 * 4096)
+    }
+
     @Test func allocationStopsExactlyAtTheBudget() {
         let (pool, _) = makePool(budget: 16 * 4 * 4096)
         defer { kvm_pool_destroy(pool) }

@@ -81,6 +81,33 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
         }
     }
 
+    @Test(arguments: bothLayouts)
+    func reserveCommitsAheadOfNeedAndTrimGivesItBack(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let before = try f.stats()
+        var committed: UInt64 = 0
+        #expect(kvc_engine_reserve(f.handle, 512 << 10, &committed) == KVC_OK)
+        #expect(committed >= 512 << 10)
+        #expect(committed == (try f.stats()).committedBytes)
+        #expect(kvc_engine_reserve(f.handle, .max, nil) == KVC_OK)  // capped at the budget
+        #expect((try f.stats()).committedBytes <= (try f.stats()).budgetBytes)
+        #expect((try f.stats()).committedBytes > committed)
+        try f.expectWitnessesIntact()  // live sequences' bytes untouched
+        #expect(kvc_engine_trim(f.handle) == KVC_OK)
+        #expect((try f.stats()).committedBytes <= before.committedBytes)
+        try f.expectWitnessesIntact()
+    }
+
+    @Test func reserveWithNullEngineOrOnAMetadataOnlyEngineFails() throws {
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_reserve", "NULL"]) { kvc_engine_reserve(nil, 1, nil) }
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.metadataOnly = 1
+        var e: OpaquePointer?
+        #expect(c.bytes.withUnsafeBytes { kvc_engine_create($0.baseAddress, &e) } == KVC_OK)
+        defer { kvc_engine_destroy(e) }
+        expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["kvc_engine_reserve", "metadata-only"]) { kvc_engine_reserve(e, 1, nil) }
+    }
+
     @Test func trimWithNullEngineIsInvalid() {
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_trim", "NULL"]) { kvc_engine_trim(nil) }
     }

@@ -1,3 +1,4 @@
+import CKVMemory
 import Testing
 @testable import KVCache
 
@@ -81,6 +82,42 @@ struct MemoryFootprintTests {
         try e.free(1)
         try e.trim()
         #expect(resident() < 64 * Self.mib)
+    }
+
+    /// `reserve` commits ahead of need (paged: faulted in too), later sequences use that memory
+    /// without committing more, it stops at the budget, and `trim` gives it back.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func reserveCommitsAheadOfNeedUpToTheBudgetAndTrimGivesItBack(layout: Layout) throws {
+        var c = Self.config(layout)
+        c.memoryBytes = 512 << 20
+        let e = try Engine(c)
+        let pool = try #require(e.paged?.pool ?? e.contiguous?.pool)
+        let groupBytes = kvm_pool_group_bytes(pool) * UInt64(c.tensors)
+        let region = e.memoryRegion
+        let resident = { residentBytes(start: region.start, bytes: region.bytes) }
+        #expect(e.stats().committedBytes == 0)
+        let want: UInt64 = 192 << 20
+        let got = try e.reserve(bytes: want)
+        #expect(got >= want)
+        #expect(got < want + 8 * groupBytes)  // whole groups, in commit batches of up to 8
+        #expect(e.stats().committedBytes == got)
+        if layout == .paged { #expect(resident() >= want) }  // faulted in, nothing written
+        try e.createSequence(1, tokens: tokens(1000, seed: 1))  // 125 MiB
+        try Self.fill(e, 1, from: 0, count: 1000)
+        #expect(e.stats().committedBytes == got)  // served from the reserve
+        #expect(try e.reserve(bytes: .max) == UInt64(kvm_pool_groups(pool)) * groupBytes)
+        #expect(try e.reserve(bytes: 0) == e.stats().committedBytes)  // nothing to do
+        try e.free(1)
+        try e.trim()
+        #expect(e.stats().committedBytes == 0)
+        #expect(resident() < 64 * Self.mib)
+    }
+
+    @Test func reserveOnAMetadataOnlyEngineIsUnsupported() throws {
+        var c = Self.config(.paged)
+        c.metadataOnly = true
+        let e = try Engine(c)
+        #expect(thrown { () throws(KVError) in _ = try e.reserve(bytes: 1 << 20) }?.code == .unsupported)
     }
 
     @Test(arguments: [Layout.paged, .contiguous])

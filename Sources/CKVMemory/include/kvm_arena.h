@@ -55,6 +55,10 @@ uint64_t kvm_arena_trim(kvm_arena *a);
  * safe) and, under its lock again, kvm_arena_prefault_done. A group never pre-faulted is faulted
  * by its first write instead. */
 uint32_t kvm_arena_fresh_count(const kvm_arena *a);
+/* Takes up to `groups` groups from the pool ahead of need (committed, listed as fresh, empty:
+ * kvm_arena_trim gives them back). Returns how many, 0 when the pool has none left, or -errno
+ * when taking the first failed. */
+int64_t kvm_arena_reserve(kvm_arena *a, uint32_t groups);
 /* Moves up to `capacity` fresh groups into `out` and marks them being pre-faulted; returns how many. */
 uint32_t kvm_arena_take_fresh(kvm_arena *a, uint32_t *out, uint32_t capacity);
 /* MADV_POPULATE_WRITE of `group` in every tensor. */
