@@ -317,6 +317,17 @@ typedef struct kvc_stats {
     /** Sequences swapped out, and swapped back in. */
     uint64_t swap_outs;
     uint64_t swap_ins;
+    /** Episodic offload (kvc_seq_compact / kvc_seq_focus with a disk tier): slab slots holding
+     *  sequences' evicted tokens now, and the tokens in them (both part of disk_stored_bytes;
+     *  never prefix hits). */
+    uint64_t token_records;
+    uint64_t tokens_on_disk;
+    /** Episodic offload totals: tokens written out, read back into memory, and lost (their
+     *  record could not be written, or its read failed or was torn or corrupt: dropped, never
+     *  served). */
+    uint64_t tokens_offloaded;
+    uint64_t tokens_restored;
+    uint64_t tokens_lost;
     /* more may follow */
 } kvc_stats;
 

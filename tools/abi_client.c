@@ -35,7 +35,7 @@ _Static_assert(sizeof(kvc_config) == 128, "kvc_config is 128 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
-_Static_assert(sizeof(kvc_stats) == 184, "kvc_stats is 184 bytes");
+_Static_assert(sizeof(kvc_stats) == 224, "kvc_stats is 224 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 

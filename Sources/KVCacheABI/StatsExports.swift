@@ -32,8 +32,13 @@ enum StatsLayout {
     static let diskErrors = 160
     static let swapOuts = 168
     static let swapIns = 176
+    static let tokenRecords = 184
+    static let tokensOnDisk = 192
+    static let tokensOffloaded = 200
+    static let tokensRestored = 208
+    static let tokensLost = 216
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 184
+    static let size = 224
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -71,6 +76,11 @@ enum StatsLayout {
         put(s.disk.spillsFailed + s.disk.loadsFailed, StatsLayout.diskErrors)
         put(s.disk.swapOuts, StatsLayout.swapOuts)
         put(s.disk.swapIns, StatsLayout.swapIns)
+        put(s.disk.tokenRecords, StatsLayout.tokenRecords)
+        put(s.disk.tokensOnDisk, StatsLayout.tokensOnDisk)
+        put(s.disk.tokensOffloaded, StatsLayout.tokensOffloaded)
+        put(s.disk.tokensRestored, StatsLayout.tokensRestored)
+        put(s.disk.tokensLost, StatsLayout.tokensLost)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

@@ -79,13 +79,13 @@ struct CConfig {
 
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 184
+    static let size = 224
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... swap_ins, in header order
+    var fields: [UInt64]  // budget_bytes ... tokens_lost, in header order
 
     init(bytes: [UInt8]) {
         // Fields past the end of a smaller buffer read 0.
-        fields = (0..<22).map { i in
+        fields = (0..<27).map { i in
             8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
         }
     }
@@ -112,6 +112,11 @@ struct CStats: Equatable, CustomStringConvertible {
     var diskErrors: UInt64 { fields[19] }
     var swapOuts: UInt64 { fields[20] }
     var swapIns: UInt64 { fields[21] }
+    var tokenRecords: UInt64 { fields[22] }
+    var tokensOnDisk: UInt64 { fields[23] }
+    var tokensOffloaded: UInt64 { fields[24] }
+    var tokensRestored: UInt64 { fields[25] }
+    var tokensLost: UInt64 { fields[26] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "

@@ -122,14 +122,20 @@ struct OffloadABITests {
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
         let compacted = try f.stats()
         #expect(compacted.diskStoredBytes > 0 && compacted.diskBytesWritten > 0, "58 evicted tokens per layer went to disk")
+        #expect(compacted.tokensOffloaded == 116 && compacted.tokensOnDisk == 116 && compacted.tokenRecords > 0)
         #expect(focus([0, 1]) == KVC_OK)
         #expect(waitReady(f, 5) == KVC_OK)
+        let focused = try f.stats()
+        #expect(focused.tokensRestored == 2 * UInt64(heavyB.count), "B's heavy tokens came back in both layers")
+        #expect(focused.tokensOffloaded == 116 + focused.tokensRestored, "the tokens they displaced went out")
+        #expect(focused.tokensOnDisk == 116 && focused.tokensLost == 0)
         for layer in 0..<2 { #expect(try f.positions(5, layer: layer).sorted() == (heavyB + [62, 63]).map(Int32.init)) }
         #expect(try f.firstSlotMismatch(5, salt: 5) == nil, "the restored tokens' bytes")
         #expect(try f.stats().diskBytesRead > compacted.diskBytesRead)
         #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
         #expect(try f.stats().diskStoredBytes == 0, "freeing the sequence released its records")
+        #expect(try f.stats().tokenRecords == 0 && (try f.stats()).tokensOnDisk == 0)
     }
 
     @Test func offloadBytesBelowOneSlotIsInvalid() {
