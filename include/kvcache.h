@@ -586,7 +586,7 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * tokens stay candidates for a later kvc_seq_focus; a token whose slot cannot be written
  * (disk full, tier full) is dropped as without a tier and reported once by kvc_seq_ready.
  * Without a tier, or per head, evicted tokens are dropped. Waits for the sequence's pending
- * restores first.
+ * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
  * budget has no room); then nothing changed. Cost: O(tokens) per layer plus the moved

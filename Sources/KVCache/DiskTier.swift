@@ -646,6 +646,17 @@ final class DiskTier {
     /// io_uring, which cannot hold requests.
     func pauseIO(_ paused: Bool) -> Bool { kvm_io_pause(io, paused ? 1 : 0) == 0 }
 
+    /// Tests: slots pinned (by swapped-out sequences, offloaded-token records or pending reads),
+    /// and stored slots without a block hash (a sequence's own, freed with its last pin).
+    var pinnedAndUnhashedSlots: (pinned: Int, unhashed: Int) {
+        var pinned = 0, unhashed = 0
+        for s in 0..<capacity {
+            if pins[s] > 0 { pinned += 1 }
+            if state[s] == DiskTier.stored && hashes[s] == 0 { unhashed += 1 }
+        }
+        return (pinned, unhashed)
+    }
+
     /// True while `slot`'s write is in flight.
     func isWriting(_ slot: Int32) -> Bool { state[Int(slot)] == DiskTier.writing }
 

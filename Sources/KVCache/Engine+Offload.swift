@@ -94,6 +94,14 @@ extension Engine {
         return offload?.waitingCalls ?? 0
     }
 
+    /// Tests: the disk tier's pinned slots and unhashed stored slots (`DiskTier.pinnedAndUnhashedSlots`).
+    var offloadSlotAudit: (pinned: Int, unhashed: Int) {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        offload?.tier.drain()
+        return offload?.tier.pinnedAndUnhashedSlots ?? (0, 0)
+    }
+
     /// Writes `seq`'s K/V to the disk tier and releases its memory: when it returns, every block
     /// is on disk and the memory is free (blocks shared with other sequences stay, cached prefix
     /// blocks already on disk are not written again). The sequence stays live (its id, length and

@@ -308,8 +308,9 @@ public final class Engine: @unchecked Sendable {
 
     /// Creates `child` holding all of `parent`'s tokens. Paged: the block table is shared with
     /// reference counts; a partly filled last block is copied by whichever side appends first.
-    /// Contiguous: whole pages are mapped shared, the boundary page copied.
-    /// Throws `notFound`, `exists`, `outOfMemory`.
+    /// Contiguous: whole pages are mapped shared, the boundary page copied. With a disk tier the
+    /// child shares the parent's `ready` verdict: a disk read of the parent's that failed fails
+    /// the child too. Throws `notFound`, `exists`, `outOfMemory`.
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
             let from = try residentSlot(parent)
@@ -339,6 +340,9 @@ public final class Engine: @unchecked Sendable {
             sequences.lengths[to] = length
             sequences.lastHash[to] = sequences.lastHash[from]
             sequences.indexesAppends[to] = sequences.indexesAppends[from]
+            // The child holds the parent's blocks, so a failed read of them fails it too; and the
+            // slot's flag may be left from a previous, freed owner.
+            if let offload { offload.failed[to] = offload.failed[from] }
             sequences.tail(to).update(from: sequences.tail(from), count: bt)
             evictionStates[to] = evictionStates[from]?.copy()
             sequencesCreated += 1

@@ -337,3 +337,34 @@ func caught(_ body: () throws -> Void) -> KVError? {
     do { try body() } catch { return error as? KVError }
     return nil
 }
+
+@Suite struct CompactionWithPendingReadsTests {
+    /// Compaction moves and releases blocks, so it must not run over blocks a disk read is still
+    /// filling: the read would land on the compacted layout (or on a released block). Sequence 2
+    /// takes 60 of its 64 tokens from the disk tier and is compacted at once, before any
+    /// completion is processed; once ready, every kept slot holds its token's bytes.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func compactingASequenceWhoseDiskReadsArePendingKeepsTheirBytes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.eviction = EvictionConfig(.heavyHitter)
+        let e = try Engine(c)
+        let toks = tokens(64, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()  // else the reads would be served from staging at once
+        let cached = try e.createSequence(2, tokens: toks)
+        #expect(cached == 60)
+        try writeKV(e, 2, tokens: Array(toks[cached...]), from: cached)
+        try observeAll(e, 2, scores(e, n: 64, heavy: [0, 5, 9, 33, 40, 41]), n: 64)
+        #expect(try e.compact(2, budgetTokens: 16) == 16)
+        try waitReady(e, 2)
+        #expect(try slotMismatches(e, 2, tokens: toks) == 0)
+        try e.free(2)
+        try e.trim()
+        #expect(e.stats().committedBytes == 0)
+    }
+}

@@ -125,6 +125,38 @@ struct DiskTierFaultTests {
         #expect(try e.createSequence(2, tokens: prompt) == 0, "the unreadable blocks left the tier")
     }
 
+    /// A fork shares its parent's blocks, so it shares a failed read's verdict too; and a fork
+    /// into the slot of a freed failed sequence does not inherit that sequence's verdict.
+    /// (Before the fix, fork left the child slot's `failed` flag as the slot's previous owner
+    /// had it: the child of a failed parent was ready with unread bytes, and a healthy child in
+    /// a recycled slot reported an I/O error.)
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aForkSharesItsParentsFailedReadAndNotAStaleOne(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadFault = OffloadFault(reads: true, writes: false)
+        let e = try Engine(c)
+        let healthy = tokens(9, seed: 8)
+        try e.createSequence(10, tokens: healthy)
+        try fillKV(e, 10, count: healthy.count) { healthy[$0] }
+        let prompt = tokens(41, seed: 9)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 41) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        #expect(try e.createSequence(2, tokens: prompt) == 40)
+        #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)
+        try e.fork(parent: 2, child: 3)
+        #expect(thrown { () throws(KVError) in _ = try e.ready(3) }?.code == .io, "the child holds the blocks whose read failed")
+        try e.free(3)
+        try e.free(2)  // its slot, next to be reused, saw a failed read
+        try e.fork(parent: 10, child: 11)
+        #expect(try e.ready(11), "a healthy fork is ready whatever its slot held before")
+        #expect(try kvDifferences(e, 11, count: healthy.count) { healthy[$0] } == 0)
+    }
+
     @Test(arguments: [Layout.paged, .contiguous])
     func aVanishedDirectoryDoesNotStopTheEngine(layout: Layout) throws {
         let dir = ScratchDir()

@@ -78,6 +78,7 @@ extension Engine {
     /// Policy `none` changes nothing. Episodic per layer with a disk tier: the evicted tokens'
     /// K/V are written to the tier and their eviction state kept (Engine+EpisodicOffload.swift);
     /// a token whose record cannot be written is dropped as without a tier (`tokensLost`).
+    /// With a disk tier it first waits (holding the lock) for the sequence's pending reads.
     /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out),
     /// `outOfMemory` (a shared block or page must be copied and the budget has no room; then
     /// nothing changed). Cost: the policy's
@@ -92,6 +93,10 @@ extension Engine {
             if evictionConfig(s).policy == .none { return sequences.lengths[s] }
             let state = evictionState(s)
             state.parksEvictions = offloadsEvictions(state)
+            // Compaction moves bytes and releases blocks: every disk read still filling the
+            // sequence (prefix hit, swap-in, a focus's restores) must land first, or it would
+            // land on the compacted layout or on a released block.
+            offload?.waitResident(s)
             if state.parksEvictions { settleRestores(s) }
             let oldLength = sequences.lengths[s]
             let newLength = state.plan(budget: budgetTokens)
