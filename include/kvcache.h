@@ -632,8 +632,9 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * kvc_seq_positions reports the new positions at once, but the sequence is not ready:
  * do not read its K/V (or run attention over it) until kvc_seq_ready says 1. A failed or
  * corrupt read is never served: its restores are undone (the displaced tokens stay) and
- * kvc_seq_ready reports the lost tokens once (KVC_ERR_IO). Waits for the sequence's
- * previous restores first.
+ * kvc_seq_ready reports the lost tokens once (KVC_ERR_IO). Waits first for every disk read
+ * still filling the sequence (a prefix hit, a swap-in, previous restores): the tokens a
+ * restore displaces are written to disk from memory.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
  * dimension, non-finite value; with a disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
  * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a

@@ -282,6 +282,28 @@ import Testing
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
     }
 
+    /// A focus right after a swap-in, before its reads landed: the tokens the restore displaces
+    /// are copied to disk from memory, so their bytes must have arrived first (the focus waits,
+    /// as compaction does); every restored byte is then right.
+    @Test(arguments: layouts)
+    func aFocusRightAfterASwapInRestoresTheRightBytes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path)
+        let toks = try compactedOnTopicA(e).tokens
+        try e.swapOut(1)
+        try e.syncOffload()  // else the reads would be served from staging at once
+        try e.swapIn(1)
+        #expect(try focus(e, Self.queryB) != -1)
+        try waitReady(e, 1)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyB + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try focus(e, Self.queryA) != -1)  // the displaced A tokens come back from disk
+        try waitReady(e, 1)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+    }
+
     @Test func perHeadSetsAreDroppedEvenWithATier() throws {
         let dir = ScratchDir()
         defer { dir.remove() }

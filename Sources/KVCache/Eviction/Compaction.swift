@@ -285,7 +285,8 @@ extension Engine {
     /// its tokens, in memory and on disk, by the focused episode's scores, keeping its length:
     /// the chosen offloaded tokens are read back asynchronously into the slots of the resident
     /// tokens they displace, which are written out first (Engine+EpisodicOffload.swift); the
-    /// sequence is not `ready` until the reads land. Throws `notFound`, `invalidArgument` (no
+    /// sequence is not `ready` until the reads land; with a disk tier the focus first waits
+    /// (holding the lock) for the sequence's pending reads. Throws `notFound`, `invalidArgument` (no
     /// segment, dimension, non-finite values; with a disk tier, a swapped-out sequence),
     /// `unsupported` (another policy), `outOfMemory`
     /// (the restore must copy a shared block or page and the budget has no room: the episode
@@ -301,6 +302,9 @@ extension Engine {
             let state = evictionState(s)
             if offloadsEvictions(state) {
                 _ = try residentSlot(seq)  // a restore writes into memory
+                // The tokens a restore displaces are copied to disk from memory: every read
+                // still filling the sequence (prefix hit, swap-in, earlier restores) lands first.
+                offload?.waitResident(s)
                 settleRestores(s)
             }
             let episode = try state.focus(query)
