@@ -62,8 +62,10 @@ final class PagedMemory {
     /// Called holding `mutex` (the engine lock) when `hasFreshGroups`: faults the new groups'
     /// pages in (`MADV_POPULATE_WRITE`, which zeroes them: about 1 s per GiB on this machine
     /// kind) with the lock released, so that other engine calls proceed meanwhile, and returns
-    /// with the lock released. Groups being faulted stay out of `trim`. The caller's call does
-    /// not return before its memory is faulted in, so the server's first K/V writes do not fault.
+    /// with the lock released. Groups being faulted stay out of `trim`. A call does not return
+    /// before the groups it took are faulted in, so the server's first K/V writes there do not
+    /// fault; a block it got from a group another call is still faulting may (speed only: the
+    /// fault and the pre-fault each leave the bytes as they are).
     /// Cost: one lock round trip plus the faults; a stack buffer for up to 256 groups (more
     /// are faulted by a second round).
     func prefaultFresh(unlocking mutex: UnsafeMutablePointer<pthread_mutex_t>) {
