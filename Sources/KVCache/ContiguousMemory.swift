@@ -163,14 +163,8 @@ final class ContiguousMemory: BlockListener {
         try dropStale(slot) { page in page < needPages ? sharedGroup(hit, hitTokens: hitTokens, page: page) : -1 }
         var owned: [Int] = []
         owned.reserveCapacity(needPages)
-        for page in 0..<needPages {
-            let shared = sharedGroup(hit, hitTokens: hitTokens, page: page)
-            if shared < 0 {
-                owned.append(page)
-            } else if group(slot, page) != shared {
-                try check(kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(shared), 1))
-            }
-        }
+        for page in 0..<needPages where sharedGroup(hit, hitTokens: hitTokens, page: page) < 0 { owned.append(page) }
+        try mapGroups(slot: slot, pages: 0..<needPages) { page in sharedGroup(hit, hitTokens: hitTokens, page: page) }
         try mapOwned(slot: slot, pages: owned)
         for page in owned where page * pageBytes < hitTokens * tokenBytes {
             try copyHit(hit, hitTokens: hitTokens, page: page, slot: slot)
@@ -196,10 +190,7 @@ final class ContiguousMemory: BlockListener {
         busy = (child, pages(for: tokens))
         defer { busy = (-1, 0) }
         try dropStale(child) { page in page < whole ? group(parent, page) : -1 }
-        for page in 0..<whole {
-            let g = group(parent, page)
-            if group(child, page) != g { try check(kvm_ranges_map(ranges, UInt32(child), UInt32(page), UInt32(g), 1)) }
-        }
+        try mapGroups(slot: child, pages: 0..<whole) { page in group(parent, page) }
         if bytes % pageBytes != 0 {
             try mapOwned(slot: child, pages: [whole])
             let g = UInt32(group(parent, whole))
@@ -352,6 +343,24 @@ final class ContiguousMemory: BlockListener {
             return true
         }
         return false
+    }
+
+    /// Maps at each page in `pages` of `slot` the group `wanted(page)` asks for (>= 0) where the
+    /// slot does not map it yet: consecutive pages wanting consecutive groups (a prefix hit or a
+    /// parent whose pages were taken as a run) in one mmap per tensor, not one per page.
+    private func mapGroups(slot: Int, pages: Range<Int>, _ wanted: (Int) -> Int32) throws(KVError) {
+        var page = pages.lowerBound
+        while page < pages.upperBound {
+            let g = wanted(page)
+            if g < 0 || group(slot, page) == g {
+                page += 1
+                continue
+            }
+            var n = 1
+            while page + n < pages.upperBound && wanted(page + n) == g + Int32(n) && group(slot, page + n) != g + Int32(n) { n += 1 }
+            try check(kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(g), UInt32(n)))
+            page += n
+        }
     }
 
     /// Makes each page in `pages` (ascending) of `slot` hold a group only this slot references:
