@@ -368,6 +368,11 @@ final class ContiguousMemory: BlockListener {
     /// groups, so that one mmap per tensor covers a run. When the mapping limit rather than
     /// memory is what stops it, unmaps free slots' pages and tries again.
     private func mapOwned(slot: Int, pages: [Int]) throws(KVError) {
+        // While little is free, a run shorter than `minRun` is left for appends (which take single
+        // groups, `kvm_pool_alloc_run_fit`) and more cached blocks are evicted for longer runs:
+        // each run costs an mmap per tensor, and the free runs of one group (appends of many
+        // sequences interleave, so their groups come back one by one) made most of a create's.
+        var avoidShort = Int(kvm_pool_free_groups(pool)) < groups / 32
         var i = 0
         while i < pages.count {
             let page = pages[i]
@@ -379,7 +384,11 @@ final class ContiguousMemory: BlockListener {
             while i + want < pages.count && pages[i + want] == page + want && !ownsAlone(slot, page + want) { want += 1 }
             let hint = page > 0 ? group(slot, page - 1) + 1 : -1
             var got: UInt32 = 0
-            let first = kvm_pool_alloc_run(pool, hint < 0 ? UInt32.max : UInt32(hint), UInt32(want), &got)
+            let first = kvm_pool_alloc_run_fit(pool, hint < 0 ? UInt32.max : UInt32(hint), UInt32(want), avoidShort ? UInt32(minRun) : 1, &got)
+            if first == -Int64(EAGAIN) {
+                if !reclaim(groups: Int(kvm_pool_free_groups(pool)) + needFresh(slot: slot, pages[i...])) { avoidShort = false }
+                continue
+            }
             if first < 0 {
                 if first == -Int64(ENOSPC) && reclaim(groups: needFresh(slot: slot, pages[i...])) { continue }
                 try check(Int32(first))
@@ -391,6 +400,10 @@ final class ContiguousMemory: BlockListener {
             i += Int(got)
         }
     }
+
+    /// The shortest run of groups `mapOwned` maps while memory is short and cached blocks can be
+    /// evicted for longer ones.
+    let minRun = 4
 
     /// Whether `page` of `slot` holds a group that only this slot references and no live slot
     /// pins: one the slot may keep writing.
