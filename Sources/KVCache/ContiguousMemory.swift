@@ -403,7 +403,7 @@ final class ContiguousMemory: BlockListener {
 
     /// The shortest run of groups `mapOwned` maps while memory is short and cached blocks can be
     /// evicted for longer ones.
-    let minRun = 4
+    let minRun = 16
 
     /// Whether `page` of `slot` holds a group that only this slot references and no live slot
     /// pins: one the slot may keep writing.
