@@ -191,13 +191,21 @@ static void find_run(const kvm_pool *p, uint32_t want, uint32_t *start, uint32_t
     *len = best_len;
 }
 
-int64_t kvm_pool_alloc_run(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t *got) {
-    *got = 0;
-    if (want == 0) return kvm_fail(EINVAL, "a run of 0 groups");
-    uint32_t start = hint, n = hint < p->groups ? free_run(p, hint, want) : 0;
-    if (n == 0) find_run(p, want, &start, &n);
-    if (n == 0) return kvm_fail(ENOSPC, "all %u page groups are in use (budget reached)", p->groups);
-    if (n > want) n = want;
+/* The lowest free group whose neighbours are both in use, or -1. */
+static int64_t isolated_free(const kvm_pool *p) {
+    for (uint32_t w = 0; w < p->words; w++) {
+        uint64_t x = p->free_bits[w];
+        if (!x) continue;
+        uint64_t prev = (x << 1) | (w > 0 ? p->free_bits[w - 1] >> 63 : 0);             /* bit i: i - 1 free */
+        uint64_t next = (x >> 1) | (w + 1 < p->words ? p->free_bits[w + 1] << 63 : 0); /* bit i: i + 1 free */
+        uint64_t alone = x & ~prev & ~next;
+        if (alone) return (int64_t)w * 64 + __builtin_ctzll(alone);
+    }
+    return -1;
+}
+
+/* Commits what is uncommitted in groups [start, start + n) and takes them (refs = 1). */
+static int64_t take_run(kvm_pool *p, uint32_t start, uint32_t n, uint32_t *got) {
     for (uint32_t g = start; g < start + n; g++) {
         if (bit(p->committed_bits, g)) continue;
         int rc = commit_run(p, g);
@@ -210,6 +218,36 @@ int64_t kvm_pool_alloc_run(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t *
     p->free_count -= n;
     *got = n;
     return start;
+}
+
+int64_t kvm_pool_alloc_run(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t *got) {
+    *got = 0;
+    if (want == 0) return kvm_fail(EINVAL, "a run of 0 groups");
+    uint32_t start = hint, n = hint < p->groups ? free_run(p, hint, want) : 0;
+    if (n == 0) find_run(p, want, &start, &n);
+    if (n == 0) return kvm_fail(ENOSPC, "all %u page groups are in use (budget reached)", p->groups);
+    return take_run(p, start, n > want ? want : n, got);
+}
+
+int64_t kvm_pool_alloc_run_fit(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t min_len, uint32_t *got) {
+    *got = 0;
+    if (want == 0) return kvm_fail(EINVAL, "a run of 0 groups");
+    uint32_t floor = min_len == 0 ? 1 : min_len < want ? min_len : want;
+    uint32_t start = hint, n = hint < p->groups ? free_run(p, hint, want) : 0;
+    if (n < floor) {
+        n = 0;
+        int64_t alone = want == 1 ? isolated_free(p) : -1;
+        if (alone >= 0) {
+            start = (uint32_t)alone;
+            n = 1;
+        } else {
+            find_run(p, want, &start, &n);
+        }
+        if (n == 0) return kvm_fail(ENOSPC, "all %u page groups are in use (budget reached)", p->groups);
+        if (n > want) n = want;
+        if (n < floor) return -EAGAIN;
+    }
+    return take_run(p, start, n > want ? want : n, got);
 }
 
 void kvm_pool_ref(kvm_pool *p, uint32_t group) { p->refs[group]++; }

@@ -163,14 +163,8 @@ final class ContiguousMemory: BlockListener {
         try dropStale(slot) { page in page < needPages ? sharedGroup(hit, hitTokens: hitTokens, page: page) : -1 }
         var owned: [Int] = []
         owned.reserveCapacity(needPages)
-        for page in 0..<needPages {
-            let shared = sharedGroup(hit, hitTokens: hitTokens, page: page)
-            if shared < 0 {
-                owned.append(page)
-            } else if group(slot, page) != shared {
-                try check(kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(shared), 1))
-            }
-        }
+        for page in 0..<needPages where sharedGroup(hit, hitTokens: hitTokens, page: page) < 0 { owned.append(page) }
+        try mapGroups(slot: slot, pages: 0..<needPages) { page in sharedGroup(hit, hitTokens: hitTokens, page: page) }
         try mapOwned(slot: slot, pages: owned)
         for page in owned where page * pageBytes < hitTokens * tokenBytes {
             try copyHit(hit, hitTokens: hitTokens, page: page, slot: slot)
@@ -196,10 +190,7 @@ final class ContiguousMemory: BlockListener {
         busy = (child, pages(for: tokens))
         defer { busy = (-1, 0) }
         try dropStale(child) { page in page < whole ? group(parent, page) : -1 }
-        for page in 0..<whole {
-            let g = group(parent, page)
-            if group(child, page) != g { try check(kvm_ranges_map(ranges, UInt32(child), UInt32(page), UInt32(g), 1)) }
-        }
+        try mapGroups(slot: child, pages: 0..<whole) { page in group(parent, page) }
         if bytes % pageBytes != 0 {
             try mapOwned(slot: child, pages: [whole])
             let g = UInt32(group(parent, whole))
@@ -354,11 +345,34 @@ final class ContiguousMemory: BlockListener {
         return false
     }
 
+    /// Maps at each page in `pages` of `slot` the group `wanted(page)` asks for (>= 0) where the
+    /// slot does not map it yet: consecutive pages wanting consecutive groups (a prefix hit or a
+    /// parent whose pages were taken as a run) in one mmap per tensor, not one per page.
+    private func mapGroups(slot: Int, pages: Range<Int>, _ wanted: (Int) -> Int32) throws(KVError) {
+        var page = pages.lowerBound
+        while page < pages.upperBound {
+            let g = wanted(page)
+            if g < 0 || group(slot, page) == g {
+                page += 1
+                continue
+            }
+            var n = 1
+            while page + n < pages.upperBound && wanted(page + n) == g + Int32(n) && group(slot, page + n) != g + Int32(n) { n += 1 }
+            try check(kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(g), UInt32(n)))
+            page += n
+        }
+    }
+
     /// Makes each page in `pages` (ascending) of `slot` hold a group only this slot references:
     /// keeps one that already does (reuse), else maps fresh groups taken as runs of consecutive
     /// groups, so that one mmap per tensor covers a run. When the mapping limit rather than
     /// memory is what stops it, unmaps free slots' pages and tries again.
     private func mapOwned(slot: Int, pages: [Int]) throws(KVError) {
+        // While little is free, a run shorter than `minRun` is left for appends (which take single
+        // groups, `kvm_pool_alloc_run_fit`) and more cached blocks are evicted for longer runs:
+        // each run costs an mmap per tensor, and the free runs of one group (appends of many
+        // sequences interleave, so their groups come back one by one) made most of a create's.
+        var avoidShort = Int(kvm_pool_free_groups(pool)) < groups / 32
         var i = 0
         while i < pages.count {
             let page = pages[i]
@@ -370,7 +384,11 @@ final class ContiguousMemory: BlockListener {
             while i + want < pages.count && pages[i + want] == page + want && !ownsAlone(slot, page + want) { want += 1 }
             let hint = page > 0 ? group(slot, page - 1) + 1 : -1
             var got: UInt32 = 0
-            let first = kvm_pool_alloc_run(pool, hint < 0 ? UInt32.max : UInt32(hint), UInt32(want), &got)
+            let first = kvm_pool_alloc_run_fit(pool, hint < 0 ? UInt32.max : UInt32(hint), UInt32(want), avoidShort ? UInt32(minRun) : 1, &got)
+            if first == -Int64(EAGAIN) {
+                if !reclaim(groups: Int(kvm_pool_free_groups(pool)) + needFresh(slot: slot, pages[i...])) { avoidShort = false }
+                continue
+            }
             if first < 0 {
                 if first == -Int64(ENOSPC) && reclaim(groups: needFresh(slot: slot, pages[i...])) { continue }
                 try check(Int32(first))
@@ -382,6 +400,10 @@ final class ContiguousMemory: BlockListener {
             i += Int(got)
         }
     }
+
+    /// The shortest run of groups `mapOwned` maps while memory is short and cached blocks can be
+    /// evicted for longer ones.
+    let minRun = 16
 
     /// Whether `page` of `slot` holds a group that only this slot references and no live slot
     /// pins: one the slot may keep writing.

@@ -285,6 +285,31 @@ struct PagePoolRunTests {
         #expect(got == 6)
     }
 
+    @Test func aFittedSingleGroupComesFromAGroupOfOneAndLeavesRunsWhole() {
+        let (pool, _) = makePool(budget: 16 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        var got: UInt32 = 0
+        for g: UInt32 in [2, 4] { _ = kvm_pool_alloc_run(pool, g, 1, &got) }  // free: 0-1, 3, 5-15
+        #expect(kvm_pool_alloc_run_fit(pool, UInt32.max, 1, 1, &got) == 3)
+        #expect(got == 1)
+        #expect(kvm_pool_alloc_run_fit(pool, 0, 1, 1, &got) == 0)  // a free hint comes first
+        #expect(kvm_pool_alloc_run_fit(pool, UInt32.max, 1, 1, &got) == 1)  // now alone
+        #expect(kvm_pool_alloc_run_fit(pool, UInt32.max, 1, 1, &got) == 5)  // none alone: first free
+    }
+
+    @Test func aFittedRunShorterThanTheMinimumIsRefusedAndNothingChanges() {
+        let (pool, _) = makePool(budget: 16 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        var got: UInt32 = 0
+        for g: UInt32 in [2, 5, 8, 11, 14] { _ = kvm_pool_alloc_run(pool, g, 1, &got) }  // free: runs of 2, and 15
+        #expect(kvm_pool_alloc_run_fit(pool, 0, 8, 4, &got) == -Int64(EAGAIN))  // the hint's run is short too
+        #expect(got == 0)
+        #expect(kvm_pool_free_groups(pool) == 11)
+        #expect(kvm_pool_alloc_run_fit(pool, UInt32.max, 8, 2, &got) == 0)
+        #expect(got == 2)
+        #expect(kvm_pool_alloc_run_fit(pool, UInt32.max, 1, 4, &got) == 15)  // a minimum above want is want
+    }
+
     @Test func aFullPoolSaysSo() {
         let (pool, _) = makePool(budget: 4 * 4 * 4096)
         defer { kvm_pool_destroy(pool) }

@@ -39,6 +39,11 @@ int64_t kvm_pool_alloc(kvm_pool *p, uint32_t hint);
  * what is uncommitted. Returns the first group and stores the run's length in *got (each group
  * with refs = 1), or -ENOSPC / -errno like kvm_pool_alloc. Cost: O(groups / 64) scan. */
 int64_t kvm_pool_alloc_run(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t *got);
+/* Like kvm_pool_alloc_run, but fitted to the free space's fragments: a single group (want 1)
+ * comes from the hint, else from a free group whose neighbours are in use (so the runs stay
+ * whole for callers that want many); and a run shorter than min(min_len, want) is not taken:
+ * -EAGAIN (no message, nothing changed) says only such short runs are free. Cost: O(groups / 64). */
+int64_t kvm_pool_alloc_run_fit(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t min_len, uint32_t *got);
 
 /* Adds an owner to an owned group. */
 void kvm_pool_ref(kvm_pool *p, uint32_t group);
