@@ -232,9 +232,9 @@ int64_t kvm_pool_alloc_run(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t *
 int64_t kvm_pool_alloc_run_fit(kvm_pool *p, uint32_t hint, uint32_t want, uint32_t min_len, uint32_t *got) {
     *got = 0;
     if (want == 0) return kvm_fail(EINVAL, "a run of 0 groups");
-    uint32_t floor = min_len == 0 ? 1 : min_len < want ? min_len : want;
+    uint32_t shortest = min_len == 0 ? 1 : min_len < want ? min_len : want;
     uint32_t start = hint, n = hint < p->groups ? free_run(p, hint, want) : 0;
-    if (n < floor) {
+    if (n < shortest) {
         n = 0;
         int64_t alone = want == 1 ? isolated_free(p) : -1;
         if (alone >= 0) {
@@ -245,7 +245,7 @@ int64_t kvm_pool_alloc_run_fit(kvm_pool *p, uint32_t hint, uint32_t want, uint32
         }
         if (n == 0) return kvm_fail(ENOSPC, "all %u page groups are in use (budget reached)", p->groups);
         if (n > want) n = want;
-        if (n < floor) return -EAGAIN;
+        if (n < shortest) return -EAGAIN;
     }
     return take_run(p, start, n > want ? want : n, got);
 }
