@@ -29,6 +29,22 @@ import Testing
         try query.withUnsafeBufferPointer { try e.focus(1, query: $0) }
     }
 
+    /// Every layer of sequence 1 holds exactly `heavy` and the recent window, and every held
+    /// slot has its token's bytes.
+    private func expectHolds(_ e: Engine, _ heavy: [Int32], _ toks: [Int32], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        for layer in 0..<2 {
+            #expect(try positions(e, 1, layer: layer).sorted() == (heavy + Self.recent).sorted(), sourceLocation: sourceLocation)
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0, sourceLocation: sourceLocation)
+    }
+
+    /// Freeing sequence 1 leaves no slot of the tier in use.
+    private func expectFreeReleasesRecords(_ e: Engine, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 0, sourceLocation: sourceLocation)
+    }
+
     /// Sequence 1 of 512 tokens with distinct K/V bytes per token and layer, two registered
     /// topics whose turns attended to their own heavy hitters, focused on topic A and compacted
     /// to 12 tokens per layer. Returns the prompt and the committed bytes before the compaction.
@@ -56,8 +72,7 @@ import Testing
         let baseline = e.stats().disk
         let (toks, committedFull) = try compactedOnTopicA(e)
         let compacted = e.stats()
-        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try expectHolds(e, Self.heavyA, toks)
         #expect(compacted.committedBytes < committedFull)
         #expect(compacted.disk.tokensOffloaded == 2 * 500, "every evicted token of both layers")
         #expect(compacted.disk.tokensOnDisk == 2 * 500)
@@ -147,13 +162,8 @@ import Testing
         #expect(s.tokensLost >= 2 * 10, "at least the chosen B tokens")
         #expect(s.tokensOnDisk == 2 * 500 - s.tokensLost, "the lost tokens left the state and the disk")
         // The restores were undone: the displaced tokens, whose bytes never left memory, stay.
-        for layer in 0..<2 {
-            #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted())
-        }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
-        try e.free(1)
-        try e.syncOffload()
-        #expect(e.stats().disk.storedSlots == 0)
+        try expectHolds(e, Self.heavyA, toks)
+        try expectFreeReleasesRecords(e)
     }
 
     @Test(arguments: layouts)
@@ -169,11 +179,8 @@ import Testing
         #expect(failure?.code == .io)
         let s = e.stats().disk
         #expect(s.loadsFailed > 0 && s.tokensRestored == 0 && s.tokensLost >= 2 * 10)
-        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
-        try e.free(1)
-        try e.syncOffload()
-        #expect(e.stats().disk.storedSlots == 0)
+        try expectHolds(e, Self.heavyA, toks)
+        try expectFreeReleasesRecords(e)
     }
 
     @Test(arguments: layouts)
@@ -191,19 +198,15 @@ import Testing
         do { try waitReady(e, 1) } catch { failure = error }
         #expect(failure?.message.contains("stays usable") == true)
         #expect(try e.ready(1), "reported once")
-        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try expectHolds(e, Self.heavyA, toks)
         // A focus cannot write out the tokens it would displace (the tier is full of this
         // sequence's records): nothing moves, nothing is lost.
         _ = try focus(e, Self.queryB)
         try waitReady(e, 1)
         s = e.stats().disk
         #expect(s.tokensRestored == 0 && s.tokensOnDisk == 16 * 8)
-        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
-        try e.free(1)
-        try e.syncOffload()
-        #expect(e.stats().disk.storedSlots == 0)
+        try expectHolds(e, Self.heavyA, toks)
+        try expectFreeReleasesRecords(e)
     }
 
     @Test(arguments: layouts)
@@ -212,8 +215,7 @@ import Testing
         let toks = try compactedOnTopicA(e).tokens
         _ = try focus(e, Self.queryB)
         #expect(try e.ready(1))
-        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try expectHolds(e, Self.heavyA, toks)
         #expect(e.stats().disk == DiskTierStats())
     }
 
@@ -278,8 +280,7 @@ import Testing
         try e.swapIn(1)
         try waitReady(e, 1)
         #expect(e.stats().disk.tokensOnDisk == 2 * 500)
-        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try expectHolds(e, Self.heavyA, toks)
     }
 
     /// A focus right after a swap-in, before its reads landed: the tokens the restore displaces
@@ -296,12 +297,10 @@ import Testing
         try e.swapIn(1)
         #expect(try focus(e, Self.queryB) != -1)
         try waitReady(e, 1)
-        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyB + Self.recent).sorted()) }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try expectHolds(e, Self.heavyB, toks)
         #expect(try focus(e, Self.queryA) != -1)  // the displaced A tokens come back from disk
         try waitReady(e, 1)
-        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyA + Self.recent).sorted()) }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try expectHolds(e, Self.heavyA, toks)
     }
 
     @Test func perHeadSetsAreDroppedEvenWithATier() throws {
