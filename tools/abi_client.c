@@ -594,6 +594,16 @@ static kvc_status wait_ready(kvc_engine *e, uint64_t seq) {
     return KVC_ERR_INTERNAL;
 }
 
+/* Removes a disk-tier directory and the two files an engine keeps in it. */
+static void remove_tier_dir(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* A server with a disk tier: a trimmed prefix comes back from disk, a preempted sequence
  * swaps out and in, and a restarted engine on the same directory finds the prefix again. */
 static void offload(uint32_t layout) {
@@ -636,12 +646,7 @@ static void offload(uint32_t layout) {
         MUST(kvc_engine_sync(e));
         kvc_engine_destroy(e);
     }
-    char path[sizeof dir + 32];
-    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
-    unlink(path);
-    rmdir(dir);
+    remove_tier_dir(dir);
 }
 
 /* Episodic offload: a compaction writes the tokens outside the focused episode to the disk
@@ -707,12 +712,7 @@ static void episodic_offload(uint32_t layout) {
     MUST(kvc_engine_sync(e));
     CHECK(stats_of(e).disk_stored_bytes == 0, "%s: freeing the sequence frees its disk slots", name);
     kvc_engine_destroy(e);
-    char path[sizeof dir + 32];
-    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
-    unlink(path);
-    rmdir(dir);
+    remove_tier_dir(dir);
 }
 
 /* The router: an engine's KV events steer the router to the instance that caches the prompt,

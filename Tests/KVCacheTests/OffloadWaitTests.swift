@@ -32,17 +32,7 @@ struct OffloadWaitTests {
             order.add("poll returned")
         }
         #expect(waitUntil { e.offloadWaitingCalls == 1 }, "poll is waiting for the device")
-        let other = TestThread {
-            do {
-                let next = tokens(4 * 3 + 1, seed: 32)
-                try e.createSequence(2, tokens: next)
-                try e.append(2, tokens: [1, 2])
-                try e.free(2)
-                order.add("other calls done")
-            } catch {
-                order.add("other calls failed: \(error)")
-            }
-        }
+        let other = otherCalls(e, order: order, seed: 32) { try e.append(2, tokens: [1, 2]) }
         let finished = waitUntil { order.events.count > 0 }  // a guard against a deadlock, not a timing assertion
         order.add("I/O resumed")
         #expect(e.pauseOffloadIO(false))
@@ -82,17 +72,7 @@ struct OffloadWaitTests {
         // Marked swapped out from the start: not ready, its memory not reachable.
         #expect(try e.ready(1) == false)
         #expect(thrown { () throws(KVError) in try e.append(1, tokens: [9]) }?.code == .invalidArgument)
-        let other = TestThread {
-            do {
-                let next = tokens(4 * 3 + 1, seed: 42)
-                try e.createSequence(2, tokens: next)
-                try e.append(3, tokens: [7])
-                try e.free(2)
-                order.add("other calls done")
-            } catch {
-                order.add("other calls failed: \(error)")
-            }
-        }
+        let other = otherCalls(e, order: order, seed: 42) { try e.append(3, tokens: [7]) }
         let finished = waitUntil { order.events.count > 0 }  // a guard against a deadlock, not a timing assertion
         order.add("I/O resumed")
         #expect(e.pauseOffloadIO(false))
@@ -185,6 +165,21 @@ struct OffloadWaitTests {
 }
 
 /// Events in the order threads record them.
+/// A thread making other engine calls while one call waits for the device: creates sequence 2
+/// from `seed`, runs `more`, frees 2, and logs "other calls done" (or the failure) in `order`.
+func otherCalls(_ e: Engine, order: EventLog, seed: Int32, _ more: @escaping @Sendable () throws -> Void) -> TestThread {
+    TestThread {
+        do {
+            try e.createSequence(2, tokens: tokens(4 * 3 + 1, seed: seed))
+            try more()
+            try e.free(2)
+            order.add("other calls done")
+        } catch {
+            order.add("other calls failed: \(error)")
+        }
+    }
+}
+
 final class EventLog: @unchecked Sendable {
     private var lock = pthread_mutex_t()
     private var list: [String] = []
