@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 // KVCacheEngine: a KV-cache manager for LLM serving. Layout and dependency direction are in
-// README.md: CKVMemory <- KVCache <- {KVRouter, KVSim, KVCacheABI, kvcache}; KVRouter <- {KVSim,
-// KVCacheABI, kvcache}.
+// README.md: CKVMemory <- KVCache <- {KVRouter, KVSim, KVEval, KVCacheABI, kvcache}; KVRouter <-
+// {KVSim, KVCacheABI, kvcache}; KVSim, KVEval <- kvcache.
 import PackageDescription
 
 let packageDir = Context.packageDirectory
@@ -42,10 +42,17 @@ let package = Package(
             dependencies: ["KVCache", "KVRouter"],
             linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(packageDir)/include/kvcache.map"])]
         ),
+        .target(
+            name: "KVEval",
+            dependencies: ["KVCache"],
+            // Optimised in debug builds too: its tests replay whole traces (minutes unoptimised).
+            swiftSettings: [.unsafeFlags(["-O"])]
+        ),
         .executableTarget(
             name: "kvcache",
             dependencies: [
                 "KVCache",
+                "KVEval",
                 "CKVMemory",
                 "KVRouter",
                 "KVSim",
@@ -55,9 +62,10 @@ let package = Package(
         ),
         .testTarget(name: "CKVMemoryTests", dependencies: ["CKVMemory"]),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache"]),
-        .testTarget(name: "KVCacheABITests", dependencies: ["KVCacheABI"]),
+        .testTarget(name: "KVCacheABITests", dependencies: ["KVCacheABI", "KVCache"]),
         .testTarget(name: "KVRouterTests", dependencies: ["KVRouter", "KVCache"]),
         .testTarget(name: "KVSimTests", dependencies: ["KVSim", "KVRouter", "KVCache"]),
+        .testTarget(name: "KVEvalTests", dependencies: ["KVEval", "KVCache"]),
         .executableTarget(
             name: "KVCacheBenchmarks",
             dependencies: ["KVCache", .product(name: "Benchmark", package: "benchmark")],

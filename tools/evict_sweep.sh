@@ -3,7 +3,8 @@
 # (both synthetic traces, every policy, budgets 10/20/50%, with JSON and SVG in
 # docs/eviction/), then two sensitivity sweeps at a 20% budget:
 #   long-decode:  per-query logit noise 1, 2, 3 x H2O recent window 50% or 10% of the budget
-#   topic-return: seeds 1..5 x embedding noise 0.3 (default) and 0.15
+#   topic-return: seeds 1..5 x Gaussian noise of norm 0 (default), 0.5 and 1 added to the
+#                 (unit) sentence embeddings
 # Usage: tools/evict_sweep.sh   (builds kvcache-cli in release first; about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +31,7 @@ echo
 echo "## topic-return at 20%: recall over the return turn, per seed and embedding noise"
 echo "| embedding noise | seed | streaming | tova | h2o | h2o-norm | episodic | episodic-offload |"
 echo "|---|---|---|---|---|---|---|---|"
-for emb in 0.3 0.15; do
+for emb in 0 0.5 1; do
     for seed in 1 2 3 4 5; do
         row=$("$cli" evict-eval --synthetic topic-return --budgets 0.2 --policies streaming,tova,h2o,h2o-norm,episodic,episodic-offload \
               --seed "$seed" --embedding-noise "$emb" 2>/dev/null | awk -F'|' '/^\| topic-return/ {gsub(/ /, "", $7); printf " %s |", $7}')

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KVCache
 
 /// A synthetic multi-turn chat workload with shared system prompts, for when no trace fits.
 ///
@@ -81,21 +82,4 @@ public struct SyntheticSessions: Sendable {
         }
         return trace
     }
-}
-
-/// SplitMix64: small, fast and seedable, so workloads repeat on every machine.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1).
-    mutating func unit() -> Double { (Double(next() >> 11) + 0.5) / Double(1 << 53) }
-    /// Exponential with `mean`.
-    mutating func exponential(mean: Double) -> Double { -log(unit()) * mean }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import KVCache
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,7 +35,7 @@ struct LengthDistribution: Sendable, CustomStringConvertible {
     }
 
     /// One length in `1...max`.
-    func sample(_ random: inout SeededRandom) -> Int {
+    func sample(_ random: inout SplitMix64) -> Int {
         switch shape {
         case .fixed:
             return mean

@@ -1,3 +1,5 @@
+import KVCache
+
 /// A generated workload: Poisson arrivals (or a closed loop), prompt and output lengths from
 /// `LengthDistribution`s, and a shared-prefix ratio.
 ///
@@ -38,7 +40,7 @@ struct SyntheticWorkload: Workload {
         self.limits = limits
         var arrivals: [UInt64] = []
         if ratePerSecond > 0 {
-            var random = SeededRandom(seed: seed ^ 0xA441_1EA1)
+            var random = SplitMix64(seed: seed ^ 0xA441_1EA1)
             arrivals.reserveCapacity(requestCount)
             var t = 0.0
             for _ in 0..<requestCount {
@@ -56,8 +58,8 @@ struct SyntheticWorkload: Workload {
 
     /// The per-request generator: independent of other requests, so any thread can describe
     /// any request without coordination.
-    private func random(for index: Int) -> SeededRandom {
-        SeededRandom(seed: SeededRandom.mix(seed ^ (UInt64(index) &* 0xD6E8_FEB8_6659_FD93)))
+    private func random(for index: Int) -> SplitMix64 {
+        SplitMix64(seed: SplitMix64.mix(seed ^ (UInt64(index) &* 0xD6E8_FEB8_6659_FD93)))
     }
 
     func request(_ index: Int) -> LoadRequest {
@@ -72,7 +74,7 @@ struct SyntheticWorkload: Workload {
         var random = random(for: index)
         _ = prompt.sample(&random)
         _ = output.sample(&random)
-        let u = random.unitInterval() * sharedWeights[sharedWeights.count - 1]
+        let u = random.unit() * sharedWeights[sharedWeights.count - 1]
         return sharedWeights.firstIndex { u <= $0 } ?? sharedPrompts - 1
     }
 

@@ -1,5 +1,6 @@
 import Testing
 @testable import KVCacheABI
+import KVCache
 
 /// A server's view of one live sequence: its tokens, from which its K/V bytes follow.
 private struct ModelSequence {
@@ -17,16 +18,8 @@ private func salts(_ tokens: [Int32]) -> [Int] {
     }
 }
 
-/// A deterministic generator (SplitMix64) so a failure replays exactly.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+extension SplitMix64 {
+    /// Uniform in `0..<n` (modulo bias is irrelevant at these sizes).
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
 }
 
@@ -43,7 +36,7 @@ private struct SplitMix64: RandomNumberGenerator {
         c.maxSeqTokens = 256
         c.maxSeqs = 16
         let f = try ABIFixture(c)
-        var rng = SplitMix64(state: 0x5EED + UInt64(layout))
+        var rng = SplitMix64(seed: 0x5EED + UInt64(layout))
         let systemPrompts: [[Int32]] = (0..<3).map { p in (0..<(9 + 8 * p)).map { Int32(p * 1000 + $0) } }
         var live: [UInt64: ModelSequence] = [:]
         var nextId: UInt64 = 1
@@ -161,7 +154,7 @@ extension WorkloadABITests {
         c.maxSeqTokens = 256
         c.maxSeqs = 16
         let f = try ABIFixture(c)
-        var rng = SplitMix64(state: 0xE7E7 + UInt64(layout))
+        var rng = SplitMix64(seed: 0xE7E7 + UInt64(layout))
         let systemPrompts: [[Int32]] = (0..<3).map { p in (0..<(9 + 8 * p)).map { Int32(p * 1000 + $0) } }
         var router: Set<UInt64> = []
         var live: [UInt64] = []

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 import KVCache
 
 /// The synthetic attention generator of `kvcache evict-eval`: softmax attention over a causal
@@ -21,24 +22,30 @@ import KVCache
 /// - `long-decode`: one topic; a 512-token prompt (one prefill step) then 1536 decode steps.
 /// - `topic-return`: five turns on topics A B C D A, each a 32-token user message (one
 ///   prefill step carrying the query embedding) and 224 decoded tokens; every finished turn
-///   becomes a segment (available when the next turn starts); embeddings are the topic's
-///   random unit vector plus N(0, 0.3) per coordinate (dimension 16). Marked: the return
-///   turn.
+///   becomes a segment (available when the next turn starts). The embeddings are real:
+///   all-MiniLM-L6-v2 sentence embeddings (dimension 384) of a written conversation
+///   (`TopicReturnEmbeddings`, from `tools/topic_return/`), the user message for the query and
+///   the whole turn for the segment; `embeddingNoise` adds a Gaussian vector of that expected
+///   norm to each (default 0, for sensitivity sweeps). Marked: the return turn.
 ///
 /// Everything derives from `seed` through counter-based hashing, so a trace is the same on
 /// every machine and can be regenerated rather than stored.
-struct SyntheticAttention: AttentionTraceSource {
-    enum Kind: String, CaseIterable {
+public struct SyntheticAttention: AttentionTraceSource {
+    /// The two synthetic traces.
+    public enum Kind: String, CaseIterable, Sendable {
+        /// One topic: a 512-token prompt, then 1536 decode steps.
         case longDecode = "long-decode"
+        /// Five turns on topics A B C D A.
         case topicReturn = "topic-return"
     }
 
-    let header: TraceHeader
-    private let layers = 4, heads = 4, dim = 16
+    /// Shape, segments (topic-return) and length.
+    public let header: TraceHeader
+    private let layers = 4, heads = 4
     private let seed: UInt64
     /// Standard deviation of the per-(query, key) logit noise: how much attention varies
     /// from one query to the next beyond the persistent structure.
-    let queryNoise: Float
+    public let queryNoise: Float
     /// Per step: tokens after it, queries, and the query embedding of a new turn.
     private var plan: [(tokens: Int, queries: Int, query: [Float]?)] = []
     private var topic: [Int] = []
@@ -47,40 +54,35 @@ struct SyntheticAttention: AttentionTraceSource {
     private var stepIndex = 0
     private var logits: [Float] = []
 
-    init(_ kind: Kind, seed: UInt64, queryNoise: Float = 1, embeddingNoise: Float = 0.3) {
+    /// The `kind` trace of `seed`; the noise levels default to the documented generator's.
+    /// Cost: O(layers x heads x tokens) to draw the saliences; steps are computed in `next`.
+    public init(_ kind: Kind, seed: UInt64, queryNoise: Float = 1, embeddingNoise: Float = 0) {
         self.seed = seed
         self.queryNoise = queryNoise
         var rng = SplitMix64(seed: seed)
-        func gaussian() -> Float {
-            let u1 = (Double(rng.next() >> 11) + 0.5) / Double(1 << 53), u2 = Double(rng.next() >> 11) / Double(1 << 53)
-            return Float(sqrt(-2 * log(u1)) * cos(2 * Double.pi * u2))
-        }
+        var embeddingRNG = SplitMix64(seed: seed ^ 0x454D_4245_4444)  // its own stream: noise leaves attention alone
         var segments: [TraceSegment] = []
         var mark: Int? = nil
-        let dim = 16
+        let dim = TopicReturnEmbeddings.dimension
         switch kind {
         case .longDecode:
             plan.append((512, 512, nil))
             for t in 513...2048 { plan.append((t, 1, nil)) }
             topic = [Int](repeating: 0, count: 2048)
         case .topicReturn:
-            let topics = [0, 1, 2, 3, 0]
-            var centres: [[Float]] = []
-            for _ in 0..<4 {
-                var v = (0..<dim).map { _ in gaussian() }
-                let norm = sqrt(v.reduce(0) { $0 + $1 * $1 })
-                v = v.map { $0 / norm }
-                centres.append(v)
-            }
-            func noisy(_ c: [Float]) -> [Float] { c.map { $0 + embeddingNoise * gaussian() } }
+            let topics = TopicReturnEmbeddings.topics.map { Int($0.asciiValue! - Character("A").asciiValue!) }
+            let queries = Self.vectors(TopicReturnEmbeddings.queries, dim)
+            let turns = Self.vectors(TopicReturnEmbeddings.segments, dim)
+            let scale = embeddingNoise / Float(dim).squareRoot()
+            func noisy(_ c: [Float]) -> [Float] { c.map { $0 + scale * Float(embeddingRNG.normal()) } }
             var n = 0
             for (turn, q) in topics.enumerated() {
                 if turn == topics.count - 1 { mark = plan.count }
                 if turn > 0 {
-                    segments.append(TraceSegment(start: n - 256, end: n, availableStep: plan.count, embedding: noisy(centres[topics[turn - 1]])))
+                    segments.append(TraceSegment(start: n - 256, end: n, availableStep: plan.count, embedding: noisy(turns[turn - 1])))
                 }
                 n += 32
-                plan.append((n, 32, noisy(centres[q])))
+                plan.append((n, 32, noisy(queries[turn])))
                 for _ in 0..<224 {
                     n += 1
                     plan.append((n, 1, nil))
@@ -92,9 +94,9 @@ struct SyntheticAttention: AttentionTraceSource {
         salience = [Float](repeating: 0, count: layers * heads * maxTokens)
         for l in 0..<layers {
             for i in 0..<maxTokens {
-                let e = -log((Double(rng.next() >> 11) + 0.5) / Double(1 << 53))
+                let e = rng.exponential(mean: 1)
                 for h in 0..<heads {
-                    let m = 0.5 + Double(rng.next() >> 11) / Double(1 << 53)
+                    let m = 0.5 + rng.unit()
                     salience[(l * heads + h) * maxTokens + i] = Float(min(8, 2 * e * m))
                 }
             }
@@ -102,6 +104,15 @@ struct SyntheticAttention: AttentionTraceSource {
         header = TraceHeader(layers: layers, heads: heads, embeddingDim: kind == .topicReturn ? dim : 0, segments: segments,
                              steps: plan.count, markStep: mark, maxTokens: maxTokens)
         logits = [Float](repeating: 0, count: maxTokens)
+    }
+
+    /// `base64`'s little-endian float32s as vectors of `dim`.
+    private static func vectors(_ base64: String, _ dim: Int) -> [[Float]] {
+        let bytes = [UInt8](Data(base64Encoded: base64)!)
+        let all = stride(from: 0, to: bytes.count, by: 4).map {
+            Float(bitPattern: UInt32(bytes[$0]) | UInt32(bytes[$0 + 1]) << 8 | UInt32(bytes[$0 + 2]) << 16 | UInt32(bytes[$0 + 3]) << 24)
+        }
+        return stride(from: 0, to: all.count, by: dim).map { Array(all[$0..<$0 + dim]) }
     }
 
     /// Approximately N(0, 1) noise for (query, key, row): Irwin-Hall of four 16-bit uniforms
@@ -116,7 +127,9 @@ struct SyntheticAttention: AttentionTraceSource {
         return (s / 65536 - 2) * 1.7320508
     }
 
-    mutating func next(into step: inout TraceStep) throws -> Bool {
+    /// Computes the next step's rows (softmax per query, summed over the step's queries).
+    /// Cost: O(layers x heads x queries x tokens).
+    public mutating func next(into step: inout TraceStep) throws -> Bool {
         guard stepIndex < plan.count else { return false }
         let (n, q, query) = plan[stepIndex]
         stepIndex += 1

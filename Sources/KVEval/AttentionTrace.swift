@@ -23,53 +23,87 @@ import Glibc
 ///
 /// Steps from `mark_step` on are also reported separately (e.g. after a topic return).
 /// Decode steps (n_queries 1) are the ones scored.
-struct TraceHeader: Equatable {
-    var layers: Int
-    var heads: Int
-    var embeddingDim: Int
-    var segments: [TraceSegment]
-    var steps: Int
-    var markStep: Int?
-    var maxTokens: Int
+public struct TraceHeader: Equatable, Sendable {
+    /// Layers per step.
+    public var layers: Int
+    /// KV heads per layer.
+    public var heads: Int
+    /// Coordinates of every segment and query embedding (0: none).
+    public var embeddingDim: Int
+    /// The conversation's segments, in order of availability.
+    public var segments: [TraceSegment]
+    /// Steps in the trace.
+    public var steps: Int
+    /// The first step reported separately ("after mark"), if any.
+    public var markStep: Int?
+    /// The longest cache of any step.
+    public var maxTokens: Int
 }
 
 /// A conversation segment and its embedding.
-struct TraceSegment: Equatable {
-    var start: Int
-    var end: Int
-    var availableStep: Int
-    var embedding: [Float]
+public struct TraceSegment: Equatable, Sendable {
+    /// First position of the segment.
+    public var start: Int
+    /// One past its last position.
+    public var end: Int
+    /// The first step at which a server knows the segment.
+    public var availableStep: Int
+    /// Its sentence embedding (`embeddingDim` coordinates).
+    public var embedding: [Float]
 }
 
 /// One step of a trace; `rows` is `[layer][head][nTokens]`, reused between steps.
-struct TraceStep {
-    var nTokens = 0
-    var nQueries = 0
-    var query: [Float]? = nil
-    var rows: [Float] = []
+public struct TraceStep {
+    /// Cache length after this step's tokens: rows cover positions `0..<nTokens`.
+    public var nTokens = 0
+    /// Tokens this step appended, whose queries the rows sum (1: a decode step).
+    public var nQueries = 0
+    /// The query embedding of a new turn, if this step starts one.
+    public var query: [Float]? = nil
+    /// `[layer][head][nTokens]` attention, summed over the step's queries.
+    public var rows: [Float] = []
+
+    /// An empty step to fill with `AttentionTraceSource.next(into:)`.
+    public init() {}
 }
 
 /// Where steps come from: a file or the synthetic generator.
-protocol AttentionTraceSource {
+public protocol AttentionTraceSource {
+    /// Shape, segments and length of the trace.
     var header: TraceHeader { get }
     /// Fills `step` with the next step; false at the end.
     mutating func next(into step: inout TraceStep) throws -> Bool
 }
 
 /// A trace file or stream error, with the offset or field that was wrong.
-struct TraceError: Error, CustomStringConvertible {
-    var description: String
+public struct TraceError: Error, CustomStringConvertible {
+    /// What was wrong, and where.
+    public var description: String
 }
 
-/// Reads a trace file written in the format above, one step at a time.
-struct TraceFileReader: AttentionTraceSource {
-    let header: TraceHeader
+/// Reads a trace file written in the format above, one step at a time; the file closes with
+/// the reader.
+public final class TraceFileReader: AttentionTraceSource {
+    /// The file's header.
+    public let header: TraceHeader
     private let file: UnsafeMutablePointer<FILE>
     private var stepIndex = 0
 
-    init(path: String) throws {
+    /// Opens `path` and reads its header and segments. Throws `TraceError` on a missing file, a
+    /// wrong magic or an out-of-range header.
+    public init(path: String) throws {
         guard let f = fopen(path, "rb") else { throw TraceError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        do {
+            header = try Self.readHeader(f, path)
+        } catch {
+            fclose(f)
+            throw error
+        }
         file = f
+    }
+
+    /// The header and segments at the start of `f`.
+    private static func readHeader(_ f: UnsafeMutablePointer<FILE>, _ path: String) throws -> TraceHeader {
         var magic = [UInt8](repeating: 0, count: 8)
         guard fread(&magic, 1, 8, f) == 8, magic == Array("KVATTN01".utf8) else {
             throw TraceError(description: "\(path) is not a KVATTN01 attention trace")
@@ -91,15 +125,15 @@ struct TraceFileReader: AttentionTraceSource {
             guard fread(&emb, 4, dim, f) == dim else { throw TraceError(description: "\(path): truncated segment") }
             segments.append(TraceSegment(start: s, end: e, availableStep: a, embedding: emb))
         }
-        header = TraceHeader(layers: layers, heads: heads, embeddingDim: dim, segments: segments, steps: steps,
-                             markStep: mark == 0xFFFF_FFFF ? nil : mark, maxTokens: maxTokens)
+        return TraceHeader(layers: layers, heads: heads, embeddingDim: dim, segments: segments, steps: steps,
+                           markStep: mark == 0xFFFF_FFFF ? nil : mark, maxTokens: maxTokens)
     }
 
-    mutating func next(into step: inout TraceStep) throws -> Bool {
-        guard stepIndex < header.steps else {
-            fclose(file)
-            return false
-        }
+    deinit { fclose(file) }
+
+    /// Reads the next step into `step` (reusing its row buffer); false after the last.
+    public func next(into step: inout TraceStep) throws -> Bool {
+        guard stepIndex < header.steps else { return false }
         var w = [UInt32](repeating: 0, count: 3)
         guard fread(&w, 4, 3, file) == 3 else { throw TraceError(description: "step \(stepIndex): truncated") }
         step.nTokens = Int(w[0])
@@ -125,10 +159,11 @@ struct TraceFileReader: AttentionTraceSource {
 }
 
 /// Writes a trace in the format above.
-struct TraceFileWriter {
+public struct TraceFileWriter {
     private let file: UnsafeMutablePointer<FILE>
 
-    init(path: String, header: TraceHeader) throws {
+    /// Creates `path` and writes `header` and its segments.
+    public init(path: String, header: TraceHeader) throws {
         guard let f = fopen(path, "wb") else { throw TraceError(description: "cannot create \(path): \(String(cString: strerror(errno)))") }
         file = f
         fwrite(Array("KVATTN01".utf8), 1, 8, f)
@@ -141,11 +176,13 @@ struct TraceFileWriter {
         }
     }
 
-    func write(_ step: TraceStep, layers: Int, heads: Int) {
+    /// Appends one step (`layers * heads * step.nTokens` floats of rows).
+    public func write(_ step: TraceStep, layers: Int, heads: Int) {
         fwrite([UInt32(step.nTokens), UInt32(step.nQueries), step.query == nil ? 0 : 1], 4, 3, file)
         if let q = step.query { fwrite(q, 4, q.count, file) }
         step.rows.withUnsafeBufferPointer { _ = fwrite($0.baseAddress, 4, layers * heads * step.nTokens, file) }
     }
 
-    func close() { fclose(file) }
+    /// Flushes and closes the file.
+    public func close() { fclose(file) }
 }

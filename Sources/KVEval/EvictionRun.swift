@@ -168,7 +168,7 @@ final class EvictionRun {
         let b = budget(n)
         if offload {
             for l in 0..<layers {
-                try resident.withUnsafeBufferPointer { r in
+                resident.withUnsafeBufferPointer { r in
                     state.select(layer: l, row: 0, budget: b, among: r.baseAddress! + l * maxTokens, keep: &keep)
                 }
                 for p in 0..<n { resident[l * maxTokens + p] = keep[p] }
@@ -185,42 +185,6 @@ struct Mean {
     private(set) var count = 0
     mutating func add(_ x: Double) { sum += x; count += 1 }
     var value: Double { count > 0 ? sum / Double(count) : .nan }
-}
-
-/// Synthetic value vectors per row (layer x head) and position: N(0, 1) coordinates from a
-/// counter-based hash of the seed, so outputs o = sum p_i v_i are reproducible.
-struct ValueTable {
-    let dim = 16
-    let table: [Float]
-    private let maxTokens: Int
-
-    init(rows: Int, maxTokens: Int, seed: UInt64) {
-        self.maxTokens = maxTokens
-        var rng = SplitMix64(seed: seed ^ 0x5641_4C55_4553)
-        var t = [Float](repeating: 0, count: rows * maxTokens * 16)
-        for i in 0..<t.count {
-            let u1 = (Double(rng.next() >> 11) + 0.5) / Double(1 << 53), u2 = Double(rng.next() >> 11) / Double(1 << 53)
-            t[i] = Float(sqrt(-2 * log(u1)) * cos(2 * Double.pi * u2))
-        }
-        table = t
-    }
-
-    /// Index in `table` of the vector of `row` at `position`.
-    @inline(__always) func base(row: Int, position: Int) -> Int { (row * maxTokens + position) * dim }
-
-    /// Full-cache outputs of a step, `[row][dim]`.
-    func outputs(_ step: TraceStep, rows: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: rows * dim)
-        let n = step.nTokens
-        for r in 0..<rows {
-            for i in 0..<n {
-                let p = step.rows[r * n + i]
-                let base = (r * maxTokens + i) * dim
-                for j in 0..<dim { out[r * dim + j] += p * table[base + j] }
-            }
-        }
-        return out
-    }
 }
 
 /// The k-th largest of `values[0..<n]` (reorders them): the oracle's threshold.

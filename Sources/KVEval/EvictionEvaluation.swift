@@ -1,0 +1,100 @@
+import Foundation
+import KVCache
+
+/// The evaluation `kvcache evict-eval` runs: every named policy at every budget ratio replays
+/// one trace side by side, step by step, as a server would drive the engine (`EvictionRun`),
+/// and each is scored against the full cache.
+///
+/// Policy names: none (full cache), streaming (4 sinks + recent), tova, h2o (raw sums),
+/// h2o-norm (sums / queries that saw the token), episodic (drops evicted tokens),
+/// episodic-offload (evicted tokens go to a modelled disk tier; a focus restores the episode's
+/// set), oracle (the top tokens of the step being scored: it peeks, an upper bound).
+public struct EvictionEvaluation: Sendable {
+    /// Every policy name the evaluation knows, in report order.
+    public static let policyNames = ["none", "streaming", "tova", "h2o", "h2o-norm", "episodic", "episodic-offload", "oracle"]
+
+    /// Policies to run, by name.
+    public var policies: [String]
+    /// Budget ratios in (0, 1]; `none` runs once at 1.
+    public var ratios: [Double]
+    /// H2O / episodic recent window as a fraction of the budget.
+    public var recentRatio: Float = 0.5
+    /// Episodes k of the episodic policies.
+    public var episodes = 4
+    /// Per-head kept sets instead of per-layer (not for episodic-offload, which is per layer).
+    public var perHead = false
+    /// Seed of the synthetic value vectors.
+    public var seed: UInt64 = 1
+    /// Print each episodic focus decision to standard error.
+    public var verbose = false
+
+    /// An evaluation of `policies` at `ratios`. Throws `TraceError` for an unknown policy or a
+    /// ratio outside (0, 1].
+    public init(policies: [String], ratios: [Double]) throws {
+        for p in policies where !Self.policyNames.contains(p) { throw TraceError(description: "unknown policy \(p)") }
+        for r in ratios where !(r > 0 && r <= 1) { throw TraceError(description: "budget \(r) is not in (0, 1]") }
+        self.policies = policies
+        self.ratios = ratios
+    }
+
+    /// The engine configuration behind policy `name`.
+    static func config(_ name: String) -> EvictionConfig {
+        var c: EvictionConfig
+        switch name {
+        case "streaming": c = EvictionConfig(.streamingLLM)
+        case "tova": c = EvictionConfig(.tova)
+        case "h2o": c = EvictionConfig(.heavyHitter)
+        case "h2o-norm":
+            c = EvictionConfig(.heavyHitter)
+            c.normalizedScores = true
+        case "episodic", "episodic-offload": c = EvictionConfig(.episodic)
+        default: c = EvictionConfig(.none)  // none, oracle
+        }
+        return c
+    }
+
+    /// The runs, one per policy and ratio, over a trace with `header`.
+    func runs(_ header: TraceHeader) -> [EvictionRun] {
+        var runs: [EvictionRun] = []
+        for name in policies {
+            for ratio in ratios where !(name == "none" && ratio != ratios.first) {
+                var c = Self.config(name)
+                c.episodes = episodes
+                c.recentRatio = recentRatio
+                c.perHead = perHead && name != "episodic-offload"
+                let run = EvictionRun(label: name, config: c, ratio: name == "none" ? 1 : ratio,
+                                      offload: name == "episodic-offload", oracle: name == "oracle", header: header)
+                run.verbose = verbose
+                runs.append(run)
+            }
+        }
+        return runs
+    }
+
+    /// Replays `source` (named `name` in the results) through every run; one result per run.
+    /// Cost: per step, O(runs x layers x heads x tokens). Throws what the source or the engine's
+    /// eviction state throws (for example NaN scores in a trace file).
+    public func run(_ name: String, _ source: inout some AttentionTraceSource) throws -> [EvictEvalResult] {
+        let header = source.header
+        let runs = runs(header)
+        let values = ValueTable(rows: header.layers * header.heads, maxTokens: header.maxTokens, seed: seed)
+        var step = TraceStep()
+        var index = 0
+        while try source.next(into: &step) {
+            for run in runs { try run.begin(step, index: index, header: header) }
+            if step.nQueries == 1 {
+                let full = values.outputs(step, rows: header.layers * header.heads)
+                let after = header.markStep.map { index >= $0 } ?? false
+                for run in runs { run.score(step, full: full, values: values, after: after) }
+            }
+            for run in runs { try run.observeAndCompact(step) }
+            index += 1
+        }
+        return runs.map { run in
+            EvictEvalResult(trace: name, policy: run.label, budget: run.ratio,
+                            recall: run.recall.value, error: run.error.value,
+                            recallAfterMark: header.markStep == nil ? nil : run.recallAfter.value,
+                            errorAfterMark: header.markStep == nil ? nil : run.errorAfter.value)
+        }
+    }
+}

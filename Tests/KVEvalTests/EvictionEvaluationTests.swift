@@ -1,0 +1,136 @@
+import Foundation
+import KVCache
+import Testing
+@testable import KVEval
+
+/// The evaluation harness of `kvcache evict-eval`: its numbers on the synthetic traces (the
+/// issue's targets that hold), that no policy sees the step it is scored on, the trace file
+/// format, and the real embeddings of the topic-return conversation.
+@Suite struct EvictionEvaluationTests {
+    /// `policies` at a 20% budget on the `kind` trace of `seed`, by policy name.
+    private func evaluate(_ kind: SyntheticAttention.Kind, seed: UInt64 = 1, _ policies: [String]) throws -> [String: EvictEvalResult] {
+        var e = try EvictionEvaluation(policies: policies, ratios: [0.2])
+        e.seed = seed
+        var source = SyntheticAttention(kind, seed: seed)
+        let results = try e.run(kind.rawValue, &source)
+        return Dictionary(uniqueKeysWithValues: results.map { ($0.policy, $0) })
+    }
+
+    @Test func onLongDecodeH2OKeepsMostAttentionAndBeatsStreamingLLM() throws {
+        let r = try evaluate(.longDecode, ["streaming", "h2o", "oracle"])
+        #expect(r["h2o"]!.recall >= 0.9)
+        #expect(r["h2o"]!.recall > r["streaming"]!.recall + 0.3)
+        #expect(r["h2o"]!.recall < r["oracle"]!.recall)
+        #expect(r["h2o"]!.recallAfterMark == nil)  // long-decode has no mark
+    }
+
+    /// With the disk tier, a focus on the returning topic restores its tokens; H2O cannot get
+    /// back what it evicted while other topics ran. Seeds differ in every attention detail.
+    @Test(arguments: [1, 2, 3] as [UInt64])
+    func afterTheTopicReturnEpisodicWithOffloadBeatsH2O(seed: UInt64) throws {
+        let r = try evaluate(.topicReturn, seed: seed, ["h2o", "episodic-offload"])
+        let episodic = try #require(r["episodic-offload"]!.recallAfterMark), h2o = try #require(r["h2o"]!.recallAfterMark)
+        #expect(episodic > h2o + 0.03, "seed \(seed): episodic-offload \(episodic), h2o \(h2o)")
+        #expect(r["episodic-offload"]!.errorAfterMark! < r["h2o"]!.errorAfterMark!)
+    }
+
+    /// TOVA keeps the top tokens of the last step it observed; had it observed the step being
+    /// scored it would keep exactly the oracle's set. So a harness that let policies see the
+    /// scored step would make the two equal.
+    @Test func noPolicySeesTheStepItIsScoredOn() throws {
+        let r = try evaluate(.topicReturn, ["tova", "oracle"])
+        #expect(r["tova"]!.recall < r["oracle"]!.recall - 0.02)
+    }
+
+    @Test func theFullCacheRecallsEverythingWithoutError() throws {
+        let r = try evaluate(.topicReturn, ["none"])
+        #expect(abs(r["none"]!.recall - 1) < 1e-5)
+        #expect(r["none"]!.error < 1e-5)
+        #expect(r["none"]!.budget == 1)
+    }
+
+    /// The return turn's query lies nearest to the first turn's segment (same topic), so the
+    /// engine's focus picks that segment's episode: real embeddings, not a tuned noise level.
+    @Test func theReturnQueryFocusesTheFirstTopicsEpisode() throws {
+        let trace = SyntheticAttention(.topicReturn, seed: 1)
+        let header = trace.header
+        #expect(header.embeddingDim == TopicReturnEmbeddings.dimension && header.segments.count == 4)
+        var c = EvictionConfig(.episodic)
+        c.episodes = 4
+        let state = AttentionScores(layers: 1, heads: 1, config: c, length: 0, maxCapacity: header.maxTokens)
+        state.append(header.maxTokens)
+        for s in header.segments {
+            let norm = s.embedding.reduce(0) { $0 + $1 * $1 }
+            #expect(abs(norm - 1) < 1e-3)  // sentence embeddings are unit length
+            try s.embedding.withUnsafeBufferPointer { try state.addSegment(start: s.start, end: s.end, embedding: $0) }
+        }
+        var source = trace
+        var step = TraceStep()
+        var returnQuery: [Float]? = nil
+        var index = 0
+        while try source.next(into: &step) {
+            if index == header.markStep { returnQuery = step.query }
+            index += 1
+        }
+        let query = try #require(returnQuery)
+        let episode = try query.withUnsafeBufferPointer { try state.focus($0) }
+        #expect(episode == state.segmentEpisodes[0])
+        #expect(Set(state.segmentEpisodes).count == 4)  // four topics, four episodes
+    }
+
+    @Test func aWrittenTraceReadsBackStepForStep() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-\(getpid()).bin").path
+        defer { unlink(path) }
+        var synthetic = SyntheticAttention(.topicReturn, seed: 2)
+        let writer = try TraceFileWriter(path: path, header: synthetic.header)
+        var step = TraceStep()
+        var written: [TraceStep] = []
+        while try synthetic.next(into: &step) {
+            writer.write(step, layers: synthetic.header.layers, heads: synthetic.header.heads)
+            if written.count < 40 || step.query != nil {
+                var copy = step
+                copy.rows = Array(step.rows.prefix(synthetic.header.layers * synthetic.header.heads * step.nTokens))
+                written.append(copy)
+            } else {
+                written.append(TraceStep())
+            }
+        }
+        writer.close()
+        let reader = try TraceFileReader(path: path)
+        #expect(reader.header == synthetic.header)
+        var read = TraceStep()
+        for expected in written {
+            #expect(try reader.next(into: &read))
+            guard expected.nTokens > 0 else { continue }
+            #expect(read.nTokens == expected.nTokens && read.nQueries == expected.nQueries && read.query == expected.query)
+            #expect(Array(read.rows.prefix(expected.rows.count)) == expected.rows)
+        }
+        #expect(try !reader.next(into: &read))
+    }
+
+    @Test func aBadTraceFileIsRejectedWithWhatIsWrong() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-bad-\(getpid()).bin").path
+        defer { unlink(path) }
+        #expect(FileManager.default.createFile(atPath: path, contents: Data("NOTATRACE".utf8)))
+        #expect(throws: TraceError.self) { try TraceFileReader(path: path) }
+        do {
+            _ = try TraceFileReader(path: path)
+        } catch {
+            #expect("\(error)".contains("not a KVATTN01 attention trace"))
+        }
+        // A valid header whose steps are cut off.
+        let synthetic = SyntheticAttention(.longDecode, seed: 1)
+        let writer = try TraceFileWriter(path: path, header: synthetic.header)
+        writer.close()
+        let reader = try TraceFileReader(path: path)
+        var step = TraceStep()
+        #expect(throws: TraceError.self) { try reader.next(into: &step) }
+        #expect(throws: TraceError.self) { try TraceFileReader(path: path + ".missing") }
+    }
+
+    @Test func anUnknownPolicyOrBudgetIsRejected() {
+        #expect(throws: TraceError.self) { try EvictionEvaluation(policies: ["lru"], ratios: [0.2]) }
+        #expect(throws: TraceError.self) { try EvictionEvaluation(policies: ["h2o"], ratios: [0]) }
+        #expect(throws: TraceError.self) { try EvictionEvaluation(policies: ["h2o"], ratios: [1.5]) }
+    }
+}
