@@ -638,8 +638,8 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
  * dimension, non-finite value; with a disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
  * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
- * shared block or page and the budget has no room: the episode is focused, no token was
- * restored). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
+ * shared block or page and the budget has no room: the previous focus stands, no token is
+ * restored, *episode is not written; retry after freeing memory). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
  * layer plus one slot write per record of displaced tokens and one slot read per record
  * restored from.
  */

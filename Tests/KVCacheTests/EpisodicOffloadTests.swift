@@ -209,6 +209,46 @@ import Testing
         try expectFreeReleasesRecords(e)
     }
 
+    /// A restore into blocks shared with a fork must copy them first; with the budget full the
+    /// focus fails with `outOfMemory` and changes nothing: the old focus stands, no byte or
+    /// position moves, nothing is written or lost; with room again it succeeds. (Paged only:
+    /// the contiguous layout never shares a 12-token layer's page, because a fork copies the
+    /// partly filled boundary page; the shared-page copy check is the same one compaction
+    /// uses, tested in CompactionTests.)
+    @Test func aFocusWithNoRoomToCopySharedBlocksIsOutOfMemoryAndKeepsTheOldFocus() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(.paged, dir: dir.path) { $0.memoryBytes = 256 << 10 }
+        let toks = try compactedOnTopicA(e).tokens
+        try e.syncOffload()
+        try e.fork(parent: 1, child: 2)  // every block and page of 1 is shared
+        var filler = min(4096, Int(e.stats().blocksTotal - e.stats().blocksUsed) * 4 + 8)
+        while filler > 1 && (try? e.createSequence(3, tokens: tokens(filler, seed: 9))) == nil { filler -= 1 }
+        #expect(filler > 1)
+        var extra: [UInt64] = []  // what a long create could not take (contiguous: lone groups)
+        while extra.count < 64, (try? e.createSequence(100 + UInt64(extra.count), tokens: tokens(1, seed: 10))) != nil {
+            extra.append(100 + UInt64(extra.count))
+        }
+        let state = e.evictionStates[e.sequences.slot(of: 1)]!
+        let focusedA = state.focusedEpisode
+        let before = (try positions(e, 1, layer: 0), try positions(e, 1, layer: 1), e.stats())
+        let error = caught { _ = try focus(e, Self.queryB) }
+        #expect(error?.code == .outOfMemory)
+        #expect(state.focusedEpisode == focusedA, "the old focus stands")
+        #expect(try positions(e, 1, layer: 0) == before.0 && positions(e, 1, layer: 1) == before.1)
+        #expect(e.stats() == before.2, "nothing written, read, lost or allocated")
+        try expectHolds(e, Self.heavyA, toks)
+        try e.free(3)
+        for seq in extra { try e.free(seq) }
+        #expect(try focus(e, Self.queryB) != focusedA)
+        try waitReady(e, 1)
+        try expectHolds(e, Self.heavyB, toks)
+        try e.free(2)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.tokenRecords == 0 && e.stats().disk.tokensOnDisk == 0)  // (freed blocks may stay spilled)
+    }
+
     @Test(arguments: layouts)
     func withoutATierEvictedTokensAreDroppedAsBefore(layout: Layout) throws {
         let e = try engine(layout, dir: nil)

@@ -83,7 +83,7 @@ public final class AttentionScores {
     /// Compactions applied so far.
     public private(set) var compactions = 0
     /// The focused episode, or -1.
-    public private(set) var focusedEpisode = -1
+    public internal(set) var focusedEpisode = -1
 
     /// Most segments a sequence may register.
     public static let maxSegments = 4096
@@ -458,6 +458,15 @@ public final class AttentionScores {
     /// (no segment yet, wrong dimension, non-finite value) and then changes nothing.
     /// Cost: k-means over the segments when they changed; O(k * dim) otherwise.
     public func focus(_ query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
+        focusedEpisode = try nearestEpisode(query)
+        return focusedEpisode
+    }
+
+    /// `focus` short of focusing: validates `query`, re-clusters changed segments, credits the
+    /// current turn's observations to its segment's episode, and returns the episode nearest
+    /// to `query`. (The engine's episodic offload focuses it only once its tokens can be
+    /// restored.) Throws as `focus` does, and then changes nothing.
+    func nearestEpisode(_ query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
         guard config.policy == .episodic else { throw KVError(.unsupported, "focus needs the episodic policy, this sequence uses \(config.policy.name)") }
         guard segmentCount > 0 else { throw .invalid("no segment registered: add segments before focusing") }
         try checkEmbedding(query)
@@ -472,8 +481,7 @@ public final class AttentionScores {
             episodeObserved[target] = true
             episodeObserved[turn] = false
         }
-        focusedEpisode = clustering!.nearest(query)
-        return focusedEpisode
+        return clustering!.nearest(query)
     }
 
     private func recluster() {

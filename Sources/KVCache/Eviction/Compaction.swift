@@ -289,8 +289,9 @@ extension Engine {
     /// (holding the lock) for the sequence's pending reads. Throws `notFound`, `invalidArgument` (no
     /// segment, dimension, non-finite values; with a disk tier, a swapped-out sequence),
     /// `unsupported` (another policy), `outOfMemory`
-    /// (the restore must copy a shared block or page and the budget has no room: the episode
-    /// is focused but no token was restored). Cost: k-means when the segments changed; with
+    /// (the restore must copy a shared block or page and the budget has no room: the previous
+    /// focus stands and nothing is restored; only the re-clustering and crediting above, which
+    /// any later focus would do the same way, are kept). Cost: k-means when the segments changed; with
     /// offloaded tokens O(resident + offloaded) per layer, one staging copy and one slot
     /// write per `tokensPerRecord` displaced tokens, one slot read per record restored from.
     public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
@@ -307,8 +308,13 @@ extension Engine {
                 offload?.waitResident(s)
                 settleRestores(s)
             }
-            let episode = try state.focus(query)
-            if offloadsEvictions(state) { try restoreFocused(slot: s, state: state) }
+            guard offloadsEvictions(state) else { return try state.focus(query) }
+            let episode = try state.nearestEpisode(query), previous = state.focusedEpisode
+            state.focusedEpisode = episode
+            do throws(KVError) { try restoreFocused(slot: s, state: state) } catch {
+                state.focusedEpisode = previous  // nothing was restored: the old focus stands
+                throw error
+            }
             return episode
         }
     }
