@@ -318,8 +318,9 @@ typedef struct kvc_stats {
     uint64_t swap_outs;
     uint64_t swap_ins;
     /** Episodic offload (kvc_seq_compact / kvc_seq_focus with a disk tier): slab slots holding
-     *  sequences' evicted tokens now, and the tokens in them (both part of disk_stored_bytes;
-     *  never prefix hits). */
+     *  sequences' evicted tokens now, and the tokens in them (part of disk_stored_bytes; never
+     *  prefix hits), summed over live sequences: a slot a fork shares with its parent counts
+     *  once for each of them. */
     uint64_t token_records;
     uint64_t tokens_on_disk;
     /** Episodic offload totals: tokens written out, read back into memory, and lost (their
@@ -478,7 +479,9 @@ kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
 
 /**
  * Creates `child` holding all of `parent`'s tokens, sharing their memory copy-on-write
- * (beam search, parallel sampling). Both then grow independently.
+ * (beam search, parallel sampling). Both then grow independently. Episodic offload: the
+ * child inherits the parent's offloaded tokens (a kvc_seq_focus of the child restores them
+ * whatever the parent does); the disk slots holding them are shared, not copied.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (parent not live),
  * KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_OUT_OF_MEMORY.
  */
@@ -582,8 +585,9 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * blocks/pages past the new length (committed bytes fall). KVC_EVICTION_NONE: no change.
  * Episodic offload (KVC_EVICTION_EPISODIC, per layer, with a disk tier): the evicted
  * tokens' K/V (K then V of every KV head, exactly the bytes) are written to the disk tier,
- * packed into slots private to the sequence (never prefix hits, freed with it), and the
- * tokens stay candidates for a later kvc_seq_focus; a token whose slot cannot be written
+ * packed into slots private to the sequence and the forks it makes later (never prefix
+ * hits, freed with the last of them), and the tokens stay candidates for a later
+ * kvc_seq_focus; a token whose slot cannot be written
  * (disk full, tier full) is dropped as without a tier and reported once by kvc_seq_ready.
  * Without a tier, or per head, evicted tokens are dropped. Waits for the sequence's pending
  * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.

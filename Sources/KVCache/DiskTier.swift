@@ -58,7 +58,8 @@ public struct DiskTierStats: Equatable, Sendable {
     public var swapOuts: UInt64 = 0
     public var swapIns: UInt64 = 0
     /// Episodic offload: records (slots) holding sequences' evicted tokens now, and the tokens
-    /// in them (part of `storedSlots`; never prefix hits).
+    /// in them (part of `storedSlots`; never prefix hits), summed over live sequences: a slot a
+    /// fork shares with its parent counts once for each of them.
     public var tokenRecords: UInt64 = 0
     public var tokensOnDisk: UInt64 = 0
     /// Episodic offload: tokens written out, read back into memory, and lost (their record could

@@ -19,9 +19,14 @@
 ///   undone (the displaced token, whose bytes never left the slot, is resident again and its
 ///   disk copy is dropped) and the record's tokens are lost: dropped from the state, counted in
 ///   `tokensLost`, reported once by `ready` (`io`).
+/// - `fork` gives the child the parent's offloaded tokens: its state copy keeps the parked
+///   slots, and its own `OffloadedTokens` table describes the same records, each disk slot
+///   pinned once more for the child (records are immutable once written). From then on each
+///   sequence restores, displaces and drops tokens on its own; a slot goes when the last
+///   sequence holding it lets it go. Cost: O(the parent's records × tokens per record), no I/O.
 /// - Operations that change the parked set (`compact`, `focus`, an `append` that must drop
-///   parked tokens, `fork`) first wait for the sequence's pending restores; `free` releases its
-///   records.
+///   parked tokens) and `fork` first wait for the sequence's pending restores; `free` releases
+///   its pins on its records.
 extension Engine: RecordMemory {
     /// Whether compactions of `state` offload evicted tokens to the disk tier.
     func offloadsEvictions(_ state: AttentionScores) -> Bool {
@@ -212,6 +217,19 @@ extension Engine: RecordMemory {
             }
         }
         state.ensureCapacity(state.maxOccupied + n)
+    }
+
+    /// Gives fork `to` the offloaded tokens of `from` (whose state it copied, parked slots
+    /// included): its own table of the same records, each disk slot pinned once more for `to`.
+    /// Records are immutable once written, so sharing their slots is safe; each sequence drops
+    /// its own pin when its last live entry in the record dies or it is freed. Cannot fail (a
+    /// pin is a count). Precondition: no restore of `from` is pending (`settleRestores`).
+    /// Cost: `OffloadedTokens.init(forkOf:)`, plus a pin per record.
+    func inheritOffloadedTokens(from: Int, to: Int) {
+        guard let offload, let t = offload.offloadedTokens[from] else { return }
+        let inherited = OffloadedTokens(forkOf: t)
+        for diskSlot in inherited.slots { offload.tier.pin(diskSlot) }
+        offload.offloadedTokens[to] = inherited
     }
 
     /// Releases every record of sequence slot `s` (it is being freed).

@@ -310,7 +310,10 @@ public final class Engine: @unchecked Sendable {
     /// reference counts; a partly filled last block is copied by whichever side appends first.
     /// Contiguous: whole pages are mapped shared, the boundary page copied. With a disk tier the
     /// child shares the parent's `ready` verdict: a disk read of the parent's that failed fails
-    /// the child too. Throws `notFound`, `exists`, `outOfMemory`.
+    /// the child too; and it inherits the parent's episodically offloaded tokens (its eviction
+    /// state keeps them as candidates, its own pins hold their records: a later `focus` of the
+    /// child restores them whatever the parent does), at O(those records) cost, no I/O.
+    /// Throws `notFound`, `exists`, `outOfMemory` (then nothing changed).
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
             let from = try residentSlot(parent)
@@ -345,6 +348,7 @@ public final class Engine: @unchecked Sendable {
             if let offload { offload.failed[to] = offload.failed[from] }
             sequences.tail(to).update(from: sequences.tail(from), count: bt)
             evictionStates[to] = evictionStates[from]?.copy()
+            inheritOffloadedTokens(from: from, to: to)
             sequencesCreated += 1
         }
     }

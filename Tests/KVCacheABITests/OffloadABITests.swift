@@ -132,9 +132,12 @@ struct OffloadABITests {
         for layer in 0..<2 { #expect(try f.positions(5, layer: layer).sorted() == (heavyB + [62, 63]).map(Int32.init)) }
         #expect(try f.firstSlotMismatch(5, salt: 5) == nil, "the restored tokens' bytes")
         #expect(try f.stats().diskBytesRead > compacted.diskBytesRead)
+        #expect(kvc_seq_fork(f.handle, 5, 6) == KVC_OK)
         #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        #expect(try f.stats().tokensOnDisk == 116, "the fork holds the parent's offloaded tokens past the parent's free")
+        #expect(kvc_seq_free(f.handle, 6) == KVC_OK)
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
-        #expect(try f.stats().diskStoredBytes == 0, "freeing the sequence released its records")
+        #expect(try f.stats().diskStoredBytes == 0, "freeing both sequences released their records")
         #expect(try f.stats().tokenRecords == 0 && (try f.stats()).tokensOnDisk == 0)
     }
 

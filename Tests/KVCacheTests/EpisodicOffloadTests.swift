@@ -25,24 +25,37 @@ import Testing
         return try Engine(c)
     }
 
-    private func focus(_ e: Engine, _ query: [Float]) throws -> Int {
-        try query.withUnsafeBufferPointer { try e.focus(1, query: $0) }
+    private func focus(_ e: Engine, _ query: [Float], seq: UInt64 = 1) throws -> Int {
+        try query.withUnsafeBufferPointer { try e.focus(seq, query: $0) }
     }
 
-    /// Every layer of sequence 1 holds exactly `heavy` and the recent window, and every held
-    /// slot has its token's bytes.
-    private func expectHolds(_ e: Engine, _ heavy: [Int32], _ toks: [Int32], sourceLocation: SourceLocation = #_sourceLocation) throws {
+    /// Every layer of sequence `seq` holds exactly `heavy` and the recent window, and every
+    /// held slot has its token's bytes.
+    private func expectHolds(_ e: Engine, _ heavy: [Int32], _ toks: [Int32], seq: UInt64 = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
         for layer in 0..<2 {
-            #expect(try positions(e, 1, layer: layer).sorted() == (heavy + Self.recent).sorted(), sourceLocation: sourceLocation)
+            #expect(try positions(e, seq, layer: layer).sorted() == (heavy + Self.recent).sorted(), sourceLocation: sourceLocation)
         }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0, sourceLocation: sourceLocation)
+        #expect(try slotMismatches(e, seq, tokens: toks) == 0, sourceLocation: sourceLocation)
     }
 
-    /// Freeing sequence 1 leaves no slot of the tier in use.
-    private func expectFreeReleasesRecords(_ e: Engine, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        try e.free(1)
+    /// Freeing sequence `seq` (the last one holding records) leaves no slot of the tier in use.
+    private func expectFreeReleasesRecords(_ e: Engine, seq: UInt64 = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try e.free(seq)
         try e.syncOffload()
         #expect(e.stats().disk.storedSlots == 0, sourceLocation: sourceLocation)
+    }
+
+    /// What `seq` holds: every layer's positions, and the K then V bytes of every held slot.
+    private func held(_ e: Engine, _ seq: UInt64) throws -> (positions: [[Int32]], bytes: [UInt8]) {
+        var bytes: [UInt8] = []
+        for layer in 0..<e.config.numLayers {
+            for slot in 0..<(try e.layerLength(seq, layer: layer)) {
+                let (k, v) = try tokenAddress(e, seq, layer: layer, position: slot)
+                bytes += UnsafeRawBufferPointer(start: k, count: e.config.tokenBytes)
+                bytes += UnsafeRawBufferPointer(start: v, count: e.config.tokenBytes)
+            }
+        }
+        return (try (0..<e.config.numLayers).map { try positions(e, seq, layer: $0) }, bytes)
     }
 
     /// Sequence 1 of 512 tokens with distinct K/V bytes per token and layer, two registered
@@ -290,22 +303,85 @@ import Testing
         #expect(e.stats().disk.storedSlots == 0 && e.stats().disk.tokensOnDisk == 0)
     }
 
+    /// A fork inherits the parent's offloaded tokens: focused on the other episode, each child
+    /// restores exactly the positions and bytes the parent got for that focus, whatever the
+    /// parent did since (focused, compacted again, was freed).
     @Test(arguments: layouts)
-    func aForkDoesNotInheritTheOffloadedTokens(layout: Layout) throws {
+    func aForkInheritsTheOffloadedTokens(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         let e = try engine(layout, dir: dir.path)
         let toks = try compactedOnTopicA(e).tokens
         try e.fork(parent: 1, child: 2)
-        _ = try Self.queryB.withUnsafeBufferPointer { try e.focus(2, query: $0) }
-        try waitReady(e, 2)
-        #expect(try positions(e, 2, layer: 0).sorted() == (Self.heavyA + Self.recent).sorted(), "nothing to restore")
-        try e.free(2)
-        #expect(e.stats().disk.tokensOnDisk == 2 * 500, "the parent's records stay")
-        _ = try focus(e, Self.queryB)
+        try e.fork(parent: 1, child: 3)
+        try expectHolds(e, Self.heavyA, toks, seq: 2)
+        #expect(try focus(e, Self.queryB) != -1)
         try waitReady(e, 1)
-        #expect(try positions(e, 1, layer: 1).sorted() == (Self.heavyB + Self.recent).sorted())
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try expectHolds(e, Self.heavyB, toks)
+        let parentFocusedOnB = try held(e, 1)
+        #expect(try e.compact(1, budgetTokens: 6) == 6, "the parent parks and writes tokens of its own")
+
+        #expect(try focus(e, Self.queryB, seq: 2) != -1)
+        try waitReady(e, 2)
+        let child = try held(e, 2)
+        #expect(child.positions == parentFocusedOnB.positions)
+        #expect(child.bytes == parentFocusedOnB.bytes, "byte for byte")
+
+        try e.free(1)
+        try e.syncOffload()
+        #expect(try focus(e, Self.queryB, seq: 3) != -1)
+        try waitReady(e, 3)
+        let orphan = try held(e, 3)
+        #expect(orphan.positions == parentFocusedOnB.positions, "the parent's free left the records the fork holds")
+        #expect(orphan.bytes == parentFocusedOnB.bytes, "byte for byte")
+
+        // Back on A: the tokens the child's own focus displaced come back from its records.
+        #expect(try focus(e, Self.queryA, seq: 2) != -1)
+        try waitReady(e, 2)
+        try expectHolds(e, Self.heavyA, toks, seq: 2)
+        #expect(e.stats().disk.tokensLost == 0)
+    }
+
+    /// Freeing a parent and its fork, in either order, after the fork diverged (a focus that
+    /// restored from the shared records and wrote its own), returns the tier to its slot counts
+    /// before the compaction; the token counters follow the live sequences' tables. A fork
+    /// that fails (the child exists) takes no pin.
+    @Test(arguments: layouts, [true, false])
+    func freeingAForkAndItsParentInEitherOrderReleasesEveryRecord(layout: Layout, parentFirst: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path)
+        let empty = e.offloadSlotAudit
+        let toks = try compactedOnTopicA(e).tokens
+        try e.syncOffload()
+        let compacted = e.stats().disk, audit = e.offloadSlotAudit
+        #expect(audit.pinned == 125)
+
+        try e.fork(parent: 1, child: 2)
+        #expect(caught { try e.fork(parent: 1, child: 2) }?.code == .exists)
+        try e.syncOffload()
+        let forked = e.stats().disk
+        #expect(e.offloadSlotAudit == audit, "the fork pins the parent's slots, writes none")
+        #expect(forked.storedSlots == compacted.storedSlots && forked.bytesWritten == compacted.bytesWritten)
+        #expect(forked.tokensOffloaded == compacted.tokensOffloaded)
+        #expect(forked.tokensOnDisk == 2 * compacted.tokensOnDisk && forked.tokenRecords == 2 * compacted.tokenRecords,
+                "counted once per sequence holding them")
+
+        #expect(try focus(e, Self.queryB, seq: 2) != -1)
+        try waitReady(e, 2)
+        try expectHolds(e, Self.heavyB, toks, seq: 2)
+        let diverged = e.stats().disk
+        #expect(diverged.tokensRestored == 2 * 10 && diverged.tokensOnDisk == 2 * 2 * 500)
+
+        let (first, second): (UInt64, UInt64) = parentFirst ? (1, 2) : (2, 1)
+        try e.free(first)
+        try e.syncOffload()
+        #expect(e.stats().disk.tokensOnDisk == 2 * 500, "the survivor's tokens")
+        #expect(e.offloadSlotAudit.pinned == e.stats().disk.tokenRecords, "one pin per record of the survivor")
+        try expectHolds(e, second == 1 ? Self.heavyA : Self.heavyB, toks, seq: second)
+        try expectFreeReleasesRecords(e, seq: second)
+        #expect(e.offloadSlotAudit == empty)
+        #expect(e.stats().disk.tokenRecords == 0 && e.stats().disk.tokensOnDisk == 0)
     }
 
     @Test(arguments: layouts)

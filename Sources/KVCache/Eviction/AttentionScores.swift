@@ -136,8 +136,9 @@ public final class AttentionScores {
         }
     }
 
-    /// A deep copy (a forked sequence's state) without the parked slots: their K/V on disk
-    /// belong to the original sequence, so a fork does not inherit them.
+    /// A deep copy (a forked sequence's state), parked slots included (positions and every
+    /// score): the engine gives the fork its own pins on the records holding their K/V.
+    /// Cost: O(rows * capacity) time and allocation.
     func copy() -> AttentionScores {
         let c = AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxCapacity)
         c.reallocate(from: c.capacity, to: capacity)
@@ -149,6 +150,7 @@ public final class AttentionScores {
         if config.tracksVisibility { c.visible.update(from: visible, count: n) }
         c.episodeScores.update(from: episodeScores, count: episodeObserved.count * n)
         c.lengths.update(from: lengths, count: layers)
+        c.parked.update(from: parked, count: layers)
         c.nextPosition = nextPosition
         c.episodeObserved = episodeObserved
         c.entropySum = entropySum

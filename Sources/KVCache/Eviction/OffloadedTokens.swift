@@ -13,11 +13,16 @@
 /// dead: restored or lost), position and, while a read restores it, the memory slot the read
 /// fills and the position of the token that left that slot for it.
 ///
+/// A fork's table (`init(forkOf:)`) describes the same disk slots as its parent's: records
+/// are immutable once written, so sequences share them, each through its own pin and its own
+/// entries (a token restored or dropped by one sequence stays on disk for the other).
+///
 /// Invariants: a record's `live` count is the number of its entries not dead; a record with a
-/// live entry holds a disk slot pinned once by this sequence, released (and its id reused)
-/// when the count reaches 0; `location` maps exactly the live entries that are not being
-/// restored. Cost: O(1) per token (a dictionary probe); the arrays grow with the records and
-/// are reused afterwards. Not thread-safe: the engine serialises calls.
+/// live entry holds a disk slot pinned once by this sequence (other sequences' tables may hold
+/// the same slot, each with its own pin), released (and its id reused) when the count reaches
+/// 0; `location` maps exactly the live entries that are not being restored. Cost: O(1) per
+/// token (a dictionary probe); the arrays grow with the records and are reused afterwards.
+/// Not thread-safe: the engine serialises calls.
 final class OffloadedTokens {
     /// Tokens one record holds.
     let tokensPerRecord: Int
@@ -44,6 +49,23 @@ final class OffloadedTokens {
     init(tokensPerRecord: Int) {
         precondition(tokensPerRecord > 0)
         self.tokensPerRecord = tokensPerRecord
+    }
+
+    /// A table for a fork of the sequence `parent` describes: the same disk slots (the caller
+    /// pins each once more for the fork), renumbered densely in record order, with the same
+    /// live entries; nothing lost to report (the parent's losses are already out of the state
+    /// the fork copies). Precondition: no restore of `parent` is pending (its entries' state
+    /// is final). Cost: O(parent's records ever held) to scan plus O(live records ×
+    /// `tokensPerRecord`) time and allocation.
+    convenience init(forkOf parent: OffloadedTokens) {
+        precondition(parent.readsPending == 0, "a fork copies a table with restores pending")
+        self.init(tokensPerRecord: parent.tokensPerRecord)
+        for r in parent.recordSlot.indices where parent.recordSlot[r] >= 0 {
+            let record = addRecord(slot: parent.recordSlot[r]), first = r * tokensPerRecord
+            for i in 0..<tokensPerRecord where parent.entryLayer[first + i] >= 0 {
+                add(record: record, index: i, layer: Int(parent.entryLayer[first + i]), position: parent.entryPosition[first + i])
+            }
+        }
     }
 
     /// Tokens on disk (live entries).
