@@ -3,6 +3,7 @@
 # (both synthetic traces, every policy, budgets 10/20/50%, with JSON and SVG in
 # docs/eviction/), then two sensitivity sweeps at a 20% budget:
 #   long-decode:  per-query logit noise 1, 2, 3 x H2O recent window 50% or 10% of the budget
+#   long-decode:  the per-query noise fitted to SmolLM2-135M (tools/real_attention/)
 #   topic-return: seeds 1..5 x Gaussian noise of norm 0 (default), 0.5 and 1 added to the
 #                 (unit) sentence embeddings
 # Usage: tools/evict_sweep.sh   (builds kvcache-cli in release first; about 3 minutes)
@@ -26,6 +27,14 @@ for noise in 1 2 3; do
         echo "| $noise | $recent |$row"
     done
 done
+
+echo
+echo "## long-decode at 20%, per-query noise fitted to SmolLM2-135M: N(0, 0.6^2), 5% spikes N(0, 4^2)"
+echo "| streaming | tova | h2o | h2o-norm | oracle |"
+echo "|---|---|---|---|---|"
+row=$("$cli" evict-eval --synthetic long-decode --budgets 0.2 --policies streaming,tova,h2o,h2o-norm,oracle \
+      --query-noise 0.6 --spike-probability 0.05 --spike-noise 4 2>/dev/null | awk -F'|' '/^\| long-decode/ {gsub(/ /, "", $5); printf " %s |", $5}')
+echo "|$row"
 
 echo
 echo "## topic-return at 20%: recall over the return turn, per seed and embedding noise"

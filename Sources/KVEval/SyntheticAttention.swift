@@ -16,7 +16,9 @@ import KVCache
 ///                                       head: a heavy tail, so a few tokens draw most
 ///                                       attention, mostly from queries of their own topic
 ///       + (topic(i) == q ? 1.5 : 0)       topical relevance
-///       + N(0, 1)                         per (query, key, layer, head) noise
+///       + N(0, 1)                         per (query, key, layer, head) noise; optionally a
+///                                       scale mixture instead: N(0, s^2), or N(0, S^2) with
+///                                       probability p (`spikeProbability`, `spikeNoise`)
 ///
 /// Traces:
 /// - `long-decode`: one topic; a 512-token prompt (one prefill step) then 1536 decode steps.
@@ -46,6 +48,11 @@ public struct SyntheticAttention: AttentionTraceSource {
     /// Standard deviation of the per-(query, key) logit noise: how much attention varies
     /// from one query to the next beyond the persistent structure.
     public let queryNoise: Float
+    /// Probability that a (query, key) pair draws its noise from N(0, `spikeNoise`^2) instead:
+    /// sparse, large, query-specific jumps (0: none, the default).
+    public let spikeProbability: Float
+    /// Standard deviation of those spikes.
+    public let spikeNoise: Float
     /// Per step: tokens after it, queries, and the query embedding of a new turn.
     private var plan: [(tokens: Int, queries: Int, query: [Float]?)] = []
     private var topic: [Int] = []
@@ -56,9 +63,12 @@ public struct SyntheticAttention: AttentionTraceSource {
 
     /// The `kind` trace of `seed`; the noise levels default to the documented generator's.
     /// Cost: O(layers x heads x tokens) to draw the saliences; steps are computed in `next`.
-    public init(_ kind: Kind, seed: UInt64, queryNoise: Float = 1, embeddingNoise: Float = 0) {
+    public init(_ kind: Kind, seed: UInt64, queryNoise: Float = 1, spikeProbability: Float = 0, spikeNoise: Float = 0,
+                embeddingNoise: Float = 0) {
         self.seed = seed
         self.queryNoise = queryNoise
+        self.spikeProbability = spikeProbability
+        self.spikeNoise = spikeNoise
         var rng = SplitMix64(seed: seed)
         var embeddingRNG = SplitMix64(seed: seed ^ 0x454D_4245_4444)  // its own stream: noise leaves attention alone
         var segments: [TraceSegment] = []
@@ -115,6 +125,14 @@ public struct SyntheticAttention: AttentionTraceSource {
         return stride(from: 0, to: all.count, by: dim).map { Array(all[$0..<$0 + dim]) }
     }
 
+    /// 16 uniform bits for (query, key, row), independent of `noise`'s: a spike when below
+    /// `spikeProbability * 65536`.
+    @inline(__always)
+    private func spike(_ t: Int, _ i: Int, _ row: Int) -> UInt32 {
+        UInt32(truncatingIfNeeded: SplitMix64.mix(seed ^ 0x5350_494B_45 ^ (UInt64(t) &* 0xD6E8_FEB8_6659_FD93)
+                                                  ^ (UInt64(i) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(row) << 48)) & 0xFFFF)
+    }
+
     /// Approximately N(0, 1) noise for (query, key, row): Irwin-Hall of four 16-bit uniforms
     /// of one hash, scaled to unit variance.
     @inline(__always)
@@ -139,6 +157,7 @@ public struct SyntheticAttention: AttentionTraceSource {
         let count = layers * heads * n
         if step.rows.count < count { step.rows = [Float](repeating: 0, count: count) }
         let maxTokens = header.maxTokens
+        let spikes = UInt32((spikeProbability * 65536).rounded())
         var scratch: [Float] = []
         swap(&scratch, &logits)
         defer { swap(&scratch, &logits) }
@@ -159,7 +178,7 @@ public struct SyntheticAttention: AttentionTraceSource {
                                     x += 5 * expf(-Float(t - i) / tau)
                                     let same = topic[i] == qt
                                     x += sal[r * maxTokens + i] * (same ? 1 : 0.2) + (same ? 1.5 : 0)
-                                    x += queryNoise * noise(t, i, r)
+                                    x += noise(t, i, r) * (spikes > 0 && spike(t, i, r) < spikes ? spikeNoise : queryNoise)
                                     logit[i] = x
                                     top = max(top, x)
                                 }

@@ -55,6 +55,12 @@ struct EvictEvalCommand: ParsableCommand {
     @Option(help: "Synthetic generator: standard deviation of the per-(query, key) logit noise.")
     var queryNoise: Float = 1
 
+    @Option(help: "Synthetic generator: probability that a (query, key) pair's noise is a spike instead.")
+    var spikeProbability: Float = 0
+
+    @Option(help: "Synthetic generator: standard deviation of a spike.")
+    var spikeNoise: Float = 0
+
     @Option(help: "Synthetic topic-return: expected norm of Gaussian noise added to each (unit) sentence embedding.")
     var embeddingNoise: Float = 0
 
@@ -82,6 +88,9 @@ struct EvictEvalCommand: ParsableCommand {
 
     /// The evaluation the options describe.
     func evaluation() throws -> EvictionEvaluation {
+        guard (0...1).contains(spikeProbability), spikeNoise >= 0, queryNoise >= 0, embeddingNoise >= 0 else {
+            throw ValidationError("noise levels must be >= 0 and --spike-probability in [0, 1]")
+        }
         let ratios = try budgets.split(separator: ",").map {
             guard let r = Double($0) else { throw ValidationError("budget \($0) is not a number") }
             return r
@@ -107,7 +116,8 @@ struct EvictEvalCommand: ParsableCommand {
         } else {
             for s in synthetic.split(separator: ",") {
                 guard let kind = SyntheticAttention.Kind(rawValue: String(s)) else { throw ValidationError("unknown synthetic trace \(s)") }
-                sources.append((kind.rawValue, SyntheticAttention(kind, seed: seed, queryNoise: queryNoise, embeddingNoise: embeddingNoise)))
+                sources.append((kind.rawValue, SyntheticAttention(kind, seed: seed, queryNoise: queryNoise, spikeProbability: spikeProbability,
+                                                                   spikeNoise: spikeNoise, embeddingNoise: embeddingNoise)))
             }
         }
         if let writeTrace {

@@ -78,6 +78,45 @@ import Testing
         #expect(Set(state.segmentEpisodes).count == 4)  // four topics, four episodes
     }
 
+    /// The fraction of keys (older than 64 positions) whose log attention changes by more than
+    /// 5 between consecutive decode steps 600...640 of long-decode.
+    private func largeJumps(_ trace: SyntheticAttention) throws -> Double {
+        var source = trace, step = TraceStep(), previous: [Float] = [], index = 0
+        var jumps = 0, keys = 0
+        while try source.next(into: &step), index < 640 {
+            index += 1
+            guard index > 600 else { continue }
+            let n = step.nTokens
+            if !previous.isEmpty {
+                let m = n - 1, rows = trace.header.layers * trace.header.heads
+                for r in 0..<rows {
+                    for i in 0..<(m - 64) {
+                        let d = log(max(step.rows[r * n + i], 1e-12)) - log(max(previous[r * m + i], 1e-12))
+                        if abs(d) > 5 { jumps += 1 }
+                        keys += 1
+                    }
+                }
+            }
+            previous = Array(step.rows.prefix(trace.header.layers * trace.header.heads * n))
+        }
+        return Double(jumps) / Double(keys)
+    }
+
+    @Test func spikesMakeStepToStepChangesHeavyTailed() throws {
+        let gaussian = try largeJumps(SyntheticAttention(.longDecode, seed: 1))
+        let spiky = try largeJumps(SyntheticAttention(.longDecode, seed: 1, queryNoise: 0.6, spikeProbability: 0.05, spikeNoise: 4))
+        #expect(gaussian < 0.002, "\(gaussian)")  // |N(0, 2)| > 5: 4e-4
+        #expect(spiky > 0.01 && spiky < 0.1, "\(spiky)")  // either step spikes (~10%), a fifth of those by > 5
+        // A spike as large as the bulk noise is no spike: the same trace as without.
+        var a = SyntheticAttention(.longDecode, seed: 2, queryNoise: 0.7)
+        var b = SyntheticAttention(.longDecode, seed: 2, queryNoise: 0.7, spikeProbability: 0.5, spikeNoise: 0.7)
+        var x = TraceStep(), y = TraceStep()
+        for _ in 0..<3 {
+            #expect(try a.next(into: &x) && b.next(into: &y))
+            #expect(x.rows == y.rows)
+        }
+    }
+
     @Test func aWrittenTraceReadsBackStepForStep() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-\(getpid()).bin").path
         defer { unlink(path) }
