@@ -7,8 +7,8 @@ import KVCache
 ///
 /// Policy names: none (full cache), streaming (4 sinks + recent), tova, h2o (raw sums),
 /// h2o-norm (sums / queries that saw the token), episodic (drops evicted tokens),
-/// episodic-offload (evicted tokens go to a modelled disk tier; a focus restores the episode's
-/// set), oracle (the top tokens of the step being scored: it peeks, an upper bound).
+/// episodic-offload (a whole engine with a disk tier: evicted tokens go to disk, a focus
+/// restores the episode's set, every held byte is checked), oracle (the top tokens of the step being scored: it peeks, an upper bound).
 public struct EvictionEvaluation: Sendable {
     /// Every policy name the evaluation knows, in report order.
     public static let policyNames = ["none", "streaming", "tova", "h2o", "h2o-norm", "episodic", "episodic-offload", "oracle"]
@@ -54,7 +54,7 @@ public struct EvictionEvaluation: Sendable {
     }
 
     /// The runs, one per policy and ratio, over a trace with `header`.
-    func runs(_ header: TraceHeader) -> [EvictionRun] {
+    func runs(_ header: TraceHeader) throws -> [EvictionRun] {
         var runs: [EvictionRun] = []
         for name in policies {
             for ratio in ratios where !(name == "none" && ratio != ratios.first) {
@@ -62,7 +62,7 @@ public struct EvictionEvaluation: Sendable {
                 c.episodes = episodes
                 c.recentRatio = recentRatio
                 c.perHead = perHead && name != "episodic-offload"
-                let run = EvictionRun(label: name, config: c, ratio: name == "none" ? 1 : ratio,
+                let run = try EvictionRun(label: name, config: c, ratio: name == "none" ? 1 : ratio,
                                       offload: name == "episodic-offload", oracle: name == "oracle", header: header)
                 run.verbose = verbose
                 runs.append(run)
@@ -76,7 +76,7 @@ public struct EvictionEvaluation: Sendable {
     /// eviction state throws (for example NaN scores in a trace file).
     public func run(_ name: String, _ source: inout some AttentionTraceSource) throws -> [EvictEvalResult] {
         let header = source.header
-        let runs = runs(header)
+        let runs = try runs(header)
         let values = ValueTable(rows: header.layers * header.heads, maxTokens: header.maxTokens, seed: seed)
         var step = TraceStep()
         var index = 0
@@ -85,7 +85,7 @@ public struct EvictionEvaluation: Sendable {
             if step.nQueries == 1 {
                 let full = values.outputs(step, rows: header.layers * header.heads)
                 let after = header.markStep.map { index >= $0 } ?? false
-                for run in runs { run.score(step, full: full, values: values, after: after) }
+                for run in runs { try run.score(step, full: full, values: values, after: after) }
             }
             for run in runs { try run.observeAndCompact(step) }
             index += 1

@@ -10,13 +10,9 @@ import KVCache
 /// attention over the tokens the cache holds, renormalised as the server's softmax over them
 /// would be, then compact to `ratio * tokens so far`. The policy sees each step only after
 /// it was scored: no peeking. The state is the engine's own `AttentionScores` and policy
-/// code, without K/V bytes.
-///
-/// `offload` models the engine's episodic offload (Engine+EpisodicOffload.swift) without K/V
-/// bytes: evicted tokens stay known, a focus restores the episode's chosen set from all
-/// tokens, and between focuses compaction chooses among the resident tokens only. (The engine
-/// restores to each layer's current length; this model to the step's budget, which the
-/// following compaction reaches anyway.)
+/// code, without K/V bytes; with `offload` it is a whole engine with a disk tier
+/// (`EngineSubject`), whose episodic offload keeps evicted tokens on disk and restores them on
+/// a focus, byte-checked.
 final class EvictionRun {
     let label: String
     let config: EvictionConfig
@@ -25,16 +21,18 @@ final class EvictionRun {
     let oracle: Bool
     /// Print each focus decision to standard error.
     var verbose = false
-    let state: AttentionScores
-    /// Offload: per layer and position, 1 when resident.
-    private var resident: [UInt8]
+    /// The eviction state, or the engine, this run drives.
+    let subject: any EvictionSubject
+    private var segments = 0
     private var keep: [UInt8]
     private let layers: Int, heads: Int, maxTokens: Int
     private let observed: UnsafeMutablePointer<Float>
     private var oracleScratch: [Float]
     private(set) var recall = Mean(), error = Mean(), recallAfter = Mean(), errorAfter = Mean()
 
-    init(label: String, config: EvictionConfig, ratio: Double, offload: Bool = false, oracle: Bool = false, header: TraceHeader) {
+    /// A run of `config` at `ratio` over traces shaped like `header`; `offload` runs a whole
+    /// engine with a disk tier (throws what creating it throws).
+    init(label: String, config: EvictionConfig, ratio: Double, offload: Bool = false, oracle: Bool = false, header: TraceHeader) throws {
         self.label = label
         self.config = config
         self.ratio = ratio
@@ -43,8 +41,8 @@ final class EvictionRun {
         layers = header.layers
         heads = header.heads
         maxTokens = header.maxTokens
-        state = AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxTokens)
-        resident = [UInt8](repeating: 0, count: offload ? layers * maxTokens : 0)
+        subject = offload ? try EngineSubject(eviction: config, header: header)
+                          : AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxTokens)
         keep = [UInt8](repeating: 0, count: maxTokens)
         observed = .allocate(capacity: heads * maxTokens)
         oracleScratch = [Float](repeating: 0, count: maxTokens)
@@ -56,32 +54,23 @@ final class EvictionRun {
 
     /// Appends the step's tokens and handles segments and a query (before scoring).
     func begin(_ step: TraceStep, index: Int, header: TraceHeader) throws {
-        let new = step.nTokens - state.nextPosition
-        if new > 0 {
-            state.append(new)
-            if offload { for l in 0..<layers { for p in (step.nTokens - new)..<step.nTokens { resident[l * maxTokens + p] = 1 } } }
-        }
+        let new = step.nTokens - subject.nextPosition
+        if new > 0 { try subject.append(new) }
         guard config.policy == .episodic else { return }
         for s in header.segments where s.availableStep == index {
-            try s.embedding.withUnsafeBufferPointer { try state.addSegment(start: s.start, end: s.end, embedding: $0) }
+            try s.embedding.withUnsafeBufferPointer { try subject.addSegment(start: s.start, end: s.end, embedding: $0) }
+            segments += 1
         }
-        if let q = step.query, state.segmentCount > 0 {
-            let e = try q.withUnsafeBufferPointer { try state.focus($0) }
+        if let q = step.query, segments > 0 {
+            let e = try q.withUnsafeBufferPointer { try subject.focus($0) }
             if verbose {
-                FileHandle.standardError.write("\(label) \(ratio): step \(index) focuses episode \(e); segment episodes \(state.segmentEpisodes)\n".data(using: .utf8)!)
-            }
-            if offload {  // restore the focused episode's set from memory and disk
-                var all = [UInt8](repeating: 1, count: maxTokens)
-                for l in 0..<layers {
-                    state.select(layer: l, row: 0, budget: budget(step.nTokens), among: &all, keep: &keep)
-                    for p in 0..<step.nTokens { resident[l * maxTokens + p] = keep[p] }
-                }
+                FileHandle.standardError.write("\(label) \(ratio): step \(index) focuses episode \(e) of \(segments) segments\n".data(using: .utf8)!)
             }
         }
     }
 
     /// The positions row `head` of `layer` holds now, as a mask over positions, into `keep`.
-    private func keptMask(layer: Int, head: Int, step: TraceStep, rows: UnsafePointer<Float>) {
+    private func keptMask(layer: Int, head: Int, step: TraceStep, rows: UnsafePointer<Float>) throws {
         let n = step.nTokens
         if oracle {  // the top budget tokens of this very step's attention (summed over heads)
             for i in 0..<n { oracleScratch[i] = 0 }
@@ -95,23 +84,19 @@ final class EvictionRun {
             return
         }
         for i in 0..<n { keep[i] = 0 }
-        if offload {
-            for i in 0..<n { keep[i] = resident[layer * maxTokens + i] }
-            return
-        }
-        for p in state.positions(layer: layer, row: config.perHead ? head : 0) { keep[Int(p)] = 1 }
+        for p in try subject.heldPositions(layer: layer, row: config.perHead ? head : 0) { keep[Int(p)] = 1 }
     }
 
     /// Scores a decode step: attention-mass recall and relative output error per layer and
     /// head, given the full-cache outputs `full` (`[row][valueDim]`) and values.
-    func score(_ step: TraceStep, full: [Float], values: ValueTable, after: Bool) {
+    func score(_ step: TraceStep, full: [Float], values: ValueTable, after: Bool) throws {
         let n = step.nTokens
-        step.rows.withUnsafeBufferPointer { rowsBuffer in
+        try step.rows.withUnsafeBufferPointer { rowsBuffer in
             let rows = rowsBuffer.baseAddress!
             var o = [Float](repeating: 0, count: values.dim)
             for l in 0..<layers {
                 for h in 0..<heads {
-                    if h == 0 || config.perHead { keptMask(layer: l, head: h, step: step, rows: rows) }
+                    if h == 0 || config.perHead { try keptMask(layer: l, head: h, step: step, rows: rows) }
                     let r = l * heads + h
                     let p = rows + r * n
                     var mass: Float = 0
@@ -147,35 +132,22 @@ final class EvictionRun {
         try step.rows.withUnsafeBufferPointer { rowsBuffer in
             let rows = rowsBuffer.baseAddress!
             for l in 0..<layers {
-                let len = state.length(layer: l)
+                let len = try subject.length(layer: l)
+                var pos = try subject.heldPositions(layer: l, row: 0)
                 for h in 0..<heads {
+                    if config.perHead && h > 0 { pos = try subject.heldPositions(layer: l, row: h) }
                     let p = rows + (l * heads + h) * n
                     let out = observed + h * len
                     var held: Float = 0
-                    if offload {
-                        for i in 0..<len { out[i] = resident[l * maxTokens + i] == 1 ? p[i] : 0; held += out[i] }
-                    } else {
-                        let pos = state.positions(layer: l, row: config.perHead ? h : 0)
-                        for i in 0..<len { out[i] = p[Int(pos[i])]; held += out[i] }
-                    }
+                    for i in 0..<len { out[i] = p[Int(pos[i])]; held += out[i] }
                     // The server's softmax over the held tokens: each query's row sums to 1.
                     let scale = held > 0 ? Float(step.nQueries) / held : 0
                     for i in 0..<len { out[i] *= scale }
                 }
-                try state.observe(layer: l, scores: observed, nHeads: heads, nTokens: len)
+                try subject.observe(layer: l, scores: observed, nHeads: heads, nTokens: len)
             }
         }
-        let b = budget(n)
-        if offload {
-            for l in 0..<layers {
-                resident.withUnsafeBufferPointer { r in
-                    state.select(layer: l, row: 0, budget: b, among: r.baseAddress! + l * maxTokens, keep: &keep)
-                }
-                for p in 0..<n { resident[l * maxTokens + p] = keep[p] }
-            }
-        } else {
-            state.compact(budget: b)
-        }
+        try subject.compact(budget: budget(n))
     }
 }
 

@@ -24,8 +24,8 @@ struct EvictEvalCommand: ParsableCommand {
 
         Policies: none (full cache), streaming (4 sinks + recent), tova, h2o (raw sums), \
         h2o-norm (sums / queries that saw the token), episodic (drops evicted tokens), \
-        episodic-offload (evicted tokens go to a modelled disk tier and a focus restores the \
-        episode's set), oracle (top tokens of the step being scored: peeks, an upper bound). \
+        episodic-offload (the engine itself with a disk tier: evicted tokens go to disk and a \
+        focus restores the episode's set, every held byte checked), oracle (top tokens of the step being scored: peeks, an upper bound). \
         H2O and episodic split the budget half recent window, half heavy hitters.
 
         Traces: --synthetic long-decode|topic-return (SyntheticAttention.swift documents the \

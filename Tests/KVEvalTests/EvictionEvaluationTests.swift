@@ -117,6 +117,26 @@ import Testing
         }
     }
 
+    /// The engine behind episodic-offload holds what it reports: its positions' bytes, checked
+    /// on every read of the kept set; a wrong byte stops the run.
+    @Test func theEngineSubjectChecksEveryHeldByte() throws {
+        let header = SyntheticAttention(.topicReturn, seed: 1).header
+        var c = EvictionConfig(.episodic)
+        c.episodes = 4
+        let subject = try EngineSubject(eviction: c, header: header)
+        try subject.append(100)
+        #expect(try Array(subject.heldPositions(layer: 2, row: 0)) == (0..<100).map(Int32.init))
+        let scores = [Float](repeating: 0.01, count: header.heads * 100)
+        for l in 0..<header.layers { try scores.withUnsafeBufferPointer { try subject.observe(layer: l, scores: $0.baseAddress!, nHeads: header.heads, nTokens: 100) } }
+        try subject.compact(budget: 30)
+        let held = try Array(subject.heldPositions(layer: 2, row: 0))
+        #expect(held.count == 30 && Set(held).count == 30)
+        let k = try subject.engine.kv(subject.seq, layer: 2).k
+        k.storeBytes(of: k.load(fromByteOffset: 5, as: UInt8.self) &+ 1, toByteOffset: 5, as: UInt8.self)
+        #expect(throws: TraceError.self) { try subject.heldPositions(layer: 2, row: 0) }
+        #expect(try subject.heldPositions(layer: 1, row: 0).count == 30)  // other layers intact
+    }
+
     @Test func aWrittenTraceReadsBackStepForStep() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-\(getpid()).bin").path
         defer { unlink(path) }

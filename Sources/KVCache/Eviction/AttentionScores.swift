@@ -758,24 +758,6 @@ public final class AttentionScores {
         return n
     }
 
-    /// Runs the policy on row `row` of `layer` restricted to the slots where `among[i]` is 1
-    /// (e.g. those resident in memory when the rest sit in a disk tier), with `budget`, and
-    /// writes the choice into `keep` (1 keep; 0 evict or not a candidate). Changes no state.
-    /// Cost: O(slots), allocates the gather buffers once.
-    public func select(layer: Int, row: Int, budget: Int, among: UnsafePointer<UInt8>, keep: UnsafeMutablePointer<UInt8>) {
-        let len = lengths[layer]
-        if candidates.count < capacity { candidates = [Int32](repeating: 0, count: capacity) }
-        var n = 0
-        for i in 0..<len where among[i] == 1 {
-            candidates[n] = Int32(i)
-            n += 1
-        }
-        for i in 0..<len { keep[i] = 0 }
-        guard n > 0 else { return }
-        let chosen = candidates.withUnsafeBufferPointer { c in choose(layer: layer, row: row, count: n, budget: budget) { Int(c[$0]) } }
-        for j in 0..<n where chosen[j] == 1 { keep[Int(candidates[j])] = 1 }
-    }
-
     /// Runs the policy on the `count` slots `slot(0..<count)` of row `row` of `layer` (any
     /// resident or parked slots) with `budget`; returns the keep mask by candidate index
     /// (valid until the next choice). Cost: O(count) plus, for the episodic scores of a row
@@ -803,7 +785,6 @@ public final class AttentionScores {
     }
 
     private var gather: [Float] = []
-    private var candidates: [Int32] = []
 
     /// Compacts this state alone (no K/V memory): `plan` then `applyPlan`. For evaluation.
     public func compact(budget: Int) {
