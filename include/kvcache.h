@@ -314,7 +314,9 @@ typedef struct kvc_stats {
     uint64_t blocks_loaded;
     /** Spills that could not be written plus reads that failed or were torn or corrupt. */
     uint64_t disk_errors;
-    /** Sequences swapped out, and swapped back in. */
+    /** Sequences swapped out (every write on disk, memory released), and read back in; a
+     *  kvc_seq_swap_out_async cancelled by a swap-in or free before its writes ended counts
+     *  in neither. */
     uint64_t swap_outs;
     uint64_t swap_ins;
     /** Episodic offload (kvc_seq_compact / kvc_seq_focus with a disk tier): slab slots holding
@@ -461,7 +463,8 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * below *cached_tokens before kvc_seq_ready says 1.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/cached_tokens, n_tokens 0 or
  * > max_seq_tokens),
- * KVC_ERR_EXISTS (seq is live), KVC_ERR_OUT_OF_MEMORY (budget or max_seqs; nothing created).
+ * KVC_ERR_EXISTS (seq is live), KVC_ERR_OUT_OF_MEMORY (budget or max_seqs; nothing created;
+ * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
  * Cost: one hash per prompt token plus the page commits.
  */
 kvc_status kvc_seq_create(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens,
@@ -473,7 +476,8 @@ kvc_status kvc_seq_create(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * KVC_OK, or KVC_ERR_NOT_FOUND when seq is not live.
  * A block that becomes full enters the prefix index (KVC_EVENT_BLOCK_STORED).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, NULL tokens with n_tokens > 0, length would
- * exceed max_seq_tokens), KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (nothing appended).
+ * exceed max_seq_tokens), KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (nothing appended;
+ * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
  */
 kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens);
 
@@ -483,7 +487,8 @@ kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * child inherits the parent's offloaded tokens (a kvc_seq_focus of the child restores them
  * whatever the parent does); the disk slots holding them are shared, not copied.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (parent not live),
- * KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_OUT_OF_MEMORY.
+ * KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_OUT_OF_MEMORY (nothing changed;
+ * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
  */
 kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
 
@@ -492,7 +497,10 @@ kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
  * (LRU) for later prompts, the rest of its memory returns to the pool. Pointers and block
  * ids obtained for it become invalid. With a disk tier it first waits for the sequence's
  * pending disk reads (so that no read lands in reused memory); a swapped-out sequence
- * releases its disk slots.
+ * releases its disk slots. It waits for a kvc_seq_swap_out of `seq` in progress on another
+ * thread; a pending kvc_seq_swap_out_async of it is cancelled: its memory is released at
+ * once, its disk slots when their writes complete (and a failure of it not yet reported is
+ * forgotten).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (not live; also a double free).
  */
 kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
@@ -700,15 +708,19 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
- *   kvc_seq_swap_out, kvc_seq_swap_in and kvc_seq_free, never blocking kvc_seq_append. A
- *   server waiting for a sequence calls kvc_seq_ready, or kvc_engine_poll to block briefly.
- *   kvc_engine_poll and kvc_seq_swap_out wait for the device without holding the engine's
- *   lock: other threads' calls (on other sequences) proceed while they wait.
+ *   kvc_seq_swap_out, kvc_seq_swap_out_async, kvc_seq_swap_in and kvc_seq_free (never in
+ *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below). The
+ *   same calls release the memory of kvc_seq_swap_out_async calls whose writes all completed. A server waiting for a sequence calls kvc_seq_ready,
+ *   or kvc_engine_poll to block briefly. kvc_engine_poll, kvc_seq_swap_out and an allocation
+ *   (create, append, fork, swap-in) that finds no room while kvc_seq_swap_out_async calls
+ *   are pending wait for the device without holding the engine's lock: other threads' calls
+ *   (on other sequences) proceed while they wait.
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill
  *   drops the block as without a tier (counted in disk_errors); a failed swap-out leaves the
- *   sequence resident and unchanged. When the tier is full, its least recently used block is
+ *   sequence resident and unchanged (kvc_seq_swap_out_async: reported by the sequence's next
+ *   kvc_seq_ready, kvc_seq_swap_in or swap-out, see there). When the tier is full, its least recently used block is
  *   dropped (KVC_EVENT_BLOCK_REMOVED, tier 1); blocks of swapped-out sequences never are.
  * --------------------------------------------------------------------------------------- */
 
@@ -716,7 +728,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * Stores 1 in *ready when every token of `seq` is resident (no disk read is still filling
  * it), else 0 (also for a swapped-out sequence). Processes completed disk requests first;
  * never waits. Without a disk tier every sequence is ready.
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/ready), KVC_ERR_NOT_FOUND, or KVC_ERR_IO when a
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/ready), KVC_ERR_NOT_FOUND; KVC_ERR_IO once when
+ * a kvc_seq_swap_out_async of `seq` failed after it returned (the sequence is resident and
+ * unchanged, its K/V never left memory; the next call says 1); or KVC_ERR_IO when a
  * disk read for the sequence failed or was torn or corrupt: its bytes were not served and
  * the bad blocks left both tiers; free the sequence and create it again (it then reports
  * fewer cached tokens). Episodic offload: also 0 while tokens a kvc_seq_focus restores are
@@ -729,7 +743,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
 kvc_status kvc_seq_ready(kvc_engine *e, uint64_t seq, int *ready);
 
 /**
- * Processes completed disk requests, waiting up to timeout_us for the first one when
+ * Processes completed disk requests (releasing the memory of kvc_seq_swap_out_async calls
+ * whose writes all completed), waiting up to timeout_us for the first one when
  * requests are in flight and none has completed yet (returns at once when none are in
  * flight). The wait does not hold the engine's lock: other threads' calls proceed meanwhile
  * and may process the completions themselves (the wait then ends as well).
@@ -746,20 +761,53 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * While the writes are in flight the engine's lock is released: other threads' calls
  * proceed, and for them `seq` is swapped out from the start (kvc_seq_ready says 0, its K/V
  * cannot be reached); a kvc_seq_free or kvc_seq_swap_in of it waits until the swap-out ends.
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, already swapped out), KVC_ERR_NOT_FOUND,
- * KVC_ERR_UNSUPPORTED (no disk tier), KVC_ERR_IO (disk full, tier full of swapped-out
- * blocks, write error: the sequence stays resident and unchanged).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, already swapped out, also while a
+ * kvc_seq_swap_out_async of it is pending), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (no disk
+ * tier), KVC_ERR_IO (disk full, tier full of swapped-out blocks, write error; or an earlier
+ * kvc_seq_swap_out_async of it failed and was not reported yet: the sequence stays resident
+ * and unchanged).
  * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
  * request per block of every layer; contiguous: likewise, from the sequence's ranges).
  */
 kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 
 /**
+ * Preempts `seq` like kvc_seq_swap_out, but returns once its writes are submitted: its K/V
+ * is copied and checksummed into staging buffers (the call's cost), and from then on `seq`
+ * is swapped out for every caller (kvc_seq_ready says 0; kvc_seq_kv, kvc_seq_block_table,
+ * kvc_seq_append, kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT). Its memory stays committed
+ * (and counted) until a later call that processes completions (see COMPLETIONS) finds every
+ * write on disk; only then is it released, exactly as kvc_seq_swap_out releases it. An
+ * allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork, kvc_seq_swap_in) that finds no
+ * room while such swap-outs are pending waits, without the engine's lock, until one ended
+ * and tries again: KVC_ERR_OUT_OF_MEMORY comes only once none is pending.
+ * Before its writes completed, kvc_seq_swap_in of `seq` cancels the swap-out (the sequence
+ * is resident and ready at once, nothing is read) and kvc_seq_free of it releases its memory
+ * at once and its disk slots when the writes complete.
+ * A write that fails after the call returned loses nothing: `seq` becomes resident again,
+ * unchanged, and its next kvc_seq_ready, kvc_seq_swap_in, kvc_seq_swap_out or
+ * kvc_seq_swap_out_async returns KVC_ERR_IO once, with a kvc_last_error message naming the
+ * failure; afterwards it is an ordinary resident sequence.
+ * Returns what kvc_seq_swap_out returns for failures found before the writes are submitted
+ * (the sequence stays resident and unchanged). Cost: as kvc_seq_swap_out without waiting for
+ * the device, as far as the staging buffers go: every block is copied into one before its
+ * write is submitted, so a sequence larger than the staging area (max(32 slots, 32 MiB), see
+ * DISK TIER) waits inside the call for earlier writes to free buffers, and returns with only
+ * its last staging-area's worth of writes in flight.
+ */
+kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
+
+/**
  * Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
  * blocks still cached in memory are shared instead of read). Returns at once; wait for
  * kvc_seq_ready before reading its K/V. In the paged layout re-read the block table.
+ * A pending kvc_seq_swap_out_async of `seq` is cancelled instead (its memory was never
+ * released: resident and ready at once, nothing read); a kvc_seq_swap_out of it in progress
+ * on another thread is waited for.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, not swapped out), KVC_ERR_NOT_FOUND,
- * KVC_ERR_UNSUPPORTED (no disk tier), KVC_ERR_OUT_OF_MEMORY (nothing changed; it stays out).
+ * KVC_ERR_UNSUPPORTED (no disk tier), KVC_ERR_IO once when its kvc_seq_swap_out_async failed
+ * after returning (it is resident and unchanged), KVC_ERR_OUT_OF_MEMORY (nothing changed; it
+ * stays out; while kvc_seq_swap_out_async calls are pending it first waits for them).
  */
 kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
 

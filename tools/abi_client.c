@@ -605,7 +605,7 @@ static void remove_tier_dir(const char *dir) {
 }
 
 /* A server with a disk tier: a trimmed prefix comes back from disk, a preempted sequence
- * swaps out and in, and a restarted engine on the same directory finds the prefix again. */
+ * swaps out and in (synchronously, then asynchronously), and a restarted engine on the same directory finds the prefix again. */
 static void offload(uint32_t layout) {
     const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
     printf("abi_client: %s layout with a disk tier: spill, reload, swap, restart\n", layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
@@ -643,6 +643,17 @@ static void offload(uint32_t layout) {
         MUST(kvc_seq_swap_in(e, 2));
         CHECK(wait_ready(e, 2) == KVC_OK, "%s run %d: swapped back in", name, run);
         CHECK(kv_matches(&v, 2, 9, 0, PROMPT), "%s run %d: swap-out/swap-in is byte-identical", name, run);
+        /* Asynchronous: returns with the writes submitted; kvc_engine_poll releases the memory
+         * once they completed. */
+        uint64_t swap_outs = stats_of(e).swap_outs;
+        MUST(kvc_seq_swap_out_async(e, 2));
+        MUST(kvc_seq_ready(e, 2, &ready));
+        CHECK(ready == 0, "%s run %d: an asynchronously swapped-out sequence is not ready", name, run);
+        for (int i = 0; i < 100000 && stats_of(e).swap_outs == swap_outs; i++) MUST(kvc_engine_poll(e, 100));
+        CHECK(stats_of(e).swap_outs == swap_outs + 1, "%s run %d: kvc_engine_poll completes the asynchronous swap-out", name, run);
+        MUST(kvc_seq_swap_in(e, 2));
+        CHECK(wait_ready(e, 2) == KVC_OK, "%s run %d: swapped back in after the asynchronous swap-out", name, run);
+        CHECK(kv_matches(&v, 2, 9, 0, PROMPT), "%s run %d: asynchronous swap-out/swap-in is byte-identical", name, run);
         MUST(kvc_engine_sync(e));
         kvc_engine_destroy(e);
     }

@@ -54,7 +54,8 @@ public struct DiskTierStats: Equatable, Sendable {
     public var recoveredSlots: UInt64 = 0
     /// Prompt tokens `createSequence` found in the disk tier (part of `prefixHitTokens`).
     public var prefixHitTokens: UInt64 = 0
-    /// Sequences swapped out and swapped back in.
+    /// Sequences swapped out (every write on disk, memory released) and read back in; a
+    /// pending swap-out cancelled by a swap-in or free of its sequence counts in neither.
     public var swapOuts: UInt64 = 0
     public var swapIns: UInt64 = 0
     /// Episodic offload: records (slots) holding sequences' evicted tokens now, and the tokens

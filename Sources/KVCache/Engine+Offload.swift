@@ -6,10 +6,12 @@ import Glibc
 /// whole-sequence swap out and in (preemption).
 ///
 /// Completions: the engine has no I/O thread. Completed requests are processed (verified,
-/// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`, `swapIn`
-/// and `free`, under the engine's lock; a server that only wants progress calls `poll`.
-/// `poll` and `swapOut` wait for the device without the lock (`awaitProgress`), so other
-/// threads' calls proceed meanwhile.
+/// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`,
+/// `swapOutAsync`, `swapIn` and `free`, under the engine's lock, which also settle the
+/// asynchronous swap-outs whose writes all completed (`SwapOutQueue`); a server that only wants
+/// progress calls `poll`. `poll`, `swapOut` and an allocation out of memory while swap-outs are
+/// pending wait for the device without the lock (`awaitProgress`), so other threads' calls
+/// proceed meanwhile.
 extension Engine {
     /// The slot of live, resident (not swapped-out) `seq`. Throws `notFound`, or
     /// `invalidArgument` for a swapped-out sequence.
@@ -25,7 +27,8 @@ extension Engine {
     /// restore after `focus`) is still filling its blocks. The server must not read K/V below
     /// `cached_tokens`, nor restored tokens' K/V, before. A swapped-out sequence is not ready.
     /// Processes completions first (never waits).
-    /// Throws `notFound`, or `io` when a read of one of its blocks failed or was torn or
+    /// Throws `notFound`; `io` once when its `swapOutAsync` failed after returning (it is
+    /// resident and unchanged; the next call says ready); or `io` when a read of one of its blocks failed or was torn or
     /// corrupt: its bytes were not served; free the sequence and create it again (the bad blocks
     /// left the cache, so the new one reports fewer cached tokens). Episodic offload: once
     /// resident, throws `io` once when offloaded tokens were lost since the last call (a record
@@ -35,7 +38,8 @@ extension Engine {
         try locked { () throws(KVError) -> Bool in
             let s = try slot(seq)
             guard let offload else { return true }
-            offload.tier.reap()
+            offload.processCompletions()
+            if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
             if offload.swapped[s] { return false }
             if offload.failed[s] {
                 throw KVError(.io, "a disk read for sequence \(seq) failed (\(offload.tier.lastFailure)); free it and create it again")
@@ -46,7 +50,7 @@ extension Engine {
         }
     }
 
-    /// Processes disk-tier completions, waiting up to `timeoutMicroseconds` for the first when
+    /// Processes disk-tier completions (and settles asynchronous swap-outs), waiting up to `timeoutMicroseconds` for the first when
     /// requests are in flight and none has completed yet (never when none are in flight).
     /// Returns how many requests completed during the call (processed by it, or by other calls
     /// while it waited). The wait does not hold the engine's lock: other threads' calls proceed
@@ -58,7 +62,7 @@ extension Engine {
         guard let offload else { return 0 }
         let tier = offload.tier!
         let before = offload.completionsProcessed
-        tier.reap()
+        offload.processCompletions()
         if timeoutMicroseconds > 0 && offload.completionsProcessed == before && tier.inflight > 0 {
             let deadline = OffloadCoordinator.monotonicNanoseconds() + UInt64(timeoutMicroseconds) * 1000
             while offload.completionsProcessed == before && tier.inflight > 0 && OffloadCoordinator.monotonicNanoseconds() < deadline {
@@ -68,15 +72,34 @@ extension Engine {
         return Int(offload.completionsProcessed - before)
     }
 
-    /// The slot of `seq` once no swap-out of it is in flight (waiting without the lock). Under
-    /// the lock. Throws `notFound`.
+    /// The slot of `seq` once no synchronous `swapOut` of it is in flight (waiting without the
+    /// lock; a pending `swapOutAsync` is not waited for). Under the lock. Throws `notFound`.
     func slotAfterSwapOut(_ seq: UInt64) throws(KVError) -> Int {
         var s = try slot(seq)
-        while let offload, offload.swapping[s] {
+        while let offload, offload.swapOutQueue.isPending(s, waited: true) {
             offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
             s = try slot(seq)
         }
         return s
+    }
+
+    /// Runs `body` under the engine's lock (`locked`); when it throws `outOfMemory` while
+    /// swap-outs are pending, waits without the lock until one of them ended (its memory
+    /// released, or it failed or was cancelled) and runs `body` again. So an allocation reports
+    /// out of memory only once no swap-out is pending, and memory is never counted free before
+    /// its write completed. `body` must change nothing when it throws (`KVError`'s invariant)
+    /// and look everything up afresh: other calls run during the wait. Cost: nothing unless
+    /// memory runs out while swap-outs are pending.
+    func lockedAllocating<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
+        try locked { () throws(KVError) -> T in
+            while true {
+                do throws(KVError) {
+                    return try body()
+                } catch {
+                    guard error.code == .outOfMemory, let offload, offload.awaitSwapOutEnded(mutex: mutex) else { throw error }
+                }
+            }
+        }
     }
 
     /// Tests: holds every disk-tier request in flight (the thread backend only; false on
@@ -111,82 +134,102 @@ extension Engine {
     /// them the sequence is already swapped out (not ready, not readable), and a `free` or
     /// `swapIn` of it waits until the swap-out ended.
     /// Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (already swapped out),
-    /// `io` (disk full, tier full of pinned slots, write error): then the sequence is resident
-    /// and unchanged. Cost: one memcpy and checksum per block, writes at full queue depth, one
-    /// allocation of 4 bytes per block (this call's list of disk slots).
+    /// `io` (disk full, tier full of pinned slots, write error; or an earlier `swapOutAsync` of
+    /// it failed and was not reported yet): then the sequence is resident and unchanged.
+    /// Cost: one memcpy and checksum per block, writes at full queue depth, one allocation of 4
+    /// bytes per block (this call's list of disk slots).
     public func swapOut(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
-            let s = try residentSlot(seq)
-            guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
-            let tier = offload.tier!
-            offload.waitResident(s)
-            if offload.failed[s] { throw KVError(.io, "sequence \(seq) holds blocks whose disk read failed; free it instead") }
-            let table = sequences.table(s)
-            let count = sequences.blockCount(s)
-            let length = sequences.lengths[s]
-            // This call's own list: while it waits without the lock, other calls use the scratch.
-            let diskSlots = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, count))
-            defer { diskSlots.deallocate() }
-            var written = 0
-            do throws(KVError) {
-                while written < count {
-                    let b = table[written]
-                    let tokens = min(bt, length - written * bt)
-                    diskSlots[written] = try tier.writeSwap(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b),
-                                                            slot: s, position: written, tokens: tokens)
-                    written += 1
-                }
-            } catch {
-                tier.drain()
-                for i in 0..<written { tier.unpin(diskSlots[i]) }
-                throw error
-            }
+            let (offload, s) = try submitSwapOut(seq, waited: true)
+            let queue = offload.swapOutQueue!
             // Wait for the writes without the lock. Its blocks stay held by the sequence (never
             // spilled or evicted meanwhile), and `swapped` keeps every other call off its memory.
-            offload.swapped[s] = true
-            offload.swapping[s] = true
-            // Submitted now: a request the ring refuses fails here, not during the wait below
-            // (a wait with nothing in flight would last until some other call woke it).
-            tier.flush()
-            var pending = 0  // a slot's write, once ended, stays ended: the slot is pinned
-            while pending < count {
-                if tier.isWriting(diskSlots[pending]) {
-                    offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
-                } else {
-                    pending += 1
-                }
-            }
-            offload.swapping[s] = false
-            offload.swapped[s] = false
-            defer { offload.notifyWaiters() }  // a free or swapIn waiting for this swap-out
-            for i in 0..<count where !tier.isDurable(diskSlots[i]) {
-                for j in 0..<count { tier.unpin(diskSlots[j]) }
-                throw KVError(.io, "swapping out sequence \(seq) failed: \(tier.lastFailure)")
-            }
-            for i in 0..<count {
-                let b = table[i]
-                blocks.release(b)
-                // A block only this sequence held is now cached and on disk: free its memory.
-                if blocks.references(b) == 0 && blocks.hash(of: b) != 0 { blocks.evict(b) }
-                table[i] = diskSlots[i]
-            }
-            contiguous?.close(slot: s)
-            contiguous?.releaseUnpinned(slot: s)
-            offload.swapped[s] = true
-            offload.swapOuts += 1
+            while !queue.writesEnded(s) { offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil) }
+            defer { offload.notifyWaiters() }  // a free or swapIn waiting for this swap-out, or an allocation
+            if let failure = queue.finish(s) { throw KVError(.io, failure) }
         }
+    }
+
+    /// Like `swapOut`, but returns once the writes are submitted: the bytes are copied and
+    /// checksummed into staging buffers and the sequence is swapped out for every caller from
+    /// then on (not ready, not readable). Its memory stays committed until a later call that
+    /// processes completions (`poll`, `ready`, `createSequence`, `swapOut`, `swapOutAsync`,
+    /// `swapIn`, `free`, or an allocation that would otherwise run out of memory) finds every
+    /// write completed; then it is released exactly as `swapOut` releases it.
+    /// Before that, `swapIn` cancels the swap-out (the sequence is resident again at once, its
+    /// bytes never left memory; nothing is read) and `free` releases the memory at once and
+    /// the disk slots when their writes complete.
+    /// A write that fails after the call returned loses nothing: the sequence becomes resident
+    /// again, unchanged, and its next `ready`, `swapIn` or `swapOut`/`swapOutAsync` throws `io`
+    /// once, naming the failure (then it is usable as any resident sequence).
+    /// Throws as `swapOut` for what fails before the writes are submitted (then the sequence is
+    /// resident and unchanged). Cost: as `swapOut` without the wait, as far as the staging
+    /// buffers go: each block needs a free one before its write is submitted, so a sequence
+    /// larger than the staging area waits in the call for earlier writes to complete.
+    public func swapOutAsync(_ seq: UInt64) throws(KVError) {
+        try locked { () throws(KVError) in _ = try submitSwapOut(seq, waited: false) }
+    }
+
+    /// The common start of `swapOut` and `swapOutAsync`, under the lock: processes completions,
+    /// copies and submits the writes of `seq`'s blocks, marks it swapped out and queues the
+    /// swap-out (`waited`: its own call waits for it and finishes it). Returns the coordinator
+    /// and the sequence's slot. Throws as `swapOut` before anything changed.
+    private func submitSwapOut(_ seq: UInt64, waited: Bool) throws(KVError) -> (OffloadCoordinator, Int) {
+        offload?.processCompletions()
+        let s = try residentSlot(seq)
+        guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
+        if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
+        let tier = offload.tier!
+        offload.waitResident(s)
+        if offload.failed[s] { throw KVError(.io, "sequence \(seq) holds blocks whose disk read failed; free it instead") }
+        let table = sequences.table(s)
+        let count = sequences.blockCount(s)
+        let length = sequences.lengths[s]
+        // The swap-out's own list (owned by the queue once submitted): other calls use the scratch.
+        let diskSlots = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, count))
+        var written = 0
+        do throws(KVError) {
+            while written < count {
+                let b = table[written]
+                let tokens = min(bt, length - written * bt)
+                diskSlots[written] = try tier.writeSwap(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b),
+                                                        slot: s, position: written, tokens: tokens)
+                written += 1
+            }
+        } catch {
+            tier.drain()
+            for i in 0..<written { tier.unpin(diskSlots[i]) }
+            diskSlots.deallocate()
+            throw error
+        }
+        offload.swapped[s] = true
+        offload.swapOutQueue.add(slot: s, diskSlots: diskSlots, count: count, waited: waited)
+        // Submitted now: a request the ring refuses fails here, not during a wait (a wait with
+        // nothing in flight would last until some other call woke it).
+        tier.flush()
+        return (offload, s)
     }
 
     /// Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
     /// blocks still cached in memory are shared instead). Returns at once; `ready` says when the
-    /// bytes are there. Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (not
-    /// swapped out), `outOfMemory` (nothing changed; the sequence stays swapped out).
-    /// Cost: one read of one slot per block, at full queue depth.
+    /// bytes are there. A `swapOutAsync` of it whose writes have not all completed is cancelled
+    /// instead: its memory was never released, so it is resident and ready at once, nothing read.
+    /// Out of memory while swap-outs are pending, it waits for them first (`lockedAllocating`).
+    /// Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (not swapped out),
+    /// `io` (its `swapOutAsync` failed after returning: it is resident and unchanged, reported
+    /// once), `outOfMemory` (nothing changed; the sequence stays swapped out).
+    /// Cost: one read of one slot per block, at full queue depth; a cancel O(blocks).
     public func swapIn(_ seq: UInt64) throws(KVError) {
-        try locked { () throws(KVError) in
+        try lockedAllocating { () throws(KVError) in
             let s = try slotAfterSwapOut(seq)
             guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
+            offload.processCompletions()
+            if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
             guard offload.swapped[s] else { throw .invalid("sequence \(seq) is not swapped out") }
+            if offload.swapOutQueue.cancel(s) {
+                offload.notifyWaiters()  // allocations waiting for a swap-out to end look again
+                return
+            }
             let tier = offload.tier!
             let table = sequences.table(s)
             let count = sequences.blockCount(s)

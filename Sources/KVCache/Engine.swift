@@ -117,13 +117,14 @@ public final class Engine: @unchecked Sendable {
     /// how many leading tokens are already cached: the longest indexed full-block prefix,
     /// capped so at least one token remains to compute (a multiple of `blockTokens`, at most
     /// `tokens.count - 1`); the server computes K/V only for the rest.
-    /// Throws `exists`, `invalidArgument`, `outOfMemory`.
+    /// Throws `exists`, `invalidArgument`, `outOfMemory` (with a disk tier only once no swap-out
+    /// is pending: it waits for them first, `lockedAllocating`).
     /// Cost: one hash per prompt token, one index lookup per full block, one allocation per new
     /// block (paged) or a few mmaps per new page run (contiguous).
     public func createSequence(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) -> Int {
         let n = tokens.count
         try checkPromptLength(n)
-        return try locked { () throws(KVError) -> Int in
+        return try lockedAllocating { () throws(KVError) -> Int in
             BlockHash.chain(tokens, blockTokens: bt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
             let full = n / bt
             return try create(seq, tokens: n, full: full, tailKnown: true) { tail in
@@ -142,7 +143,7 @@ public final class Engine: @unchecked Sendable {
         guard blockHashes.count == n / bt else {
             throw .invalid("\(blockHashes.count) block hashes given for \(n) tokens of \(bt)-token blocks; expected \(n / bt)")
         }
-        return try locked { () throws(KVError) -> Int in
+        return try lockedAllocating { () throws(KVError) -> Int in
             if n / bt > 0 { scratchHashes.update(from: blockHashes.baseAddress!, count: n / bt) }
             return try create(seq, tokens: n, full: n / bt, tailKnown: n % bt == 0) { tail in tail.update(repeating: 0, count: n % bt) }
         }
@@ -161,6 +162,7 @@ public final class Engine: @unchecked Sendable {
     ) throws(KVError) -> Int {
         if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
         if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
+        offload?.processCompletions()  // before the lookup: settled swap-outs release memory
         var hit = 0
         while hit < full {
             let b = blocks.lookup(scratchHashes[hit])
@@ -242,7 +244,8 @@ public final class Engine: @unchecked Sendable {
 
     /// Appends `tokens` (may be empty: no-op) to `seq`, indexing every block they fill. A
     /// partly filled block shared with a fork is copied first (copy on write).
-    /// Throws `notFound`, `invalidArgument` (past `maxSeqTokens`), `outOfMemory` (nothing appended).
+    /// Throws `notFound`, `invalidArgument` (past `maxSeqTokens`), `outOfMemory` (nothing
+    /// appended; only once no swap-out is pending: it waits for them first, `lockedAllocating`).
     /// Cost: O(tokens) with no heap allocation; a block allocation per `blockTokens` tokens and,
     /// contiguous, a mapping per page crossed.
     public func append(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) {
@@ -251,7 +254,7 @@ public final class Engine: @unchecked Sendable {
             _ = try locked { () throws(KVError) in try slot(seq) }
             return
         }
-        try locked { () throws(KVError) in
+        try lockedAllocating { () throws(KVError) in
             let slot = try residentSlot(seq)
             var length = sequences.lengths[slot]
             guard n <= config.maxSeqTokens - length else {
@@ -313,9 +316,10 @@ public final class Engine: @unchecked Sendable {
     /// the child too; and it inherits the parent's episodically offloaded tokens (its eviction
     /// state keeps them as candidates, its own pins hold their records: a later `focus` of the
     /// child restores them whatever the parent does), at O(those records) cost, no I/O.
-    /// Throws `notFound`, `exists`, `outOfMemory` (then nothing changed).
+    /// Throws `notFound`, `exists`, `outOfMemory` (then nothing changed; only once no swap-out
+    /// is pending: it waits for them first, `lockedAllocating`).
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
-        try locked { () throws(KVError) in
+        try lockedAllocating { () throws(KVError) in
             let from = try residentSlot(parent)
             if sequences.slot(of: child) >= 0 { throw .exists("sequence \(child) already exists") }
             if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
@@ -353,12 +357,18 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// Frees `seq`; its indexed blocks stay cached (LRU) until memory is needed.
-    /// Throws `notFound` (also on a double free).
+    /// Frees `seq`; its indexed blocks stay cached (LRU) until memory is needed. With a disk
+    /// tier it waits for a synchronous `swapOut` of it in progress and for its pending reads; a
+    /// pending `swapOutAsync` of it is cancelled (`SwapOutQueue.cancel`): the memory is released
+    /// now, its own disk slots when their writes complete. A failed asynchronous swap-out not
+    /// reported yet is forgotten. Throws `notFound` (also on a double free).
     public func free(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try slotAfterSwapOut(seq)
             if let offload {
+                offload.processCompletions()
+                _ = offload.swapOutQueue.takeFailure(slot)
+                if offload.swapOutQueue.cancel(slot) { offload.notifyWaiters() }
                 if offload.swapped[slot] { return releaseSwapped(slot) }
                 offload.waitResident(slot)
             }

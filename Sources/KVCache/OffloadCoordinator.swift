@@ -42,13 +42,14 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     var tokensOffloaded: UInt64 = 0
     var tokensRestored: UInt64 = 0
     var tokensLost: UInt64 = 0
-    /// Prompt tokens served from the disk tier, swap-outs and swap-ins done.
+    /// Prompt tokens served from the disk tier, and swap-ins that read a swapped-out sequence
+    /// back (not those that cancelled a pending swap-out: `SwapOutQueue.cancel`).
     var diskHitTokens: UInt64 = 0
-    var swapOuts: UInt64 = 0
     var swapIns: UInt64 = 0
-    /// Per sequence slot: a swap-out's writes are in flight (the sequence is already marked
-    /// swapped out, but its table still holds its memory blocks).
-    let swapping: UnsafeMutablePointer<Bool>
+    /// Swap-outs whose writes were submitted and whose outcome is not settled yet (their
+    /// sequences are already marked swapped out, but their tables still hold memory blocks).
+    /// Set right after creation (it needs the tier).
+    private(set) var swapOutQueue: SwapOutQueue!
 
     // Waiting for the device without the engine's lock (`awaitProgress`): at most one call
     // waits on the device itself; any others wait on `progress`, which is broadcast whenever
@@ -76,8 +77,6 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         swapped.initialize(repeating: false, count: config.maxSeqs)
         scratchSlots = .allocate(capacity: sequences.maxBlocks)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
-        swapping = .allocate(capacity: config.maxSeqs)
-        swapping.initialize(repeating: false, count: config.maxSeqs)
         progress = .allocate(capacity: 1)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)
@@ -85,6 +84,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         pthread_cond_init(progress, &attributes)
         pthread_condattr_destroy(&attributes)
         tier = try DiskTier(config, memory: self, events: blocks.events)
+        swapOutQueue = SwapOutQueue(tier: tier, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped)
         blocks.spiller = self
         tier.onCompletions = { [unowned self] n in self.processed(n) }
     }
@@ -99,7 +99,6 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         tier?.onCompletions = nil
         pthread_cond_destroy(progress)
         progress.deallocate()
-        swapping.deallocate()
         loading.deallocate()
         failed.deallocate()
         swapped.deallocate()
@@ -110,7 +109,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     var stats: DiskTierStats {
         var s = tier.stats
         s.prefixHitTokens = diskHitTokens
-        s.swapOuts = swapOuts
+        s.swapOuts = swapOutQueue.completed
         s.swapIns = swapIns
         for case let t? in offloadedTokens {
             s.tokenRecords += UInt64(t.recordCount)
@@ -151,6 +150,28 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         return true
     }
 
+    /// Processes the completed requests and settles the asynchronous swap-outs whose writes all
+    /// ended (`SwapOutQueue.settle`: their memory is released). Never waits. Call it only where
+    /// no block or page found earlier in the call is still to be used: settling frees memory.
+    func processCompletions() {
+        tier.reap()
+        if swapOutQueue.settle() > 0 { notifyWaiters() }  // allocations waiting for memory
+    }
+
+    /// After an allocation found no room: processes completions and, while swap-outs are
+    /// pending, waits (releasing the engine's lock `mutex`) until one of them ended. Returns
+    /// true when one ended (by this call or another; the allocation may succeed now), false at
+    /// once when none is pending (the out-of-memory result stands).
+    func awaitSwapOutEnded(mutex: UnsafeMutablePointer<pthread_mutex_t>) -> Bool {
+        let before = swapOutQueue.ended
+        processCompletions()
+        while swapOutQueue.ended == before {
+            guard swapOutQueue.hasPending else { return false }
+            awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
+        }
+        return true
+    }
+
     /// Processes completions until `slot` is resident.
     func waitResident(_ slot: Int) {
         while !resident(slot) { tier.reap(waitFor: 1) }
@@ -174,7 +195,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// it waits until completions were processed (by this call or any other), `notifyWaiters`
     /// ran, or `deadlineNanoseconds` (CLOCK_MONOTONIC; nil: no limit) passed. It may also return
     /// early for nothing: callers loop on their own condition. The first caller waits on the
-    /// device and then reaps; callers arriving meanwhile wait on a condition variable. Flushes
+    /// device and then processes completions (`processCompletions`); callers arriving meanwhile wait on a condition variable. Flushes
     /// batched requests first, so nothing waited for is left unsubmitted.
     func awaitProgress(mutex: UnsafeMutablePointer<pthread_mutex_t>, deadlineNanoseconds: UInt64?) {
         tier.flush()
@@ -189,7 +210,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             _ = tier.waitForCompletion(timeoutMicroseconds: timeout)
             pthread_mutex_lock(mutex)
             deviceWaiter = false
-            tier.reap()
+            processCompletions()
             // Someone waiting on `progress` takes over the device if it still has to wait.
             if progressWaiters > 0 { pthread_cond_broadcast(progress) }
         } else {

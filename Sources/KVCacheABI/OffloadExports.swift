@@ -23,6 +23,13 @@ import KVCache
     }
 }
 
+/// `kvc_seq_swap_out_async`: `Engine.swapOutAsync`.
+@c public func kvc_seq_swap_out_async(_ e: OpaquePointer?, _ seq: UInt64) -> kvc_status {
+    status("kvc_seq_swap_out_async", "seq \(seq)") { () throws(KVError) in
+        try engine(e).swapOutAsync(seq)
+    }
+}
+
 /// `kvc_seq_swap_in`: `Engine.swapIn`.
 @c public func kvc_seq_swap_in(_ e: OpaquePointer?, _ seq: UInt64) -> kvc_status {
     status("kvc_seq_swap_in", "seq \(seq)") { () throws(KVError) in

@@ -63,6 +63,9 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "Also measure the disk tier through the engine: swap-out and swap-in with slots of each block size (multiples of 64KiB), queue depth 32.")
     var tier = false
 
+    @Flag(help: "With --tier: swap out with swapOutAsync (kvc_seq_swap_out_async), polling until the memory is released; the swap-out call's own duration is reported apart.")
+    var tierAsync = false
+
     @Option(help: "Bytes of K/V per swapped sequence with --tier.")
     var tierSequenceBytes = ByteCount(bytes: 512 << 20)
 
@@ -118,11 +121,14 @@ struct IOBenchCommand: ParsableCommand {
             }
         }
         var tierCells: [IOBench.Cell] = []
+        var callSummaries: [String] = []
         if tier {
             for size in sizes where size % (64 << 10) == 0 {
                 progress.update("io-bench: engine swap with \(ByteCount.format(UInt64(size))) slots")
-                let result = try TierBench(dir: dir, payloadBytes: size, sequenceBytes: Int(tierSequenceBytes.bytes), seconds: seconds).run()
+                let result = try TierBench(dir: dir, payloadBytes: size, sequenceBytes: Int(tierSequenceBytes.bytes), seconds: seconds,
+                                           asyncSwapOut: tierAsync).run()
                 tierCells += [result.writeCell, result.readCell]
+                callSummaries.append(result.callSummary + (tierAsync ? " (asynchronous)" : " (synchronous)"))
             }
         }
         progress.clear()
@@ -130,7 +136,7 @@ struct IOBenchCommand: ParsableCommand {
             print(bench.json(cells + tierCells, seconds: seconds))
         } else {
             print(bench.table(cells, sizes: sizes, depths: depthList, ops: parsedOps), terminator: "")
-            if !tierCells.isEmpty { print(bench.tierTable(tierCells)) }
+            if !tierCells.isEmpty { print(bench.tierTable(tierCells) + callSummaries.joined(separator: "\n")) }
         }
     }
 }

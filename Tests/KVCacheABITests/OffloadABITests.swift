@@ -91,6 +91,57 @@ struct OffloadABITests {
     }
 
     @Test(arguments: bothLayouts)
+    func anAsynchronousSwapOutIsSettledByLaterCallsThroughTheABI(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let f = try offloadFixture(layout, dir: dir)
+        try f.create(7, tokens: f.uniqueTokens(7, count: 30))
+        try f.write(7, salt: 7, from: 0, to: 30)
+        #expect(kvc_seq_swap_out_async(f.handle, 7) == KVC_OK)
+        var ready: Int32 = -1
+        #expect(kvc_seq_ready(f.handle, 7, &ready) == KVC_OK)
+        #expect(ready == 0, "swapped out from the call's return")
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_swap_out_async", "swapped out"]) { kvc_seq_swap_out_async(f.handle, 7) }
+        var polls = 0
+        while try f.stats().swapOuts == 0 && polls < 100_000 {  // a guard against a hang, not a timing assertion
+            #expect(kvc_engine_poll(f.handle, 100) == KVC_OK)
+            polls += 1
+        }
+        #expect(try f.stats().swapOuts == 1, "settled by kvc_engine_poll")
+        #expect(kvc_seq_swap_in(f.handle, 7) == KVC_OK)
+        #expect(waitReady(f, 7) == KVC_OK)
+        #expect(try f.firstMismatch(7, salt: 7, to: 30) == nil)
+        // Freed right after the call: nothing of it stays but its cached full blocks.
+        #expect(kvc_seq_swap_out_async(f.handle, 7) == KVC_OK)
+        #expect(kvc_seq_free(f.handle, 7) == KVC_OK)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+        let s = try f.stats()
+        #expect(s.sequences == 2, "the witnesses")
+        #expect(s.diskStoredBytes == 7 * 8192, "the 7 full blocks of 30 tokens stay as cached prefix blocks, no own slot")
+        try f.expectWitnessesIntact()
+    }
+
+    @Test(arguments: bothLayouts)
+    func aWriteFailingAfterAnAsynchronousSwapOutReturnedIsReportedByReady(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        setenv("KVCACHE_OFFLOAD_FAULT", "write:0@\(dir)", 1)  // only this test's tier
+        let f = try offloadFixture(layout, dir: dir)
+        unsetenv("KVCACHE_OFFLOAD_FAULT")
+        try f.create(9, tokens: f.uniqueTokens(9, count: 30))
+        try f.write(9, salt: 9, from: 0, to: 30)
+        #expect(kvc_seq_swap_out_async(f.handle, 9) == KVC_OK, "the writes fail only once they complete")
+        #expect(kvc_engine_sync(f.handle) == KVC_OK, "waits for the writes; their failure is the sequence's to report")
+        var ready: Int32 = -1
+        LastError.clear()
+        expectStatus(kvc_seq_ready(f.handle, 9, &ready), KVC_ERR_IO, mentioning: ["kvc_seq_ready", "Input/output error", "stayed in memory"])
+        #expect(kvc_seq_ready(f.handle, 9, &ready) == KVC_OK && ready == 1, "reported once; resident")
+        #expect(try f.firstMismatch(9, salt: 9, to: 30) == nil, "nothing lost")
+        try f.append(9, tokens: [1])
+        try f.expectWitnessesIntact()
+    }
+
+    @Test(arguments: bothLayouts)
     func episodicOffloadRestoresTheFocusedEpisodeThroughTheABI(layout: UInt32) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -7,7 +7,8 @@ import Glibc
 #endif
 
 /// Randomized stress of the engine's lock-release paths: paged pre-faulting with the lock
-/// released, `poll` and `swapOut` waiting for the disk without it, `reserve` in steps. Four
+/// released, `poll` and `swapOut` waiting for the disk without it, `swapOutAsync` settled by
+/// later calls (and allocations waiting for it when out of memory), `reserve` in steps. Four
 /// threads drive one engine (small budget and disk tier, so creates evict, trims spill and
 /// swaps contend) with creates on shared and own prefixes, appends, forks, frees, trims,
 /// reserves, polls, swaps, `ready` and some bad input; each thread writes content-derived K/V
@@ -80,7 +81,7 @@ struct LockReleaseStressTests {
         }
         #expect(s.disk.swapOuts > 0 && s.disk.swapIns > 0, "\(ops)")
         #expect(s.disk.blocksSpilled > 0)
-        #expect((ops["create"] ?? 0) > 0 && (ops["fork"] ?? 0) > 0 && (ops["reserve"] ?? 0) > 0)
+        #expect((ops["create"] ?? 0) > 0 && (ops["fork"] ?? 0) > 0 && (ops["reserve"] ?? 0) > 0 && (ops["swapOutAsync"] ?? 0) > 0)
     }
 }
 
@@ -222,9 +223,11 @@ struct StressWorker {
 
     mutating func swapOut() throws {
         guard let id = pick(resident: true) else { return }
-        lastOp = "swapOut \(id)"
+        // Half of them asynchronous: settled by later calls, cancelled by a swap-in or free.
+        let async = int(0...1) == 0
+        lastOp = (async ? "swapOutAsync " : "swapOut ") + "\(id)"
         // io: the tier is full of pinned slots; the sequence then stays resident and unchanged.
-        if try allowing([.io], { () throws(KVError) in try e.swapOut(id) }) {
+        if try allowing([.io], { () throws(KVError) in if async { try e.swapOutAsync(id) } else { try e.swapOut(id) } }) {
             live[id]!.swapped = true
             if try e.ready(id) { throw KVError(.internal, "swapped-out \(id) reports ready") }
         }
