@@ -601,7 +601,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
- * budget has no room); then nothing changed. Cost: O(tokens) per layer plus the moved
+ * budget has no room; while asynchronous swap-outs are pending it first waits for them);
+ * then nothing changed. Cost: O(tokens) per layer plus the moved
  * tokens' bytes; offloading adds a copy of each evicted token's bytes and one slot write
  * per num_layers * block_tokens evicted tokens (at least one per compaction that evicts).
  */
@@ -651,7 +652,8 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * dimension, non-finite value; with a disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
  * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
  * shared block or page and the budget has no room: the previous focus stands, no token is
- * restored, *episode is not written; retry after freeing memory). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
+ * restored, *episode is not written; retry after freeing memory; while asynchronous
+ * swap-outs are pending it first waits for them, as allocations do). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
  * layer plus one slot write per record of displaced tokens and one slot read per record
  * restored from.
  */

@@ -227,11 +227,15 @@ import Testing
     /// position moves, nothing is written or lost; with room again it succeeds. (Paged only:
     /// the contiguous layout never shares a 12-token layer's page, because a fork copies the
     /// partly filled boundary page; the shared-page copy check is the same one compaction
-    /// uses, tested in CompactionTests.)
+    /// uses, tested in CompactionTests.) While a swap-out is pending the focus waits for its
+    /// memory instead of failing.
     @Test func aFocusWithNoRoomToCopySharedBlocksIsOutOfMemoryAndKeepsTheOldFocus() throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(.paged, dir: dir.path) { $0.memoryBytes = 256 << 10 }
+        let e = try engine(.paged, dir: dir.path) {
+            $0.memoryBytes = 256 << 10
+            $0.offloadForceThreads = true  // so that its I/O can be held in flight below
+        }
         let toks = try compactedOnTopicA(e).tokens
         try e.syncOffload()
         try e.fork(parent: 1, child: 2)  // every block and page of 1 is shared
@@ -251,11 +255,28 @@ import Testing
         #expect(try positions(e, 1, layer: 0) == before.0 && positions(e, 1, layer: 1) == before.1)
         #expect(e.stats() == before.2, "nothing written, read, lost or allocated")
         try expectHolds(e, Self.heavyA, toks)
-        try e.free(3)
-        for seq in extra { try e.free(seq) }
-        #expect(try focus(e, Self.queryB) != focusedA)
+        // With a swap-out of the filler pending, the focus waits for its memory instead.
+        #expect(e.pauseOffloadIO(true))
+        try e.swapOutAsync(3)
+        let order = EventLog()
+        let focuser = TestThread {
+            do {
+                _ = try Self.queryB.withUnsafeBufferPointer { try e.focus(1, query: $0) }
+                order.add("focus returned")
+            } catch {
+                order.add("focus failed: \(error)")
+            }
+        }
+        #expect(waitUntil { e.offloadWaitingCalls == 1 }, "the focus waits for the swap-out")
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        focuser.join()
+        #expect(order.events == ["I/O resumed", "focus returned"])
+        #expect(state.focusedEpisode != focusedA)
         try waitReady(e, 1)
         try expectHolds(e, Self.heavyB, toks)
+        for seq in extra { try e.free(seq) }
+        try e.free(3)
         try e.free(2)
         try e.free(1)
         try e.syncOffload()

@@ -81,14 +81,15 @@ extension Engine {
     /// With a disk tier it first waits (holding the lock) for the sequence's pending reads.
     /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out),
     /// `outOfMemory` (a shared block or page must be copied and the budget has no room; then
-    /// nothing changed). Cost: the policy's
+    /// nothing changed; with swap-outs pending it first waits for them, `lockedAllocating`).
+    /// Cost: the policy's
     /// O(tokens) per layer, plus copying the moved tokens (at most the evicted count per layer)
     /// and any shared block or page written; offloading adds one copy of each evicted token's
     /// K/V into staging and one slot write per `tokensPerRecord` evicted tokens.
     @discardableResult
     public func compact(_ seq: UInt64, budgetTokens: Int) throws(KVError) -> Int {
         guard budgetTokens > 0 else { throw .invalid("budget_tokens is 0: a layer keeps at least one token") }
-        return try locked { () throws(KVError) -> Int in
+        return try lockedAllocating { () throws(KVError) -> Int in
             let s = try residentSlot(seq)
             if evictionConfig(s).policy == .none { return sequences.lengths[s] }
             let state = evictionState(s)
@@ -291,11 +292,12 @@ extension Engine {
     /// `unsupported` (another policy), `outOfMemory`
     /// (the restore must copy a shared block or page and the budget has no room: the previous
     /// focus stands and nothing is restored; only the re-clustering and crediting above, which
-    /// any later focus would do the same way, are kept). Cost: k-means when the segments changed; with
+    /// any later focus would do the same way, are kept; with swap-outs pending it first waits
+    /// for them, `lockedAllocating`). Cost: k-means when the segments changed; with
     /// offloaded tokens O(resident + offloaded) per layer, one staging copy and one slot
     /// write per `tokensPerRecord` displaced tokens, one slot read per record restored from.
     public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
-        try locked { () throws(KVError) -> Int in
+        try lockedAllocating { () throws(KVError) -> Int in
             let s = try slot(seq)
             guard evictionConfig(s).policy == .episodic else {
                 throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
