@@ -320,9 +320,10 @@ typedef struct kvc_stats {
     uint64_t swap_outs;
     uint64_t swap_ins;
     /** Episodic offload (kvc_seq_compact / kvc_seq_focus with a disk tier): slab slots holding
-     *  sequences' evicted tokens now, and the tokens in them (part of disk_stored_bytes; never
-     *  prefix hits), summed over live sequences: a slot a fork shares with its parent counts
-     *  once for each of them. */
+     *  sequences' evicted tokens now (part of disk_stored_bytes; never prefix hits), and the
+     *  offloaded tokens held (in those slots, or in open records not written yet: see
+     *  kvc_seq_compact), summed over live sequences: a slot a fork shares with its parent
+     *  counts once for each of them. */
     uint64_t token_records;
     uint64_t tokens_on_disk;
     /** Episodic offload totals: tokens written out, read back into memory, and lost (their
@@ -485,7 +486,8 @@ kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * Creates `child` holding all of `parent`'s tokens, sharing their memory copy-on-write
  * (beam search, parallel sampling). Both then grow independently. Episodic offload: the
  * child inherits the parent's offloaded tokens (a kvc_seq_focus of the child restores them
- * whatever the parent does); the disk slots holding them are shared, not copied.
+ * whatever the parent does); the disk slots holding them are shared, not copied (the
+ * parent's open record, see kvc_seq_compact, is written first: one slot write).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (parent not live),
  * KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_OUT_OF_MEMORY (nothing changed;
  * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
@@ -595,8 +597,15 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * tokens' K/V (K then V of every KV head, exactly the bytes) are written to the disk tier,
  * packed into slots private to the sequence and the forks it makes later (never prefix
  * hits, freed with the last of them), and the tokens stay candidates for a later
- * kvc_seq_focus; a token whose slot cannot be written
- * (disk full, tier full) is dropped as without a tier and reported once by kvc_seq_ready.
+ * kvc_seq_focus. Whole slots' worth (num_layers * block_tokens tokens) are written at once;
+ * the rest go to the sequence's open record, a buffer of one slot payload that later
+ * compactions fill and that is written when full. At most min(max_seqs,
+ * offload_queue_depth) records are open engine-wide (their buffers: outside memory_bytes,
+ * at most that many slot payloads, allocated on first use); when none is free, the least
+ * recently filled one is written partly filled. kvc_seq_focus restores open-record tokens
+ * from memory, kvc_seq_fork writes the parent's open record first, kvc_seq_free discards
+ * it. A token whose slot cannot be written (disk full, tier full) is dropped as without a
+ * tier and reported once by kvc_seq_ready.
  * Without a tier, or per head, evicted tokens are dropped. Waits for the sequence's pending
  * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
@@ -604,7 +613,9 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * budget has no room; while asynchronous swap-outs are pending it first waits for them);
  * then nothing changed. Cost: O(tokens) per layer plus the moved
  * tokens' bytes; offloading adds a copy of each evicted token's bytes and one slot write
- * per num_layers * block_tokens evicted tokens (at least one per compaction that evicts).
+ * per num_layers * block_tokens evicted tokens (one every block_tokens decode steps that
+ * evict a token per layer; at worst, with more sequences compacting than open records, one
+ * per compaction that evicts).
  */
 kvc_status kvc_seq_compact(kvc_engine *e, uint64_t seq, size_t budget_tokens);
 
@@ -706,7 +717,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     KVCACHE_OFFLOAD_FAULT=OPS:N (OPS read, write or all; OPS:N@DIR: only the engine whose
  *     offload_dir is DIR) makes those disk requests fail with EIO after the first N of them
  *     (to rehearse failures).
- *   - Memory outside memory_bytes: staging buffers of one slot each, max(32 slots, 32 MiB).
+ *   - Memory outside memory_bytes: staging buffers of one slot each, max(32 slots, 32 MiB);
+ *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
+ *     payloads (see kvc_seq_compact).
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,

@@ -58,9 +58,10 @@ public struct DiskTierStats: Equatable, Sendable {
     /// pending swap-out cancelled by a swap-in or free of its sequence counts in neither.
     public var swapOuts: UInt64 = 0
     public var swapIns: UInt64 = 0
-    /// Episodic offload: records (slots) holding sequences' evicted tokens now, and the tokens
-    /// in them (part of `storedSlots`; never prefix hits), summed over live sequences: a slot a
-    /// fork shares with its parent counts once for each of them.
+    /// Episodic offload: records (slots) holding sequences' evicted tokens now (part of
+    /// `storedSlots`; never prefix hits; open records, not written yet, are not counted), and
+    /// the offloaded tokens held (in those records or in open ones), summed over live
+    /// sequences: a slot a fork shares with its parent counts once for each of them.
     public var tokenRecords: UInt64 = 0
     public var tokensOnDisk: UInt64 = 0
     /// Episodic offload: tokens written out, read back into memory, and lost (their record could

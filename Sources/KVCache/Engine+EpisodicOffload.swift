@@ -10,6 +10,19 @@
 /// - `compact` writes the K/V of every token it evicts (per layer, K then V of every KV head:
 ///   exactly the bytes memory held) into records of the sequence's `OffloadedTokens`, and the
 ///   tokens' eviction state stays in `AttentionScores` as parked slots, still candidates.
+///   Whole records' worth of tokens are written at once (a slot write each); the rest is
+///   appended to the sequence's *open record*, a memory buffer of one slot payload
+///   (`OpenRecords`) that later compactions keep filling and that is written out (one slot
+///   write) when full. A decode step evicts about one token per layer, so it writes a slot only
+///   every `blockTokens` steps instead of every step. At most `OpenRecords.capacity` records
+///   are open engine-wide; a sequence that needs one when none is free takes the buffer of the
+///   least recently appended one, which is written out partly filled first. A focus restores
+///   tokens of the open record from its buffer at once; `fork` writes the parent's out first
+///   (partly filled) so that the child's table describes only records on disk; `free`
+///   discards it. A write the tier refuses (disk full, tier full of pinned slots) loses the
+///   record's tokens: dropped from the state, counted in `tokensLost`, reported once by
+///   `ready` (`io`); one that fails on the device is found out when a focus reads it back
+///   (below), as for any record.
 /// - `focus` re-chooses each layer's resident set among resident and parked tokens with the
 ///   focused episode's scores, keeping the layer's length: a resident token that loses its
 ///   place is written out, and the parked token that wins it is read back into that very slot
@@ -49,9 +62,10 @@ extension Engine: RecordMemory {
     }
 
     /// Writes the tokens the planned compaction of `s` evicts (their bytes still in place) into
-    /// records; returns the (layer, position) of those that could not be written (the caller
-    /// drops them after `applyPlan`). Allocates O(evicted) scratch (an I/O path, not a decode
-    /// hot path: each record written is a slot write).
+    /// records (`writeTokens`); returns the (layer, position) of those that could not be
+    /// written, and of parked tokens lost with an open record that could not be written (the
+    /// caller drops all of them, parked by then, after `applyPlan`). Allocates O(evicted)
+    /// scratch.
     func offloadEvictions(slot s: Int, state: AttentionScores) -> [(layer: Int, position: Int32)] {
         var layerOf: [Int32] = [], slotOf: [Int32] = []
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, sequences.lengths[s])) { buffer in
@@ -63,35 +77,33 @@ extension Engine: RecordMemory {
                 }
             }
         }
-        let written = writeTokens(slot: s, state: state, layers: layerOf, slots: slotOf)
-        if written < layerOf.count, let offload, let t = offload.offloadedTokens[s] {
-            offload.tokensLost += UInt64(layerOf.count - written)
-            t.lostSinceReport += layerOf.count - written
-        }
+        let (written, lost) = writeTokens(slot: s, state: state, layers: layerOf, slots: slotOf)
+        if written < layerOf.count, let offload, let t = offload.offloadedTokens[s] { lose(layerOf.count - written, t) }
         return (written..<layerOf.count).map { (Int(layerOf[$0]), state.position(layer: Int(layerOf[$0]), slot: Int(slotOf[$0]))) }
+            + lost + writeOpenRecordIfFull(s)
     }
 
     /// Writes the K/V of token slots `slots[j]` of layers `layers[j]` of `s` (their positions
-    /// from `state`) into new records, in order; returns how many were written (all, or up to
-    /// the first record the tier refused: disk full, tier full of pinned slots).
-    private func writeTokens(slot s: Int, state: AttentionScores, layers: [Int32], slots: [Int32]) -> Int {
-        guard let offload, !layers.isEmpty else { return 0 }
-        let t = tokenTable(s, offload), table = sequences.table(s)
-        let tokenBytes = config.tokenBytes, perRecord = t.tokensPerRecord
-        var written = 0
-        while written < layers.count {
-            let chunk = written..<min(layers.count, written + perRecord)
+    /// from `state`) into records, in order: as many whole records as the tokens fill are
+    /// written into new records (a slot write each, straight from memory), the rest is copied
+    /// into the open record, which is first written out when the rest does not fit. Returns how
+    /// many were written (all, or up to the first record the tier refused: disk full, tier full
+    /// of pinned slots), and the parked tokens of earlier calls lost with a refused open record
+    /// (counted here; the caller drops them from the state once it no longer needs its slot
+    /// indices). The open record may be left full: the caller then ends with
+    /// `writeOpenRecordIfFull`, once it no longer restores from its buffer.
+    private func writeTokens(slot s: Int, state: AttentionScores, layers: [Int32], slots: [Int32])
+        -> (written: Int, lost: [(layer: Int, position: Int32)])
+    {
+        guard let offload, !layers.isEmpty else { return (0, []) }
+        let t = tokenTable(s, offload), perRecord = t.tokensPerRecord
+        let whole = layers.count / perRecord * perRecord
+        var written = 0, lost: [(layer: Int, position: Int32)] = []
+        while written < whole {
+            let chunk = written..<(written + perRecord)
             let diskSlot: Int32
             do throws(KVError) {
-                diskSlot = try offload.tier.writePinned(hash: 0, parent: 0) { payload in
-                    for (i, j) in chunk.enumerated() {
-                        let l = Int(layers[j]), token = Int(slots[j])
-                        for kv in 0..<2 {
-                            let from = address(slot: s, table: table, tensor: 2 * l + kv, token: token)
-                            (payload + (2 * i + kv) * tokenBytes).copyMemory(from: from, byteCount: tokenBytes)
-                        }
-                    }
-                }
+                diskSlot = try offload.tier.writePinned(hash: 0, parent: 0) { copyTokens(slot: s, layers: layers, slots: slots, chunk, to: $0) }
             } catch {
                 break
             }
@@ -101,9 +113,100 @@ extension Engine: RecordMemory {
             }
             written = chunk.upperBound
         }
+        if written == whole && whole < layers.count {
+            let rest = whole..<layers.count
+            if t.openRecord >= 0 && t.openRoom < rest.count { lost = writeOpenRecord(s, t) }
+            let buffer = openRecordBuffer(s)
+            if t.openRecord < 0 { t.openNewRecord() }
+            copyTokens(slot: s, layers: layers, slots: slots, rest, to: buffer + t.openCount * 2 * config.tokenBytes)
+            for j in rest { t.append(layer: Int(layers[j]), position: state.position(layer: Int(layers[j]), slot: Int(slots[j]))) }
+            offload.openRecords.touch(s)
+            written = layers.count
+        }
+        lose(lost.count, t)
         offload.tokensOffloaded += UInt64(written)
         offload.tier.flush()
-        return written
+        return (written, lost)
+    }
+
+    /// Writes out `s`'s open record when it is full; returns the tokens lost because the tier
+    /// refused the write (counted here, parked in the state by then: the caller drops them).
+    func writeOpenRecordIfFull(_ s: Int) -> [(layer: Int, position: Int32)] {
+        guard let offload, let t = offload.offloadedTokens[s], t.openRecord >= 0 && t.openRoom == 0 else { return [] }
+        let lost = writeOpenRecord(s, t)
+        lose(lost.count, t)
+        offload.tier.flush()
+        return lost
+    }
+
+    /// Copies the K then V of token slots `slots[j]` of layers `layers[j]` of `s`, for `j` in
+    /// `chunk`, to `payload` (token `i` of the chunk at `i * 2 * tokenBytes`).
+    private func copyTokens(slot s: Int, layers: [Int32], slots: [Int32], _ chunk: Range<Int>, to payload: UnsafeMutableRawPointer) {
+        let table = sequences.table(s), tokenBytes = config.tokenBytes
+        for (i, j) in chunk.enumerated() {
+            for kv in 0..<2 {
+                let from = address(slot: s, table: table, tensor: 2 * Int(layers[j]) + kv, token: Int(slots[j]))
+                (payload + (2 * i + kv) * tokenBytes).copyMemory(from: from, byteCount: tokenBytes)
+            }
+        }
+    }
+
+    /// Writes out `s`'s open record from its buffer (one slot write, full or partly filled);
+    /// it is closed either way (with no live token it is closed without a write). Returns the
+    /// (layer, position) of its live tokens when the tier refused the write: they are lost, not
+    /// yet counted nor dropped from the state (`s`'s pending restores are settled first, so
+    /// that none of them still needs a lost displaced token). A write that fails later on the
+    /// device is found out when a focus reads the record back, as for any record.
+    private func writeOpenRecord(_ s: Int, _ t: OffloadedTokens) -> [(layer: Int, position: Int32)] {
+        let offload = offload!
+        guard t.recordLive[Int(t.openRecord)] > 0 else { return t.closeOpenRecord(slot: nil) }
+        let buffer = offload.openRecords.buffer(of: s)!, bytes = t.openCount * 2 * config.tokenBytes
+        do throws(KVError) {
+            let diskSlot = try offload.tier.writePinned(hash: 0, parent: 0) { $0.copyMemory(from: buffer, byteCount: bytes) }
+            // Waiting for a staging buffer processes completions: an undone restore may have
+            // taken the record's last live token meanwhile (the slot then goes after its write).
+            if t.recordLive[Int(t.openRecord)] == 0 { offload.tier.unpin(diskSlot) }
+            return t.closeOpenRecord(slot: diskSlot)
+        } catch {
+            settleRestores(s)
+            return t.closeOpenRecord(slot: nil)
+        }
+    }
+
+    /// The open-record buffer of `s`, acquired when it has none: when every buffer is owned,
+    /// the least recently appended owner's open record is written out partly filled first
+    /// (`flushOpenRecord`) and its buffer changes hands.
+    private func openRecordBuffer(_ s: Int) -> UnsafeMutableRawPointer {
+        let records = offload!.openRecords
+        if let buffer = records.buffer(of: s) { return buffer }
+        if records.isFull {
+            let victim = records.victim()
+            flushOpenRecord(victim)
+            records.release(victim)
+        }
+        return records.acquire(for: s)
+    }
+
+    /// Writes out sequence slot `s`'s open record, if any, partly filled (before a fork, or to
+    /// take its buffer); tokens lost because the tier refused the write are dropped from its
+    /// state at once, counted and reported by its `ready`.
+    func flushOpenRecord(_ s: Int) {
+        guard let offload, let t = offload.offloadedTokens[s], t.openRecord >= 0 else { return }
+        let lost = writeOpenRecord(s, t)
+        lose(lost.count, t)
+        dropParked(evictionStates[s]!, lost)
+        offload.tier.flush()
+    }
+
+    /// Counts `n` tokens of `t`'s sequence lost (reported once by its `ready`).
+    private func lose(_ n: Int, _ t: OffloadedTokens) {
+        offload!.tokensLost += UInt64(n)
+        t.lostSinceReport += n
+    }
+
+    /// Drops `tokens` (each parked in `state`) from the parked slots.
+    func dropParked(_ state: AttentionScores, _ tokens: [(layer: Int, position: Int32)]) {
+        for (layer, position) in tokens { state.removeParked(layer: layer, slot: state.parkedSlot(layer: layer, position: position)) }
     }
 
     /// After a focus: per layer, swaps the resident tokens the focused episode ranks below
@@ -127,12 +230,17 @@ extension Engine: RecordMemory {
         try makeWritable(slot: s, state: state, length: sequences.lengths[s]) { mark in for d in pairOut { mark(Int(d)) } }
         // The displaced tokens go to disk first (copied into staging now), so that their slots
         // may be overwritten; a pair whose displaced token could not be written stays as it is.
-        let written = writeTokens(slot: s, state: state, layers: pairLayer, slots: pairOut)
+        let (written, lost) = writeTokens(slot: s, state: state, layers: pairLayer, slots: pairOut)
         let t = offload.offloadedTokens[s]!, table = sequences.table(s)
         var reads = Set<Int32>()
         for j in 0..<written {
             let l = Int(pairLayer[j]), d = Int(pairOut[j]), p = Int(pairIn[j])
-            let e = t.entry(layer: l, position: state.position(layer: l, slot: p))!
+            guard let e = t.entry(layer: l, position: state.position(layer: l, slot: p)) else {
+                // The winner was lost with a refused open record: no swap, and the displaced
+                // token, still resident, needs no copy on disk.
+                unpin(t.remove(t.entry(layer: l, position: state.position(layer: l, slot: d))!))
+                continue
+            }
             t.beginRestore(e, destination: d, displaced: state.position(layer: l, slot: d))
             state.swapSlots(layer: l, d, p)
             offload.markLoading(table[d / bt], 1)
@@ -140,12 +248,19 @@ extension Engine: RecordMemory {
         }
         for r in reads.sorted() {  // slot order lets adjacent records merge into one request
             t.readsPending += 1
+            let target = LoadTarget(block: -1, slot: Int32(s), position: 0, tokens: 0, record: r)
+            if r == t.openRecord {  // its bytes are in memory: copied at once
+                scatterRecord(target, from: offload.openRecords.buffer(of: s)!)
+                recordFinished(target, ok: true)
+                continue
+            }
             do throws(KVError) {
-                try offload.tier.load(t.recordSlot[Int(r)], into: LoadTarget(block: -1, slot: Int32(s), position: 0, tokens: 0, record: r))
+                try offload.tier.load(t.recordSlot[Int(r)], into: target)
             } catch {
-                recordFinished(LoadTarget(block: -1, slot: Int32(s), position: 0, tokens: 0, record: r), ok: false)
+                recordFinished(target, ok: false)
             }
         }
+        dropParked(state, lost + writeOpenRecordIfFull(s))
         offload.tier.flush()
     }
 
@@ -232,11 +347,13 @@ extension Engine: RecordMemory {
         offload.offloadedTokens[to] = inherited
     }
 
-    /// Releases every record of sequence slot `s` (it is being freed).
+    /// Releases every record of sequence slot `s` (it is being freed); its open record, never
+    /// written, is discarded with its buffer.
     func releaseOffloadedTokens(_ s: Int) {
         guard let offload, let t = offload.offloadedTokens[s] else { return }
         precondition(t.readsPending == 0, "free waits for the sequence's reads")
         for diskSlot in t.slots { offload.tier.unpin(diskSlot) }
+        offload.openRecords.release(s)
         offload.offloadedTokens[s] = nil
     }
 

@@ -315,7 +315,8 @@ public final class Engine: @unchecked Sendable {
     /// child shares the parent's `ready` verdict: a disk read of the parent's that failed fails
     /// the child too; and it inherits the parent's episodically offloaded tokens (its eviction
     /// state keeps them as candidates, its own pins hold their records: a later `focus` of the
-    /// child restores them whatever the parent does), at O(those records) cost, no I/O.
+    /// child restores them whatever the parent does), at O(those records) cost; the parent's
+    /// open record, if any, is written out first (one slot write, partly filled).
     /// Throws `notFound`, `exists`, `outOfMemory` (then nothing changed; only once no swap-out
     /// is pending: it waits for them first, `lockedAllocating`).
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
@@ -329,6 +330,7 @@ public final class Engine: @unchecked Sendable {
             }
             if contiguous != nil { offload?.waitResident(from) }  // the fork copies the boundary page
             settleRestores(from)  // the child copies the state, whose pending restores may yet be undone
+            flushOpenRecord(from)  // the child's table describes records on disk only
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {

@@ -61,7 +61,8 @@ public struct EngineConfig: Equatable, Sendable {
     /// Size limit of the disk tier's slab file (`offload_bytes`); at least one slot.
     public var offloadBytes: UInt64 = 0
     /// Disk-tier staging buffers of one slot each (requests in flight at most), 32...1024; the
-    /// tier uses more when slots are small (up to 32 MiB of them).
+    /// tier uses more when slots are small (up to 32 MiB of them). Also caps episodic
+    /// offload's open records (`OpenRecords`: at most `min(maxSeqs, offloadQueueDepth)`).
     public var offloadQueueDepth: Int = 32
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).

@@ -36,6 +36,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Per sequence slot: its offloaded tokens (episodic offload), created at its first
     /// offloading compaction.
     var offloadedTokens: [OffloadedTokens?]
+    /// The buffers of sequences' open records (episodic offload), at most
+    /// `min(maxSeqs, offloadQueueDepth)`, outside the KV budget like the staging buffers.
+    let openRecords: OpenRecords
     /// Where offloaded-token records' reads go (the engine); set right after creation.
     unowned(unsafe) var records: RecordMemory!
     /// Tokens written out, restored and lost by episodic offload.
@@ -77,6 +80,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         swapped.initialize(repeating: false, count: config.maxSeqs)
         scratchSlots = .allocate(capacity: sequences.maxBlocks)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
+        openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
+                                  maxSeqs: config.maxSeqs)
         progress = .allocate(capacity: 1)
         var attributes = pthread_condattr_t()
         pthread_condattr_init(&attributes)

@@ -15,7 +15,7 @@ import Testing
 
     /// An episodic engine (2 episodes, a 2-token recent window), with a disk tier in `dir` when
     /// given, and whatever `configure` changes.
-    private func engine(_ layout: Layout, dir: String?, perHead: Bool = false, configure: (inout EngineConfig) -> Void = { _ in }) throws -> Engine {
+    func engine(_ layout: Layout, dir: String?, perHead: Bool = false, configure: (inout EngineConfig) -> Void = { _ in }) throws -> Engine {
         var c = dir.map { offloadConfig(layout, dir: $0) } ?? smallConfig(layout)
         c.eviction = EvictionConfig(.episodic)
         c.eviction.episodes = 2
@@ -25,13 +25,13 @@ import Testing
         return try Engine(c)
     }
 
-    private func focus(_ e: Engine, _ query: [Float], seq: UInt64 = 1) throws -> Int {
+    func focus(_ e: Engine, _ query: [Float], seq: UInt64 = 1) throws -> Int {
         try query.withUnsafeBufferPointer { try e.focus(seq, query: $0) }
     }
 
     /// Every layer of sequence `seq` holds exactly `heavy` and the recent window, and every
     /// held slot has its token's bytes.
-    private func expectHolds(_ e: Engine, _ heavy: [Int32], _ toks: [Int32], seq: UInt64 = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func expectHolds(_ e: Engine, _ heavy: [Int32], _ toks: [Int32], seq: UInt64 = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
         for layer in 0..<2 {
             #expect(try positions(e, seq, layer: layer).sorted() == (heavy + Self.recent).sorted(), sourceLocation: sourceLocation)
         }
@@ -39,14 +39,14 @@ import Testing
     }
 
     /// Freeing sequence `seq` (the last one holding records) leaves no slot of the tier in use.
-    private func expectFreeReleasesRecords(_ e: Engine, seq: UInt64 = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func expectFreeReleasesRecords(_ e: Engine, seq: UInt64 = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
         try e.free(seq)
         try e.syncOffload()
         #expect(e.stats().disk.storedSlots == 0, sourceLocation: sourceLocation)
     }
 
     /// What `seq` holds: every layer's positions, and the K then V bytes of every held slot.
-    private func held(_ e: Engine, _ seq: UInt64) throws -> (positions: [[Int32]], bytes: [UInt8]) {
+    func held(_ e: Engine, _ seq: UInt64) throws -> (positions: [[Int32]], bytes: [UInt8]) {
         var bytes: [UInt8] = []
         for layer in 0..<e.config.numLayers {
             for slot in 0..<(try e.layerLength(seq, layer: layer)) {
@@ -62,7 +62,7 @@ import Testing
     /// topics whose turns attended to their own heavy hitters, focused on topic A and compacted
     /// to 12 tokens per layer. Returns the prompt and the committed bytes before the compaction.
     @discardableResult
-    private func compactedOnTopicA(_ e: Engine) throws -> (tokens: [Int32], committedBytes: UInt64) {
+    func compactedOnTopicA(_ e: Engine) throws -> (tokens: [Int32], committedBytes: UInt64) {
         let toks = tokens(512, seed: 7)
         try e.createSequence(1, tokens: toks)
         try writeKV(e, 1, tokens: toks, from: 0)

@@ -85,7 +85,10 @@ extension Engine {
     /// Cost: the policy's
     /// O(tokens) per layer, plus copying the moved tokens (at most the evicted count per layer)
     /// and any shared block or page written; offloading adds one copy of each evicted token's
-    /// K/V into staging and one slot write per `tokensPerRecord` evicted tokens.
+    /// K/V (into staging, or into the sequence's open record) and one slot write per
+    /// `tokensPerRecord` evicted tokens: whole records at once, the rest when the open record
+    /// fills up (or, when more sequences compact than records may be open, when its buffer is
+    /// taken: at worst one slot write per compaction that evicts).
     @discardableResult
     public func compact(_ seq: UInt64, budgetTokens: Int) throws(KVError) -> Int {
         guard budgetTokens > 0 else { throw .invalid("budget_tokens is 0: a layer keeps at least one token") }
@@ -106,7 +109,7 @@ extension Engine {
                 if state.parksEvictions { unsaved = offloadEvictions(slot: s, state: state) }
             }
             state.applyPlan()
-            for (layer, position) in unsaved { state.removeParked(layer: layer, slot: state.parkedSlot(layer: layer, position: position)) }
+            dropParked(state, unsaved)
             sequences.lengths[s] = newLength
             sequences.indexesAppends[s] = false
             return newLength
@@ -294,8 +297,9 @@ extension Engine {
     /// focus stands and nothing is restored; only the re-clustering and crediting above, which
     /// any later focus would do the same way, are kept; with swap-outs pending it first waits
     /// for them, `lockedAllocating`). Cost: k-means when the segments changed; with
-    /// offloaded tokens O(resident + offloaded) per layer, one staging copy and one slot
-    /// write per `tokensPerRecord` displaced tokens, one slot read per record restored from.
+    /// offloaded tokens O(resident + offloaded) per layer, one copy and one slot write per
+    /// `tokensPerRecord` displaced tokens (as for `compact`), one slot read per record
+    /// restored from (none for the open record: copied from its buffer).
     public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
         try lockedAllocating { () throws(KVError) -> Int in
             let s = try slot(seq)

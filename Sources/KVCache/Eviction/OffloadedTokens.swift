@@ -6,8 +6,9 @@
 /// Storage: a *record* is one disk slot (the tier's slot payload, one block of every layer's
 /// K and V in the paged layout) holding up to `tokensPerRecord` tokens of any layers, token
 /// `i` at payload offset `i * 2 * tokenBytes`: its K, then its V (every KV head, exactly the
-/// bytes memory held). One compaction's evicted tokens fill records in order, so a step that
-/// evicts few tokens still writes whole slots, but only as many as it needs.
+/// bytes memory held). At most one record at a time is *open*: its tokens sit in a memory
+/// buffer (`OpenRecords`) that later compactions keep filling, not yet on disk; it gets a
+/// disk slot when the engine writes it out (`closeOpenRecord`), full or partly filled.
 ///
 /// Entry `record * tokensPerRecord + i` describes token `i` of `record`: its layer (-1 when
 /// dead: restored or lost), position and, while a read restores it, the memory slot the read
@@ -15,18 +16,27 @@
 ///
 /// A fork's table (`init(forkOf:)`) describes the same disk slots as its parent's: records
 /// are immutable once written, so sequences share them, each through its own pin and its own
-/// entries (a token restored or dropped by one sequence stays on disk for the other).
+/// entries (a token restored or dropped by one sequence stays on disk for the other). An open
+/// record is never shared: the engine writes it out before a fork.
 ///
 /// Invariants: a record's `live` count is the number of its entries not dead; a record with a
-/// live entry holds a disk slot pinned once by this sequence (other sequences' tables may hold
-/// the same slot, each with its own pin), released (and its id reused) when the count reaches
-/// 0; `location` maps exactly the live entries that are not being restored. Cost: O(1) per
+/// live entry, other than the open one, holds a disk slot pinned once by this sequence (other
+/// sequences' tables may hold the same slot, each with its own pin), released (and its id
+/// reused) when the count reaches 0; the open record has no slot (`notWritten`), keeps its id
+/// while open even with no live entry, and its entries `0..<openCount` were appended (never
+/// restoring: a restore from it copies from its buffer at once); `location` maps exactly the
+/// live entries that are not being restored. Cost: O(1) per
 /// token (a dictionary probe); the arrays grow with the records and are reused afterwards.
 /// Not thread-safe: the engine serialises calls.
 final class OffloadedTokens {
     /// Tokens one record holds.
     let tokensPerRecord: Int
-    /// Per record: its pinned disk slot, or -1 (free id).
+    /// `recordSlot` of the open record: not on disk yet.
+    static let notWritten: Int32 = -2
+    /// The open record, or -1; and how many of its entries were appended.
+    private(set) var openRecord: Int32 = -1
+    private(set) var openCount = 0
+    /// Per record: its pinned disk slot, -1 (free id) or `notWritten` (the open record).
     private(set) var recordSlot: [Int32] = []
     /// Per record: entries not dead.
     private(set) var recordLive: [Int32] = []
@@ -59,6 +69,7 @@ final class OffloadedTokens {
     /// `tokensPerRecord`) time and allocation.
     convenience init(forkOf parent: OffloadedTokens) {
         precondition(parent.readsPending == 0, "a fork copies a table with restores pending")
+        precondition(parent.openRecord < 0, "a fork copies a table with an open record")
         self.init(tokensPerRecord: parent.tokensPerRecord)
         for r in parent.recordSlot.indices where parent.recordSlot[r] >= 0 {
             let record = addRecord(slot: parent.recordSlot[r]), first = r * tokensPerRecord
@@ -68,15 +79,59 @@ final class OffloadedTokens {
         }
     }
 
-    /// Tokens on disk (live entries).
+    /// Tokens offloaded (live entries: on disk, or in the open record awaiting its write).
     var tokenCount: Int { recordLive.reduce(0) { $0 + Int($1) } }
 
-    /// Records holding a disk slot.
-    var recordCount: Int { recordSlot.count - freeRecords.count }
+    /// Records holding a disk slot (not the open record).
+    var recordCount: Int { recordSlot.count - freeRecords.count - (openRecord >= 0 ? 1 : 0) }
 
-    /// A record id for disk slot `slot` (already pinned for this sequence), with no entry yet.
+    /// Room left in the open record (0 when there is none).
+    var openRoom: Int { openRecord >= 0 ? tokensPerRecord - openCount : 0 }
+
+    /// Opens a record with no entry and no disk slot yet. Precondition: none is open.
+    func openNewRecord() {
+        precondition(openRecord < 0, "a record is open already")
+        openRecord = addRecord(slot: Self.notWritten)
+        openCount = 0
+    }
+
+    /// Describes `layer`'s token at `position` as the next token of the open record (its bytes
+    /// go to index `openCount` of the buffer). Precondition: `openRoom > 0`.
+    func append(layer: Int, position: Int32) {
+        precondition(openRoom > 0, "the open record is full")
+        add(record: openRecord, index: openCount, layer: layer, position: position)
+        openCount += 1
+    }
+
+    /// Ends the open record: it now holds disk slot `slot` (written from its buffer, pinned for
+    /// this sequence), or, when `slot` is nil (it could not be written), its live entries die
+    /// and their (layer, position) are returned. A record with no live entry frees its id (the
+    /// caller writes nothing and unpins `slot` if it gave one). Precondition: a record is open.
+    @discardableResult
+    func closeOpenRecord(slot: Int32?) -> [(layer: Int, position: Int32)] {
+        precondition(openRecord >= 0, "no record is open")
+        let r = Int(openRecord), first = r * tokensPerRecord
+        openRecord = -1
+        var lost: [(layer: Int, position: Int32)] = []
+        if let slot, recordLive[r] > 0 {
+            recordSlot[r] = slot
+            return lost
+        }
+        for e in first..<(first + tokensPerRecord) where entryLayer[e] >= 0 {
+            lost.append((Int(entryLayer[e]), entryPosition[e]))
+            location[Self.key(Int(entryLayer[e]), entryPosition[e])] = nil
+            entryLayer[e] = -1
+        }
+        recordLive[r] = 0
+        recordSlot[r] = -1
+        freeRecords.append(Int32(r))
+        return lost
+    }
+
+    /// A record id for disk slot `slot` (already pinned for this sequence) or `notWritten`,
+    /// with no entry yet.
     func addRecord(slot: Int32) -> Int32 {
-        precondition(slot >= 0)
+        precondition(slot >= 0 || slot == Self.notWritten)
         if let r = freeRecords.popLast() {
             recordSlot[Int(r)] = slot
             return r
@@ -121,7 +176,8 @@ final class OffloadedTokens {
     }
 
     /// Kills entry `e` (restored, lost or dropped); returns the record's disk slot when that
-    /// was its last live entry (the caller unpins it; the record id is free again), else -1.
+    /// was its last live entry (the caller unpins it; the record id is free again), else -1
+    /// (always for the open record, which stays open).
     func remove(_ e: Int) -> Int32 {
         precondition(entryLayer[e] >= 0, "entry \(e) is dead")
         if entryDestination[e] < 0 { location[Self.key(Int(entryLayer[e]), entryPosition[e])] = nil }
@@ -129,7 +185,7 @@ final class OffloadedTokens {
         entryDestination[e] = -1
         let r = e / tokensPerRecord
         recordLive[r] -= 1
-        guard recordLive[r] == 0 else { return -1 }
+        guard recordLive[r] == 0 && r != Int(openRecord) else { return -1 }
         let slot = recordSlot[r]
         recordSlot[r] = -1
         freeRecords.append(Int32(r))

@@ -1,0 +1,89 @@
+/// The memory buffers of open records (episodic offload): a sequence's *open record* is an
+/// offloaded-token record still being filled, across compactions, in a buffer of one slot
+/// payload; it is written to the disk tier (one slot write) when full, or partly filled when
+/// its buffer is taken back (see `Engine+EpisodicOffload`).
+///
+/// At most `capacity` buffers exist engine-wide (`min(maxSeqs, offloadQueueDepth)`), each
+/// `payloadBytes`, allocated on first use and kept for reuse until the engine goes: at most
+/// `offloadQueueDepth` slot payloads, no more than the tier's staging buffers. Like those,
+/// this memory is outside the KV budget (`memory_bytes`). A sequence owns at most one buffer.
+/// When all are owned, `victim` names the owner that appended least recently, whose record
+/// the engine writes out before `release` hands its buffer on.
+///
+/// Cost: O(1) per call except `victim` (O(capacity), only when every buffer is owned) and
+/// the first `acquire` of each buffer (one allocation). Not thread-safe: the engine
+/// serialises calls.
+final class OpenRecords {
+    /// Most buffers at once.
+    let capacity: Int
+    /// Bytes of one buffer (the tier's slot payload).
+    let payloadBytes: Int
+    /// Per buffer: its memory (nil until first used), owner sequence slot (-1: free), and
+    /// when its owner last appended (`clock` then).
+    private var buffers: [UnsafeMutableRawPointer?]
+    private var owner: [Int]
+    private var appended: [UInt64]
+    /// Per sequence slot: the buffer it owns, or -1.
+    private var bufferOf: [Int]
+    private var freeBuffers: [Int]
+    private var clock: UInt64 = 0
+
+    /// Buffers for sequence slots `0..<maxSeqs`, at most `capacity` of `payloadBytes` at once.
+    init(capacity: Int, payloadBytes: Int, maxSeqs: Int) {
+        precondition(capacity > 0)
+        self.capacity = capacity
+        self.payloadBytes = payloadBytes
+        buffers = [UnsafeMutableRawPointer?](repeating: nil, count: capacity)
+        owner = [Int](repeating: -1, count: capacity)
+        appended = [UInt64](repeating: 0, count: capacity)
+        bufferOf = [Int](repeating: -1, count: maxSeqs)
+        freeBuffers = Array((0..<capacity).reversed())
+    }
+
+    deinit {
+        for case let b? in buffers { b.deallocate() }
+    }
+
+    /// The buffer sequence slot `s` owns, or nil.
+    func buffer(of s: Int) -> UnsafeMutableRawPointer? {
+        let b = bufferOf[s]
+        return b >= 0 ? buffers[b] : nil
+    }
+
+    /// True when no buffer is free (`acquire` needs a `release` first).
+    var isFull: Bool { freeBuffers.isEmpty }
+
+    /// The owner that appended least recently. Precondition: `isFull`.
+    func victim() -> Int {
+        precondition(isFull)
+        var oldest = 0
+        for b in 1..<capacity where appended[b] < appended[oldest] { oldest = b }
+        return owner[oldest]
+    }
+
+    /// A buffer for sequence slot `s`, which owns none. Precondition: `!isFull`.
+    func acquire(for s: Int) -> UnsafeMutableRawPointer {
+        precondition(bufferOf[s] < 0, "sequence slot \(s) already owns an open record buffer")
+        let b = freeBuffers.removeLast()
+        if buffers[b] == nil { buffers[b] = .allocate(byteCount: payloadBytes, alignment: 64) }
+        owner[b] = s
+        bufferOf[s] = b
+        touch(s)
+        return buffers[b]!
+    }
+
+    /// Notes that `s` appended to its buffer now (it becomes the last `victim`).
+    func touch(_ s: Int) {
+        clock += 1
+        appended[bufferOf[s]] = clock
+    }
+
+    /// Gives back the buffer `s` owns, if any (its bytes are dropped).
+    func release(_ s: Int) {
+        let b = bufferOf[s]
+        guard b >= 0 else { return }
+        owner[b] = -1
+        bufferOf[s] = -1
+        freeBuffers.append(b)
+    }
+}
