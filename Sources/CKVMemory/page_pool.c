@@ -26,6 +26,7 @@ struct kvm_pool {
     uint64_t *free_bits;      /* 1: free (refs == 0) */
     uint64_t *committed_bits; /* 1: physical pages allocated */
     uint32_t *refs;
+    int64_t commits_before_fault; /* tests (kvm_pool_fail_commits): commits left before one fails; < 0: never */
 };
 
 static inline int bit(const uint64_t *bits, uint32_t i) { return (bits[i >> 6] >> (i & 63)) & 1; }
@@ -107,9 +108,12 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
         return rc;
     }
     for (uint32_t g = 0; g < p->groups; g++) set_bit(p->free_bits, g);
+    p->commits_before_fault = -1;
     *out = p;
     return 0;
 }
+
+void kvm_pool_fail_commits(kvm_pool *p, int64_t after) { p->commits_before_fault = after; }
 
 void kvm_pool_destroy(kvm_pool *p) {
     if (!p) return;
@@ -125,6 +129,8 @@ void kvm_pool_destroy(kvm_pool *p) {
 static int commit_run(kvm_pool *p, uint32_t first) {
     uint32_t n = 0;
     while (n < p->commit_batch && first + n < p->groups && bit(p->free_bits, first + n) && !bit(p->committed_bits, first + n)) n++;
+    if (p->commits_before_fault == 0) return kvm_fail(EIO, "committing %u page groups failed: injected fault (kvm_pool_fail_commits)", n);
+    if (p->commits_before_fault > 0) p->commits_before_fault--;
     for (uint32_t t = 0; t < p->tensors; t++) {
         if (fallocate(p->fd, 0, (off_t)kvm_pool_offset(p, t, first), (off_t)(n * p->group_bytes)) != 0) {
             int err = errno;

@@ -270,20 +270,37 @@ public final class Engine: @unchecked Sendable {
             if let contiguous {
                 let need = contiguous.groupsNeeded(slot: slot, growingTo: length + n)
                 guard contiguous.fits(need) else { throw .outOfMemory("appending \(n) tokens needs \(need) more pages than the budget has free") }
-                try contiguous.grow(slot: slot, to: length + n)
             }
+            // Every new block first, so that a failing system call (capacity was checked: only
+            // committing memory can fail) leaves nothing changed: no block half-filled, none
+            // indexed for K/V the server will not write.
+            var fresh = 0
+            do throws(KVError) {
+                while fresh < newBlocks {
+                    scratchHit[fresh] = try blocks.allocate()
+                    fresh += 1
+                }
+                try contiguous?.grow(slot: slot, to: length + n)
+            } catch {
+                for i in 0..<fresh { blocks.release(scratchHit[i]) }
+                throw error
+            }
+            fresh = 0
             if copyOnWrite {
                 offload?.waitResident(slot)  // the copied block may still be arriving from disk
                 let shared = table[length / bt]
-                let fresh = try blocks.allocate()
-                paged?.copy(from: shared, to: fresh, tokens: offset)
+                paged?.copy(from: shared, to: scratchHit[0], tokens: offset)
                 blocks.release(shared)
-                table[length / bt] = fresh
+                table[length / bt] = scratchHit[0]
+                fresh = 1
             }
             let tail = sequences.tail(slot)
             for t in tokens {
                 let inBlock = length % bt
-                if inBlock == 0 { table[length / bt] = try blocks.allocate() }
+                if inBlock == 0 {
+                    table[length / bt] = scratchHit[fresh]
+                    fresh += 1
+                }
                 tail[inBlock] = t
                 length += 1
                 if inBlock == bt - 1 && sequences.indexesAppends[slot] {

@@ -71,5 +71,10 @@ uint64_t kvm_pool_page_bytes(const kvm_pool *p);
 uint32_t kvm_pool_tensors(const kvm_pool *p);
 /* Bytes of physical memory the pool holds now (committed groups * tensors * group_bytes). */
 uint64_t kvm_pool_committed_bytes(const kvm_pool *p);
+
+/* Tests: after `after` more successful commits (fallocate runs) the next one fails with EIO,
+ * as a real fallocate can (ENOSPC or ENOMEM in a memory-limited cgroup); every later commit
+ * fails too until this is called again. after < 0 turns the fault off (the default). */
+void kvm_pool_fail_commits(kvm_pool *p, int64_t after);
 /* 1 when huge pages were asked for (page_bytes = 2 MiB) and the kernel can give them to shmem. */
 int kvm_pool_hugepages(const kvm_pool *p);
