@@ -22,10 +22,13 @@ gcc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude tools/rss_check.c -L"$BIN" -lkv
 tools/bin/rss_check 2>&1 | tee "$log/rss.txt"
 rss_status=${PIPESTATUS[0]}
 
-# Totals: Swift Testing's tests (a parameterized test counts once), and the C
-# clients' own "name: N passed, M failed" lines.
-swift_passed=$(grep -cE "^✔ Test .* passed" "$log/swift.txt" || true)
-swift_failed=$(grep -cE "^✘ Test .* failed" "$log/swift.txt" || true)
+# Totals: Swift Testing's tests from its summary line "Test run with N tests" (a
+# parameterized test counts once; per-test lines can interleave under parallel runs, so they
+# are not counted), less those that failed, and the C clients' own "name: N passed, M failed"
+# lines.
+swift_total=$(sed -nE 's/.*Test run with ([0-9]+) tests? .*/\1/p' "$log/swift.txt" | tail -1)
+swift_failed=$(grep -oE '✘ Test ("[^"]*"|[^ ]+) (recorded an issue|failed)' "$log/swift.txt" | sed -E 's/ (recorded an issue|failed)$//' | sort -u | wc -l)
+swift_passed=$(( ${swift_total:-0} - swift_failed ))
 read -r c_passed c_failed < <(cat "$log/abi.txt" "$log/rss.txt" | sed -nE 's/^[a-z_]+: ([0-9]+) passed, ([0-9]+) failed$/\1 \2/p' | awk '{p+=$1; f+=$2} END {print p+0, f+0}')
 failed=$((swift_failed + c_failed))
 [ "$swift_status" -eq 0 ] && [ "$abi_status" -eq 0 ] && [ "$rss_status" -eq 0 ] || failed=$((failed > 0 ? failed : 1))
