@@ -18,6 +18,17 @@ private func offloadFixture(_ layout: UInt32, dir: String, offloadBytes: UInt64 
     return f
 }
 
+/// `offloadFixture` whose tier fails every write on the device, with sequence 9 (30 tokens)
+/// created and written with salt 9.
+private func failingWritesFixture(_ layout: UInt32, dir: String) throws -> ABIFixture {
+    setenv("KVCACHE_OFFLOAD_FAULT", "write:0@\(dir)", 1)  // only this test's tier
+    defer { unsetenv("KVCACHE_OFFLOAD_FAULT") }
+    let f = try offloadFixture(layout, dir: dir)
+    try f.create(9, tokens: f.uniqueTokens(9, count: 30))
+    try f.write(9, salt: 9, from: 0, to: 30)
+    return f
+}
+
 /// Calls kvc_seq_ready (and kvc_engine_poll) until it says 1; returns the last status.
 private func waitReady(_ f: ABIFixture, _ seq: UInt64) -> kvc_status {
     for _ in 0..<100_000 {
@@ -125,11 +136,7 @@ struct OffloadABITests {
     func aWriteFailingAfterAnAsynchronousSwapOutReturnedIsReportedByReady(layout: UInt32) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        setenv("KVCACHE_OFFLOAD_FAULT", "write:0@\(dir)", 1)  // only this test's tier
-        let f = try offloadFixture(layout, dir: dir)
-        unsetenv("KVCACHE_OFFLOAD_FAULT")
-        try f.create(9, tokens: f.uniqueTokens(9, count: 30))
-        try f.write(9, salt: 9, from: 0, to: 30)
+        let f = try failingWritesFixture(layout, dir: dir)
         #expect(kvc_seq_swap_out_async(f.handle, 9) == KVC_OK, "the writes fail only once they complete")
         #expect(kvc_engine_sync(f.handle) == KVC_OK, "waits for the writes; their failure is the sequence's to report")
         var ready: Int32 = -1
@@ -234,11 +241,7 @@ struct OffloadABITests {
     func anIOErrorFailsTheSwapOutAndChangesNothingElse(layout: UInt32) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        setenv("KVCACHE_OFFLOAD_FAULT", "write:0@\(dir)", 1)  // only this test's tier
-        let f = try offloadFixture(layout, dir: dir)
-        unsetenv("KVCACHE_OFFLOAD_FAULT")
-        try f.create(9, tokens: f.uniqueTokens(9, count: 30))
-        try f.write(9, salt: 9, from: 0, to: 30)
+        let f = try failingWritesFixture(layout, dir: dir)
         LastError.clear()
         expectStatus(kvc_seq_swap_out(f.handle, 9), KVC_ERR_IO, mentioning: ["kvc_seq_swap_out", "Input/output error"])
         #expect(try f.firstMismatch(9, salt: 9, to: 30) == nil, "the sequence stays resident")
