@@ -2,8 +2,13 @@ import Testing
 @testable import KVCache
 
 /// An engine of `smallConfig` shape evicting with `policy`.
-private func evictingEngine(_ layout: Layout, _ policy: EvictionPolicyKind, perHead: Bool = false, memoryBytes: UInt64 = 64 << 20) throws -> Engine {
+private func evictingEngine(_ layout: Layout, _ policy: EvictionPolicyKind, perHead: Bool = false, memoryBytes: UInt64 = 64 << 20,
+                            offloadDir: String? = nil) throws -> Engine {
     var c = smallConfig(layout, memoryBytes: memoryBytes)
+    if let offloadDir {  // a disk tier on the thread backend, whose I/O tests can hold in flight
+        c = offloadConfig(layout, dir: offloadDir, memoryBytes: memoryBytes)
+        c.offloadForceThreads = true
+    }
     c.eviction = EvictionConfig(policy)
     c.eviction.perHead = perHead
     return try Engine(c)
@@ -180,18 +185,24 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(caught { try e.setEviction(2, bad) }?.message.contains("recent_ratio") == true)
     }
 
-    @Test(arguments: [Layout.paged, .contiguous])
-    func compactionThatMustCopyASharedBlockWithNoRoomIsOutOfMemoryAndChangesNothing(layout: Layout) throws {
-        let e = try evictingEngine(layout, .heavyHitter, memoryBytes: 256 << 10)
+    /// Sequence 1 (32 tokens, written, observed with heavy hitters 1...4) forked into 2, so every
+    /// block and page of 1 is shared, and filler sequence 3 as long as the budget allows.
+    private func sharedAndFull(_ e: Engine) throws -> [Int32] {
         let toks = tokens(32, seed: 8)
         try e.createSequence(1, tokens: toks)
         try writeKV(e, 1, tokens: toks, from: 0)
-        try e.fork(parent: 1, child: 2)  // every block and page of 1 is shared
-        // Fill the budget: a filler sequence as long as fits.
+        try e.fork(parent: 1, child: 2)
         var filler = min(4096, Int(e.stats().blocksTotal - e.stats().blocksUsed) * 4 + 8)
         while filler > 1 && (try? e.createSequence(3, tokens: tokens(filler, seed: 9))) == nil { filler -= 1 }
         #expect(filler > 1)
         try observeAll(e, 1, scores(e, n: 32, heavy: [1, 2, 3, 4]), n: 32)
+        return toks
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func compactionThatMustCopyASharedBlockWithNoRoomIsOutOfMemoryAndChangesNothing(layout: Layout) throws {
+        let e = try evictingEngine(layout, .heavyHitter, memoryBytes: 256 << 10)
+        let toks = try sharedAndFull(e)
         let before = (try positions(e, 1, layer: 0), e.stats(), try slotMismatches(e, 1, tokens: toks))
         let error = caught { try e.compact(1, budgetTokens: 8) }
         #expect(error?.code == .outOfMemory)
@@ -201,6 +212,33 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
         try e.free(3)
         #expect(try e.compact(1, budgetTokens: 8) == 8, "with room again it succeeds")
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
+    }
+
+    /// With a swap-out of the filler pending, the same compaction waits for its memory instead.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func compactionOutOfMemoryWaitsForAPendingSwapOut(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try evictingEngine(layout, .heavyHitter, memoryBytes: 256 << 10, offloadDir: dir.path)
+        let toks = try sharedAndFull(e)
+        #expect(caught { try e.compact(1, budgetTokens: 8) }?.code == .outOfMemory, "nothing pending: at once")
+        #expect(e.pauseOffloadIO(true))
+        try e.swapOutAsync(3)
+        let order = EventLog()
+        let compactor = TestThread {
+            do {
+                order.add("compacted to \(try e.compact(1, budgetTokens: 8))")
+            } catch {
+                order.add("compact failed: \(error)")
+            }
+        }
+        #expect(waitUntil { e.offloadWaitingCalls == 1 }, "the compaction waits for the swap-out")
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        compactor.join()
+        #expect(order.events == ["I/O resumed", "compacted to 8"])
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
         #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
     }
