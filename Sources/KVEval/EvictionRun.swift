@@ -17,7 +17,6 @@ final class EvictionRun {
     let label: String
     let config: EvictionConfig
     let ratio: Double
-    let offload: Bool
     let oracle: Bool
     /// Print each focus decision to standard error.
     var verbose = false
@@ -25,7 +24,7 @@ final class EvictionRun {
     let subject: any EvictionSubject
     private var segments = 0
     private var keep: [UInt8]
-    private let layers: Int, heads: Int, maxTokens: Int
+    private let layers: Int, heads: Int
     private let observed: UnsafeMutablePointer<Float>
     private var oracleScratch: [Float]
     private(set) var recall = Mean(), error = Mean(), recallAfter = Mean(), errorAfter = Mean()
@@ -36,11 +35,10 @@ final class EvictionRun {
         self.label = label
         self.config = config
         self.ratio = ratio
-        self.offload = offload
         self.oracle = oracle
         layers = header.layers
         heads = header.heads
-        maxTokens = header.maxTokens
+        let maxTokens = header.maxTokens
         subject = offload ? try EngineSubject(eviction: config, header: header)
                           : AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxTokens)
         keep = [UInt8](repeating: 0, count: maxTokens)

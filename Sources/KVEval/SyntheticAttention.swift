@@ -62,9 +62,12 @@ public struct SyntheticAttention: AttentionTraceSource {
     private var logits: [Float] = []
 
     /// The `kind` trace of `seed`; the noise levels default to the documented generator's.
+    /// Precondition: noise levels >= 0, `spikeProbability` in [0, 1] (the CLI validates them).
     /// Cost: O(layers x heads x tokens) to draw the saliences; steps are computed in `next`.
     public init(_ kind: Kind, seed: UInt64, queryNoise: Float = 1, spikeProbability: Float = 0, spikeNoise: Float = 0,
                 embeddingNoise: Float = 0) {
+        precondition(queryNoise >= 0 && spikeNoise >= 0 && embeddingNoise >= 0 && (0...1).contains(spikeProbability),
+                     "noise levels are >= 0, spikeProbability in [0, 1]")
         self.seed = seed
         self.queryNoise = queryNoise
         self.spikeProbability = spikeProbability

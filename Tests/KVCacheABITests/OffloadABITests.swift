@@ -258,6 +258,9 @@ struct OffloadABITests {
         try f.expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["kvc_seq_swap_out", "offload_dir"]) { kvc_seq_swap_out($0, 1001) }
         try f.expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["kvc_seq_swap_in", "offload_dir"]) { kvc_seq_swap_in($0, 1001) }
         try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_swap_out", "77"]) { kvc_seq_swap_out($0, 77) }
+        try f.expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["kvc_seq_swap_out_async", "offload_dir"]) { kvc_seq_swap_out_async($0, 1001) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_swap_out_async", "77"]) { kvc_seq_swap_out_async($0, 77) }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_swap_out_async", "NULL"]) { kvc_seq_swap_out_async(nil, 1001) }
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_poll", "NULL"]) { kvc_engine_poll(nil, 0) }
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_sync", "NULL"]) { kvc_engine_sync(nil) }
         #expect(kvc_seq_ready(f.handle, 1001, &ready) == KVC_OK && ready == 1, "without a tier every sequence is ready")

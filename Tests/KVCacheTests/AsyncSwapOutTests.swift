@@ -164,14 +164,7 @@ struct AsyncSwapOutTests {
         #expect(e.pauseOffloadIO(true))
         try e.swapOutAsync(1)
         let order = EventLog()
-        let creator = TestThread {
-            do {
-                _ = try e.createSequence(2, tokens: other)
-                order.add("create returned")
-            } catch {
-                order.add("create failed: \(error)")
-            }
-        }
+        let creator = loggedCall("create", order) { _ = try e.createSequence(2, tokens: other) }
         #expect(waitUntil { e.offloadWaitingCalls == 1 }, "the create waits for the swap-out")
         #expect(e.stats().sequences == 1)
         order.add("I/O resumed")

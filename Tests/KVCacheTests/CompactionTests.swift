@@ -227,18 +227,13 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(e.pauseOffloadIO(true))
         try e.swapOutAsync(3)
         let order = EventLog()
-        let compactor = TestThread {
-            do {
-                order.add("compacted to \(try e.compact(1, budgetTokens: 8))")
-            } catch {
-                order.add("compact failed: \(error)")
-            }
-        }
+        let compactor = loggedCall("compact", order) { _ = try e.compact(1, budgetTokens: 8) }
         #expect(waitUntil { e.offloadWaitingCalls == 1 }, "the compaction waits for the swap-out")
         order.add("I/O resumed")
         #expect(e.pauseOffloadIO(false))
         compactor.join()
-        #expect(order.events == ["I/O resumed", "compacted to 8"])
+        #expect(order.events == ["I/O resumed", "compact returned"])
+        #expect(try e.layerLength(1, layer: 0) == 8 && e.layerLength(1, layer: 1) == 8)
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
         #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
     }

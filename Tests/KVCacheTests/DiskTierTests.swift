@@ -163,17 +163,7 @@ struct DiskTierTests {
             try e.syncOffload()
             slotBytes = Int(e.stats().disk.slotBytes)
         }
-        // Flip one payload byte in every slot but the first three.
-        let fd = open(dir.path + "/kvcache.slab", O_RDWR)
-        #expect(fd >= 0)
-        for slot in 3..<10 {
-            var byte: UInt8 = 0
-            let at = off_t(slot * slotBytes + 4096 + 17)
-            #expect(pread(fd, &byte, 1, at) == 1)
-            byte ^= 0x5A
-            #expect(pwrite(fd, &byte, 1, at) == 1)
-        }
-        close(fd)
+        corruptSlots(dir: dir.path, slotBytes: slotBytes, 3..<10)  // every slot but the first three
         let e = try Engine(offloadConfig(layout, dir: dir.path))
         #expect(try e.createSequence(1, tokens: prompt) == 40, "the journal still lists all ten blocks")
         var failure: KVError?

@@ -152,17 +152,7 @@ import Testing
         let toks = try compactedOnTopicA(e).tokens
         try e.syncOffload()
         let slotBytes = Int(e.stats().disk.slotBytes), slots = Int(e.stats().disk.storedSlots)
-        // Flip one payload byte in every stored slot: every record is corrupt.
-        let fd = open(dir.path + "/kvcache.slab", O_RDWR)
-        #expect(fd >= 0)
-        for slot in 0..<slots {
-            var byte: UInt8 = 0
-            let at = off_t(slot * slotBytes + 4096 + 17)
-            #expect(pread(fd, &byte, 1, at) == 1)
-            byte ^= 0x5A
-            #expect(pwrite(fd, &byte, 1, at) == 1)
-        }
-        close(fd)
+        corruptSlots(dir: dir.path, slotBytes: slotBytes, 0..<slots)  // every record is corrupt
         _ = try focus(e, Self.queryB)
         var failure: KVError?
         do { try waitReady(e, 1) } catch { failure = error }
@@ -259,14 +249,7 @@ import Testing
         #expect(e.pauseOffloadIO(true))
         try e.swapOutAsync(3)
         let order = EventLog()
-        let focuser = TestThread {
-            do {
-                _ = try Self.queryB.withUnsafeBufferPointer { try e.focus(1, query: $0) }
-                order.add("focus returned")
-            } catch {
-                order.add("focus failed: \(error)")
-            }
-        }
+        let focuser = loggedCall("focus", order) { _ = try Self.queryB.withUnsafeBufferPointer { try e.focus(1, query: $0) } }
         #expect(waitUntil { e.offloadWaitingCalls == 1 }, "the focus waits for the swap-out")
         order.add("I/O resumed")
         #expect(e.pauseOffloadIO(false))

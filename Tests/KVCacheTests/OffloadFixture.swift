@@ -15,6 +15,21 @@ struct ScratchDir {
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 }
 
+/// Flips one payload byte (past the 4 KiB header) of each of `slots` in the slab file of the
+/// tier in `dir`, whose slots are `slotBytes` long: each becomes torn or corrupt on disk.
+func corruptSlots(dir: String, slotBytes: Int, _ slots: Range<Int>) {
+    let fd = open(dir + "/kvcache.slab", O_RDWR)
+    #expect(fd >= 0)
+    for slot in slots {
+        var byte: UInt8 = 0
+        let at = off_t(slot * slotBytes + 4096 + 17)
+        #expect(pread(fd, &byte, 1, at) == 1)
+        byte ^= 0x5A
+        #expect(pwrite(fd, &byte, 1, at) == 1)
+    }
+    close(fd)
+}
+
 /// `smallConfig` with a disk tier in `dir` of `offloadBytes`.
 func offloadConfig(_ layout: Layout, dir: String, memoryBytes: UInt64 = 64 << 20, offloadBytes: UInt64 = 64 << 20) -> EngineConfig {
     var c = smallConfig(layout, memoryBytes: memoryBytes)

@@ -39,7 +39,7 @@ struct OffloadWaitTests {
         other.join()
         poller.join()
         #expect(finished)
-        #expect(order.events == ["other calls done", "I/O resumed", "poll returned"])
+        #expect(order.events == ["other calls returned", "I/O resumed", "poll returned"])
         #expect(completed > 0)
         #expect(e.stats().disk.blocksSpilled == 10)
     }
@@ -60,14 +60,7 @@ struct OffloadWaitTests {
         let usedBefore = e.stats().blocksUsed
         #expect(e.pauseOffloadIO(true))
         let order = EventLog()
-        let swapper = TestThread {
-            do {
-                try e.swapOut(1)
-                order.add("swap-out returned")
-            } catch {
-                order.add("swap-out failed: \(error)")
-            }
-        }
+        let swapper = loggedCall("swap-out", order) { try e.swapOut(1) }
         #expect(waitUntil { e.offloadWaitingCalls == 1 }, "the swap-out is waiting for its writes")
         // Marked swapped out from the start: not ready, its memory not reachable.
         #expect(try e.ready(1) == false)
@@ -79,7 +72,7 @@ struct OffloadWaitTests {
         other.join()
         swapper.join()
         #expect(finished)
-        #expect(order.events == ["other calls done", "I/O resumed", "swap-out returned"])
+        #expect(order.events == ["other calls returned", "I/O resumed", "swap-out returned"])
         let s = e.stats()
         #expect(s.disk.swapOuts == 1)
         #expect(s.blocksUsed < usedBefore, "the swap-out released its memory when its writes completed")
@@ -100,23 +93,9 @@ struct OffloadWaitTests {
         try fillKV(e, 1, count: prompt.count) { prompt[$0] }
         #expect(e.pauseOffloadIO(true))
         let order = EventLog()
-        let swapper = TestThread {
-            do {
-                try e.swapOut(1)
-                order.add("swap-out returned")
-            } catch {
-                order.add("swap-out failed: \(error)")
-            }
-        }
+        let swapper = loggedCall("swap-out", order) { try e.swapOut(1) }
         #expect(waitUntil { e.offloadWaitingCalls == 1 })
-        let freer = TestThread {
-            do {
-                try e.free(1)
-                order.add("free returned")
-            } catch {
-                order.add("free failed: \(error)")
-            }
-        }
+        let freer = loggedCall("free", order) { try e.free(1) }
         #expect(waitUntil { e.offloadWaitingCalls == 2 }, "the free waits too")
         order.add("I/O resumed")
         #expect(e.pauseOffloadIO(false))
@@ -164,22 +143,29 @@ struct OffloadWaitTests {
     }
 }
 
-/// Events in the order threads record them.
 /// A thread making other engine calls while one call waits for the device: creates sequence 2
-/// from `seed`, runs `more`, frees 2, and logs "other calls done" (or the failure) in `order`.
+/// from `seed`, runs `more`, frees 2, and logs "other calls returned" (or the failure) in `order`.
 func otherCalls(_ e: Engine, order: EventLog, seed: Int32, _ more: @escaping @Sendable () throws -> Void) -> TestThread {
+    loggedCall("other calls", order) {
+        try e.createSequence(2, tokens: tokens(4 * 3 + 1, seed: seed))
+        try more()
+        try e.free(2)
+    }
+}
+
+/// A thread running `call`, which logs "`name` returned" in `order`, or "`name` failed: error".
+func loggedCall(_ name: String, _ order: EventLog, _ call: @escaping () throws -> Void) -> TestThread {
     TestThread {
         do {
-            try e.createSequence(2, tokens: tokens(4 * 3 + 1, seed: seed))
-            try more()
-            try e.free(2)
-            order.add("other calls done")
+            try call()
+            order.add("\(name) returned")
         } catch {
-            order.add("other calls failed: \(error)")
+            order.add("\(name) failed: \(error)")
         }
     }
 }
 
+/// Events in the order threads record them.
 final class EventLog: @unchecked Sendable {
     private var lock = pthread_mutex_t()
     private var list: [String] = []
