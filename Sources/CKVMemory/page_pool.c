@@ -21,6 +21,8 @@ struct kvm_pool {
     uint32_t committed_count;
     uint32_t commit_batch;
     int hugepages;
+    uint8_t *view;           /* huge pages: the whole file, MADV_HUGEPAGE, commits fault through it; else NULL */
+    uint64_t view_bytes;
     uint64_t group_bytes;
     uint64_t page_bytes;
     uint64_t *free_bits;      /* 1: free (refs == 0) */
@@ -107,6 +109,20 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
         kvm_pool_destroy(p);
         return rc;
     }
+    if (p->hugepages) {
+        /* fallocate allocates shmem pages without a mapping, so with shmem_enabled=advise it
+         * gets small pages, and the layouts' MADV_HUGEPAGE mappings then find them in place. A
+         * commit instead faults the pages in through this huge-page-advised view (and unmaps
+         * them from it again, so RSS counts each page once). */
+        void *view = mmap(NULL, groups * unit, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, p->fd, 0);
+        if (view == MAP_FAILED || madvise(view, groups * unit, MADV_HUGEPAGE) != 0) {
+            if (view != MAP_FAILED) munmap(view, groups * unit);
+            p->hugepages = 0; /* small pages: still exact, only slower to map */
+        } else {
+            p->view = view;
+            p->view_bytes = groups * unit;
+        }
+    }
     for (uint32_t g = 0; g < p->groups; g++) set_bit(p->free_bits, g);
     p->commits_before_fault = -1;
     *out = p;
@@ -117,6 +133,7 @@ void kvm_pool_fail_commits(kvm_pool *p, int64_t after) { p->commits_before_fault
 
 void kvm_pool_destroy(kvm_pool *p) {
     if (!p) return;
+    if (p->view) munmap(p->view, p->view_bytes);
     if (p->fd >= 0) close(p->fd);
     free(p->free_bits);
     free(p->committed_bits);
@@ -124,16 +141,28 @@ void kvm_pool_destroy(kvm_pool *p) {
     free(p);
 }
 
+/* Allocates physical pages for `len` bytes at file offset `offset`: fallocate, or with huge
+ * pages a write fault through the view (MADV_POPULATE_WRITE, which fails rather than raising
+ * SIGBUS when memory runs out) and then an unmap of the view's page tables (the file keeps the
+ * pages). 0 or -1 with errno set. */
+static int allocate_pages(const kvm_pool *p, uint64_t offset, uint64_t len) {
+    if (!p->view) return fallocate(p->fd, 0, (off_t)offset, (off_t)len);
+    if (madvise(p->view + offset, len, MADV_POPULATE_WRITE) != 0) return -1;
+    return madvise(p->view + offset, len, MADV_DONTNEED);
+}
+
 /* Allocates physical pages for the free uncommitted run starting at `first` (at most
- * commit_batch groups), one fallocate per tensor. */
+ * commit_batch groups), one allocation per tensor. */
 static int commit_run(kvm_pool *p, uint32_t first) {
     uint32_t n = 0;
     while (n < p->commit_batch && first + n < p->groups && bit(p->free_bits, first + n) && !bit(p->committed_bits, first + n)) n++;
     if (p->commits_before_fault == 0) return kvm_fail(EIO, "committing %u page groups failed: injected fault (kvm_pool_fail_commits)", n);
     if (p->commits_before_fault > 0) p->commits_before_fault--;
     for (uint32_t t = 0; t < p->tensors; t++) {
-        if (fallocate(p->fd, 0, (off_t)kvm_pool_offset(p, t, first), (off_t)(n * p->group_bytes)) != 0) {
+        if (allocate_pages(p, kvm_pool_offset(p, t, first), n * p->group_bytes) != 0) {
             int err = errno;
+            /* A populate that failed part-way may have allocated some pages of this tensor too. */
+            fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)kvm_pool_offset(p, t, first), (off_t)(n * p->group_bytes));
             /* Undo the tensors already committed so the group's state stays exact. */
             for (uint32_t u = 0; u < t; u++)
                 fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)kvm_pool_offset(p, u, first), (off_t)(n * p->group_bytes));

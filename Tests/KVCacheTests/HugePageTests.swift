@@ -1,0 +1,50 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+@testable import KVCache
+
+/// With `page_bytes` = 2 MiB the K/V really sits in 2 MiB pages, mapped by one page-table entry
+/// each (`ShmemPmdMapped` in smaps), in both layouts, whenever the kernel lets shmem use
+/// transparent huge pages (`shmem_enabled` not `never`/`deny`; with `advise` only memory faulted
+/// through a huge-page-advised mapping gets them, which is why the pool commits that way).
+@Suite("Huge pages")
+struct HugePageTests {
+    /// The kernel's shmem THP mode, the bracketed word of `shmem_enabled`; nil when unreadable.
+    static var shmemMode: String? {
+        guard let f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 256)
+        guard fgets(&line, Int32(line.count), f) != nil else { return nil }
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let open = text.firstIndex(of: "["), let close = text.firstIndex(of: "]") else { return nil }
+        return String(text[text.index(after: open)..<close])
+    }
+
+    static var kernelAllows: Bool { shmemMode.map { $0 != "never" && $0 != "deny" } ?? false }
+
+    @Test(.enabled(if: kernelAllows, "shmem transparent huge pages are off on this machine (shmem_enabled never/deny)"),
+          arguments: [Layout.paged, .contiguous])
+    func kvSitsInHugePages(layout: Layout) throws {
+        var c = EngineConfig()
+        c.layout = layout
+        c.numLayers = 2
+        c.numKVHeads = 8
+        c.headDim = 128  // 2 KiB per token and tensor: a 2 MiB page holds 1024 tokens
+        c.pageBytes = 2 << 20
+        c.maxSeqs = 4
+        c.maxSeqTokens = 4096
+        c.memoryBytes = 64 << 20
+        let e = try Engine(c)
+        let prompt = tokens(3000, seed: 70)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        #expect(try kvMismatches(e, 1, tokens: prompt, from: 0) == 0)
+
+        let region = e.memoryRegion
+        let pmd = smapsBytes("ShmemPmdMapped:", start: region.start, bytes: region.bytes)
+        // 3000 tokens fill 3 pages in each of the 4 tensors: all 12 written pages are huge.
+        #expect(pmd >= 12 * (2 << 20), "\(pmd >> 20) MiB PMD-mapped (shmem_enabled \(Self.shmemMode ?? "?"))")
+        #expect(e.stats().committedBytes <= c.memoryBytes)
+    }
+}
