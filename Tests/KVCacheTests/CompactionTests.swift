@@ -14,10 +14,11 @@ private func evictingEngine(_ layout: Layout, _ policy: EvictionPolicyKind, perH
     return try Engine(c)
 }
 
-/// Scores for every head of a layer of `n` slots: `heavy` positions get 1, others 0.01.
-func scores(_ e: Engine, n: Int, heavy: Set<Int>) -> [Float] {
+/// Scores for every head of a layer of `n` slots: head `h`'s heavy positions (`heavy`, each
+/// plus `h * headShift`: per-head sets that differ) get 1, others 0.01.
+func scores(_ e: Engine, n: Int, heavy: Set<Int>, headShift: Int = 0) -> [Float] {
     var s = [Float](repeating: 0.01, count: e.config.numKVHeads * n)
-    for h in 0..<e.config.numKVHeads { for t in heavy where t < n { s[h * n + t] = 1 } }
+    for h in 0..<e.config.numKVHeads { for t in heavy where t + h * headShift < n { s[h * n + t + h * headShift] = 1 } }
     return s
 }
 
