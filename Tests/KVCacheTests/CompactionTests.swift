@@ -74,6 +74,18 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try e.length(1) == 16)
     }
 
+    /// Per head, `positions` reports one row per KV head from the start, as after a
+    /// compaction: a server can read them the same way before anything was observed.
+    @Test(arguments: [false, true])
+    func positionsBeforeAnyObservationHaveOneRowPerKeptSet(perHead: Bool) throws {
+        let e = try evictingEngine(.paged, .heavyHitter, perHead: perHead)
+        try e.createSequence(1, tokens: tokens(5, seed: 1))
+        #expect(try positions(e, 1, layer: 1) == (perHead ? [0, 1, 2, 3, 4, 0, 1, 2, 3, 4] : [0, 1, 2, 3, 4]))
+        var short = [Int32](repeating: -1, count: 7)
+        #expect(try short.withUnsafeMutableBufferPointer { try e.positions(1, layer: 0, into: $0) } == (perHead ? 10 : 5))
+        #expect(short == (perHead ? [0, 1, 2, 3, 4, 0, 1] : [0, 1, 2, 3, 4, -1, -1]))
+    }
+
     @Test func heavyHitterKeepsTheRecentWindowAndTheTopScores() throws {
         let e = try evictingEngine(.paged, .heavyHitter)
         try e.createSequence(1, tokens: tokens(32, seed: 1))

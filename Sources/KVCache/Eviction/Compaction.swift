@@ -254,15 +254,16 @@ extension Engine {
     /// Writes the original positions `layer` of `seq` holds, slot by slot, into `into` (as
     /// many as fit) and returns the full count: `layerLength` per-layer, or
     /// `numKVHeads * layerLength` in per-head mode (head-major: head h's slots at
-    /// `h * layerLength`). Throws `notFound`, `invalidArgument` (layer).
+    /// `h * layerLength`; also before anything was observed, every head then holding
+    /// `0..<length`). Throws `notFound`, `invalidArgument` (layer).
     public func positions(_ seq: UInt64, layer: Int, into: UnsafeMutableBufferPointer<Int32>) throws(KVError) -> Int {
         try checkLayer(layer)
         return try locked { () throws(KVError) -> Int in
             let s = try slot(seq)
             guard let state = evictionStates[s] else {
-                let n = sequences.lengths[s]
-                for i in 0..<min(n, into.count) { into[i] = Int32(i) }
-                return n
+                let n = sequences.lengths[s], rows = evictionConfig(s).perHead ? config.numKVHeads : 1
+                for i in 0..<min(n * rows, into.count) { into[i] = Int32(i % n) }
+                return n * rows
             }
             let n = state.length(layer: layer)
             var out = 0
