@@ -132,15 +132,7 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try e.layerLength(1, layer: 0) == 17)
         #expect(try positions(e, 1, layer: 0) == [0, 1, 2, 3, 34, 35, 36, 37, 38, 39] + (40..<47).map(Int32.init))
         // The server writes the new tokens at slots 10..<17, each for its own position.
-        for layer in 0..<2 {
-            for j in 0..<7 {
-                let (k, v) = try tokenAddress(e, 1, layer: layer, position: 10 + j)
-                for i in 0..<e.config.tokenBytes {
-                    k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 40 + j, token: toks[40 + j], i: i), toByteOffset: i, as: UInt8.self)
-                    v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 40 + j, token: toks[40 + j], i: i), toByteOffset: i, as: UInt8.self)
-                }
-            }
-        }
+        try writeKV(e, 1, tokens: extra, from: 40, slot: 10)
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
         try e.compact(1, budgetTokens: 12)
         #expect(try positions(e, 1, layer: 0).sorted() == [0, 1, 2, 3] + (39..<47).map(Int32.init))

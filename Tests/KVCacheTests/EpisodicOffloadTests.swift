@@ -134,14 +134,8 @@ import Testing
         let extra = tokens(3, seed: 8)
         try e.append(1, tokens: extra)
         let all = toks + extra
+        try writeKV(e, 1, tokens: extra, from: 512, slot: 12)
         for layer in 0..<2 {
-            for j in 0..<3 {
-                let (k, v) = try tokenAddress(e, 1, layer: layer, position: 12 + j)
-                for i in 0..<e.config.tokenBytes {
-                    k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 512 + j, token: all[512 + j], i: i), toByteOffset: i, as: UInt8.self)
-                    v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 512 + j, token: all[512 + j], i: i), toByteOffset: i, as: UInt8.self)
-                }
-            }
             for held in try rowPositions(e, 1, layer: layer) { #expect(Array(held.suffix(3)) == [512, 513, 514]) }
         }
         #expect(try slotMismatches(e, 1, tokens: all) == 0)
@@ -328,17 +322,66 @@ import Testing
         #expect(e.stats().disk.tokensOnDisk == rows * 2 * 55)
         #expect(try e.layerLength(1, layer: 0) == 9)
         for held in try rowPositions(e, 1, layer: 1) { #expect(held.last == 64) }
-        for layer in 0..<2 {  // the server writes position 64 at slot 8
-            let (k, v) = try tokenAddress(e, 1, layer: layer, position: 8)
-            for i in 0..<e.config.tokenBytes {
-                k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 64, token: extra[0], i: i), toByteOffset: i, as: UInt8.self)
-                v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 64, token: extra[0], i: i), toByteOffset: i, as: UInt8.self)
-            }
-        }
+        try writeKV(e, 1, tokens: extra, from: 64, slot: 8)  // the server writes position 64 at slot 8
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
         try e.free(1)
         try e.syncOffload()
         #expect(e.stats().disk.storedSlots == 0 && e.stats().disk.tokensOnDisk == 0)
+    }
+
+    /// Growing the eviction state (an append past its capacity of 1024 slots a row) keeps
+    /// every row's parked tokens, also when rows park different counts: a tier of 16 slots
+    /// saved only the first row's (layer 0's 128 per layer, head 0's 256 per head; the rest
+    /// were lost).
+    @Test(arguments: layouts, perHead)
+    func growingTheStateKeepsEveryRowsParkedTokens(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let slotBytes = try Engine(offloadConfig(layout, dir: dir.path)).stats().disk.slotBytes
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.offloadBytes = 16 * slotBytes }
+        let toks = try compactedOnTopicA(e).tokens
+        #expect(caught { try waitReady(e, 1) }?.code == .io, "the lost tokens, reported once")
+        let state = e.evictionStates[e.sequences.slot(of: 1)]!
+        func parked() -> [[Int32]] {
+            (0..<state.rows).map { r in (state.parkedStart(row: r)..<state.capacity).map { state.position(row: r, slot: $0) }.sorted() }
+        }
+        let before = parked(), onDisk = e.stats().disk.tokensOnDisk
+        #expect(before.map(\.count) == (perHead ? [256, 0, 0, 0] : [128, 0]) && state.capacity == 1024)
+        let extra = tokens(900, seed: 11)  // 12 + 900 resident and 256 (128) parked pass 1024
+        try e.append(1, tokens: extra)
+        try writeKV(e, 1, tokens: extra, from: 512, slot: 12)
+        #expect(state.capacity == 2048)
+        #expect(parked() == before)
+        #expect(e.stats().disk.tokensOnDisk == onDisk)
+        #expect(try slotMismatches(e, 1, tokens: toks + extra) == 0)
+        try expectFreeReleasesRecords(e)
+    }
+
+    /// A focus after the state grew restores every offloaded token the episode ranks above the
+    /// appended ones, byte-identical: B's turn scored positions 0..<512, the 600 appended
+    /// tokens have no score, so all 500 parked tokens of every row come back (12 + 600
+    /// resident, 500 parked: the focused set of 612 is 0..<512 and 100 appended tokens).
+    @Test(arguments: layouts, perHead)
+    func aFocusAfterTheStateGrewRestoresTheRightBytes(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
+        let toks = try compactedOnTopicA(e).tokens, rows = UInt64(rowsPerLayer(e))
+        let extra = tokens(600, seed: 11)
+        try e.append(1, tokens: extra)
+        try writeKV(e, 1, tokens: extra, from: 512, slot: 12)
+        #expect(e.evictionStates[e.sequences.slot(of: 1)]!.capacity == 2048)
+        #expect(try focus(e, Self.queryB) != -1)
+        try waitReady(e, 1)
+        let s = e.stats().disk
+        #expect(s.tokensRestored == rows * 2 * 500 && s.tokensLost == 0 && s.tokensOnDisk == rows * 2 * 500)
+        for layer in 0..<2 {
+            for held in try rowPositions(e, 1, layer: layer) {
+                #expect(held.count == 612 && Set(held).isSuperset(of: (0..<512).map(Int32.init)))
+            }
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks + extra) == 0)
+        try expectFreeReleasesRecords(e)
     }
 
     /// A fork inherits the parent's offloaded tokens: focused on the other episode, each child
