@@ -100,6 +100,15 @@ import Testing
         return (toks, committed)
     }
 
+    /// Appends `count` tokens (`seed`) to sequence 1 of `compactedOnTopicA` (12 slots a row),
+    /// writes their K/V (positions 512..., slots 12...) as the server would, returns them.
+    func appendWritten(_ e: Engine, _ count: Int, seed: Int32 = 11) throws -> [Int32] {
+        let extra = tokens(count, seed: seed)
+        try e.append(1, tokens: extra)
+        try writeKV(e, 1, tokens: extra, from: 512, slot: 12)
+        return extra
+    }
+
     @Test(arguments: layouts, perHead)
     func evictedTokensGoToDiskAndAFocusRestoresThemByteIdentical(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
@@ -131,10 +140,7 @@ import Testing
         try expectHolds(e, Self.heavyB, toks)  // every byte of every restored token, per head
 
         // Appends continue at the layer length, and a focus back on A restores A's tokens.
-        let extra = tokens(3, seed: 8)
-        try e.append(1, tokens: extra)
-        let all = toks + extra
-        try writeKV(e, 1, tokens: extra, from: 512, slot: 12)
+        let all = toks + (try appendWritten(e, 3, seed: 8))
         for layer in 0..<2 {
             for held in try rowPositions(e, 1, layer: layer) { #expect(Array(held.suffix(3)) == [512, 513, 514]) }
         }
@@ -347,9 +353,7 @@ import Testing
         }
         let before = parked(), onDisk = e.stats().disk.tokensOnDisk
         #expect(before.map(\.count) == (perHead ? [256, 0, 0, 0] : [128, 0]) && state.capacity == 1024)
-        let extra = tokens(900, seed: 11)  // 12 + 900 resident and 256 (128) parked pass 1024
-        try e.append(1, tokens: extra)
-        try writeKV(e, 1, tokens: extra, from: 512, slot: 12)
+        let extra = try appendWritten(e, 900)  // 12 + 900 resident and 256 (128) parked pass 1024
         #expect(state.capacity == 2048)
         #expect(parked() == before)
         #expect(e.stats().disk.tokensOnDisk == onDisk)
@@ -367,9 +371,7 @@ import Testing
         defer { dir.remove() }
         let e = try engine(layout, dir: dir.path, perHead: perHead)
         let toks = try compactedOnTopicA(e).tokens, rows = UInt64(rowsPerLayer(e))
-        let extra = tokens(600, seed: 11)
-        try e.append(1, tokens: extra)
-        try writeKV(e, 1, tokens: extra, from: 512, slot: 12)
+        let extra = try appendWritten(e, 600)
         #expect(e.evictionStates[e.sequences.slot(of: 1)]!.capacity == 2048)
         #expect(try focus(e, Self.queryB) != -1)
         try waitReady(e, 1)
