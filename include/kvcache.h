@@ -323,12 +323,15 @@ typedef struct kvc_stats {
      *  sequences' evicted tokens now (part of disk_stored_bytes; never prefix hits), and the
      *  offloaded tokens held (in those slots, or in open records not written yet: see
      *  kvc_seq_compact), summed over live sequences: a slot a fork shares with its parent
-     *  counts once for each of them. */
+     *  counts once for each of them. A token in these counters is what a sequence keeps or
+     *  evicts: per layer one layer's token (K and V of every KV head, 2 * token_bytes), per
+     *  head (eviction_per_head) one KV head's part of it (2 * head_dim * dtype_bytes): a
+     *  per-head sequence evicting a position from every head of a layer counts num_kv_heads. */
     uint64_t token_records;
     uint64_t tokens_on_disk;
-    /** Episodic offload totals: tokens written out, read back into memory, and lost (their
-     *  record could not be written, or its read failed or was torn or corrupt: dropped, never
-     *  served). */
+    /** Episodic offload totals, in the same tokens: written out, read back into memory, and
+     *  lost (their record could not be written, or its read failed or was torn or corrupt:
+     *  dropped, never served). */
     uint64_t tokens_offloaded;
     uint64_t tokens_restored;
     uint64_t tokens_lost;
@@ -593,36 +596,39 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * Applies the sequence's policy down to budget_tokens per layer (per head in per-head mode;
  * the mean over layers with adaptive budgets), compacts K/V in place and releases the
  * blocks/pages past the new length (committed bytes fall). KVC_EVICTION_NONE: no change.
- * Episodic offload (KVC_EVICTION_EPISODIC, per layer, with a disk tier): the evicted
- * tokens' K/V (K then V of every KV head, exactly the bytes) are written to the disk tier,
- * packed into slots private to the sequence and the forks it makes later (never prefix
- * hits, freed with the last of them), and the tokens stay candidates for a later
- * kvc_seq_focus. Whole slots' worth (num_layers * block_tokens tokens) are written at once;
- * the rest go to the sequence's open record, a buffer of one slot payload that later
- * compactions fill and that is written when full. At most min(max_seqs,
+ * Episodic offload (KVC_EVICTION_EPISODIC with a disk tier, per layer or per head): the
+ * evicted tokens' K/V (K then V, exactly the bytes: of every KV head per layer; per head,
+ * each head's own evicted tokens, its head_dim * dtype_bytes slice of the slot) are written
+ * to the disk tier, packed into slots private to the sequence and the forks it makes later
+ * (never prefix hits, freed with the last of them), and the tokens stay candidates for a
+ * later kvc_seq_focus. Whole slots' worth (num_layers * block_tokens tokens per layer,
+ * num_kv_heads times as many head tokens per head) are written at once; the rest go to
+ * the sequence's open record, a buffer of one slot payload that later compactions fill
+ * and that is written when full. At most min(max_seqs,
  * offload_queue_depth) records are open engine-wide (their buffers: outside memory_bytes,
  * at most that many slot payloads, allocated on first use); when none is free, the least
  * recently filled one is written partly filled. kvc_seq_focus restores open-record tokens
  * from memory, kvc_seq_fork writes the parent's open record first, kvc_seq_free discards
  * it. A token whose slot cannot be written (disk full, tier full) is dropped as without a
  * tier and reported once by kvc_seq_ready.
- * Without a tier, or per head, evicted tokens are dropped. Waits for the sequence's pending
+ * Without a tier evicted tokens are dropped. Waits for the sequence's pending
  * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
  * budget has no room; while asynchronous swap-outs are pending it first waits for them);
  * then nothing changed. Cost: O(tokens) per layer plus the moved
  * tokens' bytes; offloading adds a copy of each evicted token's bytes and one slot write
- * per num_layers * block_tokens evicted tokens (one every block_tokens decode steps that
- * evict a token per layer; at worst, with more sequences compacting than open records, one
- * per compaction that evicts).
+ * per slot's worth of evicted tokens (one every block_tokens decode steps that evict a
+ * token per layer, or per head; at worst, with more sequences compacting than open
+ * records, one per compaction that evicts).
  */
 kvc_status kvc_seq_compact(kvc_engine *e, uint64_t seq, size_t budget_tokens);
 
 /**
  * Writes the original positions `layer` of `seq` holds, slot by slot, into
  * positions[0 .. min(capacity, *n)-1]; *n = layer length (per-head mode: num_kv_heads *
- * layer length, head-major). Never compacted: 0 .. length-1. capacity < *n: the prefix
+ * layer length, head-major). Never observed nor compacted: 0 .. length-1 (per head: once
+ * per head). capacity < *n: the prefix
  * is written and KVC_ERR_BUFFER_TOO_SMALL returned. positions may be NULL when capacity 0.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n, NULL positions with capacity > 0, layer),
  * KVC_ERR_NOT_FOUND, KVC_ERR_BUFFER_TOO_SMALL.
@@ -649,10 +655,11 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * added last (register each finished turn as a segment before focusing the next query),
  * then stores the episode nearest to query_embedding in *episode and focuses it:
  * kvc_seq_compact keeps its heavy hitters (and the current turn's).
- * Episodic offload (with a disk tier, per layer): each layer then re-chooses which tokens
- * are resident among all its tokens, in memory and on disk, by the focused episode's
- * scores, keeping its length. Resident tokens that lose their place are written to disk;
- * the offloaded tokens that win it are read back into those slots asynchronously.
+ * Episodic offload (with a disk tier): each layer (per head: each KV head of each layer)
+ * then re-chooses which tokens are resident among all its tokens, in memory and on disk,
+ * by the focused episode's scores, keeping its length. Resident tokens that lose their
+ * place are written to disk; the offloaded tokens that win it are read back into those
+ * slots (per head: into that head's slice of them) asynchronously.
  * kvc_seq_positions reports the new positions at once, but the sequence is not ready:
  * do not read its K/V (or run attention over it) until kvc_seq_ready says 1. A failed or
  * corrupt read is never served: its restores are undone (the displaced tokens stay) and
@@ -665,7 +672,7 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * shared block or page and the budget has no room: the previous focus stands, no token is
  * restored, *episode is not written; retry after freeing memory; while asynchronous
  * swap-outs are pending it first waits for them, as allocations do). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
- * layer plus one slot write per record of displaced tokens and one slot read per record
+ * layer (per head: per head) plus one slot write per record of displaced tokens and one slot read per record
  * restored from.
  */
 kvc_status kvc_seq_focus(kvc_engine *e, uint64_t seq, const float *query_embedding, uint32_t dim,

@@ -6,6 +6,7 @@
 #   long-decode:  the per-query noise fitted to SmolLM2-135M (tools/real_attention/)
 #   topic-return: seeds 1..5 x Gaussian noise of norm 0 (default), 0.5 and 1 added to the
 #                 (unit) sentence embeddings
+#   topic-return: seeds 1..5 with per-head kept sets (--per-head; episodic-offload too)
 # Usage: tools/evict_sweep.sh   (builds kvcache-cli in release first; about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,4 +47,14 @@ for emb in 0 0.5 1; do
               --seed "$seed" --embedding-noise "$emb" 2>/dev/null | awk -F'|' '/^\| topic-return/ {gsub(/ /, "", $7); printf " %s |", $7}')
         echo "| $emb | $seed |$row"
     done
+done
+
+echo
+echo "## topic-return at 20%, per-head kept sets: recall over the return turn, per seed"
+echo "| seed | streaming | tova | h2o | h2o-norm | episodic | episodic-offload |"
+echo "|---|---|---|---|---|---|---|"
+for seed in 1 2 3 4 5; do
+    row=$("$cli" evict-eval --synthetic topic-return --budgets 0.2 --policies streaming,tova,h2o,h2o-norm,episodic,episodic-offload \
+          --seed "$seed" --per-head 2>/dev/null | awk -F'|' '/^\| topic-return/ {gsub(/ /, "", $7); printf " %s |", $7}')
+    echo "| $seed |$row"
 done

@@ -62,10 +62,18 @@ public struct DiskTierStats: Equatable, Sendable {
     /// `storedSlots`; never prefix hits; open records, not written yet, are not counted), and
     /// the offloaded tokens held (in those records or in open ones), summed over live
     /// sequences: a slot a fork shares with its parent counts once for each of them.
+    ///
+    /// A *token* in these counters is the unit a sequence keeps or evicts: a token of one row
+    /// of its kept sets. Per layer (the default) that is one layer's token (its K and V, every
+    /// KV head: `2 x tokenBytes`); per head (`eviction_per_head`) one KV head's part of one
+    /// layer's token (`2 x tokenBytes / numKVHeads`), so a per-head sequence that evicts a
+    /// position from every head of a layer counts `numKVHeads` tokens. Either way a record
+    /// holds `payloadBytes` of them, and a count times its token's bytes is the bytes moved.
     public var tokenRecords: UInt64 = 0
     public var tokensOnDisk: UInt64 = 0
-    /// Episodic offload: tokens written out, read back into memory, and lost (their record could
-    /// not be written, or its read failed or was torn or corrupt: dropped, never served).
+    /// Episodic offload: tokens (as above) written out, read back into memory, and lost (their
+    /// record could not be written, or its read failed or was torn or corrupt: dropped, never
+    /// served).
     public var tokensOffloaded: UInt64 = 0
     public var tokensRestored: UInt64 = 0
     public var tokensLost: UInt64 = 0

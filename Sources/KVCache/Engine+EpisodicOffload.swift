@@ -2,18 +2,22 @@
 /// on disk instead of dropped, so a later focus on another episode restores them
 /// byte-identical.
 ///
-/// It applies to sequences with the episodic policy in per-layer mode on an engine with memory
-/// and a disk tier; otherwise eviction drops tokens as always. Per-head mode keeps its sets per
-/// KV head inside one token's bytes, which a per-token record cannot restore piecewise, so it
-/// drops too.
+/// It applies to sequences with the episodic policy on an engine with memory and a disk tier;
+/// otherwise eviction drops tokens as always. The unit is a token of a *row* of the
+/// sequence's `AttentionScores`: per layer a row is a layer and its token the layer's whole
+/// token slot (K and V of every KV head); per head (`rowsPerLayer == numKVHeads`) a row is one
+/// KV head of a layer and its token that head's slice of the slot (slot j of a layer holds
+/// each head's j-th kept token, so a head's token lives inside a slot shared with the other
+/// heads' tokens). Every step below is per row; per-layer mode is the `rowsPerLayer == 1`
+/// case. Counters (`DiskTierStats.tokensOnDisk` ...) count row tokens.
 ///
-/// - `compact` writes the K/V of every token it evicts (per layer, K then V of every KV head:
+/// - `compact` writes the K/V of every row token it evicts (K then V of the row's bytes:
 ///   exactly the bytes memory held) into records of the sequence's `OffloadedTokens`, and the
 ///   tokens' eviction state stays in `AttentionScores` as parked slots, still candidates.
 ///   Whole records' worth of tokens are written at once (a slot write each); the rest is
 ///   appended to the sequence's *open record*, a memory buffer of one slot payload
 ///   (`OpenRecords`) that later compactions keep filling and that is written out (one slot
-///   write) when full. A decode step evicts about one token per layer, so it writes a slot only
+///   write) when full. A decode step evicts about one token per row, so it writes a slot only
 ///   every `blockTokens` steps instead of every step. At most `OpenRecords.capacity` records
 ///   are open engine-wide; a sequence that needs one when none is free takes the buffer of the
 ///   least recently appended one, which is written out partly filled first. A focus restores
@@ -23,9 +27,10 @@
 ///   record's tokens: dropped from the state, counted in `tokensLost`, reported once by
 ///   `ready` (`io`); one that fails on the device is found out when a focus reads it back
 ///   (below), as for any record.
-/// - `focus` re-chooses each layer's resident set among resident and parked tokens with the
-///   focused episode's scores, keeping the layer's length: a resident token that loses its
+/// - `focus` re-chooses each row's resident set among resident and parked tokens with the
+///   focused episode's scores, keeping the row's length: a resident token that loses its
 ///   place is written out, and the parked token that wins it is read back into that very slot
+///   (per head: into that head's slice of the slot, the other heads' bytes untouched)
 ///   (positions change at once; the bytes land asynchronously, counted in the coordinator's
 ///   `loading`, so `ready` is false until they are there).
 /// - A record read that fails or is torn or corrupt copies nothing: every restore it carried is
@@ -43,13 +48,14 @@
 extension Engine: RecordMemory {
     /// Whether compactions of `state` offload evicted tokens to the disk tier.
     func offloadsEvictions(_ state: AttentionScores) -> Bool {
-        offload != nil && (paged != nil || contiguous != nil) && state.config.policy == .episodic && state.rowsPerLayer == 1
+        offload != nil && (paged != nil || contiguous != nil) && state.config.policy == .episodic
     }
 
-    /// The offloaded-token table of sequence slot `s`, created on first use.
-    private func tokenTable(_ s: Int, _ offload: OffloadCoordinator) -> OffloadedTokens {
+    /// The offloaded-token table of sequence slot `s`, created on first use for `state`'s rows
+    /// (its granularity is fixed by then: `setEviction` refuses a change after a compaction).
+    private func tokenTable(_ s: Int, _ offload: OffloadCoordinator, _ state: AttentionScores) -> OffloadedTokens {
         if let t = offload.offloadedTokens[s] { return t }
-        let t = OffloadedTokens(tokensPerRecord: offload.tier.payloadBytes / (2 * config.tokenBytes))
+        let t = OffloadedTokens(payloadBytes: offload.tier.payloadBytes, entryBytes: rowBytes(state))
         offload.offloadedTokens[s] = t
         return t
     }
@@ -61,29 +67,29 @@ extension Engine: RecordMemory {
         precondition(t.readsPending == 0)
     }
 
-    /// Writes the tokens the planned compaction of `s` evicts (their bytes still in place) into
-    /// records (`writeTokens`); returns the (layer, position) of those that could not be
+    /// Writes the row tokens the planned compaction of `s` evicts (their bytes still in place)
+    /// into records (`writeTokens`); returns the (row, position) of those that could not be
     /// written, and of parked tokens lost with an open record that could not be written (the
     /// caller drops all of them, parked by then, after `applyPlan`). Allocates O(evicted)
     /// scratch.
-    func offloadEvictions(slot s: Int, state: AttentionScores) -> [(layer: Int, position: Int32)] {
-        var layerOf: [Int32] = [], slotOf: [Int32] = []
+    func offloadEvictions(slot s: Int, state: AttentionScores) -> [(row: Int, position: Int32)] {
+        var rowOf: [Int32] = [], slotOf: [Int32] = []
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, sequences.lengths[s])) { buffer in
-            for l in 0..<config.numLayers {
-                let n = state.plannedEvictions(layer: l, into: buffer.baseAddress!)
+            for r in 0..<state.rows {
+                let n = state.plannedEvictions(row: r, into: buffer.baseAddress!)
                 for j in 0..<n {
-                    layerOf.append(Int32(l))
+                    rowOf.append(Int32(r))
                     slotOf.append(buffer[j])
                 }
             }
         }
-        let (written, lost) = writeTokens(slot: s, state: state, layers: layerOf, slots: slotOf)
-        if written < layerOf.count, let offload, let t = offload.offloadedTokens[s] { lose(layerOf.count - written, t) }
-        return (written..<layerOf.count).map { (Int(layerOf[$0]), state.position(layer: Int(layerOf[$0]), slot: Int(slotOf[$0]))) }
+        let (written, lost) = writeTokens(slot: s, state: state, rows: rowOf, slots: slotOf)
+        if written < rowOf.count, let offload, let t = offload.offloadedTokens[s] { lose(rowOf.count - written, t) }
+        return (written..<rowOf.count).map { (Int(rowOf[$0]), state.position(row: Int(rowOf[$0]), slot: Int(slotOf[$0]))) }
             + lost + writeOpenRecordIfFull(s)
     }
 
-    /// Writes the K/V of token slots `slots[j]` of layers `layers[j]` of `s` (their positions
+    /// Writes the K/V of token slots `slots[j]` of rows `rows[j]` of `s` (their positions
     /// from `state`) into records, in order: as many whole records as the tokens fill are
     /// written into new records (a slot write each, straight from memory), the rest is copied
     /// into the open record, which is first written out when the rest does not fit. Returns how
@@ -92,36 +98,36 @@ extension Engine: RecordMemory {
     /// (counted here; the caller drops them from the state once it no longer needs its slot
     /// indices). The open record may be left full: the caller then ends with
     /// `writeOpenRecordIfFull`, once it no longer restores from its buffer.
-    private func writeTokens(slot s: Int, state: AttentionScores, layers: [Int32], slots: [Int32])
-        -> (written: Int, lost: [(layer: Int, position: Int32)])
+    private func writeTokens(slot s: Int, state: AttentionScores, rows: [Int32], slots: [Int32])
+        -> (written: Int, lost: [(row: Int, position: Int32)])
     {
-        guard let offload, !layers.isEmpty else { return (0, []) }
-        let t = tokenTable(s, offload), perRecord = t.tokensPerRecord
-        let whole = layers.count / perRecord * perRecord
-        var written = 0, lost: [(layer: Int, position: Int32)] = []
+        guard let offload, !rows.isEmpty else { return (0, []) }
+        let t = tokenTable(s, offload, state), perRecord = t.tokensPerRecord
+        let whole = rows.count / perRecord * perRecord
+        var written = 0, lost: [(row: Int, position: Int32)] = []
         while written < whole {
             let chunk = written..<(written + perRecord)
             let diskSlot: Int32
             do throws(KVError) {
-                diskSlot = try offload.tier.writePinned(hash: 0, parent: 0) { copyTokens(slot: s, layers: layers, slots: slots, chunk, to: $0) }
+                diskSlot = try offload.tier.writePinned(hash: 0, parent: 0) { copyTokens(slot: s, state: state, rows: rows, slots: slots, chunk, to: $0) }
             } catch {
                 break
             }
-            let r = t.addRecord(slot: diskSlot)
+            let record = t.addRecord(slot: diskSlot)
             for (i, j) in chunk.enumerated() {
-                t.add(record: r, index: i, layer: Int(layers[j]), position: state.position(layer: Int(layers[j]), slot: Int(slots[j])))
+                t.add(record: record, index: i, row: Int(rows[j]), position: state.position(row: Int(rows[j]), slot: Int(slots[j])))
             }
             written = chunk.upperBound
         }
-        if written == whole && whole < layers.count {
-            let rest = whole..<layers.count
+        if written == whole && whole < rows.count {
+            let rest = whole..<rows.count
             if t.openRecord >= 0 && t.openRoom < rest.count { lost = writeOpenRecord(s, t) }
             let buffer = openRecordBuffer(s)
             if t.openRecord < 0 { t.openNewRecord() }
-            copyTokens(slot: s, layers: layers, slots: slots, rest, to: buffer + t.openCount * 2 * config.tokenBytes)
-            for j in rest { t.append(layer: Int(layers[j]), position: state.position(layer: Int(layers[j]), slot: Int(slots[j]))) }
+            copyTokens(slot: s, state: state, rows: rows, slots: slots, rest, to: buffer + t.openCount * 2 * t.entryBytes)
+            for j in rest { t.append(row: Int(rows[j]), position: state.position(row: Int(rows[j]), slot: Int(slots[j]))) }
             offload.openRecords.touch(s)
-            written = layers.count
+            written = rows.count
         }
         lose(lost.count, t)
         offload.tokensOffloaded += UInt64(written)
@@ -131,7 +137,7 @@ extension Engine: RecordMemory {
 
     /// Writes out `s`'s open record when it is full; returns the tokens lost because the tier
     /// refused the write (counted here, parked in the state by then: the caller drops them).
-    func writeOpenRecordIfFull(_ s: Int) -> [(layer: Int, position: Int32)] {
+    func writeOpenRecordIfFull(_ s: Int) -> [(row: Int, position: Int32)] {
         guard let offload, let t = offload.offloadedTokens[s], t.openRecord >= 0 && t.openRoom == 0 else { return [] }
         let lost = writeOpenRecord(s, t)
         lose(lost.count, t)
@@ -139,28 +145,29 @@ extension Engine: RecordMemory {
         return lost
     }
 
-    /// Copies the K then V of token slots `slots[j]` of layers `layers[j]` of `s`, for `j` in
-    /// `chunk`, to `payload` (token `i` of the chunk at `i * 2 * tokenBytes`).
-    private func copyTokens(slot s: Int, layers: [Int32], slots: [Int32], _ chunk: Range<Int>, to payload: UnsafeMutableRawPointer) {
-        let table = sequences.table(s), tokenBytes = config.tokenBytes
+    /// Copies the K then V of row `rows[j]`'s part of token slot `slots[j]` of `s` (rows of
+    /// `state`), for `j` in `chunk`, to `payload` (token `i` of the chunk at `i * 2 * rowBytes`).
+    private func copyTokens(slot s: Int, state: AttentionScores, rows: [Int32], slots: [Int32], _ chunk: Range<Int>,
+                            to payload: UnsafeMutableRawPointer) {
+        let table = sequences.table(s), bytes = rowBytes(state)
         for (i, j) in chunk.enumerated() {
             for kv in 0..<2 {
-                let from = address(slot: s, table: table, tensor: 2 * Int(layers[j]) + kv, token: Int(slots[j]))
-                (payload + (2 * i + kv) * tokenBytes).copyMemory(from: from, byteCount: tokenBytes)
+                let from = rowAddress(slot: s, table: table, state: state, row: Int(rows[j]), kv: kv, token: Int(slots[j]))
+                (payload + (2 * i + kv) * bytes).copyMemory(from: from, byteCount: bytes)
             }
         }
     }
 
     /// Writes out `s`'s open record from its buffer (one slot write, full or partly filled);
     /// it is closed either way (with no live token it is closed without a write). Returns the
-    /// (layer, position) of its live tokens when the tier refused the write: they are lost, not
+    /// (row, position) of its live tokens when the tier refused the write: they are lost, not
     /// yet counted nor dropped from the state (`s`'s pending restores are settled first, so
     /// that none of them still needs a lost displaced token). A write that fails later on the
     /// device is found out when a focus reads the record back, as for any record.
-    private func writeOpenRecord(_ s: Int, _ t: OffloadedTokens) -> [(layer: Int, position: Int32)] {
+    private func writeOpenRecord(_ s: Int, _ t: OffloadedTokens) -> [(row: Int, position: Int32)] {
         let offload = offload!
         guard t.recordLive[Int(t.openRecord)] > 0 else { return t.closeOpenRecord(slot: nil) }
-        let buffer = offload.openRecords.buffer(of: s)!, bytes = t.openCount * 2 * config.tokenBytes
+        let buffer = offload.openRecords.buffer(of: s)!, bytes = t.openCount * 2 * t.entryBytes
         do throws(KVError) {
             let diskSlot = try offload.tier.writePinned(hash: 0, parent: 0) { $0.copyMemory(from: buffer, byteCount: bytes) }
             // Waiting for a staging buffer processes completions: an undone restore may have
@@ -205,44 +212,44 @@ extension Engine: RecordMemory {
     }
 
     /// Drops `tokens` (each parked in `state`) from the parked slots.
-    func dropParked(_ state: AttentionScores, _ tokens: [(layer: Int, position: Int32)]) {
-        for (layer, position) in tokens { state.removeParked(layer: layer, slot: state.parkedSlot(layer: layer, position: position)) }
+    func dropParked(_ state: AttentionScores, _ tokens: [(row: Int, position: Int32)]) {
+        for (row, position) in tokens { state.removeParked(row: row, slot: state.parkedSlot(row: row, position: position)) }
     }
 
-    /// After a focus: per layer, swaps the resident tokens the focused episode ranks below
+    /// After a focus: per row, swaps the resident tokens the focused episode ranks below
     /// parked ones for those (see the extension's comment). Throws `outOfMemory` (nothing
     /// restored) when a shared block or page must be copied and the budget has no room.
     /// Allocates O(restored) scratch.
     func restoreFocused(slot s: Int, state: AttentionScores) throws(KVError) {
         guard let offload else { return }
-        var pairLayer: [Int32] = [], pairOut: [Int32] = [], pairIn: [Int32] = []
+        var pairRow: [Int32] = [], pairOut: [Int32] = [], pairIn: [Int32] = []
         withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * max(1, sequences.lengths[s])) { pairs in
-            for l in 0..<config.numLayers {
-                let n = state.planRestore(layer: l, pairs: pairs.baseAddress!)
+            for r in 0..<state.rows {
+                let n = state.planRestore(row: r, pairs: pairs.baseAddress!)
                 for j in 0..<n {
-                    pairLayer.append(Int32(l))
+                    pairRow.append(Int32(r))
                     pairOut.append(pairs[2 * j])
                     pairIn.append(pairs[2 * j + 1])
                 }
             }
         }
-        guard !pairLayer.isEmpty else { return }
+        guard !pairRow.isEmpty else { return }
         try makeWritable(slot: s, state: state, length: sequences.lengths[s]) { mark in for d in pairOut { mark(Int(d)) } }
         // The displaced tokens go to disk first (copied into staging now), so that their slots
         // may be overwritten; a pair whose displaced token could not be written stays as it is.
-        let (written, lost) = writeTokens(slot: s, state: state, layers: pairLayer, slots: pairOut)
+        let (written, lost) = writeTokens(slot: s, state: state, rows: pairRow, slots: pairOut)
         let t = offload.offloadedTokens[s]!, table = sequences.table(s)
         var reads = Set<Int32>()
         for j in 0..<written {
-            let l = Int(pairLayer[j]), d = Int(pairOut[j]), p = Int(pairIn[j])
-            guard let e = t.entry(layer: l, position: state.position(layer: l, slot: p)) else {
+            let r = Int(pairRow[j]), d = Int(pairOut[j]), p = Int(pairIn[j])
+            guard let e = t.entry(row: r, position: state.position(row: r, slot: p)) else {
                 // The winner was lost with a refused open record: no swap, and the displaced
                 // token, still resident, needs no copy on disk.
-                unpin(t.remove(t.entry(layer: l, position: state.position(layer: l, slot: d))!))
+                unpin(t.remove(t.entry(row: r, position: state.position(row: r, slot: d))!))
                 continue
             }
-            t.beginRestore(e, destination: d, displaced: state.position(layer: l, slot: d))
-            state.swapSlots(layer: l, d, p)
+            t.beginRestore(e, destination: d, displaced: state.position(row: r, slot: d))
+            state.swapSlots(row: r, d, p)
             offload.markLoading(table[d / bt], 1)
             reads.insert(t.record(of: e).record)
         }
@@ -267,13 +274,13 @@ extension Engine: RecordMemory {
     // MARK: RecordMemory
 
     func scatterRecord(_ target: LoadTarget, from data: UnsafeRawPointer) {
-        let s = Int(target.slot), t = offload!.offloadedTokens[s]!, table = sequences.table(s)
-        let tokenBytes = config.tokenBytes, first = Int(target.record) * t.tokensPerRecord
-        for i in 0..<t.tokensPerRecord where t.entryLayer[first + i] >= 0 && t.entryDestination[first + i] >= 0 {
-            let l = Int(t.entryLayer[first + i]), d = Int(t.entryDestination[first + i])
+        let s = Int(target.slot), t = offload!.offloadedTokens[s]!, state = evictionStates[s]!, table = sequences.table(s)
+        let bytes = t.entryBytes, first = Int(target.record) * t.tokensPerRecord
+        for i in 0..<t.tokensPerRecord where t.entryRow[first + i] >= 0 && t.entryDestination[first + i] >= 0 {
+            let r = Int(t.entryRow[first + i]), d = Int(t.entryDestination[first + i])
             for kv in 0..<2 {
-                let to = address(slot: s, table: table, tensor: 2 * l + kv, token: d)
-                to.copyMemory(from: data + (2 * i + kv) * tokenBytes, byteCount: tokenBytes)
+                let to = rowAddress(slot: s, table: table, state: state, row: r, kv: kv, token: d)
+                to.copyMemory(from: data + (2 * i + kv) * bytes, byteCount: bytes)
             }
         }
     }
@@ -282,8 +289,8 @@ extension Engine: RecordMemory {
         let offload = offload!, s = Int(target.slot), t = offload.offloadedTokens[s]!, state = evictionStates[s]!
         let table = sequences.table(s), first = Int(target.record) * t.tokensPerRecord
         t.readsPending -= 1
-        for e in first..<(first + t.tokensPerRecord) where t.entryLayer[e] >= 0 {
-            let l = Int(t.entryLayer[e]), d = Int(t.entryDestination[e])
+        for e in first..<(first + t.tokensPerRecord) where t.entryRow[e] >= 0 {
+            let r = Int(t.entryRow[e]), d = Int(t.entryDestination[e])
             if d >= 0 {
                 offload.markLoading(table[d / bt], -1)
                 if ok {
@@ -291,14 +298,14 @@ extension Engine: RecordMemory {
                 } else {
                     // Undo the swap: the displaced token's bytes never left slot d.
                     let displaced = t.entryDisplaced[e]
-                    let p = state.parkedSlot(layer: l, position: displaced)
+                    let p = state.parkedSlot(row: r, position: displaced)
                     precondition(p >= 0, "a displaced token left the parked slots while its restore was pending")
-                    state.swapSlots(layer: l, d, p)
-                    state.removeParked(layer: l, slot: p)
-                    unpin(t.remove(t.entry(layer: l, position: displaced)!))
+                    state.swapSlots(row: r, d, p)
+                    state.removeParked(row: r, slot: p)
+                    unpin(t.remove(t.entry(row: r, position: displaced)!))
                 }
             } else if !ok {
-                state.removeParked(layer: l, slot: state.parkedSlot(layer: l, position: t.entryPosition[e]))
+                state.removeParked(row: r, slot: state.parkedSlot(row: r, position: t.entryPosition[e]))
             } else {
                 continue  // stays on disk
             }
@@ -315,19 +322,19 @@ extension Engine: RecordMemory {
         if diskSlot >= 0 { offload!.tier.unpin(diskSlot) }
     }
 
-    /// Makes room for `n` appended tokens in every layer's row of `s`'s state: when resident
-    /// plus parked tokens would exceed `maxSeqTokens`, the layer's most recently parked tokens
-    /// (the lowest-ranked at the last compaction) are dropped from state and disk.
+    /// Makes room for `n` appended tokens in every row of `s`'s state: when resident plus
+    /// parked tokens would exceed `maxSeqTokens`, the row's most recently parked tokens (the
+    /// lowest-ranked at the last compaction) are dropped from state and disk.
     func makeRoomForAppend(slot s: Int, state: AttentionScores, n: Int) {
         let limit = config.maxSeqTokens
         if state.maxOccupied + n > limit, let offload {
             settleRestores(s)
             let t = offload.offloadedTokens[s]
-            for l in 0..<config.numLayers {
-                while state.length(layer: l) + state.parkedCount(layer: l) + n > limit {
-                    let p = state.parkedStart(layer: l)
-                    unpin(t!.remove(t!.entry(layer: l, position: state.position(layer: l, slot: p))!))
-                    state.removeParked(layer: l, slot: p)
+            for r in 0..<state.rows {
+                while state.length(row: r) + state.parkedCount(row: r) + n > limit {
+                    let p = state.parkedStart(row: r)
+                    unpin(t!.remove(t!.entry(row: r, position: state.position(row: r, slot: p))!))
+                    state.removeParked(row: r, slot: p)
                 }
             }
         }

@@ -9,8 +9,10 @@ import KVCache
 /// run measures the engine's own compaction and episodic offload rather than a model of them.
 ///
 /// Every appended token's K and V get bytes that are a function of (layer, position, K or V,
-/// byte), and every read of the kept set checks the bytes of every held slot: a run is also an
-/// end-to-end check that compaction and disk round trips keep data exact (a mismatch throws).
+/// byte), and every read of a row's kept set checks the row's bytes of every held slot (per
+/// head: the head's slice, which holds the head's own token; an `EvictionRun` reads every
+/// row): a run is also an end-to-end check that compaction and disk round trips keep data
+/// exact, per layer and per head (a mismatch throws).
 /// K/V are small (`headDim` 4, fp16): the trace's scores, not the bytes, decide what is kept.
 /// Cost per step: the engine's calls plus O(layers x held x token bytes) for the check.
 final class EngineSubject: EvictionSubject {
@@ -19,8 +21,10 @@ final class EngineSubject: EvictionSubject {
     let seq: UInt64 = 1
     private let directory: String
     private let layers: Int, tokenBytes: Int
+    /// Rows of a layer's kept sets: its KV heads per head, else 1.
+    private let rowsPerLayer: Int
     private var created = false
-    /// `heldPositions`' buffer (`maxTokens`).
+    /// `heldPositions`' buffer (`heads x maxTokens`: a layer's positions, every row).
     private let held: UnsafeMutablePointer<Int32>
     private let capacity: Int
 
@@ -47,8 +51,9 @@ final class EngineSubject: EvictionSubject {
         c.eviction = eviction
         layers = header.layers
         tokenBytes = c.tokenBytes
-        capacity = header.maxTokens
-        held = .allocate(capacity: header.maxTokens)
+        rowsPerLayer = eviction.perHead ? header.heads : 1
+        capacity = header.heads * header.maxTokens
+        held = .allocate(capacity: capacity)
         do { engine = try Engine(c) } catch {
             rmdir(directory)
             held.deallocate()
@@ -105,23 +110,25 @@ final class EngineSubject: EvictionSubject {
 
     func length(layer: Int) throws -> Int { try engine.layerLength(seq, layer: layer) }
 
-    /// The held positions of `layer` (per layer only: `row` must be 0), after checking the
-    /// bytes of every held slot.
+    /// The held positions of row `row` of `layer` (the layer per layer, its KV head `row` per
+    /// head), after checking the row's bytes of every held slot (per head: the head's slice).
+    /// Cost: O(layer length x rows) to read the positions, O(length x row bytes) to check.
     func heldPositions(layer: Int, row: Int) throws -> UnsafeBufferPointer<Int32> {
-        precondition(row == 0, "the engine subject runs per-layer sets")
-        let n = try engine.positions(seq, layer: layer, into: UnsafeMutableBufferPointer(start: held, count: capacity))
+        precondition(row < rowsPerLayer, "row \(row) of \(rowsPerLayer)")
+        let count = try engine.positions(seq, layer: layer, into: UnsafeMutableBufferPointer(start: held, count: capacity))
+        let n = count / rowsPerLayer, rowBytes = tokenBytes / rowsPerLayer, first = row * n
         let (k, v) = try engine.kv(seq, layer: layer)
         for slot in 0..<n {
-            let position = Int(held[slot])
-            for i in 0..<tokenBytes {
+            let position = Int(held[first + slot])
+            for i in (row * rowBytes)..<((row + 1) * rowBytes) {
                 guard k.load(fromByteOffset: slot * tokenBytes + i, as: UInt8.self) == byte(layer: layer, position: position, kv: 0, i),
                       v.load(fromByteOffset: slot * tokenBytes + i, as: UInt8.self) == byte(layer: layer, position: position, kv: 1, i)
                 else {
-                    throw TraceError(description: "engine: layer \(layer) slot \(slot) does not hold the bytes of position \(position)")
+                    throw TraceError(description: "engine: layer \(layer) row \(row) slot \(slot) does not hold the bytes of position \(position)")
                 }
             }
         }
-        return UnsafeBufferPointer(start: held, count: n)
+        return UnsafeBufferPointer(start: held + first, count: n)
     }
 
     func observe(layer: Int, scores: UnsafePointer<Float>, nHeads: Int, nTokens: Int) throws {

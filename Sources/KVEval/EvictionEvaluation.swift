@@ -21,7 +21,7 @@ public struct EvictionEvaluation: Sendable {
     public var recentRatio: Float = 0.5
     /// Episodes k of the episodic policies.
     public var episodes = 4
-    /// Per-head kept sets instead of per-layer (not for episodic-offload, which is per layer).
+    /// Per-head kept sets instead of per-layer (every policy, episodic-offload included).
     public var perHead = false
     /// Seed of the synthetic value vectors.
     public var seed: UInt64 = 1
@@ -61,7 +61,7 @@ public struct EvictionEvaluation: Sendable {
                 var c = Self.config(name)
                 c.episodes = episodes
                 c.recentRatio = recentRatio
-                c.perHead = perHead && name != "episodic-offload"
+                c.perHead = perHead
                 let run = try EvictionRun(label: name, config: c, ratio: name == "none" ? 1 : ratio,
                                       offload: name == "episodic-offload", oracle: name == "oracle", header: header)
                 run.verbose = verbose

@@ -36,17 +36,21 @@ extension ABIFixture {
         return n
     }
 
-    /// The first byte of a compacted `seq` that is not the pattern of the position its slot holds.
+    /// The first byte of a compacted `seq` that is not the pattern of the position its slot holds
+    /// (per head in per-head mode: head h's bytes of slot j, those of head h's j-th position).
     func firstSlotMismatch(_ seq: UInt64, salt: Int) throws -> String? {
         let table = isPaged ? try blockTable(seq) : []
         for layer in 0..<layers {
-            let pos = try positions(seq, layer: layer)
+            let pos = try positions(seq, layer: layer), n = try layerLength(seq, layer: layer)
+            let rowBytes = tokenBytes / (pos.count / max(n, 1))  // per head: one head's bytes
             for tensor in 0..<2 {
-                for (slot, p) in pos.enumerated() {
+                for slot in 0..<n {
                     let addr = try tokenAddress(seq, layer: layer, tensor: tensor, token: slot, table: table)
-                    for b in 0..<tokenBytes where addr.load(fromByteOffset: b, as: UInt8.self)
-                        != patternByte(salt: salt, layer: layer, tensor: tensor, token: Int(p), byte: b) {
-                        return "layer \(layer) tensor \(tensor) slot \(slot) (position \(p)) byte \(b)"
+                    for b in 0..<tokenBytes {
+                        let p = Int(pos[(b / rowBytes) * n + slot])
+                        if addr.load(fromByteOffset: b, as: UInt8.self) != patternByte(salt: salt, layer: layer, tensor: tensor, token: p, byte: b) {
+                            return "layer \(layer) tensor \(tensor) slot \(slot) (position \(p)) byte \(b)"
+                        }
                     }
                 }
             }
@@ -57,8 +61,8 @@ extension ABIFixture {
 
 @Suite struct EvictionABITests {
     /// A fixture whose sequence 5 (40 tokens, pattern salt 5) was observed and compacted to 12.
-    private func compacted(_ layout: UInt32, policy: UInt32 = KVC_EVICTION_HEAVY_HITTER) throws -> ABIFixture {
-        let f = try ABIFixture(evictionConfig(layout, policy: policy))
+    private func compacted(_ layout: UInt32, policy: UInt32 = KVC_EVICTION_HEAVY_HITTER, perHead: UInt32 = 0) throws -> ABIFixture {
+        let f = try ABIFixture(evictionConfig(layout, policy: policy, perHead: perHead))
         try f.addWitness(1001, tokens: f.uniqueTokens(1001, count: 9))
         try f.create(5, tokens: f.uniqueTokens(5, count: 40))
         try f.write(5, salt: 5, from: 0, to: 40)
@@ -79,9 +83,9 @@ extension ABIFixture {
         try f.expectWitnessesIntact()
     }
 
-    @Test(arguments: bothLayouts)
-    func badEvictionInputGetsItsStatusAndChangesNothing(layout: UInt32) throws {
-        let f = try compacted(layout)
+    @Test(arguments: bothLayouts, [0, 1] as [UInt32])
+    func badEvictionInputGetsItsStatusAndChangesNothing(layout: UInt32, perHead: UInt32) throws {
+        let f = try compacted(layout, perHead: perHead)
         let before = try (f.positions(5, layer: 0), f.positions(5, layer: 1), f.layerLength(5, layer: 0))
         let ok = [Float](repeating: 0.1, count: 24)
         var nan = ok; nan[3] = .nan

@@ -40,6 +40,10 @@ private func waitReady(_ f: ABIFixture, _ seq: UInt64) -> kvc_status {
     return KVC_ERR_INTERNAL
 }
 
+/// How a test asks for the granularity of kept sets through the C ABI: per layer (the
+/// default), per head by `kvc_config.eviction_per_head`, or per head by `kvc_seq_set_eviction`.
+enum Granularity: CaseIterable, Sendable { case perLayer, perHeadConfig, perHeadOverride }
+
 @Suite("C ABI: disk tier", .serialized)
 struct OffloadABITests {
     @Test(arguments: bothLayouts)
@@ -148,8 +152,12 @@ struct OffloadABITests {
         try f.expectWitnessesIntact()
     }
 
-    @Test(arguments: bothLayouts)
-    func episodicOffloadRestoresTheFocusedEpisodeThroughTheABI(layout: UInt32) throws {
+    /// Per layer, and per head asked for by the engine's config or by the sequence's override:
+    /// compaction offloads every evicted row token, a focus restores the other episode's per
+    /// row, byte for byte (per head: each head's own tokens, in its slice of the slots), and a
+    /// fork keeps the records past the parent's free.
+    @Test(arguments: bothLayouts, Granularity.allCases)
+    func episodicOffloadRestoresTheFocusedEpisodeThroughTheABI(layout: UInt32, granularity: Granularity) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = CConfig.small(layout)
@@ -157,42 +165,56 @@ struct OffloadABITests {
         c.set32(ConfigLayout.evictionPolicy, 4)  // KVC_EVICTION_EPISODIC
         c.set32(ConfigLayout.episodes, 2)
         c.set32(ConfigLayout.recentTokens, 2)
+        c.set32(ConfigLayout.evictionPerHead, granularity == .perHeadConfig ? 1 : 0)
         let f = try ABIFixture(c, offloadDir: dir)
         try f.create(5, tokens: f.uniqueTokens(5, count: 64))
         try f.write(5, salt: 5, from: 0, to: 64)
+        if granularity == .perHeadOverride { #expect(kvc_seq_set_eviction(f.handle, 5, 4, 1) == KVC_OK) }
+        // Per head, head 1's heavy hitters are head 0's shifted by one: the heads keep different sets.
+        let rows = granularity == .perLayer ? 1 : 2, shift = rows - 1
         let heavyA = [3, 9, 15, 21], heavyB = [35, 41, 47, 53]
         func turn(_ segment: (Int, Int), _ embedding: [Float], heavy: [Int]) throws {
             #expect(embedding.withUnsafeBufferPointer { kvc_seq_add_segment(f.handle, 5, segment.0, segment.1, $0.baseAddress, 2) } == KVC_OK)
             var s = [Float](repeating: 0.01, count: 128)
-            for t in heavy { s[t] = 1; s[64 + t] = 1 }
+            for t in heavy { s[t] = 1; s[64 + t + shift] = 1 }
             try f.observe(5, s, tokens: 64)
         }
         func focus(_ query: [Float]) -> kvc_status {
             var e: UInt32 = 9
             return query.withUnsafeBufferPointer { kvc_seq_focus(f.handle, 5, $0.baseAddress, 2, &e) }
         }
+        /// Each row of each layer holds `heavy` (row h's shifted by h * shift) and the recent window.
+        func expectHolds(_ heavy: [Int]) throws {
+            for layer in 0..<2 {
+                let pos = try f.positions(5, layer: layer)
+                #expect(pos.count == rows * 6)
+                for row in 0..<rows {
+                    #expect(pos[(row * 6)..<(row * 6 + 6)].sorted() == (heavy.map { $0 + row * shift } + [62, 63]).map(Int32.init))
+                }
+            }
+            #expect(try f.firstSlotMismatch(5, salt: 5) == nil, "the held tokens' bytes")
+        }
         try turn((0, 32), [1, 0], heavy: heavyA)
         #expect(focus([1, 0]) == KVC_OK)
         try turn((32, 64), [0, 1], heavy: heavyB)
         #expect(focus([1, 0]) == KVC_OK)
         #expect(kvc_seq_compact(f.handle, 5, 6) == KVC_OK)
-        #expect(try f.positions(5, layer: 1).sorted() == (heavyA + [62, 63]).map(Int32.init))
+        try expectHolds(heavyA)
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
-        let compacted = try f.stats()
-        #expect(compacted.diskStoredBytes > 0 && compacted.diskBytesWritten > 0, "58 evicted tokens per layer went to disk")
-        #expect(compacted.tokensOffloaded == 116 && compacted.tokensOnDisk == 116 && compacted.tokenRecords > 0)
+        let compacted = try f.stats(), offloaded = UInt64(rows) * 116
+        #expect(compacted.diskStoredBytes > 0 && compacted.diskBytesWritten > 0, "58 evicted tokens per row went to disk")
+        #expect(compacted.tokensOffloaded == offloaded && compacted.tokensOnDisk == offloaded && compacted.tokenRecords > 0)
         #expect(focus([0, 1]) == KVC_OK)
         #expect(waitReady(f, 5) == KVC_OK)
         let focused = try f.stats()
-        #expect(focused.tokensRestored == 2 * UInt64(heavyB.count), "B's heavy tokens came back in both layers")
-        #expect(focused.tokensOffloaded == 116 + focused.tokensRestored, "the tokens they displaced went out")
-        #expect(focused.tokensOnDisk == 116 && focused.tokensLost == 0)
-        for layer in 0..<2 { #expect(try f.positions(5, layer: layer).sorted() == (heavyB + [62, 63]).map(Int32.init)) }
-        #expect(try f.firstSlotMismatch(5, salt: 5) == nil, "the restored tokens' bytes")
+        #expect(focused.tokensRestored == UInt64(rows * 2 * heavyB.count), "B's heavy tokens came back in every row")
+        #expect(focused.tokensOffloaded == offloaded + focused.tokensRestored, "the tokens they displaced went out")
+        #expect(focused.tokensOnDisk == offloaded && focused.tokensLost == 0)
+        try expectHolds(heavyB)
         #expect(try f.stats().diskBytesRead > compacted.diskBytesRead)
         #expect(kvc_seq_fork(f.handle, 5, 6) == KVC_OK)
         #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
-        #expect(try f.stats().tokensOnDisk == 116, "the fork holds the parent's offloaded tokens past the parent's free")
+        #expect(try f.stats().tokensOnDisk == offloaded, "the fork holds the parent's offloaded tokens past the parent's free")
         #expect(kvc_seq_free(f.handle, 6) == KVC_OK)
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
         #expect(try f.stats().diskStoredBytes == 0, "freeing both sequences released their records")

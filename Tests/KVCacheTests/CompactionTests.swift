@@ -14,10 +14,11 @@ private func evictingEngine(_ layout: Layout, _ policy: EvictionPolicyKind, perH
     return try Engine(c)
 }
 
-/// Scores for every head of a layer of `n` slots: `heavy` positions get 1, others 0.01.
-func scores(_ e: Engine, n: Int, heavy: Set<Int>) -> [Float] {
+/// Scores for every head of a layer of `n` slots: head `h`'s heavy positions (`heavy`, each
+/// plus `h * headShift`: per-head sets that differ) get 1, others 0.01.
+func scores(_ e: Engine, n: Int, heavy: Set<Int>, headShift: Int = 0) -> [Float] {
     var s = [Float](repeating: 0.01, count: e.config.numKVHeads * n)
-    for h in 0..<e.config.numKVHeads { for t in heavy where t < n { s[h * n + t] = 1 } }
+    for h in 0..<e.config.numKVHeads { for t in heavy where t + h * headShift < n { s[h * n + t + h * headShift] = 1 } }
     return s
 }
 
@@ -73,6 +74,18 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try e.length(1) == 16)
     }
 
+    /// Per head, `positions` reports one row per KV head from the start, as after a
+    /// compaction: a server can read them the same way before anything was observed.
+    @Test(arguments: [false, true])
+    func positionsBeforeAnyObservationHaveOneRowPerKeptSet(perHead: Bool) throws {
+        let e = try evictingEngine(.paged, .heavyHitter, perHead: perHead)
+        try e.createSequence(1, tokens: tokens(5, seed: 1))
+        #expect(try positions(e, 1, layer: 1) == (perHead ? [0, 1, 2, 3, 4, 0, 1, 2, 3, 4] : [0, 1, 2, 3, 4]))
+        var short = [Int32](repeating: -1, count: 7)
+        #expect(try short.withUnsafeMutableBufferPointer { try e.positions(1, layer: 0, into: $0) } == (perHead ? 10 : 5))
+        #expect(short == (perHead ? [0, 1, 2, 3, 4, 0, 1] : [0, 1, 2, 3, 4, -1, -1]))
+    }
+
     @Test func heavyHitterKeepsTheRecentWindowAndTheTopScores() throws {
         let e = try evictingEngine(.paged, .heavyHitter)
         try e.createSequence(1, tokens: tokens(32, seed: 1))
@@ -119,15 +132,7 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try e.layerLength(1, layer: 0) == 17)
         #expect(try positions(e, 1, layer: 0) == [0, 1, 2, 3, 34, 35, 36, 37, 38, 39] + (40..<47).map(Int32.init))
         // The server writes the new tokens at slots 10..<17, each for its own position.
-        for layer in 0..<2 {
-            for j in 0..<7 {
-                let (k, v) = try tokenAddress(e, 1, layer: layer, position: 10 + j)
-                for i in 0..<e.config.tokenBytes {
-                    k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 40 + j, token: toks[40 + j], i: i), toByteOffset: i, as: UInt8.self)
-                    v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 40 + j, token: toks[40 + j], i: i), toByteOffset: i, as: UInt8.self)
-                }
-            }
-        }
+        try writeKV(e, 1, tokens: extra, from: 40, slot: 10)
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
         try e.compact(1, budgetTokens: 12)
         #expect(try positions(e, 1, layer: 0).sorted() == [0, 1, 2, 3] + (39..<47).map(Int32.init))

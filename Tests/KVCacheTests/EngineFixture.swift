@@ -37,11 +37,13 @@ func tokenAddress(_ e: Engine, _ seq: UInt64, layer: Int, position: Int) throws 
     return (k + offset, v + offset)
 }
 
-/// Writes the K/V of `tokens` at positions `from...` of `seq` in every layer.
-func writeKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int, salt: Int = 0) throws {
+/// Writes the K/V of `tokens` at positions `from...` of `seq` in every layer, into slots
+/// `slot...` (default `from`: a sequence never compacted holds position p in slot p; after a
+/// compaction appended tokens go to slots from the layer length on).
+func writeKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int, slot: Int? = nil, salt: Int = 0) throws {
     for layer in 0..<e.config.numLayers {
         for (j, t) in tokens.enumerated() {
-            let (k, v) = try tokenAddress(e, seq, layer: layer, position: from + j)
+            let (k, v) = try tokenAddress(e, seq, layer: layer, position: (slot ?? from) + j)
             for i in 0..<e.config.tokenBytes {
                 k.storeBytes(of: kvByte(layer: layer, kv: 0, position: from + j, token: t, i: i, salt: salt), toByteOffset: i, as: UInt8.self)
                 v.storeBytes(of: kvByte(layer: layer, kv: 1, position: from + j, token: t, i: i, salt: salt), toByteOffset: i, as: UInt8.self)

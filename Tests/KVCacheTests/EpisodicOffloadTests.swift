@@ -3,9 +3,15 @@ import Testing
 @testable import KVCache
 
 /// Episodic offload: with the disk tier, tokens outside the focused episode go to disk on
-/// `compact` and come back byte-identical on a later `focus`.
+/// `compact` and come back byte-identical on a later `focus`, per layer and per head (then
+/// counts are of head tokens, `rowsPerLayer(e)` per layer token, and each KV head keeps its
+/// own set: head h's heavy hitters are the topic's shifted by h).
 @Suite struct EpisodicOffloadTests {
     static let layouts: [Layout] = [.paged, .contiguous]
+    /// Kept sets per layer (false) and per KV head (true).
+    static let perHead = [false, true]
+    /// Every layout at both granularities, for tests with a third argument.
+    static let shapes: [(Layout, Bool)] = layouts.flatMap { layout in perHead.map { (layout, $0) } }
     /// Topic A's heavy hitters (in segment A = 0..<256) and topic B's (segment B = 256..<512).
     static let heavyA: [Int32] = (0..<10).map { 5 + 25 * $0 }
     static let heavyB: [Int32] = (0..<10).map { 260 + 25 * $0 }
@@ -29,11 +35,28 @@ import Testing
         try query.withUnsafeBufferPointer { try e.focus(seq, query: $0) }
     }
 
-    /// Every layer of sequence `seq` holds exactly `heavy` and the recent window, and every
-    /// held slot has its token's bytes.
+    /// Rows per layer of `e`'s sequences: its KV heads per head, else 1 (a count of row tokens
+    /// is `rowsPerLayer(e)` times the count of layer tokens).
+    func rowsPerLayer(_ e: Engine) -> Int { e.config.eviction.perHead ? e.config.numKVHeads : 1 }
+
+    /// How far each head's heavy hitters lie from the previous head's (per head: 1, so that
+    /// every head keeps a different set).
+    func headShift(_ e: Engine) -> Int { e.config.eviction.perHead ? 1 : 0 }
+
+    /// The positions each row of `layer` of `seq` holds (one row per layer, or one per head).
+    func rowPositions(_ e: Engine, _ seq: UInt64, layer: Int) throws -> [[Int32]] {
+        let pos = try positions(e, seq, layer: layer), n = pos.count / rowsPerLayer(e)
+        return (0..<rowsPerLayer(e)).map { Array(pos[($0 * n)..<(($0 + 1) * n)]) }
+    }
+
+    /// Every row of sequence `seq` holds exactly its `heavy` hitters (head h's shifted by
+    /// `h * headShift`) and the recent window, and every held slot has its tokens' bytes.
     func expectHolds(_ e: Engine, _ heavy: [Int32], _ toks: [Int32], seq: UInt64 = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
         for layer in 0..<2 {
-            #expect(try positions(e, seq, layer: layer).sorted() == (heavy + Self.recent).sorted(), sourceLocation: sourceLocation)
+            for (row, held) in try rowPositions(e, seq, layer: layer).enumerated() {
+                let expected = heavy.map { $0 + Int32(row * headShift(e)) } + Self.recent
+                #expect(held.sorted() == expected.sorted(), "layer \(layer) row \(row)", sourceLocation: sourceLocation)
+            }
         }
         #expect(try slotMismatches(e, seq, tokens: toks) == 0, sourceLocation: sourceLocation)
     }
@@ -67,29 +90,38 @@ import Testing
         try e.createSequence(1, tokens: toks)
         try writeKV(e, 1, tokens: toks, from: 0)
         try Self.queryA.withUnsafeBufferPointer { try e.addSegment(1, start: 0, end: 256, embedding: $0) }
-        try observeAll(e, 1, scores(e, n: 512, heavy: Set(Self.heavyA.map(Int.init))), n: 512)
+        try observeAll(e, 1, scores(e, n: 512, heavy: Set(Self.heavyA.map(Int.init)), headShift: headShift(e)), n: 512)
         _ = try focus(e, Self.queryA)  // credits turn A to A's episode
         try Self.queryB.withUnsafeBufferPointer { try e.addSegment(1, start: 256, end: 512, embedding: $0) }
-        try observeAll(e, 1, scores(e, n: 512, heavy: Set(Self.heavyB.map(Int.init))), n: 512)
+        try observeAll(e, 1, scores(e, n: 512, heavy: Set(Self.heavyB.map(Int.init)), headShift: headShift(e)), n: 512)
         _ = try focus(e, Self.queryA)  // credits turn B to B's episode, focuses A
         let committed = e.stats().committedBytes
         #expect(try e.compact(1, budgetTokens: 12) == 12)
         return (toks, committed)
     }
 
-    @Test(arguments: layouts)
-    func evictedTokensGoToDiskAndAFocusRestoresThemByteIdentical(layout: Layout) throws {
+    /// Appends `count` tokens (`seed`) to sequence 1 of `compactedOnTopicA` (12 slots a row),
+    /// writes their K/V (positions 512..., slots 12...) as the server would, returns them.
+    func appendWritten(_ e: Engine, _ count: Int, seed: Int32 = 11) throws -> [Int32] {
+        let extra = tokens(count, seed: seed)
+        try e.append(1, tokens: extra)
+        try writeKV(e, 1, tokens: extra, from: 512, slot: 12)
+        return extra
+    }
+
+    @Test(arguments: layouts, perHead)
+    func evictedTokensGoToDiskAndAFocusRestoresThemByteIdentical(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path)
-        let baseline = e.stats().disk
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
+        let baseline = e.stats().disk, rows = UInt64(rowsPerLayer(e))
         let (toks, committedFull) = try compactedOnTopicA(e)
         let compacted = e.stats()
         try expectHolds(e, Self.heavyA, toks)
         #expect(compacted.committedBytes < committedFull)
-        #expect(compacted.disk.tokensOffloaded == 2 * 500, "every evicted token of both layers")
-        #expect(compacted.disk.tokensOnDisk == 2 * 500)
-        #expect(compacted.disk.tokenRecords == 125, "8 tokens of 64 bytes fill one 512-byte slot payload")
+        #expect(compacted.disk.tokensOffloaded == rows * 2 * 500, "every evicted token of every row")
+        #expect(compacted.disk.tokensOnDisk == rows * 2 * 500)
+        #expect(compacted.disk.tokenRecords == 125, "8 layer tokens of 64 bytes (16 head tokens of 32) fill one 512-byte slot payload")
         #expect(compacted.disk.storedSlots >= baseline.storedSlots)
         try e.syncOffload()
         #expect(e.stats().disk.bytesWritten >= baseline.bytesWritten + 125 * e.stats().disk.slotBytes)
@@ -97,32 +129,20 @@ import Testing
 
         #expect(try focus(e, Self.queryB) != -1)
         let ready = try e.ready(1), restored = e.stats().disk.tokensRestored
-        #expect(ready == (restored == 2 * 10), "ready exactly when every restored token landed")
+        #expect(ready == (restored == rows * 2 * 10), "ready exactly when every restored token landed")
         try waitReady(e, 1)
         let after = e.stats()
-        #expect(after.disk.tokensRestored == 2 * 10)
+        #expect(after.disk.tokensRestored == rows * 2 * 10)
         #expect(after.disk.tokensLost == 0 && after.disk.loadsFailed == 0)
         #expect(after.disk.bytesRead > compacted.disk.bytesRead)
-        #expect(after.disk.tokensOnDisk == 2 * 500, "the ten A tokens per layer took the B tokens' places on disk")
-        for layer in 0..<2 {
-            #expect(try e.layerLength(1, layer: layer) == 12)
-            #expect(try positions(e, 1, layer: layer).sorted() == (Self.heavyB + Self.recent).sorted())
-        }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0, "every byte of every restored token")
+        #expect(after.disk.tokensOnDisk == rows * 2 * 500, "the ten A tokens per row took the B tokens' places on disk")
+        for layer in 0..<2 { #expect(try e.layerLength(1, layer: layer) == 12) }
+        try expectHolds(e, Self.heavyB, toks)  // every byte of every restored token, per head
 
         // Appends continue at the layer length, and a focus back on A restores A's tokens.
-        let extra = tokens(3, seed: 8)
-        try e.append(1, tokens: extra)
-        let all = toks + extra
+        let all = toks + (try appendWritten(e, 3, seed: 8))
         for layer in 0..<2 {
-            for j in 0..<3 {
-                let (k, v) = try tokenAddress(e, 1, layer: layer, position: 12 + j)
-                for i in 0..<e.config.tokenBytes {
-                    k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 512 + j, token: all[512 + j], i: i), toByteOffset: i, as: UInt8.self)
-                    v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 512 + j, token: all[512 + j], i: i), toByteOffset: i, as: UInt8.self)
-                }
-            }
-            #expect(try Array(positions(e, 1, layer: layer).suffix(3)) == [512, 513, 514])
+            for held in try rowPositions(e, 1, layer: layer) { #expect(Array(held.suffix(3)) == [512, 513, 514]) }
         }
         #expect(try slotMismatches(e, 1, tokens: all) == 0)
         #expect(try focus(e, Self.queryA) != -1)
@@ -130,9 +150,10 @@ import Testing
         for layer in 0..<2 {
             // 15 slots: the new recent window (513, 514), A's heavy hitters, and three tokens
             // tied at A's background score.
-            let held = try positions(e, 1, layer: layer)
-            #expect(held.count == 15 && Set(held).count == 15)
-            #expect(Set(Self.heavyA + [513, 514]).isSubset(of: Set(held)))
+            for (row, held) in try rowPositions(e, 1, layer: layer).enumerated() {
+                #expect(held.count == 15 && Set(held).count == 15)
+                #expect(Set(Self.heavyA.map { $0 + Int32(row * headShift(e)) } + [513, 514]).isSubset(of: Set(held)))
+            }
         }
         #expect(try slotMismatches(e, 1, tokens: all) == 0)
 
@@ -144,11 +165,12 @@ import Testing
         #expect(freed.tokenRecords == 0 && freed.tokensOnDisk == 0)
     }
 
-    @Test(arguments: layouts)
-    func aCorruptRecordIsNeverServedItsTokensAreLost(layout: Layout) throws {
+    @Test(arguments: layouts, perHead)
+    func aCorruptRecordIsNeverServedItsTokensAreLost(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path)
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
+        let rows = UInt64(rowsPerLayer(e))
         let toks = try compactedOnTopicA(e).tokens
         try e.syncOffload()
         let slotBytes = Int(e.stats().disk.slotBytes), slots = Int(e.stats().disk.storedSlots)
@@ -162,18 +184,18 @@ import Testing
         let s = e.stats().disk
         #expect(s.loadsFailed > 0)
         #expect(s.tokensRestored == 0)
-        #expect(s.tokensLost >= 2 * 10, "at least the chosen B tokens")
-        #expect(s.tokensOnDisk == 2 * 500 - s.tokensLost, "the lost tokens left the state and the disk")
+        #expect(s.tokensLost >= rows * 2 * 10, "at least the chosen B tokens")
+        #expect(s.tokensOnDisk == rows * 2 * 500 - s.tokensLost, "the lost tokens left the state and the disk")
         // The restores were undone: the displaced tokens, whose bytes never left memory, stay.
         try expectHolds(e, Self.heavyA, toks)
         try expectFreeReleasesRecords(e)
     }
 
-    @Test(arguments: layouts)
-    func anIOErrorOnReadBackLosesTheTokensAndServesNoWrongBytes(layout: Layout) throws {
+    @Test(arguments: layouts, perHead)
+    func anIOErrorOnReadBackLosesTheTokensAndServesNoWrongBytes(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path) { $0.offloadFault = OffloadFault(reads: true, writes: false) }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.offloadFault = OffloadFault(reads: true, writes: false) }
         let toks = try compactedOnTopicA(e).tokens
         try e.syncOffload()  // the records are on disk: the focus must read them
         _ = try focus(e, Self.queryB)
@@ -181,34 +203,44 @@ import Testing
         do { try waitReady(e, 1) } catch { failure = error }
         #expect(failure?.code == .io)
         let s = e.stats().disk
-        #expect(s.loadsFailed > 0 && s.tokensRestored == 0 && s.tokensLost >= 2 * 10)
+        #expect(s.loadsFailed > 0 && s.tokensRestored == 0 && s.tokensLost >= UInt64(rowsPerLayer(e)) * 2 * 10)
         try expectHolds(e, Self.heavyA, toks)
         try expectFreeReleasesRecords(e)
     }
 
-    @Test(arguments: layouts)
-    func aFullTierDropsTheTokensItCannotHoldAsWithoutATier(layout: Layout) throws {
+    @Test(arguments: layouts, perHead)
+    func aFullTierDropsTheTokensItCannotHoldAsWithoutATier(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         let slotBytes = try Engine(offloadConfig(layout, dir: dir.path)).stats().disk.slotBytes
-        let e = try engine(layout, dir: dir.path) { $0.offloadBytes = 16 * slotBytes }
-        let toks = try compactedOnTopicA(e).tokens
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.offloadBytes = 16 * slotBytes }
+        let toks = try compactedOnTopicA(e).tokens, rows = UInt64(rowsPerLayer(e))
         var s = e.stats().disk
-        #expect(s.tokensOffloaded == 16 * 8, "16 slots of 8 tokens")
-        #expect(s.tokensLost == 2 * 500 - 16 * 8)
-        #expect(s.tokensOnDisk == 16 * 8)
+        #expect(s.tokensOffloaded == 16 * 8 * rows, "16 slots of 8 layer tokens (16 head tokens)")
+        #expect(s.tokensLost == rows * (2 * 500 - 16 * 8))
+        #expect(s.tokensOnDisk == 16 * 8 * rows)
         var failure: KVError?
         do { try waitReady(e, 1) } catch { failure = error }
         #expect(failure?.message.contains("stays usable") == true)
         #expect(try e.ready(1), "reported once")
         try expectHolds(e, Self.heavyA, toks)
-        // A focus cannot write out the tokens it would displace (the tier is full of this
-        // sequence's records): nothing moves, nothing is lost.
+        // A focus restores only the B tokens that were saved, nothing is lost. Per layer the
+        // 128 saved tokens (layer 0's first evicted, positions below 150) hold none: nothing
+        // moves. Per head the 256 saved (head 0's) reach past 260, B's first heavy hitter: it
+        // comes back, and the A token it displaces goes to the open record (memory).
         _ = try focus(e, Self.queryB)
         try waitReady(e, 1)
         s = e.stats().disk
-        #expect(s.tokensRestored == 0 && s.tokensOnDisk == 16 * 8)
-        try expectHolds(e, Self.heavyA, toks)
+        #expect(s.tokensRestored == (perHead ? 1 : 0) && s.tokensOnDisk == 16 * 8 * rows)
+        #expect(s.tokensLost == rows * (2 * 500 - 16 * 8))
+        if perHead {
+            let head0 = try rowPositions(e, 1, layer: 0)[0]
+            #expect(head0.contains(260) && Set(head0).intersection(Self.heavyA).count == 9)
+            #expect(try rowPositions(e, 1, layer: 0)[1].sorted() == (Self.heavyA.map { $0 + 1 } + Self.recent).sorted())
+            #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        } else {
+            try expectHolds(e, Self.heavyA, toks)
+        }
         try expectFreeReleasesRecords(e)
     }
 
@@ -219,10 +251,11 @@ import Testing
     /// partly filled boundary page; the shared-page copy check is the same one compaction
     /// uses, tested in CompactionTests.) While a swap-out is pending the focus waits for its
     /// memory instead of failing.
-    @Test func aFocusWithNoRoomToCopySharedBlocksIsOutOfMemoryAndKeepsTheOldFocus() throws {
+    @Test(arguments: perHead)
+    func aFocusWithNoRoomToCopySharedBlocksIsOutOfMemoryAndKeepsTheOldFocus(perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(.paged, dir: dir.path) {
+        let e = try engine(.paged, dir: dir.path, perHead: perHead) {
             $0.memoryBytes = 256 << 10
             $0.offloadForceThreads = true  // so that its I/O can be held in flight below
         }
@@ -266,9 +299,9 @@ import Testing
         #expect(e.stats().disk.tokenRecords == 0 && e.stats().disk.tokensOnDisk == 0)  // (freed blocks may stay spilled)
     }
 
-    @Test(arguments: layouts)
-    func withoutATierEvictedTokensAreDroppedAsBefore(layout: Layout) throws {
-        let e = try engine(layout, dir: nil)
+    @Test(arguments: layouts, perHead)
+    func withoutATierEvictedTokensAreDroppedAsBefore(layout: Layout, perHead: Bool) throws {
+        let e = try engine(layout, dir: nil, perHead: perHead)
         let toks = try compactedOnTopicA(e).tokens
         _ = try focus(e, Self.queryB)
         #expect(try e.ready(1))
@@ -276,45 +309,91 @@ import Testing
         #expect(e.stats().disk == DiskTierStats())
     }
 
-    @Test(arguments: layouts)
-    func anAppendPastMaxSeqTokensDropsTheLastParkedTokens(layout: Layout) throws {
+    @Test(arguments: layouts, perHead)
+    func anAppendPastMaxSeqTokensDropsTheLastParkedTokens(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path) { $0.maxSeqTokens = 64 }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.maxSeqTokens = 64 }
+        let rows = UInt64(rowsPerLayer(e))
         var toks = tokens(64, seed: 3)
         try e.createSequence(1, tokens: toks)
         try writeKV(e, 1, tokens: toks, from: 0)
         try observeAll(e, 1, scores(e, n: 64, heavy: [1, 9, 20, 30, 40, 50]), n: 64)
         try e.compact(1, budgetTokens: 8)
-        #expect(e.stats().disk.tokensOnDisk == 2 * 56)
-        // 8 resident + 56 parked + 1 new exceed the 64 a layer may hold: one parked token goes.
+        #expect(e.stats().disk.tokensOnDisk == rows * 2 * 56)
+        // 8 resident + 56 parked + 1 new exceed the 64 a row may hold: one parked token goes.
         let extra = tokens(1, seed: 4)
         try e.append(1, tokens: extra)
         toks += extra
-        #expect(e.stats().disk.tokensOnDisk == 2 * 55)
+        #expect(e.stats().disk.tokensOnDisk == rows * 2 * 55)
         #expect(try e.layerLength(1, layer: 0) == 9)
-        #expect(try positions(e, 1, layer: 1).last == 64)
-        for layer in 0..<2 {  // the server writes position 64 at slot 8
-            let (k, v) = try tokenAddress(e, 1, layer: layer, position: 8)
-            for i in 0..<e.config.tokenBytes {
-                k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 64, token: extra[0], i: i), toByteOffset: i, as: UInt8.self)
-                v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 64, token: extra[0], i: i), toByteOffset: i, as: UInt8.self)
-            }
-        }
+        for held in try rowPositions(e, 1, layer: 1) { #expect(held.last == 64) }
+        try writeKV(e, 1, tokens: extra, from: 64, slot: 8)  // the server writes position 64 at slot 8
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
         try e.free(1)
         try e.syncOffload()
         #expect(e.stats().disk.storedSlots == 0 && e.stats().disk.tokensOnDisk == 0)
     }
 
+    /// Growing the eviction state (an append past its capacity of 1024 slots a row) keeps
+    /// every row's parked tokens, also when rows park different counts: a tier of 16 slots
+    /// saved only the first row's (layer 0's 128 per layer, head 0's 256 per head; the rest
+    /// were lost).
+    @Test(arguments: layouts, perHead)
+    func growingTheStateKeepsEveryRowsParkedTokens(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let slotBytes = try Engine(offloadConfig(layout, dir: dir.path)).stats().disk.slotBytes
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.offloadBytes = 16 * slotBytes }
+        let toks = try compactedOnTopicA(e).tokens
+        #expect(caught { try waitReady(e, 1) }?.code == .io, "the lost tokens, reported once")
+        let state = e.evictionStates[e.sequences.slot(of: 1)]!
+        func parked() -> [[Int32]] {
+            (0..<state.rows).map { r in (state.parkedStart(row: r)..<state.capacity).map { state.position(row: r, slot: $0) }.sorted() }
+        }
+        let before = parked(), onDisk = e.stats().disk.tokensOnDisk
+        #expect(before.map(\.count) == (perHead ? [256, 0, 0, 0] : [128, 0]) && state.capacity == 1024)
+        let extra = try appendWritten(e, 900)  // 12 + 900 resident and 256 (128) parked pass 1024
+        #expect(state.capacity == 2048)
+        #expect(parked() == before)
+        #expect(e.stats().disk.tokensOnDisk == onDisk)
+        #expect(try slotMismatches(e, 1, tokens: toks + extra) == 0)
+        try expectFreeReleasesRecords(e)
+    }
+
+    /// A focus after the state grew restores every offloaded token the episode ranks above the
+    /// appended ones, byte-identical: B's turn scored positions 0..<512, the 600 appended
+    /// tokens have no score, so all 500 parked tokens of every row come back (12 + 600
+    /// resident, 500 parked: the focused set of 612 is 0..<512 and 100 appended tokens).
+    @Test(arguments: layouts, perHead)
+    func aFocusAfterTheStateGrewRestoresTheRightBytes(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
+        let toks = try compactedOnTopicA(e).tokens, rows = UInt64(rowsPerLayer(e))
+        let extra = try appendWritten(e, 600)
+        #expect(e.evictionStates[e.sequences.slot(of: 1)]!.capacity == 2048)
+        #expect(try focus(e, Self.queryB) != -1)
+        try waitReady(e, 1)
+        let s = e.stats().disk
+        #expect(s.tokensRestored == rows * 2 * 500 && s.tokensLost == 0 && s.tokensOnDisk == rows * 2 * 500)
+        for layer in 0..<2 {
+            for held in try rowPositions(e, 1, layer: layer) {
+                #expect(held.count == 612 && Set(held).isSuperset(of: (0..<512).map(Int32.init)))
+            }
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks + extra) == 0)
+        try expectFreeReleasesRecords(e)
+    }
+
     /// A fork inherits the parent's offloaded tokens: focused on the other episode, each child
     /// restores exactly the positions and bytes the parent got for that focus, whatever the
     /// parent did since (focused, compacted again, was freed).
-    @Test(arguments: layouts)
-    func aForkInheritsTheOffloadedTokens(layout: Layout) throws {
+    @Test(arguments: layouts, perHead)
+    func aForkInheritsTheOffloadedTokens(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path)
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
         let toks = try compactedOnTopicA(e).tokens
         try e.fork(parent: 1, child: 2)
         try e.fork(parent: 1, child: 3)
@@ -350,11 +429,12 @@ import Testing
     /// restored from the shared records and wrote its own), returns the tier to its slot counts
     /// before the compaction; the token counters follow the live sequences' tables. A fork
     /// that fails (the child exists) takes no pin.
-    @Test(arguments: layouts, [true, false])
-    func freeingAForkAndItsParentInEitherOrderReleasesEveryRecord(layout: Layout, parentFirst: Bool) throws {
+    @Test(arguments: shapes, [true, false])
+    func freeingAForkAndItsParentInEitherOrderReleasesEveryRecord(shape: (layout: Layout, perHead: Bool), parentFirst: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path)
+        let e = try engine(shape.layout, dir: dir.path, perHead: shape.perHead)
+        let rows = UInt64(rowsPerLayer(e))
         let empty = e.offloadSlotAudit
         let toks = try compactedOnTopicA(e).tokens
         try e.syncOffload()
@@ -375,12 +455,12 @@ import Testing
         try waitReady(e, 2)
         try expectHolds(e, Self.heavyB, toks, seq: 2)
         let diverged = e.stats().disk
-        #expect(diverged.tokensRestored == 2 * 10 && diverged.tokensOnDisk == 2 * 2 * 500)
+        #expect(diverged.tokensRestored == rows * 2 * 10 && diverged.tokensOnDisk == 2 * rows * 2 * 500)
 
         let (first, second): (UInt64, UInt64) = parentFirst ? (1, 2) : (2, 1)
         try e.free(first)
         try e.syncOffload()
-        #expect(e.stats().disk.tokensOnDisk == 2 * 500, "the survivor's tokens")
+        #expect(e.stats().disk.tokensOnDisk == rows * 2 * 500, "the survivor's tokens")
         #expect(e.offloadSlotAudit.pinned == e.stats().disk.tokenRecords, "one pin per record of the survivor")
         try expectHolds(e, second == 1 ? Self.heavyA : Self.heavyB, toks, seq: second)
         try expectFreeReleasesRecords(e, seq: second)
@@ -388,29 +468,29 @@ import Testing
         #expect(e.stats().disk.tokenRecords == 0 && e.stats().disk.tokensOnDisk == 0)
     }
 
-    @Test(arguments: layouts)
-    func aSwappedOutSequenceIsNeitherCompactedNorRestored(layout: Layout) throws {
+    @Test(arguments: layouts, perHead)
+    func aSwappedOutSequenceIsNeitherCompactedNorRestored(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path)
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
         let toks = try compactedOnTopicA(e).tokens
         try e.swapOut(1)
         #expect(caught { try e.compact(1, budgetTokens: 4) }?.code == .invalidArgument)
         #expect(caught { _ = try focus(e, Self.queryB) }?.code == .invalidArgument)
         try e.swapIn(1)
         try waitReady(e, 1)
-        #expect(e.stats().disk.tokensOnDisk == 2 * 500)
+        #expect(e.stats().disk.tokensOnDisk == UInt64(rowsPerLayer(e)) * 2 * 500)
         try expectHolds(e, Self.heavyA, toks)
     }
 
     /// A focus right after a swap-in, before its reads landed: the tokens the restore displaces
     /// are copied to disk from memory, so their bytes must have arrived first (the focus waits,
     /// as compaction does); every restored byte is then right.
-    @Test(arguments: layouts)
-    func aFocusRightAfterASwapInRestoresTheRightBytes(layout: Layout) throws {
+    @Test(arguments: layouts, perHead)
+    func aFocusRightAfterASwapInRestoresTheRightBytes(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path)
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
         let toks = try compactedOnTopicA(e).tokens
         try e.swapOut(1)
         try e.syncOffload()  // else the reads would be served from staging at once
@@ -423,19 +503,11 @@ import Testing
         try expectHolds(e, Self.heavyA, toks)
     }
 
-    @Test func perHeadSetsAreDroppedEvenWithATier() throws {
+    @Test(arguments: layouts, perHead)
+    func badInputChangesNothingWhileTokensAreOnDisk(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(.paged, dir: dir.path, perHead: true)
-        try compactedOnTopicA(e)
-        #expect(e.stats().disk.tokensOffloaded == 0)
-        #expect(e.stats().disk.tokenRecords == 0)
-    }
-
-    @Test func badInputChangesNothingWhileTokensAreOnDisk() throws {
-        let dir = ScratchDir()
-        defer { dir.remove() }
-        let e = try engine(.contiguous, dir: dir.path)
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
         let toks = try compactedOnTopicA(e).tokens
         let snapshot = { () throws -> String in
             "\(try positions(e, 1, layer: 0)) \(try positions(e, 1, layer: 1)) \(e.stats().disk.tokensOnDisk) \(e.stats().disk.tokenRecords) \(try slotMismatches(e, 1, tokens: toks))"

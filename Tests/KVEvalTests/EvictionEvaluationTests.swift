@@ -7,10 +7,12 @@ import Testing
 /// issue's targets that hold), that no policy sees the step it is scored on, the trace file
 /// format, and the real embeddings of the topic-return conversation.
 @Suite struct EvictionEvaluationTests {
-    /// `policies` at a 20% budget on the `kind` trace of `seed`, by policy name.
-    private func evaluate(_ kind: SyntheticAttention.Kind, seed: UInt64 = 1, _ policies: [String]) throws -> [String: EvictEvalResult] {
+    /// `policies` at a 20% budget on the `kind` trace of `seed` (per-layer or per-head kept
+    /// sets), by policy name.
+    private func evaluate(_ kind: SyntheticAttention.Kind, seed: UInt64 = 1, perHead: Bool = false, _ policies: [String]) throws -> [String: EvictEvalResult] {
         var e = try EvictionEvaluation(policies: policies, ratios: [0.2])
         e.seed = seed
+        e.perHead = perHead
         var source = SyntheticAttention(kind, seed: seed)
         let results = try e.run(kind.rawValue, &source)
         return Dictionary(uniqueKeysWithValues: results.map { ($0.policy, $0) })
@@ -26,11 +28,12 @@ import Testing
 
     /// With the disk tier, a focus on the returning topic restores its tokens; H2O cannot get
     /// back what it evicted while other topics ran. Seeds differ in every attention detail.
-    @Test(arguments: [1, 2, 3] as [UInt64])
-    func afterTheTopicReturnEpisodicWithOffloadBeatsH2O(seed: UInt64) throws {
-        let r = try evaluate(.topicReturn, seed: seed, ["h2o", "episodic-offload"])
+    /// Per head too: each head's evicted tokens go to disk and its own set comes back.
+    @Test(arguments: [1, 2, 3] as [UInt64], [false, true])
+    func afterTheTopicReturnEpisodicWithOffloadBeatsH2O(seed: UInt64, perHead: Bool) throws {
+        let r = try evaluate(.topicReturn, seed: seed, perHead: perHead, ["h2o", "episodic-offload"])
         let episodic = try #require(r["episodic-offload"]!.recallAfterMark), h2o = try #require(r["h2o"]!.recallAfterMark)
-        #expect(episodic > h2o + 0.03, "seed \(seed): episodic-offload \(episodic), h2o \(h2o)")
+        #expect(episodic > h2o + 0.03, "seed \(seed) per head \(perHead): episodic-offload \(episodic), h2o \(h2o)")
         #expect(r["episodic-offload"]!.errorAfterMark! < r["h2o"]!.errorAfterMark!)
     }
 
@@ -118,22 +121,28 @@ import Testing
     }
 
     /// The engine behind episodic-offload holds what it reports: its positions' bytes, checked
-    /// on every read of the kept set; a wrong byte stops the run.
-    @Test func theEngineSubjectChecksEveryHeldByte() throws {
+    /// on every read of the kept set; a wrong byte stops the run. Per head each row's read
+    /// checks its head's slice of the slots, which holds that head's own kept tokens.
+    @Test(arguments: [false, true])
+    func theEngineSubjectChecksEveryHeldByte(perHead: Bool) throws {
         let header = SyntheticAttention(.topicReturn, seed: 1).header
         var c = EvictionConfig(.episodic)
         c.episodes = 4
+        c.perHead = perHead
         let subject = try EngineSubject(eviction: c, header: header)
         try subject.append(100)
         #expect(try Array(subject.heldPositions(layer: 2, row: 0)) == (0..<100).map(Int32.init))
-        let scores = [Float](repeating: 0.01, count: header.heads * 100)
+        // Head h attends to the tokens t with t % heads == h: per head the kept sets differ.
+        let scores = (0..<(header.heads * 100)).map { i -> Float in (i % 100) % header.heads == i / 100 ? 1 : 0.01 }
         for l in 0..<header.layers { try scores.withUnsafeBufferPointer { try subject.observe(layer: l, scores: $0.baseAddress!, nHeads: header.heads, nTokens: 100) } }
         try subject.compact(budget: 30)
         let held = try Array(subject.heldPositions(layer: 2, row: 0))
         #expect(held.count == 30 && Set(held).count == 30)
+        if perHead { #expect(try Array(subject.heldPositions(layer: 2, row: 1)) != held, "each head keeps its own set") }
         let k = try subject.engine.kv(subject.seq, layer: 2).k
-        k.storeBytes(of: k.load(fromByteOffset: 5, as: UInt8.self) &+ 1, toByteOffset: 5, as: UInt8.self)
+        k.storeBytes(of: k.load(fromByteOffset: 5, as: UInt8.self) &+ 1, toByteOffset: 5, as: UInt8.self)  // head 0's slice of slot 0
         #expect(throws: TraceError.self) { try subject.heldPositions(layer: 2, row: 0) }
+        if perHead { #expect(try subject.heldPositions(layer: 2, row: 1).count == 30, "head 1's slice is intact") }
         #expect(try subject.heldPositions(layer: 1, row: 0).count == 30)  // other layers intact
     }
 

@@ -8,13 +8,14 @@ import Glibc
 /// segments and episodes. The engine keeps one per sequence that evicts; `kvcache
 /// evict-eval` drives one directly (no K/V memory).
 ///
-/// Invariants: every row of layer `l` holds `lengths[l]` resident slots `0..<lengths[l]` and
-/// `parked[l]` parked slots `capacity - parked[l] ..< capacity` (tokens whose K/V the engine
-/// offloaded to its disk tier, episodic offload; always 0 otherwise), `lengths[l] +
-/// parked[l] <= capacity`; slot `i` of a row holds the token at `positions[i]` (distinct over
-/// resident and parked slots, all below `nextPosition`); scores are finite and >= 0. Parked
-/// slots keep every score (they take part in re-clustering and episode crediting) but are
-/// never observed and never moved by `plan`.
+/// Invariants: every row `r` of layer `l` (`r = l * rowsPerLayer + h`) holds `lengths[l]`
+/// resident slots `0..<lengths[l]` and `parked[r]` parked slots `capacity - parked[r] ..<
+/// capacity` (tokens whose K/V the engine offloaded to its disk tier, episodic offload; always
+/// 0 otherwise; rows of one layer may park different counts, since a row's offloaded token
+/// can be lost alone), `lengths[l] + parked[r] <= capacity`; slot `i` of a row holds the
+/// token at `positions[i]` (distinct over the row's resident and parked slots, all below
+/// `nextPosition`); scores are finite and >= 0. Parked slots keep every score (they take part
+/// in re-clustering and episode crediting) but are never observed and never moved by `plan`.
 /// Growth doubles `capacity` (amortised, never on a step that does not add tokens past it);
 /// observing and compacting allocate nothing.
 public final class AttentionScores {
@@ -36,10 +37,10 @@ public final class AttentionScores {
     public private(set) var nextPosition: Int
     /// Per layer: slots held.
     let lengths: UnsafeMutablePointer<Int>
-    /// Per layer: parked slots (at the top of each row).
+    /// Per row: parked slots (at the top of the row).
     let parked: UnsafeMutablePointer<Int>
     /// Whether `applyPlan` parks the evicted slots instead of dropping them (the engine sets
-    /// it for a per-layer sequence whose evicted K/V go to its disk tier).
+    /// it for a sequence whose evicted K/V go to its disk tier).
     var parksEvictions = false
     private(set) var positions: UnsafeMutablePointer<Int32>
     private(set) var accumulated: UnsafeMutablePointer<Float>
@@ -88,7 +89,8 @@ public final class AttentionScores {
     /// Most segments a sequence may register.
     public static let maxSegments = 4096
 
-    private var rows: Int { layers * rowsPerLayer }
+    /// Rows: `layers * rowsPerLayer`; row `r` is row `r % rowsPerLayer` of layer `r / rowsPerLayer`.
+    var rows: Int { layers * rowsPerLayer }
 
     /// State for a sequence of `length` tokens (positions 0..<length, nothing observed).
     /// Cost: allocates O(rows * max(length, 1024)) slots.
@@ -109,8 +111,8 @@ public final class AttentionScores {
         let rows = layers * rowsPerLayer
         lengths = .allocate(capacity: layers)
         lengths.initialize(repeating: length, count: layers)
-        parked = .allocate(capacity: layers)
-        parked.initialize(repeating: 0, count: layers)
+        parked = .allocate(capacity: rows)
+        parked.initialize(repeating: 0, count: rows)
         plannedLengths = .allocate(capacity: layers)
         plannedLengths.initialize(repeating: length, count: layers)
         moveStart = .allocate(capacity: rows)
@@ -150,7 +152,7 @@ public final class AttentionScores {
         if config.tracksVisibility { c.visible.update(from: visible, count: n) }
         c.episodeScores.update(from: episodeScores, count: episodeObserved.count * n)
         c.lengths.update(from: lengths, count: layers)
-        c.parked.update(from: parked, count: layers)
+        c.parked.update(from: parked, count: rows)
         c.nextPosition = nextPosition
         c.episodeObserved = episodeObserved
         c.entropySum = entropySum
@@ -183,12 +185,12 @@ public final class AttentionScores {
     /// Moves every per-row buffer from `old` to `new` slots per row, keeping rows' contents
     /// (resident slots at the bottom, parked slots at the top of each row).
     private func reallocate(from old: Int, to new: Int) {
-        let rows = self.rows, rowsPerLayer = self.rowsPerLayer, parked = self.parked
+        let rows = self.rows, parked = self.parked
         func grow<T>(_ p: inout UnsafeMutablePointer<T>, blocks: Int, fill: T) {
             let q = UnsafeMutablePointer<T>.allocate(capacity: blocks * rows * new)
             q.initialize(repeating: fill, count: blocks * rows * new)
             for r in 0..<(blocks * rows) where old > 0 {
-                let top = parked[(r % rows) / rowsPerLayer]
+                let top = parked[r % rows]
                 (q + r * new).update(from: p + r * old, count: old - top)
                 (q + r * new + new - top).update(from: p + r * old + old - top, count: top)
             }
@@ -236,10 +238,10 @@ public final class AttentionScores {
         return m
     }
 
-    /// The most slots a layer's row uses, resident plus parked.
+    /// The most slots a row uses, resident plus parked.
     var maxOccupied: Int {
         var m = 0
-        for l in 0..<layers { m = max(m, lengths[l] + parked[l]) }
+        for r in 0..<rows { m = max(m, lengths[r / rowsPerLayer] + parked[r]) }
         return m
     }
 
@@ -655,29 +657,28 @@ public final class AttentionScores {
         if parksEvictions {
             // The evicted run `kept..<length` moves up below the parked slots (highest first:
             // the two ranges may overlap, the destination lying above the source).
-            for l in 0..<layers {
-                let kept = plannedLengths[l], evicted = lengths[l] - kept
-                let to = capacity - parked[l] - evicted
+            for r in 0..<rows {
+                let l = r / rowsPerLayer, kept = plannedLengths[l], evicted = lengths[l] - kept
+                let to = capacity - parked[r] - evicted, base = r * capacity
                 precondition(to >= kept, "resident and parked slots exceed the row")
-                for h in 0..<rowsPerLayer where to != kept {
-                    let base = (l * rowsPerLayer + h) * capacity
+                if to != kept {
                     for j in stride(from: evicted - 1, through: 0, by: -1) { copyValues(base + to + j, base + kept + j, block: block) }
                 }
-                parked[l] += evicted
+                parked[r] += evicted
             }
         }
         lengths.update(from: plannedLengths, count: layers)
         compactions += 1
     }
 
-    /// Writes the slots the last `plan` evicts from `layer` (row 0), as slot indices before the
-    /// compaction, in the order `applyPlan` parks them, into `into` (room for the layer's
-    /// length); returns how many. Cost: O(evicted + moves).
-    func plannedEvictions(layer: Int, into: UnsafeMutablePointer<Int32>) -> Int {
-        let kept = plannedLengths[layer], n = lengths[layer] - kept
+    /// Writes the slots the last `plan` evicts from row `row`, as slot indices before the
+    /// compaction, in the order `applyPlan` parks them, into `into` (room for the row's
+    /// length); returns how many (the same for every row of a layer). Cost: O(evicted + moves).
+    func plannedEvictions(row: Int, into: UnsafeMutablePointer<Int32>) -> Int {
+        let layer = row / rowsPerLayer, kept = plannedLengths[layer], n = lengths[layer] - kept
         for j in 0..<n { into[j] = Int32(kept + j) }
         // A move (hole d <- kept slot s) swaps: the run's slot s then holds hole d's token.
-        let m = plannedMoves(row: layer * rowsPerLayer)
+        let m = plannedMoves(row: row)
         for j in stride(from: 0, to: m.count, by: 2) { into[Int(m[j + 1]) - kept] = m[j] }
         return n
     }
@@ -700,53 +701,50 @@ public final class AttentionScores {
 
     // MARK: parked slots (episodic offload)
 
-    /// Parked slots of `layer`.
-    func parkedCount(layer: Int) -> Int { parked[layer] }
+    /// Parked slots of row `row`.
+    func parkedCount(row: Int) -> Int { parked[row] }
 
-    /// The first parked slot of `layer` (parked slots are `parkedStart..<capacity`).
-    func parkedStart(layer: Int) -> Int { capacity - parked[layer] }
+    /// The first parked slot of row `row` (parked slots are `parkedStart..<capacity`).
+    func parkedStart(row: Int) -> Int { capacity - parked[row] }
 
-    /// The original position slot `slot` (resident or parked) of `layer` holds.
-    func position(layer: Int, slot: Int) -> Int32 { positions[layer * rowsPerLayer * capacity + slot] }
+    /// Resident slots of row `row` (its layer's length).
+    func length(row: Int) -> Int { lengths[row / rowsPerLayer] }
 
-    /// The parked slot of `layer` holding `position`, or -1. Cost: O(parked).
-    func parkedSlot(layer: Int, position: Int32) -> Int {
-        let base = layer * rowsPerLayer * capacity
-        for i in parkedStart(layer: layer)..<capacity where positions[base + i] == position { return i }
+    /// The original position slot `slot` (resident or parked) of row `row` holds.
+    func position(row: Int, slot: Int) -> Int32 { positions[row * capacity + slot] }
+
+    /// The parked slot of row `row` holding `position`, or -1. Cost: O(parked).
+    func parkedSlot(row: Int, position: Int32) -> Int {
+        let base = row * capacity
+        for i in parkedStart(row: row)..<capacity where positions[base + i] == position { return i }
         return -1
     }
 
-    /// Exchanges every value of slots `a` and `b` of `layer` (a resident and a parked slot:
+    /// Exchanges every value of slots `a` and `b` of row `row` (a resident and a parked slot:
     /// one token enters memory, the other leaves it). O(episodes).
-    func swapSlots(layer: Int, _ a: Int, _ b: Int) {
-        for h in 0..<rowsPerLayer {
-            let base = (layer * rowsPerLayer + h) * capacity
-            swapValues(base + a, base + b, block: rows * capacity)
-        }
+    func swapSlots(row: Int, _ a: Int, _ b: Int) {
+        swapValues(row * capacity + a, row * capacity + b, block: rows * capacity)
     }
 
-    /// Forgets parked slot `slot` of `layer` (its K/V are gone): the lowest parked slot takes
-    /// its place. O(episodes).
-    func removeParked(layer: Int, slot: Int) {
-        let first = parkedStart(layer: layer)
+    /// Forgets parked slot `slot` of row `row` (its K/V are gone): the row's lowest parked slot
+    /// takes its place. O(episodes).
+    func removeParked(row: Int, slot: Int) {
+        let first = parkedStart(row: row)
         precondition(slot >= first && slot < capacity, "slot \(slot) is not parked")
-        for h in 0..<rowsPerLayer where slot != first {
-            let base = (layer * rowsPerLayer + h) * capacity
-            copyValues(base + slot, base + first, block: rows * capacity)
-        }
-        parked[layer] -= 1
+        if slot != first { copyValues(row * capacity + slot, row * capacity + first, block: rows * capacity) }
+        parked[row] -= 1
     }
 
-    /// Plans an episodic restore of `layer`: runs the policy (the focused episode's scores)
-    /// over all its tokens, resident and parked, with the layer's length as the budget, and
+    /// Plans an episodic restore of row `row`: runs the policy (the focused episode's scores)
+    /// over all its tokens, resident and parked, with the row's length as the budget, and
     /// writes the pairs that change into `pairs`: `pairs[2j]` a resident slot whose token
     /// leaves memory, `pairs[2j + 1]` the parked slot whose token takes its place. Returns the
     /// number of pairs. Changes no state. Cost: O(resident + parked), no allocation once the
     /// gather buffers exist.
-    func planRestore(layer: Int, pairs: UnsafeMutablePointer<Int32>) -> Int {
-        let len = lengths[layer], top = parked[layer], first = capacity - top
+    func planRestore(row: Int, pairs: UnsafeMutablePointer<Int32>) -> Int {
+        let len = length(row: row), top = parked[row], first = capacity - top
         guard top > 0 && len > 0 else { return 0 }
-        let keep = choose(layer: layer, row: 0, count: len + top, budget: len) { j in j < len ? j : first + j - len }
+        let keep = choose(row: row, count: len + top, budget: len) { j in j < len ? j : first + j - len }
         var n = 0, out = 0
         for j in len..<(len + top) where keep[j] == 1 {
             while keep[out] == 1 { out += 1 }  // as many resident slots lose as parked ones win
@@ -758,14 +756,14 @@ public final class AttentionScores {
         return n
     }
 
-    /// Runs the policy on the `count` slots `slot(0..<count)` of row `row` of `layer` (any
-    /// resident or parked slots) with `budget`; returns the keep mask by candidate index
-    /// (valid until the next choice). Cost: O(count) plus, for the episodic scores of a row
-    /// with parked slots, O(capacity); allocates the gather buffers once.
-    private func choose(layer: Int, row: Int, count n: Int, budget: Int, slot: (Int) -> Int) -> UnsafePointer<UInt8> {
-        let r = layer * rowsPerLayer + row, base = r * capacity
+    /// Runs the policy on the `count` slots `slot(0..<count)` of row `row` (any resident or
+    /// parked slots) with `budget`; returns the keep mask by candidate index (valid until the
+    /// next choice). Cost: O(count) plus, for the episodic scores of a row with parked slots,
+    /// O(capacity); allocates the gather buffers once.
+    private func choose(row: Int, count n: Int, budget: Int, slot: (Int) -> Int) -> UnsafePointer<UInt8> {
+        let base = row * capacity
         if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
-        let episodeScores = episodeRow(base, count: parked[layer] > 0 ? capacity : lengths[layer])
+        let episodeScores = episodeRow(base, count: parked[row] > 0 ? capacity : length(row: row))
         gather.withUnsafeMutableBufferPointer { g in
             let pos = UnsafeMutableRawPointer(g.baseAddress!).bindMemory(to: Int32.self, capacity: capacity)
             let acc = g.baseAddress! + capacity, lst = acc + capacity, vis = lst + capacity, epi = vis + capacity

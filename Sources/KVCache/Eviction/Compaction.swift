@@ -75,9 +75,10 @@ extension Engine {
     /// Applies `seq`'s policy down to `budgetTokens` per layer (the mean, with adaptive
     /// budgets) and compacts its K/V in place (see the extension's comment), releasing the
     /// blocks and pages no longer needed. Returns the sequence's new length (longest layer).
-    /// Policy `none` changes nothing. Episodic per layer with a disk tier: the evicted tokens'
-    /// K/V are written to the tier and their eviction state kept (Engine+EpisodicOffload.swift);
-    /// a token whose record cannot be written is dropped as without a tier (`tokensLost`).
+    /// Policy `none` changes nothing. Episodic with a disk tier (per layer or per head): the
+    /// evicted row tokens' K/V are written to the tier and their eviction state kept
+    /// (Engine+EpisodicOffload.swift); a token whose record cannot be written is dropped as
+    /// without a tier (`tokensLost`).
     /// With a disk tier it first waits (holding the lock) for the sequence's pending reads.
     /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out),
     /// `outOfMemory` (a shared block or page must be copied and the budget has no room; then
@@ -86,7 +87,7 @@ extension Engine {
     /// O(tokens) per layer, plus copying the moved tokens (at most the evicted count per layer)
     /// and any shared block or page written; offloading adds one copy of each evicted token's
     /// K/V (into staging, or into the sequence's open record) and one slot write per
-    /// `tokensPerRecord` evicted tokens: whole records at once, the rest when the open record
+    /// `tokensPerRecord` evicted row tokens: whole records at once, the rest when the open record
     /// fills up (or, when more sequences compact than records may be open, when its buffer is
     /// taken: at worst one slot write per compaction that evicts).
     @discardableResult
@@ -104,7 +105,7 @@ extension Engine {
             if state.parksEvictions { settleRestores(s) }
             let oldLength = sequences.lengths[s]
             let newLength = state.plan(budget: budgetTokens)
-            var unsaved: [(layer: Int, position: Int32)] = []
+            var unsaved: [(row: Int, position: Int32)] = []
             try compactMemory(slot: s, state: state, oldLength: oldLength, newLength: newLength) {
                 if state.parksEvictions { unsaved = offloadEvictions(slot: s, state: state) }
             }
@@ -124,10 +125,8 @@ extension Engine {
     ) throws(KVError) {
         let table = sequences.table(s)
         let oldBlocks = (oldLength + bt - 1) / bt, newBlocks = (newLength + bt - 1) / bt
-        let rowsPerLayer = state.rowsPerLayer
-        let sliceBytes = rowsPerLayer == 1 ? config.tokenBytes : config.headDim * config.dtypeBytes
         try makeWritable(slot: s, state: state, length: newLength) { mark in
-            for r in 0..<(config.numLayers * rowsPerLayer) {
+            for r in 0..<state.rows {
                 let m = state.plannedMoves(row: r)
                 for j in stride(from: 0, to: m.count, by: 2) { mark(Int(m[j])) }
             }
@@ -135,18 +134,14 @@ extension Engine {
         beforeMoves()
         // Move the bytes.
         if paged != nil || contiguous != nil {
-            for l in 0..<config.numLayers {
-                for h in 0..<rowsPerLayer {
-                    let m = state.plannedMoves(row: l * rowsPerLayer + h)
-                    let sliceOffset = h * sliceBytes
-                    for j in stride(from: 0, to: m.count, by: 2) {
-                        let d = Int(m[j]), src = Int(m[j + 1])
-                        for kv in 0..<2 {
-                            let tensor = 2 * l + kv
-                            let to = address(slot: s, table: table, tensor: tensor, token: d) + sliceOffset
-                            let from = address(slot: s, table: table, tensor: tensor, token: src) + sliceOffset
-                            to.copyMemory(from: from, byteCount: sliceBytes)
-                        }
+            let bytes = rowBytes(state)
+            for r in 0..<state.rows {
+                let m = state.plannedMoves(row: r)
+                for j in stride(from: 0, to: m.count, by: 2) {
+                    let d = Int(m[j]), src = Int(m[j + 1])
+                    for kv in 0..<2 {
+                        let to = rowAddress(slot: s, table: table, state: state, row: r, kv: kv, token: d)
+                        to.copyMemory(from: rowAddress(slot: s, table: table, state: state, row: r, kv: kv, token: src), byteCount: bytes)
                     }
                 }
             }
@@ -232,6 +227,20 @@ extension Engine {
         return paged!.address(table[token / bt], tensor: tensor) + (token % bt) * config.tokenBytes
     }
 
+    /// Bytes of one row's part of a token slot, per K|V tensor: the whole `tokenBytes` per
+    /// layer, one KV head's `headDim x dtypeBytes` per head.
+    @inline(__always)
+    func rowBytes(_ state: AttentionScores) -> Int { config.tokenBytes / state.rowsPerLayer }
+
+    /// Address of row `row`'s part of token slot `token` of `slot`, in K (`kv` 0) or V (1): the
+    /// layer's token slot, plus the head's offset in per-head mode (head `h`'s `headDim x
+    /// dtypeBytes` bytes at `h x rowBytes`, in both layouts) (memory-backed engines).
+    @inline(__always)
+    func rowAddress(slot: Int, table: UnsafeMutablePointer<Int32>, state: AttentionScores, row: Int, kv: Int, token: Int) -> UnsafeMutableRawPointer {
+        let rowsPerLayer = state.rowsPerLayer
+        return address(slot: slot, table: table, tensor: 2 * (row / rowsPerLayer) + kv, token: token) + (row % rowsPerLayer) * rowBytes(state)
+    }
+
     /// Slots `layer` of `seq` holds (its `length` unless the sequence was compacted).
     /// Throws `notFound`, `invalidArgument` (layer).
     public func layerLength(_ seq: UInt64, layer: Int) throws(KVError) -> Int {
@@ -245,15 +254,16 @@ extension Engine {
     /// Writes the original positions `layer` of `seq` holds, slot by slot, into `into` (as
     /// many as fit) and returns the full count: `layerLength` per-layer, or
     /// `numKVHeads * layerLength` in per-head mode (head-major: head h's slots at
-    /// `h * layerLength`). Throws `notFound`, `invalidArgument` (layer).
+    /// `h * layerLength`; also before anything was observed, every head then holding
+    /// `0..<length`). Throws `notFound`, `invalidArgument` (layer).
     public func positions(_ seq: UInt64, layer: Int, into: UnsafeMutableBufferPointer<Int32>) throws(KVError) -> Int {
         try checkLayer(layer)
         return try locked { () throws(KVError) -> Int in
             let s = try slot(seq)
             guard let state = evictionStates[s] else {
-                let n = sequences.lengths[s]
-                for i in 0..<min(n, into.count) { into[i] = Int32(i) }
-                return n
+                let n = sequences.lengths[s], rows = evictionConfig(s).perHead ? config.numKVHeads : 1
+                for i in 0..<min(n * rows, into.count) { into[i] = Int32(i % n) }
+                return n * rows
             }
             let n = state.length(layer: layer)
             var out = 0
@@ -285,8 +295,9 @@ extension Engine {
     /// attention observed since the previous focus to the episode of the segment added last
     /// (the turn those queries belonged to), then focuses the episode nearest to `query`
     /// (compaction keeps its heavy hitters, plus the current turn's) and returns it.
-    /// With a disk tier (per layer) each layer then re-chooses its resident tokens among all
-    /// its tokens, in memory and on disk, by the focused episode's scores, keeping its length:
+    /// With a disk tier each row (a layer, or a layer's KV head per head) then re-chooses its
+    /// resident tokens among all its tokens, in memory and on disk, by the focused episode's
+    /// scores, keeping its length:
     /// the chosen offloaded tokens are read back asynchronously into the slots of the resident
     /// tokens they displace, which are written out first (Engine+EpisodicOffload.swift); the
     /// sequence is not `ready` until the reads land; with a disk tier the focus first waits
@@ -297,7 +308,7 @@ extension Engine {
     /// focus stands and nothing is restored; only the re-clustering and crediting above, which
     /// any later focus would do the same way, are kept; with swap-outs pending it first waits
     /// for them, `lockedAllocating`). Cost: k-means when the segments changed; with
-    /// offloaded tokens O(resident + offloaded) per layer, one copy and one slot write per
+    /// offloaded tokens O(resident + offloaded) per row, one copy and one slot write per
     /// `tokensPerRecord` displaced tokens (as for `compact`), one slot read per record
     /// restored from (none for the open record: copied from its buffer).
     public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {

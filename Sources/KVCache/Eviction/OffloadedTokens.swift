@@ -1,16 +1,24 @@
 /// One sequence's offloaded tokens (episodic offload): which disk-tier slot holds the K/V of
-/// each token a compaction or a focus took out of memory, keyed by (layer, original
-/// position) — never by block hash: these records are private to the sequence, are never
-/// served as prefix hits, and go when the sequence goes.
+/// each token a compaction or a focus took out of memory, keyed by (row, original position)
+/// — never by block hash: these records are private to the sequence, are never served as
+/// prefix hits, and go when the sequence goes.
+///
+/// The unit is a token of a *row* (`AttentionScores`' rows): per layer (the default) a row is
+/// a layer and its token is the layer's whole token slot (K and V of every KV head); per head
+/// a row is one KV head of a layer and its token is that head's slice of the slot (`headDim x
+/// dtypeBytes` of K and of V at offset `head x headDim x dtypeBytes`, the same in both
+/// layouts), since per-head kept sets share token slots: slot j of a layer holds each head's
+/// j-th kept token.
 ///
 /// Storage: a *record* is one disk slot (the tier's slot payload, one block of every layer's
-/// K and V in the paged layout) holding up to `tokensPerRecord` tokens of any layers, token
-/// `i` at payload offset `i * 2 * tokenBytes`: its K, then its V (every KV head, exactly the
-/// bytes memory held). At most one record at a time is *open*: its tokens sit in a memory
-/// buffer (`OpenRecords`) that later compactions keep filling, not yet on disk; it gets a
-/// disk slot when the engine writes it out (`closeOpenRecord`), full or partly filled.
+/// K and V in the paged layout) holding up to `tokensPerRecord` row tokens of any rows, token
+/// `i` at payload offset `i * 2 * entryBytes` (`entryBytes`: `tokenBytes / rowsPerLayer`):
+/// its K, then its V, exactly the bytes memory held. At most one record at a time is *open*:
+/// its tokens sit in a memory buffer (`OpenRecords`) that later compactions keep filling, not
+/// yet on disk; it gets a disk slot when the engine writes it out (`closeOpenRecord`), full
+/// or partly filled.
 ///
-/// Entry `record * tokensPerRecord + i` describes token `i` of `record`: its layer (-1 when
+/// Entry `record * tokensPerRecord + i` describes token `i` of `record`: its row (-1 when
 /// dead: restored or lost), position and, while a read restores it, the memory slot the read
 /// fills and the position of the token that left that slot for it.
 ///
@@ -29,8 +37,10 @@
 /// token (a dictionary probe); the arrays grow with the records and are reused afterwards.
 /// Not thread-safe: the engine serialises calls.
 final class OffloadedTokens {
-    /// Tokens one record holds.
+    /// Row tokens one record holds.
     let tokensPerRecord: Int
+    /// Bytes of one row token's K (and of its V): `tokenBytes / rowsPerLayer`.
+    let entryBytes: Int
     /// `recordSlot` of the open record: not on disk yet.
     static let notWritten: Int32 = -2
     /// The open record, or -1; and how many of its entries were appended.
@@ -41,24 +51,26 @@ final class OffloadedTokens {
     /// Per record: entries not dead.
     private(set) var recordLive: [Int32] = []
     private var freeRecords: [Int32] = []
-    /// Per entry: layer (-1 dead), original position.
-    private(set) var entryLayer: [Int32] = []
+    /// Per entry: row (-1 dead), original position.
+    private(set) var entryRow: [Int32] = []
     private(set) var entryPosition: [Int32] = []
     /// Per entry: the memory slot a pending read fills (-1: none), and the position of the token
     /// that left that slot for it.
     private(set) var entryDestination: [Int32] = []
     private(set) var entryDisplaced: [Int32] = []
-    /// (layer << 32 | position) -> entry, for tokens on disk and not being restored.
+    /// (row << 32 | position) -> entry, for tokens on disk and not being restored.
     private var location: [UInt64: Int32] = [:]
     /// Records with a restoring read in flight.
     var readsPending = 0
     /// Tokens lost (a record that could not be written or read back) since `ready` reported it.
     var lostSinceReport = 0
 
-    /// A table for records of `tokensPerRecord` tokens.
-    init(tokensPerRecord: Int) {
-        precondition(tokensPerRecord > 0)
-        self.tokensPerRecord = tokensPerRecord
+    /// A table for records of `payloadBytes` holding row tokens of `entryBytes` of K and
+    /// `entryBytes` of V each.
+    init(payloadBytes: Int, entryBytes: Int) {
+        precondition(entryBytes > 0 && payloadBytes >= 2 * entryBytes)
+        self.entryBytes = entryBytes
+        tokensPerRecord = payloadBytes / (2 * entryBytes)
     }
 
     /// A table for a fork of the sequence `parent` describes: the same disk slots (the caller
@@ -70,16 +82,16 @@ final class OffloadedTokens {
     convenience init(forkOf parent: OffloadedTokens) {
         precondition(parent.readsPending == 0, "a fork copies a table with restores pending")
         precondition(parent.openRecord < 0, "a fork copies a table with an open record")
-        self.init(tokensPerRecord: parent.tokensPerRecord)
+        self.init(payloadBytes: parent.tokensPerRecord * 2 * parent.entryBytes, entryBytes: parent.entryBytes)
         for r in parent.recordSlot.indices where parent.recordSlot[r] >= 0 {
             let record = addRecord(slot: parent.recordSlot[r]), first = r * tokensPerRecord
-            for i in 0..<tokensPerRecord where parent.entryLayer[first + i] >= 0 {
-                add(record: record, index: i, layer: Int(parent.entryLayer[first + i]), position: parent.entryPosition[first + i])
+            for i in 0..<tokensPerRecord where parent.entryRow[first + i] >= 0 {
+                add(record: record, index: i, row: Int(parent.entryRow[first + i]), position: parent.entryPosition[first + i])
             }
         }
     }
 
-    /// Tokens offloaded (live entries: on disk, or in the open record awaiting its write).
+    /// Row tokens offloaded (live entries: on disk, or in the open record awaiting its write).
     var tokenCount: Int { recordLive.reduce(0) { $0 + Int($1) } }
 
     /// Records holding a disk slot (not the open record).
@@ -95,32 +107,32 @@ final class OffloadedTokens {
         openCount = 0
     }
 
-    /// Describes `layer`'s token at `position` as the next token of the open record (its bytes
+    /// Describes `row`'s token at `position` as the next token of the open record (its bytes
     /// go to index `openCount` of the buffer). Precondition: `openRoom > 0`.
-    func append(layer: Int, position: Int32) {
+    func append(row: Int, position: Int32) {
         precondition(openRoom > 0, "the open record is full")
-        add(record: openRecord, index: openCount, layer: layer, position: position)
+        add(record: openRecord, index: openCount, row: row, position: position)
         openCount += 1
     }
 
     /// Ends the open record: it now holds disk slot `slot` (written from its buffer, pinned for
     /// this sequence), or, when `slot` is nil (it could not be written), its live entries die
-    /// and their (layer, position) are returned. A record with no live entry frees its id (the
+    /// and their (row, position) are returned. A record with no live entry frees its id (the
     /// caller writes nothing and unpins `slot` if it gave one). Precondition: a record is open.
     @discardableResult
-    func closeOpenRecord(slot: Int32?) -> [(layer: Int, position: Int32)] {
+    func closeOpenRecord(slot: Int32?) -> [(row: Int, position: Int32)] {
         precondition(openRecord >= 0, "no record is open")
         let r = Int(openRecord), first = r * tokensPerRecord
         openRecord = -1
-        var lost: [(layer: Int, position: Int32)] = []
+        var lost: [(row: Int, position: Int32)] = []
         if let slot, recordLive[r] > 0 {
             recordSlot[r] = slot
             return lost
         }
-        for e in first..<(first + tokensPerRecord) where entryLayer[e] >= 0 {
-            lost.append((Int(entryLayer[e]), entryPosition[e]))
-            location[Self.key(Int(entryLayer[e]), entryPosition[e])] = nil
-            entryLayer[e] = -1
+        for e in first..<(first + tokensPerRecord) where entryRow[e] >= 0 {
+            lost.append((Int(entryRow[e]), entryPosition[e]))
+            location[Self.key(Int(entryRow[e]), entryPosition[e])] = nil
+            entryRow[e] = -1
         }
         recordLive[r] = 0
         recordSlot[r] = -1
@@ -140,28 +152,28 @@ final class OffloadedTokens {
         recordSlot.append(slot)
         recordLive.append(0)
         let entries = (Int(r) + 1) * tokensPerRecord
-        entryLayer += [Int32](repeating: -1, count: entries - entryLayer.count)
+        entryRow += [Int32](repeating: -1, count: entries - entryRow.count)
         entryPosition += [Int32](repeating: 0, count: entries - entryPosition.count)
         entryDestination += [Int32](repeating: -1, count: entries - entryDestination.count)
         entryDisplaced += [Int32](repeating: 0, count: entries - entryDisplaced.count)
         return r
     }
 
-    /// Records token `index` of `record`: `layer`'s token at `position`. Precondition: the
+    /// Records token `index` of `record`: `row`'s token at `position`. Precondition: the
     /// entry is dead and the token is not on disk already.
-    func add(record: Int32, index: Int, layer: Int, position: Int32) {
+    func add(record: Int32, index: Int, row: Int, position: Int32) {
         let e = Int(record) * tokensPerRecord + index
-        precondition(entryLayer[e] < 0 && index < tokensPerRecord)
-        entryLayer[e] = Int32(layer)
+        precondition(entryRow[e] < 0 && index < tokensPerRecord)
+        entryRow[e] = Int32(row)
         entryPosition[e] = position
         entryDestination[e] = -1
         recordLive[Int(record)] += 1
-        let inserted = location.updateValue(Int32(e), forKey: Self.key(layer, position)) == nil
-        precondition(inserted, "layer \(layer) position \(position) is already on disk")
+        let inserted = location.updateValue(Int32(e), forKey: Self.key(row, position)) == nil
+        precondition(inserted, "row \(row) position \(position) is already on disk")
     }
 
-    /// The entry of `layer`'s token at `position` on disk, or nil.
-    func entry(layer: Int, position: Int32) -> Int? { location[Self.key(layer, position)].map(Int.init) }
+    /// The entry of `row`'s token at `position` on disk, or nil.
+    func entry(row: Int, position: Int32) -> Int? { location[Self.key(row, position)].map(Int.init) }
 
     /// The record and index of entry `e`.
     func record(of e: Int) -> (record: Int32, index: Int) { (Int32(e / tokensPerRecord), e % tokensPerRecord) }
@@ -169,8 +181,8 @@ final class OffloadedTokens {
     /// Marks entry `e` as being restored into memory slot `destination`, where it replaces the
     /// token at `displaced` (no longer found by `entry`).
     func beginRestore(_ e: Int, destination: Int, displaced: Int32) {
-        precondition(entryLayer[e] >= 0 && entryDestination[e] < 0)
-        location[Self.key(Int(entryLayer[e]), entryPosition[e])] = nil
+        precondition(entryRow[e] >= 0 && entryDestination[e] < 0)
+        location[Self.key(Int(entryRow[e]), entryPosition[e])] = nil
         entryDestination[e] = Int32(destination)
         entryDisplaced[e] = displaced
     }
@@ -179,9 +191,9 @@ final class OffloadedTokens {
     /// was its last live entry (the caller unpins it; the record id is free again), else -1
     /// (always for the open record, which stays open).
     func remove(_ e: Int) -> Int32 {
-        precondition(entryLayer[e] >= 0, "entry \(e) is dead")
-        if entryDestination[e] < 0 { location[Self.key(Int(entryLayer[e]), entryPosition[e])] = nil }
-        entryLayer[e] = -1
+        precondition(entryRow[e] >= 0, "entry \(e) is dead")
+        if entryDestination[e] < 0 { location[Self.key(Int(entryRow[e]), entryPosition[e])] = nil }
+        entryRow[e] = -1
         entryDestination[e] = -1
         let r = e / tokensPerRecord
         recordLive[r] -= 1
@@ -195,7 +207,7 @@ final class OffloadedTokens {
     /// The disk slots of every record (to unpin when the sequence goes).
     var slots: [Int32] { recordSlot.filter { $0 >= 0 } }
 
-    @inline(__always) private static func key(_ layer: Int, _ position: Int32) -> UInt64 {
-        UInt64(layer) << 32 | UInt64(UInt32(bitPattern: position))
+    @inline(__always) private static func key(_ row: Int, _ position: Int32) -> UInt64 {
+        UInt64(row) << 32 | UInt64(UInt32(bitPattern: position))
     }
 }
