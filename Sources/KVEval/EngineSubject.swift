@@ -45,8 +45,9 @@ final class EngineSubject: EvictionSubject {
         c.pageBytes = 4096
         c.memoryBytes = UInt64(c.tensors) * UInt64((header.maxTokens * c.tokenBytes + 4095) / 4096 * 4096) + (1 << 20)
         c.offloadDir = directory
-        // Room for every token of every layer plus one (mostly empty) record per step: each
-        // compaction writes its evicted tokens into records of their own.
+        // Room for every token of every layer plus one record per step: compactions fill records
+        // across steps (open records), but a focus writes the tokens it displaces again, and a
+        // record may go out partly filled (its buffer handed over), so a step bounds the extra.
         c.offloadBytes = UInt64(header.steps + header.layers * header.maxTokens / c.blockTokens) * UInt64(4 * c.blockBytes * c.numLayers) + (4 << 20)
         c.eviction = eviction
         layers = header.layers
