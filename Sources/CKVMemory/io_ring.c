@@ -9,7 +9,6 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,16 +28,6 @@ struct kvm_io {
     kvm_io_threads *threads;
     char fallback[256];
 };
-
-void kvm_log_once(int *once, const char *fmt, ...) {
-    if (__atomic_exchange_n(once, 1, __ATOMIC_RELAXED)) return;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "kvcache: %s\n", line);
-}
 
 static int logged_no_uring, logged_no_registration;
 

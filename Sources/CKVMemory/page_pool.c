@@ -44,14 +44,22 @@ static int64_t first_set(const kvm_pool *p, const uint64_t *a, const uint64_t *b
     return -1;
 }
 
+static int logged_small_pages;
+
+/* 1 when the kernel lets shmem use transparent huge pages; else logs once why not. */
 static int shmem_hugepages_possible(void) {
     char mode[128] = {0};
     FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
-    if (!f) return 0;
-    size_t n = fread(mode, 1, sizeof mode - 1, f);
-    fclose(f);
-    mode[n] = 0;
-    return strstr(mode, "[never]") == NULL && strstr(mode, "[deny]") == NULL;
+    if (f) {
+        size_t n = fread(mode, 1, sizeof mode - 1, f);
+        fclose(f);
+        mode[n] = 0;
+        if (n > 0 && strstr(mode, "[never]") == NULL && strstr(mode, "[deny]") == NULL) return 1;
+    }
+    kvm_log_once(&logged_small_pages, "page_bytes 2 MiB asks for huge pages, but shmem transparent huge pages are off "
+                                      "(/sys/kernel/mm/transparent_hugepage/shmem_enabled: %s): using small pages",
+                 f ? strtok(mode, "\n") : "unreadable");
+    return 0;
 }
 
 /* Sets the memfd's shared NUMA policy through a throwaway view: shmem keeps a shared policy
@@ -116,8 +124,11 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
          * them from it again, so RSS counts each page once). */
         void *view = mmap(NULL, groups * unit, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, p->fd, 0);
         if (view == MAP_FAILED || madvise(view, groups * unit, MADV_HUGEPAGE) != 0) {
+            int err = errno;
             if (view != MAP_FAILED) munmap(view, groups * unit);
             p->hugepages = 0; /* small pages: still exact, only slower to map */
+            kvm_log_once(&logged_small_pages, "page_bytes 2 MiB asks for huge pages, but a huge-page view of the pool failed (%s): "
+                                              "using small pages", strerror(err));
         } else {
             p->view = view;
             p->view_bytes = groups * unit;

@@ -90,9 +90,6 @@ int kvm_io_registered_buffers(const kvm_io *io);
 /* Why this queue runs a fallback (thread backend, or unregistered buffers), or "". */
 const char *kvm_io_fallback_reason(const kvm_io *io);
 
-/* Logs "kvcache: <message>" on stderr once per process for each distinct `once` flag. */
-void kvm_log_once(int *once, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
 /* Opens (creating, mode 0644) `path` read-write with O_DIRECT, or buffered when the file
  * system refuses O_DIRECT (EINVAL); *direct says which. Returns the fd or -errno with a message. */
 int kvm_io_open_file(const char *path, int *direct);
