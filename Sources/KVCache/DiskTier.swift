@@ -42,6 +42,10 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Cached blocks written back instead of dropped, and spills that could not be written.
     public var blocksSpilled: UInt64 = 0
     public var spillsFailed: UInt64 = 0
+    /// Writes of swapped-out sequences' blocks and of offloaded-token records that failed on
+    /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out
+    /// with a failed write counts once in `swapOutsFailed`, however many of its writes failed.
+    public var writesFailed: UInt64 = 0
     /// Blocks read back (prefix hits and swap-ins), and reads that failed or were rejected as
     /// torn or corrupt (each a miss).
     public var blocksLoaded: UInt64 = 0
@@ -54,9 +58,22 @@ public struct DiskTierStats: Equatable, Sendable {
     public var recoveredSlots: UInt64 = 0
     /// Prompt tokens `createSequence` found in the disk tier (part of `prefixHitTokens`).
     public var prefixHitTokens: UInt64 = 0
-    /// Sequences swapped out (every write on disk, memory released) and read back in; a
-    /// pending swap-out cancelled by a swap-in or free of its sequence counts in neither.
+    /// Swap-outs (`swapOut` and `swapOutAsync`) started: their sequence swapped out for every
+    /// caller and their first write submitted (one that throws before is not started). Every
+    /// one started ends exactly once, so that at any snapshot
+    /// `swapOutsStarted == swapOuts + swapOutsCancelled + swapOutsFailed + swapOutsPending`.
+    public var swapOutsStarted: UInt64 = 0
+    /// Swap-outs completed: every write on disk, memory released.
     public var swapOuts: UInt64 = 0
+    /// Pending swap-outs cancelled by a swap-in or free of their sequence (`swapOutAsync`
+    /// only: nothing was read back, the memory was never released).
+    public var swapOutsCancelled: UInt64 = 0
+    /// Swap-outs that failed after they started: a write failed, or the tier refused a later
+    /// block (disk full, tier full of pinned slots); the sequence stayed resident, unchanged.
+    public var swapOutsFailed: UInt64 = 0
+    /// Swap-outs started and not ended yet (their memory is still committed).
+    public var swapOutsPending: UInt64 = 0
+    /// Swapped-out sequences read back in (not the cancelled swap-outs: `swapOutsCancelled`).
     public var swapIns: UInt64 = 0
     /// Episodic offload: records (slots) holding sequences' evicted tokens now (part of
     /// `storedSlots`; never prefix hits; open records, not written yet, are not counted), and
@@ -568,6 +585,9 @@ final class DiskTier {
         return stage
     }
 
+    /// True when a staging buffer is free: a write or read can be submitted without waiting.
+    var hasFreeStage: Bool { freeStageCount > 0 }
+
     private func releaseStage(_ stage: Int32) {
         precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
         stageFreeBits[Int(stage) / 64] |= 1 << UInt64(stage % 64)
@@ -654,7 +674,7 @@ final class DiskTier {
     func wake() { kvm_io_wake(io) }
 
     /// Tests: holds (or releases) every request of the thread backend in flight. False on
-    /// io_uring, which cannot hold requests.
+    /// io_uring, which cannot hold requests. Any thread (the backend has its own lock).
     func pauseIO(_ paused: Bool) -> Bool { kvm_io_pause(io, paused ? 1 : 0) == 0 }
 
     /// Tests: slots pinned (by swapped-out sequences, offloaded-token records or pending reads),
@@ -694,7 +714,7 @@ final class DiskTier {
                 }
             } else {
                 lastFailure = "offload write of slot \(s) failed: \(reason)"
-                if op == DiskTier.spillWrite { stats.spillsFailed += 1 }
+                if op == DiskTier.spillWrite { stats.spillsFailed += 1 } else { stats.writesFailed += 1 }
                 if hashes[s] != 0 {
                     index.remove(hashes[s])
                     events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))

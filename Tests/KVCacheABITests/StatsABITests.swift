@@ -60,12 +60,12 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
 
     @Test func aNewerLargerStructGetsEveryFieldAndZeroesTheRest() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
-        let (rc, bytes) = rawStats(f, structSize: 240, bufferBytes: 248)
+        let (rc, bytes) = rawStats(f, structSize: 272, bufferBytes: 280)
         #expect(rc == KVC_OK)
         #expect(CStats(bytes: bytes) == (try f.stats()))
-        #expect(bytes[224..<240].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
-        #expect(bytes[240...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
-        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 240, "struct_size is input only")
+        #expect(bytes[256..<272].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
+        #expect(bytes[272...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
+        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 272, "struct_size is input only")
     }
 
     @Test func statsWithNullOutputIsInvalid() throws {
