@@ -321,13 +321,17 @@ typedef struct kvc_stats {
     uint64_t swap_outs;
     uint64_t swap_ins;
     /** Episodic offload (kvc_seq_compact / kvc_seq_focus with a disk tier): slab slots holding
-     *  sequences' evicted tokens now (part of disk_stored_bytes; never prefix hits), and the
-     *  offloaded tokens held (in those slots, or in open records not written yet: see
-     *  kvc_seq_compact), summed over live sequences: a slot a fork shares with its parent
-     *  counts once for each of them. A token in these counters is what a sequence keeps or
-     *  evicts: per layer one layer's token (K and V of every KV head, 2 * token_bytes), per
-     *  head (eviction_per_head) one KV head's part of it (2 * head_dim * dtype_bytes): a
-     *  per-head sequence evicting a position from every head of a layer counts num_kv_heads. */
+     *  sequences' evicted tokens now, each counted once however many sequences hold it (a
+     *  fork shares its parent's; part of disk_stored_bytes; never prefix hits); and the
+     *  tokens whose K/V those slots hold, each slot's counted once (tokens_on_disk x 2 x
+     *  bytes of a token, below, is their payload on disk). Counted from the slot's write until the slot is
+     *  freed (its last holder let go) or its write failed: a token restored into memory or
+     *  dropped by one sequence stays counted while its slot is held. Tokens in open records,
+     *  not written yet, are in tokens_in_open_records instead. A token in these counters is
+     *  what a sequence keeps or evicts: per layer one layer's token (K and V of every KV head,
+     *  2 * token_bytes), per head (eviction_per_head) one KV head's part of it (2 * head_dim *
+     *  dtype_bytes): a per-head sequence evicting a position from every head of a layer counts
+     *  num_kv_heads. */
     uint64_t token_records;
     uint64_t tokens_on_disk;
     /** Episodic offload totals, in the same tokens: written out, read back into memory, and
@@ -347,6 +351,10 @@ typedef struct kvc_stats {
     uint64_t swap_outs_cancelled;
     uint64_t swap_outs_failed;
     uint64_t swap_outs_pending;
+    /** Episodic offload: tokens in open records now (copied into their memory buffers, not
+     *  written yet: see kvc_seq_compact); they join tokens_on_disk when their record is
+     *  written out. */
+    uint64_t tokens_in_open_records;
     /* more may follow */
 } kvc_stats;
 

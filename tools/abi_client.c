@@ -37,7 +37,8 @@ _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes a
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, tokens_lost) == 216, "kvc_stats.tokens_lost at 216");
 _Static_assert(offsetof(kvc_stats, swap_outs_started) == 224, "kvc_stats.swap_outs_started at 224 (appended)");
-_Static_assert(sizeof(kvc_stats) == 256, "kvc_stats is 256 bytes");
+_Static_assert(offsetof(kvc_stats, tokens_in_open_records) == 256, "kvc_stats.tokens_in_open_records at 256");
+_Static_assert(sizeof(kvc_stats) == 264, "kvc_stats is 264 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 

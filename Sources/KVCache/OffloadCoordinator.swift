@@ -41,8 +41,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     let openRecords: OpenRecords
     /// Where offloaded-token records' reads go (the engine); set right after creation.
     unowned(unsafe) var records: RecordMemory!
-    /// Tokens written out, restored and lost by episodic offload.
+    /// Tokens written out, restored and lost by episodic offload; tokens in open records now.
     var tokensOffloaded: UInt64 = 0
+    var tokensInOpenRecords: UInt64 = 0
     var tokensRestored: UInt64 = 0
     var tokensLost: UInt64 = 0
     /// Prompt tokens served from the disk tier, and swap-ins that read a swapped-out sequence
@@ -110,7 +111,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         scratchSlots.deallocate()
     }
 
-    /// The tier's counters with the engine-level ones filled in.
+    /// The tier's counters with the engine-level ones filled in. O(1).
     var stats: DiskTierStats {
         var s = tier.stats
         s.prefixHitTokens = diskHitTokens
@@ -120,10 +121,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         s.swapOutsFailed = swapOutQueue.failed
         s.swapOutsPending = UInt64(swapOutQueue.pendingCount)
         s.swapIns = swapIns
-        for case let t? in offloadedTokens {
-            s.tokenRecords += UInt64(t.recordCount)
-            s.tokensOnDisk += UInt64(t.tokenCount)
-        }
+        s.tokensInOpenRecords = tokensInOpenRecords
         s.tokensOffloaded = tokensOffloaded
         s.tokensRestored = tokensRestored
         s.tokensLost = tokensLost

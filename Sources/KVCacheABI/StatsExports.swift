@@ -41,8 +41,9 @@ enum StatsLayout {
     static let swapOutsCancelled = 232
     static let swapOutsFailed = 240
     static let swapOutsPending = 248
+    static let tokensInOpenRecords = 256
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 256
+    static let size = 264
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -89,6 +90,7 @@ enum StatsLayout {
         put(s.disk.swapOutsCancelled, StatsLayout.swapOutsCancelled)
         put(s.disk.swapOutsFailed, StatsLayout.swapOutsFailed)
         put(s.disk.swapOutsPending, StatsLayout.swapOutsPending)
+        put(s.disk.tokensInOpenRecords, StatsLayout.tokensInOpenRecords)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }
