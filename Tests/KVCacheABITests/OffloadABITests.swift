@@ -160,40 +160,41 @@ struct OffloadABITests {
         return [s.swapOutsStarted, s.swapOuts, s.swapOutsCancelled, s.swapOutsFailed, s.swapOutsPending]
     }
 
-    /// Sequence 7 holds 1100 full blocks and a partial one: more than the 1024 staging buffers
-    /// of these 8 KiB slots, so its asynchronous swap-out is still pending when the next call
-    /// comes, whatever the device does (its last blocks are not even submitted yet).
+    /// Sequences of 1100 full blocks and a partial one, each of fresh tokens (none of its blocks
+    /// is on disk yet): more than the 1024 staging buffers of these 8 KiB slots, so an
+    /// asynchronous swap-out of one is still pending when the next call comes, whatever the
+    /// device does (its last blocks are not even submitted yet).
     @Test(arguments: bothLayouts)
     func everySwapOutStartedEndsOnceCompletedCancelledOrFailedThroughTheABI(layout: UInt32) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var c = CConfig.small(layout)
-        c.offloadBytes = 16 << 20
+        c.offloadBytes = 32 << 20  // 4096 slots: sequence 7's 1101 stay pinned while swapped out
         c.maxSeqTokens = 8192
         let f = try ABIFixture(c, offloadDir: dir)
         try f.addWitness(1001, tokens: f.uniqueTokens(1001, count: 3 * f.blockTokens + 2))
         let n = 4 * 1100 + 2
-        try f.create(7, tokens: f.uniqueTokens(7, count: n))
-        try f.write(7, salt: 7, from: 0, to: n)
+        for seq: UInt64 in [7, 8, 9] {
+            try f.create(seq, tokens: f.uniqueTokens(seq, count: n))
+            try f.write(seq, salt: Int(seq), from: 0, to: n)
+        }
         #expect(try swapOutCounts(f) == [0, 0, 0, 0, 0])
         #expect(kvc_seq_swap_out(f.handle, 7) == KVC_OK)
         #expect(try swapOutCounts(f) == [1, 1, 0, 0, 0], "the synchronous swap-out completed")
-        #expect(kvc_seq_swap_in(f.handle, 7) == KVC_OK)
-        #expect(waitReady(f, 7) == KVC_OK)
-        #expect(kvc_seq_swap_out_async(f.handle, 7) == KVC_OK)
+        #expect(kvc_seq_swap_out_async(f.handle, 8) == KVC_OK)
         #expect(try swapOutCounts(f) == [2, 1, 0, 0, 1], "pending")
-        #expect(kvc_seq_swap_in(f.handle, 7) == KVC_OK, "cancels it")
+        #expect(kvc_seq_swap_in(f.handle, 8) == KVC_OK, "cancels it")
         var ready: Int32 = 0
-        #expect(kvc_seq_ready(f.handle, 7, &ready) == KVC_OK && ready == 1, "resident at once")
+        #expect(kvc_seq_ready(f.handle, 8, &ready) == KVC_OK && ready == 1, "resident at once")
         #expect(try swapOutCounts(f) == [2, 1, 1, 0, 0])
-        #expect(try f.stats().swapIns == 1, "a cancel is not a swap-in")
-        #expect(try f.firstMismatch(7, salt: 7, to: n) == nil)
-        #expect(kvc_seq_swap_out_async(f.handle, 7) == KVC_OK)
-        #expect(kvc_seq_free(f.handle, 7) == KVC_OK, "cancels it too")
+        #expect(try f.stats().swapIns == 0, "a cancel is not a swap-in")
+        #expect(try f.firstMismatch(8, salt: 8, to: n) == nil)
+        #expect(kvc_seq_swap_out_async(f.handle, 9) == KVC_OK)
+        #expect(kvc_seq_free(f.handle, 9) == KVC_OK, "cancels it too")
         #expect(try swapOutCounts(f) == [3, 1, 2, 0, 0])
         // Bad input starts nothing and changes no counter (expectFailure compares every stat).
-        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_swap_out_async", "7"]) { kvc_seq_swap_out_async($0, 7) }
-        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_swap_out", "7"]) { kvc_seq_swap_out($0, 7) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_swap_out_async", "9"]) { kvc_seq_swap_out_async($0, 9) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_swap_out", "9"]) { kvc_seq_swap_out($0, 9) }
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_swap_out_async", "NULL"]) { kvc_seq_swap_out_async(nil, 1001) }
         #expect(try swapOutCounts(f) == [3, 1, 2, 0, 0])
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
