@@ -41,6 +41,28 @@ struct AsyncSwapOutTests {
         return returned && order.events == ["swap-out returned"]
     }
 
+    /// An engine holding `largePrompt` as sequence 1, its stats then, and sequence 1's
+    /// asynchronous swap-out started with the I/O held (`swapOutAsyncWithIOHeld`): it returns
+    /// with the first 1024 writes held in flight and 77 blocks not yet copied.
+    private func largeSwapOutWithIOHeld(_ layout: Layout, dir: ScratchDir) throws -> (engine: Engine, before: EngineStats) {
+        let e = try engine(layout, dir: dir, prompt: Self.largePrompt)
+        let before = e.stats()
+        #expect(swapOutAsyncWithIOHeld(e, 1), "returned with its writes held")
+        return (e, before)
+    }
+
+    /// After a large swap-out whose I/O was held was cancelled: resumes the I/O and checks that
+    /// only the blocks submitted before the cancel were written (full blocks: they stay as
+    /// cached prefix blocks) and that no slot is left pinned or owned.
+    private func expectOnlyTheFirstBatchWritten(_ e: Engine) throws {
+        #expect(e.pauseOffloadIO(false))
+        try e.syncOffload()
+        let d = e.stats().disk
+        #expect(d.storedSlots == Self.stagingBuffers && d.bytesWritten == Self.stagingBuffers * d.slotBytes, "\(d)")
+        #expect(e.offloadSlotAudit.pinned == 0 && e.offloadSlotAudit.unhashed == 0)
+        expectSwapOutsAddUp(d)
+    }
+
     /// Every swap-out started ended once, or is pending (`DiskTierStats.swapOutsStarted`).
     private func expectSwapOutsAddUp(_ d: DiskTierStats) {
         #expect(d.swapOutsStarted == d.swapOuts + d.swapOutsCancelled + d.swapOutsFailed + d.swapOutsPending, "\(d)")
@@ -204,15 +226,14 @@ struct AsyncSwapOutTests {
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
     }
+
     @Test(arguments: layouts)
     func aSequenceLargerThanTheStagingAreaReturnsBeforeAnyWriteCompleted(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         let prompt = Self.largePrompt
-        let e = try engine(layout, dir: dir, prompt: prompt)
-        let before = e.stats()
         // Before: the call waited for the held writes to free staging buffers for the rest.
-        #expect(swapOutAsyncWithIOHeld(e, 1), "returns with the first 1024 writes held in flight and 77 blocks not yet copied")
+        let (e, before) = try largeSwapOutWithIOHeld(layout, dir: dir)
         var s = e.stats()
         #expect(s.disk.swapOutsStarted == 1 && s.disk.swapOutsPending == 1 && s.disk.swapOuts == 0)
         #expect(s.blocksUsed == before.blocksUsed && s.committedBytes == before.committedBytes)
@@ -236,42 +257,28 @@ struct AsyncSwapOutTests {
         let dir = ScratchDir()
         defer { dir.remove() }
         let prompt = Self.largePrompt
-        let e = try engine(layout, dir: dir, prompt: prompt)
-        let before = e.stats()
-        #expect(swapOutAsyncWithIOHeld(e, 1))
+        let (e, before) = try largeSwapOutWithIOHeld(layout, dir: dir)
         try e.swapIn(1)  // cancels: 1024 writes in flight, 77 blocks never copied
         #expect(try e.ready(1), "resident at once: nothing to read")
         #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
-        var s = e.stats()
+        let s = e.stats()
         #expect(s.disk.swapOutsStarted == 1 && s.disk.swapOutsCancelled == 1 && s.disk.swapOutsPending == 0)
         #expect(s.disk.swapOuts == 0 && s.disk.swapIns == 0, "a cancel is neither a swap-out nor a swap-in")
         #expect(s.blocksUsed == before.blocksUsed)
         try e.append(1, tokens: [5])
-        #expect(e.pauseOffloadIO(false))
-        try e.syncOffload()
-        s = e.stats()
-        #expect(s.disk.storedSlots == Self.stagingBuffers && s.disk.bytesWritten == Self.stagingBuffers * s.disk.slotBytes,
-                "only the blocks submitted before the cancel were written (full blocks: they stay as cached prefix blocks)")
-        #expect(e.offloadSlotAudit.pinned == 0 && e.offloadSlotAudit.unhashed == 0)
-        expectSwapOutsAddUp(s.disk)
+        try expectOnlyTheFirstBatchWritten(e)
     }
 
     @Test(arguments: layouts)
     func aFreeBeforeTheRestOfALargeSwapOutWasSubmittedReleasesTheMemoryAtOnce(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir, prompt: Self.largePrompt)
-        #expect(swapOutAsyncWithIOHeld(e, 1))
+        let e = try largeSwapOutWithIOHeld(layout, dir: dir).engine
         try e.free(1)
-        var s = e.stats()
+        let s = e.stats()
         #expect(s.sequences == 0 && s.blocksUsed == 0, "its memory is free at once")
         #expect(s.disk.swapOutsStarted == 1 && s.disk.swapOutsCancelled == 1 && s.disk.swapOutsPending == 0)
-        #expect(e.pauseOffloadIO(false))
-        try e.syncOffload()
-        s = e.stats()
-        #expect(s.disk.storedSlots == Self.stagingBuffers, "the submitted full blocks stay as cached prefix blocks, nothing more was written")
-        #expect(e.offloadSlotAudit.pinned == 0 && e.offloadSlotAudit.unhashed == 0)
-        expectSwapOutsAddUp(s.disk)
+        try expectOnlyTheFirstBatchWritten(e)
     }
 
     @Test(arguments: layouts)
