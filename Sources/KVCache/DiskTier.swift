@@ -87,8 +87,8 @@ public struct DiskTierStats: Equatable, Sendable {
     /// position from every head of a layer counts `numKVHeads` tokens. Either way a record
     /// holds `payloadBytes` of them, and a count times its token's bytes is the bytes moved.
     public var tokenRecords: UInt64 = 0
-    /// Episodic offload: offloaded tokens whose K/V those records hold, each record's tokens
-    /// counted once (`tokensOnDisk x 2 x tokenBytes` bytes of payload on disk). A token restored
+    /// Episodic offload: offloaded tokens (as above) whose K/V those records hold, each
+    /// record's tokens counted once (times a token's bytes: their payload on disk). A token restored
     /// into memory or dropped by one sequence stays counted while its record is held (its bytes
     /// stay on disk, maybe still a candidate of a fork), until the record's slot is freed.
     public var tokensOnDisk: UInt64 = 0
