@@ -312,21 +312,26 @@ typedef struct kvc_stats {
     /** Cached blocks written to disk instead of dropped, and blocks read back. */
     uint64_t blocks_spilled;
     uint64_t blocks_loaded;
-    /** Spills that could not be written plus reads that failed or were torn or corrupt. */
+    /** Spills that could not be written, writes of swapped-out blocks and offloaded-token
+     *  records that failed, plus reads that failed or were torn or corrupt. */
     uint64_t disk_errors;
-    /** Sequences swapped out (every write on disk, memory released), and read back in; a
-     *  kvc_seq_swap_out_async cancelled by a swap-in or free before its writes ended counts
-     *  in neither. */
+    /** Swap-outs completed (every write on disk, memory released), and swapped-out sequences
+     *  read back in. A kvc_seq_swap_out_async cancelled by a swap-in or free counts in
+     *  neither (see swap_outs_cancelled). */
     uint64_t swap_outs;
     uint64_t swap_ins;
     /** Episodic offload (kvc_seq_compact / kvc_seq_focus with a disk tier): slab slots holding
-     *  sequences' evicted tokens now (part of disk_stored_bytes; never prefix hits), and the
-     *  offloaded tokens held (in those slots, or in open records not written yet: see
-     *  kvc_seq_compact), summed over live sequences: a slot a fork shares with its parent
-     *  counts once for each of them. A token in these counters is what a sequence keeps or
-     *  evicts: per layer one layer's token (K and V of every KV head, 2 * token_bytes), per
-     *  head (eviction_per_head) one KV head's part of it (2 * head_dim * dtype_bytes): a
-     *  per-head sequence evicting a position from every head of a layer counts num_kv_heads. */
+     *  sequences' evicted tokens now, each counted once however many sequences hold it (a
+     *  fork shares its parent's; part of disk_stored_bytes; never prefix hits); and the
+     *  tokens whose K/V those slots hold, each slot's counted once (tokens_on_disk x 2 x
+     *  bytes of a token, below, is their payload on disk). Counted from the slot's write until the slot is
+     *  freed (its last holder let go) or its write failed: a token restored into memory or
+     *  dropped by one sequence stays counted while its slot is held. Tokens in open records,
+     *  not written yet, are in tokens_in_open_records instead. A token in these counters is
+     *  what a sequence keeps or evicts: per layer one layer's token (K and V of every KV head,
+     *  2 * token_bytes), per head (eviction_per_head) one KV head's part of it (2 * head_dim *
+     *  dtype_bytes): a per-head sequence evicting a position from every head of a layer counts
+     *  num_kv_heads. */
     uint64_t token_records;
     uint64_t tokens_on_disk;
     /** Episodic offload totals, in the same tokens: written out, read back into memory, and
@@ -335,6 +340,21 @@ typedef struct kvc_stats {
     uint64_t tokens_offloaded;
     uint64_t tokens_restored;
     uint64_t tokens_lost;
+    /** Swap-outs started (kvc_seq_swap_out and kvc_seq_swap_out_async that got as far as
+     *  their first write; a call that fails before starts none), those cancelled by a
+     *  kvc_seq_swap_in or kvc_seq_free before they completed, those that failed after they
+     *  started (a write failed, or the tier refused a later block: the sequence stayed
+     *  resident and unchanged), and those pending now. Every swap-out started ends exactly
+     *  once: swap_outs_started == swap_outs + swap_outs_cancelled + swap_outs_failed +
+     *  swap_outs_pending in every snapshot. */
+    uint64_t swap_outs_started;
+    uint64_t swap_outs_cancelled;
+    uint64_t swap_outs_failed;
+    uint64_t swap_outs_pending;
+    /** Episodic offload: tokens in open records now (copied into their memory buffers, not
+     *  written yet: see kvc_seq_compact); they join tokens_on_disk when their record is
+     *  written out. */
+    uint64_t tokens_in_open_records;
     /* more may follow */
 } kvc_stats;
 
@@ -732,7 +752,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
  *   kvc_seq_swap_out, kvc_seq_swap_out_async, kvc_seq_swap_in and kvc_seq_free (never in
  *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below). The
- *   same calls release the memory of kvc_seq_swap_out_async calls whose writes all completed. A server waiting for a sequence calls kvc_seq_ready,
+ *   same calls submit the remaining blocks of pending swap-outs as staging buffers free up,
+ *   and release the memory of kvc_seq_swap_out_async calls whose writes all completed. A
+ *   server waiting for a sequence calls kvc_seq_ready,
  *   or kvc_engine_poll to block briefly. kvc_engine_poll, kvc_seq_swap_out and an allocation
  *   (create, append, fork, swap-in) that finds no room while kvc_seq_swap_out_async calls
  *   are pending wait for the device without holding the engine's lock: other threads' calls
@@ -765,8 +787,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
 kvc_status kvc_seq_ready(kvc_engine *e, uint64_t seq, int *ready);
 
 /**
- * Processes completed disk requests (releasing the memory of kvc_seq_swap_out_async calls
- * whose writes all completed), waiting up to timeout_us for the first one when
+ * Processes completed disk requests (submitting pending swap-outs' remaining blocks and
+ * releasing the memory of kvc_seq_swap_out_async calls whose writes all completed), waiting up to timeout_us for the first one when
  * requests are in flight and none has completed yet (returns at once when none are in
  * flight). The wait does not hold the engine's lock: other threads' calls proceed meanwhile
  * and may process the completions themselves (the wait then ends as well).
@@ -794,28 +816,31 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
 kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 
 /**
- * Preempts `seq` like kvc_seq_swap_out, but returns once its writes are submitted: its K/V
- * is copied and checksummed into staging buffers (the call's cost), and from then on `seq`
- * is swapped out for every caller (kvc_seq_ready says 0; kvc_seq_kv, kvc_seq_block_table,
+ * Preempts `seq` like kvc_seq_swap_out, but returns once its first writes are submitted: as
+ * many of its blocks as staging buffers are free (at least one) are copied and checksummed
+ * into them (the call's cost), and from then on `seq` is swapped out for every caller (kvc_seq_ready says 0; kvc_seq_kv, kvc_seq_block_table,
  * kvc_seq_append, kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT). Its memory stays committed
  * (and counted) until a later call that processes completions (see COMPLETIONS) finds every
- * write on disk; only then is it released, exactly as kvc_seq_swap_out releases it. An
+ * write on disk; only then is it released, exactly as kvc_seq_swap_out releases it. The
+ * blocks of a sequence larger than the staging area (max(32 slots, 32 MiB), see DISK TIER)
+ * that did not fit are copied and submitted by those later calls as completions free
+ * staging buffers (kvc_engine_poll with a timeout drives it to the end; kvc_engine_sync
+ * waits for all of it); their bytes stay untouched in memory meanwhile. An
  * allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork, kvc_seq_swap_in) that finds no
  * room while such swap-outs are pending waits, without the engine's lock, until one ended
  * and tries again: KVC_ERR_OUT_OF_MEMORY comes only once none is pending.
  * Before its writes completed, kvc_seq_swap_in of `seq` cancels the swap-out (the sequence
  * is resident and ready at once, nothing is read) and kvc_seq_free of it releases its memory
  * at once and its disk slots when the writes complete.
- * A write that fails after the call returned loses nothing: `seq` becomes resident again,
+ * A write that fails after the call returned, or a later block the tier refuses (disk full,
+ * tier full of swapped-out blocks), loses nothing: `seq` becomes resident again,
  * unchanged, and its next kvc_seq_ready, kvc_seq_swap_in, kvc_seq_swap_out or
  * kvc_seq_swap_out_async returns KVC_ERR_IO once, with a kvc_last_error message naming the
  * failure; afterwards it is an ordinary resident sequence.
- * Returns what kvc_seq_swap_out returns for failures found before the writes are submitted
- * (the sequence stays resident and unchanged). Cost: as kvc_seq_swap_out without waiting for
- * the device, as far as the staging buffers go: every block is copied into one before its
- * write is submitted, so a sequence larger than the staging area (max(32 slots, 32 MiB), see
- * DISK TIER) waits inside the call for earlier writes to free buffers, and returns with only
- * its last staging-area's worth of writes in flight.
+ * Returns what kvc_seq_swap_out returns for failures found before the call returns (the
+ * sequence stays resident and unchanged). Cost: a memcpy and checksum per block it submits,
+ * at most the free staging buffers' worth (it waits for the device only when no buffer at
+ * all is free); the other blocks' copies fall to the later calls that submit them.
  */
 kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 
@@ -833,8 +858,9 @@ kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
  */
 kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
 
-/** Waits for every disk request and fdatasyncs the slab and journal, so that what was
- *  spilled survives a power loss. Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_IO. */
+/** Waits for every disk request (every block of pending swap-outs included, whose
+ *  outcome it settles as kvc_engine_poll does) and fdatasyncs the slab and journal, so that
+ *  what was spilled survives a power loss. Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_IO. */
 kvc_status kvc_engine_sync(kvc_engine *e);
 
 /* ---------------------------------------------------------------------------------------

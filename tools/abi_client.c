@@ -35,7 +35,10 @@ _Static_assert(sizeof(kvc_config) == 128, "kvc_config is 128 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
-_Static_assert(sizeof(kvc_stats) == 224, "kvc_stats is 224 bytes");
+_Static_assert(offsetof(kvc_stats, tokens_lost) == 216, "kvc_stats.tokens_lost at 216");
+_Static_assert(offsetof(kvc_stats, swap_outs_started) == 224, "kvc_stats.swap_outs_started at 224 (appended)");
+_Static_assert(offsetof(kvc_stats, tokens_in_open_records) == 256, "kvc_stats.tokens_in_open_records at 256");
+_Static_assert(sizeof(kvc_stats) == 264, "kvc_stats is 264 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 
@@ -655,6 +658,12 @@ static void offload(uint32_t layout) {
         CHECK(wait_ready(e, 2) == KVC_OK, "%s run %d: swapped back in after the asynchronous swap-out", name, run);
         CHECK(kv_matches(&v, 2, 9, 0, PROMPT), "%s run %d: asynchronous swap-out/swap-in is byte-identical", name, run);
         MUST(kvc_engine_sync(e));
+        kvc_stats s = stats_of(e);
+        CHECK(s.swap_outs_started == 2 && s.swap_outs == 2 && s.swap_ins == 2 && s.swap_outs_cancelled == 0
+                  && s.swap_outs_failed == 0 && s.swap_outs_pending == 0,
+              "%s run %d: two swap-outs started, both completed (started %" PRIu64 ", completed %" PRIu64 ", cancelled %" PRIu64
+              ", failed %" PRIu64 ", pending %" PRIu64 ")", name, run, s.swap_outs_started, s.swap_outs, s.swap_outs_cancelled,
+              s.swap_outs_failed, s.swap_outs_pending);
         kvc_engine_destroy(e);
     }
     remove_tier_dir(dir);

@@ -42,6 +42,10 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Cached blocks written back instead of dropped, and spills that could not be written.
     public var blocksSpilled: UInt64 = 0
     public var spillsFailed: UInt64 = 0
+    /// Writes of swapped-out sequences' blocks and of offloaded-token records that failed on
+    /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out
+    /// with a failed write counts once in `swapOutsFailed`, however many of its writes failed.
+    public var writesFailed: UInt64 = 0
     /// Blocks read back (prefix hits and swap-ins), and reads that failed or were rejected as
     /// torn or corrupt (each a miss).
     public var blocksLoaded: UInt64 = 0
@@ -54,14 +58,27 @@ public struct DiskTierStats: Equatable, Sendable {
     public var recoveredSlots: UInt64 = 0
     /// Prompt tokens `createSequence` found in the disk tier (part of `prefixHitTokens`).
     public var prefixHitTokens: UInt64 = 0
-    /// Sequences swapped out (every write on disk, memory released) and read back in; a
-    /// pending swap-out cancelled by a swap-in or free of its sequence counts in neither.
+    /// Swap-outs (`swapOut` and `swapOutAsync`) started: their sequence swapped out for every
+    /// caller and their first write submitted (one that throws before is not started). Every
+    /// one started ends exactly once, so that at any snapshot
+    /// `swapOutsStarted == swapOuts + swapOutsCancelled + swapOutsFailed + swapOutsPending`.
+    public var swapOutsStarted: UInt64 = 0
+    /// Swap-outs completed: every write on disk, memory released.
     public var swapOuts: UInt64 = 0
+    /// Pending swap-outs cancelled by a swap-in or free of their sequence (`swapOutAsync`
+    /// only: nothing was read back, the memory was never released).
+    public var swapOutsCancelled: UInt64 = 0
+    /// Swap-outs that failed after they started: a write failed, or the tier refused a later
+    /// block (disk full, tier full of pinned slots); the sequence stayed resident, unchanged.
+    public var swapOutsFailed: UInt64 = 0
+    /// Swap-outs started and not ended yet (their memory is still committed).
+    public var swapOutsPending: UInt64 = 0
+    /// Swapped-out sequences read back in (not the cancelled swap-outs: `swapOutsCancelled`).
     public var swapIns: UInt64 = 0
-    /// Episodic offload: records (slots) holding sequences' evicted tokens now (part of
-    /// `storedSlots`; never prefix hits; open records, not written yet, are not counted), and
-    /// the offloaded tokens held (in those records or in open ones), summed over live
-    /// sequences: a slot a fork shares with its parent counts once for each of them.
+    /// Episodic offload: records (slots) holding sequences' evicted tokens now, each counted
+    /// once however many sequences hold it (a fork shares its parent's); part of
+    /// `storedSlots`, never prefix hits. Counted from the write's submission until the slot is
+    /// freed (its last holder let go) or its write failed. Open records are not counted.
     ///
     /// A *token* in these counters is the unit a sequence keeps or evicts: a token of one row
     /// of its kept sets. Per layer (the default) that is one layer's token (its K and V, every
@@ -70,7 +87,14 @@ public struct DiskTierStats: Equatable, Sendable {
     /// position from every head of a layer counts `numKVHeads` tokens. Either way a record
     /// holds `payloadBytes` of them, and a count times its token's bytes is the bytes moved.
     public var tokenRecords: UInt64 = 0
+    /// Episodic offload: offloaded tokens (as above) whose K/V those records hold, each
+    /// record's tokens counted once (times a token's bytes: their payload on disk). A token restored
+    /// into memory or dropped by one sequence stays counted while its record is held (its bytes
+    /// stay on disk, maybe still a candidate of a fork), until the record's slot is freed.
     public var tokensOnDisk: UInt64 = 0
+    /// Episodic offload: tokens (as above) copied into open records (memory buffers, not
+    /// written yet; see `OpenRecords`), not in `tokensOnDisk` until their record is written out.
+    public var tokensInOpenRecords: UInt64 = 0
     /// Episodic offload: tokens (as above) written out, read back into memory, and lost (their
     /// record could not be written, or its read failed or was torn or corrupt: dropped, never
     /// served).
@@ -120,6 +144,8 @@ final class DiskTier {
     private let checksums: UnsafeMutablePointer<UInt64>
     private let pins: UnsafeMutablePointer<UInt32>
     private let writingStage: UnsafeMutablePointer<Int32>
+    /// Per slot: tokens of the offloaded-token record it holds (`writeRecord`), or 0.
+    private let recordTokens: UnsafeMutablePointer<Int32>
     private let lruPrev: UnsafeMutablePointer<Int32>
     private let lruNext: UnsafeMutablePointer<Int32>
     private var lruHead: Int32 = -1
@@ -249,6 +275,8 @@ final class DiskTier {
         pins = .allocate(capacity: capacity)
         pins.initialize(repeating: 0, count: capacity)
         writingStage = .allocate(capacity: capacity)
+        recordTokens = .allocate(capacity: capacity)
+        recordTokens.initialize(repeating: 0, count: capacity)
         lruPrev = .allocate(capacity: capacity)
         lruNext = .allocate(capacity: capacity)
         inLRU = .allocate(capacity: capacity)
@@ -281,6 +309,7 @@ final class DiskTier {
         state.deallocate()
         pins.deallocate()
         writingStage.deallocate()
+        recordTokens.deallocate()
         lruPrev.deallocate()
         lruNext.deallocate()
         inLRU.deallocate()
@@ -451,6 +480,27 @@ final class DiskTier {
         return slot
     }
 
+    /// `writePinned` of an offloaded-token record of `tokens` tokens (a sequence's own slot,
+    /// hash 0), counted in `tokenRecords` and `tokensOnDisk` until the slot is freed or its
+    /// write fails (`forgetRecord`).
+    func writeRecord(tokens: Int, fill: (UnsafeMutableRawPointer) -> Void) throws(KVError) -> Int32 {
+        precondition(tokens > 0)
+        let slot = try writePinned(hash: 0, parent: 0, fill: fill)
+        recordTokens[Int(slot)] = Int32(tokens)
+        stats.tokenRecords += 1
+        stats.tokensOnDisk += UInt64(tokens)
+        return slot
+    }
+
+    /// Stops counting `slot` as a record (freed, or its write failed); no-op for other slots.
+    private func forgetRecord(_ slot: Int32) {
+        let tokens = recordTokens[Int(slot)]
+        guard tokens > 0 else { return }
+        recordTokens[Int(slot)] = 0
+        stats.tokenRecords -= 1
+        stats.tokensOnDisk -= UInt64(tokens)
+    }
+
     private func payload(_ stage: Int32) -> UnsafeMutableRawPointer {
         stagingBase + Int(stage) * slotBytes + Int(KVM_SLOT_HEADER_BYTES)
     }
@@ -568,6 +618,9 @@ final class DiskTier {
         return stage
     }
 
+    /// True when a staging buffer is free: a write or read can be submitted without waiting.
+    var hasFreeStage: Bool { freeStageCount > 0 }
+
     private func releaseStage(_ stage: Int32) {
         precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
         stageFreeBits[Int(stage) / 64] |= 1 << UInt64(stage % 64)
@@ -654,7 +707,7 @@ final class DiskTier {
     func wake() { kvm_io_wake(io) }
 
     /// Tests: holds (or releases) every request of the thread backend in flight. False on
-    /// io_uring, which cannot hold requests.
+    /// io_uring, which cannot hold requests. Any thread (the backend has its own lock).
     func pauseIO(_ paused: Bool) -> Bool { kvm_io_pause(io, paused ? 1 : 0) == 0 }
 
     /// Tests: slots pinned (by swapped-out sequences, offloaded-token records or pending reads),
@@ -694,7 +747,8 @@ final class DiskTier {
                 }
             } else {
                 lastFailure = "offload write of slot \(s) failed: \(reason)"
-                if op == DiskTier.spillWrite { stats.spillsFailed += 1 }
+                if op == DiskTier.spillWrite { stats.spillsFailed += 1 } else { stats.writesFailed += 1 }
+                forgetRecord(slot)
                 if hashes[s] != 0 {
                     index.remove(hashes[s])
                     events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))
@@ -771,6 +825,7 @@ final class DiskTier {
         precondition(pins[s] == 0 && state[s] == DiskTier.stored)
         state[s] = DiskTier.free
         hashes[s] = 0
+        forgetRecord(slot)
         if journaled[s] == 1 { queueJournal(slot: slot, kind: UInt32(KVM_JOURNAL_FREED)) }
         stats.storedSlots -= 1
         freeSlots[freeTop] = slot

@@ -109,7 +109,7 @@ extension Engine: RecordMemory {
             let chunk = written..<(written + perRecord)
             let diskSlot: Int32
             do throws(KVError) {
-                diskSlot = try offload.tier.writePinned(hash: 0, parent: 0) { copyTokens(slot: s, state: state, rows: rows, slots: slots, chunk, to: $0) }
+                diskSlot = try offload.tier.writeRecord(tokens: perRecord) { copyTokens(slot: s, state: state, rows: rows, slots: slots, chunk, to: $0) }
             } catch {
                 break
             }
@@ -126,6 +126,7 @@ extension Engine: RecordMemory {
             if t.openRecord < 0 { t.openNewRecord() }
             copyTokens(slot: s, state: state, rows: rows, slots: slots, rest, to: buffer + t.openCount * 2 * t.entryBytes)
             for j in rest { t.append(row: Int(rows[j]), position: state.position(row: Int(rows[j]), slot: Int(slots[j]))) }
+            offload.tokensInOpenRecords += UInt64(rest.count)
             offload.openRecords.touch(s)
             written = rows.count
         }
@@ -166,10 +167,11 @@ extension Engine: RecordMemory {
     /// device is found out when a focus reads the record back, as for any record.
     private func writeOpenRecord(_ s: Int, _ t: OffloadedTokens) -> [(row: Int, position: Int32)] {
         let offload = offload!
+        offload.tokensInOpenRecords -= UInt64(t.openCount)
         guard t.recordLive[Int(t.openRecord)] > 0 else { return t.closeOpenRecord(slot: nil) }
         let buffer = offload.openRecords.buffer(of: s)!, bytes = t.openCount * 2 * t.entryBytes
         do throws(KVError) {
-            let diskSlot = try offload.tier.writePinned(hash: 0, parent: 0) { $0.copyMemory(from: buffer, byteCount: bytes) }
+            let diskSlot = try offload.tier.writeRecord(tokens: t.openCount) { $0.copyMemory(from: buffer, byteCount: bytes) }
             // Waiting for a staging buffer processes completions: an undone restore may have
             // taken the record's last live token meanwhile (the slot then goes after its write).
             if t.recordLive[Int(t.openRecord)] == 0 { offload.tier.unpin(diskSlot) }
@@ -360,6 +362,7 @@ extension Engine: RecordMemory {
         guard let offload, let t = offload.offloadedTokens[s] else { return }
         precondition(t.readsPending == 0, "free waits for the sequence's reads")
         for diskSlot in t.slots { offload.tier.unpin(diskSlot) }
+        if t.openRecord >= 0 { offload.tokensInOpenRecords -= UInt64(t.openCount) }
         offload.openRecords.release(s)
         offload.offloadedTokens[s] = nil
     }

@@ -7,9 +7,9 @@ import Glibc
 ///
 /// Completions: the engine has no I/O thread. Completed requests are processed (verified,
 /// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`,
-/// `swapOutAsync`, `swapIn` and `free`, under the engine's lock, which also settle the
-/// asynchronous swap-outs whose writes all completed (`SwapOutQueue`); a server that only wants
-/// progress calls `poll`. `poll`, `swapOut` and an allocation out of memory while swap-outs are
+/// `swapOutAsync`, `swapIn` and `free`, under the engine's lock, which also submit pending
+/// swap-outs' blocks as staging buffers free up and settle the asynchronous swap-outs whose
+/// writes all completed (`SwapOutQueue`); a server that only wants progress calls `poll`. `poll`, `swapOut` and an allocation out of memory while swap-outs are
 /// pending wait for the device without the lock (`awaitProgress`), so other threads' calls
 /// proceed meanwhile.
 extension Engine {
@@ -103,12 +103,9 @@ extension Engine {
     }
 
     /// Tests: holds every disk-tier request in flight (the thread backend only; false on
-    /// io_uring), or releases them.
-    func pauseOffloadIO(_ paused: Bool) -> Bool {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return offload?.tier.pauseIO(paused) ?? false
-    }
+    /// io_uring), or releases them. Without the engine's lock (the backend has its own), so
+    /// that a test can release requests a call waits for under the lock.
+    func pauseOffloadIO(_ paused: Bool) -> Bool { offload?.tier.pauseIO(paused) ?? false }
 
     /// Tests: calls waiting for the device without the lock now (`poll`, `swapOut`).
     var offloadWaitingCalls: Int {
@@ -137,7 +134,8 @@ extension Engine {
     /// `io` (disk full, tier full of pinned slots, write error; or an earlier `swapOutAsync` of
     /// it failed and was not reported yet): then the sequence is resident and unchanged.
     /// Cost: one memcpy and checksum per block, writes at full queue depth, one allocation of 4
-    /// bytes per block (this call's list of disk slots).
+    /// bytes per block (this call's list of disk slots). Blocks beyond the staging area are
+    /// copied and submitted as completions free buffers, between the waits.
     public func swapOut(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
             let (offload, s) = try submitSwapOut(seq, waited: true)
@@ -150,63 +148,44 @@ extension Engine {
         }
     }
 
-    /// Like `swapOut`, but returns once the writes are submitted: the bytes are copied and
-    /// checksummed into staging buffers and the sequence is swapped out for every caller from
-    /// then on (not ready, not readable). Its memory stays committed until a later call that
-    /// processes completions (`poll`, `ready`, `createSequence`, `swapOut`, `swapOutAsync`,
-    /// `swapIn`, `free`, or an allocation that would otherwise run out of memory) finds every
+    /// Like `swapOut`, but returns once the first writes are submitted: as many blocks as
+    /// staging buffers are free (at least one) are copied and checksummed into them, and the
+    /// sequence is swapped out for every caller from then on (not ready, not readable). The
+    /// rest of a sequence larger than the staging area (max(32 slots, 32 MiB)) is copied and
+    /// submitted by later calls that process completions (`poll`, `ready`, `createSequence`,
+    /// `swapOut`, `swapOutAsync`, `swapIn`, `free`, `syncOffload`, or an allocation that would
+    /// otherwise run out of memory), as completions free staging buffers; its bytes stay
+    /// untouched in memory meanwhile. Its memory stays committed until such a call finds every
     /// write completed; then it is released exactly as `swapOut` releases it.
     /// Before that, `swapIn` cancels the swap-out (the sequence is resident again at once, its
     /// bytes never left memory; nothing is read) and `free` releases the memory at once and
     /// the disk slots when their writes complete.
-    /// A write that fails after the call returned loses nothing: the sequence becomes resident
-    /// again, unchanged, and its next `ready`, `swapIn` or `swapOut`/`swapOutAsync` throws `io`
-    /// once, naming the failure (then it is usable as any resident sequence).
-    /// Throws as `swapOut` for what fails before the writes are submitted (then the sequence is
-    /// resident and unchanged). Cost: as `swapOut` without the wait, as far as the staging
-    /// buffers go: each block needs a free one before its write is submitted, so a sequence
-    /// larger than the staging area waits in the call for earlier writes to complete.
+    /// A write that fails after the call returned, or a later block the tier refuses (disk
+    /// full, tier full of pinned slots), loses nothing: the sequence becomes resident again,
+    /// unchanged, and its next `ready`, `swapIn` or `swapOut`/`swapOutAsync` throws `io` once,
+    /// naming the failure (then it is usable as any resident sequence).
+    /// Throws as `swapOut` for what fails before the call returns (then the sequence is
+    /// resident and unchanged). Cost: one copy and checksum per block submitted by the call, at
+    /// most the free staging buffers' worth (waits for the device only when none is free at
+    /// all); the other blocks' copies fall to the later calls.
     public func swapOutAsync(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in _ = try submitSwapOut(seq, waited: false) }
     }
 
     /// The common start of `swapOut` and `swapOutAsync`, under the lock: processes completions,
-    /// copies and submits the writes of `seq`'s blocks, marks it swapped out and queues the
-    /// swap-out (`waited`: its own call waits for it and finishes it). Returns the coordinator
-    /// and the sequence's slot. Throws as `swapOut` before anything changed.
+    /// waits for the sequence's pending reads, and starts its swap-out (`SwapOutQueue.start`:
+    /// marked swapped out, its first blocks' writes submitted; `waited`: its own call waits for
+    /// it and finishes it). Returns the coordinator and the sequence's slot. Throws as `swapOut`
+    /// before anything changed.
     private func submitSwapOut(_ seq: UInt64, waited: Bool) throws(KVError) -> (OffloadCoordinator, Int) {
-        offload?.processCompletions()
-        let s = try residentSlot(seq)
+        _ = try slot(seq)  // an unknown sequence changes nothing, not even by processing completions
         guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
+        offload.processCompletions()
+        let s = try residentSlot(seq)
         if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
-        let tier = offload.tier!
         offload.waitResident(s)
         if offload.failed[s] { throw KVError(.io, "sequence \(seq) holds blocks whose disk read failed; free it instead") }
-        let table = sequences.table(s)
-        let count = sequences.blockCount(s)
-        let length = sequences.lengths[s]
-        // The swap-out's own list (owned by the queue once submitted): other calls use the scratch.
-        let diskSlots = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, count))
-        var written = 0
-        do throws(KVError) {
-            while written < count {
-                let b = table[written]
-                let tokens = min(bt, length - written * bt)
-                diskSlots[written] = try tier.writeSwap(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b),
-                                                        slot: s, position: written, tokens: tokens)
-                written += 1
-            }
-        } catch {
-            tier.drain()
-            for i in 0..<written { tier.unpin(diskSlots[i]) }
-            diskSlots.deallocate()
-            throw error
-        }
-        offload.swapped[s] = true
-        offload.swapOutQueue.add(slot: s, diskSlots: diskSlots, count: count, waited: waited)
-        // Submitted now: a request the ring refuses fails here, not during a wait (a wait with
-        // nothing in flight would last until some other call woke it).
-        tier.flush()
+        try offload.swapOutQueue.start(slot: s, waited: waited)
         return (offload, s)
     }
 
@@ -299,10 +278,19 @@ extension Engine {
         evictionStates[slot] = nil
     }
 
-    /// Waits for every disk-tier request and makes the tier durable (fdatasync of slab and
-    /// journal). Throws `io`. No-op without a disk tier.
+    /// Waits for every disk-tier request, including every block of pending swap-outs (submitted
+    /// as staging buffers free up), settles the asynchronous swap-outs as `poll` does, and
+    /// makes the tier durable (fdatasync of slab and journal). Throws `io`. No-op without a
+    /// disk tier. Waits with the engine's lock held.
     public func syncOffload() throws(KVError) {
-        try locked { () throws(KVError) in try offload?.tier.sync() }
+        try locked { () throws(KVError) in
+            guard let offload else { return }
+            repeat {
+                offload.tier.drain()
+                offload.processCompletions()
+            } while offload.swapOutQueue.hasUnsubmitted || offload.tier.inflight > 0
+            try offload.tier.sync()
+        }
     }
 
     /// Why the disk tier runs a fallback (thread pool instead of io_uring, buffered instead of

@@ -41,8 +41,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     let openRecords: OpenRecords
     /// Where offloaded-token records' reads go (the engine); set right after creation.
     unowned(unsafe) var records: RecordMemory!
-    /// Tokens written out, restored and lost by episodic offload.
+    /// Tokens written out, restored and lost by episodic offload; tokens in open records now.
     var tokensOffloaded: UInt64 = 0
+    var tokensInOpenRecords: UInt64 = 0
     var tokensRestored: UInt64 = 0
     var tokensLost: UInt64 = 0
     /// Prompt tokens served from the disk tier, and swap-ins that read a swapped-out sequence
@@ -110,16 +111,17 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         scratchSlots.deallocate()
     }
 
-    /// The tier's counters with the engine-level ones filled in.
+    /// The tier's counters with the engine-level ones filled in. O(1).
     var stats: DiskTierStats {
         var s = tier.stats
         s.prefixHitTokens = diskHitTokens
+        s.swapOutsStarted = swapOutQueue.started
         s.swapOuts = swapOutQueue.completed
+        s.swapOutsCancelled = swapOutQueue.cancelled
+        s.swapOutsFailed = swapOutQueue.failed
+        s.swapOutsPending = UInt64(swapOutQueue.pendingCount)
         s.swapIns = swapIns
-        for case let t? in offloadedTokens {
-            s.tokenRecords += UInt64(t.recordCount)
-            s.tokensOnDisk += UInt64(t.tokenCount)
-        }
+        s.tokensInOpenRecords = tokensInOpenRecords
         s.tokensOffloaded = tokensOffloaded
         s.tokensRestored = tokensRestored
         s.tokensLost = tokensLost
@@ -155,12 +157,18 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         return true
     }
 
-    /// Processes the completed requests and settles the asynchronous swap-outs whose writes all
-    /// ended (`SwapOutQueue.settle`: their memory is released). Never waits. Call it only where
-    /// no block or page found earlier in the call is still to be used: settling frees memory.
-    func processCompletions() {
-        tier.reap()
-        if swapOutQueue.settle() > 0 { notifyWaiters() }  // allocations waiting for memory
+    /// Processes the completed requests, submits pending swap-outs' blocks as far as staging
+    /// buffers are free and settles the asynchronous swap-outs that can be
+    /// (`SwapOutQueue.settle`: their memory is released). Never waits. Call it only where no
+    /// block or page found earlier in the call is still to be used: settling frees memory.
+    /// Returns true when anything a waiter may wait for happened (requests completed, a
+    /// swap-out ended or failed).
+    @discardableResult
+    func processCompletions() -> Bool {
+        let reaped = tier.reap()
+        let settled = swapOutQueue.settle()
+        if settled { notifyWaiters() }  // allocations waiting for memory
+        return reaped > 0 || settled
     }
 
     /// After an allocation found no room: processes completions and, while swap-outs are
@@ -200,10 +208,13 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// it waits until completions were processed (by this call or any other), `notifyWaiters`
     /// ran, or `deadlineNanoseconds` (CLOCK_MONOTONIC; nil: no limit) passed. It may also return
     /// early for nothing: callers loop on their own condition. The first caller waits on the
-    /// device and then processes completions (`processCompletions`); callers arriving meanwhile wait on a condition variable. Flushes
-    /// batched requests first, so nothing waited for is left unsubmitted.
+    /// device and then processes completions (`processCompletions`); callers arriving meanwhile
+    /// wait on a condition variable. Processes completions first (returning at once when that
+    /// was progress), which also submits pending swap-outs' blocks and flushes batched
+    /// requests, so nothing waited for is left unsubmitted (another call's reap may have freed
+    /// staging buffers without submitting them).
     func awaitProgress(mutex: UnsafeMutablePointer<pthread_mutex_t>, deadlineNanoseconds: UInt64?) {
-        tier.flush()
+        if processCompletions() { return }
         if !deviceWaiter {
             deviceWaiter = true
             var timeout: Int64 = -1

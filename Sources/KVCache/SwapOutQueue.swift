@@ -1,31 +1,47 @@
-/// Swap-outs whose writes were submitted and whose outcome is not settled yet.
+/// Swap-outs whose writes were started and whose outcome is not settled yet.
 ///
-/// From its submission a swap-out's sequence is swapped out for every caller (`swapped` is
-/// set), but its block table still holds its memory blocks and, contiguous, its ranges stay
-/// open: the bytes went to staging buffers, yet memory is released only once every write is
-/// on disk, so that a failed write loses nothing. When all of an entry's writes ended it is
-/// finished: all on disk, the memory is released and the table takes the disk slots; a write
-/// failed, the disk slots are let go and the sequence is resident again, unchanged.
+/// From its start a swap-out's sequence is swapped out for every caller (`swapped` is set), but
+/// its block table still holds its memory blocks and, contiguous, its ranges stay open: memory
+/// is released only once every write is on disk, so that a failed write loses nothing. A
+/// swap-out's blocks are copied into staging buffers and submitted in order, as far as free
+/// buffers go: `start` submits the first and as many more as buffers are free, and every
+/// `settle` (run by the calls that process completions) submits more as completions free
+/// buffers, so no call waits for the device to make room for a large sequence. The blocks not
+/// submitted yet stay untouched in memory meanwhile (the sequence is swapped out: nobody
+/// writes, appends to, forks or frees them without ending the swap-out first).
+///
+/// When all of an entry's writes were submitted and ended it is finished: all on disk, the
+/// memory is released and the table takes the disk slots; a write failed, or the tier refused
+/// a later block (disk full, tier full of pinned slots), the disk slots are let go and the
+/// sequence is resident again, unchanged. A failed entry submits nothing more and is finished
+/// once its submitted writes ended.
 ///
 /// An entry is `waited` when its own call (the synchronous `Engine.swapOut`) waits for it: only
 /// that call finishes it and reports the outcome. Any other entry (`Engine.swapOutAsync`) is
-/// finished by `settle`, which the calls that process completions run; its failure is kept for
-/// the sequence (`takeFailure`, reported once), and `cancel` ends it early (a swap-in or free of
-/// the sequence before its writes ended).
+/// finished by `settle`; its failure is kept for the sequence (`takeFailure`, reported once),
+/// and `cancel` ends it early (a swap-in or free of the sequence before its writes ended).
 ///
-/// Invariants: a sequence slot has at most one entry; each of an entry's disk slots is pinned
-/// once by it; while a slot has an entry its `swapped` flag is set and its memory blocks are
-/// referenced by it (memory is never counted free before its write completed and was released).
-/// Cost: O(pending swap-outs) per lookup, O(pending swap-outs + blocks finished) per `settle`;
-/// one allocation of 4 bytes per block per swap-out (its disk slots), freed when it ends.
+/// Invariants: a sequence slot has at most one entry; each of an entry's submitted blocks'
+/// disk slots is pinned once by it; while a slot has an entry its `swapped` flag is set and its
+/// memory blocks are referenced by it (memory is never counted free before its write completed
+/// and was released). Every swap-out started ends exactly once, completed, cancelled or failed:
+/// `started == completed + cancelled + failed + pendingCount`.
+/// Cost: O(pending swap-outs) per lookup; per `settle` O(pending swap-outs) plus one copy and
+/// checksum per block submitted and O(1) per write that ended; one allocation of 4 bytes per
+/// block per swap-out (its disk slots), freed when it ends.
 /// Not thread-safe: used under the engine's lock.
 final class SwapOutQueue {
-    /// One pending swap-out: sequence slot `slot`, whose block `i` is written to `diskSlots[i]`.
+    /// One pending swap-out: sequence slot `slot`, whose block `i` is written to `diskSlots[i]`
+    /// for `i < submitted`; blocks `0..<durable` are known to be on disk; `failure`, once set,
+    /// says why it cannot complete (nothing more is submitted).
     private struct Entry {
         let slot: Int
         let diskSlots: UnsafeMutablePointer<Int32>
         let count: Int
         let waited: Bool
+        var submitted = 0
+        var durable = 0
+        var failure: String? = nil
     }
 
     private unowned let tier: DiskTier
@@ -37,10 +53,14 @@ final class SwapOutQueue {
     private var entries: [Entry] = []
     /// Per sequence slot: why its swap-out failed after `swapOutAsync` returned, until reported.
     private var failures: [String?]
-    /// Swap-outs that ended (finished or cancelled), ever: waiters compare it before and after.
-    private(set) var ended: UInt64 = 0
+    /// Swap-outs started (their first write submitted), ever.
+    private(set) var started: UInt64 = 0
     /// Swap-outs whose writes all completed and whose memory was released, ever.
     private(set) var completed: UInt64 = 0
+    /// Swap-outs cancelled by a swap-in or free of their sequence before their writes ended, ever.
+    private(set) var cancelled: UInt64 = 0
+    /// Swap-outs that failed (a write failed, or the tier refused a block after the start), ever.
+    private(set) var failed: UInt64 = 0
 
     init(tier: DiskTier, blocks: BlockPool, sequences: SequenceTable, contiguous: ContiguousMemory?,
          swapped: UnsafeMutablePointer<Bool>) {
@@ -57,58 +77,133 @@ final class SwapOutQueue {
         for e in entries { e.diskSlots.deallocate() }
     }
 
+    /// Swap-outs that ended (completed, cancelled or failed), ever: waiters compare it before and after.
+    var ended: UInt64 { completed + cancelled + failed }
+
+    /// Swap-outs pending now.
+    var pendingCount: Int { entries.count }
+
     /// True while any swap-out is pending.
     var hasPending: Bool { !entries.isEmpty }
+
+    /// True while a pending swap-out has blocks left to submit (and has not failed).
+    var hasUnsubmitted: Bool { entries.contains { $0.failure == nil && $0.submitted < $0.count } }
 
     /// True while `slot` has a pending swap-out; `waited`: one its own call waits for.
     func isPending(_ slot: Int, waited: Bool? = nil) -> Bool {
         entries.contains { $0.slot == slot && (waited == nil || $0.waited == waited) }
     }
 
-    /// Records submitted swap-out of `slot` (whose `swapped` flag the caller set) writing its
-    /// blocks to `diskSlots` (`count`, each pinned once; the queue owns the allocation now).
-    func add(slot: Int, diskSlots: UnsafeMutablePointer<Int32>, count: Int, waited: Bool) {
+    /// Starts swapping out live, resident `slot`: submits the write of its first block (waiting
+    /// for a staging buffer if none is free) and of as many more as staging buffers are free,
+    /// marks it swapped out and queues it (`waited`: its own call waits for it and finishes it).
+    /// Throws `io` (disk full, tier full of pinned slots, submission failed) with nothing
+    /// changed. Cost: one copy and checksum per block submitted; one allocation.
+    func start(slot: Int, waited: Bool) throws(KVError) {
         precondition(!isPending(slot), "a second swap-out of slot \(slot)")
-        entries.append(Entry(slot: slot, diskSlots: diskSlots, count: count, waited: waited))
+        let count = sequences.blockCount(slot)
+        var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), count: count, waited: waited)
+        do throws(KVError) {
+            if count > 0 { try submitNext(&e) }
+            while e.submitted < count && tier.hasFreeStage { try submitNext(&e) }
+        } catch {
+            tier.drain()
+            for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
+            e.diskSlots.deallocate()
+            throw error
+        }
+        swapped[slot] = true
+        entries.append(e)
+        started += 1
+        // Submitted now: a request the ring refuses fails here, not during a wait (a wait with
+        // nothing in flight would last until some other call woke it).
+        tier.flush()
     }
 
-    /// True when none of `slot`'s pending writes is still in flight (a slot's write, once
-    /// ended, stays ended: the slot is pinned).
+    /// Copies `e`'s next block into a staging buffer and submits its write (see `DiskTier.writeSwap`).
+    private func submitNext(_ e: inout Entry) throws(KVError) {
+        let i = e.submitted, b = sequences.table(e.slot)[i], bt = sequences.blockTokens
+        e.diskSlots[i] = try tier.writeSwap(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b), slot: e.slot, position: i,
+                                            tokens: min(bt, sequences.lengths[e.slot] - i * bt))
+        e.submitted += 1
+    }
+
+    /// Submits more blocks of every pending swap-out as far as staging buffers are free; a
+    /// block the tier refuses fails its swap-out (nothing more of it is submitted). Returns
+    /// true when one failed so. Never waits.
+    private func submitMore() -> Bool {
+        var refused = false
+        for i in entries.indices where entries[i].failure == nil {
+            while entries[i].submitted < entries[i].count && tier.hasFreeStage {
+                do throws(KVError) {
+                    try submitNext(&entries[i])
+                } catch {
+                    entries[i].failure = failureMessage(entries[i].slot, error.message)
+                    refused = true
+                    break
+                }
+            }
+        }
+        tier.flush()
+        return refused
+    }
+
+    /// True when entry `i` can be finished: every block on disk, or it failed and none of its
+    /// submitted writes is still in flight. Advances `durable` past the writes that ended well;
+    /// a write that ended badly fails the entry.
+    private func canFinish(_ i: Int) -> Bool {
+        while entries[i].failure == nil && entries[i].durable < entries[i].submitted {
+            let d = entries[i].diskSlots[entries[i].durable]
+            if tier.isWriting(d) { return false }
+            if !tier.isDurable(d) {
+                entries[i].failure = failureMessage(entries[i].slot, tier.lastFailure)
+                break
+            }
+            entries[i].durable += 1
+        }
+        if entries[i].failure == nil { return entries[i].durable == entries[i].count }
+        return !(entries[i].durable..<entries[i].submitted).contains { tier.isWriting(entries[i].diskSlots[$0]) }
+    }
+
+    /// True when `slot`'s swap-out can be finished (`finish`), or it has none.
     func writesEnded(_ slot: Int) -> Bool {
-        guard let e = entries.first(where: { $0.slot == slot }) else { return true }
-        return !(0..<e.count).contains { tier.isWriting(e.diskSlots[$0]) }
+        guard let i = entries.firstIndex(where: { $0.slot == slot }) else { return true }
+        return canFinish(i)
     }
 
-    /// Finishes every entry not `waited` for whose writes all ended (see the type); a failure is
-    /// kept for `takeFailure`. Returns how many ended.
+    /// Submits what staging buffers have room for, then finishes every entry not `waited` for
+    /// that can be (see the type); a failure is kept for `takeFailure`. Returns true when
+    /// anything ended or failed (callers waiting for a swap-out to end look again).
     @discardableResult
-    func settle() -> Int {
-        var n = 0
+    func settle() -> Bool {
+        var changed = submitMore()
         var i = 0
         while i < entries.count {
-            let slot = entries[i].slot
-            if !entries[i].waited && writesEnded(slot) {
+            if !entries[i].waited && canFinish(i) {
+                let slot = entries[i].slot
                 if let failure = finish(slot) { failures[slot] = failure }
-                n += 1
+                changed = true
             } else {
                 i += 1
             }
         }
-        return n
+        return changed
     }
 
-    /// Ends `slot`'s pending swap-out whose writes all ended: returns nil when every block is
-    /// on disk (memory released, the table holds the disk slots, the sequence swapped out), or
-    /// the failure's message (disk slots let go, the sequence resident and unchanged).
+    /// Ends `slot`'s pending swap-out once `writesEnded`: returns nil when every block is on
+    /// disk (memory released, the table holds the disk slots, the sequence swapped out), or the
+    /// failure's message (disk slots let go, the sequence resident and unchanged).
     func finish(_ slot: Int) -> String? {
         let e = remove(slot)
         defer { e.diskSlots.deallocate() }
-        let table = sequences.table(slot)
-        for i in 0..<e.count where !tier.isDurable(e.diskSlots[i]) {
-            for j in 0..<e.count { tier.unpin(e.diskSlots[j]) }
+        precondition(e.failure != nil || e.durable == e.count, "finishing swap-out of slot \(slot) before its writes ended")
+        if let failure = e.failure {
+            for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
             swapped[slot] = false
-            return "swapping out sequence \(sequences.ids[slot]) failed: \(tier.lastFailure); it was not swapped out, its K/V stayed in memory unchanged"
+            failed += 1
+            return failure
         }
+        let table = sequences.table(slot)
         for i in 0..<e.count {
             let b = table[i]
             blocks.release(b)
@@ -122,15 +217,17 @@ final class SwapOutQueue {
         return nil
     }
 
-    /// Ends `slot`'s pending swap-out (not `waited` for) before its writes ended: its disk slots
-    /// are let go (a sequence's own slot is freed when its write completes) and the sequence is
-    /// resident again, its memory never released. False when `slot` has no such swap-out.
+    /// Ends `slot`'s pending swap-out (not `waited` for) before it was finished: its disk slots
+    /// are let go (a sequence's own slot is freed when its write completes), its blocks not yet
+    /// submitted are never written, and the sequence is resident again, its memory never
+    /// released. False when `slot` has no such swap-out.
     func cancel(_ slot: Int) -> Bool {
         guard isPending(slot, waited: false) else { return false }
         let e = remove(slot)
-        for i in 0..<e.count { tier.unpin(e.diskSlots[i]) }
+        for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
         e.diskSlots.deallocate()
         swapped[slot] = false
+        cancelled += 1
         return true
     }
 
@@ -140,9 +237,12 @@ final class SwapOutQueue {
         return failures[slot]
     }
 
+    /// What a failed swap-out of `slot` reports, `reason` being the tier's.
+    private func failureMessage(_ slot: Int, _ reason: String) -> String {
+        "swapping out sequence \(sequences.ids[slot]) failed: \(reason); it was not swapped out, its K/V stayed in memory unchanged"
+    }
+
     private func remove(_ slot: Int) -> Entry {
-        let i = entries.firstIndex { $0.slot == slot }!
-        ended += 1
-        return entries.remove(at: i)
+        entries.remove(at: entries.firstIndex { $0.slot == slot }!)
     }
 }

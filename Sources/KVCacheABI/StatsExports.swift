@@ -37,8 +37,13 @@ enum StatsLayout {
     static let tokensOffloaded = 200
     static let tokensRestored = 208
     static let tokensLost = 216
+    static let swapOutsStarted = 224
+    static let swapOutsCancelled = 232
+    static let swapOutsFailed = 240
+    static let swapOutsPending = 248
+    static let tokensInOpenRecords = 256
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 224
+    static let size = 264
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -73,7 +78,7 @@ enum StatsLayout {
         put(s.disk.prefixHitTokens, StatsLayout.diskHitTokens)
         put(s.disk.blocksSpilled, StatsLayout.blocksSpilled)
         put(s.disk.blocksLoaded, StatsLayout.blocksLoaded)
-        put(s.disk.spillsFailed + s.disk.loadsFailed, StatsLayout.diskErrors)
+        put(s.disk.spillsFailed + s.disk.writesFailed + s.disk.loadsFailed, StatsLayout.diskErrors)
         put(s.disk.swapOuts, StatsLayout.swapOuts)
         put(s.disk.swapIns, StatsLayout.swapIns)
         put(s.disk.tokenRecords, StatsLayout.tokenRecords)
@@ -81,6 +86,11 @@ enum StatsLayout {
         put(s.disk.tokensOffloaded, StatsLayout.tokensOffloaded)
         put(s.disk.tokensRestored, StatsLayout.tokensRestored)
         put(s.disk.tokensLost, StatsLayout.tokensLost)
+        put(s.disk.swapOutsStarted, StatsLayout.swapOutsStarted)
+        put(s.disk.swapOutsCancelled, StatsLayout.swapOutsCancelled)
+        put(s.disk.swapOutsFailed, StatsLayout.swapOutsFailed)
+        put(s.disk.swapOutsPending, StatsLayout.swapOutsPending)
+        put(s.disk.tokensInOpenRecords, StatsLayout.tokensInOpenRecords)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

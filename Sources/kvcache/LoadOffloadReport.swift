@@ -14,7 +14,10 @@ extension LoadReport {
         var readMiBPerSecond: Double
         var blocksSpilled: UInt64
         var blocksLoaded: UInt64
+        /// Swap-outs completed, cancelled (a swap-in or free before they completed) and failed.
         var swapOuts: UInt64
+        var swapOutsCancelled: UInt64
+        var swapOutsFailed: UInt64
         /// Prompt tokens served from the disk tier, and their share of all prompt tokens.
         var diskHitTokens: UInt64
         var diskHitRate: Double
@@ -35,6 +38,8 @@ extension LoadReport {
             case blocksSpilled = "blocks_spilled"
             case blocksLoaded = "blocks_loaded"
             case swapOuts = "swap_outs"
+            case swapOutsCancelled = "swap_outs_cancelled"
+            case swapOutsFailed = "swap_outs_failed"
             case diskHitTokens = "disk_hit_tokens"
             case diskHitRate = "disk_hit_rate"
             case reloadFailures = "reload_failures"
@@ -56,6 +61,8 @@ extension LoadReport {
             blocksSpilled = d.blocksSpilled
             blocksLoaded = d.blocksLoaded
             swapOuts = d.swapOuts
+            swapOutsCancelled = d.swapOutsCancelled
+            swapOutsFailed = d.swapOutsFailed
             diskHitTokens = d.prefixHitTokens
             diskHitRate = stats.prefixQueryTokens > 0 ? Double(d.prefixHitTokens) / Double(stats.prefixQueryTokens) : 0
             reloadFailures = total.reloadFailures

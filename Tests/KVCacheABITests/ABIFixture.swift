@@ -79,13 +79,13 @@ struct CConfig {
 
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 224
+    static let size = 264
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... tokens_lost, in header order
+    var fields: [UInt64]  // budget_bytes ... tokens_in_open_records, in header order
 
     init(bytes: [UInt8]) {
         // Fields past the end of a smaller buffer read 0.
-        fields = (0..<27).map { i in
+        fields = (0..<32).map { i in
             8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
         }
     }
@@ -117,6 +117,11 @@ struct CStats: Equatable, CustomStringConvertible {
     var tokensOffloaded: UInt64 { fields[24] }
     var tokensRestored: UInt64 { fields[25] }
     var tokensLost: UInt64 { fields[26] }
+    var swapOutsStarted: UInt64 { fields[27] }
+    var swapOutsCancelled: UInt64 { fields[28] }
+    var swapOutsFailed: UInt64 { fields[29] }
+    var swapOutsPending: UInt64 { fields[30] }
+    var tokensInOpenRecords: UInt64 { fields[31] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "

@@ -147,8 +147,57 @@ struct OffloadABITests {
         LastError.clear()
         expectStatus(kvc_seq_ready(f.handle, 9, &ready), KVC_ERR_IO, mentioning: ["kvc_seq_ready", "Input/output error", "stayed in memory"])
         #expect(kvc_seq_ready(f.handle, 9, &ready) == KVC_OK && ready == 1, "reported once; resident")
+        #expect(try swapOutCounts(f) == [1, 0, 0, 1, 0], "started and failed")
+        #expect(try f.stats().diskErrors == 8, "each of its 8 blocks' writes failed")
         #expect(try f.firstMismatch(9, salt: 9, to: 30) == nil, "nothing lost")
         try f.append(9, tokens: [1])
+        try f.expectWitnessesIntact()
+    }
+
+    /// swap_outs_started, swap_outs, swap_outs_cancelled, swap_outs_failed, swap_outs_pending.
+    private func swapOutCounts(_ f: ABIFixture) throws -> [UInt64] {
+        let s = try f.stats()
+        return [s.swapOutsStarted, s.swapOuts, s.swapOutsCancelled, s.swapOutsFailed, s.swapOutsPending]
+    }
+
+    /// Sequences of 1100 full blocks and a partial one, each of fresh tokens (none of its blocks
+    /// is on disk yet): more than the 1024 staging buffers of these 8 KiB slots, so an
+    /// asynchronous swap-out of one is still pending when the next call comes, whatever the
+    /// device does (its last blocks are not even submitted yet).
+    @Test(arguments: bothLayouts)
+    func everySwapOutStartedEndsOnceCompletedCancelledOrFailedThroughTheABI(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = CConfig.small(layout)
+        c.offloadBytes = 32 << 20  // 4096 slots: sequence 7's 1101 stay pinned while swapped out
+        c.maxSeqTokens = 8192
+        let f = try ABIFixture(c, offloadDir: dir)
+        try f.addWitness(1001, tokens: f.uniqueTokens(1001, count: 3 * f.blockTokens + 2))
+        let n = 4 * 1100 + 2
+        for seq: UInt64 in [7, 8, 9] {
+            try f.create(seq, tokens: f.uniqueTokens(seq, count: n))
+            try f.write(seq, salt: Int(seq), from: 0, to: n)
+        }
+        #expect(try swapOutCounts(f) == [0, 0, 0, 0, 0])
+        #expect(kvc_seq_swap_out(f.handle, 7) == KVC_OK)
+        #expect(try swapOutCounts(f) == [1, 1, 0, 0, 0], "the synchronous swap-out completed")
+        #expect(kvc_seq_swap_out_async(f.handle, 8) == KVC_OK)
+        #expect(try swapOutCounts(f) == [2, 1, 0, 0, 1], "pending")
+        #expect(kvc_seq_swap_in(f.handle, 8) == KVC_OK, "cancels it")
+        var ready: Int32 = 0
+        #expect(kvc_seq_ready(f.handle, 8, &ready) == KVC_OK && ready == 1, "resident at once")
+        #expect(try swapOutCounts(f) == [2, 1, 1, 0, 0])
+        #expect(try f.stats().swapIns == 0, "a cancel is not a swap-in")
+        #expect(try f.firstMismatch(8, salt: 8, to: n) == nil)
+        #expect(kvc_seq_swap_out_async(f.handle, 9) == KVC_OK)
+        #expect(kvc_seq_free(f.handle, 9) == KVC_OK, "cancels it too")
+        #expect(try swapOutCounts(f) == [3, 1, 2, 0, 0])
+        // Bad input starts nothing and changes no counter (expectFailure compares every stat).
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_swap_out_async", "9"]) { kvc_seq_swap_out_async($0, 9) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_swap_out", "9"]) { kvc_seq_swap_out($0, 9) }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_swap_out_async", "NULL"]) { kvc_seq_swap_out_async(nil, 1001) }
+        #expect(try swapOutCounts(f) == [3, 1, 2, 0, 0])
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
         try f.expectWitnessesIntact()
     }
 
@@ -203,18 +252,26 @@ struct OffloadABITests {
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
         let compacted = try f.stats(), offloaded = UInt64(rows) * 116
         #expect(compacted.diskStoredBytes > 0 && compacted.diskBytesWritten > 0, "58 evicted tokens per row went to disk")
-        #expect(compacted.tokensOffloaded == offloaded && compacted.tokensOnDisk == offloaded && compacted.tokenRecords > 0)
+        // A 256-byte record holds 8 layer tokens (32 bytes) or 16 head tokens: 14 records written, the rest open.
+        #expect(compacted.tokensOffloaded == offloaded && compacted.tokensOnDisk == UInt64(rows) * 112 && compacted.tokenRecords == 14)
+        #expect(compacted.tokensInOpenRecords == UInt64(rows) * 4)
         #expect(focus([0, 1]) == KVC_OK)
         #expect(waitReady(f, 5) == KVC_OK)
         let focused = try f.stats()
         #expect(focused.tokensRestored == UInt64(rows * 2 * heavyB.count), "B's heavy tokens came back in every row")
         #expect(focused.tokensOffloaded == offloaded + focused.tokensRestored, "the tokens they displaced went out")
-        #expect(focused.tokensOnDisk == offloaded && focused.tokensLost == 0)
+        #expect(focused.tokensOnDisk == UInt64(rows) * 120 && focused.tokenRecords == 15 && focused.tokensInOpenRecords == UInt64(rows) * 4,
+                "the displaced A tokens filled one more record; the restored B tokens' bytes stay in theirs")
+        #expect(focused.tokensLost == 0)
         try expectHolds(heavyB)
         #expect(try f.stats().diskBytesRead > compacted.diskBytesRead)
         #expect(kvc_seq_fork(f.handle, 5, 6) == KVC_OK)
+        let forked = try f.stats()
+        #expect(forked.tokenRecords == 16 && forked.tokensOnDisk == UInt64(rows) * 124 && forked.tokensInOpenRecords == 0,
+                "the fork wrote the parent's open record (4 tokens) out; records held by both count once")
         #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
-        #expect(try f.stats().tokensOnDisk == offloaded, "the fork holds the parent's offloaded tokens past the parent's free")
+        let orphan = try f.stats()
+        #expect(orphan.tokenRecords == 16 && orphan.tokensOnDisk == UInt64(rows) * 124, "the fork holds the parent's records past the parent's free")
         #expect(kvc_seq_free(f.handle, 6) == KVC_OK)
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
         #expect(try f.stats().diskStoredBytes == 0, "freeing both sequences released their records")

@@ -58,14 +58,24 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
         #expect(bytes[80...].allSatisfy { $0 == 0xAB })
     }
 
+    /// A client compiled against the header before the swap-out and open-record counters were
+    /// appended (224 bytes, through tokens_lost) gets exactly its fields.
+    @Test func aStructOfThePreviousVersionGetsItsFieldsAndNothingPast() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        let (rc, bytes) = rawStats(f, structSize: 224, bufferBytes: 264)
+        #expect(rc == KVC_OK)
+        #expect(Array(CStats(bytes: bytes).fields[..<27]) == Array((try f.stats()).fields[..<27]))
+        #expect(bytes[224...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
+    }
+
     @Test func aNewerLargerStructGetsEveryFieldAndZeroesTheRest() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
-        let (rc, bytes) = rawStats(f, structSize: 240, bufferBytes: 248)
+        let (rc, bytes) = rawStats(f, structSize: 280, bufferBytes: 288)
         #expect(rc == KVC_OK)
         #expect(CStats(bytes: bytes) == (try f.stats()))
-        #expect(bytes[224..<240].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
-        #expect(bytes[240...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
-        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 240, "struct_size is input only")
+        #expect(bytes[264..<280].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
+        #expect(bytes[280...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
+        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 280, "struct_size is input only")
     }
 
     @Test func statsWithNullOutputIsInvalid() throws {

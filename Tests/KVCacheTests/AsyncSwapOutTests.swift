@@ -10,14 +10,62 @@ struct AsyncSwapOutTests {
 
     /// An engine on the thread backend with sequence 1 holding `prompt`'s bytes.
     private func engine(_ layout: Layout, dir: ScratchDir, prompt: [Int32], memoryBytes: UInt64 = 64 << 20,
-                        fault: OffloadFault? = nil) throws -> Engine {
-        var c = offloadConfig(layout, dir: dir.path, memoryBytes: memoryBytes)
+                        offloadBytes: UInt64 = 64 << 20, fault: OffloadFault? = nil) throws -> Engine {
+        var c = offloadConfig(layout, dir: dir.path, memoryBytes: memoryBytes, offloadBytes: offloadBytes)
         c.offloadForceThreads = true
         c.offloadFault = fault
+        c.maxSeqTokens = 8192  // room for `largePrompt`
         let e = try Engine(c)
         try e.createSequence(1, tokens: prompt)
         try fillKV(e, 1, count: prompt.count) { prompt[$0] }
         return e
+    }
+
+    /// 1101 blocks (1100 full, 1 partial): more than the 1024 staging buffers of `smallConfig`'s
+    /// 8 KiB slots (32 MiB of them), so the swap-out call cannot copy them all.
+    static let largePrompt = tokens(4 * 1100 + 2, seed: 78)
+    static let stagingBuffers: UInt64 = 1024
+
+    /// Holds the I/O in flight and calls `swapOutAsync(seq)` on another thread: true when the
+    /// call returned with its writes held (within 10 s: a guard against a call that waits for
+    /// the held writes, not a timing assertion). When it did not, the I/O is resumed so that
+    /// the call can end; the I/O is held on return either way.
+    private func swapOutAsyncWithIOHeld(_ e: Engine, _ seq: UInt64) -> Bool {
+        #expect(e.pauseOffloadIO(true))
+        let order = EventLog()
+        let caller = loggedCall("swap-out", order) { try e.swapOutAsync(seq) }
+        let returned = waitUntil(seconds: 10) { !order.events.isEmpty }
+        if !returned { _ = e.pauseOffloadIO(false) }
+        caller.join()
+        _ = e.pauseOffloadIO(true)
+        return returned && order.events == ["swap-out returned"]
+    }
+
+    /// An engine holding `largePrompt` as sequence 1, its stats then, and sequence 1's
+    /// asynchronous swap-out started with the I/O held (`swapOutAsyncWithIOHeld`): it returns
+    /// with the first 1024 writes held in flight and 77 blocks not yet copied.
+    private func largeSwapOutWithIOHeld(_ layout: Layout, dir: ScratchDir) throws -> (engine: Engine, before: EngineStats) {
+        let e = try engine(layout, dir: dir, prompt: Self.largePrompt)
+        let before = e.stats()
+        #expect(swapOutAsyncWithIOHeld(e, 1), "returned with its writes held")
+        return (e, before)
+    }
+
+    /// After a large swap-out whose I/O was held was cancelled: resumes the I/O and checks that
+    /// only the blocks submitted before the cancel were written (full blocks: they stay as
+    /// cached prefix blocks) and that no slot is left pinned or owned.
+    private func expectOnlyTheFirstBatchWritten(_ e: Engine) throws {
+        #expect(e.pauseOffloadIO(false))
+        try e.syncOffload()
+        let d = e.stats().disk
+        #expect(d.storedSlots == Self.stagingBuffers && d.bytesWritten == Self.stagingBuffers * d.slotBytes, "\(d)")
+        #expect(e.offloadSlotAudit.pinned == 0 && e.offloadSlotAudit.unhashed == 0)
+        expectSwapOutsAddUp(d)
+    }
+
+    /// Every swap-out started ended once, or is pending (`DiskTierStats.swapOutsStarted`).
+    private func expectSwapOutsAddUp(_ d: DiskTierStats) {
+        #expect(d.swapOutsStarted == d.swapOuts + d.swapOutsCancelled + d.swapOutsFailed + d.swapOutsPending, "\(d)")
     }
 
     /// Polls until `condition` holds; a guard against a hang, not a timing assertion.
@@ -174,6 +222,129 @@ struct AsyncSwapOutTests {
         #expect(e.stats().disk.swapOuts == 1)
         try fillKV(e, 2, count: other.count) { other[$0] }
         try e.free(2)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+    }
+
+    @Test(arguments: layouts)
+    func aSequenceLargerThanTheStagingAreaReturnsBeforeAnyWriteCompleted(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = Self.largePrompt
+        // Before: the call waited for the held writes to free staging buffers for the rest.
+        let (e, before) = try largeSwapOutWithIOHeld(layout, dir: dir)
+        var s = e.stats()
+        #expect(s.disk.swapOutsStarted == 1 && s.disk.swapOutsPending == 1 && s.disk.swapOuts == 0)
+        #expect(s.blocksUsed == before.blocksUsed && s.committedBytes == before.committedBytes)
+        #expect(s.disk.bytesWritten == 0)
+        #expect(try e.ready(1) == false, "swapped out for every caller at once")
+        #expect(thrown { () throws(KVError) in try e.append(1, tokens: [9]) }?.code == .invalidArgument)
+        #expect(e.pauseOffloadIO(false))
+        #expect(pollUntil(e) { e.stats().disk.swapOuts == 1 }, "later polls submit the rest and settle it")
+        s = e.stats()
+        #expect(s.disk.storedSlots == 1101 && s.disk.bytesWritten == 1101 * s.disk.slotBytes, "every block written once")
+        #expect(s.disk.swapOutsStarted == 1 && s.disk.swapOutsPending == 0 && s.disk.swapOutsCancelled == 0 && s.disk.swapOutsFailed == 0)
+        #expect(s.blocksUsed < before.blocksUsed, "released once every write completed")
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+        expectSwapOutsAddUp(e.stats().disk)
+    }
+
+    @Test(arguments: layouts)
+    func aSwapInBeforeTheRestOfALargeSwapOutWasSubmittedCancelsItWithTheExactBytes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = Self.largePrompt
+        let (e, before) = try largeSwapOutWithIOHeld(layout, dir: dir)
+        try e.swapIn(1)  // cancels: 1024 writes in flight, 77 blocks never copied
+        #expect(try e.ready(1), "resident at once: nothing to read")
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+        let s = e.stats()
+        #expect(s.disk.swapOutsStarted == 1 && s.disk.swapOutsCancelled == 1 && s.disk.swapOutsPending == 0)
+        #expect(s.disk.swapOuts == 0 && s.disk.swapIns == 0, "a cancel is neither a swap-out nor a swap-in")
+        #expect(s.blocksUsed == before.blocksUsed)
+        try e.append(1, tokens: [5])
+        try expectOnlyTheFirstBatchWritten(e)
+    }
+
+    @Test(arguments: layouts)
+    func aFreeBeforeTheRestOfALargeSwapOutWasSubmittedReleasesTheMemoryAtOnce(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try largeSwapOutWithIOHeld(layout, dir: dir).engine
+        try e.free(1)
+        let s = e.stats()
+        #expect(s.sequences == 0 && s.blocksUsed == 0, "its memory is free at once")
+        #expect(s.disk.swapOutsStarted == 1 && s.disk.swapOutsCancelled == 1 && s.disk.swapOutsPending == 0)
+        try expectOnlyTheFirstBatchWritten(e)
+    }
+
+    @Test(arguments: layouts)
+    func aLaterBlockTheTierRefusesFailsTheSwapOutOnceAndLosesNothing(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = Self.largePrompt
+        let e = try engine(layout, dir: dir, prompt: prompt, offloadBytes: 1100 * 8192)  // one slot short
+        let before = e.stats()
+        #expect(swapOutAsyncWithIOHeld(e, 1), "before: the call itself failed, waiting for buffers and then for a slot")
+        #expect(e.pauseOffloadIO(false))
+        var failure: KVError?
+        #expect(waitUntil {
+            e.poll(timeoutMicroseconds: 1000)
+            failure = thrown { () throws(KVError) in _ = try e.ready(1) }
+            return failure != nil || e.stats().disk.swapOutsPending == 0
+        })
+        #expect(failure?.code == .io)
+        #expect(failure?.message.contains("offload tier full") == true && failure?.message.contains("stayed in memory") == true)
+        #expect(try e.ready(1), "reported once; resident")
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+        let s = e.stats()
+        #expect(s.disk.swapOutsStarted == 1 && s.disk.swapOutsFailed == 1 && s.disk.swapOuts == 0 && s.disk.swapOutsPending == 0)
+        #expect(s.blocksUsed == before.blocksUsed)
+        #expect(e.offloadSlotAudit.pinned == 0 && e.offloadSlotAudit.unhashed == 0)
+        try e.append(1, tokens: [3])
+        expectSwapOutsAddUp(s.disk)
+    }
+
+    @Test(arguments: layouts)
+    func aLaterWriteFailingOnTheDeviceFailsTheSwapOutOnceAndLosesNothing(layout: Layout) throws {
+        let probeDir = ScratchDir(), dir = ScratchDir()
+        defer {
+            probeDir.remove()
+            dir.remove()
+        }
+        let prompt = Self.largePrompt
+        let probe = try engine(layout, dir: probeDir, prompt: prompt)
+        #expect(swapOutAsyncWithIOHeld(probe, 1))
+        let firstBatch = probe.stats().disk.requestsSubmitted  // the call's requests: every later one fails
+        #expect(probe.pauseOffloadIO(false))
+        let e = try engine(layout, dir: dir, prompt: prompt, fault: OffloadFault(reads: false, writes: true, after: firstBatch))
+        try e.swapOutAsync(1)
+        try e.syncOffload()  // submits the rest, whose writes fail
+        let failure = thrown { () throws(KVError) in try e.swapIn(1) }
+        #expect(failure?.code == .io && failure?.message.contains("Input/output error") == true)
+        #expect(try e.ready(1), "reported once; resident")
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+        let s = e.stats().disk
+        #expect(s.swapOutsStarted == 1 && s.swapOutsFailed == 1 && s.swapOuts == 0 && s.swapOutsPending == 0)
+        #expect(s.writesFailed == 1101 - Self.stagingBuffers && s.storedSlots == Self.stagingBuffers, "the first batch's full blocks stay cached on disk")
+        #expect(e.offloadSlotAudit.pinned == 0 && e.offloadSlotAudit.unhashed == 0)
+        expectSwapOutsAddUp(s)
+    }
+
+    @Test(arguments: layouts)
+    func aSynchronousSwapOutOfALargeSequenceReturnsWithEveryBlockOnDisk(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = Self.largePrompt
+        let e = try engine(layout, dir: dir, prompt: prompt)
+        let before = e.stats()
+        try e.swapOut(1)
+        let s = e.stats()
+        #expect(s.disk.swapOuts == 1 && s.disk.swapOutsStarted == 1 && s.disk.swapOutsPending == 0)
+        #expect(s.disk.storedSlots == 1101 && s.blocksUsed < before.blocksUsed)
         try e.swapIn(1)
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)

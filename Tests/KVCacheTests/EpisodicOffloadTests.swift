@@ -135,7 +135,8 @@ import Testing
         #expect(after.disk.tokensRestored == rows * 2 * 10)
         #expect(after.disk.tokensLost == 0 && after.disk.loadsFailed == 0)
         #expect(after.disk.bytesRead > compacted.disk.bytesRead)
-        #expect(after.disk.tokensOnDisk == rows * 2 * 500, "the ten A tokens per row took the B tokens' places on disk")
+        #expect(after.disk.tokensOnDisk == rows * (2 * 500 + 16) && after.disk.tokenRecords == 127 && after.disk.tokensInOpenRecords == rows * 4,
+                "the ten A tokens per row went out (two records, the rest in the open one); the restored B tokens' bytes stay in theirs")
         for layer in 0..<2 { #expect(try e.layerLength(1, layer: layer) == 12) }
         try expectHolds(e, Self.heavyB, toks)  // every byte of every restored token, per head
 
@@ -162,7 +163,7 @@ import Testing
         try e.syncOffload()
         let freed = e.stats().disk
         #expect(freed.storedSlots == baseline.storedSlots)
-        #expect(freed.tokenRecords == 0 && freed.tokensOnDisk == 0)
+        #expect(freed.tokenRecords == 0 && freed.tokensOnDisk == 0 && freed.tokensInOpenRecords == 0)
     }
 
     @Test(arguments: layouts, perHead)
@@ -181,11 +182,14 @@ import Testing
         #expect(failure?.code == .io)
         #expect(failure?.message.contains("stays usable") == true)
         #expect(try e.ready(1), "the loss is reported once")
+        try e.syncOffload()  // the records the focus wrote lost every token (undone): freed once written
         let s = e.stats().disk
         #expect(s.loadsFailed > 0)
         #expect(s.tokensRestored == 0)
         #expect(s.tokensLost >= rows * 2 * 10, "at least the chosen B tokens")
-        #expect(s.tokensOnDisk == rows * 2 * 500 - s.tokensLost, "the lost tokens left the state and the disk")
+        #expect(s.tokensOnDisk == rows * 2 * 500 - s.tokensLost && s.tokenRecords == 125 - s.tokensLost / (8 * rows),
+                "the lost tokens' records left the disk (whole records: a failed read loses its record)")
+        #expect(s.tokensInOpenRecords == rows * 4, "the open record keeps its buffer until it is written or freed")
         // The restores were undone: the displaced tokens, whose bytes never left memory, stay.
         try expectHolds(e, Self.heavyA, toks)
         try expectFreeReleasesRecords(e)
@@ -325,7 +329,8 @@ import Testing
         let extra = tokens(1, seed: 4)
         try e.append(1, tokens: extra)
         toks += extra
-        #expect(e.stats().disk.tokensOnDisk == rows * 2 * 55)
+        #expect(e.stats().disk.tokensOnDisk == rows * 2 * 56 && e.stats().disk.tokenRecords == 14,
+                "the dropped tokens' bytes stay on disk while their records hold other tokens")
         #expect(try e.layerLength(1, layer: 0) == 9)
         for held in try rowPositions(e, 1, layer: 1) { #expect(held.last == 64) }
         try writeKV(e, 1, tokens: extra, from: 64, slot: 8)  // the server writes position 64 at slot 8
@@ -427,8 +432,8 @@ import Testing
 
     /// Freeing a parent and its fork, in either order, after the fork diverged (a focus that
     /// restored from the shared records and wrote its own), returns the tier to its slot counts
-    /// before the compaction; the token counters follow the live sequences' tables. A fork
-    /// that fails (the child exists) takes no pin.
+    /// before the compaction; a record held by both counts once. A fork that fails (the child
+    /// exists) takes no pin.
     @Test(arguments: shapes, [true, false])
     func freeingAForkAndItsParentInEitherOrderReleasesEveryRecord(shape: (layout: Layout, perHead: Bool), parentFirst: Bool) throws {
         let dir = ScratchDir()
@@ -448,19 +453,21 @@ import Testing
         #expect(e.offloadSlotAudit == audit, "the fork pins the parent's slots, writes none")
         #expect(forked.storedSlots == compacted.storedSlots && forked.bytesWritten == compacted.bytesWritten)
         #expect(forked.tokensOffloaded == compacted.tokensOffloaded)
-        #expect(forked.tokensOnDisk == 2 * compacted.tokensOnDisk && forked.tokenRecords == 2 * compacted.tokenRecords,
-                "counted once per sequence holding them")
+        #expect(forked.tokensOnDisk == rows * 2 * 500 && forked.tokenRecords == 125, "records held by both count once")
 
         #expect(try focus(e, Self.queryB, seq: 2) != -1)
         try waitReady(e, 2)
         try expectHolds(e, Self.heavyB, toks, seq: 2)
         let diverged = e.stats().disk
-        #expect(diverged.tokensRestored == rows * 2 * 10 && diverged.tokensOnDisk == 2 * rows * 2 * 500)
+        #expect(diverged.tokensRestored == rows * 2 * 10 && diverged.tokensOnDisk == rows * (2 * 500 + 16) && diverged.tokenRecords == 127)
+        #expect(diverged.tokensInOpenRecords == rows * 4, "the child's displaced tokens: two records of its own, the rest in its open one")
 
         let (first, second): (UInt64, UInt64) = parentFirst ? (1, 2) : (2, 1)
         try e.free(first)
         try e.syncOffload()
-        #expect(e.stats().disk.tokensOnDisk == rows * 2 * 500, "the survivor's tokens")
+        let survivor = e.stats().disk  // the child holds every record the parent did, and its own
+        #expect(survivor.tokensOnDisk == rows * (parentFirst ? 2 * 500 + 16 : 2 * 500) && survivor.tokenRecords == (parentFirst ? 127 : 125))
+        #expect(survivor.tokensInOpenRecords == (parentFirst ? rows * 4 : 0))
         #expect(e.offloadSlotAudit.pinned == e.stats().disk.tokenRecords, "one pin per record of the survivor")
         try expectHolds(e, second == 1 ? Self.heavyA : Self.heavyB, toks, seq: second)
         try expectFreeReleasesRecords(e, seq: second)

@@ -198,10 +198,10 @@ final class TestThread: @unchecked Sendable {
     func join() { pthread_join(thread, nil) }
 }
 
-/// Checks `condition` every millisecond until it holds (true) or a minute passed (false): a
+/// Checks `condition` every millisecond until it holds (true) or `seconds` passed (false): a
 /// guard so that a broken implementation fails the test instead of hanging it.
-func waitUntil(_ condition: () -> Bool) -> Bool {
-    for _ in 0..<60_000 {
+func waitUntil(seconds: Int = 60, _ condition: () -> Bool) -> Bool {
+    for _ in 0..<(seconds * 1000) {
         if condition() { return true }
         usleep(1000)
     }

@@ -29,14 +29,15 @@ extension EpisodicOffloadTests {
         _ = try decodeStepCompactions(e, n: 64, steps: 16)
         try e.syncOffload()
         var s = e.stats().disk
-        #expect(s.tokensOffloaded == 32 * rows && s.tokensOnDisk == 32 * rows)
+        #expect(s.tokensOffloaded == 32 * rows && s.tokensOnDisk == 32 * rows && s.tokensInOpenRecords == 0)
         #expect(s.tokenRecords == 1, "one record of 32 layer tokens, not 16 records of 2")
         #expect(s.storedSlots == baseline.storedSlots + 1)
         #expect(s.bytesWritten == baseline.bytesWritten + s.slotBytes)
         for step in 17...19 { #expect(try e.compact(1, budgetTokens: 64 - step) == 64 - step) }
         try e.syncOffload()
         s = e.stats().disk
-        #expect(s.tokensOffloaded == 38 * rows && s.tokensOnDisk == 38 * rows, "6 layer tokens wait in the open record")
+        #expect(s.tokensOffloaded == 38 * rows && s.tokensOnDisk == 32 * rows && s.tokensInOpenRecords == 6 * rows,
+                "6 layer tokens wait in the open record")
         #expect(s.tokenRecords == 1 && s.storedSlots == baseline.storedSlots + 1)
         #expect(s.bytesWritten == baseline.bytesWritten + s.slotBytes)
     }
@@ -78,23 +79,25 @@ extension EpisodicOffloadTests {
         #expect(cap == 32, "min(max_seqs, offload_queue_depth)")
         for seq in 1...UInt64(cap) { _ = try decodeStepCompactions(e, seq: seq, n: 16, steps: 1) }
         try e.syncOffload()
-        #expect(e.stats().disk.storedSlots == 0 && e.stats().disk.tokensOnDisk == rows * 2 * UInt64(cap), "every record is open")
+        var s = e.stats().disk
+        #expect(s.storedSlots == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == rows * 2 * UInt64(cap), "every record is open")
         _ = try decodeStepCompactions(e, seq: UInt64(cap) + 1, n: 16, steps: 1)
         try e.syncOffload()
-        var s = e.stats().disk
+        s = e.stats().disk
         #expect(s.storedSlots == 1 && s.tokenRecords == 1, "sequence 1's record, written with 2 layer tokens")
-        #expect(s.tokensOnDisk == rows * 2 * UInt64(cap + 1) && s.tokensLost == 0)
+        #expect(s.tokensOnDisk == rows * 2 && s.tokensInOpenRecords == rows * 2 * UInt64(cap) && s.tokensLost == 0)
         #expect(e.offload!.openRecords.buffer(of: e.sequences.slot(of: 1)) == nil)
         // Sequence 1 compacts again: it takes sequence 2's buffer (now the oldest).
         #expect(try e.compact(1, budgetTokens: 14) == 14)
         try e.syncOffload()
         s = e.stats().disk
-        #expect(s.storedSlots == 2 && s.tokenRecords == 2 && s.tokensOnDisk == rows * 2 * UInt64(cap + 2) && s.tokensLost == 0)
+        #expect(s.storedSlots == 2 && s.tokenRecords == 2 && s.tokensOnDisk == rows * 4 && s.tokensLost == 0)
+        #expect(s.tokensInOpenRecords == rows * 2 * UInt64(cap), "sequence 2's tokens went to disk, sequence 1's new ones into its buffer")
         #expect(e.offload!.openRecords.buffer(of: e.sequences.slot(of: 2)) == nil)
         for seq in 1...UInt64(cap) + 1 { try e.free(seq) }
         try e.syncOffload()
         s = e.stats().disk
-        #expect(s.storedSlots == 0 && s.tokenRecords == 0 && s.tokensOnDisk == 0)
+        #expect(s.storedSlots == 0 && s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == 0)
     }
 
     @Test(arguments: layouts, perHead)
@@ -107,7 +110,7 @@ extension EpisodicOffloadTests {
         #expect(e.offload!.openRecords.buffer(of: slot) != nil)
         try expectFreeReleasesRecords(e)
         let s = e.stats().disk
-        #expect(s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensLost == 0)
+        #expect(s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == 0 && s.tokensLost == 0)
         #expect(e.offload!.openRecords.buffer(of: slot) == nil)
         #expect(e.offloadSlotAudit == (pinned: 0, unhashed: 0))
     }
@@ -128,7 +131,9 @@ extension EpisodicOffloadTests {
         try e.syncOffload()
         let forked = e.stats().disk
         #expect(forked.storedSlots == before.storedSlots + 1 && forked.bytesWritten == before.bytesWritten + forked.slotBytes)
-        #expect(forked.tokenRecords == 2 * (before.tokenRecords + 1), "the written record, held by both")
+        #expect(forked.tokenRecords == before.tokenRecords + 1, "the written record; each record held by both counts once")
+        let rows = UInt64(rowsPerLayer(e))
+        #expect(forked.tokensOnDisk == before.tokensOnDisk + 4 * rows && before.tokensInOpenRecords == 4 * rows && forked.tokensInOpenRecords == 0)
         #expect(e.offload!.offloadedTokens[e.sequences.slot(of: 1)]!.openRecord < 0)
         for seq: UInt64 in [2, 1] {
             #expect(try focus(e, Self.queryA, seq: seq) != -1)
@@ -166,7 +171,9 @@ extension EpisodicOffloadTests {
         for budget in [11, 10] { #expect(try e.compact(1, budgetTokens: budget) == budget) }  // full: written
         try e.syncOffload()
         let failed = e.stats().disk
-        #expect(failed.tokenRecords >= 1 && failed.tokensLost == 0, "the failure is not known yet")
+        #expect(failed.tokensLost == 0, "the failure is not known yet")
+        #expect(failed.writesFailed == 1 && failed.tokenRecords == 31 && failed.tokensOnDisk == 31 * 32 * UInt64(rowsPerLayer(e)) && failed.tokensInOpenRecords == 0,
+                "the failed record counts as a failed write, not as on disk")
         let before = (try held(e, 1))
         _ = try focus(e, Self.queryA)
         var failure: KVError?
@@ -177,7 +184,7 @@ extension EpisodicOffloadTests {
         #expect(s.loadsFailed > failed.loadsFailed)
         #expect(s.tokensRestored == failed.tokensRestored, "nothing restored from the failed record")
         #expect(s.tokensLost == 32 * UInt64(rowsPerLayer(e)), "every token of the failed record (a read that fails loses its record)")
-        #expect(s.tokensOnDisk == failed.tokensOnDisk - s.tokensLost)
+        #expect(s.tokensOnDisk == failed.tokensOnDisk && s.tokenRecords == failed.tokenRecords, "the lost tokens' record was never counted")
         let after = try held(e, 1)
         #expect(after.positions == before.positions && after.bytes == before.bytes, "the restores were undone")
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)

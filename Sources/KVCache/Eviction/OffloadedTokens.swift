@@ -91,12 +91,6 @@ final class OffloadedTokens {
         }
     }
 
-    /// Row tokens offloaded (live entries: on disk, or in the open record awaiting its write).
-    var tokenCount: Int { recordLive.reduce(0) { $0 + Int($1) } }
-
-    /// Records holding a disk slot (not the open record).
-    var recordCount: Int { recordSlot.count - freeRecords.count - (openRecord >= 0 ? 1 : 0) }
-
     /// Room left in the open record (0 when there is none).
     var openRoom: Int { openRecord >= 0 ? tokensPerRecord - openCount : 0 }
 
