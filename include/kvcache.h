@@ -355,6 +355,10 @@ typedef struct kvc_stats {
      *  written yet: see kvc_seq_compact); they join tokens_on_disk when their record is
      *  written out. */
     uint64_t tokens_in_open_records;
+    /** 1 when the K/V memory sits in 2 MiB huge pages: page_bytes is 2 MiB and the kernel
+     *  lets shared memory use transparent huge pages (shmem_enabled not never/deny); 0
+     *  otherwise, including when 2 MiB pages fell back to small ones (logged once on stderr). */
+    uint64_t huge_pages;
     /* more may follow */
 } kvc_stats;
 

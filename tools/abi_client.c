@@ -38,7 +38,7 @@ _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, tokens_lost) == 216, "kvc_stats.tokens_lost at 216");
 _Static_assert(offsetof(kvc_stats, swap_outs_started) == 224, "kvc_stats.swap_outs_started at 224 (appended)");
 _Static_assert(offsetof(kvc_stats, tokens_in_open_records) == 256, "kvc_stats.tokens_in_open_records at 256");
-_Static_assert(sizeof(kvc_stats) == 264, "kvc_stats is 264 bytes");
+_Static_assert(sizeof(kvc_stats) == 272, "kvc_stats is 272 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 
@@ -319,6 +319,7 @@ static void serve(uint32_t layout) {
           "%s: prefix counters (query %" PRIu64 ", hit %" PRIu64 ")", name, s.prefix_query_tokens, s.prefix_hit_tokens);
     CHECK(s.blocks_used + s.blocks_cached <= s.blocks_total && s.blocks_used > 0, "%s: block counts consistent", name);
     CHECK(layout == KVC_LAYOUT_PAGED ? s.mappings == 0 : s.mappings > 0, "%s: mappings %" PRIu64, name, s.mappings);
+    CHECK(s.huge_pages == 0, "%s: %llu KiB pages are not huge pages", name, (unsigned long long)(cfg.page_bytes >> 10));
     kvc_stats old;
     memset(&old, 0xAB, sizeof old);
     old.struct_size = KVC_STATS_MIN_SIZE;

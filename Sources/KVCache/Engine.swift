@@ -515,6 +515,7 @@ public final class Engine: @unchecked Sendable {
         s.sequencesCreated = sequencesCreated
         s.blocksEvicted = blocks.evictedCount
         s.mappings = contiguous?.mappings ?? 0
+        s.hugePages = (paged?.pool ?? contiguous?.pool).map { kvm_pool_hugepages($0) != 0 } ?? false
         s.eventsDropped = blocks.events.dropped
         if let offload { s.disk = offload.stats }
         return s

@@ -42,8 +42,9 @@ enum StatsLayout {
     static let swapOutsFailed = 240
     static let swapOutsPending = 248
     static let tokensInOpenRecords = 256
+    static let hugePages = 264
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 264
+    static let size = 272
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -91,6 +92,7 @@ enum StatsLayout {
         put(s.disk.swapOutsFailed, StatsLayout.swapOutsFailed)
         put(s.disk.swapOutsPending, StatsLayout.swapOutsPending)
         put(s.disk.tokensInOpenRecords, StatsLayout.tokensInOpenRecords)
+        put(s.hugePages ? 1 : 0, StatsLayout.hugePages)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

@@ -79,13 +79,13 @@ struct CConfig {
 
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 264
+    static let size = 272
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... tokens_in_open_records, in header order
+    var fields: [UInt64]  // budget_bytes ... huge_pages, in header order
 
     init(bytes: [UInt8]) {
         // Fields past the end of a smaller buffer read 0.
-        fields = (0..<32).map { i in
+        fields = (0..<33).map { i in
             8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
         }
     }
@@ -122,6 +122,7 @@ struct CStats: Equatable, CustomStringConvertible {
     var swapOutsFailed: UInt64 { fields[29] }
     var swapOutsPending: UInt64 { fields[30] }
     var tokensInOpenRecords: UInt64 { fields[31] }
+    var hugePages: UInt64 { fields[32] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import KVCacheABI
 
@@ -58,11 +59,21 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
         #expect(bytes[80...].allSatisfy { $0 == 0xAB })
     }
 
+    /// `huge_pages` is 1 exactly when 2 MiB pages really are huge pages (shmem THP on).
+    @Test func hugePagesReportWhatTheKernelGave() throws {
+        var c = CConfig.small(KVC_LAYOUT_PAGED, memoryBytes: 64 << 20)
+        #expect(try ABIFixture(c).stats().hugePages == 0)
+        c.pageBytes = 2 << 20
+        let mode = (try? String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/shmem_enabled", encoding: .utf8)) ?? "[never]"
+        let allowed: UInt64 = mode.contains("[never]") || mode.contains("[deny]") ? 0 : 1
+        #expect(try ABIFixture(c).stats().hugePages == allowed, "shmem_enabled: \(mode)")
+    }
+
     /// A client compiled against the header before the swap-out and open-record counters were
     /// appended (224 bytes, through tokens_lost) gets exactly its fields.
     @Test func aStructOfThePreviousVersionGetsItsFieldsAndNothingPast() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
-        let (rc, bytes) = rawStats(f, structSize: 224, bufferBytes: 264)
+        let (rc, bytes) = rawStats(f, structSize: 224, bufferBytes: 272)
         #expect(rc == KVC_OK)
         #expect(Array(CStats(bytes: bytes).fields[..<27]) == Array((try f.stats()).fields[..<27]))
         #expect(bytes[224...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
@@ -70,12 +81,12 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
 
     @Test func aNewerLargerStructGetsEveryFieldAndZeroesTheRest() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
-        let (rc, bytes) = rawStats(f, structSize: 280, bufferBytes: 288)
+        let (rc, bytes) = rawStats(f, structSize: 288, bufferBytes: 296)
         #expect(rc == KVC_OK)
         #expect(CStats(bytes: bytes) == (try f.stats()))
-        #expect(bytes[264..<280].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
-        #expect(bytes[280...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
-        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 280, "struct_size is input only")
+        #expect(bytes[272..<288].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
+        #expect(bytes[288...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
+        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 288, "struct_size is input only")
     }
 
     @Test func statsWithNullOutputIsInvalid() throws {

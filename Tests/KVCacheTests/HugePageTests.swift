@@ -47,4 +47,14 @@ struct HugePageTests {
         #expect(pmd >= 12 * (2 << 20), "\(pmd >> 20) MiB PMD-mapped (shmem_enabled \(Self.shmemMode ?? "?"))")
         #expect(e.stats().committedBytes <= c.memoryBytes)
     }
+
+    /// `stats().hugePages` says whether the memory is in huge pages: never for smaller pages,
+    /// for 2 MiB pages exactly when the kernel allows them (runs under every shmem mode).
+    @Test(arguments: [Layout.paged, .contiguous])
+    func statsSayWhetherPagesAreHuge(layout: Layout) throws {
+        let small = try Engine(smallConfig(layout, pageBytes: 64 << 10, blockTokens: 16))
+        #expect(small.stats().hugePages == false)
+        let huge = try Engine(smallConfig(layout, pageBytes: 2 << 20, blockTokens: 16))
+        #expect(huge.stats().hugePages == Self.kernelAllows, "shmem_enabled \(Self.shmemMode ?? "?")")
+    }
 }
