@@ -202,8 +202,10 @@ typedef struct kvc_config {
     /* 4 bytes of padding (offset 36) */
     /** Exact physical budget for K/V bytes, > 0; the engine never commits more. Default 8 GiB. */
     uint64_t memory_bytes;
-    /** Physical page size: a power of two from 4096 to 2097152 (2 MiB asks for huge pages).
-     *  Default 65536. */
+    /** Physical page size: a power of two from 4096 to 2097152. 2 MiB asks for transparent
+     *  huge pages, which the kernel gives shared memory unless its shmem_enabled setting is
+     *  never/deny; otherwise small pages are used, logged once, and kvc_stats.huge_pages
+     *  reads 0. Default 65536. */
     uint64_t page_bytes;
     /** NUMA node to bind K/V memory to, or -1 (default) for the default policy. */
     int32_t numa_node;
@@ -353,7 +355,8 @@ typedef struct kvc_stats {
     uint64_t swap_outs_pending;
     /** Episodic offload: tokens in open records now (copied into their memory buffers, not
      *  written yet: see kvc_seq_compact); they join tokens_on_disk when their record is
-     *  written out. */
+     *  written out. Like tokens_on_disk, a token restored from the buffer stays counted until
+     *  its record is written out or discarded (its bytes are still there). */
     uint64_t tokens_in_open_records;
     /** 1 when the K/V memory sits in 2 MiB huge pages: page_bytes is 2 MiB and the kernel
      *  lets shared memory use transparent huge pages (shmem_enabled not never/deny); 0

@@ -94,6 +94,8 @@ public struct DiskTierStats: Equatable, Sendable {
     public var tokensOnDisk: UInt64 = 0
     /// Episodic offload: tokens (as above) copied into open records (memory buffers, not
     /// written yet; see `OpenRecords`), not in `tokensOnDisk` until their record is written out.
+    /// Like `tokensOnDisk`, a token restored from the buffer stays counted until its record is
+    /// written out or discarded (its bytes are still there).
     public var tokensInOpenRecords: UInt64 = 0
     /// Episodic offload: tokens (as above) written out, read back into memory, and lost (their
     /// record could not be written, or its read failed or was torn or corrupt: dropped, never

@@ -9,9 +9,9 @@ import Glibc
 /// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`,
 /// `swapOutAsync`, `swapIn` and `free`, under the engine's lock, which also submit pending
 /// swap-outs' blocks as staging buffers free up and settle the asynchronous swap-outs whose
-/// writes all completed (`SwapOutQueue`); a server that only wants progress calls `poll`. `poll`, `swapOut` and an allocation out of memory while swap-outs are
-/// pending wait for the device without the lock (`awaitProgress`), so other threads' calls
-/// proceed meanwhile.
+/// writes all completed (`SwapOutQueue`); a server that only wants progress calls `poll`.
+/// `poll`, `swapOut` and an allocation out of memory while swap-outs are pending wait for the
+/// device without the lock (`awaitProgress`), so other threads' calls proceed meanwhile.
 extension Engine {
     /// The slot of live, resident (not swapped-out) `seq`. Throws `notFound`, or
     /// `invalidArgument` for a swapped-out sequence.
