@@ -7,6 +7,11 @@ to compare a synthetic trace with a real one (smollm2_trace.py) on policy-indepe
   quantiles q50 / q90 / q99 / q999 of every 16th step.
 - next-step mass on the previous step's top 20%, and on the step's own top 20% (an oracle):
   how well one query predicts the next (TOVA's premise), against how concentrated attention is.
+- persistence: the correlation of a key's log attention at decode step t with its log attention
+  at step t + lag (lags 1, 16, 256; keys older than the last 64 positions at step t, sinks
+  excluded; every 37th step t): flat when a key's importance is fixed (accumulating its history
+  estimates it best, H2O's premise), falling when importance drifts (the latest query is the
+  better guide, TOVA's).
 
     python3 tools/real_attention/attention_stats.py TRACE...   (numpy)
 """
@@ -29,12 +34,35 @@ def steps(path):
             yield n, q, np.frombuffer(f.read(4 * layers * heads * n), dtype="<f4").reshape(layers, heads, n)
 
 
+LAGS = (1, 16, 256)
+
+
+def persistence(decode):
+    """Mean correlation of log attention at steps t and t + lag, per lag, over rows."""
+    result = []
+    for lag in LAGS:
+        corr = []
+        for t in sorted(decode)[::37]:
+            if t + lag not in decode:
+                continue
+            a, b = decode[t], decode[t + lag]
+            old = a.shape[2] - 64
+            if old < 100:
+                continue
+            x = np.log(np.maximum(a[:, :, 4:old], 1e-12)).reshape(-1, old - 4)
+            y = np.log(np.maximum(b[:, :, 4:old], 1e-12)).reshape(-1, old - 4)
+            corr += [np.corrcoef(x[r], y[r])[0, 1] for r in range(x.shape[0])]
+        result.append(np.mean(corr))
+    return result
+
+
 def statistics(path):
-    prev, changes, on_prev, on_own = None, [], [], []
+    prev, changes, on_prev, on_own, decode = None, [], [], [], {}
     for index, (n, q, rows) in enumerate(steps(path)):
         if q != 1:
             prev = None
             continue
+        decode[index] = rows
         if prev is not None:
             old = prev.shape[2] - 64
             k = int(0.2 * prev.shape[2])
@@ -52,7 +80,8 @@ def statistics(path):
         prev = rows
     qs = np.quantile(np.concatenate(changes), [0.5, 0.9, 0.99, 0.999])
     print(f"{path}: |d log p| on the previous top 20%: q50 {qs[0]:.2f} q90 {qs[1]:.2f} q99 {qs[2]:.2f} q999 {qs[3]:.2f}; "
-          f"next-step mass on the previous top 20% {np.mean(on_prev):.3f}, on its own top 20% {np.mean(on_own):.3f}")
+          f"next-step mass on the previous top 20% {np.mean(on_prev):.3f}, on its own top 20% {np.mean(on_own):.3f}; "
+          + "persistence " + " ".join(f"lag {lag} {c:.3f}" for lag, c in zip(LAGS, persistence(decode))))
 
 
 for trace in sys.argv[1:]:
