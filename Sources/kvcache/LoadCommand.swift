@@ -37,7 +37,8 @@ struct LoadCommand: ParsableCommand {
         preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free: \
         {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, max_us}}, prefix {query_tokens, \
         hit_tokens, hit_rate}, memory {budget_bytes, committed_peak_bytes, committed_end_bytes, \
-        rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings, reserved_bytes, reserve_s}, \
+        rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings, page_bytes, huge_pages, \
+        reserved_bytes, reserve_s}, \
         offload {dir, backend, capacity_bytes, bytes_written, bytes_read, write_mib_per_s, \
         read_mib_per_s, blocks_spilled, blocks_loaded, swap_outs, disk_hit_tokens, disk_hit_rate, \
         reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \

@@ -92,6 +92,10 @@ struct LoadReport: Codable, Sendable {
         var rssEndBytes: UInt64
         var blocksEvicted: UInt64
         var mappings: UInt64
+        /// The pool's page size, and whether its pages really are 2 MiB huge pages
+        /// (`EngineStats.hugePages`: false when 2 MiB pages fell back to small ones).
+        var pageBytes: UInt64
+        var hugePages: Bool
         /// With `--reserve`: bytes committed ahead of the run (`Engine.reserve`) and how long
         /// that took (outside the measured run); 0 without.
         var reservedBytes: UInt64
@@ -106,6 +110,8 @@ struct LoadReport: Codable, Sendable {
             case rssEndBytes = "rss_end_bytes"
             case blocksEvicted = "blocks_evicted"
             case mappings
+            case pageBytes = "page_bytes"
+            case hugePages = "huge_pages"
             case reservedBytes = "reserved_bytes"
             case reserveSeconds = "reserve_s"
         }
@@ -184,7 +190,9 @@ struct LoadReport: Codable, Sendable {
               pad(ByteCount.format(memory.rssPeakBytes), 12)].joined(separator: " "))
         line([pad("end", 10, left: true), pad(ByteCount.format(memory.committedEndBytes), 12),
               pad(ByteCount.format(memory.rssEndBytes), 12)].joined(separator: " "))
-        line("budget \(ByteCount.format(memory.budgetBytes)); \(memory.blocksEvicted) cached blocks evicted; \(memory.mappings) mappings")
+        line("budget \(ByteCount.format(memory.budgetBytes)); pages of \(ByteCount.format(memory.pageBytes))"
+            + (memory.pageBytes == 2 << 20 ? (memory.hugePages ? " (huge pages)" : " (small pages: shmem huge pages are off)") : "")
+            + "; \(memory.blocksEvicted) cached blocks evicted; \(memory.mappings) mappings")
         if memory.reservedBytes > 0 {
             line("reserved \(ByteCount.format(memory.reservedBytes)) ahead of the run in \(fixed(memory.reserveSeconds, 2)) s (--reserve, not in the times above)")
         }

@@ -120,6 +120,7 @@ struct LoadRunner {
                           committedEndBytes: stats.committedBytes, rssStartBytes: rssStart.rssBytes,
                           rssPeakBytes: rssEnd.peakRSSBytes, rssEndBytes: rssEnd.rssBytes,
                           blocksEvicted: stats.blocksEvicted, mappings: stats.mappings,
+                          pageBytes: config.pageBytes, hugePages: stats.hugePages,
                           reservedBytes: reserved.bytes, reserveSeconds: (reserved.seconds * 1000).rounded() / 1000),
             firstError: total.firstError,
             offload: config.hasDiskTier ? LoadReport.Offload(stats: stats, dir: config.offloadDir ?? "", elapsed: elapsed, total: total) : nil
