@@ -15,14 +15,17 @@ cd "$(dirname "$0")/.."
 
 scratch="${KVC_ASAN_SCRATCH_PATH:-.build-asan}"
 echo "run_abi_client_asan: building libkvcache.so (debug, -sanitize=address)"
-swift build --scratch-path "$scratch" --sanitize=address --product kvcache 2>&1 | grep -v "Cannot export local symbol" || true
+swift build --scratch-path "$scratch" --sanitize=address --product kvcache
 BIN=$(swift build --scratch-path "$scratch" --sanitize=address --show-bin-path)
 [[ -f "$BIN/libkvcache.so" ]] || { echo "run_abi_client_asan: FAILED: $BIN/libkvcache.so was not built" >&2; exit 1; }
 
 mkdir -p tools/bin
 CC_ASAN="$(dirname "$(command -v swift)")/clang"
+rm -f tools/bin/abi_client_asan
+# (gold warns once per ASan symbol that it cannot export a local one: harmless, filtered.)
 "$CC_ASAN" -std=c11 -g -O1 -fsanitize=address -fno-omit-frame-pointer -Wall -Wextra -Werror -I include \
-    tools/abi_client.c -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_client_asan
+    tools/abi_client.c -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_client_asan 2>&1 | grep -v "Cannot export local symbol" || true
+[[ -x tools/bin/abi_client_asan ]] || { echo "run_abi_client_asan: FAILED: the client did not compile" >&2; exit 1; }
 
 # abi_client prints "abi_client: N passed, M failed"; renamed so the totals do not count the
 # same checks twice. ASan exits non-zero (and prints its report) on the first error or a leak.
