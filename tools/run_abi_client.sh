@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds libkvcache.so (release), checks that it exports exactly the kvc_* functions of
 # include/kvcache.h, checks that block hashes agree across processes, and runs tools/abi_client.c
-# against the library the way an inference server links it.
+# against the library the way an inference server links it, then tools/abi_stress.c (several
+# server threads on one engine).
 #
 #   tools/run_abi_client.sh
 #
@@ -60,3 +61,8 @@ PY
 fi
 
 tools/bin/abi_client
+
+# Several server threads on one engine at once, every byte checked (tools/abi_stress.c).
+${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -pthread -I include tools/abi_stress.c \
+    -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_stress
+tools/bin/abi_stress

@@ -1,0 +1,284 @@
+/*
+ * abi_stress — several server threads drive one engine through include/kvcache.h at once,
+ * with the memory budget far below the working set and a disk tier, and check every byte
+ * they read back. Built for ThreadSanitizer (tools/run_abi_stress_tsan.sh), which then also
+ * checks that the engine's own locking leaves no data race on these paths.
+ *
+ * Each thread is a small server with its own prompt families (so that no thread reads a
+ * prefix block another thread has not written yet: see WRITING K/V in kvcache.h). Threads
+ * meet in the engine: one prefix index, one LRU, one budget (a create evicts and spills
+ * other threads' cached blocks) and one disk tier (their blocks come back from it). A
+ * request: create (retried while the budget is taken), wait for kvc_seq_ready, check the
+ * cached tokens' K/V, write the rest, decode with appends, sometimes fork a child or swap
+ * out (synchronously or not) and back in, check every token, free. K/V bytes are a function of
+ * (token, position, layer, K|V, byte), so any block reached through the prefix cache,
+ * from memory or disk, must hold exactly them. A monitor thread polls, drains events and
+ * checks the swap-out counters' identity meanwhile.
+ *
+ * Prints how many checks it made and failed, then "abi_stress: 1 passed, 0 failed" (the run is
+ * one test in tools/test.sh's count) or "0 passed, 1 failed"; exits 1 when anything failed.
+ * Build: cc -std=c11 -pthread -I include tools/abi_stress.c -L$BIN -lkvcache -Wl,-rpath,$BIN
+ */
+#define _DEFAULT_SOURCE /* mkdtemp, usleep */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kvcache.h"
+
+enum {
+    THREADS = 4,
+    REQUESTS = 100,    /* per thread and layout */
+    FAMILIES = 4,      /* prompt families per thread */
+    FAMILY_TOKENS = 160,
+    DECODE = 24,
+    BLOCK = 16,
+    MAX_TOKENS = 1024,
+    TOKEN_BYTES = 64,  /* 2 KV heads x 16 dims x 2 bytes */
+    LAYERS = 4,
+    MAX_BLOCKS = MAX_TOKENS / BLOCK,
+};
+
+static atomic_uint_fast64_t passed, failed;
+static atomic_int workers_running;
+
+#define CHECK(cond, ...)                                                                     \
+    do {                                                                                     \
+        if (cond) {                                                                          \
+            atomic_fetch_add(&passed, 1);                                                    \
+        } else {                                                                             \
+            atomic_fetch_add(&failed, 1);                                                    \
+            fprintf(stderr, "abi_stress: FAILED: " __VA_ARGS__);                             \
+            fprintf(stderr, " (%s:%d; last error: %s)\n", __FILE__, __LINE__, kvc_last_error()); \
+        }                                                                                    \
+    } while (0)
+
+typedef struct {
+    kvc_engine *e;
+    int paged;
+    uint32_t thread;
+    uint64_t creates_retried, cached_tokens, requests_dropped;
+} worker;
+
+/* The K/V byte of (token, position, layer, tensor, byte): the same wherever it is cached. */
+static uint8_t pattern(int32_t token, size_t pos, uint32_t layer, uint32_t tensor, size_t b) {
+    uint64_t x = (uint64_t)(uint32_t)token * 0x9E3779B97F4A7C15ull ^ (uint64_t)pos * 0xC2B2AE3D27D4EB4Full ^
+                 ((uint64_t)layer << 40) ^ ((uint64_t)tensor << 48) ^ b;
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    return (uint8_t)(x >> 56);
+}
+
+/* Address of (layer, tensor) of token `t`; `table` is the sequence's block table (paged). */
+static uint8_t *token_address(worker *w, uint64_t seq, const int32_t *table, uint32_t layer, uint32_t tensor, size_t t) {
+    void *k = NULL, *v = NULL;
+    kvc_status rc = w->paged ? kvc_block_kv(w->e, table[t / BLOCK], layer, &k, &v) : kvc_seq_kv(w->e, seq, layer, &k, &v);
+    if (rc != KVC_OK) return NULL;
+    return (uint8_t *)(tensor == 0 ? k : v) + (w->paged ? t % BLOCK : t) * TOKEN_BYTES;
+}
+
+/* Writes (check = 0) or compares (check = 1) tokens [from, to) of `seq`; 1 when all match. */
+static int kv(worker *w, uint64_t seq, const int32_t *tokens, size_t from, size_t to, int check) {
+    int32_t table[MAX_BLOCKS];
+    size_t n = 0;
+    if (w->paged && kvc_seq_block_table(w->e, seq, table, MAX_BLOCKS, &n) != KVC_OK) return 0;
+    uint8_t buf[TOKEN_BYTES];
+    for (uint32_t layer = 0; layer < LAYERS; layer++)
+        for (uint32_t tensor = 0; tensor < 2; tensor++)
+            for (size_t t = from; t < to; t++) {
+                uint8_t *p = token_address(w, seq, table, layer, tensor, t);
+                if (!p) return 0;
+                for (size_t b = 0; b < TOKEN_BYTES; b++) buf[b] = pattern(tokens[t], t, layer, tensor, b);
+                if (!check) memcpy(p, buf, TOKEN_BYTES);
+                else if (memcmp(p, buf, TOKEN_BYTES) != 0) return 0;
+            }
+    return 1;
+}
+
+/* Polls until `seq` is ready; 1 when it is, 0 after 20 s or on an error. */
+static int wait_ready(worker *w, uint64_t seq) {
+    for (int i = 0; i < 20000; i++) {
+        int ready = 0;
+        if (kvc_seq_ready(w->e, seq, &ready) != KVC_OK) return 0;
+        if (ready) return 1;
+        kvc_engine_poll(w->e, 1000);
+    }
+    return 0;
+}
+
+/* Runs `op` until it is not out of memory (other threads free theirs), at most ~10 s. */
+#define RETRY_OOM(w, rc, op)                                                   \
+    do {                                                                       \
+        for (int attempt = 0; attempt < 2000; attempt++) {                     \
+            (rc) = (op);                                                       \
+            if ((rc) != KVC_ERR_OUT_OF_MEMORY) break;                          \
+            (w)->creates_retried++;                                            \
+            usleep(5000);                                                      \
+        }                                                                      \
+    } while (0)
+
+static void request(worker *w, uint32_t r) {
+    int32_t tokens[MAX_TOKENS];
+    uint32_t family = r % FAMILIES, tail = 1 + r * 7 % 40;
+    size_t prompt = FAMILY_TOKENS + tail, total = prompt + DECODE;
+    for (size_t i = 0; i < total; i++)
+        tokens[i] = i < FAMILY_TOKENS ? (int32_t)(w->thread * 100000 + family * 1000 + i)
+                                      : (int32_t)(1000000 + w->thread * 100000 + r * 100 + i);
+    uint64_t seq = (uint64_t)w->thread * 1000000 + r * 10, child = seq + 1;
+    size_t cached = 0;
+    kvc_status rc;
+    RETRY_OOM(w, rc, kvc_seq_create(w->e, seq, tokens, prompt, &cached));
+    if (rc == KVC_ERR_OUT_OF_MEMORY) {
+        w->requests_dropped++; /* the budget stayed taken: a server would queue it */
+        return;
+    }
+    CHECK(rc == KVC_OK, "thread %u: create %" PRIu64 " (status %d)", w->thread, seq, rc);
+    if (rc != KVC_OK) return;
+    w->cached_tokens += cached;
+    CHECK(wait_ready(w, seq), "thread %u: seq %" PRIu64 " becomes ready", w->thread, seq);
+    CHECK(kv(w, seq, tokens, 0, cached, 1), "thread %u: seq %" PRIu64 "'s %zu cached tokens hold their K/V", w->thread, seq, cached);
+    CHECK(kv(w, seq, tokens, cached, prompt, 0), "thread %u: write seq %" PRIu64, w->thread, seq);
+    size_t length = prompt;
+    for (; length < total; length++) {
+        RETRY_OOM(w, rc, kvc_seq_append(w->e, seq, &tokens[length], 1));
+        if (rc != KVC_OK) break;
+        CHECK(kv(w, seq, tokens, length, length + 1, 0), "thread %u: write a decoded token", w->thread);
+    }
+    CHECK(rc == KVC_OK || rc == KVC_ERR_OUT_OF_MEMORY, "thread %u: append (status %d)", w->thread, rc);
+    if (r % 4 == 1) { /* a fork (beam search): shares everything, diverges, goes away */
+        RETRY_OOM(w, rc, kvc_seq_fork(w->e, seq, child));
+        if (rc == KVC_OK) {
+            int32_t own[MAX_TOKENS];
+            memcpy(own, tokens, length * sizeof *own);
+            for (size_t i = length; i < length + 4; i++) own[i] = (int32_t)(2000000 + w->thread * 1000 + i);
+            RETRY_OOM(w, rc, kvc_seq_append(w->e, child, &own[length], 4));
+            if (rc == KVC_OK) {
+                CHECK(kv(w, child, own, length, length + 4, 0), "thread %u: write the child", w->thread);
+                CHECK(kv(w, child, own, 0, length + 4, 1), "thread %u: the child reads its parent's and its own K/V", w->thread);
+            }
+            CHECK(kvc_seq_free(w->e, child) == KVC_OK, "thread %u: free the child", w->thread);
+        }
+        CHECK(rc == KVC_OK || rc == KVC_ERR_OUT_OF_MEMORY, "thread %u: fork (status %d)", w->thread, rc);
+    }
+    if (r % 5 == 2) { /* preemption: swap out (every other time asynchronously) and back in */
+        rc = r % 10 == 2 ? kvc_seq_swap_out_async(w->e, seq) : kvc_seq_swap_out(w->e, seq);
+        CHECK(rc == KVC_OK || rc == KVC_ERR_OUT_OF_MEMORY, "thread %u: swap out (status %d)", w->thread, rc);
+        if (rc == KVC_OK) {
+            RETRY_OOM(w, rc, kvc_seq_swap_in(w->e, seq));
+            CHECK(rc == KVC_OK, "thread %u: swap in (status %d)", w->thread, rc);
+            CHECK(rc == KVC_OK && wait_ready(w, seq), "thread %u: the swapped-in sequence becomes ready", w->thread);
+        }
+    }
+    CHECK(kv(w, seq, tokens, 0, length, 1), "thread %u: seq %" PRIu64 " holds all %zu tokens' K/V", w->thread, seq, length);
+    CHECK(kvc_seq_free(w->e, seq) == KVC_OK, "thread %u: free %" PRIu64, w->thread, seq);
+}
+
+static void *serve(void *arg) {
+    worker *w = arg;
+    for (uint32_t r = 0; r < REQUESTS; r++) request(w, r);
+    atomic_fetch_sub(&workers_running, 1);
+    return NULL;
+}
+
+/* The server's housekeeping thread: completions, events, statistics. */
+static void *monitor(void *arg) {
+    kvc_engine *e = arg;
+    kvc_event events[256];
+    uint64_t snapshots = 0, bad = 0;
+    while (atomic_load(&workers_running) > 0) {
+        size_t n = 0;
+        kvc_stats s;
+        memset(&s, 0, sizeof s);
+        s.struct_size = sizeof s;
+        if (kvc_drain_events(e, events, 256, &n) != KVC_OK || kvc_engine_stats(e, &s) != KVC_OK ||
+            s.swap_outs_started != s.swap_outs + s.swap_outs_cancelled + s.swap_outs_failed + s.swap_outs_pending ||
+            s.committed_bytes > s.budget_bytes)
+            bad++;
+        snapshots++;
+        kvc_engine_poll(e, 2000);
+        usleep(1000);
+    }
+    CHECK(bad == 0, "monitor: %" PRIu64 " of %" PRIu64 " snapshots broke an invariant (swap-outs started = ended + pending, "
+                    "committed <= budget) or failed", bad, snapshots);
+    return NULL;
+}
+
+static void run(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+    char dir[] = "/tmp/kvcache-abi-stress-XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("abi_stress: mkdtemp");
+        exit(1);
+    }
+    kvc_config cfg;
+    kvc_config_init(&cfg);
+    cfg.num_layers = LAYERS;
+    cfg.num_kv_heads = 2;
+    cfg.head_dim = 16;
+    cfg.dtype_bytes = 2;
+    cfg.block_tokens = BLOCK;
+    cfg.layout = layout;
+    cfg.max_seqs = 16;
+    cfg.max_seq_tokens = MAX_TOKENS;
+    cfg.page_bytes = 4096;
+    cfg.memory_bytes = 3u << 19; /* ~13 requests' K/V, while the threads' families alone take 1.25 MiB */
+    cfg.offload_dir = dir;
+    cfg.offload_bytes = 64u << 20;
+    kvc_engine *e = NULL;
+    if (kvc_engine_create(&cfg, &e) != KVC_OK) {
+        fprintf(stderr, "abi_stress: kvc_engine_create: %s\n", kvc_last_error());
+        exit(1);
+    }
+    worker workers[THREADS];
+    pthread_t threads[THREADS], housekeeping;
+    atomic_store(&workers_running, THREADS);
+    for (uint32_t t = 0; t < THREADS; t++) {
+        workers[t] = (worker){.e = e, .paged = layout == KVC_LAYOUT_PAGED, .thread = t};
+        pthread_create(&threads[t], NULL, serve, &workers[t]);
+    }
+    pthread_create(&housekeeping, NULL, monitor, e);
+    uint64_t retried = 0, cached = 0, dropped = 0;
+    for (uint32_t t = 0; t < THREADS; t++) {
+        pthread_join(threads[t], NULL);
+        retried += workers[t].creates_retried;
+        cached += workers[t].cached_tokens;
+        dropped += workers[t].requests_dropped;
+    }
+    pthread_join(housekeeping, NULL);
+    kvc_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    CHECK(kvc_engine_stats(e, &s) == KVC_OK, "%s: final stats", name);
+    CHECK(s.sequences == 0, "%s: every sequence freed (%" PRIu64 " live)", name, s.sequences);
+    CHECK(dropped < THREADS * REQUESTS / 10, "%s: the budget admits most requests (%" PRIu64 " dropped)", name, dropped);
+    CHECK(s.blocks_spilled > 0 && s.blocks_loaded > 0 && s.disk_hit_tokens > 0,
+          "%s: the run spilled and reloaded prefix blocks (%" PRIu64 " spilled, %" PRIu64 " loaded)", name, s.blocks_spilled,
+          s.blocks_loaded);
+    CHECK(s.swap_outs + s.swap_outs_cancelled > 0, "%s: the run swapped sequences out", name);
+    CHECK(s.disk_errors == 0, "%s: no disk errors (%" PRIu64 ")", name, s.disk_errors);
+    printf("abi_stress: %s: %d threads x %d requests, %" PRIu64 " cached prompt tokens (%" PRIu64
+           " from disk), %" PRIu64 " blocks spilled, %" PRIu64 " loaded, %" PRIu64 " swap-outs (%" PRIu64 " cancelled by the swap-in), %" PRIu64
+           " out-of-memory retries, %" PRIu64 " requests dropped\n",
+           name, THREADS, REQUESTS, cached, s.disk_hit_tokens, s.blocks_spilled, s.blocks_loaded, s.swap_outs, s.swap_outs_cancelled, retried,
+           dropped);
+    kvc_engine_destroy(e);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void) {
+    run(KVC_LAYOUT_PAGED);
+    run(KVC_LAYOUT_CONTIGUOUS);
+    uint_fast64_t bad = atomic_load(&failed);
+    printf("abi_stress: %" PRIuFAST64 " checks made, %" PRIuFAST64 " failed\n", atomic_load(&passed) + bad, bad);
+    printf("abi_stress: %d passed, %d failed\n", bad == 0, bad != 0); /* the whole run is one test */
+    return bad == 0 ? 0 : 1;
+}
