@@ -160,6 +160,34 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(e.cachedPrefixTokens(toks + [1]) == 64, "the prefix is still cached with its original bytes")
     }
 
+    /// A compaction that keeps only the head of an indexed block moves no byte into it, but
+    /// the sequence's appends then write its tail: the block must leave the index (or be
+    /// copied, when shared) before that. Found by `tools/abi_model.c`: a later prompt hit the
+    /// block and read the appended token's bytes as its own.
+    @Test(arguments: [Layout.paged, .contiguous], [false, true])
+    func appendsIntoABlockWhoseTailACompactionDroppedLeaveThePrefixCacheIntact(layout: Layout, shared: Bool) throws {
+        let e = try evictingEngine(layout, .tova)
+        let toks = tokens(17, seed: 11)  // blocks 0...3 full and indexed
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        if shared {  // a second holder of the prefix, so the block must be copied, not unindexed
+            #expect(try e.createSequence(2, tokens: toks) == 16)
+            try writeKV(e, 2, tokens: [toks[16]], from: 16)
+        }
+        // TOVA keeps exactly slots 0..<10: nothing moves, block 2 (slots 8..<12) keeps its head.
+        try observeAll(e, 1, scores(e, n: 17, heavy: Set(0..<10)), n: 17)
+        #expect(try e.compact(1, budgetTokens: 10) == 10)
+        let extra = tokens(3, seed: 12)
+        try e.append(1, tokens: extra)
+        try writeKV(e, 1, tokens: extra, from: 17, slot: 10)  // slots 10...12: block 2's tail, block 3
+        #expect(try slotMismatches(e, 1, tokens: toks + extra) == 0)
+        if shared { #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0, "the other holder keeps its bytes") }
+        let hit = try e.createSequence(3, tokens: toks)
+        #expect(hit == (shared ? 16 : 8), "block 2 stays indexed only when another holder keeps the original")
+        #expect(try kvMismatches(e, 3, tokens: Array(toks.prefix(hit)), from: 0) == 0,
+                "a prefix hit reads the prompt's bytes, not the compacted sequence's appends")
+    }
+
     @Test func blocksACompactionRewritesLeaveThePrefixIndexUntouchedOnesStay() throws {
         let e = try evictingEngine(.paged, .heavyHitter)
         let toks = tokens(32, seed: 6)  // 8 full blocks, all indexed

@@ -125,7 +125,11 @@ extension Engine {
     ) throws(KVError) {
         let table = sequences.table(s)
         let oldBlocks = (oldLength + bt - 1) / bt, newBlocks = (newLength + bt - 1) / bt
-        try makeWritable(slot: s, state: state, length: newLength) { mark in
+        // Appends then write each layer from its new length on, into blocks (and pages) no
+        // byte moves into: a block whose tail this drops may still be indexed or shared.
+        var shortest = newLength
+        for l in 0..<config.numLayers { shortest = min(shortest, state.plannedLengths[l]) }
+        try makeWritable(slot: s, state: state, length: newLength, appendsFrom: shortest < oldLength ? shortest : nil) { mark in
             for r in 0..<state.rows {
                 let m = state.plannedMoves(row: r)
                 for j in stride(from: 0, to: m.count, by: 2) { mark(Int(m[j])) }
@@ -159,11 +163,14 @@ extension Engine {
     }
 
     /// Makes every block (and, contiguous, page) of the first `length` token slots of `s` that
-    /// holds a token slot `destinations` marks writable by `s` alone: a block or page shared
-    /// with another sequence or the index is copied, an exclusive indexed block leaves the
-    /// index (its bytes will no longer match its hash). Throws `outOfMemory` (changing nothing)
-    /// when the copies do not fit. Cost: O(blocks + marks), plus one copy per shared block or page.
-    func makeWritable(slot s: Int, state: AttentionScores, length: Int, destinations: ((Int) -> Void) -> Void) throws(KVError) {
+    /// holds a token slot `destinations` marks, or a slot from `appendsFrom` on (including the
+    /// rest of the last block and page, which appends fill), writable by `s` alone: a block or
+    /// page shared with another sequence or the index is copied, an exclusive indexed block
+    /// leaves the index (its bytes will no longer match its hash). Throws `outOfMemory`
+    /// (changing nothing) when the copies do not fit. Cost: O(blocks + marks), plus one copy per
+    /// shared block or page.
+    func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
+                      destinations: ((Int) -> Void) -> Void) throws(KVError) {
         let table = sequences.table(s)
         let newBlocks = (length + bt - 1) / bt
         let tokenBytes = config.tokenBytes
@@ -181,6 +188,11 @@ extension Engine {
                 state.writtenPages[lo / Int(config.pageBytes)] = true
                 state.writtenPages[hi / Int(config.pageBytes)] = true
             }
+        }
+        if let from = appendsFrom {
+            for i in from / bt..<max(from / bt, newBlocks) { state.writtenBlocks[i] = true }
+            let firstPage = from * tokenBytes / Int(config.pageBytes)
+            for p in firstPage..<max(firstPage, pageCount) { state.writtenPages[p] = true }
         }
         // Capacity first (an upper bound: every shared block or page written needs a copy).
         if let contiguous {
