@@ -2,7 +2,7 @@
 # Builds libkvcache.so (release), checks that it exports exactly the kvc_* functions of
 # include/kvcache.h, checks that block hashes agree across processes, and runs tools/abi_client.c
 # against the library the way an inference server links it, then tools/abi_stress.c (several
-# server threads on one engine).
+# server threads on one engine) and tools/abi_model.c (random calls checked against a model).
 #
 #   tools/run_abi_client.sh
 #
@@ -66,3 +66,8 @@ tools/bin/abi_client
 ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -pthread -I include tools/abi_stress.c \
     -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_stress
 tools/bin/abi_stress
+
+# Thousands of random calls checked against a model of what the engine must hold (tools/abi_model.c).
+${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -I include tools/abi_model.c \
+    -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_model
+tools/bin/abi_model

@@ -2,7 +2,7 @@
 # Runs the C clients against sanitizer builds of libkvcache.so (Swift and the C memory module
 # instrumented):
 #   - AddressSanitizer (leaks checked too): tools/abi_client.c (every ABI call, both layouts,
-#     the disk tier, the router) and tools/abi_stress.c;
+#     the disk tier, the router), tools/abi_stress.c and tools/abi_model.c (random calls);
 #   - ThreadSanitizer: tools/abi_stress.c (four server threads and a housekeeping thread on one
 #     engine with a disk tier, memory far below the working set).
 # Any report fails the run. Both catch what they should: an injected one-past-the-end write in
@@ -69,8 +69,10 @@ run() {
 bin=$(build address asan)
 client abi_client address "$bin"
 client abi_stress address "$bin"
+client abi_model address "$bin"
 run abi_client address
 run abi_stress address
+run abi_model address
 
 bin=$(build thread tsan)
 client abi_stress thread "$bin" -L"$SWIFT_LIB" -ldispatch -lBlocksRuntime -Wl,-rpath,"$SWIFT_LIB"

@@ -1,0 +1,440 @@
+/*
+ * abi_model — a model-based random test of include/kvcache.h: thousands of random calls
+ * (create with shared prefixes, append, fork, free, observe + compact, swap out and in,
+ * trim, and bad input of every documented kind), each checked against a small model of what
+ * the engine must hold, in both layouts, with a memory budget small enough that creates and
+ * appends run out of memory and cached blocks spill to a disk tier.
+ *
+ * The model keeps, per sequence, the tokens at their original positions and, per layer, the
+ * original position of every slot. K/V bytes are a function of (token, position, layer, K|V,
+ * byte), so every slot's bytes are known wherever they came from (written, a prefix hit from
+ * memory or disk, a fork, a compaction, a swap-in). After a call that must fail, every live
+ * sequence is checked in full: its length, layer lengths, positions and every byte ("bad
+ * input loses nothing"); after a call that may succeed or run out of memory, the sequence it
+ * touched is, and on out of memory, that nothing changed. A compaction's choice is the
+ * policy's (H2O, per layer or, for a third of the sequences, per KV head); the model checks
+ * what any choice must satisfy: each layer (head) keeps min(length, budget) of the slots it
+ * held, placed as kvcache.h documents (kept slots below the new length stay, the others fill
+ * the holes in slot order), with their exact bytes.
+ *
+ *     abi_model [SEEDS] [STEPS]      (default 4 seeds x 3000 steps per layout)
+ *
+ * Prints the failing seed and step on failure, then "abi_model: 1 passed, 0 failed" or
+ * "0 passed, 1 failed" (one test in tools/test.sh's count); exits 1 when anything failed.
+ */
+#define _DEFAULT_SOURCE /* mkdtemp */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kvcache.h"
+
+enum {
+    LAYERS = 2,
+    HEADS = 2,
+    TOKEN_BYTES = 32, /* 2 KV heads x 8 dims x 2 bytes */
+    HEAD_BYTES = TOKEN_BYTES / HEADS,
+    BLOCK = 8,
+    MAX_TOKENS = 256,
+    IDS = 12,         /* sequence ids 1 .. IDS */
+    FAMILY = 48,      /* tokens of each of the three shared prompt families */
+};
+
+typedef struct {
+    int live, swapped, per_head;
+    size_t layer_len[LAYERS];
+    int32_t pos[LAYERS][HEADS][MAX_TOKENS]; /* original position of each slot, per KV head (per
+                                               layer: the same for every head) */
+    int32_t tok[MAX_TOKENS];         /* token at each original position */
+    size_t next;                     /* next original position */
+} model_seq;
+
+static kvc_engine *e;
+static int paged;
+static model_seq m[IDS + 1];
+static uint64_t rng, seed;
+static int step, failures;
+static const char *layout_name;
+
+#define FAIL(...)                                                                                     \
+    do {                                                                                              \
+        if (failures++ < 10) {                                                                        \
+            fprintf(stderr, "abi_model: FAILED (%s, seed %" PRIu64 ", step %d): ", layout_name, seed, step); \
+            fprintf(stderr, __VA_ARGS__);                                                             \
+            fprintf(stderr, " (line %d; last error: %s)\n", __LINE__, kvc_last_error());               \
+        }                                                                                             \
+    } while (0)
+#define EXPECT(cond, ...) \
+    do {                  \
+        if (!(cond)) FAIL(__VA_ARGS__); \
+    } while (0)
+
+static uint64_t next_random(void) {
+    uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static uint32_t below(uint32_t n) { return (uint32_t)(next_random() % n); }
+
+static uint8_t pattern(int32_t token, int32_t pos, uint32_t layer, uint32_t tensor, size_t b) {
+    uint64_t x = (uint64_t)(uint32_t)token * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uint32_t)pos * 0xC2B2AE3D27D4EB4Full ^
+                 ((uint64_t)layer << 40) ^ ((uint64_t)tensor << 48) ^ b;
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    return (uint8_t)(x >> 56);
+}
+
+/* Address of (layer, tensor) of slot `slot` of `seq`, or NULL. */
+static uint8_t *slot_address(uint64_t seq, uint32_t layer, uint32_t tensor, size_t slot) {
+    void *k = NULL, *v = NULL;
+    if (paged) {
+        int32_t table[MAX_TOKENS / BLOCK + 1];
+        size_t n = 0;
+        if (kvc_seq_block_table(e, seq, table, MAX_TOKENS / BLOCK + 1, &n) != KVC_OK || slot / BLOCK >= n) return NULL;
+        if (kvc_block_kv(e, table[slot / BLOCK], layer, &k, &v) != KVC_OK) return NULL;
+        return (uint8_t *)(tensor ? v : k) + slot % BLOCK * TOKEN_BYTES;
+    }
+    if (kvc_seq_kv(e, seq, layer, &k, &v) != KVC_OK) return NULL;
+    return (uint8_t *)(tensor ? v : k) + slot * TOKEN_BYTES;
+}
+
+/* Writes (or, with check, compares) slots [from, to) of every layer of `id` from the model. */
+static int slots(uint64_t id, size_t from, size_t to, int check) {
+    uint8_t want[TOKEN_BYTES];
+    for (uint32_t l = 0; l < LAYERS; l++)
+        for (size_t s = from; s < to && s < m[id].layer_len[l]; s++)
+            for (uint32_t t = 0; t < 2; t++) {
+                uint8_t *p = slot_address(id, l, t, s);
+                if (!p) return 0;
+                for (size_t b = 0; b < TOKEN_BYTES; b++) { /* head h owns bytes h * HEAD_BYTES .. */
+                    int32_t pos = m[id].pos[l][b / HEAD_BYTES][s];
+                    want[b] = pattern(m[id].tok[pos], pos, l, t, b);
+                }
+                if (!check) memcpy(p, want, TOKEN_BYTES);
+                else if (memcmp(p, want, TOKEN_BYTES) != 0) return 0;
+            }
+    return 1;
+}
+
+static size_t model_length(uint64_t id) {
+    size_t n = 0;
+    for (uint32_t l = 0; l < LAYERS; l++) n = m[id].layer_len[l] > n ? m[id].layer_len[l] : n;
+    return n;
+}
+
+static int wait_ready(uint64_t id) {
+    for (int i = 0; i < 100000; i++) {
+        int ready = 0;
+        if (kvc_seq_ready(e, id, &ready) != KVC_OK) return 0;
+        if (ready) return 1;
+        kvc_engine_poll(e, 200);
+    }
+    return 0;
+}
+
+/* Checks `id` against the model: length, layer lengths, positions, and (resident) bytes. */
+static void verify(uint64_t id) {
+    size_t n = 0;
+    EXPECT(kvc_seq_length(e, id, &n) == KVC_OK && n == model_length(id), "seq %" PRIu64 " length %zu, model %zu", id, n,
+           model_length(id));
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        int32_t pos[HEADS * MAX_TOKENS];
+        size_t len = m[id].layer_len[l], rows = m[id].per_head ? HEADS : 1;
+        int same = kvc_seq_positions(e, id, l, pos, HEADS * MAX_TOKENS, &n) == KVC_OK && n == rows * len;
+        for (size_t h = 0; same && h < rows; h++) same = memcmp(pos + h * len, m[id].pos[l][h], len * sizeof *pos) == 0;
+        EXPECT(same, "seq %" PRIu64 " layer %u positions", id, l);
+    }
+    if (!m[id].swapped) EXPECT(wait_ready(id) && slots(id, 0, MAX_TOKENS, 1), "seq %" PRIu64 "'s K/V bytes", id);
+}
+
+/* After a call that must have changed nothing: every live sequence and the engine's count. */
+static void verify_all(void) {
+    kvc_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    uint64_t live = 0;
+    for (uint64_t id = 1; id <= IDS; id++)
+        if (m[id].live) {
+            live++;
+            verify(id);
+        }
+    EXPECT(kvc_engine_stats(e, &s) == KVC_OK && s.sequences == live && s.committed_bytes <= s.budget_bytes,
+           "stats: %" PRIu64 " sequences (model %" PRIu64 "), committed %" PRIu64 " of %" PRIu64, s.sequences, live,
+           s.committed_bytes, s.budget_bytes);
+}
+
+static uint64_t pick(int live, int swapped_ok) {
+    for (int tries = 0; tries < 32; tries++) {
+        uint64_t id = 1 + below(IDS);
+        if (m[id].live == live && (swapped_ok || !m[id].swapped)) return id;
+    }
+    return 0;
+}
+
+static void op_create(void) {
+    uint64_t id = pick(0, 1);
+    if (!id) return;
+    int32_t tokens[MAX_TOKENS];
+    uint32_t family = below(3), shared = below(FAMILY / BLOCK + 1) * BLOCK, tail = 1 + below(40);
+    for (uint32_t i = 0; i < shared; i++) tokens[i] = (int32_t)(family * 1000 + i);
+    for (uint32_t i = 0; i < tail; i++) tokens[shared + i] = (int32_t)(100000 + below(1000000));
+    size_t n = shared + tail, cached = 0;
+    kvc_status rc = kvc_seq_create(e, id, tokens, n, &cached);
+    if (rc == KVC_ERR_OUT_OF_MEMORY) {
+        size_t len = 0;
+        EXPECT(kvc_seq_length(e, id, &len) == KVC_ERR_NOT_FOUND, "a create out of memory left seq %" PRIu64, id);
+        return;
+    }
+    EXPECT(rc == KVC_OK, "create %" PRIu64 ": status %d", id, rc);
+    if (rc != KVC_OK) return;
+    model_seq *s = &m[id];
+    memset(s, 0, sizeof *s);
+    s->live = 1;
+    memcpy(s->tok, tokens, n * sizeof *tokens);
+    s->next = n;
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        s->layer_len[l] = n;
+        for (uint32_t h = 0; h < HEADS; h++)
+            for (size_t i = 0; i < n; i++) s->pos[l][h][i] = (int32_t)i;
+    }
+    if (below(3) == 0) { /* a third of the sequences keep a set per KV head */
+        EXPECT(kvc_seq_set_eviction(e, id, KVC_EVICTION_HEAVY_HITTER, 1) == KVC_OK, "per-head eviction for %" PRIu64, id);
+        s->per_head = 1;
+    }
+    EXPECT(cached % BLOCK == 0 && cached < n, "create %" PRIu64 ": %zu cached of %zu", id, cached, n);
+    EXPECT(wait_ready(id) && slots(id, 0, cached, 1), "create %" PRIu64 ": the %zu cached tokens' bytes", id, cached);
+    EXPECT(slots(id, cached, n, 0), "create %" PRIu64 ": write", id);
+}
+
+static void op_append(void) {
+    uint64_t id = pick(1, 0);
+    if (!id || m[id].next + 3 > MAX_TOKENS || model_length(id) + 3 > MAX_TOKENS) return;
+    uint32_t n = 1 + below(3);
+    int32_t tokens[3];
+    for (uint32_t i = 0; i < n; i++) tokens[i] = (int32_t)(200000 + below(1000000));
+    kvc_status rc = kvc_seq_append(e, id, tokens, n);
+    if (rc == KVC_ERR_OUT_OF_MEMORY) {
+        verify(id);
+        return;
+    }
+    EXPECT(rc == KVC_OK, "append to %" PRIu64 ": status %d", id, rc);
+    if (rc != KVC_OK) return;
+    model_seq *s = &m[id];
+    size_t from[LAYERS];
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        from[l] = s->layer_len[l];
+        for (uint32_t i = 0; i < n; i++, s->layer_len[l]++)
+            for (uint32_t h = 0; h < HEADS; h++) s->pos[l][h][s->layer_len[l]] = (int32_t)(s->next + i);
+    }
+    for (uint32_t i = 0; i < n; i++) s->tok[s->next + i] = tokens[i];
+    s->next += n;
+    size_t low = from[0] < from[LAYERS - 1] ? from[0] : from[LAYERS - 1];
+    EXPECT(slots(id, low, MAX_TOKENS, 0), "append to %" PRIu64 ": write", id); /* rewrites equal bytes below */
+}
+
+static void op_fork(void) {
+    uint64_t parent = pick(1, 0), child = pick(0, 1);
+    if (!parent || !child) return;
+    kvc_status rc = kvc_seq_fork(e, parent, child);
+    if (rc == KVC_ERR_OUT_OF_MEMORY) {
+        size_t len = 0;
+        EXPECT(kvc_seq_length(e, child, &len) == KVC_ERR_NOT_FOUND, "a fork out of memory left its child");
+        verify(parent);
+        return;
+    }
+    EXPECT(rc == KVC_OK, "fork %" PRIu64 " -> %" PRIu64 ": status %d", parent, child, rc);
+    if (rc != KVC_OK) return;
+    m[child] = m[parent];
+    verify(child);
+}
+
+static void op_free(void) {
+    uint64_t id = pick(1, 1);
+    if (!id) return;
+    EXPECT(kvc_seq_free(e, id) == KVC_OK, "free %" PRIu64, id);
+    m[id].live = 0;
+}
+
+static void observe(uint64_t id, float *scores) {
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        size_t n = m[id].layer_len[l];
+        for (size_t i = 0; i < HEADS * n; i++) scores[i] = (float)below(1000) / 1000.0f / (float)n;
+        EXPECT(kvc_seq_observe(e, id, l, scores, HEADS, n) == KVC_OK, "observe %" PRIu64 " layer %u", id, l);
+    }
+}
+
+static void op_compact(void) {
+    uint64_t id = pick(1, 0);
+    if (!id || model_length(id) < 2) return;
+    float scores[HEADS * MAX_TOKENS];
+    observe(id, scores);
+    size_t budget = 1 + below((uint32_t)model_length(id) - 1);
+    kvc_status rc = kvc_seq_compact(e, id, budget);
+    if (rc == KVC_ERR_OUT_OF_MEMORY) {
+        verify(id);
+        return;
+    }
+    EXPECT(rc == KVC_OK, "compact %" PRIu64 " to %zu: status %d", id, budget, rc);
+    if (rc != KVC_OK) return;
+    model_seq *s = &m[id];
+    size_t rows = s->per_head ? HEADS : 1;
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        int32_t pos[HEADS * MAX_TOKENS];
+        size_t n = 0, len = s->layer_len[l], want = len < budget ? len : budget;
+        EXPECT(kvc_seq_positions(e, id, l, pos, HEADS * MAX_TOKENS, &n) == KVC_OK && n == rows * want,
+               "compact %" PRIu64 " layer %u keeps %zu of %zu (budget %zu)", id, l, n / rows, len, budget);
+        if (n != rows * want) continue;
+        for (size_t h = 0; h < HEADS; h++) {
+            const int32_t *now = pos + (s->per_head ? h : 0) * want, *held = s->pos[l][h];
+            /* The kept set is the policy's; where each kept token lands is the contract: kept
+             * slots below the new length stay, kept slots past it fill the holes in slot order. */
+            int kept[MAX_TOKENS] = {0};
+            size_t found = 0;
+            for (size_t i = 0; i < want; i++)
+                for (size_t k = 0; k < len; k++)
+                    if (held[k] == now[i] && !kept[k]) {
+                        kept[k] = 1;
+                        found++;
+                        break;
+                    }
+            int32_t expect[MAX_TOKENS];
+            size_t from = want;
+            for (size_t i = 0; i < want; i++) {
+                if (kept[i]) {
+                    expect[i] = held[i];
+                    continue;
+                }
+                while (from < len && !kept[from]) from++;
+                expect[i] = from < len ? held[from++] : -1;
+            }
+            EXPECT(found == want && memcmp(expect, now, want * sizeof *now) == 0,
+                   "compact %" PRIu64 " layer %u head %zu: the kept positions are held ones, placed as documented", id, l, h);
+            memcpy(s->pos[l][h], now, want * sizeof *now);
+        }
+        s->layer_len[l] = want;
+    }
+    verify(id);
+}
+
+static void op_swap(void) {
+    uint64_t id = pick(1, 1);
+    if (!id) return;
+    if (!m[id].swapped) {
+        kvc_status rc = below(2) ? kvc_seq_swap_out(e, id) : kvc_seq_swap_out_async(e, id);
+        EXPECT(rc == KVC_OK, "swap out %" PRIu64 ": status %d", id, rc);
+        m[id].swapped = rc == KVC_OK;
+        return;
+    }
+    kvc_status rc = kvc_seq_swap_in(e, id);
+    if (rc == KVC_ERR_OUT_OF_MEMORY) return;
+    EXPECT(rc == KVC_OK, "swap in %" PRIu64 ": status %d", id, rc);
+    if (rc != KVC_OK) return;
+    m[id].swapped = 0;
+    verify(id);
+}
+
+/* One call that must fail with its documented status; then nothing may have changed. */
+static void op_bad(void) {
+    uint64_t live = pick(1, 0), dead = pick(0, 1), swapped = 0;
+    for (uint64_t id = 1; id <= IDS; id++)
+        if (m[id].live && m[id].swapped) swapped = id;
+    int32_t tokens[MAX_TOKENS + 1];
+    for (int i = 0; i <= MAX_TOKENS; i++) tokens[i] = i;
+    float scores[HEADS * (MAX_TOKENS + 1)];
+    for (int i = 0; i < HEADS * (MAX_TOKENS + 1); i++) scores[i] = 0.01f;
+    size_t n = 0;
+    kvc_status want = KVC_ERR_INVALID_ARGUMENT, got;
+    const char *what;
+    switch (below(12)) {
+    case 0: if (!live) return; what = "create of a live id"; want = KVC_ERR_EXISTS; got = kvc_seq_create(e, live, tokens, 4, &n); break;
+    case 1: if (!dead) return; what = "append to a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_append(e, dead, tokens, 1); break;
+    case 2: {
+        uint64_t other = pick(1, 1);
+        if (!live || !other) return;
+        what = "fork onto a live id"; want = KVC_ERR_EXISTS; got = kvc_seq_fork(e, live, other);
+        break;
+    }
+    case 3: if (!live) return; what = "compact to 0"; got = kvc_seq_compact(e, live, 0); break;
+    case 4: if (!live) return; what = "observe with 3 heads"; got = kvc_seq_observe(e, live, 0, scores, HEADS + 1, 1); break;
+    case 5:
+        if (!live) return;
+        what = "observe a NaN";
+        scores[0] = NAN;
+        got = kvc_seq_observe(e, live, 0, scores, HEADS, 1);
+        break;
+    case 6: if (!live) return; what = "observe past the layer"; got = kvc_seq_observe(e, live, 0, scores, HEADS, m[live].layer_len[0] + 1); break;
+    case 7: if (!dead) return; what = "create past max_seq_tokens"; got = kvc_seq_create(e, dead, tokens, MAX_TOKENS + 1, &n); break;
+    case 8: if (!swapped) return; what = "append to a swapped-out sequence"; got = kvc_seq_append(e, swapped, tokens, 1); break;
+    case 9: if (!live) return; what = "swap in a resident sequence"; got = kvc_seq_swap_in(e, live); break;
+    case 10: if (!live) return; what = "positions of a layer past num_layers"; got = kvc_seq_positions(e, live, LAYERS, NULL, 0, &n); break;
+    default: if (!dead) return; what = "free a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_free(e, dead); break;
+    }
+    EXPECT(got == want, "%s: status %d, want %d", what, got, want);
+    EXPECT(strlen(kvc_last_error()) > 0, "%s: no message", what);
+    verify_all();
+}
+
+static void run(uint32_t layout, uint64_t s, int steps) {
+    paged = layout == KVC_LAYOUT_PAGED;
+    layout_name = paged ? "paged" : "contiguous";
+    seed = rng = s;
+    memset(m, 0, sizeof m);
+    char dir[] = "/tmp/kvcache-abi-model-XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("abi_model: mkdtemp");
+        exit(1);
+    }
+    kvc_config cfg;
+    kvc_config_init(&cfg);
+    cfg.num_layers = LAYERS;
+    cfg.num_kv_heads = HEADS;
+    cfg.head_dim = 8;
+    cfg.dtype_bytes = 2;
+    cfg.block_tokens = BLOCK;
+    cfg.layout = layout;
+    cfg.max_seqs = IDS;
+    cfg.max_seq_tokens = MAX_TOKENS;
+    cfg.page_bytes = 4096;
+    cfg.memory_bytes = 256u << 10; /* about 2,000 tokens: creates run out of memory */
+    cfg.eviction_policy = KVC_EVICTION_HEAVY_HITTER;
+    cfg.offload_dir = dir;
+    cfg.offload_bytes = 16u << 20;
+    if (kvc_engine_create(&cfg, &e) != KVC_OK) {
+        fprintf(stderr, "abi_model: kvc_engine_create: %s\n", kvc_last_error());
+        exit(1);
+    }
+    for (step = 0; step < steps && failures == 0; step++) {
+        uint32_t r = below(100);
+        if (r < 22) op_create();
+        else if (r < 44) op_append();
+        else if (r < 52) op_fork();
+        else if (r < 64) op_free();
+        else if (r < 74) op_compact();
+        else if (r < 82) op_swap();
+        else if (r < 84) EXPECT(kvc_engine_trim(e) == KVC_OK, "trim");
+        else op_bad();
+    }
+    if (failures == 0) verify_all();
+    kvc_engine_destroy(e);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(int argc, char **argv) {
+    int seeds = argc > 1 ? atoi(argv[1]) : 4, steps = argc > 2 ? atoi(argv[2]) : 3000;
+    for (int s = 1; s <= seeds && failures == 0; s++) {
+        run(KVC_LAYOUT_PAGED, (uint64_t)s, steps);
+        run(KVC_LAYOUT_CONTIGUOUS, (uint64_t)s, steps);
+    }
+    printf("abi_model: %d seeds x %d steps per layout, %s\n", seeds, steps, failures ? "FAILED" : "every check held");
+    printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
+    return failures == 0 ? 0 : 1;
+}
