@@ -1,7 +1,8 @@
 /*
  * abi_model — a model-based random test of include/kvcache.h: thousands of random calls
- * (create with shared prefixes, append, fork, free, observe + compact, swap out and in,
- * trim, and bad input of every documented kind), each checked against a small model of what
+ * (create with shared prefixes, append, fork, free, observe + compact, episodic segments and
+ * focus with restores from disk, swap out and in, trim, and bad input of every documented
+ * kind), each checked against a small model of what
  * the engine must hold, in both layouts, with a memory budget small enough that creates and
  * appends run out of memory and cached blocks spill to a disk tier.
  *
@@ -44,7 +45,7 @@ enum {
 };
 
 typedef struct {
-    int live, swapped, per_head;
+    int live, swapped, per_head, episodic;
     size_t layer_len[LAYERS];
     int32_t pos[LAYERS][HEADS][MAX_TOKENS]; /* original position of each slot, per KV head (per
                                                layer: the same for every head) */
@@ -58,6 +59,7 @@ static model_seq m[IDS + 1];
 static uint64_t rng, seed;
 static int step, failures;
 static const char *layout_name;
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -201,10 +203,11 @@ static void op_create(void) {
         for (uint32_t h = 0; h < HEADS; h++)
             for (size_t i = 0; i < n; i++) s->pos[l][h][i] = (int32_t)i;
     }
-    if (below(3) == 0) { /* a third of the sequences keep a set per KV head */
-        EXPECT(kvc_seq_set_eviction(e, id, KVC_EVICTION_HEAVY_HITTER, 1) == KVC_OK, "per-head eviction for %" PRIu64, id);
-        s->per_head = 1;
-    }
+    s->per_head = below(3) == 0;  /* a third of the sequences keep a set per KV head */
+    s->episodic = below(3) == 0;  /* a third evict episodically, to the disk tier */
+    if (s->per_head || s->episodic)
+        EXPECT(kvc_seq_set_eviction(e, id, s->episodic ? KVC_EVICTION_EPISODIC : KVC_EVICTION_HEAVY_HITTER, (uint32_t)s->per_head) == KVC_OK,
+               "eviction policy of %" PRIu64, id);
     EXPECT(cached % BLOCK == 0 && cached < n, "create %" PRIu64 ": %zu cached of %zu", id, cached, n);
     EXPECT(wait_ready(id) && slots(id, 0, cached, 1), "create %" PRIu64 ": the %zu cached tokens' bytes", id, cached);
     EXPECT(slots(id, cached, n, 0), "create %" PRIu64 ": write", id);
@@ -320,6 +323,50 @@ static void op_compact(void) {
     verify(id);
 }
 
+/* Episodic: a segment of what the sequence holds, then a focus, which may restore offloaded
+ * tokens from disk into any slots: the model checks that each row keeps its length, holds
+ * distinct positions the sequence really had, and that every byte is theirs. */
+static void op_focus(void) {
+    uint64_t id = pick(1, 0);
+    if (!id || !m[id].episodic || m[id].next < 2) return;
+    model_seq *s = &m[id];
+    float embedding[4], query[4];
+    for (int i = 0; i < 4; i++) {
+        embedding[i] = (float)below(1000) / 500.0f - 1.0f;
+        query[i] = (float)below(1000) / 500.0f - 1.0f;
+    }
+    size_t start = below((uint32_t)s->next - 1), end = start + 1 + below((uint32_t)(s->next - start - 1)) ;
+    EXPECT(kvc_seq_add_segment(e, id, start, end, embedding, 4) == KVC_OK, "segment [%zu, %zu) of %" PRIu64, start, end, id);
+    uint32_t episode = 0;
+    kvc_status rc = kvc_seq_focus(e, id, query, 4, &episode);
+    if (rc == KVC_ERR_OUT_OF_MEMORY) {
+        verify(id);
+        return;
+    }
+    EXPECT(rc == KVC_OK, "focus %" PRIu64 ": status %d", id, rc);
+    if (rc != KVC_OK) return;
+    size_t rows = s->per_head ? HEADS : 1;
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        int32_t pos[HEADS * MAX_TOKENS];
+        size_t n = 0, len = s->layer_len[l];
+        EXPECT(kvc_seq_positions(e, id, l, pos, HEADS * MAX_TOKENS, &n) == KVC_OK && n == rows * len,
+               "focus %" PRIu64 " layer %u keeps its length %zu (%zu)", id, l, len, n / rows);
+        if (n != rows * len) continue;
+        for (size_t h = 0; h < HEADS; h++) {
+            const int32_t *now = pos + (s->per_head ? h : 0) * len;
+            char seen[MAX_TOKENS] = {0};
+            int ok = 1;
+            for (size_t i = 0; i < len; i++) {
+                ok &= now[i] >= 0 && (size_t)now[i] < s->next && !seen[now[i]];
+                if (now[i] >= 0 && now[i] < MAX_TOKENS) seen[now[i]] = 1;
+            }
+            EXPECT(ok, "focus %" PRIu64 " layer %u head %zu: distinct positions the sequence had", id, l, h);
+            memcpy(s->pos[l][h], now, len * sizeof *now);
+        }
+    }
+    verify(id);
+}
+
 static void op_swap(void) {
     uint64_t id = pick(1, 1);
     if (!id) return;
@@ -349,7 +396,9 @@ static void op_bad(void) {
     size_t n = 0;
     kvc_status want = KVC_ERR_INVALID_ARGUMENT, got;
     const char *what;
-    switch (below(12)) {
+    float embedding[4] = {1, 0, 0, 0};
+    uint32_t episode = 0;
+    switch (below(15)) {
     case 0: if (!live) return; what = "create of a live id"; want = KVC_ERR_EXISTS; got = kvc_seq_create(e, live, tokens, 4, &n); break;
     case 1: if (!dead) return; what = "append to a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_append(e, dead, tokens, 1); break;
     case 2: {
@@ -371,6 +420,13 @@ static void op_bad(void) {
     case 8: if (!swapped) return; what = "append to a swapped-out sequence"; got = kvc_seq_append(e, swapped, tokens, 1); break;
     case 9: if (!live) return; what = "swap in a resident sequence"; got = kvc_seq_swap_in(e, live); break;
     case 10: if (!live) return; what = "positions of a layer past num_layers"; got = kvc_seq_positions(e, live, LAYERS, NULL, 0, &n); break;
+    case 11: if (!live) return; what = "a segment past what the sequence holds"; got = kvc_seq_add_segment(e, live, 0, m[live].next + 1, embedding, 4); break;
+    case 12: if (!swapped) return; what = "compact a swapped-out sequence"; got = kvc_seq_compact(e, swapped, 1); break;
+    case 13:
+        if (!live || !m[live].episodic) return;
+        what = "focus with an embedding of the wrong dimension";
+        got = kvc_seq_focus(e, live, embedding, 3, &episode);
+        break;
     default: if (!dead) return; what = "free a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_free(e, dead); break;
     }
     EXPECT(got == want, "%s: status %d, want %d", what, got, want);
@@ -401,6 +457,7 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     cfg.page_bytes = 4096;
     cfg.memory_bytes = 256u << 10; /* about 2,000 tokens: creates run out of memory */
     cfg.eviction_policy = KVC_EVICTION_HEAVY_HITTER;
+    cfg.embedding_dim = 4;
     cfg.offload_dir = dir;
     cfg.offload_bytes = 16u << 20;
     if (kvc_engine_create(&cfg, &e) != KVC_OK) {
@@ -413,12 +470,22 @@ static void run(uint32_t layout, uint64_t s, int steps) {
         else if (r < 44) op_append();
         else if (r < 52) op_fork();
         else if (r < 64) op_free();
-        else if (r < 74) op_compact();
+        else if (r < 72) op_compact();
+        else if (r < 76) op_focus();
         else if (r < 82) op_swap();
         else if (r < 84) EXPECT(kvc_engine_trim(e) == KVC_OK, "trim");
         else op_bad();
     }
     if (failures == 0) verify_all();
+    kvc_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    kvc_engine_stats(e, &st);
+    covered.spilled += st.blocks_spilled;
+    covered.loaded += st.blocks_loaded;
+    covered.swaps += st.swap_outs + st.swap_outs_cancelled;
+    covered.offloaded += st.tokens_offloaded;
+    covered.restored += st.tokens_restored;
     kvc_engine_destroy(e);
     char path[4096];
     snprintf(path, sizeof path, "%s/kvcache.slab", dir);
@@ -434,7 +501,10 @@ int main(int argc, char **argv) {
         run(KVC_LAYOUT_PAGED, (uint64_t)s, steps);
         run(KVC_LAYOUT_CONTIGUOUS, (uint64_t)s, steps);
     }
-    printf("abi_model: %d seeds x %d steps per layout, %s\n", seeds, steps, failures ? "FAILED" : "every check held");
+    printf("abi_model: %d seeds x %d steps per layout, %s; reached: %" PRIu64 " blocks spilled, %" PRIu64
+           " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored\n",
+           seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
+           covered.offloaded, covered.restored);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
 }
