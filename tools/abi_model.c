@@ -2,9 +2,9 @@
  * abi_model — a model-based random test of include/kvcache.h: thousands of random calls
  * (create with shared prefixes, append, fork, free, observe + compact, episodic segments and
  * focus with restores from disk, swap out and in, trim, and bad input of every documented
- * kind), each checked against a small model of what
- * the engine must hold, in both layouts, with a memory budget small enough that creates and
- * appends run out of memory and cached blocks spill to a disk tier.
+ * kind), each checked against a small model of what the engine must hold, in both layouts,
+ * with a memory budget small enough that creates and appends run out of memory and cached
+ * blocks spill to a disk tier.
  *
  * The model keeps, per sequence, the tokens at their original positions and, per layer, the
  * original position of every slot. K/V bytes are a function of (token, position, layer, K|V,
