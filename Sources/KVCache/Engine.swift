@@ -261,15 +261,24 @@ public final class Engine: @unchecked Sendable {
                 throw .invalid("appending \(n) tokens to sequence \(seq) of \(length) would exceed max_seq_tokens \(config.maxSeqTokens)")
             }
             let table = sequences.table(slot)
+            // After a compaction with adaptive budgets a layer may be shorter than the
+            // sequence: its appends land in blocks (pages) below `length`, which a fork may
+            // share. Those are made the sequence's own first (all of them, before any change),
+            // as a partly filled last block is copied on write otherwise.
+            let state = evictionStates[slot]
+            let shortest = state?.shortestLength ?? length
             let offset = length % bt
-            let copyOnWrite = offset != 0 && blocks.references(table[length / bt]) > 1
+            let copyOnWrite = shortest == length && offset != 0 && blocks.references(table[length / bt]) > 1
             let newBlocks = (length + n + bt - 1) / bt - (length + bt - 1) / bt + (copyOnWrite ? 1 : 0)
             if newBlocks > 0 && blocks.available < newBlocks {
                 throw .outOfMemory("appending \(n) tokens needs \(newBlocks) blocks, \(blocks.available) are available")
             }
-            if let contiguous {
-                let need = contiguous.groupsNeeded(slot: slot, growingTo: length + n)
-                guard contiguous.fits(need) else { throw .outOfMemory("appending \(n) tokens needs \(need) more pages than the budget has free") }
+            let groups = contiguous?.groupsNeeded(slot: slot, growingTo: length + n) ?? 0
+            if let contiguous, !contiguous.fits(groups) {
+                throw .outOfMemory("appending \(n) tokens needs \(groups) more pages than the budget has free")
+            }
+            if let state, shortest < length {
+                try makeWritable(slot: slot, state: state, length: length, appendsFrom: shortest, reserving: (newBlocks, groups)) { _ in }
             }
             // Every new block first, so that a failing system call (capacity was checked: only
             // committing memory can fail) leaves nothing changed: no block half-filled, none
@@ -311,7 +320,7 @@ public final class Engine: @unchecked Sendable {
                 }
             }
             sequences.lengths[slot] = length
-            if let state = evictionStates[slot] {
+            if let state {
                 makeRoomForAppend(slot: slot, state: state, n: n)
                 state.append(n)
             }

@@ -311,6 +311,40 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try e.layerLength(1, layer: 0) == 11)
         #expect(try positions(e, 1, layer: 0).last == 100)
     }
+
+    /// With adaptive budgets the short layer's appends land in blocks (pages) below the
+    /// sequence's length, which a fork shares: each side must get its own before writing.
+    /// Found by `tools/abi_model.c`: the parent's appends overwrote the child's.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func appendsOfAForkWithUnevenLayersLeaveTheOtherSidesBytes(layout: Layout) throws {
+        var c = smallConfig(layout)
+        c.eviction = EvictionConfig(.heavyHitter)
+        c.eviction.adaptiveBudgets = true
+        let e = try Engine(c)
+        let toks = tokens(600, seed: 1)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try [Float(1), 3].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) }
+        try e.compact(1, budgetTokens: 200)
+        #expect(try e.layerLength(1, layer: 0) == 100 && e.layerLength(1, layer: 1) == 300)
+        try e.fork(parent: 1, child: 2)
+        let child = tokens(3, seed: 21), parent = tokens(3, seed: 22)
+        for (seq, extra) in [(UInt64(2), child), (1, parent)] {
+            try e.append(seq, tokens: extra)
+            for layer in 0..<2 {  // each layer writes from its own length: slots 100... and 300...
+                let first = try e.layerLength(seq, layer: layer) - extra.count
+                for (j, t) in extra.enumerated() {
+                    let (k, v) = try tokenAddress(e, seq, layer: layer, position: first + j)
+                    for i in 0..<e.config.tokenBytes {
+                        k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 600 + j, token: t, i: i), toByteOffset: i, as: UInt8.self)
+                        v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 600 + j, token: t, i: i), toByteOffset: i, as: UInt8.self)
+                    }
+                }
+            }
+        }
+        #expect(try slotMismatches(e, 2, tokens: toks + child) == 0, "the parent's appends left the child's bytes")
+        #expect(try slotMismatches(e, 1, tokens: toks + parent) == 0, "the child's appends left the parent's bytes")
+    }
 }
 
 @Suite struct EvictionBadInputTests {

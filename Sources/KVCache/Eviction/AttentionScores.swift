@@ -221,6 +221,14 @@ public final class AttentionScores {
     /// Slots layer `layer` holds.
     public func length(layer: Int) -> Int { lengths[layer] }
 
+    /// Slots the shortest layer holds: below the sequence's length only after a compaction
+    /// with adaptive budgets; appends write each layer from its own length. Cost: O(layers).
+    var shortestLength: Int {
+        var n = lengths[0]
+        for l in 1..<layers { n = min(n, lengths[l]) }
+        return n
+    }
+
     /// The original positions of row `row` of `layer` (`row < rowsPerLayer`), slot by slot.
     public func positions(layer: Int, row: Int = 0) -> UnsafeBufferPointer<Int32> {
         UnsafeBufferPointer(start: positions + (layer * rowsPerLayer + row) * capacity, count: lengths[layer])

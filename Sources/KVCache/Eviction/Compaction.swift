@@ -167,9 +167,10 @@ extension Engine {
     /// rest of the last block and page, which appends fill), writable by `s` alone: a block or
     /// page shared with another sequence or the index is copied, an exclusive indexed block
     /// leaves the index (its bytes will no longer match its hash). Throws `outOfMemory`
-    /// (changing nothing) when the copies do not fit. Cost: O(blocks + marks), plus one copy per
-    /// shared block or page.
+    /// (changing nothing) when the copies do not fit beside `reserving` blocks and pool groups
+    /// the caller takes next. Cost: O(blocks + marks), plus one copy per shared block or page.
     func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
+                      reserving: (blocks: Int, groups: Int) = (0, 0),
                       destinations: ((Int) -> Void) -> Void) throws(KVError) {
         let table = sequences.table(s)
         let newBlocks = (length + bt - 1) / bt
@@ -198,12 +199,14 @@ extension Engine {
         if let contiguous {
             var need = 0
             for p in 0..<pageCount where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) { need += 1 }
-            guard contiguous.fits(need) else { throw .outOfMemory("compaction must copy \(need) shared pages and the budget has no room") }
+            guard contiguous.fits(need + reserving.groups) else { throw .outOfMemory("\(need) shared pages must be copied and the budget has no room") }
         }
         do {
             var need = 0
             for i in 0..<newBlocks where state.writtenBlocks[i] && blocks.references(table[i]) > 1 { need += 1 }
-            guard need <= blocks.available else { throw .outOfMemory("compaction must copy \(need) shared blocks, \(blocks.available) are available") }
+            guard need + reserving.blocks <= blocks.available else {
+                throw .outOfMemory("\(need) shared blocks must be copied (and \(reserving.blocks) taken), \(blocks.available) are available")
+            }
         }
         // Make the written blocks exclusive and unindexed.
         for i in 0..<newBlocks where state.writtenBlocks[i] {
