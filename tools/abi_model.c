@@ -18,7 +18,10 @@
  * held, placed as kvcache.h documents (kept slots below the new length stay, the others fill
  * the holes in slot order), with their exact bytes.
  *
- *     abi_model [SEEDS] [STEPS]      (default 4 seeds x 3000 steps per layout)
+ *     abi_model [SEEDS] [STEPS] [FIRST]   (default 4 seeds from 1, 3000 steps per layout)
+ *
+ * ABI_MODEL_TRACE=1 in the environment logs every call that changed something, to replay a
+ * failing seed (abi_model 1 STEPS SEED).
  *
  * Prints the failing seed and step on failure, then "abi_model: 1 passed, 0 failed" or
  * "0 passed, 1 failed" (one test in tools/test.sh's count); exits 1 when anything failed.
@@ -57,9 +60,9 @@ static kvc_engine *e;
 static int paged;
 static model_seq m[IDS + 1];
 static uint64_t rng, seed;
-static int step, failures;
+static int step, failures, adaptive;
 static const char *layout_name;
-static struct { uint64_t spilled, loaded, swaps, offloaded, restored; } covered; /* what the runs reached */
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -72,6 +75,16 @@ static struct { uint64_t spilled, loaded, swaps, offloaded, restored; } covered;
 #define EXPECT(cond, ...) \
     do {                  \
         if (!(cond)) FAIL(__VA_ARGS__); \
+    } while (0)
+
+static int tracing; /* ABI_MODEL_TRACE set: every call that changed something, on stderr */
+#define TRACE(...)                                                  \
+    do {                                                            \
+        if (tracing) {                                              \
+            fprintf(stderr, "abi_model: step %d: ", step);          \
+            fprintf(stderr, __VA_ARGS__);                           \
+            fputc('\n', stderr);                                    \
+        }                                                           \
     } while (0)
 
 static uint64_t next_random(void) {
@@ -104,11 +117,12 @@ static uint8_t *slot_address(uint64_t seq, uint32_t layer, uint32_t tensor, size
     return (uint8_t *)(tensor ? v : k) + slot * TOKEN_BYTES;
 }
 
-/* Writes (or, with check, compares) slots [from, to) of every layer of `id` from the model. */
-static int slots(uint64_t id, size_t from, size_t to, int check) {
+/* Writes (or, with check, compares) slots [from[l], to) of each layer l of `id` from the
+ * model (from NULL: 0; `to` is capped at the layer's length). */
+static int slots(uint64_t id, const size_t *from, size_t to, int check) {
     uint8_t want[TOKEN_BYTES];
     for (uint32_t l = 0; l < LAYERS; l++)
-        for (size_t s = from; s < to && s < m[id].layer_len[l]; s++)
+        for (size_t s = from ? from[l] : 0; s < to && s < m[id].layer_len[l]; s++)
             for (uint32_t t = 0; t < 2; t++) {
                 uint8_t *p = slot_address(id, l, t, s);
                 if (!p) return 0;
@@ -150,7 +164,7 @@ static void verify(uint64_t id) {
         for (size_t h = 0; same && h < rows; h++) same = memcmp(pos + h * len, m[id].pos[l][h], len * sizeof *pos) == 0;
         EXPECT(same, "seq %" PRIu64 " layer %u positions", id, l);
     }
-    if (!m[id].swapped) EXPECT(wait_ready(id) && slots(id, 0, MAX_TOKENS, 1), "seq %" PRIu64 "'s K/V bytes", id);
+    if (!m[id].swapped) EXPECT(wait_ready(id) && slots(id, NULL, MAX_TOKENS, 1), "seq %" PRIu64 "'s K/V bytes", id);
 }
 
 /* After a call that must have changed nothing: every live sequence and the engine's count. */
@@ -205,12 +219,21 @@ static void op_create(void) {
     }
     s->per_head = below(3) == 0;  /* a third of the sequences keep a set per KV head */
     s->episodic = below(3) == 0;  /* a third evict episodically, to the disk tier */
+    if (adaptive && below(2)) { /* layer budgets in proportion to a sensitivity: layers differ */
+        float sensitivity[LAYERS];
+        for (uint32_t l = 0; l < LAYERS; l++) sensitivity[l] = 0.1f + (float)below(100) / 25.0f;
+        EXPECT(kvc_seq_set_layer_sensitivity(e, id, sensitivity, LAYERS) == KVC_OK, "sensitivity of %" PRIu64, id);
+    }
     if (s->per_head || s->episodic)
         EXPECT(kvc_seq_set_eviction(e, id, s->episodic ? KVC_EVICTION_EPISODIC : KVC_EVICTION_HEAVY_HITTER, (uint32_t)s->per_head) == KVC_OK,
                "eviction policy of %" PRIu64, id);
     EXPECT(cached % BLOCK == 0 && cached < n, "create %" PRIu64 ": %zu cached of %zu", id, cached, n);
-    EXPECT(wait_ready(id) && slots(id, 0, cached, 1), "create %" PRIu64 ": the %zu cached tokens' bytes", id, cached);
-    EXPECT(slots(id, cached, n, 0), "create %" PRIu64 ": write", id);
+    TRACE("create %" PRIu64 ": family %u, %u shared + %u tokens, %zu cached%s%s", id, family, shared, tail, cached,
+          s->per_head ? ", per head" : "", s->episodic ? ", episodic" : "");
+    size_t uncached[LAYERS];
+    for (uint32_t l = 0; l < LAYERS; l++) uncached[l] = cached;
+    EXPECT(wait_ready(id) && slots(id, NULL, cached, 1), "create %" PRIu64 ": the %zu cached tokens' bytes", id, cached);
+    EXPECT(slots(id, uncached, n, 0), "create %" PRIu64 ": write", id);
 }
 
 static void op_append(void) {
@@ -234,9 +257,9 @@ static void op_append(void) {
             for (uint32_t h = 0; h < HEADS; h++) s->pos[l][h][s->layer_len[l]] = (int32_t)(s->next + i);
     }
     for (uint32_t i = 0; i < n; i++) s->tok[s->next + i] = tokens[i];
+    TRACE("append %u to %" PRIu64 ": layer lengths %zu, %zu", n, id, s->layer_len[0], s->layer_len[1]);
     s->next += n;
-    size_t low = from[0] < from[LAYERS - 1] ? from[0] : from[LAYERS - 1];
-    EXPECT(slots(id, low, MAX_TOKENS, 0), "append to %" PRIu64 ": write", id); /* rewrites equal bytes below */
+    EXPECT(slots(id, from, MAX_TOKENS, 0), "append to %" PRIu64 ": write", id);
 }
 
 static void op_fork(void) {
@@ -252,6 +275,7 @@ static void op_fork(void) {
     EXPECT(rc == KVC_OK, "fork %" PRIu64 " -> %" PRIu64 ": status %d", parent, child, rc);
     if (rc != KVC_OK) return;
     m[child] = m[parent];
+    TRACE("fork %" PRIu64 " -> %" PRIu64, parent, child);
     verify(child);
 }
 
@@ -260,6 +284,7 @@ static void op_free(void) {
     if (!id) return;
     EXPECT(kvc_seq_free(e, id) == KVC_OK, "free %" PRIu64, id);
     m[id].live = 0;
+    TRACE("free %" PRIu64, id);
 }
 
 static void observe(uint64_t id, float *scores) {
@@ -284,13 +309,17 @@ static void op_compact(void) {
     EXPECT(rc == KVC_OK, "compact %" PRIu64 " to %zu: status %d", id, budget, rc);
     if (rc != KVC_OK) return;
     model_seq *s = &m[id];
-    size_t rows = s->per_head ? HEADS : 1;
+    size_t rows = s->per_head ? HEADS : 1, kept_total = 0, held_total = 0;
+    for (uint32_t l = 0; l < LAYERS; l++) held_total += s->layer_len[l];
+    if (held_total > LAYERS * budget) held_total = LAYERS * budget; /* what the budgets allow in all */
     for (uint32_t l = 0; l < LAYERS; l++) {
         int32_t pos[HEADS * MAX_TOKENS];
         size_t n = 0, len = s->layer_len[l], want = len < budget ? len : budget;
-        EXPECT(kvc_seq_positions(e, id, l, pos, HEADS * MAX_TOKENS, &n) == KVC_OK && n == rows * want,
-               "compact %" PRIu64 " layer %u keeps %zu of %zu (budget %zu)", id, l, n / rows, len, budget);
+        int listed = kvc_seq_positions(e, id, l, pos, HEADS * MAX_TOKENS, &n) == KVC_OK && n % rows == 0;
+        if (adaptive && listed && n / rows >= 1 && n / rows <= len) want = n / rows; /* the layer's own budget */
+        EXPECT(listed && n == rows * want, "compact %" PRIu64 " layer %u keeps %zu of %zu (budget %zu)", id, l, n / rows, len, budget);
         if (n != rows * want) continue;
+        kept_total += want;
         for (size_t h = 0; h < HEADS; h++) {
             const int32_t *now = pos + (s->per_head ? h : 0) * want, *held = s->pos[l][h];
             /* The kept set is the policy's; where each kept token lands is the contract: kept
@@ -320,6 +349,12 @@ static void op_compact(void) {
         }
         s->layer_len[l] = want;
     }
+    TRACE("compact %" PRIu64 " to %zu: layer lengths %zu, %zu", id, budget, s->layer_len[0], s->layer_len[1]);
+    for (uint32_t l = 1; l < LAYERS; l++) covered.uneven += s->layer_len[l] != s->layer_len[0];
+    /* Adaptive budgets move tokens between layers (a short layer's surplus goes to the
+     * others), keeping the mean (rounding aside). */
+    EXPECT(kept_total <= held_total + LAYERS, "compact %" PRIu64 ": %zu tokens kept over the layers for a mean budget of %zu", id,
+           kept_total, budget);
     verify(id);
 }
 
@@ -346,6 +381,7 @@ static void op_focus(void) {
     EXPECT(rc == KVC_OK, "focus %" PRIu64 ": status %d", id, rc);
     if (rc != KVC_OK) return;
     size_t rows = s->per_head ? HEADS : 1;
+    TRACE("focus %" PRIu64 " after segment [%zu, %zu): episode %u", id, start, end, episode);
     for (uint32_t l = 0; l < LAYERS; l++) {
         int32_t pos[HEADS * MAX_TOKENS];
         size_t n = 0, len = s->layer_len[l];
@@ -374,6 +410,7 @@ static void op_swap(void) {
         kvc_status rc = below(2) ? kvc_seq_swap_out(e, id) : kvc_seq_swap_out_async(e, id);
         EXPECT(rc == KVC_OK, "swap out %" PRIu64 ": status %d", id, rc);
         m[id].swapped = rc == KVC_OK;
+        TRACE("swap out %" PRIu64, id);
         return;
     }
     kvc_status rc = kvc_seq_swap_in(e, id);
@@ -381,6 +418,7 @@ static void op_swap(void) {
     EXPECT(rc == KVC_OK, "swap in %" PRIu64 ": status %d", id, rc);
     if (rc != KVC_OK) return;
     m[id].swapped = 0;
+    TRACE("swap in %" PRIu64, id);
     verify(id);
 }
 
@@ -438,6 +476,7 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     paged = layout == KVC_LAYOUT_PAGED;
     layout_name = paged ? "paged" : "contiguous";
     seed = rng = s;
+    adaptive = s % 2 == 0; /* even seeds: per-layer budgets from the observed entropy, so layers differ */
     memset(m, 0, sizeof m);
     char dir[] = "/tmp/kvcache-abi-model-XXXXXX";
     if (!mkdtemp(dir)) {
@@ -458,6 +497,7 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     cfg.memory_bytes = 256u << 10; /* about 2,000 tokens: creates run out of memory */
     cfg.eviction_policy = KVC_EVICTION_HEAVY_HITTER;
     cfg.embedding_dim = 4;
+    cfg.adaptive_budgets = (uint32_t)adaptive;
     cfg.offload_dir = dir;
     cfg.offload_bytes = 16u << 20;
     if (kvc_engine_create(&cfg, &e) != KVC_OK) {
@@ -496,15 +536,17 @@ static void run(uint32_t layout, uint64_t s, int steps) {
 }
 
 int main(int argc, char **argv) {
-    int seeds = argc > 1 ? atoi(argv[1]) : 4, steps = argc > 2 ? atoi(argv[2]) : 3000;
-    for (int s = 1; s <= seeds && failures == 0; s++) {
+    int seeds = argc > 1 ? atoi(argv[1]) : 4, steps = argc > 2 ? atoi(argv[2]) : 3000, first = argc > 3 ? atoi(argv[3]) : 1;
+    tracing = getenv("ABI_MODEL_TRACE") != NULL;
+    for (int s = first; s < first + seeds && failures == 0; s++) {
         run(KVC_LAYOUT_PAGED, (uint64_t)s, steps);
         run(KVC_LAYOUT_CONTIGUOUS, (uint64_t)s, steps);
     }
     printf("abi_model: %d seeds x %d steps per layout, %s; reached: %" PRIu64 " blocks spilled, %" PRIu64
-           " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored\n",
+           " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
+           " compactions leaving layers of different lengths\n",
            seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
-           covered.offloaded, covered.restored);
+           covered.offloaded, covered.restored, covered.uneven);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
 }
