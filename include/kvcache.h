@@ -354,8 +354,8 @@ typedef struct kvc_stats {
     uint64_t swap_outs_failed;
     uint64_t swap_outs_pending;
     /** Episodic offload: tokens in open records now (copied into their memory buffers, not
-     *  written yet: see kvc_seq_compact); they join tokens_on_disk when their record is
-     *  written out. Like tokens_on_disk, a token restored from the buffer stays counted until
+     *  written yet: see kvc_seq_compact; a fork's copy of its parent's counts too); they join
+     *  tokens_on_disk when their record is written out. Like tokens_on_disk, a token restored from the buffer stays counted until
      *  its record is written out or discarded (its bytes are still there). */
     uint64_t tokens_in_open_records;
     /** 1 when the K/V memory sits in 2 MiB huge pages: page_bytes is 2 MiB and the kernel
@@ -516,8 +516,9 @@ kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * Creates `child` holding all of `parent`'s tokens, sharing their memory copy-on-write
  * (beam search, parallel sampling). Both then grow independently. Episodic offload: the
  * child inherits the parent's offloaded tokens (a kvc_seq_focus of the child restores them
- * whatever the parent does); the disk slots holding them are shared, not copied (the
- * parent's open record, see kvc_seq_compact, is written first: one slot write).
+ * whatever the parent does); the disk slots holding them are shared, not copied, and the
+ * parent's open record (see kvc_seq_compact) is copied into a buffer of the child's, not
+ * written (a slot write only when every open-record buffer is owned, as for a compaction).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (parent not live),
  * KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_OUT_OF_MEMORY (nothing changed;
  * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
@@ -635,8 +636,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * offload_queue_depth) records are open engine-wide (their buffers: outside memory_bytes,
  * at most that many slot payloads, allocated on first use); when none is free, the least
  * recently filled one is written partly filled. kvc_seq_focus restores open-record tokens
- * from memory, kvc_seq_fork writes the parent's open record first, kvc_seq_free discards
- * it. A token whose slot cannot be written (disk full, tier full) is dropped as without a
+ * from memory, kvc_seq_fork copies the parent's open record into the child's, kvc_seq_free
+ * discards it. A token whose slot cannot be written (disk full, tier full) is dropped as without a
  * tier and reported once by kvc_seq_ready.
  * Without a tier evicted tokens are dropped. Waits for the sequence's pending
  * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.

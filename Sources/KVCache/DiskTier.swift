@@ -93,7 +93,8 @@ public struct DiskTierStats: Equatable, Sendable {
     /// stay on disk, maybe still a candidate of a fork), until the record's slot is freed.
     public var tokensOnDisk: UInt64 = 0
     /// Episodic offload: tokens (as above) copied into open records (memory buffers, not
-    /// written yet; see `OpenRecords`), not in `tokensOnDisk` until their record is written out.
+    /// written yet; see `OpenRecords`; a fork's copy of its parent's counts too), not in
+    /// `tokensOnDisk` until their record is written out.
     /// Like `tokensOnDisk`, a token restored from the buffer stays counted until its record is
     /// written out or discarded (its bytes are still there).
     public var tokensInOpenRecords: UInt64 = 0

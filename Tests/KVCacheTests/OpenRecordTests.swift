@@ -115,35 +115,121 @@ extension EpisodicOffloadTests {
         #expect(e.offloadSlotAudit == (pinned: 0, unhashed: 0))
     }
 
-    /// A fork writes the parent's open record out first (partly filled): the child's table
-    /// describes it like any record, and both restore the same bytes from it.
-    @Test(arguments: layouts, perHead)
-    func aForkWritesTheOpenRecordOutAndTheChildRestoresTheSameBytes(layout: Layout, perHead: Bool) throws {
+    /// A fork copies the parent's open record into a buffer of its own, writing nothing; the
+    /// two then diverge: the first compacts (its open record does not hold the new tokens, so
+    /// it is written out and refilled from its start), and each focus back on A restores the
+    /// copied tokens' bytes from its own buffer or record. Either may be freed first: the
+    /// other keeps every record and restores B again.
+    @Test(arguments: shapes, [true, false])
+    func aForkCopiesTheOpenRecordAndEachSequenceRestoresItsBytes(shape: (layout: Layout, perHead: Bool), parentFirst: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path, perHead: perHead)
-        let toks = try compactedOnTopicA(e).tokens
-        #expect(try focus(e, Self.queryB) != -1)  // 4 displaced A tokens in the open record
+        let e = try engine(shape.layout, dir: dir.path, perHead: shape.perHead)
+        let toks = try compactedOnTopicA(e).tokens, rows = UInt64(rowsPerLayer(e))
+        #expect(try focus(e, Self.queryB) != -1)  // 4 displaced A layer tokens in the open record
         try waitReady(e, 1)
         try e.syncOffload()
         let before = e.stats().disk
         try e.fork(parent: 1, child: 2)
         try e.syncOffload()
         let forked = e.stats().disk
-        #expect(forked.storedSlots == before.storedSlots + 1 && forked.bytesWritten == before.bytesWritten + forked.slotBytes)
-        #expect(forked.tokenRecords == before.tokenRecords + 1, "the written record; each record held by both counts once")
-        let rows = UInt64(rowsPerLayer(e))
-        #expect(forked.tokensOnDisk == before.tokensOnDisk + 4 * rows && before.tokensInOpenRecords == 4 * rows && forked.tokensInOpenRecords == 0)
-        #expect(e.offload!.offloadedTokens[e.sequences.slot(of: 1)]!.openRecord < 0)
-        for seq: UInt64 in [2, 1] {
-            #expect(try focus(e, Self.queryA, seq: seq) != -1)
-            try waitReady(e, seq)
-            try expectHolds(e, Self.heavyA, toks, seq: seq)
+        #expect(forked.bytesWritten == before.bytesWritten && forked.storedSlots == before.storedSlots, "no slot written")
+        #expect(forked.tokenRecords == before.tokenRecords && forked.tokensOnDisk == before.tokensOnDisk)
+        #expect(before.tokensInOpenRecords == 4 * rows && forked.tokensInOpenRecords == 8 * rows, "the child's copy counts too")
+        #expect(forked.tokensOffloaded == before.tokensOffloaded, "nothing was evicted")
+
+        let (first, second): (UInt64, UInt64) = parentFirst ? (1, 2) : (2, 1)
+        // 3 more tokens per row: 6 layer tokens do not fit the 4 free places, so the open
+        // record (4) is written out and the 6 fill the buffer from its start.
+        #expect(try e.compact(first, budgetTokens: 9) == 9)
+        try e.syncOffload()
+        let diverged = e.stats().disk
+        #expect(diverged.tokenRecords == before.tokenRecords + 1 && diverged.tokensOnDisk == before.tokensOnDisk + 4 * rows)
+        #expect(diverged.tokensInOpenRecords == (4 + 6) * rows)
+        #expect(try focus(e, Self.queryA, seq: second) != -1)  // 4 A tokens per layer from its own buffer
+        try waitReady(e, second)
+        try expectHolds(e, Self.heavyA, toks, seq: second)
+        #expect(try focus(e, Self.queryA, seq: first) != -1)  // from its records, the written copy included
+        try waitReady(e, first)
+        #expect(try slotMismatches(e, first, tokens: toks) == 0)
+        for layer in 0..<2 {
+            for (row, held) in try rowPositions(e, first, layer: layer).enumerated() {
+                let heavy = Set(Self.heavyA.map { $0 + Int32(row * headShift(e)) })
+                #expect(held.count == 9 && heavy.intersection(held).count == 7, "layer \(layer) row \(row): \(held)")
+            }
         }
-        #expect(try held(e, 2).bytes == held(e, 1).bytes, "byte for byte")
         #expect(e.stats().disk.tokensLost == 0)
-        try e.free(2)
-        try expectFreeReleasesRecords(e)
+
+        try e.free(first)
+        try e.syncOffload()
+        #expect(try focus(e, Self.queryB, seq: second) != -1)
+        try waitReady(e, second)
+        try expectHolds(e, Self.heavyB, toks, seq: second)
+        #expect(e.stats().disk.tokensLost == 0)
+        try expectFreeReleasesRecords(e, seq: second)
+        let s = e.stats().disk
+        #expect(s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == 0)
+    }
+
+    /// Beam search: a sequence that compacts one token per row at every decode step and forks
+    /// at each writes no slot for its forks (until 2026-11-21: one partly filled slot per fork);
+    /// each fork holds a copy of the open record as it was.
+    @Test(arguments: layouts, perHead)
+    func forkingAtEveryDecodeStepWritesNoSlot(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.blockTokens = 16 }  // 32 layer tokens a record
+        let baseline = e.stats().disk, rows = UInt64(rowsPerLayer(e))
+        let toks = try decodeStepCompactions(e, n: 64, steps: 1)
+        let children: [UInt64] = Array(2...9)
+        for child in children {
+            try e.fork(parent: 1, child: child)
+            #expect(try e.compact(1, budgetTokens: 64 - Int(child)) == 64 - Int(child))
+        }
+        try e.syncOffload()
+        let s = e.stats().disk
+        #expect(s.storedSlots == baseline.storedSlots && s.bytesWritten == baseline.bytesWritten && s.tokenRecords == 0,
+                "8 forks, no slot written")
+        // The parent's open record: 9 steps of 2 layer tokens; child k's: the k - 1 steps before its fork.
+        #expect(s.tokensInOpenRecords == rows * 2 * (9 + children.map { $0 - 1 }.reduce(0, +)))
+        #expect(s.tokensOffloaded == rows * 2 * 9 && s.tokensLost == 0)
+        for seq in [1] + children { #expect(try slotMismatches(e, seq, tokens: toks) == 0) }
+        for seq in children.reversed() + [1] { try e.free(seq) }
+        try e.syncOffload()
+        let freed = e.stats().disk
+        #expect(freed.storedSlots == baseline.storedSlots && freed.tokensInOpenRecords == 0)
+        #expect(e.offloadSlotAudit == (pinned: 0, unhashed: 0))
+    }
+
+    /// With every open-record buffer owned, a fork takes the least recently appended owner's
+    /// buffer as a compaction would: its record is written out partly filled. When that owner
+    /// is the parent itself the child shares the written record instead of copying it.
+    @Test(arguments: layouts, perHead)
+    func aForkWithEveryOpenRecordBufferOwnedWritesTheOldestOwnersRecord(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.maxSeqs = 40 }
+        let cap = e.offload!.openRecords.capacity, rows = UInt64(rowsPerLayer(e))
+        #expect(cap == 32, "min(max_seqs, offload_queue_depth)")
+        for seq in 1...UInt64(cap) { _ = try decodeStepCompactions(e, seq: seq, n: 16, steps: 1) }  // sequence 1's is the oldest
+        try e.fork(parent: 1, child: 100)
+        try e.syncOffload()
+        var s = e.stats().disk
+        #expect(s.storedSlots == 1 && s.tokenRecords == 1 && s.tokensOnDisk == rows * 2, "the parent's record, written with 2 layer tokens")
+        #expect(s.tokensInOpenRecords == rows * 2 * UInt64(cap - 1) && s.tokensLost == 0)
+        #expect(e.offloadSlotAudit.pinned == 1, "one slot, held by both")
+        let child = e.offload!.offloadedTokens[e.sequences.slot(of: 100)]!
+        #expect(child.openRecord < 0 && e.offload!.openRecords.buffer(of: e.sequences.slot(of: 100)) != nil, "the child took the parent's buffer")
+        try e.fork(parent: UInt64(cap), child: 101)  // sequence 2's is the oldest now
+        try e.syncOffload()
+        s = e.stats().disk
+        #expect(s.storedSlots == 2 && s.tokenRecords == 2 && s.tokensOnDisk == rows * 4)
+        #expect(s.tokensInOpenRecords == rows * 2 * UInt64(cap - 1), "sequence 2's tokens went to disk, the child copied sequence \(cap)'s")
+        #expect(e.offload!.openRecords.buffer(of: e.sequences.slot(of: 2)) == nil)
+        for seq in Array(1...UInt64(cap)) + [100, 101] { try e.free(seq) }
+        try e.syncOffload()
+        s = e.stats().disk
+        #expect(s.storedSlots == 0 && s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == 0)
     }
 
     /// The write of a full open record fails on the device: a focus that would restore its

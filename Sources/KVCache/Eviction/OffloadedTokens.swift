@@ -25,7 +25,8 @@
 /// A fork's table (`init(forkOf:)`) describes the same disk slots as its parent's: records
 /// are immutable once written, so sequences share them, each through its own pin and its own
 /// entries (a token restored or dropped by one sequence stays on disk for the other). An open
-/// record is never shared: the engine writes it out before a fork.
+/// record is never shared: the fork's table opens one with the same entries, whose bytes the
+/// engine copies into the fork's own buffer, and each sequence writes its own out later.
 ///
 /// Invariants: a record's `live` count is the number of its entries not dead; a record with a
 /// live entry, other than the open one, holds a disk slot pinned once by this sequence (other
@@ -75,21 +76,30 @@ final class OffloadedTokens {
 
     /// A table for a fork of the sequence `parent` describes: the same disk slots (the caller
     /// pins each once more for the fork), renumbered densely in record order, with the same
-    /// live entries; nothing lost to report (the parent's losses are already out of the state
-    /// the fork copies). Precondition: no restore of `parent` is pending (its entries' state
-    /// is final). Cost: O(parent's records ever held) to scan plus O(live records ×
-    /// `tokensPerRecord`) time and allocation.
+    /// live entries; and, when the parent's open record holds a live token
+    /// (`hasLiveOpenRecord`), an open record of its own with the same entries at the same
+    /// indices and the same `openCount` (the caller copies the first `openCount` tokens of
+    /// the parent's buffer into the fork's). Nothing lost to report (the parent's losses are
+    /// already out of the state the fork copies). Precondition: no restore of `parent` is
+    /// pending (its entries' state is final). Cost: O(parent's records ever held) to scan
+    /// plus O(live records × `tokensPerRecord`) time and allocation.
     convenience init(forkOf parent: OffloadedTokens) {
         precondition(parent.readsPending == 0, "a fork copies a table with restores pending")
-        precondition(parent.openRecord < 0, "a fork copies a table with an open record")
         self.init(payloadBytes: parent.tokensPerRecord * 2 * parent.entryBytes, entryBytes: parent.entryBytes)
-        for r in parent.recordSlot.indices where parent.recordSlot[r] >= 0 {
+        for r in parent.recordSlot.indices where parent.recordSlot[r] >= 0 || (r == parent.openRecord && parent.hasLiveOpenRecord) {
             let record = addRecord(slot: parent.recordSlot[r]), first = r * tokensPerRecord
             for i in 0..<tokensPerRecord where parent.entryRow[first + i] >= 0 {
                 add(record: record, index: i, row: Int(parent.entryRow[first + i]), position: parent.entryPosition[first + i])
             }
+            if r == parent.openRecord {
+                openRecord = record
+                openCount = parent.openCount
+            }
         }
     }
+
+    /// True when a record is open and holds a live token (one a fork must keep).
+    var hasLiveOpenRecord: Bool { openRecord >= 0 && recordLive[Int(openRecord)] > 0 }
 
     /// Room left in the open record (0 when there is none).
     var openRoom: Int { openRecord >= 0 ? tokensPerRecord - openCount : 0 }
