@@ -338,7 +338,8 @@ typedef struct kvc_stats {
     uint64_t tokens_on_disk;
     /** Episodic offload totals, in the same tokens: written out, read back into memory, and
      *  lost (their record could not be written, or its read failed or was torn or corrupt:
-     *  dropped, never served). */
+     *  dropped, never served; a write that fails on the device counts its record's tokens, in
+     *  each sequence holding it, as soon as a call processes the failure: see COMPLETIONS). */
     uint64_t tokens_offloaded;
     uint64_t tokens_restored;
     uint64_t tokens_lost;
@@ -637,8 +638,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * at most that many slot payloads, allocated on first use); when none is free, the least
  * recently filled one is written partly filled. kvc_seq_focus restores open-record tokens
  * from memory, kvc_seq_fork copies the parent's open record into the child's, kvc_seq_free
- * discards it. A token whose slot cannot be written (disk full, tier full) is dropped as without a
- * tier and reported once by kvc_seq_ready.
+ * discards it. A token whose slot cannot be written (disk full, tier full, or a write error
+ * once it is processed) is dropped as without a tier and reported once by kvc_seq_ready.
  * Without a tier evicted tokens are dropped. Waits for the sequence's pending
  * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
@@ -761,7 +762,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   kvc_seq_swap_out, kvc_seq_swap_out_async, kvc_seq_swap_in and kvc_seq_free (never in
  *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below). The
  *   same calls submit the remaining blocks of pending swap-outs as staging buffers free up,
- *   and release the memory of kvc_seq_swap_out_async calls whose writes all completed. A
+ *   release the memory of kvc_seq_swap_out_async calls whose writes all completed, and drop
+ *   the tokens of episodic-offload records whose write failed (as does kvc_seq_focus of a
+ *   sequence holding one, before it chooses: such tokens are never read back). A
  *   server waiting for a sequence calls kvc_seq_ready,
  *   or kvc_engine_poll to block briefly. kvc_engine_poll, kvc_seq_swap_out and an allocation
  *   (create, append, fork, swap-in) that finds no room while kvc_seq_swap_out_async calls

@@ -22,10 +22,13 @@
 ///   are open engine-wide; a sequence that needs one when none is free takes the buffer of the
 ///   least recently appended one, which is written out partly filled first. A focus restores
 ///   tokens of the open record from its buffer at once; `fork` copies it into a buffer of the
-///   child's (no write); `free` discards it. A write the tier refuses (disk full, tier full of pinned slots) loses the
-///   record's tokens: dropped from the state, counted in `tokensLost`, reported once by
-///   `ready` (`io`); one that fails on the device is found out when a focus reads it back
-///   (below), as for any record.
+///   child's (no write); `free` discards it. A write the tier refuses (disk full, tier full of
+///   pinned slots) loses the record's tokens: dropped from the state, counted in
+///   `tokensLost`, reported once by `ready` (`io`). So does a write that fails on the device,
+///   for every sequence holding the record, once the failure is processed
+///   (`loseFailedRecordWrites`: by the next call that processes completions, or a `focus` of
+///   the sequence; a sequence with restores pending loses them once those ended), so no
+///   focus reads the record back or serves it.
 /// - `focus` re-chooses each row's resident set among resident and parked tokens with the
 ///   focused episode's scores, keeping the row's length: a resident token that loses its
 ///   place is written out, and the parked token that wins it is read back into that very slot
@@ -166,7 +169,7 @@ extension Engine: RecordMemory {
     /// (row, position) of its live tokens when the tier refused the write: they are lost, not
     /// yet counted nor dropped from the state (`s`'s pending restores are settled first, so
     /// that none of them still needs a lost displaced token). A write that fails later on the
-    /// device is found out when a focus reads the record back, as for any record.
+    /// device loses them as for any record (`loseFailedRecordWrites`).
     private func writeOpenRecord(_ s: Int, _ t: OffloadedTokens) -> [(row: Int, position: Int32)] {
         let offload = offload!
         offload.tokensInOpenRecords -= UInt64(t.openCount)
@@ -318,6 +321,27 @@ extension Engine: RecordMemory {
                 t.lostSinceReport += 1
             }
             unpin(t.remove(e))
+        }
+    }
+
+    func loseFailedRecordWrites() {
+        let offload = offload!
+        offload.failedRecordWrites.removeAll { diskSlot in
+            var waiting = false
+            for s in 0..<config.maxSeqs {
+                guard let t = offload.offloadedTokens[s], let record = t.record(onDiskSlot: diskSlot) else { continue }
+                // A pending restore may still need a displaced token of this record: later.
+                if t.readsPending > 0 {
+                    waiting = true
+                    continue
+                }
+                let (lost, held) = t.dropRecord(record)
+                offload.tier.unpin(held)
+                lose(lost.count, t)
+                dropParked(evictionStates[s]!, lost)
+            }
+            if !waiting { offload.tier.unpin(diskSlot) }  // the coordinator's pin: the slot is freed
+            return !waiting
         }
     }
 

@@ -8,8 +8,9 @@ import Glibc
 /// Completions: the engine has no I/O thread. Completed requests are processed (verified,
 /// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`,
 /// `swapOutAsync`, `swapIn` and `free`, under the engine's lock, which also submit pending
-/// swap-outs' blocks as staging buffers free up and settle the asynchronous swap-outs whose
-/// writes all completed (`SwapOutQueue`); a server that only wants progress calls `poll`.
+/// swap-outs' blocks as staging buffers free up, settle the asynchronous swap-outs whose
+/// writes all completed (`SwapOutQueue`) and lose the tokens of offloaded-token records whose
+/// write failed (`loseFailedRecordWrites`); a server that only wants progress calls `poll`.
 /// `poll`, `swapOut` and an allocation out of memory while swap-outs are pending wait for the
 /// device without the lock (`awaitProgress`), so other threads' calls proceed meanwhile.
 extension Engine {

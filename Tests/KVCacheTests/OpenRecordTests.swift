@@ -232,48 +232,121 @@ extension EpisodicOffloadTests {
         #expect(s.storedSlots == 0 && s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == 0)
     }
 
-    /// The write of a full open record fails on the device: a focus that would restore its
-    /// tokens reads it back, finds it bad, serves nothing from it and loses those tokens,
-    /// reported once by `ready`.
-    @Test(arguments: layouts, perHead)
-    func aFullOpenRecordWhoseWriteFailsLosesItsTokensOnce(layout: Layout, perHead: Bool) throws {
+    /// The write of a full open record fails on the device: its tokens (A's heavy hitters
+    /// among them) are lost as soon as the failure is processed, by the next call that
+    /// processes completions (here `syncOffload`) or else by the sequence's next focus:
+    /// counted, dropped from the state, reported once by `ready`; the focus on A neither reads
+    /// the record back nor counts them again (until 2026-11-21 they were lost only when a focus
+    /// read the record back).
+    @Test(arguments: shapes, [false, true])
+    func aFullOpenRecordWhoseWriteFailsLosesItsTokensWhenTheFailureIsProcessed(shape: (layout: Layout, perHead: Bool),
+                                                                               processedByTheFocus: Bool) throws {
         let probeDir = ScratchDir(), dir = ScratchDir()
         defer {
             probeDir.remove()
             dir.remove()
         }
         // 32 layer tokens a record: compactedOnTopicA writes 31 and leaves 8 in the open one.
-        let probe = try engine(layout, dir: probeDir.path, perHead: perHead) { $0.blockTokens = 16 }
+        let probe = try engine(shape.layout, dir: probeDir.path, perHead: shape.perHead) { $0.blockTokens = 16 }
         try compactedOnTopicA(probe)
         let writes = probe.stats().disk.requestsSubmitted  // every later write fails
-        let e = try engine(layout, dir: dir.path, perHead: perHead) {
+        let e = try engine(shape.layout, dir: dir.path, perHead: shape.perHead) {
             $0.blockTokens = 16
             $0.offloadFault = OffloadFault(reads: false, writes: true, after: writes)
         }
+        let rows = UInt64(rowsPerLayer(e))
         let toks = try compactedOnTopicA(e).tokens
         #expect(try focus(e, Self.queryB) != -1)  // the 20 displaced A tokens: open record at 28
         try waitReady(e, 1)
         try expectHolds(e, Self.heavyB, toks)
         for budget in [11, 10] { #expect(try e.compact(1, budgetTokens: budget) == budget) }  // full: written
-        try e.syncOffload()
-        let failed = e.stats().disk
-        #expect(failed.tokensLost == 0, "the failure is not known yet")
-        #expect(failed.writesFailed == 1 && failed.tokenRecords == 31 && failed.tokensOnDisk == 31 * 32 * UInt64(rowsPerLayer(e)) && failed.tokensInOpenRecords == 0,
-                "the failed record counts as a failed write, not as on disk")
-        let before = (try held(e, 1))
-        _ = try focus(e, Self.queryA)
-        var failure: KVError?
-        do { try waitReady(e, 1) } catch { failure = error }
+        let before = e.stats().disk
+        if processedByTheFocus {
+            _ = e.offloadSlotAudit  // reaps the failed write, processes nothing
+            #expect(e.offload!.failedRecordWrites.count == 1 && e.stats().disk.tokensLost == 0)
+        } else {
+            try e.syncOffload()
+            #expect(e.stats().disk.tokensLost == 32 * rows, "every token of the record, lost when the failure was processed")
+        }
+        #expect(try focus(e, Self.queryA) != -1)
+        let failure = caught { try waitReady(e, 1) }
         #expect(failure?.code == .io && failure?.message.contains("stays usable") == true)
         #expect(try e.ready(1), "the loss is reported once")
         let s = e.stats().disk
-        #expect(s.loadsFailed > failed.loadsFailed)
-        #expect(s.tokensRestored == failed.tokensRestored, "nothing restored from the failed record")
-        #expect(s.tokensLost == 32 * UInt64(rowsPerLayer(e)), "every token of the failed record (a read that fails loses its record)")
-        #expect(s.tokensOnDisk == failed.tokensOnDisk && s.tokenRecords == failed.tokenRecords, "the lost tokens' record was never counted")
-        let after = try held(e, 1)
-        #expect(after.positions == before.positions && after.bytes == before.bytes, "the restores were undone")
+        #expect(s.tokensLost == 32 * rows && s.loadsFailed == before.loadsFailed, "nothing read back, nothing counted twice")
+        #expect(s.writesFailed == 1 && s.tokenRecords == 31 && s.tokensOnDisk == 31 * 32 * rows,
+                "the failed record counts as a failed write, not as on disk")
+        #expect(e.offload!.failedRecordWrites.isEmpty)
+        let state = e.evictionStates[e.sequences.slot(of: 1)]!
+        for r in 0..<state.rows {
+            let parked = Set((state.parkedStart(row: r)..<state.capacity).map { state.position(row: r, slot: $0) })
+            #expect(parked.isDisjoint(with: Self.heavyA.map { $0 + Int32(r % rowsPerLayer(e) * headShift(e)) }),
+                    "row \(r): A's heavy hitters left the state with the record")
+        }
+        for layer in 0..<2 {
+            for (row, held) in try rowPositions(e, 1, layer: layer).enumerated() {
+                #expect(held.count == 10 && Set(held).isDisjoint(with: Self.heavyA.map { $0 + Int32(row * headShift(e)) }))
+            }
+        }
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.syncOffload()
+        #expect(e.offloadSlotAudit.pinned == Int(e.stats().disk.tokenRecords), "the failed slot was let go")
+        try expectFreeReleasesRecords(e)
+    }
+
+    /// A record whose write fails while a fork shares it (the fork came before the failure
+    /// was processed) loses its tokens in both sequences, each reported once.
+    @Test(arguments: layouts, perHead)
+    func aFailedRecordWriteLosesItsTokensInEverySequenceHoldingIt(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) {
+            $0.blockTokens = 16  // 32 layer tokens a record
+            $0.offloadFault = OffloadFault(reads: false, writes: true)
+        }
+        let rows = UInt64(rowsPerLayer(e))
+        let toks = try decodeStepCompactions(e, n: 64, steps: 16)  // one record, its write failing
+        try e.fork(parent: 1, child: 2)
+        try e.syncOffload()
+        let s = e.stats().disk
+        #expect(s.writesFailed == 1 && s.tokenRecords == 0 && s.tokensOnDisk == 0)
+        #expect(s.tokensLost == 2 * 32 * rows, "32 layer tokens lost by each of the two sequences")
+        for seq: UInt64 in [1, 2] {
+            let state = e.evictionStates[e.sequences.slot(of: seq)]!
+            #expect((0..<state.rows).allSatisfy { state.parkedCount(row: $0) == 0 }, "sequence \(seq)")
+            #expect(caught { try waitReady(e, seq) }?.code == .io)
+            #expect(try e.ready(seq), "reported once")
+            #expect(try slotMismatches(e, seq, tokens: toks) == 0)
+        }
+        #expect(e.offloadSlotAudit == (pinned: 0, unhashed: 0))
+        try e.free(2)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.tokensLost == s.tokensLost && e.stats().disk.storedSlots == 0)
+    }
+
+    /// A failed record write is not processed for a sequence while its restores are pending (a
+    /// restore that fails puts a displaced token back, whose copy the record may hold): the
+    /// slot stays held and nothing is lost until they ended. (White box: the pending restore is
+    /// simulated, since two real requests cannot be made to complete in a chosen order.)
+    @Test(arguments: layouts, perHead)
+    func aFailedRecordWriteWaitsForTheSequencesPendingRestores(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) {
+            $0.blockTokens = 16
+            $0.offloadFault = OffloadFault(reads: false, writes: true)
+        }
+        _ = try decodeStepCompactions(e, n: 64, steps: 16)
+        let t = e.offload!.offloadedTokens[e.sequences.slot(of: 1)]!
+        t.readsPending += 1
+        try e.syncOffload()
+        #expect(e.stats().disk.tokensLost == 0 && e.offload!.failedRecordWrites.count == 1)
+        #expect(e.offloadSlotAudit.pinned == 1, "held by the sequence and the coordinator")
+        t.readsPending -= 1
+        e.poll(timeoutMicroseconds: 0)
+        #expect(e.stats().disk.tokensLost == 32 * UInt64(rowsPerLayer(e)) && e.offload!.failedRecordWrites.isEmpty)
+        #expect(e.offloadSlotAudit == (pinned: 0, unhashed: 0))
         try expectFreeReleasesRecords(e)
     }
 
