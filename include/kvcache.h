@@ -828,15 +828,18 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 
 /**
  * Preempts `seq` like kvc_seq_swap_out, but returns once its first writes are submitted: as
- * many of its blocks as staging buffers are free (at least one) are copied and checksummed
- * into them (the call's cost), and from then on `seq` is swapped out for every caller (kvc_seq_ready says 0; kvc_seq_kv, kvc_seq_block_table,
+ * many of its blocks as staging buffers are free beyond an eighth of them (at least one)
+ * are copied and checksummed into them (the call's cost), and from then on `seq` is
+ * swapped out for every caller (kvc_seq_ready says 0; kvc_seq_kv, kvc_seq_block_table,
  * kvc_seq_append, kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT). Its memory stays committed
  * (and counted) until a later call that processes completions (see COMPLETIONS) finds every
  * write on disk; only then is it released, exactly as kvc_seq_swap_out releases it. The
  * blocks of a sequence larger than the staging area (max(32 slots, 32 MiB), see DISK TIER)
  * that did not fit are copied and submitted by those later calls as completions free
  * staging buffers (kvc_engine_poll with a timeout drives it to the end; kvc_engine_sync
- * waits for all of it); their bytes stay untouched in memory meanwhile. An
+ * waits for all of it); their bytes stay untouched in memory meanwhile. Pending swap-outs
+ * always leave an eighth of the staging buffers free, so that a prefix read from disk, a
+ * spill or an episodic record write issued meanwhile does not wait for their writes. An
  * allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork, kvc_seq_swap_in) that finds no
  * room while such swap-outs are pending waits, without the engine's lock, until one ended
  * and tries again: KVC_ERR_OUT_OF_MEMORY comes only once none is pending.
@@ -850,8 +853,8 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * failure; afterwards it is an ordinary resident sequence.
  * Returns what kvc_seq_swap_out returns for failures found before the call returns (the
  * sequence stays resident and unchanged). Cost: a memcpy and checksum per block it submits,
- * at most the free staging buffers' worth (it waits for the device only when no buffer at
- * all is free); the other blocks' copies fall to the later calls that submit them.
+ * at most seven eighths of the staging buffers' worth (it waits for the device only when no
+ * buffer at all is free); the other blocks' copies fall to the later calls that submit them.
  */
 kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 

@@ -169,7 +169,8 @@ final class DiskTier {
     private var generation: UInt64 = 0
 
     // Per staging buffer.
-    private let stages: Int
+    /// Staging buffers, one slot each: max(`offloadQueueDepth`, min(1024, 32 MiB / `slotBytes`)).
+    let stages: Int
     private let stagingBase: UnsafeMutableRawPointer
     private let stageOp: UnsafeMutablePointer<UInt8>
     private let stageSlot: UnsafeMutablePointer<Int32>
@@ -627,8 +628,8 @@ final class DiskTier {
         return stage
     }
 
-    /// True when a staging buffer is free: a write or read can be submitted without waiting.
-    var hasFreeStage: Bool { freeStageCount > 0 }
+    /// Staging buffers free now: as many writes or reads can be submitted without waiting.
+    var freeStages: Int { freeStageCount }
 
     private func releaseStage(_ stage: Int32) {
         precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
