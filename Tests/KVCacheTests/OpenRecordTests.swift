@@ -20,6 +20,17 @@ extension EpisodicOffloadTests {
         return toks
     }
 
+    /// An engine with more sequences than open records (max_seqs 40, 32 buffers) in `dir`, and
+    /// sequences 1...32 each with an open record of 2 layer tokens, sequence 1's appended
+    /// least recently: every buffer is owned.
+    private func everyOpenRecordBufferOwned(_ layout: Layout, dir: ScratchDir, perHead: Bool) throws -> Engine {
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.maxSeqs = 40 }
+        let cap = e.offload!.openRecords.capacity
+        #expect(cap == 32, "min(max_seqs, offload_queue_depth)")
+        for seq in 1...UInt64(cap) { _ = try decodeStepCompactions(e, seq: seq, n: 16, steps: 1) }
+        return e
+    }
+
     @Test(arguments: layouts, perHead)
     func decodeStepCompactionsFillOneSlotInsteadOfOnePerStep(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
@@ -74,10 +85,8 @@ extension EpisodicOffloadTests {
     func withNoFreeOpenRecordTheOldestIsWrittenOutPartlyFilled(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.maxSeqs = 40 }
+        let e = try everyOpenRecordBufferOwned(layout, dir: dir, perHead: perHead)
         let cap = e.offload!.openRecords.capacity, rows = UInt64(rowsPerLayer(e))
-        #expect(cap == 32, "min(max_seqs, offload_queue_depth)")
-        for seq in 1...UInt64(cap) { _ = try decodeStepCompactions(e, seq: seq, n: 16, steps: 1) }
         try e.syncOffload()
         var s = e.stats().disk
         #expect(s.storedSlots == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == rows * 2 * UInt64(cap), "every record is open")
@@ -208,10 +217,8 @@ extension EpisodicOffloadTests {
     func aForkWithEveryOpenRecordBufferOwnedWritesTheOldestOwnersRecord(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.maxSeqs = 40 }
+        let e = try everyOpenRecordBufferOwned(layout, dir: dir, perHead: perHead)
         let cap = e.offload!.openRecords.capacity, rows = UInt64(rowsPerLayer(e))
-        #expect(cap == 32, "min(max_seqs, offload_queue_depth)")
-        for seq in 1...UInt64(cap) { _ = try decodeStepCompactions(e, seq: seq, n: 16, steps: 1) }  // sequence 1's is the oldest
         try e.fork(parent: 1, child: 100)
         try e.syncOffload()
         var s = e.stats().disk
