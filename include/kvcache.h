@@ -338,7 +338,8 @@ typedef struct kvc_stats {
     uint64_t tokens_on_disk;
     /** Episodic offload totals, in the same tokens: written out, read back into memory, and
      *  lost (their record could not be written, or its read failed or was torn or corrupt:
-     *  dropped, never served). */
+     *  dropped, never served; a write that fails on the device counts its record's tokens, in
+     *  each sequence holding it, as soon as a call processes the failure: see COMPLETIONS). */
     uint64_t tokens_offloaded;
     uint64_t tokens_restored;
     uint64_t tokens_lost;
@@ -354,8 +355,8 @@ typedef struct kvc_stats {
     uint64_t swap_outs_failed;
     uint64_t swap_outs_pending;
     /** Episodic offload: tokens in open records now (copied into their memory buffers, not
-     *  written yet: see kvc_seq_compact); they join tokens_on_disk when their record is
-     *  written out. Like tokens_on_disk, a token restored from the buffer stays counted until
+     *  written yet: see kvc_seq_compact; a fork's copy of its parent's counts too); they join
+     *  tokens_on_disk when their record is written out. Like tokens_on_disk, a token restored from the buffer stays counted until
      *  its record is written out or discarded (its bytes are still there). */
     uint64_t tokens_in_open_records;
     /** 1 when the K/V memory sits in 2 MiB huge pages: page_bytes is 2 MiB and the kernel
@@ -516,8 +517,9 @@ kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * Creates `child` holding all of `parent`'s tokens, sharing their memory copy-on-write
  * (beam search, parallel sampling). Both then grow independently. Episodic offload: the
  * child inherits the parent's offloaded tokens (a kvc_seq_focus of the child restores them
- * whatever the parent does); the disk slots holding them are shared, not copied (the
- * parent's open record, see kvc_seq_compact, is written first: one slot write).
+ * whatever the parent does); the disk slots holding them are shared, not copied, and the
+ * parent's open record (see kvc_seq_compact) is copied into a buffer of the child's, not
+ * written (a slot write only when every open-record buffer is owned, as for a compaction).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (parent not live),
  * KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_OUT_OF_MEMORY (nothing changed;
  * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
@@ -635,9 +637,9 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * offload_queue_depth) records are open engine-wide (their buffers: outside memory_bytes,
  * at most that many slot payloads, allocated on first use); when none is free, the least
  * recently filled one is written partly filled. kvc_seq_focus restores open-record tokens
- * from memory, kvc_seq_fork writes the parent's open record first, kvc_seq_free discards
- * it. A token whose slot cannot be written (disk full, tier full) is dropped as without a
- * tier and reported once by kvc_seq_ready.
+ * from memory, kvc_seq_fork copies the parent's open record into the child's, kvc_seq_free
+ * discards it. A token whose slot cannot be written (disk full, tier full, or a write error
+ * once it is processed) is dropped as without a tier and reported once by kvc_seq_ready.
  * Without a tier evicted tokens are dropped. Waits for the sequence's pending
  * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
@@ -760,7 +762,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   kvc_seq_swap_out, kvc_seq_swap_out_async, kvc_seq_swap_in and kvc_seq_free (never in
  *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below). The
  *   same calls submit the remaining blocks of pending swap-outs as staging buffers free up,
- *   and release the memory of kvc_seq_swap_out_async calls whose writes all completed. A
+ *   release the memory of kvc_seq_swap_out_async calls whose writes all completed, and drop
+ *   the tokens of episodic-offload records whose write failed (as does kvc_seq_focus of a
+ *   sequence holding one, before it chooses: such tokens are never read back). A
  *   server waiting for a sequence calls kvc_seq_ready,
  *   or kvc_engine_poll to block briefly. kvc_engine_poll, kvc_seq_swap_out and an allocation
  *   (create, append, fork, swap-in) that finds no room while kvc_seq_swap_out_async calls
@@ -824,15 +828,18 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 
 /**
  * Preempts `seq` like kvc_seq_swap_out, but returns once its first writes are submitted: as
- * many of its blocks as staging buffers are free (at least one) are copied and checksummed
- * into them (the call's cost), and from then on `seq` is swapped out for every caller (kvc_seq_ready says 0; kvc_seq_kv, kvc_seq_block_table,
+ * many of its blocks as staging buffers are free beyond an eighth of them (at least one)
+ * are copied and checksummed into them (the call's cost), and from then on `seq` is
+ * swapped out for every caller (kvc_seq_ready says 0; kvc_seq_kv, kvc_seq_block_table,
  * kvc_seq_append, kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT). Its memory stays committed
  * (and counted) until a later call that processes completions (see COMPLETIONS) finds every
  * write on disk; only then is it released, exactly as kvc_seq_swap_out releases it. The
  * blocks of a sequence larger than the staging area (max(32 slots, 32 MiB), see DISK TIER)
  * that did not fit are copied and submitted by those later calls as completions free
  * staging buffers (kvc_engine_poll with a timeout drives it to the end; kvc_engine_sync
- * waits for all of it); their bytes stay untouched in memory meanwhile. An
+ * waits for all of it); their bytes stay untouched in memory meanwhile. Pending swap-outs
+ * always leave an eighth of the staging buffers free, so that a prefix read from disk, a
+ * spill or an episodic record write issued meanwhile does not wait for their writes. An
  * allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork, kvc_seq_swap_in) that finds no
  * room while such swap-outs are pending waits, without the engine's lock, until one ended
  * and tries again: KVC_ERR_OUT_OF_MEMORY comes only once none is pending.
@@ -846,8 +853,8 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * failure; afterwards it is an ordinary resident sequence.
  * Returns what kvc_seq_swap_out returns for failures found before the call returns (the
  * sequence stays resident and unchanged). Cost: a memcpy and checksum per block it submits,
- * at most the free staging buffers' worth (it waits for the device only when no buffer at
- * all is free); the other blocks' copies fall to the later calls that submit them.
+ * at most seven eighths of the staging buffers' worth (it waits for the device only when no
+ * buffer at all is free); the other blocks' copies fall to the later calls that submit them.
  */
 kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 

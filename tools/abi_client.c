@@ -670,45 +670,58 @@ static void offload(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
-/* Episodic offload: a compaction writes the tokens outside the focused episode to the disk
- * tier, a focus on the other episode reads its tokens back byte-identical, and freeing the
- * sequence frees their disk slots. */
-static void episodic_offload(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged episodic offload" : "contiguous episodic offload";
-    char dir[] = "/tmp/kvcache-abi-episodic-XXXXXX";
-    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
-    kvc_config cfg;
-    small_config(&cfg, layout, 16u << 20);
-    cfg.offload_dir = dir;
-    cfg.offload_bytes = 64u << 20;
-    cfg.eviction_policy = KVC_EVICTION_EPISODIC;
-    cfg.episodes = 2;
-    cfg.recent_tokens = 2;
+/* Sequence 1 of an episodic engine with a disk tier in `dir` (configured in *cfg): N tokens
+ * whose K/V are written with salt 31, two topics whose turns attended to their own HEAVY
+ * tokens, focused on topic A and compacted to KEEP tokens per layer (the rest offloaded). */
+enum { EPISODIC_N = 64, EPISODIC_KEEP = 6, EPISODIC_HEAVY = 4 };
+static const int episodic_heavy[2][EPISODIC_HEAVY] = {{3, 9, 15, 21}, {35, 41, 47, 53}};
+static const float episodic_embedding[2][2] = {{1, 0}, {0, 1}};
+
+static kvc_engine *episodic_compacted(uint32_t layout, char *dir, kvc_config *cfg) {
+    enum { N = EPISODIC_N };
+    small_config(cfg, layout, 16u << 20);
+    cfg->offload_dir = dir;
+    cfg->offload_bytes = 64u << 20;
+    cfg->eviction_policy = KVC_EVICTION_EPISODIC;
+    cfg->episodes = 2;
+    cfg->recent_tokens = 2;
     kvc_engine *e = NULL;
-    MUST(kvc_engine_create(&cfg, &e));
-    engine_view v = view_of(e, &cfg);
-    enum { N = 64, KEEP = 6, HEAVY = 4 };
+    MUST(kvc_engine_create(cfg, &e));
+    engine_view v = view_of(e, cfg);
     int32_t prompt[N];
     for (int i = 0; i < N; i++) prompt[i] = 9000 + i;
     size_t cached = 0;
     MUST(kvc_seq_create(e, 1, prompt, N, &cached));
     write_kv(&v, 1, 31, 0, N);
-    const int heavy[2][HEAVY] = {{3, 9, 15, 21}, {35, 41, 47, 53}};
-    const float embedding[2][2] = {{1, 0}, {0, 1}};
     uint32_t episode = 0;
     for (int topic = 0; topic < 2; topic++) { /* each turn: a segment, its attention, a focus on topic A */
-        MUST(kvc_seq_add_segment(e, 1, (size_t)topic * N / 2, (size_t)(topic + 1) * N / 2, embedding[topic], 2));
+        MUST(kvc_seq_add_segment(e, 1, (size_t)topic * N / 2, (size_t)(topic + 1) * N / 2, episodic_embedding[topic], 2));
         float scores[2 * N];
         for (int i = 0; i < 2 * N; i++) scores[i] = 0.01f;
-        for (int j = 0; j < HEAVY; j++) scores[heavy[topic][j]] = scores[N + heavy[topic][j]] = 1.0f;
-        for (uint32_t l = 0; l < cfg.num_layers; l++) MUST(kvc_seq_observe(e, 1, l, scores, 2, N));
-        MUST(kvc_seq_focus(e, 1, embedding[0], 2, &episode));
+        for (int j = 0; j < EPISODIC_HEAVY; j++) scores[episodic_heavy[topic][j]] = scores[N + episodic_heavy[topic][j]] = 1.0f;
+        for (uint32_t l = 0; l < cfg->num_layers; l++) MUST(kvc_seq_observe(e, 1, l, scores, 2, N));
+        MUST(kvc_seq_focus(e, 1, episodic_embedding[0], 2, &episode));
     }
-    MUST(kvc_seq_compact(e, 1, KEEP));
+    MUST(kvc_seq_compact(e, 1, EPISODIC_KEEP));
+    return e;
+}
+
+/* Episodic offload: a compaction writes the tokens outside the focused episode to the disk
+ * tier, a focus on the other episode reads its tokens back byte-identical, and freeing the
+ * sequence frees their disk slots. */
+static void episodic_offload(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged episodic offload" : "contiguous episodic offload";
+    enum { N = EPISODIC_N, KEEP = EPISODIC_KEEP, HEAVY = EPISODIC_HEAVY };
+    char dir[] = "/tmp/kvcache-abi-episodic-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    kvc_config cfg;
+    kvc_engine *e = episodic_compacted(layout, dir, &cfg);
+    engine_view v = view_of(e, &cfg);
+    uint32_t episode = 0;
     MUST(kvc_engine_sync(e));
     kvc_stats compacted = stats_of(e);
     CHECK(compacted.disk_stored_bytes > 0, "%s: the evicted tokens are on disk", name);
-    MUST(kvc_seq_focus(e, 1, embedding[1], 2, &episode));
+    MUST(kvc_seq_focus(e, 1, episodic_embedding[1], 2, &episode));
     CHECK(wait_ready(e, 1) == KVC_OK, "%s: the restored tokens become ready", name);
     CHECK(stats_of(e).disk_bytes_read > compacted.disk_bytes_read, "%s: the focus read from disk", name);
     load_table(&v, 1);
@@ -719,7 +732,7 @@ static void episodic_offload(uint32_t layout) {
         MUST(kvc_seq_positions(e, 1, l, pos, N, &n));
         int found = 0;
         for (size_t slot = 0; slot < n; slot++) {
-            for (int j = 0; j < HEAVY; j++) found += pos[slot] == heavy[1][j];
+            for (int j = 0; j < HEAVY; j++) found += pos[slot] == episodic_heavy[1][j];
             for (uint32_t tensor = 0; tensor < 2; tensor++) {
                 const uint8_t *p = token_address(&v, 1, l, tensor, slot);
                 for (size_t b = 0; b < v.token_bytes; b++) exact &= p[b] == pattern(31, l, tensor, (size_t)pos[slot], b);
@@ -732,6 +745,33 @@ static void episodic_offload(uint32_t layout) {
     MUST(kvc_seq_free(e, 1));
     MUST(kvc_engine_sync(e));
     CHECK(stats_of(e).disk_stored_bytes == 0, "%s: freeing the sequence frees its disk slots", name);
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+}
+
+/* Episodic offload whose record writes fail on the device (KVCACHE_OFFLOAD_FAULT): the
+ * tokens are counted lost as soon as kvc_engine_sync has processed the failures, and
+ * kvc_seq_ready reports them once. */
+static void episodic_write_failure(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged episodic offload" : "contiguous episodic offload";
+    char dir[] = "/tmp/kvcache-abi-episodic-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char fault[64];
+    snprintf(fault, sizeof fault, "write:0@%s", dir);
+    REQUIRE(setenv("KVCACHE_OFFLOAD_FAULT", fault, 1) == 0, "setenv");
+    kvc_config cfg;
+    kvc_engine *e = episodic_compacted(layout, dir, &cfg);
+    unsetenv("KVCACHE_OFFLOAD_FAULT");
+    MUST(kvc_engine_sync(e));
+    kvc_stats s = stats_of(e);
+    CHECK(s.tokens_offloaded > s.tokens_in_open_records && s.tokens_lost == s.tokens_offloaded - s.tokens_in_open_records &&
+              s.token_records == 0 && s.tokens_on_disk == 0,
+          "%s: tokens of records whose write failed are lost once the failure is processed (offloaded %" PRIu64 ", lost %" PRIu64
+          ", in open records %" PRIu64 ", records %" PRIu64 ")", name, s.tokens_offloaded, s.tokens_lost, s.tokens_in_open_records,
+          s.token_records);
+    int ready = 0;
+    EXPECT_STATUS(KVC_ERR_IO, "stays usable", kvc_seq_ready(e, 1, &ready));
+    CHECK(kvc_seq_ready(e, 1, &ready) == KVC_OK && ready == 1, "%s: the loss is reported once", name);
     kvc_engine_destroy(e);
     remove_tier_dir(dir);
 }
@@ -837,6 +877,8 @@ int main(int argc, char **argv) {
     offload(KVC_LAYOUT_CONTIGUOUS);
     episodic_offload(KVC_LAYOUT_PAGED);
     episodic_offload(KVC_LAYOUT_CONTIGUOUS);
+    episodic_write_failure(KVC_LAYOUT_PAGED);
+    episodic_write_failure(KVC_LAYOUT_CONTIGUOUS);
     route();
     summary_and_exit();
 }

@@ -27,6 +27,10 @@ protocol TierMemory: AnyObject {
     func scatter(_ target: LoadTarget, from data: UnsafeRawPointer)
     /// A load ended: `ok` false when the read failed or the slot was torn or corrupt.
     func loadFinished(_ target: LoadTarget, ok: Bool)
+    /// The write of offloaded-token record `slot` failed on the device while something still
+    /// pins it (the slot is broken: freed when its last pin goes). Called while completions
+    /// are processed, so it must only take note (and may pin the slot to keep it meanwhile).
+    func recordWriteFailed(_ slot: Int32)
 }
 
 /// Counters of the disk tier, in `EngineStats`.
@@ -93,13 +97,15 @@ public struct DiskTierStats: Equatable, Sendable {
     /// stay on disk, maybe still a candidate of a fork), until the record's slot is freed.
     public var tokensOnDisk: UInt64 = 0
     /// Episodic offload: tokens (as above) copied into open records (memory buffers, not
-    /// written yet; see `OpenRecords`), not in `tokensOnDisk` until their record is written out.
+    /// written yet; see `OpenRecords`; a fork's copy of its parent's counts too), not in
+    /// `tokensOnDisk` until their record is written out.
     /// Like `tokensOnDisk`, a token restored from the buffer stays counted until its record is
     /// written out or discarded (its bytes are still there).
     public var tokensInOpenRecords: UInt64 = 0
     /// Episodic offload: tokens (as above) written out, read back into memory, and lost (their
     /// record could not be written, or its read failed or was torn or corrupt: dropped, never
-    /// served).
+    /// served; a write that fails on the device counts its record's tokens, in each sequence
+    /// holding it, as soon as the engine processes the failure).
     public var tokensOffloaded: UInt64 = 0
     public var tokensRestored: UInt64 = 0
     public var tokensLost: UInt64 = 0
@@ -163,7 +169,8 @@ final class DiskTier {
     private var generation: UInt64 = 0
 
     // Per staging buffer.
-    private let stages: Int
+    /// Staging buffers, one slot each: max(`offloadQueueDepth`, min(1024, 32 MiB / `slotBytes`)).
+    let stages: Int
     private let stagingBase: UnsafeMutableRawPointer
     private let stageOp: UnsafeMutablePointer<UInt8>
     private let stageSlot: UnsafeMutablePointer<Int32>
@@ -442,7 +449,7 @@ final class DiskTier {
                 cancel(slot: slot, stage: stage)
                 throw error
             }
-            try submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.spillWrite)
+            submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.spillWrite)
             stats.blocksSpilled += 1
         } catch {
             stats.spillsFailed += 1
@@ -452,7 +459,8 @@ final class DiskTier {
 
     /// Writes the first `tokens` tokens of the block at `position` of live `slot` for a swap-out,
     /// under `hash` (0: the sequence's own slot). Returns the slot, pinned. Throws `io` when no
-    /// slot can be had (tier full of pinned slots, disk full) or the submission failed.
+    /// slot can be had (tier full of pinned slots, disk full); a request the queue refuses
+    /// fails like a write that fails on the device.
     func writeSwap(_ block: Int32, hash: UInt64, parent: UInt64, slot seqSlot: Int, position: Int, tokens: Int) throws(KVError) -> Int32 {
         if hash != 0 {
             let found = lookup(hash)
@@ -468,30 +476,30 @@ final class DiskTier {
     /// staging buffer before this returns (so the caller may reuse the source memory at once),
     /// under `hash` (0: a sequence's own slot, never in the index). Returns the slot, pinned
     /// once for the caller; an unhashed slot is freed when its last pin goes. Throws `io` when
-    /// no slot can be had (tier full of pinned slots, disk full) or the submission failed.
-    func writePinned(hash: UInt64, parent: UInt64, fill: (UnsafeMutableRawPointer) -> Void) throws(KVError) -> Int32 {
+    /// no slot can be had (tier full of pinned slots, disk full); a request the queue refuses
+    /// fails like a write that fails on the device.
+    /// `recordTokens` > 0: see `writeRecord`.
+    func writePinned(hash: UInt64, parent: UInt64, recordTokens tokens: Int = 0, fill: (UnsafeMutableRawPointer) -> Void) throws(KVError) -> Int32 {
         let (slot, stage) = try reserve()
         fill(payload(stage))
         pin(slot)
-        do throws(KVError) {
-            try submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.pinnedWrite)
-        } catch {
-            pins[Int(slot)] -= 1
-            throw error
+        // Counted before the submission: a request the queue refuses fails inside it.
+        if tokens > 0 {
+            recordTokens[Int(slot)] = Int32(tokens)
+            stats.tokenRecords += 1
+            stats.tokensOnDisk += UInt64(tokens)
         }
+        submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.pinnedWrite)
         return slot
     }
 
     /// `writePinned` of an offloaded-token record of `tokens` tokens (a sequence's own slot,
     /// hash 0), counted in `tokenRecords` and `tokensOnDisk` until the slot is freed or its
-    /// write fails (`forgetRecord`).
+    /// write fails (`forgetRecord`; a failure while the slot is pinned is reported to
+    /// `TierMemory.recordWriteFailed`).
     func writeRecord(tokens: Int, fill: (UnsafeMutableRawPointer) -> Void) throws(KVError) -> Int32 {
         precondition(tokens > 0)
-        let slot = try writePinned(hash: 0, parent: 0, fill: fill)
-        recordTokens[Int(slot)] = Int32(tokens)
-        stats.tokenRecords += 1
-        stats.tokensOnDisk += UInt64(tokens)
-        return slot
+        return try writePinned(hash: 0, parent: 0, recordTokens: tokens, fill: fill)
     }
 
     /// Stops counting `slot` as a record (freed, or its write failed); no-op for other slots.
@@ -555,7 +563,7 @@ final class DiskTier {
         return slot
     }
 
-    private func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, op: UInt8) throws(KVError) {
+    private func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, op: UInt8) {
         generation += 1
         let s = Int(slot)
         kvm_slot_seal(stageBuffer(stage), UInt32(slot), hash, parent, generation, UInt32(payloadBytes))
@@ -620,8 +628,8 @@ final class DiskTier {
         return stage
     }
 
-    /// True when a staging buffer is free: a write or read can be submitted without waiting.
-    var hasFreeStage: Bool { freeStageCount > 0 }
+    /// Staging buffers free now: as many writes or reads can be submitted without waiting.
+    var freeStages: Int { freeStageCount }
 
     private func releaseStage(_ stage: Int32) {
         precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
@@ -750,6 +758,7 @@ final class DiskTier {
             } else {
                 lastFailure = "offload write of slot \(s) failed: \(reason)"
                 if op == DiskTier.spillWrite { stats.spillsFailed += 1 } else { stats.writesFailed += 1 }
+                let isRecord = recordTokens[s] > 0
                 forgetRecord(slot)
                 if hashes[s] != 0 {
                     index.remove(hashes[s])
@@ -761,6 +770,7 @@ final class DiskTier {
                 stats.storedSlots += 1
                 generations[s] = 0
                 markBroken(slot)
+                if isRecord && pins[s] > 0 { memory.recordWriteFailed(slot) }
             }
         case DiskTier.read:
             let target = stageTarget[Int(stage)]

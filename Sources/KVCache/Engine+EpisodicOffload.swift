@@ -21,12 +21,14 @@
 ///   every `blockTokens` steps instead of every step. At most `OpenRecords.capacity` records
 ///   are open engine-wide; a sequence that needs one when none is free takes the buffer of the
 ///   least recently appended one, which is written out partly filled first. A focus restores
-///   tokens of the open record from its buffer at once; `fork` writes the parent's out first
-///   (partly filled) so that the child's table describes only records on disk; `free`
-///   discards it. A write the tier refuses (disk full, tier full of pinned slots) loses the
-///   record's tokens: dropped from the state, counted in `tokensLost`, reported once by
-///   `ready` (`io`); one that fails on the device is found out when a focus reads it back
-///   (below), as for any record.
+///   tokens of the open record from its buffer at once; `fork` copies it into a buffer of the
+///   child's (no write); `free` discards it. A write the tier refuses (disk full, tier full of
+///   pinned slots) loses the record's tokens: dropped from the state, counted in
+///   `tokensLost`, reported once by `ready` (`io`). So does a write that fails on the device,
+///   for every sequence holding the record, once the failure is processed
+///   (`loseFailedRecordWrites`: by the next call that processes completions, or a `focus` of
+///   the sequence; a sequence with restores pending loses them once those ended), so no
+///   focus reads the record back or serves it.
 /// - `focus` re-chooses each row's resident set among resident and parked tokens with the
 ///   focused episode's scores, keeping the row's length: a resident token that loses its
 ///   place is written out, and the parked token that wins it is read back into that very slot
@@ -39,9 +41,12 @@
 ///   `tokensLost`, reported once by `ready` (`io`).
 /// - `fork` gives the child the parent's offloaded tokens: its state copy keeps the parked
 ///   slots, and its own `OffloadedTokens` table describes the same records, each disk slot
-///   pinned once more for the child (records are immutable once written). From then on each
-///   sequence restores, displaces and drops tokens on its own; a slot goes when the last
-///   sequence holding it lets it go. Cost: O(the parent's records × tokens per record), no I/O.
+///   pinned once more for the child (records are immutable once written), and a copy of the
+///   parent's open record in its own buffer. From then on each sequence restores, displaces
+///   and drops tokens on its own; a slot goes when the last sequence holding it lets it go.
+///   Cost: O(the parent's records × tokens per record) and a copy of at most one slot
+///   payload; no I/O unless every open-record buffer is owned (then the least recently
+///   appended owner's open record is written out, as for a compaction).
 /// - Operations that change the parked set (`compact`, `focus`, an `append` that must drop
 ///   parked tokens) and `fork` first wait for the sequence's pending restores; `free` releases
 ///   its pins on its records.
@@ -164,7 +169,7 @@ extension Engine: RecordMemory {
     /// (row, position) of its live tokens when the tier refused the write: they are lost, not
     /// yet counted nor dropped from the state (`s`'s pending restores are settled first, so
     /// that none of them still needs a lost displaced token). A write that fails later on the
-    /// device is found out when a focus reads the record back, as for any record.
+    /// device loses them as for any record (`loseFailedRecordWrites`).
     private func writeOpenRecord(_ s: Int, _ t: OffloadedTokens) -> [(row: Int, position: Int32)] {
         let offload = offload!
         offload.tokensInOpenRecords -= UInt64(t.openCount)
@@ -196,10 +201,10 @@ extension Engine: RecordMemory {
         return records.acquire(for: s)
     }
 
-    /// Writes out sequence slot `s`'s open record, if any, partly filled (before a fork, or to
-    /// take its buffer); tokens lost because the tier refused the write are dropped from its
-    /// state at once, counted and reported by its `ready`.
-    func flushOpenRecord(_ s: Int) {
+    /// Writes out sequence slot `s`'s open record, if any, partly filled (to take its buffer);
+    /// tokens lost because the tier refused the write are dropped from its state at once,
+    /// counted and reported by its `ready`.
+    private func flushOpenRecord(_ s: Int) {
         guard let offload, let t = offload.offloadedTokens[s], t.openRecord >= 0 else { return }
         let lost = writeOpenRecord(s, t)
         lose(lost.count, t)
@@ -319,6 +324,27 @@ extension Engine: RecordMemory {
         }
     }
 
+    func loseFailedRecordWrites() {
+        let offload = offload!
+        offload.failedRecordWrites.removeAll { diskSlot in
+            var waiting = false
+            for s in 0..<config.maxSeqs {
+                guard let t = offload.offloadedTokens[s], let record = t.record(onDiskSlot: diskSlot) else { continue }
+                // A pending restore may still need a displaced token of this record: later.
+                if t.readsPending > 0 {
+                    waiting = true
+                    continue
+                }
+                let (lost, held) = t.dropRecord(record)
+                offload.tier.unpin(held)
+                lose(lost.count, t)
+                dropParked(evictionStates[s]!, lost)
+            }
+            if !waiting { offload.tier.unpin(diskSlot) }  // the coordinator's pin: the slot is freed
+            return !waiting
+        }
+    }
+
     /// Unpins a record's disk slot when `remove` returned one (its last token left it).
     private func unpin(_ diskSlot: Int32) {
         if diskSlot >= 0 { offload!.tier.unpin(diskSlot) }
@@ -343,16 +369,29 @@ extension Engine: RecordMemory {
         state.ensureCapacity(state.maxOccupied + n)
     }
 
-    /// Gives fork `to` the offloaded tokens of `from` (whose state it copied, parked slots
-    /// included): its own table of the same records, each disk slot pinned once more for `to`.
-    /// Records are immutable once written, so sharing their slots is safe; each sequence drops
-    /// its own pin when its last live entry in the record dies or it is freed. Cannot fail (a
-    /// pin is a count). Precondition: no restore of `from` is pending (`settleRestores`).
-    /// Cost: `OffloadedTokens.init(forkOf:)`, plus a pin per record.
+    /// Gives fork `to` the offloaded tokens of `from`, before `to` copies `from`'s eviction
+    /// state (parked slots included): its own table of the same records, each disk slot pinned
+    /// once more for `to`, and a copy of `from`'s open record in a buffer of its own (nothing
+    /// written). Records are immutable once written, so sharing their slots is safe; each
+    /// sequence drops its own pin when its last live entry in the record dies or it is freed.
+    /// An open record is still being filled, so each sequence gets its own: both later fill and
+    /// write theirs independently (the copied tokens then reach the disk once per sequence).
+    /// Taking the buffer may write out the open record of the least recently appended owner
+    /// (`openRecordBuffer`), `from` included: then `to` shares that record on disk like the
+    /// others. Cannot fail (a pin is a count; a refused write loses that owner's tokens, as in
+    /// a compaction). Precondition: no restore of `from` is pending (`settleRestores`).
+    /// Cost: `OffloadedTokens.init(forkOf:)`, a pin per record, a copy of at most one slot
+    /// payload; a slot write only when every open-record buffer is owned.
     func inheritOffloadedTokens(from: Int, to: Int) {
         guard let offload, let t = offload.offloadedTokens[from] else { return }
+        if t.hasLiveOpenRecord { _ = openRecordBuffer(to) }
         let inherited = OffloadedTokens(forkOf: t)
         for diskSlot in inherited.slots { offload.tier.pin(diskSlot) }
+        if inherited.openRecord >= 0 {
+            let records = offload.openRecords
+            records.buffer(of: to)!.copyMemory(from: records.buffer(of: from)!, byteCount: inherited.openCount * 2 * inherited.entryBytes)
+            offload.tokensInOpenRecords += UInt64(inherited.openCount)
+        }
         offload.offloadedTokens[to] = inherited
     }
 

@@ -8,8 +8,9 @@ import Glibc
 /// Completions: the engine has no I/O thread. Completed requests are processed (verified,
 /// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`,
 /// `swapOutAsync`, `swapIn` and `free`, under the engine's lock, which also submit pending
-/// swap-outs' blocks as staging buffers free up and settle the asynchronous swap-outs whose
-/// writes all completed (`SwapOutQueue`); a server that only wants progress calls `poll`.
+/// swap-outs' blocks as staging buffers free up, settle the asynchronous swap-outs whose
+/// writes all completed (`SwapOutQueue`) and lose the tokens of offloaded-token records whose
+/// write failed (`loseFailedRecordWrites`); a server that only wants progress calls `poll`.
 /// `poll`, `swapOut` and an allocation out of memory while swap-outs are pending wait for the
 /// device without the lock (`awaitProgress`), so other threads' calls proceed meanwhile.
 extension Engine {
@@ -149,8 +150,9 @@ extension Engine {
     }
 
     /// Like `swapOut`, but returns once the first writes are submitted: as many blocks as
-    /// staging buffers are free (at least one) are copied and checksummed into them, and the
-    /// sequence is swapped out for every caller from then on (not ready, not readable). The
+    /// staging buffers are free beyond an eighth of them kept for other traffic
+    /// (`SwapOutQueue.reservedStages`; at least one) are copied and checksummed into them, and
+    /// the sequence is swapped out for every caller from then on (not ready, not readable). The
     /// rest of a sequence larger than the staging area (max(32 slots, 32 MiB)) is copied and
     /// submitted by later calls that process completions (`poll`, `ready`, `createSequence`,
     /// `swapOut`, `swapOutAsync`, `swapIn`, `free`, `syncOffload`, or an allocation that would
@@ -166,8 +168,8 @@ extension Engine {
     /// naming the failure (then it is usable as any resident sequence).
     /// Throws as `swapOut` for what fails before the call returns (then the sequence is
     /// resident and unchanged). Cost: one copy and checksum per block submitted by the call, at
-    /// most the free staging buffers' worth (waits for the device only when none is free at
-    /// all); the other blocks' copies fall to the later calls.
+    /// most seven eighths of the staging buffers' worth (waits for the device only when none is
+    /// free at all); the other blocks' copies fall to the later calls.
     public func swapOutAsync(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in _ = try submitSwapOut(seq, waited: false) }
     }

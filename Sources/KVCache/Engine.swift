@@ -342,7 +342,8 @@ public final class Engine: @unchecked Sendable {
     /// the child too; and it inherits the parent's episodically offloaded tokens (its eviction
     /// state keeps them as candidates, its own pins hold their records: a later `focus` of the
     /// child restores them whatever the parent does), at O(those records) cost; the parent's
-    /// open record, if any, is written out first (one slot write, partly filled).
+    /// open record, if any, is copied into a buffer of the child's, not written (a write only
+    /// when every open-record buffer is owned: the least recently appended one's goes out).
     /// Throws `notFound`, `exists`, `outOfMemory` (then nothing changed; only once no swap-out
     /// is pending: it waits for them first, `lockedAllocating`).
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
@@ -356,7 +357,6 @@ public final class Engine: @unchecked Sendable {
             }
             if contiguous != nil { offload?.waitResident(from) }  // the fork copies the boundary page
             settleRestores(from)  // the child copies the state, whose pending restores may yet be undone
-            flushOpenRecord(from)  // the child's table describes records on disk only
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {
@@ -379,8 +379,10 @@ public final class Engine: @unchecked Sendable {
             // slot's flag may be left from a previous, freed owner.
             if let offload { offload.failed[to] = offload.failed[from] }
             sequences.tail(to).update(from: sequences.tail(from), count: bt)
-            evictionStates[to] = evictionStates[from]?.copy()
+            // Before the state copy: taking an open-record buffer may write a record out, and a
+            // write the tier refuses drops its tokens from the owner's state.
             inheritOffloadedTokens(from: from, to: to)
+            evictionStates[to] = evictionStates[from]?.copy()
             sequencesCreated += 1
         }
     }

@@ -41,6 +41,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     let openRecords: OpenRecords
     /// Where offloaded-token records' reads go (the engine); set right after creation.
     unowned(unsafe) var records: RecordMemory!
+    /// Offloaded-token records whose write failed on the device while sequences held them, in
+    /// the order the failures were processed; each slot pinned once more here (so that it is
+    /// not reused) until every sequence holding it lost its tokens
+    /// (`RecordMemory.loseFailedRecordWrites`). At most the tier's capacity.
+    var failedRecordWrites: [Int32] = []
     /// Tokens written out, restored and lost by episodic offload; tokens in open records now.
     var tokensOffloaded: UInt64 = 0
     var tokensInOpenRecords: UInt64 = 0
@@ -158,9 +163,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     }
 
     /// Processes the completed requests, submits pending swap-outs' blocks as far as staging
-    /// buffers are free and settles the asynchronous swap-outs that can be
-    /// (`SwapOutQueue.settle`: their memory is released). Never waits. Call it only where no
-    /// block or page found earlier in the call is still to be used: settling frees memory.
+    /// buffers are free, settles the asynchronous swap-outs that can be
+    /// (`SwapOutQueue.settle`: their memory is released) and loses the tokens of records whose
+    /// write failed (`failedRecordWrites`). Never waits. Call it only where no block or page
+    /// found earlier in the call is still to be used (settling frees memory) and no eviction
+    /// state is between a plan and its application (losing tokens changes parked slots).
     /// Returns true when anything a waiter may wait for happened (requests completed, a
     /// swap-out ended or failed).
     @discardableResult
@@ -168,6 +175,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         let reaped = tier.reap()
         let settled = swapOutQueue.settle()
         if settled { notifyWaiters() }  // allocations waiting for memory
+        if !failedRecordWrites.isEmpty { records.loseFailedRecordWrites() }
         return reaped > 0 || settled
     }
 
@@ -285,6 +293,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         }
     }
 
+    func recordWriteFailed(_ slot: Int32) {
+        tier.pin(slot)
+        failedRecordWrites.append(slot)
+    }
+
     func loadFinished(_ target: LoadTarget, ok: Bool) {
         if target.record >= 0 { return records.recordFinished(target, ok: ok) }
         loading[Int(target.block)] -= 1
@@ -310,4 +323,7 @@ protocol RecordMemory: AnyObject {
     /// A record read ended: `ok` false when it failed or was torn or corrupt (nothing was
     /// copied; the tokens it would have restored are lost).
     func recordFinished(_ target: LoadTarget, ok: Bool)
+    /// Loses the tokens of the records in `OffloadCoordinator.failedRecordWrites` for every
+    /// sequence holding one, and lets go of each slot whose holders all did.
+    func loseFailedRecordWrites()
 }

@@ -44,6 +44,62 @@ private func waitReady(_ f: ABIFixture, _ seq: UInt64) -> kvc_status {
 /// default), per head by `kvc_config.eviction_per_head`, or per head by `kvc_seq_set_eviction`.
 enum Granularity: CaseIterable, Sendable { case perLayer, perHeadConfig, perHeadOverride }
 
+/// Sequence 5 of an episodic engine with a disk tier, through the C ABI: 64 tokens written
+/// with salt 5, two topics (A: segment 0..<32, B: 32..<64) whose turns attended to their own
+/// heavy hitters (per head, head 1's are head 0's shifted by one: the heads keep different
+/// sets), focused on A.
+private struct EpisodicSequence {
+    let f: ABIFixture
+    /// Rows per layer (1, or 2 KV heads), and how far head 1's heavy hitters lie from head 0's.
+    let rows: Int, shift: Int
+    static let heavyA = [3, 9, 15, 21], heavyB = [35, 41, 47, 53]
+
+    init(_ layout: UInt32, dir: String, granularity: Granularity) throws {
+        var c = CConfig.small(layout)
+        c.offloadBytes = 16 << 20
+        c.set32(ConfigLayout.evictionPolicy, 4)  // KVC_EVICTION_EPISODIC
+        c.set32(ConfigLayout.episodes, 2)
+        c.set32(ConfigLayout.recentTokens, 2)
+        c.set32(ConfigLayout.evictionPerHead, granularity == .perHeadConfig ? 1 : 0)
+        f = try ABIFixture(c, offloadDir: dir)
+        rows = granularity == .perLayer ? 1 : 2
+        shift = rows - 1
+        try f.create(5, tokens: f.uniqueTokens(5, count: 64))
+        try f.write(5, salt: 5, from: 0, to: 64)
+        if granularity == .perHeadOverride { #expect(kvc_seq_set_eviction(f.handle, 5, 4, 1) == KVC_OK) }
+        try turn((0, 32), [1, 0], heavy: Self.heavyA)
+        #expect(focus([1, 0]) == KVC_OK)
+        try turn((32, 64), [0, 1], heavy: Self.heavyB)
+        #expect(focus([1, 0]) == KVC_OK)
+    }
+
+    private func turn(_ segment: (Int, Int), _ embedding: [Float], heavy: [Int]) throws {
+        #expect(embedding.withUnsafeBufferPointer { kvc_seq_add_segment(f.handle, 5, segment.0, segment.1, $0.baseAddress, 2) } == KVC_OK)
+        var s = [Float](repeating: 0.01, count: 128)
+        for t in heavy { s[t] = 1; s[64 + t + shift] = 1 }
+        try f.observe(5, s, tokens: 64)
+    }
+
+    func focus(_ query: [Float]) -> kvc_status {
+        var e: UInt32 = 9
+        return query.withUnsafeBufferPointer { kvc_seq_focus(f.handle, 5, $0.baseAddress, 2, &e) }
+    }
+
+    /// Each row of each layer holds `heavy` (row h's shifted by h * shift) and the recent
+    /// window, with the bytes written.
+    func expectHolds(_ heavy: [Int], sourceLocation: SourceLocation = #_sourceLocation) throws {
+        for layer in 0..<2 {
+            let pos = try f.positions(5, layer: layer)
+            #expect(pos.count == rows * 6, sourceLocation: sourceLocation)
+            for row in 0..<rows {
+                #expect(pos[(row * 6)..<(row * 6 + 6)].sorted() == (heavy.map { $0 + row * shift } + [62, 63]).map(Int32.init),
+                        sourceLocation: sourceLocation)
+            }
+        }
+        #expect(try f.firstSlotMismatch(5, salt: 5) == nil, "the held tokens' bytes", sourceLocation: sourceLocation)
+    }
+}
+
 @Suite("C ABI: disk tier", .serialized)
 struct OffloadABITests {
     @Test(arguments: bothLayouts)
@@ -209,73 +265,76 @@ struct OffloadABITests {
     func episodicOffloadRestoresTheFocusedEpisodeThroughTheABI(layout: UInt32, granularity: Granularity) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var c = CConfig.small(layout)
-        c.offloadBytes = 16 << 20
-        c.set32(ConfigLayout.evictionPolicy, 4)  // KVC_EVICTION_EPISODIC
-        c.set32(ConfigLayout.episodes, 2)
-        c.set32(ConfigLayout.recentTokens, 2)
-        c.set32(ConfigLayout.evictionPerHead, granularity == .perHeadConfig ? 1 : 0)
-        let f = try ABIFixture(c, offloadDir: dir)
-        try f.create(5, tokens: f.uniqueTokens(5, count: 64))
-        try f.write(5, salt: 5, from: 0, to: 64)
-        if granularity == .perHeadOverride { #expect(kvc_seq_set_eviction(f.handle, 5, 4, 1) == KVC_OK) }
-        // Per head, head 1's heavy hitters are head 0's shifted by one: the heads keep different sets.
-        let rows = granularity == .perLayer ? 1 : 2, shift = rows - 1
-        let heavyA = [3, 9, 15, 21], heavyB = [35, 41, 47, 53]
-        func turn(_ segment: (Int, Int), _ embedding: [Float], heavy: [Int]) throws {
-            #expect(embedding.withUnsafeBufferPointer { kvc_seq_add_segment(f.handle, 5, segment.0, segment.1, $0.baseAddress, 2) } == KVC_OK)
-            var s = [Float](repeating: 0.01, count: 128)
-            for t in heavy { s[t] = 1; s[64 + t + shift] = 1 }
-            try f.observe(5, s, tokens: 64)
-        }
-        func focus(_ query: [Float]) -> kvc_status {
-            var e: UInt32 = 9
-            return query.withUnsafeBufferPointer { kvc_seq_focus(f.handle, 5, $0.baseAddress, 2, &e) }
-        }
-        /// Each row of each layer holds `heavy` (row h's shifted by h * shift) and the recent window.
-        func expectHolds(_ heavy: [Int]) throws {
-            for layer in 0..<2 {
-                let pos = try f.positions(5, layer: layer)
-                #expect(pos.count == rows * 6)
-                for row in 0..<rows {
-                    #expect(pos[(row * 6)..<(row * 6 + 6)].sorted() == (heavy.map { $0 + row * shift } + [62, 63]).map(Int32.init))
-                }
-            }
-            #expect(try f.firstSlotMismatch(5, salt: 5) == nil, "the held tokens' bytes")
-        }
-        try turn((0, 32), [1, 0], heavy: heavyA)
-        #expect(focus([1, 0]) == KVC_OK)
-        try turn((32, 64), [0, 1], heavy: heavyB)
-        #expect(focus([1, 0]) == KVC_OK)
+        let q = try EpisodicSequence(layout, dir: dir, granularity: granularity)
+        let f = q.f, rows = q.rows
         #expect(kvc_seq_compact(f.handle, 5, 6) == KVC_OK)
-        try expectHolds(heavyA)
+        try q.expectHolds(EpisodicSequence.heavyA)
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
         let compacted = try f.stats(), offloaded = UInt64(rows) * 116
         #expect(compacted.diskStoredBytes > 0 && compacted.diskBytesWritten > 0, "58 evicted tokens per row went to disk")
         // A 256-byte record holds 8 layer tokens (32 bytes) or 16 head tokens: 14 records written, the rest open.
         #expect(compacted.tokensOffloaded == offloaded && compacted.tokensOnDisk == UInt64(rows) * 112 && compacted.tokenRecords == 14)
         #expect(compacted.tokensInOpenRecords == UInt64(rows) * 4)
-        #expect(focus([0, 1]) == KVC_OK)
+        #expect(q.focus([0, 1]) == KVC_OK)
         #expect(waitReady(f, 5) == KVC_OK)
         let focused = try f.stats()
-        #expect(focused.tokensRestored == UInt64(rows * 2 * heavyB.count), "B's heavy tokens came back in every row")
+        #expect(focused.tokensRestored == UInt64(rows * 2 * EpisodicSequence.heavyB.count), "B's heavy tokens came back in every row")
         #expect(focused.tokensOffloaded == offloaded + focused.tokensRestored, "the tokens they displaced went out")
         #expect(focused.tokensOnDisk == UInt64(rows) * 120 && focused.tokenRecords == 15 && focused.tokensInOpenRecords == UInt64(rows) * 4,
                 "the displaced A tokens filled one more record; the restored B tokens' bytes stay in theirs")
         #expect(focused.tokensLost == 0)
-        try expectHolds(heavyB)
+        try q.expectHolds(EpisodicSequence.heavyB)
         #expect(try f.stats().diskBytesRead > compacted.diskBytesRead)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+        let written = try f.stats().diskBytesWritten
         #expect(kvc_seq_fork(f.handle, 5, 6) == KVC_OK)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
         let forked = try f.stats()
-        #expect(forked.tokenRecords == 16 && forked.tokensOnDisk == UInt64(rows) * 124 && forked.tokensInOpenRecords == 0,
-                "the fork wrote the parent's open record (4 tokens) out; records held by both count once")
+        #expect(forked.tokenRecords == 15 && forked.tokensOnDisk == UInt64(rows) * 120 && forked.diskBytesWritten == written,
+                "the fork wrote nothing; records held by both count once")
+        #expect(forked.tokensInOpenRecords == UInt64(rows) * 8, "the child copied the parent's open record (4 tokens)")
         #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
         let orphan = try f.stats()
-        #expect(orphan.tokenRecords == 16 && orphan.tokensOnDisk == UInt64(rows) * 124, "the fork holds the parent's records past the parent's free")
+        #expect(orphan.tokenRecords == 15 && orphan.tokensOnDisk == UInt64(rows) * 120 && orphan.tokensInOpenRecords == UInt64(rows) * 4,
+                "the fork holds the parent's records and its copy of the open record past the parent's free")
         #expect(kvc_seq_free(f.handle, 6) == KVC_OK)
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
         #expect(try f.stats().diskStoredBytes == 0, "freeing both sequences released their records")
         #expect(try f.stats().tokenRecords == 0 && (try f.stats()).tokensOnDisk == 0)
+    }
+
+    /// A record write that fails on the device loses its tokens when the failure is
+    /// processed (here by kvc_engine_sync): tokens_lost counts them at once, kvc_seq_ready
+    /// reports them once, and a focus reads nothing back (until 2026-11-21 they were counted
+    /// only when a focus read the record back).
+    @Test(arguments: bothLayouts, Granularity.allCases)
+    func aFailedRecordWriteLosesItsTokensAtOnceThroughTheABI(layout: UInt32, granularity: Granularity) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        setenv("KVCACHE_OFFLOAD_FAULT", "write:0@\(dir)", 1)  // only this test's tier
+        let q = try EpisodicSequence(layout, dir: dir, granularity: granularity)
+        unsetenv("KVCACHE_OFFLOAD_FAULT")
+        let f = q.f, rows = UInt64(q.rows)
+        #expect(kvc_seq_compact(f.handle, 5, 6) == KVC_OK)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK, "waits for the writes; their failure is the sequence's to report")
+        let s = try f.stats()
+        // A 256-byte record holds 8 layer tokens or 16 head tokens: 14 records failed, 4 tokens wait in the open one.
+        #expect(s.diskErrors == 14 && s.tokensOffloaded == rows * 116)
+        #expect(s.tokensLost == rows * 112, "counted when the failures were processed")
+        #expect(s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == rows * 4 && s.diskStoredBytes == 0)
+        var ready: Int32 = -1
+        LastError.clear()
+        expectStatus(kvc_seq_ready(f.handle, 5, &ready), KVC_ERR_IO, mentioning: ["kvc_seq_ready", "\(rows * 112) offloaded tokens", "stays usable"])
+        #expect(kvc_seq_ready(f.handle, 5, &ready) == KVC_OK && ready == 1, "reported once")
+        #expect(q.focus([0, 1]) == KVC_OK)
+        #expect(waitReady(f, 5) == KVC_OK, "nothing more lost")
+        let focused = try f.stats()
+        #expect(focused.tokensLost == s.tokensLost && focused.diskBytesRead == 0, "no record read back")
+        for layer in 0..<2 { #expect(try f.positions(5, layer: layer).count == q.rows * 6) }
+        #expect(try f.firstSlotMismatch(5, salt: 5) == nil, "the held tokens' bytes")
+        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+        #expect(try f.stats().diskStoredBytes == 0 && (try f.stats()).tokensInOpenRecords == 0)
     }
 
     @Test func offloadBytesBelowOneSlotIsInvalid() {

@@ -24,7 +24,8 @@ struct AsyncSwapOutTests {
     /// 1101 blocks (1100 full, 1 partial): more than the 1024 staging buffers of `smallConfig`'s
     /// 8 KiB slots (32 MiB of them), so the swap-out call cannot copy them all.
     static let largePrompt = tokens(4 * 1100 + 2, seed: 78)
-    static let stagingBuffers: UInt64 = 1024
+    /// The staging buffers a swap-out may take: all but an eighth (`SwapOutQueue.reservedStages`).
+    static let swapOutStages: UInt64 = 1024 - 128
 
     /// Holds the I/O in flight and calls `swapOutAsync(seq)` on another thread: true when the
     /// call returned with its writes held (within 10 s: a guard against a call that waits for
@@ -43,7 +44,7 @@ struct AsyncSwapOutTests {
 
     /// An engine holding `largePrompt` as sequence 1, its stats then, and sequence 1's
     /// asynchronous swap-out started with the I/O held (`swapOutAsyncWithIOHeld`): it returns
-    /// with the first 1024 writes held in flight and 77 blocks not yet copied.
+    /// with the first 896 writes held in flight and 205 blocks not yet copied.
     private func largeSwapOutWithIOHeld(_ layout: Layout, dir: ScratchDir) throws -> (engine: Engine, before: EngineStats) {
         let e = try engine(layout, dir: dir, prompt: Self.largePrompt)
         let before = e.stats()
@@ -58,7 +59,7 @@ struct AsyncSwapOutTests {
         #expect(e.pauseOffloadIO(false))
         try e.syncOffload()
         let d = e.stats().disk
-        #expect(d.storedSlots == Self.stagingBuffers && d.bytesWritten == Self.stagingBuffers * d.slotBytes, "\(d)")
+        #expect(d.storedSlots == Self.swapOutStages && d.bytesWritten == Self.swapOutStages * d.slotBytes, "\(d)")
         #expect(e.offloadSlotAudit.pinned == 0 && e.offloadSlotAudit.unhashed == 0)
         expectSwapOutsAddUp(d)
     }
@@ -252,13 +253,54 @@ struct AsyncSwapOutTests {
         expectSwapOutsAddUp(e.stats().disk)
     }
 
+    /// A pending large swap-out leaves staging buffers to other traffic: a prompt's prefix
+    /// read from disk and a trim's spills submitted while every write of the swap-out is held
+    /// in flight get buffers at once (before: the swap-out took them all, and the create
+    /// waited for its writes).
+    @Test(arguments: layouts)
+    func aPrefixReadAndSpillsDuringALargeSwapOutGetStagingBuffersAtOnce(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir, prompt: Self.largePrompt)
+        let onDisk = tokens(4 * 20, seed: 80), cached = tokens(4 * 20, seed: 81)
+        try e.createSequence(2, tokens: onDisk)
+        try fillKV(e, 2, count: onDisk.count) { onDisk[$0] }
+        try e.free(2)
+        try e.trim()  // sequence 2's 20 blocks go to disk
+        try e.syncOffload()
+        try e.createSequence(3, tokens: cached)
+        try fillKV(e, 3, count: cached.count) { cached[$0] }
+        try e.free(3)  // its 20 blocks stay cached in memory
+        #expect(swapOutAsyncWithIOHeld(e, 1))
+        let before = e.stats().disk
+        let order = EventLog()
+        let caller = loggedCall("create and trim", order) {
+            #expect(try e.createSequence(2, tokens: onDisk) == 76, "19 blocks from disk")
+            try e.trim()  // spills sequence 3's 20 cached blocks
+        }
+        let returned = waitUntil(seconds: 10) { !order.events.isEmpty }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        caller.join()
+        #expect(returned && order.events == ["create and trim returned", "I/O resumed"], "neither waited for the swap-out's writes")
+        let during = e.stats().disk
+        #expect(during.blocksSpilled == before.blocksSpilled + 20 && during.requestsSubmitted > before.requestsSubmitted)
+        #expect(pollUntil(e) { e.stats().disk.swapOuts == 1 })
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 76) { onDisk[$0] } == 0)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: Self.largePrompt.count) { Self.largePrompt[$0] } == 0)
+        expectSwapOutsAddUp(e.stats().disk)
+    }
+
     @Test(arguments: layouts)
     func aSwapInBeforeTheRestOfALargeSwapOutWasSubmittedCancelsItWithTheExactBytes(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         let prompt = Self.largePrompt
         let (e, before) = try largeSwapOutWithIOHeld(layout, dir: dir)
-        try e.swapIn(1)  // cancels: 1024 writes in flight, 77 blocks never copied
+        try e.swapIn(1)  // cancels: 896 writes in flight, 205 blocks never copied
         #expect(try e.ready(1), "resident at once: nothing to read")
         #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
         let s = e.stats()
@@ -329,7 +371,7 @@ struct AsyncSwapOutTests {
         #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
         let s = e.stats().disk
         #expect(s.swapOutsStarted == 1 && s.swapOutsFailed == 1 && s.swapOuts == 0 && s.swapOutsPending == 0)
-        #expect(s.writesFailed == 1101 - Self.stagingBuffers && s.storedSlots == Self.stagingBuffers, "the first batch's full blocks stay cached on disk")
+        #expect(s.writesFailed == 1101 - Self.swapOutStages && s.storedSlots == Self.swapOutStages, "the first batch's full blocks stay cached on disk")
         #expect(e.offloadSlotAudit.pinned == 0 && e.offloadSlotAudit.unhashed == 0)
         expectSwapOutsAddUp(s)
     }

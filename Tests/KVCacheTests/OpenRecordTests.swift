@@ -20,6 +20,17 @@ extension EpisodicOffloadTests {
         return toks
     }
 
+    /// An engine with more sequences than open records (max_seqs 40, 32 buffers) in `dir`, and
+    /// sequences 1...32 each with an open record of 2 layer tokens, sequence 1's appended
+    /// least recently: every buffer is owned.
+    private func everyOpenRecordBufferOwned(_ layout: Layout, dir: ScratchDir, perHead: Bool) throws -> Engine {
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.maxSeqs = 40 }
+        let cap = e.offload!.openRecords.capacity
+        #expect(cap == 32, "min(max_seqs, offload_queue_depth)")
+        for seq in 1...UInt64(cap) { _ = try decodeStepCompactions(e, seq: seq, n: 16, steps: 1) }
+        return e
+    }
+
     @Test(arguments: layouts, perHead)
     func decodeStepCompactionsFillOneSlotInsteadOfOnePerStep(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
@@ -74,10 +85,8 @@ extension EpisodicOffloadTests {
     func withNoFreeOpenRecordTheOldestIsWrittenOutPartlyFilled(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.maxSeqs = 40 }
+        let e = try everyOpenRecordBufferOwned(layout, dir: dir, perHead: perHead)
         let cap = e.offload!.openRecords.capacity, rows = UInt64(rowsPerLayer(e))
-        #expect(cap == 32, "min(max_seqs, offload_queue_depth)")
-        for seq in 1...UInt64(cap) { _ = try decodeStepCompactions(e, seq: seq, n: 16, steps: 1) }
         try e.syncOffload()
         var s = e.stats().disk
         #expect(s.storedSlots == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == rows * 2 * UInt64(cap), "every record is open")
@@ -115,79 +124,236 @@ extension EpisodicOffloadTests {
         #expect(e.offloadSlotAudit == (pinned: 0, unhashed: 0))
     }
 
-    /// A fork writes the parent's open record out first (partly filled): the child's table
-    /// describes it like any record, and both restore the same bytes from it.
-    @Test(arguments: layouts, perHead)
-    func aForkWritesTheOpenRecordOutAndTheChildRestoresTheSameBytes(layout: Layout, perHead: Bool) throws {
+    /// A fork copies the parent's open record into a buffer of its own, writing nothing; the
+    /// two then diverge: the first compacts (its open record does not hold the new tokens, so
+    /// it is written out and refilled from its start), and each focus back on A restores the
+    /// copied tokens' bytes from its own buffer or record. Either may be freed first: the
+    /// other keeps every record and restores B again.
+    @Test(arguments: shapes, [true, false])
+    func aForkCopiesTheOpenRecordAndEachSequenceRestoresItsBytes(shape: (layout: Layout, perHead: Bool), parentFirst: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path, perHead: perHead)
-        let toks = try compactedOnTopicA(e).tokens
-        #expect(try focus(e, Self.queryB) != -1)  // 4 displaced A tokens in the open record
+        let e = try engine(shape.layout, dir: dir.path, perHead: shape.perHead)
+        let toks = try compactedOnTopicA(e).tokens, rows = UInt64(rowsPerLayer(e))
+        #expect(try focus(e, Self.queryB) != -1)  // 4 displaced A layer tokens in the open record
         try waitReady(e, 1)
         try e.syncOffload()
         let before = e.stats().disk
         try e.fork(parent: 1, child: 2)
         try e.syncOffload()
         let forked = e.stats().disk
-        #expect(forked.storedSlots == before.storedSlots + 1 && forked.bytesWritten == before.bytesWritten + forked.slotBytes)
-        #expect(forked.tokenRecords == before.tokenRecords + 1, "the written record; each record held by both counts once")
-        let rows = UInt64(rowsPerLayer(e))
-        #expect(forked.tokensOnDisk == before.tokensOnDisk + 4 * rows && before.tokensInOpenRecords == 4 * rows && forked.tokensInOpenRecords == 0)
-        #expect(e.offload!.offloadedTokens[e.sequences.slot(of: 1)]!.openRecord < 0)
-        for seq: UInt64 in [2, 1] {
-            #expect(try focus(e, Self.queryA, seq: seq) != -1)
-            try waitReady(e, seq)
-            try expectHolds(e, Self.heavyA, toks, seq: seq)
+        #expect(forked.bytesWritten == before.bytesWritten && forked.storedSlots == before.storedSlots, "no slot written")
+        #expect(forked.tokenRecords == before.tokenRecords && forked.tokensOnDisk == before.tokensOnDisk)
+        #expect(before.tokensInOpenRecords == 4 * rows && forked.tokensInOpenRecords == 8 * rows, "the child's copy counts too")
+        #expect(forked.tokensOffloaded == before.tokensOffloaded, "nothing was evicted")
+
+        let (first, second): (UInt64, UInt64) = parentFirst ? (1, 2) : (2, 1)
+        // 3 more tokens per row: 6 layer tokens do not fit the 4 free places, so the open
+        // record (4) is written out and the 6 fill the buffer from its start.
+        #expect(try e.compact(first, budgetTokens: 9) == 9)
+        try e.syncOffload()
+        let diverged = e.stats().disk
+        #expect(diverged.tokenRecords == before.tokenRecords + 1 && diverged.tokensOnDisk == before.tokensOnDisk + 4 * rows)
+        #expect(diverged.tokensInOpenRecords == (4 + 6) * rows)
+        #expect(try focus(e, Self.queryA, seq: second) != -1)  // 4 A tokens per layer from its own buffer
+        try waitReady(e, second)
+        try expectHolds(e, Self.heavyA, toks, seq: second)
+        #expect(try focus(e, Self.queryA, seq: first) != -1)  // from its records, the written copy included
+        try waitReady(e, first)
+        #expect(try slotMismatches(e, first, tokens: toks) == 0)
+        for layer in 0..<2 {
+            for (row, held) in try rowPositions(e, first, layer: layer).enumerated() {
+                let heavy = Set(Self.heavyA.map { $0 + Int32(row * headShift(e)) })
+                #expect(held.count == 9 && heavy.intersection(held).count == 7, "layer \(layer) row \(row): \(held)")
+            }
         }
-        #expect(try held(e, 2).bytes == held(e, 1).bytes, "byte for byte")
         #expect(e.stats().disk.tokensLost == 0)
-        try e.free(2)
-        try expectFreeReleasesRecords(e)
+
+        try e.free(first)
+        try e.syncOffload()
+        #expect(try focus(e, Self.queryB, seq: second) != -1)
+        try waitReady(e, second)
+        try expectHolds(e, Self.heavyB, toks, seq: second)
+        #expect(e.stats().disk.tokensLost == 0)
+        try expectFreeReleasesRecords(e, seq: second)
+        let s = e.stats().disk
+        #expect(s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == 0)
     }
 
-    /// The write of a full open record fails on the device: a focus that would restore its
-    /// tokens reads it back, finds it bad, serves nothing from it and loses those tokens,
-    /// reported once by `ready`.
+    /// Beam search: a sequence that compacts one token per row at every decode step and forks
+    /// at each writes no slot for its forks (until 2026-11-21: one partly filled slot per fork);
+    /// each fork holds a copy of the open record as it was.
     @Test(arguments: layouts, perHead)
-    func aFullOpenRecordWhoseWriteFailsLosesItsTokensOnce(layout: Layout, perHead: Bool) throws {
+    func forkingAtEveryDecodeStepWritesNoSlot(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.blockTokens = 16 }  // 32 layer tokens a record
+        let baseline = e.stats().disk, rows = UInt64(rowsPerLayer(e))
+        let toks = try decodeStepCompactions(e, n: 64, steps: 1)
+        let children: [UInt64] = Array(2...9)
+        for child in children {
+            try e.fork(parent: 1, child: child)
+            #expect(try e.compact(1, budgetTokens: 64 - Int(child)) == 64 - Int(child))
+        }
+        try e.syncOffload()
+        let s = e.stats().disk
+        #expect(s.storedSlots == baseline.storedSlots && s.bytesWritten == baseline.bytesWritten && s.tokenRecords == 0,
+                "8 forks, no slot written")
+        // The parent's open record: 9 steps of 2 layer tokens; child k's: the k - 1 steps before its fork.
+        #expect(s.tokensInOpenRecords == rows * 2 * (9 + children.map { $0 - 1 }.reduce(0, +)))
+        #expect(s.tokensOffloaded == rows * 2 * 9 && s.tokensLost == 0)
+        for seq in [1] + children { #expect(try slotMismatches(e, seq, tokens: toks) == 0) }
+        for seq in children.reversed() + [1] { try e.free(seq) }
+        try e.syncOffload()
+        let freed = e.stats().disk
+        #expect(freed.storedSlots == baseline.storedSlots && freed.tokensInOpenRecords == 0)
+        #expect(e.offloadSlotAudit == (pinned: 0, unhashed: 0))
+    }
+
+    /// With every open-record buffer owned, a fork takes the least recently appended owner's
+    /// buffer as a compaction would: its record is written out partly filled. When that owner
+    /// is the parent itself the child shares the written record instead of copying it.
+    @Test(arguments: layouts, perHead)
+    func aForkWithEveryOpenRecordBufferOwnedWritesTheOldestOwnersRecord(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try everyOpenRecordBufferOwned(layout, dir: dir, perHead: perHead)
+        let cap = e.offload!.openRecords.capacity, rows = UInt64(rowsPerLayer(e))
+        try e.fork(parent: 1, child: 100)
+        try e.syncOffload()
+        var s = e.stats().disk
+        #expect(s.storedSlots == 1 && s.tokenRecords == 1 && s.tokensOnDisk == rows * 2, "the parent's record, written with 2 layer tokens")
+        #expect(s.tokensInOpenRecords == rows * 2 * UInt64(cap - 1) && s.tokensLost == 0)
+        #expect(e.offloadSlotAudit.pinned == 1, "one slot, held by both")
+        let child = e.offload!.offloadedTokens[e.sequences.slot(of: 100)]!
+        #expect(child.openRecord < 0 && e.offload!.openRecords.buffer(of: e.sequences.slot(of: 100)) != nil, "the child took the parent's buffer")
+        try e.fork(parent: UInt64(cap), child: 101)  // sequence 2's is the oldest now
+        try e.syncOffload()
+        s = e.stats().disk
+        #expect(s.storedSlots == 2 && s.tokenRecords == 2 && s.tokensOnDisk == rows * 4)
+        #expect(s.tokensInOpenRecords == rows * 2 * UInt64(cap - 1), "sequence 2's tokens went to disk, the child copied sequence \(cap)'s")
+        #expect(e.offload!.openRecords.buffer(of: e.sequences.slot(of: 2)) == nil)
+        for seq in Array(1...UInt64(cap)) + [100, 101] { try e.free(seq) }
+        try e.syncOffload()
+        s = e.stats().disk
+        #expect(s.storedSlots == 0 && s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == 0)
+    }
+
+    /// The write of a full open record fails on the device: its tokens (A's heavy hitters
+    /// among them) are lost as soon as the failure is processed, by the next call that
+    /// processes completions (here `syncOffload`) or else by the sequence's next focus:
+    /// counted, dropped from the state, reported once by `ready`; the focus on A neither reads
+    /// the record back nor counts them again (until 2026-11-21 they were lost only when a focus
+    /// read the record back).
+    @Test(arguments: shapes, [false, true])
+    func aFullOpenRecordWhoseWriteFailsLosesItsTokensWhenTheFailureIsProcessed(shape: (layout: Layout, perHead: Bool),
+                                                                               processedByTheFocus: Bool) throws {
         let probeDir = ScratchDir(), dir = ScratchDir()
         defer {
             probeDir.remove()
             dir.remove()
         }
         // 32 layer tokens a record: compactedOnTopicA writes 31 and leaves 8 in the open one.
-        let probe = try engine(layout, dir: probeDir.path, perHead: perHead) { $0.blockTokens = 16 }
+        let probe = try engine(shape.layout, dir: probeDir.path, perHead: shape.perHead) { $0.blockTokens = 16 }
         try compactedOnTopicA(probe)
         let writes = probe.stats().disk.requestsSubmitted  // every later write fails
-        let e = try engine(layout, dir: dir.path, perHead: perHead) {
+        let e = try engine(shape.layout, dir: dir.path, perHead: shape.perHead) {
             $0.blockTokens = 16
             $0.offloadFault = OffloadFault(reads: false, writes: true, after: writes)
         }
+        let rows = UInt64(rowsPerLayer(e))
         let toks = try compactedOnTopicA(e).tokens
         #expect(try focus(e, Self.queryB) != -1)  // the 20 displaced A tokens: open record at 28
         try waitReady(e, 1)
         try expectHolds(e, Self.heavyB, toks)
         for budget in [11, 10] { #expect(try e.compact(1, budgetTokens: budget) == budget) }  // full: written
-        try e.syncOffload()
-        let failed = e.stats().disk
-        #expect(failed.tokensLost == 0, "the failure is not known yet")
-        #expect(failed.writesFailed == 1 && failed.tokenRecords == 31 && failed.tokensOnDisk == 31 * 32 * UInt64(rowsPerLayer(e)) && failed.tokensInOpenRecords == 0,
-                "the failed record counts as a failed write, not as on disk")
-        let before = (try held(e, 1))
-        _ = try focus(e, Self.queryA)
-        var failure: KVError?
-        do { try waitReady(e, 1) } catch { failure = error }
+        let before = e.stats().disk
+        if processedByTheFocus {
+            _ = e.offloadSlotAudit  // reaps the failed write, processes nothing
+            #expect(e.offload!.failedRecordWrites.count == 1 && e.stats().disk.tokensLost == 0)
+        } else {
+            try e.syncOffload()
+            #expect(e.stats().disk.tokensLost == 32 * rows, "every token of the record, lost when the failure was processed")
+        }
+        #expect(try focus(e, Self.queryA) != -1)
+        let failure = caught { try waitReady(e, 1) }
         #expect(failure?.code == .io && failure?.message.contains("stays usable") == true)
         #expect(try e.ready(1), "the loss is reported once")
         let s = e.stats().disk
-        #expect(s.loadsFailed > failed.loadsFailed)
-        #expect(s.tokensRestored == failed.tokensRestored, "nothing restored from the failed record")
-        #expect(s.tokensLost == 32 * UInt64(rowsPerLayer(e)), "every token of the failed record (a read that fails loses its record)")
-        #expect(s.tokensOnDisk == failed.tokensOnDisk && s.tokenRecords == failed.tokenRecords, "the lost tokens' record was never counted")
-        let after = try held(e, 1)
-        #expect(after.positions == before.positions && after.bytes == before.bytes, "the restores were undone")
+        #expect(s.tokensLost == 32 * rows && s.loadsFailed == before.loadsFailed, "nothing read back, nothing counted twice")
+        #expect(s.writesFailed == 1 && s.tokenRecords == 31 && s.tokensOnDisk == 31 * 32 * rows,
+                "the failed record counts as a failed write, not as on disk")
+        #expect(e.offload!.failedRecordWrites.isEmpty)
+        let state = e.evictionStates[e.sequences.slot(of: 1)]!
+        for r in 0..<state.rows {
+            let parked = Set((state.parkedStart(row: r)..<state.capacity).map { state.position(row: r, slot: $0) })
+            #expect(parked.isDisjoint(with: Self.heavyA.map { $0 + Int32(r % rowsPerLayer(e) * headShift(e)) }),
+                    "row \(r): A's heavy hitters left the state with the record")
+        }
+        for layer in 0..<2 {
+            for (row, held) in try rowPositions(e, 1, layer: layer).enumerated() {
+                #expect(held.count == 10 && Set(held).isDisjoint(with: Self.heavyA.map { $0 + Int32(row * headShift(e)) }))
+            }
+        }
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.syncOffload()
+        #expect(e.offloadSlotAudit.pinned == Int(e.stats().disk.tokenRecords), "the failed slot was let go")
+        try expectFreeReleasesRecords(e)
+    }
+
+    /// A record whose write fails while a fork shares it (the fork came before the failure
+    /// was processed) loses its tokens in both sequences, each reported once.
+    @Test(arguments: layouts, perHead)
+    func aFailedRecordWriteLosesItsTokensInEverySequenceHoldingIt(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) {
+            $0.blockTokens = 16  // 32 layer tokens a record
+            $0.offloadFault = OffloadFault(reads: false, writes: true)
+        }
+        let rows = UInt64(rowsPerLayer(e))
+        let toks = try decodeStepCompactions(e, n: 64, steps: 16)  // one record, its write failing
+        try e.fork(parent: 1, child: 2)
+        try e.syncOffload()
+        let s = e.stats().disk
+        #expect(s.writesFailed == 1 && s.tokenRecords == 0 && s.tokensOnDisk == 0)
+        #expect(s.tokensLost == 2 * 32 * rows, "32 layer tokens lost by each of the two sequences")
+        for seq: UInt64 in [1, 2] {
+            let state = e.evictionStates[e.sequences.slot(of: seq)]!
+            #expect((0..<state.rows).allSatisfy { state.parkedCount(row: $0) == 0 }, "sequence \(seq)")
+            #expect(caught { try waitReady(e, seq) }?.code == .io)
+            #expect(try e.ready(seq), "reported once")
+            #expect(try slotMismatches(e, seq, tokens: toks) == 0)
+        }
+        #expect(e.offloadSlotAudit == (pinned: 0, unhashed: 0))
+        try e.free(2)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.tokensLost == s.tokensLost && e.stats().disk.storedSlots == 0)
+    }
+
+    /// A failed record write is not processed for a sequence while its restores are pending (a
+    /// restore that fails puts a displaced token back, whose copy the record may hold): the
+    /// slot stays held and nothing is lost until they ended. (White box: the pending restore is
+    /// simulated, since two real requests cannot be made to complete in a chosen order.)
+    @Test(arguments: layouts, perHead)
+    func aFailedRecordWriteWaitsForTheSequencesPendingRestores(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) {
+            $0.blockTokens = 16
+            $0.offloadFault = OffloadFault(reads: false, writes: true)
+        }
+        _ = try decodeStepCompactions(e, n: 64, steps: 16)
+        let t = e.offload!.offloadedTokens[e.sequences.slot(of: 1)]!
+        t.readsPending += 1
+        try e.syncOffload()
+        #expect(e.stats().disk.tokensLost == 0 && e.offload!.failedRecordWrites.count == 1)
+        #expect(e.offloadSlotAudit.pinned == 1, "held by the sequence and the coordinator")
+        t.readsPending -= 1
+        e.poll(timeoutMicroseconds: 0)
+        #expect(e.stats().disk.tokensLost == 32 * UInt64(rowsPerLayer(e)) && e.offload!.failedRecordWrites.isEmpty)
+        #expect(e.offloadSlotAudit == (pinned: 0, unhashed: 0))
         try expectFreeReleasesRecords(e)
     }
 

@@ -316,7 +316,8 @@ extension Engine {
     /// the chosen offloaded tokens are read back asynchronously into the slots of the resident
     /// tokens they displace, which are written out first (Engine+EpisodicOffload.swift); the
     /// sequence is not `ready` until the reads land; with a disk tier the focus first waits
-    /// (holding the lock) for the sequence's pending reads. Throws `notFound`, `invalidArgument` (no
+    /// (holding the lock) for the sequence's pending reads and drops the tokens of records
+    /// whose write failed (never read back). Throws `notFound`, `invalidArgument` (no
     /// segment, dimension, non-finite values; with a disk tier, a swapped-out sequence),
     /// `unsupported` (another policy), `outOfMemory`
     /// (the restore must copy a shared block or page and the budget has no room: the previous
@@ -339,6 +340,8 @@ extension Engine {
                 // still filling the sequence (prefix hit, swap-in, earlier restores) lands first.
                 offload?.waitResident(s)
                 settleRestores(s)
+                // Tokens of records whose write failed are lost now, not chosen and read back.
+                if offload?.failedRecordWrites.isEmpty == false { loseFailedRecordWrites() }
             }
             guard offloadsEvictions(state) else { return try state.focus(query) }
             let episode = try state.nearestEpisode(query), previous = state.focusedEpisode

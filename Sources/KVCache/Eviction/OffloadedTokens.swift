@@ -25,7 +25,8 @@
 /// A fork's table (`init(forkOf:)`) describes the same disk slots as its parent's: records
 /// are immutable once written, so sequences share them, each through its own pin and its own
 /// entries (a token restored or dropped by one sequence stays on disk for the other). An open
-/// record is never shared: the engine writes it out before a fork.
+/// record is never shared: the fork's table opens one with the same entries, whose bytes the
+/// engine copies into the fork's own buffer, and each sequence writes its own out later.
 ///
 /// Invariants: a record's `live` count is the number of its entries not dead; a record with a
 /// live entry, other than the open one, holds a disk slot pinned once by this sequence (other
@@ -33,8 +34,9 @@
 /// reused) when the count reaches 0; the open record has no slot (`notWritten`), keeps its id
 /// while open even with no live entry, and its entries `0..<openCount` were appended (never
 /// restoring: a restore from it copies from its buffer at once); `location` maps exactly the
-/// live entries that are not being restored. Cost: O(1) per
-/// token (a dictionary probe); the arrays grow with the records and are reused afterwards.
+/// live entries that are not being restored, and `recordOfSlot` exactly the written records'
+/// slots. Cost: O(1) per token and per record (a dictionary probe); the arrays grow with the
+/// records and are reused afterwards.
 /// Not thread-safe: the engine serialises calls.
 final class OffloadedTokens {
     /// Row tokens one record holds.
@@ -60,6 +62,8 @@ final class OffloadedTokens {
     private(set) var entryDisplaced: [Int32] = []
     /// (row << 32 | position) -> entry, for tokens on disk and not being restored.
     private var location: [UInt64: Int32] = [:]
+    /// Disk slot -> the record holding it (written records only).
+    private var recordOfSlot: [Int32: Int32] = [:]
     /// Records with a restoring read in flight.
     var readsPending = 0
     /// Tokens lost (a record that could not be written or read back) since `ready` reported it.
@@ -75,21 +79,30 @@ final class OffloadedTokens {
 
     /// A table for a fork of the sequence `parent` describes: the same disk slots (the caller
     /// pins each once more for the fork), renumbered densely in record order, with the same
-    /// live entries; nothing lost to report (the parent's losses are already out of the state
-    /// the fork copies). Precondition: no restore of `parent` is pending (its entries' state
-    /// is final). Cost: O(parent's records ever held) to scan plus O(live records ×
-    /// `tokensPerRecord`) time and allocation.
+    /// live entries; and, when the parent's open record holds a live token
+    /// (`hasLiveOpenRecord`), an open record of its own with the same entries at the same
+    /// indices and the same `openCount` (the caller copies the first `openCount` tokens of
+    /// the parent's buffer into the fork's). Nothing lost to report (the parent's losses are
+    /// already out of the state the fork copies). Precondition: no restore of `parent` is
+    /// pending (its entries' state is final). Cost: O(parent's records ever held) to scan
+    /// plus O(live records × `tokensPerRecord`) time and allocation.
     convenience init(forkOf parent: OffloadedTokens) {
         precondition(parent.readsPending == 0, "a fork copies a table with restores pending")
-        precondition(parent.openRecord < 0, "a fork copies a table with an open record")
         self.init(payloadBytes: parent.tokensPerRecord * 2 * parent.entryBytes, entryBytes: parent.entryBytes)
-        for r in parent.recordSlot.indices where parent.recordSlot[r] >= 0 {
+        for r in parent.recordSlot.indices where parent.recordSlot[r] >= 0 || (r == parent.openRecord && parent.hasLiveOpenRecord) {
             let record = addRecord(slot: parent.recordSlot[r]), first = r * tokensPerRecord
             for i in 0..<tokensPerRecord where parent.entryRow[first + i] >= 0 {
                 add(record: record, index: i, row: Int(parent.entryRow[first + i]), position: parent.entryPosition[first + i])
             }
+            if r == parent.openRecord {
+                openRecord = record
+                openCount = parent.openCount
+            }
         }
     }
+
+    /// True when a record is open and holds a live token (one a fork must keep).
+    var hasLiveOpenRecord: Bool { openRecord >= 0 && recordLive[Int(openRecord)] > 0 }
 
     /// Room left in the open record (0 when there is none).
     var openRoom: Int { openRecord >= 0 ? tokensPerRecord - openCount : 0 }
@@ -116,22 +129,38 @@ final class OffloadedTokens {
     @discardableResult
     func closeOpenRecord(slot: Int32?) -> [(row: Int, position: Int32)] {
         precondition(openRecord >= 0, "no record is open")
-        let r = Int(openRecord), first = r * tokensPerRecord
+        let r = openRecord
         openRecord = -1
-        var lost: [(row: Int, position: Int32)] = []
-        if let slot, recordLive[r] > 0 {
-            recordSlot[r] = slot
-            return lost
+        if let slot, recordLive[Int(r)] > 0 {
+            recordSlot[Int(r)] = slot
+            recordOfSlot[slot] = r
+            return []
         }
+        return dropRecord(r).lost
+    }
+
+    /// The written record holding disk slot `slot`, or nil. O(1).
+    func record(onDiskSlot slot: Int32) -> Int32? { recordOfSlot[slot] }
+
+    /// Kills every live entry of `record` (its tokens are lost: it could not be written) and
+    /// frees its id; returns their (row, position) and the record's disk slot (`notWritten`
+    /// for the open record; the caller unpins a written one). Precondition: no entry of it is
+    /// being restored, and it is not the open record (`closeOpenRecord` first).
+    func dropRecord(_ record: Int32) -> (lost: [(row: Int, position: Int32)], slot: Int32) {
+        precondition(record != openRecord, "dropping the open record")
+        let r = Int(record), first = r * tokensPerRecord, slot = recordSlot[r]
+        var lost: [(row: Int, position: Int32)] = []
         for e in first..<(first + tokensPerRecord) where entryRow[e] >= 0 {
+            precondition(entryDestination[e] < 0, "dropping a record with a restore pending")
             lost.append((Int(entryRow[e]), entryPosition[e]))
             location[Self.key(Int(entryRow[e]), entryPosition[e])] = nil
             entryRow[e] = -1
         }
+        if slot >= 0 { recordOfSlot[slot] = nil }
         recordLive[r] = 0
         recordSlot[r] = -1
-        freeRecords.append(Int32(r))
-        return lost
+        freeRecords.append(record)
+        return (lost, slot)
     }
 
     /// A record id for disk slot `slot` (already pinned for this sequence) or `notWritten`,
@@ -140,9 +169,11 @@ final class OffloadedTokens {
         precondition(slot >= 0 || slot == Self.notWritten)
         if let r = freeRecords.popLast() {
             recordSlot[Int(r)] = slot
+            if slot >= 0 { recordOfSlot[slot] = r }
             return r
         }
         let r = Int32(recordSlot.count)
+        if slot >= 0 { recordOfSlot[slot] = r }
         recordSlot.append(slot)
         recordLive.append(0)
         let entries = (Int(r) + 1) * tokensPerRecord
@@ -193,6 +224,7 @@ final class OffloadedTokens {
         recordLive[r] -= 1
         guard recordLive[r] == 0 && r != Int(openRecord) else { return -1 }
         let slot = recordSlot[r]
+        recordOfSlot[slot] = nil
         recordSlot[r] = -1
         freeRecords.append(Int32(r))
         return slot
