@@ -4,7 +4,9 @@
 #   - AddressSanitizer (leaks checked too): tools/abi_client.c (every ABI call, both layouts,
 #     the disk tier, the router), tools/abi_stress.c and tools/abi_model.c (random calls);
 #   - ThreadSanitizer: tools/abi_stress.c (four server threads and a housekeeping thread on one
-#     engine with a disk tier, memory far below the working set).
+#     engine with a disk tier, memory far below the working set), on io_uring and again on the
+#     disk tier's thread-pool backend (KVCACHE_OFFLOAD_BACKEND=threads), whose I/O threads
+#     complete requests concurrently with the engine.
 # Any report fails the run. Both catch what they should: an injected one-past-the-end write in
 # page_pool.c fails the ASan run, and an unlocked kvc_engine_stats fails the TSan run.
 #
@@ -53,16 +55,17 @@ client() {
     [[ -x "$out" ]] || fail "tools/$name.c did not compile with -fsanitize=$sanitizer"
 }
 
-# run NAME SANITIZER: runs the client, one test in tools/test.sh's count; its "NAME: ..." lines
-# become "NAME (SANITIZER): ..." so that the count does not take its checks twice.
+# run NAME SANITIZER [LABEL]: runs the client, one test in tools/test.sh's count; its
+# "NAME: ..." lines become "NAME (LABEL): ..." (default: the sanitizer) so that the count does
+# not take its checks twice.
 run() {
-    local name=$1 sanitizer=$2 status
+    local name=$1 sanitizer=$2 label=${3:-$2} status
     set +e
     ASAN_OPTIONS="detect_leaks=1:exitcode=23" TSAN_OPTIONS="halt_on_error=1:exitcode=66" "tools/bin/$1_$2" 2>&1 |
-        sed "s/^$name: /$name ($sanitizer): /"
+        sed "s/^$name: /$name ($label): /"
     status=${PIPESTATUS[0]}
     set -e
-    [[ $status -eq 0 ]] || fail "$name under -fsanitize=$sanitizer (exit $status)"
+    [[ $status -eq 0 ]] || fail "$name under -fsanitize=$sanitizer, $label (exit $status)"
     passed=$((passed + 1))
 }
 
@@ -77,6 +80,7 @@ run abi_model address
 bin=$(build thread tsan)
 client abi_stress thread "$bin" -L"$SWIFT_LIB" -ldispatch -lBlocksRuntime -Wl,-rpath,"$SWIFT_LIB"
 run abi_stress thread
+KVCACHE_OFFLOAD_BACKEND=threads run abi_stress thread "thread, thread-pool backend"
 
 echo "run_sanitized: no AddressSanitizer, LeakSanitizer or ThreadSanitizer report"
 echo "run_sanitized: $passed passed, 0 failed"
