@@ -10,7 +10,9 @@
  * other threads' cached blocks) and one disk tier (their blocks come back from it). A
  * request: create (retried while the budget is taken), wait for kvc_seq_ready, check the
  * cached tokens' K/V, write the rest, decode with appends, sometimes fork a child or swap
- * out (synchronously or not) and back in, check every token, free. K/V bytes are a function of
+ * out (synchronously or not) and back in, check every token, for every third request evict
+ * (episodic, to the disk tier, per layer or per head: compact, then focus) and check every slot
+ * against its position, free. K/V bytes are a function of
  * (token, position, layer, K|V, byte), so any block reached through the prefix cache,
  * from memory or disk, must hold exactly them. A monitor thread polls, drains events and
  * checks the swap-out counters' identity meanwhile.
@@ -39,6 +41,8 @@ enum {
     BLOCK = 16,
     MAX_TOKENS = 1024,
     TOKEN_BYTES = 64,  /* 2 KV heads x 16 dims x 2 bytes */
+    HEADS = 2,
+    HEAD_BYTES = TOKEN_BYTES / HEADS,
     LAYERS = 4,
     MAX_BLOCKS = MAX_TOKENS / BLOCK,
 };
@@ -121,6 +125,64 @@ static int wait_ready(worker *w, uint64_t seq) {
         }                                                                      \
     } while (0)
 
+/* 1 when every slot of `seq` holds the bytes of the original position kvc_seq_positions gives
+ * it (per KV head: each head's slice its own position). */
+static int kv_at_positions(worker *w, uint64_t seq, const int32_t *tokens) {
+    int32_t table[MAX_BLOCKS], pos[HEADS * MAX_TOKENS];
+    size_t n = 0, len = 0;
+    if (w->paged && kvc_seq_block_table(w->e, seq, table, MAX_BLOCKS, &n) != KVC_OK) return 0;
+    for (uint32_t layer = 0; layer < LAYERS; layer++) {
+        if (kvc_seq_layer_length(w->e, seq, layer, &len) != KVC_OK ||
+            kvc_seq_positions(w->e, seq, layer, pos, HEADS * MAX_TOKENS, &n) != KVC_OK || (n != len && n != HEADS * len))
+            return 0;
+        for (uint32_t tensor = 0; tensor < 2; tensor++)
+            for (size_t t = 0; t < len; t++) {
+                const uint8_t *p = token_address(w, seq, table, layer, tensor, t);
+                if (!p) return 0;
+                for (size_t b = 0; b < TOKEN_BYTES; b++) {
+                    int32_t at = n == len ? pos[t] : pos[b / HEAD_BYTES * len + t];
+                    if (p[b] != pattern(tokens[at], (size_t)at, layer, tensor, b)) return 0;
+                }
+            }
+    }
+    return 1;
+}
+
+/* Reports attention that favours the first (half 0) or second half of `seq`'s `length` tokens. */
+static void observe_half(worker *w, uint64_t seq, size_t length, int half) {
+    float scores[HEADS * MAX_TOKENS];
+    for (uint32_t layer = 0; layer < LAYERS; layer++) {
+        for (size_t i = 0; i < HEADS * length; i++) scores[i] = ((i % length) < length / 2) == (half == 0) ? 1.0f : 0.01f;
+        CHECK(kvc_seq_observe(w->e, seq, layer, scores, HEADS, length) == KVC_OK, "thread %u: observe", w->thread);
+    }
+}
+
+/* Token eviction on a finished request, while other threads run theirs, as a conversation
+ * that returns to its first topic: episodic with the disk tier, per layer or per head. Two
+ * segments, each focused while its half draws the attention; a compaction keeps the second
+ * topic's tokens and writes the rest to disk; a focus on the first topic restores them. After
+ * each step every slot must hold its position's bytes. */
+static void evict(worker *w, uint64_t seq, const int32_t *tokens, size_t length, int per_head) {
+    CHECK(kvc_seq_set_eviction(w->e, seq, KVC_EVICTION_EPISODIC, (uint32_t)per_head) == KVC_OK, "thread %u: episodic", w->thread);
+    const float first[4] = {1, 0, 0, 0}, second[4] = {0, 1, 0, 0};
+    uint32_t episode = 0;
+    kvc_status rc;
+    observe_half(w, seq, length, 0);
+    CHECK(kvc_seq_add_segment(w->e, seq, 0, length / 2, first, 4) == KVC_OK, "thread %u: segment", w->thread);
+    CHECK(kvc_seq_focus(w->e, seq, first, 4, &episode) == KVC_OK, "thread %u: focus the first topic", w->thread);
+    observe_half(w, seq, length, 1);
+    CHECK(kvc_seq_add_segment(w->e, seq, length / 2, length, second, 4) == KVC_OK, "thread %u: segment", w->thread);
+    CHECK(kvc_seq_focus(w->e, seq, second, 4, &episode) == KVC_OK, "thread %u: focus the second topic", w->thread);
+    RETRY_OOM(w, rc, kvc_seq_compact(w->e, seq, length / 2));
+    CHECK(rc == KVC_OK, "thread %u: compact %" PRIu64 " (status %d)", w->thread, seq, rc);
+    CHECK(wait_ready(w, seq) && kv_at_positions(w, seq, tokens), "thread %u: compacted seq %" PRIu64 "'s slots hold their positions' K/V",
+          w->thread, seq);
+    RETRY_OOM(w, rc, kvc_seq_focus(w->e, seq, first, 4, &episode));
+    CHECK(rc == KVC_OK, "thread %u: focus %" PRIu64 " on the first topic again (status %d)", w->thread, seq, rc);
+    CHECK(wait_ready(w, seq) && kv_at_positions(w, seq, tokens), "thread %u: refocused seq %" PRIu64 "'s slots hold their positions' K/V",
+          w->thread, seq);
+}
+
 static void request(worker *w, uint32_t r) {
     int32_t tokens[MAX_TOKENS];
     uint32_t family = r % FAMILIES, tail = 1 + r * 7 % 40;
@@ -174,6 +236,7 @@ static void request(worker *w, uint32_t r) {
         }
     }
     CHECK(kv(w, seq, tokens, 0, length, 1), "thread %u: seq %" PRIu64 " holds all %zu tokens' K/V", w->thread, seq, length);
+    if (r % 3 == 0) evict(w, seq, tokens, length, r % 2);
     CHECK(kvc_seq_free(w->e, seq) == KVC_OK, "thread %u: free %" PRIu64, w->thread, seq);
 }
 
@@ -217,7 +280,7 @@ static void run(uint32_t layout) {
     kvc_config cfg;
     kvc_config_init(&cfg);
     cfg.num_layers = LAYERS;
-    cfg.num_kv_heads = 2;
+    cfg.num_kv_heads = HEADS;
     cfg.head_dim = 16;
     cfg.dtype_bytes = 2;
     cfg.block_tokens = BLOCK;
@@ -261,9 +324,9 @@ static void run(uint32_t layout) {
     CHECK(s.swap_outs + s.swap_outs_cancelled > 0, "%s: the run swapped sequences out", name);
     CHECK(s.disk_errors == 0, "%s: no disk errors (%" PRIu64 ")", name, s.disk_errors);
     printf("abi_stress: %s: %d threads x %d requests, %" PRIu64 " cached prompt tokens (%" PRIu64
-           " from disk), %" PRIu64 " blocks spilled, %" PRIu64 " loaded, %" PRIu64 " swap-outs (%" PRIu64 " cancelled by the swap-in), %" PRIu64
+           " from disk), %" PRIu64 " blocks spilled, %" PRIu64 " loaded, %" PRIu64 " swap-outs (%" PRIu64 " cancelled by the swap-in), %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
            " out-of-memory retries, %" PRIu64 " requests dropped\n",
-           name, THREADS, REQUESTS, cached, s.disk_hit_tokens, s.blocks_spilled, s.blocks_loaded, s.swap_outs, s.swap_outs_cancelled, retried,
+           name, THREADS, REQUESTS, cached, s.disk_hit_tokens, s.blocks_spilled, s.blocks_loaded, s.swap_outs, s.swap_outs_cancelled, s.tokens_offloaded, s.tokens_restored, retried,
            dropped);
     kvc_engine_destroy(e);
     char path[4096];
