@@ -303,14 +303,16 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         loading[Int(target.block)] -= 1
         guard !ok else { return }
         // Every live sequence holding the block is spoiled; the block leaves the index so that
-        // nobody else is served its bytes.
+        // nobody else is served its bytes. So do the blocks after it in those sequences: their
+        // create indexed the ones past its prefix hit before the server computed them, and a
+        // failed sequence is freed without being computed (any other holder of them holds the
+        // failed block too, by the chain, and is spoiled with it).
         blocks.forget(target.block)
         for slot in 0..<sequences.maxSeqs where sequences.lengths[slot] > 0 && !swapped[slot] {
-            let table = sequences.table(slot)
-            for i in 0..<sequences.blockCount(slot) where table[i] == target.block {
-                failed[slot] = true
-                break
-            }
+            let table = sequences.table(slot), count = sequences.blockCount(slot)
+            guard let i = (0..<count).first(where: { table[$0] == target.block }) else { continue }
+            failed[slot] = true
+            for j in i + 1..<count { blocks.forget(table[j]) }
         }
     }
 }

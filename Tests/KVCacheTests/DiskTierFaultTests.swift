@@ -125,6 +125,32 @@ struct DiskTierFaultTests {
         #expect(try e.createSequence(2, tokens: prompt) == 0, "the unreadable blocks left the tier")
     }
 
+    /// A sequence whose prefix read failed is freed without its K/V ever being computed, but its
+    /// create indexed the blocks past the cached prefix: they must leave the index with the
+    /// failed block, or a later prompt is served their garbage. Found by `tools/abi_model.c`.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func theUncomputedBlocksOfASequenceWhoseReadFailedLeaveTheIndex(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadFault = OffloadFault(reads: true, writes: false)
+        let e = try Engine(c)
+        let prompt = tokens(41, seed: 9), longer = tokens(41, seed: 9) + tokens(40, seed: 10)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 41) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        #expect(try e.createSequence(2, tokens: longer) == 40)  // 40 tokens from disk, 41 fresh
+        #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)
+        try e.free(2)  // as the server must: it never computes a failed sequence's K/V
+        #expect(try e.createSequence(3, tokens: longer) == 0, "the failed blocks left the index, and with them the chain")
+        try fillKV(e, 3, count: longer.count) { longer[$0] }
+        let hit = try e.createSequence(4, tokens: longer)
+        #expect(hit == 80)
+        #expect(try kvDifferences(e, 4, count: hit) { longer[$0] } == 0, "a prefix hit reads computed bytes only")
+    }
+
     /// A fork shares its parent's blocks, so it shares a failed read's verdict too; and a fork
     /// into the slot of a freed failed sequence does not inherit that sequence's verdict.
     /// (Before the fix, fork left the child slot's `failed` flag as the slot's previous owner
