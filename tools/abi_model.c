@@ -23,6 +23,11 @@
  * ABI_MODEL_TRACE=1 in the environment logs every call that changed something, to replay a
  * failing seed (abi_model 1 STEPS SEED).
  *
+ * Seeds 3, 7, 11, ... inject disk faults: after 50-300 requests every read and write fails. The
+ * model then accepts the documented outcomes (a failed read breaks the sequence, which is only
+ * freed; a failed swap-out leaves it resident and unchanged; lost offloaded tokens are reported
+ * once and the positions are taken again) and still checks every byte it reads.
+ *
  * Prints the failing seed and step on failure, then "abi_model: 1 passed, 0 failed" or
  * "0 passed, 1 failed" (one test in tools/test.sh's count); exits 1 when anything failed.
  */
@@ -49,6 +54,7 @@ enum {
 
 typedef struct {
     int live, swapped, per_head, episodic;
+    int reading, broken; /* faults: a disk read may still fail it; one did (free it, says kvcache.h) */
     size_t layer_len[LAYERS];
     int32_t pos[LAYERS][HEADS][MAX_TOKENS]; /* original position of each slot, per KV head (per
                                                layer: the same for every head) */
@@ -60,9 +66,9 @@ static kvc_engine *e;
 static int paged;
 static model_seq m[IDS + 1];
 static uint64_t rng, seed;
-static int step, failures, adaptive;
+static int step, failures, adaptive, faulty;
 static const char *layout_name;
-static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven; } covered; /* what the runs reached */
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -142,19 +148,69 @@ static size_t model_length(uint64_t id) {
     return n;
 }
 
+/* Takes `id`'s layer lengths and positions from the engine after it reported lost offloaded
+ * tokens or undone restores (faults only), checking what must still hold: each row holds
+ * distinct positions the sequence had, at most as many as before. */
+static void resync(uint64_t id) {
+    model_seq *s = &m[id];
+    size_t rows = s->per_head ? HEADS : 1;
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        int32_t pos[HEADS * MAX_TOKENS];
+        size_t n = 0, len = 0;
+        int ok = kvc_seq_layer_length(e, id, l, &len) == KVC_OK && len <= s->layer_len[l] &&
+                 kvc_seq_positions(e, id, l, pos, HEADS * MAX_TOKENS, &n) == KVC_OK && n == rows * len;
+        for (size_t h = 0; ok && h < rows; h++) {
+            char seen[MAX_TOKENS] = {0};
+            for (size_t i = 0; ok && i < len; i++) {
+                int32_t p = pos[h * len + i];
+                ok = p >= 0 && (size_t)p < s->next && !seen[p];
+                if (ok) seen[p] = 1;
+            }
+        }
+        EXPECT(ok, "seq %" PRIu64 " layer %u after a reported loss: distinct positions it had", id, l);
+        if (!ok) continue;
+        for (size_t h = 0; h < HEADS; h++) memcpy(s->pos[l][h], pos + (s->per_head ? h : 0) * len, len * sizeof *pos);
+        s->layer_len[l] = len;
+    }
+    TRACE("resync %" PRIu64 " after a reported disk failure: layer lengths %zu, %zu", id, s->layer_len[0], s->layer_len[1]);
+}
+
+/* Waits until `id` is ready; 1 then. With faults (kvcache.h, kvc_seq_ready): a failed read of a
+ * prefix hit or swap-in breaks the sequence (0, marked broken: only free it); a failed
+ * asynchronous swap-out or lost offloaded tokens are reported once and the sequence stays
+ * usable, so the model takes its positions again and waits on. 0 on any other status. */
 static int wait_ready(uint64_t id) {
     for (int i = 0; i < 100000; i++) {
         int ready = 0;
-        if (kvc_seq_ready(e, id, &ready) != KVC_OK) return 0;
-        if (ready) return 1;
+        kvc_status rc = kvc_seq_ready(e, id, &ready);
+        if (rc == KVC_ERR_IO && faulty) {
+            if (m[id].reading) {
+                m[id].broken = 1;
+                covered.broken++;
+                TRACE("seq %" PRIu64 " broken: a disk read for it failed", id);
+                return 0;
+            }
+            resync(id);
+            continue;
+        }
+        if (rc != KVC_OK) return 0;
+        if (ready) {
+            m[id].reading = 0;
+            return 1;
+        }
         kvc_engine_poll(e, 200);
     }
     return 0;
 }
 
-/* Checks `id` against the model: length, layer lengths, positions, and (resident) bytes. */
+/* Checks `id` against the model: length, layer lengths, positions, and (resident) bytes;
+ * waits for it first (which, with faults, may take its positions again or break it). */
 static void verify(uint64_t id) {
     size_t n = 0;
+    if (m[id].broken) return;
+    int ready = m[id].swapped || wait_ready(id);
+    if (m[id].broken) return;
+    EXPECT(ready, "seq %" PRIu64 " becomes ready", id);
     EXPECT(kvc_seq_length(e, id, &n) == KVC_OK && n == model_length(id), "seq %" PRIu64 " length %zu, model %zu", id, n,
            model_length(id));
     for (uint32_t l = 0; l < LAYERS; l++) {
@@ -164,7 +220,7 @@ static void verify(uint64_t id) {
         for (size_t h = 0; same && h < rows; h++) same = memcmp(pos + h * len, m[id].pos[l][h], len * sizeof *pos) == 0;
         EXPECT(same, "seq %" PRIu64 " layer %u positions", id, l);
     }
-    if (!m[id].swapped) EXPECT(wait_ready(id) && slots(id, NULL, MAX_TOKENS, 1), "seq %" PRIu64 "'s K/V bytes", id);
+    if (!m[id].swapped) EXPECT(slots(id, NULL, MAX_TOKENS, 1), "seq %" PRIu64 "'s K/V bytes", id);
 }
 
 /* After a call that must have changed nothing: every live sequence and the engine's count. */
@@ -186,7 +242,7 @@ static void verify_all(void) {
 static uint64_t pick(int live, int swapped_ok) {
     for (int tries = 0; tries < 32; tries++) {
         uint64_t id = 1 + below(IDS);
-        if (m[id].live == live && (swapped_ok || !m[id].swapped)) return id;
+        if (m[id].live == live && (swapped_ok || !m[id].swapped) && !m[id].broken) return id;
     }
     return 0;
 }
@@ -232,7 +288,12 @@ static void op_create(void) {
           s->per_head ? ", per head" : "", s->episodic ? ", episodic" : "");
     size_t uncached[LAYERS];
     for (uint32_t l = 0; l < LAYERS; l++) uncached[l] = cached;
-    EXPECT(wait_ready(id) && slots(id, NULL, cached, 1), "create %" PRIu64 ": the %zu cached tokens' bytes", id, cached);
+    s->reading = 1;
+    if (!wait_ready(id)) {
+        EXPECT(s->broken, "create %" PRIu64 ": becomes ready", id);
+        return;
+    }
+    EXPECT(slots(id, NULL, cached, 1), "create %" PRIu64 ": the %zu cached tokens' bytes", id, cached);
     EXPECT(slots(id, uncached, n, 0), "create %" PRIu64 ": write", id);
 }
 
@@ -280,8 +341,8 @@ static void op_fork(void) {
 }
 
 static void op_free(void) {
-    uint64_t id = pick(1, 1);
-    if (!id) return;
+    uint64_t id = 1 + below(IDS);
+    if (!m[id].live) return;
     EXPECT(kvc_seq_free(e, id) == KVC_OK, "free %" PRIu64, id);
     m[id].live = 0;
     TRACE("free %" PRIu64, id);
@@ -408,17 +469,21 @@ static void op_swap(void) {
     if (!id) return;
     if (!m[id].swapped) {
         kvc_status rc = below(2) ? kvc_seq_swap_out(e, id) : kvc_seq_swap_out_async(e, id);
-        EXPECT(rc == KVC_OK, "swap out %" PRIu64 ": status %d", id, rc);
+        /* With faults a swap-out that fails leaves the sequence resident and unchanged. */
+        EXPECT(rc == KVC_OK || (faulty && rc == KVC_ERR_IO), "swap out %" PRIu64 ": status %d", id, rc);
         m[id].swapped = rc == KVC_OK;
-        TRACE("swap out %" PRIu64, id);
+        TRACE("swap out %" PRIu64 ": status %d", id, rc);
+        if (rc != KVC_OK) verify(id);
         return;
     }
     kvc_status rc = kvc_seq_swap_in(e, id);
     if (rc == KVC_ERR_OUT_OF_MEMORY) return;
-    EXPECT(rc == KVC_OK, "swap in %" PRIu64 ": status %d", id, rc);
-    if (rc != KVC_OK) return;
+    /* KVC_ERR_IO: its asynchronous swap-out failed after returning; it is resident, unchanged. */
+    EXPECT(rc == KVC_OK || (faulty && rc == KVC_ERR_IO), "swap in %" PRIu64 ": status %d", id, rc);
+    if (rc != KVC_OK && rc != KVC_ERR_IO) return;
     m[id].swapped = 0;
-    TRACE("swap in %" PRIu64, id);
+    m[id].reading = rc == KVC_OK;
+    TRACE("swap in %" PRIu64 ": status %d", id, rc);
     verify(id);
 }
 
@@ -455,11 +520,11 @@ static void op_bad(void) {
         break;
     case 6: if (!live) return; what = "observe past the layer"; got = kvc_seq_observe(e, live, 0, scores, HEADS, m[live].layer_len[0] + 1); break;
     case 7: if (!dead) return; what = "create past max_seq_tokens"; got = kvc_seq_create(e, dead, tokens, MAX_TOKENS + 1, &n); break;
-    case 8: if (!swapped) return; what = "append to a swapped-out sequence"; got = kvc_seq_append(e, swapped, tokens, 1); break;
+    case 8: if (!swapped || faulty) return; what = "append to a swapped-out sequence"; got = kvc_seq_append(e, swapped, tokens, 1); break;
     case 9: if (!live) return; what = "swap in a resident sequence"; got = kvc_seq_swap_in(e, live); break;
     case 10: if (!live) return; what = "positions of a layer past num_layers"; got = kvc_seq_positions(e, live, LAYERS, NULL, 0, &n); break;
     case 11: if (!live) return; what = "a segment past what the sequence holds"; got = kvc_seq_add_segment(e, live, 0, m[live].next + 1, embedding, 4); break;
-    case 12: if (!swapped) return; what = "compact a swapped-out sequence"; got = kvc_seq_compact(e, swapped, 1); break;
+    case 12: if (!swapped || faulty) return; what = "compact a swapped-out sequence"; got = kvc_seq_compact(e, swapped, 1); break;
     case 13:
         if (!live || !m[live].episodic) return;
         what = "focus with an embedding of the wrong dimension";
@@ -500,7 +565,17 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     cfg.adaptive_budgets = (uint32_t)adaptive;
     cfg.offload_dir = dir;
     cfg.offload_bytes = 16u << 20;
-    if (kvc_engine_create(&cfg, &e) != KVC_OK) {
+    /* Seeds 3, 7, 11...: the disk dies after 50-300 requests (every later read and write
+     * fails): the engine must keep serving what is in memory and never serve a failed read. */
+    faulty = s % 4 == 3;
+    if (faulty) {
+        char fault[4200];
+        snprintf(fault, sizeof fault, "all:%u@%s", 50 + below(250), dir);
+        setenv("KVCACHE_OFFLOAD_FAULT", fault, 1);
+    }
+    kvc_status created = kvc_engine_create(&cfg, &e);
+    unsetenv("KVCACHE_OFFLOAD_FAULT");
+    if (created != KVC_OK) {
         fprintf(stderr, "abi_model: kvc_engine_create: %s\n", kvc_last_error());
         exit(1);
     }
@@ -513,7 +588,10 @@ static void run(uint32_t layout, uint64_t s, int steps) {
         else if (r < 72) op_compact();
         else if (r < 76) op_focus();
         else if (r < 82) op_swap();
-        else if (r < 84) EXPECT(kvc_engine_trim(e) == KVC_OK, "trim");
+        else if (r < 84) {
+            kvc_status rc = kvc_engine_trim(e);
+            EXPECT(rc == KVC_OK || (faulty && rc == KVC_ERR_IO), "trim: status %d", rc);
+        }
         else op_bad();
     }
     if (failures == 0) verify_all();
@@ -526,6 +604,9 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     covered.swaps += st.swap_outs + st.swap_outs_cancelled;
     covered.offloaded += st.tokens_offloaded;
     covered.restored += st.tokens_restored;
+    covered.disk_errors += st.disk_errors;
+    EXPECT(failures > 0 || !faulty || steps < 3000 || st.disk_errors > 0, "the disk died (%" PRIu64 " disk errors)", st.disk_errors);
+    EXPECT(faulty || st.disk_errors == 0, "no disk errors without faults (%" PRIu64 ")", st.disk_errors);
     kvc_engine_destroy(e);
     char path[4096];
     snprintf(path, sizeof path, "%s/kvcache.slab", dir);
@@ -544,9 +625,10 @@ int main(int argc, char **argv) {
     }
     printf("abi_model: %d seeds x %d steps per layout, %s; reached: %" PRIu64 " blocks spilled, %" PRIu64
            " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
-           " compactions leaving layers of different lengths\n",
+           " compactions leaving layers of different lengths, %" PRIu64 " disk errors (injected), %" PRIu64
+           " sequences broken by a failed read\n",
            seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
-           covered.offloaded, covered.restored, covered.uneven);
+           covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
 }
