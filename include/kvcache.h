@@ -539,6 +539,22 @@ kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
  */
 kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
 
+/**
+ * Frees `seq` like kvc_seq_free when the server wrote its K/V only for tokens below
+ * computed_tokens: a request cancelled, or failed, before its prefill finished (0: nothing
+ * was computed). kvc_seq_create indexed its prompt's blocks before they were computed (see
+ * WRITING K/V), so kvc_seq_free would leave them cached with bytes nobody wrote; here the
+ * blocks it holds from the one holding token computed_tokens on leave the prefix index
+ * (KVC_EVENT_BLOCK_REMOVED) and no later prompt is served them. Another live sequence that
+ * hit them meanwhile keeps them: it was scheduled to read what this one would compute, so
+ * the server must not run it on them either. For a swapped-out sequence (computed before it
+ * was preempted) computed_tokens is not used. kvc_seq_ready's "free it and create it
+ * again" after a failed read needs no abort: the engine drops those blocks itself.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, computed_tokens > kvc_seq_length; nothing
+ * changed), KVC_ERR_NOT_FOUND. Cost: O(blocks of seq).
+ */
+kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
+
 /** Stores the number of tokens `seq` holds in *n_tokens.
  *  Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_tokens), KVC_ERR_NOT_FOUND. */
 kvc_status kvc_seq_length(kvc_engine *e, uint64_t seq, size_t *n_tokens);

@@ -530,6 +530,32 @@ static void print_hashes(void) {
     for (size_t i = 0; i < n; i++) printf("%016" PRIx64 "\n", hashes[i]);
 }
 
+/* ---- a request cancelled before its prefill finished ---------------------------------- */
+
+/* kvc_seq_abort: only the computed blocks stay in the prefix index. */
+static void cancelled(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+    printf("abi_client: %s layout, a request cancelled mid-prefill\n", name);
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    int32_t tokens[PROMPT];
+    for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 31 % 9000) + 50000;
+    size_t cached = 0;
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    write_kv(&v, 1, 4, 0, 40); /* the first prefill chunk: 40 of PROMPT tokens */
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "computed_tokens", kvc_seq_abort(e, 1, PROMPT + 1));
+    CHECK(length_of(e, 1) == PROMPT, "%s: a rejected abort leaves the sequence", name);
+    MUST(kvc_seq_abort(e, 1, 40));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "kvc_seq_length", kvc_seq_length(e, 1, &cached));
+    MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+    CHECK(cached == 40 / BLOCK * BLOCK, "%s: the next prompt hits only computed blocks (%zu cached)", name, cached);
+    CHECK(kv_matches(&v, 2, 4, 0, cached), "%s: and reads their bytes", name);
+    kvc_engine_destroy(e);
+}
+
 /* ---- token eviction: observe, compact, positions, and bad input ----------------------- */
 
 static void evict(uint32_t layout) {
@@ -871,6 +897,8 @@ int main(int argc, char **argv) {
     bad_config();
     out_of_memory(KVC_LAYOUT_PAGED);
     out_of_memory(KVC_LAYOUT_CONTIGUOUS);
+    cancelled(KVC_LAYOUT_PAGED);
+    cancelled(KVC_LAYOUT_CONTIGUOUS);
     evict(KVC_LAYOUT_PAGED);
     evict(KVC_LAYOUT_CONTIGUOUS);
     offload(KVC_LAYOUT_PAGED);

@@ -1,8 +1,8 @@
 /*
  * abi_model — a model-based random test of include/kvcache.h: thousands of random calls
- * (create with shared prefixes, append, fork, free, observe + compact, episodic segments and
- * focus with restores from disk, swap out and in, trim, and bad input of every documented
- * kind), each checked against a small model of what the engine must hold, in both layouts,
+ * (create with shared prefixes, append, fork, free or abort, observe + compact, episodic
+ * segments and focus with restores from disk, swap out and in, trim, and bad input of every
+ * documented kind), each checked against a small model of what the engine must hold, in both layouts,
  * with a memory budget small enough that creates and appends run out of memory and cached
  * blocks spill to a disk tier.
  *
@@ -343,9 +343,15 @@ static void op_fork(void) {
 static void op_free(void) {
     uint64_t id = 1 + below(IDS);
     if (!m[id].live) return;
-    EXPECT(kvc_seq_free(e, id) == KVC_OK, "free %" PRIu64, id);
+    if (below(4) == 0) { /* as if cancelled: only a prefix counts as computed, the rest leaves the index */
+        size_t computed = below((uint32_t)model_length(id) + 1);
+        EXPECT(kvc_seq_abort(e, id, computed) == KVC_OK, "abort %" PRIu64 " with %zu computed", id, computed);
+        TRACE("abort %" PRIu64 " with %zu computed", id, computed);
+    } else {
+        EXPECT(kvc_seq_free(e, id) == KVC_OK, "free %" PRIu64, id);
+        TRACE("free %" PRIu64, id);
+    }
     m[id].live = 0;
-    TRACE("free %" PRIu64, id);
 }
 
 static void observe(uint64_t id, float *scores) {

@@ -391,16 +391,33 @@ public final class Engine: @unchecked Sendable {
     /// tier it waits for a synchronous `swapOut` of it in progress and for its pending reads; a
     /// pending `swapOutAsync` of it is cancelled (`SwapOutQueue.cancel`): the memory is released
     /// now, its own disk slots when their writes complete. A failed asynchronous swap-out not
-    /// reported yet is forgotten. Throws `notFound` (also on a double free).
-    public func free(_ seq: UInt64) throws(KVError) {
+    /// reported yet is forgotten.
+    ///
+    /// `computedTokens`: the server wrote K/V only below this token (slot) — a request cancelled
+    /// or failed before its prefill finished. `createSequence` (and appends) indexed its blocks
+    /// before they were computed, so the blocks it holds from the one holding that token on
+    /// leave the prefix index (`blockRemoved`) instead of staying cached with bytes nobody
+    /// wrote. Another live sequence that hit them meanwhile keeps them (it was scheduled to
+    /// read what this one would compute: the server must not run it on them either). Ignored
+    /// for a swapped-out sequence (it was computed before it was preempted).
+    /// Throws `notFound` (also on a double free), `invalidArgument` (`computedTokens` beyond the
+    /// sequence's length; nothing changed). Cost: O(blocks of seq).
+    public func free(_ seq: UInt64, computedTokens: Int? = nil) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try slotAfterSwapOut(seq)
+            if let computed = computedTokens, computed < 0 || computed > sequences.lengths[slot] {
+                throw .invalid("computed_tokens \(computed) is beyond the \(sequences.lengths[slot]) tokens of sequence \(seq)")
+            }
             if let offload {
                 offload.processCompletions()
                 _ = offload.swapOutQueue.takeFailure(slot)
                 if offload.swapOutQueue.cancel(slot) { offload.notifyWaiters() }
                 if offload.swapped[slot] { return releaseSwapped(slot) }
                 offload.waitResident(slot)
+            }
+            if let computed = computedTokens {
+                let table = sequences.table(slot)
+                for i in computed / bt..<max(computed / bt, sequences.blockCount(slot)) { blocks.forget(table[i]) }
             }
             release(slot)
         }

@@ -44,6 +44,13 @@ import KVCache
     }
 }
 
+/// `kvc_seq_abort`: `Engine.free(_:computedTokens:)`.
+@c public func kvc_seq_abort(_ e: OpaquePointer?, _ seq: UInt64, _ computedTokens: Int) -> kvc_status {
+    status("kvc_seq_abort", "seq \(seq), computed_tokens \(computedTokens)") { () throws(KVError) in
+        try engine(e).free(seq, computedTokens: computedTokens)
+    }
+}
+
 /// `kvc_seq_length`: `Engine.length`.
 @c public func kvc_seq_length(_ e: OpaquePointer?, _ seq: UInt64, _ nTokens: UnsafeMutablePointer<Int>?) -> kvc_status {
     status("kvc_seq_length", "seq \(seq)") { () throws(KVError) in

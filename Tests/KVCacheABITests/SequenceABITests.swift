@@ -2,6 +2,22 @@ import Testing
 @testable import KVCacheABI
 
 @Suite struct SequenceABITests {
+    /// kvc_seq_abort frees a sequence whose K/V was computed only in part: the blocks past
+    /// that leave the prefix index, so a later prompt hits only computed ones.
+    @Test(arguments: bothLayouts)
+    func abortTakesTheUncomputedBlocksOutOfThePrefixIndex(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let prompt = f.uniqueTokens(1, count: 24)
+        _ = try f.create(1, tokens: prompt)
+        try f.write(1, salt: 5, from: 0, to: 9)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_abort", "computed_tokens", "25"]) { kvc_seq_abort($0, 1, 25) }
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_abort", "engine", "NULL"]) { _ in kvc_seq_abort(nil, 1, 0) }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_abort", "77"]) { kvc_seq_abort($0, 77, 0) }
+        #expect(kvc_seq_abort(f.handle, 1, 9) == KVC_OK)
+        #expect(try f.create(2, tokens: prompt) == 8, "blocks 0 and 1 were computed; 2 (half) and later left the index")
+        #expect(try f.firstMismatch(2, salt: 5, to: 8) == nil)
+    }
+
     @Test(arguments: bothLayouts)
     func createWithNullEngineIsInvalid(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)

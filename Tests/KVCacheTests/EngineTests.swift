@@ -5,6 +5,24 @@ import Testing
 struct EngineTests {
     static let layouts: [Layout] = [.paged, .contiguous]
 
+    /// A request cancelled mid-prefill: its create indexed blocks the server never computed.
+    /// `free(_:computedTokens:)` takes them out of the index; a plain free would leave them
+    /// cached, and the next prompt would be served bytes nobody wrote.
+    @Test(arguments: layouts)
+    func anAbortedSequencesUncomputedBlocksLeaveTheIndex(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))  // 4-token blocks
+        let prompt = tokens(40, seed: 31)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: Array(prompt.prefix(18)), from: 0)  // 18 of 40 computed, then cancelled
+        _ = drain(e)
+        #expect(thrown { () throws(KVError) in try e.free(1, computedTokens: 41) }?.code == .invalidArgument)
+        #expect(try e.length(1) == 40, "a rejected abort frees nothing")
+        try e.free(1, computedTokens: 18)
+        #expect(drain(e).filter { $0.kind == .blockRemoved }.count == 6, "blocks 4...9 (block 4 only half computed)")
+        #expect(try e.createSequence(2, tokens: prompt) == 16)
+        #expect(try kvMismatches(e, 2, tokens: Array(prompt.prefix(16)), from: 0) == 0)
+    }
+
     @Test(arguments: layouts)
     func createReportsNoCachedTokensOnAnEmptyCache(layout: Layout) throws {
         let e = try Engine(smallConfig(layout))
