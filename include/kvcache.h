@@ -68,7 +68,8 @@
  *   Prefix blocks are indexed when a sequence is created (and when an append fills a
  *   block), before the server has computed their K/V: write a sequence's K/V before another
  *   sequence that hits the same prefix reads it (in one batched forward pass, layer by
- *   layer, as vLLM does).
+ *   layer, as vLLM does), and end a sequence whose K/V was not all written (a cancelled
+ *   request) with kvc_seq_abort, not kvc_seq_free.
  *   Copy on write: a paged fork shares every block (reference counts) and whichever side
  *   first appends into the shared, partly filled last block gets a copy of it, so re-read
  *   the block table after kvc_seq_append and kvc_seq_fork. A contiguous fork maps the
