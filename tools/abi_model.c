@@ -1,8 +1,8 @@
 /*
  * abi_model — a model-based random test of include/kvcache.h: thousands of random calls
  * (create with shared prefixes, append, fork, free or abort, observe + compact, episodic
- * segments and focus with restores from disk, swap out and in, trim, and bad input of every
- * documented kind), each checked against a small model of what the engine must hold, in both layouts,
+ * segments and focus with restores from disk, swap out and in, trim, restarts on the same
+ * disk tier, and bad input of every documented kind), each checked against a small model of what the engine must hold, in both layouts,
  * with a memory budget small enough that creates and appends run out of memory and cached
  * blocks spill to a disk tier.
  *
@@ -68,7 +68,7 @@ static model_seq m[IDS + 1];
 static uint64_t rng, seed;
 static int step, failures, adaptive, faulty;
 static const char *layout_name;
-static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken; } covered; /* what the runs reached */
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -543,10 +543,62 @@ static void op_bad(void) {
     verify_all();
 }
 
+/* Creates the engine; with faults, its disk dies after 50-300 requests (each engine anew). */
+static void create_engine(const kvc_config *cfg) {
+    if (faulty) {
+        char fault[4200];
+        snprintf(fault, sizeof fault, "all:%u@%s", 50 + below(250), cfg->offload_dir);
+        setenv("KVCACHE_OFFLOAD_FAULT", fault, 1);
+    }
+    kvc_status rc = kvc_engine_create(cfg, &e);
+    unsetenv("KVCACHE_OFFLOAD_FAULT");
+    if (rc != KVC_OK) {
+        fprintf(stderr, "abi_model: kvc_engine_create: %s\n", kvc_last_error());
+        exit(1);
+    }
+}
+
+/* Adds the engine's counters to what the runs reached; returns the run's disk errors so far
+ * (over restarts). */
+static uint64_t run_errors;
+static uint64_t account(void) {
+    kvc_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    kvc_engine_stats(e, &st);
+    covered.spilled += st.blocks_spilled;
+    covered.loaded += st.blocks_loaded;
+    covered.swaps += st.swap_outs + st.swap_outs_cancelled;
+    covered.offloaded += st.tokens_offloaded;
+    covered.restored += st.tokens_restored;
+    covered.disk_errors += st.disk_errors;
+    return run_errors += st.disk_errors;
+}
+
+/* The server restarts: every sequence ends, and a new engine on the same directory finds the
+ * spilled prefix blocks again through the journal; creates then check their bytes as ever.
+ * (With faults, the new engine's disk dies again after a while.) */
+static void op_restart(const kvc_config *cfg) {
+    kvc_status rc = kvc_engine_sync(e);
+    EXPECT(rc == KVC_OK || (faulty && rc == KVC_ERR_IO), "sync before the restart: status %d", rc);
+    account();
+    kvc_engine_destroy(e);
+    memset(m, 0, sizeof m);
+    create_engine(cfg);
+    kvc_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    kvc_engine_stats(e, &st);
+    covered.restarts++;
+    covered.found_on_restart += st.disk_stored_bytes;
+    TRACE("restart: %" PRIu64 " bytes of blocks found on disk", st.disk_stored_bytes);
+}
+
 static void run(uint32_t layout, uint64_t s, int steps) {
     paged = layout == KVC_LAYOUT_PAGED;
     layout_name = paged ? "paged" : "contiguous";
     seed = rng = s;
+    run_errors = 0;
     adaptive = s % 2 == 0; /* even seeds: per-layer budgets from the observed entropy, so layers differ */
     memset(m, 0, sizeof m);
     char dir[] = "/tmp/kvcache-abi-model-XXXXXX";
@@ -574,18 +626,12 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     /* Seeds 3, 7, 11...: the disk dies after 50-300 requests (every later read and write
      * fails): the engine must keep serving what is in memory and never serve a failed read. */
     faulty = s % 4 == 3;
-    if (faulty) {
-        char fault[4200];
-        snprintf(fault, sizeof fault, "all:%u@%s", 50 + below(250), dir);
-        setenv("KVCACHE_OFFLOAD_FAULT", fault, 1);
-    }
-    kvc_status created = kvc_engine_create(&cfg, &e);
-    unsetenv("KVCACHE_OFFLOAD_FAULT");
-    if (created != KVC_OK) {
-        fprintf(stderr, "abi_model: kvc_engine_create: %s\n", kvc_last_error());
-        exit(1);
-    }
+    create_engine(&cfg);
     for (step = 0; step < steps && failures == 0; step++) {
+        if (below(500) == 0) {
+            op_restart(&cfg);
+            continue;
+        }
         uint32_t r = below(100);
         if (r < 22) op_create();
         else if (r < 44) op_append();
@@ -601,18 +647,9 @@ static void run(uint32_t layout, uint64_t s, int steps) {
         else op_bad();
     }
     if (failures == 0) verify_all();
-    kvc_stats st;
-    memset(&st, 0, sizeof st);
-    st.struct_size = sizeof st;
-    kvc_engine_stats(e, &st);
-    covered.spilled += st.blocks_spilled;
-    covered.loaded += st.blocks_loaded;
-    covered.swaps += st.swap_outs + st.swap_outs_cancelled;
-    covered.offloaded += st.tokens_offloaded;
-    covered.restored += st.tokens_restored;
-    covered.disk_errors += st.disk_errors;
-    EXPECT(failures > 0 || !faulty || steps < 3000 || st.disk_errors > 0, "the disk died (%" PRIu64 " disk errors)", st.disk_errors);
-    EXPECT(faulty || st.disk_errors == 0, "no disk errors without faults (%" PRIu64 ")", st.disk_errors);
+    uint64_t errors = account();
+    EXPECT(failures > 0 || !faulty || steps < 3000 || errors > 0, "the disk died (%" PRIu64 " disk errors)", errors);
+    EXPECT(faulty || errors == 0, "no disk errors without faults (%" PRIu64 ")", errors);
     kvc_engine_destroy(e);
     char path[4096];
     snprintf(path, sizeof path, "%s/kvcache.slab", dir);
@@ -632,9 +669,10 @@ int main(int argc, char **argv) {
     printf("abi_model: %d seeds x %d steps per layout, %s; reached: %" PRIu64 " blocks spilled, %" PRIu64
            " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
            " compactions leaving layers of different lengths, %" PRIu64 " disk errors (injected), %" PRIu64
-           " sequences broken by a failed read\n",
+           " sequences broken by a failed read, %" PRIu64 " restarts finding %" PRIu64 " KiB on disk\n",
            seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
-           covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken);
+           covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken, covered.restarts,
+           covered.found_on_restart >> 10);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
 }
