@@ -23,6 +23,10 @@
  * ABI_MODEL_TRACE=1 in the environment logs every call that changed something, to replay a
  * failing seed (abi_model 1 STEPS SEED).
  *
+ * The KV events are followed as a router would: each must make sense (a block is stored in a
+ * tier that does not hold it, removed from one that does), and every block a create hits must
+ * have been announced.
+ *
  * Seeds 3, 7, 11, ... inject disk faults: after 50-300 requests every read and write fails. The
  * model then accepts the documented outcomes (a failed read breaks the sequence, which is only
  * freed; a failed swap-out leaves it resident and unchanged; lost offloaded tokens are reported
@@ -83,6 +87,7 @@ static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, di
         if (!(cond)) FAIL(__VA_ARGS__); \
     } while (0)
 
+static uint64_t events_seen;
 static int tracing; /* ABI_MODEL_TRACE set: every call that changed something, on stderr */
 #define TRACE(...)                                                  \
     do {                                                            \
@@ -92,6 +97,21 @@ static int tracing; /* ABI_MODEL_TRACE set: every call that changed something, o
             fputc('\n', stderr);                                    \
         }                                                           \
     } while (0)
+
+/* What a router learns from the engine's KV events: the block hashes each tier holds
+ * (open addressing, 2^16 slots; 0 and 1 mark empty and deleted: hashes are neither in
+ * practice, and the model only asks about prompt blocks). */
+enum { VIEW_SLOTS = 1 << 16 };
+static uint64_t view[2][VIEW_SLOTS];
+static size_t view_find(int tier, uint64_t h) {
+    size_t i = (size_t)(h * 0x9E3779B97F4A7C15ull >> 48), deleted = VIEW_SLOTS;
+    while (view[tier][i] != 0 && view[tier][i] != h) {
+        if (view[tier][i] == 1 && deleted == VIEW_SLOTS) deleted = i;
+        i = (i + 1) & (VIEW_SLOTS - 1);
+    }
+    return view[tier][i] == h || deleted == VIEW_SLOTS ? i : deleted;
+}
+static int view_has(int tier, uint64_t h) { return view[tier][view_find(tier, h)] == h; }
 
 static uint64_t next_random(void) {
     uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
@@ -247,6 +267,34 @@ static uint64_t pick(int live, int swapped_ok) {
     return 0;
 }
 
+/* Applies the pending events to the view, checking that each makes sense there: a block is
+ * stored in a tier that does not hold it and removed from one that does. */
+static void drain(void) {
+    kvc_event ev[512];
+    size_t n = 0;
+    do {
+        EXPECT(kvc_drain_events(e, ev, 512, &n) == KVC_OK, "drain events");
+        for (size_t i = 0; i < n; i++) {
+            int tier = ev[i].tier == 1;
+            uint64_t h = ev[i].block_hash;
+            events_seen++;
+            if (ev[i].kind == KVC_EVENT_ALL_CLEARED) {
+                memset(view[tier], 0, sizeof view[tier]);
+                continue;
+            }
+            size_t at = view_find(tier, h);
+            int held = view[tier][at] == h;
+            if (ev[i].kind == KVC_EVENT_BLOCK_STORED) {
+                EXPECT(!held, "event: block %016" PRIx64 " stored in tier %d, which holds it", h, tier);
+                view[tier][at] = h;
+            } else {
+                EXPECT(held, "event: block %016" PRIx64 " removed from tier %d, which does not hold it", h, tier);
+                if (held) view[tier][at] = 1;
+            }
+        }
+    } while (n == 512);
+}
+
 static void op_create(void) {
     uint64_t id = pick(0, 1);
     if (!id) return;
@@ -255,7 +303,16 @@ static void op_create(void) {
     for (uint32_t i = 0; i < shared; i++) tokens[i] = (int32_t)(family * 1000 + i);
     for (uint32_t i = 0; i < tail; i++) tokens[shared + i] = (int32_t)(100000 + below(1000000));
     size_t n = shared + tail, cached = 0;
+    drain();
     kvc_status rc = kvc_seq_create(e, id, tokens, n, &cached);
+    if (rc == KVC_OK && cached > 0) { /* what it hit, a router knew was cached (in one tier or the other) */
+        uint64_t hashes[MAX_TOKENS / BLOCK];
+        size_t nh = 0, known = 0;
+        EXPECT(kvc_hash_tokens(tokens, cached, BLOCK, hashes, MAX_TOKENS / BLOCK, &nh) == KVC_OK && nh == cached / BLOCK, "hashes");
+        while (known < nh && (view_has(0, hashes[known]) || view_has(1, hashes[known]))) known++;
+        EXPECT(known == nh, "create %" PRIu64 ": %zu cached tokens, but the events announced only %zu of its blocks", id, cached, known);
+    }
+    drain();
     if (rc == KVC_ERR_OUT_OF_MEMORY) {
         size_t len = 0;
         EXPECT(kvc_seq_length(e, id, &len) == KVC_ERR_NOT_FOUND, "a create out of memory left seq %" PRIu64, id);
@@ -584,6 +641,7 @@ static void op_restart(const kvc_config *cfg) {
     account();
     kvc_engine_destroy(e);
     memset(m, 0, sizeof m);
+    memset(view, 0, sizeof view); /* a router that saw the instance restart starts over */
     create_engine(cfg);
     kvc_stats st;
     memset(&st, 0, sizeof st);
@@ -599,6 +657,7 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     layout_name = paged ? "paged" : "contiguous";
     seed = rng = s;
     run_errors = 0;
+    memset(view, 0, sizeof view);
     adaptive = s % 2 == 0; /* even seeds: per-layer budgets from the observed entropy, so layers differ */
     memset(m, 0, sizeof m);
     char dir[] = "/tmp/kvcache-abi-model-XXXXXX";
@@ -669,10 +728,11 @@ int main(int argc, char **argv) {
     printf("abi_model: %d seeds x %d steps per layout, %s; reached: %" PRIu64 " blocks spilled, %" PRIu64
            " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
            " compactions leaving layers of different lengths, %" PRIu64 " disk errors (injected), %" PRIu64
-           " sequences broken by a failed read, %" PRIu64 " restarts finding %" PRIu64 " KiB on disk\n",
+           " sequences broken by a failed read, %" PRIu64 " restarts finding %" PRIu64 " KiB on disk, %" PRIu64
+           " events checked\n",
            seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
            covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken, covered.restarts,
-           covered.found_on_restart >> 10);
+           covered.found_on_restart >> 10, events_seen);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
 }
