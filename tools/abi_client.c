@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "kvcache.h"
+#include "tier_dir.h"
 
 /* The header's layout is part of the ABI: pin it. */
 _Static_assert(sizeof(kvc_event) == 24, "kvc_event is 24 bytes");
@@ -622,16 +623,6 @@ static kvc_status wait_ready(kvc_engine *e, uint64_t seq) {
         MUST(kvc_engine_poll(e, 100));
     }
     return KVC_ERR_INTERNAL;
-}
-
-/* Removes a disk-tier directory and the two files an engine keeps in it. */
-static void remove_tier_dir(const char *dir) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
-    unlink(path);
-    rmdir(dir);
 }
 
 /* A server with a disk tier: a trimmed prefix comes back from disk, a preempted sequence

@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "kvcache.h"
+#include "tier_dir.h"
 
 enum {
     LAYERS = 2,
@@ -710,12 +711,7 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     EXPECT(failures > 0 || !faulty || steps < 3000 || errors > 0, "the disk died (%" PRIu64 " disk errors)", errors);
     EXPECT(faulty || errors == 0, "no disk errors without faults (%" PRIu64 ")", errors);
     kvc_engine_destroy(e);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
-    unlink(path);
-    rmdir(dir);
+    remove_tier_dir(dir);
 }
 
 int main(int argc, char **argv) {

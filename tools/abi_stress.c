@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "kvcache.h"
+#include "tier_dir.h"
 
 enum {
     THREADS = 4,
@@ -323,18 +324,13 @@ static void run(uint32_t layout) {
           s.blocks_loaded);
     CHECK(s.swap_outs + s.swap_outs_cancelled > 0, "%s: the run swapped sequences out", name);
     CHECK(s.disk_errors == 0, "%s: no disk errors (%" PRIu64 ")", name, s.disk_errors);
-    printf("abi_stress: %s: %d threads x %d requests, %" PRIu64 " cached prompt tokens (%" PRIu64
-           " from disk), %" PRIu64 " blocks spilled, %" PRIu64 " loaded, %" PRIu64 " swap-outs (%" PRIu64 " cancelled by the swap-in), %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
-           " out-of-memory retries, %" PRIu64 " requests dropped\n",
-           name, THREADS, REQUESTS, cached, s.disk_hit_tokens, s.blocks_spilled, s.blocks_loaded, s.swap_outs, s.swap_outs_cancelled, s.tokens_offloaded, s.tokens_restored, retried,
-           dropped);
+    printf("abi_stress: %s: %d threads x %d requests, %" PRIu64 " cached prompt tokens (%" PRIu64 " from disk), %" PRIu64
+           " blocks spilled, %" PRIu64 " loaded, %" PRIu64 " swap-outs (%" PRIu64 " cancelled by the swap-in), %" PRIu64
+           " tokens offloaded, %" PRIu64 " restored, %" PRIu64 " out-of-memory retries, %" PRIu64 " requests dropped\n",
+           name, THREADS, REQUESTS, cached, s.disk_hit_tokens, s.blocks_spilled, s.blocks_loaded, s.swap_outs,
+           s.swap_outs_cancelled, s.tokens_offloaded, s.tokens_restored, retried, dropped);
     kvc_engine_destroy(e);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
-    unlink(path);
-    rmdir(dir);
+    remove_tier_dir(dir);
 }
 
 int main(void) {
