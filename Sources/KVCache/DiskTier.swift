@@ -586,9 +586,9 @@ final class DiskTier {
     // MARK: reads
 
     /// Reads `slot` into memory at `target` (verified before it is copied). A slot still being
-    /// written is served from its staging buffer at once. Throws `io` when the read cannot be
-    /// submitted (nothing changed then).
-    func load(_ slot: Int32, into target: LoadTarget) throws(KVError) {
+    /// written is served from its staging buffer at once. Never fails here: a read that cannot
+    /// be submitted completes as failed (`flush`), and its target hears of it then.
+    func load(_ slot: Int32, into target: LoadTarget) {
         let s = Int(slot)
         if state[s] == DiskTier.writing {
             memory.scatter(target, from: payload(writingStage[s]))

@@ -268,11 +268,7 @@ extension Engine: RecordMemory {
                 recordFinished(target, ok: true)
                 continue
             }
-            do throws(KVError) {
-                try offload.tier.load(t.recordSlot[Int(r)], into: target)
-            } catch {
-                recordFinished(target, ok: false)
-            }
+            offload.tier.load(t.recordSlot[Int(r)], into: target)
         }
         dropParked(state, lost + writeOpenRecordIfFull(s))
         offload.tier.flush()

@@ -136,16 +136,12 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// True while a disk read fills `block`.
     @inline(__always) func isLoading(_ block: Int32) -> Bool { loading[Int(block)] != 0 }
 
-    /// Starts reading disk slot `diskSlot` into `block` at `position` of sequence `slot`; on a
-    /// submission failure the sequence is marked failed (its `ready` reports it).
+    /// Starts reading disk slot `diskSlot` into `block` at `position` of sequence `slot`. A read
+    /// that fails (on submission or on the device) completes as failed: `loadFinished` then
+    /// marks the sequence failed (its `ready` reports it).
     func load(_ diskSlot: Int32, block: Int32, slot: Int, position: Int, tokens: Int) {
         loading[Int(block)] += 1
-        do throws(KVError) {
-            try tier.load(diskSlot, into: LoadTarget(block: block, slot: Int32(slot), position: Int32(position), tokens: Int32(tokens)))
-        } catch {
-            loading[Int(block)] -= 1
-            failed[slot] = true
-        }
+        tier.load(diskSlot, into: LoadTarget(block: block, slot: Int32(slot), position: Int32(position), tokens: Int32(tokens)))
     }
 
     /// Counts one more (`+1`) or one fewer (`-1`) pending token read into `block` (episodic
