@@ -223,7 +223,12 @@ public final class AttentionScores {
 
     /// Slots the shortest layer holds: below the sequence's length only after a compaction
     /// with adaptive budgets; appends write each layer from its own length. Cost: O(layers).
-    var shortestLength: Int {
+    var shortestLength: Int { Self.shortest(lengths, layers) }
+
+    /// Slots the shortest layer holds after the last `plan`. Cost: O(layers).
+    var shortestPlannedLength: Int { Self.shortest(plannedLengths, layers) }
+
+    private static func shortest(_ lengths: UnsafePointer<Int>, _ layers: Int) -> Int {
         var n = lengths[0]
         for l in 1..<layers { n = min(n, lengths[l]) }
         return n

@@ -127,8 +127,7 @@ extension Engine {
         let oldBlocks = (oldLength + bt - 1) / bt, newBlocks = (newLength + bt - 1) / bt
         // Appends then write each layer from its new length on, into blocks (and pages) no
         // byte moves into: a block whose tail this drops may still be indexed or shared.
-        var shortest = newLength
-        for l in 0..<config.numLayers { shortest = min(shortest, state.plannedLengths[l]) }
+        let shortest = state.shortestPlannedLength
         try makeWritable(slot: s, state: state, length: newLength, appendsFrom: shortest < oldLength ? shortest : nil) { mark in
             for r in 0..<state.rows {
                 let m = state.plannedMoves(row: r)
@@ -168,7 +167,8 @@ extension Engine {
     /// page shared with another sequence or the index is copied, an exclusive indexed block
     /// leaves the index (its bytes will no longer match its hash). Throws `outOfMemory`
     /// (changing nothing) when the copies do not fit beside `reserving` blocks and pool groups
-    /// the caller takes next. Cost: O(blocks + marks), plus one copy per shared block or page.
+    /// the caller takes next. Cost: O(marks + blocks and pages from the lowest one marked),
+    /// plus one copy per shared block or page.
     func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
                       reserving: (blocks: Int, groups: Int) = (0, 0),
                       destinations: ((Int) -> Void) -> Void) throws(KVError) {
@@ -176,40 +176,51 @@ extension Engine {
         let newBlocks = (length + bt - 1) / bt
         let tokenBytes = config.tokenBytes
         // Which blocks (and, contiguous, pages) receive bytes: flags kept with the state so
-        // that a decode step allocates nothing.
-        let pageCount = contiguous?.pages(for: length) ?? 0
+        // that a decode step allocates nothing, all false between calls; only the range from
+        // the lowest one marked is visited, so an append or a decode step that writes near the
+        // end costs O(blocks it writes), not O(blocks of the sequence).
+        let pageCount = contiguous?.pages(for: length) ?? 0, pageBytes = Int(config.pageBytes)
         if state.writtenBlocks.count < newBlocks { state.writtenBlocks = [Bool](repeating: false, count: newBlocks) }
         if state.writtenPages.count < pageCount { state.writtenPages = [Bool](repeating: false, count: pageCount) }
-        for i in 0..<newBlocks { state.writtenBlocks[i] = false }
-        for p in 0..<pageCount { state.writtenPages[p] = false }
+        var lowBlock = newBlocks, lowPage = pageCount
+        defer {
+            for i in lowBlock..<max(lowBlock, newBlocks) { state.writtenBlocks[i] = false }
+            for p in lowPage..<max(lowPage, pageCount) { state.writtenPages[p] = false }
+        }
         destinations { d in
             state.writtenBlocks[d / bt] = true
+            lowBlock = min(lowBlock, d / bt)
             if contiguous != nil {
-                let lo = d * tokenBytes, hi = lo + tokenBytes - 1
-                state.writtenPages[lo / Int(config.pageBytes)] = true
-                state.writtenPages[hi / Int(config.pageBytes)] = true
+                let lo = d * tokenBytes / pageBytes, hi = (d * tokenBytes + tokenBytes - 1) / pageBytes
+                state.writtenPages[lo] = true
+                state.writtenPages[hi] = true
+                lowPage = min(lowPage, lo)
             }
         }
         if let from = appendsFrom {
+            lowBlock = min(lowBlock, from / bt)
             for i in from / bt..<max(from / bt, newBlocks) { state.writtenBlocks[i] = true }
-            let firstPage = from * tokenBytes / Int(config.pageBytes)
-            for p in firstPage..<max(firstPage, pageCount) { state.writtenPages[p] = true }
+            if contiguous != nil {
+                let firstPage = from * tokenBytes / pageBytes
+                lowPage = min(lowPage, firstPage)
+                for p in firstPage..<max(firstPage, pageCount) { state.writtenPages[p] = true }
+            }
         }
         // Capacity first (an upper bound: every shared block or page written needs a copy).
         if let contiguous {
             var need = 0
-            for p in 0..<pageCount where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) { need += 1 }
+            for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) { need += 1 }
             guard contiguous.fits(need + reserving.groups) else { throw .outOfMemory("\(need) shared pages must be copied and the budget has no room") }
         }
         do {
             var need = 0
-            for i in 0..<newBlocks where state.writtenBlocks[i] && blocks.references(table[i]) > 1 { need += 1 }
+            for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] && blocks.references(table[i]) > 1 { need += 1 }
             guard need + reserving.blocks <= blocks.available else {
                 throw .outOfMemory("\(need) shared blocks must be copied (and \(reserving.blocks) taken), \(blocks.available) are available")
             }
         }
         // Make the written blocks exclusive and unindexed.
-        for i in 0..<newBlocks where state.writtenBlocks[i] {
+        for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] {
             let b = table[i]
             if blocks.references(b) > 1 {
                 if contiguous == nil {
@@ -229,7 +240,7 @@ extension Engine {
             }
         }
         if let contiguous {
-            for p in 0..<pageCount where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) {
+            for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) {
                 try contiguous.unshare(slot: s, page: p)
             }
         }
