@@ -293,16 +293,24 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try slotMismatches(e, 2, tokens: toks) == 0)
     }
 
-    @Test func adaptiveBudgetsFollowTheSensitivityAndKeepTheMean() throws {
-        var c = smallConfig(.contiguous)
+    /// An H2O engine with adaptive budgets whose sequence 1 (`count` tokens, K/V written) was
+    /// compacted to a mean of `budget` with layer sensitivities 1 and 3: a quarter of the
+    /// layers' tokens in layer 0, three quarters in layer 1.
+    private func unevenlyCompacted(_ layout: Layout, tokens count: Int, budget: Int) throws -> (Engine, [Int32]) {
+        var c = smallConfig(layout)
         c.eviction = EvictionConfig(.heavyHitter)
         c.eviction.adaptiveBudgets = true
         let e = try Engine(c)
-        let toks = tokens(100, seed: 1)
+        let toks = tokens(count, seed: 1)
         try e.createSequence(1, tokens: toks)
         try writeKV(e, 1, tokens: toks, from: 0)
         try [Float(1), 3].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) }
-        try e.compact(1, budgetTokens: 20)
+        try e.compact(1, budgetTokens: budget)
+        return (e, toks)
+    }
+
+    @Test func adaptiveBudgetsFollowTheSensitivityAndKeepTheMean() throws {
+        let (e, toks) = try unevenlyCompacted(.contiguous, tokens: 100, budget: 20)
         #expect(try e.layerLength(1, layer: 0) == 10)
         #expect(try e.layerLength(1, layer: 1) == 30)
         #expect(try e.length(1) == 30)
@@ -317,15 +325,7 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
     /// Found by `tools/abi_model.c`: the parent's appends overwrote the child's.
     @Test(arguments: [Layout.paged, .contiguous])
     func appendsOfAForkWithUnevenLayersLeaveTheOtherSidesBytes(layout: Layout) throws {
-        var c = smallConfig(layout)
-        c.eviction = EvictionConfig(.heavyHitter)
-        c.eviction.adaptiveBudgets = true
-        let e = try Engine(c)
-        let toks = tokens(600, seed: 1)
-        try e.createSequence(1, tokens: toks)
-        try writeKV(e, 1, tokens: toks, from: 0)
-        try [Float(1), 3].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) }
-        try e.compact(1, budgetTokens: 200)
+        let (e, toks) = try unevenlyCompacted(layout, tokens: 600, budget: 200)
         #expect(try e.layerLength(1, layer: 0) == 100 && e.layerLength(1, layer: 1) == 300)
         try e.fork(parent: 1, child: 2)
         let child = tokens(3, seed: 21), parent = tokens(3, seed: 22)
