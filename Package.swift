@@ -66,6 +66,9 @@ let package = Package(
         .testTarget(name: "KVRouterTests", dependencies: ["KVRouter", "KVCache"]),
         .testTarget(name: "KVSimTests", dependencies: ["KVSim", "KVRouter", "KVCache"]),
         .testTarget(name: "KVEvalTests", dependencies: ["KVEval", "KVCache"]),
+        // The command-line tool's own logic (option parsing, workloads, the load report);
+        // SwiftPM links an executable target into its tests with its @main entry point renamed.
+        .testTarget(name: "KVCacheCLITests", dependencies: ["kvcache", "KVCache"]),
         .executableTarget(
             name: "KVCacheBenchmarks",
             dependencies: ["KVCache", .product(name: "Benchmark", package: "benchmark")],

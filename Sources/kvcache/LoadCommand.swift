@@ -158,7 +158,12 @@ struct LoadCommand: ParsableCommand {
         return rate > 0 ? Int(rate * duration * 2) + 1000 : 100_000_000
     }
 
-    func run() throws {
+    /// The load test these options describe: engine configuration, workload and worker
+    /// settings, ready for `LoadRunner.run()`. Creates no engine. Reads the whole `--trace` file
+    /// (O(file size) time and memory; the synthetic workload costs O(requests) only with a
+    /// rate, for its arrival times) and throws `MooncakeTrace.FormatError` when it cannot be
+    /// read or a line is malformed. Expects options that passed `validate()`.
+    func loadRunner() throws -> LoadRunner {
         let config = engine.config
         let limits = TokenLimits(maxPromptTokens: maxPromptTokens ?? max(1, config.maxSeqTokens / 2),
                                  maxSeqTokens: config.maxSeqTokens)
@@ -177,10 +182,14 @@ struct LoadCommand: ParsableCommand {
             if requests == nil, let duration { synthetic.durationSeconds = duration }
             workload = synthetic
         }
-        var runner = LoadRunner(config: config, workload: workload, threads: threads,
-                                settings: WorkerSettings(batch: batch, maxRetries: maxRetries, writeKV: writeKV),
-                                durationSeconds: duration, reserve: reserve)
-        guard compareOffload, let dir = config.offloadDir else {
+        return LoadRunner(config: config, workload: workload, threads: threads,
+                          settings: WorkerSettings(batch: batch, maxRetries: maxRetries, writeKV: writeKV),
+                          durationSeconds: duration, reserve: reserve)
+    }
+
+    func run() throws {
+        var runner = try loadRunner()
+        guard compareOffload, let dir = runner.config.offloadDir else {
             let report = try runner.run()
             print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
             return

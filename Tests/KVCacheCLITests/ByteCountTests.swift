@@ -1,0 +1,56 @@
+import Testing
+@testable import kvcache
+
+/// `ByteCount` (`--memory`, `--page-bytes`, `--offload-bytes`, ...) and `fixed`, the number
+/// formatting of every report.
+@Suite("ByteCount and fixed")
+struct ByteCountTests {
+    @Test(arguments: [
+        ("0", 0), ("4096", 4096), ("512b", 512), ("512B", 512),
+        ("4k", 4 << 10), ("4KB", 4 << 10), ("64KiB", 64 << 10), ("64kib", 64 << 10),
+        ("2m", 2 << 20), ("2MB", 2 << 20), ("2MiB", 2 << 20),
+        ("1g", 1 << 30), ("1GB", 1 << 30), ("3GiB", 3 << 30),
+        ("1t", 1 << 40), ("3TiB", 3 << 40), ("  8MiB  ", 8 << 20),
+        ("18446744073709551615", UInt64.max), ("16777215T", 16_777_215 << 40),
+    ] as [(String, UInt64)])
+    func parsesIntegersWithBinarySuffixes(text: String, bytes: UInt64) {
+        #expect(ByteCount(argument: text)?.bytes == bytes)
+    }
+
+    /// Not a whole number of a known unit, or more than 64 bits: rejected, not truncated.
+    @Test(arguments: ["", " ", "K", "GiB", "-1", "1.5G", "12XB", "1 GiB", "0x10", "1e9", "4KiBs",
+                      "18446744073709551616", "16777216T", "17179869184G"])
+    func rejectsAnythingElse(text: String) {
+        #expect(ByteCount(argument: text) == nil)
+    }
+
+    @Test func formatsInTheLargestWholeUnit() {
+        #expect(ByteCount.format(0) == "0 B")
+        #expect(ByteCount.format(1023) == "1023 B")
+        #expect(ByteCount.format(1024) == "1 KiB")
+        #expect(ByteCount.format(1536) == "1.50 KiB")
+        #expect(ByteCount.format(2 << 20) == "2 MiB")
+        #expect(ByteCount.format((1 << 30) + (1 << 29) + (1 << 20)) == "1.50 GiB", "two decimals")
+        #expect(ByteCount.format(1 << 50) == "1024 TiB", "TiB is the largest unit")
+        #expect(ByteCount(bytes: 64 << 10).description == "64 KiB")
+        #expect(ByteCount(bytes: 64 << 10).defaultValueDescription == "64 KiB")
+    }
+
+    /// What the help prints as a default parses back to the same count.
+    @Test(arguments: [UInt64(4 << 10), 64 << 10, 2 << 20, 2 << 30, 5 << 40, 1023])
+    func formatParsesBack(bytes: UInt64) {
+        let text = ByteCount.format(bytes).replacingOccurrences(of: " ", with: "")
+        #expect(ByteCount(argument: text)?.bytes == bytes, "\(text)")
+    }
+
+    @Test func fixedHasExactlyTheDecimalsAsked() {
+        #expect(fixed(0.05, 3) == "0.050")
+        #expect(fixed(2.5, 0) == "3", "halves round away from zero")
+        #expect(fixed(-1.25, 1) == "-1.3")
+        #expect(fixed(-0.004, 2) == "0.00", "no minus sign on a value that rounds to zero")
+        #expect(fixed(12345.6789, 2) == "12345.68")
+        #expect(fixed(7, 0) == "7")
+        #expect(fixed(.nan, 2) == "nan" && fixed(.infinity, 2) == "inf" && fixed(-.infinity, 2) == "-inf")
+        #expect(fixed(1e20, 2) == String(1e20), "beyond UInt64 it falls back to Swift's own text")
+    }
+}

@@ -1,0 +1,88 @@
+import KVCache
+import Testing
+@testable import kvcache
+
+/// `kvcache load`'s options, parsed and validated as on the command line: a bad option stops
+/// the command with a message naming it.
+@Suite("kvcache load options")
+struct LoadOptionTests {
+    /// The message ArgumentParser prints for `arguments`, or nil when they are accepted.
+    static func error(_ arguments: [String]) -> String? {
+        do {
+            _ = try LoadCommand.parse(arguments)
+            return nil
+        } catch {
+            return LoadCommand.message(for: error)
+        }
+    }
+
+    @Test(arguments: [
+        (["--threads", "0"], "--threads 0 is outside 1...256"),
+        (["--batch", "0"], "--batch must be at least 1"),
+        (["--threads", "4", "--batch", "100"], "--threads x --batch = 400 exceeds --max-seqs 256"),
+        (["--requests=-1"], "--requests must not be negative"),
+        (["--duration", "0"], "--duration must be positive"),
+        (["--rate=-2"], "--rate must be 0 or positive"),
+        (["--trace", "t.jsonl", "--rate", "5"],
+         "--rate applies to the synthetic workload; a trace arrives at its timestamps with --trace-speed"),
+        (["--trace-speed", "2"], "--trace-speed needs --trace"),
+        (["--shared-prefix-ratio", "1.5"], "--shared-prefix-ratio must be in 0...1"),
+        (["--shared-prompts", "0"], "--shared-prompts must be at least 1"),
+        (["--max-retries=-1"], "--max-retries must not be negative"),
+        (["--compare-offload"], "--compare-offload needs --offload-dir"),
+        (["--max-seq-tokens", "4096", "--max-prompt-tokens", "5000"],
+         "--max-prompt-tokens 5000 is outside 1...4096 (--max-seq-tokens)"),
+        (["--prompt-dist", "uniform", "--prompt-mean", "100", "--prompt-max", "300"],
+         "--prompt-mean/--prompt-max: a uniform distribution with mean 100 and max 300 would need lengths below 1; lower max to at most 199"),
+        (["--output-mean", "300"], "--output-mean/--output-max: need 1 <= mean (300) <= max (256)"),
+        // The engine's own checks, through EngineOptions.
+        (["--page-bytes", "3000"], "page_bytes 3000 is not a power of two from 4096 to 2097152"),
+        (["--layers", "0"], "num_layers 0 is outside 1...1024"),
+        // Values ArgumentParser cannot convert: it names the value and the option.
+        (["--memory", "12XB"], "The value '12XB' is invalid for '--memory <memory>'"),
+        (["--prompt-dist", "gaussian"], "The value 'gaussian' is invalid for '--prompt-dist <prompt-dist>'"),
+        (["--layout", "ring"], "The value 'ring' is invalid for '--layout <layout>'"),
+    ] as [([String], String)])
+    func aBadOptionIsNamed(arguments: [String], message: String) {
+        let text = Self.error(arguments)
+        #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
+    }
+
+    @Test func defaultsAreTheEnginesExceptTheMemory() throws {
+        #expect(Self.error([]) == nil)
+        let command = try LoadCommand.parse([])
+        var expected = EngineConfig()
+        expected.memoryBytes = 2 << 30
+        #expect(command.engine.config == expected)
+    }
+
+    @Test func engineOptionsBecomeTheConfig() throws {
+        let command = try LoadCommand.parse(
+            ["--layout", "contiguous", "--memory", "512MiB", "--page-bytes", "2MiB", "--block-tokens", "32", "--layers", "4",
+             "--kv-heads", "2", "--head-dim", "64", "--dtype-bytes", "1", "--max-seqs", "8", "--max-seq-tokens", "8192",
+             "--threads", "2", "--batch", "4", "--offload-dir", "/tmp/tier", "--offload-bytes", "1GiB"])
+        let config = command.engine.config
+        #expect(config.layout == .contiguous && config.memoryBytes == 512 << 20 && config.pageBytes == 2 << 20)
+        #expect(config.blockTokens == 32 && config.numLayers == 4 && config.numKVHeads == 2 && config.headDim == 64)
+        #expect(config.dtypeBytes == 1 && config.maxSeqs == 8 && config.maxSeqTokens == 8192)
+        #expect(config.offloadDir == "/tmp/tier" && config.offloadBytes == 1 << 30 && config.hasDiskTier)
+        #expect(try LoadCommand.parse(["--offload-bytes", "1GiB"]).engine.config.hasDiskTier == false,
+                "--offload-bytes alone configures no tier")
+    }
+
+    /// What `loadRunner()` hands to the run: the synthetic default of 2000 requests, prompts
+    /// capped at half of --max-seq-tokens unless --max-prompt-tokens says otherwise.
+    @Test func theRunnerCarriesTheOptions() throws {
+        let runner = try LoadCommand.parse(["--max-seq-tokens", "1000", "--threads", "3", "--batch", "5", "--max-retries", "7",
+                                            "--write-kv", "--prompt-mean", "2000", "--prompt-max", "4000",
+                                            "--prompt-dist", "fixed"]).loadRunner()
+        #expect(runner.workload.requestCount == 2000 && runner.workload.kind == "synthetic")
+        #expect(runner.threads == 3 && runner.settings.batch == 5 && runner.settings.maxRetries == 7 && runner.settings.writeKV)
+        #expect(runner.durationSeconds == nil && !runner.reserve)
+        #expect(runner.workload.request(0).promptTokens == 500, "half of --max-seq-tokens")
+        let capped = try LoadCommand.parse(["--max-seq-tokens", "1000", "--max-prompt-tokens", "900", "--prompt-mean", "2000",
+                                            "--prompt-max", "4000", "--prompt-dist", "fixed", "--duration", "3"]).loadRunner()
+        #expect(capped.workload.request(0).promptTokens == 900)
+        #expect(capped.durationSeconds == 3 && capped.workload.summary.hasPrefix("synthetic, 3.0 s, closed loop"))
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import KVCache
+import Testing
+@testable import kvcache
+
+/// Real, small `kvcache load` runs through the command's own path (argument parsing and
+/// validation, `LoadCommand.loadRunner()`, `LoadRunner.run()`), checked through the report's
+/// JSON, whose keys `LoadCommand`'s help promises to keep stable.
+@Suite("kvcache load report")
+struct LoadReportTests {
+    /// One engine shape of a run.
+    struct Shape: Sendable, CustomTestStringConvertible {
+        var layout: String
+        var pageBytes: UInt64
+        var reserve = false
+        var testDescription: String { "\(layout), \(ByteCount.format(pageBytes)) pages\(reserve ? ", --reserve" : "")" }
+    }
+
+    static let requests = 48
+    static let threads = 2
+    static let batch = 4
+    static let promptTokens = 256
+    static let sharedPrompts = 4
+    static let blockTokens = 16
+    static let budget: UInt64 = 64 << 20
+
+    /// 48 requests of 256-token prompts whose first half (8 blocks of 16) is one of 4 shared
+    /// prompts, and 8...24 output tokens, on 2 threads x 4 live sequences of a tiny model
+    /// (2 layers, 2 heads of 64 two-byte elements: 1 KiB per token over its 4 tensors).
+    ///
+    /// The 64 MiB budget is ample: the 8 live sequences hold at most 8 x 280 tokens (about
+    /// 2.2 MiB, a few MiB with page rounding; with 2 MiB pages the paged layout needs one page
+    /// per tensor), and every prompt block the run ever caches is 48 x 256 tokens (12 MiB). So
+    /// nothing is preempted, retried, rejected or evicted, which the tests rely on.
+    static func arguments(_ shape: Shape) -> [String] {
+        ["--layout", shape.layout, "--page-bytes", String(shape.pageBytes), "--memory", "64MiB",
+         "--layers", "2", "--kv-heads", "2", "--head-dim", "64", "--dtype-bytes", "2",
+         "--block-tokens", String(blockTokens), "--max-seqs", "16", "--max-seq-tokens", "1024",
+         "--threads", String(threads), "--batch", String(batch), "--requests", String(requests),
+         "--prompt-dist", "fixed", "--prompt-mean", String(promptTokens), "--prompt-max", String(promptTokens),
+         "--output-dist", "uniform", "--output-mean", "16", "--output-max", "24",
+         "--shared-prefix-ratio", "0.5", "--shared-prompts", String(sharedPrompts), "--seed", "7"]
+            + (shape.reserve ? ["--reserve"] : [])
+    }
+
+    static let shapes = [
+        Shape(layout: "paged", pageBytes: 64 << 10),
+        Shape(layout: "contiguous", pageBytes: 4 << 10),
+        Shape(layout: "paged", pageBytes: 2 << 20),
+        Shape(layout: "contiguous", pageBytes: 64 << 10, reserve: true),
+    ]
+
+    /// Parses `arguments` as `kvcache load` does (validation included), builds the runner and runs it.
+    static func load(_ arguments: [String]) throws -> (runner: LoadRunner, report: LoadReport) {
+        let runner = try LoadCommand.parse(arguments).loadRunner()
+        return (runner, try runner.run())
+    }
+
+    /// The JSON object at `path` (top level when empty) of `report.json()`.
+    static func object(_ report: LoadReport, _ path: String...) throws -> [String: Any] {
+        var value: Any = try JSONSerialization.jsonObject(with: Data(report.json().utf8))
+        for key in path { value = try #require((value as? [String: Any])?[key], "no \(key)") }
+        return try #require(value as? [String: Any])
+    }
+
+    static func uint(_ object: [String: Any], _ key: String) throws -> UInt64 {
+        try #require((object[key] as? NSNumber)?.uint64Value, "\(key) is not a number")
+    }
+
+    static func double(_ object: [String: Any], _ key: String) throws -> Double {
+        try #require((object[key] as? NSNumber)?.doubleValue, "\(key) is not a number")
+    }
+
+    @Test(arguments: shapes)
+    func jsonKeysAndValuesAgreeWithTheRun(shape: Shape) throws {
+        let (runner, report) = try Self.load(Self.arguments(shape))
+        let json = report.json()
+        let top = try Self.object(report)
+        // Every key the help promises (first_error and offload are absent: no error, no tier).
+        #expect(Set(top.keys) == ["workload", "workload_summary", "layout", "threads", "batch_per_thread", "write_kv",
+                                  "elapsed_s", "requests", "prompt_tokens", "decoded_tokens", "operations", "prefix", "memory"])
+        #expect(top["workload"] as? String == "synthetic")
+        #expect(top["layout"] as? String == shape.layout)
+        #expect(try Self.uint(top, "threads") == UInt64(Self.threads))
+        #expect(try Self.uint(top, "batch_per_thread") == UInt64(Self.batch))
+        #expect(json.contains("\"write_kv\" : false"))
+        #expect(try Self.double(top, "elapsed_s") > 0)
+
+        // Requests: all asked, all completed, nothing lost on the way (see `arguments`).
+        let requests = try Self.object(report, "requests")
+        #expect(Set(requests.keys) == ["offered", "completed", "rejected_out_of_memory", "rejected_unfittable",
+                                       "rejected_other", "create_retries", "preemptions", "per_s"])
+        #expect(try Self.uint(requests, "offered") == UInt64(Self.requests))
+        #expect(try Self.uint(requests, "completed") == UInt64(Self.requests))
+        for key in ["rejected_out_of_memory", "rejected_unfittable", "rejected_other", "create_retries", "preemptions"] {
+            #expect(try Self.uint(requests, key) == 0, "\(key)")
+        }
+        #expect(try Self.double(requests, "per_s") > 0)
+
+        // Tokens: every prompt created once, every output token appended once.
+        let outputs = (0..<Self.requests).map { runner.workload.request($0).outputTokens }
+        #expect(outputs.allSatisfy { (8...24).contains($0) }, "uniform on 2 x 16 - 24 ... 24")
+        #expect(try Self.uint(top, "prompt_tokens") == UInt64(Self.requests * Self.promptTokens))
+        #expect(try Self.uint(top, "decoded_tokens") == UInt64(outputs.reduce(0, +)))
+
+        // Operations: one create and one free per request, one append per decoded token.
+        let operations = try Self.object(report, "operations")
+        #expect(Set(operations.keys) == ["create", "append", "free"])
+        let expectedCounts = ["create": Self.requests, "append": outputs.reduce(0, +), "free": Self.requests]
+        for (name, count) in expectedCounts {
+            let op = try Self.object(report, "operations", name)
+            #expect(Set(op.keys) == ["count", "ops_per_s", "mean_us", "p50_us", "p99_us", "p999_us", "max_us"])
+            #expect(try Self.uint(op, "count") == UInt64(count), "\(name)")
+            let quantiles = try ["p50_us", "p99_us", "p999_us", "max_us"].map { try Self.double(op, $0) }
+            #expect(quantiles == quantiles.sorted(), "\(name): \(quantiles)")
+            #expect(try Self.double(op, "mean_us") <= quantiles.last!, "\(name)")
+            #expect(try Self.double(op, "ops_per_s") > 0, "\(name)")
+        }
+
+        // Prefix cache: every successful create looks its whole prompt up. Within one thread
+        // every use of a shared prompt after its first finds its 128 shared tokens (nothing
+        // is evicted), so at most threads x shared prompts requests miss; the unique halves never hit.
+        let prefix = try Self.object(report, "prefix")
+        #expect(Set(prefix.keys) == ["query_tokens", "hit_tokens", "hit_rate"])
+        let query = try Self.uint(prefix, "query_tokens"), hit = try Self.uint(prefix, "hit_tokens")
+        let shared = UInt64(Self.promptTokens / 2)
+        #expect(query == UInt64(Self.requests * Self.promptTokens))
+        #expect(hit <= query)
+        #expect(hit % shared == 0, "hits are whole shared halves: \(hit)")
+        #expect(hit >= UInt64(Self.requests - Self.threads * Self.sharedPrompts) * shared, "\(hit)")
+        #expect(try Self.double(prefix, "hit_rate") == Double(hit) / Double(query))
+
+        // Memory: the new page_bytes and huge_pages, the budget and the process's RSS.
+        let memory = try Self.object(report, "memory")
+        #expect(Set(memory.keys) == ["budget_bytes", "committed_peak_bytes", "committed_end_bytes", "rss_start_bytes",
+                                     "rss_peak_bytes", "rss_end_bytes", "blocks_evicted", "mappings", "page_bytes",
+                                     "huge_pages", "reserved_bytes", "reserve_s"])
+        #expect(try Self.uint(memory, "page_bytes") == runner.config.pageBytes)
+        #expect(runner.config.pageBytes == shape.pageBytes)
+        // Huge pages only with 2 MiB pages, and then exactly when the engine gets them (the
+        // kernel's shmem setting; the engine's own tests pin that side).
+        let huge = shape.pageBytes == 2 << 20 ? try Engine(runner.config).stats().hugePages : false
+        #expect(json.contains("\"huge_pages\" : \(huge)"), "huge_pages should be \(huge)")
+        #expect(try Self.uint(memory, "budget_bytes") == Self.budget)
+        let peak = try Self.uint(memory, "committed_peak_bytes"), end = try Self.uint(memory, "committed_end_bytes")
+        #expect(end <= peak && peak <= Self.budget, "end \(end), peak \(peak)")
+        let rss = try ["rss_start_bytes", "rss_peak_bytes", "rss_end_bytes"].map { try Self.uint(memory, $0) }
+        #expect(rss.allSatisfy { $0 > 0 }, "\(rss)")
+        #expect(rss[1] >= rss[0] && rss[1] >= rss[2], "VmHWM is the peak of VmRSS: \(rss)")
+        #expect(try Self.uint(memory, "blocks_evicted") == 0)
+        if shape.layout == "paged" { #expect(try Self.uint(memory, "mappings") == 0, "the paged layout maps nothing per sequence") }
+        let reserved = try Self.uint(memory, "reserved_bytes")
+        if shape.reserve {
+            #expect(reserved > 0 && reserved <= Self.budget && reserved <= peak, "\(reserved)")
+        } else {
+            #expect(reserved == 0)
+            #expect(try Self.double(memory, "reserve_s") == 0)
+        }
+    }
+
+    /// The table states the page size, and for 2 MiB pages whether they really are huge.
+    @Test(arguments: [shapes[0], shapes[2]])
+    func tableNamesThePageSize(shape: Shape) throws {
+        let (runner, report) = try Self.load(Self.arguments(shape))
+        let table = report.table()
+        #expect(table.contains("kvcache load: \(shape.layout) layout, \(Self.threads) threads x \(Self.batch) live sequences"))
+        #expect(table.contains("requests   \(Self.requests) completed of \(Self.requests) in "))
+        #expect(table.contains("budget 64 MiB; pages of \(ByteCount.format(shape.pageBytes))"), "\(table)")
+        let hugeNote = "(huge pages)", smallNote = "(small pages: shmem huge pages are off)"
+        if shape.pageBytes == 2 << 20 {
+            let huge = try Engine(runner.config).stats().hugePages
+            #expect(table.contains(huge ? hugeNote : smallNote), "\(table)")
+        } else {
+            #expect(!table.contains(hugeNote) && !table.contains(smallNote), "\(table)")
+        }
+    }
+
+    /// `--trace` runs the bundled Mooncake trace through the same path: the first requests,
+    /// prompts truncated to `--max-prompt-tokens` and outputs capped at `--output-max`.
+    @Test func aTraceRunCompletesItsRequests() throws {
+        let (runner, report) = try Self.load(
+            ["--trace", MooncakeTraceTests.bundledTrace, "--requests", "24", "--layers", "1", "--kv-heads", "1",
+             "--head-dim", "32", "--memory", "64MiB", "--max-seqs", "16", "--max-seq-tokens", "4096",
+             "--max-prompt-tokens", "2048", "--output-max", "8", "--output-mean", "4", "--threads", "2", "--batch", "4"])
+        #expect(report.workload == "trace")
+        #expect(report.requests.offered == 24 && report.requests.completed == 24)
+        let asked = (0..<24).map { runner.workload.request($0) }
+        #expect(asked.allSatisfy { $0.promptTokens <= 2048 && $0.outputTokens <= 8 })
+        try #require(asked.allSatisfy { $0.promptTokens >= 512 }, "each prompt holds the whole shared block 0")
+        #expect(report.promptTokens == asked.reduce(0) { $0 + $1.promptTokens })
+        #expect(report.decodedTokens == asked.reduce(0) { $0 + $1.outputTokens })
+        // Every Mooncake request starts with block 0, a shared 512-token system prompt: every
+        // create after the first one of each thread finds it.
+        #expect(report.prefix.hitTokens >= UInt64((24 - 2) * 512), "\(report.prefix.hitTokens)")
+        #expect(report.workloadSummary.contains("24 requests") && report.workloadSummary.contains("outputs capped at 8 tokens"))
+    }
+}
