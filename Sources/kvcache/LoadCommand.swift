@@ -146,8 +146,13 @@ struct LoadCommand: ParsableCommand {
         if let maxPromptTokens, !(1...engine.maxSeqTokens).contains(maxPromptTokens) {
             throw ValidationError("--max-prompt-tokens \(maxPromptTokens) is outside 1...\(engine.maxSeqTokens) (--max-seq-tokens)")
         }
-        try LengthDistribution(shape: promptDist, mean: promptMean, max: promptMax).validate("--prompt-mean/--prompt-max")
-        try LengthDistribution(shape: outputDist, mean: outputMean, max: outputMax).validate("--output-mean/--output-max")
+        if trace != nil {
+            // A trace brings its own lengths: only --output-max (the cap) applies to it.
+            guard outputMax >= 1 else { throw ValidationError("--output-max must be at least 1") }
+        } else {
+            try LengthDistribution(shape: promptDist, mean: promptMean, max: promptMax).validate("--prompt-mean/--prompt-max")
+            try LengthDistribution(shape: outputDist, mean: outputMean, max: outputMax).validate("--output-mean/--output-max")
+        }
     }
 
     /// Requests for a synthetic run: `--requests`, else 2000, or unbounded with `--duration`

@@ -35,6 +35,7 @@ struct LoadOptionTests {
         (["--prompt-dist", "uniform", "--prompt-mean", "100", "--prompt-max", "300"],
          "--prompt-mean/--prompt-max: a uniform distribution with mean 100 and max 300 would need lengths below 1; lower max to at most 199"),
         (["--output-mean", "300"], "--output-mean/--output-max: need 1 <= mean (300) <= max (256)"),
+        (["--trace", "t.jsonl", "--output-max", "0"], "--output-max must be at least 1"),
         // The engine's own checks, through EngineOptions.
         (["--page-bytes", "3000"], "page_bytes 3000 is not a power of two from 4096 to 2097152"),
         (["--layers", "0"], "num_layers 0 is outside 1...1024"),
@@ -46,6 +47,15 @@ struct LoadOptionTests {
     func aBadOptionIsNamed(arguments: [String], message: String) {
         let text = Self.error(arguments)
         #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
+    }
+
+    /// A trace brings its own lengths: the synthetic length options are not checked with it,
+    /// so `--output-max` alone caps a trace's outputs (it used to fail against the unused
+    /// default `--output-mean` 64).
+    @Test func aTraceRunTakesOutputMaxAlone() {
+        #expect(Self.error(["--trace", "t.jsonl", "--output-max", "8"]) == nil)
+        #expect(Self.error(["--trace", "t.jsonl", "--prompt-mean", "5000"]) == nil)
+        #expect(Self.error(["--output-max", "8"])?.hasPrefix("--output-mean/--output-max: need 1 <= mean (64) <= max (8)") == true)
     }
 
     @Test func defaultsAreTheEnginesExceptTheMemory() throws {

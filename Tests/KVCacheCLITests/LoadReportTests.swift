@@ -181,7 +181,7 @@ struct LoadReportTests {
         let (runner, report) = try Self.load(
             ["--trace", MooncakeTraceTests.bundledTrace, "--requests", "24", "--layers", "1", "--kv-heads", "1",
              "--head-dim", "32", "--memory", "64MiB", "--max-seqs", "16", "--max-seq-tokens", "4096",
-             "--max-prompt-tokens", "2048", "--output-max", "8", "--output-mean", "4", "--threads", "2", "--batch", "4"])
+             "--max-prompt-tokens", "2048", "--output-max", "8", "--threads", "2", "--batch", "4"])
         #expect(report.workload == "trace")
         #expect(report.requests.offered == 24 && report.requests.completed == 24)
         let asked = (0..<24).map { runner.workload.request($0) }
