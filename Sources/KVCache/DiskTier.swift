@@ -178,6 +178,14 @@ final class DiskTier {
     /// Free staging buffers, one bit each (1: free), and how many.
     private let stageFreeBits: UnsafeMutablePointer<UInt64>
     private var freeStageCount = 0
+    /// Staging buffers bulk transfers leave free for other traffic: an eighth of them (128 of
+    /// 1024 buffers of 8 KiB slots, 60 of 481 of 68 KiB, 4 of 32 of 2 MiB). The bulk transfers
+    /// are pending swap-outs' blocks (`SwapOutQueue`): they take a buffer only while
+    /// `bulkStages > 0`, so together they keep at most the other seven eighths in flight
+    /// (merged into requests of up to 1 MiB), and a prompt's prefix read, a swap-in, a spill or
+    /// an episodic record issued meanwhile finds a buffer without waiting for their writes.
+    /// Fixed at creation; at least 4.
+    let reservedStages: Int
     /// The slot and staging buffer taken last, so that the next slot takes the next buffer
     /// and the two requests can merge into one (see `flush`).
     private var lastSlot: Int32 = -2
@@ -235,6 +243,7 @@ final class DiskTier {
         // At least the queue depth, and enough small slots for 32 MiB in flight, so that small
         // slots still make deep queues of large (merged) requests.
         stages = max(config.offloadQueueDepth, min(1024, DiskTier.stagingTargetBytes / slotBytes))
+        reservedStages = stages / 8
         let stagingBytes = stages * slotBytes
         guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes)) else {
             kvm_slab_close(slab)
@@ -628,8 +637,9 @@ final class DiskTier {
         return stage
     }
 
-    /// Staging buffers free now: as many writes or reads can be submitted without waiting.
-    var freeStages: Int { freeStageCount }
+    /// Staging buffers a bulk transfer may take now without waiting: those free beyond
+    /// `reservedStages` (0 or less: none; it leaves the rest to a later call). O(1).
+    var bulkStages: Int { freeStageCount - reservedStages }
 
     private func releaseStage(_ stage: Int32) {
         precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")

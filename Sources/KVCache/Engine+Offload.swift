@@ -151,7 +151,7 @@ extension Engine {
 
     /// Like `swapOut`, but returns once the first writes are submitted: as many blocks as
     /// staging buffers are free beyond an eighth of them kept for other traffic
-    /// (`SwapOutQueue.reservedStages`; at least one) are copied and checksummed into them, and
+    /// (`DiskTier.reservedStages`; at least one) are copied and checksummed into them, and
     /// the sequence is swapped out for every caller from then on (not ready, not readable). The
     /// rest of a sequence larger than the staging area (max(32 slots, 32 MiB)) is copied and
     /// submitted by later calls that process completions (`poll`, `ready`, `createSequence`,

@@ -24,7 +24,7 @@ struct AsyncSwapOutTests {
     /// 1101 blocks (1100 full, 1 partial): more than the 1024 staging buffers of `smallConfig`'s
     /// 8 KiB slots (32 MiB of them), so the swap-out call cannot copy them all.
     static let largePrompt = tokens(4 * 1100 + 2, seed: 78)
-    /// The staging buffers a swap-out may take: all but an eighth (`SwapOutQueue.reservedStages`).
+    /// The staging buffers a swap-out may take: all but an eighth (`DiskTier.reservedStages`).
     static let swapOutStages: UInt64 = 1024 - 128
 
     /// Holds the I/O in flight and calls `swapOutAsync(seq)` on another thread: true when the
