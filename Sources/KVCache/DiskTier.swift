@@ -180,11 +180,12 @@ final class DiskTier {
     private var freeStageCount = 0
     /// Staging buffers bulk transfers leave free for other traffic: an eighth of them (128 of
     /// 1024 buffers of 8 KiB slots, 60 of 481 of 68 KiB, 4 of 32 of 2 MiB). The bulk transfers
-    /// are pending swap-outs' blocks (`SwapOutQueue`): they take a buffer only while
-    /// `bulkStages > 0`, so together they keep at most the other seven eighths in flight
-    /// (merged into requests of up to 1 MiB), and a prompt's prefix read, a swap-in, a spill or
-    /// an episodic record issued meanwhile finds a buffer without waiting for their writes.
-    /// Fixed at creation; at least 4.
+    /// are pending swap-outs' blocks (`SwapOutQueue`) and a trim's spills
+    /// (`Engine.spillCachedBlocks`): they take a buffer only while `bulkStages > 0`, so
+    /// together they keep at most the other seven eighths in flight (merged into requests of up
+    /// to 1 MiB), and a prompt's prefix read, a swap-in, an allocation's spill or an episodic
+    /// record issued meanwhile finds a buffer without waiting for their writes. Fixed at
+    /// creation; at least 4.
     let reservedStages: Int
     /// The slot and staging buffer taken last, so that the next slot takes the next buffer
     /// and the two requests can merge into one (see `flush`).
@@ -638,7 +639,8 @@ final class DiskTier {
     }
 
     /// Staging buffers a bulk transfer may take now without waiting: those free beyond
-    /// `reservedStages` (0 or less: none; it leaves the rest to a later call). O(1).
+    /// `reservedStages` (0 or less: none; it leaves the rest to a later call, or waits without
+    /// the engine's lock). O(1).
     var bulkStages: Int { freeStageCount - reservedStages }
 
     private func releaseStage(_ stage: Int32) {
