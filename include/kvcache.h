@@ -327,20 +327,23 @@ typedef struct kvc_stats {
      *  sequences' evicted tokens now, each counted once however many sequences hold it (a
      *  fork shares its parent's; part of disk_stored_bytes; never prefix hits); and the
      *  tokens whose K/V those slots hold, each slot's counted once (tokens_on_disk x 2 x
-     *  bytes of a token, below, is their payload on disk). Counted from the slot's write until the slot is
-     *  freed (its last holder let go) or its write failed: a token restored into memory or
-     *  dropped by one sequence stays counted while its slot is held. Tokens in open records,
-     *  not written yet, are in tokens_in_open_records instead. A token in these counters is
-     *  what a sequence keeps or evicts: per layer one layer's token (K and V of every KV head,
-     *  2 * token_bytes), per head (eviction_per_head) one KV head's part of it (2 * head_dim *
-     *  dtype_bytes): a per-head sequence evicting a position from every head of a layer counts
-     *  num_kv_heads. */
+     *  bytes of a token, below, is their payload on disk). Counted from the slot's write until
+     *  the slot is freed (its last holder let go), or, when its write failed, until a call
+     *  processed the failure: the call that counts its tokens in tokens_lost (for the last
+     *  sequence holding it) uncounts the slot in the same step, so no snapshot has them in
+     *  neither. A token restored into memory or dropped by one sequence stays counted while
+     *  its slot is held. Tokens in open records, not written yet, are in
+     *  tokens_in_open_records instead. A token in these counters is what a sequence keeps or
+     *  evicts: per layer one layer's token (K and V of every KV head, 2 * token_bytes), per
+     *  head (eviction_per_head) one KV head's part of it (2 * head_dim * dtype_bytes): a
+     *  per-head sequence evicting a position from every head of a layer counts num_kv_heads. */
     uint64_t token_records;
     uint64_t tokens_on_disk;
     /** Episodic offload totals, in the same tokens: written out, read back into memory, and
      *  lost (their record could not be written, or its read failed or was torn or corrupt:
      *  dropped, never served; a write that fails on the device counts its record's tokens, in
-     *  each sequence holding it, as soon as a call processes the failure: see COMPLETIONS). */
+     *  each sequence holding it, as soon as a call processes the failure, see COMPLETIONS;
+     *  until then they still count in token_records and tokens_on_disk). */
     uint64_t tokens_offloaded;
     uint64_t tokens_restored;
     uint64_t tokens_lost;
