@@ -327,20 +327,23 @@ typedef struct kvc_stats {
      *  sequences' evicted tokens now, each counted once however many sequences hold it (a
      *  fork shares its parent's; part of disk_stored_bytes; never prefix hits); and the
      *  tokens whose K/V those slots hold, each slot's counted once (tokens_on_disk x 2 x
-     *  bytes of a token, below, is their payload on disk). Counted from the slot's write until the slot is
-     *  freed (its last holder let go) or its write failed: a token restored into memory or
-     *  dropped by one sequence stays counted while its slot is held. Tokens in open records,
-     *  not written yet, are in tokens_in_open_records instead. A token in these counters is
-     *  what a sequence keeps or evicts: per layer one layer's token (K and V of every KV head,
-     *  2 * token_bytes), per head (eviction_per_head) one KV head's part of it (2 * head_dim *
-     *  dtype_bytes): a per-head sequence evicting a position from every head of a layer counts
-     *  num_kv_heads. */
+     *  bytes of a token, below, is their payload on disk). Counted from the slot's write until
+     *  the slot is freed (its last holder let go), or, when its write failed, until a call
+     *  processed the failure: the call that counts its tokens in tokens_lost (for the last
+     *  sequence holding it) uncounts the slot in the same step, so no snapshot has them in
+     *  neither. A token restored into memory or dropped by one sequence stays counted while
+     *  its slot is held. Tokens in open records, not written yet, are in
+     *  tokens_in_open_records instead. A token in these counters is what a sequence keeps or
+     *  evicts: per layer one layer's token (K and V of every KV head, 2 * token_bytes), per
+     *  head (eviction_per_head) one KV head's part of it (2 * head_dim * dtype_bytes): a
+     *  per-head sequence evicting a position from every head of a layer counts num_kv_heads. */
     uint64_t token_records;
     uint64_t tokens_on_disk;
     /** Episodic offload totals, in the same tokens: written out, read back into memory, and
      *  lost (their record could not be written, or its read failed or was torn or corrupt:
      *  dropped, never served; a write that fails on the device counts its record's tokens, in
-     *  each sequence holding it, as soon as a call processes the failure: see COMPLETIONS). */
+     *  each sequence holding it, as soon as a call processes the failure, see COMPLETIONS;
+     *  until then they still count in token_records and tokens_on_disk). */
     uint64_t tokens_offloaded;
     uint64_t tokens_restored;
     uint64_t tokens_lost;
@@ -443,8 +446,16 @@ void kvc_engine_destroy(kvc_engine *e);
  * blocks are dropped from memory — one KVC_EVENT_ALL_CLEARED (tier 0) when that empties the
  * index, else one KVC_EVENT_BLOCK_REMOVED per dropped block — so later prompts miss the memory
  * cache until it refills. With a disk tier they are spilled to disk first
- * (KVC_EVENT_BLOCK_STORED, tier 1), so later prompts find them there. Trimming is not
- * eviction: kvc_stats.blocks_evicted does not change. Live sequences' bytes are untouched.
+ * (KVC_EVENT_BLOCK_STORED, tier 1), so later prompts find them there. The spills, like the
+ * writes of pending kvc_seq_swap_out_async calls, leave an eighth of the staging buffers free
+ * for other traffic (see there): a trim with more blocks to spill than the other staging
+ * buffers free spills them in steps, and between steps waits for completions without the
+ * engine's lock (processing them, see COMPLETIONS), so other threads' calls proceed meanwhile
+ * and a kvc_seq_create reading its prefix from disk does not wait for the trim's writes (nor
+ * does one after the trim returned). Each step drops its blocks as above (ALL_CLEARED only
+ * for the step that empties the index). A trim drops at most as many blocks as were cached
+ * when it started. Trimming is not eviction: kvc_stats.blocks_evicted does not change. Live
+ * sequences' bytes are untouched.
  * Cost: proportional to the cached blocks dropped and the page groups released (each released
  * with fallocate punch-hole), plus a copy and checksum per spilled block.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e).
@@ -777,16 +788,17 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
  *   kvc_seq_swap_out, kvc_seq_swap_out_async, kvc_seq_swap_in and kvc_seq_free (never in
- *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below). The
+ *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below; in
+ *   kvc_engine_trim only while it waits for staging buffers). The
  *   same calls submit the remaining blocks of pending swap-outs as staging buffers free up,
  *   release the memory of kvc_seq_swap_out_async calls whose writes all completed, and drop
  *   the tokens of episodic-offload records whose write failed (as does kvc_seq_focus of a
  *   sequence holding one, before it chooses: such tokens are never read back). A
  *   server waiting for a sequence calls kvc_seq_ready,
- *   or kvc_engine_poll to block briefly. kvc_engine_poll, kvc_seq_swap_out and an allocation
- *   (create, append, fork, swap-in) that finds no room while kvc_seq_swap_out_async calls
- *   are pending wait for the device without holding the engine's lock: other threads' calls
- *   (on other sequences) proceed while they wait.
+ *   or kvc_engine_poll to block briefly. kvc_engine_poll, kvc_seq_swap_out, kvc_engine_trim
+ *   (for staging buffers) and an allocation (create, append, fork, swap-in) that finds no
+ *   room while kvc_seq_swap_out_async calls are pending wait for the device without holding
+ *   the engine's lock: other threads' calls (on other sequences) proceed while they wait.
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill
@@ -855,8 +867,9 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * that did not fit are copied and submitted by those later calls as completions free
  * staging buffers (kvc_engine_poll with a timeout drives it to the end; kvc_engine_sync
  * waits for all of it); their bytes stay untouched in memory meanwhile. Pending swap-outs
- * always leave an eighth of the staging buffers free, so that a prefix read from disk, a
- * spill or an episodic record write issued meanwhile does not wait for their writes. An
+ * and kvc_engine_trim's spills together always leave an eighth of the staging buffers free,
+ * so that a prefix read from disk, a swap-in, a spill to make room for an allocation or an
+ * episodic record write issued meanwhile does not wait for their writes. An
  * allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork, kvc_seq_swap_in) that finds no
  * room while such swap-outs are pending waits, without the engine's lock, until one ended
  * and tries again: KVC_ERR_OUT_OF_MEMORY comes only once none is pending.

@@ -228,16 +228,19 @@ public final class BlockPool {
     func hash(of block: Int32) -> UInt64 { hashes[Int(block)] }
     func parent(of block: Int32) -> UInt64 { parents[Int(block)] }
 
-    /// Drops every cached block (trim). Emits one `allCleared` when the index ends up empty,
-    /// else one `blockRemoved` per block. Returns how many were dropped.
+    /// Drops the `limit` oldest cached blocks, or every one when fewer are cached (trim; the
+    /// spiller is told of each first). Emits one `allCleared` when that empties the index, else
+    /// one `blockRemoved` per block. Not counted as evictions. Returns how many were dropped.
+    /// O(dropped) besides the spiller's work.
     @discardableResult
-    func dropCached() -> Int {
-        let n = cachedCount
+    func dropCached(limit: Int = .max) -> Int {
+        let n = min(cachedCount, limit)
         let clearsAll = index.count == n
-        while evictOldest(emit: !clearsAll) {}
-        evictedCount -= UInt64(n)  // trimming is not eviction under pressure
-        if clearsAll && n > 0 { events.push(KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0)) }
-        return n
+        var dropped = 0
+        while dropped < n && evictOldest(emit: !clearsAll) { dropped += 1 }
+        evictedCount -= UInt64(dropped)  // trimming is not eviction under pressure
+        if clearsAll && dropped > 0 { events.push(KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0)) }
+        return dropped
     }
 
     private func unindex(_ block: Int32, emit: Bool) {

@@ -29,7 +29,9 @@ protocol TierMemory: AnyObject {
     func loadFinished(_ target: LoadTarget, ok: Bool)
     /// The write of offloaded-token record `slot` failed on the device while something still
     /// pins it (the slot is broken: freed when its last pin goes). Called while completions
-    /// are processed, so it must only take note (and may pin the slot to keep it meanwhile).
+    /// are processed, so it must only take note, pinning the slot to keep it meanwhile; once
+    /// it has processed the failure (its tokens counted lost) it calls
+    /// `DiskTier.releaseFailedRecord`, until which the record still counts as on disk.
     func recordWriteFailed(_ slot: Int32)
 }
 
@@ -82,7 +84,10 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Episodic offload: records (slots) holding sequences' evicted tokens now, each counted
     /// once however many sequences hold it (a fork shares its parent's); part of
     /// `storedSlots`, never prefix hits. Counted from the write's submission until the slot is
-    /// freed (its last holder let go) or its write failed. Open records are not counted.
+    /// freed (its last holder let go), or, when its write failed, until the engine processed
+    /// the failure: in the same locked step as the record's tokens join `tokensLost` (with
+    /// the last sequence holding it to lose them), so no snapshot has them in neither. Open
+    /// records are not counted.
     ///
     /// A *token* in these counters is the unit a sequence keeps or evicts: a token of one row
     /// of its kept sets. Per layer (the default) that is one layer's token (its K and V, every
@@ -105,7 +110,8 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Episodic offload: tokens (as above) written out, read back into memory, and lost (their
     /// record could not be written, or its read failed or was torn or corrupt: dropped, never
     /// served; a write that fails on the device counts its record's tokens, in each sequence
-    /// holding it, as soon as the engine processes the failure).
+    /// holding it, as soon as the engine processes the failure, when the record leaves
+    /// `tokenRecords` and `tokensOnDisk`).
     public var tokensOffloaded: UInt64 = 0
     public var tokensRestored: UInt64 = 0
     public var tokensLost: UInt64 = 0
@@ -178,6 +184,15 @@ final class DiskTier {
     /// Free staging buffers, one bit each (1: free), and how many.
     private let stageFreeBits: UnsafeMutablePointer<UInt64>
     private var freeStageCount = 0
+    /// Staging buffers bulk transfers leave free for other traffic: an eighth of them (128 of
+    /// 1024 buffers of 8 KiB slots, 60 of 481 of 68 KiB, 4 of 32 of 2 MiB). The bulk transfers
+    /// are pending swap-outs' blocks (`SwapOutQueue`) and a trim's spills
+    /// (`Engine.spillCachedBlocks`): they take a buffer only while `bulkStages > 0`, so
+    /// together they keep at most the other seven eighths in flight (merged into requests of up
+    /// to 1 MiB), and a prompt's prefix read, a swap-in, an allocation's spill or an episodic
+    /// record issued meanwhile finds a buffer without waiting for their writes. Fixed at
+    /// creation; at least 4.
+    let reservedStages: Int
     /// The slot and staging buffer taken last, so that the next slot takes the next buffer
     /// and the two requests can merge into one (see `flush`).
     private var lastSlot: Int32 = -2
@@ -235,6 +250,7 @@ final class DiskTier {
         // At least the queue depth, and enough small slots for 32 MiB in flight, so that small
         // slots still make deep queues of large (merged) requests.
         stages = max(config.offloadQueueDepth, min(1024, DiskTier.stagingTargetBytes / slotBytes))
+        reservedStages = stages / 8
         let stagingBytes = stages * slotBytes
         guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes)) else {
             kvm_slab_close(slab)
@@ -494,15 +510,28 @@ final class DiskTier {
     }
 
     /// `writePinned` of an offloaded-token record of `tokens` tokens (a sequence's own slot,
-    /// hash 0), counted in `tokenRecords` and `tokensOnDisk` until the slot is freed or its
-    /// write fails (`forgetRecord`; a failure while the slot is pinned is reported to
-    /// `TierMemory.recordWriteFailed`).
+    /// hash 0), counted in `tokenRecords` and `tokensOnDisk` until the slot is freed
+    /// (`forgetRecord`). A write that fails while nothing pins the slot frees it at once; one
+    /// that fails while the slot is pinned is reported to `TierMemory.recordWriteFailed`, and
+    /// the record stays counted until `releaseFailedRecord`.
     func writeRecord(tokens: Int, fill: (UnsafeMutableRawPointer) -> Void) throws(KVError) -> Int32 {
         precondition(tokens > 0)
         return try writePinned(hash: 0, parent: 0, recordTokens: tokens, fill: fill)
     }
 
-    /// Stops counting `slot` as a record (freed, or its write failed); no-op for other slots.
+    /// Lets go of offloaded-token record `slot`, whose write failed, once the failure was
+    /// processed (every sequence holding it lost its tokens, `RecordMemory.loseFailedRecordWrites`):
+    /// the record leaves `tokenRecords` and `tokensOnDisk` now, in the same locked step as its
+    /// tokens joined `tokensLost`, and the pin taken for `TierMemory.recordWriteFailed` goes
+    /// (the slot is freed with its last pin). Precondition: its write failed. O(1).
+    func releaseFailedRecord(_ slot: Int32) {
+        precondition(state[Int(slot)] == DiskTier.stored && !isDurable(slot), "releasing record slot \(slot) whose write did not fail")
+        forgetRecord(slot)
+        unpin(slot)
+    }
+
+    /// Stops counting `slot` as a record (freed, or its failed write processed); no-op for
+    /// other slots.
     private func forgetRecord(_ slot: Int32) {
         let tokens = recordTokens[Int(slot)]
         guard tokens > 0 else { return }
@@ -628,8 +657,10 @@ final class DiskTier {
         return stage
     }
 
-    /// Staging buffers free now: as many writes or reads can be submitted without waiting.
-    var freeStages: Int { freeStageCount }
+    /// Staging buffers a bulk transfer may take now without waiting: those free beyond
+    /// `reservedStages` (0 or less: none; it leaves the rest to a later call, or waits without
+    /// the engine's lock). O(1).
+    var bulkStages: Int { freeStageCount - reservedStages }
 
     private func releaseStage(_ stage: Int32) {
         precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
@@ -758,8 +789,10 @@ final class DiskTier {
             } else {
                 lastFailure = "offload write of slot \(s) failed: \(reason)"
                 if op == DiskTier.spillWrite { stats.spillsFailed += 1 } else { stats.writesFailed += 1 }
+                // A record something still pins stays counted (`tokenRecords`, `tokensOnDisk`)
+                // until the failure is processed (`releaseFailedRecord`); any other leaves the
+                // counters when `markBroken` frees it.
                 let isRecord = recordTokens[s] > 0
-                forgetRecord(slot)
                 if hashes[s] != 0 {
                     index.remove(hashes[s])
                     events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))

@@ -336,7 +336,7 @@ extension Engine: RecordMemory {
                 lose(lost.count, t)
                 dropParked(evictionStates[s]!, lost)
             }
-            if !waiting { offload.tier.unpin(diskSlot) }  // the coordinator's pin: the slot is freed
+            if !waiting { offload.tier.releaseFailedRecord(diskSlot) }  // uncounted with the last loss; the coordinator's pin goes
             return !waiting
         }
     }

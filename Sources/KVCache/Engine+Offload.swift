@@ -11,8 +11,10 @@ import Glibc
 /// swap-outs' blocks as staging buffers free up, settle the asynchronous swap-outs whose
 /// writes all completed (`SwapOutQueue`) and lose the tokens of offloaded-token records whose
 /// write failed (`loseFailedRecordWrites`); a server that only wants progress calls `poll`.
-/// `poll`, `swapOut` and an allocation out of memory while swap-outs are pending wait for the
-/// device without the lock (`awaitProgress`), so other threads' calls proceed meanwhile.
+/// `poll`, `swapOut`, a `trim` with more blocks to spill than staging buffers are free for it,
+/// and an allocation out of memory while swap-outs are pending wait for the device without the
+/// lock (`awaitProgress`, which processes completions), so other threads' calls proceed
+/// meanwhile.
 extension Engine {
     /// The slot of live, resident (not swapped-out) `seq`. Throws `notFound`, or
     /// `invalidArgument` for a swapped-out sequence.
@@ -151,7 +153,7 @@ extension Engine {
 
     /// Like `swapOut`, but returns once the first writes are submitted: as many blocks as
     /// staging buffers are free beyond an eighth of them kept for other traffic
-    /// (`SwapOutQueue.reservedStages`; at least one) are copied and checksummed into them, and
+    /// (`DiskTier.reservedStages`; at least one) are copied and checksummed into them, and
     /// the sequence is swapped out for every caller from then on (not ready, not readable). The
     /// rest of a sequence larger than the staging area (max(32 slots, 32 MiB)) is copied and
     /// submitted by later calls that process completions (`poll`, `ready`, `createSequence`,
@@ -267,6 +269,31 @@ extension Engine {
             offload.swapIns += 1
             tier.flush()
         }
+    }
+
+    /// `trim`'s drop of every cached block with a disk tier, under the lock: spills them,
+    /// oldest first, in steps of at most as many blocks as staging buffers are free beyond
+    /// those bulk transfers leave to other traffic (`DiskTier.bulkStages`, shared with pending
+    /// swap-outs), each step one `BlockPool.dropCached` (so one `allCleared` only when a step
+    /// empties the index). When no buffer is free beyond the reserve it waits without the
+    /// lock (`awaitProgress`, which processes completions) until completions free some: other
+    /// calls proceed meanwhile and find the reserve free for a prompt's prefix read, a
+    /// swap-in, an allocation's spill or a record write. Drops at most as many blocks as were
+    /// cached when it started, so it ends however busy the engine is (blocks other calls
+    /// cache while it waits may stay cached). Returns with the lock held and every spill
+    /// submitted. Cost: a copy and checksum per spilled block, O(1) per step.
+    func spillCachedBlocks(_ offload: OffloadCoordinator) {
+        let tier = offload.tier!
+        var left = blocks.cachedCount
+        while left > 0 && blocks.cachedCount > 0 {
+            let room = tier.bulkStages
+            if room > 0 {
+                left -= blocks.dropCached(limit: min(room, left))
+            } else {
+                offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
+            }
+        }
+        tier.flush()
     }
 
     /// Frees swapped-out slot `slot`: its disk slots are unpinned (its own ones freed).

@@ -488,11 +488,12 @@ public final class Engine: @unchecked Sendable {
 
     /// Returns every page not holding live-sequence data to the OS; cached prefix blocks are
     /// dropped (with `blockRemoved` events, or one `allCleared` when the index empties). With a
-    /// disk tier they are written back first (spilled), so later prompts find them on disk.
+    /// disk tier they are written back first (spilled), so later prompts find them on disk; the
+    /// spills are a bulk transfer that leaves staging buffers to other traffic and waits for
+    /// more without the lock (`spillCachedBlocks`).
     public func trim() throws(KVError) {
         try locked { () throws(KVError) in
-            blocks.dropCached()
-            offload?.tier.flush()
+            if let offload { spillCachedBlocks(offload) } else { blocks.dropCached() }
             paged?.trim()
             contiguous?.trim()
         }

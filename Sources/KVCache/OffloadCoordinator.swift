@@ -42,9 +42,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Where offloaded-token records' reads go (the engine); set right after creation.
     unowned(unsafe) var records: RecordMemory!
     /// Offloaded-token records whose write failed on the device while sequences held them, in
-    /// the order the failures were processed; each slot pinned once more here (so that it is
-    /// not reused) until every sequence holding it lost its tokens
-    /// (`RecordMemory.loseFailedRecordWrites`). At most the tier's capacity.
+    /// the order the failures were picked up; each slot pinned once more here (so that it is
+    /// not reused) and still counted as a record until every sequence holding it lost its
+    /// tokens (`RecordMemory.loseFailedRecordWrites`, then `DiskTier.releaseFailedRecord`).
+    /// At most the tier's capacity.
     var failedRecordWrites: [Int32] = []
     /// Tokens written out, restored and lost by episodic offload; tokens in open records now.
     var tokensOffloaded: UInt64 = 0
@@ -322,6 +323,7 @@ protocol RecordMemory: AnyObject {
     /// copied; the tokens it would have restored are lost).
     func recordFinished(_ target: LoadTarget, ok: Bool)
     /// Loses the tokens of the records in `OffloadCoordinator.failedRecordWrites` for every
-    /// sequence holding one, and lets go of each slot whose holders all did.
+    /// sequence holding one, and lets go of each slot whose holders all did
+    /// (`DiskTier.releaseFailedRecord`: it leaves the on-disk counters in that same step).
     func loseFailedRecordWrites()
 }

@@ -4,13 +4,15 @@
 /// its block table still holds its memory blocks and, contiguous, its ranges stay open: memory
 /// is released only once every write is on disk, so that a failed write loses nothing. A
 /// swap-out's blocks are copied into staging buffers and submitted in order, as far as free
-/// buffers go beyond `reservedStages`: `start` submits the first and as many more as that
-/// allows, and every `settle` (run by the calls that process completions) submits more as
-/// completions free buffers, so no call waits for the device to make room for a large
-/// sequence, and other traffic issued meanwhile (a prompt's prefix read from disk, spills,
-/// episodic records, swap-ins) finds a buffer without waiting for the swap-out's writes. The
-/// blocks not submitted yet stay untouched in memory meanwhile (the sequence is swapped out:
-/// nobody writes, appends to, forks or frees them without ending the swap-out first).
+/// buffers go beyond those bulk transfers (swap-outs and trims) leave to other traffic
+/// (`DiskTier.reservedStages`): `start` submits the first (from the reserve when nothing else
+/// is free) and as many more as that allows, and every `settle` (run by the calls that process
+/// completions) submits more as completions free buffers, so no call waits for the device to
+/// make room for a large sequence, and other traffic issued meanwhile (a prompt's prefix read
+/// from disk, an allocation's spills, episodic records, swap-ins) finds a buffer without
+/// waiting for the swap-out's writes. The blocks not submitted yet stay untouched in memory
+/// meanwhile (the sequence is swapped out: nobody writes, appends to, forks or frees them
+/// without ending the swap-out first).
 ///
 /// When all of an entry's writes were submitted and ended it is finished: all on disk, the
 /// memory is released and the table takes the disk slots; a write failed, or the tier refused
@@ -53,11 +55,6 @@ final class SwapOutQueue {
     /// The coordinator's per-slot swapped-out flags.
     private let swapped: UnsafeMutablePointer<Bool>
     private var entries: [Entry] = []
-    /// Staging buffers pending swap-outs leave free for other traffic: an eighth of them (128
-    /// of 1024 buffers of 8 KiB slots, 60 of 481 of 68 KiB, 4 of 32 of 2 MiB); the swap-outs
-    /// keep the other seven eighths in flight, merged into requests of up to 1 MiB. A swap-out
-    /// still takes its first buffer from the reserve when nothing else is free.
-    let reservedStages: Int
     /// Per sequence slot: why its swap-out failed after `swapOutAsync` returned, until reported.
     private var failures: [String?]
     /// Swap-outs started (their first write submitted), ever.
@@ -76,7 +73,6 @@ final class SwapOutQueue {
         self.sequences = sequences
         self.contiguous = contiguous
         self.swapped = swapped
-        reservedStages = tier.stages / 8
         failures = [String?](repeating: nil, count: sequences.maxSeqs)
         entries.reserveCapacity(sequences.maxSeqs)
     }
@@ -104,8 +100,8 @@ final class SwapOutQueue {
 
     /// Starts swapping out live, resident `slot`: submits the write of its first block (waiting
     /// for a staging buffer if none is free) and of as many more as staging buffers are free
-    /// beyond `reservedStages`, marks it swapped out and queues it (`waited`: its own call
-    /// waits for it and finishes it).
+    /// beyond `DiskTier.reservedStages` (`DiskTier.bulkStages`), marks it swapped out and
+    /// queues it (`waited`: its own call waits for it and finishes it).
     /// Throws `io` (disk full, tier full of pinned slots, submission failed) with nothing
     /// changed. Cost: one copy and checksum per block submitted; one allocation.
     func start(slot: Int, waited: Bool) throws(KVError) {
@@ -114,7 +110,7 @@ final class SwapOutQueue {
         var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), count: count, waited: waited)
         do throws(KVError) {
             if count > 0 { try submitNext(&e) }
-            while e.submitted < count && mayTakeStage { try submitNext(&e) }
+            while e.submitted < count && tier.bulkStages > 0 { try submitNext(&e) }
         } catch {
             tier.drain()
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
@@ -137,16 +133,13 @@ final class SwapOutQueue {
         e.submitted += 1
     }
 
-    /// True when a swap-out may take one more staging buffer: more than `reservedStages` are free.
-    private var mayTakeStage: Bool { tier.freeStages > reservedStages }
-
     /// Submits more blocks of every pending swap-out as far as staging buffers are free beyond
-    /// `reservedStages`; a block the tier refuses fails its swap-out (nothing more of it is
-    /// submitted). Returns true when one failed so. Never waits.
+    /// `DiskTier.reservedStages`; a block the tier refuses fails its swap-out (nothing more of
+    /// it is submitted). Returns true when one failed so. Never waits.
     private func submitMore() -> Bool {
         var refused = false
         for i in entries.indices where entries[i].failure == nil {
-            while entries[i].submitted < entries[i].count && mayTakeStage {
+            while entries[i].submitted < entries[i].count && tier.bulkStages > 0 {
                 do throws(KVError) {
                     try submitNext(&entries[i])
                 } catch {

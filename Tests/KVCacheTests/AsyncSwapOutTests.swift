@@ -24,7 +24,7 @@ struct AsyncSwapOutTests {
     /// 1101 blocks (1100 full, 1 partial): more than the 1024 staging buffers of `smallConfig`'s
     /// 8 KiB slots (32 MiB of them), so the swap-out call cannot copy them all.
     static let largePrompt = tokens(4 * 1100 + 2, seed: 78)
-    /// The staging buffers a swap-out may take: all but an eighth (`SwapOutQueue.reservedStages`).
+    /// The staging buffers a swap-out may take: all but an eighth (`DiskTier.reservedStages`).
     static let swapOutStages: UInt64 = 1024 - 128
 
     /// Holds the I/O in flight and calls `swapOutAsync(seq)` on another thread: true when the
@@ -254,11 +254,13 @@ struct AsyncSwapOutTests {
     }
 
     /// A pending large swap-out leaves staging buffers to other traffic: a prompt's prefix
-    /// read from disk and a trim's spills submitted while every write of the swap-out is held
-    /// in flight get buffers at once (before: the swap-out took them all, and the create
-    /// waited for its writes).
+    /// read from disk submitted while every write of the swap-out is held in flight gets
+    /// buffers at once (before the reserve: the swap-out took them all, and the create waited
+    /// for its writes). A trim's spills are bulk traffic as well (`DiskTier.reservedStages`):
+    /// the trim leaves the reserve to such reads and waits, without the engine's lock, for the
+    /// swap-out's writes to free buffers (until the trims shared the reserve it took them).
     @Test(arguments: layouts)
-    func aPrefixReadAndSpillsDuringALargeSwapOutGetStagingBuffersAtOnce(layout: Layout) throws {
+    func aPrefixReadDuringALargeSwapOutGetsStagingBuffersAtOnceAndATrimLeavesThemToIt(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         let e = try engine(layout, dir: dir, prompt: Self.largePrompt)
@@ -274,17 +276,25 @@ struct AsyncSwapOutTests {
         #expect(swapOutAsyncWithIOHeld(e, 1))
         let before = e.stats().disk
         let order = EventLog()
-        let caller = loggedCall("create and trim", order) {
-            #expect(try e.createSequence(2, tokens: onDisk) == 76, "19 blocks from disk")
-            try e.trim()  // spills sequence 3's 20 cached blocks
+        let creator = loggedCall("create", order) {
+            let hit = try e.createSequence(2, tokens: onDisk)
+            #expect(hit == 76, "19 blocks from disk")
         }
-        let returned = waitUntil(seconds: 10) { !order.events.isEmpty }
+        let created = waitUntil(seconds: 10) { !order.events.isEmpty }  // a guard against a hang, not a timing assertion
+        let trimmer = loggedCall("trim", order) { try e.trim() }  // sequence 3's 20 cached blocks
+        let trimWaits = created && waitUntil(seconds: 10) { e.offloadWaitingCalls == 1 }
+        if trimWaits {  // else a trim holding the lock would hang this call
+            let during = e.stats()
+            #expect(during.disk.blocksSpilled == before.blocksSpilled && during.blocksCached == 20, "the trim took no buffer of the reserve")
+        }
         order.add("I/O resumed")
         #expect(e.pauseOffloadIO(false))
-        caller.join()
-        #expect(returned && order.events == ["create and trim returned", "I/O resumed"], "neither waited for the swap-out's writes")
-        let during = e.stats().disk
-        #expect(during.blocksSpilled == before.blocksSpilled + 20 && during.requestsSubmitted > before.requestsSubmitted)
+        creator.join()
+        trimmer.join()
+        #expect(trimWaits && order.events == ["create returned", "I/O resumed", "trim returned"],
+                "the create did not wait for the swap-out's writes; the trim waited for them without the lock")
+        let after = e.stats()
+        #expect(after.disk.blocksSpilled == before.blocksSpilled + 20 && after.blocksCached == 0)
         #expect(pollUntil(e) { e.stats().disk.swapOuts == 1 })
         try waitReady(e, 2)
         #expect(try kvDifferences(e, 2, count: 76) { onDisk[$0] } == 0)

@@ -108,6 +108,65 @@ struct OffloadWaitTests {
         #expect(s.disk.storedSlots == 8, "the freed sequence's blocks stay on disk as cached prefix blocks")
     }
 
+    /// A trim larger than the staging area (1100 cached blocks to spill, 1024 buffers of these
+    /// 8 KiB slots) leaves buffers to other traffic as a pending swap-out does: it spills seven
+    /// eighths of them (`DiskTier.reservedStages`) and waits for its writes to free more
+    /// without the engine's lock, so a prompt whose prefix is on disk, created while every
+    /// write of the trim is held in flight, gets its reads submitted at once. Before, the trim
+    /// took every buffer and waited for its own writes holding the lock: the create waited
+    /// for them. The I/O is held, so the order of events is asserted, never a duration.
+    @Test(arguments: layouts)
+    func aPrefixReadDuringATrimLargerThanTheStagingAreaDoesNotWaitForTheTrim(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        c.maxSeqTokens = 8192
+        let e = try Engine(c)
+        let onDisk = tokens(4 * 20, seed: 61), large = tokens(4 * 1100, seed: 62)
+        try e.createSequence(2, tokens: onDisk)
+        try fillKV(e, 2, count: onDisk.count) { onDisk[$0] }
+        try e.free(2)
+        try e.trim()  // sequence 2's 20 blocks go to disk
+        try e.syncOffload()
+        try e.createSequence(1, tokens: large)
+        try fillKV(e, 1, count: large.count) { large[$0] }
+        try e.free(1)  // its 1100 blocks stay cached in memory
+        let before = e.stats()
+        #expect(before.blocksCached == 1100 && before.disk.storedSlots == 20)
+        #expect(e.pauseOffloadIO(true))
+        let order = EventLog()
+        let trimmer = loggedCall("trim", order) { try e.trim() }
+        let creator = loggedCall("create", order) {
+            // Once the trim waits for buffers (before the fix this blocked on the trim's lock).
+            _ = waitUntil(seconds: 10) { e.offloadWaitingCalls == 1 }
+            let hit = try e.createSequence(2, tokens: onDisk)
+            #expect(hit == 76, "19 blocks from disk")
+        }
+        // A guard against a call that waits for the held writes, not a timing assertion.
+        let created = waitUntil(seconds: 20) { order.events.contains("create returned") }
+        let during = created ? e.stats() : nil  // before the fix the trim held the lock until the I/O resumed
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        creator.join()
+        trimmer.join()
+        #expect(created && order.events == ["create returned", "I/O resumed", "trim returned"], "the create did not wait for the trim")
+        if let during {
+            #expect(during.disk.blocksSpilled == before.disk.blocksSpilled + 896 && during.blocksCached == 1100 - 896,
+                    "the trim spilled seven eighths of the buffers' worth, then waited")
+            #expect(during.disk.bytesWritten == before.disk.bytesWritten, "no write completed before the create returned")
+        }
+        let after = e.stats()
+        #expect(after.blocksCached == 0 && after.disk.blocksSpilled == before.disk.blocksSpilled + 1100, "the trim spilled every block")
+        #expect(e.offload!.tier.bulkStages >= 0, "it returned leaving the reserve free for the next call")  // no other call runs now
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 76) { onDisk[$0] } == 0)
+        try e.syncOffload()
+        #expect(try e.createSequence(1, tokens: large) == 4 * 1099, "every trimmed block is on disk")
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 4 * 1099) { large[$0] } == 0)
+    }
+
     /// Four threads swap their own sequences out and in and poll at once (each waits for the
     /// device without the lock, several of them at a time), on io_uring and on the thread
     /// pool; every byte comes back.

@@ -332,6 +332,63 @@ extension EpisodicOffloadTests {
         #expect(e.stats().disk.tokensLost == s.tokensLost && e.stats().disk.storedSlots == 0)
     }
 
+    /// A failed record write picked up by a call that cannot process it (here a compaction of
+    /// another sequence, which reaps completions while it waits for that sequence's prefix
+    /// reads) still counts in `tokenRecords` and `tokensOnDisk` until a call processes it;
+    /// that call drops it from both and counts its tokens in `tokensLost` in the same locked
+    /// step, so every snapshot has the record's tokens on disk or lost, never neither. Before,
+    /// the pickup dropped the record at once and `tokensLost` rose only at the next call that
+    /// processed completions. (The injected failure completes at its submission on io_uring,
+    /// so the pickup is the first reap after it.)
+    @Test(arguments: layouts, perHead)
+    func aFailedRecordWriteCountsOnDiskUntilItsTokensCountAsLost(layout: Layout, perHead: Bool) throws {
+        let probeDir = ScratchDir(), dir = ScratchDir()
+        defer {
+            probeDir.remove()
+            dir.remove()
+        }
+        let onDisk = tokens(64, seed: 41)
+        /// Sequence 3's 4 blocks spilled to disk and synced: the only writes before the record's.
+        func spillPrefix(_ e: Engine) throws {
+            try e.createSequence(3, tokens: onDisk)
+            try writeKV(e, 3, tokens: onDisk, from: 0)
+            try e.free(3)
+            try e.trim()
+            try e.syncOffload()
+        }
+        let probe = try engine(layout, dir: probeDir.path, perHead: perHead) { $0.blockTokens = 16 }
+        try spillPrefix(probe)
+        let writes = probe.stats().disk.requestsSubmitted  // every later write fails
+        let e = try engine(layout, dir: dir.path, perHead: perHead) {
+            $0.blockTokens = 16  // 32 layer tokens a record
+            $0.offloadFault = OffloadFault(reads: false, writes: true, after: writes)
+        }
+        let rows = UInt64(rowsPerLayer(e))
+        try spillPrefix(e)
+        let toks = try decodeStepCompactions(e, n: 64, steps: 0)
+        #expect(try e.createSequence(2, tokens: onDisk) == 48, "its reads stay pending: no call processes completions until its compaction")
+        for step in 1...16 { #expect(try e.compact(1, budgetTokens: 64 - step) == 64 - step) }  // the 16th writes the record: it fails
+        let written = e.stats().disk
+        #expect(written.tokenRecords == 1 && written.tokensOnDisk == 32 * rows && written.tokensLost == 0 && written.writesFailed == 0)
+        #expect(try e.compact(2, budgetTokens: 64) == 64)  // waits for its reads: picks the failure up, cannot process it
+        let pickedUp = e.stats().disk
+        #expect(pickedUp.writesFailed == 1 && e.offload!.failedRecordWrites.count == 1, "picked up, not processed")
+        #expect(pickedUp.tokenRecords == 1 && pickedUp.tokensOnDisk == 32 * rows && pickedUp.tokensLost == 0,
+                "still counted on disk until its tokens count as lost")
+        e.poll(timeoutMicroseconds: 0)
+        let processed = e.stats().disk
+        #expect(processed.tokenRecords == 0 && processed.tokensOnDisk == 0 && processed.tokensLost == 32 * rows)
+        for s in [written, pickedUp, processed] { #expect(s.tokensOnDisk + s.tokensLost == 32 * rows, "on disk or lost: \(s)") }
+        #expect(caught { try waitReady(e, 1) }?.code == .io)
+        #expect(try e.ready(1), "reported once")
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try waitReady(e, 2)
+        try e.free(2)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 4 && e.offloadSlotAudit == (pinned: 0, unhashed: 0), "only the prefix blocks stay")
+    }
+
     /// A failed record write is not processed for a sequence while its restores are pending (a
     /// restore that fails puts a displaced token back, whose copy the record may hold): the
     /// slot stays held and nothing is lost until they ended. (White box: the pending restore is
