@@ -90,6 +90,36 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         }
     }
 
+    /// `observe` places its scratch by the scores' address (`summedScratch`): half a page away
+    /// modulo 4 KiB and inside the buffer for every alignment, and the sums are exact (heads
+    /// added in order, as a scalar loop does) whatever the alignment and length.
+    @Test(arguments: [7, 1024, 1031])
+    func observeSumsExactlyWhereverTheScoresLie(n: Int) throws {
+        let heads = 8
+        let raw = UnsafeMutablePointer<Float>.allocate(capacity: heads * n + 2048)
+        defer { raw.deallocate() }
+        var rng = SplitMix64(seed: UInt64(n))
+        for i in 0..<(heads * n + 2048) { raw[i] = Float(rng.next() >> 40) / Float(1 << 24) }
+        for offset in [0, 1, 3, 512, 1023] {
+            let s = AttentionScores(layers: 1, heads: heads, config: EvictionConfig(.heavyHitter), length: n, maxCapacity: 2048)
+            let scores = UnsafePointer(raw + offset)
+            let scratch = s.summedScratch(for: scores)
+            let start = UInt(bitPattern: s.summedBuffer), at = UInt(bitPattern: scratch)
+            #expect((at &- UInt(bitPattern: scores)) & 4095 == 2048)
+            #expect(at >= start && at < start + UInt(AttentionScores.pageFloats * 4), "the sums fit after it")
+            try s.observe(layer: 0, scores: scores, nHeads: heads, nTokens: n)
+            try s.observe(layer: 0, scores: scores, nHeads: heads, nTokens: n)
+            let acc = s.accumulatedScores(layer: 0)
+            var exact = true
+            for t in 0..<n {
+                var sum: Float = 0
+                for h in 0..<heads { sum += scores[h * n + t] }
+                exact = exact && acc[t] == sum + sum
+            }
+            #expect(exact, "offset \(offset)")
+        }
+    }
+
     @Test func kthLargestFindsTheOrderStatistic() {
         var rng = SplitMix64(seed: 1)
         for n in [1, 2, 7, 100, 1000] {
