@@ -235,6 +235,31 @@ struct IndexOnScheduleTests {
         #expect(stored(drain(e)) == chain(prompt, 0..<10))
     }
 
+    /// Blocks found in the disk tier are indexed at creation (their K/V is cached, not
+    /// computed); when their read fails the sequence is spoiled and its unscheduled blocks,
+    /// which follow the failed one in the chain, are never indexed.
+    @Test(arguments: layouts)
+    func aFailedDiskReadEndsTheSchedule(layout: Layout) throws {
+        let dir = ScratchDir("sched")
+        defer { dir.remove() }
+        var c = scheduling(offloadConfig(layout, dir: dir.path))
+        c.offloadFault = OffloadFault(reads: true, writes: false)  // the spills succeed, every read fails
+        let e = try Engine(c)
+        let prompt = tokens(41, seed: 18), longer = prompt + tokens(40, seed: 19)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 41) { prompt[$0] }
+        try e.schedule(1, tokens: 41)
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        _ = drain(e)
+        #expect(try e.createSequence(2, tokens: longer) == 40)  // 40 tokens from disk, 41 fresh
+        #expect(stored(drain(e).filter { $0.tier == 0 }) == chain(longer, 0..<10), "the disk hits, not the new blocks")
+        #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)
+        try e.schedule(2, tokens: 81)
+        #expect(stored(drain(e)).isEmpty, "the blocks after the spoiled prefix are never indexed")
+    }
+
     /// Without the mode the prompt is indexed at creation and `schedule` only checks its input.
     @Test(arguments: layouts)
     func withoutTheModeCreateIndexesAndScheduleChangesNothing(layout: Layout) throws {
