@@ -211,17 +211,17 @@ public final class Engine: @unchecked Sendable {
         sequences.lengths[slot] = n
         // Blocks read back from the disk tier hold cached K/V and are indexed now; the prompt's
         // new blocks too, or, indexing on schedule, only prepared for `schedule`.
-        let computed = config.indexOnSchedule ? used + fromDisk : full
+        let indexedNow = config.indexOnSchedule ? used + fromDisk : full
         var parent: UInt64 = used > 0 ? scratchHashes[used - 1] : 0
         for i in used..<full {
-            if i < computed {
+            if i < indexedNow {
                 index(table[i], hash: scratchHashes[i], parent: parent, slot: slot, position: i)
             } else {
                 blocks.prepare(table[i], hash: scratchHashes[i], parent: parent)
             }
             parent = scratchHashes[i]
         }
-        sequences.unscheduled[slot] = computed..<max(computed, full)
+        sequences.unscheduled[slot] = indexedNow..<max(indexedNow, full)
         sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : 0
         fillTail(sequences.tail(slot))
         if let offload {

@@ -4,7 +4,9 @@
 /// Invariant for a live slot: the block table holds `ceil(length / blockTokens)` blocks; the
 /// tail buffer holds the tokens of the last, partial block (`length % blockTokens` of them);
 /// `lastHash` is the chain hash of the last full block (0 when there is none); the blocks at
-/// `unscheduled` are full, used and prepared (`BlockPool.prepare`), in chain order.
+/// `unscheduled` are full and used, each prepared (`BlockPool.prepare`) unless a fork sharing it
+/// indexed it meanwhile (or an abort of that fork took it out again: its hash is then 0 and
+/// it is never indexed).
 final class SequenceTable {
     let maxSeqs: Int
     let maxBlocks: Int
