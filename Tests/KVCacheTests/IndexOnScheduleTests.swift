@@ -172,6 +172,22 @@ struct IndexOnScheduleTests {
         #expect(try kvMismatches(e, 3, tokens: Array(prompt.prefix(36)), from: 0) == 0)
     }
 
+    /// Blocks a fork's parent scheduled and then aborted uncomputed left the index for good:
+    /// the child, which shares them, does not index them again.
+    @Test(arguments: layouts)
+    func aForkChildDoesNotReindexBlocksItsParentAborted(layout: Layout) throws {
+        let e = try Engine(scheduling(smallConfig(layout)))
+        let prompt = tokens(40, seed: 20)
+        try e.createSequence(1, tokens: prompt)
+        try e.fork(parent: 1, child: 2)
+        try e.schedule(1, tokens: 40)
+        try e.free(1, computedTokens: 8)
+        #expect(drain(e).filter { $0.kind == .blockRemoved }.count == 8, "blocks 2...9")
+        try e.schedule(2, tokens: 40)
+        #expect(stored(drain(e)).isEmpty)
+        #expect(e.cachedPrefixTokens(prompt) == 8)
+    }
+
     /// A compaction moves bytes: the blocks not scheduled before it are never indexed, not by
     /// a later schedule and not by an append.
     @Test(arguments: layouts)
