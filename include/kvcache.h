@@ -65,11 +65,30 @@
  *   kvc_seq_append. It must never write below *cached_tokens of a sequence, nor into tokens
  *   a fork shares with its parent (positions < the parent's length at fork time): that
  *   memory may be shared. Only tokens below kvc_seq_length are backed by memory.
- *   Prefix blocks are indexed when a sequence is created (and when an append fills a
- *   block), before the server has computed their K/V: write a sequence's K/V before another
- *   sequence that hits the same prefix reads it (in one batched forward pass, layer by
- *   layer, as vLLM does), and end a sequence whose K/V was not all written (a cancelled
- *   request) with kvc_seq_abort, not kvc_seq_free.
+ *   When prefix blocks enter the index (so that later prompts hit them) depends on
+ *   kvc_config.index_on_schedule:
+ *   - 0 (default): a prompt's full blocks are indexed when the sequence is created (and a
+ *     block when an append fills it), before the server has computed their K/V: write a
+ *     sequence's K/V before another sequence that hits the same prefix reads it (in one
+ *     batched forward pass, layer by layer, as vLLM does), and end a sequence whose K/V was
+ *     not all written (a cancelled request) with kvc_seq_abort, not kvc_seq_free. With
+ *     chunked prefill that is not enough: a request arriving between two chunks of a long
+ *     prompt hits blocks a later chunk computes, and reads garbage if scheduled first.
+ *   - 1 (index as scheduled, as vLLM's cache_blocks(request, num_computed_tokens +
+ *     num_new_tokens)): kvc_seq_create shares hits as always (and indexes the blocks it
+ *     finds in the disk tier) but indexes none of the prompt's new blocks; the server calls
+ *     kvc_seq_schedule(seq, n) when it schedules the tokens below n for a forward pass, which
+ *     indexes the full blocks below n, in order. A kvc_seq_append means everything before
+ *     it was scheduled: it indexes the rest of the prompt's blocks first, then the blocks it
+ *     fills, as in mode 0. A later prompt then hits only blocks that a forward pass no later
+ *     than its own computes. Blocks never scheduled are never indexed: kvc_seq_free of a
+ *     sequence scheduled only in part leaves the rest unindexed (kvc_seq_abort is still
+ *     needed for blocks scheduled but not computed, e.g. a request cancelled before its
+ *     scheduled pass ran). A fork child inherits the parent's unscheduled blocks (shared;
+ *     whichever schedules one first indexes it). A completed kvc_seq_swap_out (or _async),
+ *     a kvc_seq_compact and a failed disk read (kvc_seq_ready's KVC_ERR_IO) end the
+ *     schedule: the blocks not scheduled before are never indexed (their bytes went to disk
+ *     uncomputed, moved, or follow a spoiled block).
  *   Copy on write: a paged fork shares every block (reference counts) and whichever side
  *   first appends into the shared, partly filled last block gets a copy of it, so re-read
  *   the block table after kvc_seq_append and kvc_seq_fork. A contiguous fork maps the
@@ -249,7 +268,12 @@ typedef struct kvc_config {
     /** 1: per-layer budgets follow kvc_seq_set_layer_sensitivity or, without it, the
      *  observed attention entropy (the mean stays budget_tokens). 0 (default): uniform. */
     uint32_t adaptive_budgets;
-    /* 4 bytes of padding (offset 124) */
+    /** 1: index the prompt's blocks as they are scheduled (kvc_seq_schedule), not at
+     *  kvc_seq_create; see WRITING K/V. 0 (default): indexed at kvc_seq_create. Offset 124,
+     *  padding in earlier versions of this header (kvc_config_init zeroed it), so the struct
+     *  stays 128 bytes; a library older than this field ignores it (and lacks
+     *  kvc_seq_schedule). Values other than 0 and 1 are KVC_ERR_INVALID_ARGUMENT. */
+    uint32_t index_on_schedule;
     /* more may follow */
 } kvc_config;
 
@@ -502,7 +526,8 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * commits memory for all of them. Full blocks of the prompt found in the prefix index are
  * shared instead of allocated; *cached_tokens receives how many leading tokens are already
  * cached (a multiple of block_tokens, at most n_tokens - 1). The server computes and writes
- * K/V for the tokens from *cached_tokens on. With a disk tier the lookup continues there:
+ * K/V for the tokens from *cached_tokens on. The prompt's other full blocks enter the prefix
+ * index now or, with index_on_schedule, through kvc_seq_schedule (see WRITING K/V). With a disk tier the lookup continues there:
  * those blocks are read back asynchronously and count in *cached_tokens; do not read K/V
  * below *cached_tokens before kvc_seq_ready says 1.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/cached_tokens, n_tokens 0 or
@@ -518,7 +543,9 @@ kvc_status kvc_seq_create(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * Appends tokens[0 .. n_tokens-1] to `seq` (decode) and commits their memory; the server
  * then writes their K/V. n_tokens 0 changes nothing (tokens may then be NULL) and returns
  * KVC_OK, or KVC_ERR_NOT_FOUND when seq is not live.
- * A block that becomes full enters the prefix index (KVC_EVENT_BLOCK_STORED).
+ * A block that becomes full enters the prefix index (KVC_EVENT_BLOCK_STORED); with
+ * index_on_schedule, after the prompt's blocks not scheduled yet (as kvc_seq_schedule to the
+ * length before the append).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, NULL tokens with n_tokens > 0, length would
  * exceed max_seq_tokens), KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (nothing appended;
  * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
@@ -555,7 +582,8 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
  * Frees `seq` like kvc_seq_free when the server wrote its K/V only for tokens below
  * computed_tokens: a request cancelled, or failed, before its prefill finished (0: nothing
  * was computed). kvc_seq_create indexed its prompt's blocks before they were computed (see
- * WRITING K/V), so kvc_seq_free would leave them cached with bytes nobody wrote; here the
+ * WRITING K/V; with index_on_schedule, kvc_seq_schedule did, and unscheduled blocks were
+ * never indexed), so kvc_seq_free would leave them cached with bytes nobody wrote; here the
  * blocks it holds from the one holding token computed_tokens on leave the prefix index
  * (KVC_EVENT_BLOCK_REMOVED) and no later prompt is served them. Another live sequence that
  * hit them meanwhile keeps them: it was scheduled to read what this one would compute, so
@@ -566,6 +594,22 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
  * changed), KVC_ERR_NOT_FOUND. Cost: O(blocks of seq).
  */
 kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
+
+/**
+ * index_on_schedule (see WRITING K/V): the server has scheduled the tokens of `seq` below
+ * `tokens` for computation, in this forward pass or an earlier one. Every full block of the
+ * prompt below `tokens` that is not indexed yet enters the prefix index now, in order, with
+ * KVC_EVENT_BLOCK_STORED (tier 0) and its parent's hash, as kvc_seq_create would have indexed
+ * it (a block whose hash another block already holds stays out). Monotonic: a `tokens` at or
+ * below an earlier call's indexes nothing more. Intended use: once per forward pass, with
+ * the tokens computed after that pass (*cached_tokens plus the chunks so far). With
+ * index_on_schedule 0, and after what ends the schedule (see WRITING K/V), it checks its
+ * arguments and changes nothing.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, tokens > kvc_seq_length, seq swapped out),
+ * KVC_ERR_NOT_FOUND; then nothing changed. Cost: a lock and O(1), plus one index insertion
+ * (and one event) per block indexed.
+ */
+kvc_status kvc_seq_schedule(kvc_engine *e, uint64_t seq, size_t tokens);
 
 /** Stores the number of tokens `seq` holds in *n_tokens.
  *  Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_tokens), KVC_ERR_NOT_FOUND. */

@@ -32,6 +32,7 @@ _Static_assert(offsetof(kvc_config, offload_dir) == 64, "kvc_config.offload_dir 
 _Static_assert(offsetof(kvc_config, offload_bytes) == 72, "kvc_config.offload_bytes at 72");
 _Static_assert(offsetof(kvc_config, eviction_policy) == 80, "kvc_config.eviction_policy at 80");
 _Static_assert(offsetof(kvc_config, episode_seed) == 112, "kvc_config.episode_seed at 112");
+_Static_assert(offsetof(kvc_config, index_on_schedule) == 124, "kvc_config.index_on_schedule at 124 (was padding)");
 _Static_assert(sizeof(kvc_config) == 128, "kvc_config is 128 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
@@ -557,6 +558,78 @@ static void cancelled(uint32_t layout) {
     kvc_engine_destroy(e);
 }
 
+/* ---- chunked prefill with index_on_schedule ------------------------------------------- */
+
+/* True when events[0 .. n-1] are exactly BLOCK_STORED (tier 0) of blocks from .. to-1 of the
+ * chain `hashes`, in order, each with its parent's hash. */
+static int stored_blocks(const kvc_event *events, size_t n, const uint64_t *hashes, size_t from, size_t to) {
+    if (n != to - from) return 0;
+    for (size_t i = from; i < to; i++) {
+        const kvc_event *ev = &events[i - from];
+        if (ev->kind != KVC_EVENT_BLOCK_STORED || ev->tier != 0 || ev->block_hash != hashes[i] ||
+            ev->parent_hash != (i ? hashes[i - 1] : 0))
+            return 0;
+    }
+    return 1;
+}
+
+/* A long prompt computed in two forward passes: a second request for it hits only the blocks
+ * scheduled so far; kvc_seq_schedule's bad input changes nothing; a decode step indexes the
+ * rest of the prompt. */
+static void chunked(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+    printf("abi_client: %s layout, chunked prefill indexed as scheduled\n", name);
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    cfg.index_on_schedule = 1;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    int32_t tokens[PROMPT + 1];
+    for (size_t i = 0; i <= PROMPT; i++) tokens[i] = (int32_t)(i * 17 % 7000) + 70000;
+    uint64_t hashes[(PROMPT + 1) / BLOCK];
+    size_t n_hashes = 0;
+    MUST(kvc_hash_tokens(tokens, PROMPT, BLOCK, hashes, PROMPT / BLOCK, &n_hashes));
+    kvc_event events[64];
+    size_t n = 0, cached = 99;
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    MUST(kvc_drain_events(e, events, 64, &n));
+    CHECK(cached == 0 && n == 0, "%s: create indexes none of the prompt (%zu events)", name, n);
+    MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+    CHECK(cached == 0, "%s: nothing scheduled, nothing hit (%zu cached)", name, cached);
+    MUST(kvc_seq_free(e, 2));
+
+    write_kv(&v, 1, 6, 0, 40); /* the first pass: tokens 0 .. 39 */
+    MUST(kvc_seq_schedule(e, 1, 40));
+    MUST(kvc_drain_events(e, events, 64, &n));
+    CHECK(stored_blocks(events, n, hashes, 0, 40 / BLOCK), "%s: schedule(40) stores blocks 0 and 1 (%zu events)", name, n);
+    MUST(kvc_seq_create(e, 3, tokens, PROMPT, &cached));
+    CHECK(cached == 40 / BLOCK * BLOCK, "%s: the next prompt hits the scheduled blocks (%zu cached)", name, cached);
+    CHECK(kv_matches(&v, 3, 6, 0, cached), "%s: and reads their bytes", name);
+    MUST(kvc_seq_free(e, 3));
+    MUST(kvc_drain_events(e, events, 64, &n));
+
+    kvc_stats before = stats_of(e);
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "tokens", kvc_seq_schedule(e, 1, PROMPT + 1));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "PTRDIFF_MAX", kvc_seq_schedule(e, 1, SIZE_MAX));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "engine is NULL", kvc_seq_schedule(NULL, 1, 0));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "77", kvc_seq_schedule(e, 77, 0));
+    MUST(kvc_seq_schedule(e, 1, 20)); /* below the last call: nothing more */
+    kvc_stats after = stats_of(e);
+    MUST(kvc_drain_events(e, events, 64, &n));
+    CHECK(n == 0 && memcmp(&before, &after, sizeof before) == 0, "%s: refused and smaller schedules change nothing", name);
+
+    write_kv(&v, 1, 6, 40, PROMPT); /* the second pass */
+    MUST(kvc_seq_append(e, 1, &tokens[PROMPT], 1)); /* decoding: the whole prompt was scheduled */
+    MUST(kvc_drain_events(e, events, 64, &n));
+    CHECK(stored_blocks(events, n, hashes, 40 / BLOCK, PROMPT / BLOCK), "%s: the append stores blocks 2 .. %d (%zu events)",
+          name, PROMPT / BLOCK - 1, n);
+    MUST(kvc_seq_create(e, 4, tokens, PROMPT, &cached));
+    CHECK(cached == PROMPT / BLOCK * BLOCK, "%s: the whole prompt hits now (%zu cached)", name, cached);
+    CHECK(kv_matches(&v, 4, 6, 0, cached), "%s: and reads its bytes", name);
+    kvc_engine_destroy(e);
+}
+
 /* ---- token eviction: observe, compact, positions, and bad input ----------------------- */
 
 static void evict(uint32_t layout) {
@@ -890,6 +963,8 @@ int main(int argc, char **argv) {
     out_of_memory(KVC_LAYOUT_CONTIGUOUS);
     cancelled(KVC_LAYOUT_PAGED);
     cancelled(KVC_LAYOUT_CONTIGUOUS);
+    chunked(KVC_LAYOUT_PAGED);
+    chunked(KVC_LAYOUT_CONTIGUOUS);
     evict(KVC_LAYOUT_PAGED);
     evict(KVC_LAYOUT_CONTIGUOUS);
     offload(KVC_LAYOUT_PAGED);

@@ -7,7 +7,9 @@ import Glibc
 /// the LRU queue of cached blocks, in flat arrays indexed by block id.
 ///
 /// A block is *free* (no references, not indexed), *used* (referenced by live sequences) or
-/// *cached* (no references, still indexed, queued in LRU order oldest first). `allocate` takes a
+/// *cached* (no references, still indexed, queued in LRU order oldest first). A used block may
+/// be *prepared*: its hash is known (`prepare`) but it enters the index only later (`insert`
+/// under `prepared`'s hashes, when the server schedules its tokens), or never. `allocate` takes a
 /// free block and, when there is none, evicts the oldest cached one (emitting `blockRemoved`);
 /// `release` of the last reference caches an indexed block and frees any other. Blocks come from
 /// a page-aware `kvm_arena` (paged layout, real memory) or from a plain id stack (logical blocks
@@ -22,8 +24,11 @@ public final class BlockPool {
     private let freeIds: UnsafeMutablePointer<Int32>
     private var freeTop = 0
     private let refs: UnsafeMutablePointer<UInt32>
+    /// Per block: its hash and its parent's, while it is indexed or prepared (else 0).
     private let hashes: UnsafeMutablePointer<UInt64>
     private let parents: UnsafeMutablePointer<UInt64>
+    /// Per block: true while it is in the prefix index (`hashes` then holds the key).
+    private let indexed: UnsafeMutablePointer<Bool>
     private let lruPrev: UnsafeMutablePointer<Int32>
     private let lruNext: UnsafeMutablePointer<Int32>
     private var lruHead: Int32 = -1
@@ -79,6 +84,8 @@ public final class BlockPool {
         hashes.initialize(repeating: 0, count: capacity)
         parents = .allocate(capacity: capacity)
         parents.initialize(repeating: 0, count: capacity)
+        indexed = .allocate(capacity: capacity)
+        indexed.initialize(repeating: false, count: capacity)
         lruPrev = .allocate(capacity: capacity)
         lruNext = .allocate(capacity: capacity)
         index = U64Table(maxEntries: capacity)
@@ -90,6 +97,7 @@ public final class BlockPool {
         refs.deallocate()
         hashes.deallocate()
         parents.deallocate()
+        indexed.deallocate()
         lruPrev.deallocate()
         lruNext.deallocate()
     }
@@ -132,18 +140,20 @@ public final class BlockPool {
     }
 
     /// Drops one reference to `block`; at zero an indexed block joins the LRU tail (cached)
-    /// and any other is freed. Precondition: the block is used.
+    /// and any other is freed (a prepared one forgets its hash). Precondition: the block is used.
     public func release(_ block: Int32) {
         let b = Int(block)
         precondition(refs[b] > 0, "release of an unreferenced block")
         refs[b] -= 1
         if refs[b] > 0 { return }
         usedCount -= 1
-        if hashes[b] != 0 {
+        if indexed[b] {
             lruAppend(block)
             cachedCount += 1
             listener?.blockCached(block)
         } else {
+            hashes[b] = 0
+            parents[b] = 0
             freeBlock(block)
         }
     }
@@ -165,31 +175,46 @@ public final class BlockPool {
 
     /// True when `block` is used or cached (its memory holds data).
     func isLive(_ block: Int32) -> Bool {
-        block >= 0 && Int(block) < capacity && (refs[Int(block)] > 0 || hashes[Int(block)] != 0)
+        block >= 0 && Int(block) < capacity && (refs[Int(block)] > 0 || indexed[Int(block)])
     }
 
     /// The block indexed under `hash`, or -1.
     @inline(__always) func lookup(_ hash: UInt64) -> Int32 { index.find(hash) }
 
     /// Indexes used block `block` as the full block `hash` whose parent is `parent`, emitting
-    /// `blockStored`. Returns false (and changes nothing) when the hash is already indexed.
+    /// `blockStored`. Returns false (and changes nothing) when the block or the hash is already
+    /// indexed.
     @discardableResult
     func insert(_ block: Int32, hash: UInt64, parent: UInt64) -> Bool {
-        guard hash != 0, hashes[Int(block)] == 0, index.insert(hash, block) else { return false }
+        guard hash != 0, !indexed[Int(block)], index.insert(hash, block) else { return false }
         hashes[Int(block)] = hash
         parents[Int(block)] = parent
+        indexed[Int(block)] = true
         events.push(KVEvent(kind: .blockStored, blockHash: hash, parentHash: parent))
         return true
     }
 
+    /// Records that used, unindexed block `block` is the full block `hash` whose parent is
+    /// `parent`, without indexing it (see `prepared`). The hash is forgotten when the block is
+    /// freed. O(1).
+    func prepare(_ block: Int32, hash: UInt64, parent: UInt64) {
+        precondition(refs[Int(block)] > 0 && !indexed[Int(block)], "prepare of a block that is not used and unindexed")
+        hashes[Int(block)] = hash
+        parents[Int(block)] = parent
+    }
+
+    /// The hash and parent hash `prepare` recorded for `block` (to `insert` it under), or those
+    /// it is indexed under; 0s for a block that is neither. O(1).
+    func prepared(_ block: Int32) -> (hash: UInt64, parent: UInt64) { (hashes[Int(block)], parents[Int(block)]) }
+
     /// True when `block` is in the prefix index (used or cached).
-    func isIndexed(_ block: Int32) -> Bool { hashes[Int(block)] != 0 }
+    func isIndexed(_ block: Int32) -> Bool { indexed[Int(block)] }
 
     /// Removes used block `block` from the prefix index (emitting `blockRemoved`) because its
     /// bytes are about to change (compaction); it stays used. The contiguous layout drops the
     /// page pins and references the index held. Precondition: used and indexed.
     func unindexUsed(_ block: Int32) {
-        precondition(refs[Int(block)] > 0 && hashes[Int(block)] != 0)
+        precondition(refs[Int(block)] > 0 && indexed[Int(block)])
         listener?.blockCached(block)
         unindex(block, emit: true)
     }
@@ -206,7 +231,7 @@ public final class BlockPool {
     /// Evicts cached block `block` now (a swapped-out sequence's blocks that are already on
     /// disk): the spiller is told, then it leaves the index and is freed. Precondition: cached.
     func evict(_ block: Int32, emit: Bool = true) {
-        precondition(refs[Int(block)] == 0 && hashes[Int(block)] != 0, "evict of a block that is not cached")
+        precondition(refs[Int(block)] == 0 && indexed[Int(block)], "evict of a block that is not cached")
         lruRemove(block)
         cachedCount -= 1
         evictedCount += 1
@@ -219,14 +244,15 @@ public final class BlockPool {
     /// read), emitting `blockRemoved`; it is freed when its last reference goes. No-op for an
     /// unindexed block.
     func forget(_ block: Int32) {
-        guard refs[Int(block)] > 0, hashes[Int(block)] != 0 else { return }
+        guard refs[Int(block)] > 0, indexed[Int(block)] else { return }
         listener?.blockCached(block)  // a used indexed block pins its pages; drop those pins first
         unindex(block, emit: true)
     }
 
-    /// The hash `block` is indexed under (0 when it is not), and its parent's.
-    func hash(of block: Int32) -> UInt64 { hashes[Int(block)] }
-    func parent(of block: Int32) -> UInt64 { parents[Int(block)] }
+    /// The hash `block` is indexed under (0 when it is not, also when it is only prepared), and
+    /// its parent's.
+    func hash(of block: Int32) -> UInt64 { indexed[Int(block)] ? hashes[Int(block)] : 0 }
+    func parent(of block: Int32) -> UInt64 { indexed[Int(block)] ? parents[Int(block)] : 0 }
 
     /// Drops the `limit` oldest cached blocks, or every one when fewer are cached (trim; the
     /// spiller is told of each first). Emits one `allCleared` when that empties the index, else
@@ -250,6 +276,7 @@ public final class BlockPool {
         if emit { events.push(KVEvent(kind: .blockRemoved, blockHash: hashes[b], parentHash: parents[b])) }
         hashes[b] = 0
         parents[b] = 0
+        indexed[b] = false
     }
 
     private func freeBlock(_ block: Int32) {

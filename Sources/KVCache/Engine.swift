@@ -15,7 +15,8 @@ import Glibc
 ///
 /// Prefix caching: the prompt's full blocks are indexed at creation (so a sequence created
 /// later may hit them once the server has written their K/V; within one batched forward pass
-/// that holds layer by layer, as in vLLM), and every block an append fills is indexed too.
+/// that holds layer by layer, as in vLLM), or, with `indexOnSchedule`, as the server schedules
+/// their tokens (`schedule`, Engine+Schedule.swift); every block an append fills is indexed too.
 public final class Engine: @unchecked Sendable {
     /// The configuration the engine was created with.
     public let config: EngineConfig
@@ -116,7 +117,8 @@ public final class Engine: @unchecked Sendable {
     /// Creates sequence `seq` holding `tokens` (at least one, at most `maxSeqTokens`). Returns
     /// how many leading tokens are already cached: the longest indexed full-block prefix,
     /// capped so at least one token remains to compute (a multiple of `blockTokens`, at most
-    /// `tokens.count - 1`); the server computes K/V only for the rest.
+    /// `tokens.count - 1`); the server computes K/V only for the rest. The prompt's other full
+    /// blocks are indexed now or, with `indexOnSchedule`, by `schedule`.
     /// Throws `exists`, `invalidArgument`, `outOfMemory` (with a disk tier only once no swap-out
     /// is pending: it waits for them first, `lockedAllocating`).
     /// Cost: one hash per prompt token, one index lookup per full block, one allocation per new
@@ -207,11 +209,19 @@ public final class Engine: @unchecked Sendable {
             throw error
         }
         sequences.lengths[slot] = n
+        // Blocks read back from the disk tier hold cached K/V and are indexed now; the prompt's
+        // new blocks too, or, indexing on schedule, only prepared for `schedule`.
+        let indexedNow = config.indexOnSchedule ? used + fromDisk : full
         var parent: UInt64 = used > 0 ? scratchHashes[used - 1] : 0
         for i in used..<full {
-            index(table[i], hash: scratchHashes[i], parent: parent, slot: slot, position: i)
+            if i < indexedNow {
+                index(table[i], hash: scratchHashes[i], parent: parent, slot: slot, position: i)
+            } else {
+                blocks.prepare(table[i], hash: scratchHashes[i], parent: parent)
+            }
             parent = scratchHashes[i]
         }
+        sequences.unscheduled[slot] = indexedNow..<max(indexedNow, full)
         sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : 0
         fillTail(sequences.tail(slot))
         if let offload {
@@ -242,8 +252,10 @@ public final class Engine: @unchecked Sendable {
         return found
     }
 
-    /// Appends `tokens` (may be empty: no-op) to `seq`, indexing every block they fill. A
-    /// partly filled block shared with a fork is copied first (copy on write).
+    /// Appends `tokens` (may be empty: no-op) to `seq`, indexing every block they fill, after
+    /// the prompt's blocks not scheduled yet (`indexOnSchedule`: an append means everything
+    /// before it was scheduled). A partly filled block shared with a fork is copied first
+    /// (copy on write).
     /// Throws `notFound`, `invalidArgument` (past `maxSeqTokens`), `outOfMemory` (nothing
     /// appended; only once no swap-out is pending: it waits for them first, `lockedAllocating`).
     /// Cost: O(tokens) with no heap allocation; a block allocation per `blockTokens` tokens and,
@@ -294,6 +306,7 @@ public final class Engine: @unchecked Sendable {
                 for i in 0..<fresh { blocks.release(scratchHit[i]) }
                 throw error
             }
+            indexScheduled(slot: slot, below: .max)  // appending means the prompt was scheduled
             fresh = 0
             if copyOnWrite {
                 offload?.waitResident(slot)  // the copied block may still be arriving from disk
@@ -344,6 +357,8 @@ public final class Engine: @unchecked Sendable {
     /// child restores them whatever the parent does), at O(those records) cost; the parent's
     /// open record, if any, is copied into a buffer of the child's, not written (a write only
     /// when every open-record buffer is owned: the least recently appended one's goes out).
+    /// Indexing on schedule, the child inherits the parent's unscheduled prompt blocks (shared):
+    /// whichever of the two schedules (or appends past) a block first indexes it.
     /// Throws `notFound`, `exists`, `outOfMemory` (then nothing changed; only once no swap-out
     /// is pending: it waits for them first, `lockedAllocating`).
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
@@ -375,6 +390,7 @@ public final class Engine: @unchecked Sendable {
             sequences.lengths[to] = length
             sequences.lastHash[to] = sequences.lastHash[from]
             sequences.indexesAppends[to] = sequences.indexesAppends[from]
+            sequences.unscheduled[to] = sequences.unscheduled[from]
             // The child holds the parent's blocks, so a failed read of them fails it too; and the
             // slot's flag may be left from a previous, freed owner.
             if let offload { offload.failed[to] = offload.failed[from] }
@@ -399,7 +415,8 @@ public final class Engine: @unchecked Sendable {
     /// leave the prefix index (`blockRemoved`) instead of staying cached with bytes nobody
     /// wrote. Another live sequence that hit them meanwhile keeps them (it was scheduled to
     /// read what this one would compute: the server must not run it on them either). Ignored
-    /// for a swapped-out sequence (it was computed before it was preempted).
+    /// for a swapped-out sequence (it was computed before it was preempted). Prompt blocks not
+    /// scheduled yet (`indexOnSchedule`) were never indexed and are freed either way.
     /// Throws `notFound` (also on a double free), `invalidArgument` (`computedTokens` beyond the
     /// sequence's length; nothing changed). Cost: O(blocks of seq).
     public func free(_ seq: UInt64, computedTokens: Int? = nil) throws(KVError) {

@@ -53,6 +53,12 @@ public struct EngineConfig: Equatable, Sendable {
     /// Metadata only: the prefix index, LRU and capacity in blocks are real, but no memory is
     /// mapped and no K/V pointer is available (for simulation). Paged layout only.
     public var metadataOnly: Bool = false
+    /// Index as scheduled (`index_on_schedule`): `createSequence` shares prefix hits as always
+    /// but indexes none of the prompt's new full blocks; `schedule` indexes them as the server
+    /// schedules their tokens for computation, and an `append` indexes the rest of them first
+    /// (Engine+Schedule.swift). So a later prompt hits only blocks a forward pass no later than
+    /// its own computes. False (default): the prompt's blocks are indexed at creation.
+    public var indexOnSchedule: Bool = false
     /// Token eviction: the policy every sequence uses unless it overrides it, and its
     /// parameters (`kvc_config`'s eviction fields). Default: none.
     public var eviction = EvictionConfig()

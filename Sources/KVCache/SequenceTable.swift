@@ -3,7 +3,10 @@
 ///
 /// Invariant for a live slot: the block table holds `ceil(length / blockTokens)` blocks; the
 /// tail buffer holds the tokens of the last, partial block (`length % blockTokens` of them);
-/// `lastHash` is the chain hash of the last full block (0 when there is none).
+/// `lastHash` is the chain hash of the last full block (0 when there is none); the blocks at
+/// `unscheduled` are full and used, each prepared (`BlockPool.prepare`) unless a fork sharing it
+/// indexed it meanwhile (or an abort of that fork took it out again: its hash is then 0 and
+/// it is never indexed).
 final class SequenceTable {
     let maxSeqs: Int
     let maxBlocks: Int
@@ -20,6 +23,10 @@ final class SequenceTable {
     /// Per slot: whether blocks filled by appends are hashed and indexed (false when the
     /// prompt was given by hashes and its partial block's tokens are unknown).
     let indexesAppends: UnsafeMutablePointer<Bool>
+    /// Per slot: the block-table entries of prompt blocks whose hashes are prepared but not yet
+    /// offered to the prefix index, because the server has not scheduled their tokens
+    /// (`EngineConfig.indexOnSchedule`; Engine+Schedule.swift). Empty otherwise.
+    let unscheduled: UnsafeMutablePointer<Range<Int>>
     /// Per slot: `blockTokens` entries, the tokens of the partial block.
     let tails: UnsafeMutablePointer<Int32>
     /// Per slot: `maxBlocks` entries, the block table.
@@ -39,6 +46,8 @@ final class SequenceTable {
         lastHash = .allocate(capacity: maxSeqs)
         indexesAppends = .allocate(capacity: maxSeqs)
         indexesAppends.initialize(repeating: true, count: maxSeqs)
+        unscheduled = .allocate(capacity: maxSeqs)
+        unscheduled.initialize(repeating: 0..<0, count: maxSeqs)
         tails = .allocate(capacity: maxSeqs * blockTokens)
         blocks = .allocate(capacity: maxSeqs * maxBlocks)
     }
@@ -49,6 +58,7 @@ final class SequenceTable {
         lengths.deallocate()
         lastHash.deallocate()
         indexesAppends.deallocate()
+        unscheduled.deallocate()
         tails.deallocate()
         blocks.deallocate()
     }
@@ -75,6 +85,7 @@ final class SequenceTable {
         lengths[slot] = 0
         lastHash[slot] = 0
         indexesAppends[slot] = true
+        unscheduled[slot] = 0..<0
     }
 
     /// Returns `slot` to the free slots.

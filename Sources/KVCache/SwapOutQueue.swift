@@ -209,6 +209,9 @@ final class SwapOutQueue {
             return failure
         }
         let table = sequences.table(slot)
+        // Unscheduled prompt blocks are written as private slots (their hashes are only
+        // prepared) and their hashes are dropped with the memory: they are never indexed.
+        sequences.unscheduled[slot] = 0..<0
         for i in 0..<e.count {
             let b = table[i]
             blocks.release(b)

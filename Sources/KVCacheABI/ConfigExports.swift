@@ -39,7 +39,8 @@ enum ConfigLayout {
     static let embeddingDim = 108
     static let episodeSeed = 112
     static let adaptiveBudgets = 120
-    // 124..<128: padding
+    /// In what was padding up to this field, so `kvc_config_init` keeps writing 128 bytes.
+    static let indexOnSchedule = 124
     /// `sizeof(kvc_config)` of this version.
     static let size = 128
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
@@ -67,6 +68,7 @@ enum ConfigLayout {
     cfg.storeBytes(of: d.numaNode, toByteOffset: ConfigLayout.numaNode, as: Int32.self)
     u32(d.metadataOnly ? 1 : 0, ConfigLayout.metadataOnly)
     d.eviction.store(into: cfg)
+    u32(d.indexOnSchedule ? 1 : 0, ConfigLayout.indexOnSchedule)
 }
 
 extension EngineConfig {
@@ -111,6 +113,11 @@ extension EngineConfig {
             offloadBytes = raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadBytes, as: UInt64.self)
         }
         try eviction.load(from: raw, size: size)
+        if has(ConfigLayout.indexOnSchedule, 4) {
+            let flag = raw.loadUnaligned(fromByteOffset: ConfigLayout.indexOnSchedule, as: UInt32.self)
+            guard flag <= 1 else { throw KVError(.invalidArgument, "index_on_schedule \(flag) is neither 0 nor 1") }
+            indexOnSchedule = flag == 1
+        }
         for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
         where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
             throw KVError(.unsupported,

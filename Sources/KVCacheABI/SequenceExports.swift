@@ -51,6 +51,14 @@ import KVCache
     }
 }
 
+/// `kvc_seq_schedule`: `Engine.schedule`.
+@c public func kvc_seq_schedule(_ e: OpaquePointer?, _ seq: UInt64, _ tokens: Int) -> kvc_status {
+    status("kvc_seq_schedule", "seq \(seq), tokens \(UInt(bitPattern: tokens))") { () throws(KVError) in
+        let engine = try engine(e)
+        try engine.schedule(seq, tokens: try size(tokens, "tokens"))
+    }
+}
+
 /// `kvc_seq_length`: `Engine.length`.
 @c public func kvc_seq_length(_ e: OpaquePointer?, _ seq: UInt64, _ nTokens: UnsafeMutablePointer<Int>?) -> kvc_status {
     status("kvc_seq_length", "seq \(seq)") { () throws(KVError) in

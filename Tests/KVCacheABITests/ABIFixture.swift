@@ -48,6 +48,7 @@ struct CConfig {
     var numaNode: Int32 { get { Int32(bitPattern: get32(56)) } set { set32(56, UInt32(bitPattern: newValue)) } }
     var metadataOnly: UInt32 { get { get32(60) } set { set32(60, newValue) } }
     var offloadBytes: UInt64 { get { get64(72) } set { set64(72, newValue) } }
+    var indexOnSchedule: UInt32 { get { get32(124) } set { set32(124, newValue) } }
 
     /// `kvc_engine_create` with `offload_dir` (offset 64) pointing at `dir` for the call.
     func create(_ out: inout OpaquePointer?, offloadDir dir: String) -> kvc_status {

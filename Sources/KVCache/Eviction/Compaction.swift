@@ -113,6 +113,7 @@ extension Engine {
             dropParked(state, unsaved)
             sequences.lengths[s] = newLength
             sequences.indexesAppends[s] = false
+            sequences.unscheduled[s] = 0..<0  // its bytes moved: prepared blocks are never indexed
             return newLength
         }
     }
