@@ -146,7 +146,12 @@ struct LoadReportTests {
         #expect(end <= peak && peak <= Self.budget, "end \(end), peak \(peak)")
         let rss = try ["rss_start_bytes", "rss_peak_bytes", "rss_end_bytes"].map { try Self.uint(memory, $0) }
         #expect(rss.allSatisfy { $0 > 0 }, "\(rss)")
-        #expect(rss[1] >= rss[0] && rss[1] >= rss[2], "VmHWM is the peak of VmRSS: \(rss)")
+        // VmHWM and VmRSS come from one read of /proc/self/status at the end, where the kernel
+        // reports at least the current RSS as the peak. Against the start's RSS there is no
+        // such promise: the kernel updates its high-water mark lazily (not when shmem pages
+        // are punched out), and other tests in this process map and unmap meanwhile; one full
+        // run saw the peak below the start.
+        #expect(rss[1] >= rss[2], "VmHWM is at least VmRSS of the same read: \(rss)")
         #expect(try Self.uint(memory, "blocks_evicted") == 0)
         if shape.layout == "paged" { #expect(try Self.uint(memory, "mappings") == 0, "the paged layout maps nothing per sequence") }
         let reserved = try Self.uint(memory, "reserved_bytes")
