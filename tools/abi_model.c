@@ -27,6 +27,9 @@
  * tier that does not hold it, removed from one that does), and every block a create hits must
  * have been announced.
  *
+ * Seeds 1, 4, 7, ... turn on index_on_schedule: after a create wrote its K/V the model schedules
+ * it in one or two steps, or leaves it to an append, so creates hit only scheduled blocks.
+ *
  * Seeds 3, 7, 11, ... inject disk faults: after 50-300 requests every read and write fails. The
  * model then accepts the documented outcomes (a failed read breaks the sequence, which is only
  * freed; a failed swap-out leaves it resident and unchanged; lost offloaded tokens are reported
@@ -71,9 +74,9 @@ static kvc_engine *e;
 static int paged;
 static model_seq m[IDS + 1];
 static uint64_t rng, seed;
-static int step, failures, adaptive, faulty;
+static int step, failures, adaptive, faulty, scheduling;
 static const char *layout_name;
-static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart; } covered; /* what the runs reached */
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -353,6 +356,13 @@ static void op_create(void) {
     }
     EXPECT(slots(id, NULL, cached, 1), "create %" PRIu64 ": the %zu cached tokens' bytes", id, cached);
     EXPECT(slots(id, uncached, n, 0), "create %" PRIu64 ": write", id);
+    if (scheduling && below(4) != 0) { /* chunked prefill: the written tokens scheduled in one or two steps, or left to an append */
+        size_t first = below((uint32_t)n + 1), second = first + below((uint32_t)(n - first) + 1);
+        EXPECT(kvc_seq_schedule(e, id, first) == KVC_OK, "schedule %" PRIu64 " to %zu", id, first);
+        if (below(2)) EXPECT(kvc_seq_schedule(e, id, second) == KVC_OK, "schedule %" PRIu64 " to %zu", id, second);
+        covered.schedules++;
+        TRACE("schedule %" PRIu64 ": to %zu, then %zu", id, first, second);
+    }
 }
 
 static void op_append(void) {
@@ -565,7 +575,7 @@ static void op_bad(void) {
     const char *what;
     float embedding[4] = {1, 0, 0, 0};
     uint32_t episode = 0;
-    switch (below(15)) {
+    switch (below(17)) {
     case 0: if (!live) return; what = "create of a live id"; want = KVC_ERR_EXISTS; got = kvc_seq_create(e, live, tokens, 4, &n); break;
     case 1: if (!dead) return; what = "append to a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_append(e, dead, tokens, 1); break;
     case 2: {
@@ -594,6 +604,8 @@ static void op_bad(void) {
         what = "focus with an embedding of the wrong dimension";
         got = kvc_seq_focus(e, live, embedding, 3, &episode);
         break;
+    case 14: if (!live) return; what = "schedule past the length"; got = kvc_seq_schedule(e, live, MAX_TOKENS + 1); break;
+    case 15: if (!dead) return; what = "schedule a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_schedule(e, dead, 1); break;
     default: if (!dead) return; what = "free a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_free(e, dead); break;
     }
     EXPECT(got == want, "%s: status %d, want %d", what, got, want);
@@ -684,6 +696,10 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     cfg.adaptive_budgets = (uint32_t)adaptive;
     cfg.offload_dir = dir;
     cfg.offload_bytes = 16u << 20;
+    /* Seeds 1, 4, 7...: prompts are indexed as scheduled (kvc_seq_schedule after the create
+     * wrote them, in one or two steps, or not at all until an append). */
+    scheduling = s % 3 == 1;
+    cfg.index_on_schedule = (uint32_t)scheduling;
     /* Seeds 3, 7, 11...: the disk dies after 50-300 requests (every later read and write
      * fails): the engine must keep serving what is in memory and never serve a failed read. */
     faulty = s % 4 == 3;
@@ -727,10 +743,10 @@ int main(int argc, char **argv) {
            " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
            " compactions leaving layers of different lengths, %" PRIu64 " disk errors (injected), %" PRIu64
            " sequences broken by a failed read, %" PRIu64 " restarts finding %" PRIu64 " KiB on disk, %" PRIu64
-           " events checked\n",
+           " prefills scheduled in steps, %" PRIu64 " events checked\n",
            seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
            covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken, covered.restarts,
-           covered.found_on_restart >> 10, events_seen);
+           covered.found_on_restart >> 10, covered.schedules, events_seen);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
 }
