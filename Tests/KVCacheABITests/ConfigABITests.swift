@@ -51,7 +51,7 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(bytes[80..<84] == [0, 0, 0, 0], "eviction_policy defaults to KVC_EVICTION_NONE")
         #expect(bytes[88] == 4, "sink_tokens defaults to 4")
         #expect(bytes[104] == 4, "episodes defaults to 4")
-        #expect(bytes[124..<128].allSatisfy { $0 == 0 }, "padding is zeroed")
+        #expect(bytes[124..<128].allSatisfy { $0 == 0 }, "index_on_schedule defaults to 0")
         #expect(bytes[128...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
     }
 
