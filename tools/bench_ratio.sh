@@ -61,7 +61,7 @@ import glob, json, os, statistics, sys
 
 percentile, out = sys.argv[1], sys.argv[2]
 OPS_PER_MEASUREMENT = 1000          # BenchmarkScalingFactor.kilo
-OPS_OVERRIDES = {"decode-step-scores": 1}  # CompactionBenchmarks.swift: one step per measurement
+OPS_OVERRIDES = {"decode-step-scores": 1, "unshare": 1}  # Compaction/UnshareBenchmarks.swift: one step (copy) per measurement
 WALL = "Time (wall clock)"
 MALLOC = "Malloc (total)"
 

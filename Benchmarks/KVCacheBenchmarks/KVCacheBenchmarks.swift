@@ -20,6 +20,7 @@ let benchmarks: @Sendable () -> Void = {
     registerPrefixLookupBenchmarks()
     registerForkBenchmarks()
     registerCompactionBenchmarks()
+    registerUnshareBenchmarks()
 }
 
 /// Operations per measurement (see above).
