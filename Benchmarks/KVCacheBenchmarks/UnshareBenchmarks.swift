@@ -3,10 +3,10 @@ import KVCache
 
 /// (6) The first compaction after a prefill, which must copy every page it writes because the
 /// prefix index still holds them (`ContiguousMemory.unshare`): `Engine unshare` is one
-/// `Engine.compact` of a freshly prefilled, indexed 2052-token H2O sequence that evicts one
-/// token in each of its first `UnshareFixture.pages` pages and drops its last, partly filled
-/// page, so it copies exactly those pages (every one of the 64 tensors: 32 layers x K/V, 64 KiB
-/// pages, 16 MiB in all) into fresh page groups, moves 4 tokens per tensor and shrinks;
+/// `Engine.compact` of a freshly prefilled, indexed 2056-token H2O sequence that evicts one
+/// token in each of its first `UnshareFixture.pages` pages (moving 4 tokens of the last,
+/// unindexed page into the holes), so it copies exactly those pages, every one of the 64
+/// tensors (32 layers x K/V, 64 KiB pages: 16 MiB in all), into fresh page groups;
 /// `Baseline unshare` is one `memcpy` of the same 16 MiB between two buffers whose pages are
 /// already resident: the least any copy of those bytes costs. One operation = one compaction
 /// (one copy), `scalingFactor` `.one`.
@@ -14,7 +14,7 @@ import KVCache
 /// (`Engine.trim`), creates the sequence (fresh pages, indexed), writes its K/V through
 /// `Engine.kv` (the prefill, which faults the pages in), observes scores that make H2O evict
 /// the tokens above, and frees the sequence afterwards; so every measured copy reads resident
-/// pages and goes into groups no one has committed or touched, as after a real prefill.
+/// pages into groups that nothing has committed or touched yet, as after a real prefill.
 /// Shape: 32 layers, 1 KV head of 64 fp16 (128-byte tokens, 512 tokens per page).
 func registerUnshareBenchmarks() {
     let configuration = Benchmark.Configuration(
@@ -54,10 +54,11 @@ final class UnshareFixture: @unchecked Sendable {
     /// Pages the compaction copies; each holds one evicted token.
     static let pages = 4
     static let tokensPerPage = pageBytes / tokenBytes
-    /// Tokens evicted: one per copied page. The prompt's last page holds just as many, so that
-    /// the compacted sequence fits the copied pages exactly and the tail page is dropped.
+    /// Tokens evicted: one per copied page.
     static let evicted = pages
-    static let tokens = pages * tokensPerPage + evicted
+    /// The copied pages plus a last page of fewer tokens than a block (not indexed, so written
+    /// without a copy) that keeps some after the compaction (so nothing is unmapped or trimmed).
+    static let tokens = pages * tokensPerPage + 2 * evicted
     /// Bytes of the copied pages over every tensor.
     static let copiedBytes = pages * pageBytes * 2 * layers
     nonisolated(unsafe) static let shared = UnshareFixture()
