@@ -52,6 +52,9 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Disk tier size (offload_bytes), used with --offload-dir.")
     var offloadBytes = ByteCount(bytes: 4 << 30)
 
+    @Flag(help: "Index a prompt's blocks only as they are scheduled (index_on_schedule). Nothing here calls kvc_seq_schedule, so they enter the index at the sequence's first append, after its prefill: later prompts hit only computed blocks.")
+    var indexOnSchedule = false
+
     /// The configuration these options describe.
     var config: EngineConfig {
         var config = EngineConfig()
@@ -65,6 +68,7 @@ struct EngineOptions: ParsableArguments {
         config.dtypeBytes = dtypeBytes
         config.maxSeqs = maxSeqs
         config.maxSeqTokens = maxSeqTokens
+        config.indexOnSchedule = indexOnSchedule
         if let offloadDir {
             config.offloadDir = offloadDir
             config.offloadBytes = offloadBytes.bytes
