@@ -12,13 +12,7 @@ import KVCache
 /// evicted count of tokens per layer, so the K/V size barely matters.
 /// Target: engine / baseline <= 2 (tools/bench_ratio.sh).
 func registerCompactionBenchmarks() {
-    let configuration = Benchmark.Configuration(
-        metrics: [.wallClock, .throughput, .mallocCountTotal],
-        warmupIterations: 3,
-        scalingFactor: .one,
-        maxDuration: .seconds(5),
-        maxIterations: 200
-    )
+    let configuration = oneOperationPerMeasurement
 
     Benchmark("Engine decode-step-scores", configuration: configuration) { benchmark in
         let f = CompactionFixture.shared

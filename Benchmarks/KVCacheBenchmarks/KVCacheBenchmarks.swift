@@ -26,6 +26,19 @@ let benchmarks: @Sendable () -> Void = {
 /// Operations per measurement (see above).
 var operationsPerMeasurement: BenchmarkScalingFactor { .kilo }
 
+/// The configuration of benchmarks whose one operation is long (a decode step, a page copy):
+/// one operation per measurement (`tools/bench_ratio.sh` lists them in `OPS_OVERRIDES`), at
+/// most 200 of them in 5 s.
+var oneOperationPerMeasurement: Benchmark.Configuration {
+    Benchmark.Configuration(
+        metrics: [.wallClock, .throughput, .mallocCountTotal],
+        warmupIterations: 3,
+        scalingFactor: .one,
+        maxDuration: .seconds(5),
+        maxIterations: 200
+    )
+}
+
 /// A small model shape so that the engines' memory stays a few MiB: one token of one tensor
 /// is 128 bytes. Only metadata paths are measured, which do not depend on the shape.
 func smallEngineConfig(blockTokens: Int) -> EngineConfig {

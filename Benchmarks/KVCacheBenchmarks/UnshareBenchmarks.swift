@@ -17,13 +17,7 @@ import KVCache
 /// pages into groups that nothing has committed or touched yet, as after a real prefill.
 /// Shape: 32 layers, 1 KV head of 64 fp16 (128-byte tokens, 512 tokens per page).
 func registerUnshareBenchmarks() {
-    let configuration = Benchmark.Configuration(
-        metrics: [.wallClock, .throughput, .mallocCountTotal],
-        warmupIterations: 3,
-        scalingFactor: .one,
-        maxDuration: .seconds(5),
-        maxIterations: 200
-    )
+    let configuration = oneOperationPerMeasurement
 
     Benchmark("Engine unshare", configuration: configuration) { benchmark in
         let f = UnshareFixture.shared
@@ -61,7 +55,7 @@ final class UnshareFixture: @unchecked Sendable {
     static let tokens = pages * tokensPerPage + 2 * evicted
     /// Bytes of the copied pages over every tensor.
     static let copiedBytes = pages * pageBytes * 2 * layers
-    nonisolated(unsafe) static let shared = UnshareFixture()
+    static let shared = UnshareFixture()
 
     let engine: Engine
     let prompt: [Int32]
