@@ -246,25 +246,45 @@ final class ContiguousMemory: BlockListener {
         return g >= 0 && kvm_pool_refs(pool, UInt32(g)) > 1
     }
 
-    /// Gives pinned page `page` of `slot` a fresh group holding a copy of its bytes (every
-    /// tensor), so that it can be written without touching the old group's other holders.
-    /// Precondition: `fits(1)` was checked.
-    func unshare(slot: Int, page: Int) throws(KVError) {
-        let old = group(slot, page)
-        precondition(old >= 0 && page < pinnedPages[slot])
-        kvm_pool_ref(pool, UInt32(old))  // keep the bytes while the page is remapped
-        defer { kvm_pool_unref(pool, UInt32(old)) }
+    /// Gives pinned pages `pages` of `slot` (ascending) fresh groups holding copies of their
+    /// bytes (every tensor), so that they can be written without touching the old groups'
+    /// other holders. Consecutive pages are mapped as runs (`mapOwned`: an mmap per tensor per
+    /// run) and copied with one read per tensor for each run whose old groups are consecutive
+    /// too (a prompt's pages usually are). Precondition: `fits(pages.count)` was checked.
+    /// Cost: the commits and mappings of `mapOwned`, and a copy of `pages.count` pages per
+    /// tensor.
+    func unshare(slot: Int, pages: [Int]) throws(KVError) {
+        guard !pages.isEmpty else { return }
+        let olds = pages.map { group(slot, $0) }
+        for (page, old) in zip(pages, olds) { precondition(old >= 0 && page < pinnedPages[slot]) }
+        for old in olds { kvm_pool_ref(pool, UInt32(old)) }  // keep the bytes while the pages are remapped
+        defer { for old in olds { kvm_pool_unref(pool, UInt32(old)) } }
         busy = (slot, pinnedPages[slot])
         defer { busy = (-1, 0) }
-        unpin(old)
-        do throws(KVError) { try mapOwned(slot: slot, pages: [page]) } catch {
-            pinGroup(Int(old))
-            throw error
+        for old in olds { unpin(old) }
+        // Only a failing system call stops `mapOwned` (capacity was checked), possibly after some
+        // runs: each page then maps its old group (pinned again, unchanged) or a fresh one, which
+        // gets the old bytes, and the failure is thrown after.
+        var failure: KVError?
+        do throws(KVError) { try mapOwned(slot: slot, pages: pages) } catch { failure = error }
+        let fresh = pages.map { group(slot, $0) }
+        for k in pages.indices { pinGroup(Int(fresh[k])) }
+        var i = 0
+        while i < pages.count {
+            guard fresh[i] != olds[i] else {
+                i += 1
+                continue
+            }
+            var run = 1
+            while i + run < pages.count && pages[i + run] == pages[i] + run && olds[i + run] == olds[i] + Int32(run)
+                && fresh[i + run] != olds[i + run] { run += 1 }
+            for t in 0..<tensors {
+                try check(kvm_pool_read(pool, UInt32(t), UInt32(olds[i]), 0, base(slot, tensor: t) + pages[i] * pageBytes,
+                                        UInt64(run * pageBytes)))
+            }
+            i += run
         }
-        pinGroup(Int(group(slot, page)))
-        for t in 0..<tensors {
-            try check(kvm_pool_read(pool, UInt32(t), UInt32(old), 0, base(slot, tensor: t) + page * pageBytes, UInt64(pageBytes)))
-        }
+        if let failure { throw failure }
     }
 
     /// Shrinks live `slot` to `tokens` tokens: unpins and unmaps the pages past them and gives

@@ -160,6 +160,29 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(e.cachedPrefixTokens(toks + [1]) == 64, "the prefix is still cached with its original bytes")
     }
 
+    /// A compaction whose holes span several consecutive pages that another sequence shares
+    /// copies them as one run (contiguous: `ContiguousMemory.unshare(slot:pages:)`, one mapping
+    /// and one read per tensor for the run): every page of the run gets its own bytes, and the
+    /// other sequence keeps the original ones. 1024 tokens of 32 bytes are 8 pages; the
+    /// evicted tokens lie in pages 0...4 (every fifth below the recent window, plus the newest
+    /// heavy ones there).
+    @Test(arguments: [Layout.paged, .contiguous])
+    func holesAcrossSeveralSharedPagesKeepEveryPagesBytes(layout: Layout) throws {
+        let e = try evictingEngine(layout, .heavyHitter)
+        let toks = tokens(1024, seed: 41)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        #expect(try e.createSequence(2, tokens: toks + [7]) == 1024)  // shares every page
+        try writeKV(e, 2, tokens: [7], from: 1024)
+        let heavy = Set((0..<1024).filter { $0 >= 574 || $0 % 5 != 0 })
+        try observeAll(e, 1, scores(e, n: 1024, heavy: heavy), n: 1024)
+        #expect(try e.compact(1, budgetTokens: 900) == 900)
+        let evicted = Set(0..<1024).subtracting(try positions(e, 1, layer: 0).map(Int.init))
+        #expect(evicted.count == 124 && evicted.allSatisfy { $0 < 574 } && Set(evicted.map { $0 / 128 }) == [0, 1, 2, 3, 4])
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(try kvMismatches(e, 2, tokens: toks + [7], from: 0) == 0, "the other sequence keeps its bytes")
+    }
+
     /// A compaction that keeps only the head of an indexed block moves no byte into it, but
     /// the sequence's appends then write its tail: the block must leave the index (or be
     /// copied, when shared) before that. Found by `tools/abi_model.c`: a later prompt hit the

@@ -241,9 +241,11 @@ extension Engine {
             }
         }
         if let contiguous {
+            var shared: [Int] = []
             for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) {
-                try contiguous.unshare(slot: s, page: p)
+                shared.append(p)
             }
+            try contiguous.unshare(slot: s, pages: shared)
         }
     }
 
