@@ -24,7 +24,9 @@ public final class BlockPool {
     private let freeIds: UnsafeMutablePointer<Int32>
     private var freeTop = 0
     private let refs: UnsafeMutablePointer<UInt32>
-    /// Per block: its hash and its parent's, while it is indexed or prepared (else 0).
+    /// Per block: its hash and its parent's while it is indexed (0 once it leaves the index), or
+    /// as `prepare` recorded them (stale once a prepared block is freed: only a block in a
+    /// sequence's unscheduled range, `SequenceTable.unscheduled`, is read through `prepared`).
     private let hashes: UnsafeMutablePointer<UInt64>
     private let parents: UnsafeMutablePointer<UInt64>
     /// Per block: true while it is in the prefix index (`hashes` then holds the key).
@@ -140,7 +142,7 @@ public final class BlockPool {
     }
 
     /// Drops one reference to `block`; at zero an indexed block joins the LRU tail (cached)
-    /// and any other is freed (a prepared one forgets its hash). Precondition: the block is used.
+    /// and any other is freed. Precondition: the block is used.
     public func release(_ block: Int32) {
         let b = Int(block)
         precondition(refs[b] > 0, "release of an unreferenced block")
@@ -152,8 +154,6 @@ public final class BlockPool {
             cachedCount += 1
             listener?.blockCached(block)
         } else {
-            hashes[b] = 0
-            parents[b] = 0
             freeBlock(block)
         }
     }
@@ -195,8 +195,9 @@ public final class BlockPool {
     }
 
     /// Records that used, unindexed block `block` is the full block `hash` whose parent is
-    /// `parent`, without indexing it (see `prepared`). The hash is forgotten when the block is
-    /// freed. O(1).
+    /// `parent`, without indexing it (see `prepared`). Nothing clears it when the block is freed
+    /// (a free on the allocation hot path touches no hash); the next `prepare` or `insert`
+    /// overwrites it. O(1).
     func prepare(_ block: Int32, hash: UInt64, parent: UInt64) {
         precondition(refs[Int(block)] > 0 && !indexed[Int(block)], "prepare of a block that is not used and unindexed")
         hashes[Int(block)] = hash
