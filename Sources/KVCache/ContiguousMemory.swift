@@ -268,7 +268,7 @@ final class ContiguousMemory: BlockListener {
         var failure: KVError?
         do throws(KVError) { try mapOwned(slot: slot, pages: pages) } catch { failure = error }
         let fresh = pages.map { group(slot, $0) }
-        for k in pages.indices { pinGroup(Int(fresh[k])) }
+        for g in fresh { pinGroup(Int(g)) }
         var i = 0
         while i < pages.count {
             guard fresh[i] != olds[i] else {

@@ -176,7 +176,7 @@ final class DiskTier {
 
     // Per staging buffer.
     /// Staging buffers, one slot each: max(`offloadQueueDepth`, min(1024, 32 MiB / `slotBytes`)).
-    let stages: Int
+    private let stages: Int
     private let stagingBase: UnsafeMutableRawPointer
     private let stageOp: UnsafeMutablePointer<UInt8>
     private let stageSlot: UnsafeMutablePointer<Int32>
