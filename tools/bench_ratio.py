@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Reads the JMH files of one bench_ratio.sh run and prints the table and the targets' verdicts.
+
+Usage: bench_ratio.py PERCENTILE DIR. DIR holds `main/` (the whole suite's run: the table and the
+absolute targets) and `round1/`, `round2/`... (runs of one ratio target's pair each: its ratio
+is judged on the median of the rounds' engine/baseline ratios). Exit status 0 when every
+measured target passes, 1 when one fails, 2 when no results were found.
+Tested by tools/bench_ratio_test.py on fixture JMH files.
+"""
+import glob, json, os, statistics, sys
+
+percentile, out = sys.argv[1], sys.argv[2]
+OPS_PER_MEASUREMENT = 1000          # BenchmarkScalingFactor.kilo
+OPS_OVERRIDES = {"decode-step-scores": 1, "unshare": 1}  # Compaction/UnshareBenchmarks.swift: one step (copy) per measurement
+WALL = "Time (wall clock)"
+MALLOC = "Malloc (total)"
+
+
+def load(directory):
+    """(impl, operation) -> ns/op and malloc calls/op of one round's JMH files."""
+    ns, mallocs = {}, {}
+    for path in sorted(glob.glob(os.path.join(directory, "*.jmh.json"))):
+        for element in json.load(open(path)):
+            name = element["benchmark"].rsplit(".", 1)[-1].replace("_", " ")
+            impl, _, operation = name.partition(" ")
+            metric = element.get("secondaryMetrics", {}).get(WALL)
+            if metric is None or impl not in ("Engine", "Baseline"):
+                continue
+            ops = OPS_OVERRIDES.get(operation, OPS_PER_MEASUREMENT)
+            ns[(impl, operation)] = metric["scorePercentiles"][percentile] * 1000.0 / ops
+            m = element.get("secondaryMetrics", {}).get(MALLOC)
+            if m is not None:
+                mallocs[(impl, operation)] = m["scorePercentiles"][percentile] / ops
+    return ns, mallocs
+
+
+ns, mallocs = load(os.path.join(out, "main"))  # the table: the main run
+rounds = [load(d)[0] for d in sorted(glob.glob(os.path.join(out, "round*")), key=lambda d: int(d.rsplit("round", 1)[1]))]
+
+operations = sorted({op for _, op in ns})
+if not operations:
+    print("bench_ratio: no Engine/Baseline wall-clock results found", file=sys.stderr)
+    sys.exit(2)
+print(f"ns per operation (p{percentile.rstrip('0').rstrip('.')} of the measurements)\n")
+print(f"{'operation':<18} {'engine ns':>12} {'baseline ns':>12} {'engine/baseline':>16} {'speedup':>9}"
+      f" {'engine malloc/op':>17} {'baseline malloc/op':>19}")
+for op in operations:
+    e, b = ns.get(("Engine", op)), ns.get(("Baseline", op))
+    fmt = lambda v, w=12: f"{v:{w}.2f}" if v is not None else f"{'-':>{w}}"
+    ratio = f"{e / b:16.3f}" if e and b else f"{'-':>16}"
+    speedup = f"{b / e:8.2f}x" if e and b else f"{'-':>9}"
+    me, mb = mallocs.get(("Engine", op)), mallocs.get(("Baseline", op))
+    print(f"{op:<18} {fmt(e)} {fmt(b)} {ratio} {speedup} {fmt(me, 17)} {fmt(mb, 19)}")
+
+# Targets from the issue.
+targets = [
+    ("allocate+free", lambda v: 1e9 / v >= 10e6, lambda v: f"{1e9 / v / 1e6:.1f} M pairs/s (target >= 10 M pairs/s)"),
+    ("append", lambda v: v < 200, lambda v: f"{v:.1f} ns/token (target < 200 ns/token, no new block)"),
+]
+print()
+failed = False
+for op, ok, text in targets:
+    v = ns.get(("Engine", op))
+    if v is None:
+        print(f"SKIP {op}: not measured")
+        continue
+    passed = ok(v)
+    failed |= not passed
+    print(f"{'PASS' if passed else 'FAIL'} {op}: {text(v)}")
+# Ratio targets: engine / baseline in the same run.
+ratio_targets = [("decode-step-scores", 2.0, "observe+compact of one decode step (32k tokens, 32 layers x 8 heads) vs a plain sum of the same scores")]
+for op, limit, what in ratio_targets:
+    ratios = [r[("Engine", op)] / r[("Baseline", op)] for r in rounds if ("Engine", op) in r and ("Baseline", op) in r]
+    if not ratios:
+        print(f"SKIP {op}: not measured")
+        continue
+    ratio = statistics.median(ratios)
+    passed = ratio <= limit
+    failed |= not passed
+    each = ", ".join(f"{x:.2f}" for x in ratios)
+    print(f"{'PASS' if passed else 'FAIL'} {op}: {ratio:.2f}x {what} (target <= {limit}x; median of {len(ratios)} same-run rounds: {each})")
+sys.exit(1 if failed else 0)

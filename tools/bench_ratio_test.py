@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Tests bench_ratio.py's verdicts on fixture JMH files shaped like the benchmark tool's export
+(`package.benchmark.KVCacheBenchmarks.Engine_<operation>`, wall clock in microseconds per
+measurement of 1000 operations, or of one for decode-step-scores). Each case writes a run's
+directories, runs the script and checks its exit status and the lines it prints. Ends with
+"bench_ratio: N passed, M failed"; exits non-zero when a case fails.
+"""
+import json, os, subprocess, sys, tempfile
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench_ratio.py")
+
+
+def write_run(directory, microseconds, percentile="50.0"):
+    """One JMH file in `directory`: (impl, operation) -> wall-clock microseconds per measurement."""
+    os.makedirs(directory, exist_ok=True)
+    elements = []
+    for (impl, operation), us in microseconds.items():
+        elements.append({
+            "benchmark": f"package.benchmark.KVCacheBenchmarks.{impl}_{operation}",
+            "mode": "thrpt",
+            "secondaryMetrics": {
+                "Time (wall clock)": {"scorePercentiles": {percentile: us, "99.0": us * 3}, "scoreUnit": "us"},
+                "Malloc (total)": {"scorePercentiles": {percentile: 2000.0, "99.0": 2000.0}},
+            },
+        })
+    with open(os.path.join(directory, "Current_run.jmh.json"), "w") as f:
+        json.dump(elements, f)
+
+
+def run_case(main, rounds):
+    """Writes `main` and one directory per entry of `rounds`, runs the script: (status, output)."""
+    with tempfile.TemporaryDirectory() as out:
+        write_run(os.path.join(out, "main"), main)
+        for i, r in enumerate(rounds, 1):
+            write_run(os.path.join(out, f"round{i}"), r)
+        p = subprocess.run([sys.executable, SCRIPT, "50.0", out], capture_output=True, text=True)
+        return p.returncode, p.stdout + p.stderr
+
+
+def decode(engine_us, baseline_us):
+    return {("Engine", "decode-step-scores"): engine_us, ("Baseline", "decode-step-scores"): baseline_us}
+
+
+FAST = {("Engine", "allocate+free"): 20.0, ("Baseline", "allocate+free"): 40.0,   # 20 ns: 50 M pairs/s
+        ("Engine", "append"): 60.0, ("Baseline", "append"): 90.0}                  # 60 ns/token
+
+
+def line(output, prefix):
+    return next((l for l in output.splitlines() if l.startswith(prefix)), "")
+
+
+failures, checked = [], []
+
+
+def check(name, condition, output):
+    checked.append(name)
+    if condition:
+        print(f"ok   {name}")
+    else:
+        print(f"FAIL {name}\n{output}")
+        failures.append(name)
+
+
+# The median of the rounds is judged, not the mean and not the main run's pair.
+status, output = run_case({**FAST, **decode(1000.0, 1000.0)},
+                          [decode(1500.0, 1000.0), decode(2600.0, 1000.0), decode(1800.0, 1000.0)])
+check("median of rounds passes though one round is over 2x", status == 0
+      and line(output, "PASS decode-step-scores").startswith("PASS decode-step-scores: 1.80x")
+      and "median of 3 same-run rounds: 1.50, 2.60, 1.80" in output, output)
+check("absolute targets from the main run", "PASS allocate+free: 50.0 M pairs/s" in output
+      and "PASS append: 60.0 ns/token" in output, output)
+check("decode-step ns per operation is per measurement (one step each)",
+      line(output, "decode-step-scores").split()[1:3] == ["1000000.00", "1000000.00"], output)
+
+status, output = run_case({**FAST, **decode(1000.0, 1000.0)},
+                          [decode(2100.0, 1000.0), decode(1200.0, 1000.0), decode(2400.0, 1000.0)])
+check("median over 2x fails though the main run's pair is 1x", status == 1
+      and line(output, "FAIL decode-step-scores").startswith("FAIL decode-step-scores: 2.10x"), output)
+
+# Rounds are read in numeric order (round10 after round9) and a round without its baseline is left out.
+rounds = [decode(1000.0 + 100.0 * i, 1000.0) for i in range(1, 11)]
+rounds[3] = {("Engine", "decode-step-scores"): 9000.0}
+status, output = run_case({**FAST, **decode(1000.0, 1000.0)}, rounds)
+check("rounds in numeric order, incomplete round skipped", status == 0
+      and "median of 9 same-run rounds: 1.10, 1.20, 1.30, 1.50, 1.60, 1.70, 1.80, 1.90, 2.00" in output
+      and line(output, "PASS decode-step-scores").startswith("PASS decode-step-scores: 1.60x"), output)
+
+status, output = run_case({("Engine", "append"): 250.0, ("Baseline", "append"): 90.0}, [])
+check("slow append fails, unmeasured targets skip", status == 1 and "FAIL append: 250.0 ns/token" in output
+      and "SKIP allocate+free: not measured" in output and "SKIP decode-step-scores: not measured" in output, output)
+
+status, output = run_case({}, [])
+check("no results is a run failure", status == 2 and "no Engine/Baseline wall-clock results" in output, output)
+
+print(f"bench_ratio: {len(checked) - len(failures)} passed, {len(failures)} failed")
+sys.exit(1 if failures else 0)
