@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import KVCache
 #if canImport(Glibc)
 import Glibc
@@ -29,7 +30,9 @@ struct LoadCommand: ParsableCommand {
 
         Latencies are of successful engine calls only, timed around the call (they include \
         ~20-30 ns of clock reads). ops/s is count / wall time, all threads together. Peak \
-        committed bytes are sampled every 50 ms; peak RSS is VmHWM.
+        committed bytes are sampled every 50 ms; peak RSS is VmHWM. The same samples (committed \
+        bytes, RSS, K/V bytes of live and of cached blocks) are plotted over the run to \
+        --plots/memory.svg.
 
         --json prints one object with these stable keys: workload ("synthetic"|"trace"), \
         workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
@@ -122,6 +125,9 @@ struct LoadCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON (keys listed above) instead of a table.")
     var json = false
 
+    @Option(help: "Directory for the SVG plot of memory over the run (memory.svg; with --compare-offload, memory_without_offload.svg and memory_with_offload.svg); '' for none.")
+    var plots = "out/load"
+
     @Flag(help: "Run the workload twice, without and with the disk tier (--offload-dir, emptied first), and compare.")
     var compareOffload = false
 
@@ -196,6 +202,7 @@ struct LoadCommand: ParsableCommand {
         var runner = try loadRunner()
         guard compareOffload, let dir = runner.config.offloadDir else {
             let report = try runner.run()
+            try writePlots([("memory", report)])
             print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
             return
         }
@@ -205,7 +212,21 @@ struct LoadCommand: ParsableCommand {
         for name in ["kvcache.slab", "kvcache.journal"] { unlink(dir + "/" + name) }
         runner.config.offloadDir = dir
         let with = try runner.run()
+        try writePlots([("memory_without_offload", without), ("memory_with_offload", with)])
         print(json ? LoadReport.comparisonJSON(without: without, with: with) : LoadReport.comparison(without: without, with: with))
+    }
+
+    /// Writes each report's memory timeline to `--plots`/NAME.svg (nothing when `--plots` is
+    /// ''), saying where on standard error. Throws when the directory or a file cannot be written.
+    func writePlots(_ reports: [(name: String, report: LoadReport)]) throws {
+        guard !plots.isEmpty else { return }
+        try FileManager.default.createDirectory(atPath: plots, withIntermediateDirectories: true)
+        for (name, report) in reports {
+            guard let timeline = report.timeline else { continue }
+            let title = "kvcache load: memory, \(report.layout) layout, \(report.workload)"
+            try timeline.svg(title: title).write(toFile: plots + "/\(name).svg", atomically: true, encoding: .utf8)
+        }
+        FileHandle.standardError.write(Data("plots written to \(plots)/\n".utf8))
     }
 }
 

@@ -133,6 +133,8 @@ struct LoadReport: Codable, Sendable {
     var firstError: String?
     /// The disk tier's side of the run (absent without `--offload-dir`).
     var offload: Offload?
+    /// Memory over the run, for `--plots` (not in the JSON: a sample per 50 ms).
+    var timeline: MemoryTimeline?
 
     enum CodingKeys: String, CodingKey {
         case workload, layout, threads, requests, operations, prefix, memory, offload

@@ -2,8 +2,8 @@ import Foundation
 import KVCache
 import Synchronization
 
-/// Runs one load test: creates the engine, starts the worker threads, samples memory and
-/// shows progress on the calling thread until they finish, and assembles the report.
+/// Runs one load test: creates the engine, starts the worker threads, samples memory (the
+/// report's `timeline`) and shows progress on the calling thread until they finish, and assembles the report.
 struct LoadRunner {
     var config: EngineConfig
     var workload: any Workload
@@ -15,7 +15,8 @@ struct LoadRunner {
     /// would at start-up (`Engine.reserve`).
     var reserve = false
 
-    /// How often the calling thread samples `committedBytes` for the peak.
+    /// How often the calling thread samples the engine's and the process's memory (the peak of
+    /// `committedBytes`, the `MemoryTimeline`).
     static let sampleIntervalNanoseconds: UInt64 = 50_000_000
 
     /// An error that ends the run, with a message for the operator.
@@ -60,11 +61,14 @@ struct LoadRunner {
         }
 
         var committedPeak: UInt64 = 0
+        var timeline = MemoryTimeline(config: config)
         while !progress.allSatisfy({ $0.finished.load(ordering: .acquiring) }) {
             sleepNanoseconds(Self.sampleIntervalNanoseconds)
             let stats = engine.stats()
             committedPeak = max(committedPeak, stats.committedBytes)
-            progressLine.update(self.progressText(coordinator: coordinator, progress: progress, stats: stats))
+            let rss = ProcessMemory.current().rssBytes
+            timeline.record(seconds: Double(coordinator.elapsedNanoseconds()) / 1e9, stats: stats, rssBytes: rss)
+            progressLine.update(self.progressText(coordinator: coordinator, progress: progress, stats: stats, rssBytes: rss))
         }
         let elapsed = Double(coordinator.elapsedNanoseconds()) / 1e9
         progressLine.clear()
@@ -92,6 +96,7 @@ struct LoadRunner {
         let stats = engine.stats()
         committedPeak = max(committedPeak, stats.committedBytes)
         let rssEnd = ProcessMemory.current()
+        timeline.record(seconds: max(elapsed, timeline.samples.last?.seconds ?? 0), stats: stats, rssBytes: rssEnd.rssBytes)
 
         var operations: [String: LoadReport.OperationStats] = [:]
         for op in TimedOperation.allCases {
@@ -123,11 +128,12 @@ struct LoadRunner {
                           pageBytes: config.pageBytes, hugePages: stats.hugePages,
                           reservedBytes: reserved.bytes, reserveSeconds: (reserved.seconds * 1000).rounded() / 1000),
             firstError: total.firstError,
-            offload: config.hasDiskTier ? LoadReport.Offload(stats: stats, dir: config.offloadDir ?? "", elapsed: elapsed, total: total) : nil
+            offload: config.hasDiskTier ? LoadReport.Offload(stats: stats, dir: config.offloadDir ?? "", elapsed: elapsed, total: total) : nil,
+            timeline: timeline
         )
     }
 
-    private func progressText(coordinator: LoadCoordinator, progress: [WorkerProgress], stats: EngineStats) -> String {
+    private func progressText(coordinator: LoadCoordinator, progress: [WorkerProgress], stats: EngineStats, rssBytes: UInt64) -> String {
         let seconds = Double(coordinator.elapsedNanoseconds()) / 1e9
         let completed = progress.reduce(0) { $0 + $1.completed.load(ordering: .relaxed) }
         let rejected = progress.reduce(0) { $0 + $1.rejected.load(ordering: .relaxed) }
@@ -136,6 +142,6 @@ struct LoadRunner {
         return "[\(fixed(seconds, 1)) s] \(completed)/\(workload.requestCount) done, \(rejected) rejected, "
             + "\(stats.sequences) live, \(fixed(Double(decoded) / max(seconds, 1e-9) / 1000, 1))k tok/s, "
             + "hit \(fixed(hit, 1))%, committed \(ByteCount.format(stats.committedBytes)), "
-            + "RSS \(ByteCount.format(ProcessMemory.current().rssBytes))"
+            + "RSS \(ByteCount.format(rssBytes))"
     }
 }
