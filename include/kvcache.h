@@ -131,6 +131,7 @@
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
  *   KVC_ERR_IO                a disk-tier read or write failed, or offload_dir is unusable
+ *                             (missing, unwritable, or held by another engine)
  *   KVC_ERR_UNSUPPORTED       the call does not apply to this engine's layout, or a config
  *                             sets a field this library does not know
  *   KVC_ERR_INTERNAL          a bug in the library; the message says where
@@ -236,7 +237,9 @@ typedef struct kvc_config {
     uint32_t metadata_only;
     /** Directory of the disk tier (see DISK TIER), or NULL (default): no disk tier. It must
      *  exist; the engine creates kvcache.slab and kvcache.journal in it and finds its spilled
-     *  blocks there again after a restart. The string is copied; at most 4096 bytes. */
+     *  blocks there again after a restart. One engine per directory: while an engine (of this
+     *  process or another) holds it, kvc_engine_create on it fails with KVC_ERR_IO. The
+     *  string is copied; at most 4096 bytes. */
     const char *offload_dir;
     /** Largest size of the slab file in bytes; 0 (default): no disk tier. Must hold at least
      *  one slot: 4096 + 2 * num_layers * block_tokens * token_bytes, rounded up to 4096
@@ -816,7 +819,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     A slot is rewritten only after a FREED record for its old block is written, so a
  *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
  *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
- *     compacted when an engine opens it.
+ *     compacted when an engine opens it. An engine holds its offload_dir exclusively (flock
+ *     on kvcache.slab until kvc_engine_destroy or the process's death), so a second engine on
+ *     the same directory cannot overwrite the first one's slots: its create fails with
+ *     KVC_ERR_IO ("... is in use by another engine ...") and the first keeps serving.
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT

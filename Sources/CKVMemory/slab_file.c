@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@ _Static_assert(sizeof(kvm_slot_header) <= KVM_SLOT_HEADER_BYTES, "slot header fi
 struct kvm_slab {
     int fd;
     int journal_fd;
+    int lock_fd; /* the slab file again, only to hold the directory's lock (see kvm_slab_open) */
     int direct;
     uint32_t capacity;
     uint32_t allocated;
@@ -55,6 +57,26 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     snprintf(path, sizeof path, "%s/kvcache.slab", cfg->dir);
     snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", cfg->dir);
     int flags = O_RDWR | O_CREAT | O_CLOEXEC;
+    /* One engine per directory: a second writer would overwrite the first one's slots and
+     * rewrite its journal. The lock is taken before anything else is opened, on a descriptor
+     * of its own: io_uring keeps a registered file open until its ring's deferred teardown, so
+     * a lock on the I/O descriptor would outlive kvm_slab_close (and a killed process) for a
+     * while. This one goes with kvm_slab_close or the process's death. */
+    s->lock_fd = open(path, flags, 0644);
+    if (s->lock_fd < 0) {
+        int err = errno;
+        free(s);
+        return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
+    }
+    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        close(s->lock_fd);
+        free(s);
+        if (err == EWOULDBLOCK)
+            return kvm_fail(EBUSY, "offload_dir '%s' is in use by another engine (its slab file is locked); give each engine its own offload_dir",
+                            cfg->dir);
+        return kvm_fail(err, "offload: cannot lock '%s': %s", path, strerror(err));
+    }
     s->fd = cfg->force_buffered ? -1 : open(path, flags | O_DIRECT, 0644);
     if (s->fd >= 0) {
         s->direct = 1;
@@ -66,6 +88,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     }
     if (s->fd < 0) {
         int err = errno;
+        close(s->lock_fd);
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
@@ -73,6 +96,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     if (s->journal_fd < 0) {
         int err = errno;
         close(s->fd);
+        close(s->lock_fd);
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", s->journal_path, strerror(err));
     }
@@ -90,6 +114,7 @@ void kvm_slab_close(kvm_slab *s) {
     kvm_slab_sync(s);
     close(s->fd);
     close(s->journal_fd);
+    close(s->lock_fd); /* last: the directory is free once the files are closed */
     free(s);
 }
 

@@ -349,6 +349,42 @@ struct OffloadABITests {
         #expect(e == nil)
     }
 
+    /// One engine per offload_dir: a second create on a directory an engine holds fails with
+    /// KVC_ERR_IO and touches nothing of the first engine's (its spilled prefix, its witnesses);
+    /// once the first is destroyed the directory opens again and its blocks are found.
+    @Test(arguments: bothLayouts)
+    func aSecondEngineOnAHeldDirectoryIsRefusedAndTheFirstKeepsServing(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var f: ABIFixture? = try offloadFixture(layout, dir: dir)
+        let prompt = f!.uniqueTokens(5, count: 41)
+        try f!.create(5, tokens: prompt)
+        try f!.write(5, salt: 5, from: 0, to: 41)
+        #expect(kvc_seq_free(f!.handle, 5) == KVC_OK)
+        #expect(kvc_engine_trim(f!.handle) == KVC_OK)
+        #expect(kvc_engine_sync(f!.handle) == KVC_OK)
+
+        var c = CConfig.small(layout)
+        c.offloadBytes = 16 << 20
+        var second: OpaquePointer?
+        LastError.clear()
+        let rc = c.create(&second, offloadDir: dir)
+        expectStatus(rc, KVC_ERR_IO, mentioning: ["kvc_engine_create", dir, "in use by another engine"])
+        #expect(second == nil)
+
+        #expect(try f!.create(6, tokens: prompt) == 40, "the first engine still finds its spilled prefix")
+        #expect(waitReady(f!, 6) == KVC_OK)
+        #expect(try f!.firstMismatch(6, salt: 5, to: 40) == nil)
+        try f!.expectWitnessesIntact()
+
+        f = nil  // destroys the engine, which lets go of the directory
+        let reopened = try ABIFixture(c, offloadDir: dir)
+        #expect(try reopened.stats().diskHitTokens == 0)
+        #expect(try reopened.create(7, tokens: prompt) == 40, "the journal was left whole by the refused create")
+        #expect(waitReady(reopened, 7) == KVC_OK)
+        #expect(try reopened.firstMismatch(7, salt: 5, to: 40) == nil)
+    }
+
     @Test func aMissingDirectoryIsAnIOError() {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.offloadBytes = 1 << 20

@@ -32,6 +32,14 @@ struct CrashRecoveryTests {
             waited += 10
         }
         #expect(child.isRunning, "the child died on its own")
+        // The running child holds the directory: an engine of this process is refused and
+        // changes nothing (it would otherwise compact the child's journal under it).
+        do {
+            _ = try Engine(SpillChildConfig.config(dir: dir.path, offloadBytes: offloadBytes))
+            Issue.record("an engine opened the directory the child holds")
+        } catch {
+            #expect(error.code == .io && error.message.contains("in use by another engine"), "\(error.message)")
+        }
         kill(child.processIdentifier, SIGKILL)
         child.waitUntilExit()
         #expect(child.terminationReason == .uncaughtSignal && child.terminationStatus == SIGKILL)

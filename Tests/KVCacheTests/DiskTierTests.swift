@@ -148,6 +148,35 @@ struct DiskTierTests {
         #expect(try kvDifferences(e, 1, count: 80) { prompt[$0] } == 0)
     }
 
+    /// Two engines on one directory would overwrite each other's slots and journal: the second
+    /// is refused (`io`) before it opens the journal, and the first keeps its blocks (a second
+    /// process is refused too: `CrashRecoveryTests`).
+    @Test(arguments: layouts)
+    func aSecondEngineOnAHeldDirectoryIsRefused(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(81, seed: 9)
+        var first: Engine? = try Engine(offloadConfig(layout, dir: dir.path))
+        try first!.createSequence(1, tokens: prompt)
+        try fillKV(first!, 1, count: 81) { prompt[$0] }
+        try first!.free(1)
+        try first!.trim()
+        try first!.syncOffload()
+        do {
+            _ = try Engine(offloadConfig(layout, dir: dir.path))
+            Issue.record("a second engine opened a held offload_dir")
+        } catch {
+            #expect(error.code == .io)
+            #expect(error.message.contains("'\(dir.path)' is in use by another engine"), "\(error.message)")
+        }
+        #expect(try first!.createSequence(2, tokens: prompt) == 80)
+        try waitReady(first!, 2)
+        #expect(try kvDifferences(first!, 2, count: 80) { prompt[$0] } == 0)
+        first = nil
+        let again = try Engine(offloadConfig(layout, dir: dir.path))
+        #expect(again.stats().disk.recoveredSlots == 20, "the refused engine left the journal whole")
+    }
+
     @Test(arguments: layouts)
     func aCorruptSlotIsAMissAndIsNeverServed(layout: Layout) throws {
         let dir = ScratchDir()

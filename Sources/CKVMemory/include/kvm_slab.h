@@ -62,8 +62,10 @@ typedef struct kvm_slab_config {
     int32_t force_buffered;  /* 1: do not try O_DIRECT */
 } kvm_slab_config;
 
-/* Opens (or creates) the slab and journal in cfg->dir. -EINVAL (bad sizes, max_bytes below one
- * slot), -errno with the path and reason when a file cannot be opened. */
+/* Opens (or creates) the slab and journal in cfg->dir and locks the slab file (flock, exclusive)
+ * for as long as it is open. -EINVAL (bad sizes, max_bytes below one slot), -EBUSY when another
+ * open slab (this process's or another's) holds the directory, -errno with the path and reason
+ * when a file cannot be opened. */
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out);
 /* fdatasyncs and closes both files. NULL: no-op. */
 void kvm_slab_close(kvm_slab *s);
