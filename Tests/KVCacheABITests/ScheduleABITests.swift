@@ -58,4 +58,29 @@ import Testing
         try f.create(1, tokens: prompt)
         #expect(try f.create(2, tokens: prompt) == 20)
     }
+
+    /// A metadata-only engine (no memory) indexes as scheduled too: a second create hits only
+    /// what was scheduled, and everything after the first sequence's append.
+    @Test func aMetadataOnlyEngineIndexesAsScheduled() throws {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.metadataOnly = 1
+        c.indexOnSchedule = 1
+        var engine: OpaquePointer?
+        try #require(c.create(&engine) == KVC_OK)
+        defer { kvc_engine_destroy(engine) }
+        let prompt: [Int32] = (0..<24).map { 500 + $0 }
+        func create(_ seq: UInt64) -> Int {
+            var cached = -1
+            let rc = prompt.withUnsafeBufferPointer { kvc_seq_create(engine, seq, $0.baseAddress, $0.count, &cached) }
+            #expect(rc == KVC_OK)
+            return cached
+        }
+        #expect(create(1) == 0)
+        #expect(create(2) == 0, "nothing scheduled: nothing to hit")
+        #expect(kvc_seq_schedule(engine, 1, 9) == KVC_OK)
+        #expect(create(3) == 8, "blocks 0 and 1")
+        var token: Int32 = 7
+        #expect(kvc_seq_append(engine, 1, &token, 1) == KVC_OK)
+        #expect(create(4) == 20, "the append indexed the rest of the prompt (capped: one token to compute)")
+    }
 }

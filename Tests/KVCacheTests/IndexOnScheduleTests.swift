@@ -289,4 +289,52 @@ struct IndexOnScheduleTests {
         #expect(thrown { () throws(KVError) in try e.schedule(2, tokens: 0) }?.code == .notFound)
         #expect(try e.createSequence(2, tokens: prompt) == 36)
     }
+    /// The engines a prompt given by block hashes is tested on: both layouts with memory, and
+    /// a metadata-only engine (paged, no memory; what the simulator runs).
+    static let hashEngines: [(Layout, Bool)] = [(.paged, false), (.contiguous, false), (.paged, true)]
+
+    /// A prompt given by its block hashes (`createSequence(_:blockHashes:tokens:)`) with a
+    /// partial last block: creation indexes nothing and emits no event; `schedule` indexes the
+    /// given hashes in order with their parents; a second create hits exactly the scheduled
+    /// blocks; an append indexes the rest of the prompt but not the block it fills (the
+    /// partial block's tokens are unknown).
+    @Test(arguments: hashEngines)
+    func aPromptGivenByHashesIsIndexedAsScheduled(layout: Layout, metadataOnly: Bool) throws {
+        var c = scheduling(smallConfig(layout))
+        c.metadataOnly = metadataOnly
+        let e = try Engine(c)
+        let prompt = tokens(42, seed: 30)  // 10 full blocks and 2 tokens
+        let hashes = BlockHash.chain(prompt, blockTokens: 4)
+        #expect(try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 42) } == 0)
+        #expect(drain(e).isEmpty, "creation indexes none of the prompt's blocks")
+        if !metadataOnly { try writeKV(e, 1, tokens: prompt, from: 0) }
+        try e.schedule(1, tokens: 18)
+        #expect(stored(drain(e)) == chain(prompt, 0..<4))
+        #expect(try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(2, blockHashes: h, tokens: 42) } == 16)
+        #expect(e.stats().prefixHitTokens == 16)
+        if !metadataOnly { #expect(try kvMismatches(e, 2, tokens: Array(prompt.prefix(16)), from: 0) == 0) }
+        try e.append(1, tokens: [901, 902, 903])
+        #expect(stored(drain(e)) == chain(prompt, 4..<10), "the rest of the prompt; block 10 (2 unknown tokens) is not indexed")
+        #expect(e.cachedPrefixTokens(prompt) == 40)
+        #expect(e.cachedPrefixTokens(prompt + [901, 902, 903]) == 40)
+        try e.schedule(2, tokens: 42)
+        #expect(drain(e).isEmpty, "sequence 2's blocks 4...9 have their hashes indexed already")
+    }
+
+    /// A prompt given by hashes that ends on a block boundary knows every token before its
+    /// appends: the append indexes the rest of the prompt, then the block it fills, chained.
+    @Test(arguments: hashEngines)
+    func aWholeBlockPromptGivenByHashesIndexesItsAppends(layout: Layout, metadataOnly: Bool) throws {
+        var c = scheduling(smallConfig(layout))
+        c.metadataOnly = metadataOnly
+        let e = try Engine(c)
+        let prompt = tokens(40, seed: 31), decoded: [Int32] = [911, 912, 913, 914]
+        let hashes = BlockHash.chain(prompt, blockTokens: 4)
+        _ = try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 40) }
+        try e.schedule(1, tokens: 8)
+        #expect(stored(drain(e)) == chain(prompt, 0..<2))
+        try e.append(1, tokens: decoded)
+        #expect(stored(drain(e)) == chain(prompt + decoded, 2..<11))
+        #expect(e.cachedPrefixTokens(prompt + decoded + [1]) == 44)
+    }
 }
