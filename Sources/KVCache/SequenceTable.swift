@@ -6,7 +6,9 @@
 /// `lastHash` is the chain hash of the last full block (0 when there is none); the blocks at
 /// `unscheduled` are full and used, each prepared (`BlockPool.prepare`) unless a fork sharing it
 /// indexed it meanwhile (or an abort of that fork took it out again: its hash is then 0 and
-/// it is never indexed).
+/// it is never indexed). While a sequence is swapped out its table holds disk slots, and the
+/// hashes of its `unscheduled` blocks are kept by the swap-out queue
+/// (`SwapOutQueue.takePrepared`) until the swap-in prepares the blocks it reads them into.
 final class SequenceTable {
     let maxSeqs: Int
     let maxBlocks: Int

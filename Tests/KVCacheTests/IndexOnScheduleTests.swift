@@ -207,10 +207,11 @@ struct IndexOnScheduleTests {
         #expect(e.cachedPrefixTokens(prompt) <= 8, "at most the blocks scheduled before the compaction")
     }
 
-    /// A swap-out writes the unscheduled blocks uncomputed to private disk slots: after the
-    /// swap-in they stay out of the index whatever is scheduled.
+    /// A swap-out in the middle of a prefill keeps the unscheduled range: its blocks go to disk
+    /// as the sequence's own slots (no prompt finds their uncomputed bytes there), come back
+    /// unindexed, and once the server resumes the prefill `schedule` indexes them as usual.
     @Test(arguments: layouts)
-    func aSwapOutEndsTheSchedule(layout: Layout) throws {
+    func aSwapOutKeepsTheSchedule(layout: Layout) throws {
         let dir = ScratchDir("sched")
         defer { dir.remove() }
         let e = try Engine(scheduling(offloadConfig(layout, dir: dir.path)))
@@ -218,17 +219,55 @@ struct IndexOnScheduleTests {
         try e.createSequence(1, tokens: prompt)
         try e.schedule(1, tokens: 16)
         try writeKV(e, 1, tokens: Array(prompt.prefix(16)), from: 0)
+        try writeKV(e, 1, tokens: Array(prompt[16...]), from: 16, salt: 9)  // what was there before the pass: not its K/V
         try e.swapOut(1)
+        #expect(e.cachedPrefixTokens(prompt) == 16, "the unscheduled blocks are not found on disk")
+        #expect(thrown { () throws(KVError) in try e.schedule(1, tokens: 40) }?.code == .invalidArgument)
+        _ = drain(e)
         try e.swapIn(1)
         try waitReady(e, 1)
-        #expect(stored(drain(e).filter { $0.tier == 0 }).suffix(4) == chain(prompt, 0..<4),
-                "the swap-in indexes the scheduled blocks again")
-        try e.schedule(1, tokens: 40)
-        try e.append(1, tokens: [7])
-        #expect(stored(drain(e)).isEmpty)
+        #expect(stored(drain(e).filter { $0.tier == 0 }) == chain(prompt, 0..<4), "the swap-in indexes the scheduled blocks only")
         #expect(try e.createSequence(2, tokens: prompt) == 16)
         try waitReady(e, 2)
-        #expect(try kvMismatches(e, 2, tokens: Array(prompt.prefix(16)), from: 0) == 0)
+        try e.free(2)
+        try e.schedule(1, tokens: 28)  // the server resumes the prefill
+        try writeKV(e, 1, tokens: Array(prompt[16..<28]), from: 16)
+        #expect(stored(drain(e)) == chain(prompt, 4..<7))
+        try e.schedule(1, tokens: 40)
+        try writeKV(e, 1, tokens: Array(prompt[28...]), from: 28)
+        #expect(stored(drain(e)) == chain(prompt, 7..<10))
+        #expect(try e.createSequence(3, tokens: prompt) == 36)
+        try waitReady(e, 3)
+        #expect(try kvMismatches(e, 3, tokens: Array(prompt.prefix(36)), from: 0) == 0)
+    }
+
+    /// A fork child that schedules shared blocks while its parent is swapped out indexes them;
+    /// the parent's swap-in reads its own copies (its slots are unhashed), and its schedule
+    /// then indexes the blocks whose hashes no other block holds, and leaves out the others.
+    @Test(arguments: layouts)
+    func aForkChildSchedulesWhileItsParentIsSwappedOut(layout: Layout) throws {
+        let dir = ScratchDir("sched")
+        defer { dir.remove() }
+        let e = try Engine(scheduling(offloadConfig(layout, dir: dir.path)))
+        let prompt = tokens(40, seed: 21)
+        try e.createSequence(1, tokens: prompt)
+        try e.schedule(1, tokens: 8)
+        try writeKV(e, 1, tokens: prompt, from: 0)  // before the fork: a fork's shared tokens are never written
+        try e.fork(parent: 1, child: 2)
+        try e.swapOut(1)
+        _ = drain(e)
+        try e.schedule(2, tokens: 24)
+        #expect(stored(drain(e)) == chain(prompt, 2..<6))
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        _ = drain(e)
+        try e.schedule(1, tokens: 40)
+        #expect(stored(drain(e)) == chain(prompt, 6..<10), "blocks 2...5 have their hashes indexed by the child's blocks")
+        try e.free(2)
+        try e.free(1)
+        #expect(try e.createSequence(3, tokens: prompt) == 36)
+        try waitReady(e, 3)
+        #expect(try kvMismatches(e, 3, tokens: Array(prompt.prefix(36)), from: 0) == 0)
     }
 
     /// A cancelled asynchronous swap-out leaves the sequence as it was: still scheduling.
@@ -289,6 +328,7 @@ struct IndexOnScheduleTests {
         #expect(thrown { () throws(KVError) in try e.schedule(2, tokens: 0) }?.code == .notFound)
         #expect(try e.createSequence(2, tokens: prompt) == 36)
     }
+
     /// The engines a prompt given by block hashes is tested on: both layouts with memory, and
     /// a metadata-only engine (paged, no memory; what the simulator runs).
     static let hashEngines: [(Layout, Bool)] = [(.paged, false), (.contiguous, false), (.paged, true)]
