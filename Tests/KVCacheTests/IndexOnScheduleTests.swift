@@ -209,9 +209,10 @@ struct IndexOnScheduleTests {
 
     /// A swap-out in the middle of a prefill keeps the unscheduled range: its blocks go to disk
     /// as the sequence's own slots (no prompt finds their uncomputed bytes there), come back
-    /// unindexed, and once the server resumes the prefill `schedule` indexes them as usual.
-    @Test(arguments: layouts)
-    func aSwapOutKeepsTheSchedule(layout: Layout) throws {
+    /// unindexed, and once the server resumes the prefill `schedule` indexes them as usual;
+    /// whether the swap-out's own call finished it or a later call settled it (`swapOutAsync`).
+    @Test(arguments: layouts, [false, true])
+    func aSwapOutKeepsTheSchedule(layout: Layout, asynchronous: Bool) throws {
         let dir = ScratchDir("sched")
         defer { dir.remove() }
         let e = try Engine(scheduling(offloadConfig(layout, dir: dir.path)))
@@ -220,7 +221,13 @@ struct IndexOnScheduleTests {
         try e.schedule(1, tokens: 16)
         try writeKV(e, 1, tokens: Array(prompt.prefix(16)), from: 0)
         try writeKV(e, 1, tokens: Array(prompt[16...]), from: 16, salt: 9)  // what was there before the pass: not its K/V
-        try e.swapOut(1)
+        if asynchronous {
+            try e.swapOutAsync(1)
+            try e.syncOffload()  // every write completed: the swap-out is settled, the memory released
+            #expect(e.stats().disk.swapOuts == 1)
+        } else {
+            try e.swapOut(1)
+        }
         #expect(e.cachedPrefixTokens(prompt) == 16, "the unscheduled blocks are not found on disk")
         #expect(thrown { () throws(KVError) in try e.schedule(1, tokens: 40) }?.code == .invalidArgument)
         _ = drain(e)
