@@ -139,11 +139,17 @@ public final class Engine: @unchecked Sendable {
     /// `blockHashes` (`tokens / blockTokens` of them, as `BlockHash.chain` computes): for
     /// simulators and gateways that know prompts by their block hashes (trace `hash_ids`), not
     /// their tokens. The partial last block's tokens are unknown, so blocks that appends fill
-    /// after it are not indexed. Same result and errors as `createSequence(_:tokens:)`.
+    /// after it are not indexed. Same result and errors as `createSequence(_:tokens:)`, and
+    /// `invalidArgument` for a hash of 0, which the engine reserves for "no hash" (a zeroed
+    /// buffer, say): such a chain could never be indexed, and blocks appended after it would
+    /// chain from 0 and pass for a prompt's first block. Cost: also one scan of the hashes.
     public func createSequence(_ seq: UInt64, blockHashes: UnsafeBufferPointer<UInt64>, tokens n: Int) throws(KVError) -> Int {
         try checkPromptLength(n)
         guard blockHashes.count == n / bt else {
             throw .invalid("\(blockHashes.count) block hashes given for \(n) tokens of \(bt)-token blocks; expected \(n / bt)")
+        }
+        if let zero = blockHashes.firstIndex(of: 0) {
+            throw .invalid("block hash \(zero) of sequence \(seq) is 0, which no block hashes to (0 means no hash); pass BlockHash.chain's values")
         }
         return try lockedAllocating { () throws(KVError) -> Int in
             if n / bt > 0 { scratchHashes.update(from: blockHashes.baseAddress!, count: n / bt) }

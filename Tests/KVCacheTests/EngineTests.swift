@@ -309,6 +309,27 @@ struct HashedPromptTests {
         #expect(e.stats().sequences == 0)
     }
 
+    /// A 0 among the hashes (a zeroed buffer) is refused: left in, the blocks appended after
+    /// it would chain from 0, pass for a prompt's first block, and be hit by another prompt.
+    @Test(arguments: [false, true])
+    func aZeroHashIsRejectedAndChangesNothing(indexOnSchedule: Bool) throws {
+        var c = smallConfig(.paged)
+        c.metadataOnly = true
+        c.indexOnSchedule = indexOnSchedule
+        let e = try Engine(c)
+        let hashes: [UInt64] = [BlockHash.chain(tokens(4, seed: 63), blockTokens: 4)[0], 0]
+        let refused = thrown { () throws(KVError) in
+            _ = try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 8) }
+        }
+        #expect(refused?.code == .invalidArgument)
+        #expect(refused?.message.contains("block hash 1") == true)
+        #expect(e.stats().sequences == 0 && e.stats().blocksUsed == 0)
+        #expect(drain(e).isEmpty)
+        let appended = tokens(4, seed: 64)
+        #expect(thrown { () throws(KVError) in try e.append(1, tokens: appended) }?.code == .notFound)
+        #expect(try e.createSequence(2, tokens: appended + [1]) == 0, "no block chained from a 0 hash")
+    }
+
     @Test func metadataOnlyEnginesHoldNoMemory() throws {
         var c = smallConfig(.paged, memoryBytes: 1 << 30)
         c.metadataOnly = true
