@@ -16,9 +16,9 @@ import KVRouter
 /// `schedule` call: a prompt's blocks enter the prefix index only as its chunks are scheduled,
 /// so a request hits only blocks computed in its own step or before (without it, every block of
 /// a prompt is a hit from its admission on, computed or not). A recompute-preempted request
-/// that had decoded is re-admitted as its prompt plus an append of its output so far, and the
-/// append indexes its prompt's blocks not hit at re-admission at once (an append tells the
-/// engine the prompt was scheduled): those blocks can be hits before their recomputation.
+/// is re-admitted as one sequence of its prompt and output so far, created from the prompt's
+/// block hashes only: its prompt blocks are hit and indexed as any prompt's, its output blocks
+/// (whose tokens a trace does not give) never.
 /// A decode append that finds no free block preempts the youngest running sequence (vLLM's
 /// recompute preemption): it returns to the head of its queue and recomputes prompt and output.
 ///
@@ -66,7 +66,6 @@ public final class ClusterSimulator: RequestQueues {
     /// The trace's hashes at a stable address, so requests' hash ranges can be handed out.
     private let hashStore: UnsafeMutableBufferPointer<UInt64>
     private let oneToken: [Int32] = [0]
-    private var appendScratch: [Int32] = []
     private var kicked: [Int] = []
 
     /// Prepares a run: one engine per instance and the router with every instance added.
@@ -291,14 +290,8 @@ public final class ClusterSimulator: RequestQueues {
             let full = hashes(r).baseAddress.map { UnsafeBufferPointer(start: $0, count: input / bt) }!
             let cached: Int
             do throws(KVError) {
-                cached = try inst.engine.createSequence(UInt64(r), blockHashes: full, tokens: input)
-                if generated[r] > 0 {
-                    appendScratch = Array(repeating: 0, count: Int(generated[r]))
-                    do { try inst.engine.append(UInt64(r), tokens: appendScratch) } catch {
-                        try? inst.engine.free(UInt64(r))
-                        throw error
-                    }
-                }
+                // After a recompute preemption: prompt and output so far, known by the prompt's hashes.
+                cached = try inst.engine.createSequence(UInt64(r), blockHashes: full, tokens: Int(sequenceTokens[r]))
             } catch {
                 if error.code == .outOfMemory && !inst.running.isEmpty { break }
                 // Nothing running and still no room, or a prompt the engine refuses: it can

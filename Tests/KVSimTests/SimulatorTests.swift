@@ -118,4 +118,39 @@ func mooncakeSlice(_ n: Int) throws -> Trace {
         #expect(on.ttft[1] > off.ttft[1], "computing its other 2,148 tokens delays the second's first token")
         #expect(on.ttft[0] >= off.ttft[0])
     }
+
+    /// A recompute-preempted request whose prompt blocks were evicted meanwhile recomputes them:
+    /// one instance with 8 blocks of 512 tokens and at most 2 running requests; A and B (1,124
+    /// prompt tokens each, distinct) decode until A's 5th block preempts B, whose cached prompt
+    /// blocks A's next blocks evict; C (B's prompt) waits behind B and is admitted after it once
+    /// A is done, in the step that schedules B's first 512-token chunk. Indexing on schedule C
+    /// hits exactly that block; without the mode both of B's prompt blocks (1,024 tokens).
+    @Test func aReadmittedRequestsPromptIsIndexedOnlyAsItIsRecomputed() throws {
+        var trace = Trace(source: "a preempted prompt", blockTokens: 512)
+        func chain(_ ids: ClosedRange<UInt64>) -> [UInt64] {
+            var h: [UInt64] = []
+            for id in ids { h.append(Trace.chainedHash(parent: h.last ?? 0, id: id)) }
+            return h
+        }
+        trace.append(arrivalMilliseconds: 0, input: 1124, output: 2600, blockHashes: chain(1...3))
+        trace.append(arrivalMilliseconds: 0, input: 1124, output: 1100, blockHashes: chain(11...13))
+        trace.append(arrivalMilliseconds: 0, input: 1124, output: 10, blockHashes: chain(11...13))
+        func run(indexOnSchedule: Bool) throws -> (ClusterSimulator, ReplayResult) {
+            var c = SimulationConfig()
+            c.instances = 1
+            c.tokenBudget = 512
+            c.maxBatch = 2
+            c.engine.memoryBytes = 8 * 512 * UInt64(c.engine.tokenBytes * c.engine.tensors)
+            c.engine.indexOnSchedule = indexOnSchedule
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            try sim.run()
+            return (sim, sim.result(policy: "one instance", wallSeconds: 0))
+        }
+        let (on, onResult) = try run(indexOnSchedule: true)
+        let (off, offResult) = try run(indexOnSchedule: false)
+        #expect(on.preemptions == 1 && off.preemptions == 1, "B, once")
+        #expect(onResult.served == 3 && offResult.served == 3)
+        #expect(onResult.prefixHitRate == 512.0 / 3372, "C hits the block B's first recomputed chunk schedules")
+        #expect(offResult.prefixHitRate == 1024.0 / 3372, "C hits both of B's prompt blocks, neither recomputed yet")
+    }
 }
