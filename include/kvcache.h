@@ -85,10 +85,13 @@
  *     sequence scheduled only in part leaves the rest unindexed (kvc_seq_abort is still
  *     needed for blocks scheduled but not computed, e.g. a request cancelled before its
  *     scheduled pass ran). A fork child inherits the parent's unscheduled blocks (shared;
- *     whichever schedules one first indexes it). A completed kvc_seq_swap_out (or _async),
- *     a kvc_seq_compact and a failed disk read (kvc_seq_ready's KVC_ERR_IO) end the
- *     schedule: the blocks not scheduled before are never indexed (their bytes went to disk
- *     uncomputed, moved, or follow a spoiled block).
+ *     whichever schedules one first indexes it). A kvc_seq_compact and a failed disk read
+ *     (kvc_seq_ready's KVC_ERR_IO) end the schedule: the blocks not scheduled before are
+ *     never indexed (their bytes moved, or follow a spoiled block). A kvc_seq_swap_out (or
+ *     _async) keeps it: the unscheduled blocks go to disk as the sequence's own (no prompt
+ *     finds their uncomputed bytes there), kvc_seq_swap_in reads them back unindexed, and
+ *     once the sequence is ready the server resumes its prefill and schedules those tokens
+ *     as before, which indexes them (kvc_seq_schedule of a swapped-out sequence is refused).
  *   Copy on write: a paged fork shares every block (reference counts) and whichever side
  *   first appends into the shared, partly filled last block gets a copy of it, so re-read
  *   the block table after kvc_seq_append and kvc_seq_fork. A contiguous fork maps the

@@ -760,6 +760,44 @@ static void offload(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* Chunked prefill preempted between two passes: with index_on_schedule the swap-out keeps
+ * the blocks not scheduled yet out of the index (and the disk tier), and after the swap-in
+ * the server resumes the prefill and kvc_seq_schedule indexes them. */
+static void chunked_swap(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
+    printf("abi_client: %s layout, chunked prefill swapped out between two passes\n",
+           layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
+    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    cfg.offload_dir = dir;
+    cfg.offload_bytes = 64u << 20;
+    cfg.index_on_schedule = 1;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    int32_t tokens[PROMPT];
+    for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 31 % 9000) + 90000;
+    size_t cached = 99;
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    MUST(kvc_seq_schedule(e, 1, 40)); /* the first pass: tokens 0 .. 39 */
+    write_kv(&v, 1, 12, 0, 40);
+    MUST(kvc_seq_swap_out(e, 1));
+    MUST(kvc_seq_swap_in(e, 1));
+    CHECK(wait_ready(e, 1) == KVC_OK, "%s: swapped back in", name);
+    MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+    CHECK(cached == 40 / BLOCK * BLOCK, "%s: after the swap-in only the first pass's blocks hit (%zu cached)", name, cached);
+    MUST(kvc_seq_free(e, 2));
+    MUST(kvc_seq_schedule(e, 1, PROMPT)); /* the second pass, after the swap-in */
+    write_kv(&v, 1, 12, 40, PROMPT);
+    MUST(kvc_seq_create(e, 3, tokens, PROMPT, &cached));
+    CHECK(cached == (PROMPT - 1) / BLOCK * BLOCK, "%s: the second pass's blocks hit once scheduled (%zu cached)", name, cached);
+    CHECK(wait_ready(e, 3) == KVC_OK && kv_matches(&v, 3, 12, 0, cached), "%s: and read their bytes", name);
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+}
+
 /* Sequence 1 of an episodic engine with a disk tier in `dir` (configured in *cfg): N tokens
  * whose K/V are written with salt 31, two topics whose turns attended to their own HEAVY
  * tokens, focused on topic A and compacted to KEEP tokens per layer (the rest offloaded). */
@@ -969,6 +1007,8 @@ int main(int argc, char **argv) {
     evict(KVC_LAYOUT_CONTIGUOUS);
     offload(KVC_LAYOUT_PAGED);
     offload(KVC_LAYOUT_CONTIGUOUS);
+    chunked_swap(KVC_LAYOUT_PAGED);
+    chunked_swap(KVC_LAYOUT_CONTIGUOUS);
     episodic_offload(KVC_LAYOUT_PAGED);
     episodic_offload(KVC_LAYOUT_CONTIGUOUS);
     episodic_write_failure(KVC_LAYOUT_PAGED);

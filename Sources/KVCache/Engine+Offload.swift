@@ -197,6 +197,8 @@ extension Engine {
     /// blocks still cached in memory are shared instead). Returns at once; `ready` says when the
     /// bytes are there. A `swapOutAsync` of it whose writes have not all completed is cancelled
     /// instead: its memory was never released, so it is resident and ready at once, nothing read.
+    /// Indexing on schedule, prompt blocks it had not scheduled come back prepared, not indexed,
+    /// for `schedule` to index as the server resumes their prefill (Engine+Schedule.swift).
     /// Out of memory while swap-outs are pending, it waits for them first (`lockedAllocating`).
     /// Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (not swapped out),
     /// `io` (its `swapOutAsync` failed after returning: it is resident and unchanged, reported
@@ -257,11 +259,20 @@ extension Engine {
             }
             offload.swapped[s] = false
             offload.failed[s] = false
+            // The unscheduled range survived the swap-out: its blocks were written uncomputed as
+            // private slots (hash 0: read into fresh blocks, never shared), and are prepared again
+            // under the kept hashes, so that `schedule` indexes them once the server computes them.
+            let pending = sequences.unscheduled[s], kept = offload.swapOutQueue.takePrepared(s)
             for i in 0..<count {
                 let d = diskSlots[i], h = tier.hash(of: d)
                 let isShared = paged != nil && h != 0 && blocks.hash(of: table[i]) == h
                 if !isShared {
-                    if h != 0 { index(table[i], hash: h, parent: tier.parent(of: d), slot: s, position: i) }
+                    if h != 0 {
+                        index(table[i], hash: h, parent: tier.parent(of: d), slot: s, position: i)
+                    } else if pending.contains(i) {
+                        let k = 2 * (i - pending.lowerBound)
+                        blocks.prepare(table[i], hash: kept[k], parent: kept[k + 1])
+                    }
                     offload.load(d, block: table[i], slot: s, position: i, tokens: min(bt, length - i * bt))
                 }
                 tier.unpin(d)  // the swapped-out sequence's pin; a pending read holds its own
@@ -301,6 +312,7 @@ extension Engine {
         guard let offload else { return }
         let table = sequences.table(slot)
         for i in 0..<sequences.blockCount(slot) { offload.tier.unpin(table[i]) }
+        _ = offload.swapOutQueue.takePrepared(slot)
         offload.swapped[slot] = false
         sequences.close(slot)
         releaseOffloadedTokens(slot)

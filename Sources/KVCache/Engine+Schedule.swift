@@ -9,9 +9,16 @@
 ///
 /// What the other calls do with prepared blocks: `fork` hands the child the same range (the
 /// blocks are shared; the first of the two to schedule one indexes it); `free` and `abort`
-/// free them unindexed (nothing to take out of the index); a completed swap-out and a
-/// compaction end the range, so those blocks are never indexed (their bytes were not computed
-/// when written to disk, or moved).
+/// free them unindexed (nothing to take out of the index); a compaction ends the range, so
+/// those blocks are never indexed (their bytes moved). A completed swap-out keeps it: the
+/// blocks go to disk uncomputed as private slots (unhashed: no prompt finds them in the disk
+/// tier, no swap-in shares them), their hashes stay with the swap-out queue
+/// (`SwapOutQueue.takePrepared`), and the swap-in reads them into fresh blocks prepared under
+/// those hashes. The server resumes the prefill after the swap-in and schedules those tokens
+/// as usual, so `schedule` indexes them then: never before a pass that computes them, and the
+/// uncomputed bytes read back are overwritten by that pass (the server waits for `ready`, so
+/// no read lands after it). `schedule` of a swapped-out sequence is refused. A failed disk
+/// read ends the range (the blocks follow a spoiled one).
 extension Engine {
     /// The server has scheduled the tokens of `seq` below `tokens` for computation, in this
     /// forward pass or an earlier one: its prompt blocks that lie wholly below `tokens` and are

@@ -135,19 +135,31 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
-    /// Creates sequence `seq` of `tokens` tokens whose full blocks have the chained hashes
-    /// `blockHashes` (`tokens / blockTokens` of them, as `BlockHash.chain` computes): for
-    /// simulators and gateways that know prompts by their block hashes (trace `hash_ids`), not
-    /// their tokens. The partial last block's tokens are unknown, so blocks that appends fill
-    /// after it are not indexed. Same result and errors as `createSequence(_:tokens:)`.
+    /// Creates sequence `seq` of `tokens` tokens whose first full blocks have the chained
+    /// hashes `blockHashes` (as `BlockHash.chain` computes; at most `tokens / blockTokens` of
+    /// them): for simulators and gateways that know prompts by their block hashes (trace
+    /// `hash_ids`), not their tokens. Only those blocks are looked up and indexed (at creation,
+    /// or as scheduled); the tokens after them are unknown, so the full blocks they fill are
+    /// not indexed, and neither are blocks that appends fill unless every block is given and
+    /// `tokens` is a multiple of `blockTokens` (a request re-created after a recompute
+    /// preemption gives its prompt's hashes for its prompt and output tokens: its output is
+    /// never indexed). Same result and errors as `createSequence(_:tokens:)`, and
+    /// `invalidArgument` for more hashes than full blocks or a hash of 0, which the engine
+    /// reserves for "no hash" (a zeroed buffer, say): such a chain could never be indexed, and
+    /// blocks appended after it would chain from 0 and pass for a prompt's first block.
+    /// Cost: also one scan of the hashes.
     public func createSequence(_ seq: UInt64, blockHashes: UnsafeBufferPointer<UInt64>, tokens n: Int) throws(KVError) -> Int {
         try checkPromptLength(n)
-        guard blockHashes.count == n / bt else {
-            throw .invalid("\(blockHashes.count) block hashes given for \(n) tokens of \(bt)-token blocks; expected \(n / bt)")
+        let known = blockHashes.count
+        guard known <= n / bt else {
+            throw .invalid("\(known) block hashes given for \(n) tokens of \(bt)-token blocks; expected at most \(n / bt)")
+        }
+        if let zero = blockHashes.firstIndex(of: 0) {
+            throw .invalid("block hash \(zero) of sequence \(seq) is 0, which no block hashes to (0 means no hash); pass BlockHash.chain's values")
         }
         return try lockedAllocating { () throws(KVError) -> Int in
-            if n / bt > 0 { scratchHashes.update(from: blockHashes.baseAddress!, count: n / bt) }
-            return try create(seq, tokens: n, full: n / bt, tailKnown: n % bt == 0) { tail in tail.update(repeating: 0, count: n % bt) }
+            if known > 0 { scratchHashes.update(from: blockHashes.baseAddress!, count: known) }
+            return try create(seq, tokens: n, full: known, tailKnown: known * bt == n) { tail in tail.update(repeating: 0, count: n % bt) }
         }
     }
 
@@ -156,9 +168,10 @@ public final class Engine: @unchecked Sendable {
         guard n <= config.maxSeqTokens else { throw .invalid("prompt of \(n) tokens exceeds max_seq_tokens \(config.maxSeqTokens)") }
     }
 
-    /// The body of creation, under the lock: `scratchHashes` holds the `full` block hashes of
-    /// an `n`-token prompt; `fillTail` writes the tokens of its partial last block, which are
-    /// real when `tailKnown` (else appends are not indexed).
+    /// The body of creation, under the lock: `scratchHashes` holds the hashes of the first
+    /// `full` full blocks of an `n`-token prompt (the only ones looked up and indexed);
+    /// `fillTail` writes the tokens of its partial last block, which are real when `tailKnown`
+    /// (else appends are not indexed).
     private func create(
         _ seq: UInt64, tokens n: Int, full: Int, tailKnown: Bool, fillTail: (UnsafeMutablePointer<Int32>) -> Void
     ) throws(KVError) -> Int {

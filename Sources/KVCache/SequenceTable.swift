@@ -3,10 +3,13 @@
 ///
 /// Invariant for a live slot: the block table holds `ceil(length / blockTokens)` blocks; the
 /// tail buffer holds the tokens of the last, partial block (`length % blockTokens` of them);
-/// `lastHash` is the chain hash of the last full block (0 when there is none); the blocks at
+/// `lastHash` is the chain hash of the last full block whose hash is known (0 when there is
+/// none; read only when `indexesAppends`, and then every block's is known); the blocks at
 /// `unscheduled` are full and used, each prepared (`BlockPool.prepare`) unless a fork sharing it
 /// indexed it meanwhile (or an abort of that fork took it out again: its hash is then 0 and
-/// it is never indexed).
+/// it is never indexed). While a sequence is swapped out its table holds disk slots, and the
+/// hashes of its `unscheduled` blocks are kept by the swap-out queue
+/// (`SwapOutQueue.takePrepared`) until the swap-in prepares the blocks it reads them into.
 final class SequenceTable {
     let maxSeqs: Int
     let maxBlocks: Int
@@ -21,7 +24,8 @@ final class SequenceTable {
     /// Per slot: chain hash of the last full block.
     let lastHash: UnsafeMutablePointer<UInt64>
     /// Per slot: whether blocks filled by appends are hashed and indexed (false when the
-    /// prompt was given by hashes and its partial block's tokens are unknown).
+    /// prompt was given by hashes and its partial block's tokens, or some full block's hash,
+    /// are unknown).
     let indexesAppends: UnsafeMutablePointer<Bool>
     /// Per slot: the block-table entries of prompt blocks whose hashes are prepared but not yet
     /// offered to the prefix index, because the server has not scheduled their tokens

@@ -32,7 +32,9 @@
 /// `started == completed + cancelled + failed + pendingCount`.
 /// Cost: O(pending swap-outs) per lookup; per `settle` O(pending swap-outs) plus one copy and
 /// checksum per block submitted and O(1) per write that ended; one allocation of 4 bytes per
-/// block per swap-out (its disk slots), freed when it ends.
+/// block per swap-out (its disk slots), freed when it ends, and, when it completes with
+/// unscheduled prompt blocks (`EngineConfig.indexOnSchedule`), one of 16 bytes per such block
+/// (their prepared hashes), freed at the swap-in or free.
 /// Not thread-safe: used under the engine's lock.
 final class SwapOutQueue {
     /// One pending swap-out: sequence slot `slot`, whose block `i` is written to `diskSlots[i]`
@@ -57,6 +59,11 @@ final class SwapOutQueue {
     private var entries: [Entry] = []
     /// Per sequence slot: why its swap-out failed after `swapOutAsync` returned, until reported.
     private var failures: [String?]
+    /// Per sequence slot, while it is swapped out: the (hash, parent) pairs its unscheduled
+    /// prompt blocks (`SequenceTable.unscheduled`, which the swap-out keeps) were prepared
+    /// with, in range order, two entries per block, for the swap-in to prepare the blocks it
+    /// reads them into (`takePrepared`); empty otherwise.
+    private var preparedHashes: [[UInt64]]
     /// Swap-outs started (their first write submitted), ever.
     private(set) var started: UInt64 = 0
     /// Swap-outs whose writes all completed and whose memory was released, ever.
@@ -74,6 +81,7 @@ final class SwapOutQueue {
         self.contiguous = contiguous
         self.swapped = swapped
         failures = [String?](repeating: nil, count: sequences.maxSeqs)
+        preparedHashes = [[UInt64]](repeating: [], count: sequences.maxSeqs)
         entries.reserveCapacity(sequences.maxSeqs)
     }
 
@@ -210,8 +218,19 @@ final class SwapOutQueue {
         }
         let table = sequences.table(slot)
         // Unscheduled prompt blocks are written as private slots (their hashes are only
-        // prepared) and their hashes are dropped with the memory: they are never indexed.
-        sequences.unscheduled[slot] = 0..<0
+        // prepared, so nobody finds their uncomputed bytes on disk); their hashes are kept with
+        // the range for the swap-in, which prepares the blocks it reads them into.
+        let pending = sequences.unscheduled[slot]
+        if !pending.isEmpty {
+            var kept = [UInt64]()
+            kept.reserveCapacity(2 * pending.count)
+            for i in pending {
+                let (hash, parent) = blocks.prepared(table[i])
+                kept.append(hash)
+                kept.append(parent)
+            }
+            preparedHashes[slot] = kept
+        }
         for i in 0..<e.count {
             let b = table[i]
             blocks.release(b)
@@ -237,6 +256,13 @@ final class SwapOutQueue {
         swapped[slot] = false
         cancelled += 1
         return true
+    }
+
+    /// The prepared (hash, parent) pairs of swapped-out `slot`'s unscheduled blocks that its
+    /// swap-out kept (see `preparedHashes`), cleared: empty when its range is. O(1).
+    func takePrepared(_ slot: Int) -> [UInt64] {
+        defer { preparedHashes[slot] = [] }
+        return preparedHashes[slot]
     }
 
     /// The failure of `slot`'s last asynchronous swap-out not reported yet, cleared: nil when none.

@@ -9,9 +9,16 @@ import KVRouter
 /// `append`s, completions real `free`s. Every routing decision is a real `KVRouter.Router`
 /// call, fed the engines' KV events (exact view) and the instances' loads after every change.
 ///
-/// Instances run continuous batching: each step admits waiting requests while the engine
-/// has room (FCFS), gives every decoding sequence one token and fills the rest of the
-/// `tokenBudget` with prefill chunks (oldest first); its duration comes from `CostModel`.
+/// Instances run continuous batching: each step gives every decoding sequence one token,
+/// fills the rest of the `tokenBudget` with prefill chunks (oldest first) and admits waiting
+/// requests while the engine has room (FCFS), each taking its chunk from what is left; its
+/// duration comes from `CostModel`. With the engine's `indexOnSchedule` every chunk is a real
+/// `schedule` call: a prompt's blocks enter the prefix index only as its chunks are scheduled,
+/// so a request hits only blocks computed in its own step or before (without it, every block of
+/// a prompt is a hit from its admission on, computed or not). A recompute-preempted request
+/// is re-admitted as one sequence of its prompt and output so far, created from the prompt's
+/// block hashes only: its prompt blocks are hit and indexed as any prompt's, its output blocks
+/// (whose tokens a trace does not give) never.
 /// A decode append that finds no free block preempts the youngest running sequence (vLLM's
 /// recompute preemption): it returns to the head of its queue and recomputes prompt and output.
 ///
@@ -59,7 +66,6 @@ public final class ClusterSimulator: RequestQueues {
     /// The trace's hashes at a stable address, so requests' hash ranges can be handed out.
     private let hashStore: UnsafeMutableBufferPointer<UInt64>
     private let oneToken: [Int32] = [0]
-    private var appendScratch: [Int32] = []
     private var kicked: [Int] = []
 
     /// Prepares a run: one engine per instance and the router with every instance added.
@@ -224,10 +230,15 @@ public final class ClusterSimulator: RequestQueues {
 
     // MARK: steps
 
-    /// Admits what fits, composes the next step and schedules its end (or goes idle).
+    /// Composes the next step, admitting what fits, and schedules its end (or goes idle): one
+    /// decode token per decoding sequence, then prefill chunks, oldest first, from the rest of
+    /// the budget: first for the sequences already running, then for each request as it is
+    /// admitted (as vLLM's scheduler takes running requests before waiting ones). With
+    /// `indexOnSchedule` each chunk is handed to the engine's `schedule` when it is composed,
+    /// so a request admitted later in the same step hits the blocks this step computes before
+    /// it, and none beyond them.
     private func startStep(_ s: Int, now: Double) throws {
         let inst = instances[s]
-        admit(s)
         var budget = config.tokenBudget
         inst.stepRequests.removeAll(keepingCapacity: true)
         inst.stepChunks.removeAll(keepingCapacity: true)
@@ -241,15 +252,19 @@ public final class ClusterSimulator: RequestQueues {
         budget -= decodeSequences
         var prefillTokens = 0
         var pairs = 0.0
-        for r32 in inst.running where budget > 0 && remaining[Int(r32)] > 0 {
-            let r = Int(r32)
+        func prefill(_ r: Int) throws(KVError) {
+            guard budget > 0 else { return }
             let chunk = min(Int(remaining[r]), budget)
-            inst.stepRequests.append(r32)
+            let done = Int(sequenceTokens[r] - remaining[r])
+            if config.engine.indexOnSchedule { try inst.engine.schedule(UInt64(r), tokens: done + chunk) }
+            inst.stepRequests.append(Int32(r))
             inst.stepChunks.append(Int32(chunk))
-            pairs += CostModel.attentionPairs(chunk: chunk, context: Int(sequenceTokens[r] - remaining[r]))
+            pairs += CostModel.attentionPairs(chunk: chunk, context: done)
             prefillTokens += chunk
             budget -= chunk
         }
+        for r32 in inst.running where remaining[Int(r32)] > 0 { try prefill(Int(r32)) }
+        try admit(s, then: prefill)
         drainEvents(s)
         report(s)
         guard !inst.stepRequests.isEmpty else {
@@ -264,8 +279,9 @@ public final class ClusterSimulator: RequestQueues {
         inst.busyMilliseconds += dt
     }
 
-    /// Admits waiting requests, oldest first, while the batch and the engine have room.
-    private func admit(_ s: Int) {
+    /// Admits waiting requests, oldest first, while the batch and the engine have room, calling
+    /// `then` with each one admitted before the next is looked up in the engine.
+    private func admit(_ s: Int, then: (Int) throws(KVError) -> Void) throws(KVError) {
         let inst = instances[s]
         let bt = trace.blockTokens
         while inst.running.count < config.maxBatch, inst.firstWaiting >= 0 {
@@ -274,14 +290,8 @@ public final class ClusterSimulator: RequestQueues {
             let full = hashes(r).baseAddress.map { UnsafeBufferPointer(start: $0, count: input / bt) }!
             let cached: Int
             do throws(KVError) {
-                cached = try inst.engine.createSequence(UInt64(r), blockHashes: full, tokens: input)
-                if generated[r] > 0 {
-                    appendScratch = Array(repeating: 0, count: Int(generated[r]))
-                    do { try inst.engine.append(UInt64(r), tokens: appendScratch) } catch {
-                        try? inst.engine.free(UInt64(r))
-                        throw error
-                    }
-                }
+                // After a recompute preemption: prompt and output so far, known by the prompt's hashes.
+                cached = try inst.engine.createSequence(UInt64(r), blockHashes: full, tokens: Int(sequenceTokens[r]))
             } catch {
                 if error.code == .outOfMemory && !inst.running.isEmpty { break }
                 // Nothing running and still no room, or a prompt the engine refuses: it can
@@ -301,6 +311,7 @@ public final class ClusterSimulator: RequestQueues {
             estimatedUncached[r] = 0
             state[r] = 2
             inst.running.append(Int32(r))
+            try then(r)
         }
     }
 

@@ -2,7 +2,8 @@ import KVRouter
 
 /// Renders replay outcomes as a plain-text table and as JSON (stable keys, below).
 ///
-/// JSON: `{"trace", "requests", "instances", "rate_scale", "ttft_slo_ms", "policies": [{"policy",
+/// JSON: `{"trace", "requests", "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
+/// (the engines' `indexOnSchedule`), "policies": [{"policy",
 /// "view", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
 /// "load_imbalance", "preemptions", "rejected", "slo_switches", "rebalance_moves",
 /// "makespan_s", "wall_s", "effective_capacity" (null without search), "capacity_probes":
@@ -38,7 +39,8 @@ public enum ReplayReport {
     /// The JSON document described above.
     public static func json(_ outcomes: [Replay.Outcome], trace: Trace, config: SimulationConfig) -> String {
         var s = "{\"trace\":\(quote(trace.source)),\"requests\":\(trace.count),\"instances\":\(config.instances),"
-        s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),\"policies\":["
+        s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),"
+        s += "\"index_on_schedule\":\(config.engine.indexOnSchedule),\"policies\":["
         s += outcomes.map { o -> String in
             let r = o.result
             var p = "{\"policy\":\(quote(r.policy)),\"view\":\"\(r.view == .exact ? "exact" : "approximate")\","

@@ -10,7 +10,9 @@ public struct SimulationConfig: Sendable {
     public var router = RouterConfig()
     /// Step time model.
     public var cost = CostModel()
-    /// Each instance's engine: metadata-only, shaped like the cost model's model.
+    /// Each instance's engine: metadata-only, shaped like the cost model's model. With its
+    /// `indexOnSchedule` set, the simulator calls `schedule` for every prefill chunk as the
+    /// step is composed (ClusterSimulator), so prompts are indexed as they are computed.
     public var engine = SimulationConfig.qwen7BEngine(blockTokens: 512)
     /// Tokens one step may process (decode tokens plus prefill chunks; chunked prefill as in
     /// vLLM v1 and Sarathi-Serve).

@@ -24,7 +24,13 @@ struct ReplayCommand: ParsableCommand {
         With no arguments: the bundled Mooncake conversation trace over 8 instances, every \
         policy, with the capacity search; plots go to out/replay/.
 
-        --json prints one object: trace, requests, instances, rate_scale, ttft_slo_ms, policies \
+        --index-on-schedule runs every engine with index_on_schedule: a prompt's blocks enter \
+        the prefix index only as its prefill chunks are scheduled, so a request sharing a prefix \
+        with one still in prefill hits only the blocks computed by its own step (without it, \
+        every block of an admitted prompt counts as a hit, computed or not).
+
+        --json prints one object: trace, requests, instances, rate_scale, ttft_slo_ms, \
+        index_on_schedule, policies \
         [{policy, view, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
         load_imbalance, preemptions, rejected, slo_switches, rebalance_moves, makespan_s, wall_s, \
         effective_capacity, capacity_probes [{rate_scale, attainment}]}].
@@ -63,6 +69,9 @@ struct ReplayCommand: ParsableCommand {
 
     @Option(help: "overlap-cost's overlap_score_weight (Dynamo's default 1.0), for diagnosis.")
     var overlapWeight = 1.0
+
+    @Flag(help: "Index prompt blocks only as their prefill chunks are scheduled (index_on_schedule).")
+    var indexOnSchedule = false
 
     @Flag(help: "Skip the effective-capacity search (one run per policy).")
     var noSearch = false
@@ -115,6 +124,7 @@ struct ReplayCommand: ParsableCommand {
         config.router.keyBlocks = keyBlocks
         config.router.overlapScoreWeight = overlapWeight
         config.engine = SimulationConfig.qwen7BEngine(blockTokens: t.blockTokens)
+        config.engine.indexOnSchedule = indexOnSchedule
         let replay = Replay(config: config, policies: try policyList(),
                             view: view.map { $0 == "exact" ? .exact : .approximate },
                             search: noSearch ? nil : CapacitySearch(), threads: threads)
@@ -125,7 +135,8 @@ struct ReplayCommand: ParsableCommand {
             print(ReplayReport.json(outcomes, trace: t, config: config))
         } else {
             print("\(t.source): \(t.count) requests\(t.skippedLines > 0 ? " (\(t.skippedLines) malformed lines skipped)" : ""), "
-                  + "\(instances) instances, rate x\(fixed(rateScale, 2)), TTFT SLO \(fixed(ttftSloMs / 1000, 1)) s")
+                  + "\(instances) instances, rate x\(fixed(rateScale, 2)), TTFT SLO \(fixed(ttftSloMs / 1000, 1)) s, "
+                  + "prompt blocks indexed \(indexOnSchedule ? "as scheduled" : "at admission")")
             print(ReplayReport.table(outcomes), terminator: "")
             print("capacity: highest rate scale with >= 90% of requests within the SLO; imbalance: max/mean busy time; "
                   + "\(fixed(Date().timeIntervalSince(started), 1)) s")

@@ -3,7 +3,7 @@ import Testing
 @testable import KVCacheABI
 
 /// A fresh directory for one test's disk tier.
-private func scratchDir() -> String {
+func scratchDir() -> String {
     var template = Array("/tmp/kvcache-abi-tier-XXXXXX".utf8CString)
     return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
 }
@@ -30,7 +30,7 @@ private func failingWritesFixture(_ layout: UInt32, dir: String) throws -> ABIFi
 }
 
 /// Calls kvc_seq_ready (and kvc_engine_poll) until it says 1; returns the last status.
-private func waitReady(_ f: ABIFixture, _ seq: UInt64) -> kvc_status {
+func waitReady(_ f: ABIFixture, _ seq: UInt64) -> kvc_status {
     for _ in 0..<100_000 {
         var ready: Int32 = -1
         let rc = kvc_seq_ready(f.handle, seq, &ready)

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import KVCacheABI
 
@@ -57,5 +58,46 @@ import Testing
         let prompt = f.uniqueTokens(1, count: 24)
         try f.create(1, tokens: prompt)
         #expect(try f.create(2, tokens: prompt) == 20)
+    }
+
+    /// A metadata-only engine (no memory) indexes as scheduled too: a second create hits only
+    /// what was scheduled, and everything after the first sequence's append.
+    @Test func aMetadataOnlyEngineIndexesAsScheduled() throws {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.metadataOnly = 1
+        c.indexOnSchedule = 1
+        let f = try ABIFixture(c)
+        let prompt = f.uniqueTokens(1, count: 24)
+        #expect(try f.create(1, tokens: prompt) == 0)
+        #expect(try f.create(2, tokens: prompt) == 0, "nothing scheduled: nothing to hit")
+        #expect(kvc_seq_schedule(f.handle, 1, 9) == KVC_OK)
+        #expect(try f.create(3, tokens: prompt) == 8, "blocks 0 and 1")
+        try f.append(1, tokens: [7])
+        #expect(try f.create(4, tokens: prompt) == 20, "the append indexed the rest of the prompt (capped: one token to compute)")
+    }
+
+    /// A swap-out in the middle of a prefill keeps the schedule: after the swap-in the server
+    /// resumes the prefill, and kvc_seq_schedule indexes the rest as it goes.
+    @Test(arguments: bothLayouts)
+    func aSwapOutInTheMiddleOfAPrefillKeepsTheSchedule(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = CConfig.small(layout)
+        c.indexOnSchedule = 1
+        c.offloadBytes = 16 << 20
+        let f = try ABIFixture(c, offloadDir: dir)
+        let prompt = f.uniqueTokens(1, count: 24)
+        try f.create(1, tokens: prompt)
+        try f.write(1, salt: 6, from: 0, to: 8)
+        #expect(kvc_seq_schedule(f.handle, 1, 8) == KVC_OK)
+        #expect(kvc_seq_swap_out(f.handle, 1) == KVC_OK)
+        #expect(kvc_seq_swap_in(f.handle, 1) == KVC_OK)
+        #expect(waitReady(f, 1) == KVC_OK)
+        #expect(try f.create(2, tokens: prompt) == 8, "only the blocks scheduled before the swap-out")
+        try f.write(1, salt: 6, from: 8, to: 24)
+        #expect(kvc_seq_schedule(f.handle, 1, 24) == KVC_OK)
+        #expect(try f.create(3, tokens: prompt) == 20)
+        #expect(waitReady(f, 3) == KVC_OK)
+        #expect(try f.firstMismatch(3, salt: 6, to: 20) == nil)
     }
 }

@@ -309,6 +309,51 @@ struct HashedPromptTests {
         #expect(e.stats().sequences == 0)
     }
 
+    /// Hashes of only the first full blocks (a request re-created after a recompute
+    /// preemption: its prompt's hashes for prompt and output tokens): only those blocks are
+    /// looked up and indexed (at creation, or as scheduled), not the full blocks after them,
+    /// nor the blocks appends fill.
+    @Test(arguments: [false, true])
+    func hashesOfTheFirstBlocksIndexOnlyThoseBlocks(indexOnSchedule: Bool) throws {
+        var c = smallConfig(.paged)
+        c.metadataOnly = true
+        c.indexOnSchedule = indexOnSchedule
+        let e = try Engine(c)
+        let prompt = tokens(10, seed: 65), output = tokens(12, seed: 66)  // 2 full blocks + 2 tokens, then 12 more
+        let hashes = BlockHash.chain(prompt, blockTokens: 4)
+        #expect(try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 22) } == 0)
+        try e.schedule(1, tokens: 22)
+        #expect(drain(e).filter { $0.kind == .blockStored }.map(\.blockHash) == hashes, "blocks 0 and 1; blocks 2...4 are unknown")
+        try e.append(1, tokens: tokens(6, seed: 67))
+        #expect(drain(e).isEmpty, "blocks 5 and 6 follow unknown tokens")
+        #expect(try e.length(1) == 28)
+        #expect(try e.createSequence(2, tokens: prompt + output) == 8)
+        let again = try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(3, blockHashes: h, tokens: 8) }
+        #expect(again == 4, "all hashes given for 8 tokens: one token must remain to compute")
+        #expect(try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(4, blockHashes: h, tokens: 9) } == 8)
+    }
+
+    /// A 0 among the hashes (a zeroed buffer) is refused: left in, the blocks appended after
+    /// it would chain from 0, pass for a prompt's first block, and be hit by another prompt.
+    @Test(arguments: [false, true])
+    func aZeroHashIsRejectedAndChangesNothing(indexOnSchedule: Bool) throws {
+        var c = smallConfig(.paged)
+        c.metadataOnly = true
+        c.indexOnSchedule = indexOnSchedule
+        let e = try Engine(c)
+        let hashes: [UInt64] = [BlockHash.chain(tokens(4, seed: 63), blockTokens: 4)[0], 0]
+        let refused = thrown { () throws(KVError) in
+            _ = try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 8) }
+        }
+        #expect(refused?.code == .invalidArgument)
+        #expect(refused?.message.contains("block hash 1") == true)
+        #expect(e.stats().sequences == 0 && e.stats().blocksUsed == 0)
+        #expect(drain(e).isEmpty)
+        let appended = tokens(4, seed: 64)
+        #expect(thrown { () throws(KVError) in try e.append(1, tokens: appended) }?.code == .notFound)
+        #expect(try e.createSequence(2, tokens: appended + [1]) == 0, "no block chained from a 0 hash")
+    }
+
     @Test func metadataOnlyEnginesHoldNoMemory() throws {
         var c = smallConfig(.paged, memoryBytes: 1 << 30)
         c.metadataOnly = true

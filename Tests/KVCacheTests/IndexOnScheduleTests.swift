@@ -207,10 +207,12 @@ struct IndexOnScheduleTests {
         #expect(e.cachedPrefixTokens(prompt) <= 8, "at most the blocks scheduled before the compaction")
     }
 
-    /// A swap-out writes the unscheduled blocks uncomputed to private disk slots: after the
-    /// swap-in they stay out of the index whatever is scheduled.
-    @Test(arguments: layouts)
-    func aSwapOutEndsTheSchedule(layout: Layout) throws {
+    /// A swap-out in the middle of a prefill keeps the unscheduled range: its blocks go to disk
+    /// as the sequence's own slots (no prompt finds their uncomputed bytes there), come back
+    /// unindexed, and once the server resumes the prefill `schedule` indexes them as usual;
+    /// whether the swap-out's own call finished it or a later call settled it (`swapOutAsync`).
+    @Test(arguments: layouts, [false, true])
+    func aSwapOutKeepsTheSchedule(layout: Layout, asynchronous: Bool) throws {
         let dir = ScratchDir("sched")
         defer { dir.remove() }
         let e = try Engine(scheduling(offloadConfig(layout, dir: dir.path)))
@@ -218,17 +220,61 @@ struct IndexOnScheduleTests {
         try e.createSequence(1, tokens: prompt)
         try e.schedule(1, tokens: 16)
         try writeKV(e, 1, tokens: Array(prompt.prefix(16)), from: 0)
-        try e.swapOut(1)
+        try writeKV(e, 1, tokens: Array(prompt[16...]), from: 16, salt: 9)  // what was there before the pass: not its K/V
+        if asynchronous {
+            try e.swapOutAsync(1)
+            try e.syncOffload()  // every write completed: the swap-out is settled, the memory released
+            #expect(e.stats().disk.swapOuts == 1)
+        } else {
+            try e.swapOut(1)
+        }
+        #expect(e.cachedPrefixTokens(prompt) == 16, "the unscheduled blocks are not found on disk")
+        #expect(thrown { () throws(KVError) in try e.schedule(1, tokens: 40) }?.code == .invalidArgument)
+        _ = drain(e)
         try e.swapIn(1)
         try waitReady(e, 1)
-        #expect(stored(drain(e).filter { $0.tier == 0 }).suffix(4) == chain(prompt, 0..<4),
-                "the swap-in indexes the scheduled blocks again")
-        try e.schedule(1, tokens: 40)
-        try e.append(1, tokens: [7])
-        #expect(stored(drain(e)).isEmpty)
+        #expect(stored(drain(e).filter { $0.tier == 0 }) == chain(prompt, 0..<4), "the swap-in indexes the scheduled blocks only")
         #expect(try e.createSequence(2, tokens: prompt) == 16)
         try waitReady(e, 2)
-        #expect(try kvMismatches(e, 2, tokens: Array(prompt.prefix(16)), from: 0) == 0)
+        try e.free(2)
+        try e.schedule(1, tokens: 28)  // the server resumes the prefill
+        try writeKV(e, 1, tokens: Array(prompt[16..<28]), from: 16)
+        #expect(stored(drain(e)) == chain(prompt, 4..<7))
+        try e.schedule(1, tokens: 40)
+        try writeKV(e, 1, tokens: Array(prompt[28...]), from: 28)
+        #expect(stored(drain(e)) == chain(prompt, 7..<10))
+        #expect(try e.createSequence(3, tokens: prompt) == 36)
+        try waitReady(e, 3)
+        #expect(try kvMismatches(e, 3, tokens: Array(prompt.prefix(36)), from: 0) == 0)
+    }
+
+    /// A fork child that schedules shared blocks while its parent is swapped out indexes them;
+    /// the parent's swap-in reads its own copies (its slots are unhashed), and its schedule
+    /// then indexes the blocks whose hashes no other block holds, and leaves out the others.
+    @Test(arguments: layouts)
+    func aForkChildSchedulesWhileItsParentIsSwappedOut(layout: Layout) throws {
+        let dir = ScratchDir("sched")
+        defer { dir.remove() }
+        let e = try Engine(scheduling(offloadConfig(layout, dir: dir.path)))
+        let prompt = tokens(40, seed: 21)
+        try e.createSequence(1, tokens: prompt)
+        try e.schedule(1, tokens: 8)
+        try writeKV(e, 1, tokens: prompt, from: 0)  // before the fork: a fork's shared tokens are never written
+        try e.fork(parent: 1, child: 2)
+        try e.swapOut(1)
+        _ = drain(e)
+        try e.schedule(2, tokens: 24)
+        #expect(stored(drain(e)) == chain(prompt, 2..<6))
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        _ = drain(e)
+        try e.schedule(1, tokens: 40)
+        #expect(stored(drain(e)) == chain(prompt, 6..<10), "blocks 2...5 have their hashes indexed by the child's blocks")
+        try e.free(2)
+        try e.free(1)
+        #expect(try e.createSequence(3, tokens: prompt) == 36)
+        try waitReady(e, 3)
+        #expect(try kvMismatches(e, 3, tokens: Array(prompt.prefix(36)), from: 0) == 0)
     }
 
     /// A cancelled asynchronous swap-out leaves the sequence as it was: still scheduling.
@@ -288,5 +334,54 @@ struct IndexOnScheduleTests {
         #expect(thrown { () throws(KVError) in try e.schedule(1, tokens: 41) }?.code == .invalidArgument)
         #expect(thrown { () throws(KVError) in try e.schedule(2, tokens: 0) }?.code == .notFound)
         #expect(try e.createSequence(2, tokens: prompt) == 36)
+    }
+
+    /// The engines a prompt given by block hashes is tested on: both layouts with memory, and
+    /// a metadata-only engine (paged, no memory; what the simulator runs).
+    static let hashEngines: [(Layout, Bool)] = [(.paged, false), (.contiguous, false), (.paged, true)]
+
+    /// A prompt given by its block hashes (`createSequence(_:blockHashes:tokens:)`) with a
+    /// partial last block: creation indexes nothing and emits no event; `schedule` indexes the
+    /// given hashes in order with their parents; a second create hits exactly the scheduled
+    /// blocks; an append indexes the rest of the prompt but not the block it fills (the
+    /// partial block's tokens are unknown).
+    @Test(arguments: hashEngines)
+    func aPromptGivenByHashesIsIndexedAsScheduled(layout: Layout, metadataOnly: Bool) throws {
+        var c = scheduling(smallConfig(layout))
+        c.metadataOnly = metadataOnly
+        let e = try Engine(c)
+        let prompt = tokens(42, seed: 30)  // 10 full blocks and 2 tokens
+        let hashes = BlockHash.chain(prompt, blockTokens: 4)
+        #expect(try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 42) } == 0)
+        #expect(drain(e).isEmpty, "creation indexes none of the prompt's blocks")
+        if !metadataOnly { try writeKV(e, 1, tokens: prompt, from: 0) }
+        try e.schedule(1, tokens: 18)
+        #expect(stored(drain(e)) == chain(prompt, 0..<4))
+        #expect(try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(2, blockHashes: h, tokens: 42) } == 16)
+        #expect(e.stats().prefixHitTokens == 16)
+        if !metadataOnly { #expect(try kvMismatches(e, 2, tokens: Array(prompt.prefix(16)), from: 0) == 0) }
+        try e.append(1, tokens: [901, 902, 903])
+        #expect(stored(drain(e)) == chain(prompt, 4..<10), "the rest of the prompt; block 10 (2 unknown tokens) is not indexed")
+        #expect(e.cachedPrefixTokens(prompt) == 40)
+        #expect(e.cachedPrefixTokens(prompt + [901, 902, 903]) == 40)
+        try e.schedule(2, tokens: 42)
+        #expect(drain(e).isEmpty, "sequence 2's blocks 4...9 have their hashes indexed already")
+    }
+
+    /// A prompt given by hashes that ends on a block boundary knows every token before its
+    /// appends: the append indexes the rest of the prompt, then the block it fills, chained.
+    @Test(arguments: hashEngines)
+    func aWholeBlockPromptGivenByHashesIndexesItsAppends(layout: Layout, metadataOnly: Bool) throws {
+        var c = scheduling(smallConfig(layout))
+        c.metadataOnly = metadataOnly
+        let e = try Engine(c)
+        let prompt = tokens(40, seed: 31), decoded: [Int32] = [911, 912, 913, 914]
+        let hashes = BlockHash.chain(prompt, blockTokens: 4)
+        _ = try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 40) }
+        try e.schedule(1, tokens: 8)
+        #expect(stored(drain(e)) == chain(prompt, 0..<2))
+        try e.append(1, tokens: decoded)
+        #expect(stored(drain(e)) == chain(prompt + decoded, 2..<11))
+        #expect(e.cachedPrefixTokens(prompt + decoded + [1]) == 44)
     }
 }

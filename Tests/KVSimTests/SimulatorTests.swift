@@ -82,9 +82,75 @@ func mooncakeSlice(_ n: Int) throws -> Trace {
         let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         let policies = object?["policies"] as? [[String: Any]]
         #expect(policies?.count == 2)
+        #expect(object?["index_on_schedule"] as? Bool == false)
         #expect(policies?.first?["effective_capacity"] is Double)
         let svg = SVGPlot.attainment(outcomes, target: 0.9)
         #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<polyline").count == 3)
         #expect(SVGPlot.ttftCDF(outcomes, maxSeconds: 20).contains("TTFT CDF"))
+    }
+
+    /// Two requests for the same 4,196-token prompt (8 full 512-token blocks) arrive together
+    /// at one instance with a 1,024-token step budget: the first starts prefill alone (step 1:
+    /// tokens 0..<1024); the second is admitted in step 2, after that step's chunk of the first
+    /// (1024..<2048) is scheduled. Indexing on schedule it hits exactly the 4 blocks computed in
+    /// steps 1 and 2 and computes the other 2,148 tokens itself, so its first token comes later;
+    /// without the mode it hits all 8 blocks (4,096 tokens), 6 of them never computed yet.
+    @Test func indexingOnScheduleHitsOnlyBlocksScheduledByTheSameStep() throws {
+        var trace = Trace(source: "two identical prompts", blockTokens: 512)
+        let ids: [UInt64] = Array(1...9)
+        var hashes: [UInt64] = []
+        for id in ids { hashes.append(Trace.chainedHash(parent: hashes.last ?? 0, id: id)) }
+        for _ in 0..<2 { trace.append(arrivalMilliseconds: 0, input: 8 * 512 + 100, output: 4, blockHashes: hashes) }
+        func run(indexOnSchedule: Bool) throws -> (ClusterSimulator, ReplayResult) {
+            var c = SimulationConfig()
+            c.instances = 1
+            c.tokenBudget = 1024
+            c.engine.indexOnSchedule = indexOnSchedule
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            try sim.run()
+            return (sim, sim.result(policy: "one instance", wallSeconds: 0))
+        }
+        let (on, onResult) = try run(indexOnSchedule: true)
+        let (off, offResult) = try run(indexOnSchedule: false)
+        #expect(onResult.served == 2 && offResult.served == 2)
+        #expect(onResult.prefixHitRate == 2048.0 / 8392, "the second hits blocks 0...3: scheduled in steps 1 and 2")
+        #expect(offResult.prefixHitRate == 4096.0 / 8392, "the second hits blocks 0...7 at admission")
+        #expect(on.ttft[1] > off.ttft[1], "computing its other 2,148 tokens delays the second's first token")
+        #expect(on.ttft[0] >= off.ttft[0])
+    }
+
+    /// A recompute-preempted request whose prompt blocks were evicted meanwhile recomputes them:
+    /// one instance with 8 blocks of 512 tokens and at most 2 running requests; A and B (1,124
+    /// prompt tokens each, distinct) decode until A's 5th block preempts B, whose cached prompt
+    /// blocks A's next blocks evict; C (B's prompt) waits behind B and is admitted after it once
+    /// A is done, in the step that schedules B's first 512-token chunk. Indexing on schedule C
+    /// hits exactly that block; without the mode both of B's prompt blocks (1,024 tokens).
+    @Test func aReadmittedRequestsPromptIsIndexedOnlyAsItIsRecomputed() throws {
+        var trace = Trace(source: "a preempted prompt", blockTokens: 512)
+        func chain(_ ids: ClosedRange<UInt64>) -> [UInt64] {
+            var h: [UInt64] = []
+            for id in ids { h.append(Trace.chainedHash(parent: h.last ?? 0, id: id)) }
+            return h
+        }
+        trace.append(arrivalMilliseconds: 0, input: 1124, output: 2600, blockHashes: chain(1...3))
+        trace.append(arrivalMilliseconds: 0, input: 1124, output: 1100, blockHashes: chain(11...13))
+        trace.append(arrivalMilliseconds: 0, input: 1124, output: 10, blockHashes: chain(11...13))
+        func run(indexOnSchedule: Bool) throws -> (ClusterSimulator, ReplayResult) {
+            var c = SimulationConfig()
+            c.instances = 1
+            c.tokenBudget = 512
+            c.maxBatch = 2
+            c.engine.memoryBytes = 8 * 512 * UInt64(c.engine.tokenBytes * c.engine.tensors)
+            c.engine.indexOnSchedule = indexOnSchedule
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            try sim.run()
+            return (sim, sim.result(policy: "one instance", wallSeconds: 0))
+        }
+        let (on, onResult) = try run(indexOnSchedule: true)
+        let (off, offResult) = try run(indexOnSchedule: false)
+        #expect(on.preemptions == 1 && off.preemptions == 1, "B, once")
+        #expect(onResult.served == 3 && offResult.served == 3)
+        #expect(onResult.prefixHitRate == 512.0 / 3372, "C hits the block B's first recomputed chunk schedules")
+        #expect(offResult.prefixHitRate == 1024.0 / 3372, "C hits both of B's prompt blocks, neither recomputed yet")
     }
 }
