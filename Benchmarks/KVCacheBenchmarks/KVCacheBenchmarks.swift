@@ -23,6 +23,7 @@ let benchmarks: @Sendable () -> Void = {
     registerForkBenchmarks()
     registerCompactionBenchmarks()
     registerUnshareBenchmarks()
+    registerTraceReplayBenchmarks()
 }
 
 /// Operations per measurement (see above).
