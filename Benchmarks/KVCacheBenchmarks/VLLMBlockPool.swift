@@ -40,10 +40,10 @@ import KVCache
 /// `BlockHash` chain instead), chunked prefill and speculative lookahead slots, KV events,
 /// metrics, `reset_prefix_cache`, preemption. Blocks filled by appended (decode) tokens are not
 /// cached: at block level their tokens are unknown, which is what the engine's hash-only
-/// `createSequence(_:blockHashes:tokens:)` does too. vLLM would cache them under hashes no later
-/// prompt of the replayed trace matches; freed, they would then wait at the back of the free
-/// queue like other cached blocks instead of being reused first, so vLLM itself would evict
-/// somewhat more useful blocks on this replay than this pool (or the engine) does.
+/// `createSequence(_:blockHashes:tokens:)` does too. vLLM would cache them; here no later
+/// prompt could match them (the trace does not have their tokens), and cached they would wait
+/// at the back of the free queue with the other cached blocks instead of being reused first,
+/// so the replay's eviction order is not exactly what vLLM serving this trace would see.
 ///
 /// Costs: `allocateBlock`, `releaseBlock`, the queue operations and `touch` are O(1); a prompt
 /// is O(its blocks) plus one Dictionary lookup per prefix block probed and one insert per
