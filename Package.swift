@@ -71,7 +71,8 @@ let package = Package(
         .testTarget(name: "KVCacheCLITests", dependencies: ["kvcache", "KVCache"]),
         .executableTarget(
             name: "KVCacheBenchmarks",
-            dependencies: ["KVCache", .product(name: "Benchmark", package: "benchmark")],
+            // KVSim: its Mooncake trace reader, for the trace-replay benchmark.
+            dependencies: ["KVCache", "KVSim", .product(name: "Benchmark", package: "benchmark")],
             path: "Benchmarks/KVCacheBenchmarks",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),

@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Reads the JMH files of one bench_ratio.sh run and prints the table and the targets' verdicts.
 
+Implementations: `Engine`, `Baseline` (BaselineBlockManager) and, where a benchmark has one,
+`VLLM` (VLLMBlockPool, vLLM v1's block pool): the table adds its ns, engine/vLLM and its
+malloc/op; the targets judge only Engine (and Engine/Baseline).
+
 Usage: bench_ratio.py PERCENTILE DIR. DIR holds `main/` (the whole suite's run: the table and the
 absolute targets) and `round1/`, `round2/`... (runs of one ratio target's pair each: its ratio
 is judged on the median of the rounds' engine/baseline ratios). Exit status 0 when every
@@ -24,7 +28,7 @@ def load(directory):
             name = element["benchmark"].rsplit(".", 1)[-1].replace("_", " ")
             impl, _, operation = name.partition(" ")
             metric = element.get("secondaryMetrics", {}).get(WALL)
-            if metric is None or impl not in ("Engine", "Baseline"):
+            if metric is None or impl not in ("Engine", "Baseline", "VLLM"):
                 continue
             ops = OPS_OVERRIDES.get(operation, OPS_PER_MEASUREMENT)
             ns[(impl, operation)] = metric["scorePercentiles"][percentile] * 1000.0 / ops
@@ -43,14 +47,16 @@ if not operations:
     sys.exit(2)
 print(f"ns per operation (p{percentile.rstrip('0').rstrip('.')} of the measurements)\n")
 print(f"{'operation':<18} {'engine ns':>12} {'baseline ns':>12} {'engine/baseline':>16} {'speedup':>9}"
-      f" {'engine malloc/op':>17} {'baseline malloc/op':>19}")
+      f" {'engine malloc/op':>17} {'baseline malloc/op':>19} {'vllm ns':>12} {'engine/vllm':>12} {'vllm malloc/op':>15}")
 for op in operations:
     e, b = ns.get(("Engine", op)), ns.get(("Baseline", op))
     fmt = lambda v, w=12: f"{v:{w}.2f}" if v is not None else f"{'-':>{w}}"
     ratio = f"{e / b:16.3f}" if e and b else f"{'-':>16}"
     speedup = f"{b / e:8.2f}x" if e and b else f"{'-':>9}"
     me, mb = mallocs.get(("Engine", op)), mallocs.get(("Baseline", op))
-    print(f"{op:<18} {fmt(e)} {fmt(b)} {ratio} {speedup} {fmt(me, 17)} {fmt(mb, 19)}")
+    v, mv = ns.get(("VLLM", op)), mallocs.get(("VLLM", op))
+    vratio = f"{e / v:12.3f}" if e and v else f"{'-':>12}"
+    print(f"{op:<18} {fmt(e)} {fmt(b)} {ratio} {speedup} {fmt(me, 17)} {fmt(mb, 19)} {fmt(v)} {vratio} {fmt(mv, 15)}")
 
 # Targets from the issue.
 targets = [

@@ -89,6 +89,21 @@ status, output = run_case({("Engine", "append"): 250.0, ("Baseline", "append"): 
 check("slow append fails, unmeasured targets skip", status == 1 and "FAIL append: 250.0 ns/token" in output
       and "SKIP allocate+free: not measured" in output and "SKIP decode-step-scores: not measured" in output, output)
 
+# A third implementation, VLLM: its ns, engine/vllm and malloc/op close the row; an operation
+# measured only by Engine and VLLM (trace-replay) is listed with '-' for the baseline; VLLM
+# results never feed the targets.
+status, output = run_case({**FAST, ("VLLM", "allocate+free"): 80.0,
+                           ("Engine", "trace-replay"): 3000.0, ("VLLM", "trace-replay"): 1500.0,
+                           ("VLLM", "append"): 1000.0}, [])
+row = line(output, "allocate+free").split()
+check("vllm columns: ns, engine/vllm (not vllm/engine), malloc/op", status == 0
+      and row[1:5] == ["20.00", "40.00", "0.500", "2.00x"] and row[7:10] == ["80.00", "0.250", "2.00"], output)
+row = line(output, "trace-replay").split()
+check("engine+vllm only operation is listed", row[1:3] == ["3000.00", "-"] and row[3] == "-"
+      and row[7:9] == ["1500.00", "2.000"], output)
+check("vllm does not feed the targets", "PASS append: 60.0 ns/token" in output
+      and "PASS allocate+free: 50.0 M pairs/s" in output, output)
+
 status, output = run_case({}, [])
 check("no results is a run failure", status == 2 and "no Engine/Baseline wall-clock results" in output, output)
 

@@ -3,7 +3,9 @@ import KVCache
 
 /// Every benchmark pairs an engine operation with the same operation on
 /// `BaselineBlockManager`, in the same run and with the same configuration, named
-/// `Engine <operation>` and `Baseline <operation>`; `tools/bench_ratio.sh` divides them.
+/// `Engine <operation>` and `Baseline <operation>`; `tools/bench_ratio.sh` divides them. Where
+/// vLLM v1's algorithm applies (`VLLMBlockPool`: allocate+free, prefix lookup, trace-replay),
+/// a third benchmark `VLLM <operation>` runs it, and the table adds engine/vLLM.
 ///
 /// Each measurement runs `operationsPerMeasurement` operations (`scaledIterations`), so the
 /// wall-clock time of one measurement in microseconds equals nanoseconds per operation.
@@ -21,6 +23,7 @@ let benchmarks: @Sendable () -> Void = {
     registerForkBenchmarks()
     registerCompactionBenchmarks()
     registerUnshareBenchmarks()
+    registerTraceReplayBenchmarks()
 }
 
 /// Operations per measurement (see above).

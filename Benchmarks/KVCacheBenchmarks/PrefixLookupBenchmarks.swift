@@ -3,7 +3,9 @@ import KVCache
 
 /// (3) Prefix lookup of a cached 2048-token prompt (128 blocks of 16): `Engine.cachedPrefixTokens`
 /// against walking the same `BlockHash` chain through the baseline's Dictionary<UInt64, Int32>.
-/// Both hash every token of the prompt; the difference is the index and the lock.
+/// and against `VLLMBlockPool` (vLLM v1: hash the prompt's full blocks, then walk its
+/// Dictionary<UInt64, cached blocks> until the first miss). All hash every token of the prompt;
+/// the difference is the index and the lock.
 /// One operation = one whole-prompt lookup.
 func registerPrefixLookupBenchmarks() {
     let tokens = prompt(2048)
@@ -41,6 +43,22 @@ func registerPrefixLookupBenchmarks() {
             benchmark.startMeasurement()
             for _ in benchmark.scaledIterations {
                 blackHole(manager.cachedPrefixTokens(buffer))
+            }
+            benchmark.stopMeasurement()
+        }
+    }
+
+    Benchmark("VLLM prefix lookup") { benchmark in
+        let pool = VLLMBlockPool(blocks: 1024, blockTokens: 16)
+        tokens.withUnsafeBufferPointer { buffer in
+            _ = pool.createRequest(1, tokens: buffer)
+            guard pool.cachedPrefixTokens(buffer) == expected else {
+                benchmark.error("vLLM pool reports \(pool.cachedPrefixTokens(buffer)) cached tokens, expected \(expected)")
+                return
+            }
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                blackHole(pool.cachedPrefixTokens(buffer))
             }
             benchmark.stopMeasurement()
         }
