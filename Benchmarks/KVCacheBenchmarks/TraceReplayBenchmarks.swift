@@ -76,44 +76,37 @@ func checkedReplay(_ benchmark: Benchmark) -> TraceReplay? {
 }
 
 /// Run once per process before the replay benchmarks measure. The whole trace is replayed on a
-/// fresh engine, a fresh `VLLMBlockPool` and a fresh pool freeing head block first
-/// (`freesTailFirst: false`, the engine's order). Each must admit every request and append every
-/// token, the pools' invariants must hold (`invariantViolation`), and the head-first pool must
-/// report exactly the engine's prefix-hit tokens and evictions: then the engine's LRU semantics
-/// are vLLM's but for the order a freed request's blocks join the LRU queue. That order is a
-/// real difference, not a fault of the replay: on this trace vLLM (tail block first) keeps a
-/// few more chain heads and hits 27,789,824 tokens where the engine (first block first) hits
-/// 27,686,912 (of 144,793,823 prompt tokens). Prints the three sides' hits to stderr.
+/// fresh engine and a fresh `VLLMBlockPool`. Each must admit every request and append every
+/// token, the pool's invariants must hold (`invariantViolation`), and the two must report
+/// exactly the same prefix-hit tokens and evictions: the engine's LRU semantics are vLLM's.
+/// (They were not until 2026-11-21: the engine released a freed request's blocks first block
+/// first and hit 27,686,912 prompt tokens of 144,793,823 where vLLM, tail first, hits
+/// 27,789,824; `Engine.release` now frees tail first.) Prints both sides' hits to stderr.
 let replayCheck: Result<TraceReplay, ReplayError> = {
     let replay: TraceReplay
     switch TraceReplay.shared {
     case .success(let r): replay = r
     case .failure(let problem): return .failure(problem)
     }
-    let blocks = TraceReplay.budgetBlocks, blockTokens = replay.trace.blockTokens
     var engine = EngineReplayTarget(makeEngine(replay.engineConfig))
     let e = replay.replayAll(&engine)
     let engineEvictions = Int(engine.engine.stats().blocksEvicted)
-    var vllm = VLLMBlockPool(blocks: blocks, blockTokens: blockTokens)
+    var vllm = VLLMBlockPool(blocks: TraceReplay.budgetBlocks, blockTokens: replay.trace.blockTokens)
     let v = replay.replayAll(&vllm)
-    var headFirst = VLLMBlockPool(blocks: blocks, blockTokens: blockTokens, freesTailFirst: false)
-    let h = replay.replayAll(&headFirst)
     let percent = { (c: TraceReplay.Cursor) in String(format: "%.2f%%", 100.0 * Double(c.hitTokens) / Double(max(1, c.promptTokens))) }
     FileHandle.standardError.write(Data("""
         trace-replay check: \(replay.trace.count) requests, \(e.promptTokens) prompt tokens; cached prefix tokens \
         (evictions): engine \(e.hitTokens) \(percent(e)) (\(engineEvictions)), vLLM pool \(v.hitTokens) \(percent(v)) \
-        (\(vllm.evictions)), vLLM pool freeing head first \(h.hitTokens) \(percent(h)) (\(headFirst.evictions))\n
+        (\(vllm.evictions))\n
         """.utf8))
-    for (name, c) in [("engine", e), ("vLLM pool", v), ("head-first pool", h)] where c.failures > 0 {
+    for (name, c) in [("engine", e), ("vLLM pool", v)] where c.failures > 0 {
         return .failure(ReplayError(message: "\(name): \(c.failures) failed admissions or appends"))
     }
-    for (name, pool) in [("vLLM pool", vllm), ("head-first pool", headFirst)] {
-        if let broken = pool.invariantViolation() { return .failure(ReplayError(message: "\(name) invariant: \(broken)")) }
-    }
-    guard h.hitTokens == e.hitTokens, headFirst.evictions == engineEvictions else {
+    if let broken = vllm.invariantViolation() { return .failure(ReplayError(message: "vLLM pool invariant: \(broken)")) }
+    guard v.hitTokens == e.hitTokens, vllm.evictions == engineEvictions else {
         return .failure(ReplayError(message: """
-            the engine and vLLM's algorithm freeing in the engine's order differ: cached prefix tokens \
-            \(e.hitTokens) vs \(h.hitTokens), evictions \(engineEvictions) vs \(headFirst.evictions)
+            the engine and vLLM's algorithm differ: cached prefix tokens \(e.hitTokens) vs \(v.hitTokens), \
+            evictions \(engineEvictions) vs \(vllm.evictions)
             """))
     }
     return .success(replay)

@@ -105,17 +105,12 @@ final class VLLMBlockPool {
     private var cachedScratch: [Int32] = []
     /// Cached blocks evicted by allocation, in total.
     private(set) var evictions = 0
-    /// True (vLLM) when `free` queues a request's blocks tail block first; false queues them
-    /// first block first, as the engine's `release` does. Only for the trace replay's check,
-    /// which uses it to show that this order is the one difference in hits between the two.
-    let freesTailFirst: Bool
 
     /// A pool of `blocks` usable blocks of `blockTokens` tokens (plus the null block), all free,
-    /// queued in id order. `freesTailFirst: false` departs from vLLM (see the property).
-    init(blocks: Int, blockTokens: Int, freesTailFirst: Bool = true) {
+    /// queued in id order.
+    init(blocks: Int, blockTokens: Int) {
         precondition(blocks > 0 && blockTokens > 0)
         self.blockTokens = blockTokens
-        self.freesTailFirst = freesTailFirst
         capacity = blocks + 1
         let slots = capacity + 2
         refs = .allocate(capacity: capacity)
@@ -341,7 +336,7 @@ final class VLLMBlockPool {
         cached.removeAll(keepingCapacity: true)
         let count = request.blocks.count
         for i in 0..<count {
-            let b = request.blocks[freesTailFirst ? count - 1 - i : i]
+            let b = request.blocks[count - 1 - i]  // tail block first
             refs[Int(b)] -= 1
             if refs[Int(b)] == 0 && b != Self.nullBlock {
                 if hashed[Int(b)] { cached.append(b) } else { fresh.append(b) }

@@ -239,8 +239,19 @@ public final class Engine: @unchecked Sendable {
         fillTail(sequences.tail(slot))
         if let offload {
             offload.failed[slot] = false
-            for i in 0..<fromDisk {
-                offload.load(scratchDisk[i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
+            // In disk-slot order, so that reads of adjacent slots merge (`DiskTier.flush`): a
+            // freed prompt's blocks join the LRU last first (`release`), so its spills take
+            // ascending slots from its last block down to its first.
+            if fromDisk > 0 {
+                withUnsafeTemporaryAllocation(of: Int32.self, capacity: fromDisk) { buffer in
+                    var order = buffer
+                    for i in 0..<fromDisk { order[i] = Int32(i) }
+                    order.sort { scratchDisk[Int($0)] < scratchDisk[Int($1)] }
+                    for k in 0..<fromDisk {
+                        let i = Int(order[k])
+                        offload.load(scratchDisk[i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
+                    }
+                }
             }
             offload.diskHitTokens += UInt64(fromDisk * bt)
             offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
@@ -453,9 +464,16 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Drops `slot`'s references to its blocks and closes it. Its blocks are released last
+    /// first, as vLLM frees a request's blocks: indexed ones join the LRU tail in that order,
+    /// so a prompt's later blocks are evicted before its earlier ones, which more prompts share
+    /// and without which the later ones can never be hit (the chain is looked up from its
+    /// first block). On the bundled Mooncake trace at block level (`Engine trace-replay`'s
+    /// check) the engine then hits exactly what vLLM's algorithm hits (first block first:
+    /// 0.37% fewer prompt tokens). O(blocks).
     func release(_ slot: Int) {
         let table = sequences.table(slot)
-        for i in 0..<sequences.blockCount(slot) { blocks.release(table[i]) }
+        for i in (0..<sequences.blockCount(slot)).reversed() { blocks.release(table[i]) }
         contiguous?.close(slot: slot)
         sequences.close(slot)
         releaseOffloadedTokens(slot)

@@ -23,10 +23,17 @@ struct DiskTierTests {
         #expect(events.filter { $0.kind == .blockStored && $0.tier == 1 }.count == 50)
 
         #expect(e.cachedPrefixTokens(prompt) == 200, "the lookup continues into the disk tier")
+        try e.syncOffload()  // every spill written: the reads below go to the device
+        let submitted = e.stats().disk.requestsSubmitted
         let cached = try e.createSequence(2, tokens: prompt)
         #expect(cached == 200, "the disk tier's blocks count in cached_tokens")
         try waitReady(e, 2)
         #expect(try kvDifferences(e, 2, count: 200) { prompt[$0] } == 0)
+        let slotBytes = e.stats().disk.slotBytes
+        try #require(50 * slotBytes <= 1 << 20)
+        // The prompt's blocks were spilled last first (the LRU order of a freed prompt) into
+        // ascending slots; read in slot order they merge into one request.
+        #expect(e.stats().disk.requestsSubmitted - submitted == 1, "50 reads of adjacent slots, \(50 * slotBytes) bytes")
         let s = e.stats()
         #expect(s.disk.prefixHitTokens == 200)
         #expect(s.prefixHitTokens == 200)
@@ -192,7 +199,9 @@ struct DiskTierTests {
             try e.syncOffload()
             slotBytes = Int(e.stats().disk.slotBytes)
         }
-        corruptSlots(dir: dir.path, slotBytes: slotBytes, 3..<10)  // every slot but the first three
+        // Freed blocks join the LRU last first, so the trim spilled block 9 - k into slot k:
+        // spoil every block but the first three.
+        corruptSlots(dir: dir.path, slotBytes: slotBytes, 0..<7)
         let e = try Engine(offloadConfig(layout, dir: dir.path))
         #expect(try e.createSequence(1, tokens: prompt) == 40, "the journal still lists all ten blocks")
         var failure: KVError?
