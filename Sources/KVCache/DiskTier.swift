@@ -48,6 +48,11 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Cached blocks written back instead of dropped, and spills that could not be written.
     public var blocksSpilled: UInt64 = 0
     public var spillsFailed: UInt64 = 0
+    /// Cached blocks an allocation evicted and did not write back because no staging buffer
+    /// was free beyond the reserve (`DiskTier.spill`): dropped exactly as without a tier,
+    /// rather than waiting for the device under the engine's lock. Not an error (not in
+    /// `spillsFailed`): the block was only a cache entry; a later prompt recomputes it.
+    public var spillsSkipped: UInt64 = 0
     /// Writes of swapped-out sequences' blocks and of offloaded-token records that failed on
     /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out
     /// with a failed write counts once in `swapOutsFailed`, however many of its writes failed.
@@ -186,12 +191,12 @@ final class DiskTier {
     private var freeStageCount = 0
     /// Staging buffers bulk transfers leave free for other traffic: an eighth of them (128 of
     /// 1024 buffers of 8 KiB slots, 60 of 481 of 68 KiB, 4 of 32 of 2 MiB). The bulk transfers
-    /// are pending swap-outs' blocks (`SwapOutQueue`) and a trim's spills
-    /// (`Engine.spillCachedBlocks`): they take a buffer only while `bulkStages > 0`, so
-    /// together they keep at most the other seven eighths in flight (merged into requests of up
-    /// to 1 MiB), and a prompt's prefix read, a swap-in, an allocation's spill or an episodic
-    /// record issued meanwhile finds a buffer without waiting for their writes. Fixed at
-    /// creation; at least 4.
+    /// are pending swap-outs' blocks (`SwapOutQueue`), a trim's spills
+    /// (`Engine.spillCachedBlocks`) and an allocation's spills (`spill`, which are skipped
+    /// rather than wait): they take a buffer only while `bulkStages > 0`, so together they keep
+    /// at most the other seven eighths in flight (merged into requests of up to 1 MiB), and a
+    /// prompt's prefix read, a swap-in, a swap-out's first block or an episodic record issued
+    /// meanwhile finds a buffer without waiting for their writes. Fixed at creation; at least 4.
     let reservedStages: Int
     /// The slot and staging buffer taken last, so that the next slot takes the next buffer
     /// and the two requests can merge into one (see `flush`).
@@ -455,8 +460,25 @@ final class DiskTier {
 
     /// Writes cached block `block` back to disk before it is freed (unless the tier already has
     /// it). Failures are counted and the block is simply dropped, as without a tier.
+    ///
+    /// Never waits: a spill takes a staging buffer only while one is free beyond the reserve
+    /// (`bulkStages > 0`); when none is, the block is dropped as without a tier and counted in
+    /// `spillsSkipped`. A spill runs inside an allocation, under the engine's lock: waiting for
+    /// a buffer there would stall every other thread's call behind the device, and taking the
+    /// reserve would make a prompt's prefix read or a swap-in wait for cache write-backs. A
+    /// cached block is only a cache entry, so like vLLM's offloading connector and LMCache
+    /// when their store path is full, the store is skipped rather than the step blocked.
+    /// It reaps nothing either: completions processed in the middle of an allocation could
+    /// free a disk slot the allocating call has just looked up (a failed write) before it reads
+    /// it. Buffers come back when a call processes completions (`poll`, `ready`, `create`...).
+    /// A trim (`Engine.spillCachedBlocks`) sizes its steps by `bulkStages`, so none of its
+    /// spills is skipped. Cost: O(1) when skipped; else a copy and checksum of the block.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
         if let slot = Optional(lookup(hash)), slot >= 0 { return }
+        guard bulkStages > 0 else {
+            stats.spillsSkipped += 1
+            return
+        }
         do throws(KVError) {
             let (slot, stage) = try reserve()
             do throws(KVError) {

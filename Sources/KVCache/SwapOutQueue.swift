@@ -4,13 +4,13 @@
 /// its block table still holds its memory blocks and, contiguous, its ranges stay open: memory
 /// is released only once every write is on disk, so that a failed write loses nothing. A
 /// swap-out's blocks are copied into staging buffers and submitted in order, as far as free
-/// buffers go beyond those bulk transfers (swap-outs and trims) leave to other traffic
-/// (`DiskTier.reservedStages`): `start` submits the first (from the reserve when nothing else
-/// is free) and as many more as that allows, and every `settle` (run by the calls that process
-/// completions) submits more as completions free buffers, so no call waits for the device to
-/// make room for a large sequence, and other traffic issued meanwhile (a prompt's prefix read
-/// from disk, an allocation's spills, episodic records, swap-ins) finds a buffer without
-/// waiting for the swap-out's writes. The blocks not submitted yet stay untouched in memory
+/// buffers go beyond those bulk transfers (swap-outs, trims and allocations' spills) leave to
+/// other traffic (`DiskTier.reservedStages`): `start` submits the first (from the reserve when
+/// nothing else is free) and as many more as that allows, and every `settle` (run by the calls
+/// that process completions) submits more as completions free buffers, so no call waits for
+/// the device to make room for a large sequence, and other traffic issued meanwhile (a
+/// prompt's prefix read from disk, episodic records, swap-ins) finds a buffer without waiting
+/// for the swap-out's writes. The blocks not submitted yet stay untouched in memory
 /// meanwhile (the sequence is swapped out: nobody writes, appends to, forks or frees them
 /// without ending the swap-out first).
 ///

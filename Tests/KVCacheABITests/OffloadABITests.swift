@@ -257,6 +257,46 @@ struct OffloadABITests {
         try f.expectWitnessesIntact()
     }
 
+    /// spills_skipped: an append that evicts cached blocks right after an asynchronous swap-out
+    /// took every staging buffer beyond the reserve (kvc_seq_append processes no completions,
+    /// so none freed meanwhile, however fast the device) drops them without writing them, and
+    /// kvc_stats says so: every eviction counted there, none spilled, none an error. Before,
+    /// the spills took the reserve and then waited for the device under the engine's lock.
+    @Test(arguments: bothLayouts)
+    func anAppendsSpillsSkippedForWantOfStagingBuffersAreCountedThroughTheABI(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // 512 KiB: 2048 blocks of 256 bytes (contiguous: 32 page groups of 256 tokens).
+        var c = CConfig.small(layout, memoryBytes: 512 << 10)
+        c.offloadBytes = 32 << 20
+        c.maxSeqTokens = 8192
+        let f = try ABIFixture(c, offloadDir: dir)
+        let large = 4 * 1100 + 2, cached = 3000
+        try f.create(7, tokens: f.uniqueTokens(7, count: large))
+        try f.write(7, salt: 7, from: 0, to: large)
+        try f.create(8, tokens: f.uniqueTokens(8, count: cached))
+        try f.write(8, salt: 8, from: 0, to: cached)
+        #expect(kvc_seq_free(f.handle, 8) == KVC_OK)  // 750 blocks stay cached
+        try f.create(9, tokens: f.uniqueTokens(9, count: 1))
+        #expect(kvc_seq_swap_out_async(f.handle, 7) == KVC_OK)  // 896 writes: no buffer left beyond the reserve
+        let before = try f.stats()
+        try f.append(9, tokens: f.uniqueTokens(10, count: 1200))
+        let after = try f.stats()
+        let evicted = after.blocksEvicted - before.blocksEvicted
+        #expect(evicted > 0, "the append evicted cached blocks")
+        #expect(after.spillsSkipped - before.spillsSkipped == evicted, "every one skipped")
+        #expect(after.blocksSpilled == before.blocksSpilled && after.diskErrors == 0)
+        var done = false
+        for _ in 0..<100_000 where !done {
+            #expect(kvc_engine_poll(f.handle, 100) == KVC_OK)
+            done = try f.stats().swapOuts == 1
+        }
+        #expect(done)
+        #expect(kvc_seq_swap_in(f.handle, 7) == KVC_OK)
+        #expect(waitReady(f, 7) == KVC_OK)
+        #expect(try f.firstMismatch(7, salt: 7, to: large) == nil)
+    }
+
     /// Per layer, and per head asked for by the engine's config or by the sequence's override:
     /// compaction offloads every evicted row token, a focus restores the other episode's per
     /// row, byte for byte (per head: each head's own tokens, in its slice of the slots), and a

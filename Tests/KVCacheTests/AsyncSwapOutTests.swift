@@ -27,21 +27,6 @@ struct AsyncSwapOutTests {
     /// The staging buffers a swap-out may take: all but an eighth (`DiskTier.reservedStages`).
     static let swapOutStages: UInt64 = 1024 - 128
 
-    /// Holds the I/O in flight and calls `swapOutAsync(seq)` on another thread: true when the
-    /// call returned with its writes held (within 10 s: a guard against a call that waits for
-    /// the held writes, not a timing assertion). When it did not, the I/O is resumed so that
-    /// the call can end; the I/O is held on return either way.
-    private func swapOutAsyncWithIOHeld(_ e: Engine, _ seq: UInt64) -> Bool {
-        #expect(e.pauseOffloadIO(true))
-        let order = EventLog()
-        let caller = loggedCall("swap-out", order) { try e.swapOutAsync(seq) }
-        let returned = waitUntil(seconds: 10) { !order.events.isEmpty }
-        if !returned { _ = e.pauseOffloadIO(false) }
-        caller.join()
-        _ = e.pauseOffloadIO(true)
-        return returned && order.events == ["swap-out returned"]
-    }
-
     /// An engine holding `largePrompt` as sequence 1, its stats then, and sequence 1's
     /// asynchronous swap-out started with the I/O held (`swapOutAsyncWithIOHeld`): it returns
     /// with the first 896 writes held in flight and 205 blocks not yet copied.
