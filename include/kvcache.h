@@ -484,7 +484,9 @@ void kvc_engine_destroy(kvc_engine *e);
  * buffers free spills them in steps, and between steps waits for completions without the
  * engine's lock (processing them, see COMPLETIONS), so other threads' calls proceed meanwhile
  * and a kvc_seq_create reading its prefix from disk does not wait for the trim's writes (nor
- * does one after the trim returned). A trim skips no spill (spills_skipped stays). Each step
+ * does one after the trim returned). While a trim waits, pending swap-outs leave it half of
+ * the other staging buffers as completions free them, so it does not wait until every
+ * swap-out's last block is submitted. A trim skips no spill (spills_skipped stays). Each step
  * drops its blocks as above (ALL_CLEARED only for the step that empties the index). A trim
  * drops at most as many blocks as were cached when it started. Trimming is not eviction:
  * kvc_stats.blocks_evicted does not change. Live sequences' bytes are untouched.

@@ -191,12 +191,13 @@ final class DiskTier {
     private var freeStageCount = 0
     /// Staging buffers bulk transfers leave free for other traffic: an eighth of them (128 of
     /// 1024 buffers of 8 KiB slots, 60 of 481 of 68 KiB, 4 of 32 of 2 MiB). The bulk transfers
-    /// are pending swap-outs' blocks (`SwapOutQueue`), a trim's spills
-    /// (`Engine.spillCachedBlocks`) and an allocation's spills (`spill`, which are skipped
-    /// rather than wait): they take a buffer only while `bulkStages > 0`, so together they keep
-    /// at most the other seven eighths in flight (merged into requests of up to 1 MiB), and a
-    /// prompt's prefix read, a swap-in, a swap-out's first block or an episodic record issued
-    /// meanwhile finds a buffer without waiting for their writes. Fixed at creation; at least 4.
+    /// are pending swap-outs' blocks (`SwapOutQueue`, which leave a trim spilling meanwhile its
+    /// share: `swapOutStages`), a trim's spills (`Engine.spillCachedBlocks`) and an
+    /// allocation's spills (`spill`, which are skipped rather than wait): they take a buffer
+    /// only while `bulkStages > 0`, so together they keep at most the other seven eighths in
+    /// flight (merged into requests of up to 1 MiB), and a prompt's prefix read, a swap-in, a
+    /// swap-out's first block or an episodic record issued meanwhile finds a buffer without
+    /// waiting for their writes. Fixed at creation; at least 4.
     let reservedStages: Int
     /// The slot and staging buffer taken last, so that the next slot takes the next buffer
     /// and the two requests can merge into one (see `flush`).
@@ -626,6 +627,7 @@ final class DiskTier {
         writingStage[s] = stage
         stageOp[Int(stage)] = op
         stageSlot[Int(stage)] = slot
+        if op == DiskTier.spillWrite { spillWritesInFlight += 1 }
         if hash != 0 {
             index.insert(hash, slot)
             events.push(KVEvent(kind: .blockStored, tier: 1, blockHash: hash, parentHash: parent))
@@ -683,6 +685,29 @@ final class DiskTier {
     /// `reservedStages` (0 or less: none; it leaves the rest to a later call, or waits without
     /// the engine's lock). O(1).
     var bulkStages: Int { freeStageCount - reservedStages }
+
+    /// Staging buffers pending swap-outs may take now (`SwapOutQueue`): `bulkStages`, except
+    /// while a trim is spilling (`trimsSpilling > 0`). Then they leave free the buffers still
+    /// owed to spills: half the bulk area (`stages - reservedStages`) less the spill writes in
+    /// flight. A trim waits for buffers without the engine's lock, and every call that
+    /// processes completions hands the buffers they freed to pending swap-outs first
+    /// (`SwapOutQueue.settle`) before the trim looks; without the share the trim would wait for
+    /// as long as swap-outs keep blocks unsubmitted (a stream of them: indefinitely). With it,
+    /// the buffers each completion frees go to the trim up to its half, the rest to the
+    /// swap-outs, so both hold about half the bulk area in flight while both want buffers
+    /// (the trim takes whatever is free when it looks, so it may hold more while the swap-outs
+    /// have nothing left to submit). O(1).
+    var swapOutStages: Int {
+        guard trimsSpilling > 0 else { return bulkStages }
+        return bulkStages - max(0, (stages - reservedStages) / 2 - spillWritesInFlight)
+    }
+
+    /// Trims spilling now (`Engine.spillCachedBlocks`: counted from its start to its return,
+    /// its waits without the lock included), to which `swapOutStages` leaves a share.
+    var trimsSpilling = 0
+
+    /// Spill writes (trims' and allocations') submitted whose completion was not processed yet.
+    private(set) var spillWritesInFlight = 0
 
     private func releaseStage(_ stage: Int32) {
         precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
@@ -795,6 +820,7 @@ final class DiskTier {
         let reason = result < 0 ? String(cString: strerror(Int32(-result))) : "short transfer of \(result) of \(slotBytes) bytes"
         stageOp[Int(stage)] = DiskTier.idle
         releaseStage(stage)
+        if op == DiskTier.spillWrite { spillWritesInFlight -= 1 }
         switch op {
         case DiskTier.spillWrite, DiskTier.pinnedWrite:
             guard state[s] == DiskTier.writing && writingStage[s] == stage else { return }
