@@ -394,10 +394,11 @@ typedef struct kvc_stats {
     /** Cached blocks an allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork,
      *  kvc_seq_swap_in) evicted from memory and did not write to the disk tier because no
      *  staging buffer was free beyond the eighth kept for reads, records and swap-outs' first
-     *  blocks (see kvc_seq_swap_out_async and FAULTS): each is dropped as without a tier instead of waiting for
-     *  the device while the engine's lock is held. Not an error (not in disk_errors). Many
-     *  skips mean the staging buffers are full of pending swap-outs' writes or of spills not
-     *  yet completed: calls that process completions (see COMPLETIONS) free them. */
+     *  blocks (see kvc_seq_swap_out_async and FAULTS): each is dropped as without a tier
+     *  instead of waiting for the device while the engine's lock is held (a spill first takes
+     *  the writes already completed, without waiting). Not an error (not in disk_errors). Many
+     *  skips mean the staging buffers are full of writes still on the device: pending
+     *  swap-outs', or spills coming faster than the device writes them. */
     uint64_t spills_skipped;
     /* more may follow */
 } kvc_stats;
@@ -842,10 +843,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
  *   kvc_seq_swap_out, kvc_seq_swap_out_async, kvc_seq_swap_in and kvc_seq_free (never in
- *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below, nor in
- *   the spills of any allocation; in kvc_engine_trim only while it waits for staging
- *   buffers). The same calls submit the remaining blocks of pending swap-outs as staging buffers free up,
- *   release the memory of kvc_seq_swap_out_async calls whose writes all completed, and drop
+ *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below; an
+ *   allocation's spill that finds no staging buffer free takes only completed writes, never
+ *   reads; in kvc_engine_trim only while it waits for staging buffers). The same calls
+ *   submit the remaining blocks of pending swap-outs as staging buffers free up, release the
+ *   memory of kvc_seq_swap_out_async calls whose writes all completed, and drop
  *   the tokens of episodic-offload records whose write failed (as does kvc_seq_focus of a
  *   sequence holding one, before it chooses: such tokens are never read back). A
  *   server waiting for a sequence calls kvc_seq_ready,

@@ -204,6 +204,12 @@ final class DiskTier {
     private var lastSlot: Int32 = -2
     private var lastStage: Int32 = -2
     private let done: UnsafeMutablePointer<kvm_io_done>
+    /// Read completions an allocation's spill took from the queue (`reapWrites`) and left for
+    /// the next `reap`, oldest first: processing a read writes into memory and may spoil
+    /// sequences, which must not happen in the middle of an allocation. Each still holds its
+    /// staging buffer. At most `stages` (each is a distinct request).
+    private let deferredReads: UnsafeMutablePointer<kvm_io_done>
+    private var deferredReadCount = 0
     /// Requests prepared but not yet submitted (each holds a staging buffer, so at most `stages`).
     private let batch: UnsafeMutablePointer<kvm_io_req>
     private var batchCount = 0
@@ -325,6 +331,7 @@ final class DiskTier {
         for i in 0..<stages { stageFreeBits[i / 64] |= 1 << UInt64(i % 64) }
         freeStageCount = stages
         done = .allocate(capacity: stages)
+        deferredReads = .allocate(capacity: stages)
         batch = .allocate(capacity: stages)
         journal = .allocate(capacity: stages * 2 + 16)
         try recover()
@@ -351,6 +358,7 @@ final class DiskTier {
         stageTarget.deallocate()
         stageFreeBits.deallocate()
         done.deallocate()
+        deferredReads.deallocate()
         batch.deallocate()
         journal.deallocate()
     }
@@ -376,8 +384,8 @@ final class DiskTier {
         [String(cString: kvm_io_fallback_reason(io)), String(cString: kvm_slab_fallback_reason(slab))].filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
-    /// Requests in flight.
-    var inflight: Int { Int(kvm_io_inflight(io)) }
+    /// Requests in flight, or completed and not processed yet (`deferredReads`).
+    var inflight: Int { Int(kvm_io_inflight(io)) + deferredReadCount }
 
     // MARK: restart
 
@@ -463,19 +471,21 @@ final class DiskTier {
     /// it). Failures are counted and the block is simply dropped, as without a tier.
     ///
     /// Never waits: a spill takes a staging buffer only while one is free beyond the reserve
-    /// (`bulkStages > 0`); when none is, the block is dropped as without a tier and counted in
-    /// `spillsSkipped`. A spill runs inside an allocation, under the engine's lock: waiting for
-    /// a buffer there would stall every other thread's call behind the device, and taking the
-    /// reserve would make a prompt's prefix read or a swap-in wait for cache write-backs. A
-    /// cached block is only a cache entry, so like vLLM's offloading connector and LMCache
-    /// when their store path is full, the store is skipped rather than the step blocked.
-    /// It reaps nothing either: completions processed in the middle of an allocation could
-    /// free a disk slot the allocating call has just looked up (a failed write) before it reads
-    /// it. Buffers come back when a call processes completions (`poll`, `ready`, `create`...).
-    /// A trim (`Engine.spillCachedBlocks`) sizes its steps by `bulkStages`, so none of its
-    /// spills is skipped. Cost: O(1) when skipped; else a copy and checksum of the block.
+    /// (`bulkStages > 0`), after taking the writes already completed without waiting
+    /// (`reapWrites`) when none is; when still none is, the block is dropped as without a tier
+    /// and counted in `spillsSkipped`. A spill runs inside an allocation, under the engine's
+    /// lock: waiting for a buffer there would stall every other thread's call behind the
+    /// device, and taking the reserve would make a prompt's prefix read or a swap-in wait for
+    /// cache write-backs. A cached block is only a cache entry, so like vLLM's offloading
+    /// connector and LMCache when their store path is full, the store is skipped rather than
+    /// the step blocked. Completed reads are not processed here (`reapWrites`): they write
+    /// into memory and may spoil sequences, which the allocating call is in the middle of
+    /// changing. A trim (`Engine.spillCachedBlocks`) sizes its steps by `bulkStages`, so none
+    /// of its spills is skipped. Cost: O(1) when a buffer is free; else O(completions taken);
+    /// plus a copy and checksum of the block when it is written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
         if let slot = Optional(lookup(hash)), slot >= 0 { return }
+        if bulkStages <= 0 { reapWrites() }
         guard bulkStages > 0 else {
             stats.spillsSkipped += 1
             return
@@ -767,18 +777,51 @@ final class DiskTier {
 
     // MARK: completions
 
-    /// Processes completed requests: waits until at least `waitFor` (capped at those in flight)
-    /// completed, or `timeoutMicroseconds` passed (negative: no limit). Returns how many.
+    /// Processes completed requests, the reads `reapWrites` deferred first: waits until at
+    /// least `waitFor` (capped at those in flight) completed, or `timeoutMicroseconds` passed
+    /// (negative: no limit); never waits when it processed deferred reads. Returns how many.
     @discardableResult
     func reap(waitFor: Int = 0, timeoutMicroseconds: Int64 = -1) -> Int {
         flush()
-        let n = kvm_io_reap(io, done, UInt32(stages), UInt32(waitFor), timeoutMicroseconds)
-        guard n > 0 else { return 0 }
-        for i in 0..<Int(n) { completeRequest(tag: done[i].tag, result: done[i].result) }
+        let deferred = deferredReadCount
+        for i in 0..<deferred { completeRequest(tag: deferredReads[i].tag, result: deferredReads[i].result) }
+        deferredReadCount = 0
+        let n = Int(max(0, kvm_io_reap(io, done, UInt32(stages), UInt32(deferred > 0 ? 0 : waitFor), timeoutMicroseconds)))
+        guard n + deferred > 0 else { return 0 }
+        for i in 0..<n { completeRequest(tag: done[i].tag, result: done[i].result) }
         flushJournal()
-        onCompletions?(Int(n))
-        return Int(n)
+        onCompletions?(n + deferred)
+        return n + deferred
     }
+
+    /// For an allocation's spill that finds no staging buffer free beyond the reserve: takes
+    /// the requests completed on the device without waiting and processes the writes among
+    /// them, whose buffers are free at once; the reads are kept for the next `reap`
+    /// (`deferredReads`). Safe in the middle of an allocation: a write's completion changes
+    /// only the tier (its slot becomes stored, or, failed, leaves the index and is freed unless
+    /// pinned), and every slot a call holds across an allocation is pinned (a create's prefix,
+    /// `Engine.diskPrefix`; swapped-out sequences'; records). Submits nothing (a request the
+    /// queue refused would complete at once, reads included). O(completions); on io_uring no
+    /// system call.
+    private func reapWrites() {
+        let n = Int(max(0, kvm_io_reap(io, done, UInt32(stages), 0, 0)))
+        var writes = 0
+        for i in 0..<n {
+            if stageOp[Int(done[i].tag & 0xFFFF_FFFF)] == DiskTier.read {
+                deferredReads[deferredReadCount] = done[i]
+                deferredReadCount += 1
+            } else {
+                completeRequest(tag: done[i].tag, result: done[i].result)
+                writes += 1
+            }
+        }
+        guard writes > 0 else { return }
+        flushJournal()
+        onCompletions?(writes)
+    }
+
+    /// Tests: completions the device posted that nothing has taken yet.
+    var readyCompletions: Int { Int(kvm_io_ready(io)) }
 
     // MARK: waiting without the engine's lock
 
@@ -898,7 +941,7 @@ final class DiskTier {
 
     /// Waits for every request in flight and processes it.
     func drain() {
-        flush()
+        reap()  // the deferred reads, if any
         while kvm_io_inflight(io) > 0 { reap(waitFor: 1) }
     }
 

@@ -161,6 +161,13 @@ final class ABIFixture {
         handle = try #require(out)
     }
 
+    /// Adopts `handle`, made outside `kvc_engine_create` (a retained `Unmanaged<Engine>`, as
+    /// that call makes) from an engine of `config`'s shape; `deinit` destroys it.
+    init(_ config: CConfig, handle: OpaquePointer) {
+        self.config = config
+        self.handle = handle
+    }
+
     /// A fixture on the small model with two witness sequences (one of several blocks plus a
     /// partial block, one shorter than a block) holding known bytes.
     convenience init(layout: UInt32, memoryBytes: UInt64 = 1 << 20) throws {

@@ -80,4 +80,59 @@ struct AllocationSpillTests {
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: large.count) { large[$0] } == 0)
     }
+
+    /// A spill that finds no buffer free beyond the reserve first takes the writes already
+    /// completed on the device, without waiting (`DiskTier.reapWrites`), and is written into
+    /// the buffers they free; reads completed meanwhile are left for the next call that
+    /// processes completions, since processing one writes into memory in the middle of the
+    /// allocation. A 1101-block asynchronous swap-out fills the bulk area (896 writes) and a
+    /// prompt's 19-block prefix read is issued from the reserve, all with the I/O held; the I/O
+    /// then completes every request, and an append (which processes no completions) evicts
+    /// cached blocks. Before, every eviction was skipped (the completions sat unreaped).
+    @Test(arguments: layouts)
+    func aSpillTakesTheBuffersOfWritesAlreadyCompletedAndLeavesReadsForLater(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path, memoryBytes: 1 << 20)
+        c.offloadForceThreads = true
+        c.maxSeqTokens = 8192
+        let e = try Engine(c)
+        let large = tokens(4 * 1100 + 2, seed: 95), onDisk = tokens(4 * 20, seed: 96), cached = tokens(4 * 800, seed: 97)
+        try e.createSequence(2, tokens: onDisk)
+        try fillKV(e, 2, count: onDisk.count) { onDisk[$0] }
+        try e.free(2)
+        try e.trim()  // sequence 2's 20 blocks go to disk
+        try e.syncOffload()
+        try e.createSequence(1, tokens: large)
+        try fillKV(e, 1, count: large.count) { large[$0] }
+        try e.createSequence(3, tokens: cached)
+        try fillKV(e, 3, count: cached.count) { cached[$0] }
+        try e.free(3)  // its 800 blocks stay cached in memory
+        try e.createSequence(4, tokens: [7])
+        #expect(swapOutAsyncWithIOHeld(e, 1), "896 writes held")
+        #expect(try e.createSequence(2, tokens: onDisk) == 76, "19 blocks read from disk, held")
+        let tier = e.offload!.tier!
+        #expect(tier.bulkStages == -19, "no buffer beyond the reserve, 19 of the reserve reading")
+        #expect(e.pauseOffloadIO(false))
+        // A guard against a hang, not a timing assertion: every request completes on the device.
+        #expect(waitUntil(seconds: 20) { tier.readyCompletions == tier.inflight })
+        let before = e.stats()
+        try e.append(4, tokens: tokens(4 * 200, seed: 98))
+        let after = e.stats()
+        let evicted = after.blocksEvicted - before.blocksEvicted
+        #expect(evicted > 0, "the append evicted cached blocks")
+        #expect(after.disk.spillsSkipped == before.disk.spillsSkipped, "no spill skipped")
+        #expect(after.disk.blocksSpilled - before.disk.blocksSpilled == evicted, "every evicted block written")
+        #expect(after.disk.swapOuts == 0 && after.disk.blocksLoaded == before.disk.blocksLoaded, "the append processed no read and settled nothing")
+        #expect(!e.offload!.resident(try e.slot(2)), "sequence 2's reads completed on the device but were not processed")
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 76) { onDisk[$0] } == 0)
+        #expect(waitUntil {
+            e.poll(timeoutMicroseconds: 1000)
+            return e.stats().disk.swapOuts == 1
+        })
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: large.count) { large[$0] } == 0)
+    }
 }
