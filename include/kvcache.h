@@ -397,6 +397,15 @@ typedef struct kvc_stats {
      *  lets shared memory use transparent huge pages (shmem_enabled not never/deny); 0
      *  otherwise, including when 2 MiB pages fell back to small ones (logged once on stderr). */
     uint64_t huge_pages;
+    /** Cached blocks an allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork,
+     *  kvc_seq_swap_in) evicted from memory and did not write to the disk tier because no
+     *  staging buffer was free beyond the eighth kept for reads, records and swap-outs' first
+     *  blocks (see kvc_seq_swap_out_async and FAULTS): each is dropped as without a tier
+     *  instead of waiting for the device while the engine's lock is held (a spill first takes
+     *  the writes already completed, without waiting). Not an error (not in disk_errors). Many
+     *  skips mean the staging buffers are full of writes still on the device: pending
+     *  swap-outs', or spills coming faster than the device writes them. */
+    uint64_t spills_skipped;
     /* more may follow */
 } kvc_stats;
 
@@ -482,10 +491,12 @@ void kvc_engine_destroy(kvc_engine *e);
  * buffers free spills them in steps, and between steps waits for completions without the
  * engine's lock (processing them, see COMPLETIONS), so other threads' calls proceed meanwhile
  * and a kvc_seq_create reading its prefix from disk does not wait for the trim's writes (nor
- * does one after the trim returned). Each step drops its blocks as above (ALL_CLEARED only
- * for the step that empties the index). A trim drops at most as many blocks as were cached
- * when it started. Trimming is not eviction: kvc_stats.blocks_evicted does not change. Live
- * sequences' bytes are untouched.
+ * does one after the trim returned). While a trim waits, pending swap-outs leave it half of
+ * the other staging buffers as completions free them, so it does not wait until every
+ * swap-out's last block is submitted. A trim skips no spill (spills_skipped stays). Each step
+ * drops its blocks as above (ALL_CLEARED only for the step that empties the index). A trim
+ * drops at most as many blocks as were cached when it started. Trimming is not eviction:
+ * kvc_stats.blocks_evicted does not change. Live sequences' bytes are untouched.
  * Cost: proportional to the cached blocks dropped and the page groups released (each released
  * with fallocate punch-hole), plus a copy and checksum per spilled block.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e).
@@ -841,10 +852,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
  *   kvc_seq_swap_out, kvc_seq_swap_out_async, kvc_seq_swap_in and kvc_seq_free (never in
- *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below; in
- *   kvc_engine_trim only while it waits for staging buffers). The
- *   same calls submit the remaining blocks of pending swap-outs as staging buffers free up,
- *   release the memory of kvc_seq_swap_out_async calls whose writes all completed, and drop
+ *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below; an
+ *   allocation's spill that finds no staging buffer free takes only completed writes, never
+ *   reads; in kvc_engine_trim only while it waits for staging buffers). The same calls
+ *   submit the remaining blocks of pending swap-outs as staging buffers free up, release the
+ *   memory of kvc_seq_swap_out_async calls whose writes all completed, and drop
  *   the tokens of episodic-offload records whose write failed (as does kvc_seq_focus of a
  *   sequence holding one, before it chooses: such tokens are never read back). A
  *   server waiting for a sequence calls kvc_seq_ready,
@@ -855,10 +867,16 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill
- *   drops the block as without a tier (counted in disk_errors); a failed swap-out leaves the
- *   sequence resident and unchanged (kvc_seq_swap_out_async: reported by the sequence's next
- *   kvc_seq_ready, kvc_seq_swap_in or swap-out, see there). When the tier is full, its least recently used block is
- *   dropped (KVC_EVENT_BLOCK_REMOVED, tier 1); blocks of swapped-out sequences never are.
+ *   drops the block as without a tier (counted in disk_errors). An allocation that evicts
+ *   cached blocks spills them only into staging buffers free beyond the eighth kept for
+ *   other traffic and never waits for one: when none is free the block is dropped as without
+ *   a tier (counted in spills_skipped, not an error), as vLLM's offloading connector and
+ *   LMCache skip a store when their store path is full, so an allocation never stalls every
+ *   thread's calls behind the device nor takes the buffers prefix reads and swap-ins need.
+ *   A failed swap-out leaves the sequence resident and unchanged (kvc_seq_swap_out_async:
+ *   reported by the sequence's next kvc_seq_ready, kvc_seq_swap_in or swap-out, see there).
+ *   When the tier is full, its least recently used block is dropped (KVC_EVENT_BLOCK_REMOVED,
+ *   tier 1); blocks of swapped-out sequences never are.
  * --------------------------------------------------------------------------------------- */
 
 /**
@@ -921,8 +939,9 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * staging buffers (kvc_engine_poll with a timeout drives it to the end; kvc_engine_sync
  * waits for all of it); their bytes stay untouched in memory meanwhile. Pending swap-outs
  * and kvc_engine_trim's spills together always leave an eighth of the staging buffers free,
- * so that a prefix read from disk, a swap-in, a spill to make room for an allocation or an
- * episodic record write issued meanwhile does not wait for their writes. An
+ * so that a prefix read from disk, a swap-in or an episodic record write issued meanwhile
+ * does not wait for their writes (a spill to make room for an allocation takes only the
+ * other buffers, and is skipped when none is free: see FAULTS and spills_skipped). An
  * allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork, kvc_seq_swap_in) that finds no
  * room while such swap-outs are pending waits, without the engine's lock, until one ended
  * and tries again: KVC_ERR_OUT_OF_MEMORY comes only once none is pending.

@@ -40,7 +40,9 @@ _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, tokens_lost) == 216, "kvc_stats.tokens_lost at 216");
 _Static_assert(offsetof(kvc_stats, swap_outs_started) == 224, "kvc_stats.swap_outs_started at 224 (appended)");
 _Static_assert(offsetof(kvc_stats, tokens_in_open_records) == 256, "kvc_stats.tokens_in_open_records at 256");
-_Static_assert(sizeof(kvc_stats) == 272, "kvc_stats is 272 bytes");
+_Static_assert(offsetof(kvc_stats, huge_pages) == 264, "kvc_stats.huge_pages at 264");
+_Static_assert(offsetof(kvc_stats, spills_skipped) == 272, "kvc_stats.spills_skipped at 272 (appended)");
+_Static_assert(sizeof(kvc_stats) == 280, "kvc_stats is 280 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 
@@ -724,6 +726,8 @@ static void offload(uint32_t layout) {
             kvc_stats s = stats_of(e);
             CHECK(s.blocks_cached == 0 && s.blocks_spilled == PROMPT / BLOCK, "%s: trim spills %d blocks (got %" PRIu64 ")",
                   name, PROMPT / BLOCK, s.blocks_spilled);
+            CHECK(s.spills_skipped == 0, "%s: a trim skips no spill (it waits for staging buffers instead; got %" PRIu64 ")",
+                  name, s.spills_skipped);
         }
         MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
         CHECK(cached == PROMPT / BLOCK * BLOCK, "%s run %d: the prefix is found on disk (%zu cached)", name, run, cached);

@@ -14,3 +14,5 @@ int kvm_io_threads_reap(kvm_io_threads *t, kvm_io_done *out, uint32_t cap, uint3
 int kvm_io_threads_wait(kvm_io_threads *t, int64_t timeout_us);
 void kvm_io_threads_wake(kvm_io_threads *t);
 void kvm_io_threads_pause(kvm_io_threads *t, int paused);
+/* kvm_io_ready for the thread backend. */
+uint32_t kvm_io_threads_ready(kvm_io_threads *t);

@@ -230,6 +230,10 @@ int kvm_io_pause(kvm_io *io, int paused) {
     return 0;
 }
 
+uint32_t kvm_io_ready(kvm_io *io) {
+    return io->backend == KVM_IO_THREADS ? kvm_io_threads_ready(io->threads) : io_uring_cq_ready(&io->ring);
+}
+
 uint32_t kvm_io_inflight(const kvm_io *io) { return io->inflight; }
 uint32_t kvm_io_depth(const kvm_io *io) { return io->depth; }
 int kvm_io_backend(const kvm_io *io) { return io->backend; }

@@ -186,3 +186,10 @@ int kvm_io_threads_reap(kvm_io_threads *t, kvm_io_done *out, uint32_t cap, uint3
     pthread_mutex_unlock(&t->lock);
     return (int)got;
 }
+
+uint32_t kvm_io_threads_ready(kvm_io_threads *t) {
+    pthread_mutex_lock(&t->lock);
+    uint32_t n = t->done_count;
+    pthread_mutex_unlock(&t->lock);
+    return n;
+}

@@ -304,7 +304,8 @@ public final class BlockPool {
 /// Writes cached blocks somewhere before they leave memory (the disk tier).
 protocol BlockSpiller: AnyObject {
     /// Cached block `block` (indexed under `hash`, child of `parent`) is about to be freed; its
-    /// bytes are intact during the call.
+    /// bytes are intact during the call. Called inside allocations, under the engine's lock:
+    /// it must not wait for I/O (the disk tier skips the write instead, `DiskTier.spill`).
     func spill(_ block: Int32, hash: UInt64, parent: UInt64)
 }
 

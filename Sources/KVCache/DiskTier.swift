@@ -48,6 +48,11 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Cached blocks written back instead of dropped, and spills that could not be written.
     public var blocksSpilled: UInt64 = 0
     public var spillsFailed: UInt64 = 0
+    /// Cached blocks an allocation evicted and did not write back because no staging buffer
+    /// was free beyond the reserve (`DiskTier.spill`): dropped exactly as without a tier,
+    /// rather than waiting for the device under the engine's lock. Not an error (not in
+    /// `spillsFailed`): the block was only a cache entry; a later prompt recomputes it.
+    public var spillsSkipped: UInt64 = 0
     /// Writes of swapped-out sequences' blocks and of offloaded-token records that failed on
     /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out
     /// with a failed write counts once in `swapOutsFailed`, however many of its writes failed.
@@ -186,18 +191,25 @@ final class DiskTier {
     private var freeStageCount = 0
     /// Staging buffers bulk transfers leave free for other traffic: an eighth of them (128 of
     /// 1024 buffers of 8 KiB slots, 60 of 481 of 68 KiB, 4 of 32 of 2 MiB). The bulk transfers
-    /// are pending swap-outs' blocks (`SwapOutQueue`) and a trim's spills
-    /// (`Engine.spillCachedBlocks`): they take a buffer only while `bulkStages > 0`, so
-    /// together they keep at most the other seven eighths in flight (merged into requests of up
-    /// to 1 MiB), and a prompt's prefix read, a swap-in, an allocation's spill or an episodic
-    /// record issued meanwhile finds a buffer without waiting for their writes. Fixed at
-    /// creation; at least 4.
+    /// are pending swap-outs' blocks (`SwapOutQueue`, which leave a trim spilling meanwhile its
+    /// share: `swapOutStages`), a trim's spills (`Engine.spillCachedBlocks`) and an
+    /// allocation's spills (`spill`, which are skipped rather than wait): they take a buffer
+    /// only while `bulkStages > 0`, so together they keep at most the other seven eighths in
+    /// flight (merged into requests of up to 1 MiB), and a prompt's prefix read, a swap-in, a
+    /// swap-out's first block or an episodic record issued meanwhile finds a buffer without
+    /// waiting for their writes. Fixed at creation; at least 4.
     let reservedStages: Int
     /// The slot and staging buffer taken last, so that the next slot takes the next buffer
     /// and the two requests can merge into one (see `flush`).
     private var lastSlot: Int32 = -2
     private var lastStage: Int32 = -2
     private let done: UnsafeMutablePointer<kvm_io_done>
+    /// Read completions an allocation's spill took from the queue (`reapWrites`) and left for
+    /// the next `reap`, oldest first: processing a read writes into memory and may spoil
+    /// sequences, which must not happen in the middle of an allocation. Each still holds its
+    /// staging buffer. At most `stages` (each is a distinct request).
+    private let deferredReads: UnsafeMutablePointer<kvm_io_done>
+    private var deferredReadCount = 0
     /// Requests prepared but not yet submitted (each holds a staging buffer, so at most `stages`).
     private let batch: UnsafeMutablePointer<kvm_io_req>
     private var batchCount = 0
@@ -319,6 +331,7 @@ final class DiskTier {
         for i in 0..<stages { stageFreeBits[i / 64] |= 1 << UInt64(i % 64) }
         freeStageCount = stages
         done = .allocate(capacity: stages)
+        deferredReads = .allocate(capacity: stages)
         batch = .allocate(capacity: stages)
         journal = .allocate(capacity: stages * 2 + 16)
         try recover()
@@ -345,6 +358,7 @@ final class DiskTier {
         stageTarget.deallocate()
         stageFreeBits.deallocate()
         done.deallocate()
+        deferredReads.deallocate()
         batch.deallocate()
         journal.deallocate()
     }
@@ -370,8 +384,8 @@ final class DiskTier {
         [String(cString: kvm_io_fallback_reason(io)), String(cString: kvm_slab_fallback_reason(slab))].filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
-    /// Requests in flight.
-    var inflight: Int { Int(kvm_io_inflight(io)) }
+    /// Requests in flight, or completed and not processed yet (`deferredReads`).
+    var inflight: Int { Int(kvm_io_inflight(io)) + deferredReadCount }
 
     // MARK: restart
 
@@ -455,8 +469,27 @@ final class DiskTier {
 
     /// Writes cached block `block` back to disk before it is freed (unless the tier already has
     /// it). Failures are counted and the block is simply dropped, as without a tier.
+    ///
+    /// Never waits: a spill takes a staging buffer only while one is free beyond the reserve
+    /// (`bulkStages > 0`), after taking the writes already completed without waiting
+    /// (`reapWrites`) when none is; when still none is, the block is dropped as without a tier
+    /// and counted in `spillsSkipped`. A spill runs inside an allocation, under the engine's
+    /// lock: waiting for a buffer there would stall every other thread's call behind the
+    /// device, and taking the reserve would make a prompt's prefix read or a swap-in wait for
+    /// cache write-backs. A cached block is only a cache entry, so like vLLM's offloading
+    /// connector and LMCache when their store path is full, the store is skipped rather than
+    /// the step blocked. Completed reads are not processed here (`reapWrites`): they write
+    /// into memory and may spoil sequences, which the allocating call is in the middle of
+    /// changing. A trim (`Engine.spillCachedBlocks`) sizes its steps by `bulkStages`, so none
+    /// of its spills is skipped. Cost: O(1) when a buffer is free; else O(completions taken);
+    /// plus a copy and checksum of the block when it is written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
         if let slot = Optional(lookup(hash)), slot >= 0 { return }
+        if bulkStages <= 0 { reapWrites() }
+        guard bulkStages > 0 else {
+            stats.spillsSkipped += 1
+            return
+        }
         do throws(KVError) {
             let (slot, stage) = try reserve()
             do throws(KVError) {
@@ -604,6 +637,7 @@ final class DiskTier {
         writingStage[s] = stage
         stageOp[Int(stage)] = op
         stageSlot[Int(stage)] = slot
+        if op == DiskTier.spillWrite { spillWritesInFlight += 1 }
         if hash != 0 {
             index.insert(hash, slot)
             events.push(KVEvent(kind: .blockStored, tier: 1, blockHash: hash, parentHash: parent))
@@ -661,6 +695,29 @@ final class DiskTier {
     /// `reservedStages` (0 or less: none; it leaves the rest to a later call, or waits without
     /// the engine's lock). O(1).
     var bulkStages: Int { freeStageCount - reservedStages }
+
+    /// Staging buffers pending swap-outs may take now (`SwapOutQueue`): `bulkStages`, except
+    /// while a trim is spilling (`trimsSpilling > 0`). Then they leave free the buffers still
+    /// owed to spills: half the bulk area (`stages - reservedStages`) less the spill writes in
+    /// flight. A trim waits for buffers without the engine's lock, and every call that
+    /// processes completions hands the buffers they freed to pending swap-outs first
+    /// (`SwapOutQueue.settle`) before the trim looks; without the share the trim would wait for
+    /// as long as swap-outs keep blocks unsubmitted (a stream of them: indefinitely). With it,
+    /// the buffers each completion frees go to the trim up to its half, the rest to the
+    /// swap-outs, so both hold about half the bulk area in flight while both want buffers
+    /// (the trim takes whatever is free when it looks, so it may hold more while the swap-outs
+    /// have nothing left to submit). O(1).
+    var swapOutStages: Int {
+        guard trimsSpilling > 0 else { return bulkStages }
+        return bulkStages - max(0, (stages - reservedStages) / 2 - spillWritesInFlight)
+    }
+
+    /// Trims spilling now (`Engine.spillCachedBlocks`: counted from its start to its return,
+    /// its waits without the lock included), to which `swapOutStages` leaves a share.
+    var trimsSpilling = 0
+
+    /// Spill writes (trims' and allocations') submitted whose completion was not processed yet.
+    private(set) var spillWritesInFlight = 0
 
     private func releaseStage(_ stage: Int32) {
         precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
@@ -720,18 +777,51 @@ final class DiskTier {
 
     // MARK: completions
 
-    /// Processes completed requests: waits until at least `waitFor` (capped at those in flight)
-    /// completed, or `timeoutMicroseconds` passed (negative: no limit). Returns how many.
+    /// Processes completed requests, the reads `reapWrites` deferred first: waits until at
+    /// least `waitFor` (capped at those in flight) completed, or `timeoutMicroseconds` passed
+    /// (negative: no limit); never waits when it processed deferred reads. Returns how many.
     @discardableResult
     func reap(waitFor: Int = 0, timeoutMicroseconds: Int64 = -1) -> Int {
         flush()
-        let n = kvm_io_reap(io, done, UInt32(stages), UInt32(waitFor), timeoutMicroseconds)
-        guard n > 0 else { return 0 }
-        for i in 0..<Int(n) { completeRequest(tag: done[i].tag, result: done[i].result) }
+        let deferred = deferredReadCount
+        for i in 0..<deferred { completeRequest(tag: deferredReads[i].tag, result: deferredReads[i].result) }
+        deferredReadCount = 0
+        let n = Int(max(0, kvm_io_reap(io, done, UInt32(stages), UInt32(deferred > 0 ? 0 : waitFor), timeoutMicroseconds)))
+        guard n + deferred > 0 else { return 0 }
+        for i in 0..<n { completeRequest(tag: done[i].tag, result: done[i].result) }
         flushJournal()
-        onCompletions?(Int(n))
-        return Int(n)
+        onCompletions?(n + deferred)
+        return n + deferred
     }
+
+    /// For an allocation's spill that finds no staging buffer free beyond the reserve: takes
+    /// the requests completed on the device without waiting and processes the writes among
+    /// them, whose buffers are free at once; the reads are kept for the next `reap`
+    /// (`deferredReads`). Safe in the middle of an allocation: a write's completion changes
+    /// only the tier (its slot becomes stored, or, failed, leaves the index and is freed unless
+    /// pinned), and every slot a call holds across an allocation is pinned (a create's prefix,
+    /// `Engine.diskPrefix`; swapped-out sequences'; records). Submits nothing (a request the
+    /// queue refused would complete at once, reads included). O(completions); on io_uring no
+    /// system call.
+    private func reapWrites() {
+        let n = Int(max(0, kvm_io_reap(io, done, UInt32(stages), 0, 0)))
+        var writes = 0
+        for i in 0..<n {
+            if stageOp[Int(done[i].tag & 0xFFFF_FFFF)] == DiskTier.read {
+                deferredReads[deferredReadCount] = done[i]
+                deferredReadCount += 1
+            } else {
+                completeRequest(tag: done[i].tag, result: done[i].result)
+                writes += 1
+            }
+        }
+        guard writes > 0 else { return }
+        flushJournal()
+        onCompletions?(writes)
+    }
+
+    /// Tests: completions the device posted that nothing has taken yet.
+    var readyCompletions: Int { Int(kvm_io_ready(io)) }
 
     // MARK: waiting without the engine's lock
 
@@ -773,6 +863,7 @@ final class DiskTier {
         let reason = result < 0 ? String(cString: strerror(Int32(-result))) : "short transfer of \(result) of \(slotBytes) bytes"
         stageOp[Int(stage)] = DiskTier.idle
         releaseStage(stage)
+        if op == DiskTier.spillWrite { spillWritesInFlight -= 1 }
         switch op {
         case DiskTier.spillWrite, DiskTier.pinnedWrite:
             guard state[s] == DiskTier.writing && writingStage[s] == stage else { return }
@@ -850,7 +941,7 @@ final class DiskTier {
 
     /// Waits for every request in flight and processes it.
     func drain() {
-        flush()
+        reap()  // the deferred reads, if any
         while kvm_io_inflight(io) > 0 { reap(waitFor: 1) }
     }
 

@@ -286,15 +286,20 @@ extension Engine {
     /// oldest first, in steps of at most as many blocks as staging buffers are free beyond
     /// those bulk transfers leave to other traffic (`DiskTier.bulkStages`, shared with pending
     /// swap-outs), each step one `BlockPool.dropCached` (so one `allCleared` only when a step
-    /// empties the index). When no buffer is free beyond the reserve it waits without the
-    /// lock (`awaitProgress`, which processes completions) until completions free some: other
-    /// calls proceed meanwhile and find the reserve free for a prompt's prefix read, a
-    /// swap-in, an allocation's spill or a record write. Drops at most as many blocks as were
-    /// cached when it started, so it ends however busy the engine is (blocks other calls
-    /// cache while it waits may stay cached). Returns with the lock held and every spill
+    /// empties the index; sized so, none of its spills is skipped). When no buffer is free
+    /// beyond the reserve it waits without the lock (`awaitProgress`, which processes
+    /// completions) until completions free some: other calls proceed meanwhile and find the
+    /// reserve free for a prompt's prefix read, a swap-in or a record write. While it runs
+    /// (`DiskTier.trimsSpilling`) pending swap-outs leave it half the bulk buffers
+    /// (`DiskTier.swapOutStages`): every call that processes completions offers the buffers
+    /// they free to swap-outs first, which would otherwise take them all for as long as they
+    /// have blocks to submit. Drops at most as many blocks as were cached when it started, so it ends however busy the engine is
+    /// (blocks other calls cache while it waits may stay cached). Returns with the lock held and every spill
     /// submitted. Cost: a copy and checksum per spilled block, O(1) per step.
     func spillCachedBlocks(_ offload: OffloadCoordinator) {
         let tier = offload.tier!
+        tier.trimsSpilling += 1
+        defer { tier.trimsSpilling -= 1 }
         var left = blocks.cachedCount
         while left > 0 && blocks.cachedCount > 0 {
             let room = tier.bulkStages

@@ -189,6 +189,7 @@ public final class Engine: @unchecked Sendable {
         }
         let used = min(hit, (n - 1) / bt)
         let fromDisk = offload.map { diskPrefix(start: used, full: min(full, (n - 1) / bt), tier: $0.tier) } ?? 0
+        defer { if let tier = offload?.tier { for i in 0..<fromDisk { tier.unpin(scratchDisk[i]) } } }  // pinned by diskPrefix
         let total = (n + bt - 1) / bt
         var revived = 0
         for i in 0..<used where blocks.references(scratchHit[i]) == 0 { revived += 1 }
@@ -263,13 +264,18 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Continues a prefix lookup into the disk tier from block `start` (below `full`): stores the
-    /// disk slots of the blocks found, in order, in `scratchDisk`, and returns how many.
+    /// disk slots of the blocks found, in order, in `scratchDisk`, pins each, and returns how
+    /// many. The caller unpins them once their reads are issued (a read holds its own pin), on
+    /// every path: until then the creation's own allocations evict cached blocks, whose spills
+    /// into a full tier drop its least recently used unpinned slots and reuse them at once, and
+    /// a reused slot would serve another block's bytes as this prefix.
     private func diskPrefix(start: Int, full: Int, tier: DiskTier) -> Int {
         tier.reap()
         var found = 0
         while start + found < full {
             let slot = tier.lookup(scratchHashes[start + found])
             if slot < 0 { break }
+            tier.pin(slot)
             scratchDisk[found] = slot
             found += 1
         }

@@ -4,13 +4,15 @@
 /// its block table still holds its memory blocks and, contiguous, its ranges stay open: memory
 /// is released only once every write is on disk, so that a failed write loses nothing. A
 /// swap-out's blocks are copied into staging buffers and submitted in order, as far as free
-/// buffers go beyond those bulk transfers (swap-outs and trims) leave to other traffic
-/// (`DiskTier.reservedStages`): `start` submits the first (from the reserve when nothing else
+/// buffers go beyond those bulk transfers (swap-outs, trims and allocations' spills) leave to
+/// other traffic (`DiskTier.reservedStages`), less the share of a trim spilling meanwhile
+/// (`DiskTier.swapOutStages`): `start` submits the first (from the reserve when nothing else
 /// is free) and as many more as that allows, and every `settle` (run by the calls that process
 /// completions) submits more as completions free buffers, so no call waits for the device to
-/// make room for a large sequence, and other traffic issued meanwhile (a prompt's prefix read
-/// from disk, an allocation's spills, episodic records, swap-ins) finds a buffer without
-/// waiting for the swap-out's writes. The blocks not submitted yet stay untouched in memory
+/// make room for a large sequence, other traffic issued meanwhile (a prompt's prefix read from
+/// disk, episodic records, swap-ins) finds a buffer without waiting for the swap-out's writes,
+/// and a trim gets half the bulk buffers instead of waiting until every swap-out block is
+/// submitted. The blocks not submitted yet stay untouched in memory
 /// meanwhile (the sequence is swapped out: nobody writes, appends to, forks or frees them
 /// without ending the swap-out first).
 ///
@@ -108,7 +110,8 @@ final class SwapOutQueue {
 
     /// Starts swapping out live, resident `slot`: submits the write of its first block (waiting
     /// for a staging buffer if none is free) and of as many more as staging buffers are free
-    /// beyond `DiskTier.reservedStages` (`DiskTier.bulkStages`), marks it swapped out and
+    /// beyond `DiskTier.reservedStages` and a spilling trim's share (`DiskTier.swapOutStages`),
+    /// marks it swapped out and
     /// queues it (`waited`: its own call waits for it and finishes it).
     /// Throws `io` (disk full, tier full of pinned slots, submission failed) with nothing
     /// changed. Cost: one copy and checksum per block submitted; one allocation.
@@ -118,7 +121,7 @@ final class SwapOutQueue {
         var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), count: count, waited: waited)
         do throws(KVError) {
             if count > 0 { try submitNext(&e) }
-            while e.submitted < count && tier.bulkStages > 0 { try submitNext(&e) }
+            while e.submitted < count && tier.swapOutStages > 0 { try submitNext(&e) }
         } catch {
             tier.drain()
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
@@ -142,12 +145,13 @@ final class SwapOutQueue {
     }
 
     /// Submits more blocks of every pending swap-out as far as staging buffers are free beyond
-    /// `DiskTier.reservedStages`; a block the tier refuses fails its swap-out (nothing more of
+    /// `DiskTier.reservedStages` and a spilling trim's share (`DiskTier.swapOutStages`); a block
+    /// the tier refuses fails its swap-out (nothing more of
     /// it is submitted). Returns true when one failed so. Never waits.
     private func submitMore() -> Bool {
         var refused = false
         for i in entries.indices where entries[i].failure == nil {
-            while entries[i].submitted < entries[i].count && tier.bulkStages > 0 {
+            while entries[i].submitted < entries[i].count && tier.swapOutStages > 0 {
                 do throws(KVError) {
                     try submitNext(&entries[i])
                 } catch {

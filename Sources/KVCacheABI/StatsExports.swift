@@ -43,8 +43,9 @@ enum StatsLayout {
     static let swapOutsPending = 248
     static let tokensInOpenRecords = 256
     static let hugePages = 264
+    static let spillsSkipped = 272
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 272
+    static let size = 280
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -93,6 +94,7 @@ enum StatsLayout {
         put(s.disk.swapOutsPending, StatsLayout.swapOutsPending)
         put(s.disk.tokensInOpenRecords, StatsLayout.tokensInOpenRecords)
         put(s.hugePages ? 1 : 0, StatsLayout.hugePages)
+        put(s.disk.spillsSkipped, StatsLayout.spillsSkipped)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

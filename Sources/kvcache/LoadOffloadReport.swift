@@ -13,6 +13,9 @@ extension LoadReport {
         var writeMiBPerSecond: Double
         var readMiBPerSecond: Double
         var blocksSpilled: UInt64
+        /// Cached blocks allocations evicted without writing them back: no staging buffer was
+        /// free beyond the reserve (`DiskTierStats.spillsSkipped`).
+        var spillsSkipped: UInt64
         var blocksLoaded: UInt64
         /// Swap-outs completed, cancelled (a swap-in or free before they completed) and failed.
         var swapOuts: UInt64
@@ -36,6 +39,7 @@ extension LoadReport {
             case writeMiBPerSecond = "write_mib_per_s"
             case readMiBPerSecond = "read_mib_per_s"
             case blocksSpilled = "blocks_spilled"
+            case spillsSkipped = "spills_skipped"
             case blocksLoaded = "blocks_loaded"
             case swapOuts = "swap_outs"
             case swapOutsCancelled = "swap_outs_cancelled"
@@ -59,6 +63,7 @@ extension LoadReport {
             writeMiBPerSecond = elapsed > 0 ? Double(d.bytesWritten) / elapsed / 1_048_576 : 0
             readMiBPerSecond = elapsed > 0 ? Double(d.bytesRead) / elapsed / 1_048_576 : 0
             blocksSpilled = d.blocksSpilled
+            spillsSkipped = d.spillsSkipped
             blocksLoaded = d.blocksLoaded
             swapOuts = d.swapOuts
             swapOutsCancelled = d.swapOutsCancelled

@@ -202,7 +202,7 @@ struct LoadReport: Codable, Sendable {
             line()
             line("disk tier  \(offload.dir), \(ByteCount.format(offload.capacityBytes)), \(offload.backend)")
             line("  written  \(ByteCount.format(offload.bytesWritten)) (\(fixed(offload.writeMiBPerSecond, 1)) MiB/s over the run), "
-                + "\(offload.blocksSpilled) blocks spilled, \(offload.swapOuts) swap-outs "
+                + "\(offload.blocksSpilled) blocks spilled (\(offload.spillsSkipped) skipped), \(offload.swapOuts) swap-outs "
                 + "(\(offload.swapOutsCancelled) cancelled, \(offload.swapOutsFailed) failed)")
             line("  read     \(ByteCount.format(offload.bytesRead)) (\(fixed(offload.readMiBPerSecond, 1)) MiB/s over the run), "
                 + "\(offload.blocksLoaded) blocks loaded, \(offload.reloadFailures) failed")

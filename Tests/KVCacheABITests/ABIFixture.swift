@@ -80,13 +80,13 @@ struct CConfig {
 
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 272
+    static let size = 280
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... huge_pages, in header order
+    var fields: [UInt64]  // budget_bytes ... spills_skipped, in header order
 
     init(bytes: [UInt8]) {
         // Fields past the end of a smaller buffer read 0.
-        fields = (0..<33).map { i in
+        fields = (0..<34).map { i in
             8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
         }
     }
@@ -124,6 +124,7 @@ struct CStats: Equatable, CustomStringConvertible {
     var swapOutsPending: UInt64 { fields[30] }
     var tokensInOpenRecords: UInt64 { fields[31] }
     var hugePages: UInt64 { fields[32] }
+    var spillsSkipped: UInt64 { fields[33] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "
@@ -158,6 +159,13 @@ final class ABIFixture {
         let rc = offloadDir.map { config.create(&out, offloadDir: $0) } ?? config.create(&out)
         try #require(rc == KVC_OK, "kvc_engine_create: \(String(cString: kvc_status_name(rc))) \(String(cString: kvc_last_error()))")
         handle = try #require(out)
+    }
+
+    /// Adopts `handle`, made outside `kvc_engine_create` (a retained `Unmanaged<Engine>`, as
+    /// that call makes) from an engine of `config`'s shape; `deinit` destroys it.
+    init(_ config: CConfig, handle: OpaquePointer) {
+        self.config = config
+        self.handle = handle
     }
 
     /// A fixture on the small model with two witness sequences (one of several blocks plus a

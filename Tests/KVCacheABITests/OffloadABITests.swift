@@ -1,6 +1,24 @@
 import Foundation
 import Testing
 @testable import KVCacheABI
+@testable import KVCache
+
+/// A fixture of `config` with a disk tier in `dir` on the thread backend
+/// (`EngineConfig.offloadForceThreads`), whose I/O a test can hold in flight through
+/// `Engine.pauseOffloadIO` (the C ABI has no such switch): the config is decoded as
+/// `kvc_engine_create` decodes it and the handle made as it makes it.
+private func threadBackendFixture(_ config: CConfig, dir: String) throws -> (ABIFixture, Engine) {
+    var raw = config.bytes
+    var decoded = try dir.withCString { d in
+        try raw.withUnsafeMutableBytes { buffer in
+            buffer.storeBytes(of: UInt64(UInt(bitPattern: d)), toByteOffset: 64, as: UInt64.self)
+            return try EngineConfig(cStruct: buffer.baseAddress!)
+        }
+    }
+    decoded.offloadForceThreads = true
+    let engine = try Engine(decoded)
+    return (ABIFixture(config, handle: OpaquePointer(Unmanaged.passRetained(engine).toOpaque())), engine)
+}
 
 /// A fresh directory for one test's disk tier.
 func scratchDir() -> String {
@@ -255,6 +273,49 @@ struct OffloadABITests {
         #expect(try swapOutCounts(f) == [3, 1, 2, 0, 0])
         #expect(kvc_engine_sync(f.handle) == KVC_OK)
         try f.expectWitnessesIntact()
+    }
+
+    /// spills_skipped: an append that evicts cached blocks while an asynchronous swap-out's
+    /// writes, held in flight, take every staging buffer beyond the reserve drops them without
+    /// writing them (no completed write to take either), and kvc_stats says so: every eviction
+    /// counted there, none spilled, none an error. Before, the spills took the reserve and then
+    /// waited for the device under the engine's lock: here, with the I/O held, for ever
+    /// (`AllocationSpillTests` asserts the no-wait with a guard; this test is about the ABI).
+    @Test(arguments: bothLayouts)
+    func anAppendsSpillsSkippedForWantOfStagingBuffersAreCountedThroughTheABI(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // 512 KiB: 2048 blocks of 256 bytes (contiguous: 32 page groups of 256 tokens).
+        var c = CConfig.small(layout, memoryBytes: 512 << 10)
+        c.offloadBytes = 32 << 20
+        c.maxSeqTokens = 8192
+        let (f, engine) = try threadBackendFixture(c, dir: dir)
+        let large = 4 * 1100 + 2, cached = 3000
+        try f.create(7, tokens: f.uniqueTokens(7, count: large))
+        try f.write(7, salt: 7, from: 0, to: large)
+        try f.create(8, tokens: f.uniqueTokens(8, count: cached))
+        try f.write(8, salt: 8, from: 0, to: cached)
+        #expect(kvc_seq_free(f.handle, 8) == KVC_OK)  // 750 blocks stay cached
+        try f.create(9, tokens: f.uniqueTokens(9, count: 1))
+        #expect(engine.pauseOffloadIO(true))
+        #expect(kvc_seq_swap_out_async(f.handle, 7) == KVC_OK)  // 896 writes held: no buffer left beyond the reserve
+        let before = try f.stats()
+        try f.append(9, tokens: f.uniqueTokens(10, count: 1200))  // returns: it waits for nothing
+        let after = try f.stats()
+        #expect(engine.pauseOffloadIO(false))
+        let evicted = after.blocksEvicted - before.blocksEvicted
+        #expect(evicted > 0, "the append evicted cached blocks")
+        #expect(after.spillsSkipped - before.spillsSkipped == evicted, "every one skipped")
+        #expect(after.blocksSpilled == before.blocksSpilled && after.diskErrors == 0)
+        var done = false
+        for _ in 0..<100_000 where !done {
+            #expect(kvc_engine_poll(f.handle, 100) == KVC_OK)
+            done = try f.stats().swapOuts == 1
+        }
+        #expect(done)
+        #expect(kvc_seq_swap_in(f.handle, 7) == KVC_OK)
+        #expect(waitReady(f, 7) == KVC_OK)
+        #expect(try f.firstMismatch(7, salt: 7, to: large) == nil)
     }
 
     /// Per layer, and per head asked for by the engine's config or by the sequence's override:

@@ -73,7 +73,7 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
     /// appended (224 bytes, through tokens_lost) gets exactly its fields.
     @Test func aStructOfThePreviousVersionGetsItsFieldsAndNothingPast() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
-        let (rc, bytes) = rawStats(f, structSize: 224, bufferBytes: 272)
+        let (rc, bytes) = rawStats(f, structSize: 224, bufferBytes: 280)
         #expect(rc == KVC_OK)
         #expect(Array(CStats(bytes: bytes).fields[..<27]) == Array((try f.stats()).fields[..<27]))
         #expect(bytes[224...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
@@ -81,12 +81,12 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
 
     @Test func aNewerLargerStructGetsEveryFieldAndZeroesTheRest() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
-        let (rc, bytes) = rawStats(f, structSize: 288, bufferBytes: 296)
+        let (rc, bytes) = rawStats(f, structSize: 296, bufferBytes: 304)
         #expect(rc == KVC_OK)
         #expect(CStats(bytes: bytes) == (try f.stats()))
-        #expect(bytes[272..<288].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
-        #expect(bytes[288...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
-        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 288, "struct_size is input only")
+        #expect(bytes[280..<296].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
+        #expect(bytes[296...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
+        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 296, "struct_size is input only")
     }
 
     @Test func statsWithNullOutputIsInvalid() throws {

@@ -27,21 +27,6 @@ struct AsyncSwapOutTests {
     /// The staging buffers a swap-out may take: all but an eighth (`DiskTier.reservedStages`).
     static let swapOutStages: UInt64 = 1024 - 128
 
-    /// Holds the I/O in flight and calls `swapOutAsync(seq)` on another thread: true when the
-    /// call returned with its writes held (within 10 s: a guard against a call that waits for
-    /// the held writes, not a timing assertion). When it did not, the I/O is resumed so that
-    /// the call can end; the I/O is held on return either way.
-    private func swapOutAsyncWithIOHeld(_ e: Engine, _ seq: UInt64) -> Bool {
-        #expect(e.pauseOffloadIO(true))
-        let order = EventLog()
-        let caller = loggedCall("swap-out", order) { try e.swapOutAsync(seq) }
-        let returned = waitUntil(seconds: 10) { !order.events.isEmpty }
-        if !returned { _ = e.pauseOffloadIO(false) }
-        caller.join()
-        _ = e.pauseOffloadIO(true)
-        return returned && order.events == ["swap-out returned"]
-    }
-
     /// An engine holding `largePrompt` as sequence 1, its stats then, and sequence 1's
     /// asynchronous swap-out started with the I/O held (`swapOutAsyncWithIOHeld`): it returns
     /// with the first 896 writes held in flight and 205 blocks not yet copied.
@@ -302,6 +287,62 @@ struct AsyncSwapOutTests {
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: Self.largePrompt.count) { Self.largePrompt[$0] } == 0)
         expectSwapOutsAddUp(e.stats().disk)
+    }
+
+    /// A trim waiting for staging buffers gets its share while pending swap-outs still have
+    /// blocks to submit. Two large swap-outs are started with the I/O held (896 + 1 writes in
+    /// flight, 205 + 1100 blocks not submitted), then a trim of 20 cached blocks waits. Every
+    /// call that processes completions offers the buffers they free to the swap-outs first;
+    /// before the share (`DiskTier.swapOutStages`) they took every one, so the trim spilled
+    /// nothing until all 1305 remaining blocks were submitted, i.e. until at least 2202 - 896
+    /// = 1306 writes had completed. Now the swap-outs leave half the bulk area to it: it
+    /// returns at the latest on the first wake that freed 20 buffers beyond the reserve, before
+    /// the swap-outs submitted anything more, so at most the 897 held writes and its own 20
+    /// can have completed. Counts, not durations, are asserted.
+    @Test(arguments: layouts)
+    func aTrimWaitingForStagingBuffersGetsItsShareWhileSwapOutsHaveBlocksToSubmit(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir, prompt: Self.largePrompt)
+        let second = tokens(4 * 1100, seed: 79), cached = tokens(4 * 20, seed: 82)
+        try e.createSequence(3, tokens: second)
+        try fillKV(e, 3, count: second.count) { second[$0] }
+        try e.createSequence(4, tokens: cached)
+        try fillKV(e, 4, count: cached.count) { cached[$0] }
+        try e.free(4)  // its 20 blocks stay cached in memory
+        #expect(swapOutAsyncWithIOHeld(e, 1), "896 writes held, 205 blocks left")
+        #expect(swapOutAsyncWithIOHeld(e, 3), "its first write held (from the reserve), 1100 blocks left")
+        let before = e.stats()
+        #expect(before.disk.swapOutsPending == 2 && before.blocksCached == 20 && before.disk.bytesWritten == 0)
+        let order = EventLog()
+        var atReturn = EngineStats()
+        let trimmer = loggedCall("trim", order) {
+            try e.trim()
+            atReturn = e.stats()
+        }
+        let trimWaits = waitUntil(seconds: 10) { e.offloadWaitingCalls == 1 }  // a guard against a hang
+        #expect(trimWaits && e.stats().disk.blocksSpilled == before.disk.blocksSpilled, "the trim waits, nothing spilled")
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        trimmer.join()
+        #expect(order.events == ["I/O resumed", "trim returned"])
+        let written = atReturn.disk.bytesWritten / atReturn.disk.slotBytes
+        #expect(written <= 897 + 20, "the trim did not wait for the swap-outs' remaining blocks (\(written) writes completed; without its share at least 1306)")
+        #expect(atReturn.blocksCached == 0 && atReturn.disk.blocksSpilled == before.disk.blocksSpilled + 20)
+        #expect(pollUntil(e) { e.stats().disk.swapOuts == 2 })
+        let after = e.stats().disk
+        #expect(after.storedSlots == 20 + 1101 + 1100 && after.bytesWritten == (20 + 1101 + 1100) * after.slotBytes, "every block written once")
+        expectSwapOutsAddUp(after)
+        try e.swapIn(1)
+        try e.swapIn(3)
+        try waitReady(e, 1)
+        try waitReady(e, 3)
+        #expect(try kvDifferences(e, 1, count: Self.largePrompt.count) { Self.largePrompt[$0] } == 0)
+        #expect(try kvDifferences(e, 3, count: second.count) { second[$0] } == 0)
+        try e.syncOffload()
+        #expect(try e.createSequence(4, tokens: cached) == 76, "the trimmed blocks are on disk")
+        try waitReady(e, 4)
+        #expect(try kvDifferences(e, 4, count: 76) { cached[$0] } == 0)
     }
 
     @Test(arguments: layouts)

@@ -58,6 +58,7 @@ struct DiskTierTests {
         }
         #expect(e.stats().blocksEvicted > 0, "memory alone no longer holds every prompt")
         #expect(e.stats().disk.blocksSpilled == e.stats().blocksEvicted, "every evicted block was written back")
+        #expect(e.stats().disk.spillsSkipped == 0, "staging buffers were free for every spill")
         #expect(e.cachedPrefixTokens(first) == 100, "memory and disk together still hold the first prompt")
         let cached = try e.createSequence(2, tokens: first)
         #expect(cached == 100)

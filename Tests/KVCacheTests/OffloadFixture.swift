@@ -100,3 +100,18 @@ func unmount(_ dir: ScratchDir) {
     umount2(dir.path, Int32(MNT_DETACH))
     dir.remove()
 }
+
+/// Holds the I/O of `e`'s disk tier (thread backend) in flight and calls `swapOutAsync(seq)`
+/// on another thread: true when the call returned with its writes held (within 10 s: a guard
+/// against a call that waits for the held writes, not a timing assertion). When it did not,
+/// the I/O is resumed so that the call can end; the I/O is held on return either way.
+func swapOutAsyncWithIOHeld(_ e: Engine, _ seq: UInt64) -> Bool {
+    #expect(e.pauseOffloadIO(true))
+    let order = EventLog()
+    let caller = loggedCall("swap-out", order) { try e.swapOutAsync(seq) }
+    let returned = waitUntil(seconds: 10) { !order.events.isEmpty }
+    if !returned { _ = e.pauseOffloadIO(false) }
+    caller.join()
+    _ = e.pauseOffloadIO(true)
+    return returned && order.events == ["swap-out returned"]
+}

@@ -79,6 +79,8 @@ void kvm_io_wake(kvm_io *io);
 /* Tests: while paused, the thread backend starts no request (requests stay in flight), so a
  * test can hold I/O pending deterministically. -ENOTSUP on the io_uring backend. */
 int kvm_io_pause(kvm_io *io, int paused);
+/* Tests: completions posted and not yet reaped (kvm_io_reap would take them without waiting). */
+uint32_t kvm_io_ready(kvm_io *io);
 
 /* Requests submitted and not yet reaped. */
 uint32_t kvm_io_inflight(const kvm_io *io);
