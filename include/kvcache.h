@@ -280,6 +280,15 @@ typedef struct kvc_config {
      *  stays 128 bytes; a library older than this field ignores it (and lacks
      *  kvc_seq_schedule). Values other than 0 and 1 are KVC_ERR_INVALID_ARGUMENT. */
     uint32_t index_on_schedule;
+    /** Disk tier: staging buffers of one slot each, 32..1024 (default 32; else
+     *  KVC_ERR_INVALID_ARGUMENT); the tier uses more when slots are small, up to 32 MiB of
+     *  them. They bound the requests in flight and how many cold blocks an allocation can write
+     *  back at once: an allocation's spill that finds none free beyond the reserve is skipped
+     *  (kvc_stats.spills_skipped). More buffers write more cold blocks back, at one slot of
+     *  memory outside memory_bytes each. Also caps episodic offload's open records. Offset
+     *  128 (the struct is 136 bytes since this field); a caller's older, 128-byte struct
+     *  gets the default. */
+    uint32_t offload_queue_depth;
     /* more may follow */
 } kvc_config;
 
@@ -845,7 +854,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     KVCACHE_OFFLOAD_FAULT=OPS:N (OPS read, write or all; OPS:N@DIR: only the engine whose
  *     offload_dir is DIR) makes those disk requests fail with EIO after the first N of them
  *     (to rehearse failures).
- *   - Memory outside memory_bytes: staging buffers of one slot each, max(32 slots, 32 MiB);
+ *   - Memory outside memory_bytes: staging buffers of one slot each,
+ *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
  *     payloads (see kvc_seq_compact).
  *

@@ -33,7 +33,8 @@ _Static_assert(offsetof(kvc_config, offload_bytes) == 72, "kvc_config.offload_by
 _Static_assert(offsetof(kvc_config, eviction_policy) == 80, "kvc_config.eviction_policy at 80");
 _Static_assert(offsetof(kvc_config, episode_seed) == 112, "kvc_config.episode_seed at 112");
 _Static_assert(offsetof(kvc_config, index_on_schedule) == 124, "kvc_config.index_on_schedule at 124 (was padding)");
-_Static_assert(sizeof(kvc_config) == 128, "kvc_config is 128 bytes");
+_Static_assert(offsetof(kvc_config, offload_queue_depth) == 128, "kvc_config.offload_queue_depth at 128 (appended)");
+_Static_assert(sizeof(kvc_config) == 136, "kvc_config is 136 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");

@@ -66,9 +66,11 @@ public struct EngineConfig: Equatable, Sendable {
     public var offloadDir: String? = nil
     /// Size limit of the disk tier's slab file (`offload_bytes`); at least one slot.
     public var offloadBytes: UInt64 = 0
-    /// Disk-tier staging buffers of one slot each (requests in flight at most), 32...1024; the
-    /// tier uses more when slots are small (up to 32 MiB of them). Also caps episodic
-    /// offload's open records (`OpenRecords`: at most `min(maxSeqs, offloadQueueDepth)`).
+    /// Disk-tier staging buffers of one slot each (`offload_queue_depth`; requests in flight at
+    /// most), 32...1024; the tier uses more when slots are small (up to 32 MiB of them). They
+    /// bound the cold blocks an allocation can write back at once (the rest are skipped,
+    /// `DiskTierStats.spillsSkipped`). Also caps episodic offload's open records
+    /// (`OpenRecords`: at most `min(maxSeqs, offloadQueueDepth)`).
     public var offloadQueueDepth: Int = 32
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).
@@ -110,9 +112,9 @@ public struct EngineConfig: Equatable, Sendable {
         try check(!(metadataOnly && layout == .contiguous), "metadata-only engines use the paged layout")
         try check(memoryBytes > 0, "memory_bytes is 0")
         try eviction.validate()
+        try check((32...1024).contains(offloadQueueDepth), "offload_queue_depth \(offloadQueueDepth) is outside 32...1024")
         if hasDiskTier {
             try check(!metadataOnly, "a metadata-only engine has no bytes to offload; leave offload_dir NULL")
-            try check((32...1024).contains(offloadQueueDepth), "offload queue depth \(offloadQueueDepth) is outside 32...1024")
         }
     }
 }

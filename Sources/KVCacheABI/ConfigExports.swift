@@ -39,10 +39,12 @@ enum ConfigLayout {
     static let embeddingDim = 108
     static let episodeSeed = 112
     static let adaptiveBudgets = 120
-    /// In what was padding up to this field, so `kvc_config_init` keeps writing 128 bytes.
+    /// In what was padding up to this field, so `kvc_config_init` kept writing 128 bytes.
     static let indexOnSchedule = 124
+    /// The first field past the 128 bytes of earlier versions (then 4 bytes of padding).
+    static let offloadQueueDepth = 128
     /// `sizeof(kvc_config)` of this version.
-    static let size = 128
+    static let size = 136
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
 }
@@ -69,6 +71,7 @@ enum ConfigLayout {
     u32(d.metadataOnly ? 1 : 0, ConfigLayout.metadataOnly)
     d.eviction.store(into: cfg)
     u32(d.indexOnSchedule ? 1 : 0, ConfigLayout.indexOnSchedule)
+    u32(d.offloadQueueDepth, ConfigLayout.offloadQueueDepth)
 }
 
 extension EngineConfig {
@@ -118,6 +121,7 @@ extension EngineConfig {
             guard flag <= 1 else { throw KVError(.invalidArgument, "index_on_schedule \(flag) is neither 0 nor 1") }
             indexOnSchedule = flag == 1
         }
+        if has(ConfigLayout.offloadQueueDepth, 4) { offloadQueueDepth = int(ConfigLayout.offloadQueueDepth) }
         for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
         where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
             throw KVError(.unsupported,

@@ -52,6 +52,9 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Disk tier size (offload_bytes), used with --offload-dir.")
     var offloadBytes = ByteCount(bytes: 4 << 30)
 
+    @Option(help: "Disk tier staging buffers (offload_queue_depth, 32...1024): more write more cold blocks back when an allocation evicts many at once.")
+    var offloadQueueDepth = EngineConfig().offloadQueueDepth
+
     @Flag(help: "Index a prompt's blocks only as they are scheduled (index_on_schedule). Nothing here calls kvc_seq_schedule, so they enter the index at the sequence's first append, after its prefill: later prompts hit only computed blocks.")
     var indexOnSchedule = false
 
@@ -73,6 +76,7 @@ struct EngineOptions: ParsableArguments {
             config.offloadDir = offloadDir
             config.offloadBytes = offloadBytes.bytes
         }
+        config.offloadQueueDepth = offloadQueueDepth
         return config
     }
 

@@ -6,11 +6,11 @@ import Testing
 
 /// `kvc_config` as raw bytes: `kvc_config_init` defaults, then fields set at the header's offsets.
 struct CConfig {
-    static let size = 128
+    static let size = 136
     var bytes: [UInt8]
 
-    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 128 are
-    /// initialised; bytes past 128 are 0) whose `struct_size` field says `structSize`.
+    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 136 are
+    /// initialised; bytes past 136 are 0) whose `struct_size` field says `structSize`.
     init(structSize: Int = CConfig.size) {
         bytes = [UInt8](repeating: 0, count: max(structSize, CConfig.size))
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
@@ -49,6 +49,7 @@ struct CConfig {
     var metadataOnly: UInt32 { get { get32(60) } set { set32(60, newValue) } }
     var offloadBytes: UInt64 { get { get64(72) } set { set64(72, newValue) } }
     var indexOnSchedule: UInt32 { get { get32(124) } set { set32(124, newValue) } }
+    var offloadQueueDepth: UInt32 { get { get32(128) } set { set32(128, newValue) } }
 
     /// `kvc_engine_create` with `offload_dir` (offset 64) pointing at `dir` for the call.
     func create(_ out: inout OpaquePointer?, offloadDir dir: String) -> kvc_status {

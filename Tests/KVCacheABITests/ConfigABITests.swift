@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import KVCache
 @testable import KVCacheABI
 
 /// In an exit test's child process: creates (and destroys) an engine from `config` and exits 0
@@ -33,7 +34,7 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
         var c = CConfig()
         c.bytes = bytes
-        #expect(c.structSize == 128)
+        #expect(c.structSize == 136)
         #expect(c.numLayers == 32)
         #expect(c.numKVHeads == 8)
         #expect(c.headDim == 128)
@@ -52,7 +53,9 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(bytes[88] == 4, "sink_tokens defaults to 4")
         #expect(bytes[104] == 4, "episodes defaults to 4")
         #expect(bytes[124..<128].allSatisfy { $0 == 0 }, "index_on_schedule defaults to 0")
-        #expect(bytes[128...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
+        #expect(c.offloadQueueDepth == 32, "offload_queue_depth defaults to 32")
+        #expect(bytes[132..<136].allSatisfy { $0 == 0 }, "tail padding is zeroed")
+        #expect(bytes[136...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
     }
 
     @Test func configInitOfNullIsANoOp() {
@@ -107,6 +110,22 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(try f.stats().budgetBytes == small.memoryBytes)
     }
 
+    /// A caller built against the 128-byte struct (before offload_queue_depth) gets the
+    /// default: the library reads nothing past its struct_size, whatever lies there.
+    @Test func aPreviousVersionsConfigGetsTheDefaultQueueDepth() throws {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.structSize = 128
+        c.offloadQueueDepth = 7  // past the caller's struct: not read
+        let old = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(old.offloadQueueDepth == 32)
+        _ = try ABIFixture(c)
+
+        c.structSize = 136
+        c.offloadQueueDepth = 256
+        let new = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(new.offloadQueueDepth == 256, "the field is read at offset 128")
+    }
+
     @Test func aNewerLargerConfigSettingAnUnknownFieldIsUnsupported() {
         var c = CConfig(structSize: CConfig.size + 16)
         let small = CConfig.small(KVC_LAYOUT_PAGED)
@@ -143,6 +162,8 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         BadField(name: "page_bytes") { $0.pageBytes = 1 << 40 },
         BadField(name: "numa_node") { $0.numaNode = -2 },
         BadField(name: "metadata_only") { $0.metadataOnly = 2 },
+        BadField(name: "offload_queue_depth") { $0.offloadQueueDepth = 31 },
+        BadField(name: "offload_queue_depth") { $0.offloadQueueDepth = 1025 },
     ])
     func aFieldOutOfRangeIsInvalidAndNamed(field: BadField) {
         var c = CConfig.small(KVC_LAYOUT_PAGED)

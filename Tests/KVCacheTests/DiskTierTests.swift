@@ -185,6 +185,32 @@ struct DiskTierTests {
         #expect(again.stats().disk.recoveredSlots == 20, "the refused engine left the journal whole")
     }
 
+    /// `offloadQueueDepth` (`kvc_config.offload_queue_depth`) sizes the staging area when slots
+    /// are large: 132 KiB slots (a 128 KiB block over 4 tensors) fit 248 in 32 MiB, so the
+    /// default depth of 32 gets 248 buffers and a depth of 512 gets 512; an eighth of them is
+    /// the reserve. Out of range is refused, named.
+    @Test func theQueueDepthSizesTheStagingArea() throws {
+        func bulkStages(depth: Int) throws -> (slotBytes: UInt64, bulk: Int) {
+            let dir = ScratchDir()
+            defer { dir.remove() }
+            var c = offloadConfig(.paged, dir: dir.path)
+            c.numKVHeads = 8
+            c.headDim = 128
+            c.blockTokens = 16
+            c.offloadQueueDepth = depth
+            let e = try Engine(c)
+            return (e.stats().disk.slotBytes, e.offload!.tier!.bulkStages)
+        }
+        let standard = try bulkStages(depth: 32)
+        #expect(standard.slotBytes == 132 << 10)
+        #expect(standard.bulk == 248 - 248 / 8)
+        #expect(try bulkStages(depth: 512).bulk == 512 - 512 / 8)
+        for bad in [31, 1025] {
+            let error = #expect(throws: KVError.self) { try bulkStages(depth: bad) }
+            #expect(error?.code == .invalidArgument && error?.message.contains("offload_queue_depth \(bad)") == true)
+        }
+    }
+
     @Test(arguments: layouts)
     func aCorruptSlotIsAMissAndIsNeverServed(layout: Layout) throws {
         let dir = ScratchDir()
