@@ -10,6 +10,32 @@ import Testing
 struct AllocationSpillTests {
     static let layouts: [Layout] = [.paged, .contiguous]
 
+    /// The tests' engine: 1 MiB of K/V (2048 blocks of 512 bytes; contiguous, 64 page groups of
+    /// 128 tokens) and a disk tier on the thread-pool backend in `dir`, holding sequence 2's
+    /// 20 blocks (`onDisk`, trimmed to disk), live sequence 1 (`large`, 1101 blocks) and
+    /// `cachedBlocks` cached blocks in memory (sequence 3's, freed); prompts from `seed`,
+    /// `seed + 1`, `seed + 2`, every token's K/V written.
+    static func engineWithCachedBlocks(_ layout: Layout, dir: ScratchDir, cachedBlocks: Int, seed: Int32) throws
+        -> (engine: Engine, large: [Int32], onDisk: [Int32]) {
+        var c = offloadConfig(layout, dir: dir.path, memoryBytes: 1 << 20)
+        c.offloadForceThreads = true
+        c.maxSeqTokens = 8192
+        let e = try Engine(c)
+        let large = tokens(4 * 1100 + 2, seed: seed), onDisk = tokens(4 * 20, seed: seed + 1)
+        let cached = tokens(4 * cachedBlocks, seed: seed + 2)
+        try e.createSequence(2, tokens: onDisk)
+        try fillKV(e, 2, count: onDisk.count) { onDisk[$0] }
+        try e.free(2)
+        try e.trim()  // sequence 2's 20 blocks go to disk
+        try e.syncOffload()
+        try e.createSequence(1, tokens: large)
+        try fillKV(e, 1, count: large.count) { large[$0] }
+        try e.createSequence(3, tokens: cached)
+        try fillKV(e, 3, count: cached.count) { cached[$0] }
+        try e.free(3)  // its blocks stay cached in memory
+        return (e, large, onDisk)
+    }
+
     /// 1 MiB of K/V (2048 blocks of 512 bytes; contiguous, 64 page groups of 128 tokens):
     /// sequence 1 (1101 blocks) and 832 cached blocks fill most of it, so a 1024-token prompt
     /// evicts cached blocks. Sequence 1's asynchronous swap-out, started with the I/O held,
@@ -23,22 +49,8 @@ struct AllocationSpillTests {
     func anAllocationEvictingWhileNoBufferIsFreeBeyondTheReserveSkipsTheSpillsWithoutWaiting(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path, memoryBytes: 1 << 20)
-        c.offloadForceThreads = true
-        c.maxSeqTokens = 8192
-        let e = try Engine(c)
-        let large = tokens(4 * 1100 + 2, seed: 90), onDisk = tokens(4 * 20, seed: 91)
-        let cached = tokens(4 * 832, seed: 92), fresh = tokens(1024, seed: 93)
-        try e.createSequence(2, tokens: onDisk)
-        try fillKV(e, 2, count: onDisk.count) { onDisk[$0] }
-        try e.free(2)
-        try e.trim()  // sequence 2's 20 blocks go to disk
-        try e.syncOffload()
-        try e.createSequence(1, tokens: large)
-        try fillKV(e, 1, count: large.count) { large[$0] }
-        try e.createSequence(3, tokens: cached)
-        try fillKV(e, 3, count: cached.count) { cached[$0] }
-        try e.free(3)  // its 832 blocks stay cached in memory
+        let (e, large, onDisk) = try Self.engineWithCachedBlocks(layout, dir: dir, cachedBlocks: 832, seed: 90)
+        let fresh = tokens(1024, seed: 93)
         #expect(swapOutAsyncWithIOHeld(e, 1), "896 writes held")
         let tier = e.offload!.tier!
         #expect(tier.bulkStages == 0, "no staging buffer free beyond the reserve")
@@ -93,21 +105,7 @@ struct AllocationSpillTests {
     func aSpillTakesTheBuffersOfWritesAlreadyCompletedAndLeavesReadsForLater(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path, memoryBytes: 1 << 20)
-        c.offloadForceThreads = true
-        c.maxSeqTokens = 8192
-        let e = try Engine(c)
-        let large = tokens(4 * 1100 + 2, seed: 95), onDisk = tokens(4 * 20, seed: 96), cached = tokens(4 * 800, seed: 97)
-        try e.createSequence(2, tokens: onDisk)
-        try fillKV(e, 2, count: onDisk.count) { onDisk[$0] }
-        try e.free(2)
-        try e.trim()  // sequence 2's 20 blocks go to disk
-        try e.syncOffload()
-        try e.createSequence(1, tokens: large)
-        try fillKV(e, 1, count: large.count) { large[$0] }
-        try e.createSequence(3, tokens: cached)
-        try fillKV(e, 3, count: cached.count) { cached[$0] }
-        try e.free(3)  // its 800 blocks stay cached in memory
+        let (e, large, onDisk) = try Self.engineWithCachedBlocks(layout, dir: dir, cachedBlocks: 800, seed: 95)
         try e.createSequence(4, tokens: [7])
         #expect(swapOutAsyncWithIOHeld(e, 1), "896 writes held")
         #expect(try e.createSequence(2, tokens: onDisk) == 76, "19 blocks read from disk, held")
