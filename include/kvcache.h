@@ -593,7 +593,9 @@ kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
 
 /**
  * Frees `seq`: its id may be reused at once; its full blocks stay in the prefix index
- * (LRU) for later prompts, the rest of its memory returns to the pool. Pointers and block
+ * (LRU) for later prompts, the rest of its memory returns to the pool. They join the LRU
+ * last block first, as vLLM frees a request's blocks, so a prompt's later blocks are evicted
+ * before the earlier ones more prompts share. Pointers and block
  * ids obtained for it become invalid. With a disk tier it first waits for the sequence's
  * pending disk reads (so that no read lands in reused memory); a swapped-out sequence
  * releases its disk slots. It waits for a kvc_seq_swap_out of `seq` in progress on another
