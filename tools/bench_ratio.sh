@@ -19,7 +19,8 @@
 # moves with the machine between the two halves of the run: on this project's 2-core VM,
 # quiet, consecutive rounds of decode-step-scores gave anything from 1.06 to 1.98 (and 2.44
 # once); the median of same-run ratios does not follow one such round. Every round's ratio is
-# printed.
+# printed. The trace replay against vLLM's block pool (not a target) gets the same rounds: its
+# halves also run one after the other, and one run's engine/vLLM ratio ranged 0.54 to 1.33.
 #
 # ns/op comes from the wall clock of the benchmark tool's JMH export: every benchmark runs
 # 1000 operations per measurement (`operationsPerMeasurement` in KVCacheBenchmarks.swift), so
@@ -53,10 +54,11 @@ run() {
 }
 
 run "$out/main" "$@"
-# The rounds of each ratio target's pair that the main run measured.
-for op in decode-step-scores; do
+# The rounds of each ratio target's pair, and of the vLLM comparison's trace replay, that the
+# main run measured: round-OP-N holds the N-th run of OP alone.
+for op in decode-step-scores trace-replay; do
     grep -q "Engine_$op\|Engine $op" "$out"/main/*.jmh.json || continue
-    for r in $(seq 1 "$rounds"); do run "$out/round$r" --filter ".*$op"; done
+    for r in $(seq 1 "$rounds"); do run "$out/round-$op-$r" --filter ".*$op"; done
 done
 
 python3 tools/bench_ratio.py "$percentile" "$out"

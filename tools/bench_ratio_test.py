@@ -27,12 +27,16 @@ def write_run(directory, microseconds, percentile="50.0"):
         json.dump(elements, f)
 
 
-def run_case(main, rounds):
-    """Writes `main` and one directory per entry of `rounds`, runs the script: (status, output)."""
+def run_case(main, rounds, op="decode-step-scores", more_rounds=()):
+    """Writes `main`, one directory per entry of `rounds` (runs of `op` alone) and per
+    (op, round) of `more_rounds`, runs the script: (status, output)."""
     with tempfile.TemporaryDirectory() as out:
         write_run(os.path.join(out, "main"), main)
         for i, r in enumerate(rounds, 1):
-            write_run(os.path.join(out, f"round{i}"), r)
+            write_run(os.path.join(out, f"round-{op}-{i}"), r)
+        for other, rs in more_rounds:
+            for i, r in enumerate(rs, 1):
+                write_run(os.path.join(out, f"round-{other}-{i}"), r)
         p = subprocess.run([sys.executable, SCRIPT, "50.0", out], capture_output=True, text=True)
         return p.returncode, p.stdout + p.stderr
 
@@ -103,6 +107,20 @@ check("engine+vllm only operation is listed", row[1:3] == ["3000.00", "-"] and r
       and row[7:9] == ["1500.00", "2.000"], output)
 check("vllm does not feed the targets", "PASS append: 60.0 ns/token" in output
       and "PASS allocate+free: 50.0 M pairs/s" in output, output)
+
+# trace-replay's rounds give an engine/vLLM median that is reported and never judged (a 3.00
+# round passes), beside decode-step-scores' own rounds.
+trace = lambda e, v: {("Engine", "trace-replay"): e, ("VLLM", "trace-replay"): v}
+status, output = run_case({**FAST, **decode(1000.0, 1000.0), **trace(1000.0, 1000.0)},
+                          [decode(1500.0, 1000.0), decode(1700.0, 1000.0), decode(1600.0, 1000.0)],
+                          more_rounds=[("trace-replay", [trace(900.0, 1000.0), trace(3000.0, 1000.0), trace(600.0, 1000.0)])])
+check("trace-replay rounds: engine/vLLM median reported, not judged", status == 0
+      and "INFO trace-replay: engine/vLLM 0.90 per request (median of 3 same-run rounds: 0.90, 3.00, 0.60)" in output, output)
+check("the decode rounds are judged beside them", "median of 3 same-run rounds: 1.50, 1.70, 1.60)" in output
+      and line(output, "PASS decode-step-scores").startswith("PASS decode-step-scores: 1.60x"), output)
+status, output = run_case({**FAST, **trace(1000.0, 1000.0)}, [])
+check("without trace-replay rounds, no vLLM median (the main run's pair is not used)", status == 0
+      and "INFO trace-replay" not in output, output)
 
 status, output = run_case({}, [])
 check("no results is a run failure", status == 2 and "no Engine/Baseline wall-clock results" in output, output)
