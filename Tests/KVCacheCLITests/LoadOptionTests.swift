@@ -70,9 +70,12 @@ struct LoadOptionTests {
         let command = try LoadCommand.parse(
             ["--layout", "contiguous", "--memory", "512MiB", "--page-bytes", "2MiB", "--block-tokens", "32", "--layers", "4",
              "--kv-heads", "2", "--head-dim", "64", "--dtype-bytes", "1", "--max-seqs", "8", "--max-seq-tokens", "8192",
-             "--threads", "2", "--batch", "4", "--offload-dir", "/tmp/tier", "--offload-bytes", "1GiB", "--index-on-schedule"])
+             "--threads", "2", "--batch", "4", "--offload-dir", "/tmp/tier", "--offload-bytes", "1GiB", "--index-on-schedule",
+             "--offload-queue-depth", "256"])
         let config = command.engine.config
         #expect(config.indexOnSchedule)
+        #expect(config.offloadQueueDepth == 256)
+        #expect(Self.error(["--offload-queue-depth", "31"])?.contains("offload_queue_depth 31 is outside 32...1024") == true)
         #expect(config.layout == .contiguous && config.memoryBytes == 512 << 20 && config.pageBytes == 2 << 20)
         #expect(config.blockTokens == 32 && config.numLayers == 4 && config.numKVHeads == 2 && config.headDim == 64)
         #expect(config.dtypeBytes == 1 && config.maxSeqs == 8 && config.maxSeqTokens == 8192)
