@@ -163,6 +163,28 @@ struct PeerTierTests {
         #expect(try kvDifferences(b, 2, count: 4) { prompt[$0] } == 0)
     }
 
+    @Test func aPromptFoundPartlyInTheOwnTierAndPartlyInAPeerIsReadFromBoth() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(9, seed: 6)  // 2 blocks
+        try spillPrompt(a, 1, tokens(5, seed: 5))  // A's slot 0
+        try spillPrompt(a, 2, prompt)  // last block first: block 1 in slot 1, block 0 in slot 2
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        try spillPrompt(b, 1, Array(prompt[0..<5]))  // B's own slot 0: block 0
+        // Own slot 0 and the peer's slot 1 are adjacent offsets in adjacent staging buffers,
+        // but in two files: they must not merge into one request.
+        let before = b.stats().disk  // block 0 came from the peer there too
+        #expect(try b.createSequence(2, tokens: prompt) == 8)
+        try waitReady(b, 2)
+        #expect(try kvDifferences(b, 2, count: 8) { prompt[$0] } == 0)
+        let s = b.stats().disk
+        #expect(s.prefixHitTokens - before.prefixHitTokens == 4, "block 0 from the own tier")
+        #expect(s.peerHitTokens - before.peerHitTokens == 4, "block 1 from the peer")
+        #expect(s.blocksLoaded - before.blocksLoaded == 1 && s.peerHits - before.peerHits == 1 && s.peerStale == 0)
+        #expect(s.requestsSubmitted - before.requestsSubmitted == 2)
+    }
+
     @Test func badPeersAreRefusedAtCreateAndNothingIsCreated() throws {
         let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB"), empty = ScratchDir("peerEmpty")
         defer { dirA.remove(); dirB.remove(); empty.remove() }
