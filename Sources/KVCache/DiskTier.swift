@@ -950,13 +950,23 @@ final class DiskTier {
                 markBroken(slot)
                 if isRecord && pins[s] > 0 { memory.recordWriteFailed(slot) }
             }
-        case DiskTier.read:
-            let target = stageTarget[Int(stage)]
-            let valid = ok && verified(stage, slot: slot, hash: hashes[s], generation: generations[s], checksum: checksums[s])
-                && state[s] == DiskTier.stored
-            if !ok { lastFailure = "offload read of slot \(s) failed: \(reason)" }
-            if valid {
-                memory.scatter(target, from: payload(stage))
+        case DiskTier.read, DiskTier.peerRead:
+            // One path for both: verified against what the index said (the own tier's arrays,
+            // or the peer's journal record captured at lookup), copied into memory only then.
+            let target = stageTarget[Int(stage)], fromPeer = op == DiskTier.peerRead
+            let expected = fromPeer ? stagePeer[Int(stage)]
+                : PeerRead(peer: -1, slot: slot, hash: hashes[s], parent: parents[s], generation: generations[s], checksum: checksums[s])
+            let valid = ok && verified(stage, slot: slot, hash: expected.hash, generation: expected.generation, checksum: expected.checksum)
+                && (fromPeer || state[s] == DiskTier.stored)
+            if !ok {
+                lastFailure = (fromPeer ? "read of slot \(s) of peer '\(peers[Int(expected.peer)].dir)'" : "offload read of slot \(s)")
+                    + " failed: \(reason)"
+            }
+            if valid { memory.scatter(target, from: payload(stage)) }
+            if fromPeer {
+                // Not ours to free or pin: a refused read only leaves the peer's index.
+                if valid { stats.peerHits += 1 } else { stats.peerStale += 1; peers[Int(expected.peer)].forget(expected) }
+            } else if valid {
                 stats.blocksLoaded += 1
             } else {
                 stats.loadsFailed += 1
@@ -968,19 +978,7 @@ final class DiskTier {
                 markBroken(slot)
             }
             memory.loadFinished(target, ok: valid)
-            unpin(slot)  // the read's pin
-        case DiskTier.peerRead:
-            let target = stageTarget[Int(stage)], expected = stagePeer[Int(stage)]
-            let valid = ok && verified(stage, slot: slot, hash: expected.hash, generation: expected.generation, checksum: expected.checksum)
-            if !ok { lastFailure = "read of slot \(s) of peer '\(peers[Int(expected.peer)].dir)' failed: \(reason)" }
-            if valid {
-                memory.scatter(target, from: payload(stage))
-                stats.peerHits += 1
-            } else {
-                stats.peerStale += 1
-                peers[Int(expected.peer)].forget(expected)
-            }
-            memory.loadFinished(target, ok: valid)
+            if !fromPeer { unpin(slot) }  // the read's pin
         default:
             preconditionFailure("completion for an idle staging buffer")
         }
