@@ -185,6 +185,47 @@ struct PeerTierTests {
         #expect(s.requestsSubmitted - before.requestsSubmitted == 2)
     }
 
+    @Test func aPartlyWrittenJournalRecordIsNotActedOnUntilItIsWhole() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        try spillPrompt(a, 1, tokens(5, seed: 1))
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        let prompt = tokens(5, seed: 2)
+        try spillPrompt(a, 2, prompt)  // one more 64-byte STORED record
+        // Cut the new record in half, as a reader may see a write in progress.
+        let journal = dirA.path + "/kvcache.journal"
+        let fd = open(journal, O_RDWR)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        let size = Int(lseek(fd, 0, SEEK_END))
+        var tail = [UInt8](repeating: 0, count: 32)
+        #expect(pread(fd, &tail, 32, off_t(size - 32)) == 32)
+        #expect(ftruncate(fd, off_t(size - 32)) == 0)
+        #expect(b.cachedPrefixTokens(prompt) == 0, "half a record indexes nothing")
+        #expect(pwrite(fd, tail, 32, off_t(size - 32)) == 32)
+        #expect(b.cachedPrefixTokens(prompt) == 4, "the whole record is read on the next look")
+        #expect(try b.createSequence(1, tokens: prompt) == 4)
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 4) { prompt[$0] } == 0)
+    }
+
+    @Test func aPeerThatVanishesGivesMissesNotErrors() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(9, seed: 3)
+        try spillPrompt(a!, 1, prompt)
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        #expect(b.cachedPrefixTokens(prompt) == 8)
+        a = nil
+        dirA.remove()
+        #expect(try b.createSequence(1, tokens: prompt) == 0, "a miss")
+        #expect(b.offload!.tier.peers[0].unavailable?.contains("removed or replaced") == true)
+        try b.free(1, computedTokens: 0)
+        #expect(b.stats().disk.peerHits == 0 && b.stats().disk.peerStale == 0)
+    }
+
     @Test func badPeersAreRefusedAtCreateAndNothingIsCreated() throws {
         let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB"), empty = ScratchDir("peerEmpty")
         defer { dirA.remove(); dirB.remove(); empty.remove() }
