@@ -125,8 +125,9 @@ public struct DiskTierStats: Equatable, Sendable {
     /// (each then an ordinary cached block of this engine), and peer reads refused: the slot no
     /// longer held what the peer's journal said when it was looked up (freed and rewritten
     /// since, torn), or the read failed (the peer's file gone or truncated). A refused read is a
-    /// miss, never served. `peerHitTokens`: prompt tokens `createSequence` found in peers (part
-    /// of `prefixHitTokens`, not of this struct's `prefixHitTokens`).
+    /// miss, never served. `peerHitTokens`: prompt tokens `createSequence` found in peers
+    /// (counted at creation; part of `EngineStats.prefixHitTokens`, not of this struct's
+    /// `prefixHitTokens`, which is the own tier's).
     public var peerHits: UInt64 = 0
     public var peerStale: UInt64 = 0
     public var peerHitTokens: UInt64 = 0

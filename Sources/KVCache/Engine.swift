@@ -659,7 +659,9 @@ public final class Engine: @unchecked Sendable {
     public var memoryRegion: (start: UInt, bytes: UInt) { paged?.region ?? contiguous?.region ?? (0, 0) }
 
     /// How many leading tokens of `tokens` `createSequence` would report cached now (memory,
-    /// disk tier and peers' tiers, whose indexes it brings up to date), without creating anything. Cost: one hash per token and one lookup per full block.
+    /// disk tier and peers' tiers, whose indexes it brings up to date), without creating
+    /// anything. Cost: one hash per token and one lookup per full block (per peer past the
+    /// own tier's first miss, plus one journal `fstat` per peer).
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }

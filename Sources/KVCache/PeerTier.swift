@@ -105,7 +105,8 @@ final class PeerTier {
     /// Blocks indexed now.
     var indexedBlocks: Int { index.count }
 
-    /// Slot `read` of block `hash`, or nil. O(1).
+    /// Where block `hash` is in this peer (`peer`: this peer's index in `DiskTier.peers`) and
+    /// what its slot held when journaled, or nil. O(1).
     func find(_ hash: UInt64, peer: Int32) -> PeerRead? {
         let slot = index.find(hash)
         guard slot >= 0 else { return nil }
