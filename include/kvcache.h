@@ -289,6 +289,22 @@ typedef struct kvc_config {
      *  128 (the struct is 136 bytes since this field); a caller's older, 128-byte struct
      *  gets the default. */
     uint32_t offload_queue_depth;
+    /* 4 bytes of padding (offset 132) */
+    /** Peer disk tiers: other engines' offload_dir directories, ':'-separated (at most 16,
+     *  empty entries ignored), whose spilled blocks this engine reads, or NULL (default): no
+     *  peers. Read-only: this engine never takes a peer's lock, never creates or writes a
+     *  file there, and opens its slab O_RDONLY, so a peer may be held by a running engine of
+     *  another process (on a shared file system, of another machine). Needs a disk tier of
+     *  this engine's own (offload_dir, offload_bytes; else KVC_ERR_INVALID_ARGUMENT). See
+     *  DISK TIER, Peers. kvc_engine_create fails, creating nothing and leaving offload_dir
+     *  untouched, with KVC_ERR_IO when a peer directory does not exist or holds no
+     *  kvcache.slab and kvcache.journal yet (no engine has used it), and with
+     *  KVC_ERR_INVALID_ARGUMENT when a peer is this engine's own offload_dir (or the same
+     *  directory twice) or its files were written by an engine of another shape (another
+     *  slot size: num_layers, block_tokens, num_kv_heads, head_dim, dtype_bytes); the
+     *  message names the directory. The string is copied. Offset 136 (the struct is 144
+     *  bytes since this field); a caller's older 136- or 128-byte struct gets no peers. */
+    const char *peer_offload_dirs;
     /* more may follow */
 } kvc_config;
 
@@ -346,10 +362,12 @@ typedef struct kvc_stats {
      *  holding blocks now. */
     uint64_t disk_capacity_bytes;
     uint64_t disk_stored_bytes;
-    /** Bytes written to and read from the slab file since the engine started. */
+    /** Bytes written to and read from the slab file since the engine started (reads of peers'
+     *  slabs, peer_offload_dirs, included). */
     uint64_t disk_bytes_written;
     uint64_t disk_bytes_read;
-    /** Prompt tokens kvc_seq_create found in the disk tier (included in prefix_hit_tokens). */
+    /** Prompt tokens kvc_seq_create found in the disk tier (included in prefix_hit_tokens;
+     *  tokens found in peers' tiers are not). */
     uint64_t disk_hit_tokens;
     /** Cached blocks written to disk instead of dropped, and blocks read back. */
     uint64_t blocks_spilled;
@@ -415,6 +433,17 @@ typedef struct kvc_stats {
      *  skips mean the staging buffers are full of writes still on the device: pending
      *  swap-outs', or spills coming faster than the device writes them. */
     uint64_t spills_skipped;
+    /** Peers (kvc_config.peer_offload_dirs): blocks read from a peer's slab, verified and
+     *  served (each is then an ordinary cached block of this engine; counted when its read
+     *  completes). Offset 280. */
+    uint64_t peer_hits;
+    /** Peer reads refused, never served: the slot no longer held what the peer's journal said
+     *  when it was looked up (the peer freed and rewrote it since), was torn, or could not be
+     *  read (the peer's file removed or truncated). Each is a miss: the sequence's
+     *  kvc_seq_ready fails with KVC_ERR_IO as for a corrupt slot of the own tier, the entry
+     *  leaves this engine's index of the peer, and a new kvc_seq_create reports the cached
+     *  tokens only up to that block. Offset 288 (the struct is 296 bytes since these two). */
+    uint64_t peer_stale;
     /* more may follow */
 } kvc_stats;
 
@@ -553,7 +582,8 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * shared instead of allocated; *cached_tokens receives how many leading tokens are already
  * cached (a multiple of block_tokens, at most n_tokens - 1). The server computes and writes
  * K/V for the tokens from *cached_tokens on. The prompt's other full blocks enter the prefix
- * index now or, with index_on_schedule, through kvc_seq_schedule (see WRITING K/V). With a disk tier the lookup continues there:
+ * index now or, with index_on_schedule, through kvc_seq_schedule (see WRITING K/V). With a disk tier the lookup continues there
+ * (and, for a block the own tier misses, into peer_offload_dirs' tiers: DISK TIER, Peers):
  * those blocks are read back asynchronously and count in *cached_tokens; do not read K/V
  * below *cached_tokens before kvc_seq_ready says 1.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/cached_tokens, n_tokens 0 or
@@ -856,6 +886,28 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     KVCACHE_OFFLOAD_FAULT=OPS:N (OPS read, write or all; OPS:N@DIR: only the engine whose
  *     offload_dir is DIR) makes those disk requests fail with EIO after the first N of them
  *     (to rehearse failures).
+ *   - Peers (peer_offload_dirs): the disk tier can sit on a shared file system so that
+ *     engines reuse each other's spilled blocks. kvc_seq_create walks the prompt's chain of
+ *     blocks: memory first, then for each further block the own disk tier, then each peer in
+ *     the order listed; it stops at the first block found nowhere. A peer hit is read
+ *     (io_uring, O_DIRECT as the own tier, through the same queue and staging buffers) into a
+ *     fresh block of this engine, verified against the peer's journal record (header, block
+ *     hash, generation, checksum), then indexed as an ordinary cached block of this engine
+ *     (KVC_EVENT_BLOCK_STORED, tier 0, as for a hit of the own disk tier; it may later be
+ *     spilled to this engine's own tier). It counts in *cached_tokens and prefix_hit_tokens
+ *     (not disk_hit_tokens), and in peer_hits once verified. A peer may free and rewrite
+ *     the slot at any time: a read that does not verify is a miss (peer_stale), never served.
+ *     Freshness: each peer's journal is indexed at kvc_engine_create and tailed by any
+ *     kvc_seq_create whose lookup reaches the peers: one fstat of the journal, and only when
+ *     it grew, the complete records appended since (a partial record is read later); a journal
+ *     the peer rewrote (compaction at its restart) or that shrank is replayed from its
+ *     start. A peer whose files vanish later gives misses, not errors (its slab replaced by
+ *     a new file, e.g. its directory recreated: misses until this engine restarts). Cost
+ *     without peers: nothing (one check per kvc_seq_create that misses in its own tier);
+ *     with them about 56 bytes of index per peer slot (of max(this engine's tier, the peer's
+ *     slab at create) slots; blocks in slots beyond are not found). The slot size is all
+ *     the files record of a peer's shape: a peer of the same slot size but another model
+ *     (same bytes per block) is not detected and must not be configured.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot

@@ -34,7 +34,8 @@ _Static_assert(offsetof(kvc_config, eviction_policy) == 80, "kvc_config.eviction
 _Static_assert(offsetof(kvc_config, episode_seed) == 112, "kvc_config.episode_seed at 112");
 _Static_assert(offsetof(kvc_config, index_on_schedule) == 124, "kvc_config.index_on_schedule at 124 (was padding)");
 _Static_assert(offsetof(kvc_config, offload_queue_depth) == 128, "kvc_config.offload_queue_depth at 128 (appended)");
-_Static_assert(sizeof(kvc_config) == 136, "kvc_config is 136 bytes");
+_Static_assert(offsetof(kvc_config, peer_offload_dirs) == 136, "kvc_config.peer_offload_dirs at 136 (appended)");
+_Static_assert(sizeof(kvc_config) == 144, "kvc_config is 144 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
@@ -43,7 +44,9 @@ _Static_assert(offsetof(kvc_stats, swap_outs_started) == 224, "kvc_stats.swap_ou
 _Static_assert(offsetof(kvc_stats, tokens_in_open_records) == 256, "kvc_stats.tokens_in_open_records at 256");
 _Static_assert(offsetof(kvc_stats, huge_pages) == 264, "kvc_stats.huge_pages at 264");
 _Static_assert(offsetof(kvc_stats, spills_skipped) == 272, "kvc_stats.spills_skipped at 272 (appended)");
-_Static_assert(sizeof(kvc_stats) == 280, "kvc_stats is 280 bytes");
+_Static_assert(offsetof(kvc_stats, peer_hits) == 280, "kvc_stats.peer_hits at 280 (appended)");
+_Static_assert(offsetof(kvc_stats, peer_stale) == 288, "kvc_stats.peer_stale at 288 (appended)");
+_Static_assert(sizeof(kvc_stats) == 296, "kvc_stats is 296 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 
@@ -765,6 +768,52 @@ static void offload(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* Peers: engine B names engine A's offload_dir in peer_offload_dirs and is served the blocks A
+ * spilled, byte-identical, counted in peer_hits; bad peers are refused at create. */
+static void peer_tier(void) {
+    const char *name = "paged+peer";
+    printf("abi_client: paged layout reading a peer's disk tier\n");
+    char dir_a[] = "/tmp/kvcache-abi-client-XXXXXX", dir_b[] = "/tmp/kvcache-abi-client-XXXXXX";
+    REQUIRE(mkdtemp(dir_a) != NULL && mkdtemp(dir_b) != NULL, "mkdtemp");
+    kvc_config cfg;
+    small_config(&cfg, KVC_LAYOUT_PAGED, 16u << 20);
+    cfg.offload_dir = dir_a;
+    cfg.offload_bytes = 64u << 20;
+    int32_t tokens[PROMPT];
+    for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 11;
+    size_t cached = 0;
+    kvc_engine *a = NULL, *b = NULL;
+    MUST(kvc_engine_create(&cfg, &a));
+    engine_view va = view_of(a, &cfg);
+    MUST(kvc_seq_create(a, 1, tokens, PROMPT, &cached));
+    write_kv(&va, 1, 21, 0, PROMPT);
+    MUST(kvc_seq_free(a, 1));
+    MUST(kvc_engine_trim(a));
+    MUST(kvc_engine_sync(a));
+
+    cfg.offload_dir = dir_b;
+    cfg.peer_offload_dirs = dir_b;
+    CHECK(kvc_engine_create(&cfg, &b) == KVC_ERR_INVALID_ARGUMENT && b == NULL && strstr(kvc_last_error(), "own offload_dir"),
+          "%s: the own offload_dir as a peer is INVALID_ARGUMENT", name);
+    cfg.peer_offload_dirs = "/nonexistent/kvcache-peer";
+    CHECK(kvc_engine_create(&cfg, &b) == KVC_ERR_IO && b == NULL && strstr(kvc_last_error(), "/nonexistent/kvcache-peer"),
+          "%s: a missing peer directory is KVC_ERR_IO naming it", name);
+    cfg.peer_offload_dirs = dir_a;
+    MUST(kvc_engine_create(&cfg, &b));
+    engine_view vb = view_of(b, &cfg);
+    MUST(kvc_seq_create(b, 1, tokens, PROMPT, &cached));
+    CHECK(cached == PROMPT / BLOCK * BLOCK, "%s: the peer's blocks count as cached (%zu)", name, cached);
+    CHECK(wait_ready(b, 1) == KVC_OK, "%s: the peer's blocks become ready", name);
+    CHECK(kv_matches(&vb, 1, 21, 0, cached), "%s: the peer's blocks are byte-identical", name);
+    kvc_stats s = stats_of(b);
+    CHECK(s.peer_hits == PROMPT / BLOCK && s.peer_stale == 0 && s.disk_hit_tokens == 0,
+          "%s: peer_hits %" PRIu64 " (want %d), peer_stale %" PRIu64, name, s.peer_hits, PROMPT / BLOCK, s.peer_stale);
+    kvc_engine_destroy(b);
+    kvc_engine_destroy(a);
+    remove_tier_dir(dir_b);
+    remove_tier_dir(dir_a);
+}
+
 /* Chunked prefill preempted between two passes: with index_on_schedule the swap-out keeps
  * the blocks not scheduled yet out of the index (and the disk tier), and after the swap-in
  * the server resumes the prefill and kvc_seq_schedule indexes them. */
@@ -1012,6 +1061,7 @@ int main(int argc, char **argv) {
     evict(KVC_LAYOUT_CONTIGUOUS);
     offload(KVC_LAYOUT_PAGED);
     offload(KVC_LAYOUT_CONTIGUOUS);
+    peer_tier();
     chunked_swap(KVC_LAYOUT_PAGED);
     chunked_swap(KVC_LAYOUT_CONTIGUOUS);
     episodic_offload(KVC_LAYOUT_PAGED);

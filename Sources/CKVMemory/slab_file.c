@@ -26,6 +26,7 @@ struct kvm_slab {
     int journal_fd;
     int lock_fd; /* the slab file again, only to hold the directory's lock (see kvm_slab_open) */
     int direct;
+    int read_only; /* a peer's slab (kvm_slab_open_peer): nothing is written, nothing locked */
     uint32_t capacity;
     uint32_t allocated;
     uint32_t extent_slots;
@@ -111,11 +112,88 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
 
 void kvm_slab_close(kvm_slab *s) {
     if (!s) return;
-    kvm_slab_sync(s);
+    if (!s->read_only) kvm_slab_sync(s);
     close(s->fd);
-    close(s->journal_fd);
-    close(s->lock_fd); /* last: the directory is free once the files are closed */
+    if (s->journal_fd >= 0) close(s->journal_fd);
+    if (s->lock_fd >= 0) close(s->lock_fd); /* last: the directory is free once the files are closed */
     free(s);
+}
+
+int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
+    if (!cfg || !out || !cfg->dir) return kvm_fail(EINVAL, "peer_offload_dirs: no directory given");
+    if (cfg->slot_bytes <= KVM_SLOT_HEADER_BYTES || cfg->slot_bytes % 4096 != 0)
+        return kvm_fail(EINVAL, "offload: slot of %llu bytes is not a multiple of 4096 above the header", (unsigned long long)cfg->slot_bytes);
+    struct stat st;
+    if (stat(cfg->dir, &st) != 0) return kvm_fail(errno, "peer offload dir '%s': %s", cfg->dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) return kvm_fail(ENOTDIR, "peer offload dir '%s' is not a directory", cfg->dir);
+    kvm_slab *s = calloc(1, sizeof *s);
+    if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
+    s->read_only = 1;
+    s->lock_fd = -1;
+    s->journal_fd = -1;
+    s->slot_bytes = cfg->slot_bytes;
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/kvcache.slab", cfg->dir);
+    snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", cfg->dir);
+    /* O_RDONLY, never O_CREAT, never flock: the owner keeps writing and holds its lock. */
+    s->fd = cfg->force_buffered ? -1 : open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (s->fd >= 0) {
+        s->direct = 1;
+    } else if (cfg->force_buffered || errno == EINVAL) {
+        snprintf(s->fallback, sizeof s->fallback, "%s: O_DIRECT %s; using buffered I/O", path,
+                 cfg->force_buffered ? "disabled by configuration" : "refused by the file system (EINVAL)");
+        s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    }
+    if (s->fd >= 0) s->journal_fd = open(s->journal_path, O_RDONLY | O_CLOEXEC);
+    if (s->fd < 0 || s->journal_fd < 0) {
+        int err = errno;
+        const char *file = s->fd < 0 ? "kvcache.slab" : "kvcache.journal";
+        if (s->fd >= 0) close(s->fd);
+        free(s);
+        if (err == ENOENT)
+            return kvm_fail(ENOENT, "peer offload dir '%s' has no %s: no engine has used it as its offload_dir yet", cfg->dir, file);
+        return kvm_fail(err, "peer offload dir '%s': cannot open %s read-only: %s", cfg->dir, file, strerror(err));
+    }
+    if (fstat(s->fd, &st) == 0) {
+        if ((uint64_t)st.st_size % s->slot_bytes != 0) {
+            close(s->fd);
+            close(s->journal_fd);
+            free(s);
+            return kvm_fail(EINVAL, "peer offload dir '%s': its slab of %lld bytes is not made of %llu-byte slots: it was written by an engine of another shape (layers, block_tokens, token bytes)",
+                            cfg->dir, (long long)st.st_size, (unsigned long long)cfg->slot_bytes);
+        }
+        uint64_t have = (uint64_t)st.st_size / s->slot_bytes;
+        s->allocated = have > 0x7fffffffu ? 0x7fffffffu : (uint32_t)have;
+    }
+    s->capacity = s->allocated;
+    *out = s;
+    return 0;
+}
+
+int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes) {
+    struct stat st;
+    if (fstat(s->journal_fd, &st) != 0) return kvm_fail(errno, "peer journal '%s': fstat failed: %s", s->journal_path, strerror(errno));
+    if (st.st_nlink > 0) {
+        *journal_bytes = (uint64_t)st.st_size;
+        return 0;
+    }
+    /* Renamed over (the owner compacted it at a restart) or removed: open the path again. The
+     * slab must still be the one registered for I/O: a replaced slab (directory recreated) is
+     * another file this engine cannot read through its queue. */
+    struct stat slab;
+    if (fstat(s->fd, &slab) != 0 || slab.st_nlink == 0)
+        return kvm_fail(ESTALE, "peer slab of '%s' was removed or replaced; its blocks are misses until this engine restarts", s->journal_path);
+    int fd = open(s->journal_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return kvm_fail(errno, "peer journal '%s': cannot reopen: %s", s->journal_path, strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return kvm_fail(err, "peer journal '%s': fstat failed: %s", s->journal_path, strerror(err));
+    }
+    close(s->journal_fd);
+    s->journal_fd = fd;
+    *journal_bytes = (uint64_t)st.st_size;
+    return 1;
 }
 
 int kvm_slab_fd(const kvm_slab *s) { return s->fd; }
@@ -163,24 +241,32 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
     return 0;
 }
 
+int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap) {
+    if (from_byte % sizeof *out != 0) return kvm_fail(EINVAL, "offload journal: offset %llu is not a record boundary", (unsigned long long)from_byte);
+    ssize_t n;
+    do n = pread(s->journal_fd, out, (size_t)cap * sizeof *out, (off_t)from_byte); while (n < 0 && errno == EINTR);
+    if (n < 0) return kvm_fail(errno, "offload journal read failed: %s", strerror(errno));
+    size_t count = (size_t)n / sizeof *out; /* a partial record at the end is not read */
+    for (size_t i = 0; i < count; i++)
+        if (out[i].magic != KVM_JOURNAL_MAGIC || out[i].record_checksum != record_sum(&out[i])) return (int64_t)i; /* torn tail */
+    return (int64_t)count;
+}
+
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots) {
     memset(latest, 0, (size_t)slots * sizeof *latest);
     kvm_journal_record buf[256];
     uint64_t max_generation = 0;
-    off_t pos = 0;
+    uint64_t pos = 0;
     for (;;) {
-        ssize_t n = pread(s->journal_fd, buf, sizeof buf, pos);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return kvm_fail(errno, "offload journal read failed: %s", strerror(errno));
-        size_t count = (size_t)n / sizeof *buf;
-        for (size_t i = 0; i < count; i++) {
+        int64_t count = kvm_slab_journal_read(s, pos, buf, 256);
+        if (count < 0) return count;
+        for (int64_t i = 0; i < count; i++) {
             const kvm_journal_record *r = &buf[i];
-            if (r->magic != KVM_JOURNAL_MAGIC || r->record_checksum != record_sum(r)) return (int64_t)max_generation;  /* torn tail */
             if (r->generation > max_generation) max_generation = r->generation;
             if (r->slot < slots) latest[r->slot] = *r;
         }
-        if ((size_t)n < sizeof buf) break;
-        pos += n;
+        if (count < 256) break;
+        pos += sizeof buf;
     }
     return (int64_t)max_generation;
 }

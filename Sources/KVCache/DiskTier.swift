@@ -42,7 +42,8 @@ public struct DiskTierStats: Equatable, Sendable {
     public var slotBytes: UInt64 = 0
     /// Slots holding a block now (prefix blocks and swapped-out sequences' blocks).
     public var storedSlots: UInt64 = 0
-    /// Bytes written to and read from the slab (whole slots, headers included).
+    /// Bytes written to and read from the slab (whole slots, headers included); reads of
+    /// peers' slabs count in `bytesRead` too.
     public var bytesWritten: UInt64 = 0
     public var bytesRead: UInt64 = 0
     /// Cached blocks written back instead of dropped, and spills that could not be written.
@@ -120,6 +121,16 @@ public struct DiskTierStats: Equatable, Sendable {
     public var tokensOffloaded: UInt64 = 0
     public var tokensRestored: UInt64 = 0
     public var tokensLost: UInt64 = 0
+    /// Peer tiers (`peer_offload_dirs`): blocks read from a peer's slab, verified and served
+    /// (each then an ordinary cached block of this engine), and peer reads refused: the slot no
+    /// longer held what the peer's journal said when it was looked up (freed and rewritten
+    /// since, torn), or the read failed (the peer's file gone or truncated). A refused read is a
+    /// miss, never served. `peerHitTokens`: prompt tokens `createSequence` found in peers
+    /// (counted at creation; part of `EngineStats.prefixHitTokens`, not of this struct's
+    /// `prefixHitTokens`, which is the own tier's).
+    public var peerHits: UInt64 = 0
+    public var peerStale: UInt64 = 0
+    public var peerHitTokens: UInt64 = 0
     /// 0 io_uring, 1 the pread/pwrite thread pool; 1 when the slab is O_DIRECT.
     public var backend: UInt32 = 0
     public var direct: UInt32 = 0
@@ -186,6 +197,12 @@ final class DiskTier {
     private let stageOp: UnsafeMutablePointer<UInt8>
     private let stageSlot: UnsafeMutablePointer<Int32>
     private let stageTarget: UnsafeMutablePointer<LoadTarget>
+    /// Per staging buffer: the peer slot a peer read expects (`peerRead` operations only).
+    private let stagePeer: UnsafeMutablePointer<PeerRead>
+    /// The peers (`peer_offload_dirs`), in order; peer `i`'s slab is I/O file `i + 1`.
+    let peers: [PeerTier]
+    /// True when `peers` is not empty: the one check a create's disk miss makes.
+    let hasPeers: Bool
     /// Free staging buffers, one bit each (1: free), and how many.
     private let stageFreeBits: UnsafeMutablePointer<UInt64>
     private var freeStageCount = 0
@@ -225,7 +242,7 @@ final class DiskTier {
 
     private static let free: UInt8 = 0, writing: UInt8 = 1, stored: UInt8 = 2
     /// Staging buffer operations: a pinned write is a swap-out block or an offloaded-token record.
-    private static let idle: UInt8 = 0, spillWrite: UInt8 = 1, pinnedWrite: UInt8 = 2, read: UInt8 = 3
+    private static let idle: UInt8 = 0, spillWrite: UInt8 = 1, pinnedWrite: UInt8 = 2, read: UInt8 = 3, peerRead: UInt8 = 4
     /// Most slots one tier manages (per-slot metadata is ~60 bytes).
     static let maxSlots = 1 << 22
     /// Slots dropped from the LRU at once when the tier is full.
@@ -233,9 +250,12 @@ final class DiskTier {
     /// Staging memory aimed for when slots are small (more than `offloadQueueDepth` buffers).
     static let stagingTargetBytes = 32 << 20
 
-    /// Opens (or reopens) the tier in `config.offloadDir`, replaying its journal. Throws
-    /// `invalidArgument` (offload_bytes below one slot) or `io` (the directory or files cannot be
-    /// used). Allocates all metadata and `offloadQueueDepth` staging buffers up front.
+    /// Opens (or reopens) the tier in `config.offloadDir`, replaying its journal, after opening
+    /// the peers of `config.peerOffloadDirs` (`PeerTier.openAll`; a refused peer throws before
+    /// the own directory is touched). Throws `invalidArgument` (offload_bytes below one slot, a
+    /// peer of another shape, the own directory or a duplicate as a peer) or `io` (the
+    /// directory or files cannot be used, a peer without tier files). Allocates all metadata
+    /// and `offloadQueueDepth` staging buffers up front.
     init(_ config: EngineConfig, memory: TierMemory, events: EventQueue) throws(KVError) {
         payloadBytes = config.tensors * config.blockBytes
         slotBytes = (Int(KVM_SLOT_HEADER_BYTES) + payloadBytes + 4095) / 4096 * 4096
@@ -243,6 +263,8 @@ final class DiskTier {
             throw .invalid("offload_bytes \(config.offloadBytes) is smaller than one slot of \(slotBytes) bytes (a block of every layer's K and V plus a 4096-byte header)")
         }
         capacity = Int(min(config.offloadBytes / UInt64(slotBytes), UInt64(DiskTier.maxSlots)))
+        peers = try PeerTier.openAll(config, slotBytes: slotBytes, payloadBytes: payloadBytes, capacity: capacity)
+        hasPeers = !peers.isEmpty
         self.memory = memory
         self.events = events
         let environment = ProcessInfoLite.self
@@ -272,7 +294,7 @@ final class DiskTier {
         // One registered buffer over every staging buffer, so that a request spanning several
         // adjacent ones (merged by `flush`) is still a fixed-buffer request.
         var buffers = [iovec(iov_base: mapped, iov_len: stagingBytes)]
-        var fd = kvm_slab_fd(slab)
+        let files = [kvm_slab_fd(slab)] + peers.map(\.fd)
         var ioConfig = kvm_io_config()
         ioConfig.depth = UInt32(stages)  // merged requests use fewer entries
         ioConfig.threads = 4
@@ -281,13 +303,13 @@ final class DiskTier {
             ioConfig.fault_ops = (fault.reads ? 1 << UInt32(KVM_IO_READ) : 0) | (fault.writes ? 1 << UInt32(KVM_IO_WRITE) : 0)
             ioConfig.fault_after = fault.after
         }
-        ioConfig.n_files = 1
+        ioConfig.n_files = UInt32(files.count)
         var q: OpaquePointer?
         let ioRC = buffers.withUnsafeMutableBufferPointer { b -> Int32 in
-            withUnsafePointer(to: &fd) { f -> Int32 in
+            files.withUnsafeBufferPointer { f -> Int32 in
                 ioConfig.buffers = UnsafePointer(b.baseAddress)
                 ioConfig.n_buffers = UInt32(b.count)
-                ioConfig.files = f
+                ioConfig.files = f.baseAddress
                 return kvm_io_create(&ioConfig, &q)
             }
         }
@@ -326,6 +348,7 @@ final class DiskTier {
         stageOp.initialize(repeating: DiskTier.idle, count: stages)
         stageSlot = .allocate(capacity: stages)
         stageTarget = .allocate(capacity: stages)
+        stagePeer = .allocate(capacity: stages)
         stageFreeBits = .allocate(capacity: (stages + 63) / 64)
         stageFreeBits.initialize(repeating: 0, count: (stages + 63) / 64)
         for i in 0..<stages { stageFreeBits[i / 64] |= 1 << UInt64(i % 64) }
@@ -356,6 +379,7 @@ final class DiskTier {
         stageOp.deallocate()
         stageSlot.deallocate()
         stageTarget.deallocate()
+        stagePeer.deallocate()
         stageFreeBits.deallocate()
         done.deallocate()
         deferredReads.deallocate()
@@ -668,6 +692,36 @@ final class DiskTier {
                          len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: 0, buf_index: 0))
     }
 
+    /// Reads peer slot `read` (found by `findInPeers`) into memory at `target`, verified
+    /// against what the peer's journal said when it was looked up: a slot the peer rewrote since
+    /// (or a failed read) completes as failed (`TierMemory.loadFinished` with `ok` false) and
+    /// counts in `peerStale`; a verified one counts in `peerHits`. Nothing of this tier is
+    /// pinned: the peer's slot is not ours to hold. Cost as `load`.
+    func loadPeer(_ read: PeerRead, into target: LoadTarget) {
+        let stage = takeStage(for: read.slot)
+        stageOp[Int(stage)] = DiskTier.peerRead
+        stageSlot[Int(stage)] = read.slot
+        stageTarget[Int(stage)] = target
+        stagePeer[Int(stage)] = read
+        queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: UInt64(read.slot) * UInt64(slotBytes),
+                         len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: UInt16(read.peer + 1), buf_index: 0))
+    }
+
+    /// Brings every peer's index up to date (`PeerTier.refresh`: one `fstat` each, and the
+    /// journal records appended since). A create calls it once, when its lookup first reaches
+    /// the peers.
+    func refreshPeers() {
+        for peer in peers { peer.refresh() }
+    }
+
+    /// Block `hash` in the first peer whose index holds it, or nil. O(peers).
+    func findInPeers(_ hash: UInt64) -> PeerRead? {
+        for (i, peer) in peers.enumerated() {
+            if let read = peer.find(hash, peer: Int32(i)) { return read }
+        }
+        return nil
+    }
+
     // MARK: staging buffers
 
     /// A free staging buffer for a request on `slot`, waiting for completions when none is: the
@@ -745,7 +799,7 @@ final class DiskTier {
             let r = batch[i]
             if n > 0 {
                 let last = batch[n - 1]
-                if last.op == r.op && last.offset + UInt64(last.len) == r.offset && last.buf! + Int(last.len) == r.buf!
+                if last.op == r.op && last.file == r.file && last.offset + UInt64(last.len) == r.offset && last.buf! + Int(last.len) == r.buf!
                     && Int(last.len) + Int(r.len) <= mergeBytes {
                     batch[n - 1].len += r.len
                     batch[n - 1].tag += 1 << 32
@@ -807,7 +861,8 @@ final class DiskTier {
         let n = Int(max(0, kvm_io_reap(io, done, UInt32(stages), 0, 0)))
         var writes = 0
         for i in 0..<n {
-            if stageOp[Int(done[i].tag & 0xFFFF_FFFF)] == DiskTier.read {
+            let op = stageOp[Int(done[i].tag & 0xFFFF_FFFF)]
+            if op == DiskTier.read || op == DiskTier.peerRead {
                 deferredReads[deferredReadCount] = done[i]
                 deferredReadCount += 1
             } else {
@@ -896,21 +951,23 @@ final class DiskTier {
                 markBroken(slot)
                 if isRecord && pins[s] > 0 { memory.recordWriteFailed(slot) }
             }
-        case DiskTier.read:
-            let target = stageTarget[Int(stage)]
-            var valid = ok
-            if ok {
-                stats.bytesRead += UInt64(slotBytes)
-                if state[s] != DiskTier.stored || kvm_slot_verify(stageBuffer(stage), UInt32(slot), hashes[s], generations[s],
-                                                                   checksums[s], UInt32(payloadBytes)) != 0 {
-                    valid = false
-                    lastFailure = String(cString: kvm_error())
-                }
-            } else {
-                lastFailure = "offload read of slot \(s) failed: \(reason)"
+        case DiskTier.read, DiskTier.peerRead:
+            // One path for both: verified against what the index said (the own tier's arrays,
+            // or the peer's journal record captured at lookup), copied into memory only then.
+            let target = stageTarget[Int(stage)], fromPeer = op == DiskTier.peerRead
+            let expected = fromPeer ? stagePeer[Int(stage)]
+                : PeerRead(peer: -1, slot: slot, hash: hashes[s], parent: parents[s], generation: generations[s], checksum: checksums[s])
+            let valid = ok && verified(stage, slot: slot, hash: expected.hash, generation: expected.generation, checksum: expected.checksum)
+                && (fromPeer || state[s] == DiskTier.stored)
+            if !ok {
+                lastFailure = (fromPeer ? "read of slot \(s) of peer '\(peers[Int(expected.peer)].dir)'" : "offload read of slot \(s)")
+                    + " failed: \(reason)"
             }
-            if valid {
-                memory.scatter(target, from: payload(stage))
+            if valid { memory.scatter(target, from: payload(stage)) }
+            if fromPeer {
+                // Not ours to free or pin: a refused read only leaves the peer's index.
+                if valid { stats.peerHits += 1 } else { stats.peerStale += 1; peers[Int(expected.peer)].forget(expected) }
+            } else if valid {
                 stats.blocksLoaded += 1
             } else {
                 stats.loadsFailed += 1
@@ -922,10 +979,21 @@ final class DiskTier {
                 markBroken(slot)
             }
             memory.loadFinished(target, ok: valid)
-            unpin(slot)  // the read's pin
+            if !fromPeer { unpin(slot) }  // the read's pin
         default:
             preconditionFailure("completion for an idle staging buffer")
         }
+    }
+
+    /// True when the slot read into `stage` holds what was expected: header, generation and
+    /// payload checksum (`kvm_slot_verify`); else `lastFailure` says why. Counts the bytes read.
+    private func verified(_ stage: Int32, slot: Int32, hash: UInt64, generation: UInt64, checksum: UInt64) -> Bool {
+        stats.bytesRead += UInt64(slotBytes)
+        guard kvm_slot_verify(stageBuffer(stage), UInt32(slot), hash, generation, checksum, UInt32(payloadBytes)) == 0 else {
+            lastFailure = String(cString: kvm_error())
+            return false
+        }
+        return true
     }
 
     /// A slot whose bytes are known bad: freed when its last pin goes (hash 0 slots are freed

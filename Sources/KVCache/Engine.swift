@@ -31,8 +31,14 @@ public final class Engine: @unchecked Sendable {
     var evictionStates: [AttentionScores?]
     /// The disk tier and swap state; nil without `offload_dir`.
     let offload: OffloadCoordinator?
-    /// Scratch for one call: disk slots of the prompt's blocks found in the disk tier.
+    /// Scratch for one call: disk slots of the prompt's blocks found in the disk tier (-1: found
+    /// in a peer's, then `scratchPeer` at the same index says where).
     private let scratchDisk: UnsafeMutablePointer<Int32>
+    /// Scratch for one call: the prompt's blocks found in peers' tiers; allocated only with
+    /// `peerOffloadDirs`.
+    private let scratchPeer: UnsafeMutablePointer<PeerRead>?
+    /// Of the blocks the last `diskPrefix` found, how many came from peers.
+    private var peerFound = 0
     /// Scratch for one call: the prompt's block hashes and its hit blocks.
     private let scratchHashes: UnsafeMutablePointer<UInt64>
     private let scratchHit: UnsafeMutablePointer<Int32>
@@ -80,6 +86,7 @@ public final class Engine: @unchecked Sendable {
         scratchHashes = .allocate(capacity: maxBlocks)
         scratchHit = .allocate(capacity: maxBlocks)
         scratchDisk = .allocate(capacity: maxBlocks)
+        scratchPeer = config.peerOffloadDirs.isEmpty ? nil : .allocate(capacity: maxBlocks)
         offload = config.hasDiskTier
             ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
         mutex = .allocate(capacity: 1)
@@ -94,6 +101,7 @@ public final class Engine: @unchecked Sendable {
         scratchHashes.deallocate()
         scratchHit.deallocate()
         scratchDisk.deallocate()
+        scratchPeer?.deallocate()
     }
 
     /// Runs `body` under the engine lock. Page groups the paged layout took meanwhile are
@@ -189,7 +197,7 @@ public final class Engine: @unchecked Sendable {
         }
         let used = min(hit, (n - 1) / bt)
         let fromDisk = offload.map { diskPrefix(start: used, full: min(full, (n - 1) / bt), tier: $0.tier) } ?? 0
-        defer { if let tier = offload?.tier { for i in 0..<fromDisk { tier.unpin(scratchDisk[i]) } } }  // pinned by diskPrefix
+        defer { if let tier = offload?.tier { for i in 0..<fromDisk where scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } } }  // pinned by diskPrefix
         let total = (n + bt - 1) / bt
         var revived = 0
         for i in 0..<used where blocks.references(scratchHit[i]) == 0 { revived += 1 }
@@ -240,21 +248,27 @@ public final class Engine: @unchecked Sendable {
         fillTail(sequences.tail(slot))
         if let offload {
             offload.failed[slot] = false
-            // In disk-slot order, so that reads of adjacent slots merge (`DiskTier.flush`): a
-            // freed prompt's blocks join the LRU last first (`release`), so its spills take
-            // ascending slots from its last block down to its first.
+            // In disk-slot order (per file: the own slab, then each peer's), so that reads of
+            // adjacent slots merge (`DiskTier.flush`): a freed prompt's blocks join the LRU last
+            // first (`release`), so its spills take ascending slots from its last block down to
+            // its first.
             if fromDisk > 0 {
                 withUnsafeTemporaryAllocation(of: Int32.self, capacity: fromDisk) { buffer in
                     var order = buffer
                     for i in 0..<fromDisk { order[i] = Int32(i) }
-                    order.sort { scratchDisk[Int($0)] < scratchDisk[Int($1)] }
+                    order.sort { readOrder($0) < readOrder($1) }
                     for k in 0..<fromDisk {
                         let i = Int(order[k])
-                        offload.load(scratchDisk[i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
+                        if scratchDisk[i] >= 0 {
+                            offload.load(scratchDisk[i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
+                        } else {
+                            offload.loadPeer(scratchPeer![i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
+                        }
                     }
                 }
             }
-            offload.diskHitTokens += UInt64(fromDisk * bt)
+            offload.diskHitTokens += UInt64((fromDisk - peerFound) * bt)
+            offload.peerHitTokens += UInt64(peerFound * bt)
             offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
         }
         prefixQueryTokens += UInt64(n)
@@ -269,17 +283,46 @@ public final class Engine: @unchecked Sendable {
     /// every path: until then the creation's own allocations evict cached blocks, whose spills
     /// into a full tier drop its least recently used unpinned slots and reuse them at once, and
     /// a reused slot would serve another block's bytes as this prefix.
+    ///
+    /// A block the own tier misses is looked up in the peers' indexes (refreshed once per
+    /// call, when the lookup first reaches them): a peer hit is stored as -1 in `scratchDisk`
+    /// and its location in `scratchPeer` (not pinned: the peer's slot is verified when read);
+    /// `peerFound` counts them. The chain stops at the first block found nowhere. Without peers
+    /// the only extra cost is one check at the own tier's first miss.
     private func diskPrefix(start: Int, full: Int, tier: DiskTier) -> Int {
         tier.reap()
         var found = 0
+        var peersRefreshed = false
+        peerFound = 0
         while start + found < full {
-            let slot = tier.lookup(scratchHashes[start + found])
-            if slot < 0 { break }
-            tier.pin(slot)
-            scratchDisk[found] = slot
+            let hash = scratchHashes[start + found]
+            let slot = tier.lookup(hash)
+            if slot >= 0 {
+                tier.pin(slot)
+                scratchDisk[found] = slot
+            } else {
+                guard tier.hasPeers else { break }
+                if !peersRefreshed {
+                    tier.refreshPeers()
+                    peersRefreshed = true
+                }
+                guard let read = tier.findInPeers(hash) else { break }
+                scratchDisk[found] = -1
+                scratchPeer![found] = read
+                peerFound += 1
+            }
             found += 1
         }
         return found
+    }
+
+    /// Sort key of `diskPrefix`'s block `i` for submission: own slots first in slot order,
+    /// then each peer's slots in slot order.
+    @inline(__always) private func readOrder(_ i: Int32) -> Int64 {
+        let slot = scratchDisk[Int(i)]
+        if slot >= 0 { return Int64(slot) }
+        let read = scratchPeer![Int(i)]
+        return Int64(read.peer + 1) << 32 | Int64(read.slot)
     }
 
     /// Appends `tokens` (may be empty: no-op) to `seq`, indexing every block they fill, after
@@ -615,15 +658,18 @@ public final class Engine: @unchecked Sendable {
     /// resident-memory measurement of the engine looks at.
     public var memoryRegion: (start: UInt, bytes: UInt) { paged?.region ?? contiguous?.region ?? (0, 0) }
 
-    /// How many leading tokens of `tokens` `createSequence` would report cached now (memory and
-    /// disk tier), without creating anything. Cost: one hash per token and one lookup per full block.
+    /// How many leading tokens of `tokens` `createSequence` would report cached now (memory,
+    /// disk tier and peers' tiers, whose indexes it brings up to date), without creating
+    /// anything. Cost: one hash per token and one lookup per full block (per peer past the
+    /// own tier's first miss, plus one journal `fstat` per peer).
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         var parent: UInt64 = 0, hit = 0
-        var inMemory = true  // as in createSequence: memory hits first, then the disk tier
+        var inMemory = true  // as in createSequence: memory hits first, then the disk tier, then peers
+        var peersRefreshed = false
         while hit < (n - 1) / bt {
             parent = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt]))
             if inMemory && blocks.lookup(parent) >= 0 {
@@ -631,7 +677,15 @@ public final class Engine: @unchecked Sendable {
                 continue
             }
             inMemory = false
-            guard offload?.tier.contains(parent) ?? false else { break }
+            guard let tier = offload?.tier else { break }
+            if !tier.contains(parent) {
+                guard tier.hasPeers else { break }
+                if !peersRefreshed {
+                    tier.refreshPeers()
+                    peersRefreshed = true
+                }
+                guard tier.findInPeers(parent) != nil else { break }
+            }
             hit += 1
         }
         return hit * bt

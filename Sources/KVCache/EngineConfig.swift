@@ -72,6 +72,15 @@ public struct EngineConfig: Equatable, Sendable {
     /// `DiskTierStats.spillsSkipped`). Also caps episodic offload's open records
     /// (`OpenRecords`: at most `min(maxSeqs, offloadQueueDepth)`).
     public var offloadQueueDepth: Int = 32
+    /// Other engines' offload directories this engine reads spilled blocks from
+    /// (`peer_offload_dirs`), at most `maxPeers`: a prompt's block found in neither memory nor
+    /// the own disk tier is looked up in their journals' indexes and read (verified) into a
+    /// fresh block of this engine (`PeerTier`). Read-only: their locks are not taken and nothing
+    /// is written there. Needs a disk tier of its own (its I/O queue and staging buffers carry
+    /// the reads). Empty (default): no peers, and a create costs nothing more.
+    public var peerOffloadDirs: [String] = []
+    /// Most entries of `peerOffloadDirs`.
+    public static let maxPeers = 16
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).
     public var offloadForceThreads: Bool = false
@@ -115,6 +124,14 @@ public struct EngineConfig: Equatable, Sendable {
         try check((32...1024).contains(offloadQueueDepth), "offload_queue_depth \(offloadQueueDepth) is outside 32...1024")
         if hasDiskTier {
             try check(!metadataOnly, "a metadata-only engine has no bytes to offload; leave offload_dir NULL")
+        }
+        if !peerOffloadDirs.isEmpty {
+            try check(hasDiskTier, "peer_offload_dirs needs a disk tier of this engine's own (offload_dir and offload_bytes): its I/O queue reads the peers' blocks")
+            try check(peerOffloadDirs.count <= EngineConfig.maxPeers,
+                      "peer_offload_dirs lists \(peerOffloadDirs.count) directories, more than \(EngineConfig.maxPeers)")
+            for dir in peerOffloadDirs {
+                try check(!dir.isEmpty && dir.utf8.count <= 4096, "peer_offload_dirs entry '\(dir)' is empty or longer than 4096 bytes")
+            }
         }
     }
 }

@@ -55,6 +55,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Prompt tokens served from the disk tier, and swap-ins that read a swapped-out sequence
     /// back (not those that cancelled a pending swap-out: `SwapOutQueue.cancel`).
     var diskHitTokens: UInt64 = 0
+    /// Prompt tokens served from peers' tiers (`peer_offload_dirs`).
+    var peerHitTokens: UInt64 = 0
     var swapIns: UInt64 = 0
     /// Swap-outs whose writes were submitted and whose outcome is not settled yet (their
     /// sequences are already marked swapped out, but their tables still hold memory blocks).
@@ -121,6 +123,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     var stats: DiskTierStats {
         var s = tier.stats
         s.prefixHitTokens = diskHitTokens
+        s.peerHitTokens = peerHitTokens
         s.swapOutsStarted = swapOutQueue.started
         s.swapOuts = swapOutQueue.completed
         s.swapOutsCancelled = swapOutQueue.cancelled
@@ -143,6 +146,13 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     func load(_ diskSlot: Int32, block: Int32, slot: Int, position: Int, tokens: Int) {
         loading[Int(block)] += 1
         tier.load(diskSlot, into: LoadTarget(block: block, slot: Int32(slot), position: Int32(position), tokens: Int32(tokens)))
+    }
+
+    /// Starts reading peer slot `read` into `block` at `position` of sequence `slot`, as `load`
+    /// does for a slot of the own tier (a stale or failed read completes as failed).
+    func loadPeer(_ read: PeerRead, block: Int32, slot: Int, position: Int, tokens: Int) {
+        loading[Int(block)] += 1
+        tier.loadPeer(read, into: LoadTarget(block: block, slot: Int32(slot), position: Int32(position), tokens: Int32(tokens)))
     }
 
     /// Counts one more (`+1`) or one fewer (`-1`) pending token read into `block` (episodic

@@ -43,8 +43,11 @@ enum ConfigLayout {
     static let indexOnSchedule = 124
     /// The first field past the 128 bytes of earlier versions (then 4 bytes of padding).
     static let offloadQueueDepth = 128
+    /// `const char *peer_offload_dirs` (':'-separated): 8 bytes on LP64, 4 (+4 padding) on
+    /// ILP32; a 136-byte struct of the previous version ends before it (no peers).
+    static let peerOffloadDirs = 136
     /// `sizeof(kvc_config)` of this version.
-    static let size = 136
+    static let size = 144
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
 }
@@ -105,14 +108,16 @@ extension EngineConfig {
             guard flag <= 1 else { throw KVError(.invalidArgument, "metadata_only \(flag) is neither 0 nor 1") }
             metadataOnly = flag == 1
         }
-        if has(ConfigLayout.offloadBytes, 8) {
+        func string(_ offset: Int, _ name: String, maxBytes: Int) throws(KVError) -> String? {
             let pointer = MemoryLayout<UnsafeRawPointer>.size == 8
-                ? UInt(raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadDir, as: UInt64.self))
-                : UInt(raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadDir, as: UInt32.self))
-            if let dir = UnsafePointer<CChar>(bitPattern: pointer) {
-                guard strnlen(dir, 4097) <= 4096 else { throw KVError(.invalidArgument, "offload_dir is longer than 4096 bytes") }
-                offloadDir = String(cString: dir)
-            }
+                ? UInt(raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+                : UInt(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+            guard let text = UnsafePointer<CChar>(bitPattern: pointer) else { return nil }
+            guard strnlen(text, maxBytes + 1) <= maxBytes else { throw KVError(.invalidArgument, "\(name) is longer than \(maxBytes) bytes") }
+            return String(cString: text)
+        }
+        if has(ConfigLayout.offloadBytes, 8) {
+            offloadDir = try string(ConfigLayout.offloadDir, "offload_dir", maxBytes: 4096)
             offloadBytes = raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadBytes, as: UInt64.self)
         }
         try eviction.load(from: raw, size: size)
@@ -122,6 +127,11 @@ extension EngineConfig {
             indexOnSchedule = flag == 1
         }
         if has(ConfigLayout.offloadQueueDepth, 4) { offloadQueueDepth = int(ConfigLayout.offloadQueueDepth) }
+        if has(ConfigLayout.peerOffloadDirs, 8),
+           let list = try string(ConfigLayout.peerOffloadDirs, "peer_offload_dirs", maxBytes: EngineConfig.maxPeers * 4097) {
+            // Empty entries (a leading, trailing or doubled ':') name nothing.
+            peerOffloadDirs = list.split(separator: ":", omittingEmptySubsequences: true).map(String.init)
+        }
         for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
         where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
             throw KVError(.unsupported,

@@ -44,8 +44,11 @@ enum StatsLayout {
     static let tokensInOpenRecords = 256
     static let hugePages = 264
     static let spillsSkipped = 272
+    /// Peer tiers (`peer_offload_dirs`): blocks read from peers and served, peer reads refused.
+    static let peerHits = 280
+    static let peerStale = 288
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 280
+    static let size = 296
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -95,6 +98,8 @@ enum StatsLayout {
         put(s.disk.tokensInOpenRecords, StatsLayout.tokensInOpenRecords)
         put(s.hugePages ? 1 : 0, StatsLayout.hugePages)
         put(s.disk.spillsSkipped, StatsLayout.spillsSkipped)
+        put(s.disk.peerHits, StatsLayout.peerHits)
+        put(s.disk.peerStale, StatsLayout.peerStale)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

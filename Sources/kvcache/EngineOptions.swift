@@ -52,6 +52,9 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Disk tier size (offload_bytes), used with --offload-dir.")
     var offloadBytes = ByteCount(bytes: 4 << 30)
 
+    @Option(help: "Another engine's offload directory to read spilled blocks from (peer_offload_dirs; read-only, its lock is not taken); repeatable, needs --offload-dir.")
+    var peerOffloadDir: [String] = []
+
     @Option(help: "Disk tier staging buffers (offload_queue_depth, 32...1024): more write more cold blocks back when an allocation evicts many at once.")
     var offloadQueueDepth = EngineConfig().offloadQueueDepth
 
@@ -77,6 +80,7 @@ struct EngineOptions: ParsableArguments {
             config.offloadBytes = offloadBytes.bytes
         }
         config.offloadQueueDepth = offloadQueueDepth
+        config.peerOffloadDirs = peerOffloadDir
         return config
     }
 

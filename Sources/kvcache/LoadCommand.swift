@@ -44,14 +44,16 @@ struct LoadCommand: ParsableCommand {
         reserved_bytes, reserve_s}, \
         offload {dir, backend, capacity_bytes, bytes_written, bytes_read, write_mib_per_s, \
         read_mib_per_s, blocks_spilled, blocks_loaded, swap_outs, disk_hit_tokens, disk_hit_rate, \
-        reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
+        peer_hits, peer_stale, peer_hit_tokens, peer_hit_rate, reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
         (absent without --offload-dir), and first_error (absent when none).
 
         Disk tier: with --offload-dir, cached blocks evicted from memory are written to the tier \
         instead of dropped, and prompts find them there again; a create whose prefix came from \
         disk waits for kvc_seq_ready before its K/V are used (timed as "ready"). \
         --compare-offload runs the same workload without and then with the tier (emptied first) \
-        and prints one report comparing them (JSON: {without_tier, with_tier, hit_rate_gain}).
+        and prints one report comparing them (JSON: {without_tier, with_tier, hit_rate_gain}). \
+        --peer-offload-dir DIR (repeatable) also reads the blocks another engine (or an earlier \
+        run) spilled to DIR, read-only; the report's "peers" line counts them.
 
         Example with the Mooncake trace (prompts are long: use a small model shape):
           kvcache load --trace mooncake_conversation_trace.jsonl --requests 2000 \\

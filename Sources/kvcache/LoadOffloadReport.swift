@@ -24,6 +24,12 @@ extension LoadReport {
         /// Prompt tokens served from the disk tier, and their share of all prompt tokens.
         var diskHitTokens: UInt64
         var diskHitRate: Double
+        /// Peers (`--peer-offload-dir`): blocks read from them and served, reads refused as
+        /// stale, and prompt tokens served from them with their share of all prompt tokens.
+        var peerHits: UInt64
+        var peerStale: UInt64
+        var peerHitTokens: UInt64
+        var peerHitRate: Double
         /// Disk reads that failed or were rejected, restarting their request.
         var reloadFailures: Int
         var readyWaits: Int
@@ -46,6 +52,10 @@ extension LoadReport {
             case swapOutsFailed = "swap_outs_failed"
             case diskHitTokens = "disk_hit_tokens"
             case diskHitRate = "disk_hit_rate"
+            case peerHits = "peer_hits"
+            case peerStale = "peer_stale"
+            case peerHitTokens = "peer_hit_tokens"
+            case peerHitRate = "peer_hit_rate"
             case reloadFailures = "reload_failures"
             case readyWaits = "ready_waits"
             case readyWaitTotalMs = "ready_wait_total_ms"
@@ -70,6 +80,10 @@ extension LoadReport {
             swapOutsFailed = d.swapOutsFailed
             diskHitTokens = d.prefixHitTokens
             diskHitRate = stats.prefixQueryTokens > 0 ? Double(d.prefixHitTokens) / Double(stats.prefixQueryTokens) : 0
+            peerHits = d.peerHits
+            peerStale = d.peerStale
+            peerHitTokens = d.peerHitTokens
+            peerHitRate = stats.prefixQueryTokens > 0 ? Double(d.peerHitTokens) / Double(stats.prefixQueryTokens) : 0
             reloadFailures = total.reloadFailures
             readyWaits = total.readyWaits
             readyWaitTotalMs = Double(total.readyWaitNanoseconds) / 1e6

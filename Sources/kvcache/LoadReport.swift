@@ -207,6 +207,10 @@ struct LoadReport: Codable, Sendable {
             line("  read     \(ByteCount.format(offload.bytesRead)) (\(fixed(offload.readMiBPerSecond, 1)) MiB/s over the run), "
                 + "\(offload.blocksLoaded) blocks loaded, \(offload.reloadFailures) failed")
             line("  reload   \(offload.diskHitTokens) prompt tokens from disk: \(fixed(offload.diskHitRate * 100, 1)) % of prompt tokens")
+            if offload.peerHits + offload.peerStale > 0 {
+                line("  peers    \(offload.peerHitTokens) prompt tokens from peers: \(fixed(offload.peerHitRate * 100, 1)) % of prompt tokens; "
+                    + "\(offload.peerHits) blocks read, \(offload.peerStale) refused as stale")
+            }
             line("  ready    \(offload.readyWaits) creates waited \(fixed(offload.readyWaitTotalMs, 1)) ms in all "
                 + "(mean \(fixed(offload.readyWaitMeanUs, 1)) us, max \(fixed(offload.readyWaitMaxUs, 1)) us)")
         }

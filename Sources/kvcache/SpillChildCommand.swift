@@ -9,6 +9,9 @@ import Glibc
 /// so every block is its own chain and can be looked up alone), its K/V written with the test
 /// suite's byte pattern, then freed; a memory budget of a few blocks makes every new prompt
 /// evict, and so spill, an older one. Prints "prompt N" after each prompt it finished.
+/// With `--hold` (after `--prompts`) it spills every cached block (`trim`), makes the tier
+/// durable, prints "holding" and sleeps until killed, holding the directory: the peer-tier
+/// test reads its blocks from another process meanwhile.
 struct SpillChildCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "spill-child",
@@ -24,6 +27,9 @@ struct SpillChildCommand: ParsableCommand {
 
     @Option(help: "Stop after this many prompts (default: run until killed).")
     var prompts = Int.max
+
+    @Flag(help: "After --prompts: spill everything, sync, print 'holding' and sleep until killed.")
+    var hold = false
 
     /// The test suite's shape (`smallConfig`): 2 layers, 2 heads x 8 x fp16, 4-token blocks.
     static func config(dir: String, memoryBytes: UInt64, offloadBytes: UInt64) -> EngineConfig {
@@ -73,5 +79,11 @@ struct SpillChildCommand: ParsableCommand {
             line.withUTF8 { _ = write(STDOUT_FILENO, $0.baseAddress, $0.count) }
             i += 1
         }
+        guard hold else { return }
+        try e.trim()
+        try e.syncOffload()
+        var line = "holding\n"
+        line.withUTF8 { _ = write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+        while true { pause() }
     }
 }

@@ -6,11 +6,11 @@ import Testing
 
 /// `kvc_config` as raw bytes: `kvc_config_init` defaults, then fields set at the header's offsets.
 struct CConfig {
-    static let size = 136
+    static let size = 144
     var bytes: [UInt8]
 
-    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 136 are
-    /// initialised; bytes past 136 are 0) whose `struct_size` field says `structSize`.
+    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 144 are
+    /// initialised; bytes past 144 are 0) whose `struct_size` field says `structSize`.
     init(structSize: Int = CConfig.size) {
         bytes = [UInt8](repeating: 0, count: max(structSize, CConfig.size))
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
@@ -51,13 +51,17 @@ struct CConfig {
     var indexOnSchedule: UInt32 { get { get32(124) } set { set32(124, newValue) } }
     var offloadQueueDepth: UInt32 { get { get32(128) } set { set32(128, newValue) } }
 
-    /// `kvc_engine_create` with `offload_dir` (offset 64) pointing at `dir` for the call.
-    func create(_ out: inout OpaquePointer?, offloadDir dir: String) -> kvc_status {
+    /// `kvc_engine_create` with `offload_dir` (offset 64) pointing at `dir` for the call, and
+    /// `peer_offload_dirs` (offset 136) at `peers` when given.
+    func create(_ out: inout OpaquePointer?, offloadDir dir: String, peers: String? = nil) -> kvc_status {
         var copy = bytes
         return dir.withCString { d in
-            copy.withUnsafeMutableBytes { raw in
-                raw.storeBytes(of: UInt64(UInt(bitPattern: d)), toByteOffset: 64, as: UInt64.self)
-                return kvc_engine_create(raw.baseAddress, &out)
+            withOptionalCString(peers) { p in
+                copy.withUnsafeMutableBytes { raw in
+                    raw.storeBytes(of: UInt64(UInt(bitPattern: d)), toByteOffset: 64, as: UInt64.self)
+                    if let p { raw.storeBytes(of: UInt64(UInt(bitPattern: p)), toByteOffset: 136, as: UInt64.self) }
+                    return kvc_engine_create(raw.baseAddress, &out)
+                }
             }
         }
     }
@@ -79,15 +83,21 @@ struct CConfig {
     }
 }
 
+/// `body` with a C string of `text`, or nil.
+func withOptionalCString<T>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> T) -> T {
+    guard let text else { return body(nil) }
+    return text.withCString { body($0) }
+}
+
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 280
+    static let size = 296
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... spills_skipped, in header order
+    var fields: [UInt64]  // budget_bytes ... peer_stale, in header order
 
     init(bytes: [UInt8]) {
         // Fields past the end of a smaller buffer read 0.
-        fields = (0..<34).map { i in
+        fields = (0..<36).map { i in
             8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
         }
     }
@@ -126,6 +136,8 @@ struct CStats: Equatable, CustomStringConvertible {
     var tokensInOpenRecords: UInt64 { fields[31] }
     var hugePages: UInt64 { fields[32] }
     var spillsSkipped: UInt64 { fields[33] }
+    var peerHits: UInt64 { fields[34] }
+    var peerStale: UInt64 { fields[35] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "
@@ -154,10 +166,10 @@ final class ABIFixture {
     var tokenBytes: Int { config.tokenBytes }
     var layers: Int { Int(config.numLayers) }
 
-    init(_ config: CConfig, offloadDir: String? = nil) throws {
+    init(_ config: CConfig, offloadDir: String? = nil, peers: String? = nil) throws {
         self.config = config
         var out: OpaquePointer?
-        let rc = offloadDir.map { config.create(&out, offloadDir: $0) } ?? config.create(&out)
+        let rc = offloadDir.map { config.create(&out, offloadDir: $0, peers: peers) } ?? config.create(&out)
         try #require(rc == KVC_OK, "kvc_engine_create: \(String(cString: kvc_status_name(rc))) \(String(cString: kvc_last_error()))")
         handle = try #require(out)
     }

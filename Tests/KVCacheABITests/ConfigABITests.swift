@@ -30,11 +30,11 @@ private func createStatus(_ config: CConfig) -> kvc_status {
 
 @Suite struct ConfigABITests {
     @Test func configInitWritesTheDocumentedDefaultsAtTheHeadersOffsets() {
-        var bytes = [UInt8](repeating: 0xAB, count: 144)
+        var bytes = [UInt8](repeating: 0xAB, count: 152)
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
         var c = CConfig()
         c.bytes = bytes
-        #expect(c.structSize == 136)
+        #expect(c.structSize == 144)
         #expect(c.numLayers == 32)
         #expect(c.numKVHeads == 8)
         #expect(c.headDim == 128)
@@ -54,8 +54,9 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(bytes[104] == 4, "episodes defaults to 4")
         #expect(bytes[124..<128].allSatisfy { $0 == 0 }, "index_on_schedule defaults to 0")
         #expect(c.offloadQueueDepth == 32, "offload_queue_depth defaults to 32")
-        #expect(bytes[132..<136].allSatisfy { $0 == 0 }, "tail padding is zeroed")
-        #expect(bytes[136...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
+        #expect(bytes[132..<136].allSatisfy { $0 == 0 }, "padding is zeroed")
+        #expect(bytes[136..<144].allSatisfy { $0 == 0 }, "peer_offload_dirs defaults to NULL: no peers")
+        #expect(bytes[144...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
     }
 
     @Test func configInitOfNullIsANoOp() {
@@ -130,9 +131,9 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         var c = CConfig(structSize: CConfig.size + 16)
         let small = CConfig.small(KVC_LAYOUT_PAGED)
         c.bytes.replaceSubrange(4..<64, with: small.bytes[4..<64])
-        c.bytes[136] = 1
+        c.bytes[144] = 1
         #expect(createStatus(c) == KVC_ERR_UNSUPPORTED)
-        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["136"])
+        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["144"])
     }
 
     /// A field set to a value outside its range, and a word the message must contain.

@@ -84,6 +84,14 @@ struct LoadOptionTests {
                 "--offload-bytes alone configures no tier")
     }
 
+    @Test func peerOffloadDirsReachTheConfigAndNeedAnOwnTier() throws {
+        let config = try LoadCommand.parse(["--offload-dir", "/tmp/own", "--peer-offload-dir", "/tmp/p1", "--peer-offload-dir", "/tmp/p2"])
+            .engine.config
+        #expect(config.peerOffloadDirs == ["/tmp/p1", "/tmp/p2"])
+        #expect(try LoadCommand.parse([]).engine.config.peerOffloadDirs.isEmpty)
+        #expect(Self.error(["--peer-offload-dir", "/tmp/p1"])?.contains("peer_offload_dirs needs a disk tier of this engine's own") == true)
+    }
+
     /// What `loadRunner()` hands to the run: the synthetic default of 2000 requests, prompts
     /// capped at half of --max-seq-tokens unless --max-prompt-tokens says otherwise.
     @Test func theRunnerCarriesTheOptions() throws {

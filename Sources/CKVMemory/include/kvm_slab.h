@@ -67,7 +67,20 @@ typedef struct kvm_slab_config {
  * open slab (this process's or another's) holds the directory, -errno with the path and reason
  * when a file cannot be opened. */
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out);
-/* fdatasyncs and closes both files. NULL: no-op. */
+/* Opens another engine's tier in cfg->dir for reading only (a peer): kvcache.slab O_RDONLY
+ * (O_DIRECT unless cfg->force_buffered or the file system refuses it) and kvcache.journal
+ * O_RDONLY. Never creates, writes or locks anything there (the owner holds its flock and keeps
+ * writing). Only cfg->dir, slot_bytes and force_buffered are used. -ENOENT (the directory or
+ * its files do not exist: no engine has used it yet), -ENOTDIR, -EINVAL when the slab's size is
+ * not a whole number of slot_bytes slots (written by an engine of another shape), -errno. */
+int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out);
+/* A peer's journal, for tailing: one fstat of the open journal. 0 with *journal_bytes its size
+ * when it is still the file at its path; when it was renamed over or removed (st_nlink 0: the
+ * owner compacted it at a restart), opens the path again and returns 1 with the new file's
+ * size (replay it from offset 0). -ESTALE when the slab itself was removed or replaced (this
+ * engine's I/O queue holds the old file), -errno when the path cannot be opened. */
+int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes);
+/* fdatasyncs (not a peer's) and closes its files. NULL: no-op. */
 void kvm_slab_close(kvm_slab *s);
 
 int kvm_slab_fd(const kvm_slab *s);
@@ -88,6 +101,10 @@ int kvm_slab_grow(kvm_slab *s);
 /* Appends n records (their magic and record_checksum are filled in here) with one write.
  * -errno when the write fails or is short (then a torn tail may remain: replay ignores it). */
 int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n);
+/* Reads up to cap records starting at byte from_byte (a multiple of 64) into out: returns how
+ * many leading ones are complete and valid (a partial or torn record ends the run; it is
+ * read again by a later call once it is whole), or -errno. One pread. */
+int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap);
 /* Replays the journal: latest[slot] receives the last valid record of each slot below
  * `slots` (magic 0 when none). Returns the highest generation seen, or -errno. */
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots);

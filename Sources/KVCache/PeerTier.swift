@@ -1,0 +1,213 @@
+import CKVMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A block found in a peer's index, and what its slot held when the peer journaled it: a read
+/// of it is served only when the slot's header and payload still match these (the peer may
+/// have freed and rewritten the slot since), so it is captured at lookup, not read again at
+/// completion.
+struct PeerRead {
+    /// Which peer (`DiskTier.peers` index; its slab is I/O file `peer + 1`) and which slot.
+    var peer: Int32
+    var slot: Int32
+    var hash: UInt64
+    var parent: UInt64
+    var generation: UInt64
+    var checksum: UInt64
+}
+
+/// A read-only view of another engine's disk tier (`peer_offload_dirs`): its slab opened
+/// O_RDONLY (`kvm_slab_open_peer`: no lock taken, nothing created or written in its
+/// directory) and an index from block hash to slot built from its journal.
+///
+/// Freshness: `refresh` tails the peer's journal: one `fstat` of it, and only when it grew
+/// the complete records past the last one read (fixed 64-byte records, each checksummed; a
+/// partial or torn one at the end is read again later, never acted on). A journal renamed over
+/// (the owner compacted it at a restart) or shrunk is replayed from its start. The latest
+/// record of a slot wins: STORED indexes its block (a newer slot for the same hash replaces
+/// the older), FREED drops it.
+///
+/// A peer that vanishes (its journal removed) gives misses until its journal is back; one
+/// whose slab is replaced (directory recreated) gives misses for good (the engine's I/O queue
+/// holds the old file). Nothing here is trusted: reads are verified (`DiskTier`), and a read
+/// refused as stale drops its entry (`forget`).
+///
+/// Cost: memory of ~56 bytes per slot of `capacity`, allocated at creation; a lookup O(1);
+/// a refresh one `fstat` plus one `pread` per 256 new records. Not thread-safe: the engine
+/// serialises calls.
+final class PeerTier {
+    /// The directory, as configured.
+    let dir: String
+    /// Slots indexed: slot numbers at or above it are ignored (see `init`).
+    let capacity: Int
+    private let payloadBytes: Int
+    private let slab: OpaquePointer
+    private let index: U64Table
+    private let hashes: UnsafeMutablePointer<UInt64>
+    private let parents: UnsafeMutablePointer<UInt64>
+    private let generations: UnsafeMutablePointer<UInt64>
+    private let checksums: UnsafeMutablePointer<UInt64>
+    /// Byte offset of the next journal record to read.
+    private var journalBytes: UInt64 = 0
+    private let records: UnsafeMutablePointer<kvm_journal_record>
+    private static let batchRecords = 256
+    /// Journal records of another payload size seen (an engine of another shape wrote them).
+    private var foreignRecords = 0
+    /// Why the peer gives only misses now, or nil.
+    private(set) var unavailable: String?
+    /// True once the peer's slab was replaced: it stays unavailable.
+    private var slabReplaced = false
+
+    /// Opens the peer in `dir` for slots of `slotBytes` (payload `payloadBytes`) and indexes its
+    /// journal. `capacity`: slots to index (the caller passes its own tier's; a larger slab at
+    /// open raises it), capped at `DiskTier.maxSlots`. Throws `io` when the directory or its
+    /// files cannot be opened (none yet: no engine has used it), `invalidArgument` when its
+    /// slab or journal was written by an engine of another shape (another slot or payload
+    /// size). Nothing in `dir` is changed.
+    init(dir: String, slotBytes: Int, payloadBytes: Int, capacity: Int, forceBuffered: Bool) throws(KVError) {
+        self.dir = dir
+        self.payloadBytes = payloadBytes
+        var config = kvm_slab_config()
+        config.slot_bytes = UInt64(slotBytes)
+        config.force_buffered = forceBuffered ? 1 : 0
+        var s: OpaquePointer?
+        let rc = dir.withCString { path -> Int32 in
+            config.dir = path
+            return kvm_slab_open_peer(&config, &s)
+        }
+        if rc < 0 { throw KVError(-rc == EINVAL ? .invalidArgument : .io, String(cString: kvm_error())) }
+        slab = s!
+        self.capacity = min(max(capacity, Int(kvm_slab_allocated(slab))), DiskTier.maxSlots)
+        index = U64Table(maxEntries: self.capacity)
+        hashes = .allocate(capacity: self.capacity)
+        hashes.initialize(repeating: 0, count: self.capacity)
+        parents = .allocate(capacity: self.capacity)
+        generations = .allocate(capacity: self.capacity)
+        checksums = .allocate(capacity: self.capacity)
+        records = .allocate(capacity: PeerTier.batchRecords)
+        refresh()
+        if let unavailable { throw KVError(.io, unavailable) }
+        if foreignRecords > 0 {
+            throw .invalid("peer offload dir '\(dir)': its journal describes blocks of another size than this engine's \(payloadBytes) bytes: it was written by an engine of another shape (layers, block_tokens, token bytes)")
+        }
+    }
+
+    deinit {
+        kvm_slab_close(slab)
+        for p in [hashes, parents, generations, checksums] { p.deallocate() }
+        records.deallocate()
+    }
+
+    /// The slab's descriptor, for the I/O queue's file table.
+    var fd: Int32 { kvm_slab_fd(slab) }
+
+    /// Blocks indexed now.
+    var indexedBlocks: Int { index.count }
+
+    /// Where block `hash` is in this peer (`peer`: this peer's index in `DiskTier.peers`) and
+    /// what its slot held when journaled, or nil. O(1).
+    func find(_ hash: UInt64, peer: Int32) -> PeerRead? {
+        let slot = index.find(hash)
+        guard slot >= 0 else { return nil }
+        let s = Int(slot)
+        return PeerRead(peer: peer, slot: slot, hash: hash, parent: parents[s], generation: generations[s], checksum: checksums[s])
+    }
+
+    /// True when block `hash` is indexed. O(1).
+    func contains(_ hash: UInt64) -> Bool { index.find(hash) >= 0 }
+
+    /// A read of `read` was refused (the slot changed, or the read failed): its entry leaves
+    /// the index unless a newer record replaced it meanwhile. O(1).
+    func forget(_ read: PeerRead) {
+        let s = Int(read.slot)
+        guard hashes[s] == read.hash && generations[s] == read.generation else { return }
+        drop(slot: s)
+    }
+
+    /// Reads the journal records the peer appended since the last call, when its journal
+    /// changed (one `fstat`); replays it from the start when it was replaced or shrank. A
+    /// failure (the peer vanished) empties the index: its blocks are misses, not errors.
+    func refresh() {
+        guard !slabReplaced else { return }
+        var size: UInt64 = 0
+        let rc = kvm_slab_peer_refresh(slab, &size)
+        if rc < 0 {
+            slabReplaced = -rc == ESTALE
+            unavailable = String(cString: kvm_error())
+            clear()
+            return
+        }
+        unavailable = nil
+        if rc == 1 || size < journalBytes { clear() }
+        while size >= journalBytes + UInt64(MemoryLayout<kvm_journal_record>.size) {
+            let n = Int(kvm_slab_journal_read(slab, journalBytes, records, UInt32(PeerTier.batchRecords)))
+            guard n > 0 else { return }  // a torn or partial record: read again next time
+            for i in 0..<n { apply(records[i]) }
+            journalBytes += UInt64(n * MemoryLayout<kvm_journal_record>.size)
+            if n < PeerTier.batchRecords { return }
+        }
+    }
+
+    /// Applies one journal record: the latest record of a slot wins.
+    private func apply(_ r: kvm_journal_record) {
+        let s = Int(r.slot)
+        guard s < capacity else { return }
+        if hashes[s] != 0 { drop(slot: s) }
+        guard r.kind == UInt32(KVM_JOURNAL_STORED) && r.block_hash != 0 else { return }
+        guard r.payload_bytes == UInt32(payloadBytes) else {
+            foreignRecords += 1
+            return
+        }
+        let older = index.find(r.block_hash)
+        if older >= 0 { drop(slot: Int(older)) }
+        index.insert(r.block_hash, Int32(s))
+        hashes[s] = r.block_hash
+        parents[s] = r.parent_hash
+        generations[s] = r.generation
+        checksums[s] = r.checksum
+    }
+
+    private func drop(slot s: Int) {
+        if index.find(hashes[s]) == Int32(s) { index.remove(hashes[s]) }
+        hashes[s] = 0
+    }
+
+    /// Forgets every block (the journal is replayed from its start next).
+    private func clear() {
+        for s in 0..<capacity where hashes[s] != 0 { drop(slot: s) }
+        journalBytes = 0
+    }
+
+    /// Opens every directory of `config.peerOffloadDirs` (`init`), after checking that each
+    /// exists and is neither the engine's own `offload_dir` nor listed twice (compared by
+    /// device and inode, so another spelling of the same directory counts). Throws
+    /// `invalidArgument` (own directory, duplicate, another shape) or `io` (missing, not a
+    /// directory, no tier files yet); nothing is opened then. Call before the own tier is
+    /// opened, so that a refused peer leaves the own directory untouched.
+    static func openAll(_ config: EngineConfig, slotBytes: Int, payloadBytes: Int, capacity: Int) throws(KVError) -> [PeerTier] {
+        guard !config.peerOffloadDirs.isEmpty else { return [] }
+        func identity(_ path: String, _ what: String) throws(KVError) -> (UInt64, UInt64) {
+            var st = stat()
+            guard stat(path, &st) == 0 else { throw KVError(.io, "\(what) '\(path)': \(String(cString: strerror(errno)))") }
+            guard st.st_mode & S_IFMT == S_IFDIR else { throw KVError(.io, "\(what) '\(path)' is not a directory") }
+            return (UInt64(st.st_dev), UInt64(st.st_ino))
+        }
+        let own = try identity(config.offloadDir!, "offload_dir")
+        var seen: [(UInt64, UInt64)] = []
+        for dir in config.peerOffloadDirs {
+            let id = try identity(dir, "peer offload dir")
+            if id == own {
+                throw .invalid("peer offload dir '\(dir)' is this engine's own offload_dir '\(config.offloadDir!)'; a peer is another engine's directory")
+            }
+            if seen.contains(where: { $0 == id }) { throw .invalid("peer offload dir '\(dir)' is listed twice in peer_offload_dirs") }
+            seen.append(id)
+        }
+        var peers: [PeerTier] = []
+        for dir in config.peerOffloadDirs {
+            peers.append(try PeerTier(dir: dir, slotBytes: slotBytes, payloadBytes: payloadBytes, capacity: capacity,
+                                      forceBuffered: config.offloadForceBuffered))
+        }
+        return peers
+    }
+}

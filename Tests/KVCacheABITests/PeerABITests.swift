@@ -1,0 +1,68 @@
+import Foundation
+import Testing
+@testable import KVCacheABI
+@testable import KVCache
+
+/// `kvc_config.peer_offload_dirs` (offset 136) and `kvc_stats.peer_hits` / `peer_stale`
+/// (offsets 280, 288) through the C ABI.
+@Suite("Peer disk tiers through the C ABI", .serialized)
+struct PeerABITests {
+    static func config() -> CConfig {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.offloadBytes = 16 << 20
+        return c
+    }
+
+    @Test func aPeersSpilledBlocksAreServedAndCountedAtTheHeadersOffsets() throws {
+        let dirA = scratchDir(), dirB = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dirA); try? FileManager.default.removeItem(atPath: dirB) }
+        let a = try ABIFixture(PeerABITests.config(), offloadDir: dirA)
+        let bt = a.blockTokens
+        let prompt = a.uniqueTokens(7, count: 5 * bt + 1)
+        #expect(try a.create(7, tokens: prompt) == 0)
+        try a.write(7, salt: 7, from: 0, to: prompt.count)
+        #expect(kvc_seq_free(a.handle, 7) == KVC_OK)
+        #expect(kvc_engine_trim(a.handle) == KVC_OK)
+        #expect(kvc_engine_sync(a.handle) == KVC_OK)
+
+        // Empty entries of the ':'-separated list name nothing.
+        let b = try ABIFixture(PeerABITests.config(), offloadDir: dirB, peers: ":" + dirA + "::")
+        #expect(try b.create(1, tokens: prompt) == 5 * bt)
+        #expect(waitReady(b, 1) == KVC_OK)
+        #expect(try b.firstMismatch(1, salt: 7, to: 5 * bt) == nil, "the peer's bytes, unchanged")
+        let s = try b.stats()
+        #expect(s.peerHits == 5)
+        #expect(s.peerStale == 0)
+        #expect(s.prefixHitTokens == UInt64(5 * bt))
+        #expect(s.diskHitTokens == 0, "disk_hit_tokens counts the own tier only")
+    }
+
+    @Test func badPeersAreRefusedWithAStatusAndAMessageNamingThem() throws {
+        let own = scratchDir(), empty = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: own); try? FileManager.default.removeItem(atPath: empty) }
+        let c = PeerABITests.config()
+        var out: OpaquePointer?
+        let missing = empty + "/missing"
+        expectFailure(KVC_ERR_IO, mentioning: [missing]) { c.create(&out, offloadDir: own, peers: missing) }
+        #expect(out == nil)
+        expectFailure(KVC_ERR_IO, mentioning: [empty, "kvcache.slab"]) { c.create(&out, offloadDir: own, peers: empty) }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["own offload_dir"]) { c.create(&out, offloadDir: own, peers: own) }
+        var noTier = c
+        noTier.offloadBytes = 0
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["peer_offload_dirs", "offload_dir"]) {
+            noTier.create(&out, offloadDir: own, peers: empty)
+        }
+        #expect((try FileManager.default.contentsOfDirectory(atPath: own)).isEmpty, "nothing was created")
+    }
+
+    @Test func aPreviousVersionsConfigGetsNoPeers() throws {
+        let own = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: own) }
+        var c = PeerABITests.config()
+        c.structSize = 136  // ends before peer_offload_dirs: the pointer below is not read
+        let f = try ABIFixture(c, offloadDir: own, peers: "/nonexistent/peer")
+        #expect(try f.create(1, tokens: f.uniqueTokens(1, count: 9)) == 0)
+        let decoded = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(decoded.peerOffloadDirs.isEmpty)
+    }
+}

@@ -1,0 +1,311 @@
+import Foundation
+import Testing
+@testable import KVCache
+
+/// `offloadConfig` in `dir` reading the tiers of `peers` too.
+func peerConfig(_ layout: Layout, dir: String, peers: [String], offloadBytes: UInt64 = 64 << 20) -> EngineConfig {
+    var c = offloadConfig(layout, dir: dir, offloadBytes: offloadBytes)
+    c.peerOffloadDirs = peers
+    return c
+}
+
+/// Creates `seq` of `prompt` in `e`, writes its K/V with the test pattern, frees it, spills
+/// every cached block (`trim`) and makes the tier durable (the journal lists them).
+func spillPrompt(_ e: Engine, _ seq: UInt64, _ prompt: [Int32]) throws {
+    try e.createSequence(seq, tokens: prompt)
+    try fillKV(e, seq, count: prompt.count) { prompt[$0] }
+    try e.free(seq)
+    try e.trim()
+    try e.syncOffload()
+}
+
+/// The files in `dir`, sorted, with their sizes.
+func listing(_ dir: String) -> [String] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+    return names.sorted().map { name in
+        let size = (try? FileManager.default.attributesOfItem(atPath: dir + "/" + name)[.size] as? Int) ?? -1
+        return "\(name) \(size)"
+    }
+}
+
+@Suite("Peer disk tiers: another engine's spilled blocks, read-only", .serialized)
+struct PeerTierTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+
+    @Test(arguments: layouts)
+    func aPromptOneEngineSpilledIsServedByteIdenticalByItsPeer(layout: Layout) throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(layout, dir: dirA.path))
+        let prompt = tokens(203, seed: 7)
+        try spillPrompt(a, 1, prompt)
+        #expect(a.stats().disk.blocksSpilled == 50)
+        let before = listing(dirA.path)
+
+        let b = try Engine(peerConfig(layout, dir: dirB.path, peers: [dirA.path]))
+        let other = tokens(37, seed: 99)  // B's own sequence, written before the peer reads
+        try b.createSequence(5, tokens: other)
+        try fillKV(b, 5, count: 37) { other[$0] }
+        _ = drain(b)
+        #expect(b.cachedPrefixTokens(prompt) == 200, "the lookup continues into the peer")
+        let cached = try b.createSequence(2, tokens: prompt)
+        #expect(cached == 200, "the peer's blocks count in cached_tokens")
+        try waitReady(b, 2)
+        #expect(try kvDifferences(b, 2, count: 200) { prompt[$0] } == 0, "B's K/V equals what A wrote")
+        #expect(try kvDifferences(b, 5, count: 37) { other[$0] } == 0, "B's other sequence is unaffected")
+        let s = b.stats()
+        #expect(s.disk.peerHits == 50)
+        #expect(s.disk.peerStale == 0)
+        #expect(s.disk.peerHitTokens == 200)
+        #expect(s.prefixHitTokens == 200)
+        #expect(s.disk.prefixHitTokens == 0, "nothing came from B's own tier")
+        #expect(s.disk.blocksLoaded == 0)
+        let stored = drain(b).filter { $0.kind == .blockStored }
+        #expect(stored.count == 50 && stored.allSatisfy { $0.tier == 0 }, "a peer hit is stored in memory, as a disk hit is")
+        #expect(listing(dirA.path) == before, "nothing was written in the peer's directory")
+
+        // The peer's blocks are B's own now: trimmed, they go to B's tier and come back from it.
+        try b.free(2)
+        try b.trim()
+        #expect(b.stats().disk.blocksSpilled == 50)
+        #expect(try b.createSequence(3, tokens: prompt) == 200)
+        try waitReady(b, 3)
+        #expect(try kvDifferences(b, 3, count: 200) { prompt[$0] } == 0)
+        #expect(b.stats().disk.prefixHitTokens == 200, "served by B's own tier this time")
+        #expect(b.stats().disk.peerHits == 50)
+    }
+
+    @Test func blocksThePeerSpillsAfterTheEngineOpenedAreFoundByTailingItsJournal() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        let first = tokens(41, seed: 1)
+        #expect(b.cachedPrefixTokens(first) == 0)
+        try spillPrompt(a!, 1, first)  // after B indexed A's (empty) journal
+        #expect(try b.createSequence(1, tokens: first) == 40)
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 40) { first[$0] } == 0)
+        try b.free(1)
+
+        // A restarts: its journal is compacted (written anew and renamed over the old one).
+        a = nil
+        a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        #expect(a!.stats().disk.recoveredSlots == 10)
+        let second = tokens(29, seed: 2)
+        try spillPrompt(a!, 2, second)  // recorded only in the new journal
+        #expect(try b.createSequence(2, tokens: second) == 28, "the rewritten journal was replayed")
+        try waitReady(b, 2)
+        #expect(try kvDifferences(b, 2, count: 28) { second[$0] } == 0)
+        // What A still holds from before its restart is still found (B's copy of it was
+        // only cached in memory; drop it so the lookup goes to the peer again).
+        try b.free(2)
+        _ = drain(b)
+        try b.trim()
+        let own = b.stats().disk.blocksSpilled
+        let cached = try b.createSequence(3, tokens: first)
+        #expect(cached == 40)
+        try waitReady(b, 3)
+        #expect(try kvDifferences(b, 3, count: 40) { first[$0] } == 0)
+        #expect(own > 0 && b.stats().disk.peerStale == 0)
+    }
+
+    @Test func aSlotThePeerRewroteAfterItWasIndexedIsRefusedNeverServed() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        // A's tier holds 2 slots of 8 KiB: two more spills reuse the slot of the first.
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path, offloadBytes: 16 << 10))
+        let p = tokens(5, seed: 1), q1 = tokens(5, seed: 2), q2 = tokens(5, seed: 3), q3 = tokens(5, seed: 4)
+        try spillPrompt(a, 1, p)
+        var cb = peerConfig(.paged, dir: dirB.path, peers: [dirA.path])
+        cb.offloadForceThreads = true  // so that the read can be held (`pauseOffloadIO`)
+        let b = try Engine(cb)
+        #expect(b.pauseOffloadIO(true))
+        #expect(try b.createSequence(1, tokens: p) == 4, "indexed from the peer's journal")
+        // Meanwhile A drops p's block and writes others into its slot: q1 takes the free slot,
+        // q2 drops both and takes q1's, q3 takes p's.
+        try spillPrompt(a, 2, q1)
+        try spillPrompt(a, 3, q2)
+        try spillPrompt(a, 4, q3)
+        #expect(a.stats().disk.slotsEvicted == 2)
+        #expect(b.pauseOffloadIO(false))
+        #expect(throws: KVError.self, "the stale slot is not served") { try waitReady(b, 1) }
+        #expect(b.stats().disk.peerStale == 1)
+        #expect(b.stats().disk.peerHits == 0)
+        try b.free(1)
+        // The journal now says the slot was freed: the prompt is a miss, not a stale read.
+        #expect(try b.createSequence(4, tokens: p) == 0)
+        #expect(b.stats().disk.peerStale == 1)
+        try b.free(4)
+        // What A holds now is served.
+        #expect(try b.createSequence(5, tokens: q3) == 4)
+        try waitReady(b, 5)
+        #expect(try kvDifferences(b, 5, count: 4) { q3[$0] } == 0)
+    }
+
+    @Test func aStaleBlockEndsTheChainThereForTheNextCreate() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(13, seed: 4)  // 3 blocks
+        try spillPrompt(a, 1, prompt)
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        // The peer's second block changes on disk behind its journal (a torn rewrite).
+        let tier = b.offload!.tier!
+        let second = tier.findInPeers(BlockHash.chain(prompt, blockTokens: 4)[1])!
+        corruptSlots(dir: dirA.path, slotBytes: Int(b.stats().disk.slotBytes), Int(second.slot)..<Int(second.slot) + 1)
+        #expect(try b.createSequence(1, tokens: prompt) == 12)
+        #expect(throws: KVError.self) { try waitReady(b, 1) }
+        #expect(b.stats().disk.peerStale == 1)
+        try b.free(1)
+        #expect(try b.createSequence(2, tokens: prompt) == 4, "memory holds the first block; the second is refused")
+        try waitReady(b, 2)
+        #expect(try kvDifferences(b, 2, count: 4) { prompt[$0] } == 0)
+    }
+
+    @Test func aPromptFoundPartlyInTheOwnTierAndPartlyInAPeerIsReadFromBoth() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(9, seed: 6)  // 2 blocks
+        try spillPrompt(a, 1, tokens(5, seed: 5))  // A's slot 0
+        try spillPrompt(a, 2, prompt)  // last block first: block 1 in slot 1, block 0 in slot 2
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        try spillPrompt(b, 1, Array(prompt[0..<5]))  // B's own slot 0: block 0
+        // Own slot 0 and the peer's slot 1 are adjacent offsets in adjacent staging buffers,
+        // but in two files: they must not merge into one request.
+        let before = b.stats().disk  // block 0 came from the peer there too
+        #expect(try b.createSequence(2, tokens: prompt) == 8)
+        try waitReady(b, 2)
+        #expect(try kvDifferences(b, 2, count: 8) { prompt[$0] } == 0)
+        let s = b.stats().disk
+        #expect(s.prefixHitTokens - before.prefixHitTokens == 4, "block 0 from the own tier")
+        #expect(s.peerHitTokens - before.peerHitTokens == 4, "block 1 from the peer")
+        #expect(s.blocksLoaded - before.blocksLoaded == 1 && s.peerHits - before.peerHits == 1 && s.peerStale == 0)
+        #expect(s.requestsSubmitted - before.requestsSubmitted == 2)
+    }
+
+    @Test func aPartlyWrittenJournalRecordIsNotActedOnUntilItIsWhole() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        try spillPrompt(a, 1, tokens(5, seed: 1))
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        let prompt = tokens(5, seed: 2)
+        try spillPrompt(a, 2, prompt)  // one more 64-byte STORED record
+        // Cut the new record in half, as a reader may see a write in progress.
+        let journal = dirA.path + "/kvcache.journal"
+        let fd = open(journal, O_RDWR)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        let size = Int(lseek(fd, 0, SEEK_END))
+        var tail = [UInt8](repeating: 0, count: 32)
+        #expect(pread(fd, &tail, 32, off_t(size - 32)) == 32)
+        #expect(ftruncate(fd, off_t(size - 32)) == 0)
+        #expect(b.cachedPrefixTokens(prompt) == 0, "half a record indexes nothing")
+        #expect(pwrite(fd, tail, 32, off_t(size - 32)) == 32)
+        #expect(b.cachedPrefixTokens(prompt) == 4, "the whole record is read on the next look")
+        #expect(try b.createSequence(1, tokens: prompt) == 4)
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 4) { prompt[$0] } == 0)
+    }
+
+    @Test func aPeerThatVanishesGivesMissesNotErrors() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(9, seed: 3)
+        try spillPrompt(a!, 1, prompt)
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        #expect(b.cachedPrefixTokens(prompt) == 8)
+        a = nil
+        dirA.remove()
+        #expect(try b.createSequence(1, tokens: prompt) == 0, "a miss")
+        #expect(b.offload!.tier.peers[0].unavailable?.contains("removed or replaced") == true)
+        try b.free(1, computedTokens: 0)
+        #expect(b.stats().disk.peerHits == 0 && b.stats().disk.peerStale == 0)
+    }
+
+    @Test func badPeersAreRefusedAtCreateAndNothingIsCreated() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB"), empty = ScratchDir("peerEmpty")
+        defer { dirA.remove(); dirB.remove(); empty.remove() }
+        func refusal(_ config: EngineConfig) -> KVError? {
+            do throws(KVError) {
+                _ = try Engine(config)
+                return nil
+            } catch { return error }
+        }
+        let missing = dirA.path + "/nope"
+        var e = refusal(peerConfig(.paged, dir: dirB.path, peers: [missing]))
+        #expect(e?.code == .io && e!.message.contains(missing), "\(e?.message ?? "created")")
+        e = refusal(peerConfig(.paged, dir: dirB.path, peers: [empty.path]))
+        #expect(e?.code == .io && e!.message.contains("no engine has used it"), "\(e?.message ?? "created")")
+        e = refusal(peerConfig(.paged, dir: dirB.path, peers: [dirB.path + "/."]))
+        #expect(e?.code == .invalidArgument && e!.message.contains("own offload_dir"), "\(e?.message ?? "created")")
+        var noTier = smallConfig(.paged)
+        noTier.peerOffloadDirs = [dirA.path]
+        e = refusal(noTier)
+        #expect(e?.code == .invalidArgument && e!.message.contains("peer_offload_dirs"), "\(e?.message ?? "created")")
+
+        // A peer written by an engine of another shape (twice the head size: other blocks).
+        var wide = offloadConfig(.paged, dir: dirA.path)
+        wide.headDim = 16
+        let a = try Engine(wide)
+        try spillPrompt(a, 1, tokens(9, seed: 3))
+        e = refusal(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        #expect(e?.code == .invalidArgument && e!.message.contains("another shape"), "\(e?.message ?? "created")")
+        e = refusal(peerConfig(.paged, dir: dirB.path, peers: [empty.path, empty.path]))
+        #expect(e?.code == .invalidArgument && e!.message.contains("twice"), "\(e?.message ?? "created")")
+        #expect(listing(dirB.path).isEmpty, "a refused engine created nothing in its own directory")
+        #expect(listing(empty.path).isEmpty, "nor in a peer's")
+    }
+
+    @Test func anEngineWithoutPeersAllocatesNoPeerStateAndLooksUpNothingMore() throws {
+        let dir = ScratchDir("peerless")
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(.paged, dir: dir.path))
+        #expect(e.offload!.tier.peers.isEmpty && !e.offload!.tier.hasPeers)
+        #expect(try e.createSequence(1, tokens: tokens(9, seed: 1)) == 0)
+        #expect(e.stats().disk.peerHits == 0 && e.stats().disk.peerStale == 0)
+    }
+
+    /// A peer held by a running engine of another process (`kvcache spill-child --hold`,
+    /// which keeps its directory locked): its spilled blocks are read while it holds the lock.
+    @Test func aPeerHeldByAnotherProcessIsReadWhileItHoldsItsDirectory() throws {
+        let dirA = ScratchDir("peerChild"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let cli = cliPath()
+        try #require(FileManager.default.isExecutableFile(atPath: cli), "build kvcache-cli first: \(cli)")
+        let log = dirB.path + "/../" + URL(fileURLWithPath: dirB.path).lastPathComponent + ".log"
+        #expect(FileManager.default.createFile(atPath: log, contents: nil))
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: cli)
+        child.arguments = ["spill-child", "--dir", dirA.path, "--offload-bytes", "\(2 << 20)", "--prompts", "100", "--hold"]
+        child.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try child.run()
+        defer {
+            kill(child.processIdentifier, SIGKILL)
+            child.waitUntilExit()
+        }
+        let holding = waitUntil(seconds: 30) { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("holding") }
+        try #require(holding && child.isRunning, "the child spilled its prompts and holds its directory")
+        // The child holds the directory: it cannot be this engine's own, but it can be a peer.
+        #expect(thrown { () throws(KVError) in _ = try Engine(SpillChildConfig.config(dir: dirA.path, offloadBytes: 2 << 20)) }?.code == .io)
+        var c = SpillChildConfig.config(dir: dirB.path, offloadBytes: 2 << 20)
+        c.peerOffloadDirs = [dirA.path]
+        let b = try Engine(c)
+        var wrongBytes = 0
+        for i in 0..<100 {
+            let prompt = (0..<5).map { Int32(truncatingIfNeeded: i &* 1000 &+ $0) }
+            #expect(try b.createSequence(UInt64(i + 1), tokens: prompt) == 4, "prompt \(i)")
+            try waitReady(b, UInt64(i + 1))
+            wrongBytes += try kvDifferences(b, UInt64(i + 1), count: 4) { prompt[$0] }
+            try b.free(UInt64(i + 1))
+        }
+        #expect(wrongBytes == 0)
+        #expect(b.stats().disk.peerHits == 100)
+        #expect(b.stats().disk.peerStale == 0)
+        #expect(child.isRunning, "reading never disturbed the owner")
+    }
+}
