@@ -317,7 +317,7 @@ public final class ClusterSimulator: RequestQueues {
             }
             inst.popWaiting()
             let tokens = Int(sequenceTokens[r])
-            let loaded = try load(r, s, cached: cached, full: full, tokens: tokens)
+            let loaded = load(s, cached: cached, full: full, tokens: tokens)
             if cachedAtFirstAdmission[r] < 0 {
                 cachedAtFirstAdmission[r] = Int32(cached)
                 sharedTierHitTokens += loaded
@@ -332,22 +332,19 @@ public final class ClusterSimulator: RequestQueues {
         }
     }
 
-    /// Loads the blocks of admitted request `r` (`tokens` tokens, `cached` of them hit in the
-    /// instance's engine, prompt blocks `full`) that follow its cached prefix from the shared
+    /// Loads the blocks of a request admitted at instance `s` (`tokens` tokens, `cached` of
+    /// them hit in the instance's engine, prompt blocks `full`) that follow its cached prefix from the shared
     /// tier, leaving at least one token to compute as the engine does; returns the tokens
-    /// loaded (0 without a tier). Their load time goes to the step being composed; indexing on
-    /// schedule, the loaded blocks are scheduled now (their K/V is there before the step's
-    /// forward pass).
-    private func load(_ r: Int, _ s: Int, cached: Int, full: UnsafeBufferPointer<UInt64>, tokens: Int) throws(KVError) -> Int {
+    /// loaded (0 without a tier). Their load time goes to the step being composed. Indexing on
+    /// schedule, they are indexed with the request's first chunk, whose `schedule` covers
+    /// every token before it.
+    private func load(_ s: Int, cached: Int, full: UnsafeBufferPointer<UInt64>, tokens: Int) -> Int {
         guard let sharedTier else { return 0 }
         let bt = trace.blockTokens
         let start = cached / bt, end = min(full.count, (tokens - 1) / bt)
         guard end > start else { return 0 }
         let loaded = bt * sharedTier.lookup(UnsafeBufferPointer(rebasing: full[start..<end]))
-        guard loaded > 0 else { return 0 }
-        let inst = instances[s]
-        if config.engine.indexOnSchedule { try inst.engine.schedule(UInt64(r), tokens: cached + loaded) }
-        inst.stepLoadMilliseconds += sharedTier.loadMilliseconds(tokens: loaded)
+        instances[s].stepLoadMilliseconds += sharedTier.loadMilliseconds(tokens: loaded)
         return loaded
     }
 

@@ -85,7 +85,7 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Add a KV store of this many GB (decimal) shared by all instances, LMCache-style (e.g. 400); default none.")
     var sharedTierGb: Double?
 
-    @Option(help: "Load bandwidth from the shared tier per instance, GB/s (needs --shared-tier-gb).")
+    @Option(help: "Load bandwidth from the shared tier per instance, GB/s (needs --shared-tier-gb; default 25).")
     var sharedTierGbps: Double?
 
     @Flag(help: "Skip the effective-capacity search (one run per policy).")
