@@ -333,11 +333,11 @@ public final class ClusterSimulator: RequestQueues {
     }
 
     /// Loads the blocks of a request admitted at instance `s` (`tokens` tokens, `cached` of
-    /// them hit in the instance's engine, prompt blocks `full`) that follow its cached prefix from the shared
-    /// tier, leaving at least one token to compute as the engine does; returns the tokens
-    /// loaded (0 without a tier). Their load time goes to the step being composed. Indexing on
-    /// schedule, they are indexed with the request's first chunk, whose `schedule` covers
-    /// every token before it.
+    /// them hit in the instance's engine, prompt blocks `full`) that follow its cached prefix
+    /// from the shared tier, leaving at least one token to compute as the engine does; returns
+    /// the tokens loaded (0 without a tier). Their load time goes to the step being composed.
+    /// Indexing on schedule, they are indexed with the request's first chunk, whose `schedule`
+    /// covers every token before it.
     private func load(_ s: Int, cached: Int, full: UnsafeBufferPointer<UInt64>, tokens: Int) -> Int {
         guard let sharedTier else { return 0 }
         let bt = trace.blockTokens
