@@ -665,30 +665,49 @@ public final class Engine: @unchecked Sendable {
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }
+        var parent: UInt64 = 0
+        return bt * cachedPrefixBlocks(limit: (n - 1) / bt) { hit in
+            parent = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt]))
+            return parent
+        }
+    }
+
+    /// How many leading blocks of the hash chain `blockHashes` (as `BlockHash.chain` computes)
+    /// `createSequence(_:blockHashes:tokens:)` would find cached now (memory, then the disk tier
+    /// and peers' tiers, as `cachedPrefixTokens`), without creating anything and without
+    /// touching the LRU order: for stores queried by hash chain (KVSim's `SharedTier`). Unlike `createSequence` it does not keep a token to
+    /// compute: every block may count. Cost: one lookup per block found, plus one.
+    public func cachedPrefixBlocks(_ blockHashes: UnsafeBufferPointer<UInt64>) -> Int {
+        cachedPrefixBlocks(limit: blockHashes.count) { blockHashes[$0] }
+    }
+
+    /// Under the lock: how many leading blocks, of at most `limit`, are cached, `hash(i)` giving
+    /// block i's chained hash (called once per block, in order).
+    private func cachedPrefixBlocks(limit: Int, hash: (Int) -> UInt64) -> Int {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        var parent: UInt64 = 0, hit = 0
+        var hit = 0
         var inMemory = true  // as in createSequence: memory hits first, then the disk tier, then peers
         var peersRefreshed = false
-        while hit < (n - 1) / bt {
-            parent = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt]))
-            if inMemory && blocks.lookup(parent) >= 0 {
+        while hit < limit {
+            let h = hash(hit)
+            if inMemory && blocks.lookup(h) >= 0 {
                 hit += 1
                 continue
             }
             inMemory = false
             guard let tier = offload?.tier else { break }
-            if !tier.contains(parent) {
+            if !tier.contains(h) {
                 guard tier.hasPeers else { break }
                 if !peersRefreshed {
                     tier.refreshPeers()
                     peersRefreshed = true
                 }
-                guard tier.findInPeers(parent) != nil else { break }
+                guard tier.findInPeers(h) != nil else { break }
             }
             hit += 1
         }
-        return hit * bt
+        return hit
     }
 }
 

@@ -22,6 +22,12 @@ import KVRouter
 /// A decode append that finds no free block preempts the youngest running sequence (vLLM's
 /// recompute preemption): it returns to the head of its queue and recomputes prompt and output.
 ///
+/// With a `SharedTier` (`config.sharedTier`), an admitted request's blocks after those its
+/// instance's engine holds are looked up in the tier; those found are loaded (they become the
+/// instance's blocks, indexed as computed ones) and their load time is added to the admitting
+/// step; every step stores the prompt blocks its chunks computed into the tier. Without it no
+/// step differs from a run before the tier existed.
+///
 /// Events are arrivals (in trace order, times divided by `rateScale`) and step ends (one per
 /// busy instance); the earliest goes next, arrivals first on ties. Cost per step: O(batch)
 /// plus O(instances) to find the next event; nothing allocates per request or step.
@@ -33,6 +39,8 @@ public final class ClusterSimulator: RequestQueues {
     /// The router deciding every request.
     public let router: Router
     let instances: [Instance]
+    /// The cluster's shared KV tier, if configured.
+    let sharedTier: SharedTier?
 
     // Per request, structure of arrays: flat buffers of `trace.count` entries allocated once
     // (no copy-on-write or exclusivity bookkeeping on the per-step paths).
@@ -61,6 +69,8 @@ public final class ClusterSimulator: RequestQueues {
     public private(set) var preemptions = 0
     /// Requests that could never fit an instance (longer than its whole memory).
     public private(set) var rejected = 0
+    /// Prompt tokens loaded from the shared tier at requests' first admissions.
+    public private(set) var sharedTierHitTokens = 0
     private let blockTokens: Int
     private var events: UnsafeMutableBufferPointer<KVEvent>
     /// The trace's hashes at a stable address, so requests' hash ranges can be handed out.
@@ -84,6 +94,7 @@ public final class ClusterSimulator: RequestQueues {
         var engines: [Instance] = []
         for _ in 0..<config.instances { engines.append(Instance(engine: try Engine(config.engine))) }
         instances = engines
+        sharedTier = try config.sharedTier.map { (tier) throws(KVError) in try SharedTier(tier, engine: config.engine) }
         var rc = config.router
         rc.blockTokens = trace.blockTokens
         rc.ttftSLOMilliseconds = config.ttftSLOMilliseconds
@@ -240,6 +251,7 @@ public final class ClusterSimulator: RequestQueues {
     private func startStep(_ s: Int, now: Double) throws {
         let inst = instances[s]
         var budget = config.tokenBudget
+        inst.stepLoadMilliseconds = 0
         inst.stepRequests.removeAll(keepingCapacity: true)
         inst.stepChunks.removeAll(keepingCapacity: true)
         var decodeSequences = 0, decodeContext = 0
@@ -273,6 +285,7 @@ public final class ClusterSimulator: RequestQueues {
         }
         let dt = config.cost.stepMilliseconds(prefillTokens: prefillTokens, attentionPairs: pairs,
                                               decodeSequences: decodeSequences, decodeContextTokens: decodeContext)
+            + inst.stepLoadMilliseconds
         inst.stepPrefillTokens = prefillTokens
         inst.stepMilliseconds = dt
         inst.stepEnd = now + dt
@@ -303,9 +316,13 @@ public final class ClusterSimulator: RequestQueues {
                 continue
             }
             inst.popWaiting()
-            if cachedAtFirstAdmission[r] < 0 { cachedAtFirstAdmission[r] = Int32(cached) }
             let tokens = Int(sequenceTokens[r])
-            remaining[r] = Int32(tokens - cached)
+            let loaded = load(s, cached: cached, full: full, tokens: tokens)
+            if cachedAtFirstAdmission[r] < 0 {
+                cachedAtFirstAdmission[r] = Int32(cached)
+                sharedTierHitTokens += loaded
+            }
+            remaining[r] = Int32(tokens - cached - loaded)
             length[r] = Int32(tokens)
             inst.pendingPrefillTokens += Int(remaining[r]) - Int(estimatedUncached[r])
             estimatedUncached[r] = 0
@@ -313,6 +330,22 @@ public final class ClusterSimulator: RequestQueues {
             inst.running.append(Int32(r))
             try then(r)
         }
+    }
+
+    /// Loads the blocks of a request admitted at instance `s` (`tokens` tokens, `cached` of
+    /// them hit in the instance's engine, prompt blocks `full`) that follow its cached prefix
+    /// from the shared tier, leaving at least one token to compute as the engine does; returns
+    /// the tokens loaded (0 without a tier). Their load time goes to the step being composed.
+    /// Indexing on schedule, they are indexed with the request's first chunk, whose `schedule`
+    /// covers every token before it.
+    private func load(_ s: Int, cached: Int, full: UnsafeBufferPointer<UInt64>, tokens: Int) -> Int {
+        guard let sharedTier else { return 0 }
+        let bt = trace.blockTokens
+        let start = cached / bt, end = min(full.count, (tokens - 1) / bt)
+        guard end > start else { return 0 }
+        let loaded = bt * sharedTier.lookup(UnsafeBufferPointer(rebasing: full[start..<end]))
+        instances[s].stepLoadMilliseconds += sharedTier.loadMilliseconds(tokens: loaded)
+        return loaded
     }
 
     /// Applies the finished step at instance `s`, then starts the next one.
@@ -324,6 +357,11 @@ public final class ClusterSimulator: RequestQueues {
             let chunk = Int(inst.stepChunks[k])
             if chunk > 0 {
                 remaining[r] -= Int32(chunk)
+                if let sharedTier {
+                    let computed = Int(sequenceTokens[r] - remaining[r]) / blockTokens
+                    let prompt = hashes(r)
+                    sharedTier.store(UnsafeBufferPointer(rebasing: prompt[0..<min(computed, Int(inputTokens[r]) / blockTokens)]))
+                }
                 inst.pendingPrefillTokens -= chunk
                 if remaining[r] == 0 {
                     if ttftStore[r] < 0 { ttftStore[r] = now - arrival[r] }
@@ -409,6 +447,8 @@ public final class ClusterSimulator: RequestQueues {
             policy: policy, view: router.view.mode, instances: config.instances, rateScale: config.rateScale,
             ttftSLOMilliseconds: slo, requests: trace.count, served: served.count, sloMet: met, ttftSorted: served,
             prefixHitRate: query > 0 ? Double(hit) / Double(query) : 0,
+            sharedTierHitTokens: sharedTier == nil ? nil : sharedTierHitTokens,
+            sharedTierHitRate: sharedTier == nil ? nil : query > 0 ? Double(sharedTierHitTokens) / Double(query) : 0,
             loadImbalance: mean > 0 ? busy.max()! / mean : 1,
             makespanSeconds: (finish.max() ?? 0) / 1000,
             preemptions: preemptions, rejected: rejected,

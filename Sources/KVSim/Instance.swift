@@ -18,6 +18,8 @@ final class Instance {
     var stepChunks = ContiguousArray<Int32>()
     var stepPrefillTokens = 0
     var stepMilliseconds = 0.0
+    /// Shared-tier loads of the requests admitted by the step in progress (part of its time).
+    var stepLoadMilliseconds = 0.0
     /// End of the step in progress; `.infinity` when idle.
     var stepEnd = Double.infinity
     /// Sum of step durations.

@@ -7,19 +7,26 @@ import KVRouter
 /// "view", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
 /// "load_imbalance", "preemptions", "rejected", "slo_switches", "rebalance_moves",
 /// "makespan_s", "wall_s", "effective_capacity" (null without search), "capacity_probes":
-/// [{"rate_scale", "attainment"}]}]}`.
+/// [{"rate_scale", "attainment"}]}]}`. With a shared tier (`SimulationConfig.sharedTier`),
+/// and only then, the object also has `"shared_tier": {"capacity_bytes", "load_gbps"}` and
+/// each policy `"shared_tier_hit_tokens"` and `"shared_tier_hit_rate"` (prompt tokens loaded
+/// from the tier at first admission, and their share of prompt tokens); the table gains a
+/// "tier hit" column.
 public enum ReplayReport {
     /// The table: one row per policy.
     public static func table(_ outcomes: [Replay.Outcome]) -> String {
-        let header = ["policy", "view", "TTFT p50 s", "p90 s", "p99 s", "SLO att.", "prefix hit", "imbalance", "capacity"]
+        let tier = outcomes.contains { $0.result.sharedTierHitRate != nil }
+        let header = ["policy", "view", "TTFT p50 s", "p90 s", "p99 s", "SLO att.", "prefix hit"] + (tier ? ["tier hit"] : [])
+            + ["imbalance", "capacity"]
         var rows: [[String]] = []
         for o in outcomes {
             let r = o.result
             rows.append([
                 r.policy, r.view == .exact ? "exact" : "approx",
                 fixed(r.ttftQuantile(0.5) / 1000, 2), fixed(r.ttftQuantile(0.9) / 1000, 2), fixed(r.ttftQuantile(0.99) / 1000, 2),
-                fixed(r.sloAttainment * 100, 1) + "%", fixed(r.prefixHitRate * 100, 1) + "%", fixed(r.loadImbalance, 2),
-                o.capacity.map { "x" + fixed($0, 2) } ?? "-",
+                fixed(r.sloAttainment * 100, 1) + "%", fixed(r.prefixHitRate * 100, 1) + "%",
+            ] + (tier ? [fixed((r.sharedTierHitRate ?? 0) * 100, 1) + "%"] : []) + [
+                fixed(r.loadImbalance, 2), o.capacity.map { "x" + fixed($0, 2) } ?? "-",
             ])
         }
         var widths = header.map(\.count)
@@ -40,13 +47,20 @@ public enum ReplayReport {
     public static func json(_ outcomes: [Replay.Outcome], trace: Trace, config: SimulationConfig) -> String {
         var s = "{\"trace\":\(quote(trace.source)),\"requests\":\(trace.count),\"instances\":\(config.instances),"
         s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),"
-        s += "\"index_on_schedule\":\(config.engine.indexOnSchedule),\"policies\":["
+        s += "\"index_on_schedule\":\(config.engine.indexOnSchedule),"
+        if let tier = config.sharedTier {
+            s += "\"shared_tier\":{\"capacity_bytes\":\(tier.capacityBytes),\"load_gbps\":\(number(tier.loadGigabytesPerSecond))},"
+        }
+        s += "\"policies\":["
         s += outcomes.map { o -> String in
             let r = o.result
             var p = "{\"policy\":\(quote(r.policy)),\"view\":\"\(r.view == .exact ? "exact" : "approximate")\","
             p += "\"ttft_p50_ms\":\(number(r.ttftQuantile(0.5))),\"ttft_p90_ms\":\(number(r.ttftQuantile(0.9))),"
             p += "\"ttft_p99_ms\":\(number(r.ttftQuantile(0.99))),\"slo_attainment\":\(number(r.sloAttainment)),"
             p += "\"prefix_hit_rate\":\(number(r.prefixHitRate)),\"load_imbalance\":\(number(r.loadImbalance)),"
+            if let tokens = r.sharedTierHitTokens, let rate = r.sharedTierHitRate {
+                p += "\"shared_tier_hit_tokens\":\(tokens),\"shared_tier_hit_rate\":\(number(rate)),"
+            }
             p += "\"preemptions\":\(r.preemptions),\"rejected\":\(r.rejected),\"slo_switches\":\(r.sloSwitches),"
             p += "\"rebalance_moves\":\(r.rebalanceMoves),\"makespan_s\":\(number(r.makespanSeconds)),\"wall_s\":\(number(r.wallSeconds)),"
             p += "\"effective_capacity\":\(o.capacity.map(number) ?? "null"),\"capacity_probes\":["

@@ -22,6 +22,11 @@ public struct ReplayResult: Sendable {
     public var ttftSorted: [Double]
     /// Prompt tokens found cached at admission over prompt tokens (first admissions).
     public var prefixHitRate: Double
+    /// Prompt tokens loaded from the shared tier at first admissions; nil without a tier.
+    public var sharedTierHitTokens: Int?
+    /// `sharedTierHitTokens` over prompt tokens (first admissions, as `prefixHitRate`: the two
+    /// add up to the prompt tokens not computed); nil without a tier.
+    public var sharedTierHitRate: Double?
     /// Max over mean of the instances' busy time (1 = perfectly even).
     public var loadImbalance: Double
     /// When the last request finished, seconds after the first arrival.

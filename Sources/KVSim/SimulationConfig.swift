@@ -23,6 +23,9 @@ public struct SimulationConfig: Sendable {
     public var rateScale = 1.0
     /// TTFT service-level objective, milliseconds.
     public var ttftSLOMilliseconds = 10_000.0
+    /// A KV store shared by all instances (LMCache-style, `SharedTier`); nil: none, and the
+    /// simulation is exactly the one without the option.
+    public var sharedTier: SharedTierConfig? = nil
 
     /// The defaults listed above.
     public init() {}

@@ -29,11 +29,20 @@ struct ReplayCommand: ParsableCommand {
         with one still in prefill hits only the blocks computed by its own step (without it, \
         every block of an admitted prompt counts as a hit, computed or not).
 
+        --shared-tier-gb N adds an LMCache-style KV store of N GB (decimal) shared by all \
+        instances: each step stores the prompt blocks it computed there, and an admitted request \
+        loads the blocks after its instance's own cached prefix from it at --shared-tier-gbps \
+        (default 25 GB/s: PCIe 4.0 x16 or one 200 Gb/s RDMA port per GPU), the load time added \
+        to the admitting step. Its index is a metadata-only engine of that capacity (LRU). \
+        The table gains "tier hit" (prompt tokens loaded from the tier); 400 GB is about the \
+        cluster's own KV memory again (KVSim/SharedTierConfig.swift gives the reasoning).
+
         --json prints one object: trace, requests, instances, rate_scale, ttft_slo_ms, \
-        index_on_schedule, policies \
+        index_on_schedule, [shared_tier {capacity_bytes, load_gbps}], policies \
         [{policy, view, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
-        load_imbalance, preemptions, rejected, slo_switches, rebalance_moves, makespan_s, wall_s, \
-        effective_capacity, capacity_probes [{rate_scale, attainment}]}].
+        load_imbalance, [shared_tier_hit_tokens, shared_tier_hit_rate], preemptions, rejected, \
+        slo_switches, rebalance_moves, makespan_s, wall_s, effective_capacity, capacity_probes \
+        [{rate_scale, attainment}]}]; the bracketed keys only with a shared tier.
         """
     )
 
@@ -73,6 +82,12 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Index prompt blocks only as their prefill chunks are scheduled (index_on_schedule).")
     var indexOnSchedule = false
 
+    @Option(help: "Add a KV store of this many GB (decimal) shared by all instances, LMCache-style (e.g. 400); default none.")
+    var sharedTierGb: Double?
+
+    @Option(help: "Load bandwidth from the shared tier per instance, GB/s (needs --shared-tier-gb; default 25).")
+    var sharedTierGbps: Double?
+
     @Flag(help: "Skip the effective-capacity search (one run per policy).")
     var noSearch = false
 
@@ -92,6 +107,7 @@ struct ReplayCommand: ParsableCommand {
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         guard overlapWeight >= 0 && overlapWeight.isFinite else { throw ValidationError("--overlap-weight must be >= 0") }
         _ = try policyList()
+        _ = try sharedTier()
         if let view, view != "exact" && view != "approximate" { throw ValidationError("--view must be exact or approximate") }
     }
 
@@ -101,6 +117,23 @@ struct ReplayCommand: ParsableCommand {
             guard let p = PolicyKind(name: String(name)) else { throw ValidationError("unknown policy \"\(name)\"") }
             return p
         }
+    }
+
+    /// The shared tier the options ask for, nil for none; throws a `ValidationError` for a bad
+    /// combination or value (the engine shape's block size is checked by the simulator).
+    func sharedTier() throws -> SharedTierConfig? {
+        guard let gb = sharedTierGb else {
+            if sharedTierGbps != nil { throw ValidationError("--shared-tier-gbps needs --shared-tier-gb") }
+            return nil
+        }
+        guard gb > 0 && gb.isFinite && gb < 1e9 else { throw ValidationError("--shared-tier-gb must be > 0 (and below 1e9)") }
+        var tier = SharedTierConfig()
+        tier.capacityBytes = UInt64(gb * 1e9)
+        if let gbps = sharedTierGbps {
+            guard gbps > 0 && gbps.isFinite else { throw ValidationError("--shared-tier-gbps must be > 0") }
+            tier.loadGigabytesPerSecond = gbps
+        }
+        return tier
     }
 
     func run() throws {
@@ -125,6 +158,7 @@ struct ReplayCommand: ParsableCommand {
         config.router.overlapScoreWeight = overlapWeight
         config.engine = SimulationConfig.qwen7BEngine(blockTokens: t.blockTokens)
         config.engine.indexOnSchedule = indexOnSchedule
+        config.sharedTier = try sharedTier()
         let replay = Replay(config: config, policies: try policyList(),
                             view: view.map { $0 == "exact" ? .exact : .approximate },
                             search: noSearch ? nil : CapacitySearch(), threads: threads)
@@ -136,7 +170,8 @@ struct ReplayCommand: ParsableCommand {
         } else {
             print("\(t.source): \(t.count) requests\(t.skippedLines > 0 ? " (\(t.skippedLines) malformed lines skipped)" : ""), "
                   + "\(instances) instances, rate x\(fixed(rateScale, 2)), TTFT SLO \(fixed(ttftSloMs / 1000, 1)) s, "
-                  + "prompt blocks indexed \(indexOnSchedule ? "as scheduled" : "at admission")")
+                  + "prompt blocks indexed \(indexOnSchedule ? "as scheduled" : "at admission")"
+                  + (config.sharedTier.map { ", shared tier \(fixed(Double($0.capacityBytes) / 1e9, 0)) GB at \(fixed($0.loadGigabytesPerSecond, 1)) GB/s" } ?? ""))
             print(ReplayReport.table(outcomes), terminator: "")
             print("capacity: highest rate scale with >= 90% of requests within the SLO; imbalance: max/mean busy time; "
                   + "\(fixed(Date().timeIntervalSince(started), 1)) s")

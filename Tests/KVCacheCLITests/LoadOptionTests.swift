@@ -7,14 +7,7 @@ import Testing
 @Suite("kvcache load options")
 struct LoadOptionTests {
     /// The message ArgumentParser prints for `arguments`, or nil when they are accepted.
-    static func error(_ arguments: [String]) -> String? {
-        do {
-            _ = try LoadCommand.parse(arguments)
-            return nil
-        } catch {
-            return LoadCommand.message(for: error)
-        }
-    }
+    static func error(_ arguments: [String]) -> String? { optionError(LoadCommand.self, arguments) }
 
     @Test(arguments: [
         (["--threads", "0"], "--threads 0 is outside 1...256"),

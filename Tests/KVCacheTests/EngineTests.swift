@@ -290,6 +290,28 @@ struct HashedPromptTests {
         #expect(drain(e).filter { $0.kind == .blockStored }.map(\.blockHash) == hashes)
     }
 
+    /// `cachedPrefixBlocks` counts every cached leading block of a chain (no token kept to
+    /// compute), from any block of it, and leaves the LRU order alone: after looking A up, the
+    /// blocks a new sequence needs still come from A, freed before B.
+    @Test func cachedPrefixBlocksCountsAChainsHeadWithoutTouchingTheLRU() throws {
+        var c = smallConfig(.paged, memoryBytes: 6 * 512)  // 6 blocks of 4 tokens x 32 B x 4 tensors
+        c.metadataOnly = true
+        let e = try Engine(c)
+        #expect(e.stats().blocksTotal == 6)
+        let a = BlockHash.chain(tokens(8, seed: 70), blockTokens: 4), b = BlockHash.chain(tokens(8, seed: 71), blockTokens: 4)
+        for (seq, h) in [(UInt64(1), a), (2, b)] {
+            _ = try h.withUnsafeBufferPointer { (p) throws(KVError) in try e.createSequence(seq, blockHashes: p, tokens: 8) }
+            try e.free(seq)
+        }
+        #expect(a.withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 2)
+        #expect((a + [12345]).withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 2)
+        #expect([a[1]].withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 1)
+        #expect([UInt64]().withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 0)
+        _ = try [UInt64]().withUnsafeBufferPointer { (p) throws(KVError) in try e.createSequence(3, blockHashes: p, tokens: 16) }
+        #expect(a.withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 0, "A was the least recently used")
+        #expect(b.withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 2)
+    }
+
     @Test func appendsAfterAnUnknownPartialBlockAreNotIndexed() throws {
         var c = smallConfig(.paged)
         c.metadataOnly = true

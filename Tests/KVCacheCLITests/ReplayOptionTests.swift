@@ -1,0 +1,28 @@
+import KVSim
+import Testing
+@testable import kvcache
+
+/// `kvcache replay`'s shared-tier options, parsed and validated as on the command line.
+@Suite("kvcache replay options")
+struct ReplayOptionTests {
+    @Test(arguments: [
+        (["--shared-tier-gbps", "10"], "--shared-tier-gbps needs --shared-tier-gb"),
+        (["--shared-tier-gb", "0"], "--shared-tier-gb must be > 0 (and below 1e9)"),
+        (["--shared-tier-gb=-400"], "--shared-tier-gb must be > 0 (and below 1e9)"),
+        (["--shared-tier-gb", "400", "--shared-tier-gbps", "0"], "--shared-tier-gbps must be > 0"),
+        (["--shared-tier-gb", "400", "--shared-tier-gbps=-25"], "--shared-tier-gbps must be > 0"),
+    ] as [([String], String)])
+    func aBadSharedTierOptionIsNamed(arguments: [String], message: String) {
+        let text = optionError(ReplayCommand.self, arguments)
+        #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
+    }
+
+    /// No option: no tier. `--shared-tier-gb` alone: that capacity at the default 25 GB/s.
+    @Test func theTierOptionsBecomeTheSimulationsTier() throws {
+        #expect(try ReplayCommand.parse([]).sharedTier() == nil)
+        let tier = try ReplayCommand.parse(["--shared-tier-gb", "400"]).sharedTier()
+        #expect(tier?.capacityBytes == 400_000_000_000 && tier?.loadGigabytesPerSecond == 25)
+        let slow = try ReplayCommand.parse(["--shared-tier-gb", "1.5", "--shared-tier-gbps", "3.2"]).sharedTier()
+        #expect(slow?.capacityBytes == 1_500_000_000 && slow?.loadGigabytesPerSecond == 3.2)
+    }
+}

@@ -1,0 +1,171 @@
+import KVCache
+import KVRouter
+import Testing
+@testable import KVSim
+
+/// The LMCache-style shared KV tier of the simulated cluster (`SharedTier`).
+@Suite struct SharedTierTests {
+    /// Bytes of one 512-token block of the default engine (Qwen2.5-7B: 57,344 B per token).
+    static let blockBytes: UInt64 = 512 * 57_344
+
+    /// A chain of block hashes for the ids `ids`, as a trace's `hash_ids` become.
+    static func chain(_ ids: ClosedRange<UInt64>) -> [UInt64] {
+        var h: [UInt64] = []
+        for id in ids { h.append(Trace.chainedHash(parent: h.last ?? 0, id: id)) }
+        return h
+    }
+
+    /// A tier of `blocks` blocks of the default engine.
+    static func tier(blocks: UInt64) throws -> SharedTier {
+        var c = SharedTierConfig()
+        c.capacityBytes = blocks * blockBytes
+        return try SharedTier(c, engine: SimulationConfig().engine)
+    }
+
+    /// Runs `trace` over `instances` round-robin instances (one request each, in order) with
+    /// `tier`.
+    static func run(_ trace: Trace, instances: Int, tier: SharedTierConfig?) throws -> (ClusterSimulator, ReplayResult) {
+        var c = SimulationConfig()
+        c.instances = instances
+        c.router.policy = .roundRobin
+        c.sharedTier = tier
+        let sim = try ClusterSimulator(trace: trace, config: c)
+        try sim.run()
+        return (sim, sim.result(policy: "round-robin", wallSeconds: 0))
+    }
+
+    /// Milliseconds of one step prefilling `chunk` tokens after `context` cached ones.
+    static func prefill(_ chunk: Int, after context: Int) -> Double {
+        CostModel().stepMilliseconds(prefillTokens: chunk, attentionPairs: CostModel.attentionPairs(chunk: chunk, context: context),
+                                     decodeSequences: 0, decodeContextTokens: 0)
+    }
+
+    /// Two requests for the same 4,196-token prompt (8 full blocks) go round-robin to two
+    /// instances, the second after the first has finished: it finds nothing in its own engine,
+    /// loads the 8 blocks the first stored (4,096 tokens x 57,344 B at 25 GB/s = 9.395 ms) and
+    /// computes the other 100 tokens in the same step; its TTFT is that step plus the load.
+    /// Without the tier it computes all 4,196.
+    @Test func aSecondInstanceLoadsTheFirstOnesPrefixAndPaysItsLoadTime() throws {
+        var trace = Trace(source: "one prompt twice", blockTokens: 512)
+        let hashes = Self.chain(1...9)
+        for t in [0.0, 1000] { trace.append(arrivalMilliseconds: t, input: 8 * 512 + 100, output: 1, blockHashes: hashes) }
+        let (on, onResult) = try Self.run(trace, instances: 2, tier: SharedTierConfig())
+        let (off, offResult) = try Self.run(trace, instances: 2, tier: nil)
+        let load = 4096.0 * 57_344 / 25e9 * 1000
+        #expect(abs(load - 9.39524096) < 1e-12)
+        #expect(onResult.prefixHitRate == 0, "the second request went to the other instance")
+        #expect(onResult.sharedTierHitTokens == 4096)
+        #expect(onResult.sharedTierHitRate == 4096.0 / 8392)
+        #expect(abs(on.ttft[0] - Self.prefill(4196, after: 0)) < 1e-9)
+        #expect(abs(on.ttft[1] - (Self.prefill(100, after: 4096) + load)) < 1e-9)
+        #expect(abs(off.ttft[1] - Self.prefill(4196, after: 0)) < 1e-9)
+        #expect(offResult.sharedTierHitTokens == nil && offResult.sharedTierHitRate == nil)
+
+        var slow = SharedTierConfig()
+        slow.loadGigabytesPerSecond = 12.5
+        let (halfBandwidth, _) = try Self.run(trace, instances: 2, tier: slow)
+        #expect(abs(halfBandwidth.ttft[1] - (Self.prefill(100, after: 4096) + 2 * load)) < 1e-9)
+    }
+
+    /// The tier's engine evicts least recently used blocks, a chain's later blocks first: in a
+    /// tier of 5 blocks (4 cached, 1 the store's scratch), storing 2 blocks of B after 4 of A
+    /// leaves A's first 2; a 10-block chain keeps only its head, 4 blocks, and evicts the rest.
+    @Test func theTiersCapacityBoundsWhatItHoldsLeastRecentlyUsedFirst() throws {
+        let tier = try Self.tier(blocks: 5)
+        #expect(tier.capacityBlocks == 5)
+        let a = Self.chain(1...4), b = Self.chain(11...12), c = Self.chain(21...30)
+        a.withUnsafeBufferPointer { tier.store($0) }
+        #expect(a.withUnsafeBufferPointer { tier.lookup($0) } == 4)
+        b.withUnsafeBufferPointer { tier.store($0) }
+        #expect(b.withUnsafeBufferPointer { tier.lookup($0) } == 2)
+        #expect(a.withUnsafeBufferPointer { tier.lookup($0) } == 2, "A's blocks 3 and 2 were the least recently used")
+        // Storing A again refreshes its first 2 blocks and brings back 3 and 4: B goes.
+        a.withUnsafeBufferPointer { tier.store($0) }
+        #expect(a.withUnsafeBufferPointer { tier.lookup($0) } == 4)
+        #expect(b.withUnsafeBufferPointer { tier.lookup($0) } == 0)
+        c.withUnsafeBufferPointer { tier.store($0) }
+        #expect(c.withUnsafeBufferPointer { tier.lookup($0) } == 4)
+        #expect(a.withUnsafeBufferPointer { tier.lookup($0) } == 0)
+    }
+
+    /// Through the simulator: A on instance 0, then B on instance 1, then A again on instance
+    /// 2. A tier of 9 blocks (8 cached) loses A to B's store, so the third request loads
+    /// nothing; one of 17 blocks holds both, and it loads A's 8 blocks.
+    @Test func aTierTooSmallForTwoPromptsServesOnlyTheLastOne() throws {
+        var trace = Trace(source: "A, B, A", blockTokens: 512)
+        let a = Self.chain(1...9), b = Self.chain(11...19)
+        for (t, h) in [(0.0, a), (1000, b), (2000, a)] { trace.append(arrivalMilliseconds: t, input: 8 * 512 + 100, output: 1, blockHashes: h) }
+        var small = SharedTierConfig(), large = SharedTierConfig()
+        small.capacityBytes = 9 * Self.blockBytes
+        large.capacityBytes = 17 * Self.blockBytes
+        let (_, smallResult) = try Self.run(trace, instances: 3, tier: small)
+        let (largeSim, largeResult) = try Self.run(trace, instances: 3, tier: large)
+        #expect(smallResult.prefixHitRate == 0 && largeResult.prefixHitRate == 0, "three instances, one request each")
+        #expect(smallResult.sharedTierHitTokens == 0)
+        #expect(largeResult.sharedTierHitTokens == 4096)
+        #expect(abs(largeSim.ttft[2] - (Self.prefill(100, after: 4096) + 4096.0 * 57_344 / 25e9 * 1000)) < 1e-9)
+    }
+
+    /// Without a tier a run is the one before the tier existed: the first 300 Mooncake requests
+    /// over 4 instances give, to the last bit, the TTFTs and hit rates the simulator gave then
+    /// (`kvcache replay --requests 300 --instances 4 --policies round-robin,dualmap --no-search
+    /// --json` at the parent of this change); with the default tier they change.
+    @Test func withoutATierNothingChanges() throws {
+        let trace = try mooncakeSlice(300)
+        var c = SimulationConfig()
+        c.instances = 4
+        let replay = Replay(config: c, policies: [], search: nil, threads: 1)
+        let rr = try replay.simulate(trace, policy: .roundRobin, rateScale: 1)
+        #expect(rr.ttftQuantile(0.5) == 17867.61982293648 && rr.ttftQuantile(0.9) == 71831.75264417261)
+        #expect(rr.ttftQuantile(0.99) == 90557.61172439999 && rr.prefixHitRate == 0.05815496170817085)
+        #expect(rr.preemptions == 2 && rr.makespanSeconds == 212.7522206621086)
+        let dm = try replay.simulate(trace, policy: .dualMap, rateScale: 1)
+        #expect(dm.ttftQuantile(0.5) == 15975.515705700032 && dm.ttftQuantile(0.9) == 42467.30341530507)
+        #expect(dm.ttftQuantile(0.99) == 56096.69828256054 && dm.prefixHitRate == 0.06115264014673636)
+        #expect(dm.preemptions == 4 && dm.makespanSeconds == 181.27737555118193)
+
+        var withTier = replay
+        withTier.config.sharedTier = SharedTierConfig()
+        let rrTier = try withTier.simulate(trace, policy: .roundRobin, rateScale: 1)
+        #expect(rrTier.sharedTierHitTokens! > 0)
+        #expect(rrTier.ttftQuantile(0.5) != rr.ttftQuantile(0.5))
+    }
+
+    /// The table gains a "tier hit" column and the JSON the tier and each policy's tier hits,
+    /// only with a tier: without one both read as before.
+    @Test func theReportShowsTierHitsOnlyWithATier() throws {
+        var trace = Trace(source: "one prompt twice", blockTokens: 512)
+        for t in [0.0, 1000] { trace.append(arrivalMilliseconds: t, input: 8 * 512 + 100, output: 1, blockHashes: Self.chain(1...9)) }
+        var c = SimulationConfig()
+        c.instances = 2
+        let off = try Replay(config: c, policies: [.roundRobin], search: nil, threads: 1).run(trace)
+        c.sharedTier = SharedTierConfig()
+        let on = try Replay(config: c, policies: [.roundRobin], search: nil, threads: 1).run(trace)
+        #expect(ReplayReport.table(on).contains("prefix hit  tier hit  imbalance"))
+        #expect(ReplayReport.table(on).contains("  0.0%     48.8%"))
+        #expect(!ReplayReport.table(off).contains("tier"))
+        let json = ReplayReport.json(on, trace: trace, config: c)
+        #expect(json.contains("\"shared_tier\":{\"capacity_bytes\":400000000000,\"load_gbps\":25.0},\"policies\""))
+        #expect(json.contains("\"shared_tier_hit_tokens\":4096,\"shared_tier_hit_rate\":\(4096.0 / 8392),"))
+        c.sharedTier = nil
+        #expect(!ReplayReport.json(off, trace: trace, config: c).contains("shared_tier"))
+    }
+
+    @Test(arguments: [
+        (0.0, 400_000_000_000, "shared tier load bandwidth 0.0 GB/s must be positive and finite"),
+        (-5, 400_000_000_000, "shared tier load bandwidth -5.0 GB/s must be positive and finite"),
+        (.infinity, 400_000_000_000, "shared tier load bandwidth inf GB/s must be positive and finite"),
+        (25, 512 * 57_344, "shared tier capacity 29360128 B holds fewer than 2 blocks of 29360128 B"),
+    ] as [(Double, UInt64, String)])
+    func aBadTierIsRefusedWithItsReason(gbps: Double, bytes: UInt64, message: String) throws {
+        var c = SimulationConfig()
+        c.sharedTier = SharedTierConfig()
+        c.sharedTier?.loadGigabytesPerSecond = gbps
+        c.sharedTier?.capacityBytes = bytes
+        var trace = Trace(source: "one request", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 600, output: 1, blockHashes: Self.chain(1...2))
+        #expect { try ClusterSimulator(trace: trace, config: c) } throws: { error in
+            (error as? KVError)?.code == .invalidArgument && (error as? KVError)?.message == message
+        }
+    }
+}
