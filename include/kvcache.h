@@ -239,10 +239,11 @@ typedef struct kvc_config {
      *  whose struct_size ends before it gets 0. */
     uint32_t metadata_only;
     /** Directory of the disk tier (see DISK TIER), or NULL (default): no disk tier. It must
-     *  exist; the engine creates kvcache.slab and kvcache.journal in it and finds its spilled
-     *  blocks there again after a restart. One engine per directory: while an engine (of this
-     *  process or another) holds it, kvc_engine_create on it fails with KVC_ERR_IO. The
-     *  string is copied; at most 4096 bytes. */
+     *  exist; the engine creates kvcache.slab, kvcache.journal and kvcache.identity (see
+     *  model_tag) in it and finds its spilled blocks there again after a restart. One engine
+     *  per directory: while an engine (of this process or another) holds it,
+     *  kvc_engine_create on it fails with KVC_ERR_IO. The string is copied; at most 4096
+     *  bytes. */
     const char *offload_dir;
     /** Largest size of the slab file in bytes; 0 (default): no disk tier. Must hold at least
      *  one slot: 4096 + 2 * num_layers * block_tokens * token_bytes, rounded up to 4096
@@ -298,13 +299,26 @@ typedef struct kvc_config {
      *  this engine's own (offload_dir, offload_bytes; else KVC_ERR_INVALID_ARGUMENT). See
      *  DISK TIER, Peers. kvc_engine_create fails, creating nothing and leaving offload_dir
      *  untouched, with KVC_ERR_IO when a peer directory does not exist or holds no
-     *  kvcache.slab and kvcache.journal yet (no engine has used it), and with
-     *  KVC_ERR_INVALID_ARGUMENT when a peer is this engine's own offload_dir (or the same
-     *  directory twice) or its files were written by an engine of another shape (another
-     *  slot size: num_layers, block_tokens, num_kv_heads, head_dim, dtype_bytes); the
-     *  message names the directory. The string is copied. Offset 136 (the struct is 144
+     *  kvcache.identity, kvcache.slab and kvcache.journal yet (no engine has used it), and
+     *  with KVC_ERR_INVALID_ARGUMENT when a peer is this engine's own offload_dir (or the
+     *  same directory twice) or its blocks are of another model_tag or shape (num_layers,
+     *  num_kv_heads, head_dim, dtype_bytes, block_tokens; see model_tag); the message names
+     *  the directory. The string is copied. Offset 136 (the struct is 144
      *  bytes since this field); a caller's older 136- or 128-byte struct gets no peers. */
     const char *peer_offload_dirs;
+    /** The model whose K/V this engine holds: any number that differs between models, weights
+     *  or anything else that changes K/V for the same tokens (a LoRA adapter, a KV
+     *  quantisation); default 0. Block hashes depend on the tokens only, so the disk tier
+     *  records this tag with the block shape (num_layers, num_kv_heads, head_dim, dtype_bytes,
+     *  block_tokens) in offload_dir/kvcache.identity, a text file written once by the engine
+     *  that owns the directory. kvc_engine_create fails with KVC_ERR_INVALID_ARGUMENT, naming
+     *  what differs and changing nothing in the directory, when offload_dir or a peer holds
+     *  blocks of another tag or shape, so no engine is served another model's K/V after a
+     *  restart or from a peer (two models with the same bytes per block would otherwise pass
+     *  every slot check). A directory without the file (new, or from a version before it)
+     *  gets this engine's; a peer without it is KVC_ERR_IO. Offset 144 (the struct is 152
+     *  bytes since this field); a caller's older struct gets 0. */
+    uint64_t model_tag;
     /* more may follow */
 } kvc_config;
 
@@ -905,9 +919,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     a new file, e.g. its directory recreated: misses until this engine restarts). Cost
  *     without peers: nothing (one check per kvc_seq_create that misses in its own tier);
  *     with them about 56 bytes of index per peer slot (of max(this engine's tier, the peer's
- *     slab at create) slots; blocks in slots beyond are not found). The slot size is all
- *     the files record of a peer's shape: a peer of the same slot size but another model
- *     (same bytes per block) is not detected and must not be configured.
+ *     slab at create) slots; blocks in slots beyond are not found). A peer must hold blocks
+ *     of this engine's model_tag and shape (its kvcache.identity), else create fails.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot

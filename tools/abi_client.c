@@ -35,7 +35,8 @@ _Static_assert(offsetof(kvc_config, episode_seed) == 112, "kvc_config.episode_se
 _Static_assert(offsetof(kvc_config, index_on_schedule) == 124, "kvc_config.index_on_schedule at 124 (was padding)");
 _Static_assert(offsetof(kvc_config, offload_queue_depth) == 128, "kvc_config.offload_queue_depth at 128 (appended)");
 _Static_assert(offsetof(kvc_config, peer_offload_dirs) == 136, "kvc_config.peer_offload_dirs at 136 (appended)");
-_Static_assert(sizeof(kvc_config) == 144, "kvc_config is 144 bytes");
+_Static_assert(offsetof(kvc_config, model_tag) == 144, "kvc_config.model_tag at 144 (appended)");
+_Static_assert(sizeof(kvc_config) == 152, "kvc_config is 152 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
@@ -809,7 +810,29 @@ static void peer_tier(void) {
     CHECK(s.peer_hits == PROMPT / BLOCK && s.peer_stale == 0 && s.disk_hit_tokens == 0,
           "%s: peer_hits %" PRIu64 " (want %d), peer_stale %" PRIu64, name, s.peer_hits, PROMPT / BLOCK, s.peer_stale);
     kvc_engine_destroy(b);
+
+    /* model_tag: a peer of another model is refused, and so is a restart on a directory of
+     * another model (its blocks stay for the right one). */
+    char dir_c[] = "/tmp/kvcache-abi-client-XXXXXX";
+    REQUIRE(mkdtemp(dir_c) != NULL, "mkdtemp");
+    cfg.offload_dir = dir_c;
+    cfg.model_tag = 7;
+    b = NULL;
+    CHECK(kvc_engine_create(&cfg, &b) == KVC_ERR_INVALID_ARGUMENT && b == NULL && strstr(kvc_last_error(), "model_tag 0x7 here, 0x0 there"),
+          "%s: a peer of another model_tag is INVALID_ARGUMENT naming both tags (%s)", name, kvc_last_error());
     kvc_engine_destroy(a);
+    cfg.offload_dir = dir_a;
+    cfg.peer_offload_dirs = NULL;
+    CHECK(kvc_engine_create(&cfg, &a) == KVC_ERR_INVALID_ARGUMENT && a == NULL && strstr(kvc_last_error(), "another model"),
+          "%s: reopening a tier of another model_tag is INVALID_ARGUMENT", name);
+    cfg.model_tag = 0;
+    MUST(kvc_engine_create(&cfg, &a));
+    va = view_of(a, &cfg);
+    MUST(kvc_seq_create(a, 1, tokens, PROMPT, &cached));
+    CHECK(cached == PROMPT / BLOCK * BLOCK && wait_ready(a, 1) == KVC_OK && kv_matches(&va, 1, 21, 0, cached),
+          "%s: the refused reopen left the tier whole for its own model (%zu cached)", name, cached);
+    kvc_engine_destroy(a);
+    remove_tier_dir(dir_c);
     remove_tier_dir(dir_b);
     remove_tier_dir(dir_a);
 }

@@ -6,13 +6,15 @@
 #include <stdio.h>
 #include <unistd.h>
 
-/* Removes a disk-tier directory and the two files an engine keeps in it (slab and journal). */
+/* Removes a disk-tier directory and the files an engine keeps in it (slab, journal and the
+ * tier's identity). */
 static inline void remove_tier_dir(const char *dir) {
+    static const char *const files[] = {"kvcache.slab", "kvcache.journal", "kvcache.identity"};
     char path[4096];
-    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/kvcache.journal", dir);
-    unlink(path);
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
     rmdir(dir);
 }
 

@@ -252,9 +252,11 @@ final class DiskTier {
 
     /// Opens (or reopens) the tier in `config.offloadDir`, replaying its journal, after opening
     /// the peers of `config.peerOffloadDirs` (`PeerTier.openAll`; a refused peer throws before
-    /// the own directory is touched). Throws `invalidArgument` (offload_bytes below one slot, a
-    /// peer of another shape, the own directory or a duplicate as a peer) or `io` (the
-    /// directory or files cannot be used, a peer without tier files). Allocates all metadata
+    /// the own directory is touched), and after claiming the directory for this engine's model
+    /// and shape (`TierIdentity.claim`). Throws `invalidArgument` (offload_bytes below one
+    /// slot, a directory or peer of another model tag or shape, the own directory or a
+    /// duplicate as a peer) or `io` (the directory or files cannot be used, a peer without
+    /// tier files). Allocates all metadata
     /// and `offloadQueueDepth` staging buffers up front.
     init(_ config: EngineConfig, memory: TierMemory, events: EventQueue) throws(KVError) {
         payloadBytes = config.tensors * config.blockBytes
@@ -280,6 +282,14 @@ final class DiskTier {
         }
         if rc < 0 { throw KVError(-rc == EINVAL ? .invalidArgument : .io, String(cString: kvm_error())) }
         slab = s!
+        // Under the directory's lock, before the journal is replayed (and compacted): a
+        // directory of another model or shape is refused untouched.
+        do throws(KVError) {
+            try TierIdentity(config).claim(dir: config.offloadDir!)
+        } catch {
+            kvm_slab_close(slab)
+            throw error
+        }
 
         // At least the queue depth, and enough small slots for 32 MiB in flight, so that small
         // slots still make deep queues of large (merged) requests.

@@ -81,6 +81,13 @@ public struct EngineConfig: Equatable, Sendable {
     public var peerOffloadDirs: [String] = []
     /// Most entries of `peerOffloadDirs`.
     public static let maxPeers = 16
+    /// The model whose K/V this engine holds (`model_tag`): any number that differs between
+    /// models, weights or anything else that changes K/V for the same tokens (a LoRA adapter, a
+    /// KV quantisation). A disk tier records it with the block shape (`TierIdentity`, the
+    /// directory's `kvcache.identity`), so that no engine is served K/V of another model from
+    /// its own directory after a restart or from a peer's: the block hash depends on the
+    /// tokens only. Default 0.
+    public var modelTag: UInt64 = 0
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).
     public var offloadForceThreads: Bool = false

@@ -181,9 +181,10 @@ final class PeerTier {
 
     /// Opens every directory of `config.peerOffloadDirs` (`init`), after checking that each
     /// exists and is neither the engine's own `offload_dir` nor listed twice (compared by
-    /// device and inode, so another spelling of the same directory counts). Throws
-    /// `invalidArgument` (own directory, duplicate, another shape) or `io` (missing, not a
-    /// directory, no tier files yet); nothing is opened then. Call before the own tier is
+    /// device and inode, so another spelling of the same directory counts), and that its
+    /// `TierIdentity` is this engine's. Throws `invalidArgument` (own directory, duplicate,
+    /// another model tag or shape) or `io` (missing, not a directory, no identity or tier files
+    /// yet); nothing is opened then. Call before the own tier is
     /// opened, so that a refused peer leaves the own directory untouched.
     static func openAll(_ config: EngineConfig, slotBytes: Int, payloadBytes: Int, capacity: Int) throws(KVError) -> [PeerTier] {
         guard !config.peerOffloadDirs.isEmpty else { return [] }
@@ -204,7 +205,9 @@ final class PeerTier {
             seen.append(id)
         }
         var peers: [PeerTier] = []
+        let expected = TierIdentity(config)
         for dir in config.peerOffloadDirs {
+            try expected.check(peer: dir)
             peers.append(try PeerTier(dir: dir, slotBytes: slotBytes, payloadBytes: payloadBytes, capacity: capacity,
                                       forceBuffered: config.offloadForceBuffered))
         }

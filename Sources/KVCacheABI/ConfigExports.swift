@@ -46,8 +46,10 @@ enum ConfigLayout {
     /// `const char *peer_offload_dirs` (':'-separated): 8 bytes on LP64, 4 (+4 padding) on
     /// ILP32; a 136-byte struct of the previous version ends before it (no peers).
     static let peerOffloadDirs = 136
+    /// `uint64_t model_tag`; a 144-byte struct of the previous version ends before it (tag 0).
+    static let modelTag = 144
     /// `sizeof(kvc_config)` of this version.
-    static let size = 144
+    static let size = 152
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
 }
@@ -132,6 +134,7 @@ extension EngineConfig {
             // Empty entries (a leading, trailing or doubled ':') name nothing.
             peerOffloadDirs = list.split(separator: ":", omittingEmptySubsequences: true).map(String.init)
         }
+        if has(ConfigLayout.modelTag, 8) { modelTag = raw.loadUnaligned(fromByteOffset: ConfigLayout.modelTag, as: UInt64.self) }
         for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
         where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
             throw KVError(.unsupported,

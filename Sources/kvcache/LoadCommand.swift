@@ -211,7 +211,7 @@ struct LoadCommand: ParsableCommand {
         runner.config.offloadDir = nil
         let without = try runner.run()
         // The tier starts empty, so that both runs see the same cold start.
-        for name in ["kvcache.slab", "kvcache.journal"] { unlink(dir + "/" + name) }
+        DiskTierFiles.remove(in: dir)
         runner.config.offloadDir = dir
         let with = try runner.run()
         try writePlots([("memory_without_offload", without), ("memory_with_offload", with)])

@@ -59,8 +59,8 @@ struct TierBench {
         c.pageBytes = 2 << 20
         c.offloadDir = dir
         c.offloadBytes = UInt64(4 * blocksPerSequence) * UInt64(payloadBytes + 4096)
-        for name in ["kvcache.slab", "kvcache.journal"] { unlink(dir + "/" + name) }
-        defer { for name in ["kvcache.slab", "kvcache.journal"] { unlink(dir + "/" + name) } }
+        DiskTierFiles.remove(in: dir)
+        defer { DiskTierFiles.remove(in: dir) }
         let engine = try Engine(c)
         var prompt = [Int32](repeating: 0, count: tokens)
         var writeNs: UInt64 = 0, readNs: UInt64 = 0, writeBytes: UInt64 = 0, readBytes: UInt64 = 0

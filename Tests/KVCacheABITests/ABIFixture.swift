@@ -6,11 +6,11 @@ import Testing
 
 /// `kvc_config` as raw bytes: `kvc_config_init` defaults, then fields set at the header's offsets.
 struct CConfig {
-    static let size = 144
+    static let size = 152
     var bytes: [UInt8]
 
-    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 144 are
-    /// initialised; bytes past 144 are 0) whose `struct_size` field says `structSize`.
+    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 152 are
+    /// initialised; bytes past 152 are 0) whose `struct_size` field says `structSize`.
     init(structSize: Int = CConfig.size) {
         bytes = [UInt8](repeating: 0, count: max(structSize, CConfig.size))
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
@@ -50,6 +50,7 @@ struct CConfig {
     var offloadBytes: UInt64 { get { get64(72) } set { set64(72, newValue) } }
     var indexOnSchedule: UInt32 { get { get32(124) } set { set32(124, newValue) } }
     var offloadQueueDepth: UInt32 { get { get32(128) } set { set32(128, newValue) } }
+    var modelTag: UInt64 { get { get64(144) } set { set64(144, newValue) } }
 
     /// `kvc_engine_create` with `offload_dir` (offset 64) pointing at `dir` for the call, and
     /// `peer_offload_dirs` (offset 136) at `peers` when given.

@@ -30,11 +30,11 @@ private func createStatus(_ config: CConfig) -> kvc_status {
 
 @Suite struct ConfigABITests {
     @Test func configInitWritesTheDocumentedDefaultsAtTheHeadersOffsets() {
-        var bytes = [UInt8](repeating: 0xAB, count: 152)
+        var bytes = [UInt8](repeating: 0xAB, count: 160)
         bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
         var c = CConfig()
         c.bytes = bytes
-        #expect(c.structSize == 144)
+        #expect(c.structSize == 152)
         #expect(c.numLayers == 32)
         #expect(c.numKVHeads == 8)
         #expect(c.headDim == 128)
@@ -56,7 +56,8 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(c.offloadQueueDepth == 32, "offload_queue_depth defaults to 32")
         #expect(bytes[132..<136].allSatisfy { $0 == 0 }, "padding is zeroed")
         #expect(bytes[136..<144].allSatisfy { $0 == 0 }, "peer_offload_dirs defaults to NULL: no peers")
-        #expect(bytes[144...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
+        #expect(bytes[144..<152].allSatisfy { $0 == 0 }, "model_tag defaults to 0")
+        #expect(bytes[152...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
     }
 
     @Test func configInitOfNullIsANoOp() {
@@ -127,13 +128,24 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(new.offloadQueueDepth == 256, "the field is read at offset 128")
     }
 
+    @Test func modelTagIsReadAtOffset144AndAnOlderStructGetsTag0() throws {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.modelTag = 0xA1
+        c.structSize = 144
+        let old = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(old.modelTag == 0, "a 144-byte struct ends before model_tag")
+        c.structSize = 152
+        let new = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(new.modelTag == 0xA1, "the field is read at offset 144")
+    }
+
     @Test func aNewerLargerConfigSettingAnUnknownFieldIsUnsupported() {
         var c = CConfig(structSize: CConfig.size + 16)
         let small = CConfig.small(KVC_LAYOUT_PAGED)
         c.bytes.replaceSubrange(4..<64, with: small.bytes[4..<64])
-        c.bytes[144] = 1
+        c.bytes[152] = 1
         #expect(createStatus(c) == KVC_ERR_UNSUPPORTED)
-        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["144"])
+        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["152"])
     }
 
     /// A field set to a value outside its range, and a word the message must contain.

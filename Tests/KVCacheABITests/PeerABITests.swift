@@ -45,7 +45,7 @@ struct PeerABITests {
         let missing = empty + "/missing"
         expectFailure(KVC_ERR_IO, mentioning: [missing]) { c.create(&out, offloadDir: own, peers: missing) }
         #expect(out == nil)
-        expectFailure(KVC_ERR_IO, mentioning: [empty, "kvcache.slab"]) { c.create(&out, offloadDir: own, peers: empty) }
+        expectFailure(KVC_ERR_IO, mentioning: [empty, "kvcache.identity"]) { c.create(&out, offloadDir: own, peers: empty) }
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["own offload_dir"]) { c.create(&out, offloadDir: own, peers: own) }
         var noTier = c
         noTier.offloadBytes = 0

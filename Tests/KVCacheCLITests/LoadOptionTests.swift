@@ -85,6 +85,11 @@ struct LoadOptionTests {
         #expect(Self.error(["--peer-offload-dir", "/tmp/p1"])?.contains("peer_offload_dirs needs a disk tier of this engine's own") == true)
     }
 
+    @Test func modelTagReachesTheConfig() throws {
+        #expect(try LoadCommand.parse(["--model-tag", "161"]).engine.config.modelTag == 161)
+        #expect(try LoadCommand.parse([]).engine.config.modelTag == 0)
+    }
+
     /// What `loadRunner()` hands to the run: the synthetic default of 2000 requests, prompts
     /// capped at half of --max-seq-tokens unless --max-prompt-tokens says otherwise.
     @Test func theRunnerCarriesTheOptions() throws {

@@ -38,6 +38,16 @@ func offloadConfig(_ layout: Layout, dir: String, memoryBytes: UInt64 = 64 << 20
     return c
 }
 
+/// The error `Engine(config)` throws, or nil when it opens.
+func refusal(_ config: EngineConfig) -> KVError? {
+    do throws(KVError) {
+        _ = try Engine(config)
+        return nil
+    } catch {
+        return error
+    }
+}
+
 /// Polls until `seq` is ready (or the disk read failed: rethrows), at most ~10 s.
 func waitReady(_ e: Engine, _ seq: UInt64) throws(KVError) {
     for _ in 0..<100_000 {

@@ -418,9 +418,9 @@ extension EpisodicOffloadTests {
     /// lost at once, dropped from the state, counted and reported once; nothing else changes.
     @Test(arguments: layouts, perHead)
     func aFullOpenRecordTheTierRefusesLosesItsTokens(layout: Layout, perHead: Bool) throws {
-        let dir = ScratchDir()
-        defer { dir.remove() }
-        let slotBytes = try Engine(offloadConfig(layout, dir: dir.path, offloadBytes: 1 << 20)).stats().disk.slotBytes
+        let dir = ScratchDir(), probe = ScratchDir()
+        defer { dir.remove(); probe.remove() }
+        let slotBytes = try engine(layout, dir: probe.path, perHead: perHead) { $0.blockTokens = 16 }.stats().disk.slotBytes
         let e = try engine(layout, dir: dir.path, perHead: perHead) {
             $0.blockTokens = 16
             $0.offloadBytes = slotBytes  // one slot

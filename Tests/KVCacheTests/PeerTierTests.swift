@@ -229,12 +229,6 @@ struct PeerTierTests {
     @Test func badPeersAreRefusedAtCreateAndNothingIsCreated() throws {
         let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB"), empty = ScratchDir("peerEmpty")
         defer { dirA.remove(); dirB.remove(); empty.remove() }
-        func refusal(_ config: EngineConfig) -> KVError? {
-            do throws(KVError) {
-                _ = try Engine(config)
-                return nil
-            } catch { return error }
-        }
         let missing = dirA.path + "/nope"
         var e = refusal(peerConfig(.paged, dir: dirB.path, peers: [missing]))
         #expect(e?.code == .io && e!.message.contains(missing), "\(e?.message ?? "created")")
@@ -253,7 +247,8 @@ struct PeerTierTests {
         let a = try Engine(wide)
         try spillPrompt(a, 1, tokens(9, seed: 3))
         e = refusal(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
-        #expect(e?.code == .invalidArgument && e!.message.contains("another shape"), "\(e?.message ?? "created")")
+        #expect(e?.code == .invalidArgument && e!.message.contains("another model or shape (head_dim 8 here, 16 there)"),
+                "\(e?.message ?? "created")")
         e = refusal(peerConfig(.paged, dir: dirB.path, peers: [empty.path, empty.path]))
         #expect(e?.code == .invalidArgument && e!.message.contains("twice"), "\(e?.message ?? "created")")
         #expect(listing(dirB.path).isEmpty, "a refused engine created nothing in its own directory")

@@ -1,0 +1,164 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the blocks of a disk tier are: the model tag and the K/V shape of the engine that
+/// writes them, kept as `kvcache.identity` beside the slab. A block hash depends on the
+/// tokens only, so two models with the same bytes per block would otherwise serve each
+/// other's K/V: a restarted engine given another model's directory, or a peer tier of another
+/// model, would pass every slot check (header, hash, generation, checksum) with bytes of the
+/// wrong model. The identity makes both a refusal at `kvc_engine_create` instead.
+///
+/// The file is text, one `key value` per line after a version line, so that an operator can
+/// read it:
+///
+///     kvcache tier identity 1
+///     model_tag 0x00000000000000a1
+///     num_layers 32
+///     num_kv_heads 8
+///     head_dim 128
+///     dtype_bytes 2
+///     block_tokens 16
+///
+/// It is written once, by the engine that owns the directory (under its lock), to a temporary
+/// file that is synced and renamed over, so it is never seen half written. The layout (paged
+/// or contiguous) is not part of it: a slot holds a block in one format for both.
+/// Cost: one small file read at open, and one write when the directory has none.
+struct TierIdentity: Equatable {
+    var modelTag: UInt64
+    var numLayers: Int
+    var numKVHeads: Int
+    var headDim: Int
+    var dtypeBytes: Int
+    var blockTokens: Int
+
+    static let fileName = "kvcache.identity"
+    private static let versionLine = "kvcache tier identity 1"
+
+    /// The identity of blocks written by an engine of `config`.
+    init(_ config: EngineConfig) {
+        modelTag = config.modelTag
+        numLayers = config.numLayers
+        numKVHeads = config.numKVHeads
+        headDim = config.headDim
+        dtypeBytes = config.dtypeBytes
+        blockTokens = config.blockTokens
+    }
+
+    /// The file's text.
+    var text: String {
+        let tag = String(modelTag, radix: 16)
+        return TierIdentity.versionLine + "\n"
+            + "model_tag 0x\(String(repeating: "0", count: 16 - tag.count))\(tag)\n"
+            + fields.map { "\($0.name) \($0.value)\n" }.joined()
+    }
+
+    /// The shape's fields, in file order (the model tag is printed apart, in hexadecimal).
+    private var fields: [(name: String, value: Int)] {
+        [("num_layers", numLayers), ("num_kv_heads", numKVHeads), ("head_dim", headDim),
+         ("dtype_bytes", dtypeBytes), ("block_tokens", blockTokens)]
+    }
+
+    /// What differs between `self` (this engine's) and `other` (the directory's), as
+    /// "model_tag 0x1 here, 0x2 there; num_layers 4 here, 8 there"; empty when they match.
+    func differences(from other: TierIdentity) -> String {
+        var parts: [String] = []
+        if modelTag != other.modelTag {
+            parts.append("model_tag 0x\(String(modelTag, radix: 16)) here, 0x\(String(other.modelTag, radix: 16)) there")
+        }
+        for (mine, theirs) in zip(fields, other.fields) where mine.value != theirs.value {
+            parts.append("\(mine.name) \(mine.value) here, \(theirs.value) there")
+        }
+        return parts.joined(separator: "; ")
+    }
+
+    /// Parses a file's text; nil when it is not an identity of this version.
+    init?(text: String) {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+        guard lines.first.map(String.init) == TierIdentity.versionLine else { return nil }
+        var values: [String: Substring] = [:]
+        for line in lines.dropFirst() {
+            let pair = line.split(separator: " ", maxSplits: 1)
+            guard pair.count == 2, values[String(pair[0])] == nil else { return nil }
+            values[String(pair[0])] = pair[1]
+        }
+        func int(_ key: String) -> Int? { values[key].flatMap { Int($0) } }
+        guard values.count == 6, let tagText = values["model_tag"], tagText.hasPrefix("0x"),
+              let tag = UInt64(tagText.dropFirst(2), radix: 16),
+              let layers = int("num_layers"), let heads = int("num_kv_heads"), let dim = int("head_dim"),
+              let dtype = int("dtype_bytes"), let bt = int("block_tokens")
+        else { return nil }
+        modelTag = tag
+        numLayers = layers
+        numKVHeads = heads
+        headDim = dim
+        dtypeBytes = dtype
+        blockTokens = bt
+    }
+
+    /// The identity in `dir`, or nil when it has no identity file. Throws `io` when the file
+    /// exists but cannot be read, and `invalidArgument` when it is not an identity.
+    static func read(dir: String) throws(KVError) -> TierIdentity? {
+        let path = dir + "/" + fileName
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw KVError(.io, "'\(path)': \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 1024)
+        var count = 0
+        while count < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + count, $0.count - count, off_t(count)) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw KVError(.io, "'\(path)': \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            count += n
+        }
+        guard count < bytes.count, let identity = TierIdentity(text: String(decoding: bytes[0..<count], as: UTF8.self)) else {
+            throw .invalid("'\(path)' is not a kvcache tier identity (version 1); it was not written by this engine")
+        }
+        return identity
+    }
+
+    /// Writes the identity into `dir` atomically (a synced temporary file renamed over
+    /// `kvcache.identity`). Throws `io`.
+    func write(dir: String) throws(KVError) {
+        let path = dir + "/" + TierIdentity.fileName, temporary = path + ".tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw KVError(.io, "cannot write '\(temporary)': \(String(cString: strerror(errno)))") }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard written == bytes.count && synced && rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw KVError(.io, "cannot write '\(path)': \(reason)")
+        }
+    }
+
+    /// The own tier's check, under the directory's lock: a directory without an identity (new,
+    /// or written before identities existed) gets this one; one with another identity is
+    /// refused (`invalidArgument`, naming what differs), and nothing in it is changed.
+    func claim(dir: String) throws(KVError) {
+        guard let found = try TierIdentity.read(dir: dir) else { return try write(dir: dir) }
+        let differences = differences(from: found)
+        guard differences.isEmpty else {
+            throw .invalid("offload_dir '\(dir)' holds blocks of another model or shape (\(differences)); "
+                           + "give this engine its own directory, or remove the directory's kvcache.* files to start it empty")
+        }
+    }
+
+    /// A peer's check: its directory must carry this identity. Throws `io` when it has none
+    /// (its engine predates identities, or never opened it), `invalidArgument` when it differs.
+    func check(peer dir: String) throws(KVError) {
+        guard let found = try TierIdentity.read(dir: dir) else {
+            throw KVError(.io, "peer offload dir '\(dir)' has no \(TierIdentity.fileName): no engine has used it as its offload_dir yet (or only one older than tier identities)")
+        }
+        let differences = differences(from: found)
+        guard differences.isEmpty else {
+            throw .invalid("peer offload dir '\(dir)' holds blocks of another model or shape (\(differences)); its K/V cannot serve this engine")
+        }
+    }
+}
