@@ -443,9 +443,12 @@ typedef struct kvc_stats {
      *  staging buffer was free beyond the eighth kept for reads, records and swap-outs' first
      *  blocks (see kvc_seq_swap_out_async and FAULTS): each is dropped as without a tier
      *  instead of waiting for the device while the engine's lock is held (a spill first takes
-     *  the writes already completed, without waiting). Not an error (not in disk_errors). Many
-     *  skips mean the staging buffers are full of writes still on the device: pending
-     *  swap-outs', or spills coming faster than the device writes them. */
+     *  the writes already completed, without waiting), or because every slot of the tier is
+     *  held (swapped-out sequences' blocks, offloaded-token records, I/O in flight: nothing
+     *  cached to drop for room). Not an error (not in disk_errors). Many skips mean the
+     *  staging buffers are full of writes still on the device (pending swap-outs', or spills
+     *  coming faster than the device writes them), or a tier too small for the sequences
+     *  swapped out to it. */
     uint64_t spills_skipped;
     /** Peers (kvc_config.peer_offload_dirs): blocks read from a peer's slab, verified and
      *  served (each is then an ordinary cached block of this engine; counted when its read
@@ -953,7 +956,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   A failed swap-out leaves the sequence resident and unchanged (kvc_seq_swap_out_async:
  *   reported by the sequence's next kvc_seq_ready, kvc_seq_swap_in or swap-out, see there).
  *   When the tier is full, its least recently used block is dropped (KVC_EVENT_BLOCK_REMOVED,
- *   tier 1); blocks of swapped-out sequences never are.
+ *   tier 1); blocks of swapped-out sequences never are (a spill that finds every slot held
+ *   is skipped, spills_skipped; a swap-out that needs a slot then fails with KVC_ERR_IO).
  * --------------------------------------------------------------------------------------- */
 
 /**

@@ -50,9 +50,11 @@ public struct DiskTierStats: Equatable, Sendable {
     public var blocksSpilled: UInt64 = 0
     public var spillsFailed: UInt64 = 0
     /// Cached blocks an allocation evicted and did not write back because no staging buffer
-    /// was free beyond the reserve (`DiskTier.spill`): dropped exactly as without a tier,
-    /// rather than waiting for the device under the engine's lock. Not an error (not in
-    /// `spillsFailed`): the block was only a cache entry; a later prompt recomputes it.
+    /// was free beyond the reserve (`DiskTier.spill`), or because every slot of the tier is
+    /// held (swapped-out sequences' blocks, offloaded-token records, I/O in flight; nothing
+    /// cached to drop): dropped exactly as without a tier, rather than waiting for the device
+    /// under the engine's lock. Not an error (not in `spillsFailed`): the block was only a
+    /// cache entry; a later prompt recomputes it.
     public var spillsSkipped: UInt64 = 0
     /// Writes of swapped-out sequences' blocks and of offloaded-token records that failed on
     /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out
@@ -506,8 +508,9 @@ final class DiskTier {
     ///
     /// Never waits: a spill takes a staging buffer only while one is free beyond the reserve
     /// (`bulkStages > 0`), after taking the writes already completed without waiting
-    /// (`reapWrites`) when none is; when still none is, the block is dropped as without a tier
-    /// and counted in `spillsSkipped`. A spill runs inside an allocation, under the engine's
+    /// (`reapWrites`) when none is; when still none is, or when every slot of the tier is held
+    /// (`isFullOfHeldSlots`), the block is dropped as without a tier and counted in
+    /// `spillsSkipped`. A spill runs inside an allocation, under the engine's
     /// lock: waiting for a buffer there would stall every other thread's call behind the
     /// device, and taking the reserve would make a prompt's prefix read or a swap-in wait for
     /// cache write-backs. A cached block is only a cache entry, so like vLLM's offloading
@@ -520,7 +523,7 @@ final class DiskTier {
     func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
         if let slot = Optional(lookup(hash)), slot >= 0 { return }
         if bulkStages <= 0 { reapWrites() }
-        guard bulkStages > 0 else {
+        guard bulkStages > 0 && !isFullOfHeldSlots else {
             stats.spillsSkipped += 1
             return
         }
@@ -626,6 +629,11 @@ final class DiskTier {
         releaseStage(stage)
     }
 
+    /// True when no slot can be had without failing: every slot of the whole tier is allocated
+    /// and held (swapped-out sequences' blocks, offloaded-token records, reads and writes in
+    /// flight), none free and none cached to drop. A capacity condition, not a device error.
+    private var isFullOfHeldSlots: Bool { freeTop == 0 && lruHead < 0 && Int(kvm_slab_allocated(slab)) >= capacity }
+
     private func takeSlot() throws(KVError) -> Int32 {
         if freeTop == 0 && Int(kvm_slab_allocated(slab)) < capacity {
             let before = Int(kvm_slab_allocated(slab))
@@ -641,8 +649,9 @@ final class DiskTier {
         }
         if freeTop == 0 {
             guard lruHead >= 0 else {
-                let reason = Int(kvm_slab_allocated(slab)) < capacity ? lastFailure
-                    : "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
+                let reason = isFullOfHeldSlots
+                    ? "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
+                    : lastFailure
                 throw KVError(.io, reason)
             }
             // Drop several of the oldest at once: their FREED records go out in one write.
