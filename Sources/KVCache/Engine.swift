@@ -83,12 +83,14 @@ public final class Engine: @unchecked Sendable {
         }
         sequences = SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
         evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
+        // The last step that can throw, before anything `deinit` frees is allocated: a throwing
+        // initializer runs no `deinit`, so buffers allocated before it would leak.
+        offload = config.hasDiskTier
+            ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
         scratchHashes = .allocate(capacity: maxBlocks)
         scratchHit = .allocate(capacity: maxBlocks)
         scratchDisk = .allocate(capacity: maxBlocks)
         scratchPeer = config.peerOffloadDirs.isEmpty ? nil : .allocate(capacity: maxBlocks)
-        offload = config.hasDiskTier
-            ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
         mutex = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
         offload?.records = self
