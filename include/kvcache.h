@@ -883,7 +883,14 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     written once however many sequences share it.
  *   - Reload: kvc_seq_create continues its prefix lookup into the disk tier; blocks found
  *     there get memory and are read back asynchronously, and count in *cached_tokens. The
- *     server must not read K/V below *cached_tokens until kvc_seq_ready says 1.
+ *     server must not read K/V below *cached_tokens until kvc_seq_ready says 1. Such reads
+ *     (own tier and peers, and kvc_seq_swap_in's) never wait for the device: a read that
+ *     finds every staging buffer in flight (a prefix of more blocks than buffers, or a busy
+ *     device) is queued, its slot held, and submitted by later calls that process
+ *     completions (see COMPLETIONS) as buffers free up, oldest request first, adjacent slots
+ *     still merged; the sequence is not ready until they are submitted and landed.
+ *     kvc_seq_free of a sequence with queued reads takes them back (nothing lands in its
+ *     freed memory; those blocks stay on disk, and leave the memory index, never filled).
  *   - Nothing read back is served unverified: a torn or corrupt slot (wrong header,
  *     generation or checksum) is a miss (kvc_seq_ready fails with KVC_ERR_IO, see there).
  *   - Restart: a journal (kvcache.journal, one record appended after each write completed)
@@ -944,6 +951,20 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   (for staging buffers) and an allocation (create, append, fork, swap-in) that finds no
  *   room while kvc_seq_swap_out_async calls are pending wait for the device without holding
  *   the engine's lock: other threads' calls (on other sequences) proceed while they wait.
+ *   The same calls first submit queued reads (see Reload) into the buffers completions
+ *   freed, before pending swap-outs' blocks and spills.
+ *   Never waiting for the device: kvc_seq_ready, kvc_seq_create (its prefix reads queue),
+ *   kvc_seq_swap_in (its reads queue), kvc_seq_swap_out_async's later blocks, an allocation's
+ *   spills, kvc_seq_append otherwise. Still waiting with the engine's lock held, each only
+ *   when every staging buffer is in flight (and, for the first three, behind the queued
+ *   reads): a kvc_seq_swap_out or kvc_seq_swap_out_async's first block; episodic offload's
+ *   record writes (kvc_seq_compact, kvc_seq_focus, a kvc_seq_fork that writes an open record)
+ *   and record reads (kvc_seq_focus); until the sequence's own reads landed (its queued
+ *   ones go out behind older queued reads): kvc_seq_swap_out/_async, kvc_seq_fork
+ *   (contiguous), kvc_seq_compact/focus and an append that copies a shared block, none of
+ *   which a server calls before kvc_seq_ready says 1; kvc_seq_free, for its reads already
+ *   in flight only (its queued ones are taken back, except those of a block another
+ *   sequence shares); kvc_engine_sync waits for everything.
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill

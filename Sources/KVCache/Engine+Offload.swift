@@ -14,7 +14,9 @@ import Glibc
 /// `poll`, `swapOut`, a `trim` with more blocks to spill than staging buffers are free for it,
 /// and an allocation out of memory while swap-outs are pending wait for the device without the
 /// lock (`awaitProgress`, which processes completions), so other threads' calls proceed
-/// meanwhile.
+/// meanwhile. Prefix and swap-in reads never wait: those that find no staging buffer free are
+/// queued (`DiskTier.load`) and submitted by the calls above as completions free buffers,
+/// before pending swap-outs' blocks.
 extension Engine {
     /// The slot of live, resident (not swapped-out) `seq`. Throws `notFound`, or
     /// `invalidArgument` for a swapped-out sequence.
@@ -129,7 +131,8 @@ extension Engine {
     /// is on disk and the memory is free (blocks shared with other sequences stay, cached prefix
     /// blocks already on disk are not written again). The sequence stays live (its id, length and
     /// chain state) but cannot be read, appended to or forked until `swapIn`. Waits for the
-    /// sequence's pending reads first.
+    /// sequence's pending reads first, with the lock held (queued ones go out behind older
+    /// queued reads; a server swaps out only sequences `ready` said were resident).
     /// While its writes are in flight the engine's lock is released: other calls proceed; for
     /// them the sequence is already swapped out (not ready, not readable), and a `free` or
     /// `swapIn` of it waits until the swap-out ended.
@@ -203,7 +206,8 @@ extension Engine {
     /// Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (not swapped out),
     /// `io` (its `swapOutAsync` failed after returning: it is resident and unchanged, reported
     /// once), `outOfMemory` (nothing changed; the sequence stays swapped out).
-    /// Cost: one read of one slot per block, at full queue depth; a cancel O(blocks).
+    /// Cost: one read of one slot per block, at full queue depth; never waits for the device:
+    /// reads beyond the free staging buffers are queued (`DiskTier.load`); a cancel O(blocks).
     public func swapIn(_ seq: UInt64) throws(KVError) {
         try lockedAllocating { () throws(KVError) in
             let s = try slotAfterSwapOut(seq)

@@ -1,0 +1,161 @@
+import Testing
+@testable import KVCache
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Disk reads that find every staging buffer in flight are queued (`PendingReads`) instead of
+/// waiting for the device under the engine's lock, and later calls that process completions
+/// submit them. These 8 KiB slots give 1024 staging buffers; a 1200-block prefix on disk
+/// takes all of them with its first 1024 reads, held in flight by the paused thread backend,
+/// and queues 176. The order of events is asserted, never a duration: every wait is a guard
+/// against a call that waits for the held I/O (the I/O is then resumed so the test ends).
+@Suite("Disk reads queued for a staging buffer", .serialized)
+struct PendingReadTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+    static let blocksOnDisk = 1200, buffers = 1024
+
+    /// An engine whose disk tier holds `prompt`'s 1200 full blocks (none cached in memory) and
+    /// whose sequence 3 is resident and filled.
+    private func engineWithPrefixOnDisk(_ layout: Layout, dir: ScratchDir, prompt: [Int32], other: [Int32]) throws -> Engine {
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        c.maxSeqTokens = 8192
+        let e = try Engine(c)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        try e.createSequence(3, tokens: other)
+        try fillKV(e, 3, count: other.count) { other[$0] }
+        let s = e.stats()
+        #expect(s.blocksCached == 0 && s.disk.storedSlots == UInt64(Self.blocksOnDisk))
+        return e
+    }
+
+    /// Calls `createSequence(1, prompt)` on another thread with the I/O held: true when it
+    /// returned meanwhile (within 10 s). Otherwise resumes the I/O so that it can end. The I/O
+    /// is held on return either way.
+    private func createWithIOHeld(_ e: Engine, _ prompt: [Int32], order: EventLog) -> Bool {
+        #expect(e.pauseOffloadIO(true))
+        let creator = loggedCall("create", order) {
+            let hit = try e.createSequence(1, tokens: prompt)
+            #expect(hit == 4 * Self.blocksOnDisk)
+        }
+        let returned = waitUntil(seconds: 10) { order.events.contains("create returned") }
+        if !returned { _ = e.pauseOffloadIO(false) }
+        creator.join()
+        _ = e.pauseOffloadIO(true)
+        return returned
+    }
+
+    @Test(arguments: layouts)
+    func aCreateWhoseReadsFindNoFreeBufferReturnsAndAnotherThreadsAppendProceeds(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(4 * Self.blocksOnDisk + 1, seed: 71), other = tokens(4 * 3 + 1, seed: 72)
+        let e = try engineWithPrefixOnDisk(layout, dir: dir, prompt: prompt, other: other)
+        let before = e.stats().disk
+        let order = EventLog()
+        let returned = createWithIOHeld(e, prompt, order: order)
+        #expect(returned, "the create did not wait for the device under the lock")
+        let during = e.stats().disk
+        #expect(e.offload!.tier.pendingReadCount == Self.blocksOnDisk - Self.buffers, "the reads beyond the buffers are queued")
+        #expect(try e.ready(1) == false)
+        #expect(during.blocksLoaded == before.blocksLoaded, "nothing landed while the I/O is held")
+        // Another thread's decode step on another sequence, while the reads are held and queued.
+        let appender = loggedCall("append", order) { try e.append(3, tokens: [5, 6]) }
+        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        appender.join()
+        #expect(appended && order.events == ["create returned", "append returned", "I/O resumed"])
+        try waitReady(e, 1)
+        let after = e.stats().disk
+        #expect(e.offload!.tier.pendingReadCount == 0)
+        #expect(after.blocksLoaded == before.blocksLoaded + UInt64(Self.blocksOnDisk) && after.loadsFailed == before.loadsFailed)
+        // Queued in slot order and submitted oldest first into buffers freed together: the 176
+        // queued reads went out merged, in fewer requests than blocks.
+        let queuedRequests = after.requestsSubmitted - during.requestsSubmitted
+        #expect(queuedRequests > 0 && queuedRequests < UInt64(Self.blocksOnDisk - Self.buffers), "queued reads merged: \(queuedRequests) requests")
+        #expect(during.requestsSubmitted - before.requestsSubmitted < UInt64(Self.buffers) / 8, "submitted reads merged")
+        #expect(try kvDifferences(e, 1, count: 4 * Self.blocksOnDisk) { prompt[$0] } == 0)
+        #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
+    }
+
+    @Test(arguments: layouts)
+    func freeingASequenceWithQueuedReadsCancelsThemAndKeepsEverythingElse(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(4 * Self.blocksOnDisk + 1, seed: 81), other = tokens(4 * 3 + 1, seed: 82)
+        let e = try engineWithPrefixOnDisk(layout, dir: dir, prompt: prompt, other: other)
+        let before = e.stats().disk
+        let order = EventLog()
+        let returned = createWithIOHeld(e, prompt, order: order)
+        #expect(returned)
+        #expect(e.offload!.tier.pendingReadCount == Self.blocksOnDisk - Self.buffers)
+        // The free takes its queued reads back at once, then waits for the held ones.
+        let freer = loggedCall("free", order) { try e.free(1) }
+        let cancelled = waitUntil(seconds: 10) { e.offload!.tier.pendingReadCount == 0 }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        freer.join()
+        #expect(cancelled)
+        #expect(order.events == ["create returned", "I/O resumed", "free returned"])
+        let after = e.stats()
+        #expect(after.sequences == 1)
+        #expect(after.disk.blocksLoaded == before.blocksLoaded + UInt64(Self.buffers), "only the submitted reads landed")
+        #expect(after.disk.loadsFailed == before.loadsFailed)
+        #expect(after.blocksCached == UInt64(Self.buffers), "the cancelled blocks left the index: never filled")
+        #expect(e.offloadSlotAudit == (0, 0), "every slot the reads pinned is unpinned")
+        #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
+        // The cancelled blocks are still on disk: the prompt is served whole, byte-identical.
+        #expect(try e.createSequence(1, tokens: prompt) == 4 * Self.blocksOnDisk)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 4 * Self.blocksOnDisk) { prompt[$0] } == 0)
+        #expect(e.stats().disk.loadsFailed == after.disk.loadsFailed)
+    }
+
+    @Test(arguments: layouts)
+    func aSwapInWithMoreBlocksThanBuffersReturnsAndAnotherThreadsAppendProceeds(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        c.maxSeqTokens = 8192
+        let e = try Engine(c)
+        let long = tokens(4 * Self.blocksOnDisk + 2, seed: 91), other = tokens(4 * 3 + 1, seed: 92)
+        try e.createSequence(1, tokens: long)
+        try fillKV(e, 1, count: long.count) { long[$0] }
+        try e.createSequence(3, tokens: other)
+        try fillKV(e, 3, count: other.count) { other[$0] }
+        try e.swapOut(1)
+        try e.trim()  // paged: no block of it left in memory to share
+        try e.syncOffload()
+        let before = e.stats().disk
+        #expect(e.pauseOffloadIO(true))
+        let order = EventLog()
+        let swapper = loggedCall("swap-in", order) { try e.swapIn(1) }
+        let returned = waitUntil(seconds: 10) { order.events.contains("swap-in returned") }
+        if !returned { _ = e.pauseOffloadIO(false) }
+        swapper.join()
+        _ = e.pauseOffloadIO(true)
+        #expect(returned, "the swap-in did not wait for the device under the lock")
+        #expect(e.offload!.tier.pendingReadCount == Self.blocksOnDisk + 1 - Self.buffers)
+        #expect(try e.ready(1) == false)
+        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
+        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        appender.join()
+        #expect(appended && order.events == ["swap-in returned", "append returned", "I/O resumed"])
+        try waitReady(e, 1)
+        #expect(e.stats().disk.blocksLoaded == before.blocksLoaded + UInt64(Self.blocksOnDisk + 1))
+        #expect(try kvDifferences(e, 1, count: long.count) { long[$0] } == 0)
+        #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
+        try e.free(1)
+        #expect(e.offloadSlotAudit == (0, 0))
+    }
+}
