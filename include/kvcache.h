@@ -643,8 +643,10 @@ kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
  * (LRU) for later prompts, the rest of its memory returns to the pool. They join the LRU
  * last block first, as vLLM frees a request's blocks, so a prompt's later blocks are evicted
  * before the earlier ones more prompts share. Pointers and block
- * ids obtained for it become invalid. With a disk tier it first waits for the sequence's
- * pending disk reads (so that no read lands in reused memory); a swapped-out sequence
+ * ids obtained for it become invalid. With a disk tier it first takes back the sequence's
+ * disk reads still queued for a staging buffer (never submitted: those blocks leave the
+ * prefix index, their bytes stay on disk) and waits for those in flight (so that no read
+ * lands in reused memory); a swapped-out sequence
  * releases its disk slots. It waits for a kvc_seq_swap_out of `seq` in progress on another
  * thread; a pending kvc_seq_swap_out_async of it is cancelled: its memory is released at
  * once, its disk slots when their writes complete (and a failure of it not yet reported is
@@ -960,11 +962,12 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   reads): a kvc_seq_swap_out or kvc_seq_swap_out_async's first block; episodic offload's
  *   record writes (kvc_seq_compact, kvc_seq_focus, a kvc_seq_fork that writes an open record)
  *   and record reads (kvc_seq_focus); until the sequence's own reads landed (its queued
- *   ones go out behind older queued reads): kvc_seq_swap_out/_async, kvc_seq_fork
- *   (contiguous), kvc_seq_compact/focus and an append that copies a shared block, none of
- *   which a server calls before kvc_seq_ready says 1; kvc_seq_free, for its reads already
- *   in flight only (its queued ones are taken back, except those of a block another
- *   sequence shares); kvc_engine_sync waits for everything.
+ *   ones go out behind older queued reads): kvc_seq_fork (contiguous), kvc_seq_compact/focus
+ *   and an append that copies a shared block, none of which a server calls before
+ *   kvc_seq_ready says 1; kvc_seq_free, for its reads already in flight only (its queued
+ *   ones are taken back, except those of a block another sequence shares); kvc_engine_sync
+ *   waits for everything. kvc_seq_swap_out and kvc_seq_swap_out_async wait for the
+ *   sequence's reads (queued ones too) without the lock.
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill

@@ -119,6 +119,32 @@ struct PendingReadTests {
     }
 
     @Test(arguments: layouts)
+    func aSwapOutOfASequenceWithQueuedReadsWaitsForThemWithoutTheLock(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(4 * Self.blocksOnDisk + 1, seed: 85), other = tokens(4 * 3 + 1, seed: 86)
+        let e = try engineWithPrefixOnDisk(layout, dir: dir, prompt: prompt, other: other)
+        let order = EventLog()
+        let returned = createWithIOHeld(e, prompt, order: order)
+        #expect(returned)
+        let swapper = loggedCall("swap-out", order) { try e.swapOutAsync(1) }
+        #expect(waitUntil(seconds: 10) { e.offload!.waitingCalls == 1 }, "the swap-out waits for the sequence's reads (read without the lock, which a wait under it would hold)")
+        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
+        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        appender.join()
+        swapper.join()
+        #expect(appended && order.events == ["create returned", "append returned", "I/O resumed", "swap-out returned"])
+        try e.syncOffload()
+        #expect(e.stats().disk.swapOuts == 1)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 4 * Self.blocksOnDisk) { prompt[$0] } == 0)
+        #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
+    }
+
+    @Test(arguments: layouts)
     func aSwapInWithMoreBlocksThanBuffersReturnsAndAnotherThreadsAppendProceeds(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
