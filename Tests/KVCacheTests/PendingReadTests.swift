@@ -35,20 +35,36 @@ struct PendingReadTests {
         return e
     }
 
-    /// Calls `createSequence(1, prompt)` on another thread with the I/O held: true when it
-    /// returned meanwhile (within 10 s). Otherwise resumes the I/O so that it can end. The I/O
-    /// is held on return either way.
-    private func createWithIOHeld(_ e: Engine, _ prompt: [Int32], order: EventLog) -> Bool {
+    /// Runs `call` on another thread (logged as `name` in `order`) with the I/O held: true when
+    /// it returned meanwhile (within 10 s). Otherwise resumes the I/O so that it can end. The
+    /// I/O is held on return either way.
+    private func callWithIOHeld(_ e: Engine, _ name: String, order: EventLog, _ call: @escaping () throws -> Void) -> Bool {
         #expect(e.pauseOffloadIO(true))
-        let creator = loggedCall("create", order) {
+        let caller = loggedCall(name, order, call)
+        let returned = waitUntil(seconds: 10) { order.events.contains("\(name) returned") }
+        if !returned { _ = e.pauseOffloadIO(false) }
+        caller.join()
+        _ = e.pauseOffloadIO(true)
+        return returned
+    }
+
+    /// `callWithIOHeld` of the create of sequence 1 from `prompt`, all of whose blocks are on disk.
+    private func createWithIOHeld(_ e: Engine, _ prompt: [Int32], order: EventLog) -> Bool {
+        callWithIOHeld(e, "create", order: order) {
             let hit = try e.createSequence(1, tokens: prompt)
             #expect(hit == 4 * Self.blocksOnDisk)
         }
-        let returned = waitUntil(seconds: 10) { order.events.contains("create returned") }
-        if !returned { _ = e.pauseOffloadIO(false) }
-        creator.join()
-        _ = e.pauseOffloadIO(true)
-        return returned
+    }
+
+    /// A decode step of sequence 3 on another thread while the I/O is held, then the I/O
+    /// resumed (logged in `order`): true when the append returned before (within 10 s).
+    private func appendThenResumeIO(_ e: Engine, order: EventLog) -> Bool {
+        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
+        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        appender.join()
+        return appended
     }
 
     @Test(arguments: layouts)
@@ -66,11 +82,7 @@ struct PendingReadTests {
         #expect(try e.ready(1) == false)
         #expect(during.blocksLoaded == before.blocksLoaded, "nothing landed while the I/O is held")
         // Another thread's decode step on another sequence, while the reads are held and queued.
-        let appender = loggedCall("append", order) { try e.append(3, tokens: [5, 6]) }
-        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
-        order.add("I/O resumed")
-        #expect(e.pauseOffloadIO(false))
-        appender.join()
+        let appended = appendThenResumeIO(e, order: order)
         #expect(appended && order.events == ["create returned", "append returned", "I/O resumed"])
         try waitReady(e, 1)
         let after = e.stats().disk
@@ -129,11 +141,7 @@ struct PendingReadTests {
         #expect(returned)
         let swapper = loggedCall("swap-out", order) { try e.swapOutAsync(1) }
         #expect(waitUntil(seconds: 10) { e.offload!.waitingCalls == 1 }, "the swap-out waits for the sequence's reads (read without the lock, which a wait under it would hold)")
-        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
-        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
-        order.add("I/O resumed")
-        #expect(e.pauseOffloadIO(false))
-        appender.join()
+        let appended = appendThenResumeIO(e, order: order)
         swapper.join()
         #expect(appended && order.events == ["create returned", "append returned", "I/O resumed", "swap-out returned"])
         try e.syncOffload()
@@ -161,21 +169,12 @@ struct PendingReadTests {
         try e.trim()  // paged: no block of it left in memory to share
         try e.syncOffload()
         let before = e.stats().disk
-        #expect(e.pauseOffloadIO(true))
         let order = EventLog()
-        let swapper = loggedCall("swap-in", order) { try e.swapIn(1) }
-        let returned = waitUntil(seconds: 10) { order.events.contains("swap-in returned") }
-        if !returned { _ = e.pauseOffloadIO(false) }
-        swapper.join()
-        _ = e.pauseOffloadIO(true)
+        let returned = callWithIOHeld(e, "swap-in", order: order) { try e.swapIn(1) }
         #expect(returned, "the swap-in did not wait for the device under the lock")
         #expect(e.offload!.tier.pendingReadCount == Self.blocksOnDisk + 1 - Self.buffers)
         #expect(try e.ready(1) == false)
-        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
-        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
-        order.add("I/O resumed")
-        #expect(e.pauseOffloadIO(false))
-        appender.join()
+        let appended = appendThenResumeIO(e, order: order)
         #expect(appended && order.events == ["swap-in returned", "append returned", "I/O resumed"])
         try waitReady(e, 1)
         #expect(e.stats().disk.blocksLoaded == before.blocksLoaded + UInt64(Self.blocksOnDisk + 1))
