@@ -936,7 +936,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
- *     payloads (see kvc_seq_compact).
+ *     payloads (see kvc_seq_compact); the queue of reads waiting for a staging buffer
+ *     (see Reload), 64 bytes per block of memory_bytes, allocated at create.
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,

@@ -427,7 +427,8 @@ final class DiskTier {
     }
 
     /// Requests in flight, or completed and not processed yet (`deferredReads`). Not 0 while a
-    /// read is queued for a staging buffer (see `reap`), so waiting for it always ends.
+    /// read is queued for a staging buffer (see `reap`), so waiting for it ends; unless the
+    /// queue refused a submission, whose buffers free at once: the next `reap` submits more.
     var inflight: Int { Int(kvm_io_inflight(io)) + deferredReadCount }
 
     // MARK: restart

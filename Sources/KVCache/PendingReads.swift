@@ -10,7 +10,8 @@
 /// Invariant: at most `capacity` entries. Capacity is the engine's block count: every queued
 /// read fills a distinct memory block (a create's or swap-in's freshly allocated one, which
 /// nothing else reads into while it is loading), so the ring never overflows.
-/// Cost: push and pop O(1); `remove(where:)` O(entries), order kept. No allocation after init.
+/// Cost: push and pop O(1); `remove(where:)` O(entries), order kept. 64 bytes per entry of
+/// capacity, allocated at init; no allocation after.
 /// Not thread-safe: the engine serialises calls.
 final class PendingReads {
     struct Entry {

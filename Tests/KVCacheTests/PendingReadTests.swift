@@ -16,44 +16,42 @@ struct PendingReadTests {
     static let layouts: [Layout] = [.paged, .contiguous]
     static let blocksOnDisk = 1200, buffers = 1024
 
-    /// An engine whose disk tier holds `prompt`'s 1200 full blocks (none cached in memory) and
-    /// whose sequence 3 is resident and filled.
-    private func engineWithPrefixOnDisk(_ layout: Layout, dir: ScratchDir, prompt: [Int32], other: [Int32]) throws -> Engine {
-        var c = offloadConfig(layout, dir: dir.path)
-        c.offloadForceThreads = true
-        c.maxSeqTokens = 8192
-        let e = try Engine(c)
-        try e.createSequence(1, tokens: prompt)
-        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
-        try e.free(1)
-        try e.trim()
-        try e.syncOffload()
-        try e.createSequence(3, tokens: other)
-        try fillKV(e, 3, count: other.count) { other[$0] }
-        let s = e.stats()
-        #expect(s.blocksCached == 0 && s.disk.storedSlots == UInt64(Self.blocksOnDisk))
-        return e
-    }
+    /// Sequence 1 created, with the I/O held, from a prompt whose 1200 full blocks are all on
+    /// disk (none cached in memory), beside a resident, filled sequence 3: the engine, both
+    /// prompts, the tier's counters before the create, the log of events, and whether the
+    /// create returned while the I/O was held. The I/O is held; the directory is removed with it.
+    private final class HeldCreate {
+        let dir = ScratchDir()
+        let e: Engine
+        let prompt: [Int32], other: [Int32]
+        let before: DiskTierStats
+        let order = EventLog()
+        let returned: Bool
 
-    /// Runs `call` on another thread (logged as `name` in `order`) with the I/O held: true when
-    /// it returned meanwhile (within 10 s). Otherwise resumes the I/O so that it can end. The
-    /// I/O is held on return either way.
-    private func callWithIOHeld(_ e: Engine, _ name: String, order: EventLog, _ call: @escaping () throws -> Void) -> Bool {
-        #expect(e.pauseOffloadIO(true))
-        let caller = loggedCall(name, order, call)
-        let returned = waitUntil(seconds: 10) { order.events.contains("\(name) returned") }
-        if !returned { _ = e.pauseOffloadIO(false) }
-        caller.join()
-        _ = e.pauseOffloadIO(true)
-        return returned
-    }
-
-    /// `callWithIOHeld` of the create of sequence 1 from `prompt`, all of whose blocks are on disk.
-    private func createWithIOHeld(_ e: Engine, _ prompt: [Int32], order: EventLog) -> Bool {
-        callWithIOHeld(e, "create", order: order) {
-            let hit = try e.createSequence(1, tokens: prompt)
-            #expect(hit == 4 * Self.blocksOnDisk)
+        init(_ layout: Layout, seed: Int32) throws {
+            prompt = tokens(4 * PendingReadTests.blocksOnDisk + 1, seed: seed)
+            other = tokens(4 * 3 + 1, seed: seed + 1)
+            var c = offloadConfig(layout, dir: dir.path)
+            c.offloadForceThreads = true
+            c.maxSeqTokens = 8192
+            e = try Engine(c)
+            try e.createSequence(1, tokens: prompt)
+            try fillKV(e, 1, count: prompt.count) { [prompt] in prompt[$0] }
+            try e.free(1)
+            try e.trim()
+            try e.syncOffload()
+            try e.createSequence(3, tokens: other)
+            try fillKV(e, 3, count: other.count) { [other] in other[$0] }
+            let s = e.stats()
+            #expect(s.blocksCached == 0 && s.disk.storedSlots == UInt64(PendingReadTests.blocksOnDisk))
+            before = s.disk
+            returned = callWithIOHeld(e, "create", order: order) { [e, prompt] in
+                let hit = try e.createSequence(1, tokens: prompt)
+                #expect(hit == 4 * PendingReadTests.blocksOnDisk)
+            }
         }
+
+        deinit { dir.remove() }
     }
 
     /// A decode step of sequence 3 on another thread while the I/O is held, then the I/O
@@ -69,13 +67,8 @@ struct PendingReadTests {
 
     @Test(arguments: layouts)
     func aCreateWhoseReadsFindNoFreeBufferReturnsAndAnotherThreadsAppendProceeds(layout: Layout) throws {
-        let dir = ScratchDir()
-        defer { dir.remove() }
-        let prompt = tokens(4 * Self.blocksOnDisk + 1, seed: 71), other = tokens(4 * 3 + 1, seed: 72)
-        let e = try engineWithPrefixOnDisk(layout, dir: dir, prompt: prompt, other: other)
-        let before = e.stats().disk
-        let order = EventLog()
-        let returned = createWithIOHeld(e, prompt, order: order)
+        let held = try HeldCreate(layout, seed: 71)
+        let (e, prompt, other, before, order, returned) = (held.e, held.prompt, held.other, held.before, held.order, held.returned)
         #expect(returned, "the create did not wait for the device under the lock")
         let during = e.stats().disk
         #expect(e.offload!.tier.pendingReadCount == Self.blocksOnDisk - Self.buffers, "the reads beyond the buffers are queued")
@@ -99,13 +92,8 @@ struct PendingReadTests {
 
     @Test(arguments: layouts)
     func freeingASequenceWithQueuedReadsCancelsThemAndKeepsEverythingElse(layout: Layout) throws {
-        let dir = ScratchDir()
-        defer { dir.remove() }
-        let prompt = tokens(4 * Self.blocksOnDisk + 1, seed: 81), other = tokens(4 * 3 + 1, seed: 82)
-        let e = try engineWithPrefixOnDisk(layout, dir: dir, prompt: prompt, other: other)
-        let before = e.stats().disk
-        let order = EventLog()
-        let returned = createWithIOHeld(e, prompt, order: order)
+        let held = try HeldCreate(layout, seed: 81)
+        let (e, prompt, other, before, order, returned) = (held.e, held.prompt, held.other, held.before, held.order, held.returned)
         #expect(returned)
         #expect(e.offload!.tier.pendingReadCount == Self.blocksOnDisk - Self.buffers)
         // The free takes its queued reads back at once, then waits for the held ones.
@@ -132,12 +120,8 @@ struct PendingReadTests {
 
     @Test(arguments: layouts)
     func aSwapOutOfASequenceWithQueuedReadsWaitsForThemWithoutTheLock(layout: Layout) throws {
-        let dir = ScratchDir()
-        defer { dir.remove() }
-        let prompt = tokens(4 * Self.blocksOnDisk + 1, seed: 85), other = tokens(4 * 3 + 1, seed: 86)
-        let e = try engineWithPrefixOnDisk(layout, dir: dir, prompt: prompt, other: other)
-        let order = EventLog()
-        let returned = createWithIOHeld(e, prompt, order: order)
+        let held = try HeldCreate(layout, seed: 85)
+        let (e, prompt, other, order, returned) = (held.e, held.prompt, held.other, held.order, held.returned)
         #expect(returned)
         let swapper = loggedCall("swap-out", order) { try e.swapOutAsync(1) }
         #expect(waitUntil(seconds: 10) { e.offload!.waitingCalls == 1 }, "the swap-out waits for the sequence's reads (read without the lock, which a wait under it would hold)")
@@ -183,4 +167,17 @@ struct PendingReadTests {
         try e.free(1)
         #expect(e.offloadSlotAudit == (0, 0))
     }
+}
+
+/// Runs `call` on another thread (logged as `name` in `order`) with the I/O of `e`'s tier held:
+/// true when it returned meanwhile (within 10 s). Otherwise resumes the I/O so that it can end.
+/// The I/O is held on return either way.
+private func callWithIOHeld(_ e: Engine, _ name: String, order: EventLog, _ call: @escaping () throws -> Void) -> Bool {
+    #expect(e.pauseOffloadIO(true))
+    let caller = loggedCall(name, order, call)
+    let returned = waitUntil(seconds: 10) { order.events.contains("\(name) returned") }
+    if !returned { _ = e.pauseOffloadIO(false) }
+    caller.join()
+    _ = e.pauseOffloadIO(true)
+    return returned
 }
