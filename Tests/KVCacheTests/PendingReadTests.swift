@@ -136,6 +136,42 @@ struct PendingReadTests {
         #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
     }
 
+    /// Peer reads queue the same way, with the record their lookup captured; a free takes the
+    /// queued ones back (nothing of the peer's is pinned) and the rest land verified.
+    @Test func aCreateFromAPeerQueuesItsReadsAndAFreeTakesThemBack() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        var ca = offloadConfig(.paged, dir: dirA.path)
+        ca.maxSeqTokens = 8192
+        let prompt = tokens(4 * Self.blocksOnDisk + 1, seed: 95)
+        try spillPrompt(try Engine(ca), 1, prompt)
+        var cb = peerConfig(.paged, dir: dirB.path, peers: [dirA.path])
+        cb.offloadForceThreads = true
+        cb.maxSeqTokens = 8192
+        let b = try Engine(cb)
+        let order = EventLog()
+        let returned = callWithIOHeld(b, "create", order: order) {
+            let hit = try b.createSequence(1, tokens: prompt)
+            #expect(hit == 4 * Self.blocksOnDisk)
+        }
+        #expect(returned, "the create did not wait for the device under the lock")
+        #expect(b.offload!.tier.pendingReadCount == Self.blocksOnDisk - Self.buffers)
+        #expect(try b.ready(1) == false)
+        let freer = loggedCall("free", order) { try b.free(1) }
+        let cancelled = waitUntil(seconds: 10) { b.offload!.tier.pendingReadCount == 0 }
+        #expect(b.pauseOffloadIO(false))
+        freer.join()
+        #expect(cancelled)
+        let s = b.stats()
+        #expect(s.disk.peerHits == UInt64(Self.buffers) && s.disk.peerStale == 0, "only the submitted reads landed, verified")
+        #expect(s.blocksCached == UInt64(Self.buffers))
+        #expect(b.offloadSlotAudit == (0, 0))
+        #expect(try b.createSequence(1, tokens: prompt) == 4 * Self.blocksOnDisk)
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 4 * Self.blocksOnDisk) { prompt[$0] } == 0)
+        #expect(b.stats().disk.peerStale == 0)
+    }
+
     @Test(arguments: layouts)
     func aSwapInWithMoreBlocksThanBuffersReturnsAndAnotherThreadsAppendProceeds(layout: Layout) throws {
         let dir = ScratchDir()
