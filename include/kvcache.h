@@ -937,7 +937,7 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
  *     payloads (see kvc_seq_compact); the queue of reads waiting for a staging buffer
- *     (see Reload), 64 bytes per block of memory_bytes, allocated at create.
+ *     (see Reload), 64 bytes per block the memory budget holds, allocated at create.
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
@@ -959,8 +959,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   Never waiting for the device: kvc_seq_ready, kvc_seq_create (its prefix reads queue),
  *   kvc_seq_swap_in (its reads queue), kvc_seq_swap_out_async's later blocks, an allocation's
  *   spills, kvc_seq_append otherwise. Still waiting with the engine's lock held, each only
- *   when every staging buffer is in flight (and, for the first three, behind the queued
- *   reads): a kvc_seq_swap_out or kvc_seq_swap_out_async's first block; episodic offload's
+ *   when every staging buffer is in flight (and then behind the queued reads): a
+ *   kvc_seq_swap_out or kvc_seq_swap_out_async's first block; episodic offload's
  *   record writes (kvc_seq_compact, kvc_seq_focus, a kvc_seq_fork that writes an open record)
  *   and record reads (kvc_seq_focus); until the sequence's own reads landed (its queued
  *   ones go out behind older queued reads): kvc_seq_fork (contiguous), kvc_seq_compact/focus
