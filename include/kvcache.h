@@ -643,8 +643,10 @@ kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
  * (LRU) for later prompts, the rest of its memory returns to the pool. They join the LRU
  * last block first, as vLLM frees a request's blocks, so a prompt's later blocks are evicted
  * before the earlier ones more prompts share. Pointers and block
- * ids obtained for it become invalid. With a disk tier it first waits for the sequence's
- * pending disk reads (so that no read lands in reused memory); a swapped-out sequence
+ * ids obtained for it become invalid. With a disk tier it first takes back the sequence's
+ * disk reads still queued for a staging buffer (never submitted: those blocks leave the
+ * prefix index, their bytes stay on disk) and waits for those in flight (so that no read
+ * lands in reused memory); a swapped-out sequence
  * releases its disk slots. It waits for a kvc_seq_swap_out of `seq` in progress on another
  * thread; a pending kvc_seq_swap_out_async of it is cancelled: its memory is released at
  * once, its disk slots when their writes complete (and a failure of it not yet reported is
@@ -883,7 +885,14 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     written once however many sequences share it.
  *   - Reload: kvc_seq_create continues its prefix lookup into the disk tier; blocks found
  *     there get memory and are read back asynchronously, and count in *cached_tokens. The
- *     server must not read K/V below *cached_tokens until kvc_seq_ready says 1.
+ *     server must not read K/V below *cached_tokens until kvc_seq_ready says 1. Such reads
+ *     (own tier and peers, and kvc_seq_swap_in's) never wait for the device: a read that
+ *     finds every staging buffer in flight (a prefix of more blocks than buffers, or a busy
+ *     device) is queued, its slot held, and submitted by later calls that process
+ *     completions (see COMPLETIONS) as buffers free up, oldest request first, adjacent slots
+ *     still merged; the sequence is not ready until they are submitted and landed.
+ *     kvc_seq_free of a sequence with queued reads takes them back (nothing lands in its
+ *     freed memory; those blocks stay on disk, and leave the memory index, never filled).
  *   - Nothing read back is served unverified: a torn or corrupt slot (wrong header,
  *     generation or checksum) is a miss (kvc_seq_ready fails with KVC_ERR_IO, see there).
  *   - Restart: a journal (kvcache.journal, one record appended after each write completed)
@@ -927,7 +936,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
- *     payloads (see kvc_seq_compact).
+ *     payloads (see kvc_seq_compact); the queue of reads waiting for a staging buffer
+ *     (see Reload), 64 bytes per block the memory budget holds, allocated at create.
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
@@ -944,6 +954,21 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   (for staging buffers) and an allocation (create, append, fork, swap-in) that finds no
  *   room while kvc_seq_swap_out_async calls are pending wait for the device without holding
  *   the engine's lock: other threads' calls (on other sequences) proceed while they wait.
+ *   The same calls first submit queued reads (see Reload) into the buffers completions
+ *   freed, before pending swap-outs' blocks and spills.
+ *   Never waiting for the device: kvc_seq_ready, kvc_seq_create (its prefix reads queue),
+ *   kvc_seq_swap_in (its reads queue), kvc_seq_swap_out_async's later blocks, an allocation's
+ *   spills, kvc_seq_append otherwise. Still waiting with the engine's lock held, each only
+ *   when every staging buffer is in flight (and then behind the queued reads): a
+ *   kvc_seq_swap_out or kvc_seq_swap_out_async's first block; episodic offload's
+ *   record writes (kvc_seq_compact, kvc_seq_focus, a kvc_seq_fork that writes an open record)
+ *   and record reads (kvc_seq_focus); until the sequence's own reads landed (its queued
+ *   ones go out behind older queued reads): kvc_seq_fork (contiguous), kvc_seq_compact/focus
+ *   and an append that copies a shared block, none of which a server calls before
+ *   kvc_seq_ready says 1; kvc_seq_free, for its reads already in flight only (its queued
+ *   ones are taken back, except those of a block another sequence shares); kvc_engine_sync
+ *   waits for everything. kvc_seq_swap_out and kvc_seq_swap_out_async wait for the
+ *   sequence's reads (queued ones too) without the lock.
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill

@@ -769,6 +769,57 @@ static void offload(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* A prefix of more disk blocks than staging buffers: 1 MiB slots give 32 buffers, and a
+ * 64-block prefix takes them all with its first reads and queues the rest, so kvc_seq_create
+ * returns without waiting for the device. The sequence is not ready until the queued reads
+ * were submitted (by kvc_seq_ready and kvc_engine_poll, as completions free buffers) and
+ * landed; then every block is byte-identical. */
+static void queued_reads(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
+    printf("abi_client: %s layout: prefix reads queued for staging buffers\n", layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
+    enum { BLOCKS = 64, TOKENS = BLOCKS * BLOCK + 1 };
+    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    kvc_config cfg;
+    small_config(&cfg, layout, 128u << 20);
+    cfg.num_layers = 16;
+    cfg.num_kv_heads = 8;
+    cfg.head_dim = 128; /* token_bytes 2048: a slot is 16 layers x K,V x 16 tokens + header, ~1 MiB */
+    cfg.max_seq_tokens = 2 * TOKENS;
+    cfg.offload_dir = dir;
+    cfg.offload_bytes = 128u << 20;
+    cfg.offload_queue_depth = 32; /* 32 staging buffers */
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    static int32_t tokens[TOKENS];
+    for (size_t i = 0; i < TOKENS; i++) tokens[i] = (int32_t)(i * 7919 % 90000) + 11;
+    size_t cached = 0;
+    MUST(kvc_seq_create(e, 1, tokens, TOKENS, &cached));
+    write_kv(&v, 1, 13, 0, TOKENS);
+    MUST(kvc_seq_free(e, 1));
+    MUST(kvc_engine_trim(e));
+    MUST(kvc_engine_sync(e));
+    kvc_stats before = stats_of(e);
+    MUST(kvc_seq_create(e, 2, tokens, TOKENS, &cached));
+    CHECK(cached == BLOCKS * BLOCK, "%s: the %d-block prefix is found on disk (%zu cached)", name, BLOCKS, cached);
+    CHECK(stats_of(e).blocks_loaded == before.blocks_loaded,
+          "%s: the create returned without waiting for a read to complete (it would have, for a staging buffer)", name);
+    int ready = 1;
+    MUST(kvc_seq_ready(e, 2, &ready));
+    CHECK(ready == 0, "%s: not ready while reads beyond the 32 staging buffers are queued", name);
+    CHECK(wait_ready(e, 2) == KVC_OK, "%s: the queued reads are submitted and land", name);
+    MUST(kvc_seq_ready(e, 2, &ready));
+    CHECK(ready == 1, "%s: ready once every read landed", name);
+    CHECK(kv_matches(&v, 2, 13, 0, cached), "%s: every block read back, queued or not, is byte-identical", name);
+    kvc_stats after = stats_of(e);
+    CHECK(after.blocks_loaded == before.blocks_loaded + BLOCKS, "%s: %d blocks loaded (got %" PRIu64 ")", name, BLOCKS,
+          after.blocks_loaded - before.blocks_loaded);
+    MUST(kvc_seq_free(e, 2));
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+}
+
 /* Peers: engine B names engine A's offload_dir in peer_offload_dirs and is served the blocks A
  * spilled, byte-identical, counted in peer_hits; bad peers are refused at create. */
 static void peer_tier(void) {
@@ -1084,6 +1135,8 @@ int main(int argc, char **argv) {
     evict(KVC_LAYOUT_CONTIGUOUS);
     offload(KVC_LAYOUT_PAGED);
     offload(KVC_LAYOUT_CONTIGUOUS);
+    queued_reads(KVC_LAYOUT_PAGED);
+    queued_reads(KVC_LAYOUT_CONTIGUOUS);
     peer_tier();
     chunked_swap(KVC_LAYOUT_PAGED);
     chunked_swap(KVC_LAYOUT_CONTIGUOUS);

@@ -154,7 +154,8 @@ public struct DiskTierStats: Equatable, Sendable {
 ///
 /// Writes go out from a staging buffer, so memory is free as soon as a block is copied there;
 /// a write's journal record is appended after the write completed. Reads land in a staging
-/// buffer, are verified (header, generation, checksum) and only then copied into memory.
+/// buffer, are verified (header, generation, checksum) and only then copied into memory; a
+/// block read that finds no buffer free waits in `pendingReads` (never for the device).
 ///
 /// Completions are processed by `reap`, called by the engine under its lock (no thread of its
 /// own). Cost: O(1) per block plus one memcpy and one checksum of its bytes; no allocation.
@@ -232,6 +233,10 @@ final class DiskTier {
     /// Requests prepared but not yet submitted (each holds a staging buffer, so at most `stages`).
     private let batch: UnsafeMutablePointer<kvm_io_req>
     private var batchCount = 0
+    /// Prefix and swap-in reads that found no staging buffer free (or older reads still
+    /// queued), oldest first: submitted by `reap` as completions free buffers, never waited for
+    /// under the engine's lock. At most the engine's block count (`PendingReads`).
+    private let pendingReads: PendingReads
     /// Largest merged request: 1 MiB, or one slot when slots are larger.
     private var mergeBytes: Int { max(slotBytes, 1 << 20) }
     private let journal: UnsafeMutablePointer<kvm_journal_record>
@@ -258,9 +263,9 @@ final class DiskTier {
     /// and shape (`TierIdentity.claim`). Throws `invalidArgument` (offload_bytes below one
     /// slot, a directory or peer of another model tag or shape, the own directory or a
     /// duplicate as a peer) or `io` (the directory or files cannot be used, a peer without
-    /// tier files). Allocates all metadata
-    /// and `offloadQueueDepth` staging buffers up front.
-    init(_ config: EngineConfig, memory: TierMemory, events: EventQueue) throws(KVError) {
+    /// tier files). Allocates all metadata, `offloadQueueDepth` staging buffers and a queue of
+    /// `maxPendingReads` reads waiting for a buffer (the engine's block count) up front.
+    init(_ config: EngineConfig, memory: TierMemory, events: EventQueue, maxPendingReads: Int) throws(KVError) {
         payloadBytes = config.tensors * config.blockBytes
         slotBytes = (Int(KVM_SLOT_HEADER_BYTES) + payloadBytes + 4095) / 4096 * 4096
         guard config.offloadBytes >= UInt64(slotBytes) else {
@@ -368,6 +373,7 @@ final class DiskTier {
         done = .allocate(capacity: stages)
         deferredReads = .allocate(capacity: stages)
         batch = .allocate(capacity: stages)
+        pendingReads = PendingReads(capacity: max(1, maxPendingReads))
         journal = .allocate(capacity: stages * 2 + 16)
         try recover()
     }
@@ -420,7 +426,9 @@ final class DiskTier {
         [String(cString: kvm_io_fallback_reason(io)), String(cString: kvm_slab_fallback_reason(slab))].filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
-    /// Requests in flight, or completed and not processed yet (`deferredReads`).
+    /// Requests in flight, or completed and not processed yet (`deferredReads`). Not 0 while a
+    /// read is queued for a staging buffer (see `reap`), so waiting for it ends; unless the
+    /// queue refused a submission, whose buffers free at once: the next `reap` submits more.
     var inflight: Int { Int(kvm_io_inflight(io)) + deferredReadCount }
 
     // MARK: restart
@@ -691,9 +699,19 @@ final class DiskTier {
 
     // MARK: reads
 
-    /// Reads `slot` into memory at `target` (verified before it is copied). A slot still being
-    /// written is served from its staging buffer at once. Never fails here: a read that cannot
-    /// be submitted completes as failed (`flush`), and its target hears of it then.
+    /// Reads `slot` into memory at `target` (verified before it is copied), pinning it until the
+    /// read ended. A slot still being written is served from its staging buffer at once. Never
+    /// fails here: a read that cannot be submitted completes as failed (`flush`), and its target
+    /// hears of it then.
+    ///
+    /// A block read (`target.record < 0`: a prompt's prefix hit, a swap-in) never waits for
+    /// the device: when no staging buffer is free, or older reads are still queued, it joins
+    /// `pendingReads` and a later `reap` submits it (FIFO, so the earliest request's blocks go
+    /// first and a create's reads, queued in slot order, still merge), its slot pinned
+    /// meanwhile; `cancelPendingReads` takes it back. An offloaded-token record read
+    /// (episodic `focus`) still takes a buffer at once, waiting under the engine's lock
+    /// (`takeStage`: behind the queued reads) when none is free. Cost: O(1), plus O(queued
+    /// reads submitted) when buffers freed since.
     func load(_ slot: Int32, into target: LoadTarget) {
         let s = Int(slot)
         if state[s] == DiskTier.writing {
@@ -702,29 +720,68 @@ final class DiskTier {
             stats.blocksLoaded += 1
             return
         }
-        let stage = takeStage(for: slot)
         pin(slot)
-        stageOp[Int(stage)] = DiskTier.read
-        stageSlot[Int(stage)] = slot
-        stageTarget[Int(stage)] = target
-        queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
-                         len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: 0, buf_index: 0))
+        issue(PendingReads.Entry(read: PeerRead(peer: -1, slot: slot, hash: 0, parent: 0, generation: 0, checksum: 0), target: target))
     }
 
     /// Reads peer slot `read` (found by `findInPeers`) into memory at `target`, verified
     /// against what the peer's journal said when it was looked up: a slot the peer rewrote since
     /// (or a failed read) completes as failed (`TierMemory.loadFinished` with `ok` false) and
     /// counts in `peerStale`; a verified one counts in `peerHits`. Nothing of this tier is
-    /// pinned: the peer's slot is not ours to hold. Cost as `load`.
+    /// pinned: the peer's slot is not ours to hold. Queued like `load`'s block reads when no
+    /// buffer is free (the expected record travels with it). Cost as `load`.
     func loadPeer(_ read: PeerRead, into target: LoadTarget) {
+        issue(PendingReads.Entry(read: read, target: target))
+    }
+
+    /// Submits `entry` now when a staging buffer is free and no older read is queued (or when it
+    /// is a record read, which waits for one), else queues it. See `load`.
+    private func issue(_ entry: PendingReads.Entry) {
+        submitPendingReads()
+        if entry.target.record >= 0 || (pendingReads.isEmpty && freeStageCount > 0) {
+            submitRead(entry)
+        } else {
+            pendingReads.push(entry)
+        }
+    }
+
+    /// Submits the oldest queued reads while staging buffers are free (into the batch; the
+    /// caller flushes). O(reads submitted).
+    private func submitPendingReads() {
+        while freeStageCount > 0 && !pendingReads.isEmpty { submitRead(pendingReads.pop()) }
+    }
+
+    /// Takes a staging buffer for `entry` (waiting only when none is free: record reads) and
+    /// batches its read: of the own slab when `entry.read.peer < 0` (its slot pinned by `load`),
+    /// else of that peer's.
+    private func submitRead(_ entry: PendingReads.Entry) {
+        let read = entry.read, own = read.peer < 0
         let stage = takeStage(for: read.slot)
-        stageOp[Int(stage)] = DiskTier.peerRead
+        stageOp[Int(stage)] = own ? DiskTier.read : DiskTier.peerRead
         stageSlot[Int(stage)] = read.slot
-        stageTarget[Int(stage)] = target
+        stageTarget[Int(stage)] = entry.target
         stagePeer[Int(stage)] = read
-        queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: UInt64(read.slot) * UInt64(slotBytes),
+        let offset = own ? kvm_slab_offset(slab, UInt32(read.slot)) : UInt64(read.slot) * UInt64(slotBytes)
+        queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: offset,
                          len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: UInt16(read.peer + 1), buf_index: 0))
     }
+
+    /// Takes back the queued (not yet submitted) reads for which `cancel` returns true: called
+    /// once per queued read, oldest first, with its target; when it returns true it has undone
+    /// its own side of the read (the memory block's loading count), and the tier unpins the
+    /// slot the read held (own reads). Nothing of a cancelled read lands. Returns how many.
+    /// Cost: O(queued reads).
+    @discardableResult
+    func cancelPendingReads(where cancel: (LoadTarget) -> Bool) -> Int {
+        pendingReads.remove { entry in
+            guard cancel(entry.target) else { return false }
+            if entry.read.peer < 0 { unpin(entry.read.slot) }
+            return true
+        }
+    }
+
+    /// Reads queued for a staging buffer (`load`), not submitted yet.
+    var pendingReadCount: Int { pendingReads.count }
 
     /// Brings every peer's index up to date (`PeerTier.refresh`: one `fstat` each, and the
     /// journal records appended since). A create calls it once, when its lookup first reaches
@@ -743,7 +800,8 @@ final class DiskTier {
 
     // MARK: staging buffers
 
-    /// A free staging buffer for a request on `slot`, waiting for completions when none is: the
+    /// A free staging buffer for a request on `slot`, waiting for completions under the engine's
+    /// lock when none is (writes and record reads only: block reads queue instead, `load`): the
     /// one after the previous request's when `slot` follows its slot (so they can merge), else
     /// the lowest. O(stages / 64).
     private func takeStage(for slot: Int32) -> Int32 {
@@ -765,9 +823,10 @@ final class DiskTier {
     }
 
     /// Staging buffers a bulk transfer may take now without waiting: those free beyond
-    /// `reservedStages` (0 or less: none; it leaves the rest to a later call, or waits without
-    /// the engine's lock). O(1).
-    var bulkStages: Int { freeStageCount - reservedStages }
+    /// `reservedStages` and beyond the reads queued for one (`pendingReads`, which go first)
+    /// (0 or less: none; it leaves the rest to a later call, or waits without the engine's
+    /// lock). O(1).
+    var bulkStages: Int { freeStageCount - reservedStages - pendingReads.count }
 
     /// Staging buffers pending swap-outs may take now (`SwapOutQueue`): `bulkStages`, except
     /// while a trim is spilling (`trimsSpilling > 0`). Then they leave free the buffers still
@@ -853,8 +912,11 @@ final class DiskTier {
     /// Processes completed requests, the reads `reapWrites` deferred first: waits until at
     /// least `waitFor` (capped at those in flight) completed, or `timeoutMicroseconds` passed
     /// (negative: no limit); never waits when it processed deferred reads. Returns how many.
+    /// Submits queued reads (`pendingReads`, oldest first) into the buffers free before and
+    /// after, so while any is queued a request is in flight (a buffer is taken only by one).
     @discardableResult
     func reap(waitFor: Int = 0, timeoutMicroseconds: Int64 = -1) -> Int {
+        submitPendingReads()
         flush()
         let deferred = deferredReadCount
         for i in 0..<deferred { completeRequest(tag: deferredReads[i].tag, result: deferredReads[i].result) }
@@ -862,6 +924,10 @@ final class DiskTier {
         let n = Int(max(0, kvm_io_reap(io, done, UInt32(stages), UInt32(deferred > 0 ? 0 : waitFor), timeoutMicroseconds)))
         guard n + deferred > 0 else { return 0 }
         for i in 0..<n { completeRequest(tag: done[i].tag, result: done[i].result) }
+        // The buffers just freed go to queued reads first (oldest first), before pending
+        // swap-outs' blocks (`SwapOutQueue.settle`, after this) or spills.
+        submitPendingReads()
+        flush()
         flushJournal()
         onCompletions?(n + deferred)
         return n + deferred

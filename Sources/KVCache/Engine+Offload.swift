@@ -14,7 +14,9 @@ import Glibc
 /// `poll`, `swapOut`, a `trim` with more blocks to spill than staging buffers are free for it,
 /// and an allocation out of memory while swap-outs are pending wait for the device without the
 /// lock (`awaitProgress`, which processes completions), so other threads' calls proceed
-/// meanwhile.
+/// meanwhile. Prefix and swap-in reads never wait: those that find no staging buffer free are
+/// queued (`DiskTier.load`) and submitted by the calls above as completions free buffers,
+/// before pending swap-outs' blocks.
 extension Engine {
     /// The slot of live, resident (not swapped-out) `seq`. Throws `notFound`, or
     /// `invalidArgument` for a swapped-out sequence.
@@ -129,7 +131,8 @@ extension Engine {
     /// is on disk and the memory is free (blocks shared with other sequences stay, cached prefix
     /// blocks already on disk are not written again). The sequence stays live (its id, length and
     /// chain state) but cannot be read, appended to or forked until `swapIn`. Waits for the
-    /// sequence's pending reads first.
+    /// sequence's pending reads first (queued ones go out behind older queued reads), without
+    /// the lock.
     /// While its writes are in flight the engine's lock is released: other calls proceed; for
     /// them the sequence is already swapped out (not ready, not readable), and a `free` or
     /// `swapIn` of it waits until the swap-out ended.
@@ -170,24 +173,30 @@ extension Engine {
     /// naming the failure (then it is usable as any resident sequence).
     /// Throws as `swapOut` for what fails before the call returns (then the sequence is
     /// resident and unchanged). Cost: one copy and checksum per block submitted by the call, at
-    /// most seven eighths of the staging buffers' worth (waits for the device only when none is
-    /// free at all); the other blocks' copies fall to the later calls.
+    /// most seven eighths of the staging buffers' worth (waits for the device under the lock
+    /// only when none is free at all; for the sequence's pending reads, without it); the other
+    /// blocks' copies fall to the later calls.
     public func swapOutAsync(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in _ = try submitSwapOut(seq, waited: false) }
     }
 
     /// The common start of `swapOut` and `swapOutAsync`, under the lock: processes completions,
-    /// waits for the sequence's pending reads, and starts its swap-out (`SwapOutQueue.start`:
-    /// marked swapped out, its first blocks' writes submitted; `waited`: its own call waits for
-    /// it and finishes it). Returns the coordinator and the sequence's slot. Throws as `swapOut`
+    /// waits for the sequence's pending reads (those still queued for a staging buffer too)
+    /// without the lock (`awaitProgress`: other calls proceed, and the sequence is looked up
+    /// again after each wait), and starts its swap-out (`SwapOutQueue.start`: marked swapped
+    /// out, its first blocks' writes submitted; `waited`: its own call waits for it and
+    /// finishes it). Returns the coordinator and the sequence's slot. Throws as `swapOut`
     /// before anything changed.
     private func submitSwapOut(_ seq: UInt64, waited: Bool) throws(KVError) -> (OffloadCoordinator, Int) {
         _ = try slot(seq)  // an unknown sequence changes nothing, not even by processing completions
         guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
         offload.processCompletions()
-        let s = try residentSlot(seq)
+        var s = try residentSlot(seq)
+        while !offload.resident(s) {
+            offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
+            s = try residentSlot(seq)
+        }
         if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
-        offload.waitResident(s)
         if offload.failed[s] { throw KVError(.io, "sequence \(seq) holds blocks whose disk read failed; free it instead") }
         try offload.swapOutQueue.start(slot: s, waited: waited)
         return (offload, s)
@@ -203,7 +212,8 @@ extension Engine {
     /// Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (not swapped out),
     /// `io` (its `swapOutAsync` failed after returning: it is resident and unchanged, reported
     /// once), `outOfMemory` (nothing changed; the sequence stays swapped out).
-    /// Cost: one read of one slot per block, at full queue depth; a cancel O(blocks).
+    /// Cost: one read of one slot per block, at full queue depth; never waits for the device:
+    /// reads beyond the free staging buffers are queued (`DiskTier.load`); a cancel O(blocks).
     public func swapIn(_ seq: UInt64) throws(KVError) {
         try lockedAllocating { () throws(KVError) in
             let s = try slotAfterSwapOut(seq)

@@ -129,6 +129,9 @@ public final class Engine: @unchecked Sendable {
     /// capped so at least one token remains to compute (a multiple of `blockTokens`, at most
     /// `tokens.count - 1`); the server computes K/V only for the rest. The prompt's other full
     /// blocks are indexed now or, with `indexOnSchedule`, by `schedule`.
+    /// With a disk tier, blocks found there (or in peers) are read back asynchronously (`ready`
+    /// says when), and the call never waits for the device: reads that find no staging buffer
+    /// free are queued, in slot order, behind older queued reads (`DiskTier.load`).
     /// Throws `exists`, `invalidArgument`, `outOfMemory` (with a disk tier only once no swap-out
     /// is pending: it waits for them first, `lockedAllocating`).
     /// Cost: one hash per prompt token, one index lookup per full block, one allocation per new
@@ -281,7 +284,8 @@ public final class Engine: @unchecked Sendable {
 
     /// Continues a prefix lookup into the disk tier from block `start` (below `full`): stores the
     /// disk slots of the blocks found, in order, in `scratchDisk`, pins each, and returns how
-    /// many. The caller unpins them once their reads are issued (a read holds its own pin), on
+    /// many. The caller unpins them once their reads are issued (a read holds its own pin, also
+    /// while it is queued for a staging buffer), on
     /// every path: until then the creation's own allocations evict cached blocks, whose spills
     /// into a full tier drop its least recently used unpinned slots and reuse them at once, and
     /// a reused slot would serve another block's bytes as this prefix.
@@ -479,7 +483,9 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Frees `seq`; its indexed blocks stay cached (LRU) until memory is needed. With a disk
-    /// tier it waits for a synchronous `swapOut` of it in progress and for its pending reads; a
+    /// tier it waits for a synchronous `swapOut` of it in progress, takes back its reads still
+    /// queued for a staging buffer (`OffloadCoordinator.cancelQueuedReads`: nothing lands in
+    /// its freed memory, those blocks leave the index) and waits for its reads in flight; a
     /// pending `swapOutAsync` of it is cancelled (`SwapOutQueue.cancel`): the memory is released
     /// now, its own disk slots when their writes complete. A failed asynchronous swap-out not
     /// reported yet is forgotten.
@@ -505,6 +511,7 @@ public final class Engine: @unchecked Sendable {
                 _ = offload.swapOutQueue.takeFailure(slot)
                 if offload.swapOutQueue.cancel(slot) { offload.notifyWaiters() }
                 if offload.swapped[slot] { return releaseSwapped(slot) }
+                offload.cancelQueuedReads(slot)
                 offload.waitResident(slot)
             }
             if let computed = computedTokens {

@@ -97,7 +97,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
         pthread_cond_init(progress, &attributes)
         pthread_condattr_destroy(&attributes)
-        tier = try DiskTier(config, memory: self, events: blocks.events)
+        tier = try DiskTier(config, memory: self, events: blocks.events, maxPendingReads: blocks.capacity)
         swapOutQueue = SwapOutQueue(tier: tier, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped)
         blocks.spiller = self
         tier.onCompletions = { [unowned self] n in self.processed(n) }
@@ -142,7 +142,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
 
     /// Starts reading disk slot `diskSlot` into `block` at `position` of sequence `slot`. A read
     /// that fails (on submission or on the device) completes as failed: `loadFinished` then
-    /// marks the sequence failed (its `ready` reports it).
+    /// marks the sequence failed (its `ready` reports it). Never waits: without a free staging
+    /// buffer the read is queued (`DiskTier.load`), `block` loading until it lands.
     func load(_ diskSlot: Int32, block: Int32, slot: Int, position: Int, tokens: Int) {
         loading[Int(block)] += 1
         tier.load(diskSlot, into: LoadTarget(block: block, slot: Int32(slot), position: Int32(position), tokens: Int32(tokens)))
@@ -153,6 +154,22 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     func loadPeer(_ read: PeerRead, block: Int32, slot: Int, position: Int, tokens: Int) {
         loading[Int(block)] += 1
         tier.loadPeer(read, into: LoadTarget(block: block, slot: Int32(slot), position: Int32(position), tokens: Int32(tokens)))
+    }
+
+    /// Takes back the reads of sequence `slot` still queued for a staging buffer (`free`): a
+    /// block only this sequence holds is not read at all, leaves the prefix index (its create
+    /// indexed it before its bytes arrived; the disk tier keeps them) and stops loading; its
+    /// disk slot is unpinned. A block another sequence shares (a paged hit on a block still
+    /// loading) keeps its read, which lands in memory that other sequence still holds.
+    /// Returns how many were cancelled. O(queued reads).
+    @discardableResult
+    func cancelQueuedReads(_ slot: Int) -> Int {
+        tier.cancelPendingReads { target in
+            guard target.record < 0 && Int(target.slot) == slot && blocks.references(target.block) == 1 else { return false }
+            loading[Int(target.block)] -= 1
+            blocks.forget(target.block)
+            return true
+        }
     }
 
     /// Counts one more (`+1`) or one fewer (`-1`) pending token read into `block` (episodic
