@@ -843,6 +843,10 @@ static void peer_tier(void) {
     MUST(kvc_engine_trim(a));
     MUST(kvc_engine_sync(a));
 
+    /* One engine per directory: a second one on A's is refused while A holds it. */
+    CHECK(kvc_engine_create(&cfg, &b) == KVC_ERR_IO && b == NULL && strstr(kvc_last_error(), "in use by another engine"),
+          "%s: a second engine on a held offload_dir is KVC_ERR_IO (%s)", name, kvc_last_error());
+
     cfg.offload_dir = dir_b;
     cfg.peer_offload_dirs = dir_b;
     CHECK(kvc_engine_create(&cfg, &b) == KVC_ERR_INVALID_ARGUMENT && b == NULL && strstr(kvc_last_error(), "own offload_dir"),
