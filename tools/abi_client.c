@@ -236,6 +236,13 @@ static void small_config(kvc_config *cfg, uint32_t layout, uint64_t memory_bytes
     cfg->page_bytes = 4096;
 }
 
+/* small_config with 16 MiB of memory and a 64 MiB disk tier in `dir`. */
+static void disk_config(kvc_config *cfg, uint32_t layout, char *dir) {
+    small_config(cfg, layout, 16u << 20);
+    cfg->offload_dir = dir;
+    cfg->offload_bytes = 64u << 20;
+}
+
 static engine_view view_of(kvc_engine *e, const kvc_config *cfg) {
     engine_view v;
     memset(&v, 0, sizeof v);
@@ -713,9 +720,7 @@ static void offload(uint32_t layout) {
     char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
     REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
     kvc_config cfg;
-    small_config(&cfg, layout, 16u << 20);
-    cfg.offload_dir = dir;
-    cfg.offload_bytes = 64u << 20;
+    disk_config(&cfg, layout, dir);
     int32_t tokens[PROMPT];
     for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 104729 % 70000) + 7;
     size_t cached = 0;
@@ -828,9 +833,7 @@ static void peer_tier(void) {
     char dir_a[] = "/tmp/kvcache-abi-client-XXXXXX", dir_b[] = "/tmp/kvcache-abi-client-XXXXXX";
     REQUIRE(mkdtemp(dir_a) != NULL && mkdtemp(dir_b) != NULL, "mkdtemp");
     kvc_config cfg;
-    small_config(&cfg, KVC_LAYOUT_PAGED, 16u << 20);
-    cfg.offload_dir = dir_a;
-    cfg.offload_bytes = 64u << 20;
+    disk_config(&cfg, KVC_LAYOUT_PAGED, dir_a);
     int32_t tokens[PROMPT];
     for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 11;
     size_t cached = 0;
@@ -902,9 +905,7 @@ static void chunked_swap(uint32_t layout) {
     char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
     REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
     kvc_config cfg;
-    small_config(&cfg, layout, 16u << 20);
-    cfg.offload_dir = dir;
-    cfg.offload_bytes = 64u << 20;
+    disk_config(&cfg, layout, dir);
     cfg.index_on_schedule = 1;
     kvc_engine *e = NULL;
     MUST(kvc_engine_create(&cfg, &e));
@@ -939,9 +940,7 @@ static const float episodic_embedding[2][2] = {{1, 0}, {0, 1}};
 
 static kvc_engine *episodic_compacted(uint32_t layout, char *dir, kvc_config *cfg) {
     enum { N = EPISODIC_N };
-    small_config(cfg, layout, 16u << 20);
-    cfg->offload_dir = dir;
-    cfg->offload_bytes = 64u << 20;
+    disk_config(cfg, layout, dir);
     cfg->eviction_policy = KVC_EVICTION_EPISODIC;
     cfg->episodes = 2;
     cfg->recent_tokens = 2;
