@@ -137,7 +137,8 @@ public struct EngineConfig: Equatable, Sendable {
             try check(peerOffloadDirs.count <= EngineConfig.maxPeers,
                       "peer_offload_dirs lists \(peerOffloadDirs.count) directories, more than \(EngineConfig.maxPeers)")
             for dir in peerOffloadDirs {
-                try check(!dir.isEmpty && dir.utf8.count <= 4096, "peer_offload_dirs entry '\(dir)' is empty or longer than 4096 bytes")
+                try check(!dir.isEmpty && dir.utf8.count <= 4096,
+                          "peer_offload_dirs has an entry that is empty or longer than 4096 bytes (\(dir.utf8.count) bytes: '\(dir.prefix(64))...')")
             }
         }
     }

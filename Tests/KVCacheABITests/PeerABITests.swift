@@ -52,6 +52,15 @@ struct PeerABITests {
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["peer_offload_dirs", "offload_dir"]) {
             noTier.create(&out, offloadDir: own, peers: empty)
         }
+        // More than 16 peers, and an entry longer than a path may be.
+        let seventeen = (0..<17).map { "\(empty)/p\($0)" }.joined(separator: ":")
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["17 directories", "more than 16"]) {
+            c.create(&out, offloadDir: own, peers: seventeen)
+        }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["longer than 4096 bytes"]) {
+            c.create(&out, offloadDir: own, peers: "/" + String(repeating: "p", count: 4096))
+        }
+        #expect(out == nil)
         #expect((try FileManager.default.contentsOfDirectory(atPath: own)).isEmpty, "nothing was created")
     }
 
