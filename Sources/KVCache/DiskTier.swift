@@ -204,8 +204,6 @@ final class DiskTier {
     private let stagePeer: UnsafeMutablePointer<PeerRead>
     /// The peers (`peer_offload_dirs`), in order; peer `i`'s slab is I/O file `i + 1`.
     let peers: [PeerTier]
-    /// True when `peers` is not empty: the one check a create's disk miss makes.
-    let hasPeers: Bool
     /// Free staging buffers, one bit each (1: free), and how many.
     private let stageFreeBits: UnsafeMutablePointer<UInt64>
     private var freeStageCount = 0
@@ -273,7 +271,6 @@ final class DiskTier {
         }
         capacity = Int(min(config.offloadBytes / UInt64(slotBytes), UInt64(DiskTier.maxSlots)))
         peers = try PeerTier.openAll(config, slotBytes: slotBytes, payloadBytes: payloadBytes, capacity: capacity)
-        hasPeers = !peers.isEmpty
         self.memory = memory
         self.events = events
         let environment = ProcessInfoLite.self
@@ -783,15 +780,16 @@ final class DiskTier {
     /// Reads queued for a staging buffer (`load`), not submitted yet.
     var pendingReadCount: Int { pendingReads.count }
 
-    /// Brings every peer's index up to date (`PeerTier.refresh`: one `fstat` each, and the
-    /// journal records appended since). A create calls it once, when its lookup first reaches
-    /// the peers.
-    func refreshPeers() {
-        for peer in peers { peer.refresh() }
-    }
-
-    /// Block `hash` in the first peer whose index holds it, or nil. O(peers).
-    func findInPeers(_ hash: UInt64) -> PeerRead? {
+    /// Block `hash` in the first peer whose index holds it, or nil (at once without peers: the
+    /// one check a create's own-tier miss makes). The first call of a lookup (`refreshed`
+    /// false) brings every peer's index up to date first (`PeerTier.refresh`: one `fstat` each,
+    /// and the journal records appended since) and sets `refreshed`. O(peers).
+    func findInPeers(_ hash: UInt64, refreshed: inout Bool) -> PeerRead? {
+        guard !peers.isEmpty else { return nil }
+        if !refreshed {
+            for peer in peers { peer.refresh() }
+            refreshed = true
+        }
         for (i, peer) in peers.enumerated() {
             if let read = peer.find(hash, peer: Int32(i)) { return read }
         }

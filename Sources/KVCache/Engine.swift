@@ -37,8 +37,6 @@ public final class Engine: @unchecked Sendable {
     /// Scratch for one call: the prompt's blocks found in peers' tiers; allocated only with
     /// `peerOffloadDirs`.
     private let scratchPeer: UnsafeMutablePointer<PeerRead>?
-    /// Of the blocks the last `diskPrefix` found, how many came from peers.
-    private var peerFound = 0
     /// Scratch for one call: the prompt's block hashes and its hit blocks.
     private let scratchHashes: UnsafeMutablePointer<UInt64>
     private let scratchHit: UnsafeMutablePointer<Int32>
@@ -201,7 +199,7 @@ public final class Engine: @unchecked Sendable {
             hit += 1
         }
         let used = min(hit, (n - 1) / bt)
-        let fromDisk = offload.map { diskPrefix(start: used, full: min(full, (n - 1) / bt), tier: $0.tier) } ?? 0
+        let (fromDisk, fromPeers) = offload.map { diskPrefix(start: used, full: min(full, (n - 1) / bt), tier: $0.tier) } ?? (0, 0)
         defer { if let tier = offload?.tier { for i in 0..<fromDisk where scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } } }  // pinned by diskPrefix
         let total = (n + bt - 1) / bt
         var revived = 0
@@ -272,8 +270,8 @@ public final class Engine: @unchecked Sendable {
                     }
                 }
             }
-            offload.diskHitTokens += UInt64((fromDisk - peerFound) * bt)
-            offload.peerHitTokens += UInt64(peerFound * bt)
+            offload.diskHitTokens += UInt64((fromDisk - fromPeers) * bt)
+            offload.peerHitTokens += UInt64(fromPeers * bt)
             offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
         }
         prefixQueryTokens += UInt64(n)
@@ -284,7 +282,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Continues a prefix lookup into the disk tier from block `start` (below `full`): stores the
     /// disk slots of the blocks found, in order, in `scratchDisk`, pins each, and returns how
-    /// many. The caller unpins them once their reads are issued (a read holds its own pin, also
+    /// many, and how many of them came from peers. The caller unpins them once their reads are issued (a read holds its own pin, also
     /// while it is queued for a staging buffer), on
     /// every path: until then the creation's own allocations evict cached blocks, whose spills
     /// into a full tier drop its least recently used unpinned slots and reuse them at once, and
@@ -292,14 +290,13 @@ public final class Engine: @unchecked Sendable {
     ///
     /// A block the own tier misses is looked up in the peers' indexes (refreshed once per
     /// call, when the lookup first reaches them): a peer hit is stored as -1 in `scratchDisk`
-    /// and its location in `scratchPeer` (not pinned: the peer's slot is verified when read);
-    /// `peerFound` counts them. The chain stops at the first block found nowhere. Without peers
-    /// the only extra cost is one check at the own tier's first miss.
-    private func diskPrefix(start: Int, full: Int, tier: DiskTier) -> Int {
+    /// and its location in `scratchPeer` (not pinned: the peer's slot is verified when read).
+    /// The chain stops at the first block found nowhere. Without peers the only extra cost is
+    /// one check at the own tier's first miss.
+    private func diskPrefix(start: Int, full: Int, tier: DiskTier) -> (found: Int, fromPeers: Int) {
         tier.reap()
-        var found = 0
+        var found = 0, fromPeers = 0
         var peersRefreshed = false
-        peerFound = 0
         while start + found < full {
             let hash = scratchHashes[start + found]
             let slot = tier.lookup(hash)
@@ -307,19 +304,14 @@ public final class Engine: @unchecked Sendable {
                 tier.pin(slot)
                 scratchDisk[found] = slot
             } else {
-                guard tier.hasPeers else { break }
-                if !peersRefreshed {
-                    tier.refreshPeers()
-                    peersRefreshed = true
-                }
-                guard let read = tier.findInPeers(hash) else { break }
+                guard let read = tier.findInPeers(hash, refreshed: &peersRefreshed) else { break }
                 scratchDisk[found] = -1
                 scratchPeer![found] = read
-                peerFound += 1
+                fromPeers += 1
             }
             found += 1
         }
-        return found
+        return (found, fromPeers)
     }
 
     /// Sort key of `diskPrefix`'s block `i` for submission: own slots first in slot order,
@@ -706,14 +698,7 @@ public final class Engine: @unchecked Sendable {
             }
             inMemory = false
             guard let tier = offload?.tier else { break }
-            if !tier.contains(h) {
-                guard tier.hasPeers else { break }
-                if !peersRefreshed {
-                    tier.refreshPeers()
-                    peersRefreshed = true
-                }
-                guard tier.findInPeers(h) != nil else { break }
-            }
+            guard tier.contains(h) || tier.findInPeers(h, refreshed: &peersRefreshed) != nil else { break }
             hit += 1
         }
         return hit
