@@ -296,7 +296,8 @@ typedef struct kvc_config {
      *  peers. Read-only: this engine never takes a peer's lock, never creates or writes a
      *  file there, and opens its slab O_RDONLY, so a peer may be held by a running engine of
      *  another process (on a shared file system, of another machine). Needs a disk tier of
-     *  this engine's own (offload_dir, offload_bytes; else KVC_ERR_INVALID_ARGUMENT). See
+     *  this engine's own (offload_dir, offload_bytes) and a model_tag other than 0 (else
+     *  KVC_ERR_INVALID_ARGUMENT; a peer's tag must then equal it). See
      *  DISK TIER, Peers. kvc_engine_create fails, creating nothing and leaving offload_dir
      *  untouched, with KVC_ERR_IO when a peer directory does not exist or holds no
      *  kvcache.identity, kvcache.slab and kvcache.journal yet (no engine has used it), and
@@ -316,8 +317,11 @@ typedef struct kvc_config {
      *  blocks of another tag or shape, so no engine is served another model's K/V after a
      *  restart or from a peer (two models with the same bytes per block would otherwise pass
      *  every slot check). A directory without the file (new, or from a version before it)
-     *  gets this engine's; a peer without it is KVC_ERR_IO. Offset 144 (the struct is 152
-     *  bytes since this field); a caller's older struct gets 0. */
+     *  gets this engine's; a peer without it is KVC_ERR_IO. 0 names no model: a tier one
+     *  engine owns accepts it (its restarts must keep the model), but peer_offload_dirs
+     *  needs another value, since a fine-tune and its base have the same shape and would
+     *  both leave it at 0. Offset 144 (the struct is 152 bytes since this field); a caller's
+     *  older struct gets 0. */
     uint64_t model_tag;
     /* more may follow */
 } kvc_config;
@@ -932,7 +936,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     without peers: nothing (one check per kvc_seq_create that misses in its own tier);
  *     with them about 56 bytes of index per peer slot (of max(this engine's tier, the peer's
  *     slab at create) slots; blocks in slots beyond are not found). A peer must hold blocks
- *     of this engine's model_tag and shape (its kvcache.identity), else create fails.
+ *     of this engine's model_tag and shape (its kvcache.identity), else create fails; the
+ *     tag must not be 0 (no model named) when there are peers.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot

@@ -834,6 +834,7 @@ static void peer_tier(void) {
     REQUIRE(mkdtemp(dir_a) != NULL && mkdtemp(dir_b) != NULL, "mkdtemp");
     kvc_config cfg;
     disk_config(&cfg, KVC_LAYOUT_PAGED, dir_a);
+    cfg.model_tag = 0xA1; /* sharing a tier needs a model named */
     int32_t tokens[PROMPT];
     for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 11;
     size_t cached = 0;
@@ -858,6 +859,11 @@ static void peer_tier(void) {
     CHECK(kvc_engine_create(&cfg, &b) == KVC_ERR_IO && b == NULL && strstr(kvc_last_error(), "/nonexistent/kvcache-peer"),
           "%s: a missing peer directory is KVC_ERR_IO naming it", name);
     cfg.peer_offload_dirs = dir_a;
+    cfg.model_tag = 0;
+    CHECK(kvc_engine_create(&cfg, &b) == KVC_ERR_INVALID_ARGUMENT && b == NULL &&
+              strstr(kvc_last_error(), "peer_offload_dirs needs a model_tag other than 0"),
+          "%s: peers without a model_tag are INVALID_ARGUMENT (%s)", name, kvc_last_error());
+    cfg.model_tag = 0xA1;
     MUST(kvc_engine_create(&cfg, &b));
     engine_view vb = view_of(b, &cfg);
     MUST(kvc_seq_create(b, 1, tokens, PROMPT, &cached));
@@ -876,14 +882,14 @@ static void peer_tier(void) {
     cfg.offload_dir = dir_c;
     cfg.model_tag = 7;
     b = NULL;
-    CHECK(kvc_engine_create(&cfg, &b) == KVC_ERR_INVALID_ARGUMENT && b == NULL && strstr(kvc_last_error(), "model_tag 0x7 here, 0x0 there"),
+    CHECK(kvc_engine_create(&cfg, &b) == KVC_ERR_INVALID_ARGUMENT && b == NULL && strstr(kvc_last_error(), "model_tag 0x7 here, 0xa1 there"),
           "%s: a peer of another model_tag is INVALID_ARGUMENT naming both tags (%s)", name, kvc_last_error());
     kvc_engine_destroy(a);
     cfg.offload_dir = dir_a;
     cfg.peer_offload_dirs = NULL;
     CHECK(kvc_engine_create(&cfg, &a) == KVC_ERR_INVALID_ARGUMENT && a == NULL && strstr(kvc_last_error(), "another model"),
           "%s: reopening a tier of another model_tag is INVALID_ARGUMENT", name);
-    cfg.model_tag = 0;
+    cfg.model_tag = 0xA1;
     MUST(kvc_engine_create(&cfg, &a));
     va = view_of(a, &cfg);
     MUST(kvc_seq_create(a, 1, tokens, PROMPT, &cached));

@@ -77,7 +77,8 @@ public struct EngineConfig: Equatable, Sendable {
     /// the own disk tier is looked up in their journals' indexes and read (verified) into a
     /// fresh block of this engine (`PeerTier`). Read-only: their locks are not taken and nothing
     /// is written there. Needs a disk tier of its own (its I/O queue and staging buffers carry
-    /// the reads). Empty (default): no peers, and a create costs nothing more.
+    /// the reads) and a `modelTag` other than 0 (so does every peer, whose tag must be this
+    /// one). Empty (default): no peers, and a create costs nothing more.
     public var peerOffloadDirs: [String] = []
     /// Most entries of `peerOffloadDirs`.
     public static let maxPeers = 16
@@ -86,7 +87,10 @@ public struct EngineConfig: Equatable, Sendable {
     /// KV quantisation). A disk tier records it with the block shape (`TierIdentity`, the
     /// directory's `kvcache.identity`), so that no engine is served K/V of another model from
     /// its own directory after a restart or from a peer's: the block hash depends on the
-    /// tokens only. Default 0.
+    /// tokens only. Default 0: no model named, which a tier of one engine accepts (its
+    /// restarts must then keep the model) but sharing does not: `peerOffloadDirs` needs a tag
+    /// other than 0, because two models of one shape (a fine-tune and its base) that both
+    /// left it at 0 would pass the identity check and serve each other's K/V.
     public var modelTag: UInt64 = 0
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).
@@ -134,6 +138,8 @@ public struct EngineConfig: Equatable, Sendable {
         }
         if !peerOffloadDirs.isEmpty {
             try check(hasDiskTier, "peer_offload_dirs needs a disk tier of this engine's own (offload_dir and offload_bytes): its I/O queue reads the peers' blocks")
+            try check(modelTag != 0,
+                      "peer_offload_dirs needs a model_tag other than 0: tiers of two models of the same shape that both leave it at 0 would serve each other's K/V")
             try check(peerOffloadDirs.count <= EngineConfig.maxPeers,
                       "peer_offload_dirs lists \(peerOffloadDirs.count) directories, more than \(EngineConfig.maxPeers)")
             for dir in peerOffloadDirs {

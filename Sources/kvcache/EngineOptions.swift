@@ -55,7 +55,7 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Another engine's offload directory to read spilled blocks from (peer_offload_dirs; read-only, its lock is not taken); repeatable, needs --offload-dir.")
     var peerOffloadDir: [String] = []
 
-    @Option(help: "The model whose K/V the engine holds (model_tag): recorded with its disk tier, whose blocks an engine of another tag is refused (own directory or peer).")
+    @Option(help: "The model whose K/V the engine holds (model_tag): recorded with its disk tier, whose blocks an engine of another tag is refused (own directory or peer). --peer-offload-dir needs one other than 0, in every run sharing the tiers.")
     var modelTag: UInt64 = 0
 
     @Option(help: "Disk tier staging buffers (offload_queue_depth, 32...1024): more write more cold blocks back when an allocation evicts many at once.")

@@ -31,7 +31,8 @@ struct SpillChildCommand: ParsableCommand {
     @Flag(help: "After --prompts: spill everything, sync, print 'holding' and sleep until killed.")
     var hold = false
 
-    /// The test suite's shape (`smallConfig`): 2 layers, 2 heads x 8 x fp16, 4-token blocks.
+    /// The test suite's shape (`smallConfig`): 2 layers, 2 heads x 8 x fp16, 4-token blocks,
+    /// and its model tag (`testModelTag`, 0x7E57: a peer needs one other than 0).
     static func config(dir: String, memoryBytes: UInt64, offloadBytes: UInt64) -> EngineConfig {
         var c = EngineConfig()
         c.layout = .paged
@@ -46,6 +47,7 @@ struct SpillChildCommand: ParsableCommand {
         c.pageBytes = 4096
         c.offloadDir = dir
         c.offloadBytes = offloadBytes
+        c.modelTag = 0x7E57
         return c
     }
 

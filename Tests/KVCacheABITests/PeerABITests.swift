@@ -10,6 +10,7 @@ struct PeerABITests {
     static func config() -> CConfig {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.offloadBytes = 16 << 20
+        c.modelTag = 0xA1  // peers need a model named
         return c
     }
 
@@ -51,6 +52,11 @@ struct PeerABITests {
         noTier.offloadBytes = 0
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["peer_offload_dirs", "offload_dir"]) {
             noTier.create(&out, offloadDir: own, peers: empty)
+        }
+        var untagged = c
+        untagged.modelTag = 0
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["peer_offload_dirs needs a model_tag other than 0"]) {
+            untagged.create(&out, offloadDir: own, peers: empty)
         }
         // More than 16 peers, and an entry longer than a path may be.
         let seventeen = (0..<17).map { "\(empty)/p\($0)" }.joined(separator: ":")

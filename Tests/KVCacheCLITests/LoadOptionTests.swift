@@ -78,11 +78,13 @@ struct LoadOptionTests {
     }
 
     @Test func peerOffloadDirsReachTheConfigAndNeedAnOwnTier() throws {
-        let config = try LoadCommand.parse(["--offload-dir", "/tmp/own", "--peer-offload-dir", "/tmp/p1", "--peer-offload-dir", "/tmp/p2"])
-            .engine.config
+        let config = try LoadCommand.parse(["--offload-dir", "/tmp/own", "--model-tag", "1", "--peer-offload-dir", "/tmp/p1",
+                                            "--peer-offload-dir", "/tmp/p2"]).engine.config
         #expect(config.peerOffloadDirs == ["/tmp/p1", "/tmp/p2"])
         #expect(try LoadCommand.parse([]).engine.config.peerOffloadDirs.isEmpty)
         #expect(Self.error(["--peer-offload-dir", "/tmp/p1"])?.contains("peer_offload_dirs needs a disk tier of this engine's own") == true)
+        #expect(Self.error(["--offload-dir", "/tmp/own", "--peer-offload-dir", "/tmp/p1"])?
+            .contains("peer_offload_dirs needs a model_tag other than 0") == true)
     }
 
     @Test func modelTagReachesTheConfig() throws {

@@ -87,6 +87,7 @@ enum SpillChildConfig {
         var c = smallConfig(.paged, memoryBytes: 64 << 20)
         c.offloadDir = dir
         c.offloadBytes = offloadBytes
+        c.modelTag = testModelTag
         return c
     }
 }

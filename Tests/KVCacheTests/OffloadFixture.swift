@@ -30,11 +30,16 @@ func corruptSlots(dir: String, slotBytes: Int, _ slots: Range<Int>) {
     close(fd)
 }
 
-/// `smallConfig` with a disk tier in `dir` of `offloadBytes`.
+/// The model tag of the test suite's tiers (`kvcache spill-child` uses it too): peers need
+/// one other than 0 (`EngineConfig.modelTag`).
+let testModelTag: UInt64 = 0x7E57
+
+/// `smallConfig` with a disk tier in `dir` of `offloadBytes`, of model `testModelTag`.
 func offloadConfig(_ layout: Layout, dir: String, memoryBytes: UInt64 = 64 << 20, offloadBytes: UInt64 = 64 << 20) -> EngineConfig {
     var c = smallConfig(layout, memoryBytes: memoryBytes)
     c.offloadDir = dir
     c.offloadBytes = offloadBytes
+    c.modelTag = testModelTag
     return c
 }
 

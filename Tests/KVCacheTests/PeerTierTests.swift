@@ -241,6 +241,12 @@ struct PeerTierTests {
         noTier.peerOffloadDirs = [dirA.path]
         e = refusal(noTier)
         #expect(e?.code == .invalidArgument && e!.message.contains("peer_offload_dirs"), "\(e?.message ?? "created")")
+        // No model named: two models of one shape that both leave the tag at 0 would pass the
+        // identity check, so sharing needs a tag (a tier of one engine does not).
+        var untagged = peerConfig(.paged, dir: dirB.path, peers: [empty.path])
+        untagged.modelTag = 0
+        e = refusal(untagged)
+        #expect(e?.code == .invalidArgument && e!.message.contains("needs a model_tag other than 0"), "\(e?.message ?? "created")")
 
         // A peer written by an engine of another shape (twice the head size: other blocks).
         var wide = offloadConfig(.paged, dir: dirA.path)
