@@ -27,6 +27,11 @@
  * tier that does not hold it, removed from one that does), and every block a create hits must
  * have been announced.
  *
+ * Restarts: half of them restart the engine on its own directory, half start a new instance
+ * (up to three per run) on a fresh directory that reads the earlier ones' tiers as peers
+ * (peer_offload_dirs): their blocks then come back as peer hits, whose bytes are checked as
+ * any other, and which a router knew from the earlier instances' events.
+ *
  * Seeds 1, 4, 7, ... turn on index_on_schedule: after a create wrote its K/V the model schedules
  * it in one or two steps, or leaves it to an append, so creates hit only scheduled blocks.
  *
@@ -76,7 +81,7 @@ static model_seq m[IDS + 1];
 static uint64_t rng, seed;
 static int step, failures, adaptive, faulty, scheduling;
 static const char *layout_name;
-static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules; } covered; /* what the runs reached */
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules, instances, peer_hits; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -104,9 +109,10 @@ static int tracing; /* ABI_MODEL_TRACE set: every call that changed something, o
 
 /* What a router learns from the engine's KV events: the block hashes each tier holds
  * (open addressing, 2^16 slots; 0 and 1 mark empty and deleted: hashes are neither in
- * practice, and the model only asks about prompt blocks). */
-enum { VIEW_SLOTS = 1 << 16 };
-static uint64_t view[2][VIEW_SLOTS];
+ * practice, and the model only asks about prompt blocks). Tier 2 (PEERS) holds what the
+ * earlier instances' disk tiers held when they stopped: the peers' blocks. */
+enum { VIEW_SLOTS = 1 << 16, PEERS = 2, MAX_DIRS = 4 };
+static uint64_t view[3][VIEW_SLOTS];
 static size_t view_find(int tier, uint64_t h) {
     size_t i = (size_t)(h * 0x9E3779B97F4A7C15ull >> 48), deleted = VIEW_SLOTS;
     while (view[tier][i] != 0 && view[tier][i] != h) {
@@ -313,7 +319,7 @@ static void op_create(void) {
         uint64_t hashes[MAX_TOKENS / BLOCK];
         size_t nh = 0, known = 0;
         EXPECT(kvc_hash_tokens(tokens, cached, BLOCK, hashes, MAX_TOKENS / BLOCK, &nh) == KVC_OK && nh == cached / BLOCK, "hashes");
-        while (known < nh && (view_has(0, hashes[known]) || view_has(1, hashes[known]))) known++;
+        while (known < nh && (view_has(0, hashes[known]) || view_has(1, hashes[known]) || view_has(PEERS, hashes[known]))) known++;
         EXPECT(known == nh, "create %" PRIu64 ": %zu cached tokens, but the events announced only %zu of its blocks", id, cached, known);
     }
     drain();
@@ -642,19 +648,42 @@ static uint64_t account(void) {
     covered.offloaded += st.tokens_offloaded;
     covered.restored += st.tokens_restored;
     covered.disk_errors += st.disk_errors;
+    covered.peer_hits += st.peer_hits;
     return run_errors += st.disk_errors;
 }
 
+/* The run's tier directories: dirs[0] first, the current instance's last. */
+static char dirs[MAX_DIRS][64];
+static int ndirs;
+static char peer_list[MAX_DIRS * 64];
+
 /* The server restarts: every sequence ends, and a new engine on the same directory finds the
  * spilled prefix blocks again through the journal; creates then check their bytes as ever.
+ * Or (`new_instance`) a new instance starts on a fresh directory, reading every earlier
+ * directory as a peer; the router keeps what it knew those tiers held (PEERS).
  * (With faults, the new engine's disk dies again after a while.) */
-static void op_restart(const kvc_config *cfg) {
+static void op_restart(kvc_config *cfg, int new_instance) {
     kvc_status rc = kvc_engine_sync(e);
     EXPECT(rc == KVC_OK || (faulty && rc == KVC_ERR_IO), "sync before the restart: status %d", rc);
     account();
     kvc_engine_destroy(e);
     memset(m, 0, sizeof m);
-    memset(view, 0, sizeof view); /* a router that saw the instance restart starts over */
+    if (new_instance && ndirs < MAX_DIRS) {
+        for (size_t i = 0; i < VIEW_SLOTS; i++)
+            if (view[1][i] > 1) view[PEERS][view_find(PEERS, view[1][i])] = view[1][i];
+        size_t used = 0;
+        for (int d = 0; d < ndirs; d++) used += (size_t)snprintf(peer_list + used, sizeof peer_list - used, "%s%s", d ? ":" : "", dirs[d]);
+        snprintf(dirs[ndirs], sizeof dirs[ndirs], "/tmp/kvcache-abi-model-XXXXXX");
+        if (!mkdtemp(dirs[ndirs])) {
+            perror("abi_model: mkdtemp");
+            exit(1);
+        }
+        cfg->offload_dir = dirs[ndirs++];
+        cfg->peer_offload_dirs = peer_list;
+        covered.instances++;
+        TRACE("new instance on %s, peers %s", cfg->offload_dir, peer_list);
+    }
+    memset(view, 0, 2 * sizeof view[0]); /* a router that saw the instance restart starts over */
     create_engine(cfg);
     kvc_stats st;
     memset(&st, 0, sizeof st);
@@ -674,11 +703,12 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     memset(view, 0, sizeof view);
     adaptive = s % 2 == 0; /* even seeds: per-layer budgets from the observed entropy, so layers differ */
     memset(m, 0, sizeof m);
-    char dir[] = "/tmp/kvcache-abi-model-XXXXXX";
-    if (!mkdtemp(dir)) {
+    snprintf(dirs[0], sizeof dirs[0], "/tmp/kvcache-abi-model-XXXXXX");
+    if (!mkdtemp(dirs[0])) {
         perror("abi_model: mkdtemp");
         exit(1);
     }
+    ndirs = 1;
     kvc_config cfg;
     kvc_config_init(&cfg);
     cfg.num_layers = LAYERS;
@@ -694,8 +724,9 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     cfg.eviction_policy = KVC_EVICTION_HEAVY_HITTER;
     cfg.embedding_dim = 4;
     cfg.adaptive_budgets = (uint32_t)adaptive;
-    cfg.offload_dir = dir;
+    cfg.offload_dir = dirs[0];
     cfg.offload_bytes = 16u << 20;
+    cfg.model_tag = 0xAB; /* peers need a model named */
     /* Seeds 1, 4, 7...: prompts are indexed as scheduled (kvc_seq_schedule after the create
      * wrote them, in one or two steps, or not at all until an append). */
     scheduling = s % 3 == 1;
@@ -706,7 +737,7 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     create_engine(&cfg);
     for (step = 0; step < steps && failures == 0; step++) {
         if (below(500) == 0) {
-            op_restart(&cfg);
+            op_restart(&cfg, (int)below(2));
             continue;
         }
         uint32_t r = below(100);
@@ -729,7 +760,7 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     EXPECT(failures > 0 || !faulty || steps < 3000 || run_restarts > 0 || errors > 0, "the disk died (%" PRIu64 " disk errors)", errors);
     EXPECT(faulty || errors == 0, "no disk errors without faults (%" PRIu64 ")", errors);
     kvc_engine_destroy(e);
-    remove_tier_dir(dir);
+    for (int d = 0; d < ndirs; d++) remove_tier_dir(dirs[d]);
 }
 
 int main(int argc, char **argv) {
@@ -742,11 +773,12 @@ int main(int argc, char **argv) {
     printf("abi_model: %d seeds x %d steps per layout, %s; reached: %" PRIu64 " blocks spilled, %" PRIu64
            " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
            " compactions leaving layers of different lengths, %" PRIu64 " disk errors (injected), %" PRIu64
-           " sequences broken by a failed read, %" PRIu64 " restarts finding %" PRIu64 " KiB on disk, %" PRIu64
+           " sequences broken by a failed read, %" PRIu64 " restarts finding %" PRIu64 " KiB on disk (%" PRIu64
+           " as new instances reading the earlier ones' tiers, %" PRIu64 " peer blocks served), %" PRIu64
            " prefills scheduled in steps, %" PRIu64 " events checked\n",
            seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
            covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken, covered.restarts,
-           covered.found_on_restart >> 10, covered.schedules, events_seen);
+           covered.found_on_restart >> 10, covered.instances, covered.peer_hits, covered.schedules, events_seen);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
 }
