@@ -931,8 +931,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     kvc_seq_create whose lookup reaches the peers: one fstat of the journal, and only when
  *     it grew, the complete records appended since (a partial record is read later); a journal
  *     the peer rewrote (compaction at its restart) or that shrank is replayed from its
- *     start. A peer whose files vanish later gives misses, not errors (its slab replaced by
- *     a new file, e.g. its directory recreated: misses until this engine restarts). Cost
+ *     start. A peer whose files vanish later gives misses, not errors; when its directory
+ *     holds a tier of this engine's model_tag and shape again (recreated, e.g. by a restart
+ *     that starts empty), the next kvc_seq_create reaching the peers opens the new slab and
+ *     reads it, once no read of the old one is in flight. Cost
  *     without peers: nothing (one check per kvc_seq_create that misses in its own tier);
  *     with them about 56 bytes of index per peer slot (of max(this engine's tier, the peer's
  *     slab at create) slots; blocks in slots beyond are not found). A peer must hold blocks

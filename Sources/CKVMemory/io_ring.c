@@ -117,6 +117,16 @@ void kvm_io_destroy(kvm_io *io) {
     free(io);
 }
 
+int kvm_io_replace_file(kvm_io *io, uint32_t index, int fd) {
+    if (index >= io->n_files || fd < 0) return kvm_fail(EINVAL, "kvm_io_replace_file: file index %u out of range or fd %d invalid", index, fd);
+    if (io->backend == KVM_IO_URING) {
+        int rc = io_uring_register_files_update(&io->ring, index, &fd, 1);
+        if (rc < 0) return kvm_fail(-rc, "kvm_io_replace_file: io_uring_register_files_update failed: %s", strerror(-rc));
+    }
+    io->files[index] = fd;
+    return 0;
+}
+
 /* True when this request is to fail by fault injection. */
 static int injected_fault(kvm_io *io, uint16_t op) {
     if (!(io->fault_ops & (1u << op))) return 0;

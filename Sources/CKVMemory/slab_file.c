@@ -179,10 +179,10 @@ int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes) {
     }
     /* Renamed over (the owner compacted it at a restart) or removed: open the path again. The
      * slab must still be the one registered for I/O: a replaced slab (directory recreated) is
-     * another file this engine cannot read through its queue. */
+     * another file, which the caller opens anew (kvm_slab_open_peer) and registers. */
     struct stat slab;
     if (fstat(s->fd, &slab) != 0 || slab.st_nlink == 0)
-        return kvm_fail(ESTALE, "peer slab of '%s' was removed or replaced; its blocks are misses until this engine restarts", s->journal_path);
+        return kvm_fail(ESTALE, "peer slab of '%s' was removed or replaced; its blocks are misses until the directory holds a tier again", s->journal_path);
     int fd = open(s->journal_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return kvm_fail(errno, "peer journal '%s': cannot reopen: %s", s->journal_path, strerror(errno));
     if (fstat(fd, &st) != 0) {

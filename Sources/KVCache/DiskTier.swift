@@ -204,6 +204,10 @@ final class DiskTier {
     private let stagePeer: UnsafeMutablePointer<PeerRead>
     /// The peers (`peer_offload_dirs`), in order; peer `i`'s slab is I/O file `i + 1`.
     let peers: [PeerTier]
+    /// Per peer: its reads submitted (batched, in flight, or completed and not processed yet).
+    /// A peer whose slab was replaced is reopened only at 0: the thread backend's workers read
+    /// the descriptor a request was submitted with, so the old one stays open until then.
+    private var peerReadsInFlight: [Int]
     /// Free staging buffers, one bit each (1: free), and how many.
     private let stageFreeBits: UnsafeMutablePointer<UInt64>
     private var freeStageCount = 0
@@ -363,6 +367,7 @@ final class DiskTier {
         stageSlot = .allocate(capacity: stages)
         stageTarget = .allocate(capacity: stages)
         stagePeer = .allocate(capacity: stages)
+        peerReadsInFlight = [Int](repeating: 0, count: peers.count)
         stageFreeBits = .allocate(capacity: (stages + 63) / 64)
         stageFreeBits.initialize(repeating: 0, count: (stages + 63) / 64)
         for i in 0..<stages { stageFreeBits[i / 64] |= 1 << UInt64(i % 64) }
@@ -758,6 +763,7 @@ final class DiskTier {
         stageSlot[Int(stage)] = read.slot
         stageTarget[Int(stage)] = entry.target
         stagePeer[Int(stage)] = read
+        if !own { peerReadsInFlight[Int(read.peer)] += 1 }
         let offset = own ? kvm_slab_offset(slab, UInt32(read.slot)) : UInt64(read.slot) * UInt64(slotBytes)
         queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: offset,
                          len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: UInt16(read.peer + 1), buf_index: 0))
@@ -783,11 +789,19 @@ final class DiskTier {
     /// Block `hash` in the first peer whose index holds it, or nil (at once without peers: the
     /// one check a create's own-tier miss makes). The first call of a lookup (`refreshed`
     /// false) brings every peer's index up to date first (`PeerTier.refresh`: one `fstat` each,
-    /// and the journal records appended since) and sets `refreshed`. O(peers).
+    /// and the journal records appended since; a peer whose slab was replaced is opened anew
+    /// once none of its reads is in flight, `PeerTier.reopen`, and its new slab replaces the old
+    /// one in the I/O queue's file table) and sets `refreshed`. O(peers).
     func findInPeers(_ hash: UInt64, refreshed: inout Bool) -> PeerRead? {
         guard !peers.isEmpty else { return nil }
         if !refreshed {
-            for peer in peers { peer.refresh() }
+            for (i, peer) in peers.enumerated() {
+                peer.refresh()
+                if peer.replaced && peerReadsInFlight[i] == 0 {
+                    peer.reopen { fd in kvm_io_replace_file(io, UInt32(i + 1), fd) == 0 }
+                    peer.refresh()
+                }
+            }
             refreshed = true
         }
         for (i, peer) in peers.enumerated() {
@@ -1002,6 +1016,7 @@ final class DiskTier {
         stageOp[Int(stage)] = DiskTier.idle
         releaseStage(stage)
         if op == DiskTier.spillWrite { spillWritesInFlight -= 1 }
+        if op == DiskTier.peerRead { peerReadsInFlight[Int(stagePeer[Int(stage)].peer)] -= 1 }
         switch op {
         case DiskTier.spillWrite, DiskTier.pinnedWrite:
             guard state[s] == DiskTier.writing && writingStage[s] == stage else { return }

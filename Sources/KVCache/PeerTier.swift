@@ -28,10 +28,13 @@ struct PeerRead {
 /// record of a slot wins: STORED indexes its block (a newer slot for the same hash replaces
 /// the older), FREED drops it.
 ///
-/// A peer that vanishes (its journal removed) gives misses until its journal is back; one
-/// whose slab is replaced (directory recreated) gives misses for good (the engine's I/O queue
-/// holds the old file). Nothing here is trusted: reads are verified (`DiskTier`), and a read
-/// refused as stale drops its entry (`forget`).
+/// A peer that vanishes (its journal removed) gives misses until its journal is back. One whose
+/// slab is removed or replaced (its directory wiped or recreated, e.g. by a restart that
+/// starts it empty) gives misses (`replaced`) until the directory holds a tier of this
+/// engine's identity again: then `reopen` opens the new files and the engine's I/O queue reads
+/// the new slab (`DiskTier.findInPeers`, once no read of the old one is in flight). Nothing
+/// here is trusted: reads are verified (`DiskTier`), and a read refused as stale drops its
+/// entry (`forget`).
 ///
 /// Cost: memory of ~56 bytes per slot of `capacity`, allocated at creation; a lookup O(1);
 /// a refresh one `fstat` plus one `pread` per 256 new records. Not thread-safe: the engine
@@ -42,7 +45,11 @@ final class PeerTier {
     /// Slots indexed: slot numbers at or above it are ignored (see `init`).
     let capacity: Int
     private let payloadBytes: Int
-    private let slab: OpaquePointer
+    /// What the peer's blocks must be (checked at open and at every `reopen`).
+    private let identity: TierIdentity
+    private let slotBytes: Int
+    private let forceBuffered: Bool
+    private var slab: OpaquePointer
     private let index: U64Table
     private let hashes: UnsafeMutablePointer<UInt64>
     private let parents: UnsafeMutablePointer<UInt64>
@@ -56,28 +63,24 @@ final class PeerTier {
     private var foreignRecords = 0
     /// Why the peer gives only misses now, or nil.
     private(set) var unavailable: String?
-    /// True once the peer's slab was replaced: it stays unavailable.
-    private var slabReplaced = false
+    /// True once the peer's slab was removed or replaced: misses until `reopen` succeeds.
+    private(set) var replaced = false
 
     /// Opens the peer in `dir` for slots of `slotBytes` (payload `payloadBytes`) and indexes its
     /// journal. `capacity`: slots to index (the caller passes its own tier's; a larger slab at
     /// open raises it), capped at `DiskTier.maxSlots`. Throws `io` when the directory or its
-    /// files cannot be opened (none yet: no engine has used it), `invalidArgument` when its
-    /// slab or journal was written by an engine of another shape (another slot or payload
-    /// size). Nothing in `dir` is changed.
-    init(dir: String, slotBytes: Int, payloadBytes: Int, capacity: Int, forceBuffered: Bool) throws(KVError) {
+    /// files cannot be opened (none yet: no engine has used it, or no `TierIdentity`),
+    /// `invalidArgument` when its identity is not `identity` or its slab or journal was
+    /// written by an engine of another shape (another slot or payload size). Nothing in `dir`
+    /// is changed.
+    init(dir: String, identity: TierIdentity, slotBytes: Int, payloadBytes: Int, capacity: Int, forceBuffered: Bool) throws(KVError) {
         self.dir = dir
+        self.identity = identity
+        self.slotBytes = slotBytes
         self.payloadBytes = payloadBytes
-        var config = kvm_slab_config()
-        config.slot_bytes = UInt64(slotBytes)
-        config.force_buffered = forceBuffered ? 1 : 0
-        var s: OpaquePointer?
-        let rc = dir.withCString { path -> Int32 in
-            config.dir = path
-            return kvm_slab_open_peer(&config, &s)
-        }
-        if rc < 0 { throw KVError(-rc == EINVAL ? .invalidArgument : .io, String(cString: kvm_error())) }
-        slab = s!
+        self.forceBuffered = forceBuffered
+        try identity.check(peer: dir)
+        slab = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
         self.capacity = min(max(capacity, Int(kvm_slab_allocated(slab))), DiskTier.maxSlots)
         index = U64Table(maxEntries: self.capacity)
         hashes = .allocate(capacity: self.capacity)
@@ -99,8 +102,51 @@ final class PeerTier {
         records.deallocate()
     }
 
+    /// Opens the slab and journal in `dir` read-only (`kvm_slab_open_peer`). Throws as `init`.
+    private static func openSlab(_ dir: String, slotBytes: Int, forceBuffered: Bool) throws(KVError) -> OpaquePointer {
+        var config = kvm_slab_config()
+        config.slot_bytes = UInt64(slotBytes)
+        config.force_buffered = forceBuffered ? 1 : 0
+        var s: OpaquePointer?
+        let rc = dir.withCString { path -> Int32 in
+            config.dir = path
+            return kvm_slab_open_peer(&config, &s)
+        }
+        if rc < 0 { throw KVError(-rc == EINVAL ? .invalidArgument : .io, String(cString: kvm_error())) }
+        return s!
+    }
+
     /// The slab's descriptor, for the I/O queue's file table.
     var fd: Int32 { kvm_slab_fd(slab) }
+
+    /// After the slab was removed or replaced (`replaced`): opens the directory's tier anew when
+    /// it holds one of this engine's identity, hands the new slab's descriptor to `install`
+    /// (which makes the I/O queue read it; the caller has no read of the old slab in flight),
+    /// closes the old files and replays the new journal from its start at the next `refresh`.
+    /// Until then (no tier there yet, another identity, `install` refused) the peer stays
+    /// `unavailable`, saying why, and the next call tries again. Cost: reading the identity
+    /// file and opening two files.
+    func reopen(install: (Int32) -> Bool) {
+        guard replaced else { return }
+        let fresh: OpaquePointer
+        do throws(KVError) {
+            try identity.check(peer: dir)
+            fresh = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
+        } catch {
+            unavailable = "peer slab of '\(dir)' was removed or replaced, and the directory holds no tier to read yet: \(error.message)"
+            return
+        }
+        guard install(kvm_slab_fd(fresh)) else {
+            unavailable = "peer offload dir '\(dir)': its new slab could not be registered for I/O: \(String(cString: kvm_error()))"
+            kvm_slab_close(fresh)
+            return
+        }
+        kvm_slab_close(slab)
+        slab = fresh
+        replaced = false
+        unavailable = nil
+        journalBytes = 0
+    }
 
     /// Blocks indexed now.
     var indexedBlocks: Int { index.count }
@@ -129,11 +175,11 @@ final class PeerTier {
     /// changed (one `fstat`); replays it from the start when it was replaced or shrank. A
     /// failure (the peer vanished) empties the index: its blocks are misses, not errors.
     func refresh() {
-        guard !slabReplaced else { return }
+        guard !replaced else { return }
         var size: UInt64 = 0
         let rc = kvm_slab_peer_refresh(slab, &size)
         if rc < 0 {
-            slabReplaced = -rc == ESTALE
+            replaced = -rc == ESTALE
             unavailable = String(cString: kvm_error())
             clear()
             return
@@ -207,9 +253,8 @@ final class PeerTier {
         var peers: [PeerTier] = []
         let expected = TierIdentity(config)
         for dir in config.peerOffloadDirs {
-            try expected.check(peer: dir)
-            peers.append(try PeerTier(dir: dir, slotBytes: slotBytes, payloadBytes: payloadBytes, capacity: capacity,
-                                      forceBuffered: config.offloadForceBuffered))
+            peers.append(try PeerTier(dir: dir, identity: expected, slotBytes: slotBytes, payloadBytes: payloadBytes,
+                                      capacity: capacity, forceBuffered: config.offloadForceBuffered))
         }
         return peers
     }

@@ -211,13 +211,19 @@ struct PeerTierTests {
         #expect(try kvDifferences(b, 1, count: 4) { prompt[$0] } == 0)
     }
 
-    @Test func aPeerThatVanishesGivesMissesNotErrors() throws {
+    /// A peer whose directory is removed gives misses, not errors; once the directory holds a
+    /// tier of this engine's identity again (its engine restarted on a recreated directory),
+    /// the new slab is opened and read, through io_uring's file table or the thread backend's.
+    @Test(arguments: [false, true])
+    func aPeerThatVanishesGivesMissesAndIsReadAgainOnceItsDirectoryHoldsATier(threads: Bool) throws {
         let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
         defer { dirA.remove(); dirB.remove() }
         var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
-        let prompt = tokens(9, seed: 3)
+        let prompt = tokens(9, seed: 3), second = tokens(13, seed: 4)
         try spillPrompt(a!, 1, prompt)
-        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        var cb = peerConfig(.paged, dir: dirB.path, peers: [dirA.path])
+        cb.offloadForceThreads = threads
+        let b = try Engine(cb)
         #expect(b.cachedPrefixTokens(prompt) == 8)
         a = nil
         dirA.remove()
@@ -225,6 +231,60 @@ struct PeerTierTests {
         #expect(b.offload!.tier.peers[0].unavailable?.contains("removed or replaced") == true)
         try b.free(1, computedTokens: 0)
         #expect(b.stats().disk.peerHits == 0 && b.stats().disk.peerStale == 0)
+
+        // The directory comes back holding another model's tier: still misses, saying why.
+        #expect(mkdir(dirA.path, 0o700) == 0)
+        var other = offloadConfig(.paged, dir: dirA.path)
+        other.modelTag = testModelTag + 1
+        var x: Engine? = try Engine(other)
+        try spillPrompt(x!, 1, second)
+        #expect(b.cachedPrefixTokens(second) == 0)
+        #expect(b.offload!.tier.peers[0].unavailable?.contains("another model") == true)
+        x = nil
+        dirA.remove()
+
+        // Then a tier of this model: its blocks are served, byte-identical; the old ones are gone.
+        #expect(mkdir(dirA.path, 0o700) == 0)
+        a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        try spillPrompt(a!, 2, second)
+        #expect(try b.createSequence(2, tokens: second) == 12)
+        try waitReady(b, 2)
+        #expect(try kvDifferences(b, 2, count: 12) { second[$0] } == 0)
+        #expect(b.offload!.tier.peers[0].unavailable == nil && !b.offload!.tier.peers[0].replaced)
+        #expect(b.cachedPrefixTokens(prompt) == 0, "the removed tier's blocks are not found")
+        #expect(b.stats().disk.peerHits == 3 && b.stats().disk.peerStale == 0)
+    }
+
+    /// A replaced slab is not swapped in while reads of the old one are in flight (held by the
+    /// paused thread backend, which reads the descriptor they were submitted with): those land
+    /// from the old file, verified, and the next lookup after them opens the new one.
+    @Test func aReplacedPeerSlabIsReopenedOnlyAfterTheReadsOfTheOldOneLand() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(17, seed: 5), second = tokens(9, seed: 6)
+        try spillPrompt(a!, 1, prompt)
+        var cb = peerConfig(.paged, dir: dirB.path, peers: [dirA.path])
+        cb.offloadForceThreads = true
+        let b = try Engine(cb)
+        #expect(b.pauseOffloadIO(true))
+        #expect(try b.createSequence(1, tokens: prompt) == 16)
+        #expect(try b.ready(1) == false, "its four reads are held in flight")
+        a = nil
+        dirA.remove()
+        #expect(mkdir(dirA.path, 0o700) == 0)
+        a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        try spillPrompt(a!, 2, second)
+        for _ in 0..<2 { #expect(b.cachedPrefixTokens(second) == 0, "not reopened while the old slab's reads are in flight") }
+        #expect(b.offload!.tier.peers[0].replaced)
+        #expect(b.pauseOffloadIO(false))
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 16) { prompt[$0] } == 0, "read from the old file")
+        #expect(b.stats().disk.peerHits == 4 && b.stats().disk.peerStale == 0)
+        #expect(try b.createSequence(2, tokens: second) == 8)
+        try waitReady(b, 2)
+        #expect(try kvDifferences(b, 2, count: 8) { second[$0] } == 0)
+        #expect(b.stats().disk.peerHits == 6 && b.stats().disk.peerStale == 0)
     }
 
     @Test func badPeersAreRefusedAtCreateAndNothingIsCreated() throws {

@@ -82,6 +82,13 @@ int kvm_io_pause(kvm_io *io, int paused);
 /* Tests: completions posted and not yet reaped (kvm_io_reap would take them without waiting). */
 uint32_t kvm_io_ready(kvm_io *io);
 
+/* Makes file `index` (of config.files) refer to `fd` from the next request on: io_uring
+ * updates its registered file table (IORING_REGISTER_FILES_UPDATE), the thread backend its
+ * array. The caller must have no request in flight on the old file (the thread backend's
+ * workers use the descriptor a request was submitted with) and closes the old descriptor
+ * afterwards. 0, or -errno with a message. Cost: one system call on io_uring. */
+int kvm_io_replace_file(kvm_io *io, uint32_t index, int fd);
+
 /* Requests submitted and not yet reaped. */
 uint32_t kvm_io_inflight(const kvm_io *io);
 uint32_t kvm_io_depth(const kvm_io *io);

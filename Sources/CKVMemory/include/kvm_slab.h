@@ -78,7 +78,8 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out);
  * when it is still the file at its path; when it was renamed over or removed (st_nlink 0: the
  * owner compacted it at a restart), opens the path again and returns 1 with the new file's
  * size (replay it from offset 0). -ESTALE when the slab itself was removed or replaced (this
- * engine's I/O queue holds the old file), -errno when the path cannot be opened. */
+ * engine's I/O queue holds the old file: open the peer anew), -errno when the path cannot be
+ * opened. */
 int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes);
 /* fdatasyncs (not a peer's) and closes its files. NULL: no-op. */
 void kvm_slab_close(kvm_slab *s);
