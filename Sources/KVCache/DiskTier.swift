@@ -206,7 +206,9 @@ final class DiskTier {
     let peers: [PeerTier]
     /// Per peer: its reads submitted (batched, in flight, or completed and not processed yet).
     /// A peer whose slab was replaced is reopened only at 0: the thread backend's workers read
-    /// the descriptor a request was submitted with, so the old one stays open until then.
+    /// the descriptor a request was submitted with, so the old one stays open until then. A
+    /// read still queued (`pendingReads`) then goes to the new slab, where its verification
+    /// against the old journal record refuses it (`peerStale`) unless the slot holds that block.
     private var peerReadsInFlight: [Int]
     /// Free staging buffers, one bit each (1: free), and how many.
     private let stageFreeBits: UnsafeMutablePointer<UInt64>
