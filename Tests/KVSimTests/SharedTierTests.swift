@@ -137,10 +137,10 @@ import Testing
     /// over 4 instances give, to the last bit, the TTFTs and hit rates the simulator gave then
     /// (`kvcache replay --requests 300 --instances 4 --policies round-robin,dualmap --no-search
     /// --json` at the parent of this change); with the default tier they change. They still
-    /// hold since preempted prefills keep only their computed blocks cached: the slice's 8
-    /// preemptions all take decoding requests, whose blocks were all computed, so that fix
-    /// leaves it as it was (`aRequestPreemptedInPrefillLeavesOnlyItsComputedBlocksCached` is
-    /// the case where it does not).
+    /// hold since preempted prefills keep only their computed blocks cached: the 6 preemptions
+    /// of the two runs without a tier all take decoding requests, whose blocks were all
+    /// computed, so that fix leaves the slice as it was
+    /// (`aRequestPreemptedInPrefillLeavesOnlyItsComputedBlocksCached` is where it does not).
     @Test func withoutATierNothingChanges() throws {
         let trace = try mooncakeSlice(300)
         var c = SimulationConfig()
