@@ -21,6 +21,11 @@ import KVRouter
 /// (whose tokens a trace does not give) never.
 /// A decode append that finds no free block preempts the youngest running sequence (vLLM's
 /// recompute preemption): it returns to the head of its queue and recomputes prompt and output.
+/// A victim still in prefill is freed with its computed tokens (`Engine.free(_:computedTokens:)`:
+/// those of its admission's hit and shared-tier load plus every chunk up to the step that just
+/// ended), so its blocks beyond them leave the prefix index: no request, its own re-admission
+/// included, hits K/V that nobody computed. Indexing on schedule there are none (each chunk
+/// scheduled was computed by the time a step ends, the only time a preemption happens).
 ///
 /// With a `SharedTier` (`config.sharedTier`), an admitted request's blocks after those its
 /// instance's engine holds are looked up in the tier; those found are loaded (they become the
@@ -348,21 +353,28 @@ public final class ClusterSimulator: RequestQueues {
         return loaded
     }
 
-    /// Applies the finished step at instance `s`, then starts the next one.
+    /// Applies the finished step at instance `s`, then starts the next one. Every prefill chunk
+    /// of the step is computed first (its tokens leave `remaining`, its prompt blocks go to the
+    /// shared tier), then the step's tokens are handed out in batch order, whose decode appends
+    /// may preempt: a victim's chunk of this step counts as computed (the forward pass ran), as
+    /// in vLLM, which preempts while scheduling the next step, after the last one's output.
     private func endStep(_ s: Int, now: Double) throws {
         let inst = instances[s]
+        for k in 0..<inst.stepRequests.count where inst.stepChunks[k] > 0 {
+            let r = Int(inst.stepRequests[k])
+            let chunk = Int(inst.stepChunks[k])
+            remaining[r] -= Int32(chunk)
+            if let sharedTier {
+                let computed = Int(sequenceTokens[r] - remaining[r]) / blockTokens
+                let prompt = hashes(r)
+                sharedTier.store(UnsafeBufferPointer(rebasing: prompt[0..<min(computed, Int(inputTokens[r]) / blockTokens)]))
+            }
+            inst.pendingPrefillTokens -= chunk
+        }
         for k in 0..<inst.stepRequests.count {
             let r = Int(inst.stepRequests[k])
             guard state[r] == 2 else { continue }  // preempted during this step's bookkeeping
-            let chunk = Int(inst.stepChunks[k])
-            if chunk > 0 {
-                remaining[r] -= Int32(chunk)
-                if let sharedTier {
-                    let computed = Int(sequenceTokens[r] - remaining[r]) / blockTokens
-                    let prompt = hashes(r)
-                    sharedTier.store(UnsafeBufferPointer(rebasing: prompt[0..<min(computed, Int(inputTokens[r]) / blockTokens)]))
-                }
-                inst.pendingPrefillTokens -= chunk
+            if inst.stepChunks[k] > 0 {
                 if remaining[r] == 0 {
                     if ttftStore[r] < 0 { ttftStore[r] = now - arrival[r] }
                     generated[r] += 1
@@ -402,9 +414,20 @@ public final class ClusterSimulator: RequestQueues {
         }
     }
 
+    /// Recompute preemption of `r` at instance `s`, at the end of a step (`endStep` has applied
+    /// all of the step's chunks). A victim still in prefill (`remaining` > 0) has computed
+    /// `sequenceTokens - remaining` tokens: its admission's hit and shared-tier load, and every
+    /// chunk through the step that just ended; its blocks from the one holding the first token
+    /// beyond them leave the prefix index (without indexing on schedule they were indexed at
+    /// admission; with it, none were: the step's `schedule` reached exactly that far). Blocks
+    /// of a decoding victim were all computed (its output blocks are never indexed).
     private func preempt(_ r: Int, _ s: Int) {
         let inst = instances[s]
-        try? inst.engine.free(UInt64(r))
+        do {
+            try inst.engine.free(UInt64(r), computedTokens: remaining[r] > 0 ? Int(sequenceTokens[r] - remaining[r]) : nil)
+        } catch {
+            preconditionFailure("freeing preempted request \(r) failed: \(error)")
+        }
         inst.pendingPrefillTokens -= Int(remaining[r])
         state[r] = 1
         sequenceTokens[r] = inputTokens[r] + generated[r]

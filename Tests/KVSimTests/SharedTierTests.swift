@@ -106,10 +106,41 @@ import Testing
         #expect(abs(largeSim.ttft[2] - (Self.prefill(100, after: 4096) + 4096.0 * 57_344 / 25e9 * 1000)) < 1e-9)
     }
 
+    /// The tier holds what a request preempted mid-prefill computed, no more and no less: the
+    /// scenario of `aRequestPreemptedInPrefillLeavesOnlyItsComputedBlocksCached` on instance 0
+    /// (A, then B, preempted at the end of step 3 with 1,024 tokens computed) and D then C
+    /// (B's prompt, 600 ms in, while B waits) on instance 1. C loads B's blocks 0 and 1 from
+    /// the tier: the one stored at the end of step 2 and the one stored at the end of step 3,
+    /// which B's preemption in that step's bookkeeping does not undo.
+    @Test func aPreemptedPrefillsComputedBlocksAreInTheTier() throws {
+        var trace = Trace(source: "a prefill preempted", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 511, output: 100, blockHashes: Self.chain(1...1))
+        trace.append(arrivalMilliseconds: 0.5, input: 100, output: 1, blockHashes: Self.chain(21...21))
+        trace.append(arrivalMilliseconds: 1, input: 4 * 512 + 100, output: 2, blockHashes: Self.chain(11...15))
+        trace.append(arrivalMilliseconds: 600, input: 4 * 512 + 100, output: 2, blockHashes: Self.chain(11...15))
+        var c = SimulationConfig()
+        c.instances = 2
+        c.router.policy = .roundRobin
+        c.tokenBudget = 513
+        c.maxBatch = 2
+        c.engine.memoryBytes = 6 * 512 * UInt64(c.engine.tokenBytes * c.engine.tensors)
+        c.sharedTier = SharedTierConfig()
+        let sim = try ClusterSimulator(trace: trace, config: c)
+        try sim.run()
+        let result = sim.result(policy: "round-robin", wallSeconds: 0)
+        #expect(sim.preemptions == 1 && result.served == 4)
+        #expect(sim.ttft[3] >= 0 && sim.ttft[3] + 600 < sim.finish[0], "C is served while B waits for A")
+        #expect(result.sharedTierHitTokens == 1024, "C loads B's 2 computed blocks")
+    }
+
     /// Without a tier a run is the one before the tier existed: the first 300 Mooncake requests
     /// over 4 instances give, to the last bit, the TTFTs and hit rates the simulator gave then
     /// (`kvcache replay --requests 300 --instances 4 --policies round-robin,dualmap --no-search
-    /// --json` at the parent of this change); with the default tier they change.
+    /// --json` at the parent of this change); with the default tier they change. They still
+    /// hold since preempted prefills keep only their computed blocks cached: the 6 preemptions
+    /// of the two runs without a tier all take decoding requests, whose blocks were all
+    /// computed, so that fix leaves the slice as it was
+    /// (`aRequestPreemptedInPrefillLeavesOnlyItsComputedBlocksCached` is where it does not).
     @Test func withoutATierNothingChanges() throws {
         let trace = try mooncakeSlice(300)
         var c = SimulationConfig()

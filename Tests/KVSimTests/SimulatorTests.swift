@@ -153,4 +153,41 @@ func mooncakeSlice(_ n: Int) throws -> Trace {
         #expect(onResult.prefixHitRate == 512.0 / 3372, "C hits the block B's first recomputed chunk schedules")
         #expect(offResult.prefixHitRate == 1024.0 / 3372, "C hits both of B's prompt blocks, neither recomputed yet")
     }
+
+    /// A request preempted mid-prefill keeps in the prefix index only the blocks it computed.
+    /// One instance of 6 blocks, a 513-token step budget, at most 2 running: A (511 prompt
+    /// tokens, 100 output) prefills alone in step 1; B (2,148 tokens: 4 full blocks, 5 in all;
+    /// distinct) arrives meanwhile and is admitted in step 2, holding the other 5 blocks;
+    /// steps 2 and 3 compute 512 of its tokens each. At the end of step 3 A's second decoded
+    /// token needs a 2nd block: B is preempted with 1,024 tokens computed (step 3's chunk
+    /// included: the step has run), so blocks 0 and 1 stay cached and blocks 2 and 3, indexed
+    /// at admission but never computed, leave the index. B waits until A is done, and its
+    /// re-admission hits 1,024 tokens, not 2,048 (as it did before `preempt` passed
+    /// `computedTokens`). Indexing on schedule, blocks 2 and 3 were never indexed: the same.
+    @Test func aRequestPreemptedInPrefillLeavesOnlyItsComputedBlocksCached() throws {
+        var trace = Trace(source: "a prefill preempted", blockTokens: 512)
+        func chain(_ ids: ClosedRange<UInt64>) -> [UInt64] {
+            var h: [UInt64] = []
+            for id in ids { h.append(Trace.chainedHash(parent: h.last ?? 0, id: id)) }
+            return h
+        }
+        trace.append(arrivalMilliseconds: 0, input: 511, output: 100, blockHashes: chain(1...1))
+        trace.append(arrivalMilliseconds: 1, input: 4 * 512 + 100, output: 2, blockHashes: chain(11...15))
+        for indexOnSchedule in [false, true] {
+            var c = SimulationConfig()
+            c.instances = 1
+            c.tokenBudget = 513
+            c.maxBatch = 2
+            c.engine.memoryBytes = 6 * 512 * UInt64(c.engine.tokenBytes * c.engine.tensors)
+            c.engine.indexOnSchedule = indexOnSchedule
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            try sim.run()
+            let result = sim.result(policy: "one instance", wallSeconds: 0)
+            #expect(sim.preemptions == 1 && result.served == 2, "B, once")
+            #expect(result.prefixHitRate == 0, "neither hits at its first admission")
+            #expect(sim.instances[0].engine.stats().prefixHitTokens == 1024,
+                    "B's re-admission hits its 2 computed blocks only (indexOnSchedule \(indexOnSchedule))")
+            #expect(sim.finish[1] > sim.finish[0], "B is re-admitted after A is done")
+        }
+    }
 }
