@@ -166,6 +166,48 @@ import Testing
         #expect(freed.tokenRecords == 0 && freed.tokensOnDisk == 0 && freed.tokensInOpenRecords == 0)
     }
 
+    /// A free of a sequence whose focus's record reads are held in flight (the thread backend,
+    /// paused) returns without waiting for them: the open record is discarded at once, another
+    /// thread's create returns meanwhile, and once the reads landed (the sync) every record is
+    /// released, the counters back to the baseline, no slot pinned.
+    @Test(arguments: layouts, perHead)
+    func aFreeWithRecordReadsInFlightReturnsAndReleasesTheRecordsOnceTheyLanded(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.offloadForceThreads = true }
+        let baseline = e.stats().disk
+        try compactedOnTopicA(e)
+        try e.syncOffload()
+        #expect(e.pauseOffloadIO(true))
+        #expect(try focus(e, Self.queryB) != -1)  // record writes and reads submitted, held
+        #expect(try e.ready(1) == false)
+        let order = EventLog()
+        let freer = loggedCall("free", order) { try e.free(1) }
+        let freed = waitUntil(seconds: 10) { order.events.contains("free returned") }
+        if freed {
+            let during = e.stats()
+            #expect(during.sequences == 0 && during.blocksUsed > 0, "gone at once, its memory held while the reads land")
+            #expect(during.disk.tokensInOpenRecords == 0, "the freed sequence's open record is discarded at once")
+        }
+        let other = tokens(4 * 3 + 1, seed: 41)
+        let creator = loggedCall("create", order) { _ = try e.createSequence(2, tokens: other) }
+        let created = waitUntil(seconds: 10) { order.events.contains("create returned") }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        freer.join()
+        creator.join()
+        #expect(freed && created, "the free did not wait for the record reads under the lock")
+        #expect(order.events == ["free returned", "create returned", "I/O resumed"])
+        try e.syncOffload()
+        let after = e.stats()
+        #expect(e.offload!.deferredFreeCount == 0 && after.sequences == 1)
+        #expect(after.disk.tokenRecords == 0 && after.disk.tokensOnDisk == 0 && after.disk.tokensInOpenRecords == 0)
+        #expect(after.disk.storedSlots == baseline.storedSlots)
+        try e.free(2)
+        #expect(e.offloadSlotAudit == (0, 0))
+        #expect(e.stats().blocksUsed == 0)
+    }
+
     @Test(arguments: layouts, perHead)
     func aCorruptRecordIsNeverServedItsTokensAreLost(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
