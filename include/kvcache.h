@@ -798,7 +798,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * discards it. A token whose slot cannot be written (disk full, tier full, or a write error
  * once it is processed) is dropped as without a tier and reported once by kvc_seq_ready.
  * Without a tier evicted tokens are dropped. Waits for the sequence's pending
- * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.
+ * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes;
+ * offloading, also for a free staging buffer (see COMPLETIONS); both without the engine's lock.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
  * budget has no room; while asynchronous swap-outs are pending it first waits for them);
@@ -851,7 +852,8 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * corrupt read is never served: its restores are undone (the displaced tokens stay) and
  * kvc_seq_ready reports the lost tokens once (KVC_ERR_IO). Waits first for every disk read
  * still filling the sequence (a prefix hit, a swap-in, previous restores): the tokens a
- * restore displaces are written to disk from memory.
+ * restore displaces are written to disk from memory; then, offloading, for a free staging
+ * buffer (see COMPLETIONS); both without the engine's lock.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
  * dimension, non-finite value; with a disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
  * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
@@ -960,26 +962,30 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   of a sequence holding one, before it chooses: such tokens are never read back). A server
  *   waiting for a sequence calls kvc_seq_ready, or kvc_engine_poll to block briefly.
  *   kvc_engine_poll, kvc_seq_swap_out (for its writes), kvc_engine_trim (for staging buffers
- *   and freed sequences' reads), kvc_seq_swap_out and kvc_seq_swap_out_async before they start (for the sequence's reads,
- *   queued ones too, and then for a staging buffer for its first block when every one is in
- *   flight, behind the queued reads) and an allocation (create, append, fork, swap-in) that
- *   finds no room (memory, or a sequence slot) while kvc_seq_swap_out_async calls are pending
- *   or freed sequences' reads are in flight (kvc_seq_free) wait for the device without holding
- *   the engine's lock: other threads' calls (on other sequences) proceed while they wait. The
- *   same calls first submit queued reads (see Reload) into the buffers completions freed,
- *   before pending swap-outs' blocks and spills. Never waiting for the device: kvc_seq_ready,
- *   kvc_seq_create (its prefix reads queue), kvc_seq_swap_in (its reads queue), kvc_seq_free
- *   (reads in flight into its memory keep that memory until they land; its queued reads are
- *   taken back, except those of a block another sequence shares, which stay with that memory),
- *   kvc_seq_swap_out_async's later blocks, an allocation's spills, kvc_seq_append otherwise.
- *   Still waiting with the engine's lock held: only when every staging buffer is in flight
- *   (and then behind the queued reads), episodic offload's record writes (kvc_seq_compact,
- *   kvc_seq_focus, a kvc_seq_fork that writes an open record) and record reads
- *   (kvc_seq_focus); until the sequence's own reads landed (its queued ones go out behind
- *   older queued reads): kvc_seq_fork (contiguous), kvc_seq_compact/focus and an append that
- *   copies a shared block, none of which a server calls before kvc_seq_ready says 1; a
- *   swap-out whose start the tier refuses (a block finds the tier or disk full) waits for
- *   every request in flight before it returns the error; kvc_engine_sync waits for everything.
+ *   and freed sequences' reads), kvc_seq_swap_out and kvc_seq_swap_out_async before they start
+ *   (for the sequence's reads, queued ones too, and then for a staging buffer for its first
+ *   block when every one is in flight, behind the queued reads) and an allocation (create,
+ *   append, fork, swap-in) that finds no room (memory, or a sequence slot) while
+ *   kvc_seq_swap_out_async calls are pending or freed sequences' reads are in flight
+ *   (kvc_seq_free) wait for the device without holding the engine's lock: other threads' calls
+ *   (on other sequences) proceed while they wait. The same calls first submit queued reads
+ *   (see Reload) into the buffers completions freed, before pending swap-outs' blocks and
+ *   spills. Never waiting for the device: kvc_seq_ready, kvc_seq_create (its prefix reads
+ *   queue), kvc_seq_swap_in (its reads queue), kvc_seq_free (reads in flight into its memory
+ *   keep that memory until they land; its queued reads are taken back, except those of a block
+ *   another sequence shares, which stay with that memory), kvc_seq_swap_out_async's later
+ *   blocks, an allocation's spills, kvc_seq_append otherwise. kvc_seq_compact and
+ *   kvc_seq_focus first wait, without the lock, until the sequence's reads landed and, when it
+ *   offloads evicted tokens (episodic offload), a staging buffer is free (behind the queued
+ *   reads), so that their first record write takes one at once. Still waiting with the
+ *   engine's lock held: only when every staging buffer is in flight (and then behind the
+ *   queued reads), episodic offload's further record writes and record reads (a
+ *   kvc_seq_compact or kvc_seq_focus that needs more buffers than were free, a kvc_seq_fork
+ *   that writes an open record); until the sequence's own reads landed (its queued ones go out
+ *   behind older queued reads): kvc_seq_fork (contiguous) and an append that copies a shared
+ *   block, neither of which a server calls before kvc_seq_ready says 1; a swap-out whose start
+ *   the tier refuses (a block finds the tier or disk full) waits for every request in flight
+ *   before it returns the error; kvc_engine_sync waits for everything.
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill

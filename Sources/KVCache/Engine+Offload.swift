@@ -90,6 +90,22 @@ extension Engine {
         return s
     }
 
+    /// The slot of live, resident `seq` once no disk read fills it any more and, with
+    /// `stagingBuffer`, a staging buffer is free (behind the reads queued for one, which
+    /// completions serve first), waiting for both without the lock (`awaitProgress`; the
+    /// sequence is looked up again after each wait): `compact` and `focus` of an offloading
+    /// sequence, whose first record write then takes a buffer without waiting for the device
+    /// under the lock. Throws as `residentSlot`. Cost: O(blocks of seq) per check.
+    func awaitOffloadReady(_ seq: UInt64, stagingBuffer: Bool) throws(KVError) -> Int {
+        var s = try residentSlot(seq)
+        guard let offload else { return s }
+        while !offload.resident(s) || (stagingBuffer && !offload.tier.hasFreeStage) {
+            offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
+            s = try residentSlot(seq)
+        }
+        return s
+    }
+
     /// Runs `body` under the engine's lock (`locked`); when it throws `outOfMemory` while
     /// swap-outs are pending or freed sequences wait for their reads (`Engine.free`), waits
     /// without the lock until one of them ended (its memory released, or the swap-out failed

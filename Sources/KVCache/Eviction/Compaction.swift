@@ -94,14 +94,15 @@ extension Engine {
     public func compact(_ seq: UInt64, budgetTokens: Int) throws(KVError) -> Int {
         guard budgetTokens > 0 else { throw .invalid("budget_tokens is 0: a layer keeps at least one token") }
         return try lockedAllocating { () throws(KVError) -> Int in
-            let s = try residentSlot(seq)
+            var s = try residentSlot(seq)
             if evictionConfig(s).policy == .none { return sequences.lengths[s] }
-            let state = evictionState(s)
-            state.parksEvictions = offloadsEvictions(state)
             // Compaction moves bytes and releases blocks: every disk read still filling the
             // sequence (prefix hit, swap-in, a focus's restores) must land first, or it would
-            // land on the compacted layout or on a released block.
-            offload?.waitResident(s)
+            // land on the compacted layout or on a released block; offloading, its first record
+            // write takes a staging buffer. Both waited for without the lock.
+            s = try awaitOffloadReady(seq, stagingBuffer: offloadsEvictions(evictionState(s)))
+            let state = evictionState(s)
+            state.parksEvictions = offloadsEvictions(state)
             if state.parksEvictions { settleRestores(s) }
             let oldLength = sequences.lengths[s]
             let newLength = state.plan(budget: budgetTokens)
@@ -343,16 +344,18 @@ extension Engine {
     /// restored from (none for the open record: copied from its buffer).
     public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
         try lockedAllocating { () throws(KVError) -> Int in
-            let s = try slot(seq)
+            var s = try slot(seq)
             guard evictionConfig(s).policy == .episodic else {
                 throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
             }
-            let state = evictionState(s)
+            var state = evictionState(s)
             if offloadsEvictions(state) {
-                _ = try residentSlot(seq)  // a restore writes into memory
-                // The tokens a restore displaces are copied to disk from memory: every read
-                // still filling the sequence (prefix hit, swap-in, earlier restores) lands first.
-                offload?.waitResident(s)
+                // A restore writes into memory, and the tokens it displaces are copied to disk
+                // from memory: every read still filling the sequence (prefix hit, swap-in,
+                // earlier restores) lands first, and its first record write takes a staging
+                // buffer. Both waited for without the lock (the sequence is looked up again).
+                s = try awaitOffloadReady(seq, stagingBuffer: true)
+                state = evictionState(s)
                 settleRestores(s)
                 // Tokens of records whose write failed are lost now, not chosen and read back.
                 if offload?.failedRecordWrites.isEmpty == false { loseFailedRecordWrites() }
