@@ -79,7 +79,8 @@ extension Engine {
     /// evicted row tokens' K/V are written to the tier and their eviction state kept
     /// (Engine+EpisodicOffload.swift); a token whose record cannot be written is dropped as
     /// without a tier (`tokensLost`).
-    /// With a disk tier it first waits (holding the lock) for the sequence's pending reads.
+    /// With a disk tier it first waits for the sequence's pending reads and, offloading, for a
+    /// free staging buffer, without the lock (`awaitOffloadReady`).
     /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out),
     /// `outOfMemory` (a shared block or page must be copied and the budget has no room; then
     /// nothing changed; with swap-outs pending it first waits for them, `lockedAllocating`).
@@ -331,7 +332,8 @@ extension Engine {
     /// the chosen offloaded tokens are read back asynchronously into the slots of the resident
     /// tokens they displace, which are written out first (Engine+EpisodicOffload.swift); the
     /// sequence is not `ready` until the reads land; with a disk tier the focus first waits
-    /// (holding the lock) for the sequence's pending reads and drops the tokens of records
+    /// for the sequence's pending reads and a free staging buffer, without the lock
+    /// (`awaitOffloadReady`), and drops the tokens of records
     /// whose write failed (never read back). Throws `notFound`, `invalidArgument` (no
     /// segment, dimension, non-finite values; with a disk tier, a swapped-out sequence),
     /// `unsupported` (another policy), `outOfMemory`
