@@ -353,11 +353,12 @@ typedef struct kvc_stats {
      *  (the prefix cache's unit), the budget's worth plus one partial block per sequence
      *  slot, so blocks_total * block_tokens overstates the tokens that fit. */
     uint64_t blocks_total;
-    /** Blocks referenced by live sequences (a block shared by several counts once). */
+    /** Blocks referenced by live sequences (a block shared by several counts once), and by
+     *  freed ones whose disk reads are still landing (see kvc_seq_free). */
     uint64_t blocks_used;
     /** Blocks held only by the prefix index (reusable on a hit, evicted in LRU order). */
     uint64_t blocks_cached;
-    /** Live sequences. */
+    /** Live sequences (not those freed whose memory waits for disk reads, see kvc_seq_free). */
     uint64_t sequences;
     /** Prompt tokens looked up in the prefix index by kvc_seq_create, in total. */
     uint64_t prefix_query_tokens;
@@ -552,7 +553,9 @@ void kvc_engine_destroy(kvc_engine *e);
  * and a kvc_seq_create reading its prefix from disk does not wait for the trim's writes (nor
  * does one after the trim returned). While a trim waits, pending swap-outs leave it half of
  * the other staging buffers as completions free them, so it does not wait until every
- * swap-out's last block is submitted. A trim skips no spill (spills_skipped stays). Each step
+ * swap-out's last block is submitted. First it waits, the same way, for the disk reads into
+ * the memory of sequences already freed (see kvc_seq_free), so that memory is trimmed too
+ * (its cached blocks spilled). A trim skips no spill (spills_skipped stays). Each step
  * drops its blocks as above (ALL_CLEARED only for the step that empties the index). A trim
  * drops at most as many blocks as were cached when it started. Trimming is not eviction:
  * kvc_stats.blocks_evicted does not change. Live sequences' bytes are untouched.
@@ -643,18 +646,23 @@ kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
 kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
 
 /**
- * Frees `seq`: its id may be reused at once; its full blocks stay in the prefix index
- * (LRU) for later prompts, the rest of its memory returns to the pool. They join the LRU
- * last block first, as vLLM frees a request's blocks, so a prompt's later blocks are evicted
- * before the earlier ones more prompts share. Pointers and block
- * ids obtained for it become invalid. With a disk tier it first takes back the sequence's
- * disk reads still queued for a staging buffer (never submitted: those blocks leave the
- * prefix index, their bytes stay on disk) and waits for those in flight (so that no read
- * lands in reused memory); a swapped-out sequence
- * releases its disk slots. It waits for a kvc_seq_swap_out of `seq` in progress on another
- * thread; a pending kvc_seq_swap_out_async of it is cancelled: its memory is released at
- * once, its disk slots when their writes complete (and a failure of it not yet reported is
- * forgotten).
+ * Frees `seq`: its id may be reused at once; its full blocks stay in the prefix index (LRU)
+ * for later prompts, the rest of its memory returns to the pool. They join the LRU last block
+ * first, as vLLM frees a request's blocks, so a prompt's later blocks are evicted before the
+ * earlier ones more prompts share. Pointers and block ids obtained for it become invalid. With
+ * a disk tier it first takes back the sequence's disk reads still queued for a staging buffer
+ * (never submitted: those blocks leave the prefix index, their bytes stay on disk) and never
+ * waits for the device: when reads into its memory are still in flight (submitted ones, a
+ * queued read of a block another sequence shares, episodic record reads), `seq` is gone at
+ * once (its id reusable, not counted in kvc_stats.sequences) but its memory stays held,
+ * counted in blocks_used, until they landed; the first call that processes completions
+ * afterwards (see COMPLETIONS) releases it, so no read lands in freed or reused memory (an
+ * allocation that finds no room meanwhile waits for it without the engine's lock, as for a
+ * pending kvc_seq_swap_out_async; so does one that finds every sequence slot (max_seqs) taken,
+ * such a freed sequence's included); a swapped-out sequence releases its disk slots. It waits
+ * for a kvc_seq_swap_out of `seq` in progress on another thread; a pending
+ * kvc_seq_swap_out_async of it is cancelled: its memory is released at once, its disk slots
+ * when their writes complete (and a failure of it not yet reported is forgotten).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (not live; also a double free).
  */
 kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
@@ -794,7 +802,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * discards it. A token whose slot cannot be written (disk full, tier full, or a write error
  * once it is processed) is dropped as without a tier and reported once by kvc_seq_ready.
  * Without a tier evicted tokens are dropped. Waits for the sequence's pending
- * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes.
+ * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes;
+ * offloading, also for a free staging buffer (see COMPLETIONS); both without the engine's lock.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
  * budget has no room; while asynchronous swap-outs are pending it first waits for them);
@@ -847,7 +856,8 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * corrupt read is never served: its restores are undone (the displaced tokens stay) and
  * kvc_seq_ready reports the lost tokens once (KVC_ERR_IO). Waits first for every disk read
  * still filling the sequence (a prefix hit, a swap-in, previous restores): the tokens a
- * restore displaces are written to disk from memory.
+ * restore displaces are written to disk from memory; then, offloading, for a free staging
+ * buffer (see COMPLETIONS); both without the engine's lock.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
  * dimension, non-finite value; with a disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
  * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
@@ -949,33 +959,40 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
  *   kvc_seq_swap_out, kvc_seq_swap_out_async, kvc_seq_swap_in and kvc_seq_free (never in
- *   kvc_seq_append, unless it finds no room while swap-outs are pending, see below; an
- *   allocation's spill that finds no staging buffer free takes only completed writes, never
- *   reads; in kvc_engine_trim only while it waits for staging buffers). The same calls
- *   submit the remaining blocks of pending swap-outs as staging buffers free up, release the
- *   memory of kvc_seq_swap_out_async calls whose writes all completed, and drop
- *   the tokens of episodic-offload records whose write failed (as does kvc_seq_focus of a
- *   sequence holding one, before it chooses: such tokens are never read back). A
- *   server waiting for a sequence calls kvc_seq_ready,
- *   or kvc_engine_poll to block briefly. kvc_engine_poll, kvc_seq_swap_out, kvc_engine_trim
- *   (for staging buffers) and an allocation (create, append, fork, swap-in) that finds no
- *   room while kvc_seq_swap_out_async calls are pending wait for the device without holding
- *   the engine's lock: other threads' calls (on other sequences) proceed while they wait.
- *   The same calls first submit queued reads (see Reload) into the buffers completions
- *   freed, before pending swap-outs' blocks and spills.
- *   Never waiting for the device: kvc_seq_ready, kvc_seq_create (its prefix reads queue),
- *   kvc_seq_swap_in (its reads queue), kvc_seq_swap_out_async's later blocks, an allocation's
- *   spills, kvc_seq_append otherwise. Still waiting with the engine's lock held, each only
- *   when every staging buffer is in flight (and then behind the queued reads): a
- *   kvc_seq_swap_out or kvc_seq_swap_out_async's first block; episodic offload's
- *   record writes (kvc_seq_compact, kvc_seq_focus, a kvc_seq_fork that writes an open record)
- *   and record reads (kvc_seq_focus); until the sequence's own reads landed (its queued
- *   ones go out behind older queued reads): kvc_seq_fork (contiguous), kvc_seq_compact/focus
- *   and an append that copies a shared block, none of which a server calls before
- *   kvc_seq_ready says 1; kvc_seq_free, for its reads already in flight only (its queued
- *   ones are taken back, except those of a block another sequence shares); kvc_engine_sync
- *   waits for everything. kvc_seq_swap_out and kvc_seq_swap_out_async wait for the
- *   sequence's reads (queued ones too) without the lock.
+ *   kvc_seq_append, unless it finds no room while swap-outs or freed sequences' reads are
+ *   pending, see below; an allocation's spill that finds no staging buffer free takes only
+ *   completed writes, never reads; in kvc_engine_trim only while it waits for staging buffers
+ *   or for freed sequences' reads). The same calls submit the remaining blocks of pending
+ *   swap-outs as staging buffers free up, release the memory of kvc_seq_swap_out_async calls
+ *   whose writes all completed and of freed sequences whose reads all landed (kvc_seq_free),
+ *   and drop the tokens of episodic-offload records whose write failed (as does kvc_seq_focus
+ *   of a sequence holding one, before it chooses: such tokens are never read back). A server
+ *   waiting for a sequence calls kvc_seq_ready, or kvc_engine_poll to block briefly.
+ *   kvc_engine_poll, kvc_seq_swap_out (for its writes), kvc_engine_trim (for staging buffers
+ *   and freed sequences' reads), kvc_seq_swap_out and kvc_seq_swap_out_async before they start
+ *   (for the sequence's reads, queued ones too, and then for a staging buffer for its first
+ *   block when every one is in flight, behind the queued reads) and an allocation (create,
+ *   append, fork, swap-in) that finds no room (memory, or a sequence slot) while
+ *   kvc_seq_swap_out_async calls are pending or freed sequences' reads are in flight
+ *   (kvc_seq_free) wait for the device without holding the engine's lock: other threads' calls
+ *   (on other sequences) proceed while they wait. The same calls first submit queued reads
+ *   (see Reload) into the buffers completions freed, before pending swap-outs' blocks and
+ *   spills. Never waiting for the device: kvc_seq_ready, kvc_seq_create (its prefix reads
+ *   queue), kvc_seq_swap_in (its reads queue), kvc_seq_free (reads in flight into its memory
+ *   keep that memory until they land; its queued reads are taken back, except those of a block
+ *   another sequence shares, which stay with that memory), kvc_seq_swap_out_async's later
+ *   blocks, an allocation's spills, kvc_seq_append otherwise. kvc_seq_compact and
+ *   kvc_seq_focus first wait, without the lock, until the sequence's reads landed and, when it
+ *   offloads evicted tokens (episodic offload), a staging buffer is free (behind the queued
+ *   reads), so that their first record write takes one at once. Still waiting with the
+ *   engine's lock held: only when every staging buffer is in flight (and then behind the
+ *   queued reads), episodic offload's further record writes and record reads (a
+ *   kvc_seq_compact or kvc_seq_focus that needs more buffers than were free, a kvc_seq_fork
+ *   that writes an open record); until the sequence's own reads landed (its queued ones go out
+ *   behind older queued reads): kvc_seq_fork (contiguous) and an append that copies a shared
+ *   block, neither of which a server calls before kvc_seq_ready says 1; a swap-out whose start
+ *   the tier refuses (a block finds the tier or disk full) waits for every request in flight
+ *   before it returns the error; kvc_engine_sync waits for everything.
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill
@@ -1068,8 +1085,9 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * failure; afterwards it is an ordinary resident sequence.
  * Returns what kvc_seq_swap_out returns for failures found before the call returns (the
  * sequence stays resident and unchanged). Cost: a memcpy and checksum per block it submits,
- * at most seven eighths of the staging buffers' worth (it waits for the device only when no
- * buffer at all is free); the other blocks' copies fall to the later calls that submit them.
+ * at most seven eighths of the staging buffers' worth (it waits for the device only for the
+ * sequence's pending reads and when no buffer at all is free, both without the engine's
+ * lock, before it starts); the other blocks' copies fall to the later calls that submit them.
  */
 kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 

@@ -821,6 +821,26 @@ static void queued_reads(uint32_t layout) {
     CHECK(after.blocks_loaded == before.blocks_loaded + BLOCKS, "%s: %d blocks loaded (got %" PRIu64 ")", name, BLOCKS,
           after.blocks_loaded - before.blocks_loaded);
     MUST(kvc_seq_free(e, 2));
+    /* A free right after such a create never waits for its reads in flight: the sequence is
+     * gone at once (its id reusable), its memory held until the reads landed and a call
+     * processed them (here kvc_engine_sync), then back. */
+    MUST(kvc_engine_trim(e));
+    MUST(kvc_engine_sync(e));
+    kvc_stats idle = stats_of(e);
+    MUST(kvc_seq_create(e, 4, tokens, TOKENS, &cached));
+    MUST(kvc_seq_free(e, 4));
+    CHECK(kvc_seq_ready(e, 4, &ready) == KVC_ERR_NOT_FOUND, "%s: a freed sequence is gone at once", name);
+    CHECK(stats_of(e).sequences == 0, "%s: a freed sequence is not counted live while its reads land", name);
+    MUST(kvc_seq_create(e, 4, tokens, TOKENS, &cached));
+    CHECK(cached == BLOCKS * BLOCK, "%s: the id is reusable at once, the prefix still found (%zu cached)", name, cached);
+    CHECK(wait_ready(e, 4) == KVC_OK, "%s: the re-created sequence's reads land", name);
+    CHECK(kv_matches(&v, 4, 13, 0, cached), "%s: the re-created sequence is byte-identical", name);
+    MUST(kvc_seq_free(e, 4));
+    MUST(kvc_engine_sync(e));
+    kvc_stats end = stats_of(e);
+    CHECK(end.blocks_used == idle.blocks_used && end.sequences == 0,
+          "%s: the freed sequences' memory is back once their reads landed (%" PRIu64 " blocks used, %" PRIu64 " before)", name,
+          end.blocks_used, idle.blocks_used);
     kvc_engine_destroy(e);
     remove_tier_dir(dir);
 }

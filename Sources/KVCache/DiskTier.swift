@@ -836,6 +836,10 @@ final class DiskTier {
         return stage
     }
 
+    /// True when a staging buffer is free now: a write (a swap-out's first block) takes one
+    /// without waiting for the device (`takeStage`). O(1).
+    var hasFreeStage: Bool { freeStageCount > 0 }
+
     /// Staging buffers a bulk transfer may take now without waiting: those free beyond
     /// `reservedStages` and beyond the reads queued for one (`pendingReads`, which go first)
     /// (0 or less: none; it leaves the rest to a later call, or waits without the engine's

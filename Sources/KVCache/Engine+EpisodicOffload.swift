@@ -391,11 +391,25 @@ extension Engine: RecordMemory {
         offload.offloadedTokens[to] = inherited
     }
 
+    /// Discards the open record of sequence slot `s` (never written) and gives its buffer back:
+    /// `free` of a sequence whose slot waits for its reads (`OffloadCoordinator.deferFree`), so
+    /// that no other sequence writes the freed one's record out to take its buffer meanwhile.
+    /// Its restores from the open record were copied at once, so none is pending. O(tokens of
+    /// the record).
+    func discardOpenRecord(_ s: Int) {
+        guard let offload, let t = offload.offloadedTokens[s] else { return }
+        if t.openRecord >= 0 {
+            offload.tokensInOpenRecords -= UInt64(t.openCount)
+            _ = t.closeOpenRecord(slot: nil)
+        }
+        offload.openRecords.release(s)
+    }
+
     /// Releases every record of sequence slot `s` (it is being freed); its open record, never
     /// written, is discarded with its buffer.
     func releaseOffloadedTokens(_ s: Int) {
         guard let offload, let t = offload.offloadedTokens[s] else { return }
-        precondition(t.readsPending == 0, "free waits for the sequence's reads")
+        precondition(t.readsPending == 0, "a freed sequence is released once its reads landed")
         for diskSlot in t.slots { offload.tier.unpin(diskSlot) }
         if t.openRecord >= 0 { offload.tokensInOpenRecords -= UInt64(t.openCount) }
         offload.openRecords.release(s)

@@ -11,12 +11,14 @@ import Glibc
 /// swap-outs' blocks as staging buffers free up, settle the asynchronous swap-outs whose
 /// writes all completed (`SwapOutQueue`) and lose the tokens of offloaded-token records whose
 /// write failed (`loseFailedRecordWrites`); a server that only wants progress calls `poll`.
-/// `poll`, `swapOut`, a `trim` with more blocks to spill than staging buffers are free for it,
-/// and an allocation out of memory while swap-outs are pending wait for the device without the
-/// lock (`awaitProgress`, which processes completions), so other threads' calls proceed
-/// meanwhile. Prefix and swap-in reads never wait: those that find no staging buffer free are
-/// queued (`DiskTier.load`) and submitted by the calls above as completions free buffers,
-/// before pending swap-outs' blocks.
+/// `poll`, `swapOut`, `swapOutAsync` (for the sequence's reads and a staging buffer for its
+/// first block), a `trim` with more blocks to spill than staging buffers are free for it, and
+/// an allocation out of memory while swap-outs are pending or freed sequences' reads are in
+/// flight wait for the device without the lock (`awaitProgress`, which processes
+/// completions), so other threads' calls proceed meanwhile. Prefix and swap-in reads never
+/// wait: those that find no staging buffer free are queued (`DiskTier.load`) and submitted by
+/// the calls above as completions free buffers, before pending swap-outs' blocks; nor does
+/// `free` (a slot with reads in flight is released once they landed, `Engine.free`).
 extension Engine {
     /// The slot of live, resident (not swapped-out) `seq`. Throws `notFound`, or
     /// `invalidArgument` for a swapped-out sequence.
@@ -88,11 +90,28 @@ extension Engine {
         return s
     }
 
+    /// The slot of live, resident `seq` once no disk read fills it any more and, with
+    /// `stagingBuffer`, a staging buffer is free (behind the reads queued for one, which
+    /// completions serve first), waiting for both without the lock (`awaitProgress`; the
+    /// sequence is looked up again after each wait): `compact` and `focus` of an offloading
+    /// sequence, whose first record write then takes a buffer without waiting for the device
+    /// under the lock. Throws as `residentSlot`. Cost: O(blocks of seq) per check.
+    func awaitOffloadReady(_ seq: UInt64, stagingBuffer: Bool) throws(KVError) -> Int {
+        var s = try residentSlot(seq)
+        guard let offload else { return s }
+        while !offload.resident(s) || (stagingBuffer && !offload.tier.hasFreeStage) {
+            offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
+            s = try residentSlot(seq)
+        }
+        return s
+    }
+
     /// Runs `body` under the engine's lock (`locked`); when it throws `outOfMemory` while
-    /// swap-outs are pending, waits without the lock until one of them ended (its memory
-    /// released, or it failed or was cancelled) and runs `body` again. So an allocation reports
-    /// out of memory only once no swap-out is pending, and memory is never counted free before
-    /// its write completed. `body` must change nothing when it throws (`KVError`'s invariant)
+    /// swap-outs are pending or freed sequences wait for their reads (`Engine.free`), waits
+    /// without the lock until one of them ended (its memory released, or the swap-out failed
+    /// or was cancelled) and runs `body` again. So an allocation reports out of memory only
+    /// once neither is pending, and memory is never counted free before its write completed or
+    /// the reads into it landed. `body` must change nothing when it throws (`KVError`'s invariant)
     /// and look everything up afresh: other calls run during the wait. Cost: nothing unless
     /// memory runs out while swap-outs are pending.
     func lockedAllocating<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
@@ -101,7 +120,7 @@ extension Engine {
                 do throws(KVError) {
                     return try body()
                 } catch {
-                    guard error.code == .outOfMemory, let offload, offload.awaitSwapOutEnded(mutex: mutex) else { throw error }
+                    guard error.code == .outOfMemory, let offload, offload.awaitMemoryReleased(mutex: mutex) else { throw error }
                 }
             }
         }
@@ -173,26 +192,28 @@ extension Engine {
     /// naming the failure (then it is usable as any resident sequence).
     /// Throws as `swapOut` for what fails before the call returns (then the sequence is
     /// resident and unchanged). Cost: one copy and checksum per block submitted by the call, at
-    /// most seven eighths of the staging buffers' worth (waits for the device under the lock
-    /// only when none is free at all; for the sequence's pending reads, without it); the other
+    /// most seven eighths of the staging buffers' worth (waits for the sequence's pending reads,
+    /// and for a staging buffer when none is free at all, without the lock); the other
     /// blocks' copies fall to the later calls.
     public func swapOutAsync(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in _ = try submitSwapOut(seq, waited: false) }
     }
 
     /// The common start of `swapOut` and `swapOutAsync`, under the lock: processes completions,
-    /// waits for the sequence's pending reads (those still queued for a staging buffer too)
-    /// without the lock (`awaitProgress`: other calls proceed, and the sequence is looked up
-    /// again after each wait), and starts its swap-out (`SwapOutQueue.start`: marked swapped
-    /// out, its first blocks' writes submitted; `waited`: its own call waits for it and
-    /// finishes it). Returns the coordinator and the sequence's slot. Throws as `swapOut`
-    /// before anything changed.
+    /// waits for the sequence's pending reads (those still queued for a staging buffer too),
+    /// and then for a free staging buffer for its first block when every one is in flight
+    /// (behind the reads queued for one, which completions serve first), both without the lock
+    /// (`awaitProgress`: other calls proceed, and the sequence is looked up again after each
+    /// wait), and starts its swap-out (`SwapOutQueue.start`: marked swapped out, its first
+    /// blocks' writes submitted into the buffer found free, with the lock held since;
+    /// `waited`: its own call waits for it and finishes it). Returns the coordinator and the
+    /// sequence's slot. Throws as `swapOut` before anything changed.
     private func submitSwapOut(_ seq: UInt64, waited: Bool) throws(KVError) -> (OffloadCoordinator, Int) {
         _ = try slot(seq)  // an unknown sequence changes nothing, not even by processing completions
         guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
         offload.processCompletions()
         var s = try residentSlot(seq)
-        while !offload.resident(s) {
+        while !offload.resident(s) || !offload.tier.hasFreeStage {
             offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
             s = try residentSlot(seq)
         }

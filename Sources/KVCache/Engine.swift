@@ -92,6 +92,7 @@ public final class Engine: @unchecked Sendable {
         mutex = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
         offload?.records = self
+        offload?.releaseSlot = { [unowned self] slot in self.release(slot) }
     }
 
     deinit {
@@ -475,12 +476,19 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Frees `seq`; its indexed blocks stay cached (LRU) until memory is needed. With a disk
-    /// tier it waits for a synchronous `swapOut` of it in progress, takes back its reads still
-    /// queued for a staging buffer (`OffloadCoordinator.cancelQueuedReads`: nothing lands in
-    /// its freed memory, those blocks leave the index) and waits for its reads in flight; a
-    /// pending `swapOutAsync` of it is cancelled (`SwapOutQueue.cancel`): the memory is released
-    /// now, its own disk slots when their writes complete. A failed asynchronous swap-out not
-    /// reported yet is forgotten.
+    /// tier it waits for a synchronous `swapOut` of it in progress (without the lock), and takes
+    /// back its reads still queued for a staging buffer (`OffloadCoordinator.cancelQueuedReads`:
+    /// nothing lands in its freed memory, those blocks leave the index); it never waits for the
+    /// device. When reads into its memory are still in flight (submitted, or queued for a block
+    /// another sequence shares, or episodic record reads), `seq` is gone at once (its id may be
+    /// reused, `slot(of:)` no longer finds it, it is not counted in `EngineStats.sequences`)
+    /// but its slot keeps its blocks, ranges and state (`SequenceTable.detach`) until they
+    /// landed: the first call that processes completions afterwards releases them
+    /// (`OffloadCoordinator.deferFree`), so nothing lands in freed or reused memory and the
+    /// memory is counted used until then (an allocation out of memory meanwhile waits for it
+    /// without the lock, `lockedAllocating`). A pending `swapOutAsync` of it is cancelled
+    /// (`SwapOutQueue.cancel`): the memory is released now, its own disk slots when their
+    /// writes complete. A failed asynchronous swap-out not reported yet is forgotten.
     ///
     /// `computedTokens`: the server wrote K/V only below this token (slot) — a request cancelled
     /// or failed before its prefill finished. `createSequence` (and appends) indexed its blocks
@@ -504,11 +512,17 @@ public final class Engine: @unchecked Sendable {
                 if offload.swapOutQueue.cancel(slot) { offload.notifyWaiters() }
                 if offload.swapped[slot] { return releaseSwapped(slot) }
                 offload.cancelQueuedReads(slot)
-                offload.waitResident(slot)
             }
             if let computed = computedTokens {
                 let table = sequences.table(slot)
                 for i in computed / bt..<max(computed / bt, sequences.blockCount(slot)) { blocks.forget(table[i]) }
+            }
+            if let offload, !offload.resident(slot) {
+                // Reads in flight land in this slot's memory: it stays held until they did.
+                discardOpenRecord(slot)
+                sequences.detach(slot)
+                offload.deferFree(slot)
+                return
             }
             release(slot)
         }
@@ -588,10 +602,17 @@ public final class Engine: @unchecked Sendable {
     /// dropped (with `blockRemoved` events, or one `allCleared` when the index empties). With a
     /// disk tier they are written back first (spilled), so later prompts find them on disk; the
     /// spills are a bulk transfer that leaves staging buffers to other traffic and waits for
-    /// more without the lock (`spillCachedBlocks`).
+    /// more without the lock (`spillCachedBlocks`); first it waits, without the lock, for the
+    /// reads of freed sequences whose memory waits for them (`free`), so that their memory is
+    /// trimmed too.
     public func trim() throws(KVError) {
         try locked { () throws(KVError) in
-            if let offload { spillCachedBlocks(offload) } else { blocks.dropCached() }
+            if let offload {
+                offload.awaitDeferredFrees(mutex: mutex)
+                spillCachedBlocks(offload)
+            } else {
+                blocks.dropCached()
+            }
             paged?.trim()
             contiguous?.trim()
         }

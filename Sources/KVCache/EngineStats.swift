@@ -9,11 +9,12 @@ public struct EngineStats: Equatable, Sendable {
     public var committedBytes: UInt64 = 0
     /// Blocks of `block_tokens` tokens the budget can hold (logical blocks in the contiguous layout).
     public var blocksTotal: UInt64 = 0
-    /// Blocks referenced by live sequences (a shared block counts once).
+    /// Blocks referenced by live sequences (a shared block counts once), and by freed ones
+    /// whose disk reads are still landing (`Engine.free`).
     public var blocksUsed: UInt64 = 0
     /// Blocks held only by the prefix index (reusable on a hit, evictable in LRU order).
     public var blocksCached: UInt64 = 0
-    /// Live sequences.
+    /// Live sequences (not freed ones whose disk reads are still landing).
     public var sequences: UInt64 = 0
     /// Prompt tokens looked up in the prefix index by sequence creation, in total.
     public var prefixQueryTokens: UInt64 = 0

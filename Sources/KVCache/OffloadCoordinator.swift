@@ -8,8 +8,9 @@ import Glibc
 /// offloaded tokens (episodic offload; their reads are handed to `records`).
 ///
 /// Invariants: a block with a non-zero `loading` count is referenced by at least one live
-/// sequence (free waits for a sequence's loads), so a cached block is never loading and a
-/// spill never writes a block that is not yet resident. A swapped-out slot's block table holds
+/// sequence or one freed sequence whose slot waits for its reads (`deferFree`: the slot keeps
+/// its blocks until they landed), so a cached block is never loading, a spill never writes a
+/// block that is not yet resident, and no read lands in memory that was freed or reused. A swapped-out slot's block table holds
 /// disk slots, each pinned once by the sequence; so does every record of its offloaded tokens.
 ///
 /// Cost: O(1) per block besides the byte copies; all arrays allocated at creation.
@@ -63,6 +64,17 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Set right after creation (it needs the tier).
     private(set) var swapOutQueue: SwapOutQueue!
 
+    /// Sequence slots freed (`Engine.free`) while disk reads into their memory were still in
+    /// flight (submitted, or queued for a block another sequence shares), detached
+    /// (`SequenceTable.detach`: their ids are gone) and holding their blocks, ranges and state
+    /// until every read landed; then a call that processes completions releases them
+    /// (`finishDeferredFrees`). At most `maxSeqs`; capacity reserved at creation.
+    private(set) var deferredFrees: [Int] = []
+    /// Deferred frees released, ever: waiters compare it before and after.
+    private(set) var deferredFreesFinished: UInt64 = 0
+    /// Releases a detached slot's blocks, ranges and state (`Engine.release`); set by the engine.
+    var releaseSlot: ((Int) -> Void)!
+
     // Waiting for the device without the engine's lock (`awaitProgress`): at most one call
     // waits on the device itself; any others wait on `progress`, which is broadcast whenever
     // completions are processed or a waiting call leaves the device.
@@ -89,6 +101,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         swapped.initialize(repeating: false, count: config.maxSeqs)
         scratchSlots = .allocate(capacity: sequences.maxBlocks)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
+        deferredFrees.reserveCapacity(config.maxSeqs)
         openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
                                   maxSeqs: config.maxSeqs)
         progress = .allocate(capacity: 1)
@@ -188,34 +201,74 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
 
     /// Processes the completed requests, submits pending swap-outs' blocks as far as staging
     /// buffers are free, settles the asynchronous swap-outs that can be
-    /// (`SwapOutQueue.settle`: their memory is released) and loses the tokens of records whose
-    /// write failed (`failedRecordWrites`). Never waits. Call it only where no block or page
+    /// (`SwapOutQueue.settle`: their memory is released), loses the tokens of records whose
+    /// write failed (`failedRecordWrites`) and releases the freed sequences whose reads all
+    /// landed (`deferredFrees`). Never waits. Call it only where no block or page
     /// found earlier in the call is still to be used (settling frees memory) and no eviction
     /// state is between a plan and its application (losing tokens changes parked slots).
     /// Returns true when anything a waiter may wait for happened (requests completed, a
-    /// swap-out ended or failed).
+    /// swap-out ended or failed, a deferred free was released).
     @discardableResult
     func processCompletions() -> Bool {
         let reaped = tier.reap()
         let settled = swapOutQueue.settle()
-        if settled { notifyWaiters() }  // allocations waiting for memory
         if !failedRecordWrites.isEmpty { records.loseFailedRecordWrites() }
-        return reaped > 0 || settled
+        let freed = !deferredFrees.isEmpty && finishDeferredFrees()
+        if settled || freed { notifyWaiters() }  // allocations waiting for memory
+        return reaped > 0 || settled || freed
+    }
+
+    /// `Engine.free` of live, detached `slot` whose reads are not all landed: it is released by
+    /// the first call that processes completions after they did (`finishDeferredFrees`).
+    func deferFree(_ slot: Int) {
+        deferredFrees.append(slot)
+    }
+
+    /// Releases every deferred free whose reads all landed (`resident`); true when any was.
+    /// O(blocks of the deferred frees).
+    private func finishDeferredFrees() -> Bool {
+        var released = false, i = 0
+        while i < deferredFrees.count {
+            let slot = deferredFrees[i]
+            guard resident(slot) else {
+                i += 1
+                continue
+            }
+            deferredFrees.remove(at: i)
+            releaseSlot(slot)
+            deferredFreesFinished += 1
+            released = true
+        }
+        return released
     }
 
     /// After an allocation found no room: processes completions and, while swap-outs are
-    /// pending, waits (releasing the engine's lock `mutex`) until one of them ended. Returns
-    /// true when one ended (by this call or another; the allocation may succeed now), false at
-    /// once when none is pending (the out-of-memory result stands).
-    func awaitSwapOutEnded(mutex: UnsafeMutablePointer<pthread_mutex_t>) -> Bool {
-        let before = swapOutQueue.ended
+    /// pending or freed sequences wait for their reads (`deferredFrees`), waits (releasing the
+    /// engine's lock `mutex`) until one of them ended (its memory released, or the swap-out
+    /// failed or was cancelled). Returns true when one ended (by this call or another; the
+    /// allocation may succeed now), false at once when none is pending (the out-of-memory
+    /// result stands).
+    func awaitMemoryReleased(mutex: UnsafeMutablePointer<pthread_mutex_t>) -> Bool {
+        let before = swapOutQueue.ended + deferredFreesFinished
         processCompletions()
-        while swapOutQueue.ended == before {
-            guard swapOutQueue.hasPending else { return false }
+        while swapOutQueue.ended + deferredFreesFinished == before {
+            guard swapOutQueue.hasPending || !deferredFrees.isEmpty else { return false }
             awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
         }
         return true
     }
+
+    /// Waits (releasing the engine's lock `mutex`) until every freed sequence whose slot waits
+    /// for its reads (`deferredFrees`) was released: `Engine.trim`, so that their memory is
+    /// trimmed (their cached blocks spilled) too. Ends: their reads are in flight or queued
+    /// behind reads in flight.
+    func awaitDeferredFrees(mutex: UnsafeMutablePointer<pthread_mutex_t>) {
+        processCompletions()
+        while !deferredFrees.isEmpty { awaitProgress(mutex: mutex, deadlineNanoseconds: nil) }
+    }
+
+    /// Tests: freed sequences whose slots wait for their reads now.
+    var deferredFreeCount: Int { deferredFrees.count }
 
     /// Processes completions until `slot` is resident.
     func waitResident(_ slot: Int) {

@@ -10,6 +10,11 @@
 /// it is never indexed). While a sequence is swapped out its table holds disk slots, and the
 /// hashes of its `unscheduled` blocks are kept by the swap-out queue
 /// (`SwapOutQueue.takePrepared`) until the swap-in prepares the blocks it reads them into.
+///
+/// A slot may be *detached* (`detach`): its sequence was freed while disk reads into its memory
+/// were still in flight, so its id is gone from the directory (a new sequence may take it) and
+/// it is not counted live, but the slot keeps its blocks, ranges and state until the engine
+/// closes it once they landed (`OffloadCoordinator.deferFree`).
 final class SequenceTable {
     let maxSeqs: Int
     let maxBlocks: Int
@@ -35,6 +40,10 @@ final class SequenceTable {
     let tails: UnsafeMutablePointer<Int32>
     /// Per slot: `maxBlocks` entries, the block table.
     let blocks: UnsafeMutablePointer<Int32>
+    /// Per slot: detached (`detach`), until `close`.
+    private let detached: UnsafeMutablePointer<Bool>
+    /// Slots detached now.
+    private(set) var detachedCount = 0
 
     init(maxSeqs: Int, maxBlocks: Int, blockTokens: Int) {
         self.maxSeqs = maxSeqs
@@ -54,6 +63,8 @@ final class SequenceTable {
         unscheduled.initialize(repeating: 0..<0, count: maxSeqs)
         tails = .allocate(capacity: maxSeqs * blockTokens)
         blocks = .allocate(capacity: maxSeqs * maxBlocks)
+        detached = .allocate(capacity: maxSeqs)
+        detached.initialize(repeating: false, count: maxSeqs)
     }
 
     deinit {
@@ -65,11 +76,12 @@ final class SequenceTable {
         unscheduled.deallocate()
         tails.deallocate()
         blocks.deallocate()
+        detached.deallocate()
     }
 
-    /// Live sequences.
-    var count: Int { maxSeqs - freeTop }
-    /// True when no slot is free.
+    /// Live sequences (detached slots are not).
+    var count: Int { maxSeqs - freeTop - detachedCount }
+    /// True when no slot is free (detached slots are not free).
     var isFull: Bool { freeTop == 0 }
 
     /// The slot of sequence `id`, or -1.
@@ -92,9 +104,24 @@ final class SequenceTable {
         unscheduled[slot] = 0..<0
     }
 
-    /// Returns `slot` to the free slots.
-    func close(_ slot: Int) {
+    /// Takes live `slot`'s id out of the directory (`slot(of:)` no longer finds it; a new
+    /// sequence may take the id) while the slot stays taken, its contents untouched, until
+    /// `close`. O(1).
+    func detach(_ slot: Int) {
+        precondition(!detached[slot], "slot \(slot) detached twice")
         directory.remove(ids[slot])
+        detached[slot] = true
+        detachedCount += 1
+    }
+
+    /// Returns `slot` (live or detached) to the free slots.
+    func close(_ slot: Int) {
+        if detached[slot] {
+            detached[slot] = false
+            detachedCount -= 1
+        } else {
+            directory.remove(ids[slot])
+        }
         lengths[slot] = 0
         freeSlots[freeTop] = Int32(slot)
         freeTop += 1

@@ -108,8 +108,9 @@ final class SwapOutQueue {
         entries.contains { $0.slot == slot && (waited == nil || $0.waited == waited) }
     }
 
-    /// Starts swapping out live, resident `slot`: submits the write of its first block (waiting
-    /// for a staging buffer if none is free) and of as many more as staging buffers are free
+    /// Starts swapping out live, resident `slot`: submits the write of its first block (its
+    /// caller, `Engine.submitSwapOut`, waits for a free staging buffer without the engine's lock
+    /// first, so this takes one without waiting) and of as many more as staging buffers are free
     /// beyond `DiskTier.reservedStages` and a spilling trim's share (`DiskTier.swapOutStages`),
     /// marks it swapped out and
     /// queues it (`waited`: its own call waits for it and finishes it).

@@ -166,6 +166,91 @@ import Testing
         #expect(freed.tokenRecords == 0 && freed.tokensOnDisk == 0 && freed.tokensInOpenRecords == 0)
     }
 
+    /// A free of a sequence whose focus's record reads are held in flight (the thread backend,
+    /// paused) returns without waiting for them: the open record is discarded at once, another
+    /// thread's create returns meanwhile, and once the reads landed (the sync) every record is
+    /// released, the counters back to the baseline, no slot pinned.
+    @Test(arguments: layouts, perHead)
+    func aFreeWithRecordReadsInFlightReturnsAndReleasesTheRecordsOnceTheyLanded(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.offloadForceThreads = true }
+        let baseline = e.stats().disk
+        try compactedOnTopicA(e)
+        try e.syncOffload()
+        #expect(e.pauseOffloadIO(true))
+        #expect(try focus(e, Self.queryB) != -1)  // record writes and reads submitted, held
+        #expect(try e.ready(1) == false)
+        let order = EventLog()
+        let freer = loggedCall("free", order) { try e.free(1) }
+        let freed = waitUntil(seconds: 10) { order.events.contains("free returned") }
+        if freed {
+            let during = e.stats()
+            #expect(during.sequences == 0 && during.blocksUsed > 0, "gone at once, its memory held while the reads land")
+            #expect(during.disk.tokensInOpenRecords == 0, "the freed sequence's open record is discarded at once")
+        }
+        let other = tokens(4 * 3 + 1, seed: 41)
+        let creator = loggedCall("create", order) { _ = try e.createSequence(2, tokens: other) }
+        let created = waitUntil(seconds: 10) { order.events.contains("create returned") }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        freer.join()
+        creator.join()
+        #expect(freed && created, "the free did not wait for the record reads under the lock")
+        #expect(order.events == ["free returned", "create returned", "I/O resumed"])
+        try e.syncOffload()
+        let after = e.stats()
+        #expect(e.offload!.deferredFreeCount == 0 && after.sequences == 1)
+        #expect(after.disk.tokenRecords == 0 && after.disk.tokensOnDisk == 0 && after.disk.tokensInOpenRecords == 0)
+        #expect(after.disk.storedSlots == baseline.storedSlots)
+        try e.free(2)
+        #expect(e.offloadSlotAudit == (0, 0))
+        #expect(e.stats().blocksUsed == 0)
+    }
+
+    /// A focus whose record writes find every staging buffer in flight (another sequence's
+    /// 1200-block prefix read: 1024 reads held by the paused thread backend, 176 queued) waits
+    /// for a buffer without the engine's lock, behind the queued reads: another thread's append
+    /// returns meanwhile; then every restored token lands byte-identical, nothing lost.
+    @Test(arguments: layouts)
+    func aFocusFindingEveryBufferInFlightWaitsForOneWithoutTheLock(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path) {
+            $0.offloadForceThreads = true
+            $0.maxSeqTokens = 8192
+        }
+        let (toks, _) = try compactedOnTopicA(e)
+        let big = tokens(4 * 1200 + 1, seed: 60), other = tokens(4 * 3 + 1, seed: 61)
+        try spillPrompt(e, 9, big)
+        try e.createSequence(3, tokens: other)
+        try fillKV(e, 3, count: other.count) { other[$0] }
+        try e.syncOffload()
+        let before = e.stats().disk
+        #expect(e.pauseOffloadIO(true))
+        #expect(try e.createSequence(9, tokens: big) == 4 * 1200)  // 1024 reads held, 176 queued
+        #expect(!e.offload!.tier.hasFreeStage && e.offload!.tier.pendingReadCount == 176)
+        let order = EventLog()
+        let focuser = loggedCall("focus", order) { _ = try focus(e, Self.queryB) }
+        let waiting = waitUntil(seconds: 10) { e.offload!.waitingCalls == 1 }
+        #expect(waiting, "the focus waits for a staging buffer without the lock (a wait under it would hold it)")
+        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
+        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        appender.join()
+        focuser.join()
+        #expect(waiting && appended)
+        #expect(order.events == ["append returned", "I/O resumed", "focus returned"])
+        try waitReady(e, 1)
+        try waitReady(e, 9)
+        try expectHolds(e, Self.heavyB, toks)
+        let after = e.stats().disk
+        #expect(after.tokensRestored == before.tokensRestored + UInt64(2 * 10) && after.tokensLost == 0 && after.loadsFailed == 0)
+        #expect(try kvDifferences(e, 9, count: 4 * 1200) { big[$0] } == 0)
+        #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
+    }
+
     @Test(arguments: layouts, perHead)
     func aCorruptRecordIsNeverServedItsTokensAreLost(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()

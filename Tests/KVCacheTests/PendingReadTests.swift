@@ -90,22 +90,35 @@ struct PendingReadTests {
         #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
     }
 
+    /// The free takes the queued reads back and returns with the 1024 submitted ones still
+    /// held in flight: it never waits for the device. The sequence is gone at once (its id is
+    /// free), but its slot keeps every block, counted used, until the reads landed; then the
+    /// next call that processes completions releases them.
     @Test(arguments: layouts)
-    func freeingASequenceWithQueuedReadsCancelsThemAndKeepsEverythingElse(layout: Layout) throws {
+    func freeingASequenceWithQueuedReadsCancelsThemAndReturnsWithTheRestInFlight(layout: Layout) throws {
         let held = try HeldCreate(layout, seed: 81)
         let (e, prompt, other, before, order, returned) = (held.e, held.prompt, held.other, held.before, held.order, held.returned)
         #expect(returned)
         #expect(e.offload!.tier.pendingReadCount == Self.blocksOnDisk - Self.buffers)
-        // The free takes its queued reads back at once, then waits for the held ones.
+        let usedBefore = e.stats().blocksUsed
+        // The free takes its queued reads back at once and returns without waiting for the held ones.
         let freer = loggedCall("free", order) { try e.free(1) }
-        let cancelled = waitUntil(seconds: 10) { e.offload!.tier.pendingReadCount == 0 }
-        order.add("I/O resumed")
-        #expect(e.pauseOffloadIO(false))
+        let freed = waitUntil(seconds: 10) { order.events.contains("free returned") }
+        #expect(freed, "the free did not wait for its reads in flight under the lock")
+        let appended = appendThenResumeIO(e, order: order)  // another thread's decode step, then the I/O resumed
         freer.join()
-        #expect(cancelled)
-        #expect(order.events == ["create returned", "I/O resumed", "free returned"])
+        #expect(freed && appended)
+        #expect(order.events == ["create returned", "free returned", "append returned", "I/O resumed"])
+        let during = e.stats()
+        #expect(during.sequences == 1, "the freed sequence is gone at once")
+        #expect(during.blocksUsed == usedBefore, "its memory stays counted used while reads land in it")
+        #expect(e.offload!.deferredFreeCount == 1)
+        #expect(throws: KVError.self) { try e.ready(1) }  // not found: its id is free
+        try e.syncOffload()  // the reads land; the slot is released
         let after = e.stats()
+        #expect(e.offload!.deferredFreeCount == 0)
         #expect(after.sequences == 1)
+        #expect(after.blocksUsed == usedBefore - UInt64(Self.blocksOnDisk + 1), "its memory came back once the reads landed")
         #expect(after.disk.blocksLoaded == before.blocksLoaded + UInt64(Self.buffers), "only the submitted reads landed")
         #expect(after.disk.loadsFailed == before.loadsFailed)
         #expect(after.blocksCached == UInt64(Self.buffers), "the cancelled blocks left the index: never filled")
@@ -136,6 +149,117 @@ struct PendingReadTests {
         #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
     }
 
+    /// A swap-out whose first block finds every staging buffer in flight (1024 reads held, 176
+    /// queued behind them) waits for one without the engine's lock, behind the queued reads:
+    /// another thread's append returns meanwhile, and the swap-out then completes with every
+    /// byte, the swap-out counters balanced.
+    @Test(arguments: layouts)
+    func aSwapOutFindingEveryBufferInFlightWaitsForOneWithoutTheLock(layout: Layout) throws {
+        let held = try HeldCreate(layout, seed: 87)
+        let (e, prompt, other, order, returned) = (held.e, held.prompt, held.other, held.order, held.returned)
+        #expect(returned)
+        // A resident sequence created and filled while the I/O is held (no disk hit: no I/O).
+        let fourth = tokens(4 * 6 + 3, seed: 300)
+        #expect(try e.createSequence(4, tokens: fourth) == 0)
+        try fillKV(e, 4, count: fourth.count) { fourth[$0] }
+        #expect(!e.offload!.tier.hasFreeStage, "every staging buffer is in flight")
+        let swapper = loggedCall("swap-out", order) { try e.swapOutAsync(4) }
+        let waiting = waitUntil(seconds: 10) { e.offload!.waitingCalls == 1 }
+        #expect(waiting, "the swap-out waits for a staging buffer without the lock (a wait under it would hold it)")
+        let appended = appendThenResumeIO(e, order: order)
+        swapper.join()
+        #expect(appended && order.events == ["create returned", "append returned", "I/O resumed", "swap-out returned"])
+        try e.syncOffload()
+        let s = e.stats().disk
+        #expect(s.swapOuts == 1 && s.swapOutsFailed == 0)
+        #expect(s.swapOutsStarted == s.swapOuts + s.swapOutsCancelled + s.swapOutsFailed + s.swapOutsPending)
+        try e.swapIn(4)
+        try waitReady(e, 4)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 4, count: fourth.count) { fourth[$0] } == 0)
+        #expect(try kvDifferences(e, 1, count: 4 * Self.blocksOnDisk) { prompt[$0] } == 0)
+        #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
+        try e.free(4)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.offloadSlotAudit == (0, 0))
+    }
+
+    /// Paged, with memory for about 1024 blocks: a free of a sequence whose 400 reads are held
+    /// in flight returns at once, and its memory is not counted free: a sequence taking every
+    /// block left gets none of it, and a create that needs more waits for it without the lock
+    /// (another thread's append returns meanwhile) until the reads landed and the freed slot
+    /// was released. No read lands in memory another sequence was given: every byte of both
+    /// new sequences is what they wrote.
+    @Test func aFreedSequencesMemoryComesBackOnlyOnceItsReadsLanded() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(.paged, dir: dir.path, memoryBytes: 512 << 10)
+        c.offloadForceThreads = true
+        let e = try Engine(c)
+        let prompt = tokens(4 * 400 + 1, seed: 97), other = tokens(4 * 3 + 1, seed: 98)
+        try spillPrompt(e, 1, prompt)
+        try e.createSequence(3, tokens: other)
+        try fillKV(e, 3, count: other.count) { other[$0] }
+        let before = e.stats()
+        #expect(before.blocksCached == 0 && before.disk.storedSlots == 400)
+        let order = EventLog()
+        let created = callWithIOHeld(e, "create", order: order) {
+            let hit = try e.createSequence(1, tokens: prompt)
+            #expect(hit == 4 * 400)
+        }
+        #expect(created, "the create did not wait for the device")
+        #expect(e.offload!.tier.pendingReadCount == 0, "all 400 reads are in flight, none queued")
+        let freer = loggedCall("free", order) { try e.free(1) }
+        let freed = waitUntil(seconds: 10) { order.events.contains("free returned") }
+        guard freed else {
+            // It waits under the lock: release the I/O so that it ends (and every call after it).
+            #expect(e.pauseOffloadIO(false))
+            freer.join()
+            Issue.record("the free waited for its reads in flight under the lock")
+            return
+        }
+        let during = e.stats()
+        #expect(during.sequences == 1 && during.blocksUsed == before.blocksUsed + 401 && during.blocksCached == 0)
+        // Every block not held: a sequence takes them all (no eviction of the freed one's).
+        let free = Int(during.blocksTotal - during.blocksUsed)
+        #expect(free > 0 && free * 4 <= c.maxSeqTokens)
+        let fifth = tokens(4 * free, seed: 99), sixth = tokens(4 * 5, seed: 100)
+        #expect(try e.createSequence(5, tokens: fifth) == 0)
+        try fillKV(e, 5, count: fifth.count) { fifth[$0] }
+        // A create that needs more memory waits for the freed sequence's, without the lock.
+        let creator = loggedCall("create 6", order) {
+            let hit = try e.createSequence(6, tokens: sixth)
+            #expect(hit == 0)
+        }
+        let waiting = waitUntil(seconds: 10) { e.offload!.waitingCalls == 1 }
+        #expect(waiting, "the create waits for the freed memory without the lock")
+        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
+        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        appender.join()
+        creator.join()
+        freer.join()
+        #expect(freed && appended)
+        #expect(order.events == ["create returned", "free returned", "append returned", "I/O resumed", "create 6 returned"])
+        try fillKV(e, 6, count: sixth.count) { sixth[$0] }
+        try e.syncOffload()
+        let after = e.stats()
+        #expect(e.offload!.deferredFreeCount == 0 && after.sequences == 3)
+        #expect(after.disk.blocksLoaded == before.disk.blocksLoaded + 400 && after.disk.loadsFailed == 0)
+        #expect(try kvDifferences(e, 5, count: fifth.count) { fifth[$0] } == 0, "no read landed in the memory sequence 5 was given")
+        #expect(try kvDifferences(e, 6, count: sixth.count) { sixth[$0] } == 0)
+        #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0)
+        for seq: UInt64 in [3, 5, 6] { try e.free(seq) }
+        try e.syncOffload()
+        #expect(e.offloadSlotAudit == (0, 0))
+        // The blocks read back (400, less the 5 evicted for sequence 6) are cached, and served.
+        #expect(try e.createSequence(1, tokens: prompt) == 4 * 400)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 4 * 400) { prompt[$0] } == 0)
+    }
+
     /// Peer reads queue the same way, with the record their lookup captured; a free takes the
     /// queued ones back (nothing of the peer's is pinned) and the rest land verified.
     @Test func aCreateFromAPeerQueuesItsReadsAndAFreeTakesThemBack() throws {
@@ -158,10 +282,12 @@ struct PendingReadTests {
         #expect(b.offload!.tier.pendingReadCount == Self.blocksOnDisk - Self.buffers)
         #expect(try b.ready(1) == false)
         let freer = loggedCall("free", order) { try b.free(1) }
-        let cancelled = waitUntil(seconds: 10) { b.offload!.tier.pendingReadCount == 0 }
+        let freed = waitUntil(seconds: 10) { order.events.contains("free returned") }
+        #expect(b.offload!.tier.pendingReadCount == 0)
         #expect(b.pauseOffloadIO(false))
         freer.join()
-        #expect(cancelled)
+        #expect(freed, "the free did not wait for its reads in flight")
+        try b.syncOffload()  // the submitted reads land; the freed slot is released
         let s = b.stats()
         #expect(s.disk.peerHits == UInt64(Self.buffers) && s.disk.peerStale == 0, "only the submitted reads landed, verified")
         #expect(s.blocksCached == UInt64(Self.buffers))

@@ -79,7 +79,8 @@ extension Engine {
     /// evicted row tokens' K/V are written to the tier and their eviction state kept
     /// (Engine+EpisodicOffload.swift); a token whose record cannot be written is dropped as
     /// without a tier (`tokensLost`).
-    /// With a disk tier it first waits (holding the lock) for the sequence's pending reads.
+    /// With a disk tier it first waits for the sequence's pending reads and, offloading, for a
+    /// free staging buffer, without the lock (`awaitOffloadReady`).
     /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out),
     /// `outOfMemory` (a shared block or page must be copied and the budget has no room; then
     /// nothing changed; with swap-outs pending it first waits for them, `lockedAllocating`).
@@ -94,14 +95,15 @@ extension Engine {
     public func compact(_ seq: UInt64, budgetTokens: Int) throws(KVError) -> Int {
         guard budgetTokens > 0 else { throw .invalid("budget_tokens is 0: a layer keeps at least one token") }
         return try lockedAllocating { () throws(KVError) -> Int in
-            let s = try residentSlot(seq)
+            var s = try residentSlot(seq)
             if evictionConfig(s).policy == .none { return sequences.lengths[s] }
-            let state = evictionState(s)
-            state.parksEvictions = offloadsEvictions(state)
             // Compaction moves bytes and releases blocks: every disk read still filling the
             // sequence (prefix hit, swap-in, a focus's restores) must land first, or it would
-            // land on the compacted layout or on a released block.
-            offload?.waitResident(s)
+            // land on the compacted layout or on a released block; offloading, its first record
+            // write takes a staging buffer. Both waited for without the lock.
+            s = try awaitOffloadReady(seq, stagingBuffer: offloadsEvictions(evictionState(s)))
+            let state = evictionState(s)
+            state.parksEvictions = offloadsEvictions(state)
             if state.parksEvictions { settleRestores(s) }
             let oldLength = sequences.lengths[s]
             let newLength = state.plan(budget: budgetTokens)
@@ -330,7 +332,8 @@ extension Engine {
     /// the chosen offloaded tokens are read back asynchronously into the slots of the resident
     /// tokens they displace, which are written out first (Engine+EpisodicOffload.swift); the
     /// sequence is not `ready` until the reads land; with a disk tier the focus first waits
-    /// (holding the lock) for the sequence's pending reads and drops the tokens of records
+    /// for the sequence's pending reads and a free staging buffer, without the lock
+    /// (`awaitOffloadReady`), and drops the tokens of records
     /// whose write failed (never read back). Throws `notFound`, `invalidArgument` (no
     /// segment, dimension, non-finite values; with a disk tier, a swapped-out sequence),
     /// `unsupported` (another policy), `outOfMemory`
@@ -343,16 +346,18 @@ extension Engine {
     /// restored from (none for the open record: copied from its buffer).
     public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
         try lockedAllocating { () throws(KVError) -> Int in
-            let s = try slot(seq)
+            var s = try slot(seq)
             guard evictionConfig(s).policy == .episodic else {
                 throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
             }
-            let state = evictionState(s)
+            var state = evictionState(s)
             if offloadsEvictions(state) {
-                _ = try residentSlot(seq)  // a restore writes into memory
-                // The tokens a restore displaces are copied to disk from memory: every read
-                // still filling the sequence (prefix hit, swap-in, earlier restores) lands first.
-                offload?.waitResident(s)
+                // A restore writes into memory, and the tokens it displaces are copied to disk
+                // from memory: every read still filling the sequence (prefix hit, swap-in,
+                // earlier restores) lands first, and its first record write takes a staging
+                // buffer. Both waited for without the lock (the sequence is looked up again).
+                s = try awaitOffloadReady(seq, stagingBuffer: true)
+                state = evictionState(s)
                 settleRestores(s)
                 // Tokens of records whose write failed are lost now, not chosen and read back.
                 if offload?.failedRecordWrites.isEmpty == false { loseFailedRecordWrites() }
