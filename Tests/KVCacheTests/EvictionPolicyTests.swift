@@ -120,10 +120,11 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         }
     }
 
-    /// Bad scores leave every accumulated score bit for bit as it was: with H2O, whose `observe`
-    /// adds into the sums as it checks (and must put the old ones back), and with TOVA (two
-    /// passes, the sums added only once all are checked). The bad value lies in the middle of
-    /// head 0's row, of the last head's, or in the last token (the scalar tail of 1031 tokens).
+    /// Bad scores leave every accumulated score of every layer bit for bit as it was, with H2O
+    /// (the decode-step policy, sums only) and TOVA (sums and the last step's): a NaN, negative
+    /// or infinite score in the middle of head 0's row, of the last head's, or in the last
+    /// token (the scalar tail of 1031 tokens). An `observe` that adds into the sums while it
+    /// checks must put the old ones back exactly (a float add then subtract need not).
     @Test(arguments: [EvictionPolicyKind.heavyHitter, .tova])
     func badScoresLeaveTheSumsExactlyUnchanged(kind: EvictionPolicyKind) throws {
         let heads = 8, n = 1031

@@ -57,9 +57,8 @@ public final class AttentionScores {
     private var keepMask: UnsafeMutablePointer<UInt8>
     private var values: UnsafeMutablePointer<Float>
     private var slotScratch: UnsafeMutablePointer<Int32>
-    /// A layer's summed scores (or, when `observe` adds them in its checking pass, the old
-    /// accumulated scores it restores on bad input) go here, at `summedScratch(for:)`:
-    /// `heads x capacity` floats plus a 4 KiB page of room to place them.
+    /// A layer's summed scores go here, at `summedScratch(for:)`: `heads x capacity` floats
+    /// plus a 4 KiB page of room to place them.
     private(set) var summedBuffer: UnsafeMutablePointer<Float>
     /// Scratch: the focused episode's plus the turn's scores of one row.
     private var combined: UnsafeMutablePointer<Float>
@@ -302,10 +301,7 @@ public final class AttentionScores {
     /// lets the last q slots be seen by fewer queries, which the visibility counts follow.
     /// Throws `invalidArgument` (wrong head count, more tokens than the layer holds, a NaN,
     /// infinite or negative score) and then changes nothing.
-    /// Cost: one pass over the scores (two adds and a compare per score), no allocation. A
-    /// layer whose sums feed only `accumulated` (one row, no `last`, no episodes) commits in
-    /// that same pass, keeping the old sums in the scratch to restore them exactly when a
-    /// score is bad; others store the sums in the scratch and add them in a second pass.
+    /// Cost: one pass over the scores (two adds and a compare per score), no allocation.
     public func observe(layer: Int, scores: UnsafePointer<Float>, nHeads: Int, nTokens n: Int) throws(KVError) {
         guard layer >= 0 && layer < layers else { throw .invalid("layer \(layer) is outside 0..<\(layers)") }
         guard nHeads == heads else { throw .invalid("n_heads \(nHeads) is not num_kv_heads \(heads)") }
@@ -314,19 +310,13 @@ public final class AttentionScores {
         }
         guard n > 0 else { return }
         let summed = summedScratch(for: scores)
-        let episode = config.policy == .episodic ? config.episodes : -1  // the turn block
-        // Pass 1: sum over heads (or copy per head) while checking every value: the minimum
-        // catches negatives, the total NaN and infinities. Explicit SIMD, since floating-point
-        // reductions do not vectorise on their own. Fused: the sums go into `accumulated` and
-        // its old values into the scratch (float add then subtract would not restore them).
-        let fused = rowsPerLayer == 1 && !config.tracksLast && episode < 0
-        let row0 = accumulated + layer * rowsPerLayer * capacity
-        let (minimum, total, firstHead) = rowsPerLayer != 1
-            ? Self.copyHeads(scores, heads: heads, n: n, into: summed)
-            : fused ? Self.sumHeads(scores, heads: heads, n: n, into: summed, adding: row0)
-            : Self.sumHeads(scores, heads: heads, n: n, into: summed, adding: nil)
+        // Pass 1: sum over heads into scratch (or copy per head) while checking every value:
+        // the minimum catches negatives, the total NaN and infinities. Explicit SIMD, since
+        // floating-point reductions do not vectorise on their own.
+        let (minimum, total, firstHead) = rowsPerLayer == 1
+            ? Self.sumHeads(scores, heads: heads, n: n, into: summed)
+            : Self.copyHeads(scores, heads: heads, n: n, into: summed)
         guard minimum >= 0 && total.isFinite else {
-            if fused { row0.update(from: summed, count: n) }  // the exact undo
             var i = 0
             while i < heads * n && scores[i] >= 0 && scores[i].isFinite { i += 1 }
             let what = i < heads * n ? "\(scores[i])" : "an infinite sum"
@@ -335,12 +325,13 @@ public final class AttentionScores {
         // Pass 2: commit.
         let queries = max(1, firstHead.rounded())
         let seenAll = max(0, n - Int(queries))
+        let episode = config.policy == .episodic ? config.episodes : -1  // the turn block
         if episode >= 0 { episodeObserved[episode] = true }
         for h in 0..<rowsPerLayer {
             let r = layer * rowsPerLayer + h
             let src = summed + h * n
             let acc = accumulated + r * capacity
-            if !fused { for t in 0..<n { acc[t] += src[t] } }
+            for t in 0..<n { acc[t] += src[t] }
             if config.tracksLast { (last + r * capacity).update(from: src, count: n) }
             if config.tracksVisibility {
                 let vis = visible + r * capacity
@@ -375,18 +366,15 @@ public final class AttentionScores {
         return summedBuffer + Int(((want &- base) & 4095) / 4)  // both are Float-aligned
     }
 
-    /// `out[t] = sum over heads of scores[h][t]`, or with `adding`, `out[t] = adding[t]` (the
-    /// old value) and `adding[t] += that sum`; returns a number below 0 when some score
+    /// `out[t] = sum over heads of scores[h][t]`; returns a number below 0 when some score
     /// is negative (else 0), the sum of all scores (NaN or infinite when one is) and the sum
     /// of head 0's. Cost: one SIMD pass that reads every head's chunk and stores the chunk's
     /// sum once (no read-modify-write of `out` per head); sign bits are OR-ed (a set bit, even
     /// of -0.0, sends it to a scalar recheck) because a vector minimum does not specialise here.
-    /// Callers pass `adding` as a literal nil or pointer, so that each form inlines alone.
     @inline(__always)
-    private static func sumHeads(
-        _ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>,
-        adding: UnsafeMutablePointer<Float>?
-    ) -> (Float, Float, Float) {
+    private static func sumHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>)
+        -> (Float, Float, Float)
+    {
         typealias V = SIMD8<Float>
         typealias Bits = SIMD8<UInt32>
         let vectors = n / 8
@@ -407,13 +395,7 @@ public final class AttentionScores {
                 row += rowBytes
             }
             sum += chunk
-            if let adding {
-                let acc = UnsafeMutableRawPointer(adding), old = acc.loadUnaligned(fromByteOffset: j * 32, as: V.self)
-                dst.storeBytes(of: old, toByteOffset: j * 32, as: V.self)
-                acc.storeBytes(of: old + chunk, toByteOffset: j * 32, as: V.self)
-            } else {
-                dst.storeBytes(of: chunk, toByteOffset: j * 32, as: V.self)
-            }
+            dst.storeBytes(of: chunk, toByteOffset: j * 32, as: V.self)
         }
         var total = sum.sum(), firstHead = first.sum()
         var signed = false
@@ -426,12 +408,7 @@ public final class AttentionScores {
                 if v.sign == .minus { signed = true }
                 if h == 0 { firstHead += v }
             }
-            if let adding {
-                out[t] = adding[t]
-                adding[t] += s
-            } else {
-                out[t] = s
-            }
+            out[t] = s
             total += s
         }
         var minimum: Float = 0
@@ -448,7 +425,7 @@ public final class AttentionScores {
     {
         var minimum: Float = 0, total: Float = 0, firstHead: Float = 0
         for h in 0..<heads {
-            let (m, t, _) = sumHeads(scores + h * n, heads: 1, n: n, into: out + h * n, adding: nil)
+            let (m, t, _) = sumHeads(scores + h * n, heads: 1, n: n, into: out + h * n)
             minimum = min(minimum, m)
             total += t
             if h == 0 { firstHead = t }
