@@ -120,6 +120,35 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         }
     }
 
+    /// Bad scores leave every accumulated score of every layer bit for bit as it was, with H2O
+    /// (the decode-step policy, sums only) and TOVA (sums and the last step's): a NaN, negative
+    /// or infinite score in the middle of head 0's row, of the last head's, or in the last
+    /// token (the scalar tail of 1031 tokens). An `observe` that adds into the sums while it
+    /// checks must put the old ones back exactly (a float add then subtract need not).
+    @Test(arguments: [EvictionPolicyKind.heavyHitter, .tova])
+    func badScoresLeaveTheSumsExactlyUnchanged(kind: EvictionPolicyKind) throws {
+        let heads = 8, n = 1031
+        let s = AttentionScores(layers: 2, heads: heads, config: EvictionConfig(kind), length: n, maxCapacity: 2048)
+        var rng = SplitMix64(seed: 5)
+        let good = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) / 3 }
+        for _ in 0..<3 {
+            for layer in 0..<2 { try good.withUnsafeBufferPointer { try s.observe(layer: layer, scores: $0.baseAddress!, nHeads: heads, nTokens: n) } }
+        }
+        let before = (0..<2).map { s.accumulatedScores(layer: $0).map(\.bitPattern) }
+        let cases: [(Int, Float)] = [
+            (n / 2, .nan), (n / 2, -0.25), ((heads - 1) * n + n / 2, .nan), ((heads - 1) * n + n / 2, -0.25),
+            (heads * n - 1, -0.25), (heads * n - 1, .infinity),
+        ]
+        for (at, value) in cases {
+            var bad = good
+            bad[at] = value
+            let error = caught { try bad.withUnsafeBufferPointer { try s.observe(layer: 1, scores: $0.baseAddress!, nHeads: heads, nTokens: n) } }
+            #expect(error?.code == .invalidArgument, "\(value) at \(at)")
+            let unchanged = (0..<2).map { s.accumulatedScores(layer: $0).map(\.bitPattern) } == before
+            #expect(unchanged, "\(value) at \(at)")
+        }
+    }
+
     @Test func kthLargestFindsTheOrderStatistic() {
         var rng = SplitMix64(seed: 1)
         for n in [1, 2, 7, 100, 1000] {
