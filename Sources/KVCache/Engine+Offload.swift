@@ -93,9 +93,10 @@ extension Engine {
     /// The slot of live, resident `seq` once no disk read fills it any more and, with
     /// `stagingBuffer`, a staging buffer is free (behind the reads queued for one, which
     /// completions serve first), waiting for both without the lock (`awaitProgress`; the
-    /// sequence is looked up again after each wait): `compact` and `focus` of an offloading
-    /// sequence, whose first record write then takes a buffer without waiting for the device
-    /// under the lock. Throws as `residentSlot`. Cost: O(blocks of seq) per check.
+    /// sequence is looked up again after each wait): a swap-out, and `compact` and `focus` of
+    /// an offloading sequence, whose first write (block or record) then takes a buffer without
+    /// waiting for the device under the lock. Throws as `residentSlot`. Cost: O(blocks of seq)
+    /// per check.
     func awaitOffloadReady(_ seq: UInt64, stagingBuffer: Bool) throws(KVError) -> Int {
         var s = try residentSlot(seq)
         guard let offload else { return s }
@@ -212,11 +213,7 @@ extension Engine {
         _ = try slot(seq)  // an unknown sequence changes nothing, not even by processing completions
         guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
         offload.processCompletions()
-        var s = try residentSlot(seq)
-        while !offload.resident(s) || !offload.tier.hasFreeStage {
-            offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
-            s = try residentSlot(seq)
-        }
+        let s = try awaitOffloadReady(seq, stagingBuffer: true)
         if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
         if offload.failed[s] { throw KVError(.io, "sequence \(seq) holds blocks whose disk read failed; free it instead") }
         try offload.swapOutQueue.start(slot: s, waited: waited)
