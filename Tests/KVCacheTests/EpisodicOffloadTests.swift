@@ -234,11 +234,7 @@ import Testing
         let focuser = loggedCall("focus", order) { _ = try focus(e, Self.queryB) }
         let waiting = waitUntil(seconds: 10) { e.offload!.waitingCalls == 1 }
         #expect(waiting, "the focus waits for a staging buffer without the lock (a wait under it would hold it)")
-        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
-        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
-        order.add("I/O resumed")
-        #expect(e.pauseOffloadIO(false))
-        appender.join()
+        let appended = appendThenResumeIO(e, order: order)
         focuser.join()
         #expect(waiting && appended)
         #expect(order.events == ["append returned", "I/O resumed", "focus returned"])

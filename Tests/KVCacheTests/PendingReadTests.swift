@@ -54,17 +54,6 @@ struct PendingReadTests {
         deinit { dir.remove() }
     }
 
-    /// A decode step of sequence 3 on another thread while the I/O is held, then the I/O
-    /// resumed (logged in `order`): true when the append returned before (within 10 s).
-    private func appendThenResumeIO(_ e: Engine, order: EventLog) -> Bool {
-        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
-        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
-        order.add("I/O resumed")
-        #expect(e.pauseOffloadIO(false))
-        appender.join()
-        return appended
-    }
-
     @Test(arguments: layouts)
     func aCreateWhoseReadsFindNoFreeBufferReturnsAndAnotherThreadsAppendProceeds(layout: Layout) throws {
         let held = try HeldCreate(layout, seed: 71)
@@ -234,11 +223,7 @@ struct PendingReadTests {
         }
         let waiting = waitUntil(seconds: 10) { e.offload!.waitingCalls == 1 }
         #expect(waiting, "the create waits for the freed memory without the lock")
-        let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
-        let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
-        order.add("I/O resumed")
-        #expect(e.pauseOffloadIO(false))
-        appender.join()
+        let appended = appendThenResumeIO(e, order: order)
         creator.join()
         freer.join()
         #expect(freed && appended)
@@ -342,4 +327,15 @@ private func callWithIOHeld(_ e: Engine, _ name: String, order: EventLog, _ call
     caller.join()
     _ = e.pauseOffloadIO(true)
     return returned
+}
+
+/// A decode step of sequence 3 on another thread while `e`'s I/O is held, then the I/O
+/// resumed (logged in `order`): true when the append returned before (within 10 s).
+func appendThenResumeIO(_ e: Engine, order: EventLog) -> Bool {
+    let appender = loggedCall("append", order) { try e.append(3, tokens: [5]) }
+    let appended = waitUntil(seconds: 10) { order.events.contains("append returned") }
+    order.add("I/O resumed")
+    #expect(e.pauseOffloadIO(false))
+    appender.join()
+    return appended
 }
