@@ -392,8 +392,9 @@ extension Engine: RecordMemory {
     }
 
     /// Discards the open record of sequence slot `s` (never written) and gives its buffer back:
-    /// `free` of a sequence whose slot waits for its reads (`OffloadCoordinator.deferFree`), so
-    /// that no other sequence writes the freed one's record out to take its buffer meanwhile.
+    /// at release (`releaseOffloadedTokens`), and already at `free` of a sequence whose slot
+    /// waits for its reads (`SequenceTable.detach`), so that no other sequence writes the freed
+    /// one's record out to take its buffer meanwhile.
     /// Its restores from the open record were copied at once, so none is pending. O(tokens of
     /// the record).
     func discardOpenRecord(_ s: Int) {
@@ -411,8 +412,7 @@ extension Engine: RecordMemory {
         guard let offload, let t = offload.offloadedTokens[s] else { return }
         precondition(t.readsPending == 0, "a freed sequence is released once its reads landed")
         for diskSlot in t.slots { offload.tier.unpin(diskSlot) }
-        if t.openRecord >= 0 { offload.tokensInOpenRecords -= UInt64(t.openCount) }
-        offload.openRecords.release(s)
+        discardOpenRecord(s)
         offload.offloadedTokens[s] = nil
     }
 
