@@ -484,7 +484,7 @@ public final class Engine: @unchecked Sendable {
     /// reused, `slot(of:)` no longer finds it, it is not counted in `EngineStats.sequences`)
     /// but its slot keeps its blocks, ranges and state (`SequenceTable.detach`) until they
     /// landed: the first call that processes completions afterwards releases them
-    /// (`OffloadCoordinator.deferFree`), so nothing lands in freed or reused memory and the
+    /// (`OffloadCoordinator.processCompletions`), so nothing lands in freed or reused memory and the
     /// memory is counted used until then (an allocation out of memory meanwhile waits for it
     /// without the lock, `lockedAllocating`). A pending `swapOutAsync` of it is cancelled
     /// (`SwapOutQueue.cancel`): the memory is released now, its own disk slots when their
@@ -521,7 +521,6 @@ public final class Engine: @unchecked Sendable {
                 // Reads in flight land in this slot's memory: it stays held until they did.
                 discardOpenRecord(slot)
                 sequences.detach(slot)
-                offload.deferFree(slot)
                 return
             }
             release(slot)

@@ -8,7 +8,7 @@ import Glibc
 /// offloaded tokens (episodic offload; their reads are handed to `records`).
 ///
 /// Invariants: a block with a non-zero `loading` count is referenced by at least one live
-/// sequence or one freed sequence whose slot waits for its reads (`deferFree`: the slot keeps
+/// sequence or one freed sequence whose slot waits for its reads (detached, `SequenceTable.detach`: the slot keeps
 /// its blocks until they landed), so a cached block is never loading, a spill never writes a
 /// block that is not yet resident, and no read lands in memory that was freed or reused. A swapped-out slot's block table holds
 /// disk slots, each pinned once by the sequence; so does every record of its offloaded tokens.
@@ -64,13 +64,12 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Set right after creation (it needs the tier).
     private(set) var swapOutQueue: SwapOutQueue!
 
-    /// Sequence slots freed (`Engine.free`) while disk reads into their memory were still in
-    /// flight (submitted, or queued for a block another sequence shares), detached
-    /// (`SequenceTable.detach`: their ids are gone) and holding their blocks, ranges and state
-    /// until every read landed; then a call that processes completions releases them
-    /// (`finishDeferredFrees`). At most `maxSeqs`; capacity reserved at creation.
-    private(set) var deferredFrees: [Int] = []
-    /// Deferred frees released, ever: waiters compare it before and after.
+    /// Deferred frees released, ever: waiters compare it before and after. A deferred free is
+    /// a sequence slot freed (`Engine.free`) while disk reads into its memory were still in
+    /// flight (submitted, or queued for a block another sequence shares): detached
+    /// (`SequenceTable.detach`: its id is gone) and holding its blocks, ranges and state until
+    /// every read landed; then a call that processes completions releases it
+    /// (`finishDeferredFrees`).
     private(set) var deferredFreesFinished: UInt64 = 0
     /// Releases a detached slot's blocks, ranges and state (`Engine.release`); set by the engine.
     var releaseSlot: ((Int) -> Void)!
@@ -101,7 +100,6 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         swapped.initialize(repeating: false, count: config.maxSeqs)
         scratchSlots = .allocate(capacity: sequences.maxBlocks)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
-        deferredFrees.reserveCapacity(config.maxSeqs)
         openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
                                   maxSeqs: config.maxSeqs)
         progress = .allocate(capacity: 1)
@@ -203,7 +201,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// buffers are free, settles the asynchronous swap-outs that can be
     /// (`SwapOutQueue.settle`: their memory is released), loses the tokens of records whose
     /// write failed (`failedRecordWrites`) and releases the freed sequences whose reads all
-    /// landed (`deferredFrees`). Never waits. Call it only where no block or page
+    /// landed (detached slots, `finishDeferredFrees`). Never waits. Call it only where no block or page
     /// found earlier in the call is still to be used (settling frees memory) and no eviction
     /// state is between a plan and its application (losing tokens changes parked slots).
     /// Returns true when anything a waiter may wait for happened (requests completed, a
@@ -213,28 +211,17 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         let reaped = tier.reap()
         let settled = swapOutQueue.settle()
         if !failedRecordWrites.isEmpty { records.loseFailedRecordWrites() }
-        let freed = !deferredFrees.isEmpty && finishDeferredFrees()
+        let freed = sequences.detachedCount > 0 && finishDeferredFrees()
         if settled || freed { notifyWaiters() }  // allocations waiting for memory
         return reaped > 0 || settled || freed
     }
 
-    /// `Engine.free` of live, detached `slot` whose reads are not all landed: it is released by
-    /// the first call that processes completions after they did (`finishDeferredFrees`).
-    func deferFree(_ slot: Int) {
-        deferredFrees.append(slot)
-    }
-
-    /// Releases every deferred free whose reads all landed (`resident`); true when any was.
-    /// O(blocks of the deferred frees).
+    /// Releases every detached slot (a deferred free) whose reads all landed (`resident`); true
+    /// when any was. Called only while some slot is detached. O(maxSeqs + blocks of the
+    /// detached slots).
     private func finishDeferredFrees() -> Bool {
-        var released = false, i = 0
-        while i < deferredFrees.count {
-            let slot = deferredFrees[i]
-            guard resident(slot) else {
-                i += 1
-                continue
-            }
-            deferredFrees.remove(at: i)
+        var released = false
+        for slot in 0..<sequences.maxSeqs where sequences.isDetached(slot) && resident(slot) {
             releaseSlot(slot)
             deferredFreesFinished += 1
             released = true
@@ -243,7 +230,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     }
 
     /// After an allocation found no room: processes completions and, while swap-outs are
-    /// pending or freed sequences wait for their reads (`deferredFrees`), waits (releasing the
+    /// pending or freed sequences wait for their reads (detached slots), waits (releasing the
     /// engine's lock `mutex`) until one of them ended (its memory released, or the swap-out
     /// failed or was cancelled). Returns true when one ended (by this call or another; the
     /// allocation may succeed now), false at once when none is pending (the out-of-memory
@@ -252,23 +239,23 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         let before = swapOutQueue.ended + deferredFreesFinished
         processCompletions()
         while swapOutQueue.ended + deferredFreesFinished == before {
-            guard swapOutQueue.hasPending || !deferredFrees.isEmpty else { return false }
+            guard swapOutQueue.hasPending || sequences.detachedCount > 0 else { return false }
             awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
         }
         return true
     }
 
     /// Waits (releasing the engine's lock `mutex`) until every freed sequence whose slot waits
-    /// for its reads (`deferredFrees`) was released: `Engine.trim`, so that their memory is
+    /// for its reads (a detached slot) was released: `Engine.trim`, so that their memory is
     /// trimmed (their cached blocks spilled) too. Ends: their reads are in flight or queued
     /// behind reads in flight.
     func awaitDeferredFrees(mutex: UnsafeMutablePointer<pthread_mutex_t>) {
         processCompletions()
-        while !deferredFrees.isEmpty { awaitProgress(mutex: mutex, deadlineNanoseconds: nil) }
+        while sequences.detachedCount > 0 { awaitProgress(mutex: mutex, deadlineNanoseconds: nil) }
     }
 
     /// Tests: freed sequences whose slots wait for their reads now.
-    var deferredFreeCount: Int { deferredFrees.count }
+    var deferredFreeCount: Int { sequences.detachedCount }
 
     /// Processes completions until `slot` is resident.
     func waitResident(_ slot: Int) {

@@ -14,7 +14,7 @@
 /// A slot may be *detached* (`detach`): its sequence was freed while disk reads into its memory
 /// were still in flight, so its id is gone from the directory (a new sequence may take it) and
 /// it is not counted live, but the slot keeps its blocks, ranges and state until the engine
-/// closes it once they landed (`OffloadCoordinator.deferFree`).
+/// closes it once they landed (`OffloadCoordinator.processCompletions`).
 final class SequenceTable {
     let maxSeqs: Int
     let maxBlocks: Int
@@ -113,6 +113,9 @@ final class SequenceTable {
         detached[slot] = true
         detachedCount += 1
     }
+
+    /// True when `slot` is detached (freed, waiting for its reads, until `close`). O(1).
+    func isDetached(_ slot: Int) -> Bool { detached[slot] }
 
     /// Returns `slot` (live or detached) to the free slots.
     func close(_ slot: Int) {
