@@ -613,7 +613,8 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/cached_tokens, n_tokens 0 or
  * > max_seq_tokens),
  * KVC_ERR_EXISTS (seq is live), KVC_ERR_OUT_OF_MEMORY (budget or max_seqs; nothing created;
- * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
+ * while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits for
+ * their reads, it first waits for them, see there and kvc_seq_free).
  * Cost: one hash per prompt token plus the page commits.
  */
 kvc_status kvc_seq_create(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens,
@@ -628,7 +629,8 @@ kvc_status kvc_seq_create(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * length before the append).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, NULL tokens with n_tokens > 0, length would
  * exceed max_seq_tokens), KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (nothing appended;
- * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
+ * while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits for
+ * their reads, it first waits for them, see there and kvc_seq_free).
  */
 kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens);
 
@@ -641,7 +643,8 @@ kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * written (a slot write only when every open-record buffer is owned, as for a compaction).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (parent not live),
  * KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_OUT_OF_MEMORY (nothing changed;
- * while kvc_seq_swap_out_async calls are pending it first waits for them, see there).
+ * while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits for
+ * their reads, it first waits for them, see there and kvc_seq_free).
  */
 kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
 
@@ -806,7 +809,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * offloading, also for a free staging buffer (see COMPLETIONS); both without the engine's lock.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
- * budget has no room; while asynchronous swap-outs are pending it first waits for them);
+ * budget has no room; while asynchronous swap-outs or freed sequences' reads are pending it
+ * first waits for them);
  * then nothing changed. Cost: O(tokens) per layer plus the moved
  * tokens' bytes; offloading adds a copy of each evicted token's bytes and one slot write
  * per slot's worth of evicted tokens (one every block_tokens decode steps that evict a
@@ -863,7 +867,7 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
  * shared block or page and the budget has no room: the previous focus stands, no token is
  * restored, *episode is not written; retry after freeing memory; while asynchronous
- * swap-outs are pending it first waits for them, as allocations do). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
+ * swap-outs or freed sequences' reads are pending it first waits for them, as allocations do). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
  * layer (per head: per head) plus one slot write per record of displaced tokens and one slot read per record
  * restored from.
  */
@@ -1101,7 +1105,8 @@ kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, not swapped out), KVC_ERR_NOT_FOUND,
  * KVC_ERR_UNSUPPORTED (no disk tier), KVC_ERR_IO once when its kvc_seq_swap_out_async failed
  * after returning (it is resident and unchanged), KVC_ERR_OUT_OF_MEMORY (nothing changed; it
- * stays out; while kvc_seq_swap_out_async calls are pending it first waits for them).
+ * stays out; while kvc_seq_swap_out_async calls or freed sequences' reads are pending it
+ * first waits for them).
  */
 kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
 

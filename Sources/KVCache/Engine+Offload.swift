@@ -114,7 +114,7 @@ extension Engine {
     /// once neither is pending, and memory is never counted free before its write completed or
     /// the reads into it landed. `body` must change nothing when it throws (`KVError`'s invariant)
     /// and look everything up afresh: other calls run during the wait. Cost: nothing unless
-    /// memory runs out while swap-outs are pending.
+    /// memory runs out while swap-outs or freed sequences' reads are pending.
     func lockedAllocating<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
         try locked { () throws(KVError) -> T in
             while true {
