@@ -68,6 +68,8 @@ public final class AttentionScores {
     let moveCount: UnsafeMutablePointer<Int>
     /// Per layer: slots after the planned compaction.
     let plannedLengths: UnsafeMutablePointer<Int>
+    /// Per row: the lowest raw scores recorded between decode steps (H2O with raw sums).
+    private let lowScores: LowScoreCache
     /// Per layer: the sum of normalised attention entropies observed, and how many rows.
     private var entropySum: [Double]
     private var entropyRows: [Double]
@@ -121,6 +123,7 @@ public final class AttentionScores {
         moveStart.initialize(repeating: 0, count: rows)
         moveCount = .allocate(capacity: rows)
         moveCount.initialize(repeating: 0, count: rows)
+        lowScores = LowScoreCache(rows: rows)
         episodeObserved = [Bool](repeating: false, count: config.policy == .episodic ? config.episodes + 1 : 0)
         entropySum = [Double](repeating: 0, count: layers)
         entropyRows = [Double](repeating: 0, count: layers)
@@ -626,7 +629,8 @@ public final class AttentionScores {
                     count: len, positions: positions + base, accumulated: accumulated + base,
                     last: config.tracksLast ? UnsafePointer(last + base) : UnsafePointer(accumulated + base),
                     visible: config.tracksVisibility ? UnsafePointer(visible + base) : UnsafePointer(accumulated + base),
-                    episode: episode, nextPosition: nextPosition, budget: max(1, b))
+                    episode: episode, nextPosition: nextPosition, budget: max(1, b),
+                    lowScores: recordsLowScores ? lowScores.row(r) : nil)
                 policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
                 // Every policy keeps exactly min(budget, count) slots (none: all of them).
                 let k = config.policy == .none ? len : min(max(1, b), len)
@@ -655,6 +659,15 @@ public final class AttentionScores {
         return planned
     }
 
+    /// Decode steps (over all rows) whose choice scanned the row instead of using `lowScores`.
+    var lowScoreScans: Int { lowScores.scans }
+
+    /// Whether `plan` lets the policy keep `lowScores` (valid only while scores never fall and
+    /// only compactions move slots: H2O's raw sums, no parking).
+    private var recordsLowScores: Bool {
+        config.policy == .heavyHitter && !config.normalizedScores && !parksEvictions
+    }
+
     /// The episodic scores of the row at `base`: the focused episode's plus the current
     /// turn's, in `combined` (valid until the next call); nil without a focused episode that
     /// has observed something (then the policy is H2O).
@@ -680,6 +693,12 @@ public final class AttentionScores {
         for r in 0..<rows {
             let base = r * capacity
             let m = plannedMoves(row: r)
+            let l = r / rowsPerLayer
+            if parksEvictions || lengths[l] - plannedLengths[l] >= Selection.smallEviction {
+                lowScores.invalidate(row: r)  // remapping costs O(recorded x moves): the next step scans
+            } else {
+                lowScores.remap(row: r, kept: plannedLengths[l], moves: m)
+            }
             for j in 0..<moveCount[r] {
                 let d = base + Int(m[2 * j]), s = base + Int(m[2 * j + 1])
                 // Parking swaps, so that the evicted token of hole d lands in slot s past the
@@ -756,6 +775,7 @@ public final class AttentionScores {
     /// Exchanges every value of slots `a` and `b` of row `row` (a resident and a parked slot:
     /// one token enters memory, the other leaves it). O(episodes).
     func swapSlots(row: Int, _ a: Int, _ b: Int) {
+        lowScores.invalidate(row: row)
         swapValues(row * capacity + a, row * capacity + b, block: rows * capacity)
     }
 
@@ -766,6 +786,7 @@ public final class AttentionScores {
         precondition(slot >= first && slot < capacity, "slot \(slot) is not parked")
         if slot != first { copyValues(row * capacity + slot, row * capacity + first, block: rows * capacity) }
         parked[row] -= 1
+        lowScores.invalidate(row: row)
     }
 
     /// Plans an episodic restore of row `row`: runs the policy (the focused episode's scores)

@@ -21,6 +21,9 @@ public struct EvictionRow {
     public var nextPosition: Int
     /// Tokens to keep: 1...count.
     public var budget: Int
+    /// The row's record of its lowest raw accumulated scores between decode steps, or nil
+    /// (`AttentionScores.plan` passes it to H2O with raw sums on a row that does not park).
+    var lowScores: LowScoreCache.Row? = nil
 }
 
 /// Scratch memory a decision may use, allocated once per sequence (capacity = the most
@@ -132,7 +135,10 @@ enum Selection {
     /// step evicts about one token). A slot's score is `scores[i]`, divided by
     /// `max(visible[i], 1)` when `visible` is given. Precondition: the window holds at most `k`
     /// slots. Cost: one SIMD pass (8 slots per compare against the current cut; only a chunk
-    /// with a slot at or below it takes the scalar path), no allocation.
+    /// with a slot at or below it takes the scalar path), no allocation. With `row.lowScores`
+    /// (raw scores only) the pass also records the row's lowest kept candidates, and later
+    /// steps that record proves choose from it instead: O(`LowScoreCache` record) per step,
+    /// a pass about once per `LowScoreCache.pendingCapacity` steps.
     @inline(__always)
     static func evictFewest(
         _ row: EvictionRow, _ k: Int, recentFrom: Int, scores: UnsafePointer<Float>, visible: UnsafePointer<Float>?,
@@ -141,42 +147,61 @@ enum Selection {
         let evict = row.count - k
         keep.update(repeating: 1, count: row.count)
         guard evict > 0 else { return }
+        let cache = visible == nil ? row.lowScores : nil
         @inline(__always) func score(_ i: Int) -> Float {
             guard let visible else { return scores[i] }
             return scores[i] / max(visible[i], 1)
         }
-        withUnsafeTemporaryAllocation(of: (Float, Int32).self, capacity: evict) { buffer in
-            // Orders (score, slot) by score, then higher slot first: the first `evict` go.
-            @inline(__always) func before(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
+        // Orders (score, slot) by score, then higher slot first: the first `evict` go.
+        @inline(__always) func before(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
+        // The scan keeps the `size` lowest: those to evict, and the cache's record after them.
+        let size = cache == nil ? evict : evict + LowScoreCache.lowCapacity
+        withUnsafeTemporaryAllocation(of: (Float, Int32).self, capacity: size) { buffer in
+            if let cache, cache.choose(evict, from: recentFrom, scores: scores, into: buffer, before: before) {
+                for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }
+                return
+            }
             @inline(__always) func insert(_ item: (Float, Int32), _ filled: Int) {
                 var j = filled
                 while j > 0 && before(item, buffer[j - 1]) {
-                    if j < evict { buffer[j] = buffer[j - 1] }
+                    if j < size { buffer[j] = buffer[j - 1] }
                     j -= 1
                 }
-                if j < evict { buffer[j] = item }
+                if j < size { buffer[j] = item }
             }
+            // Positions `recentFrom..<pendingUntil` are recorded as pending (none without a cache).
+            let pendingUntil = cache?.beginScan(from: recentFrom, nextPosition: row.nextPosition) ?? recentFrom
             var filled = 0, i = 0
-            while filled < evict && i < row.count {  // the first `evict` candidates
-                if Int(row.positions[i]) < recentFrom {
+            while filled < size && i < row.count {  // the first `size` candidates
+                let p = Int(row.positions[i])
+                if p < recentFrom {
                     insert((score(i), Int32(i)), filled)
                     filled += 1
+                } else if p < pendingUntil {
+                    cache?.addPending(i, p)
                 }
                 i += 1
             }
-            precondition(filled == evict, "the recent window holds at most the budget")
-            // The rest: a window slot scores +infinity (never evicted); only a score at or
-            // below the current cut takes the slow path.
-            var cut = buffer[evict - 1].0
+            precondition(filled >= evict, "the recent window holds at most the budget")
+            // The rest (when the buffer filled up): a window slot scores +infinity (never
+            // evicted); only a score at or below the current cut, or a pending position, takes
+            // the slow path.
+            var cut = filled == size ? buffer[size - 1].0 : Float.infinity
             @inline(__always) func consider(_ i: Int) {
-                let s = Int(row.positions[i]) < recentFrom ? score(i) : Float.infinity
-                if s <= cut && before((s, Int32(i)), buffer[evict - 1]) {
-                    insert((s, Int32(i)), evict)
-                    cut = buffer[evict - 1].0
+                let p = Int(row.positions[i])
+                if p >= recentFrom {
+                    if p < pendingUntil { cache?.addPending(i, p) }
+                    return
+                }
+                let s = score(i)
+                if s <= cut && before((s, Int32(i)), buffer[size - 1]) {
+                    insert((s, Int32(i)), size)
+                    cut = buffer[size - 1].0
                 }
             }
             typealias V = SIMD8<Float>
             let from = SIMD8<Int32>(repeating: Int32(clamping: recentFrom))
+            let until = SIMD8<Int32>(repeating: Int32(clamping: pendingUntil))
             let one = V(repeating: 1)
             let scoreBytes = UnsafeRawPointer(scores), positionBytes = UnsafeRawPointer(row.positions)
             let visibleBytes = visible.map { UnsafeRawPointer($0) }
@@ -184,7 +209,7 @@ enum Selection {
                 var s = scoreBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self)
                 if let visibleBytes { s /= pointwiseMax(visibleBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self), one) }
                 let p = positionBytes.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Int32>.self)
-                if any((s .<= V(repeating: cut)) .& (p .< from)) {
+                if any(((s .<= V(repeating: cut)) .& (p .< from)) .| ((p .>= from) .& (p .< until))) {
                     for j in i..<(i + 8) { consider(j) }
                 }
                 i += 8
@@ -194,6 +219,8 @@ enum Selection {
                 i += 1
             }
             for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }
+            cache?.endScan(low: UnsafeBufferPointer(rebasing: buffer[evict..<filled]), positions: row.positions,
+                           bound: filled == size ? buffer[size - 1].0 : .infinity, validUntil: pendingUntil)
         }
     }
 

@@ -14,7 +14,8 @@ public struct HeavyHitterPolicy: EvictionPolicy {
     public init(_ config: EvictionConfig) { self.config = config }
 
     /// The recent window by position, then the top accumulated scores among the rest.
-    /// Cost: O(count) expected, no allocation.
+    /// Cost: O(count) expected, no allocation; a decode step that `row.lowScores` serves
+    /// (raw sums) reads only that record, plus O(count) to write `keep`.
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
         Self.choose(row, scores: row.accumulated, config: config, scratch: scratch, keep: keep)
     }
