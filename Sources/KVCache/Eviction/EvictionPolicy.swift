@@ -162,12 +162,7 @@ enum Selection {
                 return
             }
             @inline(__always) func insert(_ item: (Float, Int32), _ filled: Int) {
-                var j = filled
-                while j > 0 && before(item, buffer[j - 1]) {
-                    if j < size { buffer[j] = buffer[j - 1] }
-                    j -= 1
-                }
-                if j < size { buffer[j] = item }
+                insertSorted(item, into: buffer, filled: filled, size: size, before: before)
             }
             // Positions `recentFrom..<pendingUntil` are recorded as pending (none without a cache).
             let pendingUntil = cache?.beginScan(from: recentFrom, nextPosition: row.nextPosition) ?? recentFrom
@@ -222,6 +217,21 @@ enum Selection {
             cache?.endScan(low: UnsafeBufferPointer(rebasing: buffer[evict..<filled]), positions: row.positions,
                            bound: filled == size ? buffer[size - 1].0 : .infinity, validUntil: pendingUntil)
         }
+    }
+
+    /// Inserts `item` into `buffer[0..<filled]`, sorted by `before`, keeping at most `size`
+    /// items (one past the end is dropped). Cost: O(filled) moves.
+    @inline(__always)
+    static func insertSorted(
+        _ item: (Float, Int32), into buffer: UnsafeMutableBufferPointer<(Float, Int32)>, filled: Int, size: Int,
+        before: ((Float, Int32), (Float, Int32)) -> Bool
+    ) {
+        var j = filled
+        while j > 0 && before(item, buffer[j - 1]) {
+            if j < size { buffer[j] = buffer[j - 1] }
+            j -= 1
+        }
+        if j < size { buffer[j] = item }
     }
 
     /// Evictions up to which `markTop` finds its threshold with a sorted buffer.

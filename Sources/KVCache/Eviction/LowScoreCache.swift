@@ -158,13 +158,7 @@ final class LowScoreCache {
             @inline(__always) func offer(_ at: Int) {
                 let i = slots[at]
                 guard Int(slots[at + 1]) < from else { return }
-                let item = (scores[Int(i)], i)
-                var j = filled
-                while j > 0 && before(item, buffer[j - 1]) {
-                    if j < evict { buffer[j] = buffer[j - 1] }
-                    j -= 1
-                }
-                if j < evict { buffer[j] = item }
+                Selection.insertSorted((scores[Int(i)], i), into: buffer, filled: filled, size: evict, before: before)
                 if filled < evict { filled += 1 }
             }
             for j in 0..<Int(lowCount.pointee) { offer(2 * j) }
