@@ -343,11 +343,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Why: the engine releases a sequence's blocks last first (vLLM's order, so that memory
     /// keeps prefixes: `Engine.release`), so an allocation evicts a chain's later blocks before
     /// its earlier ones. Spilled in that order while buffers were short, the later blocks
-    /// took the buffers and their ancestors were skipped: the disk copies were unreachable
-    /// (a prefix lookup stops at the first block found nowhere) and half the writes went to
-    /// prompts' unshared tails. In chain order the buffers go to a chain's first blocks, which
-    /// every prompt sharing any of it needs; the next evictions of the chain (its later blocks,
-    /// one after another) write the ancestors still missing.
+    /// took the buffers and their ancestors were skipped: the disk copies were unreachable (a
+    /// prefix lookup stops at the first block found nowhere) until a prompt recomputed the
+    /// gap. In chain order the buffers go to a chain's first blocks, which every prompt sharing
+    /// any of it needs; the next evictions of the chain (its later blocks, one after another)
+    /// write the ancestors still missing. README, Disk tier, has the measurements.
     /// Cost: O(ancestors walked) hash lookups, only when the tier has room; a copy and checksum
     /// per block written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64, ancestorsFirst: Bool) {
