@@ -388,7 +388,9 @@ typedef struct kvc_stats {
     /** Prompt tokens kvc_seq_create found in the disk tier (included in prefix_hit_tokens;
      *  tokens found in peers' tiers are not). */
     uint64_t disk_hit_tokens;
-    /** Cached blocks written to disk instead of dropped, and blocks read back. */
+    /** Cached blocks written to disk instead of dropped (when evicted, or ahead of that as
+     *  ancestors of an evicted block, so that what reaches the disk stays reachable), and
+     *  blocks read back. */
     uint64_t blocks_spilled;
     uint64_t blocks_loaded;
     /** Spills that could not be written, writes of swapped-out blocks and offloaded-token

@@ -121,7 +121,7 @@ public final class BlockPool {
                 let r = kvm_arena_alloc(arena)
                 if r == -Int64(ENOSPC) {
                     if cachedCount == 0 { throw .outOfMemory("all \(capacity) blocks are in use by live sequences") }
-                    evictOldest()
+                    evictOldest(ancestorsFirst: true)
                     continue
                 }
                 if r < 0 { throw .outOfMemory(String(cString: kvm_error())) }
@@ -129,7 +129,7 @@ public final class BlockPool {
             } else {
                 if freeTop == 0 {
                     if cachedCount == 0 { throw .outOfMemory("all \(capacity) blocks are in use by live sequences") }
-                    evictOldest()
+                    evictOldest(ancestorsFirst: true)
                     continue
                 }
                 freeTop -= 1
@@ -221,22 +221,24 @@ public final class BlockPool {
     }
 
     /// Evicts the least recently used cached block, if any; returns whether one was evicted.
+    /// `ancestorsFirst`: an allocation's eviction, whose spill may be skipped
+    /// (`BlockSpiller.spill`).
     @discardableResult
-    func evictOldest(emit: Bool = true) -> Bool {
+    func evictOldest(emit: Bool = true, ancestorsFirst: Bool = false) -> Bool {
         let b = lruHead
         guard b >= 0 else { return false }
-        evict(b, emit: emit)
+        evict(b, emit: emit, ancestorsFirst: ancestorsFirst)
         return true
     }
 
     /// Evicts cached block `block` now (a swapped-out sequence's blocks that are already on
     /// disk): the spiller is told, then it leaves the index and is freed. Precondition: cached.
-    func evict(_ block: Int32, emit: Bool = true) {
+    func evict(_ block: Int32, emit: Bool = true, ancestorsFirst: Bool = false) {
         precondition(refs[Int(block)] == 0 && indexed[Int(block)], "evict of a block that is not cached")
         lruRemove(block)
         cachedCount -= 1
         evictedCount += 1
-        spiller?.spill(block, hash: hashes[Int(block)], parent: parents[Int(block)])
+        spiller?.spill(block, hash: hashes[Int(block)], parent: parents[Int(block)], ancestorsFirst: ancestorsFirst)
         unindex(block, emit: emit)
         freeBlock(block)
     }
@@ -304,9 +306,12 @@ public final class BlockPool {
 /// Writes cached blocks somewhere before they leave memory (the disk tier).
 protocol BlockSpiller: AnyObject {
     /// Cached block `block` (indexed under `hash`, child of `parent`) is about to be freed; its
-    /// bytes are intact during the call. Called inside allocations, under the engine's lock:
-    /// it must not wait for I/O (the disk tier skips the write instead, `DiskTier.spill`).
-    func spill(_ block: Int32, hash: UInt64, parent: UInt64)
+    /// bytes are intact during the call, and so are every other cached block's. Called inside
+    /// allocations, under the engine's lock: it must not wait for I/O (the disk tier skips the
+    /// write instead, `DiskTier.spill`). `ancestorsFirst` (an allocation's eviction, which may
+    /// skip): the oldest of the block's cached ancestors the spiller lacks are written first,
+    /// then the block if room remains (`OffloadCoordinator.spill`).
+    func spill(_ block: Int32, hash: UInt64, parent: UInt64, ancestorsFirst: Bool)
 }
 
 /// Observes indexed blocks moving between used, cached and evicted.

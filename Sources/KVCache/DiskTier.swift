@@ -46,7 +46,8 @@ public struct DiskTierStats: Equatable, Sendable {
     /// peers' slabs count in `bytesRead` too.
     public var bytesWritten: UInt64 = 0
     public var bytesRead: UInt64 = 0
-    /// Cached blocks written back instead of dropped, and spills that could not be written.
+    /// Cached blocks written back instead of dropped (when evicted, or, still cached, ahead of
+    /// an evicted descendant: `OffloadCoordinator.spill`), and spills that could not be written.
     public var blocksSpilled: UInt64 = 0
     public var spillsFailed: UInt64 = 0
     /// Cached blocks an allocation evicted and did not write back because no staging buffer
@@ -534,11 +535,7 @@ final class DiskTier {
     /// plus a copy and checksum of the block when it is written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
         if let slot = Optional(lookup(hash)), slot >= 0 { return }
-        if bulkStages <= 0 { reapWrites() }
-        guard bulkStages > 0 && !isFullOfHeldSlots else {
-            stats.spillsSkipped += 1
-            return
-        }
+        guard hasSpillRoom() else { return skipSpill() }
         do throws(KVError) {
             let (slot, stage) = try reserve()
             do throws(KVError) {
@@ -554,6 +551,18 @@ final class DiskTier {
             lastFailure = error.message
         }
     }
+
+    /// True when a spill would be written now: a staging buffer is free beyond the reserve
+    /// (`bulkStages > 0`), after taking the writes already completed without waiting
+    /// (`reapWrites`) when none was, and the tier is not full of held slots. O(1), or
+    /// O(completions taken).
+    func hasSpillRoom() -> Bool {
+        if bulkStages <= 0 { reapWrites() }
+        return bulkStages > 0 && !isFullOfHeldSlots
+    }
+
+    /// Counts an evicted block dropped without being written (`spillsSkipped`).
+    func skipSpill() { stats.spillsSkipped += 1 }
 
     /// Writes the first `tokens` tokens of the block at `position` of live `slot` for a swap-out,
     /// under `hash` (0: the sequence's own slot). Returns the slot, pinned. Throws `io` when no

@@ -34,6 +34,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     let swapped: UnsafeMutablePointer<Bool>
     /// Scratch: one sequence's disk slots.
     let scratchSlots: UnsafeMutablePointer<Int32>
+    /// Scratch for `spill`: a chain's cached ancestors, youngest first (at most every block).
+    private let scratchChain: UnsafeMutablePointer<Int32>
     /// Per sequence slot: its offloaded tokens (episodic offload), created at its first
     /// offloading compaction.
     var offloadedTokens: [OffloadedTokens?]
@@ -99,6 +101,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         swapped = .allocate(capacity: config.maxSeqs)
         swapped.initialize(repeating: false, count: config.maxSeqs)
         scratchSlots = .allocate(capacity: sequences.maxBlocks)
+        scratchChain = .allocate(capacity: blocks.capacity)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
         openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
                                   maxSeqs: config.maxSeqs)
@@ -128,6 +131,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         failed.deallocate()
         swapped.deallocate()
         scratchSlots.deallocate()
+        scratchChain.deallocate()
     }
 
     /// The tier's counters with the engine-level ones filled in. O(1).
@@ -324,8 +328,46 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
 
     // MARK: BlockSpiller
 
-    func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
+    /// Most ancestors one eviction's spill writes ahead (`spill`): with the block itself, an
+    /// eviction copies at most 9 blocks into staging buffers.
+    static let ancestorsPerSpill = 8
+
+    /// Spills `block` into the tier. With `ancestorsFirst` (an allocation's eviction, which
+    /// skips when no staging buffer is free) it first writes the block's cached ancestors the
+    /// tier lacks, oldest first, at most `ancestorsPerSpill` of them: the walk up its chain
+    /// stops at the first ancestor the tier holds, a used one (reachable in memory) or one not
+    /// in memory. Those ancestors stay cached, their copies on disk clean, so their own
+    /// evictions later take no buffer. Then the block, if room remains; when the tier has no
+    /// room for an ancestor (`DiskTier.hasSpillRoom`), the rest and the block are not written
+    /// and the block counts as skipped.
+    /// Why: the engine releases a sequence's blocks last first (vLLM's order, so that memory
+    /// keeps prefixes: `Engine.release`), so an allocation evicts a chain's later blocks before
+    /// its earlier ones. Spilled in that order while buffers were short, the later blocks
+    /// took the buffers and their ancestors were skipped: the disk copies were unreachable (a
+    /// prefix lookup stops at the first block found nowhere) until a prompt recomputed the
+    /// gap. In chain order the buffers go to a chain's first blocks, which every prompt sharing
+    /// any of it needs; the next evictions of the chain (its later blocks, one after another)
+    /// write the ancestors still missing. README, Disk tier, has the measurements.
+    /// Cost: O(ancestors walked) hash lookups, only when the tier has room; a copy and checksum
+    /// per block written.
+    func spill(_ block: Int32, hash: UInt64, parent: UInt64, ancestorsFirst: Bool) {
         guard loading[Int(block)] == 0 else { return }
+        if ancestorsFirst && parent != 0 && !tier.contains(hash) && tier.hasSpillRoom() {
+            var count = 0
+            var next = parent
+            while next != 0 && !tier.contains(next) {
+                let ancestor = blocks.lookup(next)
+                guard ancestor >= 0 && blocks.references(ancestor) == 0 else { break }
+                scratchChain[count] = ancestor
+                count += 1
+                next = blocks.parent(of: ancestor)
+            }
+            for i in stride(from: count - 1, through: max(0, count - OffloadCoordinator.ancestorsPerSpill), by: -1) {
+                let b = scratchChain[i]
+                guard tier.hasSpillRoom() else { return tier.skipSpill() }
+                tier.spill(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b))
+            }
+        }
         tier.spill(block, hash: hash, parent: parent)
     }
 

@@ -100,7 +100,9 @@ struct AllocationSpillTests {
     /// allocation. A 1101-block asynchronous swap-out fills the bulk area (896 writes) and a
     /// prompt's 19-block prefix read is issued from the reserve, all with the I/O held; the I/O
     /// then completes every request, and an append (which processes no completions) evicts
-    /// cached blocks. Before, every eviction was skipped (the completions sat unreaped).
+    /// cached blocks, writing them and their cached ancestors (74 evicted blocks and 592
+    /// ancestors paged, 128 and 672, the whole chain, contiguous). Before, every eviction was
+    /// skipped (the completions sat unreaped).
     @Test(arguments: layouts)
     func aSpillTakesTheBuffersOfWritesAlreadyCompletedAndLeavesReadsForLater(layout: Layout) throws {
         let dir = ScratchDir()
@@ -120,7 +122,10 @@ struct AllocationSpillTests {
         let evicted = after.blocksEvicted - before.blocksEvicted
         #expect(evicted > 0, "the append evicted cached blocks")
         #expect(after.disk.spillsSkipped == before.disk.spillsSkipped, "no spill skipped")
-        #expect(after.disk.blocksSpilled - before.disk.blocksSpilled == evicted, "every evicted block written")
+        // Sequence 3's 800 cached blocks are one chain, evicted last first: each eviction writes
+        // the 8 oldest of its ancestors not on disk yet and then itself (chain order).
+        let written = after.disk.blocksSpilled - before.disk.blocksSpilled
+        #expect(written == min(evicted * UInt64(1 + OffloadCoordinator.ancestorsPerSpill), 800), "every evicted block written, ancestors first")
         #expect(after.disk.swapOuts == 0 && after.disk.blocksLoaded == before.disk.blocksLoaded, "the append processed no read and settled nothing")
         #expect(!e.offload!.resident(try e.slot(2)), "sequence 2's reads completed on the device but were not processed")
         try waitReady(e, 2)
@@ -132,5 +137,55 @@ struct AllocationSpillTests {
         try e.swapIn(1)
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: large.count) { large[$0] } == 0)
+    }
+
+    /// An allocation short of staging buffers spends them on a chain's first blocks, not its
+    /// last (`OffloadCoordinator.spill`). A 40-block prompt is freed (its blocks join the LRU
+    /// last first, so its last block is evicted first); an 891-block asynchronous swap-out,
+    /// started with the I/O held, leaves 5 buffers beyond the reserve; appends then evict all
+    /// 40 blocks. Before, the 5 evicted first, the prompt's blocks 35-39, were written and the
+    /// other 35 skipped: the disk copies were unreachable (a lookup stops at block 0, found
+    /// nowhere) and the prompt hit nothing. Now the first eviction writes blocks 0-4 ahead
+    /// (still cached, then evicted clean), the same 35 are skipped, and the prompt hits its
+    /// first 5 blocks on disk, every byte right.
+    @Test(arguments: layouts)
+    func anAllocationShortOfBuffersSpillsAChainsFirstBlocksNotItsLast(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path, memoryBytes: 1 << 20)
+        c.offloadForceThreads = true
+        c.maxSeqTokens = 8192
+        let e = try Engine(c)
+        let tier = e.offload!.tier!
+        let chain = tokens(4 * 40, seed: 120), large = tokens(4 * (tier.bulkStages - 5), seed: 121)
+        try e.createSequence(3, tokens: chain)
+        try fillKV(e, 3, count: chain.count) { chain[$0] }
+        try e.free(3)
+        try e.createSequence(1, tokens: large)
+        try fillKV(e, 1, count: large.count) { large[$0] }
+        try e.createSequence(4, tokens: [7])
+        #expect(swapOutAsyncWithIOHeld(e, 1), "891 writes held")
+        #expect(tier.bulkStages == 5)
+        let before = e.stats()
+        #expect(before.blocksCached == 40 && before.disk.storedSlots == 0)
+        let block = tokens(4, seed: 122)
+        var appends = 0
+        while e.stats().blocksCached > 0 && appends < 2000 {  // a block at a time, until memory is full
+            try e.append(4, tokens: block)
+            appends += 1
+        }
+        let after = e.stats()
+        #expect(after.blocksEvicted - before.blocksEvicted == 40, "every cached block evicted")
+        #expect(after.disk.blocksSpilled - before.disk.blocksSpilled == 5 && after.disk.spillsSkipped - before.disk.spillsSkipped == 35)
+        #expect(e.cachedPrefixTokens(chain) == 4 * 5, "blocks 0-4 on disk; before, blocks 35-39, unreachable")
+        #expect(e.pauseOffloadIO(false))
+        #expect(waitUntil {
+            e.poll(timeoutMicroseconds: 1000)
+            return e.stats().disk.swapOuts == 1
+        })
+        try e.free(4)
+        #expect(try e.createSequence(5, tokens: chain) == 4 * 5)
+        try waitReady(e, 5)
+        #expect(try kvDifferences(e, 5, count: 4 * 5) { chain[$0] } == 0)
     }
 }

@@ -57,8 +57,10 @@ struct DiskTierTests {
             try e.free(UInt64(10 + i))
         }
         #expect(e.stats().blocksEvicted > 0, "memory alone no longer holds every prompt")
-        #expect(e.stats().disk.blocksSpilled == e.stats().blocksEvicted, "every evicted block was written back")
+        // Every evicted block was written back, and some still cached ahead of their eviction,
+        // as ancestors of an evicted block (chain order, `OffloadCoordinator.spill`).
         #expect(e.stats().disk.spillsSkipped == 0, "staging buffers were free for every spill")
+        #expect(e.stats().disk.blocksSpilled >= e.stats().blocksEvicted)
         #expect(e.cachedPrefixTokens(first) == 100, "memory and disk together still hold the first prompt")
         let cached = try e.createSequence(2, tokens: first)
         #expect(cached == 100)
