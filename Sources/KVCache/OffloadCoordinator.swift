@@ -335,8 +335,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Spills `block` into the tier. With `ancestorsFirst` (an allocation's eviction, which
     /// skips when no staging buffer is free) it first writes the block's cached ancestors the
     /// tier lacks, oldest first, at most `ancestorsPerSpill` of them: the walk up its chain
-    /// stops at the first ancestor the tier holds, a used one (reachable in memory) or one not
-    /// in memory. Those ancestors stay cached, their copies on disk clean, so their own
+    /// stops at the first ancestor the tier holds, a used one (reachable in memory), one a disk
+    /// read is still filling (as the block itself is never spilled then) or one not in memory. Those ancestors stay cached, their copies on disk clean, so their own
     /// evictions later take no buffer. Then the block, if room remains; when the tier has no
     /// room for an ancestor (`DiskTier.hasSpillRoom`), the rest and the block are not written
     /// and the block counts as skipped.
@@ -357,7 +357,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             var next = parent
             while next != 0 && !tier.contains(next) {
                 let ancestor = blocks.lookup(next)
-                guard ancestor >= 0 && blocks.references(ancestor) == 0 else { break }
+                guard ancestor >= 0 && blocks.references(ancestor) == 0 && loading[Int(ancestor)] == 0 else { break }
                 scratchChain[count] = ancestor
                 count += 1
                 next = blocks.parent(of: ancestor)
