@@ -939,8 +939,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     hash, generation, checksum), then indexed as an ordinary cached block of this engine
  *     (KVC_EVENT_BLOCK_STORED, tier 0, as for a hit of the own disk tier; it may later be
  *     spilled to this engine's own tier). It counts in *cached_tokens and prefix_hit_tokens
- *     (not disk_hit_tokens), and in peer_hits once verified. A peer may free and rewrite
- *     the slot at any time: a read that does not verify is a miss (peer_stale), never served.
+ *     (not disk_hit_tokens) at kvc_seq_create, and in peer_hits only once its read verified.
+ *     A peer may free and rewrite the slot at any time: a read that does not verify is a miss
+ *     counted in peer_stale, never served and never in peer_hits (it stays counted in
+ *     prefix_hit_tokens, which is what kvc_seq_create answered).
  *     Freshness: each peer's journal is indexed at kvc_engine_create and tailed by any
  *     kvc_seq_create whose lookup reaches the peers: one fstat of the journal, and only when
  *     it grew, the complete records appended since (a partial record is read later); a journal

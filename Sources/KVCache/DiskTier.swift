@@ -127,9 +127,11 @@ public struct DiskTierStats: Equatable, Sendable {
     /// (each then an ordinary cached block of this engine), and peer reads refused: the slot no
     /// longer held what the peer's journal said when it was looked up (freed and rewritten
     /// since, torn), or the read failed (the peer's file gone or truncated). A refused read is a
-    /// miss, never served. `peerHitTokens`: prompt tokens `createSequence` found in peers
-    /// (counted at creation; part of `EngineStats.prefixHitTokens`, not of this struct's
-    /// `prefixHitTokens`, which is the own tier's).
+    /// miss, never served. `peerHitTokens`: prompt tokens of the peer blocks verified and
+    /// served, counted with `peerHits` when the read completes (a refused or cancelled read
+    /// adds nothing). `EngineStats.prefixHitTokens` counts peer blocks at creation instead
+    /// (what `createSequence` returned, refused reads included: those count in `peerStale`);
+    /// this struct's `prefixHitTokens` is the own tier's.
     public var peerHits: UInt64 = 0
     public var peerStale: UInt64 = 0
     public var peerHitTokens: UInt64 = 0
@@ -1070,7 +1072,13 @@ final class DiskTier {
             if valid { memory.scatter(target, from: payload(stage)) }
             if fromPeer {
                 // Not ours to free or pin: a refused read only leaves the peer's index.
-                if valid { stats.peerHits += 1 } else { stats.peerStale += 1; peers[Int(expected.peer)].forget(expected) }
+                if valid {
+                    stats.peerHits += 1
+                    stats.peerHitTokens += UInt64(target.tokens)
+                } else {
+                    stats.peerStale += 1
+                    peers[Int(expected.peer)].forget(expected)
+                }
             } else if valid {
                 stats.blocksLoaded += 1
             } else {

@@ -56,8 +56,6 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Prompt tokens served from the disk tier, and swap-ins that read a swapped-out sequence
     /// back (not those that cancelled a pending swap-out: `SwapOutQueue.cancel`).
     var diskHitTokens: UInt64 = 0
-    /// Prompt tokens served from peers' tiers (`peer_offload_dirs`).
-    var peerHitTokens: UInt64 = 0
     var swapIns: UInt64 = 0
     /// Swap-outs whose writes were submitted and whose outcome is not settled yet (their
     /// sequences are already marked swapped out, but their tables still hold memory blocks).
@@ -134,7 +132,6 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     var stats: DiskTierStats {
         var s = tier.stats
         s.prefixHitTokens = diskHitTokens
-        s.peerHitTokens = peerHitTokens
         s.swapOutsStarted = swapOutQueue.started
         s.swapOuts = swapOutQueue.completed
         s.swapOutsCancelled = swapOutQueue.cancelled

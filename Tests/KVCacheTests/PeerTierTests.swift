@@ -164,6 +164,35 @@ struct PeerTierTests {
         #expect(try kvDifferences(b, 2, count: 4) { prompt[$0] } == 0)
     }
 
+    /// `peerHitTokens` counts the tokens of peer blocks that verified, when their reads
+    /// complete: a corrupt peer slab's blocks count in `peerStale` only (they still count in
+    /// the engine's `prefixHitTokens`, which is what the create returned). Before, the tokens
+    /// were counted at the create, refused or not.
+    @Test func aPeerBlockThatFailsVerificationIsNotCountedAsAPeerHitToken() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let corrupt = tokens(13, seed: 8), intact = tokens(9, seed: 9)  // 3 and 2 blocks
+        try spillPrompt(a, 1, corrupt)  // A's slots 0, 1, 2
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        corruptSlots(dir: dirA.path, slotBytes: Int(b.stats().disk.slotBytes), 0..<3)
+        #expect(try b.createSequence(1, tokens: corrupt) == 12, "found in the peer's journal")
+        #expect(throws: KVError.self, "no corrupt block is served") { try waitReady(b, 1) }
+        var s = b.stats()
+        #expect(s.disk.peerStale == 3 && s.disk.peerHits == 0)
+        #expect(s.disk.peerHitTokens == 0, "nothing verified, nothing counted")
+        #expect(s.prefixHitTokens == 12, "the create's answer, counted at the create")
+        try b.free(1)
+
+        try spillPrompt(a, 2, intact)
+        #expect(try b.createSequence(2, tokens: intact) == 8)
+        try waitReady(b, 2)
+        #expect(try kvDifferences(b, 2, count: 8) { intact[$0] } == 0)
+        s = b.stats()
+        #expect(s.disk.peerHits == 2 && s.disk.peerStale == 3)
+        #expect(s.disk.peerHitTokens == 8, "the verified blocks' tokens")
+    }
+
     @Test func aPromptFoundPartlyInTheOwnTierAndPartlyInAPeerIsReadFromBoth() throws {
         let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
         defer { dirA.remove(); dirB.remove() }
