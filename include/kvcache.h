@@ -950,7 +950,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     start. A peer whose files vanish later gives misses, not errors; when its directory
  *     holds a tier of this engine's model_tag and shape again (recreated, e.g. by a restart
  *     that starts empty), the next kvc_seq_create reaching the peers opens the new slab and
- *     reads it, once no read of the old one is in flight. Cost
+ *     reads it, once no read of the old one is in flight. Until then a kvc_seq_create
+ *     reaching the peers tries again (reads its kvcache.identity) only when the directory or
+ *     that file changed since the last try (two stat calls otherwise; a change within the
+ *     last second is always tried again, as file times are coarse). Cost
  *     without peers: nothing (one check per kvc_seq_create that misses in its own tier);
  *     with them about 56 bytes of index per peer slot (of max(this engine's tier, the peer's
  *     slab at create) slots; blocks in slots beyond are not found). A peer must hold blocks

@@ -65,6 +65,12 @@ final class PeerTier {
     private(set) var unavailable: String?
     /// True once the peer's slab was removed or replaced: misses until `reopen` succeeds.
     private(set) var replaced = false
+    /// The directory as it was when `reopen` last failed, if settled (`DirectoryStamp`): until
+    /// it changes, `reopen` does not try again.
+    private var failedStamp: DirectoryStamp?
+    /// Times `reopen` read the directory's identity and tried to open its files (tests: a peer
+    /// that keeps failing is not read again until its directory changes).
+    private(set) var reopenAttempts = 0
 
     /// Opens the peer in `dir` for slots of `slotBytes` (payload `payloadBytes`) and indexes its
     /// journal. `capacity`: slots to index (the caller passes its own tier's; a larger slab at
@@ -124,16 +130,23 @@ final class PeerTier {
     /// (which makes the I/O queue read it; the caller has no read of the old slab in flight),
     /// closes the old files and replays the new journal from its start at the next `refresh`.
     /// Until then (no tier there yet, another identity, `install` refused) the peer stays
-    /// `unavailable`, saying why, and the next call tries again. Cost: reading the identity
-    /// file and opening two files.
+    /// `unavailable`, saying why. A call after a failure tries again only when the directory
+    /// or its identity file changed since (`DirectoryStamp`), so that a peer that keeps
+    /// failing costs two `stat`s per lookup, not a read of its identity; a tier that appears
+    /// there is still opened at the first lookup after it appeared. Cost: two `stat`s, and
+    /// when the directory changed, reading the identity file and opening two files.
     func reopen(install: (Int32) -> Bool) {
         guard replaced else { return }
+        let stamp = DirectoryStamp(dir: dir)  // before the reads: a change after it differs from it
+        if let failedStamp, failedStamp == stamp { return }
+        reopenAttempts += 1
         let fresh: OpaquePointer
         do throws(KVError) {
             try identity.check(peer: dir)
             fresh = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
         } catch {
             unavailable = "peer slab of '\(dir)' was removed or replaced, and the directory holds no tier to read yet: \(error.message)"
+            failedStamp = stamp.isSettled ? stamp : nil
             return
         }
         guard install(kvm_slab_fd(fresh)) else {
@@ -144,6 +157,7 @@ final class PeerTier {
         kvm_slab_close(slab)
         slab = fresh
         replaced = false
+        failedStamp = nil
         unavailable = nil
         journalBytes = 0
     }
