@@ -955,8 +955,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     that file changed since the last try (two stat calls otherwise; a change within the
  *     last second is always tried again, as file times are coarse). Cost
  *     without peers: nothing (one check per kvc_seq_create that misses in its own tier);
- *     with them about 56 bytes of index per peer slot (of max(this engine's tier, the peer's
- *     slab at create) slots; blocks in slots beyond are not found). A peer must hold blocks
+ *     with them about 56 bytes of index per slot of each peer's slab, grown (doubling) as
+ *     the peer's slab grows, so every block of a peer is found, however large its tier (at
+ *     most 4194304 slots, as for any tier). A peer must hold blocks
  *     of this engine's model_tag and shape (its kvcache.identity), else create fails; the
  *     tag must not be 0 (no model named) when there are peers.
  *   - Memory outside memory_bytes: staging buffers of one slot each,

@@ -278,7 +278,7 @@ final class DiskTier {
             throw .invalid("offload_bytes \(config.offloadBytes) is smaller than one slot of \(slotBytes) bytes (a block of every layer's K and V plus a 4096-byte header)")
         }
         capacity = Int(min(config.offloadBytes / UInt64(slotBytes), UInt64(DiskTier.maxSlots)))
-        peers = try PeerTier.openAll(config, slotBytes: slotBytes, payloadBytes: payloadBytes, capacity: capacity)
+        peers = try PeerTier.openAll(config, slotBytes: slotBytes, payloadBytes: payloadBytes)
         self.memory = memory
         self.events = events
         let environment = ProcessInfoLite.self

@@ -193,6 +193,29 @@ struct PeerTierTests {
         #expect(s.disk.peerHitTokens == 8, "the verified blocks' tokens")
     }
 
+    /// A peer's slab grows as its engine spills (an extent of 64 slots at a time): blocks in
+    /// slots beyond its size when this engine opened it, and beyond this engine's own (2-slot)
+    /// tier, are found; the index grows with the slots the peer's journal names. Before, it
+    /// covered max(own tier, peer slab at open) slots and ignored records of the others.
+    @Test func blocksInSlotsBeyondThePeersSlabAtOpenAreFound() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path], offloadBytes: 16 << 10))
+        #expect(b.stats().disk.capacitySlots == 2)
+        let peer = b.offload!.tier.peers[0]
+        let indexed = peer.capacity
+        let prompt = tokens(401, seed: 12)  // 100 full blocks, spilled into A's slots 0...99
+        try spillPrompt(a, 1, prompt)
+        #expect(a.stats().disk.blocksSpilled == 100 && indexed < 100)
+        #expect(b.cachedPrefixTokens(prompt) == 400)
+        #expect(try b.createSequence(1, tokens: prompt) == 400)
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 400) { prompt[$0] } == 0)
+        #expect(b.stats().disk.peerHits == 100 && b.stats().disk.peerStale == 0)
+        #expect(peer.capacity >= 100 && peer.indexedBlocks == 100)
+    }
+
     @Test func aPromptFoundPartlyInTheOwnTierAndPartlyInAPeerIsReadFromBoth() throws {
         let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
         defer { dirA.remove(); dirB.remove() }
