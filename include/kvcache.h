@@ -418,8 +418,9 @@ typedef struct kvc_stats {
     /** Episodic offload totals, in the same tokens: written out, read back into memory, and
      *  lost (their record could not be written, or its read failed or was torn or corrupt:
      *  dropped, never served; a write that fails on the device counts its record's tokens, in
-     *  each sequence holding it, as soon as a call processes the failure, see COMPLETIONS;
-     *  until then they still count in token_records and tokens_on_disk). */
+     *  each sequence holding it, all in the call that processes the failure, see COMPLETIONS,
+     *  which uncounts the record from token_records and tokens_on_disk in the same step: no
+     *  snapshot counts a sequence's tokens both there and here, nor in neither). */
     uint64_t tokens_offloaded;
     uint64_t tokens_restored;
     uint64_t tokens_lost;
@@ -975,8 +976,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   or for freed sequences' reads). The same calls submit the remaining blocks of pending
  *   swap-outs as staging buffers free up, release the memory of kvc_seq_swap_out_async calls
  *   whose writes all completed and of freed sequences whose reads all landed (kvc_seq_free),
- *   and drop the tokens of episodic-offload records whose write failed (as does kvc_seq_focus
- *   of a sequence holding one, before it chooses: such tokens are never read back). A server
+ *   and drop the tokens of episodic-offload records whose write failed, in every sequence
+ *   holding one at once, once none of them has restores in flight (as does kvc_seq_focus of
+ *   a sequence holding one, before it chooses: such tokens are not read back; a restore that
+ *   reads one meanwhile, while a fork's restores are in flight, is undone and restores
+ *   nothing, and the tokens are lost with the record). A server
  *   waiting for a sequence calls kvc_seq_ready, or kvc_engine_poll to block briefly.
  *   kvc_engine_poll, kvc_seq_swap_out (for its writes), kvc_engine_trim (for staging buffers
  *   and freed sequences' reads), kvc_seq_swap_out and kvc_seq_swap_out_async before they start

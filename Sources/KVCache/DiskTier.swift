@@ -93,9 +93,9 @@ public struct DiskTierStats: Equatable, Sendable {
     /// once however many sequences hold it (a fork shares its parent's); part of
     /// `storedSlots`, never prefix hits. Counted from the write's submission until the slot is
     /// freed (its last holder let go), or, when its write failed, until the engine processed
-    /// the failure: in the same locked step as the record's tokens join `tokensLost` (with
-    /// the last sequence holding it to lose them), so no snapshot has them in neither. Open
-    /// records are not counted.
+    /// the failure: in the same locked step as the record's tokens join `tokensLost` (every
+    /// sequence holding it loses them in that step), so no snapshot has them in neither, nor
+    /// in both. Open records are not counted.
     ///
     /// A *token* in these counters is the unit a sequence keeps or evicts: a token of one row
     /// of its kept sets. Per layer (the default) that is one layer's token (its K and V, every

@@ -386,10 +386,11 @@ protocol RecordMemory: AnyObject {
     /// Copies the tokens `target`'s record restores from its verified payload into memory.
     func scatterRecord(_ target: LoadTarget, from data: UnsafeRawPointer)
     /// A record read ended: `ok` false when it failed or was torn or corrupt (nothing was
-    /// copied; the tokens it would have restored are lost).
+    /// copied; the record's tokens are lost, now, or with the record when its write failed).
     func recordFinished(_ target: LoadTarget, ok: Bool)
-    /// Loses the tokens of the records in `OffloadCoordinator.failedRecordWrites` for every
-    /// sequence holding one, and lets go of each slot whose holders all did
-    /// (`DiskTier.releaseFailedRecord`: it leaves the on-disk counters in that same step).
+    /// Loses the tokens of each record in `OffloadCoordinator.failedRecordWrites` for every
+    /// sequence holding it, all in one step once none of them has restores pending, and lets
+    /// go of its slot (`DiskTier.releaseFailedRecord`: it leaves the on-disk counters in that
+    /// same step).
     func loseFailedRecordWrites()
 }
