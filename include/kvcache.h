@@ -420,8 +420,9 @@ typedef struct kvc_stats {
     /** Episodic offload totals, in the same tokens: written out, read back into memory, and
      *  lost (their record could not be written, or its read failed or was torn or corrupt:
      *  dropped, never served; a write that fails on the device counts its record's tokens, in
-     *  each sequence holding it, as soon as a call processes the failure, see COMPLETIONS;
-     *  until then they still count in token_records and tokens_on_disk). */
+     *  each sequence holding it, all in the call that processes the failure, see COMPLETIONS,
+     *  which uncounts the record from token_records and tokens_on_disk in the same step: no
+     *  snapshot counts a sequence's tokens both there and here, nor in neither). */
     uint64_t tokens_offloaded;
     uint64_t tokens_restored;
     uint64_t tokens_lost;
@@ -941,8 +942,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     hash, generation, checksum), then indexed as an ordinary cached block of this engine
  *     (KVC_EVENT_BLOCK_STORED, tier 0, as for a hit of the own disk tier; it may later be
  *     spilled to this engine's own tier). It counts in *cached_tokens and prefix_hit_tokens
- *     (not disk_hit_tokens), and in peer_hits once verified. A peer may free and rewrite
- *     the slot at any time: a read that does not verify is a miss (peer_stale), never served.
+ *     (not disk_hit_tokens) at kvc_seq_create, and in peer_hits only once its read verified.
+ *     A peer may free and rewrite the slot at any time: a read that does not verify is a miss
+ *     counted in peer_stale, never served and never in peer_hits (it stays counted in
+ *     prefix_hit_tokens, which is what kvc_seq_create answered).
  *     Freshness: each peer's journal is indexed at kvc_engine_create and tailed by any
  *     kvc_seq_create whose lookup reaches the peers: one fstat of the journal, and only when
  *     it grew, the complete records appended since (a partial record is read later); a journal
@@ -950,10 +953,14 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     start. A peer whose files vanish later gives misses, not errors; when its directory
  *     holds a tier of this engine's model_tag and shape again (recreated, e.g. by a restart
  *     that starts empty), the next kvc_seq_create reaching the peers opens the new slab and
- *     reads it, once no read of the old one is in flight. Cost
+ *     reads it, once no read of the old one is in flight. Until then a kvc_seq_create
+ *     reaching the peers tries again (reads its kvcache.identity) only when the directory or
+ *     that file changed since the last try (two stat calls otherwise; a change within the
+ *     last second is always tried again, as file times are coarse). Cost
  *     without peers: nothing (one check per kvc_seq_create that misses in its own tier);
- *     with them about 56 bytes of index per peer slot (of max(this engine's tier, the peer's
- *     slab at create) slots; blocks in slots beyond are not found). A peer must hold blocks
+ *     with them about 56 bytes of index per slot of each peer's slab, grown (doubling) as
+ *     the peer's slab grows, so every block of a peer is found, however large its tier (at
+ *     most 4194304 slots, as for any tier). A peer must hold blocks
  *     of this engine's model_tag and shape (its kvcache.identity), else create fails; the
  *     tag must not be 0 (no model named) when there are peers.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
@@ -971,8 +978,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   or for freed sequences' reads). The same calls submit the remaining blocks of pending
  *   swap-outs as staging buffers free up, release the memory of kvc_seq_swap_out_async calls
  *   whose writes all completed and of freed sequences whose reads all landed (kvc_seq_free),
- *   and drop the tokens of episodic-offload records whose write failed (as does kvc_seq_focus
- *   of a sequence holding one, before it chooses: such tokens are never read back). A server
+ *   and drop the tokens of episodic-offload records whose write failed, in every sequence
+ *   holding one at once, once none of them has restores in flight (as does kvc_seq_focus of
+ *   a sequence holding one, before it chooses: such tokens are not read back; a restore that
+ *   reads one meanwhile, while a fork's restores are in flight, is undone and restores
+ *   nothing, and the tokens are lost with the record). A server
  *   waiting for a sequence calls kvc_seq_ready, or kvc_engine_poll to block briefly.
  *   kvc_engine_poll, kvc_seq_swap_out (for its writes), kvc_engine_trim (for staging buffers
  *   and freed sequences' reads), kvc_seq_swap_out and kvc_seq_swap_out_async before they start

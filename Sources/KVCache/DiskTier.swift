@@ -94,9 +94,9 @@ public struct DiskTierStats: Equatable, Sendable {
     /// once however many sequences hold it (a fork shares its parent's); part of
     /// `storedSlots`, never prefix hits. Counted from the write's submission until the slot is
     /// freed (its last holder let go), or, when its write failed, until the engine processed
-    /// the failure: in the same locked step as the record's tokens join `tokensLost` (with
-    /// the last sequence holding it to lose them), so no snapshot has them in neither. Open
-    /// records are not counted.
+    /// the failure: in the same locked step as the record's tokens join `tokensLost` (every
+    /// sequence holding it loses them in that step), so no snapshot has them in neither, nor
+    /// in both. Open records are not counted.
     ///
     /// A *token* in these counters is the unit a sequence keeps or evicts: a token of one row
     /// of its kept sets. Per layer (the default) that is one layer's token (its K and V, every
@@ -128,9 +128,11 @@ public struct DiskTierStats: Equatable, Sendable {
     /// (each then an ordinary cached block of this engine), and peer reads refused: the slot no
     /// longer held what the peer's journal said when it was looked up (freed and rewritten
     /// since, torn), or the read failed (the peer's file gone or truncated). A refused read is a
-    /// miss, never served. `peerHitTokens`: prompt tokens `createSequence` found in peers
-    /// (counted at creation; part of `EngineStats.prefixHitTokens`, not of this struct's
-    /// `prefixHitTokens`, which is the own tier's).
+    /// miss, never served. `peerHitTokens`: prompt tokens of the peer blocks verified and
+    /// served, counted with `peerHits` when the read completes (a refused or cancelled read
+    /// adds nothing). `EngineStats.prefixHitTokens` counts peer blocks at creation instead
+    /// (what `createSequence` returned, refused reads included: those count in `peerStale`);
+    /// this struct's `prefixHitTokens` is the own tier's.
     public var peerHits: UInt64 = 0
     public var peerStale: UInt64 = 0
     public var peerHitTokens: UInt64 = 0
@@ -277,7 +279,7 @@ final class DiskTier {
             throw .invalid("offload_bytes \(config.offloadBytes) is smaller than one slot of \(slotBytes) bytes (a block of every layer's K and V plus a 4096-byte header)")
         }
         capacity = Int(min(config.offloadBytes / UInt64(slotBytes), UInt64(DiskTier.maxSlots)))
-        peers = try PeerTier.openAll(config, slotBytes: slotBytes, payloadBytes: payloadBytes, capacity: capacity)
+        peers = try PeerTier.openAll(config, slotBytes: slotBytes, payloadBytes: payloadBytes)
         self.memory = memory
         self.events = events
         let environment = ProcessInfoLite.self
@@ -1079,7 +1081,13 @@ final class DiskTier {
             if valid { memory.scatter(target, from: payload(stage)) }
             if fromPeer {
                 // Not ours to free or pin: a refused read only leaves the peer's index.
-                if valid { stats.peerHits += 1 } else { stats.peerStale += 1; peers[Int(expected.peer)].forget(expected) }
+                if valid {
+                    stats.peerHits += 1
+                    stats.peerHitTokens += UInt64(target.tokens)
+                } else {
+                    stats.peerStale += 1
+                    peers[Int(expected.peer)].forget(expected)
+                }
             } else if valid {
                 stats.blocksLoaded += 1
             } else {

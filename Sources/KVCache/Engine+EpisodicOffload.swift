@@ -25,10 +25,12 @@
 ///   child's (no write); `free` discards it. A write the tier refuses (disk full, tier full of
 ///   pinned slots) loses the record's tokens: dropped from the state, counted in
 ///   `tokensLost`, reported once by `ready` (`io`). So does a write that fails on the device,
-///   for every sequence holding the record, once the failure is processed
+///   for every sequence holding the record at once, once the failure is processed
 ///   (`loseFailedRecordWrites`: by the next call that processes completions, or a `focus` of
-///   the sequence; a sequence with restores pending loses them once those ended), so no
-///   focus reads the record back or serves it.
+///   the sequence; while any holder has restores pending, once those ended), in the step
+///   that uncounts the record from `tokensOnDisk`. No focus serves such a record: one that
+///   reads it while another holder waits undoes its restores (`recordFinished`) and the
+///   tokens stay parked until they are lost with the record.
 /// - `focus` re-chooses each row's resident set among resident and parked tokens with the
 ///   focused episode's scores, keeping the row's length: a resident token that loses its
 ///   place is written out, and the parked token that wins it is read back into that very slot
@@ -288,9 +290,14 @@ extension Engine: RecordMemory {
         }
     }
 
+    /// A read of a record whose write failed (in `failedRecordWrites`: it completed, failed,
+    /// before the read was issued) undoes its restores but loses nothing here: its tokens stay
+    /// parked and are lost with the record by every holder at once (`loseFailedRecordWrites`),
+    /// while it still counts on disk.
     func recordFinished(_ target: LoadTarget, ok: Bool) {
         let offload = offload!, s = Int(target.slot), t = offload.offloadedTokens[s]!, state = evictionStates[s]!
         let table = sequences.table(s), first = Int(target.record) * t.tokensPerRecord
+        let writeFailed = !ok && offload.failedRecordWrites.contains(t.recordSlot[Int(target.record)])
         t.readsPending -= 1
         for e in first..<(first + t.tokensPerRecord) where t.entryRow[e] >= 0 {
             let r = Int(t.entryRow[e]), d = Int(t.entryDestination[e])
@@ -304,9 +311,15 @@ extension Engine: RecordMemory {
                     let p = state.parkedSlot(row: r, position: displaced)
                     precondition(p >= 0, "a displaced token left the parked slots while its restore was pending")
                     state.swapSlots(row: r, d, p)
-                    state.removeParked(row: r, slot: p)
                     unpin(t.remove(t.entry(row: r, position: displaced)!))
+                    if writeFailed {
+                        t.abandonRestore(e)  // parked again, in slot p
+                        continue
+                    }
+                    state.removeParked(row: r, slot: p)
                 }
+            } else if writeFailed {
+                continue  // lost with the record
             } else if !ok {
                 state.removeParked(row: r, slot: state.parkedSlot(row: r, position: t.entryPosition[e]))
             } else {
@@ -320,24 +333,23 @@ extension Engine: RecordMemory {
         }
     }
 
+    /// All holders of a failed record at once, so that no snapshot counts a holder's tokens
+    /// both on disk and lost (nor in neither); none while any has restores pending, which may
+    /// still need a displaced token the record holds. O(maxSeqs) per failed record.
     func loseFailedRecordWrites() {
         let offload = offload!
         offload.failedRecordWrites.removeAll { diskSlot in
-            var waiting = false
-            for s in 0..<config.maxSeqs {
-                guard let t = offload.offloadedTokens[s], let record = t.record(onDiskSlot: diskSlot) else { continue }
-                // A pending restore may still need a displaced token of this record: later.
-                if t.readsPending > 0 {
-                    waiting = true
-                    continue
-                }
-                let (lost, held) = t.dropRecord(record)
+            let holders = (0..<config.maxSeqs).filter { offload.offloadedTokens[$0]?.record(onDiskSlot: diskSlot) != nil }
+            guard holders.allSatisfy({ offload.offloadedTokens[$0]!.readsPending == 0 }) else { return false }
+            for s in holders {
+                let t = offload.offloadedTokens[s]!
+                let (lost, held) = t.dropRecord(t.record(onDiskSlot: diskSlot)!)
                 offload.tier.unpin(held)
                 lose(lost.count, t)
                 dropParked(evictionStates[s]!, lost)
             }
-            if !waiting { offload.tier.releaseFailedRecord(diskSlot) }  // uncounted with the last loss; the coordinator's pin goes
-            return !waiting
+            offload.tier.releaseFailedRecord(diskSlot)  // uncounted with the losses; the coordinator's pin goes
+            return true
         }
     }
 

@@ -273,7 +273,6 @@ public final class Engine: @unchecked Sendable {
                 }
             }
             offload.diskHitTokens += UInt64((fromDisk - fromPeers) * bt)
-            offload.peerHitTokens += UInt64(fromPeers * bt)
             offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
         }
         prefixQueryTokens += UInt64(n)

@@ -58,8 +58,6 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Prompt tokens served from the disk tier, and swap-ins that read a swapped-out sequence
     /// back (not those that cancelled a pending swap-out: `SwapOutQueue.cancel`).
     var diskHitTokens: UInt64 = 0
-    /// Prompt tokens served from peers' tiers (`peer_offload_dirs`).
-    var peerHitTokens: UInt64 = 0
     var swapIns: UInt64 = 0
     /// Swap-outs whose writes were submitted and whose outcome is not settled yet (their
     /// sequences are already marked swapped out, but their tables still hold memory blocks).
@@ -138,7 +136,6 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     var stats: DiskTierStats {
         var s = tier.stats
         s.prefixHitTokens = diskHitTokens
-        s.peerHitTokens = peerHitTokens
         s.swapOutsStarted = swapOutQueue.started
         s.swapOuts = swapOutQueue.completed
         s.swapOutsCancelled = swapOutQueue.cancelled
@@ -431,10 +428,11 @@ protocol RecordMemory: AnyObject {
     /// Copies the tokens `target`'s record restores from its verified payload into memory.
     func scatterRecord(_ target: LoadTarget, from data: UnsafeRawPointer)
     /// A record read ended: `ok` false when it failed or was torn or corrupt (nothing was
-    /// copied; the tokens it would have restored are lost).
+    /// copied; the record's tokens are lost, now, or with the record when its write failed).
     func recordFinished(_ target: LoadTarget, ok: Bool)
-    /// Loses the tokens of the records in `OffloadCoordinator.failedRecordWrites` for every
-    /// sequence holding one, and lets go of each slot whose holders all did
-    /// (`DiskTier.releaseFailedRecord`: it leaves the on-disk counters in that same step).
+    /// Loses the tokens of each record in `OffloadCoordinator.failedRecordWrites` for every
+    /// sequence holding it, all in one step once none of them has restores pending, and lets
+    /// go of its slot (`DiskTier.releaseFailedRecord`: it leaves the on-disk counters in that
+    /// same step).
     func loseFailedRecordWrites()
 }

@@ -36,44 +36,54 @@ struct PeerRead {
 /// here is trusted: reads are verified (`DiskTier`), and a read refused as stale drops its
 /// entry (`forget`).
 ///
-/// Cost: memory of ~56 bytes per slot of `capacity`, allocated at creation; a lookup O(1);
-/// a refresh one `fstat` plus one `pread` per 256 new records. Not thread-safe: the engine
-/// serialises calls.
+/// Cost: memory of ~56 bytes per slot of `capacity`: the peer's slab at open, grown (doubled)
+/// when its journal names a slot beyond, so that every slot of a peer that grew since (or of a
+/// larger one reopened) is indexed, up to `DiskTier.maxSlots` (the most any tier has); a lookup
+/// O(1); a refresh one `fstat` plus one `pread` per 256 new records, and O(capacity) when it
+/// grows the index. Not thread-safe: the engine serialises calls.
 final class PeerTier {
     /// The directory, as configured.
     let dir: String
-    /// Slots indexed: slot numbers at or above it are ignored (see `init`).
-    let capacity: Int
+    /// Slots the index covers now (`grow(toCover:)` raises it).
+    private(set) var capacity: Int
     private let payloadBytes: Int
     /// What the peer's blocks must be (checked at open and at every `reopen`).
     private let identity: TierIdentity
     private let slotBytes: Int
     private let forceBuffered: Bool
     private var slab: OpaquePointer
-    private let index: U64Table
-    private let hashes: UnsafeMutablePointer<UInt64>
-    private let parents: UnsafeMutablePointer<UInt64>
-    private let generations: UnsafeMutablePointer<UInt64>
-    private let checksums: UnsafeMutablePointer<UInt64>
+    private var index: U64Table
+    private var hashes: UnsafeMutablePointer<UInt64>
+    private var parents: UnsafeMutablePointer<UInt64>
+    private var generations: UnsafeMutablePointer<UInt64>
+    private var checksums: UnsafeMutablePointer<UInt64>
     /// Byte offset of the next journal record to read.
     private var journalBytes: UInt64 = 0
     private let records: UnsafeMutablePointer<kvm_journal_record>
     private static let batchRecords = 256
+    /// Slots indexed at least, before any growth (one extent of small slots).
+    static let initialCapacity = 64
     /// Journal records of another payload size seen (an engine of another shape wrote them).
     private var foreignRecords = 0
     /// Why the peer gives only misses now, or nil.
     private(set) var unavailable: String?
     /// True once the peer's slab was removed or replaced: misses until `reopen` succeeds.
     private(set) var replaced = false
+    /// The directory as it was when `reopen` last failed, if settled (`DirectoryStamp`): until
+    /// it changes, `reopen` does not try again.
+    private var failedStamp: DirectoryStamp?
+    /// Times `reopen` read the directory's identity and tried to open its files (tests: a peer
+    /// that keeps failing is not read again until its directory changes).
+    private(set) var reopenAttempts = 0
 
     /// Opens the peer in `dir` for slots of `slotBytes` (payload `payloadBytes`) and indexes its
-    /// journal. `capacity`: slots to index (the caller passes its own tier's; a larger slab at
-    /// open raises it), capped at `DiskTier.maxSlots`. Throws `io` when the directory or its
+    /// journal, its index sized for the slab's slots at open (at least `initialCapacity`) and
+    /// grown as its journal names more. Throws `io` when the directory or its
     /// files cannot be opened (none yet: no engine has used it, or no `TierIdentity`),
     /// `invalidArgument` when its identity is not `identity` or its slab or journal was
     /// written by an engine of another shape (another slot or payload size). Nothing in `dir`
     /// is changed.
-    init(dir: String, identity: TierIdentity, slotBytes: Int, payloadBytes: Int, capacity: Int, forceBuffered: Bool) throws(KVError) {
+    init(dir: String, identity: TierIdentity, slotBytes: Int, payloadBytes: Int, forceBuffered: Bool) throws(KVError) {
         self.dir = dir
         self.identity = identity
         self.slotBytes = slotBytes
@@ -81,13 +91,12 @@ final class PeerTier {
         self.forceBuffered = forceBuffered
         try identity.check(peer: dir)
         slab = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
-        self.capacity = min(max(capacity, Int(kvm_slab_allocated(slab))), DiskTier.maxSlots)
+        self.capacity = min(max(PeerTier.initialCapacity, Int(kvm_slab_allocated(slab))), DiskTier.maxSlots)
         index = U64Table(maxEntries: self.capacity)
-        hashes = .allocate(capacity: self.capacity)
-        hashes.initialize(repeating: 0, count: self.capacity)
-        parents = .allocate(capacity: self.capacity)
-        generations = .allocate(capacity: self.capacity)
-        checksums = .allocate(capacity: self.capacity)
+        hashes = PeerTier.zeroed(self.capacity)
+        parents = PeerTier.zeroed(self.capacity)
+        generations = PeerTier.zeroed(self.capacity)
+        checksums = PeerTier.zeroed(self.capacity)
         records = .allocate(capacity: PeerTier.batchRecords)
         refresh()
         if let unavailable { throw KVError(.io, unavailable) }
@@ -124,16 +133,23 @@ final class PeerTier {
     /// (which makes the I/O queue read it; the caller has no read of the old slab in flight),
     /// closes the old files and replays the new journal from its start at the next `refresh`.
     /// Until then (no tier there yet, another identity, `install` refused) the peer stays
-    /// `unavailable`, saying why, and the next call tries again. Cost: reading the identity
-    /// file and opening two files.
+    /// `unavailable`, saying why. A call after a failure tries again only when the directory
+    /// or its identity file changed since (`DirectoryStamp`), so that a peer that keeps
+    /// failing costs two `stat`s per lookup, not a read of its identity; a tier that appears
+    /// there is still opened at the first lookup after it appeared. Cost: two `stat`s, and
+    /// when the directory changed, reading the identity file and opening two files.
     func reopen(install: (Int32) -> Bool) {
         guard replaced else { return }
+        let stamp = DirectoryStamp(dir: dir)  // before the reads: a change after it differs from it
+        if let failedStamp, failedStamp == stamp { return }
+        reopenAttempts += 1
         let fresh: OpaquePointer
         do throws(KVError) {
             try identity.check(peer: dir)
             fresh = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
         } catch {
             unavailable = "peer slab of '\(dir)' was removed or replaced, and the directory holds no tier to read yet: \(error.message)"
+            failedStamp = stamp.isSettled ? stamp : nil
             return
         }
         guard install(kvm_slab_fd(fresh)) else {
@@ -144,6 +160,7 @@ final class PeerTier {
         kvm_slab_close(slab)
         slab = fresh
         replaced = false
+        failedStamp = nil
         unavailable = nil
         journalBytes = 0
     }
@@ -198,7 +215,8 @@ final class PeerTier {
     /// Applies one journal record: the latest record of a slot wins.
     private func apply(_ r: kvm_journal_record) {
         let s = Int(r.slot)
-        guard s < capacity else { return }
+        guard s < DiskTier.maxSlots else { return }  // no tier has more: not a record of one
+        if s >= capacity { grow(toCover: s) }
         if hashes[s] != 0 { drop(slot: s) }
         guard r.kind == UInt32(KVM_JOURNAL_STORED) && r.block_hash != 0 else { return }
         guard r.payload_bytes == UInt32(payloadBytes) else {
@@ -212,6 +230,32 @@ final class PeerTier {
         parents[s] = r.parent_hash
         generations[s] = r.generation
         checksums[s] = r.checksum
+    }
+
+    /// Enlarges the per-slot arrays and the index to cover slot `s` (at least doubling, at most
+    /// `DiskTier.maxSlots`), keeping every indexed block. O(capacity).
+    private func grow(toCover s: Int) {
+        let grown = min(max(2 * capacity, s + 1), DiskTier.maxSlots)
+        func enlarged(_ old: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> {
+            let new = PeerTier.zeroed(grown)
+            new.update(from: old, count: capacity)
+            old.deallocate()
+            return new
+        }
+        hashes = enlarged(hashes)
+        parents = enlarged(parents)
+        generations = enlarged(generations)
+        checksums = enlarged(checksums)
+        index = U64Table(maxEntries: grown)
+        for slot in 0..<capacity where hashes[slot] != 0 { index.insert(hashes[slot], Int32(slot)) }
+        capacity = grown
+    }
+
+    /// `count` zeroed slot values.
+    private static func zeroed(_ count: Int) -> UnsafeMutablePointer<UInt64> {
+        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: count)
+        p.initialize(repeating: 0, count: count)
+        return p
     }
 
     private func drop(slot s: Int) {
@@ -232,7 +276,7 @@ final class PeerTier {
     /// another model tag or shape) or `io` (missing, not a directory, no identity or tier files
     /// yet); nothing is opened then. Call before the own tier is
     /// opened, so that a refused peer leaves the own directory untouched.
-    static func openAll(_ config: EngineConfig, slotBytes: Int, payloadBytes: Int, capacity: Int) throws(KVError) -> [PeerTier] {
+    static func openAll(_ config: EngineConfig, slotBytes: Int, payloadBytes: Int) throws(KVError) -> [PeerTier] {
         guard !config.peerOffloadDirs.isEmpty else { return [] }
         func identity(_ path: String, _ what: String) throws(KVError) -> (UInt64, UInt64) {
             var st = stat()
@@ -254,7 +298,7 @@ final class PeerTier {
         let expected = TierIdentity(config)
         for dir in config.peerOffloadDirs {
             peers.append(try PeerTier(dir: dir, identity: expected, slotBytes: slotBytes, payloadBytes: payloadBytes,
-                                      capacity: capacity, forceBuffered: config.offloadForceBuffered))
+                                      forceBuffered: config.offloadForceBuffered))
         }
         return peers
     }

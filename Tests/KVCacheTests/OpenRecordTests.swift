@@ -239,6 +239,29 @@ extension EpisodicOffloadTests {
         #expect(s.storedSlots == 0 && s.tokenRecords == 0 && s.tokensOnDisk == 0 && s.tokensInOpenRecords == 0)
     }
 
+    /// An engine in `dir` whose writes fail after the ones `compactedOnTopicA` makes (counted
+    /// on a probe engine in `probeDir`), its sequence 1 compacted on topic A, focused on B (the
+    /// 20 displaced A tokens fill the open record to 28; 32 layer tokens a record:
+    /// `compactedOnTopicA` wrote 31 and left 8 in it) and compacted twice more, which fills the
+    /// open record and writes it: that write (A's heavy hitters among its tokens) fails, maybe
+    /// not yet picked up. Returns the engine and the prompt.
+    private func failingOpenRecordWrite(_ shape: (layout: Layout, perHead: Bool), dir: ScratchDir,
+                                        probeDir: ScratchDir) throws -> (Engine, [Int32]) {
+        let probe = try engine(shape.layout, dir: probeDir.path, perHead: shape.perHead) { $0.blockTokens = 16 }
+        try compactedOnTopicA(probe)
+        let writes = probe.stats().disk.requestsSubmitted  // every later write fails
+        let e = try engine(shape.layout, dir: dir.path, perHead: shape.perHead) {
+            $0.blockTokens = 16
+            $0.offloadFault = OffloadFault(reads: false, writes: true, after: writes)
+        }
+        let toks = try compactedOnTopicA(e).tokens
+        #expect(try focus(e, Self.queryB) != -1)
+        try waitReady(e, 1)
+        try expectHolds(e, Self.heavyB, toks)
+        for budget in [11, 10] { #expect(try e.compact(1, budgetTokens: budget) == budget) }  // full: written
+        return (e, toks)
+    }
+
     /// The write of a full open record fails on the device: its tokens (A's heavy hitters
     /// among them) are lost as soon as the failure is processed, by the next call that
     /// processes completions (here `syncOffload`) or else by the sequence's next focus:
@@ -253,20 +276,8 @@ extension EpisodicOffloadTests {
             probeDir.remove()
             dir.remove()
         }
-        // 32 layer tokens a record: compactedOnTopicA writes 31 and leaves 8 in the open one.
-        let probe = try engine(shape.layout, dir: probeDir.path, perHead: shape.perHead) { $0.blockTokens = 16 }
-        try compactedOnTopicA(probe)
-        let writes = probe.stats().disk.requestsSubmitted  // every later write fails
-        let e = try engine(shape.layout, dir: dir.path, perHead: shape.perHead) {
-            $0.blockTokens = 16
-            $0.offloadFault = OffloadFault(reads: false, writes: true, after: writes)
-        }
+        let (e, toks) = try failingOpenRecordWrite(shape, dir: dir, probeDir: probeDir)
         let rows = UInt64(rowsPerLayer(e))
-        let toks = try compactedOnTopicA(e).tokens
-        #expect(try focus(e, Self.queryB) != -1)  // the 20 displaced A tokens: open record at 28
-        try waitReady(e, 1)
-        try expectHolds(e, Self.heavyB, toks)
-        for budget in [11, 10] { #expect(try e.compact(1, budgetTokens: budget) == budget) }  // full: written
         let before = e.stats().disk
         if processedByTheFocus {
             _ = e.offloadSlotAudit  // reaps the failed write, processes nothing
@@ -302,22 +313,38 @@ extension EpisodicOffloadTests {
     }
 
     /// A record whose write fails while a fork shares it (the fork came before the failure
-    /// was processed) loses its tokens in both sequences, each reported once.
-    @Test(arguments: layouts, perHead)
-    func aFailedRecordWriteLosesItsTokensInEverySequenceHoldingIt(layout: Layout, perHead: Bool) throws {
+    /// was processed) loses its tokens in both sequences, each reported once, in one locked
+    /// step, the step in which it leaves `tokenRecords` and `tokensOnDisk`: while one holder
+    /// has restores pending (`forkRestoring`: white box, simulated as in the test below), no
+    /// holder loses it yet, so no snapshot counts a holder's tokens both on disk and lost.
+    /// Before, the parent lost its copy at once while the record stayed on disk until the
+    /// fork's restores ended.
+    @Test(arguments: shapes, [false, true])
+    func aFailedRecordWriteLosesItsTokensInEverySequenceHoldingIt(shape: (layout: Layout, perHead: Bool), forkRestoring: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path, perHead: perHead) {
+        let e = try engine(shape.layout, dir: dir.path, perHead: shape.perHead) {
             $0.blockTokens = 16  // 32 layer tokens a record
             $0.offloadFault = OffloadFault(reads: false, writes: true)
         }
         let rows = UInt64(rowsPerLayer(e))
         let toks = try decodeStepCompactions(e, n: 64, steps: 16)  // one record, its write failing
         try e.fork(parent: 1, child: 2)
+        if forkRestoring {
+            let fork = e.offload!.offloadedTokens[e.sequences.slot(of: 2)]!
+            fork.readsPending += 1
+            try e.syncOffload()
+            let waiting = e.stats().disk
+            #expect(waiting.writesFailed == 1 && e.offload!.failedRecordWrites.count == 1)
+            #expect(waiting.tokenRecords == 1 && waiting.tokensOnDisk == 32 * rows && waiting.tokensLost == 0,
+                    "on disk, lost by no holder yet: \(waiting)")
+            #expect(caught { _ = try e.ready(1) } == nil, "the parent lost nothing yet")
+            fork.readsPending -= 1
+        }
         try e.syncOffload()
         let s = e.stats().disk
-        #expect(s.writesFailed == 1 && s.tokenRecords == 0 && s.tokensOnDisk == 0)
-        #expect(s.tokensLost == 2 * 32 * rows, "32 layer tokens lost by each of the two sequences")
+        #expect(s.writesFailed == 1 && s.tokenRecords == 0 && s.tokensOnDisk == 0 && e.offload!.failedRecordWrites.isEmpty)
+        #expect(s.tokensLost == 2 * 32 * rows, "32 layer tokens lost by each of the two sequences, at once")
         for seq: UInt64 in [1, 2] {
             let state = e.evictionStates[e.sequences.slot(of: seq)]!
             #expect((0..<state.rows).allSatisfy { state.parkedCount(row: $0) == 0 }, "sequence \(seq)")
@@ -330,6 +357,50 @@ extension EpisodicOffloadTests {
         try e.free(1)
         try e.syncOffload()
         #expect(e.stats().disk.tokensLost == s.tokensLost && e.stats().disk.storedSlots == 0)
+    }
+
+    /// While a failed record waits for a holder's restores (the fork's, white box), the
+    /// parent's focus on A chooses A's heavy hitters, which the record holds: its read fails
+    /// and is undone, and the tokens stay parked, counted on disk, to be lost with the record
+    /// by both sequences at once. Before, the failed read lost the parent's copy at once while
+    /// the record still counted on disk.
+    @Test(arguments: shapes)
+    func aReadOfAFailedRecordWaitingForAnotherHoldersRestoresLosesNothingYet(shape: (layout: Layout, perHead: Bool)) throws {
+        let probeDir = ScratchDir(), dir = ScratchDir()
+        defer {
+            probeDir.remove()
+            dir.remove()
+        }
+        let (e, toks) = try failingOpenRecordWrite(shape, dir: dir, probeDir: probeDir)
+        let rows = UInt64(rowsPerLayer(e))
+        try e.fork(parent: 1, child: 2)
+        let fork = e.offload!.offloadedTokens[e.sequences.slot(of: 2)]!
+        fork.readsPending += 1
+        _ = e.offloadSlotAudit  // reaps the failed write, processes nothing
+        let before = e.stats().disk
+        #expect(e.offload!.failedRecordWrites.count == 1 && before.writesFailed == 1 && before.tokensLost == 0)
+        #expect(try focus(e, Self.queryA) != -1)
+        try waitReady(e, 1)
+        var s = e.stats().disk
+        #expect(e.offload!.failedRecordWrites.count == 1 && s.writesFailed == 1)
+        #expect(s.loadsFailed == before.loadsFailed + 1, "the focus read the failed record")
+        #expect(s.tokensLost == 0 && s.tokenRecords == before.tokenRecords && s.tokensOnDisk == before.tokensOnDisk,
+                "on disk, lost by no holder yet: \(s)")
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        fork.readsPending -= 1
+        e.poll(timeoutMicroseconds: 0)
+        s = e.stats().disk
+        #expect(s.tokensLost == 2 * 32 * rows && s.tokenRecords == before.tokenRecords - 1
+                && s.tokensOnDisk == before.tokensOnDisk - 32 * rows, "lost by both at once: \(s)")
+        for seq: UInt64 in [1, 2] {
+            #expect(caught { try waitReady(e, seq) }?.code == .io, "sequence \(seq)")
+            #expect(try e.ready(seq), "reported once")
+            #expect(try slotMismatches(e, seq, tokens: toks) == 0)
+        }
+        try e.free(2)
+        try e.free(1)
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 0 && e.offloadSlotAudit == (pinned: 0, unhashed: 0))
     }
 
     /// A failed record write picked up by a call that cannot process it (one that reaps

@@ -164,6 +164,58 @@ struct PeerTierTests {
         #expect(try kvDifferences(b, 2, count: 4) { prompt[$0] } == 0)
     }
 
+    /// `peerHitTokens` counts the tokens of peer blocks that verified, when their reads
+    /// complete: a corrupt peer slab's blocks count in `peerStale` only (they still count in
+    /// the engine's `prefixHitTokens`, which is what the create returned). Before, the tokens
+    /// were counted at the create, refused or not.
+    @Test func aPeerBlockThatFailsVerificationIsNotCountedAsAPeerHitToken() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let corrupt = tokens(13, seed: 8), intact = tokens(9, seed: 9)  // 3 and 2 blocks
+        try spillPrompt(a, 1, corrupt)  // A's slots 0, 1, 2
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        corruptSlots(dir: dirA.path, slotBytes: Int(b.stats().disk.slotBytes), 0..<3)
+        #expect(try b.createSequence(1, tokens: corrupt) == 12, "found in the peer's journal")
+        #expect(throws: KVError.self, "no corrupt block is served") { try waitReady(b, 1) }
+        var s = b.stats()
+        #expect(s.disk.peerStale == 3 && s.disk.peerHits == 0)
+        #expect(s.disk.peerHitTokens == 0, "nothing verified, nothing counted")
+        #expect(s.prefixHitTokens == 12, "the create's answer, counted at the create")
+        try b.free(1)
+
+        try spillPrompt(a, 2, intact)
+        #expect(try b.createSequence(2, tokens: intact) == 8)
+        try waitReady(b, 2)
+        #expect(try kvDifferences(b, 2, count: 8) { intact[$0] } == 0)
+        s = b.stats()
+        #expect(s.disk.peerHits == 2 && s.disk.peerStale == 3)
+        #expect(s.disk.peerHitTokens == 8, "the verified blocks' tokens")
+    }
+
+    /// A peer's slab grows as its engine spills (an extent of 64 slots at a time): blocks in
+    /// slots beyond its size when this engine opened it, and beyond this engine's own (2-slot)
+    /// tier, are found; the index grows with the slots the peer's journal names. Before, it
+    /// covered max(own tier, peer slab at open) slots and ignored records of the others.
+    @Test func blocksInSlotsBeyondThePeersSlabAtOpenAreFound() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path], offloadBytes: 16 << 10))
+        #expect(b.stats().disk.capacitySlots == 2)
+        let peer = b.offload!.tier.peers[0]
+        let indexed = peer.capacity
+        let prompt = tokens(401, seed: 12)  // 100 full blocks, spilled into A's slots 0...99
+        try spillPrompt(a, 1, prompt)
+        #expect(a.stats().disk.blocksSpilled == 100 && indexed < 100)
+        #expect(b.cachedPrefixTokens(prompt) == 400)
+        #expect(try b.createSequence(1, tokens: prompt) == 400)
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 400) { prompt[$0] } == 0)
+        #expect(b.stats().disk.peerHits == 100 && b.stats().disk.peerStale == 0)
+        #expect(peer.capacity >= 100 && peer.indexedBlocks == 100)
+    }
+
     @Test func aPromptFoundPartlyInTheOwnTierAndPartlyInAPeerIsReadFromBoth() throws {
         let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
         defer { dirA.remove(); dirB.remove() }
@@ -252,6 +304,61 @@ struct PeerTierTests {
         #expect(try kvDifferences(b, 2, count: 12) { second[$0] } == 0)
         #expect(b.offload!.tier.peers[0].unavailable == nil && !b.offload!.tier.peers[0].replaced)
         #expect(b.cachedPrefixTokens(prompt) == 0, "the removed tier's blocks are not found")
+        #expect(b.stats().disk.peerHits == 3 && b.stats().disk.peerStale == 0)
+    }
+
+    /// A peer whose reopen keeps failing (an empty directory, then another model's tier) is
+    /// not read again at every lookup: only when its directory or identity changed
+    /// (`DirectoryStamp`), and a tier of this model that appears there is still served at the
+    /// first lookup after. The directory's times are set a minute back, as a directory that
+    /// changed longer ago than the racy second looks. Before, every lookup read the identity.
+    @Test func aPeerThatKeepsFailingToReopenIsReadAgainOnlyOnceItsDirectoryChanged() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        /// Sets `path`'s access and modification times a minute back.
+        func backdate(_ path: String) {
+            let past = timeval(tv_sec: time(nil) - 60, tv_usec: 0)
+            #expect(utimes(path, [past, past]) == 0, "\(path)")
+        }
+        var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(9, seed: 3), second = tokens(13, seed: 4)
+        try spillPrompt(a!, 1, prompt)
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        let peer = b.offload!.tier.peers[0]
+        a = nil
+        dirA.remove()
+        #expect(mkdir(dirA.path, 0o700) == 0)
+        backdate(dirA.path)
+        #expect(b.cachedPrefixTokens(prompt) == 0)
+        #expect(peer.replaced && peer.reopenAttempts == 1 && peer.unavailable?.contains("no engine has used it") == true)
+        for seq: UInt64 in 1...20 {
+            #expect(try b.createSequence(seq, tokens: prompt) == 0)
+            try b.free(seq, computedTokens: 0)
+        }
+        #expect(peer.reopenAttempts == 1, "nothing changed there: not read again")
+
+        // Another model's tier appears: read once, refused, then not again.
+        var other = offloadConfig(.paged, dir: dirA.path)
+        other.modelTag = testModelTag + 1
+        var x: Engine? = try Engine(other)
+        try spillPrompt(x!, 1, second)
+        x = nil
+        backdate(dirA.path)
+        backdate(dirA.path + "/" + TierIdentity.fileName)
+        #expect(b.cachedPrefixTokens(second) == 0)
+        #expect(peer.reopenAttempts == 2 && peer.unavailable?.contains("another model") == true)
+        for _ in 0..<20 { #expect(b.cachedPrefixTokens(second) == 0) }
+        #expect(peer.reopenAttempts == 2, "nothing changed there: not read again")
+
+        // A tier of this model replaces it: served at the next lookup (the change is seen,
+        // without backdating: within the racy second too).
+        DiskTierFiles.remove(in: dirA.path)
+        a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        try spillPrompt(a!, 2, second)
+        #expect(try b.createSequence(30, tokens: second) == 12)
+        try waitReady(b, 30)
+        #expect(try kvDifferences(b, 30, count: 12) { second[$0] } == 0)
+        #expect(peer.reopenAttempts == 3 && !peer.replaced && peer.unavailable == nil)
         #expect(b.stats().disk.peerHits == 3 && b.stats().disk.peerStale == 0)
     }
 

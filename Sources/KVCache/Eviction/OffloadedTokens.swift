@@ -212,6 +212,15 @@ final class OffloadedTokens {
         entryDisplaced[e] = displaced
     }
 
+    /// Ends entry `e`'s restore without restoring it (its record's read could not serve it,
+    /// and its tokens are lost later, with the record): it is on disk again as far as this
+    /// table says, found by `entry`. Precondition: `e` is being restored.
+    func abandonRestore(_ e: Int) {
+        precondition(entryRow[e] >= 0 && entryDestination[e] >= 0, "entry \(e) is not being restored")
+        entryDestination[e] = -1
+        location[Self.key(Int(entryRow[e]), entryPosition[e])] = Int32(e)
+    }
+
     /// Kills entry `e` (restored, lost or dropped); returns the record's disk slot when that
     /// was its last live entry (the caller unpins it; the record id is free again), else -1
     /// (always for the open record, which stays open).
