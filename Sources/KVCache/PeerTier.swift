@@ -216,13 +216,13 @@ final class PeerTier {
     private func apply(_ r: kvm_journal_record) {
         let s = Int(r.slot)
         guard s < DiskTier.maxSlots else { return }  // no tier has more: not a record of one
-        if s >= capacity { grow(toCover: s) }
-        if hashes[s] != 0 { drop(slot: s) }
+        if s < capacity && hashes[s] != 0 { drop(slot: s) }
         guard r.kind == UInt32(KVM_JOURNAL_STORED) && r.block_hash != 0 else { return }
         guard r.payload_bytes == UInt32(payloadBytes) else {
             foreignRecords += 1
             return
         }
+        if s >= capacity { grow(toCover: s) }  // only for a block we could read: nothing else sizes the index
         let older = index.find(r.block_hash)
         if older >= 0 { drop(slot: Int(older)) }
         index.insert(r.block_hash, Int32(s))
