@@ -469,6 +469,10 @@ typedef struct kvc_stats {
      *  leaves this engine's index of the peer, and a new kvc_seq_create reports the cached
      *  tokens only up to that block. Offset 288 (the struct is 296 bytes since these two). */
     uint64_t peer_stale;
+    /** Prompt tokens of the peer blocks counted in peer_hits: counted with them, when the
+     *  read verified (a refused or cancelled read adds nothing, unlike prefix_hit_tokens, which
+     *  counts what kvc_seq_create answered). Offset 296 (the struct is 304 bytes since). */
+    uint64_t peer_hit_tokens;
     /* more may follow */
 } kvc_stats;
 

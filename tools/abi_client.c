@@ -47,7 +47,8 @@ _Static_assert(offsetof(kvc_stats, huge_pages) == 264, "kvc_stats.huge_pages at 
 _Static_assert(offsetof(kvc_stats, spills_skipped) == 272, "kvc_stats.spills_skipped at 272 (appended)");
 _Static_assert(offsetof(kvc_stats, peer_hits) == 280, "kvc_stats.peer_hits at 280 (appended)");
 _Static_assert(offsetof(kvc_stats, peer_stale) == 288, "kvc_stats.peer_stale at 288 (appended)");
-_Static_assert(sizeof(kvc_stats) == 296, "kvc_stats is 296 bytes");
+_Static_assert(offsetof(kvc_stats, peer_hit_tokens) == 296, "kvc_stats.peer_hit_tokens at 296 (appended)");
+_Static_assert(sizeof(kvc_stats) == 304, "kvc_stats is 304 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 
@@ -893,6 +894,7 @@ static void peer_tier(void) {
     kvc_stats s = stats_of(b);
     CHECK(s.peer_hits == PROMPT / BLOCK && s.peer_stale == 0 && s.disk_hit_tokens == 0,
           "%s: peer_hits %" PRIu64 " (want %d), peer_stale %" PRIu64, name, s.peer_hits, PROMPT / BLOCK, s.peer_stale);
+    CHECK(s.peer_hit_tokens == (uint64_t)cached, "%s: peer_hit_tokens %" PRIu64 " (want %zu)", name, s.peer_hit_tokens, cached);
     kvc_engine_destroy(b);
 
     /* model_tag: a peer of another model is refused, and so is a restart on a directory of

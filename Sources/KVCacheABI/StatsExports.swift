@@ -47,8 +47,10 @@ enum StatsLayout {
     /// Peer tiers (`peer_offload_dirs`): blocks read from peers and served, peer reads refused.
     static let peerHits = 280
     static let peerStale = 288
+    /// Prompt tokens of the served peer blocks (`DiskTierStats.peerHitTokens`).
+    static let peerHitTokens = 296
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 296
+    static let size = 304
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -100,6 +102,7 @@ enum StatsLayout {
         put(s.disk.spillsSkipped, StatsLayout.spillsSkipped)
         put(s.disk.peerHits, StatsLayout.peerHits)
         put(s.disk.peerStale, StatsLayout.peerStale)
+        put(s.disk.peerHitTokens, StatsLayout.peerHitTokens)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

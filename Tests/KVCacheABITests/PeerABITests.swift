@@ -34,6 +34,7 @@ struct PeerABITests {
         let s = try b.stats()
         #expect(s.peerHits == 5)
         #expect(s.peerStale == 0)
+        #expect(s.peerHitTokens == UInt64(5 * bt), "the served blocks' tokens")
         #expect(s.prefixHitTokens == UInt64(5 * bt))
         #expect(s.diskHitTokens == 0, "disk_hit_tokens counts the own tier only")
     }
