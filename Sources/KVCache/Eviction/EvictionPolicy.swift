@@ -136,7 +136,7 @@ enum Selection {
     /// `max(visible[i], 1)` when `visible` is given. Precondition: the window holds at most `k`
     /// slots. Cost: one SIMD pass (8 slots per compare against the current cut; only a chunk
     /// with a slot at or below it takes the scalar path), no allocation. With `row.lowScores`
-    /// (raw scores only) the pass also records the row's lowest kept candidates, and later
+    /// (raw scores only) the pass also records the row's lowest candidates, and later
     /// steps that record proves choose from it instead: O(`LowScoreCache` record) per step,
     /// a pass about once per `LowScoreCache.pendingCapacity` steps.
     @inline(__always)
@@ -214,7 +214,7 @@ enum Selection {
                 i += 1
             }
             for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }
-            cache?.endScan(low: UnsafeBufferPointer(rebasing: buffer[evict..<filled]), positions: row.positions,
+            cache?.endScan(low: UnsafeBufferPointer(rebasing: buffer[0..<filled]), positions: row.positions,
                            bound: filled == size ? buffer[size - 1].0 : .infinity, validUntil: pendingUntil)
         }
     }

@@ -4,8 +4,8 @@
 ///
 /// Why it is exact: raw accumulated scores never fall (`observe` adds scores >= 0, and a
 /// float sum of a value and a non-negative one is never below the value). A scan that keeps
-/// the `lowCapacity` lowest candidates (positions below the recent window's start `from`)
-/// records the highest of them as `bound`: every other such token scored at least `bound`
+/// the lowest candidates (positions below the recent window's start `from`), the `e` it evicts
+/// and `lowCapacity` more, records the highest of them as `bound`: every other such token scored at least `bound`
 /// then, so it still does. The scan also records `pending`, every token whose position lies
 /// in `from ..< validUntil` (`validUntil = min(from + pendingCapacity, nextPosition)`): the
 /// tokens that may leave the window before the next scan. A later step whose window starts at
@@ -20,16 +20,22 @@
 /// anything else that moves a row's tokens (episodic parking and restores, which this cache
 /// never serves) must `invalidate` it. Each recorded slot keeps its token's position beside it
 /// (a token keeps its position), so a step reads only the recorded slots' scores: about a
-/// hundred scattered loads per row. Cost: `rows * (lowCapacity + pendingCapacity)` pairs.
+/// hundred scattered loads per row. The tokens a scan chooses stay recorded until a compaction's
+/// `remap` drops them as evicted: a plan that is never applied (the engine's memory step
+/// failed) leaves a record that still covers them. Cost: `rows * (lowSlots + pendingCapacity)`
+/// pairs.
 final class LowScoreCache {
-    /// Lowest candidates recorded per scan.
+    /// Lowest candidates a scan records beyond those it evicts.
     static let lowCapacity = 64
+    /// Room for a scan's lowest candidates: those it evicts (fewer than
+    /// `Selection.smallEviction`) and `lowCapacity` more.
+    static let lowSlots = lowCapacity + Selection.smallEviction
     /// Window positions recorded per scan: a scan serves at most this many steps of a window
     /// that moves one position per step.
     static let pendingCapacity = 64
-    private static let stride = lowCapacity + pendingCapacity
+    private static let stride = lowSlots + pendingCapacity
 
-    /// Per row: `lowCapacity` low (slot, position) pairs then `pendingCapacity` pending ones.
+    /// Per row: `lowSlots` low (slot, position) pairs then `pendingCapacity` pending ones.
     private let slots: UnsafeMutablePointer<Int32>
     private let lowCount: UnsafeMutablePointer<Int32>
     private let pendingCount: UnsafeMutablePointer<Int32>
@@ -101,7 +107,7 @@ final class LowScoreCache {
             count.pointee = Int32(out)
         }
         follow(base, lowCount + r)
-        follow(base + 2 * Self.lowCapacity, pendingCount + r)
+        follow(base + 2 * Self.lowSlots, pendingCount + r)
     }
 
     /// One row's record: pointers into the cache.
@@ -125,18 +131,19 @@ final class LowScoreCache {
 
         /// Records slot `i`, whose position `p` is in the scan's pending range.
         @inline(__always) func addPending(_ i: Int, _ p: Int) {
-            let at = 2 * (LowScoreCache.lowCapacity + Int(pendingCount.pointee))
+            let at = 2 * (LowScoreCache.lowSlots + Int(pendingCount.pointee))
             slots[at] = Int32(i)
             slots[at + 1] = Int32(p)
             pendingCount.pointee += 1
         }
 
-        /// Ends a scan: `low` are the lowest candidates the step keeps (slots of a row whose
-        /// positions are `positions`), every other candidate it keeps scored at least `bound`.
+        /// Ends a scan: `low` are the lowest candidates it found, those it evicts included
+        /// (slots of a row whose positions are `positions`); every other candidate scored at
+        /// least `bound`.
         @inline(__always) func endScan(
             low: UnsafeBufferPointer<(Float, Int32)>, positions: UnsafePointer<Int32>, bound: Float, validUntil until: Int
         ) {
-            precondition(low.count <= LowScoreCache.lowCapacity)
+            precondition(low.count <= LowScoreCache.lowSlots)
             for j in 0..<low.count {
                 slots[2 * j] = low[j].1
                 slots[2 * j + 1] = positions[Int(low[j].1)]
@@ -162,7 +169,7 @@ final class LowScoreCache {
                 if filled < evict { filled += 1 }
             }
             for j in 0..<Int(lowCount.pointee) { offer(2 * j) }
-            for j in 0..<Int(pendingCount.pointee) { offer(2 * (LowScoreCache.lowCapacity + j)) }
+            for j in 0..<Int(pendingCount.pointee) { offer(2 * (LowScoreCache.lowSlots + j)) }
             return filled == evict && buffer[evict - 1].0 < bound.pointee
         }
     }
