@@ -4,9 +4,9 @@
 ///
 /// Why it is exact: raw accumulated scores never fall (`observe` adds scores >= 0, and a
 /// float sum of a value and a non-negative one is never below the value). A scan that keeps
-/// the lowest candidates (positions below the recent window's start `from`), the `e` it evicts
-/// and `lowCapacity` more, records the highest of them as `bound`: every other such token scored at least `bound`
-/// then, so it still does. The scan also records `pending`, every token whose position lies
+/// the lowest candidates (positions below the recent window's start `from`), the `e` it
+/// evicts and `lowCapacity` more, records the highest of them as `bound`: every other such
+/// token scored at least `bound` then, so it still does. The scan also records `pending`, every token whose position lies
 /// in `from ..< validUntil` (`validUntil = min(from + pendingCapacity, nextPosition)`): the
 /// tokens that may leave the window before the next scan. A later step whose window starts at
 /// `from' <= validUntil` has as candidates exactly the recorded slots with positions below
