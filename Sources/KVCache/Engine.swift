@@ -484,9 +484,9 @@ public final class Engine: @unchecked Sendable {
     /// reused, `slot(of:)` no longer finds it, it is not counted in `EngineStats.sequences`)
     /// but its slot keeps its blocks, ranges and state (`SequenceTable.detach`) until they
     /// landed: the first call that processes completions afterwards releases them
-    /// (`OffloadCoordinator.processCompletions`), so nothing lands in freed or reused memory and the
-    /// memory is counted used until then (an allocation out of memory meanwhile waits for it
-    /// without the lock, `lockedAllocating`). A pending `swapOutAsync` of it is cancelled
+    /// (`OffloadCoordinator.processCompletions`), so nothing lands in freed or reused memory
+    /// and the memory is counted used until then (an allocation out of memory meanwhile waits
+    /// for it without the lock, `lockedAllocating`). A pending `swapOutAsync` of it is cancelled
     /// (`SwapOutQueue.cancel`): the memory is released now, its own disk slots when their
     /// writes complete. A failed asynchronous swap-out not reported yet is forgotten.
     ///

@@ -8,10 +8,11 @@ import Glibc
 /// offloaded tokens (episodic offload; their reads are handed to `records`).
 ///
 /// Invariants: a block with a non-zero `loading` count is referenced by at least one live
-/// sequence or one freed sequence whose slot waits for its reads (detached, `SequenceTable.detach`: the slot keeps
-/// its blocks until they landed), so a cached block is never loading, a spill never writes a
-/// block that is not yet resident, and no read lands in memory that was freed or reused. A swapped-out slot's block table holds
-/// disk slots, each pinned once by the sequence; so does every record of its offloaded tokens.
+/// sequence or one freed sequence whose slot waits for its reads (detached,
+/// `SequenceTable.detach`: the slot keeps its blocks until they landed), so a cached block is
+/// never loading, a spill never writes a block that is not yet resident, and no read lands in
+/// memory that was freed or reused. A swapped-out slot's block table holds disk slots, each
+/// pinned once by the sequence; so does every record of its offloaded tokens.
 ///
 /// Cost: O(1) per block besides the byte copies; all arrays allocated at creation.
 /// Not thread-safe: the engine serialises calls.
@@ -202,8 +203,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// buffers are free, settles the asynchronous swap-outs that can be
     /// (`SwapOutQueue.settle`: their memory is released), loses the tokens of records whose
     /// write failed (`failedRecordWrites`) and releases the freed sequences whose reads all
-    /// landed (detached slots, `finishDeferredFrees`). Never waits. Call it only where no block or page
-    /// found earlier in the call is still to be used (settling frees memory) and no eviction
+    /// landed (detached slots, `finishDeferredFrees`). Never waits. Call it only where no block
+    /// or page found earlier in the call is still to be used (settling frees memory) and no eviction
     /// state is between a plan and its application (losing tokens changes parked slots).
     /// Returns true when anything a waiter may wait for happened (requests completed, a
     /// swap-out ended or failed, a deferred free was released).
@@ -333,8 +334,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// skips when no staging buffer is free) it first writes the block's cached ancestors the
     /// tier lacks, oldest first, at most `ancestorsPerSpill` of them: the walk up its chain
     /// stops at the first ancestor the tier holds, a used one (reachable in memory), one a disk
-    /// read is still filling (as the block itself is never spilled then) or one not in memory. Those ancestors stay cached, their copies on disk clean, so their own
-    /// evictions later take no buffer. Then the block, if room remains; when the tier has no
+    /// read is still filling (as the block itself is never spilled then) or one not in memory.
+    /// Those ancestors stay cached, their copies on disk clean, so their own evictions later
+    /// take no buffer. Then the block, if room remains; when the tier has no
     /// room for an ancestor (`DiskTier.hasSpillRoom`), the rest and the block are not written
     /// and the block counts as skipped.
     /// Why: the engine releases a sequence's blocks last first (vLLM's order, so that memory

@@ -64,7 +64,6 @@ import Testing
         let rowSteps = steps * layers * (perHead ? heads : 1)
         #expect(state.lowScoreScans > 0)
         if window == 40 { #expect(state.lowScoreScans * 4 < rowSteps, "\(state.lowScoreScans) scans in \(rowSteps) row-steps") }
-        print("window \(window), per head \(perHead): \(state.lowScoreScans) scans in \(rowSteps) row-steps")
     }
 
     /// Normalised sums can fall (the visibility count grows), so they never use the record.
