@@ -383,7 +383,7 @@ typedef struct kvc_stats {
      *  Compare with vm.max_map_count. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
-     *  65536). */
+     *  65536, plus the blocks a reopened disk tier announced at create). */
     uint64_t events_dropped;
     /* -- the disk tier (all 0 without one) -- */
     /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
@@ -605,7 +605,8 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * Moves up to `capacity` pending events, oldest first, into out[0 .. *n_events-1]; drained
  * events are gone. Events of both tiers (kvc_event.tier) share one queue, in the order the
  * changes happened; applying them in that order, per tier, gives exactly the blocks each tier
- * finds. Call it regularly: the queue holds 65536 events and, when full, drops the
+ * finds. Call it regularly: the queue holds 65536 events (plus, from kvc_engine_create, one
+ * per block a reopened disk tier announces: DISK TIER, Events) and, when full, drops the
  * oldest (counted in kvc_stats.events_dropped; a router seeing that grow should treat its
  * view of this instance as stale). *n_events < capacity means the queue was emptied.
  * Two threads draining at once each get a disjoint subset. No allocation; the events are
@@ -990,8 +991,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     are never announced. Restart: kvc_engine_create emits one KVC_EVENT_ALL_CLEARED
  *     (KVC_TIER_DISK), then a KVC_EVENT_BLOCK_STORED for every block it found in the journal
  *     (slot order), so a router applying the events in order holds exactly what this engine
- *     finds, whether or not it noticed the restart. One enqueue per block, no allocation;
- *     completions are announced under the engine's lock, where they are processed.
+ *     finds, whether or not it noticed the restart. The event queue grows at create to hold
+ *     those beside its 65536 (24 bytes per block found, kept), so none is dropped before the
+ *     first kvc_drain_events. One enqueue per block, no allocation after create; completions
+ *     are announced under the engine's lock, where they are processed.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot

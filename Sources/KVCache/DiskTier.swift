@@ -454,9 +454,9 @@ final class DiskTier {
     /// Events: one `allCleared` of the disk tier first, then a `blockStored` per block indexed
     /// (in slot order, not chain order), so that a router still holding what this directory's
     /// previous engine announced (it may not see the restart: the events carry no instance
-    /// epoch) ends with exactly what this one can find.
+    /// epoch) ends with exactly what this one can find. The queue grows to hold them beside its
+    /// usual capacity (`EventQueue.grow`): nothing drains it before the engine is created.
     private func recover() throws(KVError) {
-        events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
         let allocated = Int(kvm_slab_allocated(slab))
         let latest = UnsafeMutablePointer<kvm_journal_record>.allocate(capacity: max(1, capacity))
         defer { latest.deallocate() }
@@ -481,7 +481,11 @@ final class DiskTier {
             lruAppend(Int32(slot))
             stats.storedSlots += 1
             stats.recoveredSlots += 1
-            events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: r.block_hash, parentHash: r.parent_hash))
+        }
+        events.grow(by: Int(stats.recoveredSlots) + 1)
+        events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
+        for slot in 0..<capacity where state[slot] == DiskTier.stored {
+            events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hashes[slot], parentHash: parents[slot]))
         }
         for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free {
             freeSlots[freeTop] = Int32(slot)

@@ -145,6 +145,28 @@ struct DiskTierEventTests {
         #expect(router.hashes == findable && router.contradictions.isEmpty, "a router that did not")
     }
 
+    /// A reopened tier announces every block it found even when they outnumber the event
+    /// queue's capacity (here 16; 65536 in the ABI): the queue grows at creation to hold them.
+    /// Later events overflow it as before (the oldest dropped, counted).
+    @Test(arguments: layouts)
+    func aReopenedTierAnnouncesMoreBlocksThanTheQueueHolds(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.eventCapacity = 16
+        try spillPrompt(try Engine(c), 1, tokens(81, seed: 90))  // 20 blocks; closed at once
+        let e = try Engine(c)
+        var view = DiskTierView()
+        expectExact(e, &view, "reopened")
+        #expect(view.hashes.count == 20 && e.stats().eventsDropped == 0, "1 + 20 events in a queue of 16")
+        let prompt = tokens(81, seed: 91)
+        try e.createSequence(2, tokens: prompt)
+        try e.free(2)
+        try e.trim()  // 20 stored in memory, then spilled: over 40 events
+        let left = drainAll(e)
+        #expect(e.stats().eventsDropped > 0 && left.count == 16 + 21, "full at 16 + 21: the oldest dropped, as before")
+    }
+
     /// A spill whose write fails leaves the index: the block announced at its submission is
     /// removed. (A trim's 20 adjacent slots go out as one merged request: the first trim's
     /// request is written, the second's fails.)
