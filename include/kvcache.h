@@ -711,8 +711,8 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * index_on_schedule (see WRITING K/V): the server has scheduled the tokens of `seq` below
  * `tokens` for computation, in this forward pass or an earlier one. Every full block of the
  * prompt below `tokens` that is not indexed yet enters the prefix index now, in order, with
- * KVC_EVENT_BLOCK_STORED (KVC_TIER_MEMORY) and its parent's hash, as kvc_seq_create would have indexed
- * it (a block whose hash another block already holds stays out). Monotonic: a `tokens` at or
+ * KVC_EVENT_BLOCK_STORED (KVC_TIER_MEMORY) and its parent's hash, as kvc_seq_create would
+ * have indexed it (a block whose hash another block already holds stays out). Monotonic: a `tokens` at or
  * below an earlier call's indexes nothing more. Intended use: once per forward pass, with
  * the tokens computed after that pass (*cached_tokens plus the chunks so far). With
  * index_on_schedule 0, and after what ends the schedule (see WRITING K/V), it checks its

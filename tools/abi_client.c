@@ -575,8 +575,8 @@ static void cancelled(uint32_t layout) {
 
 /* ---- chunked prefill with index_on_schedule ------------------------------------------- */
 
-/* True when events[0 .. n-1] are exactly BLOCK_STORED (KVC_TIER_MEMORY) of blocks from .. to-1 of the
- * chain `hashes`, in order, each with its parent's hash. */
+/* True when events[0 .. n-1] are exactly BLOCK_STORED (KVC_TIER_MEMORY) of blocks
+ * from .. to-1 of the chain `hashes`, in order, each with its parent's hash. */
 static int stored_blocks(const kvc_event *events, size_t n, const uint64_t *hashes, size_t from, size_t to) {
     if (n != to - from) return 0;
     for (size_t i = from; i < to; i++) {
