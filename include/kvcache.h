@@ -191,6 +191,15 @@ enum {
     KVC_EVENT_ALL_CLEARED = 3
 };
 
+/** kvc_event.tier values: where the block is (vLLM's `medium`). */
+enum {
+    /** The engine's memory prefix index. */
+    KVC_TIER_MEMORY = 0,
+    /** The engine's own disk tier (offload_dir; see DISK TIER, Events). Never a peer's
+     *  (peer_offload_dirs): the engine owning that tier announces its blocks. */
+    KVC_TIER_DISK = 1
+};
+
 /**
  * The engine's shape and limits. Always start from kvc_config_init, then set fields.
  *
@@ -374,7 +383,7 @@ typedef struct kvc_stats {
      *  Compare with vm.max_map_count. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
-     *  65536). */
+     *  65536, plus the blocks a reopened disk tier announced at create). */
     uint64_t events_dropped;
     /* -- the disk tier (all 0 without one) -- */
     /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
@@ -487,8 +496,9 @@ typedef struct kvc_stats {
 typedef struct kvc_event {
     /** KVC_EVENT_BLOCK_STORED, KVC_EVENT_BLOCK_REMOVED or KVC_EVENT_ALL_CLEARED. */
     uint32_t kind;
-    /** Storage tier: 0 memory, 1 the disk tier (offload_dir). A block spilled to disk is
-     *  KVC_EVENT_BLOCK_STORED in tier 1 and KVC_EVENT_BLOCK_REMOVED in tier 0. */
+    /** KVC_TIER_MEMORY or KVC_TIER_DISK. Each tier is its own set: a block spilled to disk
+     *  is KVC_EVENT_BLOCK_STORED in KVC_TIER_DISK and KVC_EVENT_BLOCK_REMOVED in
+     *  KVC_TIER_MEMORY; one read back is stored in memory and stays on disk. */
     uint32_t tier;
     /** Block hash of the block (see BLOCK HASH); 0 for KVC_EVENT_ALL_CLEARED. */
     uint64_t block_hash;
@@ -549,10 +559,10 @@ void kvc_engine_destroy(kvc_engine *e);
 
 /**
  * Returns every physical page not holding live-sequence data to the OS. Cached prefix
- * blocks are dropped from memory — one KVC_EVENT_ALL_CLEARED (tier 0) when that empties the
- * index, else one KVC_EVENT_BLOCK_REMOVED per dropped block — so later prompts miss the memory
- * cache until it refills. With a disk tier they are spilled to disk first
- * (KVC_EVENT_BLOCK_STORED, tier 1), so later prompts find them there. The spills, like the
+ * blocks are dropped from memory — one KVC_EVENT_ALL_CLEARED (KVC_TIER_MEMORY) when that
+ * empties the index, else one KVC_EVENT_BLOCK_REMOVED per dropped block — so later prompts
+ * miss the memory cache until it refills. With a disk tier they are spilled to disk first
+ * (KVC_EVENT_BLOCK_STORED, KVC_TIER_DISK), so later prompts find them there. The spills, like the
  * writes of pending kvc_seq_swap_out_async calls, leave an eighth of the staging buffers free
  * for other traffic (see there): a trim with more blocks to spill than the other staging
  * buffers free spills them in steps, and between steps waits for completions without the
@@ -593,7 +603,10 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
 
 /**
  * Moves up to `capacity` pending events, oldest first, into out[0 .. *n_events-1]; drained
- * events are gone. Call it regularly: the queue holds 65536 events and, when full, drops the
+ * events are gone. Events of both tiers (kvc_event.tier) share one queue, in the order the
+ * changes happened; applying them in that order, per tier, gives exactly the blocks each tier
+ * finds. Call it regularly: the queue holds 65536 events (plus, from kvc_engine_create, one
+ * per block a reopened disk tier announces: DISK TIER, Events) and, when full, drops the
  * oldest (counted in kvc_stats.events_dropped; a router seeing that grow should treat its
  * view of this instance as stale). *n_events < capacity means the queue was emptied.
  * Two threads draining at once each get a disjoint subset. No allocation; the events are
@@ -698,8 +711,8 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * index_on_schedule (see WRITING K/V): the server has scheduled the tokens of `seq` below
  * `tokens` for computation, in this forward pass or an earlier one. Every full block of the
  * prompt below `tokens` that is not indexed yet enters the prefix index now, in order, with
- * KVC_EVENT_BLOCK_STORED (tier 0) and its parent's hash, as kvc_seq_create would have indexed
- * it (a block whose hash another block already holds stays out). Monotonic: a `tokens` at or
+ * KVC_EVENT_BLOCK_STORED (KVC_TIER_MEMORY) and its parent's hash, as kvc_seq_create would
+ * have indexed it (a block whose hash another block already holds stays out). Monotonic: a `tokens` at or
  * below an earlier call's indexes nothing more. Intended use: once per forward pass, with
  * the tokens computed after that pass (*cached_tokens plus the chunks so far). With
  * index_on_schedule 0, and after what ends the schedule (see WRITING K/V), it checks its
@@ -944,7 +957,7 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     (io_uring, O_DIRECT as the own tier, through the same queue and staging buffers) into a
  *     fresh block of this engine, verified against the peer's journal record (header, block
  *     hash, generation, checksum), then indexed as an ordinary cached block of this engine
- *     (KVC_EVENT_BLOCK_STORED, tier 0, as for a hit of the own disk tier; it may later be
+ *     (KVC_EVENT_BLOCK_STORED, KVC_TIER_MEMORY, as for a hit of the own disk tier; it may later be
  *     spilled to this engine's own tier). It counts in *cached_tokens and prefix_hit_tokens
  *     (not disk_hit_tokens) at kvc_seq_create, and in peer_hits only once its read verified.
  *     A peer may free and rewrite the slot at any time: a read that does not verify is a miss
@@ -967,6 +980,21 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     most 4194304 slots, as for any tier). A peer must hold blocks
  *     of this engine's model_tag and shape (its kvcache.identity), else create fails; the
  *     tag must not be 0 (no model named) when there are peers.
+ *   - Events (kvc_event.tier KVC_TIER_DISK, see kvc_drain_events): a block is
+ *     KVC_EVENT_BLOCK_STORED there as soon as a prefix lookup can find it in this tier —
+ *     when its write is submitted (a spill, or a kvc_seq_swap_out of a block in the prefix
+ *     index, written under its block hash; a block the tier holds already is neither written
+ *     nor announced again) — with its parent hash as in memory; KVC_EVENT_BLOCK_REMOVED when
+ *     it no longer can: dropped for room (least recently used), its write failed, or a read
+ *     found it torn or corrupt. Slots without a block hash (a swapped-out sequence's blocks
+ *     outside the prefix index, such as its partial last block; episodic-offload records)
+ *     are never announced. Restart: kvc_engine_create emits one KVC_EVENT_ALL_CLEARED
+ *     (KVC_TIER_DISK), then a KVC_EVENT_BLOCK_STORED for every block it found in the journal
+ *     (slot order), so a router applying the events in order holds exactly what this engine
+ *     finds, whether or not it noticed the restart. The event queue grows at create to hold
+ *     those beside its 65536 (24 bytes per block found, kept), so none is dropped before the
+ *     first kvc_drain_events. One enqueue per block, no allocation after create; completions
+ *     are announced under the engine's lock, where they are processed.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
@@ -1025,7 +1053,7 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   A failed swap-out leaves the sequence resident and unchanged (kvc_seq_swap_out_async:
  *   reported by the sequence's next kvc_seq_ready, kvc_seq_swap_in or swap-out, see there).
  *   When the tier is full, its least recently used block is dropped (KVC_EVENT_BLOCK_REMOVED,
- *   tier 1); blocks of swapped-out sequences never are (a spill that finds every slot held
+ *   KVC_TIER_DISK); blocks of swapped-out sequences never are (a spill that finds every slot held
  *   is skipped, spills_skipped; a swap-out that needs a slot then fails with KVC_ERR_IO).
  * --------------------------------------------------------------------------------------- */
 

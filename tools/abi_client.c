@@ -320,7 +320,7 @@ static void serve(uint32_t layout) {
     MUST(kvc_drain_events(e, events, 256, &n_events));
     int stored_ok = n_events >= n_hashes;
     for (size_t i = 0; stored_ok && i < n_hashes; i++)
-        stored_ok = events[i].kind == KVC_EVENT_BLOCK_STORED && events[i].tier == 0 &&
+        stored_ok = events[i].kind == KVC_EVENT_BLOCK_STORED && events[i].tier == KVC_TIER_MEMORY &&
                     events[i].block_hash == hashes[i] && events[i].parent_hash == (i ? hashes[i - 1] : 0);
     CHECK(stored_ok, "%s: the first %zu events are BLOCK_STORED of the prompt's hash chain", name, n_hashes);
     size_t n_again = 99;
@@ -575,13 +575,13 @@ static void cancelled(uint32_t layout) {
 
 /* ---- chunked prefill with index_on_schedule ------------------------------------------- */
 
-/* True when events[0 .. n-1] are exactly BLOCK_STORED (tier 0) of blocks from .. to-1 of the
- * chain `hashes`, in order, each with its parent's hash. */
+/* True when events[0 .. n-1] are exactly BLOCK_STORED (KVC_TIER_MEMORY) of blocks
+ * from .. to-1 of the chain `hashes`, in order, each with its parent's hash. */
 static int stored_blocks(const kvc_event *events, size_t n, const uint64_t *hashes, size_t from, size_t to) {
     if (n != to - from) return 0;
     for (size_t i = from; i < to; i++) {
         const kvc_event *ev = &events[i - from];
-        if (ev->kind != KVC_EVENT_BLOCK_STORED || ev->tier != 0 || ev->block_hash != hashes[i] ||
+        if (ev->kind != KVC_EVENT_BLOCK_STORED || ev->tier != KVC_TIER_MEMORY || ev->block_hash != hashes[i] ||
             ev->parent_hash != (i ? hashes[i - 1] : 0))
             return 0;
     }
@@ -842,6 +842,162 @@ static void queued_reads(uint32_t layout) {
     CHECK(end.blocks_used == idle.blocks_used && end.sequences == 0,
           "%s: the freed sequences' memory is back once their reads landed (%" PRIu64 " blocks used, %" PRIu64 " before)", name,
           end.blocks_used, idle.blocks_used);
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+}
+
+/* ---- KV events of the disk tier (KVC_TIER_DISK) ----------------------------------------- */
+
+enum { EV_PROMPTS = 8, EV_BLOCKS = PROMPT / BLOCK, EV_SLOTS = 12 };
+
+/* A router's view of one engine, from its events: per tier (KVC_TIER_MEMORY, KVC_TIER_DISK)
+ * the hashes stored minus removed, and counts of what it saw. */
+typedef struct {
+    uint64_t held[2][EV_PROMPTS * EV_BLOCKS];
+    size_t n[2];
+    uint64_t stored[2], removed[2], cleared[2], contradictions, unknown;
+} router_view;
+
+static size_t view_find(const router_view *rv, int tier, uint64_t h) {
+    size_t i = 0;
+    while (i < rv->n[tier] && rv->held[tier][i] != h) i++;
+    return i;
+}
+static int view_holds(const router_view *rv, int tier, uint64_t h) { return view_find(rv, tier, h) < rv->n[tier]; }
+
+/* Drains every pending event and applies it to `rv`, counting those that contradict it (a
+ * store of a block held, a removal of one not held) and stored blocks that are not block b of
+ * a prompt of `chains` with block b - 1 (or 0) as parent. */
+static void view_drain(kvc_engine *e, router_view *rv, const uint64_t chains[][EV_BLOCKS]) {
+    kvc_event ev[64];
+    size_t n = 0;
+    do {
+        MUST(kvc_drain_events(e, ev, 64, &n));
+        for (size_t i = 0; i < n; i++) {
+            INVARIANT(ev[i].tier == KVC_TIER_MEMORY || ev[i].tier == KVC_TIER_DISK, "tier %u is memory or disk", ev[i].tier);
+            int t = (int)ev[i].tier;
+            size_t at = view_find(rv, t, ev[i].block_hash);
+            if (ev[i].kind == KVC_EVENT_ALL_CLEARED) {
+                rv->cleared[t]++;
+                rv->n[t] = 0;
+            } else if (ev[i].kind == KVC_EVENT_BLOCK_STORED) {
+                rv->stored[t]++;
+                int known = 0;
+                for (int p = 0; p < EV_PROMPTS; p++)
+                    for (int b = 0; b < EV_BLOCKS; b++)
+                        known |= chains[p][b] == ev[i].block_hash && ev[i].parent_hash == (b ? chains[p][b - 1] : 0);
+                rv->unknown += !known;
+                if (at < rv->n[t]) rv->contradictions++;
+                else if (rv->n[t] < EV_PROMPTS * EV_BLOCKS) rv->held[t][rv->n[t]++] = ev[i].block_hash;
+            } else {
+                rv->removed[t]++;
+                if (at == rv->n[t]) rv->contradictions++;
+                else rv->held[t][at] = rv->held[t][--rv->n[t]];
+            }
+        }
+    } while (n == 64);
+}
+
+/* A server with a disk tier of 12 slots and memory for two prompts: creates evict cached
+ * blocks, which spill (KVC_EVENT_BLOCK_STORED, KVC_TIER_DISK, each with its parent's hash),
+ * and the full tier drops its oldest (KVC_EVENT_BLOCK_REMOVED, KVC_TIER_DISK); a router
+ * following the events holds exactly the blocks the tier stores, and predicts what each
+ * create finds in memory and on disk. A restarted engine announces KVC_EVENT_ALL_CLEARED then
+ * every block its journal lists, so the router's view, kept across the restart, is exact
+ * again. A refused kvc_drain_events loses no event. */
+static void disk_events(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk events" : "contiguous+disk events";
+    printf("abi_client: %s layout: KV events of the disk tier\n", layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
+    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    kvc_config cfg;
+    small_config(&cfg, layout, 128u << 10);
+    cfg.offload_dir = dir;
+    /* A slot: a 4096-byte header and 4 layers x K,V x 16 tokens x 64 bytes, in 4 KiB pages. */
+    const uint64_t slot_bytes = (4096 + 4 * 2 * BLOCK * 64 + 4095) / 4096 * 4096;
+    cfg.offload_bytes = EV_SLOTS * slot_bytes;
+    static uint64_t chains[EV_PROMPTS][EV_BLOCKS];
+    static int32_t tokens[EV_PROMPTS][PROMPT];
+    for (int p = 0; p < EV_PROMPTS; p++) {
+        for (size_t i = 0; i < PROMPT; i++) tokens[p][i] = (int32_t)(p * 1000 + i) + 50000;
+        size_t nh = 0;
+        MUST(kvc_hash_tokens(tokens[p], PROMPT, BLOCK, chains[p], EV_BLOCKS, &nh));
+        INVARIANT(nh == EV_BLOCKS, "%d blocks per prompt", EV_BLOCKS);
+    }
+    static router_view rv;
+    memset(&rv, 0, sizeof rv);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    kvc_event first[2];
+    size_t n = 0;
+    MUST(kvc_drain_events(e, first, 2, &n));
+    CHECK(n == 1 && first[0].kind == KVC_EVENT_ALL_CLEARED && first[0].tier == KVC_TIER_DISK && first[0].block_hash == 0,
+          "%s: a new tier's one event is ALL_CLEARED of KVC_TIER_DISK (%zu events)", name, n);
+    engine_view v = view_of(e, &cfg);
+    for (int p = 0; p < EV_PROMPTS; p++) {
+        size_t cached = 0;
+        MUST(kvc_seq_create(e, 1, tokens[p], PROMPT, &cached));
+        write_kv(&v, 1, 21, 0, PROMPT);
+        MUST(kvc_seq_free(e, 1));
+        /* The spills' writes complete: a full tier drops only written blocks (one whose write
+         * is in flight is held), so the next create's spills find room. */
+        MUST(kvc_engine_sync(e));
+    }
+    kvc_stats s = stats_of(e);
+    view_drain(e, &rv, chains);
+    REQUIRE(s.blocks_evicted > 0 && s.blocks_spilled > EV_SLOTS,
+            "%s: creates evicted cached blocks and spilled more than the tier holds (%" PRIu64 " evicted, %" PRIu64 " spilled)",
+            name, s.blocks_evicted, s.blocks_spilled);
+    CHECK(rv.stored[KVC_TIER_DISK] == s.blocks_spilled && rv.unknown == 0,
+          "%s: one BLOCK_STORED of KVC_TIER_DISK per spilled block, each a prompt block with its parent (%" PRIu64
+          " stored, %" PRIu64 " spilled, %" PRIu64 " unknown)", name, rv.stored[KVC_TIER_DISK], s.blocks_spilled, rv.unknown);
+    CHECK(rv.removed[KVC_TIER_DISK] == s.blocks_spilled - EV_SLOTS,
+          "%s: the full tier's drops are BLOCK_REMOVED of KVC_TIER_DISK (%" PRIu64 " removed, %" PRIu64 " spilled into %d slots)",
+          name, rv.removed[KVC_TIER_DISK], s.blocks_spilled, EV_SLOTS);
+    CHECK(rv.contradictions == 0 && rv.n[KVC_TIER_DISK] == EV_SLOTS && s.disk_stored_bytes == EV_SLOTS * slot_bytes,
+          "%s: the events give the %d blocks the tier stores (view %zu, %" PRIu64 " contradictions, %" PRIu64 " bytes stored)", name,
+          EV_SLOTS, rv.n[KVC_TIER_DISK], rv.contradictions, s.disk_stored_bytes);
+    CHECK(rv.n[KVC_TIER_MEMORY] == s.blocks_cached, "%s: and the %" PRIu64 " blocks memory caches (view %zu)", name,
+          s.blocks_cached, rv.n[KVC_TIER_MEMORY]);
+    /* From the views, the router predicts each create: the leading blocks memory holds, then
+     * those the disk tier holds (newest prompt first: the last ones are in memory, the two
+     * before on disk, the older ones dropped). */
+    int predicted = 0, from_disk = 0;
+    for (int p = EV_PROMPTS - 1; p >= 0; p--) {
+        size_t m = 0, d = 0, cached = 0;
+        while (m < EV_BLOCKS && view_holds(&rv, KVC_TIER_MEMORY, chains[p][m])) m++;
+        while (m + d < EV_BLOCKS && view_holds(&rv, KVC_TIER_DISK, chains[p][m + d])) d++;
+        uint64_t disk_hits = stats_of(e).disk_hit_tokens;
+        MUST(kvc_seq_create(e, 1, tokens[p], PROMPT, &cached));
+        uint64_t disk_tokens = stats_of(e).disk_hit_tokens - disk_hits;
+        CHECK(wait_ready(e, 1) == KVC_OK && kv_matches(&v, 1, 21, 0, cached), "%s: prompt %d read back", name, p);
+        predicted += cached == (m + d) * BLOCK && disk_tokens == d * BLOCK;
+        if (cached != (m + d) * BLOCK || disk_tokens != d * BLOCK)
+            fprintf(stderr, "abi_client: %s prompt %d: predicted %zu + %zu blocks, found %zu tokens, %" PRIu64 " on disk\n", name,
+                    p, m, d, cached, disk_tokens);
+        from_disk += d > 0;
+        MUST(kvc_seq_free(e, 1));
+        view_drain(e, &rv, chains);
+    }
+    CHECK(predicted == EV_PROMPTS && from_disk > 0 && rv.contradictions == 0,
+          "%s: the events predicted what all %d creates found (%d right, %d with disk hits)", name, EV_PROMPTS, predicted, from_disk);
+    kvc_engine_destroy(e);
+
+    MUST(kvc_engine_create(&cfg, &e));
+    s = stats_of(e);
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "NULL", kvc_drain_events(e, NULL, 4, &n));
+    MUST(kvc_drain_events(e, first, 1, &n));
+    CHECK(n == 1 && first[0].kind == KVC_EVENT_ALL_CLEARED && first[0].tier == KVC_TIER_DISK,
+          "%s: a reopened tier announces ALL_CLEARED of KVC_TIER_DISK first, after a refused drain too", name);
+    uint64_t before = rv.stored[KVC_TIER_DISK];
+    rv.n[KVC_TIER_DISK] = 0;
+    rv.n[KVC_TIER_MEMORY] = 0; /* the memory of the engine that stopped is gone */
+    view_drain(e, &rv, chains);
+    uint64_t stored = s.disk_stored_bytes / slot_bytes;
+    CHECK(stored > 0 && rv.stored[KVC_TIER_DISK] - before == stored && rv.n[KVC_TIER_DISK] == stored && rv.contradictions == 0 &&
+              rv.unknown == 0,
+          "%s: then one BLOCK_STORED per block its journal lists (%" PRIu64 " of %" PRIu64 ")", name,
+          rv.stored[KVC_TIER_DISK] - before, stored);
     kvc_engine_destroy(e);
     remove_tier_dir(dir);
 }
@@ -1168,6 +1324,8 @@ int main(int argc, char **argv) {
     offload(KVC_LAYOUT_CONTIGUOUS);
     queued_reads(KVC_LAYOUT_PAGED);
     queued_reads(KVC_LAYOUT_CONTIGUOUS);
+    disk_events(KVC_LAYOUT_PAGED);
+    disk_events(KVC_LAYOUT_CONTIGUOUS);
     peer_tier();
     chunked_swap(KVC_LAYOUT_PAGED);
     chunked_swap(KVC_LAYOUT_CONTIGUOUS);

@@ -163,6 +163,15 @@ public struct DiskTierStats: Equatable, Sendable {
 /// Completions are processed by `reap`, called by the engine under its lock (no thread of its
 /// own). Cost: O(1) per block plus one memcpy and one checksum of its bytes; no allocation.
 /// Not thread-safe: the engine serialises calls.
+///
+/// KV events (tier `KVEvent.diskTier`, into the engine's queue): every change to `index` pushes
+/// exactly one, in the same step: `blockStored` when a hashed slot enters it (`submitWrite`: a
+/// lookup finds a block from its write's submission; `recover`, after one `allCleared`),
+/// `blockRemoved` when one leaves it (`drop` for room, a failed write, a read found torn or
+/// corrupt). So the tier-1 events drained in order give exactly the hashes `lookup` finds
+/// (`findableHashes`). Slots without a hash (swapped-out sequences' own, offloaded-token
+/// records) are never in the index and never announced; nor are peers' blocks. One enqueue
+/// per block, no allocation; always under the engine's lock, as is every call here.
 final class DiskTier {
     let slotBytes: Int
     let payloadBytes: Int
@@ -442,6 +451,11 @@ final class DiskTier {
 
     /// Replays the journal: every slot whose latest record says STORED (and that lies inside the
     /// preallocated file) is indexed again; the journal is compacted to those records.
+    /// Events: one `allCleared` of the disk tier first, then a `blockStored` per block indexed
+    /// (in slot order, not chain order), so that a router still holding what this directory's
+    /// previous engine announced (it may not see the restart: the events carry no instance
+    /// epoch) ends with exactly what this one can find. The queue grows to hold them beside its
+    /// usual capacity (`EventQueue.grow`): nothing drains it before the engine is created.
     private func recover() throws(KVError) {
         let allocated = Int(kvm_slab_allocated(slab))
         let latest = UnsafeMutablePointer<kvm_journal_record>.allocate(capacity: max(1, capacity))
@@ -467,7 +481,11 @@ final class DiskTier {
             lruAppend(Int32(slot))
             stats.storedSlots += 1
             stats.recoveredSlots += 1
-            events.push(KVEvent(kind: .blockStored, tier: 1, blockHash: r.block_hash, parentHash: r.parent_hash))
+        }
+        events.grow(by: Int(stats.recoveredSlots) + 1)
+        events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
+        for slot in 0..<capacity where state[slot] == DiskTier.stored {
+            events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hashes[slot], parentHash: parents[slot]))
         }
         for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free {
             freeSlots[freeTop] = Int32(slot)
@@ -706,7 +724,7 @@ final class DiskTier {
         if op == DiskTier.spillWrite { spillWritesInFlight += 1 }
         if hash != 0 {
             index.insert(hash, slot)
-            events.push(KVEvent(kind: .blockStored, tier: 1, blockHash: hash, parentHash: parent))
+            events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hash, parentHash: parent))
         }
         queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
                          len: UInt32(slotBytes), op: UInt16(KVM_IO_WRITE), file: 0, buf_index: 0))
@@ -1021,6 +1039,17 @@ final class DiskTier {
         return (pinned, unhashed)
     }
 
+    /// Tests: the block hashes `lookup` finds (every hashed slot the index maps to itself),
+    /// and how many entries the index holds (equal to the set's size: nothing else is in it).
+    /// O(capacity); allocates.
+    var findableHashes: (hashes: Set<UInt64>, indexed: Int) {
+        var found = Set<UInt64>()
+        for s in 0..<capacity where state[s] != DiskTier.free && hashes[s] != 0 && index.find(hashes[s]) == Int32(s) {
+            found.insert(hashes[s])
+        }
+        return (found, index.count)
+    }
+
     /// True while `slot`'s write is in flight.
     func isWriting(_ slot: Int32) -> Bool { state[Int(slot)] == DiskTier.writing }
 
@@ -1056,7 +1085,7 @@ final class DiskTier {
                 let isRecord = recordTokens[s] > 0
                 if hashes[s] != 0 {
                     index.remove(hashes[s])
-                    events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))
+                    events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
                 }
                 // A failed write's slot is given up once nothing refers to it; generation 0
                 // marks it so that the swap-out waiting on it sees the failure.
@@ -1094,7 +1123,7 @@ final class DiskTier {
                 stats.loadsFailed += 1
                 if hashes[s] != 0 {
                     index.remove(hashes[s])
-                    events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))
+                    events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
                     hashes[s] = 0
                 }
                 markBroken(slot)
@@ -1139,7 +1168,7 @@ final class DiskTier {
         let s = Int(slot)
         lruRemove(slot)
         index.remove(hashes[s])
-        events.push(KVEvent(kind: .blockRemoved, tier: 1, blockHash: hashes[s], parentHash: parents[s]))
+        events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
         hashes[s] = 0
         release(slot)
     }
@@ -1155,12 +1184,6 @@ final class DiskTier {
         stats.storedSlots -= 1
         freeSlots[freeTop] = slot
         freeTop += 1
-    }
-
-    /// Drops every hashed, unpinned slot (the tier is cleared). Emits one `allCleared` for tier 1.
-    func clear() {
-        while lruHead >= 0 { drop(lruHead) }
-        events.push(KVEvent(kind: .allCleared, tier: 1, blockHash: 0, parentHash: 0))
     }
 
     // MARK: journal

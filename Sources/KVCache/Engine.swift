@@ -54,7 +54,7 @@ public final class Engine: @unchecked Sendable {
         guard config.maxSeqs * maxBlocks <= 1 << 28 else {
             throw .invalid("max_seqs x max_seq_tokens / block_tokens = \(config.maxSeqs * maxBlocks) block-table entries, over 2^28: lower max_seqs or max_seq_tokens, or raise block_tokens")
         }
-        let events = 1 << 16
+        let events = config.eventCapacity
         let budgetBlocks = config.memoryBytes / UInt64(config.tensors * config.blockBytes)
         guard budgetBlocks <= UInt64(KVM_ARENA_MAX_BLOCKS) else {
             throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.tensors * config.blockBytes) bytes, more than the \(KVM_ARENA_MAX_BLOCKS) an engine indexes: raise block_tokens or lower memory_bytes")

@@ -1,9 +1,9 @@
 /// A bounded FIFO of KV events awaiting `drain`. When the server falls behind and the queue is
 /// full, the oldest event is dropped and counted, so memory stays bounded and the loss is visible.
-/// No allocation after creation. Not thread-safe.
+/// No allocation after the engine's creation (`grow`). Not thread-safe.
 final class EventQueue {
-    private let buffer: UnsafeMutablePointer<KVEvent>
-    private let capacity: Int
+    private var buffer: UnsafeMutablePointer<KVEvent>
+    private(set) var capacity: Int
     private var head = 0
     private(set) var count = 0
     /// Events dropped because the queue was full.
@@ -16,6 +16,21 @@ final class EventQueue {
     }
 
     deinit { buffer.deallocate() }
+
+    /// Adds room for `extra` events, keeping the pending ones in order: for a burst of known size
+    /// while the engine is created (a reopened disk tier announces every block it found,
+    /// `DiskTier.recover`), so that none of it is dropped before the first drain and the usual
+    /// capacity stays for what follows. Allocates (24 bytes per event, kept): creation only.
+    /// O(count).
+    func grow(by extra: Int) {
+        guard extra > 0 else { return }
+        let bigger = UnsafeMutablePointer<KVEvent>.allocate(capacity: capacity + extra)
+        for i in 0..<count { (bigger + i).initialize(to: buffer[(head + i) % capacity]) }
+        buffer.deallocate()
+        buffer = bigger
+        capacity += extra
+        head = 0
+    }
 
     /// Appends an event, dropping the oldest when full.
     func push(_ event: KVEvent) {

@@ -14,15 +14,25 @@ public struct KVEvent: Equatable, Sendable {
 
     /// The event kind.
     public var kind: Kind
-    /// The storage tier: 0 memory (the only tier so far).
+    /// The storage tier: `memoryTier` or `diskTier`.
     public var tier: UInt32
     /// `BlockHash` of the block (0 for `allCleared`).
     public var blockHash: UInt64
     /// `BlockHash` of its parent block; 0 for the first block of a chain.
     public var parentHash: UInt64
 
+    /// `tier` of the engine's memory prefix index (`KVC_TIER_MEMORY`).
+    public static let memoryTier: UInt32 = 0
+    /// `tier` of the engine's own disk tier, `offload_dir` (`KVC_TIER_DISK`): a block is stored
+    /// there from the moment a lookup by its hash can find it (its write submitted) until it
+    /// cannot (dropped for room, its write failed, a read found it bad). The tier's first
+    /// event is one `allCleared`, then a `blockStored` for every block it found again in its
+    /// journal (`DiskTier`); so the tier-1 events, applied in order, give exactly the hashes
+    /// the tier can find. Never a peer's tier (`peer_offload_dirs`): its own engine tells.
+    public static let diskTier: UInt32 = 1
+
     /// Creates an event.
-    public init(kind: Kind, tier: UInt32 = 0, blockHash: UInt64, parentHash: UInt64) {
+    public init(kind: Kind, tier: UInt32 = memoryTier, blockHash: UInt64, parentHash: UInt64) {
         self.kind = kind
         self.tier = tier
         self.blockHash = blockHash

@@ -61,6 +61,20 @@ struct EventQueueTests {
         #expect(out.map(\.blockHash) == [3, 4])
         #expect(q.count == 1)
     }
+
+    @Test func growingKeepsThePendingEventsInOrderAndAddsRoom() {
+        let q = EventQueue(capacity: 3)
+        for h in 1...5 { q.push(KVEvent(kind: .blockStored, blockHash: UInt64(h), parentHash: 0)) }  // wrapped: 3, 4, 5
+        q.grow(by: 2)
+        #expect(q.capacity == 5)
+        for h in 6...7 { q.push(KVEvent(kind: .blockStored, blockHash: UInt64(h), parentHash: 0)) }
+        #expect(q.dropped == 2, "the two new events fit")
+        q.push(KVEvent(kind: .blockStored, blockHash: 8, parentHash: 0))
+        #expect(q.dropped == 3, "full again: the oldest goes, as before")
+        var out = [KVEvent](repeating: KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0), count: 8)
+        let n = out.withUnsafeMutableBufferPointer { q.drain(into: $0) }
+        #expect(out.prefix(n).map(\.blockHash) == [4, 5, 6, 7, 8])
+    }
 }
 
 @Suite("Block pool over paged memory")
