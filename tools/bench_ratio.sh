@@ -7,6 +7,7 @@
 #   append:        under 200 ns per appended token when no new block/page is needed
 #   decode-step-scores: observe+compact of one 32k-token decode step at most 2x a plain sum
 #                  of the same scores (a ratio, so the ops-per-measurement scale cancels)
+#   decode-step-norm: the same with H2O's normalised sums
 #
 # Usage: tools/bench_ratio.sh [extra `benchmark` options, e.g. --filter 'append']
 # Environment: SCRATCH_PATH (default .build-cli), PERCENTILE (default 50.0; one of
@@ -56,7 +57,7 @@ run() {
 run "$out/main" "$@"
 # The rounds of each ratio target's pair, and of the vLLM comparison's trace replay, that the
 # main run measured: round-OP-N holds the N-th run of OP alone.
-for op in decode-step-scores trace-replay; do
+for op in decode-step-scores decode-step-norm trace-replay; do
     grep -q "Engine_$op\|Engine $op" "$out"/main/*.jmh.json || continue
     for r in $(seq 1 "$rounds"); do run "$out/round-$op-$r" --filter ".*$op"; done
 done

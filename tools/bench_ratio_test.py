@@ -122,6 +122,17 @@ status, output = run_case({**FAST, **trace(1000.0, 1000.0)}, [])
 check("without trace-replay rounds, no vLLM median (the main run's pair is not used)", status == 0
       and "INFO trace-replay" not in output, output)
 
+# The normalised-sums pair has its own rounds and target: a failing median there fails the
+# run while decode-step-scores passes.
+norm = lambda e, b: {("Engine", "decode-step-norm"): e, ("Baseline", "decode-step-norm"): b}
+status, output = run_case({**FAST, **decode(1000.0, 1000.0), **norm(1000.0, 1000.0)},
+                          [decode(1500.0, 1000.0), decode(1400.0, 1000.0), decode(1600.0, 1000.0)],
+                          more_rounds=[("decode-step-norm", [norm(2500.0, 1000.0), norm(1900.0, 1000.0), norm(2200.0, 1000.0)])])
+check("decode-step-norm is judged on its own rounds", status == 1
+      and line(output, "PASS decode-step-scores").startswith("PASS decode-step-scores: 1.50x")
+      and line(output, "FAIL decode-step-norm").startswith("FAIL decode-step-norm: 2.20x")
+      and "median of 3 same-run rounds: 2.50, 1.90, 2.20)" in output, output)
+
 status, output = run_case({}, [])
 check("no results is a run failure", status == 2 and "no Engine/Baseline wall-clock results" in output, output)
 

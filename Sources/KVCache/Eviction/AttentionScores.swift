@@ -45,7 +45,16 @@ public final class AttentionScores {
     private(set) var positions: UnsafeMutablePointer<Int32>
     private(set) var accumulated: UnsafeMutablePointer<Float>
     private(set) var last: UnsafeMutablePointer<Float>
+    /// Queries that could see each slot's token (normalised scores), stored so that a decode
+    /// step need not touch every slot: a resident slot of layer `l` holds the count minus
+    /// `visibleQueries[l]` (every resident token sees each new query, so `observe` raises the
+    /// layer's total instead and corrects only the tokens that saw fewer: the last of a
+    /// multi-query step, and those past its scores); a parked slot holds its count itself
+    /// (parked tokens are not observed), converted whenever a token enters or leaves the
+    /// parked slots. Counts are integers below 2^24, exact in `Float`.
     private(set) var visible: UnsafeMutablePointer<Float>
+    /// Per layer: the queries observed (a step's count is its first head's row sum, rounded).
+    private let visibleQueries: UnsafeMutablePointer<Float>
     /// `config.episodes + 1` blocks of `rows * capacity` (episodic only, else empty): per
     /// episode the attention credited to it, and last the *turn* block, the attention
     /// observed since the previous focus, credited at the next focus to the episode of the
@@ -68,7 +77,7 @@ public final class AttentionScores {
     let moveCount: UnsafeMutablePointer<Int>
     /// Per layer: slots after the planned compaction.
     let plannedLengths: UnsafeMutablePointer<Int>
-    /// Per row: the lowest raw scores recorded between decode steps (H2O with raw sums).
+    /// Per row: the lowest scores recorded between decode steps (H2O).
     private let lowScores: LowScoreCache
     /// Per layer: the sum of normalised attention entropies observed, and how many rows.
     private var entropySum: [Double]
@@ -119,6 +128,8 @@ public final class AttentionScores {
         parked.initialize(repeating: 0, count: rows)
         plannedLengths = .allocate(capacity: layers)
         plannedLengths.initialize(repeating: length, count: layers)
+        visibleQueries = .allocate(capacity: layers)
+        visibleQueries.initialize(repeating: 0, count: layers)
         moveStart = .allocate(capacity: rows)
         moveStart.initialize(repeating: 0, count: rows)
         moveCount = .allocate(capacity: rows)
@@ -157,6 +168,7 @@ public final class AttentionScores {
         if config.tracksVisibility { c.visible.update(from: visible, count: n) }
         c.episodeScores.update(from: episodeScores, count: episodeObserved.count * n)
         c.lengths.update(from: lengths, count: layers)
+        c.visibleQueries.update(from: visibleQueries, count: layers)
         c.parked.update(from: parked, count: rows)
         c.nextPosition = nextPosition
         c.episodeObserved = episodeObserved
@@ -174,6 +186,7 @@ public final class AttentionScores {
 
     deinit {
         for p in [lengths, parked, plannedLengths, moveStart, moveCount] as [UnsafeMutablePointer<Int>] { p.deallocate() }
+        visibleQueries.deallocate()
         positions.deallocate()
         accumulated.deallocate()
         last.deallocate()
@@ -249,6 +262,13 @@ public final class AttentionScores {
         UnsafeBufferPointer(start: accumulated + (layer * rowsPerLayer + row) * capacity, count: lengths[layer])
     }
 
+    /// The queries that could see each slot's token in row `row` of `layer` (normalised
+    /// scores; resident slots). For tests. Cost: O(slots), allocates.
+    func visibility(layer: Int, row: Int = 0) -> [Float] {
+        let base = (layer * rowsPerLayer + row) * capacity
+        return (0..<lengths[layer]).map { visible[base + $0] + visibleQueries[layer] }
+    }
+
     /// The longest layer: the slots the sequence's memory must hold.
     public var maxLength: Int {
         var m = 0
@@ -287,7 +307,7 @@ public final class AttentionScores {
                 for j in 0..<n { positions[base + j] = Int32(truncatingIfNeeded: nextPosition + j) }
                 (accumulated + base).update(repeating: 0, count: n)
                 if config.tracksLast { (last + base).update(repeating: 0, count: n) }
-                if config.tracksVisibility { (visible + base).update(repeating: 0, count: n) }
+                if config.tracksVisibility { (visible + base).update(repeating: -visibleQueries[l], count: n) }
                 for e in 0..<episodeObserved.count { (episodeScores + e * rows * capacity + base).update(repeating: 0, count: n) }
             }
             lengths[l] = len + n
@@ -330,16 +350,17 @@ public final class AttentionScores {
         let seenAll = max(0, n - Int(queries))
         let episode = config.policy == .episodic ? config.episodes : -1  // the turn block
         if episode >= 0 { episodeObserved[episode] = true }
+        if config.tracksVisibility { visibleQueries[layer] += queries }  // every resident token saw them...
         for h in 0..<rowsPerLayer {
             let r = layer * rowsPerLayer + h
             let src = summed + h * n
             let acc = accumulated + r * capacity
             for t in 0..<n { acc[t] += src[t] }
             if config.tracksLast { (last + r * capacity).update(from: src, count: n) }
-            if config.tracksVisibility {
+            if config.tracksVisibility {  // ...but the last ones saw fewer, and those past `n` none
                 let vis = visible + r * capacity
-                for t in 0..<seenAll { vis[t] += queries }
-                for t in seenAll..<n { vis[t] += Float(n - t) }
+                for t in seenAll..<n { vis[t] += Float(n - t) - queries }
+                for t in n..<lengths[layer] { vis[t] -= queries }
             }
             if episode >= 0 {
                 let e = episodeScores + episode * rows * capacity + r * capacity
@@ -629,6 +650,7 @@ public final class AttentionScores {
                     count: len, positions: positions + base, accumulated: accumulated + base,
                     last: config.tracksLast ? UnsafePointer(last + base) : UnsafePointer(accumulated + base),
                     visible: config.tracksVisibility ? UnsafePointer(visible + base) : UnsafePointer(accumulated + base),
+                    visibleOffset: config.tracksVisibility ? visibleQueries[l] : 0,
                     episode: episode, nextPosition: nextPosition, budget: max(1, b),
                     lowScores: recordsLowScores ? lowScores.row(r) : nil)
                 policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
@@ -662,10 +684,10 @@ public final class AttentionScores {
     /// Decode steps (over all rows) whose choice scanned the row instead of using `lowScores`.
     var lowScoreScans: Int { lowScores.scans }
 
-    /// Whether `plan` lets the policy keep `lowScores` (valid only while scores never fall and
-    /// only compactions move slots: H2O's raw sums, no parking).
+    /// Whether `plan` lets the policy keep `lowScores` (valid only while scores fall no further
+    /// than `LowScoreCache` allows and only compactions move slots: H2O, no parking).
     private var recordsLowScores: Bool {
-        config.policy == .heavyHitter && !config.normalizedScores && !parksEvictions
+        config.policy == .heavyHitter && !parksEvictions
     }
 
     /// The episodic scores of the row at `base`: the focused episode's plus the current
@@ -713,6 +735,7 @@ public final class AttentionScores {
                 let l = r / rowsPerLayer, kept = plannedLengths[l], evicted = lengths[l] - kept
                 let to = capacity - parked[r] - evicted, base = r * capacity
                 precondition(to >= kept, "resident and parked slots exceed the row")
+                if config.tracksVisibility { for j in kept..<(kept + evicted) { visible[base + j] += visibleQueries[l] } }
                 if to != kept {
                     for j in stride(from: evicted - 1, through: 0, by: -1) { copyValues(base + to + j, base + kept + j, block: block) }
                 }
@@ -777,6 +800,11 @@ public final class AttentionScores {
     func swapSlots(row: Int, _ a: Int, _ b: Int) {
         lowScores.invalidate(row: row)
         swapValues(row * capacity + a, row * capacity + b, block: rows * capacity)
+        if config.tracksVisibility {  // resident slots count relative to the layer's queries
+            let q = visibleQueries[row / rowsPerLayer]
+            visible[row * capacity + a] -= q
+            visible[row * capacity + b] += q
+        }
     }
 
     /// Forgets parked slot `slot` of row `row` (its K/V are gone): the row's lowest parked slot
@@ -815,7 +843,7 @@ public final class AttentionScores {
     /// next choice). Cost: O(count) plus, for the episodic scores of a row with parked slots,
     /// O(capacity); allocates the gather buffers once.
     private func choose(row: Int, count n: Int, budget: Int, slot: (Int) -> Int) -> UnsafePointer<UInt8> {
-        let base = row * capacity
+        let base = row * capacity, resident = length(row: row), queries = config.tracksVisibility ? visibleQueries[row / rowsPerLayer] : 0
         if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
         let episodeScores = episodeRow(base, count: parked[row] > 0 ? capacity : length(row: row))
         gather.withUnsafeMutableBufferPointer { g in
@@ -826,7 +854,7 @@ public final class AttentionScores {
                 pos[j] = positions[base + i]
                 acc[j] = accumulated[base + i]
                 lst[j] = config.tracksLast ? last[base + i] : 0
-                vis[j] = config.tracksVisibility ? visible[base + i] : 0
+                vis[j] = config.tracksVisibility ? visible[base + i] + (i < resident ? queries : 0) : 0
                 epi[j] = episodeScores?[i] ?? 0
             }
             let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,

@@ -12,8 +12,11 @@ public struct EvictionRow {
     public var accumulated: UnsafePointer<Float>
     /// Attention of the last observed step only.
     public var last: UnsafePointer<Float>
-    /// Queries that could see each slot's token (for normalised scores).
+    /// Queries that could see each slot's token (for normalised scores), less `visibleOffset`.
     public var visible: UnsafePointer<Float>
+    /// Added to every `visible` entry: slot `i`'s token was seen by `visible[i] + visibleOffset`
+    /// queries (the engine stores counts relative to a layer's total; see `AttentionScores`).
+    public var visibleOffset: Float = 0
     /// Attention accumulated while the focused episode's queries ran, or nil (no focus, or
     /// the episode has observed nothing yet).
     public var episode: UnsafePointer<Float>?
@@ -22,7 +25,7 @@ public struct EvictionRow {
     /// Tokens to keep: 1...count.
     public var budget: Int
     /// The row's record of its lowest raw accumulated scores between decode steps, or nil
-    /// (`AttentionScores.plan` passes it to H2O with raw sums on a row that does not park).
+    /// (`AttentionScores.plan` passes it to H2O on a row that does not park).
     var lowScores: LowScoreCache.Row? = nil
 }
 
@@ -133,12 +136,12 @@ enum Selection {
     /// first: the same choice as `markWindows` + `markTop`, in one pass over the row with a
     /// sorted buffer of the candidates to evict (the steady state of decoding, where each
     /// step evicts about one token). A slot's score is `scores[i]`, divided by
-    /// `max(visible[i], 1)` when `visible` is given. Precondition: the window holds at most `k`
-    /// slots. Cost: one SIMD pass (8 slots per compare against the current cut; only a chunk
-    /// with a slot at or below it takes the scalar path), no allocation. With `row.lowScores`
-    /// (raw scores only) the pass also records the row's lowest candidates, and later
-    /// steps that record proves choose from it instead: O(`LowScoreCache` record) per step,
-    /// a pass about once per `LowScoreCache.pendingCapacity` steps.
+    /// `max(visible[i] + row.visibleOffset, 1)` when `visible` is given. Precondition: the
+    /// window holds at most `k` slots. Cost: one SIMD pass (8 slots per compare against the
+    /// current cut; only a chunk with a slot at or below it takes the scalar path), no
+    /// allocation. With `row.lowScores` the pass also records the row's lowest candidates, and
+    /// later steps that record proves choose from it instead: O(`LowScoreCache` record) per
+    /// step, a pass about once per `LowScoreCache.pendingCapacity` steps.
     @inline(__always)
     static func evictFewest(
         _ row: EvictionRow, _ k: Int, recentFrom: Int, scores: UnsafePointer<Float>, visible: UnsafePointer<Float>?,
@@ -147,22 +150,27 @@ enum Selection {
         let evict = row.count - k
         keep.update(repeating: 1, count: row.count)
         guard evict > 0 else { return }
-        let cache = visible == nil ? row.lowScores : nil
+        let cache = row.lowScores, offset = row.visibleOffset
         @inline(__always) func score(_ i: Int) -> Float {
             guard let visible else { return scores[i] }
-            return scores[i] / max(visible[i], 1)
+            return scores[i] / max(visible[i] + offset, 1)
         }
         // Orders (score, slot) by score, then higher slot first: the first `evict` go.
         @inline(__always) func before(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
         // The scan keeps the `size` lowest: those to evict, and the cache's record after them.
         let size = cache == nil ? evict : evict + LowScoreCache.lowCapacity
         withUnsafeTemporaryAllocation(of: (Float, Int32).self, capacity: size) { buffer in
-            if let cache, cache.choose(evict, from: recentFrom, scores: scores, into: buffer, before: before) {
+            if let cache, cache.choose(evict, from: recentFrom, score: score, queries: offset, into: buffer, before: before) {
                 for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }
                 return
             }
             @inline(__always) func insert(_ item: (Float, Int32), _ filled: Int) {
                 insertSorted(item, into: buffer, filled: filled, size: size, before: before)
+            }
+            // The fewest queries any candidate was seen by (normalised scores, for the record).
+            var fewestSeen = Float.infinity
+            @inline(__always) func noteSeen(_ i: Int) {
+                if let visible { fewestSeen = min(fewestSeen, visible[i] + offset) }
             }
             // Positions `recentFrom..<pendingUntil` are recorded as pending (none without a cache).
             let pendingUntil = cache?.beginScan(from: recentFrom, nextPosition: row.nextPosition) ?? recentFrom
@@ -171,6 +179,7 @@ enum Selection {
                 let p = Int(row.positions[i])
                 if p < recentFrom {
                     insert((score(i), Int32(i)), filled)
+                    noteSeen(i)
                     filled += 1
                 } else if p < pendingUntil {
                     cache?.addPending(i, p)
@@ -188,6 +197,7 @@ enum Selection {
                     if p < pendingUntil { cache?.addPending(i, p) }
                     return
                 }
+                noteSeen(i)
                 let s = score(i)
                 if s <= cut && before((s, Int32(i)), buffer[size - 1]) {
                     insert((s, Int32(i)), size)
@@ -197,13 +207,18 @@ enum Selection {
             typealias V = SIMD8<Float>
             let from = SIMD8<Int32>(repeating: Int32(clamping: recentFrom))
             let until = SIMD8<Int32>(repeating: Int32(clamping: pendingUntil))
-            let one = V(repeating: 1)
+            let one = V(repeating: 1), shift = V(repeating: offset), never = V(repeating: .infinity)
+            var fewest = never
             let scoreBytes = UnsafeRawPointer(scores), positionBytes = UnsafeRawPointer(row.positions)
             let visibleBytes = visible.map { UnsafeRawPointer($0) }
             while i + 8 <= row.count {
                 var s = scoreBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self)
-                if let visibleBytes { s /= pointwiseMax(visibleBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self), one) }
                 let p = positionBytes.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Int32>.self)
+                if let visibleBytes {
+                    let seen = visibleBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self) + shift
+                    s /= pointwiseMax(seen, one)
+                    fewest = pointwiseMin(fewest, seen.replacing(with: never, where: p .>= from))
+                }
                 if any(((s .<= V(repeating: cut)) .& (p .< from)) .| ((p .>= from) .& (p .< until))) {
                     for j in i..<(i + 8) { consider(j) }
                 }
@@ -215,7 +230,8 @@ enum Selection {
             }
             for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }
             cache?.endScan(low: UnsafeBufferPointer(rebasing: buffer[0..<filled]), positions: row.positions,
-                           bound: filled == size ? buffer[size - 1].0 : .infinity, validUntil: pendingUntil)
+                           bound: filled == size ? buffer[size - 1].0 : .infinity, validUntil: pendingUntil,
+                           fewestSeen: visible == nil ? .infinity : max(min(fewestSeen, fewest.min()), 1), queries: offset)
         }
     }
 

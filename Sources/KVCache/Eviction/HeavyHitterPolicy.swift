@@ -15,7 +15,7 @@ public struct HeavyHitterPolicy: EvictionPolicy {
 
     /// The recent window by position, then the top accumulated scores among the rest.
     /// Cost: O(count) expected, no allocation; a decode step that `row.lowScores` serves
-    /// (raw sums) reads only that record, plus O(count) to write `keep`.
+    /// reads only that record, plus O(count) to write `keep`.
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
         Self.choose(row, scores: row.accumulated, config: config, scratch: scratch, keep: keep)
     }
@@ -37,7 +37,8 @@ public struct HeavyHitterPolicy: EvictionPolicy {
         let inWindow = Selection.markWindows(row, sinks: 0, recent: recent, keep: keep)
         precondition(inWindow <= k, "the recent window holds at most the budget")
         if config.normalizedScores {
-            Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] / max(row.visible[$0], 1) }
+            let offset = row.visibleOffset
+            Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] / max(row.visible[$0] + offset, 1) }
         } else {
             Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] }
         }

@@ -1,19 +1,30 @@
-/// Per row of a sequence's eviction state, the slots of the lowest raw accumulated scores
-/// found by the last full decode-step scan, so that the next decode steps choose their few
-/// evictions from about a hundred slots instead of rescanning the row (H2O with raw sums only).
+/// Per row of a sequence's eviction state, the slots of the lowest H2O scores found by the
+/// last full decode-step scan, so that the next decode steps choose their few evictions from
+/// about a hundred slots instead of rescanning the row.
 ///
-/// Why it is exact: raw accumulated scores never fall (`observe` adds scores >= 0, and a
-/// float sum of a value and a non-negative one is never below the value). A scan that keeps
-/// the lowest candidates (positions below the recent window's start `from`), the `e` it
+/// Why it is exact, for raw sums: accumulated scores never fall (`observe` adds scores >= 0,
+/// and a float sum of a value and a non-negative one is never below the value). A scan that
+/// keeps the lowest candidates (positions below the recent window's start `from`), the `e` it
 /// evicts and `lowCapacity` more, records the highest of them as `bound`: every other such
-/// token scored at least `bound` then, so it still does. The scan also records `pending`, every token whose position lies
-/// in `from ..< validUntil` (`validUntil = min(from + pendingCapacity, nextPosition)`): the
-/// tokens that may leave the window before the next scan. A later step whose window starts at
-/// `from' <= validUntil` has as candidates exactly the recorded slots with positions below
-/// `from'` plus tokens scoring at least `bound`; when its `e`-th lowest recorded candidate
-/// scores below `bound`, those `e` are the step's choice, ties broken as the scan breaks them
-/// (every token of a tied score below `bound` is recorded). Otherwise the step rescans.
-/// Tokens appended since the scan have positions >= `validUntil`, inside the window.
+/// token scored at least `bound` then, so it still does. The scan also records `pending`,
+/// every token whose position lies in `from ..< validUntil` (`validUntil = min(from +
+/// pendingCapacity, nextPosition)`): the tokens that may leave the window before the next
+/// scan. A later step whose window starts at `from' <= validUntil` has as candidates exactly
+/// the recorded slots with positions below `from'` plus tokens scoring at least `bound`; when
+/// its `e`-th lowest recorded candidate scores below `bound`, those `e` are the step's choice,
+/// ties broken as the scan breaks them (every token of a tied score below `bound` is
+/// recorded). Otherwise the step rescans. Tokens appended since the scan have positions >=
+/// `validUntil`, inside the window.
+///
+/// Normalised sums (a token's sum over the `v` queries that could see it) can fall, but only
+/// so far: after `q` more queries (a layer's total; no token sees more of them) a token that
+/// scored `s = a / v >= bound` scores at least `a / (v + q) >= bound * v / (v + q)`, and that
+/// is at least `bound * v0 / (v0 + q)` for `v0`, the fewest queries any candidate of the scan
+/// had seen (a count rises by at most `q`). A step then compares its `e`-th lowest recorded
+/// candidate with that lower limit, shrunk by 2^-20 for the roundings of the divisions on both
+/// sides, so the choice stays exactly a scan's; the limit falls as queries arrive, so the
+/// record serves fewer steps the smaller `v0` is against the steps since the scan (a recent
+/// window of a few hundred positions makes `v0` that large).
 ///
 /// Invariants: while row `r` is valid its recorded slots are resident slots of the row,
 /// distinct, holding the tokens they held at the scan (`remap` follows compaction moves);
@@ -40,6 +51,10 @@ final class LowScoreCache {
     private let lowCount: UnsafeMutablePointer<Int32>
     private let pendingCount: UnsafeMutablePointer<Int32>
     private let bound: UnsafeMutablePointer<Float>
+    /// Normalised scores: the fewest queries a candidate of the scan had seen (at least 1),
+    /// and the layer's query total then; raw sums: +infinity and 0.
+    private let fewestSeen: UnsafeMutablePointer<Float>
+    private let queriesAtScan: UnsafeMutablePointer<Float>
     /// The latest window start the row's record serves; `Int.min` when invalid.
     private let validUntil: UnsafeMutablePointer<Int>
     /// Full decode-step scans so far, over all rows (the steps the record did not serve).
@@ -53,6 +68,10 @@ final class LowScoreCache {
         lowCount = .allocate(capacity: rows)
         pendingCount = .allocate(capacity: rows)
         bound = .allocate(capacity: rows)
+        fewestSeen = .allocate(capacity: rows)
+        fewestSeen.initialize(repeating: .infinity, count: rows)
+        queriesAtScan = .allocate(capacity: rows)
+        queriesAtScan.initialize(repeating: 0, count: rows)
         validUntil = .allocate(capacity: rows)
         scanCount = .allocate(capacity: 1)
         scanCount.initialize(to: 0)
@@ -67,6 +86,8 @@ final class LowScoreCache {
         lowCount.deallocate()
         pendingCount.deallocate()
         bound.deallocate()
+        fewestSeen.deallocate()
+        queriesAtScan.deallocate()
         validUntil.deallocate()
         scanCount.deallocate()
     }
@@ -77,7 +98,7 @@ final class LowScoreCache {
     /// Row `r`'s record, for `Selection.evictFewest`.
     @inline(__always) func row(_ r: Int) -> Row {
         Row(slots: slots + 2 * r * Self.stride, lowCount: lowCount + r, pendingCount: pendingCount + r, bound: bound + r,
-            validUntil: validUntil + r, scans: scanCount)
+            fewestSeen: fewestSeen + r, queriesAtScan: queriesAtScan + r, validUntil: validUntil + r, scans: scanCount)
     }
 
     /// Forgets row `r`'s record: its next decode step scans.
@@ -116,6 +137,8 @@ final class LowScoreCache {
         let lowCount: UnsafeMutablePointer<Int32>
         let pendingCount: UnsafeMutablePointer<Int32>
         let bound: UnsafeMutablePointer<Float>
+        let fewestSeen: UnsafeMutablePointer<Float>
+        let queriesAtScan: UnsafeMutablePointer<Float>
         let validUntil: UnsafeMutablePointer<Int>
         let scans: UnsafeMutablePointer<Int>
 
@@ -139,9 +162,11 @@ final class LowScoreCache {
 
         /// Ends a scan: `low` are the lowest candidates it found, those it evicts included
         /// (slots of a row whose positions are `positions`); every other candidate scored at
-        /// least `bound`.
+        /// least `bound`. Normalised scores: every candidate had seen at least `fewestSeen`
+        /// (>= 1) of the layer's `queries` so far; raw sums: `fewestSeen` is +infinity.
         @inline(__always) func endScan(
-            low: UnsafeBufferPointer<(Float, Int32)>, positions: UnsafePointer<Int32>, bound: Float, validUntil until: Int
+            low: UnsafeBufferPointer<(Float, Int32)>, positions: UnsafePointer<Int32>, bound: Float, validUntil until: Int,
+            fewestSeen seen: Float, queries: Float
         ) {
             precondition(low.count <= LowScoreCache.lowSlots)
             for j in 0..<low.count {
@@ -150,27 +175,36 @@ final class LowScoreCache {
             }
             lowCount.pointee = Int32(low.count)
             self.bound.pointee = bound
+            fewestSeen.pointee = seen
+            queriesAtScan.pointee = queries
             validUntil.pointee = until
         }
 
         /// The `evict` lowest of the recorded candidates (positions below `from`) by
-        /// `before`, into `buffer`, when the record proves them the row's lowest; false (and
-        /// `buffer` undefined) when the row must be scanned.
+        /// `before`, with slot `i` scoring `score(i)` now and the layer's query total at
+        /// `queries` (normalised scores), into `buffer`, when the record proves them the row's
+        /// lowest; false (and `buffer` undefined) when the row must be scanned.
         @inline(__always) func choose(
-            _ evict: Int, from: Int, scores: UnsafePointer<Float>,
+            _ evict: Int, from: Int, score: (Int) -> Float, queries: Float,
             into buffer: UnsafeMutableBufferPointer<(Float, Int32)>, before: ((Float, Int32), (Float, Int32)) -> Bool
         ) -> Bool {
             guard from <= validUntil.pointee else { return false }
+            // What every unrecorded candidate still scores at least (see the type's comment).
+            var limit = bound.pointee
+            let seen = fewestSeen.pointee
+            if seen != .infinity && limit != .infinity {
+                limit = limit * (seen / (seen + (queries - queriesAtScan.pointee))) * (1 - 0x1p-20)
+            }
             var filled = 0
             @inline(__always) func offer(_ at: Int) {
                 let i = slots[at]
                 guard Int(slots[at + 1]) < from else { return }
-                Selection.insertSorted((scores[Int(i)], i), into: buffer, filled: filled, size: evict, before: before)
+                Selection.insertSorted((score(Int(i)), i), into: buffer, filled: filled, size: evict, before: before)
                 if filled < evict { filled += 1 }
             }
             for j in 0..<Int(lowCount.pointee) { offer(2 * j) }
             for j in 0..<Int(pendingCount.pointee) { offer(2 * (LowScoreCache.lowSlots + j)) }
-            return filled == evict && buffer[evict - 1].0 < bound.pointee
+            return filled == evict && buffer[evict - 1].0 < limit
         }
     }
 }
