@@ -180,11 +180,32 @@ private final class CRouter {
         #expect(handle.router.prefill.millisecondsPerToken == 0.5)
     }
 
+    /// A batch with a bad kind is refused whole: its good events before the bad one are not
+    /// applied either. Shown through routing (overlap-cost, exact view): the same events
+    /// without the bad one steer a prompt of those blocks to the instance that stored them;
+    /// refused, the route is the blind one.
     @Test func aBadEventKindChangesNothing() throws {
-        let r = try CRouter()
-        #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
-        let stream = event(kind: 1, hash: 5, parent: 0) + event(kind: 9, hash: 6, parent: 5)
-        #expect(stream.withUnsafeBytes { kvc_router_observe_events(r.handle, 1, $0.baseAddress, 2) } == -1)
-        #expect(lastError().contains("events[1].kind 9"))
+        let chain: [UInt64] = (1...8).map { 100 + $0 }
+        let stored = chain.indices.flatMap { event(kind: 1, hash: chain[$0], parent: $0 > 0 ? chain[$0 - 1] : 0) }
+        func router() throws -> CRouter {
+            let r = try CRouter(policy: 5)
+            for i: UInt32 in 1...4 { #expect(kvc_router_add_instance(r.handle, i, 1) == KVC_OK) }
+            return r
+        }
+        var blind: UInt32 = 0
+        #expect(try router().route(chain, tokens: 8 * 16, &blind) == KVC_OK)
+        let holder: UInt32 = blind == 1 ? 2 : 1
+        let informed = try router()
+        #expect(stored.withUnsafeBytes { kvc_router_observe_events(informed.handle, holder, $0.baseAddress, 8) } == KVC_OK)
+        var chosen: UInt32 = 0
+        #expect(informed.route(chain, tokens: 8 * 16, &chosen) == KVC_OK)
+        #expect(chosen == holder, "the stored chain steers the route")
+
+        let r = try router()
+        let bad = stored + event(kind: 9, hash: 6, parent: 5)
+        #expect(bad.withUnsafeBytes { kvc_router_observe_events(r.handle, holder, $0.baseAddress, 9) } == -1)
+        #expect(lastError().contains("events[8].kind 9"))
+        #expect(r.route(chain, tokens: 8 * 16, &chosen) == KVC_OK)
+        #expect(chosen == blind, "no event of the refused batch was applied")
     }
 }
