@@ -990,8 +990,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     outside the prefix index, such as its partial last block; episodic-offload records)
  *     are never announced. Restart: kvc_engine_create emits one KVC_EVENT_ALL_CLEARED
  *     (KVC_TIER_DISK), then a KVC_EVENT_BLOCK_STORED for every block it found in the journal
- *     (slot order), so a router applying the events in order holds exactly what this engine
- *     finds, whether or not it noticed the restart. The event queue grows at create to hold
+ *     (each after its parent when the tier holds both), so a router applying the events in
+ *     order holds exactly what this engine finds, whether or not it noticed the restart. The event queue grows at create to hold
  *     those beside its 65536 (24 bytes per block found, kept), so none is dropped before the
  *     first kvc_drain_events. One enqueue per block, no allocation after create; completions
  *     are announced under the engine's lock, where they are processed.

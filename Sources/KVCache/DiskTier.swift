@@ -451,11 +451,13 @@ final class DiskTier {
 
     /// Replays the journal: every slot whose latest record says STORED (and that lies inside the
     /// preallocated file) is indexed again; the journal is compacted to those records.
-    /// Events: one `allCleared` of the disk tier first, then a `blockStored` per block indexed
-    /// (in slot order, not chain order), so that a router still holding what this directory's
-    /// previous engine announced (it may not see the restart: the events carry no instance
-    /// epoch) ends with exactly what this one can find. The queue grows to hold them beside its
-    /// usual capacity (`EventQueue.grow`): nothing drains it before the engine is created.
+    /// Events: one `allCleared` of the disk tier first, then a `blockStored` per block indexed,
+    /// each after its ancestors the tier holds (a router building a prefix tree needs parents
+    /// first; slots are in no such order: a trim spills a freed chain tail first), so that a
+    /// router still holding what this directory's previous engine announced (it may not see
+    /// the restart: the events carry no instance epoch) ends with exactly what this one can
+    /// find. The queue grows to hold them beside its usual capacity (`EventQueue.grow`):
+    /// nothing drains it before the engine is created. Cost: O(slots) time and scratch.
     private func recover() throws(KVError) {
         let allocated = Int(kvm_slab_allocated(slab))
         let latest = UnsafeMutablePointer<kvm_journal_record>.allocate(capacity: max(1, capacity))
@@ -484,8 +486,23 @@ final class DiskTier {
         }
         events.grow(by: Int(stats.recoveredSlots) + 1)
         events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
-        for slot in 0..<capacity where state[slot] == DiskTier.stored {
-            events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hashes[slot], parentHash: parents[slot]))
+        var announced = [Bool](repeating: false, count: capacity)
+        var path: [Int] = []
+        for slot in 0..<capacity where state[slot] == DiskTier.stored && !announced[slot] {
+            // Up the chain to the first ancestor announced or not held, then down again.
+            var s = slot
+            while true {
+                path.append(s)
+                announced[s] = true
+                guard parents[s] != 0 else { break }
+                let up = Int(index.find(parents[s]))
+                guard up >= 0 && !announced[up] else { break }
+                s = up
+            }
+            for s in path.reversed() {
+                events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
+            }
+            path.removeAll(keepingCapacity: true)
         }
         for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free {
             freeSlots[freeTop] = Int32(slot)
@@ -723,7 +740,10 @@ final class DiskTier {
         stageSlot[Int(stage)] = slot
         if op == DiskTier.spillWrite { spillWritesInFlight += 1 }
         if hash != 0 {
-            index.insert(hash, slot)
+            // Callers write a hash only after `lookup` missed it, and the index has room for
+            // every slot: a refused insert would announce a block no lookup finds.
+            let inserted = index.insert(hash, slot)
+            precondition(inserted, "disk tier: block \(hash) is indexed already")
             events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hash, parentHash: parent))
         }
         queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),

@@ -145,6 +145,26 @@ struct DiskTierEventTests {
         #expect(router.hashes == findable && router.contradictions.isEmpty, "a router that did not")
     }
 
+    /// A reopened tier announces a block after its parent when it holds both (a router that
+    /// builds a prefix tree from events needs the parent first), whatever slots they hold:
+    /// a trim spills a freed prompt's blocks tail first, so there the children hold the lower
+    /// slots.
+    @Test(arguments: layouts)
+    func aReopenedTierAnnouncesParentsBeforeChildren(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(81, seed: 70)
+        try spillPrompt(try Engine(offloadConfig(layout, dir: dir.path)), 1, prompt)  // closed at once
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let stored = drainAll(e).filter { $0.kind == .blockStored && $0.tier == KVEvent.diskTier }
+        #expect(Set(stored.map(\.blockHash)) == Set(BlockHash.chain(prompt, blockTokens: 4)), "the prompt's 20 blocks")
+        var seen: Set<UInt64> = []
+        for event in stored {
+            #expect(event.parentHash == 0 || seen.contains(event.parentHash), "block \(event.blockHash) before its parent")
+            seen.insert(event.blockHash)
+        }
+    }
+
     /// A reopened tier announces every block it found even when they outnumber the event
     /// queue's capacity (here 16; 65536 in the ABI): the queue grows at creation to hold them.
     /// Later events overflow it as before (the oldest dropped, counted).
