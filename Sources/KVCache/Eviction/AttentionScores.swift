@@ -66,7 +66,7 @@ public final class AttentionScores {
     private var keepMask: UnsafeMutablePointer<UInt8>
     private var values: UnsafeMutablePointer<Float>
     private var slotScratch: UnsafeMutablePointer<Int32>
-    /// A layer's summed scores go here, at `summedScratch(for:)`: `capacity` floats
+    /// A layer's summed scores go here, at `summedScratch(for:)`: `heads x capacity` floats
     /// plus a 4 KiB page of room to place them.
     private(set) var summedBuffer: UnsafeMutablePointer<Float>
     /// The compaction plan: per row its moves (destination, source slot pairs) in `moves`.
@@ -227,7 +227,7 @@ public final class AttentionScores {
         slotScratch.deallocate()
         slotScratch = .allocate(capacity: new)
         summedBuffer.deallocate()
-        summedBuffer = .allocate(capacity: new + Self.pageFloats)
+        summedBuffer = .allocate(capacity: heads * new + Self.pageFloats)
         moves.deallocate()
         moves = .allocate(capacity: 2 * rows * (new / 2 + 1))
     }
@@ -330,16 +330,13 @@ public final class AttentionScores {
             throw .invalid("\(n) tokens of scores for layer \(layer), which holds \(lengths[layer])")
         }
         guard n > 0 else { return }
-        // Pass 1 checks every value (the minimum catches negatives, the total NaN and
-        // infinities) and, per layer, sums the heads into scratch. Explicit SIMD, since
-        // floating-point reductions do not vectorise on their own. Per head, pass 2 reads the
-        // scores themselves: a copy would write and read back heads x n floats (1 MiB for a
-        // layer of 8 x 32768 scores, past L2).
-        let scratch = summedScratch(for: scores)
-        let summed = rowsPerLayer == 1 ? UnsafePointer(scratch) : scores
+        let summed = summedScratch(for: scores)
+        // Pass 1: sum over heads into scratch (or copy per head) while checking every value:
+        // the minimum catches negatives, the total NaN and infinities. Explicit SIMD, since
+        // floating-point reductions do not vectorise on their own.
         let (minimum, total, firstHead) = rowsPerLayer == 1
-            ? Self.sumHeads(scores, heads: heads, n: n, into: scratch)
-            : Self.checkHeads(scores, heads: heads, n: n)
+            ? Self.sumHeads(scores, heads: heads, n: n, into: summed)
+            : Self.copyHeads(scores, heads: heads, n: n, into: summed)
         guard minimum >= 0 && total.isFinite else {
             var i = 0
             while i < heads * n && scores[i] >= 0 && scores[i].isFinite { i += 1 }
@@ -378,7 +375,7 @@ public final class AttentionScores {
     static let pageFloats = 1024
 
     /// Where one `observe` stores its sums in `summedBuffer`: half a 4 KiB page away from
-    /// `scores` modulo 4 KiB, and `capacity` floats fit from there. The L1 cache's set
+    /// `scores` modulo 4 KiB, and `heads x capacity` floats fit from there. The L1 cache's set
     /// index and the processor's check whether a load may read a pending store both use only
     /// an address's low 12 bits: the sums' stores then share neither with the score loads.
     /// Score rows whose stride is a multiple of 4 KiB (a power-of-two token count from 1024)
@@ -391,13 +388,13 @@ public final class AttentionScores {
         return summedBuffer + Int(((want &- base) & 4095) / 4)  // both are Float-aligned
     }
 
-    /// `out[t] = sum over heads of scores[h][t]` (when `out` is given); returns a number below
-    /// 0 when some score is negative (else 0), the sum of all scores (NaN or infinite when one
-    /// is) and the sum of head 0's. Cost: one SIMD pass that reads every head's chunk and stores the chunk's
+    /// `out[t] = sum over heads of scores[h][t]`; returns a number below 0 when some score
+    /// is negative (else 0), the sum of all scores (NaN or infinite when one is) and the sum
+    /// of head 0's. Cost: one SIMD pass that reads every head's chunk and stores the chunk's
     /// sum once (no read-modify-write of `out` per head); sign bits are OR-ed (a set bit, even
     /// of -0.0, sends it to a scalar recheck) because a vector minimum does not specialise here.
     @inline(__always)
-    private static func sumHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>?)
+    private static func sumHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>)
         -> (Float, Float, Float)
     {
         typealias V = SIMD8<Float>
@@ -405,7 +402,7 @@ public final class AttentionScores {
         let vectors = n / 8
         var signs = Bits(repeating: 0)
         var sum = V(repeating: 0), first = V(repeating: 0)
-        let src = UnsafeRawPointer(scores), dst = out.map { UnsafeMutableRawPointer($0) }
+        let src = UnsafeRawPointer(scores), dst = UnsafeMutableRawPointer(out)
         let rowBytes = n * 4
         for j in 0..<vectors {
             let v0 = src.loadUnaligned(fromByteOffset: j * 32, as: V.self)
@@ -420,7 +417,7 @@ public final class AttentionScores {
                 row += rowBytes
             }
             sum += chunk
-            dst?.storeBytes(of: chunk, toByteOffset: j * 32, as: V.self)
+            dst.storeBytes(of: chunk, toByteOffset: j * 32, as: V.self)
         }
         var total = sum.sum(), firstHead = first.sum()
         var signed = false
@@ -433,7 +430,7 @@ public final class AttentionScores {
                 if v.sign == .minus { signed = true }
                 if h == 0 { firstHead += v }
             }
-            out?[t] = s
+            out[t] = s
             total += s
         }
         var minimum: Float = 0
@@ -443,12 +440,14 @@ public final class AttentionScores {
         return (minimum, total, firstHead)
     }
 
-    /// `sumHeads`' results for `heads` rows of `n` scores, storing nothing.
+    /// `out[h * n + t] = scores[h * n + t]`, with the same results as `sumHeads`.
     @inline(__always)
-    private static func checkHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int) -> (Float, Float, Float) {
+    private static func copyHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>)
+        -> (Float, Float, Float)
+    {
         var minimum: Float = 0, total: Float = 0, firstHead: Float = 0
         for h in 0..<heads {
-            let (m, t, _) = sumHeads(scores + h * n, heads: 1, n: n, into: nil)
+            let (m, t, _) = sumHeads(scores + h * n, heads: 1, n: n, into: out + h * n)
             minimum = min(minimum, m)
             total += t
             if h == 0 { firstHead = t }
