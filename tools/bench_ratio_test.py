@@ -145,6 +145,7 @@ check("decode-step-head and decode-step-epi are judged on their own rounds", sta
       and line(output, "FAIL decode-step-epi").startswith("FAIL decode-step-epi: 2.10x")
       and "median of 3 same-run rounds: 1.90, 1.30, 1.70)" in output
       and line(output, "decode-step-head").split()[1:3] == ["1000000.00", "1000000.00"]
+      and line(output, "decode-step-epi").split()[1:3] == ["1000000.00", "1000000.00"]
       and "SKIP decode-step-scores: not measured" in output, output)
 
 status, output = run_case({}, [])
