@@ -16,7 +16,7 @@ import glob, json, os, statistics, sys
 
 percentile, out = sys.argv[1], sys.argv[2]
 OPS_PER_MEASUREMENT = 1000          # BenchmarkScalingFactor.kilo
-OPS_OVERRIDES = {"decode-step-scores": 1, "decode-step-norm": 1, "unshare": 1}  # Compaction/UnshareBenchmarks.swift: one step (copy) per measurement
+OPS_OVERRIDES = {"decode-step-scores": 1, "decode-step-norm": 1, "decode-step-head": 1, "decode-step-epi": 1, "unshare": 1}  # Compaction/UnshareBenchmarks.swift: one step (copy) per measurement
 WALL = "Time (wall clock)"
 MALLOC = "Malloc (total)"
 
@@ -88,7 +88,9 @@ for op, ok, text in targets:
     print(f"{'PASS' if passed else 'FAIL'} {op}: {text(v)}")
 # Ratio targets: engine / baseline in the same run.
 ratio_targets = [("decode-step-scores", 2.0, "observe+compact of one decode step (32k tokens, 32 layers x 8 heads) vs a plain sum of the same scores"),
-                 ("decode-step-norm", 2.0, "the same with H2O's normalised sums")]
+                 ("decode-step-norm", 2.0, "the same with H2O's normalised sums"),
+                 ("decode-step-head", 2.0, "the same with per-head decisions (256 rows)"),
+                 ("decode-step-epi", 2.0, "the same with the episodic policy, an episode focused")]
 for op, limit, what in ratio_targets:
     measured = median_of_rounds(op, "Baseline")
     if measured is None:

@@ -8,6 +8,8 @@
 #   decode-step-scores: observe+compact of one 32k-token decode step at most 2x a plain sum
 #                  of the same scores (a ratio, so the ops-per-measurement scale cancels)
 #   decode-step-norm: the same with H2O's normalised sums
+#   decode-step-head: the same with per-head decisions (256 rows of 32k tokens)
+#   decode-step-epi: the same with the episodic policy and a focused episode
 #
 # Usage: tools/bench_ratio.sh [extra `benchmark` options, e.g. --filter 'append']
 # Environment: SCRATCH_PATH (default .build-cli), PERCENTILE (default 50.0; one of
@@ -57,7 +59,7 @@ run() {
 run "$out/main" "$@"
 # The rounds of each ratio target's pair, and of the vLLM comparison's trace replay, that the
 # main run measured: round-OP-N holds the N-th run of OP alone.
-for op in decode-step-scores decode-step-norm trace-replay; do
+for op in decode-step-scores decode-step-norm decode-step-head decode-step-epi trace-replay; do
     grep -q "Engine_$op\|Engine $op" "$out"/main/*.jmh.json || continue
     for r in $(seq 1 "$rounds"); do run "$out/round-$op-$r" --filter ".*$op"; done
 done

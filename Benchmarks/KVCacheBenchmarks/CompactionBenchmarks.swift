@@ -8,14 +8,22 @@ import KVCache
 /// pass that only sums the same scores into one accumulator per layer (all heads of a token
 /// summed, then added once: one read of the scores, one read-modify-write of the sums), the least any
 /// accumulating policy must do. The step's `append` is outside the measured interval.
-/// `decode-step-norm` is the same pair with H2O's normalised sums (`normalizedScores`).
+/// `decode-step-norm` is the same pair with H2O's normalised sums (`normalizedScores`);
+/// `decode-step-head` with per-head decisions (`perHead`: 256 rows of 32k, one token evicted
+/// per head); `decode-step-epi` with the episodic policy, four segments registered and
+/// the last one's episode focused after a first observed turn (so every plan ranks by that
+/// episode's scores plus the current turn's), no disk tier.
 /// Shape: head_dim 8, fp16 (128-byte tokens, 256 MiB of K/V); compaction moves at most the
 /// evicted count of tokens per layer, so the K/V size barely matters.
 /// Target: engine / baseline <= 2 for each score mode (tools/bench_ratio.sh).
 func registerCompactionBenchmarks() {
     let configuration = oneOperationPerMeasurement
 
-    for (name, fixture) in [("decode-step-scores", { CompactionFixture.raw }), ("decode-step-norm", { CompactionFixture.normalized })] {
+    let modes: [(String, () -> CompactionFixture)] = [
+        ("decode-step-scores", { CompactionFixture.raw }), ("decode-step-norm", { CompactionFixture.normalized }),
+        ("decode-step-head", { CompactionFixture.perHead }), ("decode-step-epi", { CompactionFixture.episodic }),
+    ]
+    for (name, fixture) in modes {
         Benchmark("Engine \(name)", configuration: configuration) { benchmark in
             let f = fixture()
             do throws(KVError) {
@@ -52,12 +60,23 @@ func registerCompactionBenchmarks() {
     }
 }
 
-/// The engine with one 32767-token H2O sequence and 32 layers of random scores, built once.
+/// The engine with one 32767-token sequence and 32 layers of random scores, built once.
 final class CompactionFixture: @unchecked Sendable {
     static let layers = 32, heads = 8, tokens = 32768
-    /// H2O with raw sums (the default), and with normalised sums; each built on first use.
-    nonisolated(unsafe) static let raw = CompactionFixture(normalized: false)
-    nonisolated(unsafe) static let normalized = CompactionFixture(normalized: true)
+    /// H2O with raw sums (the default), with normalised sums, with per-head decisions; the
+    /// episodic policy with a focused episode. Each built on first use.
+    nonisolated(unsafe) static let raw = CompactionFixture(EvictionConfig(.heavyHitter))
+    nonisolated(unsafe) static let normalized = CompactionFixture({
+        var c = EvictionConfig(.heavyHitter)
+        c.normalizedScores = true
+        return c
+    }())
+    nonisolated(unsafe) static let perHead = CompactionFixture({
+        var c = EvictionConfig(.heavyHitter)
+        c.perHead = true
+        return c
+    }())
+    nonisolated(unsafe) static let episodic = CompactionFixture(EvictionConfig(.episodic))
 
     let engine: Engine
     let rowFloats = heads * tokens
@@ -65,7 +84,7 @@ final class CompactionFixture: @unchecked Sendable {
     let scores: UnsafeMutablePointer<Float>
     let baselineSums: UnsafeMutablePointer<Float>
 
-    private init(normalized: Bool) {
+    private init(_ eviction: EvictionConfig) {
         var config = EngineConfig()
         config.numLayers = Self.layers
         config.numKVHeads = Self.heads
@@ -74,8 +93,7 @@ final class CompactionFixture: @unchecked Sendable {
         config.maxSeqTokens = Self.tokens
         config.memoryBytes = 512 << 20
         config.layout = .contiguous
-        config.eviction = EvictionConfig(.heavyHitter)
-        config.eviction.normalizedScores = normalized
+        config.eviction = eviction
         engine = makeEngine(config)
         scores = .allocate(capacity: Self.layers * Self.heads * Self.tokens)
         baselineSums = .allocate(capacity: Self.layers * Self.tokens)
@@ -92,5 +110,28 @@ final class CompactionFixture: @unchecked Sendable {
         }
         let prompt = [Int32](repeating: 3, count: Self.tokens - 1)
         do { try engine.createSequence(1, tokens: prompt) } catch { fatalError("cannot create the benchmark sequence: \(error)") }
+        if eviction.policy == .episodic { focusLastSegment() }
+    }
+
+    /// Registers `episodes` equal segments of the prompt (one-hot embeddings, one episode
+    /// each), observes one turn on every layer and focuses the last segment's episode: the
+    /// focus credits that turn to it, so every later plan ranks by its scores plus the turn's.
+    private func focusLastSegment() {
+        let segments = engine.config.eviction.episodes, n = Self.tokens - 1, length = n / segments
+        do throws(KVError) {
+            var embedding = [Float](repeating: 0, count: segments)
+            for i in 0..<segments {
+                embedding = [Float](repeating: 0, count: segments)
+                embedding[i] = 1
+                let end = i == segments - 1 ? n : (i + 1) * length
+                try embedding.withUnsafeBufferPointer { (e) throws(KVError) in try engine.addSegment(1, start: i * length, end: end, embedding: e) }
+            }
+            for layer in 0..<Self.layers {
+                try engine.observe(1, layer: layer, scores: scores + layer * rowFloats, nHeads: Self.heads, nTokens: n)
+            }
+            _ = try embedding.withUnsafeBufferPointer { (q) throws(KVError) in try engine.focus(1, query: q) }
+        } catch {
+            fatalError("cannot focus the benchmark sequence: \(error)")
+        }
     }
 }

@@ -1,9 +1,10 @@
 import Testing
 @testable import KVCache
 
-/// H2O's decode steps served from `LowScoreCache` choose exactly what a full scan chooses:
-/// each step's kept positions are checked against a sort of the state before the step, for
-/// raw and for normalised sums (whose visibility counts the test tracks on its own).
+/// H2O's and episodic's decode steps served from `LowScoreCache` choose exactly what a full
+/// scan chooses: each step's kept positions are checked against a sort of the state before
+/// the step, for raw and for normalised sums (whose visibility counts the test tracks on its
+/// own), and for the focused episode's plus the turn's scores across focuses.
 @Suite struct LowScoreCacheTests {
     /// The positions H2O keeps in row `row` of `layer` at `budget`: the recent window, then the
     /// highest scores (raw sums, or sums over `seen[position]` queries, at least 1), ties to
@@ -11,7 +12,7 @@ import Testing
     private func expectedKept(
         _ state: AttentionScores, layer: Int, row: Int, budget: Int, window: Int, seen: [Int32: Float]?
     ) -> Set<Int32> {
-        let pos = state.positions(layer: layer, row: row), acc = state.accumulatedScores(layer: layer, row: row)
+        let pos = state.positions(layer: layer, row: row), acc = rankedScores(state, layer: layer, row: row)
         let score = (0..<pos.count).map { i in seen.map { acc[i] / max($0[pos[i]]!, 1) } ?? acc[i] }
         let k = min(budget, pos.count)
         let recent = min(k, window)
@@ -21,22 +22,51 @@ import Testing
         return Set((inWindow + rest.prefix(k - inWindow.count)).map { pos[$0] })
     }
 
+    /// The scores the policy ranks row `row` of `layer` by: the accumulated attention, or
+    /// (episodic, focused on an episode that has observed something) the episode's plus the turn's.
+    private func rankedScores(_ state: AttentionScores, layer: Int, row: Int) -> [Float] {
+        let e = state.focusedEpisode
+        guard state.config.policy == .episodic, e >= 0, state.episodeObserved[e] else {
+            return Array(state.accumulatedScores(layer: layer, row: row))
+        }
+        let block = state.rows * state.capacity, base = (layer * state.rowsPerLayer + row) * state.capacity
+        let episode = state.episodeScores + e * block + base, turn = state.episodeScores + state.config.episodes * block + base
+        return (0..<state.length(layer: layer)).map { episode[$0] + turn[$0] }
+    }
+
     /// Random decode: 1-3 tokens appended per step, scores with many ties and zeros (each
     /// head's row summing to the step's 1 or, now and then, 3 queries), budgets that mostly
     /// evict a few tokens and sometimes grow, shrink the window or evict many; per layer and
     /// per head; windows of 0, 3 and 40 tokens; now and then a plan that is never applied.
     /// With normalised sums the state's visibility counts are checked against the test's own.
-    @Test(arguments: [(false, 0, false), (false, 3, false), (false, 40, false), (true, 40, false),
-                      (false, 0, true), (false, 3, true), (false, 40, true), (true, 40, true)])
-    func decodeStepsMatchAFullScan(perHead: Bool, window: Int, normalized: Bool) throws {
-        var config = EvictionConfig(.heavyHitter)
+    /// Episodic: two episodes; after the first step's observations and then every 40 steps or
+    /// so a segment is added and a focus made (one of two queries, so the focus sometimes
+    /// moves and sometimes stays while the turn is credited to another episode).
+    @Test(arguments: [(false, 0, false, false), (false, 3, false, false), (false, 40, false, false), (true, 40, false, false),
+                      (false, 0, true, false), (false, 3, true, false), (false, 40, true, false), (true, 40, true, false),
+                      (false, 0, false, true), (false, 40, false, true), (true, 40, false, true), (false, 40, true, true),
+                      (true, 3, true, true)])
+    func decodeStepsMatchAFullScan(perHead: Bool, window: Int, normalized: Bool, episodic: Bool) throws {
+        var config = EvictionConfig(episodic ? .episodic : .heavyHitter)
+        config.episodes = 2
         config.recentTokens = window
         config.recentRatio = 0
         config.perHead = perHead
         config.normalizedScores = normalized
         let layers = 2, heads = 2, start = 300
         let state = AttentionScores(layers: layers, heads: heads, config: config, length: start, maxCapacity: 4096)
-        var rng = SplitMix64(seed: UInt64(window) + (perHead ? 100 : 0) + (normalized ? 1000 : 0))
+        var rng = SplitMix64(seed: UInt64(window) + (perHead ? 100 : 0) + (normalized ? 1000 : 0) + (episodic ? 10000 : 0))
+        var segmentEnd = 0
+        // A segment from the last one's end to the newest position, then a focus.
+        func segmentAndFocus() throws {
+            let embeddings: [[Float]] = [[1, 0], [0, 1], [1, 0.2], [0.2, 1]]
+            try embeddings[Int(rng.next() % 4)].withUnsafeBufferPointer {
+                try state.addSegment(start: segmentEnd, end: state.nextPosition, embedding: $0)
+            }
+            segmentEnd = state.nextPosition
+            _ = try embeddings[Int(rng.next() % 2)].withUnsafeBufferPointer { try state.focus($0) }
+        }
+        var focuses = 0
         // Per row: queries that could see each position (by the rule `observe` documents: the
         // row's last slots see fewer of a multi-query step's queries).
         let rows = perHead ? heads : 1
@@ -68,6 +98,10 @@ import Testing
                     }
                 }
             }
+            if episodic && (step == 0 || rng.next() % 40 == 0) {
+                try segmentAndFocus()
+                focuses += 1
+            }
             switch rng.next() % 50 {
             case 0: budget += 10  // room: nothing evicted for a few steps
             case 1: budget = max(60, budget - 40)  // a large eviction (not a decode step)
@@ -96,7 +130,10 @@ import Testing
         // would be steps x rows scans.
         let rowSteps = steps * layers * (perHead ? heads : 1)
         #expect(state.lowScoreScans > 0)
-        if window == 40 {  // here 82 and 157 raw, 125 and 765 normalised
+        if episodic {  // the steps ranked by an episode's scores (here 18 to 22 focuses)
+            #expect(focuses > 5 && state.focusedEpisode >= 0 && state.episodeObserved[state.focusedEpisode])
+        }
+        if window == 40 {  // here 82 and 157 raw, 125 and 765 normalised; episodic 116 and 200 raw, 244 normalised
             #expect(state.lowScoreScans * (normalized ? 2 : 4) < rowSteps, "\(state.lowScoreScans) scans in \(rowSteps) row-steps")
         }
     }

@@ -61,7 +61,7 @@ public final class AttentionScores {
     /// segment added in between (the turn those queries belonged to).
     private(set) var episodeScores: UnsafeMutablePointer<Float>
     /// Per episode: whether it has observed anything.
-    private var episodeObserved: [Bool]
+    private(set) var episodeObserved: [Bool]
     /// Scratch: the keep mask of one row, selection values, a layer's summed scores.
     private var keepMask: UnsafeMutablePointer<UInt8>
     private var values: UnsafeMutablePointer<Float>
@@ -69,15 +69,13 @@ public final class AttentionScores {
     /// A layer's summed scores go here, at `summedScratch(for:)`: `heads x capacity` floats
     /// plus a 4 KiB page of room to place them.
     private(set) var summedBuffer: UnsafeMutablePointer<Float>
-    /// Scratch: the focused episode's plus the turn's scores of one row.
-    private var combined: UnsafeMutablePointer<Float>
     /// The compaction plan: per row its moves (destination, source slot pairs) in `moves`.
     private var moves: UnsafeMutablePointer<Int32>
     let moveStart: UnsafeMutablePointer<Int>
     let moveCount: UnsafeMutablePointer<Int>
     /// Per layer: slots after the planned compaction.
     let plannedLengths: UnsafeMutablePointer<Int>
-    /// Per row: the lowest scores recorded between decode steps (H2O).
+    /// Per row: the lowest scores recorded between decode steps (H2O, episodic).
     private let lowScores: LowScoreCache
     /// Per layer: the sum of normalised attention entropies observed, and how many rows.
     private var entropySum: [Double]
@@ -96,8 +94,12 @@ public final class AttentionScores {
     var writtenPages: [Bool] = []
     /// Compactions applied so far.
     public private(set) var compactions = 0
-    /// The focused episode, or -1.
-    public internal(set) var focusedEpisode = -1
+    /// The focused episode, or -1. Every assignment (each focus sets it, the same episode or
+    /// not, after crediting the turn and any re-clustering) forgets every row's `lowScores`:
+    /// the rows' episodic scores may have fallen.
+    public internal(set) var focusedEpisode = -1 {
+        didSet { lowScores.invalidateAll() }
+    }
 
     /// Most segments a sequence may register.
     public static let maxSegments = 4096
@@ -115,7 +117,6 @@ public final class AttentionScores {
         self.policy = config.policy.policy(config)
         rowsPerLayer = config.perHead ? heads : 1
         self.maxCapacity = maxCapacity
-        combined = .allocate(capacity: 0)
         var c = min(maxCapacity, 1024)
         while c < length { c = min(maxCapacity, 2 * c) }
         capacity = max(c, 1)
@@ -197,7 +198,6 @@ public final class AttentionScores {
         slotScratch.deallocate()
         summedBuffer.deallocate()
         moves.deallocate()
-        combined.deallocate()
     }
 
     /// Moves every per-row buffer from `old` to `new` slots per row, keeping rows' contents
@@ -228,8 +228,6 @@ public final class AttentionScores {
         slotScratch = .allocate(capacity: new)
         summedBuffer.deallocate()
         summedBuffer = .allocate(capacity: heads * new + Self.pageFloats)
-        combined.deallocate()
-        combined = .allocate(capacity: new)
         moves.deallocate()
         moves = .allocate(capacity: 2 * rows * (new / 2 + 1))
     }
@@ -645,13 +643,13 @@ public final class AttentionScores {
                 moveStart[r] = used
                 moveCount[r] = 0
                 let base = r * capacity
-                let episode = episodeRow(base, count: len)
+                let episode = episodeRow(base)
                 let row = EvictionRow(
                     count: len, positions: positions + base, accumulated: accumulated + base,
                     last: config.tracksLast ? UnsafePointer(last + base) : UnsafePointer(accumulated + base),
                     visible: config.tracksVisibility ? UnsafePointer(visible + base) : UnsafePointer(accumulated + base),
                     visibleOffset: config.tracksVisibility ? visibleQueries[l] : 0,
-                    episode: episode, nextPosition: nextPosition, budget: max(1, b),
+                    episode: episode?.scores, turn: episode?.turn, nextPosition: nextPosition, budget: max(1, b),
                     lowScores: recordsLowScores ? lowScores.row(r) : nil)
                 policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
                 // Every policy keeps exactly min(budget, count) slots (none: all of them).
@@ -685,20 +683,20 @@ public final class AttentionScores {
     var lowScoreScans: Int { lowScores.scans }
 
     /// Whether `plan` lets the policy keep `lowScores` (valid only while scores fall no further
-    /// than `LowScoreCache` allows and only compactions move slots: H2O, no parking).
+    /// than `LowScoreCache` allows and only compactions move slots: H2O and episodic, no
+    /// parking; an episodic row's scores, the focused episode's plus the turn's, only grow
+    /// while the focus holds, and every focus forgets the records).
     private var recordsLowScores: Bool {
-        config.policy == .heavyHitter && !parksEvictions
+        (config.policy == .heavyHitter || config.policy == .episodic) && !parksEvictions
     }
 
-    /// The episodic scores of the row at `base`: the focused episode's plus the current
-    /// turn's, in `combined` (valid until the next call); nil without a focused episode that
-    /// has observed something (then the policy is H2O).
-    private func episodeRow(_ base: Int, count: Int) -> UnsafePointer<Float>? {
+    /// The episodic scores of the row at `base`, slot by slot: the focused episode's, to which
+    /// the current turn's are added; nil without a focused episode that has observed
+    /// something (then the policy is H2O). Cost: O(1).
+    private func episodeRow(_ base: Int) -> (scores: UnsafePointer<Float>, turn: UnsafePointer<Float>)? {
         guard config.policy == .episodic, focusedEpisode >= 0, episodeObserved[focusedEpisode] else { return nil }
         let block = rows * capacity
-        let e = episodeScores + focusedEpisode * block + base, turn = episodeScores + config.episodes * block + base
-        for i in 0..<count { combined[i] = e[i] + turn[i] }
-        return UnsafePointer(combined)
+        return (UnsafePointer(episodeScores + focusedEpisode * block + base), UnsafePointer(episodeScores + config.episodes * block + base))
     }
 
     /// The planned moves of row `r`: (destination, source) slot pairs.
@@ -840,12 +838,11 @@ public final class AttentionScores {
 
     /// Runs the policy on the `count` slots `slot(0..<count)` of row `row` (any resident or
     /// parked slots) with `budget`; returns the keep mask by candidate index (valid until the
-    /// next choice). Cost: O(count) plus, for the episodic scores of a row with parked slots,
-    /// O(capacity); allocates the gather buffers once.
+    /// next choice). Cost: O(count); allocates the gather buffers once.
     private func choose(row: Int, count n: Int, budget: Int, slot: (Int) -> Int) -> UnsafePointer<UInt8> {
         let base = row * capacity, resident = length(row: row), queries = config.tracksVisibility ? visibleQueries[row / rowsPerLayer] : 0
         if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
-        let episodeScores = episodeRow(base, count: parked[row] > 0 ? capacity : length(row: row))
+        let episode = episodeRow(base)
         gather.withUnsafeMutableBufferPointer { g in
             let pos = UnsafeMutableRawPointer(g.baseAddress!).bindMemory(to: Int32.self, capacity: capacity)
             let acc = g.baseAddress! + capacity, lst = acc + capacity, vis = lst + capacity, epi = vis + capacity
@@ -855,10 +852,10 @@ public final class AttentionScores {
                 acc[j] = accumulated[base + i]
                 lst[j] = config.tracksLast ? last[base + i] : 0
                 vis[j] = config.tracksVisibility ? visible[base + i] + (i < resident ? queries : 0) : 0
-                epi[j] = episodeScores?[i] ?? 0
+                epi[j] = episode.map { $0.scores[i] + $0.turn[i] } ?? 0
             }
             let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,
-                                  episode: episodeScores != nil ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
+                                  episode: episode != nil ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
             policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
         }
         return UnsafePointer(keepMask)

@@ -23,6 +23,10 @@ public struct EpisodicPolicy: EvictionPolicy {
     /// The recent window, then the top scores of the focused episode (H2O's when none).
     /// Cost: O(count) expected, no allocation.
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
-        HeavyHitterPolicy.choose(row, scores: row.episode ?? row.accumulated, config: config, scratch: scratch, keep: keep)
+        if let episode = row.episode {
+            HeavyHitterPolicy.choose(row, scores: episode, plus: row.turn, config: config, scratch: scratch, keep: keep)
+        } else {
+            HeavyHitterPolicy.choose(row, scores: row.accumulated, plus: nil, config: config, scratch: scratch, keep: keep)
+        }
     }
 }

@@ -20,12 +20,15 @@ public struct EvictionRow {
     /// Attention accumulated while the focused episode's queries ran, or nil (no focus, or
     /// the episode has observed nothing yet).
     public var episode: UnsafePointer<Float>?
+    /// The current turn's attention (observed since the last focus), added slot by slot to
+    /// `episode` to score a slot (`episode[i] + turn[i]`), or nil (`episode` alone).
+    public var turn: UnsafePointer<Float>? = nil
     /// One past the newest position the sequence has held.
     public var nextPosition: Int
     /// Tokens to keep: 1...count.
     public var budget: Int
-    /// The row's record of its lowest raw accumulated scores between decode steps, or nil
-    /// (`AttentionScores.plan` passes it to H2O on a row that does not park).
+    /// The row's record of its lowest scores between decode steps, or nil
+    /// (`AttentionScores.plan` passes it to H2O and episodic on a row that does not park).
     var lowScores: LowScoreCache.Row? = nil
 }
 
@@ -135,8 +138,8 @@ enum Selection {
     /// (positions >= `recentFrom`) with the lowest score, ties evicting the highest slot
     /// first: the same choice as `markWindows` + `markTop`, in one pass over the row with a
     /// sorted buffer of the candidates to evict (the steady state of decoding, where each
-    /// step evicts about one token). A slot's score is `scores[i]`, divided by
-    /// `max(visible[i] + row.visibleOffset, 1)` when `visible` is given. Precondition: the
+    /// step evicts about one token). A slot's score is `scores[i]` (plus `plus[i]` when
+    /// given), divided by `max(visible[i] + row.visibleOffset, 1)` when `visible` is given. Precondition: the
     /// window holds at most `k` slots. Cost: one SIMD pass (8 slots per compare against the
     /// current cut; only a chunk with a slot at or below it takes the scalar path), no
     /// allocation. With `row.lowScores` the pass also records the row's lowest candidates, and
@@ -144,16 +147,17 @@ enum Selection {
     /// step, a pass about once per `LowScoreCache.pendingCapacity` steps.
     @inline(__always)
     static func evictFewest(
-        _ row: EvictionRow, _ k: Int, recentFrom: Int, scores: UnsafePointer<Float>, visible: UnsafePointer<Float>?,
-        keep: UnsafeMutablePointer<UInt8>
+        _ row: EvictionRow, _ k: Int, recentFrom: Int, scores: UnsafePointer<Float>, plus: UnsafePointer<Float>?,
+        visible: UnsafePointer<Float>?, keep: UnsafeMutablePointer<UInt8>
     ) {
         let evict = row.count - k
         keep.update(repeating: 1, count: row.count)
         guard evict > 0 else { return }
         let cache = row.lowScores, offset = row.visibleOffset
         @inline(__always) func score(_ i: Int) -> Float {
-            guard let visible else { return scores[i] }
-            return scores[i] / max(visible[i] + offset, 1)
+            let s = plus.map { scores[i] + $0[i] } ?? scores[i]
+            guard let visible else { return s }
+            return s / max(visible[i] + offset, 1)
         }
         // Orders (score, slot) by score, then higher slot first: the first `evict` go.
         @inline(__always) func before(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
@@ -210,9 +214,10 @@ enum Selection {
             let one = V(repeating: 1), shift = V(repeating: offset), never = V(repeating: .infinity)
             var fewest = never
             let scoreBytes = UnsafeRawPointer(scores), positionBytes = UnsafeRawPointer(row.positions)
-            let visibleBytes = visible.map { UnsafeRawPointer($0) }
+            let plusBytes = plus.map { UnsafeRawPointer($0) }, visibleBytes = visible.map { UnsafeRawPointer($0) }
             while i + 8 <= row.count {
                 var s = scoreBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+                if let plusBytes { s += plusBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self) }
                 let p = positionBytes.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Int32>.self)
                 if let visibleBytes {
                     let seen = visibleBytes.loadUnaligned(fromByteOffset: i * 4, as: V.self) + shift

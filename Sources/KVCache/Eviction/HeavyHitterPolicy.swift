@@ -17,30 +17,32 @@ public struct HeavyHitterPolicy: EvictionPolicy {
     /// Cost: O(count) expected, no allocation; a decode step that `row.lowScores` serves
     /// reads only that record, plus O(count) to write `keep`.
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
-        Self.choose(row, scores: row.accumulated, config: config, scratch: scratch, keep: keep)
+        Self.choose(row, scores: row.accumulated, plus: nil, config: config, scratch: scratch, keep: keep)
     }
 
-    /// H2O's choice with `scores` as the accumulated attention (the episodic policy passes an
-    /// episode's scores).
+    /// H2O's choice with `scores` (plus `plus`, slot by slot, when given) as the accumulated
+    /// attention (the episodic policy passes an episode's scores and the turn's).
     @inline(__always)
     static func choose(
-        _ row: EvictionRow, scores: UnsafePointer<Float>, config: EvictionConfig, scratch: SelectionScratch,
-        keep: UnsafeMutablePointer<UInt8>
+        _ row: EvictionRow, scores: UnsafePointer<Float>, plus: UnsafePointer<Float>?, config: EvictionConfig,
+        scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>
     ) {
         let k = min(row.budget, row.count)
         let recent = config.recentWindow(budget: k)
         if row.count - k < Selection.smallEviction {  // a decode step: evict a few, one pass
-            Selection.evictFewest(row, k, recentFrom: row.nextPosition - recent, scores: scores,
+            Selection.evictFewest(row, k, recentFrom: row.nextPosition - recent, scores: scores, plus: plus,
                                   visible: config.normalizedScores ? row.visible : nil, keep: keep)
             return
         }
         let inWindow = Selection.markWindows(row, sinks: 0, recent: recent, keep: keep)
         precondition(inWindow <= k, "the recent window holds at most the budget")
-        if config.normalizedScores {
-            let offset = row.visibleOffset
-            Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] / max(row.visible[$0] + offset, 1) }
-        } else {
-            Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] }
+        let offset = row.visibleOffset
+        switch (plus, config.normalizedScores) {
+        case (nil, false): Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] }
+        case (nil, true): Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] / max(row.visible[$0] + offset, 1) }
+        case (let p?, false): Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { scores[$0] + p[$0] }
+        case (let p?, true):
+            Selection.markTop(row.count, k - inWindow, scratch: scratch, keep: keep) { (scores[$0] + p[$0]) / max(row.visible[$0] + offset, 1) }
         }
     }
 }

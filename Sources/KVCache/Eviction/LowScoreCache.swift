@@ -26,6 +26,11 @@
 /// record serves fewer steps the smaller `v0` is against the steps since the scan (a recent
 /// window of a few hundred positions makes `v0` that large).
 ///
+/// Episodic scores (the focused episode's plus the current turn's, raw or normalised) behave
+/// the same while the focus holds: `observe` adds only to the turn. A focus may credit the turn
+/// to another episode, re-cluster or change the episode, so `AttentionScores` forgets every
+/// row's record then (`invalidateAll`).
+///
 /// Invariants: while row `r` is valid its recorded slots are resident slots of the row,
 /// distinct, holding the tokens they held at the scan (`remap` follows compaction moves);
 /// anything else that moves a row's tokens (episodic parking and restores, which this cache
@@ -103,6 +108,9 @@ final class LowScoreCache {
 
     /// Forgets row `r`'s record: its next decode step scans.
     @inline(__always) func invalidate(row r: Int) { validUntil[r] = .min }
+
+    /// Forgets every row's record. Cost: O(rows).
+    func invalidateAll() { validUntil.update(repeating: .min, count: rows) }
 
     /// Follows a compaction of row `r` to `kept` slots that moved slot `s` to `d` for each
     /// `(d, s)` pair of `moves`: a recorded slot at or past `kept` moves with its token or was
