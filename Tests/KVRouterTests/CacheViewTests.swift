@@ -4,8 +4,8 @@ import Testing
 @testable import KVRouter
 
 @Suite struct CacheViewTests {
-    /// A small real engine (16-token blocks, 64 blocks) whose events feed the router.
-    func smallEngine() throws -> Engine {
+    /// A small engine shape: 16-token blocks, 64 of them.
+    func smallConfig() -> EngineConfig {
         var c = EngineConfig()
         c.blockTokens = 16
         c.numLayers = 1
@@ -14,6 +14,12 @@ import Testing
         c.maxSeqs = 16
         c.maxSeqTokens = 1024
         c.memoryBytes = UInt64(64 * 16 * 8 * 2 * 2)  // 64 blocks of 16 tokens, 2 tensors
+        return c
+    }
+
+    /// A small real engine (`smallConfig`, metadata only) whose events feed the router.
+    func smallEngine() throws -> Engine {
+        var c = smallConfig()
         c.metadataOnly = true
         return try Engine(c)
     }
@@ -31,18 +37,11 @@ import Testing
         }
     }
 
-    /// A 64-block engine of `smallEngine`'s shape with K/V memory (4 KiB pages) and a disk tier
-    /// of 128 slots in `dir`.
+    /// An engine of `smallConfig` with K/V memory (4 KiB pages) and a disk tier of 128 slots
+    /// in `dir`.
     func diskEngine(_ dir: String) throws -> Engine {
-        var c = EngineConfig()
-        c.blockTokens = 16
-        c.numLayers = 1
-        c.numKVHeads = 1
-        c.headDim = 8
-        c.maxSeqs = 16
-        c.maxSeqTokens = 1024
+        var c = smallConfig()
         c.pageBytes = 4096
-        c.memoryBytes = UInt64(64 * 16 * 8 * 2 * 2)
         c.offloadDir = dir
         c.offloadBytes = 128 * 8192
         return try Engine(c)
