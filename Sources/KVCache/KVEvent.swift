@@ -32,7 +32,8 @@ public struct KVEvent: Equatable, Sendable {
     /// cannot (dropped for room, its write failed, a read found it bad). The tier's first
     /// event is one `allCleared` (right after the memory tier's), then a `blockStored` for
     /// every block it found again in its journal (`DiskTier`); so the tier-1 events, applied
-    /// in order, give exactly the hashes the tier can find. Never a peer's tier (`peer_offload_dirs`): its own engine tells.
+    /// in order, give exactly the hashes the tier can find. Never a peer's tier
+    /// (`peer_offload_dirs`): its own engine tells.
     public static let diskTier: UInt32 = 1
 
     /// Creates an event.
