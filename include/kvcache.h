@@ -187,13 +187,15 @@ enum {
     KVC_EVENT_BLOCK_STORED = 1,
     /** A block left the prefix index of `tier` (evicted, or dropped by kvc_engine_trim). */
     KVC_EVENT_BLOCK_REMOVED = 2,
-    /** Every block of `tier` left the index at once; both hashes are 0. */
+    /** Every block of `tier` left the index at once; both hashes are 0. Also an engine's
+     *  first event (KVC_TIER_MEMORY, from kvc_engine_create: see there). */
     KVC_EVENT_ALL_CLEARED = 3
 };
 
 /** kvc_event.tier values: where the block is (vLLM's `medium`). */
 enum {
-    /** The engine's memory prefix index. */
+    /** The engine's memory prefix index. It starts empty: kvc_engine_create's first event is
+     *  KVC_EVENT_ALL_CLEARED of this tier. */
     KVC_TIER_MEMORY = 0,
     /** The engine's own disk tier (offload_dir; see DISK TIER, Events). Never a peer's
      *  (peer_offload_dirs): the engine owning that tier announces its blocks. */
@@ -383,7 +385,7 @@ typedef struct kvc_stats {
      *  Compare with vm.max_map_count. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
-     *  65536, plus the blocks a reopened disk tier announced at create). */
+     *  65536, plus the events of kvc_engine_create: see there). */
     uint64_t events_dropped;
     /* -- the disk tier (all 0 without one) -- */
     /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
@@ -544,6 +546,14 @@ void kvc_config_init(kvc_config *cfg);
  * memory until sequences need it); cost grows with max_seqs * num_layers (contiguous).
  * Metadata (block tables, prefix index, event queue of 65536 entries) is allocated here,
  * once; successful calls do not allocate afterwards (a failing call formats its message).
+ * Events: the engine's first event is one KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY (every
+ * layout, metadata_only too): its memory index starts empty, and a router still holding what
+ * an earlier engine of this instance announced (a restart it did not notice: events carry no
+ * instance epoch) forgets it when it applies the events in order. With a disk tier, the
+ * tier's own events follow (DISK TIER, Events: its ALL_CLEARED, then one BLOCK_STORED per
+ * block it found). The queue holds these beside its 65536, so none is dropped before the
+ * first kvc_drain_events. No kvc_stats field counts them (events_dropped does only if they
+ * are dropped later, as any event).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad struct_size, a field out of range or
  * memory_bytes too small for one block or page group — the message names it; also
  * max_seqs * ceil(max_seq_tokens / block_tokens) above 2^28 block-table entries),
@@ -605,8 +615,9 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * Moves up to `capacity` pending events, oldest first, into out[0 .. *n_events-1]; drained
  * events are gone. Events of both tiers (kvc_event.tier) share one queue, in the order the
  * changes happened; applying them in that order, per tier, gives exactly the blocks each tier
- * finds. Call it regularly: the queue holds 65536 events (plus, from kvc_engine_create, one
- * per block a reopened disk tier announces: DISK TIER, Events) and, when full, drops the
+ * finds. Call it regularly: the queue holds 65536 events (plus those of kvc_engine_create:
+ * the memory tier's ALL_CLEARED, and with a disk tier its ALL_CLEARED and one per block a
+ * reopened tier announces: DISK TIER, Events) and, when full, drops the
  * oldest (counted in kvc_stats.events_dropped; a router seeing that grow should treat its
  * view of this instance as stale). *n_events < capacity means the queue was emptied.
  * Two threads draining at once each get a disjoint subset. No allocation; the events are
@@ -988,12 +999,14 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     it no longer can: dropped for room (least recently used), its write failed, or a read
  *     found it torn or corrupt. Slots without a block hash (a swapped-out sequence's blocks
  *     outside the prefix index, such as its partial last block; episodic-offload records)
- *     are never announced. Restart: kvc_engine_create emits one KVC_EVENT_ALL_CLEARED
- *     (KVC_TIER_DISK), then a KVC_EVENT_BLOCK_STORED for every block it found in the journal
- *     (each after its parent when the tier holds both), so a router applying the events in
- *     order holds exactly what this engine finds, whether or not it noticed the restart. The event queue grows at create to hold
- *     those beside its 65536 (24 bytes per block found, kept), so none is dropped before the
- *     first kvc_drain_events. One enqueue per block, no allocation after create; completions
+ *     are never announced. Restart: after the memory tier's KVC_EVENT_ALL_CLEARED (see
+ *     kvc_engine_create), kvc_engine_create emits one KVC_EVENT_ALL_CLEARED (KVC_TIER_DISK),
+ *     then a KVC_EVENT_BLOCK_STORED for every block it found in the journal (each after its
+ *     parent when the tier holds both), so a router applying the events in order holds
+ *     exactly what this engine finds in both tiers (nothing in memory), whether or not it
+ *     noticed the restart. The event queue grows at create to hold those beside its 65536
+ *     (24 bytes per block found, kept), so none is dropped before the first
+ *     kvc_drain_events. One enqueue per block, no allocation after create; completions
  *     are announced under the engine's lock, where they are processed.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
@@ -1315,7 +1328,9 @@ kvc_status kvc_router_route(kvc_router *r, const uint64_t *block_hashes, size_t 
 kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instance_load *load);
 
 /** Applies `instance`'s KV events, in the order kvc_drain_events returned them, to the exact
- *  cache view (ignored by an approximate view). Every event's kind is checked before any is
+ *  cache view (ignored by an approximate view). The view stays exact across a restart of the
+ *  instance's engine that the router is not told of (no remove and add): a new engine's first
+ *  event clears its memory tier (kvc_engine_create). Every event's kind is checked before any is
  *  applied. `events` may be NULL only when n_events is 0. Returns KVC_ERR_INVALID_ARGUMENT
  *  (NULL r, NULL events with n_events > 0, an unknown kind), KVC_ERR_NOT_FOUND. */
 kvc_status kvc_router_observe_events(kvc_router *r, uint32_t instance, const kvc_event *events,

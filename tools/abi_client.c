@@ -255,6 +255,17 @@ static engine_view view_of(kvc_engine *e, const kvc_config *cfg) {
     return v;
 }
 
+/* Drains a new engine's first event alone; true when it is ALL_CLEARED of KVC_TIER_MEMORY with
+ * both hashes 0 (the memory index starts empty: a router that missed a restart of the
+ * instance forgets what the previous engine announced). */
+static int first_event_clears_memory(kvc_engine *e) {
+    kvc_event ev;
+    memset(&ev, 0xAB, sizeof ev);
+    size_t n = 0;
+    MUST(kvc_drain_events(e, &ev, 1, &n));
+    return n == 1 && ev.kind == KVC_EVENT_ALL_CLEARED && ev.tier == KVC_TIER_MEMORY && ev.block_hash == 0 && ev.parent_hash == 0;
+}
+
 static void serve(uint32_t layout) {
     const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
     printf("abi_client: %s layout\n", name);
@@ -263,6 +274,8 @@ static void serve(uint32_t layout) {
     kvc_engine *e = NULL;
     MUST(kvc_engine_create(&cfg, &e));
     REQUIRE(e != NULL, "kvc_engine_create gave a handle");
+    CHECK(first_event_clears_memory(e), "%s: the engine's first event is ALL_CLEARED of KVC_TIER_MEMORY", name);
+    CHECK(stats_of(e).events_dropped == 0, "%s: it counts as no dropped event", name);
     engine_view v = view_of(e, &cfg);
 
     int32_t tokens[PROMPT + DECODE];
@@ -599,6 +612,7 @@ static void chunked(uint32_t layout) {
     cfg.index_on_schedule = 1;
     kvc_engine *e = NULL;
     MUST(kvc_engine_create(&cfg, &e));
+    CHECK(first_event_clears_memory(e), "%s: the engine's first event is ALL_CLEARED of KVC_TIER_MEMORY", name);
     engine_view v = view_of(e, &cfg);
     int32_t tokens[PROMPT + 1];
     for (size_t i = 0; i <= PROMPT; i++) tokens[i] = (int32_t)(i * 17 % 7000) + 70000;
@@ -865,46 +879,59 @@ static size_t view_find(const router_view *rv, int tier, uint64_t h) {
 }
 static int view_holds(const router_view *rv, int tier, uint64_t h) { return view_find(rv, tier, h) < rv->n[tier]; }
 
-/* Drains every pending event and applies it to `rv`, counting those that contradict it (a
- * store of a block held, a removal of one not held) and stored blocks that are not block b of
- * a prompt of `chains` with block b - 1 (or 0) as parent. */
+/* Applies events ev[0 .. n-1] to `rv`, counting those that contradict it (a store of a block
+ * held, a removal of one not held) and stored blocks that are not block b of a prompt of
+ * `chains` with block b - 1 (or 0) as parent. */
+static void view_apply(router_view *rv, const kvc_event *ev, size_t n, const uint64_t chains[][EV_BLOCKS]) {
+    for (size_t i = 0; i < n; i++) {
+        INVARIANT(ev[i].tier == KVC_TIER_MEMORY || ev[i].tier == KVC_TIER_DISK, "tier %u is memory or disk", ev[i].tier);
+        int t = (int)ev[i].tier;
+        size_t at = view_find(rv, t, ev[i].block_hash);
+        if (ev[i].kind == KVC_EVENT_ALL_CLEARED) {
+            rv->cleared[t]++;
+            rv->n[t] = 0;
+        } else if (ev[i].kind == KVC_EVENT_BLOCK_STORED) {
+            rv->stored[t]++;
+            int known = 0;
+            for (int p = 0; p < EV_PROMPTS; p++)
+                for (int b = 0; b < EV_BLOCKS; b++)
+                    known |= chains[p][b] == ev[i].block_hash && ev[i].parent_hash == (b ? chains[p][b - 1] : 0);
+            rv->unknown += !known;
+            if (at < rv->n[t]) rv->contradictions++;
+            else if (rv->n[t] < EV_PROMPTS * EV_BLOCKS) rv->held[t][rv->n[t]++] = ev[i].block_hash;
+        } else {
+            rv->removed[t]++;
+            if (at == rv->n[t]) rv->contradictions++;
+            else rv->held[t][at] = rv->held[t][--rv->n[t]];
+        }
+    }
+}
+
+/* Drains every pending event and applies it to `rv` (view_apply). */
 static void view_drain(kvc_engine *e, router_view *rv, const uint64_t chains[][EV_BLOCKS]) {
     kvc_event ev[64];
     size_t n = 0;
     do {
         MUST(kvc_drain_events(e, ev, 64, &n));
-        for (size_t i = 0; i < n; i++) {
-            INVARIANT(ev[i].tier == KVC_TIER_MEMORY || ev[i].tier == KVC_TIER_DISK, "tier %u is memory or disk", ev[i].tier);
-            int t = (int)ev[i].tier;
-            size_t at = view_find(rv, t, ev[i].block_hash);
-            if (ev[i].kind == KVC_EVENT_ALL_CLEARED) {
-                rv->cleared[t]++;
-                rv->n[t] = 0;
-            } else if (ev[i].kind == KVC_EVENT_BLOCK_STORED) {
-                rv->stored[t]++;
-                int known = 0;
-                for (int p = 0; p < EV_PROMPTS; p++)
-                    for (int b = 0; b < EV_BLOCKS; b++)
-                        known |= chains[p][b] == ev[i].block_hash && ev[i].parent_hash == (b ? chains[p][b - 1] : 0);
-                rv->unknown += !known;
-                if (at < rv->n[t]) rv->contradictions++;
-                else if (rv->n[t] < EV_PROMPTS * EV_BLOCKS) rv->held[t][rv->n[t]++] = ev[i].block_hash;
-            } else {
-                rv->removed[t]++;
-                if (at == rv->n[t]) rv->contradictions++;
-                else rv->held[t][at] = rv->held[t][--rv->n[t]];
-            }
-        }
+        view_apply(rv, ev, n, chains);
     } while (n == 64);
+}
+
+/* True when ev[0 .. n-1] are exactly a create's two resets: ALL_CLEARED of KVC_TIER_MEMORY,
+ * then of KVC_TIER_DISK, hashes 0. */
+static int creation_resets(const kvc_event *ev, size_t n) {
+    return n == 2 && ev[0].kind == KVC_EVENT_ALL_CLEARED && ev[0].tier == KVC_TIER_MEMORY && ev[0].block_hash == 0 &&
+           ev[1].kind == KVC_EVENT_ALL_CLEARED && ev[1].tier == KVC_TIER_DISK && ev[1].block_hash == 0;
 }
 
 /* A server with a disk tier of 12 slots and memory for two prompts: creates evict cached
  * blocks, which spill (KVC_EVENT_BLOCK_STORED, KVC_TIER_DISK, each with its parent's hash),
  * and the full tier drops its oldest (KVC_EVENT_BLOCK_REMOVED, KVC_TIER_DISK); a router
  * following the events holds exactly the blocks the tier stores, and predicts what each
- * create finds in memory and on disk. A restarted engine announces KVC_EVENT_ALL_CLEARED then
- * every block its journal lists, so the router's view, kept across the restart, is exact
- * again. A refused kvc_drain_events loses no event. */
+ * create finds in memory and on disk. A restarted engine announces KVC_EVENT_ALL_CLEARED of
+ * its memory, then of its tier, then every block its journal lists, so the router's view,
+ * kept across the restart (it need not notice it), is exact again in both tiers. A refused
+ * kvc_drain_events loses no event. */
 static void disk_events(uint32_t layout) {
     const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk events" : "contiguous+disk events";
     printf("abi_client: %s layout: KV events of the disk tier\n", layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
@@ -928,11 +955,12 @@ static void disk_events(uint32_t layout) {
     memset(&rv, 0, sizeof rv);
     kvc_engine *e = NULL;
     MUST(kvc_engine_create(&cfg, &e));
-    kvc_event first[2];
+    kvc_event first[3];
     size_t n = 0;
-    MUST(kvc_drain_events(e, first, 2, &n));
-    CHECK(n == 1 && first[0].kind == KVC_EVENT_ALL_CLEARED && first[0].tier == KVC_TIER_DISK && first[0].block_hash == 0,
-          "%s: a new tier's one event is ALL_CLEARED of KVC_TIER_DISK (%zu events)", name, n);
+    MUST(kvc_drain_events(e, first, 3, &n));
+    CHECK(creation_resets(first, n), "%s: a new engine on a new tier announces ALL_CLEARED of KVC_TIER_MEMORY, then of "
+                                     "KVC_TIER_DISK, and nothing else (%zu events)", name, n);
+    view_apply(&rv, first, n, chains);
     engine_view v = view_of(e, &cfg);
     for (int p = 0; p < EV_PROMPTS; p++) {
         size_t cached = 0;
@@ -986,13 +1014,15 @@ static void disk_events(uint32_t layout) {
     MUST(kvc_engine_create(&cfg, &e));
     s = stats_of(e);
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "NULL", kvc_drain_events(e, NULL, 4, &n));
-    MUST(kvc_drain_events(e, first, 1, &n));
-    CHECK(n == 1 && first[0].kind == KVC_EVENT_ALL_CLEARED && first[0].tier == KVC_TIER_DISK,
-          "%s: a reopened tier announces ALL_CLEARED of KVC_TIER_DISK first, after a refused drain too", name);
+    MUST(kvc_drain_events(e, first, 2, &n));
+    CHECK(creation_resets(first, n),
+          "%s: a restarted engine announces ALL_CLEARED of KVC_TIER_MEMORY, then of KVC_TIER_DISK, after a refused drain too", name);
     uint64_t before = rv.stored[KVC_TIER_DISK];
-    rv.n[KVC_TIER_DISK] = 0;
-    rv.n[KVC_TIER_MEMORY] = 0; /* the memory of the engine that stopped is gone */
+    size_t memory_before = rv.n[KVC_TIER_MEMORY]; /* the stopped engine's memory, still in the view */
+    view_apply(&rv, first, n, chains);
     view_drain(e, &rv, chains);
+    CHECK(memory_before > 0 && rv.n[KVC_TIER_MEMORY] == 0 && s.blocks_cached == 0 && s.blocks_used == 0,
+          "%s: the view's memory tier (%zu blocks of the stopped engine) is empty, as the new engine's memory", name, memory_before);
     uint64_t stored = s.disk_stored_bytes / slot_bytes;
     CHECK(stored > 0 && rv.stored[KVC_TIER_DISK] - before == stored && rv.n[KVC_TIER_DISK] == stored && rv.contradictions == 0 &&
               rv.unknown == 0,
@@ -1234,6 +1264,7 @@ static void route(void) {
     small_config(&cfg, KVC_LAYOUT_PAGED, 1 << 20);
     kvc_engine *e;
     MUST(kvc_engine_create(&cfg, &e));
+    CHECK(first_event_clears_memory(e), "router: the engine's first event is ALL_CLEARED of KVC_TIER_MEMORY");
     kvc_router_config rc;
     kvc_router_config_init(&rc);
     rc.block_tokens = cfg.block_tokens;
@@ -1293,6 +1324,96 @@ static void route(void) {
     kvc_engine_destroy(e);
 }
 
+/* Applies every pending event of `e` to `instance` of `r`; returns how many of them store a
+ * block in KVC_TIER_DISK. */
+static size_t observe_all(kvc_router *r, uint32_t instance, kvc_engine *e) {
+    kvc_event ev[64];
+    size_t n = 0, disk_stored = 0;
+    do {
+        MUST(kvc_drain_events(e, ev, 64, &n));
+        MUST(kvc_router_observe_events(r, instance, ev, n));
+        for (size_t i = 0; i < n; i++) disk_stored += ev[i].kind == KVC_EVENT_BLOCK_STORED && ev[i].tier == KVC_TIER_DISK;
+    } while (n == 64);
+    return disk_stored;
+}
+
+/* Where `r` sends a prompt of PROMPT tokens with block hashes h[0 .. n-1], both instances'
+ * loads reported idle first (so the cache decides). */
+static uint32_t route_idle(kvc_router *r, const uint64_t *h, size_t n) {
+    kvc_instance_load idle = {.struct_size = sizeof idle};
+    MUST(kvc_router_report(r, 10, &idle));
+    MUST(kvc_router_report(r, 20, &idle));
+    uint32_t chosen = 0;
+    MUST(kvc_router_route(r, h, n, PROMPT, &chosen));
+    return chosen;
+}
+
+/* A router that is not told of an instance's restart (no remove and add). Instance 10's
+ * engine caches prompt P in memory and prompt Q on its disk tier; instance 20's holds P's
+ * first block. DualMap (2 instances: both are candidates) sends P to 10, the longer match.
+ * Then 10's engine stops and a new one starts on its directory; the router applies the new
+ * engine's events to instance 10 as before. The new engine's memory is empty, so the
+ * router's view of 10 must be: P goes to 20 (a stale view would send it to 10, which would
+ * compute all of it). Q's blocks, found on disk, are announced in KVC_TIER_DISK (the router
+ * scores KVC_TIER_MEMORY only). Once the new engine has served P, P goes to 10 again. */
+static void router_restart(void) {
+    printf("abi_client: router across an engine restart it was not told of\n");
+    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    kvc_config cfg_a, cfg_b;
+    disk_config(&cfg_a, KVC_LAYOUT_PAGED, dir);
+    small_config(&cfg_b, KVC_LAYOUT_PAGED, 1 << 20);
+    kvc_engine *a = NULL, *b = NULL;
+    MUST(kvc_engine_create(&cfg_a, &a));
+    MUST(kvc_engine_create(&cfg_b, &b));
+    kvc_router_config rc;
+    kvc_router_config_init(&rc);
+    rc.block_tokens = BLOCK;
+    kvc_router *r = NULL;
+    MUST(kvc_router_create(&rc, &r));
+    MUST(kvc_router_add_instance(r, 10, 1.0));
+    MUST(kvc_router_add_instance(r, 20, 1.0));
+    int32_t p[PROMPT], q[PROMPT];
+    for (int i = 0; i < PROMPT; i++) {
+        p[i] = 30000 + i;
+        q[i] = 40000 + i;
+    }
+    uint64_t hp[PROMPT / BLOCK];
+    size_t nh = 0, cached = 0;
+    MUST(kvc_hash_tokens(p, PROMPT, BLOCK, hp, PROMPT / BLOCK, &nh));
+    MUST(kvc_seq_create(a, 1, q, PROMPT, &cached)); /* Q: spilled to A's tier by the trim */
+    MUST(kvc_seq_free(a, 1));
+    MUST(kvc_engine_trim(a));
+    MUST(kvc_engine_sync(a));
+    MUST(kvc_seq_create(a, 2, p, PROMPT, &cached)); /* P: cached in A's memory */
+    MUST(kvc_seq_free(a, 2));
+    MUST(kvc_seq_create(b, 1, p, BLOCK + 1, &cached)); /* P's first block, cached in B's memory */
+    MUST(kvc_seq_free(b, 1));
+    CHECK(observe_all(r, 10, a) == PROMPT / BLOCK, "router restart: A spilled Q's %d blocks", PROMPT / BLOCK);
+    observe_all(r, 20, b);
+    CHECK(route_idle(r, hp, nh) == 10, "router restart: P goes to 10, whose memory caches all of it");
+
+    kvc_engine_destroy(a);
+    MUST(kvc_engine_create(&cfg_a, &a));
+    kvc_stats s = stats_of(a);
+    REQUIRE(s.blocks_cached == 0 && s.blocks_used == 0 && s.disk_stored_bytes > 0,
+            "router restart: the new engine's memory is empty, its tier holds Q");
+    CHECK(observe_all(r, 10, a) == PROMPT / BLOCK, "router restart: the new engine announces Q's %d blocks in KVC_TIER_DISK",
+          PROMPT / BLOCK);
+    uint32_t chosen = route_idle(r, hp, nh);
+    CHECK(chosen == 20, "router restart: the view of 10 is as empty as its new memory: P goes to 20, holding its first block "
+                        "(got %u)", chosen);
+    MUST(kvc_seq_create(a, 1, p, PROMPT, &cached));
+    CHECK(cached == 0, "router restart: the new engine computes P (%zu tokens cached)", cached);
+    MUST(kvc_seq_free(a, 1));
+    observe_all(r, 10, a);
+    CHECK(route_idle(r, hp, nh) == 10, "router restart: once the new engine caches P, P goes to 10 again");
+    kvc_router_destroy(r);
+    kvc_engine_destroy(a);
+    kvc_engine_destroy(b);
+    remove_tier_dir(dir);
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "hashes") == 0) {
         print_hashes();
@@ -1334,5 +1455,6 @@ int main(int argc, char **argv) {
     episodic_write_failure(KVC_LAYOUT_PAGED);
     episodic_write_failure(KVC_LAYOUT_CONTIGUOUS);
     route();
+    router_restart();
     summary_and_exit();
 }

@@ -25,7 +25,8 @@
  *
  * The KV events are followed as a router would: each must make sense (a block is stored in a
  * tier that does not hold it, removed from one that does), and every block a create hits must
- * have been announced.
+ * have been announced. An engine's first event is ALL_CLEARED of the memory tier; a restart on
+ * the same directory keeps the view, which the new engine's events must reset.
  *
  * Restarts: half of them restart the engine on its own directory, half start a new instance
  * (up to three per run) on a fresh directory that reads the earlier ones' tiers as peers
@@ -303,6 +304,26 @@ static void drain(void) {
             }
         }
     } while (n == 512);
+}
+
+/* The events of an engine's creation, applied to a view that may still hold what a previous
+ * engine of the instance announced (a router that missed the restart): the first is
+ * ALL_CLEARED of the memory tier, and once they are applied the view's memory tier holds
+ * nothing, as the new engine's memory. */
+static void drain_creation(void) {
+    kvc_event first;
+    size_t n = 0;
+    EXPECT(kvc_drain_events(e, &first, 1, &n) == KVC_OK && n == 1 && first.kind == KVC_EVENT_ALL_CLEARED &&
+               first.tier == KVC_TIER_MEMORY && first.block_hash == 0,
+           "create: the first event is ALL_CLEARED of the memory tier (%zu events; kind %u, tier %u)", n, first.kind, first.tier);
+    if (n == 1 && first.kind == KVC_EVENT_ALL_CLEARED) {
+        events_seen++;
+        memset(view[first.tier == 1], 0, sizeof view[0]);
+    }
+    drain();
+    size_t held = 0;
+    for (size_t i = 0; i < VIEW_SLOTS; i++) held += view[0][i] > 1;
+    EXPECT(held == 0, "create: the view's memory tier holds %zu blocks after the create's events", held);
 }
 
 static void op_create(void) {
@@ -668,7 +689,8 @@ static void op_restart(kvc_config *cfg, int new_instance) {
     account();
     kvc_engine_destroy(e);
     memset(m, 0, sizeof m);
-    if (new_instance && ndirs < MAX_DIRS) {
+    new_instance = new_instance && ndirs < MAX_DIRS; /* else a restart on the same directory */
+    if (new_instance) {
         for (size_t i = 0; i < VIEW_SLOTS; i++)
             if (view[1][i] > 1) view[PEERS][view_find(PEERS, view[1][i])] = view[1][i];
         size_t used = 0;
@@ -683,8 +705,12 @@ static void op_restart(kvc_config *cfg, int new_instance) {
         covered.instances++;
         TRACE("new instance on %s, peers %s", cfg->offload_dir, peer_list);
     }
-    memset(view, 0, 2 * sizeof view[0]); /* a router that saw the instance restart starts over */
+    /* Restarted on its own directory, the router keeps its view of the instance (it need not
+     * notice the restart): the new engine's events must reset it. A new instance starts with
+     * an empty view, as a router adding it does. */
+    if (new_instance) memset(view, 0, 2 * sizeof view[0]);
     create_engine(cfg);
+    drain_creation();
     kvc_stats st;
     memset(&st, 0, sizeof st);
     st.struct_size = sizeof st;
@@ -735,6 +761,7 @@ static void run(uint32_t layout, uint64_t s, int steps) {
      * fails): the engine must keep serving what is in memory and never serve a failed read. */
     faulty = s % 4 == 3;
     create_engine(&cfg);
+    drain_creation();
     for (step = 0; step < steps && failures == 0; step++) {
         if (below(500) == 0) {
             op_restart(&cfg, (int)below(2));

@@ -451,13 +451,14 @@ final class DiskTier {
 
     /// Replays the journal: every slot whose latest record says STORED (and that lies inside the
     /// preallocated file) is indexed again; the journal is compacted to those records.
-    /// Events: one `allCleared` of the disk tier first, then a `blockStored` per block indexed,
-    /// each after its ancestors the tier holds (a router building a prefix tree needs parents
-    /// first; slots are in no such order: a trim spills a freed chain tail first), so that a
-    /// router still holding what this directory's previous engine announced (it may not see
-    /// the restart: the events carry no instance epoch) ends with exactly what this one can
-    /// find. The queue grows to hold them beside its usual capacity (`EventQueue.grow`):
-    /// nothing drains it before the engine is created. Cost: O(slots) time and scratch.
+    /// Events (after the memory tier's `allCleared`, `Engine.init`): one `allCleared` of the
+    /// disk tier, then a `blockStored` per block indexed, each after its ancestors the tier
+    /// holds (a router building a prefix tree needs parents first; slots are in no such
+    /// order: a trim spills a freed chain tail first), so that a router still holding what
+    /// this directory's previous engine announced (it may not see the restart: the events
+    /// carry no instance epoch) ends with exactly what this one can find. The queue grows to
+    /// hold them beside its usual capacity (`EventQueue.grow`): nothing drains it before the
+    /// engine is created. Cost: O(slots) time and scratch.
     private func recover() throws(KVError) {
         let allocated = Int(kvm_slab_allocated(slab))
         let latest = UnsafeMutablePointer<kvm_journal_record>.allocate(capacity: max(1, capacity))

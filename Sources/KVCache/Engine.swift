@@ -46,6 +46,11 @@ public final class Engine: @unchecked Sendable {
 
     /// Creates an engine; throws `invalidArgument` for a bad config, `outOfMemory` when the
     /// address space or mapping limit cannot fit it. Allocates all metadata up front.
+    /// Events: the first is one `allCleared` of the memory tier (its index starts empty, and a
+    /// router that missed the restart of the instance must forget what the previous engine
+    /// announced); with a disk tier, the tier's own reset and found blocks follow
+    /// (`KVEvent.diskTier`). The queue holds these beside its usual capacity, so none is
+    /// dropped before the first `drainEvents`.
     public init(_ config: EngineConfig) throws(KVError) {
         try config.validate()
         self.config = config
@@ -54,7 +59,7 @@ public final class Engine: @unchecked Sendable {
         guard config.maxSeqs * maxBlocks <= 1 << 28 else {
             throw .invalid("max_seqs x max_seq_tokens / block_tokens = \(config.maxSeqs * maxBlocks) block-table entries, over 2^28: lower max_seqs or max_seq_tokens, or raise block_tokens")
         }
-        let events = config.eventCapacity
+        let events = config.eventCapacity + 1  // + the memory tier's `allCleared` below
         let budgetBlocks = config.memoryBytes / UInt64(config.tensors * config.blockBytes)
         guard budgetBlocks <= UInt64(KVM_ARENA_MAX_BLOCKS) else {
             throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.tensors * config.blockBytes) bytes, more than the \(KVM_ARENA_MAX_BLOCKS) an engine indexes: raise block_tokens or lower memory_bytes")
@@ -79,6 +84,10 @@ public final class Engine: @unchecked Sendable {
             blocks.listener = memory
             memory.evictCached = { [unowned blocks] in blocks.evictOldest(ancestorsFirst: true) }
         }
+        // The memory tier's first event, before the disk tier's (`DiskTier.recover`): a router
+        // still holding what this instance's previous engine announced, restart unnoticed,
+        // empties its memory view of it. The queue holds it beside its usual capacity.
+        blocks.events.push(KVEvent(kind: .allCleared, tier: KVEvent.memoryTier, blockHash: 0, parentHash: 0))
         sequences = SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
         evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
         // The last step that can throw, before anything `deinit` frees is allocated: a throwing
@@ -670,6 +679,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Moves up to `into.count` pending events, oldest first, into `into`; returns how many.
+    /// The first an engine gives is its memory tier's `allCleared` (`init`).
     public func drainEvents(into: UnsafeMutableBufferPointer<KVEvent>) -> Int {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

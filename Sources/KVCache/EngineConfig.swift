@@ -101,8 +101,9 @@ public struct EngineConfig: Equatable, Sendable {
     /// them (nil: never; also environment `KVCACHE_OFFLOAD_FAULT=read|write|all:AFTER[@DIR]`).
     public var offloadFault: OffloadFault? = nil
 
-    /// Events the queue holds before it drops the oldest (`kvc_drain_events`' 65536; grown at
-    /// creation by what a reopened disk tier announces). Not in the C ABI: tests lower it.
+    /// Events the queue holds before it drops the oldest (`kvc_drain_events`' 65536), beside
+    /// the events of the engine's creation (the memory tier's `allCleared`; with a disk tier,
+    /// its `allCleared` and each block it found). Not in the C ABI: tests lower it.
     var eventCapacity = 1 << 16
 
     /// The defaults listed above.

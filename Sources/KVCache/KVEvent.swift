@@ -21,14 +21,19 @@ public struct KVEvent: Equatable, Sendable {
     /// `BlockHash` of its parent block; 0 for the first block of a chain.
     public var parentHash: UInt64
 
-    /// `tier` of the engine's memory prefix index (`KVC_TIER_MEMORY`).
+    /// `tier` of the engine's memory prefix index (`KVC_TIER_MEMORY`). The engine's first event
+    /// is one `allCleared` of this tier (`Engine.init`: the index starts empty), so a router
+    /// applying an instance's events in order forgets what a previous engine of that instance
+    /// announced, whether or not it noticed the restart; the tier-0 events then give exactly
+    /// the hashes the index holds.
     public static let memoryTier: UInt32 = 0
     /// `tier` of the engine's own disk tier, `offload_dir` (`KVC_TIER_DISK`): a block is stored
     /// there from the moment a lookup by its hash can find it (its write submitted) until it
     /// cannot (dropped for room, its write failed, a read found it bad). The tier's first
-    /// event is one `allCleared`, then a `blockStored` for every block it found again in its
-    /// journal (`DiskTier`); so the tier-1 events, applied in order, give exactly the hashes
-    /// the tier can find. Never a peer's tier (`peer_offload_dirs`): its own engine tells.
+    /// event is one `allCleared` (right after the memory tier's), then a `blockStored` for
+    /// every block it found again in its journal (`DiskTier`); so the tier-1 events, applied
+    /// in order, give exactly the hashes the tier can find. Never a peer's tier
+    /// (`peer_offload_dirs`): its own engine tells.
     public static let diskTier: UInt32 = 1
 
     /// Creates an event.

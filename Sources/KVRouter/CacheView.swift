@@ -5,7 +5,9 @@ import KVCache
 ///
 /// - *exact*: from the instances' KV events. After an instance's events are observed in order,
 ///   the view holds exactly the hashes its prefix index holds (as long as `trackedBlocks` is
-///   not exceeded: refused inserts are counted).
+///   not exceeded: refused inserts are counted); also across a restart of the instance the
+///   router was not told of, since a new engine's first event is an `allCleared` of its
+///   memory tier.
 /// - *approximate*: from routing history. Each block routed to a slot is assumed cached there;
 ///   each slot keeps a FIFO ring of the hashes it was credited with, of
 ///   `approximateBlocksPerInstance` entries, and the oldest loses its bit when the ring is full

@@ -209,7 +209,9 @@ public final class Router {
     @inline(__always) public func report(slot: Int, load: InstanceLoad) { loads[slot] = load }
 
     /// Applies instance `id`'s KV events, in order, to the exact view (the approximate view
-    /// ignores them). Throws `notFound`.
+    /// ignores them). An engine's first event clears its memory tier (`Engine.init`), so the
+    /// view stays exact across a restart of the instance that nobody told the router of.
+    /// Throws `notFound`.
     public func observe(_ id: UInt32, events: UnsafeBufferPointer<KVEvent>) throws(KVError) {
         let s = slot(of: id)
         guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }

@@ -24,6 +24,9 @@ private func drain(_ f: ABIFixture, capacity: Int) throws -> [CEvent] {
     }
 }
 
+/// An engine's first event: KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY (kvc_engine_create).
+private let creationEvent = CEvent(kind: 3, tier: 0, blockHash: 0, parentHash: 0)
+
 /// kvc_hash_tokens of `tokens` in blocks of `blockTokens`.
 private func hashes(_ tokens: [Int32], blockTokens: UInt32) throws -> [UInt64] {
     var out = [UInt64](repeating: 0, count: tokens.count)
@@ -32,15 +35,17 @@ private func hashes(_ tokens: [Int32], blockTokens: UInt32) throws -> [UInt64] {
     return Array(out[0..<n])
 }
 
+/// The events a fixture's witness sequence 1001 (3 full blocks and 2 tokens) stored.
+private func stored(_ f: ABIFixture) throws -> [CEvent] {
+    let chain = try hashes(f.witnesses[1001]!.tokens, blockTokens: 4)
+    return chain.enumerated().map { i, h in CEvent(kind: 1, tier: 0, blockHash: h, parentHash: i == 0 ? 0 : chain[i - 1]) }
+}
+
 @Suite struct EventABITests {
     @Test(arguments: bothLayouts)
     func storedEventsCarryTheChainedHashesOfThePrompt(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
-        let events = try drain(f, capacity: 64)
-        let chain = try hashes(f.witnesses[1001]!.tokens, blockTokens: 4)
-        #expect(events == chain.enumerated().map { i, h in
-            CEvent(kind: 1, tier: 0, blockHash: h, parentHash: i == 0 ? 0 : chain[i - 1])
-        })
+        #expect(try drain(f, capacity: 64) == [creationEvent] + (try stored(f)))
     }
 
     @Test func drainingInSmallBatchesKeepsOrderAndLosesNothing() throws {
@@ -53,7 +58,8 @@ private func hashes(_ tokens: [Int32], blockTokens: UInt32) throws -> [UInt64] {
             if batch.count < 7 { break }
         }
         let chain = try hashes(f.witnesses[1001]!.tokens, blockTokens: 4) + hashes(f.uniqueTokens(5, count: 200), blockTokens: 4)
-        #expect(all.map(\.blockHash) == chain)
+        #expect(all.first == creationEvent)
+        #expect(all.dropFirst().map(\.blockHash) == chain)
         #expect(try drain(f, capacity: 7).isEmpty)
     }
 
@@ -73,14 +79,14 @@ private func hashes(_ tokens: [Int32], blockTokens: UInt32) throws -> [UInt64] {
         var n = -1
         #expect(kvc_drain_events(f.handle, nil, 0, &n) == KVC_OK)
         #expect(n == 0)
-        #expect(try drain(f, capacity: 64).count == 3)
+        #expect(try drain(f, capacity: 64) == [creationEvent] + (try stored(f)))
     }
 
     @Test func drainWithNullOutputAndACapacityIsInvalid() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
         var n = 0
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["out", "NULL"]) { kvc_drain_events($0, nil, 4, &n) }
-        #expect(try drain(f, capacity: 64).count == 3, "a failed drain lost events")
+        #expect(try drain(f, capacity: 64) == [creationEvent] + (try stored(f)), "a failed drain lost events")
     }
 
     @Test func drainWithNullCountIsInvalid() throws {
@@ -89,7 +95,7 @@ private func hashes(_ tokens: [Int32], blockTokens: UInt32) throws -> [UInt64] {
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["n_events", "NULL"]) { e in
             bytes.withUnsafeMutableBytes { kvc_drain_events(e, $0.baseAddress, 4, nil) }
         }
-        #expect(try drain(f, capacity: 64).count == 3, "a failed drain lost events")
+        #expect(try drain(f, capacity: 64) == [creationEvent] + (try stored(f)), "a failed drain lost events")
     }
 
     @Test func drainWithNullEngineIsInvalid() {

@@ -116,8 +116,9 @@ struct DiskTierEventTests {
         expectExact(e, &view, "end")
     }
 
-    /// Restart rule: a reopened tier announces `allCleared` first, then each block it found
-    /// in its journal, so a router still holding the previous engine's view ends exact too.
+    /// Restart rule: a reopened tier announces `allCleared` first (right after the memory
+    /// tier's), then each block it found in its journal, so a router still holding the
+    /// previous engine's view ends exact too.
     /// Here the journal lost its tail (as a crash before its records were written would): the
     /// new engine finds 5 of the 20 blocks the old one announced.
     @Test(arguments: layouts)
@@ -135,8 +136,8 @@ struct DiskTierEventTests {
         let e = try Engine(offloadConfig(layout, dir: dir.path))
         #expect(e.stats().disk.recoveredSlots == 5)
         let events = drainAll(e)
-        #expect(events.first == KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
-        #expect(events.dropFirst().allSatisfy { $0.kind == .blockStored && $0.tier == KVEvent.diskTier } && events.count == 6)
+        #expect(Array(events.prefix(2)) == [memoryTierCleared, KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0)])
+        #expect(events.dropFirst(2).allSatisfy { $0.kind == .blockStored && $0.tier == KVEvent.diskTier } && events.count == 7)
         var fresh = DiskTierView()
         fresh.apply(events)
         router.apply(events)
@@ -166,8 +167,9 @@ struct DiskTierEventTests {
     }
 
     /// A reopened tier announces every block it found even when they outnumber the event
-    /// queue's capacity (here 16; 65536 in the ABI): the queue grows at creation to hold them.
-    /// Later events overflow it as before (the oldest dropped, counted).
+    /// queue's capacity (here 16; 65536 in the ABI): the queue grows at creation to hold them
+    /// (and holds the memory tier's `allCleared` beside them). Later events overflow it as
+    /// before (the oldest dropped, counted).
     @Test(arguments: layouts)
     func aReopenedTierAnnouncesMoreBlocksThanTheQueueHolds(layout: Layout) throws {
         let dir = ScratchDir()
@@ -178,13 +180,13 @@ struct DiskTierEventTests {
         let e = try Engine(c)
         var view = DiskTierView()
         expectExact(e, &view, "reopened")
-        #expect(view.hashes.count == 20 && e.stats().eventsDropped == 0, "1 + 20 events in a queue of 16")
+        #expect(view.hashes.count == 20 && e.stats().eventsDropped == 0, "2 + 20 events in a queue of 16")
         let prompt = tokens(81, seed: 91)
         try e.createSequence(2, tokens: prompt)
         try e.free(2)
         try e.trim()  // 20 stored in memory, then spilled: over 40 events
         let left = drainAll(e)
-        #expect(e.stats().eventsDropped > 0 && left.count == 16 + 21, "full at 16 + 21: the oldest dropped, as before")
+        #expect(e.stats().eventsDropped > 0 && left.count == 16 + 1 + 21, "full at 16 + 1 + 21: the oldest dropped, as before")
     }
 
     /// A spill whose write fails leaves the index: the block announced at its submission is

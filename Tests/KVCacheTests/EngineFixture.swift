@@ -70,6 +70,9 @@ func kvMismatches(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int, salt: 
 /// `count` deterministic tokens starting from `seed`.
 func tokens(_ count: Int, seed: Int32) -> [Int32] { (0..<count).map { seed &* 1000 &+ Int32($0) } }
 
+/// An engine's first event: its memory tier starts empty (`Engine.init`).
+let memoryTierCleared = KVEvent(kind: .allCleared, tier: KVEvent.memoryTier, blockHash: 0, parentHash: 0)
+
 func drain(_ e: Engine) -> [KVEvent] {
     var out = [KVEvent](repeating: KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0), count: 1 << 14)
     let n = out.withUnsafeMutableBufferPointer { e.drainEvents(into: $0) }

@@ -132,6 +132,7 @@ struct EngineTests {
     @Test(arguments: layouts)
     func blockStoredEventsCarryTheChainHashes(layout: Layout) throws {
         let e = try Engine(smallConfig(layout))
+        #expect(drain(e) == [memoryTierCleared], "the engine's creation")
         let prompt = tokens(13, seed: 13)
         try e.createSequence(1, tokens: prompt)
         let hashes = BlockHash.chain(prompt, blockTokens: 4)
@@ -363,6 +364,7 @@ struct HashedPromptTests {
         c.metadataOnly = true
         c.indexOnSchedule = indexOnSchedule
         let e = try Engine(c)
+        #expect(drain(e) == [memoryTierCleared], "the engine's creation")
         let hashes: [UInt64] = [BlockHash.chain(tokens(4, seed: 63), blockTokens: 4)[0], 0]
         let refused = thrown { () throws(KVError) in
             _ = try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 8) }

@@ -350,6 +350,7 @@ struct IndexOnScheduleTests {
         var c = scheduling(smallConfig(layout))
         c.metadataOnly = metadataOnly
         let e = try Engine(c)
+        #expect(drain(e) == [memoryTierCleared], "the engine's creation")
         let prompt = tokens(42, seed: 30)  // 10 full blocks and 2 tokens
         let hashes = BlockHash.chain(prompt, blockTokens: 4)
         #expect(try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 42) } == 0)

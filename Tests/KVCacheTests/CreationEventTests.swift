@@ -1,0 +1,74 @@
+import Testing
+@testable import KVCache
+
+/// The events of an engine's creation: its memory tier (tier 0) starts empty and says so
+/// first, so that a router applying an instance's events in order forgets what a previous
+/// engine of that instance announced, whether or not it noticed the restart.
+@Suite("KV events at engine creation", .serialized)
+struct CreationEventTests {
+    static let diskCleared = KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0)
+
+    /// A configuration of each kind an engine can have.
+    enum Shape: CaseIterable, Sendable {
+        case paged, contiguous, metadataOnly, pagedWithDisk, contiguousWithDisk
+        var hasDisk: Bool { self == .pagedWithDisk || self == .contiguousWithDisk }
+
+        func config(dir: String) -> EngineConfig {
+            switch self {
+            case .paged: return smallConfig(.paged)
+            case .contiguous: return smallConfig(.contiguous)
+            case .metadataOnly:
+                var c = smallConfig(.paged)
+                c.metadataOnly = true
+                return c
+            case .pagedWithDisk: return offloadConfig(.paged, dir: dir)
+            case .contiguousWithDisk: return offloadConfig(.contiguous, dir: dir)
+            }
+        }
+    }
+
+    /// Every engine's first event is one `allCleared` of the memory tier; a new disk tier's
+    /// own `allCleared` follows it. Neither counts in any statistic.
+    @Test(arguments: Shape.allCases)
+    func aNewEngineAnnouncesAnEmptyMemoryTierFirst(shape: Shape) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Engine(shape.config(dir: dir.path))
+        let events = drainAll(e)
+        #expect(events == (shape.hasDisk ? [memoryTierCleared, Self.diskCleared] : [memoryTierCleared]))
+        let s = e.stats()
+        #expect(s.eventsDropped == 0 && s.blocksEvicted == 0 && s.blocksCached == 0 && s.blocksUsed == 0
+                    && s.sequencesCreated == 0 && s.prefixQueryTokens == 0)
+        #expect(drainAll(e).isEmpty, "announced once")
+        #expect(e.stats() == s, "draining it changes no statistic")
+    }
+
+    /// A reopened disk tier's events come after the memory tier's `allCleared`: memory's reset,
+    /// the tier's reset, then each block its journal lists.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aReopenedTiersEventsFollowTheMemoryTiersClear(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        try spillPrompt(try Engine(offloadConfig(layout, dir: dir.path)), 1, tokens(41, seed: 80))  // 10 blocks; closed at once
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let events = drainAll(e)
+        #expect(Array(events.prefix(2)) == [memoryTierCleared, Self.diskCleared])
+        #expect(events.dropFirst(2).allSatisfy { $0.kind == .blockStored && $0.tier == KVEvent.diskTier } && events.count == 12)
+        #expect(e.stats().eventsDropped == 0)
+    }
+
+    /// The creation's event takes none of the queue's usual room: a server that creates an
+    /// engine whose queue holds 16 events and stores 16 blocks before its first drain loses
+    /// nothing, and the `allCleared` is still first.
+    @Test func theCreationEventTakesNoRoomFromTheQueue() throws {
+        var c = smallConfig(.paged)
+        c.eventCapacity = 16
+        let e = try Engine(c)
+        let prompt = tokens(65, seed: 81)  // 16 full blocks
+        try e.createSequence(1, tokens: prompt)
+        let events = drainAll(e)
+        #expect(e.stats().eventsDropped == 0, "1 + 16 events in a queue of 16 (+ 1)")
+        #expect(events.first == memoryTierCleared)
+        #expect(events.dropFirst().map(\.blockHash) == BlockHash.chain(prompt, blockTokens: 4))
+    }
+}
