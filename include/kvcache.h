@@ -983,8 +983,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     that starts empty), the next kvc_seq_create reaching the peers opens the new slab and
  *     reads it, once no read of the old one is in flight. Until then a kvc_seq_create
  *     reaching the peers tries again (reads its kvcache.identity) only when the directory or
- *     that file changed since the last try (two stat calls otherwise; a change within the
- *     last second is always tried again, as file times are coarse). Cost
+ *     that file changed since the last try (two stat calls otherwise), and once more a
+ *     second after a failed try, as file times are coarse (a change in the same tick as that
+ *     try's stat shows in no later one); no file time is compared with this machine's
+ *     clock, so a shared file system whose clock runs ahead costs no more. Cost
  *     without peers: nothing (one check per kvc_seq_create that misses in its own tier);
  *     with them about 56 bytes of index per slot of each peer's slab, grown (doubling) as
  *     the peer's slab grows, so every block of a peer is found, however large its tier (at

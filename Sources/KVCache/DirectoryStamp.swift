@@ -11,11 +11,15 @@ import Glibc
 /// temporary file renamed over it) changes the directory's mtime, a directory removed and
 /// created again is another inode or has a newer mtime, and an identity rewritten in place
 /// changes the file's mtime or size. A change within the same timestamp tick as the stat could
-/// go unseen (file systems keep coarse times: a clock tick, or a whole second on some), so a
-/// stamp is trusted (`isSettled`) only when every mtime in it is at least `racySeconds` older
-/// than the clock when it was taken — the rule git uses for its "racily clean" index entries.
-/// A directory that changed within the last second is therefore read at every lookup for that
-/// second, and not again until it changes.
+/// go unseen (file systems keep coarse times: a clock tick, or a whole second on some). So a
+/// failure's stamp is trusted only once a later one, taken at least `racySeconds` after it on
+/// this machine's monotonic clock, is equal and that retry failed too (`confirms`): every
+/// mtime in the stamp was at or before the file system's time when the first was taken, that
+/// time has advanced by `racySeconds` since, so any later change falls in a later tick and
+/// shows, and the retry read whatever changed before it. This compares no file time with this
+/// machine's clock, so a file system whose clock runs ahead (a shared one) costs one retry a
+/// second after each failure, as any other; before 2026-11-22 a directory whose mtimes lay
+/// within a second of the wall clock (or ahead of it) was read again at every lookup.
 ///
 /// Cost: two `stat` calls and one `clock_gettime`.
 struct DirectoryStamp: Equatable {
@@ -30,12 +34,12 @@ struct DirectoryStamp: Equatable {
 
     var directory: FileStamp?
     var identity: FileStamp?
-    /// The wall clock's seconds when the stamp was taken (not compared).
-    private var takenSeconds: Int
+    /// CLOCK_MONOTONIC nanoseconds when the stamp was taken (not compared by `==`).
+    private var takenNanoseconds: UInt64
 
-    /// How much older than the stamp every mtime must be to trust it: the coarsest common file
-    /// system timestamp granularity (one second).
-    static let racySeconds = 1
+    /// The coarsest common file system timestamp granularity (one second): how long after an
+    /// equal stamp one must be taken to `confirm` it.
+    static let racySeconds: UInt64 = 1
 
     /// The stamp of `dir` now.
     init(dir: String) {
@@ -46,16 +50,17 @@ struct DirectoryStamp: Equatable {
                              mtimeSeconds: st.st_mtim.tv_sec, mtimeNanoseconds: st.st_mtim.tv_nsec)
         }
         var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        takenSeconds = now.tv_sec
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        takenNanoseconds = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
         directory = stamp(dir)
         identity = stamp(dir + "/" + TierIdentity.fileName)
     }
 
-    /// True when nothing in the stamp changed within `racySeconds` before it was taken, so
-    /// that an equal stamp later means nothing changed since.
-    var isSettled: Bool {
-        [directory, identity].allSatisfy { $0.map { $0.mtimeSeconds + DirectoryStamp.racySeconds < takenSeconds } ?? true }
+    /// True when this stamp equals `earlier` and was taken at least `racySeconds` after it:
+    /// then nothing in the directory changed since `earlier` without this stamp or a later
+    /// one showing it, so a read of the directory made after this stamp saw every change.
+    func confirms(_ earlier: DirectoryStamp) -> Bool {
+        self == earlier && takenNanoseconds >= earlier.takenNanoseconds + DirectoryStamp.racySeconds * 1_000_000_000
     }
 
     static func == (a: DirectoryStamp, b: DirectoryStamp) -> Bool { a.directory == b.directory && a.identity == b.identity }

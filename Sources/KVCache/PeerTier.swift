@@ -69,9 +69,12 @@ final class PeerTier {
     private(set) var unavailable: String?
     /// True once the peer's slab was removed or replaced: misses until `reopen` succeeds.
     private(set) var replaced = false
-    /// The directory as it was when `reopen` last failed, if settled (`DirectoryStamp`): until
-    /// it changes, `reopen` does not try again.
+    /// The directory as it was when `reopen` first failed on it (`DirectoryStamp`): while it
+    /// stays so, `reopen` tries once more `DirectoryStamp.racySeconds` later, and not again
+    /// once that retry failed too (`failureConfirmed`).
     private var failedStamp: DirectoryStamp?
+    /// True once a retry `DirectoryStamp.confirms` `failedStamp` failed as well.
+    private var failureConfirmed = false
     /// Times `reopen` read the directory's identity and tried to open its files (tests: a peer
     /// that keeps failing is not read again until its directory changes).
     private(set) var reopenAttempts = 0
@@ -134,14 +137,17 @@ final class PeerTier {
     /// closes the old files and replays the new journal from its start at the next `refresh`.
     /// Until then (no tier there yet, another identity, `install` refused) the peer stays
     /// `unavailable`, saying why. A call after a failure tries again only when the directory
-    /// or its identity file changed since (`DirectoryStamp`), so that a peer that keeps
-    /// failing costs two `stat`s per lookup, not a read of its identity; a tier that appears
-    /// there is still opened at the first lookup after it appeared. Cost: two `stat`s, and
+    /// or its identity file changed since (`DirectoryStamp`), and once more when a second has
+    /// passed since the failure (a change in the same timestamp tick as its `stat` shows in
+    /// no stamp), so that a peer that keeps failing costs two `stat`s per lookup, not a read
+    /// of its identity, whatever the file system's clock says; a tier that appears there is
+    /// opened at the first lookup after it appeared, or, when it appeared in the tick of the
+    /// failed try, at the first lookup a second after that try. Cost: two `stat`s, and
     /// when the directory changed, reading the identity file and opening two files.
     func reopen(install: (Int32) -> Bool) {
         guard replaced else { return }
         let stamp = DirectoryStamp(dir: dir)  // before the reads: a change after it differs from it
-        if let failedStamp, failedStamp == stamp { return }
+        if let failedStamp, failedStamp == stamp, failureConfirmed || !stamp.confirms(failedStamp) { return }
         reopenAttempts += 1
         let fresh: OpaquePointer
         do throws(KVError) {
@@ -149,7 +155,12 @@ final class PeerTier {
             fresh = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
         } catch {
             unavailable = "peer slab of '\(dir)' was removed or replaced, and the directory holds no tier to read yet: \(error.message)"
-            failedStamp = stamp.isSettled ? stamp : nil
+            if let failedStamp, stamp.confirms(failedStamp) {
+                failureConfirmed = true
+            } else {
+                failedStamp = stamp
+                failureConfirmed = false
+            }
             return
         }
         guard install(kvm_slab_fd(fresh)) else {
@@ -161,6 +172,7 @@ final class PeerTier {
         slab = fresh
         replaced = false
         failedStamp = nil
+        failureConfirmed = false
         unavailable = nil
         journalBytes = 0
     }

@@ -308,18 +308,22 @@ struct PeerTierTests {
     }
 
     /// A peer whose reopen keeps failing (an empty directory, then another model's tier) is
-    /// not read again at every lookup: only when its directory or identity changed
-    /// (`DirectoryStamp`), and a tier of this model that appears there is still served at the
-    /// first lookup after. The directory's times are set a minute back, as a directory that
-    /// changed longer ago than the racy second looks. Before, every lookup read the identity.
+    /// not read again at every lookup: only when its directory or identity changed, and once
+    /// more a second after a failure (`DirectoryStamp.confirms`: a change in the tick of the
+    /// failed try's `stat` shows in no stamp), and a tier of this model that appears there is
+    /// still served at the first lookup after. The directory's times are set an hour ahead, as
+    /// on a shared file system whose clock runs ahead of ours: before, such a directory (or any
+    /// that changed within the last second) was read again at every lookup.
     @Test func aPeerThatKeepsFailingToReopenIsReadAgainOnlyOnceItsDirectoryChanged() throws {
         let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
         defer { dirA.remove(); dirB.remove() }
-        /// Sets `path`'s access and modification times a minute back.
-        func backdate(_ path: String) {
-            let past = timeval(tv_sec: time(nil) - 60, tv_usec: 0)
-            #expect(utimes(path, [past, past]) == 0, "\(path)")
+        /// Sets `path`'s access and modification times an hour ahead of this machine's clock.
+        func aheadOfOurClock(_ path: String) {
+            let future = timeval(tv_sec: time(nil) + 3600, tv_usec: 0)
+            #expect(utimes(path, [future, future]) == 0, "\(path)")
         }
+        /// Waits past `DirectoryStamp.racySeconds`.
+        func waitPastTheRacyTick() { usleep(useconds_t(DirectoryStamp.racySeconds) * 1_000_000 + 100_000) }
         var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
         let prompt = tokens(9, seed: 3), second = tokens(13, seed: 4)
         try spillPrompt(a!, 1, prompt)
@@ -328,37 +332,43 @@ struct PeerTierTests {
         a = nil
         dirA.remove()
         #expect(mkdir(dirA.path, 0o700) == 0)
-        backdate(dirA.path)
+        aheadOfOurClock(dirA.path)
         #expect(b.cachedPrefixTokens(prompt) == 0)
         #expect(peer.replaced && peer.reopenAttempts == 1 && peer.unavailable?.contains("no engine has used it") == true)
         for seq: UInt64 in 1...20 {
             #expect(try b.createSequence(seq, tokens: prompt) == 0)
             try b.free(seq, computedTokens: 0)
         }
-        #expect(peer.reopenAttempts == 1, "nothing changed there: not read again")
+        #expect(peer.reopenAttempts == 1, "nothing changed there: not read again within the second")
+        waitPastTheRacyTick()
+        for _ in 0..<20 { #expect(b.cachedPrefixTokens(prompt) == 0) }
+        #expect(peer.reopenAttempts == 2, "read once more a second after the failure, which confirms it")
+        waitPastTheRacyTick()
+        for _ in 0..<20 { #expect(b.cachedPrefixTokens(prompt) == 0) }
+        #expect(peer.reopenAttempts == 2, "confirmed: not read again until the directory changes")
 
-        // Another model's tier appears: read once, refused, then not again.
+        // Another model's tier appears: read once, refused, then not again within the second.
         var other = offloadConfig(.paged, dir: dirA.path)
         other.modelTag = testModelTag + 1
         var x: Engine? = try Engine(other)
         try spillPrompt(x!, 1, second)
         x = nil
-        backdate(dirA.path)
-        backdate(dirA.path + "/" + TierIdentity.fileName)
+        aheadOfOurClock(dirA.path)
+        aheadOfOurClock(dirA.path + "/" + TierIdentity.fileName)
         #expect(b.cachedPrefixTokens(second) == 0)
-        #expect(peer.reopenAttempts == 2 && peer.unavailable?.contains("another model") == true)
+        #expect(peer.reopenAttempts == 3 && peer.unavailable?.contains("another model") == true)
         for _ in 0..<20 { #expect(b.cachedPrefixTokens(second) == 0) }
-        #expect(peer.reopenAttempts == 2, "nothing changed there: not read again")
+        #expect(peer.reopenAttempts == 3, "nothing changed there: not read again")
 
-        // A tier of this model replaces it: served at the next lookup (the change is seen,
-        // without backdating: within the racy second too).
+        // A tier of this model replaces it: served at the next lookup (the change shows in
+        // the directory's stamp).
         DiskTierFiles.remove(in: dirA.path)
         a = try Engine(offloadConfig(.paged, dir: dirA.path))
         try spillPrompt(a!, 2, second)
         #expect(try b.createSequence(30, tokens: second) == 12)
         try waitReady(b, 30)
         #expect(try kvDifferences(b, 30, count: 12) { second[$0] } == 0)
-        #expect(peer.reopenAttempts == 3 && !peer.replaced && peer.unavailable == nil)
+        #expect(peer.reopenAttempts == 4 && !peer.replaced && peer.unavailable == nil)
         #expect(b.stats().disk.peerHits == 3 && b.stats().disk.peerStale == 0)
     }
 
