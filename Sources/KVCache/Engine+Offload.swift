@@ -6,8 +6,9 @@ import Glibc
 /// whole-sequence swap out and in (preemption).
 ///
 /// Completions: the engine has no I/O thread. Completed requests are processed (verified,
-/// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`,
-/// `swapOutAsync`, `swapIn` and `free`, under the engine's lock, which also submit pending
+/// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `cachedPrefixTokens`
+/// and `cachedPrefixBlocks`, `swapOut`, `swapOutAsync`, `swapIn` and `free`, under the
+/// engine's lock, which also submit pending
 /// swap-outs' blocks as staging buffers free up, settle the asynchronous swap-outs whose
 /// writes all completed (`SwapOutQueue`) and lose the tokens of offloaded-token records whose
 /// write failed (`loseFailedRecordWrites`); a server that only wants progress calls `poll`.
