@@ -577,6 +577,7 @@ static void cancelled(uint32_t layout) {
     MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
     write_kv(&v, 1, 4, 0, 40); /* the first prefill chunk: 40 of PROMPT tokens */
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "computed_tokens", kvc_seq_abort(e, 1, PROMPT + 1));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "PTRDIFF_MAX", kvc_seq_abort(e, 1, SIZE_MAX));
     CHECK(length_of(e, 1) == PROMPT, "%s: a rejected abort leaves the sequence", name);
     MUST(kvc_seq_abort(e, 1, 40));
     EXPECT_STATUS(KVC_ERR_NOT_FOUND, "kvc_seq_length", kvc_seq_length(e, 1, &cached));

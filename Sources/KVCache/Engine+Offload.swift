@@ -6,8 +6,9 @@ import Glibc
 /// whole-sequence swap out and in (preemption).
 ///
 /// Completions: the engine has no I/O thread. Completed requests are processed (verified,
-/// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `swapOut`,
-/// `swapOutAsync`, `swapIn` and `free`, under the engine's lock, which also submit pending
+/// copied into memory, journaled) by `ready`, `poll`, `createSequence`, `cachedPrefixTokens`
+/// and `cachedPrefixBlocks`, `swapOut`, `swapOutAsync`, `swapIn` and `free`, under the
+/// engine's lock, which also submit pending
 /// swap-outs' blocks as staging buffers free up, settle the asynchronous swap-outs whose
 /// writes all completed (`SwapOutQueue`) and lose the tokens of offloaded-token records whose
 /// write failed (`loseFailedRecordWrites`); a server that only wants progress calls `poll`.
@@ -210,7 +211,9 @@ extension Engine {
     /// `waited`: its own call waits for it and finishes it). Returns the coordinator and the
     /// sequence's slot. Throws as `swapOut` before anything changed.
     private func submitSwapOut(_ seq: UInt64, waited: Bool) throws(KVError) -> (OffloadCoordinator, Int) {
-        _ = try slot(seq)  // an unknown sequence changes nothing, not even by processing completions
+        // An unknown or swapped-out sequence (a pending swap-out counts) changes nothing, not
+        // even by processing completions.
+        _ = try residentSlot(seq)
         guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
         offload.processCompletions()
         let s = try awaitOffloadReady(seq, stagingBuffer: true)
@@ -236,6 +239,10 @@ extension Engine {
         try lockedAllocating { () throws(KVError) in
             let s = try slotAfterSwapOut(seq)
             guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
+            // A sequence neither swapped out (a pending swap-out counts) nor holding a failed one
+            // to report changes nothing, not even by processing completions: they cannot make
+            // it swapped out.
+            guard offload.swapped[s] || offload.swapOutQueue.hasFailure(s) else { throw .invalid("sequence \(seq) is not swapped out") }
             offload.processCompletions()
             if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
             guard offload.swapped[s] else { throw .invalid("sequence \(seq) is not swapped out") }

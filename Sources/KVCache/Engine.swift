@@ -692,8 +692,11 @@ public final class Engine: @unchecked Sendable {
 
     /// How many leading tokens of `tokens` `createSequence` would report cached now (memory,
     /// disk tier and peers' tiers, whose indexes it brings up to date), without creating
-    /// anything. Cost: one hash per token and one lookup per full block (per peer past the
-    /// own tier's first miss, plus one journal `fstat` per peer).
+    /// anything. With a disk tier it first processes completions, as `createSequence` does
+    /// (a settled swap-out's blocks leave memory for the disk tier, which can end the memory
+    /// part of the chain sooner). Cost: one hash per token and one lookup per full block (per
+    /// peer past the own tier's first miss, plus one journal `fstat` per peer), plus the
+    /// completions processed.
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }
@@ -708,16 +711,21 @@ public final class Engine: @unchecked Sendable {
     /// `createSequence(_:blockHashes:tokens:)` would find cached now (memory, then the disk tier
     /// and peers' tiers, as `cachedPrefixTokens`), without creating anything and without
     /// touching the LRU order: for stores queried by hash chain (KVSim's `SharedTier`). Unlike `createSequence` it does not keep a token to
-    /// compute: every block may count. Cost: one lookup per block found, plus one.
+    /// compute: every block may count. Cost: one lookup per block found, plus one (and, with a
+    /// disk tier, the completions processed first, as `cachedPrefixTokens`).
     public func cachedPrefixBlocks(_ blockHashes: UnsafeBufferPointer<UInt64>) -> Int {
         cachedPrefixBlocks(limit: blockHashes.count) { blockHashes[$0] }
     }
 
     /// Under the lock: how many leading blocks, of at most `limit`, are cached, `hash(i)` giving
-    /// block i's chained hash (called once per block, in order).
+    /// block i's chained hash (called once per block, in order). Completions are processed
+    /// first, as `create` does before its lookup: a swap-out they settle evicts its blocks
+    /// (now on disk) from memory, and counting them in memory would break the chain later
+    /// than the create does.
     private func cachedPrefixBlocks(limit: Int, hash: (Int) -> UInt64) -> Int {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
+        offload?.processCompletions()
         var hit = 0
         var inMemory = true  // as in createSequence: memory hits first, then the disk tier, then peers
         var peersRefreshed = false

@@ -270,6 +270,10 @@ final class SwapOutQueue {
         return preparedHashes[slot]
     }
 
+    /// True when `slot`'s last asynchronous swap-out failed and `takeFailure` has not reported
+    /// it yet. O(1).
+    func hasFailure(_ slot: Int) -> Bool { failures[slot] != nil }
+
     /// The failure of `slot`'s last asynchronous swap-out not reported yet, cleared: nil when none.
     func takeFailure(_ slot: Int) -> String? {
         defer { failures[slot] = nil }

@@ -44,10 +44,12 @@ import KVCache
     }
 }
 
-/// `kvc_seq_abort`: `Engine.free(_:computedTokens:)`.
+/// `kvc_seq_abort`: `Engine.free(_:computedTokens:)`; a `computed_tokens` above PTRDIFF_MAX is
+/// rejected as every `size_t` is (`size`), before the engine sees it negative.
 @c public func kvc_seq_abort(_ e: OpaquePointer?, _ seq: UInt64, _ computedTokens: Int) -> kvc_status {
-    status("kvc_seq_abort", "seq \(seq), computed_tokens \(computedTokens)") { () throws(KVError) in
-        try engine(e).free(seq, computedTokens: computedTokens)
+    status("kvc_seq_abort", "seq \(seq), computed_tokens \(UInt(bitPattern: computedTokens))") { () throws(KVError) in
+        let engine = try engine(e)
+        try engine.free(seq, computedTokens: try size(computedTokens, "computed_tokens"))
     }
 }
 

@@ -110,6 +110,8 @@ extension ABIFixture {
         try f.expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["episodic"]) { h in var e: UInt32 = 0; return emb.withUnsafeBufferPointer { kvc_seq_focus(h, 5, $0.baseAddress, 3, &e) } }
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["policy 9"]) { h in kvc_seq_set_eviction(h, 5, 9, 0) }
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["already compacted"]) { h in kvc_seq_set_eviction(h, 5, 2, 0) }
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["already compacted"]) { h in kvc_seq_set_eviction(h, 5, KVC_EVICTION_HEAVY_HITTER, 1 - perHead) }
+        #expect(kvc_seq_set_eviction(f.handle, 5, KVC_EVICTION_HEAVY_HITTER, perHead) == KVC_OK, "the policy it has: no change")
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["3 sensitivities", "2 layers"]) { h in emb.withUnsafeBufferPointer { kvc_seq_set_layer_sensitivity(h, 5, $0.baseAddress, 3) } }
         #expect(try (f.positions(5, layer: 0), f.positions(5, layer: 1), f.layerLength(5, layer: 0)) == before)
         #expect(try f.firstSlotMismatch(5, salt: 5) == nil)

@@ -11,6 +11,10 @@ import Testing
         _ = try f.create(1, tokens: prompt)
         try f.write(1, salt: 5, from: 0, to: 9)
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_abort", "computed_tokens", "25"]) { kvc_seq_abort($0, 1, 25) }
+        // SIZE_MAX (an underflowed count) is named as the caller passed it, like every size_t.
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["computed_tokens 18446744073709551615", "PTRDIFF_MAX"]) {
+            kvc_seq_abort($0, 1, -1)
+        }
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_abort", "engine", "NULL"]) { _ in kvc_seq_abort(nil, 1, 0) }
         try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_abort", "77"]) { kvc_seq_abort($0, 77, 0) }
         #expect(kvc_seq_abort(f.handle, 1, 9) == KVC_OK)

@@ -442,4 +442,56 @@ struct AsyncSwapOutTests {
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
     }
+
+    /// `cachedPrefixTokens` answers what a `createSequence` of the same prompt would report now,
+    /// also when an asynchronous swap-out's writes completed unprocessed: the create settles it
+    /// first (its memory released: its blocks, now on disk, leave memory), so the query must
+    /// too. Sequence 2 holds blocks 0-1 of `prompt` alone, block 2 is cached in memory only;
+    /// once the swap-out settles, block 0 misses memory, blocks 0-1 come from disk, and block 2
+    /// (memory only) is not reached: 8 tokens. Before, the query counted the unsettled blocks
+    /// 0-1 in memory and block 2 after them: 12, and the create then reported 8.
+    @Test(arguments: layouts)
+    func cachedPrefixTokensSettlesCompletedSwapOutsAsCreateDoes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(13, seed: 83)
+        let e = try engine(layout, dir: dir, prompt: prompt)  // sequence 1: blocks 0-2 indexed
+        #expect(try e.createSequence(2, tokens: Array(prompt.prefix(9))) == 8)
+        try e.free(1)  // blocks 0-1 held by sequence 2 alone, block 2 cached
+        #expect(swapOutAsyncWithIOHeld(e, 2))
+        #expect(e.pauseOffloadIO(false))
+        let tier = e.offload!.tier!
+        // A guard against a hang, not a timing assertion: every write completes on the device.
+        #expect(waitUntil(seconds: 20) { tier.readyCompletions == tier.inflight })
+        let predicted = e.cachedPrefixTokens(prompt)
+        #expect(try e.createSequence(3, tokens: prompt) == predicted)
+        #expect(predicted == 8, "blocks 0-1 from disk; block 2, in memory only, is not reached")
+    }
+
+    /// A swap call refused for bad input changes nothing (kvcache.h, CONVENTIONS), not even by
+    /// processing completions: with sequence 1's asynchronous swap-out complete on the device
+    /// but unprocessed, a swap-in of resident sequence 2 (not swapped out) and a swap-out of
+    /// swapped-out sequence 3 are refused and the statistics stay as they were (sequence 1's
+    /// memory still counted, its swap-out not counted). Before, both settled it first.
+    @Test(arguments: layouts)
+    func aRefusedSwapCallDoesNotProcessCompletions(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir, prompt: tokens(4 * 8 + 2, seed: 84))
+        try e.createSequence(2, tokens: tokens(9, seed: 85))
+        try e.createSequence(3, tokens: tokens(9, seed: 86))
+        try e.swapOut(3)
+        #expect(swapOutAsyncWithIOHeld(e, 1))
+        #expect(e.pauseOffloadIO(false))
+        let tier = e.offload!.tier!
+        // A guard against a hang, not a timing assertion: every write completes on the device.
+        #expect(waitUntil(seconds: 20) { tier.readyCompletions == tier.inflight })
+        let before = e.stats()
+        #expect(thrown { () throws(KVError) in try e.swapIn(2) }?.code == .invalidArgument)
+        #expect(thrown { () throws(KVError) in try e.swapOut(3) }?.code == .invalidArgument)
+        #expect(thrown { () throws(KVError) in try e.swapOutAsync(3) }?.code == .invalidArgument)
+        #expect(e.stats() == before, "a refused call processed completions")
+        e.poll(timeoutMicroseconds: 0)
+        #expect(e.stats().disk.swapOuts == before.disk.swapOuts + 1, "the next call that may settles it")
+    }
 }

@@ -608,4 +608,38 @@ import Testing
         #expect(caught { try e.free(2) }?.code == .notFound)
         #expect(try snapshot() == before)
     }
+
+    /// A focus refused for a bad query (wrong dimension, no segment) changes nothing, not even
+    /// by processing completions or waiting for them: with sequence 2's prefix reads complete
+    /// on the device but unprocessed, the statistics stay as they were and the sequence is not
+    /// ready until a call that may process them. Before, the focus waited for the reads
+    /// (processing them) and only then checked the query.
+    @Test(arguments: layouts)
+    func aFocusRefusedForItsQueryDoesNotProcessCompletions(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path) { $0.offloadForceThreads = true }
+        let prompt = tokens(4 * 8 + 2, seed: 87)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try e.free(1)
+        try e.trim()  // its blocks now only on disk
+        try e.syncOffload()  // their writes done: the create reads them from the device
+        #expect(e.pauseOffloadIO(true))
+        #expect(try e.createSequence(2, tokens: prompt) == 32, "read from disk, held")
+        #expect(e.pauseOffloadIO(false))
+        let tier = e.offload!.tier!
+        // A guard against a hang, not a timing assertion: every read completes on the device.
+        #expect(waitUntil(seconds: 20) { tier.readyCompletions == tier.inflight })
+        #expect(!e.offload!.resident(e.sequences.slot(of: 2)), "its reads are not processed yet")
+        let before = e.stats()
+        #expect(thrown { () throws(KVError) in _ = try Self.queryA.withUnsafeBufferPointer { (q) throws(KVError) in try e.focus(2, query: q) } }?.code == .invalidArgument, "no segment")
+        try Self.queryA.withUnsafeBufferPointer { try e.addSegment(2, start: 0, end: 8, embedding: $0) }
+        let wrong: [Float] = [1, 0, 0]
+        #expect(thrown { () throws(KVError) in _ = try wrong.withUnsafeBufferPointer { (q) throws(KVError) in try e.focus(2, query: q) } }?.code == .invalidArgument, "dimension")
+        #expect(e.stats() == before, "a refused focus processed completions")
+        #expect(!e.offload!.resident(e.sequences.slot(of: 2)), "its reads not processed yet")
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 32) { prompt[$0] } == 0)
+    }
 }

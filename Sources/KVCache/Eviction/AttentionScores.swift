@@ -521,14 +521,21 @@ public final class AttentionScores {
         return focusedEpisode
     }
 
+    /// Throws what `focus` throws for `query` itself (the policy, no segment yet, its
+    /// dimension or values), changing nothing: so that the engine refuses a bad query before
+    /// it waits for anything. O(query).
+    func checkFocus(_ query: UnsafeBufferPointer<Float>) throws(KVError) {
+        guard config.policy == .episodic else { throw KVError(.unsupported, "focus needs the episodic policy, this sequence uses \(config.policy.name)") }
+        guard segmentCount > 0 else { throw .invalid("no segment registered: add segments before focusing") }
+        try checkEmbedding(query)
+    }
+
     /// `focus` short of focusing: validates `query`, re-clusters changed segments, credits the
     /// current turn's observations to its segment's episode, and returns the episode nearest
     /// to `query`. (The engine's episodic offload focuses it only once its tokens can be
     /// restored.) Throws as `focus` does, and then changes nothing.
     func nearestEpisode(_ query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
-        guard config.policy == .episodic else { throw KVError(.unsupported, "focus needs the episodic policy, this sequence uses \(config.policy.name)") }
-        guard segmentCount > 0 else { throw .invalid("no segment registered: add segments before focusing") }
-        try checkEmbedding(query)
+        try checkFocus(query)
         if clusteredSegments != segmentCount { recluster() }
         let turn = config.episodes
         if episodeObserved[turn] {

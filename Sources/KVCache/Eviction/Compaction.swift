@@ -351,6 +351,7 @@ extension Engine {
                 throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
             }
             var state = evictionState(s)
+            try state.checkFocus(query)  // a bad query changes nothing: refused before any wait
             if offloadsEvictions(state) {
                 // A restore writes into memory, and the tokens it displaces are copied to disk
                 // from memory: every read still filling the sequence (prefix hit, swap-in,

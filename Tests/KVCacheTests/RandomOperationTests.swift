@@ -1,0 +1,237 @@
+import Testing
+@testable import KVCache
+
+/// Seeded random sequences of create (by tokens or by block hashes), append, fork, free, abort
+/// (with garbage past `computedTokens`), compact (StreamingLLM or H2O, per layer or per head,
+/// adaptive budgets or not), schedule, trim and, with a disk tier, swap out (sync or async) and
+/// in, with every invariant checked after each step: every live sequence's bytes (prefix hits
+/// and disk reads included) are what was written for the positions it holds; block reference
+/// counts equal the block tables' entries, and `usedCount`/`cachedCount` count them; the memory
+/// tier's events, applied in order, give exactly the hashes the prefix index holds (none
+/// stored twice or removed unknown, every parent stored before its child), the disk tier's
+/// those `DiskTier.contains` finds; `cachedPrefixTokens` predicts what `createSequence`
+/// reports (unless a swap-out settled during the create, which waits for one when memory is
+/// short). Small budgets keep eviction, spills and out-of-memory refusals frequent.
+@Suite("Random operations keep every invariant")
+struct RandomOperationTests {
+    /// What the events said so far, per tier.
+    struct EventViews {
+        var memory = Set<UInt64>(), memoryEver = Set<UInt64>()
+        var disk = Set<UInt64>(), diskEver = Set<UInt64>()
+
+        mutating func apply(_ events: [KVEvent], step: Int) {
+            for ev in events {
+                let isMemory = ev.tier == KVEvent.memoryTier
+                var view = isMemory ? memory : disk
+                switch ev.kind {
+                case .blockStored:
+                    #expect(!view.contains(ev.blockHash), "step \(step): tier \(ev.tier) stored \(ev.blockHash) twice")
+                    if isMemory { #expect(ev.parentHash == 0 || memoryEver.contains(ev.parentHash), "step \(step): parent never stored") }
+                    view.insert(ev.blockHash)
+                    if isMemory { memoryEver.insert(ev.blockHash) } else { diskEver.insert(ev.blockHash) }
+                case .blockRemoved:
+                    #expect(view.contains(ev.blockHash), "step \(step): tier \(ev.tier) removed unknown \(ev.blockHash)")
+                    view.remove(ev.blockHash)
+                case .allCleared:
+                    view.removeAll()
+                }
+                if isMemory { memory = view } else { disk = view }
+            }
+        }
+    }
+
+    private static func below(_ n: Int, _ rng: inout SplitMix64) -> Int { Int(rng.next() % UInt64(n)) }
+
+    private static func check(_ e: Engine, _ model: [UInt64: [Int32]], swapped: Set<UInt64>, _ views: inout EventViews, step: Int) throws {
+        for id in model.keys where !swapped.contains(id) {
+            // A failed asynchronous swap-out is reported once; the sequence is resident and unchanged.
+            if (try? waitReady(e, id)) == nil { try waitReady(e, id) }
+        }
+        views.apply(drain(e), step: step)
+        if let tier = e.offload?.tier {
+            for h in views.diskEver { #expect(tier.contains(h) == views.disk.contains(h), "step \(step): disk tier and its events disagree on \(h)") }
+        }
+        let pool = e.blocks
+        var refs = [UInt32](repeating: 0, count: pool.capacity)
+        for s in 0..<e.sequences.maxSeqs where e.sequences.lengths[s] > 0 && e.offload?.swapped[s] != true {
+            let table = e.sequences.table(s)
+            for i in 0..<e.sequences.blockCount(s) { refs[Int(table[i])] += 1 }
+        }
+        // A pending asynchronous swap-out's sequence counts as swapped but still holds its blocks.
+        let exact = e.stats().disk.swapOutsPending == 0
+        var indexed = Set<UInt64>(), used = 0, cached = 0
+        for b in 0..<pool.capacity {
+            let block = Int32(b)
+            if pool.isIndexed(block) {
+                indexed.insert(pool.hash(of: block))
+                #expect(pool.lookup(pool.hash(of: block)) == block, "step \(step): block \(b) indexed but not found")
+            }
+            if exact { #expect(pool.references(block) == refs[b], "step \(step): block \(b) has \(pool.references(block)) references, tables \(refs[b])") }
+            if pool.references(block) > 0 { used += 1 } else if pool.isIndexed(block) { cached += 1 }
+        }
+        #expect(pool.usedCount == used && pool.cachedCount == cached, "step \(step): used \(pool.usedCount) vs \(used), cached \(pool.cachedCount) vs \(cached)")
+        #expect(indexed == views.memory, "step \(step): the index holds \(indexed.count) hashes, the events say \(views.memory.count)")
+        #expect(e.stats().sequences == UInt64(model.count))
+        guard e.paged != nil || e.contiguous != nil else { return }
+        for (id, toks) in model where !swapped.contains(id) {
+            let bad = try slotMismatches(e, id, tokens: toks)
+            #expect(bad == 0, "step \(step): sequence \(id) has \(bad) wrong bytes")
+            if bad != 0 { throw KVError.invalid("step \(step): stop at the first wrong byte") }
+        }
+    }
+
+    /// Writes the K/V of `toks[from...]` (the tokens just added) at the end of every layer.
+    private static func write(_ e: Engine, _ id: UInt64, _ toks: [Int32], from: Int) throws {
+        guard from < toks.count, !e.config.metadataOnly else { return }
+        for layer in 0..<e.config.numLayers {
+            let base = try e.layerLength(id, layer: layer) - (toks.count - from)
+            for p in from..<toks.count {
+                let (k, v) = try tokenAddress(e, id, layer: layer, position: base + p - from)
+                for i in 0..<e.config.tokenBytes {
+                    k.storeBytes(of: kvByte(layer: layer, kv: 0, position: p, token: toks[p], i: i), toByteOffset: i, as: UInt8.self)
+                    v.storeBytes(of: kvByte(layer: layer, kv: 1, position: p, token: toks[p], i: i), toByteOffset: i, as: UInt8.self)
+                }
+            }
+        }
+    }
+
+    private static func run(_ layout: Layout, metadataOnly: Bool = false, onSchedule: Bool, disk: Bool = false, seed: UInt64, steps: Int) throws {
+        var c = smallConfig(layout, memoryBytes: layout == .paged ? 32 << 10 : 96 << 10)
+        let dir = ScratchDir("random")
+        defer { dir.remove() }
+        if disk {
+            c = offloadConfig(layout, dir: dir.path, memoryBytes: c.memoryBytes, offloadBytes: 160 << 10)
+            c.offloadForceThreads = seed % 2 == 0
+        }
+        c.metadataOnly = metadataOnly
+        c.indexOnSchedule = onSchedule
+        var rng = SplitMix64(seed: seed)
+        c.eviction = EvictionConfig(below(2, &rng) == 0 ? .streamingLLM : .heavyHitter)
+        c.eviction.sinkTokens = below(6, &rng)
+        c.eviction.perHead = below(2, &rng) == 0
+        c.eviction.adaptiveBudgets = below(2, &rng) == 0
+        let e = try Engine(c)
+        let bt = c.blockTokens
+        var model: [UInt64: [Int32]] = [:], swapped = Set<UInt64>(), views = EventViews(), nextId: UInt64 = 1
+        let prompts: [[Int32]] = (1...4).map { tokens(64, seed: Int32($0)) }
+        func pick(_ ids: [UInt64]) -> UInt64? { ids.isEmpty ? nil : ids[below(ids.count, &rng)] }
+        for step in 0..<steps {
+            var op = below(10, &rng)
+            if model.count > 5 && below(2, &rng) == 0 { op = 6 + below(2, &rng) }  // keep memory turning over
+            let all = model.keys.sorted(), resident = all.filter { !swapped.contains($0) }
+            do {
+                switch op {
+                case 0, 1, 2:
+                    var toks = Array(prompts[below(prompts.count, &rng)].prefix(1 + below(40, &rng)))
+                    if below(3, &rng) == 0 { toks += tokens(below(10, &rng), seed: Int32(100 + below(50, &rng))) }
+                    let predicted = e.cachedPrefixTokens(toks)
+                    let settled = e.stats().disk.swapOuts + e.stats().disk.swapOutsFailed
+                    let cached: Int
+                    if below(3, &rng) == 0 {
+                        var hashes = [UInt64](repeating: 0, count: toks.count / bt)
+                        _ = toks.withUnsafeBufferPointer { t in hashes.withUnsafeMutableBufferPointer { BlockHash.chain(t, blockTokens: bt, into: $0) } }
+                        let known = below(hashes.count + 1, &rng)
+                        cached = try hashes.withUnsafeBufferPointer { (h) throws(KVError) -> Int in
+                            try e.createSequence(nextId, blockHashes: UnsafeBufferPointer(rebasing: h[0..<known]), tokens: toks.count)
+                        }
+                        #expect(cached <= predicted, "step \(step): a create by \(known) hashes found more than the tokens' prediction")
+                    } else {
+                        cached = try e.createSequence(nextId, tokens: toks)
+                        let settledDuring = e.stats().disk.swapOuts + e.stats().disk.swapOutsFailed != settled
+                        #expect(cached == predicted || settledDuring, "step \(step): created with \(cached) cached tokens, predicted \(predicted)")
+                    }
+                    model[nextId] = toks
+                    if onSchedule { try e.schedule(nextId, tokens: below(toks.count + 1, &rng)) }
+                    try write(e, nextId, toks, from: cached)
+                    nextId += 1
+                case 3, 4:
+                    guard let id = pick(resident) else { continue }
+                    let added = tokens(1 + below(6, &rng), seed: Int32(200 + below(4, &rng)))
+                    try e.append(id, tokens: added)
+                    model[id]! += added
+                    try write(e, id, model[id]!, from: model[id]!.count - added.count)
+                case 5:
+                    guard let id = pick(resident) else { continue }
+                    try e.fork(parent: id, child: nextId)
+                    model[nextId] = model[id]
+                    nextId += 1
+                case 6:
+                    if disk && below(2, &rng) == 0 {
+                        guard let id = pick(all) else { continue }
+                        if swapped.contains(id) {
+                            try e.swapIn(id)
+                            swapped.remove(id)
+                        } else {
+                            if below(2, &rng) == 0 { try e.swapOut(id) } else { try e.swapOutAsync(id) }
+                            swapped.insert(id)
+                        }
+                    } else {
+                        guard let id = pick(all) else { continue }
+                        try e.free(id)
+                        model[id] = nil
+                        swapped.remove(id)
+                    }
+                case 7:
+                    guard let id = pick(all) else { continue }
+                    let length = try e.length(id)
+                    let computed = below(2, &rng) == 0 ? length : below(length + 1, &rng)
+                    // Nothing was computed from `computed` on: garbage there, in the blocks only this
+                    // sequence holds (paged, never compacted, resident), which no later hit may serve.
+                    let s = e.sequences.slot(of: id)
+                    if e.paged != nil && !swapped.contains(id) && (e.evictionStates[s]?.compactions ?? 0) == 0 {
+                        let table = e.sequences.table(s)
+                        for p in computed..<length where e.blocks.references(table[p / bt]) == 1 {
+                            for t in 0..<c.tensors {
+                                let token = e.paged!.address(table[p / bt], tensor: t) + (p % bt) * c.tokenBytes
+                                token.initializeMemory(as: UInt8.self, repeating: 0xEE, count: c.tokenBytes)
+                            }
+                        }
+                    }
+                    try e.free(id, computedTokens: computed)
+                    model[id] = nil
+                    swapped.remove(id)
+                case 8:
+                    guard let id = pick(resident) else { continue }
+                    let length = try e.length(id)
+                    guard length > 12 else { continue }
+                    if c.eviction.adaptiveBudgets {
+                        let sensitivity = (0..<c.numLayers).map { _ in Float(1 + below(4, &rng)) }
+                        try sensitivity.withUnsafeBufferPointer { (v) throws(KVError) in try e.setLayerSensitivity(id, v) }
+                    }
+                    if c.eviction.policy == .heavyHitter {
+                        for layer in 0..<c.numLayers {
+                            let n = try e.layerLength(id, layer: layer)
+                            let scores = (0..<(n * c.numKVHeads)).map { _ in Float(below(100, &rng)) / 100 }
+                            try scores.withUnsafeBufferPointer { (s) throws(KVError) in
+                                try e.observe(id, layer: layer, scores: s.baseAddress!, nHeads: c.numKVHeads, nTokens: n)
+                            }
+                        }
+                    }
+                    try e.compact(id, budgetTokens: 8 + below(length - 8, &rng))
+                default:
+                    if below(8, &rng) == 0 { try e.trim() }
+                }
+            } catch let error as KVError where error.code == .outOfMemory {
+                // refused: nothing changed, which the checks below confirm
+            } catch let error as KVError where error.code == .io && disk {
+                // a swap-out the full tier refused: the sequence stays resident and unchanged
+            }
+            for id in swapped where e.offload?.swapped[e.sequences.slot(of: id)] == false { swapped.remove(id) }  // failed later
+            try check(e, model, swapped: swapped, &views, step: step)
+        }
+    }
+
+    @Test(arguments: [(Layout.paged, false), (.contiguous, false), (.paged, true)], [false, true])
+    func inMemory(shape: (layout: Layout, metadataOnly: Bool), onSchedule: Bool) throws {
+        for seed in UInt64(1)...8 {
+            try Self.run(shape.layout, metadataOnly: shape.metadataOnly, onSchedule: onSchedule, seed: seed, steps: 250)
+        }
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous], [false, true])
+    func withADiskTier(layout: Layout, onSchedule: Bool) throws {
+        for seed in UInt64(1)...8 {
+            try Self.run(layout, onSchedule: onSchedule, disk: true, seed: seed, steps: 250)
+        }
+    }
+}
