@@ -8,9 +8,11 @@
 #   decode-step-scores: observe+compact of one 32k-token decode step at most 2x a plain sum
 #                  of the same scores (a ratio, so the ops-per-measurement scale cancels)
 #   decode-step-norm: the same with H2O's normalised sums
+#   decode-step-head: the same with per-head decisions (256 rows of 32k tokens) against a
+#                  plain sum of the same scores into per-head rows
 #   decode-step-epi: the same with the episodic policy and a focused episode
-# and reports (INFO, not judged) decode-step-head, per-head decisions (256 rows of 32k
-# tokens) against the same per-layer plain sum: its 256 rows of sums alone cost ~2.5x that.
+# and reports (INFO, not judged) decode-step-head against the per-layer plain sum, measured in
+# the same rounds (`PerLayer decode-step-head`): that pass updates 8x fewer sums.
 #
 # Usage: tools/bench_ratio.sh [extra `benchmark` options, e.g. --filter 'append']
 # Environment: SCRATCH_PATH (default .build-cli), PERCENTILE (default 50.0; one of

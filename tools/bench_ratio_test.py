@@ -134,20 +134,38 @@ check("decode-step-norm is judged on its own rounds", status == 1
       and "median of 3 same-run rounds: 2.50, 1.90, 2.20)" in output, output)
 
 # The per-head and episodic pairs: their own rounds, ns per operation per measurement (one
-# step each); episodic judged, per-head reported (a 2.60x median is INFO, not FAIL).
+# step each), both judged against their own baselines (per head: the plain sum into per-head rows).
 head = lambda e, b: {("Engine", "decode-step-head"): e, ("Baseline", "decode-step-head"): b}
 epi = lambda e, b: {("Engine", "decode-step-epi"): e, ("Baseline", "decode-step-epi"): b}
 status, output = run_case({**FAST, **head(1000.0, 1000.0), **epi(1000.0, 1000.0)}, [],
-                          more_rounds=[("decode-step-head", [head(1900.0, 1000.0), head(2600.0, 1000.0), head(4700.0, 1000.0)]),
+                          more_rounds=[("decode-step-head", [head(1900.0, 1000.0), head(1600.0, 1000.0), head(4700.0, 1000.0)]),
                                        ("decode-step-epi", [epi(2100.0, 1000.0), epi(2300.0, 1000.0), epi(1000.0, 1000.0)])])
-check("decode-step-epi is judged and decode-step-head reported on their own rounds", status == 1
-      and line(output, "INFO decode-step-head").startswith("INFO decode-step-head: 2.60x")
-      and "median of 3 same-run rounds: 1.90, 2.60, 4.70)" in output
-      and "FAIL decode-step-head" not in output and "PASS decode-step-head" not in output
+check("decode-step-head and decode-step-epi are judged on their own rounds", status == 1
+      and line(output, "PASS decode-step-head").startswith("PASS decode-step-head: 1.90x")
+      and "median of 3 same-run rounds: 1.90, 1.60, 4.70)" in output
       and line(output, "FAIL decode-step-epi").startswith("FAIL decode-step-epi: 2.10x")
       and line(output, "decode-step-head").split()[1:3] == ["1000000.00", "1000000.00"]
       and line(output, "decode-step-epi").split()[1:3] == ["1000000.00", "1000000.00"]
       and "SKIP decode-step-scores: not measured" in output, output)
+
+# Per head, the per-layer plain sum measured in the same rounds (`PerLayer`) gives an INFO
+# median that is never judged (4.00x here), while the per-head baseline's median fails the run;
+# without PerLayer results there is no INFO line.
+layer = lambda p: {("PerLayer", "decode-step-head"): p}
+status, output = run_case({**FAST, **head(1000.0, 1000.0), **layer(250.0)},
+                          [{**head(2200.0, 1000.0), **layer(550.0)}, {**head(2500.0, 1000.0), **layer(500.0)},
+                           {**head(1800.0, 1000.0), **layer(600.0)}], op="decode-step-head")
+check("decode-step-head fails over 2x of the per-head plain sum", status == 1
+      and line(output, "FAIL decode-step-head").startswith("FAIL decode-step-head: 2.20x")
+      and "median of 3 same-run rounds: 2.20, 2.50, 1.80)" in output, output)
+check("decode-step-head against the per-layer plain sum is INFO, per round", "PASS decode-step-head" not in output
+      and line(output, "INFO decode-step-head").startswith("INFO decode-step-head: 4.00x")
+      and "(median of 3 same-run rounds: 4.00, 5.00, 3.00)" in line(output, "INFO decode-step-head"), output)
+check("the PerLayer pass is not a table column or a baseline",
+      line(output, "decode-step-head").split()[1:4] == ["1000000.00", "1000000.00", "1.000"], output)
+status, output = run_case({**FAST, **head(1000.0, 1000.0)}, [head(1500.0, 1000.0)], op="decode-step-head")
+check("without PerLayer results, no INFO line", status == 0 and "INFO decode-step-head" not in output
+      and line(output, "PASS decode-step-head").startswith("PASS decode-step-head: 1.50x"), output)
 
 status, output = run_case({}, [])
 check("no results is a run failure", status == 2 and "no Engine/Baseline wall-clock results" in output, output)

@@ -120,21 +120,50 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         }
     }
 
-    /// Bad scores leave every accumulated score of every layer bit for bit as it was, with H2O
-    /// (the decode-step policy, sums only) and TOVA (sums and the last step's): a NaN, negative
-    /// or infinite score in the middle of head 0's row, of the last head's, or in the last
-    /// token (the scalar tail of 1031 tokens). An `observe` that adds into the sums while it
-    /// checks must put the old ones back exactly (a float add then subtract need not).
-    @Test(arguments: [EvictionPolicyKind.heavyHitter, .tova])
-    func badScoresLeaveTheSumsExactlyUnchanged(kind: EvictionPolicyKind) throws {
+    /// Per head, `observe` adds each head's scores to that head's row of that layer and to
+    /// nothing else: after two steps (0 + s, then s + s, both exact) every slot of layer 1's
+    /// rows holds twice its head's score, layer 0 the one step it observed; the lengths take
+    /// the SIMD loop and its scalar tail (1031 = 128 x 8 + 7), and 7 the tail alone.
+    @Test(arguments: [7, 1031])
+    func perHeadObserveAddsEachHeadsScoresToItsOwnRow(n: Int) throws {
+        let heads = 8
+        var config = EvictionConfig(.heavyHitter)
+        config.perHead = true
+        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
+        var rng = SplitMix64(seed: UInt64(n))
+        let scores = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
+        try scores.withUnsafeBufferPointer { p in
+            try s.observe(layer: 0, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+        }
+        for h in 0..<heads {
+            let once = Array(scores[(h * n)..<((h + 1) * n)])
+            #expect(Array(s.accumulatedScores(layer: 0, row: h)) == once, "layer 0, head \(h)")
+            #expect(Array(s.accumulatedScores(layer: 1, row: h)) == once.map { $0 + $0 }, "layer 1, head \(h)")
+        }
+    }
+
+    /// Bad scores leave every accumulated score of every layer (and, per head, every head's
+    /// row) bit for bit as it was, with H2O (the decode-step policy, sums only) and TOVA (sums
+    /// and the last step's): a NaN, negative or infinite score in the middle of head 0's row,
+    /// of the last head's, or in the last token (the scalar tail of 1031 tokens). Per head,
+    /// `observe` adds into the sums while it checks and must put the old ones back exactly (a
+    /// float add then subtract need not).
+    @Test(arguments: [EvictionPolicyKind.heavyHitter, .tova], [false, true])
+    func badScoresLeaveTheSumsExactlyUnchanged(kind: EvictionPolicyKind, perHead: Bool) throws {
         let heads = 8, n = 1031
-        let s = AttentionScores(layers: 2, heads: heads, config: EvictionConfig(kind), length: n, maxCapacity: 2048)
+        var config = EvictionConfig(kind)
+        config.perHead = perHead
+        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
         var rng = SplitMix64(seed: 5)
         let good = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) / 3 }
         for _ in 0..<3 {
             for layer in 0..<2 { try good.withUnsafeBufferPointer { try s.observe(layer: layer, scores: $0.baseAddress!, nHeads: heads, nTokens: n) } }
         }
-        let before = (0..<2).map { s.accumulatedScores(layer: $0).map(\.bitPattern) }
+        let rows = perHead ? heads : 1
+        let sums = { (0..<(2 * rows)).map { s.accumulatedScores(layer: $0 / rows, row: $0 % rows).map(\.bitPattern) } }
+        let before = sums()
         let cases: [(Int, Float)] = [
             (n / 2, .nan), (n / 2, -0.25), ((heads - 1) * n + n / 2, .nan), ((heads - 1) * n + n / 2, -0.25),
             (heads * n - 1, -0.25), (heads * n - 1, .infinity),
@@ -144,8 +173,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
             bad[at] = value
             let error = caught { try bad.withUnsafeBufferPointer { try s.observe(layer: 1, scores: $0.baseAddress!, nHeads: heads, nTokens: n) } }
             #expect(error?.code == .invalidArgument, "\(value) at \(at)")
-            let unchanged = (0..<2).map { s.accumulatedScores(layer: $0).map(\.bitPattern) } == before
-            #expect(unchanged, "\(value) at \(at)")
+            #expect(sums() == before, "\(value) at \(at)")
         }
     }
 

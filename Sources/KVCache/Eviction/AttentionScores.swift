@@ -331,13 +331,18 @@ public final class AttentionScores {
         }
         guard n > 0 else { return }
         let summed = summedScratch(for: scores)
-        // Pass 1: sum over heads into scratch (or copy per head) while checking every value:
-        // the minimum catches negatives, the total NaN and infinities. Explicit SIMD, since
-        // floating-point reductions do not vectorise on their own.
-        let (minimum, total, firstHead) = rowsPerLayer == 1
-            ? Self.sumHeads(scores, heads: heads, n: n, into: summed)
-            : Self.copyHeads(scores, heads: heads, n: n, into: summed)
+        let perHead = rowsPerLayer > 1, rows0 = accumulated + layer * rowsPerLayer * capacity
+        // Pass 1 checks every value: the minimum catches negatives, the total NaN and
+        // infinities. Explicit SIMD, since floating-point reductions do not vectorise on their
+        // own. Per layer it sums the heads into scratch; per head it already adds each head's
+        // scores into its row, the old sums kept in scratch and put back when a value is bad.
+        let (minimum, total, firstHead) = perHead
+            ? Self.addHeads(scores, heads: heads, n: n, into: rows0, rowStride: capacity, keeping: summed)
+            : Self.sumHeads(scores, heads: heads, n: n, into: summed)
         guard minimum >= 0 && total.isFinite else {
+            if perHead {  // a copy: bit for bit the old sums (a float add then subtract need not be)
+                for h in 0..<heads { (rows0 + h * capacity).update(from: summed + h * n, count: n) }
+            }
             var i = 0
             while i < heads * n && scores[i] >= 0 && scores[i].isFinite { i += 1 }
             let what = i < heads * n ? "\(scores[i])" : "an infinite sum"
@@ -351,9 +356,11 @@ public final class AttentionScores {
         if config.tracksVisibility { visibleQueries[layer] += queries }  // every resident token saw them...
         for h in 0..<rowsPerLayer {
             let r = layer * rowsPerLayer + h
-            let src = summed + h * n
-            let acc = accumulated + r * capacity
-            for t in 0..<n { acc[t] += src[t] }
+            let src = perHead ? scores + h * n : UnsafePointer(summed)
+            if !perHead {
+                let acc = accumulated + r * capacity
+                for t in 0..<n { acc[t] += src[t] }
+            }
             if config.tracksLast { (last + r * capacity).update(from: src, count: n) }
             if config.tracksVisibility {  // ...but the last ones saw fewer, and those past `n` none
                 let vis = visible + r * capacity
@@ -440,17 +447,50 @@ public final class AttentionScores {
         return (minimum, total, firstHead)
     }
 
-    /// `out[h * n + t] = scores[h * n + t]`, with the same results as `sumHeads`.
+    /// Per head: `rows[h * rowStride + t] += scores[h * n + t]`, the old sums kept in
+    /// `old[h * n + t]`; the same results as `sumHeads`. The caller copies `old` back when a
+    /// value is bad. Cost: one SIMD pass that reads each score once and read-modify-writes each
+    /// sum once, plus the store of the old sum (into scratch that every layer reuses, so it
+    /// stays in cache), where checking first and adding after read the scores twice.
     @inline(__always)
-    private static func copyHeads(_ scores: UnsafePointer<Float>, heads: Int, n: Int, into out: UnsafeMutablePointer<Float>)
-        -> (Float, Float, Float)
-    {
-        var minimum: Float = 0, total: Float = 0, firstHead: Float = 0
+    private static func addHeads(
+        _ scores: UnsafePointer<Float>, heads: Int, n: Int, into rows: UnsafeMutablePointer<Float>, rowStride: Int,
+        keeping old: UnsafeMutablePointer<Float>
+    ) -> (Float, Float, Float) {
+        typealias V = SIMD8<Float>
+        typealias Bits = SIMD8<UInt32>
+        let vectors = n / 8
+        var signs = Bits(repeating: 0)
+        var signed = false
+        var total: Float = 0, firstHead: Float = 0
         for h in 0..<heads {
-            let (m, t, _) = sumHeads(scores + h * n, heads: 1, n: n, into: out + h * n)
-            minimum = min(minimum, m)
+            let src = UnsafeRawPointer(scores + h * n), acc = UnsafeMutableRawPointer(rows + h * rowStride)
+            let kept = UnsafeMutableRawPointer(old + h * n)
+            var sum = V(repeating: 0)
+            for j in 0..<vectors {
+                let v = src.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+                signs |= unsafeBitCast(v, to: Bits.self)
+                sum += v
+                let a = acc.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+                kept.storeBytes(of: a, toByteOffset: j * 32, as: V.self)
+                acc.storeBytes(of: a + v, toByteOffset: j * 32, as: V.self)
+            }
+            var t = sum.sum()
+            let s = scores + h * n, a = rows + h * rowStride, k = old + h * n
+            for i in (vectors * 8)..<n {
+                let v = s[i]
+                if v.sign == .minus { signed = true }
+                t += v
+                k[i] = a[i]
+                a[i] += v
+            }
             total += t
             if h == 0 { firstHead = t }
+        }
+        for i in 0..<8 where signs[i] & 0x8000_0000 != 0 { signed = true }
+        var minimum: Float = 0
+        if signed {  // rare: find a real negative (-0.0 is fine)
+            for i in 0..<(heads * n) where scores[i] < 0 { minimum = -1 }
         }
         return (minimum, total, firstHead)
     }

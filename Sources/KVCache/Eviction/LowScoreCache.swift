@@ -203,16 +203,21 @@ final class LowScoreCache {
             if seen != .infinity && limit != .infinity {
                 limit = limit * (seen / (seen + (queries - queriesAtScan.pointee))) * (1 - 0x1p-20)
             }
-            var filled = 0
-            @inline(__always) func offer(_ at: Int) {
-                let i = slots[at]
-                guard Int(slots[at + 1]) < from else { return }
-                Selection.insertSorted((score(Int(i)), i), into: buffer, filled: filled, size: evict, before: before)
-                if filled < evict { filled += 1 }
+            // The recorded slots' scores are scattered loads, mostly cache misses after a
+            // step's `observe` streamed the rows: gathered by a loop that does nothing else,
+            // they are in flight together (the sorted insertion's branches would serialise
+            // them). Scores only, so that the buffer stays on the stack.
+            return withUnsafeTemporaryAllocation(of: Float.self, capacity: LowScoreCache.stride) { gathered in
+                let low = Int(lowCount.pointee), count = low + Int(pendingCount.pointee)
+                @inline(__always) func at(_ j: Int) -> Int { j < low ? 2 * j : 2 * (LowScoreCache.lowSlots + j - low) }
+                for j in 0..<count where Int(slots[at(j) + 1]) < from { gathered[j] = score(Int(slots[at(j)])) }
+                var filled = 0
+                for j in 0..<count where Int(slots[at(j) + 1]) < from {
+                    Selection.insertSorted((gathered[j], slots[at(j)]), into: buffer, filled: filled, size: evict, before: before)
+                    if filled < evict { filled += 1 }
+                }
+                return filled == evict && buffer[evict - 1].0 < limit
             }
-            for j in 0..<Int(lowCount.pointee) { offer(2 * j) }
-            for j in 0..<Int(pendingCount.pointee) { offer(2 * (LowScoreCache.lowSlots + j)) }
-            return filled == evict && buffer[evict - 1].0 < limit
         }
     }
 }
