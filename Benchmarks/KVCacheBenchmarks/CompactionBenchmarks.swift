@@ -92,18 +92,18 @@ final class CompactionFixture: @unchecked Sendable {
     static let layers = 32, heads = 8, tokens = 32768
     /// H2O with raw sums (the default), with normalised sums, with per-head decisions; the
     /// episodic policy with a focused episode. Each built on first use.
-    nonisolated(unsafe) static let raw = CompactionFixture(EvictionConfig(.heavyHitter))
-    nonisolated(unsafe) static let normalized = CompactionFixture({
+    static let raw = CompactionFixture(EvictionConfig(.heavyHitter))
+    static let normalized = CompactionFixture({
         var c = EvictionConfig(.heavyHitter)
         c.normalizedScores = true
         return c
     }())
-    nonisolated(unsafe) static let perHead = CompactionFixture({
+    static let perHead = CompactionFixture({
         var c = EvictionConfig(.heavyHitter)
         c.perHead = true
         return c
     }())
-    nonisolated(unsafe) static let episodic = CompactionFixture(EvictionConfig(.episodic))
+    static let episodic = CompactionFixture(EvictionConfig(.episodic))
 
     let engine: Engine
     let rowFloats = heads * tokens
