@@ -704,7 +704,10 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
 /**
  * Frees `seq` like kvc_seq_free when the server wrote its K/V only for tokens below
  * computed_tokens: a request cancelled, or failed, before its prefill finished (0: nothing
- * was computed). kvc_seq_create indexed its prompt's blocks before they were computed (see
+ * was computed). computed_tokens counts from the prompt's start, and the *cached_tokens that
+ * kvc_seq_create reported are computed: pass at least that many, since a smaller value takes
+ * those blocks out of the prefix index too, though their K/V is valid.
+ * kvc_seq_create indexed its prompt's blocks before they were computed (see
  * WRITING K/V; with index_on_schedule, kvc_seq_schedule did, and unscheduled blocks were
  * never indexed), so kvc_seq_free would leave them cached with bytes nobody wrote; here the
  * blocks it holds from the one holding token computed_tokens on leave the prefix index

@@ -500,7 +500,8 @@ public final class Engine: @unchecked Sendable {
     /// writes complete. A failed asynchronous swap-out not reported yet is forgotten.
     ///
     /// `computedTokens`: the server wrote K/V only below this token (slot) — a request cancelled
-    /// or failed before its prefill finished. `createSequence` (and appends) indexed its blocks
+    /// or failed before its prefill finished; the prefix `createSequence` reported cached counts
+    /// as computed (a smaller value takes those valid blocks out of the index too). `createSequence` (and appends) indexed its blocks
     /// before they were computed, so the blocks it holds from the one holding that token on
     /// leave the prefix index (`blockRemoved`) instead of staying cached with bytes nobody
     /// wrote. Another live sequence that hit them meanwhile keeps them (it was scheduled to
