@@ -749,7 +749,9 @@ kvc_status kvc_seq_length(kvc_engine *e, uint64_t seq, size_t *n_tokens);
  * KVC_LAYOUT_CONTIGUOUS: stores the base of `seq`'s K and V ranges for `layer` in *k and *v.
  * Token t is at byte t * token_bytes; bytes of tokens below kvc_seq_length are backed.
  * The pointers stay valid until `seq` is freed or the engine destroyed (appends never move
- * them). Cost: a lock and a table lookup.
+ * them), except while `seq` is swapped out (kvc_seq_swap_out, _async): its pages are
+ * released then, so the server must not touch the ranges until kvc_seq_swap_in and
+ * kvc_seq_ready says 1 (call kvc_seq_kv again then). Cost: a lock and a table lookup.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k/v, layer >= num_layers), KVC_ERR_NOT_FOUND,
  * KVC_ERR_UNSUPPORTED (paged layout).
  */
