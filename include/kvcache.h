@@ -379,7 +379,9 @@ typedef struct kvc_stats {
     /** Sequences created since the engine started, by kvc_seq_create or kvc_seq_fork
      *  (including freed ones). */
     uint64_t sequences_created;
-    /** Cached blocks evicted from memory to make room, since the engine started. */
+    /** Cached blocks evicted from memory to make room, since the engine started; this
+     *  includes the indexed blocks only a swapped-out sequence held, which its swap-out
+     *  evicts once they are on disk (not kvc_engine_trim's drops). */
     uint64_t blocks_evicted;
     /** Memory mappings the engine holds, an upper bound (contiguous layout; 0 when paged).
      *  Compare with vm.max_map_count. */

@@ -49,7 +49,9 @@ public final class BlockPool {
     private(set) var usedCount = 0
     /// Blocks held only by the index.
     private(set) var cachedCount = 0
-    /// Cached blocks evicted to make room, in total.
+    /// Cached blocks evicted to make room, in total: by allocations, and by swap-outs (the
+    /// indexed blocks only the swapped-out sequence held, once on disk: `evict`); a trim's
+    /// drops are taken back out.
     private(set) var evictedCount: UInt64 = 0
 
     /// A pool of `capacity` blocks with no memory behind them (ids only).
