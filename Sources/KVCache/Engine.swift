@@ -501,11 +501,12 @@ public final class Engine: @unchecked Sendable {
     ///
     /// `computedTokens`: the server wrote K/V only below this token (slot) — a request cancelled
     /// or failed before its prefill finished; the prefix `createSequence` reported cached counts
-    /// as computed (a smaller value takes those valid blocks out of the index too). `createSequence` (and appends) indexed its blocks
-    /// before they were computed, so the blocks it holds from the one holding that token on
-    /// leave the prefix index (`blockRemoved`) instead of staying cached with bytes nobody
-    /// wrote. Another live sequence that hit them meanwhile keeps them (it was scheduled to
-    /// read what this one would compute: the server must not run it on them either). Ignored
+    /// as computed (a smaller value takes those valid blocks out of the index too).
+    /// `createSequence` (and appends) indexed its blocks before they were computed, so the
+    /// blocks it holds from the one holding that token on leave the prefix index
+    /// (`blockRemoved`) instead of staying cached with bytes nobody wrote. Another live
+    /// sequence that hit them meanwhile keeps them (it was scheduled to read what this one
+    /// would compute: the server must not run it on them either). Ignored
     /// for a swapped-out sequence (it was computed before it was preempted). Prompt blocks not
     /// scheduled yet (`indexOnSchedule`) were never indexed and are freed either way.
     /// Throws `notFound` (also on a double free), `invalidArgument` (`computedTokens` beyond the

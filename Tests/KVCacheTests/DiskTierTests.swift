@@ -86,6 +86,9 @@ struct DiskTierTests {
         #expect(out.blocksCached == 0, "swapped-out blocks leave memory")
         #expect(out.disk.swapOuts == 1)
         #expect(before.blocksUsed == 2048)
+        // The prompt's indexed blocks, only this sequence's, are evicted once on disk, and count
+        // in blocksEvicted as kvcache.h says.
+        #expect(out.blocksEvicted - before.blocksEvicted == 2048)
         #expect(try e.ready(1) == false)
         #expect(thrown { () throws(KVError) in try e.append(1, tokens: [1]) }?.code == .invalidArgument)
         try e.swapIn(1)
