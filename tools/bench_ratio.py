@@ -104,7 +104,7 @@ for op, limit, what in ratio_targets:
     each = ", ".join(f"{x:.2f}" for x in ratios)
     print(f"{'PASS' if passed else 'FAIL'} {op}: {ratio:.2f}x {what} (target <= {limit}x; median of {len(ratios)} same-run rounds: {each})")
 # Per-head decisions against the per-layer plain sum, in the same rounds (reported, not judged:
-# that pass updates 4 MiB of sums where per head updates 32 MiB, README "Benchmark" under Token eviction).
+# that pass updates 4 MiB of sums where per head updates 32 MiB, docs/benchmarks.md, "Per head and episodic").
 measured = median_of_rounds("decode-step-head", "PerLayer")
 if measured is not None:
     ratio, ratios = measured

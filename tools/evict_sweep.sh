@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduces the eviction numbers in README.md ("Token eviction"): the default evaluation
+# Reproduces the eviction numbers in README.md ("`kvcache evict-eval` results") and the
+# sensitivity sweep in docs/token-eviction.md: the default evaluation
 # (both synthetic traces, every policy, budgets 10/20/50%, with JSON and SVG in
 # docs/eviction/), then two sensitivity sweeps at a 20% budget:
 #   long-decode:  per-query logit noise 1, 2, 3 x H2O recent window 50% or 10% of the budget

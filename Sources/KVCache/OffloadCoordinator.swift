@@ -346,7 +346,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// prefix lookup stops at the first block found nowhere) until a prompt recomputed the
     /// gap. In chain order the buffers go to a chain's first blocks, which every prompt sharing
     /// any of it needs; the next evictions of the chain (its later blocks, one after another)
-    /// write the ancestors still missing. README, Disk tier, has the measurements.
+    /// write the ancestors still missing. docs/disk-tier.md, "Spilling a chain in order", has the
+    /// measurements.
     /// Cost: O(ancestors walked) hash lookups, only when the tier has room; a copy and checksum
     /// per block written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64, ancestorsFirst: Bool) {

@@ -29,7 +29,7 @@ struct EvictEvalCommand: ParsableCommand {
         H2O and episodic split the budget half recent window, half heavy hitters.
 
         Traces: --synthetic long-decode|topic-return (SyntheticAttention.swift documents the \
-        generator) or --trace FILE (format in AttentionTrace.swift and the README); \
+        generator) or --trace FILE (format in AttentionTrace.swift and docs/token-eviction.md); \
         --write-trace FILE stores the synthetic trace in that format.
         """
     )

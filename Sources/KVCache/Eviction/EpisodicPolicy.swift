@@ -11,7 +11,7 @@
 ///
 /// With a disk tier (per layer) the tokens outside the focused episode are offloaded instead
 /// of dropped, so a later focus on another episode restores them (Engine+EpisodicOffload.swift);
-/// without one they are dropped like H2O's (see README, "Token eviction").
+/// without one they are dropped like H2O's (see docs/token-eviction.md, "Episodic offload").
 public struct EpisodicPolicy: EvictionPolicy {
     public var kind: EvictionPolicyKind { .episodic }
     /// The parameters (recent window, normalisation, episodes).
