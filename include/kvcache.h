@@ -533,14 +533,27 @@ const char *kvc_last_error(void);
  * Engine
  * --------------------------------------------------------------------------------------- */
 
-/** Writes the defaults listed in kvc_config to *cfg and sets cfg->struct_size =
- *  sizeof(kvc_config) (writes sizeof(kvc_config) = 128 bytes, padding zeroed). NULL: no-op.
- *  Thread-safe.
- *  Compatibility promise for later versions: this symbol keeps writing exactly these 128
- *  bytes, because binaries built against this header pass a 128-byte struct; a library whose
- *  kvc_config grows adds a new initialiser under a new name, and its new fields default to 0
- *  (= the behaviour before them), so old binaries never need them written. */
+/** Writes the defaults listed in kvc_config to the first `size` bytes at *cfg and sets
+ *  cfg->struct_size = size: padding and any bytes past the fields this library knows are
+ *  zeroed (0 is every later field's "as before"), nothing past `size` is written. Pass
+ *  sizeof(kvc_config) as you compiled it; the kvc_config_init macro below does. NULL, or
+ *  `size` below KVC_CONFIG_MIN_SIZE or above KVC_STRUCT_SIZE_MAX: nothing written.
+ *  Thread-safe. */
+void kvc_config_init_size(kvc_config *cfg, size_t size);
+
+/** The first version's initialiser: writes exactly 128 bytes (the fields through
+ *  index_on_schedule) and sets struct_size = 128, as the first header promised, so that a
+ *  binary built against a 128-byte kvc_config never has bytes written past its struct. Code
+ *  compiled against this header reaches kvc_config_init_size through the macro below instead
+ *  (only `(kvc_config_init)(cfg)` or a function pointer calls this symbol). Until 2026-11-22
+ *  this symbol wrote sizeof(kvc_config) of the library (136, 144, then 152 bytes), 8-24 bytes
+ *  past a first-version caller's struct; a binary built against one of those headers that
+ *  still calls the symbol now gets struct_size 128, so the fields past 128 it sets are read
+ *  as their defaults: rebuild it. NULL: no-op. Thread-safe.
+ *  Compatibility promise: a library whose kvc_config grows keeps both symbols as they are;
+ *  its new fields default to 0 (= the behaviour before them). */
 void kvc_config_init(kvc_config *cfg);
+#define kvc_config_init(cfg) kvc_config_init_size((cfg), sizeof(kvc_config))
 
 /**
  * Creates an engine shaped by *cfg and stores its handle in *out.

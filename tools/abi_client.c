@@ -477,8 +477,42 @@ static void bad_input(uint32_t layout) {
     kvc_engine_destroy(e);
 }
 
+/* kvc_config_init (the macro) writes this header's struct; the symbol of the same name, which
+   binaries built against the first header call, writes exactly that header's 128 bytes. */
+static void config_init_sizes(void) {
+    union {
+        kvc_config cfg;
+        unsigned char bytes[sizeof(kvc_config) + 16];
+    } u;
+    memset(u.bytes, 0xAB, sizeof u.bytes);
+    kvc_config_init(&u.cfg);
+    int tail_kept = 1;
+    for (size_t i = sizeof(kvc_config); i < sizeof u.bytes; i++) tail_kept &= u.bytes[i] == 0xAB;
+    CHECK(u.cfg.struct_size == sizeof(kvc_config) && u.cfg.offload_queue_depth == 32 && u.cfg.model_tag == 0 && tail_kept,
+          "kvc_config_init writes sizeof(kvc_config) = %zu bytes and no more (struct_size %u)", sizeof(kvc_config),
+          u.cfg.struct_size);
+    memset(u.bytes, 0xAB, sizeof u.bytes);
+    (kvc_config_init)(&u.cfg);
+    tail_kept = 1;
+    for (size_t i = 128; i < sizeof u.bytes; i++) tail_kept &= u.bytes[i] == 0xAB;
+    CHECK(u.cfg.struct_size == 128 && u.cfg.num_layers == 32 && tail_kept,
+          "the symbol kvc_config_init writes the first version's 128 bytes and no more (struct_size %u)",
+          u.cfg.struct_size);
+    u.cfg.num_layers = 4;
+    u.cfg.num_kv_heads = 2;
+    u.cfg.head_dim = 16;
+    u.cfg.max_seq_tokens = 2048;
+    u.cfg.memory_bytes = 16u << 20;
+    u.cfg.page_bytes = 4096;
+    kvc_engine *e = NULL;
+    CHECK(kvc_engine_create(&u.cfg, &e) == KVC_OK, "a 128-byte config from the old symbol creates an engine: %s",
+          kvc_last_error());
+    kvc_engine_destroy(e);
+}
+
 static void bad_config(void) {
     printf("abi_client: bad configs\n");
+    config_init_sizes();
     kvc_config cfg;
     kvc_engine *e = (kvc_engine *)&cfg; /* must be reset to NULL on failure */
     small_config(&cfg, KVC_LAYOUT_PAGED, 16u << 20);

@@ -39,8 +39,10 @@ enum ConfigLayout {
     static let embeddingDim = 108
     static let episodeSeed = 112
     static let adaptiveBudgets = 120
-    /// In what was padding up to this field, so `kvc_config_init` kept writing 128 bytes.
+    /// In what was padding up to this field, so the first version's struct stayed 128 bytes.
     static let indexOnSchedule = 124
+    /// `sizeof(kvc_config)` of the first version, which the symbol `kvc_config_init` writes.
+    static let firstSize = 128
     /// The first field past the 128 bytes of earlier versions (then 4 bytes of padding).
     static let offloadQueueDepth = 128
     /// `const char *peer_offload_dirs` (':'-separated): 8 bytes on LP64, 4 (+4 padding) on
@@ -54,14 +56,34 @@ enum ConfigLayout {
     static let minimumSize = 60
 }
 
-/// `kvc_config_init`: zeroes `sizeof(kvc_config)` bytes at `cfg`, then writes the
-/// `EngineConfig` defaults and `struct_size`. NULL: no-op.
+/// `kvc_config_init_size`: writes the defaults of this version's `kvc_config` to the first
+/// `size` bytes at `cfg` (fields this version does not know, and padding, zeroed: 0 is every
+/// later field's "as before"), none past them, and sets `struct_size` to `size`. NULL, or
+/// `size` outside `KVC_CONFIG_MIN_SIZE...KVC_STRUCT_SIZE_MAX`: nothing written. The header's
+/// `kvc_config_init(cfg)` macro calls it with the caller's `sizeof(kvc_config)`.
+@c public func kvc_config_init_size(_ cfg: UnsafeMutableRawPointer?, _ size: Int) {
+    guard let cfg, size >= ConfigLayout.minimumSize, size <= structSizeMax else { return }
+    withUnsafeTemporaryAllocation(byteCount: ConfigLayout.size, alignment: 8) { defaults in
+        writeDefaults(into: defaults.baseAddress!)
+        cfg.copyMemory(from: defaults.baseAddress!, byteCount: min(size, ConfigLayout.size))
+    }
+    if size > ConfigLayout.size { memset(cfg + ConfigLayout.size, 0, size - ConfigLayout.size) }
+    cfg.storeBytes(of: UInt32(size), toByteOffset: ConfigLayout.structSize, as: UInt32.self)
+}
+
+/// The symbol `kvc_config_init`, which binaries built against the first header call: writes
+/// exactly the first version's 128 bytes (`struct_size` 128), as that header promised, so
+/// that it never writes past such a caller's struct. NULL: no-op.
 @c public func kvc_config_init(_ cfg: UnsafeMutableRawPointer?) {
-    guard let cfg else { return }
+    kvc_config_init_size(cfg, ConfigLayout.firstSize)
+}
+
+/// Writes the `EngineConfig` defaults of every field of this version into `ConfigLayout.size`
+/// bytes at `cfg`, padding zeroed, `struct_size` unset.
+private func writeDefaults(into cfg: UnsafeMutableRawPointer) {
     memset(cfg, 0, ConfigLayout.size)
     let d = EngineConfig()
     func u32(_ value: Int, _ offset: Int) { cfg.storeBytes(of: UInt32(value), toByteOffset: offset, as: UInt32.self) }
-    u32(ConfigLayout.size, ConfigLayout.structSize)
     u32(d.numLayers, ConfigLayout.numLayers)
     u32(d.numKVHeads, ConfigLayout.numKVHeads)
     u32(d.headDim, ConfigLayout.headDim)

@@ -4,16 +4,16 @@ import Testing
 // Test-side mirrors of the C structs, written from include/kvcache.h on their own (not from
 // the library's layout tables), so a wrong offset on either side makes a test fail.
 
-/// `kvc_config` as raw bytes: `kvc_config_init` defaults, then fields set at the header's offsets.
+/// `kvc_config` as raw bytes: `kvc_config_init_size` defaults, then fields set at the header's offsets.
 struct CConfig {
     static let size = 152
     var bytes: [UInt8]
 
-    /// The defaults of `kvc_config_init`, in a struct of `structSize` bytes (at least 152 are
+    /// The defaults of `kvc_config_init_size`, in a struct of `structSize` bytes (at least 152 are
     /// initialised; bytes past 152 are 0) whose `struct_size` field says `structSize`.
     init(structSize: Int = CConfig.size) {
         bytes = [UInt8](repeating: 0, count: max(structSize, CConfig.size))
-        bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
+        bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, CConfig.size) }
         set32(0, UInt32(structSize))
     }
 

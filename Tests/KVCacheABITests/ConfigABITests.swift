@@ -31,7 +31,7 @@ private func createStatus(_ config: CConfig) -> kvc_status {
 @Suite struct ConfigABITests {
     @Test func configInitWritesTheDocumentedDefaultsAtTheHeadersOffsets() {
         var bytes = [UInt8](repeating: 0xAB, count: 160)
-        bytes.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
+        bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 152) }
         var c = CConfig()
         c.bytes = bytes
         #expect(c.structSize == 152)
@@ -62,6 +62,47 @@ private func createStatus(_ config: CConfig) -> kvc_status {
 
     @Test func configInitOfNullIsANoOp() {
         kvc_config_init(nil)
+        kvc_config_init_size(nil, 152)
+    }
+
+    /// Binaries built against the first header call the symbol `kvc_config_init` with a
+    /// 128-byte struct: it writes those 128 bytes (the same defaults) and nothing past them.
+    @Test func theFirstVersionsInitialiserWritesExactly128Bytes() throws {
+        var old = [UInt8](repeating: 0xAB, count: 160)
+        old.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
+        var current = [UInt8](repeating: 0xAB, count: 160)
+        current.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 152) }
+        #expect(old[0..<4] == [128, 0, 0, 0], "struct_size 128")
+        #expect(old[4..<128] == current[4..<128], "the same defaults")
+        #expect(old[128...].allSatisfy { $0 == 0xAB }, "nothing written past the first version's struct")
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.bytes.replaceSubrange(0..<4, with: old[0..<4])
+        c.offloadQueueDepth = 7  // past the 128 bytes: not read
+        let config = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(config.offloadQueueDepth == 32)
+    }
+
+    /// A caller's struct of any size gets exactly that many bytes: a larger (newer) one has
+    /// the fields this library does not know zeroed, which create accepts; a struct cut inside
+    /// a field (130 bytes) or a size outside `KVC_CONFIG_MIN_SIZE...KVC_STRUCT_SIZE_MAX` too.
+    @Test func theSizedInitialiserWritesExactlyTheCallersSize() {
+        for size in [60, 130, 152, 200] {
+            var bytes = [UInt8](repeating: 0xAB, count: size + 8)
+            bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, size) }
+            #expect(bytes[0..<4] == [UInt8(size), 0, 0, 0], "struct_size \(size)")
+            #expect(bytes[size...].allSatisfy { $0 == 0xAB }, "nothing past \(size) bytes")
+            #expect(bytes[min(size, 152)..<size].allSatisfy { $0 == 0 }, "bytes past the known fields zeroed")
+            var c = CConfig(structSize: max(size, 152))
+            c.bytes.replaceSubrange(0..<size, with: bytes[0..<size])
+            let small = CConfig.small(KVC_LAYOUT_PAGED)
+            c.bytes.replaceSubrange(4..<60, with: small.bytes[4..<60])
+            #expect(createStatus(c) == KVC_OK, "a \(size)-byte struct from the initialiser creates an engine")
+        }
+        for size in [0, 59, 4097] {
+            var bytes = [UInt8](repeating: 0xAB, count: 64)
+            bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, size) }
+            #expect(bytes.allSatisfy { $0 == 0xAB }, "size \(size): nothing written")
+        }
     }
 
     @Test func createWithNullConfigIsInvalid() {
