@@ -1234,6 +1234,10 @@ kvc_status kvc_hash_tokens(const int32_t *tokens, size_t n_tokens, uint32_t bloc
  *   KVC_ROUTER_PREFIX_TREE      SGLang router's cache-aware policy (match ratio > 0.5 wins,
  *                               least in-flight requests when imbalanced by > 32 and x1.1).
  *   KVC_ROUTER_OVERLAP_COST     Dynamo KV router: min of prefill blocks + active blocks.
+ *   KVC_ROUTER_LLM_D            llm-d's precise prefix-cache profile: max of 3 x prefix score
+ *                               (cached prefix, min-max normalised over the instances caching
+ *                               block 0) + 2 x (1 - KV usage) + 2 x queue score (waiting
+ *                               requests, min-max normalised); ties: fewer active requests.
  *
  * A router holds at most 64 instances, identified by caller-chosen uint32_t ids. Routing
  * with no instance is KVC_ERR_NOT_FOUND; a request needs at least one block hash
@@ -1254,7 +1258,8 @@ enum {
     KVC_ROUTER_LEAST_LOADED = 2,
     KVC_ROUTER_CONSISTENT_HASH = 3,
     KVC_ROUTER_PREFIX_TREE = 4,
-    KVC_ROUTER_OVERLAP_COST = 5
+    KVC_ROUTER_OVERLAP_COST = 5,
+    KVC_ROUTER_LLM_D = 6
 };
 
 /** kvc_router_config.view values: how the router learns what instances cache. */
@@ -1308,6 +1313,10 @@ typedef struct kvc_instance_load {
     /* -- fields past KVC_INSTANCE_LOAD_MIN_SIZE -- */
     /** Requests queued or running. */
     uint64_t active_requests;
+    /** Of active_requests, those queued and not started (KVC_ROUTER_LLM_D's queue score).
+     *  Offset 40 (the struct is 48 bytes since this field); an older 40- or 32-byte struct
+     *  reports 0 for every instance, which that score reads as a tie. */
+    uint64_t waiting_requests;
     /* more may follow */
 } kvc_instance_load;
 

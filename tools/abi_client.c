@@ -1290,7 +1290,8 @@ _Static_assert(offsetof(kvc_router_config, ttft_slo_ms) == 16 && offsetof(kvc_ro
                    offsetof(kvc_router_config, view) == 36 && sizeof(kvc_router_config) == 40,
                "kvc_router_config layout");
 _Static_assert(offsetof(kvc_instance_load, pending_prefill_tokens) == 8 && offsetof(kvc_instance_load, active_requests) == 32 &&
-                   sizeof(kvc_instance_load) == 40 && KVC_ROUTER_CONFIG_MIN_SIZE == 32 && KVC_INSTANCE_LOAD_MIN_SIZE == 32,
+                   offsetof(kvc_instance_load, waiting_requests) == 40 && sizeof(kvc_instance_load) == 48 &&
+                   KVC_ROUTER_CONFIG_MIN_SIZE == 32 && KVC_INSTANCE_LOAD_MIN_SIZE == 32,
                "kvc_instance_load layout");
 
 static void route(void) {
@@ -1335,6 +1336,30 @@ static void route(void) {
     MUST(kvc_router_report(r, 20, &load));
     MUST(kvc_router_route(r, hashes, n_hashes, PROMPT, &chosen));
     CHECK(chosen == 10, "router: an overloaded affinity candidate gives way (got %u)", chosen);
+    /* llm-d's profile: the caching instance wins (prefix score 3) until its queue and KV usage
+       cost more: 3 + 2 x 0.1 + 0 against 0 + 2 + 2. */
+    kvc_router_config lc;
+    kvc_router_config_init(&lc);
+    lc.block_tokens = cfg.block_tokens;
+    lc.policy = KVC_ROUTER_LLM_D;
+    kvc_router *llmd;
+    MUST(kvc_router_create(&lc, &llmd));
+    MUST(kvc_router_add_instance(llmd, 10, 1.0));
+    MUST(kvc_router_add_instance(llmd, 20, 1.0));
+    MUST(kvc_router_observe_events(llmd, 20, events, n_events));
+    kvc_instance_load idle_load = {.struct_size = sizeof idle_load, .free_blocks = 100};
+    MUST(kvc_router_report(llmd, 10, &idle_load));
+    MUST(kvc_router_report(llmd, 20, &idle_load));
+    MUST(kvc_router_route(llmd, hashes, n_hashes, PROMPT, &chosen));
+    CHECK(chosen == 20, "router: llm-d sends the prompt to the instance caching it (got %u)", chosen);
+    kvc_instance_load busy = {.struct_size = sizeof busy, .running_blocks = 90, .free_blocks = 10, .active_requests = 60,
+                              .waiting_requests = 50};
+    MUST(kvc_router_report(llmd, 10, &idle_load));
+    MUST(kvc_router_report(llmd, 20, &busy));
+    MUST(kvc_router_route(llmd, hashes, n_hashes, PROMPT, &chosen));
+    CHECK(chosen == 10, "router: llm-d leaves a caching instance whose queue and KV usage outweigh the prefix (got %u)",
+          chosen);
+    kvc_router_destroy(llmd);
     MUST(kvc_router_observe_prefill(r, 1000, 100.0));
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens is 0", kvc_router_observe_prefill(r, 0, 1.0));
     /* Bad input. */

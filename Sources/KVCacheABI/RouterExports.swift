@@ -33,8 +33,10 @@ enum InstanceLoadLayout {
     static let runningBlocks = 16
     static let freeBlocks = 24
     static let activeRequests = 32
+    /// A 40-byte struct of the previous version ends before it (0 waiting).
+    static let waitingRequests = 40
     /// `sizeof(kvc_instance_load)` of this version.
-    static let size = 40
+    static let size = 48
     /// `KVC_INSTANCE_LOAD_MIN_SIZE`: through `free_blocks`.
     static let minimumSize = 32
 }
@@ -174,6 +176,9 @@ extension RouterConfig {
         l.freeBlocks = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.freeBlocks, as: UInt64.self)
         if size >= InstanceLoadLayout.activeRequests + 8 {
             l.activeRequests = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.activeRequests, as: UInt64.self)
+        }
+        if size >= InstanceLoadLayout.waitingRequests + 8 {
+            l.waitingRequests = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.waitingRequests, as: UInt64.self)
         }
         for offset in InstanceLoadLayout.size..<max(size, InstanceLoadLayout.size)
         where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {

@@ -9,12 +9,18 @@ public struct InstanceLoad: Equatable, Sendable {
     public var freeBlocks: UInt64 = 0
     /// Requests in flight: queued plus running.
     public var activeRequests: UInt64 = 0
+    /// Requests queued, not started (of `activeRequests`): what llm-d's queue scorer reads.
+    public var waitingRequests: UInt64 = 0
 
     /// Creates a load report.
-    public init(pendingPrefillTokens: UInt64 = 0, runningBlocks: UInt64 = 0, freeBlocks: UInt64 = 0, activeRequests: UInt64 = 0) {
+    public init(
+        pendingPrefillTokens: UInt64 = 0, runningBlocks: UInt64 = 0, freeBlocks: UInt64 = 0, activeRequests: UInt64 = 0,
+        waitingRequests: UInt64 = 0
+    ) {
         self.pendingPrefillTokens = pendingPrefillTokens
         self.runningBlocks = runningBlocks
         self.freeBlocks = freeBlocks
         self.activeRequests = activeRequests
+        self.waitingRequests = waitingRequests
     }
 }

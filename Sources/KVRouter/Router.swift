@@ -131,8 +131,8 @@ public final class Router {
 
     /// Picks the instance for a prompt of `tokens` tokens whose chained block hashes are
     /// `hashes`, and advances that instance's load by the request (pending prefill tokens by
-    /// its uncached part, running blocks and active requests). Approximate views credit it
-    /// with the blocks. Throws `invalidArgument` (no hashes, tokens < 1), `notFound` (no
+    /// its uncached part, running blocks, active and waiting requests). Approximate views
+    /// credit it with the blocks. Throws `invalidArgument` (no hashes, tokens < 1), `notFound` (no
     /// live instance). Cost: see the type; no allocation.
     public func route(_ hashes: UnsafeBufferPointer<UInt64>, tokens: Int) throws(KVError) -> UInt32 {
         try ids[routeSlot(hashes, tokens: tokens)]
@@ -184,6 +184,7 @@ public final class Router {
         loads[s].runningBlocks += UInt64(blocks)
         loads[s].freeBlocks -= min(loads[s].freeBlocks, UInt64(blocks))
         loads[s].activeRequests += 1
+        loads[s].waitingRequests += 1
     }
 
     /// DualMap's two candidates for `key`: the owner on ring 1, and the owner on ring 2 or,
@@ -243,6 +244,7 @@ public final class Router {
         loads[from].pendingPrefillTokens -= min(loads[from].pendingPrefillTokens, UInt64(fromTokens))
         loads[from].runningBlocks -= min(loads[from].runningBlocks, UInt64(blocks))
         loads[from].activeRequests -= min(loads[from].activeRequests, 1)
+        loads[from].waitingRequests -= min(loads[from].waitingRequests, 1)
         commit(slot: to, uncachedTokens: toTokens, blocks: blocks)
     }
 }

@@ -14,6 +14,8 @@ public enum PolicyKind: UInt32, Sendable, CaseIterable {
     case prefixTree = 4
     /// Dynamo KV router's cost: overlap-weighted prefill blocks plus active blocks.
     case overlapCost = 5
+    /// llm-d's precise prefix-cache profile: weighted prefix, KV-utilisation and queue scores.
+    case llmD = 6
 
     /// The short name used by the CLI and reports.
     public var name: String {
@@ -24,6 +26,7 @@ public enum PolicyKind: UInt32, Sendable, CaseIterable {
         case .consistentHash: "consistent-hash"
         case .prefixTree: "prefix-tree"
         case .overlapCost: "overlap-cost"
+        case .llmD: "llm-d"
         }
     }
 
@@ -34,10 +37,11 @@ public enum PolicyKind: UInt32, Sendable, CaseIterable {
     }
 
     /// Whether the policy reads the cache view (and so needs a prefix match per request).
-    var readsCache: Bool { self == .dualMap || self == .prefixTree || self == .overlapCost }
+    var readsCache: Bool { self == .dualMap || self == .prefixTree || self == .overlapCost || self == .llmD }
 
-    /// The view each policy's source uses: Dynamo and DualMap consume KV events (exact);
-    /// SGLang's router keeps an approximate radix tree built from its own routing decisions.
+    /// The view each policy's source uses: Dynamo, llm-d's precise prefix-cache scorer and
+    /// DualMap consume KV events (exact); SGLang's router keeps an approximate radix tree built
+    /// from its own routing decisions.
     public var defaultView: CacheViewMode { self == .prefixTree ? .approximate : .exact }
 }
 

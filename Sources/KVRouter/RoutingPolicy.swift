@@ -60,5 +60,6 @@ func makePolicy(_ kind: PolicyKind) -> any RoutingPolicy {
     case .consistentHash: ConsistentHashRouter()
     case .prefixTree: PrefixTreeRouter()
     case .overlapCost: OverlapCostRouter()
+    case .llmD: LLMDRouter()
     }
 }

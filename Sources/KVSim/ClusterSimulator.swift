@@ -210,7 +210,8 @@ public final class ClusterSimulator: RequestQueues {
         let stats = inst.engine.stats()
         router.report(slot: s, load: InstanceLoad(
             pendingPrefillTokens: UInt64(max(0, inst.pendingPrefillTokens)), runningBlocks: stats.blocksUsed,
-            freeBlocks: stats.blocksTotal - stats.blocksUsed, activeRequests: UInt64(inst.waitingCount + inst.running.count)))
+            freeBlocks: stats.blocksTotal - stats.blocksUsed, activeRequests: UInt64(inst.waitingCount + inst.running.count),
+            waitingRequests: UInt64(inst.waitingCount)))
     }
 
     private func drainEvents(_ s: Int) {

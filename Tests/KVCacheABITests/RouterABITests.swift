@@ -12,11 +12,12 @@ private func routerConfig(policy: UInt32 = 0, structSize: Int = 40) -> [UInt8] {
     return b
 }
 
-private func load(pending: UInt64, structSize: UInt32 = 40) -> [UInt8] {
-    var b = [UInt8](repeating: 0, count: 48)
+private func load(pending: UInt64, waiting: UInt64 = 0, structSize: UInt32 = 48) -> [UInt8] {
+    var b = [UInt8](repeating: 0, count: 56)
     b.withUnsafeMutableBytes {
         $0.storeBytes(of: structSize, toByteOffset: 0, as: UInt32.self)
         $0.storeBytes(of: pending, toByteOffset: 8, as: UInt64.self)
+        $0.storeBytes(of: waiting, toByteOffset: 40, as: UInt64.self)
     }
     return b
 }
@@ -135,6 +136,29 @@ private final class CRouter {
         #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
         #expect(load(pending: 1, structSize: 4).withUnsafeBytes { kvc_router_report(r.handle, 1, $0.baseAddress) } == -1)
         #expect(load(pending: 1, structSize: 32).withUnsafeBytes { kvc_router_report(r.handle, 1, $0.baseAddress) } == KVC_OK)
+    }
+
+    /// `waiting_requests` is read at offset 40 (llm-d's queue score); a 40-byte struct from
+    /// the previous header ends before it and reports 0, whatever lies past it.
+    @Test func waitingRequestsSteerLLMDAndAnOlderStructReportsNone() throws {
+        let r = try CRouter(policy: 6)  // KVC_ROUTER_LLM_D
+        #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
+        #expect(kvc_router_add_instance(r.handle, 2, 1) == KVC_OK)
+        var instance: UInt32 = 0
+        #expect(load(pending: 0, waiting: 5).withUnsafeBytes { kvc_router_report(r.handle, 1, $0.baseAddress) } == KVC_OK)
+        #expect(load(pending: 0, waiting: 0).withUnsafeBytes { kvc_router_report(r.handle, 2, $0.baseAddress) } == KVC_OK)
+        #expect(r.route([7], tokens: 16, &instance) == KVC_OK)
+        #expect(instance == 2, "the instance with the shorter queue")
+        #expect(load(pending: 0, waiting: 5, structSize: 40).withUnsafeBytes { kvc_router_report(r.handle, 1, $0.baseAddress) }
+                    == KVC_OK)
+        #expect(load(pending: 0, waiting: 0, structSize: 40).withUnsafeBytes { kvc_router_report(r.handle, 2, $0.baseAddress) }
+                    == KVC_OK)
+        #expect(r.route([8], tokens: 16, &instance) == KVC_OK)
+        #expect(instance == 1, "both report 0 waiting: a tie, the lower slot")
+        var newer = load(pending: 0, structSize: 56)
+        newer[48] = 1
+        #expect(newer.withUnsafeBytes { kvc_router_report(r.handle, 1, $0.baseAddress) } == KVC_ERR_UNSUPPORTED)
+        #expect(lastError().contains("48"))
     }
 
     @Test func badWeightsAreInvalid() throws {

@@ -58,4 +58,48 @@ import Testing
         r.report(slot: 1, load: InstanceLoad(runningBlocks: 9))
         #expect(try r.routeSlot(h, tokens: 128) == 0)
     }
+
+    /// llm-d's precise profile, 3 x prefix + 2 x (1 - KV usage) + 2 x queue: the prefix score
+    /// is min-max normalised over the instances caching block 0, so caching 2 of 8 blocks
+    /// scores as caching none when another instance caches all 8, and as caching all 8 when
+    /// it is the only one that caches any.
+    @Test func llmDScoresPrefixKVUsageAndQueueAsItsPreciseProfile() throws {
+        let r = try makeRouter(.llmD, instances: 3)
+        let h = chain(41, count: 8)  // 128 tokens = 8 blocks
+        try r.store(h, at: 1)
+        try r.store(Array(h[0..<2]), at: 2)
+        let idle = InstanceLoad(freeBlocks: 100)
+        for s in 0..<3 { r.report(slot: s, load: idle) }
+        #expect(try r.routeSlot(h, tokens: 128) == 1, "8 blocks: prefix 1, the others 0")
+
+        // Slot 1's queue is the longest (queue 0) and its KV use 90 %: 3 + 0.2 + 0 = 3.2,
+        // against 0 + 2 + 2 = 4 for slots 0 and 2, which tie (prefix 0 each, slot 2's 2
+        // blocks included): fewer active requests wins.
+        r.report(slot: 0, load: InstanceLoad(freeBlocks: 100, activeRequests: 3))
+        r.report(slot: 1, load: InstanceLoad(runningBlocks: 90, freeBlocks: 10, activeRequests: 10, waitingRequests: 10))
+        r.report(slot: 2, load: InstanceLoad(freeBlocks: 100, activeRequests: 4))
+        #expect(try r.routeSlot(h, tokens: 128) == 0)
+        // At 50 % KV use it wins again: 3 + 1 + 0 = 4 against 4 for the others is a tie broken
+        // by active requests (10 against 2 and 3), so raise it to 40 %: 3 + 1.2 = 4.2.
+        r.report(slot: 1, load: InstanceLoad(runningBlocks: 40, freeBlocks: 60, activeRequests: 10, waitingRequests: 10))
+        r.report(slot: 2, load: InstanceLoad(freeBlocks: 100, activeRequests: 2))
+        #expect(try r.routeSlot(h, tokens: 128) == 1)
+
+        // Only slot 2 caches any of this prompt (its first 2 of 8 blocks): prefix 1 there.
+        let other = chain(42, count: 8)
+        try r.store(Array(other[0..<2]), at: 2)
+        for s in 0..<3 { r.report(slot: s, load: idle) }
+        #expect(try r.routeSlot(other, tokens: 128) == 2)
+    }
+
+    /// Each decision adds a waiting request to its instance until the next report, so that
+    /// ties spread: equal instances take a burst of uncached requests in turn.
+    @Test func llmDSpreadsABurstByTheWaitingRequestsItAdds() throws {
+        let r = try makeRouter(.llmD, instances: 3)
+        for s in 0..<3 { r.report(slot: s, load: InstanceLoad(freeBlocks: 1000)) }
+        var picks: [Int] = []
+        for k in 0..<6 { picks.append(try r.routeSlot(chain(UInt64(50 + k), count: 1), tokens: 16)) }
+        #expect(picks == [0, 1, 2, 0, 1, 2])
+        #expect(r.loads[0].waitingRequests == 2 && r.loads[0].activeRequests == 2)
+    }
 }

@@ -41,11 +41,13 @@ final class ArrayQueues: RequestQueues {
             queues.queues[hot].append((id, h, 1000))
             id += 1
         }
-        r.report(slot: hot, load: InstanceLoad(pendingPrefillTokens: 10_000, activeRequests: 10))
+        r.report(slot: hot, load: InstanceLoad(pendingPrefillTokens: 10_000, activeRequests: 10, waitingRequests: 10))
         let moved = r.rebalance(queues)
         #expect(moved == 5, "moves until the hot instance is at the threshold: 10,000 -> 5,000 tokens")
         #expect(queues.queues[hot].count == 5)
         #expect(r.loads[hot].pendingPrefillTokens == 5000)
+        #expect(r.loads[hot].activeRequests == 5 && r.loads[hot].waitingRequests == 5, "each move takes a waiting request along")
+        #expect((0..<4).reduce(0) { $0 + r.loads[$1].waitingRequests } == 10)
         // Every moved request went to its own other candidate, which stays under the threshold.
         for s in 0..<4 where s != hot {
             for q in queues.queues[s] {
