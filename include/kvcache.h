@@ -41,8 +41,8 @@
  *   threads reach the lock; a server that appends to and frees one sequence from two threads
  *   must order those itself. kvc_engine_destroy must not run concurrently with, or be
  *   followed by, any other call on that engine. kvc_config_init, kvc_status_name,
- *   kvc_last_error, kvc_abi_version, kvc_hash_tokens and kvc_router_config_init touch no
- *   engine and are always safe. Routers (below) have their own mutex.
+ *   kvc_last_error, kvc_abi_version, kvc_hash_tokens(_salted) and kvc_router_config_init
+ *   touch no engine and are always safe. Routers (below) have their own mutex.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -116,11 +116,25 @@
  *       h ^= h >> 33; h *= 0xC4CEB9FE1A85EC53;
  *       h ^= h >> 33; return h
  *     chain: block i covers tokens i*block_tokens .. (i+1)*block_tokens-1; the parent of
- *     block 0 is 0, the parent of block i is the hash of block i-1.
+ *     block 0 is root(salt), the parent of block i is the hash of block i-1.
+ *     root(salt) = fmix64(salt * P1): 0 without a salt (salt 0), non-zero and distinct for
+ *     every other salt.
  *
  *   All arithmetic is on uint64_t and wraps modulo 2^64. Only full blocks are hashed: a
  *   chain of k hashes covers the first k*block_tokens tokens. The result does not depend on
  *   the process, machine or byte order. Cost: one multiply-rotate-multiply per token.
+ *
+ *   Salt: equal tokens do not always mean equal K/V: another LoRA adapter, or a tenant whose
+ *   cache must not be shared with others (vLLM's cache_salt), gives other K/V for the same
+ *   prompt. kvc_seq_create_salted and kvc_hash_tokens_salted hash under a 64-bit salt the
+ *   server chooses per adapter or tenant: every block of a salted chain differs from the
+ *   unsalted chain's and from every other salt's, so prompts share blocks (in memory, on
+ *   disk, in peers' tiers, in a router's view) only within one salt; salt 0 is the unsalted
+ *   chain of kvc_seq_create and kvc_hash_tokens. Derive a tenant's salt with a keyed hash
+ *   if tenants can choose it: the salt only separates chains, it is not a secret. The
+ *   parent_hash a KV event carries for a chain's first block is 0, salted or not.
+ *   Multimodal prompts: give each image's placeholder tokens ids derived from the image's
+ *   content hash (as SGLang does), so that prompts with other images do not share blocks.
  *
  * ERRORS (kvc_status)
  *   KVC_ERR_INVALID_ARGUMENT  a NULL pointer, a zero/negative/huge size, a bad config field,
@@ -667,6 +681,15 @@ kvc_status kvc_seq_create(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
                           size_t *cached_tokens);
 
 /**
+ * kvc_seq_create under `salt` (BLOCK HASH, Salt): the prompt's blocks are looked up and
+ * indexed, and the blocks its appends fill are indexed, under the salt's chain, so the
+ * sequence shares blocks only with sequences of the same salt (salt 0: exactly
+ * kvc_seq_create). Its forks keep its salt. Same checks, results and cost as kvc_seq_create.
+ */
+kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens,
+                                 uint64_t salt, size_t *cached_tokens);
+
+/**
  * Appends tokens[0 .. n_tokens-1] to `seq` (decode) and commits their memory; the server
  * then writes their K/V. n_tokens 0 changes nothing (tokens may then be NULL) and returns
  * KVC_OK, or KVC_ERR_NOT_FOUND when seq is not live.
@@ -1211,6 +1234,11 @@ kvc_status kvc_engine_sync(kvc_engine *e);
  */
 kvc_status kvc_hash_tokens(const int32_t *tokens, size_t n_tokens, uint32_t block_tokens,
                            uint64_t *hashes, size_t capacity, size_t *n_hashes);
+
+/** kvc_hash_tokens under `salt` (BLOCK HASH, Salt): the hashes kvc_seq_create_salted indexes
+ *  and its KV events carry; salt 0 gives kvc_hash_tokens' hashes. Same results and cost. */
+kvc_status kvc_hash_tokens_salted(const int32_t *tokens, size_t n_tokens, uint32_t block_tokens,
+                                  uint64_t salt, uint64_t *hashes, size_t capacity, size_t *n_hashes);
 
 /* ---------------------------------------------------------------------------------------
  * Router (gateway side): which instance should serve a request

@@ -592,6 +592,52 @@ static void print_hashes(void) {
         exit(1);
     }
     for (size_t i = 0; i < n; i++) printf("%016" PRIx64 "\n", hashes[i]);
+    /* The same tokens under a salt (kvc_hash_tokens_salted), after a separator line. */
+    rc = kvc_hash_tokens_salted(tokens, N, BT, 0x5A17u, hashes, N / BT, &n);
+    if (rc != KVC_OK) {
+        fprintf(stderr, "abi_client: kvc_hash_tokens_salted: %s: %s\n", kvc_status_name(rc), kvc_last_error());
+        exit(1);
+    }
+    printf("salt 0x5a17\n");
+    for (size_t i = 0; i < n; i++) printf("%016" PRIx64 "\n", hashes[i]);
+}
+
+/* ---- salted prompts (per LoRA adapter or tenant) ------------------------------------ */
+
+/* kvc_seq_create_salted: blocks are shared only within one salt, and the events carry the
+   salted chain kvc_hash_tokens_salted computes (a chain's first block with parent 0). */
+static void salted(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+    printf("abi_client: %s layout, salted prompts\n", name);
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    CHECK(first_event_clears_memory(e), "%s: the engine's first event is ALL_CLEARED of KVC_TIER_MEMORY", name);
+    int32_t tokens[PROMPT];
+    for (int i = 0; i < PROMPT; i++) tokens[i] = 9000 + i;
+    size_t cached = 99;
+    MUST(kvc_seq_create_salted(e, 1, tokens, PROMPT, 0xA11CE, &cached));
+    CHECK(cached == 0, "%s: a first salted prompt has nothing cached (got %zu)", name, cached);
+    uint64_t hashes[PROMPT / BLOCK];
+    size_t n_hashes = 0;
+    MUST(kvc_hash_tokens_salted(tokens, PROMPT, BLOCK, 0xA11CE, hashes, PROMPT / BLOCK, &n_hashes));
+    kvc_event events[64];
+    size_t n_events = 0;
+    MUST(kvc_drain_events(e, events, 64, &n_events));
+    int chain_ok = n_events == n_hashes;
+    for (size_t i = 0; chain_ok && i < n_events; i++) {
+        chain_ok = events[i].kind == KVC_EVENT_BLOCK_STORED && events[i].block_hash == hashes[i] &&
+                   events[i].parent_hash == (i == 0 ? 0 : hashes[i - 1]);
+    }
+    CHECK(chain_ok, "%s: the events carry kvc_hash_tokens_salted's chain, the first block with parent 0", name);
+    MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+    CHECK(cached == 0, "%s: kvc_seq_create (no salt) shares nothing with salt 0xA11CE (got %zu)", name, cached);
+    MUST(kvc_seq_create_salted(e, 3, tokens, PROMPT, 0xB0B, &cached));
+    CHECK(cached == 0, "%s: another salt shares nothing (got %zu)", name, cached);
+    MUST(kvc_seq_create_salted(e, 4, tokens, PROMPT, 0xA11CE, &cached));
+    CHECK(cached == PROMPT / BLOCK * BLOCK, "%s: the same salt shares every full block (got %zu)", name, cached);
+    kvc_engine_destroy(e);
 }
 
 /* ---- a request cancelled before its prefill finished ---------------------------------- */
@@ -1497,6 +1543,8 @@ int main(int argc, char **argv) {
     out_of_memory(KVC_LAYOUT_CONTIGUOUS);
     cancelled(KVC_LAYOUT_PAGED);
     cancelled(KVC_LAYOUT_CONTIGUOUS);
+    salted(KVC_LAYOUT_PAGED);
+    salted(KVC_LAYOUT_CONTIGUOUS);
     chunked(KVC_LAYOUT_PAGED);
     chunked(KVC_LAYOUT_CONTIGUOUS);
     evict(KVC_LAYOUT_PAGED);

@@ -5,6 +5,7 @@ For gateways and tools that are not linked against libkvcache: the same chained,
 64-bit hashes that kvc_hash_tokens returns and that KV events carry.
 
     python3 tools/block_hash.py 16 1 2 3 ...   # block_tokens, then tokens: one hash per full block
+    python3 tools/block_hash.py --salt 7 16 1 2 3 ...   # the same chain under salt 7
 """
 import sys
 
@@ -23,8 +24,13 @@ def _fmix64(h: int) -> int:
     return h
 
 
+def root(salt: int) -> int:
+    """Parent of a chain's first block under a salt: 0 for salt 0 (kvc_hash_tokens_salted)."""
+    return _fmix64((salt * P1) & MASK)
+
+
 def block_hash(parent: int, tokens: list[int]) -> int:
-    """Hash of one block of tokens under its parent's hash (0 for the first block)."""
+    """Hash of one block of tokens under its parent's hash (root(salt) for the first block)."""
     h = parent ^ SEED ^ ((len(tokens) * P1) & MASK)
     for t in tokens:
         x = h ^ (((t & 0xFFFFFFFF) * P2) & MASK)
@@ -32,9 +38,9 @@ def block_hash(parent: int, tokens: list[int]) -> int:
     return _fmix64(h)
 
 
-def chain(tokens: list[int], block_tokens: int) -> list[int]:
-    """Chained hashes of every full block."""
-    hashes, parent = [], 0
+def chain(tokens: list[int], block_tokens: int, salt: int = 0) -> list[int]:
+    """Chained hashes of every full block, under a salt (0: none)."""
+    hashes, parent = [], root(salt)
     for i in range(len(tokens) // block_tokens):
         parent = block_hash(parent, tokens[i * block_tokens:(i + 1) * block_tokens])
         hashes.append(parent)
@@ -42,7 +48,11 @@ def chain(tokens: list[int], block_tokens: int) -> list[int]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
+    args = sys.argv[1:]
+    salt = 0
+    if args[:1] == ["--salt"] and len(args) >= 2:
+        salt, args = int(args[1], 0) & MASK, args[2:]
+    if not args:
         sys.exit(__doc__)
-    for h in chain([int(t) for t in sys.argv[2:]], int(sys.argv[1])):
+    for h in chain([int(t) for t in args[1:]], int(args[0]), salt):
         print(h)

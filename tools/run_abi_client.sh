@@ -43,7 +43,7 @@ first=$(tools/bin/abi_client hashes)
 second=$(tools/bin/abi_client hashes)
 [[ -n "$first" ]] || fail "abi_client hashes printed nothing"
 [[ "$first" == "$second" ]] || fail "block hashes differ between two processes"
-echo "run_abi_client: hashes agree across processes ($(wc -l <<<"$first") blocks)"
+echo "run_abi_client: hashes agree across processes ($(wc -l <<<"$first") lines: a chain, then the same tokens salted)"
 
 # ...and with tools/block_hash.py, written from the header's documentation for clients that do
 # not link the library. The tokens are those of print_hashes() in tools/abi_client.c.
@@ -54,6 +54,8 @@ sys.path.insert(0, "tools")
 from block_hash import chain
 tokens = [-i * 31 if i % 3 == 0 else i * 7919 for i in range(1000)]
 print("\n".join("%016x" % h for h in chain(tokens, 16)))
+print("salt 0x5a17")
+print("\n".join("%016x" % h for h in chain(tokens, 16, 0x5A17)))
 PY
 )
     [[ "$first" == "$python_hashes" ]] || fail "kvc_hash_tokens differs from tools/block_hash.py"

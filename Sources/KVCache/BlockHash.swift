@@ -9,11 +9,17 @@
 ///   for t in tokens:                    t read as its 32-bit two's-complement pattern
 ///     h = rotl64(h ^ (t * P2), 31) * P1
 ///   return fmix64(h)                    MurmurHash3's 64-bit finalizer
-/// chain: parent of the first block is 0; parent of block i is the hash of block i - 1.
+/// chain: parent of the first block is root(salt); parent of block i is the hash of block i - 1.
+/// root(salt) = fmix64(salt * P1): 0 without a salt (salt 0), never 0 with one.
 /// ```
 /// All arithmetic wraps modulo 2^64. Only full blocks are hashed, so a chain of `k` hashes
 /// covers the first `k * block_tokens` tokens. The result does not depend on the process,
 /// the machine or its byte order, so instances and routers agree on it.
+///
+/// A salt keeps chains apart whose tokens are equal but whose K/V are not (another LoRA
+/// adapter, another tenant's `cache_salt`): every block of a salted chain hashes differently
+/// from the unsalted chain and from every other salt's, so no block is shared between them,
+/// and the chain stays shared within one salt. Salt 0 is the unsalted chain.
 ///
 /// Cost: about one multiply-rotate-multiply per token.
 public enum BlockHash {
@@ -33,6 +39,12 @@ public enum BlockHash {
         return finalize(h)
     }
 
+    /// The parent of a chain's first block under `salt`: 0 for salt 0, and for any other salt
+    /// a distinct non-zero value (`fmix64` and the multiplication by the odd `P1` are both
+    /// bijections that keep 0 at 0). O(1).
+    @inlinable
+    public static func root(salt: UInt64) -> UInt64 { finalize(salt &* p1) }
+
     /// MurmurHash3's fmix64: spreads every input bit over the whole word.
     @inlinable
     public static func finalize(_ value: UInt64) -> UInt64 {
@@ -45,17 +57,17 @@ public enum BlockHash {
         return h
     }
 
-    /// Writes the chained hashes of every full block of `tokens` into `into` and returns how
-    /// many full blocks there are (`tokens.count / blockTokens`), which may exceed
-    /// `into.count`: then only the first `into.count` are written.
+    /// Writes the chained hashes of every full block of `tokens` under `salt` (0: none) into
+    /// `into` and returns how many full blocks there are (`tokens.count / blockTokens`), which
+    /// may exceed `into.count`: then only the first `into.count` are written.
     /// Precondition: `blockTokens > 0`.
     @discardableResult
     public static func chain(
-        _ tokens: UnsafeBufferPointer<Int32>, blockTokens: Int, into: UnsafeMutableBufferPointer<UInt64>
+        _ tokens: UnsafeBufferPointer<Int32>, blockTokens: Int, salt: UInt64 = 0, into: UnsafeMutableBufferPointer<UInt64>
     ) -> Int {
         precondition(blockTokens > 0)
         let full = tokens.count / blockTokens
-        var parent: UInt64 = 0
+        var parent = root(salt: salt)
         for i in 0..<min(full, into.count) {
             let slice = UnsafeBufferPointer(rebasing: tokens[i * blockTokens..<(i + 1) * blockTokens])
             parent = block(parent: parent, tokens: slice)
@@ -64,11 +76,12 @@ public enum BlockHash {
         return full
     }
 
-    /// The chained hashes of every full block of `tokens`, as an array (allocates; not for hot paths).
-    public static func chain(_ tokens: [Int32], blockTokens: Int) -> [UInt64] {
+    /// The chained hashes of every full block of `tokens` under `salt`, as an array
+    /// (allocates; not for hot paths).
+    public static func chain(_ tokens: [Int32], blockTokens: Int, salt: UInt64 = 0) -> [UInt64] {
         let full = tokens.count / blockTokens
         return [UInt64](unsafeUninitializedCapacity: full) { out, count in
-            tokens.withUnsafeBufferPointer { count = chain($0, blockTokens: blockTokens, into: out) }
+            tokens.withUnsafeBufferPointer { count = chain($0, blockTokens: blockTokens, salt: salt, into: out) }
         }
     }
 }

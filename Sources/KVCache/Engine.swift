@@ -136,7 +136,10 @@ public final class Engine: @unchecked Sendable {
     /// how many leading tokens are already cached: the longest indexed full-block prefix,
     /// capped so at least one token remains to compute (a multiple of `blockTokens`, at most
     /// `tokens.count - 1`); the server computes K/V only for the rest. The prompt's other full
-    /// blocks are indexed now or, with `indexOnSchedule`, by `schedule`.
+    /// blocks are indexed now or, with `indexOnSchedule`, by `schedule`. Blocks are found and
+    /// indexed under the chain of `salt` (`BlockHash`; 0: none), as are the blocks appends
+    /// fill: a prompt shares blocks only with prompts of the same salt (pass one per LoRA
+    /// adapter or per tenant whose K/V must not be shared for equal tokens).
     /// With a disk tier, blocks found there (or in peers) are read back asynchronously (`ready`
     /// says when), and the call never waits for the device: reads that find no staging buffer
     /// free are queued, in slot order, behind older queued reads (`DiskTier.load`).
@@ -144,13 +147,13 @@ public final class Engine: @unchecked Sendable {
     /// is pending: it waits for them first, `lockedAllocating`).
     /// Cost: one hash per prompt token, one index lookup per full block, one allocation per new
     /// block (paged) or a few mmaps per new page run (contiguous).
-    public func createSequence(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) -> Int {
+    public func createSequence(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0) throws(KVError) -> Int {
         let n = tokens.count
         try checkPromptLength(n)
         return try lockedAllocating { () throws(KVError) -> Int in
-            BlockHash.chain(tokens, blockTokens: bt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
+            BlockHash.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
             let full = n / bt
-            return try create(seq, tokens: n, full: full, tailKnown: true) { tail in
+            return try create(seq, tokens: n, full: full, tailKnown: true, root: BlockHash.root(salt: salt)) { tail in
                 for i in 0..<(n - full * bt) { tail[i] = tokens[full * bt + i] }
             }
         }
@@ -180,7 +183,9 @@ public final class Engine: @unchecked Sendable {
         }
         return try lockedAllocating { () throws(KVError) -> Int in
             if known > 0 { scratchHashes.update(from: blockHashes.baseAddress!, count: known) }
-            return try create(seq, tokens: n, full: known, tailKnown: known * bt == n) { tail in tail.update(repeating: 0, count: n % bt) }
+            return try create(seq, tokens: n, full: known, tailKnown: known * bt == n, root: 0) { tail in
+                tail.update(repeating: 0, count: n % bt)
+            }
         }
     }
 
@@ -190,11 +195,11 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// The body of creation, under the lock: `scratchHashes` holds the hashes of the first
-    /// `full` full blocks of an `n`-token prompt (the only ones looked up and indexed);
-    /// `fillTail` writes the tokens of its partial last block, which are real when `tailKnown`
-    /// (else appends are not indexed).
+    /// `full` full blocks of an `n`-token prompt (the only ones looked up and indexed), chained
+    /// from `root` (the salt's, `BlockHash.root`); `fillTail` writes the tokens of its partial
+    /// last block, which are real when `tailKnown` (else appends are not indexed).
     private func create(
-        _ seq: UInt64, tokens n: Int, full: Int, tailKnown: Bool, fillTail: (UnsafeMutablePointer<Int32>) -> Void
+        _ seq: UInt64, tokens n: Int, full: Int, tailKnown: Bool, root: UInt64, fillTail: (UnsafeMutablePointer<Int32>) -> Void
     ) throws(KVError) -> Int {
         if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
         if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
@@ -257,7 +262,7 @@ public final class Engine: @unchecked Sendable {
             parent = scratchHashes[i]
         }
         sequences.unscheduled[slot] = indexedNow..<max(indexedNow, full)
-        sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : 0
+        sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : root
         fillTail(sequences.tail(slot))
         if let offload {
             offload.failed[slot] = false
@@ -407,9 +412,10 @@ public final class Engine: @unchecked Sendable {
                 tail[inBlock] = t
                 length += 1
                 if inBlock == bt - 1 && sequences.indexesAppends[slot] {
-                    let parent = sequences.lastHash[slot]
+                    let parent = sequences.lastHash[slot], position = length / bt - 1
                     let hash = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(start: tail, count: bt))
-                    index(table[length / bt - 1], hash: hash, parent: parent, slot: slot, position: length / bt - 1)
+                    // A chain's first block records parent 0, as at creation, its salt's root aside.
+                    index(table[position], hash: hash, parent: position == 0 ? 0 : parent, slot: slot, position: position)
                     sequences.lastHash[slot] = hash
                 }
             }
@@ -698,11 +704,11 @@ public final class Engine: @unchecked Sendable {
     /// (a settled swap-out's blocks leave memory for the disk tier, which can end the memory
     /// part of the chain sooner). Cost: one hash per token and one lookup per full block (per
     /// peer past the own tier's first miss, plus one journal `fstat` per peer), plus the
-    /// completions processed.
-    public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {
+    /// completions processed. `salt` as for `createSequence`.
+    public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }
-        var parent: UInt64 = 0
+        var parent = BlockHash.root(salt: salt)
         return bt * cachedPrefixBlocks(limit: (n - 1) / bt) { hit in
             parent = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt]))
             return parent
@@ -749,8 +755,8 @@ public final class Engine: @unchecked Sendable {
 extension Engine {
     /// `createSequence` for an array of tokens.
     @discardableResult
-    public func createSequence(_ seq: UInt64, tokens: [Int32]) throws(KVError) -> Int {
-        try tokens.withUnsafeBufferPointer { (b) throws(KVError) -> Int in try createSequence(seq, tokens: b) }
+    public func createSequence(_ seq: UInt64, tokens: [Int32], salt: UInt64 = 0) throws(KVError) -> Int {
+        try tokens.withUnsafeBufferPointer { (b) throws(KVError) -> Int in try createSequence(seq, tokens: b, salt: salt) }
     }
 
     /// `append` for an array of tokens.

@@ -3,8 +3,9 @@
 ///
 /// Invariant for a live slot: the block table holds `ceil(length / blockTokens)` blocks; the
 /// tail buffer holds the tokens of the last, partial block (`length % blockTokens` of them);
-/// `lastHash` is the chain hash of the last full block whose hash is known (0 when there is
-/// none; read only when `indexesAppends`, and then every block's is known); the blocks at
+/// `lastHash` is the chain hash of the last full block whose hash is known (the root of the
+/// sequence's salt when there is none, `BlockHash.root`: 0 without a salt; read only when
+/// `indexesAppends`, and then every block's is known); the blocks at
 /// `unscheduled` are full and used, each prepared (`BlockPool.prepare`) unless a fork sharing it
 /// indexed it meanwhile (or an abort of that fork took it out again: its hash is then 0 and
 /// it is never indexed). While a sequence is swapped out its table holds disk slots, and the

@@ -1,21 +1,39 @@
 import KVCache
 
-/// `kvc_seq_create`: `Engine.createSequence`; the ABI rejects NULL pointers, an empty prompt
-/// and a prompt longer than `max_seq_tokens` before the engine reads any token.
+/// `kvc_seq_create`: `Engine.createSequence` without a salt; the ABI rejects NULL pointers,
+/// an empty prompt and a prompt longer than `max_seq_tokens` before the engine reads any token.
 @c public func kvc_seq_create(
     _ e: OpaquePointer?, _ seq: UInt64, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int,
     _ cachedTokens: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_seq_create", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens))") { () throws(KVError) in
-        let engine = try engine(e)
-        let cachedTokens = try required(cachedTokens, "cached_tokens")
-        let prompt = try array(tokens, nTokens, "tokens", "n_tokens")
-        guard !prompt.isEmpty else {
-            throw KVError(.invalidArgument, "n_tokens is 0; a sequence starts with at least one token")
-        }
-        try checkTokenCount(prompt.count, engine)
-        cachedTokens.pointee = try engine.createSequence(seq, tokens: prompt)
+        try create(e, seq, tokens, nTokens, salt: 0, cachedTokens)
     }
+}
+
+/// `kvc_seq_create_salted`: `Engine.createSequence` under `salt`, checked as `kvc_seq_create`.
+@c public func kvc_seq_create_salted(
+    _ e: OpaquePointer?, _ seq: UInt64, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int, _ salt: UInt64,
+    _ cachedTokens: UnsafeMutablePointer<Int>?
+) -> kvc_status {
+    status("kvc_seq_create_salted", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens)), salt \(salt)") { () throws(KVError) in
+        try create(e, seq, tokens, nTokens, salt: salt, cachedTokens)
+    }
+}
+
+/// The checks and the call both creations share.
+private func create(
+    _ e: OpaquePointer?, _ seq: UInt64, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int, salt: UInt64,
+    _ cachedTokens: UnsafeMutablePointer<Int>?
+) throws(KVError) {
+    let engine = try engine(e)
+    let cachedTokens = try required(cachedTokens, "cached_tokens")
+    let prompt = try array(tokens, nTokens, "tokens", "n_tokens")
+    guard !prompt.isEmpty else {
+        throw KVError(.invalidArgument, "n_tokens is 0; a sequence starts with at least one token")
+    }
+    try checkTokenCount(prompt.count, engine)
+    cachedTokens.pointee = try engine.createSequence(seq, tokens: prompt, salt: salt)
 }
 
 /// `kvc_seq_append`: `Engine.append`; `n_tokens` 0 is a no-op (still checked: engine and seq).

@@ -2,7 +2,7 @@ import Testing
 @testable import KVCacheABI
 
 /// The block hash of include/kvcache.h, written out independently from its documentation.
-private func referenceChain(_ tokens: [Int32], blockTokens: Int) -> [UInt64] {
+private func referenceChain(_ tokens: [Int32], blockTokens: Int, salt: UInt64 = 0) -> [UInt64] {
     func fmix(_ v: UInt64) -> UInt64 {
         var h = v
         h ^= h >> 33; h = h &* 0xFF51_AFD7_ED55_8CCD
@@ -10,7 +10,7 @@ private func referenceChain(_ tokens: [Int32], blockTokens: Int) -> [UInt64] {
         h ^= h >> 33
         return h
     }
-    var parent: UInt64 = 0
+    var parent = fmix(salt &* 0x9E37_79B1_85EB_CA87)  // root(salt)
     var out: [UInt64] = []
     for b in 0..<(tokens.count / blockTokens) {
         var h = parent ^ 0x6b76_6361_6368_6531 ^ (UInt64(blockTokens) &* 0x9E37_79B1_85EB_CA87)
@@ -41,6 +41,22 @@ private func referenceChain(_ tokens: [Int32], blockTokens: Int) -> [UInt64] {
         #expect(kvc_hash_tokens([1, 2, 3, 4], 4, 4, &h, 1, &n) == KVC_OK)
         #expect(h == referenceChain([1, 2, 3, 4], blockTokens: 4)[0])
         #expect(h == 0x6da9_a02a_efab_d451)  // computed by an independent Python transcription of the header
+    }
+
+    @Test func saltedHashesFollowTheDocumentedRootAndSaltZeroIsUnsalted() {
+        let tokens: [Int32] = (0..<37).map { Int32($0 * 7919 - 100_000) }
+        var salted = [UInt64](repeating: 0, count: 16), plain = salted
+        var n = 0
+        #expect(kvc_hash_tokens_salted(tokens, tokens.count, 8, 0xDEAD_BEEF, &salted, salted.count, &n) == KVC_OK)
+        #expect(n == 4)
+        #expect(Array(salted[0..<n]) == referenceChain(tokens, blockTokens: 8, salt: 0xDEAD_BEEF))
+        #expect(kvc_hash_tokens(tokens, tokens.count, 8, &plain, plain.count, &n) == KVC_OK)
+        #expect(zip(salted[0..<4], plain[0..<4]).allSatisfy { $0 != $1 }, "every block differs")
+        #expect(kvc_hash_tokens_salted(tokens, tokens.count, 8, 0, &salted, salted.count, &n) == KVC_OK)
+        #expect(salted == plain, "salt 0: the unsalted chain")
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_hash_tokens_salted", "salt 9", "block_tokens"]) {
+            kvc_hash_tokens_salted(tokens, tokens.count, 0, 9, &salted, salted.count, &n)
+        }
     }
 
     @Test func aPartialBlockIsNotHashed() {

@@ -22,6 +22,38 @@ import Testing
         #expect(try f.firstMismatch(2, salt: 5, to: 8) == nil)
     }
 
+    /// kvc_seq_create_salted: one salt's prompts share blocks, another salt's do not, salt 0
+    /// is kvc_seq_create; bad input is refused as kvc_seq_create's, changing nothing.
+    @Test(arguments: bothLayouts)
+    func saltedCreatesShareOnlyWithinTheirSalt(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let prompt = f.uniqueTokens(1, count: 13)
+        func create(_ seq: UInt64, salt: UInt64) throws -> Int {
+            var cached = -1
+            let rc = kvc_seq_create_salted(f.handle, seq, prompt, prompt.count, salt, &cached)
+            try #require(rc == KVC_OK, "kvc_seq_create_salted(\(seq)): \(String(cString: kvc_last_error()))")
+            return cached
+        }
+        #expect(try create(1, salt: 21) == 0)
+        try f.write(1, salt: 3, from: 0, to: 13)
+        #expect(try create(2, salt: 22) == 0)
+        #expect(try create(3, salt: 21) == 12)
+        #expect(try f.firstMismatch(3, salt: 3, to: 12) == nil)
+        #expect(try f.create(4, tokens: prompt) == 0, "kvc_seq_create: unsalted")
+        #expect(try create(5, salt: 0) == 12, "salt 0 shares with kvc_seq_create")
+        var cached = 0
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_create_salted", "salt 21", "cached_tokens"]) {
+            kvc_seq_create_salted($0, 6, prompt, prompt.count, 21, nil)
+        }
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_create_salted", "n_tokens is 0"]) {
+            kvc_seq_create_salted($0, 6, prompt, 0, 21, &cached)
+        }
+        try f.expectFailure(KVC_ERR_EXISTS, mentioning: ["kvc_seq_create_salted", "1"]) {
+            kvc_seq_create_salted($0, 1, prompt, prompt.count, 21, &cached)
+        }
+        #expect(try f.firstMismatch(1, salt: 3, to: 13) == nil, "the refused calls left sequence 1 intact")
+    }
+
     @Test(arguments: bothLayouts)
     func createWithNullEngineIsInvalid(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
