@@ -760,6 +760,31 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
 kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
 
 /**
+ * Shrinks `seq` to its first n_tokens tokens (1 .. its length; its length is a no-op): rolls
+ * back tokens the server appended and does not keep, such as speculative-decoding drafts
+ * the target model rejected, or an answer to regenerate. Later kvc_seq_append calls continue
+ * from n_tokens. K/V of the kept tokens are unchanged; the server rewrites the positions it
+ * appends again.
+ * Blocks wholly past the cut are released, last first (a block the prefix index holds stays
+ * cached: its K/V are those of the tokens it was hashed from). The block the cut falls in
+ * leaves the prefix index (KVC_EVENT_BLOCK_REMOVED) when only this sequence holds it; when a
+ * fork or another prompt shares it, this sequence gets its own copy of the kept tokens
+ * (contiguous: the page holding the cut is copied when anything else maps it, a cached
+ * block included). Blocks later appends fill are indexed as before when the cut falls in the
+ * last partial or last full block; a cut further back stops this sequence's appends from
+ * being indexed (the engine keeps only those blocks' tokens).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, n_tokens 0 or beyond the length, a swapped-out
+ * sequence, one whose disk reads have not all landed: call once kvc_seq_ready says 1, a cut
+ * into prompt blocks not scheduled yet with index_on_schedule), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_UNSUPPORTED (the sequence has token-eviction state: it was observed or compacted),
+ * KVC_ERR_OUT_OF_MEMORY (the cut block or page must be copied and there is no room); each
+ * changes nothing.
+ * Cost: one release per block past the cut; contiguous, one munmap per tensor and usually one
+ * page copy per tensor (a page holding indexed blocks counts as shared).
+ */
+kvc_status kvc_seq_truncate(kvc_engine *e, uint64_t seq, size_t n_tokens);
+
+/**
  * index_on_schedule (see WRITING K/V): the server has scheduled the tokens of `seq` below
  * `tokens` for computation, in this forward pass or an earlier one. Every full block of the
  * prompt below `tokens` that is not indexed yet enters the prefix index now, in order, with

@@ -640,6 +640,36 @@ static void salted(uint32_t layout) {
     kvc_engine_destroy(e);
 }
 
+/* ---- speculative decoding: drafts appended, the rejected ones rolled back ------------ */
+
+static void speculative(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+    printf("abi_client: %s layout, rejected drafts rolled back\n", name);
+    kvc_config cfg;
+    small_config(&cfg, layout, 16u << 20);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    int32_t tokens[PROMPT];
+    for (int i = 0; i < PROMPT; i++) tokens[i] = 11000 + i;
+    size_t cached;
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    write_kv(&v, 1, 6, 0, PROMPT);
+    int32_t drafts[BLOCK];
+    for (int i = 0; i < BLOCK; i++) drafts[i] = 12000 + i;
+    MUST(kvc_seq_append(e, 1, drafts, BLOCK)); /* fills the prompt's last block and starts another */
+    write_kv(&v, 1, 7, PROMPT, PROMPT + BLOCK);
+    MUST(kvc_seq_truncate(e, 1, PROMPT + 3)); /* 3 drafts accepted */
+    CHECK(length_of(e, 1) == PROMPT + 3, "%s: truncated to %d tokens (got %zu)", name, PROMPT + 3, length_of(e, 1));
+    CHECK(kv_matches(&v, 1, 6, 0, PROMPT) && kv_matches(&v, 1, 7, PROMPT, PROMPT + 3),
+          "%s: the prompt's and the accepted drafts' K/V stay", name);
+    MUST(kvc_seq_append(e, 1, drafts, 2));
+    CHECK(length_of(e, 1) == PROMPT + 5, "%s: appends continue from the cut", name);
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens", kvc_seq_truncate(e, 1, PROMPT + 6));
+    CHECK(length_of(e, 1) == PROMPT + 5, "%s: a refused truncation changes nothing", name);
+    kvc_engine_destroy(e);
+}
+
 /* ---- a request cancelled before its prefill finished ---------------------------------- */
 
 /* kvc_seq_abort: only the computed blocks stay in the prefix index. */
@@ -1545,6 +1575,8 @@ int main(int argc, char **argv) {
     cancelled(KVC_LAYOUT_CONTIGUOUS);
     salted(KVC_LAYOUT_PAGED);
     salted(KVC_LAYOUT_CONTIGUOUS);
+    speculative(KVC_LAYOUT_PAGED);
+    speculative(KVC_LAYOUT_CONTIGUOUS);
     chunked(KVC_LAYOUT_PAGED);
     chunked(KVC_LAYOUT_CONTIGUOUS);
     evict(KVC_LAYOUT_PAGED);

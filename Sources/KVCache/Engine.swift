@@ -152,10 +152,15 @@ public final class Engine: @unchecked Sendable {
         try checkPromptLength(n)
         return try lockedAllocating { () throws(KVError) -> Int in
             BlockHash.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
-            let full = n / bt
-            return try create(seq, tokens: n, full: full, tailKnown: true, root: BlockHash.root(salt: salt)) { tail in
+            let full = n / bt, root = BlockHash.root(salt: salt)
+            let cached = try create(seq, tokens: n, full: full, tailKnown: true, root: root) { tail in
                 for i in 0..<(n - full * bt) { tail[i] = tokens[full * bt + i] }
             }
+            if full > 0 {
+                sequences.setPrevious(sequences.slot(of: seq), tokens: tokens.baseAddress! + (full - 1) * bt,
+                                      parent: full > 1 ? scratchHashes[full - 2] : root)
+            }
+            return cached
         }
     }
 
@@ -417,6 +422,7 @@ public final class Engine: @unchecked Sendable {
                     // A chain's first block records parent 0, as at creation, its salt's root aside.
                     index(table[position], hash: hash, parent: position == 0 ? 0 : parent, slot: slot, position: position)
                     sequences.lastHash[slot] = hash
+                    sequences.setPrevious(slot, tokens: tail, parent: parent)
                 }
             }
             sequences.lengths[slot] = length
@@ -475,13 +481,11 @@ public final class Engine: @unchecked Sendable {
                 target[i] = source[i]
             }
             sequences.lengths[to] = length
-            sequences.lastHash[to] = sequences.lastHash[from]
-            sequences.indexesAppends[to] = sequences.indexesAppends[from]
+            sequences.copyChain(from: from, to: to)
             sequences.unscheduled[to] = sequences.unscheduled[from]
             // The child holds the parent's blocks, so a failed read of them fails it too; and the
             // slot's flag may be left from a previous, freed owner.
             if let offload { offload.failed[to] = offload.failed[from] }
-            sequences.tail(to).update(from: sequences.tail(from), count: bt)
             // Before the state copy: taking an open-record buffer may write a record out, and a
             // write the tier refuses drops its tokens from the owner's state.
             inheritOffloadedTokens(from: from, to: to)

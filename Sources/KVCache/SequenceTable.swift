@@ -39,6 +39,13 @@ final class SequenceTable {
     let unscheduled: UnsafeMutablePointer<Range<Int>>
     /// Per slot: `blockTokens` entries, the tokens of the partial block.
     let tails: UnsafeMutablePointer<Int32>
+    /// Per slot: `blockTokens` entries, the tokens of the last full block, valid while
+    /// `previousKnown`, with `previousParent` the chain hash before it (its parent, or the
+    /// salt's root): what a truncation into that block needs to hash it again once appends
+    /// refill it (`Engine.truncate`).
+    let previous: UnsafeMutablePointer<Int32>
+    let previousParent: UnsafeMutablePointer<UInt64>
+    let previousKnown: UnsafeMutablePointer<Bool>
     /// Per slot: `maxBlocks` entries, the block table.
     let blocks: UnsafeMutablePointer<Int32>
     /// Per slot: detached (`detach`), until `close`.
@@ -63,6 +70,10 @@ final class SequenceTable {
         unscheduled = .allocate(capacity: maxSeqs)
         unscheduled.initialize(repeating: 0..<0, count: maxSeqs)
         tails = .allocate(capacity: maxSeqs * blockTokens)
+        previous = .allocate(capacity: maxSeqs * blockTokens)
+        previousParent = .allocate(capacity: maxSeqs)
+        previousKnown = .allocate(capacity: maxSeqs)
+        previousKnown.initialize(repeating: false, count: maxSeqs)
         blocks = .allocate(capacity: maxSeqs * maxBlocks)
         detached = .allocate(capacity: maxSeqs)
         detached.initialize(repeating: false, count: maxSeqs)
@@ -73,6 +84,9 @@ final class SequenceTable {
         ids.deallocate()
         lengths.deallocate()
         lastHash.deallocate()
+        previous.deallocate()
+        previousParent.deallocate()
+        previousKnown.deallocate()
         indexesAppends.deallocate()
         unscheduled.deallocate()
         tails.deallocate()
@@ -103,6 +117,26 @@ final class SequenceTable {
         lastHash[slot] = 0
         indexesAppends[slot] = true
         unscheduled[slot] = 0..<0
+        previousKnown[slot] = false
+    }
+
+    /// Records `tokens` (`blockTokens` of them) as `slot`'s last full block, hashed from
+    /// `parent`. O(blockTokens).
+    @inline(__always) func setPrevious(_ slot: Int, tokens: UnsafePointer<Int32>, parent: UInt64) {
+        (previous + slot * blockTokens).update(from: tokens, count: blockTokens)
+        previousParent[slot] = parent
+        previousKnown[slot] = true
+    }
+
+    /// Copies `from`'s chain state (last hash, whether appends are indexed, the last full
+    /// block's tokens, the partial block's) to `to` (a fork). O(blockTokens).
+    func copyChain(from: Int, to: Int) {
+        lastHash[to] = lastHash[from]
+        indexesAppends[to] = indexesAppends[from]
+        tail(to).update(from: tail(from), count: blockTokens)
+        (previous + to * blockTokens).update(from: previous + from * blockTokens, count: blockTokens)
+        previousParent[to] = previousParent[from]
+        previousKnown[to] = previousKnown[from]
     }
 
     /// Takes live `slot`'s id out of the directory (`slot(of:)` no longer finds it; a new

@@ -71,6 +71,14 @@ private func create(
     }
 }
 
+/// `kvc_seq_truncate`: `Engine.truncate`; `n_tokens` is checked as every `size_t` is.
+@c public func kvc_seq_truncate(_ e: OpaquePointer?, _ seq: UInt64, _ nTokens: Int) -> kvc_status {
+    status("kvc_seq_truncate", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens))") { () throws(KVError) in
+        let engine = try engine(e)
+        try engine.truncate(seq, to: try size(nTokens, "n_tokens"))
+    }
+}
+
 /// `kvc_seq_schedule`: `Engine.schedule`.
 @c public func kvc_seq_schedule(_ e: OpaquePointer?, _ seq: UInt64, _ tokens: Int) -> kvc_status {
     status("kvc_seq_schedule", "seq \(seq), tokens \(UInt(bitPattern: tokens))") { () throws(KVError) in

@@ -54,6 +54,29 @@ import Testing
         #expect(try f.firstMismatch(1, salt: 3, to: 13) == nil, "the refused calls left sequence 1 intact")
     }
 
+    /// kvc_seq_truncate: the kept tokens' K/V stay, appends continue from the cut; bad input
+    /// is refused with its status and changes nothing.
+    @Test(arguments: bothLayouts)
+    func truncateRollsBackTheLastTokens(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let prompt = f.uniqueTokens(1, count: 20)
+        _ = try f.create(1, tokens: prompt)
+        try f.write(1, salt: 4, from: 0, to: 20)
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_truncate", "n_tokens 0"]) { kvc_seq_truncate($0, 1, 0) }
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_truncate", "21"]) { kvc_seq_truncate($0, 1, 21) }
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["n_tokens 18446744073709551615", "PTRDIFF_MAX"]) {
+            kvc_seq_truncate($0, 1, -1)
+        }
+        try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["kvc_seq_truncate", "9"]) { kvc_seq_truncate($0, 9, 3) }
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_seq_truncate", "engine", "NULL"]) { _ in kvc_seq_truncate(nil, 1, 3) }
+        #expect(kvc_seq_truncate(f.handle, 1, 13) == KVC_OK)
+        #expect(try f.length(1) == 13)
+        #expect(try f.firstMismatch(1, salt: 4, to: 13) == nil)
+        try f.append(1, tokens: f.uniqueTokens(2, count: 5))
+        #expect(try f.length(1) == 18)
+        #expect(try f.firstMismatch(1, salt: 4, to: 13) == nil)
+    }
+
     @Test(arguments: bothLayouts)
     func createWithNullEngineIsInvalid(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)

@@ -208,6 +208,14 @@ struct RandomOperationTests {
                         }
                     }
                     try e.compact(id, budgetTokens: 8 + below(length - 8, &rng))
+                case 9 where below(2, &rng) == 0:
+                    // Roll back a few tokens (rejected drafts), or further.
+                    guard let id = pick(resident) else { continue }
+                    let length = try e.length(id)
+                    let keep = below(3, &rng) == 0 ? 1 + below(length, &rng) : max(1, length - 1 - below(2 * bt, &rng))
+                    guard keep < length else { continue }  // (a compacted sequence's length is its kept tokens)
+                    try e.truncate(id, to: keep)
+                    model[id] = Array(model[id]!.prefix(keep))
                 default:
                     if below(8, &rng) == 0 { try e.trim() }
                 }
@@ -215,6 +223,8 @@ struct RandomOperationTests {
                 // refused: nothing changed, which the checks below confirm
             } catch let error as KVError where error.code == .io && disk {
                 // a swap-out the full tier refused: the sequence stays resident and unchanged
+            } catch let error as KVError where error.code == .unsupported || (error.code == .invalidArgument && op == 9) {
+                // a truncation refused (eviction state, reads in flight, unscheduled blocks): nothing changed
             }
             for id in swapped where e.offload?.swapped[e.sequences.slot(of: id)] == false { swapped.remove(id) }  // failed later
             try check(e, model, swapped: swapped, &views, step: step)

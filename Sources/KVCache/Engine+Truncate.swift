@@ -1,0 +1,104 @@
+/// Truncation: a sequence gives back its last tokens (rejected speculative-decoding drafts, a
+/// regenerated answer), keeping its prefix, its blocks' sharing and its place in the prefix
+/// index.
+extension Engine {
+    /// Shrinks `seq` to its first `tokens` tokens, `1...length` (its length: nothing to do).
+    /// The server then appends from there as after any append.
+    ///
+    /// - Blocks wholly past the cut are released, last first, as `free` releases them: a block
+    ///   the prefix index holds stays cached (its K/V are those of the tokens it was hashed
+    ///   from, draft tokens included, so it stays correct for them).
+    /// - The block the cut falls in keeps its first tokens. Appends will write the rest of it,
+    ///   so it must not stay indexed: held by this sequence alone it leaves the index
+    ///   (`blockRemoved`); shared with a fork or other prompts the sequence gets a copy of its
+    ///   first tokens (contiguous: a new logical block; the bytes are the slot's), and the
+    ///   others keep it. Contiguous: the page holding the cut is copied too when something
+    ///   else maps it (a fork, a cached block).
+    /// - Appends keep being indexed when the cut falls in the partial last block or the last
+    ///   full block (whose tokens the engine keeps); a cut further back stops the sequence
+    ///   indexing its later blocks (their tokens before the cut are unknown to the engine).
+    ///
+    /// Throws `notFound`; `invalidArgument` (tokens outside `1...length`, a swapped-out
+    /// sequence, one whose disk reads have not all landed: truncate once `ready`, a cut below
+    /// prompt blocks not yet scheduled); `unsupported` (the sequence has token-eviction state:
+    /// it was observed or compacted); `outOfMemory` (the cut's block must be copied and no
+    /// block would be available, or, contiguous, its page and no page is free). Each changes
+    /// nothing. A system call failing while that page is
+    /// copied is reported with the truncation done (the page keeps its old bytes). Cost: one
+    /// release per block past the cut; contiguous, one munmap per tensor and at most one page
+    /// copy (every tensor's page: a page holding indexed blocks is shared, so most cuts copy).
+    public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
+        try locked { () throws(KVError) in
+            let slot = try residentSlot(seq)
+            let length = sequences.lengths[slot]
+            guard tokens >= 1 && tokens <= length else {
+                throw .invalid("cannot truncate sequence \(seq) of \(length) tokens to \(tokens); keep 1...\(length)")
+            }
+            guard tokens < length else { return }
+            if evictionStates[slot] != nil {
+                throw KVError(.unsupported, "sequence \(seq) has token-eviction state (it was observed or compacted); "
+                              + "truncating it is not supported")
+            }
+            if let offload, !offload.resident(slot) {
+                throw .invalid("sequence \(seq) is not ready: disk reads are still filling its blocks; truncate once it is")
+            }
+            let unscheduled = sequences.unscheduled[slot]
+            if !unscheduled.isEmpty && tokens < unscheduled.upperBound * bt {
+                throw .invalid("truncating sequence \(seq) to \(tokens) tokens cuts into prompt blocks not scheduled yet "
+                               + "(below token \(unscheduled.upperBound * bt)); schedule them first")
+            }
+            // Contiguous: appends will write the page holding the cut from the cut on, where a
+            // fork's tokens or a cached block's (those past the cut included, once released)
+            // may lie; it must be the slot's own by then. Room for a copy is checked first.
+            let pageBytes = Int(config.pageBytes)
+            let cutPage = contiguous != nil && tokens * config.tokenBytes % pageBytes != 0 ? tokens * config.tokenBytes / pageBytes : -1
+            if let contiguous, cutPage >= 0, contiguous.isShared(slot: slot, page: cutPage), !contiguous.fits(1) {
+                throw .outOfMemory("truncating sequence \(seq) must copy the page it cuts, and the budget has no page free")
+            }
+            let table = sequences.table(slot), count = sequences.blockCount(slot)
+            let cut = tokens / bt, offset = tokens % bt
+            // A partial last block is never indexed (a swap-out would write it as a full one):
+            // the cut block, shared, is replaced by a copy; held alone, it leaves the index.
+            let copyCut = offset != 0 && blocks.references(table[cut]) > 1
+            if copyCut {
+                var freed = 0
+                for i in (cut + 1)..<count where blocks.references(table[i]) == 1 { freed += 1 }
+                guard blocks.available + freed >= 1 else {
+                    throw .outOfMemory("truncating sequence \(seq) must copy the block it cuts (shared), and no block is available")
+                }
+            }
+            for i in stride(from: count - 1, through: cut + (offset != 0 ? 1 : 0), by: -1) { blocks.release(table[i]) }
+            if copyCut {
+                let fresh = try blocks.allocate()  // room was checked: only committing memory can fail
+                paged?.copy(from: table[cut], to: fresh, tokens: offset)
+                blocks.release(table[cut])
+                table[cut] = fresh
+            } else if offset != 0 && blocks.isIndexed(table[cut]) {
+                blocks.unindexUsed(table[cut])
+            }
+            rewindChain(slot: slot, from: length, to: tokens)
+            sequences.lengths[slot] = tokens
+            guard let contiguous else { return }
+            // Only a failing system call stops the copy (room was checked): the page then keeps
+            // its old group, and the failure is reported with the truncation done.
+            defer { contiguous.shrink(slot: slot, to: tokens) }
+            if cutPage >= 0 && contiguous.isShared(slot: slot, page: cutPage) { try contiguous.unshare(slot: slot, pages: [cutPage]) }
+        }
+    }
+
+    /// Sets `slot`'s chain state for a cut from `length` to `tokens` tokens: the last full
+    /// block's hash and the partial block's tokens, or no more indexed appends when the cut
+    /// falls before the last full block (or in it, with its tokens unknown).
+    private func rewindChain(slot: Int, from length: Int, to tokens: Int) {
+        guard sequences.indexesAppends[slot] else { return }
+        let lastFull = length / bt - 1, cut = tokens / bt
+        if cut > lastFull { return }  // in the partial block: its first tokens are in the tail already
+        guard cut == lastFull && sequences.previousKnown[slot] else {
+            sequences.indexesAppends[slot] = false
+            return
+        }
+        sequences.tail(slot).update(from: sequences.previous + slot * bt, count: tokens % bt)
+        sequences.lastHash[slot] = sequences.previousParent[slot]
+        sequences.previousKnown[slot] = false
+    }
+}

@@ -1,0 +1,92 @@
+import Testing
+@testable import KVCache
+
+/// `Engine.truncate` (`kvc_seq_truncate`): a sequence gives back its last tokens, as a server
+/// rolls back rejected speculative drafts, and its prefix, its sharing and the prefix index
+/// stay right. Block size 4 throughout.
+@Suite("Truncate")
+struct TruncateTests {
+    /// Drafts fill block 2 (indexed under the drafts' hash) and start block 3; three are
+    /// rejected, cutting into block 2. Block 2 leaves the index (its drafts' hash), its kept
+    /// token's bytes stay, and the accepted tokens refill it under the right hash, so the
+    /// next turn's prompt hits all of it.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func rejectedDraftsRollBackAndTheAcceptedTokensAreIndexed(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let prompt = tokens(10, seed: 1), drafts: [Int32] = [901, 902, 903, 904, 905], accepted: [Int32] = [7, 8, 9]
+        #expect(try e.createSequence(1, tokens: prompt) == 0)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.append(1, tokens: drafts)
+        try writeKV(e, 1, tokens: drafts, from: 10)
+        let draftHash = BlockHash.chain(prompt + drafts, blockTokens: 4)[2]
+        _ = drain(e)
+        try e.truncate(1, to: 11)  // keeps the first draft: block 2 now holds tokens 8, 9, 901
+        #expect(try e.length(1) == 11)
+        #expect(drain(e).map(\.blockHash) == [draftHash], "block 2 left the index (one blockRemoved)")
+        #expect(try kvMismatches(e, 1, tokens: prompt + [901], from: 0) == 0)
+        try e.append(1, tokens: accepted)
+        try writeKV(e, 1, tokens: accepted, from: 11)
+        let kept = prompt + [901] + accepted  // 14 tokens: blocks 0-2 full
+        #expect(drain(e).map(\.blockHash) == [BlockHash.chain(kept, blockTokens: 4)[2]])
+        #expect(try e.createSequence(2, tokens: kept + [1]) == 12)
+        #expect(try kvMismatches(e, 2, tokens: Array(kept[0..<12]), from: 0) == 0)
+        #expect(try e.createSequence(3, tokens: prompt + drafts) == 8, "the drafts' block is no longer served")
+    }
+
+    /// A fork shares the block the cut falls in: the truncated sequence gets its own copy,
+    /// and what it appends next leaves the fork's bytes alone.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aCutIntoABlockAForkSharesLeavesTheForkIntact(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let all = tokens(15, seed: 2)
+        try e.createSequence(1, tokens: all)
+        try writeKV(e, 1, tokens: all, from: 0)
+        try e.fork(parent: 1, child: 2)
+        try e.truncate(1, to: 6)
+        let other: [Int32] = [61, 62, 63, 64, 65, 66]
+        try e.append(1, tokens: other)
+        try writeKV(e, 1, tokens: other, from: 6)
+        #expect(try kvMismatches(e, 2, tokens: all, from: 0) == 0, "the fork keeps every byte")
+        #expect(try kvMismatches(e, 1, tokens: Array(all[0..<6]) + other, from: 0) == 0)
+    }
+
+    /// A cut further back than the last full block: the engine no longer knows the tokens
+    /// before it in that block, so the sequence stops indexing what it appends.
+    @Test func aDeepCutStopsIndexingAppends() throws {
+        let e = try Engine(smallConfig(.paged))
+        let all = tokens(17, seed: 3)
+        try e.createSequence(1, tokens: all)
+        try e.truncate(1, to: 5)  // into block 1; the last full block was 3
+        try e.append(1, tokens: tokens(7, seed: 4))
+        _ = drain(e)
+        try e.append(1, tokens: tokens(4, seed: 5))
+        #expect(drain(e).isEmpty, "no block filled after the cut is indexed")
+        #expect(try e.length(1) == 16)
+    }
+
+    @Test(arguments: [Layout.paged, .contiguous])
+    func refusedTruncationsChangeNothing(layout: Layout) throws {
+        var c = smallConfig(layout)
+        c.indexOnSchedule = true
+        c.eviction = EvictionConfig(.heavyHitter)
+        let e = try Engine(c)
+        let all = tokens(14, seed: 6)
+        try e.createSequence(1, tokens: all)
+        try e.schedule(1, tokens: 14)
+        try e.createSequence(2, tokens: tokens(14, seed: 7))  // nothing scheduled yet
+        let before = e.stats()
+        func refusal(_ seq: UInt64, _ n: Int) -> KVError.Code? {
+            do throws(KVError) { try e.truncate(seq, to: n); return nil } catch { return error.code }
+        }
+        #expect(refusal(1, 0) == .invalidArgument)
+        #expect(refusal(1, 15) == .invalidArgument)
+        #expect(refusal(9, 3) == .notFound)
+        #expect(refusal(2, 5) == .invalidArgument, "below blocks not scheduled yet")
+        let scores = [Float](repeating: 0.1, count: 14 * c.numKVHeads)
+        try scores.withUnsafeBufferPointer { (s) throws(KVError) in try e.observe(1, layer: 0, scores: s.baseAddress!, nHeads: c.numKVHeads, nTokens: 14) }
+        #expect(refusal(1, 5) == .unsupported, "a sequence with eviction state")
+        #expect(e.stats() == before)
+        #expect(try e.length(1) == 14 && e.length(2) == 14)
+        try e.truncate(1, to: 14)  // its own length: nothing to do, even with eviction state
+    }
+}
