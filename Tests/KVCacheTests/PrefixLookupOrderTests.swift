@@ -1,0 +1,162 @@
+import Testing
+@testable import KVCache
+
+/// A create's prefix lookup looks at every block position in memory first, then in the own
+/// disk tier (then peers), and stops only at the first block found nowhere (`Engine.create`):
+/// a block cached in memory after one found on disk is shared, not missed (the chain used to
+/// stay on disk after the first memory miss) nor read a second time, and a block a disk read
+/// is still filling is shared in both layouts (the contiguous layout used to read it again).
+/// Block positions are kept: a hash sits at the same position in every sequence that holds it.
+@Suite("Prefix lookup: memory first at every block", .serialized)
+struct PrefixLookupOrderTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+    /// Blocks of the prompt on disk only, then blocks in memory (4-token blocks of 128 bytes:
+    /// the 60 in memory cover whole 4 KiB pages, which the contiguous layout maps shared, and
+    /// the page where disk and memory blocks meet, which it copies).
+    static let onDisk = 40, inMemory = 60
+
+    /// An engine whose cache holds the first `onDisk` full blocks of `prompt` on disk only
+    /// and the next `inMemory` blocks in memory only (with `bothPlaces`, on disk too).
+    /// Construction: sequence 1, created by the hashes of the first `onDisk` blocks, is filled,
+    /// freed and trimmed (spilled to disk, dropped from memory). Sequence 2 is created by
+    /// `onDisk` decoy hashes (found nowhere, so it hits nothing) followed by the prompt's next
+    /// `inMemory` hashes, at their positions, filled with the prompt's K/V and freed: those
+    /// blocks are cached in memory and not on disk. With `bothPlaces` it is also trimmed and
+    /// created again (all its blocks read back from disk) and freed: then they are cached in
+    /// memory and on disk.
+    private final class SplitCache {
+        let dir = ScratchDir()
+        let e: Engine
+        let prompt: [Int32]
+        let hashes: [UInt64]
+
+        init(_ layout: Layout, seed: Int32, bothPlaces: Bool = false) throws {
+            let bt = 4, chain = PrefixLookupOrderTests.onDisk + PrefixLookupOrderTests.inMemory
+            prompt = tokens(chain * bt + 1, seed: seed)
+            hashes = BlockHash.chain(prompt, blockTokens: bt)
+            var c = offloadConfig(layout, dir: dir.path)
+            c.offloadForceThreads = true  // so that tests can hold reads in flight
+            e = try Engine(c)
+            let onDisk = PrefixLookupOrderTests.onDisk
+            try Self.create(e, 1, Array(hashes[0..<onDisk]), tokens: onDisk * bt)
+            try fillKV(e, 1, count: onDisk * bt) { [prompt] in prompt[$0] }
+            try e.free(1)
+            try e.trim()
+            let decoys = (0..<onDisk).map { UInt64(0xDEC0_0000 + $0) }
+            let second = decoys + Array(hashes[onDisk...])
+            #expect(try Self.create(e, 2, second, tokens: chain * bt + 1) == 0)
+            try fillKV(e, 2, count: chain * bt) { [prompt] in prompt[$0] }
+            try e.free(2)
+            if bothPlaces {
+                try e.trim()
+                #expect(try Self.create(e, 2, second, tokens: chain * bt + 1) == chain * bt)
+                try waitReady(e, 2)
+                try e.free(2)
+            }
+            try e.syncOffload()
+            let s = e.stats()
+            #expect(s.blocksCached == UInt64(chain) && s.disk.storedSlots == UInt64(bothPlaces ? onDisk + chain : onDisk))
+        }
+
+        @discardableResult
+        static func create(_ e: Engine, _ seq: UInt64, _ hashes: [UInt64], tokens: Int) throws -> Int {
+            try hashes.withUnsafeBufferPointer { try e.createSequence(seq, blockHashes: $0, tokens: tokens) }
+        }
+
+        deinit { dir.remove() }
+    }
+
+    /// Block `onDisk - 1` is on disk only and block `onDisk` in memory only: the create hits the
+    /// whole chain (and `cachedPrefixTokens` says so first), reads exactly the disk blocks,
+    /// shares the memory ones (they leave the LRU queue), announces only what it read
+    /// (`blockStored`, in chain order) and serves the prompt's bytes.
+    @Test(arguments: layouts)
+    func aMemoryBlockAfterADiskBlockIsHit(layout: Layout) throws {
+        let split = try SplitCache(layout, seed: 31)
+        let (e, prompt, hashes) = (split.e, split.prompt, split.hashes)
+        let bt = 4, chain = Self.onDisk + Self.inMemory
+        _ = drain(e)
+        #expect(e.cachedPrefixTokens(prompt) == chain * bt)
+        let before = e.stats()
+        #expect(try e.createSequence(3, tokens: prompt) == chain * bt)
+        let created = e.stats()
+        #expect(created.prefixHitTokens - before.prefixHitTokens == UInt64(chain * bt))
+        #expect(created.disk.prefixHitTokens - before.disk.prefixHitTokens == UInt64(Self.onDisk * bt))
+        #expect(created.blocksCached == before.blocksCached - UInt64(Self.inMemory), "the memory blocks are shared")
+        #expect(created.blocksUsed == before.blocksUsed + UInt64(chain + 1))
+        let stored = (0..<Self.onDisk).map { KVEvent(kind: .blockStored, blockHash: hashes[$0], parentHash: $0 > 0 ? hashes[$0 - 1] : 0) }
+        #expect(drain(e) == stored)
+        try waitReady(e, 3)
+        let after = e.stats()
+        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(Self.onDisk))
+        #expect(after.disk.peerHits == before.disk.peerHits && after.disk.loadsFailed == before.disk.loadsFailed)
+        #expect(try kvDifferences(e, 3, count: chain * bt) { prompt[$0] } == 0)
+        #expect(e.offloadSlotAudit.pinned == 0, "every pin of the lookup was released")
+        try e.free(3)
+    }
+
+    /// The memory blocks are on disk too: only the blocks missing in memory are read (the
+    /// lookup used to read every block after the first memory miss from disk, into second
+    /// copies the index refused), and no event announces the shared ones.
+    @Test(arguments: layouts)
+    func aBlockInMemoryAndOnDiskIsNotReadAgain(layout: Layout) throws {
+        let split = try SplitCache(layout, seed: 37, bothPlaces: true)
+        let (e, prompt, hashes) = (split.e, split.prompt, split.hashes)
+        let bt = 4, chain = Self.onDisk + Self.inMemory
+        _ = drain(e)
+        #expect(e.cachedPrefixTokens(prompt) == chain * bt)
+        let before = e.stats()
+        #expect(try e.createSequence(3, tokens: prompt) == chain * bt)
+        let stored = (0..<Self.onDisk).map { KVEvent(kind: .blockStored, blockHash: hashes[$0], parentHash: $0 > 0 ? hashes[$0 - 1] : 0) }
+        #expect(drain(e) == stored)
+        try waitReady(e, 3)
+        let after = e.stats()
+        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(Self.onDisk), "each missing block read once, no other")
+        #expect(after.disk.prefixHitTokens - before.disk.prefixHitTokens == UInt64(Self.onDisk * bt))
+        #expect(after.blocksUsed == before.blocksUsed + UInt64(chain + 1) && after.blocksCached == before.blocksCached - UInt64(Self.inMemory))
+        #expect(try kvDifferences(e, 3, count: chain * bt) { prompt[$0] } == 0)
+        #expect(e.offloadSlotAudit.pinned == 0)
+    }
+
+    /// Two creates of the same prompt while the first one's disk reads are held in flight (two
+    /// requests with one system prompt arriving together): the second shares the blocks being
+    /// read instead of reading them again, is not ready before they landed, and then holds the
+    /// prompt's bytes (contiguous: also on its copied boundary page, which the landing read
+    /// fills in every sequence holding the block). With `freeFirst` the first sequence is freed
+    /// while its reads are held: they still land, for the second.
+    @Test(arguments: layouts, [false, true])
+    func aSecondCreateSharesBlocksStillBeingRead(layout: Layout, freeFirst: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        let e = try Engine(c)
+        let bt = 4, blocks = 70  // 280 tokens: two whole 4 KiB pages and a boundary page
+        let prompt = tokens(blocks * bt + 1, seed: 43)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        _ = drain(e)
+        let before = e.stats()
+        #expect(e.pauseOffloadIO(true))
+        #expect(try e.createSequence(1, tokens: prompt) == blocks * bt)
+        #expect(e.cachedPrefixTokens(prompt) == blocks * bt)
+        #expect(try e.createSequence(2, tokens: prompt) == blocks * bt)
+        #expect(drain(e).count == blocks, "the second create announces nothing")
+        #expect(try e.ready(2) == false, "the shared blocks have not landed")
+        if freeFirst { try e.free(1) }
+        #expect(e.pauseOffloadIO(false))
+        if !freeFirst { try waitReady(e, 1) }
+        try waitReady(e, 2)
+        let after = e.stats()
+        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(blocks), "each block read once")
+        #expect(after.disk.prefixHitTokens - before.disk.prefixHitTokens == UInt64(blocks * bt))
+        #expect(after.prefixHitTokens - before.prefixHitTokens == UInt64(2 * blocks * bt))
+        #expect(after.blocksUsed == UInt64(blocks + (freeFirst ? 1 : 2)))
+        if !freeFirst { #expect(try kvDifferences(e, 1, count: blocks * bt) { prompt[$0] } == 0) }
+        #expect(try kvDifferences(e, 2, count: blocks * bt) { prompt[$0] } == 0)
+        #expect(e.offloadSlotAudit.pinned == 0)
+    }
+}
