@@ -66,13 +66,15 @@ struct PrefixLookupOrderTests {
         deinit { dir.remove() }
     }
 
-    /// Block `onDisk - 1` is on disk only and block `onDisk` in memory only: the create hits the
-    /// whole chain (and `cachedPrefixTokens` says so first), reads exactly the disk blocks,
-    /// shares the memory ones (they leave the LRU queue), announces only what it read
-    /// (`blockStored`, in chain order) and serves the prompt's bytes.
-    @Test(arguments: layouts)
-    func aMemoryBlockAfterADiskBlockIsHit(layout: Layout) throws {
-        let split = try SplitCache(layout, seed: 31)
+    /// Block `onDisk - 1` is on disk only and block `onDisk` in memory (with `bothPlaces`, on
+    /// disk too): the create hits the whole chain (and `cachedPrefixTokens` says so first),
+    /// reads exactly the blocks memory lacks, once each (the lookup used to miss the memory
+    /// blocks after the first disk block, or, with `bothPlaces`, read them from disk again into
+    /// second copies the index refused), shares the memory ones (they leave the LRU queue),
+    /// announces only what it read (`blockStored`, in chain order) and serves the prompt's bytes.
+    @Test(arguments: layouts, [false, true])
+    func aMemoryBlockAfterADiskBlockIsShared(layout: Layout, bothPlaces: Bool) throws {
+        let split = try SplitCache(layout, seed: bothPlaces ? 37 : 31, bothPlaces: bothPlaces)
         let (e, prompt, hashes) = (split.e, split.prompt, split.hashes)
         let bt = 4, chain = Self.onDisk + Self.inMemory
         _ = drain(e)
@@ -88,34 +90,10 @@ struct PrefixLookupOrderTests {
         #expect(drain(e) == stored)
         try waitReady(e, 3)
         let after = e.stats()
-        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(Self.onDisk))
+        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(Self.onDisk), "each missing block read once, no other")
         #expect(after.disk.peerHits == before.disk.peerHits && after.disk.loadsFailed == before.disk.loadsFailed)
         #expect(try kvDifferences(e, 3, count: chain * bt) { prompt[$0] } == 0)
         #expect(e.offloadSlotAudit.pinned == 0, "every pin of the lookup was released")
-        try e.free(3)
-    }
-
-    /// The memory blocks are on disk too: only the blocks missing in memory are read (the
-    /// lookup used to read every block after the first memory miss from disk, into second
-    /// copies the index refused), and no event announces the shared ones.
-    @Test(arguments: layouts)
-    func aBlockInMemoryAndOnDiskIsNotReadAgain(layout: Layout) throws {
-        let split = try SplitCache(layout, seed: 37, bothPlaces: true)
-        let (e, prompt, hashes) = (split.e, split.prompt, split.hashes)
-        let bt = 4, chain = Self.onDisk + Self.inMemory
-        _ = drain(e)
-        #expect(e.cachedPrefixTokens(prompt) == chain * bt)
-        let before = e.stats()
-        #expect(try e.createSequence(3, tokens: prompt) == chain * bt)
-        let stored = (0..<Self.onDisk).map { KVEvent(kind: .blockStored, blockHash: hashes[$0], parentHash: $0 > 0 ? hashes[$0 - 1] : 0) }
-        #expect(drain(e) == stored)
-        try waitReady(e, 3)
-        let after = e.stats()
-        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(Self.onDisk), "each missing block read once, no other")
-        #expect(after.disk.prefixHitTokens - before.disk.prefixHitTokens == UInt64(Self.onDisk * bt))
-        #expect(after.blocksUsed == before.blocksUsed + UInt64(chain + 1) && after.blocksCached == before.blocksCached - UInt64(Self.inMemory))
-        #expect(try kvDifferences(e, 3, count: chain * bt) { prompt[$0] } == 0)
-        #expect(e.offloadSlotAudit.pinned == 0)
     }
 
     /// Two creates of the same prompt while the first one's disk reads are held in flight (two
@@ -158,5 +136,55 @@ struct PrefixLookupOrderTests {
         if !freeFirst { #expect(try kvDifferences(e, 1, count: blocks * bt) { prompt[$0] } == 0) }
         #expect(try kvDifferences(e, 2, count: blocks * bt) { prompt[$0] } == 0)
         #expect(e.offloadSlotAudit.pinned == 0)
+    }
+
+    /// Every tier in one chain: blocks 0-9 are in the peer's tier only, 10-19 in memory only,
+    /// 20-29 in the own tier only, 30-39 in the peer's only (each placed by a sequence created
+    /// by hashes, decoys before the placed ones so that each block keeps its position, filled,
+    /// freed and trimmed where the tier is disk). The create hits all 40 blocks (the lookup
+    /// used to stop at block 10, found nowhere on disk), reads the 30 disk blocks, each from
+    /// where it is (own-tier and peer counters exact), announces them in chain order and serves
+    /// the prompt's bytes.
+    @Test(arguments: layouts)
+    func memoryOwnTierAndPeerBlocksInterleave(layout: Layout) throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let bt = 4, chain = 40
+        let prompt = tokens(chain * bt + 1, seed: 53)
+        let hashes = BlockHash.chain(prompt, blockTokens: bt)
+        func decoys(_ count: Int, _ base: UInt64) -> [UInt64] { (0..<count).map { base + UInt64($0) } }
+        func place(_ e: Engine, _ seq: UInt64, _ blocks: [UInt64], spill: Bool) throws {
+            let n = blocks.count * bt + 1
+            _ = try blocks.withUnsafeBufferPointer { try e.createSequence(seq, blockHashes: $0, tokens: n) }
+            try fillKV(e, seq, count: n - 1) { prompt[$0] }
+            try e.free(seq)
+            if spill {
+                try e.trim()
+                try e.syncOffload()
+            }
+        }
+        let a = try Engine(offloadConfig(layout, dir: dirA.path))
+        try place(a, 1, Array(hashes[0..<10]) + decoys(20, 0xA000) + Array(hashes[30..<40]), spill: true)
+        var c = peerConfig(layout, dir: dirB.path, peers: [dirA.path])
+        c.offloadForceThreads = true
+        let b = try Engine(c)
+        try place(b, 1, decoys(20, 0xB000) + Array(hashes[20..<30]), spill: true)
+        try place(b, 2, decoys(10, 0xC000) + Array(hashes[10..<20]), spill: false)
+        _ = drain(b)
+        #expect(b.cachedPrefixTokens(prompt) == chain * bt)
+        let before = b.stats()
+        #expect(try b.createSequence(3, tokens: prompt) == chain * bt)
+        let read = Array(0..<10) + Array(20..<40)
+        #expect(drain(b) == read.map { KVEvent(kind: .blockStored, blockHash: hashes[$0], parentHash: $0 > 0 ? hashes[$0 - 1] : 0) })
+        try waitReady(b, 3)
+        let after = b.stats()
+        #expect(after.prefixHitTokens - before.prefixHitTokens == UInt64(chain * bt))
+        #expect(after.disk.prefixHitTokens - before.disk.prefixHitTokens == UInt64(10 * bt), "own tier: blocks 20-29")
+        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == 10)
+        #expect(after.disk.peerHits - before.disk.peerHits == 20 && after.disk.peerHitTokens - before.disk.peerHitTokens == UInt64(20 * bt))
+        #expect(after.disk.peerStale == before.disk.peerStale)
+        #expect(after.blocksCached == before.blocksCached - 10, "blocks 10-19 shared from memory")
+        #expect(try kvDifferences(b, 3, count: chain * bt) { prompt[$0] } == 0)
+        #expect(b.offloadSlotAudit.pinned == 0)
     }
 }
