@@ -330,7 +330,8 @@ public final class Engine: @unchecked Sendable {
     /// creation's own allocations evict cached blocks, whose spills into a full tier drop its
     /// least recently used unpinned slots and reuse them at once, and a reused slot would serve
     /// another block's bytes as this prefix. Cost: one memory index lookup per block, one tier
-    /// lookup per block missing in memory; without peers one check at the own tier's first miss.
+    /// lookup per block missing in memory; without peers one more check, at the block that ends
+    /// the chain.
     private func tieredPrefix(start: Int, limit: Int, tier: DiskTier) -> (cached: Int, fromDisk: Int, fromPeers: Int) {
         var i = start, fromDisk = 0, fromPeers = 0
         var peersRefreshed = false

@@ -423,8 +423,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         // nobody else is served its bytes. So do the blocks after it in those sequences: their
         // create indexed the ones past its prefix hit before the server computed them, and a
         // failed sequence is freed without being computed (any other holder of them holds the
-        // failed block too, by the chain, and is spoiled with it). Indexing on schedule, those
-        // blocks are still unscheduled: they never will be.
+        // failed block too, by the chain, and is spoiled with it, except for blocks the create
+        // shared from memory after a disk block, `Engine.tieredPrefix`: those hold valid bytes,
+        // stay with their other holders, and only leave the index, so a later prompt recomputes
+        // them). Indexing on schedule, those blocks are still unscheduled: they never will be.
         blocks.forget(target.block)
         for slot in 0..<sequences.maxSeqs where sequences.lengths[slot] > 0 && !swapped[slot] {
             let table = sequences.table(slot), count = sequences.blockCount(slot)

@@ -96,6 +96,32 @@ struct PrefixLookupOrderTests {
         #expect(e.offloadSlotAudit.pinned == 0, "every pin of the lookup was released")
     }
 
+    /// The disk blocks before the memory ones fail their reads (every slot corrupted under the
+    /// running engine; the trim wrote block 39 - k into slot k): `ready` fails, nothing is
+    /// served, and the memory blocks the create shared after them leave the index with the
+    /// blocks after each failed one (`OffloadCoordinator.loadFinished`; their bytes were valid,
+    /// but the chain cannot reach them any more): once the sequence is freed only the decoys
+    /// stay cached, the prompt hits nothing, and no disk slot stays pinned.
+    @Test(arguments: layouts)
+    func failedReadsBeforeSharedMemoryBlocksServeNothing(layout: Layout) throws {
+        let split = try SplitCache(layout, seed: 41)
+        let (e, prompt) = (split.e, split.prompt)
+        let bt = 4, chain = Self.onDisk + Self.inMemory
+        corruptSlots(dir: split.dir.path, slotBytes: Int(e.stats().disk.slotBytes), 0..<Self.onDisk)
+        #expect(try e.createSequence(3, tokens: prompt) == chain * bt, "the journal still lists the disk blocks")
+        var failure: KVError?
+        do { try waitReady(e, 3) } catch { failure = error }
+        #expect(failure?.code == .io)
+        try e.free(3)
+        try e.syncOffload()
+        _ = e.poll(timeoutMicroseconds: 0)
+        let s = e.stats()
+        #expect(s.disk.loadsFailed == UInt64(Self.onDisk))
+        #expect(s.blocksUsed == 0 && s.blocksCached == UInt64(Self.onDisk), "only the decoys stay cached")
+        #expect(e.cachedPrefixTokens(prompt) == 0)
+        #expect(e.offloadSlotAudit.pinned == 0)
+    }
+
     /// Two creates of the same prompt while the first one's disk reads are held in flight (two
     /// requests with one system prompt arriving together): the second shares the blocks being
     /// read instead of reading them again, is not ready before they landed, and then holds the
