@@ -1,3 +1,4 @@
+import CKVMemory
 import Testing
 @testable import KVCache
 
@@ -120,6 +121,40 @@ struct PrefixLookupOrderTests {
         #expect(s.blocksUsed == 0 && s.blocksCached == UInt64(Self.onDisk), "only the decoys stay cached")
         #expect(e.cachedPrefixTokens(prompt) == 0)
         #expect(e.offloadSlotAudit.pinned == 0)
+    }
+
+    /// The create's memory cannot be committed (`kvm_pool_fail_commits`: the next commit fails)
+    /// while it allocates the blocks for the disk positions (paged: past the free blocks left
+    /// in committed page groups; contiguous: when it maps the sequence's pages): it throws and
+    /// changes nothing —
+    /// the memory blocks it had taken after the disk positions go back to the cache (the undo
+    /// moves them down the table so that the release finds them), no slot stays pinned, no
+    /// event — and the same create succeeds once commits work again.
+    @Test(arguments: layouts)
+    func aCreateWhoseCommitFailsAfterSharingMemoryBlocksChangesNothing(layout: Layout) throws {
+        let split = try SplitCache(layout, seed: 47)
+        let (e, prompt) = (split.e, split.prompt)
+        let bt = 4, chain = Self.onDisk + Self.inMemory
+        let pool = e.paged?.pool ?? e.contiguous!.pool
+        // Free memory goes back to the OS, the cache stays: the create must commit memory for
+        // its disk positions (paged: past the few free blocks left in the cache's page groups).
+        e.paged?.trim()
+        e.contiguous?.trim()
+        _ = drain(e)
+        let before = e.stats()
+        kvm_pool_fail_commits(pool, 0)
+        let error = caught { try e.createSequence(3, tokens: prompt) }
+        kvm_pool_fail_commits(pool, -1)
+        // Paged reports outOfMemory; the contiguous layout's failed commit surfaces as internal.
+        #expect(error?.message.contains("injected fault") == true, "\(String(describing: error))")
+        let after = e.stats()
+        #expect(after.blocksUsed == before.blocksUsed && after.blocksCached == before.blocksCached && after.sequences == 0)
+        #expect(after.prefixHitTokens == before.prefixHitTokens && after.disk.blocksLoaded == before.disk.blocksLoaded)
+        #expect(drain(e).isEmpty)
+        #expect(e.offloadSlotAudit.pinned == 0)
+        #expect(try e.createSequence(3, tokens: prompt) == chain * bt)
+        try waitReady(e, 3)
+        #expect(try kvDifferences(e, 3, count: chain * bt) { prompt[$0] } == 0)
     }
 
     /// Two creates of the same prompt while the first one's disk reads are held in flight (two
