@@ -1001,8 +1001,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     are written to disk instead of being dropped. A slot holds one block of every layer's K
  *     and V plus a header (block hash, parent hash, length, generation, checksum). A block is
  *     written once however many sequences share it.
- *   - Reload: kvc_seq_create continues its prefix lookup into the disk tier; blocks found
- *     there get memory and are read back asynchronously, and count in *cached_tokens. The
+ *   - Reload: kvc_seq_create's prefix lookup looks at each block in memory first, then in
+ *     the disk tier, and stops at the first block found nowhere; a block in memory is shared
+ *     wherever it lies in the chain (also one another sequence's disk read is still filling:
+ *     the sequences sharing it are not ready until it landed), and only the blocks memory
+ *     lacks get memory and are read back asynchronously; all count in *cached_tokens. The
  *     server must not read K/V below *cached_tokens until kvc_seq_ready says 1. Such reads
  *     (own tier and peers, and kvc_seq_swap_in's) never wait for the device: a read that
  *     finds every staging buffer in flight (a prefix of more blocks than buffers, or a busy
@@ -1032,8 +1035,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     (to rehearse failures).
  *   - Peers (peer_offload_dirs): the disk tier can sit on a shared file system so that
  *     engines reuse each other's spilled blocks. kvc_seq_create walks the prompt's chain of
- *     blocks: memory first, then for each further block the own disk tier, then each peer in
- *     the order listed; it stops at the first block found nowhere. A peer hit is read
+ *     blocks: at each block memory first, then the own disk tier, then each peer in the order
+ *     listed; it stops at the first block found nowhere. A peer hit is read
  *     (io_uring, O_DIRECT as the own tier, through the same queue and staging buffers) into a
  *     fresh block of this engine, verified against the peer's journal record (header, block
  *     hash, generation, checksum), then indexed as an ordinary cached block of this engine

@@ -111,12 +111,14 @@ final class ContiguousMemory: BlockListener {
     // MARK: planning (no state changes)
 
     /// The group a new slot can map at `page`, which lies wholly inside the `hitTokens` tokens
-    /// of `hit`: the one every hit block covering the page agrees on, or -1 (then it is copied).
+    /// of `hit`: the one every hit block covering the page agrees on, or -1 (then it is copied,
+    /// or, where a block of `hit` is -1, read from disk into it).
     private func sharedGroup(_ hit: UnsafeBufferPointer<Int32>, hitTokens: Int, page: Int) -> Int32 {
         let lo = page * pageBytes, hi = lo + pageBytes
         guard hi <= hitTokens * tokenBytes else { return -1 }
         var agreed: Int32 = -1
         for j in lo / blockBytes...(hi - 1) / blockBytes {
+            if hit[j] < 0 { return -1 }
             let g = blockGroup(hit[j], page: page)
             if agreed >= 0 && g != agreed { return -1 }
             agreed = g
@@ -125,7 +127,8 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Groups not yet pinned that a new sequence in `slot` with prefix `hit` (covering
-    /// `hitTokens`) and `tokens` tokens would pin, counting the pages of the hit blocks it keeps.
+    /// `hitTokens`: per block position the indexed block it shares, or -1 where its bytes come
+    /// from disk) and `tokens` tokens would pin, counting the pages of the hit blocks it keeps.
     func groupsNeeded(slot: Int, hit: UnsafeBufferPointer<Int32>, hitTokens: Int, tokens: Int) -> Int {
         epoch += 1
         var need = 0
@@ -136,7 +139,7 @@ final class ContiguousMemory: BlockListener {
             let shared = sharedGroup(hit, hitTokens: hitTokens, page: page)
             if shared >= 0 { count(shared) } else { need += 1 }
         }
-        for b in hit {
+        for b in hit where b >= 0 {
             for i in 0..<Int(blockPages[Int(b)]) { count(blockGroups[Int(b) * maxPagesPerBlock + i]) }
         }
         return need
@@ -154,7 +157,9 @@ final class ContiguousMemory: BlockListener {
     // MARK: changes
 
     /// Maps and pins the pages of a new sequence in free `slot`: shared hit pages, then fresh or
-    /// reused pages, copying the hit tokens that fall on unshared pages.
+    /// reused pages, copying the hit tokens that fall on unshared pages. `hit` holds, per block
+    /// position below `hitTokens`, the indexed block shared there, or -1 for a block read from
+    /// disk into the slot's own pages (its page is never shared).
     /// Precondition: `fits(groupsNeeded(...))` held for the same arguments.
     func open(slot: Int, hit: UnsafeBufferPointer<Int32>, hitTokens: Int, tokens: Int) throws(KVError) {
         let needPages = pages(for: tokens)
@@ -458,11 +463,12 @@ final class ContiguousMemory: BlockListener {
         return wanted >= 0 || kvm_pool_refs(pool, UInt32(g)) != 1
     }
 
-    /// Copies the hit tokens that fall on `page` from the hit blocks' groups into `slot`.
+    /// Copies the hit tokens that fall on `page` from the hit blocks' groups into `slot` (none
+    /// where `hit` holds -1: a disk read fills those).
     private func copyHit(_ hit: UnsafeBufferPointer<Int32>, hitTokens: Int, page: Int, slot: Int) throws(KVError) {
         let pageLo = page * pageBytes
         let pageHi = min(pageLo + pageBytes, hitTokens * tokenBytes)
-        for j in pageLo / blockBytes...(pageHi - 1) / blockBytes {
+        for j in pageLo / blockBytes...(pageHi - 1) / blockBytes where hit[j] >= 0 {
             let lo = max(j * blockBytes, pageLo), hi = min((j + 1) * blockBytes, pageHi)
             let g = UInt32(blockGroup(hit[j], page: page))
             for t in 0..<tensors {

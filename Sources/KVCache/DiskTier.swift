@@ -1007,7 +1007,7 @@ final class DiskTier {
     /// (`deferredReads`). Safe in the middle of an allocation: a write's completion changes
     /// only the tier (its slot becomes stored, or, failed, leaves the index and is freed unless
     /// pinned), and every slot a call holds across an allocation is pinned (a create's prefix,
-    /// `Engine.diskPrefix`; swapped-out sequences'; records). Submits nothing (a request the
+    /// `Engine.tieredPrefix`; swapped-out sequences'; records). Submits nothing (a request the
     /// queue refused would complete at once, reads included). O(completions); on io_uring no
     /// system call.
     private func reapWrites() {

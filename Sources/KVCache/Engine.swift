@@ -140,13 +140,17 @@ public final class Engine: @unchecked Sendable {
     /// indexed under the chain of `salt` (`BlockHash`; 0: none), as are the blocks appends
     /// fill: a prompt shares blocks only with prompts of the same salt (pass one per LoRA
     /// adapter or per tenant whose K/V must not be shared for equal tokens).
-    /// With a disk tier, blocks found there (or in peers) are read back asynchronously (`ready`
-    /// says when), and the call never waits for the device: reads that find no staging buffer
+    /// With a disk tier, the lookup looks at each block in memory first, then in the own tier,
+    /// then in peers' tiers, and stops at the first block found nowhere (`tieredPrefix`): a
+    /// block in memory is shared wherever it lies in the chain, also while a disk read still
+    /// fills it; blocks found only on disk are read back asynchronously (`ready` says when),
+    /// and the call never waits for the device: reads that find no staging buffer
     /// free are queued, in slot order, behind older queued reads (`DiskTier.load`).
     /// Throws `exists`, `invalidArgument`, `outOfMemory` (with a disk tier only once no swap-out
     /// is pending: it waits for them first, `lockedAllocating`).
-    /// Cost: one hash per prompt token, one index lookup per full block, one allocation per new
-    /// block (paged) or a few mmaps per new page run (contiguous).
+    /// Cost: one hash per prompt token, one index lookup per full block (with a disk tier, one
+    /// tier lookup more per block memory misses), one allocation per new block (paged) or a few
+    /// mmaps per new page run (contiguous).
     public func createSequence(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0) throws(KVError) -> Int {
         let n = tokens.count
         try checkPromptLength(n)
@@ -209,60 +213,74 @@ public final class Engine: @unchecked Sendable {
         if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
         if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
         offload?.processCompletions()  // before the lookup: settled swap-outs release memory
-        var hit = 0
-        while hit < full {
-            let b = blocks.lookup(scratchHashes[hit])
+        let limit = min(full, (n - 1) / bt)  // blocks that may hit: at least one token stays to compute
+        var run = 0  // the memory hits before the first memory miss: without a disk tier, every hit
+        while run < limit {
+            let b = blocks.lookup(scratchHashes[run])
             if b < 0 { break }
-            // Contiguous hits copy or map the bytes now: a block still being read cannot be shared.
-            if contiguous != nil, let offload, offload.isLoading(b) { break }
-            scratchHit[hit] = b
-            hit += 1
+            scratchHit[run] = b
+            run += 1
         }
-        let used = min(hit, (n - 1) / bt)
-        let (fromDisk, fromPeers) = offload.map { diskPrefix(start: used, full: min(full, (n - 1) / bt), tier: $0.tier) } ?? (0, 0)
-        defer { if let tier = offload?.tier { for i in 0..<fromDisk where scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } } }  // pinned by diskPrefix
+        let (cached, fromDisk, fromPeers) = offload.map { tieredPrefix(start: run, limit: limit, tier: $0.tier) } ?? (run, 0, 0)
+        defer {  // pinned by tieredPrefix
+            if let tier = offload?.tier { for i in run..<cached where scratchHit[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
+        }
         let total = (n + bt - 1) / bt
         var revived = 0
-        for i in 0..<used where blocks.references(scratchHit[i]) == 0 { revived += 1 }
-        guard blocks.available - revived >= total - used else {
-            throw .outOfMemory("prompt needs \(total - used) blocks, \(blocks.available - revived) are available")
+        for i in 0..<run where blocks.references(scratchHit[i]) == 0 { revived += 1 }
+        for i in run..<cached where scratchHit[i] >= 0 && blocks.references(scratchHit[i]) == 0 { revived += 1 }
+        guard blocks.available - revived >= total - (cached - fromDisk) else {
+            throw .outOfMemory("prompt needs \(total - (cached - fromDisk)) blocks, \(blocks.available - revived) are available")
         }
-        let hitBlocks = UnsafeBufferPointer(start: scratchHit, count: used)
+        // Per position up to the last memory hit: the block shared there, or -1 (read from disk).
+        var extent = cached
+        while extent > run && scratchHit[extent - 1] < 0 { extent -= 1 }
+        let hitBlocks = UnsafeBufferPointer(start: scratchHit, count: extent)
         let slot = sequences.nextSlot
         if let contiguous {
-            let need = contiguous.groupsNeeded(slot: slot, hit: hitBlocks, hitTokens: used * bt, tokens: n)
+            let need = contiguous.groupsNeeded(slot: slot, hit: hitBlocks, hitTokens: extent * bt, tokens: n)
             guard contiguous.fits(need) else { throw .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor than the budget has free") }
         }
         sequences.open(seq, slot: slot)
         sequences.indexesAppends[slot] = tailKnown
         let table = sequences.table(slot)
-        for i in 0..<used {
+        // Every memory hit is referenced before anything is allocated, which may evict cached blocks.
+        for i in 0..<extent where scratchHit[i] >= 0 {
             blocks.retain(scratchHit[i])
             table[i] = scratchHit[i]
         }
-        var filled = used
+        var filled = run  // table[0..<filled] is set, and the memory hits after it
         do throws(KVError) {
-            try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: used * bt, tokens: n)
+            try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: extent * bt, tokens: n)
             while filled < total {
-                table[filled] = try blocks.allocate()
+                if filled >= extent || scratchHit[filled] < 0 { table[filled] = try blocks.allocate() }
                 filled += 1
             }
         } catch {
-            // Only a failing system call gets here (capacity was checked): undo and report.
-            sequences.lengths[slot] = filled * bt
+            // Only a failing system call gets here (capacity was checked): undo and report. The
+            // memory hits past `filled` move down, so that the table's first entries are all set.
+            var held = filled
+            for i in filled..<max(filled, extent) where scratchHit[i] >= 0 {
+                table[held] = scratchHit[i]
+                held += 1
+            }
+            sequences.lengths[slot] = held * bt
             release(slot)
             throw error
         }
         sequences.lengths[slot] = n
         // Blocks read back from the disk tier hold cached K/V and are indexed now; the prompt's
-        // new blocks too, or, indexing on schedule, only prepared for `schedule`.
-        let indexedNow = config.indexOnSchedule ? used + fromDisk : full
-        var parent: UInt64 = used > 0 ? scratchHashes[used - 1] : 0
-        for i in used..<full {
-            if i < indexedNow {
-                index(table[i], hash: scratchHashes[i], parent: parent, slot: slot, position: i)
-            } else {
-                blocks.prepare(table[i], hash: scratchHashes[i], parent: parent)
+        // new blocks too, or, indexing on schedule, only prepared for `schedule`. Memory hits
+        // are indexed already.
+        let indexedNow = config.indexOnSchedule ? cached : full
+        var parent: UInt64 = run > 0 ? scratchHashes[run - 1] : 0
+        for i in run..<full {
+            if i >= extent || scratchHit[i] < 0 {
+                if i < indexedNow {
+                    index(table[i], hash: scratchHashes[i], parent: parent, slot: slot, position: i)
+                } else {
+                    blocks.prepare(table[i], hash: scratchHashes[i], parent: parent)
+                }
             }
             parent = scratchHashes[i]
         }
@@ -279,14 +297,18 @@ public final class Engine: @unchecked Sendable {
             if fromDisk > 0 {
                 withUnsafeTemporaryAllocation(of: Int32.self, capacity: fromDisk) { buffer in
                     var order = buffer
-                    for i in 0..<fromDisk { order[i] = Int32(i) }
+                    var k = 0
+                    for i in run..<cached where scratchHit[i] < 0 {
+                        order[k] = Int32(i)
+                        k += 1
+                    }
                     order.sort { readOrder($0) < readOrder($1) }
-                    for k in 0..<fromDisk {
-                        let i = Int(order[k])
+                    for p in order {
+                        let i = Int(p)
                         if scratchDisk[i] >= 0 {
-                            offload.load(scratchDisk[i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
+                            offload.load(scratchDisk[i], block: table[i], slot: slot, position: i, tokens: bt)
                         } else {
-                            offload.loadPeer(scratchPeer![i], block: table[used + i], slot: slot, position: used + i, tokens: bt)
+                            offload.loadPeer(scratchPeer![i], block: table[i], slot: slot, position: i, tokens: bt)
                         }
                     }
                 }
@@ -295,46 +317,57 @@ public final class Engine: @unchecked Sendable {
             offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
         }
         prefixQueryTokens += UInt64(n)
-        prefixHitTokens += UInt64((used + fromDisk) * bt)
+        prefixHitTokens += UInt64(cached * bt)
         sequencesCreated += 1
-        return (used + fromDisk) * bt
+        return cached * bt
     }
 
-    /// Continues a prefix lookup into the disk tier from block `start` (below `full`): stores the
-    /// disk slots of the blocks found, in order, in `scratchDisk`, pins each, and returns how
-    /// many, and how many of them came from peers. The caller unpins them once their reads are issued (a read holds its own pin, also
-    /// while it is queued for a staging buffer), on
-    /// every path: until then the creation's own allocations evict cached blocks, whose spills
-    /// into a full tier drop its least recently used unpinned slots and reuse them at once, and
-    /// a reused slot would serve another block's bytes as this prefix.
+    /// Continues a prefix lookup past its first memory miss, at block `start` (below `limit`):
+    /// at each block position memory first (the block is stored in `scratchHit`: shared, as a
+    /// hit before the miss), else the own disk tier (-1 in `scratchHit`, the slot in
+    /// `scratchDisk`, pinned), else the peers' tiers in order (-1 in `scratchHit` and in
+    /// `scratchDisk`, the location in `scratchPeer`; not pinned: the peer's slot is verified
+    /// when read; the peers' indexes are refreshed once per call, when the lookup first reaches
+    /// them). Stops at the first block found nowhere. Returns where it stopped (the blocks
+    /// cached, from 0), how many of them are read from disk (own tier and peers) and how many
+    /// from peers. So a block cached in memory is never read from disk, wherever it lies in the
+    /// chain, and one a disk read is still filling is shared too (its sequences are not ready
+    /// until it landed: `OffloadCoordinator.resident`; the contiguous layout copies the landing
+    /// bytes into every sequence holding it, `OffloadCoordinator.scatter`).
     ///
-    /// A block the own tier misses is looked up in the peers' indexes (refreshed once per
-    /// call, when the lookup first reaches them): a peer hit is stored as -1 in `scratchDisk`
-    /// and its location in `scratchPeer` (not pinned: the peer's slot is verified when read).
-    /// The chain stops at the first block found nowhere. Without peers the only extra cost is
-    /// one check at the own tier's first miss.
-    private func diskPrefix(start: Int, full: Int, tier: DiskTier) -> (found: Int, fromPeers: Int) {
-        tier.reap()
-        var found = 0, fromPeers = 0
+    /// The caller unpins the own tier's slots once their reads are issued (a read holds its own
+    /// pin, also while it is queued for a staging buffer), on every path: until then the
+    /// creation's own allocations evict cached blocks, whose spills into a full tier drop its
+    /// least recently used unpinned slots and reuse them at once, and a reused slot would serve
+    /// another block's bytes as this prefix. Cost: one memory index lookup per block, one tier
+    /// lookup per block missing in memory; without peers one more check, at the block that ends
+    /// the chain.
+    private func tieredPrefix(start: Int, limit: Int, tier: DiskTier) -> (cached: Int, fromDisk: Int, fromPeers: Int) {
+        var i = start, fromDisk = 0, fromPeers = 0
         var peersRefreshed = false
-        while start + found < full {
-            let hash = scratchHashes[start + found]
-            let slot = tier.lookup(hash)
-            if slot >= 0 {
-                tier.pin(slot)
-                scratchDisk[found] = slot
-            } else {
-                guard let read = tier.findInPeers(hash, refreshed: &peersRefreshed) else { break }
-                scratchDisk[found] = -1
-                scratchPeer![found] = read
-                fromPeers += 1
+        while i < limit {
+            let hash = scratchHashes[i]
+            let b = blocks.lookup(hash)
+            scratchHit[i] = b
+            if b < 0 {
+                let slot = tier.lookup(hash)
+                if slot >= 0 {
+                    tier.pin(slot)
+                    scratchDisk[i] = slot
+                } else {
+                    guard let read = tier.findInPeers(hash, refreshed: &peersRefreshed) else { break }
+                    scratchDisk[i] = -1
+                    scratchPeer![i] = read
+                    fromPeers += 1
+                }
+                fromDisk += 1
             }
-            found += 1
+            i += 1
         }
-        return (found, fromPeers)
+        return (i, fromDisk, fromPeers)
     }
 
-    /// Sort key of `diskPrefix`'s block `i` for submission: own slots first in slot order,
+    /// Sort key of `tieredPrefix`'s disk block at position `i` for submission: own slots first in slot order,
     /// then each peer's slots in slot order.
     @inline(__always) private func readOrder(_ i: Int32) -> Int64 {
         let slot = scratchDisk[Int(i)]
@@ -702,13 +735,14 @@ public final class Engine: @unchecked Sendable {
     /// resident-memory measurement of the engine looks at.
     public var memoryRegion: (start: UInt, bytes: UInt) { paged?.region ?? contiguous?.region ?? (0, 0) }
 
-    /// How many leading tokens of `tokens` `createSequence` would report cached now (memory,
-    /// disk tier and peers' tiers, whose indexes it brings up to date), without creating
-    /// anything. With a disk tier it first processes completions, as `createSequence` does
-    /// (a settled swap-out's blocks leave memory for the disk tier, which can end the memory
-    /// part of the chain sooner). Cost: one hash per token and one lookup per full block (per
-    /// peer past the own tier's first miss, plus one journal `fstat` per peer), plus the
-    /// completions processed. `salt` as for `createSequence`.
+    /// How many leading tokens of `tokens` `createSequence` would report cached now (at each
+    /// block memory, then the disk tier, then peers' tiers, whose indexes it brings up to
+    /// date), without creating anything. With a disk tier it first processes completions, as
+    /// `createSequence` does (a settled swap-out's blocks leave memory for the disk tier).
+    /// `salt` as for `createSequence`.
+    /// Cost: one hash per token and one memory lookup per full block, plus for each block
+    /// memory misses one tier lookup (and one per peer past the own tier's miss, plus one
+    /// journal `fstat` per peer), plus the completions processed.
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }
@@ -720,8 +754,8 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// How many leading blocks of the hash chain `blockHashes` (as `BlockHash.chain` computes)
-    /// `createSequence(_:blockHashes:tokens:)` would find cached now (memory, then the disk tier
-    /// and peers' tiers, as `cachedPrefixTokens`), without creating anything and without
+    /// `createSequence(_:blockHashes:tokens:)` would find cached now (at each block memory, then
+    /// the disk tier and peers' tiers, as `cachedPrefixTokens`), without creating anything and without
     /// touching the LRU order: for stores queried by hash chain (KVSim's `SharedTier`). Unlike `createSequence` it does not keep a token to
     /// compute: every block may count. Cost: one lookup per block found, plus one (and, with a
     /// disk tier, the completions processed first, as `cachedPrefixTokens`).
@@ -730,26 +764,22 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Under the lock: how many leading blocks, of at most `limit`, are cached, `hash(i)` giving
-    /// block i's chained hash (called once per block, in order). Completions are processed
-    /// first, as `create` does before its lookup: a swap-out they settle evicts its blocks
-    /// (now on disk) from memory, and counting them in memory would break the chain later
-    /// than the create does.
+    /// block i's chained hash (called once per block, in order), by `create`'s rule
+    /// (`tieredPrefix`): at each block memory, then the own tier, then peers; the first block
+    /// found nowhere ends the chain. Completions are processed first, as `create` does before
+    /// its lookup: a swap-out they settle evicts its blocks (now on disk) from memory, and a
+    /// failed read takes its block out of the index.
     private func cachedPrefixBlocks(limit: Int, hash: (Int) -> UInt64) -> Int {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         offload?.processCompletions()
         var hit = 0
-        var inMemory = true  // as in createSequence: memory hits first, then the disk tier, then peers
         var peersRefreshed = false
-        while hit < limit {
+        while hit < limit {  // as `create`: at each block memory, then the disk tier, then peers
             let h = hash(hit)
-            if inMemory && blocks.lookup(h) >= 0 {
-                hit += 1
-                continue
+            if blocks.lookup(h) < 0 {
+                guard let tier = offload?.tier, tier.contains(h) || tier.findInPeers(h, refreshed: &peersRefreshed) != nil else { break }
             }
-            inMemory = false
-            guard let tier = offload?.tier else { break }
-            guard tier.contains(h) || tier.findInPeers(h, refreshed: &peersRefreshed) != nil else { break }
             hit += 1
         }
         return hit

@@ -150,9 +150,6 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         return s
     }
 
-    /// True while a disk read fills `block`.
-    @inline(__always) func isLoading(_ block: Int32) -> Bool { loading[Int(block)] != 0 }
-
     /// Starts reading disk slot `diskSlot` into `block` at `position` of sequence `slot`. A read
     /// that fails (on submission or on the device) completes as failed: `loadFinished` then
     /// marks the sequence failed (its `ready` reports it). Never waits: without a free staging
@@ -172,8 +169,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Takes back the reads of sequence `slot` still queued for a staging buffer (`free`): a
     /// block only this sequence holds is not read at all, leaves the prefix index (its create
     /// indexed it before its bytes arrived; the disk tier keeps them) and stops loading; its
-    /// disk slot is unpinned. A block another sequence shares (a paged hit on a block still
-    /// loading) keeps its read, which lands in memory that other sequence still holds.
+    /// disk slot is unpinned. A block another sequence shares (a create's hit on a block still
+    /// loading, `Engine.tieredPrefix`) keeps its read, which lands in memory that other
+    /// sequence still holds.
     /// Returns how many were cancelled. O(queued reads).
     @discardableResult
     func cancelQueuedReads(_ slot: Int) -> Int {
@@ -389,13 +387,27 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         }
     }
 
+    /// Paged: into the block. Contiguous: into the range of every slot holding the block (at
+    /// its position: a chained hash has one), the one that read it and any whose create hit it
+    /// while it was loading (`Engine.tieredPrefix`), live or detached (swapped-out slots hold
+    /// no loading block: a swap-out waits for its reads). Cost: one copy per holder; the scan
+    /// of every slot only for a block more than one holds.
     func scatter(_ target: LoadTarget, from data: UnsafeRawPointer) {
         if target.record >= 0 { return records.scatterRecord(target, from: data) }
-        let bytes = Int(target.tokens) * tokenBytes
-        for t in 0..<tensors {
-            let dest = paged?.address(target.block, tensor: t)
-                ?? contiguous!.base(Int(target.slot), tensor: t) + Int(target.position) * blockBytes
-            dest.copyMemory(from: data + t * blockBytes, byteCount: bytes)
+        let bytes = Int(target.tokens) * tokenBytes, position = Int(target.position)
+        guard let contiguous else {
+            for t in 0..<tensors { paged!.address(target.block, tensor: t).copyMemory(from: data + t * blockBytes, byteCount: bytes) }
+            return
+        }
+        func copy(into slot: Int) {
+            for t in 0..<tensors {
+                (contiguous.base(slot, tensor: t) + position * blockBytes).copyMemory(from: data + t * blockBytes, byteCount: bytes)
+            }
+        }
+        guard blocks.references(target.block) > 1 else { return copy(into: Int(target.slot)) }
+        for slot in 0..<sequences.maxSeqs where sequences.lengths[slot] > 0 && !swapped[slot]
+            && sequences.blockCount(slot) > position && sequences.table(slot)[position] == target.block {
+            copy(into: slot)
         }
     }
 
@@ -412,8 +424,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         // nobody else is served its bytes. So do the blocks after it in those sequences: their
         // create indexed the ones past its prefix hit before the server computed them, and a
         // failed sequence is freed without being computed (any other holder of them holds the
-        // failed block too, by the chain, and is spoiled with it). Indexing on schedule, those
-        // blocks are still unscheduled: they never will be.
+        // failed block too, by the chain, and is spoiled with it, except for blocks the create
+        // shared from memory after a disk block, `Engine.tieredPrefix`: those hold valid bytes,
+        // stay with their other holders, and only leave the index, so a later prompt recomputes
+        // them). Indexing on schedule, those blocks are still unscheduled: they never will be.
         blocks.forget(target.block)
         for slot in 0..<sequences.maxSeqs where sequences.lengths[slot] > 0 && !swapped[slot] {
             let table = sequences.table(slot), count = sequences.blockCount(slot)

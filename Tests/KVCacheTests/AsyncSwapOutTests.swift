@@ -447,9 +447,10 @@ struct AsyncSwapOutTests {
     /// also when an asynchronous swap-out's writes completed unprocessed: the create settles it
     /// first (its memory released: its blocks, now on disk, leave memory), so the query must
     /// too. Sequence 2 holds blocks 0-1 of `prompt` alone, block 2 is cached in memory only;
-    /// once the swap-out settles, block 0 misses memory, blocks 0-1 come from disk, and block 2
-    /// (memory only) is not reached: 8 tokens. Before, the query counted the unsettled blocks
-    /// 0-1 in memory and block 2 after them: 12, and the create then reported 8.
+    /// once the swap-out settles, blocks 0-1 are on disk only and block 2 in memory: 12 tokens,
+    /// 8 of them read from disk (the lookup looks at every block in memory first, so block 2
+    /// is reached after them; when it stopped at the first block found only on disk, the query
+    /// counted the unsettled blocks 0-1 and block 2 in memory, 12, and the create then reported 8).
     @Test(arguments: layouts)
     func cachedPrefixTokensSettlesCompletedSwapOutsAsCreateDoes(layout: Layout) throws {
         let dir = ScratchDir()
@@ -464,8 +465,10 @@ struct AsyncSwapOutTests {
         // A guard against a hang, not a timing assertion: every write completes on the device.
         #expect(waitUntil(seconds: 20) { tier.readyCompletions == tier.inflight })
         let predicted = e.cachedPrefixTokens(prompt)
+        let before = e.stats().disk
         #expect(try e.createSequence(3, tokens: prompt) == predicted)
-        #expect(predicted == 8, "blocks 0-1 from disk; block 2, in memory only, is not reached")
+        #expect(predicted == 12, "blocks 0-1 from disk, block 2 from memory")
+        #expect(e.stats().disk.prefixHitTokens - before.prefixHitTokens == 8, "the create settled the swap-out: blocks 0-1 are read")
     }
 
     /// A swap call refused for bad input changes nothing (kvcache.h, CONVENTIONS), not even by

@@ -1,0 +1,251 @@
+import CKVMemory
+import Testing
+@testable import KVCache
+
+/// A create's prefix lookup looks at every block position in memory first, then in the own
+/// disk tier (then peers), and stops only at the first block found nowhere (`Engine.create`):
+/// a block cached in memory after one found on disk is shared, not missed (the chain used to
+/// stay on disk after the first memory miss) nor read a second time, and a block a disk read
+/// is still filling is shared in both layouts (the contiguous layout used to read it again).
+/// Block positions are kept: a hash sits at the same position in every sequence that holds it.
+@Suite("Prefix lookup: memory first at every block", .serialized)
+struct PrefixLookupOrderTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+    /// Blocks of the prompt on disk only, then blocks in memory (4-token blocks of 128 bytes:
+    /// the 60 in memory cover whole 4 KiB pages, which the contiguous layout maps shared, and
+    /// the page where disk and memory blocks meet, which it copies).
+    static let onDisk = 40, inMemory = 60
+
+    /// An engine whose cache holds the first `onDisk` full blocks of `prompt` on disk only
+    /// and the next `inMemory` blocks in memory only (with `bothPlaces`, on disk too).
+    /// Construction: sequence 1, created by the hashes of the first `onDisk` blocks, is filled,
+    /// freed and trimmed (spilled to disk, dropped from memory). Sequence 2 is created by
+    /// `onDisk` decoy hashes (found nowhere, so it hits nothing) followed by the prompt's next
+    /// `inMemory` hashes, at their positions, filled with the prompt's K/V and freed: those
+    /// blocks are cached in memory and not on disk. With `bothPlaces` it is also trimmed and
+    /// created again (all its blocks read back from disk) and freed: then they are cached in
+    /// memory and on disk.
+    private final class SplitCache {
+        let dir = ScratchDir()
+        let e: Engine
+        let prompt: [Int32]
+        let hashes: [UInt64]
+
+        init(_ layout: Layout, seed: Int32, bothPlaces: Bool = false) throws {
+            let bt = 4, chain = PrefixLookupOrderTests.onDisk + PrefixLookupOrderTests.inMemory
+            prompt = tokens(chain * bt + 1, seed: seed)
+            hashes = BlockHash.chain(prompt, blockTokens: bt)
+            var c = offloadConfig(layout, dir: dir.path)
+            c.offloadForceThreads = true  // so that tests can hold reads in flight
+            e = try Engine(c)
+            let onDisk = PrefixLookupOrderTests.onDisk
+            try Self.create(e, 1, Array(hashes[0..<onDisk]), tokens: onDisk * bt)
+            try fillKV(e, 1, count: onDisk * bt) { [prompt] in prompt[$0] }
+            try e.free(1)
+            try e.trim()
+            let decoys = (0..<onDisk).map { UInt64(0xDEC0_0000 + $0) }
+            let second = decoys + Array(hashes[onDisk...])
+            #expect(try Self.create(e, 2, second, tokens: chain * bt + 1) == 0)
+            try fillKV(e, 2, count: chain * bt) { [prompt] in prompt[$0] }
+            try e.free(2)
+            if bothPlaces {
+                try e.trim()
+                #expect(try Self.create(e, 2, second, tokens: chain * bt + 1) == chain * bt)
+                try waitReady(e, 2)
+                try e.free(2)
+            }
+            try e.syncOffload()
+            let s = e.stats()
+            #expect(s.blocksCached == UInt64(chain) && s.disk.storedSlots == UInt64(bothPlaces ? onDisk + chain : onDisk))
+        }
+
+        @discardableResult
+        static func create(_ e: Engine, _ seq: UInt64, _ hashes: [UInt64], tokens: Int) throws -> Int {
+            try hashes.withUnsafeBufferPointer { try e.createSequence(seq, blockHashes: $0, tokens: tokens) }
+        }
+
+        deinit { dir.remove() }
+    }
+
+    /// Block `onDisk - 1` is on disk only and block `onDisk` in memory (with `bothPlaces`, on
+    /// disk too): the create hits the whole chain (and `cachedPrefixTokens` says so first),
+    /// reads exactly the blocks memory lacks, once each (the lookup used to miss the memory
+    /// blocks after the first disk block, or, with `bothPlaces`, read them from disk again into
+    /// second copies the index refused), shares the memory ones (they leave the LRU queue),
+    /// announces only what it read (`blockStored`, in chain order) and serves the prompt's bytes.
+    @Test(arguments: layouts, [false, true])
+    func aMemoryBlockAfterADiskBlockIsShared(layout: Layout, bothPlaces: Bool) throws {
+        let split = try SplitCache(layout, seed: bothPlaces ? 37 : 31, bothPlaces: bothPlaces)
+        let (e, prompt, hashes) = (split.e, split.prompt, split.hashes)
+        let bt = 4, chain = Self.onDisk + Self.inMemory
+        _ = drain(e)
+        #expect(e.cachedPrefixTokens(prompt) == chain * bt)
+        let before = e.stats()
+        #expect(try e.createSequence(3, tokens: prompt) == chain * bt)
+        let created = e.stats()
+        #expect(created.prefixHitTokens - before.prefixHitTokens == UInt64(chain * bt))
+        #expect(created.disk.prefixHitTokens - before.disk.prefixHitTokens == UInt64(Self.onDisk * bt))
+        #expect(created.blocksCached == before.blocksCached - UInt64(Self.inMemory), "the memory blocks are shared")
+        #expect(created.blocksUsed == before.blocksUsed + UInt64(chain + 1))
+        let stored = (0..<Self.onDisk).map { KVEvent(kind: .blockStored, blockHash: hashes[$0], parentHash: $0 > 0 ? hashes[$0 - 1] : 0) }
+        #expect(drain(e) == stored)
+        try waitReady(e, 3)
+        let after = e.stats()
+        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(Self.onDisk), "each missing block read once, no other")
+        #expect(after.disk.peerHits == before.disk.peerHits && after.disk.loadsFailed == before.disk.loadsFailed)
+        #expect(try kvDifferences(e, 3, count: chain * bt) { prompt[$0] } == 0)
+        #expect(e.offloadSlotAudit.pinned == 0, "every pin of the lookup was released")
+    }
+
+    /// The disk blocks before the memory ones fail their reads (every slot corrupted under the
+    /// running engine; the trim wrote block 39 - k into slot k): `ready` fails, nothing is
+    /// served, and the memory blocks the create shared after them leave the index with the
+    /// blocks after each failed one (`OffloadCoordinator.loadFinished`; their bytes were valid,
+    /// but the chain cannot reach them any more): once the sequence is freed only the decoys
+    /// stay cached, the prompt hits nothing, and no disk slot stays pinned.
+    @Test(arguments: layouts)
+    func failedReadsBeforeSharedMemoryBlocksServeNothing(layout: Layout) throws {
+        let split = try SplitCache(layout, seed: 41)
+        let (e, prompt) = (split.e, split.prompt)
+        let bt = 4, chain = Self.onDisk + Self.inMemory
+        corruptSlots(dir: split.dir.path, slotBytes: Int(e.stats().disk.slotBytes), 0..<Self.onDisk)
+        #expect(try e.createSequence(3, tokens: prompt) == chain * bt, "the journal still lists the disk blocks")
+        var failure: KVError?
+        do { try waitReady(e, 3) } catch { failure = error }
+        #expect(failure?.code == .io)
+        try e.free(3)
+        try e.syncOffload()
+        _ = e.poll(timeoutMicroseconds: 0)
+        let s = e.stats()
+        #expect(s.disk.loadsFailed == UInt64(Self.onDisk))
+        #expect(s.blocksUsed == 0 && s.blocksCached == UInt64(Self.onDisk), "only the decoys stay cached")
+        #expect(e.cachedPrefixTokens(prompt) == 0)
+        #expect(e.offloadSlotAudit.pinned == 0)
+    }
+
+    /// The create's memory cannot be committed (`kvm_pool_fail_commits`: the next commit fails)
+    /// while it allocates the blocks for the disk positions (paged: past the free blocks left
+    /// in committed page groups; contiguous: when it maps the sequence's pages): it throws and
+    /// changes nothing —
+    /// the memory blocks it had taken after the disk positions go back to the cache (the undo
+    /// moves them down the table so that the release finds them), no slot stays pinned, no
+    /// event — and the same create succeeds once commits work again.
+    @Test(arguments: layouts)
+    func aCreateWhoseCommitFailsAfterSharingMemoryBlocksChangesNothing(layout: Layout) throws {
+        let split = try SplitCache(layout, seed: 47)
+        let (e, prompt) = (split.e, split.prompt)
+        let bt = 4, chain = Self.onDisk + Self.inMemory
+        let pool = e.paged?.pool ?? e.contiguous!.pool
+        // Free memory goes back to the OS, the cache stays: the create must commit memory for
+        // its disk positions (paged: past the few free blocks left in the cache's page groups).
+        e.paged?.trim()
+        e.contiguous?.trim()
+        _ = drain(e)
+        let before = e.stats()
+        kvm_pool_fail_commits(pool, 0)
+        let error = caught { try e.createSequence(3, tokens: prompt) }
+        kvm_pool_fail_commits(pool, -1)
+        // Paged reports outOfMemory; the contiguous layout's failed commit surfaces as internal.
+        #expect(error?.message.contains("injected fault") == true, "\(String(describing: error))")
+        let after = e.stats()
+        #expect(after.blocksUsed == before.blocksUsed && after.blocksCached == before.blocksCached && after.sequences == 0)
+        #expect(after.prefixHitTokens == before.prefixHitTokens && after.disk.blocksLoaded == before.disk.blocksLoaded)
+        #expect(drain(e).isEmpty)
+        #expect(e.offloadSlotAudit.pinned == 0)
+        #expect(try e.createSequence(3, tokens: prompt) == chain * bt)
+        try waitReady(e, 3)
+        #expect(try kvDifferences(e, 3, count: chain * bt) { prompt[$0] } == 0)
+    }
+
+    /// Two creates of the same prompt while the first one's disk reads are held in flight (two
+    /// requests with one system prompt arriving together): the second shares the blocks being
+    /// read instead of reading them again, is not ready before they landed, and then holds the
+    /// prompt's bytes (contiguous: also on its copied boundary page, which the landing read
+    /// fills in every sequence holding the block). With `freeFirst` the first sequence is freed
+    /// while its reads are held: they still land, for the second.
+    @Test(arguments: layouts, [false, true])
+    func aSecondCreateSharesBlocksStillBeingRead(layout: Layout, freeFirst: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        let e = try Engine(c)
+        let bt = 4, blocks = 70  // 280 tokens: two whole 4 KiB pages and a boundary page
+        let prompt = tokens(blocks * bt + 1, seed: 43)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        _ = drain(e)
+        let before = e.stats()
+        #expect(e.pauseOffloadIO(true))
+        #expect(try e.createSequence(1, tokens: prompt) == blocks * bt)
+        #expect(e.cachedPrefixTokens(prompt) == blocks * bt)
+        #expect(try e.createSequence(2, tokens: prompt) == blocks * bt)
+        #expect(drain(e).count == blocks, "the second create announces nothing")
+        #expect(try e.ready(2) == false, "the shared blocks have not landed")
+        if freeFirst { try e.free(1) }
+        #expect(e.pauseOffloadIO(false))
+        if !freeFirst { try waitReady(e, 1) }
+        try waitReady(e, 2)
+        let after = e.stats()
+        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(blocks), "each block read once")
+        #expect(after.disk.prefixHitTokens - before.disk.prefixHitTokens == UInt64(blocks * bt))
+        #expect(after.prefixHitTokens - before.prefixHitTokens == UInt64(2 * blocks * bt))
+        #expect(after.blocksUsed == UInt64(blocks + (freeFirst ? 1 : 2)))
+        if !freeFirst { #expect(try kvDifferences(e, 1, count: blocks * bt) { prompt[$0] } == 0) }
+        #expect(try kvDifferences(e, 2, count: blocks * bt) { prompt[$0] } == 0)
+        #expect(e.offloadSlotAudit.pinned == 0)
+    }
+
+    /// Every tier in one chain: blocks 0-9 are in the peer's tier only, 10-19 in memory only,
+    /// 20-29 in the own tier only, 30-39 in the peer's only (each placed by a sequence created
+    /// by hashes, decoys before the placed ones so that each block keeps its position, filled,
+    /// freed and trimmed where the tier is disk). The create hits all 40 blocks (the lookup
+    /// used to stop at block 10, found nowhere on disk), reads the 30 disk blocks, each from
+    /// where it is (own-tier and peer counters exact), announces them in chain order and serves
+    /// the prompt's bytes.
+    @Test(arguments: layouts)
+    func memoryOwnTierAndPeerBlocksInterleave(layout: Layout) throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let bt = 4, chain = 40
+        let prompt = tokens(chain * bt + 1, seed: 53)
+        let hashes = BlockHash.chain(prompt, blockTokens: bt)
+        func decoys(_ count: Int, _ base: UInt64) -> [UInt64] { (0..<count).map { base + UInt64($0) } }
+        func place(_ e: Engine, _ seq: UInt64, _ blocks: [UInt64], spill: Bool) throws {
+            let n = blocks.count * bt + 1
+            _ = try blocks.withUnsafeBufferPointer { try e.createSequence(seq, blockHashes: $0, tokens: n) }
+            try fillKV(e, seq, count: n - 1) { prompt[$0] }
+            try e.free(seq)
+            if spill {
+                try e.trim()
+                try e.syncOffload()
+            }
+        }
+        let a = try Engine(offloadConfig(layout, dir: dirA.path))
+        try place(a, 1, Array(hashes[0..<10]) + decoys(20, 0xA000) + Array(hashes[30..<40]), spill: true)
+        var c = peerConfig(layout, dir: dirB.path, peers: [dirA.path])
+        c.offloadForceThreads = true
+        let b = try Engine(c)
+        try place(b, 1, decoys(20, 0xB000) + Array(hashes[20..<30]), spill: true)
+        try place(b, 2, decoys(10, 0xC000) + Array(hashes[10..<20]), spill: false)
+        _ = drain(b)
+        #expect(b.cachedPrefixTokens(prompt) == chain * bt)
+        let before = b.stats()
+        #expect(try b.createSequence(3, tokens: prompt) == chain * bt)
+        let read = Array(0..<10) + Array(20..<40)
+        #expect(drain(b) == read.map { KVEvent(kind: .blockStored, blockHash: hashes[$0], parentHash: $0 > 0 ? hashes[$0 - 1] : 0) })
+        try waitReady(b, 3)
+        let after = b.stats()
+        #expect(after.prefixHitTokens - before.prefixHitTokens == UInt64(chain * bt))
+        #expect(after.disk.prefixHitTokens - before.disk.prefixHitTokens == UInt64(10 * bt), "own tier: blocks 20-29")
+        #expect(after.disk.blocksLoaded - before.disk.blocksLoaded == 10)
+        #expect(after.disk.peerHits - before.disk.peerHits == 20 && after.disk.peerHitTokens - before.disk.peerHitTokens == UInt64(20 * bt))
+        #expect(after.disk.peerStale == before.disk.peerStale)
+        #expect(after.blocksCached == before.blocksCached - 10, "blocks 10-19 shared from memory")
+        #expect(try kvDifferences(b, 3, count: chain * bt) { prompt[$0] } == 0)
+        #expect(b.offloadSlotAudit.pinned == 0)
+    }
+}
