@@ -93,14 +93,16 @@ public final class CacheView {
         return i
     }
 
-    /// Exact mode: applies one KV event of `slot` (memory tier only; other tiers are ignored,
-    /// since a disk hit still costs a read). Approximate mode ignores events.
+    /// Exact mode: applies one KV event of `slot` (memory tier only; other tiers, unknown ones
+    /// included, are ignored, since a disk hit still costs a read; a stored or removed hash 0
+    /// names no block and is ignored too, as the table never holds key 0). Approximate mode
+    /// ignores events.
     public func apply(_ event: KVEvent, slot: Int) {
         guard mode == .exact, event.tier == 0 else { return }
         let bit: UInt64 = 1 << UInt64(slot)
         switch event.kind {
         case .blockStored:
-            if table.slots(event.blockHash) & bit == 0, table.set(event.blockHash, bit) { blocksPerSlot[slot] += 1 }
+            if event.blockHash != 0, table.slots(event.blockHash) & bit == 0, table.set(event.blockHash, bit) { blocksPerSlot[slot] += 1 }
         case .blockRemoved:
             if table.slots(event.blockHash) & bit != 0 {
                 table.clear(event.blockHash, bit)
