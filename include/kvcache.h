@@ -1342,7 +1342,9 @@ kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
  * KVC_ERR_INVALID_ARGUMENT (NULL r/instance, NULL block_hashes, n_blocks 0, n_tokens 0,
  * n_blocks above the ceil(n_tokens / block_tokens) blocks the prompt fills),
  * KVC_ERR_NOT_FOUND (no instance); nothing changes then.
- * Cost: about one hash-table probe per cached block plus two ring lookups; no allocation.
+ * Cost: about one hash-table probe per cached block plus two ring lookups; no allocation,
+ * except that with the approximate view the first route to an instance allocates its history
+ * ring once (8 bytes per block it may hold, 16384 blocks: 128 KiB).
  */
 kvc_status kvc_router_route(kvc_router *r, const uint64_t *block_hashes, size_t n_blocks,
                             size_t n_tokens, uint32_t *instance);

@@ -18,7 +18,9 @@ import KVCache
 /// first miss, which equals a radix-tree match at block granularity.
 ///
 /// Cost: a prefix match is one table probe per matched block, for all slots at once (a mask
-/// AND per block); an event is one probe. No allocation after creation. Not thread-safe.
+/// AND per block); an event is one probe. No allocation after creation, except in approximate
+/// mode the FIFO ring of a slot (8 bytes per `approximateBlocksPerInstance` hash), allocated by
+/// the first `recordRoute` to that slot and kept. Not thread-safe.
 public final class CacheView {
     /// How the view is fed.
     public let mode: CacheViewMode

@@ -6,7 +6,8 @@ import KVCache
 /// membership on two consistent-hash rings (DualMap's; consistent hash uses the first).
 ///
 /// Instances are named by caller ids (`UInt32`) and held in at most `RouterConfig.maxInstances`
-/// slots; per-slot state lives in fixed arrays allocated once, so `route` allocates nothing.
+/// slots; per-slot state lives in fixed arrays allocated once, so `route` allocates nothing,
+/// except with an approximate view the first route to a slot (its FIFO ring, see `CacheView`).
 ///
 /// Cost of `route`: one cache-view probe per matched block (cache-aware policies), O(log P)
 /// per ring lookup and O(live instances) for the load scans. Not thread-safe: callers
@@ -135,7 +136,7 @@ public final class Router {
     /// as a report may say anything). Approximate views credit it with the blocks. Throws
     /// `invalidArgument` (no hashes, tokens < 1, more hashes than the `blocks(tokens)` the
     /// prompt fills), `notFound` (no live instance); nothing changes then. Cost: see the
-    /// type; no allocation.
+    /// type; no allocation (but the approximate view's first route to a slot, see the type).
     public func route(_ hashes: UnsafeBufferPointer<UInt64>, tokens: Int) throws(KVError) -> UInt32 {
         try ids[routeSlot(hashes, tokens: tokens)]
     }
