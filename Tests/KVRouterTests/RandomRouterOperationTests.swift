@@ -47,10 +47,21 @@ struct RandomRouterOperationTests {
         /// `routedWithMatch`: routes for which some instance cached a prefix.
         var routed = 0, routedWithMatch = 0, removedLive = 0, reAdded = 0, clearedNonEmpty = 0
         var everAdded = Set<UInt32>()
+        /// Inserts the table must refuse: a hash no instance holds while it holds `trackedBlocks`.
+        var refused: UInt64 = 0
 
         init(_ config: RouterConfig) throws {
             router = try Router(config)
             exact = config.effectiveView == .exact
+        }
+
+        /// Whether the table takes `hash` for one more instance: it holds it already, or has
+        /// room for another distinct hash (counted as the model's union over live instances).
+        func admits(_ hash: UInt64) -> Bool {
+            let union = model.values.reduce(into: Set<UInt64>()) { $0.formUnion(exact ? $1.memory : Set($1.credited)) }
+            if union.contains(hash) || union.count < router.config.trackedBlocks { return true }
+            refused += 1
+            return false
         }
 
         /// Leading blocks of `hashes` the model credits to `id`.
@@ -94,6 +105,7 @@ struct RandomRouterOperationTests {
             for h in RandomRouterOperationTests.universe {
                 expect(router.view.table.slots(h) & ~liveSlots == 0, "step \(step): a slot without an instance holds \(h)")
             }
+            expect(router.view.table.refused == refused, "step \(step): the table refused \(router.view.table.refused) inserts, the model \(refused)")
             let perToken = router.prefill.millisecondsPerToken
             expect(perToken > 0 && perToken.isFinite, "step \(step): prefill estimate \(perToken)")
             return agreed
@@ -174,7 +186,10 @@ struct RandomRouterOperationTests {
             guard exact else { return }
             for e in events where e.tier == KVEvent.memoryTier {
                 switch e.kind {
-                case .blockStored: if e.blockHash != 0 { model[id]!.memory.insert(e.blockHash) }
+                case .blockStored:
+                    if e.blockHash != 0 && !model[id]!.memory.contains(e.blockHash) && admits(e.blockHash) {
+                        model[id]!.memory.insert(e.blockHash)
+                    }
                 case .blockRemoved: model[id]!.memory.remove(e.blockHash)
                 case .allCleared:
                     if !model[id]!.memory.isEmpty { clearedNonEmpty += 1 }
@@ -328,19 +343,21 @@ struct RandomRouterOperationTests {
                 // The approximate view credits each new nonzero hash, oldest out first.
                 for h in hashes where h != 0 && !model[id]!.credited.contains(h) {
                     if model[id]!.credited.count == RandomRouterOperationTests.fifoCapacity { model[id]!.credited.removeFirst() }
+                    guard admits(h) else { break }  // a full table refuses; the view underestimates
                     model[id]!.credited.append(h)
                 }
             }
         }
     }
 
-    static func run(_ policy: PolicyKind, view: CacheViewMode? = nil, seed: UInt64, steps: Int = 600) throws {
+    /// `trackedBlocks` 96: room for every hash of the universe in a 256-entry table, so probes
+    /// collide but nothing is refused; 24: a full table refuses inserts, which the model predicts.
+    static func run(_ policy: PolicyKind, view: CacheViewMode? = nil, trackedBlocks: Int = 96, seed: UInt64, steps: Int = 600) throws {
         var c = RouterConfig(policy: policy)
         c.view = view
         c.blockTokens = blockTokens
         c.approximateBlocksPerInstance = fifoCapacity
-        // Room for every hash of the universe (none refused) in a 256-entry table: probes collide.
-        c.trackedBlocks = 96
+        c.trackedBlocks = trackedBlocks
         c.virtualNodes = 16
         c.ttftSLOMilliseconds = 4000
         c.balanceAbsThreshold = 4
@@ -359,8 +376,9 @@ struct RandomRouterOperationTests {
             guard run.check() else { return }
         }
         let exercised = "\(run.routed) routes, \(run.routedWithMatch) with a cached prefix somewhere, \(run.removedLive) removals, \(run.reAdded) re-adds"
-        #expect(run.routed > 150 && run.routedWithMatch > 10 && run.removedLive > 10 && run.reAdded > 5, "too little: \(exercised)")
+        #expect(run.routed > 150 && run.routedWithMatch > 10 && run.removedLive > 6 && run.reAdded > 4, "too little: \(exercised)")
         if run.exact { #expect(run.clearedNonEmpty > 2, "only \(run.clearedNonEmpty) all-cleared events emptied a view") }
+        #expect((run.refused > 20) == (trackedBlocks < 80), "\(run.refused) inserts refused with room for \(trackedBlocks)")
     }
 
     static let seeds: [UInt64] = [1, 2, 3]
@@ -373,4 +391,8 @@ struct RandomRouterOperationTests {
     @Test(arguments: seeds) func prefixTreeApproximate(seed: UInt64) throws { try Self.run(.prefixTree, seed: seed) }
     @Test(arguments: seeds) func prefixTreeExact(seed: UInt64) throws { try Self.run(.prefixTree, view: .exact, seed: seed) }
     @Test(arguments: seeds) func overlapCostExact(seed: UInt64) throws { try Self.run(.overlapCost, seed: seed) }
+    @Test(arguments: seeds) func dualMapExactFullTable(seed: UInt64) throws { try Self.run(.dualMap, trackedBlocks: 24, seed: seed) }
+    @Test(arguments: seeds) func prefixTreeApproximateFullTable(seed: UInt64) throws {
+        try Self.run(.prefixTree, trackedBlocks: 24, seed: seed)
+    }
 }
