@@ -1403,14 +1403,19 @@ kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
  * Picks the instance for a prompt of n_tokens tokens whose chained block hashes are
  * block_hashes[0 .. n_blocks-1] (full blocks; a trailing partial block's hash may be
  * included), stores its id in *instance, and advances that instance's load by the request
- * until the next kvc_router_report. Returns KVC_ERR_INVALID_ARGUMENT (NULL r/instance,
- * NULL block_hashes, n_blocks 0, n_tokens 0), KVC_ERR_NOT_FOUND (no instance).
- * Cost: about one hash-table probe per cached block plus two ring lookups; no allocation.
+ * until the next kvc_router_report (each count saturating at UINT64_MAX). Returns
+ * KVC_ERR_INVALID_ARGUMENT (NULL r/instance, NULL block_hashes, n_blocks 0, n_tokens 0,
+ * n_blocks above the ceil(n_tokens / block_tokens) blocks the prompt fills),
+ * KVC_ERR_NOT_FOUND (no instance); nothing changes then.
+ * Cost: about one hash-table probe per cached block plus two ring lookups; no allocation,
+ * except that with the approximate view the first route to an instance allocates its history
+ * ring once (8 bytes per block it may hold, 16384 blocks: 128 KiB).
  */
 kvc_status kvc_router_route(kvc_router *r, const uint64_t *block_hashes, size_t n_blocks,
                             size_t n_tokens, uint32_t *instance);
 
-/** Replaces `instance`'s load with *load. Returns KVC_ERR_INVALID_ARGUMENT (NULL r/load,
+/** Replaces `instance`'s load with *load (any values, UINT64_MAX included; estimates and
+ *  comparisons saturate rather than wrap). Returns KVC_ERR_INVALID_ARGUMENT (NULL r/load,
  *  struct_size out of range), KVC_ERR_UNSUPPORTED (unknown non-zero field),
  *  KVC_ERR_NOT_FOUND (unknown or removed instance). */
 kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instance_load *load);
@@ -1419,15 +1424,20 @@ kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instanc
  *  cache view (ignored by an approximate view). The view stays exact across a restart of the
  *  instance's engine that the router is not told of (no remove and add): a new engine's first
  *  event clears its memory tier (kvc_engine_create). Every event's kind is checked before any is
- *  applied. `events` may be NULL only when n_events is 0. Returns KVC_ERR_INVALID_ARGUMENT
- *  (NULL r, NULL events with n_events > 0, an unknown kind), KVC_ERR_NOT_FOUND. */
+ *  applied. Only KVC_TIER_MEMORY events change the view: other tiers, unknown ones included,
+ *  are accepted and ignored (a disk hit still costs a read), as is a stored or removed block
+ *  hash 0 (it names no block). `events` may be NULL only when n_events is 0. Returns
+ *  KVC_ERR_INVALID_ARGUMENT (NULL r, NULL events with n_events > 0, an unknown kind),
+ *  KVC_ERR_NOT_FOUND. */
 kvc_status kvc_router_observe_events(kvc_router *r, uint32_t instance, const kvc_event *events,
                                      size_t n_events);
 
 /** Calibrates the TTFT estimate: a prefill of n_tokens uncached tokens (any instance) took
  *  `milliseconds`. The router keeps an exponentially decayed ratio of milliseconds to tokens
  *  (starting from prefill_ms_per_token), so long prompts weigh by their size. Returns
- *  KVC_ERR_INVALID_ARGUMENT (NULL r, n_tokens 0, milliseconds not a positive number). */
+ *  KVC_ERR_INVALID_ARGUMENT (NULL r, n_tokens 0, milliseconds not a positive number, or an
+ *  observation after which the estimate would be infinite or 0: the decayed sum of
+ *  milliseconds overflowing, or its ratio to tokens underflowing); nothing changes then. */
 kvc_status kvc_router_observe_prefill(kvc_router *r, size_t n_tokens, double milliseconds);
 
 #ifdef __cplusplus

@@ -14,6 +14,7 @@
  * Build: gcc -std=c11 -Wall -Wextra -Werror -I include tools/abi_client.c -L$BIN -lkvcache
  */
 #define _DEFAULT_SOURCE /* mkdtemp, for the disk tier's scratch directory */
+#include <float.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1443,6 +1444,8 @@ static void route(void) {
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block_hashes is NULL", kvc_router_route(r, NULL, 3, PROMPT, &chosen));
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "instance is NULL", kvc_router_route(r, hashes, n_hashes, PROMPT, NULL));
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "router is NULL", kvc_router_route(NULL, hashes, n_hashes, PROMPT, &chosen));
+    /* More hashes than the tokens fill (the last block may be partial, not missing). */
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_blocks", kvc_router_route(r, hashes, n_hashes, (n_hashes - 1) * BLOCK, &chosen));
     EXPECT_STATUS(KVC_ERR_NOT_FOUND, "instance 30", kvc_router_report(r, 30, &load));
     load.struct_size = 4;
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size", kvc_router_report(r, 20, &load));
@@ -1451,6 +1454,15 @@ static void route(void) {
     EXPECT_STATUS(KVC_ERR_NOT_FOUND, "instance 20", kvc_router_observe_events(r, 20, events, n_events));
     MUST(kvc_router_route(r, hashes, n_hashes, PROMPT, &chosen));
     CHECK(chosen == 10, "router: a removed instance is never chosen");
+    /* Any load is a valid report; the router's own advance saturates instead of wrapping. */
+    kvc_instance_load huge = {.struct_size = sizeof huge, .pending_prefill_tokens = UINT64_MAX,
+                              .running_blocks = UINT64_MAX, .free_blocks = UINT64_MAX, .active_requests = UINT64_MAX};
+    MUST(kvc_router_report(r, 10, &huge));
+    MUST(kvc_router_route(r, hashes, n_hashes, PROMPT, &chosen));
+    MUST(kvc_router_route(r, hashes, 1, (size_t)INT64_MAX, &chosen));
+    /* Each observation valid alone, the second would make the estimate infinite: refused. */
+    MUST(kvc_router_observe_prefill(r, 1, DBL_MAX));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "infinite or 0", kvc_router_observe_prefill(r, 1, DBL_MAX));
     rc.struct_size = 0;
     kvc_router *bad = (kvc_router *)1;
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size", kvc_router_create(&rc, &bad));

@@ -233,15 +233,11 @@ extension RouterConfig {
     }
 }
 
-/// `kvc_router_observe_prefill`: `Router.observePrefill` after checking the arguments.
+/// `kvc_router_observe_prefill`: `Router.observePrefill`, which checks the arguments.
 @c public func kvc_router_observe_prefill(_ r: OpaquePointer?, _ nTokens: Int, _ milliseconds: Double) -> kvc_status {
     status("kvc_router_observe_prefill") { () throws(KVError) in
         let handle = try routerHandle(r)
         let tokens = try size(nTokens, "n_tokens")
-        guard tokens > 0 else { throw KVError(.invalidArgument, "n_tokens is 0") }
-        guard milliseconds > 0 && milliseconds.isFinite else {
-            throw KVError(.invalidArgument, "milliseconds \(milliseconds) is not a positive number")
-        }
-        try handle.locked { router in router.observePrefill(tokens: tokens, milliseconds: milliseconds) }
+        try handle.locked { (router) throws(KVError) in try router.observePrefill(tokens: tokens, milliseconds: milliseconds) }
     }
 }

@@ -18,7 +18,9 @@ import KVCache
 /// first miss, which equals a radix-tree match at block granularity.
 ///
 /// Cost: a prefix match is one table probe per matched block, for all slots at once (a mask
-/// AND per block); an event is one probe. No allocation after creation. Not thread-safe.
+/// AND per block); an event is one probe. No allocation after creation, except in approximate
+/// mode the FIFO ring of a slot (8 bytes per `approximateBlocksPerInstance` hash), allocated by
+/// the first `recordRoute` to that slot and kept. Not thread-safe.
 public final class CacheView {
     /// How the view is fed.
     public let mode: CacheViewMode
@@ -93,14 +95,16 @@ public final class CacheView {
         return i
     }
 
-    /// Exact mode: applies one KV event of `slot` (memory tier only; other tiers are ignored,
-    /// since a disk hit still costs a read). Approximate mode ignores events.
+    /// Exact mode: applies one KV event of `slot` (memory tier only; other tiers, unknown ones
+    /// included, are ignored, since a disk hit still costs a read; a stored or removed hash 0
+    /// names no block and is ignored too, as the table never holds key 0). Approximate mode
+    /// ignores events.
     public func apply(_ event: KVEvent, slot: Int) {
         guard mode == .exact, event.tier == 0 else { return }
         let bit: UInt64 = 1 << UInt64(slot)
         switch event.kind {
         case .blockStored:
-            if table.slots(event.blockHash) & bit == 0, table.set(event.blockHash, bit) { blocksPerSlot[slot] += 1 }
+            if event.blockHash != 0, table.slots(event.blockHash) & bit == 0, table.set(event.blockHash, bit) { blocksPerSlot[slot] += 1 }
         case .blockRemoved:
             if table.slots(event.blockHash) & bit != 0 {
                 table.clear(event.blockHash, bit)

@@ -69,7 +69,9 @@ public final class DualMapRouter: RoutingPolicy {
     public func rebalance(router: Router, queues: any RequestQueues) -> Int {
         guard router.config.rebalance, router.instanceCount > 1 else { return 0 }
         let perToken = router.prefill.millisecondsPerToken
-        let limitTokens = UInt64(router.config.sloThresholdMilliseconds / perToken)
+        // A threshold beyond UInt64.max tokens (a huge SLO over a tiny estimate) overloads nothing.
+        let limit = router.config.sloThresholdMilliseconds / perToken
+        let limitTokens = limit < 0x1p64 ? UInt64(limit) : .max
         let loads = router.loads
         var overloaded: UInt64 = 0
         var m = router.liveMask
@@ -113,7 +115,7 @@ public final class DualMapRouter: RoutingPolicy {
             for j in 0..<k {
                 if loads[s].pendingPrefillTokens <= limitTokens { break }
                 let i = order[j], t = scratchTargets[i]
-                guard loads[t].pendingPrefillTokens + UInt64(scratchTo[i]) <= limitTokens else { continue }
+                guard loads[t].pendingPrefillTokens.addingSaturated(UInt64(scratchTo[i])) <= limitTokens else { continue }
                 queues.move(id: scratchIds[i], from: s, to: t)
                 router.transfer(from: s, to: t, fromTokens: scratchFrom[i], toTokens: scratchTo[i], blocks: scratchBlocks[i])
                 moved += 1

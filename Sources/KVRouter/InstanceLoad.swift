@@ -24,3 +24,13 @@ public struct InstanceLoad: Equatable, Sendable {
         self.waitingRequests = waitingRequests
     }
 }
+
+extension UInt64 {
+    /// `self + other`, or `UInt64.max` when the sum does not fit: loads are counts a caller
+    /// reports, so any value may arrive, and the router's advances must not trap on them.
+    @inline(__always)
+    func addingSaturated(_ other: UInt64) -> UInt64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
+    }
+}

@@ -48,8 +48,8 @@ public final class LLMDRouter: RoutingPolicy {
             if matched[s] > 0 {
                 prefix = maxPrefix == minPrefix ? 1 : Double(matched[s] - minPrefix) / Double(maxPrefix - minPrefix)
             }
-            let blocks = l.runningBlocks + l.freeBlocks
-            let usage = blocks == 0 ? 0 : Double(l.runningBlocks) / Double(blocks)
+            let blocks = Double(l.runningBlocks) + Double(l.freeBlocks)  // a report may say anything: no overflow
+            let usage = blocks == 0 ? 0 : Double(l.runningBlocks) / blocks
             let queue = maxWaiting == minWaiting ? 1 : Double(maxWaiting - l.waitingRequests) / Double(maxWaiting - minWaiting)
             let score = 3 * prefix + 2 * (1 - usage) + 2 * queue
             if score > bestScore || (score == bestScore && l.activeRequests < loads[best].activeRequests) {

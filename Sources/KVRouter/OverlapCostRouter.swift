@@ -25,7 +25,7 @@ public final class OverlapCostRouter: RoutingPolicy {
         while m != 0 {
             let s = m.trailingZeroBitCount
             m &= m - 1
-            let prefill = Double(loads[s].pendingPrefillTokens + UInt64(router.uncachedTokens(tokens: request.tokens, slot: s))) / bt
+            let prefill = (Double(loads[s].pendingPrefillTokens) + Double(router.uncachedTokens(tokens: request.tokens, slot: s))) / bt
             let logit = w * prefill + Double(loads[s].runningBlocks) + requestBlocks
             if logit < bestLogit || (logit == bestLogit && loads[s].activeRequests < loads[best].activeRequests) {
                 best = s

@@ -6,7 +6,8 @@ import KVCache
 /// membership on two consistent-hash rings (DualMap's; consistent hash uses the first).
 ///
 /// Instances are named by caller ids (`UInt32`) and held in at most `RouterConfig.maxInstances`
-/// slots; per-slot state lives in fixed arrays allocated once, so `route` allocates nothing.
+/// slots; per-slot state lives in fixed arrays allocated once, so `route` allocates nothing,
+/// except with an approximate view the first route to a slot (its FIFO ring, see `CacheView`).
 ///
 /// Cost of `route`: one cache-view probe per matched block (cache-aware policies), O(log P)
 /// per ring lookup and O(live instances) for the load scans. Not thread-safe: callers
@@ -131,9 +132,12 @@ public final class Router {
 
     /// Picks the instance for a prompt of `tokens` tokens whose chained block hashes are
     /// `hashes`, and advances that instance's load by the request (pending prefill tokens by
-    /// its uncached part, running blocks, active and waiting requests). Approximate views
-    /// credit it with the blocks. Throws `invalidArgument` (no hashes, tokens < 1), `notFound` (no
-    /// live instance). Cost: see the type; no allocation.
+    /// its uncached part, running blocks, active and waiting requests; each saturates at
+    /// `UInt64.max`, as a report may say anything). Approximate views credit it with the
+    /// blocks. Throws `invalidArgument` (no hashes, tokens < 1, more hashes than the
+    /// `blocks(tokens)` the prompt fills), `notFound` (no live instance); nothing changes then.
+    /// Cost: see the type; no allocation (but the approximate view's first route to a slot,
+    /// see the type).
     public func route(_ hashes: UnsafeBufferPointer<UInt64>, tokens: Int) throws(KVError) -> UInt32 {
         try ids[routeSlot(hashes, tokens: tokens)]
     }
@@ -144,6 +148,10 @@ public final class Router {
             throw KVError(.invalidArgument, "no block hashes: a request is routed by at least one block hash")
         }
         guard tokens > 0 else { throw KVError(.invalidArgument, "n_tokens \(tokens) is below 1") }
+        guard hashes.count <= blocks(tokens) else {
+            throw KVError(.invalidArgument, "n_blocks \(hashes.count) is more than the \(blocks(tokens)) blocks of n_tokens \(tokens) "
+                          + "(\(config.blockTokens)-token blocks, the last may be partial)")
+        }
         guard liveMask != 0 else { throw KVError(.notFound, "no instance to route to; add one first") }
         let request = RouteRequest(hashes: hashes, tokens: tokens, key: key(of: hashes))
         let matchedSlots = policy.slotsToMatch(request, router: self)
@@ -163,8 +171,12 @@ public final class Router {
         hashes[min(config.keyBlocks, hashes.count) - 1]
     }
 
-    /// Blocks a prompt of `tokens` tokens occupies.
-    @inline(__always) public func blocks(_ tokens: Int) -> Int { (tokens + config.blockTokens - 1) / config.blockTokens }
+    /// Blocks a prompt of `tokens` tokens occupies (a partial last one included; no overflow
+    /// for any `tokens >= 0`).
+    @inline(__always)
+    public func blocks(_ tokens: Int) -> Int {
+        tokens / config.blockTokens + (tokens % config.blockTokens == 0 ? 0 : 1)
+    }
 
     /// Tokens of the current request `slot` would compute (from `matched`).
     @inline(__always)
@@ -173,18 +185,19 @@ public final class Router {
     }
 
     /// Estimated TTFT in ms at `slot` for a request adding `uncachedTokens`: the slot's
-    /// pending prefill plus these tokens, times the calibrated time per token.
+    /// pending prefill plus these tokens, times the calibrated time per token (summed as
+    /// doubles: a reported backlog may be near `UInt64.max`).
     @inline(__always)
     public func estimatedTTFT(slot: Int, uncachedTokens: Int) -> Double {
-        Double(loads[slot].pendingPrefillTokens + UInt64(uncachedTokens)) * prefill.millisecondsPerToken
+        (Double(loads[slot].pendingPrefillTokens) + Double(uncachedTokens)) * prefill.millisecondsPerToken
     }
 
     private func commit(slot s: Int, uncachedTokens: Int, blocks: Int) {
-        loads[s].pendingPrefillTokens += UInt64(uncachedTokens)
-        loads[s].runningBlocks += UInt64(blocks)
+        loads[s].pendingPrefillTokens = loads[s].pendingPrefillTokens.addingSaturated(UInt64(uncachedTokens))
+        loads[s].runningBlocks = loads[s].runningBlocks.addingSaturated(UInt64(blocks))
         loads[s].freeBlocks -= min(loads[s].freeBlocks, UInt64(blocks))
-        loads[s].activeRequests += 1
-        loads[s].waitingRequests += 1
+        loads[s].activeRequests = loads[s].activeRequests.addingSaturated(1)
+        loads[s].waitingRequests = loads[s].waitingRequests.addingSaturated(1)
     }
 
     /// DualMap's two candidates for `key`: the owner on ring 1, and the owner on ring 2 or,
@@ -225,9 +238,18 @@ public final class Router {
     }
 
     /// Calibrates the prefill estimate with a completed prefill of `tokens` uncached tokens
-    /// that took `milliseconds`.
-    public func observePrefill(tokens: Int, milliseconds: Double) {
-        prefill.observe(tokens: tokens, milliseconds: milliseconds)
+    /// that took `milliseconds`. Throws `invalidArgument`, changing nothing, for tokens < 1,
+    /// milliseconds not a positive number, or an observation that would take the estimate
+    /// out of the positive finite numbers (`PrefillEstimator.observe`).
+    public func observePrefill(tokens: Int, milliseconds: Double) throws(KVError) {
+        guard tokens > 0 else { throw KVError(.invalidArgument, "n_tokens is \(tokens); a prefill computes at least 1 token") }
+        guard milliseconds > 0 && milliseconds.isFinite else {
+            throw KVError(.invalidArgument, "milliseconds \(milliseconds) is not a positive number")
+        }
+        guard prefill.observe(tokens: tokens, milliseconds: milliseconds) else {
+            throw KVError(.invalidArgument, "a prefill of \(tokens) tokens in \(milliseconds) ms would make the estimate of "
+                          + "\(prefill.millisecondsPerToken) ms per token infinite or 0")
+        }
     }
 
     /// Lets the policy move queued requests off overloaded instances; returns how many moved.

@@ -393,7 +393,7 @@ public final class ClusterSimulator: RequestQueues {
             w += 1
         }
         inst.running.removeLast(inst.running.count - w)
-        if inst.stepPrefillTokens > 0 { router.observePrefill(tokens: inst.stepPrefillTokens, milliseconds: inst.stepMilliseconds) }
+        if inst.stepPrefillTokens > 0 { try router.observePrefill(tokens: inst.stepPrefillTokens, milliseconds: inst.stepMilliseconds) }
         inst.stepEnd = .infinity
         try startStep(s, now: now)
     }

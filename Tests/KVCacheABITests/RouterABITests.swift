@@ -232,4 +232,70 @@ private final class CRouter {
         #expect(r.route(chain, tokens: 8 * 16, &chosen) == KVC_OK)
         #expect(chosen == blind, "no event of the refused batch was applied")
     }
+
+    /// More block hashes than the prompt's tokens fill is refused, naming both counts, and
+    /// changes nothing: the output stays untouched and the next route is the one it would be.
+    @Test func moreHashesThanTheTokensFillAreInvalid() throws {
+        let r = try CRouter(policy: 1)  // round-robin: a changed decision count would show
+        for i: UInt32 in 1...3 { #expect(kvc_router_add_instance(r.handle, i, 1) == KVC_OK) }
+        var chosen: UInt32 = 99
+        #expect(r.route([1, 2, 3], tokens: 32, &chosen) == -1)
+        #expect(lastError().contains("n_blocks 3") && lastError().contains("n_tokens 32"), "\(lastError())")
+        #expect(chosen == 99)
+        #expect(r.route([1, 2, 3], tokens: 33, &chosen) == KVC_OK, "a partial last block's hash is accepted")
+        #expect(chosen == 1, "the refused route took no turn")
+    }
+
+    /// A report of UINT64_MAX everywhere routes, and the router's own advance saturates.
+    @Test func hugeLoadsRoute() throws {
+        for policy: UInt32 in 0...5 {
+            let r = try CRouter(policy: policy)
+            for i: UInt32 in 1...2 {
+                #expect(kvc_router_add_instance(r.handle, i, 1) == KVC_OK)
+                var l = load(pending: .max)
+                l.withUnsafeMutableBytes {
+                    $0.storeBytes(of: UInt64.max, toByteOffset: 16, as: UInt64.self)
+                    $0.storeBytes(of: UInt64.max, toByteOffset: 32, as: UInt64.self)
+                }
+                #expect(l.withUnsafeBytes { kvc_router_report(r.handle, i, $0.baseAddress) } == KVC_OK)
+            }
+            var chosen: UInt32 = 0
+            #expect(r.route([1, 2], tokens: 32, &chosen) == KVC_OK, "policy \(policy): \(lastError())")
+            #expect(kvc_router_route(r.handle, [7], 1, Int.max, &chosen) == KVC_OK, "policy \(policy): \(lastError())")
+        }
+    }
+
+    /// An observation each of whose numbers is valid but that would make the estimate
+    /// infinite is refused, and the estimate stays what it was.
+    @Test func anObservationThatWouldBreakTheEstimateIsRefused() throws {
+        let r = try CRouter(policy: 0)
+        let handle = Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(r.handle)).takeUnretainedValue()
+        #expect(kvc_router_observe_prefill(r.handle, 1, .greatestFiniteMagnitude) == KVC_OK)
+        let before = handle.router.prefill.millisecondsPerToken
+        #expect(kvc_router_observe_prefill(r.handle, 1, .greatestFiniteMagnitude) == -1)
+        #expect(lastError().contains("infinite or 0"), "\(lastError())")
+        #expect(handle.router.prefill.millisecondsPerToken == before)
+        // On a fresh router the ratio of 5e-324 ms to Int.max tokens would be 0.
+        let fresh = try CRouter(policy: 0)
+        #expect(kvc_router_observe_prefill(fresh.handle, Int.max, 5e-324) == -1)
+        #expect(Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(fresh.handle)).takeUnretainedValue().router.prefill.millisecondsPerToken == 0.1)
+    }
+
+    /// Events of the disk tier or of a tier this library does not know are accepted and leave
+    /// the view alone, as does a stored hash 0; the instance's block count shows it.
+    @Test func eventsOfOtherTiersAndHashZeroLeaveTheViewAlone() throws {
+        let r = try CRouter(policy: 5)
+        #expect(kvc_router_add_instance(r.handle, 1, 1) == KVC_OK)
+        var stream: [UInt8] = []
+        for tier: UInt32 in [1, 2, 0xFFFF_FFFF] {
+            var e = event(kind: 1, hash: 42, parent: 0)
+            e.withUnsafeMutableBytes { $0.storeBytes(of: tier, toByteOffset: 4, as: UInt32.self) }
+            stream += e
+        }
+        stream += event(kind: 1, hash: 0, parent: 0)
+        #expect(stream.withUnsafeBytes { kvc_router_observe_events(r.handle, 1, $0.baseAddress, 4) } == KVC_OK)
+        let handle = Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(r.handle)).takeUnretainedValue()
+        #expect(handle.router.view.blocksPerSlot[0] == 0)
+        #expect(handle.router.view.table.count == 0)
+    }
 }
