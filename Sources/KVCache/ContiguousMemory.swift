@@ -103,6 +103,12 @@ final class ContiguousMemory: BlockListener {
 
     private func group(_ slot: Int, _ page: Int) -> Int32 { Int32(kvm_ranges_group(ranges, UInt32(slot), UInt32(page))) }
 
+    /// True when indexed `block` was indexed at block position `position`: its bytes and the
+    /// groups it holds are those of that position. O(1).
+    @inline(__always) func holds(_ block: Int32, at position: Int) -> Bool {
+        Int(blockFirstPage[Int(block)]) * pageBytes + Int(blockOffset[Int(block)]) == position * blockBytes
+    }
+
     /// The group at `page` of block `block` (which must cover it and be indexed).
     private func blockGroup(_ block: Int32, page: Int) -> Int32 {
         blockGroups[Int(block) * maxPagesPerBlock + page - Int(blockFirstPage[Int(block)])]

@@ -216,7 +216,7 @@ public final class Engine: @unchecked Sendable {
         let limit = min(full, (n - 1) / bt)  // blocks that may hit: at least one token stays to compute
         var run = 0  // the memory hits before the first memory miss: without a disk tier, every hit
         while run < limit {
-            let b = blocks.lookup(scratchHashes[run])
+            let b = memoryHit(scratchHashes[run], at: run)
             if b < 0 { break }
             scratchHit[run] = b
             run += 1
@@ -322,6 +322,15 @@ public final class Engine: @unchecked Sendable {
         return cached * bt
     }
 
+    /// The indexed block of `hash` for block position `position` of a prompt, or -1. Contiguous:
+    /// a block indexed at another position is a miss, since its pages are its own position's
+    /// (`createSequence(_:blockHashes:tokens:)` takes any hashes; chained ones never move).
+    @inline(__always) private func memoryHit(_ hash: UInt64, at position: Int) -> Int32 {
+        let b = blocks.lookup(hash)
+        if b >= 0, let contiguous, !contiguous.holds(b, at: position) { return -1 }
+        return b
+    }
+
     /// Continues a prefix lookup past its first memory miss, at block `start` (below `limit`):
     /// at each block position memory first (the block is stored in `scratchHit`: shared, as a
     /// hit before the miss), else the own disk tier (-1 in `scratchHit`, the slot in
@@ -347,7 +356,7 @@ public final class Engine: @unchecked Sendable {
         var peersRefreshed = false
         while i < limit {
             let hash = scratchHashes[i]
-            let b = blocks.lookup(hash)
+            let b = memoryHit(hash, at: i)
             scratchHit[i] = b
             if b < 0 {
                 let slot = tier.lookup(hash)
@@ -777,7 +786,7 @@ public final class Engine: @unchecked Sendable {
         var peersRefreshed = false
         while hit < limit {  // as `create`: at each block memory, then the disk tier, then peers
             let h = hash(hit)
-            if blocks.lookup(h) < 0 {
+            if memoryHit(h, at: hit) < 0 {
                 guard let tier = offload?.tier, tier.contains(h) || tier.findInPeers(h, refreshed: &peersRefreshed) != nil else { break }
             }
             hit += 1

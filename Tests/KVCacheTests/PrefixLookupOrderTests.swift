@@ -249,3 +249,22 @@ struct PrefixLookupOrderTests {
         #expect(b.offloadSlotAudit.pinned == 0)
     }
 }
+
+/// `createSequence(_:blockHashes:tokens:)` takes any non-zero hashes, so one may come back at
+/// another position than the one its block was indexed at. Contiguous: a block's pages are
+/// those of its position, so such a hit is a miss (before, the page lookup read another
+/// block's entries, past the block's own).
+@Suite("Prefix lookup, hashes at another position")
+struct MovedHashTests {
+    @Test func aHashIndexedAtAnotherPositionIsAMissInTheContiguousLayout() throws {
+        let e = try Engine(smallConfig(.contiguous, pageBytes: 4096, blockTokens: 4))
+        let first: [UInt64] = [0x11, 0x22, 0x33, 0x44]
+        _ = try first.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(1, blockHashes: h, tokens: 17) }
+        let moved: [UInt64] = [0x44, 0x33, 0x22, 0x11]
+        let cached = try moved.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(2, blockHashes: h, tokens: 17) }
+        #expect(cached == 0)
+        #expect(moved.withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 0)
+        let same = try first.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(3, blockHashes: h, tokens: 17) }
+        #expect(same == 16, "at their own positions they hit")
+    }
+}
