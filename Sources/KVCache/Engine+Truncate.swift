@@ -23,10 +23,11 @@ extension Engine {
     /// prompt blocks not yet scheduled); `unsupported` (the sequence has token-eviction state:
     /// it was observed or compacted); `outOfMemory` (the cut's block must be copied and no
     /// block would be available, or, contiguous, its page and no page is free). Each changes
-    /// nothing. A system call failing while that page is
-    /// copied is reported with the truncation done (the page keeps its old bytes). Cost: one
-    /// release per block past the cut; contiguous, one munmap per tensor and at most one page
-    /// copy (every tensor's page: a page holding indexed blocks is shared, so most cuts copy).
+    /// nothing. A system call failing while that page is copied is reported with the
+    /// truncation done (the page keeps its old bytes).
+    /// Cost: one release per block past the cut; contiguous, one munmap per tensor and at most
+    /// one page copy (every tensor's page: a page holding indexed blocks is shared, so most
+    /// cuts copy).
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)
