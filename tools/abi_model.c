@@ -82,7 +82,7 @@ static model_seq m[IDS + 1];
 static uint64_t rng, seed;
 static int step, failures, adaptive, faulty, scheduling;
 static const char *layout_name;
-static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules, instances, peer_hits; } covered; /* what the runs reached */
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules, instances, peer_hits, truncations; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -449,6 +449,33 @@ static void op_free(void) {
     m[id].live = 0;
 }
 
+/* Rolls back the last tokens of a live, resident sequence (rejected drafts). Refused for one
+ * with eviction state, not ready, or cut below unscheduled blocks: then nothing changed.
+ * Done, the sequence holds exactly its first n tokens, and creates and appends go on as ever. */
+static void op_truncate(void) {
+    uint64_t id = pick(1, 0);
+    if (!id) return;
+    size_t len = model_length(id);
+    if (len < 2) return;
+    size_t keep = 1 + below((uint32_t)(len - 1));
+    kvc_status rc = kvc_seq_truncate(e, id, keep);
+    if (rc != KVC_OK) {
+        EXPECT(rc == KVC_ERR_UNSUPPORTED || rc == KVC_ERR_INVALID_ARGUMENT || rc == KVC_ERR_OUT_OF_MEMORY,
+               "truncate %" PRIu64 " to %zu: status %d", id, keep, rc);
+        verify(id);
+        return;
+    }
+    model_seq *s = &m[id];
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        EXPECT(s->layer_len[l] == s->next, "truncate %" PRIu64 ": a compacted sequence was truncated", id);
+        s->layer_len[l] = keep;
+    }
+    s->next = keep;
+    covered.truncations++;
+    TRACE("truncate %" PRIu64 " to %zu", id, keep);
+    verify(id);
+}
+
 static void observe(uint64_t id, float *scores) {
     for (uint32_t l = 0; l < LAYERS; l++) {
         size_t n = m[id].layer_len[l];
@@ -779,6 +806,7 @@ static void run(uint32_t layout, uint64_t s, int steps) {
             kvc_status rc = kvc_engine_trim(e);
             EXPECT(rc == KVC_OK || (faulty && rc == KVC_ERR_IO), "trim: status %d", rc);
         }
+        else if (r < 88) op_truncate();
         else op_bad();
     }
     if (failures == 0) verify_all();
@@ -802,10 +830,11 @@ int main(int argc, char **argv) {
            " compactions leaving layers of different lengths, %" PRIu64 " disk errors (injected), %" PRIu64
            " sequences broken by a failed read, %" PRIu64 " restarts finding %" PRIu64 " KiB on disk (%" PRIu64
            " as new instances reading the earlier ones' tiers, %" PRIu64 " peer blocks served), %" PRIu64
-           " prefills scheduled in steps, %" PRIu64 " events checked\n",
+           " prefills scheduled in steps, %" PRIu64 " truncations, %" PRIu64 " events checked\n",
            seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
            covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken, covered.restarts,
-           covered.found_on_restart >> 10, covered.instances, covered.peer_hits, covered.schedules, events_seen);
+           covered.found_on_restart >> 10, covered.instances, covered.peer_hits, covered.schedules, covered.truncations,
+           events_seen);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
 }
