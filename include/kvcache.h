@@ -765,12 +765,13 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * the target model rejected, or an answer to regenerate. Later kvc_seq_append calls continue
  * from n_tokens. K/V of the kept tokens are unchanged; the server rewrites the positions it
  * appends again.
- * Blocks wholly past the cut are released, last first (a block the prefix index holds stays
- * cached: its K/V are those of the tokens it was hashed from). The block the cut falls in
- * leaves the prefix index (KVC_EVENT_BLOCK_REMOVED) when only this sequence holds it; when a
- * fork or another prompt shares it, this sequence gets its own copy of the kept tokens
- * (contiguous: the page holding the cut is copied when anything else maps it, a cached
- * block included). Blocks later appends fill are indexed as before when the cut falls in the
+ * Blocks wholly past the cut are released, last first (paged: a block the prefix index holds
+ * stays cached, its K/V being those of the tokens it was hashed from; contiguous: one only
+ * this sequence holds leaves the index, KVC_EVENT_BLOCK_REMOVED, as its bytes are the
+ * sequence's pages). The block the cut falls in leaves the prefix index when only this
+ * sequence holds it; when a fork or another prompt shares it, this sequence gets its own copy
+ * of the kept tokens (contiguous: the page holding the cut is copied when a fork maps it or a
+ * block another sequence holds lies on it). Blocks later appends fill are indexed as before when the cut falls in the
  * last partial or last full block; a cut further back stops this sequence's appends from
  * being indexed (the engine keeps only those blocks' tokens).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, n_tokens 0 or beyond the length, a swapped-out
@@ -779,8 +780,8 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * KVC_ERR_UNSUPPORTED (the sequence has token-eviction state: it was observed or compacted),
  * KVC_ERR_OUT_OF_MEMORY (the cut block or page must be copied and there is no room); each
  * changes nothing.
- * Cost: one release per block past the cut; contiguous, one munmap per tensor and usually one
- * page copy per tensor (a page holding indexed blocks counts as shared).
+ * Cost: one release per block past the cut; contiguous, one munmap per tensor and, only when
+ * the cut's page is held elsewhere, one page copy per tensor.
  */
 kvc_status kvc_seq_truncate(kvc_engine *e, uint64_t seq, size_t n_tokens);
 

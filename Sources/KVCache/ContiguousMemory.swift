@@ -257,6 +257,22 @@ final class ContiguousMemory: BlockListener {
         return g >= 0 && kvm_pool_refs(pool, UInt32(g)) > 1
     }
 
+    /// True when page `page` of `slot` maps a group that something holds besides the slot's
+    /// mapping and the indexed blocks `table[positions]` (the slot's own, each holding the
+    /// groups it was indexed on): another slot's mapping, or a block held elsewhere. A
+    /// truncation writes the page from its cut on, where only such other holders' bytes can
+    /// lie. O(positions).
+    func isHeldElsewhere(slot: Int, page: Int, table: UnsafePointer<Int32>, positions: Range<Int>) -> Bool {
+        let g = group(slot, page)
+        guard g >= 0 else { return false }
+        var own: UInt32 = 1
+        for i in positions {
+            let b = Int(table[i]), first = Int(blockFirstPage[b])
+            if page >= first && page < first + Int(blockPages[b]) && blockGroups[b * maxPagesPerBlock + page - first] == g { own += 1 }
+        }
+        return kvm_pool_refs(pool, UInt32(g)) > own
+    }
+
     /// Gives pinned pages `pages` of `slot` (ascending) fresh groups holding copies of their
     /// bytes (every tensor), so that they can be written without touching the old groups'
     /// other holders. Consecutive pages are mapped as runs (`mapOwned`: an mmap per tensor per

@@ -5,15 +5,18 @@ extension Engine {
     /// Shrinks `seq` to its first `tokens` tokens, `1...length` (its length: nothing to do).
     /// The server then appends from there as after any append.
     ///
-    /// - Blocks wholly past the cut are released, last first, as `free` releases them: a block
-    ///   the prefix index holds stays cached (its K/V are those of the tokens it was hashed
-    ///   from, draft tokens included, so it stays correct for them).
+    /// - Blocks wholly past the cut are released, last first, as `free` releases them. Paged: a
+    ///   block the prefix index holds stays cached (its K/V are those of the tokens it was
+    ///   hashed from, draft tokens included, so it stays correct for them). Contiguous: one
+    ///   that only this sequence holds leaves the index instead, since its bytes are the
+    ///   slot's pages, which appends rewrite.
     /// - The block the cut falls in keeps its first tokens. Appends will write the rest of it,
     ///   so it must not stay indexed: held by this sequence alone it leaves the index
     ///   (`blockRemoved`); shared with a fork or other prompts the sequence gets a copy of its
     ///   first tokens (contiguous: a new logical block; the bytes are the slot's), and the
-    ///   others keep it. Contiguous: the page holding the cut is copied too when something
-    ///   else maps it (a fork, a cached block).
+    ///   others keep it. Contiguous: the page holding the cut is copied too when anything but
+    ///   the slot and its own indexed blocks before the cut holds it (a fork's mapping, a
+    ///   block another sequence holds); a spec-decoding cut usually needs no copy.
     /// - Appends keep being indexed when the cut falls in the partial last block or the last
     ///   full block (whose tokens the engine keeps); a cut further back stops the sequence
     ///   indexing its later blocks (their tokens before the cut are unknown to the engine).
@@ -25,9 +28,8 @@ extension Engine {
     /// block would be available, or, contiguous, its page and no page is free). Each changes
     /// nothing. A system call failing while that page is copied is reported with the
     /// truncation done (the page keeps its old bytes).
-    /// Cost: one release per block past the cut; contiguous, one munmap per tensor and at most
-    /// one page copy (every tensor's page: a page holding indexed blocks is shared, so most
-    /// cuts copy).
+    /// Cost: one release per block past the cut; contiguous, one munmap per tensor, a scan of
+    /// the blocks on the cut's page, and at most one page copy per tensor.
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)
@@ -68,7 +70,14 @@ extension Engine {
                     throw .outOfMemory("truncating sequence \(seq) must copy the block it cuts (shared), and no block is available")
                 }
             }
-            for i in stride(from: count - 1, through: cut + (offset != 0 ? 1 : 0), by: -1) { blocks.release(table[i]) }
+            let kept = cut + (offset != 0 ? 1 : 0)
+            for i in stride(from: count - 1, through: kept, by: -1) {
+                // Contiguous: a block past the cut that only this sequence holds has its bytes in
+                // the slot's pages, which appends rewrite: it leaves the index instead of staying
+                // cached (and holding the pages), so the page of the cut needs no copy for it.
+                if contiguous != nil && blocks.references(table[i]) == 1 && blocks.isIndexed(table[i]) { blocks.unindexUsed(table[i]) }
+                blocks.release(table[i])
+            }
             if copyCut {
                 let fresh = try blocks.allocate()  // room was checked: only committing memory can fail
                 paged?.copy(from: table[cut], to: fresh, tokens: offset)
@@ -83,7 +92,10 @@ extension Engine {
             // Only a failing system call stops the copy (room was checked): the page then keeps
             // its old group, and the failure is reported with the truncation done.
             defer { contiguous.shrink(slot: slot, to: tokens) }
-            if cutPage >= 0 && contiguous.isShared(slot: slot, page: cutPage) { try contiguous.unshare(slot: slot, pages: [cutPage]) }
+            let firstBlock = cutPage * pageBytes / (bt * config.tokenBytes)
+            if cutPage >= 0 && contiguous.isHeldElsewhere(slot: slot, page: cutPage, table: table, positions: firstBlock..<kept) {
+                try contiguous.unshare(slot: slot, pages: [cutPage])
+            }
         }
     }
 
