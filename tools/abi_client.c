@@ -238,6 +238,16 @@ static void small_config(kvc_config *cfg, uint32_t layout, uint64_t memory_bytes
     cfg->page_bytes = 4096;
 }
 
+/* A scenario's engine: small_config with 16 MiB of memory, once the scenario says what it checks. */
+static kvc_engine *open_small(uint32_t layout, const char *what, kvc_config *cfg, const char **name) {
+    *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+    printf("abi_client: %s layout%s%s\n", *name, *what ? ", " : "", what);
+    small_config(cfg, layout, 16u << 20);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(cfg, &e));
+    return e;
+}
+
 /* small_config with 16 MiB of memory and a 64 MiB disk tier in `dir`. */
 static void disk_config(kvc_config *cfg, uint32_t layout, char *dir) {
     small_config(cfg, layout, 16u << 20);
@@ -268,12 +278,9 @@ static int first_event_clears_memory(kvc_engine *e) {
 }
 
 static void serve(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
-    printf("abi_client: %s layout\n", name);
+    const char *name;
     kvc_config cfg;
-    small_config(&cfg, layout, 16u << 20);
-    kvc_engine *e = NULL;
-    MUST(kvc_engine_create(&cfg, &e));
+    kvc_engine *e = open_small(layout, "", &cfg, &name);
     REQUIRE(e != NULL, "kvc_engine_create gave a handle");
     CHECK(first_event_clears_memory(e), "%s: the engine's first event is ALL_CLEARED of KVC_TIER_MEMORY", name);
     CHECK(stats_of(e).events_dropped == 0, "%s: it counts as no dropped event", name);
@@ -398,12 +405,9 @@ static void serve(uint32_t layout) {
 /* ---- bad input ---------------------------------------------------------------------- */
 
 static void bad_input(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
-    printf("abi_client: %s layout, bad input\n", name);
+    const char *name;
     kvc_config cfg;
-    small_config(&cfg, layout, 16u << 20);
-    kvc_engine *e = NULL;
-    MUST(kvc_engine_create(&cfg, &e));
+    kvc_engine *e = open_small(layout, "bad input", &cfg, &name);
     engine_view v = view_of(e, &cfg);
 
     /* A witness sequence whose bytes every failure below must leave alone. */
@@ -608,12 +612,9 @@ static void print_hashes(void) {
 /* kvc_seq_create_salted: blocks are shared only within one salt, and the events carry the
    salted chain kvc_hash_tokens_salted computes (a chain's first block with parent 0). */
 static void salted(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
-    printf("abi_client: %s layout, salted prompts\n", name);
+    const char *name;
     kvc_config cfg;
-    small_config(&cfg, layout, 16u << 20);
-    kvc_engine *e = NULL;
-    MUST(kvc_engine_create(&cfg, &e));
+    kvc_engine *e = open_small(layout, "salted prompts", &cfg, &name);
     CHECK(first_event_clears_memory(e), "%s: the engine's first event is ALL_CLEARED of KVC_TIER_MEMORY", name);
     int32_t tokens[PROMPT];
     for (int i = 0; i < PROMPT; i++) tokens[i] = 9000 + i;
@@ -644,12 +645,9 @@ static void salted(uint32_t layout) {
 /* ---- speculative decoding: drafts appended, the rejected ones rolled back ------------ */
 
 static void speculative(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
-    printf("abi_client: %s layout, rejected drafts rolled back\n", name);
+    const char *name;
     kvc_config cfg;
-    small_config(&cfg, layout, 16u << 20);
-    kvc_engine *e = NULL;
-    MUST(kvc_engine_create(&cfg, &e));
+    kvc_engine *e = open_small(layout, "rejected drafts rolled back", &cfg, &name);
     engine_view v = view_of(e, &cfg);
     int32_t tokens[PROMPT];
     for (int i = 0; i < PROMPT; i++) tokens[i] = 11000 + i;
@@ -675,12 +673,9 @@ static void speculative(uint32_t layout) {
 
 /* kvc_seq_abort: only the computed blocks stay in the prefix index. */
 static void cancelled(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
-    printf("abi_client: %s layout, a request cancelled mid-prefill\n", name);
+    const char *name;
     kvc_config cfg;
-    small_config(&cfg, layout, 16u << 20);
-    kvc_engine *e = NULL;
-    MUST(kvc_engine_create(&cfg, &e));
+    kvc_engine *e = open_small(layout, "a request cancelled mid-prefill", &cfg, &name);
     engine_view v = view_of(e, &cfg);
     int32_t tokens[PROMPT];
     for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 31 % 9000) + 50000;
