@@ -118,4 +118,33 @@ struct TruncateTests {
         #expect(try e.length(1) == 14 && e.length(2) == 14)
         try e.truncate(1, to: 14)  // its own length: nothing to do, even with eviction state
     }
+
+    /// With a disk tier: a swapped-out sequence, and one whose disk reads have not landed, are
+    /// refused (`invalidArgument`) and keep every token; once ready it truncates.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func swappedOutAndUnreadySequencesAreRefused(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        let e = try Engine(c)
+        let prompt = tokens(17, seed: 9)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.swapOut(1)
+        func refusal(_ seq: UInt64) -> KVError.Code? {
+            do throws(KVError) { try e.truncate(seq, to: 5); return nil } catch { return error.code }
+        }
+        #expect(refusal(1) == .invalidArgument, "swapped out")
+        #expect(e.pauseOffloadIO(true))
+        try e.swapIn(1)
+        #expect(refusal(1) == .invalidArgument, "its reads are held")
+        #expect(e.pauseOffloadIO(false))
+        try waitReady(e, 1)
+        #expect(try e.length(1) == 17)
+        #expect(try kvMismatches(e, 1, tokens: prompt, from: 0) == 0)
+        try e.truncate(1, to: 5)
+        #expect(try e.length(1) == 5)
+        #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<5]), from: 0) == 0)
+    }
 }
