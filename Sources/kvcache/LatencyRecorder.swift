@@ -2,12 +2,13 @@ import Histogram
 
 /// The engine operations a load test times.
 enum TimedOperation: Int, CaseIterable, Sendable {
-    case create, append, free
+    case create, append, truncate, free
 
     var name: String {
         switch self {
         case .create: "create"
         case .append: "append"
+        case .truncate: "truncate"
         case .free: "free"
         }
     }
@@ -25,6 +26,7 @@ struct LatencyRecorder: Sendable {
 
     private(set) var create = Self.makeHistogram()
     private(set) var append = Self.makeHistogram()
+    private(set) var truncate = Self.makeHistogram()
     private(set) var free = Self.makeHistogram()
 
     private static func makeHistogram() -> Histogram<UInt64> {
@@ -38,6 +40,7 @@ struct LatencyRecorder: Sendable {
         switch operation {
         case .create: create.record(value)
         case .append: append.record(value)
+        case .truncate: truncate.record(value)
         case .free: free.record(value)
         }
     }
@@ -46,6 +49,7 @@ struct LatencyRecorder: Sendable {
     mutating func merge(_ other: LatencyRecorder) {
         create.add(other.create)
         append.add(other.append)
+        truncate.add(other.truncate)
         free.add(other.free)
     }
 
@@ -54,6 +58,7 @@ struct LatencyRecorder: Sendable {
         switch operation {
         case .create: create
         case .append: append
+        case .truncate: truncate
         case .free: free
         }
     }

@@ -37,8 +37,10 @@ struct LoadCommand: ParsableCommand {
         --json prints one object with these stable keys: workload ("synthetic"|"trace"), \
         workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
         requests {offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
-        preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free: \
-        {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, max_us}}, prefix {query_tokens, \
+        preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free \
+        (and truncate with --draft-tokens): {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, \
+        max_us}}, speculation {draft_tokens, acceptance, steps, rejected_draft_tokens, \
+        kept_per_step} (absent without --draft-tokens), prefix {query_tokens, \
         hit_tokens, hit_rate}, memory {budget_bytes, committed_peak_bytes, committed_end_bytes, \
         rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings, page_bytes, huge_pages, \
         reserved_bytes, reserve_s}, \
@@ -46,6 +48,13 @@ struct LoadCommand: ParsableCommand {
         read_mib_per_s, blocks_spilled, blocks_loaded, swap_outs, disk_hit_tokens, disk_hit_rate, \
         peer_hits, peer_stale, peer_hit_tokens, peer_hit_rate, reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
         (absent without --offload-dir), and first_error (absent when none).
+
+        Speculative decoding: with --draft-tokens K, a decode step of a sequence appends the \
+        sampled token plus K drafts in one call (the slots a verification pass writes), then \
+        truncates away the drafts the target model rejected (kvc_seq_truncate): each draft is \
+        accepted with probability --draft-acceptance until the first rejection, so a step keeps \
+        1 + accepted tokens. Rejected drafts are tokens of another stream than the output's. \
+        "decoded" counts kept tokens; a failed truncate preempts like a failed append.
 
         Disk tier: with --offload-dir, cached blocks evicted from memory are written to the tier \
         instead of dropped, and prompts find them there again; a create whose prefix came from \
@@ -118,6 +127,12 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Out-of-memory failures a request survives before it is rejected.")
     var maxRetries = 1000
 
+    @Option(help: "Speculative decoding: draft tokens appended per decode step, then truncated when rejected (0: none).")
+    var draftTokens = 0
+
+    @Option(help: "With --draft-tokens: probability that a draft is accepted, given the drafts before it were (0...1).")
+    var draftAcceptance = 0.7
+
     @Flag(help: "Write K/V bytes for every token through the engine's pointers (makes RSS real).")
     var writeKV = false
 
@@ -150,6 +165,8 @@ struct LoadCommand: ParsableCommand {
         guard (0...1).contains(sharedPrefixRatio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
         guard sharedPrompts >= 1 else { throw ValidationError("--shared-prompts must be at least 1") }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
+        guard (0...1024).contains(draftTokens) else { throw ValidationError("--draft-tokens \(draftTokens) is outside 0...1024") }
+        guard (0...1).contains(draftAcceptance) else { throw ValidationError("--draft-acceptance must be in 0...1") }
         if compareOffload && engine.offloadDir == nil { throw ValidationError("--compare-offload needs --offload-dir") }
         if let maxPromptTokens, !(1...engine.maxSeqTokens).contains(maxPromptTokens) {
             throw ValidationError("--max-prompt-tokens \(maxPromptTokens) is outside 1...\(engine.maxSeqTokens) (--max-seq-tokens)")
@@ -196,7 +213,9 @@ struct LoadCommand: ParsableCommand {
             workload = synthetic
         }
         return LoadRunner(config: config, workload: workload, threads: threads,
-                          settings: WorkerSettings(batch: batch, maxRetries: maxRetries, writeKV: writeKV),
+                          settings: WorkerSettings(
+                              batch: batch, maxRetries: maxRetries, writeKV: writeKV,
+                              speculation: draftTokens > 0 ? SpeculativeDecoding(draftTokens: draftTokens, acceptance: draftAcceptance) : nil),
                           durationSeconds: duration, reserve: reserve)
     }
 

@@ -81,6 +81,34 @@ struct LoadReport: Codable, Sendable {
         }
     }
 
+    /// `--draft-tokens`: how speculative decoding went.
+    struct Speculation: Codable, Sendable {
+        var draftTokens: Int
+        /// `--draft-acceptance`: the probability of accepting a draft after accepted ones.
+        var acceptance: Double
+        /// Decode steps of one sequence (each one append, and one truncate when a draft was rejected).
+        var steps: Int
+        /// Draft tokens appended, then truncated away as rejected.
+        var rejectedDraftTokens: Int
+        /// Tokens kept per step (the sampled one plus accepted drafts).
+        var keptPerStep: Double
+
+        enum CodingKeys: String, CodingKey {
+            case acceptance, steps
+            case draftTokens = "draft_tokens"
+            case rejectedDraftTokens = "rejected_draft_tokens"
+            case keptPerStep = "kept_per_step"
+        }
+
+        init(draftTokens: Int, acceptance: Double, steps: Int, rejectedDraftTokens: Int, decodedTokens: Int) {
+            self.draftTokens = draftTokens
+            self.acceptance = acceptance
+            self.steps = steps
+            self.rejectedDraftTokens = rejectedDraftTokens
+            keptPerStep = steps > 0 ? (Double(decodedTokens) / Double(steps) * 1000).rounded() / 1000 : 0
+        }
+    }
+
     struct Memory: Codable, Sendable {
         var budgetBytes: UInt64
         /// Highest EngineStats.committedBytes seen by the sampler (every 50 ms, so a lower bound).
@@ -128,6 +156,8 @@ struct LoadReport: Codable, Sendable {
     var promptTokens: Int
     var decodedTokens: Int
     var operations: [String: OperationStats]
+    /// Absent without `--draft-tokens`.
+    var speculation: Speculation?
     var prefix: Prefix
     var memory: Memory
     var firstError: String?
@@ -137,7 +167,7 @@ struct LoadReport: Codable, Sendable {
     var timeline: MemoryTimeline?
 
     enum CodingKeys: String, CodingKey {
-        case workload, layout, threads, requests, operations, prefix, memory, offload
+        case workload, layout, threads, requests, operations, speculation, prefix, memory, offload
         case workloadSummary = "workload_summary"
         case batchPerThread = "batch_per_thread"
         case writeKV = "write_kv"
@@ -172,6 +202,11 @@ struct LoadReport: Codable, Sendable {
             + "\(requests.rejectedUnfittable) out of memory with no live sequence, \(requests.rejectedOther) other")
         line("           \(requests.createRetries) creates retried, \(requests.preemptions) preemptions (append out of memory)")
         line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded")
+        if let speculation {
+            line("drafts     \(speculation.draftTokens) per step, acceptance \(fixed(speculation.acceptance, 2)): "
+                + "\(speculation.steps) steps kept \(fixed(speculation.keptPerStep, 2)) tokens each, "
+                + "\(speculation.rejectedDraftTokens) rejected drafts truncated")
+        }
         line()
         let header = [pad("operation", 10, left: true), pad("count", 10), pad("ops/s", 12), pad("mean us", 10),
                       pad("p50 us", 10), pad("p99 us", 10), pad("p999 us", 10), pad("max us", 10)]

@@ -87,6 +87,8 @@ struct LoadRunner {
             total.preemptions += result.preemptions
             total.promptTokens += result.promptTokens
             total.decodedTokens += result.decodedTokens
+            total.draftSteps += result.draftSteps
+            total.rejectedDraftTokens += result.rejectedDraftTokens
             total.firstError = total.firstError ?? result.firstError
             total.readyWaits += result.readyWaits
             total.readyWaitNanoseconds += result.readyWaitNanoseconds
@@ -99,7 +101,7 @@ struct LoadRunner {
         timeline.record(seconds: max(elapsed, timeline.samples.last?.seconds ?? 0), stats: stats, rssBytes: rssEnd.rssBytes)
 
         var operations: [String: LoadReport.OperationStats] = [:]
-        for op in TimedOperation.allCases {
+        for op in TimedOperation.allCases where op != .truncate || settings.speculation != nil {
             operations[op.name] = LoadReport.OperationStats(total.latency.histogram(op), seconds: elapsed)
         }
         let offered = durationSeconds == nil ? workload.requestCount : coordinator.claimed
@@ -119,6 +121,10 @@ struct LoadRunner {
             promptTokens: total.promptTokens,
             decodedTokens: total.decodedTokens,
             operations: operations,
+            speculation: settings.speculation.map {
+                LoadReport.Speculation(draftTokens: $0.draftTokens, acceptance: $0.acceptance, steps: total.draftSteps,
+                                       rejectedDraftTokens: total.rejectedDraftTokens, decodedTokens: total.decodedTokens)
+            },
             prefix: .init(queryTokens: stats.prefixQueryTokens, hitTokens: stats.prefixHitTokens,
                           hitRate: stats.prefixQueryTokens > 0 ? Double(stats.prefixHitTokens) / Double(stats.prefixQueryTokens) : 0),
             memory: .init(budgetBytes: stats.budgetBytes, committedPeakBytes: committedPeak,

@@ -21,8 +21,12 @@ struct WorkerResult: Sendable {
     var preemptions = 0
     /// Prompt tokens of successful creates.
     var promptTokens = 0
-    /// Tokens appended.
+    /// Tokens appended and kept (drafts rolled back are not counted).
     var decodedTokens = 0
+    /// Speculative decoding: decode steps of one sequence, and draft tokens appended then
+    /// truncated away because the target model rejected them.
+    var draftSteps = 0
+    var rejectedDraftTokens = 0
     /// The first error message other than out-of-memory, for the report.
     var firstError: String?
     /// Creates that were not ready at once (part of their prompt was still being read back from
@@ -42,13 +46,16 @@ struct WorkerSettings: Sendable {
     var maxRetries: Int
     /// Write K/V bytes for every new token through the engine's pointers.
     var writeKV: Bool
+    /// Speculative decoding (`--draft-tokens`): nil appends one token per decode step.
+    var speculation: SpeculativeDecoding? = nil
 }
 
 /// One load-generating thread: a continuous-batching server loop in miniature.
 ///
 /// The thread admits requests (claimed from the shared `LoadCoordinator` once they have
 /// arrived) until it holds `batch` live sequences, then runs decode steps that append one
-/// token to every live sequence, freeing each one when its output is complete. Out of memory
+/// token to every live sequence (with `speculation`, the sampled token plus the drafts, then a
+/// truncation of the rejected ones), freeing each one when its output is complete. Out of memory
 /// is a condition, not an error, as in a real server: a failed create waits in this thread's
 /// queue until one of its sequences finishes (or, when it has none, a short back-off); a failed
 /// append preempts that sequence (it is freed and its request restarts from the queue, like
@@ -99,7 +106,8 @@ struct LoadWorker: Sendable {
         defer { prompt.deallocate() }
         let blockTable = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens / config.blockTokens + 1)
         defer { blockTable.deallocate() }
-        var token: Int32 = 0
+        let stepTokens = UnsafeMutableBufferPointer<Int32>.allocate(capacity: (settings.speculation?.draftTokens ?? 0) + 1)
+        defer { stepTokens.deallocate() }
 
         var live: [Live] = []
         live.reserveCapacity(settings.batch)
@@ -208,39 +216,69 @@ struct LoadWorker: Sendable {
                 continue
             }
 
-            // One decode step: a token for every live sequence, freeing finished ones.
+            // One decode step: a token (or a verified draft run) for every live sequence,
+            // freeing finished ones.
             var i = 0
             while i < live.count {
                 if live[i].remaining > 0 {
-                    token = syntheticToken(stream: live[i].id, position: live[i].length)
-                    let id = live[i].id
-                    let t0 = monotonicNanoseconds()
+                    let id = live[i].id, length = live[i].length
+                    // Without drafts a step appends one token and keeps it. With drafts it
+                    // appends the sampled token and up to `draftTokens` drafts (no more than the
+                    // output still needs), then truncates to the tokens the target model kept.
+                    let appended = min((settings.speculation?.draftTokens ?? 0) + 1, live[i].remaining)
+                    let kept = min(settings.speculation?.keptTokens(stream: id, length: length) ?? 1, appended)
+                    for j in 0..<appended {
+                        stepTokens[j] = j < kept ? syntheticToken(stream: id, position: length + j)
+                                                 : SpeculativeDecoding.rejectedToken(stream: id, position: length + j)
+                    }
+                    var failed: (operation: String, error: KVError)?
+                    var operation = "append"
+                    var t0 = monotonicNanoseconds()
                     do throws(KVError) {
-                        try withUnsafePointer(to: &token) { (p) throws(KVError) in
-                            try engine.append(id, tokens: UnsafeBufferPointer(start: p, count: 1))
+                        try engine.append(id, tokens: UnsafeBufferPointer(rebasing: stepTokens[0..<appended]))
+                        result.latency.record(.append, nanoseconds: monotonicNanoseconds() &- t0)
+                        // The verification pass writes K/V for every token it appended.
+                        if settings.writeKV, !writeKV(id, from: length, to: length + appended, blockTable: blockTable) { break }
+                        if kept < appended {
+                            operation = "truncate"
+                            t0 = monotonicNanoseconds()
+                            try engine.truncate(id, to: length + kept)
+                            result.latency.record(.truncate, nanoseconds: monotonicNanoseconds() &- t0)
                         }
                     } catch {
+                        failed = (operation, error)
+                    }
+                    if let failed {
                         // Preempt: give the memory back and restart the request later.
                         freeTimed(id)
                         let victim = live.remove(at: i)
-                        if error.code == .outOfMemory {
+                        if failed.error.code == .outOfMemory {
                             result.preemptions += 1
                             requeue(victim.request, attempts: victim.attempts + 1)
                             admissionBlocked = true
                         } else {
                             result.rejectedOther += 1
-                            if result.firstError == nil { result.firstError = "append: \(error)" }
+                            if result.firstError == nil { result.firstError = "\(failed.operation): \(failed.error)" }
                             publish()
                         }
                         continue
                     }
-                    result.latency.record(.append, nanoseconds: monotonicNanoseconds() &- t0)
-                    result.decodedTokens += 1
-                    if settings.writeKV, !writeKV(id, from: live[i].length, to: live[i].length + 1, blockTable: blockTable) { break }
-                    live[i].length += 1
-                    live[i].remaining -= 1
+                    if settings.speculation != nil {
+                        result.draftSteps += 1
+                        result.rejectedDraftTokens += appended - kept
+                    }
+                    result.decodedTokens += kept
+                    live[i].length += kept
+                    live[i].remaining -= kept
                 }
                 if live[i].remaining == 0 {
+                    // The engine must hold exactly the prompt and the kept output (a check of
+                    // every append and truncate, outside the timed calls).
+                    let held = try? engine.length(live[i].id)
+                    if held != live[i].length {
+                        coordinator.fail("sequence \(live[i].id) holds \(held.map(String.init) ?? "nothing") tokens, expected \(live[i].length)")
+                        break
+                    }
                     freeTimed(live[i].id)
                     live.swapAt(i, live.count - 1)
                     live.removeLast()

@@ -23,6 +23,9 @@ struct LoadOptionTests {
         (["--shared-prompts", "0"], "--shared-prompts must be at least 1"),
         (["--max-retries=-1"], "--max-retries must not be negative"),
         (["--compare-offload"], "--compare-offload needs --offload-dir"),
+        (["--draft-tokens=-1"], "--draft-tokens -1 is outside 0...1024"),
+        (["--draft-tokens", "2000"], "--draft-tokens 2000 is outside 0...1024"),
+        (["--draft-acceptance", "1.5"], "--draft-acceptance must be in 0...1"),
         (["--max-seq-tokens", "4096", "--max-prompt-tokens", "5000"],
          "--max-prompt-tokens 5000 is outside 1...4096 (--max-seq-tokens)"),
         (["--prompt-dist", "uniform", "--prompt-mean", "100", "--prompt-max", "300"],
@@ -101,6 +104,9 @@ struct LoadOptionTests {
         #expect(runner.workload.requestCount == 2000 && runner.workload.kind == "synthetic")
         #expect(runner.threads == 3 && runner.settings.batch == 5 && runner.settings.maxRetries == 7 && runner.settings.writeKV)
         #expect(runner.durationSeconds == nil && !runner.reserve)
+        #expect(runner.settings.speculation == nil, "no drafts unless asked")
+        let drafting = try LoadCommand.parse(["--draft-tokens", "5", "--draft-acceptance", "0.25"]).loadRunner()
+        #expect(drafting.settings.speculation?.draftTokens == 5 && drafting.settings.speculation?.acceptance == 0.25)
         #expect(runner.workload.request(0).promptTokens == 500, "half of --max-seq-tokens")
         let capped = try LoadCommand.parse(["--max-seq-tokens", "1000", "--max-prompt-tokens", "900", "--prompt-mean", "2000",
                                             "--prompt-max", "4000", "--prompt-dist", "fixed", "--duration", "3"]).loadRunner()
