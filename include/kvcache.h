@@ -780,8 +780,11 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * KVC_ERR_UNSUPPORTED (the sequence has token-eviction state: it was observed or compacted),
  * KVC_ERR_OUT_OF_MEMORY (the cut block or page must be copied and there is no room); each
  * changes nothing.
- * Cost: one release per block past the cut; contiguous, one munmap per tensor and, only when
- * the cut's page is held elsewhere, one page copy per tensor.
+ * Memory: released blocks and (contiguous) pages past the cut stay committed and are reused
+ * by later appends or reclaimed when memory is needed; contiguous pages stay mapped, so
+ * drafts growing back over them cost no mmap. kvc_engine_trim gives them back to the OS.
+ * Cost: one release per block past the cut; contiguous, only when the cut's page is held
+ * elsewhere, one page copy per tensor (no other system call).
  */
 kvc_status kvc_seq_truncate(kvc_engine *e, uint64_t seq, size_t n_tokens);
 

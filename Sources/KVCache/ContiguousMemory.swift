@@ -314,18 +314,29 @@ final class ContiguousMemory: BlockListener {
         if let failure { throw failure }
     }
 
-    /// Shrinks live `slot` to `tokens` tokens: unpins and unmaps the pages past them and gives
-    /// free groups back to the OS, so committed bytes fall. Cost: one munmap per tensor and a
-    /// pool trim.
+    /// Shrinks live `slot` to `tokens` tokens (a compaction): unpins and unmaps the pages past
+    /// them and gives free groups back to the OS, so committed bytes fall. Cost: one munmap per
+    /// tensor and a pool trim.
     func shrink(slot: Int, to tokens: Int) {
         let keep = pages(for: tokens)
         guard keep < pinnedPages[slot] else { return }
-        for page in keep..<pinnedPages[slot] { unpin(group(slot, page)) }
-        pinnedPages[slot] = keep
+        unpin(slot: slot, beyond: tokens)
         let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
         if mapped > keep { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(keep), UInt32(mapped)) }
         kvm_pool_trim(pool)
     }
+    /// Unpins live `slot`'s pages past `tokens` tokens (a truncation): they stay mapped, as
+    /// pages mapped ahead, so appends growing back over them (a speculative decoder's next
+    /// drafts) map and commit nothing; `reclaim` unmaps them when memory is needed. Committed
+    /// bytes do not fall, as a paged truncation's released blocks stay committed.
+    /// Cost: O(pages unpinned), no system call.
+    func unpin(slot: Int, beyond tokens: Int) {
+        let keep = pages(for: tokens)
+        guard keep < pinnedPages[slot] else { return }
+        for page in keep..<pinnedPages[slot] { unpin(group(slot, page)) }
+        pinnedPages[slot] = keep
+    }
+
     /// Copies indexed block `block`'s bytes of every tensor into `out` (tensor t at
     /// `t * blockBytes`), from the groups it holds, without mapping them (the disk tier's spill).
     func readBlock(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) {

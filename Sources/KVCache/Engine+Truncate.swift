@@ -28,8 +28,12 @@ extension Engine {
     /// block would be available, or, contiguous, its page and no page is free). Each changes
     /// nothing. A system call failing while that page is copied is reported with the
     /// truncation done (the page keeps its old bytes).
-    /// Cost: one release per block past the cut; contiguous, one munmap per tensor, a scan of
-    /// the blocks on the cut's page, and at most one page copy per tensor.
+    /// - Contiguous: pages wholly past the cut are unpinned but stay mapped (reclaimed when
+    ///   memory is needed), so the next drafts growing back over them need no `mmap` and no
+    ///   commit; committed bytes do not fall, as a paged truncation's blocks stay committed.
+    ///
+    /// Cost: one release per block past the cut; contiguous, a scan of the blocks on the cut's
+    /// page and at most one page copy per tensor (no other system call).
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)
@@ -91,7 +95,7 @@ extension Engine {
             guard let contiguous else { return }
             // Only a failing system call stops the copy (room was checked): the page then keeps
             // its old group, and the failure is reported with the truncation done.
-            defer { contiguous.shrink(slot: slot, to: tokens) }
+            defer { contiguous.unpin(slot: slot, beyond: tokens) }
             let firstBlock = cutPage * pageBytes / (bt * config.tokenBytes)
             if cutPage >= 0 && contiguous.isHeldElsewhere(slot: slot, page: cutPage, table: table, positions: firstBlock..<kept) {
                 try contiguous.unshare(slot: slot, pages: [cutPage])

@@ -147,4 +147,53 @@ struct TruncateTests {
         #expect(try e.length(1) == 5)
         #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<5]), from: 0) == 0)
     }
+
+    /// Contiguous: drafts that crossed into later pages and were rejected leave those pages
+    /// mapped and committed (unpinned), so the next drafts grow back over them with no new
+    /// mapping; a truncation used to unmap them and give every free group back to the OS, and
+    /// a speculative decoder then paid an mmap and a commit per tensor each time its drafts
+    /// crossed a page (`kvcache load --draft-tokens`: 33x the fallocate calls).
+    @Test func rejectedDraftsLeaveTheirPagesMappedForTheNextDrafts() throws {
+        let e = try Engine(smallConfig(.contiguous))  // 32 bytes per token and tensor: 128 tokens per 4 KiB page
+        let prompt = tokens(120, seed: 3)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        let drafts = tokens(300, seed: 4)  // to token 420: pages 1-3
+        try e.append(1, tokens: drafts)
+        try writeKV(e, 1, tokens: drafts, from: 120)
+        let before = e.stats()
+        try e.truncate(1, to: 121)
+        let after = e.stats()
+        #expect(after.committedBytes == before.committedBytes, "the pages past the cut stay committed")
+        #expect(after.mappings == before.mappings, "and mapped")
+        let next = tokens(300, seed: 5)
+        try e.append(1, tokens: next)
+        try writeKV(e, 1, tokens: next, from: 121)
+        #expect(e.stats().mappings == before.mappings, "growing back over them maps nothing")
+        #expect(e.stats().committedBytes == before.committedBytes)
+        #expect(try kvMismatches(e, 1, tokens: prompt + [drafts[0]] + next, from: 0) == 0)
+    }
+
+    /// The pages a truncation leaves mapped are reclaimed when another sequence needs the
+    /// memory, and the truncated sequence keeps its tokens and grows again.
+    @Test func pagesLeftMappedAreReclaimedForOtherSequences() throws {
+        // 8 groups of 4 tensors x 4 KiB.
+        let e = try Engine(smallConfig(.contiguous, memoryBytes: 8 * 4 * 4096))
+        let prompt = tokens(120, seed: 6)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        let drafts = tokens(300, seed: 7)
+        try e.append(1, tokens: drafts)
+        try writeKV(e, 1, tokens: drafts, from: 120)
+        try e.truncate(1, to: 121)  // 1 page pinned, 4 mapped
+        let other = tokens(7 * 128, seed: 8)  // 7 pages: only fits once sequence 1's 3 spare pages are unmapped
+        #expect(try e.createSequence(2, tokens: other) == 0)
+        try writeKV(e, 2, tokens: other, from: 0)
+        #expect(try kvMismatches(e, 1, tokens: prompt + [drafts[0]], from: 0) == 0)
+        try e.free(2)
+        let more = tokens(200, seed: 9)
+        try e.append(1, tokens: more)
+        try writeKV(e, 1, tokens: more, from: 121)
+        #expect(try kvMismatches(e, 1, tokens: prompt + [drafts[0]] + more, from: 0) == 0)
+    }
 }
