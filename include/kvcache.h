@@ -143,7 +143,9 @@
  *   KVC_ERR_NOT_FOUND         the sequence id is not live (never created, or freed)
  *   KVC_ERR_EXISTS            the sequence id is already live
  *   KVC_ERR_OUT_OF_MEMORY     memory_bytes, max_seqs (or the address space) cannot hold
- *                             it; nothing was allocated or changed. Free a sequence or stop
+ *                             it, or the OS refused to commit the memory (fallocate or
+ *                             populate failed: ENOSPC, ENOMEM, EIO), in either layout;
+ *                             nothing was allocated or changed. Free a sequence or stop
  *                             admitting new ones; the engine stays usable.
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
@@ -632,7 +634,7 @@ kvc_status kvc_engine_trim(kvc_engine *e);
  * live tokens. Call it once after kvc_engine_create, or when the server goes idle.
  * *committed_bytes (may be NULL) receives the committed bytes afterwards.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_UNSUPPORTED (metadata_only: no memory),
- * KVC_ERR_OUT_OF_MEMORY or KVC_ERR_IO (the OS refused to commit; what was committed stays).
+ * KVC_ERR_OUT_OF_MEMORY (the OS refused to commit, whatever its errno; what was committed stays).
  */
 kvc_status kvc_engine_reserve(kvc_engine *e, uint64_t bytes, uint64_t *committed_bytes);
 

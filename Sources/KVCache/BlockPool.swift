@@ -126,7 +126,7 @@ public final class BlockPool {
                     evictOldest(ancestorsFirst: true)
                     continue
                 }
-                if r < 0 { throw .outOfMemory(String(cString: kvm_error())) }
+                try checkCommit(r)
                 b = Int32(r)
             } else {
                 if freeTop == 0 {

@@ -688,8 +688,8 @@ public final class Engine: @unchecked Sendable {
     /// groups are committed; their pages fault in when a sequence maps and writes them. Like
     /// vLLM's allocation at start-up, but optional: until `trim`, which gives unused reserved
     /// memory back, resident memory no longer follows live tokens. Returns the committed bytes
-    /// afterwards. Throws `unsupported` (metadata-only engine), or the failure to commit memory
-    /// (what was reserved before it stays). Cost: the commits and faults, in steps of at most 64
+    /// afterwards. Throws `unsupported` (metadata-only engine), or `outOfMemory` when the OS
+    /// refuses a commit (`checkCommit`; what was reserved before it stays). Cost: the commits and faults, in steps of at most 64
     /// page groups; other calls run between steps.
     public func reserve(bytes: UInt64) throws(KVError) -> UInt64 {
         guard let pool = paged?.pool ?? contiguous?.pool else {
@@ -703,7 +703,7 @@ public final class Engine: @unchecked Sendable {
                 guard committed < target else { return false }
                 let groups = UInt32(min(64, (target - committed + stepBytes - 1) / stepBytes))
                 let got = paged.map { kvm_arena_reserve($0.arena, groups) } ?? kvm_pool_precommit(pool, groups)
-                if got < 0 { try check(Int32(got)) }
+                try checkCommit(got)
                 return got > 0
             }
             if !progressed { return stats().committedBytes }
