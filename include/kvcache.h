@@ -1155,7 +1155,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * a kvc_seq_swap_out_async of `seq` failed after it returned (the sequence is resident and
  * unchanged, its K/V never left memory; the next call says 1); or KVC_ERR_IO when a
  * disk read for the sequence failed or was torn or corrupt: its bytes were not served and
- * the bad blocks left both tiers; free the sequence and create it again (it then reports
+ * the bad blocks left both tiers, with the blocks the create indexed past its cached_tokens
+ * (their K/V will never be computed; KVC_EVENT_BLOCK_REMOVED for each). The blocks it hit
+ * after the bad one stay indexed: their K/V came from memory other sequences computed, or
+ * from disk reads that succeeded. Free the sequence and create it again (it then reports
  * fewer cached tokens). Episodic offload: also 0 while tokens a kvc_seq_focus restores are
  * still being read; once they landed, KVC_ERR_IO is returned once when offloaded tokens were
  * lost since the last call (a slot that could not be written, or whose read failed or was

@@ -289,6 +289,7 @@ public final class Engine: @unchecked Sendable {
         fillTail(sequences.tail(slot))
         if let offload {
             offload.failed[slot] = false
+            offload.cachedBlocks[slot] = Int32(cached)
             // In disk-slot order (per file: the own slab, then each peer's), so that reads of
             // adjacent slots merge (`DiskTier.flush`): a prompt's spills take ascending slots in
             // the order they were written, not in chain order (a trim's from its last block down
@@ -527,7 +528,10 @@ public final class Engine: @unchecked Sendable {
             sequences.unscheduled[to] = sequences.unscheduled[from]
             // The child holds the parent's blocks, so a failed read of them fails it too; and the
             // slot's flag may be left from a previous, freed owner.
-            if let offload { offload.failed[to] = offload.failed[from] }
+            if let offload {
+                offload.failed[to] = offload.failed[from]
+                offload.cachedBlocks[to] = offload.cachedBlocks[from]
+            }
             // Before the state copy: taking an open-record buffer may write a record out, and a
             // write the tier refuses drops its tokens from the owner's state.
             inheritOffloadedTokens(from: from, to: to)
