@@ -650,7 +650,10 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * the memory tier's ALL_CLEARED, and with a disk tier its ALL_CLEARED and one per block a
  * reopened tier announces: DISK TIER, Events) and, when full, drops the
  * oldest (counted in kvc_stats.events_dropped; a router seeing that grow should treat its
- * view of this instance as stale). *n_events < capacity means the queue was emptied.
+ * view of this instance as stale: applying a KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY before
+ * the events it drains next leaves a view that claims no block the instance lacks; the
+ * Swift API's Engine.memoryIndexEvents rebuilds it exactly, and the replay simulator does
+ * that, docs/routing.md). *n_events < capacity means the queue was emptied.
  * Two threads draining at once each get a disjoint subset. No allocation; the events are
  * converted field by field in chunks of 32 on the stack.
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).

@@ -254,6 +254,14 @@ public final class BlockPool {
         unindex(block, emit: true)
     }
 
+    /// Appends to `out` one `blockStored` (memory tier) per indexed block, in block-id order.
+    /// O(capacity).
+    func appendIndexed(to out: inout [KVEvent]) {
+        for b in 0..<capacity where indexed[b] {
+            out.append(KVEvent(kind: .blockStored, blockHash: hashes[b], parentHash: parents[b]))
+        }
+    }
+
     /// The hash `block` is indexed under (0 when it is not, also when it is only prepared), and
     /// its parent's.
     func hash(of block: Int32) -> UInt64 { indexed[Int(block)] ? hashes[Int(block)] : 0 }
