@@ -219,8 +219,15 @@ public final class Router {
         loads[s] = load
     }
 
-    /// Replaces the load of live slot `slot` (the simulator's fast path; no lookup).
-    @inline(__always) public func report(slot: Int, load: InstanceLoad) { loads[slot] = load }
+    /// Replaces the load of live slot `slot`: the fast path, without the id lookup, for callers
+    /// inside this package that hold a slot they know is live (the simulator never removes its
+    /// instances); other callers use `report(_:load:)`. Precondition, checked: `slot` is live
+    /// (a removed instance's slot, or one never used, traps rather than feeding a slot the
+    /// next `addInstance` reuses). Cost: one mask test and a store.
+    @inline(__always) package func report(slot: Int, load: InstanceLoad) {
+        precondition(isLive(slot), "report(slot: \(slot)): not a live slot")
+        loads[slot] = load
+    }
 
     /// Applies instance `id`'s KV events, in order, to the exact view (the approximate view
     /// ignores them). An engine's first event clears its memory tier (`Engine.init`), so the
@@ -232,9 +239,20 @@ public final class Router {
         for e in events { view.apply(e, slot: s) }
     }
 
-    /// `observe` for live slot `slot`.
-    public func observe(slot: Int, events: UnsafeBufferPointer<KVEvent>) {
+    /// `observe` for live slot `slot`: the fast path, without the id lookup, for callers inside
+    /// this package that hold a slot they know is live (the simulator; the C ABI after
+    /// `slot(of:)` under its mutex); other callers use `observe(_:events:)`. Precondition,
+    /// checked: `slot` is live (a removed instance's events would otherwise enter the view of
+    /// whichever instance `addInstance` puts in the slot next). Cost: one mask test, then one
+    /// view probe per event.
+    package func observe(slot: Int, events: UnsafeBufferPointer<KVEvent>) {
+        precondition(isLive(slot), "observe(slot: \(slot)): not a live slot")
         for e in events { view.apply(e, slot: slot) }
+    }
+
+    /// True when `slot` (any integer) holds a live instance. O(1).
+    @inline(__always) public func isLive(_ slot: Int) -> Bool {
+        slot >= 0 && slot < RouterConfig.maxInstances && liveMask & (1 << UInt64(slot)) != 0
     }
 
     /// Calibrates the prefill estimate with a completed prefill of `tokens` uncached tokens

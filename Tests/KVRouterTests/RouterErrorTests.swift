@@ -38,4 +38,31 @@ import Testing
         c.keyBlocks = 0
         do { _ = try Router(c) } catch { #expect(error.message.contains("key_blocks")) }
     }
+
+    /// The slot fast paths (`report(slot:load:)`, `observe(slot:events:)`, package-internal:
+    /// the simulator and the C ABI) take live slots only: `isLive` is true exactly for the slots
+    /// of live instances, and a removed instance's slot traps (an exit test) instead of feeding
+    /// the slot's next owner; the id-based public calls say `notFound` and change nothing.
+    @Test func slotFastPathsTakeOnlyLiveSlots() async throws {
+        let r = try makeRouter(.dualMap, instances: 3)
+        try r.removeInstance(1)
+        #expect(r.isLive(0) && !r.isLive(1) && r.isLive(2) && !r.isLive(3) && !r.isLive(-1) && !r.isLive(64))
+        let stored = [KVEvent(kind: .blockStored, blockHash: 42, parentHash: 0)]
+        #expect(throws: KVError(.notFound, "instance 1 is not in the router")) {
+            try stored.withUnsafeBufferPointer { (e) throws(KVError) in try r.observe(1, events: e) }
+        }
+        #expect(r.view.blocksPerSlot[1] == 0 && r.view.table.slots(42) == 0)
+        stored.withUnsafeBufferPointer { r.observe(slot: 2, events: $0) }
+        #expect(r.view.table.slots(42) == 1 << 2)
+        await #expect(processExitsWith: .failure) {
+            let r = try makeRouter(.dualMap, instances: 2)
+            try r.removeInstance(1)
+            r.report(slot: 1, load: InstanceLoad(pendingPrefillTokens: 1))
+        }
+        await #expect(processExitsWith: .failure) {
+            let r = try makeRouter(.dualMap, instances: 2)
+            try r.removeInstance(1)
+            [KVEvent(kind: .blockStored, blockHash: 42, parentHash: 0)].withUnsafeBufferPointer { r.observe(slot: 1, events: $0) }
+        }
+    }
 }
