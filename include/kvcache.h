@@ -1348,7 +1348,8 @@ typedef struct kvc_router_config {
     uint32_t policy;
     /** The request key hashes the first key_blocks blocks, 1..64. Default 2. */
     uint32_t key_blocks;
-    /** Ring positions per instance of weight 1, 1..4096. Default 128. */
+    /** Ring positions per instance of weight 1, 1..4096. Default 128. All instances' positions
+     *  are bounded (kvc_router_add_instance). */
     uint32_t virtual_nodes;
     /** TTFT SLO in ms, > 0; DualMap leaves the affinity candidate above half of it. Default 5000. */
     double ttft_slo_ms;
@@ -1400,8 +1401,13 @@ kvc_status kvc_router_create(const kvc_router_config *cfg, kvc_router **out);
 void kvc_router_destroy(kvc_router *r);
 
 /** Adds instance `instance` with `weight` (share of ring positions, (0, 64]; 1 standard).
- *  Its load starts at 0 and its cache empty. Returns KVC_ERR_EXISTS (already added),
- *  KVC_ERR_INVALID_ARGUMENT (NULL r, weight, 64 instances already). Cost: rebuilds the rings. */
+ *  Its load starts at 0 and its cache empty. Each of the two hash rings holds at most 524288
+ *  positions: the live instances' virtual_nodes x weight (rounded, at least 1) summed, which
+ *  any membership at the default 128 virtual nodes fits (64 instances of weight 64).
+ *  Returns KVC_ERR_EXISTS (already added), KVC_ERR_INVALID_ARGUMENT (NULL r, weight, 64
+ *  instances already, or its positions would pass 524288: the message gives the numbers);
+ *  nothing changes then. Cost: rebuilds the rings, sorting their positions under the
+ *  router's lock (O(P log P)). */
 kvc_status kvc_router_add_instance(kvc_router *r, uint32_t instance, double weight);
 
 /** Removes `instance`: no later decision picks it; what it cached is forgotten. Keys it

@@ -88,8 +88,10 @@ public final class Router {
 
     /// Adds instance `id` with `weight` (its share of ring positions, 1 for a standard
     /// instance; (0, 64]). Its load starts at zero and its cache empty.
-    /// Throws `exists` (already live), `invalidArgument` (weight, or all 64 slots in use).
-    /// Cost: rebuilds both rings, O(P log P).
+    /// Throws `exists` (already live), `invalidArgument` (weight, all 64 slots in use, or its
+    /// `virtualNodes x weight` positions would take a ring past `RouterConfig.maxRingPositions`);
+    /// nothing changes then. Cost: O(live instances) to check, then rebuilds both rings,
+    /// O(P log P) for P positions.
     public func addInstance(_ id: UInt32, weight: Double = 1) throws(KVError) {
         guard weight > 0 && weight <= 64 && weight.isFinite else {
             throw KVError(.invalidArgument, "weight \(weight) of instance \(id) is outside (0, 64]")
@@ -97,6 +99,18 @@ public final class Router {
         if slot(of: id) >= 0 { throw KVError(.exists, "instance \(id) is already added") }
         guard liveMask != ~0 else {
             throw KVError(.invalidArgument, "a router holds at most \(RouterConfig.maxInstances) instances; remove one first")
+        }
+        let positions = virtualNodes(weight: weight)
+        var taken = 0
+        var m = liveMask
+        while m != 0 {
+            taken += virtualNodes(weight: weights[m.trailingZeroBitCount])
+            m &= m - 1
+        }
+        guard positions <= RouterConfig.maxRingPositions - taken else {
+            throw KVError(.invalidArgument, "instance \(id) of weight \(weight) needs \(positions) positions on each hash ring "
+                          + "(virtual_nodes \(config.virtualNodes) x weight); the live instances hold \(taken) and a ring holds at most "
+                          + "\(RouterConfig.maxRingPositions): lower the weight or virtual_nodes")
         }
         let s = (~liveMask).trailingZeroBitCount
         ids[s] = id
@@ -116,12 +130,15 @@ public final class Router {
         rebuildRings()
     }
 
+    /// Ring positions of an instance of `weight`: `virtualNodes x weight`, rounded, at least 1.
+    private func virtualNodes(weight: Double) -> Int { max(1, Int((Double(config.virtualNodes) * weight).rounded())) }
+
     private func rebuildRings() {
         var members: [(slot: Int, id: UInt32, virtualNodes: Int)] = []
         var m = liveMask
         while m != 0 {
             let s = m.trailingZeroBitCount
-            members.append((s, ids[s], max(1, Int((Double(config.virtualNodes) * weights[s]).rounded()))))
+            members.append((s, ids[s], virtualNodes(weight: weights[s])))
             m &= m - 1
         }
         ring1.rebuild(members)
