@@ -88,8 +88,6 @@ extension Engine {
             }
             rewindChain(slot: slot, from: length, to: tokens)
             sequences.lengths[slot] = tokens
-            // Blocks it fills again from here on are the server's computation, not the cache's.
-            if let offload { offload.cachedBlocks[slot] = min(offload.cachedBlocks[slot], Int32(tokens / bt)) }
             guard let contiguous else { return }
             // Only a failing system call stops the copy (room was checked): the page then keeps
             // its old group, and the failure is reported with the truncation done.

@@ -33,9 +33,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     let failed: UnsafeMutablePointer<Bool>
     /// Per sequence slot: how many blocks at the start of its table hold bytes the cache gave
     /// it (its create's prefix hit: blocks shared from memory and blocks read from disk; a
-    /// fork's, its parent's), not bytes the server computes for it. Set by create and fork,
-    /// lowered by truncation; a swap-in keeps it. `loadFinished` forgets past a failed block
-    /// only the blocks from here on.
+    /// fork's, its parent's), not bytes the server computes for it. Set by create and fork; a
+    /// swap-in keeps it, and so does a truncation (it needs every read landed, so only a
+    /// swap-in read can fail afterwards, and what the sequence appended again below this
+    /// count was computed before it was swapped out). `loadFinished` forgets past a failed
+    /// block only the blocks from here on.
     let cachedBlocks: UnsafeMutablePointer<Int32>
     /// Per sequence slot: swapped out (its table holds disk slots).
     let swapped: UnsafeMutablePointer<Bool>
