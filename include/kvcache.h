@@ -650,16 +650,30 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * the memory tier's ALL_CLEARED, and with a disk tier its ALL_CLEARED and one per block a
  * reopened tier announces: DISK TIER, Events) and, when full, drops the
  * oldest (counted in kvc_stats.events_dropped; a router seeing that grow should treat its
- * view of this instance as stale: applying a KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY before
- * the events it drains next leaves a view that claims no block the instance lacks; the
- * Swift API's Engine.memoryIndexEvents rebuilds it exactly, and the replay simulator does
- * that, docs/routing.md). *n_events < capacity means the queue was emptied.
+ * view of this instance as stale and rebuild it: drain, then apply kvc_engine_index_events'
+ * dump, as the replay simulator does, docs/routing.md). *n_events < capacity means the queue
+ * was emptied.
  * Two threads draining at once each get a disjoint subset. No allocation; the events are
  * converted field by field in chunks of 32 on the stack.
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0).
  */
 kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
+
+/**
+ * The memory tier's prefix index as events, for a router that lost events (events_dropped
+ * grew): out[0] is a KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY, then one KVC_EVENT_BLOCK_STORED
+ * (block and parent hash) per indexed block. Applied to the instance's view after the events
+ * drained so far, it leaves the view exactly the index; later drains continue from there (an
+ * event drained afterwards that the dump already reflects changes nothing when applied in
+ * order). Changes nothing in the engine; pending events stay. *n_events receives the full
+ * count (1 + indexed blocks, at most 1 + the engine's blocks).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0),
+ * KVC_ERR_BUFFER_TOO_SMALL (capacity < *n_events: the prefix that fits is written).
+ * Cost: O(blocks) under the engine's lock and a temporary copy of 24 bytes per indexed block:
+ * a recovery path, not a per-request one.
+ */
+kvc_status kvc_engine_index_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
 
 /* ---------------------------------------------------------------------------------------
  * Sequences (both layouts)
