@@ -693,8 +693,8 @@ public final class Engine: @unchecked Sendable {
     /// vLLM's allocation at start-up, but optional: until `trim`, which gives unused reserved
     /// memory back, resident memory no longer follows live tokens. Returns the committed bytes
     /// afterwards. Throws `unsupported` (metadata-only engine), or `outOfMemory` when the OS
-    /// refuses a commit (`checkCommit`; what was reserved before it stays). Cost: the commits and faults, in steps of at most 64
-    /// page groups; other calls run between steps.
+    /// refuses a commit (`checkCommit`; what was reserved before it stays). Cost: the commits
+    /// and faults, in steps of at most 64 page groups; other calls run between steps.
     public func reserve(bytes: UInt64) throws(KVError) -> UInt64 {
         guard let pool = paged?.pool ?? contiguous?.pool else {
             throw KVError(.unsupported, "a metadata-only engine has no memory to reserve")

@@ -43,7 +43,8 @@ import KVRouter
 ///
 /// Events are arrivals (in trace order, times divided by `rateScale`) and step ends (one per
 /// busy instance); the earliest goes next, arrivals first on ties. Cost per step: O(batch)
-/// plus O(instances) to find the next event; nothing allocates per request or step.
+/// plus O(instances) to find the next event; nothing allocates per request or step (but a
+/// rebuild after dropped events, whose dump is an array of the engine's indexed blocks).
 public final class ClusterSimulator: RequestQueues {
     /// The configuration of this run.
     public let config: SimulationConfig
