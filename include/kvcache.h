@@ -143,7 +143,9 @@
  *   KVC_ERR_NOT_FOUND         the sequence id is not live (never created, or freed)
  *   KVC_ERR_EXISTS            the sequence id is already live
  *   KVC_ERR_OUT_OF_MEMORY     memory_bytes, max_seqs (or the address space) cannot hold
- *                             it; nothing was allocated or changed. Free a sequence or stop
+ *                             it, or the OS refused to commit the memory (fallocate or
+ *                             populate failed: ENOSPC, ENOMEM, EIO), in either layout;
+ *                             nothing was allocated or changed. Free a sequence or stop
  *                             admitting new ones; the engine stays usable.
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
@@ -632,7 +634,7 @@ kvc_status kvc_engine_trim(kvc_engine *e);
  * live tokens. Call it once after kvc_engine_create, or when the server goes idle.
  * *committed_bytes (may be NULL) receives the committed bytes afterwards.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_UNSUPPORTED (metadata_only: no memory),
- * KVC_ERR_OUT_OF_MEMORY or KVC_ERR_IO (the OS refused to commit; what was committed stays).
+ * KVC_ERR_OUT_OF_MEMORY (the OS refused to commit, whatever its errno; what was committed stays).
  */
 kvc_status kvc_engine_reserve(kvc_engine *e, uint64_t bytes, uint64_t *committed_bytes);
 
@@ -648,13 +650,30 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * the memory tier's ALL_CLEARED, and with a disk tier its ALL_CLEARED and one per block a
  * reopened tier announces: DISK TIER, Events) and, when full, drops the
  * oldest (counted in kvc_stats.events_dropped; a router seeing that grow should treat its
- * view of this instance as stale). *n_events < capacity means the queue was emptied.
+ * view of this instance as stale and rebuild it: drain, then apply kvc_engine_index_events'
+ * dump, as the replay simulator does, docs/routing.md). *n_events < capacity means the queue
+ * was emptied.
  * Two threads draining at once each get a disjoint subset. No allocation; the events are
  * converted field by field in chunks of 32 on the stack.
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0).
  */
 kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
+
+/**
+ * The memory tier's prefix index as events, for a router that lost events (events_dropped
+ * grew): out[0] is a KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY, then one KVC_EVENT_BLOCK_STORED
+ * (block and parent hash) per indexed block. Applied to the instance's view after the events
+ * drained so far, it leaves the view exactly the index; later drains continue from there (an
+ * event drained afterwards that the dump already reflects changes nothing when applied in
+ * order). Changes nothing in the engine; pending events stay. *n_events receives the full
+ * count (1 + indexed blocks, at most 1 + the engine's blocks).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0),
+ * KVC_ERR_BUFFER_TOO_SMALL (capacity < *n_events: the prefix that fits is written).
+ * Cost: O(blocks) under the engine's lock and a temporary copy of 24 bytes per indexed block:
+ * a recovery path, not a per-request one.
+ */
+kvc_status kvc_engine_index_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
 
 /* ---------------------------------------------------------------------------------------
  * Sequences (both layouts)
@@ -1156,7 +1175,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * a kvc_seq_swap_out_async of `seq` failed after it returned (the sequence is resident and
  * unchanged, its K/V never left memory; the next call says 1); or KVC_ERR_IO when a
  * disk read for the sequence failed or was torn or corrupt: its bytes were not served and
- * the bad blocks left both tiers; free the sequence and create it again (it then reports
+ * the bad blocks left both tiers, with the blocks the create indexed past its cached_tokens
+ * (their K/V will never be computed; KVC_EVENT_BLOCK_REMOVED for each). The blocks it hit
+ * after the bad one stay indexed: their K/V came from memory other sequences computed, or
+ * from disk reads that succeeded. Free the sequence and create it again (it then reports
  * fewer cached tokens). Episodic offload: also 0 while tokens a kvc_seq_focus restores are
  * still being read; once they landed, KVC_ERR_IO is returned once when offloaded tokens were
  * lost since the last call (a slot that could not be written, or whose read failed or was
@@ -1343,7 +1365,8 @@ typedef struct kvc_router_config {
     uint32_t policy;
     /** The request key hashes the first key_blocks blocks, 1..64. Default 2. */
     uint32_t key_blocks;
-    /** Ring positions per instance of weight 1, 1..4096. Default 128. */
+    /** Ring positions per instance of weight 1, 1..4096. Default 128. All instances' positions
+     *  are bounded (kvc_router_add_instance). */
     uint32_t virtual_nodes;
     /** TTFT SLO in ms, > 0; DualMap leaves the affinity candidate above half of it. Default 5000. */
     double ttft_slo_ms;
@@ -1395,8 +1418,13 @@ kvc_status kvc_router_create(const kvc_router_config *cfg, kvc_router **out);
 void kvc_router_destroy(kvc_router *r);
 
 /** Adds instance `instance` with `weight` (share of ring positions, (0, 64]; 1 standard).
- *  Its load starts at 0 and its cache empty. Returns KVC_ERR_EXISTS (already added),
- *  KVC_ERR_INVALID_ARGUMENT (NULL r, weight, 64 instances already). Cost: rebuilds the rings. */
+ *  Its load starts at 0 and its cache empty. Each of the two hash rings holds at most 524288
+ *  positions: the live instances' virtual_nodes x weight (rounded, at least 1) summed, which
+ *  any membership at the default 128 virtual nodes fits (64 instances of weight 64).
+ *  Returns KVC_ERR_EXISTS (already added), KVC_ERR_INVALID_ARGUMENT (NULL r, weight, 64
+ *  instances already, or its positions would pass 524288: the message gives the numbers);
+ *  nothing changes then. Cost: rebuilds the rings, sorting their positions under the
+ *  router's lock (O(P log P)). */
 kvc_status kvc_router_add_instance(kvc_router *r, uint32_t instance, double weight);
 
 /** Removes `instance`: no later decision picks it; what it cached is forgotten. Keys it

@@ -126,7 +126,7 @@ public final class BlockPool {
                     evictOldest(ancestorsFirst: true)
                     continue
                 }
-                if r < 0 { throw .outOfMemory(String(cString: kvm_error())) }
+                try checkCommit(r)
                 b = Int32(r)
             } else {
                 if freeTop == 0 {
@@ -252,6 +252,14 @@ public final class BlockPool {
         guard refs[Int(block)] > 0, indexed[Int(block)] else { return }
         listener?.blockCached(block)  // a used indexed block pins its pages; drop those pins first
         unindex(block, emit: true)
+    }
+
+    /// Appends to `out` one `blockStored` (memory tier) per indexed block, in block-id order.
+    /// O(capacity).
+    func appendIndexed(to out: inout [KVEvent]) {
+        for b in 0..<capacity where indexed[b] {
+            out.append(KVEvent(kind: .blockStored, blockHash: hashes[b], parentHash: parents[b]))
+        }
     }
 
     /// The hash `block` is indexed under (0 when it is not, also when it is only prepared), and

@@ -449,7 +449,7 @@ final class ContiguousMemory: BlockListener {
             }
             if first < 0 {
                 if first == -Int64(ENOSPC) && reclaim(groups: needFresh(slot: slot, pages[i...])) { continue }
-                try check(Int32(first))
+                try checkCommit(first)
             }
             let rc = kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(first), got)
             for g in UInt32(first)..<UInt32(first) + got { kvm_pool_unref(pool, g) }  // the range holds them now

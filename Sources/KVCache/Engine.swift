@@ -289,6 +289,7 @@ public final class Engine: @unchecked Sendable {
         fillTail(sequences.tail(slot))
         if let offload {
             offload.failed[slot] = false
+            offload.cachedBlocks[slot] = Int32(cached)
             // In disk-slot order (per file: the own slab, then each peer's), so that reads of
             // adjacent slots merge (`DiskTier.flush`): a prompt's spills take ascending slots in
             // the order they were written, not in chain order (a trim's from its last block down
@@ -527,7 +528,10 @@ public final class Engine: @unchecked Sendable {
             sequences.unscheduled[to] = sequences.unscheduled[from]
             // The child holds the parent's blocks, so a failed read of them fails it too; and the
             // slot's flag may be left from a previous, freed owner.
-            if let offload { offload.failed[to] = offload.failed[from] }
+            if let offload {
+                offload.failed[to] = offload.failed[from]
+                offload.cachedBlocks[to] = offload.cachedBlocks[from]
+            }
             // Before the state copy: taking an open-record buffer may write a record out, and a
             // write the tier refuses drops its tokens from the owner's state.
             inheritOffloadedTokens(from: from, to: to)
@@ -688,9 +692,9 @@ public final class Engine: @unchecked Sendable {
     /// groups are committed; their pages fault in when a sequence maps and writes them. Like
     /// vLLM's allocation at start-up, but optional: until `trim`, which gives unused reserved
     /// memory back, resident memory no longer follows live tokens. Returns the committed bytes
-    /// afterwards. Throws `unsupported` (metadata-only engine), or the failure to commit memory
-    /// (what was reserved before it stays). Cost: the commits and faults, in steps of at most 64
-    /// page groups; other calls run between steps.
+    /// afterwards. Throws `unsupported` (metadata-only engine), or `outOfMemory` when the OS
+    /// refuses a commit (`checkCommit`; what was reserved before it stays). Cost: the commits
+    /// and faults, in steps of at most 64 page groups; other calls run between steps.
     public func reserve(bytes: UInt64) throws(KVError) -> UInt64 {
         guard let pool = paged?.pool ?? contiguous?.pool else {
             throw KVError(.unsupported, "a metadata-only engine has no memory to reserve")
@@ -703,7 +707,7 @@ public final class Engine: @unchecked Sendable {
                 guard committed < target else { return false }
                 let groups = UInt32(min(64, (target - committed + stepBytes - 1) / stepBytes))
                 let got = paged.map { kvm_arena_reserve($0.arena, groups) } ?? kvm_pool_precommit(pool, groups)
-                if got < 0 { try check(Int32(got)) }
+                try checkCommit(got)
                 return got > 0
             }
             if !progressed { return stats().committedBytes }

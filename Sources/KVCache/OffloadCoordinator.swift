@@ -31,6 +31,14 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     private let loading: UnsafeMutablePointer<UInt32>
     /// Per sequence slot: a disk read of one of its blocks failed (torn, corrupt or I/O error).
     let failed: UnsafeMutablePointer<Bool>
+    /// Per sequence slot: how many blocks at the start of its table hold bytes the cache gave
+    /// it (its create's prefix hit: blocks shared from memory and blocks read from disk; a
+    /// fork's, its parent's), not bytes the server computes for it. Set by create and fork; a
+    /// swap-in keeps it, and so does a truncation (it needs every read landed, so only a
+    /// swap-in read can fail afterwards, and what the sequence appended again below this
+    /// count was computed before it was swapped out). `loadFinished` forgets past a failed
+    /// block only the blocks from here on.
+    let cachedBlocks: UnsafeMutablePointer<Int32>
     /// Per sequence slot: swapped out (its table holds disk slots).
     let swapped: UnsafeMutablePointer<Bool>
     /// Scratch: one sequence's disk slots.
@@ -97,6 +105,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         loading.initialize(repeating: 0, count: blocks.capacity)
         failed = .allocate(capacity: config.maxSeqs)
         failed.initialize(repeating: false, count: config.maxSeqs)
+        cachedBlocks = .allocate(capacity: config.maxSeqs)
+        cachedBlocks.initialize(repeating: 0, count: config.maxSeqs)
         swapped = .allocate(capacity: config.maxSeqs)
         swapped.initialize(repeating: false, count: config.maxSeqs)
         scratchSlots = .allocate(capacity: sequences.maxBlocks)
@@ -128,6 +138,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         progress.deallocate()
         loading.deallocate()
         failed.deallocate()
+        cachedBlocks.deallocate()
         swapped.deallocate()
         scratchSlots.deallocate()
         scratchChain.deallocate()
@@ -421,19 +432,26 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         loading[Int(target.block)] -= 1
         guard !ok else { return }
         // Every live sequence holding the block is spoiled; the block leaves the index so that
-        // nobody else is served its bytes. So do the blocks after it in those sequences: their
-        // create indexed the ones past its prefix hit before the server computed them, and a
-        // failed sequence is freed without being computed (any other holder of them holds the
-        // failed block too, by the chain, and is spoiled with it, except for blocks the create
-        // shared from memory after a disk block, `Engine.tieredPrefix`: those hold valid bytes,
-        // stay with their other holders, and only leave the index, so a later prompt recomputes
-        // them). Indexing on schedule, those blocks are still unscheduled: they never will be.
+        // nobody else is served its bytes. So do the blocks past the prefix hit of those
+        // sequences (from `cachedBlocks`): their create indexed them before the server computed
+        // them, and a failed sequence is freed without being computed (any other holder of them
+        // holds the failed block too, by the chain, and is spoiled with it). The blocks between
+        // the failed one and the end of the hit stay indexed: blocks shared from memory
+        // (`Engine.tieredPrefix`; other sequences computed them) and blocks read from disk
+        // (their own reads verify them; a failed one leaves here on its own) hold valid bytes
+        // that do not depend on the failed block's, and a later prompt that recomputes the
+        // failed block finds them again. Indexing on schedule, the blocks past the hit are still
+        // unscheduled: they never will be.
         blocks.forget(target.block)
         for slot in 0..<sequences.maxSeqs where sequences.lengths[slot] > 0 && !swapped[slot] {
             let table = sequences.table(slot), count = sequences.blockCount(slot)
             guard let i = (0..<count).first(where: { table[$0] == target.block }) else { continue }
             failed[slot] = true
-            for j in i + 1..<count { blocks.forget(table[j]) }
+            var j = max(i + 1, Int(cachedBlocks[slot]))
+            while j < count {
+                blocks.forget(table[j])
+                j += 1
+            }
             sequences.unscheduled[slot] = 0..<0
         }
     }

@@ -30,3 +30,16 @@ func check(_ rc: Int32) throws(KVError) {
     default: throw KVError(.internal, message)
     }
 }
+
+/// Turns the return code of a call that commits physical memory for the caller
+/// (`kvm_pool_alloc_run_fit`, `kvm_pool_precommit`, `kvm_arena_alloc`, `kvm_arena_reserve`) into
+/// a thrown `KVError`: a commit the OS refused (fallocate or populate: ENOSPC, ENOMEM, or EIO
+/// as a memory-limited cgroup's shmem can give) or a full budget is `outOfMemory`, the status
+/// a server answers by preempting a sequence or admitting fewer, never a bug; the call changed
+/// nothing. Only EINVAL, a bad argument from the engine, is `internal`.
+func checkCommit(_ rc: Int64) throws(KVError) {
+    if rc >= 0 { return }
+    let message = String(cString: kvm_error())
+    if -rc == Int64(EINVAL) { throw KVError(.internal, message) }
+    throw .outOfMemory(message)
+}

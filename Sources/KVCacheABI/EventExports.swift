@@ -15,16 +15,48 @@ enum EventLayout {
     static let chunk = 32
 }
 
+/// Writes `event` as one `kvc_event` at `slot`.
+@inline(__always) private func store(_ event: KVEvent, at slot: UnsafeMutableRawPointer) {
+    slot.storeBytes(of: event.kind.rawValue, toByteOffset: EventLayout.kind, as: UInt32.self)
+    slot.storeBytes(of: event.tier, toByteOffset: EventLayout.tier, as: UInt32.self)
+    slot.storeBytes(of: event.blockHash, toByteOffset: EventLayout.blockHash, as: UInt64.self)
+    slot.storeBytes(of: event.parentHash, toByteOffset: EventLayout.parentHash, as: UInt64.self)
+}
+
+/// The checked arguments of a call writing up to `capacity` events to `out` and their count
+/// to `*nEvents`: the engine, the count's pointer and the capacity (`out` may be NULL only
+/// when capacity is 0).
+private func eventArguments(
+    _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
+) throws(KVError) -> (Engine, UnsafeMutablePointer<Int>, Int) {
+    let engine = try engine(e)
+    let nEvents = try required(nEvents, "n_events")
+    let capacity = try size(capacity, "capacity")
+    guard capacity == 0 || out != nil else { throw KVError(.invalidArgument, "out is NULL but capacity is \(capacity)") }
+    return (engine, nEvents, capacity)
+}
+
+/// `kvc_engine_index_events`: `Engine.memoryIndexEvents`; BUFFER_TOO_SMALL with the full
+/// count when `capacity` is short (the prefix that fits is written).
+@c public func kvc_engine_index_events(
+    _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
+) -> kvc_status {
+    status("kvc_engine_index_events") { () throws(KVError) in
+        let (engine, nEvents, capacity) = try eventArguments(e, out, capacity, nEvents)
+        let events = engine.memoryIndexEvents()
+        if let out { for (i, event) in events.prefix(capacity).enumerated() { store(event, at: out + i * EventLayout.size) } }
+        nEvents.pointee = events.count
+        if events.count > capacity { throw KVError(.bufferTooSmall, "\(events.count) events, capacity \(capacity)") }
+    }
+}
+
 /// `kvc_drain_events`: moves up to `capacity` events, oldest first, from the engine into `out`
 /// in chunks of `EventLayout.chunk`, stopping early once the engine's queue is empty.
 @c public func kvc_drain_events(
     _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_drain_events") { () throws(KVError) in
-        let engine = try engine(e)
-        let nEvents = try required(nEvents, "n_events")
-        let capacity = try size(capacity, "capacity")
-        guard capacity == 0 || out != nil else { throw KVError(.invalidArgument, "out is NULL but capacity is \(capacity)") }
+        let (engine, nEvents, capacity) = try eventArguments(e, out, capacity, nEvents)
         guard let out, capacity > 0 else {
             nEvents.pointee = 0
             return
@@ -36,13 +68,7 @@ enum EventLayout {
             while total < capacity {
                 let want = min(scratch.count, capacity - total)
                 let got = min(engine.drainEvents(into: UnsafeMutableBufferPointer(rebasing: scratch[0..<want])), want)
-                for (i, event) in scratch[0..<got].enumerated() {
-                    let slot = out + (total + i) * EventLayout.size
-                    slot.storeBytes(of: event.kind.rawValue, toByteOffset: EventLayout.kind, as: UInt32.self)
-                    slot.storeBytes(of: event.tier, toByteOffset: EventLayout.tier, as: UInt32.self)
-                    slot.storeBytes(of: event.blockHash, toByteOffset: EventLayout.blockHash, as: UInt64.self)
-                    slot.storeBytes(of: event.parentHash, toByteOffset: EventLayout.parentHash, as: UInt64.self)
-                }
+                for (i, event) in scratch[0..<got].enumerated() { store(event, at: out + (total + i) * EventLayout.size) }
                 total += got
                 if got < want { break }
             }

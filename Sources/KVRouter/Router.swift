@@ -88,8 +88,10 @@ public final class Router {
 
     /// Adds instance `id` with `weight` (its share of ring positions, 1 for a standard
     /// instance; (0, 64]). Its load starts at zero and its cache empty.
-    /// Throws `exists` (already live), `invalidArgument` (weight, or all 64 slots in use).
-    /// Cost: rebuilds both rings, O(P log P).
+    /// Throws `exists` (already live), `invalidArgument` (weight, all 64 slots in use, or its
+    /// `virtualNodes x weight` positions would take a ring past `RouterConfig.maxRingPositions`);
+    /// nothing changes then. Cost: O(live instances) to check, then rebuilds both rings,
+    /// O(P log P) for P positions.
     public func addInstance(_ id: UInt32, weight: Double = 1) throws(KVError) {
         guard weight > 0 && weight <= 64 && weight.isFinite else {
             throw KVError(.invalidArgument, "weight \(weight) of instance \(id) is outside (0, 64]")
@@ -97,6 +99,18 @@ public final class Router {
         if slot(of: id) >= 0 { throw KVError(.exists, "instance \(id) is already added") }
         guard liveMask != ~0 else {
             throw KVError(.invalidArgument, "a router holds at most \(RouterConfig.maxInstances) instances; remove one first")
+        }
+        let positions = virtualNodes(weight: weight)
+        var taken = 0
+        var m = liveMask
+        while m != 0 {
+            taken += virtualNodes(weight: weights[m.trailingZeroBitCount])
+            m &= m - 1
+        }
+        guard positions <= RouterConfig.maxRingPositions - taken else {
+            throw KVError(.invalidArgument, "instance \(id) of weight \(weight) needs \(positions) positions on each hash ring "
+                          + "(virtual_nodes \(config.virtualNodes) x weight); the live instances hold \(taken) and a ring holds at most "
+                          + "\(RouterConfig.maxRingPositions): lower the weight or virtual_nodes")
         }
         let s = (~liveMask).trailingZeroBitCount
         ids[s] = id
@@ -116,12 +130,15 @@ public final class Router {
         rebuildRings()
     }
 
+    /// Ring positions of an instance of `weight`: `virtualNodes x weight`, rounded, at least 1.
+    private func virtualNodes(weight: Double) -> Int { max(1, Int((Double(config.virtualNodes) * weight).rounded())) }
+
     private func rebuildRings() {
         var members: [(slot: Int, id: UInt32, virtualNodes: Int)] = []
         var m = liveMask
         while m != 0 {
             let s = m.trailingZeroBitCount
-            members.append((s, ids[s], max(1, Int((Double(config.virtualNodes) * weights[s]).rounded()))))
+            members.append((s, ids[s], virtualNodes(weight: weights[s])))
             m &= m - 1
         }
         ring1.rebuild(members)
@@ -219,8 +236,15 @@ public final class Router {
         loads[s] = load
     }
 
-    /// Replaces the load of live slot `slot` (the simulator's fast path; no lookup).
-    @inline(__always) public func report(slot: Int, load: InstanceLoad) { loads[slot] = load }
+    /// Replaces the load of live slot `slot`: the fast path, without the id lookup, for callers
+    /// inside this package that hold a slot they know is live (the simulator never removes its
+    /// instances); other callers use `report(_:load:)`. Precondition, checked: `slot` is live
+    /// (a removed instance's slot, or one never used, traps rather than feeding a slot the
+    /// next `addInstance` reuses). Cost: one mask test and a store.
+    @inline(__always) package func report(slot: Int, load: InstanceLoad) {
+        precondition(isLive(slot), "report(slot: \(slot)): not a live slot")
+        loads[slot] = load
+    }
 
     /// Applies instance `id`'s KV events, in order, to the exact view (the approximate view
     /// ignores them). An engine's first event clears its memory tier (`Engine.init`), so the
@@ -232,9 +256,20 @@ public final class Router {
         for e in events { view.apply(e, slot: s) }
     }
 
-    /// `observe` for live slot `slot`.
-    public func observe(slot: Int, events: UnsafeBufferPointer<KVEvent>) {
+    /// `observe` for live slot `slot`: the fast path, without the id lookup, for callers inside
+    /// this package that hold a slot they know is live (the simulator; the C ABI after
+    /// `slot(of:)` under its mutex); other callers use `observe(_:events:)`. Precondition,
+    /// checked: `slot` is live (a removed instance's events would otherwise enter the view of
+    /// whichever instance `addInstance` puts in the slot next). Cost: one mask test, then one
+    /// view probe per event.
+    package func observe(slot: Int, events: UnsafeBufferPointer<KVEvent>) {
+        precondition(isLive(slot), "observe(slot: \(slot)): not a live slot")
         for e in events { view.apply(e, slot: slot) }
+    }
+
+    /// True when `slot` (any integer) holds a live instance. O(1).
+    @inline(__always) public func isLive(_ slot: Int) -> Bool {
+        slot >= 0 && slot < RouterConfig.maxInstances && liveMask & (1 << UInt64(slot)) != 0
     }
 
     /// Calibrates the prefill estimate with a completed prefill of `tokens` uncached tokens

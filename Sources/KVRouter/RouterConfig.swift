@@ -58,6 +58,14 @@ public enum CacheViewMode: UInt32, Sendable {
 public struct RouterConfig: Equatable, Sendable {
     /// Instances a router can hold at most: the cache view keeps one bit per instance per block.
     public static let maxInstances = 64
+    /// Positions one hash ring may hold: the live instances' `virtualNodes x weight` (each
+    /// rounded, at least 1) summed, 524,288 = the most instances (64) at the largest weight (64)
+    /// with the default 128 virtual nodes. Every membership change rebuilds both rings under
+    /// the router's lock, sorting their positions (O(P log P), 16 bytes per position while
+    /// sorting, 12 kept): 64 instances of weight 64 with 4,096 virtual nodes would be 16.8M
+    /// positions per ring, 5.2 s for the 64th add (release, docs/routing.md); at this limit an
+    /// add takes 0.1-0.25 s. `Router.addInstance` refuses an instance that would pass it.
+    public static let maxRingPositions = 1 << 19
 
     /// The policy.
     public var policy: PolicyKind = .dualMap
@@ -66,7 +74,8 @@ public struct RouterConfig: Equatable, Sendable {
     /// DualMap and consistent hash: the request key is the chained hash of the first
     /// `keyBlocks` blocks (all of them when the prompt has fewer). 1...64; default 2.
     public var keyBlocks: Int = 2
-    /// Ring positions per instance of weight 1, per ring. 1...4096; default 128.
+    /// Ring positions per instance of weight 1, per ring. 1...4096; default 128. The positions
+    /// of all live instances are bounded by `maxRingPositions`.
     public var virtualNodes: Int = 128
     /// The TTFT service-level objective in milliseconds (> 0); default 5000.
     public var ttftSLOMilliseconds: Double = 5000

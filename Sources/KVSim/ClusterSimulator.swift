@@ -33,9 +33,18 @@ import KVRouter
 /// step; every step stores the prompt blocks its chunks computed into the tier. Without it no
 /// step differs from a run before the tier existed.
 ///
+/// After every change an instance's KV events are drained into the router. Should its engine's
+/// event queue have overflowed since the last drain (`EngineStats.eventsDropped` grew; the
+/// oldest events are gone), the events left would give a view missing blocks stored and
+/// keeping blocks removed in the gap, so the router's exact view of that instance is rebuilt
+/// from the engine's index (`Engine.memoryIndexEvents`: an `allCleared` and a `blockStored` per
+/// indexed block), as Dynamo's KV router recovers a gap from a dump of the worker's tree; the
+/// drops and rebuilds are counted (`eventsDropped`, `viewResyncs`).
+///
 /// Events are arrivals (in trace order, times divided by `rateScale`) and step ends (one per
 /// busy instance); the earliest goes next, arrivals first on ties. Cost per step: O(batch)
-/// plus O(instances) to find the next event; nothing allocates per request or step.
+/// plus O(instances) to find the next event; nothing allocates per request or step (but a
+/// rebuild after dropped events, whose dump is an array of the engine's indexed blocks).
 public final class ClusterSimulator: RequestQueues {
     /// The configuration of this run.
     public let config: SimulationConfig
@@ -76,6 +85,11 @@ public final class ClusterSimulator: RequestQueues {
     public private(set) var rejected = 0
     /// Prompt tokens loaded from the shared tier at requests' first admissions.
     public private(set) var sharedTierHitTokens = 0
+    /// KV events the instances' engines dropped (their queues overflowed between drains).
+    public private(set) var eventsDropped: UInt64 = 0
+    /// Times an exact view of an instance was rebuilt from its engine's index because the
+    /// engine had dropped events.
+    public private(set) var viewResyncs = 0
     private let blockTokens: Int
     private var events: UnsafeMutableBufferPointer<KVEvent>
     /// The trace's hashes at a stable address, so requests' hash ranges can be handed out.
@@ -215,12 +229,19 @@ public final class ClusterSimulator: RequestQueues {
     }
 
     private func drainEvents(_ s: Int) {
-        let engine = instances[s].engine
+        let inst = instances[s], engine = inst.engine
         while true {
             let got = engine.drainEvents(into: events)
             if got > 0 { router.observe(slot: s, events: UnsafeBufferPointer(rebasing: events[0..<got])) }
             if got < events.count { break }
         }
+        let dropped = engine.stats().eventsDropped
+        guard dropped != inst.eventsDropped else { return }
+        eventsDropped += dropped - inst.eventsDropped
+        inst.eventsDropped = dropped
+        guard router.view.mode == .exact else { return }  // an approximate view ignores events
+        engine.memoryIndexEvents().withUnsafeBufferPointer { router.observe(slot: s, events: $0) }
+        viewResyncs += 1
     }
 
     // MARK: RequestQueues (for rebalancing)
@@ -475,7 +496,7 @@ public final class ClusterSimulator: RequestQueues {
             sharedTierHitRate: sharedTier == nil ? nil : query > 0 ? Double(sharedTierHitTokens) / Double(query) : 0,
             loadImbalance: mean > 0 ? busy.max()! / mean : 1,
             makespanSeconds: (finish.max() ?? 0) / 1000,
-            preemptions: preemptions, rejected: rejected,
+            preemptions: preemptions, rejected: rejected, eventsDropped: Int(eventsDropped), viewResyncs: viewResyncs,
             sloSwitches: Int(router.sloSwitches), rebalanceMoves: Int(router.rebalanceMoves), wallSeconds: wallSeconds)
     }
 }

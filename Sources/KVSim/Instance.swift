@@ -29,6 +29,8 @@ final class Instance {
     var pendingPrefillTokens = 0
     /// Blocks of the engine.
     let capacityBlocks: Int
+    /// The engine's `eventsDropped` when its events were last drained into the router.
+    var eventsDropped: UInt64 = 0
 
     init(engine: Engine) {
         self.engine = engine

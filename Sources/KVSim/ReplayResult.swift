@@ -35,6 +35,11 @@ public struct ReplayResult: Sendable {
     public var preemptions: Int
     /// Requests no instance could hold.
     public var rejected: Int
+    /// KV events the instances' engines dropped before the router saw them (their queues
+    /// overflowed between drains); 0 in a sound run.
+    public var eventsDropped: Int
+    /// Exact views rebuilt from an engine's index after such drops (`ClusterSimulator`).
+    public var viewResyncs: Int
     /// DualMap decisions that left the affinity candidate for the SLO.
     public var sloSwitches: Int
     /// Queued requests moved by rebalancing.

@@ -1,5 +1,7 @@
+import CKVMemory
 import Testing
 @testable import KVCacheABI
+@testable import KVCache
 
 /// 64 KiB over 4 tensors: 4 pages of 4 KiB per tensor. Paged: 256 blocks of 4 tokens (1024
 /// tokens, the witnesses hold 5 blocks); contiguous: 4 pages per tensor, one per witness, so
@@ -78,5 +80,45 @@ private let tinyBudget: UInt64 = 64 << 10
         }
         #expect(try f.length(8) == 6)
         #expect(try f.firstMismatch(8, salt: 7, to: 6) == nil, "the fork no longer reads its parent's bytes")
+    }
+
+    /// The OS refusing to commit memory (`kvm_pool_fail_commits` on the engine behind the
+    /// handle: the next commit fails with EIO, as fallocate can in a memory-limited cgroup)
+    /// during kvc_seq_create is KVC_ERR_OUT_OF_MEMORY with the C module's message in either
+    /// layout (contiguous used to give KVC_ERR_INTERNAL), also when the create shares a cached
+    /// prefix. Free memory is given back first (the engine's memory trim, not kvc_engine_trim,
+    /// which would drop the cache) so that the create must commit. Nothing changes: every
+    /// stat but the mapping count (contiguous: the failed slot keeps the cached pages it mapped
+    /// shared, as a freed slot does), the witnesses, and the cached prefix, which the same
+    /// create hits with its bytes once commits work.
+    @Test(arguments: bothLayouts)
+    func createWhoseCommitTheOSRefusesIsOutOfMemoryAndChangesNothing(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        let cachedTokens = 512  // two contiguous pages, 128 paged blocks
+        let tokens = f.uniqueTokens(7, count: 1000)
+        try f.create(5, tokens: Array(tokens[0...cachedTokens]))
+        try f.write(5, salt: 7, from: 0, to: cachedTokens)
+        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        let engine = Unmanaged<Engine>.fromOpaque(UnsafeRawPointer(f.handle)).takeUnretainedValue()
+        engine.paged?.trim()
+        engine.contiguous?.trim()
+        let pool = engine.paged?.pool ?? engine.contiguous!.pool
+        var before = try f.stats()
+        #expect(before.blocksCached == 128)
+        kvm_pool_fail_commits(pool, 0)
+        var cached = 0
+        LastError.clear()
+        expectStatus(kvc_seq_create(f.handle, 7, tokens, tokens.count, &cached), KVC_ERR_OUT_OF_MEMORY,
+                     mentioning: ["kvc_seq_create(seq 7", "committing", "injected fault"])
+        kvm_pool_fail_commits(pool, -1)
+        var after = try f.stats()
+        before.fields[10] = 0
+        after.fields[10] = 0  // mappings
+        #expect(after.fields == before.fields, "\(after) vs \(before)")
+        try f.expectWitnessesIntact()
+        var n = 0
+        #expect(kvc_seq_length(f.handle, 7, &n) == KVC_ERR_NOT_FOUND, "a failed create left a sequence behind")
+        #expect(try f.create(7, tokens: tokens) == cachedTokens, "the cached prefix survived")
+        #expect(try f.firstMismatch(7, salt: 7, to: cachedTokens) == nil)
     }
 }

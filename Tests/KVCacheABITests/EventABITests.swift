@@ -42,6 +42,49 @@ private func stored(_ f: ABIFixture) throws -> [CEvent] {
 }
 
 @Suite struct EventABITests {
+    /// kvc_engine_index_events dumps the memory index: ALL_CLEARED of the memory tier, then a
+    /// BLOCK_STORED per indexed block (witness 1001's three full blocks; 1002 has none), and
+    /// changes nothing (the pending events drain as before). A short buffer gets the prefix
+    /// and KVC_ERR_BUFFER_TOO_SMALL with the full count; capacity 0 with NULL out asks for
+    /// the count; NULL n_events is invalid.
+    @Test(arguments: bothLayouts)
+    func theIndexDumpListsEveryIndexedBlock(layout: UInt32) throws {
+        let f = try ABIFixture(layout: layout)
+        var bytes = [UInt8](repeating: 0xAB, count: 8 * 24)
+        var n = -1
+        #expect(bytes.withUnsafeMutableBytes { kvc_engine_index_events(f.handle, $0.baseAddress, 8, &n) } == KVC_OK)
+        try #require(n == 4)
+        let dump = bytes.withUnsafeBytes { raw in
+            (0..<n).map { i in
+                CEvent(kind: raw.loadUnaligned(fromByteOffset: 24 * i, as: UInt32.self),
+                       tier: raw.loadUnaligned(fromByteOffset: 24 * i + 4, as: UInt32.self),
+                       blockHash: raw.loadUnaligned(fromByteOffset: 24 * i + 8, as: UInt64.self),
+                       parentHash: raw.loadUnaligned(fromByteOffset: 24 * i + 16, as: UInt64.self))
+            }
+        }
+        let witness = try stored(f)
+        #expect(dump.first == creationEvent)
+        #expect(dump.count == 1 + witness.count && Set(dump.dropFirst().map(\.blockHash)) == Set(witness.map(\.blockHash)))
+        #expect(dump.dropFirst().allSatisfy { witness.contains($0) }, "each with its parent, memory tier")
+        #expect(bytes[(4 * 24)...].allSatisfy { $0 == 0xAB }, "wrote past the dump")
+        LastError.clear()
+        n = -1
+        expectStatus(bytes.withUnsafeMutableBytes { kvc_engine_index_events(f.handle, $0.baseAddress, 2, &n) }, KVC_ERR_BUFFER_TOO_SMALL,
+                     mentioning: ["kvc_engine_index_events", "4 events"])
+        #expect(n == 4)
+        LastError.clear()
+        n = -1
+        expectStatus(kvc_engine_index_events(f.handle, nil, 0, &n), KVC_ERR_BUFFER_TOO_SMALL, mentioning: ["capacity 0"])
+        #expect(n == 4)
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_index_events", "n_events"]) {
+            kvc_engine_index_events(f.handle, nil, 0, nil)
+        }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_index_events", "NULL"]) {
+            kvc_engine_index_events(f.handle, nil, 3, &n)
+        }
+        #expect(try drain(f, capacity: 64) == [creationEvent] + witness, "the pending events stay")
+    }
+
     @Test(arguments: bothLayouts)
     func storedEventsCarryTheChainedHashesOfThePrompt(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)

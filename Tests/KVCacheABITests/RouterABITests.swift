@@ -169,6 +169,34 @@ private final class CRouter {
         #expect(lastError().contains("at most 64"))
     }
 
+    /// Each hash ring holds at most 524,288 positions (virtual_nodes x weight summed over the
+    /// instances): with virtual_nodes 4096, two instances of weight 64 fill it; a third is
+    /// KVC_ERR_INVALID_ARGUMENT with the numbers and changes nothing (consistent-hash routes
+    /// unchanged, the instance unknown).
+    @Test func addingPastTheRingLimitIsInvalidAndChangesNothing() throws {
+        var cfg = routerConfig(policy: 3)  // consistent hash: routes are a function of the rings
+        cfg.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(4096), toByteOffset: 12, as: UInt32.self) }  // virtual_nodes
+        var out: OpaquePointer?
+        try #require(cfg.withUnsafeBytes { kvc_router_create($0.baseAddress, &out) } == KVC_OK, "\(lastError())")
+        let r = try #require(out)
+        defer { kvc_router_destroy(r) }
+        #expect(kvc_router_add_instance(r, 1, 64) == KVC_OK)
+        #expect(kvc_router_add_instance(r, 2, 64) == KVC_OK)
+        func routes() -> [UInt32] {
+            (1...200).map { k in
+                var id: UInt32 = 0
+                #expect([UInt64(k)].withUnsafeBufferPointer { kvc_router_route(r, $0.baseAddress, 1, 1, &id) } == KVC_OK)
+                return id
+            }
+        }
+        let before = routes()
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_router_add_instance", "instance 3", "positions", "524288"]) {
+            kvc_router_add_instance(r, 3, 1)
+        }
+        #expect(routes() == before)
+        #expect(kvc_router_remove_instance(r, 3) == KVC_ERR_NOT_FOUND)
+    }
+
     @Test func eventsSteerDualMapToTheCachingCandidate() throws {
         let r = try CRouter(policy: 0)
         for i in 0..<8 { #expect(kvc_router_add_instance(r.handle, UInt32(i), 1) == KVC_OK) }

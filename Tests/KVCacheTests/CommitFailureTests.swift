@@ -66,4 +66,50 @@ import Testing
         try e.createSequence(1, tokens: prompt)
         #expect(e.stats().sequences == 2)
     }
+
+    /// The same commit failure in either layout is `outOfMemory` (a server preempts and
+    /// retries), with the C module's message, and changes nothing: a create that shares cached
+    /// blocks and must commit pages for the rest, and an append past the sequence's pages,
+    /// leave the stats (blocks used and cached, committed bytes), the cached prefix and the
+    /// other sequence's bytes as they were; both succeed once commits work again. (The
+    /// contiguous layout used to report `internal`: its page mapping turned the pool's EIO into
+    /// a bug report.) Free memory is given back first (`trim`), so that any new page must be
+    /// committed; paged, the prompt also goes past the free blocks left in committed groups.
+    /// Contiguous, the failed create's slot keeps the cached pages it mapped shared (unpinned,
+    /// like a freed slot's pages: the slot's next sequence reuses or drops them, and reclaim
+    /// unmaps them under pressure), so only the mapping count may differ.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aCommitFailureIsOutOfMemoryInBothLayouts(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout, memoryBytes: 1 << 20))
+        let other = tokens(300, seed: 2)
+        try e.createSequence(2, tokens: other)
+        try writeKV(e, 2, tokens: other, from: 0)
+        let shared = tokens(256, seed: 5)  // two whole 4 KiB pages of 32-byte tokens, 64 blocks
+        try e.createSequence(3, tokens: shared + [7])
+        try writeKV(e, 3, tokens: shared, from: 0)
+        try e.free(3)
+        e.paged?.trim()
+        e.contiguous?.trim()
+        let pool = e.paged?.pool ?? e.contiguous!.pool
+        let before = e.stats()
+        #expect(before.blocksCached == 64 && e.cachedPrefixTokens(shared + [7]) == 256)
+        let moreBlocks = layout == .paged ? committedFreeBlocks(e) + 3 : 100
+        let prompt = shared + tokens(moreBlocks * 4, seed: 6)
+        kvm_pool_fail_commits(pool, 0)
+        let create = caught { try e.createSequence(1, tokens: prompt) }
+        #expect(create?.code == .outOfMemory, "\(String(describing: create))")
+        #expect(create?.message.contains("injected fault") == true)
+        let append = caught { try e.append(2, tokens: tokens(moreBlocks * 4, seed: 7)) }
+        #expect(append?.code == .outOfMemory, "\(String(describing: append))")
+        kvm_pool_fail_commits(pool, -1)
+        var after = e.stats()
+        after.mappings = before.mappings  // contiguous: the slot keeps the shared pages mapped, as a freed slot does
+        #expect(after == before, "no block used, cached or committed")
+        #expect(e.cachedPrefixTokens(prompt) == 256)
+        #expect(try e.length(2) == 300)
+        #expect(try kvMismatches(e, 2, tokens: other, from: 0) == 0)
+        #expect(try e.createSequence(1, tokens: prompt) == 256)
+        #expect(try kvMismatches(e, 1, tokens: shared, from: 0) == 0, "the cached blocks kept their bytes")
+        try e.append(2, tokens: tokens(moreBlocks * 4, seed: 7))
+    }
 }

@@ -71,4 +71,35 @@ struct CreationEventTests {
         #expect(events.first == memoryTierCleared)
         #expect(events.dropFirst().map(\.blockHash) == BlockHash.chain(prompt, blockTokens: 4))
     }
+
+    /// `memoryIndexEvents` lists exactly what the memory index holds, whatever the queue lost:
+    /// with a queue of 16 events and 64 blocks, three 16-block prompts and, after the first is
+    /// freed, a 29-block one (which evicts the first's 16 cached blocks) drop events; the dump
+    /// is one `allCleared` then one `blockStored` (hash, parent) per indexed block, used or
+    /// cached, and changes nothing: the stats and the pending events stay.
+    @Test func theMemoryIndexDumpListsExactlyTheIndexedBlocks() throws {
+        var c = smallConfig(.paged, memoryBytes: 32 << 10)  // 64 blocks of 4 tensors x 128 B
+        c.eventCapacity = 16
+        let e = try Engine(c)
+        try #require(e.stats().blocksTotal == 64)
+        let prompts = (0..<3).map { tokens(65, seed: 90 + Int32($0)) } + [tokens(117, seed: 93)]  // 16, 16, 16 and 29 full blocks
+        for (i, p) in prompts.prefix(3).enumerated() { try e.createSequence(UInt64(i), tokens: p) }
+        try e.free(0)
+        try e.createSequence(3, tokens: prompts[3])
+        let before = e.stats()
+        #expect(before.eventsDropped > 0 && before.blocksEvicted == 16)
+        let dump = e.memoryIndexEvents()
+        #expect(dump.first == memoryTierCleared)
+        var expected: [UInt64: UInt64] = [:]
+        for p in prompts.dropFirst() {
+            let chain = BlockHash.chain(p, blockTokens: 4)
+            for (i, h) in chain.enumerated() { expected[h] = i > 0 ? chain[i - 1] : 0 }
+        }
+        let stored = dump.dropFirst()
+        #expect(expected.count == 61)
+        #expect(stored.allSatisfy { $0.kind == .blockStored && $0.tier == KVEvent.memoryTier })
+        #expect(stored.count == expected.count && stored.allSatisfy { expected[$0.blockHash] == $0.parentHash })
+        #expect(e.stats() == before)
+        #expect(drainAll(e).count == 17, "the pending events are still there (a queue of 16 + 1, `Engine.init`)")
+    }
 }

@@ -98,35 +98,68 @@ struct PrefixLookupOrderTests {
     }
 
     /// The disk blocks before the memory ones fail their reads (every slot corrupted under the
-    /// running engine; the trim wrote block 39 - k into slot k): `ready` fails, nothing is
-    /// served, and the memory blocks the create shared after them leave the index with the
-    /// blocks after each failed one (`OffloadCoordinator.loadFinished`; their bytes were valid,
-    /// but the chain cannot reach them any more): once the sequence is freed only the decoys
-    /// stay cached, the prompt hits nothing, and no disk slot stays pinned.
-    @Test(arguments: layouts)
-    func failedReadsBeforeSharedMemoryBlocksServeNothing(layout: Layout) throws {
+    /// running engine; the trim wrote block 39 - k into slot k) for a prompt two blocks longer
+    /// than the cached chain: `ready` fails and nothing is served. What leaves the memory
+    /// index is exactly what the failures spoiled: the 40 failed blocks and the 2 blocks past
+    /// the prefix hit, which the create indexed for the server to compute (one `blockRemoved`
+    /// each, no other memory-tier event). The 60 memory blocks the create shared after the
+    /// failed ones hold K/V another sequence computed and stay cached (they used to leave the
+    /// index with everything after the first failed block, `OffloadCoordinator.loadFinished`).
+    /// The chain cannot reach them until a later sequence recomputes the first 40 blocks; then
+    /// the prompt hits all 100 and is served byte for byte. No disk slot stays pinned. With
+    /// `fork`, the sequence is forked (paged: before its reads land) and the child fails with
+    /// it, dropping no more (it inherits where the parent's prefix hit ends).
+    @Test(arguments: layouts, [false, true])
+    func failedReadsBeforeSharedMemoryBlocksDropOnlyWhatTheySpoiled(layout: Layout, fork: Bool) throws {
         let split = try SplitCache(layout, seed: 41)
         let (e, prompt) = (split.e, split.prompt)
         let bt = 4, chain = Self.onDisk + Self.inMemory
+        let longer = Array(prompt[0..<chain * bt]) + tokens(2 * bt + 1, seed: 42)
+        let hashes = BlockHash.chain(longer, blockTokens: bt)
         corruptSlots(dir: split.dir.path, slotBytes: Int(e.stats().disk.slotBytes), 0..<Self.onDisk)
-        #expect(try e.createSequence(3, tokens: prompt) == chain * bt, "the journal still lists the disk blocks")
-        var failure: KVError?
-        do { try waitReady(e, 3) } catch { failure = error }
-        #expect(failure?.code == .io)
-        try e.free(3)
+        _ = drain(e)
+        // Paged, the reads land after the fork; a contiguous fork waits for them (it copies the
+        // boundary page), so the child inherits the verdict instead.
+        let hold = fork && layout == .paged
+        if hold { #expect(e.pauseOffloadIO(true)) }
+        #expect(try e.createSequence(3, tokens: longer) == chain * bt, "the journal still lists the disk blocks")
+        if fork { try e.fork(parent: 3, child: 6) }
+        if hold { #expect(e.pauseOffloadIO(false)) }
+        for seq: UInt64 in fork ? [3, 6] : [3] {
+            var failure: KVError?
+            do { try waitReady(e, seq) } catch { failure = error }
+            #expect(failure?.code == .io)
+            try e.free(seq)
+        }
         try e.syncOffload()
         _ = e.poll(timeoutMicroseconds: 0)
+        let memoryEvents = drain(e).filter { $0.tier == KVEvent.memoryTier }
+        let stored = memoryEvents.filter { $0.kind == .blockStored }.map(\.blockHash)
+        let removed = memoryEvents.filter { $0.kind == .blockRemoved }.map(\.blockHash)
+        let spoiled = Array(hashes[0..<Self.onDisk]) + Array(hashes[chain..<chain + 2])
+        #expect(stored == spoiled, "the create announced the blocks it read and the 2 it indexed past its hit")
+        #expect(removed.count == spoiled.count && Set(removed) == Set(spoiled), "only they left")
+        #expect(memoryEvents.count == 2 * spoiled.count)
         let s = e.stats()
         #expect(s.disk.loadsFailed == UInt64(Self.onDisk))
-        #expect(s.blocksUsed == 0 && s.blocksCached == UInt64(Self.onDisk), "only the decoys stay cached")
-        #expect(e.cachedPrefixTokens(prompt) == 0)
+        #expect(s.blocksUsed == 0 && s.blocksCached == UInt64(Self.onDisk + Self.inMemory), "the decoys and the 60 shared blocks")
+        #expect(e.cachedPrefixTokens(prompt) == 0, "the chain breaks at the failed first block")
         #expect(e.offloadSlotAudit.pinned == 0)
+        // Recomputing the failed blocks makes the kept ones reachable again, with their bytes.
+        #expect(try e.createSequence(4, tokens: Array(prompt[0...(Self.onDisk * bt)])) == 0)
+        try fillKV(e, 4, count: Self.onDisk * bt) { prompt[$0] }
+        try e.free(4)
+        #expect(e.cachedPrefixTokens(prompt) == chain * bt)
+        #expect(try e.createSequence(5, tokens: prompt) == chain * bt)
+        try waitReady(e, 5)
+        #expect(try kvDifferences(e, 5, count: chain * bt) { prompt[$0] } == 0)
+        #expect(e.stats().disk.blocksLoaded == s.disk.blocksLoaded, "all 100 from memory")
     }
 
     /// The create's memory cannot be committed (`kvm_pool_fail_commits`: the next commit fails)
     /// while it allocates the blocks for the disk positions (paged: past the free blocks left
-    /// in committed page groups; contiguous: when it maps the sequence's pages): it throws and
-    /// changes nothing —
+    /// in committed page groups; contiguous: when it maps the sequence's pages): it throws
+    /// `outOfMemory` (the contiguous layout used to throw `internal`) and changes nothing —
     /// the memory blocks it had taken after the disk positions go back to the cache (the undo
     /// moves them down the table so that the release finds them), no slot stays pinned, no
     /// event — and the same create succeeds once commits work again.
@@ -145,7 +178,7 @@ struct PrefixLookupOrderTests {
         kvm_pool_fail_commits(pool, 0)
         let error = caught { try e.createSequence(3, tokens: prompt) }
         kvm_pool_fail_commits(pool, -1)
-        // Paged reports outOfMemory; the contiguous layout's failed commit surfaces as internal.
+        #expect(error?.code == .outOfMemory, "both layouts: a refused commit is out of memory, not a bug")
         #expect(error?.message.contains("injected fault") == true, "\(String(describing: error))")
         let after = e.stats()
         #expect(after.blocksUsed == before.blocksUsed && after.blocksCached == before.blocksCached && after.sequences == 0)

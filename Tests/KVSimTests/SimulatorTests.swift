@@ -1,6 +1,7 @@
 import Foundation
 import KVRouter
 import Testing
+@testable import KVCache
 @testable import KVSim
 
 /// The first `n` requests of the bundled Mooncake trace (tests use small slices: CI time).
@@ -189,5 +190,60 @@ func mooncakeSlice(_ n: Int) throws -> Trace {
                     "B's re-admission hits its 2 computed blocks only (indexOnSchedule \(indexOnSchedule))")
             #expect(sim.finish[1] > sim.finish[0], "B is re-admitted after A is done")
         }
+    }
+
+    /// An instance's engine whose KV-event queue overflows between drains (64 events here,
+    /// `EngineConfig.eventCapacity`; 65,536 in a real engine) loses its oldest events: the
+    /// simulator sees `eventsDropped` grow, counts the drops and rebuilds the router's exact
+    /// view of that instance from the engine's index (`Engine.memoryIndexEvents`), so after the
+    /// run the view matches every instance on every request's prefix, as with no drops
+    /// (without the rebuild it missed blocks stored and kept blocks removed in the gaps). The
+    /// counts reach the result, the JSON and the table (a "dropped ev." column, only when
+    /// something was dropped); with the default queue nothing is dropped or rebuilt.
+    @Test func droppedEventsAreCountedAndTheInstancesViewRebuilt() throws {
+        let trace = try mooncakeSlice(300)
+        func run(eventCapacity: Int?) throws -> (ClusterSimulator, ReplayResult) {
+            var c = SimulationConfig()
+            c.instances = 2
+            c.router.policy = .dualMap
+            c.engine.memoryBytes = 200 * 512 * UInt64(c.engine.tokenBytes * c.engine.tensors)  // 200 blocks: evictions
+            if let eventCapacity { c.engine.eventCapacity = eventCapacity }
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            try sim.run()
+            return (sim, sim.result(policy: "dualmap", wallSeconds: 0))
+        }
+        /// Request prefixes (per instance) whose leading cached blocks the view gets wrong, and
+        /// the blocks it credits in all.
+        func mismatches(_ sim: ClusterSimulator) -> (wrong: Int, credited: Int) {
+            var wrong = 0, credited = 0
+            for i in 0..<trace.count {
+                let start = Int(trace.hashStart[i])
+                trace.hashes[start..<start + trace.fullBlocks(i)].withUnsafeBufferPointer { p in
+                    for s in 0..<sim.instances.count {
+                        let v = sim.router.view.matchedBlocks(p, slot: s)
+                        if v != sim.instances[s].engine.cachedPrefixBlocks(p) { wrong += 1 }
+                        credited += v
+                    }
+                }
+            }
+            return (wrong, credited)
+        }
+        let (sim, r) = try run(eventCapacity: 64)
+        let dropped = sim.instances.reduce(UInt64(0)) { $0 + $1.engine.stats().eventsDropped }
+        #expect(dropped > 0 && r.eventsDropped == Int(dropped))
+        #expect(r.viewResyncs > 0 && r.viewResyncs <= r.eventsDropped)
+        let lossy = mismatches(sim)
+        #expect(lossy.wrong == 0, "the view disagrees with an instance after dropped events")
+        #expect(lossy.credited > 0)
+        let outcome = Replay.Outcome(result: r, capacity: nil, probes: [])
+        let table = ReplayReport.table([outcome])
+        #expect(table.contains("dropped ev.") && table.contains("\(r.eventsDropped) / \(r.viewResyncs)"))
+        let json = ReplayReport.json([outcome], trace: trace, config: SimulationConfig())
+        let policies = (try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["policies"] as? [[String: Any]]
+        #expect(policies?.first?["events_dropped"] as? Int == r.eventsDropped && policies?.first?["view_resyncs"] as? Int == r.viewResyncs)
+        let (clean, cleanResult) = try run(eventCapacity: nil)
+        #expect(cleanResult.eventsDropped == 0 && cleanResult.viewResyncs == 0)
+        #expect(mismatches(clean).wrong == 0)
+        #expect(!ReplayReport.table([Replay.Outcome(result: cleanResult, capacity: nil, probes: [])]).contains("dropped"))
     }
 }
