@@ -70,15 +70,7 @@ import Testing
 
     /// What `seq` holds: every layer's positions, and the K then V bytes of every held slot.
     func held(_ e: Engine, _ seq: UInt64) throws -> (positions: [[Int32]], bytes: [UInt8]) {
-        var bytes: [UInt8] = []
-        for layer in 0..<e.config.numLayers {
-            for slot in 0..<(try e.layerLength(seq, layer: layer)) {
-                let (k, v) = try tokenAddress(e, seq, layer: layer, position: slot)
-                bytes += UnsafeRawBufferPointer(start: k, count: e.config.tokenBytes)
-                bytes += UnsafeRawBufferPointer(start: v, count: e.config.tokenBytes)
-            }
-        }
-        return (try (0..<e.config.numLayers).map { try positions(e, seq, layer: $0) }, bytes)
+        (try (0..<e.config.numLayers).map { try positions(e, seq, layer: $0) }, try heldBytes(e, seq))
     }
 
     /// Sequence 1 of 512 tokens with distinct K/V bytes per token and layer, two registered
@@ -164,6 +156,47 @@ import Testing
         let freed = e.stats().disk
         #expect(freed.storedSlots == baseline.storedSlots)
         #expect(freed.tokenRecords == 0 && freed.tokensOnDisk == 0 && freed.tokensInOpenRecords == 0)
+    }
+
+    /// Truncation with tokens on disk: the offloaded tokens at or past the cut leave the disk
+    /// (a record goes with its last token), segment B ends at the cut, and a focus on B
+    /// restores only tokens below it, byte-identical. A cut below B's start, already
+    /// clustered, is refused and changes nothing.
+    @Test(arguments: layouts, perHead)
+    func truncationDropsTheOffloadedTokensPastTheCut(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
+        let toks = try compactedOnTopicA(e).tokens
+        try e.syncOffload()
+        let before = e.stats(), held = try held(e, 1)
+        do throws(KVError) {
+            try e.truncate(1, to: 200)
+            Issue.record("a cut below segment B's start was accepted")
+        } catch {
+            #expect(error.code == .unsupported)
+        }
+        #expect(e.stats() == before)
+        #expect(try self.held(e, 1) == held)
+        try e.truncate(1, to: 300)
+        try e.syncOffload()
+        #expect(e.stats().disk.tokenRecords < before.disk.tokenRecords, "records of tokens past the cut are gone")
+        for layer in 0..<2 {
+            for (row, kept) in try rowPositions(e, 1, layer: layer).enumerated() {
+                #expect(kept.sorted() == Self.heavyA.map { $0 + Int32(row * headShift(e)) }.sorted(), "the recent window went")
+            }
+        }
+        #expect(try focus(e, Self.queryB) != -1)
+        try waitReady(e, 1)
+        for layer in 0..<2 {
+            for (row, kept) in try rowPositions(e, 1, layer: layer).enumerated() {
+                #expect(kept.count == 10 && kept.allSatisfy { $0 < 300 })
+                #expect(Set([260, 285].map { Int32($0 + row * headShift(e)) }).isSubset(of: Set(kept)), "B's heavy hitters below the cut")
+            }
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(e.stats().disk.tokensLost == 0)
+        try expectFreeReleasesRecords(e)
     }
 
     /// A free of a sequence whose focus's record reads are held in flight (the thread backend,

@@ -123,7 +123,9 @@ extension Engine {
     /// Moves the planned tokens' bytes, after making every block or page written exclusive
     /// and calling `beforeMoves` (evicted tokens' bytes are still in place then), and releases
     /// what lies past `newLength`. Throws (changing nothing) only before the first change.
-    private func compactMemory(
+    /// Also a compacted sequence's truncation (`truncate`), whose plan drops the tokens past
+    /// the cut.
+    func compactMemory(
         slot s: Int, state: AttentionScores, oldLength: Int, newLength: Int, beforeMoves: () -> Void
     ) throws(KVError) {
         let table = sequences.table(s)

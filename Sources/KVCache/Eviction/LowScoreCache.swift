@@ -139,6 +139,14 @@ final class LowScoreCache {
         follow(base + 2 * Self.lowSlots, pendingCount + r)
     }
 
+    /// Follows a truncation of row `r` to the positions below `cut` (after `remap` dropped the
+    /// removed slots): the record serves no window starting past `cut`, since tokens appended
+    /// next take positions from `cut` on, unrecorded, and a window starting past them would
+    /// wrongly leave them out of its candidates. Cost: O(1).
+    func limit(row r: Int, below cut: Int) {
+        if validUntil[r] > cut { validUntil[r] = cut }
+    }
+
     /// One row's record: pointers into the cache.
     struct Row {
         let slots: UnsafeMutablePointer<Int32>
