@@ -67,11 +67,15 @@ extension Engine {
             if let offload, !offload.resident(slot) {
                 throw .invalid("sequence \(seq) is not ready: disk reads are still filling its blocks; truncate once it is")
             }
-            if let state, state.compactions > 0 {
+            // Refusals of the eviction state first; observed but never compacted, positions are
+            // slots: the plan moves nothing, and the blocks go as without state.
+            if let state {
                 let newLength = try state.planTruncation(below: tokens)
-                try compactMemory(slot: slot, state: state, oldLength: length, newLength: newLength) {}
-                applyTruncation(slot: slot, state: state, below: tokens)
-                return
+                if state.compactions > 0 {
+                    try compactMemory(slot: slot, state: state, oldLength: length, newLength: newLength) {}
+                    applyTruncation(slot: slot, state: state, below: tokens)
+                    return
+                }
             }
             let unscheduled = sequences.unscheduled[slot]
             if !unscheduled.isEmpty && tokens < unscheduled.upperBound * bt {
@@ -86,7 +90,6 @@ extension Engine {
             if let contiguous, cutPage >= 0, contiguous.isShared(slot: slot, page: cutPage), !contiguous.fits(1) {
                 throw .outOfMemory("truncating sequence \(seq) must copy the page it cuts, and the budget has no page free")
             }
-            _ = try state?.planTruncation(below: tokens)  // positions are slots: it moves nothing
             let table = sequences.table(slot), count = sequences.blockCount(slot)
             let cut = tokens / bt, offset = tokens % bt
             // A partial last block is never indexed (a swap-out would write it as a full one):

@@ -213,8 +213,8 @@ import Testing
     }
 
     /// A compaction while the drafts are there (their positions in its low-score record's
-    /// pending range), then the cut: the record must not serve windows past the cut, whose
-    /// re-appended positions it never saw. A fork taken right after the cut (a fresh state
+    /// pending range), then a cut that moves kept tokens: the record must follow the moves and
+    /// must not serve windows past the cut, whose re-appended positions it never saw. A fork taken right after the cut (a fresh state
     /// copy: no record, every step scans) must choose exactly as the sequence does.
     @Test(arguments: layouts)
     func lowScoreRecordsServeNoWindowPastTheCut(layout: Layout) throws {
@@ -222,12 +222,12 @@ import Testing
         let prompt = tokens(40, seed: 5)
         try e.createSequence(1, tokens: prompt)
         try writeKV(e, 1, tokens: prompt, from: 0)
-        try observePositional(e, 1, step: 0)
-        try e.compact(1, budgetTokens: 30)
         try e.append(1, tokens: tokens(8, seed: 6))  // drafts 40..<48
         try observePositional(e, 1, step: 1)
-        try e.compact(1, budgetTokens: 36)  // a decode step: scans, records pending up to 48
-        try e.truncate(1, to: 41)
+        try e.compact(1, budgetTokens: 44)  // a decode step: scans, records pending up to 48, moves 44...
+        let before = try positions(e, 1, layer: 0)
+        try e.truncate(1, to: 41)  // ...and the cut moves kept tokens into its holes: records follow them
+        #expect(try positions(e, 1, layer: 0) != before.filter { $0 < 41 }, "kept tokens moved")
         try e.fork(parent: 1, child: 2)
         for step in 0..<16 {
             for seq: UInt64 in [1, 2] {
