@@ -451,6 +451,21 @@ static void op_free(void) {
     m[id].live = 0;
 }
 
+/* The documented placement of a row's kept slots after a compaction or truncation: of the
+ * `len` slots `held`, those marked in `kept` (`want` of them) stay below `want` where they are,
+ * and the kept ones past it fill the holes in slot order. Writes `want` positions to `out`. */
+static void place_kept(const int32_t *held, size_t len, const int *kept, size_t want, int32_t *out) {
+    size_t from = want;
+    for (size_t i = 0; i < want; i++) {
+        if (kept[i]) {
+            out[i] = held[i];
+            continue;
+        }
+        while (from < len && !kept[from]) from++;
+        out[i] = from < len ? held[from++] : -1;
+    }
+}
+
 /* Rolls back a live, resident sequence to its first `keep` positions (rejected drafts): every
  * row keeps exactly its tokens at positions below `keep`, placed as a compaction places kept
  * slots. Refused (UNSUPPORTED) exactly when a row of a layer would keep no token, the heads of a
@@ -501,21 +516,6 @@ static void observe(uint64_t id, float *scores) {
         size_t n = m[id].layer_len[l];
         for (size_t i = 0; i < HEADS * n; i++) scores[i] = (float)below(1000) / 1000.0f / (float)n;
         EXPECT(kvc_seq_observe(e, id, l, scores, HEADS, n) == KVC_OK, "observe %" PRIu64 " layer %u", id, l);
-    }
-}
-
-/* The documented placement of a row's kept slots after a compaction or truncation: of the
- * `len` slots `held`, those marked in `kept` (`want` of them) stay below `want` where they are,
- * and the kept ones past it fill the holes in slot order. Writes `want` positions to `out`. */
-static void place_kept(const int32_t *held, size_t len, const int *kept, size_t want, int32_t *out) {
-    size_t from = want;
-    for (size_t i = 0; i < want; i++) {
-        if (kept[i]) {
-            out[i] = held[i];
-            continue;
-        }
-        while (from < len && !kept[from]) from++;
-        out[i] = from < len ? held[from++] : -1;
     }
 }
 

@@ -32,7 +32,8 @@
 /// row's record then (`invalidateAll`).
 ///
 /// Invariants: while row `r` is valid its recorded slots are resident slots of the row,
-/// distinct, holding the tokens they held at the scan (`remap` follows compaction moves);
+/// distinct, holding the tokens they held at the scan (`remap` follows compaction and
+/// truncation moves; after a truncation `limit` keeps windows past the cut unserved);
 /// anything else that moves a row's tokens (episodic parking and restores, which this cache
 /// never serves) must `invalidate` it. Each recorded slot keeps its token's position beside it
 /// (a token keeps its position), so a step reads only the recorded slots' scores: about a
