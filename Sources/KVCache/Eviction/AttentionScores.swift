@@ -35,6 +35,11 @@ public final class AttentionScores {
     public private(set) var capacity: Int
     /// One past the newest position held.
     public private(set) var nextPosition: Int
+    /// Every position from `tailFrom` on is held, in every row, by the row's last
+    /// `nextPosition - tailFrom` resident slots, in position order: the tokens appended since
+    /// the last compaction or restore (0 before any: slot i holds position i). No parked token
+    /// lies there. A truncation at or past it drops the last slots without a scan.
+    private(set) var tailFrom = 0
     /// Per layer: slots held.
     let lengths: UnsafeMutablePointer<Int>
     /// Per row: parked slots (at the top of the row).
@@ -172,6 +177,7 @@ public final class AttentionScores {
         c.visibleQueries.update(from: visibleQueries, count: layers)
         c.parked.update(from: parked, count: rows)
         c.nextPosition = nextPosition
+        c.tailFrom = tailFrom
         c.episodeObserved = episodeObserved
         c.entropySum = entropySum
         c.entropyRows = entropyRows
@@ -795,6 +801,7 @@ public final class AttentionScores {
             }
         }
         lengths.update(from: plannedLengths, count: layers)
+        tailFrom = nextPosition
         compactions += 1
     }
 
@@ -822,14 +829,29 @@ public final class AttentionScores {
     /// compaction decided on); a layer would keep no token; a segment lying wholly past the
     /// cut already took part in a clustering (the episodes and the scores they were credited
     /// cannot be undone).
-    /// Cost: O(resident slots) per row, O(segments); no allocation.
+    /// Cost: O(rows + clustered segments) for a cut at or past `tailFrom` (the drafts appended
+    /// since the last compaction: the last slots of every row go, no move); otherwise
+    /// O(resident slots) per row. No allocation.
     func planTruncation(below cut: Int) throws(KVError) -> Int {
         precondition(cut >= 1 && cut < nextPosition)
         for i in 0..<clusteredSegments where segmentBounds[2 * i] >= cut {
             throw KVError(.unsupported, "segment \(i) [\(segmentBounds[2 * i]), \(segmentBounds[2 * i + 1])) lies past the cut at "
                           + "position \(cut) and was already clustered into episodes by a focus; truncate to \(segmentBounds[2 * i] + 1) or more")
         }
+        func emptyLayer(_ l: Int) -> KVError {
+            KVError(.unsupported, "layer \(l) holds no token below position \(cut): a layer keeps at least one")
+        }
         var planned = 0, used = 0
+        if cut >= tailFrom {
+            for l in 0..<layers {
+                let k = lengths[l] - (nextPosition - cut)
+                guard k > 0 else { throw emptyLayer(l) }
+                plannedLengths[l] = k
+                planned = max(planned, k)
+            }
+            moveCount.update(repeating: 0, count: rows)
+            return planned
+        }
         for l in 0..<layers {
             let len = lengths[l]
             var kept = -1
@@ -843,7 +865,7 @@ public final class AttentionScores {
                     keepMask[i] = keep
                     k += Int(keep)
                 }
-                guard k > 0 else { throw KVError(.unsupported, "layer \(l) holds no token below position \(cut): a layer keeps at least one") }
+                guard k > 0 else { throw emptyLayer(l) }
                 guard kept < 0 || k == kept else {
                     throw KVError(.unsupported, "per head, layer \(l) would keep \(kept) tokens below position \(cut) in head 0 and \(k) in head \(h) "
                                   + "(the heads' kept sets differ there): a layer's heads hold equally many tokens")
@@ -865,9 +887,9 @@ public final class AttentionScores {
     /// appended next were not there at their scan). Attention observed while the removed
     /// tokens were there stays credited to the kept ones.
     /// Cost: O(moves x recorded) (at most `Selection.smallEviction` moves per row, else the
-    /// row's record is forgotten), O(parked), O(segments).
+    /// row's record is forgotten), O(segments); O(parked) only for a cut below `tailFrom`.
     func applyTruncation(below cut: Int, dropping: (_ row: Int, _ position: Int32) -> Void) {
-        let block = rows * capacity
+        let block = rows * capacity, parkedPastCut = cut < tailFrom  // parked tokens lie below `tailFrom`
         for r in 0..<rows {
             let base = r * capacity, m = plannedMoves(row: r)
             if moveCount[r] >= Selection.smallEviction {
@@ -878,7 +900,7 @@ public final class AttentionScores {
             }
             for j in 0..<moveCount[r] { copyValues(base + Int(m[2 * j]), base + Int(m[2 * j + 1]), block: block) }
             // Ascending: `removeParked` moves the lowest parked slot, already visited, into `i`.
-            var i = parkedStart(row: r)
+            var i = parkedPastCut ? parkedStart(row: r) : capacity
             while i < capacity {
                 if positions[base + i] >= Int32(cut) {
                     dropping(r, positions[base + i])
@@ -889,6 +911,7 @@ public final class AttentionScores {
         }
         lengths.update(from: plannedLengths, count: layers)
         nextPosition = cut
+        tailFrom = min(tailFrom, cut)
         var kept = 0
         for i in 0..<segmentCount where segmentBounds[2 * i] < cut {
             segmentBounds[2 * kept] = segmentBounds[2 * i]
@@ -943,6 +966,7 @@ public final class AttentionScores {
     /// one token enters memory, the other leaves it). O(episodes).
     func swapSlots(row: Int, _ a: Int, _ b: Int) {
         lowScores.invalidate(row: row)
+        tailFrom = nextPosition  // a parked token may enter a slot of the tail
         swapValues(row * capacity + a, row * capacity + b, block: rows * capacity)
         if config.tracksVisibility {  // resident slots count relative to the layer's queries
             let q = visibleQueries[row / rowsPerLayer]
