@@ -199,6 +199,33 @@ import Testing
         try expectFreeReleasesRecords(e)
     }
 
+    /// A focus that restores offloaded tokens into slots of tokens appended since the
+    /// compaction (512, outside the 2-token recent window): a cut at 512 must still find each
+    /// row's tokens by position, not take the last slots.
+    @Test(arguments: layouts, perHead)
+    func aCutAfterARestoreKeepsTheRestoredTokens(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
+        let toks = try compactedOnTopicA(e).tokens + (try appendWritten(e, 3, seed: 8))  // 512..<515: slots 12..<15
+        #expect(try focus(e, Self.queryB) != -1)
+        try waitReady(e, 1)
+        for layer in 0..<2 {
+            for kept in try rowPositions(e, 1, layer: layer) { #expect(!kept.contains(512), "512 was displaced by a B token") }
+        }
+        try e.truncate(1, to: 512)
+        for layer in 0..<2 {
+            #expect(try e.layerLength(1, layer: layer) == 13, "513 and 514 went, the restored tokens stay")
+            for kept in try rowPositions(e, 1, layer: layer) { #expect(kept.allSatisfy { $0 < 512 }) }
+        }
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        try e.append(1, tokens: tokens(2, seed: 9))  // positions 512, 513 again
+        for layer in 0..<2 {
+            for kept in try rowPositions(e, 1, layer: layer) { #expect(kept.suffix(2) == [512, 513]) }
+        }
+        try expectFreeReleasesRecords(e)
+    }
+
     /// A free of a sequence whose focus's record reads are held in flight (the thread backend,
     /// paused) returns without waiting for them: the open record is discarded at once, another
     /// thread's create returns meanwhile, and once the reads landed (the sync) every record is

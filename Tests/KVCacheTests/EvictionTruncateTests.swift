@@ -105,6 +105,7 @@ import Testing
             #expect(try positions(e, 1, layer: layer).sorted() == expected.sorted())
         }
         #expect(try e.length(1) == expected.count)
+        #expect(e.evictionStates[e.sequences.slot(of: 1)]!.tailFrom == 35, "appends from the cut on form the tail")
         #expect(e.stats().committedBytes <= committed)
         #expect(try slotMismatches(e, 1, tokens: toks) == 0)
         // Appends take positions from 35 on.
