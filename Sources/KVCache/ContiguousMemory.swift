@@ -314,14 +314,28 @@ final class ContiguousMemory: BlockListener {
         if let failure { throw failure }
     }
 
+    /// Unpins live `slot`'s pages past its first `tokens` tokens and leaves them mapped, as
+    /// `close` leaves a freed slot's: appends that grow back into them pin the same groups
+    /// again without a system call (`mapOwned` keeps a page the slot owns alone), and a need
+    /// for memory or `trim` reclaims them (`reclaimMappings`). For truncation: a speculative
+    /// decoder's drafts cross into a page, are rolled back, and cross again the next round;
+    /// `shrink`'s unmap and trim there cost ~10 us a round (the commit batch punched out and
+    /// committed again), measured with `tools/bench_ratio.sh --filter '.*spec-decode.*'`.
+    /// Cost: one unpin per page released.
+    func release(slot: Int, past tokens: Int) {
+        let keep = pages(for: tokens)
+        guard keep < pinnedPages[slot] else { return }
+        for page in keep..<pinnedPages[slot] { unpin(group(slot, page)) }
+        pinnedPages[slot] = keep
+    }
+
     /// Shrinks live `slot` to `tokens` tokens: unpins and unmaps the pages past them and gives
     /// free groups back to the OS, so committed bytes fall. Cost: one munmap per tensor and a
     /// pool trim.
     func shrink(slot: Int, to tokens: Int) {
         let keep = pages(for: tokens)
         guard keep < pinnedPages[slot] else { return }
-        for page in keep..<pinnedPages[slot] { unpin(group(slot, page)) }
-        pinnedPages[slot] = keep
+        release(slot: slot, past: tokens)
         let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
         if mapped > keep { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(keep), UInt32(mapped)) }
         kvm_pool_trim(pool)

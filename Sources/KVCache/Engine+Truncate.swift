@@ -72,7 +72,7 @@ extension Engine {
             if let state {
                 let newLength = try state.planTruncation(below: tokens)
                 if state.compactions > 0 {
-                    try compactMemory(slot: slot, state: state, oldLength: length, newLength: newLength) {}
+                    try compactMemory(slot: slot, state: state, oldLength: length, newLength: newLength, returnMemory: false) {}
                     applyTruncation(slot: slot, state: state, below: tokens)
                     return
                 }
@@ -124,7 +124,7 @@ extension Engine {
             guard let contiguous else { return }
             // Only a failing system call stops the copy (room was checked): the page then keeps
             // its old group, and the failure is reported with the truncation done.
-            defer { contiguous.shrink(slot: slot, to: tokens) }
+            defer { contiguous.release(slot: slot, past: tokens) }  // kept mapped: the next drafts cross the page again
             let firstBlock = cutPage * pageBytes / (bt * config.tokenBytes)
             if cutPage >= 0 && contiguous.isHeldElsewhere(slot: slot, page: cutPage, table: table, positions: firstBlock..<kept) {
                 try contiguous.unshare(slot: slot, pages: [cutPage])

@@ -92,6 +92,15 @@ import Testing
         return (toks, committed)
     }
 
+    /// Runs `body` on an engine with a disk tier (a scratch directory removed afterwards) and
+    /// the prompt of its `compactedOnTopicA` sequence 1.
+    func withCompactedOnTopicA(_ layout: Layout, perHead: Bool, _ body: (Engine, [Int32]) throws -> Void) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
+        try body(e, try compactedOnTopicA(e).tokens)
+    }
+
     /// Appends `count` tokens (`seed`) to sequence 1 of `compactedOnTopicA` (12 slots a row),
     /// writes their K/V (positions 512..., slots 12...) as the server would, returns them.
     func appendWritten(_ e: Engine, _ count: Int, seed: Int32 = 11) throws -> [Int32] {
@@ -164,39 +173,37 @@ import Testing
     /// clustered, is refused and changes nothing.
     @Test(arguments: layouts, perHead)
     func truncationDropsTheOffloadedTokensPastTheCut(layout: Layout, perHead: Bool) throws {
-        let dir = ScratchDir()
-        defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path, perHead: perHead)
-        let toks = try compactedOnTopicA(e).tokens
-        try e.syncOffload()
-        let before = e.stats(), held = try held(e, 1)
-        do throws(KVError) {
-            try e.truncate(1, to: 200)
-            Issue.record("a cut below segment B's start was accepted")
-        } catch {
-            #expect(error.code == .unsupported)
-        }
-        #expect(e.stats() == before)
-        #expect(try self.held(e, 1) == held)
-        try e.truncate(1, to: 300)
-        try e.syncOffload()
-        #expect(e.stats().disk.tokenRecords < before.disk.tokenRecords, "records of tokens past the cut are gone")
-        for layer in 0..<2 {
-            for (row, kept) in try rowPositions(e, 1, layer: layer).enumerated() {
-                #expect(kept.sorted() == Self.heavyA.map { $0 + Int32(row * headShift(e)) }.sorted(), "the recent window went")
+        try withCompactedOnTopicA(layout, perHead: perHead) { e, toks in
+            try e.syncOffload()
+            let before = e.stats(), held = try held(e, 1)
+            do throws(KVError) {
+                try e.truncate(1, to: 200)
+                Issue.record("a cut below segment B's start was accepted")
+            } catch {
+                #expect(error.code == .unsupported)
             }
-        }
-        #expect(try focus(e, Self.queryB) != -1)
-        try waitReady(e, 1)
-        for layer in 0..<2 {
-            for (row, kept) in try rowPositions(e, 1, layer: layer).enumerated() {
-                #expect(kept.count == 10 && kept.allSatisfy { $0 < 300 })
-                #expect(Set([260, 285].map { Int32($0 + row * headShift(e)) }).isSubset(of: Set(kept)), "B's heavy hitters below the cut")
+            #expect(e.stats() == before)
+            #expect(try self.held(e, 1) == held)
+            try e.truncate(1, to: 300)
+            try e.syncOffload()
+            #expect(e.stats().disk.tokenRecords < before.disk.tokenRecords, "records of tokens past the cut are gone")
+            for layer in 0..<2 {
+                for (row, kept) in try rowPositions(e, 1, layer: layer).enumerated() {
+                    #expect(kept.sorted() == Self.heavyA.map { $0 + Int32(row * headShift(e)) }.sorted(), "the recent window went")
+                }
             }
+            #expect(try focus(e, Self.queryB) != -1)
+            try waitReady(e, 1)
+            for layer in 0..<2 {
+                for (row, kept) in try rowPositions(e, 1, layer: layer).enumerated() {
+                    #expect(kept.count == 10 && kept.allSatisfy { $0 < 300 })
+                    #expect(Set([260, 285].map { Int32($0 + row * headShift(e)) }).isSubset(of: Set(kept)), "B's heavy hitters below the cut")
+                }
+            }
+            #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+            #expect(e.stats().disk.tokensLost == 0)
+            try expectFreeReleasesRecords(e)
         }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
-        #expect(e.stats().disk.tokensLost == 0)
-        try expectFreeReleasesRecords(e)
     }
 
     /// A focus that restores offloaded tokens into slots of tokens appended since the
@@ -204,26 +211,25 @@ import Testing
     /// row's tokens by position, not take the last slots.
     @Test(arguments: layouts, perHead)
     func aCutAfterARestoreKeepsTheRestoredTokens(layout: Layout, perHead: Bool) throws {
-        let dir = ScratchDir()
-        defer { dir.remove() }
-        let e = try engine(layout, dir: dir.path, perHead: perHead)
-        let toks = try compactedOnTopicA(e).tokens + (try appendWritten(e, 3, seed: 8))  // 512..<515: slots 12..<15
-        #expect(try focus(e, Self.queryB) != -1)
-        try waitReady(e, 1)
-        for layer in 0..<2 {
-            for kept in try rowPositions(e, 1, layer: layer) { #expect(!kept.contains(512), "512 was displaced by a B token") }
+        try withCompactedOnTopicA(layout, perHead: perHead) { e, prompt in
+            let toks = prompt + (try appendWritten(e, 3, seed: 8))  // 512..<515: slots 12..<15
+            #expect(try focus(e, Self.queryB) != -1)
+            try waitReady(e, 1)
+            for layer in 0..<2 {
+                for kept in try rowPositions(e, 1, layer: layer) { #expect(!kept.contains(512), "512 was displaced by a B token") }
+            }
+            try e.truncate(1, to: 512)
+            for layer in 0..<2 {
+                #expect(try e.layerLength(1, layer: layer) == 13, "513 and 514 went, the restored tokens stay")
+                for kept in try rowPositions(e, 1, layer: layer) { #expect(kept.allSatisfy { $0 < 512 }) }
+            }
+            #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+            try e.append(1, tokens: tokens(2, seed: 9))  // positions 512, 513 again
+            for layer in 0..<2 {
+                for kept in try rowPositions(e, 1, layer: layer) { #expect(kept.suffix(2) == [512, 513]) }
+            }
+            try expectFreeReleasesRecords(e)
         }
-        try e.truncate(1, to: 512)
-        for layer in 0..<2 {
-            #expect(try e.layerLength(1, layer: layer) == 13, "513 and 514 went, the restored tokens stay")
-            for kept in try rowPositions(e, 1, layer: layer) { #expect(kept.allSatisfy { $0 < 512 }) }
-        }
-        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
-        try e.append(1, tokens: tokens(2, seed: 9))  // positions 512, 513 again
-        for layer in 0..<2 {
-            for kept in try rowPositions(e, 1, layer: layer) { #expect(kept.suffix(2) == [512, 513]) }
-        }
-        try expectFreeReleasesRecords(e)
     }
 
     /// A free of a sequence whose focus's record reads are held in flight (the thread backend,
