@@ -797,9 +797,13 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * segment lying wholly past the cut was already clustered by kvc_seq_focus),
  * KVC_ERR_OUT_OF_MEMORY (a block or page the truncation must copy finds no room); each
  * changes nothing.
- * Cost: one release per block past the cut; contiguous, one munmap per tensor and, only when
- * the cut's page is held elsewhere, one page copy per tensor. With eviction state, plus one
- * pass over each row's positions and, compacted, the moves and copies of a compaction.
+ * Pages (contiguous) past the new length leave the sequence's budget at once but stay mapped
+ * and committed for the appends that usually follow (a decoder's next drafts): memory needs
+ * or kvc_engine_trim give them back, as for a freed sequence's pages.
+ * Cost: one release per block past the cut; contiguous, only when the cut's page is held
+ * elsewhere, one page copy per tensor. With eviction state: a cut past every compacted
+ * position (the drafts since the last compaction or focus) adds O(layers x heads); a deeper
+ * one a pass over each row's positions and the moves and copies of a compaction.
  */
 kvc_status kvc_seq_truncate(kvc_engine *e, uint64_t seq, size_t n_tokens);
 

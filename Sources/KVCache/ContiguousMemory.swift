@@ -319,8 +319,9 @@ final class ContiguousMemory: BlockListener {
     /// again without a system call (`mapOwned` keeps a page the slot owns alone), and a need
     /// for memory or `trim` reclaims them (`reclaimMappings`). For truncation: a speculative
     /// decoder's drafts cross into a page, are rolled back, and cross again the next round;
-    /// `shrink`'s unmap and trim there cost ~10 us a round (the commit batch punched out and
-    /// committed again), measured with `tools/bench_ratio.sh --filter '.*spec-decode.*'`.
+    /// with `shrink` (unmap, the free commit batch punched out, committed again by the next
+    /// append) a round of 8 drafts and 3 accepted cost 78.7x appending the 3 (about 10 us),
+    /// with this 2.29x (`tools/bench_ratio.sh --filter '.*spec-decode.*'`, docs/benchmarks.md).
     /// Cost: one unpin per page released.
     func release(slot: Int, past tokens: Int) {
         let keep = pages(for: tokens)

@@ -9,7 +9,9 @@ extension Engine {
     /// appended k drafts (P..<P+k) and accepted a calls `truncate(seq, to: P + a)`.
     ///
     /// Without token-eviction state, or observed but never compacted (positions are slots):
-    /// - Blocks wholly past the cut are released, last first, as `free` releases them. Paged: a
+    /// - Blocks wholly past the cut are released, last first, as `free` releases them (their
+    ///   memory stays committed for the appends that follow: contiguous pages past the cut leave
+    ///   the budget but stay mapped until memory is needed or `trim`). Paged: a
     ///   block the prefix index holds stays cached (its K/V are those of the tokens it was
     ///   hashed from, draft tokens included, so it stays correct for them). Contiguous: one
     ///   that only this sequence holds leaves the index instead, since its bytes are the
@@ -52,10 +54,13 @@ extension Engine {
     /// by a focus); `outOfMemory` (a block or page the truncation must copy finds no room).
     /// Each changes nothing. A system call failing while a page is copied is reported with
     /// the truncation done (the page keeps its old bytes), as by `compact` when compacted.
-    /// Cost: one release per block past the cut; contiguous, one munmap per tensor, a scan of
-    /// the blocks on the cut's page, and at most one page copy per tensor. With eviction state
-    /// add O(resident slots) per row for the plan; compacted, the moves and copies of
-    /// `compact` (none past the shared blocks and pages for a cut past every compacted token).
+    /// Cost: one release per block past the cut; contiguous, a scan of the blocks on the cut's
+    /// page and at most one page copy per tensor. With eviction state add O(rows) for a cut
+    /// past every compacted position (`AttentionScores.tailFrom`: the drafts since the last
+    /// compaction or focus), else O(resident slots) per row and the moves and copies of
+    /// `compact`. Measured (docs/benchmarks.md, "Speculative decoding"): a round of 8 drafts
+    /// rolled back to 3 costs 1.2-1.3x appending only the 3 (paged, compacted paged), 2.3x
+    /// contiguous.
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)
