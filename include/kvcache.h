@@ -779,31 +779,50 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
 kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
 
 /**
- * Shrinks `seq` to its first n_tokens tokens (1 .. its length; its length is a no-op): rolls
- * back tokens the server appended and does not keep, such as speculative-decoding drafts
- * the target model rejected, or an answer to regenerate. Later kvc_seq_append calls continue
- * from n_tokens. K/V of the kept tokens are unchanged; the server rewrites the positions it
- * appends again.
+ * Shrinks `seq` to its first n_tokens positions (1 .. the positions it has seen: its length, or
+ * with token-eviction state the next position an append would take; that count is a no-op):
+ * rolls back tokens the server appended and does not keep, such as speculative-decoding drafts
+ * the target model rejected, or an answer to regenerate. Later kvc_seq_append calls take
+ * positions from n_tokens on. A server decoding at position P that appended k drafts (P ..
+ * P+k-1) and accepted a of them calls kvc_seq_truncate(e, seq, P + a), compacted or not.
+ * K/V of the kept tokens are unchanged; the server rewrites the positions it appends again.
+ * Without eviction state, or observed but never compacted (slot i holds position i):
  * Blocks wholly past the cut are released, last first (paged: a block the prefix index holds
  * stays cached, its K/V being those of the tokens it was hashed from; contiguous: one only
  * this sequence holds leaves the index, KVC_EVENT_BLOCK_REMOVED, as its bytes are the
  * sequence's pages). The block the cut falls in leaves the prefix index when only this
  * sequence holds it; when a fork or another prompt shares it, this sequence gets its own copy
  * of the kept tokens (contiguous: the page holding the cut is copied when a fork maps it or a
- * block another sequence holds lies on it). Blocks later appends fill are indexed as before when the cut falls in the
- * last partial or last full block; a cut further back stops this sequence's appends from
- * being indexed (the engine keeps only those blocks' tokens).
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, n_tokens 0 or beyond the length, a swapped-out
- * sequence, one whose disk reads have not all landed: call once kvc_seq_ready says 1, a cut
- * into prompt blocks not scheduled yet with index_on_schedule), KVC_ERR_NOT_FOUND,
- * KVC_ERR_UNSUPPORTED (the sequence has token-eviction state: it was observed or compacted),
- * KVC_ERR_OUT_OF_MEMORY (the cut block or page must be copied and there is no room); each
+ * block another sequence holds lies on it). Blocks later appends fill are indexed as before
+ * when the cut falls in the last partial or last full block; a cut further back stops this
+ * sequence's appends from being indexed (the engine keeps only those blocks' tokens).
+ * Compacted (kvc_seq_compact): every layer, and every KV head's row per head, keeps exactly its
+ * tokens at positions below n_tokens (kvc_seq_positions; tokens a compaction evicted have
+ * nothing to remove); kept tokens past the layer's new length move into the holes below it,
+ * bytes and all, as a compaction places them (none moves when the cut lies past every
+ * compacted position, the speculative-decoding case). The sequence's length becomes its
+ * longest layer; blocks past it are released, and blocks or pages that moved tokens or later
+ * appends write are copied first when a fork or the prefix index shares them. Scores of the
+ * removed tokens go (attention observed while they were there stays credited to the others);
+ * a following observe and compaction choose as for a sequence that never had them. Episodic:
+ * segments wholly past the cut are dropped and the others end there; tokens offloaded to the
+ * disk tier at or past the cut are dropped from it.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, n_tokens 0 or beyond the positions seen, a
+ * swapped-out sequence, one whose disk reads (prefix hit, swap-in, episodic restores) have not
+ * all landed: call once kvc_seq_ready says 1, a cut into prompt blocks not scheduled yet with
+ * index_on_schedule), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (eviction state only: per head,
+ * the KV heads of a layer would keep different numbers of tokens, which only a cut below
+ * positions a compaction decided on can cause; a layer would keep no token; an episodic
+ * segment lying wholly past the cut was already clustered by kvc_seq_focus),
+ * KVC_ERR_OUT_OF_MEMORY (a block or page the truncation must copy finds no room); each
  * changes nothing.
- * Memory: released blocks and (contiguous) pages past the cut stay committed and are reused
- * by later appends or reclaimed when memory is needed; contiguous pages stay mapped, so
- * drafts growing back over them cost no mmap. kvc_engine_trim gives them back to the OS.
+ * Pages (contiguous) past the new length leave the sequence's budget at once but stay mapped
+ * and committed for the appends that usually follow (a decoder's next drafts): memory needs
+ * or kvc_engine_trim give them back, as for a freed sequence's pages.
  * Cost: one release per block past the cut; contiguous, only when the cut's page is held
- * elsewhere, one page copy per tensor (no other system call).
+ * elsewhere, one page copy per tensor. With eviction state: a cut past every compacted
+ * position (the drafts since the last compaction or focus) adds O(layers x heads); a deeper
+ * one a pass over each row's positions and the moves and copies of a compaction.
  */
 kvc_status kvc_seq_truncate(kvc_engine *e, uint64_t seq, size_t n_tokens);
 

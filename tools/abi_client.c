@@ -768,6 +768,24 @@ static void chunked(uint32_t layout) {
 
 /* ---- token eviction: observe, compact, positions, and bad input ----------------------- */
 
+/* Whether every slot of `seq` holding a position below `below` (kvc_seq_positions, per layer)
+ * has exactly the bytes write_kv wrote for that position with `salt`, in every layer. */
+static int slots_exact(engine_view *v, kvc_engine *e, uint64_t seq, uint32_t salt, size_t below) {
+    int32_t pos[256];
+    size_t n = 0;
+    int exact = 1;
+    load_table(v, seq);
+    for (uint32_t l = 0; l < v->layers; l++) {
+        if (kvc_seq_positions(e, seq, l, pos, 256, &n) != KVC_OK || n > 256) return 0;
+        for (size_t slot = 0; slot < n; slot++)
+            for (uint32_t tensor = 0; tensor < 2 && (size_t)pos[slot] < below; tensor++) {
+                const uint8_t *p = token_address(v, seq, l, tensor, slot);
+                for (size_t b = 0; b < v->token_bytes; b++) exact &= p[b] == pattern(salt, l, tensor, (size_t)pos[slot], b);
+            }
+    }
+    return exact;
+}
+
 static void evict(uint32_t layout) {
     kvc_config cfg;
     small_config(&cfg, layout, 16u << 20);
@@ -801,23 +819,32 @@ static void evict(uint32_t layout) {
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < sizeof heavy / sizeof heavy[0]; j++) found += pos[i] == heavy[j];
     CHECK(n == KEEP && found == 5, "the heavy hitters stay (%d of 5)", found);
-    /* Each slot holds exactly the bytes of the position it reports, in every layer. */
-    load_table(&v, 1);
-    int exact = 1;
-    for (uint32_t l = 0; l < cfg.num_layers; l++) {
-        MUST(kvc_seq_positions(e, 1, l, pos, N, &n));
-        for (size_t slot = 0; slot < n; slot++)
-            for (uint32_t tensor = 0; tensor < 2; tensor++) {
-                const uint8_t *p = token_address(&v, 1, l, tensor, slot);
-                for (size_t b = 0; b < v.token_bytes; b++) exact &= p[b] == pattern(77, l, tensor, (size_t)pos[slot], b);
-            }
-    }
-    CHECK(exact, "compacted K/V bytes are exact");
+    CHECK(slots_exact(&v, e, 1, 77, N), "compacted K/V bytes are exact");
     CHECK(stats_of(e).committed_bytes <= before.committed_bytes, "committed bytes do not grow");
     int32_t next = 9999;
     MUST(kvc_seq_append(e, 1, &next, 1));
     MUST(kvc_seq_positions(e, 1, 3, pos, N, &n));
     CHECK(n == KEEP + 1 && pos[KEEP] == N, "an append continues after the kept tokens (position %d)", pos[n - 1]);
+    /* Speculative decoding on the compacted sequence: 7 drafts (positions N+1 .. N+7), 2 kept:
+     * n_tokens counts positions, and every layer keeps those below it. */
+    int32_t drafts[7] = {1, 2, 3, 4, 5, 6, 7};
+    MUST(kvc_seq_append(e, 1, drafts, 7));
+    MUST(kvc_seq_truncate(e, 1, N + 3));
+    MUST(kvc_seq_positions(e, 1, 1, pos, N, &n));
+    CHECK(n == KEEP + 3 && pos[KEEP] == N && pos[KEEP + 2] == N + 2 && length_of(e, 1) == KEEP + 3,
+          "a compacted sequence truncated to position %d holds %zu slots, the last at %d", N + 3, n, pos[n - 1]);
+    CHECK(slots_exact(&v, e, 1, 77, N), "the compacted K/V bytes stay exact after the truncation");
+    /* Refused, changing nothing: a cut that leaves a layer no token (sequence 2 kept none below 4). */
+    MUST(kvc_seq_create(e, 2, prompt, 16, &cached));
+    for (int i = 0; i < 2 * 16; i++) scores[i] = i % 16 == 8 ? 1.0f : 0.001f;
+    for (uint32_t l = 0; l < cfg.num_layers; l++) MUST(kvc_seq_observe(e, 2, l, scores, 2, 16));
+    MUST(kvc_seq_compact(e, 2, 2)); /* token 8 and the recent window's 15 */
+    kvc_stats held = stats_of(e);
+    EXPECT_STATUS(KVC_ERR_UNSUPPORTED, "no token below position 4", kvc_seq_truncate(e, 2, 4));
+    kvc_stats after = stats_of(e);
+    CHECK(length_of(e, 2) == 2 && length_of(e, 1) == KEEP + 3 && slots_exact(&v, e, 1, 77, N) &&
+              after.blocks_used == held.blocks_used && after.committed_bytes == held.committed_bytes,
+          "a refused truncation changes nothing");
     kvc_engine_destroy(e);
 }
 

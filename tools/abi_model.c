@@ -74,6 +74,8 @@ typedef struct {
                                                layer: the same for every head) */
     int32_t tok[MAX_TOKENS];         /* token at each original position */
     size_t next;                     /* next original position */
+    int segments;                    /* episodic: segments registered, each clustered by the focus after it */
+    size_t segment_start;            /* the highest segment start */
 } model_seq;
 
 static kvc_engine *e;
@@ -449,30 +451,63 @@ static void op_free(void) {
     m[id].live = 0;
 }
 
-/* Rolls back the last tokens of a live, resident sequence (rejected drafts). Refused for one
- * with eviction state, not ready, or cut below unscheduled blocks: then nothing changed.
- * Done, the sequence holds exactly its first n tokens, and creates and appends go on as ever. */
+/* The documented placement of a row's kept slots after a compaction or truncation: of the
+ * `len` slots `held`, those marked in `kept` (`want` of them) stay below `want` where they are,
+ * and the kept ones past it fill the holes in slot order. Writes `want` positions to `out`. */
+static void place_kept(const int32_t *held, size_t len, const int *kept, size_t want, int32_t *out) {
+    size_t from = want;
+    for (size_t i = 0; i < want; i++) {
+        if (kept[i]) {
+            out[i] = held[i];
+            continue;
+        }
+        while (from < len && !kept[from]) from++;
+        out[i] = from < len ? held[from++] : -1;
+    }
+}
+
+/* Rolls back a live, resident sequence to its first `keep` positions (rejected drafts): every
+ * row keeps exactly its tokens at positions below `keep`, placed as a compaction places kept
+ * slots. Refused (UNSUPPORTED) exactly when a row of a layer would keep no token, the heads of a
+ * per-head layer would keep different counts, or an episodic segment (each clustered by the
+ * focus after it) starts at or past the cut; INVALID_ARGUMENT (a cut below unscheduled blocks)
+ * and OUT_OF_MEMORY (a shared block or page to copy) may refuse too. A refusal changes nothing. */
 static void op_truncate(void) {
     uint64_t id = pick(1, 0);
-    if (!id) return;
-    size_t len = model_length(id);
-    if (len < 2) return;
-    size_t keep = 1 + below((uint32_t)(len - 1));
+    if (!id || m[id].next < 2) return;
+    model_seq *s = &m[id];
+    size_t keep = 1 + below((uint32_t)(s->next - 1));
+    size_t rows = s->per_head ? HEADS : 1, count[LAYERS][HEADS];
+    int unsupported = s->segments && s->segment_start >= keep;
+    for (uint32_t l = 0; l < LAYERS; l++)
+        for (size_t h = 0; h < rows; h++) {
+            count[l][h] = 0;
+            for (size_t i = 0; i < s->layer_len[l]; i++) count[l][h] += (size_t)s->pos[l][h][i] < keep;
+            unsupported |= count[l][h] == 0 || count[l][h] != count[l][0];
+        }
     kvc_status rc = kvc_seq_truncate(e, id, keep);
     if (rc != KVC_OK) {
-        EXPECT(rc == KVC_ERR_UNSUPPORTED || rc == KVC_ERR_INVALID_ARGUMENT || rc == KVC_ERR_OUT_OF_MEMORY,
-               "truncate %" PRIu64 " to %zu: status %d", id, keep, rc);
-        verify(id);
+        EXPECT(unsupported ? rc == KVC_ERR_UNSUPPORTED : rc == KVC_ERR_INVALID_ARGUMENT || rc == KVC_ERR_OUT_OF_MEMORY,
+               "truncate %" PRIu64 " to %zu: status %d (unsupported expected: %d)", id, keep, rc, unsupported);
+        verify_all();
         return;
     }
-    model_seq *s = &m[id];
+    EXPECT(!unsupported, "truncate %" PRIu64 " to %zu: done, but the model expected a refusal", id, keep);
+    if (unsupported) return;
     for (uint32_t l = 0; l < LAYERS; l++) {
-        EXPECT(s->layer_len[l] == s->next, "truncate %" PRIu64 ": a compacted sequence was truncated", id);
-        s->layer_len[l] = keep;
+        for (size_t h = 0; h < HEADS; h++) {
+            const int32_t *held = s->pos[l][h];
+            int kept[MAX_TOKENS];
+            int32_t now[MAX_TOKENS];
+            for (size_t i = 0; i < s->layer_len[l]; i++) kept[i] = (size_t)held[i] < keep;
+            place_kept(held, s->layer_len[l], kept, count[l][0], now);
+            memcpy(s->pos[l][h], now, count[l][0] * sizeof *now);
+        }
+        s->layer_len[l] = count[l][0];
     }
     s->next = keep;
     covered.truncations++;
-    TRACE("truncate %" PRIu64 " to %zu", id, keep);
+    TRACE("truncate %" PRIu64 " to %zu: layer lengths %zu, %zu", id, keep, s->layer_len[0], s->layer_len[1]);
     verify(id);
 }
 
@@ -523,15 +558,7 @@ static void op_compact(void) {
                         break;
                     }
             int32_t expect[MAX_TOKENS];
-            size_t from = want;
-            for (size_t i = 0; i < want; i++) {
-                if (kept[i]) {
-                    expect[i] = held[i];
-                    continue;
-                }
-                while (from < len && !kept[from]) from++;
-                expect[i] = from < len ? held[from++] : -1;
-            }
+            place_kept(held, len, kept, want, expect);
             EXPECT(found == want && memcmp(expect, now, want * sizeof *now) == 0,
                    "compact %" PRIu64 " layer %u head %zu: the kept positions are held ones, placed as documented", id, l, h);
             memcpy(s->pos[l][h], now, want * sizeof *now);
@@ -561,6 +588,8 @@ static void op_focus(void) {
     }
     size_t start = below((uint32_t)s->next - 1), end = start + 1 + below((uint32_t)(s->next - start - 1)) ;
     EXPECT(kvc_seq_add_segment(e, id, start, end, embedding, 4) == KVC_OK, "segment [%zu, %zu) of %" PRIu64, start, end, id);
+    if (!s->segments || start > s->segment_start) s->segment_start = start;
+    s->segments = 1;
     uint32_t episode = 0;
     kvc_status rc = kvc_seq_focus(e, id, query, 4, &episode);
     if (rc == KVC_ERR_OUT_OF_MEMORY) {

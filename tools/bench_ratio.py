@@ -111,6 +111,14 @@ if measured is not None:
     each = ", ".join(f"{x:.2f}" for x in ratios)
     print(f"INFO decode-step-head: {ratio:.2f}x with per-head decisions (256 rows) vs the per-layer plain sum, not judged"
           f" (median of {len(ratios)} same-run rounds: {each})")
+# Speculative decoding's rollback (not a target): append 8 drafts + truncate to 3 vs append 3.
+for op in ("spec-decode", "spec-decode-contiguous", "spec-decode-compacted"):
+    measured = median_of_rounds(op, "Baseline")
+    if measured is not None:
+        ratio, ratios = measured
+        each = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"INFO {op}: {ratio:.2f}x appending 8 drafts and truncating to the 3 accepted vs appending the 3, not judged"
+              f" (median of {len(ratios)} same-run rounds: {each})")
 # The vLLM comparison on the trace (not a target).
 measured = median_of_rounds("trace-replay", "VLLM")
 if measured is not None:

@@ -13,6 +13,9 @@
 #   decode-step-epi: the same with the episodic policy and a focused episode
 # and reports (INFO, not judged) decode-step-head against the per-layer plain sum, measured in
 # the same rounds (`PerLayer decode-step-head`): that pass updates 8x fewer sums.
+# It also reports (INFO, not judged) the speculative-decoding rollback, spec-decode[-contiguous,
+# -compacted]: a round of appending 8 drafts and truncating to the 3 accepted against appending
+# only the 3 (SpecDecodeBenchmarks.swift), the median of RATIO_ROUNDS same-run rounds.
 #
 # Usage: tools/bench_ratio.sh [extra `benchmark` options, e.g. --filter 'append']
 # Environment: SCRATCH_PATH (default .build-cli), PERCENTILE (default 50.0; one of
@@ -62,7 +65,7 @@ run() {
 run "$out/main" "$@"
 # The rounds of each ratio target's pair, and of the vLLM comparison's trace replay, that the
 # main run measured: round-OP-N holds the N-th run of OP alone.
-for op in decode-step-scores decode-step-norm decode-step-head decode-step-epi trace-replay; do
+for op in decode-step-scores decode-step-norm decode-step-head decode-step-epi trace-replay spec-decode spec-decode-contiguous spec-decode-compacted; do
     grep -q "Engine_$op\|Engine $op" "$out"/main/*.jmh.json || continue
     for r in $(seq 1 "$rounds"); do run "$out/round-$op-$r" --filter ".*$op"; done
 done

@@ -23,6 +23,7 @@ let benchmarks: @Sendable () -> Void = {
     registerForkBenchmarks()
     registerCompactionBenchmarks()
     registerUnshareBenchmarks()
+    registerSpecDecodeBenchmarks()
     registerTraceReplayBenchmarks()
 }
 

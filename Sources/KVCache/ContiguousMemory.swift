@@ -314,29 +314,33 @@ final class ContiguousMemory: BlockListener {
         if let failure { throw failure }
     }
 
-    /// Shrinks live `slot` to `tokens` tokens (a compaction): unpins and unmaps the pages past
-    /// them and gives free groups back to the OS, so committed bytes fall. Cost: one munmap per
-    /// tensor and a pool trim.
-    func shrink(slot: Int, to tokens: Int) {
-        let keep = pages(for: tokens)
-        guard keep < pinnedPages[slot] else { return }
-        unpin(slot: slot, beyond: tokens)
-        let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
-        if mapped > keep { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(keep), UInt32(mapped)) }
-        kvm_pool_trim(pool)
-    }
-    /// Unpins live `slot`'s pages past `tokens` tokens (a truncation): they stay mapped, as
-    /// pages mapped ahead, so appends growing back over them (a speculative decoder's next
-    /// drafts) map and commit nothing; `reclaim` unmaps them when memory is needed. Committed
-    /// bytes do not fall, as a paged truncation's released blocks stay committed.
-    /// Cost: O(pages unpinned), no system call.
-    func unpin(slot: Int, beyond tokens: Int) {
+    /// Unpins live `slot`'s pages past its first `tokens` tokens and leaves them mapped, as
+    /// `close` leaves a freed slot's: appends that grow back into them pin the same groups
+    /// again without a system call (`mapOwned` keeps a page the slot owns alone), and a need
+    /// for memory or `trim` reclaims them (`reclaimMappings`). For truncation: a speculative
+    /// decoder's drafts cross into a page, are rolled back, and cross again the next round;
+    /// with `shrink` (unmap, the free commit batch punched out, committed again by the next
+    /// append) a round of 8 drafts and 3 accepted cost 78.7x appending the 3 (about 10 us),
+    /// with this 2.29x (`tools/bench_ratio.sh --filter '.*spec-decode.*'`, docs/benchmarks.md).
+    /// Cost: one unpin per page released.
+    func release(slot: Int, past tokens: Int) {
         let keep = pages(for: tokens)
         guard keep < pinnedPages[slot] else { return }
         for page in keep..<pinnedPages[slot] { unpin(group(slot, page)) }
         pinnedPages[slot] = keep
     }
 
+    /// Shrinks live `slot` to `tokens` tokens: unpins and unmaps the pages past them and gives
+    /// free groups back to the OS, so committed bytes fall. Cost: one munmap per tensor and a
+    /// pool trim.
+    func shrink(slot: Int, to tokens: Int) {
+        let keep = pages(for: tokens)
+        guard keep < pinnedPages[slot] else { return }
+        release(slot: slot, past: tokens)
+        let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
+        if mapped > keep { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(keep), UInt32(mapped)) }
+        kvm_pool_trim(pool)
+    }
     /// Copies indexed block `block`'s bytes of every tensor into `out` (tensor t at
     /// `t * blockBytes`), from the groups it holds, without mapping them (the disk tier's spill).
     func readBlock(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) {

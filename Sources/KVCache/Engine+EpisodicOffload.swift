@@ -369,12 +369,20 @@ extension Engine: RecordMemory {
             for r in 0..<state.rows {
                 while state.length(row: r) + state.parkedCount(row: r) + n > limit {
                     let p = state.parkedStart(row: r)
-                    unpin(t!.remove(t!.entry(row: r, position: state.position(row: r, slot: p))!))
+                    dropOffloaded(t!, row: r, position: state.position(row: r, slot: p))
                     state.removeParked(row: r, slot: p)
                 }
             }
         }
         state.ensureCapacity(state.maxOccupied + n)
+    }
+
+    /// Drops row `row`'s token at `position` from `t` (its sequence's offloaded tokens) and
+    /// the sequence's pin on its record's disk slot when it was the record's last live token;
+    /// the caller removes its parked slot. Precondition: the token is on disk, not being
+    /// restored. O(1).
+    func dropOffloaded(_ t: OffloadedTokens, row: Int, position: Int32) {
+        unpin(t.remove(t.entry(row: row, position: position)!))
     }
 
     /// Gives fork `to` the offloaded tokens of `from`, before `to` copies `from`'s eviction

@@ -2,10 +2,16 @@
 /// regenerated answer), keeping its prefix, its blocks' sharing and its place in the prefix
 /// index.
 extension Engine {
-    /// Shrinks `seq` to its first `tokens` tokens, `1...length` (its length: nothing to do).
-    /// The server then appends from there as after any append.
+    /// Shrinks `seq` to its first `tokens` positions, `1...` the positions it has seen (its
+    /// length, unless it has token-eviction state: then `AttentionScores.nextPosition`; that
+    /// count is a no-op). The server then appends from there as after any append; later
+    /// appends take positions from `tokens` on. A speculative decoder at position P that
+    /// appended k drafts (P..<P+k) and accepted a calls `truncate(seq, to: P + a)`.
     ///
-    /// - Blocks wholly past the cut are released, last first, as `free` releases them. Paged: a
+    /// Without token-eviction state, or observed but never compacted (positions are slots):
+    /// - Blocks wholly past the cut are released, last first, as `free` releases them (their
+    ///   memory stays committed for the appends that follow: contiguous pages past the cut leave
+    ///   the budget but stay mapped until memory is needed or `trim`). Paged: a
     ///   block the prefix index holds stays cached (its K/V are those of the tokens it was
     ///   hashed from, draft tokens included, so it stays correct for them). Contiguous: one
     ///   that only this sequence holds leaves the index instead, since its bytes are the
@@ -21,33 +27,60 @@ extension Engine {
     ///   full block (whose tokens the engine keeps); a cut further back stops the sequence
     ///   indexing its later blocks (their tokens before the cut are unknown to the engine).
     ///
-    /// Throws `notFound`; `invalidArgument` (tokens outside `1...length`, a swapped-out
-    /// sequence, one whose disk reads have not all landed: truncate once `ready`, a cut below
-    /// prompt blocks not yet scheduled); `unsupported` (the sequence has token-eviction state:
-    /// it was observed or compacted); `outOfMemory` (the cut's block must be copied and no
-    /// block would be available, or, contiguous, its page and no page is free). Each changes
-    /// nothing. A system call failing while that page is copied is reported with the
-    /// truncation done (the page keeps its old bytes).
-    /// - Contiguous: pages wholly past the cut are unpinned but stay mapped (reclaimed when
-    ///   memory is needed), so the next drafts growing back over them need no `mmap` and no
-    ///   commit; committed bytes do not fall, as a paged truncation's blocks stay committed.
+    /// Compacted (slots hold positions in any order, Compaction.swift): every layer, and every
+    /// head row per head, keeps exactly its tokens at positions below `tokens` (those a
+    /// compaction evicted have nothing to remove); kept tokens past the row's new length fill
+    /// the holes below it, each with its bytes (none moves for a cut past every compacted
+    /// token, the spec-decoding case: the removed tokens are the last slots). The sequence's
+    /// length becomes the longest layer; blocks past it are released (an exclusive indexed one
+    /// leaves the index), and every block or page a moved token or a later append writes is
+    /// made the sequence's own as in `compact` (a copy when a fork or the index shares it).
+    /// It indexes no appends, as after any compaction.
     ///
+    /// Eviction state (both cases): the removed tokens' positions and scores go; the kept
+    /// tokens keep theirs (attention observed while the removed tokens were there stays
+    /// credited: the server chooses what it observes); the low-score records follow, so a
+    /// following observe and compaction choose exactly as for a sequence that never had the
+    /// removed tokens (given the same observations). Episodic: segments wholly past the cut are
+    /// dropped, the others end at it; with a disk tier the offloaded tokens at or past it are
+    /// dropped from disk (each record's pin goes with its last token).
+    ///
+    /// Throws `notFound`; `invalidArgument` (tokens outside `1...` the positions seen, a
+    /// swapped-out sequence, one whose disk reads (swap-in, prefix hit, episodic restores) have
+    /// not all landed: truncate once `ready`, a cut below prompt blocks not yet scheduled);
+    /// `unsupported`, eviction state only (`AttentionScores.planTruncation`: per head, the heads
+    /// of a layer would keep different counts, which only a cut below compacted positions can
+    /// cause; a layer would keep no token; a segment wholly past the cut was already clustered
+    /// by a focus); `outOfMemory` (a block or page the truncation must copy finds no room).
+    /// Each changes nothing. A system call failing while a page is copied is reported with
+    /// the truncation done (the page keeps its old bytes), as by `compact` when compacted.
     /// Cost: one release per block past the cut; contiguous, a scan of the blocks on the cut's
-    /// page and at most one page copy per tensor (no other system call).
+    /// page and at most one page copy per tensor. With eviction state add O(rows) for a cut
+    /// past every compacted position (`AttentionScores.tailFrom`: the drafts since the last
+    /// compaction or focus), else O(resident slots) per row and the moves and copies of
+    /// `compact`. Measured (docs/benchmarks.md, "Speculative decoding"): a round of 8 drafts
+    /// rolled back to 3 costs 1.2-1.3x appending only the 3 (paged, compacted paged), 2.3x
+    /// contiguous.
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)
-            let length = sequences.lengths[slot]
-            guard tokens >= 1 && tokens <= length else {
-                throw .invalid("cannot truncate sequence \(seq) of \(length) tokens to \(tokens); keep 1...\(length)")
+            let length = sequences.lengths[slot], state = evictionStates[slot], seen = state?.nextPosition ?? length
+            guard tokens >= 1 && tokens <= seen else {
+                throw .invalid("cannot truncate sequence \(seq) of \(seen) positions to \(tokens); keep 1...\(seen)")
             }
-            guard tokens < length else { return }
-            if evictionStates[slot] != nil {
-                throw KVError(.unsupported, "sequence \(seq) has token-eviction state (it was observed or compacted); "
-                              + "truncating it is not supported")
-            }
+            guard tokens < seen else { return }
             if let offload, !offload.resident(slot) {
                 throw .invalid("sequence \(seq) is not ready: disk reads are still filling its blocks; truncate once it is")
+            }
+            // Refusals of the eviction state first; observed but never compacted, positions are
+            // slots: the plan moves nothing, and the blocks go as without state.
+            if let state {
+                let newLength = try state.planTruncation(below: tokens)
+                if state.compactions > 0 {
+                    try compactMemory(slot: slot, state: state, oldLength: length, newLength: newLength, returnMemory: false) {}
+                    applyTruncation(slot: slot, state: state, below: tokens)
+                    return
+                }
             }
             let unscheduled = sequences.unscheduled[slot]
             if !unscheduled.isEmpty && tokens < unscheduled.upperBound * bt {
@@ -91,16 +124,25 @@ extension Engine {
                 blocks.unindexUsed(table[cut])
             }
             rewindChain(slot: slot, from: length, to: tokens)
+            if let state { applyTruncation(slot: slot, state: state, below: tokens) }
             sequences.lengths[slot] = tokens
             guard let contiguous else { return }
             // Only a failing system call stops the copy (room was checked): the page then keeps
             // its old group, and the failure is reported with the truncation done.
-            defer { contiguous.unpin(slot: slot, beyond: tokens) }
+            defer { contiguous.release(slot: slot, past: tokens) }  // kept mapped: the next drafts cross the page again
             let firstBlock = cutPage * pageBytes / (bt * config.tokenBytes)
             if cutPage >= 0 && contiguous.isHeldElsewhere(slot: slot, page: cutPage, table: table, positions: firstBlock..<kept) {
                 try contiguous.unshare(slot: slot, pages: [cutPage])
             }
         }
+    }
+
+    /// Applies `state`'s planned truncation of `slot` to the positions below `cut`, dropping
+    /// the offloaded tokens at or past it from disk, and sets the sequence's length to its
+    /// longest layer.
+    private func applyTruncation(slot: Int, state: AttentionScores, below cut: Int) {
+        state.applyTruncation(below: cut) { row, position in dropOffloaded(offload!.offloadedTokens[slot]!, row: row, position: position) }
+        sequences.lengths[slot] = state.maxLength
     }
 
     /// Sets `slot`'s chain state for a cut from `length` to `tokens` tokens: the last full

@@ -70,15 +70,7 @@ import Testing
 
     /// What `seq` holds: every layer's positions, and the K then V bytes of every held slot.
     func held(_ e: Engine, _ seq: UInt64) throws -> (positions: [[Int32]], bytes: [UInt8]) {
-        var bytes: [UInt8] = []
-        for layer in 0..<e.config.numLayers {
-            for slot in 0..<(try e.layerLength(seq, layer: layer)) {
-                let (k, v) = try tokenAddress(e, seq, layer: layer, position: slot)
-                bytes += UnsafeRawBufferPointer(start: k, count: e.config.tokenBytes)
-                bytes += UnsafeRawBufferPointer(start: v, count: e.config.tokenBytes)
-            }
-        }
-        return (try (0..<e.config.numLayers).map { try positions(e, seq, layer: $0) }, bytes)
+        (try (0..<e.config.numLayers).map { try positions(e, seq, layer: $0) }, try heldBytes(e, seq))
     }
 
     /// Sequence 1 of 512 tokens with distinct K/V bytes per token and layer, two registered
@@ -98,6 +90,15 @@ import Testing
         let committed = e.stats().committedBytes
         #expect(try e.compact(1, budgetTokens: 12) == 12)
         return (toks, committed)
+    }
+
+    /// Runs `body` on an engine with a disk tier (a scratch directory removed afterwards) and
+    /// the prompt of its `compactedOnTopicA` sequence 1.
+    func withCompactedOnTopicA(_ layout: Layout, perHead: Bool, _ body: (Engine, [Int32]) throws -> Void) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead)
+        try body(e, try compactedOnTopicA(e).tokens)
     }
 
     /// Appends `count` tokens (`seed`) to sequence 1 of `compactedOnTopicA` (12 slots a row),
@@ -164,6 +165,71 @@ import Testing
         let freed = e.stats().disk
         #expect(freed.storedSlots == baseline.storedSlots)
         #expect(freed.tokenRecords == 0 && freed.tokensOnDisk == 0 && freed.tokensInOpenRecords == 0)
+    }
+
+    /// Truncation with tokens on disk: the offloaded tokens at or past the cut leave the disk
+    /// (a record goes with its last token), segment B ends at the cut, and a focus on B
+    /// restores only tokens below it, byte-identical. A cut below B's start, already
+    /// clustered, is refused and changes nothing.
+    @Test(arguments: layouts, perHead)
+    func truncationDropsTheOffloadedTokensPastTheCut(layout: Layout, perHead: Bool) throws {
+        try withCompactedOnTopicA(layout, perHead: perHead) { e, toks in
+            try e.syncOffload()
+            let before = e.stats(), held = try held(e, 1)
+            do throws(KVError) {
+                try e.truncate(1, to: 200)
+                Issue.record("a cut below segment B's start was accepted")
+            } catch {
+                #expect(error.code == .unsupported)
+            }
+            #expect(e.stats() == before)
+            #expect(try self.held(e, 1) == held)
+            try e.truncate(1, to: 300)
+            try e.syncOffload()
+            #expect(e.stats().disk.tokenRecords < before.disk.tokenRecords, "records of tokens past the cut are gone")
+            for layer in 0..<2 {
+                for (row, kept) in try rowPositions(e, 1, layer: layer).enumerated() {
+                    #expect(kept.sorted() == Self.heavyA.map { $0 + Int32(row * headShift(e)) }.sorted(), "the recent window went")
+                }
+            }
+            #expect(try focus(e, Self.queryB) != -1)
+            try waitReady(e, 1)
+            for layer in 0..<2 {
+                for (row, kept) in try rowPositions(e, 1, layer: layer).enumerated() {
+                    #expect(kept.count == 10 && kept.allSatisfy { $0 < 300 })
+                    #expect(Set([260, 285].map { Int32($0 + row * headShift(e)) }).isSubset(of: Set(kept)), "B's heavy hitters below the cut")
+                }
+            }
+            #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+            #expect(e.stats().disk.tokensLost == 0)
+            try expectFreeReleasesRecords(e)
+        }
+    }
+
+    /// A focus that restores offloaded tokens into slots of tokens appended since the
+    /// compaction (512, outside the 2-token recent window): a cut at 512 must still find each
+    /// row's tokens by position, not take the last slots.
+    @Test(arguments: layouts, perHead)
+    func aCutAfterARestoreKeepsTheRestoredTokens(layout: Layout, perHead: Bool) throws {
+        try withCompactedOnTopicA(layout, perHead: perHead) { e, prompt in
+            let toks = prompt + (try appendWritten(e, 3, seed: 8))  // 512..<515: slots 12..<15
+            #expect(try focus(e, Self.queryB) != -1)
+            try waitReady(e, 1)
+            for layer in 0..<2 {
+                for kept in try rowPositions(e, 1, layer: layer) { #expect(!kept.contains(512), "512 was displaced by a B token") }
+            }
+            try e.truncate(1, to: 512)
+            for layer in 0..<2 {
+                #expect(try e.layerLength(1, layer: layer) == 13, "513 and 514 went, the restored tokens stay")
+                for kept in try rowPositions(e, 1, layer: layer) { #expect(kept.allSatisfy { $0 < 512 }) }
+            }
+            #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+            try e.append(1, tokens: tokens(2, seed: 9))  // positions 512, 513 again
+            for layer in 0..<2 {
+                for kept in try rowPositions(e, 1, layer: layer) { #expect(kept.suffix(2) == [512, 513]) }
+            }
+            try expectFreeReleasesRecords(e)
+        }
     }
 
     /// A free of a sequence whose focus's record reads are held in flight (the thread backend,

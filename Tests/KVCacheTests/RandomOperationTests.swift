@@ -3,8 +3,9 @@ import Testing
 
 /// Seeded random sequences of create (by tokens or by block hashes), append, fork, free, abort
 /// (with garbage past `computedTokens`), compact (StreamingLLM or H2O, per layer or per head,
-/// adaptive budgets or not), schedule, trim and, with a disk tier, swap out (sync or async) and
-/// in, with every invariant checked after each step: every live sequence's bytes (prefix hits
+/// adaptive budgets or not), truncate (compacted or not), schedule, trim and, with a disk tier,
+/// swap out (sync or async) and in, with every invariant checked after each step: every live
+/// sequence's bytes (prefix hits
 /// and disk reads included) are what was written for the positions it holds; block reference
 /// counts equal the block tables' entries, and `usedCount`/`cachedCount` count them; the memory
 /// tier's events, applied in order, give exactly the hashes the prefix index holds (none
@@ -95,7 +96,9 @@ struct RandomOperationTests {
         }
     }
 
-    private static func run(_ layout: Layout, metadataOnly: Bool = false, onSchedule: Bool, disk: Bool = false, seed: UInt64, steps: Int) throws {
+    /// Returns how many truncations of compacted sequences it made.
+    @discardableResult
+    private static func run(_ layout: Layout, metadataOnly: Bool = false, onSchedule: Bool, disk: Bool = false, seed: UInt64, steps: Int) throws -> Int {
         var c = smallConfig(layout, memoryBytes: layout == .paged ? 32 << 10 : 96 << 10)
         let dir = ScratchDir("random")
         defer { dir.remove() }
@@ -112,7 +115,7 @@ struct RandomOperationTests {
         c.eviction.adaptiveBudgets = below(2, &rng) == 0
         let e = try Engine(c)
         let bt = c.blockTokens
-        var model: [UInt64: [Int32]] = [:], swapped = Set<UInt64>(), views = EventViews(), nextId: UInt64 = 1
+        var model: [UInt64: [Int32]] = [:], swapped = Set<UInt64>(), views = EventViews(), nextId: UInt64 = 1, compactedCuts = 0
         let prompts: [[Int32]] = (1...4).map { tokens(64, seed: Int32($0)) }
         func pick(_ ids: [UInt64]) -> UInt64? { ids.isEmpty ? nil : ids[below(ids.count, &rng)] }
         for step in 0..<steps {
@@ -209,13 +212,19 @@ struct RandomOperationTests {
                     }
                     try e.compact(id, budgetTokens: 8 + below(length - 8, &rng))
                 case 9 where below(2, &rng) == 0:
-                    // Roll back a few tokens (rejected drafts), or further.
+                    // Roll back a few positions (rejected drafts), or further: compacted or not, every
+                    // layer (head) keeps its tokens below the cut, which the byte check confirms.
                     guard let id = pick(resident) else { continue }
-                    let length = try e.length(id)
-                    let keep = below(3, &rng) == 0 ? 1 + below(length, &rng) : max(1, length - 1 - below(2 * bt, &rng))
-                    guard keep < length else { continue }  // (a compacted sequence's length is its kept tokens)
+                    let seen = model[id]!.count  // the model holds a token per position seen
+                    let keep = below(3, &rng) == 0 ? 1 + below(seen, &rng) : max(1, seen - 1 - below(2 * bt, &rng))
+                    guard keep < seen else { continue }
+                    let compacted = (e.evictionStates[e.sequences.slot(of: id)]?.compactions ?? 0) > 0
                     try e.truncate(id, to: keep)
                     model[id] = Array(model[id]!.prefix(keep))
+                    if compacted { compactedCuts += 1 }
+                    for layer in 0..<c.numLayers {
+                        #expect(try positions(e, id, layer: layer).allSatisfy { $0 < keep }, "step \(step): a position past the cut stayed")
+                    }
                 default:
                     if below(8, &rng) == 0 { try e.trim() }
                 }
@@ -224,24 +233,30 @@ struct RandomOperationTests {
             } catch let error as KVError where error.code == .io && disk {
                 // a swap-out the full tier refused: the sequence stays resident and unchanged
             } catch let error as KVError where error.code == .unsupported || (error.code == .invalidArgument && op == 9) {
-                // a truncation refused (eviction state, reads in flight, unscheduled blocks): nothing changed
+                // a truncation refused (per-head counts, a layer left empty, reads in flight,
+                // unscheduled blocks): nothing changed
             }
             for id in swapped where e.offload?.swapped[e.sequences.slot(of: id)] == false { swapped.remove(id) }  // failed later
             try check(e, model, swapped: swapped, &views, step: step)
         }
+        return compactedCuts
     }
 
     @Test(arguments: [(Layout.paged, false), (.contiguous, false), (.paged, true)], [false, true])
     func inMemory(shape: (layout: Layout, metadataOnly: Bool), onSchedule: Bool) throws {
+        var compactedCuts = 0
         for seed in UInt64(1)...8 {
-            try Self.run(shape.layout, metadataOnly: shape.metadataOnly, onSchedule: onSchedule, seed: seed, steps: 250)
+            compactedCuts += try Self.run(shape.layout, metadataOnly: shape.metadataOnly, onSchedule: onSchedule, seed: seed, steps: 250)
         }
+        #expect(compactedCuts > 0, "compacted sequences were truncated")
     }
 
     @Test(arguments: [Layout.paged, .contiguous], [false, true])
     func withADiskTier(layout: Layout, onSchedule: Bool) throws {
+        var compactedCuts = 0
         for seed in UInt64(1)...8 {
-            try Self.run(layout, onSchedule: onSchedule, disk: true, seed: seed, steps: 250)
+            compactedCuts += try Self.run(layout, onSchedule: onSchedule, disk: true, seed: seed, steps: 250)
         }
+        #expect(compactedCuts > 0, "compacted sequences were truncated")
     }
 }

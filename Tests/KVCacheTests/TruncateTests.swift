@@ -113,10 +113,11 @@ struct TruncateTests {
         #expect(refusal(2, 5) == .invalidArgument, "below blocks not scheduled yet")
         let scores = [Float](repeating: 0.1, count: 14 * c.numKVHeads)
         try scores.withUnsafeBufferPointer { (s) throws(KVError) in try e.observe(1, layer: 0, scores: s.baseAddress!, nHeads: c.numKVHeads, nTokens: 14) }
-        #expect(refusal(1, 5) == .unsupported, "a sequence with eviction state")
         #expect(e.stats() == before)
         #expect(try e.length(1) == 14 && e.length(2) == 14)
         try e.truncate(1, to: 14)  // its own length: nothing to do, even with eviction state
+        try e.truncate(1, to: 5)  // observed: truncates (EvictionTruncateTests)
+        #expect(try e.length(1) == 5)
     }
 
     /// With a disk tier: a swapped-out sequence, and one whose disk reads have not landed, are

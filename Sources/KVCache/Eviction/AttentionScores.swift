@@ -35,6 +35,11 @@ public final class AttentionScores {
     public private(set) var capacity: Int
     /// One past the newest position held.
     public private(set) var nextPosition: Int
+    /// Every position from `tailFrom` on is held, in every row, by the row's last
+    /// `nextPosition - tailFrom` resident slots, in position order: the tokens appended since
+    /// the last compaction or restore (0 before any: slot i holds position i). No parked token
+    /// lies there. A truncation at or past it drops the last slots without a scan.
+    private(set) var tailFrom = 0
     /// Per layer: slots held.
     let lengths: UnsafeMutablePointer<Int>
     /// Per row: parked slots (at the top of the row).
@@ -172,6 +177,7 @@ public final class AttentionScores {
         c.visibleQueries.update(from: visibleQueries, count: layers)
         c.parked.update(from: parked, count: rows)
         c.nextPosition = nextPosition
+        c.tailFrom = tailFrom
         c.episodeObserved = episodeObserved
         c.entropySum = entropySum
         c.entropyRows = entropyRows
@@ -182,6 +188,7 @@ public final class AttentionScores {
         c.clustering = clustering
         c.clusteredSegments = clusteredSegments
         c.focusedEpisode = focusedEpisode
+        c.compactions = compactions  // the fork's slots hold the same positions: compacted too
         return c
     }
 
@@ -702,28 +709,34 @@ public final class AttentionScores {
                 // Every policy keeps exactly min(budget, count) slots (none: all of them).
                 let k = config.policy == .none ? len : min(max(1, b), len)
                 kept = k
-                // Pair holes below k with kept slots at or past k, both in slot order.
-                var hole = 0, src = k
-                while true {
-                    if hole < k, let zero = memchr(keepMask + hole, 0, k - hole) {
-                        hole = UnsafeMutableRawPointer(zero) - UnsafeMutableRawPointer(keepMask)
-                    } else {
-                        hole = k
-                    }
-                    while src < len && keepMask[src] == 0 { src += 1 }
-                    guard hole < k && src < len else { break }
-                    moves[2 * used] = Int32(hole)
-                    moves[2 * used + 1] = Int32(src)
-                    used += 1
-                    moveCount[r] += 1
-                    hole += 1
-                    src += 1
-                }
+                pairMoves(row: r, count: len, kept: k, used: &used)
             }
             plannedLengths[l] = kept
             planned = max(planned, kept)
         }
         return planned
+    }
+
+    /// Records row `r`'s moves from `keepMask` (its `len` slots, `k` of them kept): each hole
+    /// below `k` paired with a kept slot at or past `k`, both in slot order, appended to
+    /// `moves` from pair `used`. Cost: O(len), a `memchr` per run of kept slots below `k`.
+    private func pairMoves(row r: Int, count len: Int, kept k: Int, used: inout Int) {
+        var hole = 0, src = k
+        while true {
+            if hole < k, let zero = memchr(keepMask + hole, 0, k - hole) {
+                hole = UnsafeMutableRawPointer(zero) - UnsafeMutableRawPointer(keepMask)
+            } else {
+                hole = k
+            }
+            while src < len && keepMask[src] == 0 { src += 1 }
+            guard hole < k && src < len else { break }
+            moves[2 * used] = Int32(hole)
+            moves[2 * used + 1] = Int32(src)
+            used += 1
+            moveCount[r] += 1
+            hole += 1
+            src += 1
+        }
     }
 
     /// Decode steps (over all rows) whose choice scanned the row instead of using `lowScores`.
@@ -788,6 +801,7 @@ public final class AttentionScores {
             }
         }
         lengths.update(from: plannedLengths, count: layers)
+        tailFrom = nextPosition
         compactions += 1
     }
 
@@ -801,6 +815,114 @@ public final class AttentionScores {
         let m = plannedMoves(row: row)
         for j in stride(from: 0, to: m.count, by: 2) { into[Int(m[j + 1]) - kept] = m[j] }
         return n
+    }
+
+    // MARK: truncation
+
+    /// Plans a truncation to the positions below `cut` (`1 ..< nextPosition`): in every row
+    /// the resident slots holding a position at or past `cut` go, the kept slots past the new
+    /// length filling the holes as in `plan` (a cut past every compacted token only drops the
+    /// last slots: no move). Changes no observable state; `applyTruncation` applies it.
+    /// Returns the longest planned layer. Throws `unsupported`, with the reason, when the cut
+    /// is not representable: per head, the heads of a layer would keep different counts
+    /// (a layer's rows share its length; this happens only for cuts below positions that a
+    /// compaction decided on); a layer would keep no token; a segment lying wholly past the
+    /// cut already took part in a clustering (the episodes and the scores they were credited
+    /// cannot be undone).
+    /// Cost: O(rows + clustered segments) for a cut at or past `tailFrom` (the drafts appended
+    /// since the last compaction: the last slots of every row go, no move); otherwise
+    /// O(resident slots) per row. No allocation.
+    func planTruncation(below cut: Int) throws(KVError) -> Int {
+        precondition(cut >= 1 && cut < nextPosition)
+        for i in 0..<clusteredSegments where segmentBounds[2 * i] >= cut {
+            throw KVError(.unsupported, "segment \(i) [\(segmentBounds[2 * i]), \(segmentBounds[2 * i + 1])) lies past the cut at "
+                          + "position \(cut) and was already clustered into episodes by a focus; truncate to \(segmentBounds[2 * i] + 1) or more")
+        }
+        func emptyLayer(_ l: Int) -> KVError {
+            KVError(.unsupported, "layer \(l) holds no token below position \(cut): a layer keeps at least one")
+        }
+        var planned = 0, used = 0
+        if cut >= tailFrom {
+            for l in 0..<layers {
+                let k = lengths[l] - (nextPosition - cut)
+                guard k > 0 else { throw emptyLayer(l) }
+                plannedLengths[l] = k
+                planned = max(planned, k)
+            }
+            moveCount.update(repeating: 0, count: rows)
+            return planned
+        }
+        for l in 0..<layers {
+            let len = lengths[l]
+            var kept = -1
+            for h in 0..<rowsPerLayer {
+                let r = l * rowsPerLayer + h, row = positions + r * capacity
+                moveStart[r] = used
+                moveCount[r] = 0
+                var k = 0
+                for i in 0..<len {
+                    let keep: UInt8 = Int(row[i]) < cut ? 1 : 0
+                    keepMask[i] = keep
+                    k += Int(keep)
+                }
+                guard k > 0 else { throw emptyLayer(l) }
+                guard kept < 0 || k == kept else {
+                    throw KVError(.unsupported, "per head, layer \(l) would keep \(kept) tokens below position \(cut) in head 0 and \(k) in head \(h) "
+                                  + "(the heads' kept sets differ there): a layer's heads hold equally many tokens")
+                }
+                kept = k
+                pairMoves(row: r, count: len, kept: k, used: &used)
+            }
+            plannedLengths[l] = kept
+            planned = max(planned, kept)
+        }
+        return planned
+    }
+
+    /// Applies the last `planTruncation(below: cut)`: moves every per-slot value with its
+    /// token, sets the layer lengths, forgets the parked slots (episodic offload) at or past
+    /// `cut` — calling `dropping(row, position)` for each, before its slot is reused — and the
+    /// segments wholly past it, ends the others there, and takes later positions from `cut`.
+    /// Low-score records follow the moves and serve no window past `cut` (the positions
+    /// appended next were not there at their scan). Attention observed while the removed
+    /// tokens were there stays credited to the kept ones.
+    /// Cost: O(moves x recorded) (at most `Selection.smallEviction` moves per row, else the
+    /// row's record is forgotten), O(segments); O(parked) only for a cut below `tailFrom`.
+    func applyTruncation(below cut: Int, dropping: (_ row: Int, _ position: Int32) -> Void) {
+        let block = rows * capacity, parkedPastCut = cut < tailFrom  // parked tokens lie below `tailFrom`
+        for r in 0..<rows {
+            let base = r * capacity, m = plannedMoves(row: r)
+            if moveCount[r] >= Selection.smallEviction {
+                lowScores.invalidate(row: r)
+            } else {
+                lowScores.remap(row: r, kept: plannedLengths[r / rowsPerLayer], moves: m)
+                lowScores.limit(row: r, below: cut)
+            }
+            for j in 0..<moveCount[r] { copyValues(base + Int(m[2 * j]), base + Int(m[2 * j + 1]), block: block) }
+            // Ascending: `removeParked` moves the lowest parked slot, already visited, into `i`.
+            var i = parkedPastCut ? parkedStart(row: r) : capacity
+            while i < capacity {
+                if positions[base + i] >= Int32(cut) {
+                    dropping(r, positions[base + i])
+                    removeParked(row: r, slot: i)
+                }
+                i += 1
+            }
+        }
+        lengths.update(from: plannedLengths, count: layers)
+        nextPosition = cut
+        tailFrom = min(tailFrom, cut)
+        var kept = 0
+        for i in 0..<segmentCount where segmentBounds[2 * i] < cut {
+            segmentBounds[2 * kept] = segmentBounds[2 * i]
+            segmentBounds[2 * kept + 1] = min(segmentBounds[2 * i + 1], cut)
+            if kept != i {
+                for d in 0..<embeddingDim { embeddings[kept * embeddingDim + d] = embeddings[i * embeddingDim + d] }
+            }
+            kept += 1
+        }
+        segmentBounds.removeLast(segmentBounds.count - 2 * kept)
+        embeddings.removeLast(embeddings.count - kept * embeddingDim)
     }
 
     @inline(__always) private func copyValues(_ d: Int, _ s: Int, block: Int) {
@@ -844,6 +966,7 @@ public final class AttentionScores {
     /// one token enters memory, the other leaves it). O(episodes).
     func swapSlots(row: Int, _ a: Int, _ b: Int) {
         lowScores.invalidate(row: row)
+        tailFrom = nextPosition  // a parked token may enter a slot of the tail
         swapValues(row * capacity + a, row * capacity + b, block: rows * capacity)
         if config.tracksVisibility {  // resident slots count relative to the layer's queries
             let q = visibleQueries[row / rowsPerLayer]

@@ -123,8 +123,11 @@ extension Engine {
     /// Moves the planned tokens' bytes, after making every block or page written exclusive
     /// and calling `beforeMoves` (evicted tokens' bytes are still in place then), and releases
     /// what lies past `newLength`. Throws (changing nothing) only before the first change.
-    private func compactMemory(
-        slot s: Int, state: AttentionScores, oldLength: Int, newLength: Int, beforeMoves: () -> Void
+    /// Also a compacted sequence's truncation (`truncate`), whose plan drops the tokens past
+    /// the cut: without `returnMemory` the released pages stay mapped and committed for the
+    /// appends that follow (`ContiguousMemory.release`, no `PagedMemory.trim`).
+    func compactMemory(
+        slot s: Int, state: AttentionScores, oldLength: Int, newLength: Int, returnMemory: Bool = true, beforeMoves: () -> Void
     ) throws(KVError) {
         let table = sequences.table(s)
         let oldBlocks = (oldLength + bt - 1) / bt, newBlocks = (newLength + bt - 1) / bt
@@ -158,9 +161,11 @@ extension Engine {
             if blocks.references(b) == 1 && blocks.isIndexed(b) { blocks.unindexUsed(b) }
             blocks.release(b)
         }
-        if newBlocks < oldBlocks {
+        if newBlocks < oldBlocks && returnMemory {
             contiguous?.shrink(slot: s, to: newLength)
             paged?.trim()
+        } else if newBlocks < oldBlocks {
+            contiguous?.release(slot: s, past: newLength)
         }
     }
 

@@ -32,7 +32,8 @@
 /// row's record then (`invalidateAll`).
 ///
 /// Invariants: while row `r` is valid its recorded slots are resident slots of the row,
-/// distinct, holding the tokens they held at the scan (`remap` follows compaction moves);
+/// distinct, holding the tokens they held at the scan (`remap` follows compaction and
+/// truncation moves; after a truncation `limit` keeps windows past the cut unserved);
 /// anything else that moves a row's tokens (episodic parking and restores, which this cache
 /// never serves) must `invalidate` it. Each recorded slot keeps its token's position beside it
 /// (a token keeps its position), so a step reads only the recorded slots' scores: about a
@@ -137,6 +138,14 @@ final class LowScoreCache {
         }
         follow(base, lowCount + r)
         follow(base + 2 * Self.lowSlots, pendingCount + r)
+    }
+
+    /// Follows a truncation of row `r` to the positions below `cut` (after `remap` dropped the
+    /// removed slots): the record serves no window starting past `cut`, since tokens appended
+    /// next take positions from `cut` on, unrecorded, and a window starting past them would
+    /// wrongly leave them out of its candidates. Cost: O(1).
+    func limit(row r: Int, below cut: Int) {
+        if validUntil[r] > cut { validUntil[r] = cut }
     }
 
     /// One row's record: pointers into the cache.

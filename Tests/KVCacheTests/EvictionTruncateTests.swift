@@ -1,0 +1,321 @@
+import Testing
+@testable import KVCache
+
+/// `Engine.truncate` of sequences with token-eviction state: the cut is a position count,
+/// every row keeps its tokens below it, byte for byte, and what follows (appends, observes,
+/// compactions) goes as for a sequence that never had the removed tokens. Block size 4,
+/// 2 layers x 2 KV heads (`smallConfig`).
+@Suite struct EvictionTruncateTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+
+    func engine(_ layout: Layout, _ policy: EvictionPolicyKind, perHead: Bool, configure: (inout EngineConfig) -> Void = { _ in }) throws -> Engine {
+        var c = smallConfig(layout)
+        c.eviction = EvictionConfig(policy)
+        c.eviction.perHead = perHead
+        configure(&c)
+        return try Engine(c)
+    }
+
+    /// Sequence 1: 64 tokens written, observed (heavy hitters 0, 5, 9, 33, 40, 41, each head's
+    /// shifted by `headShift`), compacted to 16 tokens a layer. Returns the prompt.
+    func compacted(_ e: Engine, headShift: Int = 0) throws -> [Int32] {
+        let toks = tokens(64, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try observeAll(e, 1, scores(e, n: 64, heavy: [0, 5, 9, 33, 40, 41], headShift: headShift), n: 64)
+        #expect(try e.compact(1, budgetTokens: 16) == 16)
+        return toks
+    }
+
+    /// Appends `count` tokens to `seq` at positions `from...` and writes their K/V into slots
+    /// `slot...` of every layer (all layers equally long); returns them.
+    func appendWritten(_ e: Engine, _ seq: UInt64, _ count: Int, from: Int, slot: Int, seed: Int32) throws -> [Int32] {
+        let t = tokens(count, seed: seed)
+        try e.append(seq, tokens: t)
+        try writeKV(e, seq, tokens: t, from: from, slot: slot)
+        return t
+    }
+
+    func refusal(_ e: Engine, _ seq: UInt64, _ n: Int) -> KVError.Code? {
+        do throws(KVError) { try e.truncate(seq, to: n); return nil } catch { return error.code }
+    }
+
+    /// Spec decoding on a compacted sequence: 8 drafts at positions 64..<72 (slots 16..<24),
+    /// 3 accepted. Every row keeps its 16 compacted tokens and the 3 accepted, each slot its
+    /// bytes; the block past the cut goes; appends continue at position 67, and an observe of
+    /// the new length and a compaction keep every byte right.
+    @Test(arguments: layouts, [false, true])
+    func rejectedDraftsOfACompactedSequenceRollBack(layout: Layout, perHead: Bool) throws {
+        let e = try engine(layout, .heavyHitter, perHead: perHead)
+        let toks = try compacted(e, headShift: perHead ? 1 : 0)
+        let before = try (0..<2).map { try positions(e, 1, layer: $0) }
+        let drafts = try appendWritten(e, 1, 8, from: 64, slot: 16, seed: 9)
+        let blocksWithDrafts = e.stats().blocksUsed
+        try e.truncate(1, to: 67)
+        #expect(try e.length(1) == 19)
+        #expect(e.stats().blocksUsed == blocksWithDrafts - 1, "slots 20..<24 (one block) released")
+        let rows = perHead ? 2 : 1
+        for layer in 0..<2 {
+            #expect(try e.layerLength(1, layer: layer) == 19)
+            let pos = try positions(e, 1, layer: layer)
+            for r in 0..<rows {
+                #expect(Array(pos[(r * 19)..<(r * 19 + 16)]) == Array(before[layer][(r * 16)..<(r * 16 + 16)]), "no kept slot moved")
+                #expect(Array(pos[(r * 19 + 16)..<(r * 19 + 19)]) == [64, 65, 66])
+            }
+        }
+        var all = toks + Array(drafts[0..<3])
+        #expect(try slotMismatches(e, 1, tokens: all) == 0)
+        all += try appendWritten(e, 1, 2, from: 67, slot: 19, seed: 10)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).suffix(2) == [67, 68]) }
+        try observeAll(e, 1, scores(e, n: 21, heavy: [17, 18]), n: 21)
+        #expect(try e.compact(1, budgetTokens: 12) == 12)
+        #expect(try slotMismatches(e, 1, tokens: all) == 0)
+        try e.truncate(1, to: 69)  // all positions seen: nothing to do
+        #expect(refusal(e, 1, 70) == .invalidArgument && refusal(e, 1, 0) == .invalidArgument)
+    }
+
+    /// Many drafts rolled back give their blocks back at once and their memory on `trim` (or
+    /// when memory is needed: the appends that follow a rollback usually reuse it), in both
+    /// layouts; what stays is exact.
+    @Test(arguments: layouts)
+    func rollingBackManyTokensReleasesTheirMemory(layout: Layout) throws {
+        let e = try engine(layout, .streamingLLM, perHead: false)
+        let toks = try compacted(e)
+        _ = try appendWritten(e, 1, 400, from: 64, slot: 16, seed: 9)
+        let full = e.stats()
+        try e.truncate(1, to: 70)
+        let cut = e.stats()
+        #expect(cut.blocksUsed == 6, "22 slots of 4-token blocks")
+        #expect(cut.committedBytes <= full.committedBytes)
+        try e.trim()
+        #expect(e.stats().committedBytes < full.committedBytes)
+        #expect(try slotMismatches(e, 1, tokens: toks + tokens(6, seed: 9)) == 0)
+        let more = try appendWritten(e, 1, 300, from: 70, slot: 22, seed: 10)  // grows back into released pages
+        #expect(try slotMismatches(e, 1, tokens: toks + tokens(6, seed: 9) + more) == 0)
+    }
+
+    /// A cut below positions a compaction decided on (per layer): each layer keeps its tokens
+    /// below the cut, the kept ones past the new length moved into the holes with their bytes;
+    /// tokens the compaction evicted have nothing to remove.
+    @Test(arguments: layouts)
+    func aCutBelowCompactedPositionsKeepsEachLayersTokensBelowIt(layout: Layout) throws {
+        let e = try engine(layout, .heavyHitter, perHead: false)
+        let toks = try compacted(e)
+        let before = try positions(e, 1, layer: 0)
+        let committed = e.stats().committedBytes
+        try e.truncate(1, to: 35)
+        let expected = before.filter { $0 < 35 }
+        #expect(expected.count < 16 && expected.count >= 6)
+        for layer in 0..<2 {
+            #expect(try e.layerLength(1, layer: layer) == expected.count)
+            #expect(try positions(e, 1, layer: layer).sorted() == expected.sorted())
+        }
+        #expect(try e.length(1) == expected.count)
+        #expect(e.evictionStates[e.sequences.slot(of: 1)]!.tailFrom == 35, "appends from the cut on form the tail")
+        #expect(e.stats().committedBytes <= committed)
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        // Appends take positions from 35 on.
+        let n = expected.count
+        let more = try appendWritten(e, 1, 3, from: 35, slot: n, seed: 12)
+        for layer in 0..<2 { #expect(try positions(e, 1, layer: layer).suffix(3) == [35, 36, 37]) }
+        #expect(try slotMismatches(e, 1, tokens: Array(toks[0..<35]) + more) == 0)
+    }
+
+    /// Per head, a cut that would leave a layer's heads with different counts is refused and
+    /// changes nothing; one past the compacted positions works.
+    @Test(arguments: layouts)
+    func perHeadACutLeavingUnequalHeadsIsRefused(layout: Layout) throws {
+        let e = try engine(layout, .heavyHitter, perHead: true)
+        let toks = try compacted(e, headShift: 1)
+        try e.createSequence(2, tokens: tokens(9, seed: 4))
+        let pos = try positions(e, 1, layer: 0)
+        let head0 = pos[0..<16].filter { $0 < 6 }.count, head1 = pos[16..<32].filter { $0 < 6 }.count
+        #expect(head0 != head1, "the heads kept different tokens below 6")
+        let before = e.stats(), held = try (0..<2).map { try positions(e, 1, layer: $0) }
+        #expect(refusal(e, 1, 6) == .unsupported)
+        #expect(e.stats() == before)
+        #expect(try (0..<2).map { try positions(e, 1, layer: $0) } == held)
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0 && e.length(1) == 16 && e.length(2) == 9)
+        try e.createSequence(3, tokens: tokens(20, seed: 8))
+        try observeAll(e, 3, scores(e, n: 20, heavy: [10, 11]), n: 20)
+        try e.compact(3, budgetTokens: 4)  // 10, 11 and the recent window 18, 19
+        #expect(refusal(e, 3, 5) == .unsupported, "no token below position 5")
+        #expect(try e.length(3) == 4 && positions(e, 3, layer: 0).sorted() == [10, 10, 11, 11, 18, 18, 19, 19])
+        _ = try appendWritten(e, 1, 4, from: 64, slot: 16, seed: 5)
+        try e.truncate(1, to: 65)
+        #expect(try e.length(1) == 17)
+    }
+
+    /// A fork of a compacted sequence truncated while the parent keeps its drafts: the fork
+    /// writes its own blocks and pages, the parent's bytes stay.
+    @Test(arguments: layouts, [false, true])
+    func aForkOfACompactedSequenceTruncatesAndTheParentKeepsItsTokens(layout: Layout, perHead: Bool) throws {
+        let e = try engine(layout, .heavyHitter, perHead: perHead)
+        let toks = try compacted(e, headShift: perHead ? 1 : 0)
+        let drafts = try appendWritten(e, 1, 6, from: 64, slot: 16, seed: 9)  // slots 16..<22: block 5 partial
+        try e.fork(parent: 1, child: 2)
+        try e.truncate(2, to: 65)
+        let other = tokens(5, seed: 13)
+        try e.append(2, tokens: other)
+        try writeKV(e, 2, tokens: other, from: 65, slot: 17, salt: 1)
+        #expect(try slotMismatches(e, 1, tokens: toks + drafts) == 0, "the parent keeps every byte")
+        #expect(try e.length(1) == 22 && e.length(2) == 22)
+        for layer in 0..<2 { #expect(try positions(e, 2, layer: layer).suffix(6) == [64, 65, 66, 67, 68, 69]) }
+        // The fork's slots: the compacted 16 and draft 64 with the prompt's bytes, then its own.
+        var bad = 0
+        for layer in 0..<2 {
+            for (j, t) in other.enumerated() {
+                let (k, _) = try tokenAddress(e, 2, layer: layer, position: 17 + j)
+                if k.load(as: UInt8.self) != kvByte(layer: layer, kv: 0, position: 65 + j, token: t, i: 0, salt: 1) { bad += 1 }
+            }
+        }
+        #expect(bad == 0)
+        try e.truncate(1, to: 64)
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0 && e.length(1) == 16)
+    }
+
+    /// The twin comparison: a sequence that speculates (8 drafts, 3 accepted, every step) and
+    /// one that only ever appended the accepted tokens, both observed and compacted alike
+    /// after every step, hold the same positions and the same bytes throughout, for every
+    /// policy, per layer and per head.
+    @Test(arguments: layouts, [false, true])
+    func aTruncatedSequenceCompactsLikeOneThatNeverHadTheDrafts(layout: Layout, perHead: Bool) throws {
+        for (policy, normalized) in [(EvictionPolicyKind.heavyHitter, false), (.heavyHitter, true), (.tova, false), (.streamingLLM, false), (.episodic, false)] {
+            let configure: (inout EngineConfig) -> Void = { c in
+                c.eviction.normalizedScores = normalized
+                c.eviction.recentTokens = 6
+                c.eviction.sinkTokens = 2
+            }
+            let spec = try engine(layout, policy, perHead: perHead, configure: configure)
+            let twin = try engine(layout, policy, perHead: perHead, configure: configure)
+            let prompt = tokens(48, seed: 21)
+            for e in [spec, twin] {
+                try e.createSequence(1, tokens: prompt)
+                try writeKV(e, 1, tokens: prompt, from: 0)
+                if policy == .episodic {
+                    let q: [Float] = [1, 0]
+                    try q.withUnsafeBufferPointer { try e.addSegment(1, start: 0, end: 48, embedding: $0) }
+                    _ = try q.withUnsafeBufferPointer { try e.focus(1, query: $0) }
+                }
+            }
+            var next = 48
+            for step in 0..<24 {
+                let slot = try spec.layerLength(1, layer: 0)
+                let drafts = tokens(8, seed: Int32(100 + step))
+                try spec.append(1, tokens: drafts)
+                try writeKV(spec, 1, tokens: drafts, from: next, slot: slot)
+                try spec.truncate(1, to: next + 3)
+                try twin.append(1, tokens: Array(drafts[0..<3]))
+                try writeKV(twin, 1, tokens: Array(drafts[0..<3]), from: next, slot: slot)
+                next += 3
+                for e in [spec, twin] {
+                    try observePositional(e, 1, step: step)
+                    if try e.length(1) > 20 { try e.compact(1, budgetTokens: 20) }
+                }
+                let what = "\(policy.name) normalized \(normalized) step \(step)"
+                for layer in 0..<2 { #expect(try positions(spec, 1, layer: layer) == positions(twin, 1, layer: layer), "\(what)") }
+                #expect(try heldBytes(spec, 1) == heldBytes(twin, 1), "\(what)")
+            }
+        }
+    }
+
+    /// A compaction while the drafts are there (their positions in its low-score record's
+    /// pending range), then a cut that moves kept tokens: the record must follow the moves and
+    /// must not serve windows past the cut, whose re-appended positions it never saw. A fork taken right after the cut (a fresh state
+    /// copy: no record, every step scans) must choose exactly as the sequence does.
+    @Test(arguments: layouts)
+    func lowScoreRecordsServeNoWindowPastTheCut(layout: Layout) throws {
+        let e = try engine(layout, .heavyHitter, perHead: false) { $0.eviction.recentTokens = 4; $0.eviction.sinkTokens = 0 }
+        let prompt = tokens(40, seed: 5)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.append(1, tokens: tokens(8, seed: 6))  // drafts 40..<48
+        try observePositional(e, 1, step: 1)
+        try e.compact(1, budgetTokens: 44)  // a decode step: scans, records pending up to 48, moves 44...
+        let before = try positions(e, 1, layer: 0)
+        try e.truncate(1, to: 41)  // ...and the cut moves kept tokens into its holes: records follow them
+        #expect(try positions(e, 1, layer: 0) != before.filter { $0 < 41 }, "kept tokens moved")
+        try e.fork(parent: 1, child: 2)
+        for step in 0..<16 {
+            for seq: UInt64 in [1, 2] {
+                try e.append(seq, tokens: [Int32(step)])  // new tokens: score 0, never observed
+                try e.compact(seq, budgetTokens: try e.length(seq) - 1)
+            }
+            for layer in 0..<2 { #expect(try positions(e, 1, layer: layer) == positions(e, 2, layer: layer), "step \(step)") }
+        }
+    }
+
+    /// Observed but never compacted: positions are slots, the existing chain rules hold, and
+    /// the state follows (positions, later appends).
+    @Test(arguments: layouts)
+    func anObservedSequenceTruncatesAsWithoutState(layout: Layout) throws {
+        let e = try engine(layout, .heavyHitter, perHead: true)
+        let toks = tokens(14, seed: 6)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try observeAll(e, 1, scores(e, n: 14, heavy: [3]), n: 14)
+        try e.truncate(1, to: 9)
+        #expect(try e.length(1) == 9)
+        #expect(try positions(e, 1, layer: 1) == (0..<9).map(Int32.init) + (0..<9).map(Int32.init))
+        let more = try appendWritten(e, 1, 7, from: 9, slot: 9, seed: 7)  // fills block 2 (indexed again) and block 3
+        #expect(try positions(e, 1, layer: 0).prefix(16) == ArraySlice((0..<16).map(Int32.init)))
+        #expect(try kvMismatches(e, 1, tokens: Array(toks[0..<9]) + more, from: 0) == 0)
+        #expect(try e.createSequence(2, tokens: Array(toks[0..<9]) + more + [1]) == 16, "appends after the cut are indexed")
+    }
+
+    /// Episodic: a segment wholly past the cut that a focus already clustered is refused
+    /// (nothing changes); one not clustered yet is dropped, and one reaching past the cut ends
+    /// there (a later segment may then start at the cut).
+    @Test func segmentsPastTheCut() throws {
+        let e = try engine(.paged, .episodic, perHead: false)
+        try e.createSequence(1, tokens: tokens(40, seed: 2))
+        let a: [Float] = [1, 0], b: [Float] = [0, 1]
+        try a.withUnsafeBufferPointer { try e.addSegment(1, start: 0, end: 20, embedding: $0) }
+        try b.withUnsafeBufferPointer { try e.addSegment(1, start: 20, end: 40, embedding: $0) }
+        _ = try a.withUnsafeBufferPointer { try e.focus(1, query: $0) }
+        let state = e.evictionStates[e.sequences.slot(of: 1)]!
+        #expect(refusal(e, 1, 20) == .unsupported, "segment 1 starts at the cut and was clustered")
+        #expect(state.segmentBounds == [0, 20, 20, 40] && state.nextPosition == 40)
+        #expect(try e.length(1) == 40)
+        try e.truncate(1, to: 30)
+        #expect(state.segmentBounds == [0, 20, 20, 30])
+        try e.append(1, tokens: tokens(10, seed: 3))
+        try a.withUnsafeBufferPointer { try e.addSegment(1, start: 35, end: 40, embedding: $0) }
+        try e.truncate(1, to: 34)  // the new segment was not clustered: dropped
+        #expect(state.segmentBounds == [0, 20, 20, 30] && state.segmentCount == 2)
+        #expect(try b.withUnsafeBufferPointer { try e.focus(1, query: $0) } >= 0)
+    }
+}
+
+/// Observes every layer of `seq` with scores that are a function of each slot's position (and
+/// the step and head): sequences holding the same positions get the same scores.
+func observePositional(_ e: Engine, _ seq: UInt64, step: Int) throws {
+    let heads = e.config.numKVHeads
+    for layer in 0..<e.config.numLayers {
+        let n = try e.layerLength(seq, layer: layer)
+        let pos = try positions(e, seq, layer: layer)
+        let perHead = pos.count == heads * n && heads > 1 && e.config.eviction.perHead
+        var s = [Float](repeating: 0, count: heads * n)
+        for h in 0..<heads {
+            for t in 0..<n {
+                let p = Int(perHead ? pos[h * n + t] : pos[t])
+                let x = UInt32(truncatingIfNeeded: (p &* 2654435761) ^ (step &* 40503) ^ (h &* 977) ^ (layer &* 131))
+                s[h * n + t] = Float(x % 1000) / 1000 / Float(n)
+            }
+        }
+        try s.withUnsafeBufferPointer { try e.observe(seq, layer: layer, scores: $0.baseAddress!, nHeads: heads, nTokens: n) }
+    }
+}
+
+/// The K then V bytes of every slot `seq` holds, layer by layer.
+func heldBytes(_ e: Engine, _ seq: UInt64) throws -> [UInt8] {
+    var bytes: [UInt8] = []
+    for layer in 0..<e.config.numLayers {
+        for slot in 0..<(try e.layerLength(seq, layer: layer)) {
+            let (k, v) = try tokenAddress(e, seq, layer: layer, position: slot)
+            bytes += UnsafeRawBufferPointer(start: k, count: e.config.tokenBytes)
+            bytes += UnsafeRawBufferPointer(start: v, count: e.config.tokenBytes)
+        }
+    }
+    return bytes
+}
