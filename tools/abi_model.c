@@ -113,9 +113,13 @@ static int tracing; /* ABI_MODEL_TRACE set: every call that changed something, o
 /* What a router learns from the engine's KV events: the block hashes each tier holds
  * (open addressing, 2^16 slots; 0 and 1 mark empty and deleted: hashes are neither in
  * practice, and the model only asks about prompt blocks). Tier 2 (PEERS) holds what the
- * earlier instances' disk tiers held when they stopped: the peers' blocks. */
-enum { VIEW_SLOTS = 1 << 16, PEERS = 2, MAX_DIRS = 4 };
-static uint64_t view[3][VIEW_SLOTS];
+ * earlier instances' disk tiers held when they stopped: the peers' blocks. Tier 3 (UNJOURNALED)
+ * holds, in a run with disk faults, the blocks the own tier removed after its disk died: the
+ * journal could not record those frees and the dead disk rewrote no slot, so a later instance
+ * reading the directory as a peer finds them intact and may serve them (verified bytes, but
+ * the router heard them removed); they join PEERS when a new instance starts. */
+enum { VIEW_SLOTS = 1 << 16, PEERS = 2, UNJOURNALED = 3, MAX_DIRS = 4 };
+static uint64_t view[4][VIEW_SLOTS];
 static size_t view_find(int tier, uint64_t h) {
     size_t i = (size_t)(h * 0x9E3779B97F4A7C15ull >> 48), deleted = VIEW_SLOTS;
     while (view[tier][i] != 0 && view[tier][i] != h) {
@@ -282,6 +286,15 @@ static uint64_t pick(int live, int swapped_ok) {
 
 /* Applies the pending events to the view, checking that each makes sense there: a block is
  * stored in a tier that does not hold it and removed from one that does. */
+/* The disk errors the current engine has seen (0 while its disk works). */
+static uint64_t disk_errors(void) {
+    kvc_stats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    kvc_engine_stats(e, &st);
+    return st.disk_errors;
+}
+
 static void drain(void) {
     kvc_event ev[512];
     size_t n = 0;
@@ -303,6 +316,7 @@ static void drain(void) {
             } else {
                 EXPECT(held, "event: block %016" PRIx64 " removed from tier %d, which does not hold it", h, tier);
                 if (held) view[tier][at] = 1;
+                if (tier == 1 && faulty && disk_errors() > 0) view[UNJOURNALED][view_find(UNJOURNALED, h)] = h;
             }
         }
     } while (n == 512);
@@ -742,13 +756,18 @@ static char peer_list[MAX_DIRS * 64];
 static void op_restart(kvc_config *cfg, int new_instance) {
     kvc_status rc = kvc_engine_sync(e);
     EXPECT(rc == KVC_OK || (faulty && rc == KVC_ERR_IO), "sync before the restart: status %d", rc);
+    /* The router hears what the engine wrote up to its end (spills that completed in the
+     * sync): a later instance reads them as a peer's. */
+    drain();
     account();
     kvc_engine_destroy(e);
     memset(m, 0, sizeof m);
     new_instance = new_instance && ndirs < MAX_DIRS; /* else a restart on the same directory */
     if (new_instance) {
-        for (size_t i = 0; i < VIEW_SLOTS; i++)
+        for (size_t i = 0; i < VIEW_SLOTS; i++) {
             if (view[1][i] > 1) view[PEERS][view_find(PEERS, view[1][i])] = view[1][i];
+            if (view[UNJOURNALED][i] > 1) view[PEERS][view_find(PEERS, view[UNJOURNALED][i])] = view[UNJOURNALED][i];
+        }
         size_t used = 0;
         for (int d = 0; d < ndirs; d++) used += (size_t)snprintf(peer_list + used, sizeof peer_list - used, "%s%s", d ? ":" : "", dirs[d]);
         snprintf(dirs[ndirs], sizeof dirs[ndirs], "/tmp/kvcache-abi-model-XXXXXX");
@@ -765,6 +784,9 @@ static void op_restart(kvc_config *cfg, int new_instance) {
      * notice the restart): the new engine's events must reset it. A new instance starts with
      * an empty view, as a router adding it does. */
     if (new_instance) memset(view, 0, 2 * sizeof view[0]);
+    /* Restarted on its own directory, the engine finds the unjournaled blocks in its journal
+     * and announces them with the rest of its tier. */
+    memset(view[UNJOURNALED], 0, sizeof view[UNJOURNALED]);
     create_engine(cfg);
     drain_creation();
     kvc_stats st;
