@@ -83,8 +83,8 @@ struct IndexDumpTests {
 
     /// A consumer drains, then misses a gap (a queue of 48 events; spills, drops for room,
     /// reloads, frees and trims push hundreds), then drains what is left: its view is wrong in
-    /// both tiers. With one more spill pushed before the dump and drained only after it
-    /// (events the dump already reflects), it applies the dump and then that drain: exact in
+    /// both tiers. With one more spill pushed before the dump (its writes still in flight) and
+    /// drained only after it (events the dump already reflects), it applies the dump and then that drain: exact in
     /// both tiers; and stays exact through further spills, reloads, frees and trims drained
     /// as they come. The dump changes nothing in the engine.
     @Test(arguments: [Layout.paged, .contiguous])
@@ -119,10 +119,15 @@ struct IndexDumpTests {
         #expect(view.memory != memoryIndex(e) || Set(view.disk.keys) != e.offload!.tier!.findableHashes.hashes,
                 "without the dump the view is wrong")
 
-        // Events pushed before the dump and drained after it.
+        // Events pushed before the dump and drained after it: a spill whose writes are still
+        // in flight (the dump lists blocks being written: a lookup finds them).
         let late = tokens(33, seed: 151)  // 8 blocks
         addChain(late, into: &known)
-        try spillPrompt(e, 6, late)
+        try e.createSequence(6, tokens: late)
+        try fillKV(e, 6, count: 33) { late[$0] }
+        try e.free(6)
+        try e.trim()
+        #expect(e.offload!.tier!.inflight > 0, "checked while the spills are in flight")
         let before = e.stats()
         let dump = e.indexEvents()
         #expect(e.stats() == before, "the dump changes no statistic")
