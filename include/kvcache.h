@@ -661,17 +661,32 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
 kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
 
 /**
- * The memory tier's prefix index as events, for a router that lost events (events_dropped
- * grew): out[0] is a KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY, then one KVC_EVENT_BLOCK_STORED
- * (block and parent hash) per indexed block. Applied to the instance's view after the events
- * drained so far, it leaves the view exactly the index; later drains continue from there (an
- * event drained afterwards that the dump already reflects changes nothing when applied in
- * order). Changes nothing in the engine; pending events stay. *n_events receives the full
- * count (1 + indexed blocks, at most 1 + the engine's blocks).
+ * Both tiers' indexes as events, for a consumer that lost events (events_dropped grew), in
+ * this order: out[0] is a KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY, then one
+ * KVC_EVENT_BLOCK_STORED of that tier (block and parent hash) per block of the memory index
+ * (used or cached, in block order); then, when the engine has a disk tier (offload_dir), one
+ * KVC_EVENT_ALL_CLEARED of KVC_TIER_DISK and one KVC_EVENT_BLOCK_STORED of that tier per
+ * block the tier's index holds (stored, or still being written: what a create finds), each
+ * after its parent when the tier holds that too (as a reopened tier announces them). Without
+ * a disk tier there is no tier-1 event; peers' blocks are never listed (peers announce none).
+ * Atomicity: the dump is taken under the engine's lock, and every change to either index
+ * pushes its event under that lock in the same step, so the dump sits at one point of the
+ * event stream: it reflects every event pushed before it and none after. Applied to a view
+ * after the events drained so far (each ALL_CLEARED discarding that tier's view, gap
+ * included), it leaves the view exactly each tier's index; later drains continue from there:
+ * events pushed after the dump apply to exactly its state, and events pushed before it but
+ * drained after it are changes it already reflects, which applied again in order change
+ * nothing (per block the last one wins either way; a view must treat a BLOCK_STORED of a
+ * block it holds and a BLOCK_REMOVED of one it does not as no-ops).
+ * Changes nothing in the engine: pending events stay, no statistic or LRU order moves.
+ * *n_events receives the full count: 1 + memory-indexed blocks (at most 1 + the engine's
+ * blocks), plus, with a disk tier, 1 + its indexed blocks (at most 1 + its slots).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0),
- * KVC_ERR_BUFFER_TOO_SMALL (capacity < *n_events: the prefix that fits is written).
- * Cost: O(blocks) under the engine's lock and a temporary copy of 24 bytes per indexed block:
- * a recovery path, not a per-request one.
+ * KVC_ERR_BUFFER_TOO_SMALL (capacity < *n_events: the prefix that fits is written; call again
+ * with *n_events, which may have grown meanwhile).
+ * Cost: O(memory blocks + disk slots) under the engine's lock (every other call waits
+ * meanwhile), a temporary copy of 24 bytes per listed block and, with a disk tier, a byte per
+ * slot of scratch: a recovery path, not a per-request one.
  */
 kvc_status kvc_engine_index_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
 

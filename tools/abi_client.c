@@ -1051,6 +1051,38 @@ static void view_drain(kvc_engine *e, router_view *rv, const uint64_t chains[][E
     } while (n == 64);
 }
 
+/* kvc_engine_index_events as a router that lost events would call it: asks the count with
+ * capacity 0 (KVC_ERR_BUFFER_TOO_SMALL), then dumps into a buffer of that many, and applies
+ * the dump to a fresh view. True when that view holds exactly `rv`'s blocks in both tiers, the
+ * dump opens each tier with its ALL_CLEARED (memory first, then disk) and every disk block
+ * comes after its parent when the tier holds that. */
+static int dump_equals_view(kvc_engine *e, const router_view *rv, const uint64_t chains[][EV_BLOCKS]) {
+    static router_view fresh;
+    static kvc_event dump[2 + 2 * EV_PROMPTS * EV_BLOCKS];
+    size_t n = 0, again = 0;
+    EXPECT_STATUS(KVC_ERR_BUFFER_TOO_SMALL, "capacity 0", kvc_engine_index_events(e, NULL, 0, &n));
+    INVARIANT(n >= 2 && n <= sizeof dump / sizeof dump[0], "a dump of %zu events fits", n);
+    MUST(kvc_engine_index_events(e, dump, n, &again));
+    memset(&fresh, 0, sizeof fresh);
+    view_apply(&fresh, dump, again, chains);
+    size_t disk_at = 1;
+    while (disk_at < again && dump[disk_at].tier == KVC_TIER_MEMORY && dump[disk_at].kind == KVC_EVENT_BLOCK_STORED) disk_at++;
+    int ok = again == n && dump[0].kind == KVC_EVENT_ALL_CLEARED && dump[0].tier == KVC_TIER_MEMORY && disk_at < again &&
+             dump[disk_at].kind == KVC_EVENT_ALL_CLEARED && dump[disk_at].tier == KVC_TIER_DISK && fresh.contradictions == 0 &&
+             fresh.unknown == 0 && fresh.cleared[0] == 1 && fresh.cleared[1] == 1;
+    for (size_t i = disk_at + 1; i < again; i++) {
+        ok &= dump[i].kind == KVC_EVENT_BLOCK_STORED && dump[i].tier == KVC_TIER_DISK;
+        int parent_held = view_holds(&fresh, KVC_TIER_DISK, dump[i].parent_hash), parent_before = 0;
+        for (size_t j = disk_at + 1; j < i; j++) parent_before |= dump[j].block_hash == dump[i].parent_hash;
+        ok &= !parent_held || parent_before;
+    }
+    for (int t = 0; t < 2; t++) {
+        ok &= fresh.n[t] == rv->n[t];
+        for (size_t i = 0; i < rv->n[t]; i++) ok &= view_holds(&fresh, t, rv->held[t][i]);
+    }
+    return ok;
+}
+
 /* True when ev[0 .. n-1] are exactly a create's two resets: ALL_CLEARED of KVC_TIER_MEMORY,
  * then of KVC_TIER_DISK, hashes 0. */
 static int creation_resets(const kvc_event *ev, size_t n) {
@@ -1143,6 +1175,9 @@ static void disk_events(uint32_t layout) {
     }
     CHECK(predicted == EV_PROMPTS && from_disk > 0 && rv.contradictions == 0,
           "%s: the events predicted what all %d creates found (%d right, %d with disk hits)", name, EV_PROMPTS, predicted, from_disk);
+    CHECK(dump_equals_view(e, &rv, chains), "%s: kvc_engine_index_events gives a fresh router the same view of both tiers "
+                                            "(%zu memory, %zu disk blocks), each tier opened by its ALL_CLEARED, parents first",
+          name, rv.n[KVC_TIER_MEMORY], rv.n[KVC_TIER_DISK]);
     kvc_engine_destroy(e);
 
     MUST(kvc_engine_create(&cfg, &e));
@@ -1162,6 +1197,8 @@ static void disk_events(uint32_t layout) {
               rv.unknown == 0,
           "%s: then one BLOCK_STORED per block its journal lists (%" PRIu64 " of %" PRIu64 ")", name,
           rv.stored[KVC_TIER_DISK] - before, stored);
+    CHECK(dump_equals_view(e, &rv, chains), "%s: the restarted engine's kvc_engine_index_events lists the %zu blocks its journal "
+                                            "listed", name, rv.n[KVC_TIER_DISK]);
     kvc_engine_destroy(e);
     remove_tier_dir(dir);
 }

@@ -487,9 +487,24 @@ final class DiskTier {
         }
         events.grow(by: Int(stats.recoveredSlots) + 1)
         events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
+        forEachIndexedParentsFirst { events.push($0) }
+        for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free {
+            freeSlots[freeTop] = Int32(slot)
+            freeTop += 1
+        }
+        if kvm_slab_journal_rewrite(slab, latest, UInt32(capacity)) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+    }
+
+    /// Calls `body` with a `blockStored` (tier `KVEvent.diskTier`, hash, parent) per block the
+    /// index holds (a hashed slot stored or being written: what `lookup` finds), each after its
+    /// ancestors the tier holds (a router building a prefix tree needs parents first; slots are
+    /// in no such order: a trim spills a freed chain tail first). Changes nothing.
+    /// Cost: O(slots) time and a Bool per slot of scratch.
+    private func forEachIndexedParentsFirst(_ body: (KVEvent) -> Void) {
         var announced = [Bool](repeating: false, count: capacity)
         var path: [Int] = []
-        for slot in 0..<capacity where state[slot] == DiskTier.stored && !announced[slot] {
+        for slot in 0..<capacity where !announced[slot] && state[slot] != DiskTier.free && hashes[slot] != 0
+            && index.find(hashes[slot]) == Int32(slot) {
             // Up the chain to the first ancestor announced or not held, then down again.
             var s = slot
             while true {
@@ -500,18 +515,22 @@ final class DiskTier {
                 guard up >= 0 && !announced[up] else { break }
                 s = up
             }
-            for s in path.reversed() {
-                events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
-            }
+            for s in path.reversed() { body(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s])) }
             path.removeAll(keepingCapacity: true)
         }
-        for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free {
-            freeSlots[freeTop] = Int32(slot)
-            freeTop += 1
-        }
-        if kvm_slab_journal_rewrite(slab, latest, UInt32(capacity)) < 0 { throw KVError(.io, String(cString: kvm_error())) }
     }
 
+    /// The tier's index as events, appended to `out`: one `allCleared` of the disk tier, then
+    /// `forEachIndexedParentsFirst`'s `blockStored`s; applied after every tier-1 event pushed
+    /// so far, they leave a view of exactly what `lookup` finds. Changes nothing.
+    /// Cost: O(slots) time, a Bool per slot of scratch, 24 bytes of `out` per indexed block.
+    func appendIndexed(to out: inout [KVEvent]) {
+        out.reserveCapacity(out.count + 1 + index.count)
+        out.append(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
+        forEachIndexedParentsFirst { out.append($0) }
+    }
+
+    // MARK: lookup
     // MARK: lookup
 
     /// The slot holding block `hash` (stored, or still being written), or -1. Moves it to the

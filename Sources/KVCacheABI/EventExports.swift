@@ -36,14 +36,14 @@ private func eventArguments(
     return (engine, nEvents, capacity)
 }
 
-/// `kvc_engine_index_events`: `Engine.memoryIndexEvents`; BUFFER_TOO_SMALL with the full
+/// `kvc_engine_index_events`: `Engine.indexEvents` (both tiers); BUFFER_TOO_SMALL with the full
 /// count when `capacity` is short (the prefix that fits is written).
 @c public func kvc_engine_index_events(
     _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_engine_index_events") { () throws(KVError) in
         let (engine, nEvents, capacity) = try eventArguments(e, out, capacity, nEvents)
-        let events = engine.memoryIndexEvents()
+        let events = engine.indexEvents()
         if let out { for (i, event) in events.prefix(capacity).enumerated() { store(event, at: out + i * EventLayout.size) } }
         nEvents.pointee = events.count
         if events.count > capacity { throw KVError(.bufferTooSmall, "\(events.count) events, capacity \(capacity)") }

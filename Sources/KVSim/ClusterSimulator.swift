@@ -37,9 +37,11 @@ import KVRouter
 /// event queue have overflowed since the last drain (`EngineStats.eventsDropped` grew; the
 /// oldest events are gone), the events left would give a view missing blocks stored and
 /// keeping blocks removed in the gap, so the router's exact view of that instance is rebuilt
-/// from the engine's index (`Engine.memoryIndexEvents`: an `allCleared` and a `blockStored` per
+/// from the engine's index (`Engine.indexEvents`: an `allCleared` and a `blockStored` per
 /// indexed block), as Dynamo's KV router recovers a gap from a dump of the worker's tree; the
-/// drops and rebuilds are counted (`eventsDropped`, `viewResyncs`).
+/// drops and rebuilds are counted (`eventsDropped`, `viewResyncs`). The instances' engines are
+/// metadata-only, so they have no disk tier and the dump holds the memory tier only (the
+/// router's view reads tier 0 alone, `CacheView.apply`).
 ///
 /// Events are arrivals (in trace order, times divided by `rateScale`) and step ends (one per
 /// busy instance); the earliest goes next, arrivals first on ties. Cost per step: O(batch)
@@ -240,7 +242,7 @@ public final class ClusterSimulator: RequestQueues {
         eventsDropped += dropped - inst.eventsDropped
         inst.eventsDropped = dropped
         guard router.view.mode == .exact else { return }  // an approximate view ignores events
-        engine.memoryIndexEvents().withUnsafeBufferPointer { router.observe(slot: s, events: $0) }
+        engine.indexEvents().withUnsafeBufferPointer { router.observe(slot: s, events: $0) }
         viewResyncs += 1
     }
 

@@ -1,21 +1,35 @@
+import Foundation
 import Testing
 @testable import KVCacheABI
 
 /// A drained `kvc_event`, decoded at the header's offsets.
-private struct CEvent: Equatable {
+private struct CEvent: Hashable {
     var kind: UInt32, tier: UInt32, blockHash: UInt64, parentHash: UInt64
 }
 
-/// Drains up to `capacity` events through the ABI.
-private func drain(_ f: ABIFixture, capacity: Int) throws -> [CEvent] {
+/// Calls `call` (kvc_drain_events or kvc_engine_index_events) with a buffer of `capacity`
+/// events filled with 0xAB, requires KVC_OK, checks nothing was written past the events it
+/// reports and returns them.
+private func events(
+    _ f: ABIFixture, capacity: Int,
+    _ call: (OpaquePointer?, UnsafeMutableRawPointer?, Int, UnsafeMutablePointer<Int>?) -> kvc_status
+) throws -> [CEvent] {
     var bytes = [UInt8](repeating: 0xAB, count: capacity * 24 + 24)
     var n = -1
-    let rc = bytes.withUnsafeMutableBytes { kvc_drain_events(f.handle, $0.baseAddress, capacity, &n) }
+    let rc = bytes.withUnsafeMutableBytes { call(f.handle, $0.baseAddress, capacity, &n) }
     try #require(rc == KVC_OK)
     try #require(n >= 0 && n <= capacity)
-    #expect(bytes[(n * 24)...].allSatisfy { $0 == 0xAB }, "wrote past the drained events")
-    return bytes.withUnsafeBytes { raw in
-        (0..<n).map { i in
+    #expect(bytes[(n * 24)...].allSatisfy { $0 == 0xAB }, "wrote past the events")
+    return decode(bytes, count: n)
+}
+
+/// Drains up to `capacity` events through the ABI.
+private func drain(_ f: ABIFixture, capacity: Int) throws -> [CEvent] { try events(f, capacity: capacity, kvc_drain_events) }
+
+/// The first `count` `kvc_event`s of `bytes`, decoded at the header's offsets.
+private func decode(_ bytes: [UInt8], count: Int) -> [CEvent] {
+    bytes.withUnsafeBytes { raw in
+        (0..<count).map { i in
             CEvent(kind: raw.loadUnaligned(fromByteOffset: 24 * i, as: UInt32.self),
                    tier: raw.loadUnaligned(fromByteOffset: 24 * i + 4, as: UInt32.self),
                    blockHash: raw.loadUnaligned(fromByteOffset: 24 * i + 8, as: UInt64.self),
@@ -42,33 +56,23 @@ private func stored(_ f: ABIFixture) throws -> [CEvent] {
 }
 
 @Suite struct EventABITests {
-    /// kvc_engine_index_events dumps the memory index: ALL_CLEARED of the memory tier, then a
-    /// BLOCK_STORED per indexed block (witness 1001's three full blocks; 1002 has none), and
-    /// changes nothing (the pending events drain as before). A short buffer gets the prefix
-    /// and KVC_ERR_BUFFER_TOO_SMALL with the full count; capacity 0 with NULL out asks for
-    /// the count; NULL n_events is invalid.
+    /// kvc_engine_index_events without a disk tier dumps the memory index alone: ALL_CLEARED of
+    /// the memory tier, then a BLOCK_STORED per indexed block (witness 1001's three full
+    /// blocks; 1002 has none), and changes nothing (the pending events drain as before). A
+    /// short buffer gets the prefix and KVC_ERR_BUFFER_TOO_SMALL with the full count; capacity
+    /// 0 with NULL out asks for the count; NULL n_events is invalid.
     @Test(arguments: bothLayouts)
     func theIndexDumpListsEveryIndexedBlock(layout: UInt32) throws {
         let f = try ABIFixture(layout: layout)
-        var bytes = [UInt8](repeating: 0xAB, count: 8 * 24)
-        var n = -1
-        #expect(bytes.withUnsafeMutableBytes { kvc_engine_index_events(f.handle, $0.baseAddress, 8, &n) } == KVC_OK)
-        try #require(n == 4)
-        let dump = bytes.withUnsafeBytes { raw in
-            (0..<n).map { i in
-                CEvent(kind: raw.loadUnaligned(fromByteOffset: 24 * i, as: UInt32.self),
-                       tier: raw.loadUnaligned(fromByteOffset: 24 * i + 4, as: UInt32.self),
-                       blockHash: raw.loadUnaligned(fromByteOffset: 24 * i + 8, as: UInt64.self),
-                       parentHash: raw.loadUnaligned(fromByteOffset: 24 * i + 16, as: UInt64.self))
-            }
-        }
+        let dump = try events(f, capacity: 8, kvc_engine_index_events)
+        try #require(dump.count == 4)
         let witness = try stored(f)
         #expect(dump.first == creationEvent)
-        #expect(dump.count == 1 + witness.count && Set(dump.dropFirst().map(\.blockHash)) == Set(witness.map(\.blockHash)))
+        #expect(Set(dump.dropFirst().map(\.blockHash)) == Set(witness.map(\.blockHash)))
         #expect(dump.dropFirst().allSatisfy { witness.contains($0) }, "each with its parent, memory tier")
-        #expect(bytes[(4 * 24)...].allSatisfy { $0 == 0xAB }, "wrote past the dump")
+        var bytes = [UInt8](repeating: 0xAB, count: 8 * 24)
+        var n = -1
         LastError.clear()
-        n = -1
         expectStatus(bytes.withUnsafeMutableBytes { kvc_engine_index_events(f.handle, $0.baseAddress, 2, &n) }, KVC_ERR_BUFFER_TOO_SMALL,
                      mentioning: ["kvc_engine_index_events", "4 events"])
         #expect(n == 4)
@@ -83,6 +87,60 @@ private func stored(_ f: ABIFixture) throws -> [CEvent] {
             kvc_engine_index_events(f.handle, nil, 3, &n)
         }
         #expect(try drain(f, capacity: 64) == [creationEvent] + witness, "the pending events stay")
+    }
+
+    /// With a disk tier, kvc_engine_index_events dumps the memory index (witness 1001's three
+    /// blocks after a trim spilled sequence 5's ten), then ALL_CLEARED of the disk tier and a
+    /// BLOCK_STORED (hash, parent) per block it holds, parents first: 15 events. A short
+    /// buffer gets exactly that prefix (nothing past it) and BUFFER_TOO_SMALL with 15; bad
+    /// arguments fail and change nothing; the pending events drain afterwards as before.
+    @Test(arguments: bothLayouts)
+    func theIndexDumpListsTheDiskTiersBlocksAfterTheMemoryIndex(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var c = CConfig.small(layout)
+        c.offloadBytes = 16 << 20
+        let f = try ABIFixture(c, offloadDir: dir)
+        try f.addWitness(1001, tokens: f.uniqueTokens(1001, count: 3 * f.blockTokens + 2))
+        let prompt = f.uniqueTokens(5, count: 41)
+        try f.create(5, tokens: prompt)
+        try f.write(5, salt: 5, from: 0, to: 41)
+        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        #expect(kvc_engine_trim(f.handle) == KVC_OK)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+        let chain = try hashes(prompt, blockTokens: 4)
+        let spilled = chain.enumerated().map { i, h in CEvent(kind: 1, tier: 1, blockHash: h, parentHash: i == 0 ? 0 : chain[i - 1]) }
+        let before = try f.stats()
+
+        let dump = try events(f, capacity: 32, kvc_engine_index_events)
+        try #require(dump.count == 15)
+        let witness = try stored(f)
+        #expect(dump[0] == creationEvent && Set(dump[1...3]) == Set(witness), "the memory part")
+        #expect(dump[4] == CEvent(kind: 3, tier: 1, blockHash: 0, parentHash: 0), "the disk tier's ALL_CLEARED")
+        #expect(dump[5...] == spilled[...], "the ten spilled blocks, each after its parent")
+
+        var short = [UInt8](repeating: 0xAB, count: 32 * 24)
+        var n = -1
+        LastError.clear()
+        expectStatus(short.withUnsafeMutableBytes { kvc_engine_index_events(f.handle, $0.baseAddress, 7, &n) }, KVC_ERR_BUFFER_TOO_SMALL,
+                     mentioning: ["kvc_engine_index_events", "15 events", "capacity 7"])
+        #expect(n == 15 && decode(short, count: 7) == Array(dump.prefix(7)), "the prefix that fits")
+        #expect(short[(7 * 24)...].allSatisfy { $0 == 0xAB }, "wrote past the capacity")
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_index_events", "n_events"]) {
+            kvc_engine_index_events(f.handle, nil, 0, nil)
+        }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_index_events", "NULL"]) {
+            kvc_engine_index_events(f.handle, nil, 32, &n)
+        }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["kvc_engine_index_events"]) {
+            kvc_engine_index_events(nil, nil, 0, &n)
+        }
+        #expect(try f.stats() == before, "no dump moved a statistic")
+        try f.expectWitnessesIntact()
+        let pending = try drain(f, capacity: 256)
+        #expect(pending.first == creationEvent && pending.filter { $0.tier == 1 && $0.kind == 1 }.count == 10,
+                "the pending events stay: creation to the trim's spills")
+        #expect(try f.create(6, tokens: prompt) == 40, "the dump moved no block: the prefix is read back")
     }
 
     @Test(arguments: bothLayouts)

@@ -72,8 +72,8 @@ struct CreationEventTests {
         #expect(events.dropFirst().map(\.blockHash) == BlockHash.chain(prompt, blockTokens: 4))
     }
 
-    /// `memoryIndexEvents` lists exactly what the memory index holds, whatever the queue lost:
-    /// with a queue of 16 events and 64 blocks, three 16-block prompts and, after the first is
+    /// `indexEvents` lists exactly what the memory index holds, whatever the queue lost, and
+    /// without a disk tier nothing of tier 1: with a queue of 16 events and 64 blocks, three 16-block prompts and, after the first is
     /// freed, a 29-block one (which evicts the first's 16 cached blocks) drop events; the dump
     /// is one `allCleared` then one `blockStored` (hash, parent) per indexed block, used or
     /// cached, and changes nothing: the stats and the pending events stay.
@@ -88,7 +88,7 @@ struct CreationEventTests {
         try e.createSequence(3, tokens: prompts[3])
         let before = e.stats()
         #expect(before.eventsDropped > 0 && before.blocksEvicted == 16)
-        let dump = e.memoryIndexEvents()
+        let dump = e.indexEvents()
         #expect(dump.first == memoryTierCleared)
         var expected: [UInt64: UInt64] = [:]
         for p in prompts.dropFirst() {

@@ -195,7 +195,7 @@ func mooncakeSlice(_ n: Int) throws -> Trace {
     /// An instance's engine whose KV-event queue overflows between drains (64 events here,
     /// `EngineConfig.eventCapacity`; 65,536 in a real engine) loses its oldest events: the
     /// simulator sees `eventsDropped` grow, counts the drops and rebuilds the router's exact
-    /// view of that instance from the engine's index (`Engine.memoryIndexEvents`), so after the
+    /// view of that instance from the engine's index (`Engine.indexEvents`), so after the
     /// run the view matches every instance on every request's prefix, as with no drops
     /// (without the rebuild it missed blocks stored and kept blocks removed in the gaps). The
     /// counts reach the result, the JSON and the table (a "dropped ev." column, only when
