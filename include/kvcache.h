@@ -1457,12 +1457,14 @@ void kvc_router_destroy(kvc_router *r);
  *  any membership at the default 128 virtual nodes fits (64 instances of weight 64).
  *  Returns KVC_ERR_EXISTS (already added), KVC_ERR_INVALID_ARGUMENT (NULL r, weight, 64
  *  instances already, or its positions would pass 524288: the message gives the numbers);
- *  nothing changes then. Cost: rebuilds the rings, sorting their positions under the
- *  router's lock (O(P log P)). */
+ *  nothing changes then. Cost, under the router's lock: sorts the instance's v positions
+ *  and merges them into each ring, O(v log v + P) for P positions (at 524288: about 2 ms). */
 kvc_status kvc_router_add_instance(kvc_router *r, uint32_t instance, double weight);
 
 /** Removes `instance`: no later decision picks it; what it cached is forgotten. Keys it
- *  owned move to ring neighbours, other keys stay. Returns KVC_ERR_NOT_FOUND. */
+ *  owned move to ring neighbours, other keys stay. Returns KVC_ERR_NOT_FOUND. Cost, under
+ *  the router's lock: O(P) to take its positions off the rings, and a scan of the cache
+ *  view's table (2^19 entries: 0.3 ms). */
 kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
 
 /**

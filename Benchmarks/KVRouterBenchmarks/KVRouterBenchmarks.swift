@@ -31,6 +31,7 @@ let benchmarks: @Sendable () -> Void = {
             benchmark.stopMeasurement()
         }
     }
+    ringMembershipBenchmarks()
 }
 
 /// A router of `policy` over 64 instances with a warm exact view, and the request hashes.

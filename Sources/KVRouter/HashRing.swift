@@ -9,8 +9,14 @@ import KVCache
 /// adding or removing one of N instances moves only the keys of the positions it gains or
 /// loses: about 1/N of them.
 ///
-/// Storage: two flat arrays sorted by position, rebuilt on membership change (O(P log P) for
-/// P positions). Lookup: a binary search, O(log P), no allocation.
+/// Positions never collide: `position(ofVirtualNode:of:)` is injective in (id, virtual node)
+/// (see there), so the ring holds exactly the sum of its members' virtual nodes and its order
+/// is the positions' order, whatever order instances came in.
+///
+/// Storage: two flat arrays sorted by position, changed in place: an insert sorts only the
+/// new instance's v positions and merges them in one backward pass (O(v log v + P + v)), a
+/// remove compacts the instance's positions out (O(P), no allocation). Lookup: a binary
+/// search, O(log P), no allocation.
 public struct HashRing: Sendable {
     /// Distinguishes independent rings (DualMap's two hash functions).
     public let seed: UInt64
@@ -30,24 +36,72 @@ public struct HashRing: Sendable {
     @inline(__always)
     public func position(of key: UInt64) -> UInt64 { BlockHash.finalize(key ^ seed) }
 
-    /// Rebuilds the ring for `members`: (slot, instance id, virtual nodes). Positions that
-    /// collide (rare) keep the lower instance id, so the ring stays a function of membership.
-    public mutating func rebuild(_ members: [(slot: Int, id: UInt32, virtualNodes: Int)]) {
-        var entries: [(UInt64, UInt32, Int32)] = []
-        entries.reserveCapacity(members.reduce(0) { $0 + $1.virtualNodes })
-        for m in members {
-            for v in 0..<m.virtualNodes {
-                let p = BlockHash.finalize(seed &+ (UInt64(m.id) << 32 | UInt64(v)) &* 0x9E37_79B9_7F4A_7C15)
-                entries.append((p, m.id, Int32(m.slot)))
+    /// The ring position of virtual node `v` (0 ..< 2^32) of instance `id`. Injective in
+    /// (id, v): `id << 32 | v` is, the multiplication by an odd constant and the addition of
+    /// the seed are bijections modulo 2^64, and so is `BlockHash.finalize` (xor-shifts by 33
+    /// and odd multiplications, each invertible). Two virtual nodes never share a position.
+    @inline(__always)
+    public func position(ofVirtualNode v: Int, of id: UInt32) -> UInt64 {
+        BlockHash.finalize(seed &+ (UInt64(id) << 32 | UInt64(v)) &* 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// The positions in ring order with the slot owning each (a copy, for tests).
+    /// Cost: O(P) and two allocations.
+    var entries: (positions: [UInt64], slots: [Int32]) { (Array(positions), Array(slots)) }
+
+    /// Puts `virtualNodes` (1 ..< 2^32) positions of instance `id`, held in `slot`, on the
+    /// ring. Precondition: neither `id` nor `slot` is on the ring already. Cost: O(v log v)
+    /// to generate and sort the v new positions, one pass of O(P + v) merging them from the
+    /// back into the grown arrays (which may reallocate once, O(P)).
+    public mutating func insert(slot: Int, id: UInt32, virtualNodes: Int) {
+        precondition(virtualNodes >= 1 && virtualNodes <= Int(UInt32.max), "virtual nodes \(virtualNodes) outside 1 ..< 2^32")
+        var fresh = ContiguousArray<UInt64>(unsafeUninitializedCapacity: virtualNodes) { buf, n in
+            for v in 0..<virtualNodes { buf[v] = position(ofVirtualNode: v, of: id) }
+            n = virtualNodes
+        }
+        fresh.sort()
+        let old = positions.count
+        positions.append(contentsOf: repeatElement(0, count: virtualNodes))
+        slots.append(contentsOf: repeatElement(0, count: virtualNodes))
+        let owner = Int32(slot)
+        fresh.withUnsafeBufferPointer { add in
+            positions.withUnsafeMutableBufferPointer { pos in
+                slots.withUnsafeMutableBufferPointer { sl in
+                    var i = old - 1, j = virtualNodes - 1, k = old + virtualNodes - 1
+                    while j >= 0 {
+                        if i >= 0 && pos[i] > add[j] {
+                            pos[k] = pos[i]
+                            sl[k] = sl[i]
+                            i -= 1
+                        } else {
+                            assert(i < 0 || pos[i] != add[j], "two virtual nodes share a ring position")
+                            pos[k] = add[j]
+                            sl[k] = owner
+                            j -= 1
+                        }
+                        k -= 1
+                    }
+                }
             }
         }
-        entries.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
-        positions.removeAll(keepingCapacity: true)
-        slots.removeAll(keepingCapacity: true)
-        for e in entries where positions.last != e.0 {
-            positions.append(e.0)
-            slots.append(e.2)
+    }
+
+    /// Takes every position of `slot` off the ring, keeping the others' order. Cost: one
+    /// O(P) compaction pass, no allocation.
+    public mutating func remove(slot: Int) {
+        let gone = Int32(slot)
+        var kept = 0
+        positions.withUnsafeMutableBufferPointer { pos in
+            slots.withUnsafeMutableBufferPointer { sl in
+                for i in 0..<pos.count where sl[i] != gone {
+                    pos[kept] = pos[i]
+                    sl[kept] = sl[i]
+                    kept += 1
+                }
+            }
         }
+        positions.removeLast(positions.count - kept)
+        slots.removeLast(slots.count - kept)
     }
 
     /// Index of the first position at or after `p`, wrapping to 0. Precondition: not empty.

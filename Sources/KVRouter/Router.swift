@@ -90,8 +90,9 @@ public final class Router {
     /// instance; (0, 64]). Its load starts at zero and its cache empty.
     /// Throws `exists` (already live), `invalidArgument` (weight, all 64 slots in use, or its
     /// `virtualNodes x weight` positions would take a ring past `RouterConfig.maxRingPositions`);
-    /// nothing changes then. Cost: O(live instances) to check, then rebuilds both rings,
-    /// O(P log P) for P positions.
+    /// nothing changes then. Cost: O(live instances) to check, then on each ring sorts the
+    /// v = `virtualNodes x weight` new positions and merges them in, O(v log v + P) for P
+    /// positions (`HashRing.insert`).
     public func addInstance(_ id: UInt32, weight: Double = 1) throws(KVError) {
         guard weight > 0 && weight <= 64 && weight.isFinite else {
             throw KVError(.invalidArgument, "weight \(weight) of instance \(id) is outside (0, 64]")
@@ -117,33 +118,24 @@ public final class Router {
         weights[s] = weight
         loads[s] = InstanceLoad()
         liveMask |= 1 << UInt64(s)  // the slot's view is empty: `removeInstance` forgot it
-        rebuildRings()
+        ring1.insert(slot: s, id: id, virtualNodes: positions)
+        ring2.insert(slot: s, id: id, virtualNodes: positions)
     }
 
     /// Removes instance `id`: no later decision picks it and its cache view is dropped.
-    /// Throws `notFound`. Cost: rebuilds both rings and scans the view table.
+    /// Throws `notFound`. Cost: compacts the instance's positions out of both rings, O(P), and
+    /// scans the view table, O(its capacity).
     public func removeInstance(_ id: UInt32) throws(KVError) {
         let s = slot(of: id)
         guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
         liveMask &= ~(1 << UInt64(s))
         view.forget(slot: s)
-        rebuildRings()
+        ring1.remove(slot: s)
+        ring2.remove(slot: s)
     }
 
     /// Ring positions of an instance of `weight`: `virtualNodes x weight`, rounded, at least 1.
     private func virtualNodes(weight: Double) -> Int { max(1, Int((Double(config.virtualNodes) * weight).rounded())) }
-
-    private func rebuildRings() {
-        var members: [(slot: Int, id: UInt32, virtualNodes: Int)] = []
-        var m = liveMask
-        while m != 0 {
-            let s = m.trailingZeroBitCount
-            members.append((s, ids[s], virtualNodes(weight: weights[s])))
-            m &= m - 1
-        }
-        ring1.rebuild(members)
-        ring2.rebuild(members)
-    }
 
     // MARK: decisions
 
