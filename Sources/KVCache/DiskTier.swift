@@ -531,7 +531,6 @@ final class DiskTier {
     }
 
     // MARK: lookup
-    // MARK: lookup
 
     /// The slot holding block `hash` (stored, or still being written), or -1. Moves it to the
     /// LRU's young end. O(1).

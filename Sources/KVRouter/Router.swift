@@ -90,7 +90,7 @@ public final class Router {
     /// instance; (0, 64]). Its load starts at zero and its cache empty.
     /// Throws `exists` (already live), `invalidArgument` (weight, all 64 slots in use, or its
     /// `virtualNodes x weight` positions would take a ring past `RouterConfig.maxRingPositions`);
-    /// nothing changes then. Cost: O(live instances) to check, then on each ring sorts the
+    /// nothing changes then. Cost: on each ring sorts the
     /// v = `virtualNodes x weight` new positions and merges them in, O(v log v + P) for P
     /// positions (`HashRing.insert`).
     public func addInstance(_ id: UInt32, weight: Double = 1) throws(KVError) {
@@ -101,13 +101,9 @@ public final class Router {
         guard liveMask != ~0 else {
             throw KVError(.invalidArgument, "a router holds at most \(RouterConfig.maxInstances) instances; remove one first")
         }
-        let positions = virtualNodes(weight: weight)
-        var taken = 0
-        var m = liveMask
-        while m != 0 {
-            taken += virtualNodes(weight: weights[m.trailingZeroBitCount])
-            m &= m - 1
-        }
+        // Positions never collide (`HashRing.position(ofVirtualNode:of:)`), so a ring holds
+        // exactly the live instances' positions.
+        let positions = virtualNodes(weight: weight), taken = ring1.count
         guard positions <= RouterConfig.maxRingPositions - taken else {
             throw KVError(.invalidArgument, "instance \(id) of weight \(weight) needs \(positions) positions on each hash ring "
                           + "(virtual_nodes \(config.virtualNodes) x weight); the live instances hold \(taken) and a ring holds at most "

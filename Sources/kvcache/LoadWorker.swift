@@ -231,7 +231,6 @@ struct LoadWorker: Sendable {
                         stepTokens[j] = j < kept ? syntheticToken(stream: id, position: length + j)
                                                  : SpeculativeDecoding.rejectedToken(stream: id, position: length + j)
                     }
-                    var failed: (operation: String, error: KVError)?
                     var operation = "append"
                     var t0 = monotonicNanoseconds()
                     do throws(KVError) {
@@ -246,19 +245,16 @@ struct LoadWorker: Sendable {
                             result.latency.record(.truncate, nanoseconds: monotonicNanoseconds() &- t0)
                         }
                     } catch {
-                        failed = (operation, error)
-                    }
-                    if let failed {
                         // Preempt: give the memory back and restart the request later.
                         freeTimed(id)
                         let victim = live.remove(at: i)
-                        if failed.error.code == .outOfMemory {
+                        if error.code == .outOfMemory {
                             result.preemptions += 1
                             requeue(victim.request, attempts: victim.attempts + 1)
                             admissionBlocked = true
                         } else {
                             result.rejectedOther += 1
-                            if result.firstError == nil { result.firstError = "\(failed.operation): \(failed.error)" }
+                            if result.firstError == nil { result.firstError = "\(operation): \(error)" }
                             publish()
                         }
                         continue

@@ -161,11 +161,13 @@ extension Engine {
             if blocks.references(b) == 1 && blocks.isIndexed(b) { blocks.unindexUsed(b) }
             blocks.release(b)
         }
-        if newBlocks < oldBlocks && returnMemory {
-            contiguous?.shrink(slot: s, to: newLength)
-            paged?.trim()
-        } else if newBlocks < oldBlocks {
-            contiguous?.release(slot: s, past: newLength)
+        if newBlocks < oldBlocks {
+            if returnMemory {
+                contiguous?.shrink(slot: s, to: newLength)
+                paged?.trim()
+            } else {
+                contiguous?.release(slot: s, past: newLength)
+            }
         }
     }
 
