@@ -156,6 +156,54 @@ struct PrefixLookupOrderTests {
         #expect(e.stats().disk.blocksLoaded == s.disk.blocksLoaded, "all 100 from memory")
     }
 
+    /// One disk block in the middle of the chain fails its read (block 10: the trim wrote block
+    /// 39 - k into slot k, so slot 29 is corrupted), the other 39 read fine: `ready` fails, and
+    /// the only blocks that leave the memory index are the failed one and the 2 past the prefix
+    /// hit. The 29 blocks read after the failed one verified their own bytes and stay cached
+    /// with the 10 before it and the 60 shared from memory (`OffloadCoordinator.loadFinished`
+    /// keeps them). Once a sequence recomputes block 10, the prompt hits all 100 blocks from
+    /// memory, byte for byte, with no further read.
+    @Test(arguments: layouts)
+    func verifiedReadsAfterAFailedOneStayCached(layout: Layout) throws {
+        let split = try SplitCache(layout, seed: 43)
+        let (e, prompt) = (split.e, split.prompt)
+        let bt = 4, chain = Self.onDisk + Self.inMemory, failed = 10
+        let longer = Array(prompt[0..<chain * bt]) + tokens(2 * bt + 1, seed: 44)
+        let hashes = BlockHash.chain(longer, blockTokens: bt)
+        let slot = Self.onDisk - 1 - failed
+        corruptSlots(dir: split.dir.path, slotBytes: Int(e.stats().disk.slotBytes), slot..<slot + 1)
+        _ = drain(e)
+        let before = e.stats()
+        #expect(try e.createSequence(3, tokens: longer) == chain * bt)
+        var failure: KVError?
+        do { try waitReady(e, 3) } catch { failure = error }
+        #expect(failure?.code == .io)
+        try e.free(3)
+        try e.syncOffload()
+        _ = e.poll(timeoutMicroseconds: 0)
+        let memoryEvents = drain(e).filter { $0.tier == KVEvent.memoryTier }
+        let removed = memoryEvents.filter { $0.kind == .blockRemoved }.map(\.blockHash)
+        #expect(Set(removed) == [hashes[failed], hashes[chain], hashes[chain + 1]] && removed.count == 3)
+        let s = e.stats()
+        #expect(s.disk.loadsFailed - before.disk.loadsFailed == 1)
+        #expect(s.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(Self.onDisk - 1), "the other 39 reads landed")
+        #expect(s.blocksUsed == 0 && s.blocksCached == before.blocksCached + UInt64(Self.onDisk - 1))
+        #expect(e.cachedPrefixTokens(prompt) == failed * bt, "the chain breaks at the failed block")
+        #expect(e.offloadSlotAudit.pinned == 0)
+        // Recomputing block 10 alone makes the 29 verified reads after it reachable again.
+        let upToFailed = Array(prompt[0...((failed + 1) * bt)])
+        #expect(try e.createSequence(4, tokens: upToFailed) == failed * bt)
+        try waitReady(e, 4)
+        try fillKV(e, 4, count: bt, from: failed * bt) { prompt[$0] }
+        try e.free(4)
+        #expect(e.cachedPrefixTokens(prompt) == chain * bt)
+        let loaded = e.stats().disk.blocksLoaded
+        #expect(try e.createSequence(5, tokens: prompt) == chain * bt)
+        try waitReady(e, 5)
+        #expect(try kvDifferences(e, 5, count: chain * bt) { prompt[$0] } == 0)
+        #expect(e.stats().disk.blocksLoaded == loaded, "all 100 from memory")
+    }
+
     /// The create's memory cannot be committed (`kvm_pool_fail_commits`: the next commit fails)
     /// while it allocates the blocks for the disk positions (paged: past the free blocks left
     /// in committed page groups; contiguous: when it maps the sequence's pages): it throws
