@@ -16,6 +16,9 @@
 # It also reports (INFO, not judged) the speculative-decoding rollback, spec-decode[-contiguous,
 # -compacted]: a round of appending 8 drafts and truncating to the 3 accepted against appending
 # only the 3 (SpecDecodeBenchmarks.swift), the median of RATIO_ROUNDS same-run rounds.
+# And (INFO, main run only) the index dump a consumer that lost KV events applies,
+# index-dump: one `Engine.indexEvents()` of 65,536 memory and 16,384 disk blocks (its time is
+# the engine lock's hold) against listing as many (hash, parent) pairs from a Dictionary.
 #
 # Usage: tools/bench_ratio.sh [extra `benchmark` options, e.g. --filter 'append']
 # Environment: SCRATCH_PATH (default .build-cli), PERCENTILE (default 50.0; one of

@@ -167,6 +167,14 @@ status, output = run_case({**FAST, **head(1000.0, 1000.0)}, [head(1500.0, 1000.0
 check("without PerLayer results, no INFO line", status == 0 and "INFO decode-step-head" not in output
       and line(output, "PASS decode-step-head").startswith("PASS decode-step-head: 1.50x"), output)
 
+# The index dump is one dump per measurement, reported from the main run (INFO, no verdict).
+status, output = run_case({**FAST, ("Engine", "index-dump"): 8192.0, ("Baseline", "index-dump"): 4096.0}, [])
+check("the index dump is INFO: ms per dump, ns per listed block, the ratio", status == 0
+      and line(output, "INFO index-dump").startswith("INFO index-dump: 8.19 ms per dump of 81,920 blocks (100.0 ns/block")
+      and "2.00x listing a Dictionary" in output and "PASS index-dump" not in output, output)
+status, output = run_case(FAST, [])
+check("without the index dump, no INFO line", status == 0 and "INFO index-dump" not in output, output)
+
 status, output = run_case({}, [])
 check("no results is a run failure", status == 2 and "no Engine/Baseline wall-clock results" in output, output)
 

@@ -24,6 +24,7 @@ let benchmarks: @Sendable () -> Void = {
     registerCompactionBenchmarks()
     registerUnshareBenchmarks()
     registerSpecDecodeBenchmarks()
+    registerIndexDumpBenchmarks()
     registerTraceReplayBenchmarks()
 }
 
