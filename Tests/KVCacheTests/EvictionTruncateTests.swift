@@ -219,6 +219,61 @@ import Testing
         }
     }
 
+    /// The twin comparison with adaptive per-layer budgets (H2O and TOVA), from a supplied
+    /// sensitivity and from observed entropy (layer 1 sharpened): layers hold different
+    /// lengths, so each layer's drafts land at its own slots and the cut (a position count)
+    /// drops a different number of slots per layer. The speculating sequence and its twin hold the same positions and bytes
+    /// throughout, and the layers' lengths do differ (else this would repeat the test above).
+    @Test(arguments: layouts, [false, true])
+    func adaptiveBudgetTwinsHoldTheSameTokens(layout: Layout, supplied: Bool) throws {
+        for policy in [EvictionPolicyKind.heavyHitter, .tova] {
+            let configure: (inout EngineConfig) -> Void = { c in
+                c.eviction.adaptiveBudgets = true
+                c.eviction.recentTokens = 4
+                c.eviction.sinkTokens = 1
+            }
+            let spec = try engine(layout, policy, perHead: false, configure: configure)
+            let twin = try engine(layout, policy, perHead: false, configure: configure)
+            let prompt = tokens(48, seed: 23)
+            for e in [spec, twin] {
+                try e.createSequence(1, tokens: prompt)
+                try writeKV(e, 1, tokens: prompt, from: 0)
+                if supplied { try [Float(1), 3].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) } }
+            }
+            /// Appends `t` at positions `next...` and writes each layer's K/V at its own length.
+            func appendWritten(_ e: Engine, _ t: [Int32], _ next: Int) throws {
+                let slots = try (0..<e.config.numLayers).map { try e.layerLength(1, layer: $0) }
+                try e.append(1, tokens: t)
+                for (layer, slot) in slots.enumerated() {
+                    for (j, token) in t.enumerated() {
+                        let (k, v) = try tokenAddress(e, 1, layer: layer, position: slot + j)
+                        for i in 0..<e.config.tokenBytes {
+                            k.storeBytes(of: kvByte(layer: layer, kv: 0, position: next + j, token: token, i: i), toByteOffset: i, as: UInt8.self)
+                            v.storeBytes(of: kvByte(layer: layer, kv: 1, position: next + j, token: token, i: i), toByteOffset: i, as: UInt8.self)
+                        }
+                    }
+                }
+            }
+            var next = 48, unequal = 0
+            for step in 0..<24 {
+                let drafts = tokens(8, seed: Int32(200 + step))
+                try appendWritten(spec, drafts, next)
+                try spec.truncate(1, to: next + 3)
+                try appendWritten(twin, Array(drafts[0..<3]), next)
+                next += 3
+                for e in [spec, twin] {
+                    try observePositional(e, 1, step: step, sharpened: 1)
+                    if try e.layerLength(1, layer: 0) + e.layerLength(1, layer: 1) > 40 { try e.compact(1, budgetTokens: 20) }
+                }
+                let what = "\(policy.name) supplied \(supplied) step \(step)"
+                for layer in 0..<2 { #expect(try positions(spec, 1, layer: layer) == positions(twin, 1, layer: layer), "\(what)") }
+                #expect(try heldBytes(spec, 1) == heldBytes(twin, 1), "\(what)")
+                if try spec.layerLength(1, layer: 0) != spec.layerLength(1, layer: 1) { unequal += 1 }
+            }
+            #expect(unequal > 12, "\(policy.name): adaptive budgets gave the layers different lengths in \(unequal) of 24 steps")
+        }
+    }
+
     /// A compaction while the drafts are there (their positions in its low-score record's
     /// pending range), then a cut that moves kept tokens: the record must follow the moves and
     /// must not serve windows past the cut, whose re-appended positions it never saw. A fork taken right after the cut (a fresh state
@@ -288,8 +343,10 @@ import Testing
 }
 
 /// Observes every layer of `seq` with scores that are a function of each slot's position (and
-/// the step and head): sequences holding the same positions get the same scores.
-func observePositional(_ e: Engine, _ seq: UInt64, step: Int) throws {
+/// the step and head): sequences holding the same positions get the same scores. Layer
+/// `sharpened`'s scores are raised to the 8th power: a few tokens take most of its attention
+/// (a lower entropy, so adaptive budgets estimated from entropy give it fewer tokens).
+func observePositional(_ e: Engine, _ seq: UInt64, step: Int, sharpened: Int = -1) throws {
     let heads = e.config.numKVHeads
     for layer in 0..<e.config.numLayers {
         let n = try e.layerLength(seq, layer: layer)
@@ -300,7 +357,8 @@ func observePositional(_ e: Engine, _ seq: UInt64, step: Int) throws {
             for t in 0..<n {
                 let p = Int(perHead ? pos[h * n + t] : pos[t])
                 let x = UInt32(truncatingIfNeeded: (p &* 2654435761) ^ (step &* 40503) ^ (h &* 977) ^ (layer &* 131))
-                s[h * n + t] = Float(x % 1000) / 1000 / Float(n)
+                let u = Float(x % 1000) / 1000
+                s[h * n + t] = (layer == sharpened ? u * u * u * u * u * u * u * u : u) / Float(n)
             }
         }
         try s.withUnsafeBufferPointer { try e.observe(seq, layer: layer, scores: $0.baseAddress!, nHeads: heads, nTokens: n) }
