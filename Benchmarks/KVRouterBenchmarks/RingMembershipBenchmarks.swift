@@ -19,7 +19,7 @@ import KVRouter
 /// the cache view's table, 2^19 entries at the default `trackedBlocks`), each followed,
 /// unmeasured, by the opposite change.
 func ringMembershipBenchmarks() {
-    let configuration = Benchmark.Configuration(metrics: [.wallClock], warmupIterations: 3, scalingFactor: .one,
+    let configuration = Benchmark.Configuration(metrics: [.wallClock, .throughput], warmupIterations: 3, scalingFactor: .one,
                                                 maxDuration: .seconds(3), maxIterations: 400)
     let sizes: [(name: String, weight: (Int) -> Int)] = [("weight 1", { _ in 1 }), ("weight 1-64", { $0 + 1 }), ("weight 64", { _ in 64 })]
     for size in sizes {
