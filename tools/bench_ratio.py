@@ -12,11 +12,18 @@ absolute targets) and `round-OP-1/`, `round-OP-2/`... (runs of operation OP alon
 target's engine/baseline ratio is judged on the median of its rounds; trace-replay's
 engine/vLLM median is reported, not judged). Exit status 0 when every
 measured target passes, 1 when one fails, 2 when no results were found.
+With --router (bench_ratio.py --router PERCENTILE DIR, from `bench_ratio.sh --router`), DIR
+holds a KVRouterBenchmarks run instead: `main/` (the routing decisions, judged and reported per
+decision, and every other router benchmark), `round-ring-1/`... (runs of the ring membership
+benchmarks alone: merge/compact against rebuild, the median of the rounds' ratios, INFO) and
+`replay/` (`replay.json`, the CLI's --json output, and `wall_s`, the command's wall time); see
+router_report. PERCENTILE is then the statistic of the ring ratios' measurements.
 Tested by tools/bench_ratio_test.py on fixture JMH files.
 """
 import glob, json, os, statistics, sys
 
-percentile, out = sys.argv[1], sys.argv[2]
+router = sys.argv[1] == "--router"
+percentile, out = sys.argv[-2], sys.argv[-1]
 OPS_PER_MEASUREMENT = 1000          # BenchmarkScalingFactor.kilo
 OPS_OVERRIDES = {"decode-step-scores": 1, "decode-step-norm": 1, "decode-step-head": 1, "decode-step-epi": 1, "unshare": 1, "index-dump": 1}  # Compaction/Unshare/IndexDumpBenchmarks.swift: one step (copy, dump) per measurement
 WALL = "Time (wall clock)"
@@ -40,6 +47,102 @@ def load(directory):
                 mallocs[(impl, operation)] = m["scorePercentiles"][percentile] / ops
     return ns, mallocs
 
+
+# The router's targets (issue 4): a routing decision at 64 instances under 2 us at p99 (DualMap,
+# the project's policy; the other policies are reported), and one policy's replay of the bundled
+# 12k-request trace over 16 instances in under 10 s.
+ROUTE = "Route 64 instances "
+ROUTE_P99_LIMIT_US = 2.0
+REPLAY_LIMIT_S = 10.0
+# Ring membership pairs (RingMembershipBenchmarks.swift): (change, size) -> (new algorithm, baseline).
+RING_CHANGES = {"add": "merge", "remove": "compact"}
+
+
+def wall_percentiles(directory):
+    """benchmark name -> wall-clock percentiles in microseconds per measurement (one operation
+    each: every router benchmark runs with scalingFactor .one)."""
+    results = {}
+    for path in sorted(glob.glob(os.path.join(directory, "*.jmh.json"))):
+        for element in json.load(open(path)):
+            metric = element.get("secondaryMetrics", {}).get(WALL)
+            if metric is not None:
+                results[element["benchmark"].rsplit(".", 1)[-1].replace("_", " ")] = metric["scorePercentiles"]
+    return results
+
+
+def ring_pairs(results):
+    """(change, size) of every ring pair measured in `results`, in name order."""
+    pairs = set()
+    for name in results:
+        words = name.split(" ")
+        if name.startswith("Ring ") and words[-1] == "rebuild" and len(words) > 4:
+            change, size = words[1], " ".join(words[3:-1])
+            if f"Ring {change} 64th {size} {RING_CHANGES.get(change)}" in results:
+                pairs.add((change, size))
+    return sorted(pairs)
+
+
+def router_report(out):
+    """Prints the router's table and verdicts; returns the exit status."""
+    main = wall_percentiles(os.path.join(out, "main"))
+    replay_dir = os.path.join(out, "replay")
+    if not main:
+        print("bench_ratio: no router wall-clock results found (the JMH export needs the throughput metric)", file=sys.stderr)
+        return 2
+    failed = False
+    policies = sorted(n[len(ROUTE):] for n in main if n.startswith(ROUTE))
+    if policies:
+        print("routing decision at 64 instances, us per decision (one run)\n")
+        print(f"{'policy':<18} {'p50 us':>9} {'p90 us':>9} {'p99 us':>9}")
+        for p in policies:
+            q = main[ROUTE + p]
+            print(f"{p:<18} {q['50.0']:9.3f} {q['90.0']:9.3f} {q['99.0']:9.3f}")
+        print()
+    others = sorted(n for n in main if not n.startswith(ROUTE))
+    if others:
+        print(f"{'other router benchmarks (one run)':<40} {'p50 us':>12} {'p99 us':>12}")
+        for n in others:
+            print(f"{n:<40} {main[n]['50.0']:12.3f} {main[n]['99.0']:12.3f}")
+        print()
+    if "dualmap" in policies:
+        p99 = main[ROUTE + "dualmap"]["99.0"]
+        passed = p99 < ROUTE_P99_LIMIT_US
+        failed |= not passed
+        print(f"{'PASS' if passed else 'FAIL'} route-dualmap: p99 {p99:.3f} us per routing decision at 64 instances"
+              f" (target < {ROUTE_P99_LIMIT_US:g} us; p50 {main[ROUTE + 'dualmap']['50.0']:.3f} us)")
+    else:
+        print("SKIP route-dualmap: not measured")
+    for p in policies:
+        if p != "dualmap":
+            q = main[ROUTE + p]
+            print(f"INFO route-{p}: p50 {q['50.0']:.3f} us, p99 {q['99.0']:.3f} us per routing decision, not judged")
+    dirs = glob.glob(os.path.join(out, "round-ring-*"))
+    rounds = [wall_percentiles(d) for d in sorted(dirs, key=lambda d: int(d.rsplit("-", 1)[1]))]
+    for change, size in ring_pairs(main):
+        new, old = f"Ring {change} 64th {size} {RING_CHANGES[change]}", f"Ring {change} 64th {size} rebuild"
+        ratios = [r[new][percentile] / r[old][percentile] for r in rounds if new in r and old in r]
+        if not ratios:
+            continue
+        ratio = statistics.median(ratios)
+        each = ", ".join(f"{x:.4f}" for x in ratios)
+        print(f"INFO ring-{change}-{size.replace(' ', '-')}: {RING_CHANGES[change]}/rebuild {ratio:.4f} ({1 / ratio:.1f}x faster),"
+              f" not judged (median of {len(ratios)} same-run rounds: {each})")
+    if os.path.isdir(replay_dir):
+        report = json.load(open(os.path.join(replay_dir, "replay.json")))
+        wall = float(open(os.path.join(replay_dir, "wall_s")).read())
+        policy = report["policies"][0]
+        passed = wall < REPLAY_LIMIT_S and report["instances"] == 16 and len(report["policies"]) == 1
+        failed |= not passed
+        print(f"{'PASS' if passed else 'FAIL'} replay: {policy['policy']} over {report['instances']} instances,"
+              f" {report['requests']} requests of {report['trace']}: {wall:.2f} s wall for the whole command"
+              f" (target < {REPLAY_LIMIT_S:g} s for one policy over 16 instances; the replay itself {policy['wall_s']:.2f} s)")
+    else:
+        print("SKIP replay: not run")
+    return 1 if failed else 0
+
+
+if router:
+    sys.exit(router_report(out))
 
 ns, mallocs = load(os.path.join(out, "main"))  # the table: the main run
 

@@ -20,7 +20,20 @@
 # index-dump: one `Engine.indexEvents()` of 65,536 memory and 16,384 disk blocks (its time is
 # the engine lock's hold) against listing as many (hash, parent) pairs from a Dictionary.
 #
-# Usage: tools/bench_ratio.sh [extra `benchmark` options, e.g. --filter 'append']
+# With --router it judges the router's targets (issue 4) instead, from a KVRouterBenchmarks run
+# and a release replay (bench_ratio.py's router_report prints them):
+#   route-dualmap: a DualMap routing decision at 64 instances under 2 us at p99 (the
+#                  "Route 64 instances dualmap" benchmark: one decision per measurement, so its
+#                  wall-clock p99 is per decision); the other policies' p50/p99 are INFO
+#   ring-*:        ring membership changes, merge (add) and compact (remove) against the rebuild
+#                  they replaced, INFO: the median of RATIO_ROUNDS same-run rounds of the ring
+#                  benchmarks alone, each round's ratio of p50s (PERCENTILE) printed
+#   replay:        one policy (dualmap) replaying the bundled Mooncake trace (12,031 requests)
+#                  over 16 instances under 10 s: `kvcache-cli replay --policies dualmap
+#                  --instances 16 --no-search --plots '' --json`, release build, timed as a
+#                  whole command (trace parse and start-up included); REPLAY=0 skips it.
+#
+# Usage: tools/bench_ratio.sh [--router] [extra `benchmark` options, e.g. --filter 'append']
 # Environment: SCRATCH_PATH (default .build-cli), PERCENTILE (default 50.0; one of
 # 0.0 50.0 90.0 95.0 99.0 99.9 100.0), RATIO_ROUNDS (default 5).
 # Exit status: 0 when every target that was measured passes, 1 otherwise, 2 on a run failure.
@@ -46,6 +59,11 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 
 rounds="${RATIO_ROUNDS:-5}"
+target=KVCacheBenchmarks
+if [ "${1:-}" = --router ]; then
+    target=KVRouterBenchmarks
+    shift
+fi
 
 # run DIR [benchmark options...]: one run of the suite, its JMH file(s) into DIR.
 run() {
@@ -53,7 +71,7 @@ run() {
     shift
     mkdir -p "$dir"
     if ! swift package --scratch-path "$scratch" --disable-sandbox benchmark \
-            --target KVCacheBenchmarks --format jmh --path "$dir" --no-progress "$@" >"$dir/run.log" 2>&1; then
+            --target "$target" --format jmh --path "$dir" --no-progress "$@" >"$dir/run.log" 2>&1; then
         cat "$dir/run.log" >&2
         echo "bench_ratio: the benchmark run failed (log above)" >&2
         exit 2
@@ -66,6 +84,24 @@ run() {
 }
 
 run "$out/main" "$@"
+if [ "$target" = KVRouterBenchmarks ]; then
+    # The ring pairs' rounds: each round runs every ring benchmark alone, rebuild beside merge/compact.
+    if grep -q 'Ring_' "$out"/main/*.jmh.json; then
+        for r in $(seq 1 "$rounds"); do run "$out/round-ring-$r" --filter 'Ring .*'; done
+    fi
+    if [ "${REPLAY:-1}" != 0 ]; then
+        swift build -c release --scratch-path "$scratch" --product kvcache-cli >"$out/build.log" 2>&1 \
+            || { cat "$out/build.log" >&2; echo "bench_ratio: the CLI build failed" >&2; exit 2; }
+        cli="$(swift build -c release --scratch-path "$scratch" --show-bin-path)/kvcache-cli"
+        mkdir -p "$out/replay"
+        started=$(date +%s%N)
+        "$cli" replay --policies dualmap --instances 16 --no-search --plots '' --json >"$out/replay/replay.json" \
+            || { echo "bench_ratio: the replay failed" >&2; exit 2; }
+        echo "$(( $(date +%s%N) - started ))" | awk '{ printf "%.3f\n", $1 / 1e9 }' >"$out/replay/wall_s"
+    fi
+    python3 tools/bench_ratio.py --router "$percentile" "$out"
+    exit
+fi
 # The rounds of each ratio target's pair, and of the vLLM comparison's trace replay, that the
 # main run measured: round-OP-N holds the N-th run of OP alone.
 for op in decode-step-scores decode-step-norm decode-step-head decode-step-epi trace-replay spec-decode spec-decode-contiguous spec-decode-compacted; do

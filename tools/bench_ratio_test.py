@@ -178,5 +178,85 @@ check("without the index dump, no INFO line", status == 0 and "INFO index-dump" 
 status, output = run_case({}, [])
 check("no results is a run failure", status == 2 and "no Engine/Baseline wall-clock results" in output, output)
 
+
+# --router: a KVRouterBenchmarks run (names spelled as the benchmarks are, percentiles in us per
+# decision or change), ring rounds and a replay.
+def write_router_run(directory, results):
+    """One JMH file in `directory`: benchmark name -> (p50, p90, p99) wall-clock microseconds."""
+    os.makedirs(directory, exist_ok=True)
+    elements = [{"benchmark": "package.benchmark.KVRouterBenchmarks." + name.replace(" ", "_"), "mode": "thrpt",
+                 "secondaryMetrics": {"Time (wall clock)": {"scorePercentiles": {"50.0": p50, "90.0": p90, "99.0": p99},
+                                                            "scoreUnit": "us"}}}
+                for name, (p50, p90, p99) in results.items()]
+    with open(os.path.join(directory, "Current_run.jmh.json"), "w") as f:
+        json.dump(elements, f)
+
+
+def run_router(main, ring_rounds=(), replay=None):
+    """Writes `main`, `round-ring-N` per entry of `ring_rounds` and, if given, `replay/` from
+    (wall seconds, instances, policies); runs the script with --router: (status, output)."""
+    with tempfile.TemporaryDirectory() as out:
+        if main:
+            write_router_run(os.path.join(out, "main"), main)
+        for i, r in enumerate(ring_rounds, 1):
+            write_router_run(os.path.join(out, f"round-ring-{i}"), r)
+        if replay is not None:
+            wall, instances, policies = replay
+            os.makedirs(os.path.join(out, "replay"))
+            with open(os.path.join(out, "replay", "replay.json"), "w") as f:
+                json.dump({"trace": "mooncake_conversation_trace.jsonl", "requests": 12031, "instances": instances,
+                           "policies": [{"policy": p, "wall_s": wall - 0.5} for p in policies]}, f)
+            with open(os.path.join(out, "replay", "wall_s"), "w") as f:
+                f.write(f"{wall:.3f}\n")
+        p = subprocess.run([sys.executable, SCRIPT, "--router", "50.0", out], capture_output=True, text=True)
+        return p.returncode, p.stdout + p.stderr
+
+
+ROUTES = {"Route 64 instances dualmap": (0.7, 1.0, 1.4), "Route 64 instances overlap-cost": (1.8, 2.1, 2.5),
+          "Route 64 instances round-robin": (0.1, 0.4, 1.0)}
+status, output = run_router(ROUTES, replay=(4.2, 16, ["dualmap"]))
+check("router: DualMap's p99 under 2 us passes, the others are INFO", status == 0
+      and line(output, "PASS route-dualmap").startswith("PASS route-dualmap: p99 1.400 us")
+      and "INFO route-overlap-cost: p50 1.800 us, p99 2.500 us per routing decision, not judged" in output and "INFO route-dualmap" not in output
+      and line(output, "overlap-cost").split()[1:4] == ["1.800", "2.100", "2.500"], output)
+check("router: a replay of one policy over 16 instances under 10 s passes, judged on the command's wall time",
+      line(output, "PASS replay").startswith("PASS replay: dualmap over 16 instances, 12031 requests")
+      and "4.20 s wall for the whole command" in output and "the replay itself 3.70 s" in output, output)
+
+status, output = run_router({**ROUTES, "Route 64 instances dualmap": (0.7, 1.0, 2.0)}, replay=(4.2, 16, ["dualmap"]))
+check("router: DualMap's p99 of 2 us fails though its p50 is 0.7 us", status == 1
+      and line(output, "FAIL route-dualmap").startswith("FAIL route-dualmap: p99 2.000 us"), output)
+status, output = run_router({"Route 64 instances overlap-cost": (1.8, 2.1, 2.5)}, replay=(10.0, 16, ["dualmap"]))
+check("router: a 10 s replay fails; without DualMap's decision it is skipped, and a slow other policy does not fail",
+      status == 1 and line(output, "FAIL replay").startswith("FAIL replay: dualmap over 16 instances")
+      and "SKIP route-dualmap: not measured" in output, output)
+status, output = run_router(ROUTES, replay=(3.0, 8, ["dualmap"]))
+check("router: a replay over other than 16 instances does not pass", status == 1 and line(output, "FAIL replay") != "", output)
+status, output = run_router(ROUTES)
+check("router: without a replay it is skipped", status == 0 and "SKIP replay: not run" in output, output)
+
+# Ring pairs: merge/compact over rebuild per round (p50s), the median of the rounds in numeric
+# order, INFO only (a slower merge does not fail), the main run's pair not used.
+def ring(add_merge, add_rebuild, remove_compact=None, remove_rebuild=None, size="weight 1"):
+    r = {f"Ring add 64th {size} merge": (add_merge, 0, 0), f"Ring add 64th {size} rebuild": (add_rebuild, 0, 0)}
+    if remove_compact is not None:
+        r.update({f"Ring remove 64th {size} compact": (remove_compact, 0, 0), f"Ring remove 64th {size} rebuild": (remove_rebuild, 0, 0)})
+    return r
+rounds = [ring(10.0 + i, 1000.0, 20.0, 1000.0) for i in range(10)]
+rounds[4] = {"Ring add 64th weight 1 merge": (5.0, 0, 0)}
+status, output = run_router({**ROUTES, **ring(1.0, 1000.0, 1.0, 1000.0), "Router remove 64th weight 1": (294.0, 300.0, 310.0)}, rounds)
+check("router: ring ratios are medians of the rounds in numeric order, an incomplete round left out", status == 0
+      and line(output, "INFO ring-add-weight-1").startswith("INFO ring-add-weight-1: merge/rebuild 0.0150 (66.7x faster)")
+      and "(median of 9 same-run rounds: 0.0100, 0.0110, 0.0120, 0.0130, 0.0150, 0.0160, 0.0170, 0.0180, 0.0190)" in output
+      and line(output, "INFO ring-remove-weight-1").startswith("INFO ring-remove-weight-1: compact/rebuild 0.0200 (50.0x faster)"), output)
+check("router: other router benchmarks are listed, not judged", line(output, "Router remove 64th weight 1").split()[-2:] == ["294.000", "310.000"], output)
+status, output = run_router({**ROUTES, **ring(1.0, 1000.0, size="weight 1-64")}, [ring(3000.0, 1000.0, size="weight 1-64")])
+check("router: a merge slower than the rebuild is INFO, not a failure", status == 0
+      and line(output, "INFO ring-add-weight-1-64").startswith("INFO ring-add-weight-1-64: merge/rebuild 3.0000 (0.3x faster)"), output)
+status, output = run_router({**ROUTES, **ring(1.0, 1000.0)})
+check("router: without ring rounds, no ring ratio (the main run's pair is not used)", status == 0 and "INFO ring" not in output, output)
+status, output = run_router({}, replay=(4.2, 16, ["dualmap"]))
+check("router: no benchmark results is a run failure, a replay alone too", status == 2 and "no router wall-clock results" in output, output)
+
 print(f"bench_ratio: {len(checked) - len(failures)} passed, {len(failures)} failed")
 sys.exit(1 if failures else 0)

@@ -14,7 +14,7 @@ import KVRouter
 /// reported every 64 decisions, as instances would.
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = Benchmark.Configuration(
-        metrics: [.wallClock, .mallocCountTotal],
+        metrics: [.wallClock, .throughput, .mallocCountTotal],  // throughput: the JMH export (bench_ratio.sh --router) needs it
         warmupIterations: 1000,
         scalingFactor: .one,
         maxDuration: .seconds(2),

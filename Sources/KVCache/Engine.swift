@@ -736,6 +736,24 @@ public final class Engine: @unchecked Sendable {
         return s
     }
 
+    /// KV events dropped so far because the event queue was full (`EngineStats.eventsDropped`),
+    /// alone: for a consumer that checks for a gap after every drain (KVSim's simulator).
+    /// Cost: one uncontended lock and one load; `stats()` fills the whole `EngineStats`
+    /// snapshot, disk-tier counters included, under the same lock.
+    public var eventsDropped: UInt64 {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return blocks.events.dropped
+    }
+
+    /// Blocks held by sequences (`EngineStats.blocksUsed`), alone: for a load report after
+    /// every step (KVSim's simulator). Cost: one uncontended lock and one load.
+    public var blocksUsed: UInt64 {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return UInt64(blocks.usedCount)
+    }
+
     /// Moves up to `into.count` pending events, oldest first, into `into`; returns how many.
     /// The first an engine gives is its memory tier's `allCleared` (`init`).
     public func drainEvents(into: UnsafeMutableBufferPointer<KVEvent>) -> Int {

@@ -142,9 +142,24 @@ public final class CacheView {
         blocksPerSlot[slot] = count
     }
 
-    /// Drops everything credited to `slot` (the instance left or cleared its cache).
+    /// Drops everything credited to `slot` (the instance left or cleared its cache); the table
+    /// holds afterwards what a scan of every entry would leave. Cost: approximate mode, one
+    /// probe per hash in the slot's FIFO ring (it lists exactly the slot's hashes); exact mode,
+    /// a scan of the table up to its last entry holding the slot (`blocksPerSlot[slot]` counts
+    /// exactly those entries: an insert the table refused is not counted), nothing for an
+    /// empty slot but about the whole table for one holding many blocks: knowing a slot's
+    /// hashes in exact mode would take a per-slot set updated by every event.
     public func forget(slot: Int) {
-        table.clearEverywhere(1 << UInt64(slot))
+        let bit: UInt64 = 1 << UInt64(slot)
+        if mode == .approximate, let ring = fifos[slot] {
+            var i = fifoHead[slot]
+            for _ in 0..<fifoCount[slot] {
+                table.clear(ring[i], bit)
+                i = i + 1 == fifoCapacity ? 0 : i + 1
+            }
+        } else {
+            table.clearEverywhere(bit, holders: blocksPerSlot[slot])
+        }
         blocksPerSlot[slot] = 0
         fifoHead[slot] = 0
         fifoCount[slot] = 0

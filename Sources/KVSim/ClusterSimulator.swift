@@ -34,7 +34,7 @@ import KVRouter
 /// step differs from a run before the tier existed.
 ///
 /// After every change an instance's KV events are drained into the router. Should its engine's
-/// event queue have overflowed since the last drain (`EngineStats.eventsDropped` grew; the
+/// event queue have overflowed since the last drain (`Engine.eventsDropped` grew; the
 /// oldest events are gone), the events left would give a view missing blocks stored and
 /// keeping blocks removed in the gap, so the router's exact view of that instance is rebuilt
 /// from the engine's index (`Engine.indexEvents`: an `allCleared` and a `blockStored` per
@@ -223,10 +223,10 @@ public final class ClusterSimulator: RequestQueues {
 
     private func report(_ s: Int) {
         let inst = instances[s]
-        let stats = inst.engine.stats()
+        let used = inst.engine.blocksUsed
         router.report(slot: s, load: InstanceLoad(
-            pendingPrefillTokens: UInt64(max(0, inst.pendingPrefillTokens)), runningBlocks: stats.blocksUsed,
-            freeBlocks: stats.blocksTotal - stats.blocksUsed, activeRequests: UInt64(inst.waitingCount + inst.running.count),
+            pendingPrefillTokens: UInt64(max(0, inst.pendingPrefillTokens)), runningBlocks: used,
+            freeBlocks: UInt64(inst.capacityBlocks) - used, activeRequests: UInt64(inst.waitingCount + inst.running.count),
             waitingRequests: UInt64(inst.waitingCount)))
     }
 
@@ -237,7 +237,7 @@ public final class ClusterSimulator: RequestQueues {
             if got > 0 { router.observe(slot: s, events: UnsafeBufferPointer(rebasing: events[0..<got])) }
             if got < events.count { break }
         }
-        let dropped = engine.stats().eventsDropped
+        let dropped = engine.eventsDropped
         guard dropped != inst.eventsDropped else { return }
         eventsDropped += dropped - inst.eventsDropped
         inst.eventsDropped = dropped

@@ -72,6 +72,23 @@ struct CreationEventTests {
         #expect(events.dropFirst().map(\.blockHash) == BlockHash.chain(prompt, blockTokens: 4))
     }
 
+    /// `eventsDropped` and `blocksUsed` read alone what `stats()` reports: 0 and 0 for a new
+    /// engine; with a queue of 16 events, 16 blocks held by the first prompt and none dropped;
+    /// then a second 16-block prompt drops events and holds 16 more blocks.
+    @Test func theDroppedCountAndUsedBlocksReadAloneEqualTheStats() throws {
+        var c = smallConfig(.paged)
+        c.eventCapacity = 16
+        let e = try Engine(c)
+        #expect(e.eventsDropped == 0 && e.blocksUsed == 0)
+        try e.createSequence(1, tokens: tokens(65, seed: 81))  // 16 full blocks
+        #expect(e.eventsDropped == e.stats().eventsDropped && e.eventsDropped == 0)
+        #expect(e.blocksUsed == e.stats().blocksUsed && e.blocksUsed == 17)
+        try e.createSequence(2, tokens: tokens(65, seed: 82))
+        let s = e.stats()
+        #expect(e.eventsDropped == s.eventsDropped && s.eventsDropped > 0)
+        #expect(e.blocksUsed == s.blocksUsed && s.blocksUsed == 34)
+    }
+
     /// `indexEvents` lists exactly what the memory index holds, whatever the queue lost, and
     /// without a disk tier nothing of tier 1: with a queue of 16 events and 64 blocks, three 16-block prompts and, after the first is
     /// freed, a 29-block one (which evicts the first's 16 cached blocks) drop events; the dump
