@@ -174,6 +174,56 @@ import Testing
         #expect(try slotMismatches(e, 1, tokens: toks) == 0 && e.length(1) == 16)
     }
 
+    /// Appends `t` to sequence 1 at positions `next...` and writes each layer's K/V from that
+    /// layer's own length (layers differ in length with adaptive budgets).
+    func appendWrittenPerLayer(_ e: Engine, _ t: [Int32], _ next: Int) throws {
+        let slots = try (0..<e.config.numLayers).map { try e.layerLength(1, layer: $0) }
+        try e.append(1, tokens: t)
+        for (layer, slot) in slots.enumerated() {
+            for (j, token) in t.enumerated() {
+                let (k, v) = try tokenAddress(e, 1, layer: layer, position: slot + j)
+                for i in 0..<e.config.tokenBytes {
+                    k.storeBytes(of: kvByte(layer: layer, kv: 0, position: next + j, token: token, i: i), toByteOffset: i, as: UInt8.self)
+                    v.storeBytes(of: kvByte(layer: layer, kv: 1, position: next + j, token: token, i: i), toByteOffset: i, as: UInt8.self)
+                }
+            }
+        }
+    }
+
+    /// The twin comparison's run: sequence 1 of two engines configured alike, a 48-token prompt
+    /// (`prepare` runs on each after it), then 24 steps in which one appends 8 drafts and
+    /// truncates to the 3 accepted while its twin appends only those 3, and `step` runs on both
+    /// (observe, compact). After every step both hold the same positions in every layer and the
+    /// same bytes. Returns, per step, whether the speculating sequence's layers differed in
+    /// length.
+    func speculateBesideTwin(_ layout: Layout, _ policy: EvictionPolicyKind, perHead: Bool, seed: Int32, what: String,
+                             configure: (inout EngineConfig) -> Void, prepare: (Engine) throws -> Void = { _ in },
+                             step: (Engine, Int) throws -> Void) throws -> [Bool] {
+        let spec = try engine(layout, policy, perHead: perHead, configure: configure)
+        let twin = try engine(layout, policy, perHead: perHead, configure: configure)
+        let prompt = tokens(48, seed: seed)
+        for e in [spec, twin] {
+            try e.createSequence(1, tokens: prompt)
+            try writeKV(e, 1, tokens: prompt, from: 0)
+            try prepare(e)
+        }
+        var next = 48, unequal: [Bool] = []
+        for n in 0..<24 {
+            let drafts = tokens(8, seed: seed &* 100 &+ Int32(n))
+            try appendWrittenPerLayer(spec, drafts, next)
+            try spec.truncate(1, to: next + 3)
+            try appendWrittenPerLayer(twin, Array(drafts[0..<3]), next)
+            next += 3
+            for e in [spec, twin] { try step(e, n) }
+            for layer in 0..<spec.config.numLayers {
+                #expect(try positions(spec, 1, layer: layer) == positions(twin, 1, layer: layer), "\(what) step \(n)")
+            }
+            #expect(try heldBytes(spec, 1) == heldBytes(twin, 1), "\(what) step \(n)")
+            unequal.append(try spec.layerLength(1, layer: 0) != spec.layerLength(1, layer: 1))
+        }
+        return unequal
+    }
+
     /// The twin comparison: a sequence that speculates (8 drafts, 3 accepted, every step) and
     /// one that only ever appended the accepted tokens, both observed and compacted alike
     /// after every step, hold the same positions and the same bytes throughout, for every
@@ -181,96 +231,42 @@ import Testing
     @Test(arguments: layouts, [false, true])
     func aTruncatedSequenceCompactsLikeOneThatNeverHadTheDrafts(layout: Layout, perHead: Bool) throws {
         for (policy, normalized) in [(EvictionPolicyKind.heavyHitter, false), (.heavyHitter, true), (.tova, false), (.streamingLLM, false), (.episodic, false)] {
-            let configure: (inout EngineConfig) -> Void = { c in
+            _ = try speculateBesideTwin(layout, policy, perHead: perHead, seed: 21, what: "\(policy.name) normalized \(normalized)", configure: { c in
                 c.eviction.normalizedScores = normalized
                 c.eviction.recentTokens = 6
                 c.eviction.sinkTokens = 2
-            }
-            let spec = try engine(layout, policy, perHead: perHead, configure: configure)
-            let twin = try engine(layout, policy, perHead: perHead, configure: configure)
-            let prompt = tokens(48, seed: 21)
-            for e in [spec, twin] {
-                try e.createSequence(1, tokens: prompt)
-                try writeKV(e, 1, tokens: prompt, from: 0)
-                if policy == .episodic {
-                    let q: [Float] = [1, 0]
-                    try q.withUnsafeBufferPointer { try e.addSegment(1, start: 0, end: 48, embedding: $0) }
-                    _ = try q.withUnsafeBufferPointer { try e.focus(1, query: $0) }
-                }
-            }
-            var next = 48
-            for step in 0..<24 {
-                let slot = try spec.layerLength(1, layer: 0)
-                let drafts = tokens(8, seed: Int32(100 + step))
-                try spec.append(1, tokens: drafts)
-                try writeKV(spec, 1, tokens: drafts, from: next, slot: slot)
-                try spec.truncate(1, to: next + 3)
-                try twin.append(1, tokens: Array(drafts[0..<3]))
-                try writeKV(twin, 1, tokens: Array(drafts[0..<3]), from: next, slot: slot)
-                next += 3
-                for e in [spec, twin] {
-                    try observePositional(e, 1, step: step)
-                    if try e.length(1) > 20 { try e.compact(1, budgetTokens: 20) }
-                }
-                let what = "\(policy.name) normalized \(normalized) step \(step)"
-                for layer in 0..<2 { #expect(try positions(spec, 1, layer: layer) == positions(twin, 1, layer: layer), "\(what)") }
-                #expect(try heldBytes(spec, 1) == heldBytes(twin, 1), "\(what)")
-            }
+            }, prepare: { e in
+                guard policy == .episodic else { return }
+                let q: [Float] = [1, 0]
+                try q.withUnsafeBufferPointer { try e.addSegment(1, start: 0, end: 48, embedding: $0) }
+                _ = try q.withUnsafeBufferPointer { try e.focus(1, query: $0) }
+            }, step: { e, n in
+                try observePositional(e, 1, step: n)
+                if try e.length(1) > 20 { try e.compact(1, budgetTokens: 20) }
+            })
         }
     }
 
     /// The twin comparison with adaptive per-layer budgets (H2O and TOVA), from a supplied
     /// sensitivity and from observed entropy (layer 1 sharpened): layers hold different
     /// lengths, so each layer's drafts land at its own slots and the cut (a position count)
-    /// drops a different number of slots per layer. The speculating sequence and its twin hold the same positions and bytes
-    /// throughout, and the layers' lengths do differ (else this would repeat the test above).
+    /// drops a different number of slots per layer. The speculating sequence and its twin
+    /// hold the same positions and bytes throughout, and the layers' lengths do differ (else
+    /// this would repeat the test above).
     @Test(arguments: layouts, [false, true])
     func adaptiveBudgetTwinsHoldTheSameTokens(layout: Layout, supplied: Bool) throws {
         for policy in [EvictionPolicyKind.heavyHitter, .tova] {
-            let configure: (inout EngineConfig) -> Void = { c in
+            let unequal = try speculateBesideTwin(layout, policy, perHead: false, seed: 23, what: "\(policy.name) supplied \(supplied)", configure: { c in
                 c.eviction.adaptiveBudgets = true
                 c.eviction.recentTokens = 4
                 c.eviction.sinkTokens = 1
-            }
-            let spec = try engine(layout, policy, perHead: false, configure: configure)
-            let twin = try engine(layout, policy, perHead: false, configure: configure)
-            let prompt = tokens(48, seed: 23)
-            for e in [spec, twin] {
-                try e.createSequence(1, tokens: prompt)
-                try writeKV(e, 1, tokens: prompt, from: 0)
+            }, prepare: { e in
                 if supplied { try [Float(1), 3].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) } }
-            }
-            /// Appends `t` at positions `next...` and writes each layer's K/V at its own length.
-            func appendWritten(_ e: Engine, _ t: [Int32], _ next: Int) throws {
-                let slots = try (0..<e.config.numLayers).map { try e.layerLength(1, layer: $0) }
-                try e.append(1, tokens: t)
-                for (layer, slot) in slots.enumerated() {
-                    for (j, token) in t.enumerated() {
-                        let (k, v) = try tokenAddress(e, 1, layer: layer, position: slot + j)
-                        for i in 0..<e.config.tokenBytes {
-                            k.storeBytes(of: kvByte(layer: layer, kv: 0, position: next + j, token: token, i: i), toByteOffset: i, as: UInt8.self)
-                            v.storeBytes(of: kvByte(layer: layer, kv: 1, position: next + j, token: token, i: i), toByteOffset: i, as: UInt8.self)
-                        }
-                    }
-                }
-            }
-            var next = 48, unequal = 0
-            for step in 0..<24 {
-                let drafts = tokens(8, seed: Int32(200 + step))
-                try appendWritten(spec, drafts, next)
-                try spec.truncate(1, to: next + 3)
-                try appendWritten(twin, Array(drafts[0..<3]), next)
-                next += 3
-                for e in [spec, twin] {
-                    try observePositional(e, 1, step: step, sharpened: 1)
-                    if try e.layerLength(1, layer: 0) + e.layerLength(1, layer: 1) > 40 { try e.compact(1, budgetTokens: 20) }
-                }
-                let what = "\(policy.name) supplied \(supplied) step \(step)"
-                for layer in 0..<2 { #expect(try positions(spec, 1, layer: layer) == positions(twin, 1, layer: layer), "\(what)") }
-                #expect(try heldBytes(spec, 1) == heldBytes(twin, 1), "\(what)")
-                if try spec.layerLength(1, layer: 0) != spec.layerLength(1, layer: 1) { unequal += 1 }
-            }
-            #expect(unequal > 12, "\(policy.name): adaptive budgets gave the layers different lengths in \(unequal) of 24 steps")
+            }, step: { e, n in
+                try observePositional(e, 1, step: n, sharpened: 1)
+                if try e.layerLength(1, layer: 0) + e.layerLength(1, layer: 1) > 40 { try e.compact(1, budgetTokens: 20) }
+            })
+            #expect(unequal.filter { $0 }.count > 12, "\(policy.name): the layers differed in length in \(unequal.filter { $0 }.count) of 24 steps")
         }
     }
 
