@@ -258,19 +258,25 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// True when page `page` of `slot` maps a group that something holds besides the slot's
-    /// mapping and the indexed blocks `table[positions]` (the slot's own, each holding the
-    /// groups it was indexed on): another slot's mapping, or a block held elsewhere. A
-    /// truncation writes the page from its cut on, where only such other holders' bytes can
-    /// lie. O(positions).
-    func isHeldElsewhere(slot: Int, page: Int, table: UnsafePointer<Int32>, positions: Range<Int>) -> Bool {
+    /// mapping and the indexed blocks `table[i]`, `i < blocks`, that lie on the page and that
+    /// `own(i)` accepts (default all): the slot's own, each holding the groups it was indexed
+    /// on, whose bytes the caller does not write and which either stay the slot's or leave the
+    /// index before the next write. Anything else (another slot's mapping, a block another
+    /// sequence or the prefix cache holds) has bytes on the page that a write from the slot
+    /// would change: the rule for every write into a live slot's pages (a truncation's appends
+    /// from the cut on, a compaction's moves). O(blocks on the page).
+    func isHeldElsewhere(slot: Int, page: Int, table: UnsafePointer<Int32>, blocks: Int,
+                         own: (Int) -> Bool = { _ in true }) -> Bool {
         let g = group(slot, page)
         guard g >= 0 else { return false }
-        var own: UInt32 = 1
-        for i in positions {
+        var held: UInt32 = 1
+        for i in page * pageBytes / blockBytes..<min(blocks, ((page + 1) * pageBytes - 1) / blockBytes + 1) {
             let b = Int(table[i]), first = Int(blockFirstPage[b])
-            if page >= first && page < first + Int(blockPages[b]) && blockGroups[b * maxPagesPerBlock + page - first] == g { own += 1 }
+            if page >= first && page < first + Int(blockPages[b]) && blockGroups[b * maxPagesPerBlock + page - first] == g && own(i) {
+                held += 1
+            }
         }
-        return kvm_pool_refs(pool, UInt32(g)) > own
+        return kvm_pool_refs(pool, UInt32(g)) > held
     }
 
     /// Gives pinned pages `pages` of `slot` (ascending) fresh groups holding copies of their
