@@ -167,6 +167,9 @@ final class ContiguousMemory: BlockListener {
     /// position below `hitTokens`, the indexed block shared there, or -1 for a block read from
     /// disk into the slot's own pages (its page is never shared).
     /// Precondition: `fits(groupsNeeded(...))` held for the same arguments.
+    /// Throws (a commit or a mapping the OS refuses, a failed read) with every page it mapped
+    /// unmapped again, the groups it took free: the slot maps no page it did not map before
+    /// (the stale ones it dropped first stay dropped), so `mappings` does not grow.
     func open(slot: Int, hit: UnsafeBufferPointer<Int32>, hitTokens: Int, tokens: Int) throws(KVError) {
         let needPages = pages(for: tokens)
         busy = (slot, needPages)
@@ -175,12 +178,32 @@ final class ContiguousMemory: BlockListener {
         var owned: [Int] = []
         owned.reserveCapacity(needPages)
         for page in 0..<needPages where sharedGroup(hit, hitTokens: hitTokens, page: page) < 0 { owned.append(page) }
-        try mapGroups(slot: slot, pages: 0..<needPages) { page in sharedGroup(hit, hitTokens: hitTokens, page: page) }
-        try mapOwned(slot: slot, pages: owned)
-        for page in owned where page * pageBytes < hitTokens * tokenBytes {
-            try copyHit(hit, hitTokens: hitTokens, page: page, slot: slot)
+        try undoingMaps(slot: slot, pages: needPages) { () throws(KVError) in
+            try mapGroups(slot: slot, pages: 0..<needPages) { page in sharedGroup(hit, hitTokens: hitTokens, page: page) }
+            try mapOwned(slot: slot, pages: owned)
+            for page in owned where page * pageBytes < hitTokens * tokenBytes {
+                try copyHit(hit, hitTokens: hitTokens, page: page, slot: slot)
+            }
         }
         pin(slot, upTo: needPages)
+    }
+
+    /// Runs `body`, which maps pages below `pages` of free `slot` where it maps nothing yet
+    /// (after `dropStale`, a free slot's page holds the group it wants or none); when it throws,
+    /// unmaps every page it mapped (freeing the groups only they held) before rethrowing, so
+    /// that a failed create or fork leaves the slot's mappings as they were. Cost: an array of
+    /// `pages` groups, and on failure an unmap per run of pages mapped.
+    private func undoingMaps(slot: Int, pages: Int, _ body: () throws(KVError) -> Void) throws(KVError) {
+        let had = (0..<pages).map { group(slot, $0) }
+        do throws(KVError) { try body() } catch {
+            var page = 0
+            while page < pages {
+                let first = page
+                while page < pages && group(slot, page) >= 0 && group(slot, page) != had[page] { page += 1 }
+                if page > first { _ = kvm_ranges_unmap(ranges, UInt32(slot), UInt32(first), UInt32(page)) } else { page += 1 }
+            }
+            throw error
+        }
     }
 
     /// Maps and pins pages of live `slot` so it holds `tokens` tokens.
@@ -194,19 +217,22 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Maps and pins `child`'s pages for a fork of `parent` holding `tokens` tokens: whole
-    /// pages shared, the boundary page copied.
+    /// pages shared, the boundary page copied. Throws with the pages it mapped unmapped again,
+    /// as `open`.
     func fork(parent: Int, child: Int, tokens: Int) throws(KVError) {
         let bytes = tokens * tokenBytes
         let whole = bytes / pageBytes
         busy = (child, pages(for: tokens))
         defer { busy = (-1, 0) }
         try dropStale(child) { page in page < whole ? group(parent, page) : -1 }
-        try mapGroups(slot: child, pages: 0..<whole) { page in group(parent, page) }
-        if bytes % pageBytes != 0 {
-            try mapOwned(slot: child, pages: [whole])
-            let g = UInt32(group(parent, whole))
-            for t in 0..<tensors {
-                try check(kvm_pool_read(pool, UInt32(t), g, 0, base(child, tensor: t) + whole * pageBytes, UInt64(bytes % pageBytes)))
+        try undoingMaps(slot: child, pages: pages(for: tokens)) { () throws(KVError) in
+            try mapGroups(slot: child, pages: 0..<whole) { page in group(parent, page) }
+            if bytes % pageBytes != 0 {
+                try mapOwned(slot: child, pages: [whole])
+                let g = UInt32(group(parent, whole))
+                for t in 0..<tensors {
+                    try check(kvm_pool_read(pool, UInt32(t), g, 0, base(child, tensor: t) + whole * pageBytes, UInt64(bytes % pageBytes)))
+                }
             }
         }
         pin(child, upTo: pages(for: tokens))
