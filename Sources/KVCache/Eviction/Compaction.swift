@@ -183,7 +183,8 @@ extension Engine {
     /// only the sequence's own unwritten indexed blocks hold it. Throws `outOfMemory`
     /// (changing nothing) when the copies do not fit beside `reserving` blocks and pool groups
     /// the caller takes next. Cost: O(marks + blocks and pages from the lowest one marked),
-    /// plus one copy per shared block or page.
+    /// a scan of the blocks on each written page (contiguous), plus one copy per shared block
+    /// or page.
     func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
                       reserving: (blocks: Int, groups: Int) = (0, 0),
                       destinations: ((Int) -> Void) -> Void) throws(KVError) {
