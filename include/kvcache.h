@@ -924,8 +924,9 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *   table: compaction changes it).
  *   Prefix cache: blocks whose bytes a compaction rewrites or drops and that the sequence
  *   held alone leave the index (KVC_EVENT_BLOCK_REMOVED) and their memory is released;
- *   blocks or pages also held by another sequence or the index are copied before being
- *   written. A compacted sequence indexes no further blocks.
+ *   blocks also held by another sequence or the index are copied before being written;
+ *   contiguous, so are pages another sequence maps or a block other than the sequence's
+ *   own unwritten ones holds. A compacted sequence indexes no further blocks.
  * --------------------------------------------------------------------------------------- */
 
 /**

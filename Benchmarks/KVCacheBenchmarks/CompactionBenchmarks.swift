@@ -138,7 +138,16 @@ final class CompactionFixture: @unchecked Sendable {
             for t in 0..<Self.tokens { scores[r * Self.tokens + t] /= sum }
         }
         let prompt = [Int32](repeating: 3, count: Self.tokens - 1)
-        do { try engine.createSequence(1, tokens: prompt) } catch { fatalError("cannot create the benchmark sequence: \(error)") }
+        do {
+            try engine.createSequence(1, tokens: prompt)
+            // The prefill writes every layer's K/V, as a server's does: the pages are then
+            // resident and mapped, so a step's moves take no page fault for a first touch.
+            for layer in 0..<Self.layers {
+                let (k, v) = try engine.kv(1, layer: layer)
+                k.initializeMemory(as: UInt8.self, repeating: UInt8(truncatingIfNeeded: layer), count: prompt.count * config.tokenBytes)
+                v.initializeMemory(as: UInt8.self, repeating: UInt8(truncatingIfNeeded: ~layer), count: prompt.count * config.tokenBytes)
+            }
+        } catch { fatalError("cannot create the benchmark sequence: \(error)") }
         if eviction.policy == .episodic { focusLastSegment() }
     }
 

@@ -1,20 +1,25 @@
 import Benchmark
 import KVCache
 
-/// (6) The first compaction after a prefill, which must copy every page it writes because the
-/// prefix index still holds them (`ContiguousMemory.unshare`): `Engine unshare` is one
-/// `Engine.compact` of a freshly prefilled, indexed 2056-token H2O sequence that evicts one
-/// token in each of its first `UnshareFixture.pages` pages (moving 4 tokens of the last,
-/// unindexed page into the holes), so it copies exactly those pages, every one of the 64
-/// tensors (32 layers x K/V, 64 KiB pages: 16 MiB in all), into fresh page groups;
+/// (6) A compaction that must copy every page it writes because another sequence maps them
+/// (`ContiguousMemory.unshare`): `Engine unshare` is one `Engine.compact` of a freshly
+/// prefilled 2056-token H2O sequence, forked once (the fork maps its whole pages shared), that
+/// evicts one token in each of its first `UnshareFixture.pages` pages (moving 4 tokens of the
+/// last page into the holes), so it copies exactly those pages, every one of the 64 tensors
+/// (32 layers x K/V, 64 KiB pages: 16 MiB in all), into fresh page groups. (Until 2026-11-22
+/// the fixture had no fork: the prefix index's hold on the pages, through the sequence's own
+/// indexed blocks, forced the copy too; a page only the sequence and its own unwritten indexed
+/// blocks hold is now written in place, `ContiguousMemory.isHeldElsewhere`.)
 /// `Baseline unshare` is one `memcpy` of the same 16 MiB between two buffers whose pages are
 /// already resident: the least any copy of those bytes costs. One operation = one compaction
 /// (one copy), `scalingFactor` `.one`.
 /// Outside the measured interval, each iteration drops the cache and releases free pages
 /// (`Engine.trim`), creates the sequence (fresh pages, indexed), writes its K/V through
 /// `Engine.kv` (the prefill, which faults the pages in), observes scores that make H2O evict
-/// the tokens above, and frees the sequence afterwards; so every measured copy reads resident
-/// pages into groups that nothing has committed or touched yet, as after a real prefill.
+/// the tokens above, forks it (and trims again: the fork's copy of the boundary page
+/// committed a batch of groups), and frees both afterwards; so every measured copy reads
+/// resident pages into groups that nothing has committed or touched yet, as after a real
+/// prefill.
 /// Shape: 32 layers, 1 KV head of 64 fp16 (128-byte tokens, 512 tokens per page).
 func registerUnshareBenchmarks() {
     let configuration = oneOperationPerMeasurement
@@ -27,6 +32,7 @@ func registerUnshareBenchmarks() {
             try f.engine.compact(1, budgetTokens: UnshareFixture.tokens - UnshareFixture.evicted)
             benchmark.stopMeasurement()
             try f.engine.free(1)
+            try f.engine.free(2)
         } catch {
             benchmark.error("prefill/compact failed: \(error)")
         }
@@ -88,7 +94,8 @@ final class UnshareFixture: @unchecked Sendable {
         copyTo.initializeMemory(as: UInt8.self, repeating: 2, count: Self.copiedBytes)
     }
 
-    /// Sequence 1 freshly prefilled and indexed, with the scores observed (see the benchmark).
+    /// Sequence 1 freshly prefilled and indexed, with the scores observed, and its fork 2
+    /// (see the benchmark).
     func prefill() throws(KVError) {
         try engine.trim()
         try engine.createSequence(1, tokens: prompt)
@@ -100,5 +107,7 @@ final class UnshareFixture: @unchecked Sendable {
                 try engine.observe(1, layer: layer, scores: p.baseAddress!, nHeads: 1, nTokens: Self.tokens)
             }
         }
+        try engine.fork(parent: 1, child: 2)
+        try engine.trim()  // the rest of the commit batch the fork's boundary page took
     }
 }

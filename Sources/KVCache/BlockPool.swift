@@ -39,8 +39,11 @@ public final class BlockPool {
     /// Pending KV events.
     let events: EventQueue
     /// Told when an indexed block changes state (the contiguous layout keeps page references
-    /// and pins in step with it).
-    weak var listener: BlockListener?
+    /// and pins in step with it). Held strongly: the listener holds this pool unowned, so
+    /// there is no cycle, and a weak reference would give the listener a side table, which
+    /// sends every retain and release of it to the runtime's slow path (44% of a contiguous
+    /// truncation's samples under `perf` in `spec-decode-contiguous`, docs/benchmarks.md).
+    var listener: BlockListener?
     /// Told before a cached block leaves memory, while its bytes are still there (the disk tier
     /// writes it back instead of losing it).
     weak var spiller: BlockSpiller?

@@ -167,6 +167,9 @@ final class ContiguousMemory: BlockListener {
     /// position below `hitTokens`, the indexed block shared there, or -1 for a block read from
     /// disk into the slot's own pages (its page is never shared).
     /// Precondition: `fits(groupsNeeded(...))` held for the same arguments.
+    /// Throws (a commit or a mapping the OS refuses, a failed read) with every page it mapped
+    /// unmapped again, the groups it took free: the slot maps no page it did not map before
+    /// (the stale ones it dropped first stay dropped), so `mappings` does not grow.
     func open(slot: Int, hit: UnsafeBufferPointer<Int32>, hitTokens: Int, tokens: Int) throws(KVError) {
         let needPages = pages(for: tokens)
         busy = (slot, needPages)
@@ -175,12 +178,32 @@ final class ContiguousMemory: BlockListener {
         var owned: [Int] = []
         owned.reserveCapacity(needPages)
         for page in 0..<needPages where sharedGroup(hit, hitTokens: hitTokens, page: page) < 0 { owned.append(page) }
-        try mapGroups(slot: slot, pages: 0..<needPages) { page in sharedGroup(hit, hitTokens: hitTokens, page: page) }
-        try mapOwned(slot: slot, pages: owned)
-        for page in owned where page * pageBytes < hitTokens * tokenBytes {
-            try copyHit(hit, hitTokens: hitTokens, page: page, slot: slot)
+        try undoingMaps(slot: slot, pages: needPages) { () throws(KVError) in
+            try mapGroups(slot: slot, pages: 0..<needPages) { page in sharedGroup(hit, hitTokens: hitTokens, page: page) }
+            try mapOwned(slot: slot, pages: owned)
+            for page in owned where page * pageBytes < hitTokens * tokenBytes {
+                try copyHit(hit, hitTokens: hitTokens, page: page, slot: slot)
+            }
         }
         pin(slot, upTo: needPages)
+    }
+
+    /// Runs `body`, which maps pages below `pages` of free `slot` where it maps nothing yet
+    /// (after `dropStale`, a free slot's page holds the group it wants or none); when it throws,
+    /// unmaps every page it mapped (freeing the groups only they held) before rethrowing, so
+    /// that a failed create or fork leaves the slot's mappings as they were. Cost: an array of
+    /// `pages` groups, and on failure an unmap per run of pages mapped.
+    private func undoingMaps(slot: Int, pages: Int, _ body: () throws(KVError) -> Void) throws(KVError) {
+        let had = (0..<pages).map { group(slot, $0) }
+        do throws(KVError) { try body() } catch {
+            var page = 0
+            while page < pages {
+                let first = page
+                while page < pages && group(slot, page) >= 0 && group(slot, page) != had[page] { page += 1 }
+                if page > first { _ = kvm_ranges_unmap(ranges, UInt32(slot), UInt32(first), UInt32(page)) } else { page += 1 }
+            }
+            throw error
+        }
     }
 
     /// Maps and pins pages of live `slot` so it holds `tokens` tokens.
@@ -194,19 +217,22 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Maps and pins `child`'s pages for a fork of `parent` holding `tokens` tokens: whole
-    /// pages shared, the boundary page copied.
+    /// pages shared, the boundary page copied. Throws with the pages it mapped unmapped again,
+    /// as `open`.
     func fork(parent: Int, child: Int, tokens: Int) throws(KVError) {
         let bytes = tokens * tokenBytes
         let whole = bytes / pageBytes
         busy = (child, pages(for: tokens))
         defer { busy = (-1, 0) }
         try dropStale(child) { page in page < whole ? group(parent, page) : -1 }
-        try mapGroups(slot: child, pages: 0..<whole) { page in group(parent, page) }
-        if bytes % pageBytes != 0 {
-            try mapOwned(slot: child, pages: [whole])
-            let g = UInt32(group(parent, whole))
-            for t in 0..<tensors {
-                try check(kvm_pool_read(pool, UInt32(t), g, 0, base(child, tensor: t) + whole * pageBytes, UInt64(bytes % pageBytes)))
+        try undoingMaps(slot: child, pages: pages(for: tokens)) { () throws(KVError) in
+            try mapGroups(slot: child, pages: 0..<whole) { page in group(parent, page) }
+            if bytes % pageBytes != 0 {
+                try mapOwned(slot: child, pages: [whole])
+                let g = UInt32(group(parent, whole))
+                for t in 0..<tensors {
+                    try check(kvm_pool_read(pool, UInt32(t), g, 0, base(child, tensor: t) + whole * pageBytes, UInt64(bytes % pageBytes)))
+                }
             }
         }
         pin(child, upTo: pages(for: tokens))
@@ -258,19 +284,25 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// True when page `page` of `slot` maps a group that something holds besides the slot's
-    /// mapping and the indexed blocks `table[positions]` (the slot's own, each holding the
-    /// groups it was indexed on): another slot's mapping, or a block held elsewhere. A
-    /// truncation writes the page from its cut on, where only such other holders' bytes can
-    /// lie. O(positions).
-    func isHeldElsewhere(slot: Int, page: Int, table: UnsafePointer<Int32>, positions: Range<Int>) -> Bool {
+    /// mapping and the indexed blocks `table[i]`, `i < blocks`, that lie on the page and that
+    /// `own(i)` accepts (default all): the slot's own, each holding the groups it was indexed
+    /// on, whose bytes the caller does not write and which either stay the slot's or leave the
+    /// index before the next write. Anything else (another slot's mapping, a block another
+    /// sequence or the prefix cache holds) has bytes on the page that a write from the slot
+    /// would change: the rule for every write into a live slot's pages (a truncation's appends
+    /// from the cut on, a compaction's moves). O(blocks on the page).
+    func isHeldElsewhere(slot: Int, page: Int, table: UnsafePointer<Int32>, blocks: Int,
+                         own: (Int) -> Bool = { _ in true }) -> Bool {
         let g = group(slot, page)
         guard g >= 0 else { return false }
-        var own: UInt32 = 1
-        for i in positions {
+        var held: UInt32 = 1
+        for i in page * pageBytes / blockBytes..<min(blocks, ((page + 1) * pageBytes - 1) / blockBytes + 1) {
             let b = Int(table[i]), first = Int(blockFirstPage[b])
-            if page >= first && page < first + Int(blockPages[b]) && blockGroups[b * maxPagesPerBlock + page - first] == g { own += 1 }
+            if page >= first && page < first + Int(blockPages[b]) && blockGroups[b * maxPagesPerBlock + page - first] == g && own(i) {
+                held += 1
+            }
         }
-        return kvm_pool_refs(pool, UInt32(g)) > own
+        return kvm_pool_refs(pool, UInt32(g)) > held
     }
 
     /// Gives pinned pages `pages` of `slot` (ascending) fresh groups holding copies of their
@@ -321,7 +353,8 @@ final class ContiguousMemory: BlockListener {
     /// decoder's drafts cross into a page, are rolled back, and cross again the next round;
     /// with `shrink` (unmap, the free commit batch punched out, committed again by the next
     /// append) a round of 8 drafts and 3 accepted cost 78.7x appending the 3 (about 10 us),
-    /// with this 2.29x (`tools/bench_ratio.sh --filter '.*spec-decode.*'`, docs/benchmarks.md).
+    /// with this 2.29x, 1.95x since the block pool holds this listener strongly
+    /// (`tools/bench_ratio.sh --filter '.*spec-decode.*'`, docs/benchmarks.md).
     /// Cost: one unpin per page released.
     func release(slot: Int, past tokens: Int) {
         let keep = pages(for: tokens)

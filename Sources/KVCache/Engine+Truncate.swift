@@ -34,7 +34,8 @@ extension Engine {
     /// token, the spec-decoding case: the removed tokens are the last slots). The sequence's
     /// length becomes the longest layer; blocks past it are released (an exclusive indexed one
     /// leaves the index), and every block or page a moved token or a later append writes is
-    /// made the sequence's own as in `compact` (a copy when a fork or the index shares it).
+    /// made the sequence's own as in `compact` (a block is copied when a fork or the index
+    /// shares it; contiguous, a page by the rule of the cut page above).
     /// It indexes no appends, as after any compaction.
     ///
     /// Eviction state (both cases): the removed tokens' positions and scores go; the kept
@@ -59,8 +60,8 @@ extension Engine {
     /// past every compacted position (`AttentionScores.tailFrom`: the drafts since the last
     /// compaction or focus), else O(resident slots) per row and the moves and copies of
     /// `compact`. Measured (docs/benchmarks.md, "Speculative decoding"): a round of 8 drafts
-    /// rolled back to 3 costs 1.2-1.3x appending only the 3 (paged, compacted paged), 2.3x
-    /// contiguous.
+    /// rolled back to 3 costs 1.1-1.3x appending only the 3 (paged, compacted paged), 1.95x
+    /// contiguous (whose 3-token append is about a third of the paged one's).
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)
@@ -130,8 +131,7 @@ extension Engine {
             // Only a failing system call stops the copy (room was checked): the page then keeps
             // its old group, and the failure is reported with the truncation done.
             defer { contiguous.release(slot: slot, past: tokens) }  // kept mapped: the next drafts cross the page again
-            let firstBlock = cutPage * pageBytes / (bt * config.tokenBytes)
-            if cutPage >= 0 && contiguous.isHeldElsewhere(slot: slot, page: cutPage, table: table, positions: firstBlock..<kept) {
+            if cutPage >= 0 && contiguous.isHeldElsewhere(slot: slot, page: cutPage, table: table, blocks: kept) {
                 try contiguous.unshare(slot: slot, pages: [cutPage])
             }
         }

@@ -75,9 +75,9 @@ import Testing
     /// contiguous layout used to report `internal`: its page mapping turned the pool's EIO into
     /// a bug report.) Free memory is given back first (`trim`), so that any new page must be
     /// committed; paged, the prompt also goes past the free blocks left in committed groups.
-    /// Contiguous, the failed create's slot keeps the cached pages it mapped shared (unpinned,
-    /// like a freed slot's pages: the slot's next sequence reuses or drops them, and reclaim
-    /// unmaps them under pressure), so only the mapping count may differ.
+    /// Contiguous, the failed create unmaps the cached pages it had mapped shared into its free
+    /// slot (they used to stay there, unpinned, and the mapping count grew), so the stats are
+    /// equal, mappings included.
     @Test(arguments: [Layout.paged, .contiguous])
     func aCommitFailureIsOutOfMemoryInBothLayouts(layout: Layout) throws {
         let e = try Engine(smallConfig(layout, memoryBytes: 1 << 20))
@@ -102,14 +102,33 @@ import Testing
         let append = caught { try e.append(2, tokens: tokens(moreBlocks * 4, seed: 7)) }
         #expect(append?.code == .outOfMemory, "\(String(describing: append))")
         kvm_pool_fail_commits(pool, -1)
-        var after = e.stats()
-        after.mappings = before.mappings  // contiguous: the slot keeps the shared pages mapped, as a freed slot does
-        #expect(after == before, "no block used, cached or committed")
+        #expect(e.stats() == before, "no block used, cached or committed, no page mapped")
         #expect(e.cachedPrefixTokens(prompt) == 256)
         #expect(try e.length(2) == 300)
         #expect(try kvMismatches(e, 2, tokens: other, from: 0) == 0)
         #expect(try e.createSequence(1, tokens: prompt) == 256)
         #expect(try kvMismatches(e, 1, tokens: shared, from: 0) == 0, "the cached blocks kept their bytes")
         try e.append(2, tokens: tokens(moreBlocks * 4, seed: 7))
+    }
+
+    /// Contiguous: a fork whose boundary page cannot be committed is `outOfMemory` and maps
+    /// nothing: the whole pages it had mapped shared into its free slot are unmapped again (they
+    /// used to stay, and the mapping count grew), the parent keeps its bytes, and the fork
+    /// succeeds once commits work.
+    @Test func aForkWhoseBoundaryPageCannotBeCommittedMapsNothing() throws {
+        let e = try Engine(smallConfig(.contiguous, memoryBytes: 1 << 20))
+        let parent = tokens(300, seed: 3)  // pages 0 and 1 whole (128 tokens each), page 2 the boundary
+        try e.createSequence(1, tokens: parent)
+        try writeKV(e, 1, tokens: parent, from: 0)
+        e.contiguous!.trim()
+        let before = e.stats()
+        kvm_pool_fail_commits(e.contiguous!.pool, 0)
+        let fork = caught { try e.fork(parent: 1, child: 2) }
+        kvm_pool_fail_commits(e.contiguous!.pool, -1)
+        #expect(fork?.code == .outOfMemory, "\(String(describing: fork))")
+        #expect(e.stats() == before, "nothing mapped, used or committed")
+        #expect(try kvMismatches(e, 1, tokens: parent, from: 0) == 0)
+        try e.fork(parent: 1, child: 2)
+        #expect(try kvMismatches(e, 2, tokens: parent, from: 0) == 0)
     }
 }

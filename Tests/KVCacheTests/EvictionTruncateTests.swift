@@ -1,3 +1,4 @@
+import CKVMemory
 import Testing
 @testable import KVCache
 
@@ -72,6 +73,110 @@ import Testing
         #expect(try slotMismatches(e, 1, tokens: all) == 0)
         try e.truncate(1, to: 69)  // all positions seen: nothing to do
         #expect(refusal(e, 1, 70) == .invalidArgument && refusal(e, 1, 0) == .invalidArgument)
+    }
+
+    /// Contiguous: the page of a compacted sequence's cut that nothing holds but its mapping
+    /// and its own indexed blocks (here the sink block 0, which the compaction left untouched
+    /// and indexed) is written in place, as a plain truncation's is
+    /// (`ContiguousMemory.isHeldElsewhere`): it used to be copied whenever anything else
+    /// referenced its group, its own indexed blocks included (a fresh group, an mmap per
+    /// tensor and a page copy per rollback). The sink block stays cached with its bytes.
+    @Test func aCompactedCutPageOnlyItsOwnIndexedBlocksHoldIsWrittenInPlace() throws {
+        let e = try engine(.contiguous, .heavyHitter, perHead: false)
+        let toks = tokens(64, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try observeAll(e, 1, scores(e, n: 64, heavy: [0, 1, 2, 3, 9, 33, 40, 41]), n: 64)
+        #expect(try e.compact(1, budgetTokens: 16) == 16)
+        let slot = e.sequences.slot(of: 1), ranges = e.contiguous!.ranges
+        #expect(try positions(e, 1, layer: 0).prefix(4) == [0, 1, 2, 3])
+        #expect(e.contiguous!.isShared(slot: slot, page: 0), "block 0 is still indexed and holds page 0")
+        let drafts = try appendWritten(e, 1, 8, from: 64, slot: 16, seed: 9)
+        let group = kvm_ranges_group(ranges, UInt32(slot), 0)
+        try e.truncate(1, to: 67)
+        #expect(kvm_ranges_group(ranges, UInt32(slot), 0) == group, "page 0 is not copied")
+        var all = toks + Array(drafts[0..<3])
+        #expect(try slotMismatches(e, 1, tokens: all) == 0)
+        all += try appendWritten(e, 1, 5, from: 67, slot: 19, seed: 10)
+        #expect(kvm_ranges_group(ranges, UInt32(slot), 0) == group)
+        #expect(try slotMismatches(e, 1, tokens: all) == 0)
+        #expect(try e.createSequence(2, tokens: Array(toks[0..<6])) == 4, "the sink block is still served")
+        #expect(try kvMismatches(e, 2, tokens: Array(toks[0..<4]), from: 0) == 0)
+    }
+
+    /// Contiguous: pages that nothing holds but a compacted sequence's mapping and its own
+    /// indexed blocks are written in place by its compactions and truncations alike, the rule
+    /// of a plain truncation's cut page; they used to be copied whenever anything else
+    /// referenced their group, the sequence's own indexed blocks included. 300 tokens (pages
+    /// 0-2 of 128, 75 blocks indexed) compacted to their first 260 (nothing moves; appends
+    /// continue in page 2), then cut back to 200: appends continue in page 1, whose blocks
+    /// below the cut stay indexed, and a prompt hits them with their bytes.
+    @Test func pagesOnlyACompactedSequenceAndItsIndexedBlocksHoldAreWrittenInPlace() throws {
+        let e = try engine(.contiguous, .heavyHitter, perHead: false) { $0.eviction.recentRatio = 0 }
+        let toks = tokens(300, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        let slot = UInt32(e.sequences.slot(of: 1)), ranges = e.contiguous!.ranges
+        let groups = (0..<3).map { kvm_ranges_group(ranges, slot, UInt32($0)) }
+        try observeAll(e, 1, scores(e, n: 300, heavy: Set(0..<260)), n: 300)
+        #expect(try e.compact(1, budgetTokens: 260) == 260)
+        #expect(kvm_ranges_group(ranges, slot, 2) == groups[2], "the compaction did not copy page 2")
+        #expect(e.contiguous!.isShared(slot: Int(slot), page: 1), "page 1's blocks are still indexed")
+        try e.truncate(1, to: 200)
+        #expect(kvm_ranges_group(ranges, slot, 1) == groups[1], "the truncation did not copy page 1")
+        #expect(try e.length(1) == 200)
+        let more = try appendWritten(e, 1, 10, from: 200, slot: 200, seed: 9)
+        #expect(try slotMismatches(e, 1, tokens: Array(toks[0..<200]) + more) == 0)
+        #expect(try e.createSequence(2, tokens: Array(toks[0..<150])) == 148)
+        #expect(try kvMismatches(e, 2, tokens: Array(toks[0..<148]), from: 0) == 0)
+    }
+
+    /// Contiguous: a page another sequence maps is still copied before a compacted sequence's
+    /// truncation writes it. A fork of a sequence compacted to exactly one page maps that page
+    /// shared; the fork's cut below its compacted positions (tokens move, appends follow)
+    /// writes into the page: the fork gets its own copy, and the parent keeps every byte.
+    @Test func aCompactedCutPageAnotherSequenceMapsIsCopied() throws {
+        let e = try engine(.contiguous, .heavyHitter, perHead: false)
+        let toks = tokens(300, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try observeAll(e, 1, scores(e, n: 300, heavy: [0, 1, 2, 3, 9, 33, 40, 41, 150, 151]), n: 300)
+        #expect(try e.compact(1, budgetTokens: 128) == 128)  // one whole 4 KiB page of 32-byte tokens
+        try e.fork(parent: 1, child: 2)
+        let ranges = e.contiguous!.ranges, parent = UInt32(e.sequences.slot(of: 1)), child = UInt32(e.sequences.slot(of: 2))
+        let group = kvm_ranges_group(ranges, parent, 0)
+        #expect(kvm_ranges_group(ranges, child, 0) == group, "the fork maps page 0 shared")
+        try e.truncate(2, to: 100)
+        let kept = try e.length(2)
+        #expect(kept < 128 && kept > 4)
+        #expect(kvm_ranges_group(ranges, child, 0) != group, "the fork's page 0 is its own copy")
+        #expect(kvm_ranges_group(ranges, parent, 0) == group)
+        #expect(try slotMismatches(e, 2, tokens: toks) == 0)
+        let more = tokens(10, seed: 11)
+        try e.append(2, tokens: more)
+        try writeKV(e, 2, tokens: more, from: 100, slot: kept, salt: 1)
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0, "the parent keeps every byte")
+        #expect(try e.length(1) == 128)
+    }
+
+    /// Contiguous: blocks a compaction drops that a fork still holds stay indexed, their bytes
+    /// in the compacted sequence's page, where its appends land next: the page is copied,
+    /// though nothing the compaction writes is shared (it keeps slots 0..<16 as they were, no
+    /// move) and the fork maps a copy of its own (page 0 was its boundary page). A prompt then
+    /// hits those cached blocks with their bytes.
+    @Test func aPageHoldingDroppedBlocksAForkHoldsIsCopied() throws {
+        let e = try engine(.contiguous, .heavyHitter, perHead: false) { $0.eviction.recentRatio = 0 }
+        let toks = tokens(100, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try e.fork(parent: 1, child: 2)
+        try observeAll(e, 1, scores(e, n: 100, heavy: Set(0..<16)), n: 100)
+        #expect(try e.compact(1, budgetTokens: 16) == 16)
+        #expect(try positions(e, 1, layer: 0) == (0..<16).map { Int32($0) }, "nothing moved")
+        _ = try appendWritten(e, 1, 40, from: 100, slot: 16, seed: 9)  // slots 16..<56, where blocks 4..<14 lie
+        #expect(try e.createSequence(3, tokens: Array(toks[0..<50])) == 48)
+        #expect(try kvMismatches(e, 3, tokens: Array(toks[0..<48]), from: 0) == 0, "the cached blocks keep their bytes")
+        #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
     }
 
     /// Many drafts rolled back give their blocks back at once and their memory on `trim` (or

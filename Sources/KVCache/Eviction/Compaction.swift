@@ -13,8 +13,10 @@
 /// Prefix caching after eviction: a block whose bytes a compaction rewrites or drops no
 /// longer holds what its chain hash describes, so when the sequence holds it alone it leaves
 /// the prefix index (`blockRemoved`) and, if dropped, its memory returns to the pool; a block
-/// (or, contiguous, a page) that another sequence or the index also holds is copied before it
-/// is written, so the others keep the original bytes. Untouched blocks (typically the leading
+/// that another sequence or the index also holds is copied before it is written, so the
+/// others keep the original bytes; contiguous, so is a page that another sequence maps or a
+/// block other than the sequence's own unwritten ones holds (`ContiguousMemory.isHeldElsewhere`:
+/// the bytes of the blocks written are stale anyway). Untouched blocks (typically the leading
 /// ones, sinks included) stay indexed. A compacted sequence indexes no block it fills later:
 /// its later K/V were computed over an evicted context and match no full-context prefix.
 extension Engine {
@@ -173,12 +175,16 @@ extension Engine {
 
     /// Makes every block (and, contiguous, page) of the first `length` token slots of `s` that
     /// holds a token slot `destinations` marks, or a slot from `appendsFrom` on (including the
-    /// rest of the last block and page, which appends fill), writable by `s` alone: a block or
-    /// page shared with another sequence or the index is copied, an exclusive indexed block
-    /// leaves the index (its bytes will no longer match its hash). Throws `outOfMemory`
+    /// rest of the last block and page, which appends fill), writable by `s` alone: a block
+    /// shared with another sequence or the index is copied, an exclusive indexed block leaves
+    /// the index (its bytes will no longer match its hash); then a page is copied when held
+    /// elsewhere (`ContiguousMemory.isHeldElsewhere`: another slot maps it, or a block that is
+    /// not the sequence's own, or that stays indexed after being dropped, holds it), not when
+    /// only the sequence's own unwritten indexed blocks hold it. Throws `outOfMemory`
     /// (changing nothing) when the copies do not fit beside `reserving` blocks and pool groups
     /// the caller takes next. Cost: O(marks + blocks and pages from the lowest one marked),
-    /// plus one copy per shared block or page.
+    /// a scan of the blocks on each written page (contiguous), plus one copy per shared block
+    /// or page.
     func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
                       reserving: (blocks: Int, groups: Int) = (0, 0),
                       destinations: ((Int) -> Void) -> Void) throws(KVError) {
@@ -216,7 +222,8 @@ extension Engine {
                 for p in firstPage..<max(firstPage, pageCount) { state.writtenPages[p] = true }
             }
         }
-        // Capacity first (an upper bound: every shared block or page written needs a copy).
+        // Capacity first (an upper bound: a shared block or page written needs a copy, a page
+        // only when held elsewhere once the written blocks are unindexed, below).
         if let contiguous {
             var need = 0
             for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) { need += 1 }
@@ -249,9 +256,15 @@ extension Engine {
                 blocks.unindexUsed(b)
             }
         }
+        // A written page is copied only when something else holds it. The blocks written have
+        // left the index or the table, so the indexed blocks below `length` that still hold it
+        // are the sequence's own, unwritten; past it (a compaction's or truncation's dropped
+        // blocks, released next), one the sequence holds alone leaves the index on release,
+        // one a fork holds stays there with its bytes, which later appends would overwrite.
         if let contiguous {
             var shared: [Int] = []
-            for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) {
+            for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isHeldElsewhere(
+                slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: { $0 < newBlocks || blocks.references(table[$0]) == 1 }) {
                 shared.append(p)
             }
             try contiguous.unshare(slot: s, pages: shared)
