@@ -272,6 +272,27 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
     }
 
+    /// The same full budget without the fork: sequence 1's written blocks and pages are held by
+    /// nothing but itself and its own indexed blocks (a prefill's state), so the compaction
+    /// copies nothing and needs no free memory; it succeeds in both layouts with every kept
+    /// byte (contiguous: the room check used to count each page holding an indexed block as a
+    /// copy and refuse, though the copy was not made).
+    @Test(arguments: [Layout.paged, .contiguous])
+    func compactionAtAFullBudgetThatCopiesNothingSucceeds(layout: Layout) throws {
+        let e = try evictingEngine(layout, .heavyHitter, memoryBytes: 256 << 10)
+        let toks = tokens(32, seed: 8)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        var filler = min(4096, Int(e.stats().blocksTotal - e.stats().blocksUsed) * 4 + 8)
+        while filler > 1 && (try? e.createSequence(3, tokens: tokens(filler, seed: 9))) == nil { filler -= 1 }
+        #expect(filler > 1)
+        try observeAll(e, 1, scores(e, n: 32, heavy: [1, 2, 3, 4]), n: 32)
+        let used = e.stats().blocksUsed
+        #expect(try e.compact(1, budgetTokens: 8) == 8)
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+        #expect(e.stats().blocksUsed == used - 6, "8 blocks of 4 tokens became 2")
+    }
+
     /// With a swap-out of the filler pending, the same compaction waits for its memory instead.
     @Test(arguments: [Layout.paged, .contiguous])
     func compactionOutOfMemoryWaitsForAPendingSwapOut(layout: Layout) throws {

@@ -222,11 +222,16 @@ extension Engine {
                 for p in firstPage..<max(firstPage, pageCount) { state.writtenPages[p] = true }
             }
         }
-        // Capacity first (an upper bound: a shared block or page written needs a copy, a page
-        // only when held elsewhere once the written blocks are unindexed, below).
+        // Capacity first. Blocks: every shared one written is copied. Pages: an upper bound of
+        // the copies below, the same rule counting only blocks the sequence alone holds as its
+        // own (below, a written shared block is replaced by a fresh one first and an unwritten
+        // one counts as own; counting neither can only add pages). So a compaction that copies
+        // nothing needs no free group: the first one at a full budget after a prefill.
+        let alone = { (i: Int) in self.blocks.references(table[i]) == 1 }
         if let contiguous {
             var need = 0
-            for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isShared(slot: s, page: p) { need += 1 }
+            for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isHeldElsewhere(
+                slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: alone) { need += 1 }
             guard contiguous.fits(need + reserving.groups) else { throw .outOfMemory("\(need) shared pages must be copied and the budget has no room") }
         }
         do {
@@ -264,7 +269,7 @@ extension Engine {
         if let contiguous {
             var shared: [Int] = []
             for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isHeldElsewhere(
-                slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: { $0 < newBlocks || blocks.references(table[$0]) == 1 }) {
+                slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: { $0 < newBlocks || alone($0) }) {
                 shared.append(p)
             }
             try contiguous.unshare(slot: s, pages: shared)
