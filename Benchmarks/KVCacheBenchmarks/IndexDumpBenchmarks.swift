@@ -14,16 +14,22 @@ func registerIndexDumpBenchmarks() {
     let memoryBlocks = 65_536, diskBlocks = 16_384, blockTokens = 16
     let configuration = oneOperationPerMeasurement
 
-    Benchmark("Engine index-dump", configuration: configuration) { benchmark in
-        let fixture = IndexDumpFixture.shared(memoryBlocks: memoryBlocks, diskBlocks: diskBlocks, blockTokens: blockTokens)
+    Benchmark("Engine index-dump", configuration: configuration, closure: { benchmark in
+        guard let engine = IndexDumpFixture.current?.engine else { return benchmark.error("no index-dump engine") }
         for _ in benchmark.scaledIterations {
-            let events = fixture.engine.indexEvents()
+            let events = engine.indexEvents()
             blackHole(events.count)
             if events.count != memoryBlocks + diskBlocks + 2 {
                 benchmark.error("the dump listed \(events.count) events, not \(memoryBlocks + diskBlocks + 2)")
             }
         }
-    }
+    }, setup: {
+        IndexDumpFixture.current = IndexDumpFixture(memoryBlocks: memoryBlocks, diskBlocks: diskBlocks, blockTokens: blockTokens)
+    }, teardown: {
+        guard let dir = IndexDumpFixture.current?.dir else { return }
+        IndexDumpFixture.current = nil  // the engine closes its tier first
+        try? FileManager.default.removeItem(atPath: dir)
+    })
 
     Benchmark("Baseline index-dump", configuration: configuration) { benchmark in
         var index: [UInt64: UInt64] = [:]
@@ -45,22 +51,15 @@ func registerIndexDumpBenchmarks() {
     }
 }
 
-/// One engine for every sample of `Engine index-dump`, built on first use: `diskBlocks` blocks
-/// spilled to its disk tier (created, freed, trimmed out of memory, written), then
-/// `memoryBlocks` other blocks cached in memory, in sequences of 64 blocks.
+/// The engine of `Engine index-dump`, built by its setup and dropped (its directory removed) by
+/// its teardown: `diskBlocks` blocks spilled to its disk tier (created, freed, trimmed out of
+/// memory, written), then `memoryBlocks` other blocks cached in memory, in sequences of 64 blocks.
 private final class IndexDumpFixture: @unchecked Sendable {
+    nonisolated(unsafe) static var current: IndexDumpFixture?
     let engine: Engine
     let dir: String
-    nonisolated(unsafe) private static var built: IndexDumpFixture?
 
-    static func shared(memoryBlocks: Int, diskBlocks: Int, blockTokens: Int) -> IndexDumpFixture {
-        if let f = built { return f }
-        let f = IndexDumpFixture(memoryBlocks: memoryBlocks, diskBlocks: diskBlocks, blockTokens: blockTokens)
-        built = f
-        return f
-    }
-
-    private init(memoryBlocks: Int, diskBlocks: Int, blockTokens: Int) {
+    init(memoryBlocks: Int, diskBlocks: Int, blockTokens: Int) {
         dir = NSTemporaryDirectory() + "kvcache-index-dump-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -98,6 +97,4 @@ private final class IndexDumpFixture: @unchecked Sendable {
             fatalError("index-dump engine: \(s.blocksCached) cached, \(s.disk.storedSlots) on disk")
         }
     }
-
-    deinit { try? FileManager.default.removeItem(atPath: dir) }
 }
