@@ -8,7 +8,8 @@ engine/vLLM and its malloc/op; the targets judge only Engine (and Engine/Baselin
 line, engine/per-layer, not judged.
 
 Usage: bench_ratio.py PERCENTILE DIR. DIR holds `main/` (the whole suite's run: the table and the
-absolute targets) and `round-OP-1/`, `round-OP-2/`... (runs of operation OP alone: a ratio
+absolute targets; with `main-dump/`, the whole suite's index-dump pair run in a process of its
+own, merged into it) and `round-OP-1/`, `round-OP-2/`... (runs of operation OP alone: a ratio
 target's engine/baseline ratio is judged on the median of its rounds; trace-replay's
 engine/vLLM median is reported, not judged). Exit status 0 when every
 measured target passes, 1 when one fails, 2 when no results were found.
@@ -145,6 +146,10 @@ if router:
     sys.exit(router_report(out))
 
 ns, mallocs = load(os.path.join(out, "main"))  # the table: the main run
+if os.path.isdir(os.path.join(out, "main-dump")):  # the whole suite's index-dump pair, run apart
+    more = load(os.path.join(out, "main-dump"))
+    ns.update(more[0])
+    mallocs.update(more[1])
 
 
 def rounds_of(op):

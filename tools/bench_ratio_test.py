@@ -172,6 +172,15 @@ status, output = run_case({**FAST, ("Engine", "index-dump"): 8192.0, ("Baseline"
 check("the index dump is INFO: ms per dump, ns per listed block, the ratio", status == 0
       and line(output, "INFO index-dump").startswith("INFO index-dump: 8.19 ms per dump of 81,920 blocks (100.0 ns/block")
       and "2.00x listing a Dictionary" in output and "PASS index-dump" not in output, output)
+with tempfile.TemporaryDirectory() as out:  # the whole suite runs the pair apart: main-dump/ joins the table
+    write_run(os.path.join(out, "main"), FAST)
+    write_run(os.path.join(out, "main-dump"), {("Engine", "index-dump"): 8192.0, ("Baseline", "index-dump"): 4096.0})
+    p = subprocess.run([sys.executable, SCRIPT, "50.0", out], capture_output=True, text=True)
+    output = p.stdout + p.stderr
+    check("the index-dump pair of main-dump/ joins the main run's table", p.returncode == 0
+          and line(output, "INFO index-dump").startswith("INFO index-dump: 8.19 ms per dump")
+          and line(output, "index-dump").split()[1:3] == ["8192000.00", "4096000.00"]
+          and "PASS append: 60.0 ns/token" in output, output)
 status, output = run_case(FAST, [])
 check("without the index dump, no INFO line", status == 0 and "INFO index-dump" not in output, output)
 
