@@ -63,15 +63,10 @@ private final class IndexDumpFixture: @unchecked Sendable {
         dir = NSTemporaryDirectory() + "kvcache-index-dump-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
         try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var config = EngineConfig()
+        var config = smallEngineConfig(blockTokens: blockTokens)
         config.numLayers = 1
-        config.numKVHeads = 1
-        config.headDim = 8
-        config.blockTokens = blockTokens
-        config.maxSeqs = 64
-        config.maxSeqTokens = 65 * blockTokens
+        config.headDim = 8  // 16-byte tokens: 512-byte blocks, one 8 KiB disk slot each
         config.memoryBytes = UInt64(memoryBlocks + 1024) * UInt64(2 * blockTokens * 16)
-        config.pageBytes = 64 << 10
         config.offloadDir = dir
         config.offloadBytes = UInt64(diskBlocks + 64) * 8192
         engine = makeEngine(config)
