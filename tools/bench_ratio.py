@@ -106,11 +106,16 @@ def router_report(out):
             print(f"{n:<40} {main[n]['50.0']:12.3f} {main[n]['99.0']:12.3f}")
         print()
     if "dualmap" in policies:
-        p99 = main[ROUTE + "dualmap"]["99.0"]
+        # Judged on the median of the rounds of DualMap alone (`round-route-N`), else the main run.
+        dirs = glob.glob(os.path.join(out, "round-route-*"))
+        p99s = [r[ROUTE + "dualmap"]["99.0"] for r in (wall_percentiles(d) for d in sorted(dirs, key=lambda d: int(d.rsplit("-", 1)[1])))
+                if ROUTE + "dualmap" in r]
+        p99 = statistics.median(p99s) if p99s else main[ROUTE + "dualmap"]["99.0"]
+        how = f"median of {len(p99s)} runs of it alone: " + ", ".join(f"{x:.3f}" for x in p99s) if p99s else "one run"
         passed = p99 < ROUTE_P99_LIMIT_US
         failed |= not passed
         print(f"{'PASS' if passed else 'FAIL'} route-dualmap: p99 {p99:.3f} us per routing decision at 64 instances"
-              f" (target < {ROUTE_P99_LIMIT_US:g} us; p50 {main[ROUTE + 'dualmap']['50.0']:.3f} us)")
+              f" (target < {ROUTE_P99_LIMIT_US:g} us; {how}; main run p50 {main[ROUTE + 'dualmap']['50.0']:.3f} us)")
     else:
         print("SKIP route-dualmap: not measured")
     for p in policies:
