@@ -227,12 +227,16 @@ extension Engine {
         // own (below, a written shared block is replaced by a fresh one first and an unwritten
         // one counts as own; counting neither can only add pages). So a compaction that copies
         // nothing needs no free group: the first one at a full budget after a prefill.
+        // The pages it finds are the only ones the copy below may take, so only they are
+        // checked again there.
         let alone = { (i: Int) in self.blocks.references(table[i]) == 1 }
+        var candidates: [Int] = []  // allocates only when some page may need a copy
         if let contiguous {
-            var need = 0
             for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isHeldElsewhere(
-                slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: alone) { need += 1 }
-            guard contiguous.fits(need + reserving.groups) else { throw .outOfMemory("\(need) shared pages must be copied and the budget has no room") }
+                slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: alone) { candidates.append(p) }
+            guard contiguous.fits(candidates.count + reserving.groups) else {
+                throw .outOfMemory("\(candidates.count) shared pages must be copied and the budget has no room")
+            }
         }
         do {
             var need = 0
@@ -245,18 +249,12 @@ extension Engine {
         for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] {
             let b = table[i]
             if blocks.references(b) > 1 {
-                if contiguous == nil {
-                    let fresh = try blocks.allocate()
-                    paged?.copy(from: b, to: fresh, tokens: bt)
-                    blocks.release(b)
-                    table[i] = fresh
-                } else {
-                    // Contiguous: the logical block is shared by a fork; the bytes live in the
-                    // slot's pages (unshared below); give this sequence its own logical block.
-                    let fresh = try blocks.allocate()
-                    blocks.release(b)
-                    table[i] = fresh
-                }
+                // Paged, the bytes are copied into the fresh block; contiguous, they live in the
+                // slot's pages (unshared below) and the sequence only gets its own logical block.
+                let fresh = try blocks.allocate()
+                paged?.copy(from: b, to: fresh, tokens: bt)
+                blocks.release(b)
+                table[i] = fresh
             } else if blocks.isIndexed(b) {
                 blocks.unindexUsed(b)
             }
@@ -267,10 +265,8 @@ extension Engine {
         // blocks, released next), one the sequence holds alone leaves the index on release,
         // one a fork holds stays there with its bytes, which later appends would overwrite.
         if let contiguous {
-            var shared: [Int] = []
-            for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isHeldElsewhere(
-                slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: { $0 < newBlocks || alone($0) }) {
-                shared.append(p)
+            let shared = candidates.filter { p in
+                contiguous.isHeldElsewhere(slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: { $0 < newBlocks || alone($0) })
             }
             try contiguous.unshare(slot: s, pages: shared)
         }
