@@ -90,13 +90,17 @@ extension Engine {
             }
             // Contiguous: appends will write the page holding the cut from the cut on, where a
             // fork's tokens or a cached block's (those past the cut included, once released)
-            // may lie; it must be the slot's own by then. Room for a copy is checked first.
+            // may lie; it must be the slot's own by then. Room for a copy is checked first, by
+            // the rule of the copy below counting only blocks the sequence alone holds as its
+            // own (an upper bound: those it releases or unindexes leave, the rest stay its own),
+            // so a cut page that only its own indexed blocks hold needs no free page.
+            let table = sequences.table(slot), count = sequences.blockCount(slot)
             let pageBytes = Int(config.pageBytes)
             let cutPage = contiguous != nil && tokens * config.tokenBytes % pageBytes != 0 ? tokens * config.tokenBytes / pageBytes : -1
-            if let contiguous, cutPage >= 0, contiguous.isShared(slot: slot, page: cutPage), !contiguous.fits(1) {
+            if let contiguous, cutPage >= 0, !contiguous.fits(1), contiguous.isHeldElsewhere(
+                slot: slot, page: cutPage, table: table, blocks: count, own: { self.blocks.references(table[$0]) == 1 }) {
                 throw .outOfMemory("truncating sequence \(seq) must copy the page it cuts, and the budget has no page free")
             }
-            let table = sequences.table(slot), count = sequences.blockCount(slot)
             let cut = tokens / bt, offset = tokens % bt
             // A partial last block is never indexed (a swap-out would write it as a full one):
             // the cut block, shared, is replaced by a copy; held alone, it leaves the index.

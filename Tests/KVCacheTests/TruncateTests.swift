@@ -79,6 +79,30 @@ struct TruncateTests {
         #expect(try kvMismatches(e, 1, tokens: Array(all[0..<6]) + other, from: 0) == 0)
     }
 
+    /// Contiguous, at a full budget (a filler takes every page left): a cut whose page only the
+    /// sequence and its own indexed blocks hold copies nothing and succeeds (the room check
+    /// used to count any other reference to the page's group as a copy and refuse); a cut into
+    /// a page a fork maps must copy it, finds no page free, is out of memory and changes
+    /// nothing (the length, the stats, every byte of both sequences).
+    @Test func aFullBudgetRefusesOnlyACutPageThatMustBeCopied() throws {
+        let e = try Engine(smallConfig(.contiguous, memoryBytes: 256 << 10))
+        let shared = tokens(128, seed: 4), alone = tokens(64, seed: 5)  // a page is 128 tokens of 32 bytes
+        try e.createSequence(1, tokens: shared)
+        try writeKV(e, 1, tokens: shared, from: 0)
+        try e.fork(parent: 1, child: 2)  // a whole page: mapped shared, no copy
+        try e.createSequence(4, tokens: alone)
+        try writeKV(e, 4, tokens: alone, from: 0)
+        var filler = 4096
+        while filler > 1 && (try? e.createSequence(3, tokens: tokens(filler, seed: 9))) == nil { filler -= 1 }
+        #expect(filler > 1 && !e.contiguous!.fits(1), "the budget is full")
+        try e.truncate(4, to: 30)  // its page 0 holds its blocks 0-15, indexed
+        #expect(try e.length(4) == 30 && kvMismatches(e, 4, tokens: Array(alone[0..<30]), from: 0) == 0)
+        let before = e.stats()
+        #expect(caught { try e.truncate(1, to: 30) }?.code == .outOfMemory)
+        #expect(try e.length(1) == 128 && e.stats() == before)
+        #expect(try kvMismatches(e, 1, tokens: shared, from: 0) == 0 && kvMismatches(e, 2, tokens: shared, from: 0) == 0)
+    }
+
     /// A cut further back than the last full block: the engine no longer knows the tokens
     /// before it in that block, so the sequence stops indexing what it appends.
     @Test func aDeepCutStopsIndexingAppends() throws {
