@@ -311,15 +311,20 @@ static uint64_t header_sum(const kvm_slot_header *h) {
     return kvm_checksum64(h, offsetof(kvm_slot_header, header_checksum), HEADER_SEED);
 }
 
+uint64_t kvm_slot_gather(void *payload, const void *const *sources, uint32_t count, uint64_t run_bytes) {
+    return kvm_copy_checksum64(payload, sources, count, run_bytes, PAYLOAD_SEED);
+}
+
 void kvm_slot_seal(void *slot_buf, uint32_t slot, uint64_t block_hash, uint64_t parent_hash, uint64_t generation,
-                   uint32_t payload_bytes) {
+                   uint32_t payload_bytes, const uint64_t *payload_checksum) {
     kvm_slot_header *h = slot_buf;
     memset(h, 0, KVM_SLOT_HEADER_BYTES);
     h->magic = KVM_SLOT_MAGIC;
     h->block_hash = block_hash;
     h->parent_hash = parent_hash;
     h->generation = generation;
-    h->checksum = kvm_checksum64((const uint8_t *)slot_buf + KVM_SLOT_HEADER_BYTES, payload_bytes, PAYLOAD_SEED);
+    h->checksum = payload_checksum ? *payload_checksum
+                                   : kvm_checksum64((const uint8_t *)slot_buf + KVM_SLOT_HEADER_BYTES, payload_bytes, PAYLOAD_SEED);
     h->payload_bytes = payload_bytes;
     h->slot = slot;
     h->header_checksum = header_sum(h);

@@ -19,10 +19,12 @@ struct LoadTarget {
 /// The engine side of the disk tier: copies block bytes between memory and a staging buffer
 /// laid out tensor by tensor (tensor t at `t * blockBytes`), and learns when a load ends.
 protocol TierMemory: AnyObject {
-    /// Copies cached block `block`'s bytes (a spill: the block is about to be freed).
-    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError)
-    /// Copies the first `tokens` tokens of the block at `position` of live slot `slot`.
-    func gatherLive(_ block: Int32, slot: Int, position: Int, tokens: Int, into out: UnsafeMutableRawPointer)
+    /// Copies cached block `block`'s bytes (a spill: the block is about to be freed). Returns
+    /// the payload's checksum when the copy computed it (`kvm_slot_gather`), else nil.
+    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) -> UInt64?
+    /// Copies the first `tokens` tokens of the block at `position` of live slot `slot`. Returns
+    /// the payload's checksum when the copy computed it (`kvm_slot_gather`), else nil.
+    func gatherLive(_ block: Int32, slot: Int, position: Int, tokens: Int, into out: UnsafeMutableRawPointer) -> UInt64?
     /// Writes a verified load into memory.
     func scatter(_ target: LoadTarget, from data: UnsafeRawPointer)
     /// A load ended: `ok` false when the read failed or the slot was torn or corrupt.
@@ -594,13 +596,14 @@ final class DiskTier {
         guard hasSpillRoom() else { return skipSpill() }
         do throws(KVError) {
             let (slot, stage) = try reserve()
+            let checksum: UInt64?
             do throws(KVError) {
-                try memory.gatherCached(block, into: payload(stage))
+                checksum = try memory.gatherCached(block, into: payload(stage))
             } catch {
                 cancel(slot: slot, stage: stage)
                 throw error
             }
-            submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.spillWrite)
+            submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.spillWrite)
             stats.blocksSpilled += 1
         } catch {
             stats.spillsFailed += 1
@@ -637,14 +640,15 @@ final class DiskTier {
 
     /// Writes one slot whose payload (`payloadBytes`) `fill` writes, synchronously, into the
     /// staging buffer before this returns (so the caller may reuse the source memory at once),
+    /// returning its checksum when the copy computed it (else nil: computed at the seal),
     /// under `hash` (0: a sequence's own slot, never in the index). Returns the slot, pinned
     /// once for the caller; an unhashed slot is freed when its last pin goes. Throws `io` when
     /// no slot can be had (tier full of pinned slots, disk full); a request the queue refuses
     /// fails like a write that fails on the device.
     /// `recordTokens` > 0: see `writeRecord`.
-    func writePinned(hash: UInt64, parent: UInt64, recordTokens tokens: Int = 0, fill: (UnsafeMutableRawPointer) -> Void) throws(KVError) -> Int32 {
+    func writePinned(hash: UInt64, parent: UInt64, recordTokens tokens: Int = 0, fill: (UnsafeMutableRawPointer) -> UInt64?) throws(KVError) -> Int32 {
         let (slot, stage) = try reserve()
-        fill(payload(stage))
+        let checksum = fill(payload(stage))
         pin(slot)
         // Counted before the submission: a request the queue refuses fails inside it.
         if tokens > 0 {
@@ -652,7 +656,7 @@ final class DiskTier {
             stats.tokenRecords += 1
             stats.tokensOnDisk += UInt64(tokens)
         }
-        submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, op: DiskTier.pinnedWrite)
+        submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.pinnedWrite)
         return slot
     }
 
@@ -663,7 +667,7 @@ final class DiskTier {
     /// the record stays counted until `releaseFailedRecord`.
     func writeRecord(tokens: Int, fill: (UnsafeMutableRawPointer) -> Void) throws(KVError) -> Int32 {
         precondition(tokens > 0)
-        return try writePinned(hash: 0, parent: 0, recordTokens: tokens, fill: fill)
+        return try writePinned(hash: 0, parent: 0, recordTokens: tokens) { fill($0); return nil }
     }
 
     /// Lets go of offloaded-token record `slot`, whose write failed, once the failure was
@@ -745,10 +749,15 @@ final class DiskTier {
         return slot
     }
 
-    private func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, op: UInt8) {
+    /// `checksum`: the payload's, when its gather computed it (nil: the seal computes it).
+    private func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, checksum: UInt64?, op: UInt8) {
         generation += 1
         let s = Int(slot)
-        kvm_slot_seal(stageBuffer(stage), UInt32(slot), hash, parent, generation, UInt32(payloadBytes))
+        if var checksum {
+            kvm_slot_seal(stageBuffer(stage), UInt32(slot), hash, parent, generation, UInt32(payloadBytes), &checksum)
+        } else {
+            kvm_slot_seal(stageBuffer(stage), UInt32(slot), hash, parent, generation, UInt32(payloadBytes), nil)
+        }
         state[s] = DiskTier.writing
         hashes[s] = hash
         parents[s] = parent

@@ -1,3 +1,4 @@
+import CKVMemory
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,6 +46,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     let scratchSlots: UnsafeMutablePointer<Int32>
     /// Scratch for `spill`: a chain's cached ancestors, youngest first (at most every block).
     private let scratchChain: UnsafeMutablePointer<Int32>
+    /// Scratch for the gathers: a block's bytes in each tensor.
+    private let scratchSources: UnsafeMutablePointer<UnsafeRawPointer?>
     /// Per sequence slot: its offloaded tokens (episodic offload), created at its first
     /// offloading compaction.
     var offloadedTokens: [OffloadedTokens?]
@@ -111,6 +114,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         swapped.initialize(repeating: false, count: config.maxSeqs)
         scratchSlots = .allocate(capacity: sequences.maxBlocks)
         scratchChain = .allocate(capacity: blocks.capacity)
+        scratchSources = .allocate(capacity: config.tensors)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
         openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
                                   maxSeqs: config.maxSeqs)
@@ -142,6 +146,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         swapped.deallocate()
         scratchSlots.deallocate()
         scratchChain.deallocate()
+        scratchSources.deallocate()
     }
 
     /// The tier's counters with the engine-level ones filled in. O(1).
@@ -382,20 +387,25 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
 
     // MARK: TierMemory
 
-    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) {
+    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) -> UInt64? {
         if let paged {
-            for t in 0..<tensors { (out + t * blockBytes).copyMemory(from: paged.address(block, tensor: t), byteCount: blockBytes) }
-        } else if let contiguous {
-            try contiguous.readBlock(block, into: out)
+            for t in 0..<tensors { scratchSources[t] = UnsafeRawPointer(paged.address(block, tensor: t)) }
+            return kvm_slot_gather(out, scratchSources, UInt32(tensors), UInt64(blockBytes))
         }
+        try contiguous!.readBlock(block, into: out)
+        return nil
     }
 
-    func gatherLive(_ block: Int32, slot: Int, position: Int, tokens: Int, into out: UnsafeMutableRawPointer) {
+    /// A whole block is copied and checksummed in one pass (`kvm_slot_gather`); a partial one
+    /// (a swap-out's last block) is copied, its checksum left to the seal.
+    func gatherLive(_ block: Int32, slot: Int, position: Int, tokens: Int, into out: UnsafeMutableRawPointer) -> UInt64? {
         let bytes = tokens * tokenBytes
         for t in 0..<tensors {
-            let source = paged?.address(block, tensor: t) ?? contiguous!.base(slot, tensor: t) + position * blockBytes
-            (out + t * blockBytes).copyMemory(from: source, byteCount: bytes)
+            scratchSources[t] = UnsafeRawPointer(paged?.address(block, tensor: t) ?? contiguous!.base(slot, tensor: t) + position * blockBytes)
         }
+        if bytes == blockBytes { return kvm_slot_gather(out, scratchSources, UInt32(tensors), UInt64(blockBytes)) }
+        for t in 0..<tensors { (out + t * blockBytes).copyMemory(from: scratchSources[t]!, byteCount: bytes) }
+        return nil
     }
 
     /// Paged: into the block. Contiguous: into the range of every slot holding the block (at

@@ -115,14 +115,24 @@ int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uin
 /* fdatasync of slab and journal. */
 int kvm_slab_sync(kvm_slab *s);
 
-/* A seeded 64-bit checksum of len bytes (4 independent multiply-rotate lanes over 32-byte
+/* A seeded 64-bit checksum of len bytes (4 independent multiply-fold lanes over 64-byte
  * stripes, MurmurHash3's finalizer). Not cryptographic; detects torn and corrupted data.
- * Cost: about one multiply per 8 bytes. */
+ * Cost: one 64x64->128 multiply per 16 bytes. */
 uint64_t kvm_checksum64(const void *data, uint64_t len, uint64_t seed);
+/* Copies `count` runs of run_bytes, sources[i] to dst + i * run_bytes, and returns
+ * kvm_checksum64(dst, count * run_bytes, seed). When run_bytes is a multiple of 64 each word
+ * is loaded once, checksummed and stored (~20 % less time than a memcpy and a checksum of
+ * the copy for 8 runs of 32 KiB from memory not in cache); otherwise it is those two. */
+uint64_t kvm_copy_checksum64(void *dst, const void *const *sources, uint32_t count, uint64_t run_bytes, uint64_t seed);
 
-/* Fills the header at the start of `slot_buf` for a payload of payload_bytes that follows it. */
+/* Copies `count` runs of run_bytes to `payload` (a slot buffer's bytes after its header), back
+ * to back, as kvm_copy_checksum64; returns the payload's checksum for kvm_slot_seal. */
+uint64_t kvm_slot_gather(void *payload, const void *const *sources, uint32_t count, uint64_t run_bytes);
+/* Fills the header at the start of `slot_buf` for a payload of payload_bytes that follows it.
+ * payload_checksum: the payload's checksum when its gather computed it (kvm_slot_gather), or
+ * NULL to compute it here (a pass over the payload). */
 void kvm_slot_seal(void *slot_buf, uint32_t slot, uint64_t block_hash, uint64_t parent_hash,
-                   uint64_t generation, uint32_t payload_bytes);
+                   uint64_t generation, uint32_t payload_bytes, const uint64_t *payload_checksum);
 /* Checks a slot read back against what its record says: magic, header checksum, slot,
  * hash, generation, length and payload checksum. 0, or -EBADMSG with a message. */
 int kvm_slot_verify(const void *slot_buf, uint32_t slot, uint64_t block_hash, uint64_t generation,
