@@ -60,8 +60,8 @@ extension Engine {
     /// past every compacted position (`AttentionScores.tailFrom`: the drafts since the last
     /// compaction or focus), else O(resident slots) per row and the moves and copies of
     /// `compact`. Measured (docs/benchmarks.md, "Speculative decoding"): a round of 8 drafts
-    /// rolled back to 3 costs 1.1-1.3x appending only the 3 (paged, compacted paged), 1.95x
-    /// contiguous (whose 3-token append is about a third of the paged one's).
+    /// rolled back to 3 costs 2.05x appending only the 3 paged (~64 ns more), 1.7-1.95x
+    /// contiguous (~105 ns more), 2.6x compacted paged (~380 ns more).
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)
