@@ -133,6 +133,24 @@ struct TruncateTests {
         #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<20]) + other, from: 0) == 0)
     }
 
+    /// Contiguous: a page a freed sequence left mapped, whose indexed blocks were evicted
+    /// since, is kept by the slot's next sequence (only the mapping held it) and counts as its
+    /// own again: that sequence's spec-decoding cuts on it pass the count check too.
+    @Test func aReusedPageOfAFreedSequenceIsProvedUnsharedByCounts() throws {
+        let e = try Engine(smallConfig(.contiguous))
+        try e.createSequence(1, tokens: tokens(40, seed: 6))
+        let s = e.sequences.slot(of: 1), c = e.contiguous!
+        try e.append(1, tokens: tokens(8, seed: 20))
+        try e.free(1)
+        e.blocks.dropCached()  // its blocks leave the index: only the slot's mapping holds the page
+        try e.createSequence(2, tokens: tokens(40, seed: 7))
+        #expect(e.sequences.slot(of: 2) == s)
+        try e.append(2, tokens: tokens(8, seed: 21))
+        try e.truncate(2, to: 43)
+        #expect(c.holdsAlone(slot: s, page: 0))
+        #expect(!c.isHeldElsewhere(slot: s, page: 0, table: e.sequences.table(s), blocks: e.sequences.blockCount(s)))
+    }
+
     /// A cut further back than the last full block: the engine no longer knows the tokens
     /// before it in that block, so the sequence stops indexing what it appends.
     @Test func aDeepCutStopsIndexingAppends() throws {
