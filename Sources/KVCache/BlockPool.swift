@@ -147,10 +147,12 @@ public final class BlockPool {
     }
 
     /// Drops one reference to `block`; at zero an indexed block joins the LRU tail (cached)
-    /// and any other is freed. Precondition: the block is used.
+    /// and any other is freed. An indexed block's release is told to the listener
+    /// (`blockLeftTable`). Precondition: the block is used.
     public func release(_ block: Int32) {
         let b = Int(block)
         precondition(refs[b] > 0, "release of an unreferenced block")
+        if indexed[b] { listener?.blockLeftTable(block) }
         refs[b] -= 1
         if refs[b] > 0 { return }
         usedCount -= 1
@@ -335,4 +337,7 @@ protocol BlockListener: AnyObject {
     func blockReused(_ block: Int32)
     /// A cached block is leaving the index and will be freed.
     func blockEvicted(_ block: Int32)
+    /// A sequence released indexed block `block`, which stays indexed (used by others, or
+    /// cached): it no longer lies in that sequence's table.
+    func blockLeftTable(_ block: Int32)
 }

@@ -40,6 +40,14 @@ final class ContiguousMemory: BlockListener {
     private let blockGroups: UnsafeMutablePointer<Int32>
     /// Per logical block: where its bytes start within its first page.
     private let blockOffset: UnsafeMutablePointer<Int32>
+    /// Per group: references that indexed blocks hold on it (`retainPages`, `blockEvicted`).
+    private let indexRefs: UnsafeMutablePointer<UInt32>
+    /// Per group: false from when `mapOwned` takes it fresh or keeps it for the slot that alone
+    /// holds it until an indexed block holding it leaves a sequence's table while staying
+    /// indexed (`blockLeftTable`); true before it was ever taken. While false, every indexed
+    /// block holding it lies in the table of a sequence that mapped it when indexing it, at the
+    /// position it was indexed from (`holdsAlone`).
+    private let strayed: UnsafeMutablePointer<Bool>
     /// Frees memory held by the prefix cache: evicts one cached block, false when none is left.
     var evictCached: () -> Bool = { false }
 
@@ -63,6 +71,10 @@ final class ContiguousMemory: BlockListener {
         pins.initialize(repeating: 0, count: groups)
         marks = .allocate(capacity: groups)
         marks.initialize(repeating: 0, count: groups)
+        indexRefs = .allocate(capacity: groups)
+        indexRefs.initialize(repeating: 0, count: groups)
+        strayed = .allocate(capacity: groups)
+        strayed.initialize(repeating: true, count: groups)
         pinnedPages = .allocate(capacity: slots)
         pinnedPages.initialize(repeating: 0, count: slots)
         maxPagesPerBlock = (config.blockBytes + Int(config.pageBytes) - 1) / Int(config.pageBytes) + 1
@@ -78,6 +90,8 @@ final class ContiguousMemory: BlockListener {
         kvm_pool_destroy(pool)
         pins.deallocate()
         marks.deallocate()
+        indexRefs.deallocate()
+        strayed.deallocate()
         pinnedPages.deallocate()
         blockFirstPage.deallocate()
         blockPages.deallocate()
@@ -257,6 +271,7 @@ final class ContiguousMemory: BlockListener {
             let g = group(slot, page)
             blockGroups[Int(block) * maxPagesPerBlock + page - first] = g
             kvm_pool_ref(pool, UInt32(g))
+            indexRefs[Int(g)] += 1
         }
         blockReused(block)
     }
@@ -270,8 +285,16 @@ final class ContiguousMemory: BlockListener {
     }
 
     func blockEvicted(_ block: Int32) {
-        for i in 0..<Int(blockPages[Int(block)]) { kvm_pool_unref(pool, UInt32(blockGroups[Int(block) * maxPagesPerBlock + i])) }
+        for i in 0..<Int(blockPages[Int(block)]) {
+            let g = blockGroups[Int(block) * maxPagesPerBlock + i]
+            kvm_pool_unref(pool, UInt32(g))
+            indexRefs[Int(g)] -= 1
+        }
         blockPages[Int(block)] = 0
+    }
+
+    func blockLeftTable(_ block: Int32) {
+        for i in 0..<Int(blockPages[Int(block)]) { strayed[Int(blockGroups[Int(block) * maxPagesPerBlock + i])] = true }
     }
 
     // MARK: compaction (Compaction.swift)
@@ -281,6 +304,20 @@ final class ContiguousMemory: BlockListener {
     func isShared(slot: Int, page: Int) -> Bool {
         let g = group(slot, page)
         return g >= 0 && kvm_pool_refs(pool, UInt32(g)) > 1
+    }
+
+    /// True when O(1) counts prove that only `slot`'s mapping and indexed blocks in `slot`'s
+    /// table hold the group page `page` maps: it has not `strayed` since it was taken fresh,
+    /// and its references are the slot's mapping and the indexed blocks' (no other slot maps
+    /// it, no copy or disk write holds it). Each such block was indexed from a sequence mapping
+    /// the group, which was this slot (another slot mapping it since it was fresh maps it still,
+    /// or released the block: strayed), and it still lies at the position it was indexed from.
+    /// So `isHeldElsewhere` with every block of the table its own (`blocks` its length) is
+    /// false; false here proves nothing (then scan). A truncation's spec-decoding cut usually
+    /// passes: its page's other holders are the sequence's own full blocks before the cut.
+    @inline(__always) func holdsAlone(slot: Int, page: Int) -> Bool {
+        let g = group(slot, page)
+        return g >= 0 && !strayed[Int(g)] && kvm_pool_refs(pool, UInt32(g)) == 1 + indexRefs[Int(g)]
     }
 
     /// True when page `page` of `slot` maps a group that something holds besides the slot's
@@ -472,6 +509,7 @@ final class ContiguousMemory: BlockListener {
         while i < pages.count {
             let page = pages[i]
             if ownsAlone(slot, page) {
+                strayed[Int(group(slot, page))] = false  // only its mapping holds it: no block
                 i += 1
                 continue
             }
@@ -489,7 +527,10 @@ final class ContiguousMemory: BlockListener {
                 try checkCommit(first)
             }
             let rc = kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(first), got)
-            for g in UInt32(first)..<UInt32(first) + got { kvm_pool_unref(pool, g) }  // the range holds them now
+            for g in UInt32(first)..<UInt32(first) + got {
+                kvm_pool_unref(pool, g)  // the range holds them now
+                strayed[Int(g)] = false  // fresh: no block holds it
+            }
             if rc == -ENOMEM && reclaimMappings() { continue }
             try check(rc)
             i += Int(got)

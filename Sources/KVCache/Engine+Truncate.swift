@@ -55,13 +55,15 @@ extension Engine {
     /// by a focus); `outOfMemory` (a block or page the truncation must copy finds no room).
     /// Each changes nothing. A system call failing while a page is copied is reported with
     /// the truncation done (the page keeps its old bytes), as by `compact` when compacted.
-    /// Cost: one release per block past the cut; contiguous, a scan of the blocks on the cut's
-    /// page and at most one page copy per tensor. With eviction state add O(rows) for a cut
-    /// past every compacted position (`AttentionScores.tailFrom`: the drafts since the last
-    /// compaction or focus), else O(resident slots) per row and the moves and copies of
-    /// `compact`. Measured (docs/benchmarks.md, "Speculative decoding"): a round of 8 drafts
-    /// rolled back to 3 costs 1.1-1.3x appending only the 3 (paged, compacted paged), 1.95x
-    /// contiguous (whose 3-token append is about a third of the paged one's).
+    /// Cost: one release per block past the cut; contiguous, O(1) counts for the cut's page
+    /// when they prove it the slot's own (`ContiguousMemory.holdsAlone`, a spec-decoding cut's
+    /// usual case), else a scan of the blocks on it, and at most one page copy per tensor.
+    /// With eviction state add O(rows) for a cut past every compacted position
+    /// (`AttentionScores.tailFrom`: the drafts since the last compaction or focus), else
+    /// O(resident slots) per row and the moves and copies of `compact`. Measured
+    /// (docs/benchmarks.md, "Speculative decoding"): a round of 8 drafts rolled back to 3 costs
+    /// 2.05x appending only the 3 paged (~64 ns more), 1.6x contiguous (~81 ns more), 2.6x
+    /// compacted paged (~380 ns more).
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)
@@ -135,7 +137,8 @@ extension Engine {
             // Only a failing system call stops the copy (room was checked): the page then keeps
             // its old group, and the failure is reported with the truncation done.
             defer { contiguous.release(slot: slot, past: tokens) }  // kept mapped: the next drafts cross the page again
-            if cutPage >= 0 && contiguous.isHeldElsewhere(slot: slot, page: cutPage, table: table, blocks: kept) {
+            if cutPage >= 0 && !contiguous.holdsAlone(slot: slot, page: cutPage)
+                && contiguous.isHeldElsewhere(slot: slot, page: cutPage, table: table, blocks: kept) {
                 try contiguous.unshare(slot: slot, pages: [cutPage])
             }
         }

@@ -103,6 +103,54 @@ struct TruncateTests {
         #expect(try kvMismatches(e, 1, tokens: shared, from: 0) == 0 && kvMismatches(e, 2, tokens: shared, from: 0) == 0)
     }
 
+    /// Contiguous: a spec-decoding cut's page, which only the slot and the sequence's own
+    /// indexed blocks before the cut hold, is proved so by counts alone
+    /// (`ContiguousMemory.holdsAlone`, no scan), agreeing with the scan, and is not copied.
+    /// Once indexed blocks on it leave the table while another sequence keeps them, the proof
+    /// fails and the scan decides: the page is copied, so a later prompt that hits those
+    /// blocks reads their bytes, not the truncated sequence's new tokens.
+    @Test func aSpecDecodingCutPageIsProvedUnsharedByCounts() throws {
+        let e = try Engine(smallConfig(.contiguous))  // a page is 128 tokens of 32 bytes
+        let prompt = tokens(40, seed: 6), hit = prompt + [0]  // its 10 blocks, then another token
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        let s = e.sequences.slot(of: 1), c = e.contiguous!
+        for round in 0..<6 {  // 8 drafts, 3 accepted
+            try e.append(1, tokens: tokens(8, seed: Int32(20 + round)))
+            try e.truncate(1, to: 43 + 3 * round)
+            #expect(c.holdsAlone(slot: s, page: 0), "round \(round)")
+            #expect(!c.isHeldElsewhere(slot: s, page: 0, table: e.sequences.table(s), blocks: e.sequences.blockCount(s)))
+        }
+        #expect(c.isShared(slot: s, page: 0), "not copied: its own indexed blocks still hold it")
+        #expect(try e.createSequence(2, tokens: hit) == 40, "blocks 0-9 shared (their page copied)")
+        try e.truncate(1, to: 20)  // blocks 5-9 leave its table, indexed: sequence 2 holds them
+        #expect(!c.isShared(slot: s, page: 0), "copied: a fresh group, which nothing else holds")
+        let other = tokens(20, seed: 40)
+        try e.append(1, tokens: other)
+        try writeKV(e, 1, tokens: other, from: 20)
+        #expect(try e.createSequence(3, tokens: hit) == 40)
+        #expect(try kvMismatches(e, 3, tokens: prompt, from: 0) == 0, "blocks 5-9 kept their bytes")
+        #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<20]) + other, from: 0) == 0)
+    }
+
+    /// Contiguous: a page a freed sequence left mapped, whose indexed blocks were evicted
+    /// since, is kept by the slot's next sequence (only the mapping held it) and counts as its
+    /// own again: that sequence's spec-decoding cuts on it pass the count check too.
+    @Test func aReusedPageOfAFreedSequenceIsProvedUnsharedByCounts() throws {
+        let e = try Engine(smallConfig(.contiguous))
+        try e.createSequence(1, tokens: tokens(40, seed: 6))
+        let s = e.sequences.slot(of: 1), c = e.contiguous!
+        try e.append(1, tokens: tokens(8, seed: 20))
+        try e.free(1)
+        e.blocks.dropCached()  // its blocks leave the index: only the slot's mapping holds the page
+        try e.createSequence(2, tokens: tokens(40, seed: 7))
+        #expect(e.sequences.slot(of: 2) == s)
+        try e.append(2, tokens: tokens(8, seed: 21))
+        try e.truncate(2, to: 43)
+        #expect(c.holdsAlone(slot: s, page: 0))
+        #expect(!c.isHeldElsewhere(slot: s, page: 0, table: e.sequences.table(s), blocks: e.sequences.blockCount(s)))
+    }
+
     /// A cut further back than the last full block: the engine no longer knows the tokens
     /// before it in that block, so the sequence stops indexing what it appends.
     @Test func aDeepCutStopsIndexingAppends() throws {
