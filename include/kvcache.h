@@ -628,7 +628,8 @@ kvc_status kvc_engine_trim(kvc_engine *e);
  * so that later kvc_seq_create and kvc_seq_append calls do not pay for its first use
  * (committing and zeroing pages: about 1 s per GiB on a small VM, most of a cold create's
  * time). Paged layout: the pages are also faulted in (zeroed), with the engine's lock released
- * so other calls proceed. Contiguous layout: the pages are committed; they fault in when a
+ * so other calls proceed, and so are pages committed earlier and not in use yet (the rest of
+ * a commit batch of up to 8 page groups), whatever `bytes` is. Contiguous layout: the pages are committed; they fault in when a
  * sequence first writes them. Like vLLM's allocation at start-up, but optional: until
  * kvc_engine_trim, which gives unused reserved memory back, resident memory no longer follows
  * live tokens. Call it once after kvc_engine_create, or when the server goes idle.

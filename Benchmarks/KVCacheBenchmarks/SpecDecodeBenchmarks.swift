@@ -12,8 +12,7 @@ import KVCache
 /// once per group in an engine's life, which took 84% of the paged append's samples and ~290
 /// of its ~350 ns per round, while the contiguous layout leaves those faults to the server's
 /// first K/V writes (none here); a server in steady state reuses its groups. The target adds
-/// the bytes committed already: `reserve` counts committed bytes, and the first group's commit
-/// batch is committed without being taken (or faulted).
+/// the bytes committed already: `reserve` counts them toward its target.
 /// - `spec-decode`: paged, no eviction state.
 /// - `spec-decode-contiguous`: the contiguous layout.
 /// - `spec-decode-compacted`: paged, a sequence with H2O eviction state compacted from 1024

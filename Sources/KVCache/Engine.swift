@@ -688,7 +688,9 @@ public final class Engine: @unchecked Sendable {
     /// Commits memory ahead of need, up to `bytes` committed in all (capped at the budget), so
     /// that later creates and appends do not pay for its first use (on this machine kind about
     /// 0.35 s per GiB to commit and 0.8 s per GiB to fault in). Paged: page groups are taken into
-    /// the arena, committed and faulted in, the faulting with the lock released. Contiguous:
+    /// the arena, committed and faulted in, the faulting with the lock released; so are the
+    /// groups committed earlier but not taken yet (the rest of a commit batch of up to 8,
+    /// which `bytes` already counts), whatever `bytes` is. Contiguous:
     /// groups are committed; their pages fault in when a sequence maps and writes them. Like
     /// vLLM's allocation at start-up, but optional: until `trim`, which gives unused reserved
     /// memory back, resident memory no longer follows live tokens. Returns the committed bytes
@@ -704,8 +706,11 @@ public final class Engine: @unchecked Sendable {
         while true {
             let progressed = try locked { () throws(KVError) -> Bool in
                 let committed = kvm_pool_committed_bytes(pool)
-                guard committed < target else { return false }
-                let groups = UInt32(min(64, (target - committed + stepBytes - 1) / stepBytes))
+                // Paged: committed groups the arena has not taken (every used group is committed).
+                let idle = paged == nil ? 0 : committed / stepBytes - UInt64(kvm_pool_groups(pool) - kvm_pool_free_groups(pool))
+                guard committed < target || idle > 0 else { return false }
+                let need = committed < target ? (target - committed + stepBytes - 1) / stepBytes : 0
+                let groups = UInt32(min(64, max(need, idle)))
                 let got = paged.map { kvm_arena_reserve($0.arena, groups) } ?? kvm_pool_precommit(pool, groups)
                 try checkCommit(got)
                 return got > 0

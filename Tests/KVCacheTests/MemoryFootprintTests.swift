@@ -117,6 +117,25 @@ struct MemoryFootprintTests {
         #expect(resident() < 64 * Self.mib)
     }
 
+    /// Paged: `reserve` also faults in the groups committed earlier and not taken yet (the rest
+    /// of a commit batch), whatever its target. A one-token create takes one group of a batch
+    /// of 8; reserving only what is committed then faults the other 7 in, committing nothing
+    /// more (until 2026-11-22 it did nothing, and the next appends paid those faults).
+    @Test func pagedReserveFaultsInTheRestOfACommitBatch() throws {
+        let e = try Engine(Self.config(.paged))
+        let pool = try #require(e.paged?.pool)
+        let groupBytes = kvm_pool_group_bytes(pool) * UInt64(e.config.tensors)
+        let region = e.memoryRegion
+        let resident = { residentBytes(start: region.start, bytes: region.bytes) }
+        try e.createSequence(1, tokens: tokens(1, seed: 1))
+        let committed = e.stats().committedBytes
+        #expect(committed == 8 * groupBytes)
+        #expect(resident() < 2 * groupBytes)
+        #expect(try e.reserve(bytes: committed) == committed)
+        #expect(resident() >= committed)
+        #expect(try e.reserve(bytes: 0) == committed)
+    }
+
     @Test func reserveOnAMetadataOnlyEngineIsUnsupported() throws {
         var c = Self.config(.paged)
         c.metadataOnly = true
