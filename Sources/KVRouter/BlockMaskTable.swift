@@ -80,30 +80,6 @@ public final class BlockMaskTable {
         if entries[i].slots == 0 { removeAt(i) }
     }
 
-    /// Removes `bits` from every entry (an instance left, or cleared its cache). `holders` is how
-    /// many entries hold any of `bits`, if the caller knows it (the exact count or more, never
-    /// fewer, or an entry keeps its bits): the scan stops once that many were cleared, so it
-    /// ends at once for 0. Cost: O(capacity) scanned up to the last holder; entries spread
-    /// evenly, so for k holders about capacity * k / (k + 1).
-    public func clearEverywhere(_ bits: UInt64, holders: Int = .max) {
-        var left = holders
-        var i = 0
-        while left > 0 && i <= mask {
-            // The scan's loop: a test per entry, as without a count.
-            while i <= mask && entries[i].slots & bits == 0 { i += 1 }
-            guard i <= mask else { return }
-            left -= 1
-            entries[i].slots &= ~bits
-            if entries[i].slots == 0 {
-                // The backward shift may move an entry into i: one not yet scanned, or one
-                // from the table's start (wrapping), scanned already and so without `bits`.
-                removeAt(i)
-            } else {
-                i += 1
-            }
-        }
-    }
-
     private func removeAt(_ start: Int) {
         var hole = start
         var j = (start + 1) & mask

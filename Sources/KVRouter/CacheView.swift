@@ -18,9 +18,11 @@ import KVCache
 /// first miss, which equals a radix-tree match at block granularity.
 ///
 /// Cost: a prefix match is one table probe per matched block, for all slots at once (a mask
-/// AND per block); an event is one probe. No allocation after creation, except in approximate
-/// mode the FIFO ring of a slot (8 bytes per `approximateBlocksPerInstance` hash), allocated by
-/// the first `recordRoute` to that slot and kept. Not thread-safe.
+/// AND per block); an event is one probe, and a stored one an append to the slot's log (exact
+/// mode, below). No allocation after creation, except per slot: in approximate mode its FIFO
+/// ring (8 bytes per `approximateBlocksPerInstance` hash), allocated by the first `recordRoute`
+/// to it and kept; in exact mode its log of stored hashes (8 bytes per entry, `logs`), grown
+/// by doubling and kept. Not thread-safe.
 public final class CacheView {
     /// How the view is fed.
     public let mode: CacheViewMode
@@ -31,6 +33,18 @@ public final class CacheView {
     private let fifos: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>
     private let fifoHead: UnsafeMutablePointer<Int>
     private let fifoCount: UnsafeMutablePointer<Int>
+    /// Exact mode: per slot, the hashes credited to it by stored events since its last
+    /// `forget`, in order, with those removed since and repeats among them: a superset of the
+    /// table's entries holding the slot, so that `forget` clears exactly those without scanning
+    /// the table. When full it is compacted (entries the slot no longer holds and repeats
+    /// dropped, one probe each and a sort) and doubled if still over half full: amortized
+    /// O(log n) per stored event, and it never holds more than `minimumLog` entries or four
+    /// times the slot's blocks at its last doubling.
+    private let logs: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>
+    private let logCount: UnsafeMutablePointer<Int>
+    private let logCapacity: UnsafeMutablePointer<Int>
+    /// A log's first capacity.
+    static let minimumLog = 64
     /// Per slot (`RouterConfig.maxInstances` entries): blocks credited to it (exact: stored
     /// minus removed; approximate: ring fill). Read-only for callers.
     public let blocksPerSlot: UnsafeMutablePointer<Int>
@@ -47,15 +61,27 @@ public final class CacheView {
         fifoHead.initialize(repeating: 0, count: n)
         fifoCount = .allocate(capacity: n)
         fifoCount.initialize(repeating: 0, count: n)
+        logs = .allocate(capacity: n)
+        logs.initialize(repeating: nil, count: n)
+        logCount = .allocate(capacity: n)
+        logCount.initialize(repeating: 0, count: n)
+        logCapacity = .allocate(capacity: n)
+        logCapacity.initialize(repeating: 0, count: n)
         blocksPerSlot = .allocate(capacity: n)
         blocksPerSlot.initialize(repeating: 0, count: n)
     }
 
     deinit {
-        for i in 0..<RouterConfig.maxInstances { fifos[i]?.deallocate() }
+        for i in 0..<RouterConfig.maxInstances {
+            fifos[i]?.deallocate()
+            logs[i]?.deallocate()
+        }
         fifos.deallocate()
         fifoHead.deallocate()
         fifoCount.deallocate()
+        logs.deallocate()
+        logCount.deallocate()
+        logCapacity.deallocate()
         blocksPerSlot.deallocate()
     }
 
@@ -104,7 +130,10 @@ public final class CacheView {
         let bit: UInt64 = 1 << UInt64(slot)
         switch event.kind {
         case .blockStored:
-            if event.blockHash != 0, table.slots(event.blockHash) & bit == 0, table.set(event.blockHash, bit) { blocksPerSlot[slot] += 1 }
+            if event.blockHash != 0, table.slots(event.blockHash) & bit == 0, table.set(event.blockHash, bit) {
+                blocksPerSlot[slot] += 1
+                log(event.blockHash, slot: slot)
+            }
         case .blockRemoved:
             if table.slots(event.blockHash) & bit != 0 {
                 table.clear(event.blockHash, bit)
@@ -143,12 +172,10 @@ public final class CacheView {
     }
 
     /// Drops everything credited to `slot` (the instance left or cleared its cache); the table
-    /// holds afterwards what a scan of every entry would leave. Cost: approximate mode, one
-    /// probe per hash in the slot's FIFO ring (it lists exactly the slot's hashes); exact mode,
-    /// a scan of the table up to its last entry holding the slot (`blocksPerSlot[slot]` counts
-    /// exactly those entries: an insert the table refused is not counted), nothing for an
-    /// empty slot but about the whole table for one holding many blocks: knowing a slot's
-    /// hashes in exact mode would take a per-slot set updated by every event.
+    /// holds afterwards what a scan of every entry would leave. Cost: one probe per hash in the
+    /// slot's FIFO ring (approximate: exactly the slot's hashes) or log (exact: the slot's
+    /// hashes, and those it dropped or repeated since the log's last compaction), nothing for
+    /// an empty slot. The log keeps its memory.
     public func forget(slot: Int) {
         let bit: UInt64 = 1 << UInt64(slot)
         if mode == .approximate, let ring = fifos[slot] {
@@ -157,11 +184,55 @@ public final class CacheView {
                 table.clear(ring[i], bit)
                 i = i + 1 == fifoCapacity ? 0 : i + 1
             }
-        } else {
-            table.clearEverywhere(bit, holders: blocksPerSlot[slot])
+        } else if let log = logs[slot] {
+            for i in 0..<logCount[slot] { table.clear(log[i], bit) }
         }
         blocksPerSlot[slot] = 0
         fifoHead[slot] = 0
         fifoCount[slot] = 0
+        logCount[slot] = 0
+    }
+
+    /// Exact mode: entries in `slot`'s log (tests: the bound on its length).
+    func loggedHashes(slot: Int) -> Int { logCount[slot] }
+
+    /// Appends `hash`, just credited to `slot`, to the slot's log; a full log is compacted first
+    /// (then doubled if still over half full).
+    private func log(_ hash: UInt64, slot: Int) {
+        if logCount[slot] == logCapacity[slot] {
+            compactLog(slot: slot)
+            if logCount[slot] * 2 > logCapacity[slot] || logs[slot] == nil {
+                let capacity = max(CacheView.minimumLog, logCapacity[slot] * 2)
+                let grown = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity)
+                if let old = logs[slot] {
+                    grown.moveInitialize(from: old, count: logCount[slot])
+                    old.deallocate()
+                }
+                logs[slot] = grown
+                logCapacity[slot] = capacity
+            }
+        }
+        logs[slot]![logCount[slot]] = hash
+        logCount[slot] += 1
+    }
+
+    /// Drops from `slot`'s log the hashes the slot no longer holds and the repeats (sorted,
+    /// then each kept once). O(n log n) for n entries.
+    private func compactLog(slot: Int) {
+        guard let log = logs[slot] else { return }
+        let bit: UInt64 = 1 << UInt64(slot)
+        var kept = 0
+        for i in 0..<logCount[slot] where table.slots(log[i]) & bit != 0 {
+            log[kept] = log[i]
+            kept += 1
+        }
+        var entries = UnsafeMutableBufferPointer(start: log, count: kept)
+        entries.sort()
+        var unique = 0
+        for i in 0..<kept where i == 0 || entries[i] != entries[i - 1] {
+            entries[unique] = entries[i]
+            unique += 1
+        }
+        logCount[slot] = unique
     }
 }
