@@ -360,7 +360,8 @@ extension Engine: RecordMemory {
 
     /// Makes room for `n` appended tokens in every row of `s`'s state: when resident plus
     /// parked tokens would exceed `maxSeqTokens`, the row's most recently parked tokens (the
-    /// lowest-ranked at the last compaction) are dropped from state and disk.
+    /// lowest-ranked at the last compaction) are dropped from state and disk. The state's
+    /// `append(n)` grows its buffers.
     func makeRoomForAppend(slot s: Int, state: AttentionScores, n: Int) {
         let limit = config.maxSeqTokens
         if state.maxOccupied + n > limit, let offload {
@@ -374,7 +375,6 @@ extension Engine: RecordMemory {
                 }
             }
         }
-        state.ensureCapacity(state.maxOccupied + n)
     }
 
     /// Drops row `row`'s token at `position` from `t` (its sequence's offloaded tokens) and

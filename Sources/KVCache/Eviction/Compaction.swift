@@ -196,8 +196,14 @@ extension Engine {
         // the lowest one marked is visited, so an append or a decode step that writes near the
         // end costs O(blocks it writes), not O(blocks of the sequence).
         let pageCount = contiguous?.pages(for: length) ?? 0, pageBytes = Int(config.pageBytes)
-        if state.writtenBlocks.count < newBlocks { state.writtenBlocks = [Bool](repeating: false, count: newBlocks) }
-        if state.writtenPages.count < pageCount { state.writtenPages = [Bool](repeating: false, count: pageCount) }
+        // Grown by doubling: a growing sequence truncated each round (speculative decoding)
+        // would otherwise allocate a new array at every block it grows by.
+        if state.writtenBlocks.count < newBlocks {
+            state.writtenBlocks = [Bool](repeating: false, count: max(newBlocks, 2 * state.writtenBlocks.count))
+        }
+        if state.writtenPages.count < pageCount {
+            state.writtenPages = [Bool](repeating: false, count: max(pageCount, 2 * state.writtenPages.count))
+        }
         var lowBlock = newBlocks, lowPage = pageCount
         defer {
             for i in lowBlock..<max(lowBlock, newBlocks) { state.writtenBlocks[i] = false }
