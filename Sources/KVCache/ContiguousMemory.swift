@@ -300,7 +300,8 @@ final class ContiguousMemory: BlockListener {
     // MARK: compaction (Compaction.swift)
 
     /// True when page `page` of `slot` maps a group something else also references (another
-    /// slot, or an indexed block): writing it would change their bytes too.
+    /// slot, or an indexed block, the slot's own included). Tests: whether a page was copied.
+    /// Whether writing the page needs a copy is `isHeldElsewhere`'s question, not this one.
     func isShared(slot: Int, page: Int) -> Bool {
         let g = group(slot, page)
         return g >= 0 && kvm_pool_refs(pool, UInt32(g)) > 1

@@ -18,32 +18,33 @@ import KVCache
 /// first miss, which equals a radix-tree match at block granularity.
 ///
 /// Cost: a prefix match is one table probe per matched block, for all slots at once (a mask
-/// AND per block); an event is one probe, and a stored one an append to the slot's log (exact
-/// mode, below). No allocation after creation, except per slot: in approximate mode its FIFO
-/// ring (8 bytes per `approximateBlocksPerInstance` hash), allocated by the first `recordRoute`
-/// to it and kept; in exact mode its log of stored hashes (8 bytes per entry, `logs`), grown
-/// by doubling and kept. Not thread-safe.
+/// AND per block); an event is one probe, and a stored one an append to the slot's list (exact
+/// mode, below). No allocation after creation, except per slot its list of hashes (`lists`, 8
+/// bytes per entry), allocated by the first hash credited to it and kept: in approximate mode
+/// a ring of `approximateBlocksPerInstance` entries, in exact mode grown by doubling. Not
+/// thread-safe.
 public final class CacheView {
     /// How the view is fed.
     public let mode: CacheViewMode
     /// Hash -> slot mask.
     public let table: BlockMaskTable
     private let fifoCapacity: Int
-    /// Approximate mode: per slot a ring of `fifoCapacity` hashes, allocated on first use.
-    private let fifos: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>
-    private let fifoHead: UnsafeMutablePointer<Int>
-    private let fifoCount: UnsafeMutablePointer<Int>
-    /// Exact mode: per slot, the hashes credited to it by stored events since its last
-    /// `forget`, in order, with those removed since and repeats among them: a superset of the
-    /// table's entries holding the slot, so that `forget` clears exactly those without scanning
-    /// the table. When full it is compacted (entries the slot no longer holds and repeats
-    /// dropped, one probe each and a sort) and doubled if still over half full: amortized
-    /// O(log n) per stored event, and it never holds more than `minimumLog` entries or four
-    /// times the slot's blocks at its last doubling.
-    private let logs: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>
-    private let logCount: UnsafeMutablePointer<Int>
-    private let logCapacity: UnsafeMutablePointer<Int>
-    /// A log's first capacity.
+    /// Per slot, the hashes credited to it since its last `forget`: `listCount` entries from
+    /// `listHead`, wrapping at `listCapacity`, so that `forget` clears exactly those without
+    /// scanning the table.
+    /// - Approximate mode: a FIFO ring of `fifoCapacity` entries, exactly the slot's hashes;
+    ///   the oldest loses its bit when a new one comes and the ring is full.
+    /// - Exact mode: a log from entry 0 of the stored events' hashes, in order, with those
+    ///   removed since and repeats among them (a superset of the slot's entries). When full it
+    ///   is compacted (entries the slot no longer holds and repeats dropped, one probe each and
+    ///   a sort) and doubled if still over half full: amortized O(log n) per stored event, and
+    ///   never more than `minimumLog` entries or four times the slot's blocks at its last
+    ///   doubling.
+    private let lists: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>
+    private let listHead: UnsafeMutablePointer<Int>
+    private let listCount: UnsafeMutablePointer<Int>
+    private let listCapacity: UnsafeMutablePointer<Int>
+    /// An exact-mode log's first capacity.
     static let minimumLog = 64
     /// Per slot (`RouterConfig.maxInstances` entries): blocks credited to it (exact: stored
     /// minus removed; approximate: ring fill). Read-only for callers.
@@ -55,33 +56,24 @@ public final class CacheView {
         table = BlockMaskTable(maxEntries: trackedBlocks)
         fifoCapacity = approximateBlocksPerInstance
         let n = RouterConfig.maxInstances
-        fifos = .allocate(capacity: n)
-        fifos.initialize(repeating: nil, count: n)
-        fifoHead = .allocate(capacity: n)
-        fifoHead.initialize(repeating: 0, count: n)
-        fifoCount = .allocate(capacity: n)
-        fifoCount.initialize(repeating: 0, count: n)
-        logs = .allocate(capacity: n)
-        logs.initialize(repeating: nil, count: n)
-        logCount = .allocate(capacity: n)
-        logCount.initialize(repeating: 0, count: n)
-        logCapacity = .allocate(capacity: n)
-        logCapacity.initialize(repeating: 0, count: n)
+        lists = .allocate(capacity: n)
+        lists.initialize(repeating: nil, count: n)
+        listHead = .allocate(capacity: n)
+        listHead.initialize(repeating: 0, count: n)
+        listCount = .allocate(capacity: n)
+        listCount.initialize(repeating: 0, count: n)
+        listCapacity = .allocate(capacity: n)
+        listCapacity.initialize(repeating: 0, count: n)
         blocksPerSlot = .allocate(capacity: n)
         blocksPerSlot.initialize(repeating: 0, count: n)
     }
 
     deinit {
-        for i in 0..<RouterConfig.maxInstances {
-            fifos[i]?.deallocate()
-            logs[i]?.deallocate()
-        }
-        fifos.deallocate()
-        fifoHead.deallocate()
-        fifoCount.deallocate()
-        logs.deallocate()
-        logCount.deallocate()
-        logCapacity.deallocate()
+        for i in 0..<RouterConfig.maxInstances { lists[i]?.deallocate() }
+        lists.deallocate()
+        listHead.deallocate()
+        listCount.deallocate()
+        listCapacity.deallocate()
         blocksPerSlot.deallocate()
     }
 
@@ -150,11 +142,12 @@ public final class CacheView {
         guard mode == .approximate else { return }
         let bit: UInt64 = 1 << UInt64(slot)
         let ring: UnsafeMutablePointer<UInt64>
-        if let f = fifos[slot] { ring = f } else {
+        if let f = lists[slot] { ring = f } else {
             ring = .allocate(capacity: fifoCapacity)
-            fifos[slot] = ring
+            lists[slot] = ring
+            listCapacity[slot] = fifoCapacity
         }
-        var head = fifoHead[slot], count = fifoCount[slot]
+        var head = listHead[slot], count = listCount[slot]
         for h in hashes where h != 0 && table.slots(h) & bit == 0 {
             if count == fifoCapacity {
                 table.clear(ring[head], bit)
@@ -166,63 +159,59 @@ public final class CacheView {
             ring[tail >= fifoCapacity ? tail - fifoCapacity : tail] = h
             count += 1
         }
-        fifoHead[slot] = head
-        fifoCount[slot] = count
+        listHead[slot] = head
+        listCount[slot] = count
         blocksPerSlot[slot] = count
     }
 
     /// Drops everything credited to `slot` (the instance left or cleared its cache); the table
-    /// holds afterwards what a scan of every entry would leave. Cost: one probe per hash in the
-    /// slot's FIFO ring (approximate: exactly the slot's hashes) or log (exact: the slot's
-    /// hashes, and those it dropped or repeated since the log's last compaction), nothing for
-    /// an empty slot. The log keeps its memory.
+    /// holds afterwards what a scan of every entry would leave. Cost: one probe per entry of the
+    /// slot's list (approximate: exactly its hashes; exact: also those removed or repeated
+    /// since the log's last compaction), nothing for an empty slot. The list keeps its memory.
     public func forget(slot: Int) {
         let bit: UInt64 = 1 << UInt64(slot)
-        if mode == .approximate, let ring = fifos[slot] {
-            var i = fifoHead[slot]
-            for _ in 0..<fifoCount[slot] {
-                table.clear(ring[i], bit)
-                i = i + 1 == fifoCapacity ? 0 : i + 1
+        if let list = lists[slot] {
+            var i = listHead[slot]
+            for _ in 0..<listCount[slot] {
+                table.clear(list[i], bit)
+                i = i + 1 == listCapacity[slot] ? 0 : i + 1
             }
-        } else if let log = logs[slot] {
-            for i in 0..<logCount[slot] { table.clear(log[i], bit) }
         }
         blocksPerSlot[slot] = 0
-        fifoHead[slot] = 0
-        fifoCount[slot] = 0
-        logCount[slot] = 0
+        listHead[slot] = 0
+        listCount[slot] = 0
     }
 
-    /// Exact mode: entries in `slot`'s log (tests: the bound on its length).
-    func loggedHashes(slot: Int) -> Int { logCount[slot] }
+    /// Entries in `slot`'s list (tests: the bound on an exact-mode log's length).
+    func listedHashes(slot: Int) -> Int { listCount[slot] }
 
     /// Appends `hash`, just credited to `slot`, to the slot's log; a full log is compacted first
     /// (then doubled if still over half full).
     private func log(_ hash: UInt64, slot: Int) {
-        if logCount[slot] == logCapacity[slot] {
+        if listCount[slot] == listCapacity[slot] {
             compactLog(slot: slot)
-            if logCount[slot] * 2 > logCapacity[slot] || logs[slot] == nil {
-                let capacity = max(CacheView.minimumLog, logCapacity[slot] * 2)
+            if listCount[slot] * 2 > listCapacity[slot] || lists[slot] == nil {
+                let capacity = max(CacheView.minimumLog, listCapacity[slot] * 2)
                 let grown = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity)
-                if let old = logs[slot] {
-                    grown.moveInitialize(from: old, count: logCount[slot])
+                if let old = lists[slot] {
+                    grown.moveInitialize(from: old, count: listCount[slot])
                     old.deallocate()
                 }
-                logs[slot] = grown
-                logCapacity[slot] = capacity
+                lists[slot] = grown
+                listCapacity[slot] = capacity
             }
         }
-        logs[slot]![logCount[slot]] = hash
-        logCount[slot] += 1
+        lists[slot]![listCount[slot]] = hash
+        listCount[slot] += 1
     }
 
     /// Drops from `slot`'s log the hashes the slot no longer holds and the repeats (sorted,
     /// then each kept once). O(n log n) for n entries.
     private func compactLog(slot: Int) {
-        guard let log = logs[slot] else { return }
+        guard let log = lists[slot] else { return }
         let bit: UInt64 = 1 << UInt64(slot)
         var kept = 0
-        for i in 0..<logCount[slot] where table.slots(log[i]) & bit != 0 {
+        for i in 0..<listCount[slot] where table.slots(log[i]) & bit != 0 {
             log[kept] = log[i]
             kept += 1
         }
@@ -233,6 +222,6 @@ public final class CacheView {
             entries[unique] = entries[i]
             unique += 1
         }
-        logCount[slot] = unique
+        listCount[slot] = unique
     }
 }

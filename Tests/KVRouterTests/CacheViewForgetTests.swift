@@ -96,7 +96,7 @@ import Testing
                 let e = KVEvent(kind: kind, blockHash: Self.hash(1 + Int(rng.next() % UInt64(Self.universe))), parentHash: 0)
                 a.apply(e, slot: slot)
                 b.apply(e, slot: slot)
-                most = max(most, a.loggedHashes(slot: slot))
+                most = max(most, a.listedHashes(slot: slot))
             }
             #expect(most <= 256, "seed \(seed): a log reached \(most) entries")
             #expect(most > CacheView.minimumLog, "seed \(seed): the logs were compacted and grew")
@@ -105,7 +105,7 @@ import Testing
             a.forget(slot: slot)
             clearEverywhere(b.table, bit)
             expectSame(a.table, b.table, "seed \(seed)")
-            #expect(a.blocksPerSlot[slot] == 0 && a.loggedHashes(slot: slot) == 0)
+            #expect(a.blocksPerSlot[slot] == 0 && a.listedHashes(slot: slot) == 0)
         }
     }
 
