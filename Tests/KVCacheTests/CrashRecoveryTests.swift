@@ -49,9 +49,12 @@ struct CrashRecoveryTests {
         #expect(reached > 1000, "the child spilled \(reached) prompts")
 
         // Plenty of memory: verifying must not spill (and so overwrite slots) itself.
+        let journalBytes = (try? FileManager.default.attributesOfItem(atPath: journal)[.size] as? Int) ?? -1
         let e = try Engine(SpillChildConfig.config(dir: dir.path, offloadBytes: offloadBytes))
         let recovered = e.stats().disk.recoveredSlots
-        #expect(recovered > 0)
+        // Seen once under load (not reproduced since): say whether the child had journaled
+        // nothing (a journal of 0 bytes) or wrote records the restart found invalid.
+        #expect(recovered > 0, "the killed child left \(journalBytes / 64) journal records after \(reached) prompts (waited \(waited) ms)")
         var served = 0, torn = 0, wrongBytes = 0
         for i in 0...(reached + 64) {
             let prompt = (0..<5).map { Int32(truncatingIfNeeded: i &* 1000 &+ $0) }
