@@ -81,6 +81,26 @@ public struct Trace: Sendable {
     }
 }
 
+extension Trace {
+    /// Reads the trace file at `path`, the format chosen by its name: `.csv` an Azure LLM
+    /// inference trace (`AzureTraceReader`), anything else Mooncake JSONL
+    /// (`MooncakeTraceReader`); both in 512-token blocks. The first `maxRequests` requests
+    /// (all when nil); `lenient` skips and counts malformed lines instead of throwing. Throws
+    /// `TraceFormatError`: the readers' (the file unreadable, a malformed line with its number),
+    /// and "holds no requests" when it yields none though some were asked for. This is how
+    /// every command reads `--trace` (`kvcache load` and `kvcache replay`). O(file size).
+    public static func read(path: String, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
+        let t = path.hasSuffix(".csv")
+            ? try AzureTraceReader.read(path: path, maxRequests: maxRequests, lenient: lenient)
+            : try MooncakeTraceReader.read(path: path, maxRequests: maxRequests, lenient: lenient)
+        guard t.count > 0 || maxRequests == 0 else {
+            let skipped = t.skippedLines > 0 ? " (\(t.skippedLines) malformed lines skipped)" : ""
+            throw TraceFormatError(path: path, line: 0, reason: "holds no requests\(skipped)")
+        }
+        return t
+    }
+}
+
 /// A malformed trace line, named by file and 1-based line number.
 public struct TraceFormatError: Error, CustomStringConvertible, Sendable {
     /// The file.

@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// `kvcache load`: load-tests an in-process engine with several threads, on a synthetic
-/// workload or a Mooncake trace, and reports latency, prefix hits and memory.
+/// workload or a trace file (Mooncake or Azure), and reports latency, prefix hits and memory.
 struct LoadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "load",
@@ -25,8 +25,9 @@ struct LoadCommand: ParsableCommand {
         the first round(r * prompt) tokens of each prompt are the start of one of \
         --shared-prompts shared texts (picked with Zipf weights 1/(k+1)); the rest is unique. \
         --rate 0 is a closed loop (every request available at once); otherwise Poisson arrivals. \
-        With --trace FILE, requests come from a Mooncake JSONL trace; prompt tokens are \
-        synthesized from hash_ids (512-token blocks), so equal ids give equal blocks.
+        With --trace FILE, requests come from a trace, read as kvcache replay reads it: Mooncake \
+        JSONL, or an Azure LLM inference CSV (.csv). Prompt tokens are synthesized per \
+        512-token block from the trace's chained block ids, so equal prefixes give equal blocks.
 
         Latencies are of successful engine calls only, timed around the call (they include \
         ~20-30 ns of clock reads). ops/s is count / wall time, all threads together. Peak \
@@ -115,10 +116,10 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Seed of the synthetic workload.")
     var seed: UInt64 = 42
 
-    @Option(help: "Mooncake JSONL trace to replay instead of the synthetic workload.")
+    @Option(help: "Trace to replay instead of the synthetic workload: Mooncake JSONL, or Azure CSV (.csv).")
     var trace: String?
 
-    @Option(help: "Trace replay speed: arrival = timestamp / speed; 0 ignores timestamps (closed loop).")
+    @Option(help: "Trace replay speed: arrival = (timestamp - first timestamp) / speed; 0 ignores timestamps (closed loop).")
     var traceSpeed = 0.0
 
     @Option(help: "Truncate prompts to this many tokens (default: half of --max-seq-tokens).")
@@ -191,8 +192,8 @@ struct LoadCommand: ParsableCommand {
     /// The load test these options describe: engine configuration, workload and worker
     /// settings, ready for `LoadRunner.run()`. Creates no engine. Reads the whole `--trace` file
     /// (O(file size) time and memory; the synthetic workload costs O(requests) only with a
-    /// rate, for its arrival times) and throws `MooncakeTrace.FormatError` when it cannot be
-    /// read or a line is malformed. Expects options that passed `validate()`.
+    /// rate, for its arrival times) and throws `TraceFormatError` when it cannot be
+    /// read, a line is malformed, or it holds no request. Expects options that passed `validate()`.
     func loadRunner() throws -> LoadRunner {
         let config = engine.config
         let limits = TokenLimits(maxPromptTokens: maxPromptTokens ?? max(1, config.maxSeqTokens / 2),
@@ -201,7 +202,7 @@ struct LoadCommand: ParsableCommand {
         if let trace {
             // Trace outputs run to 2,000 tokens; --output-max caps them as it caps synthetic ones.
             workload = CappedOutput(
-                base: try MooncakeTrace(path: trace, maxRequests: requests, speed: traceSpeed, limits: limits),
+                base: try TraceWorkload(path: trace, maxRequests: requests, speed: traceSpeed, limits: limits),
                 maxOutputTokens: outputMax)
         } else {
             var synthetic = SyntheticWorkload(

@@ -106,6 +106,7 @@ struct ReplayCommand: ParsableCommand {
 
     func validate() throws {
         guard (1...64).contains(instances) else { throw ValidationError("--instances must be in 1...64") }
+        if let requests, requests < 1 { throw ValidationError("--requests must be at least 1") }
         guard rateScale > 0 else { throw ValidationError("--rate-scale must be > 0") }
         guard ttftSloMs > 0 else { throw ValidationError("--ttft-slo-ms must be > 0") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
@@ -147,13 +148,10 @@ struct ReplayCommand: ParsableCommand {
             var gen = SyntheticSessions()
             if let requests { gen.sessions = max(1, requests / 4) }
             t = gen.generate()
-        } else if trace.hasSuffix(".csv") {
-            t = try AzureTraceReader.read(path: trace, maxRequests: requests, lenient: lenient)
         } else {
-            t = try MooncakeTraceReader.read(path: trace, maxRequests: requests, lenient: lenient)
+            t = try Trace.read(path: trace, maxRequests: requests, lenient: lenient)
         }
         if let requests { t = t.prefix(requests) }
-        guard t.count > 0 else { throw ValidationError("\(t.source) holds no requests") }
         var config = SimulationConfig()
         config.instances = instances
         config.rateScale = rateScale

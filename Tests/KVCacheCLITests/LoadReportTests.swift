@@ -184,7 +184,7 @@ struct LoadReportTests {
     /// prompts truncated to `--max-prompt-tokens` and outputs capped at `--output-max`.
     @Test func aTraceRunCompletesItsRequests() throws {
         let (runner, report) = try Self.load(
-            ["--trace", MooncakeTraceTests.bundledTrace, "--requests", "24", "--layers", "1", "--kv-heads", "1",
+            ["--trace", TraceWorkloadTests.bundledTrace, "--requests", "24", "--layers", "1", "--kv-heads", "1",
              "--head-dim", "32", "--memory", "64MiB", "--max-seqs", "16", "--max-seq-tokens", "4096",
              "--max-prompt-tokens", "2048", "--output-max", "8", "--threads", "2", "--batch", "4"])
         #expect(report.workload == "trace")

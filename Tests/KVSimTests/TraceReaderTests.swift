@@ -43,6 +43,42 @@ import Testing
         }
     }
 
+    @Test func mooncakeValuesOutOfRangeAreMalformed() {
+        for (text, reason) in [(#"{"timestamp": -1, "input_length": 100, "output_length": 5, "hash_ids": [0]}"#, "timestamp -1 is negative"),
+                               (#"{"timestamp": 1, "input_length": 0, "output_length": 5, "hash_ids": []}"#, "input_length 0 is below 1"),
+                               (#"{"timestamp": 1, "input_length": 10, "output_length": -5, "hash_ids": [0]}"#, "output_length -5 is negative")] {
+            do {
+                _ = try MooncakeTraceReader.parse(Data(text.utf8), path: "v.jsonl")
+                Issue.record("accepted \(text)")
+            } catch let e as TraceFormatError {
+                #expect(e.description == "v.jsonl:1: \(reason)")
+            } catch { Issue.record("\(error)") }
+        }
+    }
+
+    /// `Trace.read` picks the reader by the file's suffix and refuses a file without requests.
+    @Test func traceReadPicksTheFormatBySuffixAndRefusesAnEmptyTrace() throws {
+        let dir = FileManager.default.temporaryDirectory.path + "/kvsim-read-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let csv = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
+        try Data(lines.utf8).write(to: URL(fileURLWithPath: dir + "/t.jsonl"))
+        try Data(csv.utf8).write(to: URL(fileURLWithPath: dir + "/a.csv"))
+        try Data("garbage\n\n".utf8).write(to: URL(fileURLWithPath: dir + "/bad.jsonl"))
+        #expect(try Trace.read(path: dir + "/t.jsonl").inputTokens == [1000, 1500, 600])
+        #expect(try Trace.read(path: dir + "/t.jsonl", maxRequests: 2).count == 2)
+        #expect(try Trace.read(path: dir + "/a.csv").inputTokens == [374])
+        #expect(try Trace.read(path: dir + "/bad.jsonl", maxRequests: 0).count == 0, "none asked for: none is fine")
+        for (lenient, reason) in [(false, "bad.jsonl:1: expected '{' at column 1"), (true, "bad.jsonl: holds no requests (1 malformed lines skipped)")] {
+            do {
+                _ = try Trace.read(path: dir + "/bad.jsonl", lenient: lenient)
+                Issue.record("read a trace without requests")
+            } catch let e as TraceFormatError {
+                #expect(e.description.hasSuffix(reason), "\(e)")
+            }
+        }
+    }
+
     @Test func lenientReadingSkipsAndCountsMalformedLines() throws {
         let bad = "garbage\n" + lines + "\n{\"timestamp\": 1}\n"
         let t = try MooncakeTraceReader.parse(Data(bad.utf8), path: "t.jsonl", lenient: true)
