@@ -140,10 +140,7 @@ public struct SyntheticAttention: AttentionTraceSource {
     /// of one hash, scaled to unit variance.
     @inline(__always)
     private func noise(_ t: Int, _ i: Int, _ row: Int) -> Float {
-        var z = seed ^ (UInt64(t) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(i) &* 0xC2B2_AE3D_27D4_EB4F) ^ (UInt64(row) &* 0x1656_67B1_9E37_79F9)
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
+        let z = SplitMix64.mix(seed ^ (UInt64(t) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(i) &* 0xC2B2_AE3D_27D4_EB4F) ^ (UInt64(row) &* 0x1656_67B1_9E37_79F9))
         let s = Float(z & 0xFFFF) + Float((z >> 16) & 0xFFFF) + Float((z >> 32) & 0xFFFF) + Float(z >> 48)
         return (s / 65536 - 2) * 1.7320508
     }

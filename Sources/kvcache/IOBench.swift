@@ -43,7 +43,7 @@ final class IOBench {
     let direct: Bool
     private let buffers: UnsafeMutableRawPointer
     private let io: OpaquePointer
-    private var rng: UInt64 = 0x9E37_79B9_7F4A_7C15
+    private var rng = SplitMix64(seed: 1)
 
     init(path: String, fileBytes: Int, maxBlockBytes: Int, maxDepth: Int, forceThreads: Bool) throws {
         self.path = path
@@ -120,8 +120,7 @@ final class IOBench {
     }
 
     @inline(__always) private func randomOffset(_ blockBytes: Int) -> UInt64 {
-        rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
-        return (rng % UInt64(fileBytes / blockBytes)) * UInt64(blockBytes)
+        (rng.next() % UInt64(fileBytes / blockBytes)) * UInt64(blockBytes)
     }
 
     /// One request at a time with pread/pwrite: what a tier without a queue does.
