@@ -201,9 +201,8 @@ struct LoadCommand: ParsableCommand {
         let workload: any Workload
         if let trace {
             // Trace outputs run to 2,000 tokens; --output-max caps them as it caps synthetic ones.
-            workload = CappedOutput(
-                base: try TraceWorkload(path: trace, maxRequests: requests, speed: traceSpeed, limits: limits),
-                maxOutputTokens: outputMax)
+            workload = try TraceWorkload(path: trace, maxRequests: requests, speed: traceSpeed, limits: limits,
+                                         maxOutputTokens: outputMax)
         } else {
             var synthetic = SyntheticWorkload(
                 requestCount: syntheticRequestCount, ratePerSecond: rate,
@@ -250,22 +249,4 @@ struct LoadCommand: ParsableCommand {
         }
         FileHandle.standardError.write(Data("plots written to \(plots)/\n".utf8))
     }
-}
-
-/// A workload whose outputs are truncated to `maxOutputTokens` (trace outputs run to 2,000).
-struct CappedOutput<Base: Workload>: Workload {
-    var base: Base
-    var maxOutputTokens: Int
-
-    var requestCount: Int { base.requestCount }
-    func request(_ index: Int) -> LoadRequest {
-        var request = base.request(index)
-        request.outputTokens = min(request.outputTokens, maxOutputTokens)
-        return request
-    }
-    func fillPrompt(_ request: LoadRequest, into buffer: UnsafeMutableBufferPointer<Int32>) {
-        base.fillPrompt(request, into: buffer)
-    }
-    var summary: String { base.summary + ", outputs capped at \(maxOutputTokens) tokens" }
-    var kind: String { base.kind }
 }

@@ -9,26 +9,30 @@ import KVSim
 /// block is `syntheticToken(stream: tokenStream(hash), position: j)`. Equal hashes give equal
 /// runs, so the engine's own chain hashes see exactly the trace's sharing (with any engine
 /// `block_tokens` dividing 512); the last block is partial, `input - 512 * (blocks - 1)`
-/// tokens. Arrivals are the trace's offsets from its first request, divided by `speed`.
+/// tokens. Arrivals are the trace's offsets from its first request, divided by `speed`;
+/// outputs are capped at `maxOutputTokens` (trace outputs run to 2,000 tokens).
 struct TraceWorkload: Workload {
     /// The trace: flat arrays, a few words per request.
     var trace: Trace
     /// Replay speed: arrival = offset / speed; 0 ignores timestamps (closed loop).
     var speed: Double
     var limits: TokenLimits
+    /// `--output-max`: the longest output a request decodes.
+    var maxOutputTokens: Int
 
     /// Reads the first `maxRequests` requests (all when nil) of the trace file at `path`.
     /// Throws `TraceFormatError` (see `Trace.read`). O(file size).
-    init(path: String, maxRequests: Int?, speed: Double, limits: TokenLimits) throws {
+    init(path: String, maxRequests: Int?, speed: Double, limits: TokenLimits, maxOutputTokens: Int = .max) throws {
         trace = try Trace.read(path: path, maxRequests: maxRequests)
         self.speed = speed
         self.limits = limits
+        self.maxOutputTokens = maxOutputTokens
     }
 
     var requestCount: Int { trace.count }
 
     func request(_ index: Int) -> LoadRequest {
-        let (p, o) = limits.cap(prompt: Int(trace.inputTokens[index]), output: Int(trace.outputTokens[index]))
+        let (p, o) = limits.cap(prompt: Int(trace.inputTokens[index]), output: min(Int(trace.outputTokens[index]), maxOutputTokens))
         let arrival = speed > 0 ? UInt64(trace.arrivalMilliseconds[index] * 1e6 / speed) : 0
         return LoadRequest(index: index, arrivalNanoseconds: arrival, promptTokens: p, outputTokens: o)
     }
@@ -52,7 +56,8 @@ struct TraceWorkload: Workload {
 
     var summary: String {
         let arrival = speed > 0 ? "timestamps at \(fixed(speed, 1))x speed" : "closed loop (timestamps ignored)"
-        return "trace \(trace.source), \(trace.count) requests, \(arrival), prompts capped at \(limits.maxPromptTokens) tokens"
+        let outputs = maxOutputTokens < .max ? ", outputs capped at \(maxOutputTokens) tokens" : ""
+        return "trace \(trace.source), \(trace.count) requests, \(arrival), prompts capped at \(limits.maxPromptTokens) tokens\(outputs)"
     }
 
     var kind: String { "trace" }

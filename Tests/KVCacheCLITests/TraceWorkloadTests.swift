@@ -55,10 +55,10 @@ struct TraceWorkloadTests {
         #expect(workload.summary.contains("12031 requests") && workload.kind == "trace")
     }
 
-    @Test func maxRequestsSpeedAndLimitsShapeTheRequests() throws {
+    @Test func maxRequestsSpeedLimitsAndOutputCapShapeTheRequests() throws {
         let limits = TokenLimits(maxPromptTokens: 4000, maxSeqTokens: 4100)
         let all = try TraceWorkload(path: Self.bundledTrace, maxRequests: nil, speed: 0, limits: Self.noLimits)
-        let workload = try TraceWorkload(path: Self.bundledTrace, maxRequests: 100, speed: 4, limits: limits)
+        let workload = try TraceWorkload(path: Self.bundledTrace, maxRequests: 100, speed: 4, limits: limits, maxOutputTokens: 300)
         #expect(workload.requestCount == 100)
         var arrived = false
         for index in 0..<100 {
@@ -66,10 +66,13 @@ struct TraceWorkloadTests {
             #expect(request.arrivalNanoseconds == UInt64(all.trace.arrivalMilliseconds[index] * 1e6 / 4), "offset / speed")
             arrived = arrived || request.arrivalNanoseconds > 0
             #expect(request.promptTokens == min(Int(all.trace.inputTokens[index]), 4000))
-            #expect(request.outputTokens == min(Int(all.trace.outputTokens[index]), 4100 - request.promptTokens))
+            #expect(request.outputTokens == min(Int(all.trace.outputTokens[index]), 300, 4100 - request.promptTokens))
         }
         #expect(arrived, "the first 100 requests do not all arrive at once")
         #expect(all.request(99).arrivalNanoseconds == 0, "speed 0 is a closed loop")
+        #expect((0..<100).contains { Int(all.trace.outputTokens[$0]) > 300 && workload.request($0).outputTokens == 300 },
+                "some output is capped by maxOutputTokens")
+        #expect(workload.summary.hasSuffix("outputs capped at 300 tokens") && !all.summary.contains("outputs capped"))
     }
 
     /// Equal chained hashes give equal 512-token runs and different ones different runs, so
