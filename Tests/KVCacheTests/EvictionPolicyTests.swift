@@ -144,6 +144,39 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         }
     }
 
+    /// Episodic, `observe` adds a step both to the accumulated sums and to the current turn's
+    /// block, row by row, and to no episode's: after layer 0 observed once and layer 1 twice
+    /// (0 + s, then s + s, both exact), every slot of both holds the step's sum (over heads per
+    /// layer, the head's score per head) once or twice; the lengths take the SIMD loop and its
+    /// scalar tail (1031 = 128 x 8 + 7), and 7 the tail alone.
+    @Test(arguments: [7, 1031], [false, true])
+    func episodicObserveAddsTheStepToTheSumsAndTheTurn(n: Int, perHead: Bool) throws {
+        let heads = 8
+        var config = EvictionConfig(.episodic)
+        config.perHead = perHead
+        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
+        var rng = SplitMix64(seed: UInt64(n))
+        let scores = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
+        try scores.withUnsafeBufferPointer { p in
+            try s.observe(layer: 0, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+        }
+        let block = s.rows * s.capacity
+        for r in 0..<s.rows {
+            let once = (0..<n).map { t in
+                perHead ? scores[(r % heads) * n + t] : (0..<heads).reduce(Float(0)) { $0 + scores[$1 * n + t] }
+            }
+            let expected = r / s.rowsPerLayer == 0 ? once : once.map { $0 + $0 }
+            let base = r * s.capacity, turn = s.episodeScores + config.episodes * block + base
+            let sums = s.accumulatedScores(layer: r / s.rowsPerLayer, row: r % s.rowsPerLayer)
+            let wrongSums = (0..<n).filter { sums[$0] != expected[$0] }, wrongTurn = (0..<n).filter { turn[$0] != expected[$0] }
+            #expect(wrongSums.isEmpty, "row \(r): sums differ at slots \(wrongSums.prefix(8))")
+            #expect(wrongTurn.isEmpty, "row \(r): the turn differs at slots \(wrongTurn.prefix(8))")
+            for e in 0..<config.episodes { #expect((0..<n).allSatisfy { s.episodeScores[e * block + base + $0] == 0 }, "row \(r), episode \(e)") }
+        }
+    }
+
     /// Bad scores leave every accumulated score of every layer (and, per head, every head's
     /// row) bit for bit as it was, with H2O (the decode-step policy, sums only) and TOVA (sums
     /// and the last step's): a NaN, negative or infinite score in the middle of head 0's row,
