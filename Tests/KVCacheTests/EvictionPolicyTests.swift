@@ -120,6 +120,20 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         }
     }
 
+    /// A 2-layer state of `n` tokens whose layer 0 observed one step of random `heads x n`
+    /// scores and layer 1 the same step twice; returns it and the scores.
+    private func observedOnceAndTwice(_ config: EvictionConfig, heads: Int, n: Int) throws -> (AttentionScores, [Float]) {
+        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
+        var rng = SplitMix64(seed: UInt64(n))
+        let scores = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
+        try scores.withUnsafeBufferPointer { p in
+            try s.observe(layer: 0, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+        }
+        return (s, scores)
+    }
+
     /// Per head, `observe` adds each head's scores to that head's row of that layer and to
     /// nothing else: after two steps (0 + s, then s + s, both exact) every slot of layer 1's
     /// rows holds twice its head's score, layer 0 the one step it observed; the lengths take
@@ -129,14 +143,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         let heads = 8
         var config = EvictionConfig(.heavyHitter)
         config.perHead = true
-        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
-        var rng = SplitMix64(seed: UInt64(n))
-        let scores = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
-        try scores.withUnsafeBufferPointer { p in
-            try s.observe(layer: 0, scores: p.baseAddress!, nHeads: heads, nTokens: n)
-            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
-            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
-        }
+        let (s, scores) = try observedOnceAndTwice(config, heads: heads, n: n)
         for h in 0..<heads {
             let once = Array(scores[(h * n)..<((h + 1) * n)])
             #expect(Array(s.accumulatedScores(layer: 0, row: h)) == once, "layer 0, head \(h)")
@@ -154,14 +161,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         let heads = 8
         var config = EvictionConfig(.episodic)
         config.perHead = perHead
-        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
-        var rng = SplitMix64(seed: UInt64(n))
-        let scores = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
-        try scores.withUnsafeBufferPointer { p in
-            try s.observe(layer: 0, scores: p.baseAddress!, nHeads: heads, nTokens: n)
-            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
-            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
-        }
+        let (s, scores) = try observedOnceAndTwice(config, heads: heads, n: n)
         let block = s.rows * s.capacity
         for r in 0..<s.rows {
             let once = (0..<n).map { t in
