@@ -378,19 +378,19 @@ public final class AttentionScores {
         for h in 0..<rowsPerLayer {
             let r = layer * rowsPerLayer + h
             let src = perHead ? scores + h * n : UnsafePointer(summed)
+            let turn = episode >= 0 ? episodeScores + episode * rows * capacity + r * capacity : nil
             if !perHead {
-                let acc = accumulated + r * capacity
-                for t in 0..<n { acc[t] += src[t] }
+                // Episodic: the turn's sums in the same pass, so that the sums are read once and
+                // the two rows' misses overlap (two passes cost ~30% of observe's samples).
+                Self.add(src, n: n, into: accumulated + r * capacity, and: turn)
+            } else if let turn {
+                for t in 0..<n { turn[t] += src[t] }
             }
             if config.tracksLast { (last + r * capacity).update(from: src, count: n) }
             if config.tracksVisibility {  // ...but the last ones saw fewer, and those past `n` none
                 let vis = visible + r * capacity
                 for t in seenAll..<n { vis[t] += Float(n - t) - queries }
                 for t in n..<lengths[layer] { vis[t] -= queries }
-            }
-            if episode >= 0 {
-                let e = episodeScores + episode * rows * capacity + r * capacity
-                for t in 0..<n { e[t] += src[t] }
             }
         }
         if config.adaptiveBudgets && sensitivity.isEmpty && n > 1 {
@@ -514,6 +514,29 @@ public final class AttentionScores {
             for i in 0..<(heads * n) where scores[i] < 0 { minimum = -1 }
         }
         return (minimum, total, firstHead)
+    }
+
+    /// `a[t] += x[t]`, and `b[t] += x[t]` when `b` is given, for `t < n`: the same float adds
+    /// as one loop per row, in one SIMD pass that reads `x` once. Cost: O(n).
+    @inline(__always)
+    private static func add(_ x: UnsafePointer<Float>, n: Int, into a: UnsafeMutablePointer<Float>, and b: UnsafeMutablePointer<Float>?) {
+        typealias V = SIMD8<Float>
+        let vectors = n / 8
+        let src = UnsafeRawPointer(x), dstA = UnsafeMutableRawPointer(a)
+        if let b {
+            let dstB = UnsafeMutableRawPointer(b)
+            for j in 0..<vectors {
+                let v = src.loadUnaligned(fromByteOffset: j * 32, as: V.self)
+                dstA.storeBytes(of: dstA.loadUnaligned(fromByteOffset: j * 32, as: V.self) + v, toByteOffset: j * 32, as: V.self)
+                dstB.storeBytes(of: dstB.loadUnaligned(fromByteOffset: j * 32, as: V.self) + v, toByteOffset: j * 32, as: V.self)
+            }
+            for t in (vectors * 8)..<n {
+                a[t] += x[t]
+                b[t] += x[t]
+            }
+        } else {
+            for t in 0..<n { a[t] += x[t] }
+        }
     }
 
     /// Entropy of the distribution `p / sum(p)` divided by log(n): 0 (one token) ... 1 (uniform).

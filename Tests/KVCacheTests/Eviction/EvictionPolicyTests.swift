@@ -120,6 +120,20 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         }
     }
 
+    /// A 2-layer state of `n` tokens whose layer 0 observed one step of random `heads x n`
+    /// scores and layer 1 the same step twice; returns it and the scores.
+    private func observedOnceAndTwice(_ config: EvictionConfig, heads: Int, n: Int) throws -> (AttentionScores, [Float]) {
+        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
+        var rng = SplitMix64(seed: UInt64(n))
+        let scores = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
+        try scores.withUnsafeBufferPointer { p in
+            try s.observe(layer: 0, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
+        }
+        return (s, scores)
+    }
+
     /// Per head, `observe` adds each head's scores to that head's row of that layer and to
     /// nothing else: after two steps (0 + s, then s + s, both exact) every slot of layer 1's
     /// rows holds twice its head's score, layer 0 the one step it observed; the lengths take
@@ -129,18 +143,37 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         let heads = 8
         var config = EvictionConfig(.heavyHitter)
         config.perHead = true
-        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
-        var rng = SplitMix64(seed: UInt64(n))
-        let scores = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
-        try scores.withUnsafeBufferPointer { p in
-            try s.observe(layer: 0, scores: p.baseAddress!, nHeads: heads, nTokens: n)
-            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
-            try s.observe(layer: 1, scores: p.baseAddress!, nHeads: heads, nTokens: n)
-        }
+        let (s, scores) = try observedOnceAndTwice(config, heads: heads, n: n)
         for h in 0..<heads {
             let once = Array(scores[(h * n)..<((h + 1) * n)])
             #expect(Array(s.accumulatedScores(layer: 0, row: h)) == once, "layer 0, head \(h)")
             #expect(Array(s.accumulatedScores(layer: 1, row: h)) == once.map { $0 + $0 }, "layer 1, head \(h)")
+        }
+    }
+
+    /// Episodic, `observe` adds a step both to the accumulated sums and to the current turn's
+    /// block, row by row, and to no episode's: after layer 0 observed once and layer 1 twice
+    /// (0 + s, then s + s, both exact), every slot of both holds the step's sum (over heads per
+    /// layer, the head's score per head) once or twice; the lengths take the SIMD loop and its
+    /// scalar tail (1031 = 128 x 8 + 7), and 7 the tail alone.
+    @Test(arguments: [7, 1031], [false, true])
+    func episodicObserveAddsTheStepToTheSumsAndTheTurn(n: Int, perHead: Bool) throws {
+        let heads = 8
+        var config = EvictionConfig(.episodic)
+        config.perHead = perHead
+        let (s, scores) = try observedOnceAndTwice(config, heads: heads, n: n)
+        let block = s.rows * s.capacity
+        for r in 0..<s.rows {
+            let once = (0..<n).map { t in
+                perHead ? scores[(r % heads) * n + t] : (0..<heads).reduce(Float(0)) { $0 + scores[$1 * n + t] }
+            }
+            let expected = r / s.rowsPerLayer == 0 ? once : once.map { $0 + $0 }
+            let base = r * s.capacity, turn = s.episodeScores + config.episodes * block + base
+            let sums = s.accumulatedScores(layer: r / s.rowsPerLayer, row: r % s.rowsPerLayer)
+            let wrongSums = (0..<n).filter { sums[$0] != expected[$0] }, wrongTurn = (0..<n).filter { turn[$0] != expected[$0] }
+            #expect(wrongSums.isEmpty, "row \(r): sums differ at slots \(wrongSums.prefix(8))")
+            #expect(wrongTurn.isEmpty, "row \(r): the turn differs at slots \(wrongTurn.prefix(8))")
+            for e in 0..<config.episodes { #expect((0..<n).allSatisfy { s.episodeScores[e * block + base + $0] == 0 }, "row \(r), episode \(e)") }
         }
     }
 
