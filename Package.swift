@@ -27,7 +27,10 @@ let package = Package(
         ),
         .target(
             name: "KVCache",
-            dependencies: ["CKVMemory"]
+            dependencies: ["CKVMemory"],
+            // Release: no runtime exclusivity checks (a `swift_beginAccess` call per access to a
+            // class's `var` on the hot paths); debug builds, and so the tests, keep them.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(
             name: "KVRouter",

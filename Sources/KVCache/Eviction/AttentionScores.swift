@@ -19,13 +19,12 @@ import Glibc
 /// Growth doubles `capacity` (amortised, never on a step that does not add tokens past it);
 /// observing and compacting allocate nothing.
 ///
-/// The stored `var`s the per-token paths read (`capacity`, `nextPosition`, `tailFrom`, the
-/// buffers, segment bounds, the engine's `written*` scratch) are `@exclusivity(unchecked)`:
-/// every read of a class's `var` is otherwise a runtime exclusivity check
-/// (`swift_beginAccess`), which took ~40% of an evicting sequence's `Engine.append` and ~30%
-/// of its `truncate` (perf, docs/benchmarks.md "Speculative decoding"). Sound because no
-/// access to them overlaps another: none is passed `inout` to a call that touches the same
-/// property, and the engine's lock serialises its callers (the class is not thread-safe).
+/// Release builds of this module skip runtime exclusivity checks (Package.swift): a read of a
+/// class's `var` is otherwise a `swift_beginAccess` call, which took ~40% of an evicting
+/// sequence's `Engine.append` and ~30% of its `truncate` (perf, docs/benchmarks.md
+/// "Speculative decoding"). No access here overlaps another (none is passed `inout` to a call
+/// that touches the same property, and the engine's lock serialises callers: the class is not
+/// thread-safe); debug builds, the tests', still check that.
 public final class AttentionScores {
     /// Layers.
     public let layers: Int
@@ -40,14 +39,14 @@ public final class AttentionScores {
     /// Most slots a row may ever need (the engine's `maxSeqTokens`).
     public let maxCapacity: Int
     /// Slots per row allocated.
-    @exclusivity(unchecked) public private(set) var capacity: Int
+    public private(set) var capacity: Int
     /// One past the newest position held.
-    @exclusivity(unchecked) public private(set) var nextPosition: Int
+    public private(set) var nextPosition: Int
     /// Every position from `tailFrom` on is held, in every row, by the row's last
     /// `nextPosition - tailFrom` resident slots, in position order: the tokens appended since
     /// the last compaction or restore (0 before any: slot i holds position i). No parked token
     /// lies there. A truncation at or past it drops the last slots without a scan.
-    @exclusivity(unchecked) private(set) var tailFrom = 0
+    private(set) var tailFrom = 0
     /// Per layer: slots held.
     let lengths: UnsafeMutablePointer<Int>
     /// Per row: parked slots (at the top of the row).
@@ -55,9 +54,9 @@ public final class AttentionScores {
     /// Whether `applyPlan` parks the evicted slots instead of dropping them (the engine sets
     /// it for a sequence whose evicted K/V go to its disk tier).
     var parksEvictions = false
-    @exclusivity(unchecked) private(set) var positions: UnsafeMutablePointer<Int32>
-    @exclusivity(unchecked) private(set) var accumulated: UnsafeMutablePointer<Float>
-    @exclusivity(unchecked) private(set) var last: UnsafeMutablePointer<Float>
+    private(set) var positions: UnsafeMutablePointer<Int32>
+    private(set) var accumulated: UnsafeMutablePointer<Float>
+    private(set) var last: UnsafeMutablePointer<Float>
     /// Queries that could see each slot's token (normalised scores), stored so that a decode
     /// step need not touch every slot: a resident slot of layer `l` holds the count minus
     /// `visibleQueries[l]` (every resident token sees each new query, so `observe` raises the
@@ -65,25 +64,25 @@ public final class AttentionScores {
     /// multi-query step, and those past its scores); a parked slot holds its count itself
     /// (parked tokens are not observed), converted whenever a token enters or leaves the
     /// parked slots. Counts are integers below 2^24, exact in `Float`.
-    @exclusivity(unchecked) private(set) var visible: UnsafeMutablePointer<Float>
+    private(set) var visible: UnsafeMutablePointer<Float>
     /// Per layer: the queries observed (a step's count is its first head's row sum, rounded).
     private let visibleQueries: UnsafeMutablePointer<Float>
     /// `config.episodes + 1` blocks of `rows * capacity` (episodic only, else empty): per
     /// episode the attention credited to it, and last the *turn* block, the attention
     /// observed since the previous focus, credited at the next focus to the episode of the
     /// segment added in between (the turn those queries belonged to).
-    @exclusivity(unchecked) private(set) var episodeScores: UnsafeMutablePointer<Float>
+    private(set) var episodeScores: UnsafeMutablePointer<Float>
     /// Per episode: whether it has observed anything.
     private(set) var episodeObserved: [Bool]
     /// Scratch: the keep mask of one row, selection values, a layer's summed scores.
-    @exclusivity(unchecked) private var keepMask: UnsafeMutablePointer<UInt8>
-    @exclusivity(unchecked) private var values: UnsafeMutablePointer<Float>
-    @exclusivity(unchecked) private var slotScratch: UnsafeMutablePointer<Int32>
+    private var keepMask: UnsafeMutablePointer<UInt8>
+    private var values: UnsafeMutablePointer<Float>
+    private var slotScratch: UnsafeMutablePointer<Int32>
     /// A layer's summed scores go here, at `summedScratch(for:)`: `heads x capacity` floats
     /// plus a 4 KiB page of room to place them.
-    @exclusivity(unchecked) private(set) var summedBuffer: UnsafeMutablePointer<Float>
+    private(set) var summedBuffer: UnsafeMutablePointer<Float>
     /// The compaction plan: per row its moves (destination, source slot pairs) in `moves`.
-    @exclusivity(unchecked) private var moves: UnsafeMutablePointer<Int32>
+    private var moves: UnsafeMutablePointer<Int32>
     let moveStart: UnsafeMutablePointer<Int>
     let moveCount: UnsafeMutablePointer<Int>
     /// Per layer: slots after the planned compaction.
@@ -96,17 +95,17 @@ public final class AttentionScores {
     /// Per layer: the sensitivity the server supplied, or empty.
     public private(set) var sensitivity: [Float] = []
     /// Segments: `[start, end)` positions, and their embeddings (`dim` floats each).
-    @exclusivity(unchecked) private(set) var segmentBounds: [Int] = []
+    private(set) var segmentBounds: [Int] = []
     private(set) var embeddings: [Float] = []
     /// Embedding dimension (0 until fixed).
-    @exclusivity(unchecked) public private(set) var embeddingDim: Int
+    public private(set) var embeddingDim: Int
     private var clustering: KMeans?
-    @exclusivity(unchecked) private var clusteredSegments = 0
+    private var clusteredSegments = 0
     /// Compaction scratch of the engine: which blocks and pages a compaction writes.
-    @exclusivity(unchecked) var writtenBlocks: [Bool] = []
-    @exclusivity(unchecked) var writtenPages: [Bool] = []
+    var writtenBlocks: [Bool] = []
+    var writtenPages: [Bool] = []
     /// Compactions applied so far.
-    @exclusivity(unchecked) public private(set) var compactions = 0
+    public private(set) var compactions = 0
     /// The focused episode, or -1. Every assignment (each focus sets it, the same episode or
     /// not, after crediting the turn and any re-clustering) forgets every row's `lowScores`:
     /// the rows' episodic scores may have fallen.
