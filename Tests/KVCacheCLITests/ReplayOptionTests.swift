@@ -2,7 +2,7 @@ import KVSim
 import Testing
 @testable import kvcache
 
-/// `kvcache replay`'s shared-tier options, parsed and validated as on the command line.
+/// `kvcache replay`'s options, parsed and validated as on the command line.
 @Suite("kvcache replay options")
 struct ReplayOptionTests {
     @Test(arguments: [
@@ -15,6 +15,14 @@ struct ReplayOptionTests {
     func aBadSharedTierOptionIsNamed(arguments: [String], message: String) {
         let text = optionError(ReplayCommand.self, arguments)
         #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
+    }
+
+    /// `--requests 0` would replay nothing: refused by name (a file without requests is
+    /// `Trace.read`'s "holds no requests"); one request is fine.
+    @Test func zeroRequestsAreRefused() throws {
+        let text = optionError(ReplayCommand.self, ["--requests", "0"])
+        #expect(text?.hasPrefix("--requests must be at least 1") == true, "got \(text ?? "no error")")
+        #expect(try ReplayCommand.parse(["--requests", "1"]).requests == 1)
     }
 
     /// No option: no tier. `--shared-tier-gb` alone: that capacity at the default 25 GB/s.
