@@ -62,8 +62,9 @@ extension Engine {
     /// (`AttentionScores.tailFrom`: the drafts since the last compaction or focus), else
     /// O(resident slots) per row and the moves and copies of `compact`. Measured
     /// (docs/benchmarks.md, "Speculative decoding"): a round of 8 drafts rolled back to 3 costs
-    /// 2.05x appending only the 3 paged (~64 ns more), 1.6x contiguous (~81 ns more), 2.1-2.3x
-    /// compacted paged (~122 ns more, over a 3-token append that its eviction state makes ~107 ns).
+    /// 2.2x appending only the 3 paged (~67 ns more), 1.65x contiguous (~105 ns more), 2.3x
+    /// compacted paged (~126 ns more, over a 3-token append that its eviction state makes ~84 ns;
+    /// 2026-11-22 14:21).
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)
