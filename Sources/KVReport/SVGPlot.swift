@@ -5,8 +5,9 @@
 /// add their own plots as extensions built on those two.
 ///
 /// Invariant: every caller-given text (titles, labels, series and group names) is escaped,
-/// so a name holding `<`, `&` or `>` cannot break the document. Numbers are written with
-/// `fixed` (no locale), so a plot reads the same on every machine.
+/// so a name holding `<`, `&` or `>` cannot break the document. Numbers are written without
+/// a locale (`fixed`, or Swift's own text of a Double), so a plot reads the same on every
+/// machine.
 public enum SVGPlot {
     /// Series colours, in order; the (i % count)-th colour draws the i-th series.
     static let palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]

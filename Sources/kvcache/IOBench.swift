@@ -197,9 +197,11 @@ final class IOBench {
 
     // MARK: reports
 
+    /// A table's number: whole from 100 up, else one decimal (truncated), as both tables print.
+    private func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
+
     func table(_ cells: [Cell], sizes: [Int], depths: [Int], ops: [Op]) -> String {
         func pad(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
-        func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
         var out = "kvcache io-bench: \(path), \(ByteCount.format(UInt64(fileBytes))), \(direct ? "O_DIRECT" : "buffered"), "
             + "queue backend \(backendName)\(registeredBuffers ? " with registered buffers" : ""), random block-aligned offsets\n\n"
         for op in ops {
@@ -222,7 +224,6 @@ final class IOBench {
 
     /// The engine-level rows of `--tier`: swap-out (write) and swap-in (read) throughput.
     func tierTable(_ cells: [Cell]) -> String {
-        func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
         var out = "disk tier through the engine (swap out / swap in of a sequence, slot = payload + 4 KiB header, depth 32)\n"
         out += "   payload   swap-out MiB/s   swap-in MiB/s   swaps\n"
         for w in cells where w.op == .write {
