@@ -1,7 +1,8 @@
 // swift-tools-version: 6.1
 // KVCacheEngine: a KV-cache manager for LLM serving. Layout and dependency direction are in
 // README.md: CKVMemory <- KVCache <- {KVRouter, KVSim, KVEval, KVCacheABI, kvcache}; KVRouter <-
-// {KVSim, KVCacheABI, kvcache}; KVSim, KVEval <- kvcache.
+// {KVSim, KVCacheABI, kvcache}; KVSim, KVEval <- kvcache; KVReport (plots, quantiles, number
+// formatting; depends on nothing) <- {KVSim, KVEval, kvcache}.
 import PackageDescription
 
 let packageDir = Context.packageDirectory
@@ -36,9 +37,12 @@ let package = Package(
             name: "KVRouter",
             dependencies: ["KVCache"]
         ),
+        // The report pieces the simulator, the evaluation and the CLI share: SVG plots,
+        // nearest-rank quantiles, fixed-decimal numbers. No dependencies.
+        .target(name: "KVReport"),
         .target(
             name: "KVSim",
-            dependencies: ["KVCache", "KVRouter"]
+            dependencies: ["KVCache", "KVRouter", "KVReport"]
         ),
         .target(
             name: "KVCacheABI",
@@ -47,7 +51,7 @@ let package = Package(
         ),
         .target(
             name: "KVEval",
-            dependencies: ["KVCache"],
+            dependencies: ["KVCache", "KVReport"],
             // Optimised in debug builds too: its tests replay whole traces (minutes unoptimised).
             swiftSettings: [.unsafeFlags(["-O"])]
         ),
@@ -56,6 +60,7 @@ let package = Package(
             dependencies: [
                 "KVCache",
                 "KVEval",
+                "KVReport",
                 "CKVMemory",
                 "KVRouter",
                 "KVSim",
@@ -67,11 +72,12 @@ let package = Package(
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache"]),
         .testTarget(name: "KVCacheABITests", dependencies: ["KVCacheABI", "KVCache"]),
         .testTarget(name: "KVRouterTests", dependencies: ["KVRouter", "KVCache"]),
-        .testTarget(name: "KVSimTests", dependencies: ["KVSim", "KVRouter", "KVCache"]),
+        .testTarget(name: "KVSimTests", dependencies: ["KVSim", "KVRouter", "KVCache", "KVReport"]),
         .testTarget(name: "KVEvalTests", dependencies: ["KVEval", "KVCache"]),
+        .testTarget(name: "KVReportTests", dependencies: ["KVReport"]),
         // The command-line tool's own logic (option parsing, workloads, the load report);
         // SwiftPM links an executable target into its tests with its @main entry point renamed.
-        .testTarget(name: "KVCacheCLITests", dependencies: ["kvcache", "KVCache"]),
+        .testTarget(name: "KVCacheCLITests", dependencies: ["kvcache", "KVCache", "KVReport"]),
         .executableTarget(
             name: "KVCacheBenchmarks",
             // KVSim: its Mooncake trace reader, for the trace-replay benchmark.

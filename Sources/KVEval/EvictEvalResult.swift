@@ -1,4 +1,5 @@
 import Foundation
+import KVReport
 
 /// One row of the evaluation.
 public struct EvictEvalResult: Sendable {
@@ -39,34 +40,26 @@ public struct EvictEvalResult: Sendable {
         return "[\n  " + items.joined(separator: ",\n  ") + "\n]\n"
     }
 
-    /// Grouped bars: per trace, per policy, one bar per budget (recall, 0...1).
+    /// Recall (0...1) as grouped bars (KVReport's `SVGPlot.groupedBars`): a panel per trace,
+    /// a group per policy, a bar per budget in the budget's colour; `none` (the full cache)
+    /// is a series of its own. Traces, policies and budgets in order of first appearance.
+    /// O(results x (traces + policies + budgets)).
     public static func svg(_ results: [EvictEvalResult]) -> String {
-        let traces = results.map(\.trace).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
-        let policies = results.map(\.policy).reduce(into: [String]()) { if !$0.contains($1) { $0.append($1) } }
-        let budgets = results.filter { $0.policy != "none" }.map(\.budget).reduce(into: [Double]()) { if !$0.contains($1) { $0.append($1) } }
-        let colors = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"]
-        let bar = 10, groupGap = 14, panelHeight = 220, left = 50, top = 30
-        let groupWidth = max(1, budgets.count) * bar + groupGap
-        let width = left + policies.count * groupWidth + 20
-        var svg = ["<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(width)\" height=\"\(traces.count * (panelHeight + 80) + 40)\" font-family=\"sans-serif\" font-size=\"10\">"]
-        for (t, trace) in traces.enumerated() {
-            let y0 = top + t * (panelHeight + 80)
-            svg.append("<text x=\"\(left)\" y=\"\(y0 - 10)\" font-size=\"12\">attention-mass recall: \(trace) (bars: budgets \(budgets.map { "\(Int($0 * 100))%" }.joined(separator: ", ")))</text>")
-            for tick in stride(from: 0.0, through: 1.0, by: 0.25) {
-                let y = y0 + panelHeight - Int(tick * Double(panelHeight))
-                svg.append("<line x1=\"\(left)\" x2=\"\(width - 10)\" y1=\"\(y)\" y2=\"\(y)\" stroke=\"#ddd\"/><text x=\"\(left - 30)\" y=\"\(y + 3)\">\(tick)</text>")
-            }
-            for (p, policy) in policies.enumerated() {
-                let x0 = left + p * groupWidth + groupGap / 2
+        func firstAppearance<T: Equatable>(_ values: [T]) -> [T] { values.reduce(into: []) { if !$0.contains($1) { $0.append($1) } } }
+        let traces = firstAppearance(results.map(\.trace)), policies = firstAppearance(results.map(\.policy))
+        let budgets = firstAppearance(results.filter { $0.policy != "none" }.map(\.budget))
+        let hasNone = policies.contains("none")
+        let series = budgets.map { "budget \(Int(($0 * 100).rounded()))%" } + (hasNone ? ["none (full cache)"] : [])
+        let panels = traces.map { trace in
+            SVGPlot.BarPanel(title: trace, groups: policies.map { policy in
+                var values = [Double?](repeating: nil, count: series.count)
                 for r in results where r.trace == trace && r.policy == policy {
-                    let b = policy == "none" ? 0 : budgets.firstIndex(of: r.budget) ?? 0
-                    let h = Int(r.recall * Double(panelHeight))
-                    svg.append("<rect x=\"\(x0 + b * bar)\" y=\"\(y0 + panelHeight - h)\" width=\"\(bar - 1)\" height=\"\(h)\" fill=\"\(colors[b % colors.count])\"/>")
+                    values[policy == "none" ? budgets.count : budgets.firstIndex(of: r.budget)!] = r.recall
                 }
-                svg.append("<text x=\"\(x0)\" y=\"\(y0 + panelHeight + 12)\" transform=\"rotate(30 \(x0) \(y0 + panelHeight + 12))\">\(policy)</text>")
-            }
+                return SVGPlot.BarGroup(name: policy, values: values)
+            })
         }
-        svg.append("</svg>")
-        return svg.joined(separator: "\n")
+        return SVGPlot.groupedBars(title: "attention-mass recall per policy and budget", yLabel: "recall",
+                                   seriesNames: series, panels: panels, yRange: (0, 1))
     }
 }

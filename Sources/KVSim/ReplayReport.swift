@@ -1,3 +1,4 @@
+import KVReport
 import KVRouter
 
 /// Renders replay outcomes as a plain-text table and as JSON (stable keys, below).

@@ -1,3 +1,4 @@
+import KVReport
 import KVRouter
 
 /// The measurements of one replay (one policy, one rate scale).
@@ -50,10 +51,7 @@ public struct ReplayResult: Sendable {
     /// Fraction of all requests (unserved ones count as misses) meeting the SLO.
     public var sloAttainment: Double { requests > 0 ? Double(sloMet) / Double(requests) : 0 }
 
-    /// The `q`-quantile (0...1) of TTFT in ms, nearest rank; 0 when nothing was served.
-    public func ttftQuantile(_ q: Double) -> Double {
-        guard !ttftSorted.isEmpty else { return 0 }
-        let i = min(ttftSorted.count - 1, max(0, Int((q * Double(ttftSorted.count)).rounded(.up)) - 1))
-        return ttftSorted[i]
-    }
+    /// The `q`-quantile (0...1) of TTFT in ms (`Quantile.nearestRank`); 0 when nothing was
+    /// served. O(1).
+    public func ttftQuantile(_ q: Double) -> Double { Quantile.nearestRank(ttftSorted, q) ?? 0 }
 }

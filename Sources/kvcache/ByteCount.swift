@@ -1,4 +1,5 @@
 import ArgumentParser
+import KVReport
 
 /// A byte count given on the command line: a plain integer, or one with a binary suffix
 /// (`K`, `KiB`, `M`, `MiB`, `G`, `GiB`, `T`, `TiB`; case-insensitive, all powers of 1024).
@@ -51,22 +52,4 @@ extension String {
         while s.last == set { s.removeLast() }
         return s
     }
-}
-
-/// `value` with exactly `digits` decimals (no Foundation needed).
-func fixed(_ value: Double, _ digits: Int) -> String {
-    guard value.isFinite else { return value.isNaN ? "nan" : (value < 0 ? "-inf" : "inf") }
-    var scale = 1.0
-    for _ in 0..<digits { scale *= 10 }
-    let negative = value < 0
-    let scaled = (abs(value) * scale).rounded()
-    guard scaled < 9e18 else { return String(value) }
-    let n = UInt64(scaled)
-    let whole = n / UInt64(scale)
-    var text = (negative && n != 0 ? "-" : "") + String(whole)
-    if digits > 0 {
-        let frac = String(n % UInt64(scale))
-        text += "." + String(repeating: "0", count: digits - frac.count) + frac
-    }
-    return text
 }

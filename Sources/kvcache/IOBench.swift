@@ -2,6 +2,7 @@ import CKVMemory
 import KVCache
 #if canImport(Glibc)
 import Glibc
+import KVReport
 #endif
 
 /// The measurements behind `kvcache io-bench`: one test file opened O_DIRECT (buffered when
@@ -25,10 +26,10 @@ final class IOBench {
 
         var mibPerSecond: Double { Double(bytes) / seconds / 1_048_576 }
         var iops: Double { Double(latenciesNanoseconds.count) / seconds }
+        /// The `p`-quantile (0...1) of the latencies in us (`Quantile.nearestRank`; the
+        /// runs sort them); 0 without requests.
         func percentileMicroseconds(_ p: Double) -> Double {
-            guard !latenciesNanoseconds.isEmpty else { return 0 }
-            let i = min(latenciesNanoseconds.count - 1, Int(Double(latenciesNanoseconds.count) * p))
-            return Double(latenciesNanoseconds[i]) / 1000
+            Double(Quantile.nearestRank(latenciesNanoseconds, p) ?? 0) / 1000
         }
         var meanMicroseconds: Double {
             latenciesNanoseconds.isEmpty ? 0 : Double(latenciesNanoseconds.reduce(0, +)) / Double(latenciesNanoseconds.count) / 1000
@@ -196,9 +197,11 @@ final class IOBench {
 
     // MARK: reports
 
+    /// A table's number: whole from 100 up, else one decimal (truncated), as both tables print.
+    private func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
+
     func table(_ cells: [Cell], sizes: [Int], depths: [Int], ops: [Op]) -> String {
         func pad(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
-        func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
         var out = "kvcache io-bench: \(path), \(ByteCount.format(UInt64(fileBytes))), \(direct ? "O_DIRECT" : "buffered"), "
             + "queue backend \(backendName)\(registeredBuffers ? " with registered buffers" : ""), random block-aligned offsets\n\n"
         for op in ops {
@@ -221,7 +224,6 @@ final class IOBench {
 
     /// The engine-level rows of `--tier`: swap-out (write) and swap-in (read) throughput.
     func tierTable(_ cells: [Cell]) -> String {
-        func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
         var out = "disk tier through the engine (swap out / swap in of a sequence, slot = payload + 4 KiB header, depth 32)\n"
         out += "   payload   swap-out MiB/s   swap-in MiB/s   swaps\n"
         for w in cells where w.op == .write {
@@ -236,7 +238,7 @@ final class IOBench {
     }
 
     func json(_ cells: [Cell], seconds: Double) -> String {
-        func num(_ x: Double) -> String { x.isFinite ? String(format3(x)) : "0" }
+        func num(_ x: Double) -> String { x.isFinite ? fixed(x, 3) : "0" }
         let rows = cells.map { c in
             "{\"op\":\"\(c.op.rawValue)\",\"engine\":\"\(c.engine)\",\"block_bytes\":\(c.blockBytes),\"depth\":\(c.depth),"
                 + "\"bytes\":\(c.bytes),\"mib_per_s\":\(num(c.mibPerSecond)),\"iops\":\(num(c.iops)),\"mean_us\":\(num(c.meanMicroseconds)),"
@@ -246,15 +248,6 @@ final class IOBench {
         return "{\"file\":\"\(path)\",\"file_bytes\":\(fileBytes),\"direct\":\(direct),\"backend\":\"\(backendName)\","
             + "\"registered_buffers\":\(registeredBuffers),\"seconds_per_cell\":\(num(seconds)),\"cells\":[\(rows.joined(separator: ","))]}"
     }
-}
-
-/// Three decimals, without Foundation.
-func format3(_ x: Double) -> String {
-    let scaled = (x * 1000).rounded()
-    let whole = Int(scaled / 1000)
-    let frac = abs(Int(scaled) % 1000)
-    let fracText = String(frac)
-    return "\(scaled < 0 && whole == 0 ? "-" : "")\(whole).\(String(repeating: "0", count: 3 - fracText.count))\(fracText)"
 }
 
 /// An io-bench failure, with the reason.

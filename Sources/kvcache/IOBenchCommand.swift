@@ -23,7 +23,7 @@ struct IOBenchCommand: ParsableCommand {
         --json prints {"file", "file_bytes", "direct", "backend", "registered_buffers", \
         "seconds_per_cell", "cells": [{"op": "write"|"read", "engine": "sync"|"queue", \
         "block_bytes", "depth", "bytes", "mib_per_s", "iops", "mean_us", "p50_us", "p99_us", \
-        "max_us"}]}.
+        "max_us"}]}; latency percentiles are nearest ranks (the replay's definition).
         """
     )
 

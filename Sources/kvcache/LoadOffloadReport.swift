@@ -1,5 +1,6 @@
 import Foundation
 import KVCache
+import KVReport
 
 extension LoadReport {
     /// The disk tier's part of a `kvcache load` report: traffic, reloads and the time requests

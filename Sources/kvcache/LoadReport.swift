@@ -1,6 +1,7 @@
 import Foundation
 import Histogram
 import KVCache
+import KVReport
 
 /// The result of a `kvcache load` run: what `--json` prints (keys are stable; see
 /// `LoadCommand`'s help) and what the table shows.

@@ -1,5 +1,6 @@
 import Foundation
 import KVCache
+import KVReport
 import Synchronization
 
 /// Runs one load test: creates the engine, starts the worker threads, samples memory (the

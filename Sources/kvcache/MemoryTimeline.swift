@@ -1,4 +1,5 @@
 import KVCache
+import KVReport
 import KVSim
 
 /// The memory of a `kvcache load` run over time, as the run's sampler saw it (every

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KVReport
 import KVRouter
 import KVSim
 

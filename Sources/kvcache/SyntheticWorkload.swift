@@ -1,4 +1,5 @@
 import KVCache
+import KVReport
 
 /// A generated workload: Poisson arrivals (or a closed loop), prompt and output lengths from
 /// `LengthDistribution`s, and a shared-prefix ratio.

@@ -1,6 +1,7 @@
 import KVCache
 #if canImport(Glibc)
 import Glibc
+import KVReport
 #endif
 
 /// `kvcache io-bench --tier`: the disk tier's throughput through the engine itself — swap a
@@ -33,7 +34,7 @@ struct TierBench {
         var callSummary: String {
             let call = IOBench.Cell(op: .write, engine: "tier", blockBytes: writeCell.blockBytes, depth: writeCell.depth, bytes: 0,
                                     seconds: 1, latenciesNanoseconds: callLatenciesNanoseconds)
-            func ms(_ us: Double) -> String { format3(us / 1000) }
+            func ms(_ us: Double) -> String { fixed(us / 1000, 3) }
             let size = String(ByteCount.format(UInt64(writeCell.blockBytes)).filter { $0 != " " })
             return "swap-out call with \(size) slots: p50 \(ms(call.percentileMicroseconds(0.5))) ms, p99 \(ms(call.percentileMicroseconds(0.99))) ms;"
                 + " until its memory was released: p50 \(ms(writeCell.percentileMicroseconds(0.5))) ms"

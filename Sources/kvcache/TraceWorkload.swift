@@ -1,3 +1,4 @@
+import KVReport
 import KVSim
 
 /// The requests of a trace file for `kvcache load --trace`: a Mooncake JSONL trace or an Azure

@@ -1,5 +1,6 @@
 import Foundation
 import KVCache
+import KVReport
 import Testing
 @testable import kvcache
 

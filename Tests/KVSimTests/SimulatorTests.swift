@@ -1,4 +1,5 @@
 import Foundation
+import KVReport
 import KVRouter
 import Testing
 @testable import KVCache
