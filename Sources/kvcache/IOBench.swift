@@ -1,8 +1,8 @@
 import CKVMemory
 import KVCache
+import KVReport
 #if canImport(Glibc)
 import Glibc
-import KVReport
 #endif
 
 /// The measurements behind `kvcache io-bench`: one test file opened O_DIRECT (buffered when
