@@ -60,11 +60,16 @@ extension Engine {
     /// usual case), else a scan of the blocks on it, and at most one page copy per tensor.
     /// With eviction state add O(rows) for a cut past every compacted position
     /// (`AttentionScores.tailFrom`: the drafts since the last compaction or focus), else
-    /// O(resident slots) per row and the moves and copies of `compact`. Measured
+    /// O(resident slots) per row and the moves and copies of `compact`. Compacted, a cut that
+    /// moves nothing whose appends' blocks (and, contiguous, pages) counts prove the sequence's
+    /// own (`appendsWriteOwnMemory`: unshared, unindexed; the spec-decoding case) only releases
+    /// what lies past the new length, without `makeWritable`'s marks and scans. Measured
     /// (docs/benchmarks.md, "Speculative decoding"): a round of 8 drafts rolled back to 3 costs
     /// 2.2x appending only the 3 paged (~67 ns more), 1.65x contiguous (~105 ns more), 2.3x
     /// compacted paged (~126 ns more, over a 3-token append that its eviction state makes ~84 ns;
-    /// 2026-11-22 14:21).
+    /// 2026-11-22 14:21); compacted ~92 ns more since a cut that moves nothing skips
+    /// `makeWritable` (1.94-1.98x against 2.39-2.65x for the general path, alternated runs,
+    /// 2026-11-22 19:20; docs/benchmarks.md).
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
             let slot = try residentSlot(seq)

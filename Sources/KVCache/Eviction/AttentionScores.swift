@@ -795,6 +795,12 @@ public final class AttentionScores {
         return (UnsafePointer(episodeScores + focusedEpisode * block + base), UnsafePointer(episodeScores + config.episodes * block + base))
     }
 
+    /// Whether the last `plan` or `planTruncation` moves a slot in some row. Cost: O(rows).
+    var plansMoves: Bool {
+        for r in 0..<rows where moveCount[r] != 0 { return true }
+        return false
+    }
+
     /// The planned moves of row `r`: (destination, source) slot pairs.
     @inline(__always) func plannedMoves(row r: Int) -> UnsafeBufferPointer<Int32> {
         UnsafeBufferPointer(start: moves + 2 * moveStart[r], count: 2 * moveCount[r])

@@ -125,18 +125,27 @@ extension Engine {
     /// Moves the planned tokens' bytes, after making every block or page written exclusive
     /// and calling `beforeMoves` (evicted tokens' bytes are still in place then), and releases
     /// what lies past `newLength`. Throws (changing nothing) only before the first change.
+    /// A plan that moves nothing, whose appends' memory `appendsWriteOwnMemory` proves the
+    /// sequence's own, skips `makeWritable` (it would change nothing): O(rows) and the cost of
+    /// that check then, plus the releases.
     /// Also a compacted sequence's truncation (`truncate`), whose plan drops the tokens past
     /// the cut: without `returnMemory` the released pages stay mapped and committed for the
     /// appends that follow (`ContiguousMemory.release`, no `PagedMemory.trim`).
     func compactMemory(
         slot s: Int, state: AttentionScores, oldLength: Int, newLength: Int, returnMemory: Bool = true, beforeMoves: () -> Void
     ) throws(KVError) {
-        let table = sequences.table(s)
-        let oldBlocks = (oldLength + bt - 1) / bt, newBlocks = (newLength + bt - 1) / bt
         // Appends then write each layer from its new length on, into blocks (and pages) no
         // byte moves into: a block whose tail this drops may still be indexed or shared.
-        let shortest = state.shortestPlannedLength
-        try makeWritable(slot: s, state: state, length: newLength, appendsFrom: shortest < oldLength ? shortest : nil) { mark in
+        let shortest = state.shortestPlannedLength, appendsFrom = shortest < oldLength ? shortest : nil
+        // Nothing moves (a truncation's cut past every compacted token, the spec-decoding
+        // case) and counts prove the appends' memory the sequence's own: no scan to do.
+        if !state.plansMoves && appendsWriteOwnMemory(slot: s, from: appendsFrom ?? newLength, length: newLength) {
+            beforeMoves()
+            releaseBlocks(slot: s, from: oldLength, to: newLength, returnMemory: returnMemory)
+            return
+        }
+        let table = sequences.table(s)
+        try makeWritable(slot: s, state: state, length: newLength, appendsFrom: appendsFrom) { mark in
             for r in 0..<state.rows {
                 let m = state.plannedMoves(row: r)
                 for j in stride(from: 0, to: m.count, by: 2) { mark(Int(m[j])) }
@@ -157,20 +166,49 @@ extension Engine {
                 }
             }
         }
-        // Release what lies past the new length.
+        releaseBlocks(slot: s, from: oldLength, to: newLength, returnMemory: returnMemory)
+    }
+
+    /// Releases `s`'s blocks past its first `newLength` of `oldLength` token slots, in table
+    /// order (an exclusive indexed one leaves the index: its bytes are rewritten or dropped),
+    /// and, when a block went, the pages past `newLength`: with `returnMemory` unmapped and the
+    /// pool trimmed, else unpinned and kept mapped (`ContiguousMemory.release`). Cost: one
+    /// release per block, one unpin per page (plus a trim with `returnMemory`).
+    func releaseBlocks(slot s: Int, from oldLength: Int, to newLength: Int, returnMemory: Bool) {
+        let table = sequences.table(s)
+        let oldBlocks = (oldLength + bt - 1) / bt, newBlocks = (newLength + bt - 1) / bt
         for i in newBlocks..<oldBlocks {
             let b = table[i]
             if blocks.references(b) == 1 && blocks.isIndexed(b) { blocks.unindexUsed(b) }
             blocks.release(b)
         }
-        if newBlocks < oldBlocks {
-            if returnMemory {
-                contiguous?.shrink(slot: s, to: newLength)
-                paged?.trim()
-            } else {
-                contiguous?.release(slot: s, past: newLength)
-            }
+        guard newBlocks < oldBlocks else { return }
+        if returnMemory {
+            contiguous?.shrink(slot: s, to: newLength)
+            paged?.trim()
+        } else {
+            contiguous?.release(slot: s, past: newLength)
         }
+    }
+
+    /// True when `makeWritable(slot: s, state:, length: length, appendsFrom: from)` with no
+    /// destination would change nothing and throw nothing: every block of the slots
+    /// `from..<length` is held by `s` alone and unindexed, and, contiguous, no page they cover
+    /// is held elsewhere even counting only blocks `s` alone holds as its own (the rule of
+    /// `makeWritable`'s capacity check, so no page would be a candidate for a copy). False
+    /// proves nothing (then `makeWritable` decides). For a truncation that moves nothing (a
+    /// compacted sequence's spec-decoding cut: its appends since the last compaction are
+    /// usually its own, unindexed). Cost: O(blocks from `from`); contiguous, plus a scan of
+    /// the blocks on each page from `from`'s.
+    func appendsWriteOwnMemory(slot s: Int, from: Int, length: Int) -> Bool {
+        let table = sequences.table(s)
+        let alone = { (i: Int) in self.blocks.references(table[i]) == 1 }
+        for i in from / bt..<max(from / bt, (length + bt - 1) / bt) where !alone(i) || blocks.isIndexed(table[i]) { return false }
+        guard let contiguous else { return true }
+        let firstPage = from * config.tokenBytes / Int(config.pageBytes), count = sequences.blockCount(s)
+        for p in firstPage..<max(firstPage, contiguous.pages(for: length))
+        where contiguous.isHeldElsewhere(slot: s, page: p, table: table, blocks: count, own: alone) { return false }
+        return true
     }
 
     /// Makes every block (and, contiguous, page) of the first `length` token slots of `s` that

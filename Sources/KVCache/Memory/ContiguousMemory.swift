@@ -28,8 +28,8 @@ final class ContiguousMemory: BlockListener {
     private let pins: UnsafeMutablePointer<UInt32>
     /// Groups with a pin.
     private(set) var pinnedGroups = 0
-    /// Per slot: pages pinned (0 for a free slot).
-    private let pinnedPages: UnsafeMutablePointer<Int>
+    /// Per slot: pages pinned (0 for a free slot). Written only here (tests read it).
+    let pinnedPages: UnsafeMutablePointer<Int>
     /// Per group: the operation that counted it last (dedupes counts without allocating).
     private let marks: UnsafeMutablePointer<UInt64>
     private var epoch: UInt64 = 0

@@ -179,6 +179,95 @@ import Testing
         #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
     }
 
+    /// The state the twins below compare: per layer its length and positions (every head's),
+    /// the bytes held, blocks in use and cached, per kept block its references and whether it
+    /// is indexed, and the pages it pins (contiguous; the general path's twin below pins one
+    /// more group in all: the page its fork made it copy stays the cached blocks').
+    func rollbackState(_ e: Engine) throws -> [String] {
+        let slot = e.sequences.slot(of: 1), table = e.sequences.table(slot), n = try e.length(1)
+        var out = [
+            "length \(n)", "blocks used \(e.stats().blocksUsed) cached \(e.stats().blocksCached)",
+            "pages pinned \(e.contiguous?.pinnedPages[slot] ?? 0)", "bytes \(try heldBytes(e, 1).hashValue)",
+        ]
+        for layer in 0..<e.config.numLayers {
+            out.append("layer \(layer): \(try e.layerLength(1, layer: layer)) \(try positions(e, 1, layer: layer))")
+        }
+        for i in 0..<((n + e.config.blockTokens - 1) / e.config.blockTokens) {
+            out.append("block \(i): refs \(e.blocks.references(table[i])) indexed \(e.blocks.isIndexed(table[i]))")
+        }
+        return out
+    }
+
+    /// A compacted sequence's cut that moves nothing, whose appends' memory counts prove its
+    /// own (`Engine.appendsWriteOwnMemory`), skips `makeWritable`'s scans; it must leave what
+    /// the general path leaves. Twins with the same history: 200 tokens compacted to 124, 8
+    /// drafts (slots 124..<132, across the 128-token page), 3 accepted: page 1 is unpinned and,
+    /// contiguous, stays mapped (`ContiguousMemory.release`). The second twin forks
+    /// the sequence first, so its blocks and page 0 are shared and the general path copies
+    /// them; the fork is freed after the cut. Both then hold the same lengths, positions
+    /// (every head), bytes, blocks (references, indexed), pages pinned, and drained the same
+    /// events; appends, an observe and a compaction then go alike.
+    @Test(arguments: layouts, [false, true])
+    func aCutThatMovesNothingLeavesWhatTheGeneralPathLeaves(layout: Layout, perHead: Bool) throws {
+        let fast = try engine(layout, .heavyHitter, perHead: perHead), general = try engine(layout, .heavyHitter, perHead: perHead)
+        let toks = tokens(200, seed: 3)
+        var events: [[KVEvent]] = []
+        for e in [fast, general] {
+            try e.createSequence(1, tokens: toks)
+            try writeKV(e, 1, tokens: toks, from: 0)
+            try observeAll(e, 1, scores(e, n: 200, heavy: [0, 5, 9, 33, 40, 41, 150, 151], headShift: perHead ? 1 : 0), n: 200)
+            #expect(try e.compact(1, budgetTokens: 124) == 124)
+            _ = try appendWritten(e, 1, 8, from: 200, slot: 124, seed: 9)
+            if e === general { try e.fork(parent: 1, child: 2) }
+            _ = drain(e)
+            let slot = e.sequences.slot(of: 1), mappings = e.stats().mappings
+            #expect(e.appendsWriteOwnMemory(slot: slot, from: 127, length: 127) == (e === fast), "the fast path applies to one twin")
+            #expect(e.contiguous?.pinnedPages[slot] ?? 2 == 2)
+            try e.truncate(1, to: 203)
+            events.append(drain(e))
+            #expect(e.contiguous?.pinnedPages[slot] ?? 1 == 1, "page 1 is unpinned")
+            if let c = e.contiguous, e === fast {
+                #expect(kvm_ranges_mapped(c.ranges, UInt32(slot)) == 2 && e.stats().mappings == mappings, "and stays mapped for the next drafts")
+            }
+            if e === general { try e.free(2) }
+        }
+        #expect(events[0] == events[1])
+        #expect(try fast.length(1) == 127)
+        #expect(try rollbackState(fast) == rollbackState(general))
+        for e in [fast, general] {
+            _ = try appendWritten(e, 1, 2, from: 203, slot: 127, seed: 10)
+            try observePositional(e, 1, step: 1)
+            #expect(try e.compact(1, budgetTokens: 100) == 100)
+        }
+        #expect(try rollbackState(fast) == rollbackState(general))
+        #expect(try slotMismatches(fast, 1, tokens: toks + tokens(8, seed: 9).prefix(3) + tokens(2, seed: 10)) == 0)
+    }
+
+    /// A cut that moves nothing into a block the prefix index still holds (200 of 300 tokens
+    /// kept by a compaction that moved nothing, cut to 202: block 50 holds tokens 200..<204)
+    /// takes the general path: the block leaves the index before appends rewrite it, as the
+    /// blocks past it do, and a prompt hits only the 50 blocks below it, with their bytes.
+    @Test(arguments: layouts)
+    func aCutThatMovesNothingIntoAnIndexedBlockUnindexesIt(layout: Layout) throws {
+        let e = try engine(layout, .heavyHitter, perHead: false) { $0.eviction.recentRatio = 0 }
+        let toks = tokens(300, seed: 3)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try observeAll(e, 1, scores(e, n: 300, heavy: Set(0..<260)), n: 300)
+        #expect(try e.compact(1, budgetTokens: 260) == 260)
+        let slot = e.sequences.slot(of: 1), block50 = e.sequences.table(slot)[50]
+        #expect(e.blocks.isIndexed(block50))
+        _ = drain(e)
+        try e.truncate(1, to: 202)
+        #expect(try e.length(1) == 202)
+        #expect(!e.blocks.isIndexed(block50) && e.sequences.table(slot)[50] == block50)
+        #expect(drain(e).filter { $0.kind == .blockRemoved }.count == 15, "blocks 50..<65 leave the index")
+        let more = try appendWritten(e, 1, 10, from: 202, slot: 202, seed: 9)
+        #expect(try slotMismatches(e, 1, tokens: Array(toks[0..<202]) + more) == 0)
+        #expect(try e.createSequence(2, tokens: Array(toks[0..<210])) == 200)
+        #expect(try kvMismatches(e, 2, tokens: Array(toks[0..<200]), from: 0) == 0)
+    }
+
     /// Many drafts rolled back give their blocks back at once and their memory on `trim` (or
     /// when memory is needed: the appends that follow a rollback usually reuse it), in both
     /// layouts; what stays is exact.
