@@ -28,8 +28,8 @@ final class ContiguousMemory: BlockListener {
     private let pins: UnsafeMutablePointer<UInt32>
     /// Groups with a pin.
     private(set) var pinnedGroups = 0
-    /// Per slot: pages pinned (0 for a free slot). Written only here (tests read it).
-    let pinnedPages: UnsafeMutablePointer<Int>
+    /// Per slot: pages pinned (0 for a free slot).
+    private let pinnedPages: UnsafeMutablePointer<Int>
     /// Per group: the operation that counted it last (dedupes counts without allocating).
     private let marks: UnsafeMutablePointer<UInt64>
     private var epoch: UInt64 = 0
@@ -164,6 +164,9 @@ final class ContiguousMemory: BlockListener {
         }
         return need
     }
+
+    /// How many of `slot`'s pages, from page 0, it pins (0 for a free slot). O(1).
+    func pinnedPageCount(slot: Int) -> Int { pinnedPages[slot] }
 
     /// Groups not yet pinned that growing live `slot` to `tokens` tokens would pin.
     func groupsNeeded(slot: Int, growingTo tokens: Int) -> Int { max(0, pages(for: tokens) - pinnedPages[slot]) }

@@ -187,7 +187,7 @@ import Testing
         let slot = e.sequences.slot(of: 1), table = e.sequences.table(slot), n = try e.length(1)
         var out = [
             "length \(n)", "blocks used \(e.stats().blocksUsed) cached \(e.stats().blocksCached)",
-            "pages pinned \(e.contiguous?.pinnedPages[slot] ?? 0)", "bytes \(try heldBytes(e, 1).hashValue)",
+            "pages pinned \(e.contiguous?.pinnedPageCount(slot: slot) ?? 0)", "bytes \(try heldBytes(e, 1).hashValue)",
         ]
         for layer in 0..<e.config.numLayers {
             out.append("layer \(layer): \(try e.layerLength(1, layer: layer)) \(try positions(e, 1, layer: layer))")
@@ -222,10 +222,10 @@ import Testing
             _ = drain(e)
             let slot = e.sequences.slot(of: 1), mappings = e.stats().mappings
             #expect(e.appendsWriteOwnMemory(slot: slot, from: 127, length: 127) == (e === fast), "the fast path applies to one twin")
-            #expect(e.contiguous?.pinnedPages[slot] ?? 2 == 2)
+            #expect(e.contiguous?.pinnedPageCount(slot: slot) ?? 2 == 2)
             try e.truncate(1, to: 203)
             events.append(drain(e))
-            #expect(e.contiguous?.pinnedPages[slot] ?? 1 == 1, "page 1 is unpinned")
+            #expect(e.contiguous?.pinnedPageCount(slot: slot) ?? 1 == 1, "page 1 is unpinned")
             if let c = e.contiguous, e === fast {
                 #expect(kvm_ranges_mapped(c.ranges, UInt32(slot)) == 2 && e.stats().mappings == mappings, "and stays mapped for the next drafts")
             }
