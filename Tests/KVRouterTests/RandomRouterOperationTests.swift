@@ -297,13 +297,15 @@ struct RandomRouterOperationTests {
                 // 3 x prefix (min-max over the instances caching block 0) + 2 x (1 - KV usage) +
                 // 2 x queue (min-max over waiting requests); the highest, ties by fewer active.
                 let hits = live.map { prefix(hashes, $0.id) }.filter { $0 > 0 }
-                let waiting = live.map { Double(load($0.id).waitingRequests) }
+                let waiting = live.map { load($0.id).waitingRequests }
                 func score(_ id: UInt32) -> Double {
                     let p = prefix(hashes, id), l = load(id)
                     let prefixScore = p == 0 ? 0 : hits.min()! == hits.max()! ? 1 : Double(p - hits.min()!) / Double(hits.max()! - hits.min()!)
                     let total = Double(l.runningBlocks) + Double(l.freeBlocks)
                     let usage = total == 0 ? 0 : Double(l.runningBlocks) / total
-                    let queue = waiting.min()! == waiting.max()! ? 1 : (waiting.max()! - Double(l.waitingRequests)) / (waiting.max()! - waiting.min()!)
+                    // Differences of counts in integers, then Double: a report near 2^64 rounds
+                    // otherwise, and at a near-tie a rounding decides the winner.
+                    let queue = waiting.min()! == waiting.max()! ? 1 : Double(waiting.max()! - l.waitingRequests) / Double(waiting.max()! - waiting.min()!)
                     return 3 * prefixScore + 2 * (1 - usage) + 2 * queue
                 }
                 return live.min { (-score($0.id), load($0.id).activeRequests, $0.slot) < (-score($1.id), load($1.id).activeRequests, $1.slot) }!.slot
@@ -394,10 +396,14 @@ struct RandomRouterOperationTests {
         let exercised = "\(run.routed) routes, \(run.routedWithMatch) with a cached prefix somewhere, \(run.removedLive) removals, \(run.reAdded) re-adds"
         #expect(run.routed > 150 && run.routedWithMatch > 10 && run.removedLive > 6 && run.reAdded > 4, "too little: \(exercised)")
         if run.exact { #expect(run.clearedNonEmpty > 2, "only \(run.clearedNonEmpty) all-cleared events emptied a view") }
-        #expect((run.refused > 20) == (trackedBlocks < 80), "\(run.refused) inserts refused with room for \(trackedBlocks)")
+        // A full table refuses in every run (12-175 inserts in 600 steps, seeds 1-60 of both
+        // full-table tests); one with room for the whole universe never does.
+        #expect(trackedBlocks < 80 ? run.refused >= 8 : run.refused == 0, "\(run.refused) inserts refused with room for \(trackedBlocks)")
     }
 
-    static let seeds: [UInt64] = [1, 2, 3]
+    /// Seeds 24 and 32 route with reports near 2^64 at a near-tie (llm-d's score); a soak of
+    /// seeds 1-60 passes every test here.
+    static let seeds: [UInt64] = [1, 2, 3, 24, 32]
 
     @Test(arguments: seeds) func dualMapExact(seed: UInt64) throws { try Self.run(.dualMap, seed: seed) }
     @Test(arguments: seeds) func dualMapApproximate(seed: UInt64) throws { try Self.run(.dualMap, view: .approximate, seed: seed) }
