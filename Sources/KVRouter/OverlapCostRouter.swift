@@ -6,7 +6,8 @@
 ///     potential_active_blocks  = running blocks + this request's blocks
 ///
 /// over every live instance; the lowest logit wins (ties: fewer in-flight requests, then the
-/// lowest slot). Dynamo learns the overlap from KV events, so the default view is exact.
+/// lowest slot; logits that overflow to infinity, as with a weight near `Double.greatestFiniteMagnitude`,
+/// tie). Dynamo learns the overlap from KV events, so the default view is exact.
 /// Cost: O(live instances) after the prefix match.
 public final class OverlapCostRouter: RoutingPolicy {
     public var kind: PolicyKind { .overlapCost }
@@ -27,7 +28,7 @@ public final class OverlapCostRouter: RoutingPolicy {
             m &= m - 1
             let prefill = (Double(loads[s].pendingPrefillTokens) + Double(router.uncachedTokens(tokens: request.tokens, slot: s))) / bt
             let logit = w * prefill + Double(loads[s].runningBlocks) + requestBlocks
-            if logit < bestLogit || (logit == bestLogit && loads[s].activeRequests < loads[best].activeRequests) {
+            if best < 0 || logit < bestLogit || (logit == bestLogit && loads[s].activeRequests < loads[best].activeRequests) {
                 best = s
                 bestLogit = logit
             }

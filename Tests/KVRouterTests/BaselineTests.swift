@@ -59,6 +59,18 @@ import Testing
         #expect(try r.routeSlot(h, tokens: 128) == 0)
     }
 
+    /// A weight near the largest finite one makes every logit with a prefill overflow to
+    /// infinity: they tie, and the tie-break (fewer in-flight requests, then the lowest slot)
+    /// decides, where it once left no slot chosen and trapped.
+    @Test func overlapCostLogitsThatOverflowTieInsteadOfTrapping() throws {
+        let r = try makeRouter(.overlapCost, instances: 3) { $0.overlapScoreWeight = .greatestFiniteMagnitude }
+        let h = chain(32, count: 8)
+        for s in 0..<3 { r.report(slot: s, load: InstanceLoad(pendingPrefillTokens: 1000, activeRequests: UInt64(5 - s))) }
+        #expect(try r.routeSlot(h, tokens: 128) == 2, "all logits infinite: the fewest in-flight requests wins")
+        for s in 0..<3 { r.report(slot: s, load: InstanceLoad(pendingPrefillTokens: 1000, activeRequests: 1)) }
+        #expect(try r.routeSlot(h, tokens: 128) == 0, "a full tie: the lowest slot")
+    }
+
     /// llm-d's precise profile, 3 x prefix + 2 x (1 - KV usage) + 2 x queue: the prefix score
     /// is min-max normalised over the instances caching block 0, so caching 2 of 8 blocks
     /// scores as caching none when another instance caches all 8, and as caching all 8 when
