@@ -23,6 +23,15 @@ import Glibc
 ///
 /// Steps from `mark_step` on are also reported separately (e.g. after a topic return).
 /// Decode steps (n_queries 1) are the ones scored.
+///
+/// The reader checks what the evaluation relies on and throws `TraceError` naming the field:
+/// layers and heads in 1...1024, embedding_dim <= 4096, max_tokens in 1...2^24, layers x
+/// heads x max_tokens <= 2^24 (a 32-layer, 8-head, 64k-token trace; the evaluation keeps 16
+/// synthetic values per cell, 1 GiB at the limit), n_steps >= 1, mark_step < n_steps, each
+/// segment `start < end <= max_tokens` with available_step < n_steps; each step's n_tokens is
+/// the previous step's plus its n_queries (the first step's: its n_queries) and at most
+/// max_tokens, and every row holds finite probabilities >= 0 summing to at most n_queries (1 %
+/// slack for rounding; less is allowed, as with a model's attention sink outside the cache).
 public struct TraceHeader: Equatable, Sendable {
     /// Layers per step.
     public var layers: Int
@@ -81,6 +90,9 @@ public struct TraceError: Error, CustomStringConvertible {
     public var description: String
 }
 
+/// The most `layers x heads x max_tokens` a trace file may declare (see the format above).
+let maxCells = 1 << 24
+
 /// Reads a trace file written in the format above, one step at a time; the file closes with
 /// the reader.
 public final class TraceFileReader: AttentionTraceSource {
@@ -88,6 +100,8 @@ public final class TraceFileReader: AttentionTraceSource {
     public let header: TraceHeader
     private let file: UnsafeMutablePointer<FILE>
     private var stepIndex = 0
+    /// The previous step's n_tokens.
+    private var tokens = 0
 
     /// Opens `path` and reads its header and segments. Throws `TraceError` on a missing file, a
     /// wrong magic or an out-of-range header.
@@ -115,12 +129,20 @@ public final class TraceFileReader: AttentionTraceSource {
         }
         let layers = try u32(), heads = try u32(), dim = try u32(), nSegments = try u32(), steps = try u32()
         let mark = try u32(), maxTokens = try u32()
-        guard (1...1024).contains(layers), (1...1024).contains(heads), dim <= 4096, nSegments <= 1 << 20, maxTokens <= 1 << 24 else {
-            throw TraceError(description: "\(path): header out of range (layers \(layers), heads \(heads), dim \(dim), segments \(nSegments), max_tokens \(maxTokens))")
+        guard (1...1024).contains(layers), (1...1024).contains(heads), dim <= 4096, nSegments <= 1 << 20,
+              (1...1 << 24).contains(maxTokens), steps >= 1, mark == 0xFFFF_FFFF || mark < steps else {
+            throw TraceError(description: "\(path): header out of range (layers \(layers), heads \(heads), dim \(dim), segments \(nSegments), steps \(steps), mark_step \(mark), max_tokens \(maxTokens))")
+        }
+        guard layers * heads * maxTokens <= maxCells else {
+            throw TraceError(description: "\(path): layers x heads x max_tokens = \(layers * heads * maxTokens) is more than \(maxCells) "
+                                        + "(the evaluation keeps \(ValueTable.dim) values per cell)")
         }
         var segments: [TraceSegment] = []
-        for _ in 0..<nSegments {
+        for i in 0..<nSegments {
             let s = try u32(), e = try u32(), a = try u32()
+            guard s < e, e <= maxTokens, a < steps else {
+                throw TraceError(description: "\(path): segment \(i) [\(s), \(e)) available at step \(a) is empty, past max_tokens \(maxTokens) or after the last step")
+            }
             var emb = [Float](repeating: 0, count: dim)
             guard fread(&emb, 4, dim, f) == dim else { throw TraceError(description: "\(path): truncated segment") }
             segments.append(TraceSegment(start: s, end: e, availableStep: a, embedding: emb))
@@ -136,11 +158,13 @@ public final class TraceFileReader: AttentionTraceSource {
         guard stepIndex < header.steps else { return false }
         var w = [UInt32](repeating: 0, count: 3)
         guard fread(&w, 4, 3, file) == 3 else { throw TraceError(description: "step \(stepIndex): truncated") }
-        step.nTokens = Int(w[0])
-        step.nQueries = Int(w[1])
-        guard step.nTokens <= header.maxTokens, step.nQueries >= 1, w[2] <= 1 else {
-            throw TraceError(description: "step \(stepIndex): n_tokens \(w[0]), n_queries \(w[1]), has_query \(w[2]) out of range")
+        let nTokens = Int(w[0]), nQueries = Int(w[1])
+        guard nTokens <= header.maxTokens, nQueries >= 1, nTokens == tokens + nQueries, w[2] <= 1 else {
+            throw TraceError(description: "step \(stepIndex): n_tokens \(w[0]), n_queries \(w[1]), has_query \(w[2]) out of range "
+                                        + "(n_tokens must be the previous step's \(tokens) plus n_queries, at most max_tokens \(header.maxTokens))")
         }
+        step.nTokens = nTokens
+        step.nQueries = nQueries
         if w[2] == 1 {
             var q = [Float](repeating: 0, count: header.embeddingDim)
             guard fread(&q, 4, q.count, file) == q.count else { throw TraceError(description: "step \(stepIndex): truncated query") }
@@ -148,13 +172,35 @@ public final class TraceFileReader: AttentionTraceSource {
         } else {
             step.query = nil
         }
-        let count = header.layers * header.heads * step.nTokens
+        let count = header.layers * header.heads * nTokens
         if step.rows.count < count { step.rows = [Float](repeating: 0, count: count) }
         guard step.rows.withUnsafeMutableBufferPointer({ fread($0.baseAddress, 4, count, file) }) == count else {
             throw TraceError(description: "step \(stepIndex): truncated rows")
         }
+        try step.rows.withUnsafeBufferPointer { try checkRows($0.baseAddress!, nTokens: nTokens, nQueries: nQueries) }
+        tokens = nTokens
         stepIndex += 1
         return true
+    }
+
+    /// Throws unless every row of the step holds finite probabilities >= 0 summing to at most
+    /// `nQueries` (1 % slack). Cost: one pass over the rows.
+    private func checkRows(_ rows: UnsafePointer<Float>, nTokens: Int, nQueries: Int) throws {
+        let limit = Double(nQueries) * 1.01
+        for r in 0..<header.layers * header.heads {
+            let row = rows + r * nTokens
+            var sum = 0.0
+            for i in 0..<nTokens {
+                let p = row[i]
+                guard p.isFinite, p >= 0 else {
+                    throw TraceError(description: "step \(stepIndex): layer \(r / header.heads), head \(r % header.heads), position \(i): \(p) is not a probability")
+                }
+                sum += Double(p)
+            }
+            guard sum <= limit else {
+                throw TraceError(description: "step \(stepIndex): layer \(r / header.heads), head \(r % header.heads) sums to \(sum), more than its \(nQueries) queries' 1 each")
+            }
+        }
     }
 }
 

@@ -91,22 +91,22 @@ final class EvictionRun {
         let n = step.nTokens
         try step.rows.withUnsafeBufferPointer { rowsBuffer in
             let rows = rowsBuffer.baseAddress!
-            var o = [Float](repeating: 0, count: values.dim)
+            var o = [Float](repeating: 0, count: ValueTable.dim)
             for l in 0..<layers {
                 for h in 0..<heads {
                     if h == 0 || config.perHead { try keptMask(layer: l, head: h, step: step, rows: rows) }
                     let r = l * heads + h
                     let p = rows + r * n
                     var mass: Float = 0
-                    for j in 0..<values.dim { o[j] = 0 }
+                    for j in 0..<ValueTable.dim { o[j] = 0 }
                     for i in 0..<n where keep[i] == 1 {
                         mass += p[i]
                         let v = values.base(row: r, position: i)
-                        for j in 0..<values.dim { o[j] += p[i] * values.table[v + j] }
+                        for j in 0..<ValueTable.dim { o[j] += p[i] * values.table[v + j] }
                     }
                     var diff: Float = 0, norm: Float = 0
-                    for j in 0..<values.dim {
-                        let f = full[r * values.dim + j]
+                    for j in 0..<ValueTable.dim {
+                        let f = full[r * ValueTable.dim + j]
                         let d = f - (mass > 0 ? o[j] / mass : 0)
                         diff += d * d
                         norm += f * f

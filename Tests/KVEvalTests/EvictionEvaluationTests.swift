@@ -4,8 +4,8 @@ import Testing
 @testable import KVEval
 
 /// The evaluation harness of `kvcache evict-eval`: its numbers on the synthetic traces (the
-/// issue's targets that hold), that no policy sees the step it is scored on, the trace file
-/// format, and the real embeddings of the topic-return conversation.
+/// issue's targets that hold), that no policy sees the step it is scored on, the real
+/// embeddings of the topic-return conversation, and the settings it refuses.
 @Suite struct EvictionEvaluationTests {
     /// `policies` at a 20% budget on the `kind` trace of `seed` (per-layer or per-head kept
     /// sets), by policy name.
@@ -146,59 +146,10 @@ import Testing
         #expect(try subject.heldPositions(layer: 1, row: 0).count == 30)  // other layers intact
     }
 
-    @Test func aWrittenTraceReadsBackStepForStep() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-\(getpid()).bin").path
-        defer { unlink(path) }
-        var synthetic = SyntheticAttention(.topicReturn, seed: 2)
-        let writer = try TraceFileWriter(path: path, header: synthetic.header)
-        var step = TraceStep()
-        var written: [TraceStep] = []
-        while try synthetic.next(into: &step) {
-            writer.write(step, layers: synthetic.header.layers, heads: synthetic.header.heads)
-            if written.count < 40 || step.query != nil {
-                var copy = step
-                copy.rows = Array(step.rows.prefix(synthetic.header.layers * synthetic.header.heads * step.nTokens))
-                written.append(copy)
-            } else {
-                written.append(TraceStep())
-            }
-        }
-        writer.close()
-        let reader = try TraceFileReader(path: path)
-        #expect(reader.header == synthetic.header)
-        var read = TraceStep()
-        for expected in written {
-            #expect(try reader.next(into: &read))
-            guard expected.nTokens > 0 else { continue }
-            #expect(read.nTokens == expected.nTokens && read.nQueries == expected.nQueries && read.query == expected.query)
-            #expect(Array(read.rows.prefix(expected.rows.count)) == expected.rows)
-        }
-        #expect(try !reader.next(into: &read))
-    }
-
-    @Test func aBadTraceFileIsRejectedWithWhatIsWrong() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-bad-\(getpid()).bin").path
-        defer { unlink(path) }
-        #expect(FileManager.default.createFile(atPath: path, contents: Data("NOTATRACE".utf8)))
-        #expect(throws: TraceError.self) { try TraceFileReader(path: path) }
-        do {
-            _ = try TraceFileReader(path: path)
-        } catch {
-            #expect("\(error)".contains("not a KVATTN01 attention trace"))
-        }
-        // A valid header whose steps are cut off.
-        let synthetic = SyntheticAttention(.longDecode, seed: 1)
-        let writer = try TraceFileWriter(path: path, header: synthetic.header)
-        writer.close()
-        let reader = try TraceFileReader(path: path)
-        var step = TraceStep()
-        #expect(throws: TraceError.self) { try reader.next(into: &step) }
-        #expect(throws: TraceError.self) { try TraceFileReader(path: path + ".missing") }
-    }
-
     @Test func anUnknownPolicyOrBudgetIsRejected() {
         #expect(throws: TraceError.self) { try EvictionEvaluation(policies: ["lru"], ratios: [0.2]) }
         #expect(throws: TraceError.self) { try EvictionEvaluation(policies: ["h2o"], ratios: [0]) }
         #expect(throws: TraceError.self) { try EvictionEvaluation(policies: ["h2o"], ratios: [1.5]) }
     }
+
 }

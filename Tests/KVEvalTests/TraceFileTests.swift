@@ -1,0 +1,127 @@
+import Foundation
+import Testing
+@testable import KVEval
+
+/// The attention trace file format (`AttentionTrace.swift`): a written trace reads back step
+/// for step, and a file that breaks what the evaluation relies on is refused with the step and
+/// field named, before anything is allocated for it or scored.
+@Suite struct TraceFileTests {
+    @Test func aWrittenTraceReadsBackStepForStep() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-\(getpid()).bin").path
+        defer { unlink(path) }
+        var synthetic = SyntheticAttention(.topicReturn, seed: 2)
+        let writer = try TraceFileWriter(path: path, header: synthetic.header)
+        var step = TraceStep()
+        var written: [TraceStep] = []
+        while try synthetic.next(into: &step) {
+            writer.write(step, layers: synthetic.header.layers, heads: synthetic.header.heads)
+            if written.count < 40 || step.query != nil {
+                var copy = step
+                copy.rows = Array(step.rows.prefix(synthetic.header.layers * synthetic.header.heads * step.nTokens))
+                written.append(copy)
+            } else {
+                written.append(TraceStep())
+            }
+        }
+        writer.close()
+        let reader = try TraceFileReader(path: path)
+        #expect(reader.header == synthetic.header)
+        var read = TraceStep()
+        for expected in written {
+            #expect(try reader.next(into: &read))
+            guard expected.nTokens > 0 else { continue }
+            #expect(read.nTokens == expected.nTokens && read.nQueries == expected.nQueries && read.query == expected.query)
+            #expect(Array(read.rows.prefix(expected.rows.count)) == expected.rows)
+        }
+        #expect(try !reader.next(into: &read))
+    }
+
+    @Test func aBadTraceFileIsRejectedWithWhatIsWrong() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-bad-\(getpid()).bin").path
+        defer { unlink(path) }
+        #expect(FileManager.default.createFile(atPath: path, contents: Data("NOTATRACE".utf8)))
+        #expect(throws: TraceError.self) { try TraceFileReader(path: path) }
+        do {
+            _ = try TraceFileReader(path: path)
+        } catch {
+            #expect("\(error)".contains("not a KVATTN01 attention trace"))
+        }
+        // A valid header whose steps are cut off.
+        let synthetic = SyntheticAttention(.longDecode, seed: 1)
+        let writer = try TraceFileWriter(path: path, header: synthetic.header)
+        writer.close()
+        let reader = try TraceFileReader(path: path)
+        var step = TraceStep()
+        #expect(throws: TraceError.self) { try reader.next(into: &step) }
+        #expect(throws: TraceError.self) { try TraceFileReader(path: path + ".missing") }
+    }
+
+    /// A 2-layer, 2-head trace of `steps` (n_tokens, n_queries, rows or nil for valid rows:
+    /// each query's row sums to 1) written as `header` says, read back to the first error.
+    private func readError(layers: Int = 2, heads: Int = 2, segments: [TraceSegment] = [], markStep: Int? = nil,
+                           maxTokens: Int? = nil, _ steps: [(Int, Int, [Float]?)]) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-err-\(getpid()).bin").path
+        defer { unlink(path) }
+        let header = TraceHeader(layers: layers, heads: heads, embeddingDim: segments.first?.embedding.count ?? 0, segments: segments,
+                                 steps: steps.count, markStep: markStep, maxTokens: maxTokens ?? steps.map(\.0).max() ?? 0)
+        let writer = try TraceFileWriter(path: path, header: header)
+        for (n, q, rows) in steps {
+            var step = TraceStep()
+            step.nTokens = n
+            step.nQueries = q
+            step.rows = rows ?? [Float](repeating: Float(q) / Float(n), count: layers * heads * n)
+            writer.write(step, layers: layers, heads: heads)
+        }
+        writer.close()
+        do {
+            let reader = try TraceFileReader(path: path)
+            var step = TraceStep()
+            while try reader.next(into: &step) {}
+        } catch let error as TraceError {
+            return error.description
+        }
+        return "read"
+    }
+
+    /// A prompt of 8 and decode steps to `n`: valid n_tokens and n_queries.
+    private func decode(to n: Int) -> [(Int, Int, [Float]?)] { [(8, 8, nil)] + (9...max(9, n)).map { ($0, 1, nil) } }
+
+    @Test func aValidTraceReadsToTheEndAndARowMaySumToLessThanItsQueries() throws {
+        #expect(try readError(decode(to: 12)) == "read")
+        #expect(try readError(decode(to: 9) + [(10, 1, [Float](repeating: 0.05, count: 40))]) == "read", "an attention sink outside the cache")
+    }
+
+    @Test func stepsMustGrowByTheirQueries() throws {
+        // Shrinking, standing still or jumping: n_tokens is not the previous plus n_queries.
+        for (bad, previous) in [((9, 1), 10), ((10, 1), 10), ((40, 1), 10), ((8, 9), 0)] as [((Int, Int), Int)] {
+            let steps = previous == 0 ? [(bad.0, bad.1, nil)] : decode(to: previous) + [(bad.0, bad.1, nil)]
+            let index = previous == 0 ? 0 : previous - 7
+            #expect(try readError(maxTokens: 40, steps) == "step \(index): n_tokens \(bad.0), n_queries \(bad.1), has_query 0 out of range "
+                    + "(n_tokens must be the previous step's \(previous) plus n_queries, at most max_tokens 40)")
+        }
+    }
+
+    @Test func rowsMustBeFiniteProbabilitiesSummingToAtMostTheirQueries() throws {
+        var nan = [Float](repeating: 0.1, count: 40)
+        nan[10 + 3] = .nan  // layer 0, head 1, position 3
+        #expect(try readError(decode(to: 9) + [(10, 1, nan)]) == "step 2: layer 0, head 1, position 3: nan is not a probability")
+        var negative = [Float](repeating: 0.1, count: 40)
+        negative[35] = -0.5
+        #expect(try readError(decode(to: 9) + [(10, 1, negative)]) == "step 2: layer 1, head 1, position 5: -0.5 is not a probability")
+        let over = try readError(decode(to: 9) + [(10, 1, [Float](repeating: 0.2, count: 40))])
+        #expect(over.hasPrefix("step 2: layer 0, head 0 sums to 2.0") && over.hasSuffix(", more than its 1 queries' 1 each"), "\(over)")
+    }
+
+    @Test func aHeaderTheEvaluationCannotHoldIsRefusedBeforeAnyAllocation() throws {
+        // 1024 x 1024 x 2^24 cells once asked for 64 GiB and trapped.
+        #expect(try readError(layers: 1024, heads: 1024, maxTokens: 1 << 24, [(1, 1, [Float](repeating: 1, count: 1 << 20))]).hasSuffix(
+            "layers x heads x max_tokens = 17592186044416 is more than 16777216 (the evaluation keeps 16 values per cell)"))
+        #expect(try readError(markStep: 5, decode(to: 10)).contains("mark_step 5"))
+        #expect(try readError(maxTokens: 0, []).contains("steps 0"))
+        let segment = TraceSegment(start: 6, end: 4, availableStep: 0, embedding: [1, 0])
+        #expect(try readError(segments: [segment], decode(to: 10)).hasSuffix(
+            "segment 0 [6, 4) available at step 0 is empty, past max_tokens 10 or after the last step"))
+        let late = TraceSegment(start: 0, end: 4, availableStep: 3, embedding: [1, 0])
+        #expect(try readError(segments: [late], decode(to: 10)).hasSuffix("segment 0 [0, 4) available at step 3 is empty, past max_tokens 10 or after the last step"))
+    }
+}
