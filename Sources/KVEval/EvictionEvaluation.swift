@@ -37,8 +37,8 @@ public struct EvictionEvaluation: Sendable {
         self.ratios = ratios
     }
 
-    /// The engine configuration behind policy `name`.
-    static func config(_ name: String) -> EvictionConfig {
+    /// The engine configuration behind policy `name`, with this evaluation's settings.
+    func config(_ name: String) -> EvictionConfig {
         var c: EvictionConfig
         switch name {
         case "streaming": c = EvictionConfig(.streamingLLM)
@@ -50,18 +50,35 @@ public struct EvictionEvaluation: Sendable {
         case "episodic", "episodic-offload": c = EvictionConfig(.episodic)
         default: c = EvictionConfig(.none)  // none, oracle
         }
+        c.episodes = episodes
+        c.recentRatio = recentRatio
+        c.perHead = perHead
         return c
+    }
+
+    /// Throws `TraceError` naming the first bad setting: no policy, no budget, or a setting
+    /// the engine refuses for a policy's configuration (`EvictionConfig.validate()`: the
+    /// recent ratio outside 0...1, episodes outside 1...64). `run` checks it first, so a bad
+    /// setting fails before any step, as the engine would refuse it.
+    public func validate() throws {
+        guard !policies.isEmpty else { throw TraceError(description: "no policy to run") }
+        guard !ratios.isEmpty else { throw TraceError(description: "no budget ratio to run") }
+        for name in policies {
+            do {
+                try config(name).validate()
+            } catch {
+                throw TraceError(description: "policy \(name): \(error.message)")
+            }
+        }
     }
 
     /// The runs, one per policy and ratio, over a trace with `header`.
     func runs(_ header: TraceHeader) throws -> [EvictionRun] {
+        try validate()
         var runs: [EvictionRun] = []
         for name in policies {
             for ratio in ratios where !(name == "none" && ratio != ratios.first) {
-                var c = Self.config(name)
-                c.episodes = episodes
-                c.recentRatio = recentRatio
-                c.perHead = perHead
+                let c = config(name)
                 let run = try EvictionRun(label: name, config: c, ratio: name == "none" ? 1 : ratio,
                                       offload: name == "episodic-offload", oracle: name == "oracle", header: header)
                 run.verbose = verbose

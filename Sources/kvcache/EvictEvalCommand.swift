@@ -88,9 +88,13 @@ struct EvictEvalCommand: ParsableCommand {
 
     /// The evaluation the options describe.
     func evaluation() throws -> EvictionEvaluation {
-        guard (0...1).contains(spikeProbability), spikeNoise >= 0, queryNoise >= 0, embeddingNoise >= 0 else {
-            throw ValidationError("noise levels must be >= 0 and --spike-probability in [0, 1]")
+        // Logit noise past 1000 already drowns every logit; far past it, float32 logits overflow.
+        let noiseRange: ClosedRange<Float> = 0...1000
+        guard (0...1).contains(spikeProbability), noiseRange.contains(spikeNoise), noiseRange.contains(queryNoise),
+              noiseRange.contains(embeddingNoise) else {
+            throw ValidationError("noise levels must be in 0...1000 and --spike-probability in [0, 1]")
         }
+        if trace == nil && synthetic.split(separator: ",").isEmpty { throw ValidationError("--synthetic names no trace") }
         let ratios = try budgets.split(separator: ",").map {
             guard let r = Double($0) else { throw ValidationError("budget \($0) is not a number") }
             return r
@@ -102,6 +106,7 @@ struct EvictEvalCommand: ParsableCommand {
             e.perHead = perHead
             e.seed = seed
             e.verbose = verbose
+            try e.validate()
             return e
         } catch let error as TraceError {
             throw ValidationError(error.description)

@@ -152,4 +152,28 @@ import Testing
         #expect(throws: TraceError.self) { try EvictionEvaluation(policies: ["h2o"], ratios: [1.5]) }
     }
 
+    /// Settings the engine would refuse for a policy (a recent ratio past 1 once trapped in
+    /// the window's integer conversion; 0 episodes ran as if valid), and empty lists, fail
+    /// before any step with the setting named.
+    @Test func settingsTheEngineRefusesFailBeforeAnyStep() throws {
+        func refusal(_ policies: [String], _ ratios: [Double] = [0.2], _ change: (inout EvictionEvaluation) -> Void) throws -> String {
+            var e = try EvictionEvaluation(policies: policies, ratios: ratios)
+            change(&e)
+            var source = SyntheticAttention(.longDecode, seed: 1)
+            do {
+                _ = try e.run("long-decode", &source)
+            } catch let error as TraceError {
+                return error.description
+            }
+            return "ran"
+        }
+        #expect(try refusal(["h2o"]) { $0.recentRatio = 1e30 } == "policy h2o: recent_ratio 1e+30 is outside 0...1")
+        #expect(try refusal(["episodic"]) { $0.episodes = 0 } == "policy episodic: episodes 0 is outside 1...64")
+        #expect(try refusal([]) { _ in } == "no policy to run")
+        #expect(try refusal(["h2o"], []) { _ in } == "no budget ratio to run")
+        var e = try EvictionEvaluation(policies: ["h2o", "episodic"], ratios: [0.2])
+        e.recentRatio = 1
+        e.episodes = 64
+        try e.validate()
+    }
 }
