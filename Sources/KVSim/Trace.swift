@@ -110,4 +110,11 @@ public struct TraceFormatError: Error, CustomStringConvertible, Sendable {
     /// What is wrong.
     public var reason: String
     public var description: String { line > 0 ? "\(path):\(line): \(reason)" : "\(path): \(reason)" }
+
+    /// An error in `path` at 1-based `line` (0: the file as a whole), saying `reason`.
+    public init(path: String, line: Int, reason: String) {
+        self.path = path
+        self.line = line
+        self.reason = reason
+    }
 }

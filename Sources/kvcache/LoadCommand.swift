@@ -149,22 +149,38 @@ struct LoadCommand: ParsableCommand {
     @Flag(help: "Run the workload twice, without and with the disk tier (--offload-dir, emptied first), and compare.")
     var compareOffload = false
 
+    /// The longest `--duration`: a week (its nanoseconds and the requests it may admit stay
+    /// far inside 64 bits).
+    static let maxDurationSeconds = 604_800.0
+    /// The most requests of a synthetic run with `--rate`: it keeps an arrival time per request.
+    static let maxRatedRequests = 1 << 24
+    /// The most `--shared-prompts`: the workload keeps a weight per shared prompt.
+    static let maxSharedPrompts = 1 << 20
+
     func validate() throws {
         guard (1...256).contains(threads) else { throw ValidationError("--threads \(threads) is outside 1...256") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
-        guard threads * batch <= engine.maxSeqs else {
-            throw ValidationError("--threads x --batch = \(threads * batch) exceeds --max-seqs \(engine.maxSeqs)")
+        guard batch <= engine.maxSeqs / threads else {
+            throw ValidationError("--threads \(threads) x --batch \(batch) exceeds --max-seqs \(engine.maxSeqs)")
         }
         if let requests, requests < 0 { throw ValidationError("--requests must not be negative") }
-        if let duration, !(duration > 0) { throw ValidationError("--duration must be positive") }
-        guard rate >= 0, rate.isFinite else { throw ValidationError("--rate must be 0 or positive") }
-        guard traceSpeed >= 0, traceSpeed.isFinite else { throw ValidationError("--trace-speed must be 0 or positive") }
+        if let duration, !(duration > 0 && duration <= Self.maxDurationSeconds) {
+            throw ValidationError("--duration must be positive and at most \(Int(Self.maxDurationSeconds)) s (a week)")
+        }
+        guard rate == 0 || (1e-3...1e7).contains(rate) else { throw ValidationError("--rate must be 0 or in 0.001...10000000 requests/s") }
+        guard traceSpeed == 0 || (1e-3...1e6).contains(traceSpeed) else { throw ValidationError("--trace-speed must be 0 or in 0.001...1000000") }
         if trace != nil, rate > 0 {
             throw ValidationError("--rate applies to the synthetic workload; a trace arrives at its timestamps with --trace-speed")
         }
         if trace == nil, traceSpeed > 0 { throw ValidationError("--trace-speed needs --trace") }
+        if trace == nil, rate > 0, syntheticRequestCount > Self.maxRatedRequests {
+            throw ValidationError("with --rate every request's arrival time is drawn up front: at most \(Self.maxRatedRequests) requests "
+                                  + "(--requests, or 2 x --rate x --duration + 1000), not \(syntheticRequestCount)")
+        }
         guard (0...1).contains(sharedPrefixRatio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
-        guard sharedPrompts >= 1 else { throw ValidationError("--shared-prompts must be at least 1") }
+        guard (1...Self.maxSharedPrompts).contains(sharedPrompts) else {
+            throw ValidationError("--shared-prompts \(sharedPrompts) is outside 1...\(Self.maxSharedPrompts)")
+        }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
         guard (0...1024).contains(draftTokens) else { throw ValidationError("--draft-tokens \(draftTokens) is outside 0...1024") }
         guard (0...1).contains(draftAcceptance) else { throw ValidationError("--draft-acceptance must be in 0...1") }

@@ -22,9 +22,14 @@ struct TraceWorkload: Workload {
     var maxOutputTokens: Int
 
     /// Reads the first `maxRequests` requests (all when nil) of the trace file at `path`.
-    /// Throws `TraceFormatError` (see `Trace.read`). O(file size).
+    /// Throws `TraceFormatError` (see `Trace.read`), also when, at `speed`, its last arrival
+    /// comes more than `LoadCommand.maxDurationSeconds` (a week) after its first. O(file size).
     init(path: String, maxRequests: Int?, speed: Double, limits: TokenLimits, maxOutputTokens: Int = .max) throws {
         trace = try Trace.read(path: path, maxRequests: maxRequests)
+        if speed > 0, let last = trace.arrivalMilliseconds.last, !(last / 1000 / speed <= LoadCommand.maxDurationSeconds) {
+            throw TraceFormatError(path: path, line: 0, reason: "its arrivals span \(last / 1000) s, at --trace-speed \(speed) more than "
+                                   + "a week (\(Int(LoadCommand.maxDurationSeconds)) s)")
+        }
         self.speed = speed
         self.limits = limits
         self.maxOutputTokens = maxOutputTokens

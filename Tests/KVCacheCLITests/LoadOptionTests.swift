@@ -12,15 +12,26 @@ struct LoadOptionTests {
     @Test(arguments: [
         (["--threads", "0"], "--threads 0 is outside 1...256"),
         (["--batch", "0"], "--batch must be at least 1"),
-        (["--threads", "4", "--batch", "100"], "--threads x --batch = 400 exceeds --max-seqs 256"),
+        (["--threads", "4", "--batch", "100"], "--threads 4 x --batch 100 exceeds --max-seqs 256"),
+        (["--threads", "1", "--batch", "9223372036854775807"], "--threads 1 x --batch 9223372036854775807 exceeds --max-seqs 256"),  // trapped
         (["--requests=-1"], "--requests must not be negative"),
-        (["--duration", "0"], "--duration must be positive"),
-        (["--rate=-2"], "--rate must be 0 or positive"),
+        (["--duration", "0"], "--duration must be positive and at most 604800 s (a week)"),
+        (["--duration", "inf"], "--duration must be positive and at most 604800 s (a week)"),  // trapped
+        (["--duration", "1e308"], "--duration must be positive and at most 604800 s (a week)"),
+        (["--rate=-2"], "--rate must be 0 or in 0.001...10000000 requests/s"),
+        (["--rate", "1e-300"], "--rate must be 0 or in 0.001...10000000 requests/s"),
+        (["--rate", "inf"], "--rate must be 0 or in 0.001...10000000 requests/s"),
+        (["--rate", "10", "--requests", "16777217"], "with --rate every request's arrival time is drawn up front: at most 16777216 requests "
+         + "(--requests, or 2 x --rate x --duration + 1000), not 16777217"),  // asked for 128 GiB and trapped past 2^32
+        (["--rate", "1000", "--duration", "10000"], "with --rate every request's arrival time is drawn up front: at most 16777216 requests "
+         + "(--requests, or 2 x --rate x --duration + 1000), not 20001000"),
+        (["--trace", "t.jsonl", "--trace-speed", "1e-300"], "--trace-speed must be 0 or in 0.001...1000000"),
         (["--trace", "t.jsonl", "--rate", "5"],
          "--rate applies to the synthetic workload; a trace arrives at its timestamps with --trace-speed"),
         (["--trace-speed", "2"], "--trace-speed needs --trace"),
         (["--shared-prefix-ratio", "1.5"], "--shared-prefix-ratio must be in 0...1"),
-        (["--shared-prompts", "0"], "--shared-prompts must be at least 1"),
+        (["--shared-prompts", "0"], "--shared-prompts 0 is outside 1...1048576"),
+        (["--shared-prompts", "4294967297"], "--shared-prompts 4294967297 is outside 1...1048576"),  // trapped
         (["--max-retries=-1"], "--max-retries must not be negative"),
         (["--compare-offload"], "--compare-offload needs --offload-dir"),
         (["--draft-tokens=-1"], "--draft-tokens -1 is outside 0...1024"),

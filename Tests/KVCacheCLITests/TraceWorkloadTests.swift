@@ -140,4 +140,25 @@ struct TraceWorkloadTests {
             #expect(error?.line == 0 && error?.description == "\(file): \(reason)")
         }
     }
+
+    /// A trace whose arrivals, at the replay speed, span more than `--duration`'s week is
+    /// refused up front (a timestamp near 2^63 ms once trapped converting to nanoseconds); the
+    /// same file replays as a closed loop, and a week exactly is accepted.
+    @Test func arrivalsSpanningMoreThanAWeekAtTheSpeedAreRefused() throws {
+        let first = #"{"timestamp": 0, "input_length": 600, "output_length": 5, "hash_ids": [0, 1]}"#
+        let far = #"{"timestamp": 9223372036854775000, "input_length": 600, "output_length": 5, "hash_ids": [0, 2]}"#
+        let path = try Self.file(first + "\n" + far + "\n")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let error = #expect(throws: TraceFormatError.self) {
+            try TraceWorkload(path: path, maxRequests: nil, speed: 1, limits: Self.noLimits)
+        }
+        #expect(error?.description == "\(path): its arrivals span 9.223372036854774e+15 s, at --trace-speed 1.0 more than a week (604800 s)")
+        #expect(try TraceWorkload(path: path, maxRequests: nil, speed: 0, limits: Self.noLimits).requestCount == 2)
+        let week = #"{"timestamp": 1209600000, "input_length": 600, "output_length": 5, "hash_ids": [0, 2]}"#
+        let weekPath = try Self.file(first + "\n" + week + "\n")
+        defer { try? FileManager.default.removeItem(atPath: weekPath) }
+        #expect(try TraceWorkload(path: weekPath, maxRequests: nil, speed: 2, limits: Self.noLimits).request(1).arrivalNanoseconds
+                == 604_800 * 1_000_000_000)
+        #expect(throws: TraceFormatError.self) { try TraceWorkload(path: weekPath, maxRequests: nil, speed: 1.99, limits: Self.noLimits) }
+    }
 }
