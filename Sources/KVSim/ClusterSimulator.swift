@@ -100,9 +100,12 @@ public final class ClusterSimulator: RequestQueues {
     private var kicked: [Int] = []
 
     /// Prepares a run: one engine per instance and the router with every instance added.
-    /// Throws when the engine or router configuration is invalid or the trace's blocks do not
-    /// match the engine's.
+    /// Throws when the engine or router configuration is invalid, the rate scale is not a
+    /// positive finite number or the trace's blocks do not match the engine's.
     public init(trace: Trace, config: SimulationConfig) throws {
+        guard config.rateScale > 0 && config.rateScale.isFinite else {
+            throw KVError(.invalidArgument, "rate_scale \(config.rateScale) is not a positive number")
+        }
         guard trace.blockTokens == config.engine.blockTokens else {
             throw KVError(.invalidArgument, "the trace has \(trace.blockTokens)-token blocks but the engine \(config.engine.blockTokens)")
         }

@@ -105,10 +105,16 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Print JSON instead of the table.")
     var json = false
 
+    /// The most requests `--synthetic` generates (each is held with its block hashes).
+    static let maxSyntheticRequests = 1 << 20
+
     func validate() throws {
         guard (1...64).contains(instances) else { throw ValidationError("--instances must be in 1...64") }
         if let requests, requests < 1 { throw ValidationError("--requests must be at least 1") }
-        guard rateScale > 0 else { throw ValidationError("--rate-scale must be > 0") }
+        if synthetic, let requests, requests > Self.maxSyntheticRequests {
+            throw ValidationError("--synthetic generates every request up front: --requests \(requests) is more than \(Self.maxSyntheticRequests)")
+        }
+        guard rateScale >= 1e-6 && rateScale <= 1e6 else { throw ValidationError("--rate-scale must be in 0.000001...1000000") }
         guard ttftSloMs > 0 else { throw ValidationError("--ttft-slo-ms must be > 0") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         guard overlapWeight >= 0 && overlapWeight.isFinite else { throw ValidationError("--overlap-weight must be >= 0") }
@@ -119,10 +125,12 @@ struct ReplayCommand: ParsableCommand {
 
     func policyList() throws -> [PolicyKind] {
         if policies == "all" { return PolicyKind.allCases }
-        return try policies.split(separator: ",").map { name in
+        let list = try policies.split(separator: ",").map { name in
             guard let p = PolicyKind(name: String(name)) else { throw ValidationError("unknown policy \"\(name)\"") }
             return p
         }
+        guard !list.isEmpty else { throw ValidationError("--policies names no policy") }
+        return list
     }
 
     /// The shared tier the options ask for, nil for none; throws a `ValidationError` for a bad

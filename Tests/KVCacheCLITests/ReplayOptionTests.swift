@@ -17,6 +17,22 @@ struct ReplayOptionTests {
         #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
     }
 
+    /// Values that once trapped (a rate scale past the progress line's integers, an empty
+    /// policy list that replayed nothing, a synthetic request count asking for 34 GB) are
+    /// refused by name.
+    @Test(arguments: [
+        (["--rate-scale", "inf"], "--rate-scale must be in 0.000001...1000000"),
+        (["--rate-scale", "1e308"], "--rate-scale must be in 0.000001...1000000"),
+        (["--rate-scale", "0"], "--rate-scale must be in 0.000001...1000000"),
+        (["--policies", ""], "--policies names no policy"),
+        (["--policies", ","], "--policies names no policy"),
+        (["--synthetic", "--requests", "4294967297"], "--synthetic generates every request up front: --requests 4294967297 is more than 1048576"),
+    ] as [([String], String)])
+    func aValueOutsideWhatTheReplayCanRunIsNamed(arguments: [String], message: String) {
+        let text = optionError(ReplayCommand.self, arguments)
+        #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
+    }
+
     /// `--requests 0` would replay nothing: refused by name (a file without requests is
     /// `Trace.read`'s "holds no requests"); one request is fine.
     @Test func zeroRequestsAreRefused() throws {

@@ -44,6 +44,21 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(r.loadImbalance >= 1)
     }
 
+    /// A rate scale of 0 would put every arrival at infinity; it and the other non-positive or
+    /// non-finite scales are refused with their value named.
+    @Test func aRateScaleThatIsNotAPositiveNumberIsRefused() throws {
+        let trace = try mooncakeSlice(10)
+        for bad in [0, -1, Double.infinity, Double.nan] {
+            var c = SimulationConfig()
+            c.rateScale = bad
+            #expect {
+                _ = try ClusterSimulator(trace: trace, config: c)
+            } throws: { error in
+                (error as? KVError)?.code == .invalidArgument && "\(error)".contains("rate_scale \(bad) is not a positive number")
+            }
+        }
+    }
+
     /// After every arrival an instance's load is reported, so between two arrivals the router
     /// holds, for each instance, exactly its engine's blocks: running = used, free = total -
     /// used (checked at every 1,000th arrival of 3,000, with llm-d, which reads both).
