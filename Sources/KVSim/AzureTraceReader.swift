@@ -34,11 +34,11 @@ public enum AzureTraceReader {
                 let fields = line.split(separator: ",", omittingEmptySubsequences: false)
                 guard fields.count == 3 else { throw LineProblem("expected 3 fields (TIMESTAMP,ContextTokens,GeneratedTokens), found \(fields.count)") }
                 guard let seconds = parseTimestamp(fields[0]) else { throw LineProblem("TIMESTAMP \"\(fields[0])\" is not YYYY-MM-DD HH:MM:SS[.fraction]") }
-                guard let input = Int(fields[1].trimmingCharacters(in: .whitespaces)), input >= 1 else {
-                    throw LineProblem("ContextTokens \"\(fields[1])\" is not an integer >= 1")
+                guard let input = Int(fields[1].trimmingCharacters(in: .whitespaces)), (1...Int(Int32.max)).contains(input) else {
+                    throw LineProblem("ContextTokens \"\(fields[1])\" is not an integer in 1...\(Int32.max)")
                 }
-                guard let output = Int(fields[2].trimmingCharacters(in: .whitespaces)), output >= 0 else {
-                    throw LineProblem("GeneratedTokens \"\(fields[2])\" is not an integer >= 0")
+                guard let output = Int(fields[2].trimmingCharacters(in: .whitespaces)), (0...Int(Int32.max)).contains(output) else {
+                    throw LineProblem("GeneratedTokens \"\(fields[2])\" is not an integer in 0...\(Int32.max)")
                 }
                 let start = first ?? seconds
                 let t = (seconds - start) * 1000
@@ -58,14 +58,15 @@ public enum AzureTraceReader {
         return trace
     }
 
-    /// Seconds since 1970-01-01 (UTC, proleptic Gregorian) of `YYYY-MM-DD HH:MM:SS[.fraction]`.
+    /// Seconds since 1970-01-01 (UTC, proleptic Gregorian) of `YYYY-MM-DD HH:MM:SS[.fraction]`,
+    /// years 1...9999; nil for anything else.
     static func parseTimestamp(_ s: Substring) -> Double? {
         let parts = s.trimmingCharacters(in: .whitespaces).split(separator: " ")
         guard parts.count == 2 else { return nil }
         let date = parts[0].split(separator: "-"), time = parts[1].split(separator: ":")
         guard date.count == 3, time.count == 3, let y = Int(date[0]), let mo = Int(date[1]), let d = Int(date[2]),
               let h = Int(time[0]), let mi = Int(time[1]), let sec = Double(time[2]),
-              (1...12).contains(mo), (1...31).contains(d), (0...23).contains(h), (0...59).contains(mi), sec >= 0, sec < 61
+              (1...9999).contains(y), (1...12).contains(mo), (1...31).contains(d), (0...23).contains(h), (0...59).contains(mi), sec >= 0, sec < 61
         else { return nil }
         // Days from civil (Howard Hinnant's algorithm).
         let yy = mo <= 2 ? y - 1 : y

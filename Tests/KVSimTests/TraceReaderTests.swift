@@ -118,6 +118,26 @@ import Testing
         #expect(crlf.count == 3 && crlf.arrivalMilliseconds == t.arrivalMilliseconds)
     }
 
+    /// Values that once trapped (a year whose day count overflows, a length whose block count
+    /// overflows or does not fit the trace's 32-bit lengths) are malformed rows, named.
+    @Test func azureValuesOutOfRangeAreMalformed() {
+        let header = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.0,374,44\n"
+        for (row, reason) in [("9223372036854775807-01-01 00:00:00.0,374,44", "TIMESTAMP \"9223372036854775807-01-01 00:00:00.0\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
+                              ("-9223372036854775807-01-01 00:00:00,374,4", "TIMESTAMP \"-9223372036854775807-01-01 00:00:00\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
+                              ("2023-11-16 18:15:47.0,9223372036854775807,44", "ContextTokens \"9223372036854775807\" is not an integer in 1...2147483647"),
+                              ("2023-11-16 18:15:47.0,2147483648,44", "ContextTokens \"2147483648\" is not an integer in 1...2147483647"),
+                              ("2023-11-16 18:15:47.0,374,2147483648", "GeneratedTokens \"2147483648\" is not an integer in 0...2147483647")] {
+            do {
+                _ = try AzureTraceReader.parse(header + row + "\n", path: "v.csv")
+                Issue.record("accepted \(row)")
+            } catch let e as TraceFormatError {
+                #expect(e.description == "v.csv:3: \(reason)")
+            } catch { Issue.record("\(error)") }
+        }
+        let widest = try? AzureTraceReader.parse(header + "9999-12-31 23:59:59.9,2147483647,2147483647\n", path: "v.csv")
+        #expect(widest?.count == 2 && widest?.inputTokens.last == Int32.max && widest?.hashCount(1) == 4_194_304)
+    }
+
     @Test func theBundledAzureTraceReadsWhole() throws {
         let path = #filePath.replacingOccurrences(of: "Tests/KVSimTests/TraceReaderTests.swift", with: "traces/azure_llm_2023_conv.csv")
         let t = try AzureTraceReader.read(path: path)
