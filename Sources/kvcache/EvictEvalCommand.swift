@@ -144,10 +144,10 @@ struct EvictEvalCommand: ParsableCommand {
         }
         print(EvictEvalResult.table(results, perHead: perHead, seed: seed))
         if let json {
-            try EvictEvalResult.json(results).write(toFile: json, atomically: true, encoding: .utf8)
+            try OutputFile.write(EvictEvalResult.json(results), to: json)
         }
         if let plot {
-            try EvictEvalResult.svg(results).write(toFile: plot, atomically: true, encoding: .utf8)
+            try OutputFile.write(EvictEvalResult.svg(results), to: plot)
         }
     }
 }

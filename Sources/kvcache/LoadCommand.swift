@@ -257,11 +257,11 @@ struct LoadCommand: ParsableCommand {
     /// ''), saying where on standard error. Throws when the directory or a file cannot be written.
     func writePlots(_ reports: [(name: String, report: LoadReport)]) throws {
         guard !plots.isEmpty else { return }
-        try FileManager.default.createDirectory(atPath: plots, withIntermediateDirectories: true)
+        try OutputFile.makeDirectory(plots)
         for (name, report) in reports {
             guard let timeline = report.timeline else { continue }
             let title = "kvcache load: memory, \(report.layout) layout, \(report.workload)"
-            try timeline.svg(title: title).write(toFile: plots + "/\(name).svg", atomically: true, encoding: .utf8)
+            try OutputFile.write(timeline.svg(title: title), to: plots + "/\(name).svg")
         }
         FileHandle.standardError.write(Data("plots written to \(plots)/\n".utf8))
     }

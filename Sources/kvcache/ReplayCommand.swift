@@ -188,11 +188,11 @@ struct ReplayCommand: ParsableCommand {
                   + "\(fixed(Date().timeIntervalSince(started), 1)) s")
         }
         if !plots.isEmpty {
-            try FileManager.default.createDirectory(atPath: plots, withIntermediateDirectories: true)
+            try OutputFile.makeDirectory(plots)
             let cdf = SVGPlot.ttftCDF(outcomes, maxSeconds: 2 * ttftSloMs / 1000)
-            try cdf.write(toFile: plots + "/ttft_cdf.svg", atomically: true, encoding: .utf8)
+            try OutputFile.write(cdf, to: plots + "/ttft_cdf.svg")
             if !noSearch {
-                try SVGPlot.attainment(outcomes, target: 0.9).write(toFile: plots + "/attainment.svg", atomically: true, encoding: .utf8)
+                try OutputFile.write(SVGPlot.attainment(outcomes, target: 0.9), to: plots + "/attainment.svg")
             }
             FileHandle.standardError.write(Data("plots written to \(plots)/\n".utf8))
         }

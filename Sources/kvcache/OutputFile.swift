@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The files the commands write (`--json FILE`, `--plot FILE`, `--plots DIR`), through POSIX
+/// calls so that a failure ends the command with one line naming the path and the system's
+/// reason ("cannot write PATH: No such file or directory").
+enum OutputFile {
+    /// Why writing a path failed.
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Writes `text` to `path` atomically: to `PATH.tmp-PID`, then renamed over `path`. Throws
+    /// `Failure` (and removes the temporary file).
+    static func write(_ text: String, to path: String) throws {
+        let temp = "\(path).tmp-\(getpid())"
+        guard let f = fopen(temp, "w") else { throw failure("cannot write \(path)") }
+        let bytes = Array(text.utf8)
+        let written = fwrite(bytes, 1, bytes.count, f) == bytes.count
+        let writeError = errno
+        guard fclose(f) == 0, written, rename(temp, path) == 0 else {
+            let error = written ? errno : writeError
+            unlink(temp)
+            throw Failure(description: "cannot write \(path): \(String(cString: strerror(error)))")
+        }
+    }
+
+    /// Creates directory `path` and any missing parents (0755), as `mkdir -p`. Throws `Failure`
+    /// naming the first component that could not be made a directory.
+    static func makeDirectory(_ path: String) throws {
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for component in path.split(separator: "/") {
+            prefix += component
+            if mkdir(prefix, 0o755) != 0 && errno != EEXIST { throw failure("cannot create the directory \(prefix)") }
+            var st = stat()
+            guard stat(prefix, &st) == 0 else { throw failure("cannot create the directory \(prefix)") }
+            guard st.st_mode & S_IFMT == S_IFDIR else {
+                throw Failure(description: "cannot create the directory \(prefix): \(String(cString: strerror(ENOTDIR)))")
+            }
+            prefix += "/"
+        }
+    }
+
+    /// `what` and `strerror(errno)`.
+    private static func failure(_ what: String) -> Failure {
+        Failure(description: "\(what): \(String(cString: strerror(errno)))")
+    }
+}
