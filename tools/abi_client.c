@@ -1563,6 +1563,54 @@ static uint32_t route_idle(kvc_router *r, const uint64_t *h, size_t n) {
  * router's view of 10 must be: P goes to 20 (a stale view would send it to 10, which would
  * compute all of it). Q's blocks, found on disk, are announced in KVC_TIER_DISK (the router
  * scores KVC_TIER_MEMORY only). Once the new engine has served P, P goes to 10 again. */
+/* Every policy with the extremes a caller may pass: SLOs and per-token estimates from the
+ * smallest positive double to the largest, load reports of 0 to UINT64_MAX in every field,
+ * prefill observations of 1 to SIZE_MAX tokens in DBL_MIN to DBL_MAX ms. Every route succeeds
+ * with a live instance; an observation is taken or refused with a message, never a trap. */
+static void router_extremes(void) {
+    printf("abi_client: router with extreme configurations, reports and observations\n");
+    const double slos[] = {1e-300, 5000, DBL_MAX}, per_token[] = {DBL_MIN, 0.1, DBL_MAX};
+    const uint64_t counts[] = {0, 1000, UINT64_MAX / 2, UINT64_MAX};
+    const double ms[] = {DBL_MIN, 1, DBL_MAX};
+    const size_t tokens[] = {1, 1000, SIZE_MAX};
+    for (uint32_t policy = KVC_ROUTER_DUALMAP; policy <= KVC_ROUTER_LLM_D; policy++) {
+        long routes = 0, bad_routes = 0, observed = 0, bad_refusals = 0;
+        for (int a = 0; a < 3; a++) for (int b = 0; b < 3; b++) {
+            kvc_router_config rc;
+            kvc_router_config_init(&rc);
+            rc.policy = policy;
+            rc.ttft_slo_ms = slos[a];
+            rc.prefill_ms_per_token = per_token[b];
+            kvc_router *r = NULL;
+            MUST(kvc_router_create(&rc, &r));
+            for (uint32_t i = 0; i < 4; i++) MUST(kvc_router_add_instance(r, 7 * i, i == 3 ? 64.0 : 1.0 / (i + 1)));
+            for (int v = 0; v < 4; v++) for (int w = 0; w < 4; w++) {
+                for (uint32_t i = 0; i < 4; i++) {
+                    kvc_instance_load l = {.struct_size = sizeof l, .pending_prefill_tokens = counts[(v + i) % 4],
+                                           .running_blocks = counts[(w + i) % 4], .free_blocks = counts[(v + w + i) % 4],
+                                           .active_requests = counts[(v * w + i) % 4], .waiting_requests = counts[(v + 2 * i) % 4] / 2};
+                    MUST(kvc_router_report(r, 7 * i, &l));
+                }
+                for (int m = 0; m < 3; m++) for (int t = 0; t < 3; t++) {
+                    kvc_status st = kvc_router_observe_prefill(r, tokens[t], ms[m]);
+                    observed += st == KVC_OK;
+                    bad_refusals += st != KVC_OK && (st != KVC_ERR_INVALID_ARGUMENT || kvc_last_error()[0] == '\0');
+                    const uint64_t hashes[8] = {11u + v, 22u + w, 33, 44, 55, 66, 77, 88};
+                    uint32_t chosen = 99;
+                    st = kvc_router_route(r, hashes, 1 + (m + t) % 8, 16 * 8 + m, &chosen);
+                    routes++;
+                    bad_routes += st != KVC_OK || chosen % 7 != 0 || chosen > 21;
+                }
+            }
+            kvc_router_destroy(r);
+        }
+        CHECK(bad_routes == 0 && routes == 9 * 16 * 9, "router policy %u: %ld of %ld routes failed or named no live instance",
+              policy, bad_routes, routes);
+        CHECK(bad_refusals == 0 && observed > 0, "router policy %u: %ld observations refused without a message (%ld taken)",
+              policy, bad_refusals, observed);
+    }
+}
+
 static void router_restart(void) {
     printf("abi_client: router across an engine restart it was not told of\n");
     char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
@@ -1666,6 +1714,7 @@ int main(int argc, char **argv) {
     episodic_write_failure(KVC_LAYOUT_PAGED);
     episodic_write_failure(KVC_LAYOUT_CONTIGUOUS);
     route();
+    router_extremes();
     router_restart();
     summary_and_exit();
 }
