@@ -33,7 +33,8 @@ final class SharedTier {
 
     /// A tier of `config` for blocks shaped like `engine` (block tokens, K/V bytes per token).
     /// Throws `invalidArgument` with the reason when `config` is invalid
-    /// (`SharedTierConfig.validate`).
+    /// (`SharedTierConfig.validate`) or holds more blocks than one engine indexes (the
+    /// engine's message, prefixed with the tier's capacity).
     init(_ config: SharedTierConfig, engine shape: EngineConfig) throws(KVError) {
         try config.validate(blockBytes: UInt64(shape.blockBytes * shape.tensors))
         var c = shape
@@ -43,7 +44,12 @@ final class SharedTier {
         c.metadataOnly = true
         c.offloadDir = nil
         c.offloadBytes = 0
-        engine = try Engine(c)
+        do {
+            engine = try Engine(c)
+        } catch {
+            // The tier is an engine of that capacity: say which option its limit refused.
+            throw KVError(error.code, "shared tier capacity \(config.capacityBytes) B: \(error.message)")
+        }
         capacityBlocks = Int(engine.stats().blocksTotal)
         loadMillisecondsPerToken = Double(shape.tokenBytes * shape.tensors) / (config.loadGigabytesPerSecond * 1e6)
     }

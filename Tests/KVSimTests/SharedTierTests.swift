@@ -187,6 +187,9 @@ import Testing
         (-5, 400_000_000_000, "shared tier load bandwidth -5.0 GB/s must be positive and finite"),
         (.infinity, 400_000_000_000, "shared tier load bandwidth inf GB/s must be positive and finite"),
         (25, 512 * 57_344, "shared tier capacity 29360128 B holds fewer than 2 blocks of 29360128 B"),
+        // Past what one engine indexes: the engine's reason, under the option that set it.
+        (25, 999_999_999_000_000_000, "shared tier capacity 999999999000000000 B: memory_bytes 999999999000000000 holds 34059796980 "
+         + "blocks of 29360128 bytes, more than the 16777216 an engine indexes: raise block_tokens or lower memory_bytes"),
     ] as [(Double, UInt64, String)])
     func aBadTierIsRefusedWithItsReason(gbps: Double, bytes: UInt64, message: String) throws {
         var c = SimulationConfig()
