@@ -90,22 +90,29 @@ public struct EvictionEvaluation: Sendable {
 
     /// Replays `source` (named `name` in the results) through every run; one result per run.
     /// Cost: per step, O(runs x layers x heads x tokens). Throws what the source or the engine's
-    /// eviction state throws (for example NaN scores in a trace file).
+    /// eviction state throws (for example a malformed trace file), and `TraceError` when no
+    /// decode step, or none from the trace's mark on, was there to score.
     public func run(_ name: String, _ source: inout some AttentionTraceSource) throws -> [EvictEvalResult] {
         let header = source.header
         let runs = try runs(header)
         let values = ValueTable(rows: header.layers * header.heads, maxTokens: header.maxTokens, seed: seed)
         var step = TraceStep()
-        var index = 0
+        var index = 0, scored = 0, scoredAfter = 0
         while try source.next(into: &step) {
             for run in runs { try run.begin(step, index: index, header: header) }
             if step.nQueries == 1 {
                 let full = values.outputs(step, rows: header.layers * header.heads)
                 let after = header.markStep.map { index >= $0 } ?? false
                 for run in runs { try run.score(step, full: full, values: values, after: after) }
+                scored += 1
+                if after { scoredAfter += 1 }
             }
             for run in runs { try run.observeAndCompact(step) }
             index += 1
+        }
+        guard scored > 0 else { throw TraceError(description: "\(name): no decode step (n_queries 1) to score") }
+        if let mark = header.markStep, scoredAfter == 0 {
+            throw TraceError(description: "\(name): no decode step (n_queries 1) from mark_step \(mark) on to score")
         }
         return runs.map { run in
             EvictEvalResult(trace: name, policy: run.label, budget: run.ratio,

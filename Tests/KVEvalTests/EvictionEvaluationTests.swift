@@ -152,6 +152,45 @@ import Testing
         #expect(throws: TraceError.self) { try EvictionEvaluation(policies: ["h2o"], ratios: [1.5]) }
     }
 
+    /// A trace source of uniform steps given as (n_tokens, n_queries): no file needed.
+    private struct UniformSteps: AttentionTraceSource {
+        let header: TraceHeader
+        let steps: [(Int, Int)]
+        var index = 0
+
+        init(_ steps: [(Int, Int)], markStep: Int? = nil) {
+            self.steps = steps
+            header = TraceHeader(layers: 2, heads: 2, embeddingDim: 0, segments: [], steps: steps.count, markStep: markStep,
+                                 maxTokens: steps.last!.0)
+        }
+
+        mutating func next(into step: inout TraceStep) throws -> Bool {
+            guard index < steps.count else { return false }
+            (step.nTokens, step.nQueries) = steps[index]
+            step.rows = [Float](repeating: Float(step.nQueries) / Float(step.nTokens), count: 4 * step.nTokens)
+            index += 1
+            return true
+        }
+    }
+
+    /// Recall is a mean over scored decode steps: a trace without one (or without one after
+    /// its mark) once printed nan and drew bars at y="nan"; it is refused by name instead.
+    @Test func aTraceWithNoDecodeStepToScoreIsRefused() throws {
+        let e = try EvictionEvaluation(policies: ["h2o"], ratios: [0.5])
+        func outcome(_ source: UniformSteps) throws -> String {
+            var source = source
+            do {
+                let results = try e.run("t", &source)
+                return "recall \(results[0].recall)"
+            } catch let error as TraceError {
+                return error.description
+            }
+        }
+        #expect(try outcome(UniformSteps([(8, 8)])) == "t: no decode step (n_queries 1) to score")
+        #expect(try outcome(UniformSteps([(8, 8), (9, 1), (11, 2)], markStep: 2)) == "t: no decode step (n_queries 1) from mark_step 2 on to score")
+        #expect(try outcome(UniformSteps([(8, 8), (9, 1)])) == "recall 0.5555555820465088", "5 of 9 uniform tokens held")
+    }
+
     /// Settings the engine would refuse for a policy (a recent ratio past 1 once trapped in
     /// the window's integer conversion; 0 episodes ran as if valid), and empty lists, fail
     /// before any step with the setting named.
