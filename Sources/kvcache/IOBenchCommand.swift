@@ -66,7 +66,7 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "With --tier: swap out with swapOutAsync (kvc_seq_swap_out_async), polling until the memory is released; the swap-out call's own duration is reported apart.")
     var tierAsync = false
 
-    @Option(help: "Bytes of K/V per swapped sequence with --tier.")
+    @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth).")
     var tierSequenceBytes = ByteCount(bytes: 512 << 20)
 
     func validate() throws {
@@ -75,6 +75,7 @@ struct IOBenchCommand: ParsableCommand {
         guard parsedDepths != nil else { throw ValidationError("--depths: a comma-separated list of depths in 1...256") }
         guard ["uring", "threads"].contains(backend) else { throw ValidationError("--backend is uring or threads") }
         guard !parsedOps.isEmpty else { throw ValidationError("--ops: write, read or write,read") }
+        if tierAsync && !tier { throw ValidationError("--tier-async needs --tier") }
         let largest = parsedSizes!.max()!
         let deepest = parsedDepths!.max()!
         guard fileSize.bytes >= UInt64(largest * deepest) * 2 else {

@@ -62,7 +62,12 @@ struct TierBench {
         c.offloadBytes = UInt64(4 * blocksPerSequence) * UInt64(payloadBytes + 4096)
         DiskTierFiles.remove(in: dir)
         defer { DiskTierFiles.remove(in: dir) }
-        let engine = try Engine(c)
+        let engine: Engine
+        do {
+            engine = try Engine(c)
+        } catch {
+            throw IOBenchError("cannot create the tier's engine (sequences of \(blocksPerSequence) slots of \(ByteCount.format(UInt64(payloadBytes)))): \(error)")
+        }
         var prompt = [Int32](repeating: 0, count: tokens)
         var writeNs: UInt64 = 0, readNs: UInt64 = 0, writeBytes: UInt64 = 0, readBytes: UInt64 = 0
         var writeLatencies: [UInt64] = [], readLatencies: [UInt64] = [], callLatencies: [UInt64] = []

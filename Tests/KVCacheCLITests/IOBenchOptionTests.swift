@@ -1,0 +1,28 @@
+import Foundation
+import Testing
+@testable import kvcache
+
+/// `kvcache io-bench`'s tier options: combinations that would be ignored or that the tier's
+/// engine refuses are named.
+@Suite("io-bench options")
+struct IOBenchOptionTests {
+    @Test func tierAsyncWithoutTierIsRefused() {
+        #expect(optionError(IOBenchCommand.self, ["--tier-async"])?.hasPrefix("--tier-async needs --tier") == true)
+        #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-async"]) == nil)
+    }
+
+    /// A sequence past the engine's 2^24 tokens: the refusal says it is the tier's engine and
+    /// what shape it was given, with the engine's reason (it used to be the reason alone).
+    @Test func aSequenceTheTiersEngineCannotHoldIsNamed() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-tierbench-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bench = TierBench(dir: dir, payloadBytes: 64 << 10, sequenceBytes: 1 << 40, seconds: 0.01, asyncSwapOut: false)
+        #expect {
+            _ = try bench.run()
+        } throws: { error in
+            "\(error)" == "cannot create the tier's engine (sequences of 16777216 slots of 64 KiB): "
+                + "invalidArgument: max_seq_tokens 268435472 is outside 1...16777216"
+        }
+    }
+}
