@@ -90,14 +90,13 @@ public struct TraceError: Error, CustomStringConvertible {
     public var description: String
 }
 
-/// The most `layers x heads x max_tokens` a trace file may declare (see the format above).
-let maxCells = 1 << 24
-
 /// Reads a trace file written in the format above, one step at a time; the file closes with
 /// the reader.
 public final class TraceFileReader: AttentionTraceSource {
     /// The file's header.
     public let header: TraceHeader
+    /// The most `layers x heads x max_tokens` a file may declare (see the format above).
+    public static let maxCells = 1 << 24
     private let file: UnsafeMutablePointer<FILE>
     private var stepIndex = 0
     /// The previous step's n_tokens.
@@ -133,8 +132,8 @@ public final class TraceFileReader: AttentionTraceSource {
               (1...1 << 24).contains(maxTokens), steps >= 1, mark == 0xFFFF_FFFF || mark < steps else {
             throw TraceError(description: "\(path): header out of range (layers \(layers), heads \(heads), dim \(dim), segments \(nSegments), steps \(steps), mark_step \(mark), max_tokens \(maxTokens))")
         }
-        guard layers * heads * maxTokens <= maxCells else {
-            throw TraceError(description: "\(path): layers x heads x max_tokens = \(layers * heads * maxTokens) is more than \(maxCells) "
+        guard layers * heads * maxTokens <= Self.maxCells else {
+            throw TraceError(description: "\(path): layers x heads x max_tokens = \(layers * heads * maxTokens) is more than \(Self.maxCells) "
                                         + "(the evaluation keeps \(ValueTable.dim) values per cell)")
         }
         var segments: [TraceSegment] = []

@@ -6,7 +6,7 @@
 ///     potential_active_blocks  = running blocks + this request's blocks
 ///
 /// over every live instance; the lowest logit wins (ties: fewer in-flight requests, then the
-/// lowest slot; logits that overflow to infinity, as with a weight near `Double.greatestFiniteMagnitude`,
+/// lowest slot; logits that overflow to infinity, as with a weight near the largest double,
 /// tie). Dynamo learns the overlap from KV events, so the default view is exact.
 /// Cost: O(live instances) after the prefix match.
 public final class OverlapCostRouter: RoutingPolicy {
