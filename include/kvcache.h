@@ -44,6 +44,16 @@
  *   kvc_last_error, kvc_abi_version, kvc_hash_tokens(_salted) and kvc_router_config_init
  *   touch no engine and are always safe. Routers (below) have their own mutex.
  *
+ * PROCESSES
+ *   An engine or router belongs to the process that created it. The process may fork():
+ *   its engines keep serving, I/O in flight at the fork included, while the child lives and
+ *   after it exits (tools/abi_client.c, "forks"). The child must not call any kvc_* function
+ *   on what it inherited (the engine's lock, io_uring ring and disk-tier files are the
+ *   parent's), and K/V memory is shared, not copied: a child that writes through an
+ *   inherited K/V pointer writes the parent's cache. As with any library that runs threads,
+ *   a child of a multi-threaded parent should exec (or use posix_spawn) before creating
+ *   engines of its own.
+ *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
  *   [token][kv_head][head_dim], dtype_bytes per element, so one token of one tensor takes

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kvcache.h"
@@ -923,6 +924,58 @@ static void offload(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* A server process that forks (a subprocess spawned without posix_spawn, a worker pool)
+ * keeps serving: while a child that inherited the engine's memfd, io_uring ring and tier
+ * files lives, and after it exited, the parent completes an asynchronous swap-out that was
+ * in flight at the fork, swaps in and reads its K/V back byte-identical. The child calls
+ * nothing (kvcache.h, PROCESSES); it holds the inherited descriptors until the parent is
+ * done, then exits. */
+static void forked(uint32_t layout) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
+    printf("abi_client: %s layout: the server forks while a swap-out is in flight\n",
+           layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
+    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
+    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    kvc_config cfg;
+    disk_config(&cfg, layout, dir);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    int32_t tokens[PROMPT];
+    for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 3;
+    size_t cached = 0;
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    write_kv(&v, 1, 5, 0, PROMPT);
+    MUST(kvc_seq_swap_out_async(e, 1));
+    int done[2];
+    REQUIRE(pipe(done) == 0, "pipe");
+    fflush(stdout);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {  /* waits for the parent's word (or its end), then exits */
+        char c;
+        close(done[1]);
+        ssize_t n = read(done[0], &c, 1);
+        _exit(n >= 0 ? 0 : 1);
+    }
+    close(done[0]);
+    uint64_t swap_outs = stats_of(e).swap_outs;
+    for (int i = 0; i < 100000 && stats_of(e).swap_outs == swap_outs; i++) MUST(kvc_engine_poll(e, 100));
+    CHECK(stats_of(e).swap_outs == swap_outs + 1, "%s: the swap-out in flight at the fork completes in the parent", name);
+    MUST(kvc_seq_swap_in(e, 1));
+    CHECK(wait_ready(e, 1) == KVC_OK && kv_matches(&v, 1, 5, 0, PROMPT), "%s: swapped back in byte-identical while the child lives", name);
+    close(done[1]);
+    int status = -1;
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child exited (status %d)", name, status);
+    MUST(kvc_seq_swap_out(e, 1));
+    MUST(kvc_seq_swap_in(e, 1));
+    CHECK(wait_ready(e, 1) == KVC_OK && kv_matches(&v, 1, 5, 0, PROMPT), "%s: and again after the child exited", name);
+    MUST(kvc_seq_free(e, 1));
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+}
+
 /* A prefix of more disk blocks than staging buffers: 1 MiB slots give 32 buffers, and a
  * 64-block prefix takes them all with its first reads and queues the rest, so kvc_seq_create
  * returns without waiting for the device. The sequence is not ready until the queued reads
@@ -1713,6 +1766,8 @@ int main(int argc, char **argv) {
     episodic_offload(KVC_LAYOUT_CONTIGUOUS);
     episodic_write_failure(KVC_LAYOUT_PAGED);
     episodic_write_failure(KVC_LAYOUT_CONTIGUOUS);
+    forked(KVC_LAYOUT_PAGED);
+    forked(KVC_LAYOUT_CONTIGUOUS);
     route();
     router_extremes();
     router_restart();
