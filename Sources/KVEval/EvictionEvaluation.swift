@@ -99,15 +99,21 @@ public struct EvictionEvaluation: Sendable {
         var step = TraceStep()
         var index = 0, scored = 0, scoredAfter = 0
         while try source.next(into: &step) {
-            for run in runs { try run.begin(step, index: index, header: header) }
-            if step.nQueries == 1 {
-                let full = values.outputs(step, rows: header.layers * header.heads)
-                let after = header.markStep.map { index >= $0 } ?? false
-                for run in runs { try run.score(step, full: full, values: values, after: after) }
-                scored += 1
-                if after { scoredAfter += 1 }
+            do {
+                for run in runs { try run.begin(step, index: index, header: header) }
+                if step.nQueries == 1 {
+                    let full = values.outputs(step, rows: header.layers * header.heads)
+                    let after = header.markStep.map { index >= $0 } ?? false
+                    for run in runs { try run.score(step, full: full, values: values, after: after) }
+                    scored += 1
+                    if after { scoredAfter += 1 }
+                }
+                for run in runs { try run.observeAndCompact(step) }
+            } catch {
+                // What the engine refused (a segment past the tokens seen, a NaN embedding):
+                // name the trace and step it came from.
+                throw TraceError(description: "\(name), step \(index): \(error)")
             }
-            for run in runs { try run.observeAndCompact(step) }
             index += 1
         }
         guard scored > 0 else { throw TraceError(description: "\(name): no decode step (n_queries 1) to score") }

@@ -94,7 +94,7 @@ struct EvictEvalCommand: ParsableCommand {
               noiseRange.contains(embeddingNoise) else {
             throw ValidationError("noise levels must be in 0...1000 and --spike-probability in [0, 1]")
         }
-        if trace == nil && synthetic.split(separator: ",").isEmpty { throw ValidationError("--synthetic names no trace") }
+        if trace == nil { _ = try syntheticKinds() }
         let ratios = try budgets.split(separator: ",").map {
             guard let r = Double($0) else { throw ValidationError("budget \($0) is not a number") }
             return r
@@ -113,14 +113,23 @@ struct EvictEvalCommand: ParsableCommand {
         }
     }
 
+    /// The `--synthetic` traces, in order; throws `ValidationError` for an unknown name or none.
+    func syntheticKinds() throws -> [SyntheticAttention.Kind] {
+        let kinds = try synthetic.split(separator: ",").map { s in
+            guard let kind = SyntheticAttention.Kind(rawValue: String(s)) else { throw ValidationError("unknown synthetic trace \(s)") }
+            return kind
+        }
+        guard !kinds.isEmpty else { throw ValidationError("--synthetic names no trace") }
+        return kinds
+    }
+
     func run() throws {
         let evaluation = try evaluation()
         var sources: [(String, any AttentionTraceSource)] = []
         if let trace {
             sources.append((trace, try TraceFileReader(path: trace)))
         } else {
-            for s in synthetic.split(separator: ",") {
-                guard let kind = SyntheticAttention.Kind(rawValue: String(s)) else { throw ValidationError("unknown synthetic trace \(s)") }
+            for kind in try syntheticKinds() {
                 sources.append((kind.rawValue, SyntheticAttention(kind, seed: seed, queryNoise: queryNoise, spikeProbability: spikeProbability,
                                                                    spikeNoise: spikeNoise, embeddingNoise: embeddingNoise)))
             }

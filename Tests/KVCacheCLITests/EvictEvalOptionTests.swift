@@ -10,6 +10,7 @@ struct EvictEvalOptionTests {
         (["--spike-noise", "1e30"], "noise levels must be in 0...1000 and --spike-probability in [0, 1]"),
         (["--embedding-noise", "nan"], "noise levels must be in 0...1000 and --spike-probability in [0, 1]"),
         (["--synthetic", ""], "--synthetic names no trace"),
+        (["--synthetic", "long-decode,chat"], "unknown synthetic trace chat"),
         (["--budgets", ""], "no budget ratio to run"),
         (["--policies", ""], "no policy to run"),
         (["--policies", "h2o", "--recent-ratio", "1e30"], "policy h2o: recent_ratio 1e+30 is outside 0...1"),

@@ -158,10 +158,10 @@ import Testing
         let steps: [(Int, Int)]
         var index = 0
 
-        init(_ steps: [(Int, Int)], markStep: Int? = nil) {
+        init(_ steps: [(Int, Int)], markStep: Int? = nil, segments: [TraceSegment] = []) {
             self.steps = steps
-            header = TraceHeader(layers: 2, heads: 2, embeddingDim: 0, segments: [], steps: steps.count, markStep: markStep,
-                                 maxTokens: steps.last!.0)
+            header = TraceHeader(layers: 2, heads: 2, embeddingDim: segments.first?.embedding.count ?? 0, segments: segments,
+                                 steps: steps.count, markStep: markStep, maxTokens: steps.last!.0)
         }
 
         mutating func next(into step: inout TraceStep) throws -> Bool {
@@ -189,6 +189,18 @@ import Testing
         #expect(try outcome(UniformSteps([(8, 8)])) == "t: no decode step (n_queries 1) to score")
         #expect(try outcome(UniformSteps([(8, 8), (9, 1), (11, 2)], markStep: 2)) == "t: no decode step (n_queries 1) from mark_step 2 on to score")
         #expect(try outcome(UniformSteps([(8, 8), (9, 1)])) == "recall 0.5555555820465088", "5 of 9 uniform tokens held")
+    }
+
+    /// A refusal from the engine's eviction state in the middle of a trace (here a segment
+    /// past the tokens seen when it becomes available) names the trace and step.
+    @Test func whatTheEngineRefusesMidTraceNamesTheStep() throws {
+        var source = UniformSteps([(8, 8), (9, 1), (10, 1)], segments: [TraceSegment(start: 0, end: 10, availableStep: 1, embedding: [1, 0])])
+        let e = try EvictionEvaluation(policies: ["h2o", "episodic"], ratios: [0.5])
+        #expect {
+            _ = try e.run("t", &source)
+        } throws: { error in
+            "\(error)" == "t, step 1: invalidArgument: segment [0, 10) is empty or outside the 9 positions seen"
+        }
     }
 
     /// Settings the engine would refuse for a policy (a recent ratio past 1 once trapped in
