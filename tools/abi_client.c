@@ -862,6 +862,13 @@ static kvc_status wait_ready(kvc_engine *e, uint64_t seq) {
     return KVC_ERR_INTERNAL;
 }
 
+/* Polls until the asynchronous swap-out started when kvc_stats.swap_outs read `before`
+ * completed (at most 100,000 polls of 100 us); true when exactly it did. */
+static int poll_swap_out(kvc_engine *e, uint64_t before) {
+    for (int i = 0; i < 100000 && stats_of(e).swap_outs == before; i++) MUST(kvc_engine_poll(e, 100));
+    return stats_of(e).swap_outs == before + 1;
+}
+
 /* A server with a disk tier: a trimmed prefix comes back from disk, a preempted sequence
  * swaps out and in (synchronously, then asynchronously), and a restarted engine on the same directory finds the prefix again. */
 static void offload(uint32_t layout) {
@@ -907,8 +914,7 @@ static void offload(uint32_t layout) {
         MUST(kvc_seq_swap_out_async(e, 2));
         MUST(kvc_seq_ready(e, 2, &ready));
         CHECK(ready == 0, "%s run %d: an asynchronously swapped-out sequence is not ready", name, run);
-        for (int i = 0; i < 100000 && stats_of(e).swap_outs == swap_outs; i++) MUST(kvc_engine_poll(e, 100));
-        CHECK(stats_of(e).swap_outs == swap_outs + 1, "%s run %d: kvc_engine_poll completes the asynchronous swap-out", name, run);
+        CHECK(poll_swap_out(e, swap_outs), "%s run %d: kvc_engine_poll completes the asynchronous swap-out", name, run);
         MUST(kvc_seq_swap_in(e, 2));
         CHECK(wait_ready(e, 2) == KVC_OK, "%s run %d: swapped back in after the asynchronous swap-out", name, run);
         CHECK(kv_matches(&v, 2, 9, 0, PROMPT), "%s run %d: asynchronous swap-out/swap-in is byte-identical", name, run);
@@ -960,8 +966,7 @@ static void forked(uint32_t layout) {
     }
     close(done[0]);
     uint64_t swap_outs = stats_of(e).swap_outs;
-    for (int i = 0; i < 100000 && stats_of(e).swap_outs == swap_outs; i++) MUST(kvc_engine_poll(e, 100));
-    CHECK(stats_of(e).swap_outs == swap_outs + 1, "%s: the swap-out in flight at the fork completes in the parent", name);
+    CHECK(poll_swap_out(e, swap_outs), "%s: the swap-out in flight at the fork completes in the parent", name);
     MUST(kvc_seq_swap_in(e, 1));
     CHECK(wait_ready(e, 1) == KVC_OK && kv_matches(&v, 1, 5, 0, PROMPT), "%s: swapped back in byte-identical while the child lives", name);
     close(done[1]);
