@@ -305,7 +305,7 @@ private final class CRouter {
         #expect(handle.router.prefill.millisecondsPerToken == before)
         // On a fresh router the ratio of 5e-324 ms to Int.max tokens would be 0.
         let fresh = try CRouter(policy: 0)
-        #expect(kvc_router_observe_prefill(fresh.handle, Int.max, 5e-324) == -1)
+        #expect(kvc_router_observe_prefill(fresh.handle, Int.max, .leastNonzeroMagnitude) == -1)
         #expect(Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(fresh.handle)).takeUnretainedValue().router.prefill.millisecondsPerToken == 0.1)
     }
 

@@ -221,7 +221,7 @@ struct RandomRouterOperationTests {
         }
 
         func observePrefill(_ rng: inout SplitMix64) {
-            let extremes: [(Int, Double)] = [(1, 1e308), (Int.max, 5e-324), (1, .greatestFiniteMagnitude), (1 << 40, 1e-300),
+            let extremes: [(Int, Double)] = [(1, 1e308), (Int.max, .leastNonzeroMagnitude), (1, .greatestFiniteMagnitude), (1 << 40, 1e-300),
                                              (0, 5), (10, 0), (10, .nan), (10, -1), (10, .infinity)]
             if below(6, &rng) == 0 {
                 // Refused or not, the estimate stays a positive finite number (`check`); refused, it is unchanged.

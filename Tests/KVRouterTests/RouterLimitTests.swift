@@ -85,7 +85,7 @@ import Testing
         #expect(e.millisecondsPerToken == before)
 
         var tiny = PrefillEstimator(prior: 0.1)
-        do { let accepted = tiny.observe(tokens: .max, milliseconds: 5e-324); #expect(!accepted, "the ratio would be 0") }
+        do { let accepted = tiny.observe(tokens: .max, milliseconds: .leastNonzeroMagnitude); #expect(!accepted, "the ratio would be 0") }
         #expect(tiny.millisecondsPerToken == 0.1)
         do { let accepted = tiny.observe(tokens: 10, milliseconds: 5); #expect(accepted) }
         #expect(tiny.millisecondsPerToken == 0.5)
@@ -93,7 +93,7 @@ import Testing
         // Through the router: the refusal is an error naming the estimate.
         let r = try makeRouter(.dualMap, instances: 2)
         do {
-            try r.observePrefill(tokens: .max, milliseconds: 5e-324)
+            try r.observePrefill(tokens: .max, milliseconds: .leastNonzeroMagnitude)
             Issue.record("accepted an observation that makes the estimate 0")
         } catch {
             #expect(error.code == .invalidArgument && error.message.contains("infinite or 0"), "\(error)")
