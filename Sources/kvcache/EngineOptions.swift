@@ -49,8 +49,8 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Disk tier directory (offload_dir): cold prefix blocks spill there instead of being dropped.")
     var offloadDir: String?
 
-    @Option(help: "Disk tier size (offload_bytes), used with --offload-dir.")
-    var offloadBytes = ByteCount(bytes: 4 << 30)
+    @Option(help: "Disk tier size (offload_bytes; default 4GiB), needs --offload-dir.")
+    var offloadBytes: ByteCount?
 
     @Option(help: "Another engine's offload directory to read spilled blocks from (peer_offload_dirs; read-only, its lock is not taken); repeatable, needs --offload-dir.")
     var peerOffloadDir: [String] = []
@@ -58,11 +58,14 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "The model whose K/V the engine holds (model_tag): recorded with its disk tier, whose blocks an engine of another tag is refused (own directory or peer). --peer-offload-dir needs one other than 0, in every run sharing the tiers.")
     var modelTag: UInt64 = 0
 
-    @Option(help: "Disk tier staging buffers (offload_queue_depth, 32...1024): more write more cold blocks back when an allocation evicts many at once.")
-    var offloadQueueDepth = EngineConfig().offloadQueueDepth
+    @Option(help: "Disk tier staging buffers (offload_queue_depth, 32...1024; default \(EngineConfig().offloadQueueDepth)): more write more cold blocks back when an allocation evicts many at once; needs --offload-dir.")
+    var offloadQueueDepth: Int?
 
     @Flag(help: "Index a prompt's blocks only as they are scheduled (index_on_schedule). Nothing here calls kvc_seq_schedule, so they enter the index at the sequence's first append, after its prefill: later prompts hit only computed blocks.")
     var indexOnSchedule = false
+
+    /// The disk tier's size when `--offload-dir` comes without `--offload-bytes`.
+    static let defaultOffloadBytes: UInt64 = 4 << 30
 
     /// The configuration these options describe.
     var config: EngineConfig {
@@ -80,15 +83,21 @@ struct EngineOptions: ParsableArguments {
         config.indexOnSchedule = indexOnSchedule
         if let offloadDir {
             config.offloadDir = offloadDir
-            config.offloadBytes = offloadBytes.bytes
+            config.offloadBytes = offloadBytes?.bytes ?? Self.defaultOffloadBytes
         }
-        config.offloadQueueDepth = offloadQueueDepth
+        if let offloadQueueDepth { config.offloadQueueDepth = offloadQueueDepth }
         config.peerOffloadDirs = peerOffloadDir
         config.modelTag = modelTag
         return config
     }
 
+    /// Refuses tier options given without a tier (they would configure nothing), then the
+    /// configuration as `EngineConfig.validate()` does.
     func validate() throws {
+        if offloadDir == nil {
+            if offloadBytes != nil { throw ValidationError("--offload-bytes needs --offload-dir (it sizes the disk tier)") }
+            if offloadQueueDepth != nil { throw ValidationError("--offload-queue-depth needs --offload-dir (it sets the disk tier's staging buffers)") }
+        }
         do {
             try config.validate()
         } catch {

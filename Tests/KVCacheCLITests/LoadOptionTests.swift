@@ -82,13 +82,20 @@ struct LoadOptionTests {
         let config = command.engine.config
         #expect(config.indexOnSchedule)
         #expect(config.offloadQueueDepth == 256)
-        #expect(Self.error(["--offload-queue-depth", "31"])?.contains("offload_queue_depth 31 is outside 32...1024") == true)
+        #expect(Self.error(["--offload-dir", "/tmp/tier", "--offload-queue-depth", "31"])?
+            .contains("offload_queue_depth 31 is outside 32...1024") == true)
         #expect(config.layout == .contiguous && config.memoryBytes == 512 << 20 && config.pageBytes == 2 << 20)
         #expect(config.blockTokens == 32 && config.numLayers == 4 && config.numKVHeads == 2 && config.headDim == 64)
         #expect(config.dtypeBytes == 1 && config.maxSeqs == 8 && config.maxSeqTokens == 8192)
         #expect(config.offloadDir == "/tmp/tier" && config.offloadBytes == 1 << 30 && config.hasDiskTier)
-        #expect(try LoadCommand.parse(["--offload-bytes", "1GiB"]).engine.config.hasDiskTier == false,
-                "--offload-bytes alone configures no tier")
+        let tierDefaults = try LoadCommand.parse(["--offload-dir", "/tmp/tier"]).engine.config
+        #expect(tierDefaults.offloadBytes == EngineOptions.defaultOffloadBytes && tierDefaults.offloadQueueDepth == EngineConfig().offloadQueueDepth)
+    }
+
+    @Test func tierOptionsWithoutATierAreRefused() {
+        #expect(Self.error(["--offload-bytes", "1GiB"]) == "--offload-bytes needs --offload-dir (it sizes the disk tier)")
+        #expect(Self.error(["--offload-queue-depth", "64"])
+                    == "--offload-queue-depth needs --offload-dir (it sets the disk tier's staging buffers)")
     }
 
     @Test func peerOffloadDirsReachTheConfigAndNeedAnOwnTier() throws {
