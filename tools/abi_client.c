@@ -18,6 +18,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -254,6 +255,18 @@ static void disk_config(kvc_config *cfg, uint32_t layout, char *dir) {
     small_config(cfg, layout, 16u << 20);
     cfg->offload_dir = dir;
     cfg->offload_bytes = 64u << 20;
+}
+
+/* A fresh disk-tier directory: `dir` is a TIER_DIR template, filled in by mkdtemp. */
+#define TIER_DIR "/tmp/kvcache-abi-client-XXXXXX"
+static void new_tier_dir(char *dir) { REQUIRE(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno)); }
+
+/* A disk-tier scenario's start: says what it checks (as open_small does), makes its tier
+ * directory in `dir` (new_tier_dir) and returns the name its checks report under. */
+static const char *disk_scenario(uint32_t layout, const char *what, char *dir) {
+    printf("abi_client: %s layout with a disk tier: %s\n", layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous", what);
+    new_tier_dir(dir);
+    return layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
 }
 
 static engine_view view_of(kvc_engine *e, const kvc_config *cfg) {
@@ -872,10 +885,8 @@ static int poll_swap_out(kvc_engine *e, uint64_t before) {
 /* A server with a disk tier: a trimmed prefix comes back from disk, a preempted sequence
  * swaps out and in (synchronously, then asynchronously), and a restarted engine on the same directory finds the prefix again. */
 static void offload(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
-    printf("abi_client: %s layout with a disk tier: spill, reload, swap, restart\n", layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
-    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
-    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "spill, reload, swap, restart", dir);
     kvc_config cfg;
     disk_config(&cfg, layout, dir);
     int32_t tokens[PROMPT];
@@ -937,11 +948,8 @@ static void offload(uint32_t layout) {
  * nothing (kvcache.h, PROCESSES); it holds the inherited descriptors until the parent is
  * done, then exits. */
 static void forked(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
-    printf("abi_client: %s layout: the server forks while a swap-out is in flight\n",
-           layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
-    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
-    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "the server forks while a swap-out is in flight", dir);
     kvc_config cfg;
     disk_config(&cfg, layout, dir);
     kvc_engine *e = NULL;
@@ -987,11 +995,9 @@ static void forked(uint32_t layout) {
  * were submitted (by kvc_seq_ready and kvc_engine_poll, as completions free buffers) and
  * landed; then every block is byte-identical. */
 static void queued_reads(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
-    printf("abi_client: %s layout: prefix reads queued for staging buffers\n", layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
     enum { BLOCKS = 64, TOKENS = BLOCKS * BLOCK + 1 };
-    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
-    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "prefix reads queued for staging buffers", dir);
     kvc_config cfg;
     small_config(&cfg, layout, 128u << 20);
     cfg.num_layers = 16;
@@ -1157,10 +1163,8 @@ static int creation_resets(const kvc_event *ev, size_t n) {
  * kept across the restart (it need not notice it), is exact again in both tiers. A refused
  * kvc_drain_events loses no event. */
 static void disk_events(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk events" : "contiguous+disk events";
-    printf("abi_client: %s layout: KV events of the disk tier\n", layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
-    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
-    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "its KV events", dir);
     kvc_config cfg;
     small_config(&cfg, layout, 128u << 10);
     cfg.offload_dir = dir;
@@ -1266,8 +1270,9 @@ static void disk_events(uint32_t layout) {
 static void peer_tier(void) {
     const char *name = "paged+peer";
     printf("abi_client: paged layout reading a peer's disk tier\n");
-    char dir_a[] = "/tmp/kvcache-abi-client-XXXXXX", dir_b[] = "/tmp/kvcache-abi-client-XXXXXX";
-    REQUIRE(mkdtemp(dir_a) != NULL && mkdtemp(dir_b) != NULL, "mkdtemp");
+    char dir_a[] = TIER_DIR, dir_b[] = TIER_DIR;
+    new_tier_dir(dir_a);
+    new_tier_dir(dir_b);
     kvc_config cfg;
     disk_config(&cfg, KVC_LAYOUT_PAGED, dir_a);
     cfg.model_tag = 0xA1; /* sharing a tier needs a model named */
@@ -1314,8 +1319,8 @@ static void peer_tier(void) {
 
     /* model_tag: a peer of another model is refused, and so is a restart on a directory of
      * another model (its blocks stay for the right one). */
-    char dir_c[] = "/tmp/kvcache-abi-client-XXXXXX";
-    REQUIRE(mkdtemp(dir_c) != NULL, "mkdtemp");
+    char dir_c[] = TIER_DIR;
+    new_tier_dir(dir_c);
     cfg.offload_dir = dir_c;
     cfg.model_tag = 7;
     b = NULL;
@@ -1342,11 +1347,8 @@ static void peer_tier(void) {
  * the blocks not scheduled yet out of the index (and the disk tier), and after the swap-in
  * the server resumes the prefill and kvc_seq_schedule indexes them. */
 static void chunked_swap(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged+disk" : "contiguous+disk";
-    printf("abi_client: %s layout, chunked prefill swapped out between two passes\n",
-           layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous");
-    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
-    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "chunked prefill swapped out between two passes", dir);
     kvc_config cfg;
     disk_config(&cfg, layout, dir);
     cfg.index_on_schedule = 1;
@@ -1412,10 +1414,9 @@ static kvc_engine *episodic_compacted(uint32_t layout, char *dir, kvc_config *cf
  * tier, a focus on the other episode reads its tokens back byte-identical, and freeing the
  * sequence frees their disk slots. */
 static void episodic_offload(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged episodic offload" : "contiguous episodic offload";
     enum { N = EPISODIC_N, KEEP = EPISODIC_KEEP, HEAVY = EPISODIC_HEAVY };
-    char dir[] = "/tmp/kvcache-abi-episodic-XXXXXX";
-    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "episodic offload: a focus restores the other episode", dir);
     kvc_config cfg;
     kvc_engine *e = episodic_compacted(layout, dir, &cfg);
     engine_view v = view_of(e, &cfg);
@@ -1455,9 +1456,8 @@ static void episodic_offload(uint32_t layout) {
  * tokens are counted lost as soon as kvc_engine_sync has processed the failures, and
  * kvc_seq_ready reports them once. */
 static void episodic_write_failure(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged episodic offload" : "contiguous episodic offload";
-    char dir[] = "/tmp/kvcache-abi-episodic-XXXXXX";
-    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "episodic offload whose writes fail", dir);
     char fault[64];
     snprintf(fault, sizeof fault, "write:0@%s", dir);
     REQUIRE(setenv("KVCACHE_OFFLOAD_FAULT", fault, 1) == 0, "setenv");
@@ -1671,8 +1671,8 @@ static void router_extremes(void) {
 
 static void router_restart(void) {
     printf("abi_client: router across an engine restart it was not told of\n");
-    char dir[] = "/tmp/kvcache-abi-client-XXXXXX";
-    REQUIRE(mkdtemp(dir) != NULL, "mkdtemp");
+    char dir[] = TIER_DIR;
+    new_tier_dir(dir);
     kvc_config cfg_a, cfg_b;
     disk_config(&cfg_a, KVC_LAYOUT_PAGED, dir);
     small_config(&cfg_b, KVC_LAYOUT_PAGED, 1 << 20);
