@@ -1,0 +1,108 @@
+/// Counters of the disk tier, in `EngineStats`.
+public struct DiskTierStats: Equatable, Sendable {
+    /// Slots the tier may use (`offload_bytes / slot_bytes`), and bytes of one slot.
+    public var capacitySlots: UInt64 = 0
+    public var slotBytes: UInt64 = 0
+    /// Slots holding a block now (prefix blocks and swapped-out sequences' blocks).
+    public var storedSlots: UInt64 = 0
+    /// Bytes written to and read from the slab (whole slots, headers included); reads of
+    /// peers' slabs count in `bytesRead` too.
+    public var bytesWritten: UInt64 = 0
+    public var bytesRead: UInt64 = 0
+    /// Cached blocks written back instead of dropped (when evicted, or, still cached, ahead of
+    /// an evicted descendant: `OffloadCoordinator.spill`), and spills that could not be written.
+    public var blocksSpilled: UInt64 = 0
+    public var spillsFailed: UInt64 = 0
+    /// Cached blocks an allocation evicted and did not write back because no staging buffer
+    /// was free beyond the reserve (`DiskTier.spill`), or because every slot of the tier is
+    /// held (swapped-out sequences' blocks, offloaded-token records, I/O in flight; nothing
+    /// cached to drop): dropped exactly as without a tier, rather than waiting for the device
+    /// under the engine's lock. Not an error (not in `spillsFailed`): the block was only a
+    /// cache entry; a later prompt recomputes it.
+    public var spillsSkipped: UInt64 = 0
+    /// Writes of swapped-out sequences' blocks and of offloaded-token records that failed on
+    /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out
+    /// with a failed write counts once in `swapOutsFailed`, however many of its writes failed.
+    public var writesFailed: UInt64 = 0
+    /// Blocks read back (prefix hits and swap-ins), and reads that failed or were rejected as
+    /// torn or corrupt (each a miss).
+    public var blocksLoaded: UInt64 = 0
+    public var loadsFailed: UInt64 = 0
+    /// Blocks dropped from the disk tier to make room.
+    public var slotsEvicted: UInt64 = 0
+    /// I/O requests submitted (fewer than slots moved when adjacent slots merged).
+    public var requestsSubmitted: UInt64 = 0
+    /// Blocks found again in the journal when the engine started.
+    public var recoveredSlots: UInt64 = 0
+    /// Prompt tokens `createSequence` found in the disk tier (part of `prefixHitTokens`).
+    public var prefixHitTokens: UInt64 = 0
+    /// Swap-outs (`swapOut` and `swapOutAsync`) started: their sequence swapped out for every
+    /// caller and their first write submitted (one that throws before is not started). Every
+    /// one started ends exactly once, so that at any snapshot
+    /// `swapOutsStarted == swapOuts + swapOutsCancelled + swapOutsFailed + swapOutsPending`.
+    public var swapOutsStarted: UInt64 = 0
+    /// Swap-outs completed: every write on disk, memory released.
+    public var swapOuts: UInt64 = 0
+    /// Pending swap-outs cancelled by a swap-in or free of their sequence (`swapOutAsync`
+    /// only: nothing was read back, the memory was never released).
+    public var swapOutsCancelled: UInt64 = 0
+    /// Swap-outs that failed after they started: a write failed, or the tier refused a later
+    /// block (disk full, tier full of pinned slots); the sequence stayed resident, unchanged.
+    public var swapOutsFailed: UInt64 = 0
+    /// Swap-outs started and not ended yet (their memory is still committed).
+    public var swapOutsPending: UInt64 = 0
+    /// Swapped-out sequences read back in (not the cancelled swap-outs: `swapOutsCancelled`).
+    public var swapIns: UInt64 = 0
+    /// Episodic offload: records (slots) holding sequences' evicted tokens now, each counted
+    /// once however many sequences hold it (a fork shares its parent's); part of
+    /// `storedSlots`, never prefix hits. Counted from the write's submission until the slot is
+    /// freed (its last holder let go), or, when its write failed, until the engine processed
+    /// the failure: in the same locked step as the record's tokens join `tokensLost` (every
+    /// sequence holding it loses them in that step), so no snapshot has them in neither, nor
+    /// in both. Open records are not counted.
+    ///
+    /// A *token* in these counters is the unit a sequence keeps or evicts: a token of one row
+    /// of its kept sets. Per layer (the default) that is one layer's token (its K and V, every
+    /// KV head: `2 x tokenBytes`); per head (`eviction_per_head`) one KV head's part of one
+    /// layer's token (`2 x tokenBytes / numKVHeads`), so a per-head sequence that evicts a
+    /// position from every head of a layer counts `numKVHeads` tokens. Either way a record
+    /// holds `payloadBytes` of them, and a count times its token's bytes is the bytes moved.
+    public var tokenRecords: UInt64 = 0
+    /// Episodic offload: offloaded tokens (as above) whose K/V those records hold, each
+    /// record's tokens counted once (times a token's bytes: their payload on disk). A token restored
+    /// into memory or dropped by one sequence stays counted while its record is held (its bytes
+    /// stay on disk, maybe still a candidate of a fork), until the record's slot is freed.
+    public var tokensOnDisk: UInt64 = 0
+    /// Episodic offload: tokens (as above) copied into open records (memory buffers, not
+    /// written yet; see `OpenRecords`; a fork's copy of its parent's counts too), not in
+    /// `tokensOnDisk` until their record is written out.
+    /// Like `tokensOnDisk`, a token restored from the buffer stays counted until its record is
+    /// written out or discarded (its bytes are still there).
+    public var tokensInOpenRecords: UInt64 = 0
+    /// Episodic offload: tokens (as above) written out, read back into memory, and lost (their
+    /// record could not be written, or its read failed or was torn or corrupt: dropped, never
+    /// served; a write that fails on the device counts its record's tokens, in each sequence
+    /// holding it, as soon as the engine processes the failure, when the record leaves
+    /// `tokenRecords` and `tokensOnDisk`).
+    public var tokensOffloaded: UInt64 = 0
+    public var tokensRestored: UInt64 = 0
+    public var tokensLost: UInt64 = 0
+    /// Peer tiers (`peer_offload_dirs`): blocks read from a peer's slab, verified and served
+    /// (each then an ordinary cached block of this engine), and peer reads refused: the slot no
+    /// longer held what the peer's journal said when it was looked up (freed and rewritten
+    /// since, torn), or the read failed (the peer's file gone or truncated). A refused read is a
+    /// miss, never served. `peerHitTokens`: prompt tokens of the peer blocks verified and
+    /// served, counted with `peerHits` when the read completes (a refused or cancelled read
+    /// adds nothing). `EngineStats.prefixHitTokens` counts peer blocks at creation instead
+    /// (what `createSequence` returned, refused reads included: those count in `peerStale`);
+    /// this struct's `prefixHitTokens` is the own tier's.
+    public var peerHits: UInt64 = 0
+    public var peerStale: UInt64 = 0
+    public var peerHitTokens: UInt64 = 0
+    /// 0 io_uring, 1 the pread/pwrite thread pool; 1 when the slab is O_DIRECT.
+    public var backend: UInt32 = 0
+    public var direct: UInt32 = 0
+
+    /// Zeroed counters.
+    public init() {}
+}
