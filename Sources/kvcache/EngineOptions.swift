@@ -55,8 +55,8 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Another engine's offload directory to read spilled blocks from (peer_offload_dirs; read-only, its lock is not taken); repeatable, needs --offload-dir.")
     var peerOffloadDir: [String] = []
 
-    @Option(help: "The model whose K/V the engine holds (model_tag): recorded with its disk tier, whose blocks an engine of another tag is refused (own directory or peer). --peer-offload-dir needs one other than 0, in every run sharing the tiers.")
-    var modelTag: UInt64 = 0
+    @Option(help: "The model whose K/V the engine holds (model_tag): recorded with its disk tier, whose blocks an engine of another tag is refused (own directory or peer). --peer-offload-dir needs one other than 0, in every run sharing the tiers; default 0; needs --offload-dir.")
+    var modelTag: UInt64?
 
     @Option(help: "Disk tier staging buffers (offload_queue_depth, 32...1024; default \(EngineConfig().offloadQueueDepth)): more write more cold blocks back when an allocation evicts many at once; needs --offload-dir.")
     var offloadQueueDepth: Int?
@@ -87,7 +87,7 @@ struct EngineOptions: ParsableArguments {
         }
         if let offloadQueueDepth { config.offloadQueueDepth = offloadQueueDepth }
         config.peerOffloadDirs = peerOffloadDir
-        config.modelTag = modelTag
+        if let modelTag { config.modelTag = modelTag }
         return config
     }
 
@@ -97,6 +97,7 @@ struct EngineOptions: ParsableArguments {
         if offloadDir == nil {
             if offloadBytes != nil { throw ValidationError("--offload-bytes needs --offload-dir (it sizes the disk tier)") }
             if offloadQueueDepth != nil { throw ValidationError("--offload-queue-depth needs --offload-dir (it sets the disk tier's staging buffers)") }
+            if modelTag != nil { throw ValidationError("--model-tag needs --offload-dir (it names the model of the disk tier's blocks)") }
         }
         do {
             try config.validate()

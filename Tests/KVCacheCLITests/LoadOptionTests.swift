@@ -96,6 +96,7 @@ struct LoadOptionTests {
         #expect(Self.error(["--offload-bytes", "1GiB"]) == "--offload-bytes needs --offload-dir (it sizes the disk tier)")
         #expect(Self.error(["--offload-queue-depth", "64"])
                     == "--offload-queue-depth needs --offload-dir (it sets the disk tier's staging buffers)")
+        #expect(Self.error(["--model-tag", "7"]) == "--model-tag needs --offload-dir (it names the model of the disk tier's blocks)")
     }
 
     @Test func peerOffloadDirsReachTheConfigAndNeedAnOwnTier() throws {
@@ -109,7 +110,7 @@ struct LoadOptionTests {
     }
 
     @Test func modelTagReachesTheConfig() throws {
-        #expect(try LoadCommand.parse(["--model-tag", "161"]).engine.config.modelTag == 161)
+        #expect(try LoadCommand.parse(["--offload-dir", "/tmp/own", "--model-tag", "161"]).engine.config.modelTag == 161)
         #expect(try LoadCommand.parse([]).engine.config.modelTag == 0)
     }
 
