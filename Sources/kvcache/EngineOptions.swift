@@ -49,13 +49,13 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Disk tier directory (offload_dir): cold prefix blocks spill there instead of being dropped.")
     var offloadDir: String?
 
-    @Option(help: "Disk tier size (offload_bytes; default 4GiB), needs --offload-dir.")
+    @Option(help: "Disk tier size (offload_bytes; default \(ByteCount(bytes: EngineOptions.defaultOffloadBytes))), needs --offload-dir.")
     var offloadBytes: ByteCount?
 
     @Option(help: "Another engine's offload directory to read spilled blocks from (peer_offload_dirs; read-only, its lock is not taken); repeatable, needs --offload-dir.")
     var peerOffloadDir: [String] = []
 
-    @Option(help: "The model whose K/V the engine holds (model_tag): recorded with its disk tier, whose blocks an engine of another tag is refused (own directory or peer). --peer-offload-dir needs one other than 0, in every run sharing the tiers; default 0; needs --offload-dir.")
+    @Option(help: "The model whose K/V the engine holds (model_tag): recorded with its disk tier, whose blocks an engine of another tag is refused (own directory or peer). --peer-offload-dir needs one other than 0, in every run sharing the tiers; default \(EngineConfig().modelTag); needs --offload-dir.")
     var modelTag: UInt64?
 
     @Option(help: "Disk tier staging buffers (offload_queue_depth, 32...1024; default \(EngineConfig().offloadQueueDepth)): more write more cold blocks back when an allocation evicts many at once; needs --offload-dir.")
