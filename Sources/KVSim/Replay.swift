@@ -1,4 +1,5 @@
 import Dispatch
+import KVCache
 import KVRouter
 
 /// Replays a trace through the simulated cluster for several policies, optionally searching
@@ -41,10 +42,10 @@ public struct Replay: Sendable {
         c.router.policy = policy
         c.router.view = view
         c.rateScale = rateScale
-        let start = wallSeconds()
+        let start = monotonicNanoseconds()
         let sim = try ClusterSimulator(trace: trace, config: c)
         try sim.run()
-        return sim.result(policy: policy.name, wallSeconds: wallSeconds() - start)
+        return sim.result(policy: policy.name, wallSeconds: Double(monotonicNanoseconds() - start) / 1e9)
     }
 
     /// Runs every policy; `progress` receives a line per finished simulation (any thread).

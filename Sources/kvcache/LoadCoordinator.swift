@@ -1,3 +1,4 @@
+import KVCache
 import Synchronization
 
 /// What the workers of one load run share: the clock origin, the next unclaimed request, the

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KVCache
 
 /// A single status line on stderr, rewritten in place, only when stderr is a terminal (so
 /// logs and pipes get no control characters) and at most `maxUpdatesPerSecond` times a second.

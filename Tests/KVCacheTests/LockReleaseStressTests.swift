@@ -45,11 +45,11 @@ struct LockReleaseStressTests {
         }
         let threads = 4
         let report = StressReport(threads: threads)
-        let deadline = OffloadCoordinator.monotonicNanoseconds() + 6_000_000_000  // a bound on CI time, not an assertion
+        let deadline = monotonicNanoseconds() + 6_000_000_000  // a bound on CI time, not an assertion
         DispatchLike.concurrentPerform(iterations: threads) { t in
             var worker = StressWorker(engine: e, thread: t, seed: seed &+ UInt64(t) &* 0x9E37_79B9, shared: shared)
             for step in 0..<250 where report.failures[t].isEmpty {
-                if step % 16 == 0 && OffloadCoordinator.monotonicNanoseconds() > deadline { break }
+                if step % 16 == 0 && monotonicNanoseconds() > deadline { break }
                 do {
                     try worker.step()
                     report.steps[t] += 1

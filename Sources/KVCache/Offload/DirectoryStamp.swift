@@ -49,9 +49,7 @@ struct DirectoryStamp: Equatable {
             return FileStamp(device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
                              mtimeSeconds: st.st_mtim.tv_sec, mtimeNanoseconds: st.st_mtim.tv_nsec)
         }
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        takenNanoseconds = UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+        takenNanoseconds = monotonicNanoseconds()
         directory = stamp(dir)
         identity = stamp(dir + "/" + TierIdentity.fileName)
     }

@@ -72,8 +72,8 @@ extension Engine {
         let before = offload.completionsProcessed
         offload.processCompletions()
         if timeoutMicroseconds > 0 && offload.completionsProcessed == before && tier.inflight > 0 {
-            let deadline = OffloadCoordinator.monotonicNanoseconds() + UInt64(timeoutMicroseconds) * 1000
-            while offload.completionsProcessed == before && tier.inflight > 0 && OffloadCoordinator.monotonicNanoseconds() < deadline {
+            let deadline = monotonicNanoseconds() + UInt64(timeoutMicroseconds) * 1000
+            while offload.completionsProcessed == before && tier.inflight > 0 && monotonicNanoseconds() < deadline {
                 offload.awaitProgress(mutex: mutex, deadlineNanoseconds: deadline)
             }
         }

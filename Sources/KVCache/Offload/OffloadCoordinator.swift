@@ -307,7 +307,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             deviceWaiter = true
             var timeout: Int64 = -1
             if let deadlineNanoseconds {
-                let now = OffloadCoordinator.monotonicNanoseconds()
+                let now = monotonicNanoseconds()
                 timeout = deadlineNanoseconds > now ? Int64((deadlineNanoseconds - now + 999) / 1000) : 0
             }
             pthread_mutex_unlock(mutex)
@@ -331,12 +331,6 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
 
     /// Tests: whether a call waits in `awaitProgress` now (on the device or the condition).
     var waitingCalls: Int { (deviceWaiter ? 1 : 0) + progressWaiters }
-
-    static func monotonicNanoseconds() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-    }
 
     // MARK: BlockSpiller
 
