@@ -947,8 +947,9 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  * read from the first head's row sum). In per-head mode each head keeps its own scores;
  * otherwise they are summed over heads. scores may be NULL only when n_tokens is 0.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/scores, layer, n_heads != num_kv_heads, more
- * tokens than the layer holds, a NaN, infinite or negative score), KVC_ERR_NOT_FOUND;
- * then nothing changed. Cost: one pass over the scores, no allocation.
+ * tokens than the layer holds, a NaN, infinite or negative score, finite scores whose sum
+ * over the call's heads and tokens overflows a float), KVC_ERR_NOT_FOUND; then nothing
+ * changed. Cost: one pass over the scores, no allocation.
  */
 kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const float *scores,
                            uint32_t n_heads, size_t n_tokens);

@@ -341,7 +341,7 @@ public final class AttentionScores {
     /// from the first head's row sum (each query's probabilities sum to 1); causal attention
     /// lets the last q slots be seen by fewer queries, which the visibility counts follow.
     /// Throws `invalidArgument` (wrong head count, more tokens than the layer holds, a NaN,
-    /// infinite or negative score) and then changes nothing.
+    /// infinite or negative score, scores whose float sum overflows) and then changes nothing.
     /// Cost: one pass over the scores (two adds and a compare per score), no allocation.
     public func observe(layer: Int, scores: UnsafePointer<Float>, nHeads: Int, nTokens n: Int) throws(KVError) {
         guard layer >= 0 && layer < layers else { throw .invalid("layer \(layer) is outside 0..<\(layers)") }
@@ -365,8 +365,10 @@ public final class AttentionScores {
             }
             var i = 0
             while i < heads * n && scores[i] >= 0 && scores[i].isFinite { i += 1 }
-            let what = i < heads * n ? "\(scores[i])" : "an infinite sum"
-            throw .invalid("score \(what) at head \(i / n), token \(i % n) of layer \(layer): scores must be finite and >= 0")
+            guard i < heads * n else {
+                throw .invalid("the \(heads * n) scores of layer \(layer) are each finite and >= 0 but sum to more than a float holds: the sum must be finite")
+            }
+            throw .invalid("score \(scores[i]) at head \(i / n), token \(i % n) of layer \(layer): scores must be finite and >= 0")
         }
         // Pass 2: commit.
         let queries = max(1, firstHead.rounded())

@@ -180,7 +180,8 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
     /// Bad scores leave every accumulated score of every layer (and, per head, every head's
     /// row) bit for bit as it was, with H2O (the decode-step policy, sums only) and TOVA (sums
     /// and the last step's): a NaN, negative or infinite score in the middle of head 0's row,
-    /// of the last head's, or in the last token (the scalar tail of 1031 tokens). Per head,
+    /// of the last head's, or in the last token (the scalar tail of 1031 tokens), each named by
+    /// its head and token; finite scores whose sum overflows, named as such. Per head,
     /// `observe` adds into the sums while it checks and must put the old ones back exactly (a
     /// float add then subtract need not).
     @Test(arguments: [EvictionPolicyKind.heavyHitter, .tova], [false, true])
@@ -206,8 +207,17 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
             bad[at] = value
             let error = caught { try bad.withUnsafeBufferPointer { try s.observe(layer: 1, scores: $0.baseAddress!, nHeads: heads, nTokens: n) } }
             #expect(error?.code == .invalidArgument, "\(value) at \(at)")
+            #expect(error?.message.contains("at head \(at / n), token \(at % n) of layer 1") == true, "\(error?.message ?? "")")
             #expect(sums() == before, "\(value) at \(at)")
         }
+        // Every score finite and >= 0, their float sum not: refused as such, naming no head.
+        var huge = good
+        huge[(heads - 1) * n + 3] = 3e38
+        huge[(heads - 1) * n + 4] = 3e38
+        let overflow = caught { try huge.withUnsafeBufferPointer { try s.observe(layer: 1, scores: $0.baseAddress!, nHeads: heads, nTokens: n) } }
+        #expect(overflow?.code == .invalidArgument)
+        #expect(overflow?.message == "the \(heads * n) scores of layer 1 are each finite and >= 0 but sum to more than a float holds: the sum must be finite")
+        #expect(sums() == before, "an overflowing sum")
     }
 
     @Test func kthLargestFindsTheOrderStatistic() {
