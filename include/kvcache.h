@@ -15,7 +15,13 @@
  *   - On failure the engine's observable state is unchanged (no sequence, block, cached
  *     prefix or statistic differs from before the call) and output pointers are left
  *     untouched, except where a function documents otherwise (the BUFFER_TOO_SMALL counts,
- *     kvc_engine_create's *out).
+ *     kvc_engine_create's *out). With a disk tier, one exception: a call that processes
+ *     completed disk requests (see COMPLETIONS) and then fails with KVC_ERR_OUT_OF_MEMORY
+ *     (kvc_seq_create, which processes them before its lookup; an allocation that found no
+ *     room while swap-outs or freed sequences' reads were pending, which waits for them) has
+ *     applied those earlier requests' outcomes, as the next such call would have: their
+ *     counters, events and effects (a settled swap-out's memory released, a block whose read
+ *     failed gone from the index), nothing of its own.
  *   - On failure kvc_last_error() returns a message for the calling thread naming the call,
  *     its key arguments and the offending value, e.g.
  *     "kvc_seq_append(seq 7, n_tokens 1): appending 1 tokens needs 1 blocks, 0 are available".
@@ -1161,11 +1167,12 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,
  *   kvc_seq_swap_out, kvc_seq_swap_out_async, kvc_seq_swap_in and kvc_seq_free (never in
- *   kvc_seq_append, unless it finds no room while swap-outs or freed sequences' reads are
- *   pending, see below; an allocation's spill that finds no staging buffer free takes only
- *   completed writes, never reads; in kvc_engine_trim only while it waits for staging buffers
- *   or for freed sequences' reads). The same calls submit the remaining blocks of pending
- *   swap-outs as staging buffers free up, release the memory of kvc_seq_swap_out_async calls
+ *   kvc_seq_append, kvc_seq_fork or kvc_seq_compact, unless they find no room while
+ *   swap-outs or freed sequences' reads are pending, see below; an allocation's spill that
+ *   finds no staging buffer free takes only completed writes, never reads; in
+ *   kvc_engine_trim only while it waits for staging buffers or for freed sequences' reads).
+ *   The same calls submit the remaining blocks of pending swap-outs as staging buffers free
+ *   up, release the memory of kvc_seq_swap_out_async calls
  *   whose writes all completed and of freed sequences whose reads all landed (kvc_seq_free),
  *   and drop the tokens of episodic-offload records whose write failed, in every sequence
  *   holding one at once, once none of them has restores in flight (as does kvc_seq_focus of

@@ -565,18 +565,34 @@ static void bad_config(void) {
 }
 
 /* Out of memory is a status: a tiny budget, one sequence that fits, one that does not. */
-static void out_of_memory(uint32_t layout) {
+/* Out of memory, with and without a disk tier: a failed create adds no sequence, decoding stops
+ * at the budget with the sequence's tokens and bytes intact, and a failed append changes no
+ * statistic. With the tier, a freed prompt's cached blocks are spilled as the decode evicts them
+ * and their writes complete on the device before that append: an allocation with no swap-out
+ * pending leaves them to a later call (kvcache.h, CONVENTIONS), so it changes no counter
+ * either; then kvc_engine_sync processes them and the prompt is read back byte-identical. */
+static kvc_status wait_ready(kvc_engine *e, uint64_t seq);
+
+static void out_of_memory(uint32_t layout, int with_tier) {
     const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
-    printf("abi_client: %s layout, out of memory\n", name);
+    char dir[] = TIER_DIR;
+    if (with_tier) name = disk_scenario(layout, "out of memory", dir);
+    else printf("abi_client: %s layout, out of memory\n", name);
     kvc_config cfg;
     small_config(&cfg, layout, 128u << 10); /* 32 pages of 4 KiB over 8 tensors */
+    if (with_tier) cfg.offload_dir = dir, cfg.offload_bytes = 64u << 20;
     kvc_engine *e = NULL;
     MUST(kvc_engine_create(&cfg, &e));
     engine_view v = view_of(e, &cfg);
     int32_t *tokens = calloc(cfg.max_seq_tokens, sizeof *tokens);
     INVARIANT(tokens != NULL, "calloc");
     for (uint32_t i = 0; i < cfg.max_seq_tokens; i++) tokens[i] = (int32_t)(70000 + i);
+    int32_t freed[2 * BLOCK + 1];
+    for (size_t i = 0; i < 2 * BLOCK + 1; i++) freed[i] = (int32_t)(90000 + i);
     size_t cached;
+    MUST(kvc_seq_create(e, 3, freed, 2 * BLOCK + 1, &cached));
+    write_kv(&v, 3, 5, 0, 2 * BLOCK + 1);
+    MUST(kvc_seq_free(e, 3)); /* two cached blocks, evicted by the decode below */
     MUST(kvc_seq_create(e, 1, tokens, 40, &cached));
     write_kv(&v, 1, 7, 0, 40);
     kvc_stats before = stats_of(e);
@@ -594,9 +610,31 @@ static void out_of_memory(uint32_t layout) {
           "%s: the sequence keeps its tokens and bytes after OUT_OF_MEMORY", name);
     kvc_stats after = stats_of(e);
     CHECK(after.committed_bytes <= after.budget_bytes, "%s: never committed beyond the budget", name);
-    CHECK(before.sequences == 1 && after.sequences == 1, "%s: the failed create added no sequence", name);
+    CHECK(before.sequences == 1 && after.sequences == 1,
+          "%s: the failed create added no sequence", name);
+    if (with_tier) {
+        CHECK(after.blocks_spilled == 2, "%s: the decode spilled the freed prompt's 2 blocks (got %" PRIu64 ")", name,
+              after.blocks_spilled);
+        usleep(100 * 1000); /* their writes complete on the device meanwhile (unprocessed) */
+    }
+    kvc_stats retried = stats_of(e);
+    EXPECT_STATUS(KVC_ERR_OUT_OF_MEMORY, "kvc_seq_append", kvc_seq_append(e, 1, tokens + length, 1));
+    kvc_stats refused = stats_of(e);
+    CHECK(memcmp(&retried, &refused, sizeof retried) == 0, "%s: an append refused for want of memory changes no statistic", name);
+    if (with_tier) {
+        MUST(kvc_engine_sync(e));
+        kvc_stats synced = stats_of(e);
+        CHECK(synced.disk_stored_bytes > 0 && synced.disk_stored_bytes == synced.disk_bytes_written,
+              "%s: kvc_engine_sync stores the spilled blocks (stored %" PRIu64 ", written %" PRIu64 " bytes)", name,
+              synced.disk_stored_bytes, synced.disk_bytes_written);
+        MUST(kvc_seq_free(e, 1));
+        MUST(kvc_seq_create(e, 3, freed, 2 * BLOCK + 1, &cached));
+        CHECK(cached == 2 * BLOCK && wait_ready(e, 3) == KVC_OK && kv_matches(&v, 3, 5, 0, cached),
+              "%s: the freed prompt's blocks are read back from disk byte-identical (%zu cached)", name, cached);
+    }
     free(tokens);
     kvc_engine_destroy(e);
+    if (with_tier) remove_tier_dir(dir);
 }
 
 static void print_hashes(void) {
@@ -1746,8 +1784,8 @@ int main(int argc, char **argv) {
     bad_input(KVC_LAYOUT_PAGED);
     bad_input(KVC_LAYOUT_CONTIGUOUS);
     bad_config();
-    out_of_memory(KVC_LAYOUT_PAGED);
-    out_of_memory(KVC_LAYOUT_CONTIGUOUS);
+    out_of_memory(KVC_LAYOUT_PAGED, 0);
+    out_of_memory(KVC_LAYOUT_CONTIGUOUS, 0);
     cancelled(KVC_LAYOUT_PAGED);
     cancelled(KVC_LAYOUT_CONTIGUOUS);
     salted(KVC_LAYOUT_PAGED);
@@ -1773,6 +1811,8 @@ int main(int argc, char **argv) {
     episodic_write_failure(KVC_LAYOUT_CONTIGUOUS);
     forked(KVC_LAYOUT_PAGED);
     forked(KVC_LAYOUT_CONTIGUOUS);
+    out_of_memory(KVC_LAYOUT_PAGED, 1);
+    out_of_memory(KVC_LAYOUT_CONTIGUOUS, 1);
     route();
     router_extremes();
     router_restart();

@@ -245,13 +245,15 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         return released
     }
 
-    /// After an allocation found no room: processes completions and, while swap-outs are
-    /// pending or freed sequences wait for their reads (detached slots), waits (releasing the
+    /// After an allocation found no room: while swap-outs are pending or freed sequences wait
+    /// for their reads (detached slots), processes completions and waits (releasing the
     /// engine's lock `mutex`) until one of them ended (its memory released, or the swap-out
     /// failed or was cancelled). Returns true when one ended (by this call or another; the
-    /// allocation may succeed now), false at once when none is pending (the out-of-memory
-    /// result stands).
+    /// allocation may succeed now), false at once when none is pending: then nothing but those
+    /// could release memory, so completions are left to a later call and the failed
+    /// allocation changes nothing, counters included (kvcache.h, CONVENTIONS).
     func awaitMemoryReleased(mutex: UnsafeMutablePointer<pthread_mutex_t>) -> Bool {
+        guard swapOutQueue.hasPending || sequences.detachedCount > 0 else { return false }
         let before = swapOutQueue.ended + deferredFreesFinished
         processCompletions()
         while swapOutQueue.ended + deferredFreesFinished == before {

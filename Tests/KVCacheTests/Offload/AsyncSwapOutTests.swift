@@ -185,6 +185,42 @@ struct AsyncSwapOutTests {
         try e.free(2)
     }
 
+    /// An allocation out of memory with no swap-out pending and no freed sequence waiting for
+    /// its reads fails at once and changes nothing, counters included: completions could not
+    /// release memory, so it leaves them to a later call. Sequence 3's cached blocks are
+    /// trimmed to disk and their writes complete on the device unprocessed; an append that
+    /// does not fit then leaves the statistics as they were. Before, it processed those
+    /// completions, moving `disk.storedSlots` and `disk.bytesWritten` in a failed call.
+    @Test(arguments: layouts)
+    func anAllocationOutOfMemoryWithNothingPendingProcessesNoCompletions(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        // 64 KiB: 128 blocks (paged), 4 pages of 128 tokens per tensor (contiguous).
+        let prompt = tokens(300, seed: 79)
+        let e = try engine(layout, dir: dir, prompt: prompt, memoryBytes: 64 << 10)
+        let third = tokens(40, seed: 80)
+        try e.createSequence(3, tokens: third)
+        try fillKV(e, 3, count: third.count) { third[$0] }
+        try e.free(3)
+        #expect(e.pauseOffloadIO(true))
+        try e.trim()  // sequence 3's cached blocks written to disk, held
+        #expect(e.pauseOffloadIO(false))
+        let tier = e.offload!.tier!
+        // A guard against a hang, not a timing assertion: every write completes on the device.
+        #expect(waitUntil(seconds: 20) { tier.inflight > 0 && tier.readyCompletions == tier.inflight })
+        let before = e.stats()
+        #expect(thrown { () throws(KVError) in try e.append(1, tokens: tokens(300, seed: 81)) }?.code == .outOfMemory)
+        #expect(e.stats() == before, "the failed append processed completions")
+        #expect(tier.readyCompletions == tier.inflight && tier.inflight > 0, "the writes are still unprocessed")
+        try e.syncOffload()
+        let after = e.stats()
+        #expect(after.disk.storedSlots > before.disk.storedSlots, "a call that processes completions stores them")
+        #expect(try e.createSequence(3, tokens: third) == 40 - 4, "sequence 3's prefix is read back from disk")
+        try waitReady(e, 3)
+        #expect(try kvDifferences(e, 3, count: 36) { third[$0] } == 0)
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+    }
+
     @Test(arguments: layouts)
     func anAllocationOutOfMemoryWaitsForThePendingSwapOuts(layout: Layout) throws {
         let dir = ScratchDir()
