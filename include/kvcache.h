@@ -281,16 +281,18 @@ typedef struct kvc_config {
      *  Paged layout only. 0 (default): normal engine. Past KVC_CONFIG_MIN_SIZE: a caller
      *  whose struct_size ends before it gets 0. */
     uint32_t metadata_only;
-    /** Directory of the disk tier (see DISK TIER), or NULL (default): no disk tier. It must
+    /** Directory of the disk tier (see DISK TIER), or NULL (default): no disk tier. Set it
+     *  and offload_bytes together: one without the other is KVC_ERR_INVALID_ARGUMENT. It must
      *  exist; the engine creates kvcache.slab, kvcache.journal and kvcache.identity (see
      *  model_tag) in it and finds its spilled blocks there again after a restart. One engine
      *  per directory: while an engine (of this process or another) holds it,
      *  kvc_engine_create on it fails with KVC_ERR_IO. The string is copied; at most 4096
      *  bytes. */
     const char *offload_dir;
-    /** Largest size of the slab file in bytes; 0 (default): no disk tier. Must hold at least
-     *  one slot: 4096 + 2 * num_layers * block_tokens * token_bytes, rounded up to 4096
-     *  (else KVC_ERR_INVALID_ARGUMENT). Space is preallocated as slots are first needed. */
+    /** Largest size of the slab file in bytes; 0 (default, with offload_dir NULL): no disk
+     *  tier. Must hold at least one slot: 4096 + 2 * num_layers * block_tokens * token_bytes,
+     *  rounded up to 4096 (else KVC_ERR_INVALID_ARGUMENT). Space is preallocated as slots are
+     *  first needed. */
     uint64_t offload_bytes;
     /* -- token eviction (see TOKEN EVICTION below); kvc_seq_set_eviction overrides the
      *    policy and granularity per sequence -- */

@@ -547,6 +547,14 @@ static void bad_config(void) {
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "layout", kvc_engine_create(&cfg, &e));
     small_config(&cfg, KVC_LAYOUT_PAGED, 0);
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "memory_bytes", kvc_engine_create(&cfg, &e));
+    /* Half a disk tier: a directory without a size, a size without a directory. */
+    small_config(&cfg, KVC_LAYOUT_PAGED, 16u << 20);
+    cfg.offload_dir = "/tmp";
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "is set but offload_bytes is 0", kvc_engine_create(&cfg, &e));
+    cfg.offload_dir = NULL;
+    cfg.offload_bytes = 64u << 20;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "is set but offload_dir is not", kvc_engine_create(&cfg, &e));
+    CHECK(e == NULL, "a refused half disk tier sets *out to NULL");
 
     /* An older caller's struct (ends at numa_node): the rest takes defaults. */
     small_config(&cfg, KVC_LAYOUT_PAGED, 16u << 20);
@@ -564,7 +572,6 @@ static void bad_config(void) {
     kvc_engine_destroy(NULL);
 }
 
-/* Out of memory is a status: a tiny budget, one sequence that fits, one that does not. */
 /* Out of memory, with and without a disk tier: a failed create adds no sequence, decoding stops
  * at the budget with the sequence's tokens and bytes intact, and a failed append changes no
  * statistic. With the tier, a freed prompt's cached blocks are spilled as the decode evicts them

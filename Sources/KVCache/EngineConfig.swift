@@ -62,7 +62,8 @@ public struct EngineConfig: Equatable, Sendable {
     /// Token eviction: the policy every sequence uses unless it overrides it, and its
     /// parameters (`kvc_config`'s eviction fields). Default: none.
     public var eviction = EvictionConfig()
-    /// Directory of the disk tier (`offload_dir`); nil or `offloadBytes` 0: no disk tier.
+    /// Directory of the disk tier (`offload_dir`); nil (and `offloadBytes` 0): no disk tier.
+    /// `validate` refuses one of the two set without the other.
     public var offloadDir: String? = nil
     /// Size limit of the disk tier's slab file (`offload_bytes`); at least one slot.
     public var offloadBytes: UInt64 = 0
@@ -151,6 +152,13 @@ public struct EngineConfig: Equatable, Sendable {
                 try check(!dir.isEmpty && dir.utf8.count <= 4096,
                           "peer_offload_dirs has an entry that is empty or longer than 4096 bytes (\(dir.utf8.count) bytes: '\(dir.prefix(64))...')")
             }
+        }
+        // Half a disk tier is a mistake, not a choice: the server would run without the tier it
+        // meant to configure and learn it only from a refused swap-out.
+        if let dir = offloadDir, !dir.isEmpty {
+            try check(offloadBytes > 0, "offload_dir '\(dir.prefix(256))' is set but offload_bytes is 0: give the disk tier a size, or leave offload_dir NULL for none")
+        } else {
+            try check(offloadBytes == 0, "offload_bytes \(offloadBytes) is set but offload_dir is not: name the disk tier's directory, or leave offload_bytes 0 for none")
         }
     }
 }

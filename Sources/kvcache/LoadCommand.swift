@@ -243,11 +243,12 @@ struct LoadCommand: ParsableCommand {
             print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
             return
         }
-        runner.config.offloadDir = nil
+        let bytes = runner.config.offloadBytes
+        (runner.config.offloadDir, runner.config.offloadBytes) = (nil, 0)
         let without = try runner.run()
         // The tier starts empty, so that both runs see the same cold start.
         DiskTierFiles.remove(in: dir)
-        runner.config.offloadDir = dir
+        (runner.config.offloadDir, runner.config.offloadBytes) = (dir, bytes)
         let with = try runner.run()
         try writePlots([("memory_without_offload", without), ("memory_with_offload", with)])
         print(json ? LoadReport.comparisonJSON(without: without, with: with) : LoadReport.comparison(without: without, with: with))

@@ -456,6 +456,20 @@ struct OffloadABITests {
         #expect(e == nil)
     }
 
+    /// Half a disk tier is refused, not run without one: a directory without a size, and a
+    /// size without a directory (the directory is not even looked at: it need not exist).
+    @Test func halfADiskTierIsRefused() {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        var e: OpaquePointer?
+        LastError.clear()
+        expectStatus(c.create(&e, offloadDir: "/nonexistent/abi-tier"), KVC_ERR_INVALID_ARGUMENT,
+                     mentioning: ["offload_dir '/nonexistent/abi-tier' is set but offload_bytes is 0"])
+        #expect(e == nil)
+        c.offloadBytes = 1 << 20
+        expectStatus(c.create(&e), KVC_ERR_INVALID_ARGUMENT, mentioning: ["offload_bytes 1048576 is set but offload_dir is not"])
+        #expect(e == nil)
+    }
+
     @Test(arguments: bothLayouts)
     func aFullDiskFailsTheSwapOutAndChangesNothingElse(layout: UInt32) throws {
         let dir = scratchDir()
