@@ -1016,7 +1016,9 @@ kvc_status kvc_seq_layer_length(kvc_engine *e, uint64_t seq, uint32_t layer, siz
  * Episodic: registers conversation segment [start, end) of `seq` (original positions
  * already appended) with its embedding of `dim` floats (embedding_dim, or the sequence's
  * first segment's dimension). Returns KVC_ERR_INVALID_ARGUMENT (NULL e/embedding, empty or
- * out-of-range segment, wrong dimension, non-finite value), KVC_ERR_NOT_FOUND.
+ * out-of-range segment, wrong dimension, non-finite value, more than 4096 segments),
+ * KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (the sequence's policy is not episodic: no focus
+ * could use the segment; set the policy first, kvc_seq_set_eviction starts afresh).
  */
 kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t end,
                                const float *embedding, uint32_t dim);

@@ -694,7 +694,13 @@ static void op_bad(void) {
     case 8: if (!swapped || faulty) return; what = "append to a swapped-out sequence"; got = kvc_seq_append(e, swapped, tokens, 1); break;
     case 9: if (!live) return; what = "swap in a resident sequence"; got = kvc_seq_swap_in(e, live); break;
     case 10: if (!live) return; what = "positions of a layer past num_layers"; got = kvc_seq_positions(e, live, LAYERS, NULL, 0, &n); break;
-    case 11: if (!live) return; what = "a segment past what the sequence holds"; got = kvc_seq_add_segment(e, live, 0, m[live].next + 1, embedding, 4); break;
+    case 11:
+        if (!live) return;
+        /* Past what the sequence holds; on a policy other than episodic any segment is refused first. */
+        what = m[live].episodic ? "a segment past what the sequence holds" : "a segment of a sequence that is not episodic";
+        if (!m[live].episodic) want = KVC_ERR_UNSUPPORTED;
+        got = kvc_seq_add_segment(e, live, 0, m[live].next + 1, embedding, 4);
+        break;
     case 12: if (!swapped || faulty) return; what = "compact a swapped-out sequence"; got = kvc_seq_compact(e, swapped, 1); break;
     case 13:
         if (!live || !m[live].episodic) return;

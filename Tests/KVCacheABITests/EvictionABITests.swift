@@ -106,7 +106,9 @@ extension ABIFixture {
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["n", "NULL"]) { h in kvc_seq_positions(h, 5, 0, nil, 0, nil) }
         try f.expectFailure(KVC_ERR_NOT_FOUND, mentioning: ["77"]) { h in var n = 0; return kvc_seq_layer_length(h, 77, 0, &n) }
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["embedding", "NULL"]) { h in kvc_seq_add_segment(h, 5, 0, 4, nil, 3) }
-        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["segment [4, 99)"]) { h in emb.withUnsafeBufferPointer { kvc_seq_add_segment(h, 5, 4, 99, $0.baseAddress, 3) } }
+        try f.expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["segments serve the episodic policy", "sequence 5 uses h2o"]) { h in
+            emb.withUnsafeBufferPointer { kvc_seq_add_segment(h, 5, 0, 4, $0.baseAddress, 3) }
+        }
         try f.expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["episodic"]) { h in var e: UInt32 = 0; return emb.withUnsafeBufferPointer { kvc_seq_focus(h, 5, $0.baseAddress, 3, &e) } }
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["policy 9"]) { h in kvc_seq_set_eviction(h, 5, 9, 0) }
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["already compacted"]) { h in kvc_seq_set_eviction(h, 5, 2, 0) }
@@ -145,6 +147,9 @@ extension ABIFixture {
         }
         try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["dimension 1"]) { h in
             ([1] as [Float]).withUnsafeBufferPointer { kvc_seq_add_segment(h, 5, 0, 4, $0.baseAddress, 1) }
+        }
+        try f.expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["segment [4, 99)"]) { h in
+            a.withUnsafeBufferPointer { kvc_seq_add_segment(h, 5, 4, 99, $0.baseAddress, 2) }
         }
     }
 

@@ -376,10 +376,15 @@ extension Engine {
 
     /// Registers conversation segment `[start, end)` (original positions already appended)
     /// of `seq` with its embedding, for the episodic policy's clustering.
-    /// Throws `notFound`, `invalidArgument` (bounds, dimension, non-finite values).
+    /// Throws `notFound`, `unsupported` (the sequence's policy is not episodic: no focus could
+    /// use the segment, and `setEviction` would drop it), `invalidArgument` (bounds,
+    /// dimension, non-finite values, more than `AttentionScores.maxSegments`).
     public func addSegment(_ seq: UInt64, start: Int, end: Int, embedding: UnsafeBufferPointer<Float>) throws(KVError) {
         try locked { () throws(KVError) in
             let s = try slot(seq)
+            guard evictionConfig(s).policy == .episodic else {
+                throw KVError(.unsupported, "segments serve the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
+            }
             if evictionStates[s] == nil, config.eviction.embeddingDim != 0, embedding.count != config.eviction.embeddingDim {
                 throw .invalid("embedding dimension \(embedding.count) is not embedding_dim \(config.eviction.embeddingDim)")
             }

@@ -466,6 +466,9 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try snapshot() == before)
     }
 
+    /// A focus without segments is refused; on another policy a focus and a segment are
+    /// unsupported (the segment would serve no focus) and change nothing, until the sequence
+    /// is made episodic.
     @Test func focusWithoutSegmentsOrOnAnotherPolicyIsRefused() throws {
         let e = try evictingEngine(.paged, .episodic)
         try e.createSequence(1, tokens: tokens(8, seed: 1))
@@ -473,6 +476,13 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         let h = try evictingEngine(.paged, .heavyHitter)
         try h.createSequence(1, tokens: tokens(8, seed: 1))
         #expect(caught { _ = try [Float(1)].withUnsafeBufferPointer { try h.focus(1, query: $0) } }?.code == .unsupported)
+        let segment = caught { try [Float(1)].withUnsafeBufferPointer { try h.addSegment(1, start: 0, end: 4, embedding: $0) } }
+        #expect(segment?.code == .unsupported)
+        #expect(segment?.message == "segments serve the episodic policy; sequence 1 uses h2o")
+        #expect(h.evictionStates[try h.slot(1)]?.segmentCount ?? 0 == 0, "no segment registered")
+        try h.setEviction(1, EvictionConfig(.episodic))
+        try [Float(1)].withUnsafeBufferPointer { try h.addSegment(1, start: 0, end: 4, embedding: $0) }
+        #expect(try [Float(1)].withUnsafeBufferPointer { try h.focus(1, query: $0) } == 0)
     }
 }
 
