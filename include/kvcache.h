@@ -80,7 +80,10 @@
  *   tokens at positions >= *cached_tokens, and for each appended token after
  *   kvc_seq_append. It must never write below *cached_tokens of a sequence, nor into tokens
  *   a fork shares with its parent (positions < the parent's length at fork time): that
- *   memory may be shared. Only tokens below kvc_seq_length are backed by memory.
+ *   memory may be shared. So fork a sequence only once its K/V below its length is written
+ *   (its prefill done): the child has those bytes as they are at the fork (contiguous: the
+ *   page holding the boundary is copied then). Only tokens below kvc_seq_length are backed
+ *   by memory.
  *   When prefix blocks enter the index (so that later prompts hit them) depends on
  *   kvc_config.index_on_schedule:
  *   - 0 (default): a prompt's full blocks are indexed when the sequence is created (and a
@@ -101,9 +104,10 @@
  *     sequence scheduled only in part leaves the rest unindexed (kvc_seq_abort is still
  *     needed for blocks scheduled but not computed, e.g. a request cancelled before its
  *     scheduled pass ran). A fork child inherits the parent's unscheduled blocks (shared;
- *     whichever schedules one first indexes it). A kvc_seq_compact and a failed disk read
- *     (kvc_seq_ready's KVC_ERR_IO) end the schedule: the blocks not scheduled before are
- *     never indexed (their bytes moved, or follow a spoiled block). A kvc_seq_swap_out (or
+ *     whichever schedules one first indexes it; their K/V written before the fork, above).
+ *     A kvc_seq_compact and a failed disk read (kvc_seq_ready's KVC_ERR_IO) end the
+ *     schedule: the blocks not scheduled before are never indexed (their bytes moved, or
+ *     follow a spoiled block). A kvc_seq_swap_out (or
  *     _async) keeps it: the unscheduled blocks go to disk as the sequence's own (no prompt
  *     finds their uncomputed bytes there), kvc_seq_swap_in reads them back unindexed, and
  *     once the sequence is ready the server resumes its prefill and schedules those tokens
@@ -267,7 +271,9 @@ typedef struct kvc_config {
     /** Tokens one sequence may hold at most, 1..16777216. Default 32768. */
     uint32_t max_seq_tokens;
     /* 4 bytes of padding (offset 36) */
-    /** Exact physical budget for K/V bytes, > 0; the engine never commits more. Default 8 GiB. */
+    /** Exact physical budget for K/V bytes, > 0; the engine never commits more. Default 8 GiB.
+     *  At most 2^24 blocks (of 2 * num_layers * block_tokens * token_bytes bytes each): a
+     *  larger budget needs larger blocks (else KVC_ERR_INVALID_ARGUMENT). */
     uint64_t memory_bytes;
     /** Physical page size: a power of two from 4096 to 2097152. 2 MiB asks for transparent
      *  huge pages, which the kernel gives shared memory unless its shmem_enabled setting is
@@ -318,7 +324,9 @@ typedef struct kvc_config {
     /** Episodic: k-means seed (same segments and seed, same episodes everywhere). */
     uint64_t episode_seed;
     /** 1: per-layer budgets follow kvc_seq_set_layer_sensitivity or, without it, the
-     *  observed attention entropy (the mean stays budget_tokens). 0 (default): uniform. */
+     *  observed attention entropy (the mean stays budget_tokens, up to rounding and the
+     *  one token every layer keeps: sensitivities {0, 1} at budget 8 keep 1 and 16).
+     *  0 (default): uniform. */
     uint32_t adaptive_budgets;
     /** 1: index the prompt's blocks as they are scheduled (kvc_seq_schedule), not at
      *  kvc_seq_create; see WRITING K/V. 0 (default): indexed at kvc_seq_create. Offset 124,
@@ -601,11 +609,13 @@ void kvc_config_init(kvc_config *cfg);
  * instance epoch) forgets it when it applies the events in order. With a disk tier, the
  * tier's own events follow (DISK TIER, Events: its ALL_CLEARED, then one BLOCK_STORED per
  * block it found). The queue holds these beside its 65536, so none is dropped before the
- * first kvc_drain_events. No kvc_stats field counts them (events_dropped does only if they
+ * first kvc_drain_events; that room stays (its capacity is 65536 plus them for the engine's
+ * life). No kvc_stats field counts them (events_dropped does only if they
  * are dropped later, as any event).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad struct_size, a field out of range or
- * memory_bytes too small for one block or page group — the message names it; also
- * max_seqs * ceil(max_seq_tokens / block_tokens) above 2^28 block-table entries),
+ * memory_bytes too small for one block or page group or holding more than 2^24 blocks — the
+ * message names it; also max_seqs * ceil(max_seq_tokens / block_tokens) above 2^28
+ * block-table entries),
  * KVC_ERR_UNSUPPORTED (a non-zero unknown field), or KVC_ERR_OUT_OF_MEMORY (the address
  * space — at most 65536 GiB for the contiguous layout — or the metadata cannot be had).
  * On failure *out is set to NULL (when out is not NULL).
@@ -805,7 +815,7 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
  * (KVC_EVENT_BLOCK_REMOVED) and no later prompt is served them. Another live sequence that
  * hit them meanwhile keeps them: it was scheduled to read what this one would compute, so
  * the server must not run it on them either. For a swapped-out sequence (computed before it
- * was preempted) computed_tokens is not used. kvc_seq_ready's "free it and create it
+ * was preempted) computed_tokens is only range-checked. kvc_seq_ready's "free it and create it
  * again" after a failed read needs no abort: the engine drops those blocks itself.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, computed_tokens > kvc_seq_length; nothing
  * changed), KVC_ERR_NOT_FOUND. Cost: O(blocks of seq).
@@ -941,9 +951,11 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *   budgets); kvc_seq_length is the longest. kvc_seq_append then adds the new tokens at
  *   slots layer_length .. in every layer: write layer l's K/V there (re-read the block
  *   table: compaction changes it).
- *   Prefix cache: blocks whose bytes a compaction rewrites or drops and that the sequence
- *   held alone leave the index (KVC_EVENT_BLOCK_REMOVED) and their memory is released;
- *   blocks also held by another sequence or the index are copied before being written;
+ *   Prefix cache: blocks whose bytes a compaction rewrites or drops and that no other
+ *   sequence holds leave the index (KVC_EVENT_BLOCK_REMOVED) and their memory is released,
+ *   so a compacted prompt stops serving later prompts unless another sequence shares it;
+ *   blocks another sequence also holds are copied before being written (the shared block
+ *   keeps its bytes and stays indexed);
  *   contiguous, so are pages another sequence maps or a block other than the sequence's
  *   own unwritten ones holds. A compacted sequence indexes no further blocks.
  * --------------------------------------------------------------------------------------- */
@@ -1101,7 +1113,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     A slot is rewritten only after a FREED record for its old block is written, so a
  *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
  *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
- *     compacted when an engine opens it. An engine holds its offload_dir exclusively (flock
+ *     compacted when an engine opens it, and that forgets for good (nothing logged): blocks
+ *     in slots past a smaller offload_bytes than before (a cache shrinks), and every record
+ *     after one that fails its checksum (read as the torn tail a crash leaves; their slots
+ *     are reused, never served unverified). An engine holds its offload_dir exclusively (flock
  *     on kvcache.slab until kvc_engine_destroy or the process's death), so a second engine on
  *     the same directory cannot overwrite the first one's slots: its create fails with
  *     KVC_ERR_IO ("... is in use by another engine ...") and the first keeps serving.
@@ -1236,13 +1251,15 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * the bad blocks left both tiers, with the blocks the create indexed past its cached_tokens
  * (their K/V will never be computed; KVC_EVENT_BLOCK_REMOVED for each). The blocks it hit
  * after the bad one stay indexed: their K/V came from memory other sequences computed, or
- * from disk reads that succeeded. Free the sequence and create it again (it then reports
- * fewer cached tokens). Episodic offload: also 0 while tokens a kvc_seq_focus restores are
- * still being read; once they landed, KVC_ERR_IO is returned once when offloaded tokens were
- * lost since the last call (a slot that could not be written, or whose read failed or was
- * corrupt): they were dropped, never served, and the sequence stays usable (re-read
- * kvc_seq_positions; the next call reports ready). Cost: O(blocks of seq) plus the
- * completions processed.
+ * from disk reads that succeeded. The bad blocks' K/V is not there, and the engine does not
+ * refuse appends or K/V pointers for the sequence: free it and create it again from every token
+ * it holds, the prompt and any it decoded, as a recompute preemption does (it then reports
+ * fewer cached tokens; the server computes the rest). Episodic offload: also 0 while tokens a
+ * kvc_seq_focus restores are still being read; once they landed, KVC_ERR_IO is returned once
+ * when offloaded tokens were lost since the last call (a slot that could not be written, or
+ * whose read failed or was corrupt): they were dropped, never served, and the sequence stays
+ * usable (re-read kvc_seq_positions; the next call reports ready). Cost: O(blocks of seq) plus
+ * the completions processed.
  */
 kvc_status kvc_seq_ready(kvc_engine *e, uint64_t seq, int *ready);
 

@@ -2,7 +2,9 @@
 /// `include/kvcache.h`; the message says what was wrong in words a server operator can act on.
 ///
 /// Invariant: an operation that throws has changed nothing observable (no sequence, block,
-/// cached prefix or statistic differs from before the call).
+/// cached prefix or statistic differs from before the call), except that one that processed
+/// earlier disk requests' completions before running out of memory has applied their
+/// outcomes (kvcache.h, CONVENTIONS).
 public struct KVError: Error, Equatable, CustomStringConvertible, Sendable {
     /// The failure class; raw values are the C ABI's `kvc_status` codes.
     public enum Code: Int32, Sendable, CaseIterable {

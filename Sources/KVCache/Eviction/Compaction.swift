@@ -11,14 +11,15 @@
 /// appends continue at `layerLength(l)` in every layer; `length(seq)` is the longest layer.
 ///
 /// Prefix caching after eviction: a block whose bytes a compaction rewrites or drops no
-/// longer holds what its chain hash describes, so when the sequence holds it alone it leaves
-/// the prefix index (`blockRemoved`) and, if dropped, its memory returns to the pool; a block
-/// that another sequence or the index also holds is copied before it is written, so the
-/// others keep the original bytes; contiguous, so is a page that another sequence maps or a
-/// block other than the sequence's own unwritten ones holds (`ContiguousMemory.isHeldElsewhere`:
-/// the bytes of the blocks written are stale anyway). Untouched blocks (typically the leading
-/// ones, sinks included) stay indexed. A compacted sequence indexes no block it fills later:
-/// its later K/V were computed over an evicted context and match no full-context prefix.
+/// longer holds what its chain hash describes, so when no other sequence holds it (the
+/// index's entry is no holder) it leaves the prefix index (`blockRemoved`) and, if dropped,
+/// its memory returns to the pool; a block another sequence also holds is copied before it
+/// is written, so that one and the index keep the original bytes; contiguous, so is a page
+/// that another sequence maps or a block other than the sequence's own unwritten ones holds
+/// (`ContiguousMemory.isHeldElsewhere`: the bytes of the blocks written are stale anyway).
+/// Untouched blocks (typically the leading ones, sinks included) stay indexed. A compacted
+/// sequence indexes no block it fills later: its later K/V were computed over an evicted
+/// context and match no full-context prefix.
 extension Engine {
     /// The eviction state of `slot`, created on first use from the engine's configuration.
     private func evictionState(_ slot: Int) -> AttentionScores {
@@ -214,9 +215,10 @@ extension Engine {
     /// Makes every block (and, contiguous, page) of the first `length` token slots of `s` that
     /// holds a token slot `destinations` marks, or a slot from `appendsFrom` on (including the
     /// rest of the last block and page, which appends fill), writable by `s` alone: a block
-    /// shared with another sequence or the index is copied, an exclusive indexed block leaves
-    /// the index (its bytes will no longer match its hash); then a page is copied when held
-    /// elsewhere (`ContiguousMemory.isHeldElsewhere`: another slot maps it, or a block that is
+    /// another sequence holds too is copied (the shared one stays indexed), an exclusive
+    /// indexed block leaves the index (its bytes will no longer match its hash; the index's
+    /// hold is not a reference); then a page is copied when held elsewhere
+    /// (`ContiguousMemory.isHeldElsewhere`: another slot maps it, or a block that is
     /// not the sequence's own, or that stays indexed after being dropped, holds it), not when
     /// only the sequence's own unwritten indexed blocks hold it. Throws `outOfMemory`
     /// (changing nothing) when the copies do not fit beside `reserving` blocks and pool groups
