@@ -11,9 +11,7 @@ public enum AzureTraceReader {
     /// back) throws `TraceFormatError` naming file and line, or with `lenient` is skipped and
     /// counted.
     public static func read(path: String, blockTokens: Int = 512, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw TraceFormatError(path: path, line: 0, reason: "cannot read the file")
-        }
+        let data = try TraceFormatError.contents(of: path)
         return try parse(String(decoding: data, as: UTF8.self), path: path, blockTokens: blockTokens,
                          maxRequests: maxRequests, lenient: lenient)
     }

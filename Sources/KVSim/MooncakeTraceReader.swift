@@ -16,9 +16,7 @@ public enum MooncakeTraceReader {
     /// `ceil(input_length / 512)`, a timestamp going back) throws `TraceFormatError` naming the
     /// file and line, or with `lenient` is skipped and counted in `skippedLines`.
     public static func read(path: String, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw TraceFormatError(path: path, line: 0, reason: "cannot read the file")
-        }
+        let data = try TraceFormatError.contents(of: path)
         return try parse(data, path: path, maxRequests: maxRequests, lenient: lenient)
     }
 

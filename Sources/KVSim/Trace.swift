@@ -1,3 +1,4 @@
+import Foundation
 import KVCache
 
 /// A replayable request trace in flat arrays (one allocation per field, none per request):
@@ -116,5 +117,21 @@ public struct TraceFormatError: Error, CustomStringConvertible, Sendable {
         self.path = path
         self.line = line
         self.reason = reason
+    }
+
+    /// The whole of trace file `path`, or an error of the file as a whole with the system's
+    /// reason ("cannot read the file: No such file or directory", "... Is a directory").
+    static func contents(of path: String) throws(TraceFormatError) -> Data {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        var reason = fd < 0 ? String(cString: strerror(errno)) : nil
+        if fd >= 0 {
+            var st = stat()
+            if fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR { reason = String(cString: strerror(EISDIR)) }
+            close(fd)
+        }
+        guard reason == nil, let data = FileManager.default.contents(atPath: path) else {
+            throw TraceFormatError(path: path, line: 0, reason: "cannot read the file: \(reason ?? "read failed")")
+        }
+        return data
     }
 }

@@ -133,7 +133,8 @@ struct TraceWorkloadTests {
         let empty = try Self.file("\n  \n")
         defer { try? FileManager.default.removeItem(atPath: empty) }
         let missing = "/nonexistent/kvcache-cli-trace.jsonl"
-        for (file, reason) in [(empty, "holds no requests"), (missing, "cannot read the file")] {
+        for (file, reason) in [(empty, "holds no requests"), (missing, "cannot read the file: No such file or directory"),
+                                 ("/tmp", "cannot read the file: Is a directory")] {
             let error = #expect(throws: TraceFormatError.self) {
                 try TraceWorkload(path: file, maxRequests: nil, speed: 0, limits: Self.noLimits)
             }
