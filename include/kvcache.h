@@ -760,7 +760,8 @@ kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tok
  * index_on_schedule, after the prompt's blocks not scheduled yet (as kvc_seq_schedule to the
  * length before the append).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, NULL tokens with n_tokens > 0, length would
- * exceed max_seq_tokens), KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (nothing appended;
+ * exceed max_seq_tokens, seq swapped out), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read
+ * spoiled seq, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY (nothing appended;
  * while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits for
  * their reads, it first waits for them, see there and kvc_seq_free).
  */
@@ -773,8 +774,12 @@ kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * whatever the parent does); the disk slots holding them are shared, not copied, and the
  * parent's open record (see kvc_seq_compact) is copied into a buffer of the child's, not
  * written (a slot write only when every open-record buffer is owned, as for a compaction).
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_NOT_FOUND (parent not live),
- * KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_OUT_OF_MEMORY (nothing changed;
+ * With a disk tier the child shares the parent's kvc_seq_ready verdict: paged, a read still
+ * filling the parent that fails later fails the child too; contiguous, the fork first waits
+ * for the parent's reads (it copies the page holding the boundary).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, parent swapped out), KVC_ERR_NOT_FOUND (parent
+ * not live), KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_IO (a failed disk read
+ * spoiled the parent, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY (nothing changed;
  * while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits for
  * their reads, it first waits for them, see there and kvc_seq_free).
  */
@@ -854,7 +859,8 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, n_tokens 0 or beyond the positions seen, a
  * swapped-out sequence, one whose disk reads (prefix hit, swap-in, episodic restores) have not
  * all landed: call once kvc_seq_ready says 1, a cut into prompt blocks not scheduled yet with
- * index_on_schedule), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (eviction state only: per head,
+ * index_on_schedule), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see
+ * kvc_seq_ready), KVC_ERR_UNSUPPORTED (eviction state only: per head,
  * the KV heads of a layer would keep different numbers of tokens, which only a cut below
  * positions a compaction decided on can cause; a layer would keep no token; an episodic
  * segment lying wholly past the cut was already clustered by kvc_seq_focus),
@@ -881,7 +887,8 @@ kvc_status kvc_seq_truncate(kvc_engine *e, uint64_t seq, size_t n_tokens);
  * index_on_schedule 0, and after what ends the schedule (see WRITING K/V), it checks its
  * arguments and changes nothing.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, tokens > kvc_seq_length, seq swapped out),
- * KVC_ERR_NOT_FOUND; then nothing changed. Cost: a lock and O(1), plus one index insertion
+ * KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see kvc_seq_ready); then
+ * nothing changed. Cost: a lock and O(1), plus one index insertion
  * (and one event) per block indexed.
  */
 kvc_status kvc_seq_schedule(kvc_engine *e, uint64_t seq, size_t tokens);
@@ -901,7 +908,8 @@ kvc_status kvc_seq_length(kvc_engine *e, uint64_t seq, size_t *n_tokens);
  * them), except while `seq` is swapped out (kvc_seq_swap_out, _async): its pages are
  * released then, so the server must not touch the ranges until kvc_seq_swap_in and
  * kvc_seq_ready says 1 (call kvc_seq_kv again then). Cost: a lock and a table lookup.
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k/v, layer >= num_layers), KVC_ERR_NOT_FOUND,
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k/v, layer >= num_layers, seq swapped out),
+ * KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see kvc_seq_ready),
  * KVC_ERR_UNSUPPORTED (paged layout).
  */
 kvc_status kvc_seq_kv(kvc_engine *e, uint64_t seq, uint32_t layer, void **k, void **v);
@@ -916,8 +924,9 @@ kvc_status kvc_seq_kv(kvc_engine *e, uint64_t seq, uint32_t layer, void **k, voi
  * 0 (a size query: KVC_ERR_BUFFER_TOO_SMALL with the count).
  * The table changes on kvc_seq_append (new blocks; a shared last block is copied) and
  * kvc_seq_fork: re-read it after those.
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_blocks, NULL blocks with capacity > 0),
- * KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (contiguous layout), KVC_ERR_BUFFER_TOO_SMALL.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_blocks, NULL blocks with capacity > 0, seq
+ * swapped out), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see
+ * kvc_seq_ready), KVC_ERR_UNSUPPORTED (contiguous layout), KVC_ERR_BUFFER_TOO_SMALL.
  */
 kvc_status kvc_seq_block_table(kvc_engine *e, uint64_t seq, int32_t *blocks, size_t capacity,
                                size_t *n_blocks);
@@ -997,7 +1006,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes;
  * offloading, also for a free staging buffer (see COMPLETIONS); both without the engine's lock.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
- * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
+ * KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see kvc_seq_ready),
+ * KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
  * budget has no room; while asynchronous swap-outs or freed sequences' reads are pending it
  * first waits for them);
  * then nothing changed. Cost: O(tokens) per layer plus the moved
@@ -1055,6 +1065,7 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * buffer (see COMPLETIONS); both without the engine's lock.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
  * dimension, non-finite value; with a disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_IO (with a disk tier, a failed disk read spoiled seq, see kvc_seq_ready),
  * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
  * shared block or page and the budget has no room: the previous focus stands, no token is
  * restored, *episode is not written; retry after freeing memory; while asynchronous
@@ -1251,10 +1262,15 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  * the bad blocks left both tiers, with the blocks the create indexed past its cached_tokens
  * (their K/V will never be computed; KVC_EVENT_BLOCK_REMOVED for each). The blocks it hit
  * after the bad one stay indexed: their K/V came from memory other sequences computed, or
- * from disk reads that succeeded. The bad blocks' K/V is not there, and the engine does not
- * refuse appends or K/V pointers for the sequence: free it and create it again from every token
- * it holds, the prompt and any it decoded, as a recompute preemption does (it then reports
- * fewer cached tokens; the server computes the rest). Episodic offload: also 0 while tokens a
+ * from disk reads that succeeded. The bad blocks' K/V is not there: free the sequence and create
+ * it again from every token it holds, the prompt and any it decoded, as a recompute preemption
+ * does (it then reports fewer cached tokens; the server computes the rest). Until it is freed,
+ * every call that reaches or changes its K/V (kvc_seq_append, _fork, _truncate, _schedule,
+ * _kv, _block_table, _compact, _focus, _swap_out, _swap_out_async) fails with KVC_ERR_IO,
+ * naming the failure, and changes nothing; kvc_seq_ready keeps returning it; kvc_seq_free,
+ * kvc_seq_abort, kvc_seq_length and the eviction queries work as before. The engine learns of
+ * the failure when it processes the read's completion (see COMPLETIONS): a call before that
+ * succeeds. Episodic offload: also 0 while tokens a
  * kvc_seq_focus restores are still being read; once they landed, KVC_ERR_IO is returned once
  * when offloaded tokens were lost since the last call (a slot that could not be written, or
  * whose read failed or was corrupt): they were dropped, never served, and the sequence stays
@@ -1286,7 +1302,7 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * kvc_seq_swap_out_async of it is pending), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (no disk
  * tier), KVC_ERR_IO (disk full, tier full of swapped-out blocks, write error; or an earlier
  * kvc_seq_swap_out_async of it failed and was not reported yet: the sequence stays resident
- * and unchanged).
+ * and unchanged; or a failed disk read spoiled it, see kvc_seq_ready).
  * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
  * request per block of every layer; contiguous: likewise, from the sequence's ranges).
  */

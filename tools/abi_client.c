@@ -1523,6 +1523,66 @@ static void episodic_write_failure(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* A prefix read that fails on the device (KVCACHE_OFFLOAD_FAULT) spoils the sequence:
+ * kvc_seq_ready says KVC_ERR_IO, and so does every call that would reach or change its K/V,
+ * changing nothing, until the server frees it; the prompt created again recomputes the
+ * unreadable blocks, and another sequence serves on throughout. */
+static void spoiled_by_a_failed_read(uint32_t layout) {
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "a prefix read fails", dir);
+    char fault[64];
+    snprintf(fault, sizeof fault, "read:0@%s", dir);
+    REQUIRE(setenv("KVCACHE_OFFLOAD_FAULT", fault, 1) == 0, "setenv");
+    kvc_config cfg;
+    disk_config(&cfg, layout, dir);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    unsetenv("KVCACHE_OFFLOAD_FAULT");
+    engine_view v = view_of(e, &cfg);
+    int32_t tokens[PROMPT], other[BLOCK + 3];
+    for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 104729 % 70000) + 7;
+    for (size_t i = 0; i < BLOCK + 3; i++) other[i] = (int32_t)i + 90001;
+    size_t cached = 0, n = 0;
+    MUST(kvc_seq_create(e, 3, other, BLOCK + 3, &cached));
+    write_kv(&v, 3, 4, 0, BLOCK + 3);
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    write_kv(&v, 1, 9, 0, PROMPT);
+    MUST(kvc_seq_free(e, 1));
+    MUST(kvc_engine_trim(e));
+    MUST(kvc_engine_sync(e));
+    MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+    CHECK(cached == PROMPT / BLOCK * BLOCK, "%s: the prefix is found on disk (%zu cached)", name, cached);
+    CHECK(wait_ready(e, 2) == KVC_ERR_IO && strstr(kvc_last_error(), "Input/output error"),
+          "%s: kvc_seq_ready reports the failed read (%s)", name, kvc_last_error());
+    kvc_stats before = stats_of(e);
+    void *k = NULL, *vv = NULL;
+    int32_t table[64];
+    const int32_t one = 5;
+    EXPECT_STATUS(KVC_ERR_IO, "free it and create it again", kvc_seq_append(e, 2, &one, 1));
+    EXPECT_STATUS(KVC_ERR_IO, "free it and create it again", kvc_seq_fork(e, 2, 4));
+    EXPECT_STATUS(KVC_ERR_IO, "free it and create it again", kvc_seq_truncate(e, 2, BLOCK));
+    EXPECT_STATUS(KVC_ERR_IO, "free it and create it again", kvc_seq_schedule(e, 2, BLOCK));
+    EXPECT_STATUS(KVC_ERR_IO, "free it and create it again", kvc_seq_compact(e, 2, BLOCK));
+    EXPECT_STATUS(KVC_ERR_IO, "free it and create it again", kvc_seq_swap_out(e, 2));
+    EXPECT_STATUS(KVC_ERR_IO, "free it and create it again", kvc_seq_swap_out_async(e, 2));
+    if (layout == KVC_LAYOUT_PAGED)
+        EXPECT_STATUS(KVC_ERR_IO, "free it and create it again", kvc_seq_block_table(e, 2, table, 64, &n));
+    else
+        EXPECT_STATUS(KVC_ERR_IO, "free it and create it again", kvc_seq_kv(e, 2, 0, &k, &vv));
+    kvc_stats after = stats_of(e);
+    CHECK(memcmp(&before, &after, sizeof before) == 0, "%s: the refused calls change no counter", name);
+    CHECK(kvc_seq_length(e, 2, &n) == KVC_OK && n == PROMPT, "%s: nor the sequence (length %zu)", name, n);
+    CHECK(kvc_seq_length(e, 4, &n) == KVC_ERR_NOT_FOUND, "%s: the refused fork made no child", name);
+    CHECK(kv_matches(&v, 3, 4, 0, BLOCK + 3), "%s: another sequence's K/V is intact", name);
+    MUST(kvc_seq_append(e, 3, &one, 1));
+    MUST(kvc_seq_free(e, 2));
+    MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+    CHECK(cached == 0, "%s: the prompt created again recomputes the unreadable blocks (%zu cached)", name, cached);
+    CHECK(kvc_seq_append(e, 2, &one, 1) == KVC_OK && wait_ready(e, 2) == KVC_OK, "%s: the new sequence serves", name);
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+}
+
 /* The router: an engine's KV events steer the router to the instance that caches the prompt,
  * and bad input gets a status and a message. Offsets are the ones the library decodes. */
 _Static_assert(offsetof(kvc_router_config, ttft_slo_ms) == 16 && offsetof(kvc_router_config, block_tokens) == 32 &&
@@ -1816,6 +1876,8 @@ int main(int argc, char **argv) {
     episodic_offload(KVC_LAYOUT_CONTIGUOUS);
     episodic_write_failure(KVC_LAYOUT_PAGED);
     episodic_write_failure(KVC_LAYOUT_CONTIGUOUS);
+    spoiled_by_a_failed_read(KVC_LAYOUT_PAGED);
+    spoiled_by_a_failed_read(KVC_LAYOUT_CONTIGUOUS);
     forked(KVC_LAYOUT_PAGED);
     forked(KVC_LAYOUT_CONTIGUOUS);
     out_of_memory(KVC_LAYOUT_PAGED, 1);

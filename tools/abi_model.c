@@ -84,7 +84,7 @@ static model_seq m[IDS + 1];
 static uint64_t rng, seed;
 static int step, failures, adaptive, faulty, scheduling;
 static const char *layout_name;
-static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules, instances, peer_hits, truncations; } covered; /* what the runs reached */
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules, instances, peer_hits, truncations, broken_refused; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -221,7 +221,8 @@ static int wait_ready(uint64_t id) {
         int ready = 0;
         kvc_status rc = kvc_seq_ready(e, id, &ready);
         if (rc == KVC_ERR_IO && faulty) {
-            if (m[id].reading) {
+            /* Told apart by the message: lost tokens can be reported while a read was pending. */
+            if (m[id].reading && strstr(kvc_last_error(), "free it and create it again")) {
                 m[id].broken = 1;
                 covered.broken++;
                 TRACE("seq %" PRIu64 " broken: a disk read for it failed", id);
@@ -660,9 +661,11 @@ static void op_swap(void) {
 
 /* One call that must fail with its documented status; then nothing may have changed. */
 static void op_bad(void) {
-    uint64_t live = pick(1, 0), dead = pick(0, 1), swapped = 0;
-    for (uint64_t id = 1; id <= IDS; id++)
+    uint64_t live = pick(1, 0), dead = pick(0, 1), swapped = 0, broken = 0;
+    for (uint64_t id = 1; id <= IDS; id++) {
         if (m[id].live && m[id].swapped) swapped = id;
+        if (m[id].live && m[id].broken) broken = id;
+    }
     int32_t tokens[MAX_TOKENS + 1];
     for (int i = 0; i <= MAX_TOKENS; i++) tokens[i] = i;
     float scores[HEADS * (MAX_TOKENS + 1)];
@@ -672,7 +675,7 @@ static void op_bad(void) {
     const char *what;
     float embedding[4] = {1, 0, 0, 0};
     uint32_t episode = 0;
-    switch (below(17)) {
+    switch (below(18)) {
     case 0: if (!live) return; what = "create of a live id"; want = KVC_ERR_EXISTS; got = kvc_seq_create(e, live, tokens, 4, &n); break;
     case 1: if (!dead) return; what = "append to a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_append(e, dead, tokens, 1); break;
     case 2: {
@@ -709,6 +712,33 @@ static void op_bad(void) {
         break;
     case 14: if (!live) return; what = "schedule past the length"; got = kvc_seq_schedule(e, live, MAX_TOKENS + 1); break;
     case 15: if (!dead) return; what = "schedule a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_schedule(e, dead, 1); break;
+    case 16: {
+        /* kvcache.h, kvc_seq_ready: a sequence a failed read spoiled refuses every call that
+         * reaches or changes its K/V, and keeps its length. */
+        if (!broken) return;
+        want = KVC_ERR_IO;
+        void *k = NULL, *v = NULL;
+        int32_t table[MAX_TOKENS / BLOCK + 1];
+        switch (below(4)) {
+        case 0: what = "append to a broken sequence"; got = kvc_seq_append(e, broken, tokens, 1); break;
+        case 1: what = "truncate a broken sequence"; got = kvc_seq_truncate(e, broken, 1); break;
+        case 2:
+            if (!dead) return;
+            what = "fork a broken sequence";
+            got = kvc_seq_fork(e, broken, dead);
+            break;
+        default:
+            what = "reach a broken sequence's K/V";
+            got = paged ? kvc_seq_block_table(e, broken, table, MAX_TOKENS / BLOCK + 1, &n)
+                          : kvc_seq_kv(e, broken, 0, &k, &v);
+            break;
+        }
+        size_t length = 0;
+        EXPECT(kvc_seq_length(e, broken, &length) == KVC_OK && length == model_length(broken),
+               "%s: length %zu, model %zu", what, length, model_length(broken));
+        covered.broken_refused++;
+        break;
+    }
     default: if (!dead) return; what = "free a freed id"; want = KVC_ERR_NOT_FOUND; got = kvc_seq_free(e, dead); break;
     }
     EXPECT(got == want, "%s: status %d, want %d", what, got, want);
@@ -885,11 +915,11 @@ int main(int argc, char **argv) {
     printf("abi_model: %d seeds x %d steps per layout, %s; reached: %" PRIu64 " blocks spilled, %" PRIu64
            " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
            " compactions leaving layers of different lengths, %" PRIu64 " disk errors (injected), %" PRIu64
-           " sequences broken by a failed read, %" PRIu64 " restarts finding %" PRIu64 " KiB on disk (%" PRIu64
+           " sequences broken by a failed read (%" PRIu64 " calls on them refused), %" PRIu64 " restarts finding %" PRIu64 " KiB on disk (%" PRIu64
            " as new instances reading the earlier ones' tiers, %" PRIu64 " peer blocks served), %" PRIu64
            " prefills scheduled in steps, %" PRIu64 " truncations, %" PRIu64 " events checked\n",
            seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
-           covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken, covered.restarts,
+           covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken, covered.broken_refused, covered.restarts,
            covered.found_on_restart >> 10, covered.instances, covered.peer_hits, covered.schedules, covered.truncations,
            events_seen);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);

@@ -48,7 +48,8 @@ extension Engine {
     ///
     /// Throws `notFound`; `invalidArgument` (tokens outside `1...` the positions seen, a
     /// swapped-out sequence, one whose disk reads (swap-in, prefix hit, episodic restores) have
-    /// not all landed: truncate once `ready`, a cut below prompt blocks not yet scheduled);
+    /// not all landed: truncate once `ready`, a cut below prompt blocks not yet scheduled); `io`
+    /// (a failed disk read spoiled it, `usableSlot`);
     /// `unsupported`, eviction state only (`AttentionScores.planTruncation`: per head, the heads
     /// of a layer would keep different counts, which only a cut below compacted positions can
     /// cause; a layer would keep no token; a segment wholly past the cut was already clustered
@@ -72,7 +73,7 @@ extension Engine {
     /// 2026-11-22 19:20; docs/benchmarks.md).
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
-            let slot = try residentSlot(seq)
+            let slot = try usableSlot(seq)
             let length = sequences.lengths[slot], state = evictionStates[slot], seen = state?.nextPosition ?? length
             guard tokens >= 1 && tokens <= seen else {
                 throw .invalid("cannot truncate sequence \(seq) of \(seen) positions to \(tokens); keep 1...\(seen)")

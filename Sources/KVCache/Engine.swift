@@ -390,8 +390,9 @@ public final class Engine: @unchecked Sendable {
     /// the prompt's blocks not scheduled yet (`indexOnSchedule`: an append means everything
     /// before it was scheduled). A partly filled block shared with a fork is copied first
     /// (copy on write).
-    /// Throws `notFound`, `invalidArgument` (past `maxSeqTokens`), `outOfMemory` (nothing
-    /// appended; only once no swap-out is pending: it waits for them first, `lockedAllocating`).
+    /// Throws `notFound`, `invalidArgument` (past `maxSeqTokens`; a swapped-out sequence), `io`
+    /// (a failed disk read spoiled the sequence, `usableSlot`), `outOfMemory` (nothing appended;
+    /// only once no swap-out is pending: it waits for them first, `lockedAllocating`).
     /// Cost: O(tokens) with no heap allocation; a block allocation per `blockTokens` tokens and,
     /// contiguous, a mapping per page crossed.
     public func append(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) {
@@ -401,7 +402,7 @@ public final class Engine: @unchecked Sendable {
             return
         }
         try lockedAllocating { () throws(KVError) in
-            let slot = try residentSlot(seq)
+            let slot = try usableSlot(seq)
             var length = sequences.lengths[slot]
             guard n <= config.maxSeqTokens - length else {
                 throw .invalid("appending \(n) tokens to sequence \(seq) of \(length) would exceed max_seq_tokens \(config.maxSeqTokens)")
@@ -487,26 +488,32 @@ public final class Engine: @unchecked Sendable {
     /// Creates `child` holding all of `parent`'s tokens. Paged: the block table is shared with
     /// reference counts; a partly filled last block is copied by whichever side appends first.
     /// Contiguous: whole pages are mapped shared, the boundary page copied. With a disk tier the
-    /// child shares the parent's `ready` verdict: a disk read of the parent's that failed fails
-    /// the child too; and it inherits the parent's episodically offloaded tokens (its eviction
-    /// state keeps them as candidates, its own pins hold their records: a later `focus` of the
-    /// child restores them whatever the parent does), at O(those records) cost; the parent's
+    /// child shares the parent's `ready` verdict: paged, a disk read of the parent's still in
+    /// flight that fails fails the child too (contiguous, the fork waits for the parent's
+    /// reads, and one that failed refuses the fork); and it inherits the parent's episodically
+    /// offloaded tokens (its eviction state keeps them as candidates, its own pins hold their
+    /// records: a later `focus` of the child restores them whatever the parent does), at
+    /// O(those records) cost; the parent's
     /// open record, if any, is copied into a buffer of the child's, not written (a write only
     /// when every open-record buffer is owned: the least recently appended one's goes out).
     /// Indexing on schedule, the child inherits the parent's unscheduled prompt blocks (shared):
     /// whichever of the two schedules (or appends past) a block first indexes it.
-    /// Throws `notFound`, `exists`, `outOfMemory` (then nothing changed; only once no swap-out
-    /// is pending: it waits for them first, `lockedAllocating`).
+    /// Throws `notFound`, `exists`, `invalidArgument` (a swapped-out parent), `io` (a parent a
+    /// failed disk read spoiled, `usableSlot`), `outOfMemory` (then nothing changed; only once
+    /// no swap-out is pending: it waits for them first, `lockedAllocating`).
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
         try lockedAllocating { () throws(KVError) in
-            let from = try residentSlot(parent)
+            let from = try usableSlot(parent)
             if sequences.slot(of: child) >= 0 { throw .exists("sequence \(child) already exists") }
             if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
             let length = sequences.lengths[from]
             if let contiguous, !contiguous.fits(contiguous.groupsNeededForFork(tokens: length)) {
                 throw .outOfMemory("forking needs a page the budget does not have free")
             }
-            if contiguous != nil { offload?.waitResident(from) }  // the fork copies the boundary page
+            if contiguous != nil {
+                offload?.waitResident(from)  // the fork copies the boundary page
+                _ = try usableSlot(parent)  // a read that the wait saw fail spoiled the parent
+            }
             settleRestores(from)  // the child copies the state, whose pending restores may yet be undone
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
@@ -526,10 +533,11 @@ public final class Engine: @unchecked Sendable {
             sequences.lengths[to] = length
             sequences.copyChain(from: from, to: to)
             sequences.unscheduled[to] = sequences.unscheduled[from]
-            // The child holds the parent's blocks, so a failed read of them fails it too; and the
-            // slot's flag may be left from a previous, freed owner.
+            // The child holds the parent's blocks, so a read of them that fails later fails it
+            // too (`loadFinished`); a failed parent is refused (`usableSlot`), and the slot's flag
+            // may be left from a previous, freed owner.
             if let offload {
-                offload.failed[to] = offload.failed[from]
+                offload.failed[to] = false
                 offload.cachedBlocks[to] = offload.cachedBlocks[from]
             }
             // Before the state copy: taking an open-record buffer may write a record out, and a
@@ -625,23 +633,25 @@ public final class Engine: @unchecked Sendable {
 
     /// Contiguous layout: base of `seq`'s K and V ranges in `layer` (token `i` at
     /// `i * tokenBytes`; valid for the first `length` tokens, and for tokens appended later).
-    /// Throws `notFound`, `invalidArgument` (layer), `unsupported` (paged layout).
+    /// Throws `notFound`, `invalidArgument` (layer; a swapped-out sequence), `io` (a failed
+    /// disk read spoiled the sequence, `usableSlot`), `unsupported` (paged layout).
     public func kv(_ seq: UInt64, layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer) {
         guard let contiguous else { throw KVError(.unsupported, "per-sequence K/V ranges exist only in the contiguous layout; use the block table") }
         try checkLayer(layer)
         return try locked { () throws(KVError) in
-            let s = try residentSlot(seq)
+            let s = try usableSlot(seq)
             return (contiguous.base(s, tensor: 2 * layer), contiguous.base(s, tensor: 2 * layer + 1))
         }
     }
 
     /// Paged layout (and metadata-only engines): writes `seq`'s block ids into `into` (as many
     /// as fit) and returns the full count, `ceil(length / blockTokens)`.
-    /// Throws `notFound`, `unsupported` (contiguous layout).
+    /// Throws `notFound`, `invalidArgument` (a swapped-out sequence), `io` (a failed disk read
+    /// spoiled the sequence, `usableSlot`), `unsupported` (contiguous layout).
     public func blockTable(_ seq: UInt64, into: UnsafeMutableBufferPointer<Int32>) throws(KVError) -> Int {
         guard contiguous == nil else { throw KVError(.unsupported, "block tables exist only in the paged layout; use the per-layer K/V ranges") }
         return try locked { () throws(KVError) -> Int in
-            let s = try residentSlot(seq)
+            let s = try usableSlot(seq)
             let count = sequences.blockCount(s)
             let table = sequences.table(s)
             for i in 0..<min(count, into.count) { into[i] = table[i] }

@@ -498,6 +498,58 @@ struct OffloadABITests {
         try f.expectWitnessesIntact()
     }
 
+    /// A prefix read that fails spoils the sequence: kvc_seq_ready says so, and every call
+    /// that reaches or changes its K/V is refused with the read's failure and changes nothing
+    /// (stats, witnesses, its length); kvc_seq_free works, and the prompt created again hits
+    /// nothing of the unreadable blocks.
+    @Test(arguments: bothLayouts)
+    func aSequenceAFailedReadSpoiledIsRefusedThroughTheABI(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        setenv("KVCACHE_OFFLOAD_FAULT", "read:0@\(dir)", 1)  // only this test's tier
+        let f = try offloadFixture(layout, dir: dir)
+        unsetenv("KVCACHE_OFFLOAD_FAULT")
+        let prompt = f.uniqueTokens(5, count: 41)
+        try f.create(5, tokens: prompt)
+        try f.write(5, salt: 5, from: 0, to: 41)
+        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        #expect(kvc_engine_trim(f.handle) == KVC_OK)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+        #expect(try f.create(6, tokens: prompt) == 40)
+        LastError.clear()
+        expectStatus(waitReady(f, 6), KVC_ERR_IO, mentioning: ["kvc_seq_ready", "Input/output error", "create it again"])
+        let words = ["Input/output error", "free it and create it again"]
+        var k: UnsafeMutableRawPointer?, v: UnsafeMutableRawPointer?, count = 0, episode: UInt32 = 0
+        var table = [Int32](repeating: 0, count: 8)
+        let token: [Int32] = [3], query: [Float] = [1, 0, 0]
+        try f.expectFailure(KVC_ERR_IO, mentioning: ["kvc_seq_append"] + words) { h in
+            token.withUnsafeBufferPointer { kvc_seq_append(h, 6, $0.baseAddress, 1) }
+        }
+        try f.expectFailure(KVC_ERR_IO, mentioning: ["kvc_seq_fork"] + words) { h in kvc_seq_fork(h, 6, 7) }
+        try f.expectFailure(KVC_ERR_IO, mentioning: ["kvc_seq_truncate"] + words) { h in kvc_seq_truncate(h, 6, 20) }
+        try f.expectFailure(KVC_ERR_IO, mentioning: ["kvc_seq_schedule"] + words) { h in kvc_seq_schedule(h, 6, 16) }
+        try f.expectFailure(KVC_ERR_IO, mentioning: ["kvc_seq_compact"] + words) { h in kvc_seq_compact(h, 6, 8) }
+        try f.expectFailure(KVC_ERR_IO, mentioning: ["kvc_seq_swap_out"] + words) { h in kvc_seq_swap_out(h, 6) }
+        try f.expectFailure(KVC_ERR_IO, mentioning: ["kvc_seq_swap_out_async"] + words) { h in kvc_seq_swap_out_async(h, 6) }
+        if layout == KVC_LAYOUT_PAGED {
+            try f.expectFailure(KVC_ERR_IO, mentioning: ["kvc_seq_block_table"] + words) { h in
+                table.withUnsafeMutableBufferPointer { kvc_seq_block_table(h, 6, $0.baseAddress, 8, &count) }
+            }
+        } else {
+            try f.expectFailure(KVC_ERR_IO, mentioning: ["kvc_seq_kv"] + words) { h in kvc_seq_kv(h, 6, 0, &k, &v) }
+        }
+        try f.expectFailure(KVC_ERR_UNSUPPORTED, mentioning: ["kvc_seq_focus", "episodic"]) { h in
+            query.withUnsafeBufferPointer { kvc_seq_focus(h, 6, $0.baseAddress, 3, &episode) }
+        }
+        #expect(try f.length(6) == 41, "no refusal changed the sequence")
+        #expect(kvc_seq_free(f.handle, 6) == KVC_OK)
+        #expect(try f.create(6, tokens: prompt) == 0, "the unreadable blocks left the tier")
+        try f.write(6, salt: 5, from: 0, to: 41)
+        try f.append(6, tokens: [3])
+        #expect(waitReady(f, 6) == KVC_OK)
+        try f.expectWitnessesIntact()
+    }
+
     @Test func badArgumentsAndAnEngineWithoutATier() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
         var ready: Int32 = 0

@@ -84,12 +84,12 @@ extension Engine {
     /// without a tier (`tokensLost`).
     /// With a disk tier it first waits for the sequence's pending reads and, offloading, for a
     /// free staging buffer, without the lock (`awaitOffloadReady`).
-    /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out),
-    /// `outOfMemory` (a shared block or page must be copied and the budget has no room; then
-    /// nothing changed; with swap-outs pending it first waits for them, `lockedAllocating`).
-    /// Cost: the policy's
-    /// O(tokens) per layer, plus copying the moved tokens (at most the evicted count per layer)
-    /// and any shared block or page written; offloading adds one copy of each evicted token's
+    /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out), `io` (a
+    /// failed disk read spoiled it, `usableSlot`), `outOfMemory` (a shared block or page must
+    /// be copied and the budget has no room; then nothing changed; with swap-outs pending it
+    /// first waits for them, `lockedAllocating`). Cost: the policy's O(tokens) per layer, plus
+    /// copying the moved tokens (at most the evicted count per layer) and any shared block or
+    /// page written; offloading adds one copy of each evicted token's
     /// K/V (into staging, or into the sequence's open record) and one slot write per
     /// `tokensPerRecord` evicted row tokens: whole records at once, the rest when the open record
     /// fills up (or, when more sequences compact than records may be open, when its buffer is
@@ -98,7 +98,7 @@ extension Engine {
     public func compact(_ seq: UInt64, budgetTokens: Int) throws(KVError) -> Int {
         guard budgetTokens > 0 else { throw .invalid("budget_tokens is 0: a layer keeps at least one token") }
         return try lockedAllocating { () throws(KVError) -> Int in
-            var s = try residentSlot(seq)
+            var s = try usableSlot(seq)
             if evictionConfig(s).policy == .none { return sequences.lengths[s] }
             // Compaction moves bytes and releases blocks: every disk read still filling the
             // sequence (prefix hit, swap-in, a focus's restores) must land first, or it would
@@ -407,8 +407,9 @@ extension Engine {
     /// for the sequence's pending reads and a free staging buffer, without the lock
     /// (`awaitOffloadReady`), and drops the tokens of records
     /// whose write failed (never read back). Throws `notFound`, `invalidArgument` (no
-    /// segment, dimension, non-finite values; with a disk tier, a swapped-out sequence),
-    /// `unsupported` (another policy), `outOfMemory`
+    /// segment, dimension, non-finite values; with a disk tier, a swapped-out sequence), `io`
+    /// (offloading: a failed disk read spoiled it, `usableSlot`), `unsupported` (another
+    /// policy), `outOfMemory`
     /// (the restore must copy a shared block or page and the budget has no room: the previous
     /// focus stands and nothing is restored; only the re-clustering and crediting above, which
     /// any later focus would do the same way, are kept; with swap-outs pending it first waits

@@ -21,14 +21,24 @@ import Glibc
 /// the calls above as completions free buffers, before pending swap-outs' blocks; nor does
 /// `free` (a slot with reads in flight is released once they landed, `Engine.free`).
 extension Engine {
-    /// The slot of live, resident (not swapped-out) `seq`. Throws `notFound`, or
-    /// `invalidArgument` for a swapped-out sequence.
-    func residentSlot(_ seq: UInt64) throws(KVError) -> Int {
+    /// The slot of live `seq` whose K/V the server may reach or change: resident (not swapped
+    /// out) and not spoiled by a failed disk read (as processed so far). Throws `notFound`,
+    /// `invalidArgument` for a swapped-out sequence, `io` for a spoiled one (`failedReadError`).
+    /// Cost: O(1).
+    func usableSlot(_ seq: UInt64) throws(KVError) -> Int {
         let s = try slot(seq)
-        if let offload, offload.swapped[s] {
-            throw .invalid("sequence \(seq) is swapped out; swap it in (and wait until it is ready) first")
+        if let offload {
+            if offload.swapped[s] { throw .invalid("sequence \(seq) is swapped out; swap it in (and wait until it is ready) first") }
+            if offload.failed[s] { throw failedReadError(seq, slot: s, offload: offload) }
         }
         return s
+    }
+
+    /// The error of every call on a sequence a failed disk read spoiled, naming the read's
+    /// failure; only `free` (and `length`, `ready`, the eviction state's queries) still work.
+    private func failedReadError(_ seq: UInt64, slot: Int, offload: OffloadCoordinator) -> KVError {
+        KVError(.io, "a disk read for sequence \(seq) failed (\(offload.failureReasons[slot])): its K/V is not all there; "
+                + "free it and create it again")
     }
 
     /// True when every token of `seq` is resident: no disk read (prefix hit, swap-in or episodic
@@ -38,7 +48,8 @@ extension Engine {
     /// Throws `notFound`; `io` once when its `swapOutAsync` failed after returning (it is
     /// resident and unchanged; the next call says ready); or `io` when a read of one of its blocks failed or was torn or
     /// corrupt: its bytes were not served; free the sequence and create it again (the bad blocks
-    /// left the cache, so the new one reports fewer cached tokens). Episodic offload: once
+    /// left the cache, so the new one reports fewer cached tokens). From then on every call
+    /// that reaches or changes its K/V throws that `io` too (`usableSlot`). Episodic offload: once
     /// resident, throws `io` once when offloaded tokens were lost since the last call (a record
     /// could not be written or read back); they were dropped, never served, and the sequence
     /// stays usable (re-read the positions). Cost: O(blocks of seq).
@@ -49,9 +60,7 @@ extension Engine {
             offload.processCompletions()
             if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
             if offload.swapped[s] { return false }
-            if offload.failed[s] {
-                throw KVError(.io, "a disk read for sequence \(seq) failed (\(offload.tier.lastFailure)); free it and create it again")
-            }
+            if offload.failed[s] { throw failedReadError(seq, slot: s, offload: offload) }
             guard offload.resident(s) else { return false }
             try reportLostTokens(s, seq: seq)
             return true
@@ -96,14 +105,14 @@ extension Engine {
     /// completions serve first), waiting for both without the lock (`awaitProgress`; the
     /// sequence is looked up again after each wait): a swap-out, and `compact` and `focus` of
     /// an offloading sequence, whose first write (block or record) then takes a buffer without
-    /// waiting for the device under the lock. Throws as `residentSlot`. Cost: O(blocks of seq)
+    /// waiting for the device under the lock. Throws as `usableSlot`. Cost: O(blocks of seq)
     /// per check.
     func awaitOffloadReady(_ seq: UInt64, stagingBuffer: Bool) throws(KVError) -> Int {
-        var s = try residentSlot(seq)
+        var s = try usableSlot(seq)
         guard let offload else { return s }
         while !offload.resident(s) || (stagingBuffer && !offload.tier.hasFreeStage) {
             offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
-            s = try residentSlot(seq)
+            s = try usableSlot(seq)
         }
         return s
     }
@@ -159,7 +168,8 @@ extension Engine {
     /// `swapIn` of it waits until the swap-out ended.
     /// Throws `notFound`, `unsupported` (no disk tier), `invalidArgument` (already swapped out),
     /// `io` (disk full, tier full of pinned slots, write error; or an earlier `swapOutAsync` of
-    /// it failed and was not reported yet): then the sequence is resident and unchanged.
+    /// it failed and was not reported yet; or a failed disk read spoiled it, `usableSlot`):
+    /// then the sequence is resident and unchanged.
     /// Cost: one memcpy and checksum per block, writes at full queue depth, one allocation of 4
     /// bytes per block (this call's list of disk slots). Blocks beyond the staging area are
     /// copied and submitted as completions free buffers, between the waits.
@@ -213,12 +223,11 @@ extension Engine {
     private func submitSwapOut(_ seq: UInt64, waited: Bool) throws(KVError) -> (OffloadCoordinator, Int) {
         // An unknown or swapped-out sequence (a pending swap-out counts) changes nothing, not
         // even by processing completions.
-        _ = try residentSlot(seq)
+        _ = try usableSlot(seq)
         guard let offload else { throw KVError(.unsupported, "swap needs a disk tier: set offload_dir and offload_bytes") }
         offload.processCompletions()
         let s = try awaitOffloadReady(seq, stagingBuffer: true)
         if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
-        if offload.failed[s] { throw KVError(.io, "sequence \(seq) holds blocks whose disk read failed; free it instead") }
         try offload.swapOutQueue.start(slot: s, waited: waited)
         return (offload, s)
     }

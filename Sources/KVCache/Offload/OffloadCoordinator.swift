@@ -30,8 +30,12 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Per block: disk reads still filling it (a prefix or swap-in read fills a whole block;
     /// episodic restores fill single tokens, one count each).
     private let loading: UnsafeMutablePointer<UInt32>
-    /// Per sequence slot: a disk read of one of its blocks failed (torn, corrupt or I/O error).
+    /// Per sequence slot: a disk read of one of its blocks failed (torn, corrupt or I/O error);
+    /// the engine then refuses every call that reaches or changes its K/V (`Engine.usableSlot`).
     let failed: UnsafeMutablePointer<Bool>
+    /// Per sequence slot: why its first failed read failed (`DiskTier.lastFailure` then);
+    /// meaningful only while `failed`.
+    var failureReasons: [String]
     /// Per sequence slot: how many blocks at the start of its table hold bytes the cache gave
     /// it (its create's prefix hit: blocks shared from memory and blocks read from disk; a
     /// fork's, its parent's), not bytes the server computes for it. Set by create and fork; a
@@ -108,6 +112,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         loading.initialize(repeating: 0, count: blocks.capacity)
         failed = .allocate(capacity: config.maxSeqs)
         failed.initialize(repeating: false, count: config.maxSeqs)
+        failureReasons = Array(repeating: "", count: config.maxSeqs)
         cachedBlocks = .allocate(capacity: config.maxSeqs)
         cachedBlocks.initialize(repeating: 0, count: config.maxSeqs)
         swapped = .allocate(capacity: config.maxSeqs)
@@ -452,6 +457,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         for slot in 0..<sequences.maxSeqs where sequences.lengths[slot] > 0 && !swapped[slot] {
             let table = sequences.table(slot), count = sequences.blockCount(slot)
             guard let i = (0..<count).first(where: { table[$0] == target.block }) else { continue }
+            if !failed[slot] { failureReasons[slot] = tier.lastFailure }
             failed[slot] = true
             var j = max(i + 1, Int(cachedBlocks[slot]))
             while j < count {

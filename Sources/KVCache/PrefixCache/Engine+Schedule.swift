@@ -28,11 +28,12 @@ extension Engine {
     /// smaller `tokens` than before changes nothing; so does an engine without
     /// `indexOnSchedule`, which indexed them at creation.
     /// Throws `notFound`, `invalidArgument` (`tokens` beyond the sequence's length, or the
-    /// sequence is swapped out); then nothing changed. Cost: O(1) plus one index insertion per
+    /// sequence is swapped out), `io` (a failed disk read spoiled it, `usableSlot`); then
+    /// nothing changed. Cost: O(1) plus one index insertion per
     /// block indexed.
     public func schedule(_ seq: UInt64, tokens: Int) throws(KVError) {
         try locked { () throws(KVError) in
-            let s = try residentSlot(seq)
+            let s = try usableSlot(seq)
             guard tokens >= 0 && tokens <= sequences.lengths[s] else {
                 throw .invalid("tokens \(tokens) is beyond the \(sequences.lengths[s]) tokens of sequence \(seq)")
             }

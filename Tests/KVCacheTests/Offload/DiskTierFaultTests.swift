@@ -151,11 +151,12 @@ struct DiskTierFaultTests {
         #expect(try kvDifferences(e, 4, count: hit) { longer[$0] } == 0, "a prefix hit reads computed bytes only")
     }
 
-    /// A fork shares its parent's blocks, so it shares a failed read's verdict too; and a fork
-    /// into the slot of a freed failed sequence does not inherit that sequence's verdict.
-    /// (Before the fix, fork left the child slot's `failed` flag as the slot's previous owner
-    /// had it: the child of a failed parent was ready with unread bytes, and a healthy child in
-    /// a recycled slot reported an I/O error.)
+    /// A paged fork shares its parent's blocks, so it shares the verdict of a read still in
+    /// flight when it forked (a contiguous fork waits for the reads, as it copies the boundary
+    /// page, and is refused when one failed); and a fork into the slot of a freed failed
+    /// sequence does not inherit that sequence's verdict. (Before the fix, fork left the child slot's `failed` flag as
+    /// the slot's previous owner had it: a healthy child in a recycled slot reported an I/O
+    /// error.)
     @Test(arguments: [Layout.paged, .contiguous])
     func aForkSharesItsParentsFailedReadAndNotAStaleOne(layout: Layout) throws {
         let dir = ScratchDir()
@@ -173,14 +174,77 @@ struct DiskTierFaultTests {
         try e.trim()
         try e.syncOffload()
         #expect(try e.createSequence(2, tokens: prompt) == 40)
-        #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)
-        try e.fork(parent: 2, child: 3)
-        #expect(thrown { () throws(KVError) in _ = try e.ready(3) }?.code == .io, "the child holds the blocks whose read failed")
-        try e.free(3)
+        if layout == .paged {
+            try e.fork(parent: 2, child: 3)  // a paged fork processes no completion: the reads are in flight
+            #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)
+            #expect(thrown { () throws(KVError) in _ = try e.ready(3) }?.code == .io, "the child holds the blocks whose read failed")
+            try e.free(3)
+        } else {
+            #expect(thrown { () throws(KVError) in try e.fork(parent: 2, child: 3) }?.code == .io, "the fork waited for the failed read")
+            #expect(thrown { () throws(KVError) in _ = try e.length(3) }?.code == .notFound, "no child was made")
+        }
         try e.free(2)  // its slot, next to be reused, saw a failed read
         try e.fork(parent: 10, child: 11)
         #expect(try e.ready(11), "a healthy fork is ready whatever its slot held before")
         #expect(try kvDifferences(e, 11, count: healthy.count) { healthy[$0] } == 0)
+    }
+
+    /// Once a failed read spoiled a sequence, every call that reaches or changes its K/V is
+    /// refused with the read's failure and changes nothing, so a server that missed `ready`'s
+    /// verdict cannot compute on, or hand out, bytes that never arrived; `free` and the
+    /// queries still work, and the other sequences serve on. (Before, the engine only reported
+    /// the failure through `ready` and `swapOut`; kvcache.h told the server to free it.)
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aSequenceAFailedReadSpoiledRefusesEveryCallOnItsKV(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadFault = OffloadFault(reads: true, writes: false)
+        let e = try Engine(c)
+        let healthy = tokens(9, seed: 8)
+        try e.createSequence(10, tokens: healthy)
+        try fillKV(e, 10, count: healthy.count) { healthy[$0] }
+        let prompt = tokens(41, seed: 9)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 41) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        #expect(try e.createSequence(2, tokens: prompt) == 40)
+        try e.append(2, tokens: [7])  // allowed while the reads are in flight (nothing failed yet)
+        #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)
+        let before = e.stats()
+        var table = [Int32](repeating: 0, count: 8)
+        let calls: [(String, () throws(KVError) -> Void)] = [
+            ("append", { () throws(KVError) in try e.append(2, tokens: [1, 2]) }),
+            ("fork", { () throws(KVError) in try e.fork(parent: 2, child: 3) }),
+            ("truncate", { () throws(KVError) in try e.truncate(2, to: 20) }),
+            ("schedule", { () throws(KVError) in try e.schedule(2, tokens: 16) }),
+            ("compact", { () throws(KVError) in _ = try e.compact(2, budgetTokens: 8) }),
+            ("swapOut", { () throws(KVError) in try e.swapOut(2) }),
+            ("swapOutAsync", { () throws(KVError) in try e.swapOutAsync(2) }),
+            (layout == .paged ? "blockTable" : "kv", { () throws(KVError) in
+                if layout == .paged {
+                    _ = try table.withUnsafeMutableBufferPointer { (p) throws(KVError) in try e.blockTable(2, into: p) }
+                } else {
+                    _ = try e.kv(2, layer: 0)
+                }
+            }),
+        ]
+        for (name, call) in calls {
+            let error = thrown(call)
+            #expect(error?.code == .io, "\(name) of a spoiled sequence")
+            #expect(error?.message.contains("Input/output error") == true && error?.message.contains("free it and create it again") == true,
+                    "\(name): \(error?.message ?? "no error")")
+            #expect(try e.length(2) == 42, "\(name) changed nothing")
+        }
+        #expect(e.stats() == before, "the refusals changed no counter")
+        #expect(thrown { () throws(KVError) in _ = try e.ready(2) }?.code == .io, "ready keeps saying so")
+        try expectServing(e, seq: 10, prompt: healthy)
+        try e.free(2)
+        #expect(try e.createSequence(2, tokens: prompt) == 0, "the unreadable blocks left the tier")
+        try e.append(2, tokens: [7])
+        #expect(try e.ready(2), "the new sequence in the slot is usable")
     }
 
     @Test(arguments: [Layout.paged, .contiguous])

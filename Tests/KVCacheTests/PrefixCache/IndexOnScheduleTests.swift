@@ -298,8 +298,9 @@ struct IndexOnScheduleTests {
     }
 
     /// Blocks found in the disk tier are indexed at creation (their K/V is cached, not
-    /// computed); when their read fails the sequence is spoiled and its unscheduled blocks,
-    /// which follow the failed one in the chain, are never indexed.
+    /// computed); when their read fails the sequence is spoiled (`schedule` is refused like
+    /// every call on its K/V) and its unscheduled blocks, which follow the failed one in the
+    /// chain, are never indexed.
     @Test(arguments: layouts)
     func aFailedDiskReadEndsTheSchedule(layout: Layout) throws {
         let dir = ScratchDir("sched")
@@ -318,7 +319,8 @@ struct IndexOnScheduleTests {
         #expect(try e.createSequence(2, tokens: longer) == 40)  // 40 tokens from disk, 41 fresh
         #expect(stored(drain(e).filter { $0.tier == 0 }) == chain(longer, 0..<10), "the disk hits, not the new blocks")
         #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)
-        try e.schedule(2, tokens: 81)
+        #expect(thrown { () throws(KVError) in try e.schedule(2, tokens: 81) }?.code == .io)
+        try e.free(2)
         #expect(stored(drain(e)).isEmpty, "the blocks after the spoiled prefix are never indexed")
     }
 

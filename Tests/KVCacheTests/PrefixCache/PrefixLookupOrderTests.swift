@@ -107,8 +107,9 @@ struct PrefixLookupOrderTests {
     /// index with everything after the first failed block, `OffloadCoordinator.loadFinished`).
     /// The chain cannot reach them until a later sequence recomputes the first 40 blocks; then
     /// the prompt hits all 100 and is served byte for byte. No disk slot stays pinned. With
-    /// `fork`, the sequence is forked (paged: before its reads land) and the child fails with
-    /// it, dropping no more (it inherits where the parent's prefix hit ends).
+    /// `fork`, the sequence is forked: paged, before its reads land, and the child fails with
+    /// it, dropping no more (it inherits where the parent's prefix hit ends); contiguous, the
+    /// fork waits for the reads (it copies the boundary page) and is refused, changing nothing.
     @Test(arguments: layouts, [false, true])
     func failedReadsBeforeSharedMemoryBlocksDropOnlyWhatTheySpoiled(layout: Layout, fork: Bool) throws {
         let split = try SplitCache(layout, seed: 41)
@@ -119,13 +120,17 @@ struct PrefixLookupOrderTests {
         corruptSlots(dir: split.dir.path, slotBytes: Int(e.stats().disk.slotBytes), 0..<Self.onDisk)
         _ = drain(e)
         // Paged, the reads land after the fork; a contiguous fork waits for them (it copies the
-        // boundary page), so the child inherits the verdict instead.
+        // boundary page), and a failed one refuses it.
         let hold = fork && layout == .paged
         if hold { #expect(e.pauseOffloadIO(true)) }
         #expect(try e.createSequence(3, tokens: longer) == chain * bt, "the journal still lists the disk blocks")
-        if fork { try e.fork(parent: 3, child: 6) }
+        if hold {
+            try e.fork(parent: 3, child: 6)
+        } else if fork {
+            #expect(thrown { () throws(KVError) in try e.fork(parent: 3, child: 6) }?.code == .io, "the fork waited for the failed reads")
+        }
         if hold { #expect(e.pauseOffloadIO(false)) }
-        for seq: UInt64 in fork ? [3, 6] : [3] {
+        for seq: UInt64 in hold ? [3, 6] : [3] {
             var failure: KVError?
             do { try waitReady(e, seq) } catch { failure = error }
             #expect(failure?.code == .io)
