@@ -51,7 +51,9 @@ _Static_assert(offsetof(kvc_stats, spills_skipped) == 272, "kvc_stats.spills_ski
 _Static_assert(offsetof(kvc_stats, peer_hits) == 280, "kvc_stats.peer_hits at 280 (appended)");
 _Static_assert(offsetof(kvc_stats, peer_stale) == 288, "kvc_stats.peer_stale at 288 (appended)");
 _Static_assert(offsetof(kvc_stats, peer_hit_tokens) == 296, "kvc_stats.peer_hit_tokens at 296 (appended)");
-_Static_assert(sizeof(kvc_stats) == 304, "kvc_stats is 304 bytes");
+_Static_assert(offsetof(kvc_stats, disk_recovered_blocks) == 304, "kvc_stats.disk_recovered_blocks at 304 (appended)");
+_Static_assert(offsetof(kvc_stats, disk_journal_dropped) == 312, "kvc_stats.disk_journal_dropped at 312 (appended)");
+_Static_assert(sizeof(kvc_stats) == 320, "kvc_stats is 320 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 
@@ -952,6 +954,10 @@ static void offload(uint32_t layout) {
             CHECK(s.spills_skipped == 0, "%s: a trim skips no spill (it waits for staging buffers instead; got %" PRIu64 ")",
                   name, s.spills_skipped);
         }
+        kvc_stats start = stats_of(e);
+        CHECK(start.disk_recovered_blocks == (run == 0 ? 0u : PROMPT / BLOCK) && start.disk_journal_dropped == 0,
+              "%s run %d: disk_recovered_blocks %" PRIu64 " (want %d), disk_journal_dropped %" PRIu64, name, run,
+              start.disk_recovered_blocks, run == 0 ? 0 : PROMPT / BLOCK, start.disk_journal_dropped);
         MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
         CHECK(cached == PROMPT / BLOCK * BLOCK, "%s run %d: the prefix is found on disk (%zu cached)", name, run, cached);
         CHECK(wait_ready(e, 2) == KVC_OK, "%s run %d: the prefix becomes ready", name, run);

@@ -23,3 +23,5 @@ void kvm_log_once(int *once, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "kvcache: %s\n", line);
 }
+
+void kvm_log(const char *message) { fprintf(stderr, "kvcache: %s\n", message); }

@@ -252,8 +252,9 @@ int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_recor
     return (int64_t)count;
 }
 
-int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots) {
+int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped) {
     memset(latest, 0, (size_t)slots * sizeof *latest);
+    memset(skipped, 0, sizeof *skipped);
     kvm_journal_record buf[256];
     uint64_t max_generation = 0;
     uint64_t pos = 0;
@@ -264,10 +265,14 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
             const kvm_journal_record *r = &buf[i];
             if (r->generation > max_generation) max_generation = r->generation;
             if (r->slot < slots) latest[r->slot] = *r;
+            else skipped->outside++;
         }
+        pos += (uint64_t)count * sizeof *buf;
         if (count < 256) break;
-        pos += sizeof buf;
     }
+    struct stat st;
+    if (fstat(s->journal_fd, &st) != 0) return kvm_fail(errno, "offload journal: fstat failed: %s", strerror(errno));
+    if ((uint64_t)st.st_size > pos) skipped->unreadable = ((uint64_t)st.st_size - pos) / sizeof *buf;
     return (int64_t)max_generation;
 }
 

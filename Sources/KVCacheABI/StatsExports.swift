@@ -49,8 +49,11 @@ enum StatsLayout {
     static let peerStale = 288
     /// Prompt tokens of the served peer blocks (`DiskTierStats.peerHitTokens`).
     static let peerHitTokens = 296
+    /// Restart (`DiskTierStats.recoveredSlots`, `journalRecordsDropped`).
+    static let diskRecoveredBlocks = 304
+    static let diskJournalDropped = 312
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 304
+    static let size = 320
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -103,6 +106,8 @@ enum StatsLayout {
         put(s.disk.peerHits, StatsLayout.peerHits)
         put(s.disk.peerStale, StatsLayout.peerStale)
         put(s.disk.peerHitTokens, StatsLayout.peerHitTokens)
+        put(s.disk.recoveredSlots, StatsLayout.diskRecoveredBlocks)
+        put(s.disk.journalRecordsDropped, StatsLayout.diskJournalDropped)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

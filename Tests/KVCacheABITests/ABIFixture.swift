@@ -92,13 +92,13 @@ func withOptionalCString<T>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> 
 
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 304
+    static let size = 320
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... peer_hit_tokens, in header order
+    var fields: [UInt64]  // budget_bytes ... disk_journal_dropped, in header order
 
     init(bytes: [UInt8]) {
         // Fields past the end of a smaller buffer read 0.
-        fields = (0..<37).map { i in
+        fields = (0..<39).map { i in
             8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
         }
     }
@@ -140,6 +140,8 @@ struct CStats: Equatable, CustomStringConvertible {
     var peerHits: UInt64 { fields[34] }
     var peerStale: UInt64 { fields[35] }
     var peerHitTokens: UInt64 { fields[36] }
+    var diskRecoveredBlocks: UInt64 { fields[37] }
+    var diskJournalDropped: UInt64 { fields[38] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "

@@ -550,6 +550,39 @@ struct OffloadABITests {
         try f.expectWitnessesIntact()
     }
 
+    /// A restart reports through kvc_stats what it found in the journal and what it could not
+    /// use: a record corrupted in the middle drops itself and every record after it.
+    @Test(arguments: bothLayouts)
+    func aRestartCountsRecoveredBlocksAndDroppedJournalRecordsThroughTheABI(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let prompt: [Int32]
+        do {
+            let f = try offloadFixture(layout, dir: dir)
+            prompt = f.uniqueTokens(5, count: 41)
+            try f.create(5, tokens: prompt)
+            try f.write(5, salt: 5, from: 0, to: 41)
+            #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+            #expect(kvc_engine_trim(f.handle) == KVC_OK)
+            #expect(kvc_engine_sync(f.handle) == KVC_OK)
+            let s = try f.stats()
+            #expect(s.diskRecoveredBlocks == 0 && s.diskJournalDropped == 0, "a new directory")
+        }
+        let journal = URL(fileURLWithPath: dir + "/kvcache.journal")
+        var bytes = try Data(contentsOf: journal)
+        let records = bytes.count / 64
+        try #require(records >= 10, "the spilled blocks are journaled (\(records) records)")
+        bytes[(records - 3) * 64 + 16] ^= 0xFF  // the third record from the end
+        try bytes.write(to: journal)
+        let f = try offloadFixture(layout, dir: dir)
+        let s = try f.stats()
+        #expect(s.diskJournalDropped == 3, "the corrupt record and the two after it")
+        #expect(s.diskRecoveredBlocks == UInt64(records - 3))
+        let cached = try f.create(6, tokens: prompt)
+        #expect(waitReady(f, 6) == KVC_OK)
+        #expect(try f.firstMismatch(6, salt: 5, to: cached) == nil, "what was recovered is served exactly")
+    }
+
     @Test func badArgumentsAndAnEngineWithoutATier() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
         var ready: Int32 = 0

@@ -106,9 +106,17 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
  * many leading ones are complete and valid (a partial or torn record ends the run; it is
  * read again by a later call once it is whole), or -errno. One pread. */
 int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap);
+/* What a replay could not use: whole records from the first torn or corrupt one to the end
+ * of the journal (the replay stops there: what follows a bad record cannot be trusted to be
+ * in order), and valid records of slots at or past `slots` (a tier reopened smaller). */
+typedef struct kvm_journal_skipped {
+    uint64_t unreadable;
+    uint64_t outside;
+} kvm_journal_skipped;
 /* Replays the journal: latest[slot] receives the last valid record of each slot below
- * `slots` (magic 0 when none). Returns the highest generation seen, or -errno. */
-int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots);
+ * `slots` (magic 0 when none); *skipped counts what it could not use. Returns the highest
+ * generation seen, or -errno. */
+int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped);
 /* Replaces the journal with the STORED records among records[0..n-1] (compaction after
  * replay): written to a temporary file, fsync'd, renamed over. */
 int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n);

@@ -249,7 +249,7 @@ final class DiskTier {
         batch = .allocate(capacity: stages)
         pendingReads = PendingReads(capacity: max(1, maxPendingReads))
         journal = .allocate(capacity: stages * 2 + 16)
-        try recover()
+        try recover(dir: config.offloadDir!)
     }
 
     deinit {
@@ -314,7 +314,9 @@ final class DiskTier {
     // MARK: restart
 
     /// Replays the journal: every slot whose latest record says STORED (and that lies inside the
-    /// preallocated file) is indexed again; the journal is compacted to those records.
+    /// preallocated file) is indexed again; the journal is compacted to those records. What it
+    /// cannot use is counted (`DiskTierStats.journalRecordsDropped`) and, when anything, logged
+    /// on stderr with `dir`: the compaction forgets it for good.
     /// Events (after the memory tier's `allCleared`, `Engine.init`): one `allCleared` of the
     /// disk tier, then a `blockStored` per block indexed, each after its ancestors the tier
     /// holds (a router building a prefix tree needs parents first; slots are in no such
@@ -323,18 +325,22 @@ final class DiskTier {
     /// carry no instance epoch) ends with exactly what this one can find. The queue grows to
     /// hold them beside its usual capacity (`EventQueue.grow`): nothing drains it before the
     /// engine is created. Cost: O(slots) time and scratch.
-    private func recover() throws(KVError) {
+    private func recover(dir: String) throws(KVError) {
         let allocated = Int(kvm_slab_allocated(slab))
         let latest = UnsafeMutablePointer<kvm_journal_record>.allocate(capacity: max(1, capacity))
         defer { latest.deallocate() }
-        let top = kvm_slab_journal_replay(slab, latest, UInt32(capacity))
+        var skipped = kvm_journal_skipped()
+        let top = kvm_slab_journal_replay(slab, latest, UInt32(capacity), &skipped)
         if top < 0 { throw KVError(.io, String(cString: kvm_error())) }
         generation = UInt64(top)
+        var unusable: UInt64 = 0
         for slot in 0..<capacity {
             let r = latest[slot]
-            let valid = r.magic == KVM_JOURNAL_MAGIC && r.kind == UInt32(KVM_JOURNAL_STORED) && slot < allocated
-                && r.block_hash != 0 && r.payload_bytes == UInt32(payloadBytes) && index.find(r.block_hash) < 0
-            if !valid {
+            let stored = r.magic == KVM_JOURNAL_MAGIC && r.kind == UInt32(KVM_JOURNAL_STORED)
+            let fits = slot < allocated && r.payload_bytes == UInt32(payloadBytes)
+            if stored && !fits { unusable += 1 }
+            // (A hash another slot already holds is the same block: found there.)
+            guard stored && fits && r.block_hash != 0 && index.find(r.block_hash) < 0 else {
                 latest[slot].magic = 0
                 continue
             }
@@ -348,6 +354,14 @@ final class DiskTier {
             lruAppend(Int32(slot))
             stats.storedSlots += 1
             stats.recoveredSlots += 1
+        }
+        stats.journalRecordsDropped = skipped.unreadable + skipped.outside + unusable
+        if stats.journalRecordsDropped > 0 {
+            // Once per start, for the operator: the blocks were cached, not lost data, but a
+            // restart that forgets them costs recomputation.
+            kvm_log("offload journal in '\(dir)': \(stats.journalRecordsDropped) records dropped (\(skipped.unreadable) from a "
+                    + "torn or corrupt record on, \(skipped.outside) past offload_bytes, \(unusable) past the slab file); "
+                    + "\(stats.recoveredSlots) blocks recovered")
         }
         events.grow(by: Int(stats.recoveredSlots) + 1)
         events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))

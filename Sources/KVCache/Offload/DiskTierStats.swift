@@ -34,6 +34,12 @@ public struct DiskTierStats: Equatable, Sendable {
     public var requestsSubmitted: UInt64 = 0
     /// Blocks found again in the journal when the engine started.
     public var recoveredSlots: UInt64 = 0
+    /// Journal records the engine's start could not use, whose blocks it forgot (their slots
+    /// are reused): a torn or corrupt record and every whole one after it (the replay stops
+    /// there; a crash tears at most the records being appended), records of slots past the
+    /// capacity (`offloadBytes` made smaller), and a slot's latest record saying stored that
+    /// lies past the slab file or holds a payload of another size. Logged on stderr when not 0.
+    public var journalRecordsDropped: UInt64 = 0
     /// Prompt tokens `createSequence` found in the disk tier (part of `prefixHitTokens`).
     public var prefixHitTokens: UInt64 = 0
     /// Swap-outs (`swapOut` and `swapOutAsync`) started: their sequence swapped out for every

@@ -161,6 +161,64 @@ struct DiskTierTests {
         #expect(try kvDifferences(e, 1, count: 80) { prompt[$0] } == 0)
     }
 
+    /// A journal record corrupted in the middle ends the replay there: the records before it
+    /// are recovered and served byte for byte, it and every record after it are counted as
+    /// dropped (and logged), not forgotten silently; the compacted journal then holds what
+    /// was recovered, so the next restart drops nothing.
+    @Test(arguments: layouts)
+    func aCorruptJournalRecordIsCountedWithEveryRecordAfterIt(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(81, seed: 9)
+        do {
+            let e = try Engine(offloadConfig(layout, dir: dir.path))
+            try e.createSequence(1, tokens: prompt)
+            try fillKV(e, 1, count: 81) { prompt[$0] }
+            try e.free(1)
+            try e.trim()
+            try e.syncOffload()
+            #expect(e.stats().disk.journalRecordsDropped == 0 && e.stats().disk.recoveredSlots == 0, "a new directory")
+        }
+        let journal = URL(fileURLWithPath: dir.path + "/kvcache.journal")
+        var bytes = try Data(contentsOf: journal)
+        try #require(bytes.count == 20 * 64, "one STORED record per spilled block")
+        bytes[12 * 64 + 16] ^= 0xFF  // record 12's block hash: its record checksum no longer matches
+        try bytes.write(to: journal)
+        do {
+            let e = try Engine(offloadConfig(layout, dir: dir.path))
+            #expect(e.stats().disk.recoveredSlots == 12)
+            #expect(e.stats().disk.journalRecordsDropped == 8, "the corrupt record and the 7 after it")
+            let cached = try e.createSequence(1, tokens: prompt)
+            try waitReady(e, 1)
+            #expect(try kvDifferences(e, 1, count: cached) { prompt[$0] } == 0, "what was recovered is served exactly")
+        }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        #expect(e.stats().disk.journalRecordsDropped == 0, "the compacted journal holds only usable records")
+        #expect(e.stats().disk.recoveredSlots == 12)
+    }
+
+    /// A tier reopened with a smaller offload_bytes cannot hold the slots past its capacity:
+    /// their records are counted as dropped, the rest recovered.
+    @Test(arguments: layouts)
+    func aTierReopenedSmallerCountsTheRecordsItCannotHold(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(81, seed: 9)
+        var slotBytes: UInt64 = 0
+        do {
+            let e = try Engine(offloadConfig(layout, dir: dir.path))
+            try e.createSequence(1, tokens: prompt)
+            try fillKV(e, 1, count: 81) { prompt[$0] }
+            try e.free(1)
+            try e.trim()
+            try e.syncOffload()
+            slotBytes = e.stats().disk.slotBytes
+        }
+        let e = try Engine(offloadConfig(layout, dir: dir.path, offloadBytes: 10 * slotBytes))
+        #expect(e.stats().disk.recoveredSlots == 10)
+        #expect(e.stats().disk.journalRecordsDropped == 10, "the records of slots 10..<20")
+    }
+
     /// Two engines on one directory would overwrite each other's slots and journal: the second
     /// is refused (`io`) before it opens the journal, and the first keeps its blocks (a second
     /// process is refused too: `CrashRecoveryTests`).
