@@ -163,7 +163,7 @@ struct LoadCommand: ParsableCommand {
         guard batch <= engine.maxSeqs / threads else {
             throw ValidationError("--threads \(threads) x --batch \(batch) exceeds --max-seqs \(engine.maxSeqs)")
         }
-        if let requests, requests < 0 { throw ValidationError("--requests must not be negative") }
+        if let requests, requests < 1 { throw ValidationError("--requests must be at least 1") }
         if let duration, !(duration > 0 && duration <= Self.maxDurationSeconds) {
             throw ValidationError("--duration must be positive and at most \(Int(Self.maxDurationSeconds)) s (a week)")
         }

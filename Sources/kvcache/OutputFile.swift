@@ -26,6 +26,18 @@ enum OutputFile {
         }
     }
 
+    /// Throws the `Failure` that `write` would for `path` when its directory does not take a
+    /// new file there (missing, not a directory, not writable), by creating and removing the
+    /// temporary file `write` would use: a command checks its output paths before it spends
+    /// its run. Changes nothing.
+    static func checkWritable(_ path: String) throws {
+        let temp = "\(path).tmp-\(getpid())"
+        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        guard fd >= 0 else { throw failure("cannot write \(path)") }
+        close(fd)
+        unlink(temp)
+    }
+
     /// Creates directory `path` and any missing parents (0755), as `mkdir -p`. Throws `Failure`
     /// naming the first component that could not be made a directory.
     static func makeDirectory(_ path: String) throws {

@@ -118,6 +118,9 @@ struct ReplayCommand: ParsableCommand {
         guard ttftSloMs > 0 else { throw ValidationError("--ttft-slo-ms must be > 0") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         guard overlapWeight >= 0 && overlapWeight.isFinite else { throw ValidationError("--overlap-weight must be >= 0") }
+        var router = RouterConfig(policy: .dualMap)  // the router's own checks, before any run
+        router.keyBlocks = keyBlocks
+        do { try router.validate() } catch { throw ValidationError("--key-blocks: \(error.message)") }
         _ = try policyList()
         _ = try sharedTier()
         if let view, view != "exact" && view != "approximate" { throw ValidationError("--view must be exact or approximate") }
@@ -126,7 +129,9 @@ struct ReplayCommand: ParsableCommand {
     func policyList() throws -> [PolicyKind] {
         if policies == "all" { return PolicyKind.allCases }
         let list = try policies.split(separator: ",").map { name in
-            guard let p = PolicyKind(name: String(name)) else { throw ValidationError("unknown policy \"\(name)\"") }
+            guard let p = PolicyKind(name: String(name)) else {
+                throw ValidationError("unknown policy \"\(name)\"; --policies takes \(PolicyKind.allCases.map(\.name).joined(separator: ", ")) or all")
+            }
             return p
         }
         guard !list.isEmpty else { throw ValidationError("--policies names no policy") }

@@ -95,8 +95,19 @@ struct SyntheticWorkload: Workload {
     var summary: String {
         let arrival = ratePerSecond > 0 ? "Poisson \(fixed(ratePerSecond, 1)) req/s" : "closed loop"
         let count = durationSeconds.map { "\(fixed($0, 1)) s" } ?? "\(requestCount) requests"
-        return "synthetic, \(count), \(arrival), prompt \(prompt), output \(output), "
+        return "synthetic, \(count), \(arrival), prompt \(prompt), output \(output)\(caps), "
             + "shared prefix \(fixed(sharedPrefixRatio * 100, 0))% of \(sharedPrompts) prompts, seed \(seed)"
+    }
+
+    /// The limits that cut the distributions' lengths (`TokenLimits.cap`), when they can: a
+    /// run whose prompts or outputs come out shorter than the distributions says why.
+    private var caps: String {
+        let promptCap = min(limits.maxPromptTokens, limits.maxSeqTokens)
+        var text = promptCap < prompt.max ? ", prompts capped at \(promptCap) tokens" : ""
+        if min(prompt.max, promptCap) + output.max > limits.maxSeqTokens {
+            text += ", prompt + output capped at \(limits.maxSeqTokens) tokens (max_seq_tokens)"
+        }
+        return text
     }
 
     var kind: String { "synthetic" }

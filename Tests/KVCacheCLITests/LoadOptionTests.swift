@@ -14,7 +14,8 @@ struct LoadOptionTests {
         (["--batch", "0"], "--batch must be at least 1"),
         (["--threads", "4", "--batch", "100"], "--threads 4 x --batch 100 exceeds --max-seqs 256"),
         (["--threads", "1", "--batch", "9223372036854775807"], "--threads 1 x --batch 9223372036854775807 exceeds --max-seqs 256"),  // trapped
-        (["--requests=-1"], "--requests must not be negative"),
+        (["--requests=-1"], "--requests must be at least 1"),
+        (["--requests", "0"], "--requests must be at least 1"),  // ran nothing and exited 0
         (["--duration", "0"], "--duration must be positive and at most 604800 s (a week)"),
         (["--duration", "inf"], "--duration must be positive and at most 604800 s (a week)"),  // trapped
         (["--duration", "1e308"], "--duration must be positive and at most 604800 s (a week)"),

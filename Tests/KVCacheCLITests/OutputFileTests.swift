@@ -26,6 +26,14 @@ import Testing
             "\(error)" == "cannot create the directory \(dir)/a/b/r.json: Not a directory"
         }
         try OutputFile.makeDirectory(dir + "/a/b")  // exists already: nothing to do
+        // The check a command makes before its run fails as the write would, and leaves nothing.
+        #expect {
+            try OutputFile.checkWritable(missing)
+        } throws: { error in
+            "\(error)" == "cannot write \(missing): No such file or directory"
+        }
+        try OutputFile.checkWritable(dir + "/a/b/r.json")  // an existing file is replaced by `write`
+        try OutputFile.checkWritable(dir + "/a/b/new.svg")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/a/b") == ["r.json"], "no temporary file is left")
     }
 }

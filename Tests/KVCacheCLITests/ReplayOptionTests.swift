@@ -27,6 +27,10 @@ struct ReplayOptionTests {
         (["--policies", ""], "--policies names no policy"),
         (["--policies", ","], "--policies names no policy"),
         (["--synthetic", "--requests", "4294967297"], "--synthetic generates every request up front: --requests 4294967297 is more than 1048576"),
+        // Once refused only when the run built its router (exit 1, "invalidArgument: ..."):
+        (["--key-blocks", "0"], "--key-blocks: key_blocks 0 is outside 1...64"),
+        (["--policies", "dualmap,foo"],
+         "unknown policy \"foo\"; --policies takes dualmap, round-robin, least-loaded, consistent-hash, prefix-tree, overlap-cost, llm-d or all"),
     ] as [([String], String)])
     func aValueOutsideWhatTheReplayCanRunIsNamed(arguments: [String], message: String) {
         let text = optionError(ReplayCommand.self, arguments)

@@ -107,6 +107,23 @@ struct WorkloadTests {
         let arrivals = (0..<10_000).map { poisson.request($0).arrivalNanoseconds }
         #expect(zip(arrivals, arrivals.dropFirst()).allSatisfy { $0 <= $1 })
         #expect(abs(Double(arrivals.last!) / 10_000 - 1e6) < 3e4, "\(arrivals.last!)")
-        #expect(poisson.summary.hasPrefix("synthetic, 10000 requests, Poisson 1000.0 req/s, prompt fixed 64, output uniform 5...15"))
+        #expect(poisson.summary.hasPrefix("synthetic, 10000 requests, Poisson 1000.0 req/s, prompt fixed 64, output uniform 5...15, shared"))
+    }
+
+    /// A run whose limits cut the distributions says so in its summary (it used to describe
+    /// prompts of up to 2048 tokens while every one was capped at 50).
+    @Test func theSummaryNamesTheCapsThatCutTheLengths() {
+        func summary(maxPrompt: Int, maxSeq: Int) -> String {
+            SyntheticWorkload(requestCount: 8, ratePerSecond: 0,
+                              prompt: LengthDistribution(shape: .lognormal, mean: 512, max: 2048),
+                              output: LengthDistribution(shape: .lognormal, mean: 64, max: 256),
+                              sharedPrefixRatio: 0.5, sharedPrompts: 8, seed: 42,
+                              limits: TokenLimits(maxPromptTokens: maxPrompt, maxSeqTokens: maxSeq)).summary
+        }
+        #expect(!summary(maxPrompt: 16384, maxSeq: 32768).contains("capped"), "the defaults cut nothing")
+        #expect(summary(maxPrompt: 50, maxSeq: 100).contains(
+            "output lognormal mean 64 max 256, prompts capped at 50 tokens, prompt + output capped at 100 tokens (max_seq_tokens), shared"))
+        #expect(summary(maxPrompt: 1024, maxSeq: 32768).contains("max 256, prompts capped at 1024 tokens, shared"))
+        #expect(summary(maxPrompt: 2048, maxSeq: 2100).contains("max 256, prompt + output capped at 2100 tokens (max_seq_tokens), shared"))
     }
 }
