@@ -259,6 +259,17 @@ final class ABIFixture {
         try write(seq, from: from, to: to) { _ in salt }
     }
 
+    /// Creates `seq` with `prompt`, writes it with `salt` (`write`), frees it and spills every
+    /// cached block to the disk tier (`kvc_engine_trim`, then `kvc_engine_sync`: on disk and
+    /// journaled), as a server's cold prefix ends up there.
+    func spill(_ seq: UInt64, prompt: [Int32], salt: Int) throws {
+        _ = try create(seq, tokens: prompt)
+        try write(seq, salt: salt, from: 0, to: prompt.count)
+        #expect(kvc_seq_free(handle, seq) == KVC_OK)
+        #expect(kvc_engine_trim(handle) == KVC_OK)
+        #expect(kvc_engine_sync(handle) == KVC_OK)
+    }
+
     /// Writes the pattern of `salt(token)` for each token `from..<to` of `seq`, every layer, K and V.
     func write(_ seq: UInt64, from: Int, to: Int, salt: (Int) -> Int) throws {
         let table = isPaged ? try blockTable(seq) : []

@@ -103,11 +103,7 @@ private func stored(_ f: ABIFixture) throws -> [CEvent] {
         let f = try ABIFixture(c, offloadDir: dir)
         try f.addWitness(1001, tokens: f.uniqueTokens(1001, count: 3 * f.blockTokens + 2))
         let prompt = f.uniqueTokens(5, count: 41)
-        try f.create(5, tokens: prompt)
-        try f.write(5, salt: 5, from: 0, to: 41)
-        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
-        #expect(kvc_engine_trim(f.handle) == KVC_OK)
-        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+        try f.spill(5, prompt: prompt, salt: 5)
         let chain = try hashes(prompt, blockTokens: 4)
         let spilled = chain.enumerated().map { i, h in CEvent(kind: 1, tier: 1, blockHash: h, parentHash: i == 0 ? 0 : chain[i - 1]) }
         let before = try f.stats()

@@ -16,6 +16,27 @@ struct DiskTierFaultTests {
         try e.free(77)
     }
 
+    /// An engine of `layout` in `dir` whose tier fails every read (its writes succeed), with
+    /// `healthy` (if any) live as sequence 10, written, and a 41-token prompt written, freed and
+    /// spilled: a create of the prompt hits its 40 full-block tokens on disk, and their reads
+    /// fail. (Synced: else reads of blocks still being written come from staging buffers.)
+    private func failingReadsEngine(_ layout: Layout, dir: ScratchDir, healthy: [Int32]? = nil) throws -> (Engine, [Int32]) {
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadFault = OffloadFault(reads: true, writes: false)
+        let e = try Engine(c)
+        if let healthy {
+            try e.createSequence(10, tokens: healthy)
+            try fillKV(e, 10, count: healthy.count) { healthy[$0] }
+        }
+        let prompt = tokens(41, seed: 9)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 41) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        return (e, prompt)
+    }
+
     @Test func offloadBytesBelowOneSlotIsInvalid() {
         let dir = ScratchDir()
         defer { dir.remove() }
@@ -107,15 +128,7 @@ struct DiskTierFaultTests {
     func anIOErrorOnReadIsAMissNotGarbage(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path)
-        c.offloadFault = OffloadFault(reads: true, writes: false)  // the spills succeed, every read fails
-        let e = try Engine(c)
-        let prompt = tokens(41, seed: 9)
-        try e.createSequence(1, tokens: prompt)
-        try fillKV(e, 1, count: 41) { prompt[$0] }
-        try e.free(1)
-        try e.trim()
-        try e.syncOffload()  // else reads of blocks still being written come from their staging buffers
+        let (e, prompt) = try failingReadsEngine(layout, dir: dir)
         #expect(try e.createSequence(2, tokens: prompt) == 40)
         var failure: KVError?
         do { try waitReady(e, 2) } catch { failure = error }
@@ -132,15 +145,8 @@ struct DiskTierFaultTests {
     func theUncomputedBlocksOfASequenceWhoseReadFailedLeaveTheIndex(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path)
-        c.offloadFault = OffloadFault(reads: true, writes: false)
-        let e = try Engine(c)
-        let prompt = tokens(41, seed: 9), longer = tokens(41, seed: 9) + tokens(40, seed: 10)
-        try e.createSequence(1, tokens: prompt)
-        try fillKV(e, 1, count: 41) { prompt[$0] }
-        try e.free(1)
-        try e.trim()
-        try e.syncOffload()
+        let (e, prompt) = try failingReadsEngine(layout, dir: dir)
+        let longer = prompt + tokens(40, seed: 10)
         #expect(try e.createSequence(2, tokens: longer) == 40)  // 40 tokens from disk, 41 fresh
         #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)
         try e.free(2)  // as the server must: it never computes a failed sequence's K/V
@@ -161,18 +167,8 @@ struct DiskTierFaultTests {
     func aForkSharesItsParentsFailedReadAndNotAStaleOne(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path)
-        c.offloadFault = OffloadFault(reads: true, writes: false)
-        let e = try Engine(c)
         let healthy = tokens(9, seed: 8)
-        try e.createSequence(10, tokens: healthy)
-        try fillKV(e, 10, count: healthy.count) { healthy[$0] }
-        let prompt = tokens(41, seed: 9)
-        try e.createSequence(1, tokens: prompt)
-        try fillKV(e, 1, count: 41) { prompt[$0] }
-        try e.free(1)
-        try e.trim()
-        try e.syncOffload()
+        let (e, prompt) = try failingReadsEngine(layout, dir: dir, healthy: healthy)
         #expect(try e.createSequence(2, tokens: prompt) == 40)
         if layout == .paged {
             try e.fork(parent: 2, child: 3)  // a paged fork processes no completion: the reads are in flight
@@ -198,18 +194,8 @@ struct DiskTierFaultTests {
     func aSequenceAFailedReadSpoiledRefusesEveryCallOnItsKV(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path)
-        c.offloadFault = OffloadFault(reads: true, writes: false)
-        let e = try Engine(c)
         let healthy = tokens(9, seed: 8)
-        try e.createSequence(10, tokens: healthy)
-        try fillKV(e, 10, count: healthy.count) { healthy[$0] }
-        let prompt = tokens(41, seed: 9)
-        try e.createSequence(1, tokens: prompt)
-        try fillKV(e, 1, count: 41) { prompt[$0] }
-        try e.free(1)
-        try e.trim()
-        try e.syncOffload()
+        let (e, prompt) = try failingReadsEngine(layout, dir: dir, healthy: healthy)
         #expect(try e.createSequence(2, tokens: prompt) == 40)
         try e.append(2, tokens: [7])  // allowed while the reads are in flight (nothing failed yet)
         #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)

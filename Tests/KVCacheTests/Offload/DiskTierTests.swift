@@ -141,18 +141,26 @@ struct DiskTierTests {
         #expect(try kvDifferences(e, 2, count: b.count) { b[$0] } == 0)
     }
 
+    /// An engine of `layout` on the new tier `dir` spills an 81-token prompt's 20 full blocks
+    /// (written, freed, trimmed, synced) and is destroyed: a restart finds them in the journal.
+    /// Returns the prompt and the tier's slot size.
+    private func spillPrompt(_ layout: Layout, dir: ScratchDir) throws -> (prompt: [Int32], slotBytes: UInt64) {
+        let prompt = tokens(81, seed: 9)
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        #expect(e.stats().disk.journalRecordsDropped == 0 && e.stats().disk.recoveredSlots == 0, "a new directory")
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: 81) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        return (prompt, e.stats().disk.slotBytes)
+    }
+
     @Test(arguments: layouts)
     func aRestartedEngineFindsItsSpilledBlocks(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let prompt = tokens(81, seed: 9)
-        do {
-            let e = try Engine(offloadConfig(layout, dir: dir.path))
-            try e.createSequence(1, tokens: prompt)
-            try fillKV(e, 1, count: 81) { prompt[$0] }
-            try e.free(1)
-            try e.trim()
-        }
+        let prompt = try spillPrompt(layout, dir: dir).prompt
         let e = try Engine(offloadConfig(layout, dir: dir.path))
         #expect(e.stats().disk.recoveredSlots == 20)
         #expect(drain(e).filter { $0.kind == .blockStored && $0.tier == 1 }.count == 20, "a router learns what the disk holds")
@@ -169,16 +177,7 @@ struct DiskTierTests {
     func aCorruptJournalRecordIsCountedWithEveryRecordAfterIt(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let prompt = tokens(81, seed: 9)
-        do {
-            let e = try Engine(offloadConfig(layout, dir: dir.path))
-            try e.createSequence(1, tokens: prompt)
-            try fillKV(e, 1, count: 81) { prompt[$0] }
-            try e.free(1)
-            try e.trim()
-            try e.syncOffload()
-            #expect(e.stats().disk.journalRecordsDropped == 0 && e.stats().disk.recoveredSlots == 0, "a new directory")
-        }
+        let prompt = try spillPrompt(layout, dir: dir).prompt
         let journal = URL(fileURLWithPath: dir.path + "/kvcache.journal")
         var bytes = try Data(contentsOf: journal)
         try #require(bytes.count == 20 * 64, "one STORED record per spilled block")
@@ -203,17 +202,7 @@ struct DiskTierTests {
     func aTierReopenedSmallerCountsTheRecordsItCannotHold(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let prompt = tokens(81, seed: 9)
-        var slotBytes: UInt64 = 0
-        do {
-            let e = try Engine(offloadConfig(layout, dir: dir.path))
-            try e.createSequence(1, tokens: prompt)
-            try fillKV(e, 1, count: 81) { prompt[$0] }
-            try e.free(1)
-            try e.trim()
-            try e.syncOffload()
-            slotBytes = e.stats().disk.slotBytes
-        }
+        let slotBytes = try spillPrompt(layout, dir: dir).slotBytes
         let e = try Engine(offloadConfig(layout, dir: dir.path, offloadBytes: 10 * slotBytes))
         #expect(e.stats().disk.recoveredSlots == 10)
         #expect(e.stats().disk.journalRecordsDropped == 10, "the records of slots 10..<20")
