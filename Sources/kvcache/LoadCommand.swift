@@ -45,8 +45,9 @@ struct LoadCommand: ParsableCommand {
         hit_tokens, hit_rate}, memory {budget_bytes, committed_peak_bytes, committed_end_bytes, \
         rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings, page_bytes, huge_pages, \
         reserved_bytes, reserve_s}, \
-        offload {dir, backend, capacity_bytes, bytes_written, bytes_read, write_mib_per_s, \
-        read_mib_per_s, blocks_spilled, blocks_loaded, swap_outs, disk_hit_tokens, disk_hit_rate, \
+        offload {dir, backend, capacity_bytes, recovered_blocks, journal_records_dropped, bytes_written, bytes_read, \
+        write_mib_per_s, read_mib_per_s, blocks_spilled, spills_skipped, blocks_loaded, swap_outs, swap_outs_cancelled, \
+        swap_outs_failed, disk_hit_tokens, disk_hit_rate, \
         peer_hits, peer_stale, peer_hit_tokens, peer_hit_rate, reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
         (absent without --offload-dir), and first_error (absent when none).
 

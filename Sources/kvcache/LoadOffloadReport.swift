@@ -9,6 +9,10 @@ extension LoadReport {
         var dir: String
         var backend: String
         var capacityBytes: UInt64
+        /// What the engine found in the tier's journal when it started (an earlier run's tier),
+        /// and journal records it could not use (`DiskTierStats.journalRecordsDropped`).
+        var recoveredBlocks: UInt64
+        var journalRecordsDropped: UInt64
         var bytesWritten: UInt64
         var bytesRead: UInt64
         var writeMiBPerSecond: Double
@@ -41,6 +45,8 @@ extension LoadReport {
         enum CodingKeys: String, CodingKey {
             case dir, backend
             case capacityBytes = "capacity_bytes"
+            case recoveredBlocks = "recovered_blocks"
+            case journalRecordsDropped = "journal_records_dropped"
             case bytesWritten = "bytes_written"
             case bytesRead = "bytes_read"
             case writeMiBPerSecond = "write_mib_per_s"
@@ -69,6 +75,8 @@ extension LoadReport {
             self.dir = dir
             backend = (d.backend == 0 ? "io_uring" : "thread pool") + (d.direct == 1 ? ", O_DIRECT" : ", buffered")
             capacityBytes = d.capacitySlots * d.slotBytes
+            recoveredBlocks = d.recoveredSlots
+            journalRecordsDropped = d.journalRecordsDropped
             bytesWritten = d.bytesWritten
             bytesRead = d.bytesRead
             writeMiBPerSecond = elapsed > 0 ? Double(d.bytesWritten) / elapsed / 1_048_576 : 0

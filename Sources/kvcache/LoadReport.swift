@@ -237,6 +237,10 @@ struct LoadReport: Codable, Sendable {
         if let offload {
             line()
             line("disk tier  \(offload.dir), \(ByteCount.format(offload.capacityBytes)), \(offload.backend)")
+            if offload.recoveredBlocks + offload.journalRecordsDropped > 0 {
+                line("  start    \(offload.recoveredBlocks) blocks found in the tier's journal, "
+                    + "\(offload.journalRecordsDropped) journal records dropped (torn, corrupt, or past the tier's size)")
+            }
             line("  written  \(ByteCount.format(offload.bytesWritten)) (\(fixed(offload.writeMiBPerSecond, 1)) MiB/s over the run), "
                 + "\(offload.blocksSpilled) blocks spilled (\(offload.spillsSkipped) skipped), \(offload.swapOuts) swap-outs "
                 + "(\(offload.swapOutsCancelled) cancelled, \(offload.swapOutsFailed) failed)")

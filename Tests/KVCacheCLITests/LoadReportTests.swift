@@ -199,4 +199,34 @@ struct LoadReportTests {
         #expect(report.prefix.hitTokens >= UInt64((24 - 2) * 512), "\(report.prefix.hitTokens)")
         #expect(report.workloadSummary.contains("24 requests") && report.workloadSummary.contains("outputs capped at 8 tokens"))
     }
+
+    /// A run with `--offload-dir` reports the disk tier under exactly the keys the help lists
+    /// (it once listed three fewer than the JSON had), and a second run on the same directory
+    /// reports the blocks the first one spilled as found in the tier's journal, in the JSON and
+    /// in the table.
+    @Test func anOffloadRunsKeysAreTheHelpsAndASecondRunFindsTheFirstOnesBlocks() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-load-tier-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // 4 MiB beside ~2.5 MiB of live sequences and ~6.5 MiB of distinct prompt blocks:
+        // cached blocks are evicted, so spilled.
+        let arguments = Self.arguments(Self.shapes[0]).map { $0 == "64MiB" ? "4MiB" : $0 } + ["--offload-dir", dir, "--plots", ""]
+        let first = try Self.load(arguments).report
+        let spilled = try Self.uint(try Self.object(first, "offload"), "blocks_spilled")
+        try #require(spilled > 0, "the first run spilled nothing")
+        #expect(try Self.uint(try Self.object(first, "offload"), "recovered_blocks") == 0, "a new directory")
+
+        let second = try Self.load(arguments).report
+        let offload = try Self.object(second, "offload")
+        let help = LoadCommand.configuration.discussion
+        let listed = try #require(help.range(of: "offload {").flatMap { start in
+            help[start.upperBound...].firstIndex(of: "}").map { help[start.upperBound..<$0] }
+        })
+        let keys = Set(listed.split(separator: ",").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) })
+        #expect(Set(offload.keys) == keys, "JSON \(Set(offload.keys).symmetricDifference(keys)) differ from the help")
+        let recovered = try Self.uint(offload, "recovered_blocks")
+        #expect(recovered > 0 && recovered <= spilled, "recovered \(recovered) of \(spilled) spilled")
+        #expect(try Self.uint(offload, "journal_records_dropped") == 0)
+        #expect(second.table().contains("  start    \(recovered) blocks found in the tier's journal, 0 journal records dropped"))
+    }
 }
