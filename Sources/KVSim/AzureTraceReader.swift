@@ -27,7 +27,8 @@ public enum AzureTraceReader {
             lineNumber += 1
             if trace.count >= (maxRequests ?? Int.max) { break }
             if line.allSatisfy({ $0 == " " }) { continue }
-            if lineNumber == 1 && line.hasPrefix("TIMESTAMP") { continue }
+            // The header as the dataset spells it, or as a spreadsheet re-saved it.
+            if lineNumber == 1 && line.uppercased().hasPrefix("TIMESTAMP,") { continue }
             do {
                 let fields = line.split(separator: ",", omittingEmptySubsequences: false)
                 guard fields.count == 3 else { throw LineProblem("expected 3 fields (TIMESTAMP,ContextTokens,GeneratedTokens), found \(fields.count)") }

@@ -19,7 +19,7 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Memory layout: paged (vLLM-style blocks) or contiguous (vAttention-style ranges).")
     var layout: LayoutOption = .paged
 
-    @Option(help: "Exact physical budget for K/V bytes (e.g. 512MiB, 2GiB).")
+    @Option(help: "Exact physical budget for K/V bytes: bytes, or a whole number with K, M, G or T (KiB...TiB, powers of 1024), e.g. 512MiB, 2GiB.")
     var memory = ByteCount(bytes: 2 << 30)
 
     @Option(help: "Physical page size, a power of two from 4KiB to 2MiB.")

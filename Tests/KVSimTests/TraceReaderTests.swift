@@ -68,6 +68,8 @@ import Testing
         #expect(try Trace.read(path: dir + "/t.jsonl").inputTokens == [1000, 1500, 600])
         #expect(try Trace.read(path: dir + "/t.jsonl", maxRequests: 2).count == 2)
         #expect(try Trace.read(path: dir + "/a.csv").inputTokens == [374])
+        try Data(csv.replacingOccurrences(of: "TIMESTAMP", with: "timestamp").utf8).write(to: URL(fileURLWithPath: dir + "/lower.csv"))
+        #expect(try Trace.read(path: dir + "/lower.csv").inputTokens == [374], "a header in lower case is a header")
         #expect(try Trace.read(path: dir + "/bad.jsonl", maxRequests: 0).count == 0, "none asked for: none is fine")
         for (lenient, reason) in [(false, "bad.jsonl:1: expected '{' at column 1"), (true, "bad.jsonl: holds no requests (1 malformed lines skipped)")] {
             do {
