@@ -209,15 +209,19 @@ struct LoadReport: Codable, Sendable {
                 + "\(speculation.rejectedDraftTokens) rejected drafts truncated")
         }
         line()
-        let header = [pad("operation", 10, left: true), pad("count", 10), pad("ops/s", 12), pad("mean us", 10),
-                      pad("p50 us", 10), pad("p99 us", 10), pad("p999 us", 10), pad("max us", 10)]
-        line(header.joined(separator: " "))
+        // Columns as wide as their widest cell (at least the usual width): a second-long tail
+        // latency has 11 characters and must not run into its neighbour.
+        var cells = [["operation", "count", "ops/s", "mean us", "p50 us", "p99 us", "p999 us", "max us"]]
         for op in TimedOperation.allCases {
             guard let s = operations[op.name] else { continue }
-            let row = [pad(op.name, 10, left: true), pad(String(s.count), 10), pad(fixed(s.opsPerSecond, 0), 12),
-                       pad(fixed(s.meanUs, 3), 10), pad(fixed(s.p50Us, 3), 10), pad(fixed(s.p99Us, 3), 10),
-                       pad(fixed(s.p999Us, 3), 10), pad(fixed(s.maxUs, 1), 10)]
-            line(row.joined(separator: " "))
+            cells.append([op.name, String(s.count), fixed(s.opsPerSecond, 0), fixed(s.meanUs, 3), fixed(s.p50Us, 3),
+                          fixed(s.p99Us, 3), fixed(s.p999Us, 3), fixed(s.maxUs, 1)])
+        }
+        let widths = [10, 10, 12, 10, 10, 10, 10, 10].enumerated().map { c, minimum in
+            cells.reduce(minimum) { max($0, $1[c].count) }
+        }
+        for row in cells {
+            line(row.enumerated().map { c, cell in pad(cell, widths[c], left: c == 0) }.joined(separator: " "))
         }
         line()
         line("prefix hit rate  \(fixed(prefix.hitRate * 100, 1)) %  (\(prefix.hitTokens) of \(prefix.queryTokens) prompt tokens served from the cache)")

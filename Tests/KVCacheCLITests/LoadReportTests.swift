@@ -180,6 +180,22 @@ struct LoadReportTests {
         }
     }
 
+    /// A tail latency of seconds (11 characters in microseconds, as the main job's create
+    /// p999 can be) widens its column, so the row stays under the header (it used to push
+    /// the rest of the row one character right of its headings).
+    @Test func aSecondLongLatencyKeepsTheColumnsApart() throws {
+        var report = try Self.load(Self.arguments(Self.shapes[0])).report
+        report.operations["create"]?.p99Us = 292028.415
+        report.operations["create"]?.p999Us = 1121976.319
+        report.operations["create"]?.maxUs = 1445986.3
+        let lines = report.table().split(separator: "\n")
+        let header = try #require(lines.first { $0.hasPrefix("operation") })
+        let create = try #require(lines.first { $0.hasPrefix("create") })
+        #expect(create.hasSuffix(" 292028.415 1121976.319  1445986.3"), "\(create)")
+        #expect(header.count == create.count, "the header is as wide as the row:\n\(header)\n\(create)")
+        #expect(header.hasSuffix("p99 us     p999 us     max us"), "the p999 column widened by one: \(header)")
+    }
+
     /// `--trace` runs the bundled Mooncake trace through the same path: the first requests,
     /// prompts truncated to `--max-prompt-tokens` and outputs capped at `--output-max`.
     @Test func aTraceRunCompletesItsRequests() throws {
