@@ -84,6 +84,8 @@ struct EvictEvalCommand: ParsableCommand {
 
     func validate() throws {
         _ = try evaluation()
+        // Before the evaluation (seconds to minutes), not after it.
+        for path in [json, plot].compactMap({ $0 }) { try OutputFile.checkWritable(path) }
     }
 
     /// The evaluation the options describe.
@@ -125,8 +127,6 @@ struct EvictEvalCommand: ParsableCommand {
 
     func run() throws {
         let evaluation = try evaluation()
-        // Before the evaluation (seconds to minutes), not after it.
-        for path in [json, plot].compactMap({ $0 }) { try OutputFile.checkWritable(path) }
         var sources: [(String, any AttentionTraceSource)] = []
         if let trace {
             sources.append((trace, try TraceFileReader(path: trace)))

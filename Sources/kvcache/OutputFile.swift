@@ -14,7 +14,7 @@ enum OutputFile {
     /// Writes `text` to `path` atomically: to `PATH.tmp-PID`, then renamed over `path`. Throws
     /// `Failure` (and removes the temporary file).
     static func write(_ text: String, to path: String) throws {
-        let temp = "\(path).tmp-\(getpid())"
+        let temp = temporary(for: path)
         guard let f = fopen(temp, "w") else { throw failure("cannot write \(path)") }
         let bytes = Array(text.utf8)
         let written = fwrite(bytes, 1, bytes.count, f) == bytes.count
@@ -28,15 +28,17 @@ enum OutputFile {
 
     /// Throws the `Failure` that `write` would for `path` when its directory does not take a
     /// new file there (missing, not a directory, not writable), by creating and removing the
-    /// temporary file `write` would use: a command checks its output paths before it spends
-    /// its run. Changes nothing.
+    /// temporary file `write` would use, as `write` opens it: a command checks its output
+    /// paths before it spends its run. Changes nothing.
     static func checkWritable(_ path: String) throws {
-        let temp = "\(path).tmp-\(getpid())"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-        guard fd >= 0 else { throw failure("cannot write \(path)") }
-        close(fd)
+        let temp = temporary(for: path)
+        guard let f = fopen(temp, "w") else { throw failure("cannot write \(path)") }
+        fclose(f)
         unlink(temp)
     }
+
+    /// Where `write` puts `path`'s bytes before renaming them over it.
+    private static func temporary(for path: String) -> String { "\(path).tmp-\(getpid())" }
 
     /// Creates directory `path` and any missing parents (0755), as `mkdir -p`. Throws `Failure`
     /// naming the first component that could not be made a directory.

@@ -15,6 +15,9 @@ struct EvictEvalOptionTests {
         (["--policies", ""], "no policy to run"),
         (["--policies", "h2o", "--recent-ratio", "1e30"], "policy h2o: recent_ratio 1e+30 is outside 0...1"),
         (["--policies", "episodic", "--episodes", "4294967297"], "policy episodic: episodes 4294967297 is outside 1...64"),
+        // Refused before the run instead of after its seconds of evaluation:
+        (["--json", "/nonexistent-kvcache-dir/r.json"], "cannot write /nonexistent-kvcache-dir/r.json: No such file or directory"),
+        (["--plot", "/nonexistent-kvcache-dir/r.svg"], "cannot write /nonexistent-kvcache-dir/r.svg: No such file or directory"),
     ] as [([String], String)])
     func aBadOptionIsNamed(arguments: [String], message: String) {
         let text = optionError(EvictEvalCommand.self, arguments)
