@@ -1,8 +1,9 @@
 import Histogram
 
-/// The engine operations a load test times.
+/// The engine operations a load test times, and with a modelled prefill
+/// (`--prefill-tokens-per-s`) a request's time to first token.
 enum TimedOperation: Int, CaseIterable, Sendable {
-    case create, append, truncate, free
+    case create, append, truncate, free, ttft
 
     var name: String {
         switch self {
@@ -10,6 +11,7 @@ enum TimedOperation: Int, CaseIterable, Sendable {
         case .append: "append"
         case .truncate: "truncate"
         case .free: "free"
+        case .ttft: "ttft"
         }
     }
 }
@@ -28,6 +30,7 @@ struct LatencyRecorder: Sendable {
     private(set) var append = Self.makeHistogram()
     private(set) var truncate = Self.makeHistogram()
     private(set) var free = Self.makeHistogram()
+    private(set) var ttft = Self.makeHistogram()
 
     private static func makeHistogram() -> Histogram<UInt64> {
         Histogram(lowestDiscernibleValue: 1, highestTrackableValue: highestNanoseconds, numberOfSignificantValueDigits: .three)
@@ -42,6 +45,7 @@ struct LatencyRecorder: Sendable {
         case .append: append.record(value)
         case .truncate: truncate.record(value)
         case .free: free.record(value)
+        case .ttft: ttft.record(value)
         }
     }
 
@@ -51,6 +55,7 @@ struct LatencyRecorder: Sendable {
         append.add(other.append)
         truncate.add(other.truncate)
         free.add(other.free)
+        ttft.add(other.ttft)
     }
 
     /// The histogram of `operation`.
@@ -60,6 +65,7 @@ struct LatencyRecorder: Sendable {
         case .append: append
         case .truncate: truncate
         case .free: free
+        case .ttft: ttft
         }
     }
 }

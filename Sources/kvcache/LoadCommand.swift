@@ -29,8 +29,12 @@ struct LoadCommand: ParsableCommand {
         JSONL, or an Azure LLM inference CSV (.csv). Prompt tokens are synthesized per \
         512-token block from the trace's chained block ids, so equal prefixes give equal blocks.
 
-        Latencies are of successful engine calls only, timed around the call (they include \
-        ~20-30 ns of clock reads). ops/s is count / wall time, all threads together. Peak \
+        This test runs no model, so a prompt costs only the engine's calls unless \
+        --prefill-tokens-per-s R models its prefill: a thread starting a request sleeps (prompt \
+        tokens past the cached prefix) / R seconds, as its GPU would compute them while its other \
+        sequences wait, and the table's ttft row times the request from its create call to \
+        that prefill's end. Other latencies are of successful engine calls only, timed around \
+        the call (they include ~20-30 ns of clock reads). ops/s is count / wall time, all threads together. Peak \
         committed bytes are sampled every 50 ms; peak RSS is VmHWM. The same samples (committed \
         bytes, RSS, K/V bytes of live and of cached blocks) are plotted over the run to \
         --plots/memory.svg.
@@ -39,7 +43,7 @@ struct LoadCommand: ParsableCommand {
         workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
         requests {offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
         preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free \
-        (and truncate with --draft-tokens): {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, \
+        (and truncate with --draft-tokens, ttft with --prefill-tokens-per-s): {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, \
         max_us}}, speculation {draft_tokens, acceptance, steps, rejected_draft_tokens, \
         kept_per_step} (absent without --draft-tokens), prefix {query_tokens, \
         hit_tokens, hit_rate}, memory {budget_bytes, committed_peak_bytes, committed_end_bytes, \
@@ -60,9 +64,14 @@ struct LoadCommand: ParsableCommand {
 
         Disk tier: with --offload-dir, cached blocks evicted from memory are written to the tier \
         instead of dropped, and prompts find them there again; a create whose prefix came from \
-        disk waits for kvc_seq_ready before its K/V are used (timed as "ready"). \
+        disk joins the decode batch once kvc_seq_ready says its K/V are there; its thread decodes \
+        its other sequences meanwhile ("ready" times create to ready). \
         --compare-offload runs the same workload without and then with the tier (emptied first) \
         and prints one report comparing them (JSON: {without_tier, with_tier, hit_rate_gain}). \
+        Without --prefill-tokens-per-s a prefix hit saves nothing this test spends, so the \
+        comparison's requests/s shows only the tier's cost; with it, what the tier's hits save. \
+        The tier gains only when it holds what prompts reuse: on the Mooncake trace that is \
+        tens of GiB at 4 layers (docs/disk-tier.md). \
         --peer-offload-dir DIR (repeatable) also reads the blocks another engine (or an earlier \
         run) spilled to DIR, read-only; the report's "peers" line counts them.
 
@@ -135,6 +144,9 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "With --draft-tokens: probability that a draft is accepted, given the drafts before it were (0...1).")
     var draftAcceptance = 0.7
 
+    @Option(help: "Model a prefill: a starting request costs its thread (prompt tokens past the cached prefix) / this many seconds, slept, and its time to first token is reported as ttft (0: prefill costs nothing; this test runs no model).")
+    var prefillTokensPerS = 0.0
+
     @Flag(help: "Write K/V bytes for every token through the engine's pointers (makes RSS real).")
     var writeKV = false
 
@@ -185,6 +197,9 @@ struct LoadCommand: ParsableCommand {
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
         guard (0...1024).contains(draftTokens) else { throw ValidationError("--draft-tokens \(draftTokens) is outside 0...1024") }
         guard (0...1).contains(draftAcceptance) else { throw ValidationError("--draft-acceptance must be in 0...1") }
+        guard prefillTokensPerS >= 0 && prefillTokensPerS.isFinite else {
+            throw ValidationError("--prefill-tokens-per-s must be a finite number of tokens per second, 0 or more")
+        }
         if compareOffload && engine.offloadDir == nil { throw ValidationError("--compare-offload needs --offload-dir") }
         if let maxPromptTokens, !(1...engine.maxSeqTokens).contains(maxPromptTokens) {
             throw ValidationError("--max-prompt-tokens \(maxPromptTokens) is outside 1...\(engine.maxSeqTokens) (--max-seq-tokens)")
@@ -232,7 +247,8 @@ struct LoadCommand: ParsableCommand {
         return LoadRunner(config: config, workload: workload, threads: threads,
                           settings: WorkerSettings(
                               batch: batch, maxRetries: maxRetries, writeKV: writeKV,
-                              speculation: draftTokens > 0 ? SpeculativeDecoding(draftTokens: draftTokens, acceptance: draftAcceptance) : nil),
+                              speculation: draftTokens > 0 ? SpeculativeDecoding(draftTokens: draftTokens, acceptance: draftAcceptance) : nil,
+                              prefillTokensPerSecond: prefillTokensPerS),
                           durationSeconds: duration, reserve: reserve)
     }
 

@@ -255,7 +255,7 @@ struct LoadReport: Codable, Sendable {
                 line("  peers    \(offload.peerHitTokens) prompt tokens from peers: \(fixed(offload.peerHitRate * 100, 1)) % of prompt tokens; "
                     + "\(offload.peerHits) blocks read, \(offload.peerStale) refused as stale")
             }
-            line("  ready    \(offload.readyWaits) creates waited \(fixed(offload.readyWaitTotalMs, 1)) ms in all "
+            line("  ready    \(offload.readyWaits) creates not ready at once, \(fixed(offload.readyWaitTotalMs, 1)) ms from create to ready in all "
                 + "(mean \(fixed(offload.readyWaitMeanUs, 1)) us, max \(fixed(offload.readyWaitMaxUs, 1)) us)")
         }
         if let firstError { line("first error: \(firstError)") }

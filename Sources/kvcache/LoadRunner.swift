@@ -102,7 +102,8 @@ struct LoadRunner {
         timeline.record(seconds: max(elapsed, timeline.samples.last?.seconds ?? 0), stats: stats, rssBytes: rssEnd.rssBytes)
 
         var operations: [String: LoadReport.OperationStats] = [:]
-        for op in TimedOperation.allCases where op != .truncate || settings.speculation != nil {
+        for op in TimedOperation.allCases where (op != .truncate || settings.speculation != nil)
+            && (op != .ttft || settings.prefillTokensPerSecond > 0) {
             operations[op.name] = LoadReport.OperationStats(total.latency.histogram(op), seconds: elapsed)
         }
         let offered = durationSeconds == nil ? workload.requestCount : coordinator.claimed

@@ -30,8 +30,9 @@ struct WorkerResult: Sendable {
     /// The first error message other than out-of-memory, for the report.
     var firstError: String?
     /// Creates that were not ready at once (part of their prompt was still being read back from
-    /// disk): how many, the time they waited in all and at most, and reads that failed (the
-    /// request restarted).
+    /// disk): how many, the time from the create's return until the thread found them ready,
+    /// in all and at most (the thread decoded its other sequences meanwhile), and reads that
+    /// failed (the request restarted).
     var readyWaits = 0
     var readyWaitNanoseconds: UInt64 = 0
     var readyWaitMaxNanoseconds: UInt64 = 0
@@ -48,18 +49,28 @@ struct WorkerSettings: Sendable {
     var writeKV: Bool
     /// Speculative decoding (`--draft-tokens`): nil appends one token per decode step.
     var speculation: SpeculativeDecoding? = nil
+    /// The model's prefill speed (`--prefill-tokens-per-s`): a starting sequence costs its
+    /// thread (its GPU) the time to compute the prompt tokens past the cached prefix, slept
+    /// before the thread goes on. 0: prefill costs nothing (this test runs no model).
+    var prefillTokensPerSecond: Double = 0
 }
 
 /// One load-generating thread: a continuous-batching server loop in miniature.
 ///
 /// The thread admits requests (claimed from the shared `LoadCoordinator` once they have
-/// arrived) until it holds `batch` live sequences, then runs decode steps that append one
+/// arrived) until it holds `batch` sequences, then runs decode steps that append one
 /// token to every live sequence (with `speculation`, the sampled token plus the drafts, then a
 /// truncation of the rejected ones), freeing each one when its output is complete. Out of memory
 /// is a condition, not an error, as in a real server: a failed create waits in this thread's
 /// queue until one of its sequences finishes (or, when it has none, a short back-off); a failed
 /// append preempts that sequence (it is freed and its request restarts from the queue, like
 /// vLLM's recompute preemption). After `maxRetries` failures a request counts as rejected.
+/// A create whose prefix is still being read back from disk is not waited for: like a
+/// request of vLLM's waiting for its remote K/V, it holds its place in the batch while the
+/// thread decodes the others, and joins them (its prompt's K/V written) once `ready` says so.
+/// With `prefillTokensPerSecond` the thread then sleeps for the prefill of the prompt past
+/// the cached prefix (one prefill at a time, decodes wait: a GPU's time), and the request's
+/// time to first token (create called to prefill done) is recorded as `ttft`.
 ///
 /// Only the engine call sits between the two clock reads of a timed operation; token
 /// synthesis, K/V writes and bookkeeping are outside.
@@ -82,6 +93,18 @@ struct LoadWorker: Sendable {
     private struct Waiting {
         var request: LoadRequest
         var attempts: Int
+    }
+
+    /// A created sequence whose prefix blocks are still being read back from disk.
+    private struct Loading {
+        var id: UInt64
+        var request: LoadRequest
+        var attempts: Int
+        /// Prompt tokens the create found cached: the server's prefill starts after them.
+        var cached: Int
+        /// When the create was called and when it returned.
+        var calledNanoseconds: UInt64
+        var createdNanoseconds: UInt64
     }
 
     /// Back-off when a request does not fit and this thread holds no sequence to wait for.
@@ -111,6 +134,7 @@ struct LoadWorker: Sendable {
 
         var live: [Live] = []
         live.reserveCapacity(settings.batch)
+        var loading: [Loading] = []
         var waiting: [Waiting] = []
         var exhausted = false
         // Set when a create ran out of memory: admit nothing more until a sequence finishes.
@@ -144,9 +168,54 @@ struct LoadWorker: Sendable {
             result.latency.record(.free, nanoseconds: monotonicNanoseconds() &- t0)
         }
 
+        /// Makes created sequence `id` (its create called at `called`) live: its prompt's
+        /// prefill past the cached prefix run (slept, with `prefillTokensPerSecond`; `ttft`
+        /// recorded) and, with `writeKV`, its K/V written. False when the run must stop.
+        func start(_ id: UInt64, request: LoadRequest, attempts: Int, cached: Int, called: UInt64) -> Bool {
+            result.promptTokens += request.promptTokens
+            if settings.prefillTokensPerSecond > 0 {
+                sleepNanoseconds(UInt64(Double(request.promptTokens - cached) / settings.prefillTokensPerSecond * 1e9))
+                result.latency.record(.ttft, nanoseconds: monotonicNanoseconds() &- called)
+            }
+            if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { return false }
+            live.append(Live(id: id, request: request, attempts: attempts,
+                             length: request.promptTokens, remaining: request.outputTokens))
+            return true
+        }
+
+        /// A sequence whose disk read failed: the bad blocks left the cache; it is freed and its
+        /// request recomputed.
+        func reloadFailed(_ id: UInt64, request: LoadRequest, attempts: Int) {
+            freeTimed(id)
+            result.reloadFailures += 1
+            requeue(request, attempts: attempts + 1)
+        }
+
         while !coordinator.isStopped {
+            // Sequences whose prefix reads completed join the batch.
+            var l = 0
+            scan: while l < loading.count {
+                let entry = loading[l]
+                switch readiness(entry.id) {
+                case .pending:
+                    l += 1
+                    continue
+                case .ready:
+                    let waited = monotonicNanoseconds() &- entry.createdNanoseconds
+                    result.readyWaits += 1
+                    result.readyWaitNanoseconds &+= waited
+                    result.readyWaitMaxNanoseconds = max(result.readyWaitMaxNanoseconds, waited)
+                    loading.remove(at: l)
+                    if !start(entry.id, request: entry.request, attempts: entry.attempts, cached: entry.cached,
+                                 called: entry.calledNanoseconds) { break scan }
+                case .failed:
+                    loading.remove(at: l)
+                    reloadFailed(entry.id, request: entry.request, attempts: entry.attempts)
+                }
+            }
+
             // Admission: fill the batch with requests that have arrived.
-            while live.count < settings.batch, !admissionBlocked {
+            admission: while live.count + loading.count < settings.batch, !admissionBlocked {
                 if waiting.isEmpty {
                     if exhausted { break }
                     guard let next = coordinator.claim() else { exhausted = true; break }
@@ -184,20 +253,24 @@ struct LoadWorker: Sendable {
                     publish()
                     continue
                 }
-                result.latency.record(.create, nanoseconds: monotonicNanoseconds() &- t0)
-                if config.hasDiskTier && cached > 0 && !waitReady(id, result: &result) {
-                    // A disk read failed: the bad blocks left the cache; recompute the request.
-                    freeTimed(id)
-                    result.reloadFailures += 1
-                    requeue(request, attempts: head.attempts + 1)
-                    continue
+                let created = monotonicNanoseconds()
+                result.latency.record(.create, nanoseconds: created &- t0)
+                switch config.hasDiskTier && cached > 0 ? readiness(id) : .ready {
+                case .ready:
+                    if !start(id, request: request, attempts: head.attempts, cached: cached, called: t0) { break admission }
+                case .pending:
+                    loading.append(Loading(id: id, request: request, attempts: head.attempts,
+                                           cached: cached, calledNanoseconds: t0, createdNanoseconds: created))
+                case .failed:
+                    reloadFailed(id, request: request, attempts: head.attempts)
                 }
-                result.promptTokens += request.promptTokens
-                if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { break }
-                live.append(Live(id: id, request: request, attempts: head.attempts,
-                                 length: request.promptTokens, remaining: request.outputTokens))
             }
 
+            if live.isEmpty && !loading.isEmpty {
+                // Only reads to wait for: sleep until the device completes some.
+                engine.poll(timeoutMicroseconds: 200)
+                continue
+            }
             if live.isEmpty {
                 // Nothing of ours will finish, so nothing would ever unblock admission.
                 admissionBlocked = false
@@ -288,32 +361,21 @@ struct LoadWorker: Sendable {
         }
         // A stopped run still frees what it holds, so the engine ends consistent.
         for sequence in live { try? engine.free(sequence.id) }
+        for sequence in loading { try? engine.free(sequence.id) }
         publish()
         return result
     }
 
-    /// Waits until `seq`'s prompt tokens read back from disk are resident, as a server must
-    /// before it reads them, timing the wait. False when a read failed (`io`).
-    private func waitReady(_ seq: UInt64, result: inout WorkerResult) -> Bool {
-        let t0 = monotonicNanoseconds()
-        var ok = true
-        var checks = 0
-        while true {
-            checks += 1
-            do throws(KVError) {
-                if try engine.ready(seq) { break }
-            } catch {
-                ok = false
-                break
-            }
-            engine.poll(timeoutMicroseconds: 200)
+    private enum Readiness { case ready, pending, failed }
+
+    /// Whether `seq`'s prompt tokens read back from disk are resident (a server must not read
+    /// them before), without waiting; `failed` when a read failed (`io`).
+    private func readiness(_ seq: UInt64) -> Readiness {
+        do throws(KVError) {
+            return try engine.ready(seq) ? .ready : .pending
+        } catch {
+            return .failed
         }
-        if checks == 1 && ok { return true }  // resident at once (memory hits): no wait
-        let waited = monotonicNanoseconds() &- t0
-        result.readyWaits += 1
-        result.readyWaitNanoseconds &+= waited
-        result.readyWaitMaxNanoseconds = max(result.readyWaitMaxNanoseconds, waited)
-        return ok
     }
 
     /// Writes a byte pattern over the K and V of tokens `from..<to` of `seq` in every layer,

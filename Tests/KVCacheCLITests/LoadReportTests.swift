@@ -232,7 +232,7 @@ struct LoadReportTests {
         try #require(spilled > 0, "the first run spilled nothing")
         #expect(try Self.uint(try Self.object(first, "offload"), "recovered_blocks") == 0, "a new directory")
 
-        let second = try Self.load(arguments).report
+        let (secondRunner, second) = try Self.load(arguments)
         let offload = try Self.object(second, "offload")
         let help = LoadCommand.configuration.discussion
         let listed = try #require(help.range(of: "offload {").flatMap { start in
@@ -244,5 +244,33 @@ struct LoadReportTests {
         #expect(recovered > 0 && recovered <= spilled, "recovered \(recovered) of \(spilled) spilled")
         #expect(try Self.uint(offload, "journal_records_dropped") == 0)
         #expect(second.table().contains("  start    \(recovered) blocks found in the tier's journal, 0 journal records dropped"))
+        // Prompts found blocks on disk, their sequences waited for them outside the decode
+        // batch (`LoadWorker`'s loading list), then decoded every output token: none was lost
+        // or decoded twice on the way.
+        #expect(try Self.uint(offload, "disk_hit_tokens") > 0)
+        #expect(try Self.uint(offload, "reload_failures") == 0)
+        let outputs = (0..<Self.requests).map { secondRunner.workload.request($0).outputTokens }
+        #expect(second.requests.completed + second.requests.rejectedOutOfMemory == Self.requests)
+        if second.requests.completed == Self.requests && second.requests.preemptions == 0 {
+            #expect(second.decodedTokens == outputs.reduce(0, +))
+        }
+    }
+
+    /// `--prefill-tokens-per-s R`: each request's thread sleeps (prompt - cached) / R, so the
+    /// ttft row (create called to prefill done) adds up to at least the prompt tokens not
+    /// served from the cache over R, and the run lasts at least that over the threads.
+    @Test func aModelledPrefillCostsItsUncachedTokensAndIsReportedAsTTFT() throws {
+        let rate = 64_000.0  // 2-4 ms per prompt of 128-256 uncached tokens
+        let report = try Self.load(Self.arguments(Self.shapes[0]) + ["--prefill-tokens-per-s", String(rate)]).report
+        try #require(report.requests.completed == Self.requests && report.requests.preemptions == 0
+                     && report.requests.createRetries == 0)
+        let ttft = try #require(report.operations["ttft"], "no ttft row")
+        #expect(ttft.count == UInt64(Self.requests))
+        let prefillSeconds = Double(report.promptTokens - Int(report.prefix.hitTokens)) / rate
+        #expect(prefillSeconds >= Double(Self.requests * Self.promptTokens / 2) / rate, "half of each prompt is unique")
+        #expect(ttft.meanUs * Double(ttft.count) >= prefillSeconds * 1e6, "ttft \(ttft.meanUs) us x \(ttft.count)")
+        #expect(report.elapsedSeconds >= prefillSeconds / Double(Self.threads))
+        #expect(Set(try Self.object(report, "operations").keys) == ["create", "append", "free", "ttft"])
+        #expect(report.table().contains("\nttft "))
     }
 }
