@@ -376,6 +376,19 @@ typedef struct kvc_config {
      *  both leave it at 0. Offset 144 (the struct is 152 bytes since this field); a caller's
      *  older struct gets 0. */
     uint64_t model_tag;
+    /** The server's prefill speed for this model, in prompt tokens per second; 0 (default):
+     *  unknown, and kvc_seq_create reads back every block of a prompt's prefix it finds on
+     *  disk. Otherwise it reads them only when the disk is expected to return them sooner
+     *  than the server would compute them: the block reads already queued or in flight plus
+     *  these, at the rate block reads drained lately (spill writes and other traffic
+     *  included), against their tokens at this speed. When not, the prefix ends at its first
+     *  block found only on disk (cached_tokens says where) and the server computes the rest;
+     *  kvc_stats.disk_declined_hit_tokens counts those tokens. Until a block read has been
+     *  timed, and when none ran for 1 s, a create reads (and so measures the disk again).
+     *  Use it when a slow or busy disk must not delay a first token; it costs compute that
+     *  reading would have saved. Finite and at least 0, else KVC_ERR_INVALID_ARGUMENT.
+     *  Offset 152 (the struct is 160 bytes since this field); a caller's older struct gets 0. */
+    double prefill_tokens_per_s;
     /* more may follow */
 } kvc_config;
 
@@ -538,6 +551,10 @@ typedef struct kvc_stats {
      *  bytes since). */
     uint64_t disk_recovered_blocks;
     uint64_t disk_journal_dropped;
+    /** Prompt tokens kvc_seq_create found only on disk (own tier or peers') and did not read
+     *  because kvc_config.prefill_tokens_per_s expected the server to compute them sooner
+     *  (not in prefix_hit_tokens). Offset 320 (the struct is 328 bytes since). */
+    uint64_t disk_declined_hit_tokens;
     /* more may follow */
 } kvc_stats;
 
@@ -598,7 +615,7 @@ void kvc_config_init_size(kvc_config *cfg, size_t size);
  *  binary built against a 128-byte kvc_config never has bytes written past its struct. Code
  *  compiled against this header reaches kvc_config_init_size through the macro below instead
  *  (only `(kvc_config_init)(cfg)` or a function pointer calls this symbol). Until 2026-11-22
- *  this symbol wrote sizeof(kvc_config) of the library (136, 144, then 152 bytes), 8-24 bytes
+ *  this symbol wrote sizeof(kvc_config) of the library (136, 144, then 152 bytes; 160 since), 8-24 bytes
  *  past a first-version caller's struct; a binary built against one of those headers that
  *  still calls the symbol now gets struct_size 128, so the fields past 128 it sets are read
  *  as their defaults: rebuild it. NULL: no-op. Thread-safe.

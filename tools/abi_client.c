@@ -16,6 +16,7 @@
 #define _DEFAULT_SOURCE /* mkdtemp, for the disk tier's scratch directory */
 #include <float.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <errno.h>
@@ -39,7 +40,8 @@ _Static_assert(offsetof(kvc_config, index_on_schedule) == 124, "kvc_config.index
 _Static_assert(offsetof(kvc_config, offload_queue_depth) == 128, "kvc_config.offload_queue_depth at 128 (appended)");
 _Static_assert(offsetof(kvc_config, peer_offload_dirs) == 136, "kvc_config.peer_offload_dirs at 136 (appended)");
 _Static_assert(offsetof(kvc_config, model_tag) == 144, "kvc_config.model_tag at 144 (appended)");
-_Static_assert(sizeof(kvc_config) == 152, "kvc_config is 152 bytes");
+_Static_assert(offsetof(kvc_config, prefill_tokens_per_s) == 152, "kvc_config.prefill_tokens_per_s at 152 (appended)");
+_Static_assert(sizeof(kvc_config) == 160, "kvc_config is 160 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
@@ -53,7 +55,8 @@ _Static_assert(offsetof(kvc_stats, peer_stale) == 288, "kvc_stats.peer_stale at 
 _Static_assert(offsetof(kvc_stats, peer_hit_tokens) == 296, "kvc_stats.peer_hit_tokens at 296 (appended)");
 _Static_assert(offsetof(kvc_stats, disk_recovered_blocks) == 304, "kvc_stats.disk_recovered_blocks at 304 (appended)");
 _Static_assert(offsetof(kvc_stats, disk_journal_dropped) == 312, "kvc_stats.disk_journal_dropped at 312 (appended)");
-_Static_assert(sizeof(kvc_stats) == 320, "kvc_stats is 320 bytes");
+_Static_assert(offsetof(kvc_stats, disk_declined_hit_tokens) == 320, "kvc_stats.disk_declined_hit_tokens at 320 (appended)");
+_Static_assert(sizeof(kvc_stats) == 328, "kvc_stats is 328 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 
@@ -1589,6 +1592,54 @@ static void spoiled_by_a_failed_read(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* kvc_config.prefill_tokens_per_s: with a prefill far faster than any disk, the first create
+ * reads its prefix (no read timed yet), the next leaves it to the server: cached 0, ready at
+ * once, the tokens counted in disk_declined_hit_tokens; the server computes them and the
+ * sequence serves. A bad speed is INVALID_ARGUMENT and creates nothing. */
+static void read_or_recompute(uint32_t layout) {
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "a prefill faster than the disk is left the prefix", dir);
+    kvc_config cfg;
+    disk_config(&cfg, layout, dir);
+    kvc_engine *e = NULL;
+    const double bad[] = {-1.0, NAN, INFINITY};
+    for (size_t i = 0; i < 3; i++) {
+        cfg.prefill_tokens_per_s = bad[i];
+        EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "prefill_tokens_per_s", kvc_engine_create(&cfg, &e));
+        CHECK(e == NULL, "%s: a refused config creates no engine", name);
+    }
+    cfg.prefill_tokens_per_s = 1e15;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    int32_t tokens[PROMPT];
+    for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 11;
+    size_t cached = 0, n = 0;
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    write_kv(&v, 1, 6, 0, PROMPT);
+    MUST(kvc_seq_free(e, 1));
+    MUST(kvc_engine_trim(e));
+    MUST(kvc_engine_sync(e));
+    MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+    CHECK(cached == PROMPT / BLOCK * BLOCK, "%s: no read timed yet, the prefix is read (%zu cached)", name, cached);
+    CHECK(wait_ready(e, 2) == KVC_OK && kv_matches(&v, 2, 6, 0, cached), "%s: and served byte for byte", name);
+    MUST(kvc_seq_free(e, 2));
+    MUST(kvc_engine_trim(e));
+    MUST(kvc_seq_create(e, 3, tokens, PROMPT, &cached));
+    int ready = 0;
+    CHECK(cached == 0 && kvc_seq_ready(e, 3, &ready) == KVC_OK && ready == 1,
+          "%s: the prefill computes it sooner: nothing cached, ready at once (%zu cached)", name, cached);
+    kvc_stats s = stats_of(e);
+    CHECK(s.disk_declined_hit_tokens == PROMPT / BLOCK * BLOCK, "%s: disk_declined_hit_tokens %" PRIu64, name,
+          s.disk_declined_hit_tokens);
+    write_kv(&v, 3, 7, 0, PROMPT);
+    const int32_t one = 5;
+    MUST(kvc_seq_append(e, 3, &one, 1));
+    CHECK(kvc_seq_length(e, 3, &n) == KVC_OK && n == PROMPT + 1 && kv_matches(&v, 3, 7, 0, PROMPT),
+          "%s: the computed sequence serves (length %zu)", name, n);
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+}
+
 /* The router: an engine's KV events steer the router to the instance that caches the prompt,
  * and bad input gets a status and a message. Offsets are the ones the library decodes. */
 _Static_assert(offsetof(kvc_router_config, ttft_slo_ms) == 16 && offsetof(kvc_router_config, block_tokens) == 32 &&
@@ -1884,6 +1935,8 @@ int main(int argc, char **argv) {
     episodic_write_failure(KVC_LAYOUT_CONTIGUOUS);
     spoiled_by_a_failed_read(KVC_LAYOUT_PAGED);
     spoiled_by_a_failed_read(KVC_LAYOUT_CONTIGUOUS);
+    read_or_recompute(KVC_LAYOUT_PAGED);
+    read_or_recompute(KVC_LAYOUT_CONTIGUOUS);
     forked(KVC_LAYOUT_PAGED);
     forked(KVC_LAYOUT_CONTIGUOUS);
     out_of_memory(KVC_LAYOUT_PAGED, 1);

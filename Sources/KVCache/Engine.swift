@@ -145,7 +145,10 @@ public final class Engine: @unchecked Sendable {
     /// block in memory is shared wherever it lies in the chain, also while a disk read still
     /// fills it; blocks found only on disk are read back asynchronously (`ready` says when),
     /// and the call never waits for the device: reads that find no staging buffer
-    /// free are queued, in slot order, behind older queued reads (`DiskTier.load`).
+    /// free are queued, in slot order, behind older queued reads (`DiskTier.load`). With
+    /// `EngineConfig.prefillTokensPerSecond` the blocks found only on disk are read only when
+    /// the disk is expected to return them sooner than the server computes them
+    /// (`DiskTier.readIsFaster`); otherwise the prefix ends at the first of them.
     /// Throws `exists`, `invalidArgument`, `outOfMemory` (with a disk tier only once no swap-out
     /// is pending: it waits for them first, `lockedAllocating`).
     /// Cost: one hash per prompt token, one index lookup per full block (with a disk tier, one
@@ -221,9 +224,19 @@ public final class Engine: @unchecked Sendable {
             scratchHit[run] = b
             run += 1
         }
-        let (cached, fromDisk, fromPeers) = offload.map { tieredPrefix(start: run, limit: limit, tier: $0.tier) } ?? (run, 0, 0)
+        var (cached, fromDisk, fromPeers) = offload.map { tieredPrefix(start: run, limit: limit, tier: $0.tier) } ?? (run, 0, 0)
+        let found = cached
         defer {  // pinned by tieredPrefix
-            if let tier = offload?.tier { for i in run..<cached where scratchHit[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
+            if let tier = offload?.tier { for i in run..<found where scratchHit[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
+        }
+        if fromDisk > 0, let offload, config.prefillTokensPerSecond > 0,
+           !offload.tier.readIsFaster(blocks: fromDisk, tokensPerBlock: bt, prefillTokensPerSecond: config.prefillTokensPerSecond) {
+            // The server computes them sooner than the disk returns them: the prefix ends at
+            // its first block found only on disk, the memory miss where the lookup went on.
+            offload.declinedHitTokens += UInt64(fromDisk * bt)
+            cached = run
+            fromDisk = 0
+            fromPeers = 0
         }
         let total = (n + bt - 1) / bt
         var revived = 0

@@ -93,6 +93,16 @@ public struct EngineConfig: Equatable, Sendable {
     /// other than 0, because two models of one shape (a fine-tune and its base) that both
     /// left it at 0 would pass the identity check and serve each other's K/V.
     public var modelTag: UInt64 = 0
+    /// The server's prefill speed for this model, in prompt tokens per second
+    /// (`prefill_tokens_per_s`); 0 (default): unknown, and a create reads every block of its
+    /// prefix it finds on disk. Otherwise a create reads its prefix's disk blocks only when
+    /// the disk is expected to return them sooner than the server would compute them: the
+    /// block reads already queued or in flight plus these, at the rate block reads drained
+    /// lately (`ReadRate`), against their tokens at this speed. When it is not, the prefix
+    /// ends at the first block found only on disk and the server computes the rest
+    /// (`DiskTierStats.declinedHitTokens`). A read on a slow or busy device then costs no
+    /// time to first token. Finite and at least 0.
+    public var prefillTokensPerSecond: Double = 0
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).
     public var offloadForceThreads: Bool = false
@@ -139,6 +149,8 @@ public struct EngineConfig: Equatable, Sendable {
         try check(memoryBytes > 0, "memory_bytes is 0")
         try eviction.validate()
         try check((32...1024).contains(offloadQueueDepth), "offload_queue_depth \(offloadQueueDepth) is outside 32...1024")
+        try check(prefillTokensPerSecond.isFinite && prefillTokensPerSecond >= 0,
+                  "prefill_tokens_per_s \(prefillTokensPerSecond) is not a finite number of tokens per second, 0 or more")
         if hasDiskTier {
             try check(!metadataOnly, "a metadata-only engine has no bytes to offload; leave offload_dir NULL")
         }

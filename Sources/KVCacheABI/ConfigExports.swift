@@ -50,8 +50,10 @@ enum ConfigLayout {
     static let peerOffloadDirs = 136
     /// `uint64_t model_tag`; a 144-byte struct of the previous version ends before it (tag 0).
     static let modelTag = 144
+    /// `double prefill_tokens_per_s`; a 152-byte struct of the previous version ends before it (0).
+    static let prefillTokensPerSecond = 152
     /// `sizeof(kvc_config)` of this version.
-    static let size = 152
+    static let size = 160
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
 }
@@ -157,6 +159,9 @@ extension EngineConfig {
             peerOffloadDirs = list.split(separator: ":", omittingEmptySubsequences: true).map(String.init)
         }
         if has(ConfigLayout.modelTag, 8) { modelTag = raw.loadUnaligned(fromByteOffset: ConfigLayout.modelTag, as: UInt64.self) }
+        if has(ConfigLayout.prefillTokensPerSecond, 8) {
+            prefillTokensPerSecond = raw.loadUnaligned(fromByteOffset: ConfigLayout.prefillTokensPerSecond, as: Double.self)
+        }
         for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
         where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
             throw KVError(.unsupported,

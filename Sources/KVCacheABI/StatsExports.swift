@@ -52,8 +52,10 @@ enum StatsLayout {
     /// Restart (`DiskTierStats.recoveredSlots`, `journalRecordsDropped`).
     static let diskRecoveredBlocks = 304
     static let diskJournalDropped = 312
+    /// Prompt tokens found only on disk and left to the prefill (`DiskTierStats.declinedHitTokens`).
+    static let diskDeclinedHitTokens = 320
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 320
+    static let size = 328
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -108,6 +110,7 @@ enum StatsLayout {
         put(s.disk.peerHitTokens, StatsLayout.peerHitTokens)
         put(s.disk.recoveredSlots, StatsLayout.diskRecoveredBlocks)
         put(s.disk.journalRecordsDropped, StatsLayout.diskJournalDropped)
+        put(s.disk.declinedHitTokens, StatsLayout.diskDeclinedHitTokens)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

@@ -51,7 +51,7 @@ struct LoadCommand: ParsableCommand {
         reserved_bytes, reserve_s}, \
         offload {dir, backend, capacity_bytes, recovered_blocks, journal_records_dropped, bytes_written, bytes_read, \
         write_mib_per_s, read_mib_per_s, blocks_spilled, spills_skipped, blocks_loaded, swap_outs, swap_outs_cancelled, \
-        swap_outs_failed, disk_hit_tokens, disk_hit_rate, \
+        swap_outs_failed, disk_hit_tokens, disk_hit_rate, declined_hit_tokens, \
         peer_hits, peer_stale, peer_hit_tokens, peer_hit_rate, reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
         (absent without --offload-dir), and first_error (absent when none).
 
@@ -147,6 +147,9 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Model a prefill: a starting request costs its thread (prompt tokens past the cached prefix) / this many seconds, slept, and its time to first token is reported as ttft (0: prefill costs nothing; this test runs no model).")
     var prefillTokensPerS = 0.0
 
+    @Flag(help: "With --prefill-tokens-per-s: do not tell the engine the prefill speed (prefill_tokens_per_s stays 0), so that it reads every prefix block it finds on disk, also when the prefill would compute it sooner.")
+    var readEveryDiskHit = false
+
     @Flag(help: "Write K/V bytes for every token through the engine's pointers (makes RSS real).")
     var writeKV = false
 
@@ -227,7 +230,8 @@ struct LoadCommand: ParsableCommand {
     /// rate, for its arrival times) and throws `TraceFormatError` when it cannot be
     /// read, a line is malformed, or it holds no request. Expects options that passed `validate()`.
     func loadRunner() throws -> LoadRunner {
-        let config = engine.config
+        var config = engine.config
+        if !readEveryDiskHit { config.prefillTokensPerSecond = prefillTokensPerS }
         let limits = TokenLimits(maxPromptTokens: maxPromptTokens ?? max(1, config.maxSeqTokens / 2),
                                  maxSeqTokens: config.maxSeqTokens)
         let workload: any Workload

@@ -29,6 +29,9 @@ extension LoadReport {
         /// Prompt tokens served from the disk tier, and their share of all prompt tokens.
         var diskHitTokens: UInt64
         var diskHitRate: Double
+        /// Prompt tokens found only on disk that the engine left to the modelled prefill, which
+        /// it expected to compute them sooner (`DiskTierStats.declinedHitTokens`).
+        var declinedHitTokens: UInt64
         /// Peers (`--peer-offload-dir`): blocks read from them and served, reads refused as
         /// stale, and prompt tokens served from them with their share of all prompt tokens.
         var peerHits: UInt64
@@ -61,6 +64,7 @@ extension LoadReport {
             case swapOutsFailed = "swap_outs_failed"
             case diskHitTokens = "disk_hit_tokens"
             case diskHitRate = "disk_hit_rate"
+            case declinedHitTokens = "declined_hit_tokens"
             case peerHits = "peer_hits"
             case peerStale = "peer_stale"
             case peerHitTokens = "peer_hit_tokens"
@@ -90,6 +94,7 @@ extension LoadReport {
             swapOutsCancelled = d.swapOutsCancelled
             swapOutsFailed = d.swapOutsFailed
             diskHitTokens = d.prefixHitTokens
+            declinedHitTokens = d.declinedHitTokens
             diskHitRate = stats.prefixQueryTokens > 0 ? Double(d.prefixHitTokens) / Double(stats.prefixQueryTokens) : 0
             peerHits = d.peerHits
             peerStale = d.peerStale
@@ -114,6 +119,7 @@ extension LoadReport {
         row("prefix hit rate", "\(fixed(without.prefix.hitRate * 100, 1)) %", "\(fixed(with.prefix.hitRate * 100, 1)) %")
         row("prompt tokens from cache", "\(without.prefix.hitTokens)", "\(with.prefix.hitTokens)")
         row("  of which from disk", "0", "\(with.offload?.diskHitTokens ?? 0)")
+        row("on disk, computed instead", "-", "\(with.offload?.declinedHitTokens ?? 0)")
         row("requests per second", fixed(without.requests.perSecond, 1), fixed(with.requests.perSecond, 1))
         row("create p99 us", fixed(without.operations["create"]?.p99Us ?? 0, 1), fixed(with.operations["create"]?.p99Us ?? 0, 1))
         if let a = without.operations["ttft"], let b = with.operations["ttft"] {

@@ -250,7 +250,8 @@ struct LoadReport: Codable, Sendable {
                 + "(\(offload.swapOutsCancelled) cancelled, \(offload.swapOutsFailed) failed)")
             line("  read     \(ByteCount.format(offload.bytesRead)) (\(fixed(offload.readMiBPerSecond, 1)) MiB/s over the run), "
                 + "\(offload.blocksLoaded) blocks loaded, \(offload.reloadFailures) failed")
-            line("  reload   \(offload.diskHitTokens) prompt tokens from disk: \(fixed(offload.diskHitRate * 100, 1)) % of prompt tokens")
+            line("  reload   \(offload.diskHitTokens) prompt tokens from disk: \(fixed(offload.diskHitRate * 100, 1)) % of prompt tokens; "
+                + "\(offload.declinedHitTokens) found there computed instead (faster than reading)")
             if offload.peerHits + offload.peerStale > 0 {
                 line("  peers    \(offload.peerHitTokens) prompt tokens from peers: \(fixed(offload.peerHitRate * 100, 1)) % of prompt tokens; "
                     + "\(offload.peerHits) blocks read, \(offload.peerStale) refused as stale")

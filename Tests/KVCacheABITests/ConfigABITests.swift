@@ -30,11 +30,11 @@ private func createStatus(_ config: CConfig) -> kvc_status {
 
 @Suite struct ConfigABITests {
     @Test func configInitWritesTheDocumentedDefaultsAtTheHeadersOffsets() {
-        var bytes = [UInt8](repeating: 0xAB, count: 160)
-        bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 152) }
+        var bytes = [UInt8](repeating: 0xAB, count: 168)
+        bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 160) }
         var c = CConfig()
         c.bytes = bytes
-        #expect(c.structSize == 152)
+        #expect(c.structSize == 160)
         #expect(c.numLayers == 32)
         #expect(c.numKVHeads == 8)
         #expect(c.headDim == 128)
@@ -57,21 +57,22 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(bytes[132..<136].allSatisfy { $0 == 0 }, "padding is zeroed")
         #expect(bytes[136..<144].allSatisfy { $0 == 0 }, "peer_offload_dirs defaults to NULL: no peers")
         #expect(bytes[144..<152].allSatisfy { $0 == 0 }, "model_tag defaults to 0")
-        #expect(bytes[152...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
+        #expect(bytes[152..<160].allSatisfy { $0 == 0 }, "prefill_tokens_per_s defaults to 0.0")
+        #expect(bytes[160...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
     }
 
     @Test func configInitOfNullIsANoOp() {
         kvc_config_init(nil)
-        kvc_config_init_size(nil, 152)
+        kvc_config_init_size(nil, 160)
     }
 
     /// Binaries built against the first header call the symbol `kvc_config_init` with a
     /// 128-byte struct: it writes those 128 bytes (the same defaults) and nothing past them.
     @Test func theFirstVersionsInitialiserWritesExactly128Bytes() throws {
-        var old = [UInt8](repeating: 0xAB, count: 160)
+        var old = [UInt8](repeating: 0xAB, count: 168)
         old.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
-        var current = [UInt8](repeating: 0xAB, count: 160)
-        current.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 152) }
+        var current = [UInt8](repeating: 0xAB, count: 168)
+        current.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 160) }
         #expect(old[0..<4] == [128, 0, 0, 0], "struct_size 128")
         #expect(old[4..<128] == current[4..<128], "the same defaults")
         #expect(old[128...].allSatisfy { $0 == 0xAB }, "nothing written past the first version's struct")
@@ -86,13 +87,13 @@ private func createStatus(_ config: CConfig) -> kvc_status {
     /// the fields this library does not know zeroed, which create accepts; a struct cut inside
     /// a field (130 bytes) or a size outside `KVC_CONFIG_MIN_SIZE...KVC_STRUCT_SIZE_MAX` too.
     @Test func theSizedInitialiserWritesExactlyTheCallersSize() {
-        for size in [60, 130, 152, 200] {
+        for size in [60, 130, 152, 160, 200] {
             var bytes = [UInt8](repeating: 0xAB, count: size + 8)
             bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, size) }
             #expect(bytes[0..<4] == [UInt8(size), 0, 0, 0], "struct_size \(size)")
             #expect(bytes[size...].allSatisfy { $0 == 0xAB }, "nothing past \(size) bytes")
-            #expect(bytes[min(size, 152)..<size].allSatisfy { $0 == 0 }, "bytes past the known fields zeroed")
-            var c = CConfig(structSize: max(size, 152))
+            #expect(bytes[min(size, 160)..<size].allSatisfy { $0 == 0 }, "bytes past the known fields zeroed")
+            var c = CConfig(structSize: max(size, 160))
             c.bytes.replaceSubrange(0..<size, with: bytes[0..<size])
             let small = CConfig.small(KVC_LAYOUT_PAGED)
             c.bytes.replaceSubrange(4..<60, with: small.bytes[4..<60])
@@ -180,13 +181,33 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(new.modelTag == 0xA1, "the field is read at offset 144")
     }
 
+    @Test func prefillTokensPerSecondIsReadAtOffset152AndAnOlderStructGets0() throws {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.prefillTokensPerSecond = 12_500.5
+        c.structSize = 152
+        let old = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(old.prefillTokensPerSecond == 0, "a 152-byte struct ends before prefill_tokens_per_s")
+        c.structSize = 160
+        let new = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(new.prefillTokensPerSecond == 12_500.5, "the field is read at offset 152")
+    }
+
+    /// A speed that is negative, NaN or infinite is refused by name and creates nothing.
+    @Test(arguments: [-1.0, .nan, .infinity])
+    func aBadPrefillSpeedIsInvalid(speed: Double) {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.prefillTokensPerSecond = speed
+        #expect(createStatus(c) == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: ["prefill_tokens_per_s"])
+    }
+
     @Test func aNewerLargerConfigSettingAnUnknownFieldIsUnsupported() {
         var c = CConfig(structSize: CConfig.size + 16)
         let small = CConfig.small(KVC_LAYOUT_PAGED)
         c.bytes.replaceSubrange(4..<64, with: small.bytes[4..<64])
-        c.bytes[152] = 1
+        c.bytes[160] = 1
         #expect(createStatus(c) == KVC_ERR_UNSUPPORTED)
-        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["152"])
+        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["160"])
     }
 
     /// A field set to a value outside its range, and a word the message must contain.

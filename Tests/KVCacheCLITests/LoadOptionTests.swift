@@ -77,6 +77,17 @@ struct LoadOptionTests {
         #expect(command.engine.config == expected)
     }
 
+    /// The modelled prefill's speed is what the engine is told (prefill_tokens_per_s), so that
+    /// it chooses between reading a prefix and leaving it to the prefill; not with
+    /// --read-every-disk-hit, nor without a modelled prefill.
+    @Test func theModelledPrefillSpeedIsTheEnginesUnlessEveryDiskHitIsRead() throws {
+        let told = try LoadCommand.parse(["--prefill-tokens-per-s", "25000", "--requests", "1"]).loadRunner()
+        #expect(told.config.prefillTokensPerSecond == 25000 && told.settings.prefillTokensPerSecond == 25000)
+        let untold = try LoadCommand.parse(["--prefill-tokens-per-s", "25000", "--read-every-disk-hit", "--requests", "1"]).loadRunner()
+        #expect(untold.config.prefillTokensPerSecond == 0 && untold.settings.prefillTokensPerSecond == 25000)
+        #expect(try LoadCommand.parse(["--requests", "1"]).loadRunner().config.prefillTokensPerSecond == 0)
+    }
+
     @Test func engineOptionsBecomeTheConfig() throws {
         let command = try LoadCommand.parse(
             ["--layout", "contiguous", "--memory", "512MiB", "--page-bytes", "2MiB", "--block-tokens", "32", "--layers", "4",

@@ -719,6 +719,7 @@ final class DiskTier {
         stageTarget[Int(stage)] = entry.target
         stagePeer[Int(stage)] = read
         if !own { peerReadsInFlight[Int(read.peer)] += 1 }
+        if entry.target.record < 0 { readRate.submitted(now: monotonicNanoseconds()) }
         let offset = own ? kvm_slab_offset(slab, UInt32(read.slot)) : UInt64(read.slot) * UInt64(slotBytes)
         queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: offset,
                          len: UInt32(slotBytes), op: UInt16(KVM_IO_READ), file: UInt16(read.peer + 1), buf_index: 0))
@@ -821,6 +822,26 @@ final class DiskTier {
 
     /// Spill writes (trims' and allocations') submitted whose completion was not processed yet.
     private(set) var spillWritesInFlight = 0
+
+    /// How fast block reads drain lately (`readIsFaster`).
+    private var readRate = ReadRate()
+
+    /// A create reads its prefix's disk blocks regardless of the estimate when no block read
+    /// ran for this long, so that an estimate from a busy moment is measured again: 1 s.
+    static let readProbeNanoseconds: UInt64 = 1_000_000_000
+
+    /// Whether reading `blocks` more blocks of `tokensPerBlock` tokens is expected to make
+    /// them resident sooner than a prefill of `prefillTokensPerSecond` (> 0) computes them:
+    /// (block reads queued or in flight + `blocks`) slots at the recent read rate
+    /// (`ReadRate`), against the tokens at the prefill's rate. True while no rate is known
+    /// and when no block read ran for `readProbeNanoseconds` (a probe). O(1).
+    func readIsFaster(blocks: Int, tokensPerBlock: Int, prefillTokensPerSecond: Double) -> Bool {
+        guard let rate = readRate.bytesPerSecond,
+              let idle = readRate.idleNanoseconds(now: monotonicNanoseconds()),
+              idle < DiskTier.readProbeNanoseconds else { return true }
+        let readSeconds = Double((readRate.inFlight + pendingReads.count + blocks) * slotBytes) / rate
+        return readSeconds <= Double(blocks * tokensPerBlock) / prefillTokensPerSecond
+    }
 
     private func releaseStage(_ stage: Int32) {
         precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
@@ -987,6 +1008,9 @@ final class DiskTier {
         releaseStage(stage)
         if op == DiskTier.spillWrite { spillWritesInFlight -= 1 }
         if op == DiskTier.peerRead { peerReadsInFlight[Int(stagePeer[Int(stage)].peer)] -= 1 }
+        if (op == DiskTier.read || op == DiskTier.peerRead) && stageTarget[Int(stage)].record < 0 {
+            readRate.completed(slotBytes, now: monotonicNanoseconds())
+        }
         switch op {
         case DiskTier.spillWrite, DiskTier.pinnedWrite:
             guard state[s] == DiskTier.writing && writingStage[s] == stage else { return }

@@ -42,6 +42,11 @@ public struct DiskTierStats: Equatable, Sendable {
     public var journalRecordsDropped: UInt64 = 0
     /// Prompt tokens `createSequence` found in the disk tier (part of `prefixHitTokens`).
     public var prefixHitTokens: UInt64 = 0
+    /// Prompt tokens `createSequence` found only on disk (own tier or peers') and did not
+    /// read, because the server's prefill (`EngineConfig.prefillTokensPerSecond`) was
+    /// expected to compute them sooner (`DiskTier.readIsFaster`): the prefix ended at the
+    /// first of them. Not in `prefixHitTokens`.
+    public var declinedHitTokens: UInt64 = 0
     /// Swap-outs (`swapOut` and `swapOutAsync`) started: their sequence swapped out for every
     /// caller and their first write submitted (one that throws before is not started). Every
     /// one started ends exactly once, so that at any snapshot

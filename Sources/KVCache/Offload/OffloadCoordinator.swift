@@ -75,6 +75,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// back (not those that cancelled a pending swap-out: `SwapOutQueue.cancel`).
     var diskHitTokens: UInt64 = 0
     var swapIns: UInt64 = 0
+    /// Prompt tokens found only on disk that creates left to be computed (`declinedHitTokens`).
+    var declinedHitTokens: UInt64 = 0
     /// Swap-outs whose writes were submitted and whose outcome is not settled yet (their
     /// sequences are already marked swapped out, but their tables still hold memory blocks).
     /// Set right after creation (it needs the tier).
@@ -158,6 +160,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     var stats: DiskTierStats {
         var s = tier.stats
         s.prefixHitTokens = diskHitTokens
+        s.declinedHitTokens = declinedHitTokens
         s.swapOutsStarted = swapOutQueue.started
         s.swapOuts = swapOutQueue.completed
         s.swapOutsCancelled = swapOutQueue.cancelled
