@@ -41,6 +41,11 @@
  * freed; a failed swap-out leaves it resident and unchanged; lost offloaded tokens are reported
  * once and the positions are taken again) and still checks every byte it reads.
  *
+ * Seeds 2, 7, 12, ... tell the engine a prefill speed (prefill_tokens_per_s: 10^4 to 10^7
+ * tokens/s by seed, seed 2 the fastest, around what reading this tiny model's blocks takes), so creates sometimes
+ * leave a prefix found on disk to the prefill: what they report cached is still checked byte
+ * for byte and announced, and the rest is the model's to write.
+ *
  * Prints the failing seed and step on failure, then "abi_model: 1 passed, 0 failed" or
  * "0 passed, 1 failed" (one test in tools/test.sh's count); exits 1 when anything failed.
  */
@@ -84,7 +89,7 @@ static model_seq m[IDS + 1];
 static uint64_t rng, seed;
 static int step, failures, adaptive, faulty, scheduling;
 static const char *layout_name;
-static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules, instances, peer_hits, truncations, broken_refused; } covered; /* what the runs reached */
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules, instances, peer_hits, truncations, broken_refused, declined; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -776,6 +781,7 @@ static uint64_t account(void) {
     covered.restored += st.tokens_restored;
     covered.disk_errors += st.disk_errors;
     covered.peer_hits += st.peer_hits;
+    covered.declined += st.disk_declined_hit_tokens;
     return run_errors += st.disk_errors;
 }
 
@@ -874,6 +880,9 @@ static void run(uint32_t layout, uint64_t s, int steps) {
     /* Seeds 3, 7, 11...: the disk dies after 50-300 requests (every later read and write
      * fails): the engine must keep serving what is in memory and never serve a failed read. */
     faulty = s % 4 == 3;
+    /* Seeds 2, 7, 12...: creates choose between reading a prefix back and the prefill. */
+    const double speeds[] = {1e4, 1e5, 1e6, 1e7};
+    cfg.prefill_tokens_per_s = s % 5 == 2 ? speeds[(s / 5 + 3) % 4] : 0.0; /* seed 2: 10^7 */
     create_engine(&cfg);
     drain_creation();
     for (step = 0; step < steps && failures == 0; step++) {
@@ -917,11 +926,12 @@ int main(int argc, char **argv) {
            " compactions leaving layers of different lengths, %" PRIu64 " disk errors (injected), %" PRIu64
            " sequences broken by a failed read (%" PRIu64 " calls on them refused), %" PRIu64 " restarts finding %" PRIu64 " KiB on disk (%" PRIu64
            " as new instances reading the earlier ones' tiers, %" PRIu64 " peer blocks served), %" PRIu64
-           " prefills scheduled in steps, %" PRIu64 " truncations, %" PRIu64 " events checked\n",
+           " prefills scheduled in steps, %" PRIu64 " truncations, %" PRIu64 " prompt tokens found on disk left to the prefill, %" PRIu64
+           " events checked\n",
            seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.loaded, covered.swaps,
            covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken, covered.broken_refused, covered.restarts,
            covered.found_on_restart >> 10, covered.instances, covered.peer_hits, covered.schedules, covered.truncations,
-           events_seen);
+           covered.declined, events_seen);
     printf("abi_model: %d passed, %d failed\n", failures == 0, failures != 0);
     return failures == 0 ? 0 : 1;
 }
