@@ -759,7 +759,9 @@ kvc_status kvc_engine_index_events(kvc_engine *e, kvc_event *out, size_t capacit
  * index now or, with index_on_schedule, through kvc_seq_schedule (see WRITING K/V). With a disk tier the lookup continues there
  * (and, for a block the own tier misses, into peer_offload_dirs' tiers: DISK TIER, Peers):
  * those blocks are read back asynchronously and count in *cached_tokens; do not read K/V
- * below *cached_tokens before kvc_seq_ready says 1.
+ * below *cached_tokens before kvc_seq_ready says 1. With kvc_config.prefill_tokens_per_s
+ * set, blocks found only on disk are read only when the disk is expected to return them
+ * sooner than that prefill computes them; otherwise *cached_tokens ends before the first.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/cached_tokens, n_tokens 0 or
  * > max_seq_tokens),
  * KVC_ERR_EXISTS (seq is live), KVC_ERR_OUT_OF_MEMORY (budget or max_seqs; nothing created;
