@@ -144,7 +144,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "With --draft-tokens: probability that a draft is accepted, given the drafts before it were (0...1).")
     var draftAcceptance = 0.7
 
-    @Option(help: "Model a prefill: a starting request costs its thread (prompt tokens past the cached prefix) / this many seconds, slept, and its time to first token is reported as ttft (0: prefill costs nothing; this test runs no model).")
+    @Option(help: "Model a prefill: a starting request costs its thread (prompt tokens past the cached prefix) / this many seconds, slept, and its time to first token is reported as ttft (0: prefill costs nothing; this test runs no model). The engine is told the speed (prefill_tokens_per_s), so it reads a prefix back from disk only when that is faster, unless --read-every-disk-hit.")
     var prefillTokensPerS = 0.0
 
     @Flag(help: "With --prefill-tokens-per-s: do not tell the engine the prefill speed (prefill_tokens_per_s stays 0), so that it reads every prefix block it finds on disk, also when the prefill would compute it sooner.")
