@@ -100,8 +100,9 @@ public struct EngineConfig: Equatable, Sendable {
     /// block reads already queued or in flight plus these, at the rate block reads drained
     /// lately (`ReadRate`), against their tokens at this speed. When it is not, the prefix
     /// ends at the first block found only on disk and the server computes the rest
-    /// (`DiskTierStats.declinedHitTokens`). A read on a slow or busy device then costs no
-    /// time to first token. Finite and at least 0.
+    /// (`DiskTierStats.declinedHitTokens`). So a slow or busy device no longer makes a first
+    /// token wait longer than computing it would (as far as the estimate is right), at the
+    /// price of the compute a read would have saved. Finite and at least 0.
     public var prefillTokensPerSecond: Double = 0
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).
