@@ -203,6 +203,9 @@ struct LoadCommand: ParsableCommand {
         guard prefillTokensPerS >= 0 && prefillTokensPerS.isFinite else {
             throw ValidationError("--prefill-tokens-per-s must be a finite number of tokens per second, 0 or more")
         }
+        if readEveryDiskHit && prefillTokensPerS == 0 {
+            throw ValidationError("--read-every-disk-hit needs --prefill-tokens-per-s (without it the engine reads every disk hit anyway)")
+        }
         if compareOffload && engine.offloadDir == nil { throw ValidationError("--compare-offload needs --offload-dir") }
         if let maxPromptTokens, !(1...engine.maxSeqTokens).contains(maxPromptTokens) {
             throw ValidationError("--max-prompt-tokens \(maxPromptTokens) is outside 1...\(engine.maxSeqTokens) (--max-seq-tokens)")

@@ -41,6 +41,7 @@ struct LoadOptionTests {
         (["--prefill-tokens-per-s=-1"], "--prefill-tokens-per-s must be a finite number of tokens per second, 0 or more"),
         (["--prefill-tokens-per-s", "inf"], "--prefill-tokens-per-s must be a finite number of tokens per second, 0 or more"),
         (["--prefill-tokens-per-s", "nan"], "--prefill-tokens-per-s must be a finite number of tokens per second, 0 or more"),
+        (["--read-every-disk-hit"], "--read-every-disk-hit needs --prefill-tokens-per-s (without it the engine reads every disk hit anyway)"),
         (["--max-seq-tokens", "4096", "--max-prompt-tokens", "5000"],
          "--max-prompt-tokens 5000 is outside 1...4096 (--max-seq-tokens)"),
         (["--prompt-dist", "uniform", "--prompt-mean", "100", "--prompt-max", "300"],

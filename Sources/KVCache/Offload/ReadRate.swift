@@ -1,11 +1,11 @@
 /// How fast the disk tier's block reads drain, as a prompt's reads would see it: bytes read
 /// over the time block reads were in flight, with the device's other traffic (spill writes,
 /// swap-outs, peers' reads) in it. Feeds the read-or-recompute choice of a create
-/// (`Engine.readIsFaster`, with `EngineConfig.prefillTokensPerSecond`).
+/// (`DiskTier.readIsFaster`, with `EngineConfig.prefillTokensPerSecond`).
 ///
 /// Busy time runs from the submission that finds no block read in flight to the completion
 /// that leaves none, and is folded in at that completion or, under continuous reads, at the
-/// first completion at least `window` after the last fold. Each fold keeps 7/8 of the sums
+/// first completion at least `windowNanoseconds` after the last fold. Each fold keeps 7/8 of the sums
 /// before it, so the rate follows the device's load within a few windows. Completions are
 /// seen when a call processes them, so an idle server reads a little slow: an estimate errs
 /// towards recomputing. Cost: O(1) per read and a clock read per submission from idle and per

@@ -48,9 +48,11 @@ struct ReadOrRecomputeTests {
     // MARK: the engine, on the real disk tier
 
     /// A 203-token prompt spilled (50 blocks of 4 tokens): the first create reads it (no rate
-    /// known yet) byte for byte; with a prefill far faster than any disk the next one leaves
-    /// all 200 tokens to the server, is ready at once and counts them as declined; after a
-    /// second without block reads a create reads again (a probe); a slow prefill always reads.
+    /// known yet) byte for byte; with a prefill far faster than any disk the next ones leave
+    /// what is only on disk to the server: a 43-token prompt of its first 10 blocks gets 0
+    /// cached, and the whole prompt then keeps those 10 blocks (now in memory) and ends its
+    /// prefix there, ready at once, the rest counted as declined; after a second without block
+    /// reads a create reads again (a probe); a slow prefill always reads.
     @Test(arguments: layouts)
     func aFastPrefillIsLeftTheBlocksADiskWouldReturnLater(layout: Layout) throws {
         let dir = ScratchDir()
@@ -69,17 +71,24 @@ struct ReadOrRecomputeTests {
         let before = e.stats()
         #expect(before.disk.declinedHitTokens == 0 && before.disk.prefixHitTokens == 200)
 
-        #expect(try e.createSequence(3, tokens: prompt) == 0, "computing 200 tokens takes 0.2 ps: no read")
-        #expect(try e.ready(3), "nothing to wait for")
+        let head = Array(prompt[0..<43])
+        #expect(try e.createSequence(5, tokens: head) == 0, "computing 40 tokens takes 0.04 ps: no read")
+        #expect(try e.ready(5), "nothing to wait for")
+        try fillKV(e, 5, count: 43) { head[$0] }
+        #expect(try e.createSequence(3, tokens: prompt) == 40, "the memory blocks stay; the prefix ends at the first disk block")
+        #expect(try e.ready(3))
+        #expect(try kvDifferences(e, 3, count: 40) { prompt[$0] } == 0)
         let declined = e.stats()
-        #expect(declined.disk.declinedHitTokens == 200)
-        #expect(declined.disk.prefixHitTokens == 200 && declined.prefixHitTokens == before.prefixHitTokens)
+        #expect(declined.disk.declinedHitTokens == 40 + 160)
+        #expect(declined.disk.prefixHitTokens == 200, "no disk hit since")
+        #expect(declined.prefixHitTokens == before.prefixHitTokens + 40, "only the memory hit")
         #expect(declined.disk.blocksLoaded == before.disk.blocksLoaded, "no block read")
-        // The server computes the prompt; its blocks are the sequence's own, appends go on.
-        try fillKV(e, 3, count: 203) { prompt[$0] }
+        // The server computes the rest; appends go on.
+        try fillKV(e, 3, count: 163, from: 40) { prompt[$0] }
         try e.append(3, tokens: [9, 9])
         #expect(try e.length(3) == 205)
         try e.free(3)
+        try e.free(5)
         try e.trim()
 
         Thread.sleep(forTimeInterval: Double(DiskTier.readProbeNanoseconds) / 1e9 + 0.05)
