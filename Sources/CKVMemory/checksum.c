@@ -34,33 +34,12 @@ static inline uint64_t fmix(uint64_t h) {
     return h;
 }
 
-#if defined(__has_builtin)
-#if __has_builtin(__builtin_nontemporal_store)
-#define HAVE_NONTEMPORAL 1
-#endif
-#endif
-
-/* Stores word v at p (8-byte aligned) past the caches when the compiler can (the copy's reader
- * is the device, or a later pass over memory not in cache anyway), so that the store does
- * not first read the line it overwrites; kvm_copy_checksum64 fences before it returns. */
-static inline void store_streaming(uint8_t *p, uint64_t v) {
-#ifdef HAVE_NONTEMPORAL
-    __builtin_nontemporal_store(v, (uint64_t *)(void *)p);
-#else
-    memcpy(p, &v, 8);
-#endif
-}
-
 /* One 64-byte stripe at p into the four accumulators; stored at copy as well unless it is NULL
- * (a constant at every call, so the test folds away), streaming when `streaming` (copy then
- * 8-byte aligned). */
-static inline void stripe(uint64_t acc[4], const uint8_t *p, uint8_t *copy, int streaming) {
+ * (a constant at every call, so the test folds away). */
+static inline void stripe(uint64_t acc[4], const uint8_t *p, uint8_t *copy) {
     for (int i = 0; i < 4; i++) {
         uint64_t a = load64(p + 16 * i), b = load64(p + 16 * i + 8);
-        if (copy && streaming) {
-            store_streaming(copy + 16 * i, a);
-            store_streaming(copy + 16 * i + 8, b);
-        } else if (copy) {
+        if (copy) {
             memcpy(copy + 16 * i, &a, 8);
             memcpy(copy + 16 * i + 8, &b, 8);
         }
@@ -96,18 +75,8 @@ uint64_t kvm_checksum64(const void *data, uint64_t len, uint64_t seed) {
     uint64_t acc[4];
     start(acc, seed);
     uint64_t n = len;
-    for (; n >= 64; n -= 64, p += 64) stripe(acc, p, NULL, 0);
+    for (; n >= 64; n -= 64, p += 64) stripe(acc, p, NULL);
     return finish(acc, p, n, len);
-}
-
-/* The runs into dst, back to back, through the stripes; `streaming` is a constant at each
- * call, so each call site gets its own loop. */
-static inline __attribute__((always_inline)) void copy_runs(uint64_t acc[4], uint8_t *d, const void *const *sources,
-                                                            uint32_t count, uint64_t run_bytes, int streaming) {
-    for (uint32_t i = 0; i < count; i++) {
-        const uint8_t *p = sources[i];
-        for (uint64_t n = 0; n < run_bytes; n += 64, p += 64, d += 64) stripe(acc, p, d, streaming);
-    }
 }
 
 uint64_t kvm_copy_checksum64(void *dst, const void *const *sources, uint32_t count, uint64_t run_bytes, uint64_t seed) {
@@ -116,21 +85,12 @@ uint64_t kvm_copy_checksum64(void *dst, const void *const *sources, uint32_t cou
         for (uint32_t i = 0; i < count; i++) memcpy(d + i * run_bytes, sources[i], run_bytes);
         return kvm_checksum64(dst, count * run_bytes, seed);
     }
-    /* Each word is loaded once, checksummed and stored from its register: streaming stores
-     * into an aligned destination (a slot buffer: 4096-aligned), then a fence so that they are
-     * visible before the caller hands the buffer on (to the device, or to another thread). */
+    /* Each word is loaded once, checksummed and stored from its register. */
     uint64_t acc[4];
     start(acc, seed);
-    if ((uintptr_t)dst % 64 == 0) {
-        copy_runs(acc, d, sources, count, run_bytes, 1);
-#if defined(__x86_64__)
-        __builtin_ia32_sfence();
-#else
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-#endif
-    } else {
-        copy_runs(acc, d, sources, count, run_bytes, 0);
+    for (uint32_t i = 0; i < count; i++) {
+        const uint8_t *p = sources[i];
+        for (uint64_t n = 0; n < run_bytes; n += 64, p += 64, d += 64) stripe(acc, p, d);
     }
-    d += count * run_bytes;
     return finish(acc, d, 0, count * run_bytes);
 }

@@ -130,10 +130,7 @@ uint64_t kvm_checksum64(const void *data, uint64_t len, uint64_t seed);
 /* Copies `count` runs of run_bytes, sources[i] to dst + i * run_bytes, and returns
  * kvm_checksum64(dst, count * run_bytes, seed). When run_bytes is a multiple of 64 each word
  * is loaded once, checksummed and stored (~20 % less time than a memcpy and a checksum of
- * the copy for 8 runs of 32 KiB from memory not in cache); otherwise it is those two. Into a
- * dst aligned to 64 bytes (a slot buffer) the stores stream past the caches, fenced before
- * return: no read of the lines they overwrite, ~15 % less time for 2 MiB from memory not in
- * cache (5.2 -> 6.0 GB/s on this machine kind). */
+ * the copy for 8 runs of 32 KiB from memory not in cache); otherwise it is those two. */
 uint64_t kvm_copy_checksum64(void *dst, const void *const *sources, uint32_t count, uint64_t run_bytes, uint64_t seed);
 
 /* Copies `count` runs of run_bytes to `payload` (a slot buffer's bytes after its header), back
