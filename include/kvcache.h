@@ -389,6 +389,19 @@ typedef struct kvc_config {
      *  reading would have saved. Finite and at least 0, else KVC_ERR_INVALID_ARGUMENT.
      *  Offset 152 (the struct is 160 bytes since this field); a caller's older struct gets 0. */
     double prefill_tokens_per_s;
+    /** 1: a thread of the engine writes the coldest cached blocks to the disk tier ahead of
+     *  their eviction (the oldest within twice the staging buffers, each block's missing
+     *  ancestors first), copying them with the engine's lock released; an allocation that
+     *  evicts a block then copies nothing, and a block the thread has not reached is dropped
+     *  as when staging buffers are short (kvc_stats.spills_skipped). 0 (default): each
+     *  eviction copies its block (and missing ancestors) into a staging buffer inside the
+     *  evicting call, under the lock, delaying that call and every other. A block being
+     *  copied stays usable; a call that must evict or rewrite it waits for its copy (at most
+     *  8 blocks' copies). Which blocks reach the disk then depends on the thread's timing.
+     *  kvc_stats.disk_blocks_written_ahead counts its writes. Needs a disk tier; 0 or 1, else
+     *  KVC_ERR_INVALID_ARGUMENT. Offset 160 (the struct is 168 bytes since this field, 4 of
+     *  them padding); a caller's older struct gets 0. */
+    uint32_t offload_writeback;
     /* more may follow */
 } kvc_config;
 
@@ -524,7 +537,8 @@ typedef struct kvc_stats {
      *  cached to drop for room). Not an error (not in disk_errors). Many skips mean the
      *  staging buffers are full of writes still on the device (pending swap-outs', or spills
      *  coming faster than the device writes them), or a tier too small for the sequences
-     *  swapped out to it. */
+     *  swapped out to it. With kvc_config.offload_writeback: every evicted block the
+     *  writeback thread had not written or begun copying. */
     uint64_t spills_skipped;
     /** Peers (kvc_config.peer_offload_dirs): blocks read from a peer's slab, verified and
      *  served (each is then an ordinary cached block of this engine; counted when its read
@@ -555,6 +569,9 @@ typedef struct kvc_stats {
      *  because kvc_config.prefill_tokens_per_s expected the server to compute them sooner
      *  (not in prefix_hit_tokens). Offset 320 (the struct is 328 bytes since). */
     uint64_t disk_declined_hit_tokens;
+    /** Of blocks_spilled, those kvc_config.offload_writeback's thread wrote ahead of their
+     *  eviction. Offset 328 (the struct is 336 bytes since). */
+    uint64_t disk_blocks_written_ahead;
     /* more may follow */
 } kvc_stats;
 
@@ -1264,6 +1281,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   block, neither of which a server calls before kvc_seq_ready says 1; a swap-out whose start
  *   the tier refuses (a block finds the tier or disk full) waits for every request in flight
  *   before it returns the error; kvc_engine_sync waits for everything.
+ *   Writeback (kvc_config.offload_writeback): a thread of the engine copies the coldest cached
+ *   blocks into staging buffers with the lock released and writes them, so an allocation's
+ *   evictions copy nothing; an eviction passes over a block being copied, and a call that must
+ *   evict, drop or rewrite one (every cached block is being copied; kvc_engine_trim, a
+ *   compaction) waits, holding the lock, for that block's copy: at most 8 blocks' copies.
  *
  * FAULTS: a full disk (ENOSPC, or a file-size limit), an I/O error, an unusable directory
  *   each give a status and a kvc_last_error message; the engine keeps serving. A failed spill

@@ -41,7 +41,8 @@ _Static_assert(offsetof(kvc_config, offload_queue_depth) == 128, "kvc_config.off
 _Static_assert(offsetof(kvc_config, peer_offload_dirs) == 136, "kvc_config.peer_offload_dirs at 136 (appended)");
 _Static_assert(offsetof(kvc_config, model_tag) == 144, "kvc_config.model_tag at 144 (appended)");
 _Static_assert(offsetof(kvc_config, prefill_tokens_per_s) == 152, "kvc_config.prefill_tokens_per_s at 152 (appended)");
-_Static_assert(sizeof(kvc_config) == 160, "kvc_config is 160 bytes");
+_Static_assert(offsetof(kvc_config, offload_writeback) == 160, "kvc_config.offload_writeback at 160 (appended)");
+_Static_assert(sizeof(kvc_config) == 168, "kvc_config is 168 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");
 _Static_assert(KVC_STATS_MIN_SIZE == 72, "KVC_STATS_MIN_SIZE");
@@ -56,7 +57,8 @@ _Static_assert(offsetof(kvc_stats, peer_hit_tokens) == 296, "kvc_stats.peer_hit_
 _Static_assert(offsetof(kvc_stats, disk_recovered_blocks) == 304, "kvc_stats.disk_recovered_blocks at 304 (appended)");
 _Static_assert(offsetof(kvc_stats, disk_journal_dropped) == 312, "kvc_stats.disk_journal_dropped at 312 (appended)");
 _Static_assert(offsetof(kvc_stats, disk_declined_hit_tokens) == 320, "kvc_stats.disk_declined_hit_tokens at 320 (appended)");
-_Static_assert(sizeof(kvc_stats) == 328, "kvc_stats is 328 bytes");
+_Static_assert(offsetof(kvc_stats, disk_blocks_written_ahead) == 328, "kvc_stats.disk_blocks_written_ahead at 328 (appended)");
+_Static_assert(sizeof(kvc_stats) == 336, "kvc_stats is 336 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 
@@ -1640,6 +1642,58 @@ static void read_or_recompute(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* kvc_config.offload_writeback: the engine's thread writes a freed prompt's 62 cached blocks
+ * ahead of their eviction (disk_blocks_written_ahead); a create that needs all 128 blocks of
+ * 1 MiB evicts them and copies nothing (blocks_spilled stays at the 62 written ahead, none
+ * skipped); the prompt comes back from disk byte for byte. A value other than 0 or 1, or the
+ * flag without a disk tier, is INVALID_ARGUMENT and creates nothing. */
+static void writeback(uint32_t layout) {
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "cold blocks are written ahead of their eviction", dir);
+    kvc_config cfg;
+    small_config(&cfg, layout, 1u << 20);
+    kvc_engine *e = NULL;
+    cfg.offload_writeback = 1;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "offload_writeback", kvc_engine_create(&cfg, &e));
+    CHECK(e == NULL, "%s: writeback without a disk tier creates no engine", name);
+    cfg.offload_dir = dir;
+    cfg.offload_bytes = 64u << 20;
+    cfg.offload_writeback = 2;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "offload_writeback", kvc_engine_create(&cfg, &e));
+    CHECK(e == NULL, "%s: offload_writeback 2 creates no engine", name);
+    cfg.offload_writeback = 1;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    enum { A = 62 * BLOCK + 3, B = 2040 };
+    static int32_t a[A], b[B];
+    for (size_t i = 0; i < A; i++) a[i] = (int32_t)(i * 7919 % 50000) + 3;
+    for (size_t i = 0; i < B; i++) b[i] = (int32_t)(i * 104729 % 50000) + 50001;
+    size_t cached = 0;
+    MUST(kvc_seq_create(e, 1, a, A, &cached));
+    write_kv(&v, 1, 8, 0, A);
+    MUST(kvc_seq_free(e, 1));
+    kvc_stats s = stats_of(e);
+    for (int i = 0; i < 30000 && s.disk_blocks_written_ahead < 62; i++) {
+        usleep(1000);
+        s = stats_of(e);
+    }
+    CHECK(s.disk_blocks_written_ahead == 62 && s.blocks_spilled == 62 && s.blocks_cached == 62,
+          "%s: the 62 cached blocks are written ahead (%" PRIu64 " of %" PRIu64 " spilled, %" PRIu64 " cached)", name,
+          s.disk_blocks_written_ahead, s.blocks_spilled, s.blocks_cached);
+    MUST(kvc_seq_create(e, 2, b, B, &cached));
+    s = stats_of(e);
+    CHECK(s.blocks_cached == 0 && s.blocks_spilled == 62 && s.spills_skipped == 0,
+          "%s: evicting them copied nothing (%" PRIu64 " cached, %" PRIu64 " spilled, %" PRIu64 " skipped)", name,
+          s.blocks_cached, s.blocks_spilled, s.spills_skipped);
+    write_kv(&v, 2, 9, 0, B);
+    MUST(kvc_seq_free(e, 2));
+    MUST(kvc_seq_create(e, 3, a, A, &cached));
+    CHECK(cached == 62 * BLOCK, "%s: the prompt is found on disk (%zu cached)", name, cached);
+    CHECK(wait_ready(e, 3) == KVC_OK && kv_matches(&v, 3, 8, 0, cached), "%s: and read back byte for byte", name);
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+}
+
 /* The router: an engine's KV events steer the router to the instance that caches the prompt,
  * and bad input gets a status and a message. Offsets are the ones the library decodes. */
 _Static_assert(offsetof(kvc_router_config, ttft_slo_ms) == 16 && offsetof(kvc_router_config, block_tokens) == 32 &&
@@ -1937,6 +1991,8 @@ int main(int argc, char **argv) {
     spoiled_by_a_failed_read(KVC_LAYOUT_CONTIGUOUS);
     read_or_recompute(KVC_LAYOUT_PAGED);
     read_or_recompute(KVC_LAYOUT_CONTIGUOUS);
+    writeback(KVC_LAYOUT_PAGED);
+    writeback(KVC_LAYOUT_CONTIGUOUS);
     forked(KVC_LAYOUT_PAGED);
     forked(KVC_LAYOUT_CONTIGUOUS);
     out_of_memory(KVC_LAYOUT_PAGED, 1);

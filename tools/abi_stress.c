@@ -281,8 +281,12 @@ static void *monitor(void *arg) {
     return NULL;
 }
 
-static void run(uint32_t layout) {
-    const char *name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+/* One engine of `layout` under the threads; `writeback`: its writeback thread copies cold
+ * blocks to disk outside the engine's lock while the servers evict, hit and compact them and
+ * the monitor trims (offload_writeback). */
+static void run(uint32_t layout, int writeback) {
+    const char *name = layout == KVC_LAYOUT_PAGED ? (writeback ? "paged, writeback" : "paged")
+                                                  : (writeback ? "contiguous, writeback" : "contiguous");
     char dir[] = "/tmp/kvcache-abi-stress-XXXXXX";
     if (!mkdtemp(dir)) {
         perror("abi_stress: mkdtemp");
@@ -302,6 +306,7 @@ static void run(uint32_t layout) {
     cfg.memory_bytes = 3u << 19; /* ~13 requests' K/V, while the threads' families alone take 1.25 MiB */
     cfg.offload_dir = dir;
     cfg.offload_bytes = 64u << 20;
+    cfg.offload_writeback = (uint32_t)writeback;
     kvc_engine *e = NULL;
     if (kvc_engine_create(&cfg, &e) != KVC_OK) {
         fprintf(stderr, "abi_stress: kvc_engine_create: %s\n", kvc_last_error());
@@ -334,18 +339,22 @@ static void run(uint32_t layout) {
           s.blocks_loaded);
     CHECK(s.swap_outs + s.swap_outs_cancelled > 0, "%s: the run swapped sequences out", name);
     CHECK(s.disk_errors == 0, "%s: no disk errors (%" PRIu64 ")", name, s.disk_errors);
+    CHECK(writeback ? s.disk_blocks_written_ahead > 0 : s.disk_blocks_written_ahead == 0,
+          "%s: %" PRIu64 " blocks written ahead", name, s.disk_blocks_written_ahead);
     printf("abi_stress: %s: %d threads x %d requests, %" PRIu64 " cached prompt tokens (%" PRIu64 " from disk), %" PRIu64
-           " blocks spilled, %" PRIu64 " loaded, %" PRIu64 " swap-outs (%" PRIu64 " cancelled by the swap-in), %" PRIu64
+           " blocks spilled (%" PRIu64 " written ahead), %" PRIu64 " loaded, %" PRIu64 " swap-outs (%" PRIu64 " cancelled by the swap-in), %" PRIu64
            " tokens offloaded, %" PRIu64 " restored, %" PRIu64 " out-of-memory retries, %" PRIu64 " requests dropped\n",
-           name, THREADS, REQUESTS, cached, s.disk_hit_tokens, s.blocks_spilled, s.blocks_loaded, s.swap_outs,
+           name, THREADS, REQUESTS, cached, s.disk_hit_tokens, s.blocks_spilled, s.disk_blocks_written_ahead, s.blocks_loaded, s.swap_outs,
            s.swap_outs_cancelled, s.tokens_offloaded, s.tokens_restored, retried, dropped);
     kvc_engine_destroy(e);
     remove_tier_dir(dir);
 }
 
 int main(void) {
-    run(KVC_LAYOUT_PAGED);
-    run(KVC_LAYOUT_CONTIGUOUS);
+    run(KVC_LAYOUT_PAGED, 0);
+    run(KVC_LAYOUT_CONTIGUOUS, 0);
+    run(KVC_LAYOUT_PAGED, 1);
+    run(KVC_LAYOUT_CONTIGUOUS, 1);
     CHECK(atomic_load(&trims) > 0, "the monitor trimmed while the servers ran");
     uint_fast64_t bad = atomic_load(&failed);
     printf("abi_stress: %" PRIuFAST64 " trims while serving\n", atomic_load(&trims));

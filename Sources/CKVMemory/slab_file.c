@@ -320,6 +320,10 @@ uint64_t kvm_slot_gather(void *payload, const void *const *sources, uint32_t cou
     return kvm_copy_checksum64(payload, sources, count, run_bytes, PAYLOAD_SEED);
 }
 
+uint64_t kvm_slot_payload_checksum(const void *payload, uint32_t payload_bytes) {
+    return kvm_checksum64(payload, payload_bytes, PAYLOAD_SEED);
+}
+
 void kvm_slot_seal(void *slot_buf, uint32_t slot, uint64_t block_hash, uint64_t parent_hash, uint64_t generation,
                    uint32_t payload_bytes, const uint64_t *payload_checksum) {
     kvm_slot_header *h = slot_buf;

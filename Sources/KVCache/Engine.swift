@@ -102,9 +102,11 @@ public final class Engine: @unchecked Sendable {
         pthread_mutex_init(mutex, nil)
         offload?.records = self
         offload?.releaseSlot = { [unowned self] slot in self.release(slot) }
+        if config.offloadWriteback { offload?.startWriteback(mutex: mutex) }
     }
 
     deinit {
+        offload?.stopWriteback()
         offload?.close()
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
@@ -612,6 +614,7 @@ public final class Engine: @unchecked Sendable {
                 return
             }
             release(slot)
+            offload?.writeback?.poke()  // its blocks may be cold enough to write ahead
         }
     }
 

@@ -104,6 +104,14 @@ public struct EngineConfig: Equatable, Sendable {
     /// token wait longer than computing it would (as far as the estimate is right), at the
     /// price of the compute a read would have saved. Finite and at least 0.
     public var prefillTokensPerSecond: Double = 0
+    /// Write cold cached blocks to the disk tier ahead of their eviction, on a thread of the
+    /// engine's own that copies them outside the engine's lock (`offload_writeback`;
+    /// `Writeback`), instead of copying each evicted block inside the allocation that evicts
+    /// it, under the lock. An eviction then copies nothing; a block the thread has not written
+    /// yet is dropped as when staging buffers are short (`DiskTierStats.spillsSkipped`). Which
+    /// blocks reach the disk then depends on the thread's timing. Needs a disk tier. Default
+    /// false.
+    public var offloadWriteback: Bool = false
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).
     public var offloadForceThreads: Bool = false
@@ -154,6 +162,8 @@ public struct EngineConfig: Equatable, Sendable {
                   "prefill_tokens_per_s \(prefillTokensPerSecond) is not a finite number of tokens per second, 0 or more")
         if hasDiskTier {
             try check(!metadataOnly, "a metadata-only engine has no bytes to offload; leave offload_dir NULL")
+        } else {
+            try check(!offloadWriteback, "offload_writeback needs a disk tier (offload_dir and offload_bytes) to write to")
         }
         if !peerOffloadDirs.isEmpty {
             try check(hasDiskTier, "peer_offload_dirs needs a disk tier of this engine's own (offload_dir and offload_bytes): its I/O queue reads the peers' blocks")

@@ -52,8 +52,11 @@ enum ConfigLayout {
     static let modelTag = 144
     /// `double prefill_tokens_per_s`; a 152-byte struct of the previous version ends before it (0).
     static let prefillTokensPerSecond = 152
+    /// `uint32_t offload_writeback` (then 4 bytes of padding); a 160-byte struct of the previous
+    /// version ends before it (0: no writeback thread).
+    static let offloadWriteback = 160
     /// `sizeof(kvc_config)` of this version.
-    static let size = 160
+    static let size = 168
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
 }
@@ -161,6 +164,11 @@ extension EngineConfig {
         if has(ConfigLayout.modelTag, 8) { modelTag = raw.loadUnaligned(fromByteOffset: ConfigLayout.modelTag, as: UInt64.self) }
         if has(ConfigLayout.prefillTokensPerSecond, 8) {
             prefillTokensPerSecond = raw.loadUnaligned(fromByteOffset: ConfigLayout.prefillTokensPerSecond, as: Double.self)
+        }
+        if has(ConfigLayout.offloadWriteback, 4) {
+            let flag = raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadWriteback, as: UInt32.self)
+            guard flag <= 1 else { throw KVError(.invalidArgument, "offload_writeback \(flag) is neither 0 nor 1") }
+            offloadWriteback = flag == 1
         }
         for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
         where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {

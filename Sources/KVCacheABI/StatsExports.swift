@@ -54,8 +54,10 @@ enum StatsLayout {
     static let diskJournalDropped = 312
     /// Prompt tokens found only on disk and left to the prefill (`DiskTierStats.declinedHitTokens`).
     static let diskDeclinedHitTokens = 320
+    /// Blocks the writeback thread wrote ahead of eviction (`DiskTierStats.blocksWrittenAhead`).
+    static let diskBlocksWrittenAhead = 328
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 328
+    static let size = 336
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -111,6 +113,7 @@ enum StatsLayout {
         put(s.disk.recoveredSlots, StatsLayout.diskRecoveredBlocks)
         put(s.disk.journalRecordsDropped, StatsLayout.diskJournalDropped)
         put(s.disk.declinedHitTokens, StatsLayout.diskDeclinedHitTokens)
+        put(s.disk.blocksWrittenAhead, StatsLayout.diskBlocksWrittenAhead)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

@@ -61,6 +61,9 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Disk tier staging buffers (offload_queue_depth, 32...1024; default \(EngineConfig().offloadQueueDepth)): more write more cold blocks back when an allocation evicts many at once; needs --offload-dir.")
     var offloadQueueDepth: Int?
 
+    @Flag(help: "Write cold cached blocks to the disk tier ahead of their eviction, on a thread that copies them outside the engine's lock (offload_writeback), instead of inside the call that evicts them; needs --offload-dir.")
+    var offloadWriteback = false
+
     @Flag(help: "Index a prompt's blocks only as they are scheduled (index_on_schedule). Nothing here calls kvc_seq_schedule, so they enter the index at the sequence's first append, after its prefill: later prompts hit only computed blocks.")
     var indexOnSchedule = false
 
@@ -86,6 +89,7 @@ struct EngineOptions: ParsableArguments {
             config.offloadBytes = offloadBytes?.bytes ?? Self.defaultOffloadBytes
         }
         if let offloadQueueDepth { config.offloadQueueDepth = offloadQueueDepth }
+        config.offloadWriteback = offloadWriteback
         config.peerOffloadDirs = peerOffloadDir
         if let modelTag { config.modelTag = modelTag }
         return config
@@ -98,6 +102,7 @@ struct EngineOptions: ParsableArguments {
             if offloadBytes != nil { throw ValidationError("--offload-bytes needs --offload-dir (it sizes the disk tier)") }
             if offloadQueueDepth != nil { throw ValidationError("--offload-queue-depth needs --offload-dir (it sets the disk tier's staging buffers)") }
             if modelTag != nil { throw ValidationError("--model-tag needs --offload-dir (it names the model of the disk tier's blocks)") }
+            if offloadWriteback { throw ValidationError("--offload-writeback needs --offload-dir (it writes to the disk tier)") }
         }
         do {
             try config.validate()

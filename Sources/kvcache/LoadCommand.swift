@@ -50,7 +50,7 @@ struct LoadCommand: ParsableCommand {
         rss_start_bytes, rss_peak_bytes, rss_end_bytes, blocks_evicted, mappings, page_bytes, huge_pages, \
         reserved_bytes, reserve_s}, \
         offload {dir, backend, capacity_bytes, recovered_blocks, journal_records_dropped, bytes_written, bytes_read, \
-        write_mib_per_s, read_mib_per_s, blocks_spilled, spills_skipped, blocks_loaded, swap_outs, swap_outs_cancelled, \
+        write_mib_per_s, read_mib_per_s, blocks_spilled, blocks_written_ahead, spills_skipped, blocks_loaded, swap_outs, swap_outs_cancelled, \
         swap_outs_failed, disk_hit_tokens, disk_hit_rate, declined_hit_tokens, \
         peer_hits, peer_stale, peer_hit_tokens, peer_hit_rate, reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
         (absent without --offload-dir), and first_error (absent when none).
@@ -260,22 +260,28 @@ struct LoadCommand: ParsableCommand {
     }
 
     func run() throws {
-        var runner = try loadRunner()
+        let runner = try loadRunner()
         guard compareOffload, let dir = runner.config.offloadDir else {
             let report = try runner.run()
             try writePlots([("memory", report)])
             print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
             return
         }
-        let bytes = runner.config.offloadBytes
-        (runner.config.offloadDir, runner.config.offloadBytes) = (nil, 0)
-        let without = try runner.run()
-        // The tier starts empty, so that both runs see the same cold start.
-        DiskTierFiles.remove(in: dir)
-        (runner.config.offloadDir, runner.config.offloadBytes) = (dir, bytes)
-        let with = try runner.run()
+        let (without, with) = try Self.compareOffload(runner, dir: dir)
         try writePlots([("memory_without_offload", without), ("memory_with_offload", with)])
         print(json ? LoadReport.comparisonJSON(without: without, with: with) : LoadReport.comparison(without: without, with: with))
+    }
+
+    /// `--compare-offload`: runs `runner`'s workload without a disk tier (and so without
+    /// writeback), then with its tier in `dir`, emptied first so that both runs start cold.
+    static func compareOffload(_ runner: LoadRunner, dir: String) throws -> (without: LoadReport, with: LoadReport) {
+        var runner = runner
+        let (bytes, writeback) = (runner.config.offloadBytes, runner.config.offloadWriteback)
+        (runner.config.offloadDir, runner.config.offloadBytes, runner.config.offloadWriteback) = (nil, 0, false)
+        let without = try runner.run()
+        DiskTierFiles.remove(in: dir)
+        (runner.config.offloadDir, runner.config.offloadBytes, runner.config.offloadWriteback) = (dir, bytes, writeback)
+        return (without, try runner.run())
     }
 
     /// Writes each report's memory timeline to `--plots`/NAME.svg (nothing when `--plots` is

@@ -18,6 +18,9 @@ extension LoadReport {
         var writeMiBPerSecond: Double
         var readMiBPerSecond: Double
         var blocksSpilled: UInt64
+        /// Of `blocksSpilled`, those the writeback thread wrote ahead of their eviction
+        /// (`--offload-writeback`, `DiskTierStats.blocksWrittenAhead`).
+        var blocksWrittenAhead: UInt64
         /// Cached blocks allocations evicted without writing them back: no staging buffer was
         /// free beyond the reserve (`DiskTierStats.spillsSkipped`).
         var spillsSkipped: UInt64
@@ -57,6 +60,7 @@ extension LoadReport {
             case writeMiBPerSecond = "write_mib_per_s"
             case readMiBPerSecond = "read_mib_per_s"
             case blocksSpilled = "blocks_spilled"
+            case blocksWrittenAhead = "blocks_written_ahead"
             case spillsSkipped = "spills_skipped"
             case blocksLoaded = "blocks_loaded"
             case swapOuts = "swap_outs"
@@ -88,6 +92,7 @@ extension LoadReport {
             writeMiBPerSecond = elapsed > 0 ? Double(d.bytesWritten) / elapsed / 1_048_576 : 0
             readMiBPerSecond = elapsed > 0 ? Double(d.bytesRead) / elapsed / 1_048_576 : 0
             blocksSpilled = d.blocksSpilled
+            blocksWrittenAhead = d.blocksWrittenAhead
             spillsSkipped = d.spillsSkipped
             blocksLoaded = d.blocksLoaded
             swapOuts = d.swapOuts

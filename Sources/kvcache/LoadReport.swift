@@ -246,7 +246,7 @@ struct LoadReport: Codable, Sendable {
                     + "\(offload.journalRecordsDropped) journal records dropped (torn, corrupt, or past the tier's size)")
             }
             line("  written  \(ByteCount.format(offload.bytesWritten)) (\(fixed(offload.writeMiBPerSecond, 1)) MiB/s over the run), "
-                + "\(offload.blocksSpilled) blocks spilled (\(offload.spillsSkipped) skipped), \(offload.swapOuts) swap-outs "
+                + "\(offload.blocksSpilled) blocks spilled (\(offload.blocksWrittenAhead) written ahead, \(offload.spillsSkipped) skipped), \(offload.swapOuts) swap-outs "
                 + "(\(offload.swapOutsCancelled) cancelled, \(offload.swapOutsFailed) failed)")
             line("  read     \(ByteCount.format(offload.bytesRead)) (\(fixed(offload.readMiBPerSecond, 1)) MiB/s over the run), "
                 + "\(offload.blocksLoaded) blocks loaded, \(offload.reloadFailures) failed")

@@ -6,11 +6,11 @@ import Testing
 
 /// `kvc_config` as raw bytes: `kvc_config_init_size` defaults, then fields set at the header's offsets.
 struct CConfig {
-    static let size = 160
+    static let size = 168
     var bytes: [UInt8]
 
-    /// The defaults of `kvc_config_init_size`, in a struct of `structSize` bytes (at least 160 are
-    /// initialised; bytes past 160 are 0) whose `struct_size` field says `structSize`.
+    /// The defaults of `kvc_config_init_size`, in a struct of `structSize` bytes (at least 168 are
+    /// initialised; bytes past 168 are 0) whose `struct_size` field says `structSize`.
     init(structSize: Int = CConfig.size) {
         bytes = [UInt8](repeating: 0, count: max(structSize, CConfig.size))
         bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, CConfig.size) }
@@ -55,6 +55,7 @@ struct CConfig {
         get { Double(bitPattern: get64(152)) }
         set { set64(152, newValue.bitPattern) }
     }
+    var offloadWriteback: UInt32 { get { get32(160) } set { set32(160, newValue) } }
 
     /// `kvc_engine_create` with `offload_dir` (offset 64) pointing at `dir` for the call, and
     /// `peer_offload_dirs` (offset 136) at `peers` when given.
@@ -96,13 +97,13 @@ func withOptionalCString<T>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> 
 
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 328
+    static let size = 336
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... disk_declined_hit_tokens, in header order
+    var fields: [UInt64]  // budget_bytes ... disk_blocks_written_ahead, in header order
 
     init(bytes: [UInt8]) {
         // Fields past the end of a smaller buffer read 0.
-        fields = (0..<40).map { i in
+        fields = (0..<41).map { i in
             8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
         }
     }
@@ -147,6 +148,7 @@ struct CStats: Equatable, CustomStringConvertible {
     var diskRecoveredBlocks: UInt64 { fields[37] }
     var diskJournalDropped: UInt64 { fields[38] }
     var diskDeclinedHitTokens: UInt64 { fields[39] }
+    var diskBlocksWrittenAhead: UInt64 { fields[40] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "

@@ -30,11 +30,11 @@ private func createStatus(_ config: CConfig) -> kvc_status {
 
 @Suite struct ConfigABITests {
     @Test func configInitWritesTheDocumentedDefaultsAtTheHeadersOffsets() {
-        var bytes = [UInt8](repeating: 0xAB, count: 168)
-        bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 160) }
+        var bytes = [UInt8](repeating: 0xAB, count: 176)
+        bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 168) }
         var c = CConfig()
         c.bytes = bytes
-        #expect(c.structSize == 160)
+        #expect(c.structSize == 168)
         #expect(c.numLayers == 32)
         #expect(c.numKVHeads == 8)
         #expect(c.headDim == 128)
@@ -58,21 +58,23 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(bytes[136..<144].allSatisfy { $0 == 0 }, "peer_offload_dirs defaults to NULL: no peers")
         #expect(bytes[144..<152].allSatisfy { $0 == 0 }, "model_tag defaults to 0")
         #expect(bytes[152..<160].allSatisfy { $0 == 0 }, "prefill_tokens_per_s defaults to 0.0")
-        #expect(bytes[160...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
+        #expect(bytes[160..<164].allSatisfy { $0 == 0 }, "offload_writeback defaults to 0")
+        #expect(bytes[164..<168].allSatisfy { $0 == 0 }, "padding is zeroed")
+        #expect(bytes[168...].allSatisfy { $0 == 0xAB }, "kvc_config_init wrote past sizeof(kvc_config)")
     }
 
     @Test func configInitOfNullIsANoOp() {
         kvc_config_init(nil)
-        kvc_config_init_size(nil, 160)
+        kvc_config_init_size(nil, 168)
     }
 
     /// Binaries built against the first header call the symbol `kvc_config_init` with a
     /// 128-byte struct: it writes those 128 bytes (the same defaults) and nothing past them.
     @Test func theFirstVersionsInitialiserWritesExactly128Bytes() throws {
-        var old = [UInt8](repeating: 0xAB, count: 168)
+        var old = [UInt8](repeating: 0xAB, count: 176)
         old.withUnsafeMutableBytes { kvc_config_init($0.baseAddress) }
-        var current = [UInt8](repeating: 0xAB, count: 168)
-        current.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 160) }
+        var current = [UInt8](repeating: 0xAB, count: 176)
+        current.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, 168) }
         #expect(old[0..<4] == [128, 0, 0, 0], "struct_size 128")
         #expect(old[4..<128] == current[4..<128], "the same defaults")
         #expect(old[128...].allSatisfy { $0 == 0xAB }, "nothing written past the first version's struct")
@@ -87,13 +89,13 @@ private func createStatus(_ config: CConfig) -> kvc_status {
     /// the fields this library does not know zeroed, which create accepts; a struct cut inside
     /// a field (130 bytes) or a size outside `KVC_CONFIG_MIN_SIZE...KVC_STRUCT_SIZE_MAX` too.
     @Test func theSizedInitialiserWritesExactlyTheCallersSize() {
-        for size in [60, 130, 152, 160, 200] {
+        for size in [60, 130, 152, 160, 168, 200] {
             var bytes = [UInt8](repeating: 0xAB, count: size + 8)
             bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, size) }
             #expect(bytes[0..<4] == [UInt8(size), 0, 0, 0], "struct_size \(size)")
             #expect(bytes[size...].allSatisfy { $0 == 0xAB }, "nothing past \(size) bytes")
-            #expect(bytes[min(size, 160)..<size].allSatisfy { $0 == 0 }, "bytes past the known fields zeroed")
-            var c = CConfig(structSize: max(size, 160))
+            #expect(bytes[min(size, 168)..<size].allSatisfy { $0 == 0 }, "bytes past the known fields zeroed")
+            var c = CConfig(structSize: max(size, 168))
             c.bytes.replaceSubrange(0..<size, with: bytes[0..<size])
             let small = CConfig.small(KVC_LAYOUT_PAGED)
             c.bytes.replaceSubrange(4..<60, with: small.bytes[4..<60])
@@ -205,9 +207,31 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         var c = CConfig(structSize: CConfig.size + 16)
         let small = CConfig.small(KVC_LAYOUT_PAGED)
         c.bytes.replaceSubrange(4..<64, with: small.bytes[4..<64])
-        c.bytes[160] = 1
+        c.bytes[168] = 1
         #expect(createStatus(c) == KVC_ERR_UNSUPPORTED)
-        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["160"])
+        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["168"])
+    }
+
+    @Test func offloadWritebackIsReadAtOffset160AndAnOlderStructGets0() throws {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.offloadWriteback = 1
+        c.structSize = 160
+        let old = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(!old.offloadWriteback, "a 160-byte struct ends before offload_writeback")
+        c.structSize = 168
+        let new = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        #expect(new.offloadWriteback, "the field is read at offset 160")
+    }
+
+    /// Neither 0 nor 1, or set without a disk tier: refused by name, nothing created.
+    @Test func aBadOffloadWritebackIsInvalid() {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.offloadWriteback = 2
+        #expect(createStatus(c) == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: ["offload_writeback", "neither 0 nor 1"])
+        c.offloadWriteback = 1
+        #expect(createStatus(c) == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: ["offload_writeback", "disk tier"])
     }
 
     /// A field set to a value outside its range, and a word the message must contain.

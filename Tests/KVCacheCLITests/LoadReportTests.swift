@@ -216,6 +216,25 @@ struct LoadReportTests {
         #expect(report.workloadSummary.contains("24 requests") && report.workloadSummary.contains("outputs capped at 8 tokens"))
     }
 
+    /// `--compare-offload --offload-writeback`: the run without a tier has no writeback thread
+    /// (a config with one and no tier would be refused), the run with the tier has one, which
+    /// wrote the blocks it spilled ahead of their eviction.
+    @Test func aComparisonWithWritebackRunsItOnlyWithTheTier() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-load-wb-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let arguments = Self.arguments(Self.shapes[0]).map { $0 == "64MiB" ? "4MiB" : $0 }
+            + ["--offload-dir", dir, "--offload-writeback", "--compare-offload", "--plots", ""]
+        let runner = try LoadCommand.parse(arguments).loadRunner()
+        #expect(runner.config.offloadWriteback)
+        let (without, with) = try LoadCommand.compareOffload(runner, dir: dir)
+        #expect(without.offload == nil)
+        let offload = try #require(with.offload)
+        #expect(offload.blocksSpilled > 0 && offload.blocksWrittenAhead == offload.blocksSpilled,
+                "\(offload.blocksWrittenAhead) of \(offload.blocksSpilled) written ahead")
+        #expect(with.table().contains("(\(offload.blocksWrittenAhead) written ahead, \(offload.spillsSkipped) skipped)"))
+    }
+
     /// A run with `--offload-dir` reports the disk tier under exactly the keys the help lists
     /// (it once listed three fewer than the JSON had), and a second run on the same directory
     /// reports the blocks the first one spilled as found in the tier's journal, in the JSON and

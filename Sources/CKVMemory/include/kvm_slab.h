@@ -136,6 +136,9 @@ uint64_t kvm_copy_checksum64(void *dst, const void *const *sources, uint32_t cou
 /* Copies `count` runs of run_bytes to `payload` (a slot buffer's bytes after its header), back
  * to back, as kvm_copy_checksum64; returns the payload's checksum for kvm_slot_seal. */
 uint64_t kvm_slot_gather(void *payload, const void *const *sources, uint32_t count, uint64_t run_bytes);
+/* The checksum kvm_slot_seal records for a payload of payload_bytes (a copy made some other
+ * way than kvm_slot_gather: computed beside it, outside any lock, and passed to the seal). */
+uint64_t kvm_slot_payload_checksum(const void *payload, uint32_t payload_bytes);
 /* Fills the header at the start of `slot_buf` for a payload of payload_bytes that follows it.
  * payload_checksum: the payload's checksum when its gather computed it (kvm_slot_gather), or
  * NULL to compute it here (a pass over the payload). */

@@ -472,7 +472,7 @@ final class DiskTier {
         guard hasSpillRoom() else { return skipSpill() }
         do throws(KVError) {
             let (slot, stage) = try reserve()
-            let checksum: UInt64?
+            let checksum: UInt64
             do throws(KVError) {
                 checksum = try memory.gatherCached(block, into: payload(stage))
             } catch {
@@ -485,6 +485,40 @@ final class DiskTier {
             stats.spillsFailed += 1
             lastFailure = error.message
         }
+    }
+
+    /// A spill in two steps, for a copy made outside the engine's lock (`Writeback`): a free
+    /// slot and a staging buffer for block `hash`, as `spill` would take them (beyond the
+    /// reserve, `hasSpillRoom`), or nil when there is no room or the tier holds `hash`. The
+    /// slot is in no index and no LRU until `submitSpill` writes it (or gives it back), so no
+    /// lookup finds it half filled; the caller copies into `spillPayload(stage)` meanwhile.
+    /// O(1), or O(completions taken).
+    func reserveSpill(_ hash: UInt64) -> (slot: Int32, stage: Int32)? {
+        guard !contains(hash), hasSpillRoom() else { return nil }
+        do throws(KVError) { return try reserve() } catch {
+            lastFailure = error.message
+            return nil
+        }
+    }
+
+    /// Where a reserved spill's payload goes (`reserveSpill`). Pure address arithmetic: any
+    /// thread may write the payload while the engine's lock is held elsewhere.
+    func spillPayload(_ stage: Int32) -> UnsafeMutableRawPointer { payload(stage) }
+
+    /// Writes reserved spill `slot`/`stage` of block `hash` (child of `parent`) whose payload
+    /// was copied with `checksum` (nil: the copy failed; `spillsFailed`); cancelled when the
+    /// tier got `hash` meanwhile (a trim's spill of the same block). Counted in
+    /// `blocksSpilled` and `blocksWrittenAhead`. O(1) plus the header's seal.
+    func submitSpill(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, checksum: UInt64?) {
+        guard let checksum else {
+            cancel(slot: slot, stage: stage)
+            stats.spillsFailed += 1
+            return
+        }
+        guard !contains(hash) else { return cancel(slot: slot, stage: stage) }
+        submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.spillWrite)
+        stats.blocksSpilled += 1
+        stats.blocksWrittenAhead += 1
     }
 
     /// True when a spill would be written now: a staging buffer is free beyond the reserve
@@ -789,6 +823,9 @@ final class DiskTier {
         lastStage = stage
         return stage
     }
+
+    /// Staging buffers in all.
+    var stagingBuffers: Int { stages }
 
     /// True when a staging buffer is free now: a write (a swap-out's first block) takes one
     /// without waiting for the device (`takeStage`). O(1).

@@ -13,12 +13,17 @@ public struct DiskTierStats: Equatable, Sendable {
     /// an evicted descendant: `OffloadCoordinator.spill`), and spills that could not be written.
     public var blocksSpilled: UInt64 = 0
     public var spillsFailed: UInt64 = 0
+    /// Of `blocksSpilled`, those written ahead of their eviction by the writeback thread
+    /// (`EngineConfig.offloadWriteback`, `Writeback`): copied outside the engine's lock, so
+    /// the allocation that later evicts them copies nothing.
+    public var blocksWrittenAhead: UInt64 = 0
     /// Cached blocks an allocation evicted and did not write back because no staging buffer
     /// was free beyond the reserve (`DiskTier.spill`), or because every slot of the tier is
     /// held (swapped-out sequences' blocks, offloaded-token records, I/O in flight; nothing
     /// cached to drop): dropped exactly as without a tier, rather than waiting for the device
-    /// under the engine's lock. Not an error (not in `spillsFailed`): the block was only a
-    /// cache entry; a later prompt recomputes it.
+    /// under the engine's lock; with the writeback thread (`blocksWrittenAhead`), every evicted
+    /// block it had not written or begun copying. Not an error (not in `spillsFailed`): the
+    /// block was only a cache entry; a later prompt recomputes it.
     public var spillsSkipped: UInt64 = 0
     /// Writes of swapped-out sequences' blocks and of offloaded-token records that failed on
     /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out

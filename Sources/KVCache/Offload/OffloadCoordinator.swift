@@ -370,16 +370,13 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// per block written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64, ancestorsFirst: Bool) {
         guard loading[Int(block)] == 0 else { return }
+        if ancestorsFirst, writeback != nil {
+            // The writeback thread writes cold blocks ahead; an eviction copies nothing.
+            if !tier.contains(hash) && blocks.copyTicket(block) == 0 { tier.skipSpill() }
+            return
+        }
         if ancestorsFirst && parent != 0 && !tier.contains(hash) && tier.hasSpillRoom() {
-            var count = 0
-            var next = parent
-            while next != 0 && !tier.contains(next) {
-                let ancestor = blocks.lookup(next)
-                guard ancestor >= 0 && blocks.references(ancestor) == 0 && loading[Int(ancestor)] == 0 else { break }
-                scratchChain[count] = ancestor
-                count += 1
-                next = blocks.parent(of: ancestor)
-            }
+            let count = missingAncestors(parent: parent, into: scratchChain)
             for i in stride(from: count - 1, through: max(0, count - OffloadCoordinator.ancestorsPerSpill), by: -1) {
                 let b = scratchChain[i]
                 guard tier.hasSpillRoom() else { return tier.skipSpill() }
@@ -389,15 +386,68 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         tier.spill(block, hash: hash, parent: parent)
     }
 
-    // MARK: TierMemory
+    /// Writes into `chain` (youngest first) the cached ancestors of a block whose parent is
+    /// `parent` that the tier lacks, up the chain until the first one the tier holds, one in
+    /// use (reachable in memory), one a disk read is still filling, one being copied outside
+    /// the lock (soon on disk) or one not in memory. Returns how many. O(ancestors walked).
+    func missingAncestors(parent: UInt64, into chain: UnsafeMutablePointer<Int32>) -> Int {
+        var count = 0
+        var next = parent
+        while next != 0 && !tier.contains(next) {
+            let ancestor = blocks.lookup(next)
+            guard ancestor >= 0 && blocks.references(ancestor) == 0 && loading[Int(ancestor)] == 0
+                && blocks.copyTicket(ancestor) == 0 else { break }
+            chain[count] = ancestor
+            count += 1
+            next = blocks.parent(of: ancestor)
+        }
+        return count
+    }
 
-    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) -> UInt64? {
+    /// True while a disk read is filling `block`.
+    func isLoading(_ block: Int32) -> Bool { loading[Int(block)] != 0 }
+
+    /// Copies indexed `block`'s bytes into slot payload `out` and returns their checksum,
+    /// taking the tensors' addresses through `sources` (one per tensor; the caller's own, so
+    /// that `Writeback` may call this outside the engine's lock while the block is marked,
+    /// `BlockPool.markCopy`: it reads only that block's bytes, its own layout metadata and, in
+    /// the contiguous layout, the pool file at the block's groups). Paged: one pass
+    /// (`kvm_slot_gather`); contiguous: page reads, then a checksum pass. Throws `io` when a
+    /// page read fails.
+    func copyCached(_ block: Int32, into out: UnsafeMutableRawPointer, sources: UnsafeMutablePointer<UnsafeRawPointer?>) throws(KVError) -> UInt64 {
         if let paged {
-            for t in 0..<tensors { scratchSources[t] = UnsafeRawPointer(paged.address(block, tensor: t)) }
-            return kvm_slot_gather(out, scratchSources, UInt32(tensors), UInt64(blockBytes))
+            for t in 0..<tensors { sources[t] = UnsafeRawPointer(paged.address(block, tensor: t)) }
+            return kvm_slot_gather(out, sources, UInt32(tensors), UInt64(blockBytes))
         }
         try contiguous!.readBlock(block, into: out)
-        return nil
+        return kvm_slot_payload_checksum(out, UInt32(tensors * blockBytes))
+    }
+
+    // MARK: writeback
+
+    /// The thread writing cold blocks ahead of eviction (`EngineConfig.offloadWriteback`), or nil.
+    private(set) var writeback: Writeback?
+
+    /// Starts the writeback thread, which takes the engine's lock `mutex`. Once, after the
+    /// engine is whole.
+    func startWriteback(mutex: UnsafeMutablePointer<pthread_mutex_t>) {
+        precondition(writeback == nil)
+        writeback = Writeback(self, blocks: blocks, mutex: mutex, tensors: tensors, chainCapacity: blocks.capacity)
+    }
+
+    /// Stops the writeback thread (its batch submitted) and waits for it to end. Without the
+    /// engine's lock. No-op without one.
+    func stopWriteback() {
+        writeback?.stop()
+        writeback = nil
+    }
+
+    func awaitCopy(_ ticket: UInt64) { writeback!.awaitCopy(ticket) }
+
+    // MARK: TierMemory
+
+    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) -> UInt64 {
+        try copyCached(block, into: out, sources: scratchSources)
     }
 
     /// A whole block is copied and checksummed in one pass (`kvm_slot_gather`); a partial one

@@ -15,8 +15,8 @@ struct LoadTarget {
 /// laid out tensor by tensor (tensor t at `t * blockBytes`), and learns when a load ends.
 protocol TierMemory: AnyObject {
     /// Copies cached block `block`'s bytes (a spill: the block is about to be freed). Returns
-    /// the payload's checksum when the copy computed it (`kvm_slot_gather`), else nil.
-    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) -> UInt64?
+    /// the payload's checksum.
+    func gatherCached(_ block: Int32, into out: UnsafeMutableRawPointer) throws(KVError) -> UInt64
     /// Copies the first `tokens` tokens of the block at `position` of live slot `slot`. Returns
     /// the payload's checksum when the copy computed it (`kvm_slot_gather`), else nil.
     func gatherLive(_ block: Int32, slot: Int, position: Int, tokens: Int, into out: UnsafeMutableRawPointer) -> UInt64?

@@ -35,6 +35,11 @@ public final class BlockPool {
     private let lruNext: UnsafeMutablePointer<Int32>
     private var lruHead: Int32 = -1
     private var lruTail: Int32 = -1
+    /// Per block: the ticket of the disk tier's copy of it running outside the engine's lock
+    /// (`Writeback`), or 0. A marked block leaves the index (`unindex`: evicted, dropped,
+    /// compacted, forgotten) only once that copy is done (`BlockSpiller.awaitCopy`), so its
+    /// bytes and pages stay as they were while the copy reads them.
+    private let copyTickets: UnsafeMutablePointer<UInt64>
     private let index: U64Table
     /// Pending KV events.
     let events: EventQueue
@@ -95,6 +100,8 @@ public final class BlockPool {
         indexed.initialize(repeating: false, count: capacity)
         lruPrev = .allocate(capacity: capacity)
         lruNext = .allocate(capacity: capacity)
+        copyTickets = .allocate(capacity: capacity)
+        copyTickets.initialize(repeating: 0, count: capacity)
         index = U64Table(maxEntries: capacity)
         events = EventQueue(capacity: eventCapacity)
     }
@@ -107,6 +114,7 @@ public final class BlockPool {
         indexed.deallocate()
         lruPrev.deallocate()
         lruNext.deallocate()
+        copyTickets.deallocate()
     }
 
     /// Blocks that `allocate` can still hand out: free ones plus cached ones it may evict.
@@ -228,12 +236,17 @@ public final class BlockPool {
     }
 
     /// Evicts the least recently used cached block, if any; returns whether one was evicted.
-    /// `ancestorsFirst`: an allocation's eviction, whose spill may be skipped
-    /// (`BlockSpiller.spill`).
+    /// A block being copied outside the lock (`markCopy`) is passed over for the next one,
+    /// which need not wait for the copy; only when every cached block is being copied does
+    /// the oldest go, after its copy. `ancestorsFirst`: an allocation's eviction, whose spill
+    /// may be skipped (`BlockSpiller.spill`). O(1) plus the marked blocks passed over (at most
+    /// a writeback batch).
     @discardableResult
     func evictOldest(emit: Bool = true, ancestorsFirst: Bool = false) -> Bool {
-        let b = lruHead
+        var b = lruHead
         guard b >= 0 else { return false }
+        while copyTickets[Int(b)] != 0 && lruNext[Int(b)] >= 0 { b = lruNext[Int(b)] }
+        if copyTickets[Int(b)] != 0 { b = lruHead }
         evict(b, emit: emit, ancestorsFirst: ancestorsFirst)
         return true
     }
@@ -289,12 +302,44 @@ public final class BlockPool {
 
     private func unindex(_ block: Int32, emit: Bool) {
         let b = Int(block)
+        if copyTickets[b] != 0 {
+            spiller?.awaitCopy(copyTickets[b])
+            copyTickets[b] = 0
+        }
         index.remove(hashes[b])
         listener?.blockEvicted(block)
         if emit { events.push(KVEvent(kind: .blockRemoved, blockHash: hashes[b], parentHash: parents[b])) }
         hashes[b] = 0
         parents[b] = 0
         indexed[b] = false
+    }
+
+    // MARK: copies outside the lock (`Writeback`)
+
+    /// Calls `body` with the cached blocks from the oldest on, at most `limit` of them, until
+    /// it returns false. O(blocks visited).
+    func forEachOldestCached(limit: Int, _ body: (Int32) -> Bool) {
+        var b = lruHead
+        var visited = 0
+        while b >= 0 && visited < limit && body(b) {
+            b = lruNext[Int(b)]
+            visited += 1
+        }
+    }
+
+    /// Marks indexed `block` as being copied under `ticket` (> 0) outside the engine's lock:
+    /// until `clearCopy`, its leaving the index waits for the copy (`copyTickets`). O(1).
+    func markCopy(_ block: Int32, ticket: UInt64) {
+        precondition(ticket > 0 && indexed[Int(block)] && copyTickets[Int(block)] == 0)
+        copyTickets[Int(block)] = ticket
+    }
+
+    /// The ticket `block` is being copied under, or 0. O(1).
+    func copyTicket(_ block: Int32) -> UInt64 { copyTickets[Int(block)] }
+
+    /// Ends `block`'s mark when it is still `ticket`'s (its copy is done). O(1).
+    func clearCopy(_ block: Int32, ticket: UInt64) {
+        if copyTickets[Int(block)] == ticket { copyTickets[Int(block)] = 0 }
     }
 
     private func freeBlock(_ block: Int32) {
@@ -327,6 +372,9 @@ protocol BlockSpiller: AnyObject {
     /// skip): the oldest of the block's cached ancestors the spiller lacks are written first,
     /// then the block if room remains (`OffloadCoordinator.spill`).
     func spill(_ block: Int32, hash: UInt64, parent: UInt64, ancestorsFirst: Bool)
+    /// Returns once the copy of ticket `ticket` (`BlockPool.markCopy`) is done; it runs outside
+    /// the engine's lock, which this keeps. Bounded by one block's copy per batch entry ahead.
+    func awaitCopy(_ ticket: UInt64)
 }
 
 /// Observes indexed blocks moving between used, cached and evicted.

@@ -1,0 +1,187 @@
+import CKVMemory
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes the coldest cached blocks to the disk tier ahead of their eviction, on a thread of
+/// its own (`EngineConfig.offloadWriteback`), so that the allocation that later evicts a block
+/// finds it on disk and copies nothing: without it every eviction copies and checksums its
+/// block into a staging buffer inside the allocating call, under the engine's lock
+/// (`OffloadCoordinator.spill`), which the call and every other thread wait for. Like the
+/// kernel's writeback of dirty pages before reclaim needs them, or LMCache's stores off the
+/// model's step.
+///
+/// Each round, under the engine's lock, it looks at the `horizon` oldest cached blocks and
+/// takes those the tier lacks (and their missing cached ancestors first, oldest first, as an
+/// eviction's spill would: a disk copy is reachable only through its chain), at most
+/// `batchLimit` and as many as staging buffers are free beyond the reserve
+/// (`DiskTier.reserveSpill`); it marks each with a ticket (`BlockPool.markCopy`). Then it
+/// copies them into their staging buffers with the lock released, and under the lock again
+/// submits their writes (`DiskTier.submitSpill`) and clears the marks. A marked block stays
+/// indexed and may be hit meanwhile (its bytes do not change while it is indexed); leaving
+/// the index (eviction, trim, compaction) waits for its ticket (`awaitCopy`), at most one
+/// block's copy per entry ahead of it in the batch. While staging buffers are short it waits
+/// for the device without the lock (`OffloadCoordinator.awaitProgress`, which processes
+/// completions); with nothing to write it sleeps until `poke` (a free) or 50 ms pass.
+///
+/// Cost: O(horizon) hash lookups per round under the lock; a copy and checksum per block
+/// written, outside it. Evictions of blocks it has not reached are skipped, as an
+/// allocation's spill is when buffers are short (`DiskTierStats.spillsSkipped`).
+final class Writeback {
+    /// One block of a round: where it goes, and its ticket.
+    private struct Entry {
+        var block: Int32
+        var hash: UInt64
+        var parent: UInt64
+        var slot: Int32
+        var stage: Int32
+        var ticket: UInt64
+    }
+
+    /// Most blocks copied per round (a marked block's eviction waits for at most this many copies).
+    static let batchLimit = 8
+    /// Sleep with nothing to write, and longest wait for the device, per round.
+    static let idleNanoseconds: UInt64 = 50_000_000
+    static let deviceWaitNanoseconds: UInt64 = 20_000_000
+
+    private unowned let offload: OffloadCoordinator
+    private let blocks: BlockPool
+    private let tier: DiskTier
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let wake: UnsafeMutablePointer<pthread_cond_t>
+    /// Oldest cached blocks looked at per round: twice the staging buffers, at most 1024.
+    let horizon: Int
+    private var entries: [Entry] = []
+    private var checksums: [UInt64?] = []
+    private let sources: UnsafeMutablePointer<UnsafeRawPointer?>
+    private let chain: UnsafeMutablePointer<Int32>
+    private var thread = pthread_t()
+    private var stopping = false
+    private var idle = false
+    /// Tickets handed out, under the engine's lock.
+    private var issued: UInt64 = 0
+    /// The last ticket whose copy is done; written by the thread without the engine's lock.
+    private let copied = Atomic<UInt64>(0)
+    /// Tests: runs on the thread after a round's blocks are marked, before they are copied
+    /// (without the lock).
+    var afterMark: (() -> Void)?
+
+    /// Starts the thread. `chainCapacity`: most cached ancestors a block can have (the pool's
+    /// capacity).
+    init(_ offload: OffloadCoordinator, blocks: BlockPool, mutex: UnsafeMutablePointer<pthread_mutex_t>, tensors: Int, chainCapacity: Int) {
+        self.offload = offload
+        self.blocks = blocks
+        tier = offload.tier
+        self.mutex = mutex
+        horizon = min(1024, 2 * offload.tier.stagingBuffers)
+        sources = .allocate(capacity: tensors)
+        chain = .allocate(capacity: chainCapacity)
+        entries.reserveCapacity(Writeback.batchLimit)
+        checksums.reserveCapacity(Writeback.batchLimit)
+        wake = .allocate(capacity: 1)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(wake, &attributes)
+        pthread_condattr_destroy(&attributes)
+        let created = pthread_create(&thread, nil, { context in
+            Unmanaged<Writeback>.fromOpaque(context!).takeUnretainedValue().run()
+            return nil
+        }, Unmanaged.passUnretained(self).toOpaque())
+        precondition(created == 0, "writeback: pthread_create failed (\(created))")
+    }
+
+    deinit {
+        pthread_cond_destroy(wake)
+        wake.deallocate()
+        sources.deallocate()
+        chain.deallocate()
+    }
+
+    /// Ends the thread after its round (every write it copied submitted) and waits for it.
+    /// Without the engine's lock.
+    func stop() {
+        pthread_mutex_lock(mutex)
+        stopping = true
+        pthread_cond_signal(wake)
+        offload.notifyWaiters()
+        pthread_mutex_unlock(mutex)
+        pthread_join(thread, nil)
+    }
+
+    /// Wakes the thread if it sleeps for want of work (blocks were cached). Under the engine's
+    /// lock. O(1).
+    func poke() {
+        if idle { pthread_cond_signal(wake) }
+    }
+
+    /// Returns once the copy of `ticket` is done (`BlockPool.unindex`). The caller holds the
+    /// engine's lock; the thread copies without it, in ticket order, so this ends.
+    func awaitCopy(_ ticket: UInt64) {
+        while copied.load(ordering: .acquiring) < ticket { sched_yield() }
+    }
+
+    private func run() {
+        pthread_mutex_lock(mutex)
+        while !stopping {
+            let noRoom = mark()
+            if entries.isEmpty {
+                if noRoom {
+                    offload.awaitProgress(mutex: mutex, deadlineNanoseconds: monotonicNanoseconds() + Writeback.deviceWaitNanoseconds)
+                } else {
+                    sleep()
+                }
+                continue
+            }
+            pthread_mutex_unlock(mutex)
+            afterMark?()
+            checksums.removeAll(keepingCapacity: true)
+            for e in entries {
+                checksums.append(try? offload.copyCached(e.block, into: tier.spillPayload(e.stage), sources: sources))
+                copied.store(e.ticket, ordering: .releasing)
+            }
+            pthread_mutex_lock(mutex)
+            for (e, checksum) in zip(entries, checksums) {
+                blocks.clearCopy(e.block, ticket: e.ticket)
+                tier.submitSpill(slot: e.slot, stage: e.stage, hash: e.hash, parent: e.parent, checksum: checksum)
+            }
+            tier.flush()
+            entries.removeAll(keepingCapacity: true)
+        }
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Marks this round's blocks (`entries`): the oldest cached blocks within `horizon` the
+    /// tier lacks, each after its missing ancestors. Returns true when it stopped for want of
+    /// a staging buffer or a slot. Under the engine's lock.
+    private func mark() -> Bool {
+        var noRoom = false
+        blocks.forEachOldestCached(limit: horizon) { b in
+            guard !tier.contains(blocks.hash(of: b)) && blocks.copyTicket(b) == 0 && !offload.isLoading(b) else { return true }
+            let count = offload.missingAncestors(parent: blocks.parent(of: b), into: chain)
+            // Oldest ancestor first, the block last.
+            for i in stride(from: count - 1, through: -1, by: -1) {
+                let c = i < 0 ? b : chain[i]
+                guard let (slot, stage) = tier.reserveSpill(blocks.hash(of: c)) else {
+                    noRoom = true
+                    return false
+                }
+                issued += 1
+                blocks.markCopy(c, ticket: issued)
+                entries.append(Entry(block: c, hash: blocks.hash(of: c), parent: blocks.parent(of: c), slot: slot, stage: stage, ticket: issued))
+                if entries.count == Writeback.batchLimit { return false }
+            }
+            return true
+        }
+        return noRoom
+    }
+
+    private func sleep() {
+        idle = true
+        let deadline = monotonicNanoseconds() + Writeback.idleNanoseconds
+        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        pthread_cond_timedwait(wake, mutex, &ts)
+        idle = false
+    }
+}

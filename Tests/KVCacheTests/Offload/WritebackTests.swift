@@ -1,0 +1,167 @@
+import Foundation
+import Testing
+@testable import KVCache
+
+/// `EngineConfig.offloadWriteback`: a thread writes the coldest cached blocks to the disk tier
+/// ahead of their eviction, copying them outside the engine's lock (`Writeback`), so that an
+/// allocation evicting them copies nothing; a block being copied leaves memory only once its
+/// copy is done. Counts and the order of events are asserted, never a duration.
+@Suite("Disk tier: writeback ahead of eviction", .serialized)
+struct WritebackTests {
+    static let layouts: [Layout] = [.paged, .contiguous]
+
+    /// 1 MiB of K/V (2048 blocks of 512 bytes; contiguous, 64 page groups of 128 tokens), a
+    /// disk tier in `dir`, writeback on.
+    static func engine(_ layout: Layout, dir: ScratchDir) throws -> Engine {
+        var c = offloadConfig(layout, dir: dir.path, memoryBytes: 1 << 20)
+        c.maxSeqTokens = 8192
+        c.offloadWriteback = true
+        return try Engine(c)
+    }
+
+    /// A freed 1601-token prompt's 400 cached blocks (all within the thread's horizon of 1024)
+    /// are written ahead; an 8000-token prompt then evicts most of them without copying
+    /// anything (no spill beyond those written ahead, none skipped); the first prompt comes
+    /// back byte for byte, its evicted blocks read from disk. Then the second prompt's blocks,
+    /// cached, are written while a third create evicts them, and a trim writes the rest.
+    @Test(arguments: layouts)
+    func coldBlocksAreWrittenAheadAndTheirEvictionCopiesNothing(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Self.engine(layout, dir: dir)
+        let a = tokens(1601, seed: 41), b = tokens(8000, seed: 42)
+        try e.createSequence(1, tokens: a)
+        try fillKV(e, 1, count: a.count) { a[$0] }
+        try e.free(1)
+        #expect(waitUntil(seconds: 30) { e.stats().disk.blocksWrittenAhead == 400 }, "got \(e.stats().disk.blocksWrittenAhead)")
+        let ahead = e.stats()
+        #expect(ahead.blocksCached == 400 && ahead.disk.blocksSpilled == 400 && ahead.disk.spillsSkipped == 0)
+
+        #expect(try e.createSequence(2, tokens: b) == 0)
+        let evicted = e.stats()
+        #expect(evicted.blocksEvicted > 300, "got \(evicted.blocksEvicted)")
+        #expect(evicted.disk.blocksSpilled == 400 && evicted.disk.blocksWrittenAhead == 400, "no eviction copied a block")
+        #expect(evicted.disk.spillsSkipped == 0, "every evicted block was on disk already")
+        try fillKV(e, 2, count: b.count) { b[$0] }
+        try e.free(2)
+
+        #expect(try e.createSequence(3, tokens: a) == 1600)
+        try waitReady(e, 3)
+        #expect(try kvDifferences(e, 3, count: 1600) { a[$0] } == 0)
+        #expect(e.stats().disk.prefixHitTokens == UInt64(4 * (400 - Int(evicted.blocksCached))), "the evicted ones from disk")
+        try e.free(3)
+        try e.trim()
+        try e.syncOffload()
+        let trimmed = e.stats()
+        #expect(trimmed.blocksCached == 0)
+        #expect(trimmed.disk.spillsFailed == 0 && trimmed.disk.writesFailed == 0)
+    }
+
+    /// The thread is held after marking a freed 33-token prompt's 8 blocks, before copying
+    /// them. A create that needs all 2048 blocks evicts those 8: it returns only after the
+    /// copies were let go, and the disk copies hold the first prompt's bytes, not the ones the
+    /// second prompt wrote into the same memory afterwards.
+    @Test(arguments: layouts)
+    func aBlockBeingCopiedLeavesMemoryOnlyAfterItsCopy(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Self.engine(layout, dir: dir)
+        let marked = DispatchSemaphore(value: 0), go = DispatchSemaphore(value: 0)
+        let once = HoldOnce()
+        try e.locked { () throws(KVError) in
+            e.offload!.writeback!.afterMark = {
+                guard once.first() else { return }
+                marked.signal()
+                go.wait()
+            }
+        }
+        let a = tokens(33, seed: 51), b = tokens(8192, seed: 52)
+        try e.createSequence(1, tokens: a)
+        try fillKV(e, 1, count: a.count) { a[$0] }
+        try e.free(1)
+        #expect(marked.wait(timeout: .now() + 30) == .success, "the thread marked the 8 blocks")
+
+        let order = EventLog()
+        let releaser = TestThread {
+            usleep(200_000)
+            order.add("copies let go")
+            go.signal()
+        }
+        #expect(try e.createSequence(2, tokens: b) == 0)
+        order.add("create returned")
+        releaser.join()
+        #expect(order.events == ["copies let go", "create returned"])
+        #expect(e.stats().blocksCached == 0, "all 8 evicted")
+        try fillKV(e, 2, count: b.count) { b[$0] }
+        try e.free(2)
+
+        #expect(try e.createSequence(3, tokens: a) == 32)
+        try waitReady(e, 3)
+        #expect(try kvDifferences(e, 3, count: 32) { a[$0] } == 0, "the disk copies hold the first prompt's bytes")
+        #expect(e.stats().disk.prefixHitTokens == 32)
+    }
+
+    /// With the thread held after marking a freed 33-token prompt's 8 blocks (the oldest
+    /// cached), a create that must evict some of another freed prompt's 100 cached blocks
+    /// (paged: 50; contiguous: a page's worth, 60 of its 64 pages of 128 tokens) passes the
+    /// marked ones over: it returns before the copies are let go, and the 8 stay cached.
+    @Test(arguments: layouts)
+    func anEvictionPassesOverBlocksBeingCopied(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Self.engine(layout, dir: dir)
+        let marked = DispatchSemaphore(value: 0), go = DispatchSemaphore(value: 0)
+        let once = HoldOnce()
+        try e.locked { () throws(KVError) in
+            e.offload!.writeback!.afterMark = {
+                guard once.first() else { return }
+                marked.signal()
+                go.wait()
+            }
+        }
+        let a = tokens(33, seed: 61), c = tokens(401, seed: 62)
+        let b = tokens(layout == .paged ? 4 * (2048 - 8 - 50) : 60 * 128, seed: 63)
+        try e.createSequence(1, tokens: a)
+        try fillKV(e, 1, count: a.count) { a[$0] }
+        try e.free(1)
+        #expect(marked.wait(timeout: .now() + 30) == .success, "the thread marked the 8 blocks")
+        try e.createSequence(3, tokens: c)
+        try e.free(3)
+        #expect(e.stats().blocksCached == 108)
+
+        let order = EventLog()
+        let releaser = TestThread {
+            usleep(200_000)
+            order.add("copies let go")
+            go.signal()
+        }
+        #expect(try e.createSequence(2, tokens: b) == 0)
+        order.add("create returned")
+        releaser.join()
+        #expect(order.events == ["create returned", "copies let go"])
+        let s = e.stats()
+        if layout == .paged {
+            #expect(s.blocksCached == 58 && s.blocksEvicted == 50, "\(s.blocksCached) cached, \(s.blocksEvicted) evicted")
+        } else {
+            #expect(s.blocksEvicted > 0 && s.blocksCached == 108 - s.blocksEvicted, "\(s.blocksCached) cached, \(s.blocksEvicted) evicted")
+        }
+        #expect(try e.createSequence(4, tokens: a) == 32, "the marked blocks are still in memory")
+        #expect(try e.ready(4))
+        #expect(try kvDifferences(e, 4, count: 32) { a[$0] } == 0)
+    }
+
+    @Test func writebackNeedsADiskTier() {
+        var c = smallConfig(.paged)
+        c.offloadWriteback = true
+        #expect(refusal(c)?.message.contains("offload_writeback needs a disk tier") == true)
+    }
+}
+
+/// True at the first call only (one thread calls it).
+private final class HoldOnce: @unchecked Sendable {
+    private var done = false
+    func first() -> Bool {
+        defer { done = true }
+        return !done
+    }
+}
