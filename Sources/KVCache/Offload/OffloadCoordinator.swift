@@ -370,9 +370,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// per block written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64, ancestorsFirst: Bool) {
         guard loading[Int(block)] == 0 else { return }
-        if ancestorsFirst, writeback != nil {
-            // The writeback thread writes cold blocks ahead; an eviction copies nothing.
+        if ancestorsFirst, let writeback {
+            // The thread writes cold blocks ahead; an eviction copies nothing, and moves the
+            // oldest blocks the thread looks at on.
             if !tier.contains(hash) && blocks.copyTicket(block) == 0 { tier.skipSpill() }
+            writeback.poke()
             return
         }
         if ancestorsFirst && parent != 0 && !tier.contains(hash) && tier.hasSpillRoom() {

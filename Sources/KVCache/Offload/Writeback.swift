@@ -23,7 +23,8 @@ import Glibc
 /// the index (eviction, trim, compaction) waits for its ticket (`awaitCopy`), at most one
 /// block's copy per entry ahead of it in the batch. While staging buffers are short it waits
 /// for the device without the lock (`OffloadCoordinator.awaitProgress`, which processes
-/// completions); with nothing to write it sleeps until `poke` (a free) or 50 ms pass.
+/// completions); with nothing to write it sleeps until `poke` (a free, an eviction) or 50 ms
+/// pass.
 ///
 /// Cost: O(horizon) hash lookups per round under the lock; a copy and checksum per block
 /// written, outside it. Evictions of blocks it has not reached are skipped, as an
@@ -110,10 +111,12 @@ final class Writeback {
         pthread_join(thread, nil)
     }
 
-    /// Wakes the thread if it sleeps for want of work (blocks were cached). Under the engine's
-    /// lock. O(1).
+    /// Wakes the thread if it sleeps for want of work (blocks were cached, or evicted: the
+    /// oldest blocks are others now). Under the engine's lock. O(1).
     func poke() {
-        if idle { pthread_cond_signal(wake) }
+        guard idle else { return }
+        idle = false  // one signal per sleep
+        pthread_cond_signal(wake)
     }
 
     /// Returns once the copy of `ticket` is done (`BlockPool.unindex`). The caller holds the
