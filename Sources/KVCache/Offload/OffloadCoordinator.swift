@@ -125,12 +125,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
         openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
                                   maxSeqs: config.maxSeqs)
-        progress = .allocate(capacity: 1)
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(progress, &attributes)
-        pthread_condattr_destroy(&attributes)
+        progress = monotonicCondition()
         tier = try DiskTier(config, memory: self, events: blocks.events, maxPendingReads: blocks.capacity)
         swapOutQueue = SwapOutQueue(tier: tier, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped)
         blocks.spiller = self
@@ -330,8 +325,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         } else {
             progressWaiters += 1
             if let deadlineNanoseconds {
-                var ts = timespec(tv_sec: Int(deadlineNanoseconds / 1_000_000_000), tv_nsec: Int(deadlineNanoseconds % 1_000_000_000))
-                pthread_cond_timedwait(progress, mutex, &ts)
+                timedWait(progress, mutex, until: deadlineNanoseconds)
             } else {
                 pthread_cond_wait(progress, mutex)
             }

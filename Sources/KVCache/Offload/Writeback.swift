@@ -80,12 +80,7 @@ final class Writeback {
         chain = .allocate(capacity: chainCapacity)
         entries.reserveCapacity(Writeback.batchLimit)
         checksums.reserveCapacity(Writeback.batchLimit)
-        wake = .allocate(capacity: 1)
-        var attributes = pthread_condattr_t()
-        pthread_condattr_init(&attributes)
-        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
-        pthread_cond_init(wake, &attributes)
-        pthread_condattr_destroy(&attributes)
+        wake = monotonicCondition()
         let created = pthread_create(&thread, nil, { context in
             Unmanaged<Writeback>.fromOpaque(context!).takeUnretainedValue().run()
             return nil
@@ -182,9 +177,7 @@ final class Writeback {
 
     private func sleep() {
         idle = true
-        let deadline = monotonicNanoseconds() + Writeback.idleNanoseconds
-        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-        pthread_cond_timedwait(wake, mutex, &ts)
+        timedWait(wake, mutex, until: monotonicNanoseconds() + Writeback.idleNanoseconds)
         idle = false
     }
 }

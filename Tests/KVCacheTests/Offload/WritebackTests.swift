@@ -19,6 +19,37 @@ struct WritebackTests {
         return try Engine(c)
     }
 
+    /// Holds `e`'s thread after its first round marked its blocks, before it copies them:
+    /// `marked` is signalled then, and the thread goes on once `go` is. Later rounds run free.
+    static func holdFirstRound(_ e: Engine) throws -> (marked: DispatchSemaphore, go: DispatchSemaphore) {
+        let marked = DispatchSemaphore(value: 0), go = DispatchSemaphore(value: 0)
+        let once = HoldOnce()
+        try e.locked { () throws(KVError) in
+            e.offload!.writeback!.afterMark = {
+                guard once.first() else { return }
+                marked.signal()
+                go.wait()
+            }
+        }
+        return (marked, go)
+    }
+
+    /// Creates `seq` of `prompt` (nothing cached) while another thread signals `go` 200 ms
+    /// from now; returns the order in which the create returned and `go` was signalled.
+    static func create(_ e: Engine, _ seq: UInt64, _ prompt: [Int32], lettingGoAfter200ms go: DispatchSemaphore) throws -> [String] {
+        let order = EventLog()
+        let releaser = TestThread {
+            usleep(200_000)
+            order.add("copies let go")
+            go.signal()
+        }
+        let created = Result { () throws(KVError) in try e.createSequence(seq, tokens: prompt) }
+        order.add("create returned")
+        releaser.join()
+        #expect(try created.get() == 0)
+        return order.events
+    }
+
     /// A freed 1601-token prompt's 400 cached blocks (all within the thread's horizon of 1024)
     /// are written ahead; an 8000-token prompt then evicts most of them without copying
     /// anything (no spill beyond those written ahead, none skipped); the first prompt comes
@@ -66,31 +97,14 @@ struct WritebackTests {
         let dir = ScratchDir()
         defer { dir.remove() }
         let e = try Self.engine(layout, dir: dir)
-        let marked = DispatchSemaphore(value: 0), go = DispatchSemaphore(value: 0)
-        let once = HoldOnce()
-        try e.locked { () throws(KVError) in
-            e.offload!.writeback!.afterMark = {
-                guard once.first() else { return }
-                marked.signal()
-                go.wait()
-            }
-        }
+        let (marked, go) = try Self.holdFirstRound(e)
         let a = tokens(33, seed: 51), b = tokens(8192, seed: 52)
         try e.createSequence(1, tokens: a)
         try fillKV(e, 1, count: a.count) { a[$0] }
         try e.free(1)
         #expect(marked.wait(timeout: .now() + 30) == .success, "the thread marked the 8 blocks")
 
-        let order = EventLog()
-        let releaser = TestThread {
-            usleep(200_000)
-            order.add("copies let go")
-            go.signal()
-        }
-        #expect(try e.createSequence(2, tokens: b) == 0)
-        order.add("create returned")
-        releaser.join()
-        #expect(order.events == ["copies let go", "create returned"])
+        #expect(try Self.create(e, 2, b, lettingGoAfter200ms: go) == ["copies let go", "create returned"])
         #expect(e.stats().blocksCached == 0, "all 8 evicted")
         try fillKV(e, 2, count: b.count) { b[$0] }
         try e.free(2)
@@ -110,15 +124,7 @@ struct WritebackTests {
         let dir = ScratchDir()
         defer { dir.remove() }
         let e = try Self.engine(layout, dir: dir)
-        let marked = DispatchSemaphore(value: 0), go = DispatchSemaphore(value: 0)
-        let once = HoldOnce()
-        try e.locked { () throws(KVError) in
-            e.offload!.writeback!.afterMark = {
-                guard once.first() else { return }
-                marked.signal()
-                go.wait()
-            }
-        }
+        let (marked, go) = try Self.holdFirstRound(e)
         let a = tokens(33, seed: 61), c = tokens(401, seed: 62)
         let b = tokens(layout == .paged ? 4 * (2048 - 8 - 50) : 60 * 128, seed: 63)
         try e.createSequence(1, tokens: a)
@@ -129,16 +135,7 @@ struct WritebackTests {
         try e.free(3)
         #expect(e.stats().blocksCached == 108)
 
-        let order = EventLog()
-        let releaser = TestThread {
-            usleep(200_000)
-            order.add("copies let go")
-            go.signal()
-        }
-        #expect(try e.createSequence(2, tokens: b) == 0)
-        order.add("create returned")
-        releaser.join()
-        #expect(order.events == ["create returned", "copies let go"])
+        #expect(try Self.create(e, 2, b, lettingGoAfter200ms: go) == ["create returned", "copies let go"])
         let s = e.stats()
         if layout == .paged {
             #expect(s.blocksCached == 58 && s.blocksEvicted == 50, "\(s.blocksCached) cached, \(s.blocksEvicted) evicted")
