@@ -245,10 +245,18 @@ public final class BlockPool {
     func evictOldest(emit: Bool = true, ancestorsFirst: Bool = false) -> Bool {
         var b = lruHead
         guard b >= 0 else { return false }
-        while copyTickets[Int(b)] != 0 && lruNext[Int(b)] >= 0 { b = lruNext[Int(b)] }
-        if copyTickets[Int(b)] != 0 { b = lruHead }
+        if copyTickets[Int(b)] != 0 { b = oldestUnmarked() }
         evict(b, emit: emit, ancestorsFirst: ancestorsFirst)
         return true
+    }
+
+    /// The oldest cached block not being copied, or the oldest when every one is (`evictOldest`,
+    /// whose common path stays small enough to inline into `allocate`). Precondition: one is cached.
+    @inline(never)
+    private func oldestUnmarked() -> Int32 {
+        var b = lruHead
+        while copyTickets[Int(b)] != 0 && lruNext[Int(b)] >= 0 { b = lruNext[Int(b)] }
+        return copyTickets[Int(b)] != 0 ? lruHead : b
     }
 
     /// Evicts cached block `block` now (a swapped-out sequence's blocks that are already on
