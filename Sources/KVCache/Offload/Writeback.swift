@@ -19,9 +19,11 @@ import Glibc
 /// (`DiskTier.reserveSpill`); it marks each with a ticket (`BlockPool.markCopy`). Then it
 /// copies them into their staging buffers with the lock released, and under the lock again
 /// submits their writes (`DiskTier.submitSpill`) and clears the marks. A marked block stays
-/// indexed and may be hit meanwhile (its bytes do not change while it is indexed); leaving
-/// the index (eviction, trim, compaction) waits for its ticket (`awaitCopy`), at most one
-/// block's copy per entry ahead of it in the batch. While staging buffers are short it waits
+/// indexed and may be hit meanwhile (its bytes do not change while it is indexed); an
+/// eviction passes it over (`BlockPool.evictOldest`), and leaving the index otherwise (every
+/// cached block marked, a trim, a compaction, a failed read) waits for its ticket
+/// (`awaitCopy`), at most one block's copy per entry ahead of it in the batch, holding the
+/// engine's lock. While staging buffers are short it waits
 /// for the device without the lock (`OffloadCoordinator.awaitProgress`, which processes
 /// completions); with nothing to write it sleeps until `poke` (a free, an eviction) or 50 ms
 /// pass.
