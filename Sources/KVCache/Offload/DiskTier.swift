@@ -468,34 +468,23 @@ final class DiskTier {
     /// of its spills is skipped. Cost: O(1) when a buffer is free; else O(completions taken);
     /// plus a copy and checksum of the block when it is written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
-        if let slot = Optional(lookup(hash)), slot >= 0 { return }
+        guard !contains(hash) else { return }
         guard hasSpillRoom() else { return skipSpill() }
-        do throws(KVError) {
-            let (slot, stage) = try reserve()
-            let checksum: UInt64
-            do throws(KVError) {
-                checksum = try memory.gatherCached(block, into: payload(stage))
-            } catch {
-                cancel(slot: slot, stage: stage)
-                throw error
-            }
-            submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.spillWrite)
-            stats.blocksSpilled += 1
-        } catch {
-            stats.spillsFailed += 1
-            lastFailure = error.message
-        }
+        guard let (slot, stage) = reserveSpill(hash) else { return }
+        let copy = Result { () throws(KVError) in try memory.gatherCached(block, into: payload(stage)) }
+        submitSpill(slot: slot, stage: stage, hash: hash, parent: parent, copy: copy, ahead: false)
     }
 
-    /// A spill in two steps, for a copy made outside the engine's lock (`Writeback`): a free
-    /// slot and a staging buffer for block `hash`, as `spill` would take them (beyond the
-    /// reserve, `hasSpillRoom`), or nil when there is no room or the tier holds `hash`. The
-    /// slot is in no index and no LRU until `submitSpill` writes it (or gives it back), so no
-    /// lookup finds it half filled; the caller copies into `spillPayload(stage)` meanwhile.
-    /// O(1), or O(completions taken).
+    /// A spill's first step (`spill`; `Writeback` copies between the two outside the engine's
+    /// lock): a free slot and a staging buffer for block `hash`, beyond the reserve
+    /// (`hasSpillRoom`), or nil when there is no room, the tier holds `hash`, or no slot can be
+    /// had (counted in `spillsFailed`). The slot is in no index and no LRU until
+    /// `submitSpill` writes it (or gives it back), so no lookup finds it half filled; the
+    /// caller copies into `spillPayload(stage)` meanwhile. O(1), or O(completions taken).
     func reserveSpill(_ hash: UInt64) -> (slot: Int32, stage: Int32)? {
         guard !contains(hash), hasSpillRoom() else { return nil }
         do throws(KVError) { return try reserve() } catch {
+            stats.spillsFailed += 1
             lastFailure = error.message
             return nil
         }
@@ -505,20 +494,24 @@ final class DiskTier {
     /// thread may write the payload while the engine's lock is held elsewhere.
     func spillPayload(_ stage: Int32) -> UnsafeMutableRawPointer { payload(stage) }
 
-    /// Writes reserved spill `slot`/`stage` of block `hash` (child of `parent`) whose payload
-    /// was copied with `checksum` (nil: the copy failed; `spillsFailed`); cancelled when the
-    /// tier got `hash` meanwhile (a trim's spill of the same block). Counted in
-    /// `blocksSpilled` and `blocksWrittenAhead`. O(1) plus the header's seal.
-    func submitSpill(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, checksum: UInt64?) {
-        guard let checksum else {
+    /// A spill's second step: writes reserved spill `slot`/`stage` of block `hash` (child of
+    /// `parent`) whose payload `copy` wrote (its checksum), counted in `blocksSpilled`, and in
+    /// `blocksWrittenAhead` when `ahead` (the writeback thread's). Gives the slot and buffer
+    /// back when the copy failed (`spillsFailed`, `lastFailure`) or the tier got `hash`
+    /// meanwhile (a trim's spill of the same block while the thread copied it). O(1) plus the
+    /// header's seal.
+    func submitSpill(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, copy: Result<UInt64, KVError>, ahead: Bool) {
+        switch copy {
+        case .failure(let error):
             cancel(slot: slot, stage: stage)
             stats.spillsFailed += 1
-            return
+            lastFailure = error.message
+        case .success(let checksum):
+            guard !contains(hash) else { return cancel(slot: slot, stage: stage) }
+            submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.spillWrite)
+            stats.blocksSpilled += 1
+            if ahead { stats.blocksWrittenAhead += 1 }
         }
-        guard !contains(hash) else { return cancel(slot: slot, stage: stage) }
-        submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.spillWrite)
-        stats.blocksSpilled += 1
-        stats.blocksWrittenAhead += 1
     }
 
     /// True when a spill would be written now: a staging buffer is free beyond the reserve

@@ -56,7 +56,8 @@ final class Writeback {
     /// Oldest cached blocks looked at per round: twice the staging buffers, at most 1024.
     let horizon: Int
     private var entries: [Entry] = []
-    private var checksums: [UInt64?] = []
+    /// This round's copies: each payload's checksum, or why it failed.
+    private var copies: [Result<UInt64, KVError>] = []
     private let sources: UnsafeMutablePointer<UnsafeRawPointer?>
     private let chain: UnsafeMutablePointer<Int32>
     private var thread = pthread_t()
@@ -66,6 +67,8 @@ final class Writeback {
     private var issued: UInt64 = 0
     /// The last ticket whose copy is done; written by the thread without the engine's lock.
     private let copied = Atomic<UInt64>(0)
+    /// Tests: a round's blocks are marked and not yet submitted. Under the engine's lock.
+    var hasRoundInFlight: Bool { !entries.isEmpty }
     /// Tests: runs on the thread after a round's blocks are marked, before they are copied
     /// (without the lock).
     var afterMark: (() -> Void)?
@@ -81,7 +84,7 @@ final class Writeback {
         sources = .allocate(capacity: tensors)
         chain = .allocate(capacity: chainCapacity)
         entries.reserveCapacity(Writeback.batchLimit)
-        checksums.reserveCapacity(Writeback.batchLimit)
+        copies.reserveCapacity(Writeback.batchLimit)
         wake = monotonicCondition()
         let created = pthread_create(&thread, nil, { context in
             Unmanaged<Writeback>.fromOpaque(context!).takeUnretainedValue().run()
@@ -136,15 +139,15 @@ final class Writeback {
             }
             pthread_mutex_unlock(mutex)
             afterMark?()
-            checksums.removeAll(keepingCapacity: true)
+            copies.removeAll(keepingCapacity: true)
             for e in entries {
-                checksums.append(try? offload.copyCached(e.block, into: tier.spillPayload(e.stage), sources: sources))
+                copies.append(Result { () throws(KVError) in try offload.copyCached(e.block, into: tier.spillPayload(e.stage), sources: sources) })
                 copied.store(e.ticket, ordering: .releasing)
             }
             pthread_mutex_lock(mutex)
-            for (e, checksum) in zip(entries, checksums) {
+            for (e, copy) in zip(entries, copies) {
                 blocks.clearCopy(e.block, ticket: e.ticket)
-                tier.submitSpill(slot: e.slot, stage: e.stage, hash: e.hash, parent: e.parent, checksum: checksum)
+                tier.submitSpill(slot: e.slot, stage: e.stage, hash: e.hash, parent: e.parent, copy: copy, ahead: true)
             }
             tier.flush()
             entries.removeAll(keepingCapacity: true)

@@ -34,19 +34,19 @@ struct WritebackTests {
         return (marked, go)
     }
 
-    /// Creates `seq` of `prompt` (nothing cached) while another thread signals `go` 200 ms
-    /// from now; returns the order in which the create returned and `go` was signalled.
-    static func create(_ e: Engine, _ seq: UInt64, _ prompt: [Int32], lettingGoAfter200ms go: DispatchSemaphore) throws -> [String] {
+    /// Runs `call` (named `name`) while another thread signals `go` 200 ms from now; returns
+    /// the order in which the call returned and `go` was signalled. Rethrows the call's error.
+    static func order(_ name: String, lettingGoAfter200ms go: DispatchSemaphore, _ call: () throws(KVError) -> Void) throws -> [String] {
         let order = EventLog()
         let releaser = TestThread {
             usleep(200_000)
             order.add("copies let go")
             go.signal()
         }
-        let created = Result { () throws(KVError) in try e.createSequence(seq, tokens: prompt) }
-        order.add("create returned")
+        let result = Result(catching: call)
+        order.add("\(name) returned")
         releaser.join()
-        #expect(try created.get() == 0)
+        try result.get()
         return order.events
     }
 
@@ -104,7 +104,9 @@ struct WritebackTests {
         try e.free(1)
         #expect(marked.wait(timeout: .now() + 30) == .success, "the thread marked the 8 blocks")
 
-        #expect(try Self.create(e, 2, b, lettingGoAfter200ms: go) == ["copies let go", "create returned"])
+        var cached = -1
+        let events = try Self.order("create", lettingGoAfter200ms: go) { () throws(KVError) in cached = try e.createSequence(2, tokens: b) }
+        #expect(cached == 0 && events == ["copies let go", "create returned"])
         #expect(e.stats().blocksCached == 0, "all 8 evicted")
         try fillKV(e, 2, count: b.count) { b[$0] }
         try e.free(2)
@@ -135,7 +137,9 @@ struct WritebackTests {
         try e.free(3)
         #expect(e.stats().blocksCached == 108)
 
-        #expect(try Self.create(e, 2, b, lettingGoAfter200ms: go) == ["create returned", "copies let go"])
+        var cached = -1
+        let events = try Self.order("create", lettingGoAfter200ms: go) { () throws(KVError) in cached = try e.createSequence(2, tokens: b) }
+        #expect(cached == 0 && events == ["create returned", "copies let go"])
         let s = e.stats()
         if layout == .paged {
             #expect(s.blocksCached == 58 && s.blocksEvicted == 50, "\(s.blocksCached) cached, \(s.blocksEvicted) evicted")
@@ -145,6 +149,36 @@ struct WritebackTests {
         #expect(try e.createSequence(4, tokens: a) == 32, "the marked blocks are still in memory")
         #expect(try e.ready(4))
         #expect(try kvDifferences(e, 4, count: 32) { a[$0] } == 0)
+    }
+
+    /// With the thread held after marking a freed 33-token prompt's 8 blocks, a trim writes
+    /// them itself (it copies in the call) and then waits for the thread's copies before they
+    /// leave memory; the thread, let go, finds them on disk and gives its 8 slots and buffers
+    /// back: 8 blocks stored once, none counted as written ahead, and the prompt comes back
+    /// from disk byte for byte.
+    @Test(arguments: layouts)
+    func aBlockATrimWroteMeanwhileIsNotWrittenTwice(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Self.engine(layout, dir: dir)
+        let (marked, go) = try Self.holdFirstRound(e)
+        let a = tokens(33, seed: 71)
+        try e.createSequence(1, tokens: a)
+        try fillKV(e, 1, count: a.count) { a[$0] }
+        try e.free(1)
+        #expect(marked.wait(timeout: .now() + 30) == .success, "the thread marked the 8 blocks")
+
+        let events = try Self.order("trim", lettingGoAfter200ms: go) { () throws(KVError) in try e.trim() }
+        #expect(events == ["copies let go", "trim returned"])
+        #expect(waitUntil(seconds: 30) { (try? e.locked { () throws(KVError) in !e.offload!.writeback!.hasRoundInFlight }) == true })
+        try e.syncOffload()
+        let s = e.stats()
+        #expect(s.blocksCached == 0 && s.disk.blocksSpilled == 8 && s.disk.blocksWrittenAhead == 0 && s.disk.spillsFailed == 0,
+                "\(s.disk.blocksSpilled) spilled, \(s.disk.blocksWrittenAhead) ahead")
+        #expect(s.disk.storedSlots == 8, "each block stored once")
+        #expect(try e.createSequence(2, tokens: a) == 32)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 32) { a[$0] } == 0)
     }
 
     @Test func writebackNeedsADiskTier() {
