@@ -7,7 +7,7 @@ import Testing
 /// field named, before anything is allocated for it or scored.
 @Suite struct TraceFileTests {
     @Test func aWrittenTraceReadsBackStepForStep() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-\(getpid()).bin").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-\(UUID().uuidString).bin").path
         defer { unlink(path) }
         var synthetic = SyntheticAttention(.topicReturn, seed: 2)
         let writer = try TraceFileWriter(path: path, header: synthetic.header)
@@ -37,7 +37,7 @@ import Testing
     }
 
     @Test func aBadTraceFileIsRejectedWithWhatIsWrong() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-bad-\(getpid()).bin").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-bad-\(UUID().uuidString).bin").path
         defer { unlink(path) }
         #expect(FileManager.default.createFile(atPath: path, contents: Data("NOTATRACE".utf8)))
         #expect(throws: TraceError.self) { try TraceFileReader(path: path) }
@@ -60,7 +60,7 @@ import Testing
     /// each query's row sums to 1) written as `header` says, read back to the first error.
     private func readError(layers: Int = 2, heads: Int = 2, segments: [TraceSegment] = [], markStep: Int? = nil,
                            maxTokens: Int? = nil, _ steps: [(Int, Int, [Float]?)]) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-err-\(getpid()).bin").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-err-\(UUID().uuidString).bin").path
         defer { unlink(path) }
         let header = TraceHeader(layers: layers, heads: heads, embeddingDim: segments.first?.embedding.count ?? 0, segments: segments,
                                  steps: steps.count, markStep: markStep, maxTokens: maxTokens ?? steps.map(\.0).max() ?? 0)
