@@ -107,10 +107,11 @@ public struct EngineConfig: Equatable, Sendable {
     /// Write cold cached blocks to the disk tier ahead of their eviction, on a thread of the
     /// engine's own that copies them outside the engine's lock (`offload_writeback`;
     /// `Writeback`), instead of copying each evicted block inside the allocation that evicts
-    /// it, under the lock. An eviction then copies nothing; a block the thread has not written
-    /// yet is dropped as when staging buffers are short (`DiskTierStats.spillsSkipped`). Which
-    /// blocks reach the disk then depends on the thread's timing. Needs a disk tier. Default
-    /// false.
+    /// it, under the lock. An eviction of a block the thread wrote or is copying then copies
+    /// nothing; one the thread has not reached is spilled in the call as without it (skipped
+    /// when staging buffers are short, `DiskTierStats.spillsSkipped`). Which blocks reach the
+    /// disk then depends on the thread's timing. Needs a disk tier. Default false (the C ABI's
+    /// zero); `kvcache load` turns it on with a tier, as a server should (docs/disk-tier.md).
     public var offloadWriteback: Bool = false
     /// Use the pread/pwrite thread pool even when io_uring works (also: environment
     /// `KVCACHE_OFFLOAD_BACKEND=threads`).

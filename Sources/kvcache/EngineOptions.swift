@@ -14,7 +14,10 @@ enum LayoutOption: String, ExpressibleByArgument, CaseIterable, Sendable {
 }
 
 /// The engine's shape and limits, shared by every subcommand that creates an engine.
-/// Defaults are `EngineConfig`'s except `--memory` (2 GiB, so a default run fits small machines).
+/// Defaults are `EngineConfig`'s except `--memory` (2 GiB, so a default run fits small machines)
+/// and the writeback thread, on whenever there is a disk tier: measured, it takes the tier's
+/// copies off the serving path (docs/disk-tier.md), so a load test of the tier runs as a server
+/// should configure it; `--no-offload-writeback` measures the engine's zero default.
 struct EngineOptions: ParsableArguments {
     @Option(help: "Memory layout: paged (vLLM-style blocks) or contiguous (vAttention-style ranges).")
     var layout: LayoutOption = .paged
@@ -61,8 +64,8 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Disk tier staging buffers (offload_queue_depth, 32...1024; default \(EngineConfig().offloadQueueDepth)): more write more cold blocks back when an allocation evicts many at once; needs --offload-dir.")
     var offloadQueueDepth: Int?
 
-    @Flag(help: "Write cold cached blocks to the disk tier ahead of their eviction, on a thread that copies them outside the engine's lock (offload_writeback), instead of inside the call that evicts them; needs --offload-dir.")
-    var offloadWriteback = false
+    @Flag(inversion: .prefixedNo, help: "Write cold cached blocks to the disk tier ahead of their eviction, on a thread that copies them outside the engine's lock (offload_writeback; on by default with --offload-dir), or (--no-offload-writeback) inside the call that evicts them, as an engine whose kvc_config leaves the field 0 does.")
+    var offloadWriteback: Bool?
 
     @Flag(help: "Index a prompt's blocks only as they are scheduled (index_on_schedule). Nothing here calls kvc_seq_schedule, so they enter the index at the sequence's first append, after its prefill: later prompts hit only computed blocks.")
     var indexOnSchedule = false
@@ -89,7 +92,7 @@ struct EngineOptions: ParsableArguments {
             config.offloadBytes = offloadBytes?.bytes ?? Self.defaultOffloadBytes
         }
         if let offloadQueueDepth { config.offloadQueueDepth = offloadQueueDepth }
-        config.offloadWriteback = offloadWriteback
+        config.offloadWriteback = offloadWriteback ?? (offloadDir != nil)
         config.peerOffloadDirs = peerOffloadDir
         if let modelTag { config.modelTag = modelTag }
         return config
@@ -102,7 +105,9 @@ struct EngineOptions: ParsableArguments {
             if offloadBytes != nil { throw ValidationError("--offload-bytes needs --offload-dir (it sizes the disk tier)") }
             if offloadQueueDepth != nil { throw ValidationError("--offload-queue-depth needs --offload-dir (it sets the disk tier's staging buffers)") }
             if modelTag != nil { throw ValidationError("--model-tag needs --offload-dir (it names the model of the disk tier's blocks)") }
-            if offloadWriteback { throw ValidationError("--offload-writeback needs --offload-dir (it writes to the disk tier)") }
+            if let offloadWriteback {
+                throw ValidationError("--\(offloadWriteback ? "" : "no-")offload-writeback needs --offload-dir (it chooses how the disk tier is written)")
+            }
         }
         do {
             try config.validate()

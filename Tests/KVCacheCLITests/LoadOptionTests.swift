@@ -94,9 +94,9 @@ struct LoadOptionTests {
             ["--layout", "contiguous", "--memory", "512MiB", "--page-bytes", "2MiB", "--block-tokens", "32", "--layers", "4",
              "--kv-heads", "2", "--head-dim", "64", "--dtype-bytes", "1", "--max-seqs", "8", "--max-seq-tokens", "8192",
              "--threads", "2", "--batch", "4", "--offload-dir", "/tmp/tier", "--offload-bytes", "1GiB", "--index-on-schedule",
-             "--offload-queue-depth", "256", "--offload-writeback"])
+             "--offload-queue-depth", "256", "--no-offload-writeback"])
         let config = command.engine.config
-        #expect(config.indexOnSchedule && config.offloadWriteback)
+        #expect(config.indexOnSchedule && !config.offloadWriteback)
         #expect(config.offloadQueueDepth == 256)
         #expect(Self.error(["--offload-dir", "/tmp/tier", "--offload-queue-depth", "31"])?
             .contains("offload_queue_depth 31 is outside 32...1024") == true)
@@ -106,7 +106,10 @@ struct LoadOptionTests {
         #expect(config.offloadDir == "/tmp/tier" && config.offloadBytes == 1 << 30 && config.hasDiskTier)
         let tierDefaults = try LoadCommand.parse(["--offload-dir", "/tmp/tier"]).engine.config
         #expect(tierDefaults.offloadBytes == EngineOptions.defaultOffloadBytes && tierDefaults.offloadQueueDepth == EngineConfig().offloadQueueDepth)
-        #expect(!tierDefaults.offloadWriteback)
+        // The writeback thread is on with a tier unless refused, and off without one.
+        #expect(tierDefaults.offloadWriteback)
+        #expect(try LoadCommand.parse(["--offload-dir", "/tmp/tier", "--offload-writeback"]).engine.config.offloadWriteback)
+        #expect(try !LoadCommand.parse([]).engine.config.offloadWriteback)
     }
 
     @Test func tierOptionsWithoutATierAreRefused() {
@@ -114,7 +117,8 @@ struct LoadOptionTests {
         #expect(Self.error(["--offload-queue-depth", "64"])
                     == "--offload-queue-depth needs --offload-dir (it sets the disk tier's staging buffers)")
         #expect(Self.error(["--model-tag", "7"]) == "--model-tag needs --offload-dir (it names the model of the disk tier's blocks)")
-        #expect(Self.error(["--offload-writeback"]) == "--offload-writeback needs --offload-dir (it writes to the disk tier)")
+        #expect(Self.error(["--offload-writeback"]) == "--offload-writeback needs --offload-dir (it chooses how the disk tier is written)")
+        #expect(Self.error(["--no-offload-writeback"]) == "--no-offload-writeback needs --offload-dir (it chooses how the disk tier is written)")
     }
 
     @Test func peerOffloadDirsReachTheConfigAndNeedAnOwnTier() throws {

@@ -29,8 +29,9 @@ import Glibc
 /// pass.
 ///
 /// Cost: O(horizon) hash lookups per round under the lock; a copy and checksum per block
-/// written, outside it. Evictions of blocks it has not reached are skipped, as an
-/// allocation's spill is when buffers are short (`DiskTierStats.spillsSkipped`).
+/// written, outside it. An eviction of a block it has not reached spills it in the evicting
+/// call as without the thread (or skips it when buffers are short,
+/// `DiskTierStats.spillsSkipped`): when calls evict faster than it writes, they write.
 final class Writeback {
     /// One block of a round: where it goes, and its ticket.
     private struct Entry {

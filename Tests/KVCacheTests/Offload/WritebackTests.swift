@@ -120,7 +120,9 @@ struct WritebackTests {
     /// With the thread held after marking a freed 33-token prompt's 8 blocks (the oldest
     /// cached), a create that must evict some of another freed prompt's 100 cached blocks
     /// (paged: 50; contiguous: a page's worth, 60 of its 64 pages of 128 tokens) passes the
-    /// marked ones over: it returns before the copies are let go, and the 8 stay cached.
+    /// marked ones over: it returns before the copies are let go, and the 8 stay cached. The
+    /// blocks it evicts, which the held thread has not reached, it spills itself, so the other
+    /// prompt comes back whole, its evicted blocks from disk.
     @Test(arguments: layouts)
     func anEvictionPassesOverBlocksBeingCopied(layout: Layout) throws {
         let dir = ScratchDir()
@@ -134,11 +136,16 @@ struct WritebackTests {
         try e.free(1)
         #expect(marked.wait(timeout: .now() + 30) == .success, "the thread marked the 8 blocks")
         try e.createSequence(3, tokens: c)
+        try fillKV(e, 3, count: c.count) { c[$0] }
         try e.free(3)
         #expect(e.stats().blocksCached == 108)
 
         var cached = -1
-        let events = try Self.order("create", lettingGoAfter200ms: go) { () throws(KVError) in cached = try e.createSequence(2, tokens: b) }
+        var inCreate = EngineStats()
+        let events = try Self.order("create", lettingGoAfter200ms: go) { () throws(KVError) in
+            cached = try e.createSequence(2, tokens: b)
+            inCreate = e.stats()  // the thread still held
+        }
         #expect(cached == 0 && events == ["create returned", "copies let go"])
         let s = e.stats()
         if layout == .paged {
@@ -146,9 +153,17 @@ struct WritebackTests {
         } else {
             #expect(s.blocksEvicted > 0 && s.blocksCached == 108 - s.blocksEvicted, "\(s.blocksCached) cached, \(s.blocksEvicted) evicted")
         }
+        let disk = inCreate.disk
+        #expect(disk.blocksWrittenAhead == 0 && disk.blocksSpilled >= inCreate.blocksEvicted && disk.spillsSkipped == 0,
+                "\(inCreate.blocksEvicted) evicted, \(disk.blocksSpilled) spilled in the create, \(disk.spillsSkipped) skipped")
         #expect(try e.createSequence(4, tokens: a) == 32, "the marked blocks are still in memory")
         #expect(try e.ready(4))
         #expect(try kvDifferences(e, 4, count: 32) { a[$0] } == 0)
+        try e.free(2)
+        #expect(try e.createSequence(5, tokens: c) == 400)
+        try waitReady(e, 5)
+        #expect(e.stats().disk.prefixHitTokens > 0, "the evicted blocks from disk")
+        #expect(try kvDifferences(e, 5, count: 400) { c[$0] } == 0)
     }
 
     /// With the thread held after marking a freed 33-token prompt's 8 blocks, a trim writes
