@@ -227,7 +227,20 @@ static uint64_t record_sum(const kvm_journal_record *r) {
     return kvm_checksum64(r, offsetof(kvm_journal_record, record_checksum), JOURNAL_SEED);
 }
 
+/* True when r is a whole record whose magic and checksum hold. */
+static int record_valid(const kvm_journal_record *r) {
+    return r->magic == KVM_JOURNAL_MAGIC && r->record_checksum == record_sum(r);
+}
+
 int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n) {
+    /* A short write before (a full disk, a file-size limit) left part of a record at the end:
+     * cut it off, so that these records start on a record boundary and the replay and peers
+     * tailing the journal read them. One fstat per batch. */
+    struct stat st;
+    if (fstat(s->journal_fd, &st) != 0) return kvm_fail(errno, "offload journal: fstat failed: %s", strerror(errno));
+    uint64_t torn = (uint64_t)st.st_size % sizeof *records;
+    if (torn != 0 && ftruncate(s->journal_fd, st.st_size - (off_t)torn) != 0)
+        return kvm_fail(errno, "offload journal: cutting a torn record of %llu bytes failed: %s", (unsigned long long)torn, strerror(errno));
     for (uint32_t i = 0; i < n; i++) {
         records[i].magic = KVM_JOURNAL_MAGIC;
         records[i].reserved = 0;
@@ -248,7 +261,7 @@ int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_recor
     if (n < 0) return kvm_fail(errno, "offload journal read failed: %s", strerror(errno));
     size_t count = (size_t)n / sizeof *out; /* a partial record at the end is not read */
     for (size_t i = 0; i < count; i++)
-        if (out[i].magic != KVM_JOURNAL_MAGIC || out[i].record_checksum != record_sum(&out[i])) return (int64_t)i; /* torn tail */
+        if (!record_valid(&out[i])) return (int64_t)i; /* torn tail */
     return (int64_t)count;
 }
 
@@ -259,10 +272,16 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
     uint64_t max_generation = 0;
     uint64_t pos = 0;
     for (;;) {
-        int64_t count = kvm_slab_journal_read(s, pos, buf, 256);
-        if (count < 0) return count;
-        for (int64_t i = 0; i < count; i++) {
+        ssize_t n;
+        do n = pread(s->journal_fd, buf, sizeof buf, (off_t)pos); while (n < 0 && errno == EINTR);
+        if (n < 0) return kvm_fail(errno, "offload journal read failed: %s", strerror(errno));
+        size_t count = (size_t)n / sizeof *buf; /* a partial record at the end is a torn tail */
+        for (size_t i = 0; i < count; i++) {
             const kvm_journal_record *r = &buf[i];
+            if (!record_valid(r)) {
+                skipped->unreadable++;
+                continue;
+            }
             if (r->generation > max_generation) max_generation = r->generation;
             if (r->slot < slots) latest[r->slot] = *r;
             else skipped->outside++;
@@ -270,9 +289,6 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
         pos += (uint64_t)count * sizeof *buf;
         if (count < 256) break;
     }
-    struct stat st;
-    if (fstat(s->journal_fd, &st) != 0) return kvm_fail(errno, "offload journal: fstat failed: %s", strerror(errno));
-    if ((uint64_t)st.st_size > pos) skipped->unreadable = ((uint64_t)st.st_size - pos) / sizeof *buf;
     return (int64_t)max_generation;
 }
 

@@ -12,8 +12,10 @@
  * -ENOSPC from kvm_slab_grow while everything already written stays valid.
  *
  * Journal (`kvcache.journal`): fixed 64-byte records, each with its own checksum, appended
- * with one write() per batch after the data they describe completed. The latest record per
- * slot wins; a torn record at the tail is ignored. The tier writes a FREED record before it
+ * with one write() per batch after the data they describe completed. The latest valid record
+ * per slot wins; a torn or corrupt record is skipped (the slot's previous record then wins,
+ * whose slot bytes kvm_slot_verify checks as any other's), and part of a record left at the
+ * end by a short write is cut off before the next batch is appended. The tier writes a FREED record before it
  * rewrites a slot whose block was journaled, so a crash leaves no STORED record over bytes
  * that were being replaced. A restarted engine replays it to find its
  * blocks again; kvm_slot_verify then rejects any slot whose bytes do not match its record
@@ -99,16 +101,18 @@ uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
  * limit) refuses, -ENOSPC also when max_bytes is reached; the slab is unchanged on failure. */
 int kvm_slab_grow(kvm_slab *s);
 
-/* Appends n records (their magic and record_checksum are filled in here) with one write.
- * -errno when the write fails or is short (then a torn tail may remain: replay ignores it). */
+/* Appends n records (their magic and record_checksum are filled in here) with one write,
+ * after cutting off part of a record a short write left at the end (an fstat, and an
+ * ftruncate when needed). -errno when the write fails or is short (then part of a record may
+ * remain at the end: the next append cuts it off, a replay ignores it). */
 int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n);
 /* Reads up to cap records starting at byte from_byte (a multiple of 64) into out: returns how
  * many leading ones are complete and valid (a partial or torn record ends the run; it is
  * read again by a later call once it is whole), or -errno. One pread. */
 int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap);
-/* What a replay could not use: whole records from the first torn or corrupt one to the end
- * of the journal (the replay stops there: what follows a bad record cannot be trusted to be
- * in order), and valid records of slots at or past `slots` (a tier reopened smaller). */
+/* What a replay could not use: whole records that are torn or corrupt (each skipped, the
+ * replay goes on past it), and valid records of slots at or past `slots` (a tier reopened
+ * smaller). */
 typedef struct kvm_journal_skipped {
     uint64_t unreadable;
     uint64_t outside;

@@ -313,10 +313,13 @@ final class DiskTier {
 
     // MARK: restart
 
-    /// Replays the journal: every slot whose latest record says STORED (and that lies inside the
-    /// preallocated file) is indexed again; the journal is compacted to those records. What it
-    /// cannot use is counted (`DiskTierStats.journalRecordsDropped`) and, when anything, logged
-    /// on stderr with `dir`: the compaction forgets it for good.
+    /// Replays the journal: every slot whose latest valid record says STORED (and that lies
+    /// inside the preallocated file) is indexed again; the journal is compacted to those
+    /// records. A torn or corrupt record is skipped, not the end of the replay: the slot's
+    /// previous record wins instead, and a read verifies that slot's bytes against it as any
+    /// other (`kvm_slot_verify`: a slot rewritten since is a miss). What it cannot use is
+    /// counted (`DiskTierStats.journalRecordsDropped`) and, when anything, logged on stderr
+    /// with `dir`: the compaction forgets it for good.
     /// Events (after the memory tier's `allCleared`, `Engine.init`): one `allCleared` of the
     /// disk tier, then a `blockStored` per block indexed, each after its ancestors the tier
     /// holds (a router building a prefix tree needs parents first; slots are in no such
@@ -359,8 +362,8 @@ final class DiskTier {
         if stats.journalRecordsDropped > 0 {
             // Once per start, for the operator: the blocks were cached, not lost data, but a
             // restart that forgets them costs recomputation.
-            kvm_log("offload journal in '\(dir)': \(stats.journalRecordsDropped) records dropped (\(skipped.unreadable) from a "
-                    + "torn or corrupt record on, \(skipped.outside) past offload_bytes, \(unusable) past the slab file); "
+            kvm_log("offload journal in '\(dir)': \(stats.journalRecordsDropped) records dropped (\(skipped.unreadable) torn or corrupt, "
+                    + "\(skipped.outside) past offload_bytes, \(unusable) past the slab file); "
                     + "\(stats.recoveredSlots) blocks recovered")
         }
         events.grow(by: Int(stats.recoveredSlots) + 1)

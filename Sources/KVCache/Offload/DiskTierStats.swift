@@ -40,8 +40,8 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Blocks found again in the journal when the engine started.
     public var recoveredSlots: UInt64 = 0
     /// Journal records the engine's start could not use, whose blocks it forgot (their slots
-    /// are reused): a torn or corrupt record and every whole one after it (the replay stops
-    /// there; a crash tears at most the records being appended), records of slots past the
+    /// are reused): each whole record that is torn or corrupt (skipped: the replay goes on, the
+    /// slot's previous record winning; a crash tears at most the records being appended), records of slots past the
     /// capacity (`offloadBytes` made smaller), and a slot's latest record saying stored that
     /// lies past the slab file or holds a payload of another size. Logged on stderr when not 0.
     public var journalRecordsDropped: UInt64 = 0

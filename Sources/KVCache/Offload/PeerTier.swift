@@ -202,6 +202,9 @@ final class PeerTier {
 
     /// Reads the journal records the peer appended since the last call, when its journal
     /// changed (one `fstat`); replays it from the start when it was replaced or shrank. A
+    /// record that is not valid is read again next time (the peer may be appending it),
+    /// unless a valid record follows it: then it is corrupt and skipped, as a restart's replay
+    /// skips it (`kvm_slab_journal_replay`), so one bad record does not end the tailing. A
     /// failure (the peer vanished) empties the index: its blocks are misses, not errors.
     func refresh() {
         guard !replaced else { return }
@@ -216,10 +219,15 @@ final class PeerTier {
         unavailable = nil
         if rc == 1 || size < journalBytes { clear() }
         while size >= journalBytes + UInt64(MemoryLayout<kvm_journal_record>.size) {
+            let record = UInt64(MemoryLayout<kvm_journal_record>.size)
             let n = Int(kvm_slab_journal_read(slab, journalBytes, records, UInt32(PeerTier.batchRecords)))
+            if n == 0 && kvm_slab_journal_read(slab, journalBytes + record, records, 1) == 1 {
+                journalBytes += record  // corrupt, a valid one after it
+                continue
+            }
             guard n > 0 else { return }  // a torn or partial record: read again next time
             for i in 0..<n { apply(records[i]) }
-            journalBytes += UInt64(n * MemoryLayout<kvm_journal_record>.size)
+            journalBytes += UInt64(n) * record
             if n < PeerTier.batchRecords { return }
         }
     }

@@ -263,6 +263,35 @@ struct PeerTierTests {
         #expect(try kvDifferences(b, 1, count: 4) { prompt[$0] } == 0)
     }
 
+    /// A corrupt record in a peer's journal is read again while it is the last one (the peer
+    /// may be appending it), and skipped once a valid record follows it: the tailing goes on,
+    /// as a restart's replay does, and the corrupt record's block is never indexed.
+    @Test func aCorruptPeerJournalRecordIsSkippedOnceAValidOneFollows() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        let a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        try spillPrompt(a, 1, tokens(5, seed: 1))
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        let spoiled = tokens(5, seed: 2), after = tokens(5, seed: 3)
+        try spillPrompt(a, 2, spoiled)  // one more 64-byte STORED record
+        let journal = dirA.path + "/kvcache.journal"
+        let fd = open(journal, O_RDWR)
+        #expect(fd >= 0)
+        defer { close(fd) }
+        let at = off_t(lseek(fd, 0, SEEK_END) - 64 + 16)  // the new record's block hash
+        var byte: UInt8 = 0
+        #expect(pread(fd, &byte, 1, at) == 1)
+        byte ^= 0xFF
+        #expect(pwrite(fd, &byte, 1, at) == 1)
+        #expect(b.cachedPrefixTokens(spoiled) == 0, "a bad last record indexes nothing")
+        try spillPrompt(a, 3, after)
+        #expect(b.cachedPrefixTokens(after) == 4, "the record after the corrupt one is read")
+        #expect(b.cachedPrefixTokens(spoiled) == 0)
+        #expect(try b.createSequence(1, tokens: after) == 4)
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 4) { after[$0] } == 0)
+    }
+
     /// A peer whose directory is removed gives misses, not errors; once the directory holds a
     /// tier of this engine's identity again (its engine restarted on a recreated directory),
     /// the new slab is opened and read, through io_uring's file table or the thread backend's.
