@@ -10,4 +10,30 @@ struct KVCacheCommand: ParsableCommand {
         subcommands: [LoadCommand.self, ReplayCommand.self, EvictEvalCommand.self, IOBenchCommand.self, SpillChildCommand.self],
         defaultSubcommand: LoadCommand.self
     )
+
+    /// Runs the command on the process's arguments, a negative number after an option joined
+    /// to it (`negativeValuesJoined`).
+    static func main() {
+        main(negativeValuesJoined(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    /// `arguments` with every negative number (a `-` then a digit or a point: `-3`, `-0.5`,
+    /// `-2GiB`) that follows a long option given as that option's value (`--seed -3` becomes
+    /// `--seed=-3`). ArgumentParser reads an argument
+    /// that starts with `-` as an option, so a negative value was reported as "Missing value
+    /// for '--seed'"; joined, it meets the option's own check (an invalid value, or the
+    /// option's range). An option already written `--name=value` is left as it is. O(arguments).
+    static func negativeValuesJoined(_ arguments: [String]) -> [String] {
+        var out: [String] = []
+        out.reserveCapacity(arguments.count)
+        for argument in arguments {
+            if let last = out.last, last.hasPrefix("--"), !last.contains("="), last != "--",
+               argument.first == "-", argument.dropFirst().first.map({ $0.isNumber || $0 == "." }) == true {
+                out[out.count - 1] = last + "=" + argument
+            } else {
+                out.append(argument)
+            }
+        }
+        return out
+    }
 }

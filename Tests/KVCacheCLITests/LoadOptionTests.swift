@@ -112,6 +112,17 @@ struct LoadOptionTests {
         #expect(try !LoadCommand.parse([]).engine.config.offloadWriteback)
     }
 
+    /// A negative number after an option is that option's value (`KVCacheCommand.main` joins
+    /// it), so it meets the option's own check instead of "Missing value"; flags, short
+    /// options, `--name=value` and what follows `--` are left alone.
+    @Test func aNegativeNumberAfterAnOptionIsItsValue() {
+        let joined = KVCacheCommand.negativeValuesJoined(
+            ["load", "--seed", "-3", "--memory", "-2GiB", "--rate", "-.5", "--json", "-h", "--rate=-2", "--", "-4"])
+        #expect(joined == ["load", "--seed=-3", "--memory=-2GiB", "--rate=-.5", "--json", "-h", "--rate=-2", "--", "-4"])
+        #expect(Self.error(KVCacheCommand.negativeValuesJoined(["--requests", "-1"])) == "--requests must be at least 1")
+        #expect(Self.error(["--requests", "-1"])?.contains("Missing value") == true, "what ArgumentParser alone says")
+    }
+
     @Test func tierOptionsWithoutATierAreRefused() {
         #expect(Self.error(["--offload-bytes", "1GiB"]) == "--offload-bytes needs --offload-dir (it sizes the disk tier)")
         #expect(Self.error(["--offload-queue-depth", "64"])
