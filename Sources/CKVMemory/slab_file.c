@@ -254,15 +254,21 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
     return 0;
 }
 
-int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap) {
-    if (from_byte % sizeof *out != 0) return kvm_fail(EINVAL, "offload journal: offset %llu is not a record boundary", (unsigned long long)from_byte);
+/* Reads up to cap whole records (valid or not) at byte from_byte into out: how many, or -errno.
+ * A partial record at the end is not read. One pread. */
+static int64_t read_records(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap) {
     ssize_t n;
     do n = pread(s->journal_fd, out, (size_t)cap * sizeof *out, (off_t)from_byte); while (n < 0 && errno == EINTR);
     if (n < 0) return kvm_fail(errno, "offload journal read failed: %s", strerror(errno));
-    size_t count = (size_t)n / sizeof *out; /* a partial record at the end is not read */
-    for (size_t i = 0; i < count; i++)
-        if (!record_valid(&out[i])) return (int64_t)i; /* torn tail */
-    return (int64_t)count;
+    return (int64_t)((size_t)n / sizeof *out);
+}
+
+int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap) {
+    if (from_byte % sizeof *out != 0) return kvm_fail(EINVAL, "offload journal: offset %llu is not a record boundary", (unsigned long long)from_byte);
+    int64_t count = read_records(s, from_byte, out, cap);
+    for (int64_t i = 0; i < count; i++)
+        if (!record_valid(&out[i])) return i; /* torn tail */
+    return count;
 }
 
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped) {
@@ -272,11 +278,9 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
     uint64_t max_generation = 0;
     uint64_t pos = 0;
     for (;;) {
-        ssize_t n;
-        do n = pread(s->journal_fd, buf, sizeof buf, (off_t)pos); while (n < 0 && errno == EINTR);
-        if (n < 0) return kvm_fail(errno, "offload journal read failed: %s", strerror(errno));
-        size_t count = (size_t)n / sizeof *buf; /* a partial record at the end is a torn tail */
-        for (size_t i = 0; i < count; i++) {
+        int64_t count = read_records(s, pos, buf, 256); /* a partial record at the end is a torn tail */
+        if (count < 0) return count;
+        for (int64_t i = 0; i < count; i++) {
             const kvm_journal_record *r = &buf[i];
             if (!record_valid(r)) {
                 skipped->unreadable++;

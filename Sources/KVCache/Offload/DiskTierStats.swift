@@ -21,9 +21,9 @@ public struct DiskTierStats: Equatable, Sendable {
     /// was free beyond the reserve (`DiskTier.spill`), or because every slot of the tier is
     /// held (swapped-out sequences' blocks, offloaded-token records, I/O in flight; nothing
     /// cached to drop): dropped exactly as without a tier, rather than waiting for the device
-    /// under the engine's lock; with the writeback thread (`blocksWrittenAhead`), every evicted
-    /// block it had not written or begun copying. Not an error (not in `spillsFailed`): the
-    /// block was only a cache entry; a later prompt recomputes it.
+    /// under the engine's lock; with the writeback thread (`blocksWrittenAhead`) the same, among
+    /// the evicted blocks it had not written or begun copying. Not an error (not in
+    /// `spillsFailed`): the block was only a cache entry; a later prompt recomputes it.
     public var spillsSkipped: UInt64 = 0
     /// Writes of swapped-out sequences' blocks and of offloaded-token records that failed on
     /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out
@@ -40,9 +40,9 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Blocks found again in the journal when the engine started.
     public var recoveredSlots: UInt64 = 0
     /// Journal records the engine's start could not use, whose blocks it forgot (their slots
-    /// are reused): each whole record that is torn or corrupt (skipped: the replay goes on, the
-    /// slot's previous record winning; a crash tears at most the records being appended), records of slots past the
-    /// capacity (`offloadBytes` made smaller), and a slot's latest record saying stored that
+    /// are reused): each whole record that is torn or corrupt (skipped: the replay goes on,
+    /// the slot's previous record winning; a crash tears at most the records being appended),
+    /// records of slots past the capacity (`offloadBytes` made smaller), and a slot's latest record saying stored that
     /// lies past the slab file or holds a payload of another size. Logged on stderr when not 0.
     public var journalRecordsDropped: UInt64 = 0
     /// Prompt tokens `createSequence` found in the disk tier (part of `prefixHitTokens`).

@@ -378,9 +378,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             if blocks.copyTicket(block) != 0 { return }
         }
         if ancestorsFirst && parent != 0 && !tier.contains(hash) && tier.hasSpillRoom() {
-            let count = missingAncestors(parent: parent, into: scratchChain)
-            for i in stride(from: count - 1, through: max(0, count - OffloadCoordinator.ancestorsPerSpill), by: -1) {
-                let b = scratchChain[i]
+            let chain = missingAncestors(parent: parent)
+            for i in stride(from: chain.count - 1, through: max(0, chain.count - OffloadCoordinator.ancestorsPerSpill), by: -1) {
+                let b = chain[i]
                 guard tier.hasSpillRoom() else { return tier.skipSpill() }
                 tier.spill(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b))
             }
@@ -388,22 +388,24 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         tier.spill(block, hash: hash, parent: parent)
     }
 
-    /// Writes into `chain` (youngest first) the cached ancestors of a block whose parent is
-    /// `parent` that the tier lacks, up the chain until the first one the tier holds, one in
-    /// use (reachable in memory), one a disk read is still filling, one being copied outside
-    /// the lock (soon on disk) or one not in memory. Returns how many. O(ancestors walked).
-    func missingAncestors(parent: UInt64, into chain: UnsafeMutablePointer<Int32>) -> Int {
+    /// The cached ancestors (youngest first) of a block whose parent is `parent` that the tier
+    /// lacks, up the chain until the first one the tier holds, one in use (reachable in
+    /// memory), one a disk read is still filling, one being copied outside the lock (soon on
+    /// disk) or one not in memory. Under the engine's lock (the eviction spill's and
+    /// `Writeback`'s rounds); the result lives in the coordinator's scratch until the next
+    /// call. O(ancestors walked).
+    func missingAncestors(parent: UInt64) -> UnsafeBufferPointer<Int32> {
         var count = 0
         var next = parent
         while next != 0 && !tier.contains(next) {
             let ancestor = blocks.lookup(next)
             guard ancestor >= 0 && blocks.references(ancestor) == 0 && loading[Int(ancestor)] == 0
                 && blocks.copyTicket(ancestor) == 0 else { break }
-            chain[count] = ancestor
+            scratchChain[count] = ancestor
             count += 1
             next = blocks.parent(of: ancestor)
         }
-        return count
+        return UnsafeBufferPointer(start: scratchChain, count: count)
     }
 
     /// True while a disk read is filling `block`.
@@ -434,7 +436,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// engine is whole.
     func startWriteback(mutex: UnsafeMutablePointer<pthread_mutex_t>) {
         precondition(writeback == nil)
-        writeback = Writeback(self, blocks: blocks, mutex: mutex, tensors: tensors, chainCapacity: blocks.capacity)
+        writeback = Writeback(self, blocks: blocks, mutex: mutex, tensors: tensors)
     }
 
     /// Stops the writeback thread (its batch submitted) and waits for it to end. Without the

@@ -60,7 +60,6 @@ final class Writeback {
     /// This round's copies: each payload's checksum, or why it failed.
     private var copies: [Result<UInt64, KVError>] = []
     private let sources: UnsafeMutablePointer<UnsafeRawPointer?>
-    private let chain: UnsafeMutablePointer<Int32>
     private var thread = pthread_t()
     private var stopping = false
     private var idle = false
@@ -74,16 +73,14 @@ final class Writeback {
     /// (without the lock).
     var afterMark: (() -> Void)?
 
-    /// Starts the thread. `chainCapacity`: most cached ancestors a block can have (the pool's
-    /// capacity).
-    init(_ offload: OffloadCoordinator, blocks: BlockPool, mutex: UnsafeMutablePointer<pthread_mutex_t>, tensors: Int, chainCapacity: Int) {
+    /// Starts the thread.
+    init(_ offload: OffloadCoordinator, blocks: BlockPool, mutex: UnsafeMutablePointer<pthread_mutex_t>, tensors: Int) {
         self.offload = offload
         self.blocks = blocks
         tier = offload.tier
         self.mutex = mutex
         horizon = min(1024, 2 * offload.tier.stagingBuffers)
         sources = .allocate(capacity: tensors)
-        chain = .allocate(capacity: chainCapacity)
         entries.reserveCapacity(Writeback.batchLimit)
         copies.reserveCapacity(Writeback.batchLimit)
         wake = monotonicCondition()
@@ -98,7 +95,6 @@ final class Writeback {
         pthread_cond_destroy(wake)
         wake.deallocate()
         sources.deallocate()
-        chain.deallocate()
     }
 
     /// Ends the thread after its round (every write it copied submitted) and waits for it.
@@ -163,9 +159,9 @@ final class Writeback {
         var noRoom = false
         blocks.forEachOldestCached(limit: horizon) { b in
             guard !tier.contains(blocks.hash(of: b)) && blocks.copyTicket(b) == 0 && !offload.isLoading(b) else { return true }
-            let count = offload.missingAncestors(parent: blocks.parent(of: b), into: chain)
+            let chain = offload.missingAncestors(parent: blocks.parent(of: b))
             // Oldest ancestor first, the block last.
-            for i in stride(from: count - 1, through: -1, by: -1) {
+            for i in stride(from: chain.count - 1, through: -1, by: -1) {
                 let c = i < 0 ? b : chain[i]
                 guard let (slot, stage) = tier.reserveSpill(blocks.hash(of: c)) else {
                     noRoom = true
