@@ -89,10 +89,13 @@ public struct EvictionEvaluation: Sendable {
     }
 
     /// Replays `source` (named `name` in the results) through every run; one result per run.
-    /// Cost: per step, O(runs x layers x heads x tokens). Throws what the source or the engine's
-    /// eviction state throws (for example a malformed trace file), and `TraceError` when no
-    /// decode step, or none from the trace's mark on, was there to score.
-    public func run(_ name: String, _ source: inout some AttentionTraceSource) throws -> [EvictEvalResult] {
+    /// `progress(done, total)` is called after each step with the steps replayed and the
+    /// header's step count (the CLI's progress line). Cost: per step, O(runs x layers x heads x
+    /// tokens). Throws what the source or the engine's eviction state throws (for example a
+    /// malformed trace file), and `TraceError` when no decode step, or none from the trace's
+    /// mark on, was there to score.
+    public func run(_ name: String, _ source: inout some AttentionTraceSource,
+                    progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> [EvictEvalResult] {
         let header = source.header
         let runs = try runs(header)
         let values = ValueTable(rows: header.layers * header.heads, maxTokens: header.maxTokens, seed: seed)
@@ -115,6 +118,7 @@ public struct EvictionEvaluation: Sendable {
                 throw TraceError(description: "\(name), step \(index): \(error)")
             }
             index += 1
+            progress(index, header.steps)
         }
         guard scored > 0 else { throw TraceError(description: "\(name): no decode step (n_queries 1) to score") }
         if let mark = header.markStep, scoredAfter == 0 {

@@ -147,9 +147,13 @@ struct EvictEvalCommand: ParsableCommand {
             return
         }
         var results: [EvictEvalResult] = []
+        var line = ProgressLine()
         for (name, var source) in sources {
             let started = Date()
-            let rows = try evaluation.run(name, &source)
+            let rows = try evaluation.run(name, &source) { done, total in
+                line.update("\(name): step \(done) of \(total)")
+            }
+            line.clear()
             FileHandle.standardError.write("\(name): \(source.header.steps) steps, \(rows.count) runs in \(String(format: "%.1f", Date().timeIntervalSince(started))) s\n".data(using: .utf8)!)
             results += rows
         }

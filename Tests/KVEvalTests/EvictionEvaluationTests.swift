@@ -191,6 +191,21 @@ import Testing
         #expect(try outcome(UniformSteps([(8, 8), (9, 1)])) == "recall 0.5555555820465088", "5 of 9 uniform tokens held")
     }
 
+    /// The progress callback (the CLI's progress line inside a trace) sees every step once, in
+    /// order, against the header's step count; a refused step reports nothing after it.
+    @Test func progressCountsEveryStepAgainstTheHeader() throws {
+        let e = try EvictionEvaluation(policies: ["h2o", "tova"], ratios: [0.5])
+        var source = UniformSteps([(8, 8), (9, 1), (10, 1), (11, 1)])
+        var calls: [[Int]] = []
+        _ = try e.run("t", &source) { done, total in calls.append([done, total]) }
+        #expect(calls == [[1, 4], [2, 4], [3, 4], [4, 4]])
+        calls = []
+        var refused = UniformSteps([(8, 8), (9, 1), (10, 1)], segments: [TraceSegment(start: 0, end: 10, availableStep: 1, embedding: [1, 0])])
+        let episodic = try EvictionEvaluation(policies: ["episodic"], ratios: [0.5])
+        #expect(throws: TraceError.self) { _ = try episodic.run("t", &refused) { done, total in calls.append([done, total]) } }
+        #expect(calls == [[1, 3]])
+    }
+
     /// A refusal from the engine's eviction state in the middle of a trace (here a segment
     /// past the tokens seen when it becomes available) names the trace and step.
     @Test func whatTheEngineRefusesMidTraceNamesTheStep() throws {
