@@ -166,7 +166,10 @@
  *                             it, or the OS refused to commit the memory (fallocate or
  *                             populate failed: ENOSPC, ENOMEM, EIO), in either layout;
  *                             nothing was allocated or changed. Free a sequence or stop
- *                             admitting new ones; the engine stays usable.
+ *                             admitting new ones; the engine stays usable. At
+ *                             kvc_engine_create also a process limit that refuses the
+ *                             engine's memory file or metadata (RLIMIT_FSIZE, which memfd
+ *                             files obey; open files).
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
  *   KVC_ERR_IO                a disk-tier read or write failed, or offload_dir is unusable

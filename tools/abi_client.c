@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1045,6 +1046,65 @@ static void forked(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* A server whose file-size limit (`ulimit -f`, RLIMIT_FSIZE, here lowered after the engine
+ * was created: the pool's memfd obeys it too) is below what its swap-out writes: the kernel
+ * ends a process writing past the limit (SIGXFSZ, default action), so the tier grows its file
+ * up to the limit and no further. In a child (the limit, and the signal before this was
+ * handled, stay there): the swap-out fails with KVC_ERR_IO naming the limit, the sequence
+ * stays resident and byte-identical, another one too, and both still append; the child exits
+ * by itself with every check passed. kvc_engine_create under a limit below memory_bytes is
+ * KVC_ERR_OUT_OF_MEMORY naming the limit, not the end of the process. */
+static void file_size_limit(uint32_t layout) {
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "a file-size limit below what a swap-out writes", dir);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {
+        kvc_config cfg;
+        disk_config(&cfg, layout, dir);
+        /* A slot is a 4096-byte header and a block of every layer's K and V, in 4 KiB units:
+         * three slots fit, the prompt's seven blocks do not. */
+        size_t slot = (4096 + (size_t)BLOCK * 64 * 4 * 2 + 4095) / 4096 * 4096;
+        kvc_engine *e = NULL;
+        MUST(kvc_engine_create(&cfg, &e));  /* first: the pool's memfd obeys the limit too */
+        struct rlimit limit;
+        REQUIRE(getrlimit(RLIMIT_FSIZE, &limit) == 0, "getrlimit");
+        limit.rlim_cur = 3 * slot;
+        REQUIRE(setrlimit(RLIMIT_FSIZE, &limit) == 0, "setrlimit RLIMIT_FSIZE: %s", strerror(errno));
+        engine_view v = view_of(e, &cfg);
+        int32_t tokens[PROMPT];
+        for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 3;
+        size_t cached = 0;
+        MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+        write_kv(&v, 1, 5, 0, PROMPT);
+        tokens[0] = 1;  /* another chain */
+        MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+        write_kv(&v, 2, 6, 0, PROMPT);
+        EXPECT_STATUS(KVC_ERR_IO, "file-size limit", kvc_seq_swap_out(e, 1));
+        CHECK(length_of(e, 1) == PROMPT && kv_matches(&v, 1, 5, 0, PROMPT) && kv_matches(&v, 2, 6, 0, PROMPT),
+              "%s: after the refused swap-out both sequences are resident and byte-identical", name);
+        int32_t next = 42;
+        MUST(kvc_seq_append(e, 1, &next, 1));
+        MUST(kvc_seq_append(e, 2, &next, 1));
+        CHECK(length_of(e, 1) == PROMPT + 1 && length_of(e, 2) == PROMPT + 1, "%s: both sequences still append", name);
+        kvc_engine_destroy(e);
+        e = NULL;
+        EXPECT_STATUS(KVC_ERR_OUT_OF_MEMORY, "file-size limit", kvc_engine_create(&cfg, &e));
+        CHECK(e == NULL, "%s: no engine under a file-size limit below memory_bytes", name);
+        printf("abi_client: %s: the child under a file-size limit of %zu bytes: %d passed, %d failed\n", name, 3 * slot, passed, failed);
+        fflush(stdout);
+        fflush(stderr);
+        _exit(failed == 0 ? 0 : 1);
+    }
+    int status = -1;
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child under a file-size limit exited by itself, its checks passed (%s %d)", name,
+          WIFSIGNALED(status) ? "killed by signal" : "exit status", WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    remove_tier_dir(dir);
+}
+
 /* A prefix of more disk blocks than staging buffers: 1 MiB slots give 32 buffers, and a
  * 64-block prefix takes them all with its first reads and queues the rest, so kvc_seq_create
  * returns without waiting for the device. The sequence is not ready until the queued reads
@@ -1995,6 +2055,8 @@ int main(int argc, char **argv) {
     writeback(KVC_LAYOUT_CONTIGUOUS);
     forked(KVC_LAYOUT_PAGED);
     forked(KVC_LAYOUT_CONTIGUOUS);
+    file_size_limit(KVC_LAYOUT_PAGED);
+    file_size_limit(KVC_LAYOUT_CONTIGUOUS);
     out_of_memory(KVC_LAYOUT_PAGED, 1);
     out_of_memory(KVC_LAYOUT_CONTIGUOUS, 1);
     route();

@@ -28,6 +28,7 @@ struct kvm_arena {
     int32_t partial, empty; /* list heads */
     uint32_t *fresh;        /* groups taken and not yet handed out to pre-fault (kvm_arena_take_fresh) */
     uint32_t fresh_count;
+    uint8_t *listed;        /* per group: on `fresh` (a group trimmed and taken again is listed once) */
     uint32_t *faulting;     /* per group: pre-faults in progress (kvm_arena_trim keeps such a group) */
 };
 
@@ -78,9 +79,10 @@ int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out) {
     a->next = malloc(a->groups * sizeof(int32_t));
     a->state = calloc(a->groups, 1);
     a->fresh = malloc(a->groups * sizeof(uint32_t));
+    a->listed = calloc(a->groups, 1);
     a->faulting = calloc(a->groups, sizeof(uint32_t));
     void *base = mmap(NULL, a->map_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, kvm_pool_fd(pool), 0);
-    if (!a->next_free || !a->head || !a->group_used || !a->prev || !a->next || !a->state || !a->fresh || !a->faulting ||
+    if (!a->next_free || !a->head || !a->group_used || !a->prev || !a->next || !a->state || !a->fresh || !a->listed || !a->faulting ||
         base == MAP_FAILED) {
         int err = base == MAP_FAILED ? errno : ENOMEM;
         if (base != MAP_FAILED) munmap(base, a->map_bytes);
@@ -97,7 +99,7 @@ int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out) {
 
 void kvm_arena_destroy(kvm_arena *a) {
     if (!a) return;
-    for (uint32_t g = 0; g < a->groups; g++)
+    for (uint32_t g = 0; a->state && g < a->groups; g++) /* state is NULL when create's calloc failed */
         if (a->state[g] != NOT_HELD) kvm_pool_unref(a->pool, g);
     if (a->base) munmap(a->base, a->map_bytes);
     free(a->next_free);
@@ -107,6 +109,7 @@ void kvm_arena_destroy(kvm_arena *a) {
     free(a->next);
     free(a->state);
     free(a->fresh);
+    free(a->listed);
     free(a->faulting);
     free(a);
 }
@@ -116,7 +119,12 @@ void kvm_arena_destroy(kvm_arena *a) {
 static int take_group(kvm_arena *a) {
     int64_t g = kvm_pool_alloc(a->pool, UINT32_MAX);
     if (g < 0) return (int)g;
-    a->fresh[a->fresh_count++] = (uint32_t)g; /* a group is taken at most once between drains: fresh_count <= groups */
+    /* A group trimmed (given back while still listed) and taken again stays listed once, so
+     * fresh_count <= groups however often a caller takes and trims between drains. */
+    if (!a->listed[g]) {
+        a->listed[g] = 1;
+        a->fresh[a->fresh_count++] = (uint32_t)g;
+    }
     uint32_t first = (uint32_t)g * a->per_group;
     for (uint32_t i = 0; i < a->per_group; i++) a->next_free[first + i] = i + 1 < a->per_group ? (int32_t)(first + i + 1) : -1;
     a->head[g] = (int32_t)first;
@@ -210,6 +218,7 @@ uint32_t kvm_arena_take_fresh(kvm_arena *a, uint32_t *out, uint32_t capacity) {
     uint32_t n = 0;
     while (a->fresh_count > 0 && n < capacity) {
         uint32_t g = a->fresh[--a->fresh_count];
+        a->listed[g] = 0;
         if (a->state[g] == NOT_HELD) continue; /* given back since: its pages are not ours to fault */
         a->faulting[g]++;
         out[n++] = g;

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/resource.h>
 
 int kvm_io_open_file(const char *path, int *direct) {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_DIRECT, 0644);
@@ -15,7 +16,17 @@ int kvm_io_open_file(const char *path, int *direct) {
     return fd;
 }
 
+uint64_t kvm_file_size_limit(void) {
+    struct rlimit l;
+    if (getrlimit(RLIMIT_FSIZE, &l) != 0 || l.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+    return (uint64_t)l.rlim_cur;
+}
+
 int kvm_io_preallocate(int fd, uint64_t bytes) {
+    uint64_t limit = kvm_file_size_limit();
+    if (bytes > limit)
+        return kvm_fail(EFBIG, "fallocate of %llu bytes would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes)",
+                        (unsigned long long)bytes, (unsigned long long)limit);
     int rc;
     do rc = fallocate(fd, 0, 0, (off_t)bytes); while (rc != 0 && errno == EINTR);
     if (rc != 0) return kvm_fail(errno, "fallocate of %llu bytes failed: %s", (unsigned long long)bytes, strerror(errno));

@@ -138,6 +138,8 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n) {
     if (n > room) n = room;
     for (uint32_t i = 0; i < n; i++) {
         if (reqs[i].file >= io->n_files) return kvm_fail(EINVAL, "kvm_io_submit: file index %u out of range", reqs[i].file);
+        if (reqs[i].tag >> 63)
+            return kvm_fail(EINVAL, "kvm_io_submit: tag %#llx sets bit 63, which marks injected faults", (unsigned long long)reqs[i].tag);
     }
     if (io->backend == KVM_IO_THREADS) {
         for (uint32_t i = 0; i < n; i++) kvm_io_threads_push(io->threads, &reqs[i], io->files[reqs[i].file], injected_fault(io, reqs[i].op));

@@ -1,6 +1,7 @@
 /* Physical page groups in one memfd: exact budget, batched commit, punch-hole release. */
 #include "kvm_pool.h"
 #include "kvm_error.h"
+#include "kvm_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -85,6 +86,8 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
     if (cfg->tensors == 0 || cfg->group_bytes == 0 || cfg->group_bytes % cfg->page_bytes)
         return kvm_fail(EINVAL, "group of %llu bytes is not a multiple of page_bytes %llu",
                         (unsigned long long)cfg->group_bytes, (unsigned long long)cfg->page_bytes);
+    if (cfg->group_bytes > UINT64_MAX / cfg->tensors)
+        return kvm_fail(EINVAL, "%u tensors x groups of %llu bytes overflow 64 bits", cfg->tensors, (unsigned long long)cfg->group_bytes);
     uint64_t unit = (uint64_t)cfg->tensors * cfg->group_bytes;
     uint64_t groups = cfg->budget_bytes / unit;
     if (groups == 0)
@@ -108,7 +111,12 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
     p->refs = calloc(p->groups, sizeof(uint32_t));
     p->fd = memfd_create("kvcache-kv", MFD_CLOEXEC);
     int rc = 0;
+    uint64_t file_limit = kvm_file_size_limit();
     if (!p->free_bits || !p->committed_bits || !p->refs) rc = kvm_fail(ENOMEM, "out of memory for page pool metadata");
+    else if (groups * unit > file_limit) /* a memfd too: the ftruncate would raise SIGXFSZ, which ends the process */
+        rc = kvm_fail(EFBIG, "the page pool's memory file of %llu bytes would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes), "
+                             "which memfd files obey too: raise the limit (ulimit -f) or lower memory_bytes",
+                      (unsigned long long)(groups * unit), (unsigned long long)file_limit);
     else if (p->fd < 0) rc = kvm_fail(errno, "memfd_create failed: %s", strerror(errno));
     else if (ftruncate(p->fd, (off_t)(groups * unit)) != 0) rc = kvm_fail(errno, "ftruncate of the page pool to %llu bytes failed: %s",
                                                                          (unsigned long long)(groups * unit), strerror(errno));

@@ -209,6 +209,16 @@ int kvm_slab_grow(kvm_slab *s) {
         return kvm_fail(ENOSPC, "offload tier full: all %u slots (offload_bytes) are in use", s->capacity);
     uint32_t next = s->allocated + s->extent_slots;
     if (next > s->capacity) next = s->capacity;
+    /* Past the process's file-size limit the kernel would end the process (SIGXFSZ): grow up
+     * to it, and once there the tier is full. */
+    uint64_t limit = kvm_file_size_limit();
+    if ((uint64_t)next * s->slot_bytes > limit) {
+        uint64_t fit = limit / s->slot_bytes;
+        if (fit <= s->allocated)
+            return kvm_fail(ENOSPC, "offload tier full: slot %u would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes)",
+                            s->allocated, (unsigned long long)limit);
+        next = (uint32_t)fit;
+    }
     uint64_t from = (uint64_t)s->allocated * s->slot_bytes, to = (uint64_t)next * s->slot_bytes;
     int rc;
     do rc = fallocate(s->fd, 0, (off_t)from, (off_t)(to - from)); while (rc != 0 && errno == EINTR);
@@ -247,6 +257,10 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
         records[i].record_checksum = record_sum(&records[i]);
     }
     size_t bytes = (size_t)n * sizeof *records;
+    uint64_t limit = kvm_file_size_limit(), end = (uint64_t)st.st_size - torn + bytes;
+    if (end > limit) /* the kernel would end the process (SIGXFSZ) */
+        return kvm_fail(EFBIG, "offload journal: %u records would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes)",
+                        n, (unsigned long long)limit);
     ssize_t w;
     do w = write(s->journal_fd, records, bytes); while (w < 0 && errno == EINTR);
     if (w < 0) return kvm_fail(errno, "offload journal write failed: %s", strerror(errno));
@@ -304,9 +318,16 @@ int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uin
     kvm_journal_record buf[256];
     uint32_t filled = 0;
     int rc = 0;
+    uint64_t written = 0, limit = kvm_file_size_limit();
     for (uint32_t i = 0; i <= n && rc == 0; i++) {
         if (i < n && records[i].magic == KVM_JOURNAL_MAGIC && records[i].kind == KVM_JOURNAL_STORED) buf[filled++] = records[i];
         if (filled == 256 || (i == n && filled > 0)) {
+            written += filled * sizeof *buf;
+            if (written > limit) { /* the kernel would end the process (SIGXFSZ) */
+                rc = kvm_fail(EFBIG, "offload: the compacted journal would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes)",
+                              (unsigned long long)limit);
+                break;
+            }
             ssize_t w = write(fd, buf, filled * sizeof *buf);
             if (w != (ssize_t)(filled * sizeof *buf)) rc = kvm_fail(w < 0 ? errno : EIO, "offload: writing '%s' failed", tmp);
             filled = 0;

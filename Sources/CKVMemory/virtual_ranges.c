@@ -41,12 +41,18 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
     range_bytes = (range_bytes + pb - 1) / pb * pb;
     uint32_t tensors = kvm_pool_tensors(pool);
     uint64_t pages = range_bytes / pb;
-    if (slots == 0 || pages == 0 || pages > (1u << 30)) return kvm_fail(EINVAL, "bad range shape: %u slots of %llu pages", slots, (unsigned long long)pages);
+    if (slots == 0 || pages == 0) return kvm_fail(EINVAL, "bad range shape: %u slots of %llu pages", slots, (unsigned long long)pages);
+    /* The address space first: a range past 2^30 pages is also past it unless slots and
+     * tensors are few, and then its message names what to lower. */
     uint64_t total = (uint64_t)slots * tensors * range_bytes;
     if (total / tensors / range_bytes != slots || total > (1ull << 46))
         return kvm_fail(ENOMEM, "contiguous layout needs %llu GiB of address space (max_seqs x 2 x num_layers x max_seq_tokens x token bytes); "
                                 "the limit is 65536 GiB: lower max_seqs or max_seq_tokens",
                         (unsigned long long)(total >> 30));
+    if (pages > (1u << 30))
+        return kvm_fail(EINVAL, "a sequence's range of %llu bytes per tensor (max_seq_tokens x token bytes) is more than 2^30 pages of %llu bytes: "
+                                "raise page_bytes or lower max_seq_tokens",
+                        (unsigned long long)range_bytes, (unsigned long long)pb);
     kvm_ranges *r = calloc(1, sizeof *r);
     if (!r) return kvm_fail(ENOMEM, "out of memory for ranges");
     r->pool = pool;
@@ -128,6 +134,17 @@ static uint32_t runs_in(const kvm_ranges *r, const int32_t *t, uint32_t first, u
     return n;
 }
 
+/* runs_in(first, end) as it would be with pages [first, end) mapping groups first_group on. */
+static uint32_t runs_if_mapped(const kvm_ranges *r, const int32_t *t, uint32_t first, uint32_t end, int32_t first_group) {
+    uint32_t n = 0;
+    for (uint32_t p = first; p <= end && p < r->pages; p++) {
+        int32_t g = p < end ? first_group + (int32_t)(p - first) : t[p];
+        int32_t before = p == 0 ? -1 : p - 1 >= first ? first_group + (int32_t)(p - 1 - first) : t[p - 1];
+        n += g >= 0 && (before < 0 || before + 1 != g);
+    }
+    return n;
+}
+
 static void set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, int32_t first_group) {
     int32_t *t = r->table + (uint64_t)slot * r->pages;
     uint32_t before = runs_in(r, t, first, end);
@@ -144,11 +161,12 @@ static void set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end
 }
 
 int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_group, uint32_t n) {
-    if (slot >= r->slots || n == 0 || page + n > r->pages) return kvm_fail(EINVAL, "map of pages %u+%u outside a range of %u pages", page, n, r->pages);
-    if (mappings_for(r, r->total_runs + 1) > r->limit) {
-        int32_t *t = r->table + (uint64_t)slot * r->pages;
-        int extends = page > 0 && t[page - 1] >= 0 && (uint32_t)t[page - 1] + 1 == first_group;
-        if (!extends)
+    if (slot >= r->slots || n == 0 || n > r->pages || page > r->pages - n)
+        return kvm_fail(EINVAL, "map of pages %u+%u outside a range of %u pages", page, n, r->pages);
+    if (mappings_for(r, r->total_runs + 2) > r->limit) {  /* near the limit: count exactly (a map inside a run splits it in three) */
+        const int32_t *t = r->table + (uint64_t)slot * r->pages;
+        uint64_t runs = r->total_runs - runs_in(r, t, page, page + n) + runs_if_mapped(r, t, page, page + n, (int32_t)first_group);
+        if (runs > r->total_runs && mappings_for(r, runs) > r->limit)
             return kvm_fail(ENOMEM, "mapping limit reached: %llu mappings in use of the %llu allowed (vm.max_map_count less headroom); "
                                     "use larger page_bytes or fewer max_seqs",
                             (unsigned long long)kvm_ranges_mappings(r), (unsigned long long)r->limit);

@@ -89,6 +89,13 @@ struct PagePoolTests {
         #expect(back == pattern)
     }
 
+    /// tensors x group bytes past 2^64 once wrapped to 0 and divided by it (SIGFPE).
+    @Test func aGroupSizeThatOverflowsIsRefused() {
+        let (pool, rc) = makePool(budget: 1 << 30, tensors: 2, groupBytes: 1 << 63)
+        #expect(rc == -EINVAL && pool == nil)
+        #expect(String(cString: kvm_error()).contains("overflow"))
+    }
+
     @Test func aBudgetBelowOneGroupIsRefusedWithAMessage() {
         let (pool, rc) = makePool(budget: 4096)
         #expect(pool == nil)
@@ -163,6 +170,27 @@ struct BlockArenaTests {
         kvm_arena_trim(arena)
         #expect(kvm_arena_fresh_count(arena) == 1)
         #expect(kvm_arena_take_fresh(arena, &taken, 8) == 0)
+    }
+
+    /// A group trimmed and taken again before the list is drained stays listed once: the list
+    /// holds at most one entry per group (it once grew by one per take, past its `groups`
+    /// entries: a heap overflow on the 9th take-and-trim of this 8-group arena).
+    @Test func aGroupTakenAndTrimmedOverAndOverIsListedOnce() {
+        let (pool, arena) = makeArena()
+        defer { kvm_arena_destroy(arena); kvm_pool_destroy(pool) }
+        for _ in 0..<20 {
+            let b = kvm_arena_alloc(arena)
+            #expect(b >= 0)
+            kvm_arena_free(arena, UInt32(b))
+            #expect(kvm_arena_trim(arena) > 0)
+        }
+        #expect(kvm_arena_fresh_count(arena) == 1)
+        let b = kvm_arena_alloc(arena)  // held now: handed out once
+        var taken = [UInt32](repeating: 0, count: 8)
+        #expect(kvm_arena_take_fresh(arena, &taken, 8) == 1)
+        #expect(taken[0] == UInt32(b / 4))
+        kvm_arena_prefault_done(arena, taken[0])
+        #expect(kvm_arena_fresh_count(arena) == 0)
     }
 
     @Test func everyBlockOfTheBudgetIsAllocatableAndThenNoMore() {
@@ -243,7 +271,34 @@ struct VirtualRangeTests {
         let g = UInt32(kvm_pool_alloc(pool, UInt32.max))
         #expect(kvm_ranges_map(ranges, 0, 15, g, 2) == -EINVAL)
         #expect(kvm_ranges_map(ranges, 2, 0, g, 1) == -EINVAL)
+        // `page + n` past 2^32 once wrapped to a small number and mapped far outside the slot.
+        #expect(kvm_ranges_map(ranges, 0, UInt32.max, g, 1) == -EINVAL)
+        #expect(kvm_ranges_map(ranges, 0, 1, g, UInt32.max) == -EINVAL)
         #expect(kvm_pool_refs(pool, g) == 1)
+        #expect(kvm_ranges_mapped(ranges, 0) == 0)
+    }
+
+    /// Mapping a page inside a run splits it in three: at the limit that map is refused (it
+    /// once counted one new run for every map and passed the limit), while one that extends a
+    /// run still fits.
+    @Test func aMapThatSplitsARunIsCountedExactlyAgainstTheLimit() {
+        let (pool, ranges) = makeRanges()
+        defer { kvm_ranges_destroy(ranges); kvm_pool_destroy(pool) }
+        var got: UInt32 = 0
+        let run = UInt32(kvm_pool_alloc_run(pool, 0, 4, &got))
+        #expect(got == 4)
+        let other = UInt32(kvm_pool_alloc(pool, run + 10))
+        #expect(kvm_ranges_map(ranges, 0, 0, run, 3) == 0)  // one run
+        let oneRun = kvm_ranges_mappings(ranges)
+        kvm_ranges_set_mapping_limit(ranges, oneRun + 2 * 4)  // room for one run more (4 tensors x 2)
+        #expect(kvm_ranges_map(ranges, 0, 1, other, 1) == -ENOMEM)  // three runs
+        #expect(String(cString: kvm_error()).contains("mapping limit reached"))
+        #expect(kvm_ranges_group(ranges, 0, 1) == Int64(run + 1))
+        #expect(kvm_ranges_mappings(ranges) == oneRun)
+        #expect(kvm_ranges_map(ranges, 0, 3, run + 3, 1) == 0)  // extends the run: still one
+        #expect(kvm_ranges_mappings(ranges) == oneRun)
+        #expect(kvm_ranges_map(ranges, 0, 5, other, 1) == 0)  // a run of its own: two
+        #expect(kvm_ranges_mappings(ranges) == oneRun + 2 * 4)
     }
 
     @Test func anAddressSpaceTooLargeIsRefusedWithAMessage() {
@@ -252,6 +307,15 @@ struct VirtualRangeTests {
         var ranges: OpaquePointer?
         #expect(kvm_ranges_create(pool, 65536, 1 << 36, &ranges) == -ENOMEM)
         #expect(String(cString: kvm_error()).contains("address space"))
+        // One slot of 2^33 pages: past the address space too, said as such (it was once
+        // "bad range shape", a message that names no setting).
+        #expect(kvm_ranges_create(pool, 1, 1 << 45, &ranges) == -ENOMEM)
+        #expect(String(cString: kvm_error()).contains("address space"))
+        // Within the address space but past 2^30 pages a range: named with what to change.
+        let (fewTensors, _) = makePool(budget: 32 * 4096, tensors: 1)
+        defer { kvm_pool_destroy(fewTensors) }
+        #expect(kvm_ranges_create(fewTensors, 1, (1 << 42) + 4096, &ranges) == -EINVAL)
+        #expect(String(cString: kvm_error()).contains("raise page_bytes or lower max_seq_tokens"))
     }
 }
 

@@ -40,7 +40,7 @@ typedef struct kvm_io_config {
 } kvm_io_config;
 
 typedef struct kvm_io_req {
-    uint64_t tag;                 /* returned with the completion */
+    uint64_t tag;                 /* returned with the completion; bit 63 must be 0 (the ring marks injected faults with it) */
     void *buf;                    /* aligned for O_DIRECT files */
     uint64_t offset;
     uint32_t len;
@@ -102,8 +102,14 @@ const char *kvm_io_fallback_reason(const kvm_io *io);
 /* Opens (creating, mode 0644) `path` read-write with O_DIRECT, or buffered when the file
  * system refuses O_DIRECT (EINVAL); *direct says which. Returns the fd or -errno with a message. */
 int kvm_io_open_file(const char *path, int *direct);
-/* Preallocates the first `bytes` of fd (fallocate). 0 or -errno with a message. */
+/* Preallocates the first `bytes` of fd (fallocate). 0 or -errno with a message; -EFBIG when
+ * `bytes` passes the process's file-size limit (kvm_file_size_limit). */
 int kvm_io_preallocate(int fd, uint64_t bytes);
+/* The process's file-size limit (RLIMIT_FSIZE's soft limit) in bytes; UINT64_MAX when there is
+ * none. A write or fallocate that would end past it raises SIGXFSZ, whose default action ends
+ * the process, so every file this module grows checks the end it grows to against this first
+ * and reports the limit as a status instead. One getrlimit. */
+uint64_t kvm_file_size_limit(void);
 
 /* Maps `bytes` (rounded up to 2 MiB) of zeroed, populated memory aligned to 2 MiB, asking for
  * transparent huge pages: an I/O buffer of few physical segments (a 2 MiB request in 4 KiB

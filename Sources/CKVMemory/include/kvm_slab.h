@@ -97,14 +97,16 @@ uint32_t kvm_slab_capacity(const kvm_slab *s);
 uint32_t kvm_slab_allocated(const kvm_slab *s);
 uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
 
-/* Preallocates the next extent (at least one more slot). -ENOSPC when the disk (or file-size
- * limit) refuses, -ENOSPC also when max_bytes is reached; the slab is unchanged on failure. */
+/* Preallocates the next extent (at least one more slot; fewer than extent_slots when the
+ * process's file-size limit, kvm_file_size_limit, is nearer). -ENOSPC when the disk or that
+ * limit refuses, -ENOSPC also when max_bytes is reached; the slab is unchanged on failure. */
 int kvm_slab_grow(kvm_slab *s);
 
 /* Appends n records (their magic and record_checksum are filled in here) with one write,
  * after cutting off part of a record a short write left at the end (an fstat, and an
  * ftruncate when needed). -errno when the write fails or is short (then part of a record may
- * remain at the end: the next append cuts it off, a replay ignores it). */
+ * remain at the end: the next append cuts it off, a replay ignores it); -EFBIG, writing
+ * nothing, when the records would pass the process's file-size limit (kvm_file_size_limit). */
 int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n);
 /* Reads up to cap records starting at byte from_byte (a multiple of 64) into out: returns how
  * many leading ones are complete and valid (a partial or torn record ends the run; it is

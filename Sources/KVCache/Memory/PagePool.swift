@@ -19,14 +19,16 @@ func makePagePool(_ config: EngineConfig, groupBytes: UInt64) throws(KVError) ->
 }
 
 /// Turns a CKVMemory return code (negative errno) into a thrown `KVError` carrying the C
-/// module's message: EINVAL is a bad argument, ENOMEM/ENOSPC is out of memory, anything else
-/// an internal failure of a system call.
+/// module's message: EINVAL is a bad argument; ENOMEM and ENOSPC, and a process limit the OS
+/// holds the engine to (EFBIG: the file-size limit, which the pool's memfd obeys; EMFILE,
+/// ENFILE: open files), are out of memory, the resources refused; anything else an internal
+/// failure of a system call.
 func check(_ rc: Int32) throws(KVError) {
     if rc >= 0 { return }
     let message = String(cString: kvm_error())
     switch -rc {
     case EINVAL: throw .invalid(message)
-    case ENOMEM, ENOSPC: throw .outOfMemory(message)
+    case ENOMEM, ENOSPC, EFBIG, EMFILE, ENFILE: throw .outOfMemory(message)
     default: throw KVError(.internal, message)
     }
 }

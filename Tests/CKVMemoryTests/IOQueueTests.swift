@@ -1,0 +1,52 @@
+import CKVMemory
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("I/O queue")
+struct IOQueueTests {
+    /// A caller's tag comes back unchanged from both backends; one with bit 63 set, which the
+    /// ring uses to mark injected faults, is refused at submit (it once came back from io_uring
+    /// as -EIO with the bit cleared, though the read had succeeded).
+    @Test(arguments: [Int32(0), 1])
+    func tagsComeBackUnchangedAndBit63IsRefused(forceThreads: Int32) throws {
+        var path = Array("/tmp/kvcache-io-queue-XXXXXX".utf8CString)
+        let fd = mkstemp(&path)
+        try #require(fd >= 0)
+        defer { close(fd); unlink(path) }
+        #expect(kvm_io_preallocate(fd, 4096) == 0)
+        let buffer = kvm_io_alloc_buffers(4096)!
+        defer { kvm_io_free_buffers(buffer, 4096) }
+        var files = [fd]
+        var io: OpaquePointer?
+        try files.withUnsafeBufferPointer { f in
+            var cfg = kvm_io_config()
+            cfg.depth = 32
+            cfg.force_threads = forceThreads
+            cfg.n_files = 1
+            cfg.files = f.baseAddress
+            try #require(kvm_io_create(&cfg, &io) == 0)
+        }
+        defer { kvm_io_destroy(io) }
+        var request = kvm_io_req(tag: 1 << 63 | 5, buf: buffer, offset: 0, len: 4096, op: UInt16(KVM_IO_READ), file: 0, buf_index: -1)
+        #expect(kvm_io_submit(io, &request, 1) == -EINVAL)
+        #expect(String(cString: kvm_error()).contains("bit 63"))
+        #expect(kvm_io_inflight(io) == 0)
+        request.tag = 1 << 62 | 5
+        #expect(kvm_io_submit(io, &request, 1) == 1)
+        var done = kvm_io_done()
+        #expect(kvm_io_reap(io, &done, 1, 1, -1) == 1)
+        #expect(done.tag == 1 << 62 | 5 && done.result == 4096)
+        files[0] = -1
+    }
+
+    /// The file-size limit the tier checks its growth against is the process's soft limit
+    /// (RLIM_INFINITY, all ones, is none).
+    @Test func theFileSizeLimitIsTheProcesssSoftLimit() {
+        var limit = rlimit()
+        #expect(getrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit) == 0)
+        #expect(kvm_file_size_limit() == (limit.rlim_cur == rlim_t.max ? UInt64.max : UInt64(limit.rlim_cur)))
+    }
+}
