@@ -19,6 +19,23 @@ func exitAfterCreate(_ config: CConfig) -> Never {
     exit(0)
 }
 
+/// In an exit test's child process, with the data segment capped as `exitAfterCreate` does:
+/// exits 0 when kvc_engine_create returns `status` and a message containing `word` (or
+/// KVC_OK), else prints what it got and exits 1; an abort fails the exit test.
+func exitWhenCreateReturns(_ config: CConfig, _ status: kvc_status, mentioning word: String = "") -> Never {
+    var limit = rlimit(rlim_cur: 2 << 30, rlim_max: 2 << 30)
+    _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_DATA.rawValue), $0) }
+    var engine: OpaquePointer?
+    let rc = config.create(&engine)
+    let message = String(cString: kvc_last_error())
+    kvc_engine_destroy(engine)
+    guard rc == status && (rc == KVC_OK || message.contains(word)) else {
+        print("kvc_engine_create: \(String(cString: kvc_status_name(rc))) \(message)")
+        exit(1)
+    }
+    exit(0)
+}
+
 /// Tries to create an engine from `config`; destroys it again when it was created.
 private func createStatus(_ config: CConfig) -> kvc_status {
     var engine: OpaquePointer?
@@ -296,6 +313,37 @@ private func createStatus(_ config: CConfig) -> kvc_status {
             var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
             c.memoryBytes = 64 << 30
             exitAfterCreate(c)
+        }
+    }
+
+    /// A block of far more pages than a sequence's range holds: its page list is sized by the
+    /// range (8 pages here), not by the block (2^29 + 1 pages: 16 x 2^29 x 4 bytes once, an
+    /// allocation whose failure ended the process).
+    @Test func aContiguousBlockLargerThanASequenceSizesItsMetadataByTheSequence() async {
+        await #expect(processExitsWith: .success) {
+            var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+            c.numLayers = 1
+            c.numKVHeads = 1024
+            c.headDim = 4096
+            c.dtypeBytes = 8
+            c.blockTokens = 65536
+            c.maxSeqs = 16
+            c.maxSeqTokens = 1
+            c.memoryBytes = 1 << 30
+            exitWhenCreateReturns(c, KVC_OK)
+        }
+    }
+
+    /// Contiguous metadata the OS refuses (5.3 GiB for 2^28 page groups and 2^20 blocks of
+    /// 1 MiB, past the child's 2 GiB data segment, after the pool's own 1 GiB) is a status
+    /// naming it: Swift's allocation ended the process there.
+    @Test func contiguousMetadataTheOSRefusesIsOutOfMemory() async {
+        await #expect(processExitsWith: .success) {
+            var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+            c.blockTokens = 65536
+            c.maxSeqTokens = 65536
+            c.memoryBytes = 1 << 42
+            exitWhenCreateReturns(c, KVC_ERR_OUT_OF_MEMORY, mentioning: "contiguous layout's metadata")
         }
     }
 

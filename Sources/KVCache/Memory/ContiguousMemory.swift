@@ -24,6 +24,8 @@ final class ContiguousMemory: BlockListener {
     let blockBytes: Int
     let groups: Int
     let slots: Int
+    /// The per-group and per-block arrays below, carved from one `calloc` block (`metadata`).
+    private let metadata: UnsafeMutableRawPointer
     /// Per group: live slots pinning it.
     private let pins: UnsafeMutablePointer<UInt32>
     /// Groups with a pin.
@@ -42,12 +44,12 @@ final class ContiguousMemory: BlockListener {
     private let blockOffset: UnsafeMutablePointer<Int32>
     /// Per group: references that indexed blocks hold on it (`retainPages`, `blockEvicted`).
     private let indexRefs: UnsafeMutablePointer<UInt32>
-    /// Per group: false from when `mapOwned` takes it fresh or keeps it for the slot that alone
+    /// Per group: true from when `mapOwned` takes it fresh or keeps it for the slot that alone
     /// holds it until an indexed block holding it leaves a sequence's table while staying
-    /// indexed (`blockLeftTable`); true before it was ever taken. While false, every indexed
-    /// block holding it lies in the table of a sequence that mapped it when indexing it, at the
-    /// position it was indexed from (`holdsAlone`).
-    private let strayed: UnsafeMutablePointer<Bool>
+    /// indexed (`blockLeftTable`: it strayed); false before it was ever taken. While true,
+    /// every indexed block holding it lies in the table of a sequence that mapped it when
+    /// indexing it, at the position it was indexed from (`holdsAlone`).
+    private let settled: UnsafeMutablePointer<Bool>
     /// Frees memory held by the prefix cache: evicts one cached block, false when none is left.
     var evictCached: () -> Bool = { false }
 
@@ -67,36 +69,42 @@ final class ContiguousMemory: BlockListener {
         pool = p
         ranges = r!
         groups = Int(kvm_pool_groups(pool))
-        pins = .allocate(capacity: groups)
-        pins.initialize(repeating: 0, count: groups)
-        marks = .allocate(capacity: groups)
-        marks.initialize(repeating: 0, count: groups)
-        indexRefs = .allocate(capacity: groups)
-        indexRefs.initialize(repeating: 0, count: groups)
-        strayed = .allocate(capacity: groups)
-        strayed.initialize(repeating: true, count: groups)
+        // A block's bytes lie in one slot's range, so it spans at most the range's pages.
+        let blockSpan = (config.blockBytes + pageBytes - 1) / pageBytes + 1
+        maxPagesPerBlock = min(blockSpan, Int(kvm_ranges_pages(ranges)))
+        // One calloc for the arrays sized by the budget: its failure is a status, where Swift's
+        // `allocate` would end the process, and its pages stay untouched zero pages until used,
+        // so a large memory_bytes costs no RSS and no time at creation. Widest elements first.
+        let perGroup = 8 + 4 + 4 + 1, perBlock = 4 * (3 + maxPagesPerBlock)
+        let (groupArrays, o1) = groups.multipliedReportingOverflow(by: perGroup)
+        let (blockArrays, o2) = logicalBlocks.multipliedReportingOverflow(by: perBlock)
+        let (total, o3) = groupArrays.addingReportingOverflow(blockArrays)
+        guard !o1 && !o2 && !o3, let m = calloc(1, total) else {
+            kvm_ranges_destroy(ranges)
+            kvm_pool_destroy(pool)
+            throw .outOfMemory("the contiguous layout's metadata needs \(o1 || o2 || o3 ? "more than 2^63" : "\(total)") bytes "
+                + "(\(perGroup) per page group of memory_bytes / page_bytes, \(perBlock) per block), which the OS refused: "
+                + "lower memory_bytes or raise page_bytes")
+        }
+        metadata = m
+        marks = m.bindMemory(to: UInt64.self, capacity: groups)
+        pins = (m + 8 * groups).bindMemory(to: UInt32.self, capacity: groups)
+        indexRefs = (m + 12 * groups).bindMemory(to: UInt32.self, capacity: groups)
+        let blocksBase = m + 16 * groups
+        blockFirstPage = blocksBase.bindMemory(to: Int32.self, capacity: logicalBlocks)
+        blockPages = (blocksBase + 4 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
+        blockOffset = (blocksBase + 8 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
+        blockGroups = (blocksBase + 12 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks * maxPagesPerBlock)
+        settled = (blocksBase + blockArrays).bindMemory(to: Bool.self, capacity: groups)
         pinnedPages = .allocate(capacity: slots)
         pinnedPages.initialize(repeating: 0, count: slots)
-        maxPagesPerBlock = (config.blockBytes + Int(config.pageBytes) - 1) / Int(config.pageBytes) + 1
-        blockFirstPage = .allocate(capacity: logicalBlocks)
-        blockPages = .allocate(capacity: logicalBlocks)
-        blockPages.initialize(repeating: 0, count: logicalBlocks)
-        blockGroups = .allocate(capacity: logicalBlocks * maxPagesPerBlock)
-        blockOffset = .allocate(capacity: logicalBlocks)
     }
 
     deinit {
         kvm_ranges_destroy(ranges)
         kvm_pool_destroy(pool)
-        pins.deallocate()
-        marks.deallocate()
-        indexRefs.deallocate()
-        strayed.deallocate()
+        free(metadata)
         pinnedPages.deallocate()
-        blockFirstPage.deallocate()
-        blockPages.deallocate()
-        blockGroups.deallocate()
-        blockOffset.deallocate()
     }
 
     /// The address range of every slot's ranges.
@@ -297,7 +305,7 @@ final class ContiguousMemory: BlockListener {
     }
 
     func blockLeftTable(_ block: Int32) {
-        for i in 0..<Int(blockPages[Int(block)]) { strayed[Int(blockGroups[Int(block) * maxPagesPerBlock + i])] = true }
+        for i in 0..<Int(blockPages[Int(block)]) { settled[Int(blockGroups[Int(block) * maxPagesPerBlock + i])] = false }
     }
 
     // MARK: compaction (Compaction.swift)
@@ -311,7 +319,7 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// True when O(1) counts prove that only `slot`'s mapping and indexed blocks in `slot`'s
-    /// table hold the group page `page` maps: it has not `strayed` since it was taken fresh,
+    /// table hold the group page `page` maps: it is `settled` (not strayed since taken fresh),
     /// and its references are the slot's mapping and the indexed blocks' (no other slot maps
     /// it, no copy or disk write holds it). Each such block was indexed from a sequence mapping
     /// the group, which was this slot (another slot mapping it since it was fresh maps it still,
@@ -321,7 +329,7 @@ final class ContiguousMemory: BlockListener {
     /// passes: its page's other holders are the sequence's own full blocks before the cut.
     @inline(__always) func holdsAlone(slot: Int, page: Int) -> Bool {
         let g = group(slot, page)
-        return g >= 0 && !strayed[Int(g)] && kvm_pool_refs(pool, UInt32(g)) == 1 + indexRefs[Int(g)]
+        return g >= 0 && settled[Int(g)] && kvm_pool_refs(pool, UInt32(g)) == 1 + indexRefs[Int(g)]
     }
 
     /// True when page `page` of `slot` maps a group that something holds besides the slot's
@@ -513,7 +521,7 @@ final class ContiguousMemory: BlockListener {
         while i < pages.count {
             let page = pages[i]
             if ownsAlone(slot, page) {
-                strayed[Int(group(slot, page))] = false  // only its mapping holds it: no block
+                settled[Int(group(slot, page))] = true  // only its mapping holds it: no block
                 i += 1
                 continue
             }
@@ -533,7 +541,7 @@ final class ContiguousMemory: BlockListener {
             let rc = kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(first), got)
             for g in UInt32(first)..<UInt32(first) + got {
                 kvm_pool_unref(pool, g)  // the range holds them now
-                strayed[Int(g)] = false  // fresh: no block holds it
+                settled[Int(g)] = true  // fresh: no block holds it
             }
             if rc == -ENOMEM && reclaimMappings() { continue }
             try check(rc)
