@@ -1362,7 +1362,10 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * kvc_seq_swap_out_async of it is pending), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (no disk
  * tier), KVC_ERR_IO (disk full, tier full of swapped-out blocks, write error; or an earlier
  * kvc_seq_swap_out_async of it failed and was not reported yet: the sequence stays resident
- * and unchanged; or a failed disk read spoiled it, see kvc_seq_ready).
+ * and unchanged; or a failed disk read spoiled it, see kvc_seq_ready). A tier too full for
+ * the sequence's blocks (its free slots, the slots its file can still grow by and its cached
+ * blocks counted) is found so before any cached block is dropped for them; one that holds
+ * them once the spill writes in flight have landed waits for those writes instead.
  * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
  * request per block of every layer; contiguous: likewise, from the sequence's ranges).
  */

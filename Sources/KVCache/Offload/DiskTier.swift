@@ -54,6 +54,8 @@ final class DiskTier {
     private let lruNext: UnsafeMutablePointer<Int32>
     private var lruHead: Int32 = -1
     private var lruTail: Int32 = -1
+    /// Slots in the LRU: stored, hashed, unpinned, droppable.
+    private var lruCount = 0
     private let inLRU: UnsafeMutablePointer<Bool>
     /// Per slot, its journal state: 0 no live record, 1 a STORED record, 2 a FREED record queued
     /// but not yet written. A slot is reused only once its FREED record is written, so that a
@@ -528,6 +530,38 @@ final class DiskTier {
 
     /// Counts an evicted block dropped without being written (`spillsSkipped`).
     func skipSpill() { stats.spillsSkipped += 1 }
+
+    /// Throws `io`, changing nothing, unless the `count` blocks of a swap-out (block `i` under
+    /// `hash(i)`, 0 for a sequence's own slot) can each have a slot: a block the tier holds
+    /// already is pinned where it is (leaving the LRU), the others take free slots, slots the
+    /// slab can still grow by, and cached slots dropped from the LRU. `writeSwap` drops those
+    /// block by block, so a swap-out started without this check that then found no slot had
+    /// dropped cached prefix blocks for nothing. When the blocks fit only once the writes in
+    /// flight have ended (a spill's slot joins the LRU when its write ends), it waits for them
+    /// first (`drain`) instead of calling the tier full. Not covered: a slab that cannot grow
+    /// after all (disk full), and other traffic taking slots between the writes of a swap-out
+    /// larger than the staging buffers. Cost: one index probe per hashed block; the wait when
+    /// needed.
+    func checkRoom(forSwapOut count: Int, hash: (Int) -> UInt64) throws(KVError) {
+        func room() -> (needed: Int, obtainable: Int) {
+            var needed = 0, heldInLRU = 0
+            for i in 0..<count {
+                let h = hash(i)
+                let s = h != 0 ? index.find(h) : -1
+                if s < 0 { needed += 1 } else if inLRU[Int(s)] { heldInLRU += 1 }
+            }
+            return (needed, freeTop + capacity - Int(kvm_slab_allocated(slab)) + lruCount - heldInLRU)
+        }
+        var (needed, obtainable) = room()
+        if needed > obtainable && kvm_io_inflight(io) > 0 {
+            drain()
+            (needed, obtainable) = room()
+        }
+        guard needed <= obtainable else {
+            throw KVError(.io, "offload tier full: the swap-out needs \(needed) slots and \(obtainable) of the \(capacity) can be had; "
+                + "the others hold swapped-out sequences' blocks, offloaded tokens or pending reads")
+        }
+    }
 
     /// Writes the first `tokens` tokens of the block at `position` of live `slot` for a swap-out,
     /// under `hash` (0: the sequence's own slot). Returns the slot, pinned. Throws `io` when no
@@ -1212,6 +1246,7 @@ final class DiskTier {
     private func lruAppend(_ slot: Int32) {
         guard !inLRU[Int(slot)] else { return }
         inLRU[Int(slot)] = true
+        lruCount += 1
         lruPrev[Int(slot)] = lruTail
         lruNext[Int(slot)] = -1
         if lruTail >= 0 { lruNext[Int(lruTail)] = slot } else { lruHead = slot }
@@ -1221,6 +1256,7 @@ final class DiskTier {
     private func lruRemove(_ slot: Int32) {
         guard inLRU[Int(slot)] else { return }
         inLRU[Int(slot)] = false
+        lruCount -= 1
         let p = lruPrev[Int(slot)], n = lruNext[Int(slot)]
         if p >= 0 { lruNext[Int(p)] = n } else { lruHead = n }
         if n >= 0 { lruPrev[Int(n)] = p } else { lruTail = p }

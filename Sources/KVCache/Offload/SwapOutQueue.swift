@@ -115,10 +115,14 @@ final class SwapOutQueue {
     /// marks it swapped out and
     /// queues it (`waited`: its own call waits for it and finishes it).
     /// Throws `io` (disk full, tier full of pinned slots, submission failed) with nothing
-    /// changed. Cost: one copy and checksum per block submitted; one allocation.
+    /// changed: a tier that cannot hold every block is found so before any cached block is
+    /// dropped for them (`DiskTier.checkRoom`). Cost: one copy and checksum per block
+    /// submitted; one index probe per block; one allocation.
     func start(slot: Int, waited: Bool) throws(KVError) {
         precondition(!isPending(slot), "a second swap-out of slot \(slot)")
         let count = sequences.blockCount(slot)
+        let table = sequences.table(slot)
+        try tier.checkRoom(forSwapOut: count) { blocks.hash(of: table[$0]) }
         var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), count: count, waited: waited)
         do throws(KVError) {
             if count > 0 { try submitNext(&e) }

@@ -410,31 +410,42 @@ struct AsyncSwapOutTests {
         try expectOnlyTheFirstBatchWritten(e)
     }
 
+    /// The tier holds each swap-out when it starts (`DiskTier.checkRoom`), but two together
+    /// need one slot more than it has: the first, started with most staging buffers, takes the
+    /// free slots as completions free buffers; the other's later blocks find none.
     @Test(arguments: layouts)
     func aLaterBlockTheTierRefusesFailsTheSwapOutOnceAndLosesNothing(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         let prompt = Self.largePrompt
-        let e = try engine(layout, dir: dir, prompt: prompt, offloadBytes: 1100 * 8192)  // one slot short
+        let e = try engine(layout, dir: dir, prompt: prompt, offloadBytes: 1105 * 8192)  // 1101 blocks, and 4 more
+        let other = tokens(18, seed: 79)  // 5 blocks
+        try e.createSequence(2, tokens: other)
+        try fillKV(e, 2, count: other.count) { other[$0] }
         let before = e.stats()
-        #expect(swapOutAsyncWithIOHeld(e, 1), "before: the call itself failed, waiting for buffers and then for a slot")
+        #expect(swapOutAsyncWithIOHeld(e, 1), "returned with its first writes held")
+        #expect(swapOutAsyncWithIOHeld(e, 2), "returned: 5 blocks fit in the slots the first has not taken yet")
         #expect(e.pauseOffloadIO(false))
         var failure: KVError?
         #expect(waitUntil {
             e.poll(timeoutMicroseconds: 1000)
-            failure = thrown { () throws(KVError) in _ = try e.ready(1) }
+            failure = thrown { () throws(KVError) in _ = try e.ready(2) }
             return failure != nil || e.stats().disk.swapOutsPending == 0
         })
         #expect(failure?.code == .io)
         #expect(failure?.message.contains("offload tier full") == true && failure?.message.contains("stayed in memory") == true)
-        #expect(try e.ready(1), "reported once; resident")
-        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+        #expect(try e.ready(2), "reported once; resident")
+        #expect(try kvDifferences(e, 2, count: other.count) { other[$0] } == 0)
         let s = e.stats()
-        #expect(s.disk.swapOutsStarted == 1 && s.disk.swapOutsFailed == 1 && s.disk.swapOuts == 0 && s.disk.swapOutsPending == 0)
-        #expect(s.blocksUsed == before.blocksUsed)
-        #expect(e.offloadSlotAudit.pinned == 0 && e.offloadSlotAudit.unhashed == 0)
-        try e.append(1, tokens: [3])
-        expectSwapOutsAddUp(s.disk)
+        #expect(s.disk.swapOutsStarted == 2 && s.disk.swapOutsFailed == 1 && s.disk.swapOuts == 1 && s.disk.swapOutsPending == 0)
+        #expect(s.blocksUsed == before.blocksUsed - 1101, "the first sequence's memory went")
+        #expect(e.offloadSlotAudit.pinned == 1101 && e.offloadSlotAudit.unhashed == 1, "its blocks on disk, the partial one its own")
+        try e.append(2, tokens: [3])
+        try e.free(2)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+        expectSwapOutsAddUp(e.stats().disk)
     }
 
     @Test(arguments: layouts)

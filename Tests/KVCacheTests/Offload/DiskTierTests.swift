@@ -393,6 +393,79 @@ struct DiskTierTests {
         #expect(try kvDifferences(e, 2, count: cached) { prompt[$0] } == 0)
     }
 
+    /// A swap-out the tier cannot hold fails before it drops any cached block (`DiskTier.checkRoom`):
+    /// it once dropped cached prefix blocks from the LRU for its first blocks and then failed,
+    /// that prefix lost to every later request for nothing.
+    @Test(arguments: layouts)
+    func aSwapOutTheTierCannotHoldDropsNoCachedBlock(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(layout, dir: dir.path, offloadBytes: 20 * 8192))  // 20 slots
+        let held = tokens(48, seed: 90)  // 12 blocks, swapped out: 12 slots pinned
+        try e.createSequence(1, tokens: held)
+        try fillKV(e, 1, count: held.count) { held[$0] }
+        try e.swapOut(1)
+        let cached = tokens(33, seed: 91)  // 8 full blocks, spilled: the other 8 slots, cached
+        try e.createSequence(2, tokens: cached)
+        try fillKV(e, 2, count: cached.count) { cached[$0] }
+        try e.free(2)
+        try e.trim()
+        try e.syncOffload()
+        #expect(e.stats().disk.storedSlots == 20)
+        #expect(e.cachedPrefixTokens(cached) == 32)
+        _ = drain(e)
+        let big = tokens(40, seed: 92)  // 10 blocks: 2 more than the 8 cached slots
+        try e.createSequence(3, tokens: big)
+        try fillKV(e, 3, count: big.count) { big[$0] }
+        let failure = thrown { () throws(KVError) in try e.swapOut(3) }
+        #expect(failure?.code == .io && failure?.message.contains("needs 10 slots and 8 of the 20 can be had") == true, "\(String(describing: failure))")
+        #expect(drain(e).filter { $0.tier == KVEvent.diskTier }.isEmpty, "no disk-tier event: nothing stored or dropped")
+        #expect(e.stats().disk.slotsEvicted == 0 && e.stats().disk.storedSlots == 20)
+        #expect(e.cachedPrefixTokens(cached) == 32)
+        #expect(try kvDifferences(e, 3, count: big.count) { big[$0] } == 0)
+        try e.append(3, tokens: [1])
+        #expect(try e.createSequence(4, tokens: cached) == 32)
+        try waitReady(e, 4)
+        #expect(try kvDifferences(e, 4, count: 32) { cached[$0] } == 0)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: held.count) { held[$0] } == 0)
+    }
+
+    /// A swap-out that fits once the spills in flight have landed waits for them: it once
+    /// failed "tier full ... pending I/O" at once, as if the tier held only swapped-out blocks,
+    /// and a server would have fallen back to recomputing the sequence.
+    @Test(arguments: layouts)
+    func aSwapOutWaitsForSpillWritesInsteadOfCallingTheTierFull(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path, offloadBytes: 20 * 8192)
+        c.offloadForceThreads = true  // the thread backend can hold its requests
+        let e = try Engine(c)
+        let spilled = tokens(81, seed: 93)  // 20 full blocks, their spills held in flight
+        try e.createSequence(1, tokens: spilled)
+        try fillKV(e, 1, count: spilled.count) { spilled[$0] }
+        try e.free(1)
+        let swapped = tokens(40, seed: 94)  // 10 blocks
+        try e.createSequence(2, tokens: swapped)
+        try fillKV(e, 2, count: swapped.count) { swapped[$0] }
+        #expect(e.pauseOffloadIO(true))
+        try e.trim()
+        #expect(e.stats().disk.blocksSpilled == 20, "every slot of the tier is being written")
+        let order = EventLog()
+        let caller = loggedCall("swap-out", order) { try e.swapOut(2) }
+        #expect(!waitUntil(seconds: 1) { !order.events.isEmpty }, "it waits for the spills while they are held")
+        #expect(e.pauseOffloadIO(false))
+        caller.join()
+        #expect(order.events == ["swap-out returned"])
+        let d = e.stats().disk
+        #expect(d.swapOuts == 1 && d.slotsEvicted == UInt64(DiskTier.dropBatch) && d.storedSlots == 14, "\(d)")
+        #expect(e.cachedPrefixTokens(spilled) == 16, "the chain's last blocks, spilled first, were the oldest and went")
+        try e.swapIn(2)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: swapped.count) { swapped[$0] } == 0)
+    }
+
     @Test(arguments: layouts)
     func theThreadPoolFallbackServesTheSameBytes(layout: Layout) throws {
         let dir = ScratchDir()
