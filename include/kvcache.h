@@ -1178,13 +1178,15 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     A slot is rewritten only after a FREED record for its old block is written, so a
  *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
  *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
- *     compacted when an engine opens it, and that forgets for good (nothing logged): blocks
- *     in slots past a smaller offload_bytes than before (a cache shrinks), and every record
- *     after one that fails its checksum (read as the torn tail a crash leaves; their slots
- *     are reused, never served unverified). An engine holds its offload_dir exclusively (flock
- *     on kvcache.slab until kvc_engine_destroy or the process's death), so a second engine on
- *     the same directory cannot overwrite the first one's slots: its create fails with
- *     KVC_ERR_IO ("... is in use by another engine ...") and the first keeps serving.
+ *     compacted when an engine opens it, and that forgets for good: blocks in slots past a
+ *     smaller offload_bytes than before (a cache shrinks; nothing logged), and each record
+ *     that fails its checksum (a torn tail a crash leaves, a flipped bit; the replay goes
+ *     on past it, counts it in kvc_stats.disk_journal_dropped and logs a line on stderr;
+ *     the slot keeps its previous record, verified before it is ever served). An engine
+ *     holds its offload_dir exclusively (flock on kvcache.slab until kvc_engine_destroy or
+ *     the process's death), so a second engine on the same directory cannot overwrite the
+ *     first one's slots: its create fails with KVC_ERR_IO ("... is in use by another
+ *     engine ...") and the first keeps serving.
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT
