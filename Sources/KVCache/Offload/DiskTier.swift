@@ -644,7 +644,9 @@ final class DiskTier {
         return (slot, takeStage(for: slot))
     }
 
-    private func cancel(slot: Int32, stage: Int32) {
+    /// Gives back a slot and staging buffer taken for a write that is not submitted
+    /// (`reserve`, `reserveSpill`). O(1).
+    func cancel(slot: Int32, stage: Int32) {
         freeSlots[freeTop] = slot
         freeTop += 1
         releaseStage(stage)

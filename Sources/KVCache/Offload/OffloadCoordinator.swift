@@ -439,8 +439,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         writeback = Writeback(self, blocks: blocks, mutex: mutex, tensors: tensors)
     }
 
-    /// Stops the writeback thread (its batch submitted) and waits for it to end. Without the
-    /// engine's lock. No-op without one.
+    /// Stops the writeback thread (a batch it is copying given up) and waits for it to end.
+    /// Without the engine's lock. No-op without one.
     func stopWriteback() {
         writeback?.stop()
         writeback = nil

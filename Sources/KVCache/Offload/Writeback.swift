@@ -97,8 +97,9 @@ final class Writeback {
         sources.deallocate()
     }
 
-    /// Ends the thread after its round (every write it copied submitted) and waits for it.
-    /// Without the engine's lock.
+    /// Ends the thread and waits for it: a round it is copying is given up (its slots and
+    /// staging buffers given back, nothing submitted, so nothing is announced that the
+    /// engine's last events would miss). Without the engine's lock.
     func stop() {
         pthread_mutex_lock(mutex)
         stopping = true
@@ -144,7 +145,12 @@ final class Writeback {
             pthread_mutex_lock(mutex)
             for (e, copy) in zip(entries, copies) {
                 blocks.clearCopy(e.block, ticket: e.ticket)
-                tier.submitSpill(slot: e.slot, stage: e.stage, hash: e.hash, parent: e.parent, copy: copy, ahead: true)
+                // Stopping (the engine is being destroyed): a write submitted now would be
+                // journaled and found by a later engine reading this directory as a peer,
+                // while its BLOCK_STORED event went to a queue no caller drains any more.
+                if stopping { tier.cancel(slot: e.slot, stage: e.stage) } else {
+                    tier.submitSpill(slot: e.slot, stage: e.stage, hash: e.hash, parent: e.parent, copy: copy, ahead: true)
+                }
             }
             tier.flush()
             entries.removeAll(keepingCapacity: true)

@@ -88,6 +88,37 @@ struct WritebackTests {
         #expect(trimmed.disk.spillsFailed == 0 && trimmed.disk.writesFailed == 0)
     }
 
+    /// The engine stops its thread (as `deinit` does) while the thread copies a round: the
+    /// round is given up, nothing written or announced. It was submitted once, so a block was
+    /// journaled and served to a later engine reading the directory as a peer while its
+    /// BLOCK_STORED event died with the engine (an ABI soak's seed 110064, ~1 run in 80).
+    @Test(arguments: layouts)
+    func aRoundBeingCopiedWhenTheThreadStopsIsGivenUp(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Self.engine(layout, dir: dir)
+        let (marked, go) = try Self.holdFirstRound(e)
+        let a = tokens(33, seed: 45)
+        try e.createSequence(1, tokens: a)
+        try fillKV(e, 1, count: a.count) { a[$0] }
+        try e.free(1)
+        marked.wait()
+        _ = drain(e)
+        let order = try Self.order("stop", lettingGoAfter200ms: go) { () throws(KVError) in e.offload!.stopWriteback() }
+        #expect(order == ["copies let go", "stop returned"])
+        try e.syncOffload()
+        let d = e.stats().disk
+        #expect(d.blocksSpilled == 0 && d.blocksWrittenAhead == 0 && d.storedSlots == 0, "\(d)")
+        #expect(drain(e).filter { $0.tier == KVEvent.diskTier }.isEmpty, "no disk-tier event")
+        #expect(e.offloadSlotAudit.pinned == 0)
+        try e.trim()  // without the thread: spilled in the call, announced
+        #expect(e.stats().disk.blocksSpilled == 8)
+        #expect(drain(e).filter { $0.tier == KVEvent.diskTier && $0.kind == .blockStored }.count == 8)
+        #expect(try e.createSequence(2, tokens: a) == 32)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 32) { a[$0] } == 0)
+    }
+
     /// The thread is held after marking a freed 33-token prompt's 8 blocks, before copying
     /// them. A create that needs all 2048 blocks evicts those 8: it returns only after the
     /// copies were let go, and the disk copies hold the first prompt's bytes, not the ones the
