@@ -11,8 +11,7 @@ import KVCache
 /// PROT_NONE reservations) is capped at 2 GiB, so a runaway allocation fails fast instead of
 /// taking the machine's memory.
 func exitAfterCreate(_ config: CConfig) -> Never {
-    var limit = rlimit(rlim_cur: 2 << 30, rlim_max: 2 << 30)
-    _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_DATA.rawValue), $0) }
+    capDataSegment()
     var engine: OpaquePointer?
     _ = config.create(&engine)
     kvc_engine_destroy(engine)
@@ -23,8 +22,7 @@ func exitAfterCreate(_ config: CConfig) -> Never {
 /// exits 0 when kvc_engine_create returns `status` and a message containing `word` (or
 /// KVC_OK), else prints what it got and exits 1; an abort fails the exit test.
 func exitWhenCreateReturns(_ config: CConfig, _ status: kvc_status, mentioning word: String = "") -> Never {
-    var limit = rlimit(rlim_cur: 2 << 30, rlim_max: 2 << 30)
-    _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_DATA.rawValue), $0) }
+    capDataSegment()
     var engine: OpaquePointer?
     let rc = config.create(&engine)
     let message = String(cString: kvc_last_error())
@@ -34,6 +32,12 @@ func exitWhenCreateReturns(_ config: CConfig, _ status: kvc_status, mentioning w
         exit(1)
     }
     exit(0)
+}
+
+/// Caps this (an exit test's child) process's data segment at 2 GiB.
+private func capDataSegment() {
+    var limit = rlimit(rlim_cur: 2 << 30, rlim_max: 2 << 30)
+    _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_DATA.rawValue), $0) }
 }
 
 /// Tries to create an engine from `config`; destroys it again when it was created.
