@@ -1065,7 +1065,8 @@ static void file_size_limit(uint32_t layout) {
         kvc_config cfg;
         disk_config(&cfg, layout, dir);
         /* A slot is a 4096-byte header and a block of every layer's K and V, in 4 KiB units:
-         * three slots fit, the prompt's seven blocks do not. */
+         * three slots fit, the prompt's seven blocks do not (nor in the two slots a cached
+         * prefix holds and the one the slab can still grow by). */
         size_t slot = (4096 + (size_t)BLOCK * 64 * 4 * 2 + 4095) / 4096 * 4096;
         kvc_engine *e = NULL;
         MUST(kvc_engine_create(&cfg, &e));  /* first: the pool's memfd obeys the limit too */
@@ -1082,9 +1083,23 @@ static void file_size_limit(uint32_t layout) {
         tokens[0] = 1;  /* another chain */
         MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
         write_kv(&v, 2, 6, 0, PROMPT);
+        int32_t prefix[2 * BLOCK + 1];  /* a cached prefix of two blocks on disk, in the tier's LRU */
+        for (size_t i = 0; i <= 2 * BLOCK; i++) prefix[i] = (int32_t)(i * 104729 % 60000) + 5;
+        MUST(kvc_seq_create(e, 3, prefix, 2 * BLOCK, &cached));
+        write_kv(&v, 3, 7, 0, 2 * BLOCK);
+        MUST(kvc_seq_free(e, 3));
+        MUST(kvc_engine_trim(e));
+        MUST(kvc_engine_sync(e));
+        uint64_t stored = stats_of(e).disk_stored_bytes;
+        CHECK(stored == 2 * slot, "%s: the freed prefix's two blocks are on disk (%llu bytes)", name, (unsigned long long)stored);
         EXPECT_STATUS(KVC_ERR_IO, "file-size limit", kvc_seq_swap_out(e, 1));
         CHECK(length_of(e, 1) == PROMPT && kv_matches(&v, 1, 5, 0, PROMPT) && kv_matches(&v, 2, 6, 0, PROMPT),
               "%s: after the refused swap-out both sequences are resident and byte-identical", name);
+        CHECK(stats_of(e).disk_stored_bytes == stored, "%s: the refused swap-out dropped no cached block from disk", name);
+        MUST(kvc_seq_create(e, 4, prefix, 2 * BLOCK + 1, &cached));  /* a prompt the prefix begins */
+        CHECK(cached == 2 * BLOCK && wait_ready(e, 4) == KVC_OK && kv_matches(&v, 4, 7, 0, 2 * BLOCK),
+              "%s: the cached prefix is still found on disk, byte-identical (%zu cached)", name, cached);
+        MUST(kvc_seq_free(e, 4));
         int32_t next = 42;
         MUST(kvc_seq_append(e, 1, &next, 1));
         MUST(kvc_seq_append(e, 2, &next, 1));

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define JOURNAL_SEED 0x6a6f75726e616c31ull /* "journal1" */
@@ -203,6 +204,26 @@ uint64_t kvm_slab_slot_bytes(const kvm_slab *s) { return s->slot_bytes; }
 uint32_t kvm_slab_capacity(const kvm_slab *s) { return s->capacity; }
 uint32_t kvm_slab_allocated(const kvm_slab *s) { return s->allocated; }
 uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot) { return (uint64_t)slot * s->slot_bytes; }
+
+uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound) {
+    const char *why = "offload_bytes";
+    uint64_t fit = s->capacity;
+    uint64_t by_limit = kvm_file_size_limit() / s->slot_bytes;
+    if (by_limit < fit) {
+        fit = by_limit;
+        why = "the process's file-size limit (RLIMIT_FSIZE)";
+    }
+    struct statvfs fs;
+    if (fstatvfs(s->fd, &fs) == 0 && fs.f_frsize > 0) {
+        uint64_t by_disk = s->allocated + (uint64_t)fs.f_bavail * fs.f_frsize / s->slot_bytes;
+        if (by_disk < fit) {
+            fit = by_disk;
+            why = "the file system's free space (No space left on device)";
+        }
+    }
+    if (bound) *bound = why;
+    return fit > s->allocated ? (uint32_t)(fit - s->allocated) : 0;
+}
 
 int kvm_slab_grow(kvm_slab *s) {
     if (s->allocated >= s->capacity)

@@ -97,6 +97,12 @@ uint32_t kvm_slab_capacity(const kvm_slab *s);
 uint32_t kvm_slab_allocated(const kvm_slab *s);
 uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
 
+/* Slots kvm_slab_grow can still add, in total: up to max_bytes, the process's file-size limit
+ * and the file system's free space (fstatvfs; an upper bound, as other writers may take that
+ * space first). `bound`, when not NULL, receives which of the three is nearest, in words.
+ * Cost: one getrlimit and one fstatvfs. */
+uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound);
+
 /* Preallocates the next extent (at least one more slot; fewer than extent_slots when the
  * process's file-size limit, kvm_file_size_limit, is nearer). -ENOSPC when the disk or that
  * limit refuses, -ENOSPC also when max_bytes is reached; the slab is unchanged on failure. */

@@ -533,15 +533,17 @@ final class DiskTier {
 
     /// Throws `io`, changing nothing, unless the `count` blocks of a swap-out (block `i` under
     /// `hash(i)`, 0 for a sequence's own slot) can each have a slot: a block the tier holds
-    /// already is pinned where it is (leaving the LRU), the others take free slots, slots the
-    /// slab can still grow by, and cached slots dropped from the LRU. `writeSwap` drops those
-    /// block by block, so a swap-out started without this check that then found no slot had
-    /// dropped cached prefix blocks for nothing. When the blocks fit only once the writes in
-    /// flight have ended (a spill's slot joins the LRU when its write ends), it waits for them
-    /// first (`drain`) instead of calling the tier full. Not covered: a slab that cannot grow
-    /// after all (disk full), and other traffic taking slots between the writes of a swap-out
-    /// larger than the staging buffers. Cost: one index probe per hashed block; the wait when
-    /// needed.
+    /// already is pinned where it is (leaving the LRU), the others take free slots, cached slots
+    /// dropped from the LRU, and slots the slab can still grow by (`kvm_slab_growable`: within
+    /// `offload_bytes`, the process's file-size limit and the file system's free space).
+    /// `writeSwap` drops LRU slots block by block, so a swap-out started without this check
+    /// that then found no slot had dropped cached prefix blocks for nothing. When the blocks
+    /// fit only once the writes in flight have ended (a spill's slot joins the LRU when its
+    /// write ends), it waits for them first (`drain`) instead of calling the tier full. Not
+    /// covered: disk space another writer takes after the check, and other traffic taking
+    /// slots between the writes of a swap-out larger than the staging buffers. Cost: one index
+    /// probe per hashed block; a getrlimit and an fstatvfs when free and LRU slots are not
+    /// enough; the wait when needed.
     func checkRoom(forSwapOut count: Int, hash: (Int) -> UInt64) throws(KVError) {
         func room() -> (needed: Int, obtainable: Int) {
             var needed = 0, heldInLRU = 0
@@ -550,7 +552,8 @@ final class DiskTier {
                 let s = h != 0 ? index.find(h) : -1
                 if s < 0 { needed += 1 } else if inLRU[Int(s)] { heldInLRU += 1 }
             }
-            return (needed, freeTop + capacity - Int(kvm_slab_allocated(slab)) + lruCount - heldInLRU)
+            let reusable = freeTop + lruCount - heldInLRU
+            return (needed, needed <= reusable ? reusable : reusable + Int(kvm_slab_growable(slab, nil)))
         }
         var (needed, obtainable) = room()
         if needed > obtainable && kvm_io_inflight(io) > 0 {
@@ -558,8 +561,12 @@ final class DiskTier {
             (needed, obtainable) = room()
         }
         guard needed <= obtainable else {
-            throw KVError(.io, "offload tier full: the swap-out needs \(needed) slots and \(obtainable) of the \(capacity) can be had; "
-                + "the others hold swapped-out sequences' blocks, offloaded tokens or pending reads")
+            var bound: UnsafePointer<CChar>?
+            let growable = kvm_slab_growable(slab, &bound)
+            throw KVError(.io, "offload tier full: the swap-out needs \(needed) slots and \(obtainable) can be had (free, cached "
+                + "or grown: the slab has \(kvm_slab_allocated(slab)) slots and can grow by \(growable) within "
+                + "\(bound.map { String(cString: $0) } ?? "offload_bytes")); the tier's other slots hold swapped-out "
+                + "sequences' blocks, offloaded tokens or pending reads")
         }
     }
 

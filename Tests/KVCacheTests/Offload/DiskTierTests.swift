@@ -418,7 +418,7 @@ struct DiskTierTests {
         try e.createSequence(3, tokens: big)
         try fillKV(e, 3, count: big.count) { big[$0] }
         let failure = thrown { () throws(KVError) in try e.swapOut(3) }
-        #expect(failure?.code == .io && failure?.message.contains("needs 10 slots and 8 of the 20 can be had") == true, "\(String(describing: failure))")
+        #expect(failure?.code == .io && failure?.message.contains("needs 10 slots and 8 can be had") == true, "\(String(describing: failure))")
         #expect(drain(e).filter { $0.tier == KVEvent.diskTier }.isEmpty, "no disk-tier event: nothing stored or dropped")
         #expect(e.stats().disk.slotsEvicted == 0 && e.stats().disk.storedSlots == 20)
         #expect(e.cachedPrefixTokens(cached) == 32)
