@@ -1027,7 +1027,8 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  * Reports one step's attention for `layer` of `seq`: scores is row-major [head][token],
  * n_heads (= num_kv_heads) rows of n_tokens (<= kvc_seq_layer_length; slot order), each the
  * step's attention probabilities summed over the step's queries (the number of queries is
- * read from the first head's row sum). In per-head mode each head keeps its own scores;
+ * read from the first head's row sum, at most n_tokens: the step's queries are among the
+ * tokens it sees). In per-head mode each head keeps its own scores;
  * otherwise they are summed over heads. scores may be NULL only when n_tokens is 0.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/scores, layer, n_heads != num_kv_heads, more
  * tokens than the layer holds, a NaN, infinite or negative score, finite scores whose sum

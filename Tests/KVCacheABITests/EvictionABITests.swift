@@ -83,6 +83,22 @@ extension ABIFixture {
         try f.expectWitnessesIntact()
     }
 
+    /// Scores are taken as they come when finite and >= 0, probabilities or not: a head-0 row
+    /// summing past 2^63 (read as that many queries) once trapped converting the count to Int,
+    /// ending the server. A step's queries are at most the tokens it sees.
+    @Test(arguments: bothLayouts, [0, 1] as [UInt32])
+    func scoresClaimingMoreQueriesThanTokensAreObservedWithoutATrap(layout: UInt32, perHead: UInt32) throws {
+        let f = try ABIFixture(evictionConfig(layout, policy: KVC_EVICTION_HEAVY_HITTER, perHead: perHead))
+        try f.create(5, tokens: f.uniqueTokens(5, count: 40))
+        try f.write(5, salt: 5, from: 0, to: 40)
+        var s = [Float](repeating: 0.01, count: 80)
+        s[7] = 1e19; s[40 + 7] = 1e19
+        try f.observe(5, s, tokens: 40)
+        try #require(kvc_seq_compact(f.handle, 5, 12) == KVC_OK, "\(String(cString: kvc_last_error()))")
+        for layer in 0..<f.layers { #expect(try f.positions(5, layer: layer).contains(7), "the heavy hitter is kept") }
+        #expect(try f.firstSlotMismatch(5, salt: 5) == nil)
+    }
+
     @Test(arguments: bothLayouts, [0, 1] as [UInt32])
     func badEvictionInputGetsItsStatusAndChangesNothing(layout: UInt32, perHead: UInt32) throws {
         let f = try compacted(layout, perHead: perHead)

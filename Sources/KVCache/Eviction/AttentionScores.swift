@@ -338,7 +338,8 @@ public final class AttentionScores {
     /// Adds one step's attention for `layer`: `scores` is `[head][token]` row-major, `nHeads`
     /// rows of `nTokens` (slots 0..<nTokens of the layer; later slots get nothing), each the
     /// step's attention probabilities summed over its queries. The number of queries is taken
-    /// from the first head's row sum (each query's probabilities sum to 1); causal attention
+    /// from the first head's row sum (each query's probabilities sum to 1), at most `nTokens`
+    /// (the step's queries are among the tokens it sees); causal attention
     /// lets the last q slots be seen by fewer queries, which the visibility counts follow.
     /// Throws `invalidArgument` (wrong head count, more tokens than the layer holds, a NaN,
     /// infinite or negative score, scores whose float sum overflows) and then changes nothing.
@@ -371,7 +372,9 @@ public final class AttentionScores {
             throw .invalid("score \(scores[i]) at head \(i / n), token \(i % n) of layer \(layer): scores must be finite and >= 0")
         }
         // Pass 2: commit.
-        let queries = max(1, firstHead.rounded())
+        // A step's queries are among the tokens it sees: at most n (scores that are no
+        // probabilities could claim 2^63 queries, past what an Int holds).
+        let queries = min(max(1, firstHead.rounded()), Float(n))
         let seenAll = max(0, n - Int(queries))
         let episode = config.policy == .episodic ? config.episodes : -1  // the turn block
         if episode >= 0 { episodeObserved[episode] = true }
