@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1960,6 +1961,45 @@ static void router_extremes(void) {
     }
 }
 
+/* A prompt of 2^31 blocks an instance caches (a 16 GiB hash array: one 2 MiB page of one
+ * cached hash, mapped 8192 times): its matched-block count once trapped converting to a
+ * 32-bit integer, ending the process, in the cache-aware policies (DualMap) and in the
+ * others (round-robin) alike. Routed now, to the instance that caches it. */
+static void router_huge_prompt(void) {
+    printf("abi_client: router given a prompt of 2^31 cached blocks\n");
+    const uint64_t h = 0x1234567890abcdefull;
+    const size_t page = 2u << 20, blocks = (size_t)1 << 31, bytes = blocks * sizeof h;
+    FILE *f = tmpfile();
+    REQUIRE(f != NULL && ftruncate(fileno(f), (off_t)page) == 0, "tmpfile: %s", strerror(errno));
+    uint64_t *one = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, fileno(f), 0);
+    REQUIRE(one != MAP_FAILED, "mmap: %s", strerror(errno));
+    for (size_t i = 0; i < page / sizeof h; i++) one[i] = h;
+    char *all = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    REQUIRE(all != MAP_FAILED, "mmap of %zu bytes of address space: %s", bytes, strerror(errno));
+    size_t at = 0;
+    while (at < bytes && mmap(all + at, page, PROT_READ, MAP_SHARED | MAP_FIXED, fileno(f), 0) != MAP_FAILED) at += page;
+    REQUIRE(at == bytes, "mmap of the hash page at byte %zu: %s", at, strerror(errno));
+    for (uint32_t policy = KVC_ROUTER_DUALMAP; policy <= KVC_ROUTER_ROUND_ROBIN; policy++) {
+        kvc_router_config rc;
+        kvc_router_config_init(&rc);
+        rc.policy = policy;
+        kvc_router *r = NULL;
+        MUST(kvc_router_create(&rc, &r));
+        MUST(kvc_router_add_instance(r, 7, 1));
+        MUST(kvc_router_add_instance(r, 8, 1));
+        kvc_event stored = {.kind = KVC_EVENT_BLOCK_STORED, .tier = KVC_TIER_MEMORY, .block_hash = h};
+        MUST(kvc_router_observe_events(r, 7, &stored, 1));
+        uint32_t chosen = 99;
+        kvc_status st = kvc_router_route(r, (const uint64_t *)all, blocks, blocks * 16, &chosen);
+        CHECK(st == KVC_OK && (policy != KVC_ROUTER_DUALMAP || chosen == 7),
+              "router policy %u: a prompt of 2^31 cached blocks is routed (%s, to %u)", policy, kvc_status_name(st), chosen);
+        kvc_router_destroy(r);
+    }
+    munmap(all, bytes);
+    munmap(one, page);
+    fclose(f);
+}
+
 static void router_restart(void) {
     printf("abi_client: router across an engine restart it was not told of\n");
     char dir[] = TIER_DIR;
@@ -2076,6 +2116,7 @@ int main(int argc, char **argv) {
     out_of_memory(KVC_LAYOUT_CONTIGUOUS, 1);
     route();
     router_extremes();
+    router_huge_prompt();
     router_restart();
     summary_and_exit();
 }

@@ -81,7 +81,7 @@ public final class CacheView {
     /// `hashes` slot `s` caches; other entries are untouched. Cost: one probe per block while
     /// any slot of `slots` still matches.
     @inline(__always)
-    public func match(_ hashes: UnsafeBufferPointer<UInt64>, slots: UInt64, into matched: UnsafeMutablePointer<Int32>) {
+    public func match(_ hashes: UnsafeBufferPointer<UInt64>, slots: UInt64, into matched: UnsafeMutablePointer<Int>) {
         var alive = slots
         var m = alive
         while m != 0 {
@@ -93,14 +93,14 @@ public final class CacheView {
             let holding = table.slots(hashes[i]) & alive
             var dropped = alive & ~holding
             while dropped != 0 {
-                matched[dropped.trailingZeroBitCount] = Int32(i)
+                matched[dropped.trailingZeroBitCount] = i
                 dropped &= dropped - 1
             }
             alive = holding
             i += 1
         }
         while alive != 0 {
-            matched[alive.trailingZeroBitCount] = Int32(hashes.count)
+            matched[alive.trailingZeroBitCount] = hashes.count
             alive &= alive - 1
         }
     }

@@ -24,7 +24,7 @@ public final class LLMDRouter: RoutingPolicy {
 
     public func choose(_ request: RouteRequest, router: Router) -> Int {
         let loads = router.loads, matched = router.matched
-        var minPrefix = Int32.max, maxPrefix: Int32 = 0
+        var minPrefix = Int.max, maxPrefix = 0
         var minWaiting = UInt64.max, maxWaiting: UInt64 = 0
         var m = router.liveMask
         while m != 0 {

@@ -44,7 +44,7 @@ public final class PrefixTreeRouter: RoutingPolicy {
                 best = s
             }
         }
-        let matchedTokens = min(request.tokens, Int(router.matched[best]) * c.blockTokens)
+        let matchedTokens = min(request.tokens, router.matched[best] * c.blockTokens)
         if Double(matchedTokens) / Double(request.tokens) > c.cacheThreshold { return best }
         var smallest = -1
         m = live

@@ -31,7 +31,7 @@ public final class Router {
     public let loads: UnsafeMutablePointer<InstanceLoad>
     /// Per slot: leading blocks of the current request the slot caches (valid in `choose` for
     /// the slots of `slotsToMatch`, and after `route` for the chosen slot).
-    public let matched: UnsafeMutablePointer<Int32>
+    public let matched: UnsafeMutablePointer<Int>
     /// Prefill time per token, calibrated by `observePrefill`.
     public private(set) var prefill: PrefillEstimator
     /// Decisions made.
@@ -164,7 +164,7 @@ public final class Router {
         if matchedSlots != 0 { view.match(hashes, slots: matchedSlots, into: matched) }
         let s = policy.choose(request, router: self)
         precondition(liveMask & (1 << UInt64(s)) != 0, "policy chose a slot that is not live")
-        if matchedSlots & (1 << UInt64(s)) == 0 { matched[s] = Int32(view.matchedBlocks(hashes, slot: s)) }
+        if matchedSlots & (1 << UInt64(s)) == 0 { matched[s] = view.matchedBlocks(hashes, slot: s) }
         commit(slot: s, uncachedTokens: uncachedTokens(tokens: tokens, slot: s), blocks: blocks(tokens))
         view.recordRoute(hashes, slot: s)
         decisions += 1
@@ -187,7 +187,7 @@ public final class Router {
     /// Tokens of the current request `slot` would compute (from `matched`).
     @inline(__always)
     public func uncachedTokens(tokens: Int, slot: Int) -> Int {
-        max(0, tokens - Int(matched[slot]) * config.blockTokens)
+        max(0, tokens - matched[slot] * config.blockTokens)
     }
 
     /// Estimated TTFT in ms at `slot` for a request adding `uncachedTokens`: the slot's
