@@ -15,13 +15,17 @@ import KVCache
 ///
 /// Storage: two flat arrays sorted by position, changed in place: an insert sorts only the
 /// new instance's v positions and merges them in one backward pass (O(v log v + P + v)), a
-/// remove compacts the instance's positions out (O(P), no allocation). Lookup: a binary
-/// search, O(log P), no allocation.
+/// remove compacts the instance's positions out (O(P), no allocation); a third array links
+/// each position to the next one another slot owns, rebuilt in one O(P) pass per change.
+/// Lookup: a binary search, O(log P), no allocation; excluding one slot, one link more.
 public struct HashRing: Sendable {
     /// Distinguishes independent rings (DualMap's two hash functions).
     public let seed: UInt64
     private var positions: ContiguousArray<UInt64> = []
     private var slots: ContiguousArray<Int32> = []
+    /// Per position: the index of the first position clockwise after it owned by another
+    /// slot, or -1 when one slot owns the whole ring.
+    private var nextOther: ContiguousArray<Int32> = []
 
     /// An empty ring hashing with `seed`.
     public init(seed: UInt64) { self.seed = seed }
@@ -84,6 +88,7 @@ public struct HashRing: Sendable {
                 }
             }
         }
+        linkRuns()
     }
 
     /// Takes every position of `slot` off the ring, keeping the others' order. Cost: one
@@ -102,6 +107,24 @@ public struct HashRing: Sendable {
         }
         positions.removeLast(positions.count - kept)
         slots.removeLast(slots.count - kept)
+        linkRuns()
+    }
+
+    /// Rebuilds `nextOther`: going counter-clockwise twice around the ring, each position
+    /// links to its successor when another slot owns that, else to the successor's link (the
+    /// first lap settles the positions before the ring's last change of owner). Cost: O(P).
+    private mutating func linkRuns() {
+        let n = positions.count
+        nextOther.removeAll(keepingCapacity: true)
+        nextOther.append(contentsOf: repeatElement(-1, count: n))
+        slots.withUnsafeBufferPointer { sl in
+            nextOther.withUnsafeMutableBufferPointer { next in
+                for k in stride(from: 2 * n - 1, through: 0, by: -1) {
+                    let i = k % n, j = i + 1 == n ? 0 : i + 1
+                    next[i] = sl[j] != sl[i] ? Int32(j) : next[j]
+                }
+            }
+        }
     }
 
     /// Index of the first position at or after `p`, wrapping to 0. Precondition: not empty.
@@ -125,27 +148,28 @@ public struct HashRing: Sendable {
     }
 
     /// The first slot clockwise from `key`'s position that is not `excluded`, or -1 when no
-    /// such slot exists. Cost: O(log P) plus the positions skipped (few: they are shuffled).
+    /// such slot exists. Cost: O(log P) and one link (`nextOther`), whatever share of the
+    /// ring `excluded` owns.
     public func lookup(_ key: UInt64, excluding excluded: Int) -> Int {
         if positions.isEmpty { return -1 }
-        var i = successor(position(of: key))
-        for _ in 0..<positions.count {
-            let s = Int(slots[i])
-            if s != excluded { return s }
-            i = i + 1 == positions.count ? 0 : i + 1
-        }
-        return -1
+        let i = successor(position(of: key))
+        if Int(slots[i]) != excluded { return Int(slots[i]) }
+        let j = Int(nextOther[i])
+        return j < 0 ? -1 : Int(slots[j])
     }
 
     /// The first slot clockwise from `key`'s position outside `excluded` (a bit mask of
-    /// slots), or -1. Cost: O(log P) plus the positions skipped.
+    /// slots), or -1. Cost: O(log P) plus one link per run of excluded slots' positions
+    /// passed (a run of one slot's positions is passed in one step), at most P.
     public func lookup(_ key: UInt64, excludingMask excluded: UInt64) -> Int {
         if positions.isEmpty { return -1 }
         var i = successor(position(of: key))
         for _ in 0..<positions.count {
             let s = Int(slots[i])
             if excluded & (1 << UInt64(s)) == 0 { return s }
-            i = i + 1 == positions.count ? 0 : i + 1
+            let j = Int(nextOther[i])
+            if j < 0 { return -1 }
+            i = j
         }
         return -1
     }
