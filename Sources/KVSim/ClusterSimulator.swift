@@ -83,8 +83,13 @@ public final class ClusterSimulator: RequestQueues {
 
     /// Preemptions (recomputes) in all.
     public private(set) var preemptions = 0
-    /// Requests that could never fit an instance (longer than its whole memory).
+    /// Requests that could never fit an instance (longer than its whole memory, or a prompt
+    /// past the engine's `maxSeqTokens`).
     public private(set) var rejected = 0
+    /// Requests whose output stopped at the engine's `maxSeqTokens` (the model's context
+    /// length), finished there as a server finishes them ("length"), fewer tokens generated
+    /// than the trace asked for.
+    public private(set) var lengthCapped = 0
     /// Prompt tokens loaded from the shared tier at requests' first admissions.
     public private(set) var sharedTierHitTokens = 0
     /// KV events the instances' engines dropped (their queues overflowed between drains).
@@ -408,7 +413,7 @@ public final class ClusterSimulator: RequestQueues {
                     if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
                 }
             } else {
-                guard decodeOne(r, s) else { continue }
+                guard decodeOne(r, s, now: now) else { continue }
                 generated[r] += 1
                 if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
             }
@@ -425,15 +430,21 @@ public final class ClusterSimulator: RequestQueues {
     }
 
     /// Appends one decoded token for `r`, preempting the youngest running sequences until it
-    /// fits; false when `r` itself was preempted.
-    private func decodeOne(_ r: Int, _ s: Int) -> Bool {
+    /// fits; false when `r` itself was preempted, or finished at `now` because it reached
+    /// the engine's `maxSeqTokens` (`lengthCapped`: no memory would let it grow further).
+    private func decodeOne(_ r: Int, _ s: Int, now: Double) -> Bool {
         let inst = instances[s]
         while true {
-            do {
+            do throws(KVError) {
                 try inst.engine.append(UInt64(r), tokens: oneToken)
                 length[r] += 1
                 return true
             } catch {
+                guard error.code == .outOfMemory else {
+                    lengthCapped += 1
+                    complete(r, s, now: now)
+                    return false
+                }
                 guard let victim = inst.running.last(where: { state[Int($0)] == 2 }) else { return false }
                 preempt(Int(victim), s)
                 if Int(victim) == r { return false }
@@ -500,8 +511,8 @@ public final class ClusterSimulator: RequestQueues {
             sharedTierHitTokens: sharedTier == nil ? nil : sharedTierHitTokens,
             sharedTierHitRate: sharedTier == nil ? nil : query > 0 ? Double(sharedTierHitTokens) / Double(query) : 0,
             loadImbalance: mean > 0 ? busy.max()! / mean : 1,
-            makespanSeconds: (finish.max() ?? 0) / 1000,
-            preemptions: preemptions, rejected: rejected, eventsDropped: Int(eventsDropped), viewResyncs: viewResyncs,
+            makespanSeconds: max(0, finish.max() ?? 0) / 1000,
+            preemptions: preemptions, rejected: rejected, lengthCapped: lengthCapped, eventsDropped: Int(eventsDropped), viewResyncs: viewResyncs,
             sloSwitches: Int(router.sloSwitches), rebalanceMoves: Int(router.rebalanceMoves), wallSeconds: wallSeconds)
     }
 }

@@ -30,12 +30,14 @@ public struct ReplayResult: Sendable {
     public var sharedTierHitRate: Double?
     /// Max over mean of the instances' busy time (1 = perfectly even).
     public var loadImbalance: Double
-    /// When the last request finished, seconds after the first arrival.
+    /// When the last request finished, seconds after the first arrival (0 when none did).
     public var makespanSeconds: Double
     /// Recompute preemptions.
     public var preemptions: Int
     /// Requests no instance could hold.
     public var rejected: Int
+    /// Requests finished at the engine's `maxSeqTokens` before their trace output length.
+    public var lengthCapped: Int
     /// KV events the instances' engines dropped before the router saw them (their queues
     /// overflowed between drains); 0 in a sound run.
     public var eventsDropped: Int

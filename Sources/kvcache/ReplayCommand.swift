@@ -13,7 +13,9 @@ struct ReplayCommand: ParsableCommand {
         abstract: "Replay a serving trace through a simulated cluster, comparing routing policies.",
         discussion: """
         Each instance is a real metadata-only KVCache engine (prefix index, LRU, block budget) \
-        shaped like Qwen2.5-7B on an A100-80GB (1,771 blocks of 512 tokens); steps are timed by \
+        shaped like Qwen2.5-7B on an A100-80GB (1,771 blocks of 512 tokens, sequences of up to \
+        131,072 tokens: a longer prompt is rejected, an output reaching it finishes there; the \
+        table shows "rejected / capped" when any run had either); steps are timed by \
         a roofline cost model (KVSim/CostModel.swift cites its sources). Every routing decision \
         is a real KVRouter call fed the engines' KV events.
 

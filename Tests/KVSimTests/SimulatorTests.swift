@@ -44,6 +44,34 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(r.loadImbalance >= 1)
     }
 
+    /// The engines hold sequences of up to 131,072 tokens (Qwen2.5-7B's context). A request
+    /// whose output reaches that finishes there, counted in `lengthCapped`: it once counted as
+    /// out of memory, preempted the youngest other request (recomputed for nothing), then
+    /// itself, and was rejected on readmission. A prompt past it is rejected; a run where
+    /// nothing finished has a makespan of 0 (it was -0.001, from the -1 placeholder).
+    @Test func anOutputReachingTheContextLengthFinishesThereAndPreemptsNobody() throws {
+        var trace = Trace(source: "a long output beside a short request", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 130_000, output: 3000, blockHashes: (1...254).map(UInt64.init))
+        trace.append(arrivalMilliseconds: 1, input: 1000, output: 2500, blockHashes: [900, 901])
+        var c = SimulationConfig()
+        c.instances = 1
+        c.router.policy = .roundRobin
+        let sim = try ClusterSimulator(trace: trace, config: c)
+        try sim.run()
+        let r = sim.result(policy: "round-robin", wallSeconds: 0)
+        #expect(r.preemptions == 0 && r.rejected == 0 && r.lengthCapped == 1 && r.served == 2)
+        #expect(sim.finish.allSatisfy { $0 > 0 } && r.makespanSeconds > 0)
+        let table = ReplayReport.table([Replay.Outcome(result: r, capacity: nil, probes: [])])
+        #expect(table.contains("rejected / capped") && table.contains("0 / 1"), "\(table)")
+
+        var tooLong = Trace(source: "a prompt past the context length", blockTokens: 512)
+        tooLong.append(arrivalMilliseconds: 0, input: 200_000, output: 10, blockHashes: (1...391).map(UInt64.init))
+        let refused = try ClusterSimulator(trace: tooLong, config: c)
+        try refused.run()
+        let rr = refused.result(policy: "round-robin", wallSeconds: 0)
+        #expect(rr.rejected == 1 && rr.served == 0 && rr.makespanSeconds == 0 && rr.lengthCapped == 0)
+    }
+
     /// A rate scale of 0 would put every arrival at infinity; it and the other non-positive or
     /// non-finite scales are refused with their value named.
     @Test func aRateScaleThatIsNotAPositiveNumberIsRefused() throws {
