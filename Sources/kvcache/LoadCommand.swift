@@ -259,17 +259,23 @@ struct LoadCommand: ParsableCommand {
                           durationSeconds: duration, reserve: reserve)
     }
 
+    /// Runs the load, prints its report, then writes the plots (whose directory was checked
+    /// before the run: a failure there ends the command before it spends the run, and the
+    /// report is out before any later failure).
     func run() throws {
         let runner = try loadRunner()
-        guard compareOffload, let dir = runner.config.offloadDir else {
+        let comparing = compareOffload && runner.config.offloadDir != nil
+        let names = comparing ? ["memory_without_offload", "memory_with_offload"] : ["memory"]
+        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: names.map { $0 + ".svg" }) }
+        guard comparing, let dir = runner.config.offloadDir else {
             let report = try runner.run()
-            try writePlots([("memory", report)])
             print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
+            try writePlots(zip(names, [report]).map { ($0, $1) })
             return
         }
         let (without, with) = try Self.compareOffload(runner, dir: dir)
-        try writePlots([("memory_without_offload", without), ("memory_with_offload", with)])
         print(json ? LoadReport.comparisonJSON(without: without, with: with) : LoadReport.comparison(without: without, with: with))
+        try writePlots(zip(names, [without, with]).map { ($0, $1) })
     }
 
     /// `--compare-offload`: runs `runner`'s workload without a disk tier (and so without

@@ -26,11 +26,16 @@ enum OutputFile {
         }
     }
 
-    /// Throws the `Failure` that `write` would for `path` when its directory does not take a
-    /// new file there (missing, not a directory, not writable), by creating and removing the
-    /// temporary file `write` would use, as `write` opens it: a command checks its output
-    /// paths before it spends its run. Changes nothing.
+    /// Throws the `Failure` that `write` would for `path` when `path` is a directory (the
+    /// rename would fail) or its directory does not take a new file there (missing, not a
+    /// directory, not writable), by creating and removing the temporary file `write` would
+    /// use, as `write` opens it: a command checks its output paths before it spends its run.
+    /// Changes nothing.
     static func checkWritable(_ path: String) throws {
+        var st = stat()
+        if stat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR {
+            throw Failure(description: "cannot write \(path): \(String(cString: strerror(EISDIR)))")
+        }
         let temp = temporary(for: path)
         guard let f = fopen(temp, "w") else { throw failure("cannot write \(path)") }
         fclose(f)
@@ -54,6 +59,14 @@ enum OutputFile {
             }
             prefix += "/"
         }
+    }
+
+    /// `makeDirectory(dir)`, then `checkWritable` for each of `files` in it: a command with
+    /// `--plots DIR` calls it before its run, so that a bad directory ends the command at once
+    /// instead of after the run. Leaves the directory made.
+    static func prepareDirectory(_ dir: String, for files: [String]) throws {
+        try makeDirectory(dir)
+        for file in files { try checkWritable(dir + "/" + file) }
     }
 
     /// `what` and `strerror(errno)`.

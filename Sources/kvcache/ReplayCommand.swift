@@ -159,6 +159,8 @@ struct ReplayCommand: ParsableCommand {
 
     func run() throws {
         let started = Date()
+        // The plots' directory before the run (minutes with the search), not after it.
+        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: noSearch ? ["ttft_cdf.svg"] : ["ttft_cdf.svg", "attainment.svg"]) }
         var t: Trace
         if synthetic {
             var gen = SyntheticSessions()

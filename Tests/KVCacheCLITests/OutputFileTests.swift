@@ -35,5 +35,19 @@ import Testing
         try OutputFile.checkWritable(dir + "/a/b/r.json")  // an existing file is replaced by `write`
         try OutputFile.checkWritable(dir + "/a/b/new.svg")
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/a/b") == ["r.json"], "no temporary file is left")
+        // A directory where the file should go: the rename would fail after the run.
+        #expect {
+            try OutputFile.checkWritable(dir + "/a")
+        } throws: { error in
+            "\(error)" == "cannot write \(dir)/a: Is a directory"
+        }
+        // --plots DIR: made, and its files checked, before the run; under a file it fails.
+        try OutputFile.prepareDirectory(dir + "/plots/x", for: ["memory.svg"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/plots/x").isEmpty)
+        #expect {
+            try OutputFile.prepareDirectory(dir + "/a/b/r.json/x", for: ["memory.svg"])
+        } throws: { error in
+            "\(error)" == "cannot create the directory \(dir)/a/b/r.json: Not a directory"
+        }
     }
 }
