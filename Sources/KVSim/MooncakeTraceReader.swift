@@ -82,12 +82,19 @@ struct JSONLineScanner {
     let bytes: UnsafeBufferPointer<UInt8>
     var position: Int
     let end: Int
+    /// Where the line begins: columns in messages count from it (1-based).
+    let lineStart: Int
 
+    /// A scanner of the line `bytes[position..<end]`.
     init(bytes: UnsafeBufferPointer<UInt8>, position: Int, end: Int) {
         self.bytes = bytes
         self.position = position
         self.end = end
+        lineStart = position
     }
+
+    /// The 1-based column of `position` in its line.
+    var column: Int { position - lineStart + 1 }
 
     var isBlank: Bool {
         var i = position
@@ -105,7 +112,7 @@ struct JSONLineScanner {
 
     mutating func expect(_ c: UInt8) throws {
         skipSpace()
-        guard position < end, bytes[position] == c else { throw LineProblem("expected '\(Character(UnicodeScalar(c)))' at column \(position + 1)") }
+        guard position < end, bytes[position] == c else { throw LineProblem("expected '\(Character(UnicodeScalar(c)))' at column \(column)") }
         position += 1
     }
 
@@ -137,7 +144,7 @@ struct JSONLineScanner {
             digits += 1
             position += 1
         }
-        guard digits > 0 else { throw LineProblem("expected an integer at column \(position + 1)") }
+        guard digits > 0 else { throw LineProblem("expected an integer at column \(column)") }
         if position < end, bytes[position] == 0x2E || bytes[position] == 0x65 || bytes[position] == 0x45 {
             throw LineProblem("expected an integer, found a fraction or exponent")
         }

@@ -74,7 +74,7 @@ struct IOBenchCommand: ParsableCommand {
         guard parsedSizes != nil else { throw ValidationError("--block-sizes: a comma-separated list of sizes, multiples of 4KiB up to 64MiB") }
         guard parsedDepths != nil else { throw ValidationError("--depths: a comma-separated list of depths in 1...256") }
         guard ["uring", "threads"].contains(backend) else { throw ValidationError("--backend is uring or threads") }
-        guard !parsedOps.isEmpty else { throw ValidationError("--ops: write, read or write,read") }
+        guard parsedOps != nil else { throw ValidationError("--ops '\(ops)': write, read, or both, each once (write,read)") }
         if tierAsync && !tier { throw ValidationError("--tier-async needs --tier") }
         let largest = parsedSizes!.max()!
         let deepest = parsedDepths!.max()!
@@ -95,7 +95,12 @@ struct IOBenchCommand: ParsableCommand {
         return values.map { $0! }
     }
 
-    var parsedOps: [IOBench.Op] { ops.split(separator: ",").compactMap { IOBench.Op(rawValue: String($0)) } }
+    /// The operations of `--ops`, in order; nil when a name is unknown or repeated.
+    var parsedOps: [IOBench.Op]? {
+        let named = ops.split(separator: ",").map { IOBench.Op(rawValue: String($0)) }
+        guard !named.isEmpty, named.allSatisfy({ $0 != nil }), Set(named).count == named.count else { return nil }
+        return named.map { $0! }
+    }
 
     func run() throws {
         let sizes = parsedSizes!, depthList = parsedDepths!
@@ -108,9 +113,10 @@ struct IOBenchCommand: ParsableCommand {
             try bench.fill()
         }
         var cells: [IOBench.Cell] = []
-        let total = sizes.count * parsedOps.count * (depthList.count + (noBaseline ? 0 : 1))
+        let opList = parsedOps!  // validated
+        let total = sizes.count * opList.count * (depthList.count + (noBaseline ? 0 : 1))
         for size in sizes {
-            for op in parsedOps {
+            for op in opList {
                 if !noBaseline {
                     progress.update("io-bench: \(cells.count + 1)/\(total) sync \(op.rawValue) \(ByteCount.format(UInt64(size)))")
                     cells.append(try bench.runSync(op: op, blockBytes: size, seconds: seconds))
@@ -136,7 +142,7 @@ struct IOBenchCommand: ParsableCommand {
         if json {
             print(bench.json(cells + tierCells, seconds: seconds))
         } else {
-            print(bench.table(cells, sizes: sizes, depths: depthList, ops: parsedOps), terminator: "")
+            print(bench.table(cells, sizes: sizes, depths: depthList, ops: opList), terminator: "")
             if !tierCells.isEmpty { print(bench.tierTable(tierCells) + callSummaries.joined(separator: "\n")) }
         }
     }

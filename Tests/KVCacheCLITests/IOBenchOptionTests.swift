@@ -6,6 +6,14 @@ import Testing
 /// engine refuses are named.
 @Suite("io-bench options")
 struct IOBenchOptionTests {
+    /// An unknown or repeated operation name is refused (it was dropped or run twice).
+    @Test func opsNamesEachOperationOnce() {
+        for bad in ["write,raed", "write,write", "", ","] {
+            #expect(optionError(IOBenchCommand.self, ["--ops", bad])?.hasPrefix("--ops '\(bad)': write, read, or both") == true, "\(bad)")
+        }
+        for good in ["write", "read", "read,write"] { #expect(optionError(IOBenchCommand.self, ["--ops", good]) == nil, "\(good)") }
+    }
+
     @Test func tierAsyncWithoutTierIsRefused() {
         #expect(optionError(IOBenchCommand.self, ["--tier-async"])?.hasPrefix("--tier-async needs --tier") == true)
         #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-async"]) == nil)

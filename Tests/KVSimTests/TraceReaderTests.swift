@@ -81,6 +81,17 @@ import Testing
         }
     }
 
+    /// A column in a message counts from the start of its line (it counted from the file's).
+    @Test func aMalformedLineNamesItsLineAndColumn() throws {
+        let text = "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 1, \"hash_ids\": [1]}\n"
+            + "{\"timestamp\": 5, \"input_length\": \"10\", \"output_length\": 1, \"hash_ids\": [1]}\n"
+        #expect {
+            _ = try MooncakeTraceReader.parse(Data(text.utf8), path: "t.jsonl", lenient: false)
+        } throws: { error in
+            "\(error)".hasSuffix("t.jsonl:2: expected an integer at column 34")
+        }
+    }
+
     @Test func lenientReadingSkipsAndCountsMalformedLines() throws {
         let bad = "garbage\n" + lines + "\n{\"timestamp\": 1}\n"
         let t = try MooncakeTraceReader.parse(Data(bad.utf8), path: "t.jsonl", lenient: true)
