@@ -98,14 +98,21 @@ public final class TraceFileReader: AttentionTraceSource {
     /// The most `layers x heads x max_tokens` a file may declare (see the format above).
     public static let maxCells = 1 << 24
     private let file: UnsafeMutablePointer<FILE>
+    /// The file's path, which every error names.
+    private let path: String
     private var stepIndex = 0
     /// The previous step's n_tokens.
     private var tokens = 0
 
-    /// Opens `path` and reads its header and segments. Throws `TraceError` on a missing file, a
-    /// wrong magic or an out-of-range header.
+    /// Opens `path` and reads its header and segments. Throws `TraceError` on a missing file or
+    /// a directory, a wrong magic or an out-of-range header.
     public init(path: String) throws {
         guard let f = fopen(path, "rb") else { throw TraceError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        var st = stat()
+        if fstat(fileno(f), &st) == 0 && st.st_mode & S_IFMT == S_IFDIR {
+            fclose(f)
+            throw TraceError(description: "cannot open \(path): \(String(cString: strerror(EISDIR)))")
+        }
         do {
             header = try Self.readHeader(f, path)
         } catch {
@@ -113,6 +120,7 @@ public final class TraceFileReader: AttentionTraceSource {
             throw error
         }
         file = f
+        self.path = path
     }
 
     /// The header and segments at the start of `f`.
@@ -156,17 +164,17 @@ public final class TraceFileReader: AttentionTraceSource {
     public func next(into step: inout TraceStep) throws -> Bool {
         guard stepIndex < header.steps else { return false }
         var w = [UInt32](repeating: 0, count: 3)
-        guard fread(&w, 4, 3, file) == 3 else { throw TraceError(description: "step \(stepIndex): truncated") }
+        guard fread(&w, 4, 3, file) == 3 else { throw TraceError(description: "\(path): step \(stepIndex): truncated") }
         let nTokens = Int(w[0]), nQueries = Int(w[1])
         guard nTokens <= header.maxTokens, nQueries >= 1, nTokens == tokens + nQueries, w[2] <= 1 else {
-            throw TraceError(description: "step \(stepIndex): n_tokens \(w[0]), n_queries \(w[1]), has_query \(w[2]) out of range "
+            throw TraceError(description: "\(path): step \(stepIndex): n_tokens \(w[0]), n_queries \(w[1]), has_query \(w[2]) out of range "
                                         + "(n_tokens must be the previous step's \(tokens) plus n_queries, at most max_tokens \(header.maxTokens))")
         }
         step.nTokens = nTokens
         step.nQueries = nQueries
         if w[2] == 1 {
             var q = [Float](repeating: 0, count: header.embeddingDim)
-            guard fread(&q, 4, q.count, file) == q.count else { throw TraceError(description: "step \(stepIndex): truncated query") }
+            guard fread(&q, 4, q.count, file) == q.count else { throw TraceError(description: "\(path): step \(stepIndex): truncated query") }
             step.query = q
         } else {
             step.query = nil
@@ -174,7 +182,7 @@ public final class TraceFileReader: AttentionTraceSource {
         let count = header.layers * header.heads * nTokens
         if step.rows.count < count { step.rows = [Float](repeating: 0, count: count) }
         guard step.rows.withUnsafeMutableBufferPointer({ fread($0.baseAddress, 4, count, file) }) == count else {
-            throw TraceError(description: "step \(stepIndex): truncated rows")
+            throw TraceError(description: "\(path): step \(stepIndex): truncated rows")
         }
         try step.rows.withUnsafeBufferPointer { try checkRows($0.baseAddress!, nTokens: nTokens, nQueries: nQueries) }
         tokens = nTokens
@@ -192,12 +200,12 @@ public final class TraceFileReader: AttentionTraceSource {
             for i in 0..<nTokens {
                 let p = row[i]
                 guard p.isFinite, p >= 0 else {
-                    throw TraceError(description: "step \(stepIndex): layer \(r / header.heads), head \(r % header.heads), position \(i): \(p) is not a probability")
+                    throw TraceError(description: "\(path): step \(stepIndex): layer \(r / header.heads), head \(r % header.heads), position \(i): \(p) is not a probability")
                 }
                 sum += Double(p)
             }
             guard sum <= limit else {
-                throw TraceError(description: "step \(stepIndex): layer \(r / header.heads), head \(r % header.heads) sums to \(sum), more than its \(nQueries) queries' 1 each")
+                throw TraceError(description: "\(path): step \(stepIndex): layer \(r / header.heads), head \(r % header.heads) sums to \(sum), more than its \(nQueries) queries' 1 each")
             }
         }
     }

@@ -26,7 +26,7 @@ public enum AzureTraceReader {
         for line in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             lineNumber += 1
             if trace.count >= (maxRequests ?? Int.max) { break }
-            if line.allSatisfy({ $0 == " " }) { continue }
+            if line.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }  // blank, as the JSONL reader has it
             // The header as the dataset spells it, or as a spreadsheet re-saved it.
             if lineNumber == 1 && line.uppercased().hasPrefix("TIMESTAMP,") { continue }
             do {
@@ -58,7 +58,8 @@ public enum AzureTraceReader {
     }
 
     /// Seconds since 1970-01-01 (UTC, proleptic Gregorian) of `YYYY-MM-DD HH:MM:SS[.fraction]`,
-    /// years 1...9999; nil for anything else.
+    /// years 1...9999, a day the month has (2023-02-31 is nil, not March 3rd); nil for
+    /// anything else.
     static func parseTimestamp(_ s: Substring) -> Double? {
         let parts = s.trimmingCharacters(in: .whitespaces).split(separator: " ")
         guard parts.count == 2 else { return nil }
@@ -67,6 +68,8 @@ public enum AzureTraceReader {
               let h = Int(time[0]), let mi = Int(time[1]), let sec = Double(time[2]),
               (1...9999).contains(y), (1...12).contains(mo), (1...31).contains(d), (0...23).contains(h), (0...59).contains(mi), sec >= 0, sec < 61
         else { return nil }
+        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+        guard d <= [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][mo - 1] else { return nil }
         // Days from civil (Howard Hinnant's algorithm).
         let yy = mo <= 2 ? y - 1 : y
         let era = (yy >= 0 ? yy : yy - 399) / 400

@@ -83,7 +83,7 @@ public struct Trace: Sendable {
 }
 
 extension Trace {
-    /// Reads the trace file at `path`, the format chosen by its name: `.csv` an Azure LLM
+    /// Reads the trace file at `path`, the format chosen by its name: `.csv` (any case) an Azure LLM
     /// inference trace (`AzureTraceReader`), anything else Mooncake JSONL
     /// (`MooncakeTraceReader`); both in 512-token blocks. The first `maxRequests` requests
     /// (all when nil); `lenient` skips and counts malformed lines instead of throwing. Throws
@@ -91,7 +91,7 @@ extension Trace {
     /// and "holds no requests" when it yields none though some were asked for. This is how
     /// every command reads `--trace` (`kvcache load` and `kvcache replay`). O(file size).
     public static func read(path: String, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
-        let t = path.hasSuffix(".csv")
+        let t = path.lowercased().hasSuffix(".csv")
             ? try AzureTraceReader.read(path: path, maxRequests: maxRequests, lenient: lenient)
             : try MooncakeTraceReader.read(path: path, maxRequests: maxRequests, lenient: lenient)
         guard t.count > 0 || maxRequests == 0 else {

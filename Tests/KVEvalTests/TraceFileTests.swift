@@ -52,8 +52,10 @@ import Testing
         writer.close()
         let reader = try TraceFileReader(path: path)
         var step = TraceStep()
-        #expect(throws: TraceError.self) { try reader.next(into: &step) }
+        #expect { try reader.next(into: &step) } throws: { "\($0)" == "\(path): step 0: truncated" }
         #expect(throws: TraceError.self) { try TraceFileReader(path: path + ".missing") }
+        let dir = FileManager.default.temporaryDirectory.path
+        #expect { try TraceFileReader(path: dir) } throws: { "\($0)" == "cannot open \(dir): Is a directory" }
     }
 
     /// A 2-layer, 2-head trace of `steps` (n_tokens, n_queries, rows or nil for valid rows:
@@ -78,7 +80,9 @@ import Testing
             var step = TraceStep()
             while try reader.next(into: &step) {}
         } catch let error as TraceError {
-            return error.description
+            // Every error names the file; the checks below read what follows the name.
+            let named = path + ": "
+            return error.description.hasPrefix(named) ? String(error.description.dropFirst(named.count)) : "unnamed: " + error.description
         }
         return "read"
     }

@@ -68,6 +68,8 @@ import Testing
         #expect(try Trace.read(path: dir + "/t.jsonl").inputTokens == [1000, 1500, 600])
         #expect(try Trace.read(path: dir + "/t.jsonl", maxRequests: 2).count == 2)
         #expect(try Trace.read(path: dir + "/a.csv").inputTokens == [374])
+        try Data(csv.utf8).write(to: URL(fileURLWithPath: dir + "/upper.CSV"))
+        #expect(try Trace.read(path: dir + "/upper.CSV").inputTokens == [374], "the suffix in any case")
         try Data(csv.replacingOccurrences(of: "TIMESTAMP", with: "timestamp").utf8).write(to: URL(fileURLWithPath: dir + "/lower.csv"))
         #expect(try Trace.read(path: dir + "/lower.csv").inputTokens == [374], "a header in lower case is a header")
         #expect(try Trace.read(path: dir + "/bad.jsonl", maxRequests: 0).count == 0, "none asked for: none is fine")
@@ -139,7 +141,10 @@ import Testing
                               ("-9223372036854775807-01-01 00:00:00,374,4", "TIMESTAMP \"-9223372036854775807-01-01 00:00:00\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
                               ("2023-11-16 18:15:47.0,9223372036854775807,44", "ContextTokens \"9223372036854775807\" is not an integer in 1...2147483647"),
                               ("2023-11-16 18:15:47.0,2147483648,44", "ContextTokens \"2147483648\" is not an integer in 1...2147483647"),
-                              ("2023-11-16 18:15:47.0,374,2147483648", "GeneratedTokens \"2147483648\" is not an integer in 0...2147483647")] {
+                              ("2023-11-16 18:15:47.0,374,2147483648", "GeneratedTokens \"2147483648\" is not an integer in 0...2147483647"),
+                              // A day the month lacks was read as a day of the next month.
+                              ("2023-02-29 00:00:00,374,44", "TIMESTAMP \"2023-02-29 00:00:00\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
+                              ("2023-11-31 00:00:00,374,44", "TIMESTAMP \"2023-11-31 00:00:00\" is not YYYY-MM-DD HH:MM:SS[.fraction]")] {
             do {
                 _ = try AzureTraceReader.parse(header + row + "\n", path: "v.csv")
                 Issue.record("accepted \(row)")
@@ -149,6 +154,8 @@ import Testing
         }
         let widest = try? AzureTraceReader.parse(header + "9999-12-31 23:59:59.9,2147483647,2147483647\n", path: "v.csv")
         #expect(widest?.count == 2 && widest?.inputTokens.last == Int32.max && widest?.hashCount(1) == 4_194_304)
+        let leapDay = try? AzureTraceReader.parse(header + "2024-02-29 00:00:00,374,44\n\t\n", path: "v.csv")
+        #expect(leapDay?.count == 2 && leapDay?.skippedLines == 0, "a leap day is a day; a line of a tab is blank")
     }
 
     @Test func theBundledAzureTraceReadsWhole() throws {
