@@ -1093,7 +1093,8 @@ kvc_status kvc_seq_layer_length(kvc_engine *e, uint64_t seq, uint32_t layer, siz
  * Episodic: registers conversation segment [start, end) of `seq` (original positions
  * already appended) with its embedding of `dim` floats (embedding_dim, or the sequence's
  * first segment's dimension). Returns KVC_ERR_INVALID_ARGUMENT (NULL e/embedding, empty or
- * out-of-range segment, wrong dimension, non-finite value, more than 4096 segments),
+ * out-of-range segment, wrong dimension, non-finite value, a squared norm past FLT_MAX / 8
+ * (4.25e37: distances between embeddings must stay finite floats), more than 4096 segments),
  * KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (the sequence's policy is not episodic: no focus
  * could use the segment; set the policy first, kvc_seq_set_eviction starts afresh).
  */
@@ -1119,7 +1120,8 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * restore displaces are written to disk from memory; then, offloading, for a free staging
  * buffer (see COMPLETIONS); both without the engine's lock.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/query_embedding/episode, no segment yet, wrong
- * dimension, non-finite value; with a disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
+ * dimension, non-finite value or squared norm past FLT_MAX / 8, as kvc_seq_add_segment; with a
+ * disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
  * KVC_ERR_IO (with a disk tier, a failed disk read spoiled seq, see kvc_seq_ready),
  * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
  * shared block or page and the budget has no room: the previous focus stands, no token is

@@ -572,7 +572,8 @@ public final class AttentionScores {
 
     /// Registers segment `[start, end)` of the positions seen so far with its embedding.
     /// Throws `invalidArgument` (empty or out-of-range bounds, an embedding of the wrong
-    /// dimension or with a non-finite value, too many segments) and then changes nothing.
+    /// dimension, with a non-finite value or a squared norm past `maxSquaredNorm`, too many
+    /// segments) and then changes nothing.
     public func addSegment(start: Int, end: Int, embedding: UnsafeBufferPointer<Float>) throws(KVError) {
         guard start >= 0 && start < end && end <= nextPosition else {
             throw .invalid("segment [\(start), \(end)) is empty or outside the \(nextPosition) positions seen")
@@ -590,10 +591,21 @@ public final class AttentionScores {
         if embeddingDim != 0 && embedding.count != embeddingDim {
             throw .invalid("embedding dimension \(embedding.count) is not the sequence's \(embeddingDim)")
         }
-        for (j, x) in embedding.enumerated() where !x.isFinite {
-            throw .invalid("embedding value \(x) at \(j) is not finite")
+        var squared = 0.0
+        for (j, x) in embedding.enumerated() {
+            guard x.isFinite else { throw .invalid("embedding value \(x) at \(j) is not finite") }
+            squared += Double(x) * Double(x)
+        }
+        guard squared <= Self.maxSquaredNorm else {
+            throw .invalid("embedding's squared norm \(squared) is past \(Self.maxSquaredNorm): squared distances between embeddings would overflow a float")
         }
     }
+
+    /// The largest squared norm an embedding may have: a quarter of the largest float leaves
+    /// room for the squared distance of two of them (at most twice the sum of their squared
+    /// norms), so that k-means and focus compare finite distances (±3e38 values once gave
+    /// infinities and NaN, and every focus episode 0).
+    static let maxSquaredNorm = Double(Float.greatestFiniteMagnitude) / 8
 
     /// Segments registered.
     public var segmentCount: Int { segmentBounds.count / 2 }
@@ -602,7 +614,8 @@ public final class AttentionScores {
     /// returns the episode nearest to `query` and focuses it: later observations are credited
     /// to it and compaction keeps its heavy hitters. Re-clustering maps each old episode's
     /// scores to the new episode holding most of its segments. Throws `invalidArgument`
-    /// (no segment yet, wrong dimension, non-finite value) and then changes nothing.
+    /// (no segment yet, wrong dimension, non-finite value, squared norm past `maxSquaredNorm`)
+    /// and then changes nothing.
     /// Cost: k-means over the segments when they changed; O(k * dim) otherwise.
     public func focus(_ query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
         focusedEpisode = try nearestEpisode(query)

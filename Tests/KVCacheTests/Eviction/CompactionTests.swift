@@ -460,9 +460,12 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         }
         #expect(add([1, 2], 10, 20)?.message.contains("dimension 2") == true)
         #expect(add([1, 2, .nan], 10, 20)?.code == .invalidArgument)
+        #expect(add([3e38, 0, 0], 10, 20)?.message.contains("squared norm") == true, "finite, but distances would overflow")
+        #expect(add([1e19, 1e19, 0], 10, 20)?.message.contains("squared norm") == true)
         #expect(add([1, 2, 3], 20, 20)?.code == .invalidArgument)
         #expect(add([1, 2, 3], 40, 49)?.code == .invalidArgument, "past the 48 positions seen")
         #expect(caught { _ = try [Float](repeating: 1, count: 4).withUnsafeBufferPointer { try e.focus(1, query: $0) } }?.code == .invalidArgument)
+        #expect(caught { _ = try [Float](arrayLiteral: -3e38, 0, 0).withUnsafeBufferPointer { try e.focus(1, query: $0) } }?.message.contains("squared norm") == true)
         #expect(try snapshot() == before)
     }
 
