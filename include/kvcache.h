@@ -276,7 +276,9 @@ typedef struct kvc_config {
     /* 4 bytes of padding (offset 36) */
     /** Exact physical budget for K/V bytes, > 0; the engine never commits more. Default 8 GiB.
      *  At most 2^24 blocks (of 2 * num_layers * block_tokens * token_bytes bytes each): a
-     *  larger budget needs larger blocks (else KVC_ERR_INVALID_ARGUMENT). */
+     *  larger budget needs larger blocks (else KVC_ERR_INVALID_ARGUMENT). Contiguous layout:
+     *  also at most 2^30 page groups (of 2 * num_layers * page_bytes), else
+     *  KVC_ERR_INVALID_ARGUMENT: a larger budget needs larger pages. */
     uint64_t memory_bytes;
     /** Physical page size: a power of two from 4096 to 2097152. 2 MiB asks for transparent
      *  huge pages, which the kernel gives shared memory unless its shmem_enabled setting is
@@ -665,7 +667,8 @@ void kvc_config_init(kvc_config *cfg);
  * life). No kvc_stats field counts them (events_dropped does only if they
  * are dropped later, as any event).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad struct_size, a field out of range or
- * memory_bytes too small for one block or page group or holding more than 2^24 blocks — the
+ * memory_bytes too small for one block or page group or holding more than 2^24 blocks or
+ * 2^30 page groups — the
  * message names it; also max_seqs * ceil(max_seq_tokens / block_tokens) above 2^28
  * block-table entries),
  * KVC_ERR_UNSUPPORTED (a non-zero unknown field), or KVC_ERR_OUT_OF_MEMORY (the address

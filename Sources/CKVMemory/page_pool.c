@@ -94,7 +94,11 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
         return kvm_fail(EINVAL, "memory_bytes %llu holds no page group of %llu bytes (%u tensors x %llu)",
                         (unsigned long long)cfg->budget_bytes, (unsigned long long)unit, cfg->tensors,
                         (unsigned long long)cfg->group_bytes);
-    if (groups > (1u << 30)) groups = 1u << 30;
+    if (groups > KVM_POOL_MAX_GROUPS) /* refused, not capped: the budget would over-report what the pool holds */
+        return kvm_fail(EINVAL, "memory_bytes %llu holds %llu page groups of %llu bytes (%u tensors x %llu), more than the %u a pool "
+                                "indexes: lower memory_bytes or raise page_bytes",
+                        (unsigned long long)cfg->budget_bytes, (unsigned long long)groups, (unsigned long long)unit, cfg->tensors,
+                        (unsigned long long)cfg->group_bytes, KVM_POOL_MAX_GROUPS);
 
     kvm_pool *p = calloc(1, sizeof *p);
     if (!p) return kvm_fail(ENOMEM, "out of memory for the page pool");

@@ -299,6 +299,20 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         expectStatus(KVC_ERR_INVALID_ARGUMENT, KVC_ERR_INVALID_ARGUMENT, mentioning: ["metadata"])
     }
 
+    /// A contiguous budget of more page groups than a pool indexes (2^31 groups of 4 tensors x
+    /// 4 KiB pages here, in 2^23 blocks) is refused naming both: the pool once capped itself at
+    /// 2^30 groups while the engine reported the whole budget.
+    @Test func aContiguousBudgetOfMorePageGroupsThanAPoolIndexesIsInvalid() {
+        var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+        c.pageBytes = 4096
+        c.blockTokens = 65536
+        c.maxSeqTokens = 65536
+        c.memoryBytes = 1 << 45
+        expectStatus(createStatus(c), KVC_ERR_INVALID_ARGUMENT, mentioning: ["2147483648 page groups", "1073741824", "page_bytes"])
+        c.memoryBytes = 1 << 44  // 2^30 groups: held
+        #expect(createStatus(c) == KVC_OK, "\(String(cString: kvc_last_error()))")
+    }
+
     // A large memory_bytes is a valid request (the budget is a ceiling, memory is committed on
     // demand): creating the engine either works or returns a status saying why not, never an
     // abort. These run in a child process (exit tests) so that a regression cannot take the test

@@ -22,8 +22,11 @@ typedef struct kvm_pool_config {
     uint32_t commit_batch; /* groups committed per batch (ahead of need); 0 = 8 */
 } kvm_pool_config;
 
-/* Creates a pool of floor(budget / (tensors * group_bytes)) groups; -EINVAL when that is 0
- * or the NUMA node is unavailable. Nothing is committed yet. */
+/* The most groups a pool holds (its group numbers are 32-bit with room to spare). */
+#define KVM_POOL_MAX_GROUPS (1u << 30)
+
+/* Creates a pool of floor(budget / (tensors * group_bytes)) groups; -EINVAL when that is 0 or
+ * more than KVM_POOL_MAX_GROUPS, or the NUMA node is unavailable. Nothing is committed yet. */
 int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out);
 void kvm_pool_destroy(kvm_pool *p);
 
