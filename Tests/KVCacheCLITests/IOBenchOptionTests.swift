@@ -14,6 +14,23 @@ struct IOBenchOptionTests {
         for good in ["write", "read", "read,write"] { #expect(optionError(IOBenchCommand.self, ["--ops", good]) == nil, "\(good)") }
     }
 
+    /// --skip-fill without the file an earlier --keep-file run wrote is refused before any
+    /// measurement: it once preallocated a fresh file and timed reads of never-written extents,
+    /// which the file system answers with zeros without touching the device.
+    @Test func skipFillWithoutAWrittenFileIsRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-iobench-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var command = try IOBenchCommand.parse(["--dir", dir, "--file-size", "8MiB", "--block-sizes", "64KiB", "--depths", "1",
+                                                "--seconds", "0.01", "--skip-fill"])
+        #expect {
+            try command.run()
+        } throws: { error in
+            "\(error)".contains("--skip-fill reads the file an earlier run left with --keep-file: \(dir)/kvcache-io-bench.dat is missing")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty, "no file was made")
+    }
+
     @Test func tierAsyncWithoutTierIsRefused() {
         #expect(optionError(IOBenchCommand.self, ["--tier-async"])?.hasPrefix("--tier-async needs --tier") == true)
         #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-async"]) == nil)
