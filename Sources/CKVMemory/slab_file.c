@@ -331,6 +331,21 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
     return (int64_t)max_generation;
 }
 
+/* fsyncs the directory holding `path`, so that a rename into it survives a crash. */
+static int sync_parent(const char *path) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir) slash[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return kvm_fail(errno, "offload: cannot open the directory '%s' to sync it: %s", dir, strerror(errno));
+    int rc = fsync(fd) == 0 ? 0 : kvm_fail(errno, "offload: fsync of the directory '%s' failed: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n) {
     char tmp[PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.new", s->journal_path);
@@ -365,7 +380,9 @@ int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uin
     if (jfd < 0) return kvm_fail(errno, "offload: reopening the journal failed: %s", strerror(errno));
     close(s->journal_fd);
     s->journal_fd = jfd;
-    return 0;
+    /* The rename is durable once the directory is: until then a crash may bring back the old
+     * journal (valid too: a slot it names is checked against its header when read). */
+    return sync_parent(s->journal_path);
 }
 
 int kvm_slab_sync(kvm_slab *s) {

@@ -130,7 +130,7 @@ typedef struct kvm_journal_skipped {
  * generation seen, or -errno. */
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped);
 /* Replaces the journal with the STORED records among records[0..n-1] (compaction after
- * replay): written to a temporary file, fsync'd, renamed over. */
+ * replay): written to a temporary file, fsync'd, renamed over, the directory fsync'd. */
 int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n);
 /* fdatasync of slab and journal. */
 int kvm_slab_sync(kvm_slab *s);
