@@ -1961,11 +1961,26 @@ static void router_extremes(void) {
     }
 }
 
+/* Built with AddressSanitizer (tools/run_sanitized.sh), whose instrumented library makes a
+ * probe per block cost minutes over 2^31 blocks. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
 /* A prompt of 2^31 blocks an instance caches (a 16 GiB hash array: one 2 MiB page of one
  * cached hash, mapped 8192 times): its matched-block count once trapped converting to a
  * 32-bit integer, ending the process, in the cache-aware policies (DualMap) and in the
- * others (round-robin) alike. Routed now, to the instance that caches it. */
+ * others (round-robin) alike. Routed now, to the instance that caches it. An integer-width
+ * check, not a memory one: skipped under AddressSanitizer (the plain run makes it). */
 static void router_huge_prompt(void) {
+#ifdef UNDER_ASAN
+    printf("abi_client: router given a prompt of 2^31 cached blocks: skipped under AddressSanitizer (2^31 instrumented probes)\n");
+    return;
+#endif
     printf("abi_client: router given a prompt of 2^31 cached blocks\n");
     const uint64_t h = 0x1234567890abcdefull;
     const size_t page = 2u << 20, blocks = (size_t)1 << 31, bytes = blocks * sizeof h;
