@@ -8,6 +8,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@ struct kvm_io {
     uint64_t fault_seen;
     uint64_t fault_after;
     uint32_t fault_ops;
+    uint32_t failing_submits;     /* tests: io_uring_submit calls still to fail (-EAGAIN) */
     uint32_t n_files;
     int *files;
     int wake_fd;                  /* eventfd: kvm_io_wake ends a kvm_io_wait (io_uring backend) */
@@ -71,6 +73,7 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out) {
     io->depth = cfg->depth;
     io->fault_after = cfg->fault_after;
     io->fault_ops = cfg->fault_ops;
+    io->failing_submits = cfg->failing_submits;
     int rc = cfg->force_threads ? -EPERM : start_uring(io, cfg);
     if (rc == 0) {
         io->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -127,6 +130,24 @@ int kvm_io_replace_file(kvm_io *io, uint32_t index, int fd) {
     return 0;
 }
 
+/* Hands the kernel the ring's entries it has not taken yet (a failed io_uring_enter leaves
+ * them there); a failure is retried by the next call. */
+static void send_pending(kvm_io *io) {
+    if (io_uring_sq_ready(&io->ring) == 0) return;
+    if (io->failing_submits > 0) {
+        io->failing_submits--;
+        return;
+    }
+    int rc;
+    do rc = io_uring_submit(&io->ring); while (rc == -EINTR);
+}
+
+static int64_t now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
 /* True when this request is to fail by fault injection. */
 static int injected_fault(kvm_io *io, uint16_t op) {
     if (!(io->fault_ops & (1u << op))) return 0;
@@ -170,10 +191,14 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n) {
         io_uring_sqe_set_data64(sqe, r->tag);
     }
     if (n == 0) return 0;
-    int rc;
-    do rc = io_uring_submit(&io->ring); while (rc == -EINTR);
-    if (rc < 0) return kvm_fail(-rc, "io_uring_submit failed: %s", strerror(-rc));
+    /* The entries are in the ring now (liburing published its tail): whatever io_uring_enter
+     * answers, they go to the kernel, at the latest with the next one, and complete. So they
+     * count as in flight and are accepted; a failed enter (-EAGAIN or -ENOMEM when the kernel
+     * is short of memory, -EBUSY with completions backed up) is retried by the next submit or
+     * reap (send_pending). Refusing them instead would let the caller reuse their buffers
+     * while the kernel still reads or fills them, and see their completions twice. */
     io->inflight += n;
+    send_pending(io);
     return (int)n;
 }
 
@@ -186,19 +211,26 @@ int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, i
         return got;
     }
     uint32_t got = 0;
+    int64_t deadline = timeout_us < 0 ? -1 : now_us() + timeout_us;  /* one limit for the whole call */
     while (got < cap) {
         struct io_uring_cqe *cqe = NULL;
         int rc = io_uring_peek_cqe(&io->ring, &cqe);
         if (rc == -EAGAIN || !cqe) {
             if (got >= wait_for) break;
-            if (timeout_us < 0) {
+            send_pending(io);
+            int64_t wait = deadline < 0 ? -1 : deadline - now_us();
+            if (deadline >= 0 && wait <= 0) break;
+            /* Entries the kernel has not taken cannot complete: wait a millisecond at a time
+             * and hand them over again. */
+            if (io_uring_sq_ready(&io->ring) > 0 && (wait < 0 || wait > 1000)) wait = 1000;
+            if (wait < 0) {
                 rc = io_uring_wait_cqe(&io->ring, &cqe);
             } else {
-                struct __kernel_timespec ts = {.tv_sec = timeout_us / 1000000, .tv_nsec = (timeout_us % 1000000) * 1000};
+                struct __kernel_timespec ts = {.tv_sec = wait / 1000000, .tv_nsec = (wait % 1000000) * 1000};
                 rc = io_uring_wait_cqe_timeout(&io->ring, &cqe, &ts);
             }
-            if (rc == -ETIME || rc == -EINTR) break;
-            if (rc < 0) return kvm_fail(-rc, "io_uring_wait_cqe failed: %s", strerror(-rc));
+            if (rc == -EINTR) break;
+            if (rc < 0 && rc != -ETIME) return kvm_fail(-rc, "io_uring_wait_cqe failed: %s", strerror(-rc));
             continue;
         }
         uint64_t tag = io_uring_cqe_get_data64(cqe);

@@ -42,6 +42,47 @@ struct IOQueueTests {
         files[0] = -1
     }
 
+    /// A hand-over to the kernel that fails (io_uring_enter short of memory: -EAGAIN) leaves
+    /// the entries in the ring, where the next enter sends them with whatever their buffers
+    /// hold then. They are accepted and counted in flight, and the next reap sends them: the
+    /// write lands with its bytes and completes once. (The submit once returned the error, the
+    /// caller completed the request as failed and reused its buffer, and the entry went out
+    /// later anyway.)
+    @Test func aFailedHandOverIsSentByTheNextReapAndCompletesOnce() throws {
+        var path = Array("/tmp/kvcache-io-queue-XXXXXX".utf8CString)
+        let fd = mkstemp(&path)
+        try #require(fd >= 0)
+        defer { close(fd); unlink(path) }
+        #expect(kvm_io_preallocate(fd, 8192) == 0)
+        let buffer = kvm_io_alloc_buffers(8192)!
+        defer { kvm_io_free_buffers(buffer, 8192) }
+        let files = [fd]
+        var io: OpaquePointer?
+        try files.withUnsafeBufferPointer { f in
+            var cfg = kvm_io_config()
+            cfg.depth = 8
+            cfg.n_files = 1
+            cfg.files = f.baseAddress
+            cfg.failing_submits = 2  // the submit's hand-over and the reap's first retry
+            try #require(kvm_io_create(&cfg, &io) == 0)
+        }
+        defer { kvm_io_destroy(io) }
+        guard kvm_io_backend(io) == Int32(KVM_IO_URING) else { return }  // io_uring only
+        for i in 0..<4096 { buffer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 7 &+ 3), toByteOffset: i, as: UInt8.self) }
+        var write = kvm_io_req(tag: 9, buf: buffer, offset: 4096, len: 4096, op: UInt16(KVM_IO_WRITE), file: 0, buf_index: -1)
+        #expect(kvm_io_submit(io, &write, 1) == 1, "accepted: the entry is in the ring")
+        #expect(kvm_io_inflight(io) == 1)
+        var done = [kvm_io_done](repeating: kvm_io_done(), count: 4)
+        #expect(kvm_io_reap(io, &done, 4, 0, 0) == 0, "not sent yet: nothing to reap")
+        #expect(kvm_io_reap(io, &done, 4, 1, 2_000_000) == 1, "the reap hands it over again and waits for it")
+        #expect(done[0].tag == 9 && done[0].result == 4096)
+        #expect(kvm_io_inflight(io) == 0)
+        #expect(kvm_io_reap(io, &done, 4, 0, 0) == 0, "completed once")
+        var back = [UInt8](repeating: 0, count: 4096)
+        #expect(pread(fd, &back, 4096, 4096) == 4096)
+        #expect(back.elementsEqual((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }), "the write's bytes landed")
+    }
+
     /// The file-size limit the tier checks its growth against is the process's soft limit
     /// (RLIM_INFINITY, all ones, is none).
     @Test func theFileSizeLimitIsTheProcesssSoftLimit() {

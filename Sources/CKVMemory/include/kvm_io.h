@@ -37,6 +37,9 @@ typedef struct kvm_io_config {
     const int *files;
     uint32_t fault_ops;           /* 0: no faults; else a mask of 1 << KVM_IO_READ / _WRITE */
     uint64_t fault_after;         /* requests of those operations that still succeed */
+    uint32_t failing_submits;     /* tests: io_uring only: this many hand-overs to the kernel fail
+                                   * (-EAGAIN, as when it is short of memory), the entries left
+                                   * in the ring for the next submit or reap to send */
 } kvm_io_config;
 
 typedef struct kvm_io_req {
@@ -61,11 +64,15 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out);
 void kvm_io_destroy(kvm_io *io);
 
 /* Queues up to n requests (stops at the depth limit) and starts them with one system call.
- * Returns how many were accepted (0..n), or -errno when the ring refused them. */
+ * Returns how many were accepted (0..n), or -EINVAL for a bad request (nothing queued). An
+ * accepted request always completes: on io_uring, one the kernel did not take at once (a
+ * failed io_uring_enter: -EAGAIN, -ENOMEM, -EBUSY) stays in the ring and is handed over again
+ * by the next kvm_io_submit or kvm_io_reap, so its buffer stays the kernel's until reaped. */
 int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n);
 /* Moves up to cap completions into out. Waits until at least min(wait_for, in flight) are
- * available or timeout_us passes (timeout_us < 0: no limit; wait_for 0: never waits).
- * Returns the count, or -errno. */
+ * available or timeout_us passes, counted from the call (timeout_us < 0: no limit; wait_for
+ * 0: never waits). First hands over requests the kernel has not taken (see kvm_io_submit),
+ * retrying each millisecond while it waits. Returns the count, or -errno. */
 int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us);
 
 /* Waits until a completion can be reaped, kvm_io_wake is called (or was, since the last
