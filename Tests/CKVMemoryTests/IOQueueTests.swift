@@ -5,6 +5,28 @@ import Testing
 import Glibc
 #endif
 
+/// Runs `body` with a queue of `cfg` (its file set to a fresh 8 KiB temporary file), that
+/// file's descriptor and an 8 KiB I/O buffer; then releases all three.
+private func withQueue(_ cfg: kvm_io_config, _ body: (OpaquePointer, Int32, UnsafeMutableRawPointer) throws -> Void) throws {
+    var path = Array("/tmp/kvcache-io-queue-XXXXXX".utf8CString)
+    let fd = mkstemp(&path)
+    try #require(fd >= 0)
+    defer { close(fd); unlink(path) }
+    #expect(kvm_io_preallocate(fd, 8192) == 0)
+    let buffer = kvm_io_alloc_buffers(8192)!
+    defer { kvm_io_free_buffers(buffer, 8192) }
+    let files = [fd]
+    var io: OpaquePointer?
+    try files.withUnsafeBufferPointer { f in
+        var c = cfg
+        c.n_files = 1
+        c.files = f.baseAddress
+        try #require(kvm_io_create(&c, &io) == 0)
+    }
+    defer { kvm_io_destroy(io) }
+    try body(io!, fd, buffer)
+}
+
 @Suite("I/O queue")
 struct IOQueueTests {
     /// A caller's tag comes back unchanged from both backends; one with bit 63 set, which the
@@ -12,34 +34,20 @@ struct IOQueueTests {
     /// as -EIO with the bit cleared, though the read had succeeded).
     @Test(arguments: [Int32(0), 1])
     func tagsComeBackUnchangedAndBit63IsRefused(forceThreads: Int32) throws {
-        var path = Array("/tmp/kvcache-io-queue-XXXXXX".utf8CString)
-        let fd = mkstemp(&path)
-        try #require(fd >= 0)
-        defer { close(fd); unlink(path) }
-        #expect(kvm_io_preallocate(fd, 4096) == 0)
-        let buffer = kvm_io_alloc_buffers(4096)!
-        defer { kvm_io_free_buffers(buffer, 4096) }
-        var files = [fd]
-        var io: OpaquePointer?
-        try files.withUnsafeBufferPointer { f in
-            var cfg = kvm_io_config()
-            cfg.depth = 32
-            cfg.force_threads = forceThreads
-            cfg.n_files = 1
-            cfg.files = f.baseAddress
-            try #require(kvm_io_create(&cfg, &io) == 0)
+        var cfg = kvm_io_config()
+        cfg.depth = 32
+        cfg.force_threads = forceThreads
+        try withQueue(cfg) { io, _, buffer in
+            var request = kvm_io_req(tag: 1 << 63 | 5, buf: buffer, offset: 0, len: 4096, op: UInt16(KVM_IO_READ), file: 0, buf_index: -1)
+            #expect(kvm_io_submit(io, &request, 1) == -EINVAL)
+            #expect(String(cString: kvm_error()).contains("bit 63"))
+            #expect(kvm_io_inflight(io) == 0)
+            request.tag = 1 << 62 | 5
+            #expect(kvm_io_submit(io, &request, 1) == 1)
+            var done = kvm_io_done()
+            #expect(kvm_io_reap(io, &done, 1, 1, -1) == 1)
+            #expect(done.tag == 1 << 62 | 5 && done.result == 4096)
         }
-        defer { kvm_io_destroy(io) }
-        var request = kvm_io_req(tag: 1 << 63 | 5, buf: buffer, offset: 0, len: 4096, op: UInt16(KVM_IO_READ), file: 0, buf_index: -1)
-        #expect(kvm_io_submit(io, &request, 1) == -EINVAL)
-        #expect(String(cString: kvm_error()).contains("bit 63"))
-        #expect(kvm_io_inflight(io) == 0)
-        request.tag = 1 << 62 | 5
-        #expect(kvm_io_submit(io, &request, 1) == 1)
-        var done = kvm_io_done()
-        #expect(kvm_io_reap(io, &done, 1, 1, -1) == 1)
-        #expect(done.tag == 1 << 62 | 5 && done.result == 4096)
-        files[0] = -1
     }
 
     /// A hand-over to the kernel that fails (io_uring_enter short of memory: -EAGAIN) leaves
@@ -49,38 +57,25 @@ struct IOQueueTests {
     /// caller completed the request as failed and reused its buffer, and the entry went out
     /// later anyway.)
     @Test func aFailedHandOverIsSentByTheNextReapAndCompletesOnce() throws {
-        var path = Array("/tmp/kvcache-io-queue-XXXXXX".utf8CString)
-        let fd = mkstemp(&path)
-        try #require(fd >= 0)
-        defer { close(fd); unlink(path) }
-        #expect(kvm_io_preallocate(fd, 8192) == 0)
-        let buffer = kvm_io_alloc_buffers(8192)!
-        defer { kvm_io_free_buffers(buffer, 8192) }
-        let files = [fd]
-        var io: OpaquePointer?
-        try files.withUnsafeBufferPointer { f in
-            var cfg = kvm_io_config()
-            cfg.depth = 8
-            cfg.n_files = 1
-            cfg.files = f.baseAddress
-            cfg.failing_submits = 2  // the submit's hand-over and the reap's first retry
-            try #require(kvm_io_create(&cfg, &io) == 0)
+        var cfg = kvm_io_config()
+        cfg.depth = 8
+        cfg.failing_submits = 2  // the submit's hand-over and the reap's first retry
+        try withQueue(cfg) { io, fd, buffer in
+            guard kvm_io_backend(io) == Int32(KVM_IO_URING) else { return }  // io_uring only
+            for i in 0..<4096 { buffer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 7 &+ 3), toByteOffset: i, as: UInt8.self) }
+            var write = kvm_io_req(tag: 9, buf: buffer, offset: 4096, len: 4096, op: UInt16(KVM_IO_WRITE), file: 0, buf_index: -1)
+            #expect(kvm_io_submit(io, &write, 1) == 1, "accepted: the entry is in the ring")
+            #expect(kvm_io_inflight(io) == 1)
+            var done = [kvm_io_done](repeating: kvm_io_done(), count: 4)
+            #expect(kvm_io_reap(io, &done, 4, 0, 0) == 0, "not sent yet: nothing to reap")
+            #expect(kvm_io_reap(io, &done, 4, 1, 2_000_000) == 1, "the reap hands it over again and waits for it")
+            #expect(done[0].tag == 9 && done[0].result == 4096)
+            #expect(kvm_io_inflight(io) == 0)
+            #expect(kvm_io_reap(io, &done, 4, 0, 0) == 0, "completed once")
+            var back = [UInt8](repeating: 0, count: 4096)
+            #expect(pread(fd, &back, 4096, 4096) == 4096)
+            #expect(back.elementsEqual((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }), "the write's bytes landed")
         }
-        defer { kvm_io_destroy(io) }
-        guard kvm_io_backend(io) == Int32(KVM_IO_URING) else { return }  // io_uring only
-        for i in 0..<4096 { buffer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 7 &+ 3), toByteOffset: i, as: UInt8.self) }
-        var write = kvm_io_req(tag: 9, buf: buffer, offset: 4096, len: 4096, op: UInt16(KVM_IO_WRITE), file: 0, buf_index: -1)
-        #expect(kvm_io_submit(io, &write, 1) == 1, "accepted: the entry is in the ring")
-        #expect(kvm_io_inflight(io) == 1)
-        var done = [kvm_io_done](repeating: kvm_io_done(), count: 4)
-        #expect(kvm_io_reap(io, &done, 4, 0, 0) == 0, "not sent yet: nothing to reap")
-        #expect(kvm_io_reap(io, &done, 4, 1, 2_000_000) == 1, "the reap hands it over again and waits for it")
-        #expect(done[0].tag == 9 && done[0].result == 4096)
-        #expect(kvm_io_inflight(io) == 0)
-        #expect(kvm_io_reap(io, &done, 4, 0, 0) == 0, "completed once")
-        var back = [UInt8](repeating: 0, count: 4096)
-        #expect(pread(fd, &back, 4096, 4096) == 4096)
-        #expect(back.elementsEqual((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }), "the write's bytes landed")
     }
 
     /// The file-size limit the tier checks its growth against is the process's soft limit
