@@ -110,18 +110,26 @@ public struct HashRing: Sendable {
         linkRuns()
     }
 
-    /// Rebuilds `nextOther`: going counter-clockwise twice around the ring, each position
-    /// links to its successor when another slot owns that, else to the successor's link (the
-    /// first lap settles the positions before the ring's last change of owner). Cost: O(P).
+    /// Rebuilds `nextOther`: position 0's link by a scan forward to the first other owner
+    /// (none: one slot owns the ring, every link -1), then every other position counter-
+    /// clockwise from the last, each linking to its successor when another slot owns that,
+    /// else to the successor's link. Cost: one pass over the slots, O(P), no division.
     private mutating func linkRuns() {
         let n = positions.count
         nextOther.removeAll(keepingCapacity: true)
         nextOther.append(contentsOf: repeatElement(-1, count: n))
+        guard n > 1 else { return }
         slots.withUnsafeBufferPointer { sl in
             nextOther.withUnsafeMutableBufferPointer { next in
-                for k in stride(from: 2 * n - 1, through: 0, by: -1) {
-                    let i = k % n, j = i + 1 == n ? 0 : i + 1
-                    next[i] = sl[j] != sl[i] ? Int32(j) : next[j]
+                var first = 1
+                while first < n && sl[first] == sl[0] { first += 1 }
+                guard first < n else { return }
+                next[0] = Int32(first)
+                next[n - 1] = sl[0] != sl[n - 1] ? 0 : next[0]
+                var i = n - 2
+                while i > 0 {
+                    next[i] = sl[i + 1] != sl[i] ? Int32(i + 1) : next[i + 1]
+                    i -= 1
                 }
             }
         }
