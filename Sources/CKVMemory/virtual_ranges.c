@@ -121,10 +121,13 @@ void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit) {
     if (limit < r->limit) r->limit = limit;
 }
 
-/* 1 when `page` starts a run: mapped, and not the file-successor of the page before it. */
+/* 1 when a page mapping group g (-1: none) after one mapping `before` (-1: none, or the first
+ * page) starts a run: mapped, and not the file-successor of the page before it. */
+static uint32_t run_starts(int32_t before, int32_t g) { return g >= 0 && (before < 0 || before + 1 != g); }
+
+/* 1 when `page` starts a run. */
 static uint32_t starts_run(const kvm_ranges *r, const int32_t *t, uint32_t page) {
-    if (page >= r->pages || t[page] < 0) return 0;
-    return page == 0 || t[page - 1] < 0 || t[page - 1] + 1 != t[page];
+    return page < r->pages && run_starts(page == 0 ? -1 : t[page - 1], t[page]);
 }
 
 /* Runs that start within [first, end], the pages whose run starts a change can affect. */
@@ -140,7 +143,7 @@ static uint32_t runs_if_mapped(const kvm_ranges *r, const int32_t *t, uint32_t f
     for (uint32_t p = first; p <= end && p < r->pages; p++) {
         int32_t g = p < end ? first_group + (int32_t)(p - first) : t[p];
         int32_t before = p == 0 ? -1 : p - 1 >= first ? first_group + (int32_t)(p - 1 - first) : t[p - 1];
-        n += g >= 0 && (before < 0 || before + 1 != g);
+        n += run_starts(before, g);
     }
     return n;
 }

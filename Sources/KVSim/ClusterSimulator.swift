@@ -434,17 +434,17 @@ public final class ClusterSimulator: RequestQueues {
     /// the engine's `maxSeqTokens` (`lengthCapped`: no memory would let it grow further).
     private func decodeOne(_ r: Int, _ s: Int, now: Double) -> Bool {
         let inst = instances[s]
+        guard Int(length[r]) < config.engine.maxSeqTokens else {
+            lengthCapped += 1
+            complete(r, s, now: now)
+            return false
+        }
         while true {
-            do throws(KVError) {
+            do {
                 try inst.engine.append(UInt64(r), tokens: oneToken)
                 length[r] += 1
                 return true
             } catch {
-                guard error.code == .outOfMemory else {
-                    lengthCapped += 1
-                    complete(r, s, now: now)
-                    return false
-                }
                 guard let victim = inst.running.last(where: { state[Int($0)] == 2 }) else { return false }
                 preempt(Int(victim), s)
                 if Int(victim) == r { return false }

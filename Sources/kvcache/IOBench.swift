@@ -46,11 +46,19 @@ final class IOBench {
     private let io: OpaquePointer
     private var rng = SplitMix64(seed: 1)
 
-    init(path: String, fileBytes: Int, maxBlockBytes: Int, maxDepth: Int, forceThreads: Bool) throws {
+    /// `written`: the file must exist already, written whole (an earlier run's `fill`, kept):
+    /// reads of a preallocated file that was never written come back as zeros without
+    /// touching the device, numbers that would mean nothing.
+    init(path: String, fileBytes: Int, maxBlockBytes: Int, maxDepth: Int, forceThreads: Bool, written: Bool = false) throws {
         self.path = path
         self.fileBytes = fileBytes / maxBlockBytes * maxBlockBytes
         self.maxBlockBytes = maxBlockBytes
         self.maxDepth = maxDepth
+        var st = stat()
+        guard !written || (stat(path, &st) == 0 && Int(st.st_size) >= self.fileBytes) else {
+            throw IOBenchError("--skip-fill reads the file an earlier run left with --keep-file: \(path) is missing or "
+                               + "smaller than the \(self.fileBytes) bytes asked for")
+        }
         var isDirect: Int32 = 0
         let f = kvm_io_open_file(path, &isDirect)
         guard f >= 0 else { throw IOBenchError(String(cString: kvm_error())) }

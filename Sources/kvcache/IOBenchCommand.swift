@@ -104,18 +104,9 @@ struct IOBenchCommand: ParsableCommand {
 
     func run() throws {
         let sizes = parsedSizes!, depthList = parsedDepths!
-        let path = dir + "/kvcache-io-bench.dat"
-        if skipFill {
-            // Reads of a preallocated file that was never written come back as zeros without
-            // touching the device: numbers that would mean nothing.
-            var st = stat()
-            guard stat(path, &st) == 0, UInt64(st.st_size) >= fileSize.bytes / UInt64(sizes.max()!) * UInt64(sizes.max()!) else {
-                throw ValidationError("--skip-fill reads the file an earlier run left with --keep-file: \(path) is missing or "
-                                      + "smaller than --file-size \(fileSize)")
-            }
-        }
-        let bench = try IOBench(path: path, fileBytes: Int(fileSize.bytes),
-                                maxBlockBytes: sizes.max()!, maxDepth: depthList.max()!, forceThreads: backend == "threads")
+        let bench = try IOBench(path: dir + "/kvcache-io-bench.dat", fileBytes: Int(fileSize.bytes),
+                                maxBlockBytes: sizes.max()!, maxDepth: depthList.max()!, forceThreads: backend == "threads",
+                                written: skipFill)
         defer { if !keepFile { bench.removeFile() } }
         var progress = ProgressLine()
         if !skipFill {
