@@ -19,10 +19,28 @@ struct kvm_ranges {
     uint32_t *runs;      /* per slot: runs of pages that are file-contiguous */
     uint64_t total_runs;
     uint64_t limit;
+    uint32_t passing_mmaps, failing_mmaps; /* tests: mmaps to pass, then to fail with ENOMEM */
 };
 
 /* Each run of a tensor is at most one VMA of its own plus one split of the reservation. */
 static uint64_t mappings_for(const kvm_ranges *r, uint64_t runs) { return runs * r->tensors * 2 + 1; }
+
+/* mmap, or MAP_FAILED with ENOMEM where a test asks for failures (kvm_ranges_fail_mmaps). */
+static void *map_at(kvm_ranges *r, void *addr, uint64_t len, int prot, int flags, int fd, off_t offset) {
+    if (r->passing_mmaps > 0) {
+        r->passing_mmaps--;
+    } else if (r->failing_mmaps > 0) {
+        r->failing_mmaps--;
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    return mmap(addr, len, prot, flags, fd, offset);
+}
+
+/* Replaces [addr, addr + len) with reserved address space (PROT_NONE, no memory). */
+static int reserve_at(kvm_ranges *r, void *addr, uint64_t len) {
+    return map_at(r, addr, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED ? -errno : 0;
+}
 
 static uint64_t max_map_count(void) {
     unsigned long long v = 65530;
@@ -163,6 +181,21 @@ static void set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end
     while (r->mapped[slot] > 0 && t[r->mapped[slot] - 1] < 0) r->mapped[slot]--;
 }
 
+/* Replaces pages [first, end) of every tensor of `slot` with reserved address space and drops
+ * them from the table, even where a tensor's mmap fails (vm.max_map_count reached: replacing
+ * the middle of a mapping splits it). The table then never lists a page that some tensor does
+ * not map: a tensor that keeps its old mapping there holds a page the engine no longer uses
+ * (a later map replaces it; its group may go to another slot, reached through this address
+ * only by a stray access past the sequence's length). Returns the tensors that kept theirs. */
+static uint32_t unmap_span(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end) {
+    uint64_t len = (uint64_t)(end - first) * r->page_bytes;
+    uint32_t kept = 0;
+    for (uint32_t t = 0; t < r->tensors; t++)
+        kept += reserve_at(r, kvm_ranges_tensor(r, slot, t) + (uint64_t)first * r->page_bytes, len) != 0;
+    set_pages(r, slot, first, end, -1);
+    return kept;
+}
+
 int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_group, uint32_t n) {
     if (slot >= r->slots || n == 0 || n > r->pages || page > r->pages - n)
         return kvm_fail(EINVAL, "map of pages %u+%u outside a range of %u pages", page, n, r->pages);
@@ -178,15 +211,12 @@ int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_g
     int fd = kvm_pool_fd(r->pool);
     for (uint32_t t = 0; t < r->tensors; t++) {
         uint8_t *addr = kvm_ranges_tensor(r, slot, t) + (uint64_t)page * r->page_bytes;
-        void *m = mmap(addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
-                       (off_t)kvm_pool_offset(r->pool, t, first_group));
+        void *m = map_at(r, addr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd,
+                         (off_t)kvm_pool_offset(r->pool, t, first_group));
         if (m == MAP_FAILED) {
             int err = errno;
-            /* Leave the span unmapped in every tensor, and say so in the table. */
-            for (uint32_t u = 0; u < r->tensors; u++)
-                mmap(kvm_ranges_tensor(r, slot, u) + (uint64_t)page * r->page_bytes, len, PROT_NONE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-            set_pages(r, slot, page, page + n, -1);
+            /* Leave the span holding nothing, as far as the table says. */
+            unmap_span(r, slot, page, page + n);
             return kvm_fail(err, "mapping %u pages failed: %s", n, strerror(err));
         }
         if (kvm_pool_hugepages(r->pool)) madvise(addr, len, MADV_HUGEPAGE);
@@ -199,12 +229,14 @@ int kvm_ranges_unmap(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end)
     if (slot >= r->slots || first > end || end > r->pages) return kvm_fail(EINVAL, "unmap of pages %u..%u outside a range of %u pages", first, end, r->pages);
     if (end > r->mapped[slot]) end = r->mapped[slot];
     if (first >= end) return 0;
-    uint64_t len = (uint64_t)(end - first) * r->page_bytes;
-    for (uint32_t t = 0; t < r->tensors; t++) {
-        void *m = mmap(kvm_ranges_tensor(r, slot, t) + (uint64_t)first * r->page_bytes, len, PROT_NONE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-        if (m == MAP_FAILED) return kvm_fail(errno, "unmapping %u pages failed: %s", end - first, strerror(errno));
-    }
-    set_pages(r, slot, first, end, -1);
+    uint32_t kept = unmap_span(r, slot, first, end);
+    if (kept > 0)
+        return kvm_fail(ENOMEM, "unmapping %u pages left %u of %u tensors mapping them (vm.max_map_count reached?); "
+                                "the pages count as unmapped", end - first, kept, r->tensors);
     return 0;
+}
+
+void kvm_ranges_fail_mmaps(kvm_ranges *r, uint32_t after, uint32_t n) {
+    r->passing_mmaps = after;
+    r->failing_mmaps = n;
 }

@@ -301,6 +301,49 @@ struct VirtualRangeTests {
         #expect(kvm_ranges_mappings(ranges) == oneRun + 2 * 4)
     }
 
+    /// At vm.max_map_count an mmap replacing the middle of a mapping fails; when it fails for
+    /// some tensors only, the page must still leave the table (it once stayed listed while the
+    /// first tensors no longer mapped it, and a sequence growing back over it would take it as
+    /// its own without mapping it: `MappingLimitTests`). A failed map leaves its pages unmapped
+    /// the same way.
+    @Test func anUnmapOrMapFailingForSomeTensorsLeavesTheTableTrue() {
+        let (pool, ranges) = makeRanges()
+        defer { kvm_ranges_destroy(ranges); kvm_pool_destroy(pool) }
+        var got: UInt32 = 0
+        let run = UInt32(kvm_pool_alloc_run(pool, 0, 3, &got))
+        #expect(got == 3)
+        #expect(kvm_ranges_map(ranges, 0, 0, run, 3) == 0)
+        kvm_ranges_fail_mmaps(ranges, 2, 2)  // tensors 0 and 1 unmap page 1, tensors 2 and 3 cannot
+        #expect(kvm_ranges_unmap(ranges, 0, 1, 2) == -ENOMEM)
+        #expect(String(cString: kvm_error()).contains("left 2 of 4 tensors"))
+        #expect(kvm_ranges_group(ranges, 0, 1) == -1)
+        #expect(kvm_pool_refs(pool, run + 1) == 1)  // the caller's own reference only
+        #expect(kvm_ranges_group(ranges, 0, 0) == Int64(run) && kvm_ranges_group(ranges, 0, 2) == Int64(run + 2))
+        // The pages around it still show their groups in every tensor.
+        for t: UInt32 in 0..<4 {
+            for page in [0, 2] { kvm_ranges_tensor(ranges, 0, t)![page * 4096 + 7] = UInt8(10 * t) + UInt8(page) }
+        }
+        var back: UInt8 = 0
+        for t: UInt32 in 0..<4 {
+            for page: UInt32 in [0, 2] {
+                #expect(kvm_pool_read(pool, t, run + page, 7, &back, 1) == 0 && back == UInt8(10 * t) + UInt8(page))
+            }
+        }
+        // Mapped again, page 1 shows its new group in every tensor, the ones that kept the old too.
+        let other = UInt32(kvm_pool_alloc(pool, UInt32.max))
+        #expect(kvm_ranges_map(ranges, 0, 1, other, 1) == 0)
+        for t: UInt32 in 0..<4 {
+            kvm_ranges_tensor(ranges, 0, t)![4096 + 3] = 40 + UInt8(t)
+            #expect(kvm_pool_read(pool, t, other, 3, &back, 1) == 0 && back == 40 + UInt8(t))
+        }
+        // A map failing at tensor 2 leaves its page unmapped, its group's references as they were.
+        let refs = kvm_pool_refs(pool, other)
+        kvm_ranges_fail_mmaps(ranges, 2, 1)
+        #expect(kvm_ranges_map(ranges, 0, 5, other, 1) == -ENOMEM)
+        #expect(kvm_ranges_group(ranges, 0, 5) == -1 && kvm_pool_refs(pool, other) == refs)
+        #expect(kvm_ranges_mapped(ranges, 0) == 3)
+    }
+
     @Test func anAddressSpaceTooLargeIsRefusedWithAMessage() {
         let (pool, _) = makePool(budget: 32 * 4 * 4096)
         defer { kvm_pool_destroy(pool) }

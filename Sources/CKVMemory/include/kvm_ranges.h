@@ -30,7 +30,11 @@ uint32_t kvm_ranges_pages(const kvm_ranges *r);
  * whatever was mapped there. One mmap per tensor. Takes one pool reference per group and drops
  * the replaced groups' references. */
 int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_group, uint32_t n);
-/* Unmaps pages [first, end) of `slot` back to reserved address space, dropping references. */
+/* Unmaps pages [first, end) of `slot` back to reserved address space, dropping references.
+ * The pages leave the table even when a tensor's mmap fails (-ENOMEM once vm.max_map_count is
+ * reached: unmapping the middle of a mapping splits it), so the table never lists a page that a
+ * tensor does not map; such a tensor keeps a mapping the engine no longer uses, until a later
+ * map replaces it. A failed kvm_ranges_map leaves its pages unmapped the same way. */
 int kvm_ranges_unmap(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end);
 /* Mapped pages of `slot` (the highest mapped page + 1). */
 uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot);
@@ -45,3 +49,6 @@ uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);
 /* Lowers the limit to `limit` mappings (never raises it above what vm.max_map_count allows):
  * for a process that needs its mappings elsewhere, and for tests of the limit path. */
 void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit);
+/* Tests: after the next `after` mmaps of maps and unmaps, `n` fail with ENOMEM (as at
+ * vm.max_map_count). */
+void kvm_ranges_fail_mmaps(kvm_ranges *r, uint32_t after, uint32_t n);

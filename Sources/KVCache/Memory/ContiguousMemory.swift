@@ -199,7 +199,7 @@ final class ContiguousMemory: BlockListener {
         let needPages = pages(for: tokens)
         busy = (slot, needPages)
         defer { busy = (-1, 0) }
-        try dropStale(slot) { page in page < needPages ? sharedGroup(hit, hitTokens: hitTokens, page: page) : -1 }
+        dropStale(slot) { page in page < needPages ? sharedGroup(hit, hitTokens: hitTokens, page: page) : -1 }
         var owned: [Int] = []
         owned.reserveCapacity(needPages)
         for page in 0..<needPages where sharedGroup(hit, hitTokens: hitTokens, page: page) < 0 { owned.append(page) }
@@ -225,7 +225,7 @@ final class ContiguousMemory: BlockListener {
             while page < pages {
                 let first = page
                 while page < pages && group(slot, page) >= 0 && group(slot, page) != had[page] { page += 1 }
-                if page > first { _ = kvm_ranges_unmap(ranges, UInt32(slot), UInt32(first), UInt32(page)) } else { page += 1 }
+                if page > first { unmap(slot, first..<page) } else { page += 1 }
             }
             throw error
         }
@@ -249,7 +249,7 @@ final class ContiguousMemory: BlockListener {
         let whole = bytes / pageBytes
         busy = (child, pages(for: tokens))
         defer { busy = (-1, 0) }
-        try dropStale(child) { page in page < whole ? group(parent, page) : -1 }
+        dropStale(child) { page in page < whole ? group(parent, page) : -1 }
         try undoingMaps(slot: child, pages: pages(for: tokens)) { () throws(KVError) in
             try mapGroups(slot: child, pages: 0..<whole) { page in group(parent, page) }
             if bytes % pageBytes != 0 {
@@ -420,7 +420,7 @@ final class ContiguousMemory: BlockListener {
         guard keep < pinnedPages[slot] else { return }
         release(slot: slot, past: tokens)
         let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
-        if mapped > keep { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(keep), UInt32(mapped)) }
+        if mapped > keep { unmap(slot, keep..<mapped) }
         kvm_pool_trim(pool)
     }
     /// Copies indexed block `block`'s bytes of every tensor into `out` (tensor t at
@@ -459,10 +459,17 @@ final class ContiguousMemory: BlockListener {
     /// The first page of `slot` that reclaim may unmap.
     private func reclaimable(_ slot: Int) -> Int { max(pinnedPages[slot], slot == busy.slot ? busy.pages : 0) }
 
+    /// Unmaps `pages` of `slot` (`kvm_ranges_unmap`). Its failure needs no handling: the pages
+    /// leave the table all the same, and a tensor that kept its old mapping there (mmap refused
+    /// at vm.max_map_count) holds a page nothing reaches until a later map replaces it.
+    private func unmap(_ slot: Int, _ pages: Range<Int>) {
+        _ = kvm_ranges_unmap(ranges, UInt32(slot), UInt32(pages.lowerBound), UInt32(pages.upperBound))
+    }
+
     private func unmapUnpinned(_ slot: Int) {
         let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
         let first = reclaimable(slot)
-        if mapped > first { kvm_ranges_unmap(ranges, UInt32(slot), UInt32(first), UInt32(mapped)) }
+        if mapped > first { unmap(slot, first..<mapped) }
     }
 
     /// Reclaims memory for `want` more groups: unmaps an unpinned tail of some slot, else evicts
@@ -570,13 +577,13 @@ final class ContiguousMemory: BlockListener {
     /// Unmaps the pages of free `slot` that its next sequence cannot keep: those not holding the
     /// group `wanted(page)` asks for (>= 0), or, where it asks for none, not owned by the slot
     /// alone. Afterwards every unpinned page of a slot is exclusively its own.
-    private func dropStale(_ slot: Int, wanted: (Int) -> Int32) throws(KVError) {
+    private func dropStale(_ slot: Int, wanted: (Int) -> Int32) {
         let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
         var page = 0
         while page < mapped {
             let first = page
             while page < mapped && isStale(slot, page, wanted(page)) { page += 1 }
-            if page > first { try check(kvm_ranges_unmap(ranges, UInt32(slot), UInt32(first), UInt32(page))) } else { page += 1 }
+            if page > first { unmap(slot, first..<page) } else { page += 1 }
         }
     }
 

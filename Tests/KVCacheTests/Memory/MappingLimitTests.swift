@@ -60,4 +60,27 @@ struct MappingLimitTests {
         }
         #expect(try kvMismatches(e, 1, tokens: grown[1]!, from: 0) == 0)
     }
+
+    /// At vm.max_map_count a trim's unmap can fail for some tensors only (the hook fails all
+    /// but the first). The page must leave the table all the same: it once stayed listed as the
+    /// slot's own, so the sequence growing back over it kept it without mapping it, and the
+    /// server's writes to the first tensors faulted (SIGSEGV).
+    @Test func aTrimUnmapFailingForSomeTensorsLeavesTheSequenceWritable() throws {
+        let e = try Engine(smallConfig(.contiguous))
+        let memory = try #require(e.contiguous)
+        let pageTokens = memory.pageBytes / memory.tokenBytes
+        let prompt = tokens(2 * pageTokens, seed: 3)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.truncate(1, to: pageTokens)  // page 1 unpinned, still mapped
+        let slot = UInt32(try e.slot(1))
+        #expect(kvm_ranges_mapped(memory.ranges, slot) == 2)
+        kvm_ranges_fail_mmaps(memory.ranges, 1, UInt32(memory.tensors - 1))
+        try e.trim()
+        #expect(kvm_ranges_mapped(memory.ranges, slot) == 1)
+        let more = tokens(pageTokens, seed: 4)
+        try e.append(1, tokens: more)
+        try writeKV(e, 1, tokens: more, from: pageTokens)
+        #expect(try kvMismatches(e, 1, tokens: Array(prompt.prefix(pageTokens)) + more, from: 0) == 0)
+    }
 }
