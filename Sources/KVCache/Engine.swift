@@ -231,11 +231,12 @@ public final class Engine: @unchecked Sendable {
         defer {  // pinned by tieredPrefix
             if let tier = offload?.tier { for i in run..<found where scratchHit[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
         }
+        var declined = 0  // counted once the create succeeds, like the hit and query tokens
         if fromDisk > 0, let offload, config.prefillTokensPerSecond > 0,
            !offload.tier.readIsFaster(blocks: fromDisk, tokensPerBlock: bt, prefillTokensPerSecond: config.prefillTokensPerSecond) {
             // The server computes them sooner than the disk returns them: the prefix ends at
             // its first block found only on disk, the memory miss where the lookup went on.
-            offload.declinedHitTokens += UInt64(fromDisk * bt)
+            declined = fromDisk * bt
             cached = run
             fromDisk = 0
             fromPeers = 0
@@ -330,6 +331,7 @@ public final class Engine: @unchecked Sendable {
                 }
             }
             offload.diskHitTokens += UInt64((fromDisk - fromPeers) * bt)
+            offload.declinedHitTokens += UInt64(declined)
             offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
         }
         prefixQueryTokens += UInt64(n)

@@ -99,6 +99,38 @@ struct ReadOrRecomputeTests {
         #expect(e.stats().disk.declinedHitTokens == 200)
     }
 
+    /// A create refused for memory after declining its disk blocks counts none of them (it
+    /// counted them, so a server retrying creates reported more declined tokens than prompt
+    /// tokens); the accepted retry counts them once.
+    @Test(arguments: layouts)
+    func aRefusedCreateCountsNoDeclinedTokens(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var config = offloadConfig(layout, dir: dir.path, memoryBytes: 256 << 10)
+        config.prefillTokensPerSecond = 1e15
+        let e = try Engine(config)
+        let prompt = tokens(203, seed: 11)
+        try spillPrompt(e, 1, prompt)
+        #expect(try e.createSequence(2, tokens: prompt) == 200, "no read timed yet: it reads")
+        try waitReady(e, 2)
+        try e.free(2)
+        try e.trim()
+        var filler = Int(e.stats().blocksTotal - e.stats().blocksUsed) * config.blockTokens
+        while (try? e.createSequence(9, tokens: tokens(filler, seed: 12))) == nil { filler -= 32 }  // leaves < 32 tokens' room
+        for _ in 0..<3 {
+            do throws(KVError) {
+                try e.createSequence(3, tokens: prompt)
+                Issue.record("a 203-token prompt created in the room a filler left")
+            } catch {
+                #expect(error.code == .outOfMemory, "\(error.message)")
+            }
+        }
+        #expect(e.stats().disk.declinedHitTokens == 0)
+        try e.free(9)
+        #expect(try e.createSequence(3, tokens: prompt) == 0)
+        #expect(e.stats().disk.declinedHitTokens == 200)
+    }
+
     @Test(arguments: layouts)
     func aSlowPrefillReadsEveryBlockItFindsOnDisk(layout: Layout) throws {
         let dir = ScratchDir()
