@@ -93,7 +93,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Requests to run (synthetic default 2000; trace default: every line).")
     var requests: Int?
 
-    @Option(help: "Stop admitting requests after this many seconds (live ones finish).")
+    @Option(help: "Stop admitting requests after this many seconds; requests arriving later are not offered (live ones finish).")
     var duration: Double?
 
     @Option(help: "Synthetic arrival rate in requests/s; 0 runs a closed loop.")
@@ -144,7 +144,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "With --draft-tokens: probability that a draft is accepted, given the drafts before it were (0...1).")
     var draftAcceptance = 0.7
 
-    @Option(help: "Model a prefill: a starting request costs its thread (prompt tokens past the cached prefix) / this many seconds, slept, and its time to first token is reported as ttft (0: prefill costs nothing; this test runs no model). The engine is told the speed (prefill_tokens_per_s), so it reads a prefix back from disk only when that is faster, unless --read-every-disk-hit.")
+    @Option(help: "Model a prefill: a starting request costs its thread (prompt tokens past the cached prefix) / this many seconds, slept, and its time to first token is reported as ttft (0: prefill costs nothing, this test runs no model; else at least 1). The engine is told the speed (prefill_tokens_per_s), so it reads a prefix back from disk only when that is faster, unless --read-every-disk-hit.")
     var prefillTokensPerS = 0.0
 
     @Flag(help: "With --prefill-tokens-per-s: do not tell the engine the prefill speed (prefill_tokens_per_s stays 0), so that it reads every prefix block it finds on disk, also when the prefill would compute it sooner.")
@@ -200,8 +200,9 @@ struct LoadCommand: ParsableCommand {
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
         guard (0...1024).contains(draftTokens) else { throw ValidationError("--draft-tokens \(draftTokens) is outside 0...1024") }
         guard (0...1).contains(draftAcceptance) else { throw ValidationError("--draft-acceptance must be in 0...1") }
-        guard prefillTokensPerS >= 0 && prefillTokensPerS.isFinite else {
-            throw ValidationError("--prefill-tokens-per-s must be a finite number of tokens per second, 0 or more")
+        guard prefillTokensPerS == 0 || (prefillTokensPerS >= 1 && prefillTokensPerS.isFinite) else {
+            throw ValidationError("--prefill-tokens-per-s must be 0 (no prefill) or a finite number of tokens per second, at least 1 "
+                                  + "(a slower prefill sleeps more than a second per token: a run would not end)")
         }
         if readEveryDiskHit && prefillTokensPerS == 0 {
             throw ValidationError("--read-every-disk-hit needs --prefill-tokens-per-s (without it the engine reads every disk hit anyway)")

@@ -7,11 +7,13 @@ import Synchronization
 final class LoadCoordinator: Sendable {
     /// Monotonic time the run started; request arrival times count from here.
     let startNanoseconds: UInt64
-    /// No request is claimed at or after this offset from the start (`--duration`).
+    /// No request is claimed at or after this offset from the start, nor one arriving then
+    /// (`--duration`).
     let admitUntilNanoseconds: UInt64
     /// Requests in the workload.
     let requestCount: Int
     private let nextRequest = Atomic<Int>(0)
+    private let offered = Atomic<Int>(0)
     private let stopped = Atomic<Bool>(false)
     private let failureMessage = Mutex<String?>(nil)
 
@@ -25,16 +27,22 @@ final class LoadCoordinator: Sendable {
     @inline(__always)
     func elapsedNanoseconds() -> UInt64 { monotonicNanoseconds() &- startNanoseconds }
 
-    /// The index of the next request, or nil when the workload is exhausted, the deadline has
-    /// passed or the run was stopped.
-    func claim() -> Int? {
+    /// The next request of `workload`, or nil when the workload is exhausted, the deadline has
+    /// passed, the request arrives after it (arrivals ascend with the index: so do all later
+    /// ones; it was once claimed and waited for, so `--duration 1` ran until an arrival 38 s
+    /// in) or the run was stopped.
+    func claim(from workload: any Workload) -> LoadRequest? {
         guard !stopped.load(ordering: .relaxed), elapsedNanoseconds() < admitUntilNanoseconds else { return nil }
         let index = nextRequest.wrappingAdd(1, ordering: .relaxed).oldValue
-        return index < requestCount ? index : nil
+        guard index < requestCount else { return nil }
+        let request = workload.request(index)
+        guard request.arrivalNanoseconds < admitUntilNanoseconds else { return nil }
+        offered.add(1, ordering: .relaxed)
+        return request
     }
 
-    /// Requests claimed so far (at most `requestCount`).
-    var claimed: Int { min(nextRequest.load(ordering: .relaxed), requestCount) }
+    /// Requests claimed so far: those `claim` returned.
+    var claimed: Int { offered.load(ordering: .relaxed) }
 
     /// Stops the run because of an error no request can work around; the first message wins.
     func fail(_ message: String) {

@@ -71,7 +71,6 @@ struct LoadRunner {
             timeline.record(seconds: Double(coordinator.elapsedNanoseconds()) / 1e9, stats: stats, rssBytes: rss)
             progressLine.update(self.progressText(coordinator: coordinator, progress: progress, stats: stats, rssBytes: rss))
         }
-        let elapsed = Double(coordinator.elapsedNanoseconds()) / 1e9
         progressLine.clear()
         if let failure = coordinator.failure {
             throw Failure(description: failure)
@@ -79,6 +78,7 @@ struct LoadRunner {
 
         var total = WorkerResult()
         for result in results.withLock({ $0 }) {
+            total.finishedNanoseconds = max(total.finishedNanoseconds, result.finishedNanoseconds)
             total.latency.merge(result.latency)
             total.completed += result.completed
             total.rejectedOutOfMemory += result.rejectedOutOfMemory
@@ -96,6 +96,9 @@ struct LoadRunner {
             total.readyWaitMaxNanoseconds = max(total.readyWaitMaxNanoseconds, result.readyWaitMaxNanoseconds)
             total.reloadFailures += result.reloadFailures
         }
+        // The workers' end, not this thread's next sample (up to 50 ms later: a short run's
+        // rate was once understated by it).
+        let elapsed = Double(total.finishedNanoseconds) / 1e9
         let stats = engine.stats()
         committedPeak = max(committedPeak, stats.committedBytes)
         let rssEnd = ProcessMemory.current()

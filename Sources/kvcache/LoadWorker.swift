@@ -15,7 +15,8 @@ struct WorkerResult: Sendable {
     var rejectedUnfittable = 0
     /// Requests the engine refused for another reason (for example past `max_seq_tokens`).
     var rejectedOther = 0
-    /// `createSequence` calls that ran out of memory and were retried later.
+    /// `createSequence` calls that ran out of memory and were queued to be retried (not those
+    /// after which the request was rejected).
     var createRetries = 0
     /// Sequences freed because an `append` ran out of memory; their request restarts later.
     var preemptions = 0
@@ -37,6 +38,8 @@ struct WorkerResult: Sendable {
     var readyWaitNanoseconds: UInt64 = 0
     var readyWaitMaxNanoseconds: UInt64 = 0
     var reloadFailures = 0
+    /// When the worker finished, from the start of the run: the run's end is the last one's.
+    var finishedNanoseconds: UInt64 = 0
 }
 
 /// The settings of a worker's loop.
@@ -148,13 +151,15 @@ struct LoadWorker: Sendable {
             progress.decodedTokens.store(result.decodedTokens, ordering: .relaxed)
         }
 
-        func requeue(_ request: LoadRequest, attempts: Int) {
-            if attempts > settings.maxRetries {
+        /// Queues `request` to be tried again, or rejects it after `maxRetries`; true when queued.
+        @discardableResult func requeue(_ request: LoadRequest, attempts: Int) -> Bool {
+            guard attempts <= settings.maxRetries else {
                 result.rejectedOutOfMemory += 1
                 publish()
-            } else {
-                waiting.insert(Waiting(request: request, attempts: attempts), at: 0)
+                return false
             }
+            waiting.insert(Waiting(request: request, attempts: attempts), at: 0)
+            return true
         }
 
         func freeTimed(_ id: UInt64) {
@@ -218,8 +223,8 @@ struct LoadWorker: Sendable {
             admission: while live.count + loading.count < settings.batch, !admissionBlocked {
                 if waiting.isEmpty {
                     if exhausted { break }
-                    guard let next = coordinator.claim() else { exhausted = true; break }
-                    waiting.append(Waiting(request: workload.request(next), attempts: 0))
+                    guard let next = coordinator.claim(from: workload) else { exhausted = true; break }
+                    waiting.append(Waiting(request: next, attempts: 0))
                 }
                 let head = waiting[0]
                 if head.request.arrivalNanoseconds > coordinator.elapsedNanoseconds() { break }
@@ -235,15 +240,13 @@ struct LoadWorker: Sendable {
                 do throws(KVError) {
                     cached = try engine.createSequence(id, tokens: tokens)
                 } catch where error.code == .outOfMemory {
-                    result.createRetries += 1
                     if live.isEmpty, engine.stats().sequences == 0 {
                         // Nothing anywhere holds memory: this prompt can never fit.
-                        result.createRetries -= 1
                         result.rejectedUnfittable += 1
                         if result.firstError == nil { result.firstError = "create with no live sequence: \(error)" }
                         publish()
-                    } else {
-                        requeue(request, attempts: head.attempts + 1)
+                    } else if requeue(request, attempts: head.attempts + 1) {
+                        result.createRetries += 1
                     }
                     admissionBlocked = true
                     break
@@ -363,6 +366,7 @@ struct LoadWorker: Sendable {
         for sequence in live { try? engine.free(sequence.id) }
         for sequence in loading { try? engine.free(sequence.id) }
         publish()
+        result.finishedNanoseconds = coordinator.elapsedNanoseconds()
         return result
     }
 

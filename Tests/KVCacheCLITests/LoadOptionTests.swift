@@ -38,9 +38,10 @@ struct LoadOptionTests {
         (["--draft-tokens=-1"], "--draft-tokens -1 is outside 0...1024"),
         (["--draft-tokens", "2000"], "--draft-tokens 2000 is outside 0...1024"),
         (["--draft-acceptance", "1.5"], "--draft-acceptance must be in 0...1"),
-        (["--prefill-tokens-per-s=-1"], "--prefill-tokens-per-s must be a finite number of tokens per second, 0 or more"),
-        (["--prefill-tokens-per-s", "inf"], "--prefill-tokens-per-s must be a finite number of tokens per second, 0 or more"),
-        (["--prefill-tokens-per-s", "nan"], "--prefill-tokens-per-s must be a finite number of tokens per second, 0 or more"),
+        (["--prefill-tokens-per-s=-1"], "--prefill-tokens-per-s must be 0 (no prefill) or a finite number of tokens per second, at least 1"),
+        (["--prefill-tokens-per-s", "inf"], "--prefill-tokens-per-s must be 0 (no prefill) or a finite number of tokens per second, at least 1"),
+        (["--prefill-tokens-per-s", "1e-8"], "--prefill-tokens-per-s must be 0 (no prefill) or a finite number of tokens per second, at least 1"),  // slept 1e19 ns: trapped converting to UInt64
+        (["--prefill-tokens-per-s", "nan"], "--prefill-tokens-per-s must be 0 (no prefill) or a finite number of tokens per second, at least 1"),
         (["--read-every-disk-hit"], "--read-every-disk-hit needs --prefill-tokens-per-s (without it the engine reads every disk hit anyway)"),
         (["--max-seq-tokens", "4096", "--max-prompt-tokens", "5000"],
          "--max-prompt-tokens 5000 is outside 1...4096 (--max-seq-tokens)"),

@@ -296,4 +296,40 @@ struct LoadReportTests {
         #expect(Set(try Self.object(report, "operations").keys) == ["create", "append", "free", "ttft"])
         #expect(report.table().contains("\nttft "))
     }
+
+    /// `--duration` admits no request arriving after it: at 0.05 requests/s most arrivals
+    /// come tens of seconds in, and a run of one second once claimed the first of them and
+    /// waited for it (38 s). The run ends before that arrival and offers exactly the requests
+    /// arriving within the second.
+    @Test func aDurationAdmitsNoRequestArrivingAfterIt() throws {
+        let arguments = Self.arguments(Self.shapes[0]).filter { $0 != "--requests" && $0 != String(Self.requests) }
+            + ["--rate", "0.05", "--duration", "1"]
+        let runner = try LoadCommand.parse(arguments).loadRunner()
+        let arrivals = (0..<runner.workload.requestCount).map { runner.workload.request($0).arrivalNanoseconds }
+        let within = arrivals.filter { $0 < 1_000_000_000 }.count
+        let late = try #require(arrivals.first { $0 >= 1_000_000_000 })
+        try #require(late > 5_000_000_000, "the first late arrival comes \(late) ns in")
+        let report = try runner.run()
+        #expect(report.requests.offered == within && report.requests.completed == within)
+        #expect(report.elapsedSeconds < Double(late) / 1e9)
+    }
+
+    /// With `--max-retries 0` no create is retried: a refused one rejects its request (it was
+    /// counted as retried all the same).
+    @Test func withoutRetriesNoCreateCountsAsRetried() throws {
+        let arguments = Self.arguments(Self.shapes[0]).map { $0 == "64MiB" ? "1MiB" : $0 } + ["--max-retries", "0"]
+        let report = try Self.load(arguments).report
+        try #require(report.requests.rejectedOutOfMemory > 0, "the 1 MiB budget refused nothing")
+        #expect(report.requests.createRetries == 0)
+        #expect(report.requests.completed + report.requests.rejectedOutOfMemory + report.requests.rejectedUnfittable == Self.requests)
+    }
+
+    /// The run's time ends when its workers do, not at the sampling thread's next wake-up
+    /// (`LoadRunner.sampleIntervalNanoseconds` later): one short request once took 55 ms,
+    /// so a short run's rate was understated.
+    @Test func theElapsedTimeEndsWithTheWorkers() throws {
+        let report = try Self.load(Self.arguments(Self.shapes[0]).map { $0 == String(Self.requests) ? "1" : $0 }).report
+        try #require(report.requests.completed == 1)
+        #expect(report.elapsedSeconds < Double(LoadRunner.sampleIntervalNanoseconds) / 1e9, "\(report.elapsedSeconds) s")
+    }
 }
