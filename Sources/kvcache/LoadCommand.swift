@@ -280,15 +280,16 @@ struct LoadCommand: ParsableCommand {
     }
 
     /// `--compare-offload`: runs `runner`'s workload without a disk tier (and so without
-    /// writeback), then with its tier in `dir`, emptied first so that both runs start cold.
+    /// writeback or peers' tiers), then with its tier in `dir`, emptied first so that both runs
+    /// start cold. Refused before either run while another engine uses `dir`.
     static func compareOffload(_ runner: LoadRunner, dir: String) throws -> (without: LoadReport, with: LoadReport) {
-        var runner = runner
-        let (bytes, writeback) = (runner.config.offloadBytes, runner.config.offloadWriteback)
-        (runner.config.offloadDir, runner.config.offloadBytes, runner.config.offloadWriteback) = (nil, 0, false)
-        let without = try runner.run()
-        DiskTierFiles.remove(in: dir)
-        (runner.config.offloadDir, runner.config.offloadBytes, runner.config.offloadWriteback) = (dir, bytes, writeback)
-        return (without, try runner.run())
+        try DiskTierFiles.remove(in: dir)
+        var without = runner
+        without.config.offloadDir = nil
+        without.config.offloadBytes = 0
+        without.config.offloadWriteback = false
+        without.config.peerOffloadDirs = []  // they need a tier of the engine's own
+        return (try without.run(), try runner.run())
     }
 
     /// Writes each report's memory timeline to `--plots`/NAME.svg (nothing when `--plots` is

@@ -60,8 +60,8 @@ struct TierBench {
         c.pageBytes = 2 << 20
         c.offloadDir = dir
         c.offloadBytes = UInt64(4 * blocksPerSequence) * UInt64(payloadBytes + 4096)
-        DiskTierFiles.remove(in: dir)
-        defer { DiskTierFiles.remove(in: dir) }
+        try DiskTierFiles.remove(in: dir)
+        defer { try? DiskTierFiles.remove(in: dir) }
         let engine: Engine
         do {
             engine = try Engine(c)

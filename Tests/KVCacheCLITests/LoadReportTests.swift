@@ -236,6 +236,30 @@ struct LoadReportTests {
         #expect(with.table().contains("(\(offload.blocksWrittenAhead) written ahead, \(offload.spillsSkipped) skipped)"))
     }
 
+    /// `--compare-offload` with a peer's tier: the run without a tier drops the peers too (it
+    /// kept them and was refused: peers need a tier of the engine's own), the run with it
+    /// reads the peer's blocks. A directory another engine uses is refused before either run,
+    /// and keeps its tier files (they were unlinked under that engine).
+    @Test func aComparisonWithAPeersTierRunsAndSparesADirectoryInUse() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-load-peer-\(UUID().uuidString)").path
+        let (peer, own) = (base + "/peer", base + "/own")
+        for dir in [peer, own] { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let tight = Self.arguments(Self.shapes[0]).map { $0 == "64MiB" ? "4MiB" : $0 } + ["--model-tag", "5", "--plots", ""]
+        let filled = try Self.load(tight + ["--offload-dir", peer, "--no-offload-writeback"]).report
+        try #require((filled.offload?.blocksSpilled ?? 0) > 0, "the peer's run spilled nothing")
+        let runner = try LoadCommand.parse(tight + ["--offload-dir", own, "--peer-offload-dir", peer, "--compare-offload"]).loadRunner()
+        let (without, with) = try LoadCommand.compareOffload(runner, dir: own)
+        #expect(without.offload == nil && without.requests.completed == Self.requests)
+        #expect((with.offload?.peerHits ?? 0) > 0, "the run with the tier read none of the peer's blocks")
+
+        let holder = try Engine(runner.config)  // holds `own`, as a server would
+        let files = try FileManager.default.contentsOfDirectory(atPath: own).sorted()
+        #expect(throws: KVError.self) { _ = try LoadCommand.compareOffload(runner, dir: own) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: own).sorted() == files && files.contains("kvcache.slab"))
+        _ = holder
+    }
+
     /// A run with `--offload-dir` reports the disk tier under exactly the keys the help lists
     /// (it once listed three fewer than the JSON had), and a second run on the same directory
     /// reports the blocks the first one spilled as found in the tier's journal, in the JSON and

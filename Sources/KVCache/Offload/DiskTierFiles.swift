@@ -10,9 +10,20 @@ public enum DiskTierFiles {
     public static let names = ["kvcache.slab", "kvcache.journal", TierIdentity.fileName]
 
     /// Removes them from `dir`, so that the next engine there starts with an empty tier (its
-    /// identity included). The directory must not be in use by an engine. Missing files are
-    /// not an error. Cost: one `unlink` each.
-    public static func remove(in dir: String) {
+    /// identity included). Refused, removing nothing, while an engine uses the directory: the
+    /// slab's lock (the one `kvm_slab_open` takes) is held across the unlinks, so no engine
+    /// opens it meanwhile either. Missing files are not an error. Cost: an open, a lock and one
+    /// `unlink` per file.
+    public static func remove(in dir: String) throws(KVError) {
+        let lock = open(dir + "/" + names[0], O_RDONLY | O_CLOEXEC)
+        defer { if lock >= 0 { close(lock) } }
+        if lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0 {
+            let err = errno
+            if err == EWOULDBLOCK {
+                throw KVError(.io, "offload_dir '\(dir)' is in use by another engine (its slab file is locked); its tier files stay")
+            }
+            throw KVError(.io, "cannot lock '\(dir)/\(names[0])': \(String(cString: strerror(err)))")
+        }
         for name in names { unlink(dir + "/" + name) }
     }
 }

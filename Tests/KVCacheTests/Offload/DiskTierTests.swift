@@ -222,7 +222,7 @@ struct DiskTierTests {
         defer { dir.remove() }
         let a = tokens(41, seed: 21), b = tokens(41, seed: 22)
         let slotBytes = try spillPrompt(layout, dir: dir).slotBytes  // sizes the slots only
-        DiskTierFiles.remove(in: dir.path)
+        try DiskTierFiles.remove(in: dir.path)
         do {
             let e = try Engine(offloadConfig(layout, dir: dir.path, offloadBytes: 10 * slotBytes))
             for (id, prompt) in [(UInt64(1), a), (2, b)] {

@@ -391,7 +391,7 @@ struct PeerTierTests {
 
         // A tier of this model replaces it: served at the next lookup (the change shows in
         // the directory's stamp).
-        DiskTierFiles.remove(in: dirA.path)
+        try DiskTierFiles.remove(in: dirA.path)
         a = try Engine(offloadConfig(.paged, dir: dirA.path))
         try spillPrompt(a!, 2, second)
         #expect(try b.createSequence(30, tokens: second) == 12)
