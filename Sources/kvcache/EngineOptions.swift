@@ -101,6 +101,9 @@ struct EngineOptions: ParsableArguments {
     /// Refuses tier options given without a tier (they would configure nothing), then the
     /// configuration as `EngineConfig.validate()` does.
     func validate() throws {
+        // Either would leave the engine without a tier, refused by the writeback's check.
+        if offloadDir?.isEmpty == true { throw ValidationError("--offload-dir must name a directory") }
+        if offloadDir != nil && offloadBytes?.bytes == 0 { throw ValidationError("--offload-bytes must be more than 0 (it sizes the disk tier)") }
         if offloadDir == nil {
             if offloadBytes != nil { throw ValidationError("--offload-bytes needs --offload-dir (it sizes the disk tier)") }
             if offloadQueueDepth != nil { throw ValidationError("--offload-queue-depth needs --offload-dir (it sets the disk tier's staging buffers)") }

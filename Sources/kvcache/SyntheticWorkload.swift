@@ -93,7 +93,7 @@ struct SyntheticWorkload: Workload {
     }
 
     var summary: String {
-        let arrival = ratePerSecond > 0 ? "Poisson \(fixed(ratePerSecond, 1)) req/s" : "closed loop"
+        let arrival = ratePerSecond > 0 ? "Poisson \(fixed(ratePerSecond, ratePerSecond < 1 ? 3 : 1)) req/s" : "closed loop"
         let count = durationSeconds.map { "\(fixed($0, 1)) s" } ?? "\(requestCount) requests"
         return "synthetic, \(count), \(arrival), prompt \(prompt), output \(output)\(caps), "
             + "shared prefix \(fixed(sharedPrefixRatio * 100, 0))% of \(sharedPrompts) prompts, seed \(seed)"

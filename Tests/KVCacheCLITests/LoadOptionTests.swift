@@ -35,6 +35,8 @@ struct LoadOptionTests {
         (["--shared-prompts", "4294967297"], "--shared-prompts 4294967297 is outside 1...1048576"),  // trapped
         (["--max-retries=-1"], "--max-retries must not be negative"),
         (["--compare-offload"], "--compare-offload needs --offload-dir"),
+        (["--offload-dir", ""], "--offload-dir must name a directory"),  // said "offload_writeback needs a disk tier"
+        (["--offload-dir", "/tmp/tier", "--offload-bytes", "0"], "--offload-bytes must be more than 0 (it sizes the disk tier)"),
         (["--draft-tokens=-1"], "--draft-tokens -1 is outside 0...1024"),
         (["--draft-tokens", "2000"], "--draft-tokens 2000 is outside 0...1024"),
         (["--draft-acceptance", "1.5"], "--draft-acceptance must be in 0...1"),

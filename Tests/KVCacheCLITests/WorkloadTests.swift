@@ -108,6 +108,8 @@ struct WorkloadTests {
         #expect(zip(arrivals, arrivals.dropFirst()).allSatisfy { $0 <= $1 })
         #expect(abs(Double(arrivals.last!) / 10_000 - 1e6) < 3e4, "\(arrivals.last!)")
         #expect(poisson.summary.hasPrefix("synthetic, 10000 requests, Poisson 1000.0 req/s, prompt fixed 64, output uniform 5...15, shared"))
+        // A rate below 1 keeps its digits (0.05 read "Poisson 0.1 req/s").
+        #expect(Self.workload(requests: 10, rate: 0.05, ratio: 0.5, sharedPrompts: 4).summary.contains("Poisson 0.050 req/s"))
     }
 
     /// A run whose limits cut the distributions says so in its summary (it used to describe
