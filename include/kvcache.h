@@ -672,7 +672,8 @@ void kvc_config_init(kvc_config *cfg);
  * message names it; also max_seqs * ceil(max_seq_tokens / block_tokens) above 2^28
  * block-table entries),
  * KVC_ERR_UNSUPPORTED (a non-zero unknown field), or KVC_ERR_OUT_OF_MEMORY (the address
- * space — at most 65536 GiB for the contiguous layout — or the metadata cannot be had).
+ * space — at most 65536 GiB for the contiguous layout — or the metadata cannot be had, or
+ * memory_bytes passes the 2^63 - 1 bytes a memory file holds).
  * On failure *out is set to NULL (when out is not NULL).
  */
 kvc_status kvc_engine_create(const kvc_config *cfg, kvc_engine **out);

@@ -99,6 +99,9 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
                                 "indexes: lower memory_bytes or raise page_bytes",
                         (unsigned long long)cfg->budget_bytes, (unsigned long long)groups, (unsigned long long)unit, cfg->tensors,
                         (unsigned long long)cfg->group_bytes, KVM_POOL_MAX_GROUPS);
+    if (groups * unit > (uint64_t)INT64_MAX) /* past off_t: ftruncate's EINVAL named no setting */
+        return kvm_fail(ENOMEM, "memory_bytes %llu is more than a memory file holds (2^63 - 1 bytes): lower memory_bytes",
+                        (unsigned long long)cfg->budget_bytes);
 
     kvm_pool *p = calloc(1, sizeof *p);
     if (!p) return kvm_fail(ENOMEM, "out of memory for the page pool");

@@ -318,6 +318,23 @@ private func createStatus(_ config: CConfig) -> kvc_status {
     // abort. These run in a child process (exit tests) so that a regression cannot take the test
     // run down or allocate the machine's memory.
 
+    /// A budget past what a memory file holds (2^63 - 1 bytes; 4095 blocks of 2^52 bytes here,
+    /// within the block limit) is out of memory naming memory_bytes: ftruncate's EINVAL
+    /// made it an invalid argument naming a system call (helper-65).
+    @Test func aBudgetPastAMemoryFileIsOutOfMemoryNamingIt() async {
+        await #expect(processExitsWith: .success) {
+            var c = CConfig.small(KVC_LAYOUT_PAGED)
+            c.numLayers = 1024
+            c.numKVHeads = 1024
+            c.headDim = 4096
+            c.dtypeBytes = 8
+            c.blockTokens = 65536
+            c.maxSeqs = 1
+            c.memoryBytes = UInt64.max
+            exitWhenCreateReturns(c, KVC_ERR_OUT_OF_MEMORY, mentioning: "memory_bytes 18446744073709551615 is more than a memory file holds")
+        }
+    }
+
     @Test func aOneTebibytePagedBudgetIsAStatusNotAnAbort() async {
         await #expect(processExitsWith: .success) {
             var c = CConfig.small(KVC_LAYOUT_PAGED)
