@@ -205,8 +205,12 @@ final class IOBench {
 
     // MARK: reports
 
-    /// A table's number: whole from 100 up, else one decimal (truncated), as both tables print.
-    private func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
+    /// A table's number: whole from 100 up, else one decimal (truncated), as both tables print;
+    /// `-` when it is not finite (a rate over no time), never a trap, however large.
+    private func f(_ x: Double) -> String {
+        guard x.isFinite else { return "-" }
+        return x >= 100 ? fixed(x, 0) : String(Double(Int(x * 10)) / 10)
+    }
 
     func table(_ cells: [Cell], sizes: [Int], depths: [Int], ops: [Op]) -> String {
         func pad(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }

@@ -69,8 +69,14 @@ struct IOBenchCommand: ParsableCommand {
     @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth).")
     var tierSequenceBytes = ByteCount(bytes: 512 << 20)
 
+    /// The shortest cell: 10 ms, so that every cell completes at least one request and runs
+    /// for a nonzero time (a cell of 1e-12 s ended before its first request: 0 bytes in 0 s).
+    static let minimumSeconds = 0.01
+
     func validate() throws {
-        guard seconds > 0 && seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
+        guard seconds >= Self.minimumSeconds && seconds <= 600 else {
+            throw ValidationError("--seconds must be in \(Self.minimumSeconds)...600 (a shorter cell may end before its first request)")
+        }
         guard parsedSizes != nil else { throw ValidationError("--block-sizes: a comma-separated list of sizes, multiples of 4KiB up to 64MiB") }
         guard parsedDepths != nil else { throw ValidationError("--depths: a comma-separated list of depths in 1...256") }
         guard ["uring", "threads"].contains(backend) else { throw ValidationError("--backend is uring or threads") }

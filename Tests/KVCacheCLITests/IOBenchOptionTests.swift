@@ -31,6 +31,15 @@ struct IOBenchOptionTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty, "no file was made")
     }
 
+    /// A cell shorter than its first request measured 0 bytes in 0 s, and the table trapped on
+    /// the 0/0 rate (--json printed zeros): --seconds has a minimum, named.
+    @Test func secondsBelowTheMinimumAreRefused() {
+        for bad in ["1e-12", "0.009", "0", "-1", "nan", "601"] {
+            #expect(optionError(IOBenchCommand.self, ["--seconds=\(bad)"])?.hasPrefix("--seconds must be in 0.01...600") == true, "\(bad)")
+        }
+        for good in ["0.01", "600"] { #expect(optionError(IOBenchCommand.self, ["--seconds", good]) == nil, "\(good)") }
+    }
+
     @Test func tierAsyncWithoutTierIsRefused() {
         #expect(optionError(IOBenchCommand.self, ["--tier-async"])?.hasPrefix("--tier-async needs --tier") == true)
         #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-async"]) == nil)

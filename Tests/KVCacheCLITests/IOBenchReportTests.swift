@@ -1,0 +1,30 @@
+import Foundation
+import Testing
+@testable import kvcache
+
+/// `kvcache io-bench`'s table and JSON: they print whatever the cells hold, without trapping,
+/// and the JSON parses.
+@Suite("io-bench reports")
+struct IOBenchReportTests {
+    /// A bench on a small temporary file in a fresh directory named `name` (threads backend).
+    private func withBench(_ name: String = "kvcache-iobench", _ body: (IOBench, String) throws -> Void) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bench = try IOBench(path: dir + "/kvcache-io-bench.dat", fileBytes: 1 << 20, maxBlockBytes: 4096, maxDepth: 1, forceThreads: true)
+        defer { bench.removeFile() }
+        try body(bench, dir)
+    }
+
+    /// A cell that ran no time (0 bytes in 0 s: a NaN rate and best/sync ratio) prints `-`, and
+    /// a rate past Int's range prints whole, where the table's integer conversion used to trap.
+    @Test func aCellOfNoTimePrintsADashInsteadOfTrapping() throws {
+        try withBench { bench, _ in
+            let empty = IOBench.Cell(op: .read, engine: "sync", blockBytes: 4096, depth: 1, bytes: 0, seconds: 0, latenciesNanoseconds: [])
+            let queue = IOBench.Cell(op: .read, engine: "queue", blockBytes: 4096, depth: 1, bytes: .max, seconds: 1e-9,
+                                     latenciesNanoseconds: [1])
+            let table = bench.table([empty, queue], sizes: [4096], depths: [1], ops: [.read])
+            let row = try #require(table.split(separator: "\n").first { $0.hasPrefix("    4KiB") })
+            #expect(row == "    4KiB         - (0.0)1.7592186044415998e+22 (0.0)         -x", "\(row)")
+        }
+    }
