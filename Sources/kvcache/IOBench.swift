@@ -67,6 +67,7 @@ final class IOBench {
         guard kvm_io_preallocate(fd, UInt64(self.fileBytes)) == 0 else {
             let reason = String(cString: kvm_error())
             close(fd)
+            if !written { unlink(path) }
             throw IOBenchError("\(path): \(reason)")
         }
         let total = maxDepth * maxBlockBytes

@@ -73,6 +73,15 @@ struct IOBenchCommand: ParsableCommand {
     /// for a nonzero time (a cell of 1e-12 s ended before its first request: 0 bytes in 0 s).
     static let minimumSeconds = 0.01
 
+    /// The largest --file-size: the largest file offset (`off_t`), 2^63-1 bytes.
+    static let maximumFileBytes = UInt64(Int.max)
+
+    /// The largest --tier-sequence-bytes: 2^20 slots of the largest block size (64 MiB), 64 TiB.
+    /// The tier's engine holds sequences of at most 2^24 tokens, 2^20 of its 16-token slots, so
+    /// it refuses a longer one at every block size (by name, `TierBench`); below this bound no
+    /// product of the tier's shape overflows.
+    static let maximumTierSequenceBytes: UInt64 = 64 << 40
+
     func validate() throws {
         guard seconds >= Self.minimumSeconds && seconds <= 600 else {
             throw ValidationError("--seconds must be in \(Self.minimumSeconds)...600 (a shorter cell may end before its first request)")
@@ -82,6 +91,13 @@ struct IOBenchCommand: ParsableCommand {
         guard ["uring", "threads"].contains(backend) else { throw ValidationError("--backend is uring or threads") }
         guard parsedOps != nil else { throw ValidationError("--ops '\(ops)': write, read, or both, each once (write,read)") }
         if tierAsync && !tier { throw ValidationError("--tier-async needs --tier") }
+        guard fileSize.bytes <= Self.maximumFileBytes else {
+            throw ValidationError("--file-size must be at most \(Self.maximumFileBytes) bytes (the largest file offset)")
+        }
+        guard tierSequenceBytes.bytes <= Self.maximumTierSequenceBytes else {
+            throw ValidationError("--tier-sequence-bytes must be at most \(ByteCount(bytes: Self.maximumTierSequenceBytes)) "
+                                  + "(2^20 slots of 64MiB: the tier's engine holds no longer sequence)")
+        }
         let largest = parsedSizes!.max()!
         let deepest = parsedDepths!.max()!
         guard fileSize.bytes >= UInt64(largest * deepest) * 2 else {
@@ -90,7 +106,7 @@ struct IOBenchCommand: ParsableCommand {
     }
 
     var parsedSizes: [Int]? {
-        let sizes = blockSizes.split(separator: ",").map { ByteCount(argument: String($0)).map { Int($0.bytes) } }
+        let sizes = blockSizes.split(separator: ",").map { ByteCount(argument: String($0)).flatMap { Int(exactly: $0.bytes) } }
         guard !sizes.isEmpty, sizes.allSatisfy({ $0 != nil && $0! % 4096 == 0 && $0! > 0 && $0! <= 64 << 20 }) else { return nil }
         return sizes.map { $0! }
     }

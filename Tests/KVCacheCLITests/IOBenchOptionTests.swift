@@ -40,6 +40,39 @@ struct IOBenchOptionTests {
         for good in ["0.01", "600"] { #expect(optionError(IOBenchCommand.self, ["--seconds", good]) == nil, "\(good)") }
     }
 
+    /// Sizes past what a file offset or the tier's engine can take are refused by name; they
+    /// trapped converting to Int (--file-size and --tier-sequence-bytes in the run,
+    /// --block-sizes in validation). Every numeric option is tried with 2^64-1, 2^64 and 9000000T.
+    @Test func sizesThatDoNotFitAreRefused() {
+        let huge = ["18446744073709551615", "18446744073709551616", "9000000T", "9223372036854775808"]
+        for value in huge {
+            for option in ["--file-size", "--tier-sequence-bytes", "--block-sizes", "--depths", "--seconds"] {
+                #expect(optionError(IOBenchCommand.self, [option, value, "--tier"]) != nil, "\(option) \(value)")
+            }
+        }
+        for value in ["9000000T", "9223372036854775808"] {
+            #expect(optionError(IOBenchCommand.self, ["--file-size", value])
+                == "--file-size must be at most 9223372036854775807 bytes (the largest file offset)", "\(value)")
+        }
+        #expect(optionError(IOBenchCommand.self, ["--file-size", "9223372036854775807"]) == nil)
+        for value in ["18446744073709551615", "70368744177665"] {
+            #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-sequence-bytes", value])?
+                .hasPrefix("--tier-sequence-bytes must be at most 64 TiB") == true, "\(value)")
+        }
+        #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-sequence-bytes", "64TiB"]) == nil)
+    }
+
+    /// The largest --file-size accepted is refused by the file system, and the empty file
+    /// made before the refusal is not left behind.
+    @Test func aFileSizeTheFileSystemRefusesLeavesNoFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-iobench-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let command = try IOBenchCommand.parse(["--dir", dir, "--file-size", "9223372036854775807", "--block-sizes", "64KiB", "--depths", "1"])
+        #expect(throws: IOBenchError.self) { try command.run() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty, "no file was left")
+    }
+
     @Test func tierAsyncWithoutTierIsRefused() {
         #expect(optionError(IOBenchCommand.self, ["--tier-async"])?.hasPrefix("--tier-async needs --tier") == true)
         #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-async"]) == nil)
