@@ -83,6 +83,7 @@ struct IOBenchCommand: ParsableCommand {
     static let maximumTierSequenceBytes: UInt64 = 64 << 40
 
     func validate() throws {
+        guard !dir.isEmpty else { throw ValidationError("--dir must not be empty (it is the directory of the test file)") }
         guard seconds >= Self.minimumSeconds && seconds <= 600 else {
             throw ValidationError("--seconds must be in \(Self.minimumSeconds)...600 (a shorter cell may end before its first request)")
         }

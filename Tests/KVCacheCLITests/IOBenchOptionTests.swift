@@ -73,6 +73,12 @@ struct IOBenchOptionTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty, "no file was left")
     }
 
+    /// An empty --dir put the test file at /kvcache-io-bench.dat.
+    @Test func anEmptyDirIsRefused() {
+        #expect(optionError(IOBenchCommand.self, ["--dir", ""]) == "--dir must not be empty (it is the directory of the test file)")
+        #expect(optionError(IOBenchCommand.self, ["--dir", "/tmp"]) == nil)
+    }
+
     @Test func tierAsyncWithoutTierIsRefused() {
         #expect(optionError(IOBenchCommand.self, ["--tier-async"])?.hasPrefix("--tier-async needs --tier") == true)
         #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-async"]) == nil)
