@@ -87,8 +87,10 @@ struct IOBenchCommand: ParsableCommand {
         guard seconds >= Self.minimumSeconds && seconds <= 600 else {
             throw ValidationError("--seconds must be in \(Self.minimumSeconds)...600 (a shorter cell may end before its first request)")
         }
-        guard parsedSizes != nil else { throw ValidationError("--block-sizes: a comma-separated list of sizes, multiples of 4KiB up to 64MiB") }
-        guard parsedDepths != nil else { throw ValidationError("--depths: a comma-separated list of depths in 1...256") }
+        guard parsedSizes != nil else {
+            throw ValidationError("--block-sizes '\(blockSizes)': sizes that are multiples of 4KiB up to 64MiB, each once")
+        }
+        guard parsedDepths != nil else { throw ValidationError("--depths '\(depths)': depths in 1...256, each once") }
         guard ["uring", "threads"].contains(backend) else { throw ValidationError("--backend is uring or threads") }
         guard parsedOps != nil else { throw ValidationError("--ops '\(ops)': write, read, or both, each once (write,read)") }
         if tierAsync && !tier { throw ValidationError("--tier-async needs --tier") }
@@ -106,15 +108,21 @@ struct IOBenchCommand: ParsableCommand {
         }
     }
 
+    /// The block sizes of `--block-sizes` in bytes, in order; nil when one is not a multiple of
+    /// 4KiB in 4KiB...64MiB or is repeated (`64KiB` and `65536` are the same size): the table
+    /// has one row per size, so a repeat was measured twice and shown once, twice.
     var parsedSizes: [Int]? {
         let sizes = blockSizes.split(separator: ",").map { ByteCount(argument: String($0)).flatMap { Int(exactly: $0.bytes) } }
-        guard !sizes.isEmpty, sizes.allSatisfy({ $0 != nil && $0! % 4096 == 0 && $0! > 0 && $0! <= 64 << 20 }) else { return nil }
+        guard !sizes.isEmpty, sizes.allSatisfy({ $0 != nil && $0! % 4096 == 0 && $0! > 0 && $0! <= 64 << 20 }),
+              Set(sizes).count == sizes.count else { return nil }
         return sizes.map { $0! }
     }
 
+    /// The queue depths of `--depths`, in order; nil when one is outside 1...256 or repeated
+    /// (one column per depth, as the sizes' rows).
     var parsedDepths: [Int]? {
         let values = depths.split(separator: ",").map { Int($0) }
-        guard !values.isEmpty, values.allSatisfy({ $0 != nil && (1...256).contains($0!) }) else { return nil }
+        guard !values.isEmpty, values.allSatisfy({ $0 != nil && (1...256).contains($0!) }), Set(values).count == values.count else { return nil }
         return values.map { $0! }
     }
 

@@ -79,6 +79,19 @@ struct IOBenchOptionTests {
         #expect(optionError(IOBenchCommand.self, ["--dir", "/tmp"]) == nil)
     }
 
+    /// A repeated block size or depth was measured twice while the table showed the first
+    /// measurement twice: refused, as a repeated --ops name is.
+    @Test func repeatedSizesAndDepthsAreRefused() {
+        for bad in ["64KiB,64KiB", "64KiB,128KiB,65536", "3KiB"] {
+            #expect(optionError(IOBenchCommand.self, ["--block-sizes", bad])
+                == "--block-sizes '\(bad)': sizes that are multiples of 4KiB up to 64MiB, each once", "\(bad)")
+        }
+        for bad in ["1,1", "1,4,2,4", "0", "257", ""] {
+            #expect(optionError(IOBenchCommand.self, ["--depths", bad]) == "--depths '\(bad)': depths in 1...256, each once", "\(bad)")
+        }
+        #expect(optionError(IOBenchCommand.self, ["--block-sizes", "64KiB,4KiB", "--depths", "4,1"]) == nil)
+    }
+
     @Test func tierAsyncWithoutTierIsRefused() {
         #expect(optionError(IOBenchCommand.self, ["--tier-async"])?.hasPrefix("--tier-async needs --tier") == true)
         #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-async"]) == nil)
