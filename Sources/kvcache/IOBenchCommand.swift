@@ -94,6 +94,9 @@ struct IOBenchCommand: ParsableCommand {
         guard ["uring", "threads"].contains(backend) else { throw ValidationError("--backend is uring or threads") }
         guard parsedOps != nil else { throw ValidationError("--ops '\(ops)': write, read, or both, each once (write,read)") }
         if tierAsync && !tier { throw ValidationError("--tier-async needs --tier") }
+        if tier && tierSizes.isEmpty {
+            throw ValidationError("--tier needs a block size that is a multiple of 64KiB (--block-sizes '\(blockSizes)')")
+        }
         guard fileSize.bytes <= Self.maximumFileBytes else {
             throw ValidationError("--file-size must be at most \(Self.maximumFileBytes) bytes (the largest file offset)")
         }
@@ -125,6 +128,10 @@ struct IOBenchCommand: ParsableCommand {
         guard !values.isEmpty, values.allSatisfy({ $0 != nil && (1...256).contains($0!) }), Set(values).count == values.count else { return nil }
         return values.map { $0! }
     }
+
+    /// The block sizes `--tier` measures: those of `--block-sizes` (valid) that are a whole
+    /// number of the tier bench's layers.
+    var tierSizes: [Int] { parsedSizes!.filter { $0 % TierBench.layerPayloadBytes == 0 } }
 
     /// The operations of `--ops`, in order; nil when a name is unknown or repeated.
     var parsedOps: [IOBench.Op]? {
@@ -162,7 +169,7 @@ struct IOBenchCommand: ParsableCommand {
         var tierCells: [IOBench.Cell] = []
         var callSummaries: [String] = []
         if tier {
-            for size in sizes where size % (64 << 10) == 0 {
+            for size in tierSizes {
                 progress.update("io-bench: engine swap with \(ByteCount.format(UInt64(size))) slots")
                 let result = try TierBench(dir: dir, payloadBytes: size, sequenceBytes: Int(tierSequenceBytes.bytes), seconds: seconds,
                                            asyncSwapOut: tierAsync).run()

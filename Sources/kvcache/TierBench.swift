@@ -22,6 +22,10 @@ struct TierBench {
     var seconds: Double
     var asyncSwapOut: Bool
 
+    /// One layer's K and V block of `run`'s shape (2 x 16 tokens x 2048 bytes): a slot's payload
+    /// is a whole number of them (`run` refuses others).
+    static let layerPayloadBytes = 64 << 10
+
     struct Result {
         /// Swap-out: from the call until its writes completed and its memory was released.
         var writeCell: IOBench.Cell

@@ -79,6 +79,16 @@ struct IOBenchOptionTests {
         #expect(optionError(IOBenchCommand.self, ["--dir", "/tmp"]) == nil)
     }
 
+    /// --tier with no block size it can use ran no tier cell, silently.
+    @Test func tierWithoutAMultipleOf64KiBIsRefused() {
+        for sizes in ["4KiB", "4KiB,96KiB,1000KiB"] {
+            #expect(optionError(IOBenchCommand.self, ["--tier", "--block-sizes", sizes])
+                == "--tier needs a block size that is a multiple of 64KiB (--block-sizes '\(sizes)')", "\(sizes)")
+        }
+        #expect(optionError(IOBenchCommand.self, ["--tier", "--block-sizes", "4KiB,128KiB"]) == nil)
+        #expect(optionError(IOBenchCommand.self, ["--block-sizes", "4KiB"]) == nil, "without --tier")
+    }
+
     /// A repeated block size or depth was measured twice while the table showed the first
     /// measurement twice: refused, as a repeated --ops name is.
     @Test func repeatedSizesAndDepthsAreRefused() {
