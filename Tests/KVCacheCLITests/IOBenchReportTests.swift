@@ -28,3 +28,12 @@ struct IOBenchReportTests {
             #expect(row == "    4KiB         - (0.0)1.7592186044415998e+22 (0.0)         -x", "\(row)")
         }
     }
+
+    /// The "file" value is escaped: a directory named with `"` and `\` made the JSON invalid.
+    @Test func theJSONParsesWhateverTheDirectoryIsCalled() throws {
+        try withBench("kvcache-iobench-\"quoted\\back") { bench, dir in
+            let cell = try bench.runSync(op: .read, blockBytes: 4096, seconds: 0.01)
+            let object = try JSONSerialization.jsonObject(with: Data(bench.json([cell], seconds: 0.01).utf8)) as? [String: Any]
+            #expect(object?["file"] as? String == dir + "/kvcache-io-bench.dat")
+        }
+    }
