@@ -21,9 +21,12 @@ struct IOBenchCommand: ParsableCommand {
         norandommap). Each cell runs --seconds.
 
         --json prints {"file", "file_bytes", "direct", "backend", "registered_buffers", \
-        "seconds_per_cell", "cells": [{"op": "write"|"read", "engine": "sync"|"queue", \
+        "seconds_per_cell", "cells": [{"op": "write"|"read", "engine": "sync"|"queue"|"tier", \
         "block_bytes", "depth", "bytes", "mib_per_s", "iops", "mean_us", "p50_us", "p99_us", \
-        "max_us"}]}; latency percentiles are nearest ranks (the replay's definition).
+        "max_us"}]}; latency percentiles are nearest ranks (the replay's definition). A "tier" \
+        cell (--tier) also has "async" (--tier-async), and its write cell "call_p50_us" and \
+        "call_p99_us": the swap-out call's own duration, while its latencies run until the \
+        memory was released.
         """
     )
 

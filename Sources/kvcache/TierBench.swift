@@ -27,21 +27,18 @@ struct TierBench {
     static let layerPayloadBytes = 64 << 10
 
     struct Result {
-        /// Swap-out: from the call until its writes completed and its memory was released.
+        /// Swap-out: from the call until its writes completed and its memory was released;
+        /// with the calls' own latencies (`callLatenciesNanoseconds`).
         var writeCell: IOBench.Cell
         var readCell: IOBench.Cell
-        /// How long each swap-out call took before it returned, sorted (synchronous: the
-        /// whole swap-out; asynchronous: the copy, checksum and submission).
-        var callLatenciesNanoseconds: [UInt64]
 
         /// One line: the swap-out call's median and 99th percentile against the whole swap-out's.
         var callSummary: String {
-            let call = IOBench.Cell(op: .write, engine: "tier", blockBytes: writeCell.blockBytes, depth: writeCell.depth, bytes: 0,
-                                    seconds: 1, latenciesNanoseconds: callLatenciesNanoseconds)
-            func ms(_ us: Double) -> String { fixed(us / 1000, 3) }
+            func ms(_ us: Double?) -> String { fixed((us ?? 0) / 1000, 3) }
             let size = String(ByteCount.format(UInt64(writeCell.blockBytes)).filter { $0 != " " })
-            return "swap-out call with \(size) slots: p50 \(ms(call.percentileMicroseconds(0.5))) ms, p99 \(ms(call.percentileMicroseconds(0.99))) ms;"
-                + " until its memory was released: p50 \(ms(writeCell.percentileMicroseconds(0.5))) ms"
+            return "swap-out call with \(size) slots: p50 \(ms(writeCell.callPercentileMicroseconds(0.5))) ms, "
+                + "p99 \(ms(writeCell.callPercentileMicroseconds(0.99))) ms; until its memory was released: p50 "
+                + "\(ms(writeCell.percentileMicroseconds(0.5))) ms"
         }
     }
 
@@ -107,9 +104,9 @@ struct TierBench {
         }
         return Result(
             writeCell: IOBench.Cell(op: .write, engine: "tier", blockBytes: payloadBytes, depth: c.offloadQueueDepth, bytes: writeBytes,
-                                    seconds: Double(writeNs) / 1e9, latenciesNanoseconds: writeLatencies.sorted()),
+                                    seconds: Double(writeNs) / 1e9, latenciesNanoseconds: writeLatencies.sorted(),
+                                    asyncSwapOut: asyncSwapOut, callLatenciesNanoseconds: callLatencies.sorted()),
             readCell: IOBench.Cell(op: .read, engine: "tier", blockBytes: payloadBytes, depth: c.offloadQueueDepth, bytes: readBytes,
-                                   seconds: Double(readNs) / 1e9, latenciesNanoseconds: readLatencies.sorted()),
-            callLatenciesNanoseconds: callLatencies.sorted())
+                                   seconds: Double(readNs) / 1e9, latenciesNanoseconds: readLatencies.sorted(), asyncSwapOut: asyncSwapOut))
     }
 }

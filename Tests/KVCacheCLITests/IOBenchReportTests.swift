@@ -37,3 +37,23 @@ struct IOBenchReportTests {
             #expect(object?["file"] as? String == dir + "/kvcache-io-bench.dat")
         }
     }
+
+    /// `--tier --tier-async --json`: tier cells say whether the swap-out was asynchronous, and
+    /// the swap-out cell carries the call's own p50/p99 (the table's line); the help names the
+    /// "tier" engine.
+    @Test(arguments: [false, true]) func tierCellsSayHowTheySwappedOut(async: Bool) throws {
+        try withBench { bench, dir in
+            let result = try TierBench(dir: dir, payloadBytes: 64 << 10, sequenceBytes: 4 << 20, seconds: 0.01, asyncSwapOut: async).run()
+            let json = bench.json([result.writeCell, result.readCell], seconds: 0.01)
+            let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+            let cells = try #require(object?["cells"] as? [[String: Any]])
+            #expect(cells.count == 2)
+            for cell in cells { #expect(cell["engine"] as? String == "tier" && cell["async"] as? Bool == async, "\(cell)") }
+            let write = try #require(cells.first { $0["op"] as? String == "write" })
+            let p50 = try #require(write["call_p50_us"] as? Double), p99 = try #require(write["call_p99_us"] as? Double)
+            #expect(p50 > 0 && p50 <= p99 && p99 <= (write["max_us"] as? Double ?? 0), "\(write)")
+            #expect(cells.first { $0["op"] as? String == "read" }?["call_p50_us"] == nil, "a swap-in has no call apart")
+        }
+        #expect(IOBenchCommand.configuration.discussion.contains("\"engine\": \"sync\"|\"queue\"|\"tier\""))
+    }
+}
