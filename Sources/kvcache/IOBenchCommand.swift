@@ -63,7 +63,7 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
-    @Flag(help: "Also measure the disk tier through the engine: swap-out and swap-in with slots of each block size (multiples of 64KiB), queue depth 32.")
+    @Flag(help: "Also measure the disk tier through the engine: swap-out and swap-in with slots of each block size (multiples of 64KiB), queue depth 32, in a directory made under DIR for the run and removed after it.")
     var tier = false
 
     @Flag(help: "With --tier: swap out with swapOutAsync (kvc_seq_swap_out_async), polling until the memory is released; the swap-out call's own duration is reported apart.")

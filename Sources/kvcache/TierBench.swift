@@ -15,7 +15,10 @@ import KVReport
 /// ready and frees it. With `asyncSwapOut` the swap-out is `swapOutAsync` followed by polls
 /// until it completed (memory released), so the swap-out throughput stays comparable, and
 /// the call's own duration is recorded apart.
+///
+/// The tier lives in a private directory made under `dir` for the run and removed after it.
 struct TierBench {
+    /// Where the tier's private directory is made (io-bench's --dir); nothing in it is touched.
     var dir: String
     var payloadBytes: Int
     var sequenceBytes: Int
@@ -59,10 +62,34 @@ struct TierBench {
         c.maxSeqTokens = tokens + c.blockTokens
         c.memoryBytes = UInt64((blocksPerSequence + 64) * payloadBytes)
         c.pageBytes = 2 << 20
-        c.offloadDir = dir
         c.offloadBytes = UInt64(4 * blocksPerSequence) * UInt64(payloadBytes + 4096)
-        DiskTierFiles.remove(in: dir)
-        defer { DiskTierFiles.remove(in: dir) }
+        let tierDir = try Self.makePrivateDirectory(under: dir)
+        defer { Self.removePrivateDirectory(tierDir) }
+        c.offloadDir = tierDir
+        return try measure(c, blocksPerSequence: blocksPerSequence)
+    }
+
+    /// Creates `dir/kvcache-io-bench-tier-XXXXXX` (mkdtemp: a new name, mode 0700) for the
+    /// tier's engine: a real tier's files in `dir` (an engine may be using them) are never
+    /// touched. Throws when `dir` takes no new directory.
+    private static func makePrivateDirectory(under dir: String) throws -> String {
+        var template = Array((dir + "/kvcache-io-bench-tier-XXXXXX").utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw IOBenchError("cannot create the tier's directory in \(dir): \(String(cString: strerror(errno)))")
+        }
+        return String(cString: made)
+    }
+
+    /// Removes what `makePrivateDirectory` made: the tier's files in it, then it. Call once the
+    /// engine is gone (its files would otherwise be written again).
+    private static func removePrivateDirectory(_ tierDir: String) {
+        DiskTierFiles.remove(in: tierDir)
+        rmdir(tierDir)
+    }
+
+    /// The swap cycles for `seconds` (at least 2) on a new engine of `c`, released on return.
+    private func measure(_ c: EngineConfig, blocksPerSequence: Int) throws -> Result {
+        let tokens = blocksPerSequence * c.blockTokens
         let engine: Engine
         do {
             engine = try Engine(c)
