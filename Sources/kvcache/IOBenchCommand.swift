@@ -14,7 +14,8 @@ struct IOBenchCommand: ParsableCommand {
         abstract: "Benchmark the disk tier's I/O path against synchronous pread/pwrite.",
         discussion: """
         Creates DIR/kvcache-io-bench.dat (--file-size, written in full first so that reads hit \
-        the device, removed at the end unless --keep-file), then for every block size and for \
+        the device, removed at the end unless --keep-file, and by SIGINT or SIGTERM unless \
+        --keep-file kept a whole one), then for every block size and for \
         write and read: the synchronous baseline (one pread/pwrite at a time, O_DIRECT, same \
         file) and the io_uring queue at each depth (--backend threads: the pread/pwrite thread \
         pool). Offsets are random and block-aligned (like fio's randwrite/randread with \
@@ -145,7 +146,13 @@ struct IOBenchCommand: ParsableCommand {
 
     func run() throws {
         let sizes = parsedSizes!, depthList = parsedDepths!
-        let bench = try IOBench(path: dir + "/kvcache-io-bench.dat", fileBytes: Int(fileSize.bytes),
+        let handlers = InterruptCleanup.install()
+        defer { handlers.restore() }
+        let path = dir + "/kvcache-io-bench.dat"
+        // A signal removes the file when the end would, and one not yet written whole in any
+        // case (a later --skip-fill would time reads of its unwritten extents).
+        if !keepFile || !skipFill { InterruptCleanup.set([path], for: .testFile) }
+        let bench = try IOBench(path: path, fileBytes: Int(fileSize.bytes),
                                 maxBlockBytes: sizes.max()!, maxDepth: depthList.max()!, forceThreads: backend == "threads",
                                 written: skipFill)
         defer { if !keepFile { bench.removeFile() } }
@@ -153,6 +160,7 @@ struct IOBenchCommand: ParsableCommand {
         if !skipFill {
             progress.update("io-bench: writing the \(fileSize) test file")
             try bench.fill()
+            if keepFile { InterruptCleanup.set([], for: .testFile) }
         }
         var cells: [IOBench.Cell] = []
         let opList = parsedOps!  // validated

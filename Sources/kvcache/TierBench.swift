@@ -71,13 +71,16 @@ struct TierBench {
 
     /// Creates `dir/kvcache-io-bench-tier-XXXXXX` (mkdtemp: a new name, mode 0700) for the
     /// tier's engine: a real tier's files in `dir` (an engine may be using them) are never
-    /// touched. Throws when `dir` takes no new directory.
+    /// touched. A signal removes it (`InterruptCleanup`). Throws when `dir` takes no new
+    /// directory.
     private static func makePrivateDirectory(under dir: String) throws -> String {
         var template = Array((dir + "/kvcache-io-bench-tier-XXXXXX").utf8CString)
         guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw IOBenchError("cannot create the tier's directory in \(dir): \(String(cString: strerror(errno)))")
         }
-        return String(cString: made)
+        let tierDir = String(cString: made)
+        InterruptCleanup.set(DiskTierFiles.names.map { tierDir + "/" + $0 } + [tierDir], for: .tierDirectory)
+        return tierDir
     }
 
     /// Removes what `makePrivateDirectory` made: the tier's files in it, then it. Call once the
@@ -85,6 +88,7 @@ struct TierBench {
     private static func removePrivateDirectory(_ tierDir: String) {
         DiskTierFiles.remove(in: tierDir)
         rmdir(tierDir)
+        InterruptCleanup.set([], for: .tierDirectory)
     }
 
     /// The swap cycles for `seconds` (at least 2) on a new engine of `c`, released on return.
