@@ -1,4 +1,5 @@
 import CKVMemory
+import Foundation
 import KVCache
 import KVReport
 #if canImport(Glibc)
@@ -23,13 +24,23 @@ final class IOBench {
         var bytes: UInt64
         var seconds: Double
         var latenciesNanoseconds: [UInt64]
+        /// Tier cells (`engine` "tier") only: whether the swap-out was `swapOutAsync`.
+        var asyncSwapOut: Bool? = nil
+        /// A tier's swap-out cell only: how long each swap-out call took before it returned,
+        /// sorted (synchronous: the whole swap-out; asynchronous: the copy, checksum and
+        /// submission, while `latenciesNanoseconds` run until the memory was released).
+        var callLatenciesNanoseconds: [UInt64]? = nil
 
         var mibPerSecond: Double { Double(bytes) / seconds / 1_048_576 }
         var iops: Double { Double(latenciesNanoseconds.count) / seconds }
         /// The `p`-quantile (0...1) of the latencies in us (`Quantile.nearestRank`; the
         /// runs sort them); 0 without requests.
-        func percentileMicroseconds(_ p: Double) -> Double {
-            Double(Quantile.nearestRank(latenciesNanoseconds, p) ?? 0) / 1000
+        func percentileMicroseconds(_ p: Double) -> Double { Self.microseconds(latenciesNanoseconds, p) }
+        /// The `p`-quantile of the swap-out calls' latencies in us, as `percentileMicroseconds`;
+        /// nil for a cell without them.
+        func callPercentileMicroseconds(_ p: Double) -> Double? { callLatenciesNanoseconds.map { Self.microseconds($0, p) } }
+        private static func microseconds(_ sorted: [UInt64], _ p: Double) -> Double {
+            Double(Quantile.nearestRank(sorted, p) ?? 0) / 1000
         }
         var meanMicroseconds: Double {
             latenciesNanoseconds.isEmpty ? 0 : Double(latenciesNanoseconds.reduce(0, +)) / Double(latenciesNanoseconds.count) / 1000
@@ -67,6 +78,7 @@ final class IOBench {
         guard kvm_io_preallocate(fd, UInt64(self.fileBytes)) == 0 else {
             let reason = String(cString: kvm_error())
             close(fd)
+            if !written { unlink(path) }
             throw IOBenchError("\(path): \(reason)")
         }
         let total = maxDepth * maxBlockBytes
@@ -205,8 +217,12 @@ final class IOBench {
 
     // MARK: reports
 
-    /// A table's number: whole from 100 up, else one decimal (truncated), as both tables print.
-    private func f(_ x: Double) -> String { x >= 100 ? String(Int(x.rounded())) : String(Double(Int(x * 10)) / 10) }
+    /// A table's number: whole from 100 up, else one decimal (truncated), as both tables print;
+    /// `-` when it is not finite (a rate over no time), never a trap, however large.
+    private func f(_ x: Double) -> String {
+        guard x.isFinite else { return "-" }
+        return x >= 100 ? fixed(x, 0) : String(Double(Int(x * 10)) / 10)
+    }
 
     func table(_ cells: [Cell], sizes: [Int], depths: [Int], ops: [Op]) -> String {
         func pad(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
@@ -245,15 +261,27 @@ final class IOBench {
         return out
     }
 
+    /// `text` as a JSON string: quoted, with `"`, `\` and control characters escaped (by
+    /// `JSONEncoder`, which cannot fail on a String), slashes left as they are.
+    private static func jsonString(_ text: String) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .withoutEscapingSlashes
+        return String(decoding: try! encoder.encode(text), as: UTF8.self)
+    }
+
     func json(_ cells: [Cell], seconds: Double) -> String {
         func num(_ x: Double) -> String { x.isFinite ? fixed(x, 3) : "0" }
         let rows = cells.map { c in
             "{\"op\":\"\(c.op.rawValue)\",\"engine\":\"\(c.engine)\",\"block_bytes\":\(c.blockBytes),\"depth\":\(c.depth),"
                 + "\"bytes\":\(c.bytes),\"mib_per_s\":\(num(c.mibPerSecond)),\"iops\":\(num(c.iops)),\"mean_us\":\(num(c.meanMicroseconds)),"
                 + "\"p50_us\":\(num(c.percentileMicroseconds(0.5))),\"p99_us\":\(num(c.percentileMicroseconds(0.99))),"
-                + "\"max_us\":\(num(Double(c.latenciesNanoseconds.last ?? 0) / 1000))}"
+                + "\"max_us\":\(num(Double(c.latenciesNanoseconds.last ?? 0) / 1000))"
+                + (c.asyncSwapOut.map { ",\"async\":\($0)" } ?? "")
+                + (c.callLatenciesNanoseconds == nil ? "" : ",\"call_p50_us\":\(num(c.callPercentileMicroseconds(0.5)!)),"
+                    + "\"call_p99_us\":\(num(c.callPercentileMicroseconds(0.99)!))")
+                + "}"
         }
-        return "{\"file\":\"\(path)\",\"file_bytes\":\(fileBytes),\"direct\":\(direct),\"backend\":\"\(backendName)\","
+        return "{\"file\":\(Self.jsonString(path)),\"file_bytes\":\(fileBytes),\"direct\":\(direct),\"backend\":\"\(backendName)\","
             + "\"registered_buffers\":\(registeredBuffers),\"seconds_per_cell\":\(num(seconds)),\"cells\":[\(rows.joined(separator: ","))]}"
     }
 }

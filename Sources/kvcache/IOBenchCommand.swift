@@ -14,16 +14,20 @@ struct IOBenchCommand: ParsableCommand {
         abstract: "Benchmark the disk tier's I/O path against synchronous pread/pwrite.",
         discussion: """
         Creates DIR/kvcache-io-bench.dat (--file-size, written in full first so that reads hit \
-        the device, removed at the end unless --keep-file), then for every block size and for \
+        the device, removed at the end unless --keep-file, and by SIGINT or SIGTERM unless \
+        --keep-file kept a whole one), then for every block size and for \
         write and read: the synchronous baseline (one pread/pwrite at a time, O_DIRECT, same \
         file) and the io_uring queue at each depth (--backend threads: the pread/pwrite thread \
         pool). Offsets are random and block-aligned (like fio's randwrite/randread with \
         norandommap). Each cell runs --seconds.
 
         --json prints {"file", "file_bytes", "direct", "backend", "registered_buffers", \
-        "seconds_per_cell", "cells": [{"op": "write"|"read", "engine": "sync"|"queue", \
+        "seconds_per_cell", "cells": [{"op": "write"|"read", "engine": "sync"|"queue"|"tier", \
         "block_bytes", "depth", "bytes", "mib_per_s", "iops", "mean_us", "p50_us", "p99_us", \
-        "max_us"}]}; latency percentiles are nearest ranks (the replay's definition).
+        "max_us"}]}; latency percentiles are nearest ranks (the replay's definition). A "tier" \
+        cell (--tier) also has "async" (--tier-async), and its write cell "call_p50_us" and \
+        "call_p99_us": the swap-out call's own duration, while its latencies run until the \
+        memory was released.
         """
     )
 
@@ -60,7 +64,7 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON.")
     var json = false
 
-    @Flag(help: "Also measure the disk tier through the engine: swap-out and swap-in with slots of each block size (multiples of 64KiB), queue depth 32.")
+    @Flag(help: "Also measure the disk tier through the engine: swap-out and swap-in with slots of each block size (multiples of 64KiB), queue depth 32, in a directory made under DIR for the run and removed after it.")
     var tier = false
 
     @Flag(help: "With --tier: swap out with swapOutAsync (kvc_seq_swap_out_async), polling until the memory is released; the swap-out call's own duration is reported apart.")
@@ -69,13 +73,41 @@ struct IOBenchCommand: ParsableCommand {
     @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth).")
     var tierSequenceBytes = ByteCount(bytes: 512 << 20)
 
+    /// The shortest cell: 10 ms, so that every cell completes at least one request and runs
+    /// for a nonzero time (a cell of 1e-12 s ended before its first request: 0 bytes in 0 s).
+    static let minimumSeconds = 0.01
+
+    /// The largest --file-size: the largest file offset (`off_t`), 2^63-1 bytes.
+    static let maximumFileBytes = UInt64(Int.max)
+
+    /// The largest --tier-sequence-bytes: 2^20 slots of the largest block size (64 MiB), 64 TiB.
+    /// The tier's engine holds sequences of at most 2^24 tokens, 2^20 of its 16-token slots, so
+    /// it refuses a longer one at every block size (by name, `TierBench`); below this bound no
+    /// product of the tier's shape overflows.
+    static let maximumTierSequenceBytes: UInt64 = 64 << 40
+
     func validate() throws {
-        guard seconds > 0 && seconds <= 600 else { throw ValidationError("--seconds must be in (0, 600]") }
-        guard parsedSizes != nil else { throw ValidationError("--block-sizes: a comma-separated list of sizes, multiples of 4KiB up to 64MiB") }
-        guard parsedDepths != nil else { throw ValidationError("--depths: a comma-separated list of depths in 1...256") }
+        guard !dir.isEmpty else { throw ValidationError("--dir must not be empty (it is the directory of the test file)") }
+        guard seconds >= Self.minimumSeconds && seconds <= 600 else {
+            throw ValidationError("--seconds must be in \(Self.minimumSeconds)...600 (a shorter cell may end before its first request)")
+        }
+        guard parsedSizes != nil else {
+            throw ValidationError("--block-sizes '\(blockSizes)': sizes that are multiples of 4KiB up to 64MiB, each once")
+        }
+        guard parsedDepths != nil else { throw ValidationError("--depths '\(depths)': depths in 1...256, each once") }
         guard ["uring", "threads"].contains(backend) else { throw ValidationError("--backend is uring or threads") }
         guard parsedOps != nil else { throw ValidationError("--ops '\(ops)': write, read, or both, each once (write,read)") }
         if tierAsync && !tier { throw ValidationError("--tier-async needs --tier") }
+        if tier && tierSizes.isEmpty {
+            throw ValidationError("--tier needs a block size that is a multiple of 64KiB (--block-sizes '\(blockSizes)')")
+        }
+        guard fileSize.bytes <= Self.maximumFileBytes else {
+            throw ValidationError("--file-size must be at most \(Self.maximumFileBytes) bytes (the largest file offset)")
+        }
+        guard tierSequenceBytes.bytes <= Self.maximumTierSequenceBytes else {
+            throw ValidationError("--tier-sequence-bytes must be at most \(ByteCount(bytes: Self.maximumTierSequenceBytes)) "
+                                  + "(2^20 slots of 64MiB: the tier's engine holds no longer sequence)")
+        }
         let largest = parsedSizes!.max()!
         let deepest = parsedDepths!.max()!
         guard fileSize.bytes >= UInt64(largest * deepest) * 2 else {
@@ -83,17 +115,27 @@ struct IOBenchCommand: ParsableCommand {
         }
     }
 
+    /// The block sizes of `--block-sizes` in bytes, in order; nil when one is not a multiple of
+    /// 4KiB in 4KiB...64MiB or is repeated (`64KiB` and `65536` are the same size): the table
+    /// has one row per size, so a repeat was measured twice and shown once, twice.
     var parsedSizes: [Int]? {
-        let sizes = blockSizes.split(separator: ",").map { ByteCount(argument: String($0)).map { Int($0.bytes) } }
-        guard !sizes.isEmpty, sizes.allSatisfy({ $0 != nil && $0! % 4096 == 0 && $0! > 0 && $0! <= 64 << 20 }) else { return nil }
+        let sizes = blockSizes.split(separator: ",").map { ByteCount(argument: String($0)).flatMap { Int(exactly: $0.bytes) } }
+        guard !sizes.isEmpty, sizes.allSatisfy({ $0 != nil && $0! % 4096 == 0 && $0! > 0 && $0! <= 64 << 20 }),
+              Set(sizes).count == sizes.count else { return nil }
         return sizes.map { $0! }
     }
 
+    /// The queue depths of `--depths`, in order; nil when one is outside 1...256 or repeated
+    /// (one column per depth, as the sizes' rows).
     var parsedDepths: [Int]? {
         let values = depths.split(separator: ",").map { Int($0) }
-        guard !values.isEmpty, values.allSatisfy({ $0 != nil && (1...256).contains($0!) }) else { return nil }
+        guard !values.isEmpty, values.allSatisfy({ $0 != nil && (1...256).contains($0!) }), Set(values).count == values.count else { return nil }
         return values.map { $0! }
     }
+
+    /// The block sizes `--tier` measures: those of `--block-sizes` (valid) that are a whole
+    /// number of the tier bench's layers.
+    var tierSizes: [Int] { parsedSizes!.filter { $0 % TierBench.layerPayloadBytes == 0 } }
 
     /// The operations of `--ops`, in order; nil when a name is unknown or repeated.
     var parsedOps: [IOBench.Op]? {
@@ -104,7 +146,13 @@ struct IOBenchCommand: ParsableCommand {
 
     func run() throws {
         let sizes = parsedSizes!, depthList = parsedDepths!
-        let bench = try IOBench(path: dir + "/kvcache-io-bench.dat", fileBytes: Int(fileSize.bytes),
+        let handlers = InterruptCleanup.install()
+        defer { handlers.restore() }
+        let path = dir + "/kvcache-io-bench.dat"
+        // A signal removes the file when the end would, and one not yet written whole in any
+        // case (a later --skip-fill would time reads of its unwritten extents).
+        if !keepFile || !skipFill { InterruptCleanup.set([path], for: .testFile) }
+        let bench = try IOBench(path: path, fileBytes: Int(fileSize.bytes),
                                 maxBlockBytes: sizes.max()!, maxDepth: depthList.max()!, forceThreads: backend == "threads",
                                 written: skipFill)
         defer { if !keepFile { bench.removeFile() } }
@@ -112,6 +160,7 @@ struct IOBenchCommand: ParsableCommand {
         if !skipFill {
             progress.update("io-bench: writing the \(fileSize) test file")
             try bench.fill()
+            if keepFile { InterruptCleanup.set([], for: .testFile) }
         }
         var cells: [IOBench.Cell] = []
         let opList = parsedOps!  // validated
@@ -131,7 +180,7 @@ struct IOBenchCommand: ParsableCommand {
         var tierCells: [IOBench.Cell] = []
         var callSummaries: [String] = []
         if tier {
-            for size in sizes where size % (64 << 10) == 0 {
+            for size in tierSizes {
                 progress.update("io-bench: engine swap with \(ByteCount.format(UInt64(size))) slots")
                 let result = try TierBench(dir: dir, payloadBytes: size, sequenceBytes: Int(tierSequenceBytes.bytes), seconds: seconds,
                                            asyncSwapOut: tierAsync).run()

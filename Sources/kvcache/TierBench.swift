@@ -15,29 +15,33 @@ import KVReport
 /// ready and frees it. With `asyncSwapOut` the swap-out is `swapOutAsync` followed by polls
 /// until it completed (memory released), so the swap-out throughput stays comparable, and
 /// the call's own duration is recorded apart.
+///
+/// The tier lives in a private directory made under `dir` for the run and removed after it.
 struct TierBench {
+    /// Where the tier's private directory is made (io-bench's --dir); nothing in it is touched.
     var dir: String
     var payloadBytes: Int
     var sequenceBytes: Int
     var seconds: Double
     var asyncSwapOut: Bool
 
+    /// One layer's K and V block of `run`'s shape (2 x 16 tokens x 2048 bytes): a slot's payload
+    /// is a whole number of them (`run` refuses others).
+    static let layerPayloadBytes = 64 << 10
+
     struct Result {
-        /// Swap-out: from the call until its writes completed and its memory was released.
+        /// Swap-out: from the call until its writes completed and its memory was released;
+        /// with the calls' own latencies (`callLatenciesNanoseconds`).
         var writeCell: IOBench.Cell
         var readCell: IOBench.Cell
-        /// How long each swap-out call took before it returned, sorted (synchronous: the
-        /// whole swap-out; asynchronous: the copy, checksum and submission).
-        var callLatenciesNanoseconds: [UInt64]
 
         /// One line: the swap-out call's median and 99th percentile against the whole swap-out's.
         var callSummary: String {
-            let call = IOBench.Cell(op: .write, engine: "tier", blockBytes: writeCell.blockBytes, depth: writeCell.depth, bytes: 0,
-                                    seconds: 1, latenciesNanoseconds: callLatenciesNanoseconds)
-            func ms(_ us: Double) -> String { fixed(us / 1000, 3) }
+            func ms(_ us: Double?) -> String { fixed((us ?? 0) / 1000, 3) }
             let size = String(ByteCount.format(UInt64(writeCell.blockBytes)).filter { $0 != " " })
-            return "swap-out call with \(size) slots: p50 \(ms(call.percentileMicroseconds(0.5))) ms, p99 \(ms(call.percentileMicroseconds(0.99))) ms;"
-                + " until its memory was released: p50 \(ms(writeCell.percentileMicroseconds(0.5))) ms"
+            return "swap-out call with \(size) slots: p50 \(ms(writeCell.callPercentileMicroseconds(0.5))) ms, "
+                + "p99 \(ms(writeCell.callPercentileMicroseconds(0.99))) ms; until its memory was released: p50 "
+                + "\(ms(writeCell.percentileMicroseconds(0.5))) ms"
         }
     }
 
@@ -58,10 +62,38 @@ struct TierBench {
         c.maxSeqTokens = tokens + c.blockTokens
         c.memoryBytes = UInt64((blocksPerSequence + 64) * payloadBytes)
         c.pageBytes = 2 << 20
-        c.offloadDir = dir
         c.offloadBytes = UInt64(4 * blocksPerSequence) * UInt64(payloadBytes + 4096)
-        try DiskTierFiles.remove(in: dir)
-        defer { try? DiskTierFiles.remove(in: dir) }
+        let tierDir = try Self.makePrivateDirectory(under: dir)
+        defer { Self.removePrivateDirectory(tierDir) }
+        c.offloadDir = tierDir
+        return try measure(c, blocksPerSequence: blocksPerSequence)
+    }
+
+    /// Creates `dir/kvcache-io-bench-tier-XXXXXX` (mkdtemp: a new name, mode 0700) for the
+    /// tier's engine: a real tier's files in `dir` (an engine may be using them) are never
+    /// touched. A signal removes it (`InterruptCleanup`). Throws when `dir` takes no new
+    /// directory.
+    private static func makePrivateDirectory(under dir: String) throws -> String {
+        var template = Array((dir + "/kvcache-io-bench-tier-XXXXXX").utf8CString)
+        guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw IOBenchError("cannot create the tier's directory in \(dir): \(String(cString: strerror(errno)))")
+        }
+        let tierDir = String(cString: made)
+        InterruptCleanup.set(DiskTierFiles.names.map { tierDir + "/" + $0 } + [tierDir], for: .tierDirectory)
+        return tierDir
+    }
+
+    /// Removes what `makePrivateDirectory` made: the tier's files in it, then it. Call once the
+    /// engine is gone (its files would otherwise be written again).
+    private static func removePrivateDirectory(_ tierDir: String) {
+        try? DiskTierFiles.remove(in: tierDir)  // the engine is gone: nothing holds its lock
+        rmdir(tierDir)
+        InterruptCleanup.set([], for: .tierDirectory)
+    }
+
+    /// The swap cycles for `seconds` (at least 2) on a new engine of `c`, released on return.
+    private func measure(_ c: EngineConfig, blocksPerSequence: Int) throws -> Result {
+        let tokens = blocksPerSequence * c.blockTokens
         let engine: Engine
         do {
             engine = try Engine(c)
@@ -103,9 +135,9 @@ struct TierBench {
         }
         return Result(
             writeCell: IOBench.Cell(op: .write, engine: "tier", blockBytes: payloadBytes, depth: c.offloadQueueDepth, bytes: writeBytes,
-                                    seconds: Double(writeNs) / 1e9, latenciesNanoseconds: writeLatencies.sorted()),
+                                    seconds: Double(writeNs) / 1e9, latenciesNanoseconds: writeLatencies.sorted(),
+                                    asyncSwapOut: asyncSwapOut, callLatenciesNanoseconds: callLatencies.sorted()),
             readCell: IOBench.Cell(op: .read, engine: "tier", blockBytes: payloadBytes, depth: c.offloadQueueDepth, bytes: readBytes,
-                                   seconds: Double(readNs) / 1e9, latenciesNanoseconds: readLatencies.sorted()),
-            callLatenciesNanoseconds: callLatencies.sorted())
+                                   seconds: Double(readNs) / 1e9, latenciesNanoseconds: readLatencies.sorted(), asyncSwapOut: asyncSwapOut))
     }
 }

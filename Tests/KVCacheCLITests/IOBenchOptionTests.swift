@@ -31,6 +31,77 @@ struct IOBenchOptionTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty, "no file was made")
     }
 
+    /// A cell shorter than its first request measured 0 bytes in 0 s, and the table trapped on
+    /// the 0/0 rate (--json printed zeros): --seconds has a minimum, named.
+    @Test func secondsBelowTheMinimumAreRefused() {
+        for bad in ["1e-12", "0.009", "0", "-1", "nan", "601"] {
+            #expect(optionError(IOBenchCommand.self, ["--seconds=\(bad)"])?.hasPrefix("--seconds must be in 0.01...600") == true, "\(bad)")
+        }
+        for good in ["0.01", "600"] { #expect(optionError(IOBenchCommand.self, ["--seconds", good]) == nil, "\(good)") }
+    }
+
+    /// Sizes past what a file offset or the tier's engine can take are refused by name; they
+    /// trapped converting to Int (--file-size and --tier-sequence-bytes in the run,
+    /// --block-sizes in validation). Every numeric option is tried with 2^64-1, 2^64 and 9000000T.
+    @Test func sizesThatDoNotFitAreRefused() {
+        let huge = ["18446744073709551615", "18446744073709551616", "9000000T", "9223372036854775808"]
+        for value in huge {
+            for option in ["--file-size", "--tier-sequence-bytes", "--block-sizes", "--depths", "--seconds"] {
+                #expect(optionError(IOBenchCommand.self, [option, value, "--tier"]) != nil, "\(option) \(value)")
+            }
+        }
+        for value in ["9000000T", "9223372036854775808"] {
+            #expect(optionError(IOBenchCommand.self, ["--file-size", value])
+                == "--file-size must be at most 9223372036854775807 bytes (the largest file offset)", "\(value)")
+        }
+        #expect(optionError(IOBenchCommand.self, ["--file-size", "9223372036854775807"]) == nil)
+        for value in ["18446744073709551615", "70368744177665"] {
+            #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-sequence-bytes", value])?
+                .hasPrefix("--tier-sequence-bytes must be at most 64 TiB") == true, "\(value)")
+        }
+        #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-sequence-bytes", "64TiB"]) == nil)
+    }
+
+    /// The largest --file-size accepted is refused by the file system, and the empty file
+    /// made before the refusal is not left behind.
+    @Test func aFileSizeTheFileSystemRefusesLeavesNoFile() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-iobench-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let command = try IOBenchCommand.parse(["--dir", dir, "--file-size", "9223372036854775807", "--block-sizes", "64KiB", "--depths", "1"])
+        #expect(throws: IOBenchError.self) { try command.run() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty, "no file was left")
+    }
+
+    /// An empty --dir put the test file at /kvcache-io-bench.dat.
+    @Test func anEmptyDirIsRefused() {
+        #expect(optionError(IOBenchCommand.self, ["--dir", ""]) == "--dir must not be empty (it is the directory of the test file)")
+        #expect(optionError(IOBenchCommand.self, ["--dir", "/tmp"]) == nil)
+    }
+
+    /// --tier with no block size it can use ran no tier cell, silently.
+    @Test func tierWithoutAMultipleOf64KiBIsRefused() {
+        for sizes in ["4KiB", "4KiB,96KiB,1000KiB"] {
+            #expect(optionError(IOBenchCommand.self, ["--tier", "--block-sizes", sizes])
+                == "--tier needs a block size that is a multiple of 64KiB (--block-sizes '\(sizes)')", "\(sizes)")
+        }
+        #expect(optionError(IOBenchCommand.self, ["--tier", "--block-sizes", "4KiB,128KiB"]) == nil)
+        #expect(optionError(IOBenchCommand.self, ["--block-sizes", "4KiB"]) == nil, "without --tier")
+    }
+
+    /// A repeated block size or depth was measured twice while the table showed the first
+    /// measurement twice: refused, as a repeated --ops name is.
+    @Test func repeatedSizesAndDepthsAreRefused() {
+        for bad in ["64KiB,64KiB", "64KiB,128KiB,65536", "3KiB"] {
+            #expect(optionError(IOBenchCommand.self, ["--block-sizes", bad])
+                == "--block-sizes '\(bad)': sizes that are multiples of 4KiB up to 64MiB, each once", "\(bad)")
+        }
+        for bad in ["1,1", "1,4,2,4", "0", "257", ""] {
+            #expect(optionError(IOBenchCommand.self, ["--depths", bad]) == "--depths '\(bad)': depths in 1...256, each once", "\(bad)")
+        }
+        #expect(optionError(IOBenchCommand.self, ["--block-sizes", "64KiB,4KiB", "--depths", "4,1"]) == nil)
+    }
+
     @Test func tierAsyncWithoutTierIsRefused() {
         #expect(optionError(IOBenchCommand.self, ["--tier-async"])?.hasPrefix("--tier-async needs --tier") == true)
         #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-async"]) == nil)

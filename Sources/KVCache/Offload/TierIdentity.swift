@@ -33,6 +33,9 @@ struct TierIdentity: Equatable {
     var blockTokens: Int
 
     static let fileName = "kvcache.identity"
+    /// Where `write` puts an identity before renaming it over `fileName`: there only while
+    /// one is written, or after a process ended in the middle.
+    static let temporaryFileName = fileName + ".tmp"
     private static let versionLine = "kvcache tier identity 1"
 
     /// The identity of blocks written by an engine of `config`.
@@ -124,7 +127,7 @@ struct TierIdentity: Equatable {
     /// Writes the identity into `dir` atomically (a synced temporary file renamed over
     /// `kvcache.identity`). Throws `io`.
     func write(dir: String) throws(KVError) {
-        let path = dir + "/" + TierIdentity.fileName, temporary = path + ".tmp"
+        let path = dir + "/" + TierIdentity.fileName, temporary = dir + "/" + TierIdentity.temporaryFileName
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw KVError(.io, "cannot write '\(temporary)': \(String(cString: strerror(errno)))") }
         let bytes = Array(text.utf8)

@@ -1,0 +1,97 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What SIGINT and SIGTERM remove before they end `kvcache io-bench`: its test file and its
+/// tier's private directory, which a signal would otherwise leave behind (1 GiB by default).
+/// The handler then exits with 128 + the signal's number, the status a shell reports.
+///
+/// Signal safety: the handler calls only `strlen`, `unlink`, `rmdir` and `_exit` on C strings
+/// made beforehand. Each owner's paths are one allocation of NUL-terminated strings ended by
+/// an empty one, published by an atomic store of its address (0: none); a replaced list is
+/// never freed, since a handler on another thread may be reading it (a run replaces a few).
+/// `install` sets both lists before it installs the handler, so that the handler never runs
+/// their (lazy) initialisation.
+enum InterruptCleanup {
+    /// Who set a list: each replaces only its own.
+    enum Owner { case testFile, tierDirectory }
+
+    private static let testFileList = Atomic<UInt>(0)
+    private static let tierDirectoryList = Atomic<UInt>(0)
+
+    /// Makes `paths` what a signal removes for `owner`, in order (files before the directory
+    /// that holds them: a path `unlink` refuses is `rmdir`ed), replacing its earlier list; []
+    /// removes nothing. Cost: one allocation of the paths' bytes (none for []).
+    static func set(_ paths: [String], for owner: Owner) {
+        var list: UInt = 0
+        if !paths.isEmpty {
+            var bytes: [CChar] = []
+            for path in paths { bytes += path.utf8CString }
+            bytes.append(0)
+            let copy = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count)
+            copy.initialize(from: bytes, count: bytes.count)
+            list = UInt(bitPattern: copy)
+        }
+        switch owner {
+        case .testFile: testFileList.store(list, ordering: .releasing)
+        case .tierDirectory: tierDirectoryList.store(list, ordering: .releasing)
+        }
+    }
+
+    /// The actions `install` replaced, to put back.
+    struct Installed {
+        fileprivate let previous: [(signal: Int32, action: sigaction)]
+
+        /// Puts back the actions `install` replaced and empties both lists.
+        func restore() {
+            for (signal, action) in previous { withUnsafePointer(to: action) { _ = sigaction(signal, $0, nil) } }
+            set([], for: .testFile)
+            set([], for: .tierDirectory)
+        }
+    }
+
+    /// Installs the handler for SIGINT and SIGTERM, with both lists empty, and unblocks them in
+    /// the calling thread: a process started from a thread that blocks them (Foundation's
+    /// `Process` from a test's thread) inherits that mask and would never take one. A signal
+    /// the process was started ignoring (SIGINT of a background job of a non-interactive
+    /// shell) stays ignored.
+    static func install() -> Installed {
+        set([], for: .testFile)
+        set([], for: .tierDirectory)
+        var handler = sigaction()
+        handler.__sigaction_handler.sa_handler = { InterruptCleanup.handle($0) }
+        sigemptyset(&handler.sa_mask)
+        var unblocked = sigset_t()
+        sigemptyset(&unblocked)
+        var previous: [(signal: Int32, action: sigaction)] = []
+        for signal in [SIGINT, SIGTERM] {
+            var old = sigaction()
+            sigaction(signal, nil, &old)
+            if let current = old.__sigaction_handler.sa_handler, unsafeBitCast(current, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self) {
+                continue
+            }
+            sigaction(signal, &handler, nil)
+            sigaddset(&unblocked, signal)
+            previous.append((signal, old))
+        }
+        pthread_sigmask(SIG_UNBLOCK, &unblocked, nil)
+        return Installed(previous: previous)
+    }
+
+    /// The handler: removes both lists' paths, then `_exit(128 + signal)`.
+    private static func handle(_ signal: Int32) {
+        remove(testFileList.load(ordering: .acquiring))
+        remove(tierDirectoryList.load(ordering: .acquiring))
+        _exit(128 + signal)
+    }
+
+    /// `unlink`s (or `rmdir`s) each path of the list at address `list`, in order.
+    private static func remove(_ list: UInt) {
+        guard var path = UnsafePointer<CChar>(bitPattern: list) else { return }
+        while path.pointee != 0 {
+            if unlink(path) != 0 { rmdir(path) }
+            path += strlen(path) + 1
+        }
+    }
+}
