@@ -226,23 +226,23 @@ uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound) {
 }
 
 int kvm_slab_grow(kvm_slab *s) {
-    if (s->allocated >= s->capacity)
-        return kvm_fail(ENOSPC, "offload tier full: all %u slots (offload_bytes) are in use", s->capacity);
-    uint32_t next = s->allocated + s->extent_slots;
-    if (next > s->capacity) next = s->capacity;
-    /* Past the process's file-size limit the kernel would end the process (SIGXFSZ): grow up
-     * to it, and once there the tier is full. */
-    uint64_t limit = kvm_file_size_limit();
-    if ((uint64_t)next * s->slot_bytes > limit) {
-        uint64_t fit = limit / s->slot_bytes;
-        if (fit <= s->allocated)
-            return kvm_fail(ENOSPC, "offload tier full: slot %u would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes)",
-                            s->allocated, (unsigned long long)limit);
-        next = (uint32_t)fit;
-    }
-    uint64_t from = (uint64_t)s->allocated * s->slot_bytes, to = (uint64_t)next * s->slot_bytes;
+    /* At most an extent, and no more than the bounds allow: past offload_bytes; past the
+     * process's file-size limit, where the kernel would end the process (SIGXFSZ); past the
+     * file system's free space, which a whole extent's fallocate failed on while the room
+     * check counted the slots that fit. */
+    const char *bound;
+    uint32_t room = kvm_slab_growable(s, &bound);
+    if (room == 0) return kvm_fail(ENOSPC, "offload tier full: the slab's %u slots are all in use and %s leaves no room for more", s->allocated, bound);
+    uint32_t next = s->allocated + (room < s->extent_slots ? room : s->extent_slots);
+    uint64_t from = (uint64_t)s->allocated * s->slot_bytes;
     int rc;
-    do rc = fallocate(s->fd, 0, (off_t)from, (off_t)(to - from)); while (rc != 0 && errno == EINTR);
+    for (;;) {
+        do rc = fallocate(s->fd, 0, (off_t)from, (off_t)((uint64_t)next * s->slot_bytes - from)); while (rc != 0 && errno == EINTR);
+        /* Free space counts no file-system metadata: an exact fit may still be refused. */
+        if (rc == 0 || errno != ENOSPC || next - s->allocated == 1) break;
+        if (ftruncate(s->fd, (off_t)from) != 0) { /* the size only over-reports */ }
+        next = s->allocated + (next - s->allocated) / 2;
+    }
     if (rc != 0) {
         int cause = errno;
         int err = cause == EFBIG ? ENOSPC : cause;  /* a file-size limit is a full disk to the tier */

@@ -103,9 +103,10 @@ uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
  * Cost: one getrlimit and one fstatvfs. */
 uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound);
 
-/* Preallocates the next extent (at least one more slot; fewer than extent_slots when the
- * process's file-size limit, kvm_file_size_limit, is nearer). -ENOSPC when the disk or that
- * limit refuses, -ENOSPC also when max_bytes is reached; the slab is unchanged on failure. */
+/* Preallocates the next extent: extent_slots, or fewer when a bound of kvm_slab_growable is
+ * nearer (max_bytes, the process's file-size limit, the file system's free space), halved
+ * while the file system still refuses it (free space counts no metadata). -ENOSPC when no
+ * slot fits; the slab is unchanged on failure. */
 int kvm_slab_grow(kvm_slab *s);
 
 /* Appends n records (their magic and record_checksum are filled in here) with one write,
