@@ -1186,10 +1186,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
  *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
  *     compacted when an engine opens it, and that forgets for good: blocks in slots past a
- *     smaller offload_bytes than before (a cache shrinks; nothing logged), and each record
- *     that fails its checksum (a torn tail a crash leaves, a flipped bit; the replay goes
- *     on past it, counts it in kvc_stats.disk_journal_dropped and logs a line on stderr;
- *     the slot keeps its previous record, verified before it is ever served). An engine
+ *     smaller offload_bytes than before (a cache shrinks: the slab file is cut to
+ *     offload_bytes), and each record that fails its checksum (a torn tail a crash leaves, a
+ *     flipped bit; the replay goes on past it; the slot keeps its previous record, verified
+ *     before it is ever served). Both are counted in kvc_stats.disk_journal_dropped, with a
+ *     line on stderr. An engine
  *     holds its offload_dir exclusively (flock on kvcache.slab until kvc_engine_destroy or
  *     the process's death), so a second engine on the same directory cannot overwrite the
  *     first one's slots: its create fails with KVC_ERR_IO ("... is in use by another

@@ -102,9 +102,15 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", s->journal_path, strerror(err));
     }
-    /* Slots already preallocated by an earlier run stay usable. */
+    /* Slots already preallocated by an earlier run stay usable; those past a smaller
+     * max_bytes go, so that the file is no larger than it (the journal's replay forgets their
+     * blocks; records of slots past the file are dropped there too, should this cut be all a
+     * crash leaves). */
     if (fstat(s->fd, &st) == 0) {
         uint64_t have = (uint64_t)st.st_size / s->slot_bytes;
+        if (have > s->capacity && ftruncate(s->fd, (off_t)((uint64_t)s->capacity * s->slot_bytes)) != 0) {
+            /* kept at its size: only the disk space stays taken */
+        }
         s->allocated = have > s->capacity ? s->capacity : (uint32_t)have;
     }
     *out = s;

@@ -295,15 +295,19 @@ struct DiskTierTests {
     }
 
     /// A tier reopened with a smaller offload_bytes cannot hold the slots past its capacity:
-    /// their records are counted as dropped, the rest recovered.
+    /// their records are counted as dropped, the rest recovered, and the slab file is cut to
+    /// offload_bytes (it kept its size, so shrinking a tier gave no disk space back).
     @Test(arguments: layouts)
     func aTierReopenedSmallerCountsTheRecordsItCannotHold(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         let slotBytes = try spillPrompt(layout, dir: dir).slotBytes
+        let slab = dir.path + "/kvcache.slab"
+        #expect(try FileManager.default.attributesOfItem(atPath: slab)[.size] as? UInt64 ?? 0 > 10 * slotBytes)
         let e = try Engine(offloadConfig(layout, dir: dir.path, offloadBytes: 10 * slotBytes))
         #expect(e.stats().disk.recoveredSlots == 10)
         #expect(e.stats().disk.journalRecordsDropped == 10, "the records of slots 10..<20")
+        #expect(try FileManager.default.attributesOfItem(atPath: slab)[.size] as? UInt64 == 10 * slotBytes)
     }
 
     /// Two engines on one directory would overwrite each other's slots and journal: the second
