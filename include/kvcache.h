@@ -493,7 +493,9 @@ typedef struct kvc_stats {
     uint64_t swap_ins;
     /** Episodic offload (kvc_seq_compact / kvc_seq_focus with a disk tier): slab slots holding
      *  sequences' evicted tokens now, each counted once however many sequences hold it (a
-     *  fork shares its parent's; part of disk_stored_bytes; never prefix hits); and the
+     *  fork shares its parent's; never prefix hits; part of disk_stored_bytes once a call has
+ *  processed its write's completion, as any slot, while token_records counts it from the
+ *  write's submission); and the
      *  tokens whose K/V those slots hold, each slot's counted once (tokens_on_disk x 2 x
      *  bytes of a token, below, is their payload on disk). Counted from the slot's write until
      *  the slot is freed (its last holder let go), or, when its write failed, until a call

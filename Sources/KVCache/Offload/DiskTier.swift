@@ -679,10 +679,10 @@ final class DiskTier {
         }
         if freeTop == 0 {
             guard lruHead >= 0 else {
-                let reason = isFullOfHeldSlots
-                    ? "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
-                    : lastFailure
-                throw KVError(.io, reason)
+                if isFullOfHeldSlots {  // kept as the reason later reports give (an episodic loss's)
+                    lastFailure = "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
+                }
+                throw KVError(.io, lastFailure)
             }
             // Drop several of the oldest at once: their FREED records go out in one write.
             var dropped = 0

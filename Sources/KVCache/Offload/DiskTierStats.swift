@@ -72,7 +72,8 @@ public struct DiskTierStats: Equatable, Sendable {
     public var swapIns: UInt64 = 0
     /// Episodic offload: records (slots) holding sequences' evicted tokens now, each counted
     /// once however many sequences hold it (a fork shares its parent's); part of
-    /// `storedSlots`, never prefix hits. Counted from the write's submission until the slot is
+    /// `storedSlots` once the write's completion is processed (as every slot's), never prefix
+    /// hits. Counted from the write's submission (before `storedSlots`) until the slot is
     /// freed (its last holder let go), or, when its write failed, until the engine processed
     /// the failure: in the same locked step as the record's tokens join `tokensLost` (every
     /// sequence holding it loses them in that step), so no snapshot has them in neither, nor

@@ -373,6 +373,8 @@ import Testing
         var failure: KVError?
         do { try waitReady(e, 1) } catch { failure = error }
         #expect(failure?.message.contains("stays usable") == true)
+        // The reason, which once read "()": the tier's refusal was not kept for the report.
+        #expect(failure?.message.contains("(offload tier full: all 16 slots hold") == true, "\(failure?.message ?? "")")
         #expect(try e.ready(1), "reported once")
         try expectHolds(e, Self.heavyA, toks)
         // A focus restores only the B tokens that were saved, nothing is lost. Per layer the
