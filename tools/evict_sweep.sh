@@ -3,8 +3,9 @@
 # sensitivity sweep in docs/token-eviction.md: the default evaluation
 # (both synthetic traces, every policy, budgets 10/20/50%, with JSON and SVG in
 # docs/eviction/), then two sensitivity sweeps at a 20% budget:
-#   long-decode:  per-query logit noise 1, 2, 3 x H2O recent window 50% or 10% of the budget
-#   long-decode:  the per-query noise fitted to SmolLM2-135M (tools/real_attention/)
+#   long-decode:  per-query logit noise 1, 2, 3 x H2O recent window 50% or 10% of the budget,
+#                 noise 1 with windows of 25, 5 and 0%, and the per-query noise fitted to
+#                 SmolLM2-135M (tools/real_attention/) with windows of 50, 25, 10 and 5%
 #   topic-return: seeds 1..5 x Gaussian noise of norm 0 (default), 0.5 and 1 added to the
 #                 (unit) sentence embeddings
 #   topic-return: seeds 1..5 with per-head kept sets (--per-head; episodic-offload too)
@@ -22,21 +23,22 @@ echo
 echo "## long-decode at 20%: query noise x recent window"
 echo "| query noise | recent window | streaming | tova | h2o | h2o-norm | oracle |"
 echo "|---|---|---|---|---|---|---|"
+# One row: query noise label, recent window, then the noise options.
+sensitivity_row() {
+    local label=$1 recent=$2
+    shift 2
+    row=$("$cli" evict-eval --synthetic long-decode --budgets 0.2 --policies streaming,tova,h2o,h2o-norm,oracle \
+          --recent-ratio "$recent" "$@" 2>/dev/null | awk -F'|' '/^\| long-decode/ {gsub(/ /, "", $5); printf " %s |", $5}')
+    echo "| $label | $recent |$row"
+}
 for noise in 1 2 3; do
-    for recent in 0.5 0.1; do
-        row=$("$cli" evict-eval --synthetic long-decode --budgets 0.2 --policies streaming,tova,h2o,h2o-norm,oracle \
-              --query-noise "$noise" --recent-ratio "$recent" 2>/dev/null | awk -F'|' '/^\| long-decode/ {gsub(/ /, "", $5); printf " %s |", $5}')
-        echo "| $noise | $recent |$row"
-    done
+    for recent in 0.5 0.1; do sensitivity_row "$noise" "$recent" --query-noise "$noise"; done
 done
-
-echo
-echo "## long-decode at 20%, per-query noise fitted to SmolLM2-135M: N(0, 0.6^2), 5% spikes N(0, 4^2)"
-echo "| streaming | tova | h2o | h2o-norm | oracle |"
-echo "|---|---|---|---|---|"
-row=$("$cli" evict-eval --synthetic long-decode --budgets 0.2 --policies streaming,tova,h2o,h2o-norm,oracle \
-      --query-noise 0.6 --spike-probability 0.05 --spike-noise 4 2>/dev/null | awk -F'|' '/^\| long-decode/ {gsub(/ /, "", $5); printf " %s |", $5}')
-echo "|$row"
+for recent in 0.25 0.05 0; do sensitivity_row 1 "$recent" --query-noise 1; done
+# The per-query noise fitted to SmolLM2-135M: N(0, 0.6^2), 5% spikes N(0, 4^2).
+for recent in 0.5 0.25 0.1 0.05; do
+    sensitivity_row fitted "$recent" --query-noise 0.6 --spike-probability 0.05 --spike-noise 4
+done
 
 echo
 echo "## topic-return at 20%: recall over the return turn, per seed and embedding noise"

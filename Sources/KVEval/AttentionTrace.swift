@@ -30,8 +30,9 @@ import Glibc
 /// synthetic values per cell, 1 GiB at the limit), n_steps >= 1, mark_step < n_steps, each
 /// segment `start < end <= max_tokens` with available_step < n_steps; each step's n_tokens is
 /// the previous step's plus its n_queries (the first step's: its n_queries) and at most
-/// max_tokens, and every row holds finite probabilities >= 0 summing to at most n_queries (1 %
-/// slack for rounding; less is allowed, as with a model's attention sink outside the cache).
+/// max_tokens, and every row holds finite probabilities >= 0 summing to more than 0 and at most
+/// n_queries (1 % slack for rounding; less is allowed, as with a model's attention sink outside
+/// the cache: the metrics are of the row's own total).
 public struct TraceHeader: Equatable, Sendable {
     /// Layers per step.
     public var layers: Int
@@ -190,8 +191,8 @@ public final class TraceFileReader: AttentionTraceSource {
         return true
     }
 
-    /// Throws unless every row of the step holds finite probabilities >= 0 summing to at most
-    /// `nQueries` (1 % slack). Cost: one pass over the rows.
+    /// Throws unless every row of the step holds finite probabilities >= 0 summing to more than
+    /// 0 and at most `nQueries` (1 % slack). Cost: one pass over the rows.
     private func checkRows(_ rows: UnsafePointer<Float>, nTokens: Int, nQueries: Int) throws {
         let limit = Double(nQueries) * 1.01
         for r in 0..<header.layers * header.heads {
@@ -203,6 +204,9 @@ public final class TraceFileReader: AttentionTraceSource {
                     throw TraceError(description: "\(path): step \(stepIndex): layer \(r / header.heads), head \(r % header.heads), position \(i): \(p) is not a probability")
                 }
                 sum += Double(p)
+            }
+            guard sum > 0 else {  // no attention on the cache: recall and error would divide by 0
+                throw TraceError(description: "\(path): step \(stepIndex): layer \(r / header.heads), head \(r % header.heads) sums to 0: no attention on the cached tokens")
             }
             guard sum <= limit else {
                 throw TraceError(description: "\(path): step \(stepIndex): layer \(r / header.heads), head \(r % header.heads) sums to \(sum), more than its \(nQueries) queries' 1 each")

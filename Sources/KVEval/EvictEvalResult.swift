@@ -24,7 +24,7 @@ public struct EvictEvalResult: Sendable {
         var lines = ["| trace | policy | budget | recall | output error | recall after mark | error after mark |",
                      "|---|---|---|---|---|---|---|"]
         for r in results {
-            lines.append("| \(r.trace) | \(r.policy) | \(r.policy == "none" ? "100%" : "\(Int((r.budget * 100).rounded()))%") | \(f(r.recall)) | \(f(r.error)) | \(f(r.recallAfterMark)) | \(f(r.errorAfterMark)) |")
+            lines.append("| \(r.trace.replacingOccurrences(of: "|", with: "\\|")) | \(r.policy) | \(r.policy == "none" ? "100%" : "\(Int((r.budget * 100).rounded()))%") | \(f(r.recall)) | \(f(r.error)) | \(f(r.recallAfterMark)) | \(f(r.errorAfterMark)) |")
         }
         lines.append("")
         lines.append("(\(perHead ? "per-head" : "per-layer") kept sets, seed \(seed))")
@@ -35,7 +35,7 @@ public struct EvictEvalResult: Sendable {
     public static func json(_ results: [EvictEvalResult]) -> String {
         func n(_ x: Double?) -> String { x.map { $0.isFinite ? String(format: "%.6f", $0) : "null" } ?? "null" }
         let items = results.map {
-            "{\"trace\": \"\($0.trace)\", \"policy\": \"\($0.policy)\", \"budget\": \($0.budget), \"recall\": \(n($0.recall)), \"output_error\": \(n($0.error)), \"recall_after_mark\": \(n($0.recallAfterMark)), \"output_error_after_mark\": \(n($0.errorAfterMark))}"
+            "{\"trace\": \(jsonString($0.trace)), \"policy\": \"\($0.policy)\", \"budget\": \($0.budget), \"recall\": \(n($0.recall)), \"output_error\": \(n($0.error)), \"recall_after_mark\": \(n($0.recallAfterMark)), \"output_error_after_mark\": \(n($0.errorAfterMark))}"
         }
         return "[\n  " + items.joined(separator: ",\n  ") + "\n]\n"
     }

@@ -27,6 +27,9 @@ final class EvictionRun {
     private let layers: Int, heads: Int
     private let observed: UnsafeMutablePointer<Float>
     private var oracleScratch: [Float]
+    /// Tokens so far at the last compaction (0: none yet): the policies hold `budget` of them
+    /// and every token appended since when the next step is scored.
+    private var compactedAt = 0
     private(set) var recall = Mean(), error = Mean(), recallAfter = Mean(), errorAfter = Mean()
 
     /// A run of `config` at `ratio` over traces shaped like `header`; `offload` runs a whole
@@ -50,6 +53,12 @@ final class EvictionRun {
 
     func budget(_ tokens: Int) -> Int { max(1, Int((ratio * Double(tokens)).rounded(.up))) }
 
+    /// Tokens a row of the policies holds when a step of `n` tokens is scored: the last
+    /// compaction's budget plus the tokens appended since (all `n` before the first). The
+    /// oracle keeps as many: it once kept `budget(n)`, a token fewer than the policies on
+    /// most steps.
+    func held(_ n: Int) -> Int { compactedAt == 0 ? n : min(n, budget(compactedAt) + n - compactedAt) }
+
     /// Appends the step's tokens and handles segments and a query (before scoring).
     func begin(_ step: TraceStep, index: Int, header: TraceHeader) throws {
         let new = step.nTokens - subject.nextPosition
@@ -70,11 +79,14 @@ final class EvictionRun {
     /// The positions row `head` of `layer` holds now, as a mask over positions, into `keep`.
     private func keptMask(layer: Int, head: Int, step: TraceStep, rows: UnsafePointer<Float>) throws {
         let n = step.nTokens
-        if oracle {  // the top budget tokens of this very step's attention (summed over heads)
+        if oracle {
+            // The top tokens of this very step's attention, as many as the policies hold: of
+            // the head's row per head (it once summed the layer's heads there too, and a
+            // per-head TOVA beat it), else of the row summed over the layer's heads.
             for i in 0..<n { oracleScratch[i] = 0 }
-            for h in 0..<heads { for i in 0..<n { oracleScratch[i] += rows[(layer * heads + h) * n + i] } }
+            for h in config.perHead ? head..<head + 1 : 0..<heads { for i in 0..<n { oracleScratch[i] += rows[(layer * heads + h) * n + i] } }
             var sorted = Array(oracleScratch.prefix(n))
-            let k = min(budget(n), n)
+            let k = held(n)
             let threshold = sorted.withUnsafeMutableBufferPointer { kthLargestCopy($0.baseAddress!, n, k) }
             var left = k
             for i in 0..<n { keep[i] = oracleScratch[i] > threshold ? 1 : 0; left -= Int(keep[i]) }
@@ -86,7 +98,10 @@ final class EvictionRun {
     }
 
     /// Scores a decode step: attention-mass recall and relative output error per layer and
-    /// head, given the full-cache outputs `full` (`[row][valueDim]`) and values.
+    /// head, given the full-cache outputs `full` (`[row][valueDim]`, unnormalised) and values.
+    /// Both are of the row's own total: a row may sum below 1 (attention outside the cache),
+    /// and the full cache scores recall 1 and error 0 (recall was the raw kept mass, and the
+    /// full output was not renormalised as the kept one is).
     func score(_ step: TraceStep, full: [Float], values: ValueTable, after: Bool) throws {
         let n = step.nTokens
         try step.rows.withUnsafeBufferPointer { rowsBuffer in
@@ -97,7 +112,8 @@ final class EvictionRun {
                     if h == 0 || config.perHead { try keptMask(layer: l, head: h, step: step, rows: rows) }
                     let r = l * heads + h
                     let p = rows + r * n
-                    var mass: Float = 0
+                    var mass: Float = 0, total: Float = 0
+                    for i in 0..<n { total += p[i] }
                     for j in 0..<ValueTable.dim { o[j] = 0 }
                     for i in 0..<n where keep[i] == 1 {
                         mass += p[i]
@@ -106,16 +122,16 @@ final class EvictionRun {
                     }
                     var diff: Float = 0, norm: Float = 0
                     for j in 0..<ValueTable.dim {
-                        let f = full[r * ValueTable.dim + j]
+                        let f = full[r * ValueTable.dim + j] / total
                         let d = f - (mass > 0 ? o[j] / mass : 0)
                         diff += d * d
                         norm += f * f
                     }
                     let e = norm > 0 ? sqrt(diff / norm) : 0
-                    recall.add(Double(mass))
+                    recall.add(Double(mass / total))
                     error.add(Double(e))
                     if after {
-                        recallAfter.add(Double(mass))
+                        recallAfter.add(Double(mass / total))
                         errorAfter.add(Double(e))
                     }
                 }
@@ -125,8 +141,9 @@ final class EvictionRun {
 
     /// Observes the step over the held tokens, then compacts for the next step.
     func observeAndCompact(_ step: TraceStep) throws {
-        guard !oracle else { return }
         let n = step.nTokens
+        defer { compactedAt = n }
+        guard !oracle else { return }
         try step.rows.withUnsafeBufferPointer { rowsBuffer in
             let rows = rowsBuffer.baseAddress!
             for l in 0..<layers {

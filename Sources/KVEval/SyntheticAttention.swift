@@ -13,7 +13,7 @@ import KVCache
 ///       + 5 * exp(-(t - i) / tau_h)       locality; tau_h = 4, 8, 16, 32 by head (h mod 4)
 ///       + s_lh(i) * (topic(i) == q ? 1 : 0.2)     heavy hitters: s = min(8, 2 * E * m),
 ///                                       E ~ Exp(1) per (layer, token), m ~ U(0.5, 1.5) per
-///                                       head: a heavy tail, so a few tokens draw most
+///                                       (layer, token, head): a heavy tail, so a few tokens draw most
 ///                                       attention, mostly from queries of their own topic
 ///       + (topic(i) == q ? 1.5 : 0)       topical relevance
 ///       + N(0, 1)                         per (query, key, layer, head) noise; optionally a

@@ -261,14 +261,6 @@ final class IOBench {
         return out
     }
 
-    /// `text` as a JSON string: quoted, with `"`, `\` and control characters escaped (by
-    /// `JSONEncoder`, which cannot fail on a String), slashes left as they are.
-    private static func jsonString(_ text: String) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .withoutEscapingSlashes
-        return String(decoding: try! encoder.encode(text), as: UTF8.self)
-    }
-
     func json(_ cells: [Cell], seconds: Double) -> String {
         func num(_ x: Double) -> String { x.isFinite ? fixed(x, 3) : "0" }
         let rows = cells.map { c in
@@ -281,7 +273,7 @@ final class IOBench {
                     + "\"call_p99_us\":\(num(c.callPercentileMicroseconds(0.99)!))")
                 + "}"
         }
-        return "{\"file\":\(Self.jsonString(path)),\"file_bytes\":\(fileBytes),\"direct\":\(direct),\"backend\":\"\(backendName)\","
+        return "{\"file\":\(jsonString(path)),\"file_bytes\":\(fileBytes),\"direct\":\(direct),\"backend\":\"\(backendName)\","
             + "\"registered_buffers\":\(registeredBuffers),\"seconds_per_cell\":\(num(seconds)),\"cells\":[\(rows.joined(separator: ","))]}"
     }
 }

@@ -112,6 +112,9 @@ import Testing
         var negative = [Float](repeating: 0.1, count: 40)
         negative[35] = -0.5
         #expect(try readError(decode(to: 9) + [(10, 1, negative)]) == "step 2: layer 1, head 1, position 5: -0.5 is not a probability")
+        // A row of zeros: no attention on the cache to recall (it scored 0 and 0, as if perfect).
+        #expect(try readError(decode(to: 9) + [(10, 1, [Float](repeating: 0, count: 40))])
+                == "step 2: layer 0, head 0 sums to 0: no attention on the cached tokens")
         let over = try readError(decode(to: 9) + [(10, 1, [Float](repeating: 0.2, count: 40))])
         #expect(over.hasPrefix("step 2: layer 0, head 0 sums to 2.0") && over.hasSuffix(", more than its 1 queries' 1 each"), "\(over)")
     }
