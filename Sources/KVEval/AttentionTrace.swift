@@ -153,6 +153,7 @@ public final class TraceFileReader: AttentionTraceSource {
             }
             var emb = [Float](repeating: 0, count: dim)
             guard fread(&emb, 4, dim, f) == dim else { throw TraceError(description: "\(path): truncated segment") }
+            guard emb.allSatisfy(\.isFinite) else { throw TraceError(description: "\(path): segment \(i)'s embedding is not finite") }
             segments.append(TraceSegment(start: s, end: e, availableStep: a, embedding: emb))
         }
         return TraceHeader(layers: layers, heads: heads, embeddingDim: dim, segments: segments, steps: steps,
@@ -163,19 +164,27 @@ public final class TraceFileReader: AttentionTraceSource {
 
     /// Reads the next step into `step` (reusing its row buffer); false after the last.
     public func next(into step: inout TraceStep) throws -> Bool {
-        guard stepIndex < header.steps else { return false }
+        guard stepIndex < header.steps else {
+            // Bytes past the header's steps: a wrong n_steps, or rows of another shape.
+            guard fgetc(file) == EOF else {
+                throw TraceError(description: "\(path): bytes after the last of the header's \(header.steps) steps (n_steps, or layers and heads, wrong?)")
+            }
+            return false
+        }
         var w = [UInt32](repeating: 0, count: 3)
         guard fread(&w, 4, 3, file) == 3 else { throw TraceError(description: "\(path): step \(stepIndex): truncated") }
         let nTokens = Int(w[0]), nQueries = Int(w[1])
         guard nTokens <= header.maxTokens, nQueries >= 1, nTokens == tokens + nQueries, w[2] <= 1 else {
             throw TraceError(description: "\(path): step \(stepIndex): n_tokens \(w[0]), n_queries \(w[1]), has_query \(w[2]) out of range "
-                                        + "(n_tokens must be the previous step's \(tokens) plus n_queries, at most max_tokens \(header.maxTokens))")
+                                        + "(n_tokens must be the previous step's \(tokens) plus n_queries, at most max_tokens \(header.maxTokens); "
+                                        + "rows of other layers or heads than the header's \(header.layers) x \(header.heads) read so)")
         }
         step.nTokens = nTokens
         step.nQueries = nQueries
         if w[2] == 1 {
             var q = [Float](repeating: 0, count: header.embeddingDim)
             guard fread(&q, 4, q.count, file) == q.count else { throw TraceError(description: "\(path): step \(stepIndex): truncated query") }
+            guard q.allSatisfy(\.isFinite) else { throw TraceError(description: "\(path): step \(stepIndex): the query embedding is not finite") }
             step.query = q
         } else {
             step.query = nil

@@ -61,7 +61,7 @@ import Testing
     /// A 2-layer, 2-head trace of `steps` (n_tokens, n_queries, rows or nil for valid rows:
     /// each query's row sums to 1) written as `header` says, read back to the first error.
     private func readError(layers: Int = 2, heads: Int = 2, segments: [TraceSegment] = [], markStep: Int? = nil,
-                           maxTokens: Int? = nil, _ steps: [(Int, Int, [Float]?)]) throws -> String {
+                           maxTokens: Int? = nil, trailing: [UInt8] = [], _ steps: [(Int, Int, [Float]?)]) throws -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-err-\(UUID().uuidString).bin").path
         defer { unlink(path) }
         let header = TraceHeader(layers: layers, heads: heads, embeddingDim: segments.first?.embedding.count ?? 0, segments: segments,
@@ -75,6 +75,11 @@ import Testing
             writer.write(step, layers: layers, heads: heads)
         }
         writer.close()
+        if !trailing.isEmpty, let handle = FileHandle(forWritingAtPath: path) {
+            handle.seekToEndOfFile()
+            handle.write(Data(trailing))
+            handle.closeFile()
+        }
         do {
             let reader = try TraceFileReader(path: path)
             var step = TraceStep()
@@ -95,13 +100,23 @@ import Testing
         #expect(try readError(decode(to: 9) + [(10, 1, [Float](repeating: 0.05, count: 40))]) == "read", "an attention sink outside the cache")
     }
 
+    /// Bytes past the header's last step were ignored (a wrong n_steps, or rows of another
+    /// shape, went unnoticed); a segment's NaN embedding was caught only by an episodic policy.
+    @Test func trailingBytesAndNonFiniteEmbeddingsAreRefused() throws {
+        #expect(try readError(trailing: [1, 2, 3, 4], decode(to: 10))
+                == "bytes after the last of the header's 3 steps (n_steps, or layers and heads, wrong?)")
+        let nan = TraceSegment(start: 0, end: 4, availableStep: 0, embedding: [1, .nan])
+        #expect(try readError(segments: [nan], decode(to: 10)) == "segment 0's embedding is not finite")
+    }
+
     @Test func stepsMustGrowByTheirQueries() throws {
         // Shrinking, standing still or jumping: n_tokens is not the previous plus n_queries.
         for (bad, previous) in [((9, 1), 10), ((10, 1), 10), ((40, 1), 10), ((8, 9), 0)] as [((Int, Int), Int)] {
             let steps = previous == 0 ? [(bad.0, bad.1, nil)] : decode(to: previous) + [(bad.0, bad.1, nil)]
             let index = previous == 0 ? 0 : previous - 7
             #expect(try readError(maxTokens: 40, steps) == "step \(index): n_tokens \(bad.0), n_queries \(bad.1), has_query 0 out of range "
-                    + "(n_tokens must be the previous step's \(previous) plus n_queries, at most max_tokens 40)")
+                    + "(n_tokens must be the previous step's \(previous) plus n_queries, at most max_tokens 40; "
+                    + "rows of other layers or heads than the header's 2 x 2 read so)")
         }
     }
 
