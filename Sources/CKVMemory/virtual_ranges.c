@@ -52,6 +52,16 @@ static uint64_t max_map_count(void) {
     return v;
 }
 
+/* Mappings the process holds now: the lines of /proc/self/maps (0 when it cannot be read). */
+static uint64_t process_mappings(void) {
+    uint64_t n = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return 0;
+    for (int c; (c = fgetc(f)) != EOF;) n += c == '\n';
+    fclose(f);
+    return n;
+}
+
 int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_ranges **out) {
     *out = NULL;
     uint64_t pb = kvm_pool_page_bytes(pool);
@@ -79,8 +89,10 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
     r->slots = slots;
     r->tensors = tensors;
     r->pages = (uint32_t)pages;
-    uint64_t system_limit = max_map_count();
-    r->limit = system_limit > 4096 ? system_limit - 4096 : system_limit / 2; /* headroom for the rest of the process */
+    /* Headroom for the rest of the process: the mappings it holds now (a server's libraries and
+     * allocator: thousands in a Python process), and 4096 more for what it maps later. */
+    uint64_t system_limit = max_map_count(), others = process_mappings() + 4096;
+    r->limit = system_limit > others ? system_limit - others : system_limit / 2;
     if (mappings_for(r, 1) > r->limit) {
         free(r);
         return kvm_fail(ENOMEM, "one sequence needs %llu mappings (2 x num_layers tensors) but vm.max_map_count allows %llu",

@@ -1,4 +1,5 @@
 import CKVMemory
+import Foundation
 import Testing
 
 #if canImport(Glibc)
@@ -342,6 +343,20 @@ struct VirtualRangeTests {
         #expect(kvm_ranges_map(ranges, 0, 5, other, 1) == -ENOMEM)
         #expect(kvm_ranges_group(ranges, 0, 5) == -1 && kvm_pool_refs(pool, other) == refs)
         #expect(kvm_ranges_mapped(ranges, 0) == 3)
+    }
+
+    /// The mapping limit leaves the process the mappings it holds at creation and 4096 more (it
+    /// left 4096 whatever the process held: a Python server holds thousands). Other tests map
+    /// and unmap meanwhile, so the process's count is checked at half of what was read.
+    @Test func theMappingLimitLeavesTheProcessItsOwnMappings() throws {
+        let held = try String(contentsOfFile: "/proc/self/maps", encoding: .utf8).split(separator: "\n").count
+        let system = UInt64(try String(contentsOfFile: "/proc/sys/vm/max_map_count", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        try #require(held > 20 && system > UInt64(held) + 8192)
+        let (pool, ranges) = makeRanges()
+        defer { kvm_ranges_destroy(ranges); kvm_pool_destroy(pool) }
+        let limit = kvm_ranges_mapping_limit(ranges)
+        #expect(limit + 4096 + UInt64(held / 2) <= system, "limit \(limit) of \(system) with \(held) mappings held")
     }
 
     @Test func anAddressSpaceTooLargeIsRefusedWithAMessage() {

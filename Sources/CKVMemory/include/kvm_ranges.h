@@ -8,7 +8,8 @@
  * one page table per slot serves all layers.
  *
  * A mapped page holds one pool reference. Mappings are counted (an upper bound on the VMAs they
- * create) and kept under vm.max_map_count; a map that would pass the limit fails with -ENOMEM. */
+ * create) and kept under vm.max_map_count less what the process held at creation and 4096 more;
+ * a map that would pass the limit fails with -ENOMEM. */
 typedef struct kvm_ranges kvm_ranges;
 
 /* Reserves slots * tensors * range_bytes of address space (range_bytes is rounded up to the
