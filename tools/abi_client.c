@@ -1094,6 +1094,8 @@ static void file_size_limit(uint32_t layout) {
         uint64_t stored = stats_of(e).disk_stored_bytes;
         CHECK(stored == 2 * slot, "%s: the freed prefix's two blocks are on disk (%llu bytes)", name, (unsigned long long)stored);
         EXPECT_STATUS(KVC_ERR_IO, "file-size limit", kvc_seq_swap_out(e, 1));
+        CHECK(strstr(kvc_last_error(), "within the process's file-size limit (RLIMIT_FSIZE)") != NULL,
+              "%s: the refusal names the bound that stops the slab's growth: %s", name, kvc_last_error());
         CHECK(length_of(e, 1) == PROMPT && kv_matches(&v, 1, 5, 0, PROMPT) && kv_matches(&v, 2, 6, 0, PROMPT),
               "%s: after the refused swap-out both sequences are resident and byte-identical", name);
         CHECK(stats_of(e).disk_stored_bytes == stored, "%s: the refused swap-out dropped no cached block from disk", name);

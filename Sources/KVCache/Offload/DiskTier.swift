@@ -545,6 +545,10 @@ final class DiskTier {
     /// probe per hashed block; a getrlimit and an fstatvfs when free and LRU slots are not
     /// enough; the wait when needed.
     func checkRoom(forSwapOut count: Int, hash: (Int) -> UInt64) throws(KVError) {
+        // The growth the last `room()` counted, and its nearest bound: asked only when the free
+        // and cached slots fall short, so always by the time the refusal names them.
+        var growable: UInt32 = 0
+        var bound: UnsafePointer<CChar>?
         func room() -> (needed: Int, obtainable: Int) {
             var needed = 0, heldInLRU = 0
             for i in 0..<count {
@@ -553,7 +557,9 @@ final class DiskTier {
                 if s < 0 { needed += 1 } else if inLRU[Int(s)] { heldInLRU += 1 }
             }
             let reusable = freeTop + lruCount - heldInLRU
-            return (needed, needed <= reusable ? reusable : reusable + Int(kvm_slab_growable(slab, nil)))
+            guard needed > reusable else { return (needed, reusable) }
+            growable = kvm_slab_growable(slab, &bound)
+            return (needed, reusable + Int(growable))
         }
         var (needed, obtainable) = room()
         if needed > obtainable && kvm_io_inflight(io) > 0 {
@@ -561,8 +567,6 @@ final class DiskTier {
             (needed, obtainable) = room()
         }
         guard needed <= obtainable else {
-            var bound: UnsafePointer<CChar>?
-            let growable = kvm_slab_growable(slab, &bound)
             throw KVError(.io, "offload tier full: the swap-out needs \(needed) slots and \(obtainable) can be had (free, cached "
                 + "or grown: the slab has \(kvm_slab_allocated(slab)) slots and can grow by \(growable) within "
                 + "\(bound.map { String(cString: $0) } ?? "offload_bytes")); the tier's other slots hold swapped-out "
