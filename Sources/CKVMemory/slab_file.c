@@ -337,8 +337,7 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
     return (int64_t)max_generation;
 }
 
-/* fsyncs the directory holding `path`, so that a rename into it survives a crash. */
-static int sync_parent(const char *path) {
+int kvm_sync_parent(const char *path) {
     char dir[PATH_MAX];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
@@ -388,7 +387,7 @@ int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uin
     s->journal_fd = jfd;
     /* The rename is durable once the directory is: until then a crash may bring back the old
      * journal (valid too: a slot it names is checked against its header when read). */
-    return sync_parent(s->journal_path);
+    return kvm_sync_parent(s->journal_path);
 }
 
 int kvm_slab_sync(kvm_slab *s) {

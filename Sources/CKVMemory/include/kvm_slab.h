@@ -133,6 +133,9 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
 /* Replaces the journal with the STORED records among records[0..n-1] (compaction after
  * replay): written to a temporary file, fsync'd, renamed over, the directory fsync'd. */
 int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n);
+/* fsyncs the directory holding `path`, so that a rename into it survives a crash: 0, or -errno
+ * with kvm_error() naming the directory. One open and one fsync. */
+int kvm_sync_parent(const char *path);
 /* fdatasync of slab and journal. */
 int kvm_slab_sync(kvm_slab *s);
 

@@ -1,3 +1,4 @@
+import CKVMemory
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -125,7 +126,7 @@ struct TierIdentity: Equatable {
     }
 
     /// Writes the identity into `dir` atomically (a synced temporary file renamed over
-    /// `kvcache.identity`). Throws `io`.
+    /// `kvcache.identity`, then the directory synced). Throws `io`.
     func write(dir: String) throws(KVError) {
         let path = dir + "/" + TierIdentity.fileName, temporary = dir + "/" + TierIdentity.temporaryFileName
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -139,6 +140,9 @@ struct TierIdentity: Equatable {
             unlink(temporary)
             throw KVError(.io, "cannot write '\(path)': \(reason)")
         }
+        // Durable once the directory is: a crash before it may bring back no identity (the
+        // next open then writes this one again), never a torn one.
+        if kvm_sync_parent(path) < 0 { throw KVError(.io, String(cString: kvm_error())) }
     }
 
     /// The own tier's check, under the directory's lock: a directory without an identity (new,
