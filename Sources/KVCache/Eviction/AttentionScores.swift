@@ -364,12 +364,7 @@ public final class AttentionScores {
             if perHead {  // a copy: bit for bit the old sums (a float add then subtract need not be)
                 for h in 0..<heads { (rows0 + h * capacity).update(from: summed + h * n, count: n) }
             }
-            var i = 0
-            while i < heads * n && scores[i] >= 0 && scores[i].isFinite { i += 1 }
-            guard i < heads * n else {
-                throw .invalid("the \(heads * n) scores of layer \(layer) are each finite and >= 0 but sum to more than a float holds: the sum must be finite")
-            }
-            throw .invalid("score \(scores[i]) at head \(i / n), token \(i % n) of layer \(layer): scores must be finite and >= 0")
+            throw Self.refusal(scores, heads: heads, n: n, layer: layer)
         }
         // Pass 2: commit.
         // A step's queries are among the tokens it sees: at most n (scores that are no
@@ -418,6 +413,17 @@ public final class AttentionScores {
     @inline(__always) func summedScratch(for scores: UnsafePointer<Float>) -> UnsafeMutablePointer<Float> {
         let base = UInt(bitPattern: summedBuffer), want = (UInt(bitPattern: scores) &+ 2048) & 4095
         return summedBuffer + Int(((want &- base) & 4095) / 4)  // both are Float-aligned
+    }
+
+    /// Why the scores `[heads][n]` of `layer` were refused, once a check found a NaN, infinite
+    /// or negative value or an infinite sum: the first bad value, or else the sum. O(heads * n).
+    static func refusal(_ scores: UnsafePointer<Float>, heads: Int, n: Int, layer: Int) -> KVError {
+        var i = 0
+        while i < heads * n && scores[i] >= 0 && scores[i].isFinite { i += 1 }
+        guard i < heads * n else {
+            return .invalid("the \(heads * n) scores of layer \(layer) are each finite and >= 0 but sum to more than a float holds: the sum must be finite")
+        }
+        return .invalid("score \(scores[i]) at head \(i / n), token \(i % n) of layer \(layer): scores must be finite and >= 0")
     }
 
     /// `out[t] = sum over heads of scores[h][t]`; returns a number below 0 when some score

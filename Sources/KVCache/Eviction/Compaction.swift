@@ -21,13 +21,30 @@
 /// sequence indexes no block it fills later: its later K/V were computed over an evicted
 /// context and match no full-context prefix.
 extension Engine {
+    /// A new eviction state for `slot` with `eviction`, sized for its current length.
+    /// Allocates the policy's rows (O(layers x rows x max_seq_tokens) floats).
+    private func newEvictionState(_ slot: Int, _ eviction: EvictionConfig) -> AttentionScores {
+        AttentionScores(layers: config.numLayers, heads: config.numKVHeads, config: eviction,
+                        length: sequences.lengths[slot], maxCapacity: config.maxSeqTokens)
+    }
+
     /// The eviction state of `slot`, created on first use from the engine's configuration.
     private func evictionState(_ slot: Int) -> AttentionScores {
         if let s = evictionStates[slot] { return s }
-        let s = AttentionScores(layers: config.numLayers, heads: config.numKVHeads, config: config.eviction,
-                                length: sequences.lengths[slot], maxCapacity: config.maxSeqTokens)
+        let s = newEvictionState(slot, config.eviction)
         evictionStates[slot] = s
         return s
+    }
+
+    /// Runs `body` on the eviction state of `slot`; a state created for it is kept only when
+    /// `body` succeeds, so that a refused call leaves the sequence as it was (no state, no
+    /// memory). Costs what `evictionState` costs.
+    private func withEvictionState<T>(_ slot: Int, _ body: (AttentionScores) throws(KVError) -> T) throws(KVError) -> T {
+        if let s = evictionStates[slot] { return try body(s) }
+        let s = newEvictionState(slot, config.eviction)
+        let result = try body(s)
+        evictionStates[slot] = s
+        return result
     }
 
     /// The policy configuration `seq` uses: its own (`setEviction`) or the engine's.
@@ -40,12 +57,11 @@ extension Engine {
         try eviction.validate()
         try locked { () throws(KVError) in
             let s = try slot(seq)
-            if let old = evictionStates[s], old.config == eviction { return }
+            if evictionConfig(s) == eviction { return }  // the configuration it has: nothing changes
             if let old = evictionStates[s], old.compactions > 0 {
                 throw .invalid("sequence \(seq) was already compacted; its eviction configuration cannot change")
             }
-            evictionStates[s] = AttentionScores(layers: config.numLayers, heads: config.numKVHeads, config: eviction,
-                                                length: sequences.lengths[s], maxCapacity: config.maxSeqTokens)
+            evictionStates[s] = newEvictionState(s, eviction)
         }
     }
 
@@ -53,7 +69,8 @@ extension Engine {
     /// `nHeads` (= `numKVHeads`) rows of `nTokens` slots (at most `layerLength`), each this
     /// step's attention probabilities summed over the step's queries. With policy `none` the
     /// scores are checked and dropped. Throws `notFound`, `invalidArgument` (layer, head count,
-    /// too many tokens, a NaN, infinite or negative score; nothing changes).
+    /// too many tokens, a NaN, infinite or negative score, scores whose float sum overflows;
+    /// whatever the policy, nothing changes: a refused first call leaves no eviction state).
     /// Cost: one pass over the scores (about two adds and a compare each), no allocation.
     public func observe(_ seq: UInt64, layer: Int, scores: UnsafePointer<Float>, nHeads: Int, nTokens: Int) throws(KVError) {
         try checkLayer(layer)
@@ -63,15 +80,22 @@ extension Engine {
                 try validateScores(scores, nHeads: nHeads, nTokens: nTokens, layerLength: sequences.lengths[s], layer: layer)
                 return
             }
-            try evictionState(s).observe(layer: layer, scores: scores, nHeads: nHeads, nTokens: nTokens)
+            try withEvictionState(s) { (state) throws(KVError) in
+                try state.observe(layer: layer, scores: scores, nHeads: nHeads, nTokens: nTokens)
+            }
         }
     }
 
     private func validateScores(_ scores: UnsafePointer<Float>, nHeads: Int, nTokens: Int, layerLength: Int, layer: Int) throws(KVError) {
         guard nHeads == config.numKVHeads else { throw .invalid("n_heads \(nHeads) is not num_kv_heads \(config.numKVHeads)") }
         guard nTokens <= layerLength else { throw .invalid("\(nTokens) tokens of scores for layer \(layer), which holds \(layerLength)") }
-        for i in 0..<(nHeads * nTokens) where !(scores[i] >= 0 && scores[i].isFinite) {
-            throw .invalid("score \(scores[i]) at head \(i / nTokens), token \(i % nTokens) of layer \(layer): scores must be finite and >= 0")
+        var minimum: Float = 0, total: Float = 0
+        for i in 0..<(nHeads * nTokens) {
+            minimum = min(minimum, scores[i])
+            total += scores[i]
+        }
+        guard minimum >= 0 && total.isFinite else {
+            throw AttentionScores.refusal(scores, heads: nHeads, n: nTokens, layer: layer)
         }
     }
 
@@ -390,7 +414,7 @@ extension Engine {
             if evictionStates[s] == nil, config.eviction.embeddingDim != 0, embedding.count != config.eviction.embeddingDim {
                 throw .invalid("embedding dimension \(embedding.count) is not embedding_dim \(config.eviction.embeddingDim)")
             }
-            try evictionState(s).addSegment(start: start, end: end, embedding: embedding)
+            try withEvictionState(s) { (state) throws(KVError) in try state.addSegment(start: start, end: end, embedding: embedding) }
         }
     }
 
@@ -423,8 +447,8 @@ extension Engine {
             guard evictionConfig(s).policy == .episodic else {
                 throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
             }
+            try withEvictionState(s) { (state) throws(KVError) in try state.checkFocus(query) }  // refused before any wait
             var state = evictionState(s)
-            try state.checkFocus(query)  // a bad query changes nothing: refused before any wait
             if offloadsEvictions(state) {
                 // A restore writes into memory, and the tokens it displaces are copied to disk
                 // from memory: every read still filling the sequence (prefix hit, swap-in,
@@ -450,6 +474,8 @@ extension Engine {
     /// Sets `seq`'s per-layer sensitivity (`numLayers` values >= 0, not all 0) for adaptive
     /// budgets. Throws `notFound`, `invalidArgument`.
     public func setLayerSensitivity(_ seq: UInt64, _ values: UnsafeBufferPointer<Float>) throws(KVError) {
-        try locked { () throws(KVError) in try evictionState(try slot(seq)).setSensitivity(values) }
+        try locked { () throws(KVError) in
+            try withEvictionState(try slot(seq)) { (state) throws(KVError) in try state.setSensitivity(values) }
+        }
     }
 }

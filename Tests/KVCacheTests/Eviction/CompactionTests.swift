@@ -469,6 +469,35 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         #expect(try snapshot() == before)
     }
 
+    /// A refused first call leaves the sequence without eviction state, whatever the policy:
+    /// no memory outside the budget for bad input (a state holds the policy's rows, megabytes
+    /// per sequence per head), and a later call behaves as on a sequence never touched. Setting
+    /// the configuration a sequence already has creates none either. Policy none refuses a
+    /// score sum that overflows a float, as the other policies do.
+    @Test(arguments: [EvictionPolicyKind.none, .heavyHitter, .episodic])
+    func aRefusedFirstCallLeavesNoEvictionState(policy: EvictionPolicyKind) throws {
+        let e = try evictingEngine(.paged, policy)
+        try e.createSequence(1, tokens: tokens(24, seed: 1))
+        let slot = try e.slot(1)
+        let nanSensitivity: [Float] = [1, .nan]
+        #expect(caught { try nanSensitivity.withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) } }?.code == .invalidArgument)
+        #expect(caught { try [Float(1)].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) } }?.message.contains("1 sensitivities") == true)
+        let overflowing = [Float](repeating: 3e38, count: 2 * 24)
+        let overflow = caught { try overflowing.withUnsafeBufferPointer { try e.observe(1, layer: 0, scores: $0.baseAddress!, nHeads: 2, nTokens: 24) } }
+        #expect(overflow?.message == "the 48 scores of layer 0 are each finite and >= 0 but sum to more than a float holds: the sum must be finite")
+        var negative = [Float](repeating: 0.1, count: 2 * 24); negative[30] = -1
+        #expect(caught { try negative.withUnsafeBufferPointer { try e.observe(1, layer: 0, scores: $0.baseAddress!, nHeads: 2, nTokens: 24) } }?
+            .message == "score -1.0 at head 1, token 6 of layer 0: scores must be finite and >= 0")
+        if policy == .episodic {
+            #expect(caught { try [Float.nan].withUnsafeBufferPointer { try e.addSegment(1, start: 0, end: 4, embedding: $0) } }?.code == .invalidArgument)
+            #expect(caught { _ = try [Float(1)].withUnsafeBufferPointer { try e.focus(1, query: $0) } }?.code == .invalidArgument)
+        }
+        try e.setEviction(1, e.config.eviction)
+        #expect(e.evictionStates[slot] == nil)
+        try [Float](repeating: 0.1, count: 2 * 24).withUnsafeBufferPointer { try e.observe(1, layer: 0, scores: $0.baseAddress!, nHeads: 2, nTokens: 24) }
+        #expect((e.evictionStates[slot] == nil) == (policy == .none), "an accepted observation creates the state its policy needs")
+    }
+
     /// A focus without segments is refused; on another policy a focus and a segment are
     /// unsupported (the segment would serve no focus) and change nothing, until the sequence
     /// is made episodic.
