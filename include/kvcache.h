@@ -48,7 +48,7 @@
  *   must order those itself. kvc_engine_destroy must not run concurrently with, or be
  *   followed by, any other call on that engine. kvc_config_init, kvc_status_name,
  *   kvc_last_error, kvc_abi_version, kvc_hash_tokens(_salted) and kvc_router_config_init
- *   touch no engine and are always safe. Routers (below) have their own mutex.
+ *   (and their _size forms) touch no engine and are always safe. Routers (below) have their own mutex.
  *
  * PROCESSES
  *   An engine or router belongs to the process that created it. The process may fork():
@@ -184,6 +184,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The ABI is LP64 (pointers and size_t 8 bytes; uint64_t, double and pointers 8-byte
+ * aligned): the struct offsets this header states hold only there, and the library reads
+ * them as stated. This typedef does not compile on another data model. */
+typedef char kvc_requires_lp64[(sizeof(void *) == 8 && sizeof(size_t) == 8) ? 1 : -1];
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -251,6 +256,10 @@ enum {
  * - A larger struct (a newer caller): accepted when every byte past the fields this library
  *   knows is 0 (fields added later use 0 for "as before"); a non-zero byte there is
  *   KVC_ERR_UNSUPPORTED, since the library cannot honour a setting it does not know.
+ * - Padding (offsets 36, 132 and 164, 4 bytes each) must be 0 too, whatever struct_size:
+ *   a later header may put a field there without changing the struct's size (as
+ *   index_on_schedule did at 124), so a non-zero padding byte is KVC_ERR_UNSUPPORTED.
+ *   kvc_config_init zeroes it; zero (memset) a struct you build without it.
  *   struct_size above KVC_STRUCT_SIZE_MAX is KVC_ERR_INVALID_ARGUMENT (not a kvc_config).
  */
 typedef struct kvc_config {
@@ -273,7 +282,7 @@ typedef struct kvc_config {
     uint32_t max_seqs;
     /** Tokens one sequence may hold at most, 1..16777216. Default 32768. */
     uint32_t max_seq_tokens;
-    /* 4 bytes of padding (offset 36) */
+    /* 4 bytes of padding (offset 36): must be 0 */
     /** Exact physical budget for K/V bytes, > 0; the engine never commits more. Default 8 GiB.
      *  At most 2^24 blocks (of 2 * num_layers * block_tokens * token_bytes bytes each): a
      *  larger budget needs larger blocks (else KVC_ERR_INVALID_ARGUMENT). Contiguous layout:
@@ -293,7 +302,8 @@ typedef struct kvc_config {
      *  whose struct_size ends before it gets 0. */
     uint32_t metadata_only;
     /** Directory of the disk tier (see DISK TIER), or NULL (default): no disk tier. Set it
-     *  and offload_bytes together: one without the other is KVC_ERR_INVALID_ARGUMENT. It must
+     *  and offload_bytes together: one without the other is KVC_ERR_INVALID_ARGUMENT (so is
+     *  an offload_dir in a struct whose struct_size ends before offload_bytes). It must
      *  exist; the engine creates kvcache.slab, kvcache.journal and kvcache.identity (see
      *  model_tag) in it and finds its spilled blocks there again after a restart. One engine
      *  per directory: while an engine (of this process or another) holds it,
@@ -348,7 +358,7 @@ typedef struct kvc_config {
      *  128 (the struct is 136 bytes since this field); a caller's older, 128-byte struct
      *  gets the default. */
     uint32_t offload_queue_depth;
-    /* 4 bytes of padding (offset 132) */
+    /* 4 bytes of padding (offset 132): must be 0 */
     /** Peer disk tiers: other engines' offload_dir directories, ':'-separated (at most 16,
      *  empty entries ignored), whose spilled blocks this engine reads, or NULL (default): no
      *  peers. Read-only: this engine never takes a peer's lock, never creates or writes a
@@ -409,7 +419,7 @@ typedef struct kvc_config {
      *  thread's timing.
      *  kvc_stats.disk_blocks_written_ahead counts its writes. Needs a disk tier; 0 or 1, else
      *  KVC_ERR_INVALID_ARGUMENT. Offset 160 (the struct is 168 bytes since this field, 4 of
-     *  them padding); a caller's older struct gets 0. */
+     *  them padding, offset 164: must be 0); a caller's older struct gets 0. */
     uint32_t offload_writeback;
     /* more may follow */
 } kvc_config;
@@ -1435,7 +1445,8 @@ kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
 
 /** Waits for every disk request (every block of pending swap-outs included, whose
  *  outcome it settles as kvc_engine_poll does) and fdatasyncs the slab and journal, so that
- *  what was spilled survives a power loss. Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_IO. */
+ *  what was spilled survives a power loss. Without a disk tier: KVC_OK at once (nothing to
+ *  sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_IO. */
 kvc_status kvc_engine_sync(kvc_engine *e);
 
 /* ---------------------------------------------------------------------------------------
@@ -1549,7 +1560,8 @@ typedef struct kvc_router_config {
 /** The smallest kvc_router_config.struct_size accepted: through prefill_ms_per_token. */
 #define KVC_ROUTER_CONFIG_MIN_SIZE (offsetof(kvc_router_config, prefill_ms_per_token) + sizeof(double))
 
-/** An instance's load, as it reports it. struct_size rules as kvc_config (read only). */
+/** An instance's load, as it reports it. struct_size rules as kvc_config (read only; its
+ *  padding, offset 4, is not read). */
 typedef struct kvc_instance_load {
     /** sizeof(kvc_instance_load). */
     uint32_t struct_size;
@@ -1572,8 +1584,22 @@ typedef struct kvc_instance_load {
 /** The smallest kvc_instance_load.struct_size accepted: through free_blocks. */
 #define KVC_INSTANCE_LOAD_MIN_SIZE (offsetof(kvc_instance_load, free_blocks) + sizeof(uint64_t))
 
-/** Writes the defaults to *cfg and sets struct_size (padding zeroed). NULL: no-op. */
+/** Writes the defaults listed in kvc_router_config to the first `size` bytes at *cfg and
+ *  sets cfg->struct_size = size: bytes past the fields this library knows are zeroed (0 is
+ *  every later field's "as before"), nothing past `size` is written. Pass
+ *  sizeof(kvc_router_config) as you compiled it; the kvc_router_config_init macro below does.
+ *  NULL, or `size` below KVC_ROUTER_CONFIG_MIN_SIZE or above KVC_STRUCT_SIZE_MAX: nothing
+ *  written. Thread-safe. */
+void kvc_router_config_init_size(kvc_router_config *cfg, size_t size);
+
+/** The first version's initialiser: writes exactly 40 bytes (the struct of this header) and
+ *  sets struct_size = 40. Code compiled against this header reaches
+ *  kvc_router_config_init_size through the macro below instead; binaries built before the
+ *  macro existed call this symbol, and a library whose kvc_router_config grows keeps it
+ *  writing 40 bytes, never past their struct (its new fields default to 0 = the behaviour
+ *  before them). NULL: no-op. Thread-safe. */
 void kvc_router_config_init(kvc_router_config *cfg);
+#define kvc_router_config_init(cfg) kvc_router_config_init_size((cfg), sizeof(kvc_router_config))
 
 /** Creates a router with no instances. Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad
  *  struct_size or field; the message names it), KVC_ERR_UNSUPPORTED (unknown non-zero

@@ -67,5 +67,22 @@ func structSize(_ raw: UnsafeRawPointer, minimum: Int, _ name: StaticString) thr
     return size
 }
 
+/// Refuses (`unsupported`) a non-zero byte of a versioned C struct where this library has no
+/// field: in `padding` (a later header may put a field there without changing the struct's
+/// size, as `index_on_schedule` did) and from `known` (the end of the last field this library
+/// reads) up to `size`. A newer caller's setting there cannot be honoured; a struct not started
+/// from its `_init` may hold garbage there. O(size - known + padding).
+func rejectUnknownBytes(_ raw: UnsafeRawPointer, size: Int, known: Int, padding: [Range<Int>] = [], _ name: StaticString)
+    throws(KVError)
+{
+    for range in padding + [known..<max(size, known)] {
+        for offset in range where offset < size && raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
+            throw KVError(.unsupported,
+                          "\(name) byte \(offset) is not 0, but this library (ABI \(abiVersion)) has no field there: it cannot "
+                          + "honour a newer field (or the struct was not started from its _init, which zeroes it)")
+        }
+    }
+}
+
 /// `KVC_STRUCT_SIZE_MAX`: a larger `struct_size` is taken to be garbage, not a newer struct.
 let structSizeMax = 4096

@@ -7,9 +7,10 @@ import Darwin
 #endif
 import KVCache
 
-/// Byte offsets of `kvc_config` (include/kvcache.h) on every LP64 and ILP32 ABI with
-/// naturally aligned 8-byte integers. Read and written field by field, so that a caller's
-/// struct of another version (another `struct_size`) is handled exactly.
+/// Byte offsets of `kvc_config` (include/kvcache.h) on LP64, the only data model the header
+/// compiles for (pointers and 8-byte integers 8-byte aligned). Read and written field by
+/// field, so that a caller's struct of another version (another `struct_size`) is handled
+/// exactly.
 enum ConfigLayout {
     static let structSize = 0
     static let numLayers = 4
@@ -20,12 +21,11 @@ enum ConfigLayout {
     static let layout = 24
     static let maxSeqs = 28
     static let maxSeqTokens = 32
-    // 36..<40: padding
     static let memoryBytes = 40
     static let pageBytes = 48
     static let numaNode = 56
     static let metadataOnly = 60
-    /// `const char *offload_dir`: 8 bytes on LP64, 4 (+4 padding) on ILP32; same offsets.
+    /// `const char *offload_dir`.
     static let offloadDir = 64
     static let offloadBytes = 72
     // Token eviction (EvictionExports.swift documents them).
@@ -45,8 +45,8 @@ enum ConfigLayout {
     static let firstSize = 128
     /// The first field past the 128 bytes of earlier versions (then 4 bytes of padding).
     static let offloadQueueDepth = 128
-    /// `const char *peer_offload_dirs` (':'-separated): 8 bytes on LP64, 4 (+4 padding) on
-    /// ILP32; a 136-byte struct of the previous version ends before it (no peers).
+    /// `const char *peer_offload_dirs` (':'-separated); a 136-byte struct of the previous
+    /// version ends before it (no peers).
     static let peerOffloadDirs = 136
     /// `uint64_t model_tag`; a 144-byte struct of the previous version ends before it (tag 0).
     static let modelTag = 144
@@ -55,8 +55,13 @@ enum ConfigLayout {
     /// `uint32_t offload_writeback` (then 4 bytes of padding); a 160-byte struct of the previous
     /// version ends before it (0: no writeback thread).
     static let offloadWriteback = 160
+    /// The end of the last field this version reads (`offload_writeback`).
+    static let known = 164
     /// `sizeof(kvc_config)` of this version.
     static let size = 168
+    /// Bytes between fields, which `kvc_config_init` zeroes and a newer header could fill (the
+    /// tail padding, 164..<168, lies past `known`).
+    static let padding = [36..<40, 132..<136]
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
 }
@@ -138,9 +143,7 @@ extension EngineConfig {
             metadataOnly = flag == 1
         }
         func string(_ offset: Int, _ name: String, maxBytes: Int) throws(KVError) -> String? {
-            let pointer = MemoryLayout<UnsafeRawPointer>.size == 8
-                ? UInt(raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-                : UInt(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+            let pointer = raw.loadUnaligned(fromByteOffset: offset, as: UInt.self)
             guard let text = UnsafePointer<CChar>(bitPattern: pointer) else { return nil }
             guard strnlen(text, maxBytes + 1) <= maxBytes else { throw KVError(.invalidArgument, "\(name) is longer than \(maxBytes) bytes") }
             return String(cString: text)
@@ -148,6 +151,8 @@ extension EngineConfig {
         if has(ConfigLayout.offloadBytes, 8) {
             offloadDir = try string(ConfigLayout.offloadDir, "offload_dir", maxBytes: 4096)
             offloadBytes = raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadBytes, as: UInt64.self)
+        } else if has(ConfigLayout.offloadDir, 8), try string(ConfigLayout.offloadDir, "offload_dir", maxBytes: 4096) != nil {
+            throw KVError(.invalidArgument, "offload_dir is set but struct_size \(size) ends before offload_bytes: set both")
         }
         try eviction.load(from: raw, size: size)
         if has(ConfigLayout.indexOnSchedule, 4) {
@@ -170,11 +175,6 @@ extension EngineConfig {
             guard flag <= 1 else { throw KVError(.invalidArgument, "offload_writeback \(flag) is neither 0 nor 1") }
             offloadWriteback = flag == 1
         }
-        for offset in ConfigLayout.size..<max(size, ConfigLayout.size)
-        where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
-            throw KVError(.unsupported,
-                          "kvc_config byte \(offset) is not 0, but this library (ABI \(abiVersion)) knows only "
-                          + "the first \(ConfigLayout.size) bytes; it cannot honour a newer field")
-        }
+        try rejectUnknownBytes(raw, size: size, known: ConfigLayout.known, padding: ConfigLayout.padding, "kvc_config")
     }
 }

@@ -23,6 +23,9 @@ enum RouterConfigLayout {
     static let view = 36
     /// `sizeof(kvc_router_config)` of this version.
     static let size = 40
+    /// `sizeof(kvc_router_config)` of the first version, which the symbol
+    /// `kvc_router_config_init` writes.
+    static let firstSize = 40
     /// `KVC_ROUTER_CONFIG_MIN_SIZE`: through `prefill_ms_per_token`.
     static let minimumSize = 32
 }
@@ -70,13 +73,33 @@ private func routerHandle(_ handle: OpaquePointer?) throws(KVError) -> RouterHan
     return Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
 }
 
-/// `kvc_router_config_init`: zeroes `sizeof(kvc_router_config)` bytes, then writes the
-/// `RouterConfig` defaults and `struct_size`. NULL: no-op.
+/// `kvc_router_config_init_size`: writes the defaults of this version's `kvc_router_config`
+/// to the first `size` bytes at `cfg` (fields this version does not know zeroed), none past
+/// them, and sets `struct_size` to `size`. NULL, or `size` outside
+/// `KVC_ROUTER_CONFIG_MIN_SIZE...KVC_STRUCT_SIZE_MAX`: nothing written. The header's
+/// `kvc_router_config_init(cfg)` macro calls it with the caller's `sizeof(kvc_router_config)`.
+@c public func kvc_router_config_init_size(_ cfg: UnsafeMutableRawPointer?, _ size: Int) {
+    guard let cfg, size >= RouterConfigLayout.minimumSize, size <= structSizeMax else { return }
+    withUnsafeTemporaryAllocation(byteCount: RouterConfigLayout.size, alignment: 8) { defaults in
+        writeRouterDefaults(into: defaults.baseAddress!)
+        cfg.copyMemory(from: defaults.baseAddress!, byteCount: min(size, RouterConfigLayout.size))
+    }
+    if size > RouterConfigLayout.size { memset(cfg + RouterConfigLayout.size, 0, size - RouterConfigLayout.size) }
+    cfg.storeBytes(of: UInt32(size), toByteOffset: 0, as: UInt32.self)
+}
+
+/// The symbol `kvc_router_config_init`, which binaries built before the sized initialiser
+/// call: writes exactly the first version's 40 bytes (`struct_size` 40), never past such a
+/// caller's struct. NULL: no-op.
 @c public func kvc_router_config_init(_ cfg: UnsafeMutableRawPointer?) {
-    guard let cfg else { return }
+    kvc_router_config_init_size(cfg, RouterConfigLayout.firstSize)
+}
+
+/// Writes the `RouterConfig` defaults of every field of this version into
+/// `RouterConfigLayout.size` bytes at `cfg`, `struct_size` unset.
+private func writeRouterDefaults(into cfg: UnsafeMutableRawPointer) {
     memset(cfg, 0, RouterConfigLayout.size)
     let d = RouterConfig()
-    cfg.storeBytes(of: UInt32(RouterConfigLayout.size), toByteOffset: 0, as: UInt32.self)
     cfg.storeBytes(of: d.policy.rawValue, toByteOffset: RouterConfigLayout.policy, as: UInt32.self)
     cfg.storeBytes(of: UInt32(d.keyBlocks), toByteOffset: RouterConfigLayout.keyBlocks, as: UInt32.self)
     cfg.storeBytes(of: UInt32(d.virtualNodes), toByteOffset: RouterConfigLayout.virtualNodes, as: UInt32.self)
@@ -110,11 +133,7 @@ extension RouterConfig {
             case let v: throw KVError(.invalidArgument, "view \(v) is not KVC_ROUTER_VIEW_DEFAULT, _EXACT or _APPROXIMATE")
             }
         }
-        for offset in RouterConfigLayout.size..<max(size, RouterConfigLayout.size)
-        where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
-            throw KVError(.unsupported, "kvc_router_config byte \(offset) is not 0, but this library knows only the first "
-                          + "\(RouterConfigLayout.size) bytes; it cannot honour a newer field")
-        }
+        try rejectUnknownBytes(raw, size: size, known: RouterConfigLayout.size, "kvc_router_config")
     }
 }
 
@@ -180,11 +199,7 @@ extension RouterConfig {
         if size >= InstanceLoadLayout.waitingRequests + 8 {
             l.waitingRequests = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.waitingRequests, as: UInt64.self)
         }
-        for offset in InstanceLoadLayout.size..<max(size, InstanceLoadLayout.size)
-        where raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
-            throw KVError(.unsupported, "kvc_instance_load byte \(offset) is not 0, but this library knows only the first "
-                          + "\(InstanceLoadLayout.size) bytes")
-        }
+        try rejectUnknownBytes(raw, size: size, known: InstanceLoadLayout.size, "kvc_instance_load")
         try handle.locked { (router) throws(KVError) in try router.report(instance, load: l) }
     }
 }

@@ -233,6 +233,36 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["168"])
     }
 
+    /// A later header may put a field in padding without changing the struct's size (as
+    /// index_on_schedule did at 124): a non-zero padding byte within struct_size is refused
+    /// by offset, in a struct of this size or an older one; padding past struct_size is not read.
+    @Test(arguments: [36, 39, 132, 135, 164, 167])
+    func aNonZeroPaddingByteIsUnsupported(offset: Int) {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.bytes[offset] = 0x5a
+        #expect(createStatus(c) == KVC_ERR_UNSUPPORTED)
+        expectStatus(KVC_ERR_UNSUPPORTED, KVC_ERR_UNSUPPORTED, mentioning: ["kvc_config byte \(offset) is not 0"])
+        guard offset >= 60 else { return }  // within every struct_size accepted
+        c.structSize = UInt32(offset + 1)
+        #expect(createStatus(c) == KVC_ERR_UNSUPPORTED, "within an older struct_size too")
+        c.structSize = UInt32(offset - offset % 4)
+        #expect(createStatus(c) == KVC_OK, "padding past struct_size is not read")
+    }
+
+    /// An offload_dir in a struct whose struct_size ends before offload_bytes is refused, as
+    /// one without offload_bytes is in a whole struct: never dropped in silence.
+    @Test func anOffloadDirWithoutRoomForOffloadBytesIsInvalid() throws {
+        let dir = scratchDir()
+        defer { rmdir(dir) }
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.structSize = 72
+        var engine: OpaquePointer?
+        let rc = c.create(&engine, offloadDir: dir)
+        kvc_engine_destroy(engine)
+        #expect(rc == KVC_ERR_INVALID_ARGUMENT)
+        expectStatus(rc, KVC_ERR_INVALID_ARGUMENT, mentioning: ["offload_dir", "struct_size 72", "offload_bytes"])
+    }
+
     @Test func offloadWritebackIsReadAtOffset160AndAnOlderStructGets0() throws {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.offloadWriteback = 1

@@ -115,6 +115,32 @@ private final class CRouter {
         #expect(kvc_router_observe_events(r.handle, 1, nil, 0) == KVC_OK)
     }
 
+    /// `kvc_router_config_init_size` writes exactly `size` bytes (defaults, zeroes past the
+    /// 40 it knows) and sets struct_size to it; the symbol `kvc_router_config_init` writes the
+    /// first version's 40 bytes, so that a struct growing later never has an old binary's
+    /// call write past its end. Sizes outside the accepted range write nothing.
+    @Test func theSizedInitialiserWritesExactlyTheCallersBytes() {
+        func initialised(_ size: Int, buffer: Int = 64) -> [UInt8] {
+            var b = [UInt8](repeating: 0xEE, count: buffer)
+            b.withUnsafeMutableBytes { kvc_router_config_init_size($0.baseAddress, size) }
+            return b
+        }
+        let whole = initialised(40)
+        #expect(whole[0..<4] == [40, 0, 0, 0] && whole[40...].allSatisfy { $0 == 0xEE })
+        #expect(Array(whole[4..<40]) == Array(routerConfig()[4..<40]), "the defaults kvc_router_create reads")
+        let older = initialised(32)
+        #expect(older[0..<4] == [32, 0, 0, 0] && Array(older[4..<32]) == Array(whole[4..<32]) && older[32...].allSatisfy { $0 == 0xEE })
+        let newer = initialised(48)
+        #expect(newer[0..<4] == [48, 0, 0, 0] && newer[40..<48].allSatisfy { $0 == 0 } && newer[48...].allSatisfy { $0 == 0xEE })
+        for size in [0, 31, 4097] { #expect(initialised(size).allSatisfy { $0 == 0xEE }, "size \(size)") }
+        var symbol = [UInt8](repeating: 0xEE, count: 64)
+        symbol.withUnsafeMutableBytes { kvc_router_config_init($0.baseAddress) }
+        #expect(symbol[..<40] == whole[..<40] && symbol[40...].allSatisfy { $0 == 0xEE })
+        var out: OpaquePointer?
+        #expect(newer.withUnsafeBytes { kvc_router_create($0.baseAddress, &out) } == KVC_OK)
+        kvc_router_destroy(out)
+    }
+
     @Test func wrongStructSizesAreRejected() throws {
         var out: OpaquePointer?
         for size in [0, 8, 31] {
