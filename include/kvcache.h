@@ -1621,8 +1621,8 @@ kvc_status kvc_router_add_instance(kvc_router *r, uint32_t instance, double weig
 
 /** Removes `instance`: no later decision picks it; what it cached is forgotten. Keys it
  *  owned move to ring neighbours, other keys stay. Returns KVC_ERR_NOT_FOUND. Cost, under
- *  the router's lock: O(P) to take its positions off the rings, and a scan of the cache
- *  view's table (2^19 entries: 0.3 ms). */
+ *  the router's lock: O(P) to take its positions off the rings, and one probe per block
+ *  hash the cache view credited to the instance (nothing for an instance that cached none). */
 kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
 
 /**
@@ -1652,9 +1652,14 @@ kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instanc
  *  event clears its memory tier (kvc_engine_create). Every event's kind is checked before any is
  *  applied. Only KVC_TIER_MEMORY events change the view: other tiers, unknown ones included,
  *  are accepted and ignored (a disk hit still costs a read), as is a stored or removed block
- *  hash 0 (it names no block). `events` may be NULL only when n_events is 0. Returns
+ *  hash 0 (it names no block). `events` may be NULL only when n_events is 0. The view
+ *  tracks up to 2^26 (67,108,864) distinct blocks over all instances, its memory growing
+ *  with them (16-32 bytes each); a batch whose stored blocks could pass that (each stored
+ *  memory-tier block no instance holds counted as new, repeats and removals in the batch
+ *  not netted) is refused whole, so the view never drops a block in silence. Returns
  *  KVC_ERR_INVALID_ARGUMENT (NULL r, NULL events with n_events > 0, an unknown kind),
- *  KVC_ERR_NOT_FOUND. */
+ *  KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (the bound above); nothing changes then.
+ *  Cost: one hash-table probe per event, two per stored one. */
 kvc_status kvc_router_observe_events(kvc_router *r, uint32_t instance, const kvc_event *events,
                                      size_t n_events);
 

@@ -1,39 +1,48 @@
 import KVCache
 
 /// An open-addressing map from block hash to a 64-bit mask of the instance slots caching the
-/// block: the router's cache view in two flat arrays.
+/// block: the router's cache view in one flat array.
 ///
-/// Linear probing with backward-shift deletion (no tombstones); a fixed capacity (a power of
-/// two at least twice `maxEntries`), so nothing allocates after creation. Key and mask sit
-/// side by side (16 bytes), so a probe touches one cache line. An entry whose mask
-/// drops to 0 is removed. Inserts beyond `maxEntries` are refused and counted in `refused`
-/// (the view then underestimates; it never overestimates). Key 0 is never stored (no block
-/// hashes to 0 in practice; `allCleared` events carry 0).
+/// Linear probing with backward-shift deletion (no tombstones). The array starts small and
+/// doubles (a rehash of every entry) when an insert would fill more than half of it, up to a
+/// power of two at least twice `limit`; so memory follows the distinct hashes held (16-32
+/// bytes each) and lookups stay short. Key and mask sit side by side (16 bytes), so a probe
+/// touches one cache line. An entry whose mask drops to 0 is removed. Inserts of a new hash
+/// while `limit` hashes are held are refused and counted in `refused` (the view then
+/// underestimates; it never overestimates): callers that must not lose one check `room`
+/// first. Key 0 is never stored (no block hashes to 0 in practice; `allCleared` events carry 0).
 ///
-/// Cost: O(1) expected per call. Not thread-safe.
+/// Cost: O(1) expected per call; an insert that doubles the array is O(count) (amortised
+/// O(1)). Not thread-safe.
 public final class BlockMaskTable {
     private struct Entry {
         var key: UInt64
         var slots: UInt64
     }
-    private let mask: Int
-    private let entries: UnsafeMutablePointer<Entry>
+    private var mask: Int
+    private var entries: UnsafeMutablePointer<Entry>
     /// Entries held.
     public private(set) var count = 0
-    /// Entries the table may hold.
+    /// Distinct hashes the table may hold.
     public let limit: Int
-    /// Inserts refused because the table was full.
+    /// Inserts refused because the table held `limit` hashes.
     public private(set) var refused: UInt64 = 0
+    /// Entries the array has room for now (a power of two; doubles as hashes come).
+    public var capacity: Int { mask + 1 }
 
-    /// A table for at most `maxEntries` distinct hashes.
+    /// An empty table for at most `maxEntries` distinct hashes; allocates 4,096 entries (64 KiB)
+    /// or fewer for a smaller limit.
     public init(maxEntries: Int) {
         limit = max(1, maxEntries)
         var size = 16
-        while size < 2 * limit { size <<= 1 }
+        while size < min(2 * limit, 4096) { size <<= 1 }
         mask = size - 1
         entries = .allocate(capacity: size)
         entries.initialize(repeating: Entry(key: 0, slots: 0), count: size)
     }
+
+    /// Whether `newHashes` more distinct hashes fit under `limit`. O(1).
+    public func room(for newHashes: Int) -> Bool { newHashes <= limit - count }
 
     deinit { entries.deallocate() }
 
@@ -66,9 +75,28 @@ public final class BlockMaskTable {
             refused += 1
             return false
         }
+        if 2 * (count + 1) > capacity {
+            grow()
+            i = home(hash)
+            while entries[i].slots != 0 { i = (i + 1) & mask }
+        }
         entries[i] = Entry(key: hash, slots: bits)
         count += 1
         return true
+    }
+
+    /// Doubles the array and re-inserts every entry. O(count).
+    private func grow() {
+        let old = entries, oldSize = capacity
+        mask = 2 * oldSize - 1
+        entries = .allocate(capacity: 2 * oldSize)
+        entries.initialize(repeating: Entry(key: 0, slots: 0), count: 2 * oldSize)
+        for j in 0..<oldSize where old[j].slots != 0 {
+            var i = home(old[j].key)
+            while entries[i].slots != 0 { i = (i + 1) & mask }
+            entries[i] = old[j]
+        }
+        old.deallocate()
     }
 
     /// Removes `bits` from the mask of `hash`, and the entry when its mask becomes 0.

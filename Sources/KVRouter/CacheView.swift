@@ -4,10 +4,10 @@ import KVCache
 /// slots, fed one of two ways (`CacheViewMode`):
 ///
 /// - *exact*: from the instances' KV events. After an instance's events are observed in order,
-///   the view holds exactly the hashes its prefix index holds (as long as `trackedBlocks` is
-///   not exceeded: refused inserts are counted); also across a restart of the instance the
-///   router was not told of, since a new engine's first event is an `allCleared` of its
-///   memory tier.
+///   the view holds exactly the hashes its prefix index holds (as long as the view holds at
+///   most `trackedBlocks` distinct hashes: `Router.observe` refuses a batch that could pass
+///   it, and refused inserts are counted); also across a restart of the instance the router
+///   was not told of, since a new engine's first event is an `allCleared` of its memory tier.
 /// - *approximate*: from routing history. Each block routed to a slot is assumed cached there;
 ///   each slot keeps a FIFO ring of the hashes it was credited with, of
 ///   `approximateBlocksPerInstance` entries, and the oldest loses its bit when the ring is full
@@ -134,6 +134,14 @@ public final class CacheView {
         case .allCleared:
             forget(slot: slot)
         }
+    }
+
+    /// Whether `apply` of `event` could add an entry to the table: in exact mode, a stored
+    /// memory-tier event of a hash no slot holds; never in approximate mode. One probe.
+    @inline(__always)
+    public func mayAddEntry(_ event: KVEvent) -> Bool {
+        mode == .exact && event.kind == .blockStored && event.tier == 0 && event.blockHash != 0
+            && table.slots(event.blockHash) == 0
     }
 
     /// Approximate mode: credits `slot` with every block of `hashes`. Exact mode: no-op.

@@ -238,11 +238,23 @@ public final class Router {
     /// Applies instance `id`'s KV events, in order, to the exact view (the approximate view
     /// ignores them). An engine's first event clears its memory tier (`Engine.init`), so the
     /// view stays exact across a restart of the instance that nobody told the router of.
-    /// Throws `notFound`.
+    /// Throws `notFound`, `outOfMemory` (`checkRoom`: nothing applied). Cost: one probe per
+    /// event, two per stored one.
     public func observe(_ id: UInt32, events: UnsafeBufferPointer<KVEvent>) throws(KVError) {
         let s = slot(of: id)
         guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
+        try checkRoom(newEntries: events.reduce(0) { $0 + (view.mayAddEntry($1) ? 1 : 0) })
         for e in events { view.apply(e, slot: s) }
+    }
+
+    /// Refuses (`outOfMemory`) a batch of events whose stored blocks could take the exact view
+    /// past `trackedBlocks` distinct hashes: `newEntries` counts its events for which
+    /// `CacheView.mayAddEntry` holds (an upper bound: repeats and removals in the batch are not
+    /// netted). So the view never drops a stored block in silence. O(1).
+    package func checkRoom(newEntries: Int) throws(KVError) {
+        guard !view.table.room(for: newEntries) else { return }
+        throw KVError(.outOfMemory, "the cache view holds \(view.table.count) distinct blocks of the \(view.table.limit) it "
+                      + "can track, and these events could add \(newEntries): the instances' caches hold too many blocks together")
     }
 
     /// `observe` for live slot `slot`: the fast path, without the id lookup, for callers inside

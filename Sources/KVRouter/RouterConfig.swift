@@ -88,8 +88,9 @@ public struct RouterConfig: Equatable, Sendable {
     public var prefillMillisecondsPerToken: Double = 0.1
     /// Tokens per block of the hashes the router is given (converts matched blocks to tokens).
     public var blockTokens: Int = 16
-    /// Distinct block hashes the cache view can track in all (fixed-size table).
-    public var trackedBlocks: Int = 1 << 18
+    /// Distinct block hashes the cache view can track in all instances together (its table
+    /// grows as they come, 16-32 bytes each, up to this bound). Default and largest 2^26.
+    public var trackedBlocks: Int = 1 << 26
     /// Approximate view: blocks assumed cached per instance (its prefix-cache capacity).
     public var approximateBlocksPerInstance: Int = 1 << 14
     /// DualMap: move queued requests off instances whose estimated queue time exceeds the

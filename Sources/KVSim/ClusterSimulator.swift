@@ -128,7 +128,6 @@ public final class ClusterSimulator: RequestQueues {
         rc.blockTokens = trace.blockTokens
         rc.ttftSLOMilliseconds = config.ttftSLOMilliseconds
         rc.approximateBlocksPerInstance = engines[0].capacityBlocks
-        rc.trackedBlocks = max(rc.trackedBlocks, 2 * config.instances * engines[0].capacityBlocks)
         router = try Router(rc)
         for i in 0..<config.instances { try router.addInstance(UInt32(i)) }
         let n = trace.count

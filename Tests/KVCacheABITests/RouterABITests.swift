@@ -1,5 +1,6 @@
 import Testing
 @testable import KVCacheABI
+import KVRouter
 
 /// `kvc_router_config` / `kvc_instance_load` / `kvc_event` as raw bytes at the header's offsets.
 private func routerConfig(policy: UInt32 = 0, structSize: Int = 40) -> [UInt8] {
@@ -139,6 +140,29 @@ private final class CRouter {
         var out: OpaquePointer?
         #expect(newer.withUnsafeBytes { kvc_router_create($0.baseAddress, &out) } == KVC_OK)
         kvc_router_destroy(out)
+    }
+
+    /// A batch whose stored blocks could take the view past its bound is refused whole through
+    /// the C ABI (KVC_ERR_OUT_OF_MEMORY with its message), the view unchanged; a batch that
+    /// adds nothing new is applied. (The bound is 2^26 blocks in a kvc_router_create router;
+    /// here a router of 4, made in Swift, behind the same handle.)
+    @Test func observeEventsRefusesABatchPastTheViewsBoundWhole() throws {
+        var c = RouterConfig(policy: .dualMap)
+        c.trackedBlocks = 4
+        let router = try Router(c)
+        try router.addInstance(1)
+        let handle = OpaquePointer(Unmanaged.passRetained(RouterHandle(router)).toOpaque())
+        defer { kvc_router_destroy(handle) }
+        func observe(_ hashes: [UInt64]) -> kvc_status {
+            let bytes = hashes.flatMap { event(kind: 1, hash: $0, parent: 0) }
+            return bytes.withUnsafeBytes { kvc_router_observe_events(handle, 1, $0.baseAddress, hashes.count) }
+        }
+        #expect(observe([11, 12, 13]) == KVC_OK)
+        let rc = observe([13, 14, 15])
+        expectStatus(rc, KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_router_observe_events", "holds 3 distinct blocks of the 4", "could add 2"])
+        #expect(router.view.table.count == 3 && router.view.blocksPerSlot[router.slot(of: 1)] == 3, "nothing applied")
+        #expect(observe([13, 12, 14]) == KVC_OK)
+        #expect(router.view.table.count == 4 && router.view.table.refused == 0)
     }
 
     @Test func wrongStructSizesAreRejected() throws {
