@@ -11,11 +11,14 @@ import KVRouter
 ///
 /// Instances run continuous batching: each step gives every decoding sequence one token,
 /// fills the rest of the `tokenBudget` with prefill chunks (oldest first) and admits waiting
-/// requests while the engine has room (FCFS), each taking its chunk from what is left; its
-/// duration comes from `CostModel`. With the engine's `indexOnSchedule` every chunk is a real
+/// requests while budget is left and the engine has room (FCFS), each taking its chunk from
+/// what is left; its duration comes from `CostModel`. With the engine's `indexOnSchedule` every chunk is a real
 /// `schedule` call: a prompt's blocks enter the prefix index only as its chunks are scheduled,
 /// so a request hits only blocks computed in its own step or before (without it, every block of
-/// a prompt is a hit from its admission on, computed or not). A recompute-preempted request
+/// a prompt is a hit from its admission on, computed or not). Admission stopping at the budget,
+/// every prompt on an instance is scheduled to its end before the next request there is
+/// admitted, so the two hit the same blocks: what differs is the view the router is fed
+/// between steps (with the mode, only the blocks scheduled so far). A recompute-preempted request
 /// is re-admitted as one sequence of its prompt and output so far, created from the prompt's
 /// block hashes only: its prompt blocks are hit and indexed as any prompt's, its output blocks
 /// (whose tokens a trace does not give) never.
@@ -281,7 +284,9 @@ public final class ClusterSimulator: RequestQueues {
     /// Composes the next step, admitting what fits, and schedules its end (or goes idle): one
     /// decode token per decoding sequence, then prefill chunks, oldest first, from the rest of
     /// the budget: first for the sequences already running, then for each request as it is
-    /// admitted (as vLLM's scheduler takes running requests before waiting ones). With
+    /// admitted while budget is left (as vLLM's scheduler takes running requests before
+    /// waiting ones, and waiting ones only "while token_budget > 0"). So a request is admitted
+    /// only once every prompt before it on the instance is scheduled to its end. With
     /// `indexOnSchedule` each chunk is handed to the engine's `schedule` when it is composed,
     /// so a request admitted later in the same step hits the blocks this step computes before
     /// it, and none beyond them.
@@ -313,7 +318,10 @@ public final class ClusterSimulator: RequestQueues {
             budget -= chunk
         }
         for r32 in inst.running where remaining[Int(r32)] > 0 { try prefill(Int(r32)) }
-        try admit(s, then: prefill)
+        try admit(s, budget: budget) { r throws(KVError) in
+            try prefill(r)
+            return budget
+        }
         drainEvents(s)
         report(s)
         guard !inst.stepRequests.isEmpty else {
@@ -329,12 +337,16 @@ public final class ClusterSimulator: RequestQueues {
         inst.busyMilliseconds += dt
     }
 
-    /// Admits waiting requests, oldest first, while the batch and the engine have room, calling
-    /// `then` with each one admitted before the next is looked up in the engine.
-    private func admit(_ s: Int, then: (Int) throws(KVError) -> Void) throws(KVError) {
+    /// Admits waiting requests, oldest first, while the step has token budget left (`budget`
+    /// tokens at first, then what `then` returns) and the batch and the engine have room,
+    /// calling `then` with each one admitted (it schedules the request's chunk and returns the
+    /// budget left) before the next is looked up in the engine. A request admitted with no
+    /// budget left would hold its blocks through a step that computes none of its tokens.
+    private func admit(_ s: Int, budget: Int, then: (Int) throws(KVError) -> Int) throws(KVError) {
         let inst = instances[s]
         let bt = trace.blockTokens
-        while inst.running.count < config.maxBatch, inst.firstWaiting >= 0 {
+        var budget = budget
+        while budget > 0, inst.running.count < config.maxBatch, inst.firstWaiting >= 0 {
             let r = inst.firstWaiting
             let input = Int(inputTokens[r])
             let full = hashes(r).baseAddress.map { UnsafeBufferPointer(start: $0, count: input / bt) }!
@@ -365,7 +377,7 @@ public final class ClusterSimulator: RequestQueues {
             estimatedUncached[r] = 0
             state[r] = 2
             inst.running.append(Int32(r))
-            try then(r)
+            budget = try then(r)
         }
     }
 
