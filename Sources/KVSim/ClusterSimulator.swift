@@ -47,7 +47,9 @@ import KVRouter
 /// router's view reads tier 0 alone, `CacheView.apply`).
 ///
 /// Events are arrivals (in trace order, times divided by `rateScale`) and step ends (one per
-/// busy instance); the earliest goes next, arrivals first on ties. Cost per step: O(batch)
+/// busy instance); the earliest goes next, arrivals first on ties. An arrival at an idle
+/// instance ends its empty step at once (`wake`), so requests arriving at the same time are
+/// queued before that instance composes a step and share it. Cost per step: O(batch)
 /// plus O(instances) to find the next event; nothing allocates per request or step (but a
 /// rebuild after dropped events, whose dump is an array of the engine's indexed blocks).
 public final class ClusterSimulator: RequestQueues {
@@ -223,13 +225,22 @@ public final class ClusterSimulator: RequestQueues {
         inst.waiting.append(Int32(r))
         inst.pendingPrefillTokens += Int(estimatedUncached[r])
         report(s)
-        if inst.isIdle { try startStep(s, now: now) }
+        wake(s, now: now)
         if config.router.rebalance && router.config.policy == .dualMap {
             kicked.removeAll(keepingCapacity: true)
             if router.rebalance(self) > 0 {
-                for k in kicked where instances[k].isIdle { try startStep(k, now: now) }
+                for k in kicked { wake(k, now: now) }
             }
         }
+    }
+
+    /// Has idle instance `s` compose a step at `now` once every arrival at `now` is queued:
+    /// its empty step (`Instance.isIdle`) ends at `now`, and arrivals go first on ties, so
+    /// requests arriving together share one step, as requests added to a server before its
+    /// next `schedule` call do. A busy instance composes its next step when its step ends.
+    private func wake(_ s: Int, now: Double) {
+        let inst = instances[s]
+        if inst.isIdle { inst.stepEnd = now }
     }
 
     private func report(_ s: Int) {
@@ -324,6 +335,7 @@ public final class ClusterSimulator: RequestQueues {
         }
         drainEvents(s)
         report(s)
+        inst.stepPrefillTokens = prefillTokens
         guard !inst.stepRequests.isEmpty else {
             inst.stepEnd = .infinity
             return
@@ -331,7 +343,6 @@ public final class ClusterSimulator: RequestQueues {
         let dt = config.cost.stepMilliseconds(prefillTokens: prefillTokens, attentionPairs: pairs,
                                               decodeSequences: decodeSequences, decodeContextTokens: decodeContext)
             + inst.stepLoadMilliseconds
-        inst.stepPrefillTokens = prefillTokens
         inst.stepMilliseconds = dt
         inst.stepEnd = now + dt
         inst.busyMilliseconds += dt

@@ -365,4 +365,19 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(sim.ttft[1] == step1 + step2 + step3 - 1)
         #expect(sim.ttft[2] == step1 + step2 + step3 + step4 + step5 - 1)
     }
+
+    /// Requests arriving at the same instant at an idle instance share its first step: two
+    /// 512-token prompts at time 0 are computed together, both first tokens at the end of one
+    /// 1,024-token step (the first started a step alone, the second waited for it).
+    @Test func requestsArrivingTogetherShareAStep() throws {
+        var trace = Trace(source: "two requests at once", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 512, output: 3, blockHashes: SharedTierTests.chain(1...1))
+        trace.append(arrivalMilliseconds: 0, input: 512, output: 1, blockHashes: SharedTierTests.chain(2...2))
+        let c = Self.oneInstance()
+        let sim = try ClusterSimulator(trace: trace, config: c)
+        try sim.run()
+        let both = Self.step(c, prefill: [(512, 0), (512, 0)])
+        #expect(sim.ttft == [both, both])
+        #expect(sim.finish[1] == both)
+    }
 }
