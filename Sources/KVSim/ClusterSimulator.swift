@@ -12,7 +12,9 @@ import KVRouter
 /// Instances run continuous batching: each step gives every decoding sequence one token,
 /// fills the rest of the `tokenBudget` with prefill chunks (oldest first) and admits waiting
 /// requests while budget is left and the engine has room (FCFS), each taking its chunk from
-/// what is left; its duration comes from `CostModel`. With the engine's `indexOnSchedule` every chunk is a real
+/// what is left; its duration comes from `CostModel`. When a step ends, the tokens of the
+/// prefills it completed are emitted (and requests that are done freed) before its decode
+/// tokens are appended. With the engine's `indexOnSchedule` every chunk is a real
 /// `schedule` call: a prompt's blocks enter the prefix index only as its chunks are scheduled,
 /// so a request hits only blocks computed in its own step or before (without it, every block of
 /// a prompt is a hit from its admission on, computed or not). Admission stopping at the budget,
@@ -23,7 +25,8 @@ import KVRouter
 /// block hashes only: its prompt blocks are hit and indexed as any prompt's, its output blocks
 /// (whose tokens a trace does not give) never.
 /// A decode append that finds no free block preempts the youngest running sequence (vLLM's
-/// recompute preemption): it returns to the head of its queue and recomputes prompt and output.
+/// recompute preemption): it returns to the head of its queue and recomputes prompt and output
+/// (the tokens it emitted stay emitted).
 /// A victim still in prefill is freed with its computed tokens (`Engine.free(_:computedTokens:)`:
 /// those of its admission's hit and shared-tier load plus every chunk up to the step that just
 /// ended), so its blocks beyond them leave the prefix index: no request, its own re-admission
@@ -410,9 +413,13 @@ public final class ClusterSimulator: RequestQueues {
 
     /// Applies the finished step at instance `s`, then starts the next one. Every prefill chunk
     /// of the step is computed first (its tokens leave `remaining`, its prompt blocks go to the
-    /// shared tier), then the step's tokens are handed out in batch order, whose decode appends
-    /// may preempt: a victim's chunk of this step counts as computed (the forward pass ran), as
-    /// in vLLM, which preempts while scheduling the next step, after the last one's output.
+    /// shared tier), and a request whose prefill ended emits its token (its first: the TTFT),
+    /// finishing, and freeing its blocks, if that was its last; only then are the step's decode
+    /// tokens appended, in batch order, and those appends may preempt. So what the step
+    /// produced is never thrown away, and its finished requests' blocks are free before any
+    /// append needs them, as in vLLM, which takes a step's output (and frees what finished)
+    /// before it schedules, and preempts for, the next. A victim's chunk of this step counts
+    /// as computed (the forward pass ran).
     private func endStep(_ s: Int, now: Double) throws {
         let inst = instances[s]
         for k in 0..<inst.stepRequests.count where inst.stepChunks[k] > 0 {
@@ -425,21 +432,16 @@ public final class ClusterSimulator: RequestQueues {
                 sharedTier.store(UnsafeBufferPointer(rebasing: prompt[0..<min(computed, Int(inputTokens[r]) / blockTokens)]))
             }
             inst.pendingPrefillTokens -= chunk
-        }
-        for k in 0..<inst.stepRequests.count {
-            let r = Int(inst.stepRequests[k])
-            guard state[r] == 2 else { continue }  // preempted during this step's bookkeeping
-            if inst.stepChunks[k] > 0 {
-                if remaining[r] == 0 {
-                    if ttftStore[r] < 0 { ttftStore[r] = now - arrival[r] }
-                    generated[r] += 1
-                    if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
-                }
-            } else {
-                guard decodeOne(r, s, now: now) else { continue }
-                generated[r] += 1
-                if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
+            if remaining[r] == 0 {
+                if ttftStore[r] < 0 { ttftStore[r] = now - arrival[r] }
+                emit(r, s, now: now)
             }
+        }
+        for k in 0..<inst.stepRequests.count where inst.stepChunks[k] == 0 {
+            let r = Int(inst.stepRequests[k])
+            guard state[r] == 2 else { continue }  // preempted by an append before it
+            guard decodeOne(r, s, now: now) else { continue }
+            emit(r, s, now: now)
         }
         var w = 0
         for k in 0..<inst.running.count where state[Int(inst.running[k])] == 2 {
@@ -498,6 +500,13 @@ public final class ClusterSimulator: RequestQueues {
         length[r] = 0
         inst.pushFrontWaiting(Int32(r))
         preemptions += 1
+    }
+
+    /// Counts a token generated for `r` at instance `s` at `now`, finishing `r` when it was the
+    /// last its trace asks for.
+    private func emit(_ r: Int, _ s: Int, now: Double) {
+        generated[r] += 1
+        if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
     }
 
     private func complete(_ r: Int, _ s: Int, now: Double) {

@@ -339,6 +339,28 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
                                        decodeSequences: decodes, decodeContextTokens: decodeContext)
     }
 
+    /// A step's output is recorded before its decode appends can preempt. One instance of 4
+    /// blocks: A (1,024 tokens: 2 full blocks, 100 output tokens) prefills in step 1; R (1,024
+    /// tokens, 1 output token) arrives meanwhile and is computed in step 2 beside A's first
+    /// decode, filling the 4 blocks. At the end of step 2 A's token needs a 3rd block; R's
+    /// first token is its last, so R is done and freed first and A takes a block it left: no
+    /// preemption, R's TTFT is the end of step 2. Appending first, A preempted R, the youngest,
+    /// throwing its token away: R recomputed its prompt, 1 preemption, its TTFT a step later.
+    @Test func aStepsFirstTokensAndCompletionsComeBeforeItsDecodeAppends() throws {
+        var trace = Trace(source: "a prefill ending beside a growing decode", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 1024, output: 100, blockHashes: SharedTierTests.chain(1...2))
+        trace.append(arrivalMilliseconds: 1, input: 1024, output: 1, blockHashes: SharedTierTests.chain(11...12))
+        let c = Self.oneInstance(blocks: 4, budget: 2048)
+        let sim = try ClusterSimulator(trace: trace, config: c)
+        try sim.run()
+        let r = sim.result(policy: "round-robin", wallSeconds: 0)
+        #expect(r.preemptions == 0 && r.served == 2 && r.lengthCapped == 0)
+        let step1 = Self.step(c, prefill: [(1024, 0)])
+        let step2 = Self.step(c, prefill: [(1024, 0)], decodes: 1, decodeContext: 1024)
+        #expect(sim.ttft[0] == step1)
+        #expect(sim.ttft[1] == step1 + step2 - 1 && sim.finish[1] == step1 + step2)
+    }
+
     /// Waiting requests are admitted only while the step has token budget left (vLLM's
     /// "while self.waiting and token_budget > 0"). One instance of 6 blocks, a 1,024-token
     /// budget: A (1,024 tokens, 100 output) prefills in step 1; B and C (1,024 tokens, 1
