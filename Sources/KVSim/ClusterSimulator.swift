@@ -95,8 +95,8 @@ public final class ClusterSimulator: RequestQueues {
     /// past the engine's `maxSeqTokens`).
     public private(set) var rejected = 0
     /// Requests whose output stopped at the engine's `maxSeqTokens` (the model's context
-    /// length), finished there as a server finishes them ("length"), fewer tokens generated
-    /// than the trace asked for.
+    /// length): finished at the token that brought prompt and output to it, as a server
+    /// finishes them ("length"), fewer tokens generated than the trace asked for.
     public private(set) var lengthCapped = 0
     /// Prompt tokens loaded from the shared tier at requests' first admissions.
     public private(set) var sharedTierHitTokens = 0
@@ -440,7 +440,7 @@ public final class ClusterSimulator: RequestQueues {
         for k in 0..<inst.stepRequests.count where inst.stepChunks[k] == 0 {
             let r = Int(inst.stepRequests[k])
             guard state[r] == 2 else { continue }  // preempted by an append before it
-            guard decodeOne(r, s, now: now) else { continue }
+            guard decodeOne(r, s) else { continue }
             emit(r, s, now: now)
         }
         var w = 0
@@ -455,15 +455,11 @@ public final class ClusterSimulator: RequestQueues {
     }
 
     /// Appends one decoded token for `r`, preempting the youngest running sequences until it
-    /// fits; false when `r` itself was preempted, or finished at `now` because it reached
-    /// the engine's `maxSeqTokens` (`lengthCapped`: no memory would let it grow further).
-    private func decodeOne(_ r: Int, _ s: Int, now: Double) -> Bool {
+    /// fits; false when `r` itself was preempted. Never past the engine's `maxSeqTokens`: a
+    /// running request's prompt and output come to fewer tokens (`emit` finishes it at that
+    /// many), and the engine holds all of them but the last output token.
+    private func decodeOne(_ r: Int, _ s: Int) -> Bool {
         let inst = instances[s]
-        guard Int(length[r]) < config.engine.maxSeqTokens else {
-            lengthCapped += 1
-            complete(r, s, now: now)
-            return false
-        }
         while true {
             do {
                 try inst.engine.append(UInt64(r), tokens: oneToken)
@@ -502,11 +498,18 @@ public final class ClusterSimulator: RequestQueues {
         preemptions += 1
     }
 
-    /// Counts a token generated for `r` at instance `s` at `now`, finishing `r` when it was the
-    /// last its trace asks for.
+    /// Counts a token generated for `r` at instance `s` at `now`, finishing `r` when it was its
+    /// last: the trace's output length, or the token that brings prompt and output to the
+    /// engine's `maxSeqTokens` (the model's context length), where a server stops a sequence
+    /// ("length"; vLLM's `num_tokens >= max_model_len`), counted in `lengthCapped`.
     private func emit(_ r: Int, _ s: Int, now: Double) {
         generated[r] += 1
-        if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
+        if generated[r] >= outputTokens[r] {
+            complete(r, s, now: now)
+        } else if Int(inputTokens[r]) + Int(generated[r]) >= config.engine.maxSeqTokens {
+            lengthCapped += 1
+            complete(r, s, now: now)
+        }
     }
 
     private func complete(_ r: Int, _ s: Int, now: Double) {

@@ -402,4 +402,25 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(sim.ttft == [both, both])
         #expect(sim.finish[1] == both)
     }
+
+    /// A server with a context of N tokens stops a sequence at N tokens of prompt and output
+    /// (vLLM: `num_tokens >= max_model_len`). A 131,070-token prompt (of 131,072) gets 2 tokens:
+    /// its first, and one decode step's; a 131,072-token prompt gets its first token only and
+    /// finishes with it. Both are `lengthCapped`. The cap was reached a token late (the first
+    /// got 3), and then a decode step that produced nothing was charged before it finished.
+    @Test func anOutputStopsWhenPromptAndOutputReachTheContextLength() throws {
+        let c = Self.oneInstance()
+        #expect(c.engine.maxSeqTokens == 131_072)
+        for (input, decodeSteps) in [(131_070, 1), (131_072, 0)] {
+            var trace = Trace(source: "a prompt near the context length", blockTokens: 512)
+            trace.append(arrivalMilliseconds: 0, input: input, output: 10, blockHashes: SharedTierTests.chain(1...256))
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            try sim.run()
+            let r = sim.result(policy: "round-robin", wallSeconds: 0)
+            #expect(r.lengthCapped == 1 && r.served == 1 && r.preemptions == 0)
+            let decode = Self.step(c, prefill: [], decodes: 1, decodeContext: input)
+            #expect(sim.finish[0] == sim.ttft[0] + Double(decodeSteps) * decode, "prompt \(input)")
+            #expect(sim.instances[0].busyMilliseconds == sim.finish[0], "no step past the last token")
+        }
+    }
 }
