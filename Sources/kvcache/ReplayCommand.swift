@@ -19,8 +19,9 @@ struct ReplayCommand: ParsableCommand {
         a roofline cost model (KVSim/CostModel.swift cites its sources). Every routing decision \
         is a real KVRouter call fed the engines' KV events.
 
-        Per policy: TTFT p50/p90/p99, SLO attainment (requests with TTFT <= --ttft-slo-ms, of \
-        all requests), prefix hit rate (prompt tokens cached at admission), load imbalance (max \
+        Per policy: TTFT p50/p90/p99 of the requests served (a rejected request has no TTFT and \
+        is not in them; "-", null in JSON, when none was served), SLO attainment (requests with \
+        TTFT <= --ttft-slo-ms, of all requests, so a rejected one counts as a miss), prefix hit rate (prompt tokens cached at admission), load imbalance (max \
         over mean instance busy time) and the effective capacity: the highest rate scale at \
         which at least 90% of requests meet the SLO (doubling, then 4 geometric bisections).
 

@@ -125,7 +125,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         let slow = try replay.simulate(trace, policy: .leastLoaded, rateScale: 1)
         let fast = try replay.simulate(trace, policy: .leastLoaded, rateScale: 16)
         #expect(fast.sloAttainment <= slow.sloAttainment + 0.01)
-        #expect(fast.ttftQuantile(0.9) >= slow.ttftQuantile(0.9))
+        #expect(try #require(fast.ttftQuantile(0.9)) >= (try #require(slow.ttftQuantile(0.9))))
     }
 
     @Test func theCapacitySearchFindsTheLastPassingScale() {
@@ -422,5 +422,21 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
             #expect(sim.finish[0] == sim.ttft[0] + Double(decodeSteps) * decode, "prompt \(input)")
             #expect(sim.instances[0].busyMilliseconds == sim.finish[0], "no step past the last token")
         }
+    }
+
+    /// TTFT percentiles are of the requests served; with none served they are "-" in the
+    /// table and null in the JSON (they read 0.00 s, the best TTFT possible).
+    @Test func ttftPercentilesOfNothingServedAreNone() throws {
+        var trace = Trace(source: "a prompt past the context length", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 200_000, output: 10, blockHashes: (1...391).map(UInt64.init))
+        let sim = try ClusterSimulator(trace: trace, config: Self.oneInstance())
+        try sim.run()
+        let outcome = Replay.Outcome(result: sim.result(policy: "round-robin", wallSeconds: 0), capacity: nil, probes: [])
+        let row = ReplayReport.table([outcome]).split(separator: "\n")[2].split(separator: " ")
+        #expect(row[0] == "round-robin" && Array(row[2...5]) == ["-", "-", "-", "0.0%"], "\(row)")
+        let json = ReplayReport.json([outcome], trace: trace, config: Self.oneInstance())
+        let policy = ((try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["policies"] as? [[String: Any]])?.first
+        for key in ["ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms"] { #expect(policy?[key] is NSNull, "\(key): \(policy?[key] ?? "missing")") }
+        #expect(policy?["rejected"] as? Int == 1 && policy?["slo_attainment"] as? Double == 0)
     }
 }
