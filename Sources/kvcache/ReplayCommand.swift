@@ -41,11 +41,12 @@ struct ReplayCommand: ParsableCommand {
         The table gains "tier hit" (prompt tokens loaded from the tier); 400 GB is about the \
         cluster's own KV memory again (KVSim/SharedTierConfig.swift gives the reasoning).
 
-        --json prints one object: trace, requests, instances, rate_scale, ttft_slo_ms, \
+        --json prints one object: trace, requests, skipped_lines (malformed lines --lenient \
+        skipped), instances, rate_scale, ttft_slo_ms, \
         index_on_schedule, [shared_tier {capacity_bytes, load_gbps}], policies \
         [{policy, view, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
         load_imbalance, [shared_tier_hit_tokens, shared_tier_hit_rate], preemptions, rejected, \
-        events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
+        length_capped, events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
         effective_capacity, capacity_probes [{rate_scale, attainment}]}]; the bracketed keys \
         only with a shared tier. events_dropped counts KV events an instance's engine dropped \
         before the router saw them (its queue overflowed) and view_resyncs the exact views \

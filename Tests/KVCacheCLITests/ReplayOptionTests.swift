@@ -37,6 +37,16 @@ struct ReplayOptionTests {
         #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
     }
 
+    /// The help's JSON key list names every key the JSON has, and says which requests the
+    /// TTFT percentiles cover.
+    @Test func theHelpNamesEveryJSONKeyAndWhatThePercentilesCover() {
+        let help = ReplayCommand.configuration.discussion
+        for key in ["skipped_lines", "preemptions, rejected, length_capped, events_dropped", "effective_capacity"] {
+            #expect(help.contains(key), "\(key)")
+        }
+        #expect(help.contains("a rejected request has no TTFT and is not in them"))
+    }
+
     /// `--requests 0` would replay nothing: refused by name (a file without requests is
     /// `Trace.read`'s "holds no requests"); one request is fine.
     @Test func zeroRequestsAreRefused() throws {

@@ -439,4 +439,18 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         for key in ["ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms"] { #expect(policy?[key] is NSNull, "\(key): \(policy?[key] ?? "missing")") }
         #expect(policy?["rejected"] as? Int == 1 && policy?["slo_attainment"] as? Double == 0)
     }
+
+    /// The JSON counts the malformed lines a lenient read skipped (`skipped_lines`), as the
+    /// table's heading does; 0 for a clean trace.
+    @Test func theJSONCountsSkippedLines() throws {
+        let text = "{\"timestamp\": 0, \"input_length\": 512, \"output_length\": 1, \"hash_ids\": [0]}\ngarbage\n"
+            + "{\"timestamp\": 5, \"input_length\": 512, \"output_length\": 1, \"hash_ids\": [0, 1]}\n"
+        for (lenient, skipped) in [(true, 2), (false, 0)] {
+            let trace = try MooncakeTraceReader.parse(Data((lenient ? text : "").utf8) + Data(#"{"timestamp": 7, "input_length": 512, "output_length": 1, "hash_ids": [0]}"#.utf8),
+                                                      path: "l.jsonl", lenient: lenient)
+            let outcomes = try Replay(config: Self.oneInstance(), policies: [.roundRobin], search: nil, threads: 1).run(trace)
+            let object = try JSONSerialization.jsonObject(with: Data(ReplayReport.json(outcomes, trace: trace, config: Self.oneInstance()).utf8)) as? [String: Any]
+            #expect(object?["skipped_lines"] as? Int == skipped && object?["requests"] as? Int == trace.count)
+        }
+    }
 }
