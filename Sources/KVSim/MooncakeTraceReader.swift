@@ -14,7 +14,8 @@ public enum MooncakeTraceReader {
     /// Reads the first `maxRequests` requests (all when nil) of `path`. A malformed line (not
     /// an object with the four fields, a negative or mistyped value, `hash_ids.count` not
     /// `ceil(input_length / 512)`, a timestamp going back) throws `TraceFormatError` naming the
-    /// file and line, or with `lenient` is skipped and counted in `skippedLines`.
+    /// file and line, or with `lenient` is skipped and counted in `skippedLines`. A UTF-8 byte
+    /// order mark before the first line is skipped.
     public static func read(path: String, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
         let data = try TraceFormatError.contents(of: path)
         return try parse(data, path: path, maxRequests: maxRequests, lenient: lenient)
@@ -28,7 +29,8 @@ public enum MooncakeTraceReader {
         var chained: [UInt64] = []
         try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
             let bytes = raw.bindMemory(to: UInt8.self)
-            var start = 0
+            let bom = bytes.count >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF
+            var start = bom ? 3 : 0
             var line = 0
             var firstTimestamp: Int64? = nil
             while start < bytes.count && trace.count < limit {
