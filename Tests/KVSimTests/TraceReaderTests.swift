@@ -177,6 +177,23 @@ import Testing
         }
     }
 
+    /// A field given twice is malformed, named with its line: `hash_ids` twice was read as the
+    /// two lists back to back, and a second timestamp or length replaced the first.
+    @Test func aFieldGivenTwiceIsMalformed() {
+        for (text, field) in [(#"{"timestamp": 10, "input_length": 1024, "output_length": 1, "hash_ids": [0], "hash_ids": [1]}"#, "hash_ids"),
+                              (#"{"timestamp": 10, "timestamp": 12, "input_length": 512, "output_length": 1, "hash_ids": [0]}"#, "timestamp"),
+                              (#"{"timestamp": 10, "input_length": 512, "output_length": 1, "input_length": 600, "hash_ids": [0, 1]}"#, "input_length"),
+                              (#"{"output_length": 1, "timestamp": 10, "input_length": 512, "output_length": 2, "hash_ids": [0]}"#, "output_length")] {
+            #expect {
+                _ = try MooncakeTraceReader.parse(Data((lines + "\n" + text + "\n").utf8), path: "d.jsonl")
+            } throws: { error in
+                "\(error)" == "d.jsonl:5: field \"\(field)\" appears twice"
+            }
+        }
+        #expect((try? MooncakeTraceReader.parse(Data(#"{"timestamp": 0, "input_length": 512, "output_length": 1, "hash_ids": [0], "x": 1, "x": 2}"#.utf8),
+                                                 path: "d.jsonl"))?.count == 1, "an ignored field may repeat")
+    }
+
     @Test func theBundledAzureTraceReadsWhole() throws {
         let path = #filePath.replacingOccurrences(of: "Tests/KVSimTests/TraceReaderTests.swift", with: "traces/azure_llm_2023_conv.csv")
         let t = try AzureTraceReader.read(path: path)
