@@ -67,7 +67,7 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Skip (and count) malformed trace lines instead of failing.")
     var lenient = false
 
-    @Option(help: "Comma-separated policies: \(PolicyKind.allCases.map(\.name).joined(separator: ", ")), or all.")
+    @Option(help: "Comma-separated policies, each once: \(PolicyKind.allCases.map(\.name).joined(separator: ", ")), or all.")
     var policies = "all"
 
     @Option(help: "Serving instances (1...64).")
@@ -119,7 +119,7 @@ struct ReplayCommand: ParsableCommand {
             throw ValidationError("--synthetic generates every request up front: --requests \(requests) is more than \(Self.maxSyntheticRequests)")
         }
         guard rateScale >= 1e-6 && rateScale <= 1e6 else { throw ValidationError("--rate-scale must be in 0.000001...1000000") }
-        guard ttftSloMs > 0 else { throw ValidationError("--ttft-slo-ms must be > 0") }
+        guard ttftSloMs > 0 && ttftSloMs.isFinite else { throw ValidationError("--ttft-slo-ms must be > 0 and finite") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         guard overlapWeight >= 0 && overlapWeight.isFinite else { throw ValidationError("--overlap-weight must be >= 0") }
         var router = RouterConfig(policy: .dualMap)  // the router's own checks, before any run
@@ -130,15 +130,21 @@ struct ReplayCommand: ParsableCommand {
         if let view, view != "exact" && view != "approximate" { throw ValidationError("--view must be exact or approximate") }
     }
 
+    /// The policies `--policies` names, in its order; a `ValidationError` for an unknown name,
+    /// an empty entry ("dualmap,") or a policy named twice (it would run twice).
     func policyList() throws -> [PolicyKind] {
         if policies == "all" { return PolicyKind.allCases }
-        let list = try policies.split(separator: ",").map { name in
+        let names = policies.split(separator: ",", omittingEmptySubsequences: false)
+        guard names.contains(where: { !$0.isEmpty }) else { throw ValidationError("--policies names no policy") }
+        var list: [PolicyKind] = []
+        for name in names {
+            guard !name.isEmpty else { throw ValidationError("--policies \"\(policies)\" has an empty entry") }
             guard let p = PolicyKind(name: String(name)) else {
                 throw ValidationError("unknown policy \"\(name)\"; --policies takes \(PolicyKind.allCases.map(\.name).joined(separator: ", ")) or all")
             }
-            return p
+            guard !list.contains(p) else { throw ValidationError("--policies names \(name) twice") }
+            list.append(p)
         }
-        guard !list.isEmpty else { throw ValidationError("--policies names no policy") }
         return list
     }
 
