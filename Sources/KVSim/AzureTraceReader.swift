@@ -16,14 +16,16 @@ public enum AzureTraceReader {
                          maxRequests: maxRequests, lenient: lenient)
     }
 
-    /// `read` over text in memory; `path` names it in errors.
+    /// `read` over text in memory; `path` names it in errors. A UTF-8 byte order mark before
+    /// the first line (spreadsheets write one) is skipped.
     public static func parse(_ text: String, path: String, blockTokens: Int = 512, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
         var trace = Trace(source: path, blockTokens: blockTokens)
         var first: Double? = nil
         var lineNumber = 0
         var hashes: [UInt64] = []
+        let body = text.unicodeScalars.first == "\u{FEFF}" ? Substring(text.unicodeScalars.dropFirst()) : Substring(text)
         // "\r\n" is one Character, so splitting on newline Characters handles both line ends.
-        for line in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
+        for line in body.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             lineNumber += 1
             if trace.count >= (maxRequests ?? Int.max) { break }
             if line.allSatisfy({ $0 == " " || $0 == "\t" }) { continue }  // blank, as the JSONL reader has it

@@ -11,16 +11,22 @@ import KVRouter
 ///
 /// Instances run continuous batching: each step gives every decoding sequence one token,
 /// fills the rest of the `tokenBudget` with prefill chunks (oldest first) and admits waiting
-/// requests while the engine has room (FCFS), each taking its chunk from what is left; its
-/// duration comes from `CostModel`. With the engine's `indexOnSchedule` every chunk is a real
+/// requests while budget is left and the engine has room (FCFS), each taking its chunk from
+/// what is left; its duration comes from `CostModel`. When a step ends, the tokens of the
+/// prefills it completed are emitted (and requests that are done freed) before its decode
+/// tokens are appended. With the engine's `indexOnSchedule` every chunk is a real
 /// `schedule` call: a prompt's blocks enter the prefix index only as its chunks are scheduled,
 /// so a request hits only blocks computed in its own step or before (without it, every block of
-/// a prompt is a hit from its admission on, computed or not). A recompute-preempted request
+/// a prompt is a hit from its admission on, computed or not). Admission stopping at the budget,
+/// every prompt on an instance is scheduled to its end before the next request there is
+/// admitted, so the two hit the same blocks: what differs is the view the router is fed
+/// between steps (with the mode, only the blocks scheduled so far). A recompute-preempted request
 /// is re-admitted as one sequence of its prompt and output so far, created from the prompt's
 /// block hashes only: its prompt blocks are hit and indexed as any prompt's, its output blocks
 /// (whose tokens a trace does not give) never.
 /// A decode append that finds no free block preempts the youngest running sequence (vLLM's
-/// recompute preemption): it returns to the head of its queue and recomputes prompt and output.
+/// recompute preemption): it returns to the head of its queue and recomputes prompt and output
+/// (the tokens it emitted stay emitted).
 /// A victim still in prefill is freed with its computed tokens (`Engine.free(_:computedTokens:)`:
 /// those of its admission's hit and shared-tier load plus every chunk up to the step that just
 /// ended), so its blocks beyond them leave the prefix index: no request, its own re-admission
@@ -44,7 +50,9 @@ import KVRouter
 /// router's view reads tier 0 alone, `CacheView.apply`).
 ///
 /// Events are arrivals (in trace order, times divided by `rateScale`) and step ends (one per
-/// busy instance); the earliest goes next, arrivals first on ties. Cost per step: O(batch)
+/// busy instance); the earliest goes next, arrivals first on ties. An arrival at an idle
+/// instance ends its empty step at once (`wake`), so requests arriving at the same time are
+/// queued before that instance composes a step and share it. Cost per step: O(batch)
 /// plus O(instances) to find the next event; nothing allocates per request or step (but a
 /// rebuild after dropped events, whose dump is an array of the engine's indexed blocks).
 public final class ClusterSimulator: RequestQueues {
@@ -87,8 +95,8 @@ public final class ClusterSimulator: RequestQueues {
     /// past the engine's `maxSeqTokens`).
     public private(set) var rejected = 0
     /// Requests whose output stopped at the engine's `maxSeqTokens` (the model's context
-    /// length), finished there as a server finishes them ("length"), fewer tokens generated
-    /// than the trace asked for.
+    /// length): finished at the token that brought prompt and output to it, as a server
+    /// finishes them ("length"), fewer tokens generated than the trace asked for.
     public private(set) var lengthCapped = 0
     /// Prompt tokens loaded from the shared tier at requests' first admissions.
     public private(set) var sharedTierHitTokens = 0
@@ -219,13 +227,22 @@ public final class ClusterSimulator: RequestQueues {
         inst.waiting.append(Int32(r))
         inst.pendingPrefillTokens += Int(estimatedUncached[r])
         report(s)
-        if inst.isIdle { try startStep(s, now: now) }
+        wake(s, now: now)
         if config.router.rebalance && router.config.policy == .dualMap {
             kicked.removeAll(keepingCapacity: true)
             if router.rebalance(self) > 0 {
-                for k in kicked where instances[k].isIdle { try startStep(k, now: now) }
+                for k in kicked { wake(k, now: now) }
             }
         }
+    }
+
+    /// Has idle instance `s` compose a step at `now` once every arrival at `now` is queued:
+    /// its empty step (`Instance.isIdle`) ends at `now`, and arrivals go first on ties, so
+    /// requests arriving together share one step, as requests added to a server before its
+    /// next `schedule` call do. A busy instance composes its next step when its step ends.
+    private func wake(_ s: Int, now: Double) {
+        let inst = instances[s]
+        if inst.isIdle { inst.stepEnd = now }
     }
 
     private func report(_ s: Int) {
@@ -280,7 +297,9 @@ public final class ClusterSimulator: RequestQueues {
     /// Composes the next step, admitting what fits, and schedules its end (or goes idle): one
     /// decode token per decoding sequence, then prefill chunks, oldest first, from the rest of
     /// the budget: first for the sequences already running, then for each request as it is
-    /// admitted (as vLLM's scheduler takes running requests before waiting ones). With
+    /// admitted while budget is left (as vLLM's scheduler takes running requests before
+    /// waiting ones, and waiting ones only "while token_budget > 0"). So a request is admitted
+    /// only once every prompt before it on the instance is scheduled to its end. With
     /// `indexOnSchedule` each chunk is handed to the engine's `schedule` when it is composed,
     /// so a request admitted later in the same step hits the blocks this step computes before
     /// it, and none beyond them.
@@ -312,9 +331,13 @@ public final class ClusterSimulator: RequestQueues {
             budget -= chunk
         }
         for r32 in inst.running where remaining[Int(r32)] > 0 { try prefill(Int(r32)) }
-        try admit(s, then: prefill)
+        try admit(s, budget: budget) { r throws(KVError) in
+            try prefill(r)
+            return budget
+        }
         drainEvents(s)
         report(s)
+        inst.stepPrefillTokens = prefillTokens
         guard !inst.stepRequests.isEmpty else {
             inst.stepEnd = .infinity
             return
@@ -322,18 +345,21 @@ public final class ClusterSimulator: RequestQueues {
         let dt = config.cost.stepMilliseconds(prefillTokens: prefillTokens, attentionPairs: pairs,
                                               decodeSequences: decodeSequences, decodeContextTokens: decodeContext)
             + inst.stepLoadMilliseconds
-        inst.stepPrefillTokens = prefillTokens
         inst.stepMilliseconds = dt
         inst.stepEnd = now + dt
         inst.busyMilliseconds += dt
     }
 
-    /// Admits waiting requests, oldest first, while the batch and the engine have room, calling
-    /// `then` with each one admitted before the next is looked up in the engine.
-    private func admit(_ s: Int, then: (Int) throws(KVError) -> Void) throws(KVError) {
+    /// Admits waiting requests, oldest first, while the step has token budget left (`budget`
+    /// tokens at first, then what `then` returns) and the batch and the engine have room,
+    /// calling `then` with each one admitted (it schedules the request's chunk and returns the
+    /// budget left) before the next is looked up in the engine. A request admitted with no
+    /// budget left would hold its blocks through a step that computes none of its tokens.
+    private func admit(_ s: Int, budget: Int, then: (Int) throws(KVError) -> Int) throws(KVError) {
         let inst = instances[s]
         let bt = trace.blockTokens
-        while inst.running.count < config.maxBatch, inst.firstWaiting >= 0 {
+        var budget = budget
+        while budget > 0, inst.running.count < config.maxBatch, inst.firstWaiting >= 0 {
             let r = inst.firstWaiting
             let input = Int(inputTokens[r])
             let full = hashes(r).baseAddress.map { UnsafeBufferPointer(start: $0, count: input / bt) }!
@@ -364,7 +390,7 @@ public final class ClusterSimulator: RequestQueues {
             estimatedUncached[r] = 0
             state[r] = 2
             inst.running.append(Int32(r))
-            try then(r)
+            budget = try then(r)
         }
     }
 
@@ -386,9 +412,13 @@ public final class ClusterSimulator: RequestQueues {
 
     /// Applies the finished step at instance `s`, then starts the next one. Every prefill chunk
     /// of the step is computed first (its tokens leave `remaining`, its prompt blocks go to the
-    /// shared tier), then the step's tokens are handed out in batch order, whose decode appends
-    /// may preempt: a victim's chunk of this step counts as computed (the forward pass ran), as
-    /// in vLLM, which preempts while scheduling the next step, after the last one's output.
+    /// shared tier), and a request whose prefill ended emits its token (its first: the TTFT),
+    /// finishing, and freeing its blocks, if that was its last; only then are the step's decode
+    /// tokens appended, in batch order, and those appends may preempt. So what the step
+    /// produced is never thrown away, and its finished requests' blocks are free before any
+    /// append needs them, as in vLLM, which takes a step's output (and frees what finished)
+    /// before it schedules, and preempts for, the next. A victim's chunk of this step counts
+    /// as computed (the forward pass ran).
     private func endStep(_ s: Int, now: Double) throws {
         let inst = instances[s]
         for k in 0..<inst.stepRequests.count where inst.stepChunks[k] > 0 {
@@ -401,21 +431,16 @@ public final class ClusterSimulator: RequestQueues {
                 sharedTier.store(UnsafeBufferPointer(rebasing: prompt[0..<min(computed, Int(inputTokens[r]) / blockTokens)]))
             }
             inst.pendingPrefillTokens -= chunk
-        }
-        for k in 0..<inst.stepRequests.count {
-            let r = Int(inst.stepRequests[k])
-            guard state[r] == 2 else { continue }  // preempted during this step's bookkeeping
-            if inst.stepChunks[k] > 0 {
-                if remaining[r] == 0 {
-                    if ttftStore[r] < 0 { ttftStore[r] = now - arrival[r] }
-                    generated[r] += 1
-                    if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
-                }
-            } else {
-                guard decodeOne(r, s, now: now) else { continue }
-                generated[r] += 1
-                if generated[r] >= outputTokens[r] { complete(r, s, now: now) }
+            if remaining[r] == 0 {
+                if ttftStore[r] < 0 { ttftStore[r] = now - arrival[r] }
+                emit(r, s, now: now)
             }
+        }
+        for k in 0..<inst.stepRequests.count where inst.stepChunks[k] == 0 {
+            let r = Int(inst.stepRequests[k])
+            guard state[r] == 2 else { continue }  // preempted by an append before it
+            guard decodeOne(r, s) else { continue }
+            emit(r, s, now: now)
         }
         var w = 0
         for k in 0..<inst.running.count where state[Int(inst.running[k])] == 2 {
@@ -429,15 +454,11 @@ public final class ClusterSimulator: RequestQueues {
     }
 
     /// Appends one decoded token for `r`, preempting the youngest running sequences until it
-    /// fits; false when `r` itself was preempted, or finished at `now` because it reached
-    /// the engine's `maxSeqTokens` (`lengthCapped`: no memory would let it grow further).
-    private func decodeOne(_ r: Int, _ s: Int, now: Double) -> Bool {
+    /// fits; false when `r` itself was preempted. Never past the engine's `maxSeqTokens`: a
+    /// running request's prompt and output come to fewer tokens (`emit` finishes it at that
+    /// many), and the engine holds all of them but the last output token.
+    private func decodeOne(_ r: Int, _ s: Int) -> Bool {
         let inst = instances[s]
-        guard Int(length[r]) < config.engine.maxSeqTokens else {
-            lengthCapped += 1
-            complete(r, s, now: now)
-            return false
-        }
         while true {
             do {
                 try inst.engine.append(UInt64(r), tokens: oneToken)
@@ -474,6 +495,20 @@ public final class ClusterSimulator: RequestQueues {
         length[r] = 0
         inst.pushFrontWaiting(Int32(r))
         preemptions += 1
+    }
+
+    /// Counts a token generated for `r` at instance `s` at `now`, finishing `r` when it was its
+    /// last: the trace's output length, or the token that brings prompt and output to the
+    /// engine's `maxSeqTokens` (the model's context length), where a server stops a sequence
+    /// ("length"; vLLM's `num_tokens >= max_model_len`), counted in `lengthCapped`.
+    private func emit(_ r: Int, _ s: Int, now: Double) {
+        generated[r] += 1
+        if generated[r] >= outputTokens[r] {
+            complete(r, s, now: now)
+        } else if Int(inputTokens[r]) + Int(generated[r]) >= config.engine.maxSeqTokens {
+            lengthCapped += 1
+            complete(r, s, now: now)
+        }
     }
 
     private func complete(_ r: Int, _ s: Int, now: Double) {

@@ -20,7 +20,8 @@ final class Instance {
     var stepMilliseconds = 0.0
     /// Shared-tier loads of the requests admitted by the step in progress (part of its time).
     var stepLoadMilliseconds = 0.0
-    /// End of the step in progress; `.infinity` when idle.
+    /// End of the step in progress; `.infinity` when idle. An idle instance's step is empty
+    /// (no requests, no prefill tokens), so ending it changes nothing but starts the next.
     var stepEnd = Double.infinity
     /// Sum of step durations.
     var busyMilliseconds = 0.0

@@ -12,9 +12,10 @@ public enum MooncakeTraceReader {
     public static let blockTokens = 512
 
     /// Reads the first `maxRequests` requests (all when nil) of `path`. A malformed line (not
-    /// an object with the four fields, a negative or mistyped value, `hash_ids.count` not
-    /// `ceil(input_length / 512)`, a timestamp going back) throws `TraceFormatError` naming the
-    /// file and line, or with `lenient` is skipped and counted in `skippedLines`.
+    /// an object with the four fields, one of them twice, a negative or mistyped value,
+    /// `hash_ids.count` not `ceil(input_length / 512)`, a timestamp going back) throws
+    /// `TraceFormatError` naming the file and line, or with `lenient` is skipped and counted in
+    /// `skippedLines`. A UTF-8 byte order mark before the first line is skipped.
     public static func read(path: String, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
         let data = try TraceFormatError.contents(of: path)
         return try parse(data, path: path, maxRequests: maxRequests, lenient: lenient)
@@ -28,7 +29,8 @@ public enum MooncakeTraceReader {
         var chained: [UInt64] = []
         try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
             let bytes = raw.bindMemory(to: UInt8.self)
-            var start = 0
+            let bom = bytes.count >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF
+            var start = bom ? 3 : 0
             var line = 0
             var firstTimestamp: Int64? = nil
             while start < bytes.count && trace.count < limit {
@@ -152,13 +154,22 @@ struct JSONLineScanner {
     }
 
     /// Parses `{"timestamp":..,"input_length":..,"output_length":..,"hash_ids":[..]}` in any
-    /// key order; unknown integer fields are ignored.
+    /// key order; unknown integer fields are ignored. One of the four twice is an error naming
+    /// it (neither value is more the request's than the other).
     mutating func mooncakeRow(ids: inout [UInt64]) throws -> (timestamp: Int64, input: Int, output: Int) {
         try expect(0x7B)
         var timestamp: Int64?, input: Int64?, output: Int64?, sawIds = false
         if peek() == 0x7D { throw LineProblem("missing field \"timestamp\"") }
         while true {
             let k = try key()
+            let repeated = switch k {
+            case "hash_ids": sawIds
+            case "timestamp": timestamp != nil
+            case "input_length": input != nil
+            case "output_length": output != nil
+            default: false
+            }
+            guard !repeated else { throw LineProblem("field \"\(k)\" appears twice") }
             try expect(0x3A)
             switch k {
             case "hash_ids":

@@ -3,12 +3,14 @@ import KVRouter
 
 /// Renders replay outcomes as a plain-text table and as JSON (stable keys, below).
 ///
-/// JSON: `{"trace", "requests", "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
+/// JSON: `{"trace", "requests", "skipped_lines" (malformed trace lines a lenient read
+/// skipped), "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
 /// (the engines' `indexOnSchedule`), "policies": [{"policy",
 /// "view", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
 /// "load_imbalance", "preemptions", "rejected", "length_capped", "events_dropped", "view_resyncs", "slo_switches", "rebalance_moves",
 /// "makespan_s", "wall_s", "effective_capacity" (null without search), "capacity_probes":
-/// [{"rate_scale", "attainment"}]}]}`. With a shared tier (`SimulationConfig.sharedTier`),
+/// [{"rate_scale", "attainment"}]}]}`. TTFT percentiles are of the requests served (a
+/// rejected request has no TTFT): null in the JSON and "-" in the table when none was. With a shared tier (`SimulationConfig.sharedTier`),
 /// and only then, the object also has `"shared_tier": {"capacity_bytes", "load_gbps"}` and
 /// each policy `"shared_tier_hit_tokens"` and `"shared_tier_hit_rate"` (prompt tokens loaded
 /// from the tier at first admission, and their share of prompt tokens); the table gains a
@@ -31,7 +33,7 @@ public enum ReplayReport {
             let r = o.result
             rows.append([
                 r.policy, r.view == .exact ? "exact" : "approx",
-                fixed(r.ttftQuantile(0.5) / 1000, 2), fixed(r.ttftQuantile(0.9) / 1000, 2), fixed(r.ttftQuantile(0.99) / 1000, 2),
+                seconds(r.ttftQuantile(0.5)), seconds(r.ttftQuantile(0.9)), seconds(r.ttftQuantile(0.99)),
                 fixed(r.sloAttainment * 100, 1) + "%", fixed(r.prefixHitRate * 100, 1) + "%",
             ] + (tier ? [fixed((r.sharedTierHitRate ?? 0) * 100, 1) + "%"] : []) + [
                 fixed(r.loadImbalance, 2), o.capacity.map { "x" + fixed($0, 2) } ?? "-",
@@ -54,7 +56,8 @@ public enum ReplayReport {
 
     /// The JSON document described above.
     public static func json(_ outcomes: [Replay.Outcome], trace: Trace, config: SimulationConfig) -> String {
-        var s = "{\"trace\":\(quote(trace.source)),\"requests\":\(trace.count),\"instances\":\(config.instances),"
+        var s = "{\"trace\":\(quote(trace.source)),\"requests\":\(trace.count),\"skipped_lines\":\(trace.skippedLines),"
+        s += "\"instances\":\(config.instances),"
         s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),"
         s += "\"index_on_schedule\":\(config.engine.indexOnSchedule),"
         if let tier = config.sharedTier {
@@ -73,14 +76,18 @@ public enum ReplayReport {
             p += "\"preemptions\":\(r.preemptions),\"rejected\":\(r.rejected),\"length_capped\":\(r.lengthCapped),"
             p += "\"events_dropped\":\(r.eventsDropped),\"view_resyncs\":\(r.viewResyncs),\"slo_switches\":\(r.sloSwitches),"
             p += "\"rebalance_moves\":\(r.rebalanceMoves),\"makespan_s\":\(number(r.makespanSeconds)),\"wall_s\":\(number(r.wallSeconds)),"
-            p += "\"effective_capacity\":\(o.capacity.map(number) ?? "null"),\"capacity_probes\":["
+            p += "\"effective_capacity\":\(number(o.capacity)),\"capacity_probes\":["
             p += o.probes.map { "{\"rate_scale\":\(number($0.rateScale)),\"attainment\":\(number($0.attainment))}" }.joined(separator: ",")
             return p + "]}"
         }.joined(separator: ",")
         return s + "]}"
     }
 
-    static func number(_ x: Double) -> String { x.isFinite ? String(x) : "null" }
+    /// `x` as a JSON number; null for nil or a non-finite value.
+    static func number(_ x: Double?) -> String { x.map { $0.isFinite ? String($0) : "null" } ?? "null" }
+
+    /// A TTFT in ms as seconds with 2 decimals for the table; "-" for none.
+    static func seconds(_ ms: Double?) -> String { ms.map { fixed($0 / 1000, 2) } ?? "-" }
 
     static func quote(_ s: String) -> String {
         var out = "\""

@@ -19,7 +19,7 @@ public struct ReplayResult: Sendable {
     public var served: Int
     /// Requests whose TTFT met the SLO.
     public var sloMet: Int
-    /// TTFTs of served requests in ms, ascending.
+    /// TTFTs of served requests in ms, ascending (a rejected request has none).
     public var ttftSorted: [Double]
     /// Prompt tokens found cached at admission over prompt tokens (first admissions).
     public var prefixHitRate: Double
@@ -53,7 +53,7 @@ public struct ReplayResult: Sendable {
     /// Fraction of all requests (unserved ones count as misses) meeting the SLO.
     public var sloAttainment: Double { requests > 0 ? Double(sloMet) / Double(requests) : 0 }
 
-    /// The `q`-quantile (0...1) of TTFT in ms (`Quantile.nearestRank`); 0 when nothing was
-    /// served. O(1).
-    public func ttftQuantile(_ q: Double) -> Double { Quantile.nearestRank(ttftSorted, q) ?? 0 }
+    /// The `q`-quantile (0...1) of the served requests' TTFT in ms (`Quantile.nearestRank`);
+    /// nil when nothing was served (a quantile of no TTFT is not 0 ms). O(1).
+    public func ttftQuantile(_ q: Double) -> Double? { Quantile.nearestRank(ttftSorted, q) }
 }

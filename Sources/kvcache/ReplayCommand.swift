@@ -19,8 +19,9 @@ struct ReplayCommand: ParsableCommand {
         a roofline cost model (KVSim/CostModel.swift cites its sources). Every routing decision \
         is a real KVRouter call fed the engines' KV events.
 
-        Per policy: TTFT p50/p90/p99, SLO attainment (requests with TTFT <= --ttft-slo-ms, of \
-        all requests), prefix hit rate (prompt tokens cached at admission), load imbalance (max \
+        Per policy: TTFT p50/p90/p99 of the requests served (a rejected request has no TTFT and \
+        is not in them; "-", null in JSON, when none was served), SLO attainment (requests with \
+        TTFT <= --ttft-slo-ms, of all requests, so a rejected one counts as a miss), prefix hit rate (prompt tokens cached at admission), load imbalance (max \
         over mean instance busy time) and the effective capacity: the highest rate scale at \
         which at least 90% of requests meet the SLO (doubling, then 4 geometric bisections).
 
@@ -40,11 +41,12 @@ struct ReplayCommand: ParsableCommand {
         The table gains "tier hit" (prompt tokens loaded from the tier); 400 GB is about the \
         cluster's own KV memory again (KVSim/SharedTierConfig.swift gives the reasoning).
 
-        --json prints one object: trace, requests, instances, rate_scale, ttft_slo_ms, \
+        --json prints one object: trace, requests, skipped_lines (malformed lines --lenient \
+        skipped), instances, rate_scale, ttft_slo_ms, \
         index_on_schedule, [shared_tier {capacity_bytes, load_gbps}], policies \
         [{policy, view, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
         load_imbalance, [shared_tier_hit_tokens, shared_tier_hit_rate], preemptions, rejected, \
-        events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
+        length_capped, events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
         effective_capacity, capacity_probes [{rate_scale, attainment}]}]; the bracketed keys \
         only with a shared tier. events_dropped counts KV events an instance's engine dropped \
         before the router saw them (its queue overflowed) and view_resyncs the exact views \
@@ -65,7 +67,7 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Skip (and count) malformed trace lines instead of failing.")
     var lenient = false
 
-    @Option(help: "Comma-separated policies: \(PolicyKind.allCases.map(\.name).joined(separator: ", ")), or all.")
+    @Option(help: "Comma-separated policies, each once: \(PolicyKind.allCases.map(\.name).joined(separator: ", ")), or all.")
     var policies = "all"
 
     @Option(help: "Serving instances (1...64).")
@@ -117,7 +119,7 @@ struct ReplayCommand: ParsableCommand {
             throw ValidationError("--synthetic generates every request up front: --requests \(requests) is more than \(Self.maxSyntheticRequests)")
         }
         guard rateScale >= 1e-6 && rateScale <= 1e6 else { throw ValidationError("--rate-scale must be in 0.000001...1000000") }
-        guard ttftSloMs > 0 else { throw ValidationError("--ttft-slo-ms must be > 0") }
+        guard ttftSloMs > 0 && ttftSloMs.isFinite else { throw ValidationError("--ttft-slo-ms must be > 0 and finite") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         guard overlapWeight >= 0 && overlapWeight.isFinite else { throw ValidationError("--overlap-weight must be >= 0") }
         var router = RouterConfig(policy: .dualMap)  // the router's own checks, before any run
@@ -128,15 +130,21 @@ struct ReplayCommand: ParsableCommand {
         if let view, view != "exact" && view != "approximate" { throw ValidationError("--view must be exact or approximate") }
     }
 
+    /// The policies `--policies` names, in its order; a `ValidationError` for an unknown name,
+    /// an empty entry ("dualmap,") or a policy named twice (it would run twice).
     func policyList() throws -> [PolicyKind] {
         if policies == "all" { return PolicyKind.allCases }
-        let list = try policies.split(separator: ",").map { name in
+        let names = policies.split(separator: ",", omittingEmptySubsequences: false)
+        guard names.contains(where: { !$0.isEmpty }) else { throw ValidationError("--policies names no policy") }
+        var list: [PolicyKind] = []
+        for name in names {
+            guard !name.isEmpty else { throw ValidationError("--policies \"\(policies)\" has an empty entry") }
             guard let p = PolicyKind(name: String(name)) else {
                 throw ValidationError("unknown policy \"\(name)\"; --policies takes \(PolicyKind.allCases.map(\.name).joined(separator: ", ")) or all")
             }
-            return p
+            guard !list.contains(p) else { throw ValidationError("--policies names \(name) twice") }
+            list.append(p)
         }
-        guard !list.isEmpty else { throw ValidationError("--policies names no policy") }
         return list
     }
 

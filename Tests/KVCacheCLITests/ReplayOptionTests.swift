@@ -1,3 +1,4 @@
+import KVRouter
 import KVSim
 import Testing
 @testable import kvcache
@@ -31,10 +32,34 @@ struct ReplayOptionTests {
         (["--key-blocks", "0"], "--key-blocks: key_blocks 0 is outside 1...64"),
         (["--policies", "dualmap,foo"],
          "unknown policy \"foo\"; --policies takes dualmap, round-robin, least-loaded, consistent-hash, prefix-tree, overlap-cost, llm-d or all"),
+        // Once accepted: an infinite SLO failed when the run built its router (exit 1), a
+        // repeated policy ran twice, an empty entry was dropped.
+        (["--ttft-slo-ms", "inf"], "--ttft-slo-ms must be > 0 and finite"),
+        (["--ttft-slo-ms", "0"], "--ttft-slo-ms must be > 0 and finite"),
+        (["--policies", "dualmap,dualmap"], "--policies names dualmap twice"),
+        (["--policies", "llm-d,dualmap,llm-d"], "--policies names llm-d twice"),
+        (["--policies", "dualmap,"], "--policies \"dualmap,\" has an empty entry"),
+        (["--policies", "dualmap,,llm-d"], "--policies \"dualmap,,llm-d\" has an empty entry"),
     ] as [([String], String)])
     func aValueOutsideWhatTheReplayCanRunIsNamed(arguments: [String], message: String) {
         let text = optionError(ReplayCommand.self, arguments)
         #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
+    }
+
+    /// Distinct policies in their order are accepted; `all` is every policy once.
+    @Test func aListOfDistinctPoliciesIsAccepted() throws {
+        #expect(try ReplayCommand.parse(["--policies", "llm-d,dualmap"]).policyList() == [.llmD, .dualMap])
+        #expect(try ReplayCommand.parse(["--policies", "all"]).policyList() == PolicyKind.allCases)
+    }
+
+    /// The help's JSON key list names every key the JSON has, and says which requests the
+    /// TTFT percentiles cover.
+    @Test func theHelpNamesEveryJSONKeyAndWhatThePercentilesCover() {
+        let help = ReplayCommand.configuration.discussion
+        for key in ["skipped_lines", "preemptions, rejected, length_capped, events_dropped", "effective_capacity"] {
+            #expect(help.contains(key), "\(key)")
+        }
+        #expect(help.contains("a rejected request has no TTFT and is not in them"))
     }
 
     /// `--requests 0` would replay nothing: refused by name (a file without requests is

@@ -158,6 +158,42 @@ import Testing
         #expect(leapDay?.count == 2 && leapDay?.skippedLines == 0, "a leap day is a day; a line of a tab is blank")
     }
 
+    /// A UTF-8 byte order mark before the first line, as spreadsheets and some editors save
+    /// one, is not part of the header or the first row (both readers refused the file).
+    @Test func aByteOrderMarkIsSkipped() throws {
+        let bom = "\u{FEFF}"
+        let csv = try AzureTraceReader.parse(bom + "TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:15:46.6805900,374,44\r\n", path: "b.csv")
+        #expect(csv.count == 1 && csv.inputTokens == [374] && csv.outputTokens == [44])
+        let headless = try AzureTraceReader.parse(bom + "2023-11-16 18:15:46.6805900,374,44\n", path: "b.csv")
+        #expect(headless.count == 1 && headless.arrivalMilliseconds == [0])
+        let jsonl = try MooncakeTraceReader.parse(Data((bom + lines).utf8), path: "b.jsonl")
+        #expect(jsonl.count == 3 && jsonl.inputTokens == [1000, 1500, 600])
+        #expect(jsonl.hashes == (try MooncakeTraceReader.parse(Data(lines.utf8), path: "t.jsonl")).hashes)
+        // Only at the start of the file: elsewhere it is a malformed line.
+        #expect {
+            _ = try MooncakeTraceReader.parse(Data((lines + "\n" + bom + lines).utf8), path: "b.jsonl")
+        } throws: { error in
+            "\(error)" == "b.jsonl:5: expected '{' at column 1"
+        }
+    }
+
+    /// A field given twice is malformed, named with its line: `hash_ids` twice was read as the
+    /// two lists back to back, and a second timestamp or length replaced the first.
+    @Test func aFieldGivenTwiceIsMalformed() {
+        for (text, field) in [(#"{"timestamp": 10, "input_length": 1024, "output_length": 1, "hash_ids": [0], "hash_ids": [1]}"#, "hash_ids"),
+                              (#"{"timestamp": 10, "timestamp": 12, "input_length": 512, "output_length": 1, "hash_ids": [0]}"#, "timestamp"),
+                              (#"{"timestamp": 10, "input_length": 512, "output_length": 1, "input_length": 600, "hash_ids": [0, 1]}"#, "input_length"),
+                              (#"{"output_length": 1, "timestamp": 10, "input_length": 512, "output_length": 2, "hash_ids": [0]}"#, "output_length")] {
+            #expect {
+                _ = try MooncakeTraceReader.parse(Data((lines + "\n" + text + "\n").utf8), path: "d.jsonl")
+            } throws: { error in
+                "\(error)" == "d.jsonl:5: field \"\(field)\" appears twice"
+            }
+        }
+        #expect((try? MooncakeTraceReader.parse(Data(#"{"timestamp": 0, "input_length": 512, "output_length": 1, "hash_ids": [0], "x": 1, "x": 2}"#.utf8),
+                                                 path: "d.jsonl"))?.count == 1, "an ignored field may repeat")
+    }
+
     @Test func theBundledAzureTraceReadsWhole() throws {
         let path = #filePath.replacingOccurrences(of: "Tests/KVSimTests/TraceReaderTests.swift", with: "traces/azure_llm_2023_conv.csv")
         let t = try AzureTraceReader.read(path: path)
