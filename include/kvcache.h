@@ -1527,7 +1527,10 @@ enum {
     KVC_ROUTER_VIEW_DEFAULT = 0,
     /** From KV events passed to kvc_router_observe_events. */
     KVC_ROUTER_VIEW_EXACT = 1,
-    /** From the router's own decisions (events are ignored). */
+    /** From the router's own decisions (events are ignored): each block routed to an instance
+     *  is assumed cached there; per instance the 16384 most recently routed distinct blocks
+     *  are kept (a block routed again is refreshed; within one request the first block counts
+     *  as the most recent, so a prompt's last blocks are forgotten before its first). */
     KVC_ROUTER_VIEW_APPROXIMATE = 2
 };
 
@@ -1635,7 +1638,7 @@ kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
  * KVC_ERR_NOT_FOUND (no instance); nothing changes then.
  * Cost: about one hash-table probe per cached block plus two ring lookups; no allocation,
  * except that with the approximate view the first route to an instance allocates its history
- * ring once (8 bytes per block it may hold, 16384 blocks: 128 KiB).
+ * once (the 16384 blocks it may hold, in order of last route, in a 32768-entry map: 512 KiB).
  */
 kvc_status kvc_router_route(kvc_router *r, const uint64_t *block_hashes, size_t n_blocks,
                             size_t n_tokens, uint32_t *instance);

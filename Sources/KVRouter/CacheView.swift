@@ -9,9 +9,14 @@ import KVCache
 ///   it, and refused inserts are counted); also across a restart of the instance the router
 ///   was not told of, since a new engine's first event is an `allCleared` of its memory tier.
 /// - *approximate*: from routing history. Each block routed to a slot is assumed cached there;
-///   each slot keeps a FIFO ring of the hashes it was credited with, of
-///   `approximateBlocksPerInstance` entries, and the oldest loses its bit when the ring is full
-///   (SGLang's router evicts its approximate tree by size in the same spirit).
+///   each slot keeps the hashes credited to it in order of last use (`RecencyList`), at most
+///   `approximateBlocksPerInstance` distinct ones, and a new one past that evicts the least
+///   recently routed. A block routed again is refreshed, so a hot prefix stays however many
+///   other blocks stream through; within one route the first block counts as the most recent,
+///   so a chain loses its tail before its head. SGLang's router evicts its approximate tree's
+///   least recently used leaves per tenant in the same spirit. (It was a FIFO ring that never
+///   refreshed: a prefix routed on every request was evicted as the oldest entry every
+///   `approximateBlocksPerInstance` routed blocks, head first; docs/routing.md.)
 ///
 /// Because block hashes are chained, "slot s holds hash h" implies it held h's whole prefix
 /// when h was stored; a prefix match walks the request's hashes in order and stops at the
@@ -19,47 +24,51 @@ import KVCache
 ///
 /// Cost: a prefix match is one table probe per matched block, for all slots at once (a mask
 /// AND per block); an event is one probe, and a stored one an append to the slot's list (exact
-/// mode, below). No allocation after creation, except per slot its list of hashes (`lists`, 8
-/// bytes per entry), allocated by the first hash credited to it and kept: in approximate mode
-/// a ring of `approximateBlocksPerInstance` entries, in exact mode grown by doubling. Not
+/// mode, below); a routed block (approximate mode) one probe of the slot's recency map, plus,
+/// when it is new, a table probe to set its bit and, when the slot is full, one to clear the
+/// evicted block's. No allocation after creation, except per slot, allocated by the first hash
+/// credited to it and kept: in exact mode its log (`lists`, 8 bytes per entry, grown by
+/// doubling), in approximate mode its recency map (`recency`, 16 bytes per entry of a power of
+/// two at least twice `approximateBlocksPerInstance`: 512 KiB at the default 16,384). Not
 /// thread-safe.
 public final class CacheView {
     /// How the view is fed.
     public let mode: CacheViewMode
     /// Hash -> slot mask.
     public let table: BlockMaskTable
-    private let fifoCapacity: Int
-    /// Per slot, the hashes credited to it since its last `forget`: `listCount` entries from
-    /// `listHead`, wrapping at `listCapacity`, so that `forget` clears exactly those without
-    /// scanning the table.
-    /// - Approximate mode: a FIFO ring of `fifoCapacity` entries, exactly the slot's hashes;
-    ///   the oldest loses its bit when a new one comes and the ring is full.
-    /// - Exact mode: a log from entry 0 of the stored events' hashes, in order, with those
-    ///   removed since and repeats among them (a superset of the slot's entries). When full it
-    ///   is compacted (entries the slot no longer holds and repeats dropped, one probe each and
-    ///   a sort) and doubled if still over half full: amortized O(log n) per stored event, and
-    ///   never more than `minimumLog` entries or four times the slot's blocks at its last
-    ///   doubling.
+    /// Approximate mode: distinct blocks a slot may be credited with.
+    private let approximateLimit: Int
+    /// Approximate mode, per slot: exactly the hashes whose bit the slot holds in `table`, in
+    /// order of last use (`blocksPerSlot[slot]` is their count, at most `approximateLimit`),
+    /// so that `recordRoute` finds the least recently used in O(1) and `forget` clears exactly
+    /// those without scanning the table. Storage allocated by the slot's first route.
+    private let recency: UnsafeMutablePointer<RecencyList>
+    /// Exact mode, per slot, the hashes credited to it since its last `forget`: `listCount`
+    /// entries from entry 0, of `listCapacity`: a log of the stored events' hashes, in order,
+    /// with those removed since and repeats among them (a superset of the slot's entries). When full it is compacted (entries the slot no longer holds and
+    /// repeats dropped, one probe each and a sort) and doubled if still over half full:
+    /// amortized O(log n) per stored event, and never more than `minimumLog` entries or four
+    /// times the slot's blocks at its last doubling.
     private let lists: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>
-    private let listHead: UnsafeMutablePointer<Int>
     private let listCount: UnsafeMutablePointer<Int>
     private let listCapacity: UnsafeMutablePointer<Int>
     /// An exact-mode log's first capacity.
     static let minimumLog = 64
     /// Per slot (`RouterConfig.maxInstances` entries): blocks credited to it (exact: stored
-    /// minus removed; approximate: ring fill). Read-only for callers.
+    /// minus removed; approximate: distinct blocks held, routed and not evicted). Read-only for
+    /// callers.
     public let blocksPerSlot: UnsafeMutablePointer<Int>
 
     /// A view of up to `RouterConfig.maxInstances` slots.
     public init(mode: CacheViewMode, trackedBlocks: Int, approximateBlocksPerInstance: Int) {
         self.mode = mode
         table = BlockMaskTable(maxEntries: trackedBlocks)
-        fifoCapacity = approximateBlocksPerInstance
+        approximateLimit = approximateBlocksPerInstance
         let n = RouterConfig.maxInstances
+        recency = .allocate(capacity: n)
+        recency.initialize(repeating: RecencyList(), count: n)
         lists = .allocate(capacity: n)
         lists.initialize(repeating: nil, count: n)
-        listHead = .allocate(capacity: n)
-        listHead.initialize(repeating: 0, count: n)
         listCount = .allocate(capacity: n)
         listCount.initialize(repeating: 0, count: n)
         listCapacity = .allocate(capacity: n)
@@ -69,9 +78,13 @@ public final class CacheView {
     }
 
     deinit {
-        for i in 0..<RouterConfig.maxInstances { lists[i]?.deallocate() }
+        for i in 0..<RouterConfig.maxInstances {
+            lists[i]?.deallocate()
+            recency[i].deallocate()
+        }
         lists.deallocate()
-        listHead.deallocate()
+        recency.deinitialize(count: RouterConfig.maxInstances)
+        recency.deallocate()
         listCount.deallocate()
         listCapacity.deallocate()
         blocksPerSlot.deallocate()
@@ -144,54 +157,77 @@ public final class CacheView {
             && table.slots(event.blockHash) == 0
     }
 
-    /// Approximate mode: credits `slot` with every block of `hashes`. Exact mode: no-op.
-    /// Cost: one probe per block, plus one per block pushed out of the ring.
+    /// Approximate mode: credits `slot` with the blocks of `hashes` and makes them its most
+    /// recently used, in route order: afterwards the first block is the most recent and each
+    /// later one just less recent than the one before it (a hash repeated in the route takes
+    /// the place of its last occurrence), so eviction takes a chain's last blocks before its
+    /// first and a prefix match, which stops at the first missing block, keeps what is left.
+    /// Hash 0 names no block and is skipped. Exact mode: no-op.
+    ///
+    /// A block the slot holds is refreshed (moved into place, the table untouched). A new one
+    /// first evicts the least recently used block when the slot holds `approximateLimit`
+    /// (its bit cleared), then sets its bit; the route stops there, crediting no later block,
+    /// when the table refuses it (full: the view underestimates; the eviction stands) or when
+    /// the slot already holds nothing but this route's blocks (a route longer than the slot
+    /// keeps its first `approximateLimit` distinct blocks).
+    ///
+    /// Cost: per block one probe of the slot's recency map and O(1) relinking; per new block
+    /// one table probe, plus per eviction one table probe and the map's backward shift. No
+    /// allocation but the slot's first route (its `RecencyList`).
     public func recordRoute(_ hashes: UnsafeBufferPointer<UInt64>, slot: Int) {
         guard mode == .approximate else { return }
         let bit: UInt64 = 1 << UInt64(slot)
-        let ring: UnsafeMutablePointer<UInt64>
-        if let f = lists[slot] { ring = f } else {
-            ring = .allocate(capacity: fifoCapacity)
-            lists[slot] = ring
-            listCapacity[slot] = fifoCapacity
-        }
-        var head = listHead[slot], count = listCount[slot]
-        for h in hashes where h != 0 && table.slots(h) & bit == 0 {
-            if count == fifoCapacity {
-                table.clear(ring[head], bit)
-                head = head + 1 == fifoCapacity ? 0 : head + 1
-                count -= 1
+        let list = recency + slot
+        if list.pointee.entries == nil { list.pointee.allocate(limit: approximateLimit) }
+        // The entry placed last by this route (-1: none yet, so the next goes to the head). The
+        // route's entries so far are exactly those from the head to `cursor`.
+        var cursor: Int32 = -1
+        for h in hashes where h != 0 {
+            var i = list.pointee.find(h)
+            if i >= 0 {
+                list.pointee.moveAfter(i, cursor)
+            } else {
+                if list.pointee.count == approximateLimit {
+                    if cursor == list.pointee.tail { break }  // only this route's blocks are left
+                    table.clear(list.pointee.removeTail(cursor: &cursor), bit)
+                }
+                guard table.set(h, bit) else { break }
+                i = list.pointee.insert(h, after: cursor)
             }
-            guard table.set(h, bit) else { break }
-            let tail = head + count
-            ring[tail >= fifoCapacity ? tail - fifoCapacity : tail] = h
-            count += 1
+            cursor = i
         }
-        listHead[slot] = head
-        listCount[slot] = count
-        blocksPerSlot[slot] = count
+        blocksPerSlot[slot] = list.pointee.count
     }
 
     /// Drops everything credited to `slot` (the instance left or cleared its cache); the table
     /// holds afterwards what a scan of every entry would leave. Cost: one probe per entry of the
-    /// slot's list (approximate: exactly its hashes; exact: also those removed or repeated
-    /// since the log's last compaction), nothing for an empty slot. The list keeps its memory.
+    /// slot's list (approximate: exactly its hashes, walked in recency order; exact: also those
+    /// removed or repeated since the log's last compaction), nothing for an empty slot. The
+    /// list keeps its memory.
     public func forget(slot: Int) {
         let bit: UInt64 = 1 << UInt64(slot)
+        recency[slot].removeAll { table.clear($0, bit) }
         if let list = lists[slot] {
-            var i = listHead[slot]
-            for _ in 0..<listCount[slot] {
-                table.clear(list[i], bit)
-                i = i + 1 == listCapacity[slot] ? 0 : i + 1
-            }
+            for i in 0..<listCount[slot] { table.clear(list[i], bit) }
         }
         blocksPerSlot[slot] = 0
-        listHead[slot] = 0
         listCount[slot] = 0
     }
 
-    /// Entries in `slot`'s list (tests: the bound on an exact-mode log's length).
-    func listedHashes(slot: Int) -> Int { listCount[slot] }
+    /// Entries in `slot`'s list (tests: the bound on an exact-mode log's length; approximate:
+    /// the slot's recency list).
+    func listedHashes(slot: Int) -> Int { mode == .exact ? listCount[slot] : recency[slot].count }
+
+    /// Approximate mode (tests): `slot`'s hashes, most recently used first.
+    func recencyOrder(slot: Int) -> [UInt64] {
+        var keys: [UInt64] = []
+        var i = recency[slot].head
+        while i >= 0 {
+            keys.append(recency[slot].key(at: i))
+            i = recency[slot].next(i)
+        }
+        return keys
+    }
 
     /// Appends `hash`, just credited to `slot`, to the slot's log; a full log is compacted first
     /// (then doubled if still over half full).

@@ -7,7 +7,7 @@ import KVCache
 ///
 /// Instances are named by caller ids (`UInt32`) and held in at most `RouterConfig.maxInstances`
 /// slots; per-slot state lives in fixed arrays allocated once, so `route` allocates nothing,
-/// except with an approximate view the first route to a slot (its FIFO ring, see `CacheView`).
+/// except with an approximate view the first route to a slot (its recency list, see `CacheView`).
 ///
 /// Cost of `route`: one cache-view probe per matched block (cache-aware policies), O(log P)
 /// per ring lookup and O(live instances) for the load scans. Not thread-safe: callers

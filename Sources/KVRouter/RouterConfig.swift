@@ -50,7 +50,8 @@ public enum CacheViewMode: UInt32, Sendable {
     /// From the instances' KV events (`observe`): exactly what their prefix indexes hold.
     case exact = 0
     /// From the router's own routing history: every block routed to an instance is assumed
-    /// cached there until `approximateBlocksPerInstance` newer blocks push it out (FIFO).
+    /// cached there until `approximateBlocksPerInstance` other blocks have been routed there
+    /// more recently (least recently routed out first; a block routed again is refreshed).
     case approximate = 1
 }
 
@@ -91,7 +92,9 @@ public struct RouterConfig: Equatable, Sendable {
     /// Distinct block hashes the cache view can track in all instances together (its table
     /// grows as they come, 16-32 bytes each, up to this bound). Default and largest 2^26.
     public var trackedBlocks: Int = 1 << 26
-    /// Approximate view: blocks assumed cached per instance (its prefix-cache capacity).
+    /// Approximate view: blocks assumed cached per instance (its prefix-cache capacity). Each
+    /// instance's recency list takes 16 bytes per entry of the smallest power of two (at least
+    /// 16) not below twice this, on the first route to it: 512 KiB at the default.
     public var approximateBlocksPerInstance: Int = 1 << 14
     /// DualMap: move queued requests off instances whose estimated queue time exceeds the
     /// SLO threshold (hotspot rebalancing). Default true.

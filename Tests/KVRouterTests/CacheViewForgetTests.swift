@@ -2,11 +2,11 @@ import KVCache
 import Testing
 @testable import KVRouter
 
-/// `CacheView.forget(slot:)` visits only what the slot was credited with (approximate: its FIFO
-/// ring; exact: its log of stored hashes), and must leave exactly what clearing the slot's bit
-/// from every entry leaves.
+/// `CacheView.forget(slot:)` visits only what the slot was credited with (approximate: its
+/// recency list; exact: its log of stored hashes), and must leave exactly what clearing the
+/// slot's bit from every entry leaves.
 /// Each case builds two views (or tables) by the same random operations, small enough that
-/// probes collide, wrap around the table's end, overflow FIFO rings and get refused, then
+/// probes collide, wrap around the table's end, overflow recency lists and get refused, then
 /// forgets a slot in one and scans the other, and compares every hash ever used.
 @Suite struct CacheViewForgetTests {
     /// Hashes 1...universe, spread by a multiplier so that homes fall anywhere (never 0).
@@ -34,7 +34,7 @@ import Testing
     }
 
     /// Random operations on two views of `mode`: stores and removes (exact; some refused by a
-    /// 40-entry table) or routes (approximate; 6-hash rings that overflow, some hashes refused
+    /// 40-entry table) or routes (approximate; 6-hash lists that overflow, some hashes refused
     /// by a 16-entry table), over 4 slots.
     func randomViews(_ mode: CacheViewMode, seed: UInt64) -> (CacheView, CacheView) {
         var rng = SplitMix64(seed: seed)
@@ -109,9 +109,10 @@ import Testing
         }
     }
 
-    /// After `forget`, an approximate slot starts an empty ring: routing it 6 new hashes keeps
-    /// them all (none pushed out by the forgotten ones), and a 7th pushes out the first.
-    @Test func anApproximateSlotRefillsFromAnEmptyRing() {
+    /// After `forget`, an approximate slot starts an empty list: routing it 6 new hashes keeps
+    /// them all (none pushed out by the forgotten ones), and a 7th pushes out the least recent:
+    /// the route's last (its first is the most recent).
+    @Test func anApproximateSlotRefillsFromAnEmptyList() {
         let v = CacheView(mode: .approximate, trackedBlocks: 64, approximateBlocksPerInstance: 6)
         let old = (1...6).map(Self.hash), new = (11...17).map(Self.hash)
         old.withUnsafeBufferPointer { v.recordRoute($0, slot: 2) }
@@ -120,6 +121,7 @@ import Testing
         new.withUnsafeBufferPointer { v.recordRoute(UnsafeBufferPointer(rebasing: $0[0..<6]), slot: 2) }
         #expect(new[0..<6].allSatisfy { v.table.slots($0) == 1 << 2 } && v.blocksPerSlot[2] == 6)
         new.withUnsafeBufferPointer { v.recordRoute(UnsafeBufferPointer(rebasing: $0[6...]), slot: 2) }
-        #expect(v.table.slots(new[0]) == 0 && v.table.slots(new[6]) == 1 << 2 && v.table.count == 6)
+        #expect(v.table.slots(new[5]) == 0 && v.table.slots(new[6]) == 1 << 2 && v.table.count == 6)
+        #expect(new[0..<5].allSatisfy { v.table.slots($0) == 1 << 2 } && v.blocksPerSlot[2] == 6)
     }
 }

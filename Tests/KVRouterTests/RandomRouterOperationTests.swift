@@ -7,8 +7,8 @@ import Testing
 /// in any order, for live and unknown instances), load reports (zero to huge), prefill
 /// observations and routes (1 to 10 blocks, partial last blocks, duplicate hashes), against a
 /// reference model written from the contracts: per instance a set of the memory-tier hashes
-/// its events leave (exact view) or a FIFO of the hashes routed to it (approximate view), and
-/// its load. After every step: the view's bit of each live instance is set for exactly the
+/// its events leave (exact view) or a least-recently-routed list of the hashes routed to it
+/// (approximate view), and its load. After every step: the view's bit of each live instance is set for exactly the
 /// model's hashes (its `blocksPerSlot` is their count), no other slot holds a bit, and the
 /// loads are the model's; after every route: the chosen instance is live, its matched prefix
 /// is the model's, its load advanced as `Router.route` documents, and the choice is the one
@@ -22,13 +22,15 @@ struct RandomRouterOperationTests {
     struct ModelInstance {
         /// Exact view: the memory-tier hashes the instance's events leave.
         var memory = Set<UInt64>()
-        /// Approximate view: the hashes routed to it, oldest first (at most the FIFO capacity).
+        /// Approximate view: the hashes routed to it, most recently routed first (at most
+        /// `capacity`).
         var credited: [UInt64] = []
         var load = InstanceLoad()
     }
 
     static let blockTokens = 16
-    static let fifoCapacity = 12
+    /// Approximate view: distinct blocks per instance.
+    static let capacity = 12
     static let instanceIds: [UInt32] = Array(0..<10).map { UInt32($0 * 7 + 3) }
 
     /// Eight conversations of ten chained blocks; prompts are prefixes of them, so they share.
@@ -367,11 +369,25 @@ struct RandomRouterOperationTests {
             model[id]!.load = l
             lastSlot = s
             if !exact {
-                // The approximate view credits each new nonzero hash, oldest out first.
-                for h in hashes where h != 0 && !model[id]!.credited.contains(h) {
-                    if model[id]!.credited.count == RandomRouterOperationTests.fifoCapacity { model[id]!.credited.removeFirst() }
-                    guard admits(h) else { break }  // a full table refuses; the view underestimates
-                    model[id]!.credited.append(h)
+                // The approximate view makes the route's nonzero hashes the most recent, in route
+                // order (first most recent; a repeat at its last occurrence): `placed` of them lead
+                // the list. A new one evicts the least recent first, unless all are this route's
+                // (then the route stops); one the full table refuses stops it too (the view
+                // underestimates).
+                var placed = 0
+                for h in hashes where h != 0 {
+                    if let j = model[id]!.credited.firstIndex(of: h) {
+                        model[id]!.credited.remove(at: j)
+                        if j < placed { placed -= 1 }
+                    } else {
+                        if model[id]!.credited.count == RandomRouterOperationTests.capacity {
+                            if placed == RandomRouterOperationTests.capacity { break }
+                            model[id]!.credited.removeLast()
+                        }
+                        guard admits(h) else { break }
+                    }
+                    model[id]!.credited.insert(h, at: placed)
+                    placed += 1
                 }
             }
         }
@@ -384,7 +400,7 @@ struct RandomRouterOperationTests {
         var c = RouterConfig(policy: policy)
         c.view = view
         c.blockTokens = blockTokens
-        c.approximateBlocksPerInstance = fifoCapacity
+        c.approximateBlocksPerInstance = capacity
         c.trackedBlocks = trackedBlocks
         c.virtualNodes = 16
         c.ttftSLOMilliseconds = 4000
