@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import KVCache
 
 // Checks every export runs on its C arguments before it touches an engine, so that bad input
@@ -82,6 +85,22 @@ func rejectUnknownBytes(_ raw: UnsafeRawPointer, size: Int, known: Int, padding:
                           + "honour a newer field (or the struct was not started from its _init, which zeroes it)")
         }
     }
+}
+
+/// The `_init_size` of a versioned C struct: `writeDefaults` fills this version's `ownSize`
+/// bytes (padding zeroed) in scratch, the first `size` of them are copied to `cfg`, bytes past
+/// `ownSize` up to `size` zeroed (0 is every later field's "as before"), none past `size`
+/// written, and `struct_size` (offset 0) set to `size`. NULL, or `size` outside
+/// `minimum...structSizeMax`: nothing written. O(size).
+func initialiseVersionedStruct(_ cfg: UnsafeMutableRawPointer?, size: Int, minimum: Int, ownSize: Int,
+                               writeDefaults: (UnsafeMutableRawPointer) -> Void) {
+    guard let cfg, size >= minimum, size <= structSizeMax else { return }
+    withUnsafeTemporaryAllocation(byteCount: ownSize, alignment: 8) { defaults in
+        writeDefaults(defaults.baseAddress!)
+        cfg.copyMemory(from: defaults.baseAddress!, byteCount: min(size, ownSize))
+    }
+    if size > ownSize { memset(cfg + ownSize, 0, size - ownSize) }
+    cfg.storeBytes(of: UInt32(size), toByteOffset: 0, as: UInt32.self)
 }
 
 /// `KVC_STRUCT_SIZE_MAX`: a larger `struct_size` is taken to be garbage, not a newer struct.

@@ -72,13 +72,8 @@ enum ConfigLayout {
 /// `size` outside `KVC_CONFIG_MIN_SIZE...KVC_STRUCT_SIZE_MAX`: nothing written. The header's
 /// `kvc_config_init(cfg)` macro calls it with the caller's `sizeof(kvc_config)`.
 @c public func kvc_config_init_size(_ cfg: UnsafeMutableRawPointer?, _ size: Int) {
-    guard let cfg, size >= ConfigLayout.minimumSize, size <= structSizeMax else { return }
-    withUnsafeTemporaryAllocation(byteCount: ConfigLayout.size, alignment: 8) { defaults in
-        writeDefaults(into: defaults.baseAddress!)
-        cfg.copyMemory(from: defaults.baseAddress!, byteCount: min(size, ConfigLayout.size))
-    }
-    if size > ConfigLayout.size { memset(cfg + ConfigLayout.size, 0, size - ConfigLayout.size) }
-    cfg.storeBytes(of: UInt32(size), toByteOffset: ConfigLayout.structSize, as: UInt32.self)
+    initialiseVersionedStruct(cfg, size: size, minimum: ConfigLayout.minimumSize, ownSize: ConfigLayout.size,
+                              writeDefaults: writeDefaults(into:))
 }
 
 /// The symbol `kvc_config_init`, which binaries built against the first header call: writes

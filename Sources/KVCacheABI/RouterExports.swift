@@ -79,13 +79,8 @@ private func routerHandle(_ handle: OpaquePointer?) throws(KVError) -> RouterHan
 /// `KVC_ROUTER_CONFIG_MIN_SIZE...KVC_STRUCT_SIZE_MAX`: nothing written. The header's
 /// `kvc_router_config_init(cfg)` macro calls it with the caller's `sizeof(kvc_router_config)`.
 @c public func kvc_router_config_init_size(_ cfg: UnsafeMutableRawPointer?, _ size: Int) {
-    guard let cfg, size >= RouterConfigLayout.minimumSize, size <= structSizeMax else { return }
-    withUnsafeTemporaryAllocation(byteCount: RouterConfigLayout.size, alignment: 8) { defaults in
-        writeRouterDefaults(into: defaults.baseAddress!)
-        cfg.copyMemory(from: defaults.baseAddress!, byteCount: min(size, RouterConfigLayout.size))
-    }
-    if size > RouterConfigLayout.size { memset(cfg + RouterConfigLayout.size, 0, size - RouterConfigLayout.size) }
-    cfg.storeBytes(of: UInt32(size), toByteOffset: 0, as: UInt32.self)
+    initialiseVersionedStruct(cfg, size: size, minimum: RouterConfigLayout.minimumSize, ownSize: RouterConfigLayout.size,
+                              writeDefaults: writeRouterDefaults(into:))
 }
 
 /// The symbol `kvc_router_config_init`, which binaries built before the sized initialiser
