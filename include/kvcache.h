@@ -494,7 +494,9 @@ typedef struct kvc_stats {
     uint64_t blocks_spilled;
     uint64_t blocks_loaded;
     /** Spills that could not be written, writes of swapped-out blocks and offloaded-token
-     *  records that failed, plus reads that failed or were torn or corrupt. */
+     *  records that failed, reads that failed or were torn or corrupt, plus journal appends
+     *  that failed (a full disk: each append of a batch of records; its records are kept and
+     *  appended by a later call, see kvc_engine_sync). */
     uint64_t disk_errors;
     /** Swap-outs completed (every write on disk, memory released), and swapped-out sequences
      *  read back in. A kvc_seq_swap_out_async cancelled by a swap-in or free counts in
@@ -1206,7 +1208,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     holds its offload_dir exclusively (flock on kvcache.slab until kvc_engine_destroy or
  *     the process's death), so a second engine on the same directory cannot overwrite the
  *     first one's slots: its create fails with KVC_ERR_IO ("... is in use by another
- *     engine ...") and the first keeps serving.
+ *     engine ...") and the first keeps serving. The slab grows (fallocate, as slots are
+ *     first needed) only while the file system keeps free a reserve for the journal: 64 KiB plus 256
+ *     bytes (4 records) per slot of the slab. A journal append that fails anyway (another
+ *     writer took the space) loses no record: it counts in disk_errors, the records are
+ *     appended by a later call, and kvc_engine_sync returns KVC_ERR_IO until they are.
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT
@@ -1444,9 +1450,13 @@ kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
 
 /** Waits for every disk request (every block of pending swap-outs included, whose
- *  outcome it settles as kvc_engine_poll does) and fdatasyncs the slab and journal, so that
- *  what was spilled survives a power loss. Without a disk tier: KVC_OK at once (nothing to
- *  sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_IO. */
+ *  outcome it settles as kvc_engine_poll does), appends the journal records still owed and
+ *  fdatasyncs the slab and journal, so that what was spilled survives a power loss. Without a
+ *  disk tier: KVC_OK at once (nothing to sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e),
+ *  KVC_ERR_IO: an fdatasync failed, or journal records could not be appended (a full disk;
+ *  the message says how many and why): the blocks they describe are served in this run but a
+ *  restart would not find them. Those records are kept and every later call that processes
+ *  completions (see COMPLETIONS) tries again, so a sync once space is free returns KVC_OK. */
 kvc_status kvc_engine_sync(kvc_engine *e);
 
 /* ---------------------------------------------------------------------------------------

@@ -221,10 +221,14 @@ uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound) {
     }
     struct statvfs fs;
     if (fstatvfs(s->fd, &fs) == 0 && fs.f_frsize > 0) {
-        uint64_t by_disk = s->allocated + (uint64_t)fs.f_bavail * fs.f_frsize / s->slot_bytes;
+        /* g more slots leave free - g * slot_bytes, which must hold the journal's reserve for
+         * allocated + g slots: g <= (free - reserve(allocated)) / (slot_bytes + per slot). */
+        uint64_t free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+        uint64_t reserve = KVM_JOURNAL_RESERVE_BYTES + (uint64_t)s->allocated * KVM_JOURNAL_RESERVE_PER_SLOT;
+        uint64_t by_disk = s->allocated + (free_bytes > reserve ? (free_bytes - reserve) / (s->slot_bytes + KVM_JOURNAL_RESERVE_PER_SLOT) : 0);
         if (by_disk < fit) {
             fit = by_disk;
-            why = "the file system's free space (No space left on device)";
+            why = "the file system's free space less the journal's reserve (No space left on device)";
         }
     }
     if (bound) *bound = why;

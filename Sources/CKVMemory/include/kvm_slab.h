@@ -97,10 +97,21 @@ uint32_t kvm_slab_capacity(const kvm_slab *s);
 uint32_t kvm_slab_allocated(const kvm_slab *s);
 uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
 
+/* Free space the slab's growth leaves to the journal: KVM_JOURNAL_RESERVE_BYTES plus
+ * KVM_JOURNAL_RESERVE_PER_SLOT per slot of the slab grown (1 % of an 8 KiB slot, less of
+ * larger ones), so that a slab that filled its file system still leaves room for its
+ * journal's appends (for 1024 records plus 4 per slot) and for the compaction at the next
+ * start (at most one record per slot, written beside the old journal). A bound, not a
+ * guarantee: other writers may take that space, and a journal that grows faster (the slots
+ * rewritten more than 4 times between two starts) fills it; its appends then fail, counted,
+ * and are tried again (see kvm_slab_journal_append). */
+#define KVM_JOURNAL_RESERVE_BYTES (64u << 10)
+#define KVM_JOURNAL_RESERVE_PER_SLOT 256u
+
 /* Slots kvm_slab_grow can still add, in total: up to max_bytes, the process's file-size limit
- * and the file system's free space (fstatvfs; an upper bound, as other writers may take that
- * space first). `bound`, when not NULL, receives which of the three is nearest, in words.
- * Cost: one getrlimit and one fstatvfs. */
+ * and the file system's free space less the journal's reserve (fstatvfs; an upper bound, as
+ * other writers may take that space first). `bound`, when not NULL, receives which of the
+ * three is nearest, in words. Cost: one getrlimit and one fstatvfs. */
 uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound);
 
 /* Preallocates the next extent: extent_slots, or fewer when a bound of kvm_slab_growable is
