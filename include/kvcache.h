@@ -1199,7 +1199,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     A slot is rewritten only after a FREED record for its old block is written, so a
  *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
  *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
- *     compacted when an engine opens it, and that forgets for good: blocks in slots past a
+ *     compacted when an engine opens it (when there is no room for the compacted copy, the
+ *     old journal is kept and the engine opens on it, with a line on stderr), and that
+ *     forgets for good: blocks in slots past a
  *     smaller offload_bytes than before (a cache shrinks: the slab file is cut to
  *     offload_bytes), and each record that fails its checksum (a torn tail a crash leaves, a
  *     flipped bit; the replay goes on past it; the slot keeps its previous record, verified

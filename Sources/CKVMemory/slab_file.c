@@ -355,11 +355,31 @@ int kvm_sync_parent(const char *path) {
     return rc;
 }
 
+/* Writes len bytes at fd's end, through short writes: 0, or -1 with errno set by the write
+ * that failed (a write of 0 bytes counts as EIO). */
+static int write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (w == 0) errno = EIO;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n) {
     char tmp[PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.new", s->journal_path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return kvm_fail(errno, "offload: cannot write '%s': %s", tmp, strerror(errno));
+    /* Opened as the journal is (appending): once renamed this descriptor is the journal, so
+     * nothing is opened after the rename and no failure leaves the tier appending to a file
+     * that is no longer at its path. */
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return kvm_fail(errno, "offload: cannot create '%s' to compact the journal: %s", tmp, strerror(errno));
     kvm_journal_record buf[256];
     uint32_t filled = 0;
     int rc = 0;
@@ -369,26 +389,24 @@ int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uin
         if (filled == 256 || (i == n && filled > 0)) {
             written += filled * sizeof *buf;
             if (written > limit) { /* the kernel would end the process (SIGXFSZ) */
-                rc = kvm_fail(EFBIG, "offload: the compacted journal would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes)",
-                              (unsigned long long)limit);
+                rc = kvm_fail(EFBIG, "offload: the compacted journal would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes): %s",
+                              (unsigned long long)limit, strerror(EFBIG));
                 break;
             }
-            ssize_t w = write(fd, buf, filled * sizeof *buf);
-            if (w != (ssize_t)(filled * sizeof *buf)) rc = kvm_fail(w < 0 ? errno : EIO, "offload: writing '%s' failed", tmp);
+            if (write_all(fd, buf, filled * sizeof *buf) != 0) rc = kvm_fail(errno, "offload: writing '%s' failed: %s", tmp, strerror(errno));
             filled = 0;
         }
     }
     if (rc == 0 && fsync(fd) != 0) rc = kvm_fail(errno, "offload: fsync of '%s' failed: %s", tmp, strerror(errno));
-    close(fd);
-    if (rc == 0 && rename(tmp, s->journal_path) != 0) rc = kvm_fail(errno, "offload: renaming the journal failed: %s", strerror(errno));
+    if (rc == 0 && rename(tmp, s->journal_path) != 0)
+        rc = kvm_fail(errno, "offload: renaming '%s' over the journal failed: %s", tmp, strerror(errno));
     if (rc != 0) {
+        close(fd);
         unlink(tmp);
         return rc;
     }
-    int jfd = open(s->journal_path, O_RDWR | O_APPEND | O_CLOEXEC);
-    if (jfd < 0) return kvm_fail(errno, "offload: reopening the journal failed: %s", strerror(errno));
     close(s->journal_fd);
-    s->journal_fd = jfd;
+    s->journal_fd = fd;
     /* The rename is durable once the directory is: until then a crash may bring back the old
      * journal (valid too: a slot it names is checked against its header when read). */
     return kvm_sync_parent(s->journal_path);

@@ -142,7 +142,11 @@ typedef struct kvm_journal_skipped {
  * generation seen, or -errno. */
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped);
 /* Replaces the journal with the STORED records among records[0..n-1] (compaction after
- * replay): written to a temporary file, fsync'd, renamed over, the directory fsync'd. */
+ * replay): written to a temporary file (`kvcache.journal.new`), fsync'd, renamed over, the
+ * directory fsync'd. -errno, with a message naming strerror(errno), when any step fails; the
+ * slab stays usable either way: before the rename the old journal stays (the temporary file
+ * removed), after it the new one is the journal (only the directory's fsync failed: a crash
+ * may bring back the old one, valid too). Cost: a write per 256 records and two fsyncs. */
 int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n);
 /* fsyncs the directory holding `path`, so that a rename into it survives a crash: 0, or -errno
  * with kvm_error() naming the directory. One open and one fsync. */

@@ -323,7 +323,9 @@ final class DiskTier {
 
     /// Replays the journal: every slot whose latest valid record says STORED (and that lies
     /// inside the preallocated file) is indexed again; the journal is compacted to those
-    /// records. A torn or corrupt record is skipped, not the end of the replay: the slot's
+    /// records. A compaction that fails (no space for the new journal beside the old) is
+    /// logged and the old journal kept: what the replay found stands, and FREED records for
+    /// the slots it did not take are owed (`TierJournal.stale`). A torn or corrupt record is skipped, not the end of the replay: the slot's
     /// previous record wins instead, and a read verifies that slot's bytes against it as any
     /// other (`kvm_slot_verify`: a slot rewritten since is a miss). What it cannot use is
     /// counted (`DiskTierStats.journalRecordsDropped`) and, when anything, logged on stderr
@@ -352,6 +354,7 @@ final class DiskTier {
             if stored && !fits { unusable += 1 }
             // (A hash another slot already holds is the same block: found there.)
             guard stored && fits && r.block_hash != 0 && index.find(r.block_hash) < 0 else {
+                if stored { journal.stale(Int32(slot)) }  // until the compaction forgets it
                 latest[slot].magic = 0
                 continue
             }
@@ -381,7 +384,14 @@ final class DiskTier {
             freeSlots[freeTop] = Int32(slot)
             freeTop += 1
         }
-        if kvm_slab_journal_rewrite(slab, latest, UInt32(capacity)) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        if kvm_slab_journal_rewrite(slab, latest, UInt32(capacity)) == 0 {
+            journal.compacted()
+        } else {
+            // The old journal stands (its replay is what the tier now holds); the slots whose
+            // STORED records the tier did not take owe FREED records, appended before they
+            // are rewritten. Logged, not refused: a tier that filled its disk must reopen.
+            kvm_log("offload journal in '\(dir)' was not compacted (\(String(cString: kvm_error()))); the tier opens on it as replayed")
+        }
     }
 
     /// Calls `body` with a `blockStored` (tier `KVEvent.diskTier`, hash, parent) per block the

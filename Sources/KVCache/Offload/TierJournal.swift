@@ -83,6 +83,14 @@ final class TierJournal {
     /// that the slot is rewritten only once it is written, as any freed slot.
     func stale(_ slot: Int32) { owe(slot, TierJournal.freed) }
 
+    /// The journal was rewritten to the STORED records of the slots it says stored (a
+    /// restart's compaction): nothing is owed any more, and freed slots say nothing.
+    /// O(owed records).
+    func compacted() {
+        for i in 0..<owedCount { written(owed[i]) }
+        owedCount = 0
+    }
+
     /// True while `slot`'s FREED record is owed: the tier must not rewrite it before a flush.
     func owesFreed(_ slot: Int32) -> Bool { says[Int(slot)] == TierJournal.freed | TierJournal.owedBit }
 
@@ -109,10 +117,7 @@ final class TierJournal {
                 lastError = String(cString: kvm_error())
                 break
             }
-            for i in 0..<n {
-                let s = Int(owed[done + i])
-                says[s] = says[s] & ~TierJournal.owedBit == TierJournal.stored ? TierJournal.stored : TierJournal.nothing
-            }
+            for i in 0..<n { written(owed[done + i]) }
             done += n
         }
         if done > 0 {
@@ -120,6 +125,13 @@ final class TierJournal {
             memmove(owed, owed + done, owedCount * MemoryLayout<Int32>.size)
         }
         return owedCount == 0
+    }
+
+    /// `slot`'s owed record is in the journal: a STORED one stays what it says, a FREED one
+    /// leaves nothing. The caller takes the slot off `owed`.
+    private func written(_ slot: Int32) {
+        let s = Int(slot)
+        says[s] = says[s] & ~TierJournal.owedBit == TierJournal.stored ? TierJournal.stored : TierJournal.nothing
     }
 
     /// The record `slot` is owed. A FREED record carries the slot's generation (the latest

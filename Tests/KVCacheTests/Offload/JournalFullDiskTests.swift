@@ -1,10 +1,12 @@
+import CKVMemory
 import Foundation
 import Testing
 @testable import KVCache
 
 /// The journal on a full file system: the slab's growth leaves it a reserve, an append that
 /// fails anyway loses no record (counted, tried again, and `syncOffload` refuses to call the
-/// tier durable meanwhile). Real small file systems: tmpfs mounts (needs root, as CI runs).
+/// tier durable meanwhile), and a restart whose compaction finds no room keeps the old
+/// journal. Real small file systems: tmpfs mounts (needs root, as CI runs).
 @Suite("Disk tier: the journal on a full file system", .serialized)
 struct JournalFullDiskTests {
     /// Fills the file system holding `dir` (a file `filler` there) until a write fails.
@@ -79,5 +81,64 @@ struct JournalFullDiskTests {
         #expect(try e.createSequence(1, tokens: b) == 160, "the prompt spilled while the disk was full")
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: 160) { b[$0] } == 0)
+    }
+
+    /// A tier that filled its file system reopens: the restart's compaction cannot write the
+    /// new journal beside the old (ENOSPC), so the old one is kept, unchanged (and logged), and
+    /// what its replay found is served; once space is free the next restart compacts it.
+    /// Before, the engine could not be created ("writing '.../kvcache.journal.new' failed",
+    /// without the reason).
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"), arguments: [Layout.paged, .contiguous])
+    func aTierOnAFullFileSystemReopensOnItsOldJournal(layout: Layout) throws {
+        let mnt = try #require(mountTmpfs(bytes: 1 << 20))
+        defer { unmount(mnt) }
+        let a = tokens(81, seed: 61)
+        do {
+            let e = try Engine(offloadConfig(layout, dir: mnt.path))
+            try spillPrompt(e, 1, a)
+        }
+        let journal = mnt.path + "/kvcache.journal"
+        let before = try Data(contentsOf: URL(fileURLWithPath: journal))
+        #expect(before.count == 20 * 64)
+        fillFileSystem(mnt.path)
+        do {
+            let e = try Engine(offloadConfig(layout, dir: mnt.path))
+            #expect(e.stats().disk.recoveredSlots == 20)
+            #expect(try e.createSequence(1, tokens: a) == 80)
+            try waitReady(e, 1)
+            #expect(try kvDifferences(e, 1, count: 80) { a[$0] } == 0)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: journal)) == before, "the old journal, kept as it was")
+            #expect(!FileManager.default.fileExists(atPath: journal + ".new"))
+        }
+        unlink(mnt.path + "/filler")
+        let e = try Engine(offloadConfig(layout, dir: mnt.path))
+        #expect(e.stats().disk.recoveredSlots == 20 && e.stats().disk.journalRecordsDropped == 0)
+    }
+
+    /// Every failure of the compaction names its cause (`strerror`): here a full file system.
+    /// Before, a failed write said only "writing '...' failed".
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func aCompactionThatFailsNamesWhy() throws {
+        let mnt = try #require(mountTmpfs(bytes: 256 << 10))
+        defer { unmount(mnt) }
+        var config = kvm_slab_config()
+        config.slot_bytes = 8192
+        config.max_bytes = 4 * 8192
+        var slab: OpaquePointer?
+        let rc = mnt.path.withCString { dir -> Int32 in
+            config.dir = dir
+            return kvm_slab_open(&config, &slab)
+        }
+        try #require(rc == 0, "\(String(cString: kvm_error()))")
+        defer { kvm_slab_close(slab) }
+        fillFileSystem(mnt.path)
+        var record = kvm_journal_record()
+        record.magic = KVM_JOURNAL_MAGIC
+        record.kind = UInt32(KVM_JOURNAL_STORED)
+        record.block_hash = 1
+        #expect(kvm_slab_journal_rewrite(slab, &record, 1) == -ENOSPC)
+        let message = String(cString: kvm_error())
+        #expect(message.contains("kvcache.journal.new") && message.contains("No space left on device"), "\(message)")
+        #expect(!FileManager.default.fileExists(atPath: mnt.path + "/kvcache.journal.new"))
     }
 }
