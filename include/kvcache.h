@@ -582,7 +582,8 @@ typedef struct kvc_stats {
      *  offload_dir), and journal records it could not use, whose blocks it forgot (their
      *  slots are reused): each whole record that is torn or corrupt (skipped: the replay goes
      *  on past it, the slot's previous record winning, whose slot bytes a read verifies as any
-     *  other; a crash tears at most the records being appended), records of
+     *  other; a crash tears at most the records being appended), a partial record at the
+     *  journal's end (a torn tail a crash or a short write leaves: one), records of
      *  slots past a smaller offload_bytes, and a slot's latest record saying stored that lies
      *  past the slab file. Both fixed at creation; kvc_engine_create logs a line on stderr
      *  naming the directory when records were dropped. Offsets 304 and 312 (the struct is 320

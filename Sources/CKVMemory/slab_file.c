@@ -300,17 +300,21 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
 }
 
 /* Reads up to cap whole records (valid or not) at byte from_byte into out: how many, or -errno.
- * A partial record at the end is not read. One pread. */
-static int64_t read_records(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap) {
+ * *partial receives the bytes of a partial record read after them (when fewer than cap were
+ * read, the file ends there: a record being appended, or a torn tail), which is not read. One
+ * pread. */
+static int64_t read_records(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap, uint32_t *partial) {
     ssize_t n;
     do n = pread(s->journal_fd, out, (size_t)cap * sizeof *out, (off_t)from_byte); while (n < 0 && errno == EINTR);
     if (n < 0) return kvm_fail(errno, "offload journal read failed: %s", strerror(errno));
+    *partial = (uint32_t)((size_t)n % sizeof *out);
     return (int64_t)((size_t)n / sizeof *out);
 }
 
 int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap) {
     if (from_byte % sizeof *out != 0) return kvm_fail(EINVAL, "offload journal: offset %llu is not a record boundary", (unsigned long long)from_byte);
-    int64_t count = read_records(s, from_byte, out, cap);
+    uint32_t partial;
+    int64_t count = read_records(s, from_byte, out, cap, &partial);
     for (int64_t i = 0; i < count; i++)
         if (!record_valid(&out[i])) return i; /* torn tail */
     return count;
@@ -323,7 +327,8 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
     uint64_t max_generation = 0;
     uint64_t pos = 0;
     for (;;) {
-        int64_t count = read_records(s, pos, buf, 256); /* a partial record at the end is a torn tail */
+        uint32_t partial;
+        int64_t count = read_records(s, pos, buf, 256, &partial);
         if (count < 0) return count;
         for (int64_t i = 0; i < count; i++) {
             const kvm_journal_record *r = &buf[i];
@@ -336,7 +341,10 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
             else skipped->outside++;
         }
         pos += (uint64_t)count * sizeof *buf;
-        if (count < 256) break;
+        if (count < 256) {
+            skipped->torn_tail_bytes = partial; /* the journal ends inside a record */
+            break;
+        }
     }
     return (int64_t)max_generation;
 }

@@ -131,13 +131,15 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
  * read again by a later call once it is whole), or -errno. One pread. */
 int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap);
 /* What a replay could not use: whole records that are torn or corrupt (each skipped, the
- * replay goes on past it), and valid records of slots at or past `slots` (a tier reopened
- * smaller). */
+ * replay goes on past it), the bytes of a partial record at the journal's end (a torn tail: a
+ * crash or a short write in the middle of an append; 0 when it ends on a record boundary),
+ * and valid records of slots at or past `slots` (a tier reopened smaller). */
 typedef struct kvm_journal_skipped {
     uint64_t unreadable;
+    uint64_t torn_tail_bytes;
     uint64_t outside;
 } kvm_journal_skipped;
-/* Replays the journal: latest[slot] receives the last valid record of each slot below
+/* Replays the journal: latest[slot] receives the last usable record of each slot below
  * `slots` (magic 0 when none); *skipped counts what it could not use. Returns the highest
  * generation seen, or -errno. */
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped);

@@ -325,11 +325,13 @@ final class DiskTier {
     /// inside the preallocated file) is indexed again; the journal is compacted to those
     /// records. A compaction that fails (no space for the new journal beside the old) is
     /// logged and the old journal kept: what the replay found stands, and FREED records for
-    /// the slots it did not take are owed (`TierJournal.stale`). A torn or corrupt record is skipped, not the end of the replay: the slot's
-    /// previous record wins instead, and a read verifies that slot's bytes against it as any
-    /// other (`kvm_slot_verify`: a slot rewritten since is a miss). What it cannot use is
-    /// counted (`DiskTierStats.journalRecordsDropped`) and, when anything, logged on stderr
-    /// with `dir`: the compaction forgets it for good.
+    /// the slots it did not take are owed (`TierJournal.stale`). A torn or corrupt record is
+    /// skipped, not the end of the replay: the slot's previous record wins instead, and a read
+    /// verifies that slot's bytes against it as any other (`kvm_slot_verify`: a slot
+    /// rewritten since is a miss). What it cannot use (`kvm_journal_skipped`, and STORED
+    /// records past the slab file) is counted (`DiskTierStats.journalRecordsDropped`, a
+    /// partial record at the end as one) and, when anything, logged on stderr with `dir` and
+    /// each reason: the compaction forgets it for good.
     /// Events (after the memory tier's `allCleared`, `Engine.init`): one `allCleared` of the
     /// disk tier, then a `blockStored` per block indexed, each after its ancestors the tier
     /// holds (a router building a prefix tree needs parents first; slots are in no such
@@ -369,13 +371,18 @@ final class DiskTier {
             stats.storedSlots += 1
             stats.recoveredSlots += 1
         }
-        stats.journalRecordsDropped = skipped.unreadable + skipped.outside + unusable
+        let reasons: [(count: UInt64, why: String)] = [
+            (skipped.unreadable, "torn or corrupt"),
+            (skipped.torn_tail_bytes > 0 ? 1 : 0, "partial (\(skipped.torn_tail_bytes) bytes at the end: a torn tail)"),
+            (skipped.outside, "past offload_bytes"),
+            (unusable, "past the slab file"),
+        ]
+        stats.journalRecordsDropped = reasons.reduce(0) { $0 + $1.count }
         if stats.journalRecordsDropped > 0 {
             // Once per start, for the operator: the blocks were cached, not lost data, but a
             // restart that forgets them costs recomputation.
-            kvm_log("offload journal in '\(dir)': \(stats.journalRecordsDropped) records dropped (\(skipped.unreadable) torn or corrupt, "
-                    + "\(skipped.outside) past offload_bytes, \(unusable) past the slab file); "
-                    + "\(stats.recoveredSlots) blocks recovered")
+            let why = reasons.filter { $0.count > 0 }.map { "\($0.count) \($0.why)" }.joined(separator: ", ")
+            kvm_log("offload journal in '\(dir)': \(stats.journalRecordsDropped) records dropped (\(why)); \(stats.recoveredSlots) blocks recovered")
         }
         events.grow(by: Int(stats.recoveredSlots) + 1)
         events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))

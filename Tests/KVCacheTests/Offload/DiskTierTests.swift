@@ -294,6 +294,31 @@ struct DiskTierTests {
         }
     }
 
+    /// A partial record at the journal's end (a crash or a short write in the middle of an
+    /// append) is dropped, counted as one record and logged, as the header promises; the
+    /// compaction then cuts it, so the next restart drops nothing. Before, it was dropped
+    /// uncounted and unlogged.
+    @Test(arguments: layouts)
+    func aTornTailIsCountedWhenTheJournalIsReplayed(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = try spillPrompt(layout, dir: dir).prompt
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path + "/kvcache.journal"))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(repeating: 0xA5, count: 10))
+        try handle.close()
+        do {
+            let e = try Engine(offloadConfig(layout, dir: dir.path))
+            #expect(e.stats().disk.recoveredSlots == 20 && e.stats().disk.journalRecordsDropped == 1,
+                    "\(e.stats().disk.recoveredSlots) recovered, \(e.stats().disk.journalRecordsDropped) dropped")
+        }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        #expect(e.stats().disk.recoveredSlots == 20 && e.stats().disk.journalRecordsDropped == 0)
+        #expect(try e.createSequence(1, tokens: prompt) == 80)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 80) { prompt[$0] } == 0)
+    }
+
     /// A tier reopened with a smaller offload_bytes cannot hold the slots past its capacity:
     /// their records are counted as dropped, the rest recovered, and the slab file is cut to
     /// offload_bytes (it kept its size, so shrinking a tier gave no disk space back).
