@@ -583,7 +583,8 @@ typedef struct kvc_stats {
      *  slots are reused): each whole record that is torn or corrupt (skipped: the replay goes
      *  on past it, the slot's previous record winning, whose slot bytes a read verifies as any
      *  other; a crash tears at most the records being appended), a partial record at the
-     *  journal's end (a torn tail a crash or a short write leaves: one), records of
+     *  journal's end (a torn tail a crash or a short write leaves: one), records whose
+     *  checksum holds but whose generation is at or past 2^63 (no engine writes one), records of
      *  slots past a smaller offload_bytes, and a slot's latest record saying stored that lies
      *  past the slab file. Both fixed at creation; kvc_engine_create logs a line on stderr
      *  naming the directory when records were dropped. Offsets 304 and 312 (the struct is 320

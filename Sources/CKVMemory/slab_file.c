@@ -336,6 +336,10 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
                 skipped->unreadable++;
                 continue;
             }
+            if (r->generation >= KVM_JOURNAL_GENERATION_LIMIT) {
+                skipped->generation++;
+                continue;
+            }
             if (r->generation > max_generation) max_generation = r->generation;
             if (r->slot < slots) latest[r->slot] = *r;
             else skipped->outside++;

@@ -130,18 +130,25 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
  * many leading ones are complete and valid (a partial or torn record ends the run; it is
  * read again by a later call once it is whole), or -errno. One pread. */
 int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap);
+/* Generations a record may carry: below 2^63. An engine counts one per slot write (2^63 take
+ * centuries), so a record at or past it, its checksum valid, is not one of its records (forged,
+ * or foreign); the replay skips it, so the count it resumes from fits its int64_t result and
+ * can go on. */
+#define KVM_JOURNAL_GENERATION_LIMIT (1ull << 63)
 /* What a replay could not use: whole records that are torn or corrupt (each skipped, the
  * replay goes on past it), the bytes of a partial record at the journal's end (a torn tail: a
  * crash or a short write in the middle of an append; 0 when it ends on a record boundary),
- * and valid records of slots at or past `slots` (a tier reopened smaller). */
+ * valid records of a generation at or past KVM_JOURNAL_GENERATION_LIMIT, and valid records of
+ * slots at or past `slots` (a tier reopened smaller). */
 typedef struct kvm_journal_skipped {
     uint64_t unreadable;
     uint64_t torn_tail_bytes;
+    uint64_t generation;
     uint64_t outside;
 } kvm_journal_skipped;
 /* Replays the journal: latest[slot] receives the last usable record of each slot below
  * `slots` (magic 0 when none); *skipped counts what it could not use. Returns the highest
- * generation seen, or -errno. */
+ * generation among the usable records (below KVM_JOURNAL_GENERATION_LIMIT), or -errno. */
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped);
 /* Replaces the journal with the STORED records among records[0..n-1] (compaction after
  * replay): written to a temporary file (`kvcache.journal.new`), fsync'd, renamed over, the

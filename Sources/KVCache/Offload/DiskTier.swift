@@ -373,7 +373,8 @@ final class DiskTier {
         }
         let reasons: [(count: UInt64, why: String)] = [
             (skipped.unreadable, "torn or corrupt"),
-            (skipped.torn_tail_bytes > 0 ? 1 : 0, "partial (\(skipped.torn_tail_bytes) bytes at the end: a torn tail)"),
+            (skipped.torn_tail_bytes > 0 ? 1 : 0, "torn tail of \(skipped.torn_tail_bytes) bytes"),
+            (skipped.generation, "with a generation at or past 2^63, no engine's"),
             (skipped.outside, "past offload_bytes"),
             (unusable, "past the slab file"),
         ]

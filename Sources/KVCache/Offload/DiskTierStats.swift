@@ -47,7 +47,8 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Journal records the engine's start could not use, whose blocks it forgot (their slots
     /// are reused): each whole record that is torn or corrupt (skipped: the replay goes on,
     /// the slot's previous record winning; a crash tears at most the records being appended),
-    /// a partial record at the journal's end (a torn tail: one),
+    /// a partial record at the journal's end (a torn tail: one), records whose checksum holds
+    /// but whose generation is at or past 2^63 (no engine's: forged or foreign),
     /// records of slots past the capacity (`offloadBytes` made smaller), and a slot's latest
     /// record saying stored that lies past the slab file or holds a payload of another size.
     /// Logged on stderr when not 0.

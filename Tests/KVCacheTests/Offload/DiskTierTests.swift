@@ -1,3 +1,4 @@
+import CKVMemory
 import Foundation
 import Testing
 @testable import KVCache
@@ -314,6 +315,36 @@ struct DiskTierTests {
         }
         let e = try Engine(offloadConfig(layout, dir: dir.path))
         #expect(e.stats().disk.recoveredSlots == 20 && e.stats().disk.journalRecordsDropped == 0)
+        #expect(try e.createSequence(1, tokens: prompt) == 80)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 80) { prompt[$0] } == 0)
+    }
+
+    /// A record whose checksum holds but whose generation is at or past 2^63 (no engine
+    /// writes one: forged, or foreign) is dropped, counted and logged, and the tier opens with
+    /// the rest; its slot keeps its previous record. Before, the replay's int64 result went
+    /// negative and kvc_engine_create failed with an empty message.
+    @Test(arguments: layouts)
+    func aRecordOfAnImpossibleGenerationIsDropped(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = try spillPrompt(layout, dir: dir).prompt
+        var record = kvm_journal_record()
+        record.magic = KVM_JOURNAL_MAGIC
+        record.slot = 0
+        record.kind = UInt32(KVM_JOURNAL_STORED)
+        record.block_hash = 0x1234_5678
+        record.generation = 1 << 63
+        record.payload_bytes = 512
+        record.record_checksum = kvm_checksum64(&record, UInt64(MemoryLayout<kvm_journal_record>.offset(of: \.record_checksum)!),
+                                                0x6a6f_7572_6e61_6c31)  // the journal's seed, "journal1"
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: dir.path + "/kvcache.journal"))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: withUnsafeBytes(of: record) { Data($0) })
+        try handle.close()
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        #expect(e.stats().disk.recoveredSlots == 20 && e.stats().disk.journalRecordsDropped == 1,
+                "\(e.stats().disk.recoveredSlots) recovered, \(e.stats().disk.journalRecordsDropped) dropped")
         #expect(try e.createSequence(1, tokens: prompt) == 80)
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: 80) { prompt[$0] } == 0)
