@@ -1210,7 +1210,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     before it is ever served). Both are counted in kvc_stats.disk_journal_dropped, with a
  *     line on stderr. An engine
  *     holds its offload_dir exclusively (flock on kvcache.slab until kvc_engine_destroy or
- *     the process's death), so a second engine on the same directory cannot overwrite the
+ *     the process's death; a child forked without exec closes its copy of the lock's
+ *     descriptor at the fork, so it does not hold the directory after the engine's destroy,
+ *     nor after the parent's death), so a second engine on the same directory cannot overwrite the
  *     first one's slots: its create fails with KVC_ERR_IO ("... is in use by another
  *     engine ...") and the first keeps serving. The slab grows (fallocate, as slots are
  *     first needed) only while the file system keeps free a reserve for the journal: 64 KiB plus 256

@@ -2,6 +2,7 @@
 #include "kvm_slab.h"
 #include "kvm_io.h"
 #include "kvm_error.h"
+#include "fork_close.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,7 @@ struct kvm_slab {
     int fd;
     int journal_fd;
     int lock_fd; /* the slab file again, only to hold the directory's lock (see kvm_slab_open) */
+    int lock_entry; /* lock_fd's entry among the descriptors a fork's child closes, or -1 */
     int direct;
     int read_only; /* a peer's slab (kvm_slab_open_peer): nothing is written, nothing locked */
     uint32_t capacity;
@@ -37,6 +39,14 @@ struct kvm_slab {
 };
 
 static int logged_buffered;
+
+/* Releases the directory's lock (a peer holds none): out of the fork table first, so that no
+ * child closes the number once another open reuses it. */
+static void close_lock(kvm_slab *s) {
+    if (s->lock_fd < 0) return;
+    kvm_fork_close_remove(s->lock_entry);
+    close(s->lock_fd);
+}
 
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     if (!cfg || !out || !cfg->dir) return kvm_fail(EINVAL, "offload: no directory given");
@@ -63,16 +73,18 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
      * rewrite its journal. The lock is taken before anything else is opened, on a descriptor
      * of its own: io_uring keeps a registered file open until its ring's deferred teardown, so
      * a lock on the I/O descriptor would outlive kvm_slab_close (and a killed process) for a
-     * while. This one goes with kvm_slab_close or the process's death. */
+     * while. This one goes with kvm_slab_close or the process's death; a child forked without
+     * exec closes its copy at once (fork_close.h), or the lock would last as long as it. */
     s->lock_fd = open(path, flags, 0644);
     if (s->lock_fd < 0) {
         int err = errno;
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
+    s->lock_entry = kvm_fork_close_add(s->lock_fd);
     if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;
-        close(s->lock_fd);
+        close_lock(s);
         free(s);
         if (err == EWOULDBLOCK)
             return kvm_fail(EBUSY, "offload_dir '%s' is in use by another engine (its slab file is locked); give each engine its own offload_dir",
@@ -90,7 +102,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     }
     if (s->fd < 0) {
         int err = errno;
-        close(s->lock_fd);
+        close_lock(s);
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
@@ -98,7 +110,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     if (s->journal_fd < 0) {
         int err = errno;
         close(s->fd);
-        close(s->lock_fd);
+        close_lock(s);
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", s->journal_path, strerror(err));
     }
@@ -122,7 +134,7 @@ void kvm_slab_close(kvm_slab *s) {
     if (!s->read_only) kvm_slab_sync(s);
     close(s->fd);
     if (s->journal_fd >= 0) close(s->journal_fd);
-    if (s->lock_fd >= 0) close(s->lock_fd); /* last: the directory is free once the files are closed */
+    close_lock(s); /* last: the directory is free once the files are closed */
     free(s);
 }
 
@@ -137,6 +149,7 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
     s->read_only = 1;
     s->lock_fd = -1;
+    s->lock_entry = -1;
     s->journal_fd = -1;
     s->slot_bytes = cfg->slot_bytes;
     char path[PATH_MAX];

@@ -395,6 +395,32 @@ struct DiskTierTests {
         #expect(again.stats().disk.recoveredSlots == 20, "the refused engine left the journal whole")
     }
 
+    /// A child forked without exec shares the directory lock's open file description: it
+    /// closes its copy at once (a pthread_atfork handler), so the engine's destroy frees the
+    /// directory while the child still lives, and a new engine opens there, finding the
+    /// blocks. Before, the new engine was refused ("in use by another engine") until the
+    /// child exited. The child only sleeps (async-signal-safe calls only), killed at the end.
+    @Test func aForkedChildDoesNotKeepTheDirectoryLocked() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        _ = try spillPrompt(.paged, dir: dir)
+        var first: Engine? = try Engine(offloadConfig(.paged, dir: dir.path))
+        let child = fork()
+        if child == 0 {
+            sleep(60)
+            _exit(0)
+        }
+        try #require(child > 0)
+        defer {
+            kill(child, SIGKILL)
+            waitpid(child, nil, 0)
+        }
+        first = nil
+        let again = try Engine(offloadConfig(.paged, dir: dir.path))
+        #expect(kill(child, 0) == 0, "the child still lives")
+        #expect(again.stats().disk.recoveredSlots == 20)
+    }
+
     /// `offloadQueueDepth` (`kvc_config.offload_queue_depth`) sizes the staging area when slots
     /// are large: 132 KiB slots (a 128 KiB block over 4 tensors) fit 248 in 32 MiB, so the
     /// default depth of 32 gets 248 buffers and a depth of 512 gets 512; an eighth of them is
