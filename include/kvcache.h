@@ -1208,17 +1208,23 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     offload_bytes), and each record that fails its checksum (a torn tail a crash leaves, a
  *     flipped bit; the replay goes on past it; the slot keeps its previous record, verified
  *     before it is ever served). Both are counted in kvc_stats.disk_journal_dropped, with a
- *     line on stderr. An engine
- *     holds its offload_dir exclusively (flock on kvcache.slab until kvc_engine_destroy or
- *     the process's death; a child forked without exec closes its copy of the lock's
- *     descriptor at the fork, so it does not hold the directory after the engine's destroy,
- *     nor after the parent's death), so a second engine on the same directory cannot overwrite the
- *     first one's slots: its create fails with KVC_ERR_IO ("... is in use by another
- *     engine ...") and the first keeps serving. The slab grows (fallocate, as slots are
- *     first needed) only while the file system keeps free a reserve for the journal: 64 KiB plus 256
- *     bytes (4 records) per slot of the slab. A journal append that fails anyway (another
- *     writer took the space) loses no record: it counts in disk_errors, the records are
- *     appended by a later call, and kvc_engine_sync returns KVC_ERR_IO until they are.
+ *     line on stderr. An engine holds its offload_dir exclusively (flock on kvcache.slab
+ *     until kvc_engine_destroy or the process's death; a child forked without exec closes
+ *     its copy of the lock's descriptor at the fork, so it does not hold the directory
+ *     after the engine's destroy, nor after the parent's death), so a second engine on the
+ *     same directory cannot overwrite the first one's slots: its create fails with
+ *     KVC_ERR_IO ("... is in use by another engine ...") and the first keeps serving. A
+ *     process killed with writes still queued (a slow device) releases that lock at once,
+ *     before its writes end: kvc_engine_create then waits for them (up to 60 s, a line on
+ *     stderr when over a second; after that KVC_ERR_IO, "... has not after 60 s"), so none
+ *     lands on a slot the new engine wrote. It does not wait where the file system maps
+ *     flock onto byte-range locks (as NFS does) or has no open-file-description locks:
+ *     there such late writes can still overwrite slots, which reads then refuse (verified,
+ *     never served). The slab grows (fallocate, as slots are first needed) only while the
+ *     file system keeps free a reserve for the journal: 64 KiB plus 256 bytes (4 records)
+ *     per slot of the slab. A journal append that fails anyway (another writer took the
+ *     space) loses no record: it counts in disk_errors, the records are appended by a later
+ *     call, and kvc_engine_sync returns KVC_ERR_IO until they are.
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT

@@ -1,10 +1,11 @@
 #pragma once
 
 /* Descriptors a fork()'s child closes at once, so that a child that does not exec (and may
- * live long) keeps nothing they hold: the disk tier's directory lock is an flock on an open
- * file description, which the child shares and which stays locked until every descriptor of
- * it is closed, so the directory stayed locked after kvc_engine_destroy for as long as such a
- * child lived.
+ * live long) keeps nothing they hold: the disk tier's locks sit on open file descriptions the
+ * child shares, held until every reference to them goes: the directory's flock (its own
+ * descriptor), and the slab's I/O lock (the I/O descriptor, and the io_uring ring whose
+ * registered files refer to it). Before, the directory stayed locked after
+ * kvc_engine_destroy for as long as such a child lived.
  *
  * A fixed table of KVM_FORK_CLOSE_SLOTS atomic entries and a pthread_atfork child handler,
  * installed by the first registration. No mutex: the handler runs in the child, a copy of one

@@ -28,6 +28,7 @@ struct kvm_slab {
     int journal_fd;
     int lock_fd; /* the slab file again, only to hold the directory's lock (see kvm_slab_open) */
     int lock_entry; /* lock_fd's entry among the descriptors a fork's child closes, or -1 */
+    int fd_entry;   /* fd's entry there, or -1 */
     int direct;
     int read_only; /* a peer's slab (kvm_slab_open_peer): nothing is written, nothing locked */
     uint32_t capacity;
@@ -40,12 +41,58 @@ struct kvm_slab {
 
 static int logged_buffered;
 
-/* Releases the directory's lock (a peer holds none): out of the fork table first, so that no
- * child closes the number once another open reuses it. */
+/* How long kvm_slab_open waits for the I/O of an engine that ended (lock_io). */
+#define IO_WAIT_SECONDS 60
+
+/* Takes the lock of the slab's I/O descriptor, s->fd: an open-file-description lock (fcntl
+ * F_OFD_SETLK, whole file, write), which goes only with the last reference to that
+ * description: the descriptor, an io_uring ring's registered file, the requests in flight on
+ * it. Called under the directory's lock, so whoever holds it is an engine that ended (killed,
+ * or destroyed) whose I/O has not: a killed process's queued slab writes, which would land on
+ * this engine's slots after it wrote and synced them (a throttled device: up to seconds), or
+ * a ring's deferred teardown after kvm_slab_close (milliseconds). Waits for it, polling every
+ * 1 to 16 ms, at most IO_WAIT_SECONDS, and logs a wait over a second. Not waited for: a
+ * conflicting lock of another kind (F_OFD_GETLK gives its l_pid, -1 only for OFD locks: a
+ * file system that maps flock onto byte-range locks, as NFS does, shows the directory's own
+ * lock there; or another program's fcntl lock), nor a file system without OFD locks: the slab
+ * then goes without this lock, as before it existed. 0, or -EBUSY when the time is up. The
+ * thread backend needs none of this (a killed process's threads end their writes before its
+ * descriptors close), but it costs it nothing. */
+static int lock_io(kvm_slab *s, const char *dir) {
+    long waited_us = 0, step_us = 1000;
+    for (;;) {
+        struct flock want = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if (fcntl(s->fd, F_OFD_SETLK, &want) == 0) break;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EACCES) return 0;
+        struct flock held = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if (fcntl(s->fd, F_OFD_GETLK, &held) == 0 && held.l_type != F_UNLCK && held.l_pid != -1) return 0;
+        if (waited_us >= IO_WAIT_SECONDS * 1000000L)
+            return kvm_fail(EBUSY, "offload_dir '%s': the engine that used it before ended, but I/O it queued on its slab has not after %d s "
+                                   "(a killed process's writes to a slow device); try again once it has", dir, IO_WAIT_SECONDS);
+        usleep((useconds_t)step_us);
+        waited_us += step_us;
+        if (step_us < 16000) step_us *= 2;
+    }
+    if (waited_us >= 1000000L) {
+        char line[PATH_MAX + 128];
+        snprintf(line, sizeof line, "offload_dir '%s': waited %.1f s for the I/O an ended engine had queued on its slab", dir, waited_us / 1e6);
+        kvm_log(line);
+    }
+    return 0;
+}
+
+/* Releases the directory's lock (a peer holds none), and closes the I/O descriptor: each out
+ * of the fork table first, so that no child closes the number once another open reuses it. */
 static void close_lock(kvm_slab *s) {
     if (s->lock_fd < 0) return;
     kvm_fork_close_remove(s->lock_entry);
     close(s->lock_fd);
+}
+
+static void close_fd(kvm_slab *s) {
+    kvm_fork_close_remove(s->fd_entry);
+    close(s->fd);
 }
 
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
@@ -106,13 +153,17 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
-    s->journal_fd = open(s->journal_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (s->journal_fd < 0) {
-        int err = errno;
-        close(s->fd);
+    s->fd_entry = kvm_fork_close_add(s->fd);
+    int rc = lock_io(s, cfg->dir);
+    if (rc == 0) {
+        s->journal_fd = open(s->journal_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (s->journal_fd < 0) rc = kvm_fail(errno, "offload: cannot open '%s': %s", s->journal_path, strerror(errno));
+    }
+    if (rc != 0) {
+        close_fd(s);
         close_lock(s);
         free(s);
-        return kvm_fail(err, "offload: cannot open '%s': %s", s->journal_path, strerror(err));
+        return rc;
     }
     /* Slots already preallocated by an earlier run stay usable; those past a smaller
      * max_bytes go, so that the file is no larger than it (the journal's replay forgets their
@@ -132,7 +183,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
 void kvm_slab_close(kvm_slab *s) {
     if (!s) return;
     if (!s->read_only) kvm_slab_sync(s);
-    close(s->fd);
+    close_fd(s);
     if (s->journal_fd >= 0) close(s->journal_fd);
     close_lock(s); /* last: the directory is free once the files are closed */
     free(s);
@@ -150,6 +201,7 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     s->read_only = 1;
     s->lock_fd = -1;
     s->lock_entry = -1;
+    s->fd_entry = -1;
     s->journal_fd = -1;
     s->slot_bytes = cfg->slot_bytes;
     char path[PATH_MAX];

@@ -65,9 +65,13 @@ typedef struct kvm_slab_config {
 } kvm_slab_config;
 
 /* Opens (or creates) the slab and journal in cfg->dir and locks the slab file (flock, exclusive)
- * for as long as it is open. -EINVAL (bad sizes, max_bytes below one slot), -EBUSY when another
- * open slab (this process's or another's) holds the directory, -errno with the path and reason
- * when a file cannot be opened. */
+ * for as long as it is open; then takes the lock of its I/O descriptor (an open-file-description
+ * lock that goes only with the last reference to it, io_uring's included), waiting up to 60 s
+ * for the I/O an engine that ended (killed, or closed moments ago) still has queued on the
+ * slab, so that none of it lands on slots written after this open. -EINVAL (bad sizes,
+ * max_bytes below one slot), -EBUSY when another open slab (this process's or another's) holds
+ * the directory, or when that I/O has not ended in 60 s, -errno with the path and reason when
+ * a file cannot be opened. */
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out);
 /* Opens another engine's tier in cfg->dir for reading only (a peer): kvcache.slab O_RDONLY
  * (O_DIRECT unless cfg->force_buffered or the file system refuses it) and kvcache.journal
