@@ -494,7 +494,9 @@ typedef struct kvc_stats {
     uint64_t blocks_spilled;
     uint64_t blocks_loaded;
     /** Spills that could not be written, writes of swapped-out blocks and offloaded-token
-     *  records that failed, plus reads that failed or were torn or corrupt. */
+     *  records that failed, reads that failed or were torn or corrupt, plus journal appends
+     *  that failed (a full disk: each append of a batch of records; its records are kept and
+     *  appended by a later call, see kvc_engine_sync). */
     uint64_t disk_errors;
     /** Swap-outs completed (every write on disk, memory released), and swapped-out sequences
      *  read back in. A kvc_seq_swap_out_async cancelled by a swap-in or free counts in
@@ -580,7 +582,9 @@ typedef struct kvc_stats {
      *  offload_dir), and journal records it could not use, whose blocks it forgot (their
      *  slots are reused): each whole record that is torn or corrupt (skipped: the replay goes
      *  on past it, the slot's previous record winning, whose slot bytes a read verifies as any
-     *  other; a crash tears at most the records being appended), records of
+     *  other; a crash tears at most the records being appended), a partial record at the
+     *  journal's end (a torn tail a crash or a short write leaves: one), records whose
+     *  checksum holds but whose generation is at or past 2^63 (no engine writes one), records of
      *  slots past a smaller offload_bytes, and a slot's latest record saying stored that lies
      *  past the slab file. Both fixed at creation; kvc_engine_create logs a line on stderr
      *  naming the directory when records were dropped. Offsets 304 and 312 (the struct is 320
@@ -1197,16 +1201,30 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     A slot is rewritten only after a FREED record for its old block is written, so a
  *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
  *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
- *     compacted when an engine opens it, and that forgets for good: blocks in slots past a
+ *     compacted when an engine opens it (when there is no room for the compacted copy, the
+ *     old journal is kept and the engine opens on it, with a line on stderr), and that
+ *     forgets for good: blocks in slots past a
  *     smaller offload_bytes than before (a cache shrinks: the slab file is cut to
  *     offload_bytes), and each record that fails its checksum (a torn tail a crash leaves, a
  *     flipped bit; the replay goes on past it; the slot keeps its previous record, verified
  *     before it is ever served). Both are counted in kvc_stats.disk_journal_dropped, with a
- *     line on stderr. An engine
- *     holds its offload_dir exclusively (flock on kvcache.slab until kvc_engine_destroy or
- *     the process's death), so a second engine on the same directory cannot overwrite the
- *     first one's slots: its create fails with KVC_ERR_IO ("... is in use by another
- *     engine ...") and the first keeps serving.
+ *     line on stderr. An engine holds its offload_dir exclusively (flock on kvcache.slab
+ *     until kvc_engine_destroy or the process's death; a child forked without exec closes
+ *     its copy of the lock's descriptor at the fork, so it does not hold the directory
+ *     after the engine's destroy, nor after the parent's death), so a second engine on the
+ *     same directory cannot overwrite the first one's slots: its create fails with
+ *     KVC_ERR_IO ("... is in use by another engine ...") and the first keeps serving. A
+ *     process killed with writes still queued (a slow device) releases that lock at once,
+ *     before its writes end: kvc_engine_create then waits for them (up to 60 s, a line on
+ *     stderr when over a second; after that KVC_ERR_IO, "... has not after 60 s"), so none
+ *     lands on a slot the new engine wrote. It does not wait where the file system maps
+ *     flock onto byte-range locks (as NFS does) or has no open-file-description locks:
+ *     there such late writes can still overwrite slots, which reads then refuse (verified,
+ *     never served). The slab grows (fallocate, as slots are first needed) only while the
+ *     file system keeps free a reserve for the journal: 64 KiB plus 256 bytes (4 records)
+ *     per slot of the slab. A journal append that fails anyway (another writer took the
+ *     space) loses no record: it counts in disk_errors, the records are appended by a later
+ *     call, and kvc_engine_sync returns KVC_ERR_IO until they are.
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT
@@ -1444,9 +1462,13 @@ kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
 
 /** Waits for every disk request (every block of pending swap-outs included, whose
- *  outcome it settles as kvc_engine_poll does) and fdatasyncs the slab and journal, so that
- *  what was spilled survives a power loss. Without a disk tier: KVC_OK at once (nothing to
- *  sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_IO. */
+ *  outcome it settles as kvc_engine_poll does), appends the journal records still owed and
+ *  fdatasyncs the slab and journal, so that what was spilled survives a power loss. Without a
+ *  disk tier: KVC_OK at once (nothing to sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e),
+ *  KVC_ERR_IO: an fdatasync failed, or journal records could not be appended (a full disk;
+ *  the message says how many and why): the blocks they describe are served in this run but a
+ *  restart would not find them. Those records are kept and every later call that processes
+ *  completions (see COMPLETIONS) tries again, so a sync once space is free returns KVC_OK. */
 kvc_status kvc_engine_sync(kvc_engine *e);
 
 /* ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #include "kvm_io.h"
 #include "io_backend.h"
 #include "kvm_error.h"
+#include "fork_close.h"
 
 #include <errno.h>
 #include <liburing.h>
@@ -27,6 +28,10 @@ struct kvm_io {
     int *files;
     int wake_fd;                  /* eventfd: kvm_io_wake ends a kvm_io_wait (io_uring backend) */
     struct io_uring ring;
+    int ring_entry;               /* the ring's descriptor among those a fork's child closes (fork_close.h):
+                                   * a child keeping the ring (its descriptor or its mappings) would keep
+                                   * its registered files, and so the slab's I/O lock (kvm_slab_open), as
+                                   * long as it lives; or -1 */
     kvm_io_threads *threads;
     char fallback[256];
 };
@@ -85,6 +90,11 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out) {
             return kvm_fail(-rc, "kvm_io_create: eventfd failed: %s", strerror(-rc));
         }
         io->backend = KVM_IO_URING;
+        /* A forked child gets neither the ring's mappings (which refer to its file as its
+         * descriptor does) nor, once the child handler ran, its descriptor. Best effort: a
+         * failed madvise only leaves the ring to such a child as before. */
+        (void)io_uring_ring_dontfork(&io->ring);
+        io->ring_entry = kvm_fork_close_add(io->ring.ring_fd);
     } else {
         if (cfg->force_threads)
             snprintf(io->fallback, sizeof io->fallback, "io_uring disabled by configuration: using a pread/pwrite thread pool");
@@ -111,6 +121,7 @@ void kvm_io_destroy(kvm_io *io) {
         if (kvm_io_reap(io, done, 64, 1, -1) < 0) break;
     }
     if (io->backend == KVM_IO_URING) {
+        kvm_fork_close_remove(io->ring_entry);
         io_uring_queue_exit(&io->ring);
         close(io->wake_fd);
     } else {

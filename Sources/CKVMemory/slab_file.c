@@ -2,6 +2,7 @@
 #include "kvm_slab.h"
 #include "kvm_io.h"
 #include "kvm_error.h"
+#include "fork_close.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +27,8 @@ struct kvm_slab {
     int fd;
     int journal_fd;
     int lock_fd; /* the slab file again, only to hold the directory's lock (see kvm_slab_open) */
+    int lock_entry; /* lock_fd's entry among the descriptors a fork's child closes, or -1 */
+    int fd_entry;   /* fd's entry there, or -1 */
     int direct;
     int read_only; /* a peer's slab (kvm_slab_open_peer): nothing is written, nothing locked */
     uint32_t capacity;
@@ -37,6 +40,60 @@ struct kvm_slab {
 };
 
 static int logged_buffered;
+
+/* How long kvm_slab_open waits for the I/O of an engine that ended (lock_io). */
+#define IO_WAIT_SECONDS 60
+
+/* Takes the lock of the slab's I/O descriptor, s->fd: an open-file-description lock (fcntl
+ * F_OFD_SETLK, whole file, write), which goes only with the last reference to that
+ * description: the descriptor, an io_uring ring's registered file, the requests in flight on
+ * it. Called under the directory's lock, so whoever holds it is an engine that ended (killed,
+ * or destroyed) whose I/O has not: a killed process's queued slab writes, which would land on
+ * this engine's slots after it wrote and synced them (a throttled device: up to seconds), or
+ * a ring's deferred teardown after kvm_slab_close (milliseconds). Waits for it, polling every
+ * 1 to 16 ms, at most IO_WAIT_SECONDS, and logs a wait over a second. Not waited for: a
+ * conflicting lock of another kind (F_OFD_GETLK gives its l_pid, -1 only for OFD locks: a
+ * file system that maps flock onto byte-range locks, as NFS does, shows the directory's own
+ * lock there; or another program's fcntl lock), nor a file system without OFD locks: the slab
+ * then goes without this lock, as before it existed. 0, or -EBUSY when the time is up. The
+ * thread backend needs none of this (a killed process's threads end their writes before its
+ * descriptors close), but it costs it nothing. */
+static int lock_io(kvm_slab *s, const char *dir) {
+    long waited_us = 0, step_us = 1000;
+    for (;;) {
+        struct flock want = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if (fcntl(s->fd, F_OFD_SETLK, &want) == 0) break;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EACCES) return 0;
+        struct flock held = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        if (fcntl(s->fd, F_OFD_GETLK, &held) == 0 && held.l_type != F_UNLCK && held.l_pid != -1) return 0;
+        if (waited_us >= IO_WAIT_SECONDS * 1000000L)
+            return kvm_fail(EBUSY, "offload_dir '%s': the engine that used it before ended, but I/O it queued on its slab has not after %d s "
+                                   "(a killed process's writes to a slow device); try again once it has", dir, IO_WAIT_SECONDS);
+        usleep((useconds_t)step_us);
+        waited_us += step_us;
+        if (step_us < 16000) step_us *= 2;
+    }
+    if (waited_us >= 1000000L) {
+        char line[PATH_MAX + 128];
+        snprintf(line, sizeof line, "offload_dir '%s': waited %.1f s for the I/O an ended engine had queued on its slab", dir, waited_us / 1e6);
+        kvm_log(line);
+    }
+    return 0;
+}
+
+/* Releases the directory's lock (a peer holds none), and closes the I/O descriptor: each out
+ * of the fork table first, so that no child closes the number once another open reuses it. */
+static void close_lock(kvm_slab *s) {
+    if (s->lock_fd < 0) return;
+    kvm_fork_close_remove(s->lock_entry);
+    close(s->lock_fd);
+}
+
+static void close_fd(kvm_slab *s) {
+    kvm_fork_close_remove(s->fd_entry);
+    close(s->fd);
+}
 
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     if (!cfg || !out || !cfg->dir) return kvm_fail(EINVAL, "offload: no directory given");
@@ -63,16 +120,18 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
      * rewrite its journal. The lock is taken before anything else is opened, on a descriptor
      * of its own: io_uring keeps a registered file open until its ring's deferred teardown, so
      * a lock on the I/O descriptor would outlive kvm_slab_close (and a killed process) for a
-     * while. This one goes with kvm_slab_close or the process's death. */
+     * while. This one goes with kvm_slab_close or the process's death; a child forked without
+     * exec closes its copy at once (fork_close.h), or the lock would last as long as it. */
     s->lock_fd = open(path, flags, 0644);
     if (s->lock_fd < 0) {
         int err = errno;
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
+    s->lock_entry = kvm_fork_close_add(s->lock_fd);
     if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         int err = errno;
-        close(s->lock_fd);
+        close_lock(s);
         free(s);
         if (err == EWOULDBLOCK)
             return kvm_fail(EBUSY, "offload_dir '%s' is in use by another engine (its slab file is locked); give each engine its own offload_dir",
@@ -90,17 +149,21 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     }
     if (s->fd < 0) {
         int err = errno;
-        close(s->lock_fd);
+        close_lock(s);
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
-    s->journal_fd = open(s->journal_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (s->journal_fd < 0) {
-        int err = errno;
-        close(s->fd);
-        close(s->lock_fd);
+    s->fd_entry = kvm_fork_close_add(s->fd);
+    int rc = lock_io(s, cfg->dir);
+    if (rc == 0) {
+        s->journal_fd = open(s->journal_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (s->journal_fd < 0) rc = kvm_fail(errno, "offload: cannot open '%s': %s", s->journal_path, strerror(errno));
+    }
+    if (rc != 0) {
+        close_fd(s);
+        close_lock(s);
         free(s);
-        return kvm_fail(err, "offload: cannot open '%s': %s", s->journal_path, strerror(err));
+        return rc;
     }
     /* Slots already preallocated by an earlier run stay usable; those past a smaller
      * max_bytes go, so that the file is no larger than it (the journal's replay forgets their
@@ -120,9 +183,9 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
 void kvm_slab_close(kvm_slab *s) {
     if (!s) return;
     if (!s->read_only) kvm_slab_sync(s);
-    close(s->fd);
+    close_fd(s);
     if (s->journal_fd >= 0) close(s->journal_fd);
-    if (s->lock_fd >= 0) close(s->lock_fd); /* last: the directory is free once the files are closed */
+    close_lock(s); /* last: the directory is free once the files are closed */
     free(s);
 }
 
@@ -137,6 +200,8 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
     s->read_only = 1;
     s->lock_fd = -1;
+    s->lock_entry = -1;
+    s->fd_entry = -1;
     s->journal_fd = -1;
     s->slot_bytes = cfg->slot_bytes;
     char path[PATH_MAX];
@@ -221,10 +286,14 @@ uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound) {
     }
     struct statvfs fs;
     if (fstatvfs(s->fd, &fs) == 0 && fs.f_frsize > 0) {
-        uint64_t by_disk = s->allocated + (uint64_t)fs.f_bavail * fs.f_frsize / s->slot_bytes;
+        /* g more slots leave free - g * slot_bytes, which must hold the journal's reserve for
+         * allocated + g slots: g <= (free - reserve(allocated)) / (slot_bytes + per slot). */
+        uint64_t free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
+        uint64_t reserve = KVM_JOURNAL_RESERVE_BYTES + (uint64_t)s->allocated * KVM_JOURNAL_RESERVE_PER_SLOT;
+        uint64_t by_disk = s->allocated + (free_bytes > reserve ? (free_bytes - reserve) / (s->slot_bytes + KVM_JOURNAL_RESERVE_PER_SLOT) : 0);
         if (by_disk < fit) {
             fit = by_disk;
-            why = "the file system's free space (No space left on device)";
+            why = "the file system's free space less the journal's reserve (No space left on device)";
         }
     }
     if (bound) *bound = why;
@@ -296,17 +365,21 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
 }
 
 /* Reads up to cap whole records (valid or not) at byte from_byte into out: how many, or -errno.
- * A partial record at the end is not read. One pread. */
-static int64_t read_records(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap) {
+ * *partial receives the bytes of a partial record read after them (when fewer than cap were
+ * read, the file ends there: a record being appended, or a torn tail), which is not read. One
+ * pread. */
+static int64_t read_records(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap, uint32_t *partial) {
     ssize_t n;
     do n = pread(s->journal_fd, out, (size_t)cap * sizeof *out, (off_t)from_byte); while (n < 0 && errno == EINTR);
     if (n < 0) return kvm_fail(errno, "offload journal read failed: %s", strerror(errno));
+    *partial = (uint32_t)((size_t)n % sizeof *out);
     return (int64_t)((size_t)n / sizeof *out);
 }
 
 int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap) {
     if (from_byte % sizeof *out != 0) return kvm_fail(EINVAL, "offload journal: offset %llu is not a record boundary", (unsigned long long)from_byte);
-    int64_t count = read_records(s, from_byte, out, cap);
+    uint32_t partial;
+    int64_t count = read_records(s, from_byte, out, cap, &partial);
     for (int64_t i = 0; i < count; i++)
         if (!record_valid(&out[i])) return i; /* torn tail */
     return count;
@@ -319,7 +392,8 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
     uint64_t max_generation = 0;
     uint64_t pos = 0;
     for (;;) {
-        int64_t count = read_records(s, pos, buf, 256); /* a partial record at the end is a torn tail */
+        uint32_t partial;
+        int64_t count = read_records(s, pos, buf, 256, &partial);
         if (count < 0) return count;
         for (int64_t i = 0; i < count; i++) {
             const kvm_journal_record *r = &buf[i];
@@ -327,12 +401,19 @@ int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_
                 skipped->unreadable++;
                 continue;
             }
+            if (r->generation >= KVM_JOURNAL_GENERATION_LIMIT) {
+                skipped->generation++;
+                continue;
+            }
             if (r->generation > max_generation) max_generation = r->generation;
             if (r->slot < slots) latest[r->slot] = *r;
             else skipped->outside++;
         }
         pos += (uint64_t)count * sizeof *buf;
-        if (count < 256) break;
+        if (count < 256) {
+            skipped->torn_tail_bytes = partial; /* the journal ends inside a record */
+            break;
+        }
     }
     return (int64_t)max_generation;
 }
@@ -351,11 +432,31 @@ int kvm_sync_parent(const char *path) {
     return rc;
 }
 
+/* Writes len bytes at fd's end, through short writes: 0, or -1 with errno set by the write
+ * that failed (a write of 0 bytes counts as EIO). */
+static int write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (w == 0) errno = EIO;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n) {
     char tmp[PATH_MAX + 8];
     snprintf(tmp, sizeof tmp, "%s.new", s->journal_path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return kvm_fail(errno, "offload: cannot write '%s': %s", tmp, strerror(errno));
+    /* Opened as the journal is (appending): once renamed this descriptor is the journal, so
+     * nothing is opened after the rename and no failure leaves the tier appending to a file
+     * that is no longer at its path. */
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return kvm_fail(errno, "offload: cannot create '%s' to compact the journal: %s", tmp, strerror(errno));
     kvm_journal_record buf[256];
     uint32_t filled = 0;
     int rc = 0;
@@ -365,26 +466,24 @@ int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uin
         if (filled == 256 || (i == n && filled > 0)) {
             written += filled * sizeof *buf;
             if (written > limit) { /* the kernel would end the process (SIGXFSZ) */
-                rc = kvm_fail(EFBIG, "offload: the compacted journal would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes)",
-                              (unsigned long long)limit);
+                rc = kvm_fail(EFBIG, "offload: the compacted journal would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes): %s",
+                              (unsigned long long)limit, strerror(EFBIG));
                 break;
             }
-            ssize_t w = write(fd, buf, filled * sizeof *buf);
-            if (w != (ssize_t)(filled * sizeof *buf)) rc = kvm_fail(w < 0 ? errno : EIO, "offload: writing '%s' failed", tmp);
+            if (write_all(fd, buf, filled * sizeof *buf) != 0) rc = kvm_fail(errno, "offload: writing '%s' failed: %s", tmp, strerror(errno));
             filled = 0;
         }
     }
     if (rc == 0 && fsync(fd) != 0) rc = kvm_fail(errno, "offload: fsync of '%s' failed: %s", tmp, strerror(errno));
-    close(fd);
-    if (rc == 0 && rename(tmp, s->journal_path) != 0) rc = kvm_fail(errno, "offload: renaming the journal failed: %s", strerror(errno));
+    if (rc == 0 && rename(tmp, s->journal_path) != 0)
+        rc = kvm_fail(errno, "offload: renaming '%s' over the journal failed: %s", tmp, strerror(errno));
     if (rc != 0) {
+        close(fd);
         unlink(tmp);
         return rc;
     }
-    int jfd = open(s->journal_path, O_RDWR | O_APPEND | O_CLOEXEC);
-    if (jfd < 0) return kvm_fail(errno, "offload: reopening the journal failed: %s", strerror(errno));
     close(s->journal_fd);
-    s->journal_fd = jfd;
+    s->journal_fd = fd;
     /* The rename is durable once the directory is: until then a crash may bring back the old
      * journal (valid too: a slot it names is checked against its header when read). */
     return kvm_sync_parent(s->journal_path);

@@ -92,7 +92,7 @@ enum StatsLayout {
         put(s.disk.prefixHitTokens, StatsLayout.diskHitTokens)
         put(s.disk.blocksSpilled, StatsLayout.blocksSpilled)
         put(s.disk.blocksLoaded, StatsLayout.blocksLoaded)
-        put(s.disk.spillsFailed + s.disk.writesFailed + s.disk.loadsFailed, StatsLayout.diskErrors)
+        put(s.disk.spillsFailed + s.disk.writesFailed + s.disk.loadsFailed + s.disk.journalAppendsFailed, StatsLayout.diskErrors)
         put(s.disk.swapOuts, StatsLayout.swapOuts)
         put(s.disk.swapIns, StatsLayout.swapIns)
         put(s.disk.tokenRecords, StatsLayout.tokenRecords)

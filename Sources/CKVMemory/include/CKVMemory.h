@@ -4,7 +4,8 @@
  *   kvm_ranges  contiguous per-sequence virtual ranges backed by pool groups (virtual_ranges.c)
  *   kvm_arena   paged K/V blocks placed page-aware in pool groups (block_arena.c)
  *   kvm_io      the disk tier's I/O queue: io_uring, or a pread/pwrite thread pool (io_ring.c)
- *   kvm_slab    the disk tier's slab file of slots and its journal (slab_file.c, checksum.c)
+ *   kvm_slab    the disk tier's slab file of slots and its journal (slab_file.c, checksum.c;
+ *               fork_close.c: the descriptors a fork's child closes, its directory lock)
  *
  * Every call that can fail returns 0 (or a non-negative value) on success and a negative errno
  * on failure, and then kvm_error() holds a message for the calling thread. Nothing here is

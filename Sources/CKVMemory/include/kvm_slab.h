@@ -65,9 +65,13 @@ typedef struct kvm_slab_config {
 } kvm_slab_config;
 
 /* Opens (or creates) the slab and journal in cfg->dir and locks the slab file (flock, exclusive)
- * for as long as it is open. -EINVAL (bad sizes, max_bytes below one slot), -EBUSY when another
- * open slab (this process's or another's) holds the directory, -errno with the path and reason
- * when a file cannot be opened. */
+ * for as long as it is open; then takes the lock of its I/O descriptor (an open-file-description
+ * lock that goes only with the last reference to it, io_uring's included), waiting up to 60 s
+ * for the I/O an engine that ended (killed, or closed moments ago) still has queued on the
+ * slab, so that none of it lands on slots written after this open. -EINVAL (bad sizes,
+ * max_bytes below one slot), -EBUSY when another open slab (this process's or another's) holds
+ * the directory, or when that I/O has not ended in 60 s, -errno with the path and reason when
+ * a file cannot be opened. */
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out);
 /* Opens another engine's tier in cfg->dir for reading only (a peer): kvcache.slab O_RDONLY
  * (O_DIRECT unless cfg->force_buffered or the file system refuses it) and kvcache.journal
@@ -97,10 +101,21 @@ uint32_t kvm_slab_capacity(const kvm_slab *s);
 uint32_t kvm_slab_allocated(const kvm_slab *s);
 uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
 
+/* Free space the slab's growth leaves to the journal: KVM_JOURNAL_RESERVE_BYTES plus
+ * KVM_JOURNAL_RESERVE_PER_SLOT per slot of the slab grown (1 % of an 8 KiB slot, less of
+ * larger ones), so that a slab that filled its file system still leaves room for its
+ * journal's appends (for 1024 records plus 4 per slot) and for the compaction at the next
+ * start (at most one record per slot, written beside the old journal). A bound, not a
+ * guarantee: other writers may take that space, and a journal that grows faster (the slots
+ * rewritten more than 4 times between two starts) fills it; its appends then fail, counted,
+ * and are tried again (see kvm_slab_journal_append). */
+#define KVM_JOURNAL_RESERVE_BYTES (64u << 10)
+#define KVM_JOURNAL_RESERVE_PER_SLOT 256u
+
 /* Slots kvm_slab_grow can still add, in total: up to max_bytes, the process's file-size limit
- * and the file system's free space (fstatvfs; an upper bound, as other writers may take that
- * space first). `bound`, when not NULL, receives which of the three is nearest, in words.
- * Cost: one getrlimit and one fstatvfs. */
+ * and the file system's free space less the journal's reserve (fstatvfs; an upper bound, as
+ * other writers may take that space first). `bound`, when not NULL, receives which of the
+ * three is nearest, in words. Cost: one getrlimit and one fstatvfs. */
 uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound);
 
 /* Preallocates the next extent: extent_slots, or fewer when a bound of kvm_slab_growable is
@@ -119,19 +134,32 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
  * many leading ones are complete and valid (a partial or torn record ends the run; it is
  * read again by a later call once it is whole), or -errno. One pread. */
 int64_t kvm_slab_journal_read(kvm_slab *s, uint64_t from_byte, kvm_journal_record *out, uint32_t cap);
+/* Generations a record may carry: below 2^63. An engine counts one per slot write (2^63 take
+ * centuries), so a record at or past it, its checksum valid, is not one of its records (forged,
+ * or foreign); the replay skips it, so the count it resumes from fits its int64_t result and
+ * can go on. */
+#define KVM_JOURNAL_GENERATION_LIMIT (1ull << 63)
 /* What a replay could not use: whole records that are torn or corrupt (each skipped, the
- * replay goes on past it), and valid records of slots at or past `slots` (a tier reopened
- * smaller). */
+ * replay goes on past it), the bytes of a partial record at the journal's end (a torn tail: a
+ * crash or a short write in the middle of an append; 0 when it ends on a record boundary),
+ * valid records of a generation at or past KVM_JOURNAL_GENERATION_LIMIT, and valid records of
+ * slots at or past `slots` (a tier reopened smaller). */
 typedef struct kvm_journal_skipped {
     uint64_t unreadable;
+    uint64_t torn_tail_bytes;
+    uint64_t generation;
     uint64_t outside;
 } kvm_journal_skipped;
-/* Replays the journal: latest[slot] receives the last valid record of each slot below
+/* Replays the journal: latest[slot] receives the last usable record of each slot below
  * `slots` (magic 0 when none); *skipped counts what it could not use. Returns the highest
- * generation seen, or -errno. */
+ * generation among the usable records (below KVM_JOURNAL_GENERATION_LIMIT), or -errno. */
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped);
 /* Replaces the journal with the STORED records among records[0..n-1] (compaction after
- * replay): written to a temporary file, fsync'd, renamed over, the directory fsync'd. */
+ * replay): written to a temporary file (`kvcache.journal.new`), fsync'd, renamed over, the
+ * directory fsync'd. -errno, with a message naming strerror(errno), when any step fails; the
+ * slab stays usable either way: before the rename the old journal stays (the temporary file
+ * removed), after it the new one is the journal (only the directory's fsync failed: a crash
+ * may bring back the old one, valid too). Cost: a write per 256 records and two fsyncs. */
 int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n);
 /* fsyncs the directory holding `path`, so that a rename into it survives a crash: 0, or -errno
  * with kvm_error() naming the directory. One open and one fsync. */

@@ -35,6 +35,8 @@ final class DiskTier {
     let slotBytes: Int
     let payloadBytes: Int
     let capacity: Int
+    /// `offload_dir`, for the lines logged about it.
+    let dir: String
     private let slab: OpaquePointer
     private let io: OpaquePointer
     private unowned let memory: TierMemory
@@ -57,10 +59,6 @@ final class DiskTier {
     /// Slots in the LRU: stored, hashed, unpinned, droppable.
     private var lruCount = 0
     private let inLRU: UnsafeMutablePointer<Bool>
-    /// Per slot, its journal state: 0 no live record, 1 a STORED record, 2 a FREED record queued
-    /// but not yet written. A slot is reused only once its FREED record is written, so that a
-    /// crash never leaves a STORED record over half-rewritten bytes.
-    private let journaled: UnsafeMutablePointer<UInt8>
     private let freeSlots: UnsafeMutablePointer<Int32>
     private var freeTop = 0
     private let index: U64Table
@@ -116,8 +114,11 @@ final class DiskTier {
     private let pendingReads: PendingReads
     /// Largest merged request: 1 MiB, or one slot when slots are larger.
     private var mergeBytes: Int { max(slotBytes, 1 << 20) }
-    private let journal: UnsafeMutablePointer<kvm_journal_record>
-    private var journalCount = 0
+    /// What the journal says of each slot, and the records it owes. A slot is reused only
+    /// once its FREED record is written (when that append fails, anyway: a read verifies the
+    /// slot against any record a crash leaves), so that a crash never leaves a STORED record
+    /// over half-rewritten bytes.
+    private let journal: TierJournal
 
     /// The last I/O failure's message (spills fail quietly; swap-outs report it).
     private(set) var lastFailure = ""
@@ -150,6 +151,7 @@ final class DiskTier {
         }
         capacity = Int(min(config.offloadBytes / UInt64(slotBytes), UInt64(DiskTier.maxSlots)))
         peers = try PeerTier.openAll(config, slotBytes: slotBytes, payloadBytes: payloadBytes)
+        dir = config.offloadDir!
         self.memory = memory
         self.events = events
         var slabConfig = kvm_slab_config()
@@ -221,8 +223,11 @@ final class DiskTier {
         hashes = .allocate(capacity: capacity)
         hashes.initialize(repeating: 0, count: capacity)
         parents = .allocate(capacity: capacity)
+        parents.initialize(repeating: 0, count: capacity)
         generations = .allocate(capacity: capacity)
+        generations.initialize(repeating: 0, count: capacity)
         checksums = .allocate(capacity: capacity)
+        checksums.initialize(repeating: 0, count: capacity)
         pins = .allocate(capacity: capacity)
         pins.initialize(repeating: 0, count: capacity)
         writingStage = .allocate(capacity: capacity)
@@ -232,8 +237,6 @@ final class DiskTier {
         lruNext = .allocate(capacity: capacity)
         inLRU = .allocate(capacity: capacity)
         inLRU.initialize(repeating: false, count: capacity)
-        journaled = .allocate(capacity: capacity)
-        journaled.initialize(repeating: 0, count: capacity)
         freeSlots = .allocate(capacity: capacity)
         index = U64Table(maxEntries: capacity)
         stageOp = .allocate(capacity: stages)
@@ -250,13 +253,18 @@ final class DiskTier {
         deferredReads = .allocate(capacity: stages)
         batch = .allocate(capacity: stages)
         pendingReads = PendingReads(capacity: max(1, maxPendingReads))
-        journal = .allocate(capacity: stages * 2 + 16)
-        try recover(dir: config.offloadDir!)
+        journal = TierJournal(slab: slab, slots: capacity, batchRecords: stages * 2 + 16, payloadBytes: payloadBytes,
+                              hashes: hashes, parents: parents, generations: generations, checksums: checksums)
+        try recover()
     }
 
     deinit {
         drain()
         flushJournal()
+        if journal.owedCount > 0 {
+            kvm_log("offload journal in '\(dir)': \(journal.owedCount) records could not be appended at close (\(journal.lastError)); "
+                    + "a restart will not find the blocks they describe")
+        }
         kvm_io_destroy(io)
         kvm_slab_close(slab)
         kvm_io_free_buffers(stagingBase, UInt64(stages * slotBytes))
@@ -268,7 +276,6 @@ final class DiskTier {
         lruPrev.deallocate()
         lruNext.deallocate()
         inLRU.deallocate()
-        journaled.deallocate()
         freeSlots.deallocate()
         stageOp.deallocate()
         stageSlot.deallocate()
@@ -278,7 +285,6 @@ final class DiskTier {
         done.deallocate()
         deferredReads.deallocate()
         batch.deallocate()
-        journal.deallocate()
     }
 
     /// The value of environment variable `name` (read without Foundation), or nil.
@@ -317,11 +323,15 @@ final class DiskTier {
 
     /// Replays the journal: every slot whose latest valid record says STORED (and that lies
     /// inside the preallocated file) is indexed again; the journal is compacted to those
-    /// records. A torn or corrupt record is skipped, not the end of the replay: the slot's
-    /// previous record wins instead, and a read verifies that slot's bytes against it as any
-    /// other (`kvm_slot_verify`: a slot rewritten since is a miss). What it cannot use is
-    /// counted (`DiskTierStats.journalRecordsDropped`) and, when anything, logged on stderr
-    /// with `dir`: the compaction forgets it for good.
+    /// records. A compaction that fails (no space for the new journal beside the old) is
+    /// logged and the old journal kept: what the replay found stands, and FREED records for
+    /// the slots it did not take are owed (`TierJournal.stale`). A torn or corrupt record is
+    /// skipped, not the end of the replay: the slot's previous record wins instead, and a read
+    /// verifies that slot's bytes against it as any other (`kvm_slot_verify`: a slot
+    /// rewritten since is a miss). What it cannot use (`kvm_journal_skipped`, and STORED
+    /// records past the slab file) is counted (`DiskTierStats.journalRecordsDropped`, a
+    /// partial record at the end as one) and, when anything, logged on stderr with `dir` and
+    /// each reason: the compaction forgets it for good.
     /// Events (after the memory tier's `allCleared`, `Engine.init`): one `allCleared` of the
     /// disk tier, then a `blockStored` per block indexed, each after its ancestors the tier
     /// holds (a router building a prefix tree needs parents first; slots are in no such
@@ -330,7 +340,7 @@ final class DiskTier {
     /// carry no instance epoch) ends with exactly what this one can find. The queue grows to
     /// hold them beside its usual capacity (`EventQueue.grow`): nothing drains it before the
     /// engine is created. Cost: O(slots) time and scratch.
-    private func recover(dir: String) throws(KVError) {
+    private func recover() throws(KVError) {
         let allocated = Int(kvm_slab_allocated(slab))
         let latest = UnsafeMutablePointer<kvm_journal_record>.allocate(capacity: max(1, capacity))
         defer { latest.deallocate() }
@@ -346,6 +356,7 @@ final class DiskTier {
             if stored && !fits { unusable += 1 }
             // (A hash another slot already holds is the same block: found there.)
             guard stored && fits && r.block_hash != 0 && index.find(r.block_hash) < 0 else {
+                if stored { journal.stale(Int32(slot)) }  // until the compaction forgets it
                 latest[slot].magic = 0
                 continue
             }
@@ -355,18 +366,24 @@ final class DiskTier {
             generations[slot] = r.generation
             checksums[slot] = r.checksum
             index.insert(r.block_hash, Int32(slot))
-            journaled[slot] = 1
+            journal.recovered(Int32(slot))
             lruAppend(Int32(slot))
             stats.storedSlots += 1
             stats.recoveredSlots += 1
         }
-        stats.journalRecordsDropped = skipped.unreadable + skipped.outside + unusable
+        let reasons: [(count: UInt64, why: String)] = [
+            (skipped.unreadable, "torn or corrupt"),
+            (skipped.torn_tail_bytes > 0 ? 1 : 0, "torn tail of \(skipped.torn_tail_bytes) bytes"),
+            (skipped.generation, "with a generation at or past 2^63, no engine's"),
+            (skipped.outside, "past offload_bytes"),
+            (unusable, "past the slab file"),
+        ]
+        stats.journalRecordsDropped = reasons.reduce(0) { $0 + $1.count }
         if stats.journalRecordsDropped > 0 {
             // Once per start, for the operator: the blocks were cached, not lost data, but a
             // restart that forgets them costs recomputation.
-            kvm_log("offload journal in '\(dir)': \(stats.journalRecordsDropped) records dropped (\(skipped.unreadable) torn or corrupt, "
-                    + "\(skipped.outside) past offload_bytes, \(unusable) past the slab file); "
-                    + "\(stats.recoveredSlots) blocks recovered")
+            let why = reasons.filter { $0.count > 0 }.map { "\($0.count) \($0.why)" }.joined(separator: ", ")
+            kvm_log("offload journal in '\(dir)': \(stats.journalRecordsDropped) records dropped (\(why)); \(stats.recoveredSlots) blocks recovered")
         }
         events.grow(by: Int(stats.recoveredSlots) + 1)
         events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
@@ -375,7 +392,14 @@ final class DiskTier {
             freeSlots[freeTop] = Int32(slot)
             freeTop += 1
         }
-        if kvm_slab_journal_rewrite(slab, latest, UInt32(capacity)) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        if kvm_slab_journal_rewrite(slab, latest, UInt32(capacity)) == 0 {
+            journal.compacted()
+        } else {
+            // The old journal stands (its replay is what the tier now holds); the slots whose
+            // STORED records the tier did not take owe FREED records, appended before they
+            // are rewritten. Logged, not refused: a tier that filled its disk must reopen.
+            kvm_log("offload journal in '\(dir)' was not compacted (\(String(cString: kvm_error()))); the tier opens on it as replayed")
+        }
     }
 
     /// Calls `body` with a `blockStored` (tier `KVEvent.diskTier`, hash, parent) per block the
@@ -698,7 +722,7 @@ final class DiskTier {
         }
         freeTop -= 1
         let slot = freeSlots[freeTop]
-        if journaled[Int(slot)] == 2 { flushJournal() }
+        if journal.owesFreed(slot) { flushJournal() }
         return slot
     }
 
@@ -1100,7 +1124,8 @@ final class DiskTier {
                 stats.storedSlots += 1
                 if hashes[s] != 0 {
                     if pins[s] == 0 { lruAppend(slot) }
-                    queueJournal(slot: slot, kind: UInt32(KVM_JOURNAL_STORED))
+                    journal.stored(slot)
+                    if journal.isBatchFull { flushJournal() }
                 } else if pins[s] == 0 {
                     release(slot)  // a sequence's own slot, already read back or discarded
                 }
@@ -1208,7 +1233,8 @@ final class DiskTier {
         state[s] = DiskTier.free
         hashes[s] = 0
         forgetRecord(slot)
-        if journaled[s] == 1 { queueJournal(slot: slot, kind: UInt32(KVM_JOURNAL_FREED)) }
+        journal.freed(slot)
+        if journal.isBatchFull { flushJournal() }
         stats.storedSlots -= 1
         freeSlots[freeTop] = slot
         freeTop += 1
@@ -1216,42 +1242,29 @@ final class DiskTier {
 
     // MARK: journal
 
-    private func queueJournal(slot: Int32, kind: UInt32) {
-        let s = Int(slot)
-        var r = kvm_journal_record()
-        r.slot = UInt32(slot)
-        r.kind = kind
-        r.block_hash = hashes[s]
-        r.parent_hash = parents[s]
-        r.generation = generations[s]
-        r.checksum = checksums[s]
-        r.payload_bytes = UInt32(payloadBytes)
-        journal[journalCount] = r
-        journalCount += 1
-        journaled[s] = kind == UInt32(KVM_JOURNAL_STORED) ? 1 : 2
-        if journalCount == stages * 2 + 16 { flushJournal() }
-    }
-
-    /// Appends queued journal records with one write. A failure is counted; the blocks stay
-    /// served in this run but will not be found after a restart.
+    /// Appends the records the journal owes (`TierJournal.flush`). A failed append loses
+    /// none: it is counted (`journalAppendsFailed`, `lastFailure`) and the next flush (the
+    /// next call that processes completions, or `sync`) tries them again; meanwhile the blocks
+    /// are served in this run, and a restart would not find those not journaled yet.
     private func flushJournal() {
-        guard journalCount > 0 else { return }
-        if kvm_slab_journal_append(slab, journal, UInt32(journalCount)) < 0 {
-            // The slots are reused anyway: a restart then finds stale records, and verification
-            // turns their slots into misses.
-            lastFailure = String(cString: kvm_error())
+        guard journal.owedCount > 0 else { return }
+        if !journal.flush() {
+            stats.journalAppendsFailed = journal.appendsFailed
+            lastFailure = journal.lastError
         }
-        for i in 0..<journalCount where journal[i].kind == UInt32(KVM_JOURNAL_FREED) && journaled[Int(journal[i].slot)] == 2 {
-            journaled[Int(journal[i].slot)] = 0
-        }
-        journalCount = 0
     }
 
-    /// Makes everything written so far durable (fdatasync of slab and journal).
+    /// Makes everything written so far durable (fdatasync of slab and journal). Throws `io`
+    /// when that fails, or when journal records could not be appended (a full disk): blocks
+    /// stored since would not survive a restart.
     func sync() throws(KVError) {
         drain()
         flushJournal()
         if kvm_slab_sync(slab) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        guard journal.owedCount == 0 else {
+            throw KVError(.io, "offload journal: \(journal.owedCount) records could not be appended (\(journal.lastError)); "
+                + "the blocks they describe would not be found after a restart; later calls try again")
+        }
     }
 
     // MARK: LRU

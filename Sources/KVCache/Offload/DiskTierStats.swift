@@ -29,6 +29,11 @@ public struct DiskTierStats: Equatable, Sendable {
     /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out
     /// with a failed write counts once in `swapOutsFailed`, however many of its writes failed.
     public var writesFailed: UInt64 = 0
+    /// Journal appends that failed (a full disk, an I/O error, the file-size limit), each a
+    /// write of up to a batch of records. No record is lost to one: each stays owed and is
+    /// appended by a later call that processes completions (or `syncOffload`, which throws
+    /// `io` while any is owed); until then a restart would not find the blocks it describes.
+    public var journalAppendsFailed: UInt64 = 0
     /// Blocks read back (prefix hits and swap-ins), and reads that failed or were rejected as
     /// torn or corrupt (each a miss).
     public var blocksLoaded: UInt64 = 0
@@ -42,6 +47,8 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Journal records the engine's start could not use, whose blocks it forgot (their slots
     /// are reused): each whole record that is torn or corrupt (skipped: the replay goes on,
     /// the slot's previous record winning; a crash tears at most the records being appended),
+    /// a partial record at the journal's end (a torn tail: one), records whose checksum holds
+    /// but whose generation is at or past 2^63 (no engine's: forged or foreign),
     /// records of slots past the capacity (`offloadBytes` made smaller), and a slot's latest
     /// record saying stored that lies past the slab file or holds a payload of another size.
     /// Logged on stderr when not 0.

@@ -1,0 +1,155 @@
+import CKVMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What the disk tier's journal (`kvcache.journal`, `kvm_slab.h`) says of each slot, and the
+/// records it still owes: at most one per slot, built when it is appended from the tier's
+/// per-slot arrays, so a slot that changed twice before an append costs one record.
+///
+/// Per slot the journal says *nothing* (no live record: the slot may be rewritten),
+/// *stored* (a STORED record of the slot's block, written or owed) or *freed* (a FREED record
+/// owed over an older STORED one; *nothing* once written). An owed record stays owed until an
+/// append of it succeeded: a failed append (a full disk, an I/O error) loses none, is counted
+/// (`appendsFailed`) and tried again by the next `flush`; until then a restart would not find
+/// what the owed STORED records describe, and `kvc_engine_sync` says so (`DiskTier.sync`).
+///
+/// Invariant: a slot is owed a record exactly when it is in `owed[0..<owedCount]`, once.
+/// A STORED record reads the tier's arrays (block hash, parent, generation, checksum), which
+/// stay as they were journaled while the journal says *stored*: the tier rewrites a slot only
+/// after it was freed. Cost: 1 byte and 4 bytes of list per slot; O(1) per change; a flush
+/// builds and appends the owed records in batches of `batchRecords`. Not thread-safe (the
+/// engine's lock).
+final class TierJournal {
+    private static let nothing: UInt8 = 0, stored: UInt8 = 1, freed: UInt8 = 2
+    /// Set in `says` while the slot is in `owed`.
+    private static let owedBit: UInt8 = 0x80
+
+    private let slab: OpaquePointer
+    private let says: UnsafeMutablePointer<UInt8>
+    private let owed: UnsafeMutablePointer<Int32>
+    /// Slots owed a record, in `owed`.
+    private(set) var owedCount = 0
+    private let batch: UnsafeMutablePointer<kvm_journal_record>
+    /// Records appended with one write at most.
+    let batchRecords: Int
+    private let hashes, parents, generations, checksums: UnsafePointer<UInt64>
+    private let payloadBytes: UInt32
+
+    /// Appends that failed (each a write of up to `batchRecords` records), and the last one's
+    /// message.
+    private(set) var appendsFailed: UInt64 = 0
+    private(set) var lastError = ""
+
+    /// For the `slots` slots of `slab`, whose STORED records are built from the tier's arrays.
+    init(slab: OpaquePointer, slots: Int, batchRecords: Int, payloadBytes: Int, hashes: UnsafePointer<UInt64>,
+         parents: UnsafePointer<UInt64>, generations: UnsafePointer<UInt64>, checksums: UnsafePointer<UInt64>) {
+        self.slab = slab
+        self.batchRecords = batchRecords
+        self.payloadBytes = UInt32(payloadBytes)
+        self.hashes = hashes
+        self.parents = parents
+        self.generations = generations
+        self.checksums = checksums
+        says = .allocate(capacity: slots)
+        says.initialize(repeating: TierJournal.nothing, count: slots)
+        owed = .allocate(capacity: slots)
+        batch = .allocate(capacity: batchRecords)
+    }
+
+    deinit {
+        says.deallocate()
+        owed.deallocate()
+        batch.deallocate()
+    }
+
+    /// True each time the owed records reach another whole batch: time to `flush` (while
+    /// appends fail, once per batch more, not once per record).
+    var isBatchFull: Bool { owedCount > 0 && owedCount % batchRecords == 0 }
+
+    /// `slot`'s write completed: a STORED record of its block is owed.
+    func stored(_ slot: Int32) { owe(slot, TierJournal.stored) }
+
+    /// `slot` was freed: a FREED record is owed when the journal says stored (else nothing).
+    func freed(_ slot: Int32) {
+        if says[Int(slot)] & ~TierJournal.owedBit == TierJournal.stored { owe(slot, TierJournal.freed) }
+    }
+
+    /// A restart's replay found `slot`'s STORED record and the tier holds its block again.
+    func recovered(_ slot: Int32) { says[Int(slot)] = TierJournal.stored }
+
+    /// The journal still holds a STORED record of `slot` that the tier did not take (a
+    /// restart whose compaction failed kept the old records): a FREED record is owed, so
+    /// that the slot is rewritten only once it is written, as any freed slot.
+    func stale(_ slot: Int32) { owe(slot, TierJournal.freed) }
+
+    /// The journal was rewritten to the STORED records of the slots it says stored (a
+    /// restart's compaction): nothing is owed any more, and freed slots say nothing.
+    /// O(owed records).
+    func compacted() {
+        for i in 0..<owedCount { written(owed[i]) }
+        owedCount = 0
+    }
+
+    /// True while `slot`'s FREED record is owed: the tier must not rewrite it before a flush.
+    func owesFreed(_ slot: Int32) -> Bool { says[Int(slot)] == TierJournal.freed | TierJournal.owedBit }
+
+    private func owe(_ slot: Int32, _ kind: UInt8) {
+        let s = Int(slot)
+        if says[s] & TierJournal.owedBit == 0 {
+            owed[owedCount] = slot
+            owedCount += 1
+        }
+        says[s] = kind | TierJournal.owedBit
+    }
+
+    /// Appends every owed record, `batchRecords` per write, oldest owed first. A failed
+    /// append stops there (counted, `lastError`): it and the records after it stay owed. True
+    /// when none is owed. Cost: an fstat and a write per batch.
+    @discardableResult
+    func flush() -> Bool {
+        var done = 0
+        while done < owedCount {
+            let n = min(batchRecords, owedCount - done)
+            for i in 0..<n { batch[i] = record(owed[done + i]) }
+            guard kvm_slab_journal_append(slab, batch, UInt32(n)) == 0 else {
+                appendsFailed += 1
+                lastError = String(cString: kvm_error())
+                break
+            }
+            for i in 0..<n { written(owed[done + i]) }
+            done += n
+        }
+        if done > 0 {
+            owedCount -= done
+            memmove(owed, owed + done, owedCount * MemoryLayout<Int32>.size)
+        }
+        return owedCount == 0
+    }
+
+    /// `slot`'s owed record is in the journal: a STORED one stays what it says, a FREED one
+    /// leaves nothing. The caller takes the slot off `owed`.
+    private func written(_ slot: Int32) {
+        let s = Int(slot)
+        says[s] = says[s] & ~TierJournal.owedBit == TierJournal.stored ? TierJournal.stored : TierJournal.nothing
+    }
+
+    /// The record `slot` is owed. A FREED record carries the slot's generation (the latest
+    /// written to it, which a restart counts on when it resumes the count) and nothing else.
+    private func record(_ slot: Int32) -> kvm_journal_record {
+        let s = Int(slot)
+        var r = kvm_journal_record()
+        r.slot = UInt32(slot)
+        r.generation = generations[s]
+        r.payload_bytes = payloadBytes
+        if says[s] & ~TierJournal.owedBit == TierJournal.stored {
+            r.kind = UInt32(KVM_JOURNAL_STORED)
+            r.block_hash = hashes[s]
+            r.parent_hash = parents[s]
+            r.checksum = checksums[s]
+        } else {
+            r.kind = UInt32(KVM_JOURNAL_FREED)
+        }
+        return r
+    }
+}
