@@ -83,8 +83,9 @@ static int lock_io(kvm_slab *s, const char *dir) {
     return 0;
 }
 
-/* Releases the directory's lock (a peer holds none), and closes the I/O descriptor: each out
- * of the fork table first, so that no child closes the number once another open reuses it. */
+/* Releases the directory's lock (a peer holds none); close_fd closes the I/O descriptor. Each
+ * takes its descriptor out of the fork table first, so that no child closes the number once
+ * another open reuses it. */
 static void close_lock(kvm_slab *s) {
     if (s->lock_fd < 0) return;
     kvm_fork_close_remove(s->lock_entry);
@@ -109,6 +110,8 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
 
     kvm_slab *s = calloc(1, sizeof *s);
     if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
+    s->lock_entry = s->fd_entry = -1;
+    s->rewrite_fd = -1;
     s->slot_bytes = cfg->slot_bytes;
     uint64_t cap = cfg->max_bytes / cfg->slot_bytes;
     s->capacity = cap > 0x7fffffffu ? 0x7fffffffu : (uint32_t)cap;
@@ -155,7 +158,6 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
     s->fd_entry = kvm_fork_close_add(s->fd);
-    s->rewrite_fd = -1;
     int rc = lock_io(s, cfg->dir);
     if (rc == 0) {
         s->journal_fd = open(s->journal_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
