@@ -1202,7 +1202,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
  *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
  *     compacted when an engine opens it (when there is no room for the compacted copy, the
- *     old journal is kept and the engine opens on it, with a line on stderr), and that
+ *     old journal is kept and the engine opens on it, with a line on stderr), and while it
+ *     runs, once it passes 64 KiB plus 3 records (192 bytes) per slot of the slab (rewritten
+ *     from what the tier holds: a record per stored slot; two fsyncs, under the engine's
+ *     lock, at most once per 64 KiB plus 2 records per slot appended), and that
  *     forgets for good: blocks in slots past a
  *     smaller offload_bytes than before (a cache shrinks: the slab file is cut to
  *     offload_bytes), and each record that fails its checksum (a torn tail a crash leaves, a
@@ -1249,7 +1252,7 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     Freshness: each peer's journal is indexed at kvc_engine_create and tailed by any
  *     kvc_seq_create whose lookup reaches the peers: one fstat of the journal, and only when
  *     it grew, the complete records appended since (a partial record is read later); a journal
- *     the peer rewrote (compaction at its restart) or that shrank is replayed from its
+ *     the peer rewrote (its compaction) or that shrank is replayed from its
  *     start. A peer whose files vanish later gives misses, not errors; when its directory
  *     holds a tier of this engine's model_tag and shape again (recreated, e.g. by a restart
  *     that starts empty), the next kvc_seq_create reaching the peers opens the new slab and

@@ -26,6 +26,7 @@ _Static_assert(sizeof(kvm_slot_header) <= KVM_SLOT_HEADER_BYTES, "slot header fi
 struct kvm_slab {
     int fd;
     int journal_fd;
+    int rewrite_fd; /* kvcache.journal.new while a compaction writes it (kvm_slab_journal_rewrite_begin), else -1 */
     int lock_fd; /* the slab file again, only to hold the directory's lock (see kvm_slab_open) */
     int lock_entry; /* lock_fd's entry among the descriptors a fork's child closes, or -1 */
     int fd_entry;   /* fd's entry there, or -1 */
@@ -82,8 +83,9 @@ static int lock_io(kvm_slab *s, const char *dir) {
     return 0;
 }
 
-/* Releases the directory's lock (a peer holds none), and closes the I/O descriptor: each out
- * of the fork table first, so that no child closes the number once another open reuses it. */
+/* Releases the directory's lock (a peer holds none); close_fd closes the I/O descriptor. Each
+ * takes its descriptor out of the fork table first, so that no child closes the number once
+ * another open reuses it. */
 static void close_lock(kvm_slab *s) {
     if (s->lock_fd < 0) return;
     kvm_fork_close_remove(s->lock_entry);
@@ -108,6 +110,8 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
 
     kvm_slab *s = calloc(1, sizeof *s);
     if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
+    s->lock_entry = s->fd_entry = -1;
+    s->rewrite_fd = -1;
     s->slot_bytes = cfg->slot_bytes;
     uint64_t cap = cfg->max_bytes / cfg->slot_bytes;
     s->capacity = cap > 0x7fffffffu ? 0x7fffffffu : (uint32_t)cap;
@@ -185,6 +189,7 @@ void kvm_slab_close(kvm_slab *s) {
     if (!s->read_only) kvm_slab_sync(s);
     close_fd(s);
     if (s->journal_fd >= 0) close(s->journal_fd);
+    kvm_slab_journal_rewrite_abort(s);
     close_lock(s); /* last: the directory is free once the files are closed */
     free(s);
 }
@@ -202,6 +207,7 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     s->lock_fd = -1;
     s->lock_entry = -1;
     s->fd_entry = -1;
+    s->rewrite_fd = -1;
     s->journal_fd = -1;
     s->slot_bytes = cfg->slot_bytes;
     char path[PATH_MAX];
@@ -338,6 +344,15 @@ static int record_valid(const kvm_journal_record *r) {
     return r->magic == KVM_JOURNAL_MAGIC && r->record_checksum == record_sum(r);
 }
 
+/* Fills in the magic and record checksum of n records. */
+static void seal(kvm_journal_record *records, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        records[i].magic = KVM_JOURNAL_MAGIC;
+        records[i].reserved = 0;
+        records[i].record_checksum = record_sum(&records[i]);
+    }
+}
+
 int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n) {
     /* A short write before (a full disk, a file-size limit) left part of a record at the end:
      * cut it off, so that these records start on a record boundary and the replay and peers
@@ -347,11 +362,7 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
     uint64_t torn = (uint64_t)st.st_size % sizeof *records;
     if (torn != 0 && ftruncate(s->journal_fd, st.st_size - (off_t)torn) != 0)
         return kvm_fail(errno, "offload journal: cutting a torn record of %llu bytes failed: %s", (unsigned long long)torn, strerror(errno));
-    for (uint32_t i = 0; i < n; i++) {
-        records[i].magic = KVM_JOURNAL_MAGIC;
-        records[i].reserved = 0;
-        records[i].record_checksum = record_sum(&records[i]);
-    }
+    seal(records, n);
     size_t bytes = (size_t)n * sizeof *records;
     uint64_t limit = kvm_file_size_limit(), end = (uint64_t)st.st_size - torn + bytes;
     if (end > limit) /* the kernel would end the process (SIGXFSZ) */
@@ -449,44 +460,85 @@ static int write_all(int fd, const void *buf, size_t len) {
     return 0;
 }
 
-int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n) {
+uint64_t kvm_slab_journal_bytes(const kvm_slab *s) {
+    struct stat st;
+    return fstat(s->journal_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+/* The compaction's temporary file, beside the journal. */
+static void rewrite_path(const kvm_slab *s, char *out, size_t size) { snprintf(out, size, "%s.new", s->journal_path); }
+
+int kvm_slab_journal_rewrite_begin(kvm_slab *s) {
+    kvm_slab_journal_rewrite_abort(s);
     char tmp[PATH_MAX + 8];
-    snprintf(tmp, sizeof tmp, "%s.new", s->journal_path);
+    rewrite_path(s, tmp, sizeof tmp);
     /* Opened as the journal is (appending): once renamed this descriptor is the journal, so
      * nothing is opened after the rename and no failure leaves the tier appending to a file
      * that is no longer at its path. */
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) return kvm_fail(errno, "offload: cannot create '%s' to compact the journal: %s", tmp, strerror(errno));
-    kvm_journal_record buf[256];
-    uint32_t filled = 0;
+    s->rewrite_fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (s->rewrite_fd < 0) return kvm_fail(errno, "offload: cannot create '%s' to compact the journal: %s", tmp, strerror(errno));
+    return 0;
+}
+
+int kvm_slab_journal_rewrite_add(kvm_slab *s, kvm_journal_record *records, uint32_t n) {
+    char tmp[PATH_MAX + 8];
+    rewrite_path(s, tmp, sizeof tmp);
+    struct stat st;
+    if (fstat(s->rewrite_fd, &st) != 0) return kvm_fail(errno, "offload: fstat of '%s' failed: %s", tmp, strerror(errno));
+    uint64_t limit = kvm_file_size_limit();
+    if ((uint64_t)st.st_size + (uint64_t)n * sizeof *records > limit) /* the kernel would end the process (SIGXFSZ) */
+        return kvm_fail(EFBIG, "offload: the compacted journal would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes): %s",
+                        (unsigned long long)limit, strerror(EFBIG));
+    seal(records, n);
+    if (write_all(s->rewrite_fd, records, (size_t)n * sizeof *records) != 0)
+        return kvm_fail(errno, "offload: writing '%s' failed: %s", tmp, strerror(errno));
+    return 0;
+}
+
+int kvm_slab_journal_rewrite_commit(kvm_slab *s) {
+    char tmp[PATH_MAX + 8];
+    rewrite_path(s, tmp, sizeof tmp);
     int rc = 0;
-    uint64_t written = 0, limit = kvm_file_size_limit();
-    for (uint32_t i = 0; i <= n && rc == 0; i++) {
-        if (i < n && records[i].magic == KVM_JOURNAL_MAGIC && records[i].kind == KVM_JOURNAL_STORED) buf[filled++] = records[i];
-        if (filled == 256 || (i == n && filled > 0)) {
-            written += filled * sizeof *buf;
-            if (written > limit) { /* the kernel would end the process (SIGXFSZ) */
-                rc = kvm_fail(EFBIG, "offload: the compacted journal would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes): %s",
-                              (unsigned long long)limit, strerror(EFBIG));
-                break;
-            }
-            if (write_all(fd, buf, filled * sizeof *buf) != 0) rc = kvm_fail(errno, "offload: writing '%s' failed: %s", tmp, strerror(errno));
-            filled = 0;
-        }
-    }
-    if (rc == 0 && fsync(fd) != 0) rc = kvm_fail(errno, "offload: fsync of '%s' failed: %s", tmp, strerror(errno));
+    if (fsync(s->rewrite_fd) != 0) rc = kvm_fail(errno, "offload: fsync of '%s' failed: %s", tmp, strerror(errno));
     if (rc == 0 && rename(tmp, s->journal_path) != 0)
         rc = kvm_fail(errno, "offload: renaming '%s' over the journal failed: %s", tmp, strerror(errno));
     if (rc != 0) {
-        close(fd);
-        unlink(tmp);
+        kvm_slab_journal_rewrite_abort(s);
         return rc;
     }
     close(s->journal_fd);
-    s->journal_fd = fd;
+    s->journal_fd = s->rewrite_fd;
+    s->rewrite_fd = -1;
     /* The rename is durable once the directory is: until then a crash may bring back the old
      * journal (valid too: a slot it names is checked against its header when read). */
-    return kvm_sync_parent(s->journal_path);
+    return kvm_sync_parent(s->journal_path) == 0 ? 0 : 1;
+}
+
+void kvm_slab_journal_rewrite_abort(kvm_slab *s) {
+    if (s->rewrite_fd < 0) return;
+    char tmp[PATH_MAX + 8];
+    rewrite_path(s, tmp, sizeof tmp);
+    close(s->rewrite_fd);
+    s->rewrite_fd = -1;
+    unlink(tmp);
+}
+
+int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n) {
+    int rc = kvm_slab_journal_rewrite_begin(s);
+    kvm_journal_record buf[256];
+    uint32_t filled = 0;
+    for (uint32_t i = 0; i <= n && rc == 0; i++) {
+        if (i < n && records[i].magic == KVM_JOURNAL_MAGIC && records[i].kind == KVM_JOURNAL_STORED) buf[filled++] = records[i];
+        if (filled == 256 || (i == n && filled > 0)) {
+            rc = kvm_slab_journal_rewrite_add(s, buf, filled);
+            filled = 0;
+        }
+    }
+    if (rc != 0) {
+        kvm_slab_journal_rewrite_abort(s);
+        return rc;
+    }
+    return kvm_slab_journal_rewrite_commit(s);
 }
 
 int kvm_slab_sync(kvm_slab *s) {

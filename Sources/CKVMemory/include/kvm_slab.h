@@ -82,7 +82,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out);
 int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out);
 /* A peer's journal, for tailing: one fstat of the open journal. 0 with *journal_bytes its size
  * when it is still the file at its path; when it was renamed over or removed (st_nlink 0: the
- * owner compacted it at a restart), opens the path again and returns 1 with the new file's
+ * owner compacted it, at a restart or while it runs), opens the path again and returns 1 with the new file's
  * size (replay it from offset 0). -ESTALE when the slab itself was removed or replaced (this
  * engine's I/O queue holds the old file: open the peer anew), -errno when the path cannot be
  * opened. */
@@ -102,14 +102,14 @@ uint32_t kvm_slab_allocated(const kvm_slab *s);
 uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
 
 /* Free space the slab's growth leaves to the journal: KVM_JOURNAL_RESERVE_BYTES plus
- * KVM_JOURNAL_RESERVE_PER_SLOT per slot of the slab grown (1 % of an 8 KiB slot, less of
- * larger ones), so that a slab that filled its file system still leaves room for its
- * journal's appends (for 1024 records plus 4 per slot) and for the compaction at the next
- * start (at most one record per slot, written beside the old journal). A bound, not a
- * guarantee: other writers may take that space, and a journal that grows faster (the slots
- * rewritten more than 4 times between two starts) fills it; its appends then fail, counted,
- * and are tried again (see kvm_slab_journal_append). */
-#define KVM_JOURNAL_RESERVE_BYTES (64u << 10)
+ * KVM_JOURNAL_RESERVE_PER_SLOT (4 records) per slot of the slab grown (3 % of an 8 KiB slot,
+ * less of larger ones), so that a slab that filled its file system still leaves room for its
+ * journal: the tier compacts it once it passes KVM_JOURNAL_RESERVE_BYTES plus 3 records per
+ * slot (DiskTier), writing the compacted copy (one record per slot at most) beside it. A
+ * bound, not a guarantee: other writers may take that space, and the journal passes the
+ * mark by up to a batch of records before it is compacted; an append that fails then is
+ * counted and tried again (see kvm_slab_journal_append's callers). */
+#define KVM_JOURNAL_RESERVE_BYTES 65536u
 #define KVM_JOURNAL_RESERVE_PER_SLOT 256u
 
 /* Slots kvm_slab_grow can still add, in total: up to max_bytes, the process's file-size limit
@@ -154,13 +154,24 @@ typedef struct kvm_journal_skipped {
  * `slots` (magic 0 when none); *skipped counts what it could not use. Returns the highest
  * generation among the usable records (below KVM_JOURNAL_GENERATION_LIMIT), or -errno. */
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped);
-/* Replaces the journal with the STORED records among records[0..n-1] (compaction after
- * replay): written to a temporary file (`kvcache.journal.new`), fsync'd, renamed over, the
- * directory fsync'd. -errno, with a message naming strerror(errno), when any step fails; the
- * slab stays usable either way: before the rename the old journal stays (the temporary file
- * removed), after it the new one is the journal (only the directory's fsync failed: a crash
- * may bring back the old one, valid too). Cost: a write per 256 records and two fsyncs. */
+/* Compaction: a new journal written beside the old (`kvcache.journal.new`) and renamed over
+ * it. begin creates the file (closing any compaction not committed); add seals (magic,
+ * checksum) and appends n records to it; commit fsyncs it, renames it over the journal (whose
+ * descriptor it then becomes: nothing is opened again) and fsyncs the directory; abort closes
+ * and removes it. -errno, with a message naming strerror(errno), when a step fails; the slab
+ * stays usable either way: until the rename the old journal stays (a failed commit aborts),
+ * after it the new one is the journal, and commit returns 1 when only the directory's fsync
+ * failed (a crash may bring back the old journal, valid too). Cost: a write per add, two
+ * fsyncs per commit. */
+int kvm_slab_journal_rewrite_begin(kvm_slab *s);
+int kvm_slab_journal_rewrite_add(kvm_slab *s, kvm_journal_record *records, uint32_t n);
+int kvm_slab_journal_rewrite_commit(kvm_slab *s);
+void kvm_slab_journal_rewrite_abort(kvm_slab *s);
+/* The compaction after a restart's replay: begin, add the STORED records among
+ * records[0..n-1] (256 per write), commit; aborted on failure. As commit: 0, 1, or -errno. */
 int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n);
+/* The journal's size in bytes (an fstat; 0 when it fails). */
+uint64_t kvm_slab_journal_bytes(const kvm_slab *s);
 /* fsyncs the directory holding `path`, so that a rename into it survives a crash: 0, or -errno
  * with kvm_error() naming the directory. One open and one fsync. */
 int kvm_sync_parent(const char *path);

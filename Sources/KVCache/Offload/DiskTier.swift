@@ -392,13 +392,15 @@ final class DiskTier {
             freeSlots[freeTop] = Int32(slot)
             freeTop += 1
         }
-        if kvm_slab_journal_rewrite(slab, latest, UInt32(capacity)) == 0 {
-            journal.compacted()
-        } else {
-            // The old journal stands (its replay is what the tier now holds); the slots whose
-            // STORED records the tier did not take owe FREED records, appended before they
-            // are rewritten. Logged, not refused: a tier that filled its disk must reopen.
+        let compaction = kvm_slab_journal_rewrite(slab, latest, UInt32(capacity))
+        if compaction >= 0 { journal.compacted() }
+        // Else the old journal stands (its replay is what the tier now holds); the slots whose
+        // STORED records the tier did not take owe FREED records, appended before they are
+        // rewritten. Logged, not refused: a tier that filled its disk must reopen.
+        if compaction < 0 {
             kvm_log("offload journal in '\(dir)' was not compacted (\(String(cString: kvm_error()))); the tier opens on it as replayed")
+        } else if compaction == 1 {
+            kvm_log("offload journal in '\(dir)' was compacted, but \(String(cString: kvm_error())): a power loss may bring back the old one")
         }
     }
 
@@ -1248,11 +1250,39 @@ final class DiskTier {
     /// are served in this run, and a restart would not find those not journaled yet.
     private func flushJournal() {
         guard journal.owedCount > 0 else { return }
-        if !journal.flush() {
+        guard journal.flush() else {
             stats.journalAppendsFailed = journal.appendsFailed
             lastFailure = journal.lastError
+            return
+        }
+        let bytes = kvm_slab_journal_bytes(slab)
+        guard bytes > journalCompactionBytes + journalCompactionFailedAt else { return }
+        if journal.compact() {
+            journalCompactionFailedAt = 0
+        } else {
+            // The old journal stands; tried again once it grew by as much again.
+            lastFailure = journal.lastError
+            journalCompactionFailedAt = bytes
+            kvm_log("offload journal in '\(dir)' (\(bytes) bytes) was not compacted: \(journal.lastError)")
         }
     }
+
+    /// The journal's length past which a flush compacts it (`TierJournal.compact`, from the
+    /// tier's arrays: one record per stored slot), so that it stays bounded while the tier
+    /// runs, not only cut at the next start: `KVM_JOURNAL_RESERVE_BYTES` (64 KiB) plus 3
+    /// records per slot of the slab. The slab's growth leaves free `kvm_slab_growable`'s
+    /// reserve, 64 KiB plus 4 records per slot: room for such a journal and its compacted copy
+    /// beside it. So the journal takes at most
+    /// about that (plus a batch of records), and a compaction (O(slots) and two fsyncs, under
+    /// the engine's lock) comes at most once per 64 KiB and 2 records per slot appended.
+    private var journalCompactionBytes: UInt64 {
+        let record = UInt64(MemoryLayout<kvm_journal_record>.size)
+        return UInt64(KVM_JOURNAL_RESERVE_BYTES) + (UInt64(KVM_JOURNAL_RESERVE_PER_SLOT) - record) * UInt64(kvm_slab_allocated(slab))
+    }
+
+    /// The journal's length when a compaction failed (a full disk), else 0: the next one waits
+    /// until it grew by `journalCompactionBytes` more.
+    private var journalCompactionFailedAt: UInt64 = 0
 
     /// Makes everything written so far durable (fdatasync of slab and journal). Throws `io`
     /// when that fails, or when journal records could not be appended (a full disk): blocks

@@ -24,7 +24,7 @@ struct PeerRead {
 /// Freshness: `refresh` tails the peer's journal: one `fstat` of it, and only when it grew
 /// the complete records past the last one read (fixed 64-byte records, each checksummed; a
 /// partial or torn one at the end is read again later, never acted on). A journal renamed over
-/// (the owner compacted it at a restart) or shrunk is replayed from its start. The latest
+/// (the owner compacted it, at a restart or while it runs) or shrunk is replayed from its start. The latest
 /// record of a slot wins: STORED indexes its block (a newer slot for the same hash replaces
 /// the older), FREED drops it.
 ///

@@ -13,6 +13,8 @@ import Glibc
 /// append of it succeeded: a failed append (a full disk, an I/O error) loses none, is counted
 /// (`appendsFailed`) and tried again by the next `flush`; until then a restart would not find
 /// what the owed STORED records describe, and `kvc_engine_sync` says so (`DiskTier.sync`).
+/// `compact` rewrites the whole journal from the same arrays (a record per stored slot), so
+/// the tier can keep it bounded while it runs.
 ///
 /// Invariant: a slot is owed a record exactly when it is in `owed[0..<owedCount]`, once.
 /// A STORED record reads the tier's arrays (block hash, parent, generation, checksum), which
@@ -26,6 +28,7 @@ final class TierJournal {
     private static let owedBit: UInt8 = 0x80
 
     private let slab: OpaquePointer
+    private let slots: Int
     private let says: UnsafeMutablePointer<UInt8>
     private let owed: UnsafeMutablePointer<Int32>
     /// Slots owed a record, in `owed`.
@@ -45,6 +48,7 @@ final class TierJournal {
     init(slab: OpaquePointer, slots: Int, batchRecords: Int, payloadBytes: Int, hashes: UnsafePointer<UInt64>,
          parents: UnsafePointer<UInt64>, generations: UnsafePointer<UInt64>, checksums: UnsafePointer<UInt64>) {
         self.slab = slab
+        self.slots = slots
         self.batchRecords = batchRecords
         self.payloadBytes = UInt32(payloadBytes)
         self.hashes = hashes
@@ -83,9 +87,42 @@ final class TierJournal {
     /// that the slot is rewritten only once it is written, as any freed slot.
     func stale(_ slot: Int32) { owe(slot, TierJournal.freed) }
 
+    /// Rewrites the journal to one STORED record per slot it says stored, built from the
+    /// tier's arrays (`kvm_slab_journal_rewrite_begin`/`_add`/`_commit`, `batchRecords` per
+    /// write), owed ones included: nothing is owed after it. A failure leaves the old journal
+    /// as it was and the owed records owed: false, with `lastError` saying why. True also when
+    /// only the directory's fsync after the rename failed (`lastError` says so): the
+    /// compaction stands, and a power loss may bring back the old journal, valid too.
+    /// Cost: O(slots), a write per batch, two fsyncs.
+    func compact() -> Bool {
+        guard kvm_slab_journal_rewrite_begin(slab) == 0 else {
+            lastError = String(cString: kvm_error())
+            return false
+        }
+        var n = 0
+        for s in 0..<slots where says[s] & ~TierJournal.owedBit == TierJournal.stored {
+            batch[n] = record(Int32(s))
+            n += 1
+            guard n == batchRecords else { continue }
+            guard kvm_slab_journal_rewrite_add(slab, batch, UInt32(n)) == 0 else { return abortCompaction() }
+            n = 0
+        }
+        if n > 0 && kvm_slab_journal_rewrite_add(slab, batch, UInt32(n)) != 0 { return abortCompaction() }
+        let committed = kvm_slab_journal_rewrite_commit(slab)
+        if committed != 0 { lastError = String(cString: kvm_error()) }
+        guard committed >= 0 else { return false }
+        compacted()
+        return true
+    }
+
+    private func abortCompaction() -> Bool {
+        lastError = String(cString: kvm_error())
+        kvm_slab_journal_rewrite_abort(slab)
+        return false
+    }
+
     /// The journal was rewritten to the STORED records of the slots it says stored (a
-    /// restart's compaction): nothing is owed any more, and freed slots say nothing.
-    /// O(owed records).
+    /// compaction): nothing is owed any more, and freed slots say nothing. O(owed records).
     func compacted() {
         for i in 0..<owedCount { written(owed[i]) }
         owedCount = 0
