@@ -523,24 +523,6 @@ void kvm_slab_journal_rewrite_abort(kvm_slab *s) {
     unlink(tmp);
 }
 
-int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n) {
-    int rc = kvm_slab_journal_rewrite_begin(s);
-    kvm_journal_record buf[256];
-    uint32_t filled = 0;
-    for (uint32_t i = 0; i <= n && rc == 0; i++) {
-        if (i < n && records[i].magic == KVM_JOURNAL_MAGIC && records[i].kind == KVM_JOURNAL_STORED) buf[filled++] = records[i];
-        if (filled == 256 || (i == n && filled > 0)) {
-            rc = kvm_slab_journal_rewrite_add(s, buf, filled);
-            filled = 0;
-        }
-    }
-    if (rc != 0) {
-        kvm_slab_journal_rewrite_abort(s);
-        return rc;
-    }
-    return kvm_slab_journal_rewrite_commit(s);
-}
-
 int kvm_slab_sync(kvm_slab *s) {
     if (fdatasync(s->fd) != 0) return kvm_fail(errno, "offload: fdatasync of the slab failed: %s", strerror(errno));
     if (fdatasync(s->journal_fd) != 0) return kvm_fail(errno, "offload: fdatasync of the journal failed: %s", strerror(errno));

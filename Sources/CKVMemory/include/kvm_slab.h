@@ -167,9 +167,6 @@ int kvm_slab_journal_rewrite_begin(kvm_slab *s);
 int kvm_slab_journal_rewrite_add(kvm_slab *s, kvm_journal_record *records, uint32_t n);
 int kvm_slab_journal_rewrite_commit(kvm_slab *s);
 void kvm_slab_journal_rewrite_abort(kvm_slab *s);
-/* The compaction after a restart's replay: begin, add the STORED records among
- * records[0..n-1] (256 per write), commit; aborted on failure. As commit: 0, 1, or -errno. */
-int kvm_slab_journal_rewrite(kvm_slab *s, const kvm_journal_record *records, uint32_t n);
 /* The journal's size in bytes (an fstat; 0 when it fails). */
 uint64_t kvm_slab_journal_bytes(const kvm_slab *s);
 /* fsyncs the directory holding `path`, so that a rename into it survives a crash: 0, or -errno

@@ -392,15 +392,15 @@ final class DiskTier {
             freeSlots[freeTop] = Int32(slot)
             freeTop += 1
         }
-        let compaction = kvm_slab_journal_rewrite(slab, latest, UInt32(capacity))
-        if compaction >= 0 { journal.compacted() }
-        // Else the old journal stands (its replay is what the tier now holds); the slots whose
-        // STORED records the tier did not take owe FREED records, appended before they are
+        // Compacted to the records of the slots taken, as while the tier runs. On failure the
+        // old journal stands (its replay is what the tier now holds); the slots whose STORED
+        // records the tier did not take owe FREED records, appended before they are
         // rewritten. Logged, not refused: a tier that filled its disk must reopen.
+        let compaction = journal.compact()
         if compaction < 0 {
-            kvm_log("offload journal in '\(dir)' was not compacted (\(String(cString: kvm_error()))); the tier opens on it as replayed")
+            kvm_log("offload journal in '\(dir)' was not compacted (\(journal.lastError)); the tier opens on it as replayed")
         } else if compaction == 1 {
-            kvm_log("offload journal in '\(dir)' was compacted, but \(String(cString: kvm_error())): a power loss may bring back the old one")
+            kvm_log("offload journal in '\(dir)' was compacted, but \(journal.lastError): a power loss may bring back the old one")
         }
     }
 
@@ -1257,7 +1257,7 @@ final class DiskTier {
         }
         let bytes = kvm_slab_journal_bytes(slab)
         guard bytes > journalCompactionBytes + journalCompactionFailedAt else { return }
-        if journal.compact() {
+        if journal.compact() >= 0 {
             journalCompactionFailedAt = 0
         } else {
             // The old journal stands; tried again once it grew by as much again.

@@ -89,41 +89,46 @@ final class TierJournal {
 
     /// Rewrites the journal to one STORED record per slot it says stored, built from the
     /// tier's arrays (`kvm_slab_journal_rewrite_begin`/`_add`/`_commit`, `batchRecords` per
-    /// write), owed ones included: nothing is owed after it. A failure leaves the old journal
-    /// as it was and the owed records owed: false, with `lastError` saying why. True also when
-    /// only the directory's fsync after the rename failed (`lastError` says so): the
-    /// compaction stands, and a power loss may bring back the old journal, valid too.
+    /// write), owed ones included: nothing is owed after it. Returns 0; 1 when only the
+    /// directory's fsync after the rename failed (`lastError` says so: the compaction stands,
+    /// and a power loss may bring back the old journal, valid too); or -errno, the old journal
+    /// as it was and the owed records owed, `lastError` saying why. Used after a restart's
+    /// replay (the slots it took say stored) and while the tier runs.
     /// Cost: O(slots), a write per batch, two fsyncs.
-    func compact() -> Bool {
-        guard kvm_slab_journal_rewrite_begin(slab) == 0 else {
+    func compact() -> Int32 {
+        let begun = kvm_slab_journal_rewrite_begin(slab)
+        guard begun == 0 else {
             lastError = String(cString: kvm_error())
-            return false
+            return begun
         }
         var n = 0
         for s in 0..<slots where says[s] & ~TierJournal.owedBit == TierJournal.stored {
             batch[n] = record(Int32(s))
             n += 1
             guard n == batchRecords else { continue }
-            guard kvm_slab_journal_rewrite_add(slab, batch, UInt32(n)) == 0 else { return abortCompaction() }
+            let added = kvm_slab_journal_rewrite_add(slab, batch, UInt32(n))
+            guard added == 0 else { return abortCompaction(added) }
             n = 0
         }
-        if n > 0 && kvm_slab_journal_rewrite_add(slab, batch, UInt32(n)) != 0 { return abortCompaction() }
+        if n > 0 {
+            let added = kvm_slab_journal_rewrite_add(slab, batch, UInt32(n))
+            if added != 0 { return abortCompaction(added) }
+        }
         let committed = kvm_slab_journal_rewrite_commit(slab)
         if committed != 0 { lastError = String(cString: kvm_error()) }
-        guard committed >= 0 else { return false }
-        compacted()
-        return true
+        if committed >= 0 { compacted() }
+        return committed
     }
 
-    private func abortCompaction() -> Bool {
+    private func abortCompaction(_ rc: Int32) -> Int32 {
         lastError = String(cString: kvm_error())
         kvm_slab_journal_rewrite_abort(slab)
-        return false
+        return rc
     }
 
     /// The journal was rewritten to the STORED records of the slots it says stored (a
     /// compaction): nothing is owed any more, and freed slots say nothing. O(owed records).
-    func compacted() {
+    private func compacted() {
         for i in 0..<owedCount { written(owed[i]) }
         owedCount = 0
     }

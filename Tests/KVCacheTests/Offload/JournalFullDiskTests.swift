@@ -133,10 +133,13 @@ struct JournalFullDiskTests {
         defer { kvm_slab_close(slab) }
         fillFileSystem(mnt.path)
         var record = kvm_journal_record()
-        record.magic = KVM_JOURNAL_MAGIC
         record.kind = UInt32(KVM_JOURNAL_STORED)
         record.block_hash = 1
-        #expect(kvm_slab_journal_rewrite(slab, &record, 1) == -ENOSPC)
+        // The compaction's steps as TierJournal.compact takes them; a step that fails aborts.
+        var step = kvm_slab_journal_rewrite_begin(slab)
+        if step == 0 { step = kvm_slab_journal_rewrite_add(slab, &record, 1) }
+        if step == 0 { step = kvm_slab_journal_rewrite_commit(slab) } else { kvm_slab_journal_rewrite_abort(slab) }
+        #expect(step == -ENOSPC)
         let message = String(cString: kvm_error())
         #expect(message.contains("kvcache.journal.new") && message.contains("No space left on device"), "\(message)")
         #expect(!FileManager.default.fileExists(atPath: mnt.path + "/kvcache.journal.new"))
