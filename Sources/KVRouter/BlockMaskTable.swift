@@ -113,8 +113,7 @@ public final class BlockMaskTable {
         var j = (start + 1) & mask
         while entries[j].slots != 0 {
             let h = home(entries[j].key)
-            let movable = hole <= j ? (h <= hole || h > j) : (h <= hole && h > j)
-            if movable {
+            if backwardShiftMoves(home: h, hole: hole, probe: j) {
                 entries[hole] = entries[j]
                 hole = j
             }

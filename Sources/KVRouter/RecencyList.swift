@@ -143,8 +143,7 @@ struct RecencyList {
         var j = (hole + 1) & mask
         while e[j].key != 0 {
             let h = home(e[j].key)
-            let movable = hole <= j ? (h <= hole || h > j) : (h <= hole && h > j)
-            if movable {
+            if backwardShiftMoves(home: h, hole: hole, probe: j) {
                 let moved = e[j]
                 e[hole] = moved
                 let to = Int32(truncatingIfNeeded: hole)

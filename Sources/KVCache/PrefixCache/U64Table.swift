@@ -72,8 +72,7 @@ final class U64Table {
         var j = (i + 1) & mask
         while values[j] >= 0 {
             let h = home(keys[j])
-            let movable = hole <= j ? (h <= hole || h > j) : (h <= hole && h > j)
-            if movable {
+            if backwardShiftMoves(home: h, hole: hole, probe: j) {
                 keys[hole] = keys[j]
                 values[hole] = values[j]
                 hole = j
