@@ -1078,8 +1078,9 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * discards it. A token whose slot cannot be written (disk full, tier full, or a write error
  * once it is processed) is dropped as without a tier and reported once by kvc_seq_ready.
  * Without a tier evicted tokens are dropped. Waits for the sequence's pending
- * disk reads first (prefix hits, swap-in, restores), in any policy: compaction moves bytes;
- * offloading, also for a free staging buffer (see COMPLETIONS); both without the engine's lock.
+ * disk reads first (prefix hits, swap-in, restores), in every policy but KVC_EVICTION_NONE
+ * (which returns at once, moving nothing): compaction moves bytes; offloading, also for a
+ * free staging buffer (see COMPLETIONS); both without the engine's lock.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see kvc_seq_ready),
  * KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
@@ -1452,7 +1453,11 @@ kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 /**
  * Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
  * blocks still cached in memory are shared instead of read). Returns at once; wait for
- * kvc_seq_ready before reading its K/V. In the paged layout re-read the block table.
+ * kvc_seq_ready before reading or writing its K/V: the reads fill whole blocks, every layer's
+ * slots up to the longest layer's length, so after a compaction with adaptive budgets a
+ * shorter layer's appended token written before then may be overwritten. Calls that copy
+ * its blocks or pages before then (an append, a fork, a compaction) wait for the reads
+ * first. In the paged layout re-read the block table.
  * A pending kvc_seq_swap_out_async of `seq` is cancelled instead (its memory was never
  * released: resident and ready at once, nothing read); a kvc_seq_swap_out of it in progress
  * on another thread is waited for.

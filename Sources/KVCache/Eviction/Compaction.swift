@@ -196,9 +196,13 @@ extension Engine {
 
     /// Releases `s`'s blocks past its first `newLength` of `oldLength` token slots, in table
     /// order (an exclusive indexed one leaves the index: its bytes are rewritten or dropped),
-    /// and, when a block went, the pages past `newLength`: with `returnMemory` unmapped and the
-    /// pool trimmed, else unpinned and kept mapped (`ContiguousMemory.release`). Cost: one
-    /// release per block, one unpin per page (plus a trim with `returnMemory`).
+    /// and the pages past `newLength`: with `returnMemory` unmapped and the pool trimmed, else
+    /// unpinned and kept mapped (`ContiguousMemory.release`). Contiguous, the pages go even
+    /// when no block does: the last block's later pages may still map a group a fork or the
+    /// prefix cache holds (`makeWritable` made the block the sequence's own, and only the
+    /// pages up to `newLength` its own), and appends must map them afresh
+    /// (`ContiguousMemory.grow`), not write them. Cost: one release per block, one unpin per
+    /// page (plus a trim with `returnMemory`: the pool's only when a block went).
     func releaseBlocks(slot s: Int, from oldLength: Int, to newLength: Int, returnMemory: Bool) {
         let table = sequences.table(s)
         let oldBlocks = (oldLength + bt - 1) / bt, newBlocks = (newLength + bt - 1) / bt
@@ -207,10 +211,9 @@ extension Engine {
             if blocks.references(b) == 1 && blocks.isIndexed(b) { blocks.unindexUsed(b) }
             blocks.release(b)
         }
-        guard newBlocks < oldBlocks else { return }
         if returnMemory {
             contiguous?.shrink(slot: s, to: newLength)
-            paged?.trim()
+            if newBlocks < oldBlocks { paged?.trim() }
         } else {
             contiguous?.release(slot: s, past: newLength)
         }
@@ -246,9 +249,10 @@ extension Engine {
     /// not the sequence's own, or that stays indexed after being dropped, holds it), not when
     /// only the sequence's own unwritten indexed blocks hold it. Throws `outOfMemory`
     /// (changing nothing) when the copies do not fit beside `reserving` blocks and pool groups
-    /// the caller takes next. Cost: O(marks + blocks and pages from the lowest one marked),
-    /// a scan of the blocks on each written page (contiguous), plus one copy per shared block
-    /// or page.
+    /// the caller takes next. Before copying anything it waits, under the lock, until the
+    /// sequence's pending disk reads landed (`OffloadCoordinator.waitResident`), as a copy on
+    /// write does. Cost: O(marks + blocks and pages from the lowest one marked), a scan of the
+    /// blocks on each written page (contiguous), plus one copy per shared block or page.
     func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
                       reserving: (blocks: Int, groups: Int) = (0, 0),
                       destinations: ((Int) -> Void) -> Void) throws(KVError) {
@@ -308,13 +312,14 @@ extension Engine {
                 throw .outOfMemory("\(candidates.count) shared pages must be copied and the budget has no room")
             }
         }
-        do {
-            var need = 0
-            for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] && blocks.references(table[i]) > 1 { need += 1 }
-            guard need + reserving.blocks <= blocks.available else {
-                throw .outOfMemory("\(need) shared blocks must be copied (and \(reserving.blocks) taken), \(blocks.available) are available")
-            }
+        var need = 0
+        for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] && blocks.references(table[i]) > 1 { need += 1 }
+        guard need + reserving.blocks <= blocks.available else {
+            throw .outOfMemory("\(need) shared blocks must be copied (and \(reserving.blocks) taken), \(blocks.available) are available")
         }
+        // A copy must see the bytes a disk read (a swap-in or prefix hit the sequence shares
+        // with a fork) is still bringing in; compaction waited already, an append did not.
+        if need > 0 || !candidates.isEmpty { offload?.waitResident(s) }
         // Make the written blocks exclusive and unindexed.
         for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] {
             let b = table[i]

@@ -55,6 +55,21 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
     return bad
 }
 
+/// Writes the `writeKV` pattern of just-appended `tokens` (positions `from...`) into each
+/// layer's last slots: with adaptive budgets every layer appends after its own length.
+func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) throws {
+    for layer in 0..<e.config.numLayers {
+        let first = try e.layerLength(seq, layer: layer) - tokens.count
+        for (j, t) in tokens.enumerated() {
+            let (k, v) = try tokenAddress(e, seq, layer: layer, position: first + j)
+            for i in 0..<e.config.tokenBytes {
+                k.storeBytes(of: kvByte(layer: layer, kv: 0, position: from + j, token: t, i: i), toByteOffset: i, as: UInt8.self)
+                v.storeBytes(of: kvByte(layer: layer, kv: 1, position: from + j, token: t, i: i), toByteOffset: i, as: UInt8.self)
+            }
+        }
+    }
+}
+
 @Suite struct CompactionTests {
     @Test(arguments: [Layout.paged, .contiguous], [false, true])
     func compactionKeepsTheChosenTokensBytesExactly(layout: Layout, perHead: Bool) throws {
@@ -375,19 +390,72 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         let child = tokens(3, seed: 21), parent = tokens(3, seed: 22)
         for (seq, extra) in [(UInt64(2), child), (1, parent)] {
             try e.append(seq, tokens: extra)
-            for layer in 0..<2 {  // each layer writes from its own length: slots 100... and 300...
-                let first = try e.layerLength(seq, layer: layer) - extra.count
-                for (j, t) in extra.enumerated() {
-                    let (k, v) = try tokenAddress(e, seq, layer: layer, position: first + j)
-                    for i in 0..<e.config.tokenBytes {
-                        k.storeBytes(of: kvByte(layer: layer, kv: 0, position: 600 + j, token: t, i: i), toByteOffset: i, as: UInt8.self)
-                        v.storeBytes(of: kvByte(layer: layer, kv: 1, position: 600 + j, token: t, i: i), toByteOffset: i, as: UInt8.self)
-                    }
-                }
-            }
+            try writeAppendedKV(e, seq, tokens: extra, from: 600)  // layer 0 at slots 100..., layer 1 at 300...
         }
         #expect(try slotMismatches(e, 2, tokens: toks + child) == 0, "the parent's appends left the child's bytes")
         #expect(try slotMismatches(e, 1, tokens: toks + parent) == 0, "the child's appends left the parent's bytes")
+    }
+}
+
+/// Contiguous layout where a block's bytes span more than one page: a compaction that keeps
+/// the sequence's block count makes its last block the sequence's own, and the pages of that
+/// block past the new length must become its own too before appends write them; they mapped
+/// the group a fork (or the prefix cache) holds. Found by helper-73's fuzzer: the appends wrote
+/// the fork's bytes, or a cached block's, which a later prompt then hit.
+@Suite struct CompactionOfBlocksSpanningPagesTests {
+    /// Shapes: 2 x 256 fp16 heads (1 KiB tokens, an 8-token block on two 4 KiB pages), and
+    /// 3 x 128 heads (768-byte tokens: token 10 straddles pages 1 and 2).
+    enum Shape: CaseIterable { case blockOnTwoPages, tokenStraddlesPages }
+
+    private func engine(_ shape: Shape, perHead: Bool) throws -> Engine {
+        var c = smallConfig(.contiguous, memoryBytes: 16 << 20, blockTokens: 8)
+        c.numKVHeads = shape == .blockOnTwoPages ? 2 : 3
+        c.headDim = shape == .blockOnTwoPages ? 256 : 128
+        c.eviction = EvictionConfig(.streamingLLM)
+        c.eviction.sinkTokens = 1
+        c.eviction.perHead = perHead
+        return try Engine(c)
+    }
+
+    @Test(arguments: Shape.allCases, [false, true])
+    func appendsAfterACompactionThatKeepsTheBlockCountLeaveTheForksBytes(shape: Shape, perHead: Bool) throws {
+        let e = try engine(shape, perHead: perHead)
+        let (count, budget) = shape == .blockOnTwoPages ? (8, 3) : (16, 10)  // same block count after
+        let toks = tokens(count, seed: 61)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try e.fork(parent: 1, child: 2)
+        let committed = e.stats().committedBytes
+        try observeAll(e, 2, scores(e, n: count, heavy: []), n: count)
+        #expect(try e.compact(2, budgetTokens: budget) == budget)
+        #expect(e.stats().committedBytes <= committed, "the compaction took no page it did not need")
+        let extra = tokens(2, seed: 62)
+        try e.append(2, tokens: extra)
+        try writeKV(e, 2, tokens: extra, from: count, slot: budget)
+        #expect(try kvMismatches(e, 1, tokens: toks, from: 0) == 0, "the fork's appends left the parent's bytes")
+        #expect(try slotMismatches(e, 2, tokens: toks + extra) == 0)
+    }
+
+    @Test(arguments: Shape.allCases)
+    func appendsAfterACompactionOfAPrefixHitLeaveTheCachedBlockIntact(shape: Shape) throws {
+        let e = try engine(shape, perHead: false)
+        let (count, budget) = shape == .blockOnTwoPages ? (8, 3) : (16, 10)
+        let toks = tokens(count, seed: 63), prompt = toks + [7]
+        try e.createSequence(1, tokens: prompt)  // stays live: the hit below shares its blocks
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        #expect(try e.createSequence(2, tokens: prompt) == count)
+        try writeKV(e, 2, tokens: [7], from: count)
+        try observeAll(e, 2, scores(e, n: count + 1, heavy: []), n: count + 1)
+        #expect(try e.compact(2, budgetTokens: count) == count)  // the own last block goes
+        #expect(try e.compact(2, budgetTokens: budget) == budget)  // the shared one stays, written
+        let extra = tokens(2, seed: 64)
+        try e.append(2, tokens: extra)
+        try writeKV(e, 2, tokens: extra, from: count + 1, slot: budget)
+        #expect(try slotMismatches(e, 2, tokens: prompt + extra) == 0)
+        #expect(try kvMismatches(e, 1, tokens: prompt, from: 0) == 0, "the other holder keeps its bytes")
+        try e.free(1)
+        #expect(try e.createSequence(3, tokens: prompt) == count)
+        #expect(try kvMismatches(e, 3, tokens: toks, from: 0) == 0, "a later hit reads the prompt's bytes")
     }
 }
 
@@ -552,5 +620,38 @@ func caught(_ body: () throws -> Void) -> KVError? {
         try e.free(2)
         try e.trim()
         #expect(e.stats().committedBytes == 0)
+    }
+
+    /// With adaptive budgets an append writes the short layer's slots below the sequence's
+    /// length, so it copies the blocks there a fork shares (`makeWritable`); right after a
+    /// swap-in (paged: a fork may share blocks still being read) the copy must wait for the
+    /// reads, or it copies unfilled bytes and the read lands in the block the other side keeps.
+    /// Found by helper-73's fuzzer (the child's kept slots held stale bytes).
+    @Test(arguments: [Layout.paged, .contiguous], [UInt64(1), 2])
+    func anAppendRightAfterASwapInAndAForkCopiesTheBytesTheReadsBring(layout: Layout, appender: UInt64) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.eviction = EvictionConfig(.heavyHitter)
+        c.eviction.adaptiveBudgets = true
+        let e = try Engine(c)
+        let toks = tokens(64, seed: 9)
+        try e.createSequence(1, tokens: toks)
+        try writeKV(e, 1, tokens: toks, from: 0)
+        try [Float(1), 3].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) }
+        try observeAll(e, 1, scores(e, n: 64, heavy: [3, 17, 40]), n: 64)
+        try e.compact(1, budgetTokens: 16)
+        #expect(try e.layerLength(1, layer: 0) == 8 && e.layerLength(1, layer: 1) == 24)
+        try e.swapOut(1)
+        try e.swapIn(1)
+        #expect(try !e.ready(1), "the reads are pending")
+        try e.fork(parent: 1, child: 2)
+        let extra = tokens(1, seed: 10)
+        try e.append(appender, tokens: extra)
+        try waitReady(e, 1)
+        try waitReady(e, 2)
+        try writeAppendedKV(e, appender, tokens: extra, from: 64)
+        #expect(try slotMismatches(e, appender, tokens: toks + extra) == 0)
+        #expect(try slotMismatches(e, 3 - appender, tokens: toks) == 0, "the other side keeps its bytes")
     }
 }
