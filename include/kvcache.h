@@ -1471,9 +1471,11 @@ kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
 
 /** Waits for every disk request (every block of pending swap-outs included, whose
  *  outcome it settles as kvc_engine_poll does), appends the journal records still owed and
- *  fdatasyncs the slab and journal, so that what was spilled survives a power loss. Without a
+ *  fdatasyncs the slab and journal (and fsyncs offload_dir when a journal compaction's fsync
+ *  of it failed: until one succeeds a power loss could bring back the old journal), so that
+ *  what was spilled survives a power loss. Without a
  *  disk tier: KVC_OK at once (nothing to sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e),
- *  KVC_ERR_IO: an fdatasync failed, or journal records could not be appended (a full disk;
+ *  KVC_ERR_IO: an fdatasync or that fsync failed (tried again by the next call), or journal records could not be appended (a full disk;
  *  the message says how many and why): the blocks they describe are served in this run but a
  *  restart would not find them. Those records are kept and every later call that processes
  *  completions (see COMPLETIONS) tries again, so a sync once space is free returns KVC_OK. */

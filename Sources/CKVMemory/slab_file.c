@@ -36,6 +36,7 @@ struct kvm_slab {
     uint32_t allocated;
     uint32_t extent_slots;
     uint64_t slot_bytes;
+    int64_t dir_syncs_before_fault; /* tests (kvm_slab_fail_dir_syncs): syncs left before one fails; < 0: never */
     char journal_path[PATH_MAX];
     char fallback[256];
 };
@@ -112,6 +113,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
     s->lock_entry = s->fd_entry = -1;
     s->rewrite_fd = -1;
+    s->dir_syncs_before_fault = -1;
     s->slot_bytes = cfg->slot_bytes;
     uint64_t cap = cfg->max_bytes / cfg->slot_bytes;
     s->capacity = cap > 0x7fffffffu ? 0x7fffffffu : (uint32_t)cap;
@@ -511,8 +513,17 @@ int kvm_slab_journal_rewrite_commit(kvm_slab *s) {
     s->rewrite_fd = -1;
     /* The rename is durable once the directory is: until then a crash may bring back the old
      * journal (valid too: a slot it names is checked against its header when read). */
-    return kvm_sync_parent(s->journal_path) == 0 ? 0 : 1;
+    return kvm_slab_sync_journal_dir(s) == 0 ? 0 : 1;
 }
+
+int kvm_slab_sync_journal_dir(kvm_slab *s) {
+    if (s->dir_syncs_before_fault == 0)
+        return kvm_fail(EIO, "offload: fsync of the directory of '%s' failed: injected fault (kvm_slab_fail_dir_syncs)", s->journal_path);
+    if (s->dir_syncs_before_fault > 0) s->dir_syncs_before_fault--;
+    return kvm_sync_parent(s->journal_path);
+}
+
+void kvm_slab_fail_dir_syncs(kvm_slab *s, int64_t after) { s->dir_syncs_before_fault = after; }
 
 void kvm_slab_journal_rewrite_abort(kvm_slab *s) {
     if (s->rewrite_fd < 0) return;

@@ -174,6 +174,12 @@ uint64_t kvm_slab_journal_bytes(const kvm_slab *s);
 int kvm_sync_parent(const char *path);
 /* fdatasync of slab and journal. */
 int kvm_slab_sync(kvm_slab *s);
+/* fsyncs the journal's directory (kvm_sync_parent): what makes a compaction's rename durable,
+ * again after a commit that returned 1. 0, or -errno with kvm_error() naming the directory. */
+int kvm_slab_sync_journal_dir(kvm_slab *s);
+/* Tests: the journal directory's fsyncs (kvm_slab_sync_journal_dir, a commit's included) fail
+ * with EIO once `after` more have succeeded (0: the next one); < 0 (the default): never. */
+void kvm_slab_fail_dir_syncs(kvm_slab *s, int64_t after);
 
 /* A seeded 64-bit checksum of len bytes (4 independent multiply-fold lanes over 64-byte
  * stripes, MurmurHash3's finalizer). Not cryptographic; detects torn and corrupted data.

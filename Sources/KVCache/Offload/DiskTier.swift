@@ -37,7 +37,8 @@ final class DiskTier {
     let capacity: Int
     /// `offload_dir`, for the lines logged about it.
     let dir: String
-    private let slab: OpaquePointer
+    /// The slab file (internal for tests, which inject faults through it).
+    let slab: OpaquePointer
     private let io: OpaquePointer
     private unowned let memory: TierMemory
     private let events: EventQueue
@@ -400,6 +401,7 @@ final class DiskTier {
         if compaction < 0 {
             kvm_log("offload journal in '\(dir)' was not compacted (\(journal.lastError)); the tier opens on it as replayed")
         } else if compaction == 1 {
+            journalDirectorySyncOwed = true
             kvm_log("offload journal in '\(dir)' was compacted, but \(journal.lastError): a power loss may bring back the old one")
         }
     }
@@ -1257,8 +1259,13 @@ final class DiskTier {
         }
         let bytes = kvm_slab_journal_bytes(slab)
         guard bytes > journalCompactionBytes + journalCompactionFailedAt else { return }
-        if journal.compact() >= 0 {
+        let compaction = journal.compact()
+        if compaction >= 0 {
             journalCompactionFailedAt = 0
+            if compaction == 1 {
+                journalDirectorySyncOwed = true
+                lastFailure = journal.lastError
+            }
         } else {
             // The old journal stands; tried again once it grew by as much again.
             lastFailure = journal.lastError
@@ -1284,13 +1291,27 @@ final class DiskTier {
     /// until it grew by `journalCompactionBytes` more.
     private var journalCompactionFailedAt: UInt64 = 0
 
-    /// Makes everything written so far durable (fdatasync of slab and journal). Throws `io`
-    /// when that fails, or when journal records could not be appended (a full disk): blocks
-    /// stored since would not survive a restart.
+    /// True after a compaction whose rename the directory's fsync did not make durable
+    /// (`TierJournal.compact` returned 1): until a later fsync of the directory succeeds, a
+    /// power loss may bring back the old journal, without the records appended since.
+    private var journalDirectorySyncOwed = false
+
+    /// Makes everything written so far durable (fdatasync of slab and journal, and the
+    /// journal's directory while a compaction's rename is not durable yet). Throws `io` when
+    /// that fails (the directory's fsync is tried again by the next call), or when journal
+    /// records could not be appended (a full disk): blocks stored since would not survive a
+    /// restart.
     func sync() throws(KVError) {
         drain()
         flushJournal()
         if kvm_slab_sync(slab) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        if journalDirectorySyncOwed {
+            guard kvm_slab_sync_journal_dir(slab) == 0 else {
+                throw KVError(.io, "offload journal: \(String(cString: kvm_error())); its compaction's rename may not survive a "
+                    + "power loss, which would bring back the old journal without the blocks stored since; later calls try again")
+            }
+            journalDirectorySyncOwed = false
+        }
         guard journal.owedCount == 0 else {
             throw KVError(.io, "offload journal: \(journal.owedCount) records could not be appended (\(journal.lastError)); "
                 + "the blocks they describe would not be found after a restart; later calls try again")

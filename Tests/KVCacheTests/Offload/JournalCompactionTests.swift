@@ -1,4 +1,5 @@
 import Foundation
+import CKVMemory
 import Testing
 @testable import KVCache
 
@@ -40,5 +41,42 @@ struct JournalCompactionTests {
         #expect(try e.createSequence(1, tokens: last) == 80)
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: 80) { last[$0] } == 0)
+    }
+
+    /// A compaction renames the rewritten journal over the old one; until the directory's
+    /// fsync succeeds a power loss may bring back the old journal, which lacks the records
+    /// appended since. When that fsync fails (injected: `kvm_slab_fail_dir_syncs`) the
+    /// compaction stands, the tier keeps working, and `kvc_engine_sync` reports KVC_ERR_IO
+    /// until a later fsync of the directory succeeds (it returned OK for blocks a power loss
+    /// could lose).
+    @Test func aCompactionWhoseDirectoryFsyncFailedMakesSyncFailUntilOneSucceeds() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var config = offloadConfig(.paged, dir: dir.path)
+        config.offloadBytes = 20 * 8192
+        let journal = dir.path + "/kvcache.journal"
+        let e = try Engine(config)
+        let slab = e.offload!.tier.slab
+        kvm_slab_fail_dir_syncs(slab, 0)
+        try e.syncOffload()  // nothing compacted yet: no directory fsync owed
+        var size = 0, compacted = false
+        for round in 0..<60 where !compacted {
+            let prompt = tokens(81, seed: Int32(500 + round))
+            try e.createSequence(1, tokens: prompt)
+            try fillKV(e, 1, count: 81) { prompt[$0] }
+            try e.free(1)
+            try e.trim()
+            for _ in 0..<100 { e.poll(timeoutMicroseconds: 100) }
+            let now = try FileManager.default.attributesOfItem(atPath: journal)[.size] as? Int ?? 0
+            compacted = now < size
+            size = now
+        }
+        #expect(compacted, "the churn compacted the journal")
+        let failed = thrown { () throws(KVError) in try e.syncOffload() }
+        #expect(failed?.code == .io && failed?.message.contains("injected fault") == true, "\(String(describing: failed))")
+        #expect(thrown { () throws(KVError) in try e.syncOffload() }?.code == .io, "still owed")
+        kvm_slab_fail_dir_syncs(slab, -1)
+        try e.syncOffload()
+        try e.syncOffload()
     }
 }
