@@ -1204,11 +1204,18 @@ final class DiskTier {
     }
 
     /// A slot whose bytes are known bad: freed when its last pin goes (hash 0 slots are freed
-    /// on unpin).
+    /// on unpin). A pinned one (a swapped-out sequence's) is journaled FREED at once, so that a
+    /// restart before that unpin does not find, and announce, a block known corrupt.
     private func markBroken(_ slot: Int32) {
         hashes[Int(slot)] = 0
         if inLRU[Int(slot)] { lruRemove(slot) }
-        if pins[Int(slot)] == 0 && state[Int(slot)] == DiskTier.stored { release(slot) }
+        guard state[Int(slot)] == DiskTier.stored else { return }
+        if pins[Int(slot)] == 0 {
+            release(slot)
+        } else {
+            journal.freed(slot)
+            if journal.isBatchFull { flushJournal() }
+        }
     }
 
     /// True when `slot`'s write completed and nothing has found its bytes bad.

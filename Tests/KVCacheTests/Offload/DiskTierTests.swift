@@ -513,6 +513,35 @@ struct DiskTierTests {
         #expect(try kvDifferences(e, 2, count: cached) { prompt[$0] } == 0)
     }
 
+    /// A slot a swapped-out sequence pins whose read is found corrupt (by a prompt sharing the
+    /// block) leaves the tier's index at once and is journaled FREED at once, not when the
+    /// pin goes: a restart before then does not announce and serve it again. (Before, found by
+    /// helper-78: the journal still said STORED, so the next engine announced the block and
+    /// its next prompt failed on it again.)
+    @Test(arguments: layouts)
+    func aCorruptSlotASwappedOutSequencePinsIsNotFoundAfterARestart(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(26, seed: 17)  // six full blocks and two tokens
+        do {
+            let e = try Engine(offloadConfig(layout, dir: dir.path))
+            try e.createSequence(1, tokens: prompt)
+            try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+            try e.swapOut(1)  // blocks 0...6 into slots 0...6, pinned by the swapped-out sequence
+            try e.syncOffload()
+            corruptSlots(dir: dir.path, slotBytes: Int(e.stats().disk.slotBytes), 2..<3)
+            #expect(try e.createSequence(2, tokens: prompt) == 24)
+            #expect(thrown { () throws(KVError) in try waitReady(e, 2) }?.code == .io)
+            try e.free(2)
+            try e.syncOffload()
+        }  // sequence 1 is still swapped out
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let cached = try e.createSequence(3, tokens: prompt)
+        #expect(cached == 8, "the chain stops before the corrupt block")
+        try waitReady(e, 3)
+        #expect(try kvDifferences(e, 3, count: cached) { prompt[$0] } == 0)
+    }
+
     /// A swap-out the tier cannot hold fails before it drops any cached block (`DiskTier.checkRoom`):
     /// it once dropped cached prefix blocks from the LRU for its first blocks and then failed,
     /// that prefix lost to every later request for nothing.
