@@ -441,6 +441,9 @@ public final class Engine: @unchecked Sendable {
             if let contiguous, !contiguous.fits(groups) {
                 throw .outOfMemory("appending \(n) tokens needs \(groups) more pages than the budget has free")
             }
+            // The copied block may still be arriving from disk: wait before any change, and
+            // refuse when its read failed (a spoiled sequence changes nothing).
+            if copyOnWrite { try awaitUsable(slot) }
             if let state, shortest < length {
                 try makeWritable(slot: slot, state: state, length: length, appendsFrom: shortest, reserving: (newBlocks, groups)) { _ in }
             }
@@ -461,7 +464,6 @@ public final class Engine: @unchecked Sendable {
             indexScheduled(slot: slot, below: .max)  // appending means the prompt was scheduled
             fresh = 0
             if copyOnWrite {
-                offload?.waitResident(slot)  // the copied block may still be arriving from disk
                 let shared = table[length / bt]
                 paged?.copy(from: shared, to: scratchHit[0], tokens: offset)
                 blocks.release(shared)
@@ -527,10 +529,7 @@ public final class Engine: @unchecked Sendable {
             if let contiguous, !contiguous.fits(contiguous.groupsNeededForFork(tokens: length)) {
                 throw .outOfMemory("forking needs a page the budget does not have free")
             }
-            if contiguous != nil {
-                offload?.waitResident(from)  // the fork copies the boundary page
-                _ = try usableSlot(parent)  // a read that the wait saw fail spoiled the parent
-            }
+            if contiguous != nil { try awaitUsable(from) }  // the fork copies the boundary page
             settleRestores(from)  // the child copies the state, whose pending restores may yet be undone
             let to = sequences.nextSlot
             sequences.open(child, slot: to)

@@ -250,8 +250,8 @@ extension Engine {
     /// only the sequence's own unwritten indexed blocks hold it. Throws `outOfMemory`
     /// (changing nothing) when the copies do not fit beside `reserving` blocks and pool groups
     /// the caller takes next. Before copying anything it waits, under the lock, until the
-    /// sequence's pending disk reads landed (`OffloadCoordinator.waitResident`), as a copy on
-    /// write does. Cost: O(marks + blocks and pages from the lowest one marked), a scan of the
+    /// sequence's pending disk reads landed, and throws `io` (changing nothing) when one of
+    /// them failed (`awaitUsable`), as a copy on write does. Cost: O(marks + blocks and pages from the lowest one marked), a scan of the
     /// blocks on each written page (contiguous), plus one copy per shared block or page.
     func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
                       reserving: (blocks: Int, groups: Int) = (0, 0),
@@ -319,7 +319,7 @@ extension Engine {
         }
         // A copy must see the bytes a disk read (a swap-in or prefix hit the sequence shares
         // with a fork) is still bringing in; compaction waited already, an append did not.
-        if need > 0 || !candidates.isEmpty { offload?.waitResident(s) }
+        if need > 0 || !candidates.isEmpty { try awaitUsable(s) }
         // Make the written blocks exclusive and unindexed.
         for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] {
             let b = table[i]

@@ -34,6 +34,17 @@ extension Engine {
         return s
     }
 
+    /// Waits, under the lock, until live slot `s`'s pending disk reads landed
+    /// (`OffloadCoordinator.waitResident`), as a copy of its blocks or pages must (before, they
+    /// are not all there); throws `io` as `usableSlot` when one of them failed: the wait
+    /// spoiled the sequence, and the caller, having changed nothing yet, must change nothing.
+    /// Without a tier: nothing. Cost: completions processed until the reads landed.
+    func awaitUsable(_ s: Int) throws(KVError) {
+        guard let offload else { return }
+        offload.waitResident(s)
+        if offload.failed[s] { throw failedReadError(sequences.ids[s], slot: s, offload: offload) }
+    }
+
     /// The error of every call on a sequence a failed disk read spoiled, naming the read's
     /// failure; only `free` (and `length`, `ready`, the eviction state's queries) still work.
     private func failedReadError(_ seq: UInt64, slot: Int, offload: OffloadCoordinator) -> KVError {

@@ -185,6 +185,32 @@ struct DiskTierFaultTests {
         #expect(try kvDifferences(e, 11, count: healthy.count) { healthy[$0] } == 0)
     }
 
+    /// An append that copies a block a fork shares waits for the sequence's reads first; when
+    /// the wait finds one failed, the sequence is spoiled and the append is refused with that
+    /// failure, appending and indexing nothing. (Before, found by helper-78: it appended,
+    /// filled the copied block and indexed it, and a later prompt was served its bytes, which
+    /// nobody computed.)
+    @Test func anAppendWhoseWaitFindsAFailedReadIsRefusedAndIndexesNothing() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let (e, prompt) = try failingReadsEngine(.paged, dir: dir)
+        #expect(try e.createSequence(2, tokens: prompt) == 40)
+        try e.fork(parent: 2, child: 3)  // shares the partial last block: an append copies it
+        let extra = tokens(3, seed: 31)  // would fill that block (tokens 40...43)
+        let refused = thrown { () throws(KVError) in try e.append(2, tokens: extra) }
+        #expect(refused?.code == .io && refused?.message.contains("disk read for sequence 2 failed") == true, "\(String(describing: refused))")
+        #expect(try e.length(2) == 41, "nothing appended")
+        try e.free(2)
+        try e.free(3)
+        let longer = prompt + extra + [5]  // 11 full blocks and one token
+        #expect(try e.createSequence(4, tokens: longer) == 0, "the failed blocks left the index, and with them the chain")
+        try fillKV(e, 4, count: longer.count) { longer[$0] }
+        try e.free(4)
+        let hit = try e.createSequence(5, tokens: longer)
+        #expect(hit == 44)
+        #expect(try kvDifferences(e, 5, count: hit) { longer[$0] } == 0, "a prefix hit reads computed bytes only")
+    }
+
     /// Once a failed read spoiled a sequence, every call that reaches or changes its K/V is
     /// refused with the read's failure and changes nothing, so a server that missed `ready`'s
     /// verdict cannot compute on, or hand out, bytes that never arrived; `free` and the
