@@ -196,6 +196,17 @@ struct LoadReportTests {
         #expect(header.hasSuffix("p99 us     p999 us     max us"), "the p999 column widened by one: \(header)")
     }
 
+    /// max_us is the longest latency recorded, not the top of its histogram bucket (3
+    /// significant digits: up to 0.1 % above, so it once read 47906.8 us beside a p999 of 47874.6).
+    @Test func theMaximumIsTheLongestRecordedLatency() {
+        var recorder = LatencyRecorder()
+        for nanoseconds: UInt64 in [1_000, 2_500, 47_874_612, 47_891_005] { recorder.record(.create, nanoseconds: nanoseconds) }
+        let stats = LoadReport.OperationStats(recorder.histogram(.create), seconds: 1)
+        #expect(stats.maxUs == 47_891.005)
+        #expect(stats.p999Us <= stats.maxUs && stats.count == 4)
+        #expect(LoadReport.OperationStats(LatencyRecorder().histogram(.create), seconds: 1).maxUs == 0, "nothing recorded")
+    }
+
     /// `--trace` runs the bundled Mooncake trace through the same path: the first requests,
     /// prompts truncated to `--max-prompt-tokens` and outputs capped at `--output-max`.
     @Test func aTraceRunCompletesItsRequests() throws {
