@@ -13,7 +13,7 @@ struct LoadCommand: ParsableCommand {
         abstract: "Load-test the engine in-process with several threads.",
         discussion: """
         Each request runs createSequence(prompt), then appends its output tokens one at a time \
-        (decode), then free. Every thread is a small continuous-batching server: it keeps up to \
+        (decode), then free (a trace line whose output_length is 0 is created and freed). Every thread is a small continuous-batching server: it keeps up to \
         --batch live sequences and appends one token to each per decode step. When the engine is \
         out of memory, a create waits in the thread's queue until one of its sequences finishes, \
         and an append preempts its sequence (freed, request restarted later); after --max-retries \
