@@ -27,7 +27,10 @@ struct LoadCommand: ParsableCommand {
         --rate 0 is a closed loop (every request available at once); otherwise Poisson arrivals. \
         With --trace FILE, requests come from a trace, read as kvcache replay reads it: Mooncake \
         JSONL, or an Azure LLM inference CSV (.csv). Prompt tokens are synthesized per \
-        512-token block from the trace's chained block ids, so equal prefixes give equal blocks.
+        512-token block from the trace's chained block ids, so equal prefixes give equal blocks. \
+        The synthetic workload's options (--rate, --prompt-*, --output-dist, --output-mean, \
+        --shared-*, --seed) are refused with --trace; --max-prompt-tokens and --output-max cap \
+        a trace's lengths.
 
         This test runs no model, so a prompt costs only the engine's calls unless \
         --prefill-tokens-per-s R models its prefill: a thread starting a request sleeps (prompt \
@@ -99,32 +102,35 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Synthetic arrival rate in requests/s; 0 runs a closed loop.")
     var rate = 0.0
 
-    @Option(help: "Prompt length distribution: lognormal, uniform or fixed.")
-    var promptDist: LengthShape = .lognormal
+    // The synthetic workload's own options: optional, so that one given with --trace is
+    // refused (a trace brings its own lengths and prefixes); nil takes the default in the help.
 
-    @Option(help: "Mean prompt tokens.")
-    var promptMean = 512
+    @Option(help: "Prompt length distribution: lognormal, uniform or fixed (synthetic workload; default lognormal).")
+    var promptDist: LengthShape?
 
-    @Option(help: "Largest prompt in tokens.")
-    var promptMax = 2048
+    @Option(help: "Mean prompt tokens (synthetic workload; default 512).")
+    var promptMean: Int?
 
-    @Option(help: "Output length distribution: lognormal, uniform or fixed.")
-    var outputDist: LengthShape = .lognormal
+    @Option(help: "Largest prompt in tokens (synthetic workload; default 2048; --max-prompt-tokens caps a trace's).")
+    var promptMax: Int?
 
-    @Option(help: "Mean output tokens.")
-    var outputMean = 64
+    @Option(help: "Output length distribution: lognormal, uniform or fixed (synthetic workload; default lognormal).")
+    var outputDist: LengthShape?
+
+    @Option(help: "Mean output tokens (synthetic workload; default 64).")
+    var outputMean: Int?
 
     @Option(help: "Largest output in tokens (also caps trace outputs).")
     var outputMax = 256
 
-    @Option(help: "Fraction of each synthetic prompt taken from a shared prompt (0...1).")
-    var sharedPrefixRatio = 0.5
+    @Option(help: "Fraction of each synthetic prompt taken from a shared prompt (0...1; synthetic workload; default 0.5).")
+    var sharedPrefixRatio: Double?
 
-    @Option(help: "Number of shared prompts (system prompts, earlier turns).")
-    var sharedPrompts = 8
+    @Option(help: "Number of shared prompts (system prompts, earlier turns; synthetic workload; default 8).")
+    var sharedPrompts: Int?
 
-    @Option(help: "Seed of the synthetic workload.")
-    var seed: UInt64 = 42
+    @Option(help: "Seed of the synthetic workload (default 42).")
+    var seed: UInt64?
 
     @Option(help: "Trace to replay instead of the synthetic workload: Mooncake JSONL, or Azure CSV (.csv).")
     var trace: String?
@@ -188,14 +194,18 @@ struct LoadCommand: ParsableCommand {
         if trace != nil, rate > 0 {
             throw ValidationError("--rate applies to the synthetic workload; a trace arrives at its timestamps with --trace-speed")
         }
+        if trace != nil, let option = syntheticOptionsGiven.first {
+            throw ValidationError("\(option) applies to the synthetic workload; a trace brings its own lengths and prefixes "
+                                  + "(--max-prompt-tokens and --output-max cap them)")
+        }
         if trace == nil, traceSpeed > 0 { throw ValidationError("--trace-speed needs --trace") }
         if trace == nil, rate > 0, syntheticRequestCount > Self.maxRatedRequests {
             throw ValidationError("with --rate every request's arrival time is drawn up front: at most \(Self.maxRatedRequests) requests "
                                   + "(--requests, or 2 x --rate x --duration + 1000), not \(syntheticRequestCount)")
         }
-        guard (0...1).contains(sharedPrefixRatio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
-        guard (1...Self.maxSharedPrompts).contains(sharedPrompts) else {
-            throw ValidationError("--shared-prompts \(sharedPrompts) is outside 1...\(Self.maxSharedPrompts)")
+        guard (0...1).contains(sharedPrefix.ratio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
+        guard (1...Self.maxSharedPrompts).contains(sharedPrefix.prompts) else {
+            throw ValidationError("--shared-prompts \(sharedPrefix.prompts) is outside 1...\(Self.maxSharedPrompts)")
         }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
         guard (0...1024).contains(draftTokens) else { throw ValidationError("--draft-tokens \(draftTokens) is outside 0...1024") }
@@ -215,10 +225,29 @@ struct LoadCommand: ParsableCommand {
             // A trace brings its own lengths: only --output-max (the cap) applies to it.
             guard outputMax >= 1 else { throw ValidationError("--output-max must be at least 1") }
         } else {
-            try LengthDistribution(shape: promptDist, mean: promptMean, max: promptMax).validate("--prompt-mean/--prompt-max")
-            try LengthDistribution(shape: outputDist, mean: outputMean, max: outputMax).validate("--output-mean/--output-max")
+            try promptLengths.validate("--prompt-mean/--prompt-max")
+            try outputLengths.validate("--output-mean/--output-max")
         }
     }
+
+    /// The synthetic workload's options given on the command line, by name, in the order of
+    /// the help (refused with `--trace`).
+    private var syntheticOptionsGiven: [String] {
+        [("--prompt-dist", promptDist != nil), ("--prompt-mean", promptMean != nil), ("--prompt-max", promptMax != nil),
+         ("--output-dist", outputDist != nil), ("--output-mean", outputMean != nil),
+         ("--shared-prefix-ratio", sharedPrefixRatio != nil), ("--shared-prompts", sharedPrompts != nil), ("--seed", seed != nil)]
+            .filter(\.1).map(\.0)
+    }
+
+    /// Synthetic prompt and output lengths: the options, or their defaults.
+    private var promptLengths: LengthDistribution {
+        LengthDistribution(shape: promptDist ?? .lognormal, mean: promptMean ?? 512, max: promptMax ?? 2048)
+    }
+    private var outputLengths: LengthDistribution {
+        LengthDistribution(shape: outputDist ?? .lognormal, mean: outputMean ?? 64, max: outputMax)
+    }
+    /// Synthetic sharing: `--shared-prefix-ratio` and `--shared-prompts`, or their defaults.
+    private var sharedPrefix: (ratio: Double, prompts: Int) { (sharedPrefixRatio ?? 0.5, sharedPrompts ?? 8) }
 
     /// Requests for a synthetic run: `--requests`, else 2000, or unbounded with `--duration`
     /// (bounded by what the arrival rate can offer in that time).
@@ -246,9 +275,8 @@ struct LoadCommand: ParsableCommand {
         } else {
             var synthetic = SyntheticWorkload(
                 requestCount: syntheticRequestCount, ratePerSecond: rate,
-                prompt: LengthDistribution(shape: promptDist, mean: promptMean, max: promptMax),
-                output: LengthDistribution(shape: outputDist, mean: outputMean, max: outputMax),
-                sharedPrefixRatio: sharedPrefixRatio, sharedPrompts: sharedPrompts, seed: seed, limits: limits)
+                prompt: promptLengths, output: outputLengths,
+                sharedPrefixRatio: sharedPrefix.ratio, sharedPrompts: sharedPrefix.prompts, seed: seed ?? 42, limits: limits)
             if requests == nil, let duration { synthetic.durationSeconds = duration }
             workload = synthetic
         }
