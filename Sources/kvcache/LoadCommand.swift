@@ -44,7 +44,8 @@ struct LoadCommand: ParsableCommand {
 
         --json prints one object with these stable keys: workload ("synthetic"|"trace"), \
         workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
-        requests {offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
+        requests {requested (with --requests), trace_requests (with --trace: the requests read, \
+        fewer than requested when the trace is shorter), offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
         preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free \
         (and truncate with --draft-tokens, ttft with --prefill-tokens-per-s): {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, \
         max_us}}, speculation {draft_tokens, acceptance, steps, rejected_draft_tokens, \
@@ -93,7 +94,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Live sequences per thread (continuous-batching width).")
     var batch = 16
 
-    @Option(help: "Requests to run (synthetic default 2000; trace default: every line).")
+    @Option(help: "Requests to run (synthetic default 2000; trace default: every line; more than the trace holds runs all of it, with a notice).")
     var requests: Int?
 
     @Option(help: "Stop admitting requests after this many seconds; requests arriving later are not offered (live ones finish).")
@@ -285,7 +286,15 @@ struct LoadCommand: ParsableCommand {
                               batch: batch, maxRetries: maxRetries, writeKV: writeKV,
                               speculation: draftTokens > 0 ? SpeculativeDecoding(draftTokens: draftTokens, acceptance: draftAcceptance) : nil,
                               prefillTokensPerSecond: prefillTokensPerS),
-                          durationSeconds: duration, reserve: reserve)
+                          durationSeconds: duration, requested: requests, reserve: reserve)
+    }
+
+    /// The line `run` writes on standard error when `--requests` asks for more requests than
+    /// the trace holds (the run then runs all of them); nil otherwise.
+    func requestsNotice(_ runner: LoadRunner) -> String? {
+        guard trace != nil, let requests, runner.workload.requestCount < requests else { return nil }
+        let count = runner.workload.requestCount
+        return "kvcache load: --requests \(requests), but the trace holds \(count) requests: running those \(count)"
     }
 
     /// Runs the load, prints its report, then writes the plots (whose directory was checked
@@ -293,6 +302,7 @@ struct LoadCommand: ParsableCommand {
     /// report is out before any later failure).
     func run() throws {
         let runner = try loadRunner()
+        if let notice = requestsNotice(runner) { FileHandle.standardError.write(Data((notice + "\n").utf8)) }
         let comparing = compareOffload && runner.config.offloadDir != nil
         let names = comparing ? ["memory_without_offload", "memory_with_offload"] : ["memory"]
         if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: names.map { $0 + ".svg" }) }

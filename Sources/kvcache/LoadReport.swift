@@ -46,6 +46,11 @@ struct LoadReport: Codable, Sendable {
     }
 
     struct Requests: Codable, Sendable {
+        /// `--requests` (absent when not given).
+        var requested: Int?
+        /// With `--trace`: the requests read from it, its first `--requests` or all of them
+        /// (fewer than `requested` when the trace is shorter; absent without a trace).
+        var traceRequests: Int?
         /// Requests in the workload (claimed by the run, when it stopped at `--duration`).
         var offered: Int
         var completed: Int
@@ -62,7 +67,8 @@ struct LoadReport: Codable, Sendable {
         var perSecond: Double
 
         enum CodingKeys: String, CodingKey {
-            case offered, completed, preemptions
+            case requested, offered, completed, preemptions
+            case traceRequests = "trace_requests"
             case rejectedOutOfMemory = "rejected_out_of_memory"
             case rejectedUnfittable = "rejected_unfittable"
             case rejectedOther = "rejected_other"

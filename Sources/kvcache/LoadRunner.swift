@@ -12,6 +12,8 @@ struct LoadRunner {
     var settings: WorkerSettings
     /// Stop admitting requests after this long (nil: run the whole workload).
     var durationSeconds: Double?
+    /// `--requests` as given (nil: not given), for the report.
+    var requested: Int? = nil
     /// Commit (and, paged, fault in) the whole budget before the clock starts, as a server
     /// would at start-up (`Engine.reserve`).
     var reserve = false
@@ -118,7 +120,8 @@ struct LoadRunner {
             batchPerThread: settings.batch,
             writeKV: settings.writeKV,
             elapsedSeconds: (elapsed * 1000).rounded() / 1000,
-            requests: .init(offered: offered, completed: total.completed,
+            requests: .init(requested: requested, traceRequests: workload.kind == "trace" ? workload.requestCount : nil,
+                            offered: offered, completed: total.completed,
                             rejectedOutOfMemory: total.rejectedOutOfMemory, rejectedUnfittable: total.rejectedUnfittable,
                             rejectedOther: total.rejectedOther,
                             createRetries: total.createRetries, preemptions: total.preemptions,
