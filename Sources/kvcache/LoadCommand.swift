@@ -16,7 +16,8 @@ struct LoadCommand: ParsableCommand {
         (decode), then free (a trace line whose output_length is 0 is created and freed). Every thread is a small continuous-batching server: it keeps up to \
         --batch live sequences and appends one token to each per decode step. When the engine is \
         out of memory, a create waits in the thread's queue until one of its sequences finishes, \
-        and an append preempts its sequence (freed, request restarted later); after --max-retries \
+        and an append preempts its sequence (freed, request restarted later: created again from \
+        its prompt, its output decoded from the start); after --max-retries \
         such failures a request is rejected; a create that runs out of memory while the engine holds \
         no live sequence at all is rejected at once as unfittable.
 
@@ -37,16 +38,25 @@ struct LoadCommand: ParsableCommand {
         tokens past the cached prefix) / R seconds, as its GPU would compute them while its other \
         sequences wait, and the table's ttft row times the request from its create call to \
         that prefill's end. Other latencies are of successful engine calls only, timed around \
-        the call (they include ~20-30 ns of clock reads). ops/s is count / wall time, all threads together. Peak \
-        committed bytes are sampled every 50 ms; peak RSS is VmHWM. The same samples (committed \
-        bytes, RSS, K/V bytes of live and of cached blocks) are plotted over the run to \
+        the call (they include ~20-30 ns of clock reads). ops/s is count / wall time, all threads together.
+
+        The report's tokens and prefix hit rate describe the workload: prompt tokens of each \
+        request's first admission (its first successful create), its output tokens once, and the \
+        prompt tokens those first creates found cached (their return values). A restart's work is \
+        reported apart ("restarts", JSON restarts): its creates, their prompt tokens found cached \
+        (usually its own blocks from before) and recomputed, and output tokens decoded again. \
+        Counting every create made an Azure trace with no shared block show a 99 % hit rate.
+
+        Peak committed bytes are sampled every 50 ms; peak RSS is VmHWM. The same samples \
+        (committed bytes, RSS, K/V bytes of live and of cached blocks) are plotted over the run to \
         --plots/memory.svg.
 
         --json prints one object with these stable keys: workload ("synthetic"|"trace"), \
         workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
         requests {requested (with --requests), trace_requests (with --trace: the requests read, \
         fewer than requested when the trace is shorter), offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
-        preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free \
+        preemptions, per_s}, prompt_tokens, decoded_tokens, restarts {admissions, prompt_tokens, hit_tokens, \
+        recomputed_prompt_tokens, redecoded_tokens}, operations {create|append|free \
         (and truncate with --draft-tokens, ttft with --prefill-tokens-per-s): {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, \
         max_us}}, speculation {draft_tokens, acceptance, steps, rejected_draft_tokens, \
         kept_per_step} (absent without --draft-tokens), prefix {query_tokens, \

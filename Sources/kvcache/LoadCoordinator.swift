@@ -63,5 +63,8 @@ final class WorkerProgress: Sendable {
     let completed = Atomic<Int>(0)
     let rejected = Atomic<Int>(0)
     let decodedTokens = Atomic<Int>(0)
+    /// Prompt tokens of first admissions, and of those found cached (the report's hit rate).
+    let promptTokens = Atomic<Int>(0)
+    let hitTokens = Atomic<Int>(0)
     let finished = Atomic<Bool>(false)
 }

@@ -29,14 +29,16 @@ extension LoadReport {
         var swapOuts: UInt64
         var swapOutsCancelled: UInt64
         var swapOutsFailed: UInt64
-        /// Prompt tokens served from the disk tier, and their share of all prompt tokens.
+        /// Prompt tokens served from the disk tier, and their share of all prompt tokens, the
+        /// engine's counts of every create (restarts included: the engine cannot tell them apart).
         var diskHitTokens: UInt64
         var diskHitRate: Double
         /// Prompt tokens found only on disk that the engine left to the modelled prefill, which
         /// it expected to compute them sooner (`DiskTierStats.declinedHitTokens`).
         var declinedHitTokens: UInt64
         /// Peers (`--peer-offload-dir`): blocks read from them and served, reads refused as
-        /// stale, and prompt tokens served from them with their share of all prompt tokens.
+        /// stale, and prompt tokens served from them with their share of all prompt tokens
+        /// (every create's, as the disk's).
         var peerHits: UInt64
         var peerStale: UInt64
         var peerHitTokens: UInt64
@@ -123,7 +125,7 @@ extension LoadReport {
         row("", "without tier", "with tier")
         row("prefix hit rate", "\(fixed(without.prefix.hitRate * 100, 1)) %", "\(fixed(with.prefix.hitRate * 100, 1)) %")
         row("prompt tokens from cache", "\(without.prefix.hitTokens)", "\(with.prefix.hitTokens)")
-        row("  of which from disk", "0", "\(with.offload?.diskHitTokens ?? 0)")
+        row("from disk (restarts too)", "0", "\(with.offload?.diskHitTokens ?? 0)")
         row("on disk, computed instead", "-", "\(with.offload?.declinedHitTokens ?? 0)")
         row("requests per second", fixed(without.requests.perSecond, 1), fixed(with.requests.perSecond, 1))
         row("create p99 us", fixed(without.operations["create"]?.p99Us ?? 0, 1), fixed(with.operations["create"]?.p99Us ?? 0, 1))

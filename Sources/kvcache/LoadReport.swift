@@ -77,8 +77,10 @@ struct LoadReport: Codable, Sendable {
         }
     }
 
+    /// The workload's prefix hits: of requests' first admissions (each request's first
+    /// successful create), prompt tokens looked up and found cached (the creates' return values).
+    /// A restart's create is not here (it finds its own earlier blocks): see `Restarts`.
     struct Prefix: Codable, Sendable {
-        /// EngineStats.prefixQueryTokens / prefixHitTokens at the end of the run.
         var queryTokens: UInt64
         var hitTokens: UInt64
         /// hit_tokens / query_tokens (0 when nothing was queried).
@@ -91,6 +93,28 @@ struct LoadReport: Codable, Sendable {
         }
     }
 
+    /// The work restarts repeated: requests admitted again after a preemption (or a failed disk
+    /// read) are created again from their prompt and decode their output from the start.
+    struct Restarts: Codable, Sendable {
+        /// Successful creates of requests admitted before.
+        var admissions: Int
+        /// Their prompt tokens, and of those the tokens found cached and those left to compute
+        /// (a server's prefill of them again).
+        var promptTokens: Int
+        var hitTokens: Int
+        var recomputedPromptTokens: Int
+        /// Output tokens decoded again (an earlier admission had decoded them).
+        var redecodedTokens: Int
+
+        enum CodingKeys: String, CodingKey {
+            case admissions
+            case promptTokens = "prompt_tokens"
+            case hitTokens = "hit_tokens"
+            case recomputedPromptTokens = "recomputed_prompt_tokens"
+            case redecodedTokens = "redecoded_tokens"
+        }
+    }
+
     /// `--draft-tokens`: how speculative decoding went.
     struct Speculation: Codable, Sendable {
         var draftTokens: Int
@@ -100,7 +124,7 @@ struct LoadReport: Codable, Sendable {
         var steps: Int
         /// Draft tokens appended, then truncated away as rejected.
         var rejectedDraftTokens: Int
-        /// Tokens kept per step (the sampled one plus accepted drafts).
+        /// Tokens kept per step (the sampled one plus accepted drafts), over every step.
         var keptPerStep: Double
 
         enum CodingKeys: String, CodingKey {
@@ -163,8 +187,11 @@ struct LoadReport: Codable, Sendable {
     var writeKV: Bool
     var elapsedSeconds: Double
     var requests: Requests
+    /// The workload's tokens: prompt tokens of requests' first admissions, and output tokens
+    /// decoded, each once (restarts' repeats are in `restarts`).
     var promptTokens: Int
     var decodedTokens: Int
+    var restarts: Restarts
     var operations: [String: OperationStats]
     /// Absent without `--draft-tokens`.
     var speculation: Speculation?
@@ -177,7 +204,7 @@ struct LoadReport: Codable, Sendable {
     var timeline: MemoryTimeline?
 
     enum CodingKeys: String, CodingKey {
-        case workload, layout, threads, requests, operations, speculation, prefix, memory, offload
+        case workload, layout, threads, requests, restarts, operations, speculation, prefix, memory, offload
         case workloadSummary = "workload_summary"
         case batchPerThread = "batch_per_thread"
         case writeKV = "write_kv"
@@ -211,7 +238,10 @@ struct LoadReport: Codable, Sendable {
         line("rejected   \(requests.rejectedOutOfMemory) out of memory after --max-retries, "
             + "\(requests.rejectedUnfittable) out of memory with no live sequence, \(requests.rejectedOther) other")
         line("           \(requests.createRetries) creates retried, \(requests.preemptions) preemptions (append out of memory)")
-        line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded")
+        line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded (each request's first admission, its output once)")
+        line("restarts   \(restarts.admissions) admissions again after preemption\(offload == nil ? "" : " or a failed disk read"): "
+            + "\(restarts.promptTokens) prompt tokens (\(restarts.hitTokens) from the cache, \(restarts.recomputedPromptTokens) recomputed), "
+            + "\(restarts.redecodedTokens) tokens decoded again")
         if let speculation {
             line("drafts     \(speculation.draftTokens) per step, acceptance \(fixed(speculation.acceptance, 2)): "
                 + "\(speculation.steps) steps kept \(fixed(speculation.keptPerStep, 2)) tokens each, "
@@ -233,7 +263,8 @@ struct LoadReport: Codable, Sendable {
             line(row.enumerated().map { c, cell in pad(cell, widths[c], left: c == 0) }.joined(separator: " "))
         }
         line()
-        line("prefix hit rate  \(fixed(prefix.hitRate * 100, 1)) %  (\(prefix.hitTokens) of \(prefix.queryTokens) prompt tokens served from the cache)")
+        line("prefix hit rate  \(fixed(prefix.hitRate * 100, 1)) %  (\(prefix.hitTokens) of \(prefix.queryTokens) prompt tokens "
+            + "of first admissions served from the cache)")
         line()
         line([pad("memory", 10, left: true), pad("committed", 12), pad("RSS", 12)].joined(separator: " "))
         line([pad("start", 10, left: true), pad("-", 12), pad(ByteCount.format(memory.rssStartBytes), 12)].joined(separator: " "))

@@ -89,7 +89,12 @@ struct LoadRunner {
             total.createRetries += result.createRetries
             total.preemptions += result.preemptions
             total.promptTokens += result.promptTokens
+            total.hitTokens += result.hitTokens
             total.decodedTokens += result.decodedTokens
+            total.restartAdmissions += result.restartAdmissions
+            total.restartPromptTokens += result.restartPromptTokens
+            total.restartHitTokens += result.restartHitTokens
+            total.redecodedTokens += result.redecodedTokens
             total.draftSteps += result.draftSteps
             total.rejectedDraftTokens += result.rejectedDraftTokens
             total.firstError = total.firstError ?? result.firstError
@@ -128,13 +133,20 @@ struct LoadRunner {
                             perSecond: elapsed > 0 ? (Double(total.completed) / elapsed * 10).rounded() / 10 : 0),
             promptTokens: total.promptTokens,
             decodedTokens: total.decodedTokens,
+            restarts: .init(admissions: total.restartAdmissions, promptTokens: total.restartPromptTokens,
+                            hitTokens: total.restartHitTokens, recomputedPromptTokens: total.restartPromptTokens - total.restartHitTokens,
+                            redecodedTokens: total.redecodedTokens),
             operations: operations,
             speculation: settings.speculation.map {
+                // Kept per step over every step, restarts' included.
                 LoadReport.Speculation(draftTokens: $0.draftTokens, acceptance: $0.acceptance, steps: total.draftSteps,
-                                       rejectedDraftTokens: total.rejectedDraftTokens, decodedTokens: total.decodedTokens)
+                                       rejectedDraftTokens: total.rejectedDraftTokens,
+                                       decodedTokens: total.decodedTokens + total.redecodedTokens)
             },
-            prefix: .init(queryTokens: stats.prefixQueryTokens, hitTokens: stats.prefixHitTokens,
-                          hitRate: stats.prefixQueryTokens > 0 ? Double(stats.prefixHitTokens) / Double(stats.prefixQueryTokens) : 0),
+            // From the workers' creates, not the engine's counters (EngineStats.prefixQueryTokens
+            // and prefixHitTokens), which count every create, restarts too.
+            prefix: .init(queryTokens: UInt64(total.promptTokens), hitTokens: UInt64(total.hitTokens),
+                          hitRate: total.promptTokens > 0 ? Double(total.hitTokens) / Double(total.promptTokens) : 0),
             memory: .init(budgetBytes: stats.budgetBytes, committedPeakBytes: committedPeak,
                           committedEndBytes: stats.committedBytes, rssStartBytes: rssStart.rssBytes,
                           rssPeakBytes: rssEnd.peakRSSBytes, rssEndBytes: rssEnd.rssBytes,
@@ -152,7 +164,10 @@ struct LoadRunner {
         let completed = progress.reduce(0) { $0 + $1.completed.load(ordering: .relaxed) }
         let rejected = progress.reduce(0) { $0 + $1.rejected.load(ordering: .relaxed) }
         let decoded = progress.reduce(0) { $0 + $1.decodedTokens.load(ordering: .relaxed) }
-        let hit = stats.prefixQueryTokens > 0 ? Double(stats.prefixHitTokens) / Double(stats.prefixQueryTokens) * 100 : 0
+        // As the report's: first admissions only.
+        let query = progress.reduce(0) { $0 + $1.promptTokens.load(ordering: .relaxed) }
+        let hitTokens = progress.reduce(0) { $0 + $1.hitTokens.load(ordering: .relaxed) }
+        let hit = query > 0 ? Double(hitTokens) / Double(query) * 100 : 0
         return "[\(fixed(seconds, 1)) s] \(completed)/\(workload.requestCount) done, \(rejected) rejected, "
             + "\(stats.sequences) live, \(fixed(Double(decoded) / max(seconds, 1e-9) / 1000, 1))k tok/s, "
             + "hit \(fixed(hit, 1))%, committed \(ByteCount.format(stats.committedBytes)), "

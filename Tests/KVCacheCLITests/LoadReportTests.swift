@@ -78,7 +78,7 @@ struct LoadReportTests {
         let top = try Self.object(report)
         // Every key the help promises (first_error and offload are absent: no error, no tier).
         #expect(Set(top.keys) == ["workload", "workload_summary", "layout", "threads", "batch_per_thread", "write_kv",
-                                  "elapsed_s", "requests", "prompt_tokens", "decoded_tokens", "operations", "prefix", "memory"])
+                                  "elapsed_s", "requests", "prompt_tokens", "decoded_tokens", "restarts", "operations", "prefix", "memory"])
         #expect(top["workload"] as? String == "synthetic")
         #expect(top["layout"] as? String == shape.layout)
         #expect(try Self.uint(top, "threads") == UInt64(Self.threads))
@@ -118,7 +118,7 @@ struct LoadReportTests {
             #expect(try Self.double(op, "ops_per_s") > 0, "\(name)")
         }
 
-        // Prefix cache: every successful create looks its whole prompt up. Within one thread
+        // Prefix cache: every first admission looks its whole prompt up. Within one thread
         // every use of a shared prompt after its first finds its 128 shared tokens (nothing
         // is evicted), so at most threads x shared prompts requests miss; the unique halves never hit.
         let prefix = try Self.object(report, "prefix")
