@@ -56,7 +56,8 @@ struct LoadReport: Codable, Sendable {
         var completed: Int
         /// Given up after `--max-retries` out-of-memory failures.
         var rejectedOutOfMemory: Int
-        /// Out of memory while the engine held no live sequence (cannot fit however long it waits).
+        /// Out of memory with a prompt that alone needs more than the whole budget holds (cannot
+        /// fit however long it waits; `LoadWorker.promptCapacity`).
         var rejectedUnfittable: Int
         /// Refused by the engine for another reason (see `first_error`).
         var rejectedOther: Int
@@ -236,7 +237,7 @@ struct LoadReport: Codable, Sendable {
         line("requests   \(requests.completed) completed of \(requests.offered) in \(fixed(elapsedSeconds, 2)) s "
             + "(\(fixed(requests.perSecond, 1)) req/s)")
         line("rejected   \(requests.rejectedOutOfMemory) out of memory after --max-retries, "
-            + "\(requests.rejectedUnfittable) out of memory with no live sequence, \(requests.rejectedOther) other")
+            + "\(requests.rejectedUnfittable) larger than the whole budget, \(requests.rejectedOther) other")
         line("           \(requests.createRetries) creates retried, \(requests.preemptions) preemptions (append out of memory)")
         line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded (each request's first admission, its output once)")
         line("restarts   \(restarts.admissions) admissions again after preemption\(offload == nil ? "" : " or a failed disk read"): "

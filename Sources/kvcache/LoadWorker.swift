@@ -10,8 +10,8 @@ struct WorkerResult: Sendable {
     var completed = 0
     /// Requests given up on after `maxRetries` out-of-memory failures.
     var rejectedOutOfMemory = 0
-    /// Requests whose create ran out of memory while the engine held no live sequence at all:
-    /// waiting cannot help (larger than the budget, or memory the engine cannot reclaim).
+    /// Requests whose create ran out of memory and whose prompt alone needs more than the whole
+    /// budget holds (`LoadWorker.promptCapacity`): waiting cannot help.
     var rejectedUnfittable = 0
     /// Requests the engine refused for another reason (for example past `max_seq_tokens`).
     var rejectedOther = 0
@@ -133,6 +133,19 @@ struct LoadWorker: Sendable {
     /// Longest sleep while waiting for an arrival, so a stop is noticed quickly.
     static let maxSleepNanoseconds: UInt64 = 10_000_000
 
+    /// The longest prompt an engine of `config` holding nothing else can create: the blocks of
+    /// its budget (`blocksTotal`, `EngineStats`), and in the contiguous layout also its pages
+    /// (`memory_bytes / (page_bytes x tensors)` per tensor, whole pages per sequence). A create
+    /// of a longer prompt that runs out of memory is unfittable: a property of the
+    /// configuration, not of what else is live when it fails (a read of the engine's live
+    /// sequences after the failure raced with other threads' frees).
+    static func promptCapacity(config: EngineConfig, blocksTotal: UInt64) -> Int {
+        let blocks = Int(blocksTotal) * config.blockTokens
+        guard config.layout == .contiguous else { return blocks }
+        let pages = config.memoryBytes / (config.pageBytes * UInt64(config.tensors))
+        return min(blocks, Int(pages * config.pageBytes / UInt64(config.tokenBytes)))
+    }
+
     init(index: Int, engine: Engine, workload: any Workload, coordinator: LoadCoordinator,
          progress: WorkerProgress, settings: WorkerSettings) {
         self.index = index
@@ -146,6 +159,7 @@ struct LoadWorker: Sendable {
     func run() -> WorkerResult {
         var result = WorkerResult()
         let config = engine.config
+        let capacity = Self.promptCapacity(config: config, blocksTotal: engine.stats().blocksTotal)
         let prompt = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens)
         defer { prompt.deallocate() }
         let blockTable = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens / config.blockTokens + 1)
@@ -259,13 +273,19 @@ struct LoadWorker: Sendable {
                 do throws(KVError) {
                     cached = try engine.createSequence(id, tokens: tokens)
                 } catch where error.code == .outOfMemory {
-                    if live.isEmpty, engine.stats().sequences == 0 {
-                        // Nothing anywhere holds memory: this prompt can never fit.
+                    if request.promptTokens > capacity {
+                        // No freed memory would make room: reject it at once. Nothing is learned
+                        // about memory, so admission goes on.
                         result.rejectedUnfittable += 1
-                        if result.firstError == nil { result.firstError = "create with no live sequence: \(error)" }
+                        if result.firstError == nil {
+                            result.firstError = "create of a \(request.promptTokens)-token prompt, more than the budget holds "
+                                + "(\(capacity) tokens): \(error)"
+                        }
                         publish()
-                    } else if requeue(Waiting(request: request, attempts: head.attempts + 1, started: head.started,
-                                              decodedBefore: head.decodedBefore)) {
+                        continue
+                    }
+                    if requeue(Waiting(request: request, attempts: head.attempts + 1, started: head.started,
+                                       decodedBefore: head.decodedBefore)) {
                         result.createRetries += 1
                     }
                     admissionBlocked = true
