@@ -149,7 +149,10 @@ struct LoadReport: Codable, Sendable {
         /// Highest EngineStats.committedBytes seen by the sampler (every 50 ms, so a lower bound).
         var committedPeakBytes: UInt64
         var committedEndBytes: UInt64
-        /// Process RSS (VmRSS) before the engine was created, its peak (VmHWM) and at the end.
+        /// Process RSS (VmRSS) before the engine was created, its peak (VmHWM) and at the end:
+        /// pages the process touched. The paged layout faults in the pages it commits; the
+        /// contiguous layout commits pages (`fallocate`) that count only once K/V are written
+        /// there (`--write-kv`), so its RSS says little of its memory: compare layouts by committed bytes.
         var rssStartBytes: UInt64
         var rssPeakBytes: UInt64
         var rssEndBytes: UInt64
@@ -273,6 +276,10 @@ struct LoadReport: Codable, Sendable {
               pad(ByteCount.format(memory.rssPeakBytes), 12)].joined(separator: " "))
         line([pad("end", 10, left: true), pad(ByteCount.format(memory.committedEndBytes), 12),
               pad(ByteCount.format(memory.rssEndBytes), 12)].joined(separator: " "))
+        if layout == "contiguous" {
+            line("RSS counts only pages touched: the contiguous layout commits pages without touching them "
+                + "(--write-kv touches those it writes); compare layouts by committed bytes")
+        }
         line("budget \(ByteCount.format(memory.budgetBytes)); pages of \(ByteCount.format(memory.pageBytes))"
             + (memory.pageBytes == 2 << 20 ? (memory.hugePages ? " (huge pages)" : " (small pages: shmem huge pages are off)") : "")
             + "; \(memory.blocksEvicted) cached blocks evicted; \(memory.mappings) mappings")

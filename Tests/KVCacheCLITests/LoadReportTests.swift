@@ -208,6 +208,18 @@ struct LoadReportTests {
         #expect(LoadReport.OperationStats(LatencyRecorder().histogram(.create), seconds: 1).maxUs == 0, "nothing recorded")
     }
 
+    /// The contiguous layout commits pages with `fallocate` and the process touches them only
+    /// when it writes K/V, so its RSS column counts touched pages alone (the paged layout
+    /// faults its fresh pages in): the table says so beside the column, and only there.
+    @Test(arguments: [shapes[0], shapes[1]])
+    func theTableSaysWhatTheContiguousLayoutsRSSCounts(shape: Shape) throws {
+        let table = try Self.load(Self.arguments(shape)).report.table()
+        let note = "RSS counts only pages touched: the contiguous layout commits pages without touching them "
+            + "(--write-kv touches those it writes); compare layouts by committed bytes"
+        #expect(table.contains(note) == (shape.layout == "contiguous"), "\(table)")
+        #expect(LoadCommand.configuration.discussion.contains("counts only the pages the process touched"))
+    }
+
     /// `--trace` runs the bundled Mooncake trace through the same path: the first requests,
     /// prompts truncated to `--max-prompt-tokens` and outputs capped at `--output-max`.
     @Test func aTraceRunCompletesItsRequests() throws {
