@@ -72,7 +72,10 @@ struct LoadCommand: ParsableCommand {
         write_mib_per_s, read_mib_per_s, blocks_spilled, blocks_written_ahead, spills_skipped, blocks_loaded, swap_outs, swap_outs_cancelled, \
         swap_outs_failed, disk_hit_tokens, disk_hit_rate, declined_hit_tokens, \
         peer_hits, peer_stale, peer_hit_tokens, peer_hit_rate, reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
-        (absent without --offload-dir), and first_error (absent when none).
+        (absent without --offload-dir), first_error (absent when none), and interrupted (true \
+        when SIGINT or SIGTERM stopped the run: the report covers what completed before it, \
+        requests.offered the requests taken; the command then exits with 128 + the signal, \
+        130 for SIGINT; a second signal ends it at once).
 
         Speculative decoding: with --draft-tokens K, a decode step of a sequence appends the \
         sampled token plus K drafts in one call (the slots a verification pass writes), then \
@@ -315,8 +318,17 @@ struct LoadCommand: ParsableCommand {
     /// Runs the load, prints its report, then writes the plots (whose directory was checked
     /// before the run: a failure there ends the command before it spends the run, and the
     /// report is out before any later failure).
+    ///
+    /// SIGINT or SIGTERM (`InterruptCleanup` in `.stop` mode) stops the run's workers; the
+    /// report of what completed is printed (marked interrupted; with `--compare-offload`, a
+    /// run not started is not run) and the command exits with 128 + the signal's number. One
+    /// taken before the run starts (reading the trace) exits with that status at once; a second
+    /// signal ends the process at once.
     func run() throws {
+        let handlers = InterruptCleanup.install(.stop)
+        defer { handlers.restore() }
         let runner = try loadRunner()
+        try Self.exitIfInterrupted()
         if let notice = requestsNotice(runner) { FileHandle.standardError.write(Data((notice + "\n").utf8)) }
         let comparing = compareOffload && runner.config.offloadDir != nil
         let names = comparing ? ["memory_without_offload", "memory_with_offload"] : ["memory"]
@@ -325,24 +337,34 @@ struct LoadCommand: ParsableCommand {
             let report = try runner.run()
             print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
             try writePlots(zip(names, [report]).map { ($0, $1) })
+            try Self.exitIfInterrupted()
             return
         }
         let (without, with) = try Self.compareOffload(runner, dir: dir)
         print(json ? LoadReport.comparisonJSON(without: without, with: with) : LoadReport.comparison(without: without, with: with))
-        try writePlots(zip(names, [without, with]).map { ($0, $1) })
+        try writePlots(zip(names, [without] + (with.map { [$0] } ?? [])).map { ($0, $1) })
+        try Self.exitIfInterrupted()
+    }
+
+    /// Throws the exit status of a signal taken (128 + its number), if one was.
+    private static func exitIfInterrupted() throws {
+        let signal = InterruptCleanup.pendingSignal
+        if signal != 0 { throw ExitCode(128 + signal) }
     }
 
     /// `--compare-offload`: runs `runner`'s workload without a disk tier (and so without
     /// writeback or peers' tiers), then with its tier in `dir`, emptied first so that both runs
-    /// start cold. Refused before either run while another engine uses `dir`.
-    static func compareOffload(_ runner: LoadRunner, dir: String) throws -> (without: LoadReport, with: LoadReport) {
+    /// start cold. Refused before either run while another engine uses `dir`. `with` is nil
+    /// when the first run was interrupted (the second is not started).
+    static func compareOffload(_ runner: LoadRunner, dir: String) throws -> (without: LoadReport, with: LoadReport?) {
         try DiskTierFiles.remove(in: dir)
         var without = runner
         without.config.offloadDir = nil
         without.config.offloadBytes = 0
         without.config.offloadWriteback = false
         without.config.peerOffloadDirs = []  // they need a tier of the engine's own
-        return (try without.run(), try runner.run())
+        let first = try without.run()
+        return (first, first.interrupted ? nil : try runner.run())
     }
 
     /// Writes each report's memory timeline to `--plots`/NAME.svg (nothing when `--plots` is

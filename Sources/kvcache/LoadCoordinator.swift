@@ -50,7 +50,13 @@ final class LoadCoordinator: Sendable {
         stopped.store(true, ordering: .relaxed)
     }
 
-    /// Whether a worker called `fail`.
+    /// Stops the run without an error (a signal, `InterruptCleanup`): workers free what they
+    /// hold and return what they did; nothing more is claimed.
+    func interrupt() {
+        stopped.store(true, ordering: .relaxed)
+    }
+
+    /// Whether a worker called `fail`, or the run was interrupted.
     var isStopped: Bool { stopped.load(ordering: .relaxed) }
 
     /// The message of the first `fail`, if any.

@@ -115,8 +115,12 @@ extension LoadReport {
         }
     }
 
-    /// One report comparing a run without the disk tier and one with it, same workload.
-    static func comparison(without: LoadReport, with: LoadReport) -> String {
+    /// One report comparing a run without the disk tier and one with it, same workload; the
+    /// first run's alone when it was interrupted (`with` nil: the second did not run).
+    static func comparison(without: LoadReport, with: LoadReport?) -> String {
+        guard let with else {
+            return "=== without the disk tier ===\n" + without.table() + "\n=== with the disk tier: not run (interrupted) ===\n"
+        }
         var out = "=== without the disk tier ===\n" + without.table() + "\n=== with the disk tier ===\n" + with.table()
         out += "\n=== comparison (same workload, same memory budget \(ByteCount.format(with.memory.budgetBytes))) ===\n"
         func row(_ name: String, _ a: String, _ b: String) {
@@ -138,8 +142,10 @@ extension LoadReport {
         return out
     }
 
-    /// The comparison as one JSON object: {"without_tier": ..., "with_tier": ..., "hit_rate_gain": ...}.
-    static func comparisonJSON(without: LoadReport, with: LoadReport) -> String {
-        "{\"without_tier\": \(without.json()),\n\"with_tier\": \(with.json()),\n\"hit_rate_gain\": \(with.prefix.hitRate - without.prefix.hitRate)}"
+    /// The comparison as one JSON object: {"without_tier": ..., "with_tier": ..., "hit_rate_gain": ...};
+    /// with_tier null and no hit_rate_gain when the first run was interrupted.
+    static func comparisonJSON(without: LoadReport, with: LoadReport?) -> String {
+        guard let with else { return "{\"without_tier\": \(without.json()),\n\"with_tier\": null}" }
+        return "{\"without_tier\": \(without.json()),\n\"with_tier\": \(with.json()),\n\"hit_rate_gain\": \(with.prefix.hitRate - without.prefix.hitRate)}"
     }
 }

@@ -51,7 +51,7 @@ struct LoadReport: Codable, Sendable {
         /// With `--trace`: the requests read from it, its first `--requests` or all of them
         /// (fewer than `requested` when the trace is shorter; absent without a trace).
         var traceRequests: Int?
-        /// Requests in the workload (claimed by the run, when it stopped at `--duration`).
+        /// Requests in the workload (claimed by the run, when it stopped at `--duration` or was interrupted).
         var offered: Int
         var completed: Int
         /// Given up after `--max-retries` out-of-memory failures.
@@ -202,13 +202,17 @@ struct LoadReport: Codable, Sendable {
     var prefix: Prefix
     var memory: Memory
     var firstError: String?
+    /// Whether SIGINT or SIGTERM stopped the run: the report covers what completed before it.
+    var interrupted: Bool
+    /// That signal's number (0 when none), for the table; not in the JSON.
+    var interruptSignal: Int32 = 0
     /// The disk tier's side of the run (absent without `--offload-dir`).
     var offload: Offload?
     /// Memory over the run, for `--plots` (not in the JSON: a sample per 50 ms).
     var timeline: MemoryTimeline?
 
     enum CodingKeys: String, CodingKey {
-        case workload, layout, threads, requests, restarts, operations, speculation, prefix, memory, offload
+        case workload, layout, threads, requests, restarts, operations, speculation, prefix, memory, offload, interrupted
         case workloadSummary = "workload_summary"
         case batchPerThread = "batch_per_thread"
         case writeKV = "write_kv"
@@ -236,6 +240,13 @@ struct LoadReport: Codable, Sendable {
         }
         line("kvcache load: \(layout) layout, \(threads) threads x \(batchPerThread) live sequences\(writeKV ? ", K/V written" : "")")
         line("workload: \(workloadSummary)")
+        if interrupted {
+            let name = interruptSignal == SIGINT ? "SIGINT" : interruptSignal == SIGTERM ? "SIGTERM" : "signal \(interruptSignal)"
+            let unfinished = requests.offered - requests.completed - requests.rejectedOutOfMemory - requests.rejectedUnfittable
+                - requests.rejectedOther
+            line("interrupted by \(name) after \(fixed(elapsedSeconds, 2)) s: this report covers what completed before it; "
+                + "\(unfinished) requests taken were stopped unfinished")
+        }
         line()
         line("requests   \(requests.completed) completed of \(requests.offered) in \(fixed(elapsedSeconds, 2)) s "
             + "(\(fixed(requests.perSecond, 1)) req/s)")

@@ -65,7 +65,14 @@ struct LoadRunner {
 
         var committedPeak: UInt64 = 0
         var timeline = MemoryTimeline(config: config)
+        // The signal that stopped the run (SIGINT, SIGTERM: `InterruptCleanup` in `.stop` mode), 0 if none.
+        var interruptSignal: Int32 = 0
         while !progress.allSatisfy({ $0.finished.load(ordering: .acquiring) }) {
+            if interruptSignal == 0, case let signal = InterruptCleanup.pendingSignal, signal != 0 {
+                interruptSignal = signal
+                coordinator.interrupt()
+                continue  // the workers stop within a decode step
+            }
             sleepNanoseconds(Self.sampleIntervalNanoseconds)
             let stats = engine.stats()
             committedPeak = max(committedPeak, stats.committedBytes)
@@ -116,7 +123,7 @@ struct LoadRunner {
             && (op != .ttft || settings.prefillTokensPerSecond > 0) {
             operations[op.name] = LoadReport.OperationStats(total.latency.histogram(op), seconds: elapsed)
         }
-        let offered = durationSeconds == nil ? workload.requestCount : coordinator.claimed
+        let offered = durationSeconds == nil && interruptSignal == 0 ? workload.requestCount : coordinator.claimed
         return LoadReport(
             workload: workload.kind,
             workloadSummary: workload.summary,
@@ -154,6 +161,8 @@ struct LoadRunner {
                           pageBytes: config.pageBytes, hugePages: stats.hugePages,
                           reservedBytes: reserved.bytes, reserveSeconds: (reserved.seconds * 1000).rounded() / 1000),
             firstError: total.firstError,
+            interrupted: interruptSignal != 0,
+            interruptSignal: interruptSignal,
             offload: config.hasDiskTier ? LoadReport.Offload(stats: stats, dir: config.offloadDir ?? "", elapsed: elapsed, total: total) : nil,
             timeline: timeline
         )

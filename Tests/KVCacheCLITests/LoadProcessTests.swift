@@ -79,4 +79,36 @@ struct LoadProcessTests {
         let counts = try #require((try JSONSerialization.jsonObject(with: within.stdout) as? [String: Any])?["requests"] as? [String: Any])
         #expect((counts["requested"] as? NSNumber)?.intValue == 4 && (counts["trace_requests"] as? NSNumber)?.intValue == 4)
     }
+
+    /// SIGINT (SIGTERM alike) stops a run's workers and prints the report of what completed,
+    /// marked interrupted, then exits with 128 + the signal; it used to end the process with
+    /// no output. The run is a closed loop of a minute's worth of requests.
+    @Test(arguments: [(SIGINT, true), (SIGTERM, false)])
+    func aSignalStopsTheRunAndReportsWhatCompleted(signal: Int32, json: Bool) throws {
+        let child = try Child(["load", "--duration", "60", "--threads", "2", "--batch", "4", "--prompt-mean", "64", "--prompt-max", "256",
+                               "--output-mean", "8", "--output-max", "32"] + (json ? ["--json"] : []) + Self.shape)
+        var waited = 0
+        while !child.catches(signal) && child.process.isRunning && waited < 1000 {
+            usleep(10_000)
+            waited += 1
+        }
+        #expect(child.catches(signal), "kvcache load does not catch signal \(signal)")
+        usleep(500_000)  // some requests complete
+        #expect(child.process.isRunning, "it ended before the signal")
+        kill(child.process.processIdentifier, signal)
+        #expect(child.wait(seconds: 20) == 128 + signal)
+        let text = String(decoding: child.stdout, as: UTF8.self)
+        if json {
+            let top = try #require(try JSONSerialization.jsonObject(with: child.stdout) as? [String: Any], "\(text)")
+            #expect(top["interrupted"] as? Bool == true)
+            let requests = try #require(top["requests"] as? [String: Any])
+            let completed = try #require((requests["completed"] as? NSNumber)?.intValue)
+            let offered = try #require((requests["offered"] as? NSNumber)?.intValue)
+            #expect(completed > 0 && offered >= completed && offered < 1_000_000, "offered \(offered), completed \(completed)")
+        } else {
+            #expect(text.hasPrefix("kvcache load: "), "\(text)")
+            #expect(text.contains("\ninterrupted by SIGTERM after "), "\(text)")
+            #expect(text.contains("\nmemory "), "the whole table: \(text)")
+        }
+    }
 }
