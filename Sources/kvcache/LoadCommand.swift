@@ -72,7 +72,9 @@ struct LoadCommand: ParsableCommand {
         write_mib_per_s, read_mib_per_s, blocks_spilled, blocks_written_ahead, spills_skipped, blocks_loaded, swap_outs, swap_outs_cancelled, \
         swap_outs_failed, disk_hit_tokens, disk_hit_rate, declined_hit_tokens, \
         peer_hits, peer_stale, peer_hit_tokens, peer_hit_rate, reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
-        (absent without --offload-dir), first_error (absent when none), and interrupted (true \
+        (absent without --offload-dir; disk_hit_rate and peer_hit_rate are shares of every \
+        create's prompt tokens, restarts included, as the engine counts them), first_error \
+        (absent when none), and interrupted (true \
         when SIGINT or SIGTERM stopped the run: the report covers what completed before it, \
         requests.offered the requests taken; the command then exits with 128 + the signal, \
         130 for SIGINT; a second signal ends it at once).
