@@ -162,7 +162,9 @@ public final class ClusterSimulator: RequestQueues {
         ttftStore = buffer(-1.0)
         finishStore = buffer(-1.0)
         inputTokens = copy(trace.inputTokens)
-        outputTokens = copy(trace.outputTokens)
+        // At least 1: the first token ends a request's prefill (its TTFT), also for a trace
+        // output of 0 (`Trace` keeps the 0, which `kvcache load` honours; it stored 1 before).
+        outputTokens = copy(trace.outputTokens.map { max(1, $0) })
         hashStart = copy(trace.hashStart)
         hashStore = .allocate(capacity: max(1, trace.hashes.count))
         _ = hashStore.initialize(from: trace.hashes)

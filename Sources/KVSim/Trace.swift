@@ -18,7 +18,8 @@ public struct Trace: Sendable {
     public var arrivalMilliseconds: [Double] = []
     /// Per request: prompt tokens (>= 1).
     public var inputTokens: [Int32] = []
-    /// Per request: generated tokens (>= 1).
+    /// Per request: generated tokens (>= 0, as the trace says: 0 is a request that ends with
+    /// its prefill; `ClusterSimulator` generates at least the first token, `kvcache load` none).
     public var outputTokens: [Int32] = []
     /// Per request: index of its first hash in `hashes`.
     public var hashStart: [Int32] = []
@@ -45,13 +46,14 @@ public struct Trace: Sendable {
     public func fullBlocks(_ i: Int) -> Int { Int(inputTokens[i]) / blockTokens }
 
     /// Appends a request whose block hashes are already chained. Precondition:
-    /// `blockHashes.count == ceil(input / blockTokens)`, arrival not before the last one.
+    /// `blockHashes.count == ceil(input / blockTokens)`, `input >= 1`, `output >= 0`, arrival
+    /// not before the last one.
     public mutating func append(arrivalMilliseconds t: Double, input: Int, output: Int, blockHashes: some Collection<UInt64>) {
-        precondition(blockHashes.count == (input + blockTokens - 1) / blockTokens && input >= 1)
+        precondition(blockHashes.count == (input + blockTokens - 1) / blockTokens && input >= 1 && output >= 0)
         precondition(arrivalMilliseconds.last.map { $0 <= t } ?? true, "arrivals must not decrease")
         arrivalMilliseconds.append(t)
         inputTokens.append(Int32(input))
-        outputTokens.append(Int32(max(1, output)))
+        outputTokens.append(Int32(output))
         hashStart.append(Int32(hashes.count))
         hashes.append(contentsOf: blockHashes)
     }

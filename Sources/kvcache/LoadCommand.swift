@@ -13,12 +13,14 @@ struct LoadCommand: ParsableCommand {
         abstract: "Load-test the engine in-process with several threads.",
         discussion: """
         Each request runs createSequence(prompt), then appends its output tokens one at a time \
-        (decode), then free. Every thread is a small continuous-batching server: it keeps up to \
+        (decode), then free (a trace line whose output_length is 0 is created and freed). Every thread is a small continuous-batching server: it keeps up to \
         --batch live sequences and appends one token to each per decode step. When the engine is \
         out of memory, a create waits in the thread's queue until one of its sequences finishes, \
-        and an append preempts its sequence (freed, request restarted later); after --max-retries \
-        such failures a request is rejected; a create that runs out of memory while the engine holds \
-        no live sequence at all is rejected at once as unfittable.
+        and an append preempts its sequence (freed, request restarted later: created again from \
+        its prompt, its output decoded from the start); after --max-retries \
+        such failures a request is rejected. A create that runs out of memory with a prompt that \
+        alone needs more than the whole budget holds (its blocks; contiguous: also its pages) is \
+        rejected at once as unfittable, decided from the configuration, not from what else is live.
 
         Workload: synthetic by default. Lengths: lognormal (sigma 1, clamped to 1...max, mean \
         before clamping), uniform on (2*mean-max)...max, or fixed. With --shared-prefix-ratio r, \
@@ -27,22 +29,39 @@ struct LoadCommand: ParsableCommand {
         --rate 0 is a closed loop (every request available at once); otherwise Poisson arrivals. \
         With --trace FILE, requests come from a trace, read as kvcache replay reads it: Mooncake \
         JSONL, or an Azure LLM inference CSV (.csv). Prompt tokens are synthesized per \
-        512-token block from the trace's chained block ids, so equal prefixes give equal blocks.
+        512-token block from the trace's chained block ids, so equal prefixes give equal blocks. \
+        The synthetic workload's options (--rate, --prompt-*, --output-dist, --output-mean, \
+        --shared-*, --seed) are refused with --trace; --max-prompt-tokens and --output-max cap \
+        a trace's lengths.
 
         This test runs no model, so a prompt costs only the engine's calls unless \
         --prefill-tokens-per-s R models its prefill: a thread starting a request sleeps (prompt \
         tokens past the cached prefix) / R seconds, as its GPU would compute them while its other \
         sequences wait, and the table's ttft row times the request from its create call to \
         that prefill's end. Other latencies are of successful engine calls only, timed around \
-        the call (they include ~20-30 ns of clock reads). ops/s is count / wall time, all threads together. Peak \
-        committed bytes are sampled every 50 ms; peak RSS is VmHWM. The same samples (committed \
-        bytes, RSS, K/V bytes of live and of cached blocks) are plotted over the run to \
+        the call (they include ~20-30 ns of clock reads). ops/s is count / wall time, all threads together.
+
+        The report's tokens and prefix hit rate describe the workload: prompt tokens of each \
+        request's first admission (its first successful create), its output tokens once, and the \
+        prompt tokens those first creates found cached (their return values). A restart's work is \
+        reported apart ("restarts", JSON restarts): its creates, their prompt tokens found cached \
+        (usually its own blocks from before) and recomputed, and output tokens decoded again. \
+        Counting every create made an Azure trace with no shared block show a 99 % hit rate.
+
+        Peak committed bytes are sampled every 50 ms; peak RSS is VmHWM. RSS counts only the \
+        pages the process touched: the paged layout faults in the pages it commits, while the \
+        contiguous layout commits pages (fallocate) that count only once K/V are written there \
+        (--write-kv), so its RSS stays far below its committed bytes; compare layouts by committed \
+        bytes. The same samples \
+        (committed bytes, RSS, K/V bytes of live and of cached blocks) are plotted over the run to \
         --plots/memory.svg.
 
         --json prints one object with these stable keys: workload ("synthetic"|"trace"), \
         workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
-        requests {offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
-        preemptions, per_s}, prompt_tokens, decoded_tokens, operations {create|append|free \
+        requests {requested (with --requests), trace_requests (with --trace: the requests read, \
+        fewer than requested when the trace is shorter), offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
+        preemptions, per_s}, prompt_tokens, decoded_tokens, restarts {admissions, prompt_tokens, hit_tokens, \
+        recomputed_prompt_tokens, redecoded_tokens}, operations {create|append|free \
         (and truncate with --draft-tokens, ttft with --prefill-tokens-per-s): {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, \
         max_us}}, speculation {draft_tokens, acceptance, steps, rejected_draft_tokens, \
         kept_per_step} (absent without --draft-tokens), prefix {query_tokens, \
@@ -53,7 +72,12 @@ struct LoadCommand: ParsableCommand {
         write_mib_per_s, read_mib_per_s, blocks_spilled, blocks_written_ahead, spills_skipped, blocks_loaded, swap_outs, swap_outs_cancelled, \
         swap_outs_failed, disk_hit_tokens, disk_hit_rate, declined_hit_tokens, \
         peer_hits, peer_stale, peer_hit_tokens, peer_hit_rate, reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
-        (absent without --offload-dir), and first_error (absent when none).
+        (absent without --offload-dir; disk_hit_rate and peer_hit_rate are shares of every \
+        create's prompt tokens, restarts included, as the engine counts them), first_error \
+        (absent when none), and interrupted (true \
+        when SIGINT or SIGTERM stopped the run: the report covers what completed before it, \
+        requests.offered the requests taken; the command then exits with 128 + the signal, \
+        130 for SIGINT; a second signal ends it at once).
 
         Speculative decoding: with --draft-tokens K, a decode step of a sequence appends the \
         sampled token plus K drafts in one call (the slots a verification pass writes), then \
@@ -90,7 +114,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Live sequences per thread (continuous-batching width).")
     var batch = 16
 
-    @Option(help: "Requests to run (synthetic default 2000; trace default: every line).")
+    @Option(help: "Requests to run (synthetic default 2000; trace default: every line; more than the trace holds runs all of it, with a notice).")
     var requests: Int?
 
     @Option(help: "Stop admitting requests after this many seconds; requests arriving later are not offered (live ones finish).")
@@ -99,32 +123,35 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Synthetic arrival rate in requests/s; 0 runs a closed loop.")
     var rate = 0.0
 
-    @Option(help: "Prompt length distribution: lognormal, uniform or fixed.")
-    var promptDist: LengthShape = .lognormal
+    // The synthetic workload's own options: optional, so that one given with --trace is
+    // refused (a trace brings its own lengths and prefixes); nil takes the default in the help.
 
-    @Option(help: "Mean prompt tokens.")
-    var promptMean = 512
+    @Option(help: "Prompt length distribution: lognormal, uniform or fixed (synthetic workload; default lognormal).")
+    var promptDist: LengthShape?
 
-    @Option(help: "Largest prompt in tokens.")
-    var promptMax = 2048
+    @Option(help: "Mean prompt tokens (synthetic workload; default 512).")
+    var promptMean: Int?
 
-    @Option(help: "Output length distribution: lognormal, uniform or fixed.")
-    var outputDist: LengthShape = .lognormal
+    @Option(help: "Largest prompt in tokens (synthetic workload; default 2048; --max-prompt-tokens caps a trace's).")
+    var promptMax: Int?
 
-    @Option(help: "Mean output tokens.")
-    var outputMean = 64
+    @Option(help: "Output length distribution: lognormal, uniform or fixed (synthetic workload; default lognormal).")
+    var outputDist: LengthShape?
+
+    @Option(help: "Mean output tokens (synthetic workload; default 64).")
+    var outputMean: Int?
 
     @Option(help: "Largest output in tokens (also caps trace outputs).")
     var outputMax = 256
 
-    @Option(help: "Fraction of each synthetic prompt taken from a shared prompt (0...1).")
-    var sharedPrefixRatio = 0.5
+    @Option(help: "Fraction of each synthetic prompt taken from a shared prompt (0...1; synthetic workload; default 0.5).")
+    var sharedPrefixRatio: Double?
 
-    @Option(help: "Number of shared prompts (system prompts, earlier turns).")
-    var sharedPrompts = 8
+    @Option(help: "Number of shared prompts (system prompts, earlier turns; synthetic workload; default 8).")
+    var sharedPrompts: Int?
 
-    @Option(help: "Seed of the synthetic workload.")
-    var seed: UInt64 = 42
+    @Option(help: "Seed of the synthetic workload (default 42).")
+    var seed: UInt64?
 
     @Option(help: "Trace to replay instead of the synthetic workload: Mooncake JSONL, or Azure CSV (.csv).")
     var trace: String?
@@ -188,14 +215,18 @@ struct LoadCommand: ParsableCommand {
         if trace != nil, rate > 0 {
             throw ValidationError("--rate applies to the synthetic workload; a trace arrives at its timestamps with --trace-speed")
         }
+        if trace != nil, let option = syntheticOptionsGiven.first {
+            throw ValidationError("\(option) applies to the synthetic workload; a trace brings its own lengths and prefixes "
+                                  + "(--max-prompt-tokens and --output-max cap them)")
+        }
         if trace == nil, traceSpeed > 0 { throw ValidationError("--trace-speed needs --trace") }
         if trace == nil, rate > 0, syntheticRequestCount > Self.maxRatedRequests {
             throw ValidationError("with --rate every request's arrival time is drawn up front: at most \(Self.maxRatedRequests) requests "
                                   + "(--requests, or 2 x --rate x --duration + 1000), not \(syntheticRequestCount)")
         }
-        guard (0...1).contains(sharedPrefixRatio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
-        guard (1...Self.maxSharedPrompts).contains(sharedPrompts) else {
-            throw ValidationError("--shared-prompts \(sharedPrompts) is outside 1...\(Self.maxSharedPrompts)")
+        guard (0...1).contains(sharedPrefix.ratio) else { throw ValidationError("--shared-prefix-ratio must be in 0...1") }
+        guard (1...Self.maxSharedPrompts).contains(sharedPrefix.prompts) else {
+            throw ValidationError("--shared-prompts \(sharedPrefix.prompts) is outside 1...\(Self.maxSharedPrompts)")
         }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
         guard (0...1024).contains(draftTokens) else { throw ValidationError("--draft-tokens \(draftTokens) is outside 0...1024") }
@@ -215,10 +246,29 @@ struct LoadCommand: ParsableCommand {
             // A trace brings its own lengths: only --output-max (the cap) applies to it.
             guard outputMax >= 1 else { throw ValidationError("--output-max must be at least 1") }
         } else {
-            try LengthDistribution(shape: promptDist, mean: promptMean, max: promptMax).validate("--prompt-mean/--prompt-max")
-            try LengthDistribution(shape: outputDist, mean: outputMean, max: outputMax).validate("--output-mean/--output-max")
+            try promptLengths.validate("--prompt-mean/--prompt-max")
+            try outputLengths.validate("--output-mean/--output-max")
         }
     }
+
+    /// The synthetic workload's options given on the command line, by name, in the order of
+    /// the help (refused with `--trace`).
+    private var syntheticOptionsGiven: [String] {
+        [("--prompt-dist", promptDist != nil), ("--prompt-mean", promptMean != nil), ("--prompt-max", promptMax != nil),
+         ("--output-dist", outputDist != nil), ("--output-mean", outputMean != nil),
+         ("--shared-prefix-ratio", sharedPrefixRatio != nil), ("--shared-prompts", sharedPrompts != nil), ("--seed", seed != nil)]
+            .filter(\.1).map(\.0)
+    }
+
+    /// Synthetic prompt and output lengths: the options, or their defaults.
+    private var promptLengths: LengthDistribution {
+        LengthDistribution(shape: promptDist ?? .lognormal, mean: promptMean ?? 512, max: promptMax ?? 2048)
+    }
+    private var outputLengths: LengthDistribution {
+        LengthDistribution(shape: outputDist ?? .lognormal, mean: outputMean ?? 64, max: outputMax)
+    }
+    /// Synthetic sharing: `--shared-prefix-ratio` and `--shared-prompts`, or their defaults.
+    private var sharedPrefix: (ratio: Double, prompts: Int) { (sharedPrefixRatio ?? 0.5, sharedPrompts ?? 8) }
 
     /// Requests for a synthetic run: `--requests`, else 2000, or unbounded with `--duration`
     /// (bounded by what the arrival rate can offer in that time).
@@ -246,9 +296,8 @@ struct LoadCommand: ParsableCommand {
         } else {
             var synthetic = SyntheticWorkload(
                 requestCount: syntheticRequestCount, ratePerSecond: rate,
-                prompt: LengthDistribution(shape: promptDist, mean: promptMean, max: promptMax),
-                output: LengthDistribution(shape: outputDist, mean: outputMean, max: outputMax),
-                sharedPrefixRatio: sharedPrefixRatio, sharedPrompts: sharedPrompts, seed: seed, limits: limits)
+                prompt: promptLengths, output: outputLengths,
+                sharedPrefixRatio: sharedPrefix.ratio, sharedPrompts: sharedPrefix.prompts, seed: seed ?? 42, limits: limits)
             if requests == nil, let duration { synthetic.durationSeconds = duration }
             workload = synthetic
         }
@@ -257,14 +306,32 @@ struct LoadCommand: ParsableCommand {
                               batch: batch, maxRetries: maxRetries, writeKV: writeKV,
                               speculation: draftTokens > 0 ? SpeculativeDecoding(draftTokens: draftTokens, acceptance: draftAcceptance) : nil,
                               prefillTokensPerSecond: prefillTokensPerS),
-                          durationSeconds: duration, reserve: reserve)
+                          durationSeconds: duration, requested: requests, reserve: reserve)
+    }
+
+    /// The line `run` writes on standard error when `--requests` asks for more requests than
+    /// the trace holds (the run then runs all of them); nil otherwise.
+    func requestsNotice(_ runner: LoadRunner) -> String? {
+        guard trace != nil, let requests, runner.workload.requestCount < requests else { return nil }
+        let count = runner.workload.requestCount
+        return "kvcache load: --requests \(requests), but the trace holds \(count) requests: running those \(count)"
     }
 
     /// Runs the load, prints its report, then writes the plots (whose directory was checked
     /// before the run: a failure there ends the command before it spends the run, and the
     /// report is out before any later failure).
+    ///
+    /// SIGINT or SIGTERM (`InterruptCleanup` in `.stop` mode) stops the run's workers; the
+    /// report of what completed is printed (marked interrupted; with `--compare-offload`, a
+    /// run not started is not run) and the command exits with 128 + the signal's number. One
+    /// taken before the run starts (reading the trace) exits with that status at once; a second
+    /// signal ends the process at once.
     func run() throws {
+        let handlers = InterruptCleanup.install(.stop)
+        defer { handlers.restore() }
         let runner = try loadRunner()
+        try Self.exitIfInterrupted()
+        if let notice = requestsNotice(runner) { FileHandle.standardError.write(Data((notice + "\n").utf8)) }
         let comparing = compareOffload && runner.config.offloadDir != nil
         let names = comparing ? ["memory_without_offload", "memory_with_offload"] : ["memory"]
         if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: names.map { $0 + ".svg" }) }
@@ -272,24 +339,34 @@ struct LoadCommand: ParsableCommand {
             let report = try runner.run()
             print(json ? report.json() : report.table(), terminator: json ? "\n" : "")
             try writePlots(zip(names, [report]).map { ($0, $1) })
+            try Self.exitIfInterrupted()
             return
         }
         let (without, with) = try Self.compareOffload(runner, dir: dir)
         print(json ? LoadReport.comparisonJSON(without: without, with: with) : LoadReport.comparison(without: without, with: with))
-        try writePlots(zip(names, [without, with]).map { ($0, $1) })
+        try writePlots(zip(names, [without] + (with.map { [$0] } ?? [])).map { ($0, $1) })
+        try Self.exitIfInterrupted()
+    }
+
+    /// Throws the exit status of a signal taken (128 + its number), if one was.
+    private static func exitIfInterrupted() throws {
+        let signal = InterruptCleanup.pendingSignal
+        if signal != 0 { throw ExitCode(128 + signal) }
     }
 
     /// `--compare-offload`: runs `runner`'s workload without a disk tier (and so without
     /// writeback or peers' tiers), then with its tier in `dir`, emptied first so that both runs
-    /// start cold. Refused before either run while another engine uses `dir`.
-    static func compareOffload(_ runner: LoadRunner, dir: String) throws -> (without: LoadReport, with: LoadReport) {
+    /// start cold. Refused before either run while another engine uses `dir`. `with` is nil
+    /// when the first run was interrupted (the second is not started).
+    static func compareOffload(_ runner: LoadRunner, dir: String) throws -> (without: LoadReport, with: LoadReport?) {
         try DiskTierFiles.remove(in: dir)
         var without = runner
         without.config.offloadDir = nil
         without.config.offloadBytes = 0
         without.config.offloadWriteback = false
         without.config.peerOffloadDirs = []  // they need a tier of the engine's own
-        return (try without.run(), try runner.run())
+        let first = try without.run()
+        return (first, first.interrupted ? nil : try runner.run())
     }
 
     /// Writes each report's memory timeline to `--plots`/NAME.svg (nothing when `--plots` is

@@ -50,7 +50,13 @@ final class LoadCoordinator: Sendable {
         stopped.store(true, ordering: .relaxed)
     }
 
-    /// Whether a worker called `fail`.
+    /// Stops the run without an error (a signal, `InterruptCleanup`): workers free what they
+    /// hold and return what they did; nothing more is claimed.
+    func interrupt() {
+        stopped.store(true, ordering: .relaxed)
+    }
+
+    /// Whether a worker called `fail`, or the run was interrupted.
     var isStopped: Bool { stopped.load(ordering: .relaxed) }
 
     /// The message of the first `fail`, if any.
@@ -63,5 +69,8 @@ final class WorkerProgress: Sendable {
     let completed = Atomic<Int>(0)
     let rejected = Atomic<Int>(0)
     let decodedTokens = Atomic<Int>(0)
+    /// Prompt tokens of first admissions, and of those found cached (the report's hit rate).
+    let promptTokens = Atomic<Int>(0)
+    let hitTokens = Atomic<Int>(0)
     let finished = Atomic<Bool>(false)
 }

@@ -29,14 +29,16 @@ extension LoadReport {
         var swapOuts: UInt64
         var swapOutsCancelled: UInt64
         var swapOutsFailed: UInt64
-        /// Prompt tokens served from the disk tier, and their share of all prompt tokens.
+        /// Prompt tokens served from the disk tier, and their share of all prompt tokens, the
+        /// engine's counts of every create (restarts included: the engine cannot tell them apart).
         var diskHitTokens: UInt64
         var diskHitRate: Double
         /// Prompt tokens found only on disk that the engine left to the modelled prefill, which
         /// it expected to compute them sooner (`DiskTierStats.declinedHitTokens`).
         var declinedHitTokens: UInt64
         /// Peers (`--peer-offload-dir`): blocks read from them and served, reads refused as
-        /// stale, and prompt tokens served from them with their share of all prompt tokens.
+        /// stale, and prompt tokens served from them with their share of all prompt tokens
+        /// (every create's, as the disk's).
         var peerHits: UInt64
         var peerStale: UInt64
         var peerHitTokens: UInt64
@@ -113,8 +115,12 @@ extension LoadReport {
         }
     }
 
-    /// One report comparing a run without the disk tier and one with it, same workload.
-    static func comparison(without: LoadReport, with: LoadReport) -> String {
+    /// One report comparing a run without the disk tier and one with it, same workload; the
+    /// first run's alone when it was interrupted (`with` nil: the second did not run).
+    static func comparison(without: LoadReport, with: LoadReport?) -> String {
+        guard let with else {
+            return "=== without the disk tier ===\n" + without.table() + "\n=== with the disk tier: not run (interrupted) ===\n"
+        }
         var out = "=== without the disk tier ===\n" + without.table() + "\n=== with the disk tier ===\n" + with.table()
         out += "\n=== comparison (same workload, same memory budget \(ByteCount.format(with.memory.budgetBytes))) ===\n"
         func row(_ name: String, _ a: String, _ b: String) {
@@ -123,7 +129,7 @@ extension LoadReport {
         row("", "without tier", "with tier")
         row("prefix hit rate", "\(fixed(without.prefix.hitRate * 100, 1)) %", "\(fixed(with.prefix.hitRate * 100, 1)) %")
         row("prompt tokens from cache", "\(without.prefix.hitTokens)", "\(with.prefix.hitTokens)")
-        row("  of which from disk", "0", "\(with.offload?.diskHitTokens ?? 0)")
+        row("from disk (restarts too)", "0", "\(with.offload?.diskHitTokens ?? 0)")
         row("on disk, computed instead", "-", "\(with.offload?.declinedHitTokens ?? 0)")
         row("requests per second", fixed(without.requests.perSecond, 1), fixed(with.requests.perSecond, 1))
         row("create p99 us", fixed(without.operations["create"]?.p99Us ?? 0, 1), fixed(with.operations["create"]?.p99Us ?? 0, 1))
@@ -136,8 +142,10 @@ extension LoadReport {
         return out
     }
 
-    /// The comparison as one JSON object: {"without_tier": ..., "with_tier": ..., "hit_rate_gain": ...}.
-    static func comparisonJSON(without: LoadReport, with: LoadReport) -> String {
-        "{\"without_tier\": \(without.json()),\n\"with_tier\": \(with.json()),\n\"hit_rate_gain\": \(with.prefix.hitRate - without.prefix.hitRate)}"
+    /// The comparison as one JSON object: {"without_tier": ..., "with_tier": ..., "hit_rate_gain": ...};
+    /// with_tier null and no hit_rate_gain when the first run was interrupted.
+    static func comparisonJSON(without: LoadReport, with: LoadReport?) -> String {
+        guard let with else { return "{\"without_tier\": \(without.json()),\n\"with_tier\": null}" }
+        return "{\"without_tier\": \(without.json()),\n\"with_tier\": \(with.json()),\n\"hit_rate_gain\": \(with.prefix.hitRate - without.prefix.hitRate)}"
     }
 }

@@ -8,7 +8,8 @@ import KVReport
 struct LoadReport: Codable, Sendable {
     /// Latency and rate of one engine operation. Latencies are of successful calls, in
     /// microseconds, measured around the engine call alone (they include about 20-30 ns of
-    /// clock reads).
+    /// clock reads). Quantiles are the histogram's (3 significant digits, never above the
+    /// maximum); the maximum is the longest latency recorded (up to 60 s; longer ones count as 60 s).
     struct OperationStats: Codable, Sendable {
         var count: UInt64
         /// `count` divided by the run's wall-clock time (all threads together).
@@ -38,17 +39,25 @@ struct LoadReport: Codable, Sendable {
             p50Us = us(histogram.valueAtPercentile(50))
             p99Us = us(histogram.valueAtPercentile(99))
             p999Us = us(histogram.valueAtPercentile(99.9))
-            maxUs = us(histogram.max)
+            // The longest value recorded, exactly: `max` is the top of its bucket (up to 0.1 %
+            // above it, 3 significant digits), so it once read above every value and the p999.
+            maxUs = us(histogram.maxRecorded)
         }
     }
 
     struct Requests: Codable, Sendable {
-        /// Requests in the workload (claimed by the run, when it stopped at `--duration`).
+        /// `--requests` (absent when not given).
+        var requested: Int?
+        /// With `--trace`: the requests read from it, its first `--requests` or all of them
+        /// (fewer than `requested` when the trace is shorter; absent without a trace).
+        var traceRequests: Int?
+        /// Requests in the workload (claimed by the run, when it stopped at `--duration` or was interrupted).
         var offered: Int
         var completed: Int
         /// Given up after `--max-retries` out-of-memory failures.
         var rejectedOutOfMemory: Int
-        /// Out of memory while the engine held no live sequence (cannot fit however long it waits).
+        /// Out of memory with a prompt that alone needs more than the whole budget holds (cannot
+        /// fit however long it waits; `LoadWorker.promptCapacity`).
         var rejectedUnfittable: Int
         /// Refused by the engine for another reason (see `first_error`).
         var rejectedOther: Int
@@ -59,7 +68,8 @@ struct LoadReport: Codable, Sendable {
         var perSecond: Double
 
         enum CodingKeys: String, CodingKey {
-            case offered, completed, preemptions
+            case requested, offered, completed, preemptions
+            case traceRequests = "trace_requests"
             case rejectedOutOfMemory = "rejected_out_of_memory"
             case rejectedUnfittable = "rejected_unfittable"
             case rejectedOther = "rejected_other"
@@ -68,8 +78,10 @@ struct LoadReport: Codable, Sendable {
         }
     }
 
+    /// The workload's prefix hits: of requests' first admissions (each request's first
+    /// successful create), prompt tokens looked up and found cached (the creates' return values).
+    /// A restart's create is not here (it finds its own earlier blocks): see `Restarts`.
     struct Prefix: Codable, Sendable {
-        /// EngineStats.prefixQueryTokens / prefixHitTokens at the end of the run.
         var queryTokens: UInt64
         var hitTokens: UInt64
         /// hit_tokens / query_tokens (0 when nothing was queried).
@@ -82,6 +94,28 @@ struct LoadReport: Codable, Sendable {
         }
     }
 
+    /// The work restarts repeated: requests admitted again after a preemption (or a failed disk
+    /// read) are created again from their prompt and decode their output from the start.
+    struct Restarts: Codable, Sendable {
+        /// Successful creates of requests admitted before.
+        var admissions: Int
+        /// Their prompt tokens, and of those the tokens found cached and those left to compute
+        /// (a server's prefill of them again).
+        var promptTokens: Int
+        var hitTokens: Int
+        var recomputedPromptTokens: Int
+        /// Output tokens decoded again (an earlier admission had decoded them).
+        var redecodedTokens: Int
+
+        enum CodingKeys: String, CodingKey {
+            case admissions
+            case promptTokens = "prompt_tokens"
+            case hitTokens = "hit_tokens"
+            case recomputedPromptTokens = "recomputed_prompt_tokens"
+            case redecodedTokens = "redecoded_tokens"
+        }
+    }
+
     /// `--draft-tokens`: how speculative decoding went.
     struct Speculation: Codable, Sendable {
         var draftTokens: Int
@@ -91,7 +125,7 @@ struct LoadReport: Codable, Sendable {
         var steps: Int
         /// Draft tokens appended, then truncated away as rejected.
         var rejectedDraftTokens: Int
-        /// Tokens kept per step (the sampled one plus accepted drafts).
+        /// Tokens kept per step (the sampled one plus accepted drafts), over every step.
         var keptPerStep: Double
 
         enum CodingKeys: String, CodingKey {
@@ -115,7 +149,10 @@ struct LoadReport: Codable, Sendable {
         /// Highest EngineStats.committedBytes seen by the sampler (every 50 ms, so a lower bound).
         var committedPeakBytes: UInt64
         var committedEndBytes: UInt64
-        /// Process RSS (VmRSS) before the engine was created, its peak (VmHWM) and at the end.
+        /// Process RSS (VmRSS) before the engine was created, its peak (VmHWM) and at the end:
+        /// pages the process touched. The paged layout faults in the pages it commits; the
+        /// contiguous layout commits pages (`fallocate`) that count only once K/V are written
+        /// there (`--write-kv`), so its RSS says little of its memory: compare layouts by committed bytes.
         var rssStartBytes: UInt64
         var rssPeakBytes: UInt64
         var rssEndBytes: UInt64
@@ -154,21 +191,28 @@ struct LoadReport: Codable, Sendable {
     var writeKV: Bool
     var elapsedSeconds: Double
     var requests: Requests
+    /// The workload's tokens: prompt tokens of requests' first admissions, and output tokens
+    /// decoded, each once (restarts' repeats are in `restarts`).
     var promptTokens: Int
     var decodedTokens: Int
+    var restarts: Restarts
     var operations: [String: OperationStats]
     /// Absent without `--draft-tokens`.
     var speculation: Speculation?
     var prefix: Prefix
     var memory: Memory
     var firstError: String?
+    /// Whether SIGINT or SIGTERM stopped the run: the report covers what completed before it.
+    var interrupted: Bool
+    /// That signal's number (0 when none), for the table; not in the JSON.
+    var interruptSignal: Int32 = 0
     /// The disk tier's side of the run (absent without `--offload-dir`).
     var offload: Offload?
     /// Memory over the run, for `--plots` (not in the JSON: a sample per 50 ms).
     var timeline: MemoryTimeline?
 
     enum CodingKeys: String, CodingKey {
-        case workload, layout, threads, requests, operations, speculation, prefix, memory, offload
+        case workload, layout, threads, requests, restarts, operations, speculation, prefix, memory, offload, interrupted
         case workloadSummary = "workload_summary"
         case batchPerThread = "batch_per_thread"
         case writeKV = "write_kv"
@@ -196,13 +240,23 @@ struct LoadReport: Codable, Sendable {
         }
         line("kvcache load: \(layout) layout, \(threads) threads x \(batchPerThread) live sequences\(writeKV ? ", K/V written" : "")")
         line("workload: \(workloadSummary)")
+        if interrupted {
+            let name = interruptSignal == SIGINT ? "SIGINT" : interruptSignal == SIGTERM ? "SIGTERM" : "signal \(interruptSignal)"
+            let unfinished = requests.offered - requests.completed - requests.rejectedOutOfMemory - requests.rejectedUnfittable
+                - requests.rejectedOther
+            line("interrupted by \(name) after \(fixed(elapsedSeconds, 2)) s: this report covers what completed before it; "
+                + "\(unfinished) requests taken were stopped unfinished")
+        }
         line()
         line("requests   \(requests.completed) completed of \(requests.offered) in \(fixed(elapsedSeconds, 2)) s "
             + "(\(fixed(requests.perSecond, 1)) req/s)")
         line("rejected   \(requests.rejectedOutOfMemory) out of memory after --max-retries, "
-            + "\(requests.rejectedUnfittable) out of memory with no live sequence, \(requests.rejectedOther) other")
+            + "\(requests.rejectedUnfittable) larger than the whole budget, \(requests.rejectedOther) other")
         line("           \(requests.createRetries) creates retried, \(requests.preemptions) preemptions (append out of memory)")
-        line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded")
+        line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded (each request's first admission, its output once)")
+        line("restarts   \(restarts.admissions) admissions again after preemption\(offload == nil ? "" : " or a failed disk read"): "
+            + "\(restarts.promptTokens) prompt tokens (\(restarts.hitTokens) from the cache, \(restarts.recomputedPromptTokens) recomputed), "
+            + "\(restarts.redecodedTokens) tokens decoded again")
         if let speculation {
             line("drafts     \(speculation.draftTokens) per step, acceptance \(fixed(speculation.acceptance, 2)): "
                 + "\(speculation.steps) steps kept \(fixed(speculation.keptPerStep, 2)) tokens each, "
@@ -224,7 +278,8 @@ struct LoadReport: Codable, Sendable {
             line(row.enumerated().map { c, cell in pad(cell, widths[c], left: c == 0) }.joined(separator: " "))
         }
         line()
-        line("prefix hit rate  \(fixed(prefix.hitRate * 100, 1)) %  (\(prefix.hitTokens) of \(prefix.queryTokens) prompt tokens served from the cache)")
+        line("prefix hit rate  \(fixed(prefix.hitRate * 100, 1)) %  (\(prefix.hitTokens) of \(prefix.queryTokens) prompt tokens "
+            + "of first admissions served from the cache)")
         line()
         line([pad("memory", 10, left: true), pad("committed", 12), pad("RSS", 12)].joined(separator: " "))
         line([pad("start", 10, left: true), pad("-", 12), pad(ByteCount.format(memory.rssStartBytes), 12)].joined(separator: " "))
@@ -232,6 +287,10 @@ struct LoadReport: Codable, Sendable {
               pad(ByteCount.format(memory.rssPeakBytes), 12)].joined(separator: " "))
         line([pad("end", 10, left: true), pad(ByteCount.format(memory.committedEndBytes), 12),
               pad(ByteCount.format(memory.rssEndBytes), 12)].joined(separator: " "))
+        if layout == "contiguous" {
+            line("RSS counts only pages touched: the contiguous layout commits pages without touching them "
+                + "(--write-kv touches those it writes); compare layouts by committed bytes")
+        }
         line("budget \(ByteCount.format(memory.budgetBytes)); pages of \(ByteCount.format(memory.pageBytes))"
             + (memory.pageBytes == 2 << 20 ? (memory.hugePages ? " (huge pages)" : " (small pages: shmem huge pages are off)") : "")
             + "; \(memory.blocksEvicted) cached blocks evicted; \(memory.mappings) mappings")

@@ -12,6 +12,8 @@ struct LoadRunner {
     var settings: WorkerSettings
     /// Stop admitting requests after this long (nil: run the whole workload).
     var durationSeconds: Double?
+    /// `--requests` as given (nil: not given), for the report.
+    var requested: Int? = nil
     /// Commit (and, paged, fault in) the whole budget before the clock starts, as a server
     /// would at start-up (`Engine.reserve`).
     var reserve = false
@@ -63,7 +65,14 @@ struct LoadRunner {
 
         var committedPeak: UInt64 = 0
         var timeline = MemoryTimeline(config: config)
+        // The signal that stopped the run (SIGINT, SIGTERM: `InterruptCleanup` in `.stop` mode), 0 if none.
+        var interruptSignal: Int32 = 0
         while !progress.allSatisfy({ $0.finished.load(ordering: .acquiring) }) {
+            if interruptSignal == 0, case let signal = InterruptCleanup.pendingSignal, signal != 0 {
+                interruptSignal = signal
+                coordinator.interrupt()
+                continue  // the workers stop within a decode step
+            }
             sleepNanoseconds(Self.sampleIntervalNanoseconds)
             let stats = engine.stats()
             committedPeak = max(committedPeak, stats.committedBytes)
@@ -87,7 +96,12 @@ struct LoadRunner {
             total.createRetries += result.createRetries
             total.preemptions += result.preemptions
             total.promptTokens += result.promptTokens
+            total.hitTokens += result.hitTokens
             total.decodedTokens += result.decodedTokens
+            total.restartAdmissions += result.restartAdmissions
+            total.restartPromptTokens += result.restartPromptTokens
+            total.restartHitTokens += result.restartHitTokens
+            total.redecodedTokens += result.redecodedTokens
             total.draftSteps += result.draftSteps
             total.rejectedDraftTokens += result.rejectedDraftTokens
             total.firstError = total.firstError ?? result.firstError
@@ -109,7 +123,7 @@ struct LoadRunner {
             && (op != .ttft || settings.prefillTokensPerSecond > 0) {
             operations[op.name] = LoadReport.OperationStats(total.latency.histogram(op), seconds: elapsed)
         }
-        let offered = durationSeconds == nil ? workload.requestCount : coordinator.claimed
+        let offered = durationSeconds == nil && interruptSignal == 0 ? workload.requestCount : coordinator.claimed
         return LoadReport(
             workload: workload.kind,
             workloadSummary: workload.summary,
@@ -118,20 +132,28 @@ struct LoadRunner {
             batchPerThread: settings.batch,
             writeKV: settings.writeKV,
             elapsedSeconds: (elapsed * 1000).rounded() / 1000,
-            requests: .init(offered: offered, completed: total.completed,
+            requests: .init(requested: requested, traceRequests: workload.kind == "trace" ? workload.requestCount : nil,
+                            offered: offered, completed: total.completed,
                             rejectedOutOfMemory: total.rejectedOutOfMemory, rejectedUnfittable: total.rejectedUnfittable,
                             rejectedOther: total.rejectedOther,
                             createRetries: total.createRetries, preemptions: total.preemptions,
                             perSecond: elapsed > 0 ? (Double(total.completed) / elapsed * 10).rounded() / 10 : 0),
             promptTokens: total.promptTokens,
             decodedTokens: total.decodedTokens,
+            restarts: .init(admissions: total.restartAdmissions, promptTokens: total.restartPromptTokens,
+                            hitTokens: total.restartHitTokens, recomputedPromptTokens: total.restartPromptTokens - total.restartHitTokens,
+                            redecodedTokens: total.redecodedTokens),
             operations: operations,
             speculation: settings.speculation.map {
+                // Kept per step over every step, restarts' included.
                 LoadReport.Speculation(draftTokens: $0.draftTokens, acceptance: $0.acceptance, steps: total.draftSteps,
-                                       rejectedDraftTokens: total.rejectedDraftTokens, decodedTokens: total.decodedTokens)
+                                       rejectedDraftTokens: total.rejectedDraftTokens,
+                                       decodedTokens: total.decodedTokens + total.redecodedTokens)
             },
-            prefix: .init(queryTokens: stats.prefixQueryTokens, hitTokens: stats.prefixHitTokens,
-                          hitRate: stats.prefixQueryTokens > 0 ? Double(stats.prefixHitTokens) / Double(stats.prefixQueryTokens) : 0),
+            // From the workers' creates, not the engine's counters (EngineStats.prefixQueryTokens
+            // and prefixHitTokens), which count every create, restarts too.
+            prefix: .init(queryTokens: UInt64(total.promptTokens), hitTokens: UInt64(total.hitTokens),
+                          hitRate: total.promptTokens > 0 ? Double(total.hitTokens) / Double(total.promptTokens) : 0),
             memory: .init(budgetBytes: stats.budgetBytes, committedPeakBytes: committedPeak,
                           committedEndBytes: stats.committedBytes, rssStartBytes: rssStart.rssBytes,
                           rssPeakBytes: rssEnd.peakRSSBytes, rssEndBytes: rssEnd.rssBytes,
@@ -139,6 +161,8 @@ struct LoadRunner {
                           pageBytes: config.pageBytes, hugePages: stats.hugePages,
                           reservedBytes: reserved.bytes, reserveSeconds: (reserved.seconds * 1000).rounded() / 1000),
             firstError: total.firstError,
+            interrupted: interruptSignal != 0,
+            interruptSignal: interruptSignal,
             offload: config.hasDiskTier ? LoadReport.Offload(stats: stats, dir: config.offloadDir ?? "", elapsed: elapsed, total: total) : nil,
             timeline: timeline
         )
@@ -149,7 +173,10 @@ struct LoadRunner {
         let completed = progress.reduce(0) { $0 + $1.completed.load(ordering: .relaxed) }
         let rejected = progress.reduce(0) { $0 + $1.rejected.load(ordering: .relaxed) }
         let decoded = progress.reduce(0) { $0 + $1.decodedTokens.load(ordering: .relaxed) }
-        let hit = stats.prefixQueryTokens > 0 ? Double(stats.prefixHitTokens) / Double(stats.prefixQueryTokens) * 100 : 0
+        // As the report's: first admissions only.
+        let query = progress.reduce(0) { $0 + $1.promptTokens.load(ordering: .relaxed) }
+        let hitTokens = progress.reduce(0) { $0 + $1.hitTokens.load(ordering: .relaxed) }
+        let hit = query > 0 ? Double(hitTokens) / Double(query) * 100 : 0
         return "[\(fixed(seconds, 1)) s] \(completed)/\(workload.requestCount) done, \(rejected) rejected, "
             + "\(stats.sequences) live, \(fixed(Double(decoded) / max(seconds, 1e-9) / 1000, 1))k tok/s, "
             + "hit \(fixed(hit, 1))%, committed \(ByteCount.format(stats.committedBytes)), "

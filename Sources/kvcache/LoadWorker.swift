@@ -10,8 +10,8 @@ struct WorkerResult: Sendable {
     var completed = 0
     /// Requests given up on after `maxRetries` out-of-memory failures.
     var rejectedOutOfMemory = 0
-    /// Requests whose create ran out of memory while the engine held no live sequence at all:
-    /// waiting cannot help (larger than the budget, or memory the engine cannot reclaim).
+    /// Requests whose create ran out of memory and whose prompt alone needs more than the whole
+    /// budget holds (`LoadWorker.promptCapacity`): waiting cannot help.
     var rejectedUnfittable = 0
     /// Requests the engine refused for another reason (for example past `max_seq_tokens`).
     var rejectedOther = 0
@@ -20,10 +20,21 @@ struct WorkerResult: Sendable {
     var createRetries = 0
     /// Sequences freed because an `append` ran out of memory; their request restarts later.
     var preemptions = 0
-    /// Prompt tokens of successful creates.
+    /// The workload's side: prompt tokens of requests' first admissions (a request's first
+    /// successful create), and of those the tokens the create found cached (its return value).
     var promptTokens = 0
-    /// Tokens appended and kept (drafts rolled back are not counted).
+    var hitTokens = 0
+    /// Output tokens appended and kept for the first time (drafts rolled back are not counted):
+    /// each request's output once, however often it restarted.
     var decodedTokens = 0
+    /// The restarts' side: successful creates of requests admitted before (restarted after a
+    /// preemption or a failed disk read), their prompt tokens and, of those, the tokens found
+    /// cached; and output tokens decoded again (a restarted request decodes its output from the
+    /// start, as its first admission did up to its preemption).
+    var restartAdmissions = 0
+    var restartPromptTokens = 0
+    var restartHitTokens = 0
+    var redecodedTokens = 0
     /// Speculative decoding: decode steps of one sequence, and draft tokens appended then
     /// truncated away because the target model rejected them.
     var draftSteps = 0
@@ -91,11 +102,17 @@ struct LoadWorker: Sendable {
         var attempts: Int
         var length: Int
         var remaining: Int
+        /// Output tokens its earlier admissions decoded, at most (decoding them is a restart's work).
+        var decodedBefore: Int
     }
 
     private struct Waiting {
         var request: LoadRequest
         var attempts: Int
+        /// Whether a create of it succeeded before (its next admission is a restart), and the
+        /// most output tokens an admission of it decoded.
+        var started = false
+        var decodedBefore = 0
     }
 
     /// A created sequence whose prefix blocks are still being read back from disk.
@@ -105,6 +122,7 @@ struct LoadWorker: Sendable {
         var attempts: Int
         /// Prompt tokens the create found cached: the server's prefill starts after them.
         var cached: Int
+        var decodedBefore: Int
         /// When the create was called and when it returned.
         var calledNanoseconds: UInt64
         var createdNanoseconds: UInt64
@@ -114,6 +132,19 @@ struct LoadWorker: Sendable {
     static let idleBackoffNanoseconds: UInt64 = 1_000_000
     /// Longest sleep while waiting for an arrival, so a stop is noticed quickly.
     static let maxSleepNanoseconds: UInt64 = 10_000_000
+
+    /// The longest prompt an engine of `config` holding nothing else can create: the blocks of
+    /// its budget (`blocksTotal`, `EngineStats`), and in the contiguous layout also its pages
+    /// (`memory_bytes / (page_bytes x tensors)` per tensor, whole pages per sequence). A create
+    /// of a longer prompt that runs out of memory is unfittable: a property of the
+    /// configuration, not of what else is live when it fails (a read of the engine's live
+    /// sequences after the failure raced with other threads' frees).
+    static func promptCapacity(config: EngineConfig, blocksTotal: UInt64) -> Int {
+        let blocks = Int(blocksTotal) * config.blockTokens
+        guard config.layout == .contiguous else { return blocks }
+        let pages = config.memoryBytes / (config.pageBytes * UInt64(config.tensors))
+        return min(blocks, Int(pages * config.pageBytes / UInt64(config.tokenBytes)))
+    }
 
     init(index: Int, engine: Engine, workload: any Workload, coordinator: LoadCoordinator,
          progress: WorkerProgress, settings: WorkerSettings) {
@@ -128,6 +159,7 @@ struct LoadWorker: Sendable {
     func run() -> WorkerResult {
         var result = WorkerResult()
         let config = engine.config
+        let capacity = Self.promptCapacity(config: config, blocksTotal: engine.stats().blocksTotal)
         let prompt = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens)
         defer { prompt.deallocate() }
         let blockTable = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens / config.blockTokens + 1)
@@ -149,16 +181,18 @@ struct LoadWorker: Sendable {
             progress.rejected.store(result.rejectedOutOfMemory + result.rejectedUnfittable + result.rejectedOther,
                                     ordering: .relaxed)
             progress.decodedTokens.store(result.decodedTokens, ordering: .relaxed)
+            progress.promptTokens.store(result.promptTokens, ordering: .relaxed)
+            progress.hitTokens.store(result.hitTokens, ordering: .relaxed)
         }
 
-        /// Queues `request` to be tried again, or rejects it after `maxRetries`; true when queued.
-        @discardableResult func requeue(_ request: LoadRequest, attempts: Int) -> Bool {
-            guard attempts <= settings.maxRetries else {
+        /// Queues `entry` to be tried again, or rejects it after `maxRetries`; true when queued.
+        @discardableResult func requeue(_ entry: Waiting) -> Bool {
+            guard entry.attempts <= settings.maxRetries else {
                 result.rejectedOutOfMemory += 1
                 publish()
                 return false
             }
-            waiting.insert(Waiting(request: request, attempts: attempts), at: 0)
+            waiting.insert(entry, at: 0)
             return true
         }
 
@@ -176,24 +210,23 @@ struct LoadWorker: Sendable {
         /// Makes created sequence `id` (its create called at `called`) live: its prompt's
         /// prefill past the cached prefix run (slept, with `prefillTokensPerSecond`; `ttft`
         /// recorded) and, with `writeKV`, its K/V written. False when the run must stop.
-        func start(_ id: UInt64, request: LoadRequest, attempts: Int, cached: Int, called: UInt64) -> Bool {
-            result.promptTokens += request.promptTokens
+        func start(_ id: UInt64, request: LoadRequest, attempts: Int, cached: Int, decodedBefore: Int, called: UInt64) -> Bool {
             if settings.prefillTokensPerSecond > 0 {
                 sleepNanoseconds(UInt64(Double(request.promptTokens - cached) / settings.prefillTokensPerSecond * 1e9))
                 result.latency.record(.ttft, nanoseconds: monotonicNanoseconds() &- called)
             }
             if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { return false }
             live.append(Live(id: id, request: request, attempts: attempts,
-                             length: request.promptTokens, remaining: request.outputTokens))
+                             length: request.promptTokens, remaining: request.outputTokens, decodedBefore: decodedBefore))
             return true
         }
 
         /// A sequence whose disk read failed: the bad blocks left the cache; it is freed and its
         /// request recomputed.
-        func reloadFailed(_ id: UInt64, request: LoadRequest, attempts: Int) {
+        func reloadFailed(_ id: UInt64, request: LoadRequest, attempts: Int, decodedBefore: Int) {
             freeTimed(id)
             result.reloadFailures += 1
-            requeue(request, attempts: attempts + 1)
+            requeue(Waiting(request: request, attempts: attempts + 1, started: true, decodedBefore: decodedBefore))
         }
 
         while !coordinator.isStopped {
@@ -212,10 +245,10 @@ struct LoadWorker: Sendable {
                     result.readyWaitMaxNanoseconds = max(result.readyWaitMaxNanoseconds, waited)
                     loading.remove(at: l)
                     if !start(entry.id, request: entry.request, attempts: entry.attempts, cached: entry.cached,
-                                 called: entry.calledNanoseconds) { break scan }
+                              decodedBefore: entry.decodedBefore, called: entry.calledNanoseconds) { break scan }
                 case .failed:
                     loading.remove(at: l)
-                    reloadFailed(entry.id, request: entry.request, attempts: entry.attempts)
+                    reloadFailed(entry.id, request: entry.request, attempts: entry.attempts, decodedBefore: entry.decodedBefore)
                 }
             }
 
@@ -240,12 +273,19 @@ struct LoadWorker: Sendable {
                 do throws(KVError) {
                     cached = try engine.createSequence(id, tokens: tokens)
                 } catch where error.code == .outOfMemory {
-                    if live.isEmpty, engine.stats().sequences == 0 {
-                        // Nothing anywhere holds memory: this prompt can never fit.
+                    if request.promptTokens > capacity {
+                        // No freed memory would make room: reject it at once. Nothing is learned
+                        // about memory, so admission goes on.
                         result.rejectedUnfittable += 1
-                        if result.firstError == nil { result.firstError = "create with no live sequence: \(error)" }
+                        if result.firstError == nil {
+                            result.firstError = "create of a \(request.promptTokens)-token prompt, more than the budget holds "
+                                + "(\(capacity) tokens): \(error)"
+                        }
                         publish()
-                    } else if requeue(request, attempts: head.attempts + 1) {
+                        continue
+                    }
+                    if requeue(Waiting(request: request, attempts: head.attempts + 1, started: head.started,
+                                       decodedBefore: head.decodedBefore)) {
                         result.createRetries += 1
                     }
                     admissionBlocked = true
@@ -258,14 +298,25 @@ struct LoadWorker: Sendable {
                 }
                 let created = monotonicNanoseconds()
                 result.latency.record(.create, nanoseconds: created &- t0)
+                // The workload's prefix hits are its requests' first admissions'; a restart's
+                // create finds its own earlier blocks, which is the restart's, not the workload's.
+                if head.started {
+                    result.restartAdmissions += 1
+                    result.restartPromptTokens += request.promptTokens
+                    result.restartHitTokens += cached
+                } else {
+                    result.promptTokens += request.promptTokens
+                    result.hitTokens += cached
+                }
                 switch config.hasDiskTier && cached > 0 ? readiness(id) : .ready {
                 case .ready:
-                    if !start(id, request: request, attempts: head.attempts, cached: cached, called: t0) { break admission }
+                    if !start(id, request: request, attempts: head.attempts, cached: cached, decodedBefore: head.decodedBefore,
+                              called: t0) { break admission }
                 case .pending:
-                    loading.append(Loading(id: id, request: request, attempts: head.attempts,
-                                           cached: cached, calledNanoseconds: t0, createdNanoseconds: created))
+                    loading.append(Loading(id: id, request: request, attempts: head.attempts, cached: cached,
+                                           decodedBefore: head.decodedBefore, calledNanoseconds: t0, createdNanoseconds: created))
                 case .failed:
-                    reloadFailed(id, request: request, attempts: head.attempts)
+                    reloadFailed(id, request: request, attempts: head.attempts, decodedBefore: head.decodedBefore)
                 }
             }
 
@@ -326,7 +377,9 @@ struct LoadWorker: Sendable {
                         let victim = live.remove(at: i)
                         if error.code == .outOfMemory {
                             result.preemptions += 1
-                            requeue(victim.request, attempts: victim.attempts + 1)
+                            let decoded = victim.request.outputTokens - victim.remaining
+                            requeue(Waiting(request: victim.request, attempts: victim.attempts + 1, started: true,
+                                            decodedBefore: max(victim.decodedBefore, decoded)))
                             admissionBlocked = true
                         } else {
                             result.rejectedOther += 1
@@ -339,7 +392,12 @@ struct LoadWorker: Sendable {
                         result.draftSteps += 1
                         result.rejectedDraftTokens += appended - kept
                     }
-                    result.decodedTokens += kept
+                    // Output positions decoded..<decoded + kept: those an earlier admission
+                    // reached are decoded again.
+                    let decoded = live[i].request.outputTokens - live[i].remaining
+                    let again = max(0, min(decoded + kept, live[i].decodedBefore) - decoded)
+                    result.redecodedTokens += again
+                    result.decodedTokens += kept - again
                     live[i].length += kept
                     live[i].remaining -= kept
                 }

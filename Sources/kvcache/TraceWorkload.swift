@@ -11,7 +11,8 @@ import KVSim
 /// runs, so the engine's own chain hashes see exactly the trace's sharing (with any engine
 /// `block_tokens` dividing 512); the last block is partial, `input - 512 * (blocks - 1)`
 /// tokens. Arrivals are the trace's offsets from its first request, divided by `speed`;
-/// outputs are capped at `maxOutputTokens` (trace outputs run to 2,000 tokens).
+/// outputs are capped at `maxOutputTokens` (trace outputs run to 2,000 tokens); an output of
+/// 0 stays 0, a request that completes after its prefill (created, then freed).
 struct TraceWorkload: Workload {
     /// The trace: flat arrays, a few words per request.
     var trace: Trace

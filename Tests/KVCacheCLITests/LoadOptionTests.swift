@@ -66,11 +66,36 @@ struct LoadOptionTests {
 
     /// A trace brings its own lengths: the synthetic length options are not checked with it,
     /// so `--output-max` alone caps a trace's outputs (it used to fail against the unused
-    /// default `--output-mean` 64).
+    /// default `--output-mean` 64), and `--max-prompt-tokens` caps its prompts.
     @Test func aTraceRunTakesOutputMaxAlone() {
         #expect(Self.error(["--trace", "t.jsonl", "--output-max", "8"]) == nil)
-        #expect(Self.error(["--trace", "t.jsonl", "--prompt-mean", "5000"]) == nil)
+        #expect(Self.error(["--trace", "t.jsonl", "--output-max", "8", "--max-prompt-tokens", "100"]) == nil)
         #expect(Self.error(["--output-max", "8"])?.hasPrefix("--output-mean/--output-max: need 1 <= mean (64) <= max (8)") == true)
+    }
+
+    /// The synthetic workload's options are refused with `--trace`, as `--rate` is, naming the
+    /// option: they were ignored, even invalid values (`--prompt-mean 0 --trace ...` ran and
+    /// exited 0). Alone (no trace) they are what they were.
+    @Test(arguments: [["--prompt-dist", "fixed"], ["--prompt-mean", "0"], ["--prompt-mean", "5000"], ["--prompt-max", "100"],
+                      ["--output-dist", "fixed"], ["--output-mean", "10"], ["--shared-prefix-ratio", "0.2"],
+                      ["--shared-prompts", "3"], ["--seed", "9"]])
+    func aSyntheticOptionIsRefusedWithATrace(option: [String]) throws {
+        let message = "\(option[0]) applies to the synthetic workload; a trace brings its own lengths and prefixes "
+            + "(--max-prompt-tokens and --output-max cap them)"
+        #expect(Self.error(["--trace", "t.jsonl"] + option) == message, "\(option)")
+        #expect(Self.error(option + ["--trace", "t.jsonl", "--output-max", "8"]) == message, "\(option), in any order")
+        if option != ["--prompt-mean", "0"] && option != ["--prompt-mean", "5000"] && option != ["--prompt-max", "100"] {
+            #expect(Self.error(option) == nil, "\(option) without a trace")
+        }
+    }
+
+    /// The synthetic defaults stand when the options are not given.
+    @Test func theSyntheticDefaultsStand() throws {
+        let runner = try LoadCommand.parse(["--requests", "100"]).loadRunner()
+        let synthetic = try #require(runner.workload as? SyntheticWorkload)
+        #expect(synthetic.prompt.shape == .lognormal && synthetic.prompt.mean == 512 && synthetic.prompt.max == 2048)
+        #expect(synthetic.output.shape == .lognormal && synthetic.output.mean == 64 && synthetic.output.max == 256)
+        #expect(synthetic.sharedPrefixRatio == 0.5 && synthetic.sharedPrompts == 8 && synthetic.seed == 42)
     }
 
     @Test func defaultsAreTheEnginesExceptTheMemory() throws {

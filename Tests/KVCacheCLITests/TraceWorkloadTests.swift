@@ -116,6 +116,20 @@ struct TraceWorkloadTests {
         #expect(Array(bufferA.prefix(64)) != Array(bufferB.prefix(64)), "no prefix information: nothing shared")
     }
 
+    /// A trace output of 0 tokens is a request that completes after its prefill: created,
+    /// freed, no token decoded (it decoded one, `Trace` storing 0 as 1).
+    @Test func anOutputOfZeroDecodesNothing() throws {
+        let lines = (0..<6).map { #"{"timestamp": \#($0), "input_length": 100, "output_length": \#($0 % 2 == 0 ? 0 : 5), "hash_ids": [\#($0)]}"# }
+        let path = try Self.file(lines.joined(separator: "\n") + "\n")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let workload = try TraceWorkload(path: path, maxRequests: nil, speed: 0, limits: Self.noLimits)
+        #expect((0..<6).map { workload.request($0).outputTokens } == [0, 5, 0, 5, 0, 5])
+        let report = try LoadReportTests.load(["--trace", path, "--layers", "1", "--kv-heads", "1", "--head-dim", "32",
+                                               "--memory", "64MiB", "--max-seq-tokens", "4096", "--threads", "1", "--plots", ""]).report
+        #expect(report.requests.completed == 6 && report.decodedTokens == 15)
+        #expect(report.operations["append"]?.count == 15 && report.operations["create"]?.count == 6 && report.operations["free"]?.count == 6)
+    }
+
     /// Errors are the shared reader's: file and line for a malformed line, line 0 for a file
     /// that cannot be read or holds no request.
     @Test func badTraceFilesNameFileLineAndReason() throws {

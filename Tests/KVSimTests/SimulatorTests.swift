@@ -72,6 +72,27 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(rr.rejected == 1 && rr.served == 0 && rr.makespanSeconds == 0 && rr.lengthCapped == 0)
     }
 
+    /// A trace output of 0 tokens replays as one of 1: the simulator's first token ends the
+    /// prefill (its TTFT) whatever the trace says, as when the reader stored 0 as 1.
+    @Test func anOutputOfZeroReplaysAsAnOutputOfOne() throws {
+        let slice = try mooncakeSlice(40)
+        func replay(outputOf zeroed: Int32) throws -> ReplayResult {
+            var trace = slice
+            for r in stride(from: 0, to: trace.count, by: 3) { trace.outputTokens[r] = zeroed }
+            var c = SimulationConfig()
+            c.instances = 2
+            c.router.policy = .roundRobin
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            try sim.run()
+            #expect(sim.finish.allSatisfy { $0 > 0 })
+            return sim.result(policy: "round-robin", wallSeconds: 0)
+        }
+        let zero = try replay(outputOf: 0), one = try replay(outputOf: 1)
+        #expect(zero.served == 40 && zero.served == one.served)
+        #expect(zero.ttftSorted == one.ttftSorted && zero.makespanSeconds == one.makespanSeconds)
+        #expect(zero.prefixHitRate == one.prefixHitRate && zero.preemptions == one.preemptions)
+    }
+
     /// A rate scale of 0 would put every arrival at infinity; it and the other non-positive or
     /// non-finite scales are refused with their value named.
     @Test func aRateScaleThatIsNotAPositiveNumberIsRefused() throws {

@@ -24,6 +24,18 @@ import Testing
         #expect(h[1] == Trace.chainedHash(parent: h[0], id: 1))
     }
 
+    /// An output of 0 tokens is read as 0 in both formats (it was stored as 1, so `kvcache load`
+    /// decoded a token the trace does not have); the simulator still generates the first token
+    /// that ends the prefill (`SimulatorTests`).
+    @Test func anOutputOfZeroTokensIsReadAsZero() throws {
+        let jsonl = try MooncakeTraceReader.parse(Data(#"{"timestamp": 0, "input_length": 10, "output_length": 0, "hash_ids": [4]}"#.utf8),
+                                                  path: "t.jsonl")
+        #expect(jsonl.outputTokens == [0])
+        let csv = try AzureTraceReader.parse("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,0\n", path: "a.csv")
+        #expect(csv.outputTokens == [0])
+        #expect(jsonl.prefix(1).outputTokens == [0])
+    }
+
     @Test func aMalformedLineNamesFileAndLine() {
         let bad = lines + "\n{\"timestamp\": 10, \"input_length\": 100, \"output_length\": 1, \"hash_ids\": [0, 1]}\n"
         do {

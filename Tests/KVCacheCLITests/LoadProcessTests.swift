@@ -1,0 +1,114 @@
+import Foundation
+import Testing
+
+/// `kvcache load` as a process: what it writes on standard error, its exit status, and what
+/// SIGINT and SIGTERM do to a run.
+@Suite("kvcache load as a process", .serialized)
+struct LoadProcessTests {
+    /// A small engine shape that starts at once.
+    static let shape = ["--layers", "1", "--kv-heads", "1", "--head-dim", "32", "--memory", "64MiB", "--max-seq-tokens", "4096",
+                        "--plots", ""]
+
+    /// A started `kvcache-cli` with `arguments`, its standard output and error going to files
+    /// (a pipe the test did not drain could stop it).
+    final class Child {
+        let process = Process()
+        private let outputPath: String, errorPath: String
+        private(set) var stdout = Data(), stderr = Data()
+
+        init(_ arguments: [String]) throws {
+            let cli = cliPath()
+            try #require(FileManager.default.isExecutableFile(atPath: cli), "build kvcache-cli first: \(cli)")
+            let base = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-load-\(UUID().uuidString)").path
+            (outputPath, errorPath) = (base + ".out", base + ".err")
+            for path in [outputPath, errorPath] { _ = FileManager.default.createFile(atPath: path, contents: nil) }
+            process.executableURL = URL(fileURLWithPath: cli)
+            process.arguments = arguments
+            process.standardOutput = FileHandle(forWritingAtPath: outputPath)
+            process.standardError = FileHandle(forWritingAtPath: errorPath)
+            try process.run()
+        }
+
+        deinit {
+            for path in [outputPath, errorPath] { try? FileManager.default.removeItem(atPath: path) }
+        }
+
+        /// Waits for the exit, at most `seconds` (then kills it and fails).
+        func wait(seconds: Double = 60) -> Int32 {
+            let deadline = Date().addingTimeInterval(seconds)
+            while process.isRunning && Date() < deadline { usleep(10_000) }
+            if process.isRunning {
+                Issue.record("kvcache-cli still runs after \(seconds) s: killed")
+                kill(process.processIdentifier, SIGKILL)
+            }
+            process.waitUntilExit()
+            stdout = FileManager.default.contents(atPath: outputPath) ?? Data()
+            stderr = FileManager.default.contents(atPath: errorPath) ?? Data()
+            return process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
+        }
+
+        /// Whether the process catches `signal` (/proc/PID/status, SigCgt).
+        func catches(_ signal: Int32) -> Bool {
+            guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+                  let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigCgt:") }),
+                  let mask = UInt64(line.dropFirst("SigCgt:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+            return mask & (1 << UInt64(signal - 1)) != 0
+        }
+    }
+
+    /// `--requests` beyond the trace's length runs the whole trace, says so on standard error
+    /// and puts both numbers in the JSON (it ran the shorter trace silently).
+    @Test func moreRequestsThanTheTraceHoldsAreNoticed() throws {
+        let lines = (0..<5).map { #"{"timestamp": \#($0), "input_length": 100, "output_length": 3, "hash_ids": [\#($0)]}"# }
+        let trace = try TraceWorkloadTests.file(lines.joined(separator: "\n") + "\n")
+        defer { try? FileManager.default.removeItem(atPath: trace) }
+        let child = try Child(["load", "--trace", trace, "--requests", "10", "--json"] + Self.shape)
+        #expect(child.wait() == 0)
+        let notice = String(decoding: child.stderr, as: UTF8.self)
+        #expect(notice == "kvcache load: --requests 10, but the trace holds 5 requests: running those 5\n", "\(notice)")
+        let top = try #require(try JSONSerialization.jsonObject(with: child.stdout) as? [String: Any])
+        let requests = try #require(top["requests"] as? [String: Any])
+        #expect((requests["requested"] as? NSNumber)?.intValue == 10)
+        #expect((requests["trace_requests"] as? NSNumber)?.intValue == 5)
+        #expect((requests["offered"] as? NSNumber)?.intValue == 5 && (requests["completed"] as? NSNumber)?.intValue == 5)
+
+        // Within the trace's length: no notice, the same keys.
+        let within = try Child(["load", "--trace", trace, "--requests", "4", "--json"] + Self.shape)
+        #expect(within.wait() == 0)
+        #expect(within.stderr.isEmpty, "\(String(decoding: within.stderr, as: UTF8.self))")
+        let counts = try #require((try JSONSerialization.jsonObject(with: within.stdout) as? [String: Any])?["requests"] as? [String: Any])
+        #expect((counts["requested"] as? NSNumber)?.intValue == 4 && (counts["trace_requests"] as? NSNumber)?.intValue == 4)
+    }
+
+    /// SIGINT (SIGTERM alike) stops a run's workers and prints the report of what completed,
+    /// marked interrupted, then exits with 128 + the signal; it used to end the process with
+    /// no output. The run is a closed loop of a minute's worth of requests.
+    @Test(arguments: [(SIGINT, true), (SIGTERM, false)])
+    func aSignalStopsTheRunAndReportsWhatCompleted(signal: Int32, json: Bool) throws {
+        let child = try Child(["load", "--duration", "60", "--threads", "2", "--batch", "4", "--prompt-mean", "64", "--prompt-max", "256",
+                               "--output-mean", "8", "--output-max", "32"] + (json ? ["--json"] : []) + Self.shape)
+        var waited = 0
+        while !child.catches(signal) && child.process.isRunning && waited < 1000 {
+            usleep(10_000)
+            waited += 1
+        }
+        #expect(child.catches(signal), "kvcache load does not catch signal \(signal)")
+        usleep(500_000)  // some requests complete
+        #expect(child.process.isRunning, "it ended before the signal")
+        kill(child.process.processIdentifier, signal)
+        #expect(child.wait(seconds: 20) == 128 + signal)
+        let text = String(decoding: child.stdout, as: UTF8.self)
+        if json {
+            let top = try #require(try JSONSerialization.jsonObject(with: child.stdout) as? [String: Any], "\(text)")
+            #expect(top["interrupted"] as? Bool == true)
+            let requests = try #require(top["requests"] as? [String: Any])
+            let completed = try #require((requests["completed"] as? NSNumber)?.intValue)
+            let offered = try #require((requests["offered"] as? NSNumber)?.intValue)
+            #expect(completed > 0 && offered >= completed && offered < 1_000_000, "offered \(offered), completed \(completed)")
+        } else {
+            #expect(text.hasPrefix("kvcache load: "), "\(text)")
+            #expect(text.contains("\ninterrupted by SIGTERM after "), "\(text)")
+            #expect(text.contains("\nmemory "), "the whole table: \(text)")
+        }
+    }
+}

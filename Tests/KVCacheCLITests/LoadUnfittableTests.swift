@@ -1,0 +1,62 @@
+import Foundation
+import KVCache
+import Testing
+@testable import kvcache
+
+/// `rejected_unfittable` counts exactly the requests whose prompt alone needs more than the
+/// whole budget, whatever else is live when its create fails. It was decided by reading the
+/// engine's live sequences after the failure: with other sequences live, an unfittable prompt
+/// was retried and counted as out of memory, and with two threads a prompt that fits could be
+/// counted unfittable when the other thread had just freed its last sequence.
+@Suite("kvcache load: unfittable prompts")
+struct LoadUnfittableTests {
+    /// 16 requests alternating 100-token prompts and 3000-token ones, 4 output tokens each.
+    static func trace() throws -> String {
+        var lines: [String] = []
+        for i in 0..<16 {
+            let input = i % 2 == 0 ? 100 : 3000
+            let ids = (0..<(input + 511) / 512).map { String(i * 16 + $0) }.joined(separator: ", ")
+            lines.append(#"{"timestamp": \#(i), "input_length": \#(input), "output_length": 4, "hash_ids": [\#(ids)]}"#)
+        }
+        return try TraceWorkloadTests.file(lines.joined(separator: "\n") + "\n")
+    }
+
+    /// One layer of one 32-element head, 2-byte elements: 128 bytes per token over K and V, so
+    /// 256 KiB holds 2048 tokens in either layout (4 KiB pages): the 3000-token prompts never fit.
+    static func arguments(trace: String, layout: String, threads: Int) -> [String] {
+        ["--trace", trace, "--layout", layout, "--page-bytes", "4KiB", "--memory", "256KiB", "--layers", "1", "--kv-heads", "1",
+         "--head-dim", "32", "--dtype-bytes", "2", "--max-seq-tokens", "4096", "--max-prompt-tokens", "4096",
+         "--threads", String(threads), "--batch", "4", "--max-retries", "0", "--plots", ""]
+    }
+
+    @Test(arguments: ["paged", "contiguous"], [1, 2])
+    func exactlyThePromptsLargerThanTheBudgetAreUnfittable(layout: String, threads: Int) throws {
+        let trace = try Self.trace()
+        defer { try? FileManager.default.removeItem(atPath: trace) }
+        let report = try LoadReportTests.load(Self.arguments(trace: trace, layout: layout, threads: threads)).report
+        let requests = try LoadReportTests.object(report, "requests")
+        #expect(try LoadReportTests.uint(requests, "rejected_unfittable") == 8, "\(report.requests)")
+        #expect(report.requests.completed + report.requests.rejectedOutOfMemory == 8, "the 100-token prompts: \(report.requests)")
+        #expect(report.requests.rejectedOther == 0)
+        #expect(report.firstError?.hasPrefix("create of a 3000-token prompt, more than the budget holds (2048 tokens)") == true,
+                "\(report.firstError ?? "no error")")
+    }
+
+    /// The capacity is the engine's own: an engine holding nothing creates a prompt of exactly
+    /// `promptCapacity` tokens and runs out of memory for one more, in both layouts, also where
+    /// neither blocks nor tokens divide pages evenly (96-byte tokens, 1.5 KiB blocks).
+    @Test(arguments: ["paged", "contiguous"], [(32, 4096 as UInt64), (48, 4096), (32, 64 << 10), (48, 64 << 10)])
+    func theCapacityIsTheLongestPromptOfAnEmptyEngine(layout: String, shape: (headDim: Int, pageBytes: UInt64)) throws {
+        var config = EngineConfig()
+        config.layout = layout == "paged" ? .paged : .contiguous
+        (config.numLayers, config.numKVHeads, config.headDim, config.dtypeBytes) = (1, 1, shape.headDim, 2)
+        (config.pageBytes, config.memoryBytes, config.maxSeqs, config.maxSeqTokens) = (shape.pageBytes, 1 << 20, 4, 16384)
+        let engine = try Engine(config)
+        let capacity = LoadWorker.promptCapacity(config: config, blocksTotal: engine.stats().blocksTotal)
+        try #require(capacity > 0 && capacity < config.maxSeqTokens, "\(capacity)")
+        let tokens = (0..<capacity + 1).map { Int32($0) }
+        let error = #expect(throws: KVError.self) { _ = try engine.createSequence(1, tokens: tokens) }
+        #expect(error?.code == .outOfMemory, "\(String(describing: error))")
+        #expect(try engine.createSequence(2, tokens: Array(tokens.prefix(capacity))) == 0, "\(capacity) tokens fit")
+    }
+}
