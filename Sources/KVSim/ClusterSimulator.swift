@@ -36,7 +36,8 @@ import KVRouter
 /// (whose tokens a trace does not give) never.
 /// A decode append or a prefill chunk that finds no free block preempts the youngest running
 /// sequence (vLLM's recompute preemption): it returns to the head of its queue and recomputes
-/// prompt and output (the tokens it emitted stay emitted).
+/// prompt and output (the tokens it emitted stay emitted). As in vLLM, the step whose
+/// scheduling preempted admits no waiting request.
 /// A victim still in prefill is freed with its computed tokens (`Engine.free(_:computedTokens:)`:
 /// those of its admission's hit and shared-tier load plus every chunk up to the step that just
 /// ended), which are all it holds: its blocks were allocated chunk by chunk, so none holds K/V
@@ -339,6 +340,11 @@ public final class ClusterSimulator: RequestQueues {
     /// the blocks this step computes before it, and none beyond them, as in vLLM, which caches
     /// a chunk's full blocks when it allocates them.
     ///
+    /// A step in whose scheduling a request was preempted (`preemptedThisStep`: by this step's
+    /// chunks, or by the decode appends of the step that just ended) admits no waiting request,
+    /// as vLLM's scheduler skips its waiting queue in a step that preempted: the victim, back
+    /// at the head of the queue, is re-admitted a step later, not in the step that evicted it.
+    ///
     /// Running prefills come after every decode token, where vLLM takes its running requests
     /// in admission order; the two agree because a request still in prefill is younger than
     /// every decoding one (a request is admitted only when every prompt before it is
@@ -379,14 +385,23 @@ public final class ClusterSimulator: RequestQueues {
             try schedule(r, chunk: chunk)
         }
         dropPreempted(s)
-        try admit(s, budget: budget) { r, chunk throws(KVError) in
-            try schedule(r, chunk: chunk)
-            return budget
+        if !inst.preemptedThisStep {
+            try admit(s, budget: budget) { r, chunk throws(KVError) in
+                try schedule(r, chunk: chunk)
+                return budget
+            }
         }
         drainEvents(s)
         report(s)
         inst.stepPrefillTokens = prefillTokens
         guard !inst.stepRequests.isEmpty else {
+            if inst.preemptedThisStep && inst.waitingCount > 0 {
+                // Every running request was preempted (one outgrew the instance alone): vLLM's
+                // engine loop schedules again at once, and that step admits.
+                inst.preemptedThisStep = false
+                try startStep(s, now: now)
+                return
+            }
             inst.stepEnd = .infinity
             return
         }
@@ -522,13 +537,16 @@ public final class ClusterSimulator: RequestQueues {
     /// of the step is computed first (its tokens leave `remaining`, its prompt blocks go to the
     /// shared tier), and a request whose prefill ended emits its token (its first: the TTFT),
     /// finishing, and freeing its blocks, if that was its last; only then are the step's decode
-    /// tokens appended, in batch order, and those appends may preempt. So what the step
+    /// tokens appended, in batch order (the next step's slots for them, as vLLM's
+    /// `allocate_slots` of one token when it schedules a decode), and those appends may
+    /// preempt; the step they schedule then admits nothing. So what the step
     /// produced is never thrown away, and its finished requests' blocks are free before any
     /// append needs them, as in vLLM, which takes a step's output (and frees what finished)
     /// before it schedules, and preempts for, the next. A victim's chunk of this step counts
     /// as computed (the forward pass ran).
     private func endStep(_ s: Int, now: Double) throws {
         let inst = instances[s]
+        inst.preemptedThisStep = false  // the decode appends below schedule the next step
         for k in 0..<inst.stepRequests.count where inst.stepChunks[k] > 0 {
             let r = Int(inst.stepRequests[k])
             let chunk = Int(inst.stepChunks[k])
@@ -582,7 +600,8 @@ public final class ClusterSimulator: RequestQueues {
     /// load, and every chunk through the step that last ended; that is exactly what it holds
     /// (its chunks' blocks are allocated as they are scheduled), so `computedTokens` takes
     /// nothing out of the prefix index, and is passed so that nothing ever could. Blocks of a
-    /// decoding victim were all computed (its output blocks are never indexed).
+    /// decoding victim were all computed (its output blocks are never indexed). The step being
+    /// composed admits nothing (`preemptedThisStep`).
     private func preempt(_ r: Int, _ s: Int) {
         let inst = instances[s]
         do {
@@ -598,6 +617,7 @@ public final class ClusterSimulator: RequestQueues {
         remaining[r] = 0
         length[r] = 0
         inst.pushFrontWaiting(Int32(r))
+        inst.preemptedThisStep = true
         preemptions += 1
     }
 
