@@ -419,58 +419,134 @@ public final class Engine: @unchecked Sendable {
             return
         }
         try lockedAllocating { () throws(KVError) in
+            try appendLocked(try usableSlot(seq), seq, count: n, tokens: tokens, blockHashes: nil)
+        }
+    }
+
+    /// Grows `seq` by `tokens` tokens known by the chained hashes of its blocks, as
+    /// `createSequence(_:blockHashes:tokens:)` creates one: for simulators and gateways that
+    /// know prompts by their block hashes (trace `hash_ids`) and allocate a prompt's blocks
+    /// chunk by chunk as a server schedules them (vLLM's `allocate_slots` for a chunk's
+    /// `num_new_tokens`), so that a long prompt under chunked prefill holds only the blocks of
+    /// its scheduled chunks. `blockHashes` is the sequence's chain from its first block
+    /// (`blockHashes[i]` is block i's hash, chained from `blockHashes[i - 1]`), as long as the
+    /// caller knows it: every full block the growth completes at a position below
+    /// `blockHashes.count` is indexed under its hash (a chain's first block with parent 0, as
+    /// at creation), or, with `indexOnSchedule`, prepared for `schedule` as a created prompt's
+    /// new blocks are; blocks past the chain are not indexed. The engine does not check the
+    /// hashes of blocks it already holds against the chain: pass the one the sequence was
+    /// created from. Afterwards appends index the blocks they fill when the sequence ends on a
+    /// block boundary with every block's hash given, as after such a creation; otherwise not
+    /// (their tokens' predecessors are unknown). Same allocation, copy on write, order
+    /// (prompt blocks not scheduled yet are indexed first) and errors as
+    /// `append(_:tokens:)`, and `invalidArgument` for a negative count or a hash of 0,
+    /// `unsupported` for a sequence with token-eviction state (its positions are not block
+    /// positions once compacted). Cost: as `append` for as many tokens, plus a scan of the
+    /// hashes.
+    public func append(_ seq: UInt64, tokens n: Int, blockHashes: UnsafeBufferPointer<UInt64>) throws(KVError) {
+        guard n >= 0 else { throw .invalid("cannot append \(n) tokens to sequence \(seq)") }
+        if let zero = blockHashes.firstIndex(of: 0) {
+            throw .invalid("block hash \(zero) of sequence \(seq) is 0, which no block hashes to (0 means no hash); pass BlockHash.chain's values")
+        }
+        if n == 0 {
+            _ = try locked { () throws(KVError) in try slot(seq) }
+            return
+        }
+        try lockedAllocating { () throws(KVError) in
             let slot = try usableSlot(seq)
-            var length = sequences.lengths[slot]
-            guard n <= config.maxSeqTokens - length else {
-                throw .invalid("appending \(n) tokens to sequence \(seq) of \(length) would exceed max_seq_tokens \(config.maxSeqTokens)")
+            if evictionStates[slot] != nil {
+                throw KVError(.unsupported, "sequence \(seq) has token-eviction state: its positions are not block positions; append its tokens instead")
             }
-            let table = sequences.table(slot)
-            // After a compaction with adaptive budgets a layer may be shorter than the
-            // sequence: its appends land in blocks (pages) below `length`, which a fork may
-            // share. Those are made the sequence's own first (all of them, before any change),
-            // as a partly filled last block is copied on write otherwise.
-            let state = evictionStates[slot]
-            let shortest = state?.shortestLength ?? length
-            let offset = length % bt
-            let copyOnWrite = shortest == length && offset != 0 && blocks.references(table[length / bt]) > 1
-            let newBlocks = (length + n + bt - 1) / bt - (length + bt - 1) / bt + (copyOnWrite ? 1 : 0)
-            if newBlocks > 0 && blocks.available < newBlocks {
-                throw .outOfMemory("appending \(n) tokens needs \(newBlocks) blocks, \(blocks.available) are available")
+            try appendLocked(slot, seq, count: n, tokens: nil, blockHashes: blockHashes)
+        }
+    }
+
+    /// The body of both appends, under the lock: appends `n` tokens to live, usable `slot`
+    /// (sequence `seq`), `tokens` (hashed and indexed as they fill blocks, if the sequence
+    /// indexes appends), or, without them, unknown tokens whose filled blocks take their hashes
+    /// from `blockHashes` (the chain from block 0). Changes nothing when it throws.
+    private func appendLocked(_ slot: Int, _ seq: UInt64, count n: Int, tokens: UnsafeBufferPointer<Int32>?,
+                              blockHashes: UnsafeBufferPointer<UInt64>?) throws(KVError) {
+        var length = sequences.lengths[slot]
+        guard n <= config.maxSeqTokens - length else {
+            throw .invalid("appending \(n) tokens to sequence \(seq) of \(length) would exceed max_seq_tokens \(config.maxSeqTokens)")
+        }
+        let table = sequences.table(slot)
+        // After a compaction with adaptive budgets a layer may be shorter than the
+        // sequence: its appends land in blocks (pages) below `length`, which a fork may
+        // share. Those are made the sequence's own first (all of them, before any change),
+        // as a partly filled last block is copied on write otherwise.
+        let state = evictionStates[slot]
+        let shortest = state?.shortestLength ?? length
+        let offset = length % bt
+        let copyOnWrite = shortest == length && offset != 0 && blocks.references(table[length / bt]) > 1
+        let newBlocks = (length + n + bt - 1) / bt - (length + bt - 1) / bt + (copyOnWrite ? 1 : 0)
+        if newBlocks > 0 && blocks.available < newBlocks {
+            throw .outOfMemory("appending \(n) tokens needs \(newBlocks) blocks, \(blocks.available) are available")
+        }
+        let groups = contiguous?.groupsNeeded(slot: slot, growingTo: length + n) ?? 0
+        if let contiguous, !contiguous.fits(groups) {
+            throw .outOfMemory("appending \(n) tokens needs \(groups) more pages than the budget has free")
+        }
+        // The copied block may still be arriving from disk: wait before any change, and
+        // refuse when its read failed (a spoiled sequence changes nothing).
+        if copyOnWrite { try awaitUsable(slot) }
+        if let state, shortest < length {
+            try makeWritable(slot: slot, state: state, length: length, appendsFrom: shortest, reserving: (newBlocks, groups)) { _ in }
+        }
+        // Every new block first, so that a failing system call (capacity was checked: only
+        // committing memory can fail) leaves nothing changed: no block half-filled, none
+        // indexed for K/V the server will not write.
+        var fresh = 0
+        do throws(KVError) {
+            while fresh < newBlocks {
+                scratchHit[fresh] = try blocks.allocate()
+                fresh += 1
             }
-            let groups = contiguous?.groupsNeeded(slot: slot, growingTo: length + n) ?? 0
-            if let contiguous, !contiguous.fits(groups) {
-                throw .outOfMemory("appending \(n) tokens needs \(groups) more pages than the budget has free")
+            try contiguous?.grow(slot: slot, to: length + n)
+        } catch {
+            for i in 0..<fresh { blocks.release(scratchHit[i]) }
+            throw error
+        }
+        indexScheduled(slot: slot, below: .max)  // appending means the prompt was scheduled
+        fresh = 0
+        if copyOnWrite {
+            let shared = table[length / bt]
+            paged?.copy(from: shared, to: scratchHit[0], tokens: offset)
+            blocks.release(shared)
+            table[length / bt] = scratchHit[0]
+            fresh = 1
+        }
+        let tail = sequences.tail(slot)
+        if let blockHashes {
+            // Unknown tokens, block by block: the full blocks they complete take the caller's
+            // hashes (prepared for `schedule` when indexing on schedule, as a created prompt's
+            // are); the partial last block's tokens are unknown (0).
+            let end = length + n
+            for i in (length + bt - 1) / bt..<(end + bt - 1) / bt {
+                table[i] = scratchHit[fresh]
+                fresh += 1
             }
-            // The copied block may still be arriving from disk: wait before any change, and
-            // refuse when its read failed (a spoiled sequence changes nothing).
-            if copyOnWrite { try awaitUsable(slot) }
-            if let state, shortest < length {
-                try makeWritable(slot: slot, state: state, length: length, appendsFrom: shortest, reserving: (newBlocks, groups)) { _ in }
+            if end % bt != 0 {
+                let from = max(length, end / bt * bt) - end / bt * bt
+                (tail + from).update(repeating: 0, count: end % bt - from)
             }
-            // Every new block first, so that a failing system call (capacity was checked: only
-            // committing memory can fail) leaves nothing changed: no block half-filled, none
-            // indexed for K/V the server will not write.
-            var fresh = 0
-            do throws(KVError) {
-                while fresh < newBlocks {
-                    scratchHit[fresh] = try blocks.allocate()
-                    fresh += 1
+            let completed = length / bt..<end / bt, hashed = completed.clamped(to: 0..<blockHashes.count)
+            for position in hashed {
+                let parent = position > 0 ? blockHashes[position - 1] : 0
+                if config.indexOnSchedule {
+                    blocks.prepare(table[position], hash: blockHashes[position], parent: parent)
+                } else {
+                    index(table[position], hash: blockHashes[position], parent: parent, slot: slot, position: position)
                 }
-                try contiguous?.grow(slot: slot, to: length + n)
-            } catch {
-                for i in 0..<fresh { blocks.release(scratchHit[i]) }
-                throw error
             }
-            indexScheduled(slot: slot, below: .max)  // appending means the prompt was scheduled
-            fresh = 0
-            if copyOnWrite {
-                let shared = table[length / bt]
-                paged?.copy(from: shared, to: scratchHit[0], tokens: offset)
-                blocks.release(shared)
-                table[length / bt] = scratchHit[0]
-                fresh = 1
-            }
-            let tail = sequences.tail(slot)
+            if config.indexOnSchedule && !hashed.isEmpty { sequences.unscheduled[slot] = hashed }
+            length = end
+            let full = end / bt
+            sequences.indexesAppends[slot] = end % bt == 0 && blockHashes.count >= full
+            sequences.lastHash[slot] = full > 0 && blockHashes.count >= full ? blockHashes[full - 1] : 0
+            sequences.previousKnown[slot] = false
+        } else if let tokens {
             for t in tokens {
                 let inBlock = length % bt
                 if inBlock == 0 {
@@ -488,13 +564,13 @@ public final class Engine: @unchecked Sendable {
                     sequences.setPrevious(slot, tokens: tail, parent: parent)
                 }
             }
-            sequences.lengths[slot] = length
-            if let state {
-                makeRoomForAppend(slot: slot, state: state, n: n)
-                state.append(n)
-            }
-            offload?.tier.flush()  // spills the appends caused
         }
+        sequences.lengths[slot] = length
+        if let state {
+            makeRoomForAppend(slot: slot, state: state, n: n)
+            state.append(n)
+        }
+        offload?.tier.flush()  // spills the appends caused
     }
 
     /// Indexes a just-filled block; the contiguous layout makes it hold its pages.

@@ -4,34 +4,44 @@ import KVRouter
 /// A discrete-event simulation of a cluster of serving instances behind one router.
 ///
 /// Every instance is a real metadata-only `KVCache.Engine`: admissions are real
-/// `createSequence(_:blockHashes:tokens:)` calls (the prefix index decides what is cached, LRU
-/// decides what is evicted, the block budget decides what fits), decode steps are real
-/// `append`s, completions real `free`s. Every routing decision is a real `KVRouter.Router`
-/// call, fed the engines' KV events (exact view) and the instances' loads after every change.
+/// `createSequence(_:blockHashes:tokens:)` calls, each later prefill chunk a real
+/// `append(_:tokens:blockHashes:)` (the prefix index decides what is cached, LRU decides what
+/// is evicted, the block budget decides what fits), decode steps are real `append`s,
+/// completions real `free`s. Every routing decision is a real `KVRouter.Router` call, fed the
+/// engines' KV events (exact view) and the instances' loads after every change.
 ///
 /// Instances run continuous batching: each step gives every decoding sequence one token,
 /// fills the rest of the `tokenBudget` with prefill chunks (oldest first) and admits waiting
 /// requests while budget is left and the engine has room (FCFS), each taking its chunk from
 /// what is left; its duration comes from `CostModel`. When a step ends, the tokens of the
 /// prefills it completed are emitted (and requests that are done freed) before its decode
-/// tokens are appended. With the engine's `indexOnSchedule` every chunk is a real
-/// `schedule` call: a prompt's blocks enter the prefix index only as its chunks are scheduled,
-/// so a request hits only blocks computed in its own step or before (without it, every block of
-/// a prompt is a hit from its admission on, computed or not). Admission stopping at the budget,
-/// every prompt on an instance is scheduled to its end before the next request there is
-/// admitted, so the two hit the same blocks: what differs is the view the router is fed
-/// between steps (with the mode, only the blocks scheduled so far). A recompute-preempted request
-/// is re-admitted as one sequence of its prompt and output so far, created from the prompt's
+/// tokens are appended.
+///
+/// KV blocks are allocated for the tokens a step schedules, as vLLM v1 allocates them
+/// (`allocate_slots(request, num_new_tokens)` per step): an admitted request holds its cached
+/// prefix (counted at admission, as `get_computed_blocks` counts it), its shared-tier load and
+/// its first chunk; each later chunk's blocks are allocated when the chunk is scheduled. So a
+/// long prompt under chunked prefill holds only the blocks of its chunks so far, and a chunk
+/// that finds no room preempts, as a decode token does. The engine stays the source of truth:
+/// the hit is the engine's own lookup (`cachedPrefixBlocks`, which `createSequence` then
+/// matches), and the chunks grow the sequence through the engine's append by block hashes,
+/// which indexes the prompt blocks they complete under the trace's hashes (the engine's token
+/// `append` could not: a trace gives no tokens). A prompt's blocks are therefore in the prefix
+/// index only once the chunk holding them is scheduled, with or without the engine's
+/// `indexOnSchedule` (with it, every chunk is also a real `schedule` call), so a request hits
+/// only blocks computed in its own step or before, and the router's view between steps shows
+/// only the blocks scheduled so far. A recompute-preempted request
+/// is re-admitted as one sequence of its prompt and output so far, known by the prompt's
 /// block hashes only: its prompt blocks are hit and indexed as any prompt's, its output blocks
 /// (whose tokens a trace does not give) never.
-/// A decode append that finds no free block preempts the youngest running sequence (vLLM's
-/// recompute preemption): it returns to the head of its queue and recomputes prompt and output
-/// (the tokens it emitted stay emitted).
+/// A decode append or a prefill chunk that finds no free block preempts the youngest running
+/// sequence (vLLM's recompute preemption): it returns to the head of its queue and recomputes
+/// prompt and output (the tokens it emitted stay emitted). As in vLLM, the step whose
+/// scheduling preempted admits no waiting request.
 /// A victim still in prefill is freed with its computed tokens (`Engine.free(_:computedTokens:)`:
 /// those of its admission's hit and shared-tier load plus every chunk up to the step that just
-/// ended), so its blocks beyond them leave the prefix index: no request, its own re-admission
-/// included, hits K/V that nobody computed. Indexing on schedule there are none (each chunk
-/// scheduled was computed by the time a step ends, the only time a preemption happens).
+/// ended), which are all it holds: its blocks were allocated chunk by chunk, so none holds K/V
+/// that nobody computed, and no request, its own re-admission included, hits such K/V.
 ///
 /// With a `SharedTier` (`config.sharedTier`), an admitted request's blocks after those its
 /// instance's engine holds are looked up in the tier; those found are loaded (they become the
@@ -73,7 +83,7 @@ public final class ClusterSimulator: RequestQueues {
     private let state: UnsafeMutablePointer<UInt8>             // 0 not arrived, 1 waiting, 2 running, 3 done, 4 rejected
     private let estimatedUncached: UnsafeMutablePointer<Int32>
     private let remaining: UnsafeMutablePointer<Int32>         // prefill tokens still to compute in this admission
-    private let sequenceTokens: UnsafeMutablePointer<Int32>    // tokens to hold at admission (prompt, + output so far after preemption)
+    private let sequenceTokens: UnsafeMutablePointer<Int32>    // tokens to hold once prefilled (prompt, + output so far after preemption)
     private let length: UnsafeMutablePointer<Int32>            // tokens the engine holds for it now
     private let generated: UnsafeMutablePointer<Int32>
     private let cachedAtFirstAdmission: UnsafeMutablePointer<Int32>
@@ -184,33 +194,52 @@ public final class ClusterSimulator: RequestQueues {
     /// Runs the whole trace to completion. `progress` is called about every 1,000 arrivals
     /// with the arrivals so far.
     public func run(progress: ((Int) -> Void)? = nil) throws {
-        var next = 0
-        let n = trace.count
-        while true {
-            let tArrival = next < n ? arrival[next] : .infinity
-            var busy = -1
-            var tStep = Double.infinity
-            for (i, inst) in instances.enumerated() where inst.stepEnd < tStep {
-                tStep = inst.stepEnd
-                busy = i
-            }
-            if tArrival == .infinity && busy < 0 {
-                // Invariant at the end: every request finished or was rejected, and the
-                // prefill backlog each instance reported to the router has drained to zero.
-                for inst in instances {
-                    precondition(inst.running.isEmpty && inst.waitingCount == 0 && inst.pendingPrefillTokens == 0,
-                                 "an instance ended with work left: the simulator's bookkeeping is wrong")
-                }
-                break
-            }
-            if tArrival <= tStep {
-                try arrive(next, now: tArrival)
-                next += 1
-                if next % 1000 == 0 { progress?(next) }
-            } else {
-                try endStep(busy, now: tStep)
-            }
+        while let event = try advance() {
+            if case .arrival(let r) = event, (r + 1) % 1000 == 0 { progress?(r + 1) }
         }
+    }
+
+    /// What `advance` simulated.
+    enum Event: Equatable {
+        /// Request `r` arrived (and was routed).
+        case arrival(Int)
+        /// Instance `s`'s step ended (and its next one was composed).
+        case stepEnd(Int)
+    }
+
+    /// Arrivals simulated so far (the next arrival is request `arrived`).
+    private var arrived = 0
+
+    /// Simulates the next event, the earliest of the next arrival and the busy instances' step
+    /// ends (arrivals first on ties), and returns it; nil once every request is done (or
+    /// rejected). `run` calls it until then; tests call it to look at the instances between
+    /// events.
+    func advance() throws -> Event? {
+        let n = trace.count
+        let tArrival = arrived < n ? arrival[arrived] : .infinity
+        var busy = -1
+        var tStep = Double.infinity
+        for (i, inst) in instances.enumerated() where inst.stepEnd < tStep {
+            tStep = inst.stepEnd
+            busy = i
+        }
+        if tArrival == .infinity && busy < 0 {
+            // Invariant at the end: every request finished or was rejected, and the
+            // prefill backlog each instance reported to the router has drained to zero.
+            for inst in instances {
+                precondition(inst.running.isEmpty && inst.waitingCount == 0 && inst.pendingPrefillTokens == 0,
+                             "an instance ended with work left: the simulator's bookkeeping is wrong")
+            }
+            return nil
+        }
+        if tArrival <= tStep {
+            let r = arrived
+            try arrive(r, now: tArrival)
+            arrived += 1
+            return .arrival(r)
+        }
+        try endStep(busy, now: tStep)
+        return .stepEnd(busy)
     }
 
     // MARK: arrivals and routing
@@ -301,10 +330,28 @@ public final class ClusterSimulator: RequestQueues {
     /// the budget: first for the sequences already running, then for each request as it is
     /// admitted while budget is left (as vLLM's scheduler takes running requests before
     /// waiting ones, and waiting ones only "while token_budget > 0"). So a request is admitted
-    /// only once every prompt before it on the instance is scheduled to its end. With
-    /// `indexOnSchedule` each chunk is handed to the engine's `schedule` when it is composed,
-    /// so a request admitted later in the same step hits the blocks this step computes before
-    /// it, and none beyond them.
+    /// only once every prompt before it on the instance is scheduled to its end.
+    ///
+    /// Each chunk's blocks are allocated as it is scheduled, as vLLM's `allocate_slots` takes
+    /// a step's `num_new_tokens` (`grow`): a running prefill grows by its chunk, preempting the
+    /// youngest running requests when the engine has no room (itself last, which ends the
+    /// running prefills), and an admitted request holds its cached prefix, its shared-tier
+    /// load and its first chunk only (`admit`). With `indexOnSchedule` each chunk is also
+    /// handed to the engine's `schedule`; without it the engine indexes a chunk's full prompt
+    /// blocks as it allocates them. Either way a request admitted later in the same step hits
+    /// the blocks this step computes before it, and none beyond them, as in vLLM, which caches
+    /// a chunk's full blocks when it allocates them.
+    ///
+    /// A step in whose scheduling a request was preempted (`preemptedThisStep`: by this step's
+    /// chunks, or by the decode appends of the step that just ended) admits no waiting request,
+    /// as vLLM's scheduler skips its waiting queue in a step that preempted: the victim, back
+    /// at the head of the queue, is re-admitted a step later, not in the step that evicted it.
+    ///
+    /// Running prefills come after every decode token, where vLLM takes its running requests
+    /// in admission order; the two agree because a request still in prefill is younger than
+    /// every decoding one (a request is admitted only when every prompt before it is
+    /// scheduled to its end, and a preempted one comes back at the end), so the victims a
+    /// prefill's growth preempts were not scheduled in this step yet.
     private func startStep(_ s: Int, now: Double) throws {
         let inst = instances[s]
         var budget = config.tokenBudget
@@ -321,9 +368,7 @@ public final class ClusterSimulator: RequestQueues {
         budget -= decodeSequences
         var prefillTokens = 0
         var pairs = 0.0
-        func prefill(_ r: Int) throws(KVError) {
-            guard budget > 0 else { return }
-            let chunk = min(Int(remaining[r]), budget)
+        func schedule(_ r: Int, chunk: Int) throws(KVError) {
             let done = Int(sequenceTokens[r] - remaining[r])
             if config.engine.indexOnSchedule { try inst.engine.schedule(UInt64(r), tokens: done + chunk) }
             inst.stepRequests.append(Int32(r))
@@ -332,15 +377,33 @@ public final class ClusterSimulator: RequestQueues {
             prefillTokens += chunk
             budget -= chunk
         }
-        for r32 in inst.running where remaining[Int(r32)] > 0 { try prefill(Int(r32)) }
-        try admit(s, budget: budget) { r throws(KVError) in
-            try prefill(r)
-            return budget
+        var k = 0
+        while k < inst.running.count && budget > 0 {
+            let r = Int(inst.running[k])
+            k += 1
+            guard state[r] == 2 && remaining[r] > 0 else { continue }
+            let chunk = min(Int(remaining[r]), budget)
+            guard try grow(r, s, by: chunk) else { break }
+            try schedule(r, chunk: chunk)
+        }
+        dropPreempted(s)
+        if !inst.preemptedThisStep {
+            try admit(s, budget: budget) { r, chunk throws(KVError) in
+                try schedule(r, chunk: chunk)
+                return budget
+            }
         }
         drainEvents(s)
         report(s)
         inst.stepPrefillTokens = prefillTokens
         guard !inst.stepRequests.isEmpty else {
+            if inst.preemptedThisStep && inst.waitingCount > 0 {
+                // Every running request was preempted (one outgrew the instance alone): vLLM's
+                // engine loop schedules again at once, and that step admits.
+                inst.preemptedThisStep = false
+                try startStep(s, now: now)
+                return
+            }
             inst.stepEnd = .infinity
             return
         }
@@ -352,77 +415,140 @@ public final class ClusterSimulator: RequestQueues {
         inst.busyMilliseconds += dt
     }
 
+    /// Allocates the blocks of running request `r`'s next prefill chunk, `chunk` tokens, at
+    /// instance `s` (a real `Engine.append(_:tokens:blockHashes:)`: the prompt's blocks it
+    /// completes are indexed under their hashes), preempting the youngest running requests
+    /// until it fits, as vLLM's scheduler does when `allocate_slots` finds no room; false when
+    /// `r` itself was preempted (nothing younger is left running then). A request that fits
+    /// the instance alone always fits once every other is preempted (`admit` checks).
+    private func grow(_ r: Int, _ s: Int, by chunk: Int) throws(KVError) -> Bool {
+        let inst = instances[s]
+        let prompt = fullBlocks(r)
+        while true {
+            do throws(KVError) {
+                try inst.engine.append(UInt64(r), tokens: chunk, blockHashes: prompt)
+                length[r] += Int32(chunk)
+                return true
+            } catch where error.code == .outOfMemory {
+                guard let victim = inst.running.last(where: { state[Int($0)] == 2 }) else { return false }
+                precondition(Int(victim) == r || !inst.stepRequests.contains(victim),
+                             "a prefill's growth preempted a request scheduled in the same step")
+                preempt(Int(victim), s)
+                if Int(victim) == r { return false }
+            }
+        }
+    }
+
+    /// Takes the requests preempted while the step was composed out of `running`.
+    private func dropPreempted(_ s: Int) {
+        let inst = instances[s]
+        var w = 0
+        for k in 0..<inst.running.count where state[Int(inst.running[k])] == 2 {
+            inst.running[w] = inst.running[k]
+            w += 1
+        }
+        inst.running.removeLast(inst.running.count - w)
+    }
+
+    /// The hashes of `r`'s full prompt blocks: what its sequence is looked up and indexed by
+    /// (after a recompute preemption too: its output blocks are never indexed).
+    @inline(__always)
+    private func fullBlocks(_ r: Int) -> UnsafeBufferPointer<UInt64> {
+        UnsafeBufferPointer(rebasing: hashes(r)[0..<Int(inputTokens[r]) / blockTokens])
+    }
+
     /// Admits waiting requests, oldest first, while the step has token budget left (`budget`
     /// tokens at first, then what `then` returns) and the batch and the engine have room,
-    /// calling `then` with each one admitted (it schedules the request's chunk and returns the
-    /// budget left) before the next is looked up in the engine. A request admitted with no
-    /// budget left would hold its blocks through a step that computes none of its tokens.
-    private func admit(_ s: Int, budget: Int, then: (Int) throws(KVError) -> Int) throws(KVError) {
+    /// calling `then` with each one admitted and its first chunk (it schedules the chunk and
+    /// returns the budget left) before the next is looked up in the engine. A request admitted
+    /// with no budget left would hold its blocks through a step that computes none of its
+    /// tokens.
+    ///
+    /// As vLLM's `get_computed_blocks` then `allocate_slots`: the request's cached prefix is
+    /// looked up over its whole prompt (the engine's read-only `cachedPrefixBlocks`, capped
+    /// so that one token stays to compute, as `createSequence` caps it), the blocks after it
+    /// found in the shared tier are loaded, and the sequence is created holding those tokens
+    /// and its first chunk only, a real `createSequence` that hits exactly that prefix; the
+    /// rest of the prompt is allocated chunk by chunk (`grow`). A request that could never fit
+    /// the instance alone (more blocks than the engine has, or past its `maxSeqTokens`) is
+    /// rejected: admitted by its first chunk, it would preempt itself for ever.
+    private func admit(_ s: Int, budget: Int, then: (Int, Int) throws(KVError) -> Int) throws(KVError) {
         let inst = instances[s]
         let bt = trace.blockTokens
         var budget = budget
         while budget > 0, inst.running.count < config.maxBatch, inst.firstWaiting >= 0 {
             let r = inst.firstWaiting
-            let input = Int(inputTokens[r])
-            let full = hashes(r).baseAddress.map { UnsafeBufferPointer(start: $0, count: input / bt) }!
-            let cached: Int
-            do throws(KVError) {
-                // After a recompute preemption: prompt and output so far, known by the prompt's hashes.
-                cached = try inst.engine.createSequence(UInt64(r), blockHashes: full, tokens: Int(sequenceTokens[r]))
-            } catch {
-                if error.code == .outOfMemory && !inst.running.isEmpty { break }
-                // Nothing running and still no room, or a prompt the engine refuses: it can
-                // never be served here.
+            let tokens = Int(sequenceTokens[r])
+            let full = fullBlocks(r)
+            var cached = -1
+            if tokens <= config.engine.maxSeqTokens && (tokens + bt - 1) / bt <= inst.capacityBlocks {
+                let hit = bt * inst.engine.cachedPrefixBlocks(UnsafeBufferPointer(rebasing: full[0..<min(full.count, (tokens - 1) / bt)]))
+                let loaded = sharedTierTokens(cached: hit, full: full, tokens: tokens)
+                let held = min(tokens, hit + loaded + budget)
+                do throws(KVError) {
+                    // After a recompute preemption: prompt and output so far, known by the prompt's hashes.
+                    cached = try inst.engine.createSequence(UInt64(r), blockHashes: UnsafeBufferPointer(rebasing: full[0..<min(full.count, held / bt)]),
+                                                            tokens: held)
+                    precondition(cached == hit, "createSequence hit \(cached) tokens where the lookup found \(hit)")
+                    if loaded > 0, let sharedTier { inst.stepLoadMilliseconds += sharedTier.loadMilliseconds(tokens: loaded) }
+                    if cachedAtFirstAdmission[r] < 0 {
+                        cachedAtFirstAdmission[r] = Int32(cached)
+                        sharedTierHitTokens += loaded
+                    }
+                    inst.popWaiting()
+                    remaining[r] = Int32(tokens - cached - loaded)
+                    length[r] = Int32(held)
+                } catch where error.code == .outOfMemory && !inst.running.isEmpty {
+                    break
+                } catch {
+                    cached = -1
+                }
+            }
+            guard cached >= 0 else {
+                // Longer than the instance, or a prompt the engine refuses: it can never be
+                // served here.
                 inst.popWaiting()
                 inst.pendingPrefillTokens -= Int(estimatedUncached[r])
                 state[r] = 4
                 rejected += 1
                 continue
             }
-            inst.popWaiting()
-            let tokens = Int(sequenceTokens[r])
-            let loaded = load(s, cached: cached, full: full, tokens: tokens)
-            if cachedAtFirstAdmission[r] < 0 {
-                cachedAtFirstAdmission[r] = Int32(cached)
-                sharedTierHitTokens += loaded
-            }
-            remaining[r] = Int32(tokens - cached - loaded)
-            length[r] = Int32(tokens)
             inst.pendingPrefillTokens += Int(remaining[r]) - Int(estimatedUncached[r])
             estimatedUncached[r] = 0
             state[r] = 2
             inst.running.append(Int32(r))
-            budget = try then(r)
+            budget = try then(r, Int(length[r] - (sequenceTokens[r] - remaining[r])))
         }
     }
 
-    /// Loads the blocks of a request admitted at instance `s` (`tokens` tokens, `cached` of
-    /// them hit in the instance's engine, prompt blocks `full`) that follow its cached prefix
-    /// from the shared tier, leaving at least one token to compute as the engine does; returns
-    /// the tokens loaded (0 without a tier). Their load time goes to the step being composed.
-    /// Indexing on schedule, they are indexed with the request's first chunk, whose `schedule`
-    /// covers every token before it.
-    private func load(_ s: Int, cached: Int, full: UnsafeBufferPointer<UInt64>, tokens: Int) -> Int {
+    /// Tokens of a request (`tokens` tokens, `cached` of them hit in its instance's engine,
+    /// prompt blocks `full`) that follow its cached prefix in the shared tier, leaving at least
+    /// one token to compute as the engine does (0 without a tier): loaded at its admission,
+    /// they become the instance's blocks, held and indexed as computed ones (indexing on
+    /// schedule, with the request's first chunk, whose `schedule` covers every token before
+    /// it). Their load time goes to the step that admits it.
+    private func sharedTierTokens(cached: Int, full: UnsafeBufferPointer<UInt64>, tokens: Int) -> Int {
         guard let sharedTier else { return 0 }
         let bt = trace.blockTokens
         let start = cached / bt, end = min(full.count, (tokens - 1) / bt)
         guard end > start else { return 0 }
-        let loaded = bt * sharedTier.lookup(UnsafeBufferPointer(rebasing: full[start..<end]))
-        instances[s].stepLoadMilliseconds += sharedTier.loadMilliseconds(tokens: loaded)
-        return loaded
+        return bt * sharedTier.lookup(UnsafeBufferPointer(rebasing: full[start..<end]))
     }
 
     /// Applies the finished step at instance `s`, then starts the next one. Every prefill chunk
     /// of the step is computed first (its tokens leave `remaining`, its prompt blocks go to the
     /// shared tier), and a request whose prefill ended emits its token (its first: the TTFT),
     /// finishing, and freeing its blocks, if that was its last; only then are the step's decode
-    /// tokens appended, in batch order, and those appends may preempt. So what the step
+    /// tokens appended, in batch order (the next step's slots for them, as vLLM's
+    /// `allocate_slots` of one token when it schedules a decode), and those appends may
+    /// preempt; the step they schedule then admits nothing. So what the step
     /// produced is never thrown away, and its finished requests' blocks are free before any
     /// append needs them, as in vLLM, which takes a step's output (and frees what finished)
     /// before it schedules, and preempts for, the next. A victim's chunk of this step counts
     /// as computed (the forward pass ran).
     private func endStep(_ s: Int, now: Double) throws {
         let inst = instances[s]
+        inst.preemptedThisStep = false  // the decode appends below schedule the next step
         for k in 0..<inst.stepRequests.count where inst.stepChunks[k] > 0 {
             let r = Int(inst.stepRequests[k])
             let chunk = Int(inst.stepChunks[k])
@@ -444,12 +570,7 @@ public final class ClusterSimulator: RequestQueues {
             guard decodeOne(r, s) else { continue }
             emit(r, s, now: now)
         }
-        var w = 0
-        for k in 0..<inst.running.count where state[Int(inst.running[k])] == 2 {
-            inst.running[w] = inst.running[k]
-            w += 1
-        }
-        inst.running.removeLast(inst.running.count - w)
+        dropPreempted(s)
         if inst.stepPrefillTokens > 0 { try router.observePrefill(tokens: inst.stepPrefillTokens, milliseconds: inst.stepMilliseconds) }
         inst.stepEnd = .infinity
         try startStep(s, now: now)
@@ -474,13 +595,15 @@ public final class ClusterSimulator: RequestQueues {
         }
     }
 
-    /// Recompute preemption of `r` at instance `s`, at the end of a step (`endStep` has applied
-    /// all of the step's chunks). A victim still in prefill (`remaining` > 0) has computed
-    /// `sequenceTokens - remaining` tokens: its admission's hit and shared-tier load, and every
-    /// chunk through the step that just ended; its blocks from the one holding the first token
-    /// beyond them leave the prefix index (without indexing on schedule they were indexed at
-    /// admission; with it, none were: the step's `schedule` reached exactly that far). Blocks
-    /// of a decoding victim were all computed (its output blocks are never indexed).
+    /// Recompute preemption of `r` at instance `s`: at the end of a step (`endStep` has applied
+    /// all of the step's chunks), for a decode token, or while a step is composed, for a prefill
+    /// chunk (`grow`; `r` is then not scheduled in it). A victim still in prefill (`remaining` >
+    /// 0) has computed `sequenceTokens - remaining` tokens: its admission's hit and shared-tier
+    /// load, and every chunk through the step that last ended; that is exactly what it holds
+    /// (its chunks' blocks are allocated as they are scheduled), so `computedTokens` takes
+    /// nothing out of the prefix index, and is passed so that nothing ever could. Blocks of a
+    /// decoding victim were all computed (its output blocks are never indexed). The step being
+    /// composed admits nothing (`preemptedThisStep`).
     private func preempt(_ r: Int, _ s: Int) {
         let inst = instances[s]
         do {
@@ -496,6 +619,7 @@ public final class ClusterSimulator: RequestQueues {
         remaining[r] = 0
         length[r] = 0
         inst.pushFrontWaiting(Int32(r))
+        inst.preemptedThisStep = true
         preemptions += 1
     }
 

@@ -20,6 +20,10 @@ final class Instance {
     var stepMilliseconds = 0.0
     /// Shared-tier loads of the requests admitted by the step in progress (part of its time).
     var stepLoadMilliseconds = 0.0
+    /// A request was preempted in the scheduling of the next step (since the last step ended:
+    /// by a decode append or a prefill chunk that found no room). vLLM's scheduler then admits
+    /// no waiting request in that step (`if not preempted_reqs`), so neither does this one.
+    var preemptedThisStep = false
     /// End of the step in progress; `.infinity` when idle. An idle instance's step is empty
     /// (no requests, no prefill tokens), so ending it changes nothing but starts the next.
     var stepEnd = Double.infinity

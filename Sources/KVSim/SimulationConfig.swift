@@ -12,7 +12,9 @@ public struct SimulationConfig: Sendable {
     public var cost = CostModel()
     /// Each instance's engine: metadata-only, shaped like the cost model's model. With its
     /// `indexOnSchedule` set, the simulator calls `schedule` for every prefill chunk as the
-    /// step is composed (ClusterSimulator), so prompts are indexed as they are computed.
+    /// step is composed (ClusterSimulator), so prompts are indexed as they are computed;
+    /// without it the engine indexes a prompt's full blocks as the simulator allocates them,
+    /// chunk by chunk as it schedules them, which is no earlier.
     public var engine = SimulationConfig.qwen7BEngine(blockTokens: 512)
     /// Tokens one step may process (decode tokens plus prefill chunks; chunked prefill as in
     /// vLLM v1 and Sarathi-Serve).

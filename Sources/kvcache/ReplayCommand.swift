@@ -29,9 +29,10 @@ struct ReplayCommand: ParsableCommand {
         policy, with the capacity search; plots go to out/replay/.
 
         --index-on-schedule runs every engine with index_on_schedule: a prompt's blocks enter \
-        the prefix index only as its prefill chunks are scheduled, so a request sharing a prefix \
-        with one still in prefill hits only the blocks computed by its own step (without it, \
-        every block of an admitted prompt counts as a hit, computed or not).
+        the prefix index as its prefill chunks are scheduled (each chunk a schedule call). The \
+        simulated instances allocate a prompt's blocks chunk by chunk as they schedule them, as \
+        vLLM does, and an engine indexes a prompt's full blocks as it allocates them, so without \
+        it too a request hits only blocks computed by its own step or before.
 
         --shared-tier-gb N adds an LMCache-style KV store of N GB (decimal) shared by all \
         instances: each step stores the prompt blocks it computed there, and an admitted request \
@@ -198,7 +199,7 @@ struct ReplayCommand: ParsableCommand {
         } else {
             print("\(t.source): \(t.count) requests\(t.skippedLines > 0 ? " (\(t.skippedLines) malformed lines skipped)" : ""), "
                   + "\(instances) instances, rate x\(fixed(rateScale, 2)), TTFT SLO \(fixed(ttftSloMs / 1000, 1)) s, "
-                  + "prompt blocks indexed \(indexOnSchedule ? "as scheduled" : "at admission")"
+                  + "prompt blocks indexed \(indexOnSchedule ? "as scheduled" : "as allocated")"
                   + (config.sharedTier.map { ", shared tier \(fixed(Double($0.capacityBytes) / 1e9, 0)) GB at \(fixed($0.loadGigabytesPerSecond, 1)) GB/s" } ?? ""))
             print(ReplayReport.table(outcomes), terminator: "")
             print("capacity: highest rate scale with >= 90% of requests within the SLO; imbalance: max/mean busy time; "

@@ -178,18 +178,17 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(SVGPlot.ttftCDF(outcomes, maxSeconds: 20).contains("TTFT CDF"))
     }
 
-    /// Indexing on schedule, the router sees a prompt's blocks as its chunks are scheduled;
-    /// without it, every full block from the prompt's admission on. X (a 4,196-token prompt:
-    /// 8 full blocks) goes to instance 0 of 2, whose first step schedules 1,024 of its tokens
-    /// (a 1,024-token budget); Y, the same prompt, arrives during that step. Prefix-tree over
-    /// exact views sends a request where more than half its prompt is cached: without the
-    /// mode the view shows 8 of Y's blocks on instance 0 (4,096 of 4,196 tokens), so Y waits
-    /// there and hits them once X's last chunk is scheduled (both first tokens at the end of
-    /// step 5); with it the view shows 2 (1,024 tokens), and Y goes to the emptier instance 1
-    /// and computes its prompt there. (On one instance the mode changes no hit: a request is
-    /// admitted only while its step has budget left, so every prompt before it is scheduled
-    /// to its end by then; `aReadmittedRequestsPromptIsHitOnceRecomputed`.)
-    @Test func indexingOnScheduleShowsTheRouterOnlyScheduledBlocks() throws {
+    /// The router sees a prompt's blocks as its chunks are scheduled, with or without the
+    /// engines' `indexOnSchedule`: a chunk's blocks are allocated, and its full prompt blocks
+    /// indexed, only when it is scheduled. X (a 4,196-token prompt: 8 full blocks) goes to
+    /// instance 0 of 2, whose first step schedules 1,024 of its tokens (a 1,024-token budget);
+    /// Y, the same prompt, arrives during that step. Prefix-tree over exact views sends a
+    /// request where more than half its prompt is cached: the view shows 2 of Y's blocks on
+    /// instance 0 (1,024 of 4,196 tokens), so Y goes to the emptier instance 1 and computes its
+    /// prompt there, in either mode. While a prompt's blocks were all allocated at admission,
+    /// without the mode the view showed all 8 from X's admission on: Y waited there and hit
+    /// them once X's last chunk was scheduled (48.8% of the trace's prompt tokens).
+    @Test func theRouterSeesOnlyTheBlocksOfScheduledChunks() throws {
         var trace = Trace(source: "two identical prompts", blockTokens: 512)
         for t in [0.0, 1] { trace.append(arrivalMilliseconds: t, input: 8 * 512 + 100, output: 4, blockHashes: SharedTierTests.chain(1...9)) }
         func run(indexOnSchedule: Bool) throws -> (ClusterSimulator, ReplayResult) {
@@ -203,26 +202,108 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
             try sim.run()
             return (sim, sim.result(policy: "prefix-tree", wallSeconds: 0))
         }
-        let (on, onResult) = try run(indexOnSchedule: true)
-        let (off, offResult) = try run(indexOnSchedule: false)
-        #expect(onResult.served == 2 && offResult.served == 2)
-        #expect(offResult.prefixHitRate == 4096.0 / 8392, "Y waits for X on instance 0 and hits its 8 blocks")
-        #expect(off.ttft[1] == off.ttft[0] - 1, "X's last chunk and all Y computes share step 5")
-        #expect(onResult.prefixHitRate == 0, "Y computes its prompt on instance 1")
-        #expect(on.instances[1].busyMilliseconds > 0 && off.instances[1].busyMilliseconds == 0)
-        #expect(abs(on.ttft[1] - on.ttft[0]) < 1e-9, "alone on instance 1, Y takes the steps X takes on 0")
+        for indexOnSchedule in [false, true] {
+            let (sim, result) = try run(indexOnSchedule: indexOnSchedule)
+            #expect(result.served == 2)
+            #expect(result.prefixHitRate == 0, "Y computes its prompt on instance 1 (indexOnSchedule \(indexOnSchedule))")
+            #expect(sim.instances[1].busyMilliseconds > 0)
+            #expect(abs(sim.ttft[1] - sim.ttft[0]) < 1e-9, "alone on instance 1, Y takes the steps X takes on 0")
+        }
+    }
+
+    /// KV blocks are allocated for the tokens a step schedules, as vLLM's `allocate_slots` takes
+    /// a step's `num_new_tokens`: a 20,000-token prompt (39 full blocks, 40 in all) under the
+    /// default 8,192-token budget holds 16 blocks once its first step is composed, 32 after its
+    /// second and 40 after its third (3,616 tokens), and the prefix index, the router's exact
+    /// view and the load the router is told (running blocks) follow the same steps: 16, 32, 39
+    /// indexed blocks. Indexing on schedule or not, the same. While a prompt's blocks were all
+    /// allocated at admission, it held 40 from its first step on (and, without the mode, the
+    /// index and the view had all 39 full blocks).
+    @Test func aLongPromptHoldsOnlyTheBlocksOfItsScheduledChunks() throws {
+        var trace = Trace(source: "one long prompt", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 20_000, output: 2, blockHashes: SharedTierTests.chain(1...40))
+        let prompt = Array(trace.hashes[0..<39])
+        for indexOnSchedule in [false, true] {
+            var c = Self.oneInstance()
+            c.engine.indexOnSchedule = indexOnSchedule
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            let engine = sim.instances[0].engine
+            #expect(try sim.advance() == .arrival(0))
+            var held: [UInt64] = [], indexed: [Int] = [], viewed: [Int] = [], reported: [UInt64] = []
+            for _ in 0..<3 {
+                #expect(try sim.advance() == .stepEnd(0))
+                held.append(engine.blocksUsed)
+                prompt.withUnsafeBufferPointer { p in
+                    indexed.append(engine.cachedPrefixBlocks(p))
+                    viewed.append(sim.router.view.matchedBlocks(p, slot: 0))
+                }
+                reported.append(sim.router.loads[0].runningBlocks)
+            }
+            #expect(held == [16, 32, 40], "indexOnSchedule \(indexOnSchedule)")
+            #expect(indexed == [16, 32, 39] && viewed == indexed && reported == held, "indexOnSchedule \(indexOnSchedule)")
+            #expect(sim.instances[0].stepChunks.first == 3616)
+            while try sim.advance() != nil {}
+            #expect(sim.finish[0] > 0)
+        }
+    }
+
+    /// A step in whose scheduling a request was preempted admits no waiting request, as vLLM's
+    /// scheduler skips its waiting queue in such a step (`if not preempted_reqs`). One
+    /// instance of 8 blocks, a 512-token budget: A and B (512-token prompts, 3,000 output
+    /// tokens each) decode until A's decode append needs a 5th block, 13.2 s in, and preempts
+    /// B, the youngest, which held 4 (its prompt block stays cached). The step that append
+    /// schedules gives A its token and nothing else, though B's cached block and a 511-token
+    /// chunk would fit; B is re-admitted in the next step, with that chunk. Throughout the run
+    /// (B is preempted again whenever its recomputation outgrows the room A leaves) every
+    /// step whose scheduling preempted leaves the waiting queue longer by its victims: it
+    /// admitted nobody. Before, B was re-admitted in the step that preempted it.
+    @Test func aStepThatPreemptsAdmitsNothing() throws {
+        var trace = Trace(source: "two growing decodes", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 512, output: 3000, blockHashes: SharedTierTests.chain(1...1))
+        trace.append(arrivalMilliseconds: 0, input: 512, output: 3000, blockHashes: SharedTierTests.chain(11...11))
+        var c = Self.oneInstance(blocks: 8, budget: 512)
+        c.maxBatch = 2
+        let sim = try ClusterSimulator(trace: trace, config: c)
+        let inst = sim.instances[0]
+        var first: (step: [Int32], waiting: Int, next: [Int32], nextChunks: [Int32])? = nil
+        var preemptingSteps = 0, waitingAfterFirst = -1
+        while true {
+            let preempted = sim.preemptions, waiting = inst.waitingCount
+            guard let event = try sim.advance() else { break }
+            if waitingAfterFirst >= 0, first?.next.isEmpty == true, case .stepEnd = event {
+                first?.next = Array(inst.stepRequests)
+                first?.nextChunks = Array(inst.stepChunks)
+            }
+            guard sim.preemptions > preempted else { continue }
+            #expect(event == .stepEnd(0))
+            #expect(inst.waitingCount == waiting + sim.preemptions - preempted, "a step that preempted admitted a request")
+            preemptingSteps += 1
+            if first == nil {
+                first = (Array(inst.stepRequests), inst.waitingCount, [], [])
+                waitingAfterFirst = inst.waitingCount
+                #expect(abs(inst.stepEnd - 13_231.5) < 1, "\(inst.stepEnd)")
+            }
+        }
+        #expect(first?.step == [0] && first?.waiting == 1, "the preempting step: A's decode token only, B waiting")
+        #expect(first?.next == [0, 1] && first?.nextChunks == [0, 511], "the next step re-admits B with a 511-token chunk")
+        #expect(preemptingSteps == sim.preemptions && sim.preemptions > 1)
+        #expect(sim.result(policy: "round-robin", wallSeconds: 0).served == 2)
     }
 
     /// A recompute-preempted request whose prompt blocks were evicted meanwhile recomputes them,
     /// and they are hit again once recomputed: one instance with 8 blocks of 512 tokens, a
     /// 512-token budget and at most 2 running requests; A and B (1,124 prompt tokens each,
-    /// distinct) decode until A's 5th block preempts B, whose cached prompt blocks A's next
-    /// blocks evict; C (B's prompt) waits behind B. Once A is done B is re-admitted, and C is
-    /// admitted in the step that schedules B's last chunk (the first with budget left after
-    /// it), hitting both of B's prompt blocks (1,024 tokens). Indexing on schedule or not, the
-    /// run is the same: before budget-bound admission, C was admitted with B's first
-    /// recomputed chunk and hit one block indexing on schedule, two (one never recomputed
-    /// yet) without.
+    /// distinct) decode until A's 5th block preempts B (8.1 s in); C (B's prompt) waits behind
+    /// B. From then on the instance has room for 3 of B's blocks only: B, re-admitted a step
+    /// later (a step that preempts admits nothing) with its 2 cached prompt blocks and a
+    /// 511-token chunk of its output, finds no block for its next chunk and preempts itself,
+    /// recomputing the same chunk every other step (257 preemptions in all; 513 while it was
+    /// re-admitted in the step that preempted it, at every step) until A holds 6 blocks
+    /// (23.8 s) and B waits for A to finish, its cached prompt blocks evicted by A's. Once A
+    /// is done B is re-admitted, and C is admitted in the step that schedules B's last chunk
+    /// (the first with budget left after it), hitting both of B's recomputed prompt blocks
+    /// (1,024 tokens).
+    /// Indexing on schedule or not, the run is the same.
     @Test func aReadmittedRequestsPromptIsHitOnceRecomputed() throws {
         var trace = Trace(source: "a preempted prompt", blockTokens: 512)
         trace.append(arrivalMilliseconds: 0, input: 1124, output: 2600, blockHashes: SharedTierTests.chain(1...3))
@@ -241,7 +322,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         }
         let (on, onResult) = try run(indexOnSchedule: true)
         let (off, offResult) = try run(indexOnSchedule: false)
-        #expect(on.preemptions == 1 && off.preemptions == 1, "B, once")
+        #expect(on.preemptions == 257 && off.preemptions == 257, "B, at every other step from 8.1 s to 23.8 s")
         #expect(onResult.served == 3 && offResult.served == 3)
         #expect(onResult.prefixHitRate == 1024.0 / 3372 && offResult.prefixHitRate == 1024.0 / 3372, "C hits both of B's recomputed prompt blocks")
         #expect(on.ttft == off.ttft && on.finish == off.finish)
@@ -250,14 +331,16 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
 
     /// A request preempted mid-prefill keeps in the prefix index only the blocks it computed.
     /// One instance of 6 blocks, a 513-token step budget, at most 2 running: A (511 prompt
-    /// tokens, 100 output) prefills alone in step 1; B (2,148 tokens: 4 full blocks, 5 in all;
-    /// distinct) arrives meanwhile and is admitted in step 2, holding the other 5 blocks;
-    /// steps 2 and 3 compute 512 of its tokens each. At the end of step 3 A's second decoded
-    /// token needs a 2nd block: B is preempted with 1,024 tokens computed (step 3's chunk
-    /// included: the step has run), so blocks 0 and 1 stay cached and blocks 2 and 3, indexed
-    /// at admission but never computed, leave the index. B waits until A is done, and its
-    /// re-admission hits 1,024 tokens, not 2,048 (as it did before `preempt` passed
-    /// `computedTokens`). Indexing on schedule, blocks 2 and 3 were never indexed: the same.
+    /// tokens, 100 output) prefills alone in step 1; B (2,660 tokens: 5 full blocks, 6 in all;
+    /// distinct) arrives meanwhile and is admitted in step 2 with its first 512-token chunk, and
+    /// steps 2 to 5 compute 2,048 of its tokens, one block each (A's second decode token takes
+    /// A's second block). Step 6's chunk needs B's 5th block, and A's 2 and B's 4 fill the
+    /// instance: B preempts itself, holding exactly its 2,048 computed tokens, whose 4 blocks
+    /// stay cached. B waits until A is done, and its re-admission hits those 2,048 tokens and
+    /// not block 4, which nobody computed. Before chunks were allocated as they are scheduled,
+    /// B held all 6 blocks from its admission and A's token preempted it at the end of step 3
+    /// (`free(_:computedTokens:)` then took its never-computed blocks out of the index).
+    /// Indexing on schedule or not, the same.
     @Test func aRequestPreemptedInPrefillLeavesOnlyItsComputedBlocksCached() throws {
         var trace = Trace(source: "a prefill preempted", blockTokens: 512)
         func chain(_ ids: ClosedRange<UInt64>) -> [UInt64] {
@@ -266,7 +349,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
             return h
         }
         trace.append(arrivalMilliseconds: 0, input: 511, output: 100, blockHashes: chain(1...1))
-        trace.append(arrivalMilliseconds: 1, input: 4 * 512 + 100, output: 2, blockHashes: chain(11...15))
+        trace.append(arrivalMilliseconds: 1, input: 5 * 512 + 100, output: 2, blockHashes: chain(11...16))
         for indexOnSchedule in [false, true] {
             var c = SimulationConfig()
             c.instances = 1
@@ -279,8 +362,8 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
             let result = sim.result(policy: "one instance", wallSeconds: 0)
             #expect(sim.preemptions == 1 && result.served == 2, "B, once")
             #expect(result.prefixHitRate == 0, "neither hits at its first admission")
-            #expect(sim.instances[0].engine.stats().prefixHitTokens == 1024,
-                    "B's re-admission hits its 2 computed blocks only (indexOnSchedule \(indexOnSchedule))")
+            #expect(sim.instances[0].engine.stats().prefixHitTokens == 2048,
+                    "B's re-admission hits its 4 computed blocks only (indexOnSchedule \(indexOnSchedule))")
             #expect(sim.finish[1] > sim.finish[0], "B is re-admitted after A is done")
         }
     }
@@ -321,7 +404,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
             }
             return (wrong, credited)
         }
-        let (sim, r) = try run(eventCapacity: 64)
+        let (sim, r) = try run(eventCapacity: 16)
         let dropped = sim.instances.reduce(UInt64(0)) { $0 + $1.engine.stats().eventsDropped }
         #expect(dropped > 0 && r.eventsDropped == Int(dropped))
         #expect(r.viewResyncs > 0 && r.viewResyncs <= r.eventsDropped)
