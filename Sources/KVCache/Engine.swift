@@ -822,6 +822,17 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// The most tokens one sequence can hold while nothing else is live: the budget's blocks
+    /// and, contiguous, its pages (each sequence maps whole pages of its own range). A create
+    /// of a longer prompt runs out of memory however much is freed: a property of the
+    /// configuration (`kvcache load` rejects such requests as unfittable). O(1), no lock (fixed
+    /// at creation).
+    public var sequenceTokenCapacity: Int {
+        let blockTokens = blocks.capacity * bt
+        guard let contiguous else { return blockTokens }
+        return min(blockTokens, contiguous.groups * contiguous.pageBytes / config.tokenBytes)
+    }
+
     /// A consistent snapshot of the counters.
     public func stats() -> EngineStats {
         pthread_mutex_lock(mutex)

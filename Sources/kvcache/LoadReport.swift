@@ -57,7 +57,7 @@ struct LoadReport: Codable, Sendable {
         /// Given up after `--max-retries` out-of-memory failures.
         var rejectedOutOfMemory: Int
         /// Out of memory with a prompt that alone needs more than the whole budget holds (cannot
-        /// fit however long it waits; `LoadWorker.promptCapacity`).
+        /// fit however long it waits; `Engine.sequenceTokenCapacity`).
         var rejectedUnfittable: Int
         /// Refused by the engine for another reason (see `first_error`).
         var rejectedOther: Int

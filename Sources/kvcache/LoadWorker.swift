@@ -11,7 +11,7 @@ struct WorkerResult: Sendable {
     /// Requests given up on after `maxRetries` out-of-memory failures.
     var rejectedOutOfMemory = 0
     /// Requests whose create ran out of memory and whose prompt alone needs more than the whole
-    /// budget holds (`LoadWorker.promptCapacity`): waiting cannot help.
+    /// budget holds (`Engine.sequenceTokenCapacity`): waiting cannot help.
     var rejectedUnfittable = 0
     /// Requests the engine refused for another reason (for example past `max_seq_tokens`).
     var rejectedOther = 0
@@ -133,19 +133,6 @@ struct LoadWorker: Sendable {
     /// Longest sleep while waiting for an arrival, so a stop is noticed quickly.
     static let maxSleepNanoseconds: UInt64 = 10_000_000
 
-    /// The longest prompt an engine of `config` holding nothing else can create: the blocks of
-    /// its budget (`blocksTotal`, `EngineStats`), and in the contiguous layout also its pages
-    /// (`memory_bytes / (page_bytes x tensors)` per tensor, whole pages per sequence). A create
-    /// of a longer prompt that runs out of memory is unfittable: a property of the
-    /// configuration, not of what else is live when it fails (a read of the engine's live
-    /// sequences after the failure raced with other threads' frees).
-    static func promptCapacity(config: EngineConfig, blocksTotal: UInt64) -> Int {
-        let blocks = Int(blocksTotal) * config.blockTokens
-        guard config.layout == .contiguous else { return blocks }
-        let pages = config.memoryBytes / (config.pageBytes * UInt64(config.tensors))
-        return min(blocks, Int(pages * config.pageBytes / UInt64(config.tokenBytes)))
-    }
-
     init(index: Int, engine: Engine, workload: any Workload, coordinator: LoadCoordinator,
          progress: WorkerProgress, settings: WorkerSettings) {
         self.index = index
@@ -159,7 +146,10 @@ struct LoadWorker: Sendable {
     func run() -> WorkerResult {
         var result = WorkerResult()
         let config = engine.config
-        let capacity = Self.promptCapacity(config: config, blocksTotal: engine.stats().blocksTotal)
+        // Unfittable is a property of the configuration, not of what else is live when a create
+        // fails (a read of the engine's live sequences after the failure raced with other
+        // threads' frees).
+        let capacity = engine.sequenceTokenCapacity
         let prompt = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens)
         defer { prompt.deallocate() }
         let blockTable = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens / config.blockTokens + 1)

@@ -41,22 +41,4 @@ struct LoadUnfittableTests {
         #expect(report.firstError?.hasPrefix("create of a 3000-token prompt, more than the budget holds (2048 tokens)") == true,
                 "\(report.firstError ?? "no error")")
     }
-
-    /// The capacity is the engine's own: an engine holding nothing creates a prompt of exactly
-    /// `promptCapacity` tokens and runs out of memory for one more, in both layouts, also where
-    /// neither blocks nor tokens divide pages evenly (96-byte tokens, 1.5 KiB blocks).
-    @Test(arguments: ["paged", "contiguous"], [(32, 4096 as UInt64), (48, 4096), (32, 64 << 10), (48, 64 << 10)])
-    func theCapacityIsTheLongestPromptOfAnEmptyEngine(layout: String, shape: (headDim: Int, pageBytes: UInt64)) throws {
-        var config = EngineConfig()
-        config.layout = layout == "paged" ? .paged : .contiguous
-        (config.numLayers, config.numKVHeads, config.headDim, config.dtypeBytes) = (1, 1, shape.headDim, 2)
-        (config.pageBytes, config.memoryBytes, config.maxSeqs, config.maxSeqTokens) = (shape.pageBytes, 1 << 20, 4, 16384)
-        let engine = try Engine(config)
-        let capacity = LoadWorker.promptCapacity(config: config, blocksTotal: engine.stats().blocksTotal)
-        try #require(capacity > 0 && capacity < config.maxSeqTokens, "\(capacity)")
-        let tokens = (0..<capacity + 1).map { Int32($0) }
-        let error = #expect(throws: KVError.self) { _ = try engine.createSequence(1, tokens: tokens) }
-        #expect(error?.code == .outOfMemory, "\(String(describing: error))")
-        #expect(try engine.createSequence(2, tokens: Array(tokens.prefix(capacity))) == 0, "\(capacity) tokens fit")
-    }
 }

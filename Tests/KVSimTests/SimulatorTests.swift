@@ -368,7 +368,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         }
     }
 
-    /// An instance's engine whose KV-event queue overflows between drains (64 events here,
+    /// An instance's engine whose KV-event queue overflows between drains (16 events here,
     /// `EngineConfig.eventCapacity`; 65,536 in a real engine) loses its oldest events: the
     /// simulator sees `eventsDropped` grow, counts the drops and rebuilds the router's exact
     /// view of that instance from the engine's index (`Engine.indexEvents`), so after the
@@ -469,8 +469,8 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
     /// "while self.waiting and token_budget > 0"). One instance of 6 blocks, a 1,024-token
     /// budget: A (1,024 tokens, 100 output) prefills in step 1; B and C (1,024 tokens, 1
     /// output each) arrive meanwhile. Step 2 gives A a decode token and B the other 1,023
-    /// tokens; C waits (it was admitted too, with blocks but no tokens, filling the 6 blocks,
-    /// so A's next token preempted it). Step 3 ends B's prefill (1 token) but has no room for
+    /// tokens; C waits (before 2026-11-23 it was admitted too, with blocks but no tokens,
+    /// filling the 6 blocks, so A's next token preempted it). Step 3 ends B's prefill (1 token) but has no room for
     /// C beside A's 3 blocks and B's 2; B is done by then, and steps 4 and 5 compute C (1,023
     /// tokens beside A's decode, then 1).
     @Test func aWaitingRequestIsAdmittedOnlyWhileTheStepHasBudgetLeft() throws {

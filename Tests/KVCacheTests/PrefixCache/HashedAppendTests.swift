@@ -124,4 +124,23 @@ struct HashedAppendTests {
         try e.append(1, tokens: 10, blockHashes: chain)
         #expect(try e.length(1) == 16 && e.blocksUsed == 4)
     }
+
+    /// A sequence with token-eviction state is refused (its positions are not block positions
+    /// once compacted), changing nothing; appending its tokens still works.
+    @Test func aSequenceWithEvictionStateIsUnsupported() throws {
+        var c = smallConfig(.paged)
+        c.eviction = EvictionConfig(.heavyHitter)
+        let e = try Engine(c)
+        let h = BlockHash.chain(tokens(12, seed: 11), blockTokens: 4)
+        try h.withUnsafeBufferPointer { chain in
+            _ = try e.createSequence(1, blockHashes: UnsafeBufferPointer(rebasing: chain[0..<1]), tokens: 4)
+            try observeAll(e, 1, [Float](repeating: 0.1, count: 2 * 4), n: 4)  // the state exists now
+            _ = drain(e)
+            let refused = thrown { () throws(KVError) in try e.append(1, tokens: 4, blockHashes: chain) }
+            #expect(refused?.code == .unsupported && refused?.message.contains("token-eviction state") == true)
+            #expect(try e.length(1) == 4 && e.blocksUsed == 1 && drain(e).isEmpty)
+        }
+        try e.append(1, tokens: [5])
+        #expect(try e.length(1) == 5)
+    }
 }
