@@ -13,9 +13,15 @@ import KVRouter
 /// Instances run continuous batching: each step gives every decoding sequence one token,
 /// fills the rest of the `tokenBudget` with prefill chunks (oldest first) and admits waiting
 /// requests while budget is left and the engine has room (FCFS), each taking its chunk from
-/// what is left; its duration comes from `CostModel`. When a step ends, the tokens of the
-/// prefills it completed are emitted (and requests that are done freed) before its decode
-/// tokens are appended.
+/// what is left; its duration comes from `CostModel`. When a step ends, every token it
+/// produced is emitted (a prefill's last chunk yields one, each decode token one) and the
+/// requests that are done are freed; only then does each request left decoding get the slot
+/// of the token it just emitted, which the next step computes (a real `append` of one token),
+/// as vLLM v1 takes a step's output (`update_from_output`) before `schedule` allocates the
+/// next step's slots. So during a decode step the engine holds a request's prompt and all of
+/// its output so far, as vLLM's `allocate_slots(request, 1)` covers `num_tokens`, and a
+/// token a forward pass computed is never lost, not even when the append preempts its own
+/// request.
 ///
 /// KV blocks are allocated for the tokens a step schedules, as vLLM v1 allocates them
 /// (`allocate_slots(request, num_new_tokens)` per step): an admitted request holds its cached
@@ -326,11 +332,12 @@ public final class ClusterSimulator: RequestQueues {
     // MARK: steps
 
     /// Composes the next step, admitting what fits, and schedules its end (or goes idle): one
-    /// decode token per decoding sequence, then prefill chunks, oldest first, from the rest of
-    /// the budget: first for the sequences already running, then for each request as it is
-    /// admitted while budget is left (as vLLM's scheduler takes running requests before
-    /// waiting ones, and waiting ones only "while token_budget > 0"). So a request is admitted
-    /// only once every prompt before it on the instance is scheduled to its end.
+    /// decode token per decoding sequence (its slot was allocated as the step before ended,
+    /// `endStep`), then prefill chunks, oldest first, from the rest of the budget: first for
+    /// the sequences already running, then for each request as it is admitted while budget is
+    /// left (as vLLM's scheduler takes running requests before waiting ones, and waiting ones
+    /// only "while token_budget > 0"). So a request is admitted only once every prompt before
+    /// it on the instance is scheduled to its end.
     ///
     /// Each chunk's blocks are allocated as it is scheduled, as vLLM's `allocate_slots` takes
     /// a step's `num_new_tokens` (`grow`): a running prefill grows by its chunk, preempting the
@@ -363,7 +370,7 @@ public final class ClusterSimulator: RequestQueues {
             inst.stepRequests.append(r32)
             inst.stepChunks.append(0)
             decodeSequences += 1
-            decodeContext += Int(length[Int(r32)])
+            decodeContext += Int(length[Int(r32)])  // its slots: prompt and output so far, this step's token included
         }
         budget -= decodeSequences
         var prefillTokens = 0
@@ -535,23 +542,31 @@ public final class ClusterSimulator: RequestQueues {
         return bt * sharedTier.lookup(UnsafeBufferPointer(rebasing: full[start..<end]))
     }
 
-    /// Applies the finished step at instance `s`, then starts the next one. Every prefill chunk
-    /// of the step is computed first (its tokens leave `remaining`, its prompt blocks go to the
-    /// shared tier), and a request whose prefill ended emits its token (its first: the TTFT),
-    /// finishing, and freeing its blocks, if that was its last; only then are the step's decode
-    /// tokens appended, in batch order (the next step's slots for them, as vLLM's
-    /// `allocate_slots` of one token when it schedules a decode), and those appends may
-    /// preempt; the step they schedule then admits nothing. So what the step
-    /// produced is never thrown away, and its finished requests' blocks are free before any
-    /// append needs them, as in vLLM, which takes a step's output (and frees what finished)
-    /// before it schedules, and preempts for, the next. A victim's chunk of this step counts
-    /// as computed (the forward pass ran).
+    /// Applies the finished step at instance `s`, then starts the next one, in vLLM's order:
+    /// first the step's output (`update_from_output`), then the next step's slots (`schedule`).
+    ///
+    /// Output: every prefill chunk of the step is computed (its tokens leave `remaining`, its
+    /// prompt blocks go to the shared tier), a request whose prefill ended emits its token (its
+    /// first: the TTFT), and every decoding request emits the token its decode step computed;
+    /// a request whose token was its last finishes and frees its blocks. Nothing is allocated
+    /// yet, so no token a forward pass computed is ever thrown away, and a step's finished
+    /// requests' blocks are free before any allocation needs them.
+    ///
+    /// Slots: every running request whose prefill is done (it emitted a token in this step)
+    /// then gets, in admission order, the slot of that token, which the next step computes
+    /// (`decodeOne`, vLLM's `allocate_slots(request, num_new_tokens=1)`); an append that finds
+    /// no room preempts the youngest running request, possibly the one appending, which keeps
+    /// every token it emitted. The step those appends schedule then admits nothing.
     private func endStep(_ s: Int, now: Double) throws {
         let inst = instances[s]
         inst.preemptedThisStep = false  // the decode appends below schedule the next step
-        for k in 0..<inst.stepRequests.count where inst.stepChunks[k] > 0 {
+        for k in 0..<inst.stepRequests.count {
             let r = Int(inst.stepRequests[k])
             let chunk = Int(inst.stepChunks[k])
+            guard chunk > 0 else {
+                emit(r, s, now: now)
+                continue
+            }
             remaining[r] -= Int32(chunk)
             if let sharedTier {
                 let computed = Int(sequenceTokens[r] - remaining[r]) / blockTokens
@@ -564,11 +579,14 @@ public final class ClusterSimulator: RequestQueues {
                 emit(r, s, now: now)
             }
         }
-        for k in 0..<inst.stepRequests.count where inst.stepChunks[k] == 0 {
-            let r = Int(inst.stepRequests[k])
-            guard state[r] == 2 else { continue }  // preempted by an append before it
-            guard decodeOne(r, s) else { continue }
-            emit(r, s, now: now)
+        // Decoding requests come before prefilling ones in `running` (see `startStep`), so an
+        // append's victims, the youngest, have no slot for the next step yet.
+        var k = 0
+        while k < inst.running.count {
+            let r = Int(inst.running[k])
+            k += 1
+            guard state[r] == 2 && remaining[r] == 0 else { continue }  // done, preempted, or in prefill
+            decodeOne(r, s)
         }
         dropPreempted(s)
         if inst.stepPrefillTokens > 0 { try router.observePrefill(tokens: inst.stepPrefillTokens, milliseconds: inst.stepMilliseconds) }
@@ -576,33 +594,41 @@ public final class ClusterSimulator: RequestQueues {
         try startStep(s, now: now)
     }
 
-    /// Appends one decoded token for `r`, preempting the youngest running sequences until it
-    /// fits; false when `r` itself was preempted. Never past the engine's `maxSeqTokens`: a
-    /// running request's prompt and output come to fewer tokens (`emit` finishes it at that
-    /// many), and the engine holds all of them but the last output token.
-    private func decodeOne(_ r: Int, _ s: Int) -> Bool {
+    /// Allocates the slot of `r`'s next decode step: the one of its last emitted token, which
+    /// that step computes, as vLLM's `allocate_slots(request, num_new_tokens=1)` covers
+    /// `num_computed_tokens + 1` tokens, that is `num_tokens`: prompt and every output token so
+    /// far. Preempts the youngest running sequences until it fits (`r` itself last, which
+    /// then waits with every token it emitted). So during each decode step the engine holds
+    /// exactly `r`'s prompt and output so far (`length[r]`), all computed but the last, whose
+    /// K/V the step writes; between steps, after this append, the same. Never past the
+    /// engine's `maxSeqTokens`: `emit` finishes a request whose prompt and output reach it.
+    private func decodeOne(_ r: Int, _ s: Int) {
         let inst = instances[s]
         while true {
             do {
                 try inst.engine.append(UInt64(r), tokens: oneToken)
                 length[r] += 1
-                return true
+                return
             } catch {
-                guard let victim = inst.running.last(where: { state[Int($0)] == 2 }) else { return false }
+                guard let victim = inst.running.last(where: { state[Int($0)] == 2 }) else { return }
                 preempt(Int(victim), s)
-                if Int(victim) == r { return false }
+                if Int(victim) == r { return }
             }
         }
     }
 
     /// Recompute preemption of `r` at instance `s`: at the end of a step (`endStep` has applied
-    /// all of the step's chunks), for a decode token, or while a step is composed, for a prefill
-    /// chunk (`grow`; `r` is then not scheduled in it). A victim still in prefill (`remaining` >
-    /// 0) has computed `sequenceTokens - remaining` tokens: its admission's hit and shared-tier
-    /// load, and every chunk through the step that last ended; that is exactly what it holds
-    /// (its chunks' blocks are allocated as they are scheduled), so `computedTokens` takes
-    /// nothing out of the prefix index, and is passed so that nothing ever could. Blocks of a
-    /// decoding victim were all computed (its output blocks are never indexed). The step being
+    /// all of the step's chunks and emitted its tokens), for a decode slot, or while a step is
+    /// composed, for a prefill chunk (`grow`; `r` is then not scheduled in it). A victim still
+    /// in prefill (`remaining` > 0) has computed `sequenceTokens - remaining` tokens: its
+    /// admission's hit and shared-tier load, and every chunk through the step that last ended;
+    /// that is exactly what it holds (its chunks' blocks are allocated as they are scheduled),
+    /// so `computedTokens` takes nothing out of the prefix index, and is passed so that
+    /// nothing ever could. Blocks of a
+    /// decoding victim were all computed: it is preempted before it gets the slot of the token
+    /// it just emitted (`decodeOne`'s victims come after the request appending, in admission
+    /// order, or are it). Its sequence to recompute is its prompt and every token it emitted,
+    /// that last one included, as vLLM's resumed request's `num_tokens`. The step being
     /// composed admits nothing (`preemptedThisStep`).
     private func preempt(_ r: Int, _ s: Int) {
         let inst = instances[s]

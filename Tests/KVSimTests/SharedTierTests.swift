@@ -140,20 +140,24 @@ import Testing
     /// scheduling since have moved them, the tier taking no part in those: the values below
     /// are those after blocks began to be allocated chunk by chunk as a step schedules them
     /// (which took the preemptions from 2 and 0 to 20 and 15 and moved round-robin's p90 and
-    /// p99, DualMap's p99 and both makespans by less than 0.5 s; hit rates and p50s held).
+    /// p99, DualMap's p99 and both makespans by less than 0.5 s; hit rates and p50s held), and
+    /// after a decoding request began to hold the slot of the token its step computes, with
+    /// a step's tokens taken before the next step's slots are allocated (round-robin's
+    /// preemptions 20 to 21, its p99 and makespan 11 and 61 ms lower; DualMap's values within
+    /// 0.4 ms; hit rates held).
     @Test func withoutATierNothingChanges() throws {
         let trace = try mooncakeSlice(300)
         var c = SimulationConfig()
         c.instances = 4
         let replay = Replay(config: c, policies: [], search: nil, threads: 1)
         let rr = try replay.simulate(trace, policy: .roundRobin, rateScale: 1)
-        #expect(rr.ttftQuantile(0.5) == 17758.468575834006 && rr.ttftQuantile(0.9) == 72247.01066746452)
-        #expect(rr.ttftQuantile(0.99) == 91023.30195548915 && rr.prefixHitRate == 0.05815496170817085)
-        #expect(rr.preemptions == 20 && rr.makespanSeconds == 213.50090985139093)
+        #expect(rr.ttftQuantile(0.5) == 17758.473577633995 && rr.ttftQuantile(0.9) == 72247.12391046446)
+        #expect(rr.ttftQuantile(0.99) == 91012.78074471111 && rr.prefixHitRate == 0.05815496170817085)
+        #expect(rr.preemptions == 21 && rr.makespanSeconds == 213.43966510324609)
         let dm = try replay.simulate(trace, policy: .dualMap, rateScale: 1)
-        #expect(dm.ttftQuantile(0.5) == 19093.42452799948 && dm.ttftQuantile(0.9) == 42657.25734423398)
-        #expect(dm.ttftQuantile(0.99) == 51964.804622294905 && dm.prefixHitRate == 0.0601933830463954)
-        #expect(dm.preemptions == 15 && dm.makespanSeconds == 178.95799688289458)
+        #expect(dm.ttftQuantile(0.5) == 19093.4629968995 && dm.ttftQuantile(0.9) == 42657.352434633955)
+        #expect(dm.ttftQuantile(0.99) == 51965.14367689495 && dm.prefixHitRate == 0.0601933830463954)
+        #expect(dm.preemptions == 15 && dm.makespanSeconds == 178.9589397502946)
 
         var withTier = replay
         withTier.config.sharedTier = SharedTierConfig()

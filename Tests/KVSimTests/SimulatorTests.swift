@@ -250,7 +250,8 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
     /// A step in whose scheduling a request was preempted admits no waiting request, as vLLM's
     /// scheduler skips its waiting queue in such a step (`if not preempted_reqs`). One
     /// instance of 8 blocks, a 512-token budget: A and B (512-token prompts, 3,000 output
-    /// tokens each) decode until A's decode append needs a 5th block, 13.2 s in, and preempts
+    /// tokens each) decode until A's decode append needs a 5th block (for its 1,537th output
+    /// token, its 2,049th token), 13.2 s in, and preempts
     /// B, the youngest, which held 4 (its prompt block stays cached). The step that append
     /// schedules gives A its token and nothing else, though B's cached block and a 511-token
     /// chunk would fit; B is re-admitted in the next step, with that chunk. Throughout the run
@@ -281,7 +282,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
             if first == nil {
                 first = (Array(inst.stepRequests), inst.waitingCount, [], [])
                 waitingAfterFirst = inst.waitingCount
-                #expect(abs(inst.stepEnd - 13_231.5) < 1, "\(inst.stepEnd)")
+                #expect(abs(inst.stepEnd - 13_223.0) < 1, "\(inst.stepEnd)")
             }
         }
         #expect(first?.step == [0] && first?.waiting == 1, "the preempting step: A's decode token only, B waiting")
@@ -444,22 +445,25 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
     }
 
     /// A step's output is recorded before its decode appends can preempt. One instance of 4
-    /// blocks: A (1,024 tokens: 2 full blocks, 100 output tokens) prefills in step 1; R (1,024
-    /// tokens, 1 output token) arrives meanwhile and is computed in step 2 beside A's first
-    /// decode, filling the 4 blocks. At the end of step 2 A's token needs a 3rd block; R's
-    /// first token is its last, so R is done and freed first and A takes a block it left: no
-    /// preemption, R's TTFT is the end of step 2. Appending first, A preempted R, the youngest,
-    /// throwing its token away: R recomputed its prompt, 1 preemption, its TTFT a step later.
+    /// blocks: A (1,023 tokens, 100 output tokens) prefills in step 1 and then holds 1,024
+    /// (its first output token's slot: 2 blocks); R (1,024 tokens, 1 output token) arrives
+    /// meanwhile and is computed in step 2 beside A's first decode, filling the 4 blocks. At
+    /// the end of step 2 A's second token needs a 3rd block (its 1,025th slot, for step 3);
+    /// R's first token is its last, so R is done and freed first and A takes a block it left:
+    /// no preemption, R's TTFT is the end of step 2. Appending first, A preempted R, the
+    /// youngest, throwing its token away: R recomputed its prompt, 1 preemption, its TTFT a
+    /// step later. (A held 1,024 prompt tokens here until a decoding request began to hold
+    /// the slot of the token its step computes: its first slot now takes a 3rd block.)
     @Test func aStepsFirstTokensAndCompletionsComeBeforeItsDecodeAppends() throws {
         var trace = Trace(source: "a prefill ending beside a growing decode", blockTokens: 512)
-        trace.append(arrivalMilliseconds: 0, input: 1024, output: 100, blockHashes: SharedTierTests.chain(1...2))
+        trace.append(arrivalMilliseconds: 0, input: 1023, output: 100, blockHashes: SharedTierTests.chain(1...2))
         trace.append(arrivalMilliseconds: 1, input: 1024, output: 1, blockHashes: SharedTierTests.chain(11...12))
         let c = Self.oneInstance(blocks: 4, budget: 2048)
         let sim = try ClusterSimulator(trace: trace, config: c)
         try sim.run()
         let r = sim.result(policy: "round-robin", wallSeconds: 0)
         #expect(r.preemptions == 0 && r.served == 2 && r.lengthCapped == 0)
-        let step1 = Self.step(c, prefill: [(1024, 0)])
+        let step1 = Self.step(c, prefill: [(1023, 0)])
         let step2 = Self.step(c, prefill: [(1024, 0)], decodes: 1, decodeContext: 1024)
         #expect(sim.ttft[0] == step1)
         #expect(sim.ttft[1] == step1 + step2 - 1 && sim.finish[1] == step1 + step2)
@@ -467,8 +471,9 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
 
     /// Waiting requests are admitted only while the step has token budget left (vLLM's
     /// "while self.waiting and token_budget > 0"). One instance of 6 blocks, a 1,024-token
-    /// budget: A (1,024 tokens, 100 output) prefills in step 1; B and C (1,024 tokens, 1
-    /// output each) arrive meanwhile. Step 2 gives A a decode token and B the other 1,023
+    /// budget: A (1,024 tokens, 100 output) prefills in step 1 (and then holds 3 blocks: its
+    /// first output token's slot is its 1,025th); B and C (1,024 tokens, 1 output each) arrive
+    /// meanwhile. Step 2 gives A a decode token and B the other 1,023
     /// tokens; C waits (before 2026-11-23 it was admitted too, with blocks but no tokens,
     /// filling the 6 blocks, so A's next token preempted it). Step 3 ends B's prefill (1 token) but has no room for
     /// C beside A's 3 blocks and B's 2; B is done by then, and steps 4 and 5 compute C (1,023
@@ -484,10 +489,10 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         let r = sim.result(policy: "round-robin", wallSeconds: 0)
         #expect(r.preemptions == 0 && r.served == 3)
         let step1 = Self.step(c, prefill: [(1024, 0)])
-        let step2 = Self.step(c, prefill: [(1023, 0)], decodes: 1, decodeContext: 1024)
-        let step3 = Self.step(c, prefill: [(1, 1023)], decodes: 1, decodeContext: 1025)
-        let step4 = Self.step(c, prefill: [(1023, 0)], decodes: 1, decodeContext: 1026)
-        let step5 = Self.step(c, prefill: [(1, 1023)], decodes: 1, decodeContext: 1027)
+        let step2 = Self.step(c, prefill: [(1023, 0)], decodes: 1, decodeContext: 1025)
+        let step3 = Self.step(c, prefill: [(1, 1023)], decodes: 1, decodeContext: 1026)
+        let step4 = Self.step(c, prefill: [(1023, 0)], decodes: 1, decodeContext: 1027)
+        let step5 = Self.step(c, prefill: [(1, 1023)], decodes: 1, decodeContext: 1028)
         #expect(sim.ttft[1] == step1 + step2 + step3 - 1)
         #expect(sim.ttft[2] == step1 + step2 + step3 + step4 + step5 - 1)
     }
@@ -522,7 +527,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
             try sim.run()
             let r = sim.result(policy: "round-robin", wallSeconds: 0)
             #expect(r.lengthCapped == 1 && r.served == 1 && r.preemptions == 0)
-            let decode = Self.step(c, prefill: [], decodes: 1, decodeContext: input)
+            let decode = Self.step(c, prefill: [], decodes: 1, decodeContext: input + 1)  // prompt and its first token
             #expect(sim.finish[0] == sim.ttft[0] + Double(decodeSteps) * decode, "prompt \(input)")
             #expect(sim.instances[0].busyMilliseconds == sim.finish[0], "no step past the last token")
         }
