@@ -149,4 +149,48 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
         }
         expectNothingReported(result)
     }
+
+    /// A disk tier in a new directory takes the slab's lock, its I/O descriptor and the
+    /// journal, reads and writes the identity and syncs the directory, then opens its I/O
+    /// queue (an io_uring ring and an eventfd; the thread pool needs none): each ran out of
+    /// descriptors as KVC_ERR_IO ("offload: cannot open ... Too many open files") while the
+    /// memory file before them was KVC_ERR_OUT_OF_MEMORY.
+    @Test func aNewDiskTierOutOfDescriptorsIsOutOfMemoryAtEachOfThem() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            var c = CConfig.small(KVC_LAYOUT_PAGED)
+            c.offloadBytes = 1 << 20
+            c.offloadWriteback = 1
+            exitAfterRunningOutOfDescriptors(c, failing: 5, directory: freshDirectory)
+        }
+        expectNothingReported(result)
+    }
+
+    /// The same directory for every attempt: the first attempts leave a slab (and journal)
+    /// behind, the later ones reopen them, and the last replays and compacts the journal.
+    @Test func aReopenedDiskTierOutOfDescriptorsIsOutOfMemoryAtEachOfThem() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+            c.offloadBytes = 1 << 20
+            let dir = freshDirectory()
+            exitAfterRunningOutOfDescriptors(c, failing: 5, directory: { dir })
+        }
+        expectNothingReported(result)
+    }
+
+    /// A peer's identity, slab and journal are opened before the own tier's files.
+    @Test func aPeerTierOutOfDescriptorsIsOutOfMemoryAtEachOfItsFiles() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            var c = CConfig.small(KVC_LAYOUT_PAGED)
+            c.offloadBytes = 1 << 20
+            c.modelTag = 7
+            let peer = freshDirectory()
+            var engine: OpaquePointer?
+            guard c.create(&engine, offloadDir: peer) == KVC_OK else {
+                exitReporting(["the peer's engine: \(String(cString: kvc_last_error()))"])
+            }
+            kvc_engine_destroy(engine)
+            exitAfterRunningOutOfDescriptors(c, failing: 7, directory: freshDirectory, peers: peer, removing: [peer])
+        }
+        expectNothingReported(result)
+    }
 }
