@@ -109,6 +109,7 @@ struct LoadRunner {
             total.readyWaitNanoseconds += result.readyWaitNanoseconds
             total.readyWaitMaxNanoseconds = max(total.readyWaitMaxNanoseconds, result.readyWaitMaxNanoseconds)
             total.reloadFailures += result.reloadFailures
+            total.freedAtStop += result.freedAtStop
         }
         // The workers' end, not this thread's next sample (up to 50 ms later: a short run's
         // rate was once understated by it).
@@ -137,6 +138,7 @@ struct LoadRunner {
                             rejectedOutOfMemory: total.rejectedOutOfMemory, rejectedUnfittable: total.rejectedUnfittable,
                             rejectedOther: total.rejectedOther,
                             createRetries: total.createRetries, preemptions: total.preemptions,
+                            freedAtStop: total.freedAtStop,
                             perSecond: elapsed > 0 ? (Double(total.completed) / elapsed * 10).rounded() / 10 : 0),
             promptTokens: total.promptTokens,
             decodedTokens: total.decodedTokens,

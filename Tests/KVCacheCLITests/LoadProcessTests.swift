@@ -107,9 +107,19 @@ struct LoadProcessTests {
             let completed = try #require((requests["completed"] as? NSNumber)?.intValue)
             let offered = try #require((requests["offered"] as? NSNumber)?.intValue)
             #expect(completed > 0 && offered >= completed && offered < 1_000_000, "offered \(offered), completed \(completed)")
+            // The sequences live at the stop are freed then, timed as every other free: one
+            // free per successful create (their frees were untimed, the free row short of them).
+            let operations = try #require(top["operations"] as? [String: Any])
+            let creates = try #require(((operations["create"] as? [String: Any])?["count"] as? NSNumber)?.intValue)
+            let frees = try #require(((operations["free"] as? [String: Any])?["count"] as? NSNumber)?.intValue)
+            #expect(frees == creates, "\(frees) frees, \(creates) creates")
+            let freedAtStop = try #require((requests["freed_at_stop"] as? NSNumber)?.intValue, "\(requests)")
+            #expect(freedAtStop >= 1 && freedAtStop <= 8, "2 threads x 4 live sequences, busy at the signal: \(freedAtStop)")
+            #expect(offered - completed >= freedAtStop)
         } else {
             #expect(text.hasPrefix("kvcache load: "), "\(text)")
             #expect(text.contains("\ninterrupted by SIGTERM after "), "\(text)")
+            #expect(text.contains(" of them live and freed at the stop (timed in the free row)\n"), "\(text)")
             #expect(text.contains("\nmemory "), "the whole table: \(text)")
         }
     }
