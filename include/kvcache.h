@@ -172,7 +172,9 @@
  *                             admitting new ones; the engine stays usable. At
  *                             kvc_engine_create also a process limit that refuses the
  *                             engine's memory file or metadata (RLIMIT_FSIZE, which memfd
- *                             files obey; open files).
+ *                             files obey), or open files (EMFILE, ENFILE) at whichever
+ *                             descriptor the create runs out: the memory file's, or a disk
+ *                             tier's or peer's file, directory or I/O queue.
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
  *   KVC_ERR_IO                a disk-tier read or write failed, or offload_dir is unusable

@@ -60,7 +60,8 @@ struct LoadCommand: ParsableCommand {
         workload_summary, layout, threads, batch_per_thread, write_kv, elapsed_s, \
         requests {requested (with --requests), trace_requests (with --trace: the requests read, \
         fewer than requested when the trace is shorter), offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
-        preemptions, per_s}, prompt_tokens, decoded_tokens, restarts {admissions, prompt_tokens, hit_tokens, \
+        preemptions, freed_at_stop (sequences live when the run was interrupted, freed then: \
+        their frees are timed with the others), per_s}, prompt_tokens, decoded_tokens, restarts {admissions, prompt_tokens, hit_tokens, \
         recomputed_prompt_tokens, redecoded_tokens}, operations {create|append|free \
         (and truncate with --draft-tokens, ttft with --prefill-tokens-per-s): {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, \
         max_us}}, speculation {draft_tokens, acceptance, steps, rejected_draft_tokens, \

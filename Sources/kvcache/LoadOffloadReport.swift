@@ -31,6 +31,12 @@ extension LoadReport {
         var swapOutsFailed: UInt64
         /// Prompt tokens served from the disk tier, and their share of all prompt tokens, the
         /// engine's counts of every create (restarts included: the engine cannot tell them apart).
+        /// Not per first admission as `prefix` is: `createSequence` returns one cached count,
+        /// memory, disk and peers together, and the engine keeps no per-sequence split; a
+        /// difference of `stats()` around a create holds only while no other thread creates
+        /// (serialising the workers' creates would change what is measured), and peer tokens
+        /// are counted when their read completes, in whichever later call processes it. Counting
+        /// them per create needs the split from the engine (a create returning it).
         var diskHitTokens: UInt64
         var diskHitRate: Double
         /// Prompt tokens found only on disk that the engine left to the modelled prefill, which

@@ -65,10 +65,15 @@ struct LoadReport: Codable, Sendable {
         var createRetries: Int
         /// Sequences freed because an append ran out of memory (restarted later).
         var preemptions: Int
+        /// Sequences live (or loading from disk) when the run was interrupted, freed then with
+        /// their requests unfinished; their frees are in the free row, as every other free
+        /// (0 when not interrupted).
+        var freedAtStop: Int
         var perSecond: Double
 
         enum CodingKeys: String, CodingKey {
             case requested, offered, completed, preemptions
+            case freedAtStop = "freed_at_stop"
             case traceRequests = "trace_requests"
             case rejectedOutOfMemory = "rejected_out_of_memory"
             case rejectedUnfittable = "rejected_unfittable"
@@ -245,7 +250,8 @@ struct LoadReport: Codable, Sendable {
             let unfinished = requests.offered - requests.completed - requests.rejectedOutOfMemory - requests.rejectedUnfittable
                 - requests.rejectedOther
             line("interrupted by \(name) after \(fixed(elapsedSeconds, 2)) s: this report covers what completed before it; "
-                + "\(unfinished) requests taken were stopped unfinished")
+                + "\(unfinished) requests taken were stopped unfinished, \(requests.freedAtStop) of them live and freed at the stop "
+                + "(timed in the free row)")
         }
         line()
         line("requests   \(requests.completed) completed of \(requests.offered) in \(fixed(elapsedSeconds, 2)) s "

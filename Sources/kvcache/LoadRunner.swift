@@ -109,6 +109,7 @@ struct LoadRunner {
             total.readyWaitNanoseconds += result.readyWaitNanoseconds
             total.readyWaitMaxNanoseconds = max(total.readyWaitMaxNanoseconds, result.readyWaitMaxNanoseconds)
             total.reloadFailures += result.reloadFailures
+            total.freedAtStop += result.freedAtStop
         }
         // The workers' end, not this thread's next sample (up to 50 ms later: a short run's
         // rate was once understated by it).
@@ -137,6 +138,7 @@ struct LoadRunner {
                             rejectedOutOfMemory: total.rejectedOutOfMemory, rejectedUnfittable: total.rejectedUnfittable,
                             rejectedOther: total.rejectedOther,
                             createRetries: total.createRetries, preemptions: total.preemptions,
+                            freedAtStop: total.freedAtStop,
                             perSecond: elapsed > 0 ? (Double(total.completed) / elapsed * 10).rounded() / 10 : 0),
             promptTokens: total.promptTokens,
             decodedTokens: total.decodedTokens,
@@ -170,16 +172,44 @@ struct LoadRunner {
 
     private func progressText(coordinator: LoadCoordinator, progress: [WorkerProgress], stats: EngineStats, rssBytes: UInt64) -> String {
         let seconds = Double(coordinator.elapsedNanoseconds()) / 1e9
-        let completed = progress.reduce(0) { $0 + $1.completed.load(ordering: .relaxed) }
-        let rejected = progress.reduce(0) { $0 + $1.rejected.load(ordering: .relaxed) }
         let decoded = progress.reduce(0) { $0 + $1.decodedTokens.load(ordering: .relaxed) }
         // As the report's: first admissions only.
         let query = progress.reduce(0) { $0 + $1.promptTokens.load(ordering: .relaxed) }
         let hitTokens = progress.reduce(0) { $0 + $1.hitTokens.load(ordering: .relaxed) }
-        let hit = query > 0 ? Double(hitTokens) / Double(query) * 100 : 0
-        return "[\(fixed(seconds, 1)) s] \(completed)/\(workload.requestCount) done, \(rejected) rejected, "
-            + "\(stats.sequences) live, \(fixed(Double(decoded) / max(seconds, 1e-9) / 1000, 1))k tok/s, "
-            + "hit \(fixed(hit, 1))%, committed \(ByteCount.format(stats.committedBytes)), "
+        return progressText(seconds: seconds,
+                            completed: progress.reduce(0) { $0 + $1.completed.load(ordering: .relaxed) },
+                            rejected: progress.reduce(0) { $0 + $1.rejected.load(ordering: .relaxed) },
+                            live: stats.sequences, tokensPerSecond: Double(decoded) / max(seconds, 1e-9),
+                            hitRate: query > 0 ? Double(hitTokens) / Double(query) : 0,
+                            committedBytes: stats.committedBytes, rssBytes: rssBytes)
+    }
+
+    /// The requests a run ends at, when that is a number a person can read as such: the
+    /// workload's count without `--duration`, with `--requests`, or of a trace (the run ends
+    /// at whichever comes first, the count or the duration). Nil for a synthetic run bounded
+    /// by `--duration` alone, whose count is only a cap the duration never reaches
+    /// (100,000,000 in a closed loop; 2 x rate x duration + 1000 with `--rate`).
+    var progressRequestBound: Int? {
+        durationSeconds == nil || requested != nil || workload.kind == "trace" ? workload.requestCount : nil
+    }
+
+    /// The progress line: the time (with `--duration`, of how long; past it, that admission
+    /// has ended while the live requests finish), requests done (of `progressRequestBound`
+    /// when there is one), rejected and live, the decode rate, the hit rate of first
+    /// admissions (as the report's), committed bytes and RSS.
+    func progressText(seconds: Double, completed: Int, rejected: Int, live: UInt64, tokensPerSecond: Double, hitRate: Double,
+                      committedBytes: UInt64, rssBytes: UInt64) -> String {
+        let time: String
+        if let durationSeconds {
+            time = seconds < durationSeconds ? "\(fixed(seconds, 1)) s of \(fixed(durationSeconds, 1)) s"
+                : "\(fixed(seconds, 1)) s, admission ended at \(fixed(durationSeconds, 1)) s"
+        } else {
+            time = "\(fixed(seconds, 1)) s"
+        }
+        let done = progressRequestBound.map { "\(completed)/\($0)" } ?? "\(completed)"
+        return "[\(time)] \(done) done, \(rejected) rejected, "
+            + "\(live) live, \(fixed(tokensPerSecond / 1000, 1))k tok/s, "
+            + "hit \(fixed(hitRate * 100, 1))%, committed \(ByteCount.format(committedBytes)), "
             + "RSS \(ByteCount.format(rssBytes))"
     }
 }

@@ -49,6 +49,10 @@ struct WorkerResult: Sendable {
     var readyWaitNanoseconds: UInt64 = 0
     var readyWaitMaxNanoseconds: UInt64 = 0
     var reloadFailures = 0
+    /// Sequences the run's stop (a signal: `LoadCoordinator.interrupt`) found live or loading
+    /// and freed, their requests unfinished. Their frees are timed with the others, so that the
+    /// free row holds one free per successful create, an interrupted run's too.
+    var freedAtStop = 0
     /// When the worker finished, from the start of the run: the run's end is the last one's.
     var finishedNanoseconds: UInt64 = 0
 }
@@ -410,9 +414,20 @@ struct LoadWorker: Sendable {
             }
             publish()
         }
-        // A stopped run still frees what it holds, so the engine ends consistent.
-        for sequence in live { try? engine.free(sequence.id) }
-        for sequence in loading { try? engine.free(sequence.id) }
+        // A stopped run still frees what it holds, so the engine ends consistent; timed as
+        // every other free (they were once untimed: an interrupted run's free row counted
+        // fewer frees than its creates), and counted (`freedAtStop`).
+        for id in live.map(\.id) + loading.map(\.id) {
+            let t0 = monotonicNanoseconds()
+            do throws(KVError) {
+                try engine.free(id)
+            } catch {
+                if result.firstError == nil { result.firstError = "free at the stop: \(error)" }
+                continue
+            }
+            result.latency.record(.free, nanoseconds: monotonicNanoseconds() &- t0)
+            result.freedAtStop += 1
+        }
         publish()
         result.finishedNanoseconds = coordinator.elapsedNanoseconds()
         return result

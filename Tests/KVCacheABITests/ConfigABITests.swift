@@ -412,17 +412,7 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         }
     }
 
-    /// A process out of file descriptors (memfd_create fails with EMFILE) gets
-    /// KVC_ERR_OUT_OF_MEMORY naming it: a process limit refused the engine's memory file,
-    /// which was KVC_ERR_INTERNAL ("a bug in the library").
-    @Test func noFileDescriptorLeftIsOutOfMemory() async {
-        await #expect(processExitsWith: .success) {
-            var limit = rlimit(rlim_cur: 64, rlim_max: 64)
-            _ = withUnsafePointer(to: &limit) { setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), $0) }
-            while open("/dev/null", O_RDONLY) >= 0 {}
-            exitWhenCreateReturns(CConfig.small(KVC_LAYOUT_PAGED), KVC_ERR_OUT_OF_MEMORY, mentioning: "Too many open files")
-        }
-    }
+    // A process out of file descriptors: DescriptorLimitABITests.
 
     @Test func aLargeMetadataOnlyBudgetIsAStatusNotAnAbort() async {
         await #expect(processExitsWith: .success) {

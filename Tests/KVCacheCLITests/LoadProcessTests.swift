@@ -16,7 +16,9 @@ struct LoadProcessTests {
         private let outputPath: String, errorPath: String
         private(set) var stdout = Data(), stderr = Data()
 
-        init(_ arguments: [String]) throws {
+        /// With `standardError` a terminal's descriptor (`Terminal`): the progress line shows
+        /// only on one.
+        init(_ arguments: [String], standardError terminal: FileHandle? = nil) throws {
             let cli = cliPath()
             try #require(FileManager.default.isExecutableFile(atPath: cli), "build kvcache-cli first: \(cli)")
             let base = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-load-\(UUID().uuidString)").path
@@ -25,7 +27,7 @@ struct LoadProcessTests {
             process.executableURL = URL(fileURLWithPath: cli)
             process.arguments = arguments
             process.standardOutput = FileHandle(forWritingAtPath: outputPath)
-            process.standardError = FileHandle(forWritingAtPath: errorPath)
+            process.standardError = terminal ?? FileHandle(forWritingAtPath: errorPath)
             try process.run()
         }
 
@@ -105,10 +107,87 @@ struct LoadProcessTests {
             let completed = try #require((requests["completed"] as? NSNumber)?.intValue)
             let offered = try #require((requests["offered"] as? NSNumber)?.intValue)
             #expect(completed > 0 && offered >= completed && offered < 1_000_000, "offered \(offered), completed \(completed)")
+            // The sequences live at the stop are freed then, timed as every other free: one
+            // free per successful create (their frees were untimed, the free row short of them).
+            let operations = try #require(top["operations"] as? [String: Any])
+            let creates = try #require(((operations["create"] as? [String: Any])?["count"] as? NSNumber)?.intValue)
+            let frees = try #require(((operations["free"] as? [String: Any])?["count"] as? NSNumber)?.intValue)
+            #expect(frees == creates, "\(frees) frees, \(creates) creates")
+            let freedAtStop = try #require((requests["freed_at_stop"] as? NSNumber)?.intValue, "\(requests)")
+            #expect(freedAtStop >= 1 && freedAtStop <= 8, "2 threads x 4 live sequences, busy at the signal: \(freedAtStop)")
+            #expect(offered - completed >= freedAtStop)
         } else {
             #expect(text.hasPrefix("kvcache load: "), "\(text)")
             #expect(text.contains("\ninterrupted by SIGTERM after "), "\(text)")
+            #expect(text.contains(" of them live and freed at the stop (timed in the free row)\n"), "\(text)")
             #expect(text.contains("\nmemory "), "the whole table: \(text)")
         }
+    }
+
+    /// The progress line (on a terminal only) of a run bounded by --duration alone shows the
+    /// time against the duration and the requests done: it showed "N/100000000", the cap a
+    /// closed loop's workload gets, as if it were the run's length. With --requests too (the
+    /// run ends at whichever comes first) it shows the count as well.
+    @Test(arguments: [(["--duration", "1.5"], "s of 1.5 s] ", false),
+                      (["--duration", "1.5", "--rate", "200"], "s of 1.5 s] ", false),
+                      (["--duration", "30", "--requests", "300"], "s of 30.0 s] ", true)])
+    func theProgressLineOfADurationShowsTheTime(options: [String], time: String, counted: Bool) throws {
+        let terminal = try Terminal()
+        let child = try Child(["load", "--threads", "1", "--batch", "2", "--prompt-mean", "64", "--prompt-max", "128",
+                               "--output-mean", "64", "--output-max", "128"] + options + Self.shape, standardError: terminal.follower)
+        var shown = Data()
+        while child.process.isRunning {
+            shown += terminal.read()
+            usleep(20_000)
+        }
+        #expect(child.wait() == 0)
+        shown += terminal.read()
+        let text = String(decoding: shown, as: UTF8.self)
+        // Lines rewritten in place: "\r ESC[2K [1.2 s of 1.5 s] 5 done, ...".
+        let lines = text.components(separatedBy: "\u{1B}[2K").filter { $0.hasPrefix("[") }
+        try #require(!lines.isEmpty, "no progress line on the terminal: \(text.debugDescription)")
+        for line in lines {
+            #expect(line.contains(time) || line.contains(", admission ended at "), "\(line)")
+            #expect(!line.contains("/100000000") && !line.contains("/1600 "), "a cap shown as the run's length: \(line)")
+            let done = try #require(line.split(separator: "]").dropFirst().first, "\(line)")
+            #expect(done.contains("/300 done") == counted, "\(line)")
+        }
+    }
+}
+
+/// A pseudo-terminal: `follower` (its slave side) for a child's standard error, `read` what
+/// the child wrote there.
+final class Terminal {
+    private let leader: Int32
+    let follower: FileHandle
+
+    init() throws {
+        // Glibc's module leaves out the X/Open calls (posix_openpt opens /dev/ptmx, as here);
+        // the C library has them.
+        typealias Call = @convention(c) (Int32) -> Int32
+        typealias Name = @convention(c) (Int32) -> UnsafeMutablePointer<CChar>?
+        let grantpt = unsafeBitCast(try #require(dlsym(nil, "grantpt")), to: Call.self)
+        let unlockpt = unsafeBitCast(try #require(dlsym(nil, "unlockpt")), to: Call.self)
+        let ptsname = unsafeBitCast(try #require(dlsym(nil, "ptsname")), to: Name.self)
+        leader = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC)
+        try #require(leader >= 0 && grantpt(leader) == 0 && unlockpt(leader) == 0, "no pseudo-terminal: \(String(cString: strerror(errno)))")
+        let name = String(cString: try #require(ptsname(leader)))
+        let fd = open(name, O_RDWR | O_NOCTTY)
+        try #require(fd >= 0, "cannot open \(name)")
+        follower = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+
+    deinit { close(leader) }
+
+    /// What the terminal holds now (without waiting).
+    func read() -> Data {
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = Glibc.read(leader, &buffer, buffer.count)
+            if n <= 0 { break }
+            data.append(contentsOf: buffer[0..<n])
+        }
+        return data
     }
 }

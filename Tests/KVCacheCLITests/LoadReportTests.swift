@@ -91,11 +91,12 @@ struct LoadReportTests {
         // Requests: all asked, all completed, nothing lost on the way (see `arguments`).
         let requests = try Self.object(report, "requests")
         #expect(Set(requests.keys) == ["requested", "offered", "completed", "rejected_out_of_memory", "rejected_unfittable",
-                                       "rejected_other", "create_retries", "preemptions", "per_s"], "no trace_requests without a trace")
+                                       "rejected_other", "create_retries", "preemptions", "freed_at_stop", "per_s"],
+                "no trace_requests without a trace")
         #expect(try Self.uint(requests, "requested") == UInt64(Self.requests))
         #expect(try Self.uint(requests, "offered") == UInt64(Self.requests))
         #expect(try Self.uint(requests, "completed") == UInt64(Self.requests))
-        for key in ["rejected_out_of_memory", "rejected_unfittable", "rejected_other", "create_retries", "preemptions"] {
+        for key in ["rejected_out_of_memory", "rejected_unfittable", "rejected_other", "create_retries", "preemptions", "freed_at_stop"] {
             #expect(try Self.uint(requests, key) == 0, "\(key)")
         }
         #expect(try Self.double(requests, "per_s") > 0)

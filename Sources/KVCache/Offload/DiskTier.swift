@@ -141,7 +141,8 @@ final class DiskTier {
     /// the own directory is touched), and after claiming the directory for this engine's model
     /// and shape (`TierIdentity.claim`). Throws `invalidArgument` (offload_bytes below one
     /// slot, a directory or peer of another model tag or shape, the own directory or a
-    /// duplicate as a peer) or `io` (the directory or files cannot be used, a peer without
+    /// duplicate as a peer), `outOfMemory` (no descriptor left for one of its files or its I/O
+    /// queue: `KVError.file`) or `io` (the directory or files cannot be used, a peer without
     /// tier files). Allocates all metadata, `offloadQueueDepth` staging buffers and a queue of
     /// `maxPendingReads` reads waiting for a buffer (the engine's block count) up front.
     init(_ config: EngineConfig, memory: TierMemory, events: EventQueue, maxPendingReads: Int) throws(KVError) {
@@ -165,7 +166,7 @@ final class DiskTier {
             slabConfig.dir = dir
             return kvm_slab_open(&slabConfig, &s)
         }
-        if rc < 0 { throw KVError(-rc == EINVAL ? .invalidArgument : .io, String(cString: kvm_error())) }
+        if rc < 0 { throw .file(-rc, String(cString: kvm_error()), otherwise: -rc == EINVAL ? .invalidArgument : .io) }
         slab = s!
         // Under the directory's lock, before the journal is replayed (and compacted): a
         // directory of another model or shape is refused untouched.
@@ -211,7 +212,7 @@ final class DiskTier {
         if ioRC < 0 {
             kvm_io_free_buffers(mapped, UInt64(stagingBytes))
             kvm_slab_close(slab)
-            throw KVError(.io, String(cString: kvm_error()))
+            throw .file(-ioRC, String(cString: kvm_error()))
         }
         io = q!
         stats.backend = UInt32(kvm_io_backend(io))

@@ -81,8 +81,8 @@ final class PeerTier {
 
     /// Opens the peer in `dir` for slots of `slotBytes` (payload `payloadBytes`) and indexes its
     /// journal, its index sized for the slab's slots at open (at least `initialCapacity`) and
-    /// grown as its journal names more. Throws `io` when the directory or its
-    /// files cannot be opened (none yet: no engine has used it, or no `TierIdentity`),
+    /// grown as its journal names more. Throws `outOfMemory` when no descriptor is left for its
+    /// files (`KVError.file`), `io` when the directory or its files cannot be opened otherwise (none yet: no engine has used it, or no `TierIdentity`),
     /// `invalidArgument` when its identity is not `identity` or its slab or journal was
     /// written by an engine of another shape (another slot or payload size). Nothing in `dir`
     /// is changed.
@@ -124,7 +124,7 @@ final class PeerTier {
             config.dir = path
             return kvm_slab_open_peer(&config, &s)
         }
-        if rc < 0 { throw KVError(-rc == EINVAL ? .invalidArgument : .io, String(cString: kvm_error())) }
+        if rc < 0 { throw .file(-rc, String(cString: kvm_error()), otherwise: -rc == EINVAL ? .invalidArgument : .io) }
         return s!
     }
 

@@ -101,13 +101,15 @@ struct TierIdentity: Equatable {
     }
 
     /// The identity in `dir`, or nil when it has no identity file. Throws `io` when the file
-    /// exists but cannot be read, and `invalidArgument` when it is not an identity.
+    /// exists but cannot be read (`outOfMemory` when no descriptor is left to open it:
+    /// `KVError.file`), and `invalidArgument` when it is not an identity.
     static func read(dir: String) throws(KVError) -> TierIdentity? {
         let path = dir + "/" + fileName
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
-            if errno == ENOENT { return nil }
-            throw KVError(.io, "'\(path)': \(String(cString: strerror(errno)))")
+            let err = errno
+            if err == ENOENT { return nil }
+            throw .file(err, "'\(path)': \(String(cString: strerror(err)))")
         }
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: 1024)
@@ -126,11 +128,15 @@ struct TierIdentity: Equatable {
     }
 
     /// Writes the identity into `dir` atomically (a synced temporary file renamed over
-    /// `kvcache.identity`, then the directory synced). Throws `io`.
+    /// `kvcache.identity`, then the directory synced). Throws `io` (`outOfMemory` when no
+    /// descriptor is left for the file or the directory: `KVError.file`).
     func write(dir: String) throws(KVError) {
         let path = dir + "/" + TierIdentity.fileName, temporary = dir + "/" + TierIdentity.temporaryFileName
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw KVError(.io, "cannot write '\(temporary)': \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else {
+            let err = errno
+            throw .file(err, "cannot write '\(temporary)': \(String(cString: strerror(err)))")
+        }
         let bytes = Array(text.utf8)
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd) == 0
@@ -142,7 +148,8 @@ struct TierIdentity: Equatable {
         }
         // Durable once the directory is: a crash before it may bring back no identity (the
         // next open then writes this one again), never a torn one.
-        if kvm_sync_parent(path) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        let directorySynced = kvm_sync_parent(path)
+        if directorySynced < 0 { throw .file(-directorySynced, String(cString: kvm_error())) }
     }
 
     /// The own tier's check, under the directory's lock: a directory without an identity (new,
