@@ -899,7 +899,8 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
  * (KVC_EVENT_BLOCK_REMOVED) and no later prompt is served them. Another live sequence that
  * hit them meanwhile keeps them: it was scheduled to read what this one would compute, so
  * the server must not run it on them either. For a swapped-out sequence (computed before it
- * was preempted) computed_tokens is only range-checked. kvc_seq_ready's "free it and create it
+ * was preempted; also while its kvc_seq_swap_out_async is pending) computed_tokens is only
+ * range-checked. kvc_seq_ready's "free it and create it
  * again" after a failed read needs no abort: the engine drops those blocks itself.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, computed_tokens > kvc_seq_length; nothing
  * changed), KVC_ERR_NOT_FOUND. Cost: O(blocks of seq).

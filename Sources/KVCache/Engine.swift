@@ -663,7 +663,8 @@ public final class Engine: @unchecked Sendable {
     /// (`blockRemoved`) instead of staying cached with bytes nobody wrote. Another live
     /// sequence that hit them meanwhile keeps them (it was scheduled to read what this one
     /// would compute: the server must not run it on them either). Ignored
-    /// for a swapped-out sequence (it was computed before it was preempted). Prompt blocks not
+    /// for a swapped-out sequence (it was computed before it was preempted), also while its
+    /// asynchronous swap-out is pending. Prompt blocks not
     /// scheduled yet (`indexOnSchedule`) were never indexed and are freed either way.
     /// Throws `notFound` (also on a double free), `invalidArgument` (`computedTokens` beyond the
     /// sequence's length; nothing changed). Cost: O(blocks of seq).
@@ -673,14 +674,16 @@ public final class Engine: @unchecked Sendable {
             if let computed = computedTokens, computed < 0 || computed > sequences.lengths[slot] {
                 throw .invalid("computed_tokens \(computed) is beyond the \(sequences.lengths[slot]) tokens of sequence \(seq)")
             }
+            var swappedOut = false  // a pending `swapOutAsync` too: swapped out for every caller
             if let offload {
                 offload.processCompletions()
                 _ = offload.swapOutQueue.takeFailure(slot)
+                swappedOut = offload.swapped[slot]
                 if offload.swapOutQueue.cancel(slot) { offload.notifyWaiters() }
                 if offload.swapped[slot] { return releaseSwapped(slot) }
                 offload.cancelQueuedReads(slot)
             }
-            if let computed = computedTokens {
+            if let computed = computedTokens, !swappedOut {
                 let table = sequences.table(slot)
                 for i in computed / bt..<max(computed / bt, sequences.blockCount(slot)) { blocks.forget(table[i]) }
             }

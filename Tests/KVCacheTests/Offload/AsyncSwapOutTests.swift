@@ -148,6 +148,38 @@ struct AsyncSwapOutTests {
         #expect(try kvDifferences(e, 2, count: 32) { prompt[$0] } == 0)
     }
 
+    /// An abort (`free` with `computedTokens`) of a sequence whose asynchronous swap-out is
+    /// still pending treats it as swapped out, as every caller sees it: its blocks were
+    /// computed before the swap-out, so `computedTokens` is only range-checked and no block
+    /// leaves the memory index, as when the swap-out had completed (helper-84's repro took
+    /// all of them out).
+    @Test(arguments: layouts)
+    func anAbortDuringThePendingSwapOutKeepsItsBlocksIndexed(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(4 * 8 + 2, seed: 74)
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
+        let e = try Engine(c)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        let memoryIndexed = { e.indexEvents().filter { $0.kind == .blockStored && $0.tier == KVEvent.memoryTier }.count }
+        #expect(memoryIndexed() == 8)
+        _ = drainAll(e)
+        #expect(e.pauseOffloadIO(true))
+        try e.swapOutAsync(1)
+        #expect(thrown { () throws(KVError) in try e.free(1, computedTokens: prompt.count + 1) }?.code == .invalidArgument,
+                "still range-checked")
+        try e.free(1, computedTokens: 0)
+        #expect(memoryIndexed() == 8, "no block left the memory index")
+        #expect(!drainAll(e).contains { $0.kind == .blockRemoved && $0.tier == KVEvent.memoryTier })
+        #expect(e.pauseOffloadIO(false))
+        try e.syncOffload()
+        #expect(try e.createSequence(2, tokens: prompt) == 32, "the prompt is found again")
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 32) { prompt[$0] } == 0)
+    }
+
     @Test(arguments: layouts)
     func aWriteFailingAfterTheCallReturnedIsReportedOnceAndLosesNothing(layout: Layout) throws {
         let dir = ScratchDir()
