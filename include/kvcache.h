@@ -944,8 +944,8 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * the KV heads of a layer would keep different numbers of tokens, which only a cut below
  * positions a compaction decided on can cause; a layer would keep no token; an episodic
  * segment lying wholly past the cut was already clustered by kvc_seq_focus),
- * KVC_ERR_OUT_OF_MEMORY (a block or page the truncation must copy finds no room); each
- * changes nothing.
+ * KVC_ERR_OUT_OF_MEMORY (a block or page the truncation must copy finds no room, once no
+ * asynchronous swap-out is pending: see kvc_seq_swap_out_async); each changes nothing.
  * Pages (contiguous) past the new length leave the sequence's budget at once but stay mapped
  * and committed for the appends that usually follow (a decoder's next drafts): memory needs
  * or kvc_engine_trim give them back, as for a freed sequence's pages.
@@ -1437,9 +1437,10 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * so that a prefix read from disk, a swap-in or an episodic record write issued meanwhile
  * does not wait for their writes (a spill to make room for an allocation takes only the
  * other buffers, and is skipped when none is free: see FAULTS and spills_skipped). An
- * allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork, kvc_seq_swap_in) that finds no
- * room while such swap-outs are pending waits, without the engine's lock, until one ended
- * and tries again: KVC_ERR_OUT_OF_MEMORY comes only once none is pending.
+ * allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork, kvc_seq_swap_in,
+ * kvc_seq_compact, kvc_seq_focus, kvc_seq_truncate) that finds no room while such swap-outs
+ * are pending waits, without the engine's lock, until one ended and tries again:
+ * KVC_ERR_OUT_OF_MEMORY comes only once none is pending.
  * Before its writes completed, kvc_seq_swap_in of `seq` cancels the swap-out (the sequence
  * is resident and ready at once, nothing is read) and kvc_seq_free of it releases its memory
  * at once and its disk slots when the writes complete.

@@ -53,7 +53,8 @@ extension Engine {
     /// `unsupported`, eviction state only (`AttentionScores.planTruncation`: per head, the heads
     /// of a layer would keep different counts, which only a cut below compacted positions can
     /// cause; a layer would keep no token; a segment wholly past the cut was already clustered
-    /// by a focus); `outOfMemory` (a block or page the truncation must copy finds no room).
+    /// by a focus); `outOfMemory` (a block or page the truncation must copy finds no room;
+    /// only once no swap-out is pending: it waits for them first, `lockedAllocating`).
     /// Each changes nothing. A system call failing while a page is copied is reported with
     /// the truncation done (the page keeps its old bytes), as by `compact` when compacted.
     /// Cost: one release per block past the cut; contiguous, O(1) counts for the cut's page
@@ -72,7 +73,7 @@ extension Engine {
     /// `makeWritable` (1.94-1.98x against 2.39-2.65x for the general path, alternated runs,
     /// 2026-11-22 19:20; docs/benchmarks.md).
     public func truncate(_ seq: UInt64, to tokens: Int) throws(KVError) {
-        try locked { () throws(KVError) in
+        try lockedAllocating { () throws(KVError) in
             let slot = try usableSlot(seq)
             let length = sequences.lengths[slot], state = evictionStates[slot], seen = state?.nextPosition ?? length
             guard tokens >= 1 && tokens <= seen else {

@@ -281,6 +281,38 @@ struct AsyncSwapOutTests {
         #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
     }
 
+    /// A truncation whose copy of a shared cut block finds no room waits for the pending
+    /// swap-outs first, as every other allocating call does (it took the plain lock and
+    /// reported out of memory while a swap-out was about to release memory). Paged: the cut
+    /// block of a fork's child is shared with its parent, so the cut copies it.
+    @Test func aTruncationOutOfMemoryWaitsForThePendingSwapOuts() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        // 64 KiB: 128 blocks of 4 tokens; sequence 1 takes 100 of them.
+        let prompt = tokens(400, seed: 76)
+        let e = try engine(.paged, dir: dir, prompt: prompt, memoryBytes: 64 << 10)
+        let other = tokens(102, seed: 78)  // 26 blocks, the last partial
+        try e.createSequence(3, tokens: other)
+        try fillKV(e, 3, count: other.count) { other[$0] }
+        try e.fork(parent: 3, child: 4)
+        try e.createSequence(5, tokens: tokens(8, seed: 79))  // the last 2 blocks
+        #expect(thrown { () throws(KVError) in try e.truncate(4, to: 50) }?.code == .outOfMemory,
+                "nothing pending: out of memory at once")
+        #expect(e.pauseOffloadIO(true))
+        try e.swapOutAsync(1)
+        let order = EventLog()
+        let truncation = loggedCall("truncate", order) { try e.truncate(4, to: 50) }
+        #expect(waitUntil { e.offloadWaitingCalls == 1 }, "the truncation waits for the swap-out")
+        #expect(try e.length(4) == 102)
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        truncation.join()
+        #expect(order.events == ["I/O resumed", "truncate returned"])
+        #expect(try e.length(4) == 50)
+        #expect(try kvDifferences(e, 4, count: 50) { other[$0] } == 0)
+        #expect(try kvDifferences(e, 3, count: other.count) { other[$0] } == 0, "the parent keeps its bytes")
+    }
+
     @Test(arguments: layouts)
     func aSequenceLargerThanTheStagingAreaReturnsBeforeAnyWriteCompleted(layout: Layout) throws {
         let dir = ScratchDir()
