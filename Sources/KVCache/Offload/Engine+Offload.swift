@@ -315,16 +315,17 @@ extension Engine {
             offload.swapped[s] = false
             offload.failed[s] = false
             // The unscheduled range survived the swap-out: its blocks were written uncomputed as
-            // private slots (hash 0: read into fresh blocks, never shared), and are prepared again
-            // under the kept hashes, so that `schedule` indexes them once the server computes them.
+            // private slots (hash 0: read into fresh blocks, never shared), or hashed when another
+            // sequence sharing them indexed them meanwhile; each fresh block left unindexed (a
+            // hashed one whose hash another block holds) is prepared again under the kept hash,
+            // so that `schedule` indexes it once the server computes it, never under another's.
             let pending = sequences.unscheduled[s], kept = offload.swapOutQueue.takePrepared(s)
             for i in 0..<count {
                 let d = diskSlots[i], h = tier.hash(of: d)
                 let isShared = paged != nil && h != 0 && blocks.hash(of: table[i]) == h
                 if !isShared {
-                    if h != 0 {
-                        index(table[i], hash: h, parent: tier.parent(of: d), slot: s, position: i)
-                    } else if pending.contains(i) {
+                    if h != 0 { index(table[i], hash: h, parent: tier.parent(of: d), slot: s, position: i) }
+                    if pending.contains(i) && !blocks.isIndexed(table[i]) {
                         let k = 2 * (i - pending.lowerBound)
                         blocks.prepare(table[i], hash: kept[k], parent: kept[k + 1])
                     }

@@ -149,6 +149,8 @@ public final class BlockPool {
                 b = freeIds[freeTop]
             }
             refs[Int(b)] = 1
+            hashes[Int(b)] = 0  // neither prepared nor indexed: no earlier owner's hash survives
+            parents[Int(b)] = 0
             usedCount += 1
             return b
         }
@@ -210,9 +212,9 @@ public final class BlockPool {
     }
 
     /// Records that used, unindexed block `block` is the full block `hash` whose parent is
-    /// `parent`, without indexing it (see `prepared`). Nothing clears it when the block is freed
-    /// (a free on the allocation hot path touches no hash); the next `prepare` or `insert`
-    /// overwrites it. O(1).
+    /// `parent`, without indexing it (see `prepared`). A free leaves it (the free touches no
+    /// hash); `allocate` clears it, so a block's prepared hash is always its current owner's.
+    /// O(1).
     func prepare(_ block: Int32, hash: UInt64, parent: UInt64) {
         precondition(refs[Int(block)] > 0 && !indexed[Int(block)], "prepare of a block that is not used and unindexed")
         hashes[Int(block)] = hash

@@ -277,6 +277,39 @@ struct IndexOnScheduleTests {
         #expect(try kvMismatches(e, 3, tokens: Array(prompt.prefix(36)), from: 0) == 0)
     }
 
+    /// A swapped-out fork child whose unscheduled blocks its parent indexed meanwhile (so its
+    /// disk slots carry their hashes) is swapped in while the parent's blocks still hold those
+    /// hashes: its fresh blocks cannot be indexed, and are prepared under the kept hashes, so
+    /// its next append indexes nothing. They were left unprepared (contiguous: the swap-in
+    /// shares no block), and a fresh block keeps no earlier owner's prepared hash either, so
+    /// the append indexed them under the hashes of a prompt freed unscheduled, whose blocks'
+    /// ids they took: a later create of that prompt was served the child's bytes (helper-87,
+    /// from abi_model seed 180055).
+    @Test(arguments: layouts)
+    func aSwappedInChildWhoseHashesAreHeldIndexesNoStaleHash(layout: Layout) throws {
+        let dir = ScratchDir("sched")
+        defer { dir.remove() }
+        let e = try Engine(scheduling(offloadConfig(layout, dir: dir.path)))
+        let parent = tokens(48, seed: 22), other = tokens(48, seed: 23)
+        try e.createSequence(1, tokens: parent)
+        try writeKV(e, 1, tokens: parent, from: 0)
+        try e.fork(parent: 1, child: 2)
+        try e.schedule(1, tokens: 48)
+        try e.swapOut(2)
+        try e.createSequence(3, tokens: other)  // freed unscheduled: its blocks' ids go back to the pool
+        try writeKV(e, 3, tokens: other, from: 0)
+        try e.free(3)
+        _ = drain(e)
+        try e.swapIn(2)
+        try waitReady(e, 2)
+        try e.append(2, tokens: [7])
+        #expect(stored(drain(e)).filter { chain(other, 0..<12).contains($0) }.isEmpty, "no block indexed under the freed prompt's hashes")
+        let hit = try e.createSequence(4, tokens: other)
+        try waitReady(e, 4)
+        #expect(try kvMismatches(e, 4, tokens: Array(other.prefix(hit)), from: 0) == 0)
+        #expect(try kvMismatches(e, 2, tokens: parent, from: 0) == 0)
+    }
+
     /// A cancelled asynchronous swap-out leaves the sequence as it was: still scheduling.
     @Test(arguments: layouts)
     func aCancelledSwapOutKeepsTheSchedule(layout: Layout) throws {
