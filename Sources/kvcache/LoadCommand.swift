@@ -101,7 +101,7 @@ struct LoadCommand: ParsableCommand {
         run) spilled to DIR, read-only; the report's "peers" line counts them.
 
         Example with the Mooncake trace (prompts are long: use a small model shape):
-          kvcache load --trace mooncake_conversation_trace.jsonl --requests 2000 \\
+          kvcache load --trace traces/mooncake_conversation_trace.jsonl --requests 2000 \\
             --layers 4 --memory 4GiB --max-prompt-tokens 16384 --output-max 256
         """
     )
