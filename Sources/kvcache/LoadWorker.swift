@@ -190,15 +190,18 @@ struct LoadWorker: Sendable {
             return true
         }
 
-        func freeTimed(_ id: UInt64) {
+        /// Frees `id`, timed in the free row; a failure fails the run (false).
+        @discardableResult
+        func freeTimed(_ id: UInt64) -> Bool {
             let t0 = monotonicNanoseconds()
             do throws(KVError) {
                 try engine.free(id)
             } catch {
                 coordinator.fail("free of sequence \(id) failed: \(error)")
-                return
+                return false
             }
             result.latency.record(.free, nanoseconds: monotonicNanoseconds() &- t0)
+            return true
         }
 
         /// Makes created sequence `id` (its create called at `called`) live: its prompt's
@@ -417,17 +420,7 @@ struct LoadWorker: Sendable {
         // A stopped run still frees what it holds, so the engine ends consistent; timed as
         // every other free (they were once untimed: an interrupted run's free row counted
         // fewer frees than its creates), and counted (`freedAtStop`).
-        for id in live.map(\.id) + loading.map(\.id) {
-            let t0 = monotonicNanoseconds()
-            do throws(KVError) {
-                try engine.free(id)
-            } catch {
-                if result.firstError == nil { result.firstError = "free at the stop: \(error)" }
-                continue
-            }
-            result.latency.record(.free, nanoseconds: monotonicNanoseconds() &- t0)
-            result.freedAtStop += 1
-        }
+        for id in live.map(\.id) + loading.map(\.id) where freeTimed(id) { result.freedAtStop += 1 }
         publish()
         result.finishedNanoseconds = coordinator.elapsedNanoseconds()
         return result
