@@ -40,6 +40,20 @@ struct BlockPoolTests {
         #expect(throws: KVError.self) { try pool.allocate() }  // a is in use: not evictable
     }
 
+    /// A freed block keeps its prepared hash (the free touches none), and the next
+    /// allocation of its id clears it: a new owner never inherits a hash it could index
+    /// (the swap-in that left a block unprepared once indexed another prompt's hash).
+    @Test func anAllocationClearsThePreviousOwnersPreparedHash() throws {
+        let pool = BlockPool(capacity: 1)
+        let a = try pool.allocate()
+        pool.prepare(a, hash: 21, parent: 20)
+        #expect(pool.prepared(a) == (hash: 21, parent: 20))
+        pool.release(a)
+        #expect(try pool.allocate() == a)
+        #expect(pool.prepared(a) == (hash: 0, parent: 0))
+        #expect(!pool.insert(a, hash: pool.prepared(a).hash, parent: pool.prepared(a).parent), "nothing to index under")
+    }
+
     @Test func aHashIsIndexedOnce() throws {
         let pool = BlockPool(capacity: 2)
         let a = try pool.allocate(), b = try pool.allocate()
