@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import KVCache
 
@@ -626,12 +629,16 @@ func caught(_ body: () throws -> Void) -> KVError? {
     /// length, so it copies the blocks there a fork shares (`makeWritable`); right after a
     /// swap-in (paged: a fork may share blocks still being read) the copy must wait for the
     /// reads, or it copies unfilled bytes and the read lands in the block the other side keeps.
-    /// Found by helper-73's fuzzer (the child's kept slots held stale bytes).
+    /// Found by helper-73's fuzzer (the child's kept slots held stale bytes). The reads are
+    /// held in flight (thread backend paused) until the fork and the append have started, so
+    /// they are certainly pending during the copy (with io_uring they once landed first on a
+    /// loaded machine, and the precondition failed).
     @Test(arguments: [Layout.paged, .contiguous], [UInt64(1), 2])
     func anAppendRightAfterASwapInAndAForkCopiesTheBytesTheReadsBring(layout: Layout, appender: UInt64) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         var c = offloadConfig(layout, dir: dir.path)
+        c.offloadForceThreads = true
         c.eviction = EvictionConfig(.heavyHitter)
         c.eviction.adaptiveBudgets = true
         let e = try Engine(c)
@@ -643,11 +650,21 @@ func caught(_ body: () throws -> Void) -> KVError? {
         try e.compact(1, budgetTokens: 16)
         #expect(try e.layerLength(1, layer: 0) == 8 && e.layerLength(1, layer: 1) == 24)
         try e.swapOut(1)
+        #expect(e.pauseOffloadIO(true))
         try e.swapIn(1)
         #expect(try !e.ready(1), "the reads are pending")
-        try e.fork(parent: 1, child: 2)
         let extra = tokens(1, seed: 10)
-        try e.append(appender, tokens: extra)
+        let order = EventLog()
+        // Contiguous, the fork waits for the parent's reads; paged, the append does.
+        let server = loggedCall("fork and append", order) {
+            try e.fork(parent: 1, child: 2)
+            try e.append(appender, tokens: extra)
+        }
+        usleep(20_000)  // lets the calls reach their wait (were they later, the check would be weaker, never wrong)
+        order.add("I/O resumed")
+        #expect(e.pauseOffloadIO(false))
+        server.join()
+        #expect(order.events == ["I/O resumed", "fork and append returned"])
         try waitReady(e, 1)
         try waitReady(e, 2)
         try writeAppendedKV(e, appender, tokens: extra, from: 64)
