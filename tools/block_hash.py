@@ -47,12 +47,24 @@ def chain(tokens: list[int], block_tokens: int, salt: int = 0) -> list[int]:
     return hashes
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    salt = 0
-    if args[:1] == ["--salt"] and len(args) >= 2:
-        salt, args = int(args[1], 0) & MASK, args[2:]
-    if not args:
-        sys.exit(__doc__)
-    for h in chain([int(t) for t in args[1:]], int(args[0]), salt):
+def main() -> None:
+    """Prints one hash per full block of the tokens given, a usage error for bad arguments."""
+    import argparse
+
+    def integer(text: str) -> int:
+        return int(text, 0)
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Tokens are 32-bit values (a larger one is masked, as the header says).")
+    parser.add_argument("--salt", type=integer, default=0, help="salt of the chain (kvc_hash_tokens_salted); 0: none")
+    parser.add_argument("block_tokens", type=integer, help="tokens per block, at least 1")
+    parser.add_argument("tokens", type=integer, nargs="*", help="the prompt's tokens")
+    args = parser.parse_args()
+    if args.block_tokens < 1:
+        parser.error(f"block_tokens must be at least 1, not {args.block_tokens}")
+    for h in chain(args.tokens, args.block_tokens, args.salt & MASK):
         print(h)
+
+
+if __name__ == "__main__":
+    main()

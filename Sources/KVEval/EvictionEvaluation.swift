@@ -57,18 +57,18 @@ public struct EvictionEvaluation: Sendable {
     }
 
     /// Throws `TraceError` naming the first bad setting: no policy, no budget, or a setting
-    /// the engine refuses for a policy's configuration (`EvictionConfig.validate()`: the
-    /// recent ratio outside 0...1, episodes outside 1...64). `run` checks it first, so a bad
-    /// setting fails before any step, as the engine would refuse it.
+    /// the engine refuses (`EvictionConfig.validate()`: the recent ratio outside 0...1,
+    /// episodes outside 1...64). The settings are the same for every policy (`config(_:)`
+    /// changes only the policy kind, which `validate()` does not check), so they are checked
+    /// once and the message names no policy. `run` checks it first, so a bad setting fails
+    /// before any step, as the engine would refuse it.
     public func validate() throws {
         guard !policies.isEmpty else { throw TraceError(description: "no policy to run") }
         guard !ratios.isEmpty else { throw TraceError(description: "no budget ratio to run") }
-        for name in policies {
-            do {
-                try config(name).validate()
-            } catch {
-                throw TraceError(description: "policy \(name): \(error.message)")
-            }
+        do {
+            try config("none").validate()
+        } catch {
+            throw TraceError(description: error.message)
         }
     }
 

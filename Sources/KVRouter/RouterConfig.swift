@@ -36,6 +36,9 @@ public enum PolicyKind: UInt32, Sendable, CaseIterable {
         self = kind
     }
 
+    /// Whether the policy routes by the request key (`RouterConfig.keyBlocks` matters to it).
+    public var usesRequestKey: Bool { self == .dualMap || self == .consistentHash }
+
     /// Whether the policy reads the cache view (and so needs a prefix match per request).
     var readsCache: Bool { self == .dualMap || self == .prefixTree || self == .overlapCost || self == .llmD }
 

@@ -28,6 +28,9 @@ struct ByteCount: ExpressibleByArgument, CustomStringConvertible, Sendable {
 
     var description: String { Self.format(bytes) }
 
+    /// How a byte-size option is written, for its help: every such option names it.
+    static let syntax = "bytes, or a whole number with K, M, G or T (KiB...TiB, powers of 1024), e.g. 512MiB, 2GiB"
+
     /// `bytes` in the largest binary unit that keeps the value at least 1, e.g. `1.50 GiB`.
     static func format(_ bytes: UInt64) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]

@@ -22,10 +22,10 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Memory layout: paged (vLLM-style blocks) or contiguous (vAttention-style ranges).")
     var layout: LayoutOption = .paged
 
-    @Option(help: "Exact physical budget for K/V bytes: bytes, or a whole number with K, M, G or T (KiB...TiB, powers of 1024), e.g. 512MiB, 2GiB.")
+    @Option(help: "Exact physical budget for K/V bytes: \(ByteCount.syntax).")
     var memory = ByteCount(bytes: 2 << 30)
 
-    @Option(help: "Physical page size, a power of two from 4KiB to 2MiB.")
+    @Option(help: "Physical page size, a power of two from 4KiB to 2MiB (\(ByteCount.syntax)).")
     var pageBytes = ByteCount(bytes: EngineConfig().pageBytes)
 
     @Option(help: "Tokens per block (prefix-cache unit; allocation unit of the paged layout).")
@@ -52,7 +52,7 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Disk tier directory (offload_dir): cold prefix blocks spill there instead of being dropped. Its files (kvcache.slab, preallocated in extents as it fills, up to --offload-bytes; kvcache.journal, kvcache.identity) stay for a later run to find the blocks; delete them when done.")
     var offloadDir: String?
 
-    @Option(help: "Disk tier size (offload_bytes; default \(ByteCount(bytes: EngineOptions.defaultOffloadBytes))), needs --offload-dir.")
+    @Option(help: "Disk tier size (offload_bytes; \(ByteCount.syntax); default \(ByteCount(bytes: EngineOptions.defaultOffloadBytes))), needs --offload-dir.")
     var offloadBytes: ByteCount?
 
     @Option(help: "Another engine's offload directory to read spilled blocks from (peer_offload_dirs; read-only, its lock is not taken); repeatable, needs --offload-dir.")

@@ -34,8 +34,11 @@ struct EvictEvalCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Synthetic traces to run: long-decode, topic-return (comma-separated).")
-    var synthetic: String = "long-decode,topic-return"
+    @Option(help: "Synthetic traces to run: long-decode, topic-return (comma-separated; default \(Self.defaultSynthetic)).")
+    var synthetic: String?
+
+    /// The traces run without `--synthetic` or `--trace`.
+    static let defaultSynthetic = "long-decode,topic-return"
 
     @Option(help: "A trace file to run instead of the synthetic traces.")
     var trace: String?
@@ -83,6 +86,14 @@ struct EvictEvalCommand: ParsableCommand {
     var plot: String?
 
     func validate() throws {
+        if trace != nil, synthetic != nil { throw ValidationError("--synthetic and --trace each name the traces to run; give one of them") }
+        if writeTrace != nil {
+            // Writing a trace runs no evaluation: its options would be ignored.
+            let ignored = [("--per-head", perHead), ("--verbose", verbose), ("--json", json != nil), ("--plot", plot != nil)]
+            if let option = ignored.first(where: \.1)?.0 {
+                throw ValidationError("\(option) applies to an evaluation; --write-trace writes the trace and runs none")
+            }
+        }
         _ = try evaluation()
         // Before the evaluation (seconds to minutes), not after it.
         for path in [json, plot].compactMap({ $0 }) { try OutputFile.checkWritable(path) }
@@ -117,7 +128,7 @@ struct EvictEvalCommand: ParsableCommand {
 
     /// The `--synthetic` traces, in order; throws `ValidationError` for an unknown name or none.
     func syntheticKinds() throws -> [SyntheticAttention.Kind] {
-        let kinds = try synthetic.split(separator: ",").map { s in
+        let kinds = try (synthetic ?? Self.defaultSynthetic).split(separator: ",").map { s in
             guard let kind = SyntheticAttention.Kind(rawValue: String(s)) else { throw ValidationError("unknown synthetic trace \(s)") }
             return kind
         }

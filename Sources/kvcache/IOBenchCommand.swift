@@ -34,10 +34,10 @@ struct IOBenchCommand: ParsableCommand {
     @Option(help: "Directory of the test file (the file system the disk tier would use).")
     var dir = "."
 
-    @Option(help: "Size of the test file.")
+    @Option(help: "Size of the test file (\(ByteCount.syntax)).")
     var fileSize = ByteCount(bytes: 1 << 30)
 
-    @Option(help: "Block sizes, comma-separated.")
+    @Option(help: "Block sizes, comma-separated, each in \(ByteCount.syntax).")
     var blockSizes = "64KiB,128KiB,256KiB,512KiB,1MiB,2MiB"
 
     @Option(help: "Queue depths, comma-separated (1...256).")
@@ -70,7 +70,7 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "With --tier: swap out with swapOutAsync (kvc_seq_swap_out_async), polling until the memory is released; the swap-out call's own duration is reported apart.")
     var tierAsync = false
 
-    @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth).")
+    @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth; \(ByteCount.syntax)).")
     var tierSequenceBytes = ByteCount(bytes: 512 << 20)
 
     /// The shortest cell: 10 ms, so that every cell completes at least one request and runs

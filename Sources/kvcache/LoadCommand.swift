@@ -169,8 +169,11 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Speculative decoding: draft tokens appended per decode step, then truncated when rejected (0: none).")
     var draftTokens = 0
 
-    @Option(help: "With --draft-tokens: probability that a draft is accepted, given the drafts before it were (0...1).")
-    var draftAcceptance = 0.7
+    @Option(help: "With --draft-tokens: probability that a draft is accepted, given the drafts before it were (0...1; default \(Self.defaultDraftAcceptance)).")
+    var draftAcceptance: Double?
+
+    /// `--draft-acceptance` when not given.
+    static let defaultDraftAcceptance = 0.7
 
     @Option(help: "Model a prefill: a starting request costs its thread (prompt tokens past the cached prefix) / this many seconds, slept, and its time to first token is reported as ttft (0: prefill costs nothing, this test runs no model; else at least 1). The engine is told the speed (prefill_tokens_per_s), so it reads a prefix back from disk only when that is faster, unless --read-every-disk-hit.")
     var prefillTokensPerS = 0.0
@@ -231,7 +234,10 @@ struct LoadCommand: ParsableCommand {
         }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
         guard (0...1024).contains(draftTokens) else { throw ValidationError("--draft-tokens \(draftTokens) is outside 0...1024") }
-        guard (0...1).contains(draftAcceptance) else { throw ValidationError("--draft-acceptance must be in 0...1") }
+        if let draftAcceptance {
+            guard draftTokens > 0 else { throw ValidationError("--draft-acceptance applies with --draft-tokens (at least 1)") }
+            guard (0...1).contains(draftAcceptance) else { throw ValidationError("--draft-acceptance must be in 0...1") }
+        }
         guard prefillTokensPerS == 0 || (prefillTokensPerS >= 1 && prefillTokensPerS.isFinite) else {
             throw ValidationError("--prefill-tokens-per-s must be 0 (no prefill) or a finite number of tokens per second, at least 1 "
                                   + "(a slower prefill sleeps more than a second per token: a run would not end)")
@@ -305,7 +311,7 @@ struct LoadCommand: ParsableCommand {
         return LoadRunner(config: config, workload: workload, threads: threads,
                           settings: WorkerSettings(
                               batch: batch, maxRetries: maxRetries, writeKV: writeKV,
-                              speculation: draftTokens > 0 ? SpeculativeDecoding(draftTokens: draftTokens, acceptance: draftAcceptance) : nil,
+                              speculation: draftTokens > 0 ? SpeculativeDecoding(draftTokens: draftTokens, acceptance: draftAcceptance ?? Self.defaultDraftAcceptance) : nil,
                               prefillTokensPerSecond: prefillTokensPerS),
                           durationSeconds: duration, requested: requests, reserve: reserve)
     }

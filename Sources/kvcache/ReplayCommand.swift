@@ -56,11 +56,14 @@ struct ReplayCommand: ParsableCommand {
         """
     )
 
-    @Option(help: "Trace file: Mooncake JSONL (.jsonl) or Azure LLM inference CSV (.csv).")
-    var trace = "traces/mooncake_conversation_trace.jsonl"
+    @Option(help: "Trace file: Mooncake JSONL (.jsonl) or Azure LLM inference CSV (.csv); default \(Self.defaultTrace).")
+    var trace: String?
 
     @Flag(help: "Replay synthetic multi-turn sessions with shared system prompts instead of a trace.")
     var synthetic = false
+
+    @Option(help: "With --synthetic: the generator's seed (default \(SyntheticSessions().seed)).")
+    var seed: UInt64?
 
     @Option(help: "Replay only the first N requests.")
     var requests: Int?
@@ -83,11 +86,11 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Cache view for every policy: exact (KV events) or approximate (routing history); default per policy.")
     var view: String?
 
-    @Option(help: "Blocks in the DualMap / consistent-hash key.")
-    var keyBlocks = 2
+    @Option(help: "Blocks in the DualMap / consistent-hash key (default \(RouterConfig(policy: .dualMap).keyBlocks)); needs one of them in --policies.")
+    var keyBlocks: Int?
 
-    @Option(help: "overlap-cost's overlap_score_weight (Dynamo's default 1.0), for diagnosis.")
-    var overlapWeight = 1.0
+    @Option(help: "overlap-cost's overlap_score_weight (Dynamo's default \(RouterConfig(policy: .overlapCost).overlapScoreWeight)), for diagnosis; needs overlap-cost in --policies.")
+    var overlapWeight: Double?
 
     @Flag(help: "Index prompt blocks only as their prefill chunks are scheduled (index_on_schedule).")
     var indexOnSchedule = false
@@ -112,6 +115,8 @@ struct ReplayCommand: ParsableCommand {
 
     /// The most requests `--synthetic` generates (each is held with its block hashes).
     static let maxSyntheticRequests = 1 << 20
+    /// The trace replayed without `--trace` or `--synthetic`: the bundled Mooncake one.
+    static let defaultTrace = "traces/mooncake_conversation_trace.jsonl"
 
     func validate() throws {
         guard (1...64).contains(instances) else { throw ValidationError("--instances must be in 1...64") }
@@ -122,11 +127,25 @@ struct ReplayCommand: ParsableCommand {
         guard rateScale >= 1e-6 && rateScale <= 1e6 else { throw ValidationError("--rate-scale must be in 0.000001...1000000") }
         guard ttftSloMs > 0 && ttftSloMs.isFinite else { throw ValidationError("--ttft-slo-ms must be > 0 and finite") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
-        guard overlapWeight >= 0 && overlapWeight.isFinite else { throw ValidationError("--overlap-weight must be >= 0") }
+        if synthetic {
+            if trace != nil { throw ValidationError("--synthetic replays generated sessions: --trace names a trace instead; give one of them") }
+            if lenient { throw ValidationError("--lenient applies to a trace's lines; --synthetic reads none") }
+        } else if seed != nil {
+            throw ValidationError("--seed applies to --synthetic; a trace is replayed as it is")
+        }
+        if let overlapWeight {
+            guard overlapWeight >= 0 && overlapWeight.isFinite else { throw ValidationError("--overlap-weight must be >= 0") }
+        }
         var router = RouterConfig(policy: .dualMap)  // the router's own checks, before any run
-        router.keyBlocks = keyBlocks
+        router.keyBlocks = keyBlocks ?? router.keyBlocks
         do { try router.validate() } catch { throw ValidationError("--key-blocks: \(error.message)") }
-        _ = try policyList()
+        let listed = try policyList()
+        if keyBlocks != nil, !listed.contains(where: \.usesRequestKey) {
+            throw ValidationError("--key-blocks applies to dualmap and consistent-hash; --policies names neither")
+        }
+        if overlapWeight != nil, !listed.contains(.overlapCost) {
+            throw ValidationError("--overlap-weight applies to overlap-cost; --policies does not name it")
+        }
         _ = try sharedTier()
         if let view, view != "exact" && view != "approximate" { throw ValidationError("--view must be exact or approximate") }
     }
@@ -166,25 +185,33 @@ struct ReplayCommand: ParsableCommand {
         return tier
     }
 
-    func run() throws {
-        let started = Date()
-        // The plots' directory before the run (minutes with the search), not after it.
-        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: noSearch ? ["ttft_cdf.svg"] : ["ttft_cdf.svg", "attainment.svg"]) }
+    /// The requests to replay: `--synthetic` sessions (from `--seed`) or the trace file, cut
+    /// to `--requests`. Reads the whole file or generates every request: O(requests).
+    func requestTrace() throws -> Trace {
         var t: Trace
         if synthetic {
             var gen = SyntheticSessions()
             if let requests { gen.sessions = max(1, requests / 4) }
+            if let seed { gen.seed = seed }
             t = gen.generate()
         } else {
-            t = try Trace.read(path: trace, maxRequests: requests, lenient: lenient)
+            t = try Trace.read(path: trace ?? Self.defaultTrace, maxRequests: requests, lenient: lenient)
         }
         if let requests { t = t.prefix(requests) }
+        return t
+    }
+
+    func run() throws {
+        let started = Date()
+        // The plots' directory before the run (minutes with the search), not after it.
+        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: noSearch ? ["ttft_cdf.svg"] : ["ttft_cdf.svg", "attainment.svg"]) }
+        let t = try requestTrace()
         var config = SimulationConfig()
         config.instances = instances
         config.rateScale = rateScale
         config.ttftSLOMilliseconds = ttftSloMs
-        config.router.keyBlocks = keyBlocks
-        config.router.overlapScoreWeight = overlapWeight
+        if let keyBlocks { config.router.keyBlocks = keyBlocks }
+        if let overlapWeight { config.router.overlapScoreWeight = overlapWeight }
         config.engine = SimulationConfig.qwen7BEngine(blockTokens: t.blockTokens)
         config.engine.indexOnSchedule = indexOnSchedule
         config.sharedTier = try sharedTier()

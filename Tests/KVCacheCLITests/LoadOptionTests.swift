@@ -39,7 +39,8 @@ struct LoadOptionTests {
         (["--offload-dir", "/tmp/tier", "--offload-bytes", "0"], "--offload-bytes must be more than 0 (it sizes the disk tier)"),
         (["--draft-tokens=-1"], "--draft-tokens -1 is outside 0...1024"),
         (["--draft-tokens", "2000"], "--draft-tokens 2000 is outside 0...1024"),
-        (["--draft-acceptance", "1.5"], "--draft-acceptance must be in 0...1"),
+        (["--draft-tokens", "2", "--draft-acceptance", "1.5"], "--draft-acceptance must be in 0...1"),
+        (["--draft-acceptance", "0.5"], "--draft-acceptance applies with --draft-tokens (at least 1)"),
         (["--prefill-tokens-per-s=-1"], "--prefill-tokens-per-s must be 0 (no prefill) or a finite number of tokens per second, at least 1"),
         (["--prefill-tokens-per-s", "inf"], "--prefill-tokens-per-s must be 0 (no prefill) or a finite number of tokens per second, at least 1"),
         (["--prefill-tokens-per-s", "1e-8"], "--prefill-tokens-per-s must be 0 (no prefill) or a finite number of tokens per second, at least 1"),  // slept 1e19 ns: trapped converting to UInt64
@@ -187,6 +188,8 @@ struct LoadOptionTests {
         #expect(runner.settings.speculation == nil, "no drafts unless asked")
         let drafting = try LoadCommand.parse(["--draft-tokens", "5", "--draft-acceptance", "0.25"]).loadRunner()
         #expect(drafting.settings.speculation?.draftTokens == 5 && drafting.settings.speculation?.acceptance == 0.25)
+        let defaultAcceptance = try LoadCommand.parse(["--draft-tokens", "5"]).loadRunner()
+        #expect(defaultAcceptance.settings.speculation?.acceptance == LoadCommand.defaultDraftAcceptance)
         #expect(runner.workload.request(0).promptTokens == 500, "half of --max-seq-tokens")
         let capped = try LoadCommand.parse(["--max-seq-tokens", "1000", "--max-prompt-tokens", "900", "--prompt-mean", "2000",
                                             "--prompt-max", "4000", "--prompt-dist", "fixed", "--duration", "3"]).loadRunner()

@@ -70,6 +70,33 @@ struct ReplayOptionTests {
         #expect(try ReplayCommand.parse(["--requests", "1"]).requests == 1)
     }
 
+    /// Options that only one mode or policy reads are refused where nothing would read them
+    /// (they were silently ignored), and accepted where something does.
+    @Test(arguments: [
+        (["--synthetic", "--trace", "t.jsonl"], "--synthetic replays generated sessions: --trace names a trace instead; give one of them"),
+        (["--synthetic", "--lenient"], "--lenient applies to a trace's lines; --synthetic reads none"),
+        (["--seed", "3"], "--seed applies to --synthetic; a trace is replayed as it is"),
+        (["--policies", "round-robin,llm-d", "--key-blocks", "3"], "--key-blocks applies to dualmap and consistent-hash; --policies names neither"),
+        (["--policies", "dualmap", "--overlap-weight", "2"], "--overlap-weight applies to overlap-cost; --policies does not name it"),
+    ] as [([String], String)])
+    func anOptionNothingReadsIsRefused(arguments: [String], message: String) throws {
+        let text = optionError(ReplayCommand.self, arguments)
+        #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
+        for accepted in [["--synthetic", "--seed", "3"], ["--policies", "consistent-hash", "--key-blocks", "3"],
+                         ["--policies", "overlap-cost,dualmap", "--overlap-weight", "0.5"], ["--key-blocks", "3", "--overlap-weight", "0"]] {
+            #expect(optionError(ReplayCommand.self, accepted) == nil, "\(accepted)")
+        }
+    }
+
+    /// `--seed` reaches the synthetic generator: another seed, other sessions.
+    @Test func theSeedChoosesTheSyntheticSessions() throws {
+        let seeded = try ReplayCommand.parse(["--synthetic", "--seed", "3", "--requests", "40"]).requestTrace()
+        let plain = try ReplayCommand.parse(["--synthetic", "--requests", "40"]).requestTrace()
+        #expect(seeded.source == "synthetic sessions (seed 3)" && plain.source == "synthetic sessions (seed 1)")
+        #expect((1...40).contains(seeded.count) && (1...40).contains(plain.count), "--requests caps both")
+        #expect(seeded.arrivalMilliseconds != plain.arrivalMilliseconds && seeded.hashes != plain.hashes)
+    }
+
     /// No option: no tier. `--shared-tier-gb` alone: that capacity at the default 25 GB/s.
     @Test func theTierOptionsBecomeTheSimulationsTier() throws {
         #expect(try ReplayCommand.parse([]).sharedTier() == nil)

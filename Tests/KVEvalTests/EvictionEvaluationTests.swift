@@ -273,8 +273,8 @@ import Testing
             }
             return "ran"
         }
-        #expect(try refusal(["h2o"]) { $0.recentRatio = 1e30 } == "policy h2o: recent_ratio 1e+30 is outside 0...1")
-        #expect(try refusal(["episodic"]) { $0.episodes = 0 } == "policy episodic: episodes 0 is outside 1...64")
+        #expect(try refusal(["h2o"]) { $0.recentRatio = 1e30 } == "recent_ratio 1e+30 is outside 0...1")
+        #expect(try refusal(["episodic"]) { $0.episodes = 0 } == "episodes 0 is outside 1...64")
         #expect(try refusal([]) { _ in } == "no policy to run")
         #expect(try refusal(["h2o"], []) { _ in } == "no budget ratio to run")
         var e = try EvictionEvaluation(policies: ["h2o", "episodic"], ratios: [0.2])
