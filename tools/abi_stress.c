@@ -24,15 +24,11 @@
  * Build: cc -std=c11 -pthread -I include tools/abi_stress.c -L$BIN -lkvcache -Wl,-rpath,$BIN
  */
 #define _DEFAULT_SOURCE /* mkdtemp, usleep */
-#include <inttypes.h>
+#define STRESS_NAME "abi_stress"
 #include <pthread.h>
-#include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-#include "kvcache.h"
+#include "stress_kv.h"
 #include "tier_dir.h"
 
 enum {
@@ -41,28 +37,9 @@ enum {
     FAMILIES = 4,      /* prompt families per thread */
     FAMILY_TOKENS = 160,
     DECODE = 24,
-    BLOCK = 16,
-    MAX_TOKENS = 1024,
-    TOKEN_BYTES = 64,  /* 2 KV heads x 16 dims x 2 bytes */
-    HEADS = 2,
-    HEAD_BYTES = TOKEN_BYTES / HEADS,
-    LAYERS = 4,
-    MAX_BLOCKS = MAX_TOKENS / BLOCK,
 };
 
-static atomic_uint_fast64_t passed, failed;
 static atomic_int workers_running;
-
-#define CHECK(cond, ...)                                                                     \
-    do {                                                                                     \
-        if (cond) {                                                                          \
-            atomic_fetch_add(&passed, 1);                                                    \
-        } else {                                                                             \
-            atomic_fetch_add(&failed, 1);                                                    \
-            fprintf(stderr, "abi_stress: FAILED: " __VA_ARGS__);                             \
-            fprintf(stderr, " (%s:%d; last error: %s)\n", __FILE__, __LINE__, kvc_last_error()); \
-        }                                                                                    \
-    } while (0)
 
 typedef struct {
     kvc_engine *e;
@@ -70,63 +47,6 @@ typedef struct {
     uint32_t thread;
     uint64_t creates_retried, cached_tokens, requests_dropped;
 } worker;
-
-/* The K/V byte of (token, position, layer, tensor, byte): the same wherever it is cached. */
-static uint8_t pattern(int32_t token, size_t pos, uint32_t layer, uint32_t tensor, size_t b) {
-    uint64_t x = (uint64_t)(uint32_t)token * 0x9E3779B97F4A7C15ull ^ (uint64_t)pos * 0xC2B2AE3D27D4EB4Full ^
-                 ((uint64_t)layer << 40) ^ ((uint64_t)tensor << 48) ^ b;
-    x ^= x >> 29;
-    x *= 0xBF58476D1CE4E5B9ull;
-    return (uint8_t)(x >> 56);
-}
-
-/* Address of (layer, tensor) of token `t`; `table` is the sequence's block table (paged). */
-static uint8_t *token_address(worker *w, uint64_t seq, const int32_t *table, uint32_t layer, uint32_t tensor, size_t t) {
-    void *k = NULL, *v = NULL;
-    kvc_status rc = w->paged ? kvc_block_kv(w->e, table[t / BLOCK], layer, &k, &v) : kvc_seq_kv(w->e, seq, layer, &k, &v);
-    if (rc != KVC_OK) return NULL;
-    return (uint8_t *)(tensor == 0 ? k : v) + (w->paged ? t % BLOCK : t) * TOKEN_BYTES;
-}
-
-/* Writes (check = 0) or compares (check = 1) tokens [from, to) of `seq`; 1 when all match. */
-static int kv(worker *w, uint64_t seq, const int32_t *tokens, size_t from, size_t to, int check) {
-    int32_t table[MAX_BLOCKS];
-    size_t n = 0;
-    if (w->paged && kvc_seq_block_table(w->e, seq, table, MAX_BLOCKS, &n) != KVC_OK) return 0;
-    uint8_t buf[TOKEN_BYTES];
-    for (uint32_t layer = 0; layer < LAYERS; layer++)
-        for (uint32_t tensor = 0; tensor < 2; tensor++)
-            for (size_t t = from; t < to; t++) {
-                uint8_t *p = token_address(w, seq, table, layer, tensor, t);
-                if (!p) return 0;
-                for (size_t b = 0; b < TOKEN_BYTES; b++) buf[b] = pattern(tokens[t], t, layer, tensor, b);
-                if (!check) memcpy(p, buf, TOKEN_BYTES);
-                else if (memcmp(p, buf, TOKEN_BYTES) != 0) return 0;
-            }
-    return 1;
-}
-
-/* Polls until `seq` is ready; 1 when it is, 0 after 20 s or on an error. */
-static int wait_ready(worker *w, uint64_t seq) {
-    for (int i = 0; i < 20000; i++) {
-        int ready = 0;
-        if (kvc_seq_ready(w->e, seq, &ready) != KVC_OK) return 0;
-        if (ready) return 1;
-        kvc_engine_poll(w->e, 1000);
-    }
-    return 0;
-}
-
-/* Runs `op` until it is not out of memory (other threads free theirs), at most ~10 s. */
-#define RETRY_OOM(w, rc, op)                                                   \
-    do {                                                                       \
-        for (int attempt = 0; attempt < 2000; attempt++) {                     \
-            (rc) = (op);                                                       \
-            if ((rc) != KVC_ERR_OUT_OF_MEMORY) break;                          \
-            (w)->creates_retried++;                                            \
-            usleep(5000);                                                      \
-        }                                                                      \
-    } while (0)
 
 /* 1 when every slot of `seq` holds the bytes of the original position kvc_seq_positions gives
  * it (per KV head: each head's slice its own position). */
@@ -140,11 +60,11 @@ static int kv_at_positions(worker *w, uint64_t seq, const int32_t *tokens) {
             return 0;
         for (uint32_t tensor = 0; tensor < 2; tensor++)
             for (size_t t = 0; t < len; t++) {
-                const uint8_t *p = token_address(w, seq, table, layer, tensor, t);
+                const uint8_t *p = token_address(w->e, w->paged, seq, table, layer, tensor, t);
                 if (!p) return 0;
                 for (size_t b = 0; b < TOKEN_BYTES; b++) {
                     int32_t at = n == len ? pos[t] : pos[b / HEAD_BYTES * len + t];
-                    if (p[b] != pattern(tokens[at], (size_t)at, layer, tensor, b)) return 0;
+                    if (p[b] != pattern(0, tokens[at], (size_t)at, layer, tensor, b)) return 0;
                 }
             }
     }
@@ -176,13 +96,13 @@ static void evict(worker *w, uint64_t seq, const int32_t *tokens, size_t length,
     observe_half(w, seq, length, 1);
     CHECK(kvc_seq_add_segment(w->e, seq, length / 2, length, second, 4) == KVC_OK, "thread %u: segment", w->thread);
     CHECK(kvc_seq_focus(w->e, seq, second, 4, &episode) == KVC_OK, "thread %u: focus the second topic", w->thread);
-    RETRY_OOM(w, rc, kvc_seq_compact(w->e, seq, length / 2));
+    RETRY_OOM(w->creates_retried, rc, kvc_seq_compact(w->e, seq, length / 2));
     CHECK(rc == KVC_OK, "thread %u: compact %" PRIu64 " (status %d)", w->thread, seq, rc);
-    CHECK(wait_ready(w, seq) && kv_at_positions(w, seq, tokens), "thread %u: compacted seq %" PRIu64 "'s slots hold their positions' K/V",
+    CHECK(wait_ready(w->e, seq) && kv_at_positions(w, seq, tokens), "thread %u: compacted seq %" PRIu64 "'s slots hold their positions' K/V",
           w->thread, seq);
-    RETRY_OOM(w, rc, kvc_seq_focus(w->e, seq, first, 4, &episode));
+    RETRY_OOM(w->creates_retried, rc, kvc_seq_focus(w->e, seq, first, 4, &episode));
     CHECK(rc == KVC_OK, "thread %u: focus %" PRIu64 " on the first topic again (status %d)", w->thread, seq, rc);
-    CHECK(wait_ready(w, seq) && kv_at_positions(w, seq, tokens), "thread %u: refocused seq %" PRIu64 "'s slots hold their positions' K/V",
+    CHECK(wait_ready(w->e, seq) && kv_at_positions(w, seq, tokens), "thread %u: refocused seq %" PRIu64 "'s slots hold their positions' K/V",
           w->thread, seq);
 }
 
@@ -196,7 +116,7 @@ static void request(worker *w, uint32_t r) {
     uint64_t seq = (uint64_t)w->thread * 1000000 + r * 10, child = seq + 1;
     size_t cached = 0;
     kvc_status rc;
-    RETRY_OOM(w, rc, kvc_seq_create(w->e, seq, tokens, prompt, &cached));
+    RETRY_OOM(w->creates_retried, rc, kvc_seq_create(w->e, seq, tokens, prompt, &cached));
     if (rc == KVC_ERR_OUT_OF_MEMORY) {
         w->requests_dropped++; /* the budget stayed taken: a server would queue it */
         return;
@@ -204,26 +124,26 @@ static void request(worker *w, uint32_t r) {
     CHECK(rc == KVC_OK, "thread %u: create %" PRIu64 " (status %d)", w->thread, seq, rc);
     if (rc != KVC_OK) return;
     w->cached_tokens += cached;
-    CHECK(wait_ready(w, seq), "thread %u: seq %" PRIu64 " becomes ready", w->thread, seq);
-    CHECK(kv(w, seq, tokens, 0, cached, 1), "thread %u: seq %" PRIu64 "'s %zu cached tokens hold their K/V", w->thread, seq, cached);
-    CHECK(kv(w, seq, tokens, cached, prompt, 0), "thread %u: write seq %" PRIu64, w->thread, seq);
+    CHECK(wait_ready(w->e, seq), "thread %u: seq %" PRIu64 " becomes ready", w->thread, seq);
+    CHECK(kv(w->e, w->paged, 0, seq, tokens, 0, cached, 1), "thread %u: seq %" PRIu64 "'s %zu cached tokens hold their K/V", w->thread, seq, cached);
+    CHECK(kv(w->e, w->paged, 0, seq, tokens, cached, prompt, 0), "thread %u: write seq %" PRIu64, w->thread, seq);
     size_t length = prompt;
     for (; length < total; length++) {
-        RETRY_OOM(w, rc, kvc_seq_append(w->e, seq, &tokens[length], 1));
+        RETRY_OOM(w->creates_retried, rc, kvc_seq_append(w->e, seq, &tokens[length], 1));
         if (rc != KVC_OK) break;
-        CHECK(kv(w, seq, tokens, length, length + 1, 0), "thread %u: write a decoded token", w->thread);
+        CHECK(kv(w->e, w->paged, 0, seq, tokens, length, length + 1, 0), "thread %u: write a decoded token", w->thread);
     }
     CHECK(rc == KVC_OK || rc == KVC_ERR_OUT_OF_MEMORY, "thread %u: append (status %d)", w->thread, rc);
     if (r % 4 == 1) { /* a fork (beam search): shares everything, diverges, goes away */
-        RETRY_OOM(w, rc, kvc_seq_fork(w->e, seq, child));
+        RETRY_OOM(w->creates_retried, rc, kvc_seq_fork(w->e, seq, child));
         if (rc == KVC_OK) {
             int32_t own[MAX_TOKENS];
             memcpy(own, tokens, length * sizeof *own);
             for (size_t i = length; i < length + 4; i++) own[i] = (int32_t)(2000000 + w->thread * 1000 + i);
-            RETRY_OOM(w, rc, kvc_seq_append(w->e, child, &own[length], 4));
+            RETRY_OOM(w->creates_retried, rc, kvc_seq_append(w->e, child, &own[length], 4));
             if (rc == KVC_OK) {
-                CHECK(kv(w, child, own, length, length + 4, 0), "thread %u: write the child", w->thread);
-                CHECK(kv(w, child, own, 0, length + 4, 1), "thread %u: the child reads its parent's and its own K/V", w->thread);
+                CHECK(kv(w->e, w->paged, 0, child, own, length, length + 4, 0), "thread %u: write the child", w->thread);
+                CHECK(kv(w->e, w->paged, 0, child, own, 0, length + 4, 1), "thread %u: the child reads its parent's and its own K/V", w->thread);
             }
             CHECK(kvc_seq_free(w->e, child) == KVC_OK, "thread %u: free the child", w->thread);
         }
@@ -233,12 +153,12 @@ static void request(worker *w, uint32_t r) {
         rc = r % 10 == 2 ? kvc_seq_swap_out_async(w->e, seq) : kvc_seq_swap_out(w->e, seq);
         CHECK(rc == KVC_OK || rc == KVC_ERR_OUT_OF_MEMORY, "thread %u: swap out (status %d)", w->thread, rc);
         if (rc == KVC_OK) {
-            RETRY_OOM(w, rc, kvc_seq_swap_in(w->e, seq));
+            RETRY_OOM(w->creates_retried, rc, kvc_seq_swap_in(w->e, seq));
             CHECK(rc == KVC_OK, "thread %u: swap in (status %d)", w->thread, rc);
-            CHECK(rc == KVC_OK && wait_ready(w, seq), "thread %u: the swapped-in sequence becomes ready", w->thread);
+            CHECK(rc == KVC_OK && wait_ready(w->e, seq), "thread %u: the swapped-in sequence becomes ready", w->thread);
         }
     }
-    CHECK(kv(w, seq, tokens, 0, length, 1), "thread %u: seq %" PRIu64 " holds all %zu tokens' K/V", w->thread, seq, length);
+    CHECK(kv(w->e, w->paged, 0, seq, tokens, 0, length, 1), "thread %u: seq %" PRIu64 " holds all %zu tokens' K/V", w->thread, seq, length);
     if (r % 3 == 0) evict(w, seq, tokens, length, r % 2);
     CHECK(kvc_seq_free(w->e, seq) == KVC_OK, "thread %u: free %" PRIu64, w->thread, seq);
 }
@@ -294,15 +214,8 @@ static void run(uint32_t layout, int writeback) {
     }
     kvc_config cfg;
     kvc_config_init(&cfg);
-    cfg.num_layers = LAYERS;
-    cfg.num_kv_heads = HEADS;
-    cfg.head_dim = 16;
-    cfg.dtype_bytes = 2;
-    cfg.block_tokens = BLOCK;
-    cfg.layout = layout;
+    stress_shape(&cfg, layout);
     cfg.max_seqs = 16;
-    cfg.max_seq_tokens = MAX_TOKENS;
-    cfg.page_bytes = 4096;
     cfg.memory_bytes = 3u << 19; /* ~13 requests' K/V, while the threads' families alone take 1.25 MiB */
     cfg.offload_dir = dir;
     cfg.offload_bytes = 64u << 20;
@@ -356,9 +269,6 @@ int main(void) {
     run(KVC_LAYOUT_PAGED, 1);
     run(KVC_LAYOUT_CONTIGUOUS, 1);
     CHECK(atomic_load(&trims) > 0, "the monitor trimmed while the servers ran");
-    uint_fast64_t bad = atomic_load(&failed);
     printf("abi_stress: %" PRIuFAST64 " trims while serving\n", atomic_load(&trims));
-    printf("abi_stress: %" PRIuFAST64 " checks made, %" PRIuFAST64 " failed\n", atomic_load(&passed) + bad, bad);
-    printf("abi_stress: %d passed, %d failed\n", bad == 0, bad != 0); /* the whole run is one test */
-    return bad == 0 ? 0 : 1;
+    return stress_report();
 }

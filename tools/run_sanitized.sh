@@ -2,13 +2,19 @@
 # Runs the C clients against sanitizer builds of libkvcache.so (Swift and the C memory module
 # instrumented):
 #   - AddressSanitizer (leaks checked too): tools/abi_client.c (every ABI call, both layouts,
-#     the disk tier, the router), tools/abi_stress.c and tools/abi_model.c (random calls);
+#     the disk tier, the router), tools/abi_stress.c, tools/abi_churn.c and tools/abi_model.c
+#     (random calls);
 #   - ThreadSanitizer: tools/abi_stress.c (four server threads and a housekeeping thread on one
-#     engine with a disk tier, memory far below the working set), on io_uring and again on the
-#     disk tier's thread-pool backend (KVCACHE_OFFLOAD_BACKEND=threads), whose I/O threads
-#     complete requests concurrently with the engine.
+#     engine with a disk tier, memory far below the working set) and tools/abi_churn.c (salted
+#     servers with scheduled prefill, aborts while swapping, a speculative decoder truncating
+#     while the engine trims, reserve and sync, an event consumer rebuilding from
+#     kvc_engine_index_events, a router whose instances churn; about 10 s, two phases of 5 s),
+#     each on io_uring and again on the disk tier's thread-pool backend
+#     (KVCACHE_OFFLOAD_BACKEND=threads), whose I/O threads complete requests concurrently with
+#     the engine.
 # Any report fails the run. Both catch what they should: an injected one-past-the-end write in
-# page_pool.c fails the ASan run, and an unlocked kvc_engine_stats fails the TSan run.
+# page_pool.c fails the ASan run, an unlocked kvc_engine_stats fails abi_stress's TSan run, and an
+# unlocked kvc_engine_index_events fails abi_churn's (abi_stress never calls it).
 #
 #   tools/run_sanitized.sh
 #
@@ -72,15 +78,19 @@ run() {
 bin=$(build address asan)
 client abi_client address "$bin"
 client abi_stress address "$bin"
+client abi_churn address "$bin"
 client abi_model address "$bin"
 run abi_client address
 run abi_stress address
+run abi_churn address
 run abi_model address
 
 bin=$(build thread tsan)
-client abi_stress thread "$bin" -L"$SWIFT_LIB" -ldispatch -lBlocksRuntime -Wl,-rpath,"$SWIFT_LIB"
-run abi_stress thread
-KVCACHE_OFFLOAD_BACKEND=threads run abi_stress thread "thread, thread-pool backend"
+for name in abi_stress abi_churn; do
+    client "$name" thread "$bin" -L"$SWIFT_LIB" -ldispatch -lBlocksRuntime -Wl,-rpath,"$SWIFT_LIB"
+    run "$name" thread
+    KVCACHE_OFFLOAD_BACKEND=threads run "$name" thread "thread, thread-pool backend"
+done
 
 echo "run_sanitized: no AddressSanitizer, LeakSanitizer or ThreadSanitizer report"
 echo "run_sanitized: $passed passed, 0 failed"

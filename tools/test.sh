@@ -4,7 +4,7 @@
 # symbols are exported and that kvc_hash_tokens agrees across two processes), the
 # multi-threaded stress client and the whole-process RSS check; then the C clients against AddressSanitizer and ThreadSanitizer
 # builds (tools/run_sanitized.sh: any report fails the run; each sanitized client run counts as
-# one test, and so does an abi_stress run); then tools/bench_ratio_test.py, the benchmark
+# one test, and so does an abi_stress run; abi_churn's runs are there only); then tools/bench_ratio_test.py, the benchmark
 # verdicts' checks on fixture files. Ends with one line
 # "tests: N passed, M failed"; exits non-zero when anything fails.
 set -uo pipefail
