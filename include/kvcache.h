@@ -493,9 +493,12 @@ typedef struct kvc_stats {
     /** Prompt tokens kvc_seq_create found in the disk tier (included in prefix_hit_tokens;
      *  tokens found in peers' tiers are not). */
     uint64_t disk_hit_tokens;
-    /** Cached blocks written to disk instead of dropped (when evicted, or ahead of that as
-     *  ancestors of an evicted block, so that what reaches the disk stays reachable), and
-     *  blocks read back. */
+    /** Cached blocks whose write to disk was submitted instead of dropping them (when
+     *  evicted; ahead of that as ancestors of an evicted block, so that what reaches the disk
+     *  stays reachable; by kvc_engine_trim; by offload_writeback's thread), counted at the
+     *  submission: writes that then fail are included, and counted again in
+     *  disk_spills_failed, so blocks_spilled - disk_spills_failed blocks were written or are
+     *  being written. blocks_loaded: blocks read back. */
     uint64_t blocks_spilled;
     uint64_t blocks_loaded;
     /** Spills that could not be written, writes of swapped-out blocks and offloaded-token
@@ -600,9 +603,16 @@ typedef struct kvc_stats {
      *  because kvc_config.prefill_tokens_per_s expected the server to compute them sooner
      *  (not in prefix_hit_tokens). Offset 320 (the struct is 328 bytes since). */
     uint64_t disk_declined_hit_tokens;
-    /** Of blocks_spilled, those kvc_config.offload_writeback's thread wrote ahead of their
-     *  eviction. Offset 328 (the struct is 336 bytes since). */
+    /** Of blocks_spilled, those kvc_config.offload_writeback's thread submitted ahead of
+     *  their eviction, writes that then failed included (they count in disk_spills_failed
+     *  too). Offset 328 (the struct is 336 bytes since). */
     uint64_t disk_blocks_written_ahead;
+    /** Of blocks_spilled, the writes that failed: an I/O error, a short write, or a request
+     *  the I/O queue refused (also in disk_errors; each failed block leaves the tier with a
+     *  KVC_EVENT_BLOCK_REMOVED of KVC_TIER_DISK after its KVC_EVENT_BLOCK_STORED). Spills that
+     *  failed before their submission (no slot could be had, a failed copy) count in
+     *  disk_errors only. Offset 336 (the struct is 344 bytes since). */
+    uint64_t disk_spills_failed;
     /* more may follow */
 } kvc_stats;
 

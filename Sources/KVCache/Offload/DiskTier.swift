@@ -1136,7 +1136,12 @@ final class DiskTier {
                 }
             } else {
                 lastFailure = "offload write of slot \(s) failed: \(reason)"
-                if op == DiskTier.spillWrite { stats.spillsFailed += 1 } else { stats.writesFailed += 1 }
+                if op == DiskTier.spillWrite {
+                    stats.spillsFailed += 1
+                    stats.spillWritesFailed += 1
+                } else {
+                    stats.writesFailed += 1
+                }
                 // A record something still pins stays counted (`tokenRecords`, `tokensOnDisk`)
                 // until the failure is processed (`releaseFailedRecord`); any other leaves the
                 // counters when `markBroken` frees it.
