@@ -421,7 +421,11 @@ typedef struct kvc_config {
      *  buffer inside the evicting call, under the lock, delaying that call and every other.
      *  A block being copied stays usable; a call that must evict or rewrite it waits for its
      *  copy (at most 8 blocks' copies). Which blocks reach the disk then depends on the
-     *  thread's timing.
+     *  thread's timing. The thread never makes room by dropping a disk slot whose block memory
+     *  still holds (it takes a free slot, grows the slab within offload_bytes, or drops up to
+     *  16 slots of blocks that left memory among the tier's 64 oldest; else it waits for
+     *  memory to change), so an idle engine writes each cached block at most once even when
+     *  the tier is smaller than the cache.
      *  kvc_stats.disk_blocks_written_ahead counts its writes. Needs a disk tier; 0 or 1, else
      *  KVC_ERR_INVALID_ARGUMENT. Offset 160 (the struct is 168 bytes since this field, 4 of
      *  them padding, offset 164: must be 0); a caller's older struct gets 0. */
