@@ -425,7 +425,9 @@ typedef struct kvc_config {
      *  still holds (it takes a free slot, grows the slab within offload_bytes, or drops up to
      *  16 slots of blocks that left memory among the tier's 64 oldest; else it waits for
      *  memory to change), so an idle engine writes each cached block at most once even when
-     *  the tier is smaller than the cache.
+     *  the tier is smaller than the cache; and after a write fails it writes nothing ahead
+     *  until a later write (an eviction's, kvc_engine_trim's, a swap-out's) succeeds, so a
+     *  failing disk sees each block at most once from it.
      *  kvc_stats.disk_blocks_written_ahead counts its writes. Needs a disk tier; 0 or 1, else
      *  KVC_ERR_INVALID_ARGUMENT. Offset 160 (the struct is 168 bytes since this field, 4 of
      *  them padding, offset 164: must be 0); a caller's older struct gets 0. */

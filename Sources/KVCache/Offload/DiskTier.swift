@@ -198,7 +198,7 @@ final class DiskTier {
         ioConfig.threads = 4
         ioConfig.force_threads = config.offloadForceThreads || DiskTier.environment("KVCACHE_OFFLOAD_BACKEND") == "threads" ? 1 : 0
         if let fault = config.offloadFault ?? DiskTier.environmentFault(DiskTier.environment("KVCACHE_OFFLOAD_FAULT"), dir: config.offloadDir!) {
-            ioConfig.fault_ops = (fault.reads ? 1 << UInt32(KVM_IO_READ) : 0) | (fault.writes ? 1 << UInt32(KVM_IO_WRITE) : 0)
+            ioConfig.fault_ops = DiskTier.faultOps(fault)
             ioConfig.fault_after = fault.after
         }
         ioConfig.n_files = UInt32(files.count)
@@ -311,6 +311,18 @@ final class DiskTier {
         case "all": return OffloadFault(reads: true, writes: true, after: after)
         default: return nil
         }
+    }
+
+    /// `kvm_io_config.fault_ops` of `fault`: a bit per failing operation.
+    private static func faultOps(_ fault: OffloadFault) -> UInt32 {
+        (fault.reads ? 1 << UInt32(KVM_IO_READ) : 0) | (fault.writes ? 1 << UInt32(KVM_IO_WRITE) : 0)
+    }
+
+    /// Tests: replaces the fault injection (`EngineConfig.offloadFault`) from the next request
+    /// submitted on (`kvm_io_set_faults`): nil fails nothing; `after` counts from this call.
+    /// Requests already submitted keep their outcome. Under the engine's lock. O(1).
+    func setFault(_ fault: OffloadFault?) {
+        kvm_io_set_faults(io, fault.map(DiskTier.faultOps) ?? 0, fault?.after ?? 0)
     }
 
     /// Why the tier runs a fallback (thread pool, buffered I/O), or "".
@@ -541,6 +553,20 @@ final class DiskTier {
         guard !contains(hash) && bulkStages > 0, let slot = takeSlotAhead(keeping: isResident) else { return nil }
         return (slot, takeStage(for: slot))
     }
+
+    /// True from the processing of a failed write (a spill, a swap-out's block, a record:
+    /// the device's error, a short write, a request the queue refused) until a write submitted
+    /// after it completed on disk. While it is true the writeback thread writes nothing ahead
+    /// (`Writeback`), so that a failing device sees each cached block at most once rather than
+    /// every block again on every pass; a call's write (an eviction's spill, a trim, a
+    /// swap-out) is what tries the device again. O(1).
+    var writesFailing: Bool { writeFailureGeneration != nil }
+
+    /// While `writesFailing`: the generation of the last write submitted when a failure was
+    /// processed; a success of a write of a later generation clears it. A write submitted
+    /// before it that completes after (a batch's requests finish in any order) says nothing
+    /// of the device now.
+    private var writeFailureGeneration: UInt64?
 
     /// Where a reserved spill's payload goes (`reserveSpill`). Pure address arithmetic: any
     /// thread may write the payload while the engine's lock is held elsewhere.
@@ -1182,6 +1208,7 @@ final class DiskTier {
         case DiskTier.spillWrite, DiskTier.pinnedWrite:
             guard state[s] == DiskTier.writing && writingStage[s] == stage else { return }
             if ok {
+                if let failed = writeFailureGeneration, generations[s] > failed { writeFailureGeneration = nil }
                 stats.bytesWritten += UInt64(slotBytes)
                 state[s] = DiskTier.stored
                 stats.storedSlots += 1
@@ -1194,6 +1221,7 @@ final class DiskTier {
                 }
             } else {
                 lastFailure = "offload write of slot \(s) failed: \(reason)"
+                writeFailureGeneration = generation
                 if op == DiskTier.spillWrite {
                     stats.spillsFailed += 1
                     stats.spillWritesFailed += 1

@@ -27,8 +27,9 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Of `blocksSpilled`, those the writeback thread submitted ahead of their eviction
     /// (`EngineConfig.offloadWriteback`, `Writeback`), failed ones included: copied outside the
     /// engine's lock, so the allocation that later evicts them copies nothing. The thread never
-    /// drops a slot whose block memory holds (`DiskTier.reserveAhead`), so an idle engine
-    /// writes each cached block at most once, however few slots the tier has.
+    /// drops a slot whose block memory holds (`DiskTier.reserveAhead`) and writes nothing while
+    /// writes fail (`DiskTier.writesFailing`), so an idle engine writes each cached block at
+    /// most once, however few slots the tier has.
     public var blocksWrittenAhead: UInt64 = 0
     /// Cached blocks an allocation evicted and did not write back because no staging buffer
     /// was free beyond the reserve (`DiskTier.spill`), or because every slot of the tier is

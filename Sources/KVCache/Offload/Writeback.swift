@@ -28,9 +28,11 @@ import Glibc
 /// engine's lock. While staging buffers are short it waits
 /// for the device without the lock (`OffloadCoordinator.awaitProgress`, which processes
 /// completions). It sleeps until `poke` (a free, an eviction) or 50 ms pass with nothing to
-/// write, or with no slot to write into (the tier holds only blocks memory holds too, or
-/// slots held otherwise). So an idle engine writes each cached block at most once, however
-/// few slots the tier has.
+/// write, with no slot to write into (the tier holds only blocks memory holds too, or slots
+/// held otherwise), and while writes fail (`DiskTier.writesFailing`: from a failed write's
+/// processing until a later write, a call's, succeeded). So an idle engine writes each
+/// cached block at most once, however few slots the tier has, and a failing device sees each
+/// block at most once, not every block on every pass.
 ///
 /// Cost: O(horizon) hash lookups per round under the lock (and `DiskTier.aheadDropScan` when
 /// the tier is full); a copy and checksum per block written, outside it. An eviction of a
@@ -172,12 +174,15 @@ final class Writeback {
         /// No slot but those of blocks memory still holds (or slots held otherwise): a change
         /// of memory (a free, an eviction) or of the tier frees one.
         case noSlot
+        /// Writes fail (`DiskTier.writesFailing`): a call's successful write ends it.
+        case failing
     }
 
     /// Marks this round's blocks (`entries`): the oldest cached blocks within `horizon` the
-    /// tier lacks, each after its missing ancestors. Returns why it stopped short. Under the
-    /// engine's lock.
+    /// tier lacks, each after its missing ancestors; none while writes fail. Returns why it
+    /// stopped short. Under the engine's lock.
     private func mark() -> Stall {
+        guard !tier.writesFailing else { return .failing }
         var stall = Stall.none
         blocks.forEachOldestCached(limit: horizon) { b in
             guard !tier.contains(blocks.hash(of: b)) && blocks.copyTicket(b) == 0 && !offload.isLoading(b) else { return true }

@@ -2,18 +2,20 @@ import Foundation
 import Testing
 @testable import KVCache
 
-/// What the writeback thread (`Writeback`) may make room with: it never drops a disk slot
-/// whose block memory still holds (`DiskTier.reserveAhead`).
+/// What the writeback thread (`Writeback`) may make room with, and when it stops: it never
+/// drops a disk slot whose block memory still holds (`DiskTier.reserveAhead`), and it writes
+/// nothing ahead from a failed write until a later write succeeded (`DiskTier.writesFailing`).
 /// Each test idles the engine while polling it every 10 ms, as a server's calls would process
 /// completions, and asserts exact counts of writes and disk-tier events, never a duration.
-@Suite("Disk tier: writeback room", .serialized)
+@Suite("Disk tier: writeback room and back-off", .serialized)
 struct WritebackRoomTests {
     /// 1 MiB of K/V (2048 blocks of 512 bytes), writeback on, a tier of `offloadBytes` in
     /// `dir` (slots of 8 KiB: 245,760 bytes are 30 slots).
-    static func engine(_ layout: Layout, dir: ScratchDir, offloadBytes: UInt64) throws -> Engine {
+    static func engine(_ layout: Layout, dir: ScratchDir, offloadBytes: UInt64 = 64 << 20, fault: OffloadFault? = nil) throws -> Engine {
         var c = offloadConfig(layout, dir: dir.path, memoryBytes: 1 << 20, offloadBytes: offloadBytes)
         c.maxSeqTokens = 8192
         c.offloadWriteback = true
+        c.offloadFault = fault
         return try Engine(c)
     }
 
@@ -98,5 +100,51 @@ struct WritebackRoomTests {
         let b = Self.diskEvents(e)
         #expect(b.stored.count == 20 && Set(b.stored).isDisjoint(with: a.stored), "B's 20 blocks")
         #expect(Set(b.removed) == Set(a.stored) && b.removed.count == 30, "the slots dropped are exactly A's")
+    }
+
+    /// Every write fails on the device: the thread tries each of 100 cached blocks at most
+    /// once (all its writes failed, no block twice) and then, over 1 s of polling, nothing
+    /// more; nor once the device works again, until a write succeeds: a swap-out's. Then it
+    /// writes all 100 blocks. It used to take the failed blocks again on every pass (their
+    /// failures freed their slots): 2,472-2,596 attempts in this test's first 1.2 s.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aFailingDeviceSeesEachBlockOnceUntilAWriteSucceeds(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Self.engine(layout, dir: dir, fault: OffloadFault(reads: false, writes: true))
+        let live = tokens(33, seed: 102)
+        try e.createSequence(9, tokens: live)
+        try fillKV(e, 9, count: live.count) { live[$0] }
+        try Self.cache(e, 1, tokens(401, seed: 101))
+        #expect(waitUntil(seconds: 30) {
+            _ = e.poll(timeoutMicroseconds: 0)
+            return e.stats().disk.spillWritesFailed > 0
+        })
+        Self.idle(e, milliseconds: 200)  // rounds under way end
+        let failed = e.stats().disk
+        Self.idle(e, milliseconds: 1000)
+        let d = e.stats().disk
+        #expect(d.blocksWrittenAhead == failed.blocksWrittenAhead, "nothing tried again: \(failed.blocksWrittenAhead) then \(d.blocksWrittenAhead)")
+        #expect(d.blocksWrittenAhead <= 100 && d.blocksSpilled == d.blocksWrittenAhead && d.spillWritesFailed == d.blocksWrittenAhead
+                && d.spillsFailed == d.spillWritesFailed && d.storedSlots == 0,
+                "\(d.blocksWrittenAhead) ahead, \(d.spillWritesFailed) failed, \(d.storedSlots) stored")
+        let tried = Self.diskEvents(e)
+        #expect(tried.stored.count == Int(d.blocksWrittenAhead) && Set(tried.stored).count == tried.stored.count, "no block twice")
+        #expect(Set(tried.removed) == Set(tried.stored), "each failed block left the tier")
+
+        try e.locked { () throws(KVError) in e.offload!.tier.setFault(nil) }
+        Self.idle(e, milliseconds: 300)
+        #expect(e.stats().disk.blocksWrittenAhead == d.blocksWrittenAhead, "no write has succeeded since: still paused")
+
+        try e.swapOut(9)
+        #expect(waitUntil(seconds: 30) { e.stats().disk.blocksWrittenAhead >= d.blocksWrittenAhead + 100 })
+        Self.idle(e, milliseconds: 200)
+        try e.syncOffload()
+        let resumed = e.stats().disk
+        #expect(resumed.blocksWrittenAhead == d.blocksWrittenAhead + 100 && resumed.spillWritesFailed == d.spillWritesFailed,
+                "\(resumed.blocksWrittenAhead) ahead, \(resumed.spillWritesFailed) failed")
+        let written = Self.diskEvents(e)
+        #expect(Set(written.stored).isSuperset(of: tried.stored) && written.removed.isEmpty, "every block written once, none dropped")
+        #expect(resumed.swapOuts == 1)
     }
 }
