@@ -415,8 +415,10 @@ typedef struct kvc_config {
      *  evicts a block the thread wrote or is copying then copies nothing, and one the thread
      *  has not reached (it falls behind when calls evict faster than it writes) is copied in
      *  the call as without it, or dropped when no staging buffer is free
-     *  (kvc_stats.spills_skipped). Recommended with a disk tier (docs/disk-tier.md: the
-     *  tier's cost on the serving path falls from 12-20 % of requests/s to 1-2 %). 0
+     *  (kvc_stats.spills_skipped). Measured to pay with a tier larger than the memory
+     *  (docs/disk-tier.md, the shared-prefix rows); with a tier of a few dozen slots under
+     *  gigabytes of cache the evicting calls still copy most blocks, and the thread measured
+     *  no faster than spills in the call. 0
      *  (default): each eviction copies its block (and missing ancestors) into a staging
      *  buffer inside the evicting call, under the lock, delaying that call and every other.
      *  A block being copied stays usable; a call that must evict or rewrite it waits for its
