@@ -415,13 +415,21 @@ typedef struct kvc_config {
      *  evicts a block the thread wrote or is copying then copies nothing, and one the thread
      *  has not reached (it falls behind when calls evict faster than it writes) is copied in
      *  the call as without it, or dropped when no staging buffer is free
-     *  (kvc_stats.spills_skipped). Recommended with a disk tier (docs/disk-tier.md: the
-     *  tier's cost on the serving path falls from 12-20 % of requests/s to 1-2 %). 0
+     *  (kvc_stats.spills_skipped). Measured to pay with a tier larger than the memory
+     *  (docs/disk-tier.md, the shared-prefix rows); with a tier of a few dozen slots under
+     *  gigabytes of cache the evicting calls still copy most blocks, and the thread measured
+     *  no faster than spills in the call. 0
      *  (default): each eviction copies its block (and missing ancestors) into a staging
      *  buffer inside the evicting call, under the lock, delaying that call and every other.
      *  A block being copied stays usable; a call that must evict or rewrite it waits for its
      *  copy (at most 8 blocks' copies). Which blocks reach the disk then depends on the
-     *  thread's timing.
+     *  thread's timing. The thread never makes room by dropping a disk slot whose block memory
+     *  still holds (it takes a free slot, grows the slab within offload_bytes, or drops up to
+     *  16 slots of blocks that left memory among the tier's 64 oldest; else it waits for
+     *  memory to change), so an idle engine writes each cached block at most once even when
+     *  the tier is smaller than the cache; and after a write fails it writes nothing ahead
+     *  until a later write (an eviction's, kvc_engine_trim's, a swap-out's) succeeds, so a
+     *  failing disk sees each block at most once from it.
      *  kvc_stats.disk_blocks_written_ahead counts its writes. Needs a disk tier; 0 or 1, else
      *  KVC_ERR_INVALID_ARGUMENT. Offset 160 (the struct is 168 bytes since this field, 4 of
      *  them padding, offset 164: must be 0); a caller's older struct gets 0. */
@@ -493,9 +501,12 @@ typedef struct kvc_stats {
     /** Prompt tokens kvc_seq_create found in the disk tier (included in prefix_hit_tokens;
      *  tokens found in peers' tiers are not). */
     uint64_t disk_hit_tokens;
-    /** Cached blocks written to disk instead of dropped (when evicted, or ahead of that as
-     *  ancestors of an evicted block, so that what reaches the disk stays reachable), and
-     *  blocks read back. */
+    /** Cached blocks whose write to disk was submitted instead of dropping them (when
+     *  evicted; ahead of that as ancestors of an evicted block, so that what reaches the disk
+     *  stays reachable; by kvc_engine_trim; by offload_writeback's thread), counted at the
+     *  submission: writes that then fail are included, and counted again in
+     *  disk_spills_failed, so blocks_spilled - disk_spills_failed blocks were written or are
+     *  being written. blocks_loaded: blocks read back. */
     uint64_t blocks_spilled;
     uint64_t blocks_loaded;
     /** Spills that could not be written, writes of swapped-out blocks and offloaded-token
@@ -600,9 +611,16 @@ typedef struct kvc_stats {
      *  because kvc_config.prefill_tokens_per_s expected the server to compute them sooner
      *  (not in prefix_hit_tokens). Offset 320 (the struct is 328 bytes since). */
     uint64_t disk_declined_hit_tokens;
-    /** Of blocks_spilled, those kvc_config.offload_writeback's thread wrote ahead of their
-     *  eviction. Offset 328 (the struct is 336 bytes since). */
+    /** Of blocks_spilled, those kvc_config.offload_writeback's thread submitted ahead of
+     *  their eviction, writes that then failed included (they count in disk_spills_failed
+     *  too). Offset 328 (the struct is 336 bytes since). */
     uint64_t disk_blocks_written_ahead;
+    /** Of blocks_spilled, the writes that failed: an I/O error, a short write, or a request
+     *  the I/O queue refused (also in disk_errors; each failed block leaves the tier with a
+     *  KVC_EVENT_BLOCK_REMOVED of KVC_TIER_DISK after its KVC_EVENT_BLOCK_STORED). Spills that
+     *  failed before their submission (no slot could be had, a failed copy) count in
+     *  disk_errors only. Offset 336 (the struct is 344 bytes since). */
+    uint64_t disk_spills_failed;
     /* more may follow */
 } kvc_stats;
 

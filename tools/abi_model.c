@@ -93,7 +93,7 @@ static model_seq m[IDS + 1];
 static uint64_t rng, seed;
 static int step, failures, adaptive, faulty, scheduling;
 static const char *layout_name;
-static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules, instances, peer_hits, truncations, broken_refused, declined, written_ahead; } covered; /* what the runs reached */
+static struct { uint64_t spilled, loaded, swaps, offloaded, restored, uneven, disk_errors, broken, restarts, found_on_restart, schedules, instances, peer_hits, truncations, broken_refused, declined, written_ahead, spills_failed; } covered; /* what the runs reached */
 
 #define FAIL(...)                                                                                     \
     do {                                                                                              \
@@ -778,8 +778,12 @@ static uint64_t account(void) {
     memset(&st, 0, sizeof st);
     st.struct_size = sizeof st;
     kvc_engine_stats(e, &st);
+    EXPECT(st.disk_spills_failed <= st.blocks_spilled && st.disk_spills_failed <= st.disk_errors,
+           "disk_spills_failed %" PRIu64 " is part of blocks_spilled %" PRIu64 " and of disk_errors %" PRIu64, st.disk_spills_failed,
+           st.blocks_spilled, st.disk_errors);
     covered.spilled += st.blocks_spilled;
     covered.written_ahead += st.disk_blocks_written_ahead;
+    covered.spills_failed += st.disk_spills_failed;
     covered.loaded += st.blocks_loaded;
     covered.swaps += st.swap_outs + st.swap_outs_cancelled;
     covered.offloaded += st.tokens_offloaded;
@@ -929,13 +933,13 @@ int main(int argc, char **argv) {
         run(KVC_LAYOUT_CONTIGUOUS, (uint64_t)s, steps);
     }
     printf("abi_model: %d seeds x %d steps per layout, %s; reached: %" PRIu64 " blocks spilled (%" PRIu64
-           " written ahead by the writeback thread), %" PRIu64 " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
+           " written ahead by the writeback thread, %" PRIu64 " of all failed), %" PRIu64 " loaded, %" PRIu64 " swap-outs, %" PRIu64 " tokens offloaded, %" PRIu64 " restored, %" PRIu64
            " compactions leaving layers of different lengths, %" PRIu64 " disk errors (injected), %" PRIu64
            " sequences broken by a failed read (%" PRIu64 " calls on them refused), %" PRIu64 " restarts finding %" PRIu64 " KiB on disk (%" PRIu64
            " as new instances reading the earlier ones' tiers, %" PRIu64 " peer blocks served), %" PRIu64
            " prefills scheduled in steps, %" PRIu64 " truncations, %" PRIu64 " prompt tokens found on disk left to the prefill, %" PRIu64
            " events checked\n",
-           seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.written_ahead, covered.loaded, covered.swaps,
+           seeds, steps, failures ? "FAILED" : "every check held", covered.spilled, covered.written_ahead, covered.spills_failed, covered.loaded, covered.swaps,
            covered.offloaded, covered.restored, covered.uneven, covered.disk_errors, covered.broken, covered.broken_refused, covered.restarts,
            covered.found_on_restart >> 10, covered.instances, covered.peer_hits, covered.schedules, covered.truncations,
            covered.declined, events_seen);

@@ -165,6 +165,12 @@ static int injected_fault(kvm_io *io, uint16_t op) {
     return io->fault_seen++ >= io->fault_after;
 }
 
+void kvm_io_set_faults(kvm_io *io, uint32_t fault_ops, uint64_t fault_after) {
+    io->fault_ops = fault_ops;
+    io->fault_after = fault_after;
+    io->fault_seen = 0;
+}
+
 int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n) {
     uint32_t room = io->depth - io->inflight;
     if (n > room) n = room;

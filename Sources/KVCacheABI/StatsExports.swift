@@ -56,8 +56,10 @@ enum StatsLayout {
     static let diskDeclinedHitTokens = 320
     /// Blocks the writeback thread wrote ahead of eviction (`DiskTierStats.blocksWrittenAhead`).
     static let diskBlocksWrittenAhead = 328
+    /// Of the spills submitted, writes that failed (`DiskTierStats.spillWritesFailed`).
+    static let diskSpillsFailed = 336
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 336
+    static let size = 344
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -114,6 +116,7 @@ enum StatsLayout {
         put(s.disk.journalRecordsDropped, StatsLayout.diskJournalDropped)
         put(s.disk.declinedHitTokens, StatsLayout.diskDeclinedHitTokens)
         put(s.disk.blocksWrittenAhead, StatsLayout.diskBlocksWrittenAhead)
+        put(s.disk.spillWritesFailed, StatsLayout.diskSpillsFailed)
         if size > StatsLayout.size {
             memset(out + StatsLayout.size, 0, size - StatsLayout.size)
         }

@@ -78,6 +78,32 @@ struct IOQueueTests {
         }
     }
 
+    /// `kvm_io_set_faults` changes the injected faults from the next request on, on both
+    /// backends: writes failing from creation (`fault_after` 0) succeed once it is turned off,
+    /// and with `fault_after` 1 the first write after the call succeeds and the next fails.
+    @Test(arguments: [Int32(0), 1])
+    func faultsSetAfterCreationApplyFromTheNextRequest(forceThreads: Int32) throws {
+        var cfg = kvm_io_config()
+        cfg.depth = 8
+        cfg.force_threads = forceThreads
+        cfg.fault_ops = 1 << UInt32(KVM_IO_WRITE)
+        try withQueue(cfg) { io, _, buffer in
+            func write() -> Int64 {
+                var request = kvm_io_req(tag: 3, buf: buffer, offset: 0, len: 4096, op: UInt16(KVM_IO_WRITE), file: 0, buf_index: -1)
+                #expect(kvm_io_submit(io, &request, 1) == 1)
+                var done = kvm_io_done()
+                #expect(kvm_io_reap(io, &done, 1, 1, -1) == 1)
+                return done.result
+            }
+            #expect(write() == -Int64(EIO), "failing from creation")
+            kvm_io_set_faults(io, 0, 0)
+            #expect(write() == 4096, "turned off")
+            kvm_io_set_faults(io, 1 << UInt32(KVM_IO_WRITE), 1)
+            #expect(write() == 4096, "the first after the call still succeeds")
+            #expect(write() == -Int64(EIO))
+        }
+    }
+
     /// The file-size limit the tier checks its growth against is the process's soft limit
     /// (RLIM_INFINITY, all ones, is none).
     @Test func theFileSizeLimitIsTheProcesssSoftLimit() {

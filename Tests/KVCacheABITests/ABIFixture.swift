@@ -97,13 +97,13 @@ func withOptionalCString<T>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> 
 
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 336
+    static let size = 344
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... disk_blocks_written_ahead, in header order
+    var fields: [UInt64]  // budget_bytes ... disk_spills_failed, in header order
 
     init(bytes: [UInt8]) {
         // Fields past the end of a smaller buffer read 0.
-        fields = (0..<41).map { i in
+        fields = (0..<42).map { i in
             8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
         }
     }
@@ -149,6 +149,7 @@ struct CStats: Equatable, CustomStringConvertible {
     var diskJournalDropped: UInt64 { fields[38] }
     var diskDeclinedHitTokens: UInt64 { fields[39] }
     var diskBlocksWrittenAhead: UInt64 { fields[40] }
+    var diskSpillsFailed: UInt64 { fields[41] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "

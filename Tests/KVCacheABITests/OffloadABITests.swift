@@ -486,6 +486,23 @@ struct OffloadABITests {
         try f.expectWitnessesIntact()
     }
 
+    /// Spills whose writes fail on the device: blocks_spilled counts the 7 submitted (a freed
+    /// 30-token sequence's full blocks, by a trim), disk_spills_failed the 7 that failed, and
+    /// disk_errors them too; nothing is stored. (blocks_spilled alone read as 7 blocks on disk.)
+    @Test(arguments: bothLayouts)
+    func failedSpillWritesCountInBlocksSpilledAndDiskSpillsFailed(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let f = try failingWritesFixture(layout, dir: dir)
+        #expect(kvc_seq_free(f.handle, 9) == KVC_OK)
+        #expect(kvc_engine_trim(f.handle) == KVC_OK, "a spill fails quietly")
+        #expect(kvc_engine_sync(f.handle) == KVC_OK, "waits for the writes")
+        let s = try f.stats()
+        #expect(s.blocksSpilled == 7 && s.diskSpillsFailed == 7 && s.diskErrors == 7 && s.diskStoredBytes == 0,
+                "\(s.blocksSpilled) spilled, \(s.diskSpillsFailed) failed, \(s.diskErrors) errors, \(s.diskStoredBytes) bytes stored")
+        try f.expectWitnessesIntact()
+    }
+
     @Test(arguments: bothLayouts)
     func anIOErrorFailsTheSwapOutAndChangesNothingElse(layout: UInt32) throws {
         let dir = scratchDir()

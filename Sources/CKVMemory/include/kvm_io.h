@@ -86,6 +86,11 @@ void kvm_io_wake(kvm_io *io);
 /* Tests: while paused, the thread backend starts no request (requests stay in flight), so a
  * test can hold I/O pending deterministically. -ENOTSUP on the io_uring backend. */
 int kvm_io_pause(kvm_io *io, int paused);
+/* Replaces the fault injection of kvm_io_config (fault_ops, fault_after) from the next request
+ * kvm_io_submit takes on: fault_ops 0 fails nothing; fault_after counts the requests of those
+ * operations from this call. Requests already submitted keep their outcome. Tests and operators
+ * rehearsing a device that fails and recovers. Same caller rules as kvm_io_submit. O(1). */
+void kvm_io_set_faults(kvm_io *io, uint32_t fault_ops, uint64_t fault_after);
 /* Tests: completions posted and not yet reaped (kvm_io_reap would take them without waiting). */
 uint32_t kvm_io_ready(kvm_io *io);
 

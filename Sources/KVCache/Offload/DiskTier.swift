@@ -133,6 +133,8 @@ final class DiskTier {
     static let maxSlots = 1 << 22
     /// Slots dropped from the LRU at once when the tier is full.
     static let dropBatch = 16
+    /// The LRU's oldest slots a write-ahead (`reserveAhead`) looks at for ones to drop.
+    static let aheadDropScan = 64
     /// Staging memory aimed for when slots are small (more than `offloadQueueDepth` buffers).
     static let stagingTargetBytes = 32 << 20
 
@@ -196,7 +198,7 @@ final class DiskTier {
         ioConfig.threads = 4
         ioConfig.force_threads = config.offloadForceThreads || DiskTier.environment("KVCACHE_OFFLOAD_BACKEND") == "threads" ? 1 : 0
         if let fault = config.offloadFault ?? DiskTier.environmentFault(DiskTier.environment("KVCACHE_OFFLOAD_FAULT"), dir: config.offloadDir!) {
-            ioConfig.fault_ops = (fault.reads ? 1 << UInt32(KVM_IO_READ) : 0) | (fault.writes ? 1 << UInt32(KVM_IO_WRITE) : 0)
+            ioConfig.fault_ops = DiskTier.faultOps(fault)
             ioConfig.fault_after = fault.after
         }
         ioConfig.n_files = UInt32(files.count)
@@ -309,6 +311,18 @@ final class DiskTier {
         case "all": return OffloadFault(reads: true, writes: true, after: after)
         default: return nil
         }
+    }
+
+    /// `kvm_io_config.fault_ops` of `fault`: a bit per failing operation.
+    private static func faultOps(_ fault: OffloadFault) -> UInt32 {
+        (fault.reads ? 1 << UInt32(KVM_IO_READ) : 0) | (fault.writes ? 1 << UInt32(KVM_IO_WRITE) : 0)
+    }
+
+    /// Tests: replaces the fault injection (`EngineConfig.offloadFault`) from the next request
+    /// submitted on (`kvm_io_set_faults`): nil fails nothing; `after` counts from this call.
+    /// Requests already submitted keep their outcome. Under the engine's lock. O(1).
+    func setFault(_ fault: OffloadFault?) {
+        kvm_io_set_faults(io, fault.map(DiskTier.faultOps) ?? 0, fault?.after ?? 0)
     }
 
     /// Why the tier runs a fallback (thread pool, buffered I/O), or "".
@@ -509,12 +523,12 @@ final class DiskTier {
         submitSpill(slot: slot, stage: stage, hash: hash, parent: parent, copy: copy, ahead: false)
     }
 
-    /// A spill's first step (`spill`; `Writeback` copies between the two outside the engine's
-    /// lock): a free slot and a staging buffer for block `hash`, beyond the reserve
-    /// (`hasSpillRoom`), or nil when there is no room, the tier holds `hash`, or no slot can be
-    /// had (counted in `spillsFailed`). The slot is in no index and no LRU until
-    /// `submitSpill` writes it (or gives it back), so no lookup finds it half filled; the
-    /// caller copies into `spillPayload(stage)` meanwhile. O(1), or O(completions taken).
+    /// A spill's first step (`spill`): a free slot and a staging buffer for block `hash`,
+    /// beyond the reserve (`hasSpillRoom`), or nil when there is no room, the tier holds
+    /// `hash`, or no slot can be had (counted in `spillsFailed`). The slot is in no index and
+    /// no LRU until `submitSpill` writes it (or gives it back), so no lookup finds it half
+    /// filled; the caller copies into `spillPayload(stage)` meanwhile. O(1), or O(completions
+    /// taken).
     func reserveSpill(_ hash: UInt64) -> (slot: Int32, stage: Int32)? {
         guard !contains(hash), hasSpillRoom() else { return nil }
         do throws(KVError) { return try reserve() } catch {
@@ -523,6 +537,36 @@ final class DiskTier {
             return nil
         }
     }
+
+    /// A write-ahead's first step (`Writeback`, which copies between it and `submitSpill`
+    /// outside the engine's lock): as `reserveSpill`, for block `hash` the tier lacks, once
+    /// `hasSpillRoom` said a staging buffer is free (nil otherwise); but the slot is never one
+    /// whose block memory still holds (`isResident`, by block hash): a free slot, one the slab
+    /// grows by, or one of at most `dropBatch` slots dropped among the LRU's `aheadDropScan`
+    /// oldest whose blocks left memory. Nil when there is no such slot: not a failure (nothing
+    /// counted), the thread waits for memory or the tier to change. Dropping the LRU's oldest whatever
+    /// they hold, as an eviction's spill does, made an idle engine whose cached blocks
+    /// outnumber the tier's slots rewrite the same blocks forever: the thread dropped the
+    /// blocks it had written itself, which memory still held, and took them again on its next
+    /// pass. Cost: `takeSlotAhead`'s.
+    func reserveAhead(_ hash: UInt64, keeping isResident: (UInt64) -> Bool) -> (slot: Int32, stage: Int32)? {
+        guard !contains(hash) && bulkStages > 0, let slot = takeSlotAhead(keeping: isResident) else { return nil }
+        return (slot, takeStage(for: slot))
+    }
+
+    /// True from the processing of a failed write (a spill, a swap-out's block, a record:
+    /// the device's error, a short write, a request the queue refused) until a write submitted
+    /// after it completed on disk. While it is true the writeback thread writes nothing ahead
+    /// (`Writeback`), so that a failing device sees each cached block at most once rather than
+    /// every block again on every pass; a call's write (an eviction's spill, a trim, a
+    /// swap-out) is what tries the device again. O(1).
+    var writesFailing: Bool { writeFailureGeneration != nil }
+
+    /// While `writesFailing`: the generation of the last write submitted when a failure was
+    /// processed; a success of a write of a later generation clears it. A write submitted
+    /// before it that completes after (a batch's requests finish in any order) says nothing
+    /// of the device now.
+    private var writeFailureGeneration: UInt64?
 
     /// Where a reserved spill's payload goes (`reserveSpill`). Pure address arithmetic: any
     /// thread may write the payload while the engine's lock is held elsewhere.
@@ -697,19 +741,11 @@ final class DiskTier {
     /// flight), none free and none cached to drop. A capacity condition, not a device error.
     private var isFullOfHeldSlots: Bool { freeTop == 0 && lruHead < 0 && Int(kvm_slab_allocated(slab)) >= capacity }
 
+    /// A free slot for a write: a free one, else one the slab grows by (`growSlab`), else the
+    /// LRU's `dropBatch` oldest are dropped (whatever they hold) and one of them is taken.
+    /// Throws `io` when none can be had.
     private func takeSlot() throws(KVError) -> Int32 {
-        if freeTop == 0 && Int(kvm_slab_allocated(slab)) < capacity {
-            let before = Int(kvm_slab_allocated(slab))
-            if kvm_slab_grow(slab) == 0 {
-                let after = Int(kvm_slab_allocated(slab))
-                for s in stride(from: after - 1, through: before, by: -1) {
-                    freeSlots[freeTop] = Int32(s)
-                    freeTop += 1
-                }
-            } else {
-                lastFailure = String(cString: kvm_error())
-            }
-        }
+        growSlab()
         if freeTop == 0 {
             guard lruHead >= 0 else {
                 if isFullOfHeldSlots {  // kept as the reason later reports give (an episodic loss's)
@@ -717,14 +753,62 @@ final class DiskTier {
                 }
                 throw KVError(.io, lastFailure)
             }
-            // Drop several of the oldest at once: their FREED records go out in one write.
-            var dropped = 0
-            while dropped < DiskTier.dropBatch && lruHead >= 0 {
-                drop(lruHead)
+            dropOldest(among: lruCount) { _ in true }
+        }
+        return popFreeSlot()
+    }
+
+    /// A write-ahead's slot (`reserveAhead`): a free one, else one the slab grows by
+    /// (`growSlab`), else one of those `dropOldest` frees among the LRU's `aheadDropScan`
+    /// oldest whose blocks memory no longer holds (`isResident` false); nil when there is
+    /// none of those either. Never drops a slot whose block memory still holds. O(1) with a free
+    /// slot; else a slab growth's room check and at most `aheadDropScan` calls of `isResident`.
+    private func takeSlotAhead(keeping isResident: (UInt64) -> Bool) -> Int32? {
+        growSlab()
+        if freeTop == 0 && dropOldest(among: DiskTier.aheadDropScan, where: { !isResident($0) }) == 0 { return nil }
+        return popFreeSlot()
+    }
+
+    /// When no slot is free and the slab is smaller than `capacity`, grows it by what
+    /// `kvm_slab_grow` may (an extent at most, within `offload_bytes`, the file-size limit and
+    /// the file system's free space) and frees the new slots; a failed growth is kept in
+    /// `lastFailure`. O(1) plus the growth (a getrlimit, an fstatvfs and a fallocate).
+    private func growSlab() {
+        guard freeTop == 0 && Int(kvm_slab_allocated(slab)) < capacity else { return }
+        let before = Int(kvm_slab_allocated(slab))
+        guard kvm_slab_grow(slab) == 0 else {
+            lastFailure = String(cString: kvm_error())
+            return
+        }
+        let after = Int(kvm_slab_allocated(slab))
+        for s in stride(from: after - 1, through: before, by: -1) {
+            freeSlots[freeTop] = Int32(s)
+            freeTop += 1
+        }
+    }
+
+    /// Drops up to `dropBatch` of the LRU's `among` oldest slots whose block hash `droppable`
+    /// accepts, oldest first (several at once: their FREED records go out in one write);
+    /// counts them in `slotsEvicted` and returns how many. O(`among`) calls of `droppable`.
+    @discardableResult
+    private func dropOldest(among: Int, where droppable: (UInt64) -> Bool) -> Int {
+        var dropped = 0, seen = 0
+        var slot = lruHead
+        while slot >= 0 && seen < among && dropped < DiskTier.dropBatch {
+            let next = lruNext[Int(slot)]
+            if droppable(hashes[Int(slot)]) {
+                drop(slot)
                 dropped += 1
             }
-            stats.slotsEvicted += UInt64(dropped)
+            seen += 1
+            slot = next
         }
+        stats.slotsEvicted += UInt64(dropped)
+        return dropped
+    }
+
+    /// Takes the top free slot, appending the journal's owed FREED record of it first.
+    private func popFreeSlot() -> Int32 {
         freeTop -= 1
         let slot = freeSlots[freeTop]
         if journal.owesFreed(slot) { flushJournal() }
@@ -1124,6 +1208,7 @@ final class DiskTier {
         case DiskTier.spillWrite, DiskTier.pinnedWrite:
             guard state[s] == DiskTier.writing && writingStage[s] == stage else { return }
             if ok {
+                if let failed = writeFailureGeneration, generations[s] > failed { writeFailureGeneration = nil }
                 stats.bytesWritten += UInt64(slotBytes)
                 state[s] = DiskTier.stored
                 stats.storedSlots += 1
@@ -1136,7 +1221,13 @@ final class DiskTier {
                 }
             } else {
                 lastFailure = "offload write of slot \(s) failed: \(reason)"
-                if op == DiskTier.spillWrite { stats.spillsFailed += 1 } else { stats.writesFailed += 1 }
+                writeFailureGeneration = generation
+                if op == DiskTier.spillWrite {
+                    stats.spillsFailed += 1
+                    stats.spillWritesFailed += 1
+                } else {
+                    stats.writesFailed += 1
+                }
                 // A record something still pins stays counted (`tokenRecords`, `tokensOnDisk`)
                 // until the failure is processed (`releaseFailedRecord`); any other leaves the
                 // counters when `markBroken` frees it.

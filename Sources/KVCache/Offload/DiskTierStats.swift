@@ -9,13 +9,27 @@ public struct DiskTierStats: Equatable, Sendable {
     /// peers' slabs count in `bytesRead` too.
     public var bytesWritten: UInt64 = 0
     public var bytesRead: UInt64 = 0
-    /// Cached blocks written back instead of dropped (when evicted, or, still cached, ahead of
-    /// an evicted descendant: `OffloadCoordinator.spill`), and spills that could not be written.
+    /// Cached blocks whose write to the tier was submitted instead of dropping them (when
+    /// evicted, or, still cached, ahead of an evicted descendant: `OffloadCoordinator.spill`;
+    /// by a trim; by the writeback thread), counted at the submission: the writes that then
+    /// failed are included (`spillWritesFailed`), so `blocksSpilled - spillWritesFailed`
+    /// blocks were written or are being written.
     public var blocksSpilled: UInt64 = 0
+    /// Spills that could not be written: no slot could be had (the slab could not grow, for a
+    /// full disk or the file-size limit, and no stored block was left to drop), the copy into
+    /// the staging buffer failed (a page read of the contiguous layout), or the write failed
+    /// (`spillWritesFailed`).
     public var spillsFailed: UInt64 = 0
-    /// Of `blocksSpilled`, those written ahead of their eviction by the writeback thread
-    /// (`EngineConfig.offloadWriteback`, `Writeback`): copied outside the engine's lock, so
-    /// the allocation that later evicts them copies nothing.
+    /// Of `blocksSpilled` (and of `spillsFailed`), the writes that failed: the device's error,
+    /// a short write, or a request the queue refused. Each failed block left the tier's index
+    /// (a `blockRemoved` event followed its `blockStored`).
+    public var spillWritesFailed: UInt64 = 0
+    /// Of `blocksSpilled`, those the writeback thread submitted ahead of their eviction
+    /// (`EngineConfig.offloadWriteback`, `Writeback`), failed ones included: copied outside the
+    /// engine's lock, so the allocation that later evicts them copies nothing. The thread never
+    /// drops a slot whose block memory holds (`DiskTier.reserveAhead`) and writes nothing while
+    /// writes fail (`DiskTier.writesFailing`), so an idle engine writes each cached block at
+    /// most once, however few slots the tier has.
     public var blocksWrittenAhead: UInt64 = 0
     /// Cached blocks an allocation evicted and did not write back because no staging buffer
     /// was free beyond the reserve (`DiskTier.spill`), or because every slot of the tier is

@@ -15,8 +15,10 @@ import Glibc
 /// Each round, under the engine's lock, it looks at the `horizon` oldest cached blocks and
 /// takes those the tier lacks (and their missing cached ancestors first, oldest first, as an
 /// eviction's spill would: a disk copy is reachable only through its chain), at most
-/// `batchLimit` and as many as staging buffers are free beyond the reserve
-/// (`DiskTier.reserveSpill`); it marks each with a ticket (`BlockPool.markCopy`). Then it
+/// `batchLimit`, as many as staging buffers are free beyond the reserve and as the tier has
+/// slots for without dropping a block memory still holds (`DiskTier.reserveAhead`: a free
+/// slot, a slab growth, or slots of blocks that left memory); it marks each with a ticket
+/// (`BlockPool.markCopy`). Then it
 /// copies them into their staging buffers with the lock released, and under the lock again
 /// submits their writes (`DiskTier.submitSpill`) and clears the marks. A marked block stays
 /// indexed and may be hit meanwhile (its bytes do not change while it is indexed); an
@@ -25,13 +27,18 @@ import Glibc
 /// (`awaitCopy`), at most one block's copy per entry ahead of it in the batch, holding the
 /// engine's lock. While staging buffers are short it waits
 /// for the device without the lock (`OffloadCoordinator.awaitProgress`, which processes
-/// completions); with nothing to write it sleeps until `poke` (a free, an eviction) or 50 ms
-/// pass.
+/// completions). It sleeps until `poke` (a free, an eviction) or 50 ms pass with nothing to
+/// write, with no slot to write into (the tier holds only blocks memory holds too, or slots
+/// held otherwise), and while writes fail (`DiskTier.writesFailing`: from a failed write's
+/// processing until a later write, a call's, succeeded). So an idle engine writes each
+/// cached block at most once, however few slots the tier has, and a failing device sees each
+/// block at most once, not every block on every pass.
 ///
-/// Cost: O(horizon) hash lookups per round under the lock; a copy and checksum per block
-/// written, outside it. An eviction of a block it has not reached spills it in the evicting
-/// call as without the thread (or skips it when buffers are short,
-/// `DiskTierStats.spillsSkipped`): when calls evict faster than it writes, they write.
+/// Cost: O(horizon) hash lookups per round under the lock (and `DiskTier.aheadDropScan` when
+/// the tier is full); a copy and checksum per block written, outside it. An eviction of a
+/// block it has not reached spills it in the evicting call as without the thread (or skips
+/// it when buffers are short, `DiskTierStats.spillsSkipped`): when calls evict faster than it
+/// writes, they write.
 final class Writeback {
     /// One block of a round: where it goes, and its ticket.
     private struct Entry {
@@ -126,9 +133,9 @@ final class Writeback {
     private func run() {
         pthread_mutex_lock(mutex)
         while !stopping {
-            let noRoom = mark()
+            let stall = mark()
             if entries.isEmpty {
-                if noRoom {
+                if stall == .noBuffer {
                     offload.awaitProgress(mutex: mutex, deadlineNanoseconds: monotonicNanoseconds() + Writeback.deviceWaitNanoseconds)
                 } else {
                     sleep()
@@ -158,19 +165,37 @@ final class Writeback {
         pthread_mutex_unlock(mutex)
     }
 
+    /// Why a round stopped short of the blocks it would write (`mark`).
+    private enum Stall {
+        /// It did not: nothing more within `horizon` to write, or a full batch.
+        case none
+        /// No staging buffer free beyond the reserve: the device's completions free them.
+        case noBuffer
+        /// No slot but those of blocks memory still holds (or slots held otherwise): a change
+        /// of memory (a free, an eviction) or of the tier frees one.
+        case noSlot
+        /// Writes fail (`DiskTier.writesFailing`): a call's successful write ends it.
+        case failing
+    }
+
     /// Marks this round's blocks (`entries`): the oldest cached blocks within `horizon` the
-    /// tier lacks, each after its missing ancestors. Returns true when it stopped for want of
-    /// a staging buffer or a slot. Under the engine's lock.
-    private func mark() -> Bool {
-        var noRoom = false
+    /// tier lacks, each after its missing ancestors; none while writes fail. Returns why it
+    /// stopped short. Under the engine's lock.
+    private func mark() -> Stall {
+        guard !tier.writesFailing else { return .failing }
+        var stall = Stall.none
         blocks.forEachOldestCached(limit: horizon) { b in
             guard !tier.contains(blocks.hash(of: b)) && blocks.copyTicket(b) == 0 && !offload.isLoading(b) else { return true }
             let chain = offload.missingAncestors(parent: blocks.parent(of: b))
             // Oldest ancestor first, the block last.
             for i in stride(from: chain.count - 1, through: -1, by: -1) {
                 let c = i < 0 ? b : chain[i]
-                guard let (slot, stage) = tier.reserveSpill(blocks.hash(of: c)) else {
-                    noRoom = true
+                guard tier.hasSpillRoom() else {
+                    stall = tier.bulkStages > 0 ? .noSlot : .noBuffer  // else every slot is held
+                    return false
+                }
+                guard let (slot, stage) = tier.reserveAhead(blocks.hash(of: c), keeping: { blocks.lookup($0) >= 0 }) else {
+                    stall = .noSlot
                     return false
                 }
                 issued += 1
@@ -180,7 +205,7 @@ final class Writeback {
             }
             return true
         }
-        return noRoom
+        return stall
     }
 
     private func sleep() {
