@@ -36,10 +36,12 @@ import KVRouter
 /// index only once the chunk holding them is scheduled, with or without the engine's
 /// `indexOnSchedule` (with it, every chunk is also a real `schedule` call), so a request hits
 /// only blocks computed in its own step or before, and the router's view between steps shows
-/// only the blocks scheduled so far. A recompute-preempted request
+/// only the blocks scheduled so far. Output blocks, whose tokens a trace does not give, are
+/// never indexed: a decode token is appended by block hashes with none given (`decodeOne`),
+/// also after a prompt that ends on a block boundary. A recompute-preempted request
 /// is re-admitted as one sequence of its prompt and output so far, known by the prompt's
 /// block hashes only: its prompt blocks are hit and indexed as any prompt's, its output blocks
-/// (whose tokens a trace does not give) never.
+/// never.
 /// A decode append or a prefill chunk that finds no free block preempts the youngest running
 /// sequence (vLLM's recompute preemption): it returns to the head of its queue and recomputes
 /// prompt and output (the tokens it emitted stay emitted). As in vLLM, the step whose
@@ -125,7 +127,8 @@ public final class ClusterSimulator: RequestQueues {
     private var events: UnsafeMutableBufferPointer<KVEvent>
     /// The trace's hashes at a stable address, so requests' hash ranges can be handed out.
     private let hashStore: UnsafeMutableBufferPointer<UInt64>
-    private let oneToken: [Int32] = [0]
+    /// No block hashes: decode tokens are appended by this empty chain (`decodeOne`).
+    private let noHashes = UnsafeBufferPointer<UInt64>(start: nil, count: 0)
     private var kicked: [Int] = []
 
     /// Prepares a run: one engine per instance and the router with every instance added.
@@ -602,11 +605,17 @@ public final class ClusterSimulator: RequestQueues {
     /// exactly `r`'s prompt and output so far (`length[r]`), all computed but the last, whose
     /// K/V the step writes; between steps, after this append, the same. Never past the
     /// engine's `maxSeqTokens`: `emit` finishes a request whose prompt and output reach it.
+    ///
+    /// The token is appended by block hashes, none of them given (`noHashes`): a trace gives
+    /// no output tokens, so the blocks they fill are never indexed, as after a recompute
+    /// preemption. A token append would index them once a prompt ended on a block boundary
+    /// (every block's hash known, so the engine hashes what follows), under the hash of a
+    /// made-up token; appending by hashes also ends that state (`indexesAppends`).
     private func decodeOne(_ r: Int, _ s: Int) {
         let inst = instances[s]
         while true {
             do {
-                try inst.engine.append(UInt64(r), tokens: oneToken)
+                try inst.engine.append(UInt64(r), tokens: 1, blockHashes: noHashes)
                 length[r] += 1
                 return
             } catch {

@@ -72,6 +72,32 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(rr.rejected == 1 && rr.served == 0 && rr.makespanSeconds == 0 && rr.lengthCapped == 0)
     }
 
+    /// Output blocks are never indexed: the trace gives no output tokens, so the simulator
+    /// cannot hash them as an engine would, and a block-aligned prompt is no exception. One
+    /// instance, a 1,024-token step budget: A (1,024 tokens, its whole prompt in one chunk)
+    /// and B (1,536 tokens, in chunks of 1,023 and 513) each end their prompt on a block
+    /// boundary and then decode 2 and 1 full blocks. The engine indexes their 5 prompt blocks
+    /// under the trace's hashes and nothing else. Their output blocks were indexed under
+    /// hashes of zero tokens (the simulator appended each decode token as a 0 to a sequence
+    /// whose every block hash was known): 3 blocks no request could ever hit, announced to the
+    /// router and kept cached by LRU beside real prompt blocks.
+    @Test func outputBlocksOfBlockAlignedPromptsAreNotIndexed() throws {
+        var trace = Trace(source: "block-aligned prompts decoding", blockTokens: 512)
+        let a = SharedTierTests.chain(1...2), b = SharedTierTests.chain(11...13)
+        trace.append(arrivalMilliseconds: 0, input: 1024, output: 1100, blockHashes: a)
+        trace.append(arrivalMilliseconds: 0, input: 1536, output: 600, blockHashes: b)
+        for indexOnSchedule in [false, true] {
+            var c = Self.oneInstance(budget: 1024)
+            c.engine.indexOnSchedule = indexOnSchedule
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            try sim.run()
+            let r = sim.result(policy: "round-robin", wallSeconds: 0)
+            #expect(r.served == 2 && r.preemptions == 0)
+            let stored = sim.instances[0].engine.indexEvents().filter { $0.kind == .blockStored }.map(\.blockHash)
+            #expect(stored.sorted() == (a + b).sorted(), "indexOnSchedule \(indexOnSchedule): \(stored.count) blocks indexed")
+        }
+    }
+
     /// A trace output of 0 tokens replays as one of 1: the simulator's first token ends the
     /// prefill (its TTFT) whatever the trace says, as when the reader stored 0 as 1.
     @Test func anOutputOfZeroReplaysAsAnOutputOfOne() throws {
