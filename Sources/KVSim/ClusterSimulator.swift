@@ -88,7 +88,7 @@ public final class ClusterSimulator: RequestQueues {
     // (no copy-on-write or exclusivity bookkeeping on the per-step paths).
     private let arrival: UnsafeMutablePointer<Double>
     private let instanceOf: UnsafeMutablePointer<Int32>
-    private let state: UnsafeMutablePointer<UInt8>             // 0 not arrived, 1 waiting, 2 running, 3 done, 4 rejected
+    private let state: UnsafeMutablePointer<UInt8>             // 0 not arrived, 1 waiting, 2 running, 3 done, 4 rejected, 5 aborted
     private let estimatedUncached: UnsafeMutablePointer<Int32>
     private let remaining: UnsafeMutablePointer<Int32>         // prefill tokens still to compute in this admission
     private let sequenceTokens: UnsafeMutablePointer<Int32>    // tokens to hold once prefilled (prompt, + output so far after preemption)
@@ -104,14 +104,20 @@ public final class ClusterSimulator: RequestQueues {
 
     /// Per request: time to first token in ms (-1 until known).
     public var ttft: [Double] { Array(UnsafeBufferPointer(start: ttftStore, count: requestCount)) }
-    /// Per request: completion time in ms since the first arrival (-1 until done).
+    /// Per request: completion time in ms since the first arrival (-1 until done; a rejected
+    /// or aborted request never completes).
     public var finish: [Double] { Array(UnsafeBufferPointer(start: finishStore, count: requestCount)) }
 
     /// Preemptions (recomputes) in all.
     public private(set) var preemptions = 0
     /// Requests that could never fit an instance (longer than its whole memory, or a prompt
-    /// past the engine's `maxSeqTokens`).
+    /// past the engine's `maxSeqTokens`), refused before their first token: none has a TTFT.
     public private(set) var rejected = 0
+    /// Requests served their first token (they have a TTFT) that a recompute preemption left
+    /// unable to come back: their prompt and output so far no longer fit their instance alone.
+    /// They are dropped with their output cut short, as vLLM finishes a request it aborts,
+    /// and never complete (`finish` stays -1); their TTFT counts as any served request's.
+    public private(set) var aborted = 0
     /// Requests whose output stopped at the engine's `maxSeqTokens` (the model's context
     /// length): finished at the token that brought prompt and output to it, as a server
     /// finishes them ("length"), fewer tokens generated than the trace asked for.
@@ -221,8 +227,8 @@ public final class ClusterSimulator: RequestQueues {
 
     /// Simulates the next event, the earliest of the next arrival and the busy instances' step
     /// ends (arrivals first on ties), and returns it; nil once every request is done (or
-    /// rejected). `run` calls it until then; tests call it to look at the instances between
-    /// events.
+    /// rejected or aborted). `run` calls it until then; tests call it to look at the instances
+    /// between events.
     func advance() throws -> Event? {
         let n = trace.count
         let tArrival = arrived < n ? arrival[arrived] : .infinity
@@ -233,7 +239,7 @@ public final class ClusterSimulator: RequestQueues {
             busy = i
         }
         if tArrival == .infinity && busy < 0 {
-            // Invariant at the end: every request finished or was rejected, and the
+            // Invariant at the end: every request finished or was rejected or aborted, and the
             // prefill backlog each instance reported to the router has drained to zero.
             for inst in instances {
                 precondition(inst.running.isEmpty && inst.waitingCount == 0 && inst.pendingPrefillTokens == 0,
@@ -481,7 +487,9 @@ public final class ClusterSimulator: RequestQueues {
     /// and its first chunk only, a real `createSequence` that hits exactly that prefix; the
     /// rest of the prompt is allocated chunk by chunk (`grow`). A request that could never fit
     /// the instance alone (more blocks than the engine has, or past its `maxSeqTokens`) is
-    /// rejected: admitted by its first chunk, it would preempt itself for ever.
+    /// dropped, as admitted by its first chunk it would preempt itself for ever: `rejected`
+    /// when it never emitted a token, `aborted` when it did (a decoding request preempted
+    /// once its prompt and output outgrew the instance), which has a TTFT.
     private func admit(_ s: Int, budget: Int, then: (Int, Int) throws(KVError) -> Int) throws(KVError) {
         let inst = instances[s]
         let bt = trace.blockTokens
@@ -519,8 +527,13 @@ public final class ClusterSimulator: RequestQueues {
                 // served here.
                 inst.popWaiting()
                 inst.pendingPrefillTokens -= Int(estimatedUncached[r])
-                state[r] = 4
-                rejected += 1
+                if generated[r] > 0 {
+                    state[r] = 5
+                    aborted += 1
+                } else {
+                    state[r] = 4
+                    rejected += 1
+                }
                 continue
             }
             inst.pendingPrefillTokens += Int(remaining[r]) - Int(estimatedUncached[r])
@@ -707,7 +720,7 @@ public final class ClusterSimulator: RequestQueues {
             sharedTierHitRate: sharedTier == nil ? nil : query > 0 ? Double(sharedTierHitTokens) / Double(query) : 0,
             loadImbalance: mean > 0 ? busy.max()! / mean : 1,
             makespanSeconds: max(0, finish.max() ?? 0) / 1000,
-            preemptions: preemptions, rejected: rejected, lengthCapped: lengthCapped, eventsDropped: Int(eventsDropped), viewResyncs: viewResyncs,
+            preemptions: preemptions, rejected: rejected, aborted: aborted, lengthCapped: lengthCapped, eventsDropped: Int(eventsDropped), viewResyncs: viewResyncs,
             sloSwitches: Int(router.sloSwitches), rebalanceMoves: Int(router.rebalanceMoves), wallSeconds: wallSeconds)
     }
 }
