@@ -36,10 +36,12 @@ import KVRouter
 /// index only once the chunk holding them is scheduled, with or without the engine's
 /// `indexOnSchedule` (with it, every chunk is also a real `schedule` call), so a request hits
 /// only blocks computed in its own step or before, and the router's view between steps shows
-/// only the blocks scheduled so far. A recompute-preempted request
+/// only the blocks scheduled so far. Output blocks, whose tokens a trace does not give, are
+/// never indexed: a decode token is appended by block hashes with none given (`decodeOne`),
+/// also after a prompt that ends on a block boundary. A recompute-preempted request
 /// is re-admitted as one sequence of its prompt and output so far, known by the prompt's
 /// block hashes only: its prompt blocks are hit and indexed as any prompt's, its output blocks
-/// (whose tokens a trace does not give) never.
+/// never.
 /// A decode append or a prefill chunk that finds no free block preempts the youngest running
 /// sequence (vLLM's recompute preemption): it returns to the head of its queue and recomputes
 /// prompt and output (the tokens it emitted stay emitted). As in vLLM, the step whose
@@ -86,7 +88,7 @@ public final class ClusterSimulator: RequestQueues {
     // (no copy-on-write or exclusivity bookkeeping on the per-step paths).
     private let arrival: UnsafeMutablePointer<Double>
     private let instanceOf: UnsafeMutablePointer<Int32>
-    private let state: UnsafeMutablePointer<UInt8>             // 0 not arrived, 1 waiting, 2 running, 3 done, 4 rejected
+    private let state: UnsafeMutablePointer<UInt8>             // 0 not arrived, 1 waiting, 2 running, 3 done, 4 rejected, 5 aborted
     private let estimatedUncached: UnsafeMutablePointer<Int32>
     private let remaining: UnsafeMutablePointer<Int32>         // prefill tokens still to compute in this admission
     private let sequenceTokens: UnsafeMutablePointer<Int32>    // tokens to hold once prefilled (prompt, + output so far after preemption)
@@ -102,14 +104,20 @@ public final class ClusterSimulator: RequestQueues {
 
     /// Per request: time to first token in ms (-1 until known).
     public var ttft: [Double] { Array(UnsafeBufferPointer(start: ttftStore, count: requestCount)) }
-    /// Per request: completion time in ms since the first arrival (-1 until done).
+    /// Per request: completion time in ms since the first arrival (-1 until done; a rejected
+    /// or aborted request never completes).
     public var finish: [Double] { Array(UnsafeBufferPointer(start: finishStore, count: requestCount)) }
 
     /// Preemptions (recomputes) in all.
     public private(set) var preemptions = 0
     /// Requests that could never fit an instance (longer than its whole memory, or a prompt
-    /// past the engine's `maxSeqTokens`).
+    /// past the engine's `maxSeqTokens`), refused before their first token: none has a TTFT.
     public private(set) var rejected = 0
+    /// Requests served their first token (they have a TTFT) that a recompute preemption left
+    /// unable to come back: their prompt and output so far no longer fit their instance alone.
+    /// They are dropped with their output cut short, as vLLM finishes a request it aborts,
+    /// and never complete (`finish` stays -1); their TTFT counts as any served request's.
+    public private(set) var aborted = 0
     /// Requests whose output stopped at the engine's `maxSeqTokens` (the model's context
     /// length): finished at the token that brought prompt and output to it, as a server
     /// finishes them ("length"), fewer tokens generated than the trace asked for.
@@ -125,7 +133,8 @@ public final class ClusterSimulator: RequestQueues {
     private var events: UnsafeMutableBufferPointer<KVEvent>
     /// The trace's hashes at a stable address, so requests' hash ranges can be handed out.
     private let hashStore: UnsafeMutableBufferPointer<UInt64>
-    private let oneToken: [Int32] = [0]
+    /// No block hashes: decode tokens are appended by this empty chain (`decodeOne`).
+    private let noHashes = UnsafeBufferPointer<UInt64>(start: nil, count: 0)
     private var kicked: [Int] = []
 
     /// Prepares a run: one engine per instance and the router with every instance added.
@@ -218,8 +227,8 @@ public final class ClusterSimulator: RequestQueues {
 
     /// Simulates the next event, the earliest of the next arrival and the busy instances' step
     /// ends (arrivals first on ties), and returns it; nil once every request is done (or
-    /// rejected). `run` calls it until then; tests call it to look at the instances between
-    /// events.
+    /// rejected or aborted). `run` calls it until then; tests call it to look at the instances
+    /// between events.
     func advance() throws -> Event? {
         let n = trace.count
         let tArrival = arrived < n ? arrival[arrived] : .infinity
@@ -230,7 +239,7 @@ public final class ClusterSimulator: RequestQueues {
             busy = i
         }
         if tArrival == .infinity && busy < 0 {
-            // Invariant at the end: every request finished or was rejected, and the
+            // Invariant at the end: every request finished or was rejected or aborted, and the
             // prefill backlog each instance reported to the router has drained to zero.
             for inst in instances {
                 precondition(inst.running.isEmpty && inst.waitingCount == 0 && inst.pendingPrefillTokens == 0,
@@ -478,7 +487,9 @@ public final class ClusterSimulator: RequestQueues {
     /// and its first chunk only, a real `createSequence` that hits exactly that prefix; the
     /// rest of the prompt is allocated chunk by chunk (`grow`). A request that could never fit
     /// the instance alone (more blocks than the engine has, or past its `maxSeqTokens`) is
-    /// rejected: admitted by its first chunk, it would preempt itself for ever.
+    /// dropped, as admitted by its first chunk it would preempt itself for ever: `rejected`
+    /// when it never emitted a token, `aborted` when it did (a decoding request preempted
+    /// once its prompt and output outgrew the instance), which has a TTFT.
     private func admit(_ s: Int, budget: Int, then: (Int, Int) throws(KVError) -> Int) throws(KVError) {
         let inst = instances[s]
         let bt = trace.blockTokens
@@ -516,8 +527,13 @@ public final class ClusterSimulator: RequestQueues {
                 // served here.
                 inst.popWaiting()
                 inst.pendingPrefillTokens -= Int(estimatedUncached[r])
-                state[r] = 4
-                rejected += 1
+                if generated[r] > 0 {
+                    state[r] = 5
+                    aborted += 1
+                } else {
+                    state[r] = 4
+                    rejected += 1
+                }
                 continue
             }
             inst.pendingPrefillTokens += Int(remaining[r]) - Int(estimatedUncached[r])
@@ -602,11 +618,17 @@ public final class ClusterSimulator: RequestQueues {
     /// exactly `r`'s prompt and output so far (`length[r]`), all computed but the last, whose
     /// K/V the step writes; between steps, after this append, the same. Never past the
     /// engine's `maxSeqTokens`: `emit` finishes a request whose prompt and output reach it.
+    ///
+    /// The token is appended by block hashes, none of them given (`noHashes`): a trace gives
+    /// no output tokens, so the blocks they fill are never indexed, as after a recompute
+    /// preemption. A token append would index them once a prompt ended on a block boundary
+    /// (every block's hash known, so the engine hashes what follows), under the hash of a
+    /// made-up token; appending by hashes also ends that state (`indexesAppends`).
     private func decodeOne(_ r: Int, _ s: Int) {
         let inst = instances[s]
         while true {
             do {
-                try inst.engine.append(UInt64(r), tokens: oneToken)
+                try inst.engine.append(UInt64(r), tokens: 1, blockHashes: noHashes)
                 length[r] += 1
                 return
             } catch {
@@ -698,7 +720,7 @@ public final class ClusterSimulator: RequestQueues {
             sharedTierHitRate: sharedTier == nil ? nil : query > 0 ? Double(sharedTierHitTokens) / Double(query) : 0,
             loadImbalance: mean > 0 ? busy.max()! / mean : 1,
             makespanSeconds: max(0, finish.max() ?? 0) / 1000,
-            preemptions: preemptions, rejected: rejected, lengthCapped: lengthCapped, eventsDropped: Int(eventsDropped), viewResyncs: viewResyncs,
+            preemptions: preemptions, rejected: rejected, aborted: aborted, lengthCapped: lengthCapped, eventsDropped: Int(eventsDropped), viewResyncs: viewResyncs,
             sloSwitches: Int(router.sloSwitches), rebalanceMoves: Int(router.rebalanceMoves), wallSeconds: wallSeconds)
     }
 }

@@ -7,27 +7,28 @@ import KVRouter
 /// skipped), "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
 /// (the engines' `indexOnSchedule`), "policies": [{"policy",
 /// "view", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
-/// "load_imbalance", "preemptions", "rejected", "length_capped", "events_dropped", "view_resyncs", "slo_switches", "rebalance_moves",
+/// "load_imbalance", "preemptions", "rejected", "aborted", "length_capped", "events_dropped", "view_resyncs", "slo_switches", "rebalance_moves",
 /// "makespan_s", "wall_s", "effective_capacity" (null without search), "capacity_probes":
 /// [{"rate_scale", "attainment"}]}]}`. TTFT percentiles are of the requests served (a
-/// rejected request has no TTFT): null in the JSON and "-" in the table when none was. With a shared tier (`SimulationConfig.sharedTier`),
+/// rejected request has no TTFT; an aborted one, served its first token and dropped after a
+/// preemption, has one and is in them): null in the JSON and "-" in the table when none was. With a shared tier (`SimulationConfig.sharedTier`),
 /// and only then, the object also has `"shared_tier": {"capacity_bytes", "load_gbps"}` and
 /// each policy `"shared_tier_hit_tokens"` and `"shared_tier_hit_rate"` (prompt tokens loaded
 /// from the tier at first admission, and their share of prompt tokens); the table gains a
 /// "tier hit" column. `events_dropped` counts KV events an instance's engine dropped before
 /// the router saw them and `view_resyncs` the exact views rebuilt from an engine's index for
 /// it (`ClusterSimulator`); when any run dropped events, the table gains a "dropped ev."
-/// column (events / resyncs). When any run rejected requests (no instance could hold them)
-/// or finished some at the engines' `maxSeqTokens` before their output length, it gains a
-/// "rejected / capped" column.
+/// column (events / resyncs). When any run rejected requests (no instance could hold them),
+/// aborted some (`ReplayResult.aborted`) or finished some at the engines' `maxSeqTokens`
+/// before their output length, it gains a "rejected / aborted / capped" column.
 public enum ReplayReport {
     /// The table: one row per policy.
     public static func table(_ outcomes: [Replay.Outcome]) -> String {
         let tier = outcomes.contains { $0.result.sharedTierHitRate != nil }
         let drops = outcomes.contains { $0.result.eventsDropped > 0 }
-        let refusals = outcomes.contains { $0.result.rejected > 0 || $0.result.lengthCapped > 0 }
+        let refusals = outcomes.contains { $0.result.rejected > 0 || $0.result.aborted > 0 || $0.result.lengthCapped > 0 }
         let header = ["policy", "view", "TTFT p50 s", "p90 s", "p99 s", "SLO att.", "prefix hit"] + (tier ? ["tier hit"] : [])
-            + ["imbalance", "capacity"] + (drops ? ["dropped ev."] : []) + (refusals ? ["rejected / capped"] : [])
+            + ["imbalance", "capacity"] + (drops ? ["dropped ev."] : []) + (refusals ? ["rejected / aborted / capped"] : [])
         var rows: [[String]] = []
         for o in outcomes {
             let r = o.result
@@ -38,7 +39,7 @@ public enum ReplayReport {
             ] + (tier ? [fixed((r.sharedTierHitRate ?? 0) * 100, 1) + "%"] : []) + [
                 fixed(r.loadImbalance, 2), o.capacity.map { "x" + fixed($0, 2) } ?? "-",
             ] + (drops ? ["\(r.eventsDropped) / \(r.viewResyncs)"] : [])
-              + (refusals ? ["\(r.rejected) / \(r.lengthCapped)"] : []))
+              + (refusals ? ["\(r.rejected) / \(r.aborted) / \(r.lengthCapped)"] : []))
         }
         var widths = header.map(\.count)
         for row in rows { for (i, c) in row.enumerated() { widths[i] = max(widths[i], c.count) } }
@@ -73,7 +74,7 @@ public enum ReplayReport {
             if let tokens = r.sharedTierHitTokens, let rate = r.sharedTierHitRate {
                 p += "\"shared_tier_hit_tokens\":\(tokens),\"shared_tier_hit_rate\":\(number(rate)),"
             }
-            p += "\"preemptions\":\(r.preemptions),\"rejected\":\(r.rejected),\"length_capped\":\(r.lengthCapped),"
+            p += "\"preemptions\":\(r.preemptions),\"rejected\":\(r.rejected),\"aborted\":\(r.aborted),\"length_capped\":\(r.lengthCapped),"
             p += "\"events_dropped\":\(r.eventsDropped),\"view_resyncs\":\(r.viewResyncs),\"slo_switches\":\(r.sloSwitches),"
             p += "\"rebalance_moves\":\(r.rebalanceMoves),\"makespan_s\":\(number(r.makespanSeconds)),\"wall_s\":\(number(r.wallSeconds)),"
             p += "\"effective_capacity\":\(number(o.capacity)),\"capacity_probes\":["

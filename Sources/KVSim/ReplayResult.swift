@@ -15,11 +15,12 @@ public struct ReplayResult: Sendable {
     public var ttftSLOMilliseconds: Double
     /// Requests in the trace.
     public var requests: Int
-    /// Requests that got a first token.
+    /// Requests that got a first token (aborted ones included).
     public var served: Int
     /// Requests whose TTFT met the SLO.
     public var sloMet: Int
-    /// TTFTs of served requests in ms, ascending (a rejected request has none).
+    /// TTFTs of served requests in ms, ascending (a rejected request has none; an aborted one
+    /// has its own).
     public var ttftSorted: [Double]
     /// Prompt tokens found cached at admission over prompt tokens (first admissions).
     public var prefixHitRate: Double
@@ -34,8 +35,12 @@ public struct ReplayResult: Sendable {
     public var makespanSeconds: Double
     /// Recompute preemptions.
     public var preemptions: Int
-    /// Requests no instance could hold.
+    /// Requests no instance could hold, refused before their first token (no TTFT).
     public var rejected: Int
+    /// Requests served a first token, then dropped after a preemption: their prompt and
+    /// output so far no longer fit their instance (`ClusterSimulator.aborted`). Disjoint from
+    /// `rejected`; counted in `served`.
+    public var aborted: Int
     /// Requests finished at the engine's `maxSeqTokens` before their trace output length.
     public var lengthCapped: Int
     /// KV events the instances' engines dropped before the router saw them (their queues

@@ -15,7 +15,7 @@ struct ReplayCommand: ParsableCommand {
         Each instance is a real metadata-only KVCache engine (prefix index, LRU, block budget) \
         shaped like Qwen2.5-7B on an A100-80GB (1,771 blocks of 512 tokens, sequences of up to \
         131,072 tokens: a longer prompt is rejected, an output reaching it finishes there; the \
-        table shows "rejected / capped" when any run had either); steps are timed by \
+        table shows "rejected / aborted / capped" when any run had one); steps are timed by \
         a roofline cost model (KVSim/CostModel.swift cites its sources). Every routing decision \
         is a real KVRouter call fed the engines' KV events.
 
@@ -23,7 +23,12 @@ struct ReplayCommand: ParsableCommand {
         is not in them; "-", null in JSON, when none was served), SLO attainment (requests with \
         TTFT <= --ttft-slo-ms, of all requests, so a rejected one counts as a miss), prefix hit rate (prompt tokens cached at admission), load imbalance (max \
         over mean instance busy time) and the effective capacity: the highest rate scale at \
-        which at least 90% of requests meet the SLO (doubling, then 4 geometric bisections).
+        which at least 90% of requests meet the SLO (doubling, then 4 geometric bisections). \
+        Rejected requests never got a first token. A request that did and then, preempted, no \
+        longer fits its instance alone (prompt and output so far) is aborted instead, its output \
+        cut short: its TTFT counts as served, in the percentiles and the attainment. With \
+        these engines none can be (an instance holds 906,752 tokens, the context 131,072), \
+        but smaller simulated instances abort.
 
         With no arguments: the bundled Mooncake conversation trace over 8 instances, every \
         policy, with the capacity search; plots go to out/replay/.
@@ -47,7 +52,7 @@ struct ReplayCommand: ParsableCommand {
         index_on_schedule, [shared_tier {capacity_bytes, load_gbps}], policies \
         [{policy, view, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
         load_imbalance, [shared_tier_hit_tokens, shared_tier_hit_rate], preemptions, rejected, \
-        length_capped, events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
+        aborted, length_capped, events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
         effective_capacity, capacity_probes [{rate_scale, attainment}]}]; the bracketed keys \
         only with a shared tier. events_dropped counts KV events an instance's engine dropped \
         before the router saw them (its queue overflowed) and view_resyncs the exact views \

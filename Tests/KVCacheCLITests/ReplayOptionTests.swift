@@ -53,13 +53,14 @@ struct ReplayOptionTests {
     }
 
     /// The help's JSON key list names every key the JSON has, and says which requests the
-    /// TTFT percentiles cover.
+    /// TTFT percentiles cover: not rejected ones, aborted ones.
     @Test func theHelpNamesEveryJSONKeyAndWhatThePercentilesCover() {
         let help = ReplayCommand.configuration.discussion
-        for key in ["skipped_lines", "preemptions, rejected, length_capped, events_dropped", "effective_capacity"] {
+        for key in ["skipped_lines", "preemptions, rejected, aborted, length_capped, events_dropped", "effective_capacity"] {
             #expect(help.contains(key), "\(key)")
         }
         #expect(help.contains("a rejected request has no TTFT and is not in them"))
+        #expect(help.contains("is aborted instead, its output cut short: its TTFT counts as served, in the percentiles and the attainment"))
     }
 
     /// `--requests 0` would replay nothing: refused by name (a file without requests is

@@ -62,7 +62,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(r.preemptions == 0 && r.rejected == 0 && r.lengthCapped == 1 && r.served == 2)
         #expect(sim.finish.allSatisfy { $0 > 0 } && r.makespanSeconds > 0)
         let table = ReplayReport.table([Replay.Outcome(result: r, capacity: nil, probes: [])])
-        #expect(table.contains("rejected / capped") && table.contains("0 / 1"), "\(table)")
+        #expect(table.contains("rejected / aborted / capped") && table.contains("0 / 0 / 1"), "\(table)")
 
         var tooLong = Trace(source: "a prompt past the context length", blockTokens: 512)
         tooLong.append(arrivalMilliseconds: 0, input: 200_000, output: 10, blockHashes: (1...391).map(UInt64.init))
@@ -70,6 +70,59 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         try refused.run()
         let rr = refused.result(policy: "round-robin", wallSeconds: 0)
         #expect(rr.rejected == 1 && rr.served == 0 && rr.makespanSeconds == 0 && rr.lengthCapped == 0)
+    }
+
+    /// A request that was served its first token and later outgrows its instance is aborted,
+    /// not rejected: rejected means never served (no TTFT). One instance of 4 blocks: A (1,000
+    /// prompt tokens, 3,000 output) prefills in one step (its TTFT) and decodes until the slot
+    /// of its 1,049th token would be its 2,049th, a 5th block; alone, it preempts itself, and
+    /// its prompt and output so far (2,049 tokens) no longer fit the instance, so it is
+    /// dropped (vLLM finishes such a request aborted). Its TTFT stays served: in the
+    /// percentiles and, within the SLO, in the attainment. It counted as rejected, while the
+    /// same result reported it served with a TTFT.
+    @Test func aServedRequestThatOutgrowsItsInstanceIsAbortedNotRejected() throws {
+        var trace = Trace(source: "an output outgrowing its instance", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 1000, output: 3000, blockHashes: SharedTierTests.chain(1...2))
+        let c = Self.oneInstance(blocks: 4)
+        let sim = try ClusterSimulator(trace: trace, config: c)
+        try sim.run()
+        let r = sim.result(policy: "round-robin", wallSeconds: 0)
+        #expect(sim.ttft == [Self.step(c, prefill: [(1000, 0)])])
+        #expect(r.preemptions == 1 && r.rejected == 0 && r.lengthCapped == 0)
+        #expect(r.served == 1 && r.ttftSorted == sim.ttft && r.sloAttainment == 1)
+        #expect(sim.finish == [-1], "an aborted request never completes")
+        let outcome = Replay.Outcome(result: r, capacity: nil, probes: [])
+        let json = ReplayReport.json([outcome], trace: trace, config: c)
+        let policy = ((try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])?["policies"] as? [[String: Any]])?.first
+        #expect(policy?["rejected"] as? Int == 0 && policy?["aborted"] as? Int == 1, "\(json)")
+        let table = ReplayReport.table([outcome])
+        #expect(table.contains("rejected / aborted / capped") && table.contains("0 / 1 / 0"), "\(table)")
+    }
+
+    /// Output blocks are never indexed: the trace gives no output tokens, so the simulator
+    /// cannot hash them as an engine would, and a block-aligned prompt is no exception. One
+    /// instance, a 1,024-token step budget: A (1,024 tokens, its whole prompt in one chunk)
+    /// and B (1,536 tokens, in chunks of 1,023 and 513) each end their prompt on a block
+    /// boundary and then decode 2 and 1 full blocks. The engine indexes their 5 prompt blocks
+    /// under the trace's hashes and nothing else. Their output blocks were indexed under
+    /// hashes of zero tokens (the simulator appended each decode token as a 0 to a sequence
+    /// whose every block hash was known): 3 blocks no request could ever hit, announced to the
+    /// router and kept cached by LRU beside real prompt blocks.
+    @Test func outputBlocksOfBlockAlignedPromptsAreNotIndexed() throws {
+        var trace = Trace(source: "block-aligned prompts decoding", blockTokens: 512)
+        let a = SharedTierTests.chain(1...2), b = SharedTierTests.chain(11...13)
+        trace.append(arrivalMilliseconds: 0, input: 1024, output: 1100, blockHashes: a)
+        trace.append(arrivalMilliseconds: 0, input: 1536, output: 600, blockHashes: b)
+        for indexOnSchedule in [false, true] {
+            var c = Self.oneInstance(budget: 1024)
+            c.engine.indexOnSchedule = indexOnSchedule
+            let sim = try ClusterSimulator(trace: trace, config: c)
+            try sim.run()
+            let r = sim.result(policy: "round-robin", wallSeconds: 0)
+            #expect(r.served == 2 && r.preemptions == 0)
+            let stored = sim.instances[0].engine.indexEvents().filter { $0.kind == .blockStored }.map(\.blockHash)
+            #expect(stored.sorted() == (a + b).sorted(), "indexOnSchedule \(indexOnSchedule): \(stored.count) blocks indexed")
+        }
     }
 
     /// A trace output of 0 tokens replays as one of 1: the simulator's first token ends the
