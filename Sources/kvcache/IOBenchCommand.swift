@@ -70,8 +70,11 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "With --tier: swap out with swapOutAsync (kvc_seq_swap_out_async), polling until the memory is released; the swap-out call's own duration is reported apart.")
     var tierAsync = false
 
-    @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth; \(ByteCount.syntax)).")
-    var tierSequenceBytes = ByteCount(bytes: 512 << 20)
+    @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth; \(ByteCount.syntax); default \(Self.defaultTierSequenceBytes)).")
+    var tierSequenceBytes: ByteCount?
+
+    /// `--tier-sequence-bytes` when not given: 512 MiB.
+    static let defaultTierSequenceBytes = ByteCount(bytes: 512 << 20)
 
     /// The shortest cell: 10 ms, so that every cell completes at least one request and runs
     /// for a nonzero time (a cell of 1e-12 s ended before its first request: 0 bytes in 0 s).
@@ -98,13 +101,14 @@ struct IOBenchCommand: ParsableCommand {
         guard ["uring", "threads"].contains(backend) else { throw ValidationError("--backend is uring or threads") }
         guard parsedOps != nil else { throw ValidationError("--ops '\(ops)': write, read, or both, each once (write,read)") }
         if tierAsync && !tier { throw ValidationError("--tier-async needs --tier") }
+        if tierSequenceBytes != nil && !tier { throw ValidationError("--tier-sequence-bytes needs --tier") }
         if tier && tierSizes.isEmpty {
             throw ValidationError("--tier needs a block size that is a multiple of 64KiB (--block-sizes '\(blockSizes)')")
         }
         guard fileSize.bytes <= Self.maximumFileBytes else {
             throw ValidationError("--file-size must be at most \(Self.maximumFileBytes) bytes (the largest file offset)")
         }
-        guard tierSequenceBytes.bytes <= Self.maximumTierSequenceBytes else {
+        guard (tierSequenceBytes ?? Self.defaultTierSequenceBytes).bytes <= Self.maximumTierSequenceBytes else {
             throw ValidationError("--tier-sequence-bytes must be at most \(ByteCount(bytes: Self.maximumTierSequenceBytes)) "
                                   + "(2^20 slots of 64MiB: the tier's engine holds no longer sequence)")
         }
@@ -182,7 +186,7 @@ struct IOBenchCommand: ParsableCommand {
         if tier {
             for size in tierSizes {
                 progress.update("io-bench: engine swap with \(ByteCount.format(UInt64(size))) slots")
-                let result = try TierBench(dir: dir, payloadBytes: size, sequenceBytes: Int(tierSequenceBytes.bytes), seconds: seconds,
+                let result = try TierBench(dir: dir, payloadBytes: size, sequenceBytes: Int((tierSequenceBytes ?? Self.defaultTierSequenceBytes).bytes), seconds: seconds,
                                            asyncSwapOut: tierAsync).run()
                 tierCells += [result.writeCell, result.readCell]
                 callSummaries.append(result.callSummary + (tierAsync ? " (asynchronous)" : " (synchronous)"))

@@ -107,6 +107,14 @@ struct IOBenchOptionTests {
         #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-async"]) == nil)
     }
 
+    /// `--tier-sequence-bytes` sizes only the tier's sequences: without `--tier` it was
+    /// silently ignored.
+    @Test func tierSequenceBytesWithoutTierIsRefused() throws {
+        #expect(optionError(IOBenchCommand.self, ["--tier-sequence-bytes", "4MiB"])?.hasPrefix("--tier-sequence-bytes needs --tier") == true)
+        #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-sequence-bytes", "4MiB"]) == nil)
+        #expect(try IOBenchCommand.parse(["--tier"]).tierSequenceBytes == nil, "the default, 512 MiB, applies")
+    }
+
     /// A sequence past the engine's 2^24 tokens: the refusal says it is the tier's engine and
     /// what shape it was given, with the engine's reason (it used to be the reason alone).
     @Test func aSequenceTheTiersEngineCannotHoldIsNamed() throws {
