@@ -60,6 +60,20 @@ PY
 )
     [[ "$first" == "$python_hashes" ]] || fail "kvc_hash_tokens differs from tools/block_hash.py"
     echo "run_abi_client: hashes agree with tools/block_hash.py"
+    # Its command line prints the same salted chain (decimal), and refuses a bad block size
+    # with a usage error (exit 2), not a traceback.
+    tokens=$(python3 -c 'print(" ".join(str(-i * 31 if i % 3 == 0 else i * 7919) for i in range(1000)))')
+    # shellcheck disable=SC2086  # one argument per token
+    cli_hashes=$(python3 tools/block_hash.py --salt 0x5a17 16 $tokens |
+        python3 -c 'import sys; print("\n".join("%016x" % int(line) for line in sys.stdin))')
+    [[ "$cli_hashes" == "$(sed -n '/^salt 0x5a17$/,$p' <<<"$first" | tail -n +2)" ]] ||
+        fail "tools/block_hash.py's command line differs from kvc_hash_tokens_salted"
+    set +e
+    python3 tools/block_hash.py 0 1 2>/dev/null
+    status=$?
+    set -e
+    [[ $status -eq 2 ]] || fail "tools/block_hash.py 0 1 exited $status, not 2 (usage error)"
+    echo "run_abi_client: tools/block_hash.py's command line agrees and refuses a block size of 0"
 fi
 
 tools/bin/abi_client

@@ -158,11 +158,7 @@ struct AsyncSwapOutTests {
         let dir = ScratchDir()
         defer { dir.remove() }
         let prompt = tokens(4 * 8 + 2, seed: 74)
-        var c = offloadConfig(layout, dir: dir.path)
-        c.offloadForceThreads = true
-        let e = try Engine(c)
-        try e.createSequence(1, tokens: prompt)
-        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        let e = try engine(layout, dir: dir, prompt: prompt)
         let memoryIndexed = { e.indexEvents().filter { $0.kind == .blockStored && $0.tier == KVEvent.memoryTier }.count }
         #expect(memoryIndexed() == 8)
         _ = drainAll(e)
