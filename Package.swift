@@ -77,7 +77,7 @@ let package = Package(
         .testTarget(name: "KVReportTests", dependencies: ["KVReport"]),
         // The command-line tool's own logic (option parsing, workloads, the load report);
         // SwiftPM links an executable target into its tests with its @main entry point renamed.
-        .testTarget(name: "KVCacheCLITests", dependencies: ["kvcache", "KVCache", "KVReport"]),
+        .testTarget(name: "KVCacheCLITests", dependencies: ["kvcache", "KVCache", "KVEval", "KVReport"]),
         .executableTarget(
             name: "KVCacheBenchmarks",
             // KVSim: its Mooncake trace reader, for the trace-replay benchmark.

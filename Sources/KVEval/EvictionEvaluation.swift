@@ -18,9 +18,13 @@ public struct EvictionEvaluation: Sendable {
     /// Budget ratios in (0, 1]; `none` runs once at 1.
     public var ratios: [Double]
     /// H2O / episodic recent window as a fraction of the budget.
-    public var recentRatio: Float = 0.5
+    public var recentRatio = Self.defaultRecentRatio
     /// Episodes k of the episodic policies.
-    public var episodes = 4
+    public var episodes = Self.defaultEpisodes
+    /// `recentRatio`'s default: half the budget recent, half heavy hitters.
+    public static let defaultRecentRatio: Float = 0.5
+    /// `episodes`' default.
+    public static let defaultEpisodes = 4
     /// Per-head kept sets instead of per-layer (every policy, episodic-offload included).
     public var perHead = false
     /// Seed of the synthetic value vectors.

@@ -48,6 +48,8 @@ public struct SyntheticAttention: AttentionTraceSource {
     /// Standard deviation of the per-(query, key) logit noise: how much attention varies
     /// from one query to the next beyond the persistent structure.
     public let queryNoise: Float
+    /// `queryNoise` of the documented generator (the README's numbers).
+    public static let defaultQueryNoise: Float = 1
     /// Probability that a (query, key) pair draws its noise from N(0, `spikeNoise`^2) instead:
     /// sparse, large, query-specific jumps (0: none, the default).
     public let spikeProbability: Float
@@ -64,7 +66,7 @@ public struct SyntheticAttention: AttentionTraceSource {
     /// The `kind` trace of `seed`; the noise levels default to the documented generator's.
     /// Precondition: noise levels >= 0, `spikeProbability` in [0, 1] (the CLI validates them).
     /// Cost: O(layers x heads x tokens) to draw the saliences; steps are computed in `next`.
-    public init(_ kind: Kind, seed: UInt64, queryNoise: Float = 1, spikeProbability: Float = 0, spikeNoise: Float = 0,
+    public init(_ kind: Kind, seed: UInt64, queryNoise: Float = defaultQueryNoise, spikeProbability: Float = 0, spikeNoise: Float = 0,
                 embeddingNoise: Float = 0) {
         precondition(queryNoise >= 0 && spikeNoise >= 0 && embeddingNoise >= 0 && (0...1).contains(spikeProbability),
                      "noise levels are >= 0, spikeProbability in [0, 1]")

@@ -46,32 +46,35 @@ struct EvictEvalCommand: ParsableCommand {
     @Option(help: "Write the (first) synthetic trace to this file and exit.")
     var writeTrace: String?
 
-    @Option(help: "Policies (comma-separated).")
-    var policies: String = EvictionEvaluation.policyNames.joined(separator: ",")
+    @Option(help: "Policies (comma-separated; default all: \(EvictionEvaluation.policyNames.joined(separator: ","))).")
+    var policies: String?
 
-    @Option(help: "Budget ratios (comma-separated).")
-    var budgets: String = "0.1,0.2,0.5"
+    @Option(help: "Budget ratios (comma-separated; default \(Self.defaultBudgets)).")
+    var budgets: String?
 
-    @Option(help: "Generator seed.")
+    /// The budget ratios run without `--budgets`: the issue's 10 %, 20 % and 50 %.
+    static let defaultBudgets = "0.1,0.2,0.5"
+
+    @Option(help: "Seed of the synthetic generator and of the synthetic values the output error uses.")
     var seed: UInt64 = 1
 
-    @Option(help: "Synthetic generator: standard deviation of the per-(query, key) logit noise.")
-    var queryNoise: Float = 1
+    @Option(help: "Synthetic generator: standard deviation of the per-(query, key) logit noise (default \(SyntheticAttention.defaultQueryNoise)).")
+    var queryNoise: Float?
 
-    @Option(help: "Synthetic generator: probability that a (query, key) pair's noise is a spike instead.")
-    var spikeProbability: Float = 0
+    @Option(help: "Synthetic generator: probability that a (query, key) pair's noise is a spike instead (default 0).")
+    var spikeProbability: Float?
 
-    @Option(help: "Synthetic generator: standard deviation of a spike.")
-    var spikeNoise: Float = 0
+    @Option(help: "Synthetic generator: standard deviation of a spike (default 0).")
+    var spikeNoise: Float?
 
-    @Option(help: "Synthetic topic-return: expected norm of Gaussian noise added to each (unit) sentence embedding.")
-    var embeddingNoise: Float = 0
+    @Option(help: "Synthetic topic-return: expected norm of Gaussian noise added to each (unit) sentence embedding (default 0).")
+    var embeddingNoise: Float?
 
-    @Option(help: "H2O / episodic recent window as a fraction of the budget (the rest is heavy hitters).")
-    var recentRatio: Float = 0.5
+    @Option(help: "H2O / episodic recent window as a fraction of the budget, the rest heavy hitters (default \(EvictionEvaluation.defaultRecentRatio)).")
+    var recentRatio: Float?
 
-    @Option(help: "Episodes k of the episodic policy.")
-    var episodes: Int = 4
+    @Option(help: "Episodes k of the episodic policy (default \(EvictionEvaluation.defaultEpisodes)).")
+    var episodes: Int?
 
     @Flag(help: "Print every episodic focus decision to standard error.")
     var verbose = false
@@ -87,9 +90,19 @@ struct EvictEvalCommand: ParsableCommand {
 
     func validate() throws {
         if trace != nil, synthetic != nil { throw ValidationError("--synthetic and --trace each name the traces to run; give one of them") }
+        if trace != nil {
+            // A trace file has its attention already: the generator's options would be ignored.
+            let generator = [("--query-noise", queryNoise != nil), ("--spike-probability", spikeProbability != nil),
+                             ("--spike-noise", spikeNoise != nil), ("--embedding-noise", embeddingNoise != nil)]
+            if let option = generator.first(where: \.1)?.0 {
+                throw ValidationError("\(option) shapes the synthetic traces; --trace reads its attention from the file")
+            }
+        }
         if writeTrace != nil {
             // Writing a trace runs no evaluation: its options would be ignored.
-            let ignored = [("--per-head", perHead), ("--verbose", verbose), ("--json", json != nil), ("--plot", plot != nil)]
+            let ignored = [("--policies", policies != nil), ("--budgets", budgets != nil), ("--recent-ratio", recentRatio != nil),
+                           ("--episodes", episodes != nil), ("--per-head", perHead), ("--verbose", verbose),
+                           ("--json", json != nil), ("--plot", plot != nil)]
             if let option = ignored.first(where: \.1)?.0 {
                 throw ValidationError("\(option) applies to an evaluation; --write-trace writes the trace and runs none")
             }
@@ -103,19 +116,20 @@ struct EvictEvalCommand: ParsableCommand {
     func evaluation() throws -> EvictionEvaluation {
         // Logit noise past 1000 already drowns every logit; far past it, float32 logits overflow.
         let noiseRange: ClosedRange<Float> = 0...1000
-        guard (0...1).contains(spikeProbability), noiseRange.contains(spikeNoise), noiseRange.contains(queryNoise),
-              noiseRange.contains(embeddingNoise) else {
+        guard (0...1).contains(spikeProbability ?? 0), noiseRange.contains(spikeNoise ?? 0),
+              noiseRange.contains(queryNoise ?? SyntheticAttention.defaultQueryNoise), noiseRange.contains(embeddingNoise ?? 0) else {
             throw ValidationError("noise levels must be in 0...1000 and --spike-probability in [0, 1]")
         }
         if trace == nil { _ = try syntheticKinds() }
-        let ratios = try budgets.split(separator: ",").map {
+        let ratios = try (budgets ?? Self.defaultBudgets).split(separator: ",").map {
             guard let r = Double($0) else { throw ValidationError("budget \($0) is not a number") }
             return r
         }
         do {
-            var e = try EvictionEvaluation(policies: policies.split(separator: ",").map(String.init), ratios: ratios)
-            e.recentRatio = recentRatio
-            e.episodes = episodes
+            let names = policies.map { $0.split(separator: ",").map(String.init) } ?? EvictionEvaluation.policyNames
+            var e = try EvictionEvaluation(policies: names, ratios: ratios)
+            if let recentRatio { e.recentRatio = recentRatio }
+            if let episodes { e.episodes = episodes }
             e.perHead = perHead
             e.seed = seed
             e.verbose = verbose
@@ -143,8 +157,9 @@ struct EvictEvalCommand: ParsableCommand {
             sources.append((trace, try TraceFileReader(path: trace)))
         } else {
             for kind in try syntheticKinds() {
-                sources.append((kind.rawValue, SyntheticAttention(kind, seed: seed, queryNoise: queryNoise, spikeProbability: spikeProbability,
-                                                                   spikeNoise: spikeNoise, embeddingNoise: embeddingNoise)))
+                sources.append((kind.rawValue, SyntheticAttention(kind, seed: seed, queryNoise: queryNoise ?? SyntheticAttention.defaultQueryNoise,
+                                                                   spikeProbability: spikeProbability ?? 0, spikeNoise: spikeNoise ?? 0,
+                                                                   embeddingNoise: embeddingNoise ?? 0)))
             }
         }
         if let writeTrace {

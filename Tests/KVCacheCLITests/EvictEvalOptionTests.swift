@@ -1,5 +1,6 @@
 import Testing
 @testable import kvcache
+import KVEval
 
 /// `kvcache evict-eval`'s options, parsed and validated as on the command line: values that
 /// once trapped or silently ran nothing are refused with the option or setting named.
@@ -21,6 +22,14 @@ struct EvictEvalOptionTests {
         (["--synthetic", "long-decode", "--trace", "t.bin"], "--synthetic and --trace each name the traces to run; give one of them"),
         (["--write-trace", "/tmp/t.bin", "--per-head"], "--per-head applies to an evaluation; --write-trace writes the trace and runs none"),
         (["--write-trace", "/tmp/t.bin", "--json", "/tmp/r.json"], "--json applies to an evaluation; --write-trace writes the trace and runs none"),
+        (["--write-trace", "/tmp/t.bin", "--policies", "h2o"], "--policies applies to an evaluation; --write-trace writes the trace and runs none"),
+        (["--write-trace", "/tmp/t.bin", "--budgets", "0.2"], "--budgets applies to an evaluation; --write-trace writes the trace and runs none"),
+        (["--write-trace", "/tmp/t.bin", "--recent-ratio", "0.5"], "--recent-ratio applies to an evaluation; --write-trace writes the trace and runs none"),
+        (["--write-trace", "/tmp/t.bin", "--episodes", "4"], "--episodes applies to an evaluation; --write-trace writes the trace and runs none"),
+        (["--trace", "t.bin", "--query-noise", "1"], "--query-noise shapes the synthetic traces; --trace reads its attention from the file"),
+        (["--trace", "t.bin", "--spike-probability", "0.1"], "--spike-probability shapes the synthetic traces; --trace reads its attention from the file"),
+        (["--trace", "t.bin", "--spike-noise", "2"], "--spike-noise shapes the synthetic traces; --trace reads its attention from the file"),
+        (["--trace", "t.bin", "--embedding-noise", "0.5"], "--embedding-noise shapes the synthetic traces; --trace reads its attention from the file"),
         // Refused before the run instead of after its seconds of evaluation:
         (["--json", "/nonexistent-kvcache-dir/r.json"], "cannot write /nonexistent-kvcache-dir/r.json: No such file or directory"),
         (["--plot", "/nonexistent-kvcache-dir/r.svg"], "cannot write /nonexistent-kvcache-dir/r.svg: No such file or directory"),
@@ -33,5 +42,19 @@ struct EvictEvalOptionTests {
     @Test func theDefaultsAndTheLimitsAreAccepted() {
         #expect(optionError(EvictEvalCommand.self, []) == nil)
         #expect(optionError(EvictEvalCommand.self, ["--query-noise", "1000", "--recent-ratio", "1", "--episodes", "64"]) == nil)
+        // What each mode does read stays accepted: the generator's options and the seed for a
+        // written trace, the evaluation's for a trace file.
+        #expect(optionError(EvictEvalCommand.self, ["--write-trace", "/tmp/t.bin", "--seed", "3", "--query-noise", "0.5", "--synthetic", "topic-return"]) == nil)
+        #expect(optionError(EvictEvalCommand.self, ["--trace", "t.bin", "--policies", "h2o", "--budgets", "0.2", "--recent-ratio", "0.25"]) == nil)
+    }
+
+    /// Options left out take the documented defaults: the README's numbers depend on them.
+    @Test func leftOutOptionsTakeTheDefaults() throws {
+        let e = try EvictEvalCommand.parse([]).evaluation()
+        #expect(e.policies == EvictionEvaluation.policyNames)
+        #expect(e.ratios == [0.1, 0.2, 0.5])
+        #expect(e.recentRatio == 0.5 && e.episodes == 4 && e.seed == 1 && !e.perHead)
+        let set = try EvictEvalCommand.parse(["--policies", "tova,h2o", "--budgets", "0.3", "--recent-ratio", "0.25", "--episodes", "3"]).evaluation()
+        #expect(set.policies == ["tova", "h2o"] && set.ratios == [0.3] && set.recentRatio == 0.25 && set.episodes == 3)
     }
 }
