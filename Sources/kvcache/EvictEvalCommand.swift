@@ -31,6 +31,10 @@ struct EvictEvalCommand: ParsableCommand {
         Traces: --synthetic long-decode|topic-return (SyntheticAttention.swift documents the \
         generator) or --trace FILE (format in AttentionTrace.swift and docs/token-eviction.md); \
         --write-trace FILE stores the synthetic trace in that format.
+
+        --json FILE writes an array, one object per trace, policy and budget: {"trace", \
+        "policy", "budget" (1 for none), "recall", "output_error", "recall_after_mark", \
+        "output_error_after_mark" (null without a mark; any non-finite number is null)}.
         """
     )
 

@@ -1,6 +1,7 @@
 import Testing
 @testable import kvcache
-import KVEval
+import Foundation
+@testable import KVEval
 
 /// `kvcache evict-eval`'s options, parsed and validated as on the command line: values that
 /// once trapped or silently ran nothing are refused with the option or setting named.
@@ -56,5 +57,17 @@ struct EvictEvalOptionTests {
         #expect(e.recentRatio == 0.5 && e.episodes == 4 && e.seed == 1 && !e.perHead)
         let set = try EvictEvalCommand.parse(["--policies", "tova,h2o", "--budgets", "0.3", "--recent-ratio", "0.25", "--episodes", "3"]).evaluation()
         #expect(set.policies == ["tova", "h2o"] && set.ratios == [0.3] && set.recentRatio == 0.25 && set.episodes == 3)
+    }
+
+    /// `--help` lists exactly the keys `--json` writes.
+    @Test func theHelpListsTheJSONKeys() throws {
+        let row = EvictEvalResult(trace: "t", policy: "h2o", budget: 0.2, recall: 0.9, error: 0.1)
+        let object = try #require((try JSONSerialization.jsonObject(with: Data(EvictEvalResult.json([row]).utf8)) as? [[String: Any]])?.first)
+        let help = EvictEvalCommand.configuration.discussion
+        let listed = try #require(help.range(of: "one object per trace, policy and budget: {").flatMap { start in
+            help[start.upperBound...].range(of: "}.").map { help[start.upperBound..<$0.lowerBound] }
+        })
+        let keys = Set(listed.split(separator: "\"", omittingEmptySubsequences: false).enumerated().filter { $0.offset % 2 == 1 }.map { String($0.element) })
+        #expect(Set(object.keys) == keys, "JSON \(Set(object.keys).symmetricDifference(keys)) differ from the help")
     }
 }
