@@ -173,8 +173,6 @@ void kvm_arena_free(kvm_arena *a, uint32_t block) {
     }
 }
 
-int kvm_arena_allocated(const kvm_arena *a, uint32_t block) { return block < a->blocks && a->next_free[block] == -2 && a->state[block / a->per_group] != NOT_HELD; }
-
 uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block) {
     uint32_t g = block / a->per_group;
     return a->base + kvm_pool_offset(a->pool, tensor, g) + (uint64_t)(block % a->per_group) * a->block_bytes;

@@ -4,6 +4,8 @@
 
 typedef struct kvm_io_threads kvm_io_threads;
 
+/* The pread/pwrite thread pool of cfg->depth requests: 0, or -errno with a message. Destroy
+ * lets the threads run every queued request, then joins them. */
 int kvm_io_threads_create(const kvm_io_config *cfg, kvm_io_threads **out);
 void kvm_io_threads_destroy(kvm_io_threads *t);
 /* Queues one request (the caller keeps in-flight <= depth, so it always fits). */

@@ -296,7 +296,6 @@ uint32_t kvm_io_ready(kvm_io *io) {
 }
 
 uint32_t kvm_io_inflight(const kvm_io *io) { return io->inflight; }
-uint32_t kvm_io_depth(const kvm_io *io) { return io->depth; }
 int kvm_io_backend(const kvm_io *io) { return io->backend; }
 int kvm_io_registered_buffers(const kvm_io *io) { return io->registered_buffers; }
 const char *kvm_io_fallback_reason(const kvm_io *io) { return io->fallback; }

@@ -279,8 +279,6 @@ int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes) {
 int kvm_slab_fd(const kvm_slab *s) { return s->fd; }
 int kvm_slab_direct(const kvm_slab *s) { return s->direct; }
 const char *kvm_slab_fallback_reason(const kvm_slab *s) { return s->fallback; }
-uint64_t kvm_slab_slot_bytes(const kvm_slab *s) { return s->slot_bytes; }
-uint32_t kvm_slab_capacity(const kvm_slab *s) { return s->capacity; }
 uint32_t kvm_slab_allocated(const kvm_slab *s) { return s->allocated; }
 uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot) { return (uint64_t)slot * s->slot_bytes; }
 

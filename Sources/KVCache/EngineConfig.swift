@@ -10,8 +10,11 @@ public enum Layout: UInt32, Sendable {
 /// Which disk-tier requests fault injection fails: those of `reads` and/or `writes`, after the
 /// first `after` of them.
 public struct OffloadFault: Equatable, Sendable {
+    /// Whether the tier's read requests fail.
     public var reads: Bool
+    /// Whether the tier's write requests fail.
     public var writes: Bool
+    /// How many requests of the chosen kinds succeed before every later one fails with EIO.
     public var after: UInt64
 
     /// Fails reads and/or writes after the first `after`.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import KVReport
 import KVRouter
 import KVSim
@@ -223,9 +224,9 @@ struct ReplayCommand: ParsableCommand {
         let replay = Replay(config: config, policies: try policyList(),
                             view: view.map { $0 == "exact" ? .exact : .approximate },
                             search: noSearch ? nil : CapacitySearch(), threads: threads)
-        let progress = StatusLine()
-        let outcomes = try replay.run(t) { line in progress.show(line) }
-        progress.clear()
+        let progress = Mutex(ProgressLine())  // the replay reports from its worker threads
+        let outcomes = try replay.run(t) { line in progress.withLock { $0.update(line) } }
+        progress.withLock { $0.clear() }
         if json {
             print(ReplayReport.json(outcomes, trace: t, config: config))
         } else {
@@ -246,25 +247,5 @@ struct ReplayCommand: ParsableCommand {
             }
             FileHandle.standardError.write(Data("plots written to \(plots)/\n".utf8))
         }
-    }
-}
-
-/// A status line on stderr for progress from any thread, shown only on a terminal.
-final class StatusLine: @unchecked Sendable {
-    private let lock = NSLock()
-    private let enabled = isatty(STDERR_FILENO) == 1
-    private var shown = false
-
-    func show(_ text: String) {
-        guard enabled else { return }
-        lock.lock()
-        defer { lock.unlock() }
-        FileHandle.standardError.write(Data(("\r\u{1B}[2K" + text).utf8))
-        shown = true
-    }
-
-    func clear() {
-        guard enabled, shown else { return }
-        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
     }
 }

@@ -61,7 +61,7 @@ struct IOQueueTests {
         cfg.depth = 8
         cfg.failing_submits = 2  // the submit's hand-over and the reap's first retry
         try withQueue(cfg) { io, fd, buffer in
-            guard kvm_io_backend(io) == Int32(KVM_IO_URING) else { return }  // io_uring only
+            try #require(kvm_io_backend(io) == Int32(KVM_IO_URING), "io_uring only: this machine's queue fell back to threads")
             for i in 0..<4096 { buffer.storeBytes(of: UInt8(truncatingIfNeeded: i &* 7 &+ 3), toByteOffset: i, as: UInt8.self) }
             var write = kvm_io_req(tag: 9, buf: buffer, offset: 4096, len: 4096, op: UInt16(KVM_IO_WRITE), file: 0, buf_index: -1)
             #expect(kvm_io_submit(io, &write, 1) == 1, "accepted: the entry is in the ring")

@@ -120,6 +120,39 @@ private struct EpisodicSequence {
 
 @Suite("C ABI: disk tier", .serialized)
 struct OffloadABITests {
+    /// A mistyped fault-injection or backend variable is refused by kvc_engine_create, naming
+    /// it, before the directory is touched (a malformed KVCACHE_OFFLOAD_FAULT once ran with no
+    /// faults, silently). In a child process: the environment is the whole process's.
+    @Test func aMistypedOffloadVariableIsRefusedAtCreate() async {
+        await #expect(processExitsWith: .success) {
+            let dir = scratchDir()
+            for (name, value) in [("KVCACHE_OFFLOAD_FAULT", "writes:3"), ("KVCACHE_OFFLOAD_FAULT", "write:3@"),
+                                  ("KVCACHE_OFFLOAD_FAULT", "all:x@/elsewhere"), ("KVCACHE_OFFLOAD_BACKEND", "thread")] {
+                setenv(name, value, 1)
+                var c = CConfig.small(KVC_LAYOUT_PAGED)
+                c.offloadBytes = 16 << 20
+                var e: OpaquePointer?
+                let rc = c.create(&e, offloadDir: dir)
+                let message = String(cString: kvc_last_error())
+                let left = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? ["?"]
+                guard rc == KVC_ERR_INVALID_ARGUMENT, e == nil, message.contains("\(name)=\(value)"), left.isEmpty else {
+                    FileHandle.standardError.write(Data("\(name)=\(value): status \(rc), message \(message), files \(left)\n".utf8))
+                    exit(1)
+                }
+                unsetenv(name)
+            }
+            // Well-formed values still create the engine: another directory's fault, threads.
+            setenv("KVCACHE_OFFLOAD_FAULT", "read:0@/elsewhere", 1)
+            setenv("KVCACHE_OFFLOAD_BACKEND", "threads", 1)
+            var c = CConfig.small(KVC_LAYOUT_PAGED)
+            c.offloadBytes = 16 << 20
+            var e: OpaquePointer?
+            guard c.create(&e, offloadDir: dir) == KVC_OK, let e else { exit(2) }
+            kvc_engine_destroy(e)
+            exit(0)
+        }
+    }
+
     @Test(arguments: bothLayouts)
     func aTrimmedPrefixIsReadBackFromDiskByteIdentical(layout: UInt32) throws {
         let dir = scratchDir()
@@ -470,11 +503,11 @@ struct OffloadABITests {
         #expect(e == nil)
     }
 
-    @Test(arguments: bothLayouts)
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"), arguments: bothLayouts)
     func aFullDiskFailsTheSwapOutAndChangesNothingElse(layout: UInt32) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        guard mount("tmpfs", dir, "tmpfs", 0, "size=64k") == 0 else { return }  // needs root
+        try #require(mount("tmpfs", dir, "tmpfs", 0, "size=64k") == 0, "mount: \(String(cString: strerror(errno)))")
         defer { umount2(dir, Int32(MNT_DETACH)) }
         let f = try offloadFixture(layout, dir: dir)
         try f.create(8, tokens: f.uniqueTokens(8, count: 30))

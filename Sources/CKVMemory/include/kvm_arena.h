@@ -27,8 +27,6 @@ uint64_t kvm_arena_group_bytes(uint64_t block_bytes, uint64_t page_bytes);
 int64_t kvm_arena_alloc(kvm_arena *a);
 /* Returns an allocated block. O(1). */
 void kvm_arena_free(kvm_arena *a, uint32_t block);
-/* 1 if the block is allocated. */
-int kvm_arena_allocated(const kvm_arena *a, uint32_t block);
 
 /* Address of `block` in tensor `tensor` (K of layer l is tensor 2l, V is 2l + 1). */
 uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block);

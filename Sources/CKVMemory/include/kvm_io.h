@@ -103,7 +103,6 @@ int kvm_io_replace_file(kvm_io *io, uint32_t index, int fd);
 
 /* Requests submitted and not yet reaped. */
 uint32_t kvm_io_inflight(const kvm_io *io);
-uint32_t kvm_io_depth(const kvm_io *io);
 /* KVM_IO_URING or KVM_IO_THREADS. */
 int kvm_io_backend(const kvm_io *io);
 /* 1 when the io_uring backend runs with registered buffers. */

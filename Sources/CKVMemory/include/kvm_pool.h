@@ -53,6 +53,7 @@ int64_t kvm_pool_alloc_run_fit(kvm_pool *p, uint32_t hint, uint32_t want, uint32
 void kvm_pool_ref(kvm_pool *p, uint32_t group);
 /* Drops an owner; at 0 the group becomes free-committed. Returns the remaining refs. */
 uint32_t kvm_pool_unref(kvm_pool *p, uint32_t group);
+/* The group's owners now (0: free). */
 uint32_t kvm_pool_refs(const kvm_pool *p, uint32_t group);
 
 /* Releases every free-committed group's pages to the OS (punch hole). Returns bytes released. */
@@ -66,6 +67,9 @@ int64_t kvm_pool_precommit(kvm_pool *p, uint32_t groups);
  * the group (pread on the memfd, so no extra resident mapping). */
 int kvm_pool_read(const kvm_pool *p, uint32_t tensor, uint32_t group, uint64_t offset, void *dst, uint64_t len);
 
+/* The pool's shape, fixed at creation: its memfd (owned by the pool), the byte offset of a
+ * tensor's group in it, groups in all, bytes of a group per tensor, bytes of a page, tensors;
+ * and its groups free now (committed or not). O(1) each. */
 int kvm_pool_fd(const kvm_pool *p);
 uint64_t kvm_pool_offset(const kvm_pool *p, uint32_t tensor, uint32_t group);
 uint32_t kvm_pool_groups(const kvm_pool *p);

@@ -90,15 +90,15 @@ int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes);
 /* fdatasyncs (not a peer's) and closes its files. NULL: no-op. */
 void kvm_slab_close(kvm_slab *s);
 
+/* The slab file's descriptor (owned by the slab). */
 int kvm_slab_fd(const kvm_slab *s);
 /* 1 when the slab is open O_DIRECT. */
 int kvm_slab_direct(const kvm_slab *s);
 /* Why O_DIRECT is off, or "". */
 const char *kvm_slab_fallback_reason(const kvm_slab *s);
-uint64_t kvm_slab_slot_bytes(const kvm_slab *s);
-/* Slots max_bytes holds, and slots preallocated so far. */
-uint32_t kvm_slab_capacity(const kvm_slab *s);
+/* Slots preallocated so far. */
 uint32_t kvm_slab_allocated(const kvm_slab *s);
+/* Byte offset of `slot` in the slab file. */
 uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
 
 /* Free space the slab's growth leaves to the journal: KVM_JOURNAL_RESERVE_BYTES plus

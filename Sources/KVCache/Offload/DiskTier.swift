@@ -154,6 +154,11 @@ final class DiskTier {
             throw .invalid("offload_bytes \(config.offloadBytes) is smaller than one slot of \(slotBytes) bytes (a block of every layer's K and V plus a 4096-byte header)")
         }
         capacity = Int(min(config.offloadBytes / UInt64(slotBytes), UInt64(DiskTier.maxSlots)))
+        // Before anything is opened: a mistyped variable is refused, not run without its effect.
+        let threadsByEnvironment = try DiskTier.environmentForcesThreads(DiskTier.environment("KVCACHE_OFFLOAD_BACKEND"))
+        let faultByEnvironment = try DiskTier.environmentFault(DiskTier.environment("KVCACHE_OFFLOAD_FAULT"), dir: config.offloadDir!)
+        let forceThreads = config.offloadForceThreads || threadsByEnvironment
+        let fault = config.offloadFault ?? faultByEnvironment
         peers = try PeerTier.openAll(config, slotBytes: slotBytes, payloadBytes: payloadBytes)
         dir = config.offloadDir!
         self.memory = memory
@@ -196,8 +201,8 @@ final class DiskTier {
         var ioConfig = kvm_io_config()
         ioConfig.depth = UInt32(stages)  // merged requests use fewer entries
         ioConfig.threads = 4
-        ioConfig.force_threads = config.offloadForceThreads || DiskTier.environment("KVCACHE_OFFLOAD_BACKEND") == "threads" ? 1 : 0
-        if let fault = config.offloadFault ?? DiskTier.environmentFault(DiskTier.environment("KVCACHE_OFFLOAD_FAULT"), dir: config.offloadDir!) {
+        ioConfig.force_threads = forceThreads ? 1 : 0
+        if let fault {
             ioConfig.fault_ops = DiskTier.faultOps(fault)
             ioConfig.fault_after = fault.after
         }
@@ -297,20 +302,35 @@ final class DiskTier {
         return String(cString: value)
     }
 
-    /// `KVCACHE_OFFLOAD_FAULT`: "OPS:N" (every tier) or "OPS:N@DIR" (only the tier in DIR),
-    /// OPS read, write or all. Anything else: no faults.
-    static func environmentFault(_ value: String?, dir: String) -> OffloadFault? {
-        guard let value else { return nil }
-        let parts = value.split(separator: "@", maxSplits: 1)
-        if parts.count == 2 && String(parts[1]) != dir { return nil }
-        let spec = parts[0].split(separator: ":")
-        guard spec.count == 2, let after = UInt64(spec[1]) else { return nil }
-        switch spec[0] {
-        case "read": return OffloadFault(reads: true, writes: false, after: after)
-        case "write": return OffloadFault(reads: false, writes: true, after: after)
-        case "all": return OffloadFault(reads: true, writes: true, after: after)
-        default: return nil
+    /// `KVCACHE_OFFLOAD_BACKEND`: "threads" forces the pread/pwrite thread pool; unset, empty
+    /// or "uring": io_uring where it works. Throws `invalidArgument` for anything else.
+    static func environmentForcesThreads(_ value: String?) throws(KVError) -> Bool {
+        switch value {
+        case nil, "", "uring": return false
+        case "threads": return true
+        case let other?: throw .invalid("KVCACHE_OFFLOAD_BACKEND=\(other) is not a backend: set threads or uring, or unset it")
         }
+    }
+
+    /// `KVCACHE_OFFLOAD_FAULT`: "OPS:N" (every tier) or "OPS:N@DIR" (only the tier in DIR; nil
+    /// for another), OPS read, write or all; unset or empty: nil. Throws `invalidArgument` for
+    /// anything else, whatever its directory, so that a mistyped rehearsal fails loudly
+    /// instead of running without faults.
+    static func environmentFault(_ value: String?, dir: String) throws(KVError) -> OffloadFault? {
+        guard let value, !value.isEmpty else { return nil }
+        let parts = value.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false)
+        let spec = parts[0].split(separator: ":", omittingEmptySubsequences: false)
+        let ops: (reads: Bool, writes: Bool)? = switch spec.first {
+        case "read": (true, false)
+        case "write": (false, true)
+        case "all": (true, true)
+        default: nil
+        }
+        guard let ops, spec.count == 2, let after = UInt64(spec[1]), parts.count == 1 || !parts[1].isEmpty else {
+            throw .invalid("KVCACHE_OFFLOAD_FAULT=\(value) is not OPS:N or OPS:N@DIR (OPS read, write or all; N the requests that succeed first)")
+        }
+        if parts.count == 2 && String(parts[1]) != dir { return nil }
+        return OffloadFault(reads: ops.reads, writes: ops.writes, after: after)
     }
 
     /// `kvm_io_config.fault_ops` of `fault`: a bit per failing operation.

@@ -37,6 +37,30 @@ struct DiskTierFaultTests {
         return (e, prompt)
     }
 
+    /// The fault-injection variable's grammar: a value that is not it is refused (it once meant
+    /// "no faults"), whatever directory it names.
+    @Test func theFaultVariableIsParsedOrRefused() throws {
+        let dir = "/tier"
+        #expect(try DiskTier.environmentFault(nil, dir: dir) == nil)
+        #expect(try DiskTier.environmentFault("", dir: dir) == nil)
+        #expect(try DiskTier.environmentFault("write:3", dir: dir) == OffloadFault(reads: false, writes: true, after: 3))
+        #expect(try DiskTier.environmentFault("read:0@/tier", dir: dir) == OffloadFault(reads: true, writes: false, after: 0))
+        #expect(try DiskTier.environmentFault("all:7@/other", dir: dir) == nil)
+        #expect(try DiskTier.environmentFault("all:7@/tier@x", dir: dir) == nil, "a directory may hold @; this is another")
+        for bad in ["writes:3", "write", "write:", "write:-1", "write:3:4", "write:3@", "read:x@/other", ":3", "all:1e3"] {
+            do {
+                _ = try DiskTier.environmentFault(bad, dir: dir)
+                Issue.record("\(bad) was accepted")
+            } catch {
+                #expect(error.code == .invalidArgument)
+                #expect(error.message.hasPrefix("KVCACHE_OFFLOAD_FAULT=\(bad) is not OPS:N or OPS:N@DIR"))
+            }
+        }
+        #expect(try DiskTier.environmentForcesThreads("threads"))
+        #expect(try !DiskTier.environmentForcesThreads("uring") && !DiskTier.environmentForcesThreads(nil) && !DiskTier.environmentForcesThreads(""))
+        #expect(throws: KVError.self) { try DiskTier.environmentForcesThreads("thread") }
+    }
+
     @Test func offloadBytesBelowOneSlotIsInvalid() {
         let dir = ScratchDir()
         defer { dir.remove() }
@@ -60,8 +84,9 @@ struct DiskTierFaultTests {
         }
     }
 
-    @Test func aReadOnlyDirectoryIsAnIOError() throws {
-        guard let mnt = mountTmpfs(bytes: 1 << 20, options: "ro") else { return }  // needs root
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func aReadOnlyDirectoryIsAnIOError() throws {
+        let mnt = try #require(mountTmpfs(bytes: 1 << 20, options: "ro"))
         defer { unmount(mnt) }
         do {
             _ = try Engine(offloadConfig(.paged, dir: mnt.path))
@@ -72,10 +97,10 @@ struct DiskTierFaultTests {
         }
     }
 
-    @Test(arguments: [Layout.paged, .contiguous])
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"), arguments: [Layout.paged, .contiguous])
     func aFullDiskFailsTheSwapOutAndTheSequenceStaysResident(layout: Layout) throws {
         // 8 KiB slots, 64 per extent: the first extent (512 KiB) fits a 768 KiB tmpfs, the second does not.
-        guard let mnt = mountTmpfs(bytes: 768 << 10) else { return }
+        let mnt = try #require(mountTmpfs(bytes: 768 << 10))
         defer { unmount(mnt) }
         let e = try Engine(offloadConfig(layout, dir: mnt.path))
         let prompt = tokens(401, seed: 5)  // 101 blocks: more than one extent
