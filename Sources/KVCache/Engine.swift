@@ -334,6 +334,8 @@ public final class Engine: @unchecked Sendable {
             offload.declinedHitTokens += UInt64(declined)
             offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
         }
+        sequences.prefixSources[slot] = PrefixSources(
+            memoryTokens: (cached - fromDisk) * bt, diskTokens: (fromDisk - fromPeers) * bt, peerTokens: fromPeers * bt)
         prefixQueryTokens += UInt64(n)
         prefixHitTokens += UInt64(cached * bt)
         sequencesCreated += 1
@@ -625,6 +627,7 @@ public final class Engine: @unchecked Sendable {
             sequences.lengths[to] = length
             sequences.copyChain(from: from, to: to)
             sequences.unscheduled[to] = sequences.unscheduled[from]
+            sequences.prefixSources[to] = sequences.prefixSources[from]  // the child reports its parent's create
             // The child holds the parent's blocks, so a read of them that fails later fails it
             // too (`loadFinished`); a failed parent is refused (`usableSlot`), and the slot's flag
             // may be left from a previous, freed owner.
