@@ -995,6 +995,24 @@ kvc_status kvc_seq_schedule(kvc_engine *e, uint64_t seq, size_t tokens);
  *  Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_tokens), KVC_ERR_NOT_FOUND. */
 kvc_status kvc_seq_length(kvc_engine *e, uint64_t seq, size_t *n_tokens);
 
+/**
+ * Where the prompt tokens kvc_seq_create reported cached for `seq` came from, per request
+ * (as vLLM's KV connectors report external tokens): *memory_tokens found in this engine's
+ * memory (shared, nothing read), *disk_tokens read back from its own disk tier (offload_dir),
+ * *peer_tokens read from peers' tiers (peer_offload_dirs). Each is a multiple of block_tokens,
+ * and they sum to that create's *cached_tokens; blocks found on disk that the engine left to
+ * the prefill (prefill_tokens_per_s; kvc_stats.disk_declined_hit_tokens) are not cached and in
+ * none. Without a disk tier every cached token is a memory token. It describes the create, not
+ * later history: kvc_seq_swap_out / kvc_seq_swap_in, kvc_seq_truncate and appends leave it; a
+ * kvc_seq_fork child reports its parent's (it was created by no prompt lookup). Valid while
+ * the sequence exists: after kvc_seq_free or kvc_seq_abort, KVC_ERR_NOT_FOUND.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/memory_tokens/disk_tokens/peer_tokens),
+ * KVC_ERR_NOT_FOUND; then nothing is written. Cost: a lock and O(1); a create pays one store
+ * for it.
+ */
+kvc_status kvc_seq_prefix_sources(kvc_engine *e, uint64_t seq, size_t *memory_tokens, size_t *disk_tokens,
+                                  size_t *peer_tokens);
+
 /* ---------------------------------------------------------------------------------------
  * K/V memory
  * --------------------------------------------------------------------------------------- */

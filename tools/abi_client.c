@@ -1673,6 +1673,57 @@ static void spoiled_by_a_failed_read(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* kvc_seq_prefix_sources: a create's cached tokens by where they came from. The first create
+ * of a prompt has none; a second while the first lives finds all 96 in memory; once the prompt
+ * is trimmed to the disk tier a create reads all 96 from there, and its fork child reports the
+ * same. NULL arguments are INVALID_ARGUMENT and an unknown or freed sequence NOT_FOUND, each
+ * with a message and nothing written. */
+static void prefix_sources(uint32_t layout) {
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "where each create's cached tokens came from", dir);
+    kvc_config cfg;
+    disk_config(&cfg, layout, dir);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    engine_view v = view_of(e, &cfg);
+    int32_t tokens[PROMPT];
+    for (size_t i = 0; i < PROMPT; i++) tokens[i] = (int32_t)(i * 6143 % 40000) + 13;
+    const size_t prefix = PROMPT / BLOCK * BLOCK;
+    size_t cached = 0, mem = 7, disk = 7, peer = 7;
+    MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
+    CHECK(kvc_seq_prefix_sources(e, 1, &mem, &disk, &peer) == KVC_OK && mem == 0 && disk == 0 && peer == 0,
+          "%s: a first create has no cached source (memory %zu, disk %zu, peer %zu)", name, mem, disk, peer);
+    write_kv(&v, 1, 4, 0, PROMPT);
+    MUST(kvc_seq_create(e, 2, tokens, PROMPT, &cached));
+    CHECK(cached == prefix && kvc_seq_prefix_sources(e, 2, &mem, &disk, &peer) == KVC_OK && mem == prefix && disk == 0 &&
+              peer == 0,
+          "%s: a memory hit (cached %zu: memory %zu, disk %zu, peer %zu)", name, cached, mem, disk, peer);
+    MUST(kvc_seq_free(e, 1));
+    MUST(kvc_seq_free(e, 2));
+    MUST(kvc_engine_trim(e));
+    MUST(kvc_engine_sync(e));
+    MUST(kvc_seq_create(e, 3, tokens, PROMPT, &cached));
+    CHECK(cached == prefix && kvc_seq_prefix_sources(e, 3, &mem, &disk, &peer) == KVC_OK && mem == 0 && disk == prefix &&
+              peer == 0,
+          "%s: read from the disk tier (cached %zu: memory %zu, disk %zu, peer %zu)", name, cached, mem, disk, peer);
+    CHECK(wait_ready(e, 3) == KVC_OK && kv_matches(&v, 3, 4, 0, prefix), "%s: and served byte for byte", name);
+    MUST(kvc_seq_fork(e, 3, 4));
+    CHECK(kvc_seq_prefix_sources(e, 4, &mem, &disk, &peer) == KVC_OK && mem == 0 && disk == prefix && peer == 0,
+          "%s: a fork child reports its parent's create (memory %zu, disk %zu, peer %zu)", name, mem, disk, peer);
+
+    mem = disk = peer = 7;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "engine", kvc_seq_prefix_sources(NULL, 3, &mem, &disk, &peer));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "memory_tokens", kvc_seq_prefix_sources(e, 3, NULL, &disk, &peer));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "disk_tokens", kvc_seq_prefix_sources(e, 3, &mem, NULL, &peer));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "peer_tokens", kvc_seq_prefix_sources(e, 3, &mem, &disk, NULL));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "sequence 99", kvc_seq_prefix_sources(e, 99, &mem, &disk, &peer));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "sequence 2 does not exist", kvc_seq_prefix_sources(e, 2, &mem, &disk, &peer));
+    CHECK(mem == 7 && disk == 7 && peer == 7, "%s: a refused query writes nothing (memory %zu, disk %zu, peer %zu)", name,
+          mem, disk, peer);
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+}
+
 /* kvc_config.prefill_tokens_per_s: with a prefill far faster than any disk, the first create
  * reads its prefix (no read timed yet), the next leaves it to the server: cached 0, ready at
  * once, the tokens counted in disk_declined_hit_tokens; the server computes them and the
@@ -2124,6 +2175,8 @@ int main(int argc, char **argv) {
     spoiled_by_a_failed_read(KVC_LAYOUT_CONTIGUOUS);
     read_or_recompute(KVC_LAYOUT_PAGED);
     read_or_recompute(KVC_LAYOUT_CONTIGUOUS);
+    prefix_sources(KVC_LAYOUT_PAGED);
+    prefix_sources(KVC_LAYOUT_CONTIGUOUS);
     writeback(KVC_LAYOUT_PAGED);
     writeback(KVC_LAYOUT_CONTIGUOUS);
     forked(KVC_LAYOUT_PAGED);

@@ -151,6 +151,8 @@ public final class Engine: @unchecked Sendable {
     /// `EngineConfig.prefillTokensPerSecond` the blocks found only on disk are read only when
     /// the disk is expected to return them sooner than the server computes them
     /// (`DiskTier.readIsFaster`); otherwise the prefix ends at the first of them.
+    /// `prefixSources(of:)` says afterwards how many of the returned tokens came from memory,
+    /// the own tier and peers (the create stores it: one store).
     /// Throws `exists`, `invalidArgument`, `outOfMemory` (with a disk tier only once no swap-out
     /// is pending: it waits for them first, `lockedAllocating`).
     /// Cost: one hash per prompt token, one index lookup per full block (with a disk tier, one
@@ -334,6 +336,8 @@ public final class Engine: @unchecked Sendable {
             offload.declinedHitTokens += UInt64(declined)
             offload.tier.flush()  // the reads, and any spills this creation caused, in one submission
         }
+        sequences.prefixSources[slot] = PrefixSources(
+            memoryTokens: (cached - fromDisk) * bt, diskTokens: (fromDisk - fromPeers) * bt, peerTokens: fromPeers * bt)
         prefixQueryTokens += UInt64(n)
         prefixHitTokens += UInt64(cached * bt)
         sequencesCreated += 1
@@ -592,7 +596,8 @@ public final class Engine: @unchecked Sendable {
     /// open record, if any, is copied into a buffer of the child's, not written (a write only
     /// when every open-record buffer is owned: the least recently appended one's goes out).
     /// Indexing on schedule, the child inherits the parent's unscheduled prompt blocks (shared):
-    /// whichever of the two schedules (or appends past) a block first indexes it.
+    /// whichever of the two schedules (or appends past) a block first indexes it. The child's
+    /// `prefixSources` are its parent's (it made no prompt lookup of its own).
     /// Throws `notFound`, `exists`, `invalidArgument` (a swapped-out parent), `io` (a parent a
     /// failed disk read spoiled, `usableSlot`), `outOfMemory` (then nothing changed; only once
     /// no swap-out is pending: it waits for them first, `lockedAllocating`).
@@ -625,6 +630,7 @@ public final class Engine: @unchecked Sendable {
             sequences.lengths[to] = length
             sequences.copyChain(from: from, to: to)
             sequences.unscheduled[to] = sequences.unscheduled[from]
+            sequences.prefixSources[to] = sequences.prefixSources[from]  // the child reports its parent's create
             // The child holds the parent's blocks, so a read of them that fails later fails it
             // too (`loadFinished`); a failed parent is refused (`usableSlot`), and the slot's flag
             // may be left from a previous, freed owner.

@@ -46,6 +46,9 @@ final class SequenceTable {
     let previous: UnsafeMutablePointer<Int32>
     let previousParent: UnsafeMutablePointer<UInt64>
     let previousKnown: UnsafeMutablePointer<Bool>
+    /// Per slot: where the create's cached tokens came from (`Engine.prefixSources`), set by
+    /// the create (a fork copies its parent's) and kept unchanged until the slot closes.
+    let prefixSources: UnsafeMutablePointer<PrefixSources>
     /// Per slot: `maxBlocks` entries, the block table.
     let blocks: UnsafeMutablePointer<Int32>
     /// Per slot: detached (`detach`), until `close`.
@@ -74,6 +77,8 @@ final class SequenceTable {
         previousParent = .allocate(capacity: maxSeqs)
         previousKnown = .allocate(capacity: maxSeqs)
         previousKnown.initialize(repeating: false, count: maxSeqs)
+        prefixSources = .allocate(capacity: maxSeqs)
+        prefixSources.initialize(repeating: .zero, count: maxSeqs)
         blocks = .allocate(capacity: maxSeqs * maxBlocks)
         detached = .allocate(capacity: maxSeqs)
         detached.initialize(repeating: false, count: maxSeqs)
@@ -90,6 +95,7 @@ final class SequenceTable {
         indexesAppends.deallocate()
         unscheduled.deallocate()
         tails.deallocate()
+        prefixSources.deallocate()
         blocks.deallocate()
         detached.deallocate()
     }

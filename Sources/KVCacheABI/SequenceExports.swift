@@ -96,6 +96,24 @@ private func create(
     }
 }
 
+/// `kvc_seq_prefix_sources`: `Engine.prefixSources`; every output pointer is checked before
+/// the engine is asked, and none is written unless all three are.
+@c public func kvc_seq_prefix_sources(
+    _ e: OpaquePointer?, _ seq: UInt64, _ memoryTokens: UnsafeMutablePointer<Int>?,
+    _ diskTokens: UnsafeMutablePointer<Int>?, _ peerTokens: UnsafeMutablePointer<Int>?
+) -> kvc_status {
+    status("kvc_seq_prefix_sources", "seq \(seq)") { () throws(KVError) in
+        let engine = try engine(e)
+        let memoryTokens = try required(memoryTokens, "memory_tokens")
+        let diskTokens = try required(diskTokens, "disk_tokens")
+        let peerTokens = try required(peerTokens, "peer_tokens")
+        let sources = try engine.prefixSources(of: seq)
+        memoryTokens.pointee = sources.memoryTokens
+        diskTokens.pointee = sources.diskTokens
+        peerTokens.pointee = sources.peerTokens
+    }
+}
+
 /// No sequence holds more than `max_seq_tokens`, so a larger count is rejected before the
 /// engine is handed a buffer of that many tokens (a garbage count would make it read far).
 @inline(__always)

@@ -62,7 +62,8 @@ struct LoadCommand: ParsableCommand {
         fewer than requested when the trace is shorter), offered, completed, rejected_out_of_memory, rejected_unfittable, rejected_other, create_retries, \
         preemptions, freed_at_stop (sequences live when the run was interrupted, freed then: \
         their frees are timed with the others), per_s}, prompt_tokens, decoded_tokens, restarts {admissions, prompt_tokens, hit_tokens, \
-        recomputed_prompt_tokens, redecoded_tokens}, operations {create|append|free \
+        recomputed_prompt_tokens, disk_hit_tokens and peer_hit_tokens (with --offload-dir: of \
+        hit_tokens, read from the own tier and from peers), redecoded_tokens}, operations {create|append|free \
         (and truncate with --draft-tokens, ttft with --prefill-tokens-per-s): {count, ops_per_s, mean_us, p50_us, p99_us, p999_us, \
         max_us}}, speculation {draft_tokens, acceptance, steps, rejected_draft_tokens, \
         kept_per_step} (absent without --draft-tokens), prefix {query_tokens, \
@@ -73,8 +74,11 @@ struct LoadCommand: ParsableCommand {
         write_mib_per_s, read_mib_per_s, blocks_spilled, blocks_written_ahead, spills_skipped, blocks_loaded, swap_outs, swap_outs_cancelled, \
         swap_outs_failed, disk_hit_tokens, disk_hit_rate, declined_hit_tokens, \
         peer_hits, peer_stale, peer_hit_tokens, peer_hit_rate, reload_failures, ready_waits, ready_wait_total_ms, ready_wait_mean_us, ready_wait_max_us} \
-        (absent without --offload-dir; disk_hit_rate and peer_hit_rate are shares of every \
-        create's prompt tokens, restarts included, as the engine counts them), first_error \
+        (absent without --offload-dir; disk_hit_tokens and peer_hit_tokens are the first \
+        admissions' prompt tokens read from the own tier and from peers, per create, and \
+        disk_hit_rate and peer_hit_rate their shares of prompt_tokens, the denominator of \
+        prefix.hit_rate (until 2026-11-24 every create's, restarts included); peer_hits, \
+        peer_stale and declined_hit_tokens are the engine's counts over every create), first_error \
         (absent when none), and interrupted (true \
         when SIGINT or SIGTERM stopped the run: the report covers what completed before it, \
         requests.offered the requests taken; the command then exits with 128 + the signal, \

@@ -29,22 +29,22 @@ extension LoadReport {
         var swapOuts: UInt64
         var swapOutsCancelled: UInt64
         var swapOutsFailed: UInt64
-        /// Prompt tokens served from the disk tier, and their share of all prompt tokens, the
-        /// engine's counts of every create (restarts included: the engine cannot tell them apart).
-        /// Not per first admission as `prefix` is: `createSequence` returns one cached count,
-        /// memory, disk and peers together, and the engine keeps no per-sequence split; a
-        /// difference of `stats()` around a create holds only while no other thread creates
-        /// (serialising the workers' creates would change what is measured), and peer tokens
-        /// are counted when their read completes, in whichever later call processes it. Counting
-        /// them per create needs the split from the engine (a create returning it).
+        /// Prompt tokens the requests' first admissions read from the own disk tier, and their
+        /// share of those admissions' prompt tokens: the headline's (`prefix`) denominator, so
+        /// that `diskHitRate` is the part of `prefix.hitRate` the tier supplied. Per create from
+        /// `Engine.prefixSources` (found on disk at the create, whether or not the read later
+        /// failed); restarts' are in `Restarts.diskHitTokens`. Until 2026-11-24 these were the
+        /// engine's counts of every create, restarts included.
         var diskHitTokens: UInt64
         var diskHitRate: Double
         /// Prompt tokens found only on disk that the engine left to the modelled prefill, which
-        /// it expected to compute them sooner (`DiskTierStats.declinedHitTokens`).
+        /// it expected to compute them sooner (`DiskTierStats.declinedHitTokens`: the engine's
+        /// count, every create's, restarts included).
         var declinedHitTokens: UInt64
         /// Peers (`--peer-offload-dir`): blocks read from them and served, reads refused as
-        /// stale, and prompt tokens served from them with their share of all prompt tokens
-        /// (every create's, as the disk's).
+        /// stale (the engine's counts, every create's), and prompt tokens the first admissions
+        /// found in them with their share of those admissions' prompt tokens (as the disk's;
+        /// restarts' in `Restarts.peerHitTokens`).
         var peerHits: UInt64
         var peerStale: UInt64
         var peerHitTokens: UInt64
@@ -106,13 +106,14 @@ extension LoadReport {
             swapOuts = d.swapOuts
             swapOutsCancelled = d.swapOutsCancelled
             swapOutsFailed = d.swapOutsFailed
-            diskHitTokens = d.prefixHitTokens
+            let firstAdmissions = Double(total.promptTokens)
+            diskHitTokens = UInt64(total.diskHitTokens)
             declinedHitTokens = d.declinedHitTokens
-            diskHitRate = stats.prefixQueryTokens > 0 ? Double(d.prefixHitTokens) / Double(stats.prefixQueryTokens) : 0
+            diskHitRate = total.promptTokens > 0 ? Double(total.diskHitTokens) / firstAdmissions : 0
             peerHits = d.peerHits
             peerStale = d.peerStale
-            peerHitTokens = d.peerHitTokens
-            peerHitRate = stats.prefixQueryTokens > 0 ? Double(d.peerHitTokens) / Double(stats.prefixQueryTokens) : 0
+            peerHitTokens = UInt64(total.peerHitTokens)
+            peerHitRate = total.promptTokens > 0 ? Double(total.peerHitTokens) / firstAdmissions : 0
             reloadFailures = total.reloadFailures
             readyWaits = total.readyWaits
             readyWaitTotalMs = Double(total.readyWaitNanoseconds) / 1e6
@@ -135,7 +136,7 @@ extension LoadReport {
         row("", "without tier", "with tier")
         row("prefix hit rate", "\(fixed(without.prefix.hitRate * 100, 1)) %", "\(fixed(with.prefix.hitRate * 100, 1)) %")
         row("prompt tokens from cache", "\(without.prefix.hitTokens)", "\(with.prefix.hitTokens)")
-        row("from disk (restarts too)", "0", "\(with.offload?.diskHitTokens ?? 0)")
+        row("of them from disk", "0", "\(with.offload?.diskHitTokens ?? 0)")
         row("on disk, computed instead", "-", "\(with.offload?.declinedHitTokens ?? 0)")
         row("requests per second", fixed(without.requests.perSecond, 1), fixed(with.requests.perSecond, 1))
         row("create p99 us", fixed(without.operations["create"]?.p99Us ?? 0, 1), fixed(with.operations["create"]?.p99Us ?? 0, 1))

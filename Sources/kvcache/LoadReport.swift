@@ -109,6 +109,11 @@ struct LoadReport: Codable, Sendable {
         var promptTokens: Int
         var hitTokens: Int
         var recomputedPromptTokens: Int
+        /// With a disk tier (else nil, absent from the JSON): of `hitTokens`, those read from the
+        /// own tier and from peers' tiers (`Engine.prefixSources`), as `Offload` counts the first
+        /// admissions'.
+        var diskHitTokens: Int?
+        var peerHitTokens: Int?
         /// Output tokens decoded again (an earlier admission had decoded them).
         var redecodedTokens: Int
 
@@ -117,6 +122,8 @@ struct LoadReport: Codable, Sendable {
             case promptTokens = "prompt_tokens"
             case hitTokens = "hit_tokens"
             case recomputedPromptTokens = "recomputed_prompt_tokens"
+            case diskHitTokens = "disk_hit_tokens"
+            case peerHitTokens = "peer_hit_tokens"
             case redecodedTokens = "redecoded_tokens"
         }
     }
@@ -261,7 +268,11 @@ struct LoadReport: Codable, Sendable {
         line("           \(requests.createRetries) creates retried, \(requests.preemptions) preemptions (append out of memory)")
         line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded (each request's first admission, its output once)")
         line("restarts   \(restarts.admissions) admissions again after preemption\(offload == nil ? "" : " or a failed disk read"): "
-            + "\(restarts.promptTokens) prompt tokens (\(restarts.hitTokens) from the cache, \(restarts.recomputedPromptTokens) recomputed), "
+            + "\(restarts.promptTokens) prompt tokens (\(restarts.hitTokens) from the cache"
+            + (restarts.diskHitTokens.map { disk in
+                ": \(disk) of them from disk" + (restarts.peerHitTokens.map { $0 > 0 ? ", \($0) from peers" : "" } ?? "")
+            } ?? "")
+            + ", \(restarts.recomputedPromptTokens) recomputed), "
             + "\(restarts.redecodedTokens) tokens decoded again")
         if let speculation {
             line("drafts     \(speculation.draftTokens) per step, acceptance \(fixed(speculation.acceptance, 2)): "
@@ -315,10 +326,10 @@ struct LoadReport: Codable, Sendable {
                 + "(\(offload.swapOutsCancelled) cancelled, \(offload.swapOutsFailed) failed)")
             line("  read     \(ByteCount.format(offload.bytesRead)) (\(fixed(offload.readMiBPerSecond, 1)) MiB/s over the run), "
                 + "\(offload.blocksLoaded) blocks loaded, \(offload.reloadFailures) failed")
-            line("  reload   \(offload.diskHitTokens) prompt tokens from disk: \(fixed(offload.diskHitRate * 100, 1)) % of prompt tokens; "
+            line("  reload   \(offload.diskHitTokens) prompt tokens from disk: \(fixed(offload.diskHitRate * 100, 1)) % of first admissions' prompt tokens; "
                 + "\(offload.declinedHitTokens) found there computed instead (faster than reading)")
             if offload.peerHits + offload.peerStale > 0 {
-                line("  peers    \(offload.peerHitTokens) prompt tokens from peers: \(fixed(offload.peerHitRate * 100, 1)) % of prompt tokens; "
+                line("  peers    \(offload.peerHitTokens) prompt tokens from peers: \(fixed(offload.peerHitRate * 100, 1)) % of first admissions' prompt tokens; "
                     + "\(offload.peerHits) blocks read, \(offload.peerStale) refused as stale")
             }
             line("  ready    \(offload.readyWaits) creates not ready at once, \(fixed(offload.readyWaitTotalMs, 1)) ms from create to ready in all "

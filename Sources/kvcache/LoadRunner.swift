@@ -97,10 +97,14 @@ struct LoadRunner {
             total.preemptions += result.preemptions
             total.promptTokens += result.promptTokens
             total.hitTokens += result.hitTokens
+            total.diskHitTokens += result.diskHitTokens
+            total.peerHitTokens += result.peerHitTokens
             total.decodedTokens += result.decodedTokens
             total.restartAdmissions += result.restartAdmissions
             total.restartPromptTokens += result.restartPromptTokens
             total.restartHitTokens += result.restartHitTokens
+            total.restartDiskHitTokens += result.restartDiskHitTokens
+            total.restartPeerHitTokens += result.restartPeerHitTokens
             total.redecodedTokens += result.redecodedTokens
             total.draftSteps += result.draftSteps
             total.rejectedDraftTokens += result.rejectedDraftTokens
@@ -144,6 +148,8 @@ struct LoadRunner {
             decodedTokens: total.decodedTokens,
             restarts: .init(admissions: total.restartAdmissions, promptTokens: total.restartPromptTokens,
                             hitTokens: total.restartHitTokens, recomputedPromptTokens: total.restartPromptTokens - total.restartHitTokens,
+                            diskHitTokens: config.hasDiskTier ? total.restartDiskHitTokens : nil,
+                            peerHitTokens: config.hasDiskTier ? total.restartPeerHitTokens : nil,
                             redecodedTokens: total.redecodedTokens),
             operations: operations,
             speculation: settings.speculation.map {

@@ -24,6 +24,11 @@ struct WorkerResult: Sendable {
     /// successful create), and of those the tokens the create found cached (its return value).
     var promptTokens = 0
     var hitTokens = 0
+    /// With a disk tier: of `hitTokens`, those the first creates read from the own tier and
+    /// from peers' tiers (`Engine.prefixSources`: found there at the create, whether or not the
+    /// read later failed; declined hits are not cached, so in neither).
+    var diskHitTokens = 0
+    var peerHitTokens = 0
     /// Output tokens appended and kept for the first time (drafts rolled back are not counted):
     /// each request's output once, however often it restarted.
     var decodedTokens = 0
@@ -34,6 +39,9 @@ struct WorkerResult: Sendable {
     var restartAdmissions = 0
     var restartPromptTokens = 0
     var restartHitTokens = 0
+    /// With a disk tier: of `restartHitTokens`, those read from the own tier and from peers'.
+    var restartDiskHitTokens = 0
+    var restartPeerHitTokens = 0
     var redecodedTokens = 0
     /// Speculative decoding: decode steps of one sequence, and draft tokens appended then
     /// truncated away because the target model rejected them.
@@ -297,13 +305,20 @@ struct LoadWorker: Sendable {
                 result.latency.record(.create, nanoseconds: created &- t0)
                 // The workload's prefix hits are its requests' first admissions'; a restart's
                 // create finds its own earlier blocks, which is the restart's, not the workload's.
+                // Where they came from: only a tier can have read any (the sequence is live, its
+                // own thread's: the query cannot fail).
+                let sources = config.hasDiskTier && cached > 0 ? (try? engine.prefixSources(of: id)) ?? PrefixSources.zero : PrefixSources.zero
                 if head.started {
                     result.restartAdmissions += 1
                     result.restartPromptTokens += request.promptTokens
                     result.restartHitTokens += cached
+                    result.restartDiskHitTokens += sources.diskTokens
+                    result.restartPeerHitTokens += sources.peerTokens
                 } else {
                     result.promptTokens += request.promptTokens
                     result.hitTokens += cached
+                    result.diskHitTokens += sources.diskTokens
+                    result.peerHitTokens += sources.peerTokens
                 }
                 switch config.hasDiskTier && cached > 0 ? readiness(id) : .ready {
                 case .ready:

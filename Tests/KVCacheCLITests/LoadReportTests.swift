@@ -323,6 +323,9 @@ struct LoadReportTests {
         // batch (`LoadWorker`'s loading list), then decoded every output token: none was lost
         // or decoded twice on the way.
         #expect(try Self.uint(offload, "disk_hit_tokens") > 0)
+        #expect(try Self.double(offload, "disk_hit_rate") == Double(try Self.uint(offload, "disk_hit_tokens")) / Double(second.promptTokens),
+                "a share of the first admissions' prompt tokens, as prefix.hit_rate")
+        #expect(try Self.uint(offload, "disk_hit_tokens") <= second.prefix.hitTokens, "part of the headline's cached tokens")
         #expect(try Self.uint(offload, "reload_failures") == 0)
         let outputs = (0..<Self.requests).map { secondRunner.workload.request($0).outputTokens }
         #expect(second.requests.completed + second.requests.rejectedOutOfMemory == Self.requests)

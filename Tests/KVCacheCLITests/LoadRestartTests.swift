@@ -52,6 +52,30 @@ struct LoadRestartTests {
                 "\(report.table())")
     }
 
+    /// With a disk tier the disk and peer hit rates share the headline's denominator: the first
+    /// admissions' prompt tokens and the tokens they read from disk (`Engine.prefixSources`,
+    /// per create), restarts' apart. On the Azure requests, which share no block, no first
+    /// admission finds anything, while restarts find their own earlier blocks, some on disk:
+    /// the report used to count those as the workload's disk hits.
+    @Test func aTiersDiskHitsAreTheFirstAdmissionsAndRestartsReadTheirsApart() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-load-restart-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let report = try LoadReportTests.load(Self.arguments + ["--offload-dir", dir, "--offload-bytes", "256MiB"]).report
+        try #require(report.requests.completed == 60 && report.requests.preemptions > 0, "\(report.requests)")
+        let offload = try LoadReportTests.object(report, "offload")
+        #expect(try LoadReportTests.uint(offload, "disk_hit_tokens") == 0, "no first admission shares a block")
+        #expect(try LoadReportTests.double(offload, "disk_hit_rate") == 0)
+        #expect(try LoadReportTests.uint(offload, "peer_hit_tokens") == 0)
+        let restarts = try LoadReportTests.object(report, "restarts")
+        let restartDisk = try LoadReportTests.uint(restarts, "disk_hit_tokens")
+        let restartHit = try LoadReportTests.uint(restarts, "hit_tokens")
+        try #require(restartDisk > 0, "no restart read its blocks back from disk: the test shows nothing")
+        #expect(restartDisk <= restartHit)
+        #expect(try LoadReportTests.uint(restarts, "peer_hit_tokens") == 0)
+        #expect(report.table().contains("(\(restartHit) from the cache: \(restartDisk) of them from disk, "), "\(report.table())")
+    }
+
     /// Without preemptions nothing restarts, and the worker's own count of cached tokens is the
     /// engine's (`EngineStats.prefixHitTokens`, which the report used to print).
     @Test func aRunWithoutPreemptionsRestartsNothing() throws {
