@@ -85,9 +85,10 @@ final class EvictionRun {
             // per-head TOVA beat it), else of the row summed over the layer's heads.
             for i in 0..<n { oracleScratch[i] = 0 }
             for h in config.perHead ? head..<head + 1 : 0..<heads { for i in 0..<n { oracleScratch[i] += rows[(layer * heads + h) * n + i] } }
-            var sorted = Array(oracleScratch.prefix(n))
+            // A plain sort, not the engine's `Selection`: the upper bound does not share the
+            // code it bounds.
             let k = held(n)
-            let threshold = sorted.withUnsafeMutableBufferPointer { kthLargestCopy($0.baseAddress!, n, k) }
+            let threshold = oracleScratch.prefix(n).sorted(by: >)[k - 1]
             var left = k
             for i in 0..<n { keep[i] = oracleScratch[i] > threshold ? 1 : 0; left -= Int(keep[i]) }
             for i in 0..<n where left > 0 && keep[i] == 0 && oracleScratch[i] == threshold { keep[i] = 1; left -= 1 }
@@ -172,11 +173,4 @@ struct Mean {
     private(set) var count = 0
     mutating func add(_ x: Double) { sum += x; count += 1 }
     var value: Double { count > 0 ? sum / Double(count) : .nan }
-}
-
-/// The k-th largest of `values[0..<n]` (reorders them): the oracle's threshold.
-func kthLargestCopy(_ values: UnsafeMutablePointer<Float>, _ n: Int, _ k: Int) -> Float {
-    var b = UnsafeMutableBufferPointer(start: values, count: n)
-    b.sort(by: >)
-    return b[k - 1]
 }

@@ -50,16 +50,3 @@ public protocol RequestQueues: AnyObject {
     /// Moves request `id` from `slot`'s queue to the end of `target`'s.
     func move(id: Int, from slot: Int, to target: Int)
 }
-
-/// Makes the policy object of `kind`.
-func makePolicy(_ kind: PolicyKind) -> any RoutingPolicy {
-    switch kind {
-    case .dualMap: DualMapRouter()
-    case .roundRobin: RoundRobinRouter()
-    case .leastLoaded: LeastLoadedRouter()
-    case .consistentHash: ConsistentHashRouter()
-    case .prefixTree: PrefixTreeRouter()
-    case .overlapCost: OverlapCostRouter()
-    case .llmD: LLMDRouter()
-    }
-}

@@ -54,7 +54,7 @@ public struct Replay: Sendable {
         slots.initialize(repeating: nil)
         defer { slots.deallocate() }
         nonisolated(unsafe) let out = slots
-        let next = Counter()
+        let next = WorkerCounter()
         let body: @Sendable () -> Void = { [self] in
             while true {
                 let i = next.take()

@@ -4,7 +4,7 @@ import Glibc
 
 /// A shared counter handing out work indexes to worker threads (each index once).
 /// The mutex lives at a fixed address (allocated), as pthreads requires.
-final class Counter: @unchecked Sendable {
+final class WorkerCounter: @unchecked Sendable {
     private var value = 0
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 

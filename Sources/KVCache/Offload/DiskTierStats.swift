@@ -22,7 +22,8 @@ public struct DiskTierStats: Equatable, Sendable {
     public var spillsFailed: UInt64 = 0
     /// Of `blocksSpilled` (and of `spillsFailed`), the writes that failed: the device's error,
     /// a short write, or a request the queue refused. Each failed block left the tier's index
-    /// (a `blockRemoved` event followed its `blockStored`).
+    /// (a `blockRemoved` event followed its `blockStored`). The C ABI's
+    /// `kvc_stats.disk_spills_failed` is this counter, not `spillsFailed`.
     public var spillWritesFailed: UInt64 = 0
     /// Of `blocksSpilled`, those the writeback thread submitted ahead of their eviction
     /// (`EngineConfig.offloadWriteback`, `Writeback`), failed ones included: copied outside the

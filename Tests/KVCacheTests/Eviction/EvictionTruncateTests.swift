@@ -517,7 +517,7 @@ import Testing
         let a: [Float] = [1, 0], b: [Float] = [0, 1]
         try a.withUnsafeBufferPointer { try e.addSegment(1, start: 0, end: 20, embedding: $0) }
         try b.withUnsafeBufferPointer { try e.addSegment(1, start: 20, end: 40, embedding: $0) }
-        _ = try a.withUnsafeBufferPointer { try e.focus(1, query: $0) }
+        let episodeOfA = try a.withUnsafeBufferPointer { try e.focus(1, query: $0) }
         let state = e.evictionStates[e.sequences.slot(of: 1)]!
         #expect(refusal(e, 1, 20) == .unsupported, "segment 1 starts at the cut and was clustered")
         #expect(state.segmentBounds == [0, 20, 20, 40] && state.nextPosition == 40)
@@ -528,7 +528,10 @@ import Testing
         try a.withUnsafeBufferPointer { try e.addSegment(1, start: 35, end: 40, embedding: $0) }
         try e.truncate(1, to: 34)  // the new segment was not clustered: dropped
         #expect(state.segmentBounds == [0, 20, 20, 30] && state.segmentCount == 2)
-        #expect(try b.withUnsafeBufferPointer { try e.focus(1, query: $0) } >= 0)
+        // The episodes survive the cut: b's query still finds b's segment, a's finds a's.
+        let episodeOfB = try b.withUnsafeBufferPointer { try e.focus(1, query: $0) }
+        #expect(episodeOfB != episodeOfA)
+        #expect(try a.withUnsafeBufferPointer { try e.focus(1, query: $0) } == episodeOfA)
     }
 }
 
