@@ -33,6 +33,7 @@ public struct KVError: Error, Equatable, CustomStringConvertible, Sendable {
         self.message = message
     }
 
+    /// "code: message", as the CLI prints an engine error.
     public var description: String { "\(code): \(message)" }
 
     static func invalid(_ message: String) -> KVError { KVError(.invalidArgument, message) }

@@ -23,6 +23,7 @@
 public final class DualMapRouter: RoutingPolicy {
     /// Requests examined per overloaded instance per rebalancing pass (a bound on the work).
     public static let maxExamined = 256
+    /// `RoutingPolicy.kind`.
     public var kind: PolicyKind { .dualMap }
     private var scratchIds = [Int](repeating: 0, count: maxExamined)
     private var scratchTargets = [Int](repeating: 0, count: maxExamined)
@@ -44,6 +45,7 @@ public final class DualMapRouter: RoutingPolicy {
         return (1 << UInt64(a)) | (b >= 0 ? 1 << UInt64(b) : 0)
     }
 
+    /// `RoutingPolicy.choose`: steps 1-3 of the decision above. O(1) after the prefix match.
     public func choose(_ request: RouteRequest, router: Router) -> Int {
         let a = self.a, b = self.b
         if b < 0 { return a }
@@ -66,6 +68,8 @@ public final class DualMapRouter: RoutingPolicy {
         return affinity
     }
 
+    /// `RoutingPolicy.rebalance`: the rebalancing above, at most `maxExamined` queued requests
+    /// examined per overloaded instance; returns how many moved.
     public func rebalance(router: Router, queues: any RequestQueues) -> Int {
         guard router.config.rebalance, router.instanceCount > 1 else { return 0 }
         let perToken = router.prefill.millisecondsPerToken

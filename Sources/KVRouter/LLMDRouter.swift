@@ -17,11 +17,13 @@
 /// active requests, then the lowest slot, so that a replay is deterministic. No parameters.
 /// Cost: O(live instances) after the prefix match; no allocation.
 public final class LLMDRouter: RoutingPolicy {
+    /// `RoutingPolicy.kind`.
     public var kind: PolicyKind { .llmD }
 
     /// An llm-d-style policy.
     public init() {}
 
+    /// `RoutingPolicy.choose`: the scoring above. O(live instances) after the prefix match.
     public func choose(_ request: RouteRequest, router: Router) -> Int {
         let loads = router.loads, matched = router.matched
         var minPrefix = Int.max, maxPrefix = 0

@@ -3,11 +3,14 @@
 /// vLLM production-stack's and llm-d's load-aware scorers. No parameters.
 /// Cost: O(live instances).
 public final class LeastLoadedRouter: RoutingPolicy {
+    /// `RoutingPolicy.kind`.
     public var kind: PolicyKind { .leastLoaded }
 
     /// A least-loaded policy.
     public init() {}
 
+    /// `RoutingPolicy.choose`: the live instance with the fewest pending prefill tokens (ties:
+    /// fewer active requests, then the lowest slot). O(instances).
     public func choose(_ request: RouteRequest, router: Router) -> Int {
         var best = -1
         var m = router.liveMask

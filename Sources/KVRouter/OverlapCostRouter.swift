@@ -10,11 +10,15 @@
 /// tie). Dynamo learns the overlap from KV events, so the default view is exact.
 /// Cost: O(live instances) after the prefix match.
 public final class OverlapCostRouter: RoutingPolicy {
+    /// `RoutingPolicy.kind`.
     public var kind: PolicyKind { .overlapCost }
 
     /// A Dynamo-style policy.
     public init() {}
 
+    /// `RoutingPolicy.choose`: the live instance with the lowest cost: `overlapScoreWeight` x
+    /// prefill blocks (pending plus this prompt's uncached) + running blocks (ties: fewer active
+    /// requests). O(instances).
     public func choose(_ request: RouteRequest, router: Router) -> Int {
         let loads = router.loads
         let bt = Double(router.config.blockTokens)

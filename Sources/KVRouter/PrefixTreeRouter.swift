@@ -13,11 +13,13 @@
 /// default view here is the same (`CacheViewMode.approximate`); a chained block hash set is a
 /// radix tree at block granularity. Cost: O(live instances) after the prefix match.
 public final class PrefixTreeRouter: RoutingPolicy {
+    /// `RoutingPolicy.kind`.
     public var kind: PolicyKind { .prefixTree }
 
     /// An SGLang-style policy.
     public init() {}
 
+    /// `RoutingPolicy.choose`: steps 1-3 above. O(live instances) after the prefix match.
     public func choose(_ request: RouteRequest, router: Router) -> Int {
         let loads = router.loads
         let live = router.liveMask

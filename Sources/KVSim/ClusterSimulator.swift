@@ -318,14 +318,18 @@ public final class ClusterSimulator: RequestQueues {
 
     // MARK: RequestQueues (for rebalancing)
 
+    /// `RequestQueues.queuedCount`: the instance's waiting requests. O(1).
     public func queuedCount(slot: Int) -> Int { instances[slot].waitingCount }
 
+    /// `RequestQueues.queuedRequest`: the waiting request at `index` from the queue's head. O(1).
     public func queuedRequest(slot: Int, index: Int) -> (id: Int, hashes: UnsafeBufferPointer<UInt64>, tokens: Int) {
         let inst = instances[slot]
         let r = Int(inst.waiting[inst.waitingHead + index])
         return (r, hashes(r), Int(sequenceTokens[r]))
     }
 
+    /// `RequestQueues.move`: moves waiting request `r` to `target`'s queue, re-estimating its
+    /// uncached prompt tokens there (one prefix match); a request no longer waiting stays.
     public func move(id r: Int, from slot: Int, to target: Int) {
         let from = instances[slot], to = instances[target]
         guard state[r] == 1, from.removeWaiting(Int32(r)) else { return }

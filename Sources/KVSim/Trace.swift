@@ -112,6 +112,7 @@ public struct TraceFormatError: Error, CustomStringConvertible, Sendable {
     public var line: Int
     /// What is wrong.
     public var reason: String
+    /// "path:line: reason" ("path: reason" for the file as a whole), as compilers print.
     public var description: String { line > 0 ? "\(path):\(line): \(reason)" : "\(path): \(reason)" }
 
     /// An error in `path` at 1-based `line` (0: the file as a whole), saying `reason`.
