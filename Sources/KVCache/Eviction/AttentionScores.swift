@@ -38,8 +38,8 @@ public final class AttentionScores {
     public let policy: any EvictionPolicy
     /// What this state keeps for the policy (`config.tracking`, asked once at creation):
     /// `last` holds `rows * capacity` floats only with `.lastStep`, `visible` only with
-    /// `.visibility`, `episodeScores` blocks only with `.episodes`; `lowScores` records only
-    /// with `.lowScores`.
+    /// `.visibility`, `episodeScores` blocks only with `.episodes`; `plan` lets rows record
+    /// into `lowScores` only with `.lowScores`.
     public let tracking: ScoreTracking
     /// Most slots a row may ever need (the engine's `maxSeqTokens`).
     public let maxCapacity: Int

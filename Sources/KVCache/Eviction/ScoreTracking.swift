@@ -4,8 +4,9 @@
 /// created, so that observing, growing, moving and compacting test a stored bit, never the
 /// policy's kind nor an existential call per token or row.
 ///
-/// Invariant: a state keeps a buffer or record exactly when its tracking contains the option
-/// (an option it lacks costs neither memory nor time); the tracking of a state never changes.
+/// Invariant: the tracking of a state never changes. Without `lastStep`, `visibility` or
+/// `episodes` the state allocates and updates no buffer for it; without `lowScores` its
+/// rows record nothing (the record's per-row bookkeeping, O(rows), is allocated anyway).
 public struct ScoreTracking: OptionSet, Sendable {
     /// The option bits.
     public let rawValue: UInt8
