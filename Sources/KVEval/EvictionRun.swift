@@ -63,7 +63,7 @@ final class EvictionRun {
     func begin(_ step: TraceStep, index: Int, header: TraceHeader) throws {
         let new = step.nTokens - subject.nextPosition
         if new > 0 { try subject.append(new) }
-        guard config.policy == .episodic else { return }
+        guard config.tracking.contains(.episodes) else { return }
         for s in header.segments where s.availableStep == index {
             try s.embedding.withUnsafeBufferPointer { try subject.addSegment(start: s.start, end: s.end, embedding: $0) }
             segments += 1

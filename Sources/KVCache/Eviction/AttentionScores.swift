@@ -36,6 +36,11 @@ public final class AttentionScores {
     public let config: EvictionConfig
     /// The policy.
     public let policy: any EvictionPolicy
+    /// What this state keeps for the policy (`config.tracking`, asked once at creation):
+    /// `last` holds `rows * capacity` floats only with `.lastStep`, `visible` only with
+    /// `.visibility`, `episodeScores` blocks only with `.episodes`; `plan` lets rows record
+    /// into `lowScores` only with `.lowScores`.
+    public let tracking: ScoreTracking
     /// Most slots a row may ever need (the engine's `maxSeqTokens`).
     public let maxCapacity: Int
     /// Slots per row allocated.
@@ -127,6 +132,7 @@ public final class AttentionScores {
         self.heads = heads
         self.config = config
         self.policy = config.policy.policy(config)
+        tracking = config.tracking
         rowsPerLayer = config.perHead ? heads : 1
         self.maxCapacity = maxCapacity
         var c = min(maxCapacity, 1024)
@@ -148,7 +154,7 @@ public final class AttentionScores {
         moveCount = .allocate(capacity: rows)
         moveCount.initialize(repeating: 0, count: rows)
         lowScores = LowScoreCache(rows: rows)
-        episodeObserved = [Bool](repeating: false, count: config.policy == .episodic ? config.episodes + 1 : 0)
+        episodeObserved = [Bool](repeating: false, count: tracking.contains(.episodes) ? config.episodes + 1 : 0)
         entropySum = [Double](repeating: 0, count: layers)
         entropyRows = [Double](repeating: 0, count: layers)
         positions = .allocate(capacity: 0)
@@ -177,8 +183,8 @@ public final class AttentionScores {
         let n = rows * capacity
         c.positions.update(from: positions, count: n)
         c.accumulated.update(from: accumulated, count: n)
-        if config.tracksLast { c.last.update(from: last, count: n) }
-        if config.tracksVisibility { c.visible.update(from: visible, count: n) }
+        if tracking.contains(.lastStep) { c.last.update(from: last, count: n) }
+        if tracking.contains(.visibility) { c.visible.update(from: visible, count: n) }
         c.episodeScores.update(from: episodeScores, count: episodeObserved.count * n)
         c.lengths.update(from: lengths, count: layers)
         c.visibleQueries.update(from: visibleQueries, count: layers)
@@ -231,8 +237,8 @@ public final class AttentionScores {
         }
         grow(&positions, blocks: 1, fill: 0)
         grow(&accumulated, blocks: 1, fill: 0)
-        grow(&last, blocks: config.tracksLast ? 1 : 0, fill: 0)
-        grow(&visible, blocks: config.tracksVisibility ? 1 : 0, fill: 0)
+        grow(&last, blocks: tracking.contains(.lastStep) ? 1 : 0, fill: 0)
+        grow(&visible, blocks: tracking.contains(.visibility) ? 1 : 0, fill: 0)
         grow(&episodeScores, blocks: episodeObserved.count, fill: 0)
         for p in [keepMask] { p.deallocate() }
         keepMask = .allocate(capacity: new)
@@ -324,8 +330,8 @@ public final class AttentionScores {
                 let base = (l * rowsPerLayer + h) * capacity + len
                 for j in 0..<n { positions[base + j] = Int32(truncatingIfNeeded: nextPosition + j) }
                 (accumulated + base).update(repeating: 0, count: n)
-                if config.tracksLast { (last + base).update(repeating: 0, count: n) }
-                if config.tracksVisibility { (visible + base).update(repeating: -visibleQueries[l], count: n) }
+                if tracking.contains(.lastStep) { (last + base).update(repeating: 0, count: n) }
+                if tracking.contains(.visibility) { (visible + base).update(repeating: -visibleQueries[l], count: n) }
                 for e in 0..<episodeObserved.count { (episodeScores + e * rows * capacity + base).update(repeating: 0, count: n) }
             }
             lengths[l] = len + n
@@ -371,9 +377,9 @@ public final class AttentionScores {
         // probabilities could claim 2^63 queries, past what an Int holds).
         let queries = min(max(1, firstHead.rounded()), Float(n))
         let seenAll = max(0, n - Int(queries))
-        let episode = config.policy == .episodic ? config.episodes : -1  // the turn block
+        let episode = tracking.contains(.episodes) ? config.episodes : -1  // the turn block
         if episode >= 0 { episodeObserved[episode] = true }
-        if config.tracksVisibility { visibleQueries[layer] += queries }  // every resident token saw them...
+        if tracking.contains(.visibility) { visibleQueries[layer] += queries }  // every resident token saw them...
         for h in 0..<rowsPerLayer {
             let r = layer * rowsPerLayer + h
             let src = perHead ? scores + h * n : UnsafePointer(summed)
@@ -385,8 +391,8 @@ public final class AttentionScores {
             } else if let turn {
                 for t in 0..<n { turn[t] += src[t] }
             }
-            if config.tracksLast { (last + r * capacity).update(from: src, count: n) }
-            if config.tracksVisibility {  // ...but the last ones saw fewer, and those past `n` none
+            if tracking.contains(.lastStep) { (last + r * capacity).update(from: src, count: n) }
+            if tracking.contains(.visibility) {  // ...but the last ones saw fewer, and those past `n` none
                 let vis = visible + r * capacity
                 for t in seenAll..<n { vis[t] += Float(n - t) - queries }
                 for t in n..<lengths[layer] { vis[t] -= queries }
@@ -632,7 +638,7 @@ public final class AttentionScores {
     /// dimension or values), changing nothing: so that the engine refuses a bad query before
     /// it waits for anything. O(query).
     func checkFocus(_ query: UnsafeBufferPointer<Float>) throws(KVError) {
-        guard config.policy == .episodic else { throw KVError(.unsupported, "focus needs the episodic policy, this sequence uses \(config.policy.name)") }
+        guard tracking.contains(.episodes) else { throw KVError(.unsupported, "focus needs the episodic policy, this sequence uses \(config.policy.name)") }
         guard segmentCount > 0 else { throw .invalid("no segment registered: add segments before focusing") }
         try checkEmbedding(query)
     }
@@ -746,6 +752,7 @@ public final class AttentionScores {
     /// Cost: the policy's O(slots) per row, no allocation.
     func plan(budget: Int) -> Int {
         var planned = 0
+        let keepsAll = type(of: policy).keepsEveryToken
         layerBudgets(budget, into: plannedLengths)
         var used = 0
         for l in 0..<layers {
@@ -760,14 +767,14 @@ public final class AttentionScores {
                 let episode = episodeRow(base)
                 let row = EvictionRow(
                     count: len, positions: positions + base, accumulated: accumulated + base,
-                    last: config.tracksLast ? UnsafePointer(last + base) : UnsafePointer(accumulated + base),
-                    visible: config.tracksVisibility ? UnsafePointer(visible + base) : UnsafePointer(accumulated + base),
-                    visibleOffset: config.tracksVisibility ? visibleQueries[l] : 0,
+                    last: tracking.contains(.lastStep) ? UnsafePointer(last + base) : UnsafePointer(accumulated + base),
+                    visible: tracking.contains(.visibility) ? UnsafePointer(visible + base) : UnsafePointer(accumulated + base),
+                    visibleOffset: tracking.contains(.visibility) ? visibleQueries[l] : 0,
                     episode: episode?.scores, turn: episode?.turn, nextPosition: nextPosition, budget: max(1, b),
                     lowScores: recordsLowScores ? lowScores.row(r) : nil)
                 policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
-                // Every policy keeps exactly min(budget, count) slots (none: all of them).
-                let k = config.policy == .none ? len : min(max(1, b), len)
+                // Every policy keeps exactly min(budget, count) slots, or all of them.
+                let k = keepsAll ? len : min(max(1, b), len)
                 kept = k
                 pairMoves(row: r, count: len, kept: k, used: &used)
             }
@@ -802,19 +809,18 @@ public final class AttentionScores {
     /// Decode steps (over all rows) whose choice scanned the row instead of using `lowScores`.
     var lowScoreScans: Int { lowScores.scans }
 
-    /// Whether `plan` lets the policy keep `lowScores` (valid only while scores fall no further
-    /// than `LowScoreCache` allows and only compactions move slots: H2O and episodic, no
-    /// parking; an episodic row's scores, the focused episode's plus the turn's, only grow
-    /// while the focus holds, and every focus forgets the records).
+    /// Whether `plan` lets the policy keep `lowScores`: its tracking asks for them
+    /// (`ScoreTracking.lowScores`) and the row does not park (parking moves slots outside
+    /// compactions).
     private var recordsLowScores: Bool {
-        (config.policy == .heavyHitter || config.policy == .episodic) && !parksEvictions
+        tracking.contains(.lowScores) && !parksEvictions
     }
 
     /// The episodic scores of the row at `base`, slot by slot: the focused episode's, to which
     /// the current turn's are added; nil without a focused episode that has observed
     /// something (then the policy is H2O). Cost: O(1).
     private func episodeRow(_ base: Int) -> (scores: UnsafePointer<Float>, turn: UnsafePointer<Float>)? {
-        guard config.policy == .episodic, focusedEpisode >= 0, episodeObserved[focusedEpisode] else { return nil }
+        guard tracking.contains(.episodes), focusedEpisode >= 0, episodeObserved[focusedEpisode] else { return nil }
         let block = rows * capacity
         return (UnsafePointer(episodeScores + focusedEpisode * block + base), UnsafePointer(episodeScores + config.episodes * block + base))
     }
@@ -859,7 +865,7 @@ public final class AttentionScores {
                 let l = r / rowsPerLayer, kept = plannedLengths[l], evicted = lengths[l] - kept
                 let to = capacity - parked[r] - evicted, base = r * capacity
                 precondition(to >= kept, "resident and parked slots exceed the row")
-                if config.tracksVisibility { for j in kept..<(kept + evicted) { visible[base + j] += visibleQueries[l] } }
+                if tracking.contains(.visibility) { for j in kept..<(kept + evicted) { visible[base + j] += visibleQueries[l] } }
                 if to != kept {
                     for j in stride(from: evicted - 1, through: 0, by: -1) { copyValues(base + to + j, base + kept + j, block: block) }
                 }
@@ -995,16 +1001,16 @@ public final class AttentionScores {
     @inline(__always) private func copyValues(_ d: Int, _ s: Int, block: Int) {
         positions[d] = positions[s]
         accumulated[d] = accumulated[s]
-        if config.tracksLast { last[d] = last[s] }
-        if config.tracksVisibility { visible[d] = visible[s] }
+        if tracking.contains(.lastStep) { last[d] = last[s] }
+        if tracking.contains(.visibility) { visible[d] = visible[s] }
         for e in 0..<episodeObserved.count { episodeScores[e * block + d] = episodeScores[e * block + s] }
     }
 
     @inline(__always) private func swapValues(_ a: Int, _ b: Int, block: Int) {
         swap(&positions[a], &positions[b])
         swap(&accumulated[a], &accumulated[b])
-        if config.tracksLast { swap(&last[a], &last[b]) }
-        if config.tracksVisibility { swap(&visible[a], &visible[b]) }
+        if tracking.contains(.lastStep) { swap(&last[a], &last[b]) }
+        if tracking.contains(.visibility) { swap(&visible[a], &visible[b]) }
         for e in 0..<episodeObserved.count { swap(&episodeScores[e * block + a], &episodeScores[e * block + b]) }
     }
 
@@ -1035,7 +1041,7 @@ public final class AttentionScores {
         lowScores.invalidate(row: row)
         tailFrom = nextPosition  // a parked token may enter a slot of the tail
         swapValues(row * capacity + a, row * capacity + b, block: rows * capacity)
-        if config.tracksVisibility {  // resident slots count relative to the layer's queries
+        if tracking.contains(.visibility) {  // resident slots count relative to the layer's queries
             let q = visibleQueries[row / rowsPerLayer]
             visible[row * capacity + a] -= q
             visible[row * capacity + b] += q
@@ -1077,7 +1083,7 @@ public final class AttentionScores {
     /// parked slots) with `budget`; returns the keep mask by candidate index (valid until the
     /// next choice). Cost: O(count); allocates the gather buffers once.
     private func choose(row: Int, count n: Int, budget: Int, slot: (Int) -> Int) -> UnsafePointer<UInt8> {
-        let base = row * capacity, resident = length(row: row), queries = config.tracksVisibility ? visibleQueries[row / rowsPerLayer] : 0
+        let base = row * capacity, resident = length(row: row), queries = tracking.contains(.visibility) ? visibleQueries[row / rowsPerLayer] : 0
         if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
         let episode = episodeRow(base)
         gather.withUnsafeMutableBufferPointer { g in
@@ -1087,8 +1093,8 @@ public final class AttentionScores {
                 let i = slot(j)
                 pos[j] = positions[base + i]
                 acc[j] = accumulated[base + i]
-                lst[j] = config.tracksLast ? last[base + i] : 0
-                vis[j] = config.tracksVisibility ? visible[base + i] + (i < resident ? queries : 0) : 0
+                lst[j] = tracking.contains(.lastStep) ? last[base + i] : 0
+                vis[j] = tracking.contains(.visibility) ? visible[base + i] + (i < resident ? queries : 0) : 0
                 epi[j] = episode.map { $0.scores[i] + $0.turn[i] } ?? 0
             }
             let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,

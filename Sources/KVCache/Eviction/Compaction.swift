@@ -76,7 +76,7 @@ extension Engine {
         try checkLayer(layer)
         try locked { () throws(KVError) in
             let s = try slot(seq)
-            if evictionConfig(s).policy == .none && evictionStates[s] == nil {
+            if evictionConfig(s).keepsEveryToken && evictionStates[s] == nil {
                 try validateScores(scores, nHeads: nHeads, nTokens: nTokens, layerLength: sequences.lengths[s], layer: layer)
                 return
             }
@@ -123,7 +123,7 @@ extension Engine {
         guard budgetTokens > 0 else { throw .invalid("budget_tokens is 0: a layer keeps at least one token") }
         return try lockedAllocating { () throws(KVError) -> Int in
             var s = try usableSlot(seq)
-            if evictionConfig(s).policy == .none { return sequences.lengths[s] }
+            if evictionConfig(s).keepsEveryToken { return sequences.lengths[s] }
             // Compaction moves bytes and releases blocks: every disk read still filling the
             // sequence (prefix hit, swap-in, a focus's restores) must land first, or it would
             // land on the compacted layout or on a released block; offloading, its first record
@@ -413,7 +413,7 @@ extension Engine {
     public func addSegment(_ seq: UInt64, start: Int, end: Int, embedding: UnsafeBufferPointer<Float>) throws(KVError) {
         try locked { () throws(KVError) in
             let s = try slot(seq)
-            guard evictionConfig(s).policy == .episodic else {
+            guard evictionConfig(s).tracking.contains(.episodes) else {
                 throw KVError(.unsupported, "segments serve the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
             }
             if evictionStates[s] == nil, config.eviction.embeddingDim != 0, embedding.count != config.eviction.embeddingDim {
@@ -449,7 +449,7 @@ extension Engine {
     public func focus(_ seq: UInt64, query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
         try lockedAllocating { () throws(KVError) -> Int in
             var s = try slot(seq)
-            guard evictionConfig(s).policy == .episodic else {
+            guard evictionConfig(s).tracking.contains(.episodes) else {
                 throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
             }
             try withEvictionState(s) { (state) throws(KVError) in try state.checkFocus(query) }  // refused before any wait

@@ -20,6 +20,16 @@ public struct EpisodicPolicy: EvictionPolicy {
     /// An episodic policy with `config`'s parameters.
     public init(_ config: EvictionConfig) { self.config = config }
 
+    /// H2O's (whose choice it makes, on an episode's scores while focused), plus the scores
+    /// per episode and turn. Its low-score records hold while the focus does: the focused
+    /// episode's scores plus the turn's only grow, and every focus forgets the records.
+    public static func tracking(_ config: EvictionConfig) -> ScoreTracking {
+        HeavyHitterPolicy.tracking(config).union(.episodes)
+    }
+
+    /// False: it keeps the budget.
+    public static var keepsEveryToken: Bool { false }
+
     /// The recent window, then the top scores of the focused episode (H2O's when none).
     /// Cost: O(count) expected, no allocation.
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {

@@ -75,10 +75,11 @@ public struct EvictionConfig: Equatable, Sendable {
         guard (0...4096).contains(embeddingDim) else { throw .invalid("embedding_dim \(embeddingDim) is outside 0...4096") }
     }
 
-    /// Whether observing must keep the last step's scores (TOVA).
-    var tracksLast: Bool { policy == .tova }
-    /// Whether observing must keep per-slot visibility counts (normalised scores).
-    var tracksVisibility: Bool { normalizedScores && (policy == .heavyHitter || policy == .episodic) }
+    /// What an eviction state must keep for this configuration's policy: the policy type's
+    /// answer (`EvictionPolicy.tracking`). Cost: O(1).
+    public var tracking: ScoreTracking { policy.policyType.tracking(self) }
+    /// Whether the policy keeps every token (`EvictionPolicy.keepsEveryToken`). Cost: O(1).
+    var keepsEveryToken: Bool { policy.policyType.keepsEveryToken }
 
     /// The recent window for `budget`.
     @inline(__always) func recentWindow(budget: Int) -> Int {

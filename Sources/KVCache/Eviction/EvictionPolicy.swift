@@ -28,7 +28,8 @@ public struct EvictionRow {
     /// Tokens to keep: 1...count.
     public var budget: Int
     /// The row's record of its lowest scores between decode steps, or nil
-    /// (`AttentionScores.plan` passes it to H2O and episodic on a row that does not park).
+    /// (`AttentionScores.plan` passes it, on a row that does not park, to a policy whose
+    /// tracking has `ScoreTracking.lowScores`).
     var lowScores: LowScoreCache.Row? = nil
 }
 
@@ -48,25 +49,43 @@ public struct SelectionScratch {
 /// Contract: `choose` writes `keep[i]` (1 keep, 0 evict) for every slot `i < row.count` and
 /// marks exactly `min(row.budget, row.count)` slots; it reads only `row` (what was observed)
 /// and may overwrite `scratch`. Cost: O(count) expected, no allocation.
+///
+/// What a policy needs observed is its own answer (`tracking`, `keepsEveryToken`): the
+/// engine and `AttentionScores` ask the policy type, never compare kinds, so that a new
+/// policy is one file plus its case in `EvictionPolicyKind.policyType`.
 public protocol EvictionPolicy: Sendable {
     /// Which policy this is.
     var kind: EvictionPolicyKind { get }
+    /// The policy with `config`'s parameters (those it has; it ignores the others).
+    init(_ config: EvictionConfig)
+    /// What the eviction state must keep for this policy's choices under `config`, beyond
+    /// positions and accumulated attention; the `EvictionRow` fields it leaves out are
+    /// placeholders `choose` must not read. Depends on `config` and the type only.
+    /// Cost: O(1); `AttentionScores` asks once, at creation, and the engine once per call
+    /// that needs it (never per token or row).
+    static func tracking(_ config: EvictionConfig) -> ScoreTracking
+    /// Whether `choose` keeps every slot whatever the budget: compacting then changes
+    /// nothing, so the engine keeps no eviction state for the sequence (it only checks
+    /// observed scores) and `compact` returns at once. Cost: O(1).
+    static var keepsEveryToken: Bool { get }
     /// Chooses the slots `row` keeps, into `keep`.
     func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>)
 }
 
 extension EvictionPolicyKind {
-    /// The policy object for this kind with `config`'s parameters.
-    public func policy(_ config: EvictionConfig) -> any EvictionPolicy {
+    /// The policy type of this kind: the one place a kind names its policy. Cost: O(1).
+    public var policyType: any EvictionPolicy.Type {
         switch self {
-        case .none: NoEviction()
-        case .streamingLLM: StreamingLLMPolicy(sinkTokens: config.sinkTokens)
-        case .tova: TOVAPolicy()
-        case .heavyHitter: HeavyHitterPolicy(config)
-        case .episodic: EpisodicPolicy(config)
+        case .none: NoEviction.self
+        case .streamingLLM: StreamingLLMPolicy.self
+        case .tova: TOVAPolicy.self
+        case .heavyHitter: HeavyHitterPolicy.self
+        case .episodic: EpisodicPolicy.self
         }
     }
 
+    /// The policy object for this kind with `config`'s parameters.
+    public func policy(_ config: EvictionConfig) -> any EvictionPolicy { policyType.init(config) }
 }
 
 /// Helpers shared by the policies: windows by position and top-k by score.

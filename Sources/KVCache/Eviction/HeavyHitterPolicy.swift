@@ -13,6 +13,15 @@ public struct HeavyHitterPolicy: EvictionPolicy {
     /// An H2O policy with `config`'s window and normalisation.
     public init(_ config: EvictionConfig) { self.config = config }
 
+    /// Low-score records (accumulated sums only grow), and visibility counts when scores are
+    /// normalised.
+    public static func tracking(_ config: EvictionConfig) -> ScoreTracking {
+        config.normalizedScores ? [.lowScores, .visibility] : .lowScores
+    }
+
+    /// False: it keeps the budget.
+    public static var keepsEveryToken: Bool { false }
+
     /// The recent window by position, then the top accumulated scores among the rest.
     /// Cost: O(count) expected, no allocation; a decode step that `row.lowScores` serves
     /// reads only that record, plus O(count) to write `keep`.

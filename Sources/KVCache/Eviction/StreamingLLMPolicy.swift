@@ -9,6 +9,15 @@ public struct StreamingLLMPolicy: EvictionPolicy {
     /// A StreamingLLM policy keeping `sinkTokens` sinks.
     public init(sinkTokens: Int) { self.sinkTokens = sinkTokens }
 
+    /// A StreamingLLM policy keeping `config.sinkTokens` sinks.
+    public init(_ config: EvictionConfig) { self.init(sinkTokens: config.sinkTokens) }
+
+    /// Nothing beyond positions: it chooses by position alone.
+    public static func tracking(_ config: EvictionConfig) -> ScoreTracking { [] }
+
+    /// False: it keeps the budget.
+    public static var keepsEveryToken: Bool { false }
+
     /// Keeps sinks by position, then the newest positions. Cost: O(count) plus a top-k over
     /// positions when the window is ragged.
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {

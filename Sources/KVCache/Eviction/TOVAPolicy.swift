@@ -6,6 +6,15 @@ public struct TOVAPolicy: EvictionPolicy {
     /// A TOVA policy.
     public init() {}
 
+    /// A TOVA policy (it has no parameter).
+    public init(_ config: EvictionConfig) { self.init() }
+
+    /// The last step's scores (`EvictionRow.last`), all it ranks by.
+    public static func tracking(_ config: EvictionConfig) -> ScoreTracking { .lastStep }
+
+    /// False: it keeps the budget.
+    public static var keepsEveryToken: Bool { false }
+
     /// Top `budget` slots by the last step's attention. Cost: O(count) expected.
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
         for i in 0..<row.count { keep[i] = 0 }

@@ -53,9 +53,10 @@
 ///   parked tokens) and `fork` first wait for the sequence's pending restores; `free` releases
 ///   its pins on its records.
 extension Engine: RecordMemory {
-    /// Whether compactions of `state` offload evicted tokens to the disk tier.
+    /// Whether compactions of `state` offload evicted tokens to the disk tier: its policy
+    /// keeps scores per episode (`ScoreTracking.episodes`), which a focus restores by.
     func offloadsEvictions(_ state: AttentionScores) -> Bool {
-        offload != nil && (paged != nil || contiguous != nil) && state.config.policy == .episodic
+        offload != nil && (paged != nil || contiguous != nil) && state.tracking.contains(.episodes)
     }
 
     /// The offloaded-token table of sequence slot `s`, created on first use for `state`'s rows

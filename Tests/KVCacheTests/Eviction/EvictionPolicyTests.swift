@@ -220,6 +220,26 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         #expect(sums() == before, "an overflowing sum")
     }
 
+    /// Each policy type's own answer to what it needs observed, against the kind checks the
+    /// engine used to make (TOVA the last step; H2O and episodic low-score records, plus
+    /// visibility counts when normalised; episodic its episodes; none keeps everything), and
+    /// a state keeps what its policy asked for.
+    @Test(arguments: EvictionPolicyKind.allCases, [false, true])
+    func eachPolicyStatesWhatItNeedsObserved(kind: EvictionPolicyKind, normalized: Bool) {
+        var config = EvictionConfig(kind)
+        config.normalizedScores = normalized
+        var expected: ScoreTracking = []
+        if kind == .tova { expected.insert(.lastStep) }
+        if kind == .heavyHitter || kind == .episodic { expected.insert(.lowScores) }
+        if normalized && (kind == .heavyHitter || kind == .episodic) { expected.insert(.visibility) }
+        if kind == .episodic { expected.insert(.episodes) }
+        #expect(config.tracking == expected)
+        #expect(config.keepsEveryToken == (kind == .none))
+        #expect(kind.policy(config).kind == kind)
+        let state = AttentionScores(layers: 2, heads: 2, config: config, length: 3, maxCapacity: 64)
+        #expect(state.tracking == expected && state.episodeObserved.count == (kind == .episodic ? config.episodes + 1 : 0))
+    }
+
     @Test func kthLargestFindsTheOrderStatistic() {
         var rng = SplitMix64(seed: 1)
         for n in [1, 2, 7, 100, 1000] {

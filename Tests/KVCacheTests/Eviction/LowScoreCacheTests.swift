@@ -26,7 +26,7 @@ import Testing
     /// (episodic, focused on an episode that has observed something) the episode's plus the turn's.
     private func rankedScores(_ state: AttentionScores, layer: Int, row: Int) -> [Float] {
         let e = state.focusedEpisode
-        guard state.config.policy == .episodic, e >= 0, state.episodeObserved[e] else {
+        guard state.tracking.contains(.episodes), e >= 0, state.episodeObserved[e] else {
             return Array(state.accumulatedScores(layer: layer, row: row))
         }
         let block = state.rows * state.capacity, base = (layer * state.rowsPerLayer + row) * state.capacity
