@@ -53,13 +53,8 @@ final class DiskTier {
     private let writingStage: UnsafeMutablePointer<Int32>
     /// Per slot: tokens of the offloaded-token record it holds (`writeRecord`), or 0.
     private let recordTokens: UnsafeMutablePointer<Int32>
-    private let lruPrev: UnsafeMutablePointer<Int32>
-    private let lruNext: UnsafeMutablePointer<Int32>
-    private var lruHead: Int32 = -1
-    private var lruTail: Int32 = -1
-    /// Slots in the LRU: stored, hashed, unpinned, droppable.
-    private var lruCount = 0
-    private let inLRU: UnsafeMutablePointer<Bool>
+    /// The LRU: the droppable slots, oldest first (exactly those stored, hashed and unpinned).
+    private let lru: SlotLRU
     private let freeSlots: UnsafeMutablePointer<Int32>
     private var freeTop = 0
     private let index: U64Table
@@ -242,10 +237,7 @@ final class DiskTier {
         writingStage = .allocate(capacity: capacity)
         recordTokens = .allocate(capacity: capacity)
         recordTokens.initialize(repeating: 0, count: capacity)
-        lruPrev = .allocate(capacity: capacity)
-        lruNext = .allocate(capacity: capacity)
-        inLRU = .allocate(capacity: capacity)
-        inLRU.initialize(repeating: false, count: capacity)
+        lru = SlotLRU(capacity: capacity)
         freeSlots = .allocate(capacity: capacity)
         index = U64Table(maxEntries: capacity)
         stageOp = .allocate(capacity: stages)
@@ -282,9 +274,6 @@ final class DiskTier {
         pins.deallocate()
         writingStage.deallocate()
         recordTokens.deallocate()
-        lruPrev.deallocate()
-        lruNext.deallocate()
-        inLRU.deallocate()
         freeSlots.deallocate()
         stageOp.deallocate()
         stageSlot.deallocate()
@@ -403,7 +392,7 @@ final class DiskTier {
             checksums[slot] = r.checksum
             index.insert(r.block_hash, Int32(slot))
             journal.recovered(Int32(slot))
-            lruAppend(Int32(slot))
+            lru.append(Int32(slot))
             stats.storedSlots += 1
             stats.recoveredSlots += 1
         }
@@ -482,10 +471,7 @@ final class DiskTier {
     /// LRU's young end. O(1).
     func lookup(_ hash: UInt64) -> Int32 {
         let slot = index.find(hash)
-        if slot >= 0 && inLRU[Int(slot)] {
-            lruRemove(slot)
-            lruAppend(slot)
-        }
+        if slot >= 0 { lru.touch(slot) }
         return slot
     }
 
@@ -499,7 +485,7 @@ final class DiskTier {
     /// Holds `slot` against reuse (a swapped-out sequence refers to it, or a read is pending).
     func pin(_ slot: Int32) {
         pins[Int(slot)] += 1
-        if inLRU[Int(slot)] { lruRemove(slot) }
+        lru.remove(slot)
     }
 
     /// Releases a pin; an unpinned hashed stored slot rejoins the LRU, an unpinned slot
@@ -512,7 +498,7 @@ final class DiskTier {
         if hashes[s] == 0 {
             if state[s] == DiskTier.stored { release(slot) }
         } else if state[s] == DiskTier.stored {
-            lruAppend(slot)
+            lru.append(slot)
         }
     }
 
@@ -647,9 +633,9 @@ final class DiskTier {
             for i in 0..<count {
                 let h = hash(i)
                 let s = h != 0 ? index.find(h) : -1
-                if s < 0 { needed += 1 } else if inLRU[Int(s)] { heldInLRU += 1 }
+                if s < 0 { needed += 1 } else if lru.contains(s) { heldInLRU += 1 }
             }
-            let reusable = freeTop + lruCount - heldInLRU
+            let reusable = freeTop + lru.count - heldInLRU
             guard needed > reusable else { return (needed, reusable) }
             growable = kvm_slab_growable(slab, &bound)
             return (needed, reusable + Int(growable))
@@ -759,7 +745,7 @@ final class DiskTier {
     /// True when no slot can be had without failing: every slot of the whole tier is allocated
     /// and held (swapped-out sequences' blocks, offloaded-token records, reads and writes in
     /// flight), none free and none cached to drop. A capacity condition, not a device error.
-    private var isFullOfHeldSlots: Bool { freeTop == 0 && lruHead < 0 && Int(kvm_slab_allocated(slab)) >= capacity }
+    private var isFullOfHeldSlots: Bool { freeTop == 0 && lru.oldest < 0 && Int(kvm_slab_allocated(slab)) >= capacity }
 
     /// A free slot for a write: a free one, else one the slab grows by (`growSlab`), else the
     /// LRU's `dropBatch` oldest are dropped (whatever they hold) and one of them is taken.
@@ -767,13 +753,13 @@ final class DiskTier {
     private func takeSlot() throws(KVError) -> Int32 {
         growSlab()
         if freeTop == 0 {
-            guard lruHead >= 0 else {
+            guard lru.oldest >= 0 else {
                 if isFullOfHeldSlots {  // kept as the reason later reports give (an episodic loss's)
                     lastFailure = "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
                 }
                 throw KVError(.io, lastFailure)
             }
-            dropOldest(among: lruCount) { _ in true }
+            dropOldest(among: lru.count) { _ in true }
         }
         return popFreeSlot()
     }
@@ -813,9 +799,9 @@ final class DiskTier {
     @discardableResult
     private func dropOldest(among: Int, where droppable: (UInt64) -> Bool) -> Int {
         var dropped = 0, seen = 0
-        var slot = lruHead
+        var slot = lru.oldest
         while slot >= 0 && seen < among && dropped < DiskTier.dropBatch {
-            let next = lruNext[Int(slot)]
+            let next = lru.next(after: slot)
             if droppable(hashes[Int(slot)]) {
                 drop(slot)
                 dropped += 1
@@ -1233,7 +1219,7 @@ final class DiskTier {
                 state[s] = DiskTier.stored
                 stats.storedSlots += 1
                 if hashes[s] != 0 {
-                    if pins[s] == 0 { lruAppend(slot) }
+                    if pins[s] == 0 { lru.append(slot) }
                     journal.stored(slot)
                     if journal.isBatchFull { flushJournal() }
                 } else if pins[s] == 0 {
@@ -1320,7 +1306,7 @@ final class DiskTier {
     /// restart before that unpin does not find, and announce, a block known corrupt.
     private func markBroken(_ slot: Int32) {
         hashes[Int(slot)] = 0
-        if inLRU[Int(slot)] { lruRemove(slot) }
+        lru.remove(slot)
         guard state[Int(slot)] == DiskTier.stored else { return }
         if pins[Int(slot)] == 0 {
             release(slot)
@@ -1342,7 +1328,7 @@ final class DiskTier {
     /// Drops hashed stored slot `slot` from the tier (LRU eviction).
     private func drop(_ slot: Int32) {
         let s = Int(slot)
-        lruRemove(slot)
+        lru.remove(slot)
         index.remove(hashes[s])
         events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
         hashes[s] = 0
@@ -1435,26 +1421,5 @@ final class DiskTier {
             throw KVError(.io, "offload journal: \(journal.owedCount) records could not be appended (\(journal.lastError)); "
                 + "the blocks they describe would not be found after a restart; later calls try again")
         }
-    }
-
-    // MARK: LRU
-
-    private func lruAppend(_ slot: Int32) {
-        guard !inLRU[Int(slot)] else { return }
-        inLRU[Int(slot)] = true
-        lruCount += 1
-        lruPrev[Int(slot)] = lruTail
-        lruNext[Int(slot)] = -1
-        if lruTail >= 0 { lruNext[Int(lruTail)] = slot } else { lruHead = slot }
-        lruTail = slot
-    }
-
-    private func lruRemove(_ slot: Int32) {
-        guard inLRU[Int(slot)] else { return }
-        inLRU[Int(slot)] = false
-        lruCount -= 1
-        let p = lruPrev[Int(slot)], n = lruNext[Int(slot)]
-        if p >= 0 { lruNext[Int(p)] = n } else { lruHead = n }
-        if n >= 0 { lruPrev[Int(n)] = p } else { lruTail = p }
     }
 }
