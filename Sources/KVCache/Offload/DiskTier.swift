@@ -62,7 +62,9 @@ final class DiskTier {
 
     // Per staging buffer.
     /// Staging buffers, one slot each: max(`offloadQueueDepth`, min(1024, 32 MiB / `slotBytes`)).
-    private let stages: Int
+    private var stages: Int { staging.count }
+    /// Which staging buffers are free, and which one the next request takes.
+    private let staging: StagingBuffers
     private let stagingBase: UnsafeMutableRawPointer
     private let stageOp: UnsafeMutablePointer<UInt8>
     private let stageSlot: UnsafeMutablePointer<Int32>
@@ -77,9 +79,6 @@ final class DiskTier {
     /// read still queued (`pendingReads`) then goes to the new slab, where its verification
     /// against the old journal record refuses it (`peerStale`) unless the slot holds that block.
     private var peerReadsInFlight: [Int]
-    /// Free staging buffers, one bit each (1: free), and how many.
-    private let stageFreeBits: UnsafeMutablePointer<UInt64>
-    private var freeStageCount = 0
     /// Staging buffers bulk transfers leave free for other traffic: an eighth of them (128 of
     /// 1024 buffers of 8 KiB slots, 60 of 481 of 68 KiB, 4 of 32 of 2 MiB). The bulk transfers
     /// are pending swap-outs' blocks (`SwapOutQueue`, which leave a trim spilling meanwhile its
@@ -90,10 +89,6 @@ final class DiskTier {
     /// swap-out's first block or an episodic record issued meanwhile finds a buffer without
     /// waiting for their writes. Fixed at creation; at least 4.
     let reservedStages: Int
-    /// The slot and staging buffer taken last, so that the next slot takes the next buffer
-    /// and the two requests can merge into one (see `flush`).
-    private var lastSlot: Int32 = -2
-    private var lastStage: Int32 = -2
     private let done: UnsafeMutablePointer<kvm_io_done>
     /// Read completions an allocation's spill took from the queue (`reapWrites`) and left for
     /// the next `reap`, oldest first: processing a read writes into memory and may spoil
@@ -181,7 +176,8 @@ final class DiskTier {
 
         // At least the queue depth, and enough small slots for 32 MiB in flight, so that small
         // slots still make deep queues of large (merged) requests.
-        stages = max(config.offloadQueueDepth, min(1024, DiskTier.stagingTargetBytes / slotBytes))
+        let stages = max(config.offloadQueueDepth, min(1024, DiskTier.stagingTargetBytes / slotBytes))
+        staging = StagingBuffers(count: stages)
         reservedStages = stages / 8
         let stagingBytes = stages * slotBytes
         guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes)) else {
@@ -246,10 +242,6 @@ final class DiskTier {
         stageTarget = .allocate(capacity: stages)
         stagePeer = .allocate(capacity: stages)
         peerReadsInFlight = [Int](repeating: 0, count: peers.count)
-        stageFreeBits = .allocate(capacity: (stages + 63) / 64)
-        stageFreeBits.initialize(repeating: 0, count: (stages + 63) / 64)
-        for i in 0..<stages { stageFreeBits[i / 64] |= 1 << UInt64(i % 64) }
-        freeStageCount = stages
         done = .allocate(capacity: stages)
         deferredReads = .allocate(capacity: stages)
         batch = .allocate(capacity: stages)
@@ -279,7 +271,6 @@ final class DiskTier {
         stageSlot.deallocate()
         stageTarget.deallocate()
         stagePeer.deallocate()
-        stageFreeBits.deallocate()
         done.deallocate()
         deferredReads.deallocate()
         batch.deallocate()
@@ -739,7 +730,7 @@ final class DiskTier {
     func cancel(slot: Int32, stage: Int32) {
         freeSlots[freeTop] = slot
         freeTop += 1
-        releaseStage(stage)
+        staging.release(stage)
     }
 
     /// True when no slot can be had without failing: every slot of the whole tier is allocated
@@ -891,7 +882,7 @@ final class DiskTier {
     /// is a record read, which waits for one), else queues it. See `load`.
     private func issue(_ entry: PendingReads.Entry) {
         submitPendingReads()
-        if entry.target.record >= 0 || (pendingReads.isEmpty && freeStageCount > 0) {
+        if entry.target.record >= 0 || (pendingReads.isEmpty && staging.freeCount > 0) {
             submitRead(entry)
         } else {
             pendingReads.push(entry)
@@ -901,7 +892,7 @@ final class DiskTier {
     /// Submits the oldest queued reads while staging buffers are free (into the batch; the
     /// caller flushes). O(reads submitted).
     private func submitPendingReads() {
-        while freeStageCount > 0 && !pendingReads.isEmpty { submitRead(pendingReads.pop()) }
+        while staging.freeCount > 0 && !pendingReads.isEmpty { submitRead(pendingReads.pop()) }
     }
 
     /// Takes a staging buffer for `entry` (waiting only when none is free: record reads) and
@@ -964,26 +955,15 @@ final class DiskTier {
 
     // MARK: staging buffers
 
-    /// A free staging buffer for a request on `slot`, waiting for completions under the engine's
-    /// lock when none is (writes and record reads only: block reads queue instead, `load`): the
-    /// one after the previous request's when `slot` follows its slot (so they can merge), else
-    /// the lowest. O(stages / 64).
+    /// A free staging buffer for a request on `slot` (`StagingBuffers.take`: the next after the
+    /// previous request's when `slot` follows its slot, else the lowest), waiting for completions
+    /// under the engine's lock while none is (writes and record reads only: block reads queue
+    /// instead, `load`). O(stages / 64), plus the waits.
     private func takeStage(for slot: Int32) -> Int32 {
-        while freeStageCount == 0 { reap(waitFor: 1) }
-        var stage: Int32 = -1
-        let next = lastStage + 1
-        if slot == lastSlot + 1 && next >= 0 && Int(next) < stages && stageFreeBits[Int(next) / 64] & (1 << UInt64(next % 64)) != 0 {
-            stage = next
-        } else {
-            var w = 0
-            while stageFreeBits[w] == 0 { w += 1 }
-            stage = Int32(w * 64 + stageFreeBits[w].trailingZeroBitCount)
+        while true {
+            if let stage = staging.take(for: slot) { return stage }
+            reap(waitFor: 1)
         }
-        stageFreeBits[Int(stage) / 64] &= ~(1 << UInt64(stage % 64))
-        freeStageCount -= 1
-        lastSlot = slot
-        lastStage = stage
-        return stage
     }
 
     /// Staging buffers in all.
@@ -991,13 +971,13 @@ final class DiskTier {
 
     /// True when a staging buffer is free now: a write (a swap-out's first block) takes one
     /// without waiting for the device (`takeStage`). O(1).
-    var hasFreeStage: Bool { freeStageCount > 0 }
+    var hasFreeStage: Bool { staging.freeCount > 0 }
 
     /// Staging buffers a bulk transfer may take now without waiting: those free beyond
     /// `reservedStages` and beyond the reads queued for one (`pendingReads`, which go first)
     /// (0 or less: none; it leaves the rest to a later call, or waits without the engine's
     /// lock). O(1).
-    var bulkStages: Int { freeStageCount - reservedStages - pendingReads.count }
+    var bulkStages: Int { staging.freeCount - reservedStages - pendingReads.count }
 
     /// Staging buffers pending swap-outs may take now (`SwapOutQueue`): `bulkStages`, except
     /// while a trim is spilling (`trimsSpilling > 0`). Then they leave free the buffers still
@@ -1040,12 +1020,6 @@ final class DiskTier {
               idle < DiskTier.readProbeNanoseconds else { return true }
         let readSeconds = Double((readRate.inFlight + pendingReads.count + blocks) * slotBytes) / rate
         return readSeconds <= Double(blocks * tokensPerBlock) / prefillTokensPerSecond
-    }
-
-    private func releaseStage(_ stage: Int32) {
-        precondition(stageFreeBits[Int(stage) / 64] & (1 << UInt64(stage % 64)) == 0, "staging buffer released twice")
-        stageFreeBits[Int(stage) / 64] |= 1 << UInt64(stage % 64)
-        freeStageCount += 1
     }
 
     // MARK: submission
@@ -1204,7 +1178,7 @@ final class DiskTier {
         let ok = result == Int64(slotBytes)
         let reason = result < 0 ? String(cString: strerror(Int32(-result))) : "short transfer of \(result) of \(slotBytes) bytes"
         stageOp[Int(stage)] = DiskTier.idle
-        releaseStage(stage)
+        staging.release(stage)
         if op == DiskTier.spillWrite { spillWritesInFlight -= 1 }
         if op == DiskTier.peerRead { peerReadsInFlight[Int(stagePeer[Int(stage)].peer)] -= 1 }
         if (op == DiskTier.read || op == DiskTier.peerRead) && stageTarget[Int(stage)].record < 0 {
