@@ -4,8 +4,9 @@ import Glibc
 #endif
 
 /// The disk tier: block-sized slots in a preallocated slab file under `offload_dir`, an index
-/// from block hash to slot, an LRU of slots that may be dropped, staging buffers (one slot each,
-/// aligned, registered with io_uring) and the I/O queue.
+/// from block hash to slot, an LRU of slots that may be dropped (`SlotLRU`), staging buffers
+/// (one slot each, aligned, registered with io_uring; which are free: `StagingBuffers`) and the
+/// I/O queue.
 ///
 /// A slot is *free*, *writing* (its bytes sit in a staging buffer until the write completes;
 /// a lookup may already find it and is served from that buffer) or *stored*. A stored slot with
