@@ -417,7 +417,6 @@ final class DiskTier {
         if compaction < 0 {
             kvm_log("offload journal in '\(dir)' was not compacted (\(journal.lastError)); the tier opens on it as replayed")
         } else if compaction == 1 {
-            journalDirectorySyncOwed = true
             kvm_log("offload journal in '\(dir)' was compacted, but \(journal.lastError): a power loss may bring back the old one")
         }
     }
@@ -1337,44 +1336,12 @@ final class DiskTier {
             lastFailure = journal.lastError
             return
         }
-        let bytes = kvm_slab_journal_bytes(slab)
-        guard bytes > journalCompactionBytes + journalCompactionFailedAt else { return }
-        let compaction = journal.compact()
-        if compaction >= 0 {
-            journalCompactionFailedAt = 0
-            if compaction == 1 {
-                journalDirectorySyncOwed = true
-                lastFailure = journal.lastError
-            }
-        } else {
-            // The old journal stands; tried again once it grew by as much again.
-            lastFailure = journal.lastError
-            journalCompactionFailedAt = bytes
+        guard let (compaction, bytes) = journal.compactIfLong(), compaction != 0 else { return }
+        lastFailure = journal.lastError
+        if compaction < 0 {  // the old journal stands
             kvm_log("offload journal in '\(dir)' (\(bytes) bytes) was not compacted: \(journal.lastError)")
         }
     }
-
-    /// The journal's length past which a flush compacts it (`TierJournal.compact`, from the
-    /// tier's arrays: one record per stored slot), so that it stays bounded while the tier
-    /// runs, not only cut at the next start: `KVM_JOURNAL_RESERVE_BYTES` (64 KiB) plus 3
-    /// records per slot of the slab. The slab's growth leaves free `kvm_slab_growable`'s
-    /// reserve, 64 KiB plus 4 records per slot: room for such a journal and its compacted copy
-    /// beside it. So the journal takes at most
-    /// about that (plus a batch of records), and a compaction (O(slots) and two fsyncs, under
-    /// the engine's lock) comes at most once per 64 KiB and 2 records per slot appended.
-    private var journalCompactionBytes: UInt64 {
-        let record = UInt64(MemoryLayout<kvm_journal_record>.size)
-        return UInt64(KVM_JOURNAL_RESERVE_BYTES) + (UInt64(KVM_JOURNAL_RESERVE_PER_SLOT) - record) * UInt64(kvm_slab_allocated(slab))
-    }
-
-    /// The journal's length when a compaction failed (a full disk), else 0: the next one waits
-    /// until it grew by `journalCompactionBytes` more.
-    private var journalCompactionFailedAt: UInt64 = 0
-
-    /// True after a compaction whose rename the directory's fsync did not make durable
-    /// (`TierJournal.compact` returned 1): until a later fsync of the directory succeeds, a
-    /// power loss may bring back the old journal, without the records appended since.
-    private var journalDirectorySyncOwed = false
 
     /// Makes everything written so far durable (fdatasync of slab and journal, and the
     /// journal's directory while a compaction's rename is not durable yet). Throws `io` when
@@ -1385,12 +1352,11 @@ final class DiskTier {
         drain()
         flushJournal()
         if kvm_slab_sync(slab) < 0 { throw KVError(.io, String(cString: kvm_error())) }
-        if journalDirectorySyncOwed {
-            guard kvm_slab_sync_journal_dir(slab) == 0 else {
+        if journal.directorySyncOwed {
+            guard journal.syncDirectory() else {
                 throw KVError(.io, "offload journal: \(String(cString: kvm_error())); its compaction's rename may not survive a "
                     + "power loss, which would bring back the old journal without the blocks stored since; later calls try again")
             }
-            journalDirectorySyncOwed = false
         }
         guard journal.owedCount == 0 else {
             throw KVError(.io, "offload journal: \(journal.owedCount) records could not be appended (\(journal.lastError)); "

@@ -14,7 +14,7 @@ import Glibc
 /// (`appendsFailed`) and tried again by the next `flush`; until then a restart would not find
 /// what the owed STORED records describe, and `kvc_engine_sync` says so (`DiskTier.sync`).
 /// `compact` rewrites the whole journal from the same arrays (a record per stored slot), so
-/// the tier can keep it bounded while it runs.
+/// the tier can keep it bounded while it runs (`compactIfLong`, after each flush).
 ///
 /// Invariant: a slot is owed a record exactly when it is in `owed[0..<owedCount]`, once.
 /// A STORED record reads the tier's arrays (block hash, parent, generation, checksum), which
@@ -91,7 +91,8 @@ final class TierJournal {
     /// tier's arrays (`kvm_slab_journal_rewrite_begin`/`_add`/`_commit`, `batchRecords` per
     /// write), owed ones included: nothing is owed after it. Returns 0; 1 when only the
     /// directory's fsync after the rename failed (`lastError` says so: the compaction stands,
-    /// and a power loss may bring back the old journal, valid too); or -errno, the old journal
+    /// and until `syncDirectory` a power loss may bring back the old journal, valid too:
+    /// `directorySyncOwed`); or -errno, the old journal
     /// as it was and the owed records owed, `lastError` saying why. Used after a restart's
     /// replay (the slots it took say stored) and while the tier runs.
     /// Cost: O(slots), a write per batch, two fsyncs.
@@ -117,7 +118,50 @@ final class TierJournal {
         let committed = kvm_slab_journal_rewrite_commit(slab)
         if committed != 0 { lastError = String(cString: kvm_error()) }
         if committed >= 0 { compacted() }
+        if committed == 1 { directorySyncOwed = true }
         return committed
+    }
+
+    /// True after a compaction whose rename the directory's fsync did not make durable
+    /// (`compact` returned 1): until a later fsync of the directory succeeds (`syncDirectory`),
+    /// a power loss may bring back the old journal, without the records appended since.
+    private(set) var directorySyncOwed = false
+
+    /// Fsyncs the journal's directory, ending `directorySyncOwed` when that succeeds; false
+    /// when it fails (`kvm_error` says why; still owed). Cost: one fsync.
+    func syncDirectory() -> Bool {
+        guard kvm_slab_sync_journal_dir(slab) == 0 else { return false }
+        directorySyncOwed = false
+        return true
+    }
+
+    /// The journal's length past which a flush compacts it (`compactIfLong`, from the tier's
+    /// arrays: one record per stored slot), so that it stays bounded while the tier runs, not
+    /// only cut at the next start: `KVM_JOURNAL_RESERVE_BYTES` (64 KiB) plus 3 records per
+    /// slot of the slab. The slab's growth leaves free `kvm_slab_growable`'s reserve, 64 KiB
+    /// plus 4 records per slot: room for such a journal and its compacted copy beside it. So
+    /// the journal takes at most about that (plus a batch of records), and a compaction
+    /// (O(slots) and two fsyncs, under the engine's lock) comes at most once per 64 KiB and 2
+    /// records per slot appended.
+    private var compactionBytes: UInt64 {
+        let record = UInt64(MemoryLayout<kvm_journal_record>.size)
+        return UInt64(KVM_JOURNAL_RESERVE_BYTES) + (UInt64(KVM_JOURNAL_RESERVE_PER_SLOT) - record) * UInt64(kvm_slab_allocated(slab))
+    }
+
+    /// The journal's length when a compaction failed (a full disk), else 0: the next one waits
+    /// until it grew by `compactionBytes` more.
+    private var compactionFailedAt: UInt64 = 0
+
+    /// Compacts the journal when it is longer than `compactionBytes` (plus the length a failed
+    /// compaction left it at): nil when it is not, else `compact`'s result and the journal's
+    /// length before it. A failed compaction leaves the old journal standing, tried again once
+    /// it grew by as much again. Cost: an fstat; when due, `compact`'s.
+    func compactIfLong() -> (result: Int32, bytes: UInt64)? {
+        let bytes = kvm_slab_journal_bytes(slab)
+        guard bytes > compactionBytes + compactionFailedAt else { return nil }
+        let result = compact()
+        compactionFailedAt = result >= 0 ? 0 : bytes
+        return (result, bytes)
     }
 
     private func abortCompaction(_ rc: Int32) -> Int32 {
