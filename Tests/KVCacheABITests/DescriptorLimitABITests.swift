@@ -111,8 +111,7 @@ private func descriptorTable() -> [String] {
     for fd in 0..<descriptorLimit {
         let n = readlink("/proc/thread-self/fd/\(fd)", &target, target.count - 1)
         if n >= 0 {
-            target[n] = 0
-            entries.append("\(fd) \(String(cString: target))")
+            entries.append("\(fd) \(String(decoding: target[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
     }
     return entries

@@ -21,7 +21,7 @@ struct IOBenchOptionTests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-iobench-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var command = try IOBenchCommand.parse(["--dir", dir, "--file-size", "8MiB", "--block-sizes", "64KiB", "--depths", "1",
+        let command = try IOBenchCommand.parse(["--dir", dir, "--file-size", "8MiB", "--block-sizes", "64KiB", "--depths", "1",
                                                 "--seconds", "0.01", "--skip-fill"])
         #expect {
             try command.run()
