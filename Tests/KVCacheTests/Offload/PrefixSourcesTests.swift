@@ -65,30 +65,4 @@ struct PrefixSourcesTests {
         try b.free(3)
         #expect(thrown { () throws(KVError) in _ = try b.prefixSources(of: 3) }?.code == .notFound)
     }
-
-    /// Blocks found only on disk that the engine leaves to a faster prefill are not cached:
-    /// they are in no part of the split (`DiskTierStats.declinedHitTokens` counts them).
-    @Test(arguments: layouts)
-    func declinedDiskHitsAreInNoPart(layout: Layout) throws {
-        let dir = ScratchDir()
-        defer { dir.remove() }
-        var config = offloadConfig(layout, dir: dir.path)
-        config.prefillTokensPerSecond = 1e15
-        let e = try Engine(config)
-        let prompt = tokens(203, seed: 7)
-        try spillPrompt(e, 1, prompt)
-        #expect(try e.createSequence(2, tokens: prompt) == 200, "no read timed yet: it reads")
-        #expect(try e.prefixSources(of: 2) == PrefixSources(memoryTokens: 0, diskTokens: 200, peerTokens: 0))
-        try waitReady(e, 2)
-        try e.free(2)
-        try e.trim()
-
-        let head = Array(prompt[0..<43])
-        #expect(try e.createSequence(5, tokens: head) == 0, "declined: computing is faster")
-        #expect(try e.prefixSources(of: 5) == .zero)
-        let declined = e.stats().disk.declinedHitTokens
-        #expect(try e.createSequence(3, tokens: prompt) == 40)
-        #expect(try e.prefixSources(of: 3) == PrefixSources(memoryTokens: 40, diskTokens: 0, peerTokens: 0))
-        #expect(e.stats().disk.declinedHitTokens - declined == 160)
-    }
 }

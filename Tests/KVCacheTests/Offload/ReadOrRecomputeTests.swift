@@ -64,6 +64,7 @@ struct ReadOrRecomputeTests {
         try spillPrompt(e, 1, prompt)
 
         #expect(try e.createSequence(2, tokens: prompt) == 200, "no read timed yet: it reads")
+        #expect(try e.prefixSources(of: 2) == PrefixSources(memoryTokens: 0, diskTokens: 200, peerTokens: 0))
         try waitReady(e, 2)
         #expect(try kvDifferences(e, 2, count: 200) { prompt[$0] } == 0)
         try e.free(2)
@@ -73,9 +74,11 @@ struct ReadOrRecomputeTests {
 
         let head = Array(prompt[0..<43])
         #expect(try e.createSequence(5, tokens: head) == 0, "computing 40 tokens takes 0.04 ps: no read")
+        #expect(try e.prefixSources(of: 5) == .zero, "declined hits are in no part of the split")
         #expect(try e.ready(5), "nothing to wait for")
         try fillKV(e, 5, count: 43) { head[$0] }
         #expect(try e.createSequence(3, tokens: prompt) == 40, "the memory blocks stay; the prefix ends at the first disk block")
+        #expect(try e.prefixSources(of: 3) == PrefixSources(memoryTokens: 40, diskTokens: 0, peerTokens: 0))
         #expect(try e.ready(3))
         #expect(try kvDifferences(e, 3, count: 40) { prompt[$0] } == 0)
         let declined = e.stats()
@@ -93,6 +96,7 @@ struct ReadOrRecomputeTests {
 
         Thread.sleep(forTimeInterval: Double(DiskTier.readProbeNanoseconds) / 1e9 + 0.05)
         #expect(try e.createSequence(4, tokens: prompt) == 200, "no block read for a second: a probe reads")
+        #expect(try e.prefixSources(of: 4) == PrefixSources(memoryTokens: 0, diskTokens: 200, peerTokens: 0))
         try waitReady(e, 4)
         #expect(try kvDifferences(e, 4, count: 200) { prompt[$0] } == 0)
         #expect(e.stats().disk.blocksLoaded == before.disk.blocksLoaded + 50, "the blocks stayed on disk")
