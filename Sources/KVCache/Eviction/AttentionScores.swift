@@ -153,7 +153,7 @@ public final class AttentionScores {
         moveStart.initialize(repeating: 0, count: rows)
         moveCount = .allocate(capacity: rows)
         moveCount.initialize(repeating: 0, count: rows)
-        lowScores = LowScoreCache(rows: rows)
+        lowScores = LowScoreCache(rows: rows, recording: tracking.contains(.lowScores))
         episodeObserved = [Bool](repeating: false, count: tracking.contains(.episodes) ? config.episodes + 1 : 0)
         entropySum = [Double](repeating: 0, count: layers)
         entropyRows = [Double](repeating: 0, count: layers)

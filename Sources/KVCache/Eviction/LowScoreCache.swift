@@ -67,10 +67,13 @@ final class LowScoreCache {
     private let scanCount: UnsafeMutablePointer<Int>
     private let rows: Int
 
-    /// Every row invalid.
-    init(rows: Int) {
+    /// Every row invalid. `recording`: whether `row(_:)` will be asked for (the state's
+    /// tracking has `ScoreTracking.lowScores`); without it the per-row slot records, the
+    /// cache's bulk (`2 * (lowSlots + pendingCapacity)` Int32 per row), are not allocated and
+    /// only the O(rows) bookkeeping that `invalidate` and `remap` read is.
+    init(rows: Int, recording: Bool) {
         self.rows = rows
-        slots = .allocate(capacity: 2 * rows * Self.stride)
+        slots = .allocate(capacity: recording ? 2 * rows * Self.stride : 0)
         lowCount = .allocate(capacity: rows)
         pendingCount = .allocate(capacity: rows)
         bound = .allocate(capacity: rows)
@@ -101,7 +104,7 @@ final class LowScoreCache {
     /// Full decode-step scans so far (for tests: the steps the records did not serve).
     var scans: Int { scanCount.pointee }
 
-    /// Row `r`'s record, for `Selection.evictFewest`.
+    /// Row `r`'s record, for `Selection.evictFewest`; only of a cache created `recording`.
     @inline(__always) func row(_ r: Int) -> Row {
         Row(slots: slots + 2 * r * Self.stride, lowCount: lowCount + r, pendingCount: pendingCount + r, bound: bound + r,
             fewestSeen: fewestSeen + r, queriesAtScan: queriesAtScan + r, validUntil: validUntil + r, scans: scanCount)

@@ -6,7 +6,8 @@
 ///
 /// Invariant: the tracking of a state never changes. Without `lastStep`, `visibility` or
 /// `episodes` the state allocates and updates no buffer for it; without `lowScores` its
-/// rows record nothing (the record's per-row bookkeeping, O(rows), is allocated anyway).
+/// rows record nothing and the record's slots are not allocated (its per-row bookkeeping,
+/// O(rows), is).
 public struct ScoreTracking: OptionSet, Sendable {
     /// The option bits.
     public let rawValue: UInt8
