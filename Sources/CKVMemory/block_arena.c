@@ -1,15 +1,11 @@
 /* Paged K/V blocks in pool groups: free lists per group, fullest-known groups filled first. */
 #include "kvm_arena.h"
 #include "kvm_error.h"
+#include "mman_compat.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
 
 enum { NOT_HELD = 0, PARTIAL = 1, FULL = 2, EMPTY = 3 };
 

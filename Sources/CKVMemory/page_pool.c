@@ -1,6 +1,7 @@
 /* Physical page groups in one memfd: exact budget, batched commit, punch-hole release. */
 #include "kvm_pool.h"
 #include "kvm_error.h"
+#include "mman_compat.h"
 #include "kvm_io.h"
 
 #include <errno.h>
@@ -10,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 struct kvm_pool {
@@ -55,11 +55,12 @@ static int shmem_hugepages_possible(void) {
         size_t n = fread(mode, 1, sizeof mode - 1, f);
         fclose(f);
         mode[n] = 0;
+        mode[strcspn(mode, "\n")] = 0;
         if (n > 0 && strstr(mode, "[never]") == NULL && strstr(mode, "[deny]") == NULL) return 1;
     }
     kvm_log_once(&logged_small_pages, "page_bytes 2 MiB asks for huge pages, but shmem transparent huge pages are off "
                                       "(/sys/kernel/mm/transparent_hugepage/shmem_enabled: %s): using small pages",
-                 f ? strtok(mode, "\n") : "unreadable");
+                 !f ? "unreadable" : mode[0] ? mode : "empty");
     return 0;
 }
 
@@ -138,12 +139,16 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
          * commit instead faults the pages in through this huge-page-advised view (and unmaps
          * them from it again, so RSS counts each page once). */
         void *view = mmap(NULL, groups * unit, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, p->fd, 0);
-        if (view == MAP_FAILED || madvise(view, groups * unit, MADV_HUGEPAGE) != 0) {
+        const char *step = view == MAP_FAILED                                     ? "mapping a view of the pool"
+                           : madvise(view, groups * unit, MADV_HUGEPAGE) != 0     ? "advising huge pages on the view"
+                           : madvise(view, 0, MADV_POPULATE_WRITE) != 0 /* probe */ ? "MADV_POPULATE_WRITE (Linux 5.14 and later)"
+                                                                                    : NULL;
+        if (step) {
             int err = errno;
             if (view != MAP_FAILED) munmap(view, groups * unit);
             p->hugepages = 0; /* small pages: still exact, only slower to map */
-            kvm_log_once(&logged_small_pages, "page_bytes 2 MiB asks for huge pages, but a huge-page view of the pool failed (%s): "
-                                              "using small pages", strerror(err));
+            kvm_log_once(&logged_small_pages, "page_bytes 2 MiB asks for huge pages, but %s failed (%s): using small pages", step,
+                         strerror(err));
         } else {
             p->view = view;
             p->view_bytes = groups * unit;
@@ -178,10 +183,10 @@ static int allocate_pages(const kvm_pool *p, uint64_t offset, uint64_t len) {
 }
 
 /* Allocates physical pages for the free uncommitted run starting at `first` (at most
- * commit_batch groups), one allocation per tensor. */
-static int commit_run(kvm_pool *p, uint32_t first) {
+ * `limit` groups), one allocation per tensor. */
+static int commit_run(kvm_pool *p, uint32_t first, uint32_t limit) {
     uint32_t n = 0;
-    while (n < p->commit_batch && first + n < p->groups && bit(p->free_bits, first + n) && !bit(p->committed_bits, first + n)) n++;
+    while (n < limit && first + n < p->groups && bit(p->free_bits, first + n) && !bit(p->committed_bits, first + n)) n++;
     if (p->commits_before_fault == 0) return kvm_fail(EIO, "committing %u page groups failed: injected fault (kvm_pool_fail_commits)", n);
     if (p->commits_before_fault > 0) p->commits_before_fault--;
     for (uint32_t t = 0; t < p->tensors; t++) {
@@ -206,7 +211,7 @@ int64_t kvm_pool_alloc(kvm_pool *p, uint32_t hint) {
     else if ((g = first_set(p, p->free_bits, p->committed_bits)) < 0 && (g = first_set(p, p->free_bits, NULL)) < 0)
         return kvm_fail(ENOSPC, "all %u page groups are in use (budget reached)", p->groups);
     if (!bit(p->committed_bits, (uint32_t)g)) {
-        int rc = commit_run(p, (uint32_t)g);
+        int rc = commit_run(p, (uint32_t)g, p->commit_batch);
         if (rc != 0) return rc;
     }
     clear_bit(p->free_bits, (uint32_t)g);
@@ -223,7 +228,8 @@ int64_t kvm_pool_precommit(kvm_pool *p, uint32_t groups) {
         for (; w < p->words; w++)
             if ((x = p->free_bits[w] & ~p->committed_bits[w]) != 0) break;
         if (w == p->words) break; /* every free group has its pages */
-        int rc = commit_run(p, w * 64 + (uint32_t)__builtin_ctzll(x));
+        uint32_t left = groups - (p->committed_count - before);
+        int rc = commit_run(p, w * 64 + (uint32_t)__builtin_ctzll(x), left < p->commit_batch ? left : p->commit_batch);
         if (rc != 0) return p->committed_count > before ? (int64_t)(p->committed_count - before) : rc;
     }
     return p->committed_count - before;
@@ -269,7 +275,7 @@ static int64_t isolated_free(const kvm_pool *p) {
 static int64_t take_run(kvm_pool *p, uint32_t start, uint32_t n, uint32_t *got) {
     for (uint32_t g = start; g < start + n; g++) {
         if (bit(p->committed_bits, g)) continue;
-        int rc = commit_run(p, g);
+        int rc = commit_run(p, g, p->commit_batch);
         if (rc != 0) return rc;
     }
     for (uint32_t g = start; g < start + n; g++) {
@@ -330,9 +336,15 @@ uint64_t kvm_pool_trim(kvm_pool *p) {
     while (g < p->groups) {
         if (!(bit(p->free_bits, g) && bit(p->committed_bits, g))) { g++; continue; }
         uint32_t first = g;
-        while (g < p->groups && bit(p->free_bits, g) && bit(p->committed_bits, g)) clear_bit(p->committed_bits, g++);
-        for (uint32_t t = 0; t < p->tensors; t++)
-            fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)kvm_pool_offset(p, t, first), (off_t)((g - first) * p->group_bytes));
+        while (g < p->groups && bit(p->free_bits, g) && bit(p->committed_bits, g)) g++;
+        /* A run stays committed unless every tensor's hole was punched: the count may then
+         * overstate what is held (pages of the tensors punched before), never understate it. */
+        int punched = 1;
+        for (uint32_t t = 0; t < p->tensors && punched; t++)
+            punched = fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)kvm_pool_offset(p, t, first),
+                                (off_t)((g - first) * p->group_bytes)) == 0;
+        if (!punched) continue;
+        for (uint32_t i = first; i < g; i++) clear_bit(p->committed_bits, i);
         p->committed_count -= g - first;
         released += (uint64_t)(g - first) * p->tensors * p->group_bytes;
     }

@@ -1,6 +1,7 @@
 /* Contiguous per-sequence virtual ranges backed by pool groups on demand. */
 #include "kvm_ranges.h"
 #include "kvm_error.h"
+#include "aligned_map.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -101,7 +102,9 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
     r->table = malloc((uint64_t)slots * pages * sizeof(int32_t));
     r->mapped = calloc(slots, sizeof(uint32_t));
     r->runs = calloc(slots, sizeof(uint32_t));
-    void *base = mmap(NULL, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    /* Every range starts at a multiple of page_bytes from the base, so an aligned base lets each
+     * 2 MiB page map as one huge-page entry. */
+    void *base = kvm_map_aligned(total, pb, PROT_NONE, MAP_NORESERVE);
     if (!r->table || !r->mapped || !r->runs || base == MAP_FAILED) {
         int err = base == MAP_FAILED ? errno : ENOMEM;
         if (base != MAP_FAILED) munmap(base, total);

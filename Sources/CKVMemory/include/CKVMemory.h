@@ -9,7 +9,9 @@
  *
  * Every call that can fail returns 0 (or a non-negative value) on success and a negative errno
  * on failure, and then kvm_error() holds a message for the calling thread. Nothing here is
- * thread-safe: the engine serialises calls. */
+ * thread-safe (the engine serialises calls) except where a header says otherwise:
+ * kvm_io_wait and kvm_io_wake (kvm_io.h), kvm_arena_prefault (kvm_arena.h), and the fork-close
+ * table (fork_close.h, internal). */
 #pragma once
 #include "kvm_error.h"
 #include "kvm_pool.h"

@@ -56,11 +56,13 @@ uint32_t kvm_pool_unref(kvm_pool *p, uint32_t group);
 /* The group's owners now (0: free). */
 uint32_t kvm_pool_refs(const kvm_pool *p, uint32_t group);
 
-/* Releases every free-committed group's pages to the OS (punch hole). Returns bytes released. */
+/* Releases every free-committed group's pages to the OS (punch hole). Returns bytes released;
+ * a run whose hole cannot be punched (the system refuses) stays committed and is not counted. */
 uint64_t kvm_pool_trim(kvm_pool *p);
 /* Commits up to `groups` free groups that have no pages yet (they stay free, and allocation
- * prefers them), so that later allocations do not pay for it. Returns how many were committed,
- * or -errno when committing the first failed. Cost: one commit per tensor per commit batch. */
+ * prefers them), so that later allocations do not pay for it; never more than `groups`.
+ * Returns how many were committed, or -errno when committing the first failed. Cost: one
+ * commit per tensor per commit batch. */
 int64_t kvm_pool_precommit(kvm_pool *p, uint32_t groups);
 
 /* Copies `len` bytes at `offset` within tensor `tensor` of `group` into `dst`, without mapping

@@ -13,7 +13,7 @@
 typedef struct kvm_ranges kvm_ranges;
 
 /* Reserves slots * tensors * range_bytes of address space (range_bytes is rounded up to the
- * pool's page size). -ENOMEM with a message when the address space or the mapping limit cannot
+ * pool's page size), starting at a multiple of the page size. -ENOMEM with a message when the address space or the mapping limit cannot
  * hold the configuration. */
 int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_ranges **out);
 /* Unmaps everything (dropping pool references) and releases the reservation. */
