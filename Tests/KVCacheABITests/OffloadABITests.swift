@@ -489,6 +489,32 @@ struct OffloadABITests {
         #expect(e == nil)
     }
 
+    /// A directory whose tier files' paths would pass PATH_MAX is refused with its length (its
+    /// names cut short used to open other files: `kvcache.journa`), and one whose every file
+    /// fits (4074 bytes: `/kvcache.identity.tmp` ends at byte 4095) serves.
+    @Test func anOffloadDirTooLongForItsFilesIsRefused() throws {
+        let root = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var dir = root
+        while dir.utf8.count < 4074 - 201 { dir += "/" + String(repeating: "d", count: 200) }
+        dir += "/" + String(repeating: "e", count: 4074 - dir.utf8.count - 1)
+        #expect(dir.utf8.count == 4074)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let tooLong = dir + "/f234567"  // 4082 bytes
+        try FileManager.default.createDirectory(atPath: tooLong, withIntermediateDirectories: false)
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.offloadBytes = 1 << 20
+        var e: OpaquePointer?
+        LastError.clear()
+        expectStatus(c.create(&e, offloadDir: tooLong), KVC_ERR_INVALID_ARGUMENT,
+                     mentioning: ["offload_dir of 4082 bytes is too long", "PATH_MAX", "at most 4074 bytes"])
+        #expect(e == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tooLong).isEmpty)
+        #expect(c.create(&e, offloadDir: dir) == KVC_OK)
+        #expect(e != nil)
+        kvc_engine_destroy(e)
+    }
+
     /// Half a disk tier is refused, not run without one: a directory without a size, and a
     /// size without a directory (the directory is not even looked at: it need not exist).
     @Test func halfADiskTierIsRefused() {
