@@ -312,8 +312,9 @@ typedef struct kvc_config {
      *  exist; the engine creates kvcache.slab, kvcache.journal and kvcache.identity (see
      *  model_tag) in it and finds its spilled blocks there again after a restart. One engine
      *  per directory: while an engine (of this process or another) holds it,
-     *  kvc_engine_create on it fails with KVC_ERR_IO. The string is copied; at most 4096
-     *  bytes. */
+     *  kvc_engine_create on it fails with KVC_ERR_IO. The string is copied; at most 4074
+     *  bytes (its files' paths stay within PATH_MAX; longer is KVC_ERR_INVALID_ARGUMENT, as
+     *  is a longer directory in peer_offload_dirs). */
     const char *offload_dir;
     /** Largest size of the slab file in bytes; 0 (default, with offload_dir NULL): no disk
      *  tier. Must hold at least one slot: 4096 + 2 * num_layers * block_tokens * token_bytes,
