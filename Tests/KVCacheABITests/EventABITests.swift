@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import Testing
 @testable import KVCacheABI
@@ -201,5 +202,41 @@ private func stored(_ f: ABIFixture) throws -> [CEvent] {
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["engine", "NULL"]) {
             bytes.withUnsafeMutableBytes { kvc_drain_events(nil, $0.baseAddress, 4, &n) }
         }
+    }
+
+    /// Two threads draining at once each get a disjoint subset (kvcache.h): 40 prompts' 80
+    /// stores (each freed at once, its blocks cached: memory for all of them, so no removal),
+    /// drained 3 at a time by two threads, arrive exactly once between them, none lost.
+    @Test func twoThreadsDrainingAtOnceShareTheEventsWithoutLossOrRepeat() throws {
+        nonisolated(unsafe) let f = try ABIFixture(layout: KVC_LAYOUT_PAGED, memoryBytes: 4 << 20)
+        while try !drain(f, capacity: 64).isEmpty {}
+        var expected = Set<CEvent>()
+        for seq in UInt64(1)...40 {
+            let tokens = f.uniqueTokens(seq, count: 8)
+            _ = try f.create(seq, tokens: tokens)
+            #expect(kvc_seq_free(f.handle, seq) == KVC_OK)  // its blocks stay cached: no event
+            let chain = try hashes(tokens, blockTokens: 4)
+            expected.insert(CEvent(kind: 1, tier: 0, blockHash: chain[0], parentHash: 0))
+            expected.insert(CEvent(kind: 1, tier: 0, blockHash: chain[1], parentHash: chain[0]))
+        }
+        try #require(expected.count == 80)
+        nonisolated(unsafe) var got: [[CEvent]] = [[], []]
+        nonisolated(unsafe) var failures: [String] = ["", ""]
+        DispatchQueue.concurrentPerform(iterations: 2) { thread in
+            var bytes = [UInt8](repeating: 0, count: 3 * 24)
+            while true {
+                var n = -1
+                let rc = bytes.withUnsafeMutableBytes { kvc_drain_events(f.handle, $0.baseAddress, 3, &n) }
+                guard rc == KVC_OK, n >= 0, n <= 3 else { failures[thread] = "rc \(rc), n \(n)"; return }
+                if n == 0 { return }
+                got[thread] += decode(bytes, count: n)
+            }
+        }
+        #expect(failures == ["", ""])
+        let all = got[0] + got[1]
+        #expect(all.count == 80, "\(got[0].count) + \(got[1].count) events")
+        #expect(Set(all) == expected)
+        #expect(Set(got[0]).isDisjoint(with: Set(got[1])))
+        #expect(try drain(f, capacity: 4).isEmpty)
     }
 }
