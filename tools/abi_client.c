@@ -98,14 +98,17 @@ _Noreturn static void summary_and_exit(void) {
         }                                                                                   \
     } while (0)
 
-/* Expects `call` to fail with `want` and leave a non-empty message mentioning `word`. */
+/* Expects `call` (a kvc_ function's call) to fail with `want` and leave a message that names
+ * that function first (as every message does: kvcache.h, CONVENTIONS) and mentions `word`. A
+ * message left by an earlier failure of another function does not pass for this one's. */
 #define EXPECT_STATUS(want, word, call)                                                      \
     do {                                                                                    \
         kvc_status rc_ = (call);                                                            \
-        const char *msg_ = kvc_last_error();                                                \
-        CHECK(rc_ == (want) && msg_[0] != '\0' && strstr(msg_, (word)) != NULL,             \
-              "%s: got %s, want %s with a message mentioning \"%s\"", #call,                \
-              kvc_status_name(rc_), kvc_status_name(want), (word));                         \
+        const char *msg_ = kvc_last_error(), *call_ = #call;                                \
+        size_t fn_ = strcspn(call_, "(");                                                   \
+        CHECK(rc_ == (want) && strncmp(msg_, call_, fn_) == 0 && strstr(msg_, (word)) != NULL, \
+              "%s: got %s, want %s with a message naming the call and mentioning \"%s\" (\"%s\")", \
+              call_, kvc_status_name(rc_), kvc_status_name(want), (word), msg_);            \
     } while (0)
 
 static kvc_status must(kvc_status rc, int line, const char *what) {
