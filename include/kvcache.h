@@ -15,9 +15,9 @@
  *   - On failure the engine's observable state is unchanged (no sequence, block, cached
  *     prefix or statistic differs from before the call) and output pointers are left
  *     untouched, except where a function documents otherwise (the BUFFER_TOO_SMALL counts,
- *     kvc_engine_create's *out). With a disk tier, one exception: a call that processes
- *     completed disk requests (see COMPLETIONS) and then fails with KVC_ERR_OUT_OF_MEMORY
- *     (kvc_seq_create, which processes them before its lookup; an allocation that found no
+ *     kvc_engine_create's and kvc_router_create's *out, set to NULL). With a disk tier, one
+ *     exception: a call that processes completed disk requests (see COMPLETIONS) and then
+ *     fails with KVC_ERR_OUT_OF_MEMORY (kvc_seq_create, which processes them before its lookup; an allocation that found no
  *     room while swap-outs or freed sequences' reads were pending, which waits for them), or
  *     with KVC_ERR_IO because one of those completions was a failed read of the sequence it
  *     names (a call that waits for the sequence's reads first: kvc_seq_compact, a swap-out,
