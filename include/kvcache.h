@@ -12,19 +12,18 @@
  * CONVENTIONS (every function)
  *   - Every call that can fail returns kvc_status: KVC_OK (0) or a negative KVC_ERR_* code.
  *     Outputs are returned through pointers.
- *   - On failure the engine's observable state is unchanged (no sequence, block, cached
- *     prefix or statistic differs from before the call) and output pointers are left
- *     untouched, except where a function documents otherwise (the BUFFER_TOO_SMALL counts,
- *     kvc_engine_create's and kvc_router_create's *out, set to NULL). With a disk tier, one
- *     exception: a call that processes completed disk requests (see COMPLETIONS) and then
- *     fails with KVC_ERR_OUT_OF_MEMORY (kvc_seq_create, which processes them before its lookup; an allocation that found no
- *     room while swap-outs or freed sequences' reads were pending, which waits for them), or
- *     with KVC_ERR_IO because one of those completions was a failed read of the sequence it
- *     names (a call that waits for the sequence's reads first: kvc_seq_compact, a swap-out,
- *     a contiguous fork, an append that copies a block), has applied those earlier requests'
- *     outcomes, as the next such call would have: their counters, events and effects (a
- *     settled swap-out's memory released, a block whose read failed gone from the index),
- *     nothing of its own.
+ *   - On failure the engine's observable state is unchanged (no sequence, block, cached prefix or
+ *     statistic differs from before the call) and output pointers are left untouched, except where
+ *     a function documents otherwise (the BUFFER_TOO_SMALL counts, kvc_engine_create's and
+ *     kvc_router_create's *out, set to NULL). With a disk tier, one exception: a call that
+ *     processes completed disk requests (see COMPLETIONS) and then fails with KVC_ERR_OUT_OF_MEMORY
+ *     (kvc_seq_create, which processes them before its lookup; an allocation that found no room
+ *     while swap-outs or freed sequences' reads were pending, which waits for them), or with
+ *     KVC_ERR_IO because one of those completions was a failed read of the sequence it names (a
+ *     call that waits for the sequence's reads first: kvc_seq_compact, a swap-out, a contiguous
+ *     fork, an append that copies a block), has applied those earlier requests' outcomes, as the
+ *     next such call would have: their counters, events and effects (a settled swap-out's memory
+ *     released, a block whose read failed gone from the index), nothing of its own.
  *   - On failure kvc_last_error() returns a message for the calling thread naming the call,
  *     its key arguments and the offending value, e.g.
  *     "kvc_seq_append(seq 7, n_tokens 1): appending 1 tokens needs 1 blocks, 0 are available".
