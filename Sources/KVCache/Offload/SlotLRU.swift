@@ -1,9 +1,10 @@
-/// The disk tier's droppable slots in order of last use (`DiskTier`): a doubly linked list
-/// threaded through per-slot arrays, from the oldest (`oldest`, dropped first when the tier is
-/// full) to the youngest, with a membership flag per slot.
+/// The disk tier's droppable slots in order of last use (`DiskTier`): an `IndexList` of slots,
+/// from the oldest (`oldest`, dropped first when the tier is full) to the youngest, with a
+/// membership flag per slot and a count on top of it.
 ///
 /// `DiskTier` keeps a slot here exactly while it is stored, hashed and unpinned; the list only
-/// keeps the order and the membership, and leaves those rules to its owner.
+/// keeps the order and the membership, and leaves those rules to its owner. Unlike the bare
+/// list, it checks membership: appending a member or removing a non-member does nothing.
 ///
 /// Invariants: `count` slots are members and exactly those are on the list, each once;
 /// `oldest` is -1 exactly when `count` is 0; links of non-members are stale and never read.
@@ -13,32 +14,28 @@
 final class SlotLRU {
     /// Slots the list may hold: 0..<capacity.
     let capacity: Int
-    /// Per slot: toward the oldest and toward the youngest; -1 at the ends.
-    private let prev: UnsafeMutablePointer<Int32>
-    private let next: UnsafeMutablePointer<Int32>
+    /// The members, oldest first.
+    private var list: IndexList
     /// Per slot: true while it is on the list.
     private let member: UnsafeMutablePointer<Bool>
-    /// The least recently used slot, -1 when empty.
-    private(set) var oldest: Int32 = -1
-    /// The most recently used slot, -1 when empty.
-    private var youngest: Int32 = -1
     /// Slots on the list.
     private(set) var count = 0
 
     /// An empty list for slots 0..<`capacity`. O(capacity).
     init(capacity: Int) {
         self.capacity = capacity
-        prev = .allocate(capacity: capacity)
-        next = .allocate(capacity: capacity)
+        list = IndexList(capacity: capacity)
         member = .allocate(capacity: capacity)
         member.initialize(repeating: false, count: capacity)
     }
 
     deinit {
-        prev.deallocate()
-        next.deallocate()
         member.deallocate()
     }
+
+    /// The least recently used slot, -1 when empty. O(1).
+    @inline(__always)
+    var oldest: Int32 { list.first }
 
     /// True while `slot` is on the list. O(1).
     @inline(__always)
@@ -51,10 +48,7 @@ final class SlotLRU {
         guard !member[s] else { return }
         member[s] = true
         count += 1
-        prev[s] = youngest
-        next[s] = -1
-        if youngest >= 0 { next[Int(youngest)] = slot } else { oldest = slot }
-        youngest = slot
+        list.append(slot)
     }
 
     /// Takes `slot` off the list; nothing when it is not on it. O(1).
@@ -63,9 +57,7 @@ final class SlotLRU {
         guard member[s] else { return }
         member[s] = false
         count -= 1
-        let p = prev[s], n = next[s]
-        if p >= 0 { next[Int(p)] = n } else { oldest = n }
-        if n >= 0 { prev[Int(n)] = p } else { youngest = p }
+        list.remove(slot)
     }
 
     /// Moves `slot` to the young end when it is on the list (a use); nothing otherwise. O(1).
@@ -78,5 +70,5 @@ final class SlotLRU {
     /// The slot after member `slot` toward the young end, -1 after the youngest (a walk from
     /// `oldest`; read it before removing `slot`). O(1).
     @inline(__always)
-    func next(after slot: Int32) -> Int32 { next[Int(slot)] }
+    func next(after slot: Int32) -> Int32 { list.next(after: slot) }
 }

@@ -31,10 +31,9 @@ public final class BlockPool {
     private let parents: UnsafeMutablePointer<UInt64>
     /// Per block: true while it is in the prefix index (`hashes` then holds the key).
     private let indexed: UnsafeMutablePointer<Bool>
-    private let lruPrev: UnsafeMutablePointer<Int32>
-    private let lruNext: UnsafeMutablePointer<Int32>
-    private var lruHead: Int32 = -1
-    private var lruTail: Int32 = -1
+    /// The cached blocks, oldest first: a block is on it exactly while `refs` is 0 and
+    /// `indexed` is true, so the pool needs no membership state of its own.
+    private var lru: IndexList
     /// Per block: the ticket of the disk tier's copy of it running outside the engine's lock
     /// (`Writeback`), or 0. A marked block leaves the index (`unindex`: evicted, dropped,
     /// compacted, forgotten) only once that copy is done (`BlockSpiller.awaitCopy`), so its
@@ -98,8 +97,7 @@ public final class BlockPool {
         parents.initialize(repeating: 0, count: capacity)
         indexed = .allocate(capacity: capacity)
         indexed.initialize(repeating: false, count: capacity)
-        lruPrev = .allocate(capacity: capacity)
-        lruNext = .allocate(capacity: capacity)
+        lru = IndexList(capacity: capacity)
         copyTickets = .allocate(capacity: capacity)
         copyTickets.initialize(repeating: 0, count: capacity)
         index = U64Table(maxEntries: capacity)
@@ -112,8 +110,6 @@ public final class BlockPool {
         hashes.deallocate()
         parents.deallocate()
         indexed.deallocate()
-        lruPrev.deallocate()
-        lruNext.deallocate()
         copyTickets.deallocate()
     }
 
@@ -167,7 +163,7 @@ public final class BlockPool {
         if refs[b] > 0 { return }
         usedCount -= 1
         if indexed[b] {
-            lruAppend(block)
+            lru.append(block)
             cachedCount += 1
             listener?.blockCached(block)
         } else {
@@ -179,7 +175,7 @@ public final class BlockPool {
     func retain(_ block: Int32) {
         let b = Int(block)
         if refs[b] == 0 {
-            lruRemove(block)
+            lru.remove(block)
             cachedCount -= 1
             usedCount += 1
             listener?.blockReused(block)
@@ -245,7 +241,7 @@ public final class BlockPool {
     /// a writeback batch).
     @discardableResult
     func evictOldest(emit: Bool = true, ancestorsFirst: Bool = false) -> Bool {
-        var b = lruHead
+        var b = lru.first
         guard b >= 0 else { return false }
         if copyTickets[Int(b)] != 0 { b = oldestUnmarked() }
         evict(b, emit: emit, ancestorsFirst: ancestorsFirst)
@@ -256,16 +252,16 @@ public final class BlockPool {
     /// whose common path stays small enough to inline into `allocate`). Precondition: one is cached.
     @inline(never)
     private func oldestUnmarked() -> Int32 {
-        var b = lruHead
-        while copyTickets[Int(b)] != 0 && lruNext[Int(b)] >= 0 { b = lruNext[Int(b)] }
-        return copyTickets[Int(b)] != 0 ? lruHead : b
+        var b = lru.first
+        while copyTickets[Int(b)] != 0 && lru.next(after: b) >= 0 { b = lru.next(after: b) }
+        return copyTickets[Int(b)] != 0 ? lru.first : b
     }
 
     /// Evicts cached block `block` now (a swapped-out sequence's blocks that are already on
     /// disk): the spiller is told, then it leaves the index and is freed. Precondition: cached.
     func evict(_ block: Int32, emit: Bool = true, ancestorsFirst: Bool = false) {
         precondition(refs[Int(block)] == 0 && indexed[Int(block)], "evict of a block that is not cached")
-        lruRemove(block)
+        lru.remove(block)
         cachedCount -= 1
         evictedCount += 1
         spiller?.spill(block, hash: hashes[Int(block)], parent: parents[Int(block)], ancestorsFirst: ancestorsFirst)
@@ -329,10 +325,10 @@ public final class BlockPool {
     /// Calls `body` with the cached blocks from the oldest on, at most `limit` of them, until
     /// it returns false. O(blocks visited).
     func forEachOldestCached(limit: Int, _ body: (Int32) -> Bool) {
-        var b = lruHead
+        var b = lru.first
         var visited = 0
         while b >= 0 && visited < limit && body(b) {
-            b = lruNext[Int(b)]
+            b = lru.next(after: b)
             visited += 1
         }
     }
@@ -357,19 +353,6 @@ public final class BlockPool {
             freeIds[freeTop] = block
             freeTop += 1
         }
-    }
-
-    private func lruAppend(_ block: Int32) {
-        lruPrev[Int(block)] = lruTail
-        lruNext[Int(block)] = -1
-        if lruTail >= 0 { lruNext[Int(lruTail)] = block } else { lruHead = block }
-        lruTail = block
-    }
-
-    private func lruRemove(_ block: Int32) {
-        let p = lruPrev[Int(block)], n = lruNext[Int(block)]
-        if p >= 0 { lruNext[Int(p)] = n } else { lruHead = n }
-        if n >= 0 { lruPrev[Int(n)] = p } else { lruTail = p }
     }
 }
 
