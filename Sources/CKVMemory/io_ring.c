@@ -176,6 +176,8 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n) {
     if (n > room) n = room;
     for (uint32_t i = 0; i < n; i++) {
         if (reqs[i].file >= io->n_files) return kvm_fail(EINVAL, "kvm_io_submit: file index %u out of range", reqs[i].file);
+        if (reqs[i].op > KVM_IO_WRITE)
+            return kvm_fail(EINVAL, "kvm_io_submit: op %u is neither KVM_IO_READ nor KVM_IO_WRITE", reqs[i].op);
         if (reqs[i].tag >> 63)
             return kvm_fail(EINVAL, "kvm_io_submit: tag %#llx sets bit 63, which marks injected faults", (unsigned long long)reqs[i].tag);
     }

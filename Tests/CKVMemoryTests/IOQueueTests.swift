@@ -78,6 +78,46 @@ struct IOQueueTests {
         }
     }
 
+    /// An op other than KVM_IO_READ and KVM_IO_WRITE is refused with -EINVAL on both backends,
+    /// nothing queued. (io_uring once shifted 1 by it, undefined from 32 on, and ran op 2 as a
+    /// read.)
+    @Test(arguments: [Int32(0), 1])
+    func anUnknownOpIsRefused(forceThreads: Int32) throws {
+        var cfg = kvm_io_config()
+        cfg.depth = 8
+        cfg.force_threads = forceThreads
+        cfg.fault_ops = 1 << UInt32(KVM_IO_WRITE)  // the fault check shifts by the op
+        try withQueue(cfg) { io, _, buffer in
+            for op: UInt16 in [2, 31, 32, 40, .max] {
+                var good = kvm_io_req(tag: 1, buf: buffer, offset: 0, len: 4096, op: UInt16(KVM_IO_READ), file: 0, buf_index: -1)
+                var requests = [good, kvm_io_req(tag: 2, buf: buffer, offset: 0, len: 4096, op: op, file: 0, buf_index: -1)]
+                #expect(kvm_io_submit(io, &requests, 2) == -EINVAL, "op \(op)")
+                #expect(String(cString: kvm_error()).contains("op \(op)"))
+                #expect(kvm_io_inflight(io) == 0, "nothing queued")
+                #expect(kvm_io_submit(io, &good, 1) == 1)
+                var done = kvm_io_done()
+                #expect(kvm_io_reap(io, &done, 1, 1, -1) == 1)
+                #expect(done.tag == 1 && done.result == 4096)
+            }
+        }
+    }
+
+    /// Zero bytes of I/O buffers is refused (NULL, errno EINVAL, a message), as is a size whose
+    /// rounding to 2 MiB would wrap; before, 0 mapped a huge page, unmapped all of it and
+    /// returned a pointer into nothing.
+    @Test func zeroBytesOfBuffersAreRefused() {
+        for bytes: UInt64 in [0, .max, .max - (2 << 20)] {
+            errno = 0
+            #expect(kvm_io_alloc_buffers(bytes) == nil, "\(bytes) bytes")
+            #expect(errno == EINVAL)
+            #expect(String(cString: kvm_error()).contains("kvm_io_alloc_buffers"))
+        }
+        let one = kvm_io_alloc_buffers(1)
+        #expect(one != nil)
+        one?.storeBytes(of: 7, toByteOffset: (2 << 20) - 1, as: UInt8.self)  // the whole rounded-up size is mapped
+        kvm_io_free_buffers(one, 1)
+    }
+
     /// `kvm_io_set_faults` changes the injected faults from the next request on, on both
     /// backends: writes failing from creation (`fault_after` 0) succeed once it is turned off,
     /// and with `fault_after` 1 the first write after the call succeeds and the next fails.

@@ -64,7 +64,9 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out);
 void kvm_io_destroy(kvm_io *io);
 
 /* Queues up to n requests (stops at the depth limit) and starts them with one system call.
- * Returns how many were accepted (0..n), or -EINVAL for a bad request (nothing queued). An
+ * Returns how many were accepted (0..n), or -EINVAL for a bad request (nothing queued): a file
+ * index past config.n_files, a tag with bit 63 set, or an op other than KVM_IO_READ and
+ * KVM_IO_WRITE (the same rule on both backends). An
  * accepted request always completes: on io_uring, one the kernel did not take at once (a
  * failed io_uring_enter: -EAGAIN, -ENOMEM, -EBUSY) stays in the ring and is handed over again
  * by the next kvm_io_submit or kvm_io_reap, so its buffer stays the kernel's until reaped. */
@@ -125,6 +127,7 @@ uint64_t kvm_file_size_limit(void);
 /* Maps `bytes` (rounded up to 2 MiB) of zeroed, populated memory aligned to 2 MiB, asking for
  * transparent huge pages: an I/O buffer of few physical segments (a 2 MiB request in 4 KiB
  * pages is 512 segments, more than a virtio or NVMe queue takes in one request). NULL with a
- * message on failure. Release with kvm_io_free_buffers(p, bytes). */
+ * message on failure, errno set: EINVAL for 0 bytes or a size that does not round up within
+ * 64 bits, else mmap's. Release with kvm_io_free_buffers(p, bytes). */
 void *kvm_io_alloc_buffers(uint64_t bytes);
 void kvm_io_free_buffers(void *p, uint64_t bytes);
