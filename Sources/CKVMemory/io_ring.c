@@ -248,8 +248,10 @@ int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, i
                 struct __kernel_timespec ts = {.tv_sec = wait / 1000000, .tv_nsec = (wait % 1000000) * 1000};
                 rc = io_uring_wait_cqe_timeout(&io->ring, &cqe, &ts);
             }
-            if (rc == -EINTR) break;
-            if (rc < 0 && rc != -ETIME) return kvm_fail(-rc, "io_uring_wait_cqe failed: %s", strerror(-rc));
+            if (rc < 0 && rc != -ETIME && rc != -EINTR) {  /* a signal: wait on, to the same deadline */
+                if (got > 0) break;  /* the completions taken are the caller's now: return them */
+                return kvm_fail(-rc, "io_uring_wait_cqe failed: %s", strerror(-rc));
+            }
             continue;
         }
         uint64_t tag = io_uring_cqe_get_data64(cqe);

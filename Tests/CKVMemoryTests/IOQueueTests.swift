@@ -27,6 +27,43 @@ private func withQueue(_ cfg: kvm_io_config, _ body: (OpaquePointer, Int32, Unsa
     try body(io!, fd, buffer)
 }
 
+/// Whether a queue here runs on io_uring (not a sandbox or kernel without it), for the tests
+/// of its hand-over to the kernel.
+private let ioUringWorks: Bool = {
+    let fd = open("/dev/null", O_RDWR)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var files = [fd]
+    var cfg = kvm_io_config()
+    cfg.depth = 1
+    cfg.n_files = 1
+    var io: OpaquePointer?
+    let rc = files.withUnsafeMutableBufferPointer { f in
+        cfg.files = UnsafePointer(f.baseAddress)
+        return kvm_io_create(&cfg, &io)
+    }
+    guard rc == 0 else { return false }
+    defer { kvm_io_destroy(io) }
+    return kvm_io_backend(io) == Int32(KVM_IO_URING)
+}()
+
+/// A thread running `body`, joined by `join`.
+private final class Thread: @unchecked Sendable {
+    private var thread = pthread_t()
+    private let body: () -> Void
+    init(_ body: @escaping () -> Void) {
+        self.body = body
+        let me = Unmanaged.passRetained(self).toOpaque()
+        pthread_create(&thread, nil, { raw in
+            let me = Unmanaged<Thread>.fromOpaque(raw!).takeRetainedValue()
+            me.body()
+            return nil
+        }, me)
+    }
+    func join() { pthread_join(thread, nil) }
+    func signal(_ number: Int32) { pthread_kill(thread, number) }
+}
+
 @Suite("I/O queue")
 struct IOQueueTests {
     /// A caller's tag comes back unchanged from both backends; one with bit 63 set, which the
@@ -76,6 +113,58 @@ struct IOQueueTests {
             #expect(pread(fd, &back, 4096, 4096) == 4096)
             #expect(back.elementsEqual((0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }), "the write's bytes landed")
         }
+    }
+
+    /// A signal does not end a reap's untimed wait (the header says it waits): a read of an
+    /// empty pipe is in flight while the reaping thread gets signals (a handler without
+    /// SA_RESTART, so the wait sees EINTR), and the reap returns only with its completion once
+    /// the pipe has bytes. Before, the first EINTR ended it with 0 completions.
+    @Test(.enabled(if: ioUringWorks, "io_uring only: this machine's queue falls back to threads"))
+    func aSignalDoesNotEndAnUntimedReap() throws {
+        var pipeFDs: [Int32] = [-1, -1]
+        try #require(pipe(&pipeFDs) == 0)
+        defer { close(pipeFDs[0]); close(pipeFDs[1]) }
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        var previous = sigaction()
+        try #require(sigaction(SIGUSR2, &action, &previous) == 0)
+        defer { sigaction(SIGUSR2, &previous, nil) }
+        let buffer = kvm_io_alloc_buffers(4096)!
+        defer { kvm_io_free_buffers(buffer, 4096) }
+        var cfg = kvm_io_config()
+        cfg.depth = 4
+        cfg.n_files = 1
+        var io: OpaquePointer?
+        try [pipeFDs[0]].withUnsafeBufferPointer { f in
+            cfg.files = f.baseAddress
+            try #require(kvm_io_create(&cfg, &io) == 0)
+        }
+        defer { kvm_io_destroy(io) }
+        try #require(kvm_io_backend(io) == Int32(KVM_IO_URING))
+        var read = kvm_io_req(tag: 6, buf: buffer, offset: 0, len: 4096, op: UInt16(KVM_IO_READ), file: 0, buf_index: -1)
+        try #require(kvm_io_submit(io, &read, 1) == 1)
+        var reaped: Int32 = -100
+        var done = kvm_io_done()
+        var unblocked: Int32 = -1
+        let reaper = Thread {
+            var set = sigset_t()
+            sigemptyset(&set)
+            sigaddset(&set, SIGUSR2)
+            unblocked = pthread_sigmask(SIG_UNBLOCK, &set, nil)  // the test runner's threads may block it
+            reaped = kvm_io_reap(io, &done, 1, 1, -1)
+        }
+        for _ in 0..<20 {
+            reaper.signal(SIGUSR2)
+            usleep(5000)
+        }
+        #expect(write(pipeFDs[1], "12345", 5) == 5)
+        reaper.join()
+        #expect(unblocked == 0)
+        #expect(reaped == 1, "returned with the completion, not at the first signal")
+        #expect(done.tag == 6 && done.result == 5)
+        #expect(kvm_io_inflight(io) == 0)
     }
 
     /// An op other than KVM_IO_READ and KVM_IO_WRITE is refused with -EINVAL on both backends,

@@ -74,7 +74,9 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n);
 /* Moves up to cap completions into out. Waits until at least min(wait_for, in flight) are
  * available or timeout_us passes, counted from the call (timeout_us < 0: no limit; wait_for
  * 0: never waits). First hands over requests the kernel has not taken (see kvm_io_submit),
- * retrying each millisecond while it waits. Returns the count, or -errno. */
+ * retrying each millisecond while it waits. A signal does not end the wait (it goes on to the
+ * same deadline). Returns the count, or -errno when the wait fails before any completion was
+ * taken (one that fails after some were returns those). */
 int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us);
 
 /* Waits until a completion can be reaped, kvm_io_wake is called (or was, since the last
