@@ -39,11 +39,20 @@ int kvm_io_preallocate(int fd, uint64_t bytes) {
 #define HUGE_BYTES (2ull << 20)
 
 void *kvm_io_alloc_buffers(uint64_t bytes) {
+    /* 0 would map one huge page and unmap it all again (returning a dangling pointer); past
+     * UINT64_MAX - 2 MiB the rounding below wraps. */
+    if (bytes == 0 || bytes > UINT64_MAX - 2 * HUGE_BYTES) {
+        kvm_fail(EINVAL, "kvm_io_alloc_buffers: %llu bytes: must be 1 .. 2^64 - 4 MiB", (unsigned long long)bytes);
+        errno = EINVAL;
+        return NULL;
+    }
     uint64_t size = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
     /* Over-map by one huge page and trim, so the start is 2 MiB aligned. */
     uint8_t *raw = mmap(NULL, size + HUGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (raw == MAP_FAILED) {
-        kvm_fail(errno, "mapping %llu bytes of I/O buffers failed: %s", (unsigned long long)size, strerror(errno));
+        int err = errno;
+        kvm_fail(err, "mapping %llu bytes of I/O buffers failed: %s", (unsigned long long)size, strerror(err));
+        errno = err;
         return NULL;
     }
     uint8_t *start = (uint8_t *)(((uintptr_t)raw + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));

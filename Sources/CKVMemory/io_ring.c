@@ -6,6 +6,7 @@
 #include "fork_close.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <liburing.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -27,6 +28,9 @@ struct kvm_io {
     uint32_t n_files;
     int *files;
     int wake_fd;                  /* eventfd: kvm_io_wake ends a kvm_io_wait (io_uring backend) */
+    atomic_int unsent;            /* 1 while the ring holds entries a failed io_uring_enter left (set
+                                   * and cleared by send_pending under the caller's lock; read by
+                                   * kvm_io_wait, which may run without it) */
     struct io_uring ring;
     int ring_entry;               /* the ring's descriptor among those a fork's child closes (fork_close.h):
                                    * a child keeping the ring (its descriptor or its mappings) would keep
@@ -41,7 +45,12 @@ static int logged_no_uring, logged_no_registration;
 static int start_uring(kvm_io *io, const kvm_io_config *cfg) {
     uint32_t entries = 1;
     while (entries < cfg->depth) entries <<= 1;
-    int rc = io_uring_queue_init(entries, &io->ring, 0);
+    /* IORING_SETUP_SUBMIT_ALL (Linux 5.18): an entry the kernel refuses at submission (it
+     * completes with the error) does not stop it taking the ones after it. Older kernels refuse
+     * the flag with -EINVAL; without it the rest stay in the ring, and send_pending hands them
+     * over with its next io_uring_enter. */
+    int rc = io_uring_queue_init(entries, &io->ring, IORING_SETUP_SUBMIT_ALL);
+    if (rc == -EINVAL) rc = io_uring_queue_init(entries, &io->ring, 0);
     if (rc < 0) return rc;
     rc = io_uring_register_files(&io->ring, cfg->files, cfg->n_files);
     if (rc < 0) {
@@ -142,15 +151,22 @@ int kvm_io_replace_file(kvm_io *io, uint32_t index, int fd) {
 }
 
 /* Hands the kernel the ring's entries it has not taken yet (a failed io_uring_enter leaves
- * them there); a failure is retried by the next call. */
+ * them there: -EAGAIN or -ENOMEM short of memory, -EBUSY with completions backed up; one the
+ * kernel refused at submission without IORING_SETUP_SUBMIT_ALL leaves those after it). Entries
+ * still left are retried by the next submit or reap; `unsent` says so to kvm_io_wait, and the
+ * first failure of a series also wakes a kvm_io_wait already sleeping (it may have started
+ * before this call), whose caller then reaps, which hands them over again. Caller's lock. */
 static void send_pending(kvm_io *io) {
-    if (io_uring_sq_ready(&io->ring) == 0) return;
-    if (io->failing_submits > 0) {
-        io->failing_submits--;
-        return;
+    if (io_uring_sq_ready(&io->ring) > 0) {
+        if (io->failing_submits > 0) {
+            io->failing_submits--;
+        } else {
+            int rc;
+            do rc = io_uring_submit(&io->ring); while (rc == -EINTR || (rc > 0 && io_uring_sq_ready(&io->ring) > 0));
+        }
     }
-    int rc;
-    do rc = io_uring_submit(&io->ring); while (rc == -EINTR);
+    int left = io_uring_sq_ready(&io->ring) > 0;
+    if (atomic_exchange(&io->unsent, left) == 0 && left) kvm_io_wake(io);
 }
 
 static int64_t now_us(void) {
@@ -176,6 +192,8 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n) {
     if (n > room) n = room;
     for (uint32_t i = 0; i < n; i++) {
         if (reqs[i].file >= io->n_files) return kvm_fail(EINVAL, "kvm_io_submit: file index %u out of range", reqs[i].file);
+        if (reqs[i].op > KVM_IO_WRITE)
+            return kvm_fail(EINVAL, "kvm_io_submit: op %u is neither KVM_IO_READ nor KVM_IO_WRITE", reqs[i].op);
         if (reqs[i].tag >> 63)
             return kvm_fail(EINVAL, "kvm_io_submit: tag %#llx sets bit 63, which marks injected faults", (unsigned long long)reqs[i].tag);
     }
@@ -229,6 +247,7 @@ int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, i
     }
     uint32_t got = 0;
     int64_t deadline = timeout_us < 0 ? -1 : now_us() + timeout_us;  /* one limit for the whole call */
+    send_pending(io);  /* every reap, wait_for 0 too: kvm_io_wait cannot hand entries over */
     while (got < cap) {
         struct io_uring_cqe *cqe = NULL;
         int rc = io_uring_peek_cqe(&io->ring, &cqe);
@@ -246,8 +265,10 @@ int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, i
                 struct __kernel_timespec ts = {.tv_sec = wait / 1000000, .tv_nsec = (wait % 1000000) * 1000};
                 rc = io_uring_wait_cqe_timeout(&io->ring, &cqe, &ts);
             }
-            if (rc == -EINTR) break;
-            if (rc < 0 && rc != -ETIME) return kvm_fail(-rc, "io_uring_wait_cqe failed: %s", strerror(-rc));
+            if (rc < 0 && rc != -ETIME && rc != -EINTR) {  /* a signal: wait on, to the same deadline */
+                if (got > 0) break;  /* the completions taken are the caller's now: return them */
+                return kvm_fail(-rc, "io_uring_wait_cqe failed: %s", strerror(-rc));
+            }
             continue;
         }
         uint64_t tag = io_uring_cqe_get_data64(cqe);
@@ -257,13 +278,21 @@ int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, i
         got++;
         io->inflight--;
     }
+    if (got > 0) send_pending(io);  /* -EBUSY (completions backed up) may have ended with these */
     return (int)got;
 }
 
 /* Polls the ring's file descriptor (readable while its completion queue holds an entry) and the
- * wake eventfd: reads neither ring index, so it is safe beside a concurrent submit or reap. */
+ * wake eventfd: reads neither ring index, so it is safe beside a concurrent submit or reap.
+ * Entries left unsent cannot complete, and handing them over here would race that submit or
+ * reap; so while there are any (`unsent`) it sleeps a millisecond at most and then returns 1,
+ * and its caller's reap (with the lock) hands them over. A hand-over failing once it sleeps
+ * wakes it through the eventfd (send_pending). */
 int kvm_io_wait(kvm_io *io, int64_t timeout_us) {
     if (io->backend == KVM_IO_THREADS) return kvm_io_threads_wait(io->threads, timeout_us);
+    enum { retry_us = 1000 };
+    int capped = atomic_load(&io->unsent) && (timeout_us < 0 || timeout_us > retry_us);
+    if (capped) timeout_us = retry_us;
     struct pollfd fds[2] = {{.fd = io->ring.ring_fd, .events = POLLIN}, {.fd = io->wake_fd, .events = POLLIN}};
     struct timespec ts = {.tv_sec = timeout_us / 1000000, .tv_nsec = (timeout_us % 1000000) * 1000};
     int rc;
@@ -273,7 +302,7 @@ int kvm_io_wait(kvm_io *io, int64_t timeout_us) {
         uint64_t count;
         while (read(io->wake_fd, &count, sizeof count) < 0 && errno == EINTR) {}
     }
-    return rc > 0;
+    return rc > 0 || capped;
 }
 
 void kvm_io_wake(kvm_io *io) {
@@ -283,6 +312,12 @@ void kvm_io_wake(kvm_io *io) {
     }
     uint64_t one = 1;
     while (write(io->wake_fd, &one, sizeof one) < 0 && errno == EINTR) {}
+}
+
+int kvm_io_fail_submits(kvm_io *io, uint32_t n) {
+    if (io->backend != KVM_IO_URING) return kvm_fail(ENOTSUP, "kvm_io_fail_submits: only the io_uring backend hands requests over");
+    io->failing_submits = n;
+    return 0;
 }
 
 int kvm_io_pause(kvm_io *io, int paused) {

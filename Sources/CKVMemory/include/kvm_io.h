@@ -64,22 +64,31 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out);
 void kvm_io_destroy(kvm_io *io);
 
 /* Queues up to n requests (stops at the depth limit) and starts them with one system call.
- * Returns how many were accepted (0..n), or -EINVAL for a bad request (nothing queued). An
+ * Returns how many were accepted (0..n), or -EINVAL for a bad request (nothing queued): a file
+ * index past config.n_files, a tag with bit 63 set, or an op other than KVM_IO_READ and
+ * KVM_IO_WRITE (the same rule on both backends). An
  * accepted request always completes: on io_uring, one the kernel did not take at once (a
  * failed io_uring_enter: -EAGAIN, -ENOMEM, -EBUSY) stays in the ring and is handed over again
  * by the next kvm_io_submit or kvm_io_reap, so its buffer stays the kernel's until reaped. */
 int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n);
 /* Moves up to cap completions into out. Waits until at least min(wait_for, in flight) are
  * available or timeout_us passes, counted from the call (timeout_us < 0: no limit; wait_for
- * 0: never waits). First hands over requests the kernel has not taken (see kvm_io_submit),
- * retrying each millisecond while it waits. Returns the count, or -errno. */
+ * 0: never waits). Every call, wait_for 0 included, first hands over requests the kernel has
+ * not taken (see kvm_io_submit), retrying each millisecond while it waits and once more after
+ * taking completions. A signal does not end the wait (it goes on to the same deadline).
+ * Returns the count, or -errno when the wait fails before any completion was taken (one that
+ * fails after some were returns those). */
 int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us);
 
 /* Waits until a completion can be reaped, kvm_io_wake is called (or was, since the last
  * kvm_io_wait returned), or timeout_us passes (< 0: no limit). Consumes no completion: the
  * caller reaps afterwards, with its lock. May run while another thread submits or reaps on the
- * same queue; at most one thread at a time may wait here. Returns 1 (woken or a completion is
- * there; possibly already taken by a concurrent reap), 0 (timed out) or -errno. */
+ * same queue; at most one thread at a time may wait here. io_uring: it hands nothing over
+ * (that would race a concurrent submit or reap), so while requests a failed hand-over left
+ * wait to be sent it returns 1 within a millisecond (at once when the failure happens while
+ * it waits) and the caller's kvm_io_reap sends them: never an untimed sleep on requests that
+ * cannot complete. Returns 1 (woken, a completion is there (possibly already taken by a
+ * concurrent reap), or a hand-over is due), 0 (timed out) or -errno. */
 int kvm_io_wait(kvm_io *io, int64_t timeout_us);
 /* Ends the kvm_io_wait in progress, or the next one, at once. Any thread, any time. */
 void kvm_io_wake(kvm_io *io);
@@ -91,6 +100,11 @@ int kvm_io_pause(kvm_io *io, int paused);
  * operations from this call. Requests already submitted keep their outcome. Tests and operators
  * rehearsing a device that fails and recovers. Same caller rules as kvm_io_submit. O(1). */
 void kvm_io_set_faults(kvm_io *io, uint32_t fault_ops, uint64_t fault_after);
+/* Tests: the next n hand-overs to the kernel fail, as kvm_io_config.failing_submits (replacing
+ * what is left of it), so that a test can leave entries unsent at a chosen point. Returns 0, or
+ * -ENOTSUP on the thread backend (which hands nothing over). Same caller rules as
+ * kvm_io_submit. O(1). */
+int kvm_io_fail_submits(kvm_io *io, uint32_t n);
 /* Tests: completions posted and not yet reaped (kvm_io_reap would take them without waiting). */
 uint32_t kvm_io_ready(kvm_io *io);
 
@@ -125,6 +139,7 @@ uint64_t kvm_file_size_limit(void);
 /* Maps `bytes` (rounded up to 2 MiB) of zeroed, populated memory aligned to 2 MiB, asking for
  * transparent huge pages: an I/O buffer of few physical segments (a 2 MiB request in 4 KiB
  * pages is 512 segments, more than a virtio or NVMe queue takes in one request). NULL with a
- * message on failure. Release with kvm_io_free_buffers(p, bytes). */
+ * message on failure, errno set: EINVAL for 0 bytes or a size that does not round up within
+ * 64 bits, else mmap's. Release with kvm_io_free_buffers(p, bytes). */
 void *kvm_io_alloc_buffers(uint64_t bytes);
 void kvm_io_free_buffers(void *p, uint64_t bytes);

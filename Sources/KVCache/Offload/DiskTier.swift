@@ -1146,6 +1146,11 @@ final class DiskTier {
     /// io_uring, which cannot hold requests. Any thread (the backend has its own lock).
     func pauseIO(_ paused: Bool) -> Bool { kvm_io_pause(io, paused ? 1 : 0) == 0 }
 
+    /// Tests: the next `count` hand-overs of requests to the kernel fail as a short-of-memory
+    /// io_uring_enter does, leaving them in the ring (`kvm_io_fail_submits`). False on the
+    /// thread backend. Under the engine's lock.
+    func failSubmits(_ count: UInt32) -> Bool { kvm_io_fail_submits(io, count) == 0 }
+
     /// Tests: slots pinned (by swapped-out sequences, offloaded-token records or pending reads),
     /// and stored slots without a block hash (a sequence's own, freed with its last pin).
     var pinnedAndUnhashedSlots: (pinned: Int, unhashed: Int) {

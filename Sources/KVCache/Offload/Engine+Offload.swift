@@ -153,6 +153,15 @@ extension Engine {
     /// that a test can release requests a call waits for under the lock.
     func pauseOffloadIO(_ paused: Bool) -> Bool { offload?.tier.pauseIO(paused) ?? false }
 
+    /// Tests: the disk tier's next `count` hand-overs of requests to the kernel fail as an
+    /// io_uring_enter short of memory does (`DiskTier.failSubmits`; false on the thread backend
+    /// or without a disk tier). Under the lock.
+    func failOffloadSubmits(_ count: UInt32) -> Bool {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return offload?.tier.failSubmits(count) ?? false
+    }
+
     /// Tests: calls waiting for the device without the lock now (`poll`, `swapOut`).
     var offloadWaitingCalls: Int {
         pthread_mutex_lock(mutex)

@@ -1,3 +1,4 @@
+import CKVMemory
 import Testing
 @testable import KVCache
 
@@ -80,6 +81,35 @@ struct OffloadWaitTests {
         try waitReady(e, 1)
         #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
         #expect(try kvDifferences(e, 3, count: third.count) { third[$0] } == 0)
+    }
+
+    /// A hand-over to the kernel that fails (io_uring_enter short of memory) leaves a
+    /// synchronous swap-out's writes in the ring, unsent, and fails twice more; the swap-out,
+    /// waiting for them without the lock (`awaitProgress`: a wait_for 0 reap, then an untimed
+    /// device wait), hands them over again and returns, its sequence swapped in intact after.
+    /// Before, a wait_for 0 reap sent nothing and the device wait could not see unsent
+    /// entries: the call waited forever (here, until the guard's drain sent them).
+    @Test(.enabled(if: ioUringWorksHere, "io_uring only: this machine's disk tier falls back to threads"))
+    func aSwapOutWhoseWritesAFailedHandOverLeftUnsentReturns() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(.paged, dir: dir.path))
+        try #require(e.stats().disk.backend == 0, "io_uring only: this disk tier fell back to threads")
+        let prompt = tokens(4 * 8 + 2, seed: 71)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try #require(e.failOffloadSubmits(3))
+        let order = EventLog()
+        let swapper = loggedCall("swap-out", order) { try e.swapOut(1) }
+        let finished = waitUntil(seconds: 10) { order.events.count > 0 }
+        if !finished { _ = e.offloadSlotAudit }  // its drain sends the writes and wakes the swap-out, so the test ends
+        swapper.join()
+        #expect(finished, "the swap-out's own wait handed its writes over")
+        #expect(order.events == ["swap-out returned"])
+        #expect(e.stats().disk.swapOuts == 1)
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
     }
 
     @Test func aFreeOfASequenceBeingSwappedOutWaitsForTheSwapOut() throws {
@@ -223,6 +253,25 @@ func loggedCall(_ name: String, _ order: EventLog, _ call: @escaping () throws -
         }
     }
 }
+
+/// Whether an I/O queue here runs on io_uring (not a sandbox or kernel without it).
+let ioUringWorksHere: Bool = {
+    let fd = open("/dev/null", O_RDWR)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var files = [fd]
+    var cfg = kvm_io_config()
+    cfg.depth = 1
+    cfg.n_files = 1
+    var io: OpaquePointer?
+    let rc = files.withUnsafeMutableBufferPointer { f in
+        cfg.files = UnsafePointer(f.baseAddress)
+        return kvm_io_create(&cfg, &io)
+    }
+    guard rc == 0 else { return false }
+    defer { kvm_io_destroy(io) }
+    return kvm_io_backend(io) == Int32(KVM_IO_URING)
+}()
 
 /// Events in the order threads record them.
 final class EventLog: @unchecked Sendable {
