@@ -2,10 +2,13 @@
  * O_DIRECT and fallocate need _GNU_SOURCE, which Swift's Glibc module does not see. */
 #include "kvm_io.h"
 #include "kvm_error.h"
+#include "aligned_map.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 int kvm_io_open_file(const char *path, int *direct) {
@@ -33,9 +36,6 @@ int kvm_io_preallocate(int fd, uint64_t bytes) {
     return 0;
 }
 
-#include <stdint.h>
-#include <sys/mman.h>
-
 #define HUGE_BYTES (2ull << 20)
 
 void *kvm_io_alloc_buffers(uint64_t bytes) {
@@ -47,18 +47,13 @@ void *kvm_io_alloc_buffers(uint64_t bytes) {
         return NULL;
     }
     uint64_t size = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
-    /* Over-map by one huge page and trim, so the start is 2 MiB aligned. */
-    uint8_t *raw = mmap(NULL, size + HUGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) {
+    uint8_t *start = kvm_map_aligned(size, HUGE_BYTES, PROT_READ | PROT_WRITE, 0);
+    if (start == MAP_FAILED) {
         int err = errno;
         kvm_fail(err, "mapping %llu bytes of I/O buffers failed: %s", (unsigned long long)size, strerror(err));
         errno = err;
         return NULL;
     }
-    uint8_t *start = (uint8_t *)(((uintptr_t)raw + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
-    if (start > raw) munmap(raw, (size_t)(start - raw));
-    uint8_t *end = start + size, *raw_end = raw + size + HUGE_BYTES;
-    if (raw_end > end) munmap(end, (size_t)(raw_end - end));
     madvise(start, size, MADV_HUGEPAGE); /* a hint: without THP the buffers still work */
     memset(start, 0, size);              /* populate now, not on the I/O path */
     return start;
