@@ -102,7 +102,8 @@ public final class Engine: @unchecked Sendable {
         pthread_mutex_init(mutex, nil)
         offload?.records = self
         offload?.releaseSlot = { [unowned self] slot in self.release(slot) }
-        if config.offloadWriteback { offload?.startWriteback(mutex: mutex) }
+        // `self` is whole: a throw runs `deinit`, which closes the tier and frees the rest.
+        if config.offloadWriteback { try offload?.startWriteback(mutex: mutex) }
     }
 
     deinit {

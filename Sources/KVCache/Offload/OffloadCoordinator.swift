@@ -434,9 +434,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
 
     /// Starts the writeback thread, which takes the engine's lock `mutex`. Once, after the
     /// engine is whole.
-    func startWriteback(mutex: UnsafeMutablePointer<pthread_mutex_t>) {
+    /// Throws `outOfMemory` when the thread cannot be created (`Writeback.init`).
+    func startWriteback(mutex: UnsafeMutablePointer<pthread_mutex_t>) throws(KVError) {
         precondition(writeback == nil)
-        writeback = Writeback(self, blocks: blocks, mutex: mutex, tensors: tensors)
+        writeback = try Writeback(self, blocks: blocks, mutex: mutex, tensors: tensors)
     }
 
     /// Stops the writeback thread (a batch it is copying given up) and waits for it to end.
