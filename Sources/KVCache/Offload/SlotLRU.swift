@@ -26,12 +26,15 @@ final class SlotLRU {
     private(set) var count = 0
 
     /// An empty list for slots 0..<`capacity`. O(capacity).
-    init(capacity: Int) {
+    /// Throws `outOfMemory` when its 9 bytes per slot cannot be allocated (`CreateAllocations`).
+    init(capacity: Int) throws(KVError) {
         self.capacity = capacity
-        prev = .allocate(capacity: capacity)
-        next = .allocate(capacity: capacity)
-        member = .allocate(capacity: capacity)
-        member.initialize(repeating: false, count: capacity)
+        let a = CreateAllocations()
+        let what = "the disk tier's LRU of \(capacity) slots (offload_bytes / slot bytes)"
+        prev = try a.allocate(count: capacity, what)
+        next = try a.allocate(count: capacity, what)
+        member = try a.allocate(repeating: false, count: capacity, what)
+        a.keep()
     }
 
     deinit {
