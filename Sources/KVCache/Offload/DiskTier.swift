@@ -159,6 +159,7 @@ final class DiskTier {
         freeSlots = try a.allocate(count: capacity, perSlot)
         lru = try SlotLRU(capacity: capacity)
         index = try U64Table(maxEntries: capacity, "the disk tier's \(capacity) slots (offload_bytes / slot bytes)")
+        pendingReads = try PendingReads(capacity: max(1, maxPendingReads))
         // Before anything is opened: a mistyped variable is refused, not run without its effect.
         let threadsByEnvironment = try DiskTier.environmentForcesThreads(DiskTier.environment("KVCACHE_OFFLOAD_BACKEND"))
         let faultByEnvironment = try DiskTier.environmentFault(DiskTier.environment("KVCACHE_OFFLOAD_FAULT"), dir: config.offloadDir!)
@@ -242,7 +243,6 @@ final class DiskTier {
         done = .allocate(capacity: stages)
         deferredReads = .allocate(capacity: stages)
         batch = .allocate(capacity: stages)
-        pendingReads = PendingReads(capacity: max(1, maxPendingReads))
         journal = TierJournal(slab: slab, slots: capacity, batchRecords: stages * 2 + 16, payloadBytes: payloadBytes,
                               hashes: hashes, parents: parents, generations: generations, checksums: checksums)
         a.keep()  // fully initialized: a throw from here on runs `deinit`, which frees them
