@@ -96,6 +96,7 @@ private func addressSpaceBytes() -> Int {
     /// engine of 65536 sequences of 65536 tokens in 16-token blocks needs a 1 GiB block table
     /// (2^28 entries, which the header allows), one of 65536 sequences of 65536-token blocks
     /// 16 GiB for its partial blocks' tokens. Each trapped in Swift's allocation (SIGABRT).
+    /// A create that fails frees what it allocated before: five in a row fit.
     @Test func metadataTheAddressSpaceLimitRefusesIsOutOfMemory() async {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             var problems: [String] = []
@@ -116,6 +117,15 @@ private func addressSpaceBytes() -> Int {
             c.blockTokens = 65536
             c.memoryBytes = 4 * 65536 * 64 * 4  // 4 blocks of 65536 tokens of 64 bytes, 4 tensors
             expectOutOfMemory("partial blocks", naming: ["max_seqs x block_tokens", "65536 x 65536"], problems: &problems) { c.create(&$0) }
+            // What a failing create allocated before is freed: a 128 MiB block table (65536 x
+            // 512 entries) then 8 GiB of partial-block tokens, five times, under 256 MiB left.
+            c.maxSeqTokens = 1 << 24
+            c.blockTokens = 32768
+            c.memoryBytes = 4 * 32768 * 64 * 4
+            for i in 0..<5 {
+                expectOutOfMemory("partial blocks after a 128 MiB block table, \(i + 1). time", naming: ["max_seqs x block_tokens", "65536 x 32768"],
+                                  problems: &problems) { c.create(&$0) }
+            }
             expectASmallEngineWorks("under the limit", problems: &problems)
             setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &old)
             exitReporting(problems)
