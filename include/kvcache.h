@@ -173,7 +173,12 @@
  *                             engine's memory file or metadata (RLIMIT_FSIZE, which memfd
  *                             files obey), or open files (EMFILE, ENFILE) at whichever
  *                             descriptor the create runs out: the memory file's, or a disk
- *                             tier's or peer's file, directory or I/O queue.
+ *                             tier's or peer's file, directory or I/O queue; or a thread
+ *                             it cannot start (offload_writeback's, or the I/O thread
+ *                             pool's where io_uring is unavailable: pthread_create failed,
+ *                             a thread limit or a stack of RLIMIT_STACK that cannot be
+ *                             mapped). The message names the cause and, for metadata, the
+ *                             config fields that sized it.
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
  *   KVC_ERR_IO                a disk-tier read or write failed, or offload_dir is unusable
@@ -711,8 +716,16 @@ void kvc_config_init(kvc_config *cfg);
  * message names it; also max_seqs * ceil(max_seq_tokens / block_tokens) above 2^28
  * block-table entries),
  * KVC_ERR_UNSUPPORTED (a non-zero unknown field), or KVC_ERR_OUT_OF_MEMORY (the address
- * space — at most 65536 GiB for the contiguous layout — or the metadata cannot be had, or
- * memory_bytes passes the 2^63 - 1 bytes a memory file holds).
+ * space — at most 65536 GiB for the contiguous layout — or the metadata cannot be had, the
+ * message naming what and the fields that sized it: the block tables, 4 bytes per
+ * max_seqs x ceil(max_seq_tokens / block_tokens) entry (up to 1 GiB); the partial blocks'
+ * tokens, 8 bytes per max_seqs x block_tokens (up to 32 GiB); roughly 100 bytes per memory
+ * block (memory_bytes / block bytes) for its state and the prefix index, 70 more with a disk
+ * tier, and 100 per disk-tier slot — refused under RLIMIT_AS, a cgroup limit or with
+ * overcommit off; or a thread
+ * cannot be started, see KVC_ERR_OUT_OF_MEMORY; or memory_bytes passes the 2^63 - 1 bytes
+ * a memory file holds). Everything the create made is released: a disk tier's directory may
+ * be used again at once.
  * On failure *out is set to NULL (when out is not NULL).
  */
 kvc_status kvc_engine_create(const kvc_config *cfg, kvc_engine **out);

@@ -95,7 +95,10 @@ int kvm_io_threads_create(const kvm_io_config *cfg, kvm_io_threads **out) {
         if (rc != 0) {
             t->n_threads = i;
             kvm_io_threads_destroy(t);
-            return kvm_fail(rc, "thread backend: pthread_create failed: %s", strerror(rc));
+            /* ENOMEM, whatever pthread_create said (EAGAIN: the thread limit, or no memory
+             * for a stack of RLIMIT_STACK): a process limit, which the engine reports as out of
+             * memory, not a failing device. */
+            return kvm_fail(ENOMEM, "thread backend: pthread_create failed: %s (errno %d: the process's thread limit, or the memory for a thread stack of RLIMIT_STACK)", strerror(rc), rc);
         }
     }
     *out = t;

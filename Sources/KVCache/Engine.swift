@@ -69,18 +69,18 @@ public final class Engine: @unchecked Sendable {
             guard budgetBlocks > 0 else { throw .invalid("memory_bytes \(config.memoryBytes) holds no block of \(config.blockBytes * config.tensors) bytes") }
             paged = nil
             contiguous = nil
-            blocks = BlockPool(capacity: Int(budgetBlocks), arena: nil, eventCapacity: events)
+            blocks = try BlockPool(capacity: Int(budgetBlocks), arena: nil, eventCapacity: events)
         case (.paged, false):
             let memory = try PagedMemory(config)
             paged = memory
             contiguous = nil
-            blocks = BlockPool(capacity: memory.blocks, arena: memory.arena, eventCapacity: events)
+            blocks = try BlockPool(capacity: memory.blocks, arena: memory.arena, eventCapacity: events)
         case (.contiguous, false):
             let logical = Int(budgetBlocks) + config.maxSeqs  // room for every sequence's partial block
             let memory = try ContiguousMemory(config, logicalBlocks: logical)
             paged = nil
             contiguous = memory
-            blocks = BlockPool(capacity: logical, arena: nil, eventCapacity: events)
+            blocks = try BlockPool(capacity: logical, arena: nil, eventCapacity: events)
             blocks.listener = memory
             memory.evictCached = { [unowned blocks] in blocks.evictOldest(ancestorsFirst: true) }
         }
@@ -88,21 +88,25 @@ public final class Engine: @unchecked Sendable {
         // still holding what this instance's previous engine announced, restart unnoticed,
         // empties its memory view of it. The queue holds it beside its usual capacity.
         blocks.events.push(KVEvent(kind: .allCleared, tier: KVEvent.memoryTier, blockHash: 0, parentHash: 0))
-        sequences = SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
+        sequences = try SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
         evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
-        // The last step that can throw, before anything `deinit` frees is allocated: a throwing
-        // initializer runs no `deinit`, so buffers allocated before it would leak.
+        // A throwing initializer runs no `deinit` until `self` is whole (after `mutex`), so the
+        // buffers allocated before are freed with `a` if a step throws before.
+        let a = CreateAllocations()
+        let scratch = "the per-call scratch of max_seq_tokens / block_tokens = \(maxBlocks) blocks"
+        scratchHashes = try a.allocate(count: maxBlocks, scratch)
+        scratchHit = try a.allocate(count: maxBlocks, scratch)
+        scratchDisk = try a.allocate(count: maxBlocks, scratch)
+        scratchPeer = config.peerOffloadDirs.isEmpty ? nil : try a.allocate(count: maxBlocks, scratch)
         offload = config.hasDiskTier
             ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
-        scratchHashes = .allocate(capacity: maxBlocks)
-        scratchHit = .allocate(capacity: maxBlocks)
-        scratchDisk = .allocate(capacity: maxBlocks)
-        scratchPeer = config.peerOffloadDirs.isEmpty ? nil : .allocate(capacity: maxBlocks)
+        a.keep()
         mutex = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
         offload?.records = self
         offload?.releaseSlot = { [unowned self] slot in self.release(slot) }
-        if config.offloadWriteback { offload?.startWriteback(mutex: mutex) }
+        // `self` is whole: a throw runs `deinit`, which closes the tier and frees the rest.
+        if config.offloadWriteback { try offload?.startWriteback(mutex: mutex) }
     }
 
     deinit {

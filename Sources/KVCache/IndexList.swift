@@ -23,12 +23,17 @@ struct IndexList: ~Copyable {
     private(set) var last: Int32 = -1
 
     /// An empty list for ids 0..<`capacity`. O(capacity): the links start as -1, so no
-    /// uninitialised memory is ever read, even through a misuse.
-    init(capacity: Int) {
-        prev = .allocate(capacity: capacity)
-        prev.initialize(repeating: -1, count: capacity)
-        next = .allocate(capacity: capacity)
-        next.initialize(repeating: -1, count: capacity)
+    /// uninitialised memory is ever read, even through a misuse. Throws `outOfMemory` saying
+    /// `what` (the owner's description, naming the config fields that sized it) when the links
+    /// cannot be allocated (`CreateAllocations`).
+    init(capacity: Int, _ what: @autoclosure () -> String) throws(KVError) {
+        let a = CreateAllocations()
+        // Both first, then the fields: a noncopyable value cannot be left half made by a throw.
+        let toFirst: UnsafeMutablePointer<Int32> = try a.allocate(repeating: -1, count: capacity, what())
+        let toLast: UnsafeMutablePointer<Int32> = try a.allocate(repeating: -1, count: capacity, what())
+        a.keep()
+        prev = toFirst
+        next = toLast
     }
 
     deinit {

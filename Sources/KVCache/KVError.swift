@@ -48,8 +48,9 @@ extension KVError {
     /// (EMFILE, the process's RLIMIT_NOFILE; ENFILE, the system's) is `outOfMemory`, as it is
     /// for the page pool's memory file (`check`), so that an engine created without a
     /// descriptor left gets one status whichever of its descriptors that is; any other `err`
-    /// is `code`.
+    /// is `code`. ENOMEM (memory the kernel or a process limit refused, as for the I/O thread
+    /// backend's threads, io_threads.c) is `outOfMemory` too.
     static func file(_ err: Int32, _ message: String, otherwise code: Code = .io) -> KVError {
-        err == EMFILE || err == ENFILE ? .outOfMemory(message) : KVError(code, message)
+        err == EMFILE || err == ENFILE || err == ENOMEM ? .outOfMemory(message) : KVError(code, message)
     }
 }

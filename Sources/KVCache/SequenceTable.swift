@@ -56,32 +56,33 @@ final class SequenceTable {
     /// Slots detached now.
     private(set) var detachedCount = 0
 
-    init(maxSeqs: Int, maxBlocks: Int, blockTokens: Int) {
+    /// Throws `outOfMemory` when its arrays cannot be allocated (`CreateAllocations`): the
+    /// block tables take 4 x max_seqs x ceil(max_seq_tokens / block_tokens) bytes (up to 1 GiB),
+    /// the partial and last full blocks' tokens 8 x max_seqs x block_tokens.
+    init(maxSeqs: Int, maxBlocks: Int, blockTokens: Int) throws(KVError) {
         self.maxSeqs = maxSeqs
         self.maxBlocks = maxBlocks
         self.blockTokens = blockTokens
-        directory = U64Table(maxEntries: maxSeqs)
-        freeSlots = .allocate(capacity: maxSeqs)
+        let a = CreateAllocations()
+        let perSlot = "the per-sequence state (max_seqs \(maxSeqs))"
+        blocks = try a.allocate(count: maxSeqs * maxBlocks,
+                                "the block tables (max_seqs x max_seq_tokens / block_tokens: \(maxSeqs) x \(maxBlocks) entries)")
+        tails = try a.allocate(count: maxSeqs * blockTokens, "the partial blocks' tokens (max_seqs x block_tokens: \(maxSeqs) x \(blockTokens))")
+        previous = try a.allocate(count: maxSeqs * blockTokens, "the last full blocks' tokens (max_seqs x block_tokens: \(maxSeqs) x \(blockTokens))")
+        freeSlots = try a.allocate(count: maxSeqs, perSlot)
         for i in 0..<maxSeqs { freeSlots[i] = Int32(maxSeqs - 1 - i) }
         freeTop = maxSeqs
-        ids = .allocate(capacity: maxSeqs)
-        lengths = .allocate(capacity: maxSeqs)
-        lengths.initialize(repeating: 0, count: maxSeqs)
-        lastHash = .allocate(capacity: maxSeqs)
-        indexesAppends = .allocate(capacity: maxSeqs)
-        indexesAppends.initialize(repeating: true, count: maxSeqs)
-        unscheduled = .allocate(capacity: maxSeqs)
-        unscheduled.initialize(repeating: 0..<0, count: maxSeqs)
-        tails = .allocate(capacity: maxSeqs * blockTokens)
-        previous = .allocate(capacity: maxSeqs * blockTokens)
-        previousParent = .allocate(capacity: maxSeqs)
-        previousKnown = .allocate(capacity: maxSeqs)
-        previousKnown.initialize(repeating: false, count: maxSeqs)
-        prefixSources = .allocate(capacity: maxSeqs)
-        prefixSources.initialize(repeating: .zero, count: maxSeqs)
-        blocks = .allocate(capacity: maxSeqs * maxBlocks)
-        detached = .allocate(capacity: maxSeqs)
-        detached.initialize(repeating: false, count: maxSeqs)
+        ids = try a.allocate(count: maxSeqs, perSlot)
+        lengths = try a.allocate(repeating: 0, count: maxSeqs, perSlot)
+        lastHash = try a.allocate(count: maxSeqs, perSlot)
+        indexesAppends = try a.allocate(repeating: true, count: maxSeqs, perSlot)
+        unscheduled = try a.allocate(repeating: 0..<0, count: maxSeqs, perSlot)
+        previousParent = try a.allocate(count: maxSeqs, perSlot)
+        previousKnown = try a.allocate(repeating: false, count: maxSeqs, perSlot)
+        prefixSources = try a.allocate(repeating: .zero, count: maxSeqs, perSlot)
+        detached = try a.allocate(repeating: false, count: maxSeqs, perSlot)
+        directory = try U64Table(maxEntries: maxSeqs, perSlot)
+        a.keep()
     }
 
     deinit {

@@ -26,14 +26,14 @@ import Testing
         return ids
     }
 
-    @Test func anEmptyListHasNoEnds() {
-        let list = IndexList(capacity: 4)
+    @Test func anEmptyListHasNoEnds() throws {
+        let list = try IndexList(capacity: 4, "test")
         #expect(list.first == -1 && list.last == -1 && list.isEmpty)
         #expect(order(list).isEmpty)
     }
 
-    @Test func appendsKeepTheirOrder() {
-        var list = IndexList(capacity: 8)
+    @Test func appendsKeepTheirOrder() throws {
+        var list = try IndexList(capacity: 8, "test")
         for id: Int32 in [3, 0, 7, 5] { list.append(id) }
         #expect(order(list) == [3, 0, 7, 5])
         #expect(list.first == 3 && list.last == 5 && !list.isEmpty)
@@ -42,16 +42,16 @@ import Testing
         #expect(list.isEmpty && list.first == -1 && list.last == -1)
     }
 
-    @Test func aSingleIdIsBothEnds() {
-        var list = IndexList(capacity: 2)
+    @Test func aSingleIdIsBothEnds() throws {
+        var list = try IndexList(capacity: 2, "test")
         list.append(1)
         #expect(list.first == 1 && list.last == 1 && order(list) == [1])
         list.remove(1)
         #expect(list.isEmpty && list.first == -1 && list.last == -1 && order(list).isEmpty)
     }
 
-    @Test func removalAtTheFrontMiddleAndBack() {
-        var list = IndexList(capacity: 8)
+    @Test func removalAtTheFrontMiddleAndBack() throws {
+        var list = try IndexList(capacity: 8, "test")
         for id: Int32 in 0..<6 { list.append(id) }
         list.remove(0)  // the front
         #expect(order(list) == [1, 2, 3, 4, 5] && list.first == 1)
@@ -62,8 +62,8 @@ import Testing
         #expect(drainFromBack(&list) == [4, 2, 1])
     }
 
-    @Test func aRemovedIdCanComeBackAtTheBack() {
-        var list = IndexList(capacity: 8)
+    @Test func aRemovedIdCanComeBackAtTheBack() throws {
+        var list = try IndexList(capacity: 8, "test")
         for id: Int32 in [4, 6, 2] { list.append(id) }
         list.remove(4)
         list.append(4)  // a use, as `SlotLRU.touch` makes it: to the back
@@ -79,10 +79,10 @@ import Testing
         #expect(order(list) == [7, 0] && list.first == 7 && list.last == 0)
     }
 
-    @Test func aWalkCanStopPartWayAndRemoveBehindItself() {
+    @Test func aWalkCanStopPartWayAndRemoveBehindItself() throws {
         // `DiskTier.dropOldest` and `BlockPool.dropCached` read the next id before removing the
         // current one.
-        var list = IndexList(capacity: 16)
+        var list = try IndexList(capacity: 16, "test")
         for id: Int32 in [9, 1, 12, 4, 15] { list.append(id) }
         var id = list.first
         var removed: [Int32] = []

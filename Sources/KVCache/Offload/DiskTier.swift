@@ -145,6 +145,21 @@ final class DiskTier {
             throw .invalid("offload_bytes \(config.offloadBytes) is smaller than one slot of \(slotBytes) bytes (a block of every layer's K and V plus a 4096-byte header)")
         }
         capacity = Int(min(config.offloadBytes / UInt64(slotBytes), UInt64(DiskTier.maxSlots)))
+        // The per-slot arrays, before anything is opened: freed with `a` on any throw below.
+        let a = CreateAllocations()
+        let perSlot = "the disk tier's per-slot state of \(capacity) slots (offload_bytes / slot bytes)"
+        state = try a.allocate(repeating: DiskTier.free, count: capacity, perSlot)
+        hashes = try a.allocate(repeating: 0, count: capacity, perSlot)
+        parents = try a.allocate(repeating: 0, count: capacity, perSlot)
+        generations = try a.allocate(repeating: 0, count: capacity, perSlot)
+        checksums = try a.allocate(repeating: 0, count: capacity, perSlot)
+        pins = try a.allocate(repeating: 0, count: capacity, perSlot)
+        writingStage = try a.allocate(count: capacity, perSlot)
+        recordTokens = try a.allocate(repeating: 0, count: capacity, perSlot)
+        freeSlots = try a.allocate(count: capacity, perSlot)
+        lru = try SlotLRU(capacity: capacity)
+        index = try U64Table(maxEntries: capacity, "the disk tier's \(capacity) slots (offload_bytes / slot bytes)")
+        pendingReads = try PendingReads(capacity: max(1, maxPendingReads))
         // Before anything is opened: a mistyped variable is refused, not run without its effect.
         let threadsByEnvironment = try DiskTier.environmentForcesThreads(DiskTier.environment("KVCACHE_OFFLOAD_BACKEND"))
         let faultByEnvironment = try DiskTier.environmentFault(DiskTier.environment("KVCACHE_OFFLOAD_FAULT"), dir: config.offloadDir!)
@@ -219,24 +234,6 @@ final class DiskTier {
         stats.capacitySlots = UInt64(capacity)
         stats.slotBytes = UInt64(slotBytes)
 
-        state = .allocate(capacity: capacity)
-        state.initialize(repeating: DiskTier.free, count: capacity)
-        hashes = .allocate(capacity: capacity)
-        hashes.initialize(repeating: 0, count: capacity)
-        parents = .allocate(capacity: capacity)
-        parents.initialize(repeating: 0, count: capacity)
-        generations = .allocate(capacity: capacity)
-        generations.initialize(repeating: 0, count: capacity)
-        checksums = .allocate(capacity: capacity)
-        checksums.initialize(repeating: 0, count: capacity)
-        pins = .allocate(capacity: capacity)
-        pins.initialize(repeating: 0, count: capacity)
-        writingStage = .allocate(capacity: capacity)
-        recordTokens = .allocate(capacity: capacity)
-        recordTokens.initialize(repeating: 0, count: capacity)
-        lru = SlotLRU(capacity: capacity)
-        freeSlots = .allocate(capacity: capacity)
-        index = U64Table(maxEntries: capacity)
         stageOp = .allocate(capacity: stages)
         stageOp.initialize(repeating: DiskTier.idle, count: stages)
         stageSlot = .allocate(capacity: stages)
@@ -246,9 +243,9 @@ final class DiskTier {
         done = .allocate(capacity: stages)
         deferredReads = .allocate(capacity: stages)
         batch = .allocate(capacity: stages)
-        pendingReads = PendingReads(capacity: max(1, maxPendingReads))
         journal = TierJournal(slab: slab, slots: capacity, batchRecords: stages * 2 + 16, payloadBytes: payloadBytes,
                               hashes: hashes, parents: parents, generations: generations, checksums: checksums)
+        a.keep()  // fully initialized: a throw from here on runs `deinit`, which frees them
         try recover()
     }
 
@@ -402,7 +399,7 @@ final class DiskTier {
             let why = reasons.filter { $0.count > 0 }.map { "\($0.count) \($0.why)" }.joined(separator: ", ")
             kvm_log("offload journal in '\(dir)': \(stats.journalRecordsDropped) records dropped (\(why)); \(stats.recoveredSlots) blocks recovered")
         }
-        events.grow(by: Int(stats.recoveredSlots) + 1)
+        try events.grow(by: Int(stats.recoveredSlots) + 1, "for the \(stats.recoveredSlots) blocks the disk tier found, offload_bytes")
         events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
         forEachIndexedParentsFirst { events.push($0) }
         for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free {

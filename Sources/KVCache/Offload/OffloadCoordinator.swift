@@ -110,22 +110,23 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         tensors = config.tensors
         tokenBytes = config.tokenBytes
         blockBytes = config.blockBytes
-        loading = .allocate(capacity: blocks.capacity)
-        loading.initialize(repeating: 0, count: blocks.capacity)
-        failed = .allocate(capacity: config.maxSeqs)
-        failed.initialize(repeating: false, count: config.maxSeqs)
+        // Freed with `a` if one fails; once `self` is whole (before the tier), by `deinit`.
+        let a = CreateAllocations()
+        let perBlock = "the disk tier's per-block state of \(blocks.capacity) blocks (memory_bytes / block bytes)"
+        let perSlot = "the disk tier's per-sequence state (max_seqs \(config.maxSeqs))"
+        loading = try a.allocate(repeating: 0, count: blocks.capacity, perBlock)
+        scratchChain = try a.allocate(count: blocks.capacity, perBlock)
+        scratchSlots = try a.allocate(count: sequences.maxBlocks, "the disk tier's scratch block table (max_seq_tokens / block_tokens: \(sequences.maxBlocks) entries)")
+        failed = try a.allocate(repeating: false, count: config.maxSeqs, perSlot)
+        cachedBlocks = try a.allocate(repeating: 0, count: config.maxSeqs, perSlot)
+        swapped = try a.allocate(repeating: false, count: config.maxSeqs, perSlot)
+        scratchSources = try a.allocate(count: config.tensors, "the disk tier's scratch of num_layers x 2 tensors")
         failureReasons = Array(repeating: "", count: config.maxSeqs)
-        cachedBlocks = .allocate(capacity: config.maxSeqs)
-        cachedBlocks.initialize(repeating: 0, count: config.maxSeqs)
-        swapped = .allocate(capacity: config.maxSeqs)
-        swapped.initialize(repeating: false, count: config.maxSeqs)
-        scratchSlots = .allocate(capacity: sequences.maxBlocks)
-        scratchChain = .allocate(capacity: blocks.capacity)
-        scratchSources = .allocate(capacity: config.tensors)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
         openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
                                   maxSeqs: config.maxSeqs)
         progress = monotonicCondition()
+        a.keep()
         tier = try DiskTier(config, memory: self, events: blocks.events, maxPendingReads: blocks.capacity)
         swapOutQueue = SwapOutQueue(tier: tier, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped)
         blocks.spiller = self
@@ -434,9 +435,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
 
     /// Starts the writeback thread, which takes the engine's lock `mutex`. Once, after the
     /// engine is whole.
-    func startWriteback(mutex: UnsafeMutablePointer<pthread_mutex_t>) {
+    /// Throws `outOfMemory` when the thread cannot be created (`Writeback.init`).
+    func startWriteback(mutex: UnsafeMutablePointer<pthread_mutex_t>) throws(KVError) {
         precondition(writeback == nil)
-        writeback = Writeback(self, blocks: blocks, mutex: mutex, tensors: tensors)
+        writeback = try Writeback(self, blocks: blocks, mutex: mutex, tensors: tensors)
     }
 
     /// Stops the writeback thread (a batch it is copying given up) and waits for it to end.

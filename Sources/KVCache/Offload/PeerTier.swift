@@ -95,11 +95,20 @@ final class PeerTier {
         try identity.check(peer: dir)
         slab = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
         self.capacity = min(max(PeerTier.initialCapacity, Int(kvm_slab_allocated(slab))), DiskTier.maxSlots)
-        index = U64Table(maxEntries: self.capacity)
-        hashes = PeerTier.zeroed(self.capacity)
-        parents = PeerTier.zeroed(self.capacity)
-        generations = PeerTier.zeroed(self.capacity)
-        checksums = PeerTier.zeroed(self.capacity)
+        // Freed with `a` (and the slab closed) if one fails; by `deinit` once `self` is whole.
+        let a = CreateAllocations()
+        let what = "peer tier '\(dir)': the per-slot state of \(self.capacity) slots (the slots its slab holds)"
+        do throws(KVError) {
+            index = try U64Table(maxEntries: self.capacity, what)
+            hashes = try a.allocate(repeating: 0, count: self.capacity, what)
+            parents = try a.allocate(repeating: 0, count: self.capacity, what)
+            generations = try a.allocate(repeating: 0, count: self.capacity, what)
+            checksums = try a.allocate(repeating: 0, count: self.capacity, what)
+        } catch {
+            kvm_slab_close(slab)
+            throw error
+        }
+        a.keep()
         records = .allocate(capacity: PeerTier.batchRecords)
         refresh()
         if let unavailable { throw KVError(.io, unavailable) }

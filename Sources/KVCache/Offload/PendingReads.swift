@@ -24,10 +24,13 @@ final class PendingReads {
     private var head = 0
     private(set) var count = 0
 
-    init(capacity: Int) {
+    /// Throws `outOfMemory` when its entries cannot be allocated (`CreateAllocations`).
+    init(capacity: Int) throws(KVError) {
         precondition(capacity > 0)
         self.capacity = capacity
-        entries = .allocate(capacity: capacity)
+        let a = CreateAllocations()
+        entries = try a.allocate(count: capacity, "the disk tier's queue of reads waiting for a staging buffer, one per block: \(capacity) blocks (memory_bytes / block bytes)")
+        a.keep()
     }
 
     deinit { entries.deallocate() }

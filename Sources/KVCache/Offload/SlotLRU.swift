@@ -22,11 +22,14 @@ final class SlotLRU {
     private(set) var count = 0
 
     /// An empty list for slots 0..<`capacity`. O(capacity).
-    init(capacity: Int) {
+    /// Throws `outOfMemory` when its 9 bytes per slot cannot be allocated (`CreateAllocations`).
+    init(capacity: Int) throws(KVError) {
         self.capacity = capacity
-        list = IndexList(capacity: capacity)
-        member = .allocate(capacity: capacity)
-        member.initialize(repeating: false, count: capacity)
+        let what = "the disk tier's LRU of \(capacity) slots (offload_bytes / slot bytes)"
+        list = try IndexList(capacity: capacity, what)
+        let a = CreateAllocations()
+        member = try a.allocate(repeating: false, count: capacity, what)
+        a.keep()
     }
 
     deinit {

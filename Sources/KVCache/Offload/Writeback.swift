@@ -80,8 +80,10 @@ final class Writeback {
     /// (without the lock).
     var afterMark: (() -> Void)?
 
-    /// Starts the thread.
-    init(_ offload: OffloadCoordinator, blocks: BlockPool, mutex: UnsafeMutablePointer<pthread_mutex_t>, tensors: Int) {
+    /// Starts the thread. Throws `outOfMemory` when it cannot be created (pthread_create
+    /// fails: EAGAIN when the process's thread limit or the memory for its stack, sized by
+    /// RLIMIT_STACK, is refused), having started nothing and freed what it allocated.
+    init(_ offload: OffloadCoordinator, blocks: BlockPool, mutex: UnsafeMutablePointer<pthread_mutex_t>, tensors: Int) throws(KVError) {
         self.offload = offload
         self.blocks = blocks
         tier = offload.tier
@@ -95,7 +97,10 @@ final class Writeback {
             Unmanaged<Writeback>.fromOpaque(context!).takeUnretainedValue().run()
             return nil
         }, Unmanaged.passUnretained(self).toOpaque())
-        precondition(created == 0, "writeback: pthread_create failed (\(created))")
+        if created != 0 {
+            // `self` is whole: the throw runs `deinit`, which frees `wake` and `sources`.
+            throw .outOfMemory("offload_writeback: the write-back thread cannot be created: pthread_create failed: \(String(cString: strerror(created))) (errno \(created): the process's thread limit, or the memory for a thread stack of RLIMIT_STACK)")
+        }
     }
 
     deinit {

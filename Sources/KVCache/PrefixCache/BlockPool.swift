@@ -63,7 +63,7 @@ public final class BlockPool {
 
     /// A pool of `capacity` blocks with no memory behind them (ids only).
     public convenience init(capacity: Int) {
-        self.init(capacity: capacity, arena: nil, eventCapacity: 1 << 16)
+        do { try self.init(capacity: capacity, arena: nil, eventCapacity: 1 << 16) } catch { fatalError("BlockPool: \(error)") }
     }
 
     /// A pool over real paged memory of `config`'s shape and budget: exactly the allocator a
@@ -72,7 +72,7 @@ public final class BlockPool {
     public convenience init(pagedMemory config: EngineConfig) throws(KVError) {
         try config.validate()
         let memory = try PagedMemory(config)
-        self.init(capacity: memory.blocks, arena: memory.arena, eventCapacity: 1 << 16)
+        try self.init(capacity: memory.blocks, arena: memory.arena, eventCapacity: 1 << 16)
         owner = memory
     }
 
@@ -80,28 +80,29 @@ public final class BlockPool {
     private var owner: AnyObject?
 
     /// A pool over `arena` (which must hold `capacity` blocks) or, when nil, over ids alone.
-    init(capacity: Int, arena: OpaquePointer?, eventCapacity: Int) {
+    /// Throws `outOfMemory` when its per-block arrays (45 bytes per block and 24 to 48 for the
+    /// prefix index: `memory_bytes / (block bytes x tensors)` blocks, at most 2^24) or the
+    /// event queue cannot be allocated (`CreateAllocations`).
+    init(capacity: Int, arena: OpaquePointer?, eventCapacity: Int) throws(KVError) {
         precondition(capacity > 0 && capacity < Int(Int32.max))
         self.capacity = capacity
         self.arena = arena
-        freeIds = .allocate(capacity: arena == nil ? capacity : 0)
+        let a = CreateAllocations()
+        let perBlock = "the per-block state of \(capacity) blocks (memory_bytes / block bytes)"
+        freeIds = try a.allocate(count: arena == nil ? capacity : 0, perBlock)
         if arena == nil {
             for i in 0..<capacity { freeIds[i] = Int32(capacity - 1 - i) }  // lowest ids first
             freeTop = capacity
         }
-        refs = .allocate(capacity: capacity)
-        refs.initialize(repeating: 0, count: capacity)
-        hashes = .allocate(capacity: capacity)
-        hashes.initialize(repeating: 0, count: capacity)
-        parents = .allocate(capacity: capacity)
-        parents.initialize(repeating: 0, count: capacity)
-        indexed = .allocate(capacity: capacity)
-        indexed.initialize(repeating: false, count: capacity)
-        lru = IndexList(capacity: capacity)
-        copyTickets = .allocate(capacity: capacity)
-        copyTickets.initialize(repeating: 0, count: capacity)
-        index = U64Table(maxEntries: capacity)
-        events = EventQueue(capacity: eventCapacity)
+        refs = try a.allocate(repeating: 0, count: capacity, perBlock)
+        hashes = try a.allocate(repeating: 0, count: capacity, perBlock)
+        parents = try a.allocate(repeating: 0, count: capacity, perBlock)
+        indexed = try a.allocate(repeating: false, count: capacity, perBlock)
+        lru = try IndexList(capacity: capacity, perBlock)
+        copyTickets = try a.allocate(repeating: 0, count: capacity, perBlock)
+        index = try U64Table(maxEntries: capacity, "the prefix index of \(capacity) blocks (memory_bytes / block bytes)")
+        events = try EventQueue(capacity: eventCapacity)
+        a.keep()
     }
 
     deinit {

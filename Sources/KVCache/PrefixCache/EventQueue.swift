@@ -10,9 +10,12 @@ final class EventQueue {
     private(set) var dropped: UInt64 = 0
 
     /// A queue holding at most `capacity` events.
-    init(capacity: Int) {
+    /// Throws `outOfMemory` when its 24 bytes per event cannot be allocated (`CreateAllocations`).
+    init(capacity: Int) throws(KVError) {
         self.capacity = max(1, capacity)
-        buffer = .allocate(capacity: self.capacity)
+        let a = CreateAllocations()
+        buffer = try a.allocate(count: self.capacity, "the event queue of \(self.capacity) events")
+        a.keep()
     }
 
     deinit { buffer.deallocate() }
@@ -22,9 +25,12 @@ final class EventQueue {
     /// `DiskTier.recover`), so that none of it is dropped before the first drain and the usual
     /// capacity stays for what follows. Allocates (24 bytes per event, kept): creation only.
     /// O(count).
-    func grow(by extra: Int) {
+    /// Throws `outOfMemory`, changing nothing, when the larger queue cannot be allocated.
+    func grow(by extra: Int, _ what: @autoclosure () -> String) throws(KVError) {
         guard extra > 0 else { return }
-        let bigger = UnsafeMutablePointer<KVEvent>.allocate(capacity: capacity + extra)
+        let a = CreateAllocations()
+        let bigger: UnsafeMutablePointer<KVEvent> = try a.allocate(count: capacity + extra, "the event queue of \(capacity + extra) events (\(what()))")
+        a.keep()
         for i in 0..<count { (bigger + i).initialize(to: buffer[(head + i) % capacity]) }
         buffer.deallocate()
         buffer = bigger

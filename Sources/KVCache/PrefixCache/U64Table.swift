@@ -14,15 +14,23 @@ final class U64Table {
     let limit: Int
 
     /// A table for at most `maxEntries` entries.
-    init(maxEntries: Int) {
+    /// Throws `outOfMemory` (`CreateAllocations`) when its 12 bytes per slot, 2 to 4 slots per
+    /// entry, cannot be allocated, naming `what` it indexes and the config that sized it.
+    init(maxEntries: Int, _ what: @autoclosure () -> String) throws(KVError) {
         limit = max(1, maxEntries)
         var size = 16
         while size < 2 * limit { size <<= 1 }
         mask = size - 1
-        keys = .allocate(capacity: size)
-        values = .allocate(capacity: size)
-        values.initialize(repeating: -1, count: size)
-        keys.initialize(repeating: 0, count: size)
+        let a = CreateAllocations()
+        keys = try a.allocate(repeating: 0, count: size, "the hash table of \(what())")
+        values = try a.allocate(repeating: -1, count: size, "the hash table of \(what())")
+        a.keep()
+    }
+
+    /// A table for at most `maxEntries` entries, trapping when it cannot be allocated: for
+    /// tables that grow after creation (`PeerTier.grow`) and tests.
+    convenience init(maxEntries: Int) {
+        do { try self.init(maxEntries: maxEntries, "\(maxEntries) entries") } catch { fatalError("U64Table: \(error)") }
     }
 
     deinit {

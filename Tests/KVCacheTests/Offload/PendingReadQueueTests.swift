@@ -16,8 +16,8 @@ struct PendingReadQueueTests {
         return slots
     }
 
-    @Test func readsComeOutInTheOrderTheyWereQueuedAcrossTheRingsEnd() {
-        let q = PendingReads(capacity: 4)
+    @Test func readsComeOutInTheOrderTheyWereQueuedAcrossTheRingsEnd() throws {
+        let q = try PendingReads(capacity: 4)
         for s: Int32 in 0..<3 { q.push(entry(s, seq: 0)) }
         #expect(q.pop().read.slot == 0 && q.pop().read.slot == 1)
         for s: Int32 in 3..<6 { q.push(entry(s, seq: 0)) }  // wraps around
@@ -25,8 +25,8 @@ struct PendingReadQueueTests {
         #expect(drain(q) == [2, 3, 4, 5])
     }
 
-    @Test func cancellingOneSequencesReadsKeepsTheOthersInOrder() {
-        let q = PendingReads(capacity: 8)
+    @Test func cancellingOneSequencesReadsKeepsTheOthersInOrder() throws {
+        let q = try PendingReads(capacity: 8)
         for s: Int32 in 0..<4 { q.push(entry(s, seq: 0)) }
         for _ in 0..<3 { _ = q.pop() }
         for s: Int32 in 4..<10 { q.push(entry(s, seq: s % 2 == 0 ? 1 : 2)) }  // 3...9 queued, wrapping

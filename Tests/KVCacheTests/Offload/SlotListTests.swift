@@ -15,8 +15,8 @@ import Testing
         return slots
     }
 
-    @Test func theLRUKeepsOrderAndMembership() {
-        let lru = SlotLRU(capacity: 8)
+    @Test func theLRUKeepsOrderAndMembership() throws {
+        let lru = try SlotLRU(capacity: 8)
         #expect(lru.oldest == -1 && lru.count == 0)
         for s: Int32 in [3, 0, 7, 5] { lru.append(s) }
         lru.append(0)  // already a member: keeps its place

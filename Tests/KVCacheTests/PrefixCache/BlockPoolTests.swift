@@ -65,8 +65,8 @@ struct BlockPoolTests {
 
 @Suite("Event queue")
 struct EventQueueTests {
-    @Test func keepsOrderAndDropsTheOldestWhenFull() {
-        let q = EventQueue(capacity: 3)
+    @Test func keepsOrderAndDropsTheOldestWhenFull() throws {
+        let q = try EventQueue(capacity: 3)
         for h in 1...5 { q.push(KVEvent(kind: .blockStored, blockHash: UInt64(h), parentHash: 0)) }
         #expect(q.dropped == 2)
         var out = [KVEvent](repeating: KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0), count: 2)
@@ -76,10 +76,10 @@ struct EventQueueTests {
         #expect(q.count == 1)
     }
 
-    @Test func growingKeepsThePendingEventsInOrderAndAddsRoom() {
-        let q = EventQueue(capacity: 3)
+    @Test func growingKeepsThePendingEventsInOrderAndAddsRoom() throws {
+        let q = try EventQueue(capacity: 3)
         for h in 1...5 { q.push(KVEvent(kind: .blockStored, blockHash: UInt64(h), parentHash: 0)) }  // wrapped: 3, 4, 5
-        q.grow(by: 2)
+        try q.grow(by: 2, "test")
         #expect(q.capacity == 5)
         for h in 6...7 { q.push(KVEvent(kind: .blockStored, blockHash: UInt64(h), parentHash: 0)) }
         #expect(q.dropped == 2, "the two new events fit")
