@@ -809,6 +809,10 @@ public final class AttentionScores {
     /// Decode steps (over all rows) whose choice scanned the row instead of using `lowScores`.
     var lowScoreScans: Int { lowScores.scans }
 
+    /// Bytes of the low-score records' slots: 0 unless the policy's tracking has
+    /// `ScoreTracking.lowScores` (tests).
+    var lowScoreRecordBytes: Int { lowScores.recordBytes }
+
     /// Whether `plan` lets the policy keep `lowScores`: its tracking asks for them
     /// (`ScoreTracking.lowScores`) and the row does not park (parking moves slots outside
     /// compactions).

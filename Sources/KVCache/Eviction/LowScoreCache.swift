@@ -73,7 +73,8 @@ final class LowScoreCache {
     /// only the O(rows) bookkeeping that `invalidate` and `remap` read is.
     init(rows: Int, recording: Bool) {
         self.rows = rows
-        slots = .allocate(capacity: recording ? 2 * rows * Self.stride : 0)
+        recordBytes = recording ? 2 * rows * Self.stride * MemoryLayout<Int32>.stride : 0
+        slots = .allocate(capacity: recordBytes / MemoryLayout<Int32>.stride)
         lowCount = .allocate(capacity: rows)
         pendingCount = .allocate(capacity: rows)
         bound = .allocate(capacity: rows)
@@ -103,6 +104,10 @@ final class LowScoreCache {
 
     /// Full decode-step scans so far (for tests: the steps the records did not serve).
     var scans: Int { scanCount.pointee }
+
+    /// Bytes of the rows' slot records: `2 * rows * (lowSlots + pendingCapacity)` Int32 when
+    /// created `recording`, else 0 (tests).
+    let recordBytes: Int
 
     /// Row `r`'s record, for `Selection.evictFewest`; only of a cache created `recording`.
     @inline(__always) func row(_ r: Int) -> Row {

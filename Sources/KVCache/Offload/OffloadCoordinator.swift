@@ -113,13 +113,13 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         // Freed with `a` if one fails; once `self` is whole (before the tier), by `deinit`.
         let a = CreateAllocations()
         let perBlock = "the disk tier's per-block state of \(blocks.capacity) blocks (memory_bytes / block bytes)"
-        let perSlot = "the disk tier's per-sequence state (max_seqs \(config.maxSeqs))"
+        let perSequence = "the disk tier's per-sequence state (max_seqs \(config.maxSeqs))"
         loading = try a.allocate(repeating: 0, count: blocks.capacity, perBlock)
         scratchChain = try a.allocate(count: blocks.capacity, perBlock)
         scratchSlots = try a.allocate(count: sequences.maxBlocks, "the disk tier's scratch block table (max_seq_tokens / block_tokens: \(sequences.maxBlocks) entries)")
-        failed = try a.allocate(repeating: false, count: config.maxSeqs, perSlot)
-        cachedBlocks = try a.allocate(repeating: 0, count: config.maxSeqs, perSlot)
-        swapped = try a.allocate(repeating: false, count: config.maxSeqs, perSlot)
+        failed = try a.allocate(repeating: false, count: config.maxSeqs, perSequence)
+        cachedBlocks = try a.allocate(repeating: 0, count: config.maxSeqs, perSequence)
+        swapped = try a.allocate(repeating: false, count: config.maxSeqs, perSequence)
         scratchSources = try a.allocate(count: config.tensors, "the disk tier's scratch of num_layers x 2 tensors")
         failureReasons = Array(repeating: "", count: config.maxSeqs)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)

@@ -137,4 +137,16 @@ import Testing
             #expect(state.lowScoreScans * (normalized ? 2 : 4) < rowSteps, "\(state.lowScoreScans) scans in \(rowSteps) row-steps")
         }
     }
+
+    /// Only a policy that records low scores (H2O, episodic) allocates the records' slots:
+    /// 1,280 bytes per row (64 + 32 low and 64 pending (slot, position) pairs of Int32);
+    /// TOVA, StreamingLLM and none allocate none.
+    @Test(arguments: [(EvictionPolicyKind.heavyHitter, true), (.episodic, true), (.tova, false), (.streamingLLM, false), (.none, false)])
+    func onlyARecordingPolicyAllocatesTheRecords(policy: EvictionPolicyKind, records: Bool) {
+        var config = EvictionConfig(policy)
+        config.perHead = true
+        let state = AttentionScores(layers: 3, heads: 4, config: config, length: 10, maxCapacity: 64)
+        #expect(state.lowScoreRecordBytes == (records ? 3 * 4 * 1280 : 0))
+    }
+
 }
