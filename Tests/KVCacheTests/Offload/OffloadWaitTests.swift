@@ -89,11 +89,11 @@ struct OffloadWaitTests {
     /// device wait), hands them over again and returns, its sequence swapped in intact after.
     /// Before, a wait_for 0 reap sent nothing and the device wait could not see unsent
     /// entries: the call waited forever (here, until the guard's drain sent them).
-    @Test(.enabled(if: ioUringWorksHere, "io_uring only: this machine's disk tier falls back to threads"))
-    func aSwapOutWhoseWritesAFailedHandOverLeftUnsentReturns() throws {
+    @Test(.enabled(if: ioUringWorksHere, "io_uring only: this machine's disk tier falls back to threads"), arguments: layouts)
+    func aSwapOutWhoseWritesAFailedHandOverLeftUnsentReturns(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        let e = try Engine(offloadConfig(.paged, dir: dir.path))
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
         try #require(e.stats().disk.backend == 0, "io_uring only: this disk tier fell back to threads")
         let prompt = tokens(4 * 8 + 2, seed: 71)
         try e.createSequence(1, tokens: prompt)
