@@ -133,6 +133,50 @@ struct PagePoolTests {
         if node >= 0 { #expect(mapping.pagesByNode[Int(node)] == groups * tensors, "all on node \(node): \(mapping.pagesByNode)") }
     }
 
+    /// `kvm_pool_hugepages` says 1 exactly when the kernel maps the pool's pages as huge pages.
+    /// Both sides come from the kernel, not from the shmem_enabled setting the pool reads: the
+    /// pages a range maps show as `ShmemPmdMapped` in smaps (a memfd is shmem: its huge pages are
+    /// counted there, not in AnonHugePages or FilePmdMapped) when reported huge, and none do
+    /// when not; and a fresh 2 MiB-aligned, huge-page-advised view of the memfd has
+    /// `THPeligible` 1 (the kernel would fault huge pages there) exactly when reported huge.
+    @Test func hugePagesAreReportedExactlyWhenTheKernelMapsThem() throws {
+        let page: UInt64 = 2 << 20
+        var cfg = kvm_pool_config()
+        cfg.tensors = 2
+        cfg.group_bytes = page
+        cfg.page_bytes = page
+        cfg.budget_bytes = 4 * 2 * page
+        cfg.numa_node = -1
+        var pool: OpaquePointer?
+        try #require(kvm_pool_create(&cfg, &pool) == 0)
+        defer { kvm_pool_destroy(pool) }
+        var ranges: OpaquePointer?
+        try #require(kvm_ranges_create(pool, 1, 2 * page, &ranges) == 0)
+        defer { kvm_ranges_destroy(ranges) }
+        let g = UInt32(kvm_pool_alloc(pool, UInt32.max))
+        try #require(kvm_ranges_map(ranges, 0, 0, g, 1) == 0)
+        let reported = kvm_pool_hugepages(pool) == 1
+        for t: UInt32 in 0..<2 {
+            let base = kvm_ranges_tensor(ranges, 0, t)!
+            base[0] = 1  // a write fault maps the page: all 2 MiB of it at once when huge
+            let m = try #require(KernelMapping(containing: base))
+            let pmd = m.smaps["ShmemPmdMapped"] ?? 0
+            #expect(pmd == (reported ? page : 0), "tensor \(t): \(pmd) bytes PMD-mapped, reported huge: \(reported)")
+            #expect(m.smaps["AnonHugePages"] == 0 && m.smaps["FilePmdMapped"] == 0, "a memfd's huge pages count as shmem")
+        }
+        // A view of the memfd at a 2 MiB boundary, advised huge pages: would the kernel give them?
+        let bytes = Int(cfg.budget_bytes)
+        let reserve = mmap(nil, bytes + Int(page), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)!
+        try #require(reserve != MAP_FAILED)
+        defer { munmap(reserve, bytes + Int(page)) }
+        let aligned = UnsafeMutableRawPointer(bitPattern: (UInt(bitPattern: reserve) + UInt(page) - 1) & ~(UInt(page) - 1))!
+        let view = mmap(aligned, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, kvm_pool_fd(pool), 0)
+        try #require(view == aligned)
+        #expect(madvise(aligned, bytes, MADV_HUGEPAGE) == 0)
+        let eligible = try #require(KernelMapping(containing: aligned)).smaps["THPeligible"]
+        #expect(eligible == (reported ? 1 : 0), "THPeligible \(eligible.map(String.init) ?? "absent"), reported huge: \(reported)")
+    }
+
     @Test func aMissingNumaNodeIsRefused() {
         let (missing, bad) = makePool(budget: 8 * 4 * 4096, numaNode: 99)
         #expect(missing == nil)
