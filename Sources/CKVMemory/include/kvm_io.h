@@ -81,8 +81,9 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n);
 int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us);
 
 /* Waits until a completion can be reaped, kvm_io_wake is called (or was, since the last
- * kvm_io_wait returned), or timeout_us passes (< 0: no limit). Consumes no completion: the
- * caller reaps afterwards, with its lock. May run while another thread submits or reaps on the
+ * kvm_io_wait returned), or timeout_us passes (< 0: no limit), counted from the call: a signal
+ * neither ends the wait nor restarts its timeout (it goes on to the same deadline). Consumes no
+ * completion: the caller reaps afterwards, with its lock. May run while another thread submits or reaps on the
  * same queue; at most one thread at a time may wait here. io_uring: it hands nothing over
  * (that would race a concurrent submit or reap), so while requests a failed hand-over left
  * wait to be sent it returns 1 within a millisecond (at once when the failure happens while
