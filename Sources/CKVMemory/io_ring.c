@@ -294,9 +294,17 @@ int kvm_io_wait(kvm_io *io, int64_t timeout_us) {
     int capped = atomic_load(&io->unsent) && (timeout_us < 0 || timeout_us > retry_us);
     if (capped) timeout_us = retry_us;
     struct pollfd fds[2] = {{.fd = io->ring.ring_fd, .events = POLLIN}, {.fd = io->wake_fd, .events = POLLIN}};
-    struct timespec ts = {.tv_sec = timeout_us / 1000000, .tv_nsec = (timeout_us % 1000000) * 1000};
+    /* One deadline for the whole call: a signal (EINTR) resumes the wait for the time left, so
+     * signals arriving faster than the timeout cannot keep it waiting for ever. */
+    int64_t deadline = timeout_us < 0 ? -1 : now_us() + timeout_us;
     int rc;
-    do rc = ppoll(fds, 2, timeout_us < 0 ? NULL : &ts, NULL); while (rc < 0 && errno == EINTR);
+    for (;;) {
+        int64_t left = timeout_us < 0 ? -1 : deadline - now_us();
+        if (timeout_us >= 0 && left < 0) left = 0;
+        struct timespec ts = {.tv_sec = left / 1000000, .tv_nsec = (left % 1000000) * 1000};
+        rc = ppoll(fds, 2, left < 0 ? NULL : &ts, NULL);
+        if (rc >= 0 || errno != EINTR) break;
+    }
     if (rc < 0) return kvm_fail(errno, "kvm_io_wait: ppoll failed: %s", strerror(errno));
     if (fds[1].revents & POLLIN) {
         uint64_t count;

@@ -214,6 +214,49 @@ struct IOQueueTests {
         #expect(kvm_io_inflight(io) == 0)
     }
 
+    /// Signals do not stretch a timed wait: a 200 ms kvm_io_wait with nothing in flight, on a
+    /// thread getting a signal every 50 ms for 2 s (a handler without SA_RESTART, so the wait
+    /// sees EINTR), still times out (0) well within 1.5 s. It once resumed each interrupted wait
+    /// with the whole timeout again, and so did not return until the signals stopped. The
+    /// bound is generous: a guard against never returning, not a timing claim.
+    @Test(arguments: [Int32(0), 1])
+    func signalsDoNotStretchATimedWait(forceThreads: Int32) throws {
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        var previous = sigaction()
+        try #require(sigaction(SIGUSR2, &action, &previous) == 0)
+        defer { sigaction(SIGUSR2, &previous, nil) }
+        var cfg = kvm_io_config()
+        cfg.depth = 4
+        cfg.force_threads = forceThreads
+        try withQueue(cfg) { io, _, _ in
+            var waited: Int32 = -100
+            var elapsedMs: Int64 = -1
+            var unblocked: Int32 = -1
+            let waiter = Thread {
+                var set = sigset_t()
+                sigemptyset(&set)
+                sigaddset(&set, SIGUSR2)
+                unblocked = pthread_sigmask(SIG_UNBLOCK, &set, nil)  // the test runner's threads may block it
+                var start = timespec(), end = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &start)
+                waited = kvm_io_wait(io, 200_000)
+                clock_gettime(CLOCK_MONOTONIC, &end)
+                elapsedMs = Int64(end.tv_sec - start.tv_sec) * 1000 + Int64(end.tv_nsec - start.tv_nsec) / 1_000_000
+            }
+            for _ in 0..<40 {
+                usleep(50_000)
+                waiter.signal(SIGUSR2)
+            }
+            waiter.join()
+            #expect(unblocked == 0)
+            #expect(waited == 0, "timed out: nothing in flight, no wake")
+            #expect(elapsedMs >= 190 && elapsedMs < 1500, "returned after \(elapsedMs) ms")
+        }
+    }
+
     /// An op other than KVM_IO_READ and KVM_IO_WRITE is refused with -EINVAL on both backends,
     /// nothing queued. (io_uring once shifted 1 by it, undefined from 32 on, and ran op 2 as a
     /// read.)

@@ -106,10 +106,78 @@ struct PagePoolTests {
         #expect(String(cString: kvm_error()).contains("holds no page group"))
     }
 
-    @Test func numaBindingToAnExistingNodeWorksAndAMissingNodeIsRefused() {
-        let (pool, rc) = makePool(budget: 8 * 4 * 4096, numaNode: 0)
-        #expect(rc == 0)
-        kvm_pool_destroy(pool)
+    /// A pool bound to node 0 has its pages placed by that binding, as the kernel reports it:
+    /// numa_maps of a mapping of the pool's memfd shows the file's shared policy (`bind:0`; an
+    /// unbound pool's is `default`) and on which node each committed page lies (all on N0).
+    /// What this catches on a one-node machine (this test's usual one): a bind call dropped or
+    /// made to the wrong node, since the policy then reads `default` or another node. What it
+    /// cannot catch there: the kernel placing
+    /// pages against the policy, since with a single node every page is on node 0 regardless.
+    @Test(arguments: [Int32(-1), 0])
+    func committedPagesFollowTheNodeThePoolWasBoundTo(node: Int32) throws {
+        let groups: UInt64 = 8, tensors: UInt64 = 4, bytes = groups * tensors * 4096
+        let (pool, rc) = makePool(budget: bytes, numaNode: node)
+        try #require(rc == 0)
+        defer { kvm_pool_destroy(pool) }
+        #expect(kvm_pool_alloc(pool, UInt32.max) >= 0)
+        try #require(kvm_pool_committed_bytes(pool) == bytes, "one commit batch of 8 groups: the whole pool")
+        let view = mmap(nil, Int(bytes), PROT_READ, MAP_SHARED, kvm_pool_fd(pool), 0)!
+        try #require(view != MAP_FAILED)
+        defer { munmap(view, Int(bytes)) }
+        var sum: UInt8 = 0
+        for page in stride(from: 0, to: Int(bytes), by: 4096) { sum &+= view.load(fromByteOffset: page, as: UInt8.self) }
+        #expect(sum == 0, "committed pages read as zeroes")
+        let mapping = try #require(KernelMapping(containing: view))
+        #expect(mapping.policy == (node < 0 ? "default" : "bind:\(node)"))
+        #expect(mapping.pagesByNode.values.reduce(0, +) == groups * tensors, "every committed page: \(mapping.pagesByNode)")
+        if node >= 0 { #expect(mapping.pagesByNode[Int(node)] == groups * tensors, "all on node \(node): \(mapping.pagesByNode)") }
+    }
+
+    /// `kvm_pool_hugepages` says 1 exactly when the kernel maps the pool's pages as huge pages.
+    /// Both sides come from the kernel, not from the shmem_enabled setting the pool reads: the
+    /// pages a range maps show as `ShmemPmdMapped` in smaps (a memfd is shmem: its huge pages are
+    /// counted there, not in AnonHugePages or FilePmdMapped) when reported huge, and none do
+    /// when not; and a fresh 2 MiB-aligned, huge-page-advised view of the memfd has
+    /// `THPeligible` 1 (the kernel would fault huge pages there) exactly when reported huge.
+    @Test func hugePagesAreReportedExactlyWhenTheKernelMapsThem() throws {
+        let page: UInt64 = 2 << 20
+        var cfg = kvm_pool_config()
+        cfg.tensors = 2
+        cfg.group_bytes = page
+        cfg.page_bytes = page
+        cfg.budget_bytes = 4 * 2 * page
+        cfg.numa_node = -1
+        var pool: OpaquePointer?
+        try #require(kvm_pool_create(&cfg, &pool) == 0)
+        defer { kvm_pool_destroy(pool) }
+        var ranges: OpaquePointer?
+        try #require(kvm_ranges_create(pool, 1, 2 * page, &ranges) == 0)
+        defer { kvm_ranges_destroy(ranges) }
+        let g = UInt32(kvm_pool_alloc(pool, UInt32.max))
+        try #require(kvm_ranges_map(ranges, 0, 0, g, 1) == 0)
+        let reported = kvm_pool_hugepages(pool) == 1
+        for t: UInt32 in 0..<2 {
+            let base = kvm_ranges_tensor(ranges, 0, t)!
+            base[0] = 1  // a write fault maps the page: all 2 MiB of it at once when huge
+            let m = try #require(KernelMapping(containing: base))
+            let pmd = m.smaps["ShmemPmdMapped"] ?? 0
+            #expect(pmd == (reported ? page : 0), "tensor \(t): \(pmd) bytes PMD-mapped, reported huge: \(reported)")
+            #expect(m.smaps["AnonHugePages"] == 0 && m.smaps["FilePmdMapped"] == 0, "a memfd's huge pages count as shmem")
+        }
+        // A view of the memfd at a 2 MiB boundary, advised huge pages: would the kernel give them?
+        let bytes = Int(cfg.budget_bytes)
+        let reserve = mmap(nil, bytes + Int(page), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)!
+        try #require(reserve != MAP_FAILED)
+        defer { munmap(reserve, bytes + Int(page)) }
+        let aligned = UnsafeMutableRawPointer(bitPattern: (UInt(bitPattern: reserve) + UInt(page) - 1) & ~(UInt(page) - 1))!
+        let view = mmap(aligned, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, kvm_pool_fd(pool), 0)
+        try #require(view == aligned)
+        #expect(madvise(aligned, bytes, MADV_HUGEPAGE) == 0)
+        let eligible = try #require(KernelMapping(containing: aligned)).smaps["THPeligible"]
+        #expect(eligible == (reported ? 1 : 0), "THPeligible \(eligible.map(String.init) ?? "absent"), reported huge: \(reported)")
+    }
+
+    @Test func aMissingNumaNodeIsRefused() {
         let (missing, bad) = makePool(budget: 8 * 4 * 4096, numaNode: 99)
         #expect(missing == nil)
         #expect(bad == -EINVAL)

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KVCacheABI
+import KVCache
 
 /// kvc_engine_stats into a buffer of `bufferBytes` bytes filled with 0xAB whose struct_size
 /// says `structSize`; returns the status and the buffer.
@@ -59,14 +60,33 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
         #expect(bytes[80...].allSatisfy { $0 == 0xAB })
     }
 
-    /// `huge_pages` is 1 exactly when 2 MiB pages really are huge pages (shmem THP on).
-    @Test func hugePagesReportWhatTheKernelGave() throws {
+    /// `huge_pages` is 1 exactly when the kernel maps the engine's K/V in huge pages, as smaps
+    /// says after a write (not as the shmem_enabled setting the engine reads says): reported
+    /// huge, the written pages are PMD-mapped shmem (`ShmemPmdMapped`, where a memfd's huge
+    /// pages are counted) in a mapping the kernel deems eligible (`THPeligible` 1); reported
+    /// not huge, no byte of the region is huge-mapped at all. Small pages are never huge.
+    @Test(arguments: [UInt64(4096), 2 << 20])
+    func hugePagesReportWhatTheKernelGave(pageBytes: UInt64) throws {
         var c = CConfig.small(KVC_LAYOUT_PAGED, memoryBytes: 64 << 20)
-        #expect(try ABIFixture(c).stats().hugePages == 0)
-        c.pageBytes = 2 << 20
-        let mode = (try? String(contentsOfFile: "/sys/kernel/mm/transparent_hugepage/shmem_enabled", encoding: .utf8)) ?? "[never]"
-        let allowed: UInt64 = mode.contains("[never]") || mode.contains("[deny]") ? 0 : 1
-        #expect(try ABIFixture(c).stats().hugePages == allowed, "shmem_enabled: \(mode)")
+        c.pageBytes = pageBytes
+        let f = try ABIFixture(c)
+        let tokens = f.uniqueTokens(3, count: 2 * f.blockTokens)
+        try f.create(3, tokens: tokens)
+        try f.write(3, salt: 3, from: 0, to: tokens.count)  // faults the pages in: every tensor's first
+        let reported = try f.stats().hugePages
+        let engine = Unmanaged<Engine>.fromOpaque(UnsafeRawPointer(f.handle)).takeUnretainedValue()
+        let smaps = regionSmaps(start: engine.memoryRegion.start, bytes: engine.memoryRegion.bytes)
+        try #require(smaps["Rss"] ?? 0 > 0, "the region is mapped and written: \(smaps)")
+        let pmd = smaps["ShmemPmdMapped"] ?? 0, tensors = 2 * UInt64(c.numLayers)
+        if reported == 1 {
+            #expect(pageBytes == 2 << 20)
+            #expect(pmd >= tensors * pageBytes, "\(pmd) bytes PMD-mapped, one 2 MiB page per tensor written")
+            #expect(smaps["THPeligible"] == 1)
+        } else {
+            #expect(reported == 0)
+            #expect(pmd == 0 && smaps["AnonHugePages"] == 0 && smaps["FilePmdMapped"] == 0, "reported not huge: \(smaps)")
+        }
+        #expect(try f.firstMismatch(3, salt: 3, to: tokens.count) == nil)
     }
 
     /// A client compiled against the header before the swap-out and open-record counters were

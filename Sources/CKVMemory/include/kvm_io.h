@@ -81,14 +81,15 @@ int kvm_io_submit(kvm_io *io, const kvm_io_req *reqs, uint32_t n);
 int kvm_io_reap(kvm_io *io, kvm_io_done *out, uint32_t cap, uint32_t wait_for, int64_t timeout_us);
 
 /* Waits until a completion can be reaped, kvm_io_wake is called (or was, since the last
- * kvm_io_wait returned), or timeout_us passes (< 0: no limit). Consumes no completion: the
- * caller reaps afterwards, with its lock. May run while another thread submits or reaps on the
- * same queue; at most one thread at a time may wait here. io_uring: it hands nothing over
- * (that would race a concurrent submit or reap), so while requests a failed hand-over left
- * wait to be sent it returns 1 within a millisecond (at once when the failure happens while
- * it waits) and the caller's kvm_io_reap sends them: never an untimed sleep on requests that
- * cannot complete. Returns 1 (woken, a completion is there (possibly already taken by a
- * concurrent reap), or a hand-over is due), 0 (timed out) or -errno. */
+ * kvm_io_wait returned), or timeout_us passes (< 0: no limit), counted from the call: a signal
+ * neither ends the wait nor restarts its timeout (it goes on to the same deadline). Consumes no
+ * completion: the caller reaps afterwards, with its lock. May run while another thread submits
+ * or reaps on the same queue; at most one thread at a time may wait here. io_uring: it hands
+ * nothing over (that would race a concurrent submit or reap), so while requests a failed
+ * hand-over left wait to be sent it returns 1 within a millisecond (at once when the failure
+ * happens while it waits) and the caller's kvm_io_reap sends them: never an untimed sleep on
+ * requests that cannot complete. Returns 1 (woken, a completion is there (possibly already
+ * taken by a concurrent reap), or a hand-over is due), 0 (timed out) or -errno. */
 int kvm_io_wait(kvm_io *io, int64_t timeout_us);
 /* Ends the kvm_io_wait in progress, or the next one, at once. Any thread, any time. */
 void kvm_io_wake(kvm_io *io);

@@ -48,13 +48,28 @@ struct HugePageTests {
         #expect(e.stats().committedBytes <= c.memoryBytes)
     }
 
-    /// `stats().hugePages` says whether the memory is in huge pages: never for smaller pages,
-    /// for 2 MiB pages exactly when the kernel allows them (runs under every shmem mode).
-    @Test(arguments: [Layout.paged, .contiguous])
-    func statsSayWhetherPagesAreHuge(layout: Layout) throws {
-        let small = try Engine(smallConfig(layout, pageBytes: 64 << 10, blockTokens: 16))
-        #expect(small.stats().hugePages == false)
-        let huge = try Engine(smallConfig(layout, pageBytes: 2 << 20, blockTokens: 16))
-        #expect(huge.stats().hugePages == Self.kernelAllows, "shmem_enabled \(Self.shmemMode ?? "?")")
+    /// `stats().hugePages` says whether the memory is in huge pages, as the kernel mapped it
+    /// after a write (smaps), not as the shmem_enabled setting the pool reads: reported huge,
+    /// every tensor's written page is PMD-mapped shmem (`ShmemPmdMapped`: 4 tensors x 2 MiB);
+    /// reported not huge, no byte of the region is huge-mapped. Never huge for smaller pages.
+    /// Runs under every shmem mode.
+    @Test(arguments: [Layout.paged, .contiguous], [UInt64(64 << 10), 2 << 20])
+    func statsSayWhetherPagesAreHuge(layout: Layout, pageBytes: UInt64) throws {
+        let e = try Engine(smallConfig(layout, pageBytes: pageBytes, blockTokens: 16))
+        let prompt = tokens(32, seed: 71)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        let region = e.memoryRegion
+        try #require(residentBytes(start: region.start, bytes: region.bytes) > 0, "the written K/V is mapped")
+        let pmd = smapsBytes("ShmemPmdMapped:", start: region.start, bytes: region.bytes)
+        let other = smapsBytes("AnonHugePages:", start: region.start, bytes: region.bytes)
+            + smapsBytes("FilePmdMapped:", start: region.start, bytes: region.bytes)
+        if e.stats().hugePages {
+            #expect(pageBytes == 2 << 20, "only 2 MiB pages can be huge")
+            #expect(pmd >= 4 * pageBytes, "\(pmd) bytes PMD-mapped (shmem_enabled \(Self.shmemMode ?? "?"))")
+        } else {
+            #expect(pmd == 0 && other == 0, "reported not huge, yet \(pmd) + \(other) bytes huge-mapped")
+        }
+        #expect(try kvMismatches(e, 1, tokens: prompt, from: 0) == 0)
     }
 }
