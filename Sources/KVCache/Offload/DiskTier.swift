@@ -28,7 +28,7 @@ import Glibc
 /// exactly one, in the same step: `blockStored` when a hashed slot enters it (`submitWrite`: a
 /// lookup finds a block from its write's submission; `recover`, after one `allCleared`),
 /// `blockRemoved` when one leaves it (`drop` for room, a failed write, a read found torn or
-/// corrupt). So the tier-1 events drained in order give exactly the hashes `lookup` finds
+/// corrupt, a failed read of a slot nothing else pins). So the tier-1 events drained in order give exactly the hashes `lookup` finds
 /// (`findableHashes`). Slots without a hash (swapped-out sequences' own, offloaded-token
 /// records) are never in the index and never announced; nor are peers' blocks. One enqueue
 /// per block, no allocation; always under the engine's lock, as is every call here.
@@ -1252,12 +1252,20 @@ final class DiskTier {
                 stats.blocksLoaded += 1
             } else {
                 stats.loadsFailed += 1
-                if hashes[s] != 0 {
-                    index.remove(hashes[s])
-                    events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
-                    hashes[s] = 0
+                // Bytes found bad (the transfer completed, the check failed) leave the tier. A
+                // failed transfer (an I/O error, a short read, a refused submission) says
+                // nothing about the bytes: the slot leaves the tier only when this read alone
+                // held it; one a swapped-out sequence, an offloaded-token record or another
+                // read still pins stays as it is, for that holder's own read to verify (it
+                // was given up, and a healthy swapped-out sequence spoiled with it, before).
+                if ok || pins[s] == 1 {
+                    if hashes[s] != 0 {
+                        index.remove(hashes[s])
+                        events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
+                        hashes[s] = 0
+                    }
+                    markBroken(slot)
                 }
-                markBroken(slot)
             }
             memory.loadFinished(target, ok: valid)
             if !fromPeer { unpin(slot) }  // the read's pin

@@ -487,11 +487,12 @@ struct AsyncSwapOutTests {
         #expect(swapOutAsyncWithIOHeld(e, 2), "returned: 5 blocks fit in the slots the first has not taken yet")
         #expect(e.pauseOffloadIO(false))
         var failure: KVError?
-        #expect(waitUntil {
+        #expect(waitUntil {  // until the failure is reported and the first swap-out's writes are done
             e.poll(timeoutMicroseconds: 1000)
-            failure = thrown { () throws(KVError) in _ = try e.ready(2) }
-            return failure != nil || e.stats().disk.swapOutsPending == 0
+            if failure == nil { failure = thrown { () throws(KVError) in _ = try e.ready(2) } }
+            return e.stats().disk.swapOutsPending == 0
         })
+        if failure == nil { failure = thrown { () throws(KVError) in _ = try e.ready(2) } }
         #expect(failure?.code == .io)
         #expect(failure?.message.contains("offload tier full") == true && failure?.message.contains("stayed in memory") == true)
         #expect(try e.ready(2), "reported once; resident")

@@ -163,6 +163,45 @@ struct DiskTierFaultTests {
         #expect(try e.createSequence(2, tokens: prompt) == 0, "the unreadable blocks left the tier")
     }
 
+    /// A swapped-out sequence whose blocks its swap-out found on disk pins those cached slots;
+    /// another create's read of them that fails on the device (here every read while the fault
+    /// is set) says nothing about their bytes, so the slots stay, and the sequence swaps in
+    /// intact once the device is healthy. (Before, found by helper-100: the failed read gave the
+    /// slots up, and the swap-in verified them against hash 0 and spoiled the sequence.) A slot
+    /// only the failed read held still leaves the tier (`anIOErrorOnReadIsAMissNotGarbage`).
+    @Test(arguments: [Layout.paged, .contiguous])
+    func anotherCreatesFailedReadLeavesASwappedOutSequencesSlots(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let prompt = tokens(4 * 6 + 1, seed: 5)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try e.free(1)
+        try e.trim()
+        try e.syncOffload()
+        #expect(try e.createSequence(2, tokens: prompt) == 24)
+        try waitReady(e, 2)
+        try fillKV(e, 2, count: prompt.count) { prompt[$0] }  // the same bytes, and its last token's
+        try e.swapOut(2)  // its 6 full blocks are on disk already: pinned, not written again
+        try e.trim()
+        #expect(e.stats().blocksCached == 0, "no memory copy left: a create must read the disk")
+        let stored = e.stats().disk.storedSlots
+        e.offload!.tier.setFault(OffloadFault(reads: true, writes: false, after: 0))
+        #expect(try e.createSequence(3, tokens: prompt) == 24)
+        #expect(thrown { () throws(KVError) in try waitReady(e, 3) }?.code == .io, "the injected read failure")
+        e.offload!.tier.setFault(nil)
+        try e.free(3)
+        #expect(e.stats().disk.storedSlots == stored, "the failed reads gave no slot up")
+        try e.swapIn(2)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: prompt.count) { prompt[$0] } == 0)
+        try e.free(2)
+        #expect(try e.createSequence(4, tokens: prompt) == 24, "the blocks are still found on disk")
+        try waitReady(e, 4)
+        #expect(try kvDifferences(e, 4, count: 24) { prompt[$0] } == 0)
+    }
+
     /// A sequence whose prefix read failed is freed without its K/V ever being computed, but its
     /// create indexed the blocks past the cached prefix: they must leave the index with the
     /// failed block, or a later prompt is served their garbage. Found by `tools/abi_model.c`.
