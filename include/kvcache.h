@@ -1095,7 +1095,10 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *   blocks another sequence also holds are copied before being written (the shared block
  *   keeps its bytes and stays indexed);
  *   contiguous, so are pages another sequence maps or a block other than the sequence's
- *   own unwritten ones holds. A compacted sequence indexes no further blocks.
+ *   own unwritten ones holds. A compacted sequence indexes no further blocks. A
+ *   kvc_seq_compact whose budget every layer fits evicts nothing and compacts nothing: the
+ *   sequence's blocks keep entering the index and kvc_seq_set_eviction may still change
+ *   its policy, so a server may call it every step from the first.
  * --------------------------------------------------------------------------------------- */
 
 /**

@@ -829,6 +829,12 @@ public final class AttentionScores {
         return (UnsafePointer(episodeScores + focusedEpisode * block + base), UnsafePointer(episodeScores + config.episodes * block + base))
     }
 
+    /// Whether the last `plan` keeps fewer tokens than a layer holds. Cost: O(layers).
+    var plansEviction: Bool {
+        for l in 0..<layers where plannedLengths[l] < lengths[l] { return true }
+        return false
+    }
+
     /// Whether the last `plan` or `planTruncation` moves a slot in some row. Cost: O(rows).
     var plansMoves: Bool {
         for r in 0..<rows where moveCount[r] != 0 { return true }

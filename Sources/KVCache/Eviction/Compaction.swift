@@ -102,7 +102,9 @@ extension Engine {
     /// Applies `seq`'s policy down to `budgetTokens` per layer (the mean, with adaptive
     /// budgets) and compacts its K/V in place (see the extension's comment), releasing the
     /// blocks and pages no longer needed. Returns the sequence's new length (longest layer).
-    /// Policy `none` changes nothing. Episodic with a disk tier (per layer or per head): the
+    /// Policy `none` changes nothing, nor does a budget every layer fits (the sequence stays
+    /// uncompacted: its appends' blocks are still indexed, `setEviction` may still change its
+    /// policy). Episodic with a disk tier (per layer or per head): the
     /// evicted row tokens' K/V are written to the tier and their eviction state kept
     /// (Engine+EpisodicOffload.swift); a token whose record cannot be written is dropped as
     /// without a tier (`tokensLost`).
@@ -134,6 +136,10 @@ extension Engine {
             if state.parksEvictions { settleRestores(s) }
             let oldLength = sequences.lengths[s]
             let newLength = state.plan(budget: budgetTokens)
+            // A budget every layer fits changes nothing: the sequence is not compacted (its
+            // appends' blocks still enter the prefix index; `setEviction` may still change its
+            // policy), so a server may call this every step from the first.
+            guard state.plansEviction else { return oldLength }
             var unsaved: [(row: Int, position: Int32)] = []
             try compactMemory(slot: s, state: state, oldLength: oldLength, newLength: newLength) {
                 if state.parksEvictions { unsaved = offloadEvictions(slot: s, state: state) }

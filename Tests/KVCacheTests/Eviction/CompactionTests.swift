@@ -333,6 +333,42 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
         #expect(try kvMismatches(e, 2, tokens: toks, from: 0) == 0)
     }
 
+    /// A compaction whose budget every layer fits evicts nothing and leaves the sequence
+    /// uncompacted: the blocks it fills afterwards are indexed (a second prompt hits all 16
+    /// tokens, as without the call), and its policy may still change; a later compaction
+    /// that evicts then works as usual. (Before, found by helper-101: the call marked the
+    /// sequence compacted, so a server compacting every step from the first cached none of a
+    /// reply's blocks, and `setEviction` was refused.)
+    @Test(arguments: [Layout.paged, .contiguous], [EvictionPolicyKind.heavyHitter, .tova, .streamingLLM, .episodic])
+    func aCompactionThatEvictsNothingLeavesTheSequenceUncompacted(layout: Layout, policy: EvictionPolicyKind) throws {
+        for perHead in [false, true] {
+            let e = try evictingEngine(layout, policy, perHead: perHead)
+            let toks = tokens(17, seed: 12)
+            try e.createSequence(1, tokens: Array(toks.prefix(8)))
+            try writeKV(e, 1, tokens: Array(toks.prefix(8)), from: 0)
+            try observeAll(e, 1, scores(e, n: 8, heavy: [1]), n: 8)
+            _ = drain(e)
+            #expect(try e.compact(1, budgetTokens: 8) == 8)
+            #expect(try e.compact(1, budgetTokens: 1000) == 8)
+            #expect(try positions(e, 1, layer: 0).prefix(8) == ArraySlice((0..<8).map(Int32.init)))
+            try e.append(1, tokens: Array(toks[8..<16]))
+            try writeKV(e, 1, tokens: Array(toks[8..<16]), from: 8)
+            #expect(drain(e).filter { $0.kind == .blockStored }.count == 2, "the appended blocks were indexed")
+            #expect(try e.createSequence(2, tokens: toks) == 16, "\(policy.name), per head \(perHead)")
+            try writeKV(e, 2, tokens: [toks[16]], from: 16)
+            #expect(try slotMismatches(e, 2, tokens: toks) == 0, "the hit serves the bytes sequence 1 wrote")
+            try e.free(2)
+            var other = EvictionConfig(policy == .tova ? .streamingLLM : .tova)
+            other.perHead = perHead
+            try e.setEviction(1, other)  // allowed: never compacted (drops the observations)
+            try observeAll(e, 1, scores(e, n: 16, heavy: [1]), n: 16)
+            #expect(try e.compact(1, budgetTokens: 6) == 6)
+            #expect(caught { try e.setEviction(1, EvictionConfig(policy)) }?.message.contains("already compacted") == true)
+            try e.append(1, tokens: [5])
+            #expect(drain(e).allSatisfy { $0.kind != .blockStored }, "compacted now: no new block indexed")
+        }
+    }
+
     @Test func policyNoneChangesNothing() throws {
         let e = try evictingEngine(.paged, .none)
         try e.createSequence(1, tokens: tokens(20, seed: 1))
