@@ -24,11 +24,20 @@ public struct EvictEvalResult: Sendable {
         var lines = ["| trace | policy | budget | recall | output error | recall after mark | error after mark |",
                      "|---|---|---|---|---|---|---|"]
         for r in results {
-            lines.append("| \(r.trace.replacingOccurrences(of: "|", with: "\\|")) | \(r.policy) | \(r.policy == "none" ? "100%" : "\(Int((r.budget * 100).rounded()))%") | \(f(r.recall)) | \(f(r.error)) | \(f(r.recallAfterMark)) | \(f(r.errorAfterMark)) |")
+            lines.append("| \(r.trace.replacingOccurrences(of: "|", with: "\\|")) | \(r.policy) | \(r.policy == "none" ? "100%" : percent(r.budget)) | \(f(r.recall)) | \(f(r.error)) | \(f(r.recallAfterMark)) | \(f(r.errorAfterMark)) |")
         }
         lines.append("")
         lines.append("(\(perHead ? "per-head" : "per-layer") kept sets, seed \(seed))")
         return lines.joined(separator: "\n")
+    }
+
+    /// `ratio` as a percentage with at most two decimals, trailing zeros dropped: 0.2 is
+    /// "20%", 0.125 "12.5%" (whole percents alone would print 0.121 and 0.124 alike).
+    static func percent(_ ratio: Double) -> String {
+        var digits = String(format: "%.2f", ratio * 100)
+        while digits.hasSuffix("0") { digits.removeLast() }
+        if digits.hasSuffix(".") { digits.removeLast() }
+        return digits + "%"
     }
 
     /// A JSON array, one object per result (non-finite numbers as null).
@@ -49,7 +58,7 @@ public struct EvictEvalResult: Sendable {
         let traces = firstAppearance(results.map(\.trace)), policies = firstAppearance(results.map(\.policy))
         let budgets = firstAppearance(results.filter { $0.policy != "none" }.map(\.budget))
         let hasNone = policies.contains("none")
-        let series = budgets.map { "budget \(Int(($0 * 100).rounded()))%" } + (hasNone ? ["none (full cache)"] : [])
+        let series = budgets.map { "budget \(percent($0))" } + (hasNone ? ["none (full cache)"] : [])
         let panels = traces.map { trace in
             SVGPlot.BarPanel(title: trace, groups: policies.map { policy in
                 var values = [Double?](repeating: nil, count: series.count)

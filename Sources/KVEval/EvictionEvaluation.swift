@@ -69,6 +69,12 @@ public struct EvictionEvaluation: Sendable {
     public func validate() throws {
         guard !policies.isEmpty else { throw TraceError(description: "no policy to run") }
         guard !ratios.isEmpty else { throw TraceError(description: "no budget ratio to run") }
+        if let twice = ratios.enumerated().first(where: { ratios.prefix($0.offset).contains($0.element) })?.element {
+            throw TraceError(description: "budget \(twice) is given twice")
+        }
+        if let twice = policies.enumerated().first(where: { policies.prefix($0.offset).contains($0.element) })?.element {
+            throw TraceError(description: "policy \(twice) is given twice")
+        }
         do {
             try config("none").validate()
         } catch {

@@ -88,6 +88,17 @@ import Testing
         #expect(EvictEvalResult.table([result], perHead: false, seed: 1).contains("| my \"run\"\\|1.kvattn | h2o |"))
     }
 
+    /// Budgets print as percentages with up to two decimals, so budgets a whole percent
+    /// apart by less than one do not share a label (table cell and plot series).
+    @Test func budgetsThatRoundToTheSameWholePercentPrintApart() throws {
+        #expect([0.2, 0.1, 0.121, 0.124, 0.125, 0.0005, 1].map(EvictEvalResult.percent) == ["20%", "10%", "12.1%", "12.4%", "12.5%", "0.05%", "100%"])
+        let results = [0.121, 0.124].map { EvictEvalResult(trace: "t", policy: "h2o", budget: $0, recall: 0.5, error: 0.1) }
+        let table = EvictEvalResult.table(results, perHead: false, seed: 1)
+        #expect(table.contains("| t | h2o | 12.1% |") && table.contains("| t | h2o | 12.4% |"))
+        let svg = EvictEvalResult.svg(results)
+        #expect(svg.contains("budget 12.1%") && svg.contains("budget 12.4%"))
+    }
+
     /// The return turn's query lies nearest to the first turn's segment (same topic), so the
     /// engine's focus picks that segment's episode: real embeddings, not a tuned noise level.
     @Test func theReturnQueryFocusesTheFirstTopicsEpisode() throws {
