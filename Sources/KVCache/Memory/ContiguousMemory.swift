@@ -372,20 +372,30 @@ final class ContiguousMemory: BlockListener {
         for old in olds { unpin(old) }
         // Only a failing system call stops `mapOwned` (capacity was checked), possibly after some
         // runs: each page then maps its old group (pinned again, unchanged) or a fresh one, which
-        // gets the old bytes, and the failure is thrown after.
+        // gets the old bytes, and the failure is thrown after. The run whose mmap failed maps
+        // nothing (`kvm_ranges_map`): its pages map their old groups again, held by the
+        // references above. (Before, found by helper-103: they stayed unmapped below the
+        // sequence's length, the copy read into them and group -1 was pinned.)
         var failure: KVError?
         do throws(KVError) { try mapOwned(slot: slot, pages: pages) } catch { failure = error }
+        for (page, old) in zip(pages, olds) where group(slot, page) < 0 {
+            guard kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(old), 1) != 0 else { continue }
+            // A second failed mmap: the page maps nothing and pins nothing; the sequence's K/V
+            // there is gone, and the error says so.
+            failure = .outOfMemory("\(failure?.message ?? "mapping failed"); page \(page) of the sequence could not be mapped again "
+                                   + "(\(String(cString: kvm_error()))): its K/V there is lost and reading it faults; free the sequence")
+        }
         let fresh = pages.map { group(slot, $0) }
-        for g in fresh { pinGroup(Int(g)) }
+        for g in fresh where g >= 0 { pinGroup(Int(g)) }
         var i = 0
         while i < pages.count {
-            guard fresh[i] != olds[i] else {
+            guard fresh[i] != olds[i] && fresh[i] >= 0 else {
                 i += 1
                 continue
             }
             var run = 1
             while i + run < pages.count && pages[i + run] == pages[i] + run && olds[i + run] == olds[i] + Int32(run)
-                && fresh[i + run] != olds[i + run] { run += 1 }
+                && fresh[i + run] != olds[i + run] && fresh[i + run] >= 0 { run += 1 }
             for t in 0..<tensors {
                 try check(kvm_pool_read(pool, UInt32(t), UInt32(olds[i]), 0, base(slot, tensor: t) + pages[i] * pageBytes,
                                         UInt64(run * pageBytes)))
@@ -617,7 +627,9 @@ final class ContiguousMemory: BlockListener {
         if pins[g] == 1 { pinnedGroups += 1 }
     }
 
+    /// Unpins `group`; -1 (a page `unshare` could not map again) pins nothing.
     private func unpin(_ group: Int32) {
+        guard group >= 0 else { return }
         pins[Int(group)] -= 1
         if pins[Int(group)] == 0 { pinnedGroups -= 1 }
     }

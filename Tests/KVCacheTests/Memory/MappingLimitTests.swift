@@ -83,4 +83,43 @@ struct MappingLimitTests {
         try writeKV(e, 1, tokens: more, from: pageTokens)
         #expect(try kvMismatches(e, 1, tokens: Array(prompt.prefix(pageTokens)) + more, from: 0) == 0)
     }
+
+    /// A truncation into a page a fork shares copies the page (`unshare`); when the copy's mmap
+    /// fails (the hook fails the first), that page maps its old group again: the error is
+    /// reported with the truncation done, both sequences keep their bytes, and the pins are as
+    /// before. (Before, found by helper-103: the page stayed unmapped below the sequence's
+    /// length, the copy read into it ("Bad address") and group -1 was pinned.) When the
+    /// mapping back fails too (every mmap failing), the error says the page is lost and the
+    /// sequence is freed without a trap; the fork keeps its bytes.
+    @Test(arguments: [false, true])
+    func aTruncationWhoseCopyCannotBeMappedKeepsTheOldPage(mappingBackFails: Bool) throws {
+        let e = try Engine(smallConfig(.contiguous))
+        let memory = try #require(e.contiguous)
+        let pageTokens = memory.pageBytes / memory.tokenBytes
+        let prompt = tokens(2 * pageTokens, seed: 3)
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.fork(parent: 1, child: 2)  // both pages shared whole
+        let slot = UInt32(try e.slot(1))
+        let before = kvm_ranges_group(memory.ranges, slot, 1), pinned = memory.pinnedGroups
+        kvm_ranges_fail_mmaps(memory.ranges, 0, mappingBackFails ? 1000 : 1)
+        let error = thrown { () throws(KVError) in try e.truncate(1, to: pageTokens + 3) }
+        kvm_ranges_fail_mmaps(memory.ranges, 0, 0)
+        #expect(error?.code == .outOfMemory, "\(String(describing: error))")
+        #expect(try e.length(1) == pageTokens + 3, "reported with the truncation done")
+        #expect(try kvMismatches(e, 2, tokens: prompt, from: 0) == 0)
+        if mappingBackFails {
+            #expect(error?.message.contains("page 1 of the sequence could not be mapped again") == true)
+            #expect(kvm_ranges_group(memory.ranges, slot, 1) == -1)
+            try e.free(1)
+        } else {
+            #expect(kvm_ranges_group(memory.ranges, slot, 1) == before, "the page maps its old group")
+            #expect(memory.pinnedGroups == pinned)
+            #expect(try kvMismatches(e, 1, tokens: Array(prompt.prefix(pageTokens + 3)), from: 0) == 0)
+            try e.free(1)
+        }
+        #expect(try kvMismatches(e, 2, tokens: prompt, from: 0) == 0)
+        try e.free(2)
+        #expect(memory.pinnedGroups == 0)
+    }
 }
