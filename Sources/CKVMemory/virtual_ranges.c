@@ -15,13 +15,16 @@ struct kvm_ranges {
     uint64_t range_bytes;
     uint64_t page_bytes;
     uint32_t slots, tensors, pages;
-    int32_t *table;      /* [slot * pages + page]: group or -1 */
+    int32_t *table;      /* [slot * pages + page]: group + 1, 0 for none (calloc: entries never set cost no memory) */
     uint32_t *mapped;    /* per slot: highest mapped page + 1 */
     uint32_t *runs;      /* per slot: runs of pages that are file-contiguous */
     uint64_t total_runs;
     uint64_t limit;
     uint32_t passing_mmaps, failing_mmaps; /* tests: mmaps to pass, then to fail with ENOMEM */
 };
+
+/* The group page `page` of a slot's table row `t` maps, -1 for none (stored plus one). */
+static inline int32_t group_at(const int32_t *t, uint32_t page) { return t[page] - 1; }
 
 /* Each run of a tensor is at most one VMA of its own plus one split of the reservation. */
 static uint64_t mappings_for(const kvm_ranges *r, uint64_t runs) { return runs * r->tensors * 2 + 1; }
@@ -99,7 +102,7 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
         return kvm_fail(ENOMEM, "one sequence needs %llu mappings (2 x num_layers tensors) but vm.max_map_count allows %llu",
                         (unsigned long long)mappings_for(r, 1), (unsigned long long)system_limit);
     }
-    r->table = malloc((uint64_t)slots * pages * sizeof(int32_t));
+    r->table = calloc((uint64_t)slots * pages, sizeof(int32_t));
     r->mapped = calloc(slots, sizeof(uint32_t));
     r->runs = calloc(slots, sizeof(uint32_t));
     /* Every range starts at a multiple of page_bytes from the base, so an aligned base lets each
@@ -116,7 +119,6 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
                         (unsigned long long)(total >> 30), strerror(err));
     }
     r->base = base;
-    memset(r->table, 0xff, (uint64_t)slots * pages * sizeof(int32_t));
     *out = r;
     return 0;
 }
@@ -125,7 +127,7 @@ void kvm_ranges_destroy(kvm_ranges *r) {
     if (!r) return;
     for (uint32_t s = 0; s < r->slots; s++)
         for (uint32_t p = 0; p < r->mapped[s]; p++) {
-            int32_t g = r->table[(uint64_t)s * r->pages + p];
+            int32_t g = group_at(r->table + (uint64_t)s * r->pages, p);
             if (g >= 0) kvm_pool_unref(r->pool, (uint32_t)g);
         }
     munmap(r->base, (uint64_t)r->slots * r->tensors * r->range_bytes);
@@ -140,7 +142,7 @@ uint8_t *kvm_ranges_tensor(const kvm_ranges *r, uint32_t slot, uint32_t tensor) 
 }
 
 int64_t kvm_ranges_group(const kvm_ranges *r, uint32_t slot, uint32_t page) {
-    return page < r->mapped[slot] ? r->table[(uint64_t)slot * r->pages + page] : -1;
+    return page < r->mapped[slot] ? group_at(r->table + (uint64_t)slot * r->pages, page) : -1;
 }
 
 uint32_t kvm_ranges_pages(const kvm_ranges *r) { return r->pages; }
@@ -160,7 +162,7 @@ static uint32_t run_starts(int32_t before, int32_t g) { return g >= 0 && (before
 
 /* 1 when `page` starts a run. */
 static uint32_t starts_run(const kvm_ranges *r, const int32_t *t, uint32_t page) {
-    return page < r->pages && run_starts(page == 0 ? -1 : t[page - 1], t[page]);
+    return page < r->pages && run_starts(page == 0 ? -1 : group_at(t, page - 1), group_at(t, page));
 }
 
 /* Runs that start within [first, end], the pages whose run starts a change can affect. */
@@ -174,8 +176,8 @@ static uint32_t runs_in(const kvm_ranges *r, const int32_t *t, uint32_t first, u
 static uint32_t runs_if_mapped(const kvm_ranges *r, const int32_t *t, uint32_t first, uint32_t end, int32_t first_group) {
     uint32_t n = 0;
     for (uint32_t p = first; p <= end && p < r->pages; p++) {
-        int32_t g = p < end ? first_group + (int32_t)(p - first) : t[p];
-        int32_t before = p == 0 ? -1 : p - 1 >= first ? first_group + (int32_t)(p - 1 - first) : t[p - 1];
+        int32_t g = p < end ? first_group + (int32_t)(p - first) : group_at(t, p);
+        int32_t before = p == 0 ? -1 : p - 1 >= first ? first_group + (int32_t)(p - 1 - first) : group_at(t, p - 1);
         n += run_starts(before, g);
     }
     return n;
@@ -185,15 +187,16 @@ static void set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end
     int32_t *t = r->table + (uint64_t)slot * r->pages;
     uint32_t before = runs_in(r, t, first, end);
     for (uint32_t p = first; p < end; p++) {
-        if (t[p] >= 0) kvm_pool_unref(r->pool, (uint32_t)t[p]);
-        t[p] = first_group < 0 ? -1 : first_group + (int32_t)(p - first);
-        if (t[p] >= 0) kvm_pool_ref(r->pool, (uint32_t)t[p]);
+        if (group_at(t, p) >= 0) kvm_pool_unref(r->pool, (uint32_t)group_at(t, p));
+        int32_t g = first_group < 0 ? -1 : first_group + (int32_t)(p - first);
+        t[p] = g + 1;
+        if (g >= 0) kvm_pool_ref(r->pool, (uint32_t)g);
     }
     uint32_t after = runs_in(r, t, first, end);
     r->runs[slot] = r->runs[slot] - before + after;
     r->total_runs = r->total_runs - before + after;
     if (first_group >= 0 && end > r->mapped[slot]) r->mapped[slot] = end;
-    while (r->mapped[slot] > 0 && t[r->mapped[slot] - 1] < 0) r->mapped[slot]--;
+    while (r->mapped[slot] > 0 && group_at(t, r->mapped[slot] - 1) < 0) r->mapped[slot]--;
 }
 
 /* Replaces pages [first, end) of every tensor of `slot` with reserved address space and drops

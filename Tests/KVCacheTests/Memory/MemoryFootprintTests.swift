@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import CKVMemory
 import Testing
 @testable import KVCache
@@ -157,4 +160,42 @@ struct MemoryFootprintTests {
         #expect(e.stats().committedBytes <= c.memoryBytes)
         #expect(residentBytes(start: e.memoryRegion.start, bytes: e.memoryRegion.bytes) <= c.memoryBytes)
     }
+
+    /// The contiguous layout's page table (4 bytes per page of every slot's range: 128 MiB at
+    /// 1024 slots of 2^24 eight-byte tokens in 4 KiB pages) costs no resident memory at
+    /// creation: entries never set stay calloc's untouched zero pages. (Before, found by
+    /// helper-103: every entry was set to -1, so creation touched all of it: 1 GiB resident at
+    /// 4096 slots, and at the header's limits more than a machine has, an OOM kill instead of
+    /// a status.) A child process, so that only the engine's creation moves its resident size.
+    @Test func theContiguousPageTableCostsNoResidentMemoryAtCreation() async {
+        await #expect(processExitsWith: .success) {
+            func residentKiB() -> Int {
+                guard let f = fopen("/proc/self/status", "r") else { return -1 }
+                defer { fclose(f) }
+                var line = [CChar](repeating: 0, count: 256)
+                while fgets(&line, 256, f) != nil {
+                    let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                    if text.hasPrefix("VmRSS:") { return Int(text.dropFirst(6).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") ?? -1 }
+                }
+                return -1
+            }
+            var c = EngineConfig()
+            c.layout = .contiguous
+            c.numLayers = 1
+            c.numKVHeads = 1
+            c.headDim = 4
+            c.dtypeBytes = 2
+            c.blockTokens = 256
+            c.maxSeqs = 1024
+            c.maxSeqTokens = 1 << 24
+            c.memoryBytes = 64 << 20
+            c.pageBytes = 4096
+            let before = residentKiB()
+            guard let e = try? Engine(c), before > 0 else { exit(2) }
+            let grown = residentKiB() - before
+            withExtendedLifetime(e) {}
+            exit(grown < 32 << 10 ? 0 : 1)  // the table alone is 128 MiB
+        }
+    }
 }
+
