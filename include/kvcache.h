@@ -922,7 +922,9 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
  * computed_tokens: a request cancelled, or failed, before its prefill finished (0: nothing
  * was computed). computed_tokens counts from the prompt's start, and the *cached_tokens that
  * kvc_seq_create reported are computed: pass at least that many, since a smaller value takes
- * those blocks out of the prefix index too, though their K/V is valid.
+ * those blocks out of the prefix index too, though their K/V is valid. A fork's child
+ * (kvc_seq_fork made no create) holds its parent's blocks as they were at the fork: pass
+ * at least the parent's computed length then, or its valid blocks leave the index.
  * kvc_seq_create indexed its prompt's blocks before they were computed (see
  * WRITING K/V; with index_on_schedule, kvc_seq_schedule did, and unscheduled blocks were
  * never indexed), so kvc_seq_free would leave them cached with bytes nobody wrote; here the
