@@ -4,7 +4,7 @@ import KVRouter
 /// Renders replay outcomes as a plain-text table and as JSON (stable keys, below).
 ///
 /// JSON: `{"trace", "requests", "skipped_lines" (malformed trace lines a lenient read
-/// skipped), "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
+/// skipped), "arrivals" (`Trace.arrivals`: "spread" or "recorded"), "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
 /// (the engines' `indexOnSchedule`), "policies": [{"policy",
 /// "view", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
 /// "load_imbalance", "preemptions", "rejected", "aborted", "length_capped", "events_dropped", "view_resyncs", "slo_switches", "rebalance_moves",
@@ -58,6 +58,7 @@ public enum ReplayReport {
     /// The JSON document described above.
     public static func json(_ outcomes: [Replay.Outcome], trace: Trace, config: SimulationConfig) -> String {
         var s = "{\"trace\":\(quote(trace.source)),\"requests\":\(trace.count),\"skipped_lines\":\(trace.skippedLines),"
+        s += "\"arrivals\":\(quote(trace.arrivals.rawValue)),"
         s += "\"instances\":\(config.instances),"
         s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),"
         s += "\"index_on_schedule\":\(config.engine.indexOnSchedule),"

@@ -225,6 +225,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         let policies = object?["policies"] as? [[String: Any]]
         #expect(policies?.count == 2)
         #expect(object?["index_on_schedule"] as? Bool == false)
+        #expect(object?["arrivals"] as? String == "recorded" && ReplayReport.json(outcomes, trace: trace.withArrivals(.spread), config: c).contains("\"arrivals\":\"spread\""))
         #expect(policies?.first?["effective_capacity"] is Double)
         let svg = SVGPlot.attainment(outcomes, target: 0.9)
         #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<polyline").count == 3)
