@@ -59,7 +59,7 @@ struct ReplayCommand: ParsableCommand {
         --json prints one object: trace, requests, skipped_lines (malformed lines --lenient \
         skipped), arrivals (spread or recorded), instances, rate_scale, ttft_slo_ms, \
         index_on_schedule, [shared_tier {capacity_bytes, load_gbps}], policies \
-        [{policy, view, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
+        [{policy, view (exact, approximate, or null for a policy that reads no cache), ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
         load_imbalance, [shared_tier_hit_tokens, shared_tier_hit_rate], preemptions, rejected, \
         aborted, length_capped, events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
         effective_capacity, capacity_probes [{rate_scale, attainment}]}]; the bracketed keys \
