@@ -38,7 +38,7 @@ public enum PolicyKind: UInt32, Sendable, CaseIterable {
     public var usesRequestKey: Bool { self == .dualMap || self == .consistentHash }
 
     /// Whether the policy reads the cache view (and so needs a prefix match per request).
-    var readsCache: Bool { self == .dualMap || self == .prefixTree || self == .overlapCost || self == .llmD }
+    public var readsCache: Bool { self == .dualMap || self == .prefixTree || self == .overlapCost || self == .llmD }
 
     /// The view each policy's source uses: Dynamo, llm-d's precise prefix-cache scorer and
     /// DualMap consume KV events (exact); SGLang's router keeps an approximate radix tree built

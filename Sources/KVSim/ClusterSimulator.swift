@@ -86,7 +86,7 @@ public final class ClusterSimulator: RequestQueues {
 
     // Per request, structure of arrays: flat buffers of `trace.count` entries allocated once
     // (no copy-on-write or exclusivity bookkeeping on the per-step paths).
-    private let arrival: UnsafeMutablePointer<Double>
+    let arrival: UnsafeMutablePointer<Double>
     private let instanceOf: UnsafeMutablePointer<Int32>
     private let state: UnsafeMutablePointer<UInt8>             // 0 not arrived, 1 waiting, 2 running, 3 done, 4 rejected, 5 aborted
     private let estimatedUncached: UnsafeMutablePointer<Int32>

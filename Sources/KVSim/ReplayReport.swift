@@ -4,9 +4,10 @@ import KVRouter
 /// Renders replay outcomes as a plain-text table and as JSON (stable keys, below).
 ///
 /// JSON: `{"trace", "requests", "skipped_lines" (malformed trace lines a lenient read
-/// skipped), "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
+/// skipped), "arrivals" (`Trace.arrivals`: "spread" or "recorded"), "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
 /// (the engines' `indexOnSchedule`), "policies": [{"policy",
-/// "view", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
+/// "view" ("exact" or "approximate"; null for a policy that reads no cache: round-robin,
+/// least-loaded, consistent-hash, "-" in the table), "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
 /// "load_imbalance", "preemptions", "rejected", "aborted", "length_capped", "events_dropped", "view_resyncs", "slo_switches", "rebalance_moves",
 /// "makespan_s", "wall_s", "effective_capacity" (null without search), "capacity_probes":
 /// [{"rate_scale", "attainment"}]}]}`. TTFT percentiles are of the requests served (a
@@ -33,7 +34,7 @@ public enum ReplayReport {
         for o in outcomes {
             let r = o.result
             rows.append([
-                r.policy, r.view == .exact ? "exact" : "approx",
+                r.policy, viewName(r, approximate: "approx") ?? "-",
                 seconds(r.ttftQuantile(0.5)), seconds(r.ttftQuantile(0.9)), seconds(r.ttftQuantile(0.99)),
                 fixed(r.sloAttainment * 100, 1) + "%", fixed(r.prefixHitRate * 100, 1) + "%",
             ] + (tier ? [fixed((r.sharedTierHitRate ?? 0) * 100, 1) + "%"] : []) + [
@@ -58,6 +59,7 @@ public enum ReplayReport {
     /// The JSON document described above.
     public static func json(_ outcomes: [Replay.Outcome], trace: Trace, config: SimulationConfig) -> String {
         var s = "{\"trace\":\(quote(trace.source)),\"requests\":\(trace.count),\"skipped_lines\":\(trace.skippedLines),"
+        s += "\"arrivals\":\(quote(trace.arrivals.rawValue)),"
         s += "\"instances\":\(config.instances),"
         s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),"
         s += "\"index_on_schedule\":\(config.engine.indexOnSchedule),"
@@ -67,7 +69,7 @@ public enum ReplayReport {
         s += "\"policies\":["
         s += outcomes.map { o -> String in
             let r = o.result
-            var p = "{\"policy\":\(quote(r.policy)),\"view\":\"\(r.view == .exact ? "exact" : "approximate")\","
+            var p = "{\"policy\":\(quote(r.policy)),\"view\":\(viewName(r, approximate: "approximate").map(quote) ?? "null"),"
             p += "\"ttft_p50_ms\":\(number(r.ttftQuantile(0.5))),\"ttft_p90_ms\":\(number(r.ttftQuantile(0.9))),"
             p += "\"ttft_p99_ms\":\(number(r.ttftQuantile(0.99))),\"slo_attainment\":\(number(r.sloAttainment)),"
             p += "\"prefix_hit_rate\":\(number(r.prefixHitRate)),\"load_imbalance\":\(number(r.loadImbalance)),"
@@ -82,6 +84,14 @@ public enum ReplayReport {
             return p + "]}"
         }.joined(separator: ",")
         return s + "]}"
+    }
+
+    /// The cache view `r`'s policy routed with ("exact" or `approximate`); nil for a policy
+    /// that reads no cache (round-robin, least-loaded, consistent-hash: the router keeps a view
+    /// mode for them, but never reads it).
+    static func viewName(_ r: ReplayResult, approximate: String) -> String? {
+        guard PolicyKind(name: r.policy)?.readsCache ?? true else { return nil }
+        return r.view == .exact ? "exact" : approximate
     }
 
     /// `x` as a JSON number; null for nil or a non-finite value.

@@ -27,6 +27,9 @@ public struct Trace: Sendable {
     public var hashes: [UInt64] = []
     /// Malformed lines skipped (lenient reading).
     public var skippedLines = 0
+    /// How `arrivalMilliseconds` place requests that share a recorded timestamp: `.recorded`
+    /// as read (or generated), `.spread` after `withArrivals(.spread)`.
+    public var arrivals = ArrivalMode.recorded
 
     /// An empty trace of `blockTokens`-token blocks.
     public init(source: String, blockTokens: Int) {
@@ -68,7 +71,42 @@ public struct Trace: Sendable {
         t.hashStart = Array(hashStart[..<n])
         t.hashes = Array(hashes[..<Int(hashStart[n])])
         t.skippedLines = skippedLines
+        t.arrivals = arrivals
         return t
+    }
+
+    /// This trace with its arrivals placed by `mode` (`ArrivalMode`); the rest unchanged.
+    /// `.recorded` on a trace as read is the trace itself. Apply it once, to a trace as read
+    /// (spreading spread arrivals again spreads nothing: every timestamp is then distinct
+    /// unless a gap was 0). O(requests).
+    public func withArrivals(_ mode: ArrivalMode) -> Trace {
+        var t = self
+        if mode == .spread { t.arrivalMilliseconds = Self.spread(arrivalMilliseconds) }
+        t.arrivals = mode
+        return t
+    }
+
+    /// Non-decreasing `times` with every run of k equal times t spread evenly over
+    /// [t, next distinct time): the i-th of the run (0-based, in order) at t + i * gap / k.
+    /// The last run's gap is the median of the gaps between consecutive distinct times (the
+    /// mean of the two middle ones for an even count); with one distinct time there is no gap
+    /// and nothing moves. A run of one stays where it is. Deterministic (no randomness); the
+    /// result is non-decreasing and every time stays below the next distinct recorded time.
+    public static func spread(_ times: [Double]) -> [Double] {
+        var starts: [Int] = []  // index of each distinct time's first request
+        for i in times.indices where i == 0 || times[i] != times[i - 1] { starts.append(i) }
+        var gaps = zip(starts.dropFirst(), starts).map { times[$0] - times[$1] }
+        gaps.sort()
+        let median = gaps.isEmpty ? 0 : gaps.count % 2 == 1 ? gaps[gaps.count / 2] : (gaps[gaps.count / 2 - 1] + gaps[gaps.count / 2]) / 2
+        var out = times
+        for (j, start) in starts.enumerated() {
+            let end = j + 1 < starts.count ? starts[j + 1] : times.count
+            let k = end - start
+            guard k > 1 else { continue }
+            let gap = j + 1 < starts.count ? times[end] - times[start] : median
+            for i in 1..<k { out[start + i] = times[start] + Double(i) * (gap / Double(k)) }
+        }
+        return out
     }
 
     /// The chained hash of a block named by a trace id: `BlockHash.block` over the id's two
@@ -82,6 +120,23 @@ public struct Trace: Sendable {
             return BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(t))
         }
     }
+}
+
+/// How a replay places requests that share one recorded timestamp (`Trace.withArrivals`).
+///
+/// The bundled Mooncake trace records arrivals in buckets of about 3 s (12,031 requests at
+/// 1,180 distinct timestamps, up to 28 at one): an aggregation by the trace, not requests
+/// arriving together. Replayed as recorded, each bucket arrives in one instant and is routed
+/// before any step runs, so no router sees the load or KV events of the bucket's earlier
+/// requests. The Azure 2023 trace's timestamps are all distinct (100 ns resolution), so the
+/// two modes replay it identically.
+public enum ArrivalMode: String, Sendable, CaseIterable {
+    /// The k requests at timestamp t spread evenly over [t, next distinct timestamp) in file
+    /// order, the last timestamp's over the median gap (`Trace.spread`). `kvcache replay`'s
+    /// default.
+    case spread
+    /// As recorded: requests sharing a timestamp arrive at the same instant.
+    case recorded
 }
 
 extension Trace {

@@ -34,6 +34,14 @@ struct ReplayCommand: ParsableCommand {
         With no arguments: the bundled Mooncake conversation trace over 8 instances, every \
         policy, with the capacity search; plots go to out/replay/.
 
+        --arrivals spread (the default) places the k requests that share a recorded timestamp t \
+        evenly over [t, next distinct timestamp) in file order (the i-th at t + i * gap / k; the \
+        last timestamp's over the median gap), before --rate-scale divides the times. The \
+        bundled trace records arrivals in 3 s buckets (1,180 timestamps for 12,031 requests), \
+        an aggregation rather than simultaneous arrivals; --arrivals recorded replays each \
+        bucket at one instant, routed before any step runs. Azure traces have distinct \
+        timestamps: the two modes replay them alike.
+
         --index-on-schedule runs every engine with index_on_schedule: a prompt's blocks enter \
         the prefix index as its prefill chunks are scheduled (each chunk a schedule call). The \
         simulated instances allocate a prompt's blocks chunk by chunk as they schedule them, as \
@@ -49,9 +57,9 @@ struct ReplayCommand: ParsableCommand {
         cluster's own KV memory again (KVSim/SharedTierConfig.swift gives the reasoning).
 
         --json prints one object: trace, requests, skipped_lines (malformed lines --lenient \
-        skipped), instances, rate_scale, ttft_slo_ms, \
+        skipped), arrivals (spread or recorded), instances, rate_scale, ttft_slo_ms, \
         index_on_schedule, [shared_tier {capacity_bytes, load_gbps}], policies \
-        [{policy, view, ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
+        [{policy, view (exact, approximate, or null for a policy that reads no cache), ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
         load_imbalance, [shared_tier_hit_tokens, shared_tier_hit_rate], preemptions, rejected, \
         aborted, length_capped, events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
         effective_capacity, capacity_probes [{rate_scale, attainment}]}]; the bracketed keys \
@@ -76,6 +84,9 @@ struct ReplayCommand: ParsableCommand {
 
     @Flag(help: "Skip (and count) malformed trace lines instead of failing.")
     var lenient = false
+
+    @Option(help: "Arrivals of requests sharing a recorded timestamp: spread (evenly over the gap to the next timestamp; the bundled trace records 3 s buckets) or recorded (all at that instant).")
+    var arrivals = ArrivalMode.spread.rawValue
 
     @Option(help: "Comma-separated policies, each once: \(PolicyKind.allCases.map(\.name).joined(separator: ", ")), or all.")
     var policies = "all"
@@ -133,6 +144,7 @@ struct ReplayCommand: ParsableCommand {
         guard rateScale >= 1e-6 && rateScale <= 1e6 else { throw ValidationError("--rate-scale must be in 0.000001...1000000") }
         guard ttftSloMs > 0 && ttftSloMs.isFinite else { throw ValidationError("--ttft-slo-ms must be > 0 and finite") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
+        _ = try arrivalMode()
         if synthetic {
             if trace != nil { throw ValidationError("--synthetic replays generated sessions: --trace names a trace instead; give one of them") }
             if lenient { throw ValidationError("--lenient applies to a trace's lines; --synthetic reads none") }
@@ -154,6 +166,14 @@ struct ReplayCommand: ParsableCommand {
         }
         _ = try sharedTier()
         if let view, view != "exact" && view != "approximate" { throw ValidationError("--view must be exact or approximate") }
+    }
+
+    /// The arrival mode `--arrivals` names; a `ValidationError` for anything else.
+    func arrivalMode() throws -> ArrivalMode {
+        guard let mode = ArrivalMode(rawValue: arrivals) else {
+            throw ValidationError("--arrivals must be spread or recorded, not \"\(arrivals)\"")
+        }
+        return mode
     }
 
     /// The policies `--policies` names, in its order; a `ValidationError` for an unknown name,
@@ -192,7 +212,9 @@ struct ReplayCommand: ParsableCommand {
     }
 
     /// The requests to replay: `--synthetic` sessions (from `--seed`) or the trace file, cut
-    /// to `--requests`. Reads the whole file or generates every request: O(requests).
+    /// to `--requests`, their arrivals placed by `--arrivals` (after the cut: the last
+    /// timestamp kept spreads its requests over the median gap). Reads the whole file or
+    /// generates every request: O(requests).
     func requestTrace() throws -> Trace {
         var t: Trace
         if synthetic {
@@ -204,7 +226,7 @@ struct ReplayCommand: ParsableCommand {
             t = try Trace.read(path: trace ?? Self.defaultTrace, maxRequests: requests, lenient: lenient)
         }
         if let requests { t = t.prefix(requests) }
-        return t
+        return t.withArrivals(try arrivalMode())
     }
 
     func run() throws {
@@ -232,7 +254,7 @@ struct ReplayCommand: ParsableCommand {
         } else {
             print("\(t.source): \(t.count) requests\(t.skippedLines > 0 ? " (\(t.skippedLines) malformed lines skipped)" : ""), "
                   + "\(instances) instances, rate x\(fixed(rateScale, 2)), TTFT SLO \(fixed(ttftSloMs / 1000, 1)) s, "
-                  + "prompt blocks indexed \(indexOnSchedule ? "as scheduled" : "as allocated")"
+                  + "arrivals \(t.arrivals.rawValue), prompt blocks indexed \(indexOnSchedule ? "as scheduled" : "as allocated")"
                   + (config.sharedTier.map { ", shared tier \(fixed(Double($0.capacityBytes) / 1e9, 0)) GB at \(fixed($0.loadGigabytesPerSecond, 1)) GB/s" } ?? ""))
             print(ReplayReport.table(outcomes), terminator: "")
             print("capacity: highest rate scale with >= 90% of requests within the SLO; imbalance: max/mean busy time; "

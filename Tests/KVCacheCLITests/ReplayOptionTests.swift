@@ -98,6 +98,17 @@ struct ReplayOptionTests {
         #expect(seeded.arrivalMilliseconds != plain.arrivalMilliseconds && seeded.hashes != plain.hashes)
     }
 
+    /// `--arrivals` is spread by default, or recorded; anything else is refused by name.
+    @Test func theArrivalsOptionChoosesHowBucketsArrive() throws {
+        #expect(try ReplayCommand.parse([]).arrivalMode() == .spread)
+        #expect(try ReplayCommand.parse(["--arrivals", "recorded"]).arrivalMode() == .recorded)
+        #expect(try ReplayCommand.parse(["--synthetic", "--requests", "40"]).requestTrace().arrivals == .spread)
+        let recorded = try ReplayCommand.parse(["--synthetic", "--requests", "40", "--arrivals", "recorded"]).requestTrace()
+        #expect(recorded.arrivals == .recorded)
+        let text = optionError(ReplayCommand.self, ["--arrivals", "burst"])
+        #expect(text?.hasPrefix("--arrivals must be spread or recorded, not \"burst\"") == true, "got \(text ?? "no error")")
+    }
+
     /// No option: no tier. `--shared-tier-gb` alone: that capacity at the default 25 GB/s.
     @Test func theTierOptionsBecomeTheSimulationsTier() throws {
         #expect(try ReplayCommand.parse([]).sharedTier() == nil)

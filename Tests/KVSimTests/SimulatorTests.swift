@@ -225,7 +225,12 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         let policies = object?["policies"] as? [[String: Any]]
         #expect(policies?.count == 2)
         #expect(object?["index_on_schedule"] as? Bool == false)
+        #expect(object?["arrivals"] as? String == "recorded" && ReplayReport.json(outcomes, trace: trace.withArrivals(.spread), config: c).contains("\"arrivals\":\"spread\""))
         #expect(policies?.first?["effective_capacity"] is Double)
+        // round-robin reads no cache: no view ("-", null), where dualmap's is exact.
+        #expect(policies?.first?["view"] as? String == "exact" && policies?.last?["view"] is NSNull, "\(json)")
+        let rows = table.split(separator: "\n").map { $0.split(separator: " ") }
+        #expect(rows[2][0] == "dualmap" && rows[2][1] == "exact" && rows[3][0] == "round-robin" && rows[3][1] == "-", "\(table)")
         let svg = SVGPlot.attainment(outcomes, target: 0.9)
         #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<polyline").count == 3)
         #expect(SVGPlot.ttftCDF(outcomes, maxSeconds: 20).contains("TTFT CDF"))
