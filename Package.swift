@@ -68,16 +68,19 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
-        .testTarget(name: "CKVMemoryTests", dependencies: ["CKVMemory"]),
-        .testTarget(name: "KVCacheTests", dependencies: ["KVCache"]),
-        .testTarget(name: "KVCacheABITests", dependencies: ["KVCacheABI", "KVCache"]),
+        // Helpers several test targets share (smaps parsing, the io_uring probe, the CLI's
+        // path): test code only, in no product, so not linked into libkvcache or the CLI.
+        .target(name: "TestSupport", dependencies: ["CKVMemory"], path: "Tests/TestSupport"),
+        .testTarget(name: "CKVMemoryTests", dependencies: ["CKVMemory", "TestSupport"]),
+        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "TestSupport"]),
+        .testTarget(name: "KVCacheABITests", dependencies: ["KVCacheABI", "KVCache", "TestSupport"]),
         .testTarget(name: "KVRouterTests", dependencies: ["KVRouter", "KVCache"]),
         .testTarget(name: "KVSimTests", dependencies: ["KVSim", "KVRouter", "KVCache", "KVReport"]),
         .testTarget(name: "KVEvalTests", dependencies: ["KVEval", "KVCache"]),
         .testTarget(name: "KVReportTests", dependencies: ["KVReport"]),
         // The command-line tool's own logic (option parsing, workloads, the load report);
         // SwiftPM links an executable target into its tests with its @main entry point renamed.
-        .testTarget(name: "KVCacheCLITests", dependencies: ["kvcache", "KVCache", "KVEval", "KVReport"]),
+        .testTarget(name: "KVCacheCLITests", dependencies: ["kvcache", "KVCache", "KVEval", "KVReport", "TestSupport"]),
         .executableTarget(
             name: "KVCacheBenchmarks",
             // KVSim: its Mooncake trace reader, for the trace-replay benchmark.

@@ -1,4 +1,5 @@
 import CKVMemory
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -26,26 +27,6 @@ private func withQueue(_ cfg: kvm_io_config, _ body: (OpaquePointer, Int32, Unsa
     defer { kvm_io_destroy(io) }
     try body(io!, fd, buffer)
 }
-
-/// Whether a queue here runs on io_uring (not a sandbox or kernel without it), for the tests
-/// of its hand-over to the kernel.
-private let ioUringWorks: Bool = {
-    let fd = open("/dev/null", O_RDWR)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var files = [fd]
-    var cfg = kvm_io_config()
-    cfg.depth = 1
-    cfg.n_files = 1
-    var io: OpaquePointer?
-    let rc = files.withUnsafeMutableBufferPointer { f in
-        cfg.files = UnsafePointer(f.baseAddress)
-        return kvm_io_create(&cfg, &io)
-    }
-    guard rc == 0 else { return false }
-    defer { kvm_io_destroy(io) }
-    return kvm_io_backend(io) == Int32(KVM_IO_URING)
-}()
 
 /// A thread running `body`, joined by `join`.
 private final class Thread: @unchecked Sendable {

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import KVCacheABI
 import KVCache
@@ -75,7 +76,7 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
         try f.write(3, salt: 3, from: 0, to: tokens.count)  // faults the pages in: every tensor's first
         let reported = try f.stats().hugePages
         let engine = Unmanaged<Engine>.fromOpaque(UnsafeRawPointer(f.handle)).takeUnretainedValue()
-        let smaps = regionSmaps(start: engine.memoryRegion.start, bytes: engine.memoryRegion.bytes)
+        let smaps = SmapsFields(start: engine.memoryRegion.start, bytes: engine.memoryRegion.bytes)?.fields ?? [:]
         try #require(smaps["Rss"] ?? 0 > 0, "the region is mapped and written: \(smaps)")
         let pmd = smaps["ShmemPmdMapped"] ?? 0, tensors = 2 * UInt64(c.numLayers)
         if reported == 1 {

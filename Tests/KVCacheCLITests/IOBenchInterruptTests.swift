@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `kvcache io-bench` ended by SIGTERM or SIGINT removes what it made (the test file, 1 GiB by

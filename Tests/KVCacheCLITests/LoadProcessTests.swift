@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// `kvcache load` as a process: what it writes on standard error, its exit status, and what

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TestSupport
 import Testing
 @testable import KVCache
 
@@ -42,7 +43,7 @@ struct HugePageTests {
         #expect(try kvMismatches(e, 1, tokens: prompt, from: 0) == 0)
 
         let region = e.memoryRegion
-        let pmd = smapsBytes("ShmemPmdMapped:", start: region.start, bytes: region.bytes)
+        let pmd = smapsBytes("ShmemPmdMapped", start: region.start, bytes: region.bytes)
         // 3000 tokens fill 3 pages in each of the 4 tensors: all 12 written pages are huge.
         #expect(pmd >= 12 * (2 << 20), "\(pmd >> 20) MiB PMD-mapped (shmem_enabled \(Self.shmemMode ?? "?"))")
         #expect(e.stats().committedBytes <= c.memoryBytes)
@@ -61,9 +62,9 @@ struct HugePageTests {
         try writeKV(e, 1, tokens: prompt, from: 0)
         let region = e.memoryRegion
         try #require(residentBytes(start: region.start, bytes: region.bytes) > 0, "the written K/V is mapped")
-        let pmd = smapsBytes("ShmemPmdMapped:", start: region.start, bytes: region.bytes)
-        let other = smapsBytes("AnonHugePages:", start: region.start, bytes: region.bytes)
-            + smapsBytes("FilePmdMapped:", start: region.start, bytes: region.bytes)
+        let pmd = smapsBytes("ShmemPmdMapped", start: region.start, bytes: region.bytes)
+        let other = smapsBytes("AnonHugePages", start: region.start, bytes: region.bytes)
+            + smapsBytes("FilePmdMapped", start: region.start, bytes: region.bytes)
         if e.stats().hugePages {
             #expect(pageBytes == 2 << 20, "only 2 MiB pages can be huge")
             #expect(pmd >= 4 * pageBytes, "\(pmd) bytes PMD-mapped (shmem_enabled \(Self.shmemMode ?? "?"))")

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CKVMemory
+import TestSupport
 import Testing
 @testable import KVCache
 

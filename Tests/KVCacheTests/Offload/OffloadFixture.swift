@@ -94,12 +94,6 @@ func kvDifferences(_ e: Engine, _ seq: UInt64, count: Int, from: Int = 0, token:
     return bad
 }
 
-/// The `kvcache-cli` executable built beside the test bundle.
-func cliPath() -> String {
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("kvcache-cli").path
-}
-
 /// Mounts a tmpfs of `bytes` at a new directory (root only); nil when mounting is not allowed.
 func mountTmpfs(bytes: Int, options: String = "") -> ScratchDir? {
     let dir = ScratchDir("tmpfs")

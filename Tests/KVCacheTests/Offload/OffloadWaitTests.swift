@@ -1,4 +1,5 @@
 import CKVMemory
+import TestSupport
 import Testing
 @testable import KVCache
 
@@ -89,7 +90,7 @@ struct OffloadWaitTests {
     /// device wait), hands them over again and returns, its sequence swapped in intact after.
     /// Before, a wait_for 0 reap sent nothing and the device wait could not see unsent
     /// entries: the call waited forever (here, until the guard's drain sent them).
-    @Test(.enabled(if: ioUringWorksHere, "io_uring only: this machine's disk tier falls back to threads"), arguments: layouts)
+    @Test(.enabled(if: ioUringWorks, "io_uring only: this machine's disk tier falls back to threads"), arguments: layouts)
     func aSwapOutWhoseWritesAFailedHandOverLeftUnsentReturns(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
@@ -253,25 +254,6 @@ func loggedCall(_ name: String, _ order: EventLog, _ call: @escaping () throws -
         }
     }
 }
-
-/// Whether an I/O queue here runs on io_uring (not a sandbox or kernel without it).
-let ioUringWorksHere: Bool = {
-    let fd = open("/dev/null", O_RDWR)
-    guard fd >= 0 else { return false }
-    defer { close(fd) }
-    var files = [fd]
-    var cfg = kvm_io_config()
-    cfg.depth = 1
-    cfg.n_files = 1
-    var io: OpaquePointer?
-    let rc = files.withUnsafeMutableBufferPointer { f in
-        cfg.files = UnsafePointer(f.baseAddress)
-        return kvm_io_create(&cfg, &io)
-    }
-    guard rc == 0 else { return false }
-    defer { kvm_io_destroy(io) }
-    return kvm_io_backend(io) == Int32(KVM_IO_URING)
-}()
 
 /// Events in the order threads record them.
 final class EventLog: @unchecked Sendable {

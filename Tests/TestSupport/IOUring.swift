@@ -1,0 +1,25 @@
+import CKVMemory
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Whether an I/O queue (`kvm_io_create`) here runs on io_uring, not on the thread fallback a
+/// sandbox or a kernel without io_uring gets: the condition of the tests of the hand-over to
+/// the kernel. Probed once, with a depth-1 queue on /dev/null.
+public let ioUringWorks: Bool = {
+    let fd = open("/dev/null", O_RDWR)
+    guard fd >= 0 else { return false }
+    defer { close(fd) }
+    var files = [fd]
+    var cfg = kvm_io_config()
+    cfg.depth = 1
+    cfg.n_files = 1
+    var io: OpaquePointer?
+    let rc = files.withUnsafeMutableBufferPointer { f in
+        cfg.files = UnsafePointer(f.baseAddress)
+        return kvm_io_create(&cfg, &io)
+    }
+    guard rc == 0 else { return false }
+    defer { kvm_io_destroy(io) }
+    return kvm_io_backend(io) == Int32(KVM_IO_URING)
+}()
