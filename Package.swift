@@ -69,7 +69,8 @@ let package = Package(
             ]
         ),
         // Helpers several test targets share (smaps parsing, the io_uring probe, the CLI's
-        // path): test code only, in no product, so not linked into libkvcache or the CLI.
+        // path, a test thread): test code only, in no product, so not linked into libkvcache
+        // or the CLI.
         .target(name: "TestSupport", dependencies: ["CKVMemory"], path: "Tests/TestSupport"),
         .testTarget(name: "CKVMemoryTests", dependencies: ["CKVMemory", "TestSupport"]),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "TestSupport"]),

@@ -28,23 +28,6 @@ private func withQueue(_ cfg: kvm_io_config, _ body: (OpaquePointer, Int32, Unsa
     try body(io!, fd, buffer)
 }
 
-/// A thread running `body`, joined by `join`.
-private final class Thread: @unchecked Sendable {
-    private var thread = pthread_t()
-    private let body: () -> Void
-    init(_ body: @escaping () -> Void) {
-        self.body = body
-        let me = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&thread, nil, { raw in
-            let me = Unmanaged<Thread>.fromOpaque(raw!).takeRetainedValue()
-            me.body()
-            return nil
-        }, me)
-    }
-    func join() { pthread_join(thread, nil) }
-    func signal(_ number: Int32) { pthread_kill(thread, number) }
-}
-
 @Suite("I/O queue")
 struct IOQueueTests {
     /// A caller's tag comes back unchanged from both backends; one with bit 63 set, which the
@@ -120,7 +103,7 @@ struct IOQueueTests {
             try #require(kvm_io_backend(io) == Int32(KVM_IO_URING), "io_uring only: this machine's queue fell back to threads")
             // A wait already sleeping (nothing in flight) when the submit's hand-over fails.
             var waited: Int32 = -2
-            let waiter = Thread { waited = kvm_io_wait(io, 2_000_000) }
+            let waiter = TestThread { waited = kvm_io_wait(io, 2_000_000) }
             usleep(20_000)
             #expect(kvm_io_fail_submits(io, 3) == 0)  // the submit's, and the two reaps' below
             var write = kvm_io_req(tag: 4, buf: buffer, offset: 0, len: 4096, op: UInt16(KVM_IO_WRITE), file: 0, buf_index: -1)
@@ -176,7 +159,7 @@ struct IOQueueTests {
         var reaped: Int32 = -100
         var done = kvm_io_done()
         var unblocked: Int32 = -1
-        let reaper = Thread {
+        let reaper = TestThread {
             var set = sigset_t()
             sigemptyset(&set)
             sigaddset(&set, SIGUSR2)
@@ -216,7 +199,7 @@ struct IOQueueTests {
             var waited: Int32 = -100
             var elapsedMs: Int64 = -1
             var unblocked: Int32 = -1
-            let waiter = Thread {
+            let waiter = TestThread {
                 var set = sigset_t()
                 sigemptyset(&set)
                 sigaddset(&set, SIGUSR2)

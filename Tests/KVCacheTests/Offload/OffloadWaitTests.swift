@@ -272,22 +272,6 @@ final class EventLog: @unchecked Sendable {
     }
 }
 
-/// A pthread running `body`; `join` waits for it.
-final class TestThread: @unchecked Sendable {
-    private var thread = pthread_t()
-    private let body: () -> Void
-    init(_ body: @escaping () -> Void) {
-        self.body = body
-        let me = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&thread, nil, { raw in
-            let me = Unmanaged<TestThread>.fromOpaque(raw!).takeRetainedValue()
-            me.body()
-            return nil
-        }, me)
-    }
-    func join() { pthread_join(thread, nil) }
-}
-
 /// Checks `condition` every millisecond until it holds (true) or `seconds` passed (false): a
 /// guard so that a broken implementation fails the test instead of hanging it.
 func waitUntil(seconds: Int = 60, _ condition: () -> Bool) -> Bool {
