@@ -60,7 +60,8 @@ public struct EvictionEvaluation: Sendable {
         return c
     }
 
-    /// Throws `TraceError` naming the first bad setting: no policy, no budget, or a setting
+    /// Throws `TraceError` naming the first bad setting: no policy, no budget, a budget or
+    /// policy given twice (it would run twice, both runs on one bar of the plot), or a setting
     /// the engine refuses (`EvictionConfig.validate()`: the recent ratio outside 0...1,
     /// episodes outside 1...64). The settings are the same for every policy (`config(_:)`
     /// changes only the policy kind, which `validate()` does not check), so they are checked
@@ -69,12 +70,11 @@ public struct EvictionEvaluation: Sendable {
     public func validate() throws {
         guard !policies.isEmpty else { throw TraceError(description: "no policy to run") }
         guard !ratios.isEmpty else { throw TraceError(description: "no budget ratio to run") }
-        if let twice = ratios.enumerated().first(where: { ratios.prefix($0.offset).contains($0.element) })?.element {
-            throw TraceError(description: "budget \(twice) is given twice")
+        func firstRepeated<T: Equatable>(_ values: [T]) -> T? {
+            values.indices.first { values[..<$0].contains(values[$0]) }.map { values[$0] }
         }
-        if let twice = policies.enumerated().first(where: { policies.prefix($0.offset).contains($0.element) })?.element {
-            throw TraceError(description: "policy \(twice) is given twice")
-        }
+        if let twice = firstRepeated(ratios) { throw TraceError(description: "budget \(twice) is given twice") }
+        if let twice = firstRepeated(policies) { throw TraceError(description: "policy \(twice) is given twice") }
         do {
             try config("none").validate()
         } catch {

@@ -135,13 +135,9 @@ struct IOQueueTests {
         var pipeFDs: [Int32] = [-1, -1]
         try #require(pipe(&pipeFDs) == 0)
         defer { close(pipeFDs[0]); close(pipeFDs[1]) }
-        var action = sigaction()
-        action.__sigaction_handler.sa_handler = { _ in }
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = 0
-        var previous = sigaction()
-        try #require(sigaction(SIGUSR2, &action, &previous) == 0)
-        defer { sigaction(SIGUSR2, &previous, nil) }
+        let handler = InterruptingSignal()
+        try #require(handler.installed)
+        defer { handler.restore() }
         let buffer = kvm_io_alloc_buffers(4096)!
         defer { kvm_io_free_buffers(buffer, 4096) }
         var cfg = kvm_io_config()
@@ -160,10 +156,7 @@ struct IOQueueTests {
         var done = kvm_io_done()
         var unblocked: Int32 = -1
         let reaper = TestThread {
-            var set = sigset_t()
-            sigemptyset(&set)
-            sigaddset(&set, SIGUSR2)
-            unblocked = pthread_sigmask(SIG_UNBLOCK, &set, nil)  // the test runner's threads may block it
+            unblocked = unblockSIGUSR2()
             reaped = kvm_io_reap(io, &done, 1, 1, -1)
         }
         for _ in 0..<20 {
@@ -185,13 +178,9 @@ struct IOQueueTests {
     /// bound is generous: a guard against never returning, not a timing claim.
     @Test(arguments: [Int32(0), 1])
     func signalsDoNotStretchATimedWait(forceThreads: Int32) throws {
-        var action = sigaction()
-        action.__sigaction_handler.sa_handler = { _ in }
-        sigemptyset(&action.sa_mask)
-        action.sa_flags = 0
-        var previous = sigaction()
-        try #require(sigaction(SIGUSR2, &action, &previous) == 0)
-        defer { sigaction(SIGUSR2, &previous, nil) }
+        let handler = InterruptingSignal()
+        try #require(handler.installed)
+        defer { handler.restore() }
         var cfg = kvm_io_config()
         cfg.depth = 4
         cfg.force_threads = forceThreads
@@ -200,10 +189,7 @@ struct IOQueueTests {
             var elapsedMs: Int64 = -1
             var unblocked: Int32 = -1
             let waiter = TestThread {
-                var set = sigset_t()
-                sigemptyset(&set)
-                sigaddset(&set, SIGUSR2)
-                unblocked = pthread_sigmask(SIG_UNBLOCK, &set, nil)  // the test runner's threads may block it
+                unblocked = unblockSIGUSR2()
                 var start = timespec(), end = timespec()
                 clock_gettime(CLOCK_MONOTONIC, &start)
                 waited = kvm_io_wait(io, 200_000)
@@ -296,3 +282,35 @@ struct IOQueueTests {
         #expect(kvm_file_size_limit() == (limit.rlim_cur == rlim_t.max ? UInt64.max : UInt64(limit.rlim_cur)))
     }
 }
+
+/// SIGUSR2 with a handler that does nothing and no SA_RESTART, so a system call it interrupts
+/// fails with EINTR (what the signal tests send), from `init` until `restore()` puts the
+/// previous action back.
+private struct InterruptingSignal {
+    private var previous = sigaction()
+    /// Whether the handler was installed.
+    private(set) var installed = false
+
+    init() {
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { _ in }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = 0
+        installed = sigaction(SIGUSR2, &action, &previous) == 0
+    }
+
+    /// Puts back the action SIGUSR2 had before `init`.
+    func restore() {
+        var previous = previous
+        sigaction(SIGUSR2, &previous, nil)
+    }
+}
+
+/// Unblocks SIGUSR2 on the calling thread (the test runner's threads may block it); 0 on success.
+private func unblockSIGUSR2() -> Int32 {
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGUSR2)
+    return pthread_sigmask(SIG_UNBLOCK, &set, nil)
+}
+

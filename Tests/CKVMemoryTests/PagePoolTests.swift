@@ -6,11 +6,11 @@ import Testing
 import Glibc
 #endif
 
-func makePool(budget: UInt64, tensors: UInt32 = 4, groupBytes: UInt64 = 4096, numaNode: Int32 = -1) -> (OpaquePointer?, Int32) {
+func makePool(budget: UInt64, tensors: UInt32 = 4, groupBytes: UInt64 = 4096, pageBytes: UInt64 = 4096, numaNode: Int32 = -1) -> (OpaquePointer?, Int32) {
     var cfg = kvm_pool_config()
     cfg.tensors = tensors
     cfg.group_bytes = groupBytes
-    cfg.page_bytes = 4096
+    cfg.page_bytes = pageBytes
     cfg.budget_bytes = budget
     cfg.numa_node = numaNode
     var pool: OpaquePointer?
@@ -140,15 +140,9 @@ struct PagePoolTests {
     /// when not; and a fresh 2 MiB-aligned, huge-page-advised view of the memfd has
     /// `THPeligible` 1 (the kernel would fault huge pages there) exactly when reported huge.
     @Test func hugePagesAreReportedExactlyWhenTheKernelMapsThem() throws {
-        let page: UInt64 = 2 << 20
-        var cfg = kvm_pool_config()
-        cfg.tensors = 2
-        cfg.group_bytes = page
-        cfg.page_bytes = page
-        cfg.budget_bytes = 4 * 2 * page
-        cfg.numa_node = -1
-        var pool: OpaquePointer?
-        try #require(kvm_pool_create(&cfg, &pool) == 0)
+        let page: UInt64 = 2 << 20, budget = 4 * 2 * page
+        let (pool, rc) = makePool(budget: budget, tensors: 2, groupBytes: page, pageBytes: page)
+        try #require(rc == 0)
         defer { kvm_pool_destroy(pool) }
         var ranges: OpaquePointer?
         try #require(kvm_ranges_create(pool, 1, 2 * page, &ranges) == 0)
@@ -165,7 +159,7 @@ struct PagePoolTests {
             #expect(m.smaps["AnonHugePages"] == 0 && m.smaps["FilePmdMapped"] == 0, "a memfd's huge pages count as shmem")
         }
         // A view of the memfd at a 2 MiB boundary, advised huge pages: would the kernel give them?
-        let bytes = Int(cfg.budget_bytes)
+        let bytes = Int(budget)
         let reserve = mmap(nil, bytes + Int(page), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)!
         try #require(reserve != MAP_FAILED)
         defer { munmap(reserve, bytes + Int(page)) }
@@ -443,14 +437,8 @@ struct VirtualRangeTests {
     /// kernel, which places a mapping at any 4 KiB boundary, would seldom align all 8 by chance.
     @Test(arguments: [UInt64(64 << 10), 2 << 20])
     func theReservationStartsAtAMultipleOfThePageSize(pageBytes: UInt64) {
-        var cfg = kvm_pool_config()
-        cfg.tensors = 2
-        cfg.group_bytes = pageBytes
-        cfg.page_bytes = pageBytes
-        cfg.budget_bytes = 4 * 2 * pageBytes
-        cfg.numa_node = -1
-        var pool: OpaquePointer?
-        #expect(kvm_pool_create(&cfg, &pool) == 0)
+        let (pool, rc) = makePool(budget: 4 * 2 * pageBytes, tensors: 2, groupBytes: pageBytes, pageBytes: pageBytes)
+        #expect(rc == 0)
         defer { kvm_pool_destroy(pool) }
         var all: [OpaquePointer?] = []
         defer { all.forEach { kvm_ranges_destroy($0) } }

@@ -28,10 +28,11 @@ import Glibc
 /// exactly one, in the same step: `blockStored` when a hashed slot enters it (`submitWrite`: a
 /// lookup finds a block from its write's submission; `recover`, after one `allCleared`),
 /// `blockRemoved` when one leaves it (`drop` for room, a failed write, a read found torn or
-/// corrupt, a failed read of a slot nothing else pins). So the tier-1 events drained in order give exactly the hashes `lookup` finds
-/// (`findableHashes`). Slots without a hash (swapped-out sequences' own, offloaded-token
-/// records) are never in the index and never announced; nor are peers' blocks. One enqueue
-/// per block, no allocation; always under the engine's lock, as is every call here.
+/// corrupt, a failed read of a slot nothing else pins). So the tier-1 events drained in order
+/// give exactly the hashes `lookup` finds (`findableHashes`). Slots without a hash
+/// (swapped-out sequences' own, offloaded-token records) are never in the index and never
+/// announced; nor are peers' blocks. One enqueue per block, no allocation; always under the
+/// engine's lock, as is every call here.
 final class DiskTier {
     let slotBytes: Int
     let payloadBytes: Int
