@@ -1,8 +1,12 @@
 /* kvm_checksum64: written for this project. 64-byte stripes into four accumulators; each pair
- * of words is keyed, multiplied 64x64->128 and folded (one multiply per 16 bytes, so the
- * multiplier is not the bottleneck), and one raw word is added too so that a word equal to
- * its key still counts. A MurmurHash3-style finalizer mixes the result. Detects torn and
- * corrupted data; not cryptographic. */
+ * of words is keyed by its lane and by the stripe's position, multiplied 64x64->128 and folded
+ * (one multiply per 16 bytes, so the multiplier is not the bottleneck), and one raw word is
+ * added too so that a word equal to its key still counts. The position key makes the sum
+ * depend on where each stripe is: without it the lanes only added up their stripes, so a
+ * slot with two stripes (or two 4 KiB sectors) swapped checksummed the same. A
+ * MurmurHash3-style finalizer mixes the result. Detects torn, corrupted and reordered data;
+ * not cryptographic. Inputs shorter than a stripe (slot headers, journal records) never reach
+ * the stripes: their values are those of the format before the position key. */
 #include "kvm_slab.h"
 #include <string.h>
 
@@ -34,18 +38,23 @@ static inline uint64_t fmix(uint64_t h) {
     return h;
 }
 
-/* One 64-byte stripe at p into the four accumulators; stored at copy as well unless it is NULL
+/* One 64-byte stripe at p, keyed by `position` (a different value for every stripe of an
+ * input: see `next`), into the four accumulators; stored at copy as well unless it is NULL
  * (a constant at every call, so the test folds away). */
-static inline void stripe(uint64_t acc[4], const uint8_t *p, uint8_t *copy) {
+static inline void stripe(uint64_t acc[4], const uint8_t *p, uint8_t *copy, uint64_t position) {
     for (int i = 0; i < 4; i++) {
         uint64_t a = load64(p + 16 * i), b = load64(p + 16 * i + 8);
         if (copy) {
             memcpy(copy + 16 * i, &a, 8);
             memcpy(copy + 16 * i + 8, &b, 8);
         }
-        acc[i] += fold(a ^ keys[2 * i], b ^ keys[2 * i + 1]) + rotl(a, 17) + b;
+        acc[i] += fold(a ^ keys[2 * i] ^ position, b ^ keys[2 * i + 1]) + rotl(a, 17) + b;
     }
 }
+
+/* The position key of the stripe after the one keyed `position`: a Weyl sequence (an odd
+ * step), so no two of the first 2^64 stripes share a key. */
+static inline uint64_t next(uint64_t position) { return position + P2; }
 
 static inline void start(uint64_t acc[4], uint64_t seed) {
     acc[0] = seed ^ P1;
@@ -74,8 +83,8 @@ uint64_t kvm_checksum64(const void *data, uint64_t len, uint64_t seed) {
     const uint8_t *p = data;
     uint64_t acc[4];
     start(acc, seed);
-    uint64_t n = len;
-    for (; n >= 64; n -= 64, p += 64) stripe(acc, p, NULL);
+    uint64_t n = len, position = P1;
+    for (; n >= 64; n -= 64, p += 64, position = next(position)) stripe(acc, p, NULL, position);
     return finish(acc, p, n, len);
 }
 
@@ -86,11 +95,11 @@ uint64_t kvm_copy_checksum64(void *dst, const void *const *sources, uint32_t cou
         return kvm_checksum64(dst, count * run_bytes, seed);
     }
     /* Each word is loaded once, checksummed and stored from its register. */
-    uint64_t acc[4];
+    uint64_t acc[4], position = P1;
     start(acc, seed);
     for (uint32_t i = 0; i < count; i++) {
         const uint8_t *p = sources[i];
-        for (uint64_t n = 0; n < run_bytes; n += 64, p += 64, d += 64) stripe(acc, p, d);
+        for (uint64_t n = 0; n < run_bytes; n += 64, p += 64, d += 64, position = next(position)) stripe(acc, p, d, position);
     }
     return finish(acc, d, 0, count * run_bytes);
 }

@@ -11,16 +11,37 @@ struct ChecksumCopyTests {
     static func pattern(_ count: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 * 37 + 11) } }
 
     @Test func checksumValuesAreThoseOfEarlierBuilds() {
-        // Computed by the implementation slabs were written with until 2026-11-22 (f146648).
+        // Computed by the implementation slabs of tier format 2 are written with (since
+        // 2026-11-24: stripes keyed by position). Below 64 bytes (slot headers, journal
+        // records) the values are format 1's too, of the implementation of 2026-11-22 (f146648).
         let known: [(Int, UInt64)] = [
             (0, 0xda38_6630_eb0c_cc53), (1, 0xb873_b626_d20f_a45f), (7, 0x591c_39d0_e2bf_8a31),
-            (8, 0x54f7_25cd_62d0_ba9f), (63, 0x917e_a4b1_e398_8369), (64, 0x5760_2004_24f3_d107),
-            (65, 0xfe3d_fa25_7092_1efb), (127, 0x44d3_d479_b7ae_ffed), (128, 0xa792_c7df_ec31_f4e2),
-            (1000, 0x20c2_ec56_9965_9c33),
+            (8, 0x54f7_25cd_62d0_ba9f), (63, 0x917e_a4b1_e398_8369), (64, 0x9596_c579_b997_d31e),
+            (65, 0x091f_280d_dd5d_3292), (127, 0x574b_3c36_7d69_2208), (128, 0x8ade_25a0_b6bb_72a7),
+            (1000, 0xbdf6_d9b6_023b_0366),
         ]
         let bytes = Self.pattern(1000)
         for (length, value) in known {
             #expect(bytes.withUnsafeBytes { kvm_checksum64($0.baseAddress, UInt64(length), 0x5eed) } == value, "length \(length)")
+        }
+    }
+
+    /// Moving data within the input changes the sum: two 64-byte stripes swapped, two 4 KiB
+    /// sectors swapped (a slot's payload written out of order), a stripe moved by one
+    /// position. Format 1 summed the stripes of each lane in any order, so each of these
+    /// checksummed the same.
+    @Test func reorderedStripesChangeTheChecksum() {
+        let original = Self.pattern(8192).enumerated().map { UInt8(truncatingIfNeeded: Int($0.element) ^ ($0.offset / 64) &* 131) }
+        func sum(_ b: [UInt8]) -> UInt64 { b.withUnsafeBytes { kvm_checksum64($0.baseAddress, UInt64($0.count), 0x5eed) } }
+        var stripes = original
+        stripes.replaceSubrange(64..<128, with: original[640..<704])
+        stripes.replaceSubrange(640..<704, with: original[64..<128])
+        let sectors = Array(original[4096...]) + Array(original[..<4096])
+        var rotated = original
+        rotated.replaceSubrange(0..<128, with: original[64..<128] + original[0..<64])
+        for (name, moved) in [("stripes", stripes), ("sectors", sectors), ("adjacent", rotated)] {
+            #expect(moved != original && moved.sorted() == original.sorted(), "\(name): a permutation")
+            #expect(sum(moved) != sum(original), "\(name)")
         }
     }
 

@@ -182,8 +182,9 @@ int kvm_slab_sync_journal_dir(kvm_slab *s);
 void kvm_slab_fail_dir_syncs(kvm_slab *s, int64_t after);
 
 /* A seeded 64-bit checksum of len bytes (4 independent multiply-fold lanes over 64-byte
- * stripes, MurmurHash3's finalizer). Not cryptographic; detects torn and corrupted data.
- * Cost: one 64x64->128 multiply per 16 bytes. */
+ * stripes, each stripe keyed by its position, MurmurHash3's finalizer). Not cryptographic;
+ * detects torn, corrupted and reordered data. Its values are part of the slab's format
+ * (tier format 2, TierIdentity). Cost: one 64x64->128 multiply per 16 bytes. */
 uint64_t kvm_checksum64(const void *data, uint64_t len, uint64_t seed);
 /* Copies `count` runs of run_bytes, sources[i] to dst + i * run_bytes, and returns
  * kvm_checksum64(dst, count * run_bytes, seed). When run_bytes is a multiple of 64 each word

@@ -13,7 +13,7 @@ import Glibc
 /// The file is text, one `key value` per line after a version line, so that an operator can
 /// read it:
 ///
-///     kvcache tier identity 1
+///     kvcache tier identity 2
 ///     model_tag 0x00000000000000a1
 ///     num_layers 32
 ///     num_kv_heads 8
@@ -24,6 +24,11 @@ import Glibc
 /// It is written once, by the engine that owns the directory (under its lock), to a temporary
 /// file that is synced and renamed over, so it is never seen half written. The layout (paged
 /// or contiguous) is not part of it: a slot holds a block in one format for both.
+///
+/// The version is the slab's format too: version 2 slots carry the payload checksum keyed by
+/// stripe position (`kvm_checksum64`, 2026-11-24); a version 1 directory's slots would all
+/// fail verification, so its engine is refused, naming the files to remove, rather than
+/// adopting a tier whose every block reads back as corrupt.
 /// Cost: one small file read at open, and one write when the directory has none.
 struct TierIdentity: Equatable {
     var modelTag: UInt64
@@ -37,7 +42,10 @@ struct TierIdentity: Equatable {
     /// Where `write` puts an identity before renaming it over `fileName`: there only while
     /// one is written, or after a process ended in the middle.
     static let temporaryFileName = fileName + ".tmp"
-    private static let versionLine = "kvcache tier identity 1"
+    private static let versionLine = "kvcache tier identity 2"
+    /// The first line of a version 1 identity, whose slab's payload checksums this build does
+    /// not accept.
+    private static let formerVersionLine = "kvcache tier identity 1"
 
     /// The identity of blocks written by an engine of `config`.
     init(_ config: EngineConfig) {
@@ -121,8 +129,12 @@ struct TierIdentity: Equatable {
             if n == 0 { break }
             count += n
         }
-        guard count < bytes.count, let identity = TierIdentity(text: String(decoding: bytes[0..<count], as: UTF8.self)) else {
-            throw .invalid("'\(path)' is not a kvcache tier identity (version 1); it was not written by this engine")
+        let text = String(decoding: bytes[0..<count], as: UTF8.self)
+        if text.hasPrefix(formerVersionLine + "\n") {
+            throw .invalid("'\(path)' is of tier format 1, whose slots this build cannot verify (their payload checksums changed); remove \(DiskTierFiles.names.prefix(3).joined(separator: ", ")) from '\(dir)' to start its tier empty")
+        }
+        guard count < bytes.count, let identity = TierIdentity(text: text) else {
+            throw .invalid("'\(path)' is not a kvcache tier identity (version 2); it was not written by this engine")
         }
         return identity
     }

@@ -73,7 +73,7 @@ struct TierIdentityTests {
         #expect(try kvDifferences(e, 1, count: 200) { prompt[$0] } == 0)
         let text = String(decoding: FileManager.default.contents(atPath: dir.path + "/kvcache.identity") ?? Data(), as: UTF8.self)
         #expect(text == """
-            kvcache tier identity 1
+            kvcache tier identity 2
             model_tag 0x0000000000000005
             num_layers 2
             num_kv_heads 2
@@ -88,11 +88,34 @@ struct TierIdentityTests {
         let dir = ScratchDir("identityGarbage")
         defer { dir.remove() }
         let path = dir.path + "/kvcache.identity"
-        let garbage = Data("kvcache tier identity 1\nmodel_tag 12\n".utf8)
+        let garbage = Data("kvcache tier identity 2\nmodel_tag 12\n".utf8)
         #expect(FileManager.default.createFile(atPath: path, contents: garbage))
         let e = refusal(offloadConfig(.paged, dir: dir.path))
         #expect(e?.code == .invalidArgument && e!.message.contains("is not a kvcache tier identity"), "\(e?.message ?? "opened")")
         #expect(FileManager.default.contents(atPath: path) == garbage)
+    }
+
+    /// A directory of tier format 1 (payload checksums before the position key): every slot
+    /// would fail verification, so the engine is refused, naming the files to remove, and
+    /// nothing there changes.
+    @Test func aDirectoryOfTheFormerFormatIsRefusedNamingItsFiles() throws {
+        let dir = ScratchDir("identityFormat1")
+        defer { dir.remove() }
+        let config = offloadConfig(.paged, dir: dir.path)
+        do {
+            let e = try Engine(config)
+            try spillPrompt(e, 1, tokens(203, seed: 13))
+        }
+        let path = dir.path + "/kvcache.identity"
+        let former = Data(String(decoding: FileManager.default.contents(atPath: path)!, as: UTF8.self)
+            .replacingOccurrences(of: "identity 2\n", with: "identity 1\n").utf8)
+        #expect(FileManager.default.createFile(atPath: path, contents: former))
+        let slab = FileManager.default.contents(atPath: dir.path + "/kvcache.slab")
+        let e = refusal(config)
+        #expect(e?.code == .invalidArgument && e!.message.contains("tier format 1")
+                && e!.message.contains("remove kvcache.slab, kvcache.journal, kvcache.identity"), "\(e?.message ?? "opened")")
+        #expect(FileManager.default.contents(atPath: path) == former)
+        #expect(FileManager.default.contents(atPath: dir.path + "/kvcache.slab") == slab)
     }
 
     @Test func theTextRoundTripsAndEveryFieldCounts() throws {
@@ -109,7 +132,7 @@ struct TierIdentityTests {
         }
         #expect(TierIdentity(text: identity.text.replacingOccurrences(of: "head_dim 8\n", with: "")) == nil, "a field missing")
         #expect(TierIdentity(text: identity.text + "head_dim 8\n") == nil, "a field twice")
-        #expect(TierIdentity(text: identity.text.replacingOccurrences(of: "identity 1", with: "identity 2")) == nil, "another version")
+        #expect(TierIdentity(text: identity.text.replacingOccurrences(of: "identity 2", with: "identity 3")) == nil, "another version")
     }
 
     @Test func aPeerOfAnotherModelIsRefusedAndAPeerWithoutAnIdentityIsIO() throws {
