@@ -45,6 +45,9 @@ final class SwapOutQueue {
     private struct Entry {
         let slot: Int
         let diskSlots: UnsafeMutablePointer<Int32>
+        /// The hash each block was written or found under (0: a block outside the prefix index,
+        /// whose slot no other request reads).
+        let hashes: UnsafeMutablePointer<UInt64>
         let count: Int
         let waited: Bool
         var submitted = 0
@@ -88,7 +91,10 @@ final class SwapOutQueue {
     }
 
     deinit {
-        for e in entries { e.diskSlots.deallocate() }
+        for e in entries {
+            e.diskSlots.deallocate()
+            e.hashes.deallocate()
+        }
     }
 
     /// Swap-outs that ended (completed, cancelled or failed), ever: waiters compare it before and after.
@@ -123,7 +129,7 @@ final class SwapOutQueue {
         let count = sequences.blockCount(slot)
         let table = sequences.table(slot)
         try tier.checkRoom(forSwapOut: count) { blocks.hash(of: table[$0]) }
-        var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), count: count, waited: waited)
+        var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), hashes: .allocate(capacity: max(1, count)), count: count, waited: waited)
         do throws(KVError) {
             if count > 0 { try submitNext(&e) }
             while e.submitted < count && tier.swapOutStages > 0 { try submitNext(&e) }
@@ -131,6 +137,7 @@ final class SwapOutQueue {
             tier.drain()
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
             e.diskSlots.deallocate()
+            e.hashes.deallocate()
             throw error
         }
         swapped[slot] = true
@@ -144,6 +151,7 @@ final class SwapOutQueue {
     /// Copies `e`'s next block into a staging buffer and submits its write (see `DiskTier.writeSwap`).
     private func submitNext(_ e: inout Entry) throws(KVError) {
         let i = e.submitted, b = sequences.table(e.slot)[i], bt = sequences.blockTokens
+        e.hashes[i] = blocks.hash(of: b)
         e.diskSlots[i] = try tier.writeSwap(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b), slot: e.slot, position: i,
                                             tokens: min(bt, sequences.lengths[e.slot] - i * bt))
         e.submitted += 1
@@ -172,7 +180,9 @@ final class SwapOutQueue {
 
     /// True when entry `i` can be finished: every block on disk, or it failed and none of its
     /// submitted writes is still in flight. Advances `durable` past the writes that ended well;
-    /// a write that ended badly fails the entry.
+    /// a write that ended badly fails the entry, and so does, once every block is durable, a
+    /// slot that no longer holds the block's hash (another read found it corrupt since: a
+    /// slot the swap-out found already written counted at once). O(blocks) at the end.
     private func canFinish(_ i: Int) -> Bool {
         while entries[i].failure == nil && entries[i].durable < entries[i].submitted {
             let d = entries[i].diskSlots[entries[i].durable]
@@ -183,7 +193,16 @@ final class SwapOutQueue {
             }
             entries[i].durable += 1
         }
-        if entries[i].failure == nil { return entries[i].durable == entries[i].count }
+        if entries[i].failure == nil {
+            guard entries[i].durable == entries[i].count else { return false }
+            // A slot found bad since it was counted durable (a read of it failed verification:
+            // `DiskTier.markBroken` cleared its hash) must not take the place of memory.
+            let e = entries[i]
+            if let bad = (0..<e.count).first(where: { e.hashes[$0] != 0 && tier.hash(of: e.diskSlots[$0]) != e.hashes[$0] }) {
+                entries[i].failure = failureMessage(e.slot, "disk slot \(e.diskSlots[bad]) of block \(bad) was found corrupt before the swap-out completed")
+            }
+            return true
+        }
         return !(entries[i].durable..<entries[i].submitted).contains { tier.isWriting(entries[i].diskSlots[$0]) }
     }
 
@@ -217,7 +236,10 @@ final class SwapOutQueue {
     /// failure's message (disk slots let go, the sequence resident and unchanged).
     func finish(_ slot: Int) -> String? {
         let e = remove(slot)
-        defer { e.diskSlots.deallocate() }
+        defer {
+            e.diskSlots.deallocate()
+            e.hashes.deallocate()
+        }
         precondition(e.failure != nil || e.durable == e.count, "finishing swap-out of slot \(slot) before its writes ended")
         if let failure = e.failure {
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
@@ -262,6 +284,7 @@ final class SwapOutQueue {
         let e = remove(slot)
         for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
         e.diskSlots.deallocate()
+        e.hashes.deallocate()
         swapped[slot] = false
         cancelled += 1
         return true

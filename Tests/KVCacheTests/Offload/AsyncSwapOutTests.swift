@@ -605,4 +605,33 @@ struct AsyncSwapOutTests {
         e.poll(timeoutMicroseconds: 0)
         #expect(e.stats().disk.swapOuts == before.disk.swapOuts + 1, "the next call that may settles it")
     }
+
+    /// A swap-out that finds a block already on disk only pins that slot, which counts as
+    /// written at once. When another request's read finds the slot corrupt before the
+    /// swap-out settles, the swap-out fails: the sequence stays resident with its K/V. Before,
+    /// it completed onto the bad slot, released memory whose K/V was intact, and its swap-in
+    /// failed. Contiguous: a paged swap-in of blocks still in memory reads no slot.
+    @Test func aSwapOutDoesNotCompleteOntoASlotAnotherReadFoundCorrupt() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let prompt = tokens(26, seed: 17)  // six full blocks and two tokens
+        let e = try engine(.contiguous, dir: dir, prompt: prompt)
+        #expect(try e.createSequence(9, tokens: prompt) == 24)
+        try fillKV(e, 9, count: prompt.count) { prompt[$0] }
+        try e.swapOut(9)  // blocks 0...5 into slots 0...5, indexed; its tail into slot 6
+        try e.syncOffload()
+        corruptSlots(dir: dir.path, slotBytes: Int(e.stats().disk.slotBytes), 2..<3)
+        #expect(e.pauseOffloadIO(true))
+        try e.swapOutAsync(1)  // finds slots 0...5 and pins them; its tail's write is held
+        try e.swapIn(9)  // reads slots 0...6, held
+        #expect(e.pauseOffloadIO(false))
+        try e.syncOffload()
+        #expect(thrown { () throws(KVError) in try waitReady(e, 9) }?.code == .io, "slot 2 is corrupt")
+        let d = e.stats().disk
+        #expect(d.swapOuts == 1 && d.swapOutsFailed == 1, "9's swap-out done, 1's failed")
+        let failure = thrown { () throws(KVError) in _ = try e.ready(1) }
+        #expect(failure?.code == .io && failure!.message.contains("found corrupt"), "\(failure?.message ?? "no failure")")
+        #expect(try e.ready(1), "resident")
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+    }
 }
