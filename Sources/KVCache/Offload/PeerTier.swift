@@ -145,7 +145,8 @@ final class PeerTier {
     /// (which makes the I/O queue read it; the caller has no read of the old slab in flight),
     /// closes the old files and replays the new journal from its start at the next `refresh`.
     /// Until then (no tier there yet, another identity, `install` refused) the peer stays
-    /// `unavailable`, saying why. A call after a failure tries again only when the directory
+    /// `unavailable`, saying why. A call after a failure (other than a want of descriptors or
+    /// memory, `outOfMemory`, which the next call tries again) tries again only when the directory
     /// or its identity file changed since (`DirectoryStamp`), and once more when a second has
     /// passed since the failure (a change in the same timestamp tick as its `stat` shows in
     /// no stamp), so that a peer that keeps failing costs two `stat`s per lookup, not a read
@@ -163,6 +164,12 @@ final class PeerTier {
             try identity.check(peer: dir)
             fresh = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
         } catch {
+            // Out of descriptors or memory says nothing of the directory: no stamp, so the
+            // next lookup tries again.
+            guard error.code != .outOfMemory else {
+                unavailable = "peer slab of '\(dir)' was removed or replaced, and reopening it failed: \(error.message)"
+                return
+            }
             unavailable = "peer slab of '\(dir)' was removed or replaced, and the directory holds no tier to read yet: \(error.message)"
             if let failedStamp, stamp.confirms(failedStamp) {
                 failureConfirmed = true

@@ -402,6 +402,49 @@ struct PeerTierTests {
         #expect(b.stats().disk.peerHits == 3 && b.stats().disk.peerStale == 0)
     }
 
+    /// A reopen that failed only because the process was out of descriptors (EMFILE, an
+    /// `outOfMemory` of `KVError.file`) says nothing of the directory: the next lookup tries
+    /// again. Before, two such failures a second apart confirmed the failure like an empty
+    /// directory, and the valid tier there was never read until the directory changed. Exit
+    /// test (the descriptor limit is the process's): 0 when served once descriptors are back.
+    @Test func aReopenThatFailedForWantOfDescriptorsIsTriedAgain() async {
+        await #expect(processExitsWith: .success) {
+            let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+            defer { dirA.remove(); dirB.remove() }
+            do {
+                var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+                try spillPrompt(a!, 1, tokens(9, seed: 3))
+                let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+                let peer = b.offload!.tier.peers[0]
+                a = nil
+                dirA.remove()
+                guard mkdir(dirA.path, 0o700) == 0 else { exit(10) }
+                let second = tokens(13, seed: 4)
+                a = try Engine(offloadConfig(.paged, dir: dirA.path))
+                try spillPrompt(a!, 2, second)
+                // Every descriptor from the lowest free one on is refused (EMFILE).
+                var limit = rlimit()
+                getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+                let lowest = dup(0)
+                close(lowest)
+                var low = limit
+                low.rlim_cur = rlim_t(lowest)
+                setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &low)
+                let starved = b.cachedPrefixTokens(second)
+                usleep(useconds_t(DirectoryStamp.racySeconds) * 1_000_000 + 200_000)
+                let starvedAgain = b.cachedPrefixTokens(second)  // a second later: confirmed, before
+                setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+                guard starved == 0 && starvedAgain == 0 && peer.reopenAttempts == 2 else { exit(11) }
+                guard peer.unavailable?.contains("reopening it failed") == true else { exit(12) }
+                guard b.cachedPrefixTokens(second) == 12 && peer.reopenAttempts == 3 && !peer.replaced else { exit(13) }
+                withExtendedLifetime(a) {}
+                exit(0)
+            } catch {
+                exit(14)
+            }
+        }
+    }
+
     /// A replaced slab is not swapped in while reads of the old one are in flight (held by the
     /// paused thread backend, which reads the descriptor they were submitted with): those land
     /// from the old file, verified, and the next lookup after them opens the new one.
