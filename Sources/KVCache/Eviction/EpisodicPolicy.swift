@@ -9,8 +9,9 @@
 /// attention plus the current turn's. Before any focus, or while the focused episode has
 /// observed nothing, it is H2O.
 ///
-/// With a disk tier (per layer) the tokens outside the focused episode are offloaded instead
-/// of dropped, so a later focus on another episode restores them (Engine+EpisodicOffload.swift);
+/// With a disk tier (per layer or per head) the tokens outside the focused episode are
+/// offloaded instead of dropped, so a later focus on another episode restores them
+/// (Engine+EpisodicOffload.swift);
 /// without one they are dropped like H2O's (see docs/token-eviction.md, "Episodic offload").
 public struct EpisodicPolicy: EvictionPolicy {
     public var kind: EvictionPolicyKind { .episodic }

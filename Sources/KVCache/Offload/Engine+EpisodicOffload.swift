@@ -312,7 +312,13 @@ extension Engine: RecordMemory {
                     let p = state.parkedSlot(row: r, position: displaced)
                     precondition(p >= 0, "a displaced token left the parked slots while its restore was pending")
                     state.swapSlots(row: r, d, p)
-                    unpin(t.remove(t.entry(row: r, position: displaced)!))
+                    // A freed sequence's open record was discarded at `free` (`discardOpenRecord`),
+                    // the displaced token's entry with it when it went there.
+                    if let x = t.entry(row: r, position: displaced) {
+                        unpin(t.remove(x))
+                    } else {
+                        precondition(sequences.isDetached(s), "displaced token \(displaced) of row \(r) is not on disk")
+                    }
                     if writeFailed {
                         t.abandonRestore(e)  // parked again, in slot p
                         continue
@@ -360,8 +366,10 @@ extension Engine: RecordMemory {
     }
 
     /// Makes room for `n` appended tokens in every row of `s`'s state: when resident plus
-    /// parked tokens would exceed `maxSeqTokens`, the row's most recently parked tokens (the
-    /// lowest-ranked at the last compaction) are dropped from state and disk. The state's
+    /// parked tokens would exceed `maxSeqTokens`, the tokens in the row's lowest parked slots
+    /// are dropped from state and disk: right after a compaction its lowest-ranked ones; after
+    /// a focus (its displaced tokens take the restored ones' slots), a loss or a truncation, in
+    /// no particular order. The state's
     /// `append(n)` grows its buffers.
     func makeRoomForAppend(slot s: Int, state: AttentionScores, n: Int) {
         let limit = config.maxSeqTokens
@@ -416,8 +424,10 @@ extension Engine: RecordMemory {
     /// at release (`releaseOffloadedTokens`), and already at `free` of a sequence whose slot
     /// waits for its reads (`SequenceTable.detach`), so that no other sequence writes the freed
     /// one's record out to take its buffer meanwhile.
-    /// Its restores from the open record were copied at once, so none is pending. O(tokens of
-    /// the record).
+    /// Its restores from the open record were copied at once, so none is pending; but the
+    /// displaced tokens of restores still reading other records may have gone into it, so a
+    /// failed read's undo (`recordFinished`) finds no entry for them once the slot is detached.
+    /// O(tokens of the record).
     func discardOpenRecord(_ s: Int) {
         guard let offload, let t = offload.offloadedTokens[s] else { return }
         if t.openRecord >= 0 {

@@ -463,7 +463,7 @@ import Testing
     }
 
     @Test(arguments: layouts, perHead)
-    func anAppendPastMaxSeqTokensDropsTheLastParkedTokens(layout: Layout, perHead: Bool) throws {
+    func anAppendPastMaxSeqTokensDropsParkedTokens(layout: Layout, perHead: Bool) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         let e = try engine(layout, dir: dir.path, perHead: perHead) { $0.maxSeqTokens = 64 }
@@ -487,6 +487,33 @@ import Testing
         try e.free(1)
         try e.syncOffload()
         #expect(e.stats().disk.storedSlots == 0 && e.stats().disk.tokensOnDisk == 0)
+    }
+
+    /// A free while a focus's restore reads are in flight discards the open record at once
+    /// (`discardOpenRecord`), with the disk entries of the displaced tokens that went there.
+    /// When those reads then fail, undoing each restore finds no entry for such a token: it
+    /// trapped (the engine went down); now the deferred free completes and leaves nothing on
+    /// disk, pinned or in open records (helper-106).
+    @Test(arguments: layouts, perHead)
+    func aFreeWhileFailingRestoreReadsAreInFlightCompletes(layout: Layout, perHead: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try engine(layout, dir: dir.path, perHead: perHead) {
+            $0.offloadForceThreads = true
+            $0.offloadFault = OffloadFault(reads: true, writes: false)
+        }
+        _ = try compactedOnTopicA(e)
+        try e.syncOffload()  // its records on disk: the focus reads them
+        #expect(e.pauseOffloadIO(true))
+        _ = try focus(e, Self.queryB)
+        #expect(e.stats().disk.tokensInOpenRecords > 0, "displaced tokens in the open record")
+        try e.free(1)  // reads in flight: the slot waits for them
+        #expect(e.pauseOffloadIO(false))
+        try e.syncOffload()  // the reads fail
+        #expect(e.stats().sequences == 0 && e.stats().blocksUsed == 0, "the deferred free completed")
+        let d = e.stats().disk
+        #expect(d.tokenRecords == 0 && d.tokensOnDisk == 0 && d.tokensInOpenRecords == 0)
+        #expect(e.offloadSlotAudit.pinned == 0)
     }
 
     /// Growing the eviction state (an append past its capacity of 1024 slots a row) keeps
