@@ -274,7 +274,9 @@ public final class Router {
     }
 
     /// Calibrates the prefill estimate with a completed prefill of `tokens` uncached tokens
-    /// that took `milliseconds`. Throws `invalidArgument`, changing nothing, for tokens < 1,
+    /// that took `milliseconds`: the time the prefill added to the steps that carried it, not
+    /// their decode work (`kvc_router_observe_prefill` in kvcache.h says how a server gets it).
+    /// Throws `invalidArgument`, changing nothing, for tokens < 1,
     /// milliseconds not a positive number, or an observation that would take the estimate
     /// out of the positive finite numbers (`PrefillEstimator.observe`).
     public func observePrefill(tokens: Int, milliseconds: Double) throws(KVError) {

@@ -431,6 +431,11 @@ public final class ClusterSimulator: RequestQueues {
                                               decodeSequences: decodeSequences, decodeContextTokens: decodeContext)
             + inst.stepLoadMilliseconds
         inst.stepMilliseconds = dt
+        // Without its prefill the step would be its decode work alone, or no step at all.
+        let decodeOnly = decodeSequences > 0
+            ? config.cost.stepMilliseconds(prefillTokens: 0, attentionPairs: 0, decodeSequences: decodeSequences, decodeContextTokens: decodeContext)
+            : 0
+        inst.stepPrefillMilliseconds = dt - decodeOnly
         inst.stepEnd = now + dt
         inst.busyMilliseconds += dt
     }
@@ -609,7 +614,11 @@ public final class ClusterSimulator: RequestQueues {
             decodeOne(r, s)
         }
         dropPreempted(s)
-        if inst.stepPrefillTokens > 0 { try router.observePrefill(tokens: inst.stepPrefillTokens, milliseconds: inst.stepMilliseconds) }
+        // The prefill's own time, as `kvc_router_observe_prefill` asks: not the decode work the
+        // step carried beside it (0 when the step's compute stayed under the weight read).
+        if inst.stepPrefillTokens > 0 && inst.stepPrefillMilliseconds > 0 {
+            try router.observePrefill(tokens: inst.stepPrefillTokens, milliseconds: inst.stepPrefillMilliseconds)
+        }
         inst.stepEnd = .infinity
         try startStep(s, now: now)
     }

@@ -18,6 +18,9 @@ final class Instance {
     var stepChunks = ContiguousArray<Int32>()
     var stepPrefillTokens = 0
     var stepMilliseconds = 0.0
+    /// What the step's prefill adds to it: `stepMilliseconds` less the same step's decode work
+    /// alone (all of it when nothing decodes); the router is told this, not the whole step.
+    var stepPrefillMilliseconds = 0.0
     /// Shared-tier loads of the requests admitted by the step in progress (part of its time).
     var stepLoadMilliseconds = 0.0
     /// A request was preempted in the scheduling of the next step (since the last step ended:
