@@ -404,7 +404,7 @@ struct DiskTierTests {
         let dir = ScratchDir()
         defer { dir.remove() }
         _ = try spillPrompt(.paged, dir: dir)
-        var first: Engine? = try Engine(offloadConfig(.paged, dir: dir.path))
+        let first = try Engine(offloadConfig(.paged, dir: dir.path))
         let child = fork()
         if child == 0 {
             sleep(60)
@@ -415,7 +415,7 @@ struct DiskTierTests {
             kill(child, SIGKILL)
             waitpid(child, nil, 0)
         }
-        first = nil
+        _ = consume first  // destroyed while the child lives
         let again = try Engine(offloadConfig(.paged, dir: dir.path))
         #expect(kill(child, 0) == 0, "the child still lives")
         #expect(again.stats().disk.recoveredSlots == 20)
