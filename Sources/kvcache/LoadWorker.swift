@@ -96,7 +96,9 @@ struct WorkerSettings: Sendable {
 /// thread decodes the others, and joins them (its prompt's K/V written) once `ready` says so.
 /// With `prefillTokensPerSecond` the thread then sleeps for the prefill of the prompt past
 /// the cached prefix (one prefill at a time, decodes wait: a GPU's time), and the request's
-/// time to first token (create called to prefill done) is recorded as `ttft`.
+/// time to first token (create called to prefill done) is recorded as `ttft`; a stop ends the
+/// sleep within `maxSleepNanoseconds`, that prefill untimed.
+/// After a stop the thread creates nothing and runs no further step: it frees what it holds.
 ///
 /// Only the engine call sits between the two clock reads of a timed operation; token
 /// synthesis, K/V writes and bookkeeping are outside.
@@ -142,7 +144,8 @@ struct LoadWorker: Sendable {
 
     /// Back-off when a request does not fit and this thread holds no sequence to wait for.
     static let idleBackoffNanoseconds: UInt64 = 1_000_000
-    /// Longest sleep while waiting for an arrival, so a stop is noticed quickly.
+    /// Longest single sleep (waiting for an arrival, a slice of a modelled prefill), so that a
+    /// stop is noticed within it.
     static let maxSleepNanoseconds: UInt64 = 10_000_000
 
     init(index: Int, engine: Engine, workload: any Workload, coordinator: LoadCoordinator,
@@ -214,16 +217,18 @@ struct LoadWorker: Sendable {
 
         /// Makes created sequence `id` (its create called at `called`) live: its prompt's
         /// prefill past the cached prefix run (slept, with `prefillTokensPerSecond`; `ttft`
-        /// recorded) and, with `writeKV`, its K/V written. False when the run must stop.
+        /// recorded) and, with `writeKV`, its K/V written. False when the run must stop (stopped
+        /// during the prefill, which is then not timed, or a failed K/V write); the sequence is
+        /// live either way, so that the stop frees it.
         func start(_ id: UInt64, request: LoadRequest, attempts: Int, cached: Int, decodedBefore: Int, called: UInt64) -> Bool {
-            if settings.prefillTokensPerSecond > 0 {
-                sleepNanoseconds(UInt64(Double(request.promptTokens - cached) / settings.prefillTokensPerSecond * 1e9))
-                result.latency.record(.ttft, nanoseconds: monotonicNanoseconds() &- called)
-            }
-            if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { return false }
             live.append(Live(id: id, request: request, attempts: attempts,
                              length: request.promptTokens, remaining: request.outputTokens, decodedBefore: decodedBefore))
-            return true
+            if settings.prefillTokensPerSecond > 0 {
+                let prefill = UInt64(Double(request.promptTokens - cached) / settings.prefillTokensPerSecond * 1e9)
+                guard sleepUnlessStopped(until: monotonicNanoseconds() &+ prefill) else { return false }
+                result.latency.record(.ttft, nanoseconds: monotonicNanoseconds() &- called)
+            }
+            return !settings.writeKV || writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable)
         }
 
         /// A sequence whose disk read failed: the bad blocks left the cache; it is freed and its
@@ -258,7 +263,8 @@ struct LoadWorker: Sendable {
             }
 
             // Admission: fill the batch with requests that have arrived.
-            admission: while live.count + loading.count < settings.batch, !admissionBlocked {
+            // A stop (`claim` returns nil after one) also holds back requests already waiting.
+            admission: while live.count + loading.count < settings.batch, !admissionBlocked, !coordinator.isStopped {
                 if waiting.isEmpty {
                     if exhausted { break }
                     guard let next = coordinator.claim(from: workload) else { exhausted = true; break }
@@ -332,6 +338,7 @@ struct LoadWorker: Sendable {
                 }
             }
 
+            if coordinator.isStopped { break }  // no decode step after a stop
             if live.isEmpty && !loading.isEmpty {
                 // Only reads to wait for: sleep until the device completes some.
                 engine.poll(timeoutMicroseconds: 200)
@@ -439,6 +446,17 @@ struct LoadWorker: Sendable {
         publish()
         result.finishedNanoseconds = coordinator.elapsedNanoseconds()
         return result
+    }
+
+    /// Sleeps until `deadline` (`monotonicNanoseconds`) in slices of at most
+    /// `maxSleepNanoseconds`; false, returning early, once the run is stopped.
+    private func sleepUnlessStopped(until deadline: UInt64) -> Bool {
+        while true {
+            if coordinator.isStopped { return false }
+            let now = monotonicNanoseconds()
+            if now >= deadline { return true }
+            sleepNanoseconds(min(deadline - now, Self.maxSleepNanoseconds))
+        }
     }
 
     private enum Readiness { case ready, pending, failed }
