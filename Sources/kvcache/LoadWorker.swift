@@ -10,8 +10,10 @@ struct WorkerResult: Sendable {
     var completed = 0
     /// Requests given up on after `maxRetries` out-of-memory failures.
     var rejectedOutOfMemory = 0
-    /// Requests whose create ran out of memory and whose prompt alone needs more than the whole
-    /// budget holds (`Engine.sequenceTokenCapacity`): waiting cannot help.
+    /// Requests whose prompt and output together need more than the whole budget holds
+    /// (`Engine.sequenceTokenCapacity`): rejected before any create, since neither waiting nor
+    /// preempting others could make room (they once cycled through `maxRetries` preemptions of
+    /// their own and counted as out of memory).
     var rejectedUnfittable = 0
     /// Requests the engine refused for another reason (for example past `max_seq_tokens`).
     var rejectedOther = 0
@@ -97,7 +99,8 @@ struct WorkerSettings: Sendable {
 /// With `prefillTokensPerSecond` the thread then sleeps for the prefill of the prompt past
 /// the cached prefix (one prefill at a time, decodes wait: a GPU's time), and the request's
 /// time to first token (create called to prefill done) is recorded as `ttft`; a stop ends the
-/// sleep within `maxSleepNanoseconds`, that prefill untimed.
+/// sleep within `maxSleepNanoseconds`, that prefill untimed. A request whose prompt plus
+/// output exceed `Engine.sequenceTokenCapacity` is rejected as unfittable, never created.
 /// After a stop the thread creates nothing and runs no further step: it frees what it holds.
 ///
 /// Only the engine call sits between the two clock reads of a timed operation; token
@@ -161,9 +164,9 @@ struct LoadWorker: Sendable {
     func run() -> WorkerResult {
         var result = WorkerResult()
         let config = engine.config
-        // Unfittable is a property of the configuration, not of what else is live when a create
-        // fails (a read of the engine's live sequences after the failure raced with other
-        // threads' frees).
+        // Unfittable (prompt plus output past this) is a property of the configuration, not of
+        // what else is live (a read of the engine's live sequences after a failed create raced
+        // with other threads' frees).
         let capacity = engine.sequenceTokenCapacity
         let prompt = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens)
         defer { prompt.deallocate() }
@@ -275,6 +278,19 @@ struct LoadWorker: Sendable {
                 waiting.removeFirst()
 
                 let request = head.request
+                if request.promptTokens + request.outputTokens > capacity {
+                    // No freed memory would ever hold it whole: reject it before its create, which
+                    // would take memory (and preempt others to grow) only to be preempted at the
+                    // budget's end, again and again. Nothing is learned about memory, so
+                    // admission goes on.
+                    result.rejectedUnfittable += 1
+                    if result.firstError == nil {
+                        result.firstError = "a \(request.promptTokens)-token prompt with \(request.outputTokens) output tokens, "
+                            + "more than the budget holds (\(capacity) tokens)"
+                    }
+                    publish()
+                    continue
+                }
                 workload.fillPrompt(request, into: prompt)
                 let id = UInt64(index) << 48 | nextSequence
                 nextSequence += 1
@@ -284,17 +300,6 @@ struct LoadWorker: Sendable {
                 do throws(KVError) {
                     cached = try engine.createSequence(id, tokens: tokens)
                 } catch where error.code == .outOfMemory {
-                    if request.promptTokens > capacity {
-                        // No freed memory would make room: reject it at once. Nothing is learned
-                        // about memory, so admission goes on.
-                        result.rejectedUnfittable += 1
-                        if result.firstError == nil {
-                            result.firstError = "create of a \(request.promptTokens)-token prompt, more than the budget holds "
-                                + "(\(capacity) tokens): \(error)"
-                        }
-                        publish()
-                        continue
-                    }
                     if requeue(Waiting(request: request, attempts: head.attempts + 1, started: head.started,
                                        decodedBefore: head.decodedBefore)) {
                         result.createRetries += 1
