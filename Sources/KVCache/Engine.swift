@@ -837,8 +837,9 @@ public final class Engine: @unchecked Sendable {
 
     /// The most tokens one sequence can hold while nothing else is live: the budget's blocks
     /// and, contiguous, its pages (each sequence maps whole pages of its own range). A create
-    /// of a longer prompt runs out of memory however much is freed: a property of the
-    /// configuration (`kvcache load` rejects such requests as unfittable). O(1), no lock (fixed
+    /// of a longer prompt (an append past it) runs out of memory however much is freed: a
+    /// property of the configuration (`kvcache load` rejects requests whose prompt and output
+    /// exceed it as unfittable, before their create). O(1), no lock (fixed
     /// at creation).
     public var sequenceTokenCapacity: Int {
         let blockTokens = blocks.capacity * bt

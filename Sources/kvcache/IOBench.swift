@@ -60,6 +60,8 @@ final class IOBench {
     /// `written`: the file must exist already, written whole (an earlier run's `fill`, kept):
     /// reads of a preallocated file that was never written come back as zeros without
     /// touching the device, numbers that would mean nothing.
+    /// Throws when the file cannot be opened or preallocated, or the buffers or the queue cannot
+    /// be made; then the file is removed (unless `written`: it is an earlier run's, kept).
     init(path: String, fileBytes: Int, maxBlockBytes: Int, maxDepth: Int, forceThreads: Bool, written: Bool = false) throws {
         self.path = path
         self.fileBytes = fileBytes / maxBlockBytes * maxBlockBytes
@@ -75,16 +77,19 @@ final class IOBench {
         guard f >= 0 else { throw IOBenchError(String(cString: kvm_error())) }
         fd = f
         direct = isDirect == 1
-        guard kvm_io_preallocate(fd, UInt64(self.fileBytes)) == 0 else {
-            let reason = String(cString: kvm_error())
-            close(fd)
+        // A failure from here on closes the file and removes it unless an earlier run wrote it:
+        // a start-up failure must not leave a test file (1 GiB by default) behind.
+        func failure(_ message: String) -> IOBenchError {
+            close(f)
             if !written { unlink(path) }
-            throw IOBenchError("\(path): \(reason)")
+            return IOBenchError(message)
+        }
+        guard kvm_io_preallocate(fd, UInt64(self.fileBytes)) == 0 else {
+            throw failure("\(path): \(String(cString: kvm_error()))")
         }
         let total = maxDepth * maxBlockBytes
         guard let mapped = kvm_io_alloc_buffers(UInt64(total)) else {
-            close(fd)
-            throw IOBenchError(String(cString: kvm_error()))
+            throw failure(String(cString: kvm_error()))
         }
         buffers = mapped
         // Incompressible content, so that no layer below can cheat on zeros.
@@ -111,8 +116,7 @@ final class IOBench {
         }
         guard rc == 0, let q else {
             kvm_io_free_buffers(mapped, UInt64(total))
-            close(fd)
-            throw IOBenchError("kvm_io_create: \(String(cString: kvm_error()))")
+            throw failure("kvm_io_create: \(String(cString: kvm_error()))")
         }
         io = q
     }
@@ -134,10 +138,15 @@ final class IOBench {
         var offset = 0
         while offset < fileBytes {
             let n = min(maxBlockBytes, fileBytes - offset)
-            guard pwrite(fd, buffers, n, off_t(offset)) == n else { throw IOBenchError("filling \(path) failed: \(String(cString: strerror(errno)))") }
+            let wrote = pwrite(fd, buffers, n, off_t(offset))
+            guard wrote == n else {
+                // errno only means something for a failure: a short write (disk full) sets none.
+                let reason = wrote < 0 ? String(cString: strerror(errno)) : "wrote \(wrote) of \(n) bytes at offset \(offset)"
+                throw IOBenchError("filling \(path) failed: \(reason)")
+            }
             offset += n
         }
-        fdatasync(fd)
+        guard fdatasync(fd) == 0 else { throw IOBenchError("filling \(path) failed: fdatasync: \(String(cString: strerror(errno)))") }
     }
 
     @inline(__always) private func randomOffset(_ blockBytes: Int) -> UInt64 {

@@ -7,9 +7,11 @@ import Glibc
 /// The shape of a length distribution (`--prompt-dist`, `--output-dist`).
 enum LengthShape: String, ExpressibleByArgument, CaseIterable, Sendable {
     /// Lognormal with sigma 1 whose mean (before clamping to `1...max`) is `mean`: a long
-    /// tail like real prompt and output lengths.
+    /// tail like real prompt and output lengths. A draw at or past `max` is `max`, however
+    /// large (even past `Int.max`).
     case lognormal
-    /// Uniform on `(2 * mean - max)...max`, so its mean is `mean`; needs `2 * mean - max >= 1`.
+    /// Uniform on `(2 * mean - max)...max`, so its mean is `mean`; needs `2 * mean - max >= 1`
+    /// (computed without overflow: `LengthDistribution.uniformLow`).
     case uniform
     /// Always `mean`.
     case fixed
@@ -29,10 +31,15 @@ struct LengthDistribution: Sendable, CustomStringConvertible {
         guard mean >= 1, max >= mean else {
             throw ValidationError("\(option): need 1 <= mean (\(mean)) <= max (\(max))")
         }
-        if shape == .uniform, 2 * mean - max < 1 {
+        if shape == .uniform, uniformLow < 1 {
+            // 2 * mean - 1 < max <= Int.max here: the bound cannot overflow.
             throw ValidationError("\(option): a uniform distribution with mean \(mean) and max \(max) would need lengths below 1; lower max to at most \(2 * mean - 1)")
         }
     }
+
+    /// The uniform shape's lowest length, `2 * mean - max`, computed without overflow for any
+    /// `1 <= mean <= max` (validated), so that lengths near `Int.max` do not trap.
+    var uniformLow: Int { mean - (max - mean) }
 
     /// One length in `1...max`.
     func sample(_ random: inout SplitMix64) -> Int {
@@ -40,20 +47,20 @@ struct LengthDistribution: Sendable, CustomStringConvertible {
         case .fixed:
             return mean
         case .uniform:
-            let low = 2 * mean - max
-            return Int.random(in: low...max, using: &random)
+            return Int.random(in: uniformLow...max, using: &random)
         case .lognormal:
             let sigma = Self.lognormalSigma
             let mu = log(Double(mean)) - sigma * sigma / 2
             let value = exp(mu + sigma * random.normal())
-            return Swift.min(max, Swift.max(1, Int(value.rounded())))
+            // Compared as a Double first: a draw past Int.max would trap in the conversion.
+            return value >= Double(max) ? max : Swift.min(max, Swift.max(1, Int(value.rounded())))
         }
     }
 
     var description: String {
         switch shape {
         case .fixed: "fixed \(mean)"
-        case .uniform: "uniform \(2 * mean - max)...\(max)"
+        case .uniform: "uniform \(uniformLow)...\(max)"
         case .lognormal: "lognormal mean \(mean) max \(max)"
         }
     }

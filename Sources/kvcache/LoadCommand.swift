@@ -18,9 +18,9 @@ struct LoadCommand: ParsableCommand {
         out of memory, a create waits in the thread's queue until one of its sequences finishes, \
         and an append preempts its sequence (freed, request restarted later: created again from \
         its prompt, its output decoded from the start); after --max-retries \
-        such failures a request is rejected. A create that runs out of memory with a prompt that \
-        alone needs more than the whole budget holds (its blocks; contiguous: also its pages) is \
-        rejected at once as unfittable, decided from the configuration, not from what else is live.
+        such failures a request is rejected. A request whose prompt and output together need more \
+        than the whole budget holds (its blocks; contiguous: also its pages) is rejected before \
+        its create as unfittable, decided from the configuration, not from what else is live.
 
         Workload: synthetic by default. Lengths: lognormal (sigma 1, clamped to 1...max, mean \
         before clamping), uniform on (2*mean-max)...max, or fixed. With --shared-prefix-ratio r, \

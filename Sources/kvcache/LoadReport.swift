@@ -56,8 +56,9 @@ struct LoadReport: Codable, Sendable {
         var completed: Int
         /// Given up after `--max-retries` out-of-memory failures.
         var rejectedOutOfMemory: Int
-        /// Out of memory with a prompt that alone needs more than the whole budget holds (cannot
-        /// fit however long it waits; `Engine.sequenceTokenCapacity`).
+        /// Prompt plus output need more than the whole budget holds (cannot fit however long it
+        /// waits; `Engine.sequenceTokenCapacity`): rejected before any create, in neither
+        /// `createRetries` nor `preemptions`.
         var rejectedUnfittable: Int
         /// Refused by the engine for another reason (see `first_error`).
         var rejectedOther: Int

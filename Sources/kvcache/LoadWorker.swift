@@ -10,8 +10,10 @@ struct WorkerResult: Sendable {
     var completed = 0
     /// Requests given up on after `maxRetries` out-of-memory failures.
     var rejectedOutOfMemory = 0
-    /// Requests whose create ran out of memory and whose prompt alone needs more than the whole
-    /// budget holds (`Engine.sequenceTokenCapacity`): waiting cannot help.
+    /// Requests whose prompt and output together need more than the whole budget holds
+    /// (`Engine.sequenceTokenCapacity`): rejected before any create, since neither waiting nor
+    /// preempting others could make room (they once cycled through `maxRetries` preemptions of
+    /// their own and counted as out of memory).
     var rejectedUnfittable = 0
     /// Requests the engine refused for another reason (for example past `max_seq_tokens`).
     var rejectedOther = 0
@@ -96,7 +98,10 @@ struct WorkerSettings: Sendable {
 /// thread decodes the others, and joins them (its prompt's K/V written) once `ready` says so.
 /// With `prefillTokensPerSecond` the thread then sleeps for the prefill of the prompt past
 /// the cached prefix (one prefill at a time, decodes wait: a GPU's time), and the request's
-/// time to first token (create called to prefill done) is recorded as `ttft`.
+/// time to first token (create called to prefill done) is recorded as `ttft`; a stop ends the
+/// sleep within `maxSleepNanoseconds`, that prefill untimed. A request whose prompt plus
+/// output exceed `Engine.sequenceTokenCapacity` is rejected as unfittable, never created.
+/// After a stop the thread creates nothing and runs no further step: it frees what it holds.
 ///
 /// Only the engine call sits between the two clock reads of a timed operation; token
 /// synthesis, K/V writes and bookkeeping are outside.
@@ -142,7 +147,8 @@ struct LoadWorker: Sendable {
 
     /// Back-off when a request does not fit and this thread holds no sequence to wait for.
     static let idleBackoffNanoseconds: UInt64 = 1_000_000
-    /// Longest sleep while waiting for an arrival, so a stop is noticed quickly.
+    /// Longest single sleep (waiting for an arrival, a slice of a modelled prefill), so that a
+    /// stop is noticed within it.
     static let maxSleepNanoseconds: UInt64 = 10_000_000
 
     init(index: Int, engine: Engine, workload: any Workload, coordinator: LoadCoordinator,
@@ -158,9 +164,9 @@ struct LoadWorker: Sendable {
     func run() -> WorkerResult {
         var result = WorkerResult()
         let config = engine.config
-        // Unfittable is a property of the configuration, not of what else is live when a create
-        // fails (a read of the engine's live sequences after the failure raced with other
-        // threads' frees).
+        // Unfittable (prompt plus output past this) is a property of the configuration, not of
+        // what else is live (a read of the engine's live sequences after a failed create raced
+        // with other threads' frees).
         let capacity = engine.sequenceTokenCapacity
         let prompt = UnsafeMutableBufferPointer<Int32>.allocate(capacity: config.maxSeqTokens)
         defer { prompt.deallocate() }
@@ -214,16 +220,18 @@ struct LoadWorker: Sendable {
 
         /// Makes created sequence `id` (its create called at `called`) live: its prompt's
         /// prefill past the cached prefix run (slept, with `prefillTokensPerSecond`; `ttft`
-        /// recorded) and, with `writeKV`, its K/V written. False when the run must stop.
+        /// recorded) and, with `writeKV`, its K/V written. False when the run must stop (stopped
+        /// during the prefill, which is then not timed, or a failed K/V write); the sequence is
+        /// live either way, so that the stop frees it.
         func start(_ id: UInt64, request: LoadRequest, attempts: Int, cached: Int, decodedBefore: Int, called: UInt64) -> Bool {
-            if settings.prefillTokensPerSecond > 0 {
-                sleepNanoseconds(UInt64(Double(request.promptTokens - cached) / settings.prefillTokensPerSecond * 1e9))
-                result.latency.record(.ttft, nanoseconds: monotonicNanoseconds() &- called)
-            }
-            if settings.writeKV, !writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable) { return false }
             live.append(Live(id: id, request: request, attempts: attempts,
                              length: request.promptTokens, remaining: request.outputTokens, decodedBefore: decodedBefore))
-            return true
+            if settings.prefillTokensPerSecond > 0 {
+                let prefill = UInt64(Double(request.promptTokens - cached) / settings.prefillTokensPerSecond * 1e9)
+                guard sleepUnlessStopped(until: monotonicNanoseconds() &+ prefill) else { return false }
+                result.latency.record(.ttft, nanoseconds: monotonicNanoseconds() &- called)
+            }
+            return !settings.writeKV || writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable)
         }
 
         /// A sequence whose disk read failed: the bad blocks left the cache; it is freed and its
@@ -258,7 +266,8 @@ struct LoadWorker: Sendable {
             }
 
             // Admission: fill the batch with requests that have arrived.
-            admission: while live.count + loading.count < settings.batch, !admissionBlocked {
+            // A stop (`claim` returns nil after one) also holds back requests already waiting.
+            admission: while live.count + loading.count < settings.batch, !admissionBlocked, !coordinator.isStopped {
                 if waiting.isEmpty {
                     if exhausted { break }
                     guard let next = coordinator.claim(from: workload) else { exhausted = true; break }
@@ -269,6 +278,19 @@ struct LoadWorker: Sendable {
                 waiting.removeFirst()
 
                 let request = head.request
+                if request.promptTokens + request.outputTokens > capacity {
+                    // No freed memory would ever hold it whole: reject it before its create, which
+                    // would take memory (and preempt others to grow) only to be preempted at the
+                    // budget's end, again and again. Nothing is learned about memory, so
+                    // admission goes on.
+                    result.rejectedUnfittable += 1
+                    if result.firstError == nil {
+                        result.firstError = "a \(request.promptTokens)-token prompt with \(request.outputTokens) output tokens, "
+                            + "more than the budget holds (\(capacity) tokens)"
+                    }
+                    publish()
+                    continue
+                }
                 workload.fillPrompt(request, into: prompt)
                 let id = UInt64(index) << 48 | nextSequence
                 nextSequence += 1
@@ -278,17 +300,6 @@ struct LoadWorker: Sendable {
                 do throws(KVError) {
                     cached = try engine.createSequence(id, tokens: tokens)
                 } catch where error.code == .outOfMemory {
-                    if request.promptTokens > capacity {
-                        // No freed memory would make room: reject it at once. Nothing is learned
-                        // about memory, so admission goes on.
-                        result.rejectedUnfittable += 1
-                        if result.firstError == nil {
-                            result.firstError = "create of a \(request.promptTokens)-token prompt, more than the budget holds "
-                                + "(\(capacity) tokens): \(error)"
-                        }
-                        publish()
-                        continue
-                    }
                     if requeue(Waiting(request: request, attempts: head.attempts + 1, started: head.started,
                                        decodedBefore: head.decodedBefore)) {
                         result.createRetries += 1
@@ -332,6 +343,7 @@ struct LoadWorker: Sendable {
                 }
             }
 
+            if coordinator.isStopped { break }  // no decode step after a stop
             if live.isEmpty && !loading.isEmpty {
                 // Only reads to wait for: sleep until the device completes some.
                 engine.poll(timeoutMicroseconds: 200)
@@ -439,6 +451,17 @@ struct LoadWorker: Sendable {
         publish()
         result.finishedNanoseconds = coordinator.elapsedNanoseconds()
         return result
+    }
+
+    /// Sleeps until `deadline` (`monotonicNanoseconds`) in slices of at most
+    /// `maxSleepNanoseconds`; false, returning early, once the run is stopped.
+    private func sleepUnlessStopped(until deadline: UInt64) -> Bool {
+        while true {
+            if coordinator.isStopped { return false }
+            let now = monotonicNanoseconds()
+            if now >= deadline { return true }
+            sleepNanoseconds(min(deadline - now, Self.maxSleepNanoseconds))
+        }
     }
 
     private enum Readiness { case ready, pending, failed }

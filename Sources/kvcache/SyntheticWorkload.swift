@@ -104,7 +104,7 @@ struct SyntheticWorkload: Workload {
     private var caps: String {
         let promptCap = min(limits.maxPromptTokens, limits.maxSeqTokens)
         var text = promptCap < prompt.max ? ", prompts capped at \(promptCap) tokens" : ""
-        if min(prompt.max, promptCap) + output.max > limits.maxSeqTokens {
+        if output.max > limits.maxSeqTokens - min(prompt.max, promptCap) {  // no overflow near Int.max
             text += ", prompt + output capped at \(limits.maxSeqTokens) tokens (max_seq_tokens)"
         }
         return text

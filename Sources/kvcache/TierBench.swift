@@ -14,7 +14,8 @@ import KVReport
 /// fresh tokens (so nothing is on disk yet), swaps it out, swaps it in, waits until it is
 /// ready and frees it. With `asyncSwapOut` the swap-out is `swapOutAsync` followed by polls
 /// until it completed (memory released), so the swap-out throughput stays comparable, and
-/// the call's own duration is recorded apart.
+/// the call's own duration is recorded apart. A swap-out that fails, either way, ends the run
+/// with its error.
 ///
 /// The tier lives in a private directory made under `dir` for the run and removed after it.
 struct TierBench {
@@ -114,7 +115,14 @@ struct TierBench {
             if asyncSwapOut {
                 try engine.swapOutAsync(seq)
                 callLatencies.append(monotonicNanoseconds() - t0)
-                while engine.stats().disk.swapOuts == before.swapOuts { engine.poll(timeoutMicroseconds: 1000) }
+                // Until it ended either way (the only one started): a failed write ends it
+                // without counting in swapOuts. Then its failure is thrown, as the synchronous
+                // swapOut throws it (the sequence's next `ready` reports it, once).
+                while engine.stats().disk.swapOutsPending > 0 { engine.poll(timeoutMicroseconds: 1000) }
+                if engine.stats().disk.swapOuts == before.swapOuts {
+                    _ = try engine.ready(seq)
+                    throw IOBenchError("the asynchronous swap-out of sequence \(seq) ended without completing")
+                }
             } else {
                 try engine.swapOut(seq)
                 callLatencies.append(monotonicNanoseconds() - t0)

@@ -125,6 +125,36 @@ struct LoadProcessTests {
         }
     }
 
+    /// SIGTERM during a modelled prefill (30 tokens at 1 token/s) ends the run within a
+    /// fraction of a second: the prefill was one sleep, so the signal waited up to 30 s. The
+    /// unfinished prefill records no time to first token, no decode step follows the stop, and
+    /// the created sequence is freed at it.
+    @Test func aSignalEndsAModelledPrefill() throws {
+        let child = try Child(["load", "--requests", "4", "--threads", "1", "--batch", "1", "--prefill-tokens-per-s", "1",
+                               "--prompt-dist", "fixed", "--prompt-mean", "30", "--prompt-max", "30", "--output-dist", "fixed",
+                               "--output-mean", "2", "--output-max", "2", "--shared-prefix-ratio", "0", "--json"] + Self.shape)
+        var waited = 0
+        while !child.catches(SIGTERM) && child.process.isRunning && waited < 1000 {
+            usleep(10_000)
+            waited += 1
+        }
+        usleep(500_000)  // into the first prefill
+        #expect(child.process.isRunning, "it ended before the signal")
+        let signalled = Date()
+        kill(child.process.processIdentifier, SIGTERM)
+        #expect(child.wait(seconds: 20) == 128 + SIGTERM)
+        let took = Date().timeIntervalSince(signalled)
+        #expect(took < 2, "exited \(took) s after the signal")
+        let top = try #require(try JSONSerialization.jsonObject(with: child.stdout) as? [String: Any],
+                               "\(String(decoding: child.stdout, as: UTF8.self))")
+        let operations = try #require(top["operations"] as? [String: Any])
+        func count(_ name: String) -> Int? { ((operations[name] as? [String: Any])?["count"] as? NSNumber)?.intValue }
+        #expect(count("create") == 1 && count("free") == 1, "\(operations)")
+        #expect((count("append") ?? 0) == 0 && (count("ttft") ?? 0) == 0, "\(operations)")
+        let requests = try #require(top["requests"] as? [String: Any])
+        #expect((requests["freed_at_stop"] as? NSNumber)?.intValue == 1, "\(requests)")
+    }
+
     /// The progress line (on a terminal only) of a run bounded by --duration alone shows the
     /// time against the duration and the requests done: it showed "N/100000000", the cap a
     /// closed loop's workload gets, as if it were the run's length. With --requests too (the

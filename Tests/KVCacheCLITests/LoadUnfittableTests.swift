@@ -3,8 +3,8 @@ import KVCache
 import Testing
 @testable import kvcache
 
-/// `rejected_unfittable` counts exactly the requests whose prompt alone needs more than the
-/// whole budget, whatever else is live when its create fails. It was decided by reading the
+/// `rejected_unfittable` counts exactly the requests whose prompt plus output need more than the
+/// whole budget, whatever else is live, rejected before their create. It was decided by reading the
 /// engine's live sequences after the failure: with other sequences live, an unfittable prompt
 /// was retried and counted as out of memory, and with two threads a prompt that fits could be
 /// counted unfittable when the other thread had just freed its last sequence.
@@ -38,7 +38,33 @@ struct LoadUnfittableTests {
         #expect(try LoadReportTests.uint(requests, "rejected_unfittable") == 8, "\(report.requests)")
         #expect(report.requests.completed + report.requests.rejectedOutOfMemory == 8, "the 100-token prompts: \(report.requests)")
         #expect(report.requests.rejectedOther == 0)
-        #expect(report.firstError?.hasPrefix("create of a 3000-token prompt, more than the budget holds (2048 tokens)") == true,
+        #expect(report.firstError == "a 3000-token prompt with 4 output tokens, more than the budget holds (2048 tokens)",
+                "\(report.firstError ?? "no error")")
+    }
+
+    /// A prompt that fits with an output that can never fit beside it (1000 + 1500 tokens in a
+    /// 2048-token budget) is unfittable too, rejected before its create: it was created, grew
+    /// until the budget ran out, preempting itself (and others) --max-retries times, and counted
+    /// as out of memory. The requests that fit complete, nothing is preempted or retried.
+    @Test(arguments: ["paged", "contiguous"], [1, 2])
+    func aPromptWhoseOutputCanNeverFitIsUnfittable(layout: String, threads: Int) throws {
+        var lines: [String] = []
+        for i in 0..<8 {
+            let (input, output) = i % 2 == 0 ? (100, 4) : (1000, 1500)
+            let ids = (0..<(input + 511) / 512).map { String(i * 16 + $0) }.joined(separator: ", ")
+            lines.append(#"{"timestamp": \#(i), "input_length": \#(input), "output_length": \#(output), "hash_ids": [\#(ids)]}"#)
+        }
+        let trace = try TraceWorkloadTests.file(lines.joined(separator: "\n") + "\n")
+        defer { try? FileManager.default.removeItem(atPath: trace) }
+        var arguments = Self.arguments(trace: trace, layout: layout, threads: threads)
+        arguments[arguments.firstIndex(of: "--max-retries")! + 1] = "3"
+        arguments += ["--output-max", "1500"]  // trace outputs are capped at 256 by default
+        let report = try LoadReportTests.load(arguments).report
+        #expect(report.requests.rejectedUnfittable == 4, "\(report.requests)")
+        #expect(report.requests.completed == 4 && report.requests.rejectedOutOfMemory == 0 && report.requests.rejectedOther == 0,
+                "\(report.requests)")
+        #expect(report.requests.preemptions == 0 && report.requests.createRetries == 0, "\(report.requests)")
+        #expect(report.firstError == "a 1000-token prompt with 1500 output tokens, more than the budget holds (2048 tokens)",
                 "\(report.firstError ?? "no error")")
     }
 }
