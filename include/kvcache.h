@@ -1716,7 +1716,8 @@ void kvc_router_destroy(kvc_router *r);
  *  Returns KVC_ERR_EXISTS (already added), KVC_ERR_INVALID_ARGUMENT (NULL r, weight, 64
  *  instances already, or its positions would pass 524288: the message gives the numbers);
  *  nothing changes then. Cost, under the router's lock: sorts the instance's v positions
- *  and merges them into each ring, O(v log v + P) for P positions (at 524288: about 2 ms). */
+ *  and merges them into each ring, O(v log v + P) for P positions (at 524288: about 3 ms,
+ *  docs/routing.md). */
 kvc_status kvc_router_add_instance(kvc_router *r, uint32_t instance, double weight);
 
 /** Removes `instance`: no later decision picks it; what it cached is forgotten. Keys it
@@ -1734,8 +1735,11 @@ kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
  * n_blocks above the ceil(n_tokens / block_tokens) blocks the prompt fills),
  * KVC_ERR_NOT_FOUND (no instance); nothing changes then.
  * Cost: about one hash-table probe per cached block plus two ring lookups; no allocation,
- * except that with the approximate view the first route to an instance allocates its history
- * once (the 16384 blocks it may hold, in order of last route, in a 32768-entry map: 512 KiB).
+ * except with the approximate view: the first route to an instance allocates its history
+ * once (the 16384 blocks it may hold, in order of last route, in a 32768-entry map: 512 KiB),
+ * and a route whose new blocks take the shared block table past half full doubles it
+ * (a pass over its entries under the lock: amortised O(1) per block, but that one call pays
+ * for all of them, a few milliseconds at a million blocks).
  */
 kvc_status kvc_router_route(kvc_router *r, const uint64_t *block_hashes, size_t n_blocks,
                             size_t n_tokens, uint32_t *instance);
@@ -1759,7 +1763,9 @@ kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instanc
  *  not netted) is refused whole, so the view never drops a block in silence. Returns
  *  KVC_ERR_INVALID_ARGUMENT (NULL r, NULL events with n_events > 0, an unknown kind),
  *  KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (the bound above); nothing changes then.
- *  Cost: one hash-table probe per event, two per stored one. */
+ *  Cost: two hash-table probes per removed event, three per stored one, one per block the
+ *  instance held for an all-cleared one; a stored event may double the table (see
+ *  kvc_router_route). */
 kvc_status kvc_router_observe_events(kvc_router *r, uint32_t instance, const kvc_event *events,
                                      size_t n_events);
 

@@ -7,7 +7,9 @@ import KVCache
 ///
 /// Instances are named by caller ids (`UInt32`) and held in at most `RouterConfig.maxInstances`
 /// slots; per-slot state lives in fixed arrays allocated once, so `route` allocates nothing,
-/// except with an approximate view the first route to a slot (its recency list, see `CacheView`).
+/// except with an approximate view: the first route to a slot (its recency list), and a route
+/// whose new blocks take the shared block table past half full, which doubles it (see
+/// `CacheView`).
 ///
 /// Cost of `route`: one cache-view probe per matched block (cache-aware policies), O(log P)
 /// per ring lookup and O(live instances) for the load scans. Not thread-safe: callers
@@ -142,8 +144,7 @@ public final class Router {
     /// `UInt64.max`, as a report may say anything). Approximate views credit it with the
     /// blocks. Throws `invalidArgument` (no hashes, tokens < 1, more hashes than the
     /// `blocks(tokens)` the prompt fills), `notFound` (no live instance); nothing changes then.
-    /// Cost: see the type; no allocation (but the approximate view's first route to a slot,
-    /// see the type).
+    /// Cost: see the type; no allocation but the approximate view's (see the type).
     public func route(_ hashes: UnsafeBufferPointer<UInt64>, tokens: Int) throws(KVError) -> UInt32 {
         try ids[routeSlot(hashes, tokens: tokens)]
     }
@@ -238,8 +239,9 @@ public final class Router {
     /// Applies instance `id`'s KV events, in order, to the exact view (the approximate view
     /// ignores them). An engine's first event clears its memory tier (`Engine.init`), so the
     /// view stays exact across a restart of the instance that nobody told the router of.
-    /// Throws `notFound`, `outOfMemory` (`checkRoom`: nothing applied). Cost: one probe per
-    /// event, two per stored one.
+    /// Throws `notFound`, `outOfMemory` (`checkRoom`: nothing applied). Cost: two table probes
+    /// per removed event, three per stored one (one for the room check), one per entry of the
+    /// instance's log for an `allCleared`.
     public func observe(_ id: UInt32, events: UnsafeBufferPointer<KVEvent>) throws(KVError) {
         let s = slot(of: id)
         guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }

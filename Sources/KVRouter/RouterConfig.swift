@@ -18,8 +18,8 @@ public struct RouterConfig: Equatable, Sendable {
     /// rounded, at least 1) summed, 524,288 = the most instances (64) at the largest weight (64)
     /// with the default 128 virtual nodes. A membership change holds the router's lock while
     /// it merges the instance's positions into both rings or compacts them out (O(P), 12
-    /// bytes per position kept): at this limit about 0.9 ms per ring to add, 0.35 ms to remove
-    /// (release, docs/routing.md); 64 instances of weight 64 with 4,096 virtual nodes would be
+    /// bytes per position kept, and relinking it): at this limit about 1.6 ms per ring to
+    /// add, 1.0 ms to remove (release, 2026-11-23, docs/routing.md); 64 instances of weight 64 with 4,096 virtual nodes would be
     /// 16.8M positions, 200 MB per ring. `Router.addInstance` refuses an instance that would
     /// pass it.
     public static let maxRingPositions = 1 << 19
