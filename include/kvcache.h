@@ -395,10 +395,11 @@ typedef struct kvc_config {
      *  blocks of another tag or shape, so no engine is served another model's K/V after a
      *  restart or from a peer (two models with the same bytes per block would otherwise pass
      *  every slot check). A directory without the file (new, or from a version before it)
-     *  gets this engine's; a peer without it is KVC_ERR_IO. A directory (or peer) whose file
-     *  is of tier format 1 (written before 2026-11-24, whose payload checksums this library
-     *  no longer accepts) is KVC_ERR_INVALID_ARGUMENT, the message naming the files to
-     *  remove. 0 names no model: a tier one
+     *  gets this engine's (blocks such an old build wrote then fail verification: misses,
+     *  dropped); a peer without it is KVC_ERR_IO. A directory (or peer) whose file is of tier
+     *  format 1 (written before 2026-11-24, whose payload checksums this library no longer
+     *  accepts) is KVC_ERR_INVALID_ARGUMENT, the message naming the files whose removal lets
+     *  an engine of this build start it empty (a peer's: by its own engine). 0 names no model: a tier one
      *  engine owns accepts it (its restarts must keep the model), but peer_offload_dirs
      *  needs another value, since a fine-tune and its base have the same shape and would
      *  both leave it at 0. Offset 144 (the struct is 152 bytes since this field); a caller's

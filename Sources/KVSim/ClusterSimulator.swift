@@ -431,7 +431,10 @@ public final class ClusterSimulator: RequestQueues {
                                               decodeSequences: decodeSequences, decodeContextTokens: decodeContext)
             + inst.stepLoadMilliseconds
         inst.stepMilliseconds = dt
-        // Without its prefill the step would be its decode work alone, or no step at all.
+        // Without its prefill the step would be its decode work alone, or no step at all. The
+        // shared-tier loads of the requests it admits stay in (a server pays them before their
+        // first tokens), so a step loading K/V reports them even when its chunks' compute
+        // stays under the weight read.
         let decodeOnly = decodeSequences > 0
             ? config.cost.stepMilliseconds(prefillTokens: 0, attentionPairs: 0, decodeSequences: decodeSequences, decodeContextTokens: decodeContext)
             : 0

@@ -163,7 +163,14 @@ struct IOBenchCommand: ParsableCommand {
         var progress = ProgressLine()
         if !skipFill {
             progress.update("io-bench: writing the \(fileSize) test file")
-            try bench.fill()
+            do {
+                try bench.fill()
+            } catch {
+                // Kept or not, a file written in part must go: a later --skip-fill would time
+                // reads of its unwritten extents.
+                if keepFile { bench.removeFile() }
+                throw error
+            }
             if keepFile { InterruptCleanup.set([], for: .testFile) }
         }
         var cells: [IOBench.Cell] = []

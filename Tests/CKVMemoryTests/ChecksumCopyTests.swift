@@ -2,15 +2,16 @@ import CKVMemory
 import Testing
 
 /// `kvm_checksum64` is the disk tier's on-disk checksum (slots, headers, journal records): its
-/// values must not change, or slabs written by an earlier build (a peer's, or this engine's
-/// before a restart) read back as corrupt. `kvm_copy_checksum64` copies and checksums in one
+/// values change only with a new tier format (`TierIdentity`'s version), or slabs written by
+/// an earlier build of the same format (a peer's, or this engine's before a restart) read
+/// back as corrupt. `kvm_copy_checksum64` copies and checksums in one
 /// pass and must give exactly what a copy followed by `kvm_checksum64` gives.
 @Suite("Checksum and copy")
 struct ChecksumCopyTests {
     /// Bytes i * 37 + 11 (mod 256).
     static func pattern(_ count: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: $0 * 37 + 11) } }
 
-    @Test func checksumValuesAreThoseOfEarlierBuilds() {
+    @Test func checksumValuesAreThoseOfTheTierFormat() {
         // Computed by the implementation slabs of tier format 2 are written with (since
         // 2026-11-24: stripes keyed by position). Below 64 bytes (slot headers, journal
         // records) the values are format 1's too, of the implementation of 2026-11-22 (f146648).

@@ -138,7 +138,7 @@ struct LoadProcessTests {
             usleep(10_000)
             waited += 1
         }
-        usleep(500_000)  // into the first prefill
+        usleep(2_000_000)  // into the first prefill, created (a busy machine is slow to start), 28 s before its end
         #expect(child.process.isRunning, "it ended before the signal")
         let signalled = Date()
         kill(child.process.processIdentifier, SIGTERM)

@@ -152,7 +152,7 @@ final class SwapOutQueue {
     private func submitNext(_ e: inout Entry) throws(KVError) {
         let i = e.submitted, b = sequences.table(e.slot)[i], bt = sequences.blockTokens
         e.hashes[i] = blocks.hash(of: b)
-        e.diskSlots[i] = try tier.writeSwap(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b), slot: e.slot, position: i,
+        e.diskSlots[i] = try tier.writeSwap(b, hash: e.hashes[i], parent: blocks.parent(of: b), slot: e.slot, position: i,
                                             tokens: min(bt, sequences.lengths[e.slot] - i * bt))
         e.submitted += 1
     }

@@ -28,7 +28,9 @@ import Glibc
 /// The version is the slab's format too: version 2 slots carry the payload checksum keyed by
 /// stripe position (`kvm_checksum64`, 2026-11-24); a version 1 directory's slots would all
 /// fail verification, so its engine is refused, naming the files to remove, rather than
-/// adopting a tier whose every block reads back as corrupt.
+/// adopting a tier whose every block reads back as corrupt. (A directory from before
+/// identities, without the file, is adopted: its blocks read back as corrupt, each a miss
+/// once, dropped, never served.)
 /// Cost: one small file read at open, and one write when the directory has none.
 struct TierIdentity: Equatable {
     var modelTag: UInt64
@@ -131,7 +133,8 @@ struct TierIdentity: Equatable {
         }
         let text = String(decoding: bytes[0..<count], as: UTF8.self)
         if text.hasPrefix(formerVersionLine + "\n") {
-            throw .invalid("'\(path)' is of tier format 1, whose slots this build cannot verify (their payload checksums changed); remove \(DiskTierFiles.names.prefix(3).joined(separator: ", ")) from '\(dir)' to start its tier empty")
+            throw .invalid("'\(path)' is of tier format 1, whose slots this build cannot verify (their payload checksums changed); "
+                           + "an engine of this build owning '\(dir)' starts its tier empty once \(DiskTierFiles.names.prefix(3).joined(separator: ", ")) are removed there")
         }
         guard count < bytes.count, let identity = TierIdentity(text: text) else {
             throw .invalid("'\(path)' is not a kvcache tier identity (version 2); it was not written by this engine")

@@ -113,7 +113,7 @@ struct TierIdentityTests {
         let slab = FileManager.default.contents(atPath: dir.path + "/kvcache.slab")
         let e = refusal(config)
         #expect(e?.code == .invalidArgument && e!.message.contains("tier format 1")
-                && e!.message.contains("remove kvcache.slab, kvcache.journal, kvcache.identity"), "\(e?.message ?? "opened")")
+                && e!.message.contains("once kvcache.slab, kvcache.journal, kvcache.identity are removed"), "\(e?.message ?? "opened")")
         #expect(FileManager.default.contents(atPath: path) == former)
         #expect(FileManager.default.contents(atPath: dir.path + "/kvcache.slab") == slab)
     }
