@@ -20,7 +20,7 @@ struct SyncParentTests {
         init() throws {
             var template = Array("/tmp/kvcache-sync-parent-XXXXXX".utf8CString)
             try #require(mkdtemp(&template) != nil)
-            root = String(cString: template)
+            root = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             try #require(symlink("/proc/self", root + "/proc") == 0)
             try #require(mkdir(root + "/dir", 0o755) == 0)
             try #require(symlink("/proc/self", root + "/dir/proc") == 0)

@@ -85,7 +85,7 @@ private func addressSpaceBytes() -> Int {
     defer { fclose(f) }
     var line = [CChar](repeating: 0, count: 256)
     while fgets(&line, Int32(line.count), f) != nil {
-        let s = String(cString: line)
+        let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         if s.hasPrefix("VmSize:") { return (Int(s.dropFirst(7).filter(\.isNumber)) ?? 0) * 1024 }
     }
     return 0
