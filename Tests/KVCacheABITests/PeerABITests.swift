@@ -71,6 +71,36 @@ struct PeerABITests {
         #expect((try FileManager.default.contentsOfDirectory(atPath: own)).isEmpty, "nothing was created")
     }
 
+    /// A directory of tier format 1 (payload checksums before 2026-11-24's position key), as
+    /// the engine's own offload_dir or as a peer: KVC_ERR_INVALID_ARGUMENT naming the format
+    /// and the files whose removal starts it empty; nothing in either directory changes.
+    @Test func aTierOfTheFormerFormatIsRefusedAsOwnAndAsPeer() throws {
+        let old = scratchDir(), own = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: old); try? FileManager.default.removeItem(atPath: own) }
+        let c = PeerABITests.config()
+        do {
+            let a = try ABIFixture(c, offloadDir: old)
+            #expect(try a.create(1, tokens: a.uniqueTokens(1, count: 3 * a.blockTokens)) == 0)
+            #expect(kvc_seq_free(a.handle, 1) == KVC_OK && kvc_engine_sync(a.handle) == KVC_OK)
+        }
+        let identity = old + "/kvcache.identity"
+        let text = String(decoding: try #require(FileManager.default.contents(atPath: identity)), as: UTF8.self)
+        #expect(text.hasPrefix("kvcache tier identity 2\n"))
+        let former = Data(text.replacingOccurrences(of: "identity 2\n", with: "identity 1\n").utf8)
+        #expect(FileManager.default.createFile(atPath: identity, contents: former))
+        let files = try FileManager.default.contentsOfDirectory(atPath: old).sorted()
+        let slab = FileManager.default.contents(atPath: old + "/kvcache.slab")
+        var out: OpaquePointer?
+        let words = ["tier format 1", "kvcache.slab, kvcache.journal, kvcache.identity"]
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: words) { c.create(&out, offloadDir: old) }
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: words) { c.create(&out, offloadDir: own, peers: old) }
+        #expect(out == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: old).sorted() == files)
+        #expect(FileManager.default.contents(atPath: identity) == former)
+        #expect(FileManager.default.contents(atPath: old + "/kvcache.slab") == slab)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: own).isEmpty, "nothing was created")
+    }
+
     @Test func aPreviousVersionsConfigGetsNoPeers() throws {
         let own = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: own) }
