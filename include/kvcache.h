@@ -1641,7 +1641,11 @@ typedef struct kvc_router_config {
     uint32_t struct_size;
     /** A KVC_ROUTER_* policy. Default KVC_ROUTER_DUALMAP. */
     uint32_t policy;
-    /** The request key hashes the first key_blocks blocks, 1..64. Default 2. */
+    /** The request key hashes the first key_blocks blocks, 1..64. Default 2. Choose it past
+     *  the longest prefix many conversations share (a system prompt) and within the shortest
+     *  first prompt of a conversation: a key inside a shared system prompt sends every
+     *  conversation using it to the same two candidates; a key longer than a conversation's
+     *  first prompt gives its later turns another key (docs/routing.md, "The key"). */
     uint32_t key_blocks;
     /** Ring positions per instance of weight 1, 1..4096. Default 128. All instances' positions
      *  are bounded (kvc_router_add_instance). */

@@ -29,7 +29,10 @@ public struct RouterConfig: Equatable, Sendable {
     /// How the cache view is fed; `nil` takes the policy's `defaultView`.
     public var view: CacheViewMode? = nil
     /// DualMap and consistent hash: the request key is the chained hash of the first
-    /// `keyBlocks` blocks (all of them when the prompt has fewer). 1...64; default 2.
+    /// `keyBlocks` blocks (all of them when the prompt has fewer). 1...64; default 2. It should
+    /// reach past the longest prefix many conversations share (a system prompt: else they all
+    /// get the same candidates) and not past a conversation's first prompt (else its later
+    /// turns get another key); docs/routing.md, "The key".
     public var keyBlocks: Int = 2
     /// Ring positions per instance of weight 1, per ring. 1...4096; default 128. The positions
     /// of all live instances are bounded by `maxRingPositions`.
