@@ -40,7 +40,8 @@ struct PeerRead {
 /// when its journal names a slot beyond, so that every slot of a peer that grew since (or of a
 /// larger one reopened) is indexed, up to `DiskTier.maxSlots` (the most any tier has); a lookup
 /// O(1); a refresh one `fstat` plus one `pread` per 256 new records, and O(capacity) when it
-/// grows the index. Not thread-safe: the engine serialises calls.
+/// grows the index or empties it (a replay from the start, a peer that vanished: once, not
+/// per lookup while it stays away). Not thread-safe: the engine serialises calls.
 final class PeerTier {
     /// The directory, as configured.
     let dir: String
@@ -299,9 +300,13 @@ final class PeerTier {
         hashes[s] = 0
     }
 
-    /// Forgets every block (the journal is replayed from its start next).
+    /// Forgets every block (the journal is replayed from its start next). O(capacity) when
+    /// anything is indexed, else O(1): a vanished peer is cleared on every lookup's refresh.
     private func clear() {
-        for s in 0..<capacity where hashes[s] != 0 { drop(slot: s) }
+        // A slot's hash is non-zero exactly while the index maps that hash to it (`apply`, `drop`).
+        if index.count > 0 {
+            for s in 0..<capacity where hashes[s] != 0 { drop(slot: s) }
+        }
         journalBytes = 0
     }
 

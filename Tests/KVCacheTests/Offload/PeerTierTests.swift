@@ -337,6 +337,33 @@ struct PeerTierTests {
         #expect(b.stats().disk.peerHits == 3 && b.stats().disk.peerStale == 0)
     }
 
+    /// A peer whose journal is removed (its slab kept) gives misses, at every lookup while it is
+    /// away, and its blocks are found again, byte-identical, once a journal is back: replayed
+    /// from its start.
+    @Test func aPeerWhoseJournalIsRemovedGivesMissesUntilItIsBack() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(9, seed: 5)
+        try spillPrompt(a!, 1, prompt)
+        a = nil
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        #expect(b.cachedPrefixTokens(prompt) == 8)
+        let journal = dirA.path + "/" + DiskTierFiles.names[1]
+        let saved = try Data(contentsOf: URL(fileURLWithPath: journal))
+        #expect(unlink(journal) == 0)
+        for _ in 0..<3 { #expect(b.cachedPrefixTokens(prompt) == 0, "a miss while the journal is away") }
+        #expect(b.offload!.tier.peers[0].unavailable?.contains("cannot reopen") == true)
+        #expect(!b.offload!.tier.peers[0].replaced)
+
+        try saved.write(to: URL(fileURLWithPath: journal))
+        #expect(try b.createSequence(1, tokens: prompt) == 8)
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 8) { prompt[$0] } == 0)
+        #expect(b.offload!.tier.peers[0].unavailable == nil)
+        #expect(b.stats().disk.peerHits == 2 && b.stats().disk.peerStale == 0)
+    }
+
     /// A peer whose reopen keeps failing (an empty directory, then another model's tier) is
     /// not read again at every lookup: only when its directory or identity changed, and once
     /// more a second after a failure (`DirectoryStamp.confirms`: a change in the tick of the
