@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import TestSupport
 import Testing
 @testable import KVCache
 @testable import KVCacheABI
@@ -77,18 +78,6 @@ private func setDefaultThreadStack(_ bytes: Int) -> Int32 {
 private func freshDirectory() -> String {
     var template = Array("/tmp/kvcache-abi-limit-XXXXXX".utf8CString)
     return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-}
-
-/// The process's address space in use (VmSize), in bytes.
-private func addressSpaceBytes() -> Int {
-    guard let f = fopen("/proc/self/status", "r") else { return 0 }
-    defer { fclose(f) }
-    var line = [CChar](repeating: 0, count: 256)
-    while fgets(&line, Int32(line.count), f) != nil {
-        let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        if s.hasPrefix("VmSize:") { return (Int(s.dropFirst(7).filter(\.isNumber)) ?? 0) * 1024 }
-    }
-    return 0
 }
 
 @Suite struct ProcessLimitABITests {

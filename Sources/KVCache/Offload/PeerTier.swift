@@ -66,6 +66,8 @@ final class PeerTier {
     static let initialCapacity = 64
     /// Journal records of another payload size seen (an engine of another shape wrote them).
     private var foreignRecords = 0
+    /// True once `grow` failed (logged once: later failures leave their blocks misses quietly).
+    private var loggedGrowthFailure = false
     /// Why the peer gives only misses now, or nil.
     private(set) var unavailable: String?
     /// True once the peer's slab was removed or replaced: misses until `reopen` succeeds.
@@ -259,7 +261,15 @@ final class PeerTier {
             foreignRecords += 1
             return
         }
-        if s >= capacity { grow(toCover: s) }  // only for a block we could read: nothing else sizes the index
+        if s >= capacity {  // only for a block we could read: nothing else sizes the index
+            do { try grow(toCover: s) } catch {
+                // Out of memory: this block stays a miss (a later record for a slot within
+                // the index is still applied); said once per peer, for the operator.
+                if !loggedGrowthFailure { kvm_log("\(error.message); its blocks in slots past \(capacity) are misses") }
+                loggedGrowthFailure = true
+                return
+            }
+        }
         let older = index.find(r.block_hash)
         if older >= 0 { drop(slot: Int(older)) }
         index.insert(r.block_hash, Int32(s))
@@ -270,29 +280,26 @@ final class PeerTier {
     }
 
     /// Enlarges the per-slot arrays and the index to cover slot `s` (at least doubling, at most
-    /// `DiskTier.maxSlots`), keeping every indexed block. O(capacity).
-    private func grow(toCover s: Int) {
+    /// `DiskTier.maxSlots`), keeping every indexed block. Throws `outOfMemory`, nothing
+    /// changed, when the larger arrays cannot be allocated (a process limit: up to ~56 bytes
+    /// x 4 Mi slots). O(capacity).
+    private func grow(toCover s: Int) throws(KVError) {
         let grown = min(max(2 * capacity, s + 1), DiskTier.maxSlots)
-        func enlarged(_ old: UnsafeMutablePointer<UInt64>) -> UnsafeMutablePointer<UInt64> {
-            let new = PeerTier.zeroed(grown)
+        let what = "peer tier '\(dir)': the per-slot state of \(grown) slots (its journal names slot \(s))"
+        let a = CreateAllocations()
+        let larger = try U64Table(maxEntries: grown, what)
+        var arrays: [UnsafeMutablePointer<UInt64>] = []
+        for old in [hashes, parents, generations, checksums] {
+            let new = try a.allocate(repeating: UInt64(0), count: grown, what)
             new.update(from: old, count: capacity)
-            old.deallocate()
-            return new
+            arrays.append(new)
         }
-        hashes = enlarged(hashes)
-        parents = enlarged(parents)
-        generations = enlarged(generations)
-        checksums = enlarged(checksums)
-        index = U64Table(maxEntries: grown)
+        a.keep()
+        for old in [hashes, parents, generations, checksums] { old.deallocate() }
+        (hashes, parents, generations, checksums) = (arrays[0], arrays[1], arrays[2], arrays[3])
+        index = larger
         for slot in 0..<capacity where hashes[slot] != 0 { index.insert(hashes[slot], Int32(slot)) }
         capacity = grown
-    }
-
-    /// `count` zeroed slot values.
-    private static func zeroed(_ count: Int) -> UnsafeMutablePointer<UInt64> {
-        let p = UnsafeMutablePointer<UInt64>.allocate(capacity: count)
-        p.initialize(repeating: 0, count: count)
-        return p
     }
 
     private func drop(slot s: Int) {

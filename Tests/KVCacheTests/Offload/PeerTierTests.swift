@@ -1,3 +1,4 @@
+import CKVMemory
 import Foundation
 import TestSupport
 import Testing
@@ -362,6 +363,52 @@ struct PeerTierTests {
         #expect(try kvDifferences(b, 1, count: 8) { prompt[$0] } == 0)
         #expect(b.offload!.tier.peers[0].unavailable == nil)
         #expect(b.stats().disk.peerHits == 2 && b.stats().disk.peerStale == 0)
+    }
+
+    /// A peer journal naming a slot far past the index (its slab grew, or a forged record) grows
+    /// the index to cover it; when the process may not map that much (~56 bytes x 4 Mi slots
+    /// under RLIMIT_AS), that block is a miss and the engine goes on serving the rest: before,
+    /// the growth's allocation trapped, the engine down. In a child: the limit is process-wide.
+    @Test func aPeerIndexThatCannotGrowLeavesThatBlockAMiss() async {
+        await #expect(processExitsWith: .success) {
+            let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+            defer { dirA.remove(); dirB.remove() }
+            let prompt = tokens(9, seed: 8)
+            var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+            try spillPrompt(a!, 1, prompt)
+            let slotBytes = a!.offload!.tier.slotBytes
+            a = nil
+            let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+            guard b.cachedPrefixTokens(prompt) == 8 else { exit(2) }
+            let indexed = b.offload!.tier.peers[0].capacity
+
+            // A copy of A's last record, for the last slot a tier can have.
+            var config = kvm_slab_config()
+            config.slot_bytes = UInt64(slotBytes)
+            config.max_bytes = 64 << 20  // A's offload_bytes: a smaller one would cut its slab
+            var slab: OpaquePointer?
+            guard (dirA.path.withCString { config.dir = $0; return kvm_slab_open(&config, &slab) }) == 0 else { exit(3) }
+            var record = kvm_journal_record()
+            var st = stat()
+            guard stat(dirA.path + "/" + DiskTierFiles.names[1], &st) == 0 else { exit(4) }
+            let end = UInt64(st.st_size)
+            guard kvm_slab_journal_read(slab, end - 64, &record, 1) == 1 else { exit(4) }
+            record.slot = UInt32(DiskTier.maxSlots - 1)
+            record.block_hash ^= 1
+            guard kvm_slab_journal_append(slab, &record, 1) == 0 else { exit(5) }
+            kvm_slab_close(slab)
+
+            var limit = rlimit()
+            getrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit)
+            limit.rlim_cur = rlim_t(addressSpaceBytes() + (64 << 20))
+            guard setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &limit) == 0 else { exit(6) }
+            guard b.cachedPrefixTokens(prompt) == 8 else { exit(7) }  // the refresh read the record
+            guard b.offload!.tier.peers[0].capacity == indexed else { exit(8) }
+            guard try b.createSequence(1, tokens: prompt) == 8 else { exit(9) }
+            try waitReady(b, 1)
+            guard try kvDifferences(b, 1, count: 8, token: { prompt[$0] }) == 0 else { exit(10) }
+            exit(0)
+        }
     }
 
     /// A peer whose reopen keeps failing (an empty directory, then another model's tier) is
