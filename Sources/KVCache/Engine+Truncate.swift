@@ -122,6 +122,12 @@ extension Engine {
                     throw .outOfMemory("truncating sequence \(seq) must copy the block it cuts (shared), and no block is available")
                 }
             }
+            // The copy's block is taken before anything is released when one is available, so
+            // that a commit failing (the arena's, under memory pressure) changes nothing; else
+            // its room is a block this cut releases, whose memory stays committed (the arena
+            // reuses held groups first): taken after them, it cannot fail.
+            var fresh: Int32 = -1
+            if copyCut && blocks.available > 0 { fresh = try blocks.allocate() }
             let kept = cut + (offset != 0 ? 1 : 0)
             for i in stride(from: count - 1, through: kept, by: -1) {
                 // Contiguous: a block past the cut that only this sequence holds has its bytes in
@@ -131,7 +137,7 @@ extension Engine {
                 blocks.release(table[i])
             }
             if copyCut {
-                let fresh = try blocks.allocate()  // room was checked: only committing memory can fail
+                if fresh < 0 { fresh = try blocks.allocate() }
                 paged?.copy(from: table[cut], to: fresh, tokens: offset)
                 blocks.release(table[cut])
                 table[cut] = fresh

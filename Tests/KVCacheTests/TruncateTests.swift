@@ -1,3 +1,4 @@
+import CKVMemory
 import Testing
 @testable import KVCache
 
@@ -268,5 +269,36 @@ struct TruncateTests {
         try e.append(1, tokens: more)
         try writeKV(e, 1, tokens: more, from: 121)
         #expect(try kvMismatches(e, 1, tokens: prompt + [drafts[0]] + more, from: 0) == 0)
+    }
+
+    /// The copy of a shared cut block needs memory the OS refuses (`kvm_pool_fail_commits`: the
+    /// next page group's commit fails): the truncate is refused as `outOfMemory` and changes
+    /// nothing, and both sequences free cleanly. Before, the blocks past the cut were released
+    /// before the copy's block was taken: refused with them still in the table, a later free
+    /// released them again and the fork's block went to the LRU while held (a trap at its free).
+    @Test func aTruncateWhoseCopyCannotCommitChangesNothing() throws {
+        let e = try Engine(smallConfig(.paged))
+        let prompt = tokens(128, seed: 7)  // 32 blocks: one page group
+        try e.createSequence(1, tokens: prompt)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.fork(parent: 1, child: 2)
+        e.paged!.trim()  // no held group left: the copy's block needs a commit
+        var table = [Int32](repeating: -1, count: 32)
+        _ = try table.withUnsafeMutableBufferPointer { try e.blockTable(2, into: $0) }
+        kvm_pool_fail_commits(e.paged!.pool, 0)
+        let error = caught { try e.truncate(2, to: 122) }  // block 31 past the cut, block 30 cut and shared
+        kvm_pool_fail_commits(e.paged!.pool, -1)
+        #expect(error?.code == .outOfMemory)
+        #expect(try e.length(2) == 128)
+        let shared = table.allSatisfy { e.blocks.references($0) == 2 }
+        #expect(shared, "every block still held by both sequences")
+        guard shared else { return }  // freeing would trap
+        #expect(try kvMismatches(e, 2, tokens: prompt, from: 0) == 0)
+        try e.truncate(2, to: 122)  // memory back: the same cut succeeds
+        #expect(try kvMismatches(e, 2, tokens: Array(prompt[..<122]), from: 0) == 0)
+        #expect(try kvMismatches(e, 1, tokens: prompt, from: 0) == 0)
+        try e.free(2)
+        try e.free(1)
+        #expect(e.stats().blocksUsed == 0)
     }
 }

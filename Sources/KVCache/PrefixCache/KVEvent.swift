@@ -1,6 +1,7 @@
 /// A change to what the engine's prefix cache holds, with the meaning of vLLM's KV events
 /// (`BlockStored`, `BlockRemoved`, `AllBlocksCleared`), so that a router can track what each
-/// instance caches. Layout-compatible with `kvc_event` in `include/kvcache.h`.
+/// instance caches. The same fields as `kvc_event` in `include/kvcache.h`, but not its layout
+/// (Swift stores `kind` as a one-byte tag): `kvc_drain_events` converts field by field.
 public struct KVEvent: Equatable, Sendable {
     /// What happened; raw values are the C ABI's `KVC_EVENT_*` constants.
     public enum Kind: UInt32, Sendable {
