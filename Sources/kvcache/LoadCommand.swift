@@ -48,7 +48,8 @@ struct LoadCommand: ParsableCommand {
         (usually its own blocks from before) and recomputed, and output tokens decoded again. \
         Counting every create made an Azure trace with no shared block show a 99 % hit rate.
 
-        Peak committed bytes are sampled every 50 ms; peak RSS is VmHWM. RSS counts only the \
+        Peak committed bytes are sampled every 50 ms; peak RSS is VmHWM, reset as each run \
+        starts (so --compare-offload's second run reports its own). RSS counts only the \
         pages the process touched: the paged layout faults in the pages it commits, while the \
         contiguous layout commits pages (fallocate) that count only once K/V are written there \
         (--write-kv), so its RSS stays far below its committed bytes; compare layouts by committed \

@@ -28,6 +28,7 @@ struct LoadRunner {
     }
 
     func run() throws -> LoadReport {
+        ProcessMemory.resetPeak()  // the run's peak RSS is its own (--compare-offload runs two)
         let rssStart = ProcessMemory.current()
         let engine: Engine
         do {

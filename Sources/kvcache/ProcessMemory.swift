@@ -6,8 +6,19 @@ import Glibc
 struct ProcessMemory: Sendable {
     /// `VmRSS`: resident bytes now.
     var rssBytes: UInt64
-    /// `VmHWM`: the peak of `VmRSS` since the process started.
+    /// `VmHWM`: the peak of `VmRSS` since the process started, or since the last `resetPeak`.
     var peakRSSBytes: UInt64
+
+    /// Sets `VmHWM` to the current `VmRSS` (writes "5" to `/proc/self/clear_refs`, Linux 4.0+),
+    /// so that a run's peak is its own, not an earlier run's in the same process. False when
+    /// the file cannot be written (the peak then stays the process's). Cost: an open and a write.
+    @discardableResult
+    static func resetPeak() -> Bool {
+        let fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return write(fd, "5", 1) == 1
+    }
 
     /// Reads `/proc/self/status`; both fields are 0 where it does not exist (not Linux).
     /// Cost: one open/read/close, a few microseconds; not for hot paths.
