@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the eviction numbers in README.md ("`kvcache evict-eval` results") and the
+# Reproduces the eviction numbers in README.md ("`kvcache-cli evict-eval` results") and the
 # sensitivity sweep in docs/token-eviction.md: the default evaluation
 # (both synthetic traces, every policy, budgets 10/20/50%, with JSON and SVG in
 # docs/eviction/), then two sensitivity sweeps at a 20% budget:

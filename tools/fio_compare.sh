@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs fio (io_uring engine, O_DIRECT, random block-aligned offsets, registered buffers and
-# files) beside `kvcache io-bench` on the same file, block size and queue depth, cell by cell
+# files) beside `kvcache-cli io-bench` on the same file, block size and queue depth, cell by cell
 # (A-B-B-A order, each number the mean of two runs), and prints the throughput ratios, plus
 # io-bench's queue against its own synchronous pread/pwrite baseline.
 #

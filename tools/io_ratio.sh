@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Repeats `kvcache io-bench` and prints, per operation and depth, the median over the runs of
+# Repeats `kvcache-cli io-bench` and prints, per operation and depth, the median over the runs of
 # the queue's throughput, the synchronous baseline's (one pread/pwrite at a time, same file,
 # same run) and their ratio (each run's own ratio, then the median), plus the minimum and
 # maximum ratio. On a shared or virtualised machine single runs move a lot; the median of

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds the CLI in release mode and runs
-# `kvcache load` on the bundled Mooncake conversation trace (its first 2000 requests) with the
+# `kvcache-cli load` on the bundled Mooncake conversation trace (its first 2000 requests) with the
 # default engine configuration, in a 4-layer model shape: Mooncake prompts average 12k tokens,
 # which at the default 32 layers would take 1.5 GiB of K/V each. `tools/run.sh main OPTIONS...`
 # runs the main job with more `load` options (for example `--layout contiguous --reserve`).
-# With other arguments, runs `kvcache ARGS...` instead.
+# With other arguments, runs `kvcache-cli ARGS...` instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh

@@ -81,7 +81,7 @@ func rejectUnknownBytes(_ raw: UnsafeRawPointer, size: Int, known: Int, padding:
     for range in padding + [known..<max(size, known)] {
         for offset in range where offset < size && raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
             throw KVError(.unsupported,
-                          "\(name) byte \(offset) is not 0, but this library (ABI \(abiVersion)) has no field there: it cannot "
+                          "\(name) byte \(offset) is not 0, but this library (ABI \(kvcacheABIVersion)) has no field there: it cannot "
                           + "honour a newer field (or the struct was not started from its _init, which zeroes it)")
         }
     }

@@ -6,10 +6,6 @@ public typealias kvc_status = Int32
 /// `KVC_OK`.
 public let KVC_OK: kvc_status = 0
 
-/// `KVC_ABI_VERSION` of this library; bumped only when an existing function or field
-/// changes meaning.
-let abiVersion: UInt32 = 1
-
 /// The names `kvc_status_name` returns, as immortal C strings (allocated once, on first use,
 /// never freed): one per `KVError.Code`, plus `KVC_OK` and the name for unknown codes.
 private struct StatusNames: @unchecked Sendable {
@@ -51,7 +47,7 @@ private func statusName(_ code: KVError.Code) -> String {
 
 /// `kvc_abi_version`: `KVC_ABI_VERSION` of this library.
 @c public func kvc_abi_version() -> UInt32 {
-    abiVersion
+    kvcacheABIVersion
 }
 
 /// Runs the body of export `function`: returns `KVC_OK`, or the code of the `KVError` it

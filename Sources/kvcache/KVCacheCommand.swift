@@ -1,12 +1,17 @@
 import ArgumentParser
+import KVCache
 
-/// The `kvcache` command line tool: load tests, trace replay through a simulated cluster,
-/// eviction evaluation and I/O benchmarks of the engine, each a subcommand.
+/// The `kvcache-cli` command line tool: load tests, trace replay through a simulated cluster,
+/// eviction evaluation and I/O benchmarks of the engine, each a subcommand. Its name in usage
+/// and help is the binary's, the product `kvcache-cli` (the library product holds `kvcache`);
+/// `--version` prints `kvcacheABIVersion`, the version libkvcache built from the same sources
+/// reports.
 @main
 struct KVCacheCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "kvcache",
+        commandName: "kvcache-cli",
         abstract: "Load-test and evaluate the KVCacheEngine KV-cache manager.",
+        version: String(kvcacheABIVersion),
         subcommands: [LoadCommand.self, ReplayCommand.self, EvictEvalCommand.self, IOBenchCommand.self, SpillChildCommand.self],
         defaultSubcommand: LoadCommand.self
     )

@@ -27,7 +27,7 @@ struct LoadCommand: ParsableCommand {
         the first round(r * prompt) tokens of each prompt are the start of one of \
         --shared-prompts shared texts (picked with Zipf weights 1/(k+1)); the rest is unique. \
         --rate 0 is a closed loop (every request available at once); otherwise Poisson arrivals. \
-        With --trace FILE, requests come from a trace, read as kvcache replay reads it: Mooncake \
+        With --trace FILE, requests come from a trace, read as kvcache-cli replay reads it: Mooncake \
         JSONL, or an Azure LLM inference CSV (.csv). Prompt tokens are synthesized per \
         512-token block from the trace's chained block ids, so equal prefixes give equal blocks. \
         The synthetic workload's options (--rate, --prompt-*, --output-dist, --output-mean, \
@@ -106,7 +106,7 @@ struct LoadCommand: ParsableCommand {
         run) spilled to DIR, read-only; the report's "peers" line counts them.
 
         Example with the Mooncake trace (prompts are long: use a small model shape):
-          kvcache load --trace traces/mooncake_conversation_trace.jsonl --requests 2000 \\
+          kvcache-cli load --trace traces/mooncake_conversation_trace.jsonl --requests 2000 \\
             --layers 4 --memory 4GiB --max-prompt-tokens 16384 --output-max 256
         """
     )

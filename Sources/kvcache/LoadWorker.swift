@@ -282,7 +282,11 @@ struct LoadWorker: Sendable {
                     // No freed memory would ever hold it whole: reject it before its create, which
                     // would take memory (and preempt others to grow) only to be preempted at the
                     // budget's end, again and again. Nothing is learned about memory, so
-                    // admission goes on.
+                    // admission goes on. The bound is prompt + output, not one less: the decode
+                    // steps below append every output token, the last one too (a server that
+                    // never appends its last sampled token holds one less; this loop models one
+                    // that does, and checks the length at the end), and speculative steps append
+                    // no more than the output still needs, so prompt + output is the peak.
                     result.rejectedUnfittable += 1
                     if result.firstError == nil {
                         result.firstError = "a \(request.promptTokens)-token prompt with \(request.outputTokens) output tokens, "

@@ -67,4 +67,28 @@ struct LoadUnfittableTests {
         #expect(report.firstError == "a 1000-token prompt with 1500 output tokens, more than the budget holds (2048 tokens)",
                 "\(report.firstError ?? "no error")")
     }
+
+    /// The boundary: a request whose prompt plus output is exactly the budget (1000 + 1048 of
+    /// 2048 tokens) completes, and one token more (1000 + 1049) is unfittable. The decode loop
+    /// appends every output token, the last one too, and with drafts never more than the output
+    /// still needs, so a sequence peaks at exactly prompt + output tokens (the completion check
+    /// reads that length from the engine): a bound one lower would reject a request that fits,
+    /// one higher would admit one that preempts itself until `--max-retries` gives up.
+    @Test(arguments: ["paged", "contiguous"], [0, 3])
+    func aRequestOfExactlyTheBudgetCompletesAndOneTokenMoreIsUnfittable(layout: String, draftTokens: Int) throws {
+        let lines = [(0, 1048), (1, 1049)].map { i, output in
+            #"{"timestamp": \#(i), "input_length": 1000, "output_length": \#(output), "hash_ids": [\#(i * 16), \#(i * 16 + 1)]}"#
+        }
+        let trace = try TraceWorkloadTests.file(lines.joined(separator: "\n") + "\n")
+        defer { try? FileManager.default.removeItem(atPath: trace) }
+        var arguments = Self.arguments(trace: trace, layout: layout, threads: 1)
+        arguments += ["--output-max", "1049", "--write-kv"]
+        if draftTokens > 0 { arguments += ["--draft-tokens", String(draftTokens), "--draft-acceptance", "0.5"] }
+        let report = try LoadReportTests.load(arguments).report
+        #expect(report.requests.completed == 1 && report.requests.rejectedUnfittable == 1, "\(report.requests)")
+        #expect(report.requests.rejectedOutOfMemory == 0 && report.requests.rejectedOther == 0, "\(report.requests)")
+        #expect(report.requests.preemptions == 0 && report.requests.createRetries == 0, "\(report.requests)")
+        #expect(report.firstError == "a 1000-token prompt with 1049 output tokens, more than the budget holds (2048 tokens)",
+                "\(report.firstError ?? "no error")")
+    }
 }
