@@ -58,9 +58,11 @@
  *   after it exits (tools/abi_client.c, "forks"). The child must not call any kvc_* function
  *   on what it inherited (the engine's lock, io_uring ring and disk-tier files are the
  *   parent's), and K/V memory is shared, not copied: a child that writes through an
- *   inherited K/V pointer writes the parent's cache. As with any library that runs threads,
- *   a child of a multi-threaded parent should exec (or use posix_spawn) before creating
- *   engines of its own.
+ *   inherited K/V pointer writes the parent's cache. kvc_engine_destroy releases that memory
+ *   at once even while such a child lives (the K/V file is cut to 0 bytes): a child that
+ *   touches an inherited K/V pointer after its parent destroyed the engine gets SIGBUS. As
+ *   with any library that runs threads, a child of a multi-threaded parent should exec (or
+ *   use posix_spawn) before creating engines of its own.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -734,7 +736,8 @@ void kvc_config_init(kvc_config *cfg);
  */
 kvc_status kvc_engine_create(const kvc_config *cfg, kvc_engine **out);
 
-/** Releases the engine and all its memory; every pointer it returned becomes invalid.
+/** Releases the engine and all its memory, also the K/V memory a child forked without exec
+ *  still maps (PROCESSES); every pointer it returned becomes invalid.
  *  NULL: no-op. Must not race with any other call on `e`; `e` must not be used after. */
 void kvc_engine_destroy(kvc_engine *e);
 

@@ -166,7 +166,12 @@ void kvm_pool_fail_commits(kvm_pool *p, int64_t after) { p->commits_before_fault
 void kvm_pool_destroy(kvm_pool *p) {
     if (!p) return;
     if (p->view) munmap(p->view, p->view_bytes);
-    if (p->fd >= 0) close(p->fd);
+    if (p->fd >= 0) {
+        /* A forked child's copies of the descriptor and mappings would keep every page
+         * allocated for as long as it lives; the truncation frees them in every process. */
+        (void)ftruncate(p->fd, 0);
+        close(p->fd);
+    }
     free(p->free_bits);
     free(p->committed_bits);
     free(p->refs);

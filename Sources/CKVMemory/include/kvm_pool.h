@@ -28,6 +28,10 @@ typedef struct kvm_pool_config {
 /* Creates a pool of floor(budget / (tensors * group_bytes)) groups; -EINVAL when that is 0 or
  * more than KVM_POOL_MAX_GROUPS, or the NUMA node is unavailable. Nothing is committed yet. */
 int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out);
+/* Frees the pool and its pages: the memfd is cut to 0 bytes before it is closed, so the
+ * pages go now even while a child forked without exec still holds the descriptor and shared
+ * mappings of it (a child that touches such a mapping afterwards gets SIGBUS). Call it after
+ * the layout's own mappings are gone. NULL: nothing. */
 void kvm_pool_destroy(kvm_pool *p);
 
 /* Takes a free group, preferring `hint` (to keep a sequence file-contiguous), then a committed
