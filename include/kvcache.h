@@ -494,8 +494,10 @@ typedef struct kvc_stats {
      *  includes the indexed blocks only a swapped-out sequence held, which its swap-out
      *  evicts once they are on disk (not kvc_engine_trim's drops). */
     uint64_t blocks_evicted;
-    /** Memory mappings the engine holds, an upper bound (contiguous layout; 0 when paged).
-     *  Compare with vm.max_map_count. */
+    /** Memory mappings the engine holds (contiguous layout; 0 when paged), counted from its
+     *  page tables: an upper bound while every mmap succeeds; after one failed (at
+     *  vm.max_map_count) a layer's range may keep a few mappings more than this until a later
+     *  map replaces them. Compare with vm.max_map_count. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
      *  65536, plus the events of kvc_engine_create: see there). */
