@@ -1130,7 +1130,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
 /**
  * Applies the sequence's policy down to budget_tokens per layer (per head in per-head mode;
  * the mean over layers with adaptive budgets), compacts K/V in place and releases the
- * blocks/pages past the new length (committed bytes fall). KVC_EVICTION_NONE: no change.
+ * blocks/pages past the new length (committed bytes fall, not below what kvc_engine_reserve
+ * reserved since the last kvc_engine_trim). KVC_EVICTION_NONE: no change.
  * Episodic offload (KVC_EVICTION_EPISODIC with a disk tier, per layer or per head): the
  * evicted tokens' K/V (K then V, exactly the bytes: of every KV head per layer; per head,
  * each head's own evicted tokens, its head_dim * dtype_bytes slice of the slot) are written
