@@ -58,9 +58,11 @@
  *   after it exits (tools/abi_client.c, "forks"). The child must not call any kvc_* function
  *   on what it inherited (the engine's lock, io_uring ring and disk-tier files are the
  *   parent's), and K/V memory is shared, not copied: a child that writes through an
- *   inherited K/V pointer writes the parent's cache. As with any library that runs threads,
- *   a child of a multi-threaded parent should exec (or use posix_spawn) before creating
- *   engines of its own.
+ *   inherited K/V pointer writes the parent's cache. kvc_engine_destroy releases that memory
+ *   at once even while such a child lives (the K/V file is cut to 0 bytes): a child that
+ *   touches an inherited K/V pointer after its parent destroyed the engine gets SIGBUS. As
+ *   with any library that runs threads, a child of a multi-threaded parent should exec (or
+ *   use posix_spawn) before creating engines of its own.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -492,8 +494,10 @@ typedef struct kvc_stats {
      *  includes the indexed blocks only a swapped-out sequence held, which its swap-out
      *  evicts once they are on disk (not kvc_engine_trim's drops). */
     uint64_t blocks_evicted;
-    /** Memory mappings the engine holds, an upper bound (contiguous layout; 0 when paged).
-     *  Compare with vm.max_map_count. */
+    /** Memory mappings the engine holds (contiguous layout; 0 when paged), counted from its
+     *  page tables: an upper bound while every mmap succeeds; after one failed (at
+     *  vm.max_map_count) a layer's range may keep a few mappings more than this until a later
+     *  map replaces them. Compare with vm.max_map_count. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
      *  65536, plus the events of kvc_engine_create: see there). */
@@ -734,7 +738,8 @@ void kvc_config_init(kvc_config *cfg);
  */
 kvc_status kvc_engine_create(const kvc_config *cfg, kvc_engine **out);
 
-/** Releases the engine and all its memory; every pointer it returned becomes invalid.
+/** Releases the engine and all its memory, also the K/V memory a child forked without exec
+ *  still maps (PROCESSES); every pointer it returned becomes invalid.
  *  NULL: no-op. Must not race with any other call on `e`; `e` must not be used after. */
 void kvc_engine_destroy(kvc_engine *e);
 
@@ -1125,7 +1130,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
 /**
  * Applies the sequence's policy down to budget_tokens per layer (per head in per-head mode;
  * the mean over layers with adaptive budgets), compacts K/V in place and releases the
- * blocks/pages past the new length (committed bytes fall). KVC_EVICTION_NONE: no change.
+ * blocks/pages past the new length (committed bytes fall, not below what kvc_engine_reserve
+ * reserved since the last kvc_engine_trim). KVC_EVICTION_NONE: no change.
  * Episodic offload (KVC_EVICTION_EPISODIC with a disk tier, per layer or per head): the
  * evicted tokens' K/V (K then V, exactly the bytes: of every KV head per layer; per head,
  * each head's own evicted tokens, its head_dim * dtype_bytes slice of the slot) are written

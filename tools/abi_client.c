@@ -22,8 +22,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1049,6 +1051,60 @@ static void forked(uint32_t layout) {
     MUST(kvc_seq_free(e, 1));
     kvc_engine_destroy(e);
     remove_tier_dir(dir);
+}
+
+/* Bytes allocated to the K/V memory file ("memfd:kvcache-kv") that process `pid` has open,
+ * summed over its descriptors of it; 0 when it has none. */
+static long long kv_file_bytes(pid_t pid) {
+    char dir[64], link[384], target[256];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(dir);
+    REQUIRE(d != NULL, "opendir %s: %s", dir, strerror(errno));
+    long long bytes = 0;
+    for (struct dirent *de; (de = readdir(d)) != NULL;) {
+        snprintf(link, sizeof link, "%s/%s", dir, de->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = 0;
+        struct stat st;
+        if (strstr(target, "memfd:kvcache-kv") && stat(link, &st) == 0) bytes += (long long)st.st_blocks * 512;
+    }
+    closedir(d);
+    return bytes;
+}
+
+/* A server that forked a worker without exec (a preforked pool) and then destroys its engine:
+ * the memory goes at once, though the child still has the K/V file's descriptor and shared
+ * mappings (kvcache.h, PROCESSES). Before, the whole reserved budget stayed allocated until
+ * the child exited. */
+static void forked_then_destroyed(uint32_t layout) {
+    kvc_config cfg;
+    const char *name;
+    kvc_engine *e = open_small(layout, "the server forks a worker, then destroys the engine", &cfg, &name);
+    uint64_t reserved = 0;
+    MUST(kvc_engine_reserve(e, cfg.memory_bytes, &reserved));
+    int done[2];
+    REQUIRE(pipe(done) == 0, "pipe");
+    fflush(stdout);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {  /* waits for the parent's word (or its end), then exits */
+        char c;
+        close(done[1]);
+        ssize_t n = read(done[0], &c, 1);
+        _exit(n >= 0 ? 0 : 1);
+    }
+    close(done[0]);
+    long long before = kv_file_bytes(pid);
+    CHECK(before >= (long long)reserved && reserved > 0, "%s: the child inherited the K/V file with the %llu reserved bytes (%lld allocated)",
+          name, (unsigned long long)reserved, before);
+    kvc_engine_destroy(e);
+    long long after = kv_file_bytes(pid);
+    CHECK(after == 0, "%s: after kvc_engine_destroy the child's K/V file holds %lld bytes, not 0", name, after);
+    close(done[1]);
+    int status = -1;
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child exited (status %d)", name, status);
 }
 
 /* A server whose file-size limit (`ulimit -f`, RLIMIT_FSIZE, here lowered after the engine
@@ -2184,6 +2240,8 @@ int main(int argc, char **argv) {
     writeback(KVC_LAYOUT_CONTIGUOUS);
     forked(KVC_LAYOUT_PAGED);
     forked(KVC_LAYOUT_CONTIGUOUS);
+    forked_then_destroyed(KVC_LAYOUT_PAGED);
+    forked_then_destroyed(KVC_LAYOUT_CONTIGUOUS);
     file_size_limit(KVC_LAYOUT_PAGED);
     file_size_limit(KVC_LAYOUT_CONTIGUOUS);
     out_of_memory(KVC_LAYOUT_PAGED, 1);

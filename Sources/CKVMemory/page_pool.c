@@ -166,7 +166,12 @@ void kvm_pool_fail_commits(kvm_pool *p, int64_t after) { p->commits_before_fault
 void kvm_pool_destroy(kvm_pool *p) {
     if (!p) return;
     if (p->view) munmap(p->view, p->view_bytes);
-    if (p->fd >= 0) close(p->fd);
+    if (p->fd >= 0) {
+        /* A forked child's copies of the descriptor and mappings would keep every page
+         * allocated for as long as it lives; the truncation frees them in every process. */
+        (void)ftruncate(p->fd, 0);
+        close(p->fd);
+    }
     free(p->free_bits);
     free(p->committed_bits);
     free(p->refs);
@@ -331,13 +336,16 @@ uint32_t kvm_pool_unref(kvm_pool *p, uint32_t group) {
 
 uint32_t kvm_pool_refs(const kvm_pool *p, uint32_t group) { return p->refs[group]; }
 
-uint64_t kvm_pool_trim(kvm_pool *p) {
-    uint64_t released = 0;
+uint64_t kvm_pool_trim(kvm_pool *p, uint64_t keep_bytes) {
+    uint64_t released = 0, unit = (uint64_t)p->tensors * p->group_bytes;
     uint32_t g = 0;
     while (g < p->groups) {
+        uint64_t committed = kvm_pool_committed_bytes(p);
+        uint64_t over = committed > keep_bytes ? (committed - keep_bytes) / unit : 0; /* groups that may go */
+        if (over == 0) break;
         if (!(bit(p->free_bits, g) && bit(p->committed_bits, g))) { g++; continue; }
         uint32_t first = g;
-        while (g < p->groups && bit(p->free_bits, g) && bit(p->committed_bits, g)) g++;
+        while (g < p->groups && g - first < over && bit(p->free_bits, g) && bit(p->committed_bits, g)) g++;
         /* A run stays committed unless every tensor's hole was punched: the count may then
          * overstate what is held (pages of the tensors punched before), never understate it. */
         int punched = 1;

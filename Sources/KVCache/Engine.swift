@@ -31,6 +31,11 @@ public final class Engine: @unchecked Sendable {
     var evictionStates: [AttentionScores?]
     /// The disk tier and swap state; nil without `offload_dir`.
     let offload: OffloadCoordinator?
+    /// Committed bytes `reserve` asked for since the last `trim` (the most of its calls): memory
+    /// a sequence gives back stays committed up to this (a free's, as always, and a
+    /// compaction's, whose trim keeps it: `releaseBlocks`), so the reservation lasts until
+    /// `trim`. 0: no reservation, a compaction's freed pages go back to the OS.
+    var reservedBytes: UInt64 = 0
     /// Scratch for one call: disk slots of the prompt's blocks found in the disk tier (-1: found
     /// in a peer's, then `scratchPeer` at the same index says where).
     private let scratchDisk: UnsafeMutablePointer<Int32>
@@ -796,6 +801,7 @@ public final class Engine: @unchecked Sendable {
             } else {
                 blocks.dropCached()
             }
+            reservedBytes = 0
             paged?.trim()
             contiguous?.trim()
         }
@@ -818,6 +824,7 @@ public final class Engine: @unchecked Sendable {
             throw KVError(.unsupported, "a metadata-only engine has no memory to reserve")
         }
         let target = min(bytes, config.memoryBytes)
+        try locked { reservedBytes = max(reservedBytes, target) }
         let stepBytes = kvm_pool_group_bytes(pool) * UInt64(config.tensors)
         while true {
             let progressed = try locked { () throws(KVError) -> Bool in

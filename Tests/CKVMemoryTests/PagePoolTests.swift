@@ -69,7 +69,7 @@ struct PagePoolTests {
         #expect(b == a + 1)
         #expect(kvm_pool_committed_bytes(pool) == 8 * 4 * 4096)
         #expect(kvm_pool_unref(pool, UInt32(b)) == 0)
-        #expect(kvm_pool_trim(pool) == 7 * 4 * 4096)
+        #expect(kvm_pool_trim(pool, 0) == 7 * 4 * 4096)
         #expect(kvm_pool_committed_bytes(pool) == 1 * 4 * 4096)
     }
 
@@ -206,7 +206,7 @@ struct BlockArenaTests {
         let before = kvm_pool_committed_bytes(pool)
         for b in blocks.prefix(4) { kvm_arena_free(arena, UInt32(b)) }
         kvm_arena_free(arena, UInt32(blocks[5]))
-        #expect(kvm_arena_trim(arena) > 0)
+        #expect(kvm_arena_trim(arena, 0) > 0)
         #expect(kvm_pool_committed_bytes(pool) == 1 * 4 * 4096)
         #expect(before > kvm_pool_committed_bytes(pool))
         #expect(kvm_arena_used(arena) == 3)
@@ -224,15 +224,15 @@ struct BlockArenaTests {
         for b in blocks { kvm_arena_free(arena, UInt32(b)) }  // both groups empty
         kvm_arena_prefault(arena, taken[0])
         kvm_arena_prefault_done(arena, taken[0])
-        #expect(kvm_arena_trim(arena) > 0)  // the first group goes; the second is still being prefaulted
+        #expect(kvm_arena_trim(arena, 0) > 0)  // the first group goes; the second is still being prefaulted
         #expect(kvm_pool_committed_bytes(pool) == 1 * 4 * 4096)
         kvm_arena_prefault_done(arena, taken[1])
-        #expect(kvm_arena_trim(arena) > 0)
+        #expect(kvm_arena_trim(arena, 0) > 0)
         #expect(kvm_pool_committed_bytes(pool) == 0)
         // A group given back before it was handed out is not handed out (its pages are gone).
         let again = (0..<4).map { _ in kvm_arena_alloc(arena) }
         for b in again { kvm_arena_free(arena, UInt32(b)) }
-        kvm_arena_trim(arena)
+        kvm_arena_trim(arena, 0)
         #expect(kvm_arena_fresh_count(arena) == 1)
         #expect(kvm_arena_take_fresh(arena, &taken, 8) == 0)
     }
@@ -247,7 +247,7 @@ struct BlockArenaTests {
             let b = kvm_arena_alloc(arena)
             #expect(b >= 0)
             kvm_arena_free(arena, UInt32(b))
-            #expect(kvm_arena_trim(arena) > 0)
+            #expect(kvm_arena_trim(arena, 0) > 0)
         }
         #expect(kvm_arena_fresh_count(arena) == 1)
         let b = kvm_arena_alloc(arena)  // held now: handed out once

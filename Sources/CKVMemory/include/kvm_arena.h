@@ -40,9 +40,10 @@ uint32_t kvm_arena_available(const kvm_arena *a);
 const uint8_t *kvm_arena_base(const kvm_arena *a);
 uint64_t kvm_arena_mapped_bytes(const kvm_arena *a);
 
-/* Gives empty groups back to the pool and releases their pages, except groups being
- * pre-faulted. Returns bytes released. */
-uint64_t kvm_arena_trim(kvm_arena *a);
+/* Gives empty groups back to the pool and releases their pages (kvm_pool_trim), except groups
+ * being pre-faulted, while more than `keep_bytes` stay committed (0: every such group).
+ * Returns bytes released. */
+uint64_t kvm_arena_trim(kvm_arena *a, uint64_t keep_bytes);
 
 /* Pre-faulting new groups outside the caller's lock. Faulting in a group's pages (zeroing them:
  * about 1 s per GiB here) is most of the cost of the first use of memory; doing it under the

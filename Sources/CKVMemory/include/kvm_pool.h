@@ -28,6 +28,10 @@ typedef struct kvm_pool_config {
 /* Creates a pool of floor(budget / (tensors * group_bytes)) groups; -EINVAL when that is 0 or
  * more than KVM_POOL_MAX_GROUPS, or the NUMA node is unavailable. Nothing is committed yet. */
 int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out);
+/* Frees the pool and its pages: the memfd is cut to 0 bytes before it is closed, so the
+ * pages go now even while a child forked without exec still holds the descriptor and shared
+ * mappings of it (a child that touches such a mapping afterwards gets SIGBUS). Call it after
+ * the layout's own mappings are gone. NULL: nothing. */
 void kvm_pool_destroy(kvm_pool *p);
 
 /* Takes a free group, preferring `hint` (to keep a sequence file-contiguous), then a committed
@@ -56,9 +60,11 @@ uint32_t kvm_pool_unref(kvm_pool *p, uint32_t group);
 /* The group's owners now (0: free). */
 uint32_t kvm_pool_refs(const kvm_pool *p, uint32_t group);
 
-/* Releases every free-committed group's pages to the OS (punch hole). Returns bytes released;
- * a run whose hole cannot be punched (the system refuses) stays committed and is not counted. */
-uint64_t kvm_pool_trim(kvm_pool *p);
+/* Releases free-committed groups' pages to the OS (punch hole), lowest first, while more than
+ * `keep_bytes` stay committed: committed bytes end >= keep_bytes (0: every free-committed
+ * group goes). Returns bytes released; a run whose hole cannot be punched (the system
+ * refuses) stays committed and is not counted. */
+uint64_t kvm_pool_trim(kvm_pool *p, uint64_t keep_bytes);
 /* Commits up to `groups` free groups that have no pages yet (they stay free, and allocation
  * prefers them), so that later allocations do not pay for it; never more than `groups`.
  * Returns how many were committed, or -errno when committing the first failed. Cost: one

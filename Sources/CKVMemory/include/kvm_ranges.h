@@ -7,9 +7,11 @@
  * page by page as the sequence grows. Page p of every tensor of a slot maps the same group, so
  * one page table per slot serves all layers.
  *
- * A mapped page holds one pool reference. Mappings are counted (an upper bound on the VMAs they
- * create) and kept under vm.max_map_count less what the process held at creation and 4096 more;
- * a map that would pass the limit fails with -ENOMEM. */
+ * A mapped page holds one pool reference. Mappings are counted from the page table (2 per run of
+ * mapped pages per tensor, plus the reservation: an upper bound on the VMAs of the pages the
+ * table lists, not on what a tensor keeps after a failed mmap, see kvm_ranges_unmap) and kept
+ * under vm.max_map_count less what the process held at creation and 4096 more; a map that would
+ * pass the limit fails with -ENOMEM. */
 typedef struct kvm_ranges kvm_ranges;
 
 /* Reserves slots * tensors * range_bytes of address space (range_bytes is rounded up to the
@@ -44,7 +46,8 @@ uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot);
 const uint8_t *kvm_ranges_base(const kvm_ranges *r);
 uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r);
 
-/* The current upper bound on mappings, and the limit it is kept under. */
+/* The mappings counted (above: after a failed mmap a tensor may hold a few more VMAs than this,
+ * until a later map replaces them), and the limit the count is kept under. */
 uint64_t kvm_ranges_mappings(const kvm_ranges *r);
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);
 /* Lowers the limit to `limit` mappings (never raises it above what vm.max_map_count allows):

@@ -202,7 +202,8 @@ extension Engine {
 
     /// Releases `s`'s blocks past its first `newLength` of `oldLength` token slots, in table
     /// order (an exclusive indexed one leaves the index: its bytes are rewritten or dropped),
-    /// and the pages past `newLength`: with `returnMemory` unmapped and the pool trimmed, else
+    /// and the pages past `newLength`: with `returnMemory` unmapped and the pool trimmed down to
+    /// the reservation (`reservedBytes`: what `reserve` committed stays until `trim`), else
     /// unpinned and kept mapped (`ContiguousMemory.release`). Contiguous, the pages go even
     /// when no block does: the last block's later pages may still map a group a fork or the
     /// prefix cache holds (`makeWritable` made the block the sequence's own, and only the
@@ -218,8 +219,8 @@ extension Engine {
             blocks.release(b)
         }
         if returnMemory {
-            contiguous?.shrink(slot: s, to: newLength)
-            if newBlocks < oldBlocks { paged?.trim() }
+            contiguous?.shrink(slot: s, to: newLength, keeping: reservedBytes)
+            if newBlocks < oldBlocks { paged?.trim(keeping: reservedBytes) }
         } else {
             contiguous?.release(slot: s, past: newLength)
         }

@@ -423,15 +423,15 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Shrinks live `slot` to `tokens` tokens: unpins and unmaps the pages past them and gives
-    /// free groups back to the OS, so committed bytes fall. Cost: one munmap per tensor and a
-    /// pool trim.
-    func shrink(slot: Int, to tokens: Int) {
+    /// free groups back to the OS while more than `committed` bytes stay committed, so committed
+    /// bytes fall (to `committed` at least). Cost: one munmap per tensor and a pool trim.
+    func shrink(slot: Int, to tokens: Int, keeping committed: UInt64) {
         let keep = pages(for: tokens)
         guard keep < pinnedPages[slot] else { return }
         release(slot: slot, past: tokens)
         let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
         if mapped > keep { unmap(slot, keep..<mapped) }
-        kvm_pool_trim(pool)
+        kvm_pool_trim(pool, committed)
     }
     /// Copies indexed block `block`'s bytes of every tensor into `out` (tensor t at
     /// `t * blockBytes`), from the groups it holds, without mapping them (the disk tier's spill).
@@ -458,7 +458,7 @@ final class ContiguousMemory: BlockListener {
     /// Unmaps every page not pinned by a live sequence and releases free groups to the OS.
     func trim() {
         for slot in 0..<slots { unmapUnpinned(slot) }
-        kvm_pool_trim(pool)
+        kvm_pool_trim(pool, 0)
     }
 
     // MARK: internals

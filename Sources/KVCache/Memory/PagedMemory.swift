@@ -53,8 +53,9 @@ final class PagedMemory {
     /// Physical bytes held.
     var committedBytes: UInt64 { kvm_pool_committed_bytes(pool) }
 
-    /// Gives empty groups back and releases their pages.
-    func trim() { kvm_arena_trim(arena) }
+    /// Gives empty groups back and releases their pages while more than `keep` bytes stay
+    /// committed (`kvm_arena_trim`; 0: every empty group).
+    func trim(keeping keep: UInt64 = 0) { kvm_arena_trim(arena, keep) }
 
     /// Whether calls under the engine lock took page groups that are not faulted in yet.
     @inline(__always) var hasFreshGroups: Bool { kvm_arena_fresh_count(arena) > 0 }
