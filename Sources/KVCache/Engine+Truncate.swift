@@ -55,8 +55,10 @@ extension Engine {
     /// cause; a layer would keep no token; a segment wholly past the cut was already clustered
     /// by a focus); `outOfMemory` (a block or page the truncation must copy finds no room;
     /// only once no swap-out is pending: it waits for them first, `lockedAllocating`).
-    /// Each changes nothing. A system call failing while a page is copied is reported with
-    /// the truncation done (the page keeps its old bytes), as by `compact` when compacted.
+    /// Each changes nothing: contiguous, the page holding the cut is copied (when another
+    /// holder may share it) before anything else changes, so a commit or mapping the OS refuses
+    /// there is such an `outOfMemory` too. Compacted, a system call failing while a page is
+    /// copied is reported as by `compact`.
     /// Cost: one release per block past the cut; contiguous, O(1) counts for the cut's page
     /// when they prove it the slot's own (`ContiguousMemory.holdsAlone`, a spec-decoding cut's
     /// usual case), else a scan of the blocks on it, and at most one page copy per tensor.
@@ -100,18 +102,31 @@ extension Engine {
             }
             // Contiguous: appends will write the page holding the cut from the cut on, where a
             // fork's tokens or a cached block's (those past the cut included, once released)
-            // may lie; it must be the slot's own by then. Room for a copy is checked first, by
-            // the rule of the copy below counting only blocks the sequence alone holds as its
-            // own (an upper bound: those it releases or unindexes leave, the rest stay its own),
-            // so a cut page that only its own indexed blocks hold needs no free page.
+            // may lie; it must be the slot's own by then. It is copied when something may hold
+            // it besides the sequence, by the rule of `isHeldElsewhere` counting only blocks the
+            // sequence alone holds as its own (an upper bound: those it releases or unindexes
+            // leave, the rest stay its own), so a cut page that only its own indexed blocks hold
+            // needs no copy; and before anything else changes, so that a copy the budget or the
+            // OS refuses (a commit, a mapping) leaves the sequence as it was. (Copied after the
+            // cut, a failed copy left the cut applied and the page shared: the next append
+            // wrote into the fork's K/V; found by helper-119.) Counts alone prove it the slot's
+            // own (`holdsAlone`: only the slot's mapping and indexed blocks hold it) when every
+            // block from the cut on is the sequence's alone: those leave the index with the cut,
+            // the rest are below it (an indexed block past the cut that another sequence keeps
+            // would keep its bytes on the page that appends rewrite).
             let table = sequences.table(slot), count = sequences.blockCount(slot)
             let pageBytes = Int(config.pageBytes)
             let cutPage = contiguous != nil && tokens * config.tokenBytes % pageBytes != 0 ? tokens * config.tokenBytes / pageBytes : -1
-            if let contiguous, cutPage >= 0, !contiguous.fits(1), contiguous.isHeldElsewhere(
-                slot: slot, page: cutPage, table: table, blocks: count, own: { self.blocks.references(table[$0]) == 1 }) {
+            let cut = tokens / bt, offset = tokens % bt
+            func ownFromTheCut() -> Bool {
+                for i in cut..<count where blocks.references(table[i]) != 1 { return false }
+                return true
+            }
+            let copyCutPage = cutPage >= 0 && !(contiguous!.holdsAlone(slot: slot, page: cutPage) && ownFromTheCut())
+                && contiguous!.isHeldElsewhere(slot: slot, page: cutPage, table: table, blocks: count, own: { self.blocks.references(table[$0]) == 1 })
+            if copyCutPage && !contiguous!.fits(1) {
                 throw .outOfMemory("truncating sequence \(seq) must copy the page it cuts, and the budget has no page free")
             }
-            let cut = tokens / bt, offset = tokens % bt
             // A partial last block is never indexed (a swap-out would write it as a full one):
             // the cut block, shared, is replaced by a copy; held alone, it leaves the index.
             let copyCut = offset != 0 && blocks.references(table[cut]) > 1
@@ -122,6 +137,7 @@ extension Engine {
                     throw .outOfMemory("truncating sequence \(seq) must copy the block it cuts (shared), and no block is available")
                 }
             }
+            if copyCutPage { try contiguous!.unshare(slot: slot, pages: [cutPage]) }
             // The copy's block is taken before anything is released when one is available, so
             // that a commit failing (the arena's, under memory pressure) changes nothing; else
             // its room is a block this cut releases, whose memory stays committed (the arena
@@ -147,14 +163,7 @@ extension Engine {
             rewindChain(slot: slot, from: length, to: tokens)
             if let state { applyTruncation(slot: slot, state: state, below: tokens) }
             sequences.lengths[slot] = tokens
-            guard let contiguous else { return }
-            // Only a failing system call stops the copy (room was checked): the page then keeps
-            // its old group, and the failure is reported with the truncation done.
-            defer { contiguous.release(slot: slot, past: tokens) }  // kept mapped: the next drafts cross the page again
-            if cutPage >= 0 && !contiguous.holdsAlone(slot: slot, page: cutPage)
-                && contiguous.isHeldElsewhere(slot: slot, page: cutPage, table: table, blocks: kept) {
-                try contiguous.unshare(slot: slot, pages: [cutPage])
-            }
+            contiguous?.release(slot: slot, past: tokens)  // kept mapped: the next drafts cross the page again
         }
     }
 

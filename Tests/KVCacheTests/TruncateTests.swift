@@ -301,4 +301,35 @@ struct TruncateTests {
         try e.free(1)
         #expect(e.stats().blocksUsed == 0)
     }
+
+    /// Contiguous: B forks A (300 tokens); B is cut to 200, inside a page both map, whose copy
+    /// the OS refuses (its commit, or its mapping). The truncate is refused and changes nothing;
+    /// once memory is back the same cut succeeds and B's appends leave A's K/V alone. Before,
+    /// the page was copied after the cut: refused, the cut stood with the page still shared,
+    /// a retry returned at once (nothing left to cut) and B's appends wrote into A's K/V.
+    @Test(arguments: ["commit", "mmap"])
+    func aRefusedCopyOfTheCutPageChangesNothing(failing: String) throws {
+        let e = try Engine(smallConfig(.contiguous, memoryBytes: 1 << 20))
+        let a = tokens(300, seed: 1)
+        try e.createSequence(1, tokens: a)
+        try writeKV(e, 1, tokens: a, from: 0)
+        try e.fork(parent: 1, child: 2)
+        let memory = e.contiguous!
+        memory.trim()
+        let before = e.stats()
+        if failing == "commit" { kvm_pool_fail_commits(memory.pool, 0) } else { kvm_ranges_fail_mmaps(memory.ranges, 0, 1) }
+        let error = caught { try e.truncate(2, to: 200) }
+        kvm_pool_fail_commits(memory.pool, -1)
+        kvm_ranges_fail_mmaps(memory.ranges, 0, 0)
+        #expect(error?.code == .outOfMemory)
+        #expect(try e.length(2) == 300)
+        #expect(e.stats().blocksUsed == before.blocksUsed && e.stats().blocksCached == before.blocksCached)
+        #expect(try kvMismatches(e, 2, tokens: a, from: 0) == 0)
+        try e.truncate(2, to: 200)
+        let more = tokens(56, seed: 9)
+        try e.append(2, tokens: more)
+        try writeKV(e, 2, tokens: more, from: 200)
+        #expect(try kvMismatches(e, 1, tokens: a, from: 0) == 0, "the fork's K/V is unchanged")
+        #expect(try kvMismatches(e, 2, tokens: Array(a[..<200]) + more, from: 0) == 0)
+    }
 }
