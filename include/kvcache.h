@@ -320,7 +320,9 @@ typedef struct kvc_config {
      *  per directory: while an engine (of this process or another) holds it,
      *  kvc_engine_create on it fails with KVC_ERR_IO. The string is copied; at most 4074
      *  bytes (its files' paths stay within PATH_MAX; longer is KVC_ERR_INVALID_ARGUMENT, as
-     *  is a longer directory in peer_offload_dirs). */
+     *  is a longer directory in peer_offload_dirs) and valid UTF-8: a path of other bytes
+     *  (a Latin-1 name) is KVC_ERR_INVALID_ARGUMENT naming offload_dir, and nothing is
+     *  created anywhere. */
     const char *offload_dir;
     /** Largest size of the slab file in bytes; 0 (default, with offload_dir NULL): no disk
      *  tier. Must hold at least one slot: 4096 + 2 * num_layers * block_tokens * token_bytes,
@@ -384,7 +386,9 @@ typedef struct kvc_config {
      *  with KVC_ERR_INVALID_ARGUMENT when a peer is this engine's own offload_dir (or the
      *  same directory twice) or its blocks are of another model_tag or shape (num_layers,
      *  num_kv_heads, head_dim, dtype_bytes, block_tokens; see model_tag); the message names
-     *  the directory. The string is copied. Offset 136 (the struct is 144
+     *  the directory. Each directory is at most 4074 bytes, like offload_dir, and the string
+     *  valid UTF-8 (else KVC_ERR_INVALID_ARGUMENT naming peer_offload_dirs, before any
+     *  directory is looked at). The string is copied. Offset 136 (the struct is 144
      *  bytes since this field); a caller's older 136- or 128-byte struct gets no peers. */
     const char *peer_offload_dirs;
     /** The model whose K/V this engine holds: any number that differs between models, weights

@@ -102,9 +102,7 @@ static void close_fd(kvm_slab *s) {
  * its '/' and NUL (TierIdentity's temporary file; the journal's rewrite is one byte shorter). */
 #define TIER_NAME_ROOM sizeof "/kvcache.identity.tmp"
 
-/* 0 when every tier file of `dir` has a path shorter than PATH_MAX; else EINVAL (negative) with
- * a message naming `what`: a name cut short would open some other file. */
-static int check_dir_length(const char *dir, const char *what) {
+int kvm_slab_check_dir_length(const char *dir, const char *what) {
     size_t n = strlen(dir);
     if (n + TIER_NAME_ROOM <= PATH_MAX) return 0;
     return kvm_fail(EINVAL, "%s of %zu bytes is too long: its files' paths would pass PATH_MAX (%d bytes); at most %zu bytes", what, n,
@@ -113,7 +111,7 @@ static int check_dir_length(const char *dir, const char *what) {
 
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     if (!cfg || !out || !cfg->dir) return kvm_fail(EINVAL, "offload: no directory given");
-    if (check_dir_length(cfg->dir, "offload_dir") != 0) return -EINVAL;
+    if (kvm_slab_check_dir_length(cfg->dir, "offload_dir") != 0) return -EINVAL;
     if (cfg->slot_bytes <= KVM_SLOT_HEADER_BYTES || cfg->slot_bytes % 4096 != 0)
         return kvm_fail(EINVAL, "offload: slot of %llu bytes is not a multiple of 4096 above the header", (unsigned long long)cfg->slot_bytes);
     if (cfg->max_bytes < cfg->slot_bytes)
@@ -212,7 +210,7 @@ void kvm_slab_close(kvm_slab *s) {
 
 int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     if (!cfg || !out || !cfg->dir) return kvm_fail(EINVAL, "peer_offload_dirs: no directory given");
-    if (check_dir_length(cfg->dir, "a directory of peer_offload_dirs") != 0) return -EINVAL;
+    if (kvm_slab_check_dir_length(cfg->dir, "a directory of peer_offload_dirs") != 0) return -EINVAL;
     if (cfg->slot_bytes <= KVM_SLOT_HEADER_BYTES || cfg->slot_bytes % 4096 != 0)
         return kvm_fail(EINVAL, "offload: slot of %llu bytes is not a multiple of 4096 above the header", (unsigned long long)cfg->slot_bytes);
     struct stat st;

@@ -76,11 +76,12 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
     if (slots == 0 || pages == 0) return kvm_fail(EINVAL, "bad range shape: %u slots of %llu pages", slots, (unsigned long long)pages);
     /* The address space first: a range past 2^30 pages is also past it unless slots and
      * tensors are few, and then its message names what to lower. */
-    uint64_t total = (uint64_t)slots * tensors * range_bytes;
-    if (total / tensors / range_bytes != slots || total > (1ull << 46))
-        return kvm_fail(ENOMEM, "contiguous layout needs %llu GiB of address space (max_seqs x 2 x num_layers x max_seq_tokens x token bytes); "
+    uint64_t total;
+    if (__builtin_mul_overflow((uint64_t)slots * tensors, range_bytes, &total) || total > (1ull << 46))
+        /* In GiB as a double: the product can pass 2^64, where the integer wraps (to 0 GiB). */
+        return kvm_fail(ENOMEM, "contiguous layout needs %.0f GiB of address space (max_seqs x 2 x num_layers x max_seq_tokens x token bytes); "
                                 "the limit is 65536 GiB: lower max_seqs or max_seq_tokens",
-                        (unsigned long long)(total >> 30));
+                        (double)slots * tensors * (double)range_bytes / (double)(1ull << 30));
     if (pages > (1u << 30))
         return kvm_fail(EINVAL, "a sequence's range of %llu bytes per tensor (max_seq_tokens x token bytes) is more than 2^30 pages of %llu bytes: "
                                 "raise page_bytes or lower max_seq_tokens",

@@ -1,3 +1,5 @@
+import CKVMemory
+
 /// How sequences' K/V memory is laid out (`KVC_LAYOUT_*`).
 public enum Layout: UInt32, Sendable {
     /// vLLM-style: per-layer K and V arenas of fixed blocks; a sequence has a block table.
@@ -176,8 +178,10 @@ public struct EngineConfig: Equatable, Sendable {
             try check(peerOffloadDirs.count <= EngineConfig.maxPeers,
                       "peer_offload_dirs lists \(peerOffloadDirs.count) directories, more than \(EngineConfig.maxPeers)")
             for dir in peerOffloadDirs {
-                try check(!dir.isEmpty && dir.utf8.count <= 4096,
-                          "peer_offload_dirs has an entry that is empty or longer than 4096 bytes (\(dir.utf8.count) bytes: '\(dir.prefix(64))...')")
+                try check(!dir.isEmpty, "peer_offload_dirs has an empty entry")
+                // The tier's own rule, before any file is opened (reading the identity first
+                // failed with ENAMETOOLONG: io, the message cut inside the path).
+                try KVCache.check(kvm_slab_check_dir_length(dir, "a directory of peer_offload_dirs"))
             }
         }
         // Half a disk tier is a mistake, not a choice: the server would run without the tier it

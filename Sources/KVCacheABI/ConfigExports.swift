@@ -141,7 +141,12 @@ extension EngineConfig {
             let pointer = raw.loadUnaligned(fromByteOffset: offset, as: UInt.self)
             guard let text = UnsafePointer<CChar>(bitPattern: pointer) else { return nil }
             guard strnlen(text, maxBytes + 1) <= maxBytes else { throw KVError(.invalidArgument, "\(name) is longer than \(maxBytes) bytes") }
-            return String(cString: text)
+            // Repairing bad bytes (U+FFFD) would name, create and lock another directory.
+            guard let value = String(validatingCString: text) else {
+                throw KVError(.invalidArgument, "\(name) is not valid UTF-8: the engine names directories by their UTF-8 paths; "
+                                                + "give it a directory whose path is UTF-8")
+            }
+            return value
         }
         if has(ConfigLayout.offloadBytes, 8) {
             offloadDir = try string(ConfigLayout.offloadDir, "offload_dir", maxBytes: 4096)

@@ -473,6 +473,18 @@ struct VirtualRangeTests {
         #expect(kvm_ranges_create(fewTensors, 1, (1 << 42) + 4096, &ranges) == -EINVAL)
         #expect(String(cString: kvm_error()).contains("raise page_bytes or lower max_seq_tokens"))
     }
+
+    /// slots x tensors x range bytes past 2^64 (2^16 x 4 x 2^46 = 2^64) is refused with the
+    /// true size: the 64-bit product wrapped, and the message said "needs 0 GiB".
+    @Test func anAddressSpacePast2To64IsNamedWithItsTrueSize() {
+        let (pool, _) = makePool(budget: 32 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        var ranges: OpaquePointer?
+        #expect(kvm_ranges_create(pool, 65536, 1 << 46, &ranges) == -ENOMEM)
+        let message = String(cString: kvm_error())
+        #expect(message.contains("needs 17179869184 GiB of address space"), "\(message)")  // 2^34 GiB
+        #expect(ranges == nil)
+    }
 }
 
 @Suite("Page pool runs")

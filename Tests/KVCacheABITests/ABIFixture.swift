@@ -60,11 +60,17 @@ struct CConfig {
     /// `kvc_engine_create` with `offload_dir` (offset 64) pointing at `dir` for the call, and
     /// `peer_offload_dirs` (offset 136) at `peers` when given.
     func create(_ out: inout OpaquePointer?, offloadDir dir: String, peers: String? = nil) -> kvc_status {
+        create(&out, offloadDirBytes: Array(dir.utf8), peerBytes: peers.map { Array($0.utf8) })
+    }
+
+    /// `create(_:offloadDir:peers:)` with the strings' bytes as given (any bytes but 0, such as
+    /// a Latin-1 name that is not UTF-8); each is passed NUL-terminated.
+    func create(_ out: inout OpaquePointer?, offloadDirBytes dir: [UInt8], peerBytes peers: [UInt8]? = nil) -> kvc_status {
         var copy = bytes
-        return dir.withCString { d in
-            withOptionalCString(peers) { p in
+        return (dir + [0]).withUnsafeBufferPointer { d in
+            withOptionalBytes(peers.map { $0 + [0] }) { p in
                 copy.withUnsafeMutableBytes { raw in
-                    raw.storeBytes(of: UInt64(UInt(bitPattern: d)), toByteOffset: 64, as: UInt64.self)
+                    raw.storeBytes(of: UInt64(UInt(bitPattern: d.baseAddress)), toByteOffset: 64, as: UInt64.self)
                     if let p { raw.storeBytes(of: UInt64(UInt(bitPattern: p)), toByteOffset: 136, as: UInt64.self) }
                     return kvc_engine_create(raw.baseAddress, &out)
                 }
@@ -89,10 +95,10 @@ struct CConfig {
     }
 }
 
-/// `body` with a C string of `text`, or nil.
-func withOptionalCString<T>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> T) -> T {
-    guard let text else { return body(nil) }
-    return text.withCString { body($0) }
+/// `body` with a pointer to `bytes`, or nil.
+func withOptionalBytes<T>(_ bytes: [UInt8]?, _ body: (UnsafePointer<UInt8>?) -> T) -> T {
+    guard let bytes else { return body(nil) }
+    return bytes.withUnsafeBufferPointer { body($0.baseAddress) }
 }
 
 /// `kvc_stats` as read through the ABI with the header's offsets.

@@ -436,6 +436,25 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         expectStatus(KVC_ERR_OUT_OF_MEMORY, KVC_ERR_OUT_OF_MEMORY, mentioning: ["address space", "max_seqs"])
     }
 
+    /// Every size at its maximum (2^62 bytes of memory, so the pool is made): the address space
+    /// of 65536 x 2048 tensors x 2^49 bytes = 2^76 passes 2^64, and the message said "needs 0
+    /// GiB" (the product wrapped); it says 2^46 GiB.
+    @Test func aContiguousShapePast2To64BytesIsNamedWithItsTrueSize() {
+        var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
+        c.numLayers = 1024
+        c.numKVHeads = 1024
+        c.headDim = 4096
+        c.dtypeBytes = 8
+        c.maxSeqs = 65536
+        c.maxSeqTokens = 1 << 24
+        c.blockTokens = 65536
+        c.memoryBytes = 1 << 62
+        c.pageBytes = 2 << 20
+        #expect(createStatus(c) == KVC_ERR_OUT_OF_MEMORY)
+        expectStatus(KVC_ERR_OUT_OF_MEMORY, KVC_ERR_OUT_OF_MEMORY, mentioning: ["needs 70368744177664 GiB of address space", "max_seqs"])
+        #expect(!String(cString: kvc_last_error()).contains(" 0 GiB"))
+    }
+
     @Test func tooManyBlockTableEntriesIsInvalid() {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.maxSeqs = 65536

@@ -99,6 +99,33 @@ extension ABIFixture {
         #expect(try f.firstSlotMismatch(5, salt: 5) == nil)
     }
 
+    /// With adaptive budgets (sensitivities 1 and 3) a budget_tokens past every layer's length,
+    /// up to PTRDIFF_MAX, keeps every token as any budget of the longest layer's length does:
+    /// `budget * layers` once overflowed (SIGILL, the server gone). A real budget then still
+    /// splits by the sensitivities.
+    @Test(arguments: bothLayouts)
+    func aHugeAdaptiveBudgetKeepsEveryTokenWithoutATrap(layout: UInt32) throws {
+        var c = evictionConfig(layout, policy: KVC_EVICTION_HEAVY_HITTER)
+        c.set32(ConfigLayout.adaptiveBudgets, 1)
+        let f = try ABIFixture(c)
+        try f.create(5, tokens: f.uniqueTokens(5, count: 40))
+        try f.write(5, salt: 5, from: 0, to: 40)
+        let sensitivity: [Float] = [1, 3]
+        try #require(sensitivity.withUnsafeBufferPointer { kvc_seq_set_layer_sensitivity(f.handle, 5, $0.baseAddress, 2) } == KVC_OK)
+        for budget in [Int.max, 1 << 62, Int.max / 2 + 1, 40] {
+            #expect(kvc_seq_compact(f.handle, 5, budget) == KVC_OK, "budget \(budget): \(String(cString: kvc_last_error()))")
+            for layer in 0..<f.layers {
+                #expect(try f.layerLength(5, layer: layer) == 40, "budget \(budget)")
+                #expect(try f.positions(5, layer: layer) == (0..<40).map(Int32.init), "budget \(budget)")
+            }
+        }
+        #expect(try f.length(5) == 40)
+        #expect(try f.firstSlotMismatch(5, salt: 5) == nil)
+        #expect(kvc_seq_compact(f.handle, 5, 20) == KVC_OK)
+        #expect(try f.layerLength(5, layer: 0) == 10 && f.layerLength(5, layer: 1) == 30)
+        #expect(try f.firstSlotMismatch(5, salt: 5) == nil)
+    }
+
     @Test(arguments: bothLayouts, [0, 1] as [UInt32])
     func badEvictionInputGetsItsStatusAndChangesNothing(layout: UInt32, perHead: UInt32) throws {
         let f = try compacted(layout, perHead: perHead)

@@ -20,6 +20,21 @@ private func threadBackendFixture(_ config: CConfig, dir: String) throws -> (ABI
     return (ABIFixture(config, handle: OpaquePointer(Unmanaged.passRetained(engine).toOpaque())), engine)
 }
 
+/// The names in the directory at path `dir` (bytes, not necessarily UTF-8) but "." and "..",
+/// or nil when it cannot be opened.
+func directoryEntries(_ dir: [UInt8]) -> [String]? {
+    guard let d = (dir + [0]).withUnsafeBufferPointer({ opendir(UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }) else {
+        return nil
+    }
+    defer { closedir(d) }
+    var names: [String] = []
+    while let entry = readdir(d) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
 /// A fresh directory for one test's disk tier.
 func scratchDir() -> String {
     var template = Array("/tmp/kvcache-abi-tier-XXXXXX".utf8CString)
@@ -513,6 +528,34 @@ struct OffloadABITests {
         #expect(c.create(&e, offloadDir: dir) == KVC_OK)
         #expect(e != nil)
         kvc_engine_destroy(e)
+    }
+
+    /// A directory named by bytes that are not UTF-8 (Latin-1 "tier\u{E9}", a legal Linux name)
+    /// is refused, as offload_dir and as a peer, naming the field, and nothing is created: its
+    /// path was once repaired to "tier\u{FFFD}", so the engine created, locked and filled that
+    /// other directory (or called a peer missing that exists).
+    @Test func aDirectoryWhosePathIsNotUTF8IsRefusedAndNothingIsCreated() throws {
+        let root = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let latin1 = Array((root + "/tier").utf8) + [0xE9], repaired = Array((root + "/tier\u{FFFD}").utf8)
+        let own = root + "/own"
+        for dir in [latin1, repaired, Array(own.utf8)] {
+            try #require((dir + [0]).withUnsafeBufferPointer { mkdir(UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), 0o700) } == 0)
+        }
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.offloadBytes = 1 << 20
+        c.modelTag = 0xA1
+        var e: OpaquePointer?
+        LastError.clear()
+        expectStatus(c.create(&e, offloadDirBytes: latin1), KVC_ERR_INVALID_ARGUMENT, mentioning: ["offload_dir is not valid UTF-8"])
+        #expect(e == nil)
+        LastError.clear()
+        expectStatus(c.create(&e, offloadDirBytes: Array(own.utf8), peerBytes: latin1), KVC_ERR_INVALID_ARGUMENT,
+                     mentioning: ["peer_offload_dirs is not valid UTF-8"])
+        #expect(e == nil)
+        for dir in [latin1, repaired, Array(own.utf8)] {
+            #expect(directoryEntries(dir) == [], "\(String(decoding: dir, as: UTF8.self))")
+        }
     }
 
     /// Half a disk tier is refused, not run without one: a directory without a size, and a

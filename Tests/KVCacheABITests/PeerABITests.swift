@@ -64,11 +64,33 @@ struct PeerABITests {
         expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["17 directories", "more than 16"]) {
             c.create(&out, offloadDir: own, peers: seventeen)
         }
-        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["longer than 4096 bytes"]) {
+        expectFailure(KVC_ERR_INVALID_ARGUMENT, mentioning: ["peer_offload_dirs of 4097 bytes is too long", "at most 4074 bytes"]) {
             c.create(&out, offloadDir: own, peers: "/" + String(repeating: "p", count: 4096))
         }
         #expect(out == nil)
         #expect((try FileManager.default.contentsOfDirectory(atPath: own)).isEmpty, "nothing was created")
+    }
+
+    /// A peer directory that exists but is longer than its tier files' paths allow (4080
+    /// bytes; 4074 at most, as for offload_dir) is KVC_ERR_INVALID_ARGUMENT naming the field,
+    /// its length and the limit, as kvcache.h says: reading its identity first failed with
+    /// ENAMETOOLONG, KVC_ERR_IO, the message cut inside the path.
+    @Test func aPeerDirectoryTooLongForItsFilesIsInvalidAndNamed() throws {
+        let own = scratchDir(), root = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: own); try? FileManager.default.removeItem(atPath: root) }
+        var peer = root
+        while peer.utf8.count < 4080 - 201 { peer += "/" + String(repeating: "b", count: 199) }
+        peer += "/" + String(repeating: "c", count: 4080 - peer.utf8.count - 1)
+        try #require(peer.utf8.count == 4080)
+        try FileManager.default.createDirectory(atPath: peer, withIntermediateDirectories: true)
+        var out: OpaquePointer?
+        expectFailure(KVC_ERR_INVALID_ARGUMENT,
+                      mentioning: ["a directory of peer_offload_dirs of 4080 bytes is too long", "PATH_MAX", "at most 4074 bytes"]) {
+            PeerABITests.config().create(&out, offloadDir: own, peers: peer)
+        }
+        #expect(out == nil)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: own).isEmpty, "nothing was created")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: peer).isEmpty)
     }
 
     /// A directory of tier format 1 (payload checksums before 2026-11-24's position key), as

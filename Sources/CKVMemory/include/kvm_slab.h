@@ -64,6 +64,11 @@ typedef struct kvm_slab_config {
     int32_t force_buffered;  /* 1: do not try O_DIRECT */
 } kvm_slab_config;
 
+/* 0 when every tier file of `dir` has a path shorter than PATH_MAX (`dir` at most 4074 bytes);
+ * else -EINVAL with a message naming `what`, the length and the limit: a name cut short would
+ * open some other file. kvm_slab_open and kvm_slab_open_peer check it first; the engine checks
+ * peers before it opens anything. O(length). */
+int kvm_slab_check_dir_length(const char *dir, const char *what);
 /* Opens (or creates) the slab and journal in cfg->dir and locks the slab file (flock, exclusive)
  * for as long as it is open; then takes the lock of its I/O descriptor (an open-file-description
  * lock that goes only with the last reference to it, io_uring's included), waiting up to 60 s

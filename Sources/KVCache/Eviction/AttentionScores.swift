@@ -706,7 +706,13 @@ public final class AttentionScores {
     /// Per-layer budgets for a mean of `budget` tokens per layer: all `budget` unless
     /// `adaptiveBudgets`, then proportional to the sensitivity (or observed entropy), each in
     /// 1...its length, the surplus of capped layers handed to the others (water filling).
+    /// A budget past the longest layer is that layer's length: every layer keeps all its
+    /// tokens either way (water filling caps each at its length), and `budget * layers` stays
+    /// far from overflow for any `budget` the ABI passes (up to `Int.max`).
     func layerBudgets(_ budget: Int, into out: UnsafeMutablePointer<Int>) {
+        var longest = 0
+        for l in 0..<layers { longest = max(longest, lengths[l]) }
+        let budget = min(budget, longest)
         var weights = [Double](repeating: 1, count: layers)
         if config.adaptiveBudgets {
             if !sensitivity.isEmpty {

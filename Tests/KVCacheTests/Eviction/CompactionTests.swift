@@ -418,6 +418,17 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
         #expect(try positions(e, 1, layer: 0).last == 100)
     }
 
+    /// A mean budget past every layer's length keeps every token, however large: the water
+    /// filling took `budget * layers` as it came, which overflowed (a trap) from Int.max / layers.
+    @Test(arguments: [Int.max, 1 << 62, Int.max / 2 + 1, 100])
+    func anAdaptiveBudgetPastEveryLayerKeepsEveryToken(budget: Int) throws {
+        let (e, toks) = try unevenlyCompacted(.contiguous, tokens: 100, budget: budget)
+        #expect(try e.layerLength(1, layer: 0) == 100)
+        #expect(try e.layerLength(1, layer: 1) == 100)
+        #expect(try positions(e, 1, layer: 0) == (0..<100).map(Int32.init))
+        #expect(try slotMismatches(e, 1, tokens: toks) == 0)
+    }
+
     /// With adaptive budgets the short layer's appends land in blocks (pages) below the
     /// sequence's length, which a fork shares: each side must get its own before writing.
     /// Found by `tools/abi_model.c`: the parent's appends overwrote the child's.
