@@ -45,6 +45,9 @@ public final class Engine: @unchecked Sendable {
     /// Scratch for one call: the prompt's block hashes and its hit blocks.
     private let scratchHashes: UnsafeMutablePointer<UInt64>
     private let scratchHit: UnsafeMutablePointer<Int32>
+    /// Scratch for one call: the fresh blocks `makeWritable` takes for its copies, all of them
+    /// before it changes anything (an append's own are in `scratchHit` meanwhile).
+    let scratchCopies: UnsafeMutablePointer<Int32>
     private var prefixQueryTokens: UInt64 = 0
     private var prefixHitTokens: UInt64 = 0
     private var sequencesCreated: UInt64 = 0
@@ -102,6 +105,7 @@ public final class Engine: @unchecked Sendable {
         scratchHashes = try a.allocate(count: maxBlocks, scratch)
         scratchHit = try a.allocate(count: maxBlocks, scratch)
         scratchDisk = try a.allocate(count: maxBlocks, scratch)
+        scratchCopies = try a.allocate(count: maxBlocks, scratch)
         scratchPeer = config.peerOffloadDirs.isEmpty ? nil : try a.allocate(count: maxBlocks, scratch)
         offload = config.hasDiskTier
             ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
@@ -122,6 +126,7 @@ public final class Engine: @unchecked Sendable {
         scratchHashes.deallocate()
         scratchHit.deallocate()
         scratchDisk.deallocate()
+        scratchCopies.deallocate()
         scratchPeer?.deallocate()
     }
 
