@@ -509,12 +509,12 @@ public final class Engine: @unchecked Sendable {
         // The copied block may still be arriving from disk: wait before any change, and
         // refuse when its read failed (a spoiled sequence changes nothing).
         if copyOnWrite { try awaitUsable(slot) }
-        if let state, shortest < length {
-            try makeWritable(slot: slot, state: state, length: length, appendsFrom: shortest, reserving: (newBlocks, groups)) { _ in }
-        }
         // Every new block first, so that a failing system call (capacity was checked: only
         // committing memory can fail) leaves nothing changed: no block half-filled, none
-        // indexed for K/V the server will not write.
+        // indexed for K/V the server will not write. Then the short layers' blocks are made
+        // the sequence's own, which changes nothing when it throws, so the new blocks and
+        // pages are given back then. (Before, found by helper-119: `makeWritable` ran first,
+        // and a failing allocation here left its copies made.)
         var fresh = 0
         do throws(KVError) {
             while fresh < newBlocks {
@@ -522,8 +522,12 @@ public final class Engine: @unchecked Sendable {
                 fresh += 1
             }
             try contiguous?.grow(slot: slot, to: length + n)
+            if let state, shortest < length {
+                try makeWritable(slot: slot, state: state, length: length, appendsFrom: shortest) { _ in }
+            }
         } catch {
             for i in 0..<fresh { blocks.release(scratchHit[i]) }
+            contiguous?.shrink(slot: slot, to: length, keeping: reservedBytes)
             throw error
         }
         indexScheduled(slot: slot, below: .max)  // appending means the prompt was scheduled

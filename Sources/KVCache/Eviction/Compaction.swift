@@ -255,15 +255,13 @@ extension Engine {
     /// (`ContiguousMemory.isHeldElsewhere`: another slot maps it, or a block that is
     /// not the sequence's own, or that stays indexed after being dropped, holds it), not when
     /// only the sequence's own unwritten indexed blocks hold it. Throws `outOfMemory`
-    /// (changing nothing) when the copies do not fit beside `reserving` blocks and pool groups
-    /// the caller takes next, and throws what a failed commit, mapping or page read throws,
+    /// (changing nothing) when the copies do not fit, and throws what a failed commit, mapping or page read throws,
     /// also changing nothing: every step that can fail (the fresh blocks, the pages' copies)
     /// runs before the first change. Before copying anything it waits, under the lock, until the
     /// sequence's pending disk reads landed, and throws `io` (changing nothing) when one of
     /// them failed (`awaitUsable`), as a copy on write does. Cost: O(marks + blocks and pages from the lowest one marked), a scan of the
     /// blocks on each written page (contiguous), plus one copy per shared block or page.
     func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
-                      reserving: (blocks: Int, groups: Int) = (0, 0),
                       destinations: ((Int) -> Void) -> Void) throws(KVError) {
         let table = sequences.table(s)
         let newBlocks = (length + bt - 1) / bt
@@ -317,14 +315,14 @@ extension Engine {
         if let contiguous {
             for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isHeldElsewhere(
                 slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: alone) { candidates.append(p) }
-            guard contiguous.fits(candidates.count + reserving.groups) else {
+            guard contiguous.fits(candidates.count) else {
                 throw .outOfMemory("\(candidates.count) shared pages must be copied and the budget has no room")
             }
         }
         var need = 0
         for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] && blocks.references(table[i]) > 1 { need += 1 }
-        guard need + reserving.blocks <= blocks.available else {
-            throw .outOfMemory("\(need) shared blocks must be copied (and \(reserving.blocks) taken), \(blocks.available) are available")
+        guard need <= blocks.available else {
+            throw .outOfMemory("\(need) shared blocks must be copied, \(blocks.available) are available")
         }
         // A copy must see the bytes a disk read (a swap-in or prefix hit the sequence shares
         // with a fork) is still bringing in; compaction waited already, an append did not.

@@ -10,9 +10,10 @@ import Testing
 @Suite(.serialized) struct MakeWritableFailureTests {
     static let layouts: [Layout] = [.paged, .contiguous]
 
-    private func engine(_ layout: Layout) throws -> Engine {
+    private func engine(_ layout: Layout, adaptive: Bool = false) throws -> Engine {
         var c = smallConfig(layout, memoryBytes: 4 << 20)
         c.eviction = EvictionConfig(.heavyHitter)
+        c.eviction.adaptiveBudgets = adaptive
         return try Engine(c)
     }
 
@@ -82,6 +83,26 @@ import Testing
             try observeAll(e, 2, scores(e, n: 1000, heavy: Set(stride(from: 0, to: 1000, by: 3))), n: 1000)
             return SweepSetup(engine: e, sequences: [1, 2], prompts: [p])
         }, op: { e in try e.compact(2, budgetTokens: 600) })
+        #expect(problems.isEmpty, "\(problems)")
+    }
+
+    /// With adaptive budgets a layer ends shorter than the sequence, so an append writes into
+    /// blocks (pages) below its length that a fork shares: they are made the sequence's own
+    /// first. When the append's own allocation then failed, those copies stayed.
+    @Test(arguments: layouts)
+    func anAppendAfterAnAdaptiveCompactionChangesNothingWhenItsAllocationFails(layout: Layout) throws {
+        let p = tokens(2000, seed: 1)
+        let problems = try failureSweep("append adaptive \(layout)", ignoringCommitted: true, setup: {
+            let e = try engine(layout, adaptive: true)
+            try e.createSequence(1, tokens: p)
+            try writeKV(e, 1, tokens: p, from: 0)
+            try [Float(1), 4].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) }
+            try observeAll(e, 1, scores(e, n: 2000, heavy: Set(stride(from: 0, to: 2000, by: 3))), n: 2000)
+            try e.compact(1, budgetTokens: 1000)
+            try e.fork(parent: 1, child: 2)
+            #expect(try e.layerLength(2, layer: 0) < e.length(2), "a short layer")
+            return SweepSetup(engine: e, sequences: [1, 2], prompts: [p])
+        }, op: { e in try e.append(2, tokens: tokens(2000, seed: 5)) })
         #expect(problems.isEmpty, "\(problems)")
     }
 }
