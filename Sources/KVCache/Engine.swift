@@ -282,6 +282,7 @@ public final class Engine: @unchecked Sendable {
             table[i] = scratchHit[i]
         }
         var filled = run  // table[0..<filled] is set, and the memory hits after it
+        let committed = committedBytes
         do throws(KVError) {
             try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: extent * bt, tokens: n)
             while filled < total {
@@ -298,6 +299,7 @@ public final class Engine: @unchecked Sendable {
             }
             sequences.lengths[slot] = held * bt
             release(slot)
+            giveBackCommitted(since: committed)
             throw error
         }
         sequences.lengths[slot] = n
@@ -516,6 +518,7 @@ public final class Engine: @unchecked Sendable {
         // pages are given back then. (Before, found by helper-119: `makeWritable` ran first,
         // and a failing allocation here left its copies made.)
         var fresh = 0
+        let committed = committedBytes
         do throws(KVError) {
             while fresh < newBlocks {
                 scratchHit[fresh] = try blocks.allocate()
@@ -527,7 +530,9 @@ public final class Engine: @unchecked Sendable {
             }
         } catch {
             for i in 0..<fresh { blocks.release(scratchHit[i]) }
-            contiguous?.shrink(slot: slot, to: length, keeping: reservedBytes)
+            contiguous?.release(slot: slot, past: length)
+            contiguous?.releaseUnpinned(slot: slot)
+            giveBackCommitted(since: committed)
             throw error
         }
         indexScheduled(slot: slot, below: .max)  // appending means the prompt was scheduled
@@ -816,6 +821,21 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Physical bytes the K/V memory holds (0 without memory). O(1).
+    var committedBytes: UInt64 { paged?.committedBytes ?? contiguous?.committedBytes ?? 0 }
+
+    /// Gives back what a call that failed committed: free page groups go until `before` (the
+    /// committed bytes when the call began) or the reservation (`reservedBytes`), whichever is
+    /// more, stay committed; nothing is unmapped. For the failure path of a call that takes
+    /// memory in several commit batches: its undo frees what it took, but the batches committed
+    /// before the failing one stayed committed, unused until `trim` (found by helper-119).
+    /// Cost: a pool trim (failure paths only).
+    func giveBackCommitted(since before: UInt64) {
+        let keep = max(before, reservedBytes)
+        paged?.trim(keeping: keep)
+        contiguous?.trimFree(keeping: keep)
+    }
+
     /// Commits memory ahead of need, up to `bytes` committed in all (capped at the budget), so
     /// that later creates and appends do not pay for its first use (on this machine kind about
     /// 0.35 s per GiB to commit and 0.8 s per GiB to fault in). Paged: page groups are taken into
@@ -869,7 +889,7 @@ public final class Engine: @unchecked Sendable {
         defer { pthread_mutex_unlock(mutex) }
         var s = EngineStats()
         s.budgetBytes = config.memoryBytes
-        s.committedBytes = paged?.committedBytes ?? contiguous?.committedBytes ?? 0
+        s.committedBytes = committedBytes
         s.blocksTotal = UInt64(blocks.capacity)
         s.blocksUsed = UInt64(blocks.usedCount)
         s.blocksCached = UInt64(blocks.cachedCount)

@@ -112,7 +112,8 @@ extension Engine {
     /// free staging buffer, without the lock (`awaitOffloadReady`).
     /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out), `io` (a
     /// failed disk read spoiled it, `usableSlot`), `outOfMemory` (a shared block or page must
-    /// be copied and the budget has no room; then nothing changed; with swap-outs pending it
+    /// be copied and the budget has no room, or the OS refused a copy's memory, whose commits
+    /// are given back, `giveBackCommitted`; then nothing changed; with swap-outs pending it
     /// first waits for them, `lockedAllocating`). Cost: the policy's O(tokens) per layer, plus
     /// copying the moved tokens (at most the evicted count per layer) and any shared block or
     /// page written; offloading adds one copy of each evicted token's
@@ -255,9 +256,10 @@ extension Engine {
     /// (`ContiguousMemory.isHeldElsewhere`: another slot maps it, or a block that is
     /// not the sequence's own, or that stays indexed after being dropped, holds it), not when
     /// only the sequence's own unwritten indexed blocks hold it. Throws `outOfMemory`
-    /// (changing nothing) when the copies do not fit, and throws what a failed commit, mapping or page read throws,
-    /// also changing nothing: every step that can fail (the fresh blocks, the pages' copies)
-    /// runs before the first change. Before copying anything it waits, under the lock, until the
+    /// (changing nothing) when the copies do not fit, and throws what a failed commit, mapping
+    /// or page read throws, also changing nothing: every step that can fail (the fresh blocks,
+    /// the pages' copies) runs before the first change, and what it committed is given back
+    /// (`giveBackCommitted`). Before copying anything it waits, under the lock, until the
     /// sequence's pending disk reads landed, and throws `io` (changing nothing) when one of
     /// them failed (`awaitUsable`), as a copy on write does. Cost: O(marks + blocks and pages from the lowest one marked), a scan of the
     /// blocks on each written page (contiguous), plus one copy per shared block or page.
@@ -338,6 +340,7 @@ extension Engine {
         // later appends would overwrite. (Before, found by helper-119: the blocks changed first,
         // and a failing copy or page copy left them copied, unindexed and their events sent.)
         var taken = 0
+        let committed = committedBytes
         do throws(KVError) {
             while taken < need {
                 scratchCopies[taken] = try blocks.allocate()
@@ -354,6 +357,7 @@ extension Engine {
             }
         } catch {
             for i in 0..<taken { blocks.release(scratchCopies[i]) }
+            giveBackCommitted(since: committed)
             throw error
         }
         // Make the written blocks exclusive and unindexed.

@@ -463,6 +463,10 @@ final class ContiguousMemory: BlockListener {
     /// Unmaps every unpinned page of `slot` (a swapped-out sequence's), so its memory returns.
     func releaseUnpinned(slot: Int) { unmapUnpinned(slot) }
 
+    /// Gives free groups back to the OS while more than `committed` bytes stay committed
+    /// (`kvm_pool_trim`), unmapping nothing. Cost: the pool's trim.
+    func trimFree(keeping committed: UInt64) { kvm_pool_trim(pool, committed) }
+
     /// Unmaps every page not pinned by a live sequence and releases free groups to the OS.
     func trim() {
         for slot in 0..<slots { unmapUnpinned(slot) }

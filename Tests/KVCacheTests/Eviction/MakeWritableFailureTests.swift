@@ -5,8 +5,8 @@ import Testing
 /// copies shared blocks and pages and takes blocks out of the prefix index; a commit or
 /// mapping that fails part-way used to leave the copies made and the blocks unindexed, with
 /// their events sent (found by helper-119). Every step that can fail now runs before the first
-/// change, so each k-th commit (or mapping) failing leaves the engine as it was (`failureSweep`;
-/// committed bytes aside: groups committed before the failure stay committed until a trim).
+/// change, so each k-th commit (or mapping) failing leaves the engine as it was
+/// (`failureSweep`), committed bytes included (`Engine.giveBackCommitted`).
 @Suite(.serialized) struct MakeWritableFailureTests {
     static let layouts: [Layout] = [.paged, .contiguous]
 
@@ -22,7 +22,7 @@ import Testing
     @Test(arguments: layouts)
     func aCompactionOfAForkChangesNothingWhenACopyFails(layout: Layout) throws {
         let p = tokens(2000, seed: 1)
-        let problems = try failureSweep("compact fork \(layout)", ignoringCommitted: true, setup: {
+        let problems = try failureSweep("compact fork \(layout)", setup: {
             let e = try engine(layout)
             try e.createSequence(1, tokens: p)
             try writeKV(e, 1, tokens: p, from: 0)
@@ -38,7 +38,7 @@ import Testing
     /// (sending `blockRemoved`) and copies the shared ones: the unindexing used to come first.
     @Test func aCompactionThatUnindexesAndCopiesChangesNothingWhenACopyFails() throws {
         let p = tokens(2000, seed: 1)
-        let problems = try failureSweep("compact unindex paged", ignoringCommitted: true, setup: {
+        let problems = try failureSweep("compact unindex paged", setup: {
             let e = try engine(.paged)
             try e.createSequence(1, tokens: p)
             try writeKV(e, 1, tokens: p, from: 0)
@@ -58,7 +58,7 @@ import Testing
     @Test(arguments: layouts)
     func aCompactionOverACachedPrefixChangesNothingWhenACopyFails(layout: Layout) throws {
         let p = tokens(1000, seed: 1), all = p + tokens(1000, seed: 2)
-        let problems = try failureSweep("compact cached \(layout)", ignoringCommitted: true, setup: {
+        let problems = try failureSweep("compact cached \(layout)", setup: {
             let e = try engine(layout)
             try e.createSequence(9, tokens: p + [5])
             try writeKV(e, 9, tokens: p, from: 0)
@@ -75,7 +75,7 @@ import Testing
     /// Contiguous: the k-th mapping of a fork's compaction fails (the page copies' `mmap`s).
     @Test func aCompactionChangesNothingWhenAPageCopysMappingFails() throws {
         let p = tokens(1000, seed: 1)
-        let problems = try failureSweep("compact fork mmap", mmaps: true, ignoringCommitted: true, setup: {
+        let problems = try failureSweep("compact fork mmap", mmaps: true, setup: {
             let e = try engine(.contiguous)
             try e.createSequence(1, tokens: p)
             try writeKV(e, 1, tokens: p, from: 0)
@@ -92,7 +92,7 @@ import Testing
     @Test(arguments: layouts)
     func anAppendAfterAnAdaptiveCompactionChangesNothingWhenItsAllocationFails(layout: Layout) throws {
         let p = tokens(2000, seed: 1)
-        let problems = try failureSweep("append adaptive \(layout)", ignoringCommitted: true, setup: {
+        let problems = try failureSweep("append adaptive \(layout)", setup: {
             let e = try engine(layout, adaptive: true)
             try e.createSequence(1, tokens: p)
             try writeKV(e, 1, tokens: p, from: 0)

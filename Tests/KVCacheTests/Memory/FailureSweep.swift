@@ -2,7 +2,7 @@ import CKVMemory
 @testable import KVCache
 
 /// Everything observable about an engine's sequences, to compare before and after a call that
-/// threw: the stats (committed bytes left out with `ignoringCommitted`), per sequence its
+/// threw: the stats (committed bytes and mappings included), per sequence its
 /// length and layer lengths, block table and the tables' reference counts (paged), and K/V
 /// bytes, and the cached prefix of each prompt.
 struct EngineSnapshot: Equatable {
@@ -13,9 +13,8 @@ struct EngineSnapshot: Equatable {
     var bytes: [UInt64: [UInt8]] = [:]
     var cached: [Int] = []
 
-    init(_ e: Engine, sequences: [UInt64], prompts: [[Int32]], ignoringCommitted: Bool) throws {
+    init(_ e: Engine, sequences: [UInt64], prompts: [[Int32]]) throws {
         stats = e.stats()
-        if ignoringCommitted { stats.committedBytes = 0 }
         for q in sequences {
             var ls = [try e.length(q)]
             for l in 0..<e.config.numLayers { ls.append(try e.layerLength(q, layer: l)) }
@@ -54,7 +53,7 @@ struct SweepSetup {
 /// no longer throws. Each k where it threw must change nothing (`EngineSnapshot`) and send no
 /// event, and after it every sequence frees leaving no block used. Returns one line per
 /// violation, and one when `op` still throws at k = `maxK`.
-func failureSweep(_ name: String, maxK: Int = 40, mmaps: Bool = false, ignoringCommitted: Bool = false,
+func failureSweep(_ name: String, maxK: Int = 40, mmaps: Bool = false,
                   setup: () throws -> SweepSetup, op: (Engine) throws -> Void) throws -> [String] {
     var problems: [String] = []
     for k in 0..<maxK {
@@ -63,13 +62,13 @@ func failureSweep(_ name: String, maxK: Int = 40, mmaps: Bool = false, ignoringC
         e.paged?.trim()
         e.contiguous?.trim()
         _ = drain(e)
-        let before = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts, ignoringCommitted: ignoringCommitted)
+        let before = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts)
         let pool = e.paged?.pool ?? e.contiguous!.pool
         if mmaps { kvm_ranges_fail_mmaps(e.contiguous!.ranges, UInt32(k), 1) } else { kvm_pool_fail_commits(pool, Int64(k)) }
         let error = caught { try op(e) }
         if mmaps { kvm_ranges_fail_mmaps(e.contiguous!.ranges, 0, 0) } else { kvm_pool_fail_commits(pool, -1) }
         guard let error else { return problems }
-        let after = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts, ignoringCommitted: ignoringCommitted)
+        let after = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts)
         if after != before {
             var diff: [String] = []
             if after.stats != before.stats { diff.append("stats \(before.stats) -> \(after.stats)") }
