@@ -638,9 +638,11 @@ public final class Engine: @unchecked Sendable {
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {
+                let committed = committedBytes
                 do throws(KVError) { try contiguous.fork(parent: from, child: to, tokens: length) } catch {
                     contiguous.close(slot: to)
                     sequences.close(to)
+                    giveBackCommitted(since: committed)
                     throw error
                 }
             }

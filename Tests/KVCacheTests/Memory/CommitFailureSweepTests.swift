@@ -65,4 +65,17 @@ import Testing
         }, op: { e in try e.swapIn(1) })
         #expect(problems.isEmpty, "\(problems)")
     }
+
+    /// Contiguous: the k-th mapping of a fork fails; once its boundary page was committed, the
+    /// page used to stay committed.
+    @Test func aForkGivesBackWhatItCommittedWhenAMappingFails() throws {
+        let p = tokens(1001, seed: 1)
+        let problems = try failureSweep("fork mmap", mmaps: true, setup: {
+            let e = try Engine(smallConfig(.contiguous, memoryBytes: 4 << 20))
+            try e.createSequence(1, tokens: p)
+            try writeKV(e, 1, tokens: p, from: 0)
+            return SweepSetup(engine: e, sequences: [1], prompts: [p])
+        }, op: { e in try e.fork(parent: 1, child: 2) })
+        #expect(problems.isEmpty, "\(problems)")
+    }
 }
