@@ -169,7 +169,9 @@
  *   KVC_ERR_OUT_OF_MEMORY     memory_bytes, max_seqs (or the address space) cannot hold
  *                             it, or the OS refused to commit the memory (fallocate or
  *                             populate failed: ENOSPC, ENOMEM, EIO), in either layout;
- *                             nothing was allocated or changed. Free a sequence or stop
+ *                             nothing was allocated or changed (memory a call committed
+ *                             before the refusal is given back: committed bytes are as
+ *                             before). Free a sequence or stop
  *                             admitting new ones; the engine stays usable. At
  *                             kvc_engine_create also a process limit that refuses the
  *                             engine's memory file or metadata (RLIMIT_FSIZE, which memfd
@@ -1158,7 +1160,7 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see kvc_seq_ready),
  * KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
- * budget has no room; while asynchronous swap-outs or freed sequences' reads are pending it
+ * budget has no room, or the OS refused a copy's memory: see ERRORS; while asynchronous swap-outs or freed sequences' reads are pending it
  * first waits for them);
  * then nothing changed. Cost: O(tokens) per layer plus the moved
  * tokens' bytes; offloading adds a copy of each evicted token's bytes and one slot write

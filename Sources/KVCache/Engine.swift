@@ -45,6 +45,9 @@ public final class Engine: @unchecked Sendable {
     /// Scratch for one call: the prompt's block hashes and its hit blocks.
     private let scratchHashes: UnsafeMutablePointer<UInt64>
     private let scratchHit: UnsafeMutablePointer<Int32>
+    /// Scratch for one call: the fresh blocks `makeWritable` takes for its copies, all of them
+    /// before it changes anything (an append's own are in `scratchHit` meanwhile).
+    let scratchCopies: UnsafeMutablePointer<Int32>
     private var prefixQueryTokens: UInt64 = 0
     private var prefixHitTokens: UInt64 = 0
     private var sequencesCreated: UInt64 = 0
@@ -102,6 +105,7 @@ public final class Engine: @unchecked Sendable {
         scratchHashes = try a.allocate(count: maxBlocks, scratch)
         scratchHit = try a.allocate(count: maxBlocks, scratch)
         scratchDisk = try a.allocate(count: maxBlocks, scratch)
+        scratchCopies = try a.allocate(count: maxBlocks, scratch)
         scratchPeer = config.peerOffloadDirs.isEmpty ? nil : try a.allocate(count: maxBlocks, scratch)
         offload = config.hasDiskTier
             ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
@@ -122,6 +126,7 @@ public final class Engine: @unchecked Sendable {
         scratchHashes.deallocate()
         scratchHit.deallocate()
         scratchDisk.deallocate()
+        scratchCopies.deallocate()
         scratchPeer?.deallocate()
     }
 
@@ -277,6 +282,7 @@ public final class Engine: @unchecked Sendable {
             table[i] = scratchHit[i]
         }
         var filled = run  // table[0..<filled] is set, and the memory hits after it
+        let committed = committedBytes
         do throws(KVError) {
             try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: extent * bt, tokens: n)
             while filled < total {
@@ -293,6 +299,7 @@ public final class Engine: @unchecked Sendable {
             }
             sequences.lengths[slot] = held * bt
             release(slot)
+            giveBackCommitted(since: committed)
             throw error
         }
         sequences.lengths[slot] = n
@@ -504,21 +511,28 @@ public final class Engine: @unchecked Sendable {
         // The copied block may still be arriving from disk: wait before any change, and
         // refuse when its read failed (a spoiled sequence changes nothing).
         if copyOnWrite { try awaitUsable(slot) }
-        if let state, shortest < length {
-            try makeWritable(slot: slot, state: state, length: length, appendsFrom: shortest, reserving: (newBlocks, groups)) { _ in }
-        }
         // Every new block first, so that a failing system call (capacity was checked: only
         // committing memory can fail) leaves nothing changed: no block half-filled, none
-        // indexed for K/V the server will not write.
+        // indexed for K/V the server will not write. Then the short layers' blocks are made
+        // the sequence's own, which changes nothing when it throws, so the new blocks and
+        // pages are given back then. (Before, found by helper-119: `makeWritable` ran first,
+        // and a failing allocation here left its copies made.)
         var fresh = 0
+        let committed = committedBytes
         do throws(KVError) {
             while fresh < newBlocks {
                 scratchHit[fresh] = try blocks.allocate()
                 fresh += 1
             }
             try contiguous?.grow(slot: slot, to: length + n)
+            if let state, shortest < length {
+                try makeWritable(slot: slot, state: state, length: length, appendsFrom: shortest) { _ in }
+            }
         } catch {
             for i in 0..<fresh { blocks.release(scratchHit[i]) }
+            contiguous?.release(slot: slot, past: length)
+            contiguous?.releaseUnpinned(slot: slot)
+            giveBackCommitted(since: committed)
             throw error
         }
         indexScheduled(slot: slot, below: .max)  // appending means the prompt was scheduled
@@ -624,9 +638,11 @@ public final class Engine: @unchecked Sendable {
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {
+                let committed = committedBytes
                 do throws(KVError) { try contiguous.fork(parent: from, child: to, tokens: length) } catch {
                     contiguous.close(slot: to)
                     sequences.close(to)
+                    giveBackCommitted(since: committed)
                     throw error
                 }
             }
@@ -807,6 +823,21 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Physical bytes the K/V memory holds (0 without memory). O(1).
+    var committedBytes: UInt64 { paged?.committedBytes ?? contiguous?.committedBytes ?? 0 }
+
+    /// Gives back what a call that failed committed: free page groups go until `before` (the
+    /// committed bytes when the call began) or the reservation (`reservedBytes`), whichever is
+    /// more, stay committed; nothing is unmapped. For the failure path of a call that takes
+    /// memory in several commit batches: its undo frees what it took, but the batches committed
+    /// before the failing one stayed committed, unused until `trim` (found by helper-119).
+    /// Cost: a pool trim (failure paths only).
+    func giveBackCommitted(since before: UInt64) {
+        let keep = max(before, reservedBytes)
+        paged?.trim(keeping: keep)
+        contiguous?.trimFree(keeping: keep)
+    }
+
     /// Commits memory ahead of need, up to `bytes` committed in all (capped at the budget), so
     /// that later creates and appends do not pay for its first use (on this machine kind about
     /// 0.35 s per GiB to commit and 0.8 s per GiB to fault in). Paged: page groups are taken into
@@ -860,7 +891,7 @@ public final class Engine: @unchecked Sendable {
         defer { pthread_mutex_unlock(mutex) }
         var s = EngineStats()
         s.budgetBytes = config.memoryBytes
-        s.committedBytes = paged?.committedBytes ?? contiguous?.committedBytes ?? 0
+        s.committedBytes = committedBytes
         s.blocksTotal = UInt64(blocks.capacity)
         s.blocksUsed = UInt64(blocks.usedCount)
         s.blocksCached = UInt64(blocks.cachedCount)

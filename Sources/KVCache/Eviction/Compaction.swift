@@ -112,7 +112,8 @@ extension Engine {
     /// free staging buffer, without the lock (`awaitOffloadReady`).
     /// Throws `notFound`, `invalidArgument` (budget 0, or the sequence is swapped out), `io` (a
     /// failed disk read spoiled it, `usableSlot`), `outOfMemory` (a shared block or page must
-    /// be copied and the budget has no room; then nothing changed; with swap-outs pending it
+    /// be copied and the budget has no room, or the OS refused a copy's memory, whose commits
+    /// are given back, `giveBackCommitted`; then nothing changed; with swap-outs pending it
     /// first waits for them, `lockedAllocating`). Cost: the policy's O(tokens) per layer, plus
     /// copying the moved tokens (at most the evicted count per layer) and any shared block or
     /// page written; offloading adds one copy of each evicted token's
@@ -255,13 +256,14 @@ extension Engine {
     /// (`ContiguousMemory.isHeldElsewhere`: another slot maps it, or a block that is
     /// not the sequence's own, or that stays indexed after being dropped, holds it), not when
     /// only the sequence's own unwritten indexed blocks hold it. Throws `outOfMemory`
-    /// (changing nothing) when the copies do not fit beside `reserving` blocks and pool groups
-    /// the caller takes next. Before copying anything it waits, under the lock, until the
+    /// (changing nothing) when the copies do not fit, and throws what a failed commit, mapping
+    /// or page read throws, also changing nothing: every step that can fail (the fresh blocks,
+    /// the pages' copies) runs before the first change, and what it committed is given back
+    /// (`giveBackCommitted`). Before copying anything it waits, under the lock, until the
     /// sequence's pending disk reads landed, and throws `io` (changing nothing) when one of
     /// them failed (`awaitUsable`), as a copy on write does. Cost: O(marks + blocks and pages from the lowest one marked), a scan of the
     /// blocks on each written page (contiguous), plus one copy per shared block or page.
     func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
-                      reserving: (blocks: Int, groups: Int) = (0, 0),
                       destinations: ((Int) -> Void) -> Void) throws(KVError) {
         let table = sequences.table(s)
         let newBlocks = (length + bt - 1) / bt
@@ -315,42 +317,64 @@ extension Engine {
         if let contiguous {
             for p in lowPage..<max(lowPage, pageCount) where state.writtenPages[p] && contiguous.isHeldElsewhere(
                 slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: alone) { candidates.append(p) }
-            guard contiguous.fits(candidates.count + reserving.groups) else {
+            guard contiguous.fits(candidates.count) else {
                 throw .outOfMemory("\(candidates.count) shared pages must be copied and the budget has no room")
             }
         }
         var need = 0
         for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] && blocks.references(table[i]) > 1 { need += 1 }
-        guard need + reserving.blocks <= blocks.available else {
-            throw .outOfMemory("\(need) shared blocks must be copied (and \(reserving.blocks) taken), \(blocks.available) are available")
+        guard need <= blocks.available else {
+            throw .outOfMemory("\(need) shared blocks must be copied, \(blocks.available) are available")
         }
         // A copy must see the bytes a disk read (a swap-in or prefix hit the sequence shares
         // with a fork) is still bringing in; compaction waited already, an append did not.
         if need > 0 || !candidates.isEmpty { try awaitUsable(s) }
+        // Every step that can fail (a commit, a mapping, a read) comes first, so that a failure
+        // changes nothing: the fresh blocks of the copies, then, contiguous, the pages' copies.
+        // A written page is copied only when something else holds it once the blocks change
+        // below: a written block leaves the index (one the sequence alone holds) or the table
+        // (a shared one, for a fresh block that holds no page), so the indexed blocks below
+        // `length` still holding it are the sequence's own, unwritten ones; past it (a
+        // compaction's or truncation's dropped blocks, released next), one the sequence holds
+        // alone leaves the index on release, one a fork holds stays there with its bytes, which
+        // later appends would overwrite. (Before, found by helper-119: the blocks changed first,
+        // and a failing copy or page copy left them copied, unindexed and their events sent.)
+        var taken = 0
+        let committed = committedBytes
+        do throws(KVError) {
+            while taken < need {
+                scratchCopies[taken] = try blocks.allocate()
+                taken += 1
+            }
+            if let contiguous, !candidates.isEmpty {
+                // The blocks' change below, told of the table as it still is: a written shared
+                // block is no longer the sequence's own, every other one below `length` is.
+                let own = { (i: Int) in alone(i) || (i < newBlocks && !state.writtenBlocks[i]) }
+                let shared = candidates.filter { p in
+                    contiguous.isHeldElsewhere(slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: own)
+                }
+                try contiguous.unshare(slot: s, pages: shared)
+            }
+        } catch {
+            for i in 0..<taken { blocks.release(scratchCopies[i]) }
+            giveBackCommitted(since: committed)
+            throw error
+        }
         // Make the written blocks exclusive and unindexed.
+        taken = 0
         for i in lowBlock..<max(lowBlock, newBlocks) where state.writtenBlocks[i] {
             let b = table[i]
             if blocks.references(b) > 1 {
                 // Paged, the bytes are copied into the fresh block; contiguous, they live in the
-                // slot's pages (unshared below) and the sequence only gets its own logical block.
-                let fresh = try blocks.allocate()
+                // slot's pages (unshared above) and the sequence only gets its own logical block.
+                let fresh = scratchCopies[taken]
+                taken += 1
                 paged?.copy(from: b, to: fresh, tokens: bt)
                 blocks.release(b)
                 table[i] = fresh
             } else if blocks.isIndexed(b) {
                 blocks.unindexUsed(b)
             }
-        }
-        // A written page is copied only when something else holds it. The blocks written have
-        // left the index or the table, so the indexed blocks below `length` that still hold it
-        // are the sequence's own, unwritten; past it (a compaction's or truncation's dropped
-        // blocks, released next), one the sequence holds alone leaves the index on release,
-        // one a fork holds stays there with its bytes, which later appends would overwrite.
-        if let contiguous {
-            let shared = candidates.filter { p in
-                contiguous.isHeldElsewhere(slot: s, page: p, table: table, blocks: sequences.blockCount(s), own: { $0 < newBlocks || alone($0) })
-            }
-            try contiguous.unshare(slot: s, pages: shared)
         }
     }
 

@@ -359,6 +359,10 @@ final class ContiguousMemory: BlockListener {
     /// other holders. Consecutive pages are mapped as runs (`mapOwned`: an mmap per tensor per
     /// run) and copied with one read per tensor for each run whose old groups are consecutive
     /// too (a prompt's pages usually are). Precondition: `fits(pages.count)` was checked.
+    /// Throws (a commit, mapping or read the OS refuses) with every page mapping and pinning
+    /// its old group again, as before the call (the fresh groups taken are free, committed
+    /// until a trim), unless mapping one again fails too: then that page maps nothing and the
+    /// error says its K/V is lost.
     /// Cost: the commits and mappings of `mapOwned`, and a copy of `pages.count` pages per
     /// tensor.
     func unshare(slot: Int, pages: [Int]) throws(KVError) {
@@ -371,38 +375,42 @@ final class ContiguousMemory: BlockListener {
         defer { busy = (-1, 0) }
         for old in olds { unpin(old) }
         // Only a failing system call stops `mapOwned` (capacity was checked), possibly after some
-        // runs: each page then maps its old group (pinned again, unchanged) or a fresh one, which
-        // gets the old bytes, and the failure is thrown after. The run whose mmap failed maps
-        // nothing (`kvm_ranges_map`): its pages map their old groups again, held by the
-        // references above. (Before, found by helper-103: they stayed unmapped below the
-        // sequence's length, the copy read into them and group -1 was pinned.)
-        var failure: KVError?
-        do throws(KVError) { try mapOwned(slot: slot, pages: pages) } catch { failure = error }
-        for (page, old) in zip(pages, olds) where group(slot, page) < 0 {
-            guard kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(old), 1) != 0 else { continue }
-            // A second failed mmap: the page maps nothing and pins nothing; the sequence's K/V
-            // there is gone, and the error says so.
-            failure = .outOfMemory("\(failure?.message ?? "mapping failed"); page \(page) of the sequence could not be mapped again "
-                                   + "(\(String(cString: kvm_error()))): its K/V there is lost and reading it faults; free the sequence")
-        }
-        let fresh = pages.map { group(slot, $0) }
-        for g in fresh where g >= 0 { pinGroup(Int(g)) }
-        var i = 0
-        while i < pages.count {
-            guard fresh[i] != olds[i] && fresh[i] >= 0 else {
-                i += 1
-                continue
+        // runs (the run whose mmap failed maps nothing, `kvm_ranges_map`), or a copy (a read of
+        // the pool): then every page maps its old group again, held by the references above
+        // and pinned again, the fresh groups go back free, and the failure is thrown, so that
+        // `makeWritable`, which unshares before changing anything else, changes nothing when
+        // this throws. (Before, found by helper-119: the pages mapped so far kept their fresh
+        // groups; earlier, found by helper-103, a page whose run failed stayed unmapped.)
+        do throws(KVError) {
+            try mapOwned(slot: slot, pages: pages)
+            var i = 0
+            while i < pages.count {
+                guard group(slot, pages[i]) != olds[i] else {
+                    i += 1
+                    continue
+                }
+                var run = 1
+                while i + run < pages.count && pages[i + run] == pages[i] + run && olds[i + run] == olds[i] + Int32(run)
+                    && group(slot, pages[i + run]) != olds[i + run] { run += 1 }
+                for t in 0..<tensors {
+                    try check(kvm_pool_read(pool, UInt32(t), UInt32(olds[i]), 0, base(slot, tensor: t) + pages[i] * pageBytes,
+                                            UInt64(run * pageBytes)))
+                }
+                i += run
             }
-            var run = 1
-            while i + run < pages.count && pages[i + run] == pages[i] + run && olds[i + run] == olds[i] + Int32(run)
-                && fresh[i + run] != olds[i + run] && fresh[i + run] >= 0 { run += 1 }
-            for t in 0..<tensors {
-                try check(kvm_pool_read(pool, UInt32(t), UInt32(olds[i]), 0, base(slot, tensor: t) + pages[i] * pageBytes,
-                                        UInt64(run * pageBytes)))
+        } catch {
+            var failure = error
+            for (page, old) in zip(pages, olds) where group(slot, page) != old {
+                guard kvm_ranges_map(ranges, UInt32(slot), UInt32(page), UInt32(old), 1) != 0 else { continue }
+                // A second failed mmap: the page maps nothing and pins nothing; the sequence's
+                // K/V there is gone, and the error says so.
+                failure = .outOfMemory("\(failure.message); page \(page) of the sequence could not be mapped again "
+                                       + "(\(String(cString: kvm_error()))): its K/V there is lost and reading it faults; free the sequence")
             }
-            i += run
+            for (page, old) in zip(pages, olds) where group(slot, page) == old { pinGroup(Int(old)) }
+            throw failure
         }
-        if let failure { throw failure }
+        for page in pages { pinGroup(Int(group(slot, page))) }
     }
 
     /// Unpins live `slot`'s pages past its first `tokens` tokens and leaves them mapped, as
@@ -454,6 +462,10 @@ final class ContiguousMemory: BlockListener {
 
     /// Unmaps every unpinned page of `slot` (a swapped-out sequence's), so its memory returns.
     func releaseUnpinned(slot: Int) { unmapUnpinned(slot) }
+
+    /// Gives free groups back to the OS while more than `committed` bytes stay committed
+    /// (`kvm_pool_trim`), unmapping nothing. Cost: the pool's trim.
+    func trimFree(keeping committed: UInt64) { kvm_pool_trim(pool, committed) }
 
     /// Unmaps every page not pinned by a live sequence and releases free groups to the OS.
     func trim() {

@@ -305,6 +305,7 @@ extension Engine {
                 guard contiguous.fits(need) else { throw .outOfMemory("swapping in sequence \(seq) needs \(need) pages the budget does not have free") }
             }
             var filled = 0
+            let committed = committedBytes
             do throws(KVError) {
                 try contiguous?.open(slot: s, hit: UnsafeBufferPointer(start: nil, count: 0), hitTokens: 0, tokens: length)
                 while filled < count {
@@ -319,6 +320,7 @@ extension Engine {
                 table.update(from: diskSlots, count: count)
                 contiguous?.close(slot: s)
                 contiguous?.releaseUnpinned(slot: s)
+                giveBackCommitted(since: committed)
                 throw error
             }
             offload.swapped[s] = false

@@ -1,0 +1,89 @@
+import CKVMemory
+@testable import KVCache
+
+/// Everything observable about an engine's sequences, to compare before and after a call that
+/// threw: the stats (committed bytes and mappings included), per sequence its
+/// length and layer lengths, block table and the tables' reference counts (paged), and K/V
+/// bytes, and the cached prefix of each prompt.
+struct EngineSnapshot: Equatable {
+    var stats: EngineStats
+    var lengths: [UInt64: [Int]] = [:]
+    var tables: [UInt64: [Int32]] = [:]
+    var references: [UInt64: [UInt32]] = [:]
+    var bytes: [UInt64: [UInt8]] = [:]
+    var cached: [Int] = []
+
+    init(_ e: Engine, sequences: [UInt64], prompts: [[Int32]]) throws {
+        stats = e.stats()
+        for q in sequences {
+            var ls = [try e.length(q)]
+            for l in 0..<e.config.numLayers { ls.append(try e.layerLength(q, layer: l)) }
+            lengths[q] = ls
+            if e.config.layout == .paged {
+                var table = [Int32](repeating: -1, count: 4096)
+                let n = try table.withUnsafeMutableBufferPointer { try e.blockTable(q, into: $0) }
+                tables[q] = Array(table.prefix(n))
+                references[q] = table.prefix(n).map { e.blocks.references($0) }
+            }
+            var b: [UInt8] = []
+            for l in 0..<e.config.numLayers {
+                for p in 0..<ls[1 + l] {
+                    let (k, v) = try tokenAddress(e, q, layer: l, position: p)
+                    b.append(contentsOf: UnsafeRawBufferPointer(start: k, count: e.config.tokenBytes))
+                    b.append(contentsOf: UnsafeRawBufferPointer(start: v, count: e.config.tokenBytes))
+                }
+            }
+            bytes[q] = b
+        }
+        cached = prompts.map { e.cachedPrefixTokens($0) }
+    }
+}
+
+/// The engine a sweep step starts from: its live sequences and the prompts whose cached
+/// prefixes are compared.
+struct SweepSetup {
+    var engine: Engine
+    var sequences: [UInt64]
+    var prompts: [[Int32]]
+}
+
+/// Makes the k-th next commit fail (`kvm_pool_fail_commits`) or, with `mmaps`, the k-th next
+/// contiguous mapping (`kvm_ranges_fail_mmaps`), for k = 0, 1, ... on a fresh `setup` whose
+/// free memory was given back (so every page taken must be committed), and runs `op`, until it
+/// no longer throws. Each k where it threw must change nothing (`EngineSnapshot`) and send no
+/// event, and after it every sequence frees leaving no block used. Returns one line per
+/// violation, and one when `op` still throws at k = `maxK`.
+func failureSweep(_ name: String, maxK: Int = 40, mmaps: Bool = false,
+                  setup: () throws -> SweepSetup, op: (Engine) throws -> Void) throws -> [String] {
+    var problems: [String] = []
+    for k in 0..<maxK {
+        let s = try setup()
+        let e = s.engine
+        e.paged?.trim()
+        e.contiguous?.trim()
+        _ = drain(e)
+        let before = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts)
+        let pool = e.paged?.pool ?? e.contiguous!.pool
+        if mmaps { kvm_ranges_fail_mmaps(e.contiguous!.ranges, UInt32(k), 1) } else { kvm_pool_fail_commits(pool, Int64(k)) }
+        let error = caught { try op(e) }
+        if mmaps { kvm_ranges_fail_mmaps(e.contiguous!.ranges, 0, 0) } else { kvm_pool_fail_commits(pool, -1) }
+        guard let error else { return problems }
+        let after = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts)
+        if after != before {
+            var diff: [String] = []
+            if after.stats != before.stats { diff.append("stats \(before.stats) -> \(after.stats)") }
+            if after.lengths != before.lengths { diff.append("lengths \(before.lengths) -> \(after.lengths)") }
+            if after.tables != before.tables { diff.append("tables changed") }
+            if after.references != before.references { diff.append("reference counts changed") }
+            if after.bytes != before.bytes { diff.append("bytes changed") }
+            if after.cached != before.cached { diff.append("cached \(before.cached) -> \(after.cached)") }
+            problems.append("\(name) k=\(k) \(error.code): " + diff.joined(separator: "; "))
+        }
+        let events = drain(e)
+        if !events.isEmpty { problems.append("\(name) k=\(k): \(events.count) events sent") }
+        for q in s.sequences { try e.free(q) }
+        if e.stats().blocksUsed != 0 { problems.append("\(name) k=\(k): \(e.stats().blocksUsed) blocks used after freeing all") }
+    }
+    problems.append("\(name): still throwing at k=\(maxK)")
+    return problems
+}
