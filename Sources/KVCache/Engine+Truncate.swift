@@ -137,7 +137,13 @@ extension Engine {
                     throw .outOfMemory("truncating sequence \(seq) must copy the block it cuts (shared), and no block is available")
                 }
             }
-            if copyCutPage { try contiguous!.unshare(slot: slot, pages: [cutPage]) }
+            if copyCutPage {  // a refused copy maps the old page again (`unshare`) and commits nothing more
+                let committed = committedBytes
+                do throws(KVError) { try contiguous!.unshare(slot: slot, pages: [cutPage]) } catch {
+                    giveBackCommitted(since: committed)
+                    throw error
+                }
+            }
             // The copy's block is taken before anything is released when one is available, so
             // that a commit failing (the arena's, under memory pressure) changes nothing; else
             // its room is a block this cut releases, whose memory stays committed (the arena

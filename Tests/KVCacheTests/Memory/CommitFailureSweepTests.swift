@@ -78,4 +78,19 @@ import Testing
         }, op: { e in try e.fork(parent: 1, child: 2) })
         #expect(problems.isEmpty, "\(problems)")
     }
+
+    /// A truncation into a block and a page a fork shares (their copies must be taken), with
+    /// every commit or (contiguous) mapping failing in turn: refused, it changes nothing.
+    @Test(arguments: [(Layout.paged, false), (.contiguous, false), (.contiguous, true)])
+    func aTruncateChangesNothingWhenACommitOrMappingFails(layout: Layout, mmaps: Bool) throws {
+        let p = tokens(300, seed: 1)
+        let problems = try failureSweep("truncate \(layout)\(mmaps ? " mmap" : "")", mmaps: mmaps, setup: {
+            let e = try Engine(smallConfig(layout, memoryBytes: 1 << 20))
+            try e.createSequence(1, tokens: p)
+            try writeKV(e, 1, tokens: p, from: 0)
+            try e.fork(parent: 1, child: 2)
+            return SweepSetup(engine: e, sequences: [1, 2], prompts: [p])
+        }, op: { e in try e.truncate(2, to: 201) })
+        #expect(problems.isEmpty, "\(problems)")
+    }
 }
