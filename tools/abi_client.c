@@ -1005,6 +1005,34 @@ static void offload(uint32_t layout) {
     remove_tier_dir(dir);
 }
 
+/* Forks a child that does nothing (no exec) until the parent ends it (`end_waiting_child`):
+ * a preforked worker that holds whatever the fork gave it. *release is the pipe end whose
+ * close lets it exit. */
+static pid_t fork_waiting_child(int *release) {
+    int done[2];
+    REQUIRE(pipe(done) == 0, "pipe");
+    fflush(stdout);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0, "fork");
+    if (pid == 0) {  /* waits for the parent's word (or its end), then exits */
+        char c;
+        close(done[1]);
+        ssize_t n = read(done[0], &c, 1);
+        _exit(n >= 0 ? 0 : 1);
+    }
+    close(done[0]);
+    *release = done[1];
+    return pid;
+}
+
+/* Lets the child of `fork_waiting_child` exit and checks that it exited cleanly. */
+static void end_waiting_child(pid_t pid, int release, const char *name) {
+    close(release);
+    int status = -1;
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child exited (status %d)", name, status);
+}
+
 /* A server process that forks (a subprocess spawned without posix_spawn, a worker pool)
  * keeps serving: while a child that inherited the engine's memfd, io_uring ring and tier
  * files lives, and after it exited, the parent completes an asynchronous swap-out that was
@@ -1025,26 +1053,13 @@ static void forked(uint32_t layout) {
     MUST(kvc_seq_create(e, 1, tokens, PROMPT, &cached));
     write_kv(&v, 1, 5, 0, PROMPT);
     MUST(kvc_seq_swap_out_async(e, 1));
-    int done[2];
-    REQUIRE(pipe(done) == 0, "pipe");
-    fflush(stdout);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0, "fork");
-    if (pid == 0) {  /* waits for the parent's word (or its end), then exits */
-        char c;
-        close(done[1]);
-        ssize_t n = read(done[0], &c, 1);
-        _exit(n >= 0 ? 0 : 1);
-    }
-    close(done[0]);
+    int release_child;
+    pid_t pid = fork_waiting_child(&release_child);
     uint64_t swap_outs = stats_of(e).swap_outs;
     CHECK(poll_swap_out(e, swap_outs), "%s: the swap-out in flight at the fork completes in the parent", name);
     MUST(kvc_seq_swap_in(e, 1));
     CHECK(wait_ready(e, 1) == KVC_OK && kv_matches(&v, 1, 5, 0, PROMPT), "%s: swapped back in byte-identical while the child lives", name);
-    close(done[1]);
-    int status = -1;
-    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child exited (status %d)", name, status);
+    end_waiting_child(pid, release_child, name);
     MUST(kvc_seq_swap_out(e, 1));
     MUST(kvc_seq_swap_in(e, 1));
     CHECK(wait_ready(e, 1) == KVC_OK && kv_matches(&v, 1, 5, 0, PROMPT), "%s: and again after the child exited", name);
@@ -1083,28 +1098,15 @@ static void forked_then_destroyed(uint32_t layout) {
     kvc_engine *e = open_small(layout, "the server forks a worker, then destroys the engine", &cfg, &name);
     uint64_t reserved = 0;
     MUST(kvc_engine_reserve(e, cfg.memory_bytes, &reserved));
-    int done[2];
-    REQUIRE(pipe(done) == 0, "pipe");
-    fflush(stdout);
-    pid_t pid = fork();
-    REQUIRE(pid >= 0, "fork");
-    if (pid == 0) {  /* waits for the parent's word (or its end), then exits */
-        char c;
-        close(done[1]);
-        ssize_t n = read(done[0], &c, 1);
-        _exit(n >= 0 ? 0 : 1);
-    }
-    close(done[0]);
+    int release_child;
+    pid_t pid = fork_waiting_child(&release_child);
     long long before = kv_file_bytes(pid);
     CHECK(before >= (long long)reserved && reserved > 0, "%s: the child inherited the K/V file with the %llu reserved bytes (%lld allocated)",
           name, (unsigned long long)reserved, before);
     kvc_engine_destroy(e);
     long long after = kv_file_bytes(pid);
     CHECK(after == 0, "%s: after kvc_engine_destroy the child's K/V file holds %lld bytes, not 0", name, after);
-    close(done[1]);
-    int status = -1;
-    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: the child exited (status %d)", name, status);
+    end_waiting_child(pid, release_child, name);
 }
 
 /* A server whose file-size limit (`ulimit -f`, RLIMIT_FSIZE, here lowered after the engine
