@@ -6,6 +6,11 @@ import Foundation
 /// request is unique: request `r`'s block `k` gets id `r << 20 | k` (no two requests share a
 /// block), chained like Mooncake ids.
 public enum AzureTraceReader {
+    /// The longest prompt a row may give, in tokens (2^24: far past any model's context). Its
+    /// block hashes are generated, not read, so without a bound an 81-byte row of 2^31 tokens
+    /// made 4 Mi hashes (32 MiB), and a few hundred such rows overflowed the trace.
+    public static let maxContextTokens = 1 << 24
+
     /// Reads the first `maxRequests` rows (all when nil) of `path` with `blockTokens`-token
     /// blocks. A malformed row (wrong field count, a bad timestamp or count, time going
     /// back) throws `TraceFormatError` naming file and line, or with `lenient` is skipped and
@@ -35,10 +40,10 @@ public enum AzureTraceReader {
                 let fields = line.split(separator: ",", omittingEmptySubsequences: false)
                 guard fields.count == 3 else { throw LineProblem("expected 3 fields (TIMESTAMP,ContextTokens,GeneratedTokens), found \(fields.count)") }
                 guard let seconds = parseTimestamp(fields[0]) else { throw LineProblem("TIMESTAMP \"\(fields[0])\" is not YYYY-MM-DD HH:MM:SS[.fraction]") }
-                guard let input = Int(fields[1].trimmingCharacters(in: .whitespaces)), (1...Int(Int32.max)).contains(input) else {
-                    throw LineProblem("ContextTokens \"\(fields[1])\" is not an integer in 1...\(Int32.max)")
+                guard let input = digits(fields[1].trimmingCharacters(in: .whitespaces)), (1...maxContextTokens).contains(input) else {
+                    throw LineProblem("ContextTokens \"\(fields[1])\" is not an integer in 1...\(maxContextTokens)")
                 }
-                guard let output = Int(fields[2].trimmingCharacters(in: .whitespaces)), (0...Int(Int32.max)).contains(output) else {
+                guard let output = digits(fields[2].trimmingCharacters(in: .whitespaces)), (0...Int(Int32.max)).contains(output) else {
                     throw LineProblem("GeneratedTokens \"\(fields[2])\" is not an integer in 0...\(Int32.max)")
                 }
                 let start = first ?? seconds
@@ -66,9 +71,11 @@ public enum AzureTraceReader {
         let parts = s.trimmingCharacters(in: .whitespaces).split(separator: " ")
         guard parts.count == 2 else { return nil }
         let date = parts[0].split(separator: "-"), time = parts[1].split(separator: ":")
-        guard date.count == 3, time.count == 3, let y = Int(date[0]), let mo = Int(date[1]), let d = Int(date[2]),
-              let h = Int(time[0]), let mi = Int(time[1]), let sec = Double(time[2]),
-              (1...9999).contains(y), (1...12).contains(mo), (1...31).contains(d), (0...23).contains(h), (0...59).contains(mi), sec >= 0, sec < 61
+        let secondParts = time.count == 3 ? time[2].split(separator: ".", omittingEmptySubsequences: false) : []
+        guard date.count == 3, time.count == 3, let y = digits(date[0]), let mo = digits(date[1]), let d = digits(date[2]),
+              let h = digits(time[0]), let mi = digits(time[1]), (1...2).contains(secondParts.count),
+              digits(secondParts[0]) != nil, secondParts.count == 1 || digits(secondParts[1]) != nil, let sec = Double(time[2]),
+              (1...9999).contains(y), (1...12).contains(mo), (1...31).contains(d), (0...23).contains(h), (0...59).contains(mi), sec < 60
         else { return nil }
         let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
         guard d <= [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][mo - 1] else { return nil }
@@ -80,5 +87,12 @@ public enum AzureTraceReader {
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
         let days = era * 146097 + doe - 719468
         return Double(days * 86400 + h * 3600 + mi * 60) + sec
+    }
+
+    /// The value of `s` when it is only ASCII digits (no sign, no space, no hex or exponent
+    /// form, which `Int(_:)` and `Double(_:)` accept) and fits an Int; else nil.
+    static func digits<S: StringProtocol>(_ s: S) -> Int? {
+        guard !s.isEmpty, s.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+        return Int(s)
     }
 }

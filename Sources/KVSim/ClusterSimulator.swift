@@ -139,10 +139,14 @@ public final class ClusterSimulator: RequestQueues {
 
     /// Prepares a run: one engine per instance and the router with every instance added.
     /// Throws when the engine or router configuration is invalid, the rate scale is not a
-    /// positive finite number or the trace's blocks do not match the engine's.
+    /// positive finite number, the token budget or batch size is not positive (nothing could
+    /// ever be admitted) or the trace's blocks do not match the engine's.
     public init(trace: Trace, config: SimulationConfig) throws {
         guard config.rateScale > 0 && config.rateScale.isFinite else {
             throw KVError(.invalidArgument, "rate_scale \(config.rateScale) is not a positive number")
+        }
+        guard config.tokenBudget > 0 && config.maxBatch > 0 else {
+            throw KVError(.invalidArgument, "token_budget \(config.tokenBudget) and max_batch \(config.maxBatch) must be positive: nothing would be admitted")
         }
         guard trace.blockTokens == config.engine.blockTokens else {
             throw KVError(.invalidArgument, "the trace has \(trace.blockTokens)-token blocks but the engine \(config.engine.blockTokens)")

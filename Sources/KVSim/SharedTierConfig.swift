@@ -22,12 +22,17 @@ public struct SharedTierConfig: Sendable, Equatable {
     /// The defaults above.
     public init() {}
 
-    /// Throws `invalidArgument` unless the bandwidth is positive and finite and the capacity
-    /// holds at least two blocks of `blockBytes` bytes (all tensors): one to cache, one the
-    /// store's scratch (`SharedTier.store`).
+    /// The slowest load bandwidth accepted, GB/s (1 kB/s): a slower one made a token's load
+    /// time overflow to infinity, which the run only refused after simulating.
+    public static let minLoadGigabytesPerSecond = 1e-6
+
+    /// Throws `invalidArgument` unless the bandwidth is finite and at least
+    /// `minLoadGigabytesPerSecond` and the capacity holds at least two blocks of `blockBytes`
+    /// bytes (all tensors): one to cache, one the store's scratch (`SharedTier.store`).
     public func validate(blockBytes: UInt64) throws(KVError) {
-        guard loadGigabytesPerSecond > 0 && loadGigabytesPerSecond.isFinite else {
-            throw KVError(.invalidArgument, "shared tier load bandwidth \(loadGigabytesPerSecond) GB/s must be positive and finite")
+        guard loadGigabytesPerSecond >= SharedTierConfig.minLoadGigabytesPerSecond && loadGigabytesPerSecond.isFinite else {
+            throw KVError(.invalidArgument, "shared tier load bandwidth \(loadGigabytesPerSecond) GB/s must be finite and at least "
+                                            + "\(SharedTierConfig.minLoadGigabytesPerSecond)")
         }
         guard capacityBytes >= 2 * blockBytes else {
             throw KVError(.invalidArgument, "shared tier capacity \(capacityBytes) B holds fewer than 2 blocks of \(blockBytes) B")

@@ -36,7 +36,9 @@ struct ReplayCommand: ParsableCommand {
 
         --arrivals spread (the default) places the k requests that share a recorded timestamp t \
         evenly over [t, next distinct timestamp) in file order (the i-th at t + i * gap / k; the \
-        last timestamp's over the median gap), before --rate-scale divides the times. The \
+        last timestamp's over the median gap; with a single distinct timestamp, as in the \
+        bundled trace's first 10 requests, there is no gap and nothing moves), before \
+        --rate-scale divides the times. The \
         bundled trace records arrivals in 3 s buckets (1,180 timestamps for 12,031 requests), \
         an aggregation rather than simultaneous arrivals; --arrivals recorded replays each \
         bucket at one instant, routed before any step runs. Azure traces have distinct \
@@ -79,7 +81,7 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "With --synthetic: the generator's seed (default \(SyntheticSessions().seed)).")
     var seed: UInt64?
 
-    @Option(help: "Replay only the first N requests.")
+    @Option(help: "Replay only the first N requests (with --synthetic: sessions of N / 4 are generated, 1 to 8 turns each, and cut to N; a short draw gives fewer: the output says how many).")
     var requests: Int?
 
     @Flag(help: "Skip (and count) malformed trace lines instead of failing.")
@@ -142,7 +144,8 @@ struct ReplayCommand: ParsableCommand {
             throw ValidationError("--synthetic generates every request up front: --requests \(requests) is more than \(Self.maxSyntheticRequests)")
         }
         guard rateScale >= 1e-6 && rateScale <= 1e6 else { throw ValidationError("--rate-scale must be in 0.000001...1000000") }
-        guard ttftSloMs > 0 && ttftSloMs.isFinite else { throw ValidationError("--ttft-slo-ms must be > 0 and finite") }
+        // (Bounded: the plots' axes reach twice the SLO, which overflowed to infinity near Double.max.)
+        guard ttftSloMs > 0 && ttftSloMs <= 1e12 else { throw ValidationError("--ttft-slo-ms must be in (0, 1e12]") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         _ = try arrivalMode()
         if synthetic {
@@ -205,7 +208,9 @@ struct ReplayCommand: ParsableCommand {
         var tier = SharedTierConfig()
         tier.capacityBytes = UInt64(gb * 1e9)
         if let gbps = sharedTierGbps {
-            guard gbps > 0 && gbps.isFinite else { throw ValidationError("--shared-tier-gbps must be > 0") }
+            guard gbps >= SharedTierConfig.minLoadGigabytesPerSecond && gbps.isFinite else {
+                throw ValidationError("--shared-tier-gbps must be finite and at least \(SharedTierConfig.minLoadGigabytesPerSecond)")
+            }
             tier.loadGigabytesPerSecond = gbps
         }
         return tier

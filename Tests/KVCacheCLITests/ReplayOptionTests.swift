@@ -10,8 +10,10 @@ struct ReplayOptionTests {
         (["--shared-tier-gbps", "10"], "--shared-tier-gbps needs --shared-tier-gb"),
         (["--shared-tier-gb", "0"], "--shared-tier-gb must be > 0 (and below 1e9)"),
         (["--shared-tier-gb=-400"], "--shared-tier-gb must be > 0 (and below 1e9)"),
-        (["--shared-tier-gb", "400", "--shared-tier-gbps", "0"], "--shared-tier-gbps must be > 0"),
-        (["--shared-tier-gb", "400", "--shared-tier-gbps=-25"], "--shared-tier-gbps must be > 0"),
+        (["--shared-tier-gb", "400", "--shared-tier-gbps", "0"], "--shared-tier-gbps must be finite and at least 1e-06"),
+        (["--shared-tier-gb", "400", "--shared-tier-gbps=-25"], "--shared-tier-gbps must be finite and at least 1e-06"),
+        // A token's load time overflowed to infinity: refused only after the simulation.
+        (["--shared-tier-gb", "400", "--shared-tier-gbps", "1e-310"], "--shared-tier-gbps must be finite and at least 1e-06"),
     ] as [([String], String)])
     func aBadSharedTierOptionIsNamed(arguments: [String], message: String) {
         let text = optionError(ReplayCommand.self, arguments)
@@ -34,8 +36,10 @@ struct ReplayOptionTests {
          "unknown policy \"foo\"; --policies takes dualmap, round-robin, least-loaded, consistent-hash, prefix-tree, overlap-cost, llm-d or all"),
         // Once accepted: an infinite SLO failed when the run built its router (exit 1), a
         // repeated policy ran twice, an empty entry was dropped.
-        (["--ttft-slo-ms", "inf"], "--ttft-slo-ms must be > 0 and finite"),
-        (["--ttft-slo-ms", "0"], "--ttft-slo-ms must be > 0 and finite"),
+        (["--ttft-slo-ms", "inf"], "--ttft-slo-ms must be in (0, 1e12]"),
+        (["--ttft-slo-ms", "0"], "--ttft-slo-ms must be in (0, 1e12]"),
+        // Twice it (the plots' axes) overflowed to infinity: NaN coordinates in the SVG.
+        (["--ttft-slo-ms", "1e308"], "--ttft-slo-ms must be in (0, 1e12]"),
         (["--policies", "dualmap,dualmap"], "--policies names dualmap twice"),
         (["--policies", "llm-d,dualmap,llm-d"], "--policies names llm-d twice"),
         (["--policies", "dualmap,"], "--policies \"dualmap,\" has an empty entry"),

@@ -190,9 +190,10 @@ import Testing
     }
 
     @Test(arguments: [
-        (0.0, 400_000_000_000, "shared tier load bandwidth 0.0 GB/s must be positive and finite"),
-        (-5, 400_000_000_000, "shared tier load bandwidth -5.0 GB/s must be positive and finite"),
-        (.infinity, 400_000_000_000, "shared tier load bandwidth inf GB/s must be positive and finite"),
+        (0.0, 400_000_000_000, "shared tier load bandwidth 0.0 GB/s must be finite and at least 1e-06"),
+        (-5, 400_000_000_000, "shared tier load bandwidth -5.0 GB/s must be finite and at least 1e-06"),
+        (.infinity, 400_000_000_000, "shared tier load bandwidth inf GB/s must be finite and at least 1e-06"),
+        (1e-310, 400_000_000_000, "shared tier load bandwidth 1e-310 GB/s must be finite and at least 1e-06"),
         (25, 512 * 57_344, "shared tier capacity 29360128 B holds fewer than 2 blocks of 29360128 B"),
         // Past what one engine indexes: the engine's reason, under the option that set it.
         (25, 999_999_999_000_000_000, "shared tier capacity 999999999000000000 B: memory_bytes 999999999000000000 holds 34059796980 "

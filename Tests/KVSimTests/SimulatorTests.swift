@@ -161,6 +161,22 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         }
     }
 
+    /// A token budget or batch size of 0 admits nothing: the run could never end (it trapped
+    /// on an instance left with work). Refused at init, naming both.
+    @Test(arguments: [(0, 256), (8192, 0), (-1, 256)])
+    func aBudgetOrBatchThatAdmitsNothingIsRefused(tokenBudget: Int, maxBatch: Int) throws {
+        let trace = try mooncakeSlice(10)
+        var c = SimulationConfig()
+        c.tokenBudget = tokenBudget
+        c.maxBatch = maxBatch
+        #expect {
+            _ = try ClusterSimulator(trace: trace, config: c)
+        } throws: { error in
+            (error as? KVError)?.code == .invalidArgument
+                && "\(error)".contains("token_budget \(tokenBudget) and max_batch \(maxBatch) must be positive")
+        }
+    }
+
     /// After every arrival an instance's load is reported, so between two arrivals the router
     /// holds, for each instance, exactly its engine's blocks: running = used, free = total -
     /// used (checked at every 1,000th arrival of 3,000, with llm-d, which reads both).

@@ -146,13 +146,23 @@ import Testing
     }
 
     /// Values that once trapped (a year whose day count overflows, a length whose block count
-    /// overflows or does not fit the trace's 32-bit lengths) are malformed rows, named.
+    /// overflows or does not fit the trace's 32-bit lengths) or were misread (signed, hex or
+    /// exponent numbers; a 60th second) are malformed rows, named.
     @Test func azureValuesOutOfRangeAreMalformed() {
         let header = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.0,374,44\n"
         for (row, reason) in [("9223372036854775807-01-01 00:00:00.0,374,44", "TIMESTAMP \"9223372036854775807-01-01 00:00:00.0\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
                               ("-9223372036854775807-01-01 00:00:00,374,4", "TIMESTAMP \"-9223372036854775807-01-01 00:00:00\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
-                              ("2023-11-16 18:15:47.0,9223372036854775807,44", "ContextTokens \"9223372036854775807\" is not an integer in 1...2147483647"),
-                              ("2023-11-16 18:15:47.0,2147483648,44", "ContextTokens \"2147483648\" is not an integer in 1...2147483647"),
+                              ("2023-11-16 18:15:47.0,9223372036854775807,44", "ContextTokens \"9223372036854775807\" is not an integer in 1...16777216"),
+                              // Generated hashes: a prompt past 2^24 tokens is not a row (2^31
+                              // tokens made 4 Mi hashes from 81 bytes of file).
+                              ("2023-11-16 18:15:47.0,16777217,44", "ContextTokens \"16777217\" is not an integer in 1...16777216"),
+                              // Signs, hex and exponent forms, which Int and Double accept.
+                              ("2023-11-16 18:15:47.0,+300,44", "ContextTokens \"+300\" is not an integer in 1...16777216"),
+                              ("2023-11-16 18:15:47.0,300,+5", "GeneratedTokens \"+5\" is not an integer in 0...2147483647"),
+                              ("+2023-11-16 18:15:47.0,374,44", "TIMESTAMP \"+2023-11-16 18:15:47.0\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
+                              ("2023-11-16 18:15:0x1p3,374,44", "TIMESTAMP \"2023-11-16 18:15:0x1p3\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
+                              ("2023-11-16 18:15:1e1,374,44", "TIMESTAMP \"2023-11-16 18:15:1e1\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
+                              ("2023-11-16 18:15:60.5,374,44", "TIMESTAMP \"2023-11-16 18:15:60.5\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
                               ("2023-11-16 18:15:47.0,374,2147483648", "GeneratedTokens \"2147483648\" is not an integer in 0...2147483647"),
                               // A day the month lacks was read as a day of the next month.
                               ("2023-02-29 00:00:00,374,44", "TIMESTAMP \"2023-02-29 00:00:00\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
@@ -164,8 +174,8 @@ import Testing
                 #expect(e.description == "v.csv:3: \(reason)")
             } catch { Issue.record("\(error)") }
         }
-        let widest = try? AzureTraceReader.parse(header + "9999-12-31 23:59:59.9,2147483647,2147483647\n", path: "v.csv")
-        #expect(widest?.count == 2 && widest?.inputTokens.last == Int32.max && widest?.hashCount(1) == 4_194_304)
+        let widest = try? AzureTraceReader.parse(header + "9999-12-31 23:59:59.9,16777216,2147483647\n", path: "v.csv")
+        #expect(widest?.count == 2 && widest?.inputTokens.last == 1 << 24 && widest?.hashCount(1) == 32_768)
         let leapDay = try? AzureTraceReader.parse(header + "2024-02-29 00:00:00,374,44\n\t\n", path: "v.csv")
         #expect(leapDay?.count == 2 && leapDay?.skippedLines == 0, "a leap day is a day; a line of a tab is blank")
     }
