@@ -31,8 +31,9 @@ public final class Engine: @unchecked Sendable {
     var evictionStates: [AttentionScores?]
     /// The disk tier and swap state; nil without `offload_dir`.
     let offload: OffloadCoordinator?
-    /// Committed bytes `reserve` asked for since the last `trim` (the most of its calls): memory
-    /// a sequence gives back stays committed up to this (a free's, as always, and a
+    /// Committed bytes `reserve` asked for since the last `trim` (the most of its calls; for a
+    /// call the OS refused, what was committed when it failed): memory a sequence gives back
+    /// stays committed up to this (a free's, as always, and a
     /// compaction's, whose trim keeps it: `releaseBlocks`), so the reservation lasts until
     /// `trim`. 0: no reservation, a compaction's freed pages go back to the OS.
     var reservedBytes: UInt64 = 0
@@ -866,7 +867,12 @@ public final class Engine: @unchecked Sendable {
                 let need = committed < target ? (target - committed + stepBytes - 1) / stepBytes : 0
                 let groups = UInt32(min(64, max(need, idle)))
                 let got = paged.map { kvm_arena_reserve($0.arena, groups) } ?? kvm_pool_precommit(pool, groups)
-                try checkCommit(got)
+                do throws(KVError) { try checkCommit(got) } catch {
+                    // Reserved is what got committed, not the target: a later refused call
+                    // gives back down to it (`giveBackCommitted`), a compaction trims to it.
+                    reservedBytes = min(reservedBytes, kvm_pool_committed_bytes(pool))
+                    throw error
+                }
                 return got > 0
             }
             if !progressed { return stats().committedBytes }

@@ -42,4 +42,25 @@ import Testing
         #expect(before >= 512 << 10 && after >= 64 << 10 && after < 128 << 10,
                 "reserved 64 KiB, committed \(before) before the compaction, \(after) after")
     }
+
+    /// A reserve the OS refuses part-way reserves what it committed, not its target: a later
+    /// call refused by a failed commit then gives back what it committed (ERRORS: committed
+    /// bytes are as before). Before, the whole target counted as reserved from the first step,
+    /// and the refused create kept its first batch (found by helper-122).
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aRefusedReserveReservesOnlyWhatItCommitted(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout, memoryBytes: 4 << 20))
+        let pool = e.paged?.pool ?? e.contiguous!.pool
+        kvm_pool_fail_commits(pool, 0)
+        let refused = caught { _ = try e.reserve(bytes: 4 << 20) }
+        kvm_pool_fail_commits(pool, -1)
+        #expect(refused?.code == .outOfMemory)
+        #expect(e.reservedBytes == e.stats().committedBytes)
+        let before = e.stats().committedBytes
+        kvm_pool_fail_commits(pool, 1)  // the create's second commit batch fails
+        let create = caught { _ = try e.createSequence(1, tokens: tokens(3000, seed: 1)) }
+        kvm_pool_fail_commits(pool, -1)
+        #expect(create?.code == .outOfMemory)
+        #expect(e.stats().committedBytes == before)
+    }
 }
