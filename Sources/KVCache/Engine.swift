@@ -519,7 +519,10 @@ public final class Engine: @unchecked Sendable {
         // pages are given back then. (Before, found by helper-119: `makeWritable` ran first,
         // and a failing allocation here left its copies made.)
         var fresh = 0
-        let committed = committedBytes
+        // Only a call that takes blocks, pages or copies can commit (a decode step within its
+        // block and page takes none: it reads no pool counter).
+        let mayCommit = newBlocks > 0 || groups > 0 || shortest < length
+        let committed = mayCommit ? committedBytes : 0
         do throws(KVError) {
             while fresh < newBlocks {
                 scratchHit[fresh] = try blocks.allocate()
@@ -533,7 +536,7 @@ public final class Engine: @unchecked Sendable {
             for i in 0..<fresh { blocks.release(scratchHit[i]) }
             contiguous?.release(slot: slot, past: length)
             contiguous?.releaseUnpinned(slot: slot)
-            giveBackCommitted(since: committed)
+            if mayCommit { giveBackCommitted(since: committed) }
             throw error
         }
         indexScheduled(slot: slot, below: .max)  // appending means the prompt was scheduled
