@@ -73,6 +73,25 @@ struct PagePoolTests {
         #expect(kvm_pool_committed_bytes(pool) == 1 * 4 * 4096)
     }
 
+    /// A trim with a floor releases free groups, lowest first, only while more than the floor
+    /// stays committed: committed bytes end at the floor rounded up to whole groups, never
+    /// below it, and never below what is in use; a floor past what is committed releases
+    /// nothing (a compaction keeps `kvc_engine_reserve`'s reservation this way).
+    @Test func trimKeepsItsFloorCommitted() {
+        let group: UInt64 = 4 * 4096
+        let (pool, _) = makePool(budget: 64 * 4 * 4096)
+        defer { kvm_pool_destroy(pool) }
+        let a = kvm_pool_alloc(pool, UInt32.max)
+        #expect(a >= 0 && kvm_pool_committed_bytes(pool) == 8 * group)  // one batch, 7 free
+        #expect(kvm_pool_trim(pool, 9 * group) == 0, "a floor past what is committed")
+        #expect(kvm_pool_trim(pool, 5 * group + 1) == 2 * group, "to the floor rounded up to a group")
+        #expect(kvm_pool_committed_bytes(pool) == 6 * group)
+        #expect(kvm_pool_trim(pool, 3 * group) == 3 * group)
+        #expect(kvm_pool_committed_bytes(pool) == 3 * group)
+        #expect(kvm_pool_trim(pool, 0) == 2 * group, "every free group; the one in use stays")
+        #expect(kvm_pool_committed_bytes(pool) == group)
+    }
+
     @Test func hintIsHonouredWhenFree() {
         let (pool, _) = makePool(budget: 64 * 4 * 4096)
         defer { kvm_pool_destroy(pool) }
