@@ -992,7 +992,8 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * the KV heads of a layer would keep different numbers of tokens, which only a cut below
  * positions a compaction decided on can cause; a layer would keep no token; an episodic
  * segment lying wholly past the cut was already clustered by kvc_seq_focus),
- * KVC_ERR_OUT_OF_MEMORY (a block or page the truncation must copy finds no room, once no
+ * KVC_ERR_OUT_OF_MEMORY (a block or page the truncation must copy finds no room, or the OS
+ * refuses its memory or mapping (see ERRORS), once no
  * asynchronous swap-out is pending: see kvc_seq_swap_out_async); each changes nothing.
  * Pages (contiguous) past the new length leave the sequence's budget at once but stay mapped
  * and committed for the appends that usually follow (a decoder's next drafts): memory needs
