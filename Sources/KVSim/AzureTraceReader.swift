@@ -14,17 +14,19 @@ public enum AzureTraceReader {
     /// Reads the first `maxRequests` rows (all when nil) of `path` with `blockTokens`-token
     /// blocks. A malformed row (wrong field count, a bad timestamp or count, time going
     /// back) throws `TraceFormatError` naming file and line, or with `lenient` is skipped and
-    /// counted.
-    public static func read(path: String, blockTokens: Int = 512, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
+    /// counted. A row whose hashes would pass `maxHashes` in all (`Trace.maxHashes`) throws,
+    /// lenient or not.
+    public static func read(path: String, blockTokens: Int = 512, maxRequests: Int? = nil, lenient: Bool = false, maxHashes: Int = Trace.hashLimit) throws -> Trace {
         let data = try TraceFormatError.contents(of: path)
         return try parse(String(decoding: data, as: UTF8.self), path: path, blockTokens: blockTokens,
-                         maxRequests: maxRequests, lenient: lenient)
+                         maxRequests: maxRequests, lenient: lenient, maxHashes: maxHashes)
     }
 
     /// `read` over text in memory; `path` names it in errors. A UTF-8 byte order mark before
     /// the first line (spreadsheets write one) is skipped.
-    public static func parse(_ text: String, path: String, blockTokens: Int = 512, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
+    public static func parse(_ text: String, path: String, blockTokens: Int = 512, maxRequests: Int? = nil, lenient: Bool = false, maxHashes: Int = Trace.hashLimit) throws -> Trace {
         var trace = Trace(source: path, blockTokens: blockTokens)
+        trace.maxHashes = min(maxHashes, Trace.hashLimit)
         var first: Double? = nil
         var lineNumber = 0
         var hashes: [UInt64] = []
@@ -50,9 +52,11 @@ public enum AzureTraceReader {
                 let t = (seconds - start) * 1000
                 guard trace.arrivalMilliseconds.last.map({ $0 <= t }) ?? true else { throw LineProblem("TIMESTAMP goes back in time") }
                 first = start
+                let blocks = (input + blockTokens - 1) / blockTokens
+                guard trace.admits(hashes: blocks) else { throw TraceFormatError.tooManyHashes(path: path, line: lineNumber, trace: trace) }
                 hashes.removeAll(keepingCapacity: true)
                 var parent: UInt64 = 0
-                for k in 0..<(input + blockTokens - 1) / blockTokens {
+                for k in 0..<blocks {
                     parent = Trace.chainedHash(parent: parent, id: UInt64(trace.count) << 20 | UInt64(k))
                     hashes.append(parent)
                 }

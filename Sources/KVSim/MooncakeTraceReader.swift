@@ -15,15 +15,17 @@ public enum MooncakeTraceReader {
     /// an object with the four fields, one of them twice, a negative or mistyped value,
     /// `hash_ids.count` not `ceil(input_length / 512)`, a timestamp going back) throws
     /// `TraceFormatError` naming the file and line, or with `lenient` is skipped and counted in
-    /// `skippedLines`. A UTF-8 byte order mark before the first line is skipped.
-    public static func read(path: String, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
+    /// `skippedLines`. A UTF-8 byte order mark before the first line is skipped. A line whose
+    /// hashes would pass `maxHashes` in all (`Trace.maxHashes`) throws, lenient or not.
+    public static func read(path: String, maxRequests: Int? = nil, lenient: Bool = false, maxHashes: Int = Trace.hashLimit) throws -> Trace {
         let data = try TraceFormatError.contents(of: path)
-        return try parse(data, path: path, maxRequests: maxRequests, lenient: lenient)
+        return try parse(data, path: path, maxRequests: maxRequests, lenient: lenient, maxHashes: maxHashes)
     }
 
     /// `read` over bytes already in memory; `path` names them in errors.
-    public static func parse(_ data: Data, path: String, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
+    public static func parse(_ data: Data, path: String, maxRequests: Int? = nil, lenient: Bool = false, maxHashes: Int = Trace.hashLimit) throws -> Trace {
         var trace = Trace(source: path, blockTokens: blockTokens)
+        trace.maxHashes = min(maxHashes, Trace.hashLimit)
         let limit = maxRequests ?? Int.max
         var ids: [UInt64] = []
         var chained: [UInt64] = []
@@ -55,6 +57,7 @@ public enum MooncakeTraceReader {
                     guard trace.arrivalMilliseconds.last.map({ $0 <= t }) ?? true else {
                         throw LineProblem("timestamp \(row.timestamp) is earlier than the line before")
                     }
+                    guard trace.admits(hashes: blocks) else { throw TraceFormatError.tooManyHashes(path: path, line: line, trace: trace) }
                     firstTimestamp = first
                     chained.removeAll(keepingCapacity: true)
                     var parent: UInt64 = 0

@@ -25,6 +25,13 @@ public struct Trace: Sendable {
     public var hashStart: [Int32] = []
     /// Every request's chained block hashes, back to back.
     public var hashes: [UInt64] = []
+    /// The most hashes any trace holds in all: `hashStart` indexes `hashes` with Int32.
+    public static let hashLimit = Int(Int32.max)
+    /// The most hashes this trace may hold in all (at most `hashLimit`, 16 GiB of hashes).
+    /// Readers refuse a request that would pass it (`admits(hashes:)`) with an error rather
+    /// than trap in `append`; a lower cap bounds the memory a small file of long prompts can
+    /// make the reader take.
+    public var maxHashes = Trace.hashLimit
     /// Malformed lines skipped (lenient reading).
     public var skippedLines = 0
     /// How `arrivalMilliseconds` place requests that share a recorded timestamp: `.recorded`
@@ -48,9 +55,13 @@ public struct Trace: Sendable {
     @inline(__always)
     public func fullBlocks(_ i: Int) -> Int { Int(inputTokens[i]) / blockTokens }
 
+    /// Whether a request of `n` more hashes fits `maxHashes`. O(1).
+    @inline(__always)
+    func admits(hashes n: Int) -> Bool { n <= maxHashes - hashes.count }
+
     /// Appends a request whose block hashes are already chained. Precondition:
     /// `blockHashes.count == ceil(input / blockTokens)`, `input >= 1`, `output >= 0`, arrival
-    /// not before the last one.
+    /// not before the last one, `admits(hashes: blockHashes.count)`.
     public mutating func append(arrivalMilliseconds t: Double, input: Int, output: Int, blockHashes: some Collection<UInt64>) {
         precondition(blockHashes.count == (input + blockTokens - 1) / blockTokens && input >= 1 && output >= 0)
         precondition(arrivalMilliseconds.last.map { $0 <= t } ?? true, "arrivals must not decrease")
@@ -175,6 +186,11 @@ public struct TraceFormatError: Error, CustomStringConvertible, Sendable {
         self.path = path
         self.line = line
         self.reason = reason
+    }
+
+    /// The error for a request at `line` whose hashes would pass `trace.maxHashes`.
+    static func tooManyHashes(path: String, line: Int, trace: Trace) -> TraceFormatError {
+        TraceFormatError(path: path, line: line, reason: "the requests so far and this one need more than \(trace.maxHashes) block hashes in all; read fewer requests or use larger blocks")
     }
 
     /// The whole of trace file `path`, or an error of the file as a whole with the system's

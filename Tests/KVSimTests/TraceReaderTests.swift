@@ -145,6 +145,27 @@ import Testing
         #expect(crlf.count == 3 && crlf.arrivalMilliseconds == t.arrivalMilliseconds)
     }
 
+    /// A request whose hashes would pass the trace's cap is refused, lenient or not, naming its
+    /// line: `hashStart` is Int32, so past 2^31 hashes in all `Trace.append` trapped (a 3 MB
+    /// Azure file of 2^24-token rows got there). The cap is lowered here to reach it.
+    @Test func aTraceRefusesHashesPastItsCap() throws {
+        let csv = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,374,44\n2023-11-16 18:15:50,396,109\n2023-11-16 18:16:00,1024,1\n"
+        #expect(try AzureTraceReader.parse(csv, path: "a.csv", maxHashes: 4).hashes.count == 4)
+        let jsonl = (0..<3).map { #"{"timestamp": \#($0), "input_length": 1000, "output_length": 1, "hash_ids": [\#($0), 7]}"# }.joined(separator: "\n")
+        #expect(try MooncakeTraceReader.parse(Data(jsonl.utf8), path: "m.jsonl", maxHashes: 6).hashes.count == 6)
+        for lenient in [false, true] {
+            do {
+                _ = try AzureTraceReader.parse(csv, path: "a.csv", lenient: lenient, maxHashes: 3)
+                Issue.record("read 4 hashes under a cap of 3")
+            } catch let e as TraceFormatError { #expect(e.line == 4 && e.reason.contains("more than 3 block hashes"), "\(e)") }
+            do {
+                _ = try MooncakeTraceReader.parse(Data(jsonl.utf8), path: "m.jsonl", lenient: lenient, maxHashes: 5)
+                Issue.record("read 6 hashes under a cap of 5")
+            } catch let e as TraceFormatError { #expect(e.line == 3 && e.reason.contains("more than 5 block hashes"), "\(e)") }
+        }
+        #expect(try AzureTraceReader.parse(csv, path: "a.csv", maxHashes: Int.max).maxHashes == Trace.hashLimit)
+    }
+
     /// Values that once trapped (a year whose day count overflows, a length whose block count
     /// overflows or does not fit the trace's 32-bit lengths) or were misread (signed, hex or
     /// exponent numbers; a 60th second) are malformed rows, named.
