@@ -17,9 +17,25 @@ struct KVCacheCommand: ParsableCommand {
     )
 
     /// Runs the command on the process's arguments, a negative number after an option joined
-    /// to it (`negativeValuesJoined`).
+    /// to it (`negativeValuesJoined`); refuses (exit 64) arguments that are not UTF-8
+    /// (`firstNonUTF8Argument`).
     static func main() {
+        if let bad = firstNonUTF8Argument(CommandLine.unsafeArgv, count: Int(CommandLine.argc)) {
+            exit(withError: ValidationError("argument \(bad) is not UTF-8: kvcache-cli reads paths and values as UTF-8 text"))
+        }
         main(negativeValuesJoined(Array(CommandLine.arguments.dropFirst())))
+    }
+
+    /// The position (from 1) of the first of `argv[1..<count]` that is not valid UTF-8, or nil.
+    /// `CommandLine.arguments` repairs such bytes to U+FFFD, so a non-UTF-8 `--offload-dir`
+    /// named, created and locked another directory than the one given (helper-117); the C ABI
+    /// refuses such a path too. O(argument bytes).
+    static func firstNonUTF8Argument(_ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>, count: Int) -> Int? {
+        for i in 1..<max(count, 1) {
+            guard let arg = argv[i] else { continue }
+            if String(validatingCString: arg) == nil { return i }
+        }
+        return nil
     }
 
     /// `arguments` with every negative number (a `-` then a digit or a point: `-3`, `-0.5`,
