@@ -301,8 +301,12 @@ public final class Router {
     }
 
     /// Moves `uncached` pending tokens and one request's blocks from `from` to `to` (after a
-    /// rebalancing move, until the next reports).
-    func transfer(from: Int, to: Int, fromTokens: Int, toTokens: Int, blocks: Int) {
+    /// rebalancing move, until the next reports), and credits an approximate view with the
+    /// request's `hashes` at `to`, which will compute them (as a route there would have). The
+    /// view keeps them at `from` too: it cannot tell the blocks the request's route added there
+    /// from those it held before.
+    func transfer(from: Int, to: Int, fromTokens: Int, toTokens: Int, blocks: Int, hashes: UnsafeBufferPointer<UInt64>) {
+        view.recordRoute(hashes, slot: to)
         loads[from].pendingPrefillTokens -= min(loads[from].pendingPrefillTokens, UInt64(fromTokens))
         loads[from].runningBlocks -= min(loads[from].runningBlocks, UInt64(blocks))
         loads[from].activeRequests -= min(loads[from].activeRequests, 1)

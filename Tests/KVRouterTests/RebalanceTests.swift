@@ -115,4 +115,24 @@ final class ArrayQueues: RequestQueues {
         #expect(r.rebalance(queues) == 1)
         #expect(queues.queues[hot].map(\.id) == [0], "the uncached request moved, the cached one stayed")
     }
+
+    /// With an approximate view, a moved request's blocks are credited where it now runs (found
+    /// by helper-127: the instance that computes them got no credit, so the conversation's next
+    /// request went back to the one it left). The one it left keeps what its route credited.
+    @Test func aMovedRequestsBlocksAreCreditedWhereItRuns() throws {
+        let r = try makeRouter(.dualMap, instances: 4) {
+            $0.ttftSLOMilliseconds = 1000; $0.prefillMillisecondsPerToken = 0.1; $0.view = .approximate
+        }
+        let h = chain(4242, count: 4)
+        let hot = try h.withUnsafeBufferPointer { (p) throws(KVError) in try r.routeSlot(p, tokens: 64) }
+        let queues = ArrayQueues(slots: 64)
+        queues.queues[hot].append((1, h, 64))
+        r.report(slot: hot, load: InstanceLoad(pendingPrefillTokens: 10_000, activeRequests: 1, waitingRequests: 1))
+        #expect(r.rebalance(queues) == 1)
+        let target = try #require((0..<4).first { queues.queues[$0].count == 1 })
+        #expect(target != hot)
+        #expect(h.withUnsafeBufferPointer { r.view.matchedBlocks($0, slot: target) } == 4)
+        #expect(h.withUnsafeBufferPointer { r.view.matchedBlocks($0, slot: hot) } == 4)
+        #expect((0..<4).filter { $0 != hot && $0 != target }.allSatisfy { s in h.withUnsafeBufferPointer { r.view.matchedBlocks($0, slot: s) } == 0 })
+    }
 }
