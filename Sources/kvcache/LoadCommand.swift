@@ -38,7 +38,7 @@ struct LoadCommand: ParsableCommand {
         --prefill-tokens-per-s R models its prefill: a thread starting a request sleeps (prompt \
         tokens past the cached prefix) / R seconds, as its GPU would compute them while its other \
         sequences wait, and the table's ttft row times the request from its create call to \
-        that prefill's end. Other latencies are of successful engine calls only, timed around \
+        that prefill's end, once per request (a restart after preemption is not timed again). Other latencies are of successful engine calls only, timed around \
         the call (they include ~20-30 ns of clock reads). ops/s is count / wall time, all threads together.
 
         The report's tokens and prefix hit rate describe the workload: prompt tokens of each \

@@ -130,6 +130,9 @@ struct LoadWorker: Sendable {
         /// most output tokens an admission of it decoded.
         var started = false
         var decodedBefore = 0
+        /// Whether an admission of it ended its prefill (its first token came then: `ttft` was
+        /// recorded, and a restart's prefill is not timed again).
+        var prefilled = false
     }
 
     /// A created sequence whose prefix blocks are still being read back from disk.
@@ -140,6 +143,7 @@ struct LoadWorker: Sendable {
         /// Prompt tokens the create found cached: the server's prefill starts after them.
         var cached: Int
         var decodedBefore: Int
+        var prefilled: Bool
         /// When the create was called and when it returned.
         var calledNanoseconds: UInt64
         var createdNanoseconds: UInt64
@@ -220,26 +224,27 @@ struct LoadWorker: Sendable {
 
         /// Makes created sequence `id` (its create called at `called`) live: its prompt's
         /// prefill past the cached prefix run (slept, with `prefillTokensPerSecond`; `ttft`
-        /// recorded) and, with `writeKV`, its K/V written. False when the run must stop (stopped
+        /// recorded unless an earlier admission `prefilled`) and, with `writeKV`, its K/V written. False when the run must stop (stopped
         /// during the prefill, which is then not timed, or a failed K/V write); the sequence is
         /// live either way, so that the stop frees it.
-        func start(_ id: UInt64, request: LoadRequest, attempts: Int, cached: Int, decodedBefore: Int, called: UInt64) -> Bool {
+        func start(_ id: UInt64, request: LoadRequest, attempts: Int, cached: Int, decodedBefore: Int, prefilled: Bool,
+                   called: UInt64) -> Bool {
             live.append(Live(id: id, request: request, attempts: attempts,
                              length: request.promptTokens, remaining: request.outputTokens, decodedBefore: decodedBefore))
             if settings.prefillTokensPerSecond > 0 {
                 let prefill = UInt64(Double(request.promptTokens - cached) / settings.prefillTokensPerSecond * 1e9)
                 guard sleepUnlessStopped(until: monotonicNanoseconds() &+ prefill) else { return false }
-                result.latency.record(.ttft, nanoseconds: monotonicNanoseconds() &- called)
+                if !prefilled { result.latency.record(.ttft, nanoseconds: monotonicNanoseconds() &- called) }
             }
             return !settings.writeKV || writeKV(id, from: cached, to: request.promptTokens, blockTable: blockTable)
         }
 
         /// A sequence whose disk read failed: the bad blocks left the cache; it is freed and its
         /// request recomputed.
-        func reloadFailed(_ id: UInt64, request: LoadRequest, attempts: Int, decodedBefore: Int) {
+        func reloadFailed(_ id: UInt64, request: LoadRequest, attempts: Int, decodedBefore: Int, prefilled: Bool) {
             freeTimed(id)
             result.reloadFailures += 1
-            requeue(Waiting(request: request, attempts: attempts + 1, started: true, decodedBefore: decodedBefore))
+            requeue(Waiting(request: request, attempts: attempts + 1, started: true, decodedBefore: decodedBefore, prefilled: prefilled))
         }
 
         while !coordinator.isStopped {
@@ -258,10 +263,11 @@ struct LoadWorker: Sendable {
                     result.readyWaitMaxNanoseconds = max(result.readyWaitMaxNanoseconds, waited)
                     loading.remove(at: l)
                     if !start(entry.id, request: entry.request, attempts: entry.attempts, cached: entry.cached,
-                              decodedBefore: entry.decodedBefore, called: entry.calledNanoseconds) { break scan }
+                              decodedBefore: entry.decodedBefore, prefilled: entry.prefilled, called: entry.calledNanoseconds) { break scan }
                 case .failed:
                     loading.remove(at: l)
-                    reloadFailed(entry.id, request: entry.request, attempts: entry.attempts, decodedBefore: entry.decodedBefore)
+                    reloadFailed(entry.id, request: entry.request, attempts: entry.attempts, decodedBefore: entry.decodedBefore,
+                                 prefilled: entry.prefilled)
                 }
             }
 
@@ -305,7 +311,7 @@ struct LoadWorker: Sendable {
                     cached = try engine.createSequence(id, tokens: tokens)
                 } catch where error.code == .outOfMemory {
                     if requeue(Waiting(request: request, attempts: head.attempts + 1, started: head.started,
-                                       decodedBefore: head.decodedBefore)) {
+                                       decodedBefore: head.decodedBefore, prefilled: head.prefilled)) {
                         result.createRetries += 1
                     }
                     admissionBlocked = true
@@ -338,12 +344,13 @@ struct LoadWorker: Sendable {
                 switch config.hasDiskTier && cached > 0 ? readiness(id) : .ready {
                 case .ready:
                     if !start(id, request: request, attempts: head.attempts, cached: cached, decodedBefore: head.decodedBefore,
-                              called: t0) { break admission }
+                              prefilled: head.prefilled, called: t0) { break admission }
                 case .pending:
                     loading.append(Loading(id: id, request: request, attempts: head.attempts, cached: cached,
-                                           decodedBefore: head.decodedBefore, calledNanoseconds: t0, createdNanoseconds: created))
+                                           decodedBefore: head.decodedBefore, prefilled: head.prefilled,
+                                           calledNanoseconds: t0, createdNanoseconds: created))
                 case .failed:
-                    reloadFailed(id, request: request, attempts: head.attempts, decodedBefore: head.decodedBefore)
+                    reloadFailed(id, request: request, attempts: head.attempts, decodedBefore: head.decodedBefore, prefilled: head.prefilled)
                 }
             }
 
@@ -407,7 +414,7 @@ struct LoadWorker: Sendable {
                             result.preemptions += 1
                             let decoded = victim.request.outputTokens - victim.remaining
                             requeue(Waiting(request: victim.request, attempts: victim.attempts + 1, started: true,
-                                            decodedBefore: max(victim.decodedBefore, decoded)))
+                                            decodedBefore: max(victim.decodedBefore, decoded), prefilled: true))
                             admissionBlocked = true
                         } else {
                             result.rejectedOther += 1

@@ -52,6 +52,16 @@ struct LoadRestartTests {
                 "\(report.table())")
     }
 
+    /// The ttft row has one sample per request: its first prefill's. A restart's create and
+    /// prefill are a restart's work; they were timed again (helper-127: 65 samples for 60
+    /// requests), their short re-prefills of blocks still cached pulling the percentiles down.
+    @Test func eachRequestHasOneTimeToFirstToken() throws {
+        let (_, report) = try LoadReportTests.load(Self.arguments + ["--prefill-tokens-per-s", "1000000000"])
+        try #require(report.requests.completed == 60, "\(report.requests)")
+        try #require(report.restarts.admissions > 0, "nothing restarted: the test shows nothing")
+        #expect(report.operations["ttft"]?.count == 60, "restarts \(report.restarts.admissions)")
+    }
+
     /// With a disk tier the disk and peer hit rates share the headline's denominator: the first
     /// admissions' prompt tokens and the tokens they read from disk (`Engine.prefixSources`,
     /// per create), restarts' apart. On the Azure requests, which share no block, no first
