@@ -18,7 +18,8 @@ struct LoadCommand: ParsableCommand {
         out of memory, a create waits in the thread's queue until one of its sequences finishes, \
         and an append preempts its sequence (freed, request restarted later: created again from \
         its prompt, its output decoded from the start); after --max-retries \
-        such failures a request is rejected. A request whose prompt and output together need more \
+        such failures (with a disk tier, a failed read of its cached prefix counts as one) a \
+        request is rejected (rejected_out_of_memory). A request whose prompt and output together need more \
         than the whole budget holds (its blocks; contiguous: also its pages) is rejected before \
         its create as unfittable, decided from the configuration, not from what else is live.
 
@@ -123,7 +124,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Requests to run (synthetic default 2000; trace default: every line; more than the trace holds runs all of it, with a notice).")
     var requests: Int?
 
-    @Option(help: "Stop admitting requests after this many seconds; requests arriving later are not offered (live ones finish).")
+    @Option(help: "Stop claiming requests after this many seconds; requests arriving later are not offered. Those claimed before it finish: live ones, and ones waiting to be created again (after an out-of-memory create or a preemption), which may be created after it.")
     var duration: Double?
 
     @Option(help: "Synthetic arrival rate in requests/s; 0 runs a closed loop.")
@@ -168,7 +169,7 @@ struct LoadCommand: ParsableCommand {
     @Option(help: "Truncate prompts to this many tokens (default: half of --max-seq-tokens).")
     var maxPromptTokens: Int?
 
-    @Option(help: "Out-of-memory failures a request survives before it is rejected.")
+    @Option(help: "Out-of-memory failures (and failed disk reads of its prefix) a request survives before it is rejected.")
     var maxRetries = 1000
 
     @Option(help: "Speculative decoding: draft tokens appended per decode step, then truncated when rejected (0: none).")

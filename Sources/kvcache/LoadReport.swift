@@ -54,7 +54,8 @@ struct LoadReport: Codable, Sendable {
         /// Requests in the workload (claimed by the run, when it stopped at `--duration` or was interrupted).
         var offered: Int
         var completed: Int
-        /// Given up after `--max-retries` out-of-memory failures.
+        /// Given up after `--max-retries` failures: out of memory, or (with a disk tier, rarely)
+        /// a failed read of its cached prefix (`LoadWorker` counts both as attempts).
         var rejectedOutOfMemory: Int
         /// Prompt plus output need more than the whole budget holds (cannot fit however long it
         /// waits; `Engine.sequenceTokenCapacity`): rejected before any create, in neither
@@ -264,7 +265,7 @@ struct LoadReport: Codable, Sendable {
         line()
         line("requests   \(requests.completed) completed of \(requests.offered) in \(fixed(elapsedSeconds, 2)) s "
             + "(\(fixed(requests.perSecond, 1)) req/s)")
-        line("rejected   \(requests.rejectedOutOfMemory) out of memory after --max-retries, "
+        line("rejected   \(requests.rejectedOutOfMemory) out of memory (or failed disk reads) after --max-retries, "
             + "\(requests.rejectedUnfittable) larger than the whole budget, \(requests.rejectedOther) other")
         line("           \(requests.createRetries) creates retried, \(requests.preemptions) preemptions (append out of memory)")
         line("tokens     \(promptTokens) prompt, \(decodedTokens) decoded (each request's first admission, its output once)")

@@ -10,7 +10,8 @@ struct LoadRunner {
     var workload: any Workload
     var threads: Int
     var settings: WorkerSettings
-    /// Stop admitting requests after this long (nil: run the whole workload).
+    /// Stop claiming requests after this long (nil: run the whole workload); requests claimed
+    /// before it still finish, created again after it when memory or a preemption sent them back.
     var durationSeconds: Double?
     /// `--requests` as given (nil: not given), for the report.
     var requested: Int? = nil

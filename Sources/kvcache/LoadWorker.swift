@@ -8,7 +8,9 @@ struct WorkerResult: Sendable {
     var latency = LatencyRecorder()
     /// Requests that decoded all their output and were freed.
     var completed = 0
-    /// Requests given up on after `maxRetries` out-of-memory failures.
+    /// Requests given up on after `maxRetries` failures: out-of-memory creates and appends
+    /// and, with a disk tier, failed reads of a created prefix (rare: the bad blocks leave the
+    /// cache at the first).
     var rejectedOutOfMemory = 0
     /// Requests whose prompt and output together need more than the whole budget holds
     /// (`Engine.sequenceTokenCapacity`): rejected before any create, since neither waiting nor
