@@ -173,6 +173,16 @@ public final class AttentionScores {
         }
     }
 
+    /// Takes what the server supplied to `old` (same layers): its per-layer sensitivity and
+    /// its segments with their embeddings, not its observations (a sequence whose policy
+    /// changes before its first compaction, `Engine.setEviction`). Cost: O(segments * dim).
+    func takeServerInput(from old: AttentionScores) {
+        sensitivity = old.sensitivity
+        segmentBounds = old.segmentBounds
+        embeddings = old.embeddings
+        embeddingDim = old.embeddingDim
+    }
+
     /// A deep copy (a forked sequence's state), parked slots included (positions and every
     /// score): the engine gives the fork its own pins on the records holding their K/V.
     /// Cost: O(rows * capacity) time and allocation.
@@ -391,7 +401,10 @@ public final class AttentionScores {
             } else if let turn {
                 for t in 0..<n { turn[t] += src[t] }
             }
-            if tracking.contains(.lastStep) { (last + r * capacity).update(from: src, count: n) }
+            if tracking.contains(.lastStep) {  // this step's attention; those past `n` got none
+                (last + r * capacity).update(from: src, count: n)
+                (last + r * capacity + n).update(repeating: 0, count: lengths[layer] - n)
+            }
             if tracking.contains(.visibility) {  // ...but the last ones saw fewer, and those past `n` none
                 let vis = visible + r * capacity
                 for t in seenAll..<n { vis[t] += Float(n - t) - queries }

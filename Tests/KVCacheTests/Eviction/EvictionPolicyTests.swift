@@ -27,6 +27,21 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         #expect(kept(TOVAPolicy(), n: 8, budget: 3, acc: .init(repeating: 9, count: 8), last: last) == [1, 4, 7])
     }
 
+    /// An observe of fewer tokens than the layer holds gives the later slots no attention of
+    /// that step, TOVA's last step too: they kept an earlier step's scores, so TOVA kept tokens
+    /// the last query never saw over those it attended to (helper-126).
+    @Test(arguments: [false, true])
+    func tovaGivesSlotsPastAPartialObserveNoLastStepAttention(perHead: Bool) throws {
+        var c = EvictionConfig(.tova)
+        c.perHead = perHead
+        let s = AttentionScores(layers: 1, heads: 1, config: c, length: 4, maxCapacity: 64)
+        for step: [Float] in [[0.05, 0.05, 0.45, 0.45], [0.7, 0.3]] {
+            try step.withUnsafeBufferPointer { try s.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: $0.count) }
+        }
+        s.compact(budget: 2)
+        #expect(Array(s.positions(layer: 0)).sorted() == [0, 1])
+    }
+
     @Test func heavyHitterRawSumsFavourOldTokensNormalisedSumsDoNot() {
         var config = EvictionConfig(.heavyHitter)
         config.recentTokens = 1
