@@ -1234,7 +1234,8 @@ kvc_status kvc_seq_focus(kvc_engine *e, uint64_t seq, const float *query_embeddi
 /**
  * Overrides the eviction policy (KVC_EVICTION_*) and granularity (per_head 0 or 1) of
  * `seq`, keeping the engine's other eviction parameters. Allowed until its first
- * compaction (observations so far are dropped); setting the policy and granularity the
+ * compaction (observations so far are dropped; a sensitivity set by
+ * kvc_seq_set_layer_sensitivity and segments added by kvc_seq_add_segment are kept); setting the policy and granularity the
  * sequence already has changes nothing and returns KVC_OK, also after a compaction.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, unknown policy, per_head > 1, a different
  * policy or granularity once compacted), KVC_ERR_NOT_FOUND.

@@ -51,7 +51,8 @@ extension Engine {
     private func evictionConfig(_ slot: Int) -> EvictionConfig { evictionStates[slot]?.config ?? config.eviction }
 
     /// Overrides the engine's eviction configuration for `seq`. Allowed until its first
-    /// compaction (observations so far are dropped); afterwards only an equal configuration.
+    /// compaction (observations so far are dropped; the layer sensitivity and segments the
+    /// server gave are kept); afterwards only an equal configuration.
     /// Throws `notFound`, `invalidArgument` (a bad field, or a change after compaction).
     public func setEviction(_ seq: UInt64, _ eviction: EvictionConfig) throws(KVError) {
         try eviction.validate()
@@ -61,7 +62,9 @@ extension Engine {
             if let old = evictionStates[s], old.compactions > 0 {
                 throw .invalid("sequence \(seq) was already compacted; its eviction configuration cannot change")
             }
-            evictionStates[s] = newEvictionState(s, eviction)
+            let state = newEvictionState(s, eviction)
+            if let old = evictionStates[s] { state.takeServerInput(from: old) }
+            evictionStates[s] = state
         }
     }
 

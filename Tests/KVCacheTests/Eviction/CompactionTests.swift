@@ -259,6 +259,33 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
         #expect(caught { try e.setEviction(2, bad) }?.message.contains("recent_ratio") == true)
     }
 
+    /// A policy change before the first compaction drops the observations but keeps what the
+    /// server supplied: the layer sensitivity (it was dropped, so the budget split evenly:
+    /// [8, 8] where kvcache.h's example keeps [1, 16]; helper-126) and the segments.
+    @Test func aPolicyChangeKeepsTheSensitivityAndSegments() throws {
+        var c = smallConfig(.paged)
+        c.eviction = EvictionConfig(.heavyHitter)
+        c.eviction.adaptiveBudgets = true
+        let e = try Engine(c)
+        try e.createSequence(1, tokens: tokens(64, seed: 1))
+        try [Float(0), 1].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) }
+        var tova = c.eviction
+        tova.policy = .tova
+        try e.setEviction(1, tova)
+        try e.compact(1, budgetTokens: 8)
+        #expect(try (0..<2).map { try e.layerLength(1, layer: $0) } == [1, 16])
+
+        try e.createSequence(2, tokens: tokens(64, seed: 2))
+        var episodic = c.eviction
+        episodic.policy = .episodic
+        try e.setEviction(2, episodic)
+        try [Float(1), 0, 0].withUnsafeBufferPointer { try e.addSegment(2, start: 0, end: 32, embedding: $0) }
+        episodic.perHead = true
+        try e.setEviction(2, episodic)
+        #expect(e.evictionStates[e.sequences.slot(of: 2)]?.segmentCount == 1)
+        #expect(try [Float(1), 0, 0].withUnsafeBufferPointer { try e.focus(2, query: $0) } == 0, "focus needs a segment")
+    }
+
     /// Sequence 1 (32 tokens, written, observed with heavy hitters 1...4) forked into 2, so every
     /// block and page of 1 is shared, and filler sequence 3 as long as the budget allows.
     private func sharedAndFull(_ e: Engine) throws -> [Int32] {
