@@ -1532,7 +1532,9 @@ kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 
 /**
  * Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
- * blocks still cached in memory are shared instead of read). Returns at once; wait for
+ * blocks still cached in memory, held by no sequence, are shared instead of read; with
+ * index_on_schedule also indexed blocks live sequences hold, which are scheduled; without
+ * it those may not be computed yet, and the sequence reads its own). Returns at once; wait for
  * kvc_seq_ready before reading or writing its K/V: the reads fill whole blocks, every layer's
  * slots up to the longest layer's length, so after a compaction with adaptive budgets a
  * shorter layer's appended token written before then may be overwritten. Calls that copy

@@ -252,8 +252,21 @@ extension Engine {
         return (offload, s)
     }
 
+    /// The memory block indexed under `hash` whose K/V a swap-in may share instead of reading
+    /// its own, or -1: any indexed block when indexing on schedule (an indexed block is
+    /// scheduled, computed no later than the returning sequence's next pass); otherwise only
+    /// a cached one (no sequence holds it: its last holder freed it computed). Indexed at
+    /// allocation, a block a live sequence holds may be one its create just took, whose K/V
+    /// its server has not computed: shared, the returning sequence (whose own bytes are on
+    /// disk, verified) served them (helper-125). O(1).
+    private func computedMemoryBlock(hash h: UInt64) -> Int32 {
+        guard h != 0 else { return -1 }
+        let b = blocks.lookup(h)
+        return b >= 0 && (config.indexOnSchedule || blocks.references(b) == 0) ? b : -1
+    }
+
     /// Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
-    /// blocks still cached in memory are shared instead). Returns at once; `ready` says when the
+    /// blocks still cached in memory are shared instead, `computedMemoryBlock`). Returns at once; `ready` says when the
     /// bytes are there. A `swapOutAsync` of it whose writes have not all completed is cancelled
     /// instead: its memory was never released, so it is resident and ready at once, nothing read.
     /// Indexing on schedule, prompt blocks it had not scheduled come back prepared, not indexed,
@@ -285,12 +298,12 @@ extension Engine {
             let length = sequences.lengths[s]
             let diskSlots = offload.scratchSlots
             diskSlots.update(from: table, count: count)
-            // Paged: a block whose hash is still indexed in memory is shared, not read.
+            // Paged: a block whose hash is still indexed in memory is shared, not read, when its
+            // bytes are known computed (`computedMemoryBlock`).
             var shared = 0, revived = 0
             if paged != nil {
                 for i in 0..<count {
-                    let h = tier.hash(of: diskSlots[i])
-                    let b = h != 0 ? blocks.lookup(h) : -1
+                    let b = computedMemoryBlock(hash: tier.hash(of: diskSlots[i]))
                     if b >= 0 {
                         shared += 1
                         if blocks.references(b) == 0 { revived += 1 }
@@ -309,8 +322,7 @@ extension Engine {
             do throws(KVError) {
                 try contiguous?.open(slot: s, hit: UnsafeBufferPointer(start: nil, count: 0), hitTokens: 0, tokens: length)
                 while filled < count {
-                    let h = tier.hash(of: diskSlots[filled])
-                    let b = paged != nil && h != 0 ? blocks.lookup(h) : -1
+                    let b = paged != nil ? computedMemoryBlock(hash: tier.hash(of: diskSlots[filled])) : -1
                     if b >= 0 { blocks.retain(b); table[filled] = b } else { table[filled] = try blocks.allocate() }
                     filled += 1
                 }

@@ -100,6 +100,41 @@ struct DiskTierTests {
         #expect(try e.length(1) == 32769, "appends continue after a swap-in")
     }
 
+    /// A paged swap-in shares a memory block under its hash only when the block's bytes are
+    /// known computed. Indexing at allocation, a create of the same prompt that leaves its
+    /// disk hits to the prefill (computing is faster here) indexes fresh blocks under the
+    /// swapped-out sequence's hashes before its server computes them; the swap-in shared them,
+    /// was ready at once, and served 1,532 bytes no one wrote (helper-125). It now reads its
+    /// own. Indexing on schedule, those blocks are not indexed until scheduled: the control.
+    @Test(arguments: [false, true])
+    func aSwapInReadsItsOwnBytesRatherThanShareUncomputedBlocks(onSchedule: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(.paged, dir: dir.path)
+        c.prefillTokensPerSecond = 1e12  // computing beats reading, once a read rate is known
+        c.indexOnSchedule = onSchedule
+        let e = try Engine(c)
+        let warm = tokens(9, seed: 50)  // a read rate: one swap-out and swap-in
+        try e.createSequence(9, tokens: warm)
+        try fillKV(e, 9, count: 9) { warm[$0] }
+        try e.swapOut(9)
+        try e.swapIn(9)
+        try waitReady(e, 9)
+        try e.free(9)
+
+        let prompt = tokens(4 * 4 + 1, seed: 7)
+        try e.createSequence(1, tokens: prompt)
+        try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+        try e.swapOut(1)
+        #expect(e.stats().blocksUsed == 0)
+        #expect(try e.createSequence(2, tokens: prompt) == 0, "the same prompt leaves its disk hits to the prefill")
+        if !onSchedule { #expect(e.stats().disk.declinedHitTokens == 16) }
+        try e.swapIn(1)
+        try waitReady(e, 1)
+        #expect(e.stats().blocksUsed == 10, "5 blocks each: nothing shared")
+        #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
+    }
+
     @Test(arguments: layouts)
     func aForkAndAnAppendBeforeTheSwapInIsReadySeeTheReadBytes(layout: Layout) throws {
         let dir = ScratchDir()
