@@ -13,6 +13,10 @@ import Testing
 /// those `DiskTier.contains` finds; `cachedPrefixTokens` predicts what `createSequence`
 /// reports (unless a swap-out settled during the create, which waits for one when memory is
 /// short). Small budgets keep eviction, spills and out-of-memory refusals frequent.
+/// With `failures`, before a third of the calls the OS is made to fail (`InjectedFailure`: a
+/// commit, a contiguous mapping, a disk-tier hand-over to the kernel), drawn from a stream of
+/// their own so that the operations are those of the run without; a call that throws then
+/// must have changed nothing but the cache (`EngineSnapshot.differences`, `cacheMayShrink`).
 @Suite("Random operations keep every invariant")
 struct RandomOperationTests {
     /// What the events said so far, per tier.
@@ -96,9 +100,25 @@ struct RandomOperationTests {
         }
     }
 
-    /// Returns how many truncations of compacted sequences it made.
+    /// A failure to arm before the next call, or nil: a third of the calls, half of those after
+    /// a `trim` (so that the call must commit what it takes).
+    private static func injectedFailure(_ e: Engine, _ rng: inout SplitMix64) throws -> InjectedFailure? {
+        guard below(3, &rng) == 0 else { return nil }
+        let kinds = e.offload == nil ? (e.contiguous == nil ? 1 : 2) : 3
+        let failure: InjectedFailure = switch below(kinds, &rng) {
+        case 0: .commits(after: below(3, &rng))
+        case 1 where e.contiguous != nil: .mmap(after: below(4, &rng))
+        default: .submits(count: 1 + below(3, &rng))
+        }
+        if below(2, &rng) == 0 { try e.trim() }
+        return failure.arm(e) ? failure : nil
+    }
+
+    /// Returns how many truncations of compacted sequences it made, and how many calls threw
+    /// with a failure armed.
     @discardableResult
-    private static func run(_ layout: Layout, metadataOnly: Bool = false, onSchedule: Bool, disk: Bool = false, seed: UInt64, steps: Int) throws -> Int {
+    private static func run(_ layout: Layout, metadataOnly: Bool = false, onSchedule: Bool, disk: Bool = false, failures: Bool = false,
+                            seed: UInt64, steps: Int) throws -> (compactedCuts: Int, refusedArmed: Int) {
         var c = smallConfig(layout, memoryBytes: layout == .paged ? 32 << 10 : 96 << 10)
         let dir = ScratchDir("random")
         defer { dir.remove() }
@@ -108,7 +128,7 @@ struct RandomOperationTests {
         }
         c.metadataOnly = metadataOnly
         c.indexOnSchedule = onSchedule
-        var rng = SplitMix64(seed: seed)
+        var rng = SplitMix64(seed: seed), faults = SplitMix64(seed: ~seed), refusedArmed = 0
         c.eviction = EvictionConfig(below(2, &rng) == 0 ? .streamingLLM : .heavyHitter)
         c.eviction.sinkTokens = below(6, &rng)
         c.eviction.perHead = below(2, &rng) == 0
@@ -122,6 +142,9 @@ struct RandomOperationTests {
             var op = below(10, &rng)
             if model.count > 5 && below(2, &rng) == 0 { op = 6 + below(2, &rng) }  // keep memory turning over
             let all = model.keys.sorted(), resident = all.filter { !swapped.contains($0) }
+            let failure = failures ? try injectedFailure(e, &faults) : nil
+            let before = failure == nil ? nil : try EngineSnapshot(e, sequences: resident, prompts: prompts)
+            var refusal: KVError?
             do {
                 switch op {
                 case 0, 1, 2:
@@ -229,24 +252,37 @@ struct RandomOperationTests {
                     if below(8, &rng) == 0 { try e.trim() }
                 }
             } catch let error as KVError where error.code == .outOfMemory {
-                // refused: nothing changed, which the checks below confirm
+                // refused (an injected commit or mapping failure too): nothing changed, which
+                // the checks below confirm
+                refusal = error
             } catch let error as KVError where error.code == .io && disk {
                 // a swap-out the full tier refused: the sequence stays resident and unchanged
+                refusal = error
             } catch let error as KVError where error.code == .unsupported || (error.code == .invalidArgument && op == 9) {
                 // a truncation refused (per-head counts, a layer left empty, reads in flight,
                 // unscheduled blocks): nothing changed
+                refusal = error
+            }
+            if let failure {
+                failure.disarm(e)
+                if let refusal, let before {
+                    refusedArmed += 1
+                    let diff = try EngineSnapshot(e, sequences: resident, prompts: prompts).differences(from: before, cacheMayShrink: true)
+                    #expect(diff.isEmpty, "step \(step) op \(op) with \(failure) threw \(refusal.code) (\(refusal)) and changed: \(diff.joined(separator: "; "))")
+                    if !diff.isEmpty { throw KVError.invalid("step \(step): stop at the first change") }
+                }
             }
             for id in swapped where e.offload?.swapped[e.sequences.slot(of: id)] == false { swapped.remove(id) }  // failed later
             try check(e, model, swapped: swapped, &views, step: step)
         }
-        return compactedCuts
+        return (compactedCuts, refusedArmed)
     }
 
     @Test(arguments: [(Layout.paged, false), (.contiguous, false), (.paged, true)], [false, true])
     func inMemory(shape: (layout: Layout, metadataOnly: Bool), onSchedule: Bool) throws {
         var compactedCuts = 0
         for seed in UInt64(1)...8 {
-            compactedCuts += try Self.run(shape.layout, metadataOnly: shape.metadataOnly, onSchedule: onSchedule, seed: seed, steps: 250)
+            compactedCuts += try Self.run(shape.layout, metadataOnly: shape.metadataOnly, onSchedule: onSchedule, seed: seed, steps: 250).compactedCuts
         }
         #expect(compactedCuts > 0, "compacted sequences were truncated")
     }
@@ -255,8 +291,19 @@ struct RandomOperationTests {
     func withADiskTier(layout: Layout, onSchedule: Bool) throws {
         var compactedCuts = 0
         for seed in UInt64(1)...8 {
-            compactedCuts += try Self.run(layout, onSchedule: onSchedule, disk: true, seed: seed, steps: 250)
+            compactedCuts += try Self.run(layout, onSchedule: onSchedule, disk: true, seed: seed, steps: 250).compactedCuts
         }
         #expect(compactedCuts > 0, "compacted sequences were truncated")
+    }
+
+    /// The runs above (with memory) with failures of the OS injected: every call they refused
+    /// changed nothing.
+    @Test(arguments: [Layout.paged, .contiguous], [false, true])
+    func withInjectedFailures(layout: Layout, disk: Bool) throws {
+        var refusedArmed = 0
+        for seed in UInt64(1)...8 {
+            refusedArmed += try Self.run(layout, onSchedule: seed % 2 == 0, disk: disk, failures: true, seed: seed, steps: 250).refusedArmed
+        }
+        #expect(refusedArmed > 0, "calls were refused with a failure armed")
     }
 }

@@ -1,12 +1,12 @@
-import CKVMemory
 @testable import KVCache
 
 /// Everything observable about an engine's sequences, to compare before and after a call that
-/// threw: the stats (committed bytes and mappings included), per sequence its
-/// length and layer lengths, block table and the tables' reference counts (paged), and K/V
-/// bytes, and the cached prefix of each prompt.
+/// threw: the stats (committed bytes and mappings included) and the reservation, per sequence
+/// its length and layer lengths, block table and the tables' reference counts (paged), and K/V
+/// bytes, and the cached prefix of each prompt. The sequences must be resident and ready.
 struct EngineSnapshot: Equatable {
     var stats: EngineStats
+    var reserved: UInt64
     var lengths: [UInt64: [Int]] = [:]
     var tables: [UInt64: [Int32]] = [:]
     var references: [UInt64: [UInt32]] = [:]
@@ -15,6 +15,7 @@ struct EngineSnapshot: Equatable {
 
     init(_ e: Engine, sequences: [UInt64], prompts: [[Int32]]) throws {
         stats = e.stats()
+        reserved = e.reservedBytes
         for q in sequences {
             var ls = [try e.length(q)]
             for l in 0..<e.config.numLayers { ls.append(try e.layerLength(q, layer: l)) }
@@ -36,6 +37,45 @@ struct EngineSnapshot: Equatable {
             bytes[q] = b
         }
         cached = prompts.map { e.cachedPrefixTokens($0) }
+    }
+
+    /// What changed since `before`, one phrase per part; empty when nothing did. With
+    /// `cacheMayShrink` (a refused call that may have evicted cached blocks, spilling them to a
+    /// disk tier, and given its commits back, `Engine.giveBackCommitted`) the cache's and the
+    /// disk tier's counts, fewer mappings (an upper bound: a slot's ranges left mapped by a freed
+    /// sequence may go), and the cached prefixes as long as they did not grow, are not changes,
+    /// nor committed bytes between the reservation (or what was committed, if less) and what
+    /// was committed before; with swap-outs pending before (which a call may settle, or wait
+    /// for when short of memory, `lockedAllocating`) fewer blocks used and other reference
+    /// counts neither. O(bytes compared).
+    func differences(from before: EngineSnapshot, cacheMayShrink: Bool = false) -> [String] {
+        var diff: [String] = []
+        var stats = self.stats, cached = self.cached, references = self.references
+        if cacheMayShrink {
+            let committed = stats.committedBytes
+            if committed > before.stats.committedBytes || committed < min(before.stats.committedBytes, before.reserved) {
+                diff.append("committed \(before.stats.committedBytes) -> \(committed) (reserved \(before.reserved))")
+            }
+            stats.committedBytes = before.stats.committedBytes
+            stats.blocksCached = before.stats.blocksCached
+            stats.blocksEvicted = before.stats.blocksEvicted
+            stats.eventsDropped = before.stats.eventsDropped
+            if stats.mappings <= before.stats.mappings { stats.mappings = before.stats.mappings }
+            if before.stats.disk.swapOutsPending > 0 {
+                if stats.blocksUsed <= before.stats.blocksUsed { stats.blocksUsed = before.stats.blocksUsed }
+                references = before.references
+            }
+            stats.disk = before.stats.disk
+            if zip(cached, before.cached).allSatisfy({ $0 <= $1 }) { cached = before.cached }
+        }
+        if stats != before.stats { diff.append("stats \(before.stats) -> \(self.stats)") }
+        if reserved != before.reserved { diff.append("reserved \(before.reserved) -> \(reserved)") }
+        if lengths != before.lengths { diff.append("lengths \(before.lengths) -> \(lengths)") }
+        if tables != before.tables { diff.append("tables changed") }
+        if references != before.references { diff.append("reference counts changed") }
+        if bytes != before.bytes { diff.append("bytes changed") }
+        if cached != before.cached { diff.append("cached \(before.cached) -> \(self.cached)") }
+        return diff
     }
 }
 
@@ -63,22 +103,13 @@ func failureSweep(_ name: String, maxK: Int = 40, mmaps: Bool = false,
         e.contiguous?.trim()
         _ = drain(e)
         let before = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts)
-        let pool = e.paged?.pool ?? e.contiguous!.pool
-        if mmaps { kvm_ranges_fail_mmaps(e.contiguous!.ranges, UInt32(k), 1) } else { kvm_pool_fail_commits(pool, Int64(k)) }
+        let failure: InjectedFailure = mmaps ? .mmap(after: k) : .commits(after: k)
+        guard failure.arm(e) else { return ["\(name): cannot inject \(failure)"] }
         let error = caught { try op(e) }
-        if mmaps { kvm_ranges_fail_mmaps(e.contiguous!.ranges, 0, 0) } else { kvm_pool_fail_commits(pool, -1) }
+        failure.disarm(e)
         guard let error else { return problems }
-        let after = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts)
-        if after != before {
-            var diff: [String] = []
-            if after.stats != before.stats { diff.append("stats \(before.stats) -> \(after.stats)") }
-            if after.lengths != before.lengths { diff.append("lengths \(before.lengths) -> \(after.lengths)") }
-            if after.tables != before.tables { diff.append("tables changed") }
-            if after.references != before.references { diff.append("reference counts changed") }
-            if after.bytes != before.bytes { diff.append("bytes changed") }
-            if after.cached != before.cached { diff.append("cached \(before.cached) -> \(after.cached)") }
-            problems.append("\(name) k=\(k) \(error.code): " + diff.joined(separator: "; "))
-        }
+        let diff = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts).differences(from: before)
+        if !diff.isEmpty { problems.append("\(name) k=\(k) \(error.code): " + diff.joined(separator: "; ")) }
         let events = drain(e)
         if !events.isEmpty { problems.append("\(name) k=\(k): \(events.count) events sent") }
         for q in s.sequences { try e.free(q) }
