@@ -224,31 +224,64 @@ public final class TraceFileReader: AttentionTraceSource {
     }
 }
 
-/// Writes a trace in the format above.
-public struct TraceFileWriter {
-    private let file: UnsafeMutablePointer<FILE>
+/// Writes a trace in the format above. A write the system refuses (a full disk: `fwrite`
+/// buffers, so it may show only at `close()`) throws `TraceError` naming the file and the
+/// system's reason ("cannot write PATH: No space left on device"); what was written stays, for
+/// the caller to remove. A writer released unclosed closes its file (errors unreported: call
+/// `close()` to learn them).
+public final class TraceFileWriter {
+    /// nil once closed.
+    private var file: UnsafeMutablePointer<FILE>?
+    /// The file's path, which every error names.
+    private let path: String
 
-    /// Creates `path` and writes `header` and its segments.
+    /// Creates `path` and writes `header` and its segments. Throws `TraceError` when the file
+    /// cannot be created or written (then it is closed).
     public init(path: String, header: TraceHeader) throws {
         guard let f = fopen(path, "wb") else { throw TraceError(description: "cannot create \(path): \(String(cString: strerror(errno)))") }
         file = f
-        fwrite(Array("KVATTN01".utf8), 1, 8, f)
-        let words = [header.layers, header.heads, header.embeddingDim, header.segments.count, header.steps,
-                     header.markStep ?? 0xFFFF_FFFF, header.maxTokens].map { UInt32($0).littleEndian }
-        fwrite(words, 4, words.count, f)
-        for s in header.segments {
-            fwrite([UInt32(s.start), UInt32(s.end), UInt32(s.availableStep)], 4, 3, f)
-            fwrite(s.embedding, 4, s.embedding.count, f)
+        self.path = path
+        do {
+            try put(Array("KVATTN01".utf8), 1, 8)
+            let words = [header.layers, header.heads, header.embeddingDim, header.segments.count, header.steps,
+                         header.markStep ?? 0xFFFF_FFFF, header.maxTokens].map { UInt32($0).littleEndian }
+            try put(words, 4, words.count)
+            for s in header.segments {
+                try put([UInt32(s.start), UInt32(s.end), UInt32(s.availableStep)], 4, 3)
+                try put(s.embedding, 4, s.embedding.count)
+            }
+        } catch {
+            fclose(f)
+            file = nil
+            throw error
         }
     }
 
-    /// Appends one step (`layers * heads * step.nTokens` floats of rows).
-    public func write(_ step: TraceStep, layers: Int, heads: Int) {
-        fwrite([UInt32(step.nTokens), UInt32(step.nQueries), step.query == nil ? 0 : 1], 4, 3, file)
-        if let q = step.query { fwrite(q, 4, q.count, file) }
-        step.rows.withUnsafeBufferPointer { _ = fwrite($0.baseAddress, 4, layers * heads * step.nTokens, file) }
+    deinit { if let file { fclose(file) } }
+
+    /// Appends one step (`layers * heads * step.nTokens` floats of rows). Throws `TraceError`
+    /// when the system refuses the bytes. The writer must be open.
+    public func write(_ step: TraceStep, layers: Int, heads: Int) throws {
+        try put([UInt32(step.nTokens), UInt32(step.nQueries), step.query == nil ? 0 : 1] as [UInt32], 4, 3)
+        if let q = step.query { try put(q, 4, q.count) }
+        try step.rows.withUnsafeBufferPointer { try put($0.baseAddress, 4, layers * heads * step.nTokens) }
     }
 
-    /// Flushes and closes the file.
-    public func close() { fclose(file) }
+    /// Flushes and closes the file. Throws `TraceError` when the flush or close fails: the
+    /// last steps were not all written. Closing a closed writer does nothing.
+    public func close() throws {
+        guard let f = file else { return }
+        file = nil
+        guard fclose(f) == 0 else { throw failure() }
+    }
+
+    /// `fwrite`s `count` items of `size` bytes; throws unless all were taken.
+    private func put(_ items: UnsafeRawPointer?, _ size: Int, _ count: Int) throws {
+        guard fwrite(items, size, count, file!) == count else { throw failure() }
+    }
+
+    /// The error of the write or close that just failed, from `errno`.
+    private func failure() -> TraceError {
+        TraceError(description: "cannot write \(path): \(String(cString: strerror(errno)))")
+    }
 }

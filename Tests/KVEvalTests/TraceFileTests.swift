@@ -14,7 +14,7 @@ import Testing
         var step = TraceStep()
         var written: [TraceStep] = []
         while try synthetic.next(into: &step) {
-            writer.write(step, layers: synthetic.header.layers, heads: synthetic.header.heads)
+            try writer.write(step, layers: synthetic.header.layers, heads: synthetic.header.heads)
             if written.count < 40 || step.query != nil {
                 var copy = step
                 copy.rows = Array(step.rows.prefix(synthetic.header.layers * synthetic.header.heads * step.nTokens))
@@ -23,7 +23,7 @@ import Testing
                 written.append(TraceStep())
             }
         }
-        writer.close()
+        try writer.close()
         let reader = try TraceFileReader(path: path)
         #expect(reader.header == synthetic.header)
         var read = TraceStep()
@@ -49,7 +49,7 @@ import Testing
         // A valid header whose steps are cut off.
         let synthetic = SyntheticAttention(.longDecode, seed: 1)
         let writer = try TraceFileWriter(path: path, header: synthetic.header)
-        writer.close()
+        try writer.close()
         let reader = try TraceFileReader(path: path)
         var step = TraceStep()
         #expect { try reader.next(into: &step) } throws: { "\($0)" == "\(path): step 0: truncated" }
@@ -72,9 +72,9 @@ import Testing
             step.nTokens = n
             step.nQueries = q
             step.rows = rows ?? [Float](repeating: Float(q) / Float(n), count: layers * heads * n)
-            writer.write(step, layers: layers, heads: heads)
+            try writer.write(step, layers: layers, heads: heads)
         }
-        writer.close()
+        try writer.close()
         if !trailing.isEmpty, let handle = FileHandle(forWritingAtPath: path) {
             handle.seekToEndOfFile()
             handle.write(Data(trailing))
