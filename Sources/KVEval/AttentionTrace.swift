@@ -28,7 +28,8 @@ import Glibc
 /// layers and heads in 1...1024, embedding_dim <= 4096, max_tokens in 1...2^24, layers x
 /// heads x max_tokens <= 2^24 (a 32-layer, 8-head, 64k-token trace; the evaluation keeps 16
 /// synthetic values per cell, 1 GiB at the limit), n_steps >= 1, mark_step < n_steps, each
-/// segment `start < end <= max_tokens` with available_step < n_steps; each step's n_tokens is
+/// segment `start < end <= max_tokens` with available_step < n_steps, a regular file at least
+/// as long as n_steps steps of 1, 2, 3 ... tokens take; each step's n_tokens is
 /// the previous step's plus its n_queries (the first step's: its n_queries) and at most
 /// max_tokens, and every row holds finite probabilities >= 0 summing to more than 0 and at most
 /// n_queries (1 % slack for rounding; less is allowed, as with a model's attention sink outside
@@ -116,6 +117,7 @@ public final class TraceFileReader: AttentionTraceSource {
         }
         do {
             header = try Self.readHeader(f, path)
+            if st.st_mode & S_IFMT == S_IFREG { try Self.checkSize(header, path, size: Int(st.st_size), read: Int(ftello(f))) }
         } catch {
             fclose(f)
             throw error
@@ -158,6 +160,21 @@ public final class TraceFileReader: AttentionTraceSource {
         }
         return TraceHeader(layers: layers, heads: heads, embeddingDim: dim, segments: segments, steps: steps,
                            markStep: mark == 0xFFFF_FFFF ? nil : mark, maxTokens: maxTokens)
+    }
+
+    /// Throws unless a regular file of `size` bytes, `read` of them the header and segments,
+    /// holds the least the header's steps need: step i has at least i + 1 tokens (n_tokens
+    /// grows by n_queries >= 1, up to max_tokens), so the steps take at least 12 bytes each and
+    /// rows of 4 x layers x heads x (1 + 2 + ... + n_steps) bytes. A truncated file, a header
+    /// alone among them, is so refused before the evaluation allocates for max_tokens
+    /// (`ValueTable`: 1 GiB at the limit). A pipe has no size to check. Cost: O(1).
+    private static func checkSize(_ header: TraceHeader, _ path: String, size: Int, read: Int) throws {
+        let steps = min(header.steps, header.maxTokens)  // past max_tokens a step is refused anyway
+        let need = read + 12 * steps + 2 * header.layers * header.heads * steps * (steps + 1)  // <= 2^50
+        guard size >= need else {
+            throw TraceError(description: "\(path): \(size) bytes cannot hold the header's \(header.steps) steps of \(header.layers) x \(header.heads) rows "
+                                        + "(at least \(need) bytes: step i has i + 1 tokens or more): truncated, or n_steps wrong")
+        }
     }
 
     deinit { fclose(file) }
