@@ -28,7 +28,8 @@ import Glibc
 /// layers and heads in 1...1024, embedding_dim <= 4096, max_tokens in 1...2^24, layers x
 /// heads x max_tokens <= 2^24 (a 32-layer, 8-head, 64k-token trace; the evaluation keeps 16
 /// synthetic values per cell, 1 GiB at the limit), n_steps >= 1, mark_step < n_steps, each
-/// segment `start < end <= max_tokens` with available_step < n_steps; each step's n_tokens is
+/// segment `start < end <= max_tokens` with available_step < n_steps, a regular file at least
+/// as long as n_steps steps of 1, 2, 3 ... tokens take; each step's n_tokens is
 /// the previous step's plus its n_queries (the first step's: its n_queries) and at most
 /// max_tokens, and every row holds finite probabilities >= 0 summing to more than 0 and at most
 /// n_queries (1 % slack for rounding; less is allowed, as with a model's attention sink outside
@@ -116,6 +117,7 @@ public final class TraceFileReader: AttentionTraceSource {
         }
         do {
             header = try Self.readHeader(f, path)
+            if st.st_mode & S_IFMT == S_IFREG { try Self.checkSize(header, path, size: Int(st.st_size), read: Int(ftello(f))) }
         } catch {
             fclose(f)
             throw error
@@ -158,6 +160,21 @@ public final class TraceFileReader: AttentionTraceSource {
         }
         return TraceHeader(layers: layers, heads: heads, embeddingDim: dim, segments: segments, steps: steps,
                            markStep: mark == 0xFFFF_FFFF ? nil : mark, maxTokens: maxTokens)
+    }
+
+    /// Throws unless a regular file of `size` bytes, `read` of them the header and segments,
+    /// holds the least the header's steps need: step i has at least i + 1 tokens (n_tokens
+    /// grows by n_queries >= 1, up to max_tokens), so the steps take at least 12 bytes each and
+    /// rows of 4 x layers x heads x (1 + 2 + ... + n_steps) bytes. A truncated file, a header
+    /// alone among them, is so refused before the evaluation allocates for max_tokens
+    /// (`ValueTable`: 1 GiB at the limit). A pipe has no size to check. Cost: O(1).
+    private static func checkSize(_ header: TraceHeader, _ path: String, size: Int, read: Int) throws {
+        let steps = min(header.steps, header.maxTokens)  // past max_tokens a step is refused anyway
+        let need = read + 12 * steps + 2 * header.layers * header.heads * steps * (steps + 1)  // <= 2^50
+        guard size >= need else {
+            throw TraceError(description: "\(path): \(size) bytes cannot hold the header's \(header.steps) steps of \(header.layers) x \(header.heads) rows "
+                                        + "(at least \(need) bytes: step i has i + 1 tokens or more): truncated, or n_steps wrong")
+        }
     }
 
     deinit { fclose(file) }
@@ -224,31 +241,64 @@ public final class TraceFileReader: AttentionTraceSource {
     }
 }
 
-/// Writes a trace in the format above.
-public struct TraceFileWriter {
-    private let file: UnsafeMutablePointer<FILE>
+/// Writes a trace in the format above. A write the system refuses (a full disk: `fwrite`
+/// buffers, so it may show only at `close()`) throws `TraceError` naming the file and the
+/// system's reason ("cannot write PATH: No space left on device"); what was written stays, for
+/// the caller to remove. A writer released unclosed closes its file (errors unreported: call
+/// `close()` to learn them).
+public final class TraceFileWriter {
+    /// nil once closed.
+    private var file: UnsafeMutablePointer<FILE>?
+    /// The file's path, which every error names.
+    private let path: String
 
-    /// Creates `path` and writes `header` and its segments.
+    /// Creates `path` and writes `header` and its segments. Throws `TraceError` when the file
+    /// cannot be created or written (then it is closed).
     public init(path: String, header: TraceHeader) throws {
         guard let f = fopen(path, "wb") else { throw TraceError(description: "cannot create \(path): \(String(cString: strerror(errno)))") }
         file = f
-        fwrite(Array("KVATTN01".utf8), 1, 8, f)
-        let words = [header.layers, header.heads, header.embeddingDim, header.segments.count, header.steps,
-                     header.markStep ?? 0xFFFF_FFFF, header.maxTokens].map { UInt32($0).littleEndian }
-        fwrite(words, 4, words.count, f)
-        for s in header.segments {
-            fwrite([UInt32(s.start), UInt32(s.end), UInt32(s.availableStep)], 4, 3, f)
-            fwrite(s.embedding, 4, s.embedding.count, f)
+        self.path = path
+        do {
+            try put(Array("KVATTN01".utf8), 1, 8)
+            let words = [header.layers, header.heads, header.embeddingDim, header.segments.count, header.steps,
+                         header.markStep ?? 0xFFFF_FFFF, header.maxTokens].map { UInt32($0).littleEndian }
+            try put(words, 4, words.count)
+            for s in header.segments {
+                try put([UInt32(s.start), UInt32(s.end), UInt32(s.availableStep)], 4, 3)
+                try put(s.embedding, 4, s.embedding.count)
+            }
+        } catch {
+            fclose(f)
+            file = nil
+            throw error
         }
     }
 
-    /// Appends one step (`layers * heads * step.nTokens` floats of rows).
-    public func write(_ step: TraceStep, layers: Int, heads: Int) {
-        fwrite([UInt32(step.nTokens), UInt32(step.nQueries), step.query == nil ? 0 : 1], 4, 3, file)
-        if let q = step.query { fwrite(q, 4, q.count, file) }
-        step.rows.withUnsafeBufferPointer { _ = fwrite($0.baseAddress, 4, layers * heads * step.nTokens, file) }
+    deinit { if let file { fclose(file) } }
+
+    /// Appends one step (`layers * heads * step.nTokens` floats of rows). Throws `TraceError`
+    /// when the system refuses the bytes. The writer must be open.
+    public func write(_ step: TraceStep, layers: Int, heads: Int) throws {
+        try put([UInt32(step.nTokens), UInt32(step.nQueries), step.query == nil ? 0 : 1] as [UInt32], 4, 3)
+        if let q = step.query { try put(q, 4, q.count) }
+        try step.rows.withUnsafeBufferPointer { try put($0.baseAddress, 4, layers * heads * step.nTokens) }
     }
 
-    /// Flushes and closes the file.
-    public func close() { fclose(file) }
+    /// Flushes and closes the file. Throws `TraceError` when the flush or close fails: the
+    /// last steps were not all written. Closing a closed writer does nothing.
+    public func close() throws {
+        guard let f = file else { return }
+        file = nil
+        guard fclose(f) == 0 else { throw failure() }
+    }
+
+    /// `fwrite`s `count` items of `size` bytes; throws unless all were taken.
+    private func put(_ items: UnsafeRawPointer?, _ size: Int, _ count: Int) throws {
+        guard fwrite(items, size, count, file!) == count else { throw failure() }
+    }
+
+    /// The error of the write or close that just failed, from `errno`.
+    private func failure() -> TraceError {
+        TraceError(description: "cannot write \(path): \(String(cString: strerror(errno)))")
+    }
 }

@@ -30,7 +30,8 @@ struct EvictEvalCommand: ParsableCommand {
 
         Traces: --synthetic long-decode|topic-return (SyntheticAttention.swift documents the \
         generator) or --trace FILE (format in AttentionTrace.swift and docs/token-eviction.md); \
-        --write-trace FILE stores the synthetic trace in that format.
+        --write-trace FILE stores the synthetic trace in that format (a failed write ends the \
+        command with the system's reason and removes the partial file).
 
         --json FILE writes an array, one object per trace, policy and budget: {"trace", \
         "policy", "budget" (1 for none), "recall", "output_error", "recall_after_mark", \
@@ -170,9 +171,15 @@ struct EvictEvalCommand: ParsableCommand {
             var (_, source) = sources[0]
             let header = source.header
             let writer = try TraceFileWriter(path: writeTrace, header: header)
-            var step = TraceStep()
-            while try source.next(into: &step) { writer.write(step, layers: header.layers, heads: header.heads) }
-            writer.close()
+            do {
+                var step = TraceStep()
+                while try source.next(into: &step) { try writer.write(step, layers: header.layers, heads: header.heads) }
+                try writer.close()
+            } catch {
+                // A partial trace would read as truncated later; the error says why now.
+                OutputFile.removePartial(writeTrace)
+                throw error
+            }
             print("wrote \(header.steps) steps to \(writeTrace)")
             return
         }

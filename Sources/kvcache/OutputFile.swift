@@ -2,7 +2,8 @@
 import Glibc
 #endif
 
-/// The files the commands write (`--json FILE`, `--plot FILE`, `--plots DIR`), through POSIX
+/// The files the commands write (`--json FILE`, `--plot FILE`, `--plots DIR`; what a failed
+/// `--write-trace FILE` leaves, `removePartial` removes), through POSIX
 /// calls so that a failure ends the command with one line naming the path and the system's
 /// reason ("cannot write PATH: No such file or directory").
 enum OutputFile {
@@ -40,6 +41,14 @@ enum OutputFile {
         guard let f = fopen(temp, "w") else { throw failure("cannot write \(path)") }
         fclose(f)
         unlink(temp)
+    }
+
+    /// Removes `path` if it is a regular file: what a command wrote there before a write
+    /// failed. A device, FIFO or symbolic link (`/dev/full`, a pipe) is left alone: it is not
+    /// the command's to remove.
+    static func removePartial(_ path: String) {
+        var st = stat()
+        if lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFREG { unlink(path) }
     }
 
     /// Where `write` puts `path`'s bytes before renaming them over it.

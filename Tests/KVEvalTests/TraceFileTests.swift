@@ -14,7 +14,7 @@ import Testing
         var step = TraceStep()
         var written: [TraceStep] = []
         while try synthetic.next(into: &step) {
-            writer.write(step, layers: synthetic.header.layers, heads: synthetic.header.heads)
+            try writer.write(step, layers: synthetic.header.layers, heads: synthetic.header.heads)
             if written.count < 40 || step.query != nil {
                 var copy = step
                 copy.rows = Array(step.rows.prefix(synthetic.header.layers * synthetic.header.heads * step.nTokens))
@@ -23,7 +23,7 @@ import Testing
                 written.append(TraceStep())
             }
         }
-        writer.close()
+        try writer.close()
         let reader = try TraceFileReader(path: path)
         #expect(reader.header == synthetic.header)
         var read = TraceStep()
@@ -46,13 +46,11 @@ import Testing
         } catch {
             #expect("\(error)".contains("not a KVATTN01 attention trace"))
         }
-        // A valid header whose steps are cut off.
+        // A valid header alone: its steps are missing.
         let synthetic = SyntheticAttention(.longDecode, seed: 1)
         let writer = try TraceFileWriter(path: path, header: synthetic.header)
-        writer.close()
-        let reader = try TraceFileReader(path: path)
-        var step = TraceStep()
-        #expect { try reader.next(into: &step) } throws: { "\($0)" == "\(path): step 0: truncated" }
+        try writer.close()
+        #expect { try TraceFileReader(path: path) } throws: { "\($0)".contains(" bytes cannot hold the header's 1537 steps of 4 x 4 rows") }
         #expect(throws: TraceError.self) { try TraceFileReader(path: path + ".missing") }
         let dir = FileManager.default.temporaryDirectory.path
         #expect { try TraceFileReader(path: dir) } throws: { "\($0)" == "cannot open \(dir): Is a directory" }
@@ -72,9 +70,9 @@ import Testing
             step.nTokens = n
             step.nQueries = q
             step.rows = rows ?? [Float](repeating: Float(q) / Float(n), count: layers * heads * n)
-            writer.write(step, layers: layers, heads: heads)
+            try writer.write(step, layers: layers, heads: heads)
         }
-        writer.close()
+        try writer.close()
         if !trailing.isEmpty, let handle = FileHandle(forWritingAtPath: path) {
             handle.seekToEndOfFile()
             handle.write(Data(trailing))
@@ -132,6 +130,32 @@ import Testing
                 == "step 2: layer 0, head 0 sums to 0: no attention on the cached tokens")
         let over = try readError(decode(to: 9) + [(10, 1, [Float](repeating: 0.2, count: 40))])
         #expect(over.hasPrefix("step 2: layer 0, head 0 sums to 2.0") && over.hasSuffix(", more than its 1 queries' 1 each"), "\(over)")
+    }
+
+    /// A header alone (36 bytes) declaring max_tokens 2^24 was opened, and the evaluation made
+    /// its 1 GiB of values before the first step read as truncated. A file shorter than its
+    /// steps of 1, 2, 3 ... tokens need is now refused on opening; one exactly that long reads.
+    @Test func aFileShorterThanItsStepsNeedIsRefusedOnOpening() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kvattn-short-\(UUID().uuidString).bin").path
+        defer { unlink(path) }
+        let header = TraceHeader(layers: 1, heads: 1, embeddingDim: 0, segments: [], steps: 1, markStep: nil, maxTokens: 1 << 24)
+        try TraceFileWriter(path: path, header: header).close()
+        #expect { try TraceFileReader(path: path) } throws: {
+            "\($0)" == "\(path): 36 bytes cannot hold the header's 1 steps of 1 x 1 rows (at least 52 bytes: step i has i + 1 tokens or more): truncated, or n_steps wrong"
+        }
+        #expect(try readError(layers: 1, heads: 1, [(1, 1, nil)]) == "read", "36 + 12 + 4 bytes: the least a 1-step trace takes")
+        // Long enough by the count, cut in the last step's rows: read up to them.
+        let writer = try TraceFileWriter(path: path, header: TraceHeader(layers: 1, heads: 1, embeddingDim: 0, segments: [], steps: 2, markStep: nil, maxTokens: 8))
+        var step = TraceStep()
+        (step.nTokens, step.nQueries, step.rows) = (4, 4, [1, 1, 1, 1])
+        try writer.write(step, layers: 1, heads: 1)
+        (step.nTokens, step.nQueries, step.rows) = (8, 4, [Float](repeating: 0.5, count: 8))
+        try writer.write(step, layers: 1, heads: 1)
+        try writer.close()
+        truncate(path, 36 + 12 + 16 + 12 + 28)  // the least is 36 + 12 + 4 + 12 + 8
+        let reader = try TraceFileReader(path: path)
+        #expect(try reader.next(into: &step))
+        #expect { try reader.next(into: &step) } throws: { "\($0)" == "\(path): step 1: truncated rows" }
     }
 
     @Test func aHeaderTheEvaluationCannotHoldIsRefusedBeforeAnyAllocation() throws {
