@@ -355,8 +355,8 @@ typedef struct kvc_config {
     /** Episodic: k-means seed (same segments and seed, same episodes everywhere). */
     uint64_t episode_seed;
     /** 1: per-layer budgets follow kvc_seq_set_layer_sensitivity or, without it, the
-     *  observed attention entropy (the mean stays budget_tokens, up to rounding and the
-     *  one token every layer keeps: sensitivities {0, 1} at budget 8 keep 1 and 16).
+     *  observed attention entropy (the mean stays budget_tokens exactly, every layer keeping
+     *  at least one token: sensitivities {0, 1} at budget 8 keep 1 and 15).
      *  0 (default): uniform. */
     uint32_t adaptive_budgets;
     /** 1: index the prompt's blocks as they are scheduled (kvc_seq_schedule), not at

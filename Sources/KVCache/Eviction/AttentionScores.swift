@@ -718,7 +718,9 @@ public final class AttentionScores {
 
     /// Per-layer budgets for a mean of `budget` tokens per layer: all `budget` unless
     /// `adaptiveBudgets`, then proportional to the sensitivity (or observed entropy), each in
-    /// 1...its length, the surplus of capped layers handed to the others (water filling).
+    /// 1...its length, the surplus of capped layers handed to the others (water filling), the
+    /// shares rounded so that they sum to `budget * layers` exactly (largest remainder; a
+    /// layer's one token comes out of the others' shares).
     /// A budget past the longest layer is that layer's length: every layer keeps all its
     /// tokens either way (water filling caps each at its length), and `budget * layers` stays
     /// far from overflow for any `budget` the ABI passes (up to `Int.max`).
@@ -741,7 +743,10 @@ public final class AttentionScores {
         var open = [Bool](repeating: true, count: layers)
         var remaining = Double(budget * layers)
         for l in 0..<layers { out[l] = 0 }
-        for _ in 0..<layers {
+        // Each pass fixes the layers whose share passes their length (at it) or else those whose
+        // share is under the one token a layer keeps (at 1: the others' shares only fall, so
+        // none passes its length then); a pass that fixes none divides what remains.
+        for _ in 0...layers {
             var w: Double = 0
             for l in 0..<layers where open[l] { w += weights[l] }
             guard w > 0 else { break }
@@ -756,7 +761,32 @@ public final class AttentionScores {
                 }
             }
             if !capped {
-                for l in 0..<layers where open[l] { out[l] = min(lengths[l], max(1, Int((remaining * weights[l] / w).rounded()))) }
+                for l in 0..<layers where open[l] && remaining * weights[l] / w < 1 {
+                    out[l] = 1
+                    open[l] = false
+                    remaining -= 1
+                    capped = true
+                }
+            }
+            if !capped {
+                // Largest remainder: each open layer's share rounded down, then one more token
+                // to the layers whose shares lost the most (the lowest layer first on ties), so
+                // the open layers keep `remaining` in all. Rounding each share on its own (half
+                // up) kept up to layers / 2 tokens more (helper-126: 8 layers at budget 1 kept 12).
+                var given = 0
+                var lost: [(fraction: Double, layer: Int)] = []
+                for l in 0..<layers where open[l] {
+                    let share = remaining * weights[l] / w  // < lengths[l]: not capped
+                    out[l] = Int(share)
+                    given += out[l]
+                    lost.append((share - Double(out[l]), l))
+                }
+                lost.sort { $0.fraction != $1.fraction ? $0.fraction > $1.fraction : $0.layer < $1.layer }
+                var left = Int(remaining.rounded()) - given
+                for (_, l) in lost where left > 0 && out[l] < lengths[l] {
+                    out[l] += 1
+                    left -= 1
+                }
                 break
             }
         }

@@ -56,7 +56,7 @@ public struct EvictionConfig: Equatable, Sendable {
     public var seed: UInt64 = 0x6b76_6361_6368_6531
     /// True: per-layer budgets follow each layer's sensitivity (`setLayerSensitivity`) or,
     /// without one, the normalised entropy of the attention it observed; the mean stays the
-    /// budget up to rounding and the one token every layer keeps. False: every layer gets the
+    /// budget exactly, every layer keeping at least one token. False: every layer gets the
     /// budget.
     public var adaptiveBudgets: Bool = false
 

@@ -261,7 +261,7 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
 
     /// A policy change before the first compaction drops the observations but keeps what the
     /// server supplied: the layer sensitivity (it was dropped, so the budget split evenly:
-    /// [8, 8] where kvcache.h's example keeps [1, 16]; helper-126) and the segments.
+    /// [8, 8] where kvcache.h's example keeps [1, 15]; helper-126) and the segments.
     @Test func aPolicyChangeKeepsTheSensitivityAndSegments() throws {
         var c = smallConfig(.paged)
         c.eviction = EvictionConfig(.heavyHitter)
@@ -273,7 +273,7 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
         tova.policy = .tova
         try e.setEviction(1, tova)
         try e.compact(1, budgetTokens: 8)
-        #expect(try (0..<2).map { try e.layerLength(1, layer: $0) } == [1, 16])
+        #expect(try (0..<2).map { try e.layerLength(1, layer: $0) } == [1, 15])
 
         try e.createSequence(2, tokens: tokens(64, seed: 2))
         var episodic = c.eviction
@@ -432,6 +432,23 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
         try [Float(1), 3].withUnsafeBufferPointer { try e.setLayerSensitivity(1, $0) }
         try e.compact(1, budgetTokens: budget)
         return (e, toks)
+    }
+
+    /// The layers' shares sum to the budget times the layers: each share was rounded on its
+    /// own, half up, and a layer's one token came on top, so 8 layers at budget 1 with
+    /// sensitivities 1 and 3 kept 12 tokens (helper-126). Now the one token comes out of the
+    /// others' shares and largest remainder gives the rounding to the shares that lost the most.
+    @Test(arguments: [(8, 1, [1, 2, 1, 2, 1, 2, 1, 2]), (4, 5, [3, 8, 3, 8]), (3, 7, [1, 20, 1])])
+    func adaptiveBudgetsSumToTheBudgetTimesTheLayers(layers: Int, budget: Int, before: [Int]) throws {
+        var c = EvictionConfig(.heavyHitter)
+        c.adaptiveBudgets = true
+        let s = AttentionScores(layers: layers, heads: 1, config: c, length: 100, maxCapacity: 1024)
+        let sensitivity: [Float] = layers == 3 ? [0.01, 1, 0.01] : (0..<layers).map { $0 % 2 == 0 ? 1 : 3 }
+        try sensitivity.withUnsafeBufferPointer { try s.setSensitivity($0) }
+        s.compact(budget: budget)
+        let kept = (0..<layers).map { s.length(layer: $0) }
+        #expect(kept.reduce(0, +) == budget * layers, "\(kept) (per-share rounding kept \(before))")
+        #expect(kept.allSatisfy { $0 >= 1 })
     }
 
     @Test func adaptiveBudgetsFollowTheSensitivityAndKeepTheMean() throws {
