@@ -717,80 +717,83 @@ public final class AttentionScores {
     // MARK: compaction
 
     /// Per-layer budgets for a mean of `budget` tokens per layer: all `budget` unless
-    /// `adaptiveBudgets`, then proportional to the sensitivity (or observed entropy), each in
-    /// 1...its length, the surplus of capped layers handed to the others (water filling), the
-    /// shares rounded so that they sum to `budget * layers` exactly (largest remainder; a
-    /// layer's one token comes out of the others' shares).
+    /// `adaptiveBudgets`, then `budget * layers` tokens in all (or every token, when the
+    /// layers hold fewer) shared in proportion to the sensitivity (or observed entropy), each
+    /// layer keeping 1...its length: layer l keeps clamp(λ w_l, 1, length_l) for the λ that
+    /// makes them sum to the total (a weight of 0 counts as a tiny one, so such a layer keeps
+    /// one token until the others are full), rounded by largest remainder. (Until 2026-11-24
+    /// the shares were rounded one by one and the one token a layer keeps came on top of a
+    /// capped layer's length: up to layers / 2 + 1 tokens past the total, helper-126/130;
+    /// equal weights skipped the surplus of short layers.)
     /// A budget past the longest layer is that layer's length: every layer keeps all its
-    /// tokens either way (water filling caps each at its length), and `budget * layers` stays
-    /// far from overflow for any `budget` the ABI passes (up to `Int.max`).
+    /// tokens either way, and `budget * layers` stays far from overflow for any `budget` the
+    /// ABI passes (up to `Int.max`). Cost: O(layers^2) (layers are few), a few small arrays.
     func layerBudgets(_ budget: Int, into out: UnsafeMutablePointer<Int>) {
-        var longest = 0
-        for l in 0..<layers { longest = max(longest, lengths[l]) }
-        let budget = min(budget, longest)
-        var weights = [Double](repeating: 1, count: layers)
-        if config.adaptiveBudgets {
-            if !sensitivity.isEmpty {
-                for l in 0..<layers { weights[l] = Double(sensitivity[l]) }
-            } else if entropyRows.allSatisfy({ $0 > 0 }) {
-                for l in 0..<layers { weights[l] = max(1e-3, entropySum[l] / entropyRows[l]) }
-            }
+        var longest = 0, all = 0
+        for l in 0..<layers {
+            longest = max(longest, lengths[l])
+            all += lengths[l]
         }
-        if !config.adaptiveBudgets || weights.allSatisfy({ $0 == weights[0] }) {
+        let budget = min(budget, longest), total = budget * layers
+        guard config.adaptiveBudgets else {
             for l in 0..<layers { out[l] = min(budget, lengths[l]) }
             return
         }
-        var open = [Bool](repeating: true, count: layers)
-        var remaining = Double(budget * layers)
-        for l in 0..<layers { out[l] = 0 }
-        // Each pass fixes the layers whose share passes their length (at it) or else those whose
-        // share is under the one token a layer keeps (at 1: the others' shares only fall, so
-        // none passes its length then); a pass that fixes none divides what remains.
-        for _ in 0...layers {
-            var w: Double = 0
-            for l in 0..<layers where open[l] { w += weights[l] }
-            guard w > 0 else { break }
-            var capped = false
-            for l in 0..<layers where open[l] {
-                let share = remaining * weights[l] / w
-                if share >= Double(lengths[l]) {
-                    out[l] = lengths[l]
-                    open[l] = false
-                    remaining -= Double(lengths[l])
-                    capped = true
-                }
-            }
-            if !capped {
-                for l in 0..<layers where open[l] && remaining * weights[l] / w < 1 {
-                    out[l] = 1
-                    open[l] = false
-                    remaining -= 1
-                    capped = true
-                }
-            }
-            if !capped {
-                // Largest remainder: each open layer's share rounded down, then one more token
-                // to the layers whose shares lost the most (the lowest layer first on ties), so
-                // the open layers keep `remaining` in all. Rounding each share on its own (half
-                // up) kept up to layers / 2 tokens more (helper-126: 8 layers at budget 1 kept 12).
-                var given = 0
-                var lost: [(fraction: Double, layer: Int)] = []
-                for l in 0..<layers where open[l] {
-                    let share = remaining * weights[l] / w  // < lengths[l]: not capped
-                    out[l] = Int(share)
-                    given += out[l]
-                    lost.append((share - Double(out[l]), l))
-                }
-                lost.sort { $0.fraction != $1.fraction ? $0.fraction > $1.fraction : $0.layer < $1.layer }
-                var left = Int(remaining.rounded()) - given
-                for (_, l) in lost where left > 0 && out[l] < lengths[l] {
-                    out[l] += 1
-                    left -= 1
-                }
-                break
-            }
+        guard total < all else {
+            for l in 0..<layers { out[l] = lengths[l] }
+            return
         }
-        for l in 0..<layers where out[l] == 0 && lengths[l] > 0 { out[l] = 1 }
+        var weights = [Double](repeating: 1, count: layers)
+        if !sensitivity.isEmpty {
+            for l in 0..<layers { weights[l] = Double(sensitivity[l]) }
+        } else if entropyRows.allSatisfy({ $0 > 0 }) {
+            for l in 0..<layers { weights[l] = max(1e-3, entropySum[l] / entropyRows[l]) }
+        }
+        let heaviest = weights.max() ?? 1
+        for l in 0..<layers { weights[l] = max(weights[l], heaviest * 1e-12) }
+        // kept(λ) = Σ clamp(λ w_l, 1, length_l) grows with λ, linearly between the points where
+        // a layer leaves its floor (1 / w) or reaches its length (length / w); it reaches `all`.
+        func kept(_ lambda: Double) -> Double {
+            var sum = 0.0
+            for l in 0..<layers where lengths[l] > 0 { sum += min(Double(lengths[l]), max(1, lambda * weights[l])) }
+            return sum
+        }
+        var points: [Double] = [0]
+        for l in 0..<layers where lengths[l] > 0 {
+            points.append(1 / weights[l])
+            points.append(Double(lengths[l]) / weights[l])
+        }
+        points.sort()
+        let target = Double(total)
+        var below = 0.0, above = points[points.count - 1]
+        for p in points {
+            if kept(p) >= target { above = p; break }
+            below = p
+        }
+        let lo = kept(below), hi = kept(above)
+        let lambda = hi > lo ? below + (above - below) * (target - lo) / (hi - lo) : above
+        // Largest remainder: each share rounded down, then one more token to the layers whose
+        // shares lost the most (the lowest layer first on ties) while the total is short.
+        var given = 0
+        var lost: [(fraction: Double, layer: Int)] = []
+        for l in 0..<layers {
+            guard lengths[l] > 0 else { out[l] = 0; continue }
+            let share = min(Double(lengths[l]), max(1, lambda * weights[l]))
+            out[l] = Int(share)
+            given += out[l]
+            lost.append((share - Double(out[l]), l))
+        }
+        lost.sort { $0.fraction != $1.fraction ? $0.fraction > $1.fraction : $0.layer < $1.layer }
+        var left = total - given
+        while left > 0 {
+            var gave = false
+            for (_, l) in lost where left > 0 && out[l] < lengths[l] {
+                out[l] += 1
+                left -= 1
+                gave = true
+            }
+            if !gave { break }
+        }
     }
 
     /// Plans a compaction to `budget` tokens per layer (mean, with adaptive budgets): runs the

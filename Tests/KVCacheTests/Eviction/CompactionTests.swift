@@ -438,17 +438,43 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
     /// own, half up, and a layer's one token came on top, so 8 layers at budget 1 with
     /// sensitivities 1 and 3 kept 12 tokens (helper-126). Now the one token comes out of the
     /// others' shares and largest remainder gives the rounding to the shares that lost the most.
-    @Test(arguments: [(8, 1, [1, 2, 1, 2, 1, 2, 1, 2]), (4, 5, [3, 8, 3, 8]), (3, 7, [1, 20, 1])])
-    func adaptiveBudgetsSumToTheBudgetTimesTheLayers(layers: Int, budget: Int, before: [Int]) throws {
+    /// A layer capped at its length leaves the others its surplus, and one a weight of 0 gives
+    /// nothing keeps one token out of the total (helper-130: {0, 1} on 16-token layers kept
+    /// [1, 16]; {1, 1, 1e6} on 11-token layers at budget 4 kept [1, 1, 11]).
+    @Test(arguments: [
+        (8, 100, [1, 3, 1, 3, 1, 3, 1, 3], 1, [1, 1, 1, 1, 1, 1, 1, 1]),
+        (4, 100, [1, 3, 1, 3], 5, [3, 8, 2, 7]),  // shares 2.5 and 7.5: ties to the lowest layers
+        (3, 100, [0.01, 1, 0.01], 7, [1, 19, 1]),
+        (2, 16, [0, 1], 8, [1, 15]),
+        (3, 11, [1, 1, 1e6], 4, [1, 1, 10]),
+        (2, 100, [1, 3], 20, [10, 30]),
+    ] as [(Int, Int, [Float], Int, [Int])])
+    func adaptiveBudgetsSumToTheBudgetTimesTheLayers(layers: Int, length: Int, sensitivity: [Float], budget: Int, expected: [Int]) throws {
         var c = EvictionConfig(.heavyHitter)
         c.adaptiveBudgets = true
-        let s = AttentionScores(layers: layers, heads: 1, config: c, length: 100, maxCapacity: 1024)
-        let sensitivity: [Float] = layers == 3 ? [0.01, 1, 0.01] : (0..<layers).map { $0 % 2 == 0 ? 1 : 3 }
+        let s = AttentionScores(layers: layers, heads: 1, config: c, length: length, maxCapacity: 1024)
         try sensitivity.withUnsafeBufferPointer { try s.setSensitivity($0) }
         s.compact(budget: budget)
         let kept = (0..<layers).map { s.length(layer: $0) }
-        #expect(kept.reduce(0, +) == budget * layers, "\(kept) (per-share rounding kept \(before))")
-        #expect(kept.allSatisfy { $0 >= 1 })
+        #expect(kept == expected)
+        #expect(kept.reduce(0, +) == budget * layers)
+    }
+
+    /// Equal weights share the total too: a layer shorter than the budget (after an earlier
+    /// compaction) hands its surplus on (helper-130: [8, 24] to budget 12 kept [8, 12], 20 of
+    /// 24, where weights 1 and 1.001 kept 24), and a total past what the layers hold keeps all.
+    @Test func equalWeightsHandOnAShortLayersSurplus() throws {
+        var c = EvictionConfig(.heavyHitter)
+        c.adaptiveBudgets = true
+        let s = AttentionScores(layers: 2, heads: 1, config: c, length: 64, maxCapacity: 128)
+        try [Float(1), 3].withUnsafeBufferPointer { try s.setSensitivity($0) }
+        s.compact(budget: 16)
+        #expect((0..<2).map { s.length(layer: $0) } == [8, 24])
+        try [Float(1), 1].withUnsafeBufferPointer { try s.setSensitivity($0) }
+        s.compact(budget: 12)
+        #expect((0..<2).map { s.length(layer: $0) } == [8, 16])
+        s.compact(budget: 20)
+        #expect((0..<2).map { s.length(layer: $0) } == [8, 16], "a total of 40 past the 24 held keeps all")
     }
 
     @Test func adaptiveBudgetsFollowTheSensitivityAndKeepTheMean() throws {
