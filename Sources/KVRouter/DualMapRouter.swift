@@ -68,17 +68,6 @@ public final class DualMapRouter: RoutingPolicy {
         return affinity
     }
 
-    /// The hashes of request `id`, queued at `slot` among the first `maxExamined` (earlier
-    /// moves shifted it, so it is looked up again: a queue's buffers last until the next move).
-    /// O(maxExamined).
-    private static func queuedHashes(_ queues: any RequestQueues, slot: Int, id: Int) -> UnsafeBufferPointer<UInt64> {
-        for i in 0..<min(queues.queuedCount(slot: slot), maxExamined) {
-            let q = queues.queuedRequest(slot: slot, index: i)
-            if q.id == id { return q.hashes }
-        }
-        preconditionFailure("request \(id) examined at slot \(slot) is no longer queued there")
-    }
-
     /// `RoutingPolicy.rebalance`: the rebalancing above, at most `maxExamined` queued requests
     /// examined per overloaded instance; returns how many moved.
     public func rebalance(router: Router, queues: any RequestQueues) -> Int {
@@ -131,9 +120,13 @@ public final class DualMapRouter: RoutingPolicy {
                 if loads[s].pendingPrefillTokens <= limitTokens { break }
                 let i = order[j], t = scratchTargets[i]
                 guard loads[t].pendingPrefillTokens.addingSaturated(UInt64(scratchTo[i])) <= limitTokens else { continue }
-                router.transfer(from: s, to: t, fromTokens: scratchFrom[i], toTokens: scratchTo[i], blocks: scratchBlocks[i],
-                                hashes: Self.queuedHashes(queues, slot: s, id: scratchIds[i]))
+                // Moved first: the queues may read the view (a simulator estimates the target's
+                // uncached tokens), which `transfer` then credits (helper-130: crediting first
+                // made that estimate 0). The moved request is the last at `t`.
                 queues.move(id: scratchIds[i], from: s, to: t)
+                let request = queues.queuedRequest(slot: t, index: queues.queuedCount(slot: t) - 1)
+                router.transfer(from: s, to: t, fromTokens: scratchFrom[i], toTokens: scratchTo[i], blocks: scratchBlocks[i],
+                                hashes: request.hashes)
                 moved += 1
             }
         }
