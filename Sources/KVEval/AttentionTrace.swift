@@ -90,6 +90,10 @@ public protocol AttentionTraceSource {
 public struct TraceError: Error, CustomStringConvertible {
     /// What was wrong, and where.
     public var description: String
+    /// True when a `TraceFileWriter` failed after creating its file, which then holds part of
+    /// the trace (the caller may remove it); false for a file it could not create, and for a
+    /// reader's errors.
+    public var leftPartialFile = false
 }
 
 /// Reads a trace file written in the format above, one step at a time; the file closes with
@@ -299,6 +303,6 @@ public final class TraceFileWriter {
 
     /// The error of the write or close that just failed, from `errno`.
     private func failure() -> TraceError {
-        TraceError(description: "cannot write \(path): \(String(cString: strerror(errno)))")
+        TraceError(description: "cannot write \(path): \(String(cString: strerror(errno)))", leftPartialFile: true)
     }
 }

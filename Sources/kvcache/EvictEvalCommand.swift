@@ -170,13 +170,15 @@ struct EvictEvalCommand: ParsableCommand {
         if let writeTrace {
             var (_, source) = sources[0]
             let header = source.header
-            let writer = try TraceFileWriter(path: writeTrace, header: header)
             do {
+                let writer = try TraceFileWriter(path: writeTrace, header: header)
                 var step = TraceStep()
                 while try source.next(into: &step) { try writer.write(step, layers: header.layers, heads: header.heads) }
                 try writer.close()
-            } catch {
-                // A partial trace would read as truncated later; the error says why now.
+            } catch let error as TraceError where error.leftPartialFile {
+                // A partial trace would read as truncated later; the error says why now. The
+                // header's own write may fail too (helper-130: a topic-return header passes
+                // stdio's buffer, and its failure left the file).
                 OutputFile.removePartial(writeTrace)
                 throw error
             }

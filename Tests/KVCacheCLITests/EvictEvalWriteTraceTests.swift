@@ -16,26 +16,43 @@ import Testing
         #expect(stat("/dev/full", &st) == 0 && st.st_mode & S_IFMT == S_IFCHR)
     }
 
-    /// A regular file that stops taking bytes (RLIMIT_FSIZE: EFBIG past 64 KiB, in a child
-    /// process) fails the command, and the partial trace is removed. The child prints what it
-    /// saw on standard error.
+    /// In a child process: `--write-trace` of synthetic trace `kind` to a regular file under a
+    /// file-size limit of `bytes` (RLIMIT_FSIZE: EFBIG past it, SIGXFSZ ignored); prints on
+    /// standard error what the command said and whether the file was left, then exits 0.
+    static func writeTraceUnderFileLimit(bytes: rlim_t, kind: String) -> Never {
+        signal(SIGXFSZ, SIG_IGN)
+        var limit = rlimit(rlim_cur: bytes, rlim_max: bytes)
+        guard setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &limit) == 0 else { exit(1) }
+        let path = "/tmp/kvattn-fsize-\(getpid()).bin"
+        var report = "succeeded"
+        do {
+            let command = try EvictEvalCommand.parse(["--write-trace", path, "--synthetic", kind])
+            try command.run()
+        } catch {
+            report = "\(error)".replacingOccurrences(of: path, with: "PATH")
+        }
+        report += access(path, F_OK) == 0 ? "; left" : "; removed"
+        unlink(path)
+        FileHandle.standardError.write("report: \(report)\n".data(using: .utf8)!)
+        exit(0)
+    }
+
+    /// A regular file that stops taking bytes past 64 KiB fails the command, and the partial
+    /// trace is removed.
     @Test func aFailedWriteRemovesThePartialTrace() async {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
-            signal(SIGXFSZ, SIG_IGN)
-            var limit = rlimit(rlim_cur: 1 << 16, rlim_max: 1 << 16)
-            guard setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &limit) == 0 else { exit(1) }
-            let path = "/tmp/kvattn-fsize-\(getpid()).bin"
-            var report = "succeeded"
-            do {
-                let command = try EvictEvalCommand.parse(["--write-trace", path, "--synthetic", "long-decode"])
-                try command.run()
-            } catch {
-                report = "\(error)".replacingOccurrences(of: path, with: "PATH")
-            }
-            report += access(path, F_OK) == 0 ? "; left" : "; removed"
-            unlink(path)
-            FileHandle.standardError.write("report: \(report)\n".data(using: .utf8)!)
-            exit(0)
+            EvictEvalWriteTraceTests.writeTraceUnderFileLimit(bytes: 1 << 16, kind: "long-decode")
+        }
+        let text = result.map { String(decoding: $0.standardErrorContent, as: UTF8.self) } ?? ""
+        #expect(text.contains("report: cannot write PATH: File too large; removed\n"), "\(text)")
+    }
+
+    /// The same when the header itself fails (64 bytes: topic-return's segment embeddings pass
+    /// stdio's buffer, so the writer's creation writes and fails): the file was left
+    /// (helper-130), the removal covering only the steps.
+    @Test func aFailedHeaderWriteRemovesThePartialTrace() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            EvictEvalWriteTraceTests.writeTraceUnderFileLimit(bytes: 64, kind: "topic-return")
         }
         let text = result.map { String(decoding: $0.standardErrorContent, as: UTF8.self) } ?? ""
         #expect(text.contains("report: cannot write PATH: File too large; removed\n"), "\(text)")
