@@ -120,7 +120,10 @@
  *   first appends into the shared, partly filled last block gets a copy of it, so re-read
  *   the block table after kvc_seq_append and kvc_seq_fork. A contiguous fork maps the
  *   parent's whole pages into the child and copies the page holding the boundary at once,
- *   so kvc_seq_fork itself may return KVC_ERR_OUT_OF_MEMORY there.
+ *   so kvc_seq_fork itself may return KVC_ERR_OUT_OF_MEMORY there; K/V written below the
+ *   fork point afterwards through one side is not seen by the other in that page (another
+ *   reason to write a prompt's K/V before forking it: a swap-out of the child would write
+ *   its stale copy under the block's hash).
  *
  * BLOCK HASH (version 1; fixed forever, a change gets a new name)
  *   One stable, seeded 64-bit hash of full blocks, shared by the engine (prefix index), the

@@ -80,7 +80,8 @@ public final class BlockPool {
     private var owner: AnyObject?
 
     /// A pool over `arena` (which must hold `capacity` blocks) or, when nil, over ids alone.
-    /// Throws `outOfMemory` when its per-block arrays (45 bytes per block and 24 to 48 for the
+    /// Throws `outOfMemory` when its per-block arrays (41 bytes per block, 37 over an arena,
+    /// which keeps no free list, and 24 to 48 for the
     /// prefix index: `memory_bytes / (block bytes x tensors)` blocks, at most 2^24) or the
     /// event queue cannot be allocated (`CreateAllocations`).
     init(capacity: Int, arena: OpaquePointer?, eventCapacity: Int) throws(KVError) {
