@@ -13,17 +13,31 @@ enum OutputFile {
     }
 
     /// Writes `text` to `path` atomically: to `PATH.tmp-PID`, then renamed over `path`. Throws
-    /// `Failure` (and removes the temporary file).
+    /// `Failure` (and removes the temporary file). An existing path that is neither a regular
+    /// file nor a directory (`/dev/stdout`, a FIFO, a device) is written in place: renamed over,
+    /// it was replaced by a regular file (as root, `--json /dev/stdout` replaced /dev's link).
     static func write(_ text: String, to path: String) throws {
+        if writesInPlace(path) { return try put(text, into: path, naming: path) }
         let temp = temporary(for: path)
-        guard let f = fopen(temp, "w") else { throw failure("cannot write \(path)") }
+        do { try put(text, into: temp, naming: path) } catch {
+            unlink(temp)
+            throw error
+        }
+        guard rename(temp, path) == 0 else {
+            let error = failure("cannot write \(path)")
+            unlink(temp)
+            throw error
+        }
+    }
+
+    /// Writes `text` into `file` (created or emptied); a failure is a `Failure` naming `path`.
+    private static func put(_ text: String, into file: String, naming path: String) throws {
+        guard let f = fopen(file, "w") else { throw failure("cannot write \(path)") }
         let bytes = Array(text.utf8)
         let written = fwrite(bytes, 1, bytes.count, f) == bytes.count
         let writeError = errno
-        guard fclose(f) == 0, written, rename(temp, path) == 0 else {
-            let error = written ? errno : writeError
-            unlink(temp)
-            throw Failure(description: "cannot write \(path): \(String(cString: strerror(error)))")
+        guard fclose(f) == 0, written else {
+            throw Failure(description: "cannot write \(path): \(String(cString: strerror(written ? errno : writeError)))")
         }
     }
 
@@ -33,6 +47,11 @@ enum OutputFile {
     /// use, as `write` opens it: a command checks its output paths before it spends its run.
     /// Changes nothing.
     static func checkWritable(_ path: String) throws {
+        if writesInPlace(path) {
+            // Opened only at the write: a FIFO's open waits for a reader.
+            guard access(path, W_OK) == 0 else { throw failure("cannot write \(path)") }
+            return
+        }
         var st = stat()
         if stat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR {
             throw Failure(description: "cannot write \(path): \(String(cString: strerror(EISDIR)))")
@@ -49,6 +68,15 @@ enum OutputFile {
     static func removePartial(_ path: String) {
         var st = stat()
         if lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFREG { unlink(path) }
+    }
+
+    /// Whether `write` writes `path` in place: it exists (through links) and is neither a
+    /// regular file nor a directory.
+    private static func writesInPlace(_ path: String) -> Bool {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return false }
+        let type = st.st_mode & S_IFMT
+        return type != S_IFREG && type != S_IFDIR
     }
 
     /// Where `write` puts `path`'s bytes before renaming them over it.

@@ -50,4 +50,28 @@ import Testing
             "\(error)" == "cannot create the directory \(dir)/a/b/r.json: Not a directory"
         }
     }
+
+    /// An existing path that is not a regular file (a FIFO here; `/dev/stdout` in use) is
+    /// written in place: `write` renamed its temporary file over it, so the FIFO became a
+    /// regular file and its reader got nothing (as root, `--json /dev/stdout` replaced the
+    /// link in /dev). The check before a run neither opens it (a FIFO's open waits for a
+    /// reader) nor leaves a temporary file.
+    @Test func aFIFOIsWrittenInPlaceNotReplaced() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-out-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fifo = dir + "/results.json"
+        try #require(mkfifo(fifo, 0o600) == 0)
+        try OutputFile.checkWritable(fifo)
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+        try #require(reader >= 0)
+        defer { close(reader) }
+        try OutputFile.write("{\"x\": 1}\n", to: fifo)
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = read(reader, &buffer, buffer.count)
+        #expect(n > 0 && String(decoding: buffer[0..<max(0, n)], as: UTF8.self) == "{\"x\": 1}\n")
+        var st = stat()
+        #expect(stat(fifo, &st) == 0 && st.st_mode & S_IFMT == S_IFIFO, "the FIFO is still there")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["results.json"], "no temporary file is left")
+    }
 }
