@@ -331,8 +331,8 @@ typedef struct kvc_config {
     const char *offload_dir;
     /** Largest size of the slab file in bytes; 0 (default, with offload_dir NULL): no disk
      *  tier. Must hold at least one slot: 4096 + 2 * num_layers * block_tokens * token_bytes,
-     *  rounded up to 4096 (else KVC_ERR_INVALID_ARGUMENT). Space is preallocated as slots are
-     *  first needed. */
+     *  rounded up to 4096, and at most 4194304 slots (else KVC_ERR_INVALID_ARGUMENT, naming
+     *  the largest size at this shape). Space is preallocated as slots are first needed. */
     uint64_t offload_bytes;
     /* -- token eviction (see TOKEN EVICTION below); kvc_seq_set_eviction overrides the
      *    policy and granularity per sequence -- */

@@ -134,8 +134,8 @@ final class DiskTier {
     /// the peers of `config.peerOffloadDirs` (`PeerTier.openAll`; a refused peer throws before
     /// the own directory is touched), and after claiming the directory for this engine's model
     /// and shape (`TierIdentity.claim`). Throws `invalidArgument` (offload_bytes below one
-    /// slot, a directory or peer of another model tag or shape, the own directory or a
-    /// duplicate as a peer), `outOfMemory` (no descriptor left for one of its files or its I/O
+    /// slot or above `maxSlots` slots, a directory or peer of another model tag or shape, the
+    /// own directory or a duplicate as a peer), `outOfMemory` (no descriptor left for one of its files or its I/O
     /// queue: `KVError.file`) or `io` (the directory or files cannot be used, a peer without
     /// tier files). Allocates all metadata, `offloadQueueDepth` staging buffers and a queue of
     /// `maxPendingReads` reads waiting for a buffer (the engine's block count) up front.
@@ -145,7 +145,12 @@ final class DiskTier {
         guard config.offloadBytes >= UInt64(slotBytes) else {
             throw .invalid("offload_bytes \(config.offloadBytes) is smaller than one slot of \(slotBytes) bytes (a block of every layer's K and V plus a 4096-byte header)")
         }
-        capacity = Int(min(config.offloadBytes / UInt64(slotBytes), UInt64(DiskTier.maxSlots)))
+        // Refused, not capped: a server asking for a larger tier would run with a smaller one
+        // and not know (memory_bytes past its block limit is refused the same way).
+        guard config.offloadBytes / UInt64(slotBytes) <= UInt64(DiskTier.maxSlots) else {
+            throw .invalid("offload_bytes \(config.offloadBytes) holds \(config.offloadBytes / UInt64(slotBytes)) slots of \(slotBytes) bytes, more than a tier manages (\(DiskTier.maxSlots) slots, \(UInt64(DiskTier.maxSlots) * UInt64(slotBytes)) bytes at this shape)")
+        }
+        capacity = Int(config.offloadBytes / UInt64(slotBytes))
         // The per-slot arrays, before anything is opened: freed with `a` on any throw below.
         let a = CreateAllocations()
         let perSlot = "the disk tier's per-slot state of \(capacity) slots (offload_bytes / slot bytes)"

@@ -73,6 +73,21 @@ struct DiskTierFaultTests {
         }
     }
 
+    /// More slots than a tier manages was silently capped at `maxSlots` (helper-134): a server
+    /// asking for 64 GiB of small slots ran with 32 GiB and was not told.
+    @Test func offloadBytesAboveTheSlotLimitIsInvalidAndCreatesNothing() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        do {
+            _ = try Engine(offloadConfig(.paged, dir: dir.path, offloadBytes: UInt64(DiskTier.maxSlots + 1) * 8192))
+            Issue.record("an engine was created with a tier of more than \(DiskTier.maxSlots) slots")
+        } catch {
+            #expect(error.code == .invalidArgument)
+            #expect(error.message.contains("holds 4194305 slots of 8192 bytes, more than a tier manages (4194304 slots, 34359738368 bytes at this shape)"))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
     @Test func aMissingDirectoryIsAnIOErrorNamingIt() {
         do {
             _ = try Engine(offloadConfig(.paged, dir: "/nonexistent/kvcache-tier"))
