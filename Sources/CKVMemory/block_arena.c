@@ -81,10 +81,18 @@ int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out) {
     if (!a->next_free || !a->head || !a->group_used || !a->prev || !a->next || !a->state || !a->fresh || !a->listed || !a->faulting ||
         base == MAP_FAILED) {
         int err = base == MAP_FAILED ? errno : ENOMEM;
+        uint64_t map_bytes = a->map_bytes;
+        uint32_t blocks = a->blocks;
         if (base != MAP_FAILED) munmap(base, a->map_bytes);
         a->base = NULL;
         kvm_arena_destroy(a);
-        return kvm_fail(err, "creating the block arena failed: %s", strerror(err));
+        // Name what could not be had and the field that sized it (kvcache.h's promise).
+        if (base == MAP_FAILED)
+            return kvm_fail(err, "reserving %llu bytes of address space for the paged layout's blocks (memory_bytes, "
+                                 "every layer's K and V) failed: %s; lower memory_bytes or raise RLIMIT_AS",
+                            (unsigned long long)map_bytes, strerror(err));
+        return kvm_fail(err, "allocating the block arena's state for %u blocks (memory_bytes / block bytes) failed: %s",
+                        blocks, strerror(err));
     }
     a->base = base;
     if (kvm_pool_hugepages(pool)) madvise(base, a->map_bytes, MADV_HUGEPAGE);

@@ -455,6 +455,22 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         #expect(!String(cString: kvc_last_error()).contains(" 0 GiB"))
     }
 
+    /// A paged budget past the address space (2^62 bytes in 2^21 blocks, within the block
+    /// limit) said only "creating the block arena failed: Cannot allocate memory" (helper-134),
+    /// naming neither what could not be had nor the field that sized it, as the header promises.
+    @Test func aPagedBudgetPastTheAddressSpaceIsNamedWithItsField() {
+        var c = CConfig.small(KVC_LAYOUT_PAGED)
+        c.numLayers = 1
+        c.numKVHeads = 1024
+        c.headDim = 4096
+        c.dtypeBytes = 8
+        c.blockTokens = 65536
+        c.maxSeqTokens = 65536
+        c.memoryBytes = 1 << 62
+        #expect(createStatus(c) == KVC_ERR_OUT_OF_MEMORY)
+        expectStatus(KVC_ERR_OUT_OF_MEMORY, KVC_ERR_OUT_OF_MEMORY, mentioning: ["of address space for the paged layout's blocks (memory_bytes", "lower memory_bytes"])
+    }
+
     @Test func tooManyBlockTableEntriesIsInvalid() {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.maxSeqs = 65536
