@@ -183,19 +183,23 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
         free(s);
         return rc;
     }
-    /* Slots already preallocated by an earlier run stay usable; those past a smaller
-     * max_bytes go, so that the file is no larger than it (the journal's replay forgets their
-     * blocks; records of slots past the file are dropped there too, should this cut be all a
-     * crash leaves). */
+    /* Slots already preallocated by an earlier run stay usable, up to max_bytes; the file is
+     * cut to it only by kvm_slab_fit, once the directory is known to be this engine's. */
     if (fstat(s->fd, &st) == 0) {
         uint64_t have = (uint64_t)st.st_size / s->slot_bytes;
-        if (have > s->capacity && ftruncate(s->fd, (off_t)((uint64_t)s->capacity * s->slot_bytes)) != 0) {
-            /* kept at its size: only the disk space stays taken */
-        }
         s->allocated = have > s->capacity ? s->capacity : (uint32_t)have;
     }
     *out = s;
     return 0;
+}
+
+void kvm_slab_fit(kvm_slab *s) {
+    struct stat st;
+    if (s->read_only || fstat(s->fd, &st) != 0) return;
+    uint64_t keep = (uint64_t)s->capacity * s->slot_bytes;
+    if ((uint64_t)st.st_size > keep && ftruncate(s->fd, (off_t)keep) != 0) {
+        /* kept at its size: only the disk space stays taken */
+    }
 }
 
 void kvm_slab_close(kvm_slab *s) {

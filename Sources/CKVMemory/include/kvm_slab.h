@@ -78,6 +78,13 @@ int kvm_slab_check_dir_length(const char *dir, const char *what);
  * the directory, or when that I/O has not ended in 60 s, -errno with the path and reason when
  * a file cannot be opened. */
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out);
+/* Cuts the slab file to max_bytes when an earlier run of a larger tier (or of slots of another
+ * size) left it longer: the slots past it go (the journal's replay forgets their blocks, and
+ * drops their records should this cut be all a crash leaves). kvm_slab_open does not cut, so
+ * that an engine refused after it (a directory of another model or shape) changes nothing:
+ * call this once the directory is known to be this engine's. A failed cut keeps the file at
+ * its size (only its disk space stays taken). No-op on a peer. */
+void kvm_slab_fit(kvm_slab *s);
 /* Opens another engine's tier in cfg->dir for reading only (a peer): kvcache.slab O_RDONLY
  * (O_DIRECT unless cfg->force_buffered or the file system refuses it) and kvcache.journal
  * O_RDONLY. Never creates, writes or locks anything there (the owner holds its flock and keeps

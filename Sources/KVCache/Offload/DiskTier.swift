@@ -195,6 +195,9 @@ final class DiskTier {
             kvm_slab_close(slab)
             throw error
         }
+        // Only now, the directory being this engine's, may a smaller tier cut the file (before,
+        // a refused engine truncated its owner's slab: helper-133).
+        kvm_slab_fit(slab)
 
         // At least the queue depth, and enough small slots for 32 MiB in flight, so that small
         // slots still make deep queues of large (merged) requests.

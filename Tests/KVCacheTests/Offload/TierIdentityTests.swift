@@ -35,6 +35,41 @@ struct TierIdentityTests {
         #expect(try kvDifferences(again, 1, count: 200) { prompt[$0] } == 0)
     }
 
+    /// A refused engine asking for a smaller tier (or one of larger slots) cut its owner's slab
+    /// to its own size before the identity refused it (helper-133): the owner's restart then
+    /// dropped every block past the cut. The cut waits for the claim now.
+    @Test(arguments: [false, true])
+    func aRefusedEngineOfASmallerTierLeavesTheOwnersSlabWhole(largerSlots: Bool) throws {
+        let dir = ScratchDir("identitySmaller")
+        defer { dir.remove() }
+        var config = offloadConfig(.paged, dir: dir.path)
+        config.modelTag = 0xA1
+        let prompt = tokens(203, seed: 13)
+        do {
+            let e = try Engine(config)
+            try spillPrompt(e, 1, prompt)
+        }
+        let before = contents(dir.path)
+        #expect(before["kvcache.slab"]!.count > 2 * 8192, "the owner's slab holds more than the refused engine's tier")
+
+        var other = config
+        if largerSlots {
+            other.headDim *= 8  // another shape, of larger slots
+        } else {
+            other.modelTag = 0xB2
+        }
+        // One slot of the other engine's: far below the owner's slab.
+        other.offloadBytes = UInt64((4096 + other.tensors * other.blockBytes + 4095) / 4096 * 4096)
+        let e = refusal(other)
+        #expect(e?.code == .invalidArgument && e!.message.contains("another model or shape"), "\(e?.message ?? "opened")")
+        #expect(contents(dir.path) == before, "the refused engine changed nothing in the directory (its slab not cut)")
+
+        let again = try Engine(config)
+        #expect(try again.createSequence(1, tokens: prompt) == 200, "its own model still finds every spilled block")
+        try waitReady(again, 1)
+        #expect(try kvDifferences(again, 1, count: 200) { prompt[$0] } == 0)
+    }
+
     /// Two shapes with the same bytes per block (2 heads of 8 against 1 head of 16): every slot
     /// check (size, header, hash, generation, checksum) would pass, so only the identity stops
     /// the other shape from being served these bytes.
