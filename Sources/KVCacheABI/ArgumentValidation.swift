@@ -74,17 +74,20 @@ func structSize(_ raw: UnsafeRawPointer, minimum: Int, _ name: StaticString) thr
 /// field: in `padding` (a later header may put a field there without changing the struct's
 /// size, as `index_on_schedule` did) and from `known` (the end of the last field this library
 /// reads) up to `size`. A newer caller's setting there cannot be honoured; a struct not started
-/// from its `_init` may hold garbage there. O(size - known + padding).
+/// from its `_init` may hold garbage there. O(size - known + padding), no heap allocation
+/// (`kvc_router_report` runs it per instance per step).
 func rejectUnknownBytes(_ raw: UnsafeRawPointer, size: Int, known: Int, padding: [Range<Int>] = [], _ name: StaticString)
     throws(KVError)
 {
-    for range in padding + [known..<max(size, known)] {
+    func rejectNonZero(_ range: Range<Int>) throws(KVError) {
         for offset in range where offset < size && raw.load(fromByteOffset: offset, as: UInt8.self) != 0 {
             throw KVError(.unsupported,
                           "\(name) byte \(offset) is not 0, but this library (ABI \(kvcacheABIVersion)) has no field there: it cannot "
                           + "honour a newer field (or the struct was not started from its _init, which zeroes it)")
         }
     }
+    for range in padding { try rejectNonZero(range) }
+    try rejectNonZero(known..<max(size, known))
 }
 
 /// The `_init_size` of a versioned C struct: `writeDefaults` fills this version's `ownSize`

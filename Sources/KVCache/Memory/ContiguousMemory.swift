@@ -237,7 +237,7 @@ final class ContiguousMemory: BlockListener {
         guard needPages > pinnedPages[slot] else { return }
         busy = (slot, needPages)
         defer { busy = (-1, 0) }
-        try mapOwned(slot: slot, pages: Array(pinnedPages[slot]..<needPages))
+        try mapOwned(slot: slot, pages: pinnedPages[slot]..<needPages)  // a range: no heap allocation
         pin(slot, upTo: needPages)
     }
 
@@ -540,14 +540,14 @@ final class ContiguousMemory: BlockListener {
     /// keeps one that already does (reuse), else maps fresh groups taken as runs of consecutive
     /// groups, so that one mmap per tensor covers a run. When the mapping limit rather than
     /// memory is what stops it, unmaps free slots' pages and tries again.
-    private func mapOwned(slot: Int, pages: [Int]) throws(KVError) {
+    private func mapOwned<Pages: RandomAccessCollection<Int>>(slot: Int, pages: Pages) throws(KVError) where Pages.Index == Int {
         // While little is free, a run shorter than `minRun` is left for appends (which take single
         // groups, `kvm_pool_alloc_run_fit`) and more cached blocks are evicted for longer runs:
         // each run costs an mmap per tensor, and the free runs of one group (appends of many
         // sequences interleave, so their groups come back one by one) made most of a create's.
         var avoidShort = Int(kvm_pool_free_groups(pool)) < groups / 32
-        var i = 0
-        while i < pages.count {
+        var i = pages.startIndex
+        while i < pages.endIndex {
             let page = pages[i]
             if ownsAlone(slot, page) {
                 settled[Int(group(slot, page))] = true  // only its mapping holds it: no block
@@ -555,7 +555,7 @@ final class ContiguousMemory: BlockListener {
                 continue
             }
             var want = 1  // the consecutive pages from here that need a fresh group
-            while i + want < pages.count && pages[i + want] == page + want && !ownsAlone(slot, page + want) { want += 1 }
+            while i + want < pages.endIndex && pages[i + want] == page + want && !ownsAlone(slot, page + want) { want += 1 }
             let hint = page > 0 ? group(slot, page - 1) + 1 : -1
             var got: UInt32 = 0
             let first = kvm_pool_alloc_run_fit(pool, hint < 0 ? UInt32.max : UInt32(hint), UInt32(want), avoidShort ? UInt32(minRun) : 1, &got)
@@ -590,7 +590,7 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Fresh groups `mapOwned` still needs for `pages` of `slot`.
-    private func needFresh(slot: Int, _ pages: ArraySlice<Int>) -> Int {
+    private func needFresh(slot: Int, _ pages: some Sequence<Int>) -> Int {
         var n = 0
         for page in pages where !ownsAlone(slot, page) { n += 1 }
         return n
