@@ -94,6 +94,48 @@ struct JournalFullDiskTests {
         #expect(try kvDifferences(e, 1, count: 32) { a[$0] } == 0)
     }
 
+    /// A swap-out that needs slots the journal cannot record freed is refused before it
+    /// changes anything, and goes through once the journal appends again: in the full 40-slot
+    /// tier of `aFailedAppendIsCountedKeptAndTriedAgain` (24 blocks held, 16 freed slots
+    /// waiting for their FREED records, appends failing), swapping out a 33-token sequence
+    /// fails with `io` naming the journal; the sequence stays resident and byte-identical, and
+    /// the tier drops nothing (`slotsEvicted`, `storedSlots` unchanged). With the filler gone
+    /// the same swap-out takes the waiting slots and swaps back in byte for byte. Before, the
+    /// room check counted the cached slots, and the swap-out rewrote slots whose FREED
+    /// records were never appended.
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"), arguments: [Layout.paged, .contiguous])
+    func aSwapOutWaitsForTheJournalToRecordFreedSlots(layout: Layout) throws {
+        let mnt = try #require(mountTmpfs(bytes: 1 << 20))
+        defer { unmount(mnt) }
+        let a = tokens(161, seed: 51), b = tokens(161, seed: 52), c = tokens(33, seed: 53)
+        var config = offloadConfig(layout, dir: mnt.path)
+        config.offloadBytes = 40 * 8192
+        let e = try Engine(config)
+        try spillPrompt(e, 1, a)
+        JournalFullDiskTests.fillFileSystem(mnt.path)
+        try e.createSequence(2, tokens: b)
+        try fillKV(e, 2, count: b.count) { b[$0] }
+        try e.free(2)
+        try e.trim()
+        #expect(throws: KVError.self) { try e.syncOffload() }  // the spills landed; their records could not be appended
+        try e.createSequence(3, tokens: c)
+        try fillKV(e, 3, count: c.count) { c[$0] }
+        let before = e.stats().disk
+        #expect(before.journalAppendsFailed > 0 && before.storedSlots == 24, "\(before)")
+        var failure: KVError?
+        do { try e.swapOut(3) } catch { failure = error }
+        #expect(failure?.code == .io && failure?.message.contains("the journal cannot record freed slots") == true,
+                "\(String(describing: failure))")
+        let after = e.stats().disk
+        #expect(after.storedSlots == before.storedSlots && after.slotsEvicted == before.slotsEvicted, "\(after)")
+        #expect(try kvDifferences(e, 3, count: c.count) { c[$0] } == 0, "resident and unchanged")
+        unlink(mnt.path + "/filler")
+        try e.swapOut(3)
+        try e.swapIn(3)
+        try waitReady(e, 3)
+        #expect(try kvDifferences(e, 3, count: c.count) { c[$0] } == 0)
+    }
+
     /// A crash while the journal cannot append leaves no journaled slot rewritten: a child
     /// process spills prompt A into a full 40-slot tier (synced), fills the file system,
     /// spills prompt B over A's slots and SIGKILLs itself; the restart (space free again)
