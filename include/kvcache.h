@@ -1285,7 +1285,13 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     lets an engine created on the same offload_dir (same shape) find its blocks again.
  *     A slot is rewritten only after a FREED record for its old block is written, so a
  *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
- *     kvc_engine_sync makes it durable across power loss too (fdatasync). The journal is
+ *     kvc_engine_sync makes it durable across power loss too (fdatasync). While that record
+ *     cannot be appended (a full disk) the slot stays free but is not written, and the tier
+ *     drops no cached block to make room: on a full disk the tier stops taking new blocks
+ *     into slots it freed until the journal can record that (such a spill is not written,
+ *     the block dropped as without a tier and counted in disk_errors; a swap-out needing
+ *     such slots fails with KVC_ERR_IO, changing nothing); a later call that appends the
+ *     records makes those slots usable again. The journal is
  *     compacted when an engine opens it (when there is no room for the compacted copy, the
  *     old journal is kept and the engine opens on it, with a line on stderr), and while it
  *     runs, once it passes 64 KiB plus 3 records (192 bytes) per slot of the slab (rewritten
@@ -1494,7 +1500,9 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * and unchanged; or a failed disk read spoiled it, see kvc_seq_ready). A tier too full for
  * the sequence's blocks (its free slots, the slots its file can still grow by and its cached
  * blocks counted) is found so before any cached block is dropped for them; one that holds
- * them once the spill writes in flight have landed waits for those writes instead.
+ * them once the spill writes in flight have landed waits for those writes instead. While
+ * journal appends fail (a full disk) neither cached blocks nor freed slots count: a slot is
+ * rewritten only once the journal recorded its old block freed (see the disk tier).
  * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
  * request per block of every layer; contiguous: likewise, from the sequence's ranges).
  */

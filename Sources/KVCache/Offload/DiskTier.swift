@@ -57,8 +57,16 @@ final class DiskTier {
     private let recordTokens: UnsafeMutablePointer<Int32>
     /// The LRU: the droppable slots, oldest first (exactly those stored, hashed and unpinned).
     private let lru: SlotLRU
+    /// Free slots a write may take: each owes the journal nothing (`pushFree`).
     private let freeSlots: UnsafeMutablePointer<Int32>
     private var freeTop = 0
+    /// Free slots whose FREED record the journal owes (`TierJournal.owesFreed`): none is
+    /// rewritten until that record is appended, then a flush gives it back to `freeSlots`
+    /// (`giveBackWaitingSlots`). While appends fail (a full disk) they stay here, and the tier
+    /// drops no cached slot for a write (`journalAppends`): it takes new blocks only into
+    /// slots that owe nothing.
+    private let waitingSlots: UnsafeMutablePointer<Int32>
+    private var waitingCount = 0
     private let index: U64Table
     private var generation: UInt64 = 0
 
@@ -107,10 +115,10 @@ final class DiskTier {
     private let pendingReads: PendingReads
     /// Largest merged request: 1 MiB, or one slot when slots are larger.
     private var mergeBytes: Int { max(slotBytes, 1 << 20) }
-    /// What the journal says of each slot, and the records it owes. A slot is reused only
-    /// once its FREED record is written (when that append fails, anyway: a read verifies the
-    /// slot against any record a crash leaves), so that a crash never leaves a STORED record
-    /// over half-rewritten bytes.
+    /// What the journal says of each slot, and the records it owes. A slot is rewritten only
+    /// once its FREED record is written (`waitingSlots` until then; when the append fails, it
+    /// is not rewritten at all until a later append succeeds), so that a crash never leaves a
+    /// STORED record over half-rewritten bytes.
     private let journal: TierJournal
 
     /// The last I/O failure's message (spills fail quietly; swap-outs report it).
@@ -163,6 +171,7 @@ final class DiskTier {
         writingStage = try a.allocate(count: capacity, perSlot)
         recordTokens = try a.allocate(repeating: 0, count: capacity, perSlot)
         freeSlots = try a.allocate(count: capacity, perSlot)
+        waitingSlots = try a.allocate(count: capacity, perSlot)
         lru = try SlotLRU(capacity: capacity)
         index = try U64Table(maxEntries: capacity, "the disk tier's \(capacity) slots (offload_bytes / slot bytes)")
         pendingReads = try PendingReads(capacity: max(1, maxPendingReads))
@@ -274,6 +283,7 @@ final class DiskTier {
         writingStage.deallocate()
         recordTokens.deallocate()
         freeSlots.deallocate()
+        waitingSlots.deallocate()
         stageOp.deallocate()
         stageSlot.deallocate()
         stageTarget.deallocate()
@@ -411,20 +421,18 @@ final class DiskTier {
         try events.grow(by: Int(stats.recoveredSlots) + 1, "for the \(stats.recoveredSlots) blocks the disk tier found, offload_bytes")
         events.push(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
         forEachIndexedParentsFirst { events.push($0) }
-        for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free {
-            freeSlots[freeTop] = Int32(slot)
-            freeTop += 1
-        }
         // Compacted to the records of the slots taken, as while the tier runs. On failure the
         // old journal stands (its replay is what the tier now holds); the slots whose STORED
         // records the tier did not take owe FREED records, appended before they are
-        // rewritten. Logged, not refused: a tier that filled its disk must reopen.
+        // rewritten (they wait in `waitingSlots`). Logged, not refused: a tier that filled its
+        // disk must reopen.
         let compaction = journal.compact()
         if compaction < 0 {
             kvm_log("offload journal in '\(dir)' was not compacted (\(journal.lastError)); the tier opens on it as replayed")
         } else if compaction == 1 {
             kvm_log("offload journal in '\(dir)' was compacted, but \(journal.lastError): a power loss may bring back the old one")
         }
+        for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free { pushFree(Int32(slot)) }
     }
 
     /// Calls `body` with a `blockStored` (tier `KVEvent.diskTier`, hash, parent) per block the
@@ -611,7 +619,9 @@ final class DiskTier {
     /// `hash(i)`, 0 for a sequence's own slot) can each have a slot: a block the tier holds
     /// already is pinned where it is (leaving the LRU), the others take free slots, cached slots
     /// dropped from the LRU, and slots the slab can still grow by (`kvm_slab_growable`: within
-    /// `offload_bytes`, the process's file-size limit and the file system's free space).
+    /// `offload_bytes`, the process's file-size limit and the file system's free space); while
+    /// the journal cannot append (tried once more here), neither cached slots nor freed ones
+    /// waiting for their FREED records (`waitingSlots`) count.
     /// `writeSwap` drops LRU slots block by block, so a swap-out started without this check
     /// that then found no slot had dropped cached prefix blocks for nothing. When the blocks
     /// fit only once the writes in flight have ended (a spill's slot joins the LRU when its
@@ -625,6 +635,7 @@ final class DiskTier {
         // and cached slots fall short, so always by the time the refusal names them.
         var growable: UInt32 = 0
         var bound: UnsafePointer<CChar>?
+        if journal.appendFailing { flushJournal() }  // gives back the slots waiting for it, when it appends now
         func room() -> (needed: Int, obtainable: Int) {
             var needed = 0, heldInLRU = 0
             for i in 0..<count {
@@ -632,7 +643,8 @@ final class DiskTier {
                 let s = h != 0 ? index.find(h) : -1
                 if s < 0 { needed += 1 } else if lru.contains(s) { heldInLRU += 1 }
             }
-            let reusable = freeTop + lru.count - heldInLRU
+            // While the journal cannot append, dropped and waiting slots stay unusable.
+            let reusable = freeTop + (journal.appendFailing ? 0 : waitingCount + lru.count - heldInLRU)
             guard needed > reusable else { return (needed, reusable) }
             growable = kvm_slab_growable(slab, &bound)
             return (needed, reusable + Int(growable))
@@ -645,8 +657,10 @@ final class DiskTier {
         guard needed <= obtainable else {
             throw KVError(.io, "offload tier full: the swap-out needs \(needed) slots and \(obtainable) can be had (free, cached "
                 + "or grown: the slab has \(kvm_slab_allocated(slab)) slots and can grow by \(growable) within "
-                + "\(bound.map { String(cString: $0) } ?? "offload_bytes")); the tier's other slots hold swapped-out "
-                + "sequences' blocks, offloaded tokens or pending reads")
+                + "\(bound.map { String(cString: $0) } ?? "offload_bytes")); "
+                + (journal.appendFailing
+                    ? "the journal cannot record freed slots (\(journal.lastError)), so no cached or freed slot is rewritten"
+                    : "the tier's other slots hold swapped-out sequences' blocks, offloaded tokens or pending reads"))
         }
     }
 
@@ -734,31 +748,51 @@ final class DiskTier {
     /// Gives back a slot and staging buffer taken for a write that is not submitted
     /// (`reserve`, `reserveSpill`). O(1).
     func cancel(slot: Int32, stage: Int32) {
-        freeSlots[freeTop] = slot
-        freeTop += 1
+        pushFree(slot)
         staging.release(stage)
     }
 
     /// True when no slot can be had without failing: every slot of the whole tier is allocated
     /// and held (swapped-out sequences' blocks, offloaded-token records, reads and writes in
     /// flight), none free and none cached to drop. A capacity condition, not a device error.
-    private var isFullOfHeldSlots: Bool { freeTop == 0 && lru.oldest < 0 && Int(kvm_slab_allocated(slab)) >= capacity }
+    private var isFullOfHeldSlots: Bool {
+        freeTop == 0 && waitingCount == 0 && lru.oldest < 0 && Int(kvm_slab_allocated(slab)) >= capacity
+    }
 
-    /// A free slot for a write: a free one, else one the slab grows by (`growSlab`), else the
-    /// LRU's `dropBatch` oldest are dropped (whatever they hold) and one of them is taken.
-    /// Throws `io` when none can be had.
+    /// A free slot for a write (`popFreeSlot`), else the LRU's `dropBatch` oldest are dropped
+    /// (whatever they hold) and one of them is taken once the journal appended their FREED
+    /// records. Throws `io` when none can be had, and drops nothing while the journal cannot
+    /// append (`journalAppends`).
     private func takeSlot() throws(KVError) -> Int32 {
-        growSlab()
-        if freeTop == 0 {
-            guard lru.oldest >= 0 else {
-                if isFullOfHeldSlots {  // kept as the reason later reports give (an episodic loss's)
-                    lastFailure = "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
-                }
-                throw KVError(.io, lastFailure)
+        if let slot = popFreeSlot() { return slot }
+        guard journalAppends() else { throw journalRefusal() }
+        guard lru.oldest >= 0 else {
+            if isFullOfHeldSlots {  // kept as the reason later reports give (an episodic loss's)
+                lastFailure = "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
             }
-            dropOldest(among: lru.count) { _ in true }
+            throw KVError(.io, lastFailure)
         }
-        return popFreeSlot()
+        dropOldest(among: lru.count) { _ in true }
+        guard let slot = popFreeSlot() else { throw journalRefusal() }
+        return slot
+    }
+
+    /// True unless the journal's last append failed and an append of the owed records fails
+    /// again now (or failed in the `popFreeSlot` just before, which tried while slots wait):
+    /// while it cannot append, a slot dropped from the LRU would only wait for its FREED
+    /// record (`waitingSlots`), its cached block lost for nothing. O(1) unless appends are
+    /// failing; then at most one flush.
+    private func journalAppends() -> Bool {
+        if journal.appendFailing && waitingCount == 0 { flushJournal() }
+        return !journal.appendFailing
+    }
+
+    /// The failure of a write that found no slot but ones waiting for FREED records the
+    /// journal cannot append (`lastFailure` says so).
+    private func journalRefusal() -> KVError {
+        lastFailure = "offload journal: \(waitingCount) freed slots are not rewritten until their FREED records are appended "
+            + "(\(journal.lastError)); new blocks go only to slots that owe the journal nothing"
+        return KVError(.io, lastFailure)
     }
 
     /// A write-ahead's slot (`reserveAhead`): a free one, else one the slab grows by
@@ -767,8 +801,8 @@ final class DiskTier {
     /// none of those either. Never drops a slot whose block memory still holds. O(1) with a free
     /// slot; else a slab growth's room check and at most `aheadDropScan` calls of `isResident`.
     private func takeSlotAhead(keeping isResident: (UInt64) -> Bool) -> Int32? {
-        growSlab()
-        if freeTop == 0 && dropOldest(among: DiskTier.aheadDropScan, where: { !isResident($0) }) == 0 { return nil }
+        if let slot = popFreeSlot() { return slot }
+        guard journalAppends(), dropOldest(among: DiskTier.aheadDropScan, where: { !isResident($0) }) > 0 else { return nil }
         return popFreeSlot()
     }
 
@@ -784,10 +818,7 @@ final class DiskTier {
             return
         }
         let after = Int(kvm_slab_allocated(slab))
-        for s in stride(from: after - 1, through: before, by: -1) {
-            freeSlots[freeTop] = Int32(s)
-            freeTop += 1
-        }
+        for s in stride(from: after - 1, through: before, by: -1) { pushFree(Int32(s)) }
     }
 
     /// Drops up to `dropBatch` of the LRU's `among` oldest slots whose block hash `droppable`
@@ -810,12 +841,45 @@ final class DiskTier {
         return dropped
     }
 
-    /// Takes the top free slot, appending the journal's owed FREED record of it first.
-    private func popFreeSlot() -> Int32 {
+    /// Takes the top free slot, none of which owes the journal anything; when none is, the
+    /// slots waiting for their FREED records once a flush appended them (`giveBackWaitingSlots`),
+    /// else one the slab grows by (`growSlab`). Nil when there is none. O(1) with a free slot;
+    /// else a flush (O(waiting slots) when it appends) and a growth.
+    private func popFreeSlot() -> Int32? {
+        if freeTop == 0 && waitingCount > 0 { flushJournal() }
+        growSlab()
+        guard freeTop > 0 else { return nil }
         freeTop -= 1
-        let slot = freeSlots[freeTop]
-        if journal.owesFreed(slot) { flushJournal() }
-        return slot
+        return freeSlots[freeTop]
+    }
+
+    /// Puts freed `slot` where a write may take it: on `freeSlots`, or in `waitingSlots`
+    /// while the journal owes its FREED record. O(1).
+    private func pushFree(_ slot: Int32) {
+        if journal.owesFreed(slot) {
+            waitingSlots[waitingCount] = slot
+            waitingCount += 1
+        } else {
+            freeSlots[freeTop] = slot
+            freeTop += 1
+        }
+    }
+
+    /// Moves the waiting slots whose FREED records are appended now to `freeSlots`, in the
+    /// order they were freed. O(waiting slots).
+    private func giveBackWaitingSlots() {
+        var kept = 0
+        for i in 0..<waitingCount {
+            let slot = waitingSlots[i]
+            if journal.owesFreed(slot) {
+                waitingSlots[kept] = slot
+                kept += 1
+            } else {
+                freeSlots[freeTop] = slot
+                freeTop += 1
+            }
+        }
+        waitingCount = kept
     }
 
     /// `checksum`: the payload's, when its gather computed it (nil: the seal computes it).
@@ -1336,21 +1400,25 @@ final class DiskTier {
         hashes[s] = 0
         forgetRecord(slot)
         journal.freed(slot)
-        if journal.isBatchFull { flushJournal() }
         stats.storedSlots -= 1
-        freeSlots[freeTop] = slot
-        freeTop += 1
+        pushFree(slot)
+        if journal.isBatchFull { flushJournal() }
     }
 
     // MARK: journal
 
-    /// Appends the records the journal owes (`TierJournal.flush`). A failed append loses
+    /// Appends the records the journal owes (`TierJournal.flush`), giving the slots whose
+    /// FREED records it appended back to `freeSlots`. A failed append loses
     /// none: it is counted (`journalAppendsFailed`, `lastFailure`) and the next flush (the
     /// next call that processes completions, or `sync`) tries them again; meanwhile the blocks
-    /// are served in this run, and a restart would not find those not journaled yet.
+    /// are served in this run, a restart would not find those not journaled yet, and the
+    /// slots owing FREED records stay in `waitingSlots`, not rewritten.
     private func flushJournal() {
-        guard journal.owedCount > 0 else { return }
-        guard journal.flush() else {
+        let owed = journal.owedCount
+        guard owed > 0 else { return }
+        let appended = journal.flush()
+        if waitingCount > 0 && journal.owedCount < owed { giveBackWaitingSlots() }
+        guard appended else {
             stats.journalAppendsFailed = journal.appendsFailed
             lastFailure = journal.lastError
             return

@@ -16,7 +16,8 @@ public struct DiskTierStats: Equatable, Sendable {
     /// blocks were written or are being written.
     public var blocksSpilled: UInt64 = 0
     /// Spills that could not be written: no slot could be had (the slab could not grow, for a
-    /// full disk or the file-size limit, and no stored block was left to drop), the copy into
+    /// full disk or the file-size limit, and no stored block was left to drop, or the journal
+    /// could not append the FREED records of the slots freed for them), the copy into
     /// the staging buffer failed (a page read of the contiguous layout), or the write failed
     /// (`spillWritesFailed`).
     public var spillsFailed: UInt64 = 0

@@ -12,7 +12,9 @@ import Glibc
 /// owed over an older STORED one; *nothing* once written). An owed record stays owed until an
 /// append of it succeeded: a failed append (a full disk, an I/O error) loses none, is counted
 /// (`appendsFailed`) and tried again by the next `flush`; until then a restart would not find
-/// what the owed STORED records describe, and `kvc_engine_sync` says so (`DiskTier.sync`).
+/// what the owed STORED records describe, and `kvc_engine_sync` says so (`DiskTier.sync`),
+/// and a slot owing its FREED record is not rewritten (`DiskTier.waitingSlots`): on a full
+/// disk the tier stops taking new blocks into slots it freed until the journal can record that.
 /// `compact` rewrites the whole journal from the same arrays (a record per stored slot), so
 /// the tier can keep it bounded while it runs (`compactIfLong`, after each flush).
 ///
@@ -43,6 +45,8 @@ final class TierJournal {
     /// message.
     private(set) var appendsFailed: UInt64 = 0
     private(set) var lastError = ""
+    /// True from a failed append until an append (or a compaction) succeeds.
+    private(set) var appendFailing = false
 
     /// For the `slots` slots of `slab`, whose STORED records are built from the tier's arrays.
     init(slab: OpaquePointer, slots: Int, batchRecords: Int, payloadBytes: Int, hashes: UnsafePointer<UInt64>,
@@ -175,9 +179,11 @@ final class TierJournal {
     private func compacted() {
         for i in 0..<owedCount { written(owed[i]) }
         owedCount = 0
+        appendFailing = false
     }
 
-    /// True while `slot`'s FREED record is owed: the tier must not rewrite it before a flush.
+    /// True while `slot`'s FREED record is owed: the tier must not rewrite it until a flush
+    /// appended it (however long appends fail).
     func owesFreed(_ slot: Int32) -> Bool { says[Int(slot)] == TierJournal.freed | TierJournal.owedBit }
 
     private func owe(_ slot: Int32, _ kind: UInt8) {
@@ -200,9 +206,11 @@ final class TierJournal {
             for i in 0..<n { batch[i] = record(owed[done + i]) }
             guard kvm_slab_journal_append(slab, batch, UInt32(n)) == 0 else {
                 appendsFailed += 1
+                appendFailing = true
                 lastError = String(cString: kvm_error())
                 break
             }
+            appendFailing = false
             for i in 0..<n { written(owed[done + i]) }
             done += n
         }
