@@ -318,7 +318,7 @@ typedef struct kvc_config {
      *  Paged layout only. 0 (default): normal engine. Past KVC_CONFIG_MIN_SIZE: a caller
      *  whose struct_size ends before it gets 0. */
     uint32_t metadata_only;
-    /** Directory of the disk tier (see DISK TIER), or NULL (default): no disk tier. Set it
+    /** Directory of the disk tier (see DISK TIER), or NULL (default) or "": no disk tier. Set it
      *  and offload_bytes together: one without the other is KVC_ERR_INVALID_ARGUMENT (so is
      *  an offload_dir in a struct whose struct_size ends before offload_bytes). It must
      *  exist; the engine creates kvcache.slab, kvcache.journal and kvcache.identity (see

@@ -570,6 +570,16 @@ struct OffloadABITests {
         c.offloadBytes = 1 << 20
         expectStatus(c.create(&e), KVC_ERR_INVALID_ARGUMENT, mentioning: ["offload_bytes 1048576 is set but offload_dir is not"])
         #expect(e == nil)
+        // An empty directory is no directory (kvcache.h: NULL or ""): with a size, half a tier.
+        expectStatus(c.create(&e, offloadDir: ""), KVC_ERR_INVALID_ARGUMENT, mentioning: ["offload_bytes 1048576 is set but offload_dir is not"])
+        #expect(e == nil)
+        c.offloadBytes = 0
+        #expect(c.create(&e, offloadDir: "") == KVC_OK, "\(String(cString: kvc_last_error()))")
+        let prompt: [Int32] = Array(1...40)
+        var cached = 0
+        #expect(kvc_seq_create(e, 1, prompt, prompt.count, &cached) == KVC_OK)
+        #expect(kvc_seq_swap_out(e, 1) == KVC_ERR_UNSUPPORTED, "no disk tier to swap to")
+        kvc_engine_destroy(e)
     }
 
     @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"), arguments: bothLayouts)
