@@ -185,7 +185,10 @@
  *                             pool's where io_uring is unavailable: pthread_create failed,
  *                             a thread limit or a stack of RLIMIT_STACK that cannot be
  *                             mapped). The message names the cause and, for metadata, the
- *                             config fields that sized it.
+ *                             config fields that sized it. In the contiguous layout also
+ *                             the mapping limit the process's engines share (see
+ *                             kvc_stats.mappings): the message names vm.max_map_count and
+ *                             the mappings they hold.
  *   KVC_ERR_BUFFER_TOO_SMALL  an output array is shorter than the result; the full count is
  *                             returned and the prefix that fits is written
  *   KVC_ERR_IO                a disk-tier read or write failed, or offload_dir is unusable
@@ -504,10 +507,13 @@ typedef struct kvc_stats {
      *  includes the indexed blocks only a swapped-out sequence held, which its swap-out
      *  evicts once they are on disk (not kvc_engine_trim's drops). */
     uint64_t blocks_evicted;
-    /** Memory mappings the engine holds (contiguous layout; 0 when paged), counted from its
+    /** Memory mappings this engine holds (contiguous layout; 0 when paged), counted from its
      *  page tables: an upper bound while every mmap succeeds; after one failed (at
      *  vm.max_map_count) a layer's range may keep a few mappings more than this until a later
-     *  map replaces them. Compare with vm.max_map_count. */
+     *  map replaces them. vm.max_map_count is the process's: the contiguous engines of a
+     *  process keep the sum of their counts under one limit, vm.max_map_count less what the
+     *  process held before its first engine and 4096 more (docs/memory.md, "The mapping
+     *  limit"); an engine over it unmaps its own freed sequences' pages, then refuses. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
      *  65536, plus the events of kvc_engine_create: see there). */

@@ -4,6 +4,7 @@
 #include "aligned_map.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,9 +20,30 @@ struct kvm_ranges {
     uint32_t *mapped;    /* per slot: highest mapped page + 1 */
     uint32_t *runs;      /* per slot: runs of pages that are file-contiguous */
     uint64_t total_runs;
-    uint64_t limit;
+    uint64_t limit;      /* this range's own cap: the process limit unless lowered (kvm_ranges_set_mapping_limit) */
     uint32_t passing_mmaps, failing_mmaps; /* tests: mmaps to pass, then to fail with ENOMEM */
 };
+
+/* Every range of the process counts against one limit, since the kernel's vm.max_map_count is
+ * the process's: `counted` is the sum of every live range's kvm_ranges_mappings plus the
+ * reservations of maps under way (kvm_ranges_map reserves before its mmaps, so concurrent maps
+ * of different ranges never pass `limit` together); `limit` is set once, by the first range
+ * created (0 until then). Atomics: ranges are used from different threads. */
+static _Atomic uint64_t process_counted;
+static _Atomic uint64_t process_limit;
+
+/* Adds `delta` (two's complement: negative to remove) to the process's count. */
+static void count_process(uint64_t delta) { atomic_fetch_add_explicit(&process_counted, delta, memory_order_relaxed); }
+
+/* Reserves `n` mappings of the process's limit: false, reserving nothing, when they would pass it. */
+static bool reserve_process(uint64_t n) {
+    uint64_t limit = atomic_load_explicit(&process_limit, memory_order_relaxed);
+    uint64_t now = atomic_load_explicit(&process_counted, memory_order_relaxed);
+    do {
+        if (now + n > limit) return false;
+    } while (!atomic_compare_exchange_weak_explicit(&process_counted, &now, now + n, memory_order_relaxed, memory_order_relaxed));
+    return true;
+}
 
 /* The group page `page` of a slot's table row `t` maps, -1 for none (stored plus one). */
 static inline int32_t group_at(const int32_t *t, uint32_t page) { return t[page] - 1; }
@@ -94,10 +116,15 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
     r->slots = slots;
     r->tensors = tensors;
     r->pages = (uint32_t)pages;
-    /* Headroom for the rest of the process: the mappings it holds now (a server's libraries and
-     * allocator: thousands in a Python process), and 4096 more for what it maps later. */
-    uint64_t system_limit = max_map_count(), others = process_mappings() + 4096;
-    r->limit = system_limit > others ? system_limit - others : system_limit / 2;
+    /* The first range of the process sets the process's limit, leaving headroom for the rest of
+     * it: the mappings it holds now (a server's libraries and allocator: thousands in a Python
+     * process), and 4096 more for what it maps later. */
+    uint64_t system_limit = max_map_count();
+    if (atomic_load(&process_limit) == 0) {
+        uint64_t others = process_mappings() + 4096, unset = 0;
+        atomic_compare_exchange_strong(&process_limit, &unset, system_limit > others ? system_limit - others : system_limit / 2);
+    }
+    r->limit = atomic_load(&process_limit);
     if (mappings_for(r, 1) > r->limit) {
         free(r);
         return kvm_fail(ENOMEM, "one sequence needs %llu mappings (2 x num_layers tensors) but vm.max_map_count allows %llu",
@@ -120,6 +147,7 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
                         (unsigned long long)(total >> 30), strerror(err));
     }
     r->base = base;
+    count_process(mappings_for(r, 0));
     *out = r;
     return 0;
 }
@@ -132,6 +160,7 @@ void kvm_ranges_destroy(kvm_ranges *r) {
             if (g >= 0) kvm_pool_unref(r->pool, (uint32_t)g);
         }
     munmap(r->base, (uint64_t)r->slots * r->tensors * r->range_bytes);
+    count_process(-mappings_for(r, r->total_runs));
     free(r->table);
     free(r->mapped);
     free(r->runs);
@@ -152,6 +181,13 @@ uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r) { return (uint64_t)r->sl
 uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot) { return r->mapped[slot]; }
 uint64_t kvm_ranges_mappings(const kvm_ranges *r) { return mappings_for(r, r->total_runs); }
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r) { return r->limit; }
+uint64_t kvm_ranges_process_mappings(void) { return atomic_load_explicit(&process_counted, memory_order_relaxed); }
+uint64_t kvm_ranges_process_mapping_limit(void) { return atomic_load_explicit(&process_limit, memory_order_relaxed); }
+
+bool kvm_ranges_process_near_limit(void) {
+    uint64_t limit = kvm_ranges_process_mapping_limit();
+    return kvm_ranges_process_mappings() > limit - limit / 8;
+}
 
 void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit) {
     if (limit < r->limit) r->limit = limit;
@@ -184,7 +220,10 @@ static uint32_t runs_if_mapped(const kvm_ranges *r, const int32_t *t, uint32_t f
     return n;
 }
 
-static void set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, int32_t first_group) {
+/* Sets pages [first, end) of `slot` to groups first_group on (-1: none), updating the range's
+ * counts, and returns how its counted mappings changed (two's complement), for the caller to
+ * add to the process's count together with what it reserved. */
+static uint64_t set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, int32_t first_group) {
     int32_t *t = r->table + (uint64_t)slot * r->pages;
     uint32_t before = runs_in(r, t, first, end);
     for (uint32_t p = first; p < end; p++) {
@@ -198,6 +237,7 @@ static void set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end
     r->total_runs = r->total_runs - before + after;
     if (first_group >= 0 && end > r->mapped[slot]) r->mapped[slot] = end;
     while (r->mapped[slot] > 0 && group_at(t, r->mapped[slot] - 1) < 0) r->mapped[slot]--;
+    return ((uint64_t)after - before) * r->tensors * 2;
 }
 
 /* Replaces pages [first, end) of every tensor of `slot` with reserved address space and drops
@@ -211,20 +251,30 @@ static uint32_t unmap_span(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_
     uint32_t kept = 0;
     for (uint32_t t = 0; t < r->tensors; t++)
         kept += reserve_at(r, kvm_ranges_tensor(r, slot, t) + (uint64_t)first * r->page_bytes, len) != 0;
-    set_pages(r, slot, first, end, -1);
+    count_process(set_pages(r, slot, first, end, -1));
     return kept;
 }
 
 int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_group, uint32_t n) {
     if (slot >= r->slots || n == 0 || n > r->pages || page > r->pages - n)
         return kvm_fail(EINVAL, "map of pages %u+%u outside a range of %u pages", page, n, r->pages);
-    if (mappings_for(r, r->total_runs + 2) > r->limit) {  /* near the limit: count exactly (a map inside a run splits it in three) */
+    /* A map adds at most 2 runs (one inside a run splits it in three): reserve that much of the
+     * process's limit, else, near a limit, count exactly and reserve what it adds. */
+    uint64_t reserved = mappings_for(r, 2) - 1;
+    if (mappings_for(r, r->total_runs + 2) > r->limit || !reserve_process(reserved)) {
         const int32_t *t = r->table + (uint64_t)slot * r->pages;
         uint64_t runs = r->total_runs - runs_in(r, t, page, page + n) + runs_if_mapped(r, t, page, page + n, (int32_t)first_group);
-        if (runs > r->total_runs && mappings_for(r, runs) > r->limit)
+        reserved = runs > r->total_runs ? mappings_for(r, runs) - mappings_for(r, r->total_runs) : 0;
+        if (reserved > 0 && mappings_for(r, runs) > r->limit)
             return kvm_fail(ENOMEM, "mapping limit reached: %llu mappings in use of the %llu allowed (vm.max_map_count less headroom); "
                                     "use larger page_bytes or fewer max_seqs",
                             (unsigned long long)kvm_ranges_mappings(r), (unsigned long long)r->limit);
+        if (reserved > 0 && !reserve_process(reserved))
+            return kvm_fail(ENOMEM, "mapping limit reached: this process's engines hold %llu mappings (counted; this engine %llu) of the %llu "
+                                    "allowed them: vm.max_map_count (%llu) less what the process held before its first engine and 4096; "
+                                    "free or trim sequences of its engines, use larger page_bytes or fewer max_seqs, or raise vm.max_map_count",
+                            (unsigned long long)kvm_ranges_process_mappings(), (unsigned long long)kvm_ranges_mappings(r),
+                            (unsigned long long)kvm_ranges_process_mapping_limit(), (unsigned long long)max_map_count());
     }
     uint64_t len = (uint64_t)n * r->page_bytes;
     int fd = kvm_pool_fd(r->pool);
@@ -236,11 +286,16 @@ int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_g
             int err = errno;
             /* Leave the span holding nothing, as far as the table says. */
             unmap_span(r, slot, page, page + n);
+            count_process(-reserved);
+            if (err == ENOMEM)
+                return kvm_fail(err, "mapping %u pages failed: %s (likely vm.max_map_count, %llu: this process's engines hold %llu mappings "
+                                     "(counted), the rest of the process more since its first engine)",
+                                n, strerror(err), (unsigned long long)max_map_count(), (unsigned long long)kvm_ranges_process_mappings());
             return kvm_fail(err, "mapping %u pages failed: %s", n, strerror(err));
         }
         if (kvm_pool_hugepages(r->pool)) madvise(addr, len, MADV_HUGEPAGE);
     }
-    set_pages(r, slot, page, page + n, (int32_t)first_group);
+    count_process(set_pages(r, slot, page, page + n, (int32_t)first_group) - reserved);
     return 0;
 }
 

@@ -1,4 +1,5 @@
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 #include "kvm_pool.h"
 
@@ -9,9 +10,12 @@
  *
  * A mapped page holds one pool reference. Mappings are counted from the page table (2 per run of
  * mapped pages per tensor, plus the reservation: an upper bound on the VMAs of the pages the
- * table lists, not on what a tensor keeps after a failed mmap, see kvm_ranges_unmap) and kept
- * under vm.max_map_count less what the process held at creation and 4096 more; a map that would
- * pass the limit fails with -ENOMEM. */
+ * table lists, not on what a tensor keeps after a failed mmap, see kvm_ranges_unmap). The kernel's
+ * vm.max_map_count is the process's, so the counts of every range of the process are kept
+ * together under one limit: vm.max_map_count less what the process held when its first range
+ * was created and 4096 more (a second engine's growth would otherwise meet the kernel's
+ * refusal while each count is below its own limit). A map that would pass it, or this range's
+ * own limit where lowered, fails with -ENOMEM and a message naming vm.max_map_count. */
 typedef struct kvm_ranges kvm_ranges;
 
 /* Reserves slots * tensors * range_bytes of address space (range_bytes is rounded up to the
@@ -46,12 +50,20 @@ uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot);
 const uint8_t *kvm_ranges_base(const kvm_ranges *r);
 uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r);
 
-/* The mappings counted (above: after a failed mmap a tensor may hold a few more VMAs than this,
- * until a later map replaces them), and the limit the count is kept under. */
+/* This range's counted mappings (above: after a failed mmap a tensor may hold a few more VMAs
+ * than this, until a later map replaces them), and the limit its own count is kept under: the
+ * process's unless lowered. */
 uint64_t kvm_ranges_mappings(const kvm_ranges *r);
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);
-/* Lowers the limit to `limit` mappings (never raises it above what vm.max_map_count allows):
- * for a process that needs its mappings elsewhere, and for tests of the limit path. */
+/* The counted mappings of every live range of the process (with those that maps under way
+ * have reserved), and the limit they are kept under together (0 before the first range). */
+uint64_t kvm_ranges_process_mappings(void);
+uint64_t kvm_ranges_process_mapping_limit(void);
+/* Whether the process's ranges count more than 7/8 of the process's limit: then a slot freed
+ * in one engine should give its mappings back, since another engine cannot reclaim them. */
+bool kvm_ranges_process_near_limit(void);
+/* Lowers this range's limit to `limit` mappings (never raising it; the process's limit still
+ * holds): for a process that needs its mappings elsewhere, and for tests of the limit path. */
 void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit);
 /* Tests: after the next `after` mmaps of maps and unmaps, `n` fail with ENOMEM (as at
  * vm.max_map_count). */

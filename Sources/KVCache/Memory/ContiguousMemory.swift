@@ -264,10 +264,14 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Unpins a freed slot's pages; they stay mapped for the slot's next sequence (deferred
-    /// reclamation) until memory is needed or `trim`.
+    /// reclamation) until memory is needed or `trim`, unless the process's engines are near
+    /// the mapping limit they share (`kvm_ranges_process_near_limit`): then they are unmapped
+    /// at once, since an engine reclaims only its own mappings and another one may be refused
+    /// for want of them. Cost: one unpin per page, and near the limit one munmap per tensor.
     func close(slot: Int) {
         for page in 0..<pinnedPages[slot] { unpin(group(slot, page)) }
         pinnedPages[slot] = 0
+        if kvm_ranges_process_near_limit() { unmapUnpinned(slot) }
     }
 
     /// Makes newly indexed, used logical block `block` (position `position` of `slot`) hold
