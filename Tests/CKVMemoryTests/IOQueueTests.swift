@@ -1,4 +1,5 @@
 import CKVMemory
+import Dispatch
 import TestSupport
 import Testing
 
@@ -136,8 +137,8 @@ struct IOQueueTests {
         try #require(pipe(&pipeFDs) == 0)
         defer { close(pipeFDs[0]); close(pipeFDs[1]) }
         let handler = InterruptingSignal()
-        try #require(handler.installed)
         defer { handler.restore() }
+        try #require(handler.installed)
         let buffer = kvm_io_alloc_buffers(4096)!
         defer { kvm_io_free_buffers(buffer, 4096) }
         var cfg = kvm_io_config()
@@ -179,8 +180,8 @@ struct IOQueueTests {
     @Test(arguments: [Int32(0), 1])
     func signalsDoNotStretchATimedWait(forceThreads: Int32) throws {
         let handler = InterruptingSignal()
-        try #require(handler.installed)
         defer { handler.restore() }
+        try #require(handler.installed)
         var cfg = kvm_io_config()
         cfg.depth = 4
         cfg.force_threads = forceThreads
@@ -283,15 +284,21 @@ struct IOQueueTests {
     }
 }
 
+/// Held by one `InterruptingSignal` at a time: the action is the process's, and a test that
+/// restored the default (terminate) while another still sent SIGUSR2 killed the test process.
+private let signalTestTurn = DispatchSemaphore(value: 1)
+
 /// SIGUSR2 with a handler that does nothing and no SA_RESTART, so a system call it interrupts
 /// fails with EINTR (what the signal tests send), from `init` until `restore()` puts the
-/// previous action back.
+/// previous action back; the signal tests run one at a time between the two
+/// (`signalTestTurn`), so call `restore()` whatever happens.
 private struct InterruptingSignal {
     private var previous = sigaction()
     /// Whether the handler was installed.
     private(set) var installed = false
 
     init() {
+        signalTestTurn.wait()
         var action = sigaction()
         action.__sigaction_handler.sa_handler = { _ in }
         sigemptyset(&action.sa_mask)
@@ -302,7 +309,8 @@ private struct InterruptingSignal {
     /// Puts back the action SIGUSR2 had before `init`.
     func restore() {
         var previous = previous
-        sigaction(SIGUSR2, &previous, nil)
+        if installed { sigaction(SIGUSR2, &previous, nil) }
+        signalTestTurn.signal()
     }
 }
 
