@@ -1175,8 +1175,13 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
  * budget has no room, or the OS refused a copy's memory: see ERRORS; while asynchronous swap-outs or freed sequences' reads are pending it
  * first waits for them);
- * then nothing changed. Cost: O(tokens) per layer plus the moved
- * tokens' bytes; offloading adds a copy of each evicted token's bytes and one slot write
+ * then nothing changed. Memory released: the pages and blocks past the new length go back to
+ * the OS down to the reservation (kvc_engine_reserve), except that one free page group stays
+ * committed pool-wide, so that a server compacting back to a budget on a group edge every step
+ * does not give a group back and commit (zero) it again each step; kvc_engine_trim gives it
+ * back. Cost: O(tokens) per layer plus the moved tokens' bytes, plus the pool's trim when
+ * memory was released: O(1) unless more than that one group is free and committed, else a scan
+ * of O(pool groups / 64) words and one hole punch per tensor per run released; offloading adds a copy of each evicted token's bytes and one slot write
  * per slot's worth of evicted tokens (one every block_tokens decode steps that evict a
  * token per layer, or per head; at worst, with more sequences compacting than open
  * records, one per compaction that evicts).

@@ -189,7 +189,7 @@ uint32_t kvm_arena_available(const kvm_arena *a) { return a->blocks - a->used; }
 const uint8_t *kvm_arena_base(const kvm_arena *a) { return a->base; }
 uint64_t kvm_arena_mapped_bytes(const kvm_arena *a) { return a->map_bytes; }
 
-uint64_t kvm_arena_trim(kvm_arena *a, uint64_t keep_bytes) {
+uint64_t kvm_arena_trim(kvm_arena *a, uint64_t keep_bytes, uint32_t spare) {
     uint64_t unit = (uint64_t)kvm_pool_tensors(a->pool) * kvm_pool_group_bytes(a->pool), committed = kvm_pool_committed_bytes(a->pool);
     uint64_t over = committed > keep_bytes ? (committed - keep_bytes) / unit : 0; /* groups that may go */
     int32_t g = a->empty;
@@ -203,7 +203,7 @@ uint64_t kvm_arena_trim(kvm_arena *a, uint64_t keep_bytes) {
         }
         g = next;
     }
-    return kvm_pool_trim(a->pool, keep_bytes);
+    return kvm_pool_trim(a->pool, keep_bytes, spare);
 }
 
 uint32_t kvm_arena_fresh_count(const kvm_arena *a) { return a->fresh_count; }

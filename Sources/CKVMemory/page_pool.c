@@ -20,6 +20,8 @@ struct kvm_pool {
     uint32_t words;          /* 64-bit words of each bitmap */
     uint32_t free_count;
     uint32_t committed_count;
+    uint32_t idle_count;     /* free AND committed: what a trim may give back (0: it returns at once) */
+    uint64_t trim_words;     /* bitmap words trims have read (kvm_pool_trim_words) */
     uint32_t commit_batch;
     int hugepages;
     uint8_t *view;           /* huge pages: the whole file, MADV_HUGEPAGE, commits fault through it; else NULL */
@@ -234,6 +236,7 @@ static int commit_run(kvm_pool *p, uint32_t first, uint32_t limit) {
     }
     for (uint32_t i = 0; i < n; i++) set_bit(p->committed_bits, first + i);
     p->committed_count += n;
+    p->idle_count += n; /* commit_run commits free groups only */
     return 0;
 }
 
@@ -248,6 +251,7 @@ int64_t kvm_pool_alloc(kvm_pool *p, uint32_t hint) {
     }
     clear_bit(p->free_bits, (uint32_t)g);
     p->free_count--;
+    p->idle_count--; /* committed above if it was not */
     p->refs[g] = 1;
     return g;
 }
@@ -315,6 +319,7 @@ static int64_t take_run(kvm_pool *p, uint32_t start, uint32_t n, uint32_t *got) 
         p->refs[g] = 1;
     }
     p->free_count -= n;
+    p->idle_count -= n; /* every one committed above */
     *got = n;
     return start;
 }
@@ -356,35 +361,59 @@ uint32_t kvm_pool_unref(kvm_pool *p, uint32_t group) {
     if (left == 0) {
         set_bit(p->free_bits, group);
         p->free_count++;
+        p->idle_count += bit(p->committed_bits, group);
     }
     return left;
 }
 
 uint32_t kvm_pool_refs(const kvm_pool *p, uint32_t group) { return p->refs[group]; }
 
-uint64_t kvm_pool_trim(kvm_pool *p, uint64_t keep_bytes) {
-    uint64_t released = 0, unit = (uint64_t)p->tensors * p->group_bytes;
-    uint32_t g = 0;
-    while (g < p->groups) {
-        uint64_t committed = kvm_pool_committed_bytes(p);
-        uint64_t over = committed > keep_bytes ? (committed - keep_bytes) / unit : 0; /* groups that may go */
-        if (over == 0) break;
-        if (!(bit(p->free_bits, g) && bit(p->committed_bits, g))) { g++; continue; }
-        uint32_t first = g;
-        while (g < p->groups && g - first < over && bit(p->free_bits, g) && bit(p->committed_bits, g)) g++;
+/* The lowest group >= `from` that is free and committed, or -1; counts the words it reads. */
+static int64_t next_idle(kvm_pool *p, uint32_t from) {
+    for (uint32_t w = from >> 6; w < p->words; w++) {
+        uint64_t x = p->free_bits[w] & p->committed_bits[w];
+        if (w == from >> 6) x &= ~0ull << (from & 63);
+        p->trim_words++;
+        if (x) return (int64_t)w * 64 + __builtin_ctzll(x);
+    }
+    return -1;
+}
+
+uint64_t kvm_pool_trim(kvm_pool *p, uint64_t keep_bytes, uint32_t spare) {
+    uint64_t released = 0, unit = (uint64_t)p->tensors * p->group_bytes, committed = kvm_pool_committed_bytes(p);
+    uint64_t over = committed > keep_bytes ? (committed - keep_bytes) / unit : 0; /* groups that may go */
+    uint32_t kept = 0; /* idle groups met and kept: the spares (the lowest), and runs whose hole could not be punched */
+    int64_t next = 0;
+    while (over > 0 && p->idle_count > spare && kept < p->idle_count && (next = next_idle(p, (uint32_t)next)) >= 0) {
+        if (kept < spare) { /* before any punch fails, kept counts only spares */
+            kept++;
+            next++;
+            continue;
+        }
+        uint32_t first = (uint32_t)next, g = first, go = p->idle_count - spare;
+        if (go > over) go = (uint32_t)over;
+        while (g < p->groups && g - first < go && bit(p->free_bits, g) && bit(p->committed_bits, g)) g++;
+        next = g;
         /* A run stays committed unless every tensor's hole was punched: the count may then
          * overstate what is held (pages of the tensors punched before), never understate it. */
         int punched = 1;
         for (uint32_t t = 0; t < p->tensors && punched; t++)
             punched = fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)kvm_pool_offset(p, t, first),
-                                (off_t)((g - first) * p->group_bytes)) == 0;
-        if (!punched) continue;
+                                (off_t)((uint64_t)(g - first) * p->group_bytes)) == 0;
+        if (!punched) {
+            kept += g - first;
+            continue;
+        }
         for (uint32_t i = first; i < g; i++) clear_bit(p->committed_bits, i);
         p->committed_count -= g - first;
-        released += (uint64_t)(g - first) * p->tensors * p->group_bytes;
+        p->idle_count -= g - first;
+        over -= g - first;
+        released += (uint64_t)(g - first) * unit;
     }
     return released;
 }
+
+uint64_t kvm_pool_trim_words(const kvm_pool *p) { return p->trim_words; }
 
 int kvm_pool_read(const kvm_pool *p, uint32_t tensor, uint32_t group, uint64_t offset, void *dst, uint64_t len) {
     uint64_t pos = kvm_pool_offset(p, tensor, group) + offset;

@@ -40,10 +40,11 @@ uint32_t kvm_arena_available(const kvm_arena *a);
 const uint8_t *kvm_arena_base(const kvm_arena *a);
 uint64_t kvm_arena_mapped_bytes(const kvm_arena *a);
 
-/* Gives empty groups back to the pool and releases their pages (kvm_pool_trim), except groups
- * being pre-faulted, while more than `keep_bytes` stay committed (0: every such group).
- * Returns bytes released. */
-uint64_t kvm_arena_trim(kvm_arena *a, uint64_t keep_bytes);
+/* Gives empty groups back to the pool and releases their pages (kvm_pool_trim with `spare`:
+ * that many free groups stay committed), except groups being pre-faulted, while more than
+ * `keep_bytes` stay committed (0: every such group). Returns bytes released. Cost: one step per
+ * empty group given back, plus the pool's trim (O(1) when nothing beyond `spare` is free). */
+uint64_t kvm_arena_trim(kvm_arena *a, uint64_t keep_bytes, uint32_t spare);
 
 /* Pre-faulting new groups outside the caller's lock. Faulting in a group's pages (zeroing them:
  * about 1 s per GiB here) is most of the cost of the first use of memory; doing it under the

@@ -61,10 +61,18 @@ uint32_t kvm_pool_unref(kvm_pool *p, uint32_t group);
 uint32_t kvm_pool_refs(const kvm_pool *p, uint32_t group);
 
 /* Releases free-committed groups' pages to the OS (punch hole), lowest first, while more than
- * `keep_bytes` stay committed: committed bytes end >= keep_bytes (0: every free-committed
- * group goes). Returns bytes released; a run whose hole cannot be punched (the system
- * refuses) stays committed and is not counted. */
-uint64_t kvm_pool_trim(kvm_pool *p, uint64_t keep_bytes);
+ * `keep_bytes` stay committed and more than `spare` free-committed groups are left: committed
+ * bytes end >= keep_bytes (0 and spare 0: every free-committed group goes). The lowest `spare`
+ * of them stay: a caller's hysteresis, a compaction keeps one so that the next append takes it
+ * (the lowest committed, or the hint: the group a shrunk sequence's next page had) without
+ * committing (and zeroing) it again. Returns bytes released; a
+ * run whose hole cannot be punched (the system refuses) stays committed and is not counted.
+ * Cost: O(1) when no more than `spare` groups are free-committed (the pool counts them), else
+ * an O(groups / 64) word scan that stops once every such group was met, plus one punch per
+ * tensor per run released. */
+uint64_t kvm_pool_trim(kvm_pool *p, uint64_t keep_bytes, uint32_t spare);
+/* Bitmap words trims have read since the pool was created (tests check trims' cost). O(1). */
+uint64_t kvm_pool_trim_words(const kvm_pool *p);
 /* Commits up to `groups` free groups that have no pages yet (they stay free, and allocation
  * prefers them), so that later allocations do not pay for it; never more than `groups`.
  * Returns how many were committed, or -errno when committing the first failed. Cost: one

@@ -435,15 +435,16 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Shrinks live `slot` to `tokens` tokens: unpins and unmaps the pages past them and gives
-    /// free groups back to the OS while more than `committed` bytes stay committed, so committed
-    /// bytes fall (to `committed` at least). Cost: one munmap per tensor and a pool trim.
-    func shrink(slot: Int, to tokens: Int, keeping committed: UInt64) {
+    /// free groups back to the OS while more than `committed` bytes stay committed and more than
+    /// `spare` free groups are left committed (`kvm_pool_trim`). Cost: one munmap per tensor and
+    /// a pool trim (O(1) when no more than `spare` groups are free and committed).
+    func shrink(slot: Int, to tokens: Int, keeping committed: UInt64, spare: UInt32) {
         let keep = pages(for: tokens)
         guard keep < pinnedPages[slot] else { return }
         release(slot: slot, past: tokens)
         let mapped = Int(kvm_ranges_mapped(ranges, UInt32(slot)))
         if mapped > keep { unmap(slot, keep..<mapped) }
-        kvm_pool_trim(pool, committed)
+        kvm_pool_trim(pool, committed, spare)
     }
     /// Copies indexed block `block`'s bytes of every tensor into `out` (tensor t at
     /// `t * blockBytes`), from the groups it holds, without mapping them (the disk tier's spill).
@@ -469,12 +470,12 @@ final class ContiguousMemory: BlockListener {
 
     /// Gives free groups back to the OS while more than `committed` bytes stay committed
     /// (`kvm_pool_trim`), unmapping nothing. Cost: the pool's trim.
-    func trimFree(keeping committed: UInt64) { kvm_pool_trim(pool, committed) }
+    func trimFree(keeping committed: UInt64) { kvm_pool_trim(pool, committed, 0) }
 
     /// Unmaps every page not pinned by a live sequence and releases free groups to the OS.
     func trim() {
         for slot in 0..<slots { unmapUnpinned(slot) }
-        kvm_pool_trim(pool, 0)
+        kvm_pool_trim(pool, 0, 0)
     }
 
     // MARK: internals

@@ -54,8 +54,9 @@ final class PagedMemory {
     var committedBytes: UInt64 { kvm_pool_committed_bytes(pool) }
 
     /// Gives empty groups back and releases their pages while more than `keep` bytes stay
-    /// committed (`kvm_arena_trim`; 0: every empty group).
-    func trim(keeping keep: UInt64 = 0) { kvm_arena_trim(arena, keep) }
+    /// committed and more than `spare` free groups are left committed (`kvm_arena_trim`; 0 and
+    /// 0: every empty group). Cost: O(1) when nothing beyond `spare` is free, else the pool's scan.
+    func trim(keeping keep: UInt64 = 0, spare: UInt32 = 0) { kvm_arena_trim(arena, keep, spare) }
 
     /// Whether calls under the engine lock took page groups that are not faulted in yet.
     @inline(__always) var hasFreshGroups: Bool { kvm_arena_fresh_count(arena) > 0 }
