@@ -49,7 +49,7 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Tokens one sequence may hold at most.")
     var maxSeqTokens = EngineConfig().maxSeqTokens
 
-    @Option(help: "Disk tier directory (offload_dir): cold prefix blocks spill there instead of being dropped. Its files (kvcache.slab, preallocated in extents as it fills, up to --offload-bytes; kvcache.journal, kvcache.identity) stay for a later run to find the blocks; delete them when done.")
+    @Option(help: "Disk tier directory (offload_dir; it must exist): cold prefix blocks spill there instead of being dropped. Its files (kvcache.slab, preallocated in extents as it fills, up to --offload-bytes; kvcache.journal, kvcache.identity) stay for a later run to find the blocks; delete them when done.")
     var offloadDir: String?
 
     @Option(help: "Disk tier size (offload_bytes; \(ByteCount.syntax); default \(ByteCount(bytes: EngineOptions.defaultOffloadBytes))), needs --offload-dir.")
