@@ -1,37 +1,28 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import CKVMemory
 import TestSupport
 import Testing
 @testable import KVCache
 
 /// With `page_bytes` = 2 MiB the K/V really sits in 2 MiB pages, mapped by one page-table entry
 /// each (`ShmemPmdMapped` in smaps), in both layouts, whenever the kernel lets shmem use
-/// transparent huge pages (`shmem_enabled`, or the 2 MiB size's own, not `never`/`deny`; with `advise` only memory faulted
+/// transparent huge pages (`shmem_enabled` not `never`/`deny`; with `advise` only memory faulted
 /// through a huge-page-advised mapping gets them, which is why the pool commits that way).
 @Suite("Huge pages")
 struct HugePageTests {
-    /// The first line of a sysfs file; nil when unreadable.
-    static func sysfsLine(_ path: String) -> String? {
-        guard let f = fopen(path, "r") else { return nil }
+    /// The kernel's shmem THP mode, the bracketed word of `shmem_enabled`; nil when unreadable.
+    static var shmemMode: String? {
+        guard let f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r") else { return nil }
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 256)
         guard fgets(&line, Int32(line.count), f) != nil else { return nil }
-        return String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let open = text.firstIndex(of: "["), let close = text.firstIndex(of: "]") else { return nil }
+        return String(text[text.index(after: open)..<close])
     }
 
-    /// Whether the kernel lets shmem use 2 MiB transparent huge pages: the top-level
-    /// `shmem_enabled`, or the 2 MiB size's own (Linux 6.11+) unless it inherits
-    /// (`kvm_shmem_thp_allowed`, whose rule PagePoolTests checks).
-    static var kernelAllows: Bool {
-        let top = sysfsLine("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
-        let size = sysfsLine("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled")
-        guard let top else { return false }
-        return top.withCString { t in
-            size.map { $0.withCString { kvm_shmem_thp_allowed(t, $0) } } ?? kvm_shmem_thp_allowed(t, nil)
-        } == 1
-    }
+    static var kernelAllows: Bool { shmemMode.map { $0 != "never" && $0 != "deny" } ?? false }
 
     @Test(.enabled(if: kernelAllows, "shmem transparent huge pages are off on this machine (shmem_enabled never/deny)"),
           arguments: [Layout.paged, .contiguous])
@@ -54,7 +45,7 @@ struct HugePageTests {
         let region = e.memoryRegion
         let pmd = smapsBytes("ShmemPmdMapped", start: region.start, bytes: region.bytes)
         // 3000 tokens fill 3 pages in each of the 4 tensors: all 12 written pages are huge.
-        #expect(pmd >= 12 * (2 << 20), "\(pmd >> 20) MiB PMD-mapped (shmem_enabled \(Self.sysfsLine("/sys/kernel/mm/transparent_hugepage/shmem_enabled") ?? "?"))")
+        #expect(pmd >= 12 * (2 << 20), "\(pmd >> 20) MiB PMD-mapped (shmem_enabled \(Self.shmemMode ?? "?"))")
         #expect(e.stats().committedBytes <= c.memoryBytes)
     }
 
@@ -76,7 +67,7 @@ struct HugePageTests {
             + smapsBytes("FilePmdMapped", start: region.start, bytes: region.bytes)
         if e.stats().hugePages {
             #expect(pageBytes == 2 << 20, "only 2 MiB pages can be huge")
-            #expect(pmd >= 4 * pageBytes, "\(pmd) bytes PMD-mapped (shmem_enabled \(Self.sysfsLine("/sys/kernel/mm/transparent_hugepage/shmem_enabled") ?? "?"))")
+            #expect(pmd >= 4 * pageBytes, "\(pmd) bytes PMD-mapped (shmem_enabled \(Self.shmemMode ?? "?"))")
         } else {
             #expect(pmd == 0 && other == 0, "reported not huge, yet \(pmd) + \(other) bytes huge-mapped")
         }
