@@ -309,10 +309,9 @@ typedef struct kvc_config {
      *  KVC_ERR_INVALID_ARGUMENT: a larger budget needs larger pages. */
     uint64_t memory_bytes;
     /** Physical page size: a power of two from 4096 to 2097152. 2 MiB asks for transparent
-     *  huge pages, which the kernel gives shared memory unless its shmem_enabled setting (or,
-     *  since Linux 6.11, hugepages-2048kB/shmem_enabled when not [inherit]) is never/deny;
-     *  otherwise small pages are used, logged once, and kvc_stats.huge_pages reads 0.
-     *  Default 65536. */
+     *  huge pages, which the kernel gives shared memory unless its shmem_enabled setting is
+     *  never/deny; otherwise small pages are used, logged once, and kvc_stats.huge_pages
+     *  reads 0. Default 65536. */
     uint64_t page_bytes;
     /** NUMA node to bind K/V memory to, or -1 (default) for the default policy. */
     int32_t numa_node;
@@ -592,10 +591,10 @@ typedef struct kvc_stats {
      *  its record is written out or discarded (its bytes are still there). */
     uint64_t tokens_in_open_records;
     /** 1 when the K/V memory is committed as 2 MiB huge pages: page_bytes is 2 MiB and the
-     *  kernel lets shared memory use them (see page_bytes); 0 otherwise, including when 2 MiB
-     *  pages fell back to small ones (logged once on stderr). The kernel may still back a
-     *  commit with small pages when it finds no free 2 MiB page (fragmentation): smaps'
-     *  ShmemPmdMapped shows what it gave. */
+     *  kernel lets shared memory use transparent huge pages (shmem_enabled not never/deny); 0
+     *  otherwise, including when 2 MiB pages fell back to small ones (logged once on stderr).
+     *  The kernel may still back a commit with small pages when it finds no free 2 MiB page
+     *  (fragmentation): smaps' ShmemPmdMapped shows what it gave. */
     uint64_t huge_pages;
     /** Cached blocks an allocation (kvc_seq_create, kvc_seq_append, kvc_seq_fork,
      *  kvc_seq_swap_in) evicted from memory and did not write to the disk tier because no

@@ -49,46 +49,23 @@ static int64_t first_set(const kvm_pool *p, const uint64_t *a, const uint64_t *b
 
 static int logged_small_pages;
 
-/* The bracketed choice of a sysfs mode line ("always [inherit] never" -> "inherit"), copied
- * into out (at most n - 1 bytes); "" when none. */
-static void selected_mode(const char *line, char *out, size_t n) {
-    out[0] = 0;
-    const char *open = line ? strchr(line, '[') : NULL;
-    const char *close = open ? strchr(open, ']') : NULL;
-    if (!close) return;
-    size_t len = (size_t)(close - open - 1) < n - 1 ? (size_t)(close - open - 1) : n - 1;
-    memcpy(out, open + 1, len);
-    out[len] = 0;
-}
-
-int kvm_shmem_thp_allowed(const char *top, const char *per_size) {
-    char mode[32];
-    selected_mode(per_size, mode, sizeof mode);
-    if (mode[0] == 0 || strcmp(mode, "inherit") == 0) selected_mode(top, mode, sizeof mode);
-    return mode[0] != 0 && strcmp(mode, "never") != 0 && strcmp(mode, "deny") != 0;
-}
-
-/* The first line of a sysfs file into buf (NUL-terminated, newline dropped); 0 when unreadable. */
-static int read_line(const char *path, char *buf, size_t n) {
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    size_t got = fread(buf, 1, n - 1, f);
-    fclose(f);
-    buf[got] = 0;
-    buf[strcspn(buf, "\n")] = 0;
-    return 1;
-}
-
-/* 1 when the kernel lets shmem use 2 MiB transparent huge pages; else logs once why not. */
+/* 1 when the kernel lets shmem use transparent huge pages; else logs once why not. Only the
+ * top-level setting counts for a memfd: the per-size hugepages-2048kB/shmem_enabled of Linux
+ * 6.11+ governs anonymous shared mappings (MAP_SHARED | MAP_ANONYMOUS), while a memfd lives on
+ * the kernel's internal tmpfs mount, whose huge option follows the top-level line alone. */
 static int shmem_hugepages_possible(void) {
-    char top[128], size[128];
-    int have_top = read_line("/sys/kernel/mm/transparent_hugepage/shmem_enabled", top, sizeof top);
-    int have_size = read_line("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled", size, sizeof size);
-    if (kvm_shmem_thp_allowed(have_top ? top : NULL, have_size ? size : NULL)) return 1;
+    char mode[128] = {0};
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
+    if (f) {
+        size_t n = fread(mode, 1, sizeof mode - 1, f);
+        fclose(f);
+        mode[n] = 0;
+        mode[strcspn(mode, "\n")] = 0;
+        if (n > 0 && strstr(mode, "[never]") == NULL && strstr(mode, "[deny]") == NULL) return 1;
+    }
     kvm_log_once(&logged_small_pages, "page_bytes 2 MiB asks for huge pages, but shmem transparent huge pages are off "
-                                      "(/sys/kernel/mm/transparent_hugepage/shmem_enabled: %s; hugepages-2048kB/shmem_enabled: %s): "
-                                      "using small pages",
-                 !have_top ? "unreadable" : top[0] ? top : "empty", !have_size ? "absent" : size[0] ? size : "empty");
+                                      "(/sys/kernel/mm/transparent_hugepage/shmem_enabled: %s): using small pages",
+                 !f ? "unreadable" : mode[0] ? mode : "empty");
     return 0;
 }
 

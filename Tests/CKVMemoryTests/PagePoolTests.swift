@@ -229,29 +229,6 @@ struct PagePoolTests {
         #expect(eligible == (reported ? 1 : 0), "THPeligible \(eligible.map(String.init) ?? "absent"), reported huge: \(reported)")
     }
 
-    /// Since Linux 6.11 the 2 MiB size has its own shmem_enabled, which decides unless it says
-    /// inherit (helper-132): only the top-level line was read, so top `advise` with the 2 MiB
-    /// size `never` reported huge pages the kernel would not give, and top `never` with the
-    /// 2 MiB size `advise` fell back to small pages it need not have.
-    @Test func thePerSizeShmemSettingDecidesUnlessItInherits() {
-        let top = ["always within_size advise [never] deny force", "always within_size [advise] never deny force"]
-        func allowed(_ t: String?, _ s: String?) -> Bool {
-            switch (t, s) {
-            case let (t?, s?): return t.withCString { tp in s.withCString { kvm_shmem_thp_allowed(tp, $0) } } == 1
-            case let (t?, nil): return t.withCString { kvm_shmem_thp_allowed($0, nil) } == 1
-            case let (nil, s?): return s.withCString { kvm_shmem_thp_allowed(nil, $0) } == 1
-            case (nil, nil): return kvm_shmem_thp_allowed(nil, nil) == 1
-            }
-        }
-        #expect(!allowed(top[0], "always [inherit] within_size advise never"), "inherit: the top-level never")
-        #expect(allowed(top[1], "always [inherit] within_size advise never"), "inherit: the top-level advise")
-        #expect(allowed(top[0], "always inherit within_size [advise] never"), "the 2 MiB size's advise over the top-level never")
-        #expect(!allowed(top[1], "always inherit within_size advise [never]"), "the 2 MiB size's never over the top-level advise")
-        #expect(!allowed(top[0], nil) && allowed(top[1], nil), "before Linux 6.11: the top-level line alone")
-        #expect(!allowed("always within_size advise never [deny] force", nil))
-        #expect(!allowed(nil, nil) && !allowed("", ""), "unreadable or empty: small pages")
-    }
-
     @Test func aMissingNumaNodeIsRefused() {
         let (missing, bad) = makePool(budget: 8 * 4 * 4096, numaNode: 99)
         #expect(missing == nil)

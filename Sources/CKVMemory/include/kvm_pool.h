@@ -100,13 +100,8 @@ uint64_t kvm_pool_committed_bytes(const kvm_pool *p);
  * as a real fallocate can (ENOSPC or ENOMEM in a memory-limited cgroup); every later commit
  * fails too until this is called again. after < 0 turns the fault off (the default). */
 void kvm_pool_fail_commits(kvm_pool *p, int64_t after);
-/* Whether shmem may use 2 MiB transparent huge pages, from the lines of
- * /sys/kernel/mm/transparent_hugepage/shmem_enabled (`top`) and, since Linux 6.11, of
- * hugepages-2048kB/shmem_enabled (`per_size`, NULL when absent): the per-size choice decides
- * unless it is [inherit] (or absent), then the top-level one; never and deny say no. */
-int kvm_shmem_thp_allowed(const char *top, const char *per_size);
 /* 1 when huge pages were asked for (page_bytes = 2 MiB) and the kernel can give them to shmem
- * (kvm_shmem_thp_allowed on this machine's settings). Then the pool commits by write-faulting the pages through a
+ * (shmem_enabled not never/deny). Then the pool commits by write-faulting the pages through a
  * huge-page-advised view of the memfd (MADV_POPULATE_WRITE, then MADV_DONTNEED on the view), not
  * by fallocate, which allocates small pages under shmem_enabled=advise; the layouts map the
  * memfd with MADV_HUGEPAGE too, so each 2 MiB page is one page-table entry. A commit then zeroes
