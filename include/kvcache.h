@@ -511,8 +511,8 @@ typedef struct kvc_stats {
      *  vm.max_map_count) a layer's range may keep a few mappings more than this until a later
      *  map replaces them. vm.max_map_count is the process's: the contiguous engines of a
      *  process keep the sum of their counts under one limit, vm.max_map_count less what the
-     *  process held before its first engine and 4096 more (docs/memory.md, "The mapping
-     *  limit"); an engine over it unmaps its own freed sequences' pages, then refuses. */
+     *  rest of the process holds and 4096 more, taken at its first engine's creation and
+     *  lowered by later ones (docs/memory.md, "The mapping limit"); an engine over it unmaps its own freed sequences' pages, then refuses. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
      *  65536, plus the events of kvc_engine_create: see there). */

@@ -116,13 +116,19 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
     r->slots = slots;
     r->tensors = tensors;
     r->pages = (uint32_t)pages;
-    /* The first range of the process sets the process's limit, leaving headroom for the rest of
-     * it: the mappings it holds now (a server's libraries and allocator: thousands in a Python
-     * process), and 4096 more for what it maps later. */
+    /* The process's limit leaves headroom for the rest of it: the mappings it holds apart from
+     * its ranges' (a server's libraries and allocator: thousands in a Python process), and 4096
+     * more for what it maps later. The first range sets it; each later one lowers it (never
+     * raises it) when the process has mapped more since, so that a later engine meets this
+     * limit rather than the kernel's refusal. The ranges' counts overstate their mappings (an
+     * upper bound), so `held - counted` can only understate the rest: the limit is lowered only
+     * when the rest truly grew. */
     uint64_t system_limit = max_map_count();
-    if (atomic_load(&process_limit) == 0) {
-        uint64_t others = process_mappings() + 4096, unset = 0;
-        atomic_compare_exchange_strong(&process_limit, &unset, system_limit > others ? system_limit - others : system_limit / 2);
+    uint64_t held = process_mappings(), counted = atomic_load(&process_counted);
+    uint64_t others = (held > counted ? held - counted : 0) + 4096;
+    uint64_t wanted = system_limit > others ? system_limit - others : system_limit / 2;
+    uint64_t current = atomic_load(&process_limit);
+    while ((current == 0 || wanted < current) && !atomic_compare_exchange_weak(&process_limit, &current, wanted)) {
     }
     r->limit = atomic_load(&process_limit);
     if (mappings_for(r, 1) > r->limit) {
@@ -271,7 +277,7 @@ int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_g
                             (unsigned long long)kvm_ranges_mappings(r), (unsigned long long)r->limit);
         if (reserved > 0 && !reserve_process(reserved))
             return kvm_fail(ENOMEM, "mapping limit reached: this process's engines hold %llu mappings (counted; this engine %llu) of the %llu "
-                                    "allowed them: vm.max_map_count (%llu) less what the process held before its first engine and 4096; "
+                                    "allowed them: vm.max_map_count (%llu) less what the rest of the process held at its engines' creation and 4096; "
                                     "free or trim sequences of its engines, use larger page_bytes or fewer max_seqs, or raise vm.max_map_count",
                             (unsigned long long)kvm_ranges_process_mappings(), (unsigned long long)kvm_ranges_mappings(r),
                             (unsigned long long)kvm_ranges_process_mapping_limit(), (unsigned long long)max_map_count());

@@ -479,7 +479,9 @@ struct VirtualRangeTests {
     /// The mapping limit leaves the process the mappings it holds when its first range is
     /// created and 4096 more (it left 4096 whatever the process held: a Python server holds
     /// thousands), and it is the process's: a range created after the process mapped more
-    /// shares it. In a child process (an exit test), where no other test's range came first.
+    /// lowers it by as much for every range (it kept the first range's, so a later engine met
+    /// the kernel's refusal instead: helper-140). In a child process (an exit test), where no
+    /// other test's range came first.
     @Test func theMappingLimitLeavesTheProcessItsOwnMappings() async {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             let problem = Self.limitLeavesTheProcessItsMappings()
@@ -505,15 +507,16 @@ struct VirtualRangeTests {
         var first: OpaquePointer?, second: OpaquePointer?
         guard kvm_ranges_create(pool, 2, 16 * 4096, &first) == 0 else { return "the first range: \(String(cString: kvm_error()))" }
         let limit = kvm_ranges_mapping_limit(first)
-        // The process maps 64 more (alternating protections, so that none merge), then a second range.
+        // The process maps 128 more (alternating protections, so that none merge), then a second range.
         let more = mmap(nil, 128 * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)!
         for i in stride(from: 0, to: 128, by: 2) { mprotect(more + i * 4096, 4096, PROT_NONE) }
         guard kvm_ranges_create(pool, 2, 16 * 4096, &second) == 0 else { return "the second range: \(String(cString: kvm_error()))" }
         defer { kvm_ranges_destroy(first); kvm_ranges_destroy(second); kvm_pool_destroy(pool); munmap(more, 128 * 4096) }
         let report = "limit \(limit) (second \(kvm_ranges_mapping_limit(second)), process \(kvm_ranges_process_mapping_limit())) "
             + "of \(system) with \(held) mappings held; counted \(kvm_ranges_process_mappings())"
+        let lowered = kvm_ranges_process_mapping_limit()
         guard limit + 4096 + held <= system && limit + 4096 + held + 64 > system
-            && kvm_ranges_process_mapping_limit() == limit && kvm_ranges_mapping_limit(second) == limit
+            && lowered + 127 <= limit && lowered + 192 > limit && kvm_ranges_mapping_limit(second) == lowered
             && kvm_ranges_process_mappings() == 2 else { return report }
         return nil
     }

@@ -12,8 +12,9 @@
  * mapped pages per tensor, plus the reservation: an upper bound on the VMAs of the pages the
  * table lists, not on what a tensor keeps after a failed mmap, see kvm_ranges_unmap). The kernel's
  * vm.max_map_count is the process's, so the counts of every range of the process are kept
- * together under one limit: vm.max_map_count less what the process held when its first range
- * was created and 4096 more (a second engine's growth would otherwise meet the kernel's
+ * together under one limit: vm.max_map_count less what the process holds apart from its ranges
+ * and 4096 more, taken when its first range is created and lowered (never raised) by each later
+ * one when the rest of the process has mapped more since (a second engine's growth would otherwise meet the kernel's
  * refusal while each count is below its own limit). A map that would pass it, or this range's
  * own limit where lowered, fails with -ENOMEM and a message naming vm.max_map_count. */
 typedef struct kvm_ranges kvm_ranges;
