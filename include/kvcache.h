@@ -334,8 +334,8 @@ typedef struct kvc_config {
     const char *offload_dir;
     /** Largest size of the slab file in bytes; 0 (default, with offload_dir NULL): no disk
      *  tier. Must hold at least one slot: 4096 + 2 * num_layers * block_tokens * token_bytes,
-     *  rounded up to 4096, and at most 4194304 slots (else KVC_ERR_INVALID_ARGUMENT, naming
-     *  the largest size at this shape). Space is preallocated as slots are first needed. */
+     *  rounded up to 4096, and at most 4194304 slots' bytes (else KVC_ERR_INVALID_ARGUMENT,
+     *  naming that largest size at this shape). Space is preallocated as slots are first needed. */
     uint64_t offload_bytes;
     /* -- token eviction (see TOKEN EVICTION below); kvc_seq_set_eviction overrides the
      *    policy and granularity per sequence -- */
@@ -1176,9 +1176,10 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * first waits for them);
  * then nothing changed. Memory released: the pages and blocks past the new length go back to
  * the OS down to the reservation (kvc_engine_reserve), except that one free page group stays
- * committed pool-wide, so that a server compacting back to a budget on a group edge every step
- * does not give a group back and commit (zero) it again each step; kvc_engine_trim gives it
- * back. Cost: O(tokens) per layer plus the moved tokens' bytes, plus the pool's trim when
+ * committed pool-wide, so that a server compacting one sequence back to a budget on a group
+ * edge every step does not give a group back and commit (zero) it again each step (in the
+ * contiguous layout a batch of such sequences still does, for all but one of them: each frees
+ * its own group); kvc_engine_trim gives it back. Cost: O(tokens) per layer plus the moved tokens' bytes, plus the pool's trim when
  * memory was released: O(1) unless more than that one group is free and committed, else a scan
  * of O(pool groups / 64) words and one hole punch per tensor per run released; offloading adds a copy of each evicted token's bytes and one slot write
  * per slot's worth of evicted tokens (one every block_tokens decode steps that evict a

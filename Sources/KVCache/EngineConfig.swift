@@ -71,7 +71,7 @@ public struct EngineConfig: Equatable, Sendable {
     /// `validate` refuses one of the two set without the other.
     public var offloadDir: String? = nil
     /// Size limit of the disk tier's slab file (`offload_bytes`); at least one slot and at most
-    /// 4194304 (`DiskTier.maxSlots`), else creating the engine throws `invalidArgument`.
+    /// 4194304 slots' bytes (`DiskTier.maxSlots`), else creating the engine throws `invalidArgument`.
     public var offloadBytes: UInt64 = 0
     /// Disk-tier staging buffers of one slot each (`offload_queue_depth`; requests in flight at
     /// most), 32...1024; the tier uses more when slots are small (up to 32 MiB of them). They

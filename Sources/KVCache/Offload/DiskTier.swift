@@ -155,8 +155,9 @@ final class DiskTier {
         }
         // Refused, not capped: a server asking for a larger tier would run with a smaller one
         // and not know (memory_bytes past its block limit is refused the same way).
-        guard config.offloadBytes / UInt64(slotBytes) <= UInt64(DiskTier.maxSlots) else {
-            throw .invalid("offload_bytes \(config.offloadBytes) holds \(config.offloadBytes / UInt64(slotBytes)) slots of \(slotBytes) bytes, more than a tier manages (\(DiskTier.maxSlots) slots, \(UInt64(DiskTier.maxSlots) * UInt64(slotBytes)) bytes at this shape)")
+        let largest = UInt64(DiskTier.maxSlots) * UInt64(slotBytes)
+        guard config.offloadBytes <= largest else {
+            throw .invalid("offload_bytes \(config.offloadBytes) is more than a tier manages at this shape: at most \(largest) bytes (\(DiskTier.maxSlots) slots of \(slotBytes) bytes)")
         }
         capacity = Int(config.offloadBytes / UInt64(slotBytes))
         // The per-slot arrays, before anything is opened: freed with `a` on any throw below.

@@ -83,7 +83,7 @@ struct DiskTierFaultTests {
             Issue.record("an engine was created with a tier of more than \(DiskTier.maxSlots) slots")
         } catch {
             #expect(error.code == .invalidArgument)
-            #expect(error.message.contains("holds 4194305 slots of 8192 bytes, more than a tier manages (4194304 slots, 34359738368 bytes at this shape)"))
+            #expect(error.message.contains("offload_bytes 34359746560 is more than a tier manages at this shape: at most 34359738368 bytes (4194304 slots of 8192 bytes)"))
         }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
     }
