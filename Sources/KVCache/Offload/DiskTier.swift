@@ -867,20 +867,12 @@ final class DiskTier {
     }
 
     /// Moves the waiting slots whose FREED records are appended now to `freeSlots`, in the
-    /// order they were freed. O(waiting slots).
+    /// order they were freed (`pushFree` again: it writes a slot still waiting at or below
+    /// the index read, so the list compacts in place). O(waiting slots).
     private func giveBackWaitingSlots() {
-        var kept = 0
-        for i in 0..<waitingCount {
-            let slot = waitingSlots[i]
-            if journal.owesFreed(slot) {
-                waitingSlots[kept] = slot
-                kept += 1
-            } else {
-                freeSlots[freeTop] = slot
-                freeTop += 1
-            }
-        }
-        waitingCount = kept
+        let waiting = waitingCount
+        waitingCount = 0
+        for i in 0..<waiting { pushFree(waitingSlots[i]) }
     }
 
     /// `checksum`: the payload's, when its gather computed it (nil: the seal computes it).
