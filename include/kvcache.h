@@ -512,7 +512,8 @@ typedef struct kvc_stats {
      *  map replaces them. vm.max_map_count is the process's: the contiguous engines of a
      *  process keep the sum of their counts under one limit, vm.max_map_count less what the
      *  rest of the process holds and 4096 more, taken at its first engine's creation and
-     *  lowered by later ones (docs/memory.md, "The mapping limit"); an engine over it unmaps its own freed sequences' pages, then refuses. */
+     *  lowered by later ones (docs/memory.md, "The mapping limit"); an engine over it
+     *  unmaps its own freed sequences' pages, then refuses. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
      *  65536, plus the events of kvc_engine_create: see there). */
@@ -1179,9 +1180,10 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * committed pool-wide, so that a server compacting one sequence back to a budget on a group
  * edge every step does not give a group back and commit (zero) it again each step (in the
  * contiguous layout a batch of such sequences still does, for all but one of them: each frees
- * its own group); kvc_engine_trim gives it back. Cost: O(tokens) per layer plus the moved tokens' bytes, plus the pool's trim when
- * memory was released: O(1) unless more than that one group is free and committed, else a scan
- * of O(pool groups / 64) words and one hole punch per tensor per run released; offloading adds a copy of each evicted token's bytes and one slot write
+ * its own group); kvc_engine_trim gives it back. Cost: O(tokens) per layer plus the moved
+ * tokens' bytes, plus the pool's trim when memory was released: O(1) unless more than that one
+ * group is free and committed, else a scan of O(pool groups / 64) words and one hole punch per
+ * tensor per run released; offloading adds a copy of each evicted token's bytes and one slot write
  * per slot's worth of evicted tokens (one every block_tokens decode steps that evict a
  * token per layer, or per head; at worst, with more sequences compacting than open
  * records, one per compaction that evicts).
