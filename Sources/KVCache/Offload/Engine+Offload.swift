@@ -267,8 +267,9 @@ extension Engine {
 
     /// Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
     /// blocks still cached in memory are shared instead, `computedMemoryBlock`). Returns at
-    /// once; `ready` says when the bytes are there. A `swapOutAsync` of it whose writes have not all completed is cancelled
-    /// instead: its memory was never released, so it is resident and ready at once, nothing read.
+    /// once; `ready` says when the bytes are there. A `swapOutAsync` of it whose writes have not
+    /// all completed is cancelled instead: its memory was never released, so it is resident and
+    /// ready at once, nothing read.
     /// Indexing on schedule, prompt blocks it had not scheduled come back prepared, not indexed,
     /// for `schedule` to index as the server resumes their prefill (Engine+Schedule.swift).
     /// Out of memory while swap-outs are pending, it waits for them first (`lockedAllocating`).
