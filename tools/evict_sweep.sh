@@ -9,11 +9,15 @@
 #   topic-return: seeds 1..5 x Gaussian noise of norm 0 (default), 0.5 and 1 added to the
 #                 (unit) sentence embeddings
 #   topic-return: seeds 1..5 with per-head kept sets (--per-head; episodic-offload too)
-# Usage: tools/evict_sweep.sh   (builds kvcache-cli in release first; about 3 minutes)
+# Usage: tools/evict_sweep.sh   (builds kvcache-cli in release first unless CLI names a binary;
+#                               about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product kvcache-cli >/dev/null
-cli="$(swift build -c release --show-bin-path)/kvcache-cli"
+if [ -z "${CLI:-}" ]; then
+    swift build -c release --product kvcache-cli >/dev/null
+    CLI="$(swift build -c release --show-bin-path)/kvcache-cli"
+fi
+cli="$CLI"
 mkdir -p docs/eviction
 
 echo "## default: $cli evict-eval --json docs/eviction/results.json --plot docs/eviction/recall.svg"

@@ -11,7 +11,8 @@
 # swap-in of a sequence, slots of 64 KiB and 2 MiB payload plus a 4 KiB header, depth 32)
 # against fio at depth 32 with the same block size.
 #
-# Needs fio (tools/install-deps.sh installs it) and jq. Builds kvcache-cli in release mode.
+# Needs fio (tools/install-deps.sh installs it) and jq. Builds kvcache-cli in release mode
+# unless CLI names a binary (as tools/io_ratio.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -19,8 +20,11 @@ dir="$(cd "${1:-.}" && pwd)"
 seconds="${2:-3}"
 cells="${CELLS:-64KiB:1 64KiB:32 2MiB:1 2MiB:32}"
 file_size="${FILE_SIZE:-2GiB}"
-swift build -c release --product kvcache-cli >/dev/null
-cli="$(swift build -c release --show-bin-path)/kvcache-cli"
+if [ -z "${CLI:-}" ]; then
+    swift build -c release --product kvcache-cli >/dev/null
+    CLI="$(swift build -c release --show-bin-path)/kvcache-cli"
+fi
+cli="$CLI"
 file="$dir/kvcache-io-bench.dat"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"; rm -f "$file"' EXIT

@@ -235,7 +235,7 @@ final class IOBench {
 
     func table(_ cells: [Cell], sizes: [Int], depths: [Int], ops: [Op]) -> String {
         func pad(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
-        var out = "kvcache io-bench: \(path), \(ByteCount.format(UInt64(fileBytes))), \(direct ? "O_DIRECT" : "buffered"), "
+        var out = "kvcache-cli io-bench: \(path), \(ByteCount.format(UInt64(fileBytes))), \(direct ? "O_DIRECT" : "buffered"), "
             + "queue backend \(backendName)\(registeredBuffers ? " with registered buffers" : ""), random block-aligned offsets\n\n"
         for op in ops {
             out += "\(op.rawValue) throughput, MiB/s (p99 latency, us)\n"

@@ -327,7 +327,7 @@ struct LoadCommand: ParsableCommand {
     func requestsNotice(_ runner: LoadRunner) -> String? {
         guard trace != nil, let requests, runner.workload.requestCount < requests else { return nil }
         let count = runner.workload.requestCount
-        return "kvcache load: --requests \(requests), but the trace holds \(count) requests: running those \(count)"
+        return "kvcache-cli load: --requests \(requests), but the trace holds \(count) requests: running those \(count)"
     }
 
     /// Runs the load, prints its report, then writes the plots (whose directory was checked
@@ -389,7 +389,7 @@ struct LoadCommand: ParsableCommand {
         try OutputFile.makeDirectory(plots)
         for (name, report) in reports {
             guard let timeline = report.timeline else { continue }
-            let title = "kvcache load: memory, \(report.layout) layout, \(report.workload)"
+            let title = "kvcache-cli load: memory, \(report.layout) layout, \(report.workload)"
             try OutputFile.write(timeline.svg(title: title), to: plots + "/\(name).svg")
         }
         FileHandle.standardError.write(Data("plots written to \(plots)/\n".utf8))

@@ -252,7 +252,7 @@ struct LoadReport: Codable, Sendable {
             let fill = String(repeating: " ", count: max(0, width - s.count))
             return left ? s + fill : fill + s
         }
-        line("kvcache load: \(layout) layout, \(threads) threads x \(batchPerThread) live sequences\(writeKV ? ", K/V written" : "")")
+        line("kvcache-cli load: \(layout) layout, \(threads) threads x \(batchPerThread) live sequences\(writeKV ? ", K/V written" : "")")
         line("workload: \(workloadSummary)")
         if interrupted {
             let name = interruptSignal == SIGINT ? "SIGINT" : interruptSignal == SIGTERM ? "SIGTERM" : "signal \(interruptSignal)"

@@ -68,7 +68,7 @@ struct LoadProcessTests {
         let child = try Child(["load", "--trace", trace, "--requests", "10", "--json"] + Self.shape)
         #expect(child.wait() == 0)
         let notice = String(decoding: child.stderr, as: UTF8.self)
-        #expect(notice == "kvcache load: --requests 10, but the trace holds 5 requests: running those 5\n", "\(notice)")
+        #expect(notice == "kvcache-cli load: --requests 10, but the trace holds 5 requests: running those 5\n", "\(notice)")
         let top = try #require(try JSONSerialization.jsonObject(with: child.stdout) as? [String: Any])
         let requests = try #require(top["requests"] as? [String: Any])
         #expect((requests["requested"] as? NSNumber)?.intValue == 10)
@@ -118,7 +118,7 @@ struct LoadProcessTests {
             #expect(freedAtStop >= 1 && freedAtStop <= 8, "2 threads x 4 live sequences, busy at the signal: \(freedAtStop)")
             #expect(offered - completed >= freedAtStop)
         } else {
-            #expect(text.hasPrefix("kvcache load: "), "\(text)")
+            #expect(text.hasPrefix("kvcache-cli load: "), "\(text)")
             #expect(text.contains("\ninterrupted by SIGTERM after "), "\(text)")
             #expect(text.contains(" of them live and freed at the stop (timed in the free row)\n"), "\(text)")
             #expect(text.contains("\nmemory "), "the whole table: \(text)")

@@ -172,7 +172,7 @@ struct LoadReportTests {
     func tableNamesThePageSize(shape: Shape) throws {
         let (runner, report) = try Self.load(Self.arguments(shape))
         let table = report.table()
-        #expect(table.contains("kvcache load: \(shape.layout) layout, \(Self.threads) threads x \(Self.batch) live sequences"))
+        #expect(table.contains("kvcache-cli load: \(shape.layout) layout, \(Self.threads) threads x \(Self.batch) live sequences"))
         #expect(table.contains("requests   \(Self.requests) completed of \(Self.requests) in "))
         #expect(table.contains("budget 64 MiB; pages of \(ByteCount.format(shape.pageBytes))"), "\(table)")
         let hugeNote = "(huge pages)", smallNote = "(small pages: shmem huge pages are off)"

@@ -103,7 +103,7 @@ struct MemoryTimelineTests {
         let arguments = LoadReportTests.arguments(LoadReportTests.shapes[0])
         try LoadCommand.parse(arguments + ["--plots", dir]).run()
         let svg = try String(contentsOfFile: dir + "/memory.svg", encoding: .utf8)
-        #expect(svg.hasPrefix("<svg") && svg.contains("kvcache load: memory, paged layout, synthetic"))
+        #expect(svg.hasPrefix("<svg") && svg.contains("kvcache-cli load: memory, paged layout, synthetic"))
         #expect(Self.polylines(svg).count == 4)
         try FileManager.default.removeItem(atPath: dir)
         try LoadCommand.parse(arguments + ["--plots", ""]).run()
