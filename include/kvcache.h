@@ -1627,7 +1627,10 @@ kvc_status kvc_hash_tokens_salted(const int32_t *tokens, size_t n_tokens, uint32
  *                               caching the longer prefix unless its estimated TTFT exceeds
  *                               ttft_slo_ms / 2, then the one with the lower estimate.
  *                               Estimated TTFT = (pending prefill tokens + this request's
- *                               uncached tokens) x prefill_ms_per_token.
+ *                               uncached tokens) x prefill_ms_per_token. This router never
+ *                               moves a routed request: DualMap's hotspot rebalancing needs
+ *                               the instances' queues, which only the Swift router (and the
+ *                               replay's simulator) is given (docs/routing.md).
  *   KVC_ROUTER_ROUND_ROBIN      cycle over instances.
  *   KVC_ROUTER_LEAST_LOADED     fewest pending prefill tokens.
  *   KVC_ROUTER_CONSISTENT_HASH  one ring over the key; ignores load.

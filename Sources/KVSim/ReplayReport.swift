@@ -5,7 +5,8 @@ import KVRouter
 ///
 /// JSON: `{"trace", "requests", "skipped_lines" (malformed trace lines a lenient read
 /// skipped), "arrivals" (`Trace.arrivals`: "spread" or "recorded"), "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
-/// (the engines' `indexOnSchedule`), "policies": [{"policy",
+/// (the engines' `indexOnSchedule`), "rebalance" (the router's `rebalance`: DualMap moves queued
+/// requests), "policies": [{"policy",
 /// "view" ("exact" or "approximate"; null for a policy that reads no cache: round-robin,
 /// least-loaded, consistent-hash, "-" in the table), "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
 /// "load_imbalance", "preemptions", "rejected", "aborted", "length_capped", "events_dropped", "view_resyncs", "slo_switches", "rebalance_moves",
@@ -63,6 +64,7 @@ public enum ReplayReport {
         s += "\"instances\":\(config.instances),"
         s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),"
         s += "\"index_on_schedule\":\(config.engine.indexOnSchedule),"
+        s += "\"rebalance\":\(config.router.rebalance),"
         if let tier = config.sharedTier {
             s += "\"shared_tier\":{\"capacity_bytes\":\(tier.capacityBytes),\"load_gbps\":\(number(tier.loadGigabytesPerSecond))},"
         }

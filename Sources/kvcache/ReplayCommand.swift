@@ -60,7 +60,7 @@ struct ReplayCommand: ParsableCommand {
 
         --json prints one object: trace, requests, skipped_lines (malformed lines --lenient \
         skipped), arrivals (spread or recorded), instances, rate_scale, ttft_slo_ms, \
-        index_on_schedule, [shared_tier {capacity_bytes, load_gbps}], policies \
+        index_on_schedule, rebalance (DualMap's, false with --no-rebalance), [shared_tier {capacity_bytes, load_gbps}], policies \
         [{policy, view (exact, approximate, or null for a policy that reads no cache), ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
         load_imbalance, [shared_tier_hit_tokens, shared_tier_hit_rate], preemptions, rejected, \
         aborted, length_capped, events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
@@ -114,6 +114,9 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Index prompt blocks only as their prefill chunks are scheduled (index_on_schedule).")
     var indexOnSchedule = false
 
+    @Flag(help: "DualMap without hotspot rebalancing: no queued request moves to another instance (the simulator moves one at no cost; a router through the C ABI has no queue to move from); needs dualmap in --policies.")
+    var noRebalance = false
+
     @Option(help: "Add a KV store of this many GB (decimal) shared by all instances, LMCache-style (e.g. 400); default none.")
     var sharedTierGb: Double?
 
@@ -166,6 +169,9 @@ struct ReplayCommand: ParsableCommand {
         }
         if overlapWeight != nil, !listed.contains(.overlapCost) {
             throw ValidationError("--overlap-weight applies to overlap-cost; --policies does not name it")
+        }
+        if noRebalance, !listed.contains(.dualMap) {
+            throw ValidationError("--no-rebalance applies to dualmap; --policies does not name it")
         }
         _ = try sharedTier()
         if let view, view != "exact" && view != "approximate" { throw ValidationError("--view must be exact or approximate") }
@@ -234,20 +240,27 @@ struct ReplayCommand: ParsableCommand {
         return t.withArrivals(try arrivalMode())
     }
 
-    func run() throws {
-        let started = Date()
-        // The plots' directory before the run (minutes with the search), not after it.
-        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: noSearch ? ["ttft_cdf.svg"] : ["ttft_cdf.svg", "attainment.svg"]) }
-        let t = try requestTrace()
+    /// The cluster the options describe, for a trace of `blockTokens`-token blocks.
+    func simulationConfig(blockTokens: Int) throws -> SimulationConfig {
         var config = SimulationConfig()
         config.instances = instances
         config.rateScale = rateScale
         config.ttftSLOMilliseconds = ttftSloMs
         if let keyBlocks { config.router.keyBlocks = keyBlocks }
         if let overlapWeight { config.router.overlapScoreWeight = overlapWeight }
-        config.engine = SimulationConfig.qwen7BEngine(blockTokens: t.blockTokens)
+        config.router.rebalance = !noRebalance
+        config.engine = SimulationConfig.qwen7BEngine(blockTokens: blockTokens)
         config.engine.indexOnSchedule = indexOnSchedule
         config.sharedTier = try sharedTier()
+        return config
+    }
+
+    func run() throws {
+        let started = Date()
+        // The plots' directory before the run (minutes with the search), not after it.
+        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: noSearch ? ["ttft_cdf.svg"] : ["ttft_cdf.svg", "attainment.svg"]) }
+        let t = try requestTrace()
+        let config = try simulationConfig(blockTokens: t.blockTokens)
         let replay = Replay(config: config, policies: try policyList(),
                             view: view.map { $0 == "exact" ? .exact : .approximate },
                             search: noSearch ? nil : CapacitySearch(), threads: threads)

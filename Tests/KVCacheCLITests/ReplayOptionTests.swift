@@ -83,14 +83,23 @@ struct ReplayOptionTests {
         (["--seed", "3"], "--seed applies to --synthetic; a trace is replayed as it is"),
         (["--policies", "round-robin,llm-d", "--key-blocks", "3"], "--key-blocks applies to dualmap and consistent-hash; --policies names neither"),
         (["--policies", "dualmap", "--overlap-weight", "2"], "--overlap-weight applies to overlap-cost; --policies does not name it"),
+        (["--policies", "overlap-cost,llm-d", "--no-rebalance"], "--no-rebalance applies to dualmap; --policies does not name it"),
     ] as [([String], String)])
     func anOptionNothingReadsIsRefused(arguments: [String], message: String) throws {
         let text = optionError(ReplayCommand.self, arguments)
         #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
         for accepted in [["--synthetic", "--seed", "3"], ["--policies", "consistent-hash", "--key-blocks", "3"],
-                         ["--policies", "overlap-cost,dualmap", "--overlap-weight", "0.5"], ["--key-blocks", "3", "--overlap-weight", "0"]] {
+                         ["--policies", "overlap-cost,dualmap", "--overlap-weight", "0.5"], ["--key-blocks", "3", "--overlap-weight", "0"],
+                         ["--policies", "dualmap,round-robin", "--no-rebalance"]] {
             #expect(optionError(ReplayCommand.self, accepted) == nil, "\(accepted)")
         }
+    }
+
+    /// `--no-rebalance` turns DualMap's hotspot rebalancing off in the simulated router (on
+    /// by default), so the replay measures DualMap as a router through the C ABI runs it.
+    @Test func noRebalanceTurnsTheRoutersRebalancingOff() throws {
+        #expect(try ReplayCommand.parse([]).simulationConfig(blockTokens: 512).router.rebalance == true)
+        #expect(try ReplayCommand.parse(["--no-rebalance"]).simulationConfig(blockTokens: 512).router.rebalance == false)
     }
 
     /// `--seed` reaches the synthetic generator: another seed, other sessions.

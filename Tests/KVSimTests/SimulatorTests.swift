@@ -240,7 +240,10 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
         let policies = object?["policies"] as? [[String: Any]]
         #expect(policies?.count == 2)
-        #expect(object?["index_on_schedule"] as? Bool == false)
+        #expect(object?["index_on_schedule"] as? Bool == false && object?["rebalance"] as? Bool == true)
+        var fixed = c
+        fixed.router.rebalance = false
+        #expect(ReplayReport.json(outcomes, trace: trace, config: fixed).contains("\"rebalance\":false,"))
         #expect(object?["arrivals"] as? String == "recorded" && ReplayReport.json(outcomes, trace: trace.withArrivals(.spread), config: c).contains("\"arrivals\":\"spread\""))
         #expect(policies?.first?["effective_capacity"] is Double)
         // round-robin reads no cache: no view ("-", null), where dualmap's is exact.
