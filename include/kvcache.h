@@ -897,7 +897,8 @@ kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tok
  * index_on_schedule, after the prompt's blocks not scheduled yet (as kvc_seq_schedule to the
  * length before the append).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, NULL tokens with n_tokens > 0, length would
- * exceed max_seq_tokens, seq swapped out), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read
+ * exceed max_seq_tokens, seq swapped out, a token-evicting seq's positions would pass
+ * 2^31 - 1: kvc_seq_positions reports them as int32), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read
  * spoiled seq, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY (nothing appended;
  * while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits for
  * their reads, it first waits for them, see there and kvc_seq_free).
