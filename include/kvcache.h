@@ -240,8 +240,11 @@ enum {
     KVC_EVICTION_NONE = 0,          /* keep everything: kvc_seq_compact changes nothing */
     KVC_EVICTION_STREAMING_LLM = 1, /* attention sinks + the most recent tokens */
     KVC_EVICTION_TOVA = 2,          /* the tokens the last observed query attended to most */
-    KVC_EVICTION_HEAVY_HITTER = 3,  /* H2O: recent window + top accumulated attention */
-    KVC_EVICTION_EPISODIC = 4       /* EpiCache: H2O on the focused episode's attention */
+    KVC_EVICTION_HEAVY_HITTER = 3,  /* H2O: recent window + top accumulated attention; per
+                                       layer by default, the paper's form per head (below) */
+    KVC_EVICTION_EPISODIC = 4       /* EpiCache-style: H2O on the attention observed while
+                                       the focused episode's turns ran (not the paper's
+                                       per-episode prefill scoring; docs/token-eviction.md) */
 };
 
 /** kvc_event.kind values, with the meaning of vLLM's KV events. */
@@ -341,8 +344,9 @@ typedef struct kvc_config {
      *    policy and granularity per sequence -- */
     /** KVC_EVICTION_NONE (default), _STREAMING_LLM, _TOVA, _HEAVY_HITTER or _EPISODIC. */
     uint32_t eviction_policy;
-    /** 0 (default): one kept set per layer, from scores summed over its heads. 1: one per KV
-     *  head (positions then differ per head; see kvc_seq_positions). */
+    /** 0 (default): one kept set per layer, from scores summed over its heads (for H2O a
+     *  per-layer variant; TOVA's paper averages over heads, as this does). 1: one per KV head
+     *  (positions then differ per head; see kvc_seq_positions): H2O as its paper keeps. */
     uint32_t eviction_per_head;
     /** StreamingLLM: first positions always kept (attention sinks). Default 4. */
     uint32_t sink_tokens;
@@ -897,7 +901,8 @@ kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tok
  * index_on_schedule, after the prompt's blocks not scheduled yet (as kvc_seq_schedule to the
  * length before the append).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, NULL tokens with n_tokens > 0, length would
- * exceed max_seq_tokens, seq swapped out), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read
+ * exceed max_seq_tokens, seq swapped out, a token-evicting seq's positions would pass
+ * 2^31 - 1: kvc_seq_positions reports them as int32), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read
  * spoiled seq, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY (nothing appended;
  * while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits for
  * their reads, it first waits for them, see there and kvc_seq_free).

@@ -498,6 +498,9 @@ public final class Engine: @unchecked Sendable {
         // share. Those are made the sequence's own first (all of them, before any change),
         // as a partly filled last block is copied on write otherwise.
         let state = evictionStates[slot]
+        if let state, n > AttentionScores.positionLimit - state.nextPosition {
+            throw .invalid("appending \(n) tokens to sequence \(seq) at position \(state.nextPosition) would pass position 2^31 - 1, the last token eviction records")
+        }
         let shortest = state?.shortestLength ?? length
         let offset = length % bt
         let copyOnWrite = shortest == length && offset != 0 && blocks.references(table[length / bt]) > 1

@@ -8,7 +8,8 @@ import KVCache
 /// Policy names: none (full cache), streaming (4 sinks + recent), tova, h2o (raw sums),
 /// h2o-norm (sums / queries that saw the token), episodic (drops evicted tokens),
 /// episodic-offload (a whole engine with a disk tier: evicted tokens go to disk, a focus
-/// restores the episode's set, every held byte is checked), oracle (the top tokens of the step being scored: it peeks, an upper bound).
+/// restores the episode's set, every held byte is checked), oracle (the top tokens of the step being scored, per layer by the
+/// sum over heads of each row's share of its own total, what recall averages: it peeks, an upper bound).
 public struct EvictionEvaluation: Sendable {
     /// Every policy name the evaluation knows, in report order.
     public static let policyNames = ["none", "streaming", "tova", "h2o", "h2o-norm", "episodic", "episodic-offload", "oracle"]

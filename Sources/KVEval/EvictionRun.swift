@@ -82,9 +82,16 @@ final class EvictionRun {
         if oracle {
             // The top tokens of this very step's attention, as many as the policies hold: of
             // the head's row per head (it once summed the layer's heads there too, and a
-            // per-head TOVA beat it), else of the row summed over the layer's heads.
+            // per-head TOVA beat it), else of the sum over the layer's heads of each row's
+            // share of its own total, what recall averages (it once summed the raw rows, and
+            // on rows summing below 1 every policy beat it).
             for i in 0..<n { oracleScratch[i] = 0 }
-            for h in config.perHead ? head..<head + 1 : 0..<heads { for i in 0..<n { oracleScratch[i] += rows[(layer * heads + h) * n + i] } }
+            for h in config.perHead ? head..<head + 1 : 0..<heads {
+                let p = rows + (layer * heads + h) * n
+                var total: Float = 0
+                for i in 0..<n { total += p[i] }
+                for i in 0..<n { oracleScratch[i] += p[i] / total }
+            }
             // A plain sort, not the engine's `Selection`: the upper bound does not share the
             // code it bounds.
             let k = held(n)

@@ -68,9 +68,14 @@ public final class AttentionScores {
     /// layer's total instead and corrects only the tokens that saw fewer: the last of a
     /// multi-query step, and those past its scores); a parked slot holds its count itself
     /// (parked tokens are not observed), converted whenever a token enters or leaves the
-    /// parked slots. Counts are integers below 2^24, exact in `Float`.
+    /// parked slots. The layer's total restarts from 0 before it would pass `rebaseQueries`
+    /// (`rebaseVisibility`), so that it and a new token's relative count stay small: a count
+    /// is exact below 2^24 queries, and a token seen by more is within a relative 2^-24 (as
+    /// its accumulated score is). A `Float` total that only grew stopped counting at 2^24
+    /// queries of a layer: a new token then counted 0 and older counts froze.
     private(set) var visible: UnsafeMutablePointer<Float>
-    /// Per layer: the queries observed (a step's count is its first head's row sum, rounded).
+    /// Per layer: the queries observed since the layer's last rebase (a step's count is its
+    /// first head's row sum, rounded); below `rebaseQueries` plus one step's queries.
     private let visibleQueries: UnsafeMutablePointer<Float>
     /// `config.episodes + 1` blocks of `rows * capacity` (episodic only, else empty): per
     /// episode the attention credited to it, and last the *turn* block, the attention
@@ -333,12 +338,13 @@ public final class AttentionScores {
     public func append(_ n: Int) {
         let occupied = maxOccupied
         precondition(occupied + n <= maxCapacity)
+        precondition(n <= Self.positionLimit - nextPosition, "positions past Int32.max")
         ensureCapacity(occupied + n)
         for l in 0..<layers {
             let len = lengths[l]
             for h in 0..<rowsPerLayer {
                 let base = (l * rowsPerLayer + h) * capacity + len
-                for j in 0..<n { positions[base + j] = Int32(truncatingIfNeeded: nextPosition + j) }
+                for j in 0..<n { positions[base + j] = Int32(nextPosition + j) }
                 (accumulated + base).update(repeating: 0, count: n)
                 if tracking.contains(.lastStep) { (last + base).update(repeating: 0, count: n) }
                 if tracking.contains(.visibility) { (visible + base).update(repeating: -visibleQueries[l], count: n) }
@@ -348,6 +354,11 @@ public final class AttentionScores {
         }
         nextPosition += n
     }
+
+    /// One past the last position a sequence may reach: positions are stored as `Int32` (4
+    /// bytes a slot, compared 8 at a time by `Selection.evictFewest`), so a stream stops
+    /// there (`Engine.append` refuses the append) rather than wrap.
+    public static let positionLimit = Int(Int32.max) + 1
 
     // MARK: observing
 
@@ -389,7 +400,10 @@ public final class AttentionScores {
         let seenAll = max(0, n - Int(queries))
         let episode = tracking.contains(.episodes) ? config.episodes : -1  // the turn block
         if episode >= 0 { episodeObserved[episode] = true }
-        if tracking.contains(.visibility) { visibleQueries[layer] += queries }  // every resident token saw them...
+        if tracking.contains(.visibility) {  // every resident token saw them...
+            if visibleQueries[layer] + queries > Self.rebaseQueries { rebaseVisibility(layer: layer) }
+            visibleQueries[layer] += queries
+        }
         for h in 0..<rowsPerLayer {
             let r = layer * rowsPerLayer + h
             let src = perHead ? scores + h * n : UnsafePointer(summed)
@@ -415,6 +429,25 @@ public final class AttentionScores {
             for h in 0..<heads { entropySum[layer] += normalisedEntropy(scores + h * n, n) }
             entropyRows[layer] += Double(heads)
         }
+    }
+
+    /// The most queries a layer's `visibleQueries` reaches before `observe` rebases it: 2^23
+    /// leaves room for a step's queries (at most its tokens) below 2^24, where a `Float`
+    /// still counts by 1.
+    static let rebaseQueries: Float = 0x1p23
+
+    /// Makes layer `layer`'s resident counts absolute and its total 0 (`visible`'s
+    /// representation), and forgets its rows' low-score records (they bound scores by the
+    /// total at their scan). Cost: O(resident slots of the layer), once per `rebaseQueries`
+    /// queries at most: nothing per decode step.
+    private func rebaseVisibility(layer: Int) {
+        let q = visibleQueries[layer]
+        for h in 0..<rowsPerLayer {
+            let r = layer * rowsPerLayer + h, vis = visible + r * capacity
+            for t in 0..<lengths[layer] { vis[t] += q }
+            lowScores.invalidate(row: r)
+        }
+        visibleQueries[layer] = 0
     }
 
     /// Floats in a 4 KiB page: the room `summedBuffer` has to place a call's sums.

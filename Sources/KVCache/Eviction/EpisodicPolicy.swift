@@ -9,6 +9,13 @@
 /// attention plus the current turn's. Before any focus, or while the focused episode has
 /// observed nothing, it is H2O.
 ///
+/// EpiCache-style, not the paper's method (arXiv 2509.17396): the paper builds a cache per
+/// episode by block-wise prefill, scoring tokens by the attention of the episode's medoid
+/// segment over the whole history, matches a query to the nearest centroid, and sets
+/// per-layer budgets by key-state sensitivity; this policy credits instead the attention
+/// observed while an episode's own turns ran (and its adaptive budgets use the server's
+/// sensitivity or observed entropy).
+///
 /// With a disk tier (per layer or per head) the tokens outside the focused episode are
 /// offloaded instead of dropped, so a later focus on another episode restores them
 /// (Engine+EpisodicOffload.swift);

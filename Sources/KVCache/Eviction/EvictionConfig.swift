@@ -34,8 +34,9 @@ public enum EvictionPolicyKind: UInt32, Sendable, CaseIterable {
 public struct EvictionConfig: Equatable, Sendable {
     /// The policy.
     public var policy: EvictionPolicyKind = .none
-    /// False: one kept set per layer, chosen from the scores summed over the layer's heads.
-    /// True: one kept set per KV head (positions and bytes then differ per head).
+    /// False: one kept set per layer, chosen from the scores summed over the layer's heads
+    /// (for H2O a per-layer variant). True: one kept set per KV head (positions and bytes then
+    /// differ per head), H2O as its paper keeps.
     public var perHead: Bool = false
     /// StreamingLLM's attention sinks: the first positions always kept.
     public var sinkTokens: Int = 4

@@ -153,6 +153,33 @@ enum Selection {
         }
     }
 
+    /// Adds to `keep` the `k` unmarked slots with the newest positions (`newest`) or the
+    /// oldest. Positions are compared as integers: a `Float` holds them exactly only below
+    /// 2^24, and a compacting stream's positions grow past that (neighbours then tie in
+    /// `markTop`, and an older token could win). Positions of a row are distinct, so exactly
+    /// `min(k, unmarked)` slots are marked. Cost: O(count): a gather into `scratch.slots`, a
+    /// threshold search (as `markTop`'s), one marking pass.
+    @inline(__always)
+    static func markByPosition(_ row: EvictionRow, _ k: Int, newest: Bool, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
+        guard k > 0 else { return }
+        // The key orders as wanted, largest first: `~p` (= -p - 1) reverses the order, exactly.
+        @inline(__always) func key(_ i: Int) -> Int32 { newest ? row.positions[i] : ~row.positions[i] }
+        var n = 0
+        for i in 0..<row.count where keep[i] == 0 {
+            scratch.slots[n] = key(i)
+            n += 1
+        }
+        let threshold: Int32  // the k-th largest key
+        if k >= n {
+            threshold = .min
+        } else if n - k < smallEviction {
+            threshold = smallestOrder(scratch.slots, n, n - k + 1)
+        } else {
+            threshold = kthLargest(scratch.slots, n, k)
+        }
+        for i in 0..<row.count where keep[i] == 0 && key(i) >= threshold { keep[i] = 1 }
+    }
+
     /// Keeps all but the `row.count - k` (< `smallEviction`) slots outside the recent window
     /// (positions >= `recentFrom`) with the lowest score, ties evicting the highest slot
     /// first: the same choice as `markWindows` + `markTop`, in one pass over the row with a
@@ -280,8 +307,8 @@ enum Selection {
     /// The `order`-th smallest of `values[0..<n]` (1 <= order <= min(n, smallEviction)), in one
     /// pass keeping the `order` smallest seen in a sorted stack buffer. Does not reorder.
     @inline(__always)
-    static func smallestOrder(_ values: UnsafeMutablePointer<Float>, _ n: Int, _ order: Int) -> Float {
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: order) { buffer in
+    static func smallestOrder<T: Comparable>(_ values: UnsafeMutablePointer<T>, _ n: Int, _ order: Int) -> T {
+        withUnsafeTemporaryAllocation(of: T.self, capacity: order) { buffer in
             var filled = 0
             for j in 0..<n {
                 let v = values[j]
@@ -300,7 +327,7 @@ enum Selection {
 
     /// The `k`-th largest of `values[0..<n]` (1 <= k <= n); reorders `values`.
     /// Hoare quickselect with a median-of-three pivot: O(n) expected, deterministic.
-    static func kthLargest(_ values: UnsafeMutablePointer<Float>, _ n: Int, _ k: Int) -> Float {
+    static func kthLargest<T: Comparable>(_ values: UnsafeMutablePointer<T>, _ n: Int, _ k: Int) -> T {
         var lo = 0, hi = n - 1
         let target = k - 1  // index in descending order
         while lo < hi {

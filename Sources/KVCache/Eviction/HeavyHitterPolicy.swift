@@ -1,6 +1,10 @@
 /// H2O (Zhang et al., 2023): a recent window plus the "heavy hitters", the tokens with the
 /// most attention accumulated over every query observed so far.
 ///
+/// Granularity: the paper (and its code, `H2OKVCache_LayerWise`) keeps a set per head, which
+/// is `EvictionConfig.perHead` here (`eviction_per_head`, `evict-eval --per-head`); the
+/// default, one set per layer from scores summed over its heads, is a per-layer variant.
+///
 /// Scores: raw sums (`normalizedScores` false, the paper's choice and the default) favour
 /// tokens that have been visible longer; normalised sums divide by the queries that could see
 /// the token (`EvictionRow.visible`), so a new token is not penalised for having been seen by

@@ -18,14 +18,14 @@ public struct StreamingLLMPolicy: EvictionPolicy {
     /// False: it keeps the budget.
     public static var keepsEveryToken: Bool { false }
 
-    /// Keeps sinks by position, then the newest positions. Cost: O(count) plus a top-k over
-    /// positions when the window is ragged.
+    /// Keeps sinks by position, then the newest positions (compared as integers: exact for
+    /// any position). Cost: O(count) per selection (`Selection.markByPosition`).
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
         let k = min(row.budget, row.count)
         let sinks = min(sinkTokens, k)
         // Sinks: the `sinks` lowest positions present (the first ones unless evicted earlier).
         for i in 0..<row.count { keep[i] = 0 }
-        Selection.markTop(row.count, sinks, scratch: scratch, keep: keep) { -Float(row.positions[$0]) }
-        Selection.markTop(row.count, k - sinks, scratch: scratch, keep: keep) { Float(row.positions[$0]) }
+        Selection.markByPosition(row, sinks, newest: false, scratch: scratch, keep: keep)
+        Selection.markByPosition(row, k - sinks, newest: true, scratch: scratch, keep: keep)
     }
 }

@@ -420,6 +420,35 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
         }
     }
 
+    /// Through the engine: a StreamingLLM stream compacted to 8 tokens whose positions pass
+    /// 2^24 keeps the newest ones (it kept 2^24 over 2^24 + 1, ranking by `Float(position)`).
+    @Test func streamingLLMStreamPast2To24KeepsTheNewestPositions() throws {
+        let chunk = 1 << 20, base = 1 << 24
+        var c = EngineConfig()
+        c.layout = .paged
+        c.metadataOnly = true
+        c.numLayers = 1
+        c.numKVHeads = 1
+        c.headDim = 1
+        c.blockTokens = 4096
+        c.maxSeqs = 1
+        c.maxSeqTokens = chunk + 8
+        c.memoryBytes = 64 << 20
+        c.eviction = EvictionConfig(.streamingLLM)
+        c.eviction.sinkTokens = 4
+        let e = try Engine(c)
+        let tokens = [Int32](repeating: 7, count: chunk)
+        _ = try e.createSequence(1, tokens: tokens)
+        _ = try e.compact(1, budgetTokens: 8)
+        for _ in 1..<(base / chunk) {
+            try e.append(1, tokens: tokens)
+            _ = try e.compact(1, budgetTokens: 8)
+        }
+        try e.append(1, tokens: [1, 2, 3, 4, 5])  // 2^24 ... 2^24 + 4
+        _ = try e.compact(1, budgetTokens: 8)
+        #expect(try positions(e, 1, layer: 0).map(Int.init).sorted() == [0, 1, 2, 3, base + 1, base + 2, base + 3, base + 4])
+    }
+
     @Test func policyNoneChangesNothing() throws {
         let e = try evictingEngine(.paged, .none)
         try e.createSequence(1, tokens: tokens(20, seed: 1))

@@ -22,6 +22,24 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         #expect(kept(StreamingLLMPolicy(sinkTokens: 2), n: 10, budget: 5, acc: .init(repeating: 0, count: 10)) == [0, 1, 7, 8, 9])
     }
 
+    /// A compacting stream's positions grow without bound: past 2^24 a `Float` no longer tells
+    /// neighbours apart, and StreamingLLM once kept 2^24 and dropped 2^24 + 1 (ranked by
+    /// `Float(position)`, ties to the lowest slot). Positions reach 2^24 + 4 here by compacting
+    /// 16 appends of 2^20 tokens, as a stream would.
+    @Test func streamingLLMKeepsTheNewestPositionsPast2To24() {
+        var config = EvictionConfig(.streamingLLM)
+        config.sinkTokens = 4
+        let chunk = 1 << 20, base = 1 << 24
+        let state = AttentionScores(layers: 1, heads: 1, config: config, length: 0, maxCapacity: chunk + 8)
+        for _ in 0..<(base / chunk) {
+            state.append(chunk)
+            state.compact(budget: 8)
+        }
+        state.append(5)  // 2^24 ... 2^24 + 4
+        state.compact(budget: 8)
+        #expect(Array(state.positions(layer: 0)).map(Int.init).sorted() == [0, 1, 2, 3, base + 1, base + 2, base + 3, base + 4])
+    }
+
     @Test func tovaKeepsTheLastQuerysTopTokens() {
         let last: [Float] = [0, 0.5, 0, 0, 0.3, 0, 0, 0.2]
         #expect(kept(TOVAPolicy(), n: 8, budget: 3, acc: .init(repeating: 9, count: 8), last: last) == [1, 4, 7])

@@ -24,6 +24,24 @@ import Testing
         #expect(state.visibility(layer: 0) == [3, 3, 3, 3, 2, 1])
     }
 
+    /// Counts stay exact past 2^24 queries per layer (a long stream's total): a `Float` total
+    /// of the layer's queries stopped growing there, so a new token counted as seen by 0
+    /// queries and older counts froze. 4096 steps of 4096 queries bring the total to 2^24.
+    @Test func countsStayExactPast2To24QueriesOfALayer() throws {
+        var config = EvictionConfig(.heavyHitter)
+        config.normalizedScores = true
+        let n = 4096, steps = (1 << 24) / n
+        let state = AttentionScores(layers: 1, heads: 1, config: config, length: n, maxCapacity: n + 8)
+        for _ in 0..<steps { try observe(state, queries: n) }  // slot t sees n - t queries each step
+        state.compact(budget: 8)
+        state.append(1)
+        try observe(state, queries: 1)  // one decode query over the 9 held tokens
+        let seen = state.visibility(layer: 0)
+        let expected = state.positions(layer: 0).map { p in p == Int32(n) ? 1 : Float(steps * (n - Int(p)) + 1) }
+        #expect(seen == expected)
+        #expect(seen.last == 1, "the new token was seen by the one query")
+    }
+
     @Test func parkedTokensSeeNoQueriesAndResumeTheirCountsWhenRestored() throws {
         var config = EvictionConfig(.heavyHitter)
         config.normalizedScores = true
