@@ -30,8 +30,9 @@ struct EvictEvalCommand: ParsableCommand {
 
         Traces: --synthetic long-decode|topic-return (SyntheticAttention.swift documents the \
         generator) or --trace FILE (format in AttentionTrace.swift and docs/token-eviction.md); \
-        --write-trace FILE stores the synthetic trace in that format (a failed write ends the \
-        command with the system's reason and removes the partial file).
+        --write-trace FILE stores the synthetic trace in that format, or copies the --trace \
+        file (a failed write ends the command with the system's reason and removes the partial \
+        file). An output (--write-trace, --json, --plot) that is the --trace file is refused.
 
         --json FILE writes an array, one object per trace, policy and budget: {"trace", \
         "policy", "budget" (1 for none), "recall", "output_error", "recall_after_mark", \
@@ -48,7 +49,7 @@ struct EvictEvalCommand: ParsableCommand {
     @Option(help: "A trace file to run instead of the synthetic traces.")
     var trace: String?
 
-    @Option(help: "Write the (first) synthetic trace to this file and exit.")
+    @Option(help: "Write the (first) synthetic trace to this file and exit; with --trace, copy that trace (not to itself).")
     var writeTrace: String?
 
     @Option(help: "Policies (comma-separated; default all: \(EvictionEvaluation.policyNames.joined(separator: ","))).")
@@ -101,6 +102,14 @@ struct EvictEvalCommand: ParsableCommand {
                              ("--spike-noise", spikeNoise != nil), ("--embedding-noise", embeddingNoise != nil)]
             if let option = generator.first(where: \.1)?.0 {
                 throw ValidationError("\(option) shapes the synthetic traces; --trace reads its attention from the file")
+            }
+        }
+        if let trace {
+            // The output is written after (--write-trace: while) the trace is read: over the
+            // trace, it destroyed it (--write-trace truncated it before its first step was read).
+            let outputs = [("--write-trace", writeTrace), ("--json", json), ("--plot", plot)]
+            if let (option, path) = outputs.first(where: { $0.1.map { OutputFile.sameFile($0, trace) } ?? false }) {
+                throw ValidationError("\(option) \(path!) names the file --trace reads: it would be overwritten; give another file")
             }
         }
         if writeTrace != nil {

@@ -62,6 +62,29 @@ enum OutputFile {
         unlink(temp)
     }
 
+    /// Whether writing `output` would overwrite the file at `input`: both exist and are the
+    /// same file (device and inode: links and other spellings included), or, when one does
+    /// not exist, their paths resolve to the same name (each directory through `realpath`).
+    /// A command refuses such an output before it reads its input (`--write-trace` over its
+    /// `--trace` truncated the trace before the read). Cost: two `stat` calls, or two
+    /// `realpath` calls.
+    static func sameFile(_ output: String, _ input: String) -> Bool {
+        var a = stat(), b = stat()
+        if stat(output, &a) == 0 && stat(input, &b) == 0 { return a.st_dev == b.st_dev && a.st_ino == b.st_ino }
+        return resolved(output) == resolved(input)
+    }
+
+    /// `path` with its directory resolved by `realpath` (`path` itself when that fails).
+    private static func resolved(_ path: String) -> String {
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        guard let real = realpath(dir, nil) else { return path }
+        defer { free(real) }
+        let base = String(cString: real)
+        return (base == "/" ? "" : base) + "/" + name
+    }
+
     /// Removes `path` if it is a regular file: what a command wrote there before a write
     /// failed. A device, FIFO or symbolic link (`/dev/full`, a pipe) is left alone: it is not
     /// the command's to remove.
