@@ -154,11 +154,14 @@ struct EvictEvalCommand: ParsableCommand {
         }
     }
 
-    /// The `--synthetic` traces, in order; throws `ValidationError` for an unknown name or none.
+    /// The `--synthetic` traces, in order; throws `ValidationError` for an unknown name, none,
+    /// or one given twice (it ran twice: duplicate rows, as a policy or budget given twice).
     func syntheticKinds() throws -> [SyntheticAttention.Kind] {
-        let kinds = try (synthetic ?? Self.defaultSynthetic).split(separator: ",").map { s in
+        var kinds: [SyntheticAttention.Kind] = []
+        for s in (synthetic ?? Self.defaultSynthetic).split(separator: ",") {
             guard let kind = SyntheticAttention.Kind(rawValue: String(s)) else { throw ValidationError("unknown synthetic trace \(s)") }
-            return kind
+            guard !kinds.contains(kind) else { throw ValidationError("synthetic trace \(s) is given twice") }
+            kinds.append(kind)
         }
         guard !kinds.isEmpty else { throw ValidationError("--synthetic names no trace") }
         return kinds
