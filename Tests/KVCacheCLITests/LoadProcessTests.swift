@@ -83,6 +83,28 @@ struct LoadProcessTests {
         #expect((counts["requested"] as? NSNumber)?.intValue == 4 && (counts["trace_requests"] as? NSNumber)?.intValue == 4)
     }
 
+    /// `--compare-offload` with a tier the engine refuses (a missing --offload-dir, an
+    /// --offload-bytes past the slab's limit, a missing --peer-offload-dir) ends at once, as
+    /// without `--compare-offload`: it ran the whole first (no-tier) run, here an 8 s modelled
+    /// prefill, then failed creating the second engine and printed no report.
+    @Test(arguments: [["--offload-dir", "/nonexistent-kvcache-dir/tier"],
+                      ["--offload-dir", "/tmp", "--offload-bytes", "100TiB"],
+                      ["--offload-dir", "/tmp", "--peer-offload-dir", "/nonexistent-kvcache-dir/peer", "--model-tag", "5"]])
+    func aTierTheEngineRefusesEndsTheComparisonBeforeItsFirstRun(tier: [String]) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-cmp-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let options = tier.map { $0 == "/tmp" ? dir : $0 }
+        let started = Date()
+        let child = try Child(["load", "--compare-offload", "--requests", "1", "--prompt-dist", "fixed", "--prompt-mean", "8", "--prompt-max", "8",
+                               "--prefill-tokens-per-s", "1"] + options + Self.shape)
+        #expect(child.wait() == 1)
+        let elapsed = Date().timeIntervalSince(started)
+        let message = String(decoding: child.stderr, as: UTF8.self)
+        #expect(message.contains("cannot create the engine"), "\(message)")
+        #expect(elapsed < 4, "refused after \(elapsed) s")
+    }
+
     /// SIGINT (SIGTERM alike) stops a run's workers and prints the report of what completed,
     /// marked interrupted, then exits with 128 + the signal; it used to end the process with
     /// no output. The run is a closed loop of a minute's worth of requests.
