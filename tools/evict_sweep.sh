@@ -12,6 +12,12 @@
 # Usage: tools/evict_sweep.sh   (builds kvcache-cli in release first unless CLI names a binary;
 #                               about 3 minutes)
 set -euo pipefail
+if [ $# -gt 0 ]; then
+    # It takes no argument: one given (--help) must not rebuild and overwrite docs/eviction/.
+    echo "usage: tools/evict_sweep.sh   (no arguments; env CLI names a kvcache-cli binary, else it builds one;" >&2
+    echo "       rewrites docs/eviction/results.json and recall.svg)" >&2
+    exit 2
+fi
 cd "$(dirname "$0")/.."
 if [ -z "${CLI:-}" ]; then
     swift build -c release --product kvcache-cli >/dev/null

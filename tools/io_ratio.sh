@@ -10,10 +10,20 @@
 #
 # Needs jq. Builds kvcache-cli in release mode unless CLI names a binary.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-dir="$(cd "${1:-.}" && pwd)"
+usage() {
+    echo "usage: tools/io_ratio.sh [DIR] [RUNS] [SECONDS_PER_CELL]   (defaults: the repository, 5, 2;" >&2
+    echo "       RUNS a whole number >= 1; env BLOCK, DEPTHS, FILE_SIZE, CLI)${1:+: $1}" >&2
+    exit 2
+}
+case "${1:-}" in -h|--help) usage ;; esac
+[ $# -le 3 ] || usage "at most three arguments"
 runs="${2:-5}"
 seconds="${3:-2}"
+[[ "$runs" =~ ^[1-9][0-9]*$ ]] || usage "RUNS '$runs' is not a whole number >= 1"
+[[ "$seconds" =~ ^[0-9]*\.?[0-9]+$ ]] || usage "SECONDS_PER_CELL '$seconds' is not a number"
+cd "$(dirname "$0")/.."
+[ -d "${1:-.}" ] || usage "DIR '${1}' is not a directory"
+dir="$(cd "${1:-.}" && pwd)"
 block="${BLOCK:-64KiB}"
 depths="${DEPTHS:-1,8,32,64}"
 file_size="${FILE_SIZE:-2GiB}"

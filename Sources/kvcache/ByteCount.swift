@@ -45,7 +45,14 @@ struct ByteCount: ExpressibleByArgument, CustomStringConvertible, Sendable {
         return fixed(value, 2) + " " + units[unit]
     }
 
-    var defaultValueDescription: String { description }
+    /// The default as the help shows it, in the form the parser takes (`1GiB`; bytes when no
+    /// unit holds it whole): `description`'s `1 GiB` was refused when typed back.
+    var defaultValueDescription: String {
+        for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return "\(bytes >> shift)\(unit)"
+        }
+        return "\(bytes)"
+    }
 }
 
 extension String {

@@ -52,7 +52,7 @@ struct EngineOptions: ParsableArguments {
     @Option(help: "Disk tier directory (offload_dir; it must exist): cold prefix blocks spill there instead of being dropped. Its files (kvcache.slab, preallocated in extents as it fills, up to --offload-bytes; kvcache.journal, kvcache.identity) stay for a later run to find the blocks; delete them when done.")
     var offloadDir: String?
 
-    @Option(help: "Disk tier size (offload_bytes; \(ByteCount.syntax); default \(ByteCount(bytes: EngineOptions.defaultOffloadBytes))), needs --offload-dir.")
+    @Option(help: "Disk tier size (offload_bytes; \(ByteCount.syntax); default \(ByteCount(bytes: EngineOptions.defaultOffloadBytes).defaultValueDescription)), needs --offload-dir.")
     var offloadBytes: ByteCount?
 
     @Option(help: "Another engine's offload directory to read spilled blocks from (peer_offload_dirs; read-only, its lock is not taken); repeatable, needs --offload-dir.")

@@ -30,8 +30,9 @@ struct EvictEvalCommand: ParsableCommand {
 
         Traces: --synthetic long-decode|topic-return (SyntheticAttention.swift documents the \
         generator) or --trace FILE (format in AttentionTrace.swift and docs/token-eviction.md); \
-        --write-trace FILE stores the synthetic trace in that format (a failed write ends the \
-        command with the system's reason and removes the partial file).
+        --write-trace FILE stores the synthetic trace in that format, or copies the --trace \
+        file (a failed write ends the command with the system's reason and removes the partial \
+        file). An output (--write-trace, --json, --plot) that is the --trace file is refused.
 
         --json FILE writes an array, one object per trace, policy and budget: {"trace", \
         "policy", "budget" (1 for none), "recall", "output_error", "recall_after_mark", \
@@ -48,7 +49,7 @@ struct EvictEvalCommand: ParsableCommand {
     @Option(help: "A trace file to run instead of the synthetic traces.")
     var trace: String?
 
-    @Option(help: "Write the (first) synthetic trace to this file and exit.")
+    @Option(help: "Write the (first) synthetic trace to this file and exit; with --trace, copy that trace (not to itself).")
     var writeTrace: String?
 
     @Option(help: "Policies (comma-separated; default all: \(EvictionEvaluation.policyNames.joined(separator: ","))).")
@@ -103,6 +104,14 @@ struct EvictEvalCommand: ParsableCommand {
                 throw ValidationError("\(option) shapes the synthetic traces; --trace reads its attention from the file")
             }
         }
+        if let trace {
+            // The output is written after (--write-trace: while) the trace is read: over the
+            // trace, it destroyed it (--write-trace truncated it before its first step was read).
+            let outputs = [("--write-trace", writeTrace), ("--json", json), ("--plot", plot)]
+            if let (option, path) = outputs.first(where: { $0.1.map { OutputFile.sameFile($0, trace) } ?? false }) {
+                throw ValidationError("\(option) \(path!) names the file --trace reads: it would be overwritten; give another file")
+            }
+        }
         if writeTrace != nil {
             // Writing a trace runs no evaluation: its options would be ignored.
             let ignored = [("--policies", policies != nil), ("--budgets", budgets != nil), ("--recent-ratio", recentRatio != nil),
@@ -145,11 +154,14 @@ struct EvictEvalCommand: ParsableCommand {
         }
     }
 
-    /// The `--synthetic` traces, in order; throws `ValidationError` for an unknown name or none.
+    /// The `--synthetic` traces, in order; throws `ValidationError` for an unknown name, none,
+    /// or one given twice (it ran twice: duplicate rows, as a policy or budget given twice).
     func syntheticKinds() throws -> [SyntheticAttention.Kind] {
-        let kinds = try (synthetic ?? Self.defaultSynthetic).split(separator: ",").map { s in
+        var kinds: [SyntheticAttention.Kind] = []
+        for s in (synthetic ?? Self.defaultSynthetic).split(separator: ",") {
             guard let kind = SyntheticAttention.Kind(rawValue: String(s)) else { throw ValidationError("unknown synthetic trace \(s)") }
-            return kind
+            guard !kinds.contains(kind) else { throw ValidationError("synthetic trace \(s) is given twice") }
+            kinds.append(kind)
         }
         guard !kinds.isEmpty else { throw ValidationError("--synthetic names no trace") }
         return kinds

@@ -70,7 +70,7 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "With --tier: swap out with swapOutAsync (kvc_seq_swap_out_async), polling until the memory is released; the swap-out call's own duration is reported apart.")
     var tierAsync = false
 
-    @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth; \(ByteCount.syntax); default \(Self.defaultTierSequenceBytes)).")
+    @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth; \(ByteCount.syntax); default \(Self.defaultTierSequenceBytes.defaultValueDescription)).")
     var tierSequenceBytes: ByteCount?
 
     /// `--tier-sequence-bytes` when not given: 512 MiB.
@@ -82,12 +82,6 @@ struct IOBenchCommand: ParsableCommand {
 
     /// The largest --file-size: the largest file offset (`off_t`), 2^63-1 bytes.
     static let maximumFileBytes = UInt64(Int.max)
-
-    /// The largest --tier-sequence-bytes: 2^20 slots of the largest block size (64 MiB), 64 TiB.
-    /// The tier's engine holds sequences of at most 2^24 tokens, 2^20 of its 16-token slots, so
-    /// it refuses a longer one at every block size (by name, `TierBench`); below this bound no
-    /// product of the tier's shape overflows.
-    static let maximumTierSequenceBytes: UInt64 = 64 << 40
 
     func validate() throws {
         guard !dir.isEmpty else { throw ValidationError("--dir must not be empty (it is the directory of the test file)") }
@@ -108,9 +102,13 @@ struct IOBenchCommand: ParsableCommand {
         guard fileSize.bytes <= Self.maximumFileBytes else {
             throw ValidationError("--file-size must be at most \(Self.maximumFileBytes) bytes (the largest file offset)")
         }
-        guard (tierSequenceBytes ?? Self.defaultTierSequenceBytes).bytes <= Self.maximumTierSequenceBytes else {
-            throw ValidationError("--tier-sequence-bytes must be at most \(ByteCount(bytes: Self.maximumTierSequenceBytes)) "
-                                  + "(2^20 slots of 64MiB: the tier's engine holds no longer sequence)")
+        if tier, let smallest = tierSizes.min() {
+            // Every tier block size runs after every cell: refused there, the cells were lost.
+            let bound = UInt64(TierBench.sequenceSlotBound) * UInt64(smallest)
+            guard (tierSequenceBytes ?? Self.defaultTierSequenceBytes).bytes < bound else {
+                throw ValidationError("--tier-sequence-bytes must be below \(ByteCount(bytes: bound)) (2^20 slots of "
+                                      + "\(ByteCount(bytes: UInt64(smallest))), the smallest --tier block size: the tier's engine holds no longer sequence)")
+            }
         }
         let largest = parsedSizes!.max()!
         let deepest = parsedDepths!.max()!

@@ -369,10 +369,15 @@ struct LoadCommand: ParsableCommand {
 
     /// `--compare-offload`: runs `runner`'s workload without a disk tier (and so without
     /// writeback or peers' tiers), then with its tier in `dir`, emptied first so that both runs
-    /// start cold. Refused before either run while another engine uses `dir`. `with` is nil
-    /// when the first run was interrupted (the second is not started).
+    /// start cold. Refused before either run while another engine uses `dir`, or when the
+    /// second run's engine would be refused (a missing directory, a tier past the slab's
+    /// limit, a missing peer: it is created and dropped first, on the emptied directory; the
+    /// refusal came after the whole first run). `with` is nil when the first run was
+    /// interrupted (the second is not started).
     static func compareOffload(_ runner: LoadRunner, dir: String) throws -> (without: LoadReport, with: LoadReport?) {
         try DiskTierFiles.remove(in: dir)
+        _ = try runner.makeEngine()
+        try DiskTierFiles.remove(in: dir)  // what that engine's tier wrote: both runs start cold
         var without = runner
         without.config.offloadDir = nil
         without.config.offloadBytes = 0

@@ -41,8 +41,14 @@ final class LoadCoordinator: Sendable {
         return request
     }
 
-    /// Requests claimed so far: those `claim` returned.
+    /// Requests claimed so far: those `claim` returned, less those given back by `unclaim`.
     var claimed: Int { offered.load(ordering: .relaxed) }
+
+    /// Gives back `count` claimed requests that had not arrived when the run stopped (a worker
+    /// claims its next request ahead of the arrival and sleeps until it): a request is offered
+    /// when it arrives, as `--duration` never claims one arriving after its deadline. One
+    /// relaxed atomic subtract.
+    func unclaim(_ count: Int) { offered.subtract(count, ordering: .relaxed) }
 
     /// Stops the run because of an error no request can work around; the first message wins.
     func fail(_ message: String) {

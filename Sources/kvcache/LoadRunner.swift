@@ -28,15 +28,20 @@ struct LoadRunner {
         var description: String
     }
 
-    func run() throws -> LoadReport {
-        ProcessMemory.resetPeak()  // the run's peak RSS is its own (--compare-offload runs two)
-        let rssStart = ProcessMemory.current()
-        let engine: Engine
+    /// The run's engine, of `config`; a refusal is a `Failure` naming it. Costs the engine's
+    /// creation (with a disk tier: opening, and recovering, the tier's files).
+    func makeEngine() throws -> Engine {
         do {
-            engine = try Engine(config)
+            return try Engine(config)
         } catch {
             throw Failure(description: "cannot create the engine: \(error)")
         }
+    }
+
+    func run() throws -> LoadReport {
+        ProcessMemory.resetPeak()  // the run's peak RSS is its own (--compare-offload runs two)
+        let rssStart = ProcessMemory.current()
+        let engine = try makeEngine()
         var reserved: (bytes: UInt64, seconds: Double) = (0, 0)
         if reserve {
             let t0 = monotonicNanoseconds()

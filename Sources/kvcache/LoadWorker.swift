@@ -461,6 +461,9 @@ struct LoadWorker: Sendable {
         // every other free (they were once untimed: an interrupted run's free row counted
         // fewer frees than its creates), and counted (`freedAtStop`).
         for id in live.map(\.id) + loading.map(\.id) where freeTimed(id) { result.freedAtStop += 1 }
+        // Claimed but not arrived: not offered (they were counted so, and "stopped unfinished").
+        let stoppedAt = coordinator.elapsedNanoseconds()
+        coordinator.unclaim(waiting.count { $0.request.arrivalNanoseconds > stoppedAt })
         publish()
         result.finishedNanoseconds = coordinator.elapsedNanoseconds()
         return result

@@ -12,13 +12,14 @@ enum OutputFile {
         let description: String
     }
 
-    /// Writes `text` to `path` atomically: to `PATH.tmp-PID`, then renamed over `path`. Throws
+    /// Writes `text` to `path` atomically: to a new hidden file in its directory (`temporary`),
+    /// then renamed over `path`. Throws
     /// `Failure` (and removes the temporary file). An existing path that is neither a regular
     /// file nor a directory (`/dev/stdout`, a FIFO, a device) is written in place: renamed over,
     /// it was replaced by a regular file (as root, `--json /dev/stdout` replaced /dev's link).
     static func write(_ text: String, to path: String) throws {
         if writesInPlace(path) { return try put(text, into: path, naming: path) }
-        let temp = temporary(for: path)
+        let temp = try temporary(for: path)
         do { try put(text, into: temp, naming: path) } catch {
             unlink(temp)
             throw error
@@ -43,8 +44,8 @@ enum OutputFile {
 
     /// Throws the `Failure` that `write` would for `path` when `path` is a directory (the
     /// rename would fail) or its directory does not take a new file there (missing, not a
-    /// directory, not writable), by creating and removing the temporary file `write` would
-    /// use, as `write` opens it: a command checks its output paths before it spends its run.
+    /// directory, not writable), by creating and removing a temporary file as `write` does:
+    /// a command checks its output paths before it spends its run.
     /// Changes nothing.
     static func checkWritable(_ path: String) throws {
         if writesInPlace(path) {
@@ -56,10 +57,30 @@ enum OutputFile {
         if stat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR {
             throw Failure(description: "cannot write \(path): \(String(cString: strerror(EISDIR)))")
         }
-        let temp = temporary(for: path)
-        guard let f = fopen(temp, "w") else { throw failure("cannot write \(path)") }
-        fclose(f)
-        unlink(temp)
+        unlink(try temporary(for: path))
+    }
+
+    /// Whether writing `output` would overwrite the file at `input`: both exist and are the
+    /// same file (device and inode: links and other spellings included), or, when one does
+    /// not exist, their paths resolve to the same name (each directory through `realpath`).
+    /// A command refuses such an output before it reads its input (`--write-trace` over its
+    /// `--trace` truncated the trace before the read). Cost: two `stat` calls, or two
+    /// `realpath` calls.
+    static func sameFile(_ output: String, _ input: String) -> Bool {
+        var a = stat(), b = stat()
+        if stat(output, &a) == 0 && stat(input, &b) == 0 { return a.st_dev == b.st_dev && a.st_ino == b.st_ino }
+        return resolved(output) == resolved(input)
+    }
+
+    /// `path` with its directory resolved by `realpath` (`path` itself when that fails).
+    private static func resolved(_ path: String) -> String {
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        guard let real = realpath(dir, nil) else { return path }
+        defer { free(real) }
+        let base = String(cString: real)
+        return (base == "/" ? "" : base) + "/" + name
     }
 
     /// Removes `path` if it is a regular file: what a command wrote there before a write
@@ -79,8 +100,22 @@ enum OutputFile {
         return type != S_IFREG && type != S_IFDIR
     }
 
-    /// Where `write` puts `path`'s bytes before renaming them over it.
-    private static func temporary(for path: String) -> String { "\(path).tmp-\(getpid())" }
+    /// A new name for the file `write` puts `path`'s bytes in before renaming them over it:
+    /// `.kvcache-XXXXXX` in `path`'s directory, made unique by mkstemp, a short name whatever
+    /// `path`'s length (`PATH.tmp-PID` passed the file system's 255 bytes for a valid PATH of
+    /// 250). mkstemp's file is removed again: `put` creates it with the umask's mode, as the
+    /// output itself was created (mkstemp's 0600 would make every output private). Throws the
+    /// `Failure` naming `path` when the directory takes no new file.
+    private static func temporary(for path: String) throws -> String {
+        let dir = path.lastIndex(of: "/").map { String(path[...$0]) } ?? ""
+        var template = Array((dir + ".kvcache-XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw failure("cannot write \(path)") }
+        close(fd)
+        let name = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        unlink(name)
+        return name
+    }
 
     /// Creates directory `path` and any missing parents (0755), as `mkdir -p`. Throws `Failure`
     /// naming the first component that could not be made a directory.

@@ -46,13 +46,20 @@ struct TierBench {
         }
     }
 
+    /// The slots a sequence of the tier's engine stays below: 2^20. Its engine holds at most
+    /// 2^24 tokens (max_seq_tokens), 2^20 slots of 16 tokens, one of them the headroom past the
+    /// sequence (`run`); `IOBenchCommand` refuses a longer `--tier-sequence-bytes` by name.
+    static let sequenceSlotBound = (1 << 24) / slotTokens
+    /// Tokens per slot (block) of the tier's engine.
+    static let slotTokens = 16
+
     func run() throws -> Result {
         var c = EngineConfig()
         c.layout = .paged
         c.numKVHeads = 8
         c.headDim = 128
         c.dtypeBytes = 2
-        c.blockTokens = 16
+        c.blockTokens = Self.slotTokens
         c.numLayers = payloadBytes / (2 * c.blockBytes)
         guard c.numLayers >= 1 && c.numLayers * 2 * c.blockBytes == payloadBytes else {
             throw IOBenchError("--tier needs slot payloads that are a multiple of 64 KiB (got \(payloadBytes))")

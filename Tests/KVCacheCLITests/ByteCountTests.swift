@@ -32,7 +32,19 @@ struct ByteCountTests {
         #expect(ByteCount.format((1 << 30) + (1 << 29) + (1 << 20)) == "1.50 GiB", "two decimals")
         #expect(ByteCount.format(1 << 50) == "1024 TiB", "TiB is the largest unit")
         #expect(ByteCount(bytes: 64 << 10).description == "64 KiB")
-        #expect(ByteCount(bytes: 64 << 10).defaultValueDescription == "64 KiB")
+        #expect(ByteCount(bytes: 64 << 10).defaultValueDescription == "64KiB", "as the parser takes it")
+        #expect(ByteCount(bytes: 1536).defaultValueDescription == "1536", "not a whole unit: bytes")
+    }
+
+    /// Every byte-count default a command's help shows parses: "1 GiB" was shown, the parser
+    /// refused it.
+    @Test func theHelpsDefaultsParse() throws {
+        let helps = [LoadCommand.helpMessage(columns: 10_000), IOBenchCommand.helpMessage(columns: 10_000),
+                     ReplayCommand.helpMessage(columns: 10_000), EvictEvalCommand.helpMessage(columns: 10_000)]
+        let pattern = try Regex(#"default:? ([0-9][0-9.]* ?[KMGT]iB)"#)
+        let shown = helps.flatMap { $0.matches(of: pattern).map { String($0.output[1].substring!) } }
+        #expect(!shown.isEmpty)
+        for text in shown { #expect(ByteCount(argument: text) != nil, "the help shows default \(text)") }
     }
 
     /// What the help prints as a default parses back to the same count.

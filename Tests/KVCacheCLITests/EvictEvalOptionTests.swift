@@ -18,6 +18,7 @@ struct EvictEvalOptionTests {
         // Once run twice, the two runs one bar in the plot:
         (["--budgets", "0.1,0.2,0.1"], "budget 0.1 is given twice"),
         (["--policies", "h2o,tova,h2o"], "policy h2o is given twice"),
+        (["--synthetic", "long-decode,topic-return,long-decode"], "synthetic trace long-decode is given twice"),
         (["--policies", "h2o", "--recent-ratio", "1e30"], "recent_ratio 1e+30 is outside 0...1"),
         (["--policies", "episodic", "--episodes", "4294967297"], "episodes 4294967297 is outside 1...64"),
         // Said "policy none: ...": the settings are every policy's, none is named.

@@ -58,3 +58,33 @@ import Testing
         #expect(text.contains("report: cannot write PATH: File too large; removed\n"), "\(text)")
     }
 }
+
+/// An output of `evict-eval` that is its `--trace` file is refused before the trace is read:
+/// `--trace X --write-trace X` truncated X, then failed reading it ("step 0: truncated rows").
+@Suite struct EvictEvalOutputOverTraceTests {
+    /// A trace written by `--write-trace`, in a new directory; returns the directory and the path.
+    static func writtenTrace() throws -> (dir: String, path: String) {
+        var template = Array("/tmp/kvattn-same-XXXXXX".utf8CString)
+        let dir = String(cString: try #require(template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }))
+        let path = dir + "/ld.trace"
+        try EvictEvalCommand.parse(["--synthetic", "long-decode", "--write-trace", path]).run()
+        return (dir, path)
+    }
+
+    @Test func anOutputThatIsTheTraceIsRefusedAndTheTraceKept() throws {
+        let (dir, path) = try Self.writtenTrace()
+        defer { unlink(dir + "/link"); unlink(path); rmdir(dir) }
+        var before = stat()
+        #expect(stat(path, &before) == 0)
+        symlink(path, dir + "/link")
+        for (option, output) in [("--write-trace", path), ("--write-trace", dir + "/../" + (dir as NSString).lastPathComponent + "/ld.trace"),
+                                 ("--json", dir + "/link"), ("--plot", path)] {
+            let message = optionError(EvictEvalCommand.self, ["--trace", path, option, output])
+            #expect(message == "\(option) \(output) names the file --trace reads: it would be overwritten; give another file", "\(option) \(output)")
+        }
+        var after = stat()
+        #expect(stat(path, &after) == 0 && after.st_size == before.st_size)
+        // Another file is a copy: the trace is read whole and written there.
+        #expect(optionError(EvictEvalCommand.self, ["--trace", path, "--write-trace", dir + "/copy"]) == nil)
+    }
+}

@@ -55,11 +55,29 @@ struct IOBenchOptionTests {
                 == "--file-size must be at most 9223372036854775807 bytes (the largest file offset)", "\(value)")
         }
         #expect(optionError(IOBenchCommand.self, ["--file-size", "9223372036854775807"]) == nil)
-        for value in ["18446744073709551615", "70368744177665"] {
-            #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-sequence-bytes", value])?
-                .hasPrefix("--tier-sequence-bytes must be at most 64 TiB") == true, "\(value)")
+        for value in ["18446744073709551615", "70368744177665", "64GiB"] {
+            #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-sequence-bytes", value])
+                == "--tier-sequence-bytes must be below 64 GiB (2^20 slots of 64 KiB, the smallest --tier block size: "
+                + "the tier's engine holds no longer sequence)", "\(value)")
         }
-        #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-sequence-bytes", "64TiB"]) == nil)
+        #expect(optionError(IOBenchCommand.self, ["--tier", "--tier-sequence-bytes", "65535MiB"]) == nil)
+    }
+
+    /// The bound is that of the smallest tier block size: 1TiB passed validation with 64KiB
+    /// slots, ran every cell (about 10 s), then the tier's engine refused max_seq_tokens and
+    /// none of the cells was printed.
+    @Test func aTierSequenceTooLongForTheSmallestSlotIsRefusedByName() {
+        let sizes = ["--block-sizes", "4KiB,64KiB,1MiB", "--depths", "1"]
+        #expect(optionError(IOBenchCommand.self, sizes + ["--tier", "--tier-sequence-bytes", "1TiB"])
+            == "--tier-sequence-bytes must be below 64 GiB (2^20 slots of 64 KiB, the smallest --tier block size: "
+            + "the tier's engine holds no longer sequence)")
+        #expect(optionError(IOBenchCommand.self, sizes + ["--tier", "--tier-sequence-bytes", "65535MiB"]) == nil)
+        // 2^20 slots of the largest size, 64 TiB, was the bound: its engine refused it too.
+        let largest = ["--block-sizes", "64MiB", "--depths", "1", "--file-size", "128MiB", "--tier", "--tier-sequence-bytes"]
+        #expect(optionError(IOBenchCommand.self, largest + ["64TiB"])
+            == "--tier-sequence-bytes must be below 64 TiB (2^20 slots of 64 MiB, the smallest --tier block size: "
+            + "the tier's engine holds no longer sequence)")
+        #expect(optionError(IOBenchCommand.self, largest + ["67108863MiB"]) == nil)
     }
 
     /// The largest --file-size accepted is refused by the file system, and the empty file

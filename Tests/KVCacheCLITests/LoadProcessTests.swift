@@ -83,6 +83,49 @@ struct LoadProcessTests {
         #expect((counts["requested"] as? NSNumber)?.intValue == 4 && (counts["trace_requests"] as? NSNumber)?.intValue == 4)
     }
 
+    /// `--compare-offload` with a tier the engine refuses (a missing --offload-dir, an
+    /// --offload-bytes past the slab's limit, a missing --peer-offload-dir) ends at once, as
+    /// without `--compare-offload`: it ran the whole first (no-tier) run, here an 8 s modelled
+    /// prefill, then failed creating the second engine and printed no report.
+    @Test(arguments: [["--offload-dir", "/nonexistent-kvcache-dir/tier"],
+                      ["--offload-dir", "/tmp", "--offload-bytes", "100TiB"],
+                      ["--offload-dir", "/tmp", "--peer-offload-dir", "/nonexistent-kvcache-dir/peer", "--model-tag", "5"]])
+    func aTierTheEngineRefusesEndsTheComparisonBeforeItsFirstRun(tier: [String]) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-cmp-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let options = tier.map { $0 == "/tmp" ? dir : $0 }
+        let started = Date()
+        let child = try Child(["load", "--compare-offload", "--requests", "1", "--prompt-dist", "fixed", "--prompt-mean", "8", "--prompt-max", "8",
+                               "--prefill-tokens-per-s", "1"] + options + Self.shape)
+        #expect(child.wait() == 1)
+        let elapsed = Date().timeIntervalSince(started)
+        let message = String(decoding: child.stderr, as: UTF8.self)
+        #expect(message.contains("cannot create the engine"), "\(message)")
+        #expect(elapsed < 4, "refused after \(elapsed) s")
+    }
+
+    /// A request claimed ahead of its arrival (a worker sleeps until it arrives) and not yet
+    /// arrived at SIGINT is not offered, as with --duration: it was counted offered and
+    /// "stopped unfinished".
+    @Test func aRequestNotYetArrivedAtASignalIsNotOffered() throws {
+        let lines = [#"{"timestamp": 0, "input_length": 10, "output_length": 5, "hash_ids": [1]}"#,
+                     #"{"timestamp": 3600000, "input_length": 10, "output_length": 5, "hash_ids": [2]}"#]
+        let trace = try TraceWorkloadTests.file(lines.joined(separator: "\n") + "\n")
+        defer { try? FileManager.default.removeItem(atPath: trace) }
+        let child = try Child(["load", "--trace", trace, "--trace-speed", "1", "--json"] + Self.shape)
+        var waited = 0
+        while !child.catches(SIGINT) && child.process.isRunning && waited < 1000 {
+            usleep(10_000)
+            waited += 1
+        }
+        usleep(500_000)  // the first request completes, the second is claimed
+        kill(child.process.processIdentifier, SIGINT)
+        #expect(child.wait() == 128 + SIGINT)
+        let requests = try #require((try JSONSerialization.jsonObject(with: child.stdout) as? [String: Any])?["requests"] as? [String: Any])
+        #expect((requests["offered"] as? NSNumber)?.intValue == 1 && (requests["completed"] as? NSNumber)?.intValue == 1, "\(requests)")
+    }
+
     /// SIGINT (SIGTERM alike) stops a run's workers and prints the report of what completed,
     /// marked interrupted, then exits with 128 + the signal; it used to end the process with
     /// no output. The run is a closed loop of a minute's worth of requests.

@@ -56,6 +56,19 @@ import Testing
     /// regular file and its reader got nothing (as root, `--json /dev/stdout` replaced the
     /// link in /dev). The check before a run neither opens it (a FIFO's open waits for a
     /// reader) nor leaves a temporary file.
+    /// A name of 250 bytes (the file system takes 255) is written: its temporary name
+    /// NAME.tmp-PID was too long ("File name too long", naming NAME).
+    @Test func aLongValidNameIsWritten() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-out-\(UUID().uuidString)").path
+        try OutputFile.makeDirectory(dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/" + String(repeating: "a", count: 245) + ".json"
+        try OutputFile.checkWritable(path)
+        try OutputFile.write("{}\n", to: path)
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "{}\n")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).count == 1, "no temporary file is left")
+    }
+
     @Test func aFIFOIsWrittenInPlaceNotReplaced() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-out-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
