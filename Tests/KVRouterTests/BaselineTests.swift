@@ -35,15 +35,24 @@ import Testing
         try r.report(2, load: InstanceLoad(activeRequests: 5))
         h.withUnsafeBufferPointer { r.view.recordRoute($0, slot: 2) }
         #expect(try r.routeSlot(h, tokens: 64) == 2, "a 100% match beats the cache threshold")
-        // A prompt matching 1 of 4 blocks (25% < 50%) goes to the smallest tree.
+        // A prompt matching 1 of 4 blocks (25% < 50%) goes to the least loaded (slot 2 has 6).
         let other = [h[0]] + chain(22, count: 3)
-        let s = try r.routeSlot(other, tokens: 64)
-        #expect(s == 0 || s == 1)
+        #expect(try r.routeSlot(other, tokens: 64) == 0)
         // Imbalance (gap > 32 and ratio > 1.1): the least loaded wins regardless of cache.
         r.report(slot: 0, load: InstanceLoad(activeRequests: 40))
         r.report(slot: 1, load: InstanceLoad(activeRequests: 3))
         r.report(slot: 2, load: InstanceLoad(activeRequests: 50))
         #expect(try r.routeSlot(h, tokens: 64) == 1)
+    }
+
+    /// Current SGLang (sgl-model-gateway `CacheAwarePolicy::select_worker`): a prompt whose best
+    /// match is at or under `cache_threshold` goes to the least loaded worker (fewest in-flight
+    /// requests), not to the smallest tree as the old sgl-router did.
+    @Test func prefixTreeSendsACacheMissToTheLeastLoadedInstance() throws {
+        let r = try makeRouter(.prefixTree, instances: 2)
+        chain(40, count: 5).withUnsafeBufferPointer { r.view.recordRoute($0, slot: 1) }  // slot 1's tree: 5 blocks, slot 0's empty
+        r.report(slot: 0, load: InstanceLoad(activeRequests: 10))  // balanced: a gap of 10 <= 32
+        #expect(try r.routeSlot(chain(41, count: 4), tokens: 64) == 1, "a miss goes to the least loaded, the larger tree")
     }
 
     @Test func overlapCostTradesCachedBlocksAgainstLoad() throws {

@@ -284,8 +284,7 @@ struct RandomRouterOperationTests {
                 let best = live.min { (-prefix(hashes, $0.id), load($0.id).activeRequests, $0.slot)
                     < (-prefix(hashes, $1.id), load($1.id).activeRequests, $1.slot) }!
                 if Double(min(tokens, prefix(hashes, best.id) * bt)) / Double(tokens) > c.cacheThreshold { return best.slot }
-                func size(_ id: UInt32) -> Int { exact ? model[id]!.memory.count : model[id]!.credited.count }
-                return live.min { (size($0.id), load($0.id).activeRequests, $0.slot) < (size($1.id), load($1.id).activeRequests, $1.slot) }!.slot
+                return live.first { load($0.id).activeRequests == lo }!.slot
             case .dualMap:
                 let (a, b) = router.candidates(hashes[min(c.keyBlocks, hashes.count) - 1])
                 #expect(a >= 0 && a != b, "step \(step): candidates \(a), \(b)")
