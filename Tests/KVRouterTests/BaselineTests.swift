@@ -58,13 +58,19 @@ import Testing
     @Test func overlapCostTradesCachedBlocksAgainstLoad() throws {
         let r = try makeRouter(.overlapCost, instances: 2)
         let h = chain(31, count: 8)  // 128 tokens = 8 blocks
+        let busy = chain(33, count: 7)
         try r.store(h, at: 1)
-        // Slot 1 saves 8 prefill blocks; it wins while its extra active blocks are fewer.
-        r.report(slot: 0, load: InstanceLoad(runningBlocks: 0))
-        r.report(slot: 1, load: InstanceLoad(runningBlocks: 7))
+        try r.store(busy, at: 1)
+        #expect(try r.routeSlot(busy, tokens: 112) == 1, "cached at 1: 7 against 14")
+        // Slot 1 saves 8 prefill blocks; it wins while the blocks active there are fewer:
+        // 7 + 8 against 8 + 8.
         #expect(try r.routeSlot(h, tokens: 128) == 1)
-        r.report(slot: 0, load: InstanceLoad(runningBlocks: 0))
-        r.report(slot: 1, load: InstanceLoad(runningBlocks: 9))
+        try r.finish(h, at: 1)
+        try r.finish(busy, at: 1)
+        let more = chain(34, count: 9)
+        try r.store(more, at: 1)
+        #expect(try r.routeSlot(more, tokens: 144) == 1, "cached at 1: 9 against 18")
+        // 9 active blocks at slot 1 now: 9 + 8 against 8 + 8.
         #expect(try r.routeSlot(h, tokens: 128) == 0)
     }
 
