@@ -1640,8 +1640,11 @@ kvc_status kvc_hash_tokens_salted(const int32_t *tokens, size_t n_tokens, uint32
  *   KVC_ROUTER_LEAST_LOADED     fewest pending prefill tokens.
  *   KVC_ROUTER_CONSISTENT_HASH  one ring over the key; ignores load.
  *   KVC_ROUTER_PREFIX_TREE      SGLang router's cache-aware policy (match ratio > 0.5 wins,
- *                               least in-flight requests when imbalanced by > 32 and x1.1).
- *   KVC_ROUTER_OVERLAP_COST     Dynamo KV router: min of prefill blocks + active blocks.
+ *                               else, or when imbalanced by > 32 and x1.1, the least
+ *                               in-flight requests).
+ *   KVC_ROUTER_OVERLAP_COST     Dynamo KV router: min of prefill blocks + active blocks, the
+ *                               distinct blocks of the requests routed to the instance and
+ *                               not finished (kvc_router_finish) plus this prompt's others.
  *   KVC_ROUTER_LLM_D            llm-d's precise prefix-cache profile: max of 3 x prefix score
  *                               (cached prefix, min-max normalised over the instances caching
  *                               block 0) + 2 x (1 - KV usage) + 2 x queue score (waiting
@@ -1790,8 +1793,12 @@ kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
  * KVC_ERR_INVALID_ARGUMENT (NULL r/instance, NULL block_hashes, n_blocks 0, n_tokens 0,
  * n_blocks above the ceil(n_tokens / block_tokens) blocks the prompt fills),
  * KVC_ERR_NOT_FOUND (no instance); nothing changes then.
- * Cost: about one hash-table probe per cached block plus two ring lookups; no allocation,
- * except with the approximate view: the first route to an instance allocates its history
+ * With KVC_ROUTER_OVERLAP_COST the request's hashes count among the instance's active
+ * blocks until kvc_router_finish.
+ * Cost: about one hash-table probe per cached block plus two ring lookups (overlap cost:
+ * also about two probes per block, to count and to record it); no allocation, except when
+ * overlap cost's active-block tables grow, and with the approximate view: the first route
+ * to an instance allocates its history
  * once (the 16384 blocks it may hold, in order of last route, in a 32768-entry map: 512 KiB),
  * and a route whose new blocks take the shared block table past half full doubles it
  * (a pass over its entries under the lock: amortised O(1) per block, but that one call pays
@@ -1805,6 +1812,24 @@ kvc_status kvc_router_route(kvc_router *r, const uint64_t *block_hashes, size_t 
  *  struct_size out of range), KVC_ERR_UNSUPPORTED (unknown non-zero field),
  *  KVC_ERR_NOT_FOUND (unknown or removed instance). */
 kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instance_load *load);
+
+/** Tells the router that a request it routed to `instance` has finished (completed,
+ *  cancelled, aborted or rejected), by the block_hashes[0 .. n_blocks-1] it was routed with
+ *  (the same array given to kvc_router_route). KVC_ROUTER_OVERLAP_COST counts, per instance,
+ *  the distinct blocks of the requests routed there and not finished, queued ones included,
+ *  as Dynamo's router does (its free at request completion); the end of a request's prefill
+ *  is not its finish. Call it once per routed request, with any policy: the others keep
+ *  nothing and only check the arguments. Hashes are counted, not tied to a request, so a
+ *  second finish of a request whose blocks a later request shares takes that request's.
+ *  Memory: an instance counts at most 262,144 distinct blocks (about 50 bytes each); a route
+ *  that would pass it first forgets the instance's count, so a server that never calls this
+ *  keeps the router's memory bounded, and the forgotten requests' finishes are refused.
+ *  Returns KVC_ERR_INVALID_ARGUMENT (NULL r, NULL block_hashes, n_blocks 0, a hash no
+ *  unfinished request routed to the instance holds: never routed there, already finished or
+ *  forgotten), KVC_ERR_NOT_FOUND (unknown or removed instance); nothing changes then.
+ *  Cost: about three hash-table probes per block, no allocation. */
+kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *block_hashes,
+                             size_t n_blocks);
 
 /** Applies `instance`'s KV events, in the order kvc_drain_events returned them, to the exact
  *  cache view (ignored by an approximate view). The view stays exact across a restart of the

@@ -1961,6 +1961,32 @@ static void route(void) {
     CHECK(chosen == 10, "router: llm-d leaves a caching instance whose queue and KV usage outweigh the prefix (got %u)",
           chosen);
     kvc_router_destroy(llmd);
+    /* Dynamo's overlap cost: a prompt whose blocks an unfinished request routed to 20 holds
+       adds no active block there (0 prefill + n active + 0 new against n + 0 + n), until
+       kvc_router_finish; a finish names hashes routed to the instance and not finished. */
+    kvc_router_config oc;
+    kvc_router_config_init(&oc);
+    oc.block_tokens = cfg.block_tokens;
+    oc.policy = KVC_ROUTER_OVERLAP_COST;
+    kvc_router *dyn;
+    MUST(kvc_router_create(&oc, &dyn));
+    MUST(kvc_router_add_instance(dyn, 10, 1.0));
+    MUST(kvc_router_add_instance(dyn, 20, 1.0));
+    MUST(kvc_router_observe_events(dyn, 20, events, n_events));
+    MUST(kvc_router_route(dyn, hashes, n_hashes, PROMPT, &chosen));
+    CHECK(chosen == 20, "router: overlap cost sends the prompt to the instance caching it (got %u)", chosen);
+    MUST(kvc_router_route(dyn, hashes, n_hashes, PROMPT, &chosen));
+    CHECK(chosen == 20, "router: overlap cost charges no block a routed, unfinished request holds (got %u)", chosen);
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "not active at instance 10", kvc_router_finish(dyn, 10, hashes, n_hashes));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "instance 30", kvc_router_finish(dyn, 30, hashes, n_hashes));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block_hashes is NULL", kvc_router_finish(dyn, 20, NULL, n_hashes));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block hash", kvc_router_finish(dyn, 20, hashes, 0));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "router is NULL", kvc_router_finish(NULL, 20, hashes, n_hashes));
+    MUST(kvc_router_finish(dyn, 20, hashes, n_hashes));
+    MUST(kvc_router_finish(dyn, 20, hashes, n_hashes));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "not active at instance 20", kvc_router_finish(dyn, 20, hashes, n_hashes));
+    kvc_router_destroy(dyn);
+    MUST(kvc_router_finish(r, 10, hashes, n_hashes)); /* DualMap keeps no active blocks */
     MUST(kvc_router_observe_prefill(r, 1000, 100.0));
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens is 0", kvc_router_observe_prefill(r, 0, 1.0));
     /* Bad input. */

@@ -177,6 +177,17 @@ extension RouterConfig {
     }
 }
 
+/// `kvc_router_finish`: `Router.finish`, which checks the instance and the hashes.
+@c public func kvc_router_finish(
+    _ r: OpaquePointer?, _ instance: UInt32, _ blockHashes: UnsafePointer<UInt64>?, _ nBlocks: Int
+) -> kvc_status {
+    status("kvc_router_finish", "instance \(instance)") { () throws(KVError) in
+        let handle = try routerHandle(r)
+        let hashes = try array(blockHashes, nBlocks, "block_hashes", "n_blocks")
+        try handle.locked { (router) throws(KVError) in try router.finish(instance, hashes: hashes) }
+    }
+}
+
 /// `kvc_router_report`: decodes `*load` (struct_size rules as `kvc_stats`, read-only) and
 /// replaces the instance's load.
 @c public func kvc_router_report(_ r: OpaquePointer?, _ instance: UInt32, _ load: UnsafeRawPointer?) -> kvc_status {

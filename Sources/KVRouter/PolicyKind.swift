@@ -40,6 +40,10 @@ public enum PolicyKind: UInt32, Sendable, CaseIterable {
     /// Whether the policy reads the cache view (and so needs a prefix match per request).
     public var readsCache: Bool { self == .dualMap || self == .prefixTree || self == .overlapCost || self == .llmD }
 
+    /// Whether the router keeps the routed, unfinished requests' blocks per instance for the
+    /// policy (`Router.active`, fed by `route` and `finish`): overlap cost only, as Dynamo does.
+    public var countsActiveBlocks: Bool { self == .overlapCost }
+
     /// The view each policy's source uses: Dynamo, llm-d's precise prefix-cache scorer and
     /// DualMap consume KV events (exact); SGLang's router keeps an approximate radix tree built
     /// from its own routing decisions.

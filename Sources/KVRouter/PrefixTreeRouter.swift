@@ -1,13 +1,20 @@
-/// Baseline: SGLang router's cache-aware policy (sgl-router `CacheAwarePolicy`), at its
-/// defaults `cache_threshold` 0.5, `balance_abs_threshold` 32, `balance_rel_threshold` 1.1.
+/// Baseline: SGLang router's cache-aware policy (sgl-model-gateway, formerly sgl-router,
+/// `CacheAwarePolicy::select_worker`), at the Rust library's `CacheAwareConfig::default()`:
+/// `cache_threshold` 0.5, `balance_abs_threshold` 32, `balance_rel_threshold` 1.1. The router
+/// as launched (`python -m sglang_router.launch_router`, router_args.py) defaults to 0.3, 64
+/// and 1.5 with a tree of 2^26 characters (about 32k blocks, not the engine's capacity that
+/// `RouterConfig.approximateBlocksPerInstance` gets in the replay); the replay measured those
+/// at x1.24 capacity and, with the large tree, x1.14, against x1.24 here (2026-11-24,
+/// docs/routing.md), so these defaults are the stronger baseline.
 ///
 /// 1. Load is in-flight requests per instance. The system is imbalanced when
 ///    `max - min > balance_abs_threshold` and `max > min * balance_rel_threshold`; then the
-///    request goes to the least loaded instance.
+///    request goes to the least loaded instance (the lowest slot among equals).
 /// 2. Otherwise the instance with the longest cached prefix wins (ties: fewer in-flight
 ///    requests, then the lowest slot) if the matched fraction of the prompt exceeds
 ///    `cache_threshold`;
-/// 3. else the instance with the smallest cache tree (fewest tracked blocks: most room).
+/// 3. else the least loaded instance, as step 1 picks it. (The old sgl-router took the
+///    smallest tree there; this baseline did until 2026-11-24.)
 ///
 /// SGLang keeps an approximate radix tree per worker built from the requests it routed; the
 /// default view here is the same (`CacheViewMode.approximate`); a chained block hash set is a
@@ -29,7 +36,7 @@ public final class PrefixTreeRouter: RoutingPolicy {
             let s = m.trailingZeroBitCount
             m &= m - 1
             let l = loads[s].activeRequests
-            if l < minLoad { minLoad = l; leastLoaded = s }
+            if leastLoaded < 0 || l < minLoad { minLoad = l; leastLoaded = s }  // loads may all be UInt64.max
             maxLoad = max(maxLoad, l)
         }
         let c = router.config
@@ -47,18 +54,6 @@ public final class PrefixTreeRouter: RoutingPolicy {
             }
         }
         let matchedTokens = min(request.tokens, router.matched[best] * c.blockTokens)
-        if Double(matchedTokens) / Double(request.tokens) > c.cacheThreshold { return best }
-        var smallest = -1
-        m = live
-        while m != 0 {
-            let s = m.trailingZeroBitCount
-            m &= m - 1
-            let size = router.view.blocksPerSlot[s]
-            if smallest < 0 || size < router.view.blocksPerSlot[smallest]
-                || (size == router.view.blocksPerSlot[smallest] && loads[s].activeRequests < loads[smallest].activeRequests) {
-                smallest = s
-            }
-        }
-        return smallest
+        return Double(matchedTokens) / Double(request.tokens) > c.cacheThreshold ? best : leastLoaded
     }
 }

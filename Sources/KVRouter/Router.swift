@@ -21,6 +21,9 @@ public final class Router {
     public let view: CacheView
     /// The policy deciding.
     public let policy: any RoutingPolicy
+    /// Per instance, the blocks of the requests routed there and not finished (`finish`), for
+    /// policies with `PolicyKind.countsActiveBlocks`; nil for the others, which pay nothing.
+    public let active: ActiveBlocks?
     /// DualMap's first ring (also the consistent-hash ring).
     public private(set) var ring1 = HashRing(seed: 0x6475_616C_6D61_7031)  // "dualmap1"
     /// DualMap's second ring, an independent hash function.
@@ -50,6 +53,7 @@ public final class Router {
         view = CacheView(mode: config.effectiveView, trackedBlocks: config.trackedBlocks,
                          approximateBlocksPerInstance: config.approximateBlocksPerInstance)
         policy = makePolicy(config.policy)
+        active = config.policy.countsActiveBlocks ? ActiveBlocks() : nil
         prefill = PrefillEstimator(prior: config.prefillMillisecondsPerToken)
         let n = RouterConfig.maxInstances
         ids = .allocate(capacity: n)
@@ -120,7 +124,8 @@ public final class Router {
         ring2.insert(slot: s, id: id, virtualNodes: positions)
     }
 
-    /// Removes instance `id`: no later decision picks it and its cache view is dropped.
+    /// Removes instance `id`: no later decision picks it and its cache view and active blocks
+    /// are dropped.
     /// Throws `notFound`. Cost: compacts the instance's positions out of both rings, O(P), and
     /// forgets its view (`CacheView.forget`: one probe per hash it was credited with, in
     /// exact mode also per hash removed or repeated since its log's last compaction).
@@ -129,6 +134,7 @@ public final class Router {
         guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
         liveMask &= ~(1 << UInt64(s))
         view.forget(slot: s)
+        active?.clear(slot: s)
         ring1.remove(slot: s)
         ring2.remove(slot: s)
     }
@@ -142,7 +148,8 @@ public final class Router {
     /// `hashes`, and advances that instance's load by the request (pending prefill tokens by
     /// its uncached part, running blocks, active and waiting requests; each saturates at
     /// `UInt64.max`, as a report may say anything). Approximate views credit it with the
-    /// blocks. Throws `invalidArgument` (no hashes, tokens < 1, more hashes than the
+    /// blocks; with `active`, it adds the hashes to the instance's active blocks until `finish`.
+    /// Throws `invalidArgument` (no hashes, tokens < 1, more hashes than the
     /// `blocks(tokens)` the prompt fills), `notFound` (no live instance); nothing changes then.
     /// Cost: see the type; no allocation but the approximate view's (see the type).
     public func route(_ hashes: UnsafeBufferPointer<UInt64>, tokens: Int) throws(KVError) -> UInt32 {
@@ -168,6 +175,7 @@ public final class Router {
         if matchedSlots & (1 << UInt64(s)) == 0 { matched[s] = view.matchedBlocks(hashes, slot: s) }
         commit(slot: s, uncachedTokens: uncachedTokens(tokens: tokens, slot: s), blocks: blocks(tokens))
         view.recordRoute(hashes, slot: s)
+        active?.add(hashes, slot: s)
         decisions += 1
         return s
     }
@@ -292,6 +300,36 @@ public final class Router {
         }
     }
 
+    /// Tells the router that a request routed to instance `id` with the block `hashes` it was
+    /// routed with has finished (completed, aborted or rejected): its blocks leave the
+    /// instance's active blocks (`active`), as Dynamo's `free` at request completion. Call it
+    /// once per routed request; a prefill's end is not a finish (the blocks stay held while
+    /// it decodes). Policies without `PolicyKind.countsActiveBlocks` keep nothing to free:
+    /// for them the call only checks its arguments. Throws `notFound` (no such instance),
+    /// `invalidArgument` (no hashes, or one of them not active at the instance: never routed
+    /// there, already finished, or dropped by an `ActiveBlocks` reset); nothing changes then.
+    /// Hashes are counted, not tied to a request: a second finish of a request whose blocks
+    /// another routed request shares takes that request's references. Cost: `slot(of:)`, then
+    /// about three hash probes per block (`ActiveBlocks.remove`).
+    public func finish(_ id: UInt32, hashes: UnsafeBufferPointer<UInt64>) throws(KVError) {
+        let s = slot(of: id)
+        guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
+        guard hashes.count > 0 else { throw KVError(.invalidArgument, "no block hashes: a finished request was routed by at least one") }
+        guard active?.remove(hashes, slot: s) ?? true else {
+            throw KVError(.invalidArgument, "a block hash of the \(hashes.count) given is not active at instance \(id): the request "
+                          + "was not routed there, or has finished already")
+        }
+    }
+
+    /// `finish` for live slot `slot`, without the id lookup, for callers inside this package
+    /// that routed the request there themselves (the simulator). Preconditions, checked: the
+    /// slot is live and every hash is active there (for the policies that keep them).
+    package func finish(slot: Int, hashes: UnsafeBufferPointer<UInt64>) {
+        precondition(isLive(slot), "finish(slot: \(slot)): not a live slot")
+        let removed = active?.remove(hashes, slot: slot) ?? true
+        precondition(removed, "finish(slot: \(slot)): blocks not active there")
+    }
+
     /// Lets the policy move queued requests off overloaded instances; returns how many moved.
     public func rebalance(_ queues: any RequestQueues) -> Int {
         guard liveMask != 0 else { return 0 }
@@ -304,9 +342,14 @@ public final class Router {
     /// rebalancing move, until the next reports), and credits an approximate view with the
     /// request's `hashes` at `to`, which will compute them (as a route there would have). The
     /// view keeps them at `from` too: it cannot tell the blocks the request's route added there
-    /// from those it held before.
+    /// from those it held before. Active blocks (`active`) move with the request.
     func transfer(from: Int, to: Int, fromTokens: Int, toTokens: Int, blocks: Int, hashes: UnsafeBufferPointer<UInt64>) {
         view.recordRoute(hashes, slot: to)
+        if let active {
+            let removed = active.remove(hashes, slot: from)
+            precondition(removed, "transfer: the moved request's blocks are not active at its slot")
+            active.add(hashes, slot: to)
+        }
         loads[from].pendingPrefillTokens -= min(loads[from].pendingPrefillTokens, UInt64(fromTokens))
         loads[from].runningBlocks -= min(loads[from].runningBlocks, UInt64(blocks))
         loads[from].activeRequests -= min(loads[from].activeRequests, 1)

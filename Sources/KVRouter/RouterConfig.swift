@@ -58,10 +58,16 @@ public struct RouterConfig: Equatable, Sendable {
     /// SLO threshold (hotspot rebalancing). Default true.
     public var rebalance: Bool = true
     /// SGLang `cache_threshold`: a prefix match ratio above it routes for affinity. Default 0.5.
+    /// The three SGLang defaults are its Rust `CacheAwareConfig::default()`; the router as
+    /// launched (`sglang_router.launch_router`, router_args.py) uses 0.3, 64 and 1.5 with a
+    /// 2^26-character tree, which the replay measured at the same x1.24 capacity and, with that
+    /// tree, x1.14 (2026-11-24, docs/routing.md): these are the stronger baseline.
     public var cacheThreshold: Double = 0.5
-    /// SGLang `balance_abs_threshold`: in-flight request gap that counts as imbalance. Default 32.
+    /// SGLang `balance_abs_threshold`: in-flight request gap that counts as imbalance. Default
+    /// 32 (launched router: 64; see `cacheThreshold`).
     public var balanceAbsThreshold: Int = 32
-    /// SGLang `balance_rel_threshold`: in-flight request ratio that counts as imbalance. Default 1.1.
+    /// SGLang `balance_rel_threshold`: in-flight request ratio that counts as imbalance.
+    /// Default 1.1 (launched router: 1.5; see `cacheThreshold`).
     public var balanceRelThreshold: Double = 1.1
     /// Dynamo `overlap_score_weight`: weight of prefill blocks against active blocks. Default 1.0.
     public var overlapScoreWeight: Double = 1.0

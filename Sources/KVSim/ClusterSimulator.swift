@@ -543,6 +543,7 @@ public final class ClusterSimulator: RequestQueues {
                 // served here.
                 inst.popWaiting()
                 inst.pendingPrefillTokens -= Int(estimatedUncached[r])
+                router.finish(slot: s, hashes: hashes(r))
                 if generated[r] > 0 {
                     state[r] = 5
                     aborted += 1
@@ -705,8 +706,10 @@ public final class ClusterSimulator: RequestQueues {
         }
     }
 
+    /// Ends request `r` at instance `s`: frees its sequence and tells the router it finished.
     private func complete(_ r: Int, _ s: Int, now: Double) {
         try? instances[s].engine.free(UInt64(r))
+        router.finish(slot: s, hashes: hashes(r))
         state[r] = 3
         finishStore[r] = now
     }

@@ -51,6 +51,31 @@ private final class CRouter {
 }
 
 @Suite struct RouterABITests {
+    /// `kvc_router_finish`: overlap cost counts a routed request's blocks at its instance until
+    /// it finishes; a finish of hashes not active there, at an unknown instance, or with no
+    /// hashes is refused and changes nothing; other policies accept any finish at a live one.
+    @Test func finishEndsARequestsActiveBlocks() throws {
+        let r = try CRouter(policy: 5)  // KVC_ROUTER_OVERLAP_COST
+        #expect(kvc_router_add_instance(r.handle, 7, 1) == KVC_OK)
+        let h: [UInt64] = [11, 12, 13]
+        var chosen: UInt32 = 0
+        #expect(r.route(h, tokens: 48, &chosen) == KVC_OK)
+        func finish(_ id: UInt32, _ hashes: [UInt64]) -> kvc_status {
+            hashes.withUnsafeBufferPointer { kvc_router_finish(r.handle, id, $0.baseAddress, $0.count) }
+        }
+        #expect(finish(8, h) == KVC_ERR_NOT_FOUND)
+        #expect(finish(7, [11, 99]) == KVC_ERR_INVALID_ARGUMENT)
+        #expect(lastError().contains("not active at instance 7"))
+        #expect(finish(7, []) == KVC_ERR_INVALID_ARGUMENT)
+        #expect(kvc_router_finish(r.handle, 7, nil, 3) == KVC_ERR_INVALID_ARGUMENT)
+        #expect(kvc_router_finish(nil, 7, h, 3) == KVC_ERR_INVALID_ARGUMENT)
+        #expect(finish(7, h) == KVC_OK, "the refused finishes left the request's blocks in place")
+        #expect(finish(7, h) == KVC_ERR_INVALID_ARGUMENT, "finished already")
+        let d = try CRouter(policy: 0)
+        #expect(kvc_router_add_instance(d.handle, 7, 1) == KVC_OK)
+        #expect(h.withUnsafeBufferPointer { kvc_router_finish(d.handle, 7, $0.baseAddress, 3) } == KVC_OK)
+    }
+
     @Test func routesToAnAddedInstance() throws {
         let r = try CRouter()
         #expect(kvc_router_add_instance(r.handle, 7, 1) == KVC_OK)

@@ -35,10 +35,9 @@ import Testing
         try r.report(2, load: InstanceLoad(activeRequests: 5))
         h.withUnsafeBufferPointer { r.view.recordRoute($0, slot: 2) }
         #expect(try r.routeSlot(h, tokens: 64) == 2, "a 100% match beats the cache threshold")
-        // A prompt matching 1 of 4 blocks (25% < 50%) goes to the smallest tree.
+        // A prompt matching 1 of 4 blocks (25% < 50%) goes to the least loaded (slot 2 has 6).
         let other = [h[0]] + chain(22, count: 3)
-        let s = try r.routeSlot(other, tokens: 64)
-        #expect(s == 0 || s == 1)
+        #expect(try r.routeSlot(other, tokens: 64) == 0)
         // Imbalance (gap > 32 and ratio > 1.1): the least loaded wins regardless of cache.
         r.report(slot: 0, load: InstanceLoad(activeRequests: 40))
         r.report(slot: 1, load: InstanceLoad(activeRequests: 3))
@@ -46,16 +45,32 @@ import Testing
         #expect(try r.routeSlot(h, tokens: 64) == 1)
     }
 
+    /// Current SGLang (sgl-model-gateway `CacheAwarePolicy::select_worker`): a prompt whose best
+    /// match is at or under `cache_threshold` goes to the least loaded worker (fewest in-flight
+    /// requests), not to the smallest tree as the old sgl-router did.
+    @Test func prefixTreeSendsACacheMissToTheLeastLoadedInstance() throws {
+        let r = try makeRouter(.prefixTree, instances: 2)
+        chain(40, count: 5).withUnsafeBufferPointer { r.view.recordRoute($0, slot: 1) }  // slot 1's tree: 5 blocks, slot 0's empty
+        r.report(slot: 0, load: InstanceLoad(activeRequests: 10))  // balanced: a gap of 10 <= 32
+        #expect(try r.routeSlot(chain(41, count: 4), tokens: 64) == 1, "a miss goes to the least loaded, the larger tree")
+    }
+
     @Test func overlapCostTradesCachedBlocksAgainstLoad() throws {
         let r = try makeRouter(.overlapCost, instances: 2)
         let h = chain(31, count: 8)  // 128 tokens = 8 blocks
+        let busy = chain(33, count: 7)
         try r.store(h, at: 1)
-        // Slot 1 saves 8 prefill blocks; it wins while its extra active blocks are fewer.
-        r.report(slot: 0, load: InstanceLoad(runningBlocks: 0))
-        r.report(slot: 1, load: InstanceLoad(runningBlocks: 7))
+        try r.store(busy, at: 1)
+        #expect(try r.routeSlot(busy, tokens: 112) == 1, "cached at 1: 7 against 14")
+        // Slot 1 saves 8 prefill blocks; it wins while the blocks active there are fewer:
+        // 7 + 8 against 8 + 8.
         #expect(try r.routeSlot(h, tokens: 128) == 1)
-        r.report(slot: 0, load: InstanceLoad(runningBlocks: 0))
-        r.report(slot: 1, load: InstanceLoad(runningBlocks: 9))
+        try r.finish(h, at: 1)
+        try r.finish(busy, at: 1)
+        let more = chain(34, count: 9)
+        try r.store(more, at: 1)
+        #expect(try r.routeSlot(more, tokens: 144) == 1, "cached at 1: 9 against 18")
+        // 9 active blocks at slot 1 now: 9 + 8 against 8 + 8.
         #expect(try r.routeSlot(h, tokens: 128) == 0)
     }
 

@@ -26,6 +26,8 @@ struct RandomRouterOperationTests {
         /// `capacity`).
         var credited: [UInt64] = []
         var load = InstanceLoad()
+        /// Overlap cost: references per hash of the requests routed here (none finishes).
+        var active: [UInt64: Int] = [:]
     }
 
     static let blockTokens = 16
@@ -269,10 +271,13 @@ struct RandomRouterOperationTests {
             case .consistentHash:
                 return router.ring1.lookup(hashes[min(c.keyBlocks, hashes.count) - 1])
             case .overlapCost:
-                let blocks = Double((tokens + bt - 1) / bt)
+                // Active blocks: distinct hashes routed to the instance; new: the prompt's others
+                // (each occurrence; hash 0 always new).
                 func logit(_ id: UInt32) -> Double {
-                    c.overlapScoreWeight * ((Double(load(id).pendingPrefillTokens) + Double(uncached(id))) / Double(bt))
-                        + Double(load(id).runningBlocks) + blocks
+                    let active = model[id]!.active
+                    let new = hashes.filter { $0 == 0 || active[$0] == nil }.count
+                    return c.overlapScoreWeight * ((Double(load(id).pendingPrefillTokens) + Double(uncached(id))) / Double(bt))
+                        + Double(active.count + new)
                 }
                 return live.min { (logit($0.id), load($0.id).activeRequests, $0.slot) < (logit($1.id), load($1.id).activeRequests, $1.slot) }!.slot
             case .prefixTree:
@@ -284,8 +289,7 @@ struct RandomRouterOperationTests {
                 let best = live.min { (-prefix(hashes, $0.id), load($0.id).activeRequests, $0.slot)
                     < (-prefix(hashes, $1.id), load($1.id).activeRequests, $1.slot) }!
                 if Double(min(tokens, prefix(hashes, best.id) * bt)) / Double(tokens) > c.cacheThreshold { return best.slot }
-                func size(_ id: UInt32) -> Int { exact ? model[id]!.memory.count : model[id]!.credited.count }
-                return live.min { (size($0.id), load($0.id).activeRequests, $0.slot) < (size($1.id), load($1.id).activeRequests, $1.slot) }!.slot
+                return live.first { load($0.id).activeRequests == lo }!.slot
             case .dualMap:
                 let (a, b) = router.candidates(hashes[min(c.keyBlocks, hashes.count) - 1])
                 #expect(a >= 0 && a != b, "step \(step): candidates \(a), \(b)")
@@ -367,6 +371,10 @@ struct RandomRouterOperationTests {
             l.activeRequests = l.activeRequests == .max ? .max : l.activeRequests + 1
             l.waitingRequests = l.waitingRequests == .max ? .max : l.waitingRequests + 1
             model[id]!.load = l
+            if router.config.policy.countsActiveBlocks {
+                for h in hashes { model[id]!.active[h, default: 0] += 1 }
+                #expect(router.active?.unique(slot: s) == model[id]!.active.count, "step \(step): active blocks at the chosen instance")
+            }
             lastSlot = s
             if !exact {
                 // The approximate view makes the route's nonzero hashes the most recent, in route

@@ -28,6 +28,11 @@ extension Router {
         try hashes.withUnsafeBufferPointer { (b) throws(KVError) -> Int in try routeSlot(b, tokens: tokens) }
     }
 
+    /// `finish` over an array.
+    func finish(_ hashes: [UInt64], at id: UInt32) throws(KVError) {
+        try hashes.withUnsafeBufferPointer { (b) throws(KVError) in try finish(id, hashes: b) }
+    }
+
     /// Applies `blockStored` events for `hashes` (chained) at instance `id`.
     func store(_ hashes: [UInt64], at id: UInt32) throws {
         var parent: UInt64 = 0

@@ -44,6 +44,28 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(r.loadImbalance >= 1)
     }
 
+    /// Overlap cost counts a routed request's blocks at its instance until the request ends,
+    /// served, rejected or aborted (`Router.finish`): after a run none is left, and the
+    /// preconditions of `finish` held for every request.
+    @Test func theRouterHearsOfEveryRequestsEnd() throws {
+        let sim = try fourInstances(300, .overlapCost)
+        try sim.run()
+        #expect(sim.result(policy: "overlap-cost", wallSeconds: 0).served == 300)
+        let active = try #require(sim.router.active)
+        #expect((0..<4).map { active.unique(slot: $0) } == [0, 0, 0, 0])
+
+        var trace = Trace(source: "an aborted and a rejected request", blockTokens: 512)
+        trace.append(arrivalMilliseconds: 0, input: 1000, output: 3000, blockHashes: SharedTierTests.chain(1...2))
+        trace.append(arrivalMilliseconds: 1, input: 2600, output: 1, blockHashes: SharedTierTests.chain(3...8))
+        var c = Self.oneInstance(blocks: 4)
+        c.router.policy = .overlapCost
+        let small = try ClusterSimulator(trace: trace, config: c)
+        try small.run()
+        let r = small.result(policy: "overlap-cost", wallSeconds: 0)
+        #expect(r.aborted == 1 && r.rejected == 1)
+        #expect(small.router.active?.unique(slot: 0) == 0)
+    }
+
     /// The engines hold sequences of up to 131,072 tokens (Qwen2.5-7B's context). A request
     /// whose output reaches that finishes there, counted in `lengthCapped`: it once counted as
     /// out of memory, preempted the youngest other request (recomputed for nothing), then
