@@ -47,10 +47,12 @@ extension SVGPlot {
         let headingSpace = 30.0, labelSpace = 80.0, stride = headingSpace + ph + labelSpace
         let groupWidth = Double(max(1, seriesNames.count)) * barSlot + 14
         let pw = Double(max(1, panels.map(\.groups.count).max() ?? 0)) * groupWidth
-        let w = left + pw + right, h = top + Double(panels.count) * stride
+        // Centred over the panels, unless they are too narrow for it: then from the left edge.
+        let titleX = max(left + pw / 2, textWidth(title, size: 15) / 2 + 10)
+        let w = max(left + pw + right, titleX + textWidth(title, size: 15) / 2 + 10), h = top + Double(panels.count) * stride
         let (y0, y1) = yRange
         var s = header(width: Int(w), height: Int(h))
-        s += heading(title, x: left + pw / 2, y: 22)
+        s += heading(title, x: titleX, y: 22)
         for (n, name) in seriesNames.enumerated() {
             s += legendEntry(n, name, x: left + pw, top: top + headingSpace, swatch: .box)
         }
@@ -61,7 +63,7 @@ extension SVGPlot {
             s += frame(left: left, top: pt, width: pw, height: ph)
             for i in 0...5 {
                 let fy = y0 + (y1 - y0) * Double(i) / 5
-                s += yTick(left: left, width: pw, y: py(fy), value: fy)
+                s += yTick(left: left, width: pw, y: py(fy), value: fy, step: (y1 - y0) / 5)
             }
             s += yAxisLabel(yLabel, top: pt, height: ph)
             for (g, group) in panel.groups.enumerated() {

@@ -36,12 +36,14 @@ extension SVGPlot {
         var s = header(width: Int(w), height: Int(h))
         s += heading(title, x: left + pw / 2, y: 22)
         s += frame(left: left, top: top, width: pw, height: ph)
+        // The closest two x ticks: the first two (on a log scale the steps grow).
+        let xStep = logX ? exp2(ax + (bx - ax) / 5) - exp2(ax) : (bx - ax) / 5
         for i in 0...5 {
             let fy = y0 + (by - y0) * Double(i) / 5
-            s += yTick(left: left, width: pw, y: py(fy), value: fy)
+            s += yTick(left: left, width: pw, y: py(fy), value: fy, step: (by - y0) / 5)
             let t: Double = ax + (bx - ax) * Double(i) / 5
             let fx: Double = logX ? exp2(t) : t
-            s += "<text x=\"\(r(px(fx)))\" y=\"\(top + ph + 18)\" text-anchor=\"middle\">\(label(fx))</text>\n"
+            s += "<text x=\"\(r(px(fx)))\" y=\"\(top + ph + 18)\" text-anchor=\"middle\">\(label(fx, step: xStep))</text>\n"
         }
         s += xAxisLabel(xLabel, left: left, width: pw, y: h - 12)
         s += yAxisLabel(yLabel, top: top, height: ph)

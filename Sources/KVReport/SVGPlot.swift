@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Plots as standalone SVG documents, written directly (no plotting dependency). This file
 /// holds what every plot shares: the document header, the title, the frame, the y axis's
 /// gridlines and tick labels, the axis labels, the palette, the legend and the escaping of
@@ -35,10 +39,10 @@ public enum SVGPlot {
     }
 
     /// A horizontal gridline across the plot area at pixel row `y`, labelled `value` left of
-    /// the area.
-    static func yTick(left: Double, width: Double, y: Double, value: Double) -> String {
+    /// the area with the decimals that tell ticks `step` apart (`label`).
+    static func yTick(left: Double, width: Double, y: Double, value: Double, step: Double) -> String {
         "<line x1=\"\(left)\" x2=\"\(left + width)\" y1=\"\(r(y))\" y2=\"\(r(y))\" stroke=\"#eee\"/>"
-            + "<text x=\"\(left - 6)\" y=\"\(r(y + 4))\" text-anchor=\"end\">\(label(value))</text>\n"
+            + "<text x=\"\(left - 6)\" y=\"\(r(y + 4))\" text-anchor=\"end\">\(label(value, step: step))</text>\n"
     }
 
     /// The x label centred under the plot area, baseline at `y`.
@@ -70,8 +74,18 @@ public enum SVGPlot {
     /// A pixel coordinate, one decimal.
     static func r(_ x: Double) -> String { fixed(x, 1) }
 
-    /// A tick label: 2 decimals below 10, 1 below 100, none above.
-    static func label(_ x: Double) -> String { abs(x) >= 100 ? fixed(x, 0) : abs(x) >= 10 ? fixed(x, 1) : fixed(x, 2) }
+    /// A tick label of ticks at least `step` apart: 2 decimals below 10, 1 below 100, none
+    /// above, and more when the step needs them to tell neighbours apart (up to 6: an axis of
+    /// 0.01 s in steps of 0.002 reads 0.000, 0.002, ...).
+    static func label(_ x: Double, step: Double) -> String {
+        let byMagnitude = abs(x) >= 100 ? 0 : abs(x) >= 10 ? 1 : 2
+        let byStep = step > 0 && step.isFinite ? Int((-log10(step)).rounded(.up)) : 0
+        return fixed(x, min(6, max(byMagnitude, byStep)))
+    }
+
+    /// About how wide `text` is drawn at `size` px (0.6 em a character, wider than most
+    /// glyphs of the default sans-serif font), so a title is given room.
+    static func textWidth(_ text: String, size: Int) -> Double { Double(text.count) * Double(size) * 0.6 }
 
     /// `s` with `&`, `<` and `>` as XML entities, safe as element text and as an attribute
     /// value in double quotes. O(length).

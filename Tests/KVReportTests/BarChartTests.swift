@@ -67,3 +67,20 @@ struct BarChartTests {
                 "title, panel title, y label, legend, the tooltip's group and series, the group label")
     }
 }
+
+/// A chart too narrow for its title (one policy, one budget: evict-eval --plot) widens to hold
+/// it: the title was centred on the panels and began left of the view.
+@Suite("grouped bar chart title")
+struct BarChartTitleTests {
+    @Test func aNarrowChartHoldsItsTitle() throws {
+        let title = "evict-eval: attention-mass recall by policy and budget"
+        let svg = SVGPlot.groupedBars(title: title, yLabel: "recall", seriesNames: ["20%"],
+                                      panels: [SVGPlot.BarPanel(title: "long-decode", groups: [SVGPlot.BarGroup(name: "h2o", values: [0.9])])],
+                                      yRange: (0, 1))
+        let width = try #require(Double(svg.split(separator: "width=\"")[1].prefix { $0 != "\"" }))
+        let line = try #require(svg.split(separator: "\n").first { $0.contains(">\(title)<") })
+        let x = try #require(Double(line.split(separator: "x=\"")[1].prefix { $0 != "\"" }))
+        let half = Double(title.count) * 15 * 0.6 / 2
+        #expect(x - half >= 0 && x + half <= width, "title centred at \(x), about \(2 * half) px wide, in a view \(width) px wide")
+    }
+}
