@@ -70,7 +70,7 @@ struct IOBenchCommand: ParsableCommand {
     @Flag(help: "With --tier: swap out with swapOutAsync (kvc_seq_swap_out_async), polling until the memory is released; the swap-out call's own duration is reported apart.")
     var tierAsync = false
 
-    @Option(help: "Bytes of K/V per swapped sequence with --tier (at least 64 slots' worth; \(ByteCount.syntax); default \(Self.defaultTierSequenceBytes.defaultValueDescription)).")
+    @Option(help: "Bytes of K/V per swapped sequence with --tier (a sequence is at least 64 slots: a smaller value is raised to that; \(ByteCount.syntax); default \(Self.defaultTierSequenceBytes.defaultValueDescription)).")
     var tierSequenceBytes: ByteCount?
 
     /// `--tier-sequence-bytes` when not given: 512 MiB.
