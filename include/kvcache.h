@@ -1823,7 +1823,8 @@ kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instanc
  *  second finish of a request whose blocks a later request shares takes that request's.
  *  Memory: an instance counts at most 262,144 distinct blocks (about 50 bytes each); a route
  *  that would pass it first forgets the instance's count, so a server that never calls this
- *  keeps the router's memory bounded, and the forgotten requests' finishes are refused.
+ *  keeps the router's memory bounded, and the forgotten requests' finishes are refused (as
+ *  are those of a request of more than 262,144 blocks, which is never counted).
  *  Returns KVC_ERR_INVALID_ARGUMENT (NULL r, NULL block_hashes, n_blocks 0, a hash no
  *  unfinished request routed to the instance holds: never routed there, already finished or
  *  forgotten), KVC_ERR_NOT_FOUND (unknown or removed instance); nothing changes then.

@@ -18,6 +18,7 @@ if [ $# -gt 0 ]; then
     echo "       rewrites docs/eviction/results.json and recall.svg)" >&2
     exit 2
 fi
+case "${CLI:-}" in ""|/*) ;; *) CLI="$PWD/$CLI" ;; esac  # a relative CLI is the caller's
 cd "$(dirname "$0")/.."
 if [ -z "${CLI:-}" ]; then
     swift build -c release --product kvcache-cli >/dev/null

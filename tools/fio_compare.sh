@@ -14,6 +14,7 @@
 # Needs fio (tools/install-deps.sh installs it) and jq. Builds kvcache-cli in release mode
 # unless CLI names a binary (as tools/io_ratio.sh).
 set -euo pipefail
+case "${CLI:-}" in ""|/*) ;; *) CLI="$PWD/$CLI" ;; esac  # a relative CLI is the caller's
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
 dir="$(cd "${1:-.}" && pwd)"

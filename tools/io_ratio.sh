@@ -21,6 +21,7 @@ runs="${2:-5}"
 seconds="${3:-2}"
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || usage "RUNS '$runs' is not a whole number >= 1"
 [[ "$seconds" =~ ^[0-9]*\.?[0-9]+$ ]] || usage "SECONDS_PER_CELL '$seconds' is not a number"
+case "${CLI:-}" in ""|/*) ;; *) CLI="$PWD/$CLI" ;; esac  # a relative CLI is the caller's
 cd "$(dirname "$0")/.."
 [ -d "${1:-.}" ] || usage "DIR '${1}' is not a directory"
 dir="$(cd "${1:-.}" && pwd)"

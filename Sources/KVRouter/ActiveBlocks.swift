@@ -14,7 +14,10 @@ import KVCache
 /// request that would take it past that first clears the instance's set (counted in `resets`):
 /// a server that never calls finish makes the count restart from its latest requests rather
 /// than grow (Dynamo expires requests unfinished after 5 minutes instead); the cleared
-/// requests' later finishes are refused, changing nothing. Not thread-safe.
+/// requests' later finishes are refused, changing nothing. A request of more hashes than the
+/// limit is not counted at all (its finish is refused alike). A hash's reference count
+/// saturates at `UInt32.max` (a server that routes one prompt 4 billion times and never
+/// finishes it). Not thread-safe.
 public final class ActiveBlocks {
     /// Distinct active hashes an instance may hold: 262,144 blocks, 4M tokens of 16-token
     /// blocks routed and unfinished at one instance.
@@ -62,9 +65,10 @@ public final class ActiveBlocks {
     }
 
     /// Adds one reference to each of `hashes` at `slot`, first clearing the slot's set if they
-    /// could take it past `limitPerInstance`. One dictionary and (for a hash new there) one
+    /// could take it past `limitPerInstance`; nothing for more hashes than the limit. One dictionary and (for a hash new there) one
     /// table probe per hash; allocates when the slot's dictionary or the table grows.
     func add(_ hashes: UnsafeBufferPointer<UInt64>, slot: Int) {
+        if hashes.count > Self.limitPerInstance { return }
         if counts[slot].count + hashes.count > Self.limitPerInstance {
             clear(slot: slot)
             resets += 1
@@ -73,7 +77,7 @@ public final class ActiveBlocks {
         for h in hashes {
             let c = counts[slot][h, default: 0]
             if c == 0 { table.set(h, bit) }
-            counts[slot][h] = c + 1
+            counts[slot][h] = c == .max ? c : c + 1
         }
     }
 

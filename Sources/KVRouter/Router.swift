@@ -322,13 +322,18 @@ public final class Router {
     }
 
     /// `finish` for live slot `slot`, without the id lookup, for callers inside this package
-    /// that routed the request there themselves (the simulator). Preconditions, checked: the
-    /// slot is live and every hash is active there (for the policies that keep them).
+    /// that routed the request there themselves (the simulator). Precondition, checked: the
+    /// slot is live. Blocks an `ActiveBlocks` reset dropped (or never counted: a request of
+    /// more hashes than its limit) are not active there any more: such a finish removes
+    /// nothing and is counted in `finishesOfDroppedBlocks`.
     package func finish(slot: Int, hashes: UnsafeBufferPointer<UInt64>) {
         precondition(isLive(slot), "finish(slot: \(slot)): not a live slot")
-        let removed = active?.remove(hashes, slot: slot) ?? true
-        precondition(removed, "finish(slot: \(slot)): blocks not active there")
+        if !(active?.remove(hashes, slot: slot) ?? true) { finishesOfDroppedBlocks += 1 }
     }
+
+    /// Package-internal finishes (`finish(slot:hashes:)`) whose blocks were not active: dropped
+    /// by an `ActiveBlocks` reset or never counted.
+    package private(set) var finishesOfDroppedBlocks: UInt64 = 0
 
     /// Lets the policy move queued requests off overloaded instances; returns how many moved.
     public func rebalance(_ queues: any RequestQueues) -> Int {

@@ -457,12 +457,13 @@ struct LoadWorker: Sendable {
             }
             publish()
         }
+        // Claimed but not arrived at the stop: not offered (they were counted so, and "stopped
+        // unfinished"). The stop's time is read before the frees below, which take a while.
+        let stoppedAt = coordinator.elapsedNanoseconds()
         // A stopped run still frees what it holds, so the engine ends consistent; timed as
         // every other free (they were once untimed: an interrupted run's free row counted
         // fewer frees than its creates), and counted (`freedAtStop`).
         for id in live.map(\.id) + loading.map(\.id) where freeTimed(id) { result.freedAtStop += 1 }
-        // Claimed but not arrived: not offered (they were counted so, and "stopped unfinished").
-        let stoppedAt = coordinator.elapsedNanoseconds()
         coordinator.unclaim(waiting.count { $0.request.arrivalNanoseconds > stoppedAt })
         publish()
         result.finishedNanoseconds = coordinator.elapsedNanoseconds()

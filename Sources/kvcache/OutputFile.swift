@@ -18,9 +18,18 @@ enum OutputFile {
     /// file nor a directory (`/dev/stdout`, a FIFO, a device) is written in place: renamed over,
     /// it was replaced by a regular file (as root, `--json /dev/stdout` replaced /dev's link).
     static func write(_ text: String, to path: String) throws {
-        if writesInPlace(path) { return try put(text, into: path, naming: path) }
-        let temp = try temporary(for: path)
-        do { try put(text, into: temp, naming: path) } catch {
+        if writesInPlace(path) {
+            guard let f = fopen(path, "w") else { throw failure("cannot write \(path)") }
+            return try put(text, into: f, naming: path)
+        }
+        let (temp, fd) = try temporary(for: path)
+        guard let f = fdopen(fd, "w") else {
+            let error = failure("cannot write \(path)")
+            close(fd)
+            unlink(temp)
+            throw error
+        }
+        do { try put(text, into: f, naming: path) } catch {
             unlink(temp)
             throw error
         }
@@ -31,9 +40,9 @@ enum OutputFile {
         }
     }
 
-    /// Writes `text` into `file` (created or emptied); a failure is a `Failure` naming `path`.
-    private static func put(_ text: String, into file: String, naming path: String) throws {
-        guard let f = fopen(file, "w") else { throw failure("cannot write \(path)") }
+    /// Writes `text` into the open stream `f` and closes it; a failure is a `Failure` naming
+    /// `path`.
+    private static func put(_ text: String, into f: UnsafeMutablePointer<FILE>, naming path: String) throws {
         let bytes = Array(text.utf8)
         let written = fwrite(bytes, 1, bytes.count, f) == bytes.count
         let writeError = errno
@@ -57,7 +66,9 @@ enum OutputFile {
         if stat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR {
             throw Failure(description: "cannot write \(path): \(String(cString: strerror(EISDIR)))")
         }
-        unlink(try temporary(for: path))
+        let (temp, fd) = try temporary(for: path)
+        close(fd)
+        unlink(temp)
     }
 
     /// Whether writing `output` would overwrite the file at `input`: both exist and are the
@@ -100,21 +111,23 @@ enum OutputFile {
         return type != S_IFREG && type != S_IFDIR
     }
 
-    /// A new name for the file `write` puts `path`'s bytes in before renaming them over it:
-    /// `.kvcache-XXXXXX` in `path`'s directory, made unique by mkstemp, a short name whatever
-    /// `path`'s length (`PATH.tmp-PID` passed the file system's 255 bytes for a valid PATH of
-    /// 250). mkstemp's file is removed again: `put` creates it with the umask's mode, as the
-    /// output itself was created (mkstemp's 0600 would make every output private). Throws the
-    /// `Failure` naming `path` when the directory takes no new file.
-    private static func temporary(for path: String) throws -> String {
+    /// The file `write` puts `path`'s bytes in before renaming them over it, created and open
+    /// for writing: `.kvcache-` and 10 random base-36 digits in `path`'s directory, a short name
+    /// whatever `path`'s length (`PATH.tmp-PID` passed the file system's 255 bytes for a valid
+    /// PATH of 250). Created with O_EXCL, so a name someone else made (a symbolic link planted
+    /// in a shared directory included) is never opened, and with mode 0666 less the umask, as
+    /// the output itself would be (mkstemp's 0600 would make every output private); another
+    /// name is tried when one exists. Throws the `Failure` naming `path` when the directory
+    /// takes no new file.
+    private static func temporary(for path: String) throws -> (name: String, fd: Int32) {
         let dir = path.lastIndex(of: "/").map { String(path[...$0]) } ?? ""
-        var template = Array((dir + ".kvcache-XXXXXX").utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw failure("cannot write \(path)") }
-        close(fd)
-        let name = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        unlink(name)
-        return name
+        for _ in 0..<64 {
+            let name = dir + ".kvcache-" + String(UInt64.random(in: 0..<3_656_158_440_062_976), radix: 36)
+            let fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
+            if fd >= 0 { return (name, fd) }
+            if errno != EEXIST { break }
+        }
+        throw failure("cannot write \(path)")
     }
 
     /// Creates directory `path` and any missing parents (0755), as `mkdir -p`. Throws `Failure`

@@ -51,11 +51,6 @@ import Testing
         }
     }
 
-    /// An existing path that is not a regular file (a FIFO here; `/dev/stdout` in use) is
-    /// written in place: `write` renamed its temporary file over it, so the FIFO became a
-    /// regular file and its reader got nothing (as root, `--json /dev/stdout` replaced the
-    /// link in /dev). The check before a run neither opens it (a FIFO's open waits for a
-    /// reader) nor leaves a temporary file.
     /// A name of 250 bytes (the file system takes 255) is written: its temporary name
     /// NAME.tmp-PID was too long ("File name too long", naming NAME).
     @Test func aLongValidNameIsWritten() throws {
@@ -69,6 +64,26 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).count == 1, "no temporary file is left")
     }
 
+    /// An output is created with mode 0666 less the process's umask (a temporary file made by
+    /// mkstemp, 0600, would make every output private), and no temporary file stays.
+    @Test func anOutputHasTheUmasksModeAndNoTemporaryStays() throws {
+        let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+        let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("Umask:") })
+        let mask = try #require(mode_t(line.split(separator: "\t").last!.trimmingCharacters(in: .whitespaces), radix: 8))
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-out-\(UUID().uuidString)").path
+        try OutputFile.makeDirectory(dir)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try OutputFile.write("{}\n", to: dir + "/r.json")
+        var st = stat()
+        #expect(stat(dir + "/r.json", &st) == 0 && st.st_mode & 0o777 == 0o666 & ~mask, "mode \(String(st.st_mode & 0o777, radix: 8))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["r.json"])
+    }
+
+    /// An existing path that is not a regular file (a FIFO here; `/dev/stdout` in use) is
+    /// written in place: `write` renamed its temporary file over it, so the FIFO became a
+    /// regular file and its reader got nothing (as root, `--json /dev/stdout` replaced the
+    /// link in /dev). The check before a run neither opens it (a FIFO's open waits for a
+    /// reader) nor leaves a temporary file.
     @Test func aFIFOIsWrittenInPlaceNotReplaced() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-out-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)

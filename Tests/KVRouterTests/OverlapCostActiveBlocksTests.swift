@@ -98,6 +98,25 @@ import Testing
         #expect(active.resets == 1)
         #expect(failure { try r.finish(big, at: 0) } == .invalidArgument)
         try r.finish([7], at: 0)
+        // One request of more hashes than the limit is not counted (it cleared nothing either).
+        _ = try r.routeSlot([9], tokens: 16)
+        _ = try r.routeSlot(big + [3], tokens: (n + 1) * 16)
+        #expect(active.unique(slot: 0) == 1 && active.resets == 1)
+        #expect(failure { try r.finish(big + [3], at: 0) } == .invalidArgument)
+    }
+
+    /// The simulator finishes every request it routed; one whose blocks a reset dropped removes
+    /// nothing and is counted (it trapped the replay: helper-148).
+    @Test func aFinishOfBlocksAResetDroppedIsCountedNotATrap() throws {
+        let r = try makeRouter(.overlapCost, instances: 1)
+        let n = ActiveBlocks.limitPerInstance
+        let big = (0..<n).map { UInt64($0) &* 0x9E37_79B9_7F4A_7C15 | 1 }
+        _ = try r.routeSlot(big, tokens: n * 16)
+        _ = try r.routeSlot([7], tokens: 16)
+        big.withUnsafeBufferPointer { r.finish(slot: 0, hashes: $0) }
+        #expect(r.finishesOfDroppedBlocks == 1)
+        [UInt64(7)].withUnsafeBufferPointer { r.finish(slot: 0, hashes: $0) }
+        #expect(r.finishesOfDroppedBlocks == 1 && r.active?.unique(slot: 0) == 0)
     }
 }
 
