@@ -57,6 +57,17 @@ import Testing
         #expect(abs(results[0].recall - 1) < 1e-6 && results[0].error < 1e-6, "recall \(results[0].recall), error \(results[0].error)")
     }
 
+    /// Expects no policy of `results` to recall more than the oracle at each of `ratios`.
+    private func expectOracleBoundsEveryPolicy(_ results: [EvictEvalResult], ratios: [Double], perHead: Bool) throws {
+        for ratio in ratios {
+            let at = results.filter { $0.budget == ratio }
+            let oracle = try #require(at.first { $0.policy == "oracle" }).recall
+            for r in at where r.policy != "oracle" {
+                #expect(r.recall <= oracle, "per head \(perHead), \(ratio): \(r.policy) \(r.recall) over the oracle's \(oracle)")
+            }
+        }
+    }
+
     /// The oracle keeps this step's top tokens, as many as the policies hold (the last
     /// compaction's budget and the tokens appended since), of each head's own row per head: so
     /// no policy can beat it. It once kept a token fewer than they held on most steps, and per
@@ -66,14 +77,7 @@ import Testing
         var e = try EvictionEvaluation(policies: ["streaming", "tova", "h2o", "oracle"], ratios: [0.1, 0.2])
         e.perHead = perHead
         var source = SyntheticAttention(.longDecode, seed: 1)
-        let results = try e.run("long-decode", &source)
-        for ratio in [0.1, 0.2] {
-            let at = results.filter { $0.budget == ratio }
-            let oracle = try #require(at.first { $0.policy == "oracle" }).recall
-            for r in at where r.policy != "oracle" {
-                #expect(r.recall <= oracle, "per head \(perHead), \(ratio): \(r.policy) \(r.recall) over the oracle's \(oracle)")
-            }
-        }
+        try expectOracleBoundsEveryPolicy(try e.run("long-decode", &source), ratios: [0.1, 0.2], perHead: perHead)
         // Uniform attention: any set of a size recalls the same, so the oracle equals H2O.
         var uniform = UniformSteps([(8, 8), (9, 1), (10, 1), (11, 1), (12, 1)])
         let even = try EvictionEvaluation(policies: ["h2o", "oracle"], ratios: [0.5]).run("uniform", &uniform)
@@ -90,14 +94,7 @@ import Testing
         var e = try EvictionEvaluation(policies: ["tova", "h2o", "h2o-norm", "oracle"], ratios: [0.01, 0.02])
         e.perHead = perHead
         var source = SubUnitSteps()
-        let results = try e.run("sub-unit", &source)
-        for ratio in [0.01, 0.02] {
-            let at = results.filter { $0.budget == ratio }
-            let oracle = try #require(at.first { $0.policy == "oracle" }).recall
-            for r in at where r.policy != "oracle" {
-                #expect(r.recall <= oracle, "per head \(perHead), \(ratio): \(r.policy) \(r.recall) over the oracle's \(oracle)")
-            }
-        }
+        try expectOracleBoundsEveryPolicy(try e.run("sub-unit", &source), ratios: [0.01, 0.02], perHead: perHead)
     }
 
     /// One layer, two heads; a prompt of 100 tokens then 50 decode steps. Head 0's whole row
