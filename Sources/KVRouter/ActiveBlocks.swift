@@ -65,8 +65,9 @@ public final class ActiveBlocks {
     }
 
     /// Adds one reference to each of `hashes` at `slot`, first clearing the slot's set if they
-    /// could take it past `limitPerInstance`; nothing for more hashes than the limit. One dictionary and (for a hash new there) one
-    /// table probe per hash; allocates when the slot's dictionary or the table grows.
+    /// could take it past `limitPerInstance`; nothing for more hashes than the limit. One
+    /// dictionary probe (the entry updated in place) and, for a hash new there, one table probe
+    /// per hash; allocates when the slot's dictionary or the table grows.
     func add(_ hashes: UnsafeBufferPointer<UInt64>, slot: Int) {
         if hashes.count > Self.limitPerInstance { return }
         if counts[slot].count + hashes.count > Self.limitPerInstance {
@@ -74,11 +75,15 @@ public final class ActiveBlocks {
             resets += 1
         }
         let bit: UInt64 = 1 << UInt64(slot)
-        for h in hashes {
-            let c = counts[slot][h, default: 0]
-            if c == 0 { table.set(h, bit) }
-            counts[slot][h] = c == .max ? c : c + 1
-        }
+        for h in hashes where Self.increment(&counts[slot][h, default: 0]) { table.set(h, bit) }
+    }
+
+    /// Adds one to `count`, saturating; whether it was 0 (the hash is new at the slot). Takes
+    /// the dictionary entry in place: one probe per hash.
+    @inline(__always)
+    static func increment(_ count: inout UInt32) -> Bool {
+        defer { if count < .max { count += 1 } }
+        return count == 0
     }
 
     /// Removes one reference to each of `hashes` at `slot`; returns false, changing nothing,

@@ -105,6 +105,18 @@ import Testing
         #expect(failure { try r.finish(big + [3], at: 0) } == .invalidArgument)
     }
 
+    /// A hash's reference count saturates instead of trapping (a server routing one prompt 2^32
+    /// times without finishing it trapped the UInt32 through the C ABI: helper-148), and says
+    /// when the hash was new at the slot.
+    @Test func aReferenceCountSaturates() {
+        var c: UInt32 = 0
+        #expect(ActiveBlocks.increment(&c) && c == 1)
+        #expect(!ActiveBlocks.increment(&c) && c == 2)
+        c = .max - 1
+        #expect(!ActiveBlocks.increment(&c) && c == .max)
+        #expect(!ActiveBlocks.increment(&c) && c == .max)
+    }
+
     /// The simulator finishes every request it routed; one whose blocks a reset dropped removes
     /// nothing and is counted (it trapped the replay: helper-148).
     @Test func aFinishOfBlocksAResetDroppedIsCountedNotATrap() throws {
