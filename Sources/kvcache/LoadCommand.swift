@@ -196,7 +196,7 @@ struct LoadCommand: ParsableCommand {
     @Flag(help: "Print the report as JSON (keys listed above) instead of a table.")
     var json = false
 
-    @Option(help: "Directory for the SVG plot of memory over the run (memory.svg; with --compare-offload, memory_without_offload.svg and memory_with_offload.svg); '' for none.")
+    @Option(help: "Directory for the SVG plot of memory over the run (memory.svg; with --compare-offload, memory_without_offload.svg and memory_with_offload.svg); '' for none. A plot that would be the --trace file is refused.")
     var plots = "out/load"
 
     @Flag(help: "Run the workload twice, without and with the disk tier (--offload-dir, emptied first), and compare.")
@@ -347,7 +347,7 @@ struct LoadCommand: ParsableCommand {
         if let notice = requestsNotice(runner) { FileHandle.standardError.write(Data((notice + "\n").utf8)) }
         let comparing = compareOffload && runner.config.offloadDir != nil
         let names = comparing ? ["memory_without_offload", "memory_with_offload"] : ["memory"]
-        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: names.map { $0 + ".svg" }) }
+        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: names.map { $0 + ".svg" }, sparing: trace) }
         guard comparing, let dir = runner.config.offloadDir else {
             let report = try runner.run()
             print(json ? report.json() : report.table(), terminator: json ? "\n" : "")

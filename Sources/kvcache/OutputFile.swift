@@ -148,8 +148,14 @@ enum OutputFile {
 
     /// `makeDirectory(dir)`, then `checkWritable` for each of `files` in it: a command with
     /// `--plots DIR` calls it before its run, so that a bad directory ends the command at once
-    /// instead of after the run. Leaves the directory made.
-    static func prepareDirectory(_ dir: String, for files: [String]) throws {
+    /// instead of after the run. Leaves the directory made. Throws `Failure` first, making
+    /// nothing, when one of `files` is the `--trace` file `trace` (`sameFile`): the plot,
+    /// written after the run, would replace the trace.
+    static func prepareDirectory(_ dir: String, for files: [String], sparing trace: String? = nil) throws {
+        if let trace, let file = files.first(where: { sameFile(dir + "/" + $0, trace) }) {
+            throw Failure(description: "--plots \(dir) writes \(dir)/\(file), the file --trace reads: it would be overwritten; "
+                                       + "give another directory")
+        }
         try makeDirectory(dir)
         for file in files { try checkWritable(dir + "/" + file) }
     }

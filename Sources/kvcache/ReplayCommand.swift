@@ -129,7 +129,7 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Threads running policies in parallel.")
     var threads = 2
 
-    @Option(help: "Directory for the SVG plots (TTFT CDF, attainment against rate); '' for none.")
+    @Option(help: "Directory for the SVG plots (ttft_cdf.svg; attainment.svg with the search); '' for none. A plot that would be the --trace file is refused.")
     var plots = "out/replay"
 
     @Flag(help: "Print JSON instead of the table.")
@@ -258,7 +258,8 @@ struct ReplayCommand: ParsableCommand {
     func run() throws {
         let started = Date()
         // The plots' directory before the run (minutes with the search), not after it.
-        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: noSearch ? ["ttft_cdf.svg"] : ["ttft_cdf.svg", "attainment.svg"]) }
+        if !plots.isEmpty { try OutputFile.prepareDirectory(plots, for: noSearch ? ["ttft_cdf.svg"] : ["ttft_cdf.svg", "attainment.svg"],
+                                                            sparing: synthetic ? nil : trace ?? Self.defaultTrace) }
         let t = try requestTrace()
         let config = try simulationConfig(blockTokens: t.blockTokens)
         let replay = Replay(config: config, policies: try policyList(),
