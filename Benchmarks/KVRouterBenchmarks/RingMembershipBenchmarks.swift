@@ -82,7 +82,7 @@ func ringMembershipBenchmarks() {
                 } else {
                     held.withUnsafeBufferPointer { holding.view.recordRoute($0, slot: holding.slot(of: 63)) }
                 }
-                precondition(holding.view.blocksPerSlot[holding.slot(of: 63)] == held.count)
+                precondition(held.withUnsafeBufferPointer { holding.view.matchedBlocks($0, slot: holding.slot(of: 63)) } == held.count)
                 benchmark.startMeasurement()
                 try! holding.removeInstance(63)
                 benchmark.stopMeasurement()

@@ -99,6 +99,14 @@ public final class BlockMaskTable {
         old.deallocate()
     }
 
+    /// Entries whose mask holds any of `bits` (tests: what a slot holds, counted in the table
+    /// itself). O(capacity).
+    func holders(of bits: UInt64) -> Int {
+        var n = 0
+        for i in 0...mask where entries[i].slots & bits != 0 { n += 1 }
+        return n
+    }
+
     /// Removes `bits` from the mask of `hash`, and the entry when its mask becomes 0.
     public func clear(_ hash: UInt64, _ bits: UInt64) {
         var i = home(hash)

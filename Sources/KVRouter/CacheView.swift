@@ -41,7 +41,7 @@ public final class CacheView {
     /// Approximate mode: distinct blocks a slot may be credited with.
     private let approximateLimit: Int
     /// Approximate mode, per slot: exactly the hashes whose bit the slot holds in `table`, in
-    /// order of last use (`blocksPerSlot[slot]` is their count, at most `approximateLimit`),
+    /// order of last use (at most `approximateLimit` of them),
     /// so that `recordRoute` finds the least recently used in O(1) and `forget` clears exactly
     /// those without scanning the table. Storage allocated by the slot's first route.
     private let recency: UnsafeMutablePointer<RecencyList>
@@ -56,10 +56,6 @@ public final class CacheView {
     private let listCapacity: UnsafeMutablePointer<Int>
     /// An exact-mode log's first capacity.
     static let minimumLog = 64
-    /// Per slot (`RouterConfig.maxInstances` entries): blocks credited to it (exact: stored
-    /// minus removed; approximate: distinct blocks held, routed and not evicted). Read-only for
-    /// callers.
-    public let blocksPerSlot: UnsafeMutablePointer<Int>
 
     /// A view of up to `RouterConfig.maxInstances` slots.
     public init(mode: CacheViewMode, trackedBlocks: Int, approximateBlocksPerInstance: Int) {
@@ -75,8 +71,6 @@ public final class CacheView {
         listCount.initialize(repeating: 0, count: n)
         listCapacity = .allocate(capacity: n)
         listCapacity.initialize(repeating: 0, count: n)
-        blocksPerSlot = .allocate(capacity: n)
-        blocksPerSlot.initialize(repeating: 0, count: n)
     }
 
     deinit {
@@ -89,7 +83,6 @@ public final class CacheView {
         recency.deallocate()
         listCount.deallocate()
         listCapacity.deallocate()
-        blocksPerSlot.deallocate()
     }
 
     /// Writes into `matched[s]`, for every slot `s` in `slots`, how many leading blocks of
@@ -138,14 +131,10 @@ public final class CacheView {
         switch event.kind {
         case .blockStored:
             if event.blockHash != 0, table.slots(event.blockHash) & bit == 0, table.set(event.blockHash, bit) {
-                blocksPerSlot[slot] += 1
                 log(event.blockHash, slot: slot)
             }
         case .blockRemoved:
-            if table.slots(event.blockHash) & bit != 0 {
-                table.clear(event.blockHash, bit)
-                blocksPerSlot[slot] -= 1
-            }
+            if table.slots(event.blockHash) & bit != 0 { table.clear(event.blockHash, bit) }
         case .allCleared:
             forget(slot: slot)
         }
@@ -198,7 +187,6 @@ public final class CacheView {
             }
             cursor = i
         }
-        blocksPerSlot[slot] = list.pointee.count
     }
 
     /// Drops everything credited to `slot` (the instance left or cleared its cache); the table
@@ -212,9 +200,12 @@ public final class CacheView {
         if let list = lists[slot] {
             for i in 0..<listCount[slot] { table.clear(list[i], bit) }
         }
-        blocksPerSlot[slot] = 0
         listCount[slot] = 0
     }
+
+    /// Hashes the table holds for `slot` (tests: what the view credits the slot with, read from
+    /// the table itself). O(table capacity).
+    func heldBlocks(slot: Int) -> Int { table.holders(of: 1 << UInt64(slot)) }
 
     /// Entries in `slot`'s list (tests: the bound on an exact-mode log's length; approximate:
     /// the slot's recency list).

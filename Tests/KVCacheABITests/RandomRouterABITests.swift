@@ -1,5 +1,6 @@
 import Testing
 @testable import KVCacheABI
+@testable import KVRouter
 
 /// Bad input through every `kvc_router_*` call returns a status and a message and changes
 /// nothing, checked by difference: two C routers receive the same seeded random sequence of
@@ -64,7 +65,7 @@ import Testing
             m &= m - 1
             let l = router.loads[s]
             out += " | slot \(s) id \(router.id(ofSlot: s)) load \(l.pendingPrefillTokens)/\(l.runningBlocks)/\(l.freeBlocks)/"
-                + "\(l.activeRequests) blocks \(router.view.blocksPerSlot[s])"
+                + "\(l.activeRequests) blocks \(router.view.heldBlocks(slot: s))"
         }
         out += " | view"
         for h in chains.joined() { out += " \(router.view.table.slots(h))" }

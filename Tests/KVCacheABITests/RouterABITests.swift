@@ -1,6 +1,6 @@
 import Testing
 @testable import KVCacheABI
-import KVRouter
+@testable import KVRouter
 
 /// `kvc_router_config` / `kvc_instance_load` / `kvc_event` as raw bytes at the header's offsets.
 private func routerConfig(policy: UInt32 = 0, structSize: Int = 40) -> [UInt8] {
@@ -185,7 +185,7 @@ private final class CRouter {
         #expect(observe([11, 12, 13]) == KVC_OK)
         let rc = observe([13, 14, 15])
         expectStatus(rc, KVC_ERR_OUT_OF_MEMORY, mentioning: ["kvc_router_observe_events", "holds 3 distinct blocks of the 4", "could add 2"])
-        #expect(router.view.table.count == 3 && router.view.blocksPerSlot[router.slot(of: 1)] == 3, "nothing applied")
+        #expect(router.view.table.count == 3 && router.view.heldBlocks(slot: router.slot(of: 1)) == 3, "nothing applied")
         #expect(observe([13, 12, 14]) == KVC_OK)
         #expect(router.view.table.count == 4 && router.view.table.refused == 0)
     }
@@ -398,7 +398,7 @@ private final class CRouter {
         stream += event(kind: 1, hash: 0, parent: 0)
         #expect(stream.withUnsafeBytes { kvc_router_observe_events(r.handle, 1, $0.baseAddress, 4) } == KVC_OK)
         let handle = Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(r.handle)).takeUnretainedValue()
-        #expect(handle.router.view.blocksPerSlot[0] == 0)
+        #expect(handle.router.view.heldBlocks(slot: 0) == 0)
         #expect(handle.router.view.table.count == 0)
     }
 }

@@ -29,7 +29,7 @@ import Testing
             }
             #expect(r.cached(unique[k], slot: 0) == 16)
         }
-        #expect(r.view.blocksPerSlot[0] == 16_384)
+        #expect(r.view.heldBlocks(slot: 0) == 16_384)
         let last = unique.count - 1
         #expect(r.cached(unique[last - 1022], slot: 0) == 16)
         #expect(r.cached(unique[last - 1023], slot: 0) == 14, "the oldest partly held prompt keeps its head")
@@ -46,7 +46,7 @@ import Testing
         b.withUnsafeBufferPointer { v.recordRoute($0, slot: 0) }
         #expect(a.withUnsafeBufferPointer { v.matchedBlocks($0, slot: 0) } == 4)
         #expect(b.withUnsafeBufferPointer { v.matchedBlocks($0, slot: 0) } == 4)
-        #expect(v.table.slots(a[4]) == 0 && v.table.slots(a[5]) == 0 && v.blocksPerSlot[0] == 8)
+        #expect(v.table.slots(a[4]) == 0 && v.table.slots(a[5]) == 0 && v.heldBlocks(slot: 0) == 8)
         #expect(v.recencyOrder(slot: 0) == b + a[0..<4])
     }
 
@@ -56,7 +56,7 @@ import Testing
         let v = CacheView(mode: .approximate, trackedBlocks: 64, approximateBlocksPerInstance: 8)
         let long = chain(3, count: 12), other = chain(4, count: 3)
         long.withUnsafeBufferPointer { v.recordRoute($0, slot: 5) }
-        #expect(long.withUnsafeBufferPointer { v.matchedBlocks($0, slot: 5) } == 8 && v.blocksPerSlot[5] == 8)
+        #expect(long.withUnsafeBufferPointer { v.matchedBlocks($0, slot: 5) } == 8 && v.heldBlocks(slot: 5) == 8)
         #expect(v.table.count == 8 && v.table.refused == 0)
         // A 1-block prompt evicts block 7; refreshing blocks 0-1 puts them before it, so a new
         // 3-block chain evicts blocks 6, 5, 4.
@@ -139,7 +139,7 @@ import Testing
                 }
                 var agreed = true
                 for s in 0..<4 {
-                    agreed = agreed && v.recencyOrder(slot: s) == model.lists[s] && v.blocksPerSlot[s] == model.lists[s].count
+                    agreed = agreed && v.recencyOrder(slot: s) == model.lists[s] && v.heldBlocks(slot: s) == model.lists[s].count
                 }
                 for h in universe where h != 0 {
                     let mask = (0..<4).reduce(UInt64(0)) { $0 | (model.lists[$1].contains(h) ? 1 << UInt64($1) : 0) }

@@ -61,11 +61,11 @@ import Testing
         } catch { refusal = error }
         #expect(refusal?.code == .outOfMemory)
         #expect(refusal?.message == "the cache view holds 6 distinct blocks of the 8 it can track, and these events could add 3: the instances' caches hold too many blocks together")
-        #expect(r.view.table.count == 6 && r.view.blocksPerSlot[r.slot(of: 2)] == 0, "nothing of the batch applied")
+        #expect(r.view.table.count == 6 && r.view.heldBlocks(slot: r.slot(of: 2)) == 0, "nothing of the batch applied")
         var fits = Self.stored(5..<9)  // 5 and 6 are held by instance 1: two new hashes
         fits.append(KVEvent(kind: .blockStored, tier: 1, blockHash: 77, parentHash: 0))
         try fits.withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(2, events: b) }
-        #expect(r.view.table.count == 8 && r.view.blocksPerSlot[r.slot(of: 2)] == 4 && r.view.table.refused == 0)
+        #expect(r.view.table.count == 8 && r.view.heldBlocks(slot: r.slot(of: 2)) == 4 && r.view.table.refused == 0)
         let removals = (1..<5).map { KVEvent(kind: .blockRemoved, blockHash: UInt64($0), parentHash: 0) }
         try removals.withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(1, events: b) }
         try Self.stored(20..<24).withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(1, events: b) }

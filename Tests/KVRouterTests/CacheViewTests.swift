@@ -68,11 +68,11 @@ import Testing
             #expect(r.cached(hashes, slot: 1) == engineCached)
             #expect(r.cached(hashes, slot: 0) == 0)
         }
-        #expect(r.view.blocksPerSlot[1] == Int(engine.stats().blocksCached + engine.stats().blocksUsed))
+        #expect(r.view.heldBlocks(slot: 1) == Int(engine.stats().blocksCached + engine.stats().blocksUsed))
         // Trim drops everything: one allCleared empties the instance's view.
         try engine.trim()
         try drain(engine, into: r, id: 1)
-        #expect(r.view.blocksPerSlot[1] == 0)
+        #expect(r.view.heldBlocks(slot: 1) == 0)
         for tokens in prompts { #expect(r.cached(BlockHash.chain(tokens, blockTokens: 16), slot: 1) == 0) }
     }
 
@@ -109,7 +109,7 @@ import Testing
                 }
             }
             applyDisk(try drain(a, into: r, id: 1))
-            #expect(r.view.blocksPerSlot[1] == 9 && a.stats().blocksCached == 9)
+            #expect(r.view.heldBlocks(slot: 1) == 9 && a.stats().blocksCached == 9)
             for p in 3..<6 { #expect(r.cached(chains[p], slot: 1) == 3, "prompt \(p) in A's memory") }
             #expect(disk == Set(chains[0..<3].joined()))
         }  // A stops: its memory is gone, its disk tier stays
@@ -119,7 +119,7 @@ import Testing
         #expect(Array(events.prefix(2)) == [KVEvent(kind: .allCleared, tier: KVEvent.memoryTier, blockHash: 0, parentHash: 0),
                                             KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0)])
         #expect(b.stats().blocksCached == 0 && b.stats().blocksUsed == 0 && b.stats().disk.recoveredSlots == 9)
-        #expect(r.view.blocksPerSlot[1] == 0, "B's memory is empty, and so is the view")
+        #expect(r.view.heldBlocks(slot: 1) == 0, "B's memory is empty, and so is the view")
         for p in 0..<6 {
             #expect(r.cached(chains[p], slot: 1) == 0, "prompt \(p): nothing of A's memory is left in the view")
             // B's memory is empty, so every block it finds is on its disk tier.
@@ -133,7 +133,7 @@ import Testing
         try b.syncOffload()
         for p in [0, 4] { try b.free(UInt64(p)) }
         try drain(b, into: r, id: 1)
-        #expect(r.view.blocksPerSlot[1] == Int(b.stats().blocksCached) && b.stats().blocksCached == 6)
+        #expect(r.view.heldBlocks(slot: 1) == Int(b.stats().blocksCached) && b.stats().blocksCached == 6)
         for p in 0..<6 { #expect(r.cached(chains[p], slot: 1) == (p == 0 || p == 4 ? 3 : 0), "prompt \(p)") }
         #expect(r.cached(chains[0], slot: 0) == 0, "instance 0 untouched")
     }
@@ -148,7 +148,7 @@ import Testing
         _ = try r.routeSlot(third, tokens: 64)  // pushes out the 4 oldest blocks: all of `first`
         #expect(r.cached(first, slot: 0) == 0)
         #expect(r.cached(second, slot: 0) == 4 && r.cached(third, slot: 0) == 4)
-        #expect(r.view.blocksPerSlot[0] == 8)
+        #expect(r.view.heldBlocks(slot: 0) == 8)
     }
 
     @Test func removingAnInstanceForgetsItsCache() throws {

@@ -9,7 +9,7 @@ import Testing
 /// reference model written from the contracts: per instance a set of the memory-tier hashes
 /// its events leave (exact view) or a least-recently-routed list of the hashes routed to it
 /// (approximate view), and its load. After every step: the view's bit of each live instance is set for exactly the
-/// model's hashes (its `blocksPerSlot` is their count), no other slot holds a bit, and the
+/// model's hashes (and the table holds no other for it), no other slot holds a bit, and the
 /// loads are the model's; after every route: the chosen instance is live, its matched prefix
 /// is the model's, its load advanced as `Router.route` documents, and the choice is the one
 /// the policy's documented rule makes from the model's prefixes and loads.
@@ -101,8 +101,8 @@ struct RandomRouterOperationTests {
                     expect((router.view.table.slots(h) & (1 << UInt64(s)) != 0) == held.contains(h),
                            "step \(step): instance \(id) (slot \(s)) and the model disagree on hash \(h)")
                 }
-                expect(router.view.blocksPerSlot[s] == held.count,
-                       "step \(step): instance \(id) has \(router.view.blocksPerSlot[s]) blocks in the view, \(held.count) in the model")
+                expect(router.view.heldBlocks(slot: s) == held.count,
+                       "step \(step): instance \(id) has \(router.view.heldBlocks(slot: s)) blocks in the view, \(held.count) in the model")
                 expect(router.loads[s] == m.load, "step \(step): instance \(id) load \(router.loads[s]), the model's \(m.load)")
             }
             expect(router.liveMask == liveSlots, "step \(step)")

@@ -51,7 +51,7 @@ import Testing
         #expect(throws: KVError(.notFound, "instance 1 is not in the router")) {
             try stored.withUnsafeBufferPointer { (e) throws(KVError) in try r.observe(1, events: e) }
         }
-        #expect(r.view.blocksPerSlot[1] == 0 && r.view.table.slots(42) == 0)
+        #expect(r.view.heldBlocks(slot: 1) == 0 && r.view.table.slots(42) == 0)
         stored.withUnsafeBufferPointer { r.observe(slot: 2, events: $0) }
         #expect(r.view.table.slots(42) == 1 << 2)
         await #expect(processExitsWith: .failure) {

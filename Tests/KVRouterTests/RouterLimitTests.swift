@@ -68,7 +68,7 @@ import Testing
         let events = [KVEvent(kind: .blockStored, blockHash: 0, parentHash: 0),
                       KVEvent(kind: .blockStored, blockHash: 0, parentHash: 0)]
         try events.withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(0, events: b) }
-        #expect(r.view.blocksPerSlot[0] == 0)
+        #expect(r.view.heldBlocks(slot: 0) == 0)
         #expect(r.view.table.count == 0)
     }
 
