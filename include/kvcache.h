@@ -82,12 +82,13 @@
  *   kvc_seq_create reports *cached_tokens: the leading tokens whose K/V are already present
  *   (shared with other sequences through the prefix cache). The server writes K/V only for
  *   tokens at positions >= *cached_tokens, and for each appended token after
- *   kvc_seq_append. It must never write below *cached_tokens of a sequence, nor into tokens
- *   a fork shares with its parent (positions < the parent's length at fork time): that
- *   memory may be shared. So fork a sequence only once its K/V below its length is written
- *   (its prefill done): the child has those bytes as they are at the fork (contiguous: the
- *   page holding the boundary is copied then). Only tokens below kvc_seq_length are backed
- *   by memory.
+ *   kvc_seq_append, before the sequence is swapped out (a request preempted before its pass
+ *   is aborted instead, see kvc_seq_swap_out). It must never write below *cached_tokens of a
+ *   sequence, nor into tokens a fork shares with its parent (positions < the parent's length
+ *   at fork time): that memory may be shared. So fork a sequence only once its K/V below its
+ *   length is written (its prefill done): the child has those bytes as they are at the fork
+ *   (contiguous: the page holding the boundary is copied then). Only tokens below
+ *   kvc_seq_length are backed by memory.
  *   When prefix blocks enter the index (so that later prompts hit them) depends on
  *   kvc_config.index_on_schedule:
  *   - 0 (default): a prompt's full blocks are indexed when the sequence is created (and a
@@ -1508,6 +1509,15 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * stay; cached prefix blocks already on disk are not written again). The sequence stays live
  * (kvc_seq_length, kvc_seq_free work) but kvc_seq_kv, kvc_seq_block_table, kvc_seq_append
  * and kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT until kvc_seq_swap_in.
+ * Swap out only a sequence whose K/V is written for every token it holds (between steps):
+ * the blocks go to disk as they are, those in the prefix index under their block hashes,
+ * where later prompts find them, after a restart too, and a block the tier holds already is
+ * not written again when the server computes it later. A request preempted after the call
+ * that gave it tokens (kvc_seq_create, _schedule, _append) and before the forward pass that
+ * writes them would leave uncomputed bytes under those hashes for good: end it instead with
+ * kvc_seq_abort(seq, the tokens it has computed), which takes the uncomputed blocks out of
+ * the prefix index, and create it again from its prompt and decoded tokens when it resumes
+ * (a recompute preemption, as vLLM's; its computed blocks stay cached and are hit).
  * While the writes are in flight the engine's lock is released: other threads' calls
  * proceed, and for them `seq` is swapped out from the start (kvc_seq_ready says 0, its K/V
  * cannot be reached); a kvc_seq_free or kvc_seq_swap_in of it waits until the swap-out ends.

@@ -227,6 +227,33 @@ struct OffloadABITests {
         try f.expectWitnessesIntact()
     }
 
+    /// kvcache.h (kvc_seq_swap_out): a request preempted after kvc_seq_append gave it a token
+    /// and before the pass that writes it is not swapped out (its uncomputed block would go to
+    /// disk under its hash) but aborted at its computed length and created again: it then hits
+    /// only its computed blocks, and what a later prompt reads back from disk is computed K/V.
+    @Test(arguments: bothLayouts)
+    func aRequestPreemptedBeforeItsPassIsAbortedAndCreatedAgain(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let f = try offloadFixture(layout, dir: dir)
+        let b = f.blockTokens
+        let tokens = f.uniqueTokens(11, count: 4 * b + 1)
+        try f.create(11, tokens: Array(tokens[0..<(4 * b - 1)]))
+        try f.write(11, salt: 11, from: 0, to: 4 * b - 1)
+        try f.append(11, tokens: [tokens[4 * b - 1]])  // fills block 3; preempted before its pass
+        #expect(kvc_seq_abort(f.handle, 11, 4 * b - 1) == KVC_OK)
+        #expect(try f.create(12, tokens: Array(tokens[0..<(4 * b)])) == 3 * b, "only computed blocks are hit")
+        #expect(waitReady(f, 12) == KVC_OK)
+        try f.write(12, salt: 11, from: 3 * b, to: 4 * b)
+        #expect(kvc_seq_free(f.handle, 12) == KVC_OK)
+        #expect(kvc_engine_trim(f.handle) == KVC_OK)
+        #expect(try f.create(13, tokens: tokens) == 4 * b)
+        #expect(waitReady(f, 13) == KVC_OK)
+        #expect(try f.stats().diskHitTokens == UInt64(4 * b), "every block read back from disk")
+        #expect(try f.firstMismatch(13, salt: 11, to: 4 * b) == nil)
+        try f.expectWitnessesIntact()
+    }
+
     @Test(arguments: bothLayouts)
     func anAsynchronousSwapOutIsSettledByLaterCallsThroughTheABI(layout: UInt32) throws {
         let dir = scratchDir()
