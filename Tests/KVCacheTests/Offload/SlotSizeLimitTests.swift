@@ -4,7 +4,7 @@ import Testing
 @testable import KVCache
 
 /// A config of one K/V shape with a disk tier in `dir` of `offloadBytes`.
-func tierConfig(layers: Int, heads: Int, headDim: Int, dtypeBytes: Int, blockTokens: Int, layout: Layout,
+private func slotShapeConfig(layers: Int, heads: Int, headDim: Int, dtypeBytes: Int, blockTokens: Int, layout: Layout,
                 memoryBytes: UInt64, pageBytes: UInt64, dir: String, offloadBytes: UInt64) -> EngineConfig {
     var c = EngineConfig()
     c.numLayers = layers
@@ -25,7 +25,7 @@ func tierConfig(layers: Int, heads: Int, headDim: Int, dtypeBytes: Int, blockTok
 
 /// Why `config` was not refused with `invalidArgument` naming a slot of `slotBytes` and the
 /// I/O limit, leaving each of `untouched` with the files it had; nil when it was.
-func slotRefusalFailure(_ config: EngineConfig, slotBytes: Int, untouched: [String]) -> String? {
+private func slotRefusalFailure(_ config: EngineConfig, slotBytes: Int, untouched: [String]) -> String? {
     let before = untouched.map(listing)
     do {
         _ = try Engine(config)
@@ -41,7 +41,7 @@ func slotRefusalFailure(_ config: EngineConfig, slotBytes: Int, untouched: [Stri
 }
 
 /// In an exit test's child: says `failure` on stderr and exits 1, or returns.
-func exitOnFailure(_ failure: String?) {
+private func exitOnFailure(_ failure: String?) {
     guard let failure else { return }
     FileHandle.standardError.write(Data((failure + "\n").utf8))
     exit(1)
@@ -58,7 +58,7 @@ struct SlotSizeLimitTests {
     @Test func aSlotOfEightTebibytesIsRefusedNamingItsSize() async {
         await #expect(processExitsWith: .success) {
             let dir = ScratchDir("bigslot")
-            let c = tierConfig(layers: 1024, heads: 1024, headDim: 4096, dtypeBytes: 1, blockTokens: 1024, layout: .paged,
+            let c = slotShapeConfig(layers: 1024, heads: 1024, headDim: 4096, dtypeBytes: 1, blockTokens: 1024, layout: .paged,
                                memoryBytes: 1 << 43, pageBytes: 65536, dir: dir.path, offloadBytes: 1 << 44)
             let failure = slotRefusalFailure(c, slotBytes: (1 << 43) + 4096, untouched: [dir.path])
             dir.remove()
@@ -73,7 +73,7 @@ struct SlotSizeLimitTests {
     @Test func aSlotOfFourGibibytesIsRefusedBeforeTheTierIsCreated() async {
         await #expect(processExitsWith: .success) {
             let dir = ScratchDir("slot4g")
-            let c = tierConfig(layers: 1, heads: 1, headDim: 4096, dtypeBytes: 8, blockTokens: 65536, layout: .contiguous,
+            let c = slotShapeConfig(layers: 1, heads: 1, headDim: 4096, dtypeBytes: 8, blockTokens: 65536, layout: .contiguous,
                                memoryBytes: 1 << 32, pageBytes: 4096, dir: dir.path, offloadBytes: 3 << 32)
             let failure = slotRefusalFailure(c, slotBytes: (1 << 32) + 4096, untouched: [dir.path])
             dir.remove()
@@ -84,7 +84,7 @@ struct SlotSizeLimitTests {
     /// The largest slot the limit allows (2^31 - 64 KiB: a payload of 2^31 - 68 KiB) passes
     /// validation, and one 4 KiB larger does not: the limit is the slot's, header included.
     @Test func theLimitIsTheSlotHeaderIncluded() throws {
-        var c = tierConfig(layers: 1, heads: 1, headDim: 1, dtypeBytes: 1, blockTokens: 1, layout: .paged,
+        var c = slotShapeConfig(layers: 1, heads: 1, headDim: 1, dtypeBytes: 1, blockTokens: 1, layout: .paged,
                            memoryBytes: 1 << 20, pageBytes: 4096, dir: "/nonexistent", offloadBytes: 1 << 40)
         // 2 tensors x block_tokens x token_bytes: token_bytes 17 x 4096 x 8 = 557056, so a
         // tensor's block of 1927 tokens is 1073446912 bytes, a payload of 2146893824, and
@@ -109,7 +109,7 @@ struct SlotSizeLimitTests {
     @Test func aPeerOfAFourGibibyteSlotShapeIsRefusedBeforeItIsRead() async {
         await #expect(processExitsWith: .success) {
             let peer = ScratchDir("peer4g"), own = ScratchDir("own4g")
-            var small = tierConfig(layers: 1, heads: 1, headDim: 4096, dtypeBytes: 8, blockTokens: 1, layout: .paged,
+            var small = slotShapeConfig(layers: 1, heads: 1, headDim: 4096, dtypeBytes: 8, blockTokens: 1, layout: .paged,
                                    memoryBytes: 1 << 20, pageBytes: 65536, dir: peer.path, offloadBytes: 1 << 20)
             small.maxSeqTokens = 64
             do {
@@ -121,7 +121,7 @@ struct SlotSizeLimitTests {
             identity.blockTokens = 65536
             guard (try? identity.write(dir: peer.path)) != nil,
                   truncate(peer.path + "/kvcache.slab", off_t((1 << 32) + 4096)) == 0 else { exit(4) }
-            var c = tierConfig(layers: 1, heads: 1, headDim: 4096, dtypeBytes: 8, blockTokens: 65536, layout: .contiguous,
+            var c = slotShapeConfig(layers: 1, heads: 1, headDim: 4096, dtypeBytes: 8, blockTokens: 65536, layout: .contiguous,
                                memoryBytes: 1 << 32, pageBytes: 4096, dir: own.path, offloadBytes: 3 << 32)
             c.peerOffloadDirs = [peer.path]
             let failure = slotRefusalFailure(c, slotBytes: (1 << 32) + 4096, untouched: [peer.path, own.path])
