@@ -339,7 +339,12 @@ typedef struct kvc_config {
     /** Largest size of the slab file in bytes; 0 (default, with offload_dir NULL): no disk
      *  tier. Must hold at least one slot: 4096 + 2 * num_layers * block_tokens * token_bytes,
      *  rounded up to 4096, and at most 4194304 slots' bytes (else KVC_ERR_INVALID_ARGUMENT,
-     *  naming that largest size at this shape). Space is preallocated as slots are first needed. */
+     *  naming that largest size at this shape). A slot is at most 2147418112 bytes
+     *  (2^31 - 64 KiB): one read or write moves it, and Linux moves at most 2^31 bytes less a
+     *  page at once; a shape with a larger slot and a disk tier (so also with
+     *  peer_offload_dirs) is KVC_ERR_INVALID_ARGUMENT naming the slot's size and that limit.
+     *  These sizes are checked before any memory is reserved, anything is created in
+     *  offload_dir or any peer is read. Space is preallocated as slots are first needed. */
     uint64_t offload_bytes;
     /* -- token eviction (see TOKEN EVICTION below); kvc_seq_set_eviction overrides the
      *    policy and granularity per sequence -- */

@@ -71,7 +71,8 @@ public struct EngineConfig: Equatable, Sendable {
     /// `validate` refuses one of the two set without the other.
     public var offloadDir: String? = nil
     /// Size limit of the disk tier's slab file (`offload_bytes`); at least one slot and at most
-    /// 4194304 slots' bytes (`DiskTier.maxSlots`), else creating the engine throws `invalidArgument`.
+    /// 4194304 slots' bytes (`DiskTier.maxSlots`), a slot being at most 2^31 - 64 KiB bytes
+    /// (`DiskTier.maxSlotBytes`), else `validate` throws `invalidArgument`.
     public var offloadBytes: UInt64 = 0
     /// Disk-tier staging buffers of one slot each (`offload_queue_depth`; requests in flight at
     /// most), 32...1024; the tier uses more when slots are small (up to 32 MiB of them). They
@@ -189,6 +190,8 @@ public struct EngineConfig: Equatable, Sendable {
         // meant to configure and learn it only from a refused swap-out.
         if let dir = offloadDir, !dir.isEmpty {
             try check(offloadBytes > 0, "offload_dir '\(dir.prefix(256))' is set but offload_bytes is 0: give the disk tier a size, or leave offload_dir NULL for none")
+            // Before any memory is reserved, any file created or any peer read.
+            try DiskTier.checkSizes(self)
         } else {
             try check(offloadBytes == 0, "offload_bytes \(offloadBytes) is set but offload_dir is not: name the disk tier's directory, or leave offload_bytes 0 for none")
         }

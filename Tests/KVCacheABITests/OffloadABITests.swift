@@ -168,6 +168,38 @@ struct OffloadABITests {
         }
     }
 
+    /// Shapes whose slot one disk-tier read or write cannot move (more than 2^31 - 64 KiB
+    /// bytes) are KVC_ERR_INVALID_ARGUMENT naming the slot's size and the limit, with nothing
+    /// created in offload_dir: a slot of 2^43 + 4096 bytes trapped in kvc_engine_create (an
+    /// overflow), one of 2^32 + 4096 created the tier's files and then failed to map its
+    /// staging buffers. In a child process: the old code trapped.
+    @Test func aSlotLargerThanOneIORequestIsRefusedAtCreate() async {
+        await #expect(processExitsWith: .success) {
+            // (layers, heads, head_dim, dtype, block_tokens, memory_bytes, offload_bytes, slot bytes)
+            let shapes: [(UInt32, UInt32, UInt32, UInt32, UInt32, UInt64, UInt64, UInt64)] = [
+                (1024, 1024, 4096, 1, 1024, 1 << 43, 1 << 44, (1 << 43) + 4096),
+                (1, 1, 4096, 8, 65536, 1 << 32, 3 << 32, (1 << 32) + 4096),
+            ]
+            for (layers, heads, dim, dtype, blockTokens, memory, offload, slot) in shapes {
+                let dir = scratchDir()
+                var c = CConfig.small(KVC_LAYOUT_PAGED)
+                (c.numLayers, c.numKVHeads, c.headDim, c.dtypeBytes, c.blockTokens) = (layers, heads, dim, dtype, blockTokens)
+                (c.maxSeqs, c.maxSeqTokens, c.memoryBytes, c.pageBytes, c.offloadBytes) = (1, blockTokens, memory, 65536, offload)
+                var e: OpaquePointer?
+                let rc = c.create(&e, offloadDir: dir)
+                let message = String(cString: kvc_last_error())
+                let left = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? ["?"]
+                try? FileManager.default.removeItem(atPath: dir)
+                guard rc == KVC_ERR_INVALID_ARGUMENT, e == nil, left.isEmpty,
+                      message.contains("a slot of \(slot) bytes"), message.contains("more than the 2147418112 bytes") else {
+                    FileHandle.standardError.write(Data("slot \(slot): status \(rc), message \(message), files \(left)\n".utf8))
+                    exit(1)
+                }
+            }
+            exit(0)
+        }
+    }
+
     @Test(arguments: bothLayouts)
     func aTrimmedPrefixIsReadBackFromDiskByteIdentical(layout: UInt32) throws {
         let dir = scratchDir()

@@ -141,24 +141,18 @@ final class DiskTier {
     /// Opens (or reopens) the tier in `config.offloadDir`, replaying its journal, after opening
     /// the peers of `config.peerOffloadDirs` (`PeerTier.openAll`; a refused peer throws before
     /// the own directory is touched), and after claiming the directory for this engine's model
-    /// and shape (`TierIdentity.claim`). Throws `invalidArgument` (offload_bytes below one
-    /// slot or above `maxSlots` slots, a directory or peer of another model tag or shape, the
-    /// own directory or a duplicate as a peer), `outOfMemory` (no descriptor left for one of its files or its I/O
+    /// and shape (`TierIdentity.claim`). `config` is validated (`EngineConfig.validate`, which
+    /// checks the slot and `offload_bytes`: `checkSizes`). Throws `invalidArgument` (a
+    /// directory or peer of another model tag or shape, the own directory or a duplicate as a
+    /// peer), `outOfMemory` (no descriptor left for one of its files or its I/O
     /// queue: `KVError.file`) or `io` (the directory or files cannot be used, a peer without
     /// tier files). Allocates all metadata, `offloadQueueDepth` staging buffers and a queue of
     /// `maxPendingReads` reads waiting for a buffer (the engine's block count) up front.
     init(_ config: EngineConfig, memory: TierMemory, events: EventQueue, maxPendingReads: Int) throws(KVError) {
         payloadBytes = config.tensors * config.blockBytes
-        slotBytes = (Int(KVM_SLOT_HEADER_BYTES) + payloadBytes + 4095) / 4096 * 4096
-        guard config.offloadBytes >= UInt64(slotBytes) else {
-            throw .invalid("offload_bytes \(config.offloadBytes) is smaller than one slot of \(slotBytes) bytes (a block of every layer's K and V plus a 4096-byte header)")
-        }
-        // Refused, not capped: a server asking for a larger tier would run with a smaller one
-        // and not know (memory_bytes past its block limit is refused the same way).
-        let largest = UInt64(DiskTier.maxSlots) * UInt64(slotBytes)
-        guard config.offloadBytes <= largest else {
-            throw .invalid("offload_bytes \(config.offloadBytes) is more than a tier manages at this shape: at most \(largest) bytes (\(DiskTier.maxSlots) slots of \(slotBytes) bytes)")
-        }
+        slotBytes = DiskTier.slotBytes(payloadBytes: payloadBytes)
+        // `config.validate()` checked the sizes (`checkSizes`): 1 to `maxSlots` slots, each
+        // within `maxSlotBytes`, so every length below fits the I/O path's 32 bits.
         capacity = Int(config.offloadBytes / UInt64(slotBytes))
         // The per-slot arrays, before anything is opened: freed with `a` on any throw below.
         let a = CreateAllocations()
