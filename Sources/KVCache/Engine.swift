@@ -263,7 +263,7 @@ public final class Engine: @unchecked Sendable {
         let hitBlocks = UnsafeBufferPointer(start: scratchHit, count: extent)
         let slot = sequences.nextSlot
         if let contiguous {
-            let need = contiguous.groupsNeeded(slot: slot, hit: hitBlocks, hitTokens: extent * bt, tokens: n)
+            let need = contiguous.groupsNeeded(hit: hitBlocks, hitTokens: extent * bt, tokens: n)
             guard contiguous.fits(need) else { throw .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor than the budget has free") }
         }
         sequences.open(seq, slot: slot)
@@ -959,7 +959,8 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// The address range holding the engine's K/V (empty for metadata-only engines): what a
-    /// resident-memory measurement of the engine looks at.
+    /// resident-memory measurement of the engine looks at. Tests: no caller in the package
+    /// but the tests (resident-memory checks); the C ABI does not expose it.
     public var memoryRegion: (start: UInt, bytes: UInt) { paged?.region ?? contiguous?.region ?? (0, 0) }
 
     /// How many leading tokens of `tokens` `createSequence` would report cached now, by the
