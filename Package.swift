@@ -2,7 +2,8 @@
 // KVCacheEngine: a KV-cache manager for LLM serving. Layout and dependency direction are in
 // README.md: CKVMemory <- KVCache <- {KVRouter, KVSim, KVEval, KVCacheABI, kvcache}; KVRouter <-
 // {KVSim, KVCacheABI, kvcache}; KVSim, KVEval <- kvcache; KVReport (plots, quantiles, number
-// formatting; depends on nothing) <- {KVSim, KVEval, kvcache}.
+// formatting, JSON strings; depends on nothing) <- {KVSim, KVEval, kvcache}; CKVMemory <-
+// kvcache directly (io-bench).
 import PackageDescription
 
 let packageDir = Context.packageDirectory

@@ -98,6 +98,12 @@
  *     not all written (a cancelled request) with kvc_seq_abort, not kvc_seq_free. With
  *     chunked prefill that is not enough: a request arriving between two chunks of a long
  *     prompt hits blocks a later chunk computes, and reads garbage if scheduled first.
+ *     Nor is it when a prefill may not run after all: kvc_seq_abort takes the unwritten
+ *     blocks out of the index, but sequences that hit them meanwhile keep them, and the
+ *     engine cannot tell the server which those are. A server that chunks prefills, or
+ *     preempts or cancels a request between its kvc_seq_create and its forward pass, should
+ *     set index_on_schedule 1 (the default is 0, for servers that run every created prompt
+ *     in their next pass).
  *   - 1 (index as scheduled, as vLLM's cache_blocks(request, num_computed_tokens +
  *     num_new_tokens)): kvc_seq_create shares hits as always (and indexes the blocks it
  *     finds in the disk tier) but indexes none of the prompt's new blocks; the server calls
@@ -969,7 +975,11 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
  * blocks it holds from the one holding token computed_tokens on leave the prefix index
  * (KVC_EVENT_BLOCK_REMOVED) and no later prompt is served them. Another live sequence that
  * hit them meanwhile keeps them: it was scheduled to read what this one would compute, so
- * the server must not run it on them either. For a swapped-out sequence (computed before it
+ * the server must not run it on them either, and the engine does not say which sequences
+ * those are: with index_on_schedule 0 (the default) only a server that knows which requests
+ * share a prefix can tell. A server that preempts, cancels or chunks a prefill between
+ * kvc_seq_create and its pass should use index_on_schedule 1 (see WRITING K/V), where no
+ * other sequence hits a block before its pass is scheduled. For a swapped-out sequence (computed before it
  * was preempted; also while its kvc_seq_swap_out_async is pending) computed_tokens is only
  * range-checked. kvc_seq_ready's "free it and create it
  * again" after a failed read needs no abort: the engine drops those blocks itself.
@@ -1834,15 +1844,16 @@ kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instanc
  *  the distinct blocks of the requests routed there and not finished, queued ones included,
  *  as Dynamo's router does (its free at request completion); the end of a request's prefill
  *  is not its finish. Call it once per routed request, with any policy: the others keep
- *  nothing and only check the arguments. Hashes are counted, not tied to a request, so a
+ *  nothing and only check the arguments (non-NULL, n_blocks > 0, a known instance), so for
+ *  them any hashes are accepted. Hashes are counted, not tied to a request, so a
  *  second finish of a request whose blocks a later request shares takes that request's.
  *  Memory: an instance counts at most 262,144 distinct blocks (about 50 bytes each); a route
  *  that would pass it first forgets the instance's count, so a server that never calls this
  *  keeps the router's memory bounded, and the forgotten requests' finishes are refused (as
  *  are those of a request of more than 262,144 blocks, which is never counted).
- *  Returns KVC_ERR_INVALID_ARGUMENT (NULL r, NULL block_hashes, n_blocks 0, a hash no
- *  unfinished request routed to the instance holds: never routed there, already finished or
- *  forgotten), KVC_ERR_NOT_FOUND (unknown or removed instance); nothing changes then.
+ *  Returns KVC_ERR_INVALID_ARGUMENT (NULL r, NULL block_hashes, n_blocks 0; with
+ *  KVC_ROUTER_OVERLAP_COST only, a hash no unfinished request routed to the instance holds:
+ *  never routed there, already finished or forgotten), KVC_ERR_NOT_FOUND (unknown or removed instance); nothing changes then.
  *  Cost: about three hash-table probes per block, no allocation. */
 kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *block_hashes,
                              size_t n_blocks);

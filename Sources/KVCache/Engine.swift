@@ -6,8 +6,17 @@ import Glibc
 /// The KV-cache engine: sequences, their K/V memory, the prefix cache and its events.
 ///
 /// Thread safety: every public method may be called from any thread; calls are serialised by
-/// one mutex held only for the call's bookkeeping (no I/O, no waiting), so calls on distinct
-/// sequences from many threads proceed one after another without corrupting anything.
+/// one mutex, so calls on distinct sequences from many threads proceed one after another
+/// without corrupting anything. The mutex is held for the call's bookkeeping: no K/V copy but
+/// the block or page a copy on write needs, and, without a disk tier, no I/O and no waiting.
+/// With a disk tier, most waits for the device release it (include/kvcache.h, DISK TIER),
+/// except these, which wait with it held: `syncOffload` (drains every request, then
+/// fdatasyncs slab and journal); a call that needs a staging buffer when every one is in
+/// flight; episodic offload's record writes and reads past the buffers free; a contiguous
+/// `fork` or a copy-on-write append before the sequence's own reads landed; a swap-out whose
+/// start the tier refuses (it waits for every request in flight); and, with writeback, an
+/// eviction, trim or compaction that must take a block being copied (`BlockPool.unindex`
+/// spins in `Writeback.awaitCopy` until its copy is done, at most 8 blocks' copies).
 ///
 /// Failure atomicity: a method that throws has changed nothing observable — capacity is
 /// checked before any state changes, and every other sequence's bytes and the prefix cache
@@ -235,29 +244,12 @@ public final class Engine: @unchecked Sendable {
         if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
         if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
         offload?.processCompletions()  // before the lookup: settled swap-outs release memory
-        let limit = min(full, (n - 1) / bt)  // blocks that may hit: at least one token stays to compute
-        var run = 0  // the memory hits before the first memory miss: without a disk tier, every hit
-        while run < limit {
-            let b = memoryHit(scratchHashes[run], at: run)
-            if b < 0 { break }
-            scratchHit[run] = b
-            run += 1
-        }
-        var (cached, fromDisk, fromPeers) = offload.map { tieredPrefix(start: run, limit: limit, tier: $0.tier) } ?? (run, 0, 0)
-        let found = cached
+        let found = tieredPrefix(limit: min(full, (n - 1) / bt), claim: true) { scratchHashes[$0] }
+        let (run, cached, fromDisk, fromPeers) = (found.run, found.cached, found.fromDisk, found.fromPeers)
         defer {  // pinned by tieredPrefix
-            if let tier = offload?.tier { for i in run..<found where scratchHit[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
+            if let tier = offload?.tier { for i in run..<cached where scratchHit[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
         }
-        var declined = 0  // counted once the create succeeds, like the hit and query tokens
-        if fromDisk > 0, let offload, config.prefillTokensPerSecond > 0,
-           !offload.tier.readIsFaster(blocks: fromDisk, tokensPerBlock: bt, prefillTokensPerSecond: config.prefillTokensPerSecond) {
-            // The server computes them sooner than the disk returns them: the prefix ends at
-            // its first block found only on disk, the memory miss where the lookup went on.
-            declined = fromDisk * bt
-            cached = run
-            fromDisk = 0
-            fromPeers = 0
-        }
+        let declined = found.declined * bt  // counted once the create succeeds, like the hit and query tokens
         let total = (n + bt - 1) / bt
         var revived = 0
         for i in 0..<run where blocks.references(scratchHit[i]) == 0 { revived += 1 }
@@ -271,7 +263,7 @@ public final class Engine: @unchecked Sendable {
         let hitBlocks = UnsafeBufferPointer(start: scratchHit, count: extent)
         let slot = sequences.nextSlot
         if let contiguous {
-            let need = contiguous.groupsNeeded(slot: slot, hit: hitBlocks, hitTokens: extent * bt, tokens: n)
+            let need = contiguous.groupsNeeded(hit: hitBlocks, hitTokens: extent * bt, tokens: n)
             guard contiguous.fits(need) else { throw .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor than the budget has free") }
         }
         sequences.open(seq, slot: slot)
@@ -370,49 +362,70 @@ public final class Engine: @unchecked Sendable {
         return b
     }
 
-    /// Continues a prefix lookup past its first memory miss, at block `start` (below `limit`):
-    /// at each block position memory first (the block is stored in `scratchHit`: shared, as a
-    /// hit before the miss), else the own disk tier (-1 in `scratchHit`, the slot in
-    /// `scratchDisk`, pinned), else the peers' tiers in order (-1 in `scratchHit` and in
-    /// `scratchDisk`, the location in `scratchPeer`; not pinned: the peer's slot is verified
-    /// when read; the peers' indexes are refreshed once per call, when the lookup first reaches
-    /// them). Stops at the first block found nowhere. Returns where it stopped (the blocks
-    /// cached, from 0), how many of them are read from disk (own tier and peers) and how many
-    /// from peers. So a block cached in memory is never read from disk, wherever it lies in the
-    /// chain, and one a disk read is still filling is shared too (its sequences are not ready
-    /// until it landed: `OffloadCoordinator.resident`; the contiguous layout copies the landing
-    /// bytes into every sequence holding it, `OffloadCoordinator.scatter`).
+    /// The prefix lookup rule, the one `create` and the lookups without creating
+    /// (`cachedPrefixTokens`, `cachedPrefixBlocks`) share, so that they say what a create
+    /// reports. Under the lock, over at most `limit` blocks, `hash(i)` giving block i's chained
+    /// hash (called once per block, in order): at each block position memory first, else the
+    /// own disk tier, else the peers' tiers in order (their indexes refreshed once per call,
+    /// when the lookup first reaches them); the first block found nowhere ends the chain
+    /// (without a disk tier, the first memory miss). So a block cached in memory is never read
+    /// from disk, wherever it lies in the chain, and one a disk read is still filling is shared
+    /// too (its sequences are not ready until it landed: `OffloadCoordinator.resident`; the
+    /// contiguous layout copies the landing bytes into every sequence holding it,
+    /// `OffloadCoordinator.scatter`). With `EngineConfig.prefillTokensPerSecond`, when the disk
+    /// is expected to return the blocks found only on disk later than the server computes
+    /// them (`DiskTier.readIsFaster`), they are declined: the prefix ends at the first memory
+    /// miss (`run`), and `declined` counts them.
     ///
-    /// The caller unpins the own tier's slots once their reads are issued (a read holds its own
-    /// pin, also while it is queued for a staging buffer), on every path: until then the
-    /// creation's own allocations evict cached blocks, whose spills into a full tier drop its
-    /// least recently used unpinned slots and reuse them at once, and a reused slot would serve
-    /// another block's bytes as this prefix. Cost: one memory index lookup per block, one tier
-    /// lookup per block missing in memory; without peers one more check, at the block that ends
-    /// the chain.
-    private func tieredPrefix(start: Int, limit: Int, tier: DiskTier) -> (cached: Int, fromDisk: Int, fromPeers: Int) {
-        var i = start, fromDisk = 0, fromPeers = 0
+    /// With `claim` (a create), it records what it found: per position the memory block in
+    /// `scratchHit` (-1 when read from disk), the own tier's slot in `scratchDisk`, pinned and
+    /// made most recently used, or -1 and the peer's location in `scratchPeer` (not pinned: the
+    /// peer's slot is verified when read). Declined slots are unpinned here; the caller unpins
+    /// the others once their reads are issued (a read holds its own pin, also while it is
+    /// queued for a staging buffer), on every path: until then the creation's own allocations
+    /// evict cached blocks, whose spills into a full tier drop its least recently used
+    /// unpinned slots and reuse them at once, and a reused slot would serve another block's
+    /// bytes as this prefix. Without `claim` it changes nothing (no LRU order either).
+    /// Cost: one memory index lookup per block, one tier lookup per block missing in memory;
+    /// with peers, one lookup per peer past the own tier's miss and one journal `fstat` per
+    /// peer the first time.
+    @inline(__always) private func tieredPrefix(
+        limit: Int, claim: Bool, hash: (Int) -> UInt64
+    ) -> (cached: Int, run: Int, fromDisk: Int, fromPeers: Int, declined: Int) {
+        var i = 0, run = -1, fromDisk = 0, fromPeers = 0
         var peersRefreshed = false
         while i < limit {
-            let hash = scratchHashes[i]
-            let b = memoryHit(hash, at: i)
-            scratchHit[i] = b
+            let h = hash(i)
+            let b = memoryHit(h, at: i)
+            if claim { scratchHit[i] = b }
             if b < 0 {
-                let slot = tier.lookup(hash)
+                guard let tier = offload?.tier else { break }
+                if run < 0 { run = i }
+                let slot = claim ? tier.lookup(h) : (tier.contains(h) ? 0 : -1)
                 if slot >= 0 {
-                    tier.pin(slot)
-                    scratchDisk[i] = slot
+                    if claim {
+                        tier.pin(slot)
+                        scratchDisk[i] = slot
+                    }
                 } else {
-                    guard let read = tier.findInPeers(hash, refreshed: &peersRefreshed) else { break }
-                    scratchDisk[i] = -1
-                    scratchPeer![i] = read
+                    guard let read = tier.findInPeers(h, refreshed: &peersRefreshed) else { break }
+                    if claim {
+                        scratchDisk[i] = -1
+                        scratchPeer![i] = read
+                    }
                     fromPeers += 1
                 }
                 fromDisk += 1
             }
             i += 1
         }
-        return (i, fromDisk, fromPeers)
+        if run < 0 { run = i }
+        if fromDisk > 0, let tier = offload?.tier, config.prefillTokensPerSecond > 0,
+           !tier.readIsFaster(blocks: fromDisk, tokensPerBlock: bt, prefillTokensPerSecond: config.prefillTokensPerSecond) {
+            if claim { for j in run..<i where scratchHit[j] < 0 && scratchDisk[j] >= 0 { tier.unpin(scratchDisk[j]) } }
+            return (cached: run, run: run, fromDisk: 0, fromPeers: 0, declined: fromDisk)
+        }
+        return (cached: i, run: run, fromDisk: fromDisk, fromPeers: fromPeers, declined: 0)
     }
 
     /// Sort key of `tieredPrefix`'s disk block at position `i` for submission: own slots first in slot order,
@@ -946,14 +959,17 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// The address range holding the engine's K/V (empty for metadata-only engines): what a
-    /// resident-memory measurement of the engine looks at.
+    /// resident-memory measurement of the engine looks at. Tests: no caller in the package
+    /// but the tests (resident-memory checks); the C ABI does not expose it.
     public var memoryRegion: (start: UInt, bytes: UInt) { paged?.region ?? contiguous?.region ?? (0, 0) }
 
-    /// How many leading tokens of `tokens` `createSequence` would report cached now (at each
-    /// block memory, then the disk tier, then peers' tiers, whose indexes it brings up to
-    /// date), without creating anything. With a disk tier it first processes completions, as
-    /// `createSequence` does (a settled swap-out's blocks leave memory for the disk tier).
-    /// `salt` as for `createSequence`.
+    /// How many leading tokens of `tokens` `createSequence` would report cached now, by the
+    /// create's own lookup (`tieredPrefix`: at each block memory, then the disk tier, then
+    /// peers' tiers, whose indexes it brings up to date; with
+    /// `EngineConfig.prefillTokensPerSecond`, without the disk blocks the create would decline),
+    /// without creating anything or changing any LRU order. With a disk tier it first processes
+    /// completions, as `createSequence` does (a settled swap-out's blocks leave memory for the
+    /// disk tier). `salt` as for `createSequence`.
     /// Cost: one hash per token and one memory lookup per full block, plus for each block
     /// memory misses one tier lookup (and one per peer past the own tier's miss, plus one
     /// journal `fstat` per peer), plus the completions processed.
@@ -968,35 +984,25 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// How many leading blocks of the hash chain `blockHashes` (as `BlockHash.chain` computes)
-    /// `createSequence(_:blockHashes:tokens:)` would find cached now (at each block memory, then
-    /// the disk tier and peers' tiers, as `cachedPrefixTokens`), without creating anything and without
-    /// touching the LRU order: for stores queried by hash chain (KVSim's `SharedTier`). Unlike `createSequence` it does not keep a token to
-    /// compute: every block may count. Cost: one lookup per block found, plus one (and, with a
+    /// `createSequence(_:blockHashes:tokens:)` would find cached now (the create's own lookup,
+    /// as `cachedPrefixTokens`), without creating anything and without touching the LRU order:
+    /// for stores queried by hash chain (KVSim's `SharedTier`). Unlike `createSequence` it does
+    /// not keep a token to compute: every block may count. Cost: one lookup per block found, plus one (and, with a
     /// disk tier, the completions processed first, as `cachedPrefixTokens`).
     public func cachedPrefixBlocks(_ blockHashes: UnsafeBufferPointer<UInt64>) -> Int {
         cachedPrefixBlocks(limit: blockHashes.count) { blockHashes[$0] }
     }
 
-    /// Under the lock: how many leading blocks, of at most `limit`, are cached, `hash(i)` giving
-    /// block i's chained hash (called once per block, in order), by `create`'s rule
-    /// (`tieredPrefix`): at each block memory, then the own tier, then peers; the first block
-    /// found nowhere ends the chain. Completions are processed first, as `create` does before
-    /// its lookup: a swap-out they settle evicts its blocks (now on disk) from memory, and a
-    /// failed read takes its block out of the index.
+    /// Under the lock: how many leading blocks, of at most `limit`, a create would report
+    /// cached now, `hash(i)` giving block i's chained hash: `create`'s own lookup
+    /// (`tieredPrefix`), without claiming anything. Completions are processed first, as `create`
+    /// does before its lookup: a swap-out they settle evicts its blocks (now on disk) from
+    /// memory, and a failed read takes its block out of the index.
     private func cachedPrefixBlocks(limit: Int, hash: (Int) -> UInt64) -> Int {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         offload?.processCompletions()
-        var hit = 0
-        var peersRefreshed = false
-        while hit < limit {  // as `create`: at each block memory, then the disk tier, then peers
-            let h = hash(hit)
-            if memoryHit(h, at: hit) < 0 {
-                guard let tier = offload?.tier, tier.contains(h) || tier.findInPeers(h, refreshed: &peersRefreshed) != nil else { break }
-            }
-            hit += 1
-        }
-        return hit
+        return tieredPrefix(limit: limit, claim: false, hash: hash).cached
     }
 }
 

@@ -62,7 +62,10 @@ public struct EngineConfig: Equatable, Sendable {
     /// but indexes none of the prompt's new full blocks; `schedule` indexes them as the server
     /// schedules their tokens for computation, and an `append` indexes the rest of them first
     /// (Engine+Schedule.swift). So a later prompt hits only blocks a forward pass no later than
-    /// its own computes. False (default): the prompt's blocks are indexed at creation.
+    /// its own computes. False (default): the prompt's blocks are indexed at creation, for
+    /// servers that run every created prompt in their next pass; one that chunks prefills, or
+    /// preempts or cancels a request between its create and its pass, should set it, since
+    /// `abort` cannot say which live sequences hit the unwritten blocks meanwhile.
     public var indexOnSchedule: Bool = false
     /// Token eviction: the policy every sequence uses unless it overrides it, and its
     /// parameters (`kvc_config`'s eviction fields). Default: none.

@@ -35,7 +35,7 @@ public struct PrefixSources: Equatable, Hashable, Sendable {
     public var cachedTokens: Int { memoryTokens + diskTokens + peerTokens }
 
     /// Tokens read from any disk (own tier and peers): what the sequence waits for before it is
-    /// `ready`.
+    /// `ready`. Tests: no caller in the package but the tests.
     public var readTokens: Int { diskTokens + peerTokens }
 }
 

@@ -20,7 +20,7 @@ public struct EvictEvalResult: Sendable {
 
     /// A Markdown table, one row per result.
     public static func table(_ results: [EvictEvalResult], perHead: Bool, seed: UInt64) -> String {
-        func f(_ x: Double?) -> String { x.map { String(format: "%.3f", $0) } ?? "-" }
+        func f(_ x: Double?) -> String { x.map { fixed($0, 3) } ?? "-" }
         var lines = ["| trace | policy | budget | recall | output error | recall after mark | error after mark |",
                      "|---|---|---|---|---|---|---|"]
         for r in results {
@@ -33,16 +33,11 @@ public struct EvictEvalResult: Sendable {
 
     /// `ratio` as a percentage with at most two decimals, trailing zeros dropped: 0.2 is
     /// "20%", 0.125 "12.5%" (whole percents alone would print 0.121 and 0.124 alike).
-    static func percent(_ ratio: Double) -> String {
-        var digits = String(format: "%.2f", ratio * 100)
-        while digits.hasSuffix("0") { digits.removeLast() }
-        if digits.hasSuffix(".") { digits.removeLast() }
-        return digits + "%"
-    }
+    static func percent(_ ratio: Double) -> String { trimmedFixed(ratio * 100, 2) + "%" }
 
     /// A JSON array, one object per result (non-finite numbers as null).
     public static func json(_ results: [EvictEvalResult]) -> String {
-        func n(_ x: Double?) -> String { x.map { $0.isFinite ? String(format: "%.6f", $0) : "null" } ?? "null" }
+        func n(_ x: Double?) -> String { x.map { $0.isFinite ? fixed($0, 6) : "null" } ?? "null" }
         let items = results.map {
             "{\"trace\": \(jsonString($0.trace)), \"policy\": \"\($0.policy)\", \"budget\": \($0.budget), \"recall\": \(n($0.recall)), \"output_error\": \(n($0.error)), \"recall_after_mark\": \(n($0.recallAfterMark)), \"output_error_after_mark\": \(n($0.errorAfterMark))}"
         }

@@ -18,3 +18,14 @@ public func fixed(_ value: Double, _ digits: Int) -> String {
     }
     return text
 }
+
+/// `value` with at most `digits` decimals: `fixed(value, digits)` with trailing zeros, and a
+/// trailing dot, dropped (0.2 with 2 digits is "0.2", 20.0 is "20"), and Swift's own text
+/// where `fixed` gives it. For short numbers in progress lines and labels. O(digits).
+public func trimmedFixed(_ value: Double, _ digits: Int) -> String {
+    var text = fixed(value, digits)
+    guard digits > 0, value.isFinite, !text.contains("e") else { return text }  // not Swift's own text
+    while text.hasSuffix("0") { text.removeLast() }
+    if text.hasSuffix(".") { text.removeLast() }
+    return text
+}

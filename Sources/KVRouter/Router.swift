@@ -9,7 +9,9 @@ import KVCache
 /// slots; per-slot state lives in fixed arrays allocated once, so `route` allocates nothing,
 /// except with an approximate view: the first route to a slot (its recency list), and a route
 /// whose new blocks take the shared block table past half full, which doubles it (see
-/// `CacheView`).
+/// `CacheView`); and with `active` (overlap cost), whatever the view: a route whose hashes
+/// grow the slot's dictionary of active blocks or the shared mask table (`ActiveBlocks.add`),
+/// bounded by `ActiveBlocks.limitPerInstance` blocks per slot.
 ///
 /// Cost of `route`: one cache-view probe per matched block (cache-aware policies), O(log P)
 /// per ring lookup and O(live instances) for the load scans. Not thread-safe: callers
@@ -151,7 +153,8 @@ public final class Router {
     /// blocks; with `active`, it adds the hashes to the instance's active blocks until `finish`.
     /// Throws `invalidArgument` (no hashes, tokens < 1, more hashes than the
     /// `blocks(tokens)` the prompt fills), `notFound` (no live instance); nothing changes then.
-    /// Cost: see the type; no allocation but the approximate view's (see the type).
+    /// Cost: see the type; no allocation but the approximate view's and the active blocks'
+    /// (see the type).
     public func route(_ hashes: UnsafeBufferPointer<UInt64>, tokens: Int) throws(KVError) -> UInt32 {
         try ids[routeSlot(hashes, tokens: tokens)]
     }
@@ -306,8 +309,9 @@ public final class Router {
     /// once per routed request; a prefill's end is not a finish (the blocks stay held while
     /// it decodes). Policies without `PolicyKind.countsActiveBlocks` keep nothing to free:
     /// for them the call only checks its arguments. Throws `notFound` (no such instance),
-    /// `invalidArgument` (no hashes, or one of them not active at the instance: never routed
-    /// there, already finished, or dropped by an `ActiveBlocks` reset); nothing changes then.
+    /// `invalidArgument` (no hashes; with `active` only, one of them not active at the
+    /// instance: never routed there, already finished, or dropped by an `ActiveBlocks` reset;
+    /// the other policies accept any hashes); nothing changes then.
     /// Hashes are counted, not tied to a request: a second finish of a request whose blocks
     /// another routed request shares takes that request's references. Cost: `slot(of:)`, then
     /// about three hash probes per block (`ActiveBlocks.remove`).
@@ -343,8 +347,9 @@ public final class Router {
         return moved
     }
 
-    /// Moves `uncached` pending tokens and one request's blocks from `from` to `to` (after a
-    /// rebalancing move, until the next reports), and credits an approximate view with the
+    /// Moves one request's pending prefill tokens (`fromTokens`, its uncached part at `from`,
+    /// off `from`; `toTokens`, its uncached part at `to`, onto `to`) and its `blocks` from
+    /// `from` to `to` (after a rebalancing move, until the next reports), and credits an approximate view with the
     /// request's `hashes` at `to`, which will compute them (as a route there would have). The
     /// view keeps them at `from` too: it cannot tell the blocks the request's route added there
     /// from those it held before. Active blocks (`active`) move with the request.

@@ -1,6 +1,7 @@
 import Dispatch
 import KVCache
 import KVRouter
+import KVReport
 
 /// Replays a trace through the simulated cluster for several policies, optionally searching
 /// each one's effective capacity, on up to `threads` threads (policies are independent runs
@@ -69,12 +70,12 @@ public struct Replay: Sendable {
 
     private func outcome(_ trace: Trace, _ policy: PolicyKind, _ progress: (@Sendable (String) -> Void)?) throws -> Outcome {
         let result = try simulate(trace, policy: policy, rateScale: config.rateScale)
-        progress?("\(policy.name): x\(fmt(config.rateScale)) attainment \(fmt(result.sloAttainment * 100))% in \(fmt(result.wallSeconds)) s")
+        progress?("\(policy.name): x\(trimmedFixed(config.rateScale, 2)) attainment \(trimmedFixed(result.sloAttainment * 100, 2))% in \(trimmedFixed(result.wallSeconds, 2)) s")
         guard let search else { return Outcome(result: result, capacity: nil, probes: []) }
         let found = try search.run { scale in
             if scale == config.rateScale { return result.sloAttainment }
             let r = try simulate(trace, policy: policy, rateScale: scale)
-            progress?("\(policy.name): x\(fmt(scale)) attainment \(fmt(r.sloAttainment * 100))% in \(fmt(r.wallSeconds)) s")
+            progress?("\(policy.name): x\(trimmedFixed(scale, 2)) attainment \(trimmedFixed(r.sloAttainment * 100, 2))% in \(trimmedFixed(r.wallSeconds, 2)) s")
             return r.sloAttainment
         }
         return Outcome(result: result, capacity: found.capacity, probes: found.probes)

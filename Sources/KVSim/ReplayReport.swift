@@ -59,8 +59,8 @@ public enum ReplayReport {
 
     /// The JSON document described above.
     public static func json(_ outcomes: [Replay.Outcome], trace: Trace, config: SimulationConfig) -> String {
-        var s = "{\"trace\":\(quote(trace.source)),\"requests\":\(trace.count),\"skipped_lines\":\(trace.skippedLines),"
-        s += "\"arrivals\":\(quote(trace.arrivals.rawValue)),"
+        var s = "{\"trace\":\(jsonString(trace.source)),\"requests\":\(trace.count),\"skipped_lines\":\(trace.skippedLines),"
+        s += "\"arrivals\":\(jsonString(trace.arrivals.rawValue)),"
         s += "\"instances\":\(config.instances),"
         s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),"
         s += "\"index_on_schedule\":\(config.engine.indexOnSchedule),"
@@ -71,7 +71,7 @@ public enum ReplayReport {
         s += "\"policies\":["
         s += outcomes.map { o -> String in
             let r = o.result
-            var p = "{\"policy\":\(quote(r.policy)),\"view\":\(viewName(r, approximate: "approximate").map(quote) ?? "null"),"
+            var p = "{\"policy\":\(jsonString(r.policy)),\"view\":\(viewName(r, approximate: "approximate").map(jsonString) ?? "null"),"
             p += "\"ttft_p50_ms\":\(number(r.ttftQuantile(0.5))),\"ttft_p90_ms\":\(number(r.ttftQuantile(0.9))),"
             p += "\"ttft_p99_ms\":\(number(r.ttftQuantile(0.99))),\"slo_attainment\":\(number(r.sloAttainment)),"
             p += "\"prefix_hit_rate\":\(number(r.prefixHitRate)),\"load_imbalance\":\(number(r.loadImbalance)),"
@@ -101,18 +101,4 @@ public enum ReplayReport {
 
     /// A TTFT in ms as seconds with 2 decimals for the table; "-" for none.
     static func seconds(_ ms: Double?) -> String { ms.map { fixed($0 / 1000, 2) } ?? "-" }
-
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default:
-                if c.value < 0x20 { out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16) } else { out.unicodeScalars.append(c) }
-            }
-        }
-        return out + "\""
-    }
 }

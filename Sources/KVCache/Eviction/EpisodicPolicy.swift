@@ -21,6 +21,7 @@
 /// (Engine+EpisodicOffload.swift);
 /// without one they are dropped like H2O's (see docs/token-eviction.md, "Episodic offload").
 public struct EpisodicPolicy: EvictionPolicy {
+    /// `EvictionPolicyKind.episodic`: this policy's kind, always.
     public var kind: EvictionPolicyKind { .episodic }
     /// The parameters (recent window, normalisation, episodes).
     public let config: EvictionConfig

@@ -90,8 +90,9 @@ extension EvictionPolicyKind {
 
 /// Helpers shared by the policies: windows by position and top-k by score.
 enum Selection {
-    /// Marks every slot whose position is below `sinks` or at least `recentFrom`, up to
-    /// `limit` marks (sinks first, then newest); returns how many it marked. Clears the rest.
+    /// Marks (1 in `keep`) every slot of `row` whose position is below `sinks` or among the
+    /// last `recent` positions (at least `row.nextPosition - recent`); returns how many it
+    /// marked. Clears the rest. Cost: one pass over the row.
     @inline(__always)
     static func markWindows(_ row: EvictionRow, sinks: Int, recent: Int, keep: UnsafeMutablePointer<UInt8>) -> Int {
         let recentFrom = row.nextPosition - recent

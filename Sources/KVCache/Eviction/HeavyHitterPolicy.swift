@@ -10,6 +10,7 @@
 /// the token (`EvictionRow.visible`), so a new token is not penalised for having been seen by
 /// fewer queries. `kvcache evict-eval` reports both (`h2o`, `h2o-norm`).
 public struct HeavyHitterPolicy: EvictionPolicy {
+    /// `EvictionPolicyKind.heavyHitter`: this policy's kind, always.
     public var kind: EvictionPolicyKind { .heavyHitter }
     /// The parameters (recent window, normalisation).
     public let config: EvictionConfig

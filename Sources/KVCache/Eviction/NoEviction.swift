@@ -1,5 +1,6 @@
 /// The full-cache reference: keeps every token, so `compact` changes nothing.
 public struct NoEviction: EvictionPolicy {
+    /// `EvictionPolicyKind.none`: this policy's kind, always.
     public var kind: EvictionPolicyKind { .none }
 
     /// A policy that keeps everything.

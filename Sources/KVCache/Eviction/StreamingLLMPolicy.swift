@@ -2,6 +2,7 @@
 /// attention whatever the content ("attention sinks"), plus the most recent tokens, up to the
 /// budget. Needs no scores: a baseline for score-based policies.
 public struct StreamingLLMPolicy: EvictionPolicy {
+    /// `EvictionPolicyKind.streamingLLM`: this policy's kind, always.
     public var kind: EvictionPolicyKind { .streamingLLM }
     /// Positions kept as sinks (fewer when the budget is smaller).
     public let sinkTokens: Int

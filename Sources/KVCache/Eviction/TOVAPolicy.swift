@@ -1,6 +1,7 @@
 /// TOVA (Oren et al., 2024): keeps the tokens the last observed query attended to most
 /// (summed over the layer's heads in per-layer mode); no history beyond one step.
 public struct TOVAPolicy: EvictionPolicy {
+    /// `EvictionPolicyKind.tova`: this policy's kind, always.
     public var kind: EvictionPolicyKind { .tova }
 
     /// A TOVA policy.

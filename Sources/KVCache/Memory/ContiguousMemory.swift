@@ -154,10 +154,10 @@ final class ContiguousMemory: BlockListener {
         return agreed
     }
 
-    /// Groups not yet pinned that a new sequence in `slot` with prefix `hit` (covering
+    /// Groups not yet pinned that a new sequence with prefix `hit` (covering
     /// `hitTokens`: per block position the indexed block it shares, or -1 where its bytes come
     /// from disk) and `tokens` tokens would pin, counting the pages of the hit blocks it keeps.
-    func groupsNeeded(slot: Int, hit: UnsafeBufferPointer<Int32>, hitTokens: Int, tokens: Int) -> Int {
+    func groupsNeeded(hit: UnsafeBufferPointer<Int32>, hitTokens: Int, tokens: Int) -> Int {
         epoch += 1
         var need = 0
         func count(_ g: Int32) {
@@ -173,7 +173,8 @@ final class ContiguousMemory: BlockListener {
         return need
     }
 
-    /// How many of `slot`'s pages, from page 0, it pins (0 for a free slot). O(1).
+    /// How many of `slot`'s pages, from page 0, it pins (0 for a free slot). O(1). Tests: the
+    /// engine reads `pinnedPages` itself.
     func pinnedPageCount(slot: Int) -> Int { pinnedPages[slot] }
 
     /// Groups not yet pinned that growing live `slot` to `tokens` tokens would pin.

@@ -2,12 +2,14 @@
 public struct DiskTierStats: Equatable, Sendable {
     /// Slots the tier may use (`offload_bytes / slot_bytes`), and bytes of one slot.
     public var capacitySlots: UInt64 = 0
+    /// Bytes of one slot (a block's K/V and its header).
     public var slotBytes: UInt64 = 0
     /// Slots holding a block now (prefix blocks and swapped-out sequences' blocks).
     public var storedSlots: UInt64 = 0
     /// Bytes written to and read from the slab (whole slots, headers included); reads of
     /// peers' slabs count in `bytesRead` too.
     public var bytesWritten: UInt64 = 0
+    /// Bytes read, as `bytesWritten` counts them (own slab and peers').
     public var bytesRead: UInt64 = 0
     /// Cached blocks whose write to the tier was submitted instead of dropping them (when
     /// evicted, or, still cached, ahead of an evicted descendant: `OffloadCoordinator.spill`;
@@ -53,6 +55,7 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Blocks read back (prefix hits and swap-ins), and reads that failed or were rejected as
     /// torn or corrupt (each a miss).
     public var blocksLoaded: UInt64 = 0
+    /// Block reads that failed or were rejected as torn or corrupt (each a miss).
     public var loadsFailed: UInt64 = 0
     /// Blocks dropped from the disk tier to make room.
     public var slotsEvicted: UInt64 = 0
@@ -126,7 +129,9 @@ public struct DiskTierStats: Equatable, Sendable {
     /// holding it, as soon as the engine processes the failure, when the record leaves
     /// `tokenRecords` and `tokensOnDisk`).
     public var tokensOffloaded: UInt64 = 0
+    /// Episodic offload: tokens read back into memory (as above).
     public var tokensRestored: UInt64 = 0
+    /// Episodic offload: tokens lost (as above: never served).
     public var tokensLost: UInt64 = 0
     /// Peer tiers (`peer_offload_dirs`): blocks read from a peer's slab, verified and served
     /// (each then an ordinary cached block of this engine), and peer reads refused: the slot no
@@ -138,10 +143,13 @@ public struct DiskTierStats: Equatable, Sendable {
     /// (what `createSequence` returned, refused reads included: those count in `peerStale`);
     /// this struct's `prefixHitTokens` is the own tier's.
     public var peerHits: UInt64 = 0
+    /// Peer reads refused (as above): each a miss.
     public var peerStale: UInt64 = 0
+    /// Prompt tokens of the peer blocks verified and served (as above).
     public var peerHitTokens: UInt64 = 0
     /// 0 io_uring, 1 the pread/pwrite thread pool; 1 when the slab is O_DIRECT.
     public var backend: UInt32 = 0
+    /// 1 when the slab is opened O_DIRECT, 0 when buffered (the fallback).
     public var direct: UInt32 = 0
 
     /// Zeroed counters.

@@ -315,7 +315,7 @@ extension Engine {
                 throw .outOfMemory("swapping in sequence \(seq) needs \(count - shared) blocks, \(blocks.available - revived) are available")
             }
             if let contiguous {
-                let need = contiguous.groupsNeeded(slot: s, hit: UnsafeBufferPointer(start: nil, count: 0), hitTokens: 0, tokens: length)
+                let need = contiguous.groupsNeeded(hit: UnsafeBufferPointer(start: nil, count: 0), hitTokens: 0, tokens: length)
                 guard contiguous.fits(need) else { throw .outOfMemory("swapping in sequence \(seq) needs \(need) pages the budget does not have free") }
             }
             var filled = 0
@@ -420,7 +420,8 @@ extension Engine {
     }
 
     /// Why the disk tier runs a fallback (thread pool instead of io_uring, buffered instead of
-    /// O_DIRECT), or "" (also without a tier).
+    /// O_DIRECT), or "" (also without a tier). Tests: no caller in the package but the tests;
+    /// the C ABI does not expose it.
     public var offloadFallbackReason: String {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

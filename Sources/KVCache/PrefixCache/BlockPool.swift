@@ -15,7 +15,10 @@ import Glibc
 /// a page-aware `kvm_arena` (paged layout, real memory) or from a plain id stack (logical blocks
 /// of the contiguous layout, and metadata-only engines).
 ///
-/// Cost: `allocate`, `release`, `retain` and `lookup` are O(1) with no heap allocation.
+/// Cost: `allocate`, `release`, `retain` and `lookup` are O(1) with no heap allocation, except
+/// that with a disk tier an `allocate` that evicts spills the evicted block, and first its
+/// cached ancestors the tier lacks (`Spiller.spill`, `ancestorsFirst`): one hash lookup per
+/// ancestor walked (up to the chain's length) and a copy per block written.
 /// Not thread-safe: the engine serialises calls.
 public final class BlockPool {
     /// Blocks in all.
@@ -123,7 +126,8 @@ public final class BlockPool {
         return freeTop
     }
 
-    /// A block with one reference. Evicts the oldest cached block when none is free.
+    /// A block with one reference. Evicts the oldest cached block when none is free (with a
+    /// disk tier spilling it, see the type's cost).
     /// Throws `outOfMemory` when every block is used (or the arena could not commit memory).
     public func allocate() throws(KVError) -> Int32 {
         while true {
@@ -372,13 +376,21 @@ protocol BlockSpiller: AnyObject {
     func awaitCopy(_ ticket: UInt64)
 }
 
-/// Observes indexed blocks moving between used, cached and evicted.
+/// Observes indexed blocks moving between used, cached and evicted. The calls pair up: an
+/// indexed block gets `blockCached` when whatever its users held for it is to be dropped, and
+/// `blockReused` when it is to be held again; `blockEvicted` drops what the index held for it
+/// and always comes while the block is in the `blockCached` state. (ContiguousMemory: page pins
+/// for `blockCached`/`blockReused`, page references for `blockEvicted`.)
 protocol BlockListener: AnyObject {
-    /// An indexed block lost its last reference and is now cached.
+    /// Indexed block `block` is no longer held by users: it lost its last reference and is now
+    /// cached (`release`), or it is still used but about to leave the index (`forget`,
+    /// `unindexUsed`), when `blockEvicted` follows at once and the block stays used, unindexed.
     func blockCached(_ block: Int32)
     /// A cached block got a reference again (a prefix hit).
     func blockReused(_ block: Int32)
-    /// A cached block is leaving the index and will be freed.
+    /// Indexed block `block` is leaving the index, after `blockCached`: a cached block evicted
+    /// (it is freed next), or a used one `forget` or `unindexUsed` takes out (it stays used
+    /// by its sequences, freed when its last reference goes).
     func blockEvicted(_ block: Int32)
     /// A sequence released indexed block `block`, which stays indexed (used by others, or
     /// cached): it no longer lies in that sequence's table.

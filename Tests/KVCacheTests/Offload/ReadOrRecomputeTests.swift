@@ -103,6 +103,33 @@ struct ReadOrRecomputeTests {
         #expect(e.stats().disk.declinedHitTokens == 200)
     }
 
+    /// `cachedPrefixTokens` and `cachedPrefixBlocks` predict what a create reports, declined
+    /// disk blocks included: they counted the blocks a create then left to the prefill (a
+    /// second copy of the lookup rule, without the decline).
+    @Test(arguments: layouts)
+    func theLookupWithoutCreatingCountsNoDeclinedBlock(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var config = offloadConfig(layout, dir: dir.path)
+        config.prefillTokensPerSecond = 1e15
+        let e = try Engine(config)
+        let prompt = tokens(203, seed: 7)
+        try spillPrompt(e, 1, prompt)
+        #expect(e.cachedPrefixTokens(prompt) == 200, "no read timed yet: a create would read")
+        #expect(try e.createSequence(2, tokens: prompt) == 200)
+        try waitReady(e, 2)
+        try e.free(2)
+        try e.trim()
+
+        let predicted = e.cachedPrefixTokens(prompt)
+        let hashes = BlockHash.chain(prompt, blockTokens: config.blockTokens)
+        let predictedBlocks = hashes.withUnsafeBufferPointer { e.cachedPrefixBlocks(UnsafeBufferPointer(rebasing: $0[0..<50])) }
+        let reported = try e.createSequence(3, tokens: prompt)
+        #expect(reported == 0, "the disk is slower than a 1e15 tokens/s prefill: declined")
+        #expect(predicted == reported, "cachedPrefixTokens said \(predicted); createSequence then reported \(reported)")
+        #expect(predictedBlocks * config.blockTokens == reported, "cachedPrefixBlocks said \(predictedBlocks) blocks")
+    }
+
     /// A create refused for memory after declining its disk blocks counts none of them (it
     /// counted them, so a server retrying creates reported more declined tokens than prompt
     /// tokens); the accepted retry counts them once.
