@@ -177,7 +177,8 @@
  *   KVC_ERR_NOT_FOUND         the sequence id is not live (never created, or freed)
  *   KVC_ERR_EXISTS            the sequence id is already live
  *   KVC_ERR_OUT_OF_MEMORY     memory_bytes, max_seqs (or the address space) cannot hold
- *                             it, or the OS refused to commit the memory (fallocate or
+ *                             it (a sequence's eviction state, outside memory_bytes:
+ *                             the process's memory, see TOKEN EVICTION), or the OS refused to commit the memory (fallocate or
  *                             populate failed: ENOSPC, ENOMEM, EIO), in either layout;
  *                             nothing was allocated or changed (memory a call committed
  *                             before the refusal is given back: committed bytes are as
@@ -915,9 +916,12 @@ kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tok
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, NULL tokens with n_tokens > 0, length would
  * exceed max_seq_tokens, seq swapped out, a token-evicting seq's positions would pass
  * 2^31 - 1: kvc_seq_positions reports them as int32), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read
- * spoiled seq, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY (nothing appended;
- * while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits for
- * their reads, it first waits for them, see there and kvc_seq_free).
+ * spoiled seq, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY (nothing appended; also when a
+ * sequence with eviction state would pass the state's capacity and the grown state cannot be
+ * allocated, see TOKEN EVICTION; while kvc_seq_swap_out_async calls are pending, or freed
+ * sequences' memory waits for their reads, it first waits for them, see there and
+ * kvc_seq_free). Allocates nothing outside memory_bytes, except that such an append
+ * reallocates the eviction state (O(rows x capacity), amortised over the capacity's tokens).
  */
 kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens);
 
@@ -933,9 +937,10 @@ kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  * for the parent's reads (it copies the page holding the boundary).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, parent swapped out), KVC_ERR_NOT_FOUND (parent
  * not live), KVC_ERR_EXISTS (child live, or child == parent), KVC_ERR_IO (a failed disk read
- * spoiled the parent, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY (nothing changed;
- * while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits for
- * their reads, it first waits for them, see there and kvc_seq_free).
+ * spoiled the parent, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY (also when the child's
+ * copy of the parent's eviction state cannot be allocated, see TOKEN EVICTION; nothing
+ * changed; while kvc_seq_swap_out_async calls are pending, or freed sequences' memory waits
+ * for their reads, it first waits for them, see there and kvc_seq_free).
  */
 kvc_status kvc_seq_fork(kvc_engine *e, uint64_t parent, uint64_t child);
 
@@ -1150,6 +1155,22 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *   kvc_seq_compact whose budget every layer fits evicts nothing and compacts nothing: the
  *   sequence's blocks keep entering the index and kvc_seq_set_eviction may still change
  *   its policy, so a server may call it every step from the first.
+ *   Eviction state (memory outside memory_bytes): a sequence gets one at its first
+ *   kvc_seq_observe (any policy but KVC_EVICTION_NONE), kvc_seq_compact, kvc_seq_add_segment,
+ *   kvc_seq_focus or kvc_seq_set_layer_sensitivity; kvc_seq_set_eviction replaces it,
+ *   kvc_seq_fork copies it, kvc_seq_free releases it. It takes
+ *   4 x rows x capacity x (3 + L + V + E) bytes, rows = num_layers x num_kv_heads per head
+ *   (num_layers otherwise), capacity = the sequence's length rounded up to 1024 x 2^k slots
+ *   (at most max_seq_tokens), L = 1 for TOVA, V = 1 with normalized_scores (H2O, episodic),
+ *   E = episodes + 1 for episodic (else 0 each); plus 1280 bytes per row for H2O and
+ *   episodic (low-score records), (4 x num_kv_heads + 13) x capacity + 4096 bytes of
+ *   scratch, and with episodic offload 20 x capacity bytes at the first kvc_seq_focus.
+ *   E.g. 80 layers x 8 KV heads per head, episodic with 64 episodes: 640 rows x 1024 slots
+ *   x 68 x 4 bytes = 178 MB per sequence of up to 1024 tokens, 357 MB up to 2048. An append
+ *   that takes a sequence past its capacity reallocates the state at twice the capacity
+ *   (both are held during the copy: amortised O(1) per token). When the process may not
+ *   have that memory (RLIMIT_AS, a cgroup limit, overcommit off) the call returns
+ *   KVC_ERR_OUT_OF_MEMORY, the message naming the bytes, and changes nothing.
  * --------------------------------------------------------------------------------------- */
 
 /**
@@ -1161,8 +1182,10 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  * otherwise they are summed over heads. scores may be NULL only when n_tokens is 0.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/scores, layer, n_heads != num_kv_heads, more
  * tokens than the layer holds, a NaN, infinite or negative score, finite scores whose sum
- * over the call's heads and tokens overflows a float), KVC_ERR_NOT_FOUND; then nothing
- * changed. Cost: one pass over the scores, no allocation.
+ * over the call's heads and tokens overflows a float), KVC_ERR_NOT_FOUND,
+ * KVC_ERR_OUT_OF_MEMORY (the first call of an evicting sequence cannot allocate its eviction
+ * state, see TOKEN EVICTION); then nothing changed. Cost: one pass over the scores; the
+ * first call of an evicting sequence allocates its eviction state, later calls nothing.
  */
 kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const float *scores,
                            uint32_t n_heads, size_t n_tokens);
@@ -1194,8 +1217,9 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, budget_tokens 0, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see kvc_seq_ready),
  * KVC_ERR_OUT_OF_MEMORY (a shared block or page must be copied and the
- * budget has no room, or the OS refused a copy's memory: see ERRORS; while asynchronous swap-outs or freed sequences' reads are pending it
- * first waits for them);
+ * budget has no room, or the OS refused a copy's memory: see ERRORS; or the first call of a
+ * sequence never observed cannot allocate its eviction state, see TOKEN EVICTION; while
+ * asynchronous swap-outs or freed sequences' reads are pending it first waits for them);
  * then nothing changed. Memory released: the pages and blocks past the new length go back to
  * the OS down to the reservation (kvc_engine_reserve), except that one free page group stays
  * committed pool-wide, so that a server compacting one sequence back to a budget on a group
@@ -1234,7 +1258,9 @@ kvc_status kvc_seq_layer_length(kvc_engine *e, uint64_t seq, uint32_t layer, siz
  * out-of-range segment, wrong dimension, non-finite value, a squared norm past FLT_MAX / 8
  * (4.25e37: distances between embeddings must stay finite floats), more than 4096 segments),
  * KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (the sequence's policy is not episodic: no focus
- * could use the segment; set the policy first, kvc_seq_set_eviction starts afresh).
+ * could use the segment; set the policy first, kvc_seq_set_eviction starts afresh),
+ * KVC_ERR_OUT_OF_MEMORY (the sequence's eviction state cannot be allocated, see TOKEN
+ * EVICTION; nothing changed).
  */
 kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t end,
                                const float *embedding, uint32_t dim);
@@ -1262,7 +1288,8 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * disk tier, seq swapped out), KVC_ERR_NOT_FOUND,
  * KVC_ERR_IO (with a disk tier, a failed disk read spoiled seq, see kvc_seq_ready),
  * KVC_ERR_UNSUPPORTED (not episodic), KVC_ERR_OUT_OF_MEMORY (the restore must copy a
- * shared block or page and the budget has no room: the previous focus stands, no token is
+ * shared block or page and the budget has no room, or the sequence's eviction state cannot
+ * be allocated, see TOKEN EVICTION: the previous focus stands, no token is
  * restored, *episode is not written; retry after freeing memory; while asynchronous
  * swap-outs or freed sequences' reads are pending it first waits for them, as allocations do). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
  * layer (per head: per head) plus one slot write per record of displaced tokens and one slot read per record
@@ -1278,7 +1305,8 @@ kvc_status kvc_seq_focus(kvc_engine *e, uint64_t seq, const float *query_embeddi
  * kvc_seq_set_layer_sensitivity and segments added by kvc_seq_add_segment are kept); setting the policy and granularity the
  * sequence already has changes nothing and returns KVC_OK, also after a compaction.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, unknown policy, per_head > 1, a different
- * policy or granularity once compacted), KVC_ERR_NOT_FOUND.
+ * policy or granularity once compacted), KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (the new
+ * eviction state cannot be allocated, see TOKEN EVICTION; the old one stays).
  */
 kvc_status kvc_seq_set_eviction(kvc_engine *e, uint64_t seq, uint32_t policy, uint32_t per_head);
 
@@ -1286,7 +1314,8 @@ kvc_status kvc_seq_set_eviction(kvc_engine *e, uint64_t seq, uint32_t policy, ui
  * Adaptive budgets: sets `seq`'s per-layer sensitivity (n_layers = num_layers values >= 0,
  * not all 0); layer budgets are then proportional to it.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/sensitivity, wrong count, bad value),
- * KVC_ERR_NOT_FOUND.
+ * KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (the sequence's eviction state cannot be
+ * allocated, see TOKEN EVICTION; nothing changed).
  */
 kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const float *sensitivity,
                                          uint32_t n_layers);
@@ -1415,7 +1444,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
  *     payloads (see kvc_seq_compact); the queue of reads waiting for a staging buffer
- *     (see Reload), 64 bytes per block the memory budget holds, allocated at create.
+ *     (see Reload), 64 bytes per block the memory budget holds, allocated at create; and,
+ *     with or without a tier, each evicting sequence's eviction state (see TOKEN EVICTION).
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,

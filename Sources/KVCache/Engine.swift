@@ -443,9 +443,12 @@ public final class Engine: @unchecked Sendable {
     /// (copy on write).
     /// Throws `notFound`, `invalidArgument` (past `maxSeqTokens`; a swapped-out sequence), `io`
     /// (a failed disk read spoiled the sequence, `usableSlot`), `outOfMemory` (nothing appended;
-    /// only once no swap-out is pending: it waits for them first, `lockedAllocating`).
-    /// Cost: O(tokens) with no heap allocation; a block allocation per `blockTokens` tokens and,
-    /// contiguous, a mapping per page crossed.
+    /// only once no swap-out is pending: it waits for them first, `lockedAllocating`; or a
+    /// sequence with token-eviction state cannot grow it, `AttentionScores.reserve`).
+    /// Cost: O(tokens); a block allocation per `blockTokens` tokens and, contiguous, a mapping
+    /// per page crossed. No heap allocation, except that an append taking a sequence with
+    /// token-eviction state past its state's capacity (1024, 2048, ... slots) reallocates
+    /// the state: O(rows x capacity), amortised (kvcache.h "Memory outside memory_bytes").
     public func append(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>) throws(KVError) {
         let n = tokens.count
         if n == 0 {
@@ -514,6 +517,9 @@ public final class Engine: @unchecked Sendable {
         if let state, n > AttentionScores.positionLimit - state.nextPosition {
             throw .invalid("appending \(n) tokens to sequence \(seq) at position \(state.nextPosition) would pass position 2^31 - 1, the last token eviction records")
         }
+        // The eviction state grows first (a growth changes no observable state): refused
+        // whole when its memory cannot be had.
+        try state?.reserve(appending: n)
         let shortest = state?.shortestLength ?? length
         let offset = length % bt
         let copyOnWrite = shortest == length && offset != 0 && blocks.references(table[length / bt]) > 1
@@ -615,7 +621,7 @@ public final class Engine: @unchecked Sendable {
         sequences.lengths[slot] = length
         if let state {
             makeRoomForAppend(slot: slot, state: state, n: n)
-            state.append(n)
+            state.appendReserved(n)
         }
         offload?.tier.flush()  // spills the appends caused
     }
@@ -642,7 +648,8 @@ public final class Engine: @unchecked Sendable {
     /// whichever of the two schedules (or appends past) a block first indexes it. The child's
     /// `prefixSources` are its parent's (it made no prompt lookup of its own).
     /// Throws `notFound`, `exists`, `invalidArgument` (a swapped-out parent), `io` (a parent a
-    /// failed disk read spoiled, `usableSlot`), `outOfMemory` (then nothing changed; only once
+    /// failed disk read spoiled, `usableSlot`), `outOfMemory` (also when the child's copy of
+    /// the parent's token-eviction state cannot be allocated; then nothing changed; only once
     /// no swap-out is pending: it waits for them first, `lockedAllocating`).
     public func fork(parent: UInt64, child: UInt64) throws(KVError) {
         try lockedAllocating { () throws(KVError) in
@@ -655,6 +662,9 @@ public final class Engine: @unchecked Sendable {
             }
             if contiguous != nil { try awaitUsable(from) }  // the fork copies the boundary page
             settleRestores(from)  // the child copies the state, whose pending restores may yet be undone
+            // The child's eviction state is allocated before any change (filled last, below).
+            var childState: AttentionScores?
+            if let state = evictionStates[from] { childState = try AttentionScores(shapeOf: state) }
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {
@@ -686,7 +696,8 @@ public final class Engine: @unchecked Sendable {
             // Before the state copy: taking an open-record buffer may write a record out, and a
             // write the tier refuses drops its tokens from the owner's state.
             inheritOffloadedTokens(from: from, to: to)
-            evictionStates[to] = evictionStates[from]?.copy()
+            if let childState { childState.copy(from: evictionStates[from]!) }
+            evictionStates[to] = childState
             sequencesCreated += 1
         }
     }

@@ -43,7 +43,7 @@ final class EvictionRun {
         heads = header.heads
         let maxTokens = header.maxTokens
         subject = offload ? try EngineSubject(eviction: config, header: header)
-                          : AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxTokens)
+                          : try AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxTokens)
         keep = [UInt8](repeating: 0, count: maxTokens)
         observed = .allocate(capacity: heads * maxTokens)
         oracleScratch = [Float](repeating: 0, count: maxTokens)

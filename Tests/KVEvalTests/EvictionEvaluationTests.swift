@@ -144,8 +144,8 @@ import Testing
         #expect(header.embeddingDim == TopicReturnEmbeddings.dimension && header.segments.count == 4)
         var c = EvictionConfig(.episodic)
         c.episodes = 4
-        let state = AttentionScores(layers: 1, heads: 1, config: c, length: 0, maxCapacity: header.maxTokens)
-        state.append(header.maxTokens)
+        let state = try AttentionScores(layers: 1, heads: 1, config: c, length: 0, maxCapacity: header.maxTokens)
+        try state.append(header.maxTokens)
         for s in header.segments {
             let norm = s.embedding.reduce(0) { $0 + $1 * $1 }
             #expect(abs(norm - 1) < 1e-3)  // sentence embeddings are unit length

@@ -17,7 +17,9 @@ import Glibc
 /// `nextPosition`); scores are finite and >= 0. Parked slots keep every score (they take part
 /// in re-clustering and episode crediting) but are never observed and never moved by `plan`.
 /// Growth doubles `capacity` (amortised, never on a step that does not add tokens past it);
-/// observing and compacting allocate nothing.
+/// observing and compacting allocate nothing. Creating and growing the state allocate its
+/// `EvictionStateBuffers` (outside `memory_bytes`), failably: a refusal is `outOfMemory` and
+/// changes nothing.
 ///
 /// Release builds of this module skip runtime exclusivity checks (Package.swift): a read of a
 /// class's `var` is otherwise a `swift_beginAccess` call, which took ~40% of an evicting
@@ -59,9 +61,11 @@ public final class AttentionScores {
     /// Whether `applyPlan` parks the evicted slots instead of dropping them (the engine sets
     /// it for a sequence whose evicted K/V go to its disk tier).
     var parksEvictions = false
-    private(set) var positions: UnsafeMutablePointer<Int32>
-    private(set) var accumulated: UnsafeMutablePointer<Float>
-    private(set) var last: UnsafeMutablePointer<Float>
+    /// The buffers sized by `capacity`; the per-slot ones read through the accessors below.
+    private var buffers: EvictionStateBuffers
+    var positions: UnsafeMutablePointer<Int32> { buffers.positions }
+    var accumulated: UnsafeMutablePointer<Float> { buffers.accumulated }
+    var last: UnsafeMutablePointer<Float> { buffers.last }
     /// Queries that could see each slot's token (normalised scores), stored so that a decode
     /// step need not touch every slot: a resident slot of layer `l` holds the count minus
     /// `visibleQueries[l]` (every resident token sees each new query, so `observe` raises the
@@ -73,7 +77,7 @@ public final class AttentionScores {
     /// is exact below 2^24 queries, and a token seen by more is within a relative 2^-24 (as
     /// its accumulated score is). A `Float` total that only grew stopped counting at 2^24
     /// queries of a layer: a new token then counted 0 and older counts froze.
-    private(set) var visible: UnsafeMutablePointer<Float>
+    var visible: UnsafeMutablePointer<Float> { buffers.visible }
     /// Per layer: the queries observed since the layer's last rebase (a step's count is its
     /// first head's row sum, rounded); below `rebaseQueries` plus one step's queries.
     private let visibleQueries: UnsafeMutablePointer<Float>
@@ -81,18 +85,18 @@ public final class AttentionScores {
     /// episode the attention credited to it, and last the *turn* block, the attention
     /// observed since the previous focus, credited at the next focus to the episode of the
     /// segment added in between (the turn those queries belonged to).
-    private(set) var episodeScores: UnsafeMutablePointer<Float>
+    var episodeScores: UnsafeMutablePointer<Float> { buffers.episodeScores }
     /// Per episode: whether it has observed anything.
     private(set) var episodeObserved: [Bool]
     /// Scratch: the keep mask of one row, selection values, a layer's summed scores.
-    private var keepMask: UnsafeMutablePointer<UInt8>
-    private var values: UnsafeMutablePointer<Float>
-    private var slotScratch: UnsafeMutablePointer<Int32>
+    private var keepMask: UnsafeMutablePointer<UInt8> { buffers.keepMask }
+    private var values: UnsafeMutablePointer<Float> { buffers.values }
+    private var slotScratch: UnsafeMutablePointer<Int32> { buffers.slotScratch }
     /// A layer's summed scores go here, at `summedScratch(for:)`: `heads x capacity` floats
     /// plus a 4 KiB page of room to place them.
-    private(set) var summedBuffer: UnsafeMutablePointer<Float>
+    var summedBuffer: UnsafeMutablePointer<Float> { buffers.summedBuffer }
     /// The compaction plan: per row its moves (destination, source slot pairs) in `moves`.
-    private var moves: UnsafeMutablePointer<Int32>
+    private var moves: UnsafeMutablePointer<Int32> { buffers.moves }
     let moveStart: UnsafeMutablePointer<Int>
     let moveCount: UnsafeMutablePointer<Int>
     /// Per layer: slots after the planned compaction.
@@ -130,22 +134,43 @@ public final class AttentionScores {
     var rows: Int { layers * rowsPerLayer }
 
     /// State for a sequence of `length` tokens (positions 0..<length, nothing observed).
-    /// Cost: allocates O(rows * max(length, 1024)) slots.
-    public init(layers: Int, heads: Int, config: EvictionConfig, length: Int, maxCapacity: Int) {
-        precondition(layers > 0 && heads > 0 && length >= 0 && length <= maxCapacity)
+    /// Throws `outOfMemory` naming the bytes when the buffers cannot be allocated
+    /// (`EvictionStateBuffers`; then nothing is kept). Cost: allocates
+    /// `EvictionStateBuffers.bytes` at a capacity of max(length, 1024) rounded up to 1024 x a
+    /// power of 2 (at most `maxCapacity`): O(rows * capacity) 4-byte words, plus the
+    /// low-score records' 1280 bytes per row (`LowScoreCache`) and O(rows) bookkeeping.
+    public convenience init(layers: Int, heads: Int, config: EvictionConfig, length: Int, maxCapacity: Int) throws(KVError) {
+        var c = min(maxCapacity, 1024)
+        while c < length { c = min(maxCapacity, 2 * c) }
+        try self.init(layers: layers, heads: heads, config: config, length: length, capacity: max(c, 1), maxCapacity: maxCapacity)
+    }
+
+    /// An empty state shaped as `other` (its layers, heads, configuration and capacity),
+    /// which `copy(from: other)` fills: a fork allocates it before it changes anything.
+    /// Throws and costs as the public initializer at `other.capacity`.
+    convenience init(shapeOf other: AttentionScores) throws(KVError) {
+        try self.init(layers: other.layers, heads: other.heads, config: other.config, length: 0,
+                      capacity: other.capacity, maxCapacity: other.maxCapacity)
+    }
+
+    private init(layers: Int, heads: Int, config: EvictionConfig, length: Int, capacity: Int, maxCapacity: Int) throws(KVError) {
+        precondition(layers > 0 && heads > 0 && length >= 0 && length <= capacity && capacity <= max(1, maxCapacity))
+        let tracking = config.tracking, rowsPerLayer = config.perHead ? heads : 1
+        let rows = layers * rowsPerLayer
+        // The failable allocations first: a throw before the raw pointers below are taken leaks nothing.
+        lowScores = try LowScoreCache(rows: rows, recording: tracking.contains(.lowScores))
+        buffers = try EvictionStateBuffers(rows: rows, heads: heads, tracking: tracking,
+                                           episodeBlocks: tracking.contains(.episodes) ? config.episodes + 1 : 0, capacity: capacity)
         self.layers = layers
         self.heads = heads
         self.config = config
         self.policy = config.policy.policy(config)
-        tracking = config.tracking
-        rowsPerLayer = config.perHead ? heads : 1
+        self.tracking = tracking
+        self.rowsPerLayer = rowsPerLayer
         self.maxCapacity = maxCapacity
-        var c = min(maxCapacity, 1024)
-        while c < length { c = min(maxCapacity, 2 * c) }
-        capacity = max(c, 1)
+        self.capacity = capacity
         nextPosition = length
         embeddingDim = config.embeddingDim
-        let rows = layers * rowsPerLayer
         lengths = .allocate(capacity: layers)
         lengths.initialize(repeating: length, count: layers)
         parked = .allocate(capacity: rows)
@@ -158,21 +183,9 @@ public final class AttentionScores {
         moveStart.initialize(repeating: 0, count: rows)
         moveCount = .allocate(capacity: rows)
         moveCount.initialize(repeating: 0, count: rows)
-        lowScores = LowScoreCache(rows: rows, recording: tracking.contains(.lowScores))
         episodeObserved = [Bool](repeating: false, count: tracking.contains(.episodes) ? config.episodes + 1 : 0)
         entropySum = [Double](repeating: 0, count: layers)
         entropyRows = [Double](repeating: 0, count: layers)
-        positions = .allocate(capacity: 0)
-        accumulated = .allocate(capacity: 0)
-        last = .allocate(capacity: 0)
-        visible = .allocate(capacity: 0)
-        episodeScores = .allocate(capacity: 0)
-        keepMask = .allocate(capacity: 0)
-        values = .allocate(capacity: 0)
-        slotScratch = .allocate(capacity: 0)
-        summedBuffer = .allocate(capacity: 0)
-        moves = .allocate(capacity: 0)
-        reallocate(from: 0, to: capacity)
         for r in 0..<rows {
             for i in 0..<length { positions[r * capacity + i] = Int32(i) }
         }
@@ -188,83 +201,64 @@ public final class AttentionScores {
         embeddingDim = old.embeddingDim
     }
 
-    /// A deep copy (a forked sequence's state), parked slots included (positions and every
-    /// score): the engine gives the fork its own pins on the records holding their K/V.
-    /// Cost: O(rows * capacity) time and allocation.
-    func copy() -> AttentionScores {
-        let c = AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxCapacity)
-        c.reallocate(from: c.capacity, to: capacity)
-        c.capacity = capacity
+    /// Makes this state, created by `init(shapeOf: other)` with `other` at the same capacity
+    /// since, a deep copy of `other` (a forked sequence's state), parked slots included
+    /// (positions and every score): the engine gives the fork its own pins on the records
+    /// holding their K/V. Cost: O(rows * capacity) time, no allocation but the small arrays'.
+    func copy(from other: AttentionScores) {
+        precondition(capacity == other.capacity && rows == other.rows && episodeObserved.count == other.episodeObserved.count)
         let n = rows * capacity
-        c.positions.update(from: positions, count: n)
-        c.accumulated.update(from: accumulated, count: n)
-        if tracking.contains(.lastStep) { c.last.update(from: last, count: n) }
-        if tracking.contains(.visibility) { c.visible.update(from: visible, count: n) }
-        c.episodeScores.update(from: episodeScores, count: episodeObserved.count * n)
-        c.lengths.update(from: lengths, count: layers)
-        c.visibleQueries.update(from: visibleQueries, count: layers)
-        c.parked.update(from: parked, count: rows)
-        c.nextPosition = nextPosition
-        c.tailFrom = tailFrom
-        c.episodeObserved = episodeObserved
-        c.entropySum = entropySum
-        c.entropyRows = entropyRows
-        c.sensitivity = sensitivity
-        c.segmentBounds = segmentBounds
-        c.embeddings = embeddings
-        c.embeddingDim = embeddingDim
-        c.clustering = clustering
-        c.clusteredSegments = clusteredSegments
-        c.focusedEpisode = focusedEpisode
-        c.compactions = compactions  // the fork's slots hold the same positions: compacted too
-        return c
+        positions.update(from: other.positions, count: n)
+        accumulated.update(from: other.accumulated, count: n)
+        if tracking.contains(.lastStep) { last.update(from: other.last, count: n) }
+        if tracking.contains(.visibility) { visible.update(from: other.visible, count: n) }
+        episodeScores.update(from: other.episodeScores, count: episodeObserved.count * n)
+        lengths.update(from: other.lengths, count: layers)
+        visibleQueries.update(from: other.visibleQueries, count: layers)
+        parked.update(from: other.parked, count: rows)
+        nextPosition = other.nextPosition
+        tailFrom = other.tailFrom
+        episodeObserved = other.episodeObserved
+        entropySum = other.entropySum
+        entropyRows = other.entropyRows
+        sensitivity = other.sensitivity
+        segmentBounds = other.segmentBounds
+        embeddings = other.embeddings
+        embeddingDim = other.embeddingDim
+        clustering = other.clustering
+        clusteredSegments = other.clusteredSegments
+        focusedEpisode = other.focusedEpisode
+        compactions = other.compactions  // the fork's slots hold the same positions: compacted too
     }
 
     deinit {
         for p in [lengths, parked, plannedLengths, moveStart, moveCount] as [UnsafeMutablePointer<Int>] { p.deallocate() }
         visibleQueries.deallocate()
-        positions.deallocate()
-        accumulated.deallocate()
-        last.deallocate()
-        visible.deallocate()
-        episodeScores.deallocate()
-        keepMask.deallocate()
-        values.deallocate()
-        slotScratch.deallocate()
-        summedBuffer.deallocate()
-        moves.deallocate()
+        buffers.free()
     }
 
-    /// Moves every per-row buffer from `old` to `new` slots per row, keeping rows' contents
-    /// (resident slots at the bottom, parked slots at the top of each row).
-    private func reallocate(from old: Int, to new: Int) {
-        let rows = self.rows, parked = self.parked
-        func grow<T>(_ p: inout UnsafeMutablePointer<T>, blocks: Int, fill: T) {
-            let q = UnsafeMutablePointer<T>.allocate(capacity: blocks * rows * new)
-            q.initialize(repeating: fill, count: blocks * rows * new)
-            for r in 0..<(blocks * rows) where old > 0 {
+    /// Moves every per-row buffer to `new` slots per row (more than `capacity`), keeping rows'
+    /// contents (resident slots at the bottom, parked slots at the top of each row). Throws
+    /// `outOfMemory` naming the bytes when the new buffers cannot be allocated, and then
+    /// changes nothing. Cost: O(rows * new).
+    private func reallocate(to new: Int) throws(KVError) {
+        let old = capacity, rows = self.rows, parked = self.parked
+        let b = try EvictionStateBuffers(rows: rows, heads: heads, tracking: tracking, episodeBlocks: episodeObserved.count, capacity: new)
+        func move<T>(_ p: UnsafeMutablePointer<T>, to q: UnsafeMutablePointer<T>, blocks: Int) {
+            for r in 0..<(blocks * rows) {
                 let top = parked[r % rows]
                 (q + r * new).update(from: p + r * old, count: old - top)
                 (q + r * new + new - top).update(from: p + r * old + old - top, count: top)
             }
-            p.deallocate()
-            p = q
         }
-        grow(&positions, blocks: 1, fill: 0)
-        grow(&accumulated, blocks: 1, fill: 0)
-        grow(&last, blocks: tracking.contains(.lastStep) ? 1 : 0, fill: 0)
-        grow(&visible, blocks: tracking.contains(.visibility) ? 1 : 0, fill: 0)
-        grow(&episodeScores, blocks: episodeObserved.count, fill: 0)
-        for p in [keepMask] { p.deallocate() }
-        keepMask = .allocate(capacity: new)
-        values.deallocate()
-        values = .allocate(capacity: 2 * new)
-        slotScratch.deallocate()
-        slotScratch = .allocate(capacity: new)
-        summedBuffer.deallocate()
-        summedBuffer = .allocate(capacity: heads * new + Self.pageFloats)
-        moves.deallocate()
-        moves = .allocate(capacity: 2 * rows * (new / 2 + 1))
+        move(positions, to: b.positions, blocks: 1)
+        move(accumulated, to: b.accumulated, blocks: 1)
+        move(last, to: b.last, blocks: tracking.contains(.lastStep) ? 1 : 0)
+        move(visible, to: b.visible, blocks: tracking.contains(.visibility) ? 1 : 0)
+        move(episodeScores, to: b.episodeScores, blocks: episodeObserved.count)
+        buffers.free()
+        buffers = b
+        capacity = new
     }
 
     // MARK: reading
@@ -323,23 +317,35 @@ public final class AttentionScores {
 
     // MARK: growing
 
-    /// Slots `append(n)` needs per row; throws nothing, the caller checks `maxCapacity`.
-    func ensureCapacity(_ slots: Int) {
+    /// Grows the state (doubling `capacity`, at most `maxCapacity`) to room for `n` more
+    /// tokens in every row, or for `maxCapacity` slots when `maxOccupied + n` exceeds it (the
+    /// engine then drops parked slots first, `Engine.makeRoomForAppend`), so that
+    /// `appendReserved(n)` cannot fail. Throws `outOfMemory` naming the bytes when the grown
+    /// buffers cannot be allocated, and then changes nothing. Cost: O(rows); a growth (when
+    /// the append crosses `capacity`: amortised) allocates and copies O(rows * capacity).
+    func reserve(appending n: Int) throws(KVError) {
+        let slots = min(maxCapacity, maxOccupied + n)
         guard slots > capacity else { return }
         var c = capacity
         while c < slots { c = min(maxCapacity, 2 * c) }
-        reallocate(from: capacity, to: c)
-        capacity = c
+        try reallocate(to: c)
     }
 
-    /// Adds `n` new tokens (the next positions, no attention yet) at the end of every layer.
-    /// Precondition: `maxOccupied + n <= maxCapacity` (the engine first drops parked slots
-    /// that leave no room). Cost: O(rows * n), amortised growth.
-    public func append(_ n: Int) {
-        let occupied = maxOccupied
-        precondition(occupied + n <= maxCapacity)
+    /// Adds `n` new tokens (the next positions, no attention yet) at the end of every layer:
+    /// `reserve(appending: n)`, then `appendReserved(n)`. Precondition: `maxOccupied + n <=
+    /// maxCapacity`. Throws `outOfMemory` (as `reserve`: then nothing changed). Cost: O(rows * n),
+    /// amortised growth.
+    public func append(_ n: Int) throws(KVError) {
+        try reserve(appending: n)
+        appendReserved(n)
+    }
+
+    /// Adds `n` new tokens as `append`, in room `reserve(appending: n)` made. Preconditions:
+    /// `maxOccupied + n <= capacity`, positions stay below `positionLimit`. Cost: O(rows * n),
+    /// no allocation.
+    func appendReserved(_ n: Int) {
+        precondition(maxOccupied + n <= capacity)
         precondition(n <= Self.positionLimit - nextPosition, "positions past Int32.max")
-        ensureCapacity(occupied + n)
         for l in 0..<layers {
             let len = lengths[l]
             for h in 0..<rowsPerLayer {

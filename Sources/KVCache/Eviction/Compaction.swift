@@ -22,16 +22,19 @@
 /// context and match no full-context prefix.
 extension Engine {
     /// A new eviction state for `slot` with `eviction`, sized for its current length.
-    /// Allocates the policy's rows (O(layers x rows x max_seq_tokens) floats).
-    private func newEvictionState(_ slot: Int, _ eviction: EvictionConfig) -> AttentionScores {
-        AttentionScores(layers: config.numLayers, heads: config.numKVHeads, config: eviction,
+    /// Allocates O(rows x max(length, 1024)) 4-byte words outside `memory_bytes`
+    /// (`AttentionScores.init`; kvcache.h "Memory outside memory_bytes"); throws
+    /// `outOfMemory` naming the bytes when that fails.
+    private func newEvictionState(_ slot: Int, _ eviction: EvictionConfig) throws(KVError) -> AttentionScores {
+        try AttentionScores(layers: config.numLayers, heads: config.numKVHeads, config: eviction,
                         length: sequences.lengths[slot], maxCapacity: config.maxSeqTokens)
     }
 
-    /// The eviction state of `slot`, created on first use from the engine's configuration.
-    private func evictionState(_ slot: Int) -> AttentionScores {
+    /// The eviction state of `slot`, created on first use from the engine's configuration
+    /// (throws `outOfMemory` when that fails, creating nothing).
+    private func evictionState(_ slot: Int) throws(KVError) -> AttentionScores {
         if let s = evictionStates[slot] { return s }
-        let s = newEvictionState(slot, config.eviction)
+        let s = try newEvictionState(slot, config.eviction)
         evictionStates[slot] = s
         return s
     }
@@ -41,7 +44,7 @@ extension Engine {
     /// memory). Costs what `evictionState` costs.
     private func withEvictionState<T>(_ slot: Int, _ body: (AttentionScores) throws(KVError) -> T) throws(KVError) -> T {
         if let s = evictionStates[slot] { return try body(s) }
-        let s = newEvictionState(slot, config.eviction)
+        let s = try newEvictionState(slot, config.eviction)
         let result = try body(s)
         evictionStates[slot] = s
         return result
@@ -53,7 +56,8 @@ extension Engine {
     /// Overrides the engine's eviction configuration for `seq`. Allowed until its first
     /// compaction (observations so far are dropped; the layer sensitivity and segments the
     /// server gave are kept); afterwards only an equal configuration.
-    /// Throws `notFound`, `invalidArgument` (a bad field, or a change after compaction).
+    /// Throws `notFound`, `invalidArgument` (a bad field, or a change after compaction),
+    /// `outOfMemory` (the new state cannot be allocated; the old one stays).
     public func setEviction(_ seq: UInt64, _ eviction: EvictionConfig) throws(KVError) {
         try eviction.validate()
         try locked { () throws(KVError) in
@@ -62,7 +66,7 @@ extension Engine {
             if let old = evictionStates[s], old.compactions > 0 {
                 throw .invalid("sequence \(seq) was already compacted; its eviction configuration cannot change")
             }
-            let state = newEvictionState(s, eviction)
+            let state = try newEvictionState(s, eviction)
             if let old = evictionStates[s] { state.takeServerInput(from: old) }
             evictionStates[s] = state
         }
@@ -73,8 +77,11 @@ extension Engine {
     /// step's attention probabilities summed over the step's queries. With policy `none` the
     /// scores are checked and dropped. Throws `notFound`, `invalidArgument` (layer, head count,
     /// too many tokens, a NaN, infinite or negative score, scores whose float sum overflows;
-    /// whatever the policy, nothing changes: a refused first call leaves no eviction state).
-    /// Cost: one pass over the scores (about two adds and a compare each), no allocation.
+    /// whatever the policy, nothing changes: a refused first call leaves no eviction state),
+    /// `outOfMemory` (the first call of an evicting sequence cannot allocate its eviction
+    /// state; nothing changes). Cost: one pass over the scores (about two adds and a compare
+    /// each); the first call of an evicting sequence allocates its eviction state
+    /// (`newEvictionState`), later ones allocate nothing.
     public func observe(_ seq: UInt64, layer: Int, scores: UnsafePointer<Float>, nHeads: Int, nTokens: Int) throws(KVError) {
         try checkLayer(layer)
         try locked { () throws(KVError) in
@@ -117,7 +124,9 @@ extension Engine {
     /// failed disk read spoiled it, `usableSlot`), `outOfMemory` (a shared block or page must
     /// be copied and the budget has no room, or the OS refused a copy's memory, whose commits
     /// are given back, `giveBackCommitted`; then nothing changed; with swap-outs pending it
-    /// first waits for them, `lockedAllocating`). Cost: the policy's O(tokens) per layer, plus
+    /// first waits for them, `lockedAllocating`; or the first call of a sequence never
+    /// observed cannot allocate its eviction state, `newEvictionState`). Cost: the policy's
+    /// O(tokens) per layer, plus
     /// copying the moved tokens (at most the evicted count per layer) and any shared block or
     /// page written; offloading adds one copy of each evicted token's
     /// K/V (into staging, or into the sequence's open record) and one slot write per
@@ -134,8 +143,8 @@ extension Engine {
             // sequence (prefix hit, swap-in, a focus's restores) must land first, or it would
             // land on the compacted layout or on a released block; offloading, its first record
             // write takes a staging buffer. Both waited for without the lock.
-            s = try awaitOffloadReady(seq, stagingBuffer: offloadsEvictions(evictionState(s)))
-            let state = evictionState(s)
+            s = try awaitOffloadReady(seq, stagingBuffer: offloadsEvictions(try evictionState(s)))
+            let state = try evictionState(s)
             state.parksEvictions = offloadsEvictions(state)
             if state.parksEvictions { settleRestores(s) }
             let oldLength = sequences.lengths[s]
@@ -450,7 +459,9 @@ extension Engine {
     /// of `seq` with its embedding, for the episodic policy's clustering.
     /// Throws `notFound`, `unsupported` (the sequence's policy is not episodic: no focus could
     /// use the segment, and `setEviction` would drop it), `invalidArgument` (bounds,
-    /// dimension, non-finite values, more than `AttentionScores.maxSegments`).
+    /// dimension, non-finite values, more than `AttentionScores.maxSegments`), `outOfMemory`
+    /// (the first call of a sequence without eviction state cannot allocate it,
+    /// `newEvictionState`; nothing changes).
     public func addSegment(_ seq: UInt64, start: Int, end: Int, embedding: UnsafeBufferPointer<Float>) throws(KVError) {
         try locked { () throws(KVError) in
             let s = try slot(seq)
@@ -494,14 +505,14 @@ extension Engine {
                 throw KVError(.unsupported, "focus needs the episodic policy; sequence \(seq) uses \(evictionConfig(s).policy.name)")
             }
             try withEvictionState(s) { (state) throws(KVError) in try state.checkFocus(query) }  // refused before any wait
-            var state = evictionState(s)
+            var state = try evictionState(s)
             if offloadsEvictions(state) {
                 // A restore writes into memory, and the tokens it displaces are copied to disk
                 // from memory: every read still filling the sequence (prefix hit, swap-in,
                 // earlier restores) lands first, and its first record write takes a staging
                 // buffer. Both waited for without the lock (the sequence is looked up again).
                 s = try awaitOffloadReady(seq, stagingBuffer: true)
-                state = evictionState(s)
+                state = try evictionState(s)
                 settleRestores(s)
                 // Tokens of records whose write failed are lost now, not chosen and read back.
                 if offload?.failedRecordWrites.isEmpty == false { loseFailedRecordWrites() }
@@ -518,7 +529,8 @@ extension Engine {
     }
 
     /// Sets `seq`'s per-layer sensitivity (`numLayers` values >= 0, not all 0) for adaptive
-    /// budgets. Throws `notFound`, `invalidArgument`.
+    /// budgets. Throws `notFound`, `invalidArgument`, `outOfMemory` (the first call of a
+    /// sequence without eviction state cannot allocate it, `newEvictionState`; nothing changes).
     public func setLayerSensitivity(_ seq: UInt64, _ values: UnsafeBufferPointer<Float>) throws(KVError) {
         try locked { () throws(KVError) in
             try withEvictionState(try slot(seq)) { (state) throws(KVError) in try state.setSensitivity(values) }

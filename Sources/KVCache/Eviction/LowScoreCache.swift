@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Per row of a sequence's eviction state, the slots of the lowest H2O scores found by the
 /// last full decode-step scan, so that the next decode steps choose their few evictions from
 /// about a hundred slots instead of rescanning the row.
@@ -70,11 +74,18 @@ final class LowScoreCache {
     /// Every row invalid. `recording`: whether `row(_:)` will be asked for (the state's
     /// tracking has `ScoreTracking.lowScores`); without it the per-row slot records, the
     /// cache's bulk (`2 * (lowSlots + pendingCapacity)` Int32 per row), are not allocated and
-    /// only the O(rows) bookkeeping that `invalidate` and `remap` read is.
-    init(rows: Int, recording: Bool) {
+    /// only the O(rows) bookkeeping that `invalidate` and `remap` read is. Throws
+    /// `outOfMemory` naming the bytes when the records cannot be allocated (then nothing is
+    /// kept): they live outside `memory_bytes`, where Swift's `allocate` would end the process.
+    init(rows: Int, recording: Bool) throws(KVError) {
+        let bytes = recording ? 2 * rows * Self.stride * MemoryLayout<Int32>.stride : 0
+        guard let records = malloc(max(1, bytes)) else {
+            throw .outOfMemory("cannot allocate the token-eviction state's low-score records: \(bytes) bytes for \(rows) rows "
+                               + "(outside memory_bytes): the OS or a process limit refused")
+        }
         self.rows = rows
-        recordBytes = recording ? 2 * rows * Self.stride * MemoryLayout<Int32>.stride : 0
-        slots = .allocate(capacity: recordBytes / MemoryLayout<Int32>.stride)
+        recordBytes = bytes
+        slots = records.bindMemory(to: Int32.self, capacity: bytes / MemoryLayout<Int32>.stride)
         lowCount = .allocate(capacity: rows)
         pendingCount = .allocate(capacity: rows)
         bound = .allocate(capacity: rows)
@@ -92,7 +103,7 @@ final class LowScoreCache {
     }
 
     deinit {
-        slots.deallocate()
+        free(slots)
         lowCount.deallocate()
         pendingCount.deallocate()
         bound.deallocate()

@@ -370,7 +370,7 @@ extension Engine: RecordMemory {
     /// are dropped from state and disk: right after a compaction its lowest-ranked ones; after
     /// a focus (its displaced tokens take the restored ones' slots), a loss or a truncation, in
     /// no particular order. The state's
-    /// `append(n)` grows its buffers.
+    /// buffers were grown before (`AttentionScores.reserve(appending:)`).
     func makeRoomForAppend(slot s: Int, state: AttentionScores, n: Int) {
         let limit = config.maxSeqTokens
         if state.maxOccupied + n > limit, let offload {

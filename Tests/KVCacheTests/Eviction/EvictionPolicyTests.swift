@@ -26,16 +26,16 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
     /// neighbours apart, and StreamingLLM once kept 2^24 and dropped 2^24 + 1 (ranked by
     /// `Float(position)`, ties to the lowest slot). Positions reach 2^24 + 4 here by compacting
     /// 16 appends of 2^20 tokens, as a stream would.
-    @Test func streamingLLMKeepsTheNewestPositionsPast2To24() {
+    @Test func streamingLLMKeepsTheNewestPositionsPast2To24() throws {
         var config = EvictionConfig(.streamingLLM)
         config.sinkTokens = 4
         let chunk = 1 << 20, base = 1 << 24
-        let state = AttentionScores(layers: 1, heads: 1, config: config, length: 0, maxCapacity: chunk + 8)
+        let state = try AttentionScores(layers: 1, heads: 1, config: config, length: 0, maxCapacity: chunk + 8)
         for _ in 0..<(base / chunk) {
-            state.append(chunk)
+            try state.append(chunk)
             state.compact(budget: 8)
         }
-        state.append(5)  // 2^24 ... 2^24 + 4
+        try state.append(5)  // 2^24 ... 2^24 + 4
         state.compact(budget: 8)
         #expect(Array(state.positions(layer: 0)).map(Int.init).sorted() == [0, 1, 2, 3, base + 1, base + 2, base + 3, base + 4])
     }
@@ -52,7 +52,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
     func tovaGivesSlotsPastAPartialObserveNoLastStepAttention(perHead: Bool) throws {
         var c = EvictionConfig(.tova)
         c.perHead = perHead
-        let s = AttentionScores(layers: 1, heads: 1, config: c, length: 4, maxCapacity: 64)
+        let s = try AttentionScores(layers: 1, heads: 1, config: c, length: 4, maxCapacity: 64)
         for step: [Float] in [[0.05, 0.05, 0.45, 0.45], [0.7, 0.3]] {
             try step.withUnsafeBufferPointer { try s.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: $0.count) }
         }
@@ -134,7 +134,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         var rng = SplitMix64(seed: UInt64(n))
         for i in 0..<(heads * n + 2048) { raw[i] = Float(rng.next() >> 40) / Float(1 << 24) }
         for offset in [0, 1, 3, 512, 1023] {
-            let s = AttentionScores(layers: 1, heads: heads, config: EvictionConfig(.heavyHitter), length: n, maxCapacity: 2048)
+            let s = try AttentionScores(layers: 1, heads: heads, config: EvictionConfig(.heavyHitter), length: n, maxCapacity: 2048)
             let scores = UnsafePointer(raw + offset)
             let scratch = s.summedScratch(for: scores)
             let start = UInt(bitPattern: s.summedBuffer), at = UInt(bitPattern: scratch)
@@ -156,7 +156,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
     /// A 2-layer state of `n` tokens whose layer 0 observed one step of random `heads x n`
     /// scores and layer 1 the same step twice; returns it and the scores.
     private func observedOnceAndTwice(_ config: EvictionConfig, heads: Int, n: Int) throws -> (AttentionScores, [Float]) {
-        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
+        let s = try AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
         var rng = SplitMix64(seed: UInt64(n))
         let scores = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
         try scores.withUnsafeBufferPointer { p in
@@ -222,7 +222,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         let heads = 8, n = 1031
         var config = EvictionConfig(kind)
         config.perHead = perHead
-        let s = AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
+        let s = try AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
         var rng = SplitMix64(seed: 5)
         let good = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) / 3 }
         for _ in 0..<3 {
@@ -258,7 +258,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
     /// visibility counts when normalised; episodic its episodes; none keeps everything), and
     /// a state keeps what its policy asked for.
     @Test(arguments: EvictionPolicyKind.allCases, [false, true])
-    func eachPolicyStatesWhatItNeedsObserved(kind: EvictionPolicyKind, normalized: Bool) {
+    func eachPolicyStatesWhatItNeedsObserved(kind: EvictionPolicyKind, normalized: Bool) throws {
         var config = EvictionConfig(kind)
         config.normalizedScores = normalized
         var expected: ScoreTracking = []
@@ -269,7 +269,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         #expect(config.tracking == expected)
         #expect(config.keepsEveryToken == (kind == .none))
         #expect(kind.policy(config).kind == kind)
-        let state = AttentionScores(layers: 2, heads: 2, config: config, length: 3, maxCapacity: 64)
+        let state = try AttentionScores(layers: 2, heads: 2, config: config, length: 3, maxCapacity: 64)
         #expect(state.tracking == expected && state.episodeObserved.count == (kind == .episodic ? config.episodes + 1 : 0))
     }
 
@@ -300,7 +300,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         var config = EvictionConfig(.episodic)
         config.episodes = 2
         config.recentTokens = 1
-        let s = AttentionScores(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
+        let s = try AttentionScores(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
         func observe(_ heavy: [Int: Float]) throws {
             var row = [Float](repeating: 0, count: 20)
             for (t, v) in heavy { row[t] = v }

@@ -54,7 +54,7 @@ import Testing
         config.perHead = perHead
         config.normalizedScores = normalized
         let layers = 2, heads = 2, start = 300
-        let state = AttentionScores(layers: layers, heads: heads, config: config, length: start, maxCapacity: 4096)
+        let state = try AttentionScores(layers: layers, heads: heads, config: config, length: start, maxCapacity: 4096)
         var rng = SplitMix64(seed: UInt64(window) + (perHead ? 100 : 0) + (normalized ? 1000 : 0) + (episodic ? 10000 : 0))
         var segmentEnd = 0
         // A segment from the last one's end to the newest position, then a focus.
@@ -77,7 +77,7 @@ import Testing
         for step in 0..<steps {
             let n = 1 + Int(rng.next() % 3)
             let first = state.nextPosition
-            state.append(n)
+            try state.append(n)
             for l in 0..<layers {
                 for r in 0..<rows { for p in first..<(first + n) { seen[l * rows + r][Int32(p)] = 0 } }
                 let len = state.length(layer: l)
@@ -142,10 +142,10 @@ import Testing
     /// 1,280 bytes per row (64 + 32 low and 64 pending (slot, position) pairs of Int32);
     /// TOVA, StreamingLLM and none allocate none.
     @Test(arguments: [(EvictionPolicyKind.heavyHitter, true), (.episodic, true), (.tova, false), (.streamingLLM, false), (.none, false)])
-    func onlyARecordingPolicyAllocatesTheRecords(policy: EvictionPolicyKind, records: Bool) {
+    func onlyARecordingPolicyAllocatesTheRecords(policy: EvictionPolicyKind, records: Bool) throws {
         var config = EvictionConfig(policy)
         config.perHead = true
-        let state = AttentionScores(layers: 3, heads: 4, config: config, length: 10, maxCapacity: 64)
+        let state = try AttentionScores(layers: 3, heads: 4, config: config, length: 10, maxCapacity: 64)
         #expect(state.lowScoreRecordBytes == (records ? 3 * 4 * 1280 : 0))
     }
 

@@ -16,7 +16,7 @@ import Testing
     @Test func tokensPastAStepsScoresSeeNone() throws {
         var config = EvictionConfig(.heavyHitter)
         config.normalizedScores = true
-        let state = AttentionScores(layers: 1, heads: 1, config: config, length: 6, maxCapacity: 64)
+        let state = try AttentionScores(layers: 1, heads: 1, config: config, length: 6, maxCapacity: 64)
         let scores: [Float] = [0.25, 0.25, 0.25, 0.25]  // one query over the first 4 of 6 slots
         try scores.withUnsafeBufferPointer { try state.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: 4) }
         #expect(state.visibility(layer: 0) == [1, 1, 1, 1, 0, 0])
@@ -31,10 +31,10 @@ import Testing
         var config = EvictionConfig(.heavyHitter)
         config.normalizedScores = true
         let n = 4096, steps = (1 << 24) / n
-        let state = AttentionScores(layers: 1, heads: 1, config: config, length: n, maxCapacity: n + 8)
+        let state = try AttentionScores(layers: 1, heads: 1, config: config, length: n, maxCapacity: n + 8)
         for _ in 0..<steps { try observe(state, queries: n) }  // slot t sees n - t queries each step
         state.compact(budget: 8)
-        state.append(1)
+        try state.append(1)
         try observe(state, queries: 1)  // one decode query over the 9 held tokens
         let seen = state.visibility(layer: 0)
         let expected = state.positions(layer: 0).map { p in p == Int32(n) ? 1 : Float(steps * (n - Int(p)) + 1) }
@@ -47,10 +47,10 @@ import Testing
         config.normalizedScores = true
         config.recentTokens = 4
         config.recentRatio = 0
-        let state = AttentionScores(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
+        let state = try AttentionScores(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
         try observe(state, queries: 20)  // a prefill: slot t is seen by the 20 - t queries from t on
         #expect(state.visibility(layer: 0) == (0..<20).map { Float(20 - $0) })
-        state.append(1)
+        try state.append(1)
         try observe(state, queries: 1)  // a decode step: every token sees it
         #expect(state.visibility(layer: 0) == (0..<20).map { Float(21 - $0) } + [1])
 
@@ -64,7 +64,7 @@ import Testing
         for p in parked { counts[p] = Float(21 - Int(p)) }  // their counts when they left
 
         for _ in 0..<3 {  // three decode steps seen by the 16 resident tokens only
-            state.append(1)
+            try state.append(1)
             try observe(state, queries: 1)
             for p in state.positions(layer: 0) { counts[p, default: 0] += 1 }
         }
@@ -75,7 +75,7 @@ import Testing
         state.swapSlots(row: 0, 0, state.parkedStart(row: 0))
         #expect(state.positions(layer: 0)[0] == p)
         #expect(state.visibility(layer: 0)[0] == counts[p], "a restored token resumes from its count when parked")
-        state.append(1)
+        try state.append(1)
         try observe(state, queries: 1)
         counts[p]! += 1
         state.swapSlots(row: 0, 0, state.parkedStart(row: 0))
