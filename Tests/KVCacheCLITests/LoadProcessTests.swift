@@ -86,11 +86,13 @@ struct LoadProcessTests {
     /// `--compare-offload` with a tier the engine refuses (a missing --offload-dir, an
     /// --offload-bytes past the slab's limit, a missing --peer-offload-dir) ends at once, as
     /// without `--compare-offload`: it ran the whole first (no-tier) run, here an 8 s modelled
-    /// prefill, then failed creating the second engine and printed no report.
-    @Test(arguments: [["--offload-dir", "/nonexistent-kvcache-dir/tier"],
-                      ["--offload-dir", "/tmp", "--offload-bytes", "100TiB"],
-                      ["--offload-dir", "/tmp", "--peer-offload-dir", "/nonexistent-kvcache-dir/peer", "--model-tag", "5"]])
-    func aTierTheEngineRefusesEndsTheComparisonBeforeItsFirstRun(tier: [String]) throws {
+    /// prefill, then failed creating the second engine and printed no report. The tier's size
+    /// limit is a validation rule (`EngineConfig.validate`): a usage error (64) naming it.
+    @Test(arguments: [(["--offload-dir", "/nonexistent-kvcache-dir/tier"], Int32(1), "cannot create the engine"),
+                      (["--offload-dir", "/tmp", "--offload-bytes", "100TiB"], 64, "more than a tier manages"),
+                      (["--offload-dir", "/tmp", "--peer-offload-dir", "/nonexistent-kvcache-dir/peer", "--model-tag", "5"], 1,
+                       "cannot create the engine")])
+    func aTierTheEngineRefusesEndsTheComparisonBeforeItsFirstRun(tier: [String], status: Int32, reason: String) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-cmp-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -98,10 +100,10 @@ struct LoadProcessTests {
         let started = Date()
         let child = try Child(["load", "--compare-offload", "--requests", "1", "--prompt-dist", "fixed", "--prompt-mean", "8", "--prompt-max", "8",
                                "--prefill-tokens-per-s", "1"] + options + Self.shape)
-        #expect(child.wait() == 1)
+        #expect(child.wait() == status)
         let elapsed = Date().timeIntervalSince(started)
         let message = String(decoding: child.stderr, as: UTF8.self)
-        #expect(message.contains("cannot create the engine"), "\(message)")
+        #expect(message.contains(reason), "\(message)")
         #expect(elapsed < 4, "refused after \(elapsed) s")
     }
 
