@@ -284,7 +284,8 @@ public final class AttentionScores {
         UnsafeBufferPointer(start: positions + (layer * rowsPerLayer + row) * capacity, count: lengths[layer])
     }
 
-    /// The accumulated scores of row `row` of `layer`, slot by slot.
+    /// The accumulated scores of row `row` of `layer`, slot by slot. Tests: no caller in the
+    /// package but the tests.
     public func accumulatedScores(layer: Int, row: Int = 0) -> UnsafeBufferPointer<Float> {
         UnsafeBufferPointer(start: accumulated + (layer * rowsPerLayer + row) * capacity, count: lengths[layer])
     }
@@ -748,7 +749,8 @@ public final class AttentionScores {
         clusteredSegments = n
     }
 
-    /// The episode of every segment (after the last clustering; -1 for newer ones).
+    /// The episode of every segment (after the last clustering; -1 for newer ones). Tests: no
+    /// caller in the package but the tests.
     public var segmentEpisodes: [Int] {
         (0..<segmentCount).map { $0 < clusteredSegments ? Int(clustering!.assignment[$0]) : -1 }
     }
@@ -898,6 +900,7 @@ public final class AttentionScores {
     }
 
     /// Decode steps (over all rows) whose choice scanned the row instead of using `lowScores`.
+    /// Tests: read by the tests only.
     var lowScoreScans: Int { lowScores.scans }
 
     /// Bytes of the low-score records' slots: 0 unless the policy's tracking has

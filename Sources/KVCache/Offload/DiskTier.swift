@@ -983,7 +983,7 @@ final class DiskTier {
         }
     }
 
-    /// Reads queued for a staging buffer (`load`), not submitted yet.
+    /// Reads queued for a staging buffer (`load`), not submitted yet. Tests: read by the tests only.
     var pendingReadCount: Int { pendingReads.count }
 
     /// Block `hash` in the first peer whose index holds it, or nil (at once without peers: the

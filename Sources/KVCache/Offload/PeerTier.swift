@@ -196,7 +196,7 @@ final class PeerTier {
         journalBytes = 0
     }
 
-    /// Blocks indexed now.
+    /// Blocks indexed now. Tests: read by the tests only.
     var indexedBlocks: Int { index.count }
 
     /// Where block `hash` is in this peer (`peer`: this peer's index in `DiskTier.peers`) and
