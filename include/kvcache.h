@@ -1157,7 +1157,8 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *   its policy, so a server may call it every step from the first.
  *   Eviction state (memory outside memory_bytes): a sequence gets one at its first
  *   kvc_seq_observe (any policy but KVC_EVICTION_NONE), kvc_seq_compact, kvc_seq_add_segment,
- *   kvc_seq_focus or kvc_seq_set_layer_sensitivity; kvc_seq_set_eviction replaces it,
+ *   kvc_seq_focus or kvc_seq_set_layer_sensitivity; kvc_seq_set_eviction creates or
+ *   replaces it (for any policy, KVC_EVICTION_NONE included: it holds the override),
  *   kvc_seq_fork copies it, kvc_seq_free releases it. It takes
  *   4 x rows x capacity x (3 + L + V + E) bytes, rows = num_layers x num_kv_heads per head
  *   (num_layers otherwise), capacity = the sequence's length rounded up to 1024 x 2^k slots
@@ -1165,6 +1166,9 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *   E = episodes + 1 for episodic (else 0 each); plus 1280 bytes per row for H2O and
  *   episodic (low-score records), (4 x num_kv_heads + 13) x capacity + 4096 bytes of
  *   scratch, and with episodic offload 20 x capacity bytes at the first kvc_seq_focus.
+ *   A kvc_seq_focus that re-clusters (segments added since the last one, an episode
+ *   observed) holds a copy of the episodes' scores meanwhile: 4 x rows x capacity x
+ *   episodes bytes more.
  *   E.g. 80 layers x 8 KV heads per head, episodic with 64 episodes: 640 rows x 1024 slots
  *   x 68 x 4 bytes = 178 MB per sequence of up to 1024 tokens, 357 MB up to 2048. An append
  *   that takes a sequence past its capacity reallocates the state at twice the capacity

@@ -140,6 +140,7 @@ public final class AttentionScores {
     /// power of 2 (at most `maxCapacity`): O(rows * capacity) 4-byte words, plus the
     /// low-score records' 1280 bytes per row (`LowScoreCache`) and O(rows) bookkeeping.
     public convenience init(layers: Int, heads: Int, config: EvictionConfig, length: Int, maxCapacity: Int) throws(KVError) {
+        precondition(length <= maxCapacity, "a state of \(length) tokens past its most, \(maxCapacity)")
         var c = min(maxCapacity, 1024)
         while c < length { c = min(maxCapacity, 2 * c) }
         try self.init(layers: layers, heads: heads, config: config, length: length, capacity: max(c, 1), maxCapacity: maxCapacity)
@@ -702,7 +703,7 @@ public final class AttentionScores {
     /// restored.) Throws as `focus` does, and then changes nothing.
     func nearestEpisode(_ query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
         try checkFocus(query)
-        if clusteredSegments != segmentCount { recluster() }
+        if clusteredSegments != segmentCount { try recluster() }
         let turn = config.episodes
         if episodeObserved[turn] {
             let target = Int(clustering!.assignment[segmentCount - 1])
@@ -716,7 +717,10 @@ public final class AttentionScores {
         return clustering!.nearest(query)
     }
 
-    private func recluster() {
+    /// Throws `outOfMemory` (changing nothing) when the copy of the episodes' scores that the
+    /// remapping reads from cannot be allocated: episodes x rows x capacity floats, as large as
+    /// most of the state, from `malloc` so that a refusal is a status, not the end of the process.
+    private func recluster() throws(KVError) {
         let n = segmentCount
         let fresh = embeddings.withUnsafeBufferPointer {
             KMeans(points: $0, n: n, dim: embeddingDim, k: config.episodes, seed: config.seed)
@@ -732,7 +736,13 @@ public final class AttentionScores {
                 }
             }
             let block = rows * capacity, episodes = config.episodes  // the turn block stays
-            let copy = UnsafeMutablePointer<Float>.allocate(capacity: episodes * block)
+            // Fits an Int: the state holds episodes + 1 such blocks.
+            let bytes = episodes * block * MemoryLayout<Float>.stride
+            guard let raw = malloc(bytes) else {
+                throw .outOfMemory("cannot allocate \(bytes) bytes to re-cluster the episodes' scores (a copy of them while they are remapped, "
+                                   + "outside memory_bytes; kvcache.h TOKEN EVICTION): the OS or a process limit refused")
+            }
+            let copy = raw.bindMemory(to: Float.self, capacity: episodes * block)
             copy.update(from: episodeScores, count: episodes * block)
             episodeScores.update(repeating: 0, count: episodes * block)
             let wasObserved = episodeObserved
@@ -742,7 +752,7 @@ public final class AttentionScores {
                 for i in 0..<block { dst[i] += src[i] }
                 episodeObserved[target[e]] = true
             }
-            copy.deallocate()
+            free(raw)
             if focusedEpisode >= 0 { focusedEpisode = target[focusedEpisode] }
         }
         clustering = fresh

@@ -134,4 +134,48 @@ struct EvictionStateAllocationTests {
         }
         Self.expectNothingReported(result)
     }
+
+    /// A focus that re-clusters (a segment added since the last focus, an episode observed)
+    /// copies every episode's scores while it remaps them (64 x 2 MiB here): under the limit
+    /// it is `outOfMemory` and changes nothing (the new segment stays unclustered, the focus
+    /// stands); without the limit the same focus succeeds. Swift's `allocate` ended the process.
+    @Test func aReclusteringFocusThatCannotCopyTheScoresIsOutOfMemory() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            let e = Self.engine()
+            Self.filled(e, 1, tokens: 100)
+            var problems: [String] = []
+            let a: [Float] = [1, 0, 0, 0], b: [Float] = [0, 1, 0, 0]
+            var first = -1
+            let setUp = Self.status { () throws(KVError) in
+                try a.withUnsafeBufferPointer { (p) throws(KVError) in try e.addSegment(1, start: 0, end: 50, embedding: p) }
+                try Self.observe(e, 1, tokens: 100)
+                first = try a.withUnsafeBufferPointer { (p) throws(KVError) in try e.focus(1, query: p) }  // credits the turn: an episode observed
+                try b.withUnsafeBufferPointer { (p) throws(KVError) in try e.addSegment(1, start: 50, end: 100, embedding: p) }
+            }
+            if setUp != "ok" { Self.report(["set-up: \(setUp)"]) }
+            let state = e.evictionStates[e.sequences.slot(of: 1)]!
+            limitAddressSpace(extra: 64 << 20)
+            let refused = Self.status { () throws(KVError) in _ = try b.withUnsafeBufferPointer { (p) throws(KVError) in try e.focus(1, query: p) } }
+            limitAddressSpace(extra: nil)
+            if !(refused.hasPrefix("outOfMemory") && refused.contains("bytes")) { problems.append("re-clustering focus under the limit: \(refused)") }
+            if state.segmentEpisodes.last != -1 { problems.append("the refused focus clustered the new segment: \(state.segmentEpisodes)") }
+            if state.focusedEpisode != first { problems.append("the focus moved from \(first) to \(state.focusedEpisode)") }
+            problems += Self.patternProblems(e, 1, tokens: 100)
+            let after = Self.status { () throws(KVError) in _ = try b.withUnsafeBufferPointer { (p) throws(KVError) in try e.focus(1, query: p) } }
+            if after != "ok" || state.segmentEpisodes.contains(-1) { problems.append("the focus afterwards: \(after), \(state.segmentEpisodes)") }
+            Self.report(problems)
+        }
+        Self.expectNothingReported(result)
+    }
+
+    /// The public initializer's precondition comes before the capacity search: a length past
+    /// `maxCapacity` traps at once. The search ran first and never ended (capped at
+    /// `maxCapacity`, below the length); an alarm turns a hang into SIGALRM here.
+    @Test func aStateLongerThanItsMostTrapsAtOnce() async {
+        await #expect(processExitsWith: .signal(SIGILL)) {
+            alarm(10)
+            _ = try? AttentionScores(layers: 1, heads: 1, config: EvictionConfig(.heavyHitter), length: 2048, maxCapacity: 1024)
+            exit(0)
+        }
+    }
 }
