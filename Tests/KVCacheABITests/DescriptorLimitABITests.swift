@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Testing
+import TestSupport
 import KVCache
 @testable import KVCacheABI
 
@@ -87,11 +88,7 @@ func exitAfterRunningOutOfDescriptors(_ config: CConfig, failing: Int, directory
 
 /// Prints `problems` to stderr, one "descriptor check: " line each, and exits 0: an exit
 /// test's result carries what the child printed only when it exited as expected.
-private func exitReporting(_ problems: [String]) -> Never {
-    let text = problems.map { "\(reportPrefix)\($0)\n" }.joined()
-    _ = text.withCString { write(2, $0, strlen($0)) }
-    exit(0)
-}
+private func exitReporting(_ problems: [String]) -> Never { ExitReport.exit(reportPrefix, problems) }
 
 private let reportPrefix = "descriptor check: "
 
@@ -126,8 +123,7 @@ private func freshDirectory() -> String {
 /// Expects the child (`exitAfterRunningOutOfDescriptors`) to have reported nothing.
 private func expectNothingReported(_ result: ExitTest.Result?) {
     guard let result else { return }  // the exit test's own expectation failed
-    let report = String(decoding: result.standardErrorContent, as: UTF8.self)
-        .split(separator: "\n").filter { $0.hasPrefix(reportPrefix) }.joined(separator: "\n")
+    let report = ExitReport.problems(reportPrefix, in: result.standardErrorContent)
     #expect(report.isEmpty, Comment(rawValue: report))
 }
 

@@ -80,14 +80,9 @@ import TestSupport
 
     static func expectNothingReported(_ result: ExitTest.Result?) {
         guard let result else { return }
-        let report = String(decoding: result.standardErrorContent, as: UTF8.self)
-            .split(separator: "\n").filter { $0.hasPrefix(Self.prefix) }.joined(separator: "\n")
+        let report = ExitReport.problems(Self.prefix, in: result.standardErrorContent)
         #expect(report.isEmpty, Comment(rawValue: report))
     }
 
-    static func report(_ problems: [String]) -> Never {
-        let text = problems.map { "\(prefix)\($0)\n" }.joined()
-        _ = text.withCString { write(2, $0, strlen($0)) }
-        exit(0)
-    }
+    static func report(_ problems: [String]) -> Never { ExitReport.exit(prefix, problems) }
 }

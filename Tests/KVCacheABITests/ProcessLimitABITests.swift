@@ -14,16 +14,11 @@ import Testing
 
 private let reportPrefix = "limit check: "
 
-private func exitReporting(_ problems: [String]) -> Never {
-    let text = problems.map { "\(reportPrefix)\($0)\n" }.joined()
-    _ = text.withCString { write(2, $0, strlen($0)) }
-    exit(0)
-}
+private func exitReporting(_ problems: [String]) -> Never { ExitReport.exit(reportPrefix, problems) }
 
 private func expectNothingReported(_ result: ExitTest.Result?) {
     guard let result else { return }
-    let report = String(decoding: result.standardErrorContent, as: UTF8.self)
-        .split(separator: "\n").filter { $0.hasPrefix(reportPrefix) }.joined(separator: "\n")
+    let report = ExitReport.problems(reportPrefix, in: result.standardErrorContent)
     #expect(report.isEmpty, Comment(rawValue: report))
 }
 
