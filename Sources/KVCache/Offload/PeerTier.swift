@@ -222,9 +222,13 @@ final class PeerTier {
     /// Reads the journal records the peer appended since the last call, when its journal
     /// changed (one `fstat`); replays it from the start when it was replaced or shrank. A
     /// record that is not valid is read again next time (the peer may be appending it),
-    /// unless a valid record follows it: then it is corrupt and skipped, as a restart's replay
-    /// skips it (`kvm_slab_journal_replay`), so one bad record does not end the tailing. A
-    /// failure (the peer vanished) empties the index: its blocks are misses, not errors.
+    /// unless a valid record follows it, after any number of invalid ones: then they are
+    /// corrupt and skipped, as a restart's replay skips them (`kvm_slab_journal_replay`), so
+    /// bad records do not end the tailing (a run of them costs a read per record at each
+    /// refresh until a valid one follows). A
+    /// failure (the peer vanished) empties the index: its blocks are misses, not errors. A
+    /// replaced journal has the directory's identity read again (`TierIdentity.check`): another
+    /// model's or shape's tier over the same slab is `replaced`, misses until `reopen`.
     func refresh() {
         guard !replaced else { return }
         var size: UInt64 = 0
@@ -235,16 +239,36 @@ final class PeerTier {
             clear()
             return
         }
+        if rc == 1 {
+            // A new journal over the same slab (the peer restarted, or its directory was
+            // claimed again): the tier may be another model's now. Treated as a replaced slab
+            // until `reopen` finds this engine's identity there.
+            do throws(KVError) { try identity.check(peer: dir) } catch {
+                replaced = true
+                unavailable = "peer journal of '\(dir)' was replaced: \(error.message)"
+                clear()
+                return
+            }
+        }
         unavailable = nil
         if rc == 1 || size < journalBytes { clear() }
         while size >= journalBytes + UInt64(MemoryLayout<kvm_journal_record>.size) {
             let record = UInt64(MemoryLayout<kvm_journal_record>.size)
             let n = Int(kvm_slab_journal_read(slab, journalBytes, records, UInt32(PeerTier.batchRecords)))
-            if n == 0 && kvm_slab_journal_read(slab, journalBytes + record, records, 1) == 1 {
-                journalBytes += record  // corrupt, a valid one after it
+            if n == 0 {
+                // Corrupt when a valid record follows, however many bad ones lie between (one
+                // bad sector holds 8): the tailing goes on at the first valid one.
+                var next = journalBytes + record, found: Int64 = 0
+                while next + record <= size {
+                    found = kvm_slab_journal_read(slab, next, records, 1)
+                    if found != 0 { break }
+                    next += record
+                }
+                guard found == 1 else { return }  // none follows (or a read failed): read again next time
+                journalBytes = next
                 continue
             }
-            guard n > 0 else { return }  // a torn or partial record: read again next time
+            guard n > 0 else { return }  // a failed read: tried again next time
             for i in 0..<n { apply(records[i]) }
             journalBytes += UInt64(n) * record
             if n < PeerTier.batchRecords { return }

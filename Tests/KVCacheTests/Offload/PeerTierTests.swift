@@ -267,28 +267,33 @@ struct PeerTierTests {
 
     /// A corrupt record in a peer's journal is read again while it is the last one (the peer
     /// may be appending it), and skipped once a valid record follows it: the tailing goes on,
-    /// as a restart's replay does, and the corrupt record's block is never indexed.
-    @Test func aCorruptPeerJournalRecordIsSkippedOnceAValidOneFollows() throws {
+    /// as a restart's replay does, and the corrupt record's block is never indexed. So is a run
+    /// of corrupt records (one bad sector holds 8): the tailing stopped at the second for good.
+    @Test(arguments: [1, 2])
+    func aCorruptPeerJournalRecordIsSkippedOnceAValidOneFollows(damaged: Int) throws {
         let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
         defer { dirA.remove(); dirB.remove() }
         let a = try Engine(offloadConfig(.paged, dir: dirA.path))
         try spillPrompt(a, 1, tokens(5, seed: 1))
         let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
-        let spoiled = tokens(5, seed: 2), after = tokens(5, seed: 3)
-        try spillPrompt(a, 2, spoiled)  // one more 64-byte STORED record
+        let spoiled = (0..<damaged).map { tokens(5, seed: Int32(10 + $0)) }, after = tokens(5, seed: 3)
+        for (i, prompt) in spoiled.enumerated() { try spillPrompt(a, UInt64(10 + i), prompt) }  // one 64-byte STORED record each
         let journal = dirA.path + "/kvcache.journal"
         let fd = open(journal, O_RDWR)
         #expect(fd >= 0)
         defer { close(fd) }
-        let at = off_t(lseek(fd, 0, SEEK_END) - 64 + 16)  // the new record's block hash
-        var byte: UInt8 = 0
-        #expect(pread(fd, &byte, 1, at) == 1)
-        byte ^= 0xFF
-        #expect(pwrite(fd, &byte, 1, at) == 1)
-        #expect(b.cachedPrefixTokens(spoiled) == 0, "a bad last record indexes nothing")
+        let end = lseek(fd, 0, SEEK_END)
+        for r in 0..<damaged {
+            let at = off_t(end - 64 * off_t(r + 1) + 16)  // the record's block hash
+            var byte: UInt8 = 0
+            #expect(pread(fd, &byte, 1, at) == 1)
+            byte ^= 0xFF
+            #expect(pwrite(fd, &byte, 1, at) == 1)
+        }
+        for prompt in spoiled { #expect(b.cachedPrefixTokens(prompt) == 0, "bad last records index nothing") }
         try spillPrompt(a, 3, after)
-        #expect(b.cachedPrefixTokens(after) == 4, "the record after the corrupt one is read")
-        #expect(b.cachedPrefixTokens(spoiled) == 0)
+        #expect(b.cachedPrefixTokens(after) == 4, "the record after the corrupt ones is read")
+        for prompt in spoiled { #expect(b.cachedPrefixTokens(prompt) == 0) }
         #expect(try b.createSequence(1, tokens: after) == 4)
         try waitReady(b, 1)
         #expect(try kvDifferences(b, 1, count: 4) { after[$0] } == 0)
@@ -363,6 +368,31 @@ struct PeerTierTests {
         #expect(try kvDifferences(b, 1, count: 8) { prompt[$0] } == 0)
         #expect(b.offload!.tier.peers[0].unavailable == nil)
         #expect(b.stats().disk.peerHits == 2 && b.stats().disk.peerStale == 0)
+    }
+
+    /// A peer directory whose journal and identity are removed (its slab kept) and claimed by
+    /// an engine of another model is not read: the new journal's records are that model's K/V,
+    /// which verify against their own checksums. The identity was checked only at open and when
+    /// the slab was replaced, not when the journal was.
+    @Test func aPeerReclaimedByAnotherModelOverItsSlabIsNotRead() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        defer { dirA.remove(); dirB.remove() }
+        var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(9, seed: 5), other = tokens(9, seed: 6)
+        try spillPrompt(a!, 1, prompt)
+        a = nil
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        #expect(b.cachedPrefixTokens(prompt) == 8)
+        #expect(unlink(dirA.path + "/" + DiskTierFiles.names[1]) == 0)
+        #expect(unlink(dirA.path + "/" + TierIdentity.fileName) == 0)
+        var foreign = offloadConfig(.paged, dir: dirA.path)
+        foreign.modelTag = testModelTag &+ 1
+        var c: Engine? = try Engine(foreign)
+        try spillPrompt(c!, 1, other)
+        c = nil
+        #expect(b.cachedPrefixTokens(other) == 0, "another model's blocks are not served")
+        #expect(b.cachedPrefixTokens(prompt) == 0)
+        #expect(b.offload!.tier.peers[0].unavailable?.contains("another model") == true)
     }
 
     /// A peer journal naming a slot far past the index (its slab grew, or a forged record) grows
