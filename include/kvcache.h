@@ -178,8 +178,9 @@
  *   KVC_ERR_EXISTS            the sequence id is already live
  *   KVC_ERR_OUT_OF_MEMORY     memory_bytes, max_seqs (or the address space) cannot hold
  *                             it (a sequence's eviction state, outside memory_bytes:
- *                             the process's memory, see TOKEN EVICTION), or the OS refused to commit the memory (fallocate or
- *                             populate failed: ENOSPC, ENOMEM, EIO), in either layout;
+ *                             the process's memory, see TOKEN EVICTION), or the OS
+ *                             refused to commit the memory (fallocate or populate
+ *                             failed: ENOSPC, ENOMEM, EIO), in either layout;
  *                             nothing was allocated or changed (memory a call committed
  *                             before the refusal is given back: committed bytes are as
  *                             before). Free a sequence or stop
@@ -984,10 +985,10 @@ kvc_status kvc_seq_free(kvc_engine *e, uint64_t seq);
  * those are: with index_on_schedule 0 (the default) only a server that knows which requests
  * share a prefix can tell. A server that preempts, cancels or chunks a prefill between
  * kvc_seq_create and its pass should use index_on_schedule 1 (see WRITING K/V), where no
- * other sequence hits a block before its pass is scheduled. For a swapped-out sequence (computed before it
- * was preempted; also while its kvc_seq_swap_out_async is pending) computed_tokens is only
- * range-checked. kvc_seq_ready's "free it and create it
- * again" after a failed read needs no abort: the engine drops those blocks itself.
+ * other sequence hits a block before its pass is scheduled. For a swapped-out sequence
+ * (computed before it was preempted; also while its kvc_seq_swap_out_async is pending)
+ * computed_tokens is only range-checked. kvc_seq_ready's "free it and create it again"
+ * after a failed read needs no abort: the engine drops those blocks itself.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, computed_tokens > kvc_seq_length; nothing
  * changed), KVC_ERR_NOT_FOUND. Cost: O(blocks of seq).
  */
@@ -1887,7 +1888,8 @@ kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instanc
  *  are those of a request of more than 262,144 blocks, which is never counted).
  *  Returns KVC_ERR_INVALID_ARGUMENT (NULL r, NULL block_hashes, n_blocks 0; with
  *  KVC_ROUTER_OVERLAP_COST only, a hash no unfinished request routed to the instance holds:
- *  never routed there, already finished or forgotten), KVC_ERR_NOT_FOUND (unknown or removed instance); nothing changes then.
+ *  never routed there, already finished or forgotten), KVC_ERR_NOT_FOUND (unknown or removed
+ *  instance); nothing changes then.
  *  Cost: about three hash-table probes per block, no allocation. */
 kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *block_hashes,
                              size_t n_blocks);
