@@ -1410,10 +1410,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     counted in peer_stale, never served and never in peer_hits (it stays counted in
  *     prefix_hit_tokens, which is what kvc_seq_create answered).
  *     Freshness: each peer's journal is indexed at kvc_engine_create and tailed by any
- *     kvc_seq_create whose lookup reaches the peers: one fstat of the journal, and only when
- *     it grew, the complete records appended since (a partial record is read later); a journal
- *     the peer rewrote (its compaction) or that shrank is replayed from its
- *     start. A peer whose files vanish later gives misses, not errors; when its directory
+ *     kvc_seq_create whose lookup reaches the peers: one fstat of the journal and one stat
+ *     of its path, and only when it grew, the complete records appended since (a partial
+ *     record is read later); a journal the peer rewrote (its compaction) or that shrank is
+ *     replayed from its start; a directory moved aside and made anew (or a switched
+ *     symlink) is opened anew at its path. A peer whose files vanish later gives misses, not errors; when its directory
  *     holds a tier of this engine's model_tag and shape again (recreated, e.g. by a restart
  *     that starts empty), the next kvc_seq_create reaching the peers opens the new slab and
  *     reads it, once no read of the old one is in flight. Until then a kvc_seq_create

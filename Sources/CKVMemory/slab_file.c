@@ -267,18 +267,32 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     return 0;
 }
 
+/* Whether `path` names the file open as `fd` (same device and inode). */
+static int names_open_file(const char *path, int fd, struct stat *open_st) {
+    struct stat named;
+    if (fstat(fd, open_st) != 0 || open_st->st_nlink == 0 || stat(path, &named) != 0) return 0;
+    return named.st_dev == open_st->st_dev && named.st_ino == open_st->st_ino;
+}
+
 int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes) {
     struct stat st;
     if (fstat(s->journal_fd, &st) != 0) return kvm_fail(errno, "peer journal '%s': fstat failed: %s", s->journal_path, strerror(errno));
-    if (st.st_nlink > 0) {
+    /* The path must still name the open journal: a directory moved aside and recreated (or a
+     * symlink switched) leaves the old files linked elsewhere. */
+    struct stat named;
+    if (st.st_nlink > 0 && stat(s->journal_path, &named) == 0 && named.st_dev == st.st_dev && named.st_ino == st.st_ino) {
         *journal_bytes = (uint64_t)st.st_size;
         return 0;
     }
     /* Renamed over (the owner compacted it at a restart) or removed: open the path again. The
-     * slab must still be the one registered for I/O: a replaced slab (directory recreated) is
-     * another file, which the caller opens anew (kvm_slab_open_peer) and registers. */
+     * slab must still be the one registered for I/O and the one its path names: a replaced
+     * slab (directory recreated, or moved aside) is another file, which the caller opens anew
+     * (kvm_slab_open_peer) and registers. */
+    char slab_path[PATH_MAX];
+    size_t dir_length = strlen(s->journal_path) - strlen("kvcache.journal");
+    snprintf(slab_path, sizeof slab_path, "%.*skvcache.slab", (int)dir_length, s->journal_path);
     struct stat slab;
-    if (fstat(s->fd, &slab) != 0 || slab.st_nlink == 0)
+    if (!names_open_file(slab_path, s->fd, &slab))
         return kvm_fail(ESTALE, "peer slab of '%s' was removed or replaced; its blocks are misses until the directory holds a tier again", s->journal_path);
     int fd = open(s->journal_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return kvm_fail(errno, "peer journal '%s': cannot reopen: %s", s->journal_path, strerror(errno));

@@ -387,8 +387,8 @@ public final class Engine: @unchecked Sendable {
     /// unpinned slots and reuse them at once, and a reused slot would serve another block's
     /// bytes as this prefix. Without `claim` it changes nothing (no LRU order either).
     /// Cost: one memory index lookup per block, one tier lookup per block missing in memory;
-    /// with peers, one lookup per peer past the own tier's miss and one journal `fstat` per
-    /// peer the first time.
+    /// with peers, one lookup per peer past the own tier's miss and one journal `fstat` and
+    /// `stat` per peer the first time.
     @inline(__always) private func tieredPrefix(
         limit: Int, claim: Bool, hash: (Int) -> UInt64
     ) -> (cached: Int, run: Int, fromDisk: Int, fromPeers: Int, declined: Int) {
@@ -983,7 +983,7 @@ public final class Engine: @unchecked Sendable {
     /// disk tier). `salt` as for `createSequence`.
     /// Cost: one hash per token and one memory lookup per full block, plus for each block
     /// memory misses one tier lookup (and one per peer past the own tier's miss, plus one
-    /// journal `fstat` per peer), plus the completions processed.
+    /// journal `fstat` and `stat` per peer), plus the completions processed.
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }

@@ -92,10 +92,12 @@ void kvm_slab_fit(kvm_slab *s);
  * its files do not exist: no engine has used it yet), -ENOTDIR, -EINVAL when the slab's size is
  * not a whole number of slot_bytes slots (written by an engine of another shape), -errno. */
 int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out);
-/* A peer's journal, for tailing: one fstat of the open journal. 0 with *journal_bytes its size
- * when it is still the file at its path; when it was renamed over or removed (st_nlink 0: the
- * owner compacted it, at a restart or while it runs), opens the path again and returns 1 with the new file's
- * size (replay it from offset 0). -ESTALE when the slab itself was removed or replaced (this
+/* A peer's journal, for tailing: one fstat of the open journal and one stat of its path. 0
+ * with *journal_bytes its size when it is still the file at its path; when it was renamed
+ * over or removed (st_nlink 0: the owner compacted it, at a restart or while it runs) or its
+ * path names another file (the directory moved aside and recreated, a symlink switched),
+ * opens the path again and returns 1 with the new file's size (replay it from offset 0).
+ * -ESTALE when the slab itself was removed or replaced, or its path names another file (this
  * engine's I/O queue holds the old file: open the peer anew), -errno when the path cannot be
  * opened. */
 int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes);

@@ -21,7 +21,9 @@ struct PeerRead {
 /// O_RDONLY (`kvm_slab_open_peer`: no lock taken, nothing created or written in its
 /// directory) and an index from block hash to slot built from its journal.
 ///
-/// Freshness: `refresh` tails the peer's journal: one `fstat` of it, and only when it grew
+/// Freshness: `refresh` tails the peer's journal: one `fstat` of it and one `stat` of its path
+/// (`kvm_slab_peer_refresh`: a path naming other files than the open ones, the directory moved
+/// aside and made anew, is a replaced journal or slab), and only when it grew
 /// the complete records past the last one read (fixed 64-byte records, each checksummed; a
 /// partial or torn one at the end is read again later, never acted on). A journal renamed over
 /// (the owner compacted it, at a restart or while it runs) or shrunk is replayed from its start. The latest
@@ -39,7 +41,7 @@ struct PeerRead {
 /// Cost: memory of ~56 bytes per slot of `capacity`: the peer's slab at open, grown (doubled)
 /// when its journal names a slot beyond, so that every slot of a peer that grew since (or of a
 /// larger one reopened) is indexed, up to `DiskTier.maxSlots` (the most any tier has); a lookup
-/// O(1); a refresh one `fstat` plus one `pread` per 256 new records, and O(capacity) when it
+/// O(1); a refresh one `fstat` and one `stat` plus one `pread` per 256 new records, and O(capacity) when it
 /// grows the index or empties it (a replay from the start, a peer that vanished: once, not
 /// per lookup while it stays away). Not thread-safe: the engine serialises calls.
 final class PeerTier {
@@ -220,7 +222,7 @@ final class PeerTier {
     }
 
     /// Reads the journal records the peer appended since the last call, when its journal
-    /// changed (one `fstat`); replays it from the start when it was replaced or shrank. A
+    /// changed (one `fstat`, one `stat`); replays it from the start when it was replaced or shrank. A
     /// record that is not valid is read again next time (the peer may be appending it),
     /// unless a valid record follows it, after any number of invalid ones: then they are
     /// corrupt and skipped, as a restart's replay skips them (`kvm_slab_journal_replay`), so

@@ -370,6 +370,30 @@ struct PeerTierTests {
         #expect(b.stats().disk.peerHits == 2 && b.stats().disk.peerStale == 0)
     }
 
+    /// A peer directory moved aside and made anew, where its engine restarts, is read anew: the
+    /// moved files stay linked (under the old name), so their link counts said nothing, and the
+    /// old tier was read on, the new one never (until the old files were deleted).
+    @Test func aPeerDirectoryMovedAsideAndRecreatedIsReadAnew() throws {
+        let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
+        let moved = dirA.path + ".old"
+        defer { dirA.remove(); dirB.remove(); try? FileManager.default.removeItem(atPath: moved) }
+        var a: Engine? = try Engine(offloadConfig(.paged, dir: dirA.path))
+        let prompt = tokens(9, seed: 7), second = tokens(9, seed: 8)
+        try spillPrompt(a!, 1, prompt)
+        a = nil
+        let b = try Engine(peerConfig(.paged, dir: dirB.path, peers: [dirA.path]))
+        #expect(b.cachedPrefixTokens(prompt) == 8)
+        #expect(rename(dirA.path, moved) == 0)
+        #expect(mkdir(dirA.path, 0o755) == 0)
+        a = try Engine(offloadConfig(.paged, dir: dirA.path))
+        try spillPrompt(a!, 1, second)
+        #expect(b.cachedPrefixTokens(prompt) == 0, "the moved tier is not this peer's any more")
+        #expect(b.cachedPrefixTokens(second) == 8, "the new tier at the peer's path is read")
+        #expect(try b.createSequence(1, tokens: second) == 8)
+        try waitReady(b, 1)
+        #expect(try kvDifferences(b, 1, count: 8) { second[$0] } == 0)
+    }
+
     /// A peer directory whose journal and identity are removed (its slab kept) and claimed by
     /// an engine of another model is not read: the new journal's records are that model's K/V,
     /// which verify against their own checksums. The identity was checked only at open and when
