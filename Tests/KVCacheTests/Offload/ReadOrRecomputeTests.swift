@@ -9,6 +9,16 @@ import Testing
 struct ReadOrRecomputeTests {
     static let layouts: [Layout] = [.paged, .contiguous]
 
+    /// An engine with a disk tier in `dir` and a prefill far faster than any disk (1e15
+    /// tokens/s), `prompt` spilled to its tier as sequence 1 (`spillPrompt`).
+    static func fastPrefillEngine(_ layout: Layout, dir: String, memoryBytes: UInt64 = 64 << 20, spilling prompt: [Int32]) throws -> Engine {
+        var config = offloadConfig(layout, dir: dir, memoryBytes: memoryBytes)
+        config.prefillTokensPerSecond = 1e15
+        let e = try Engine(config)
+        try spillPrompt(e, 1, prompt)
+        return e
+    }
+
     // MARK: the estimate, on chosen times
 
     @Test func theRateIsBytesOverTheTimeReadsWereInFlight() throws {
@@ -57,11 +67,8 @@ struct ReadOrRecomputeTests {
     func aFastPrefillIsLeftTheBlocksADiskWouldReturnLater(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var config = offloadConfig(layout, dir: dir.path)
-        config.prefillTokensPerSecond = 1e15
-        let e = try Engine(config)
         let prompt = tokens(203, seed: 7)
-        try spillPrompt(e, 1, prompt)
+        let e = try Self.fastPrefillEngine(layout, dir: dir.path, spilling: prompt)
 
         #expect(try e.createSequence(2, tokens: prompt) == 200, "no read timed yet: it reads")
         #expect(try e.prefixSources(of: 2) == PrefixSources(memoryTokens: 0, diskTokens: 200, peerTokens: 0))
@@ -110,11 +117,8 @@ struct ReadOrRecomputeTests {
     func theLookupWithoutCreatingCountsNoDeclinedBlock(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var config = offloadConfig(layout, dir: dir.path)
-        config.prefillTokensPerSecond = 1e15
-        let e = try Engine(config)
         let prompt = tokens(203, seed: 7)
-        try spillPrompt(e, 1, prompt)
+        let e = try Self.fastPrefillEngine(layout, dir: dir.path, spilling: prompt)
         #expect(e.cachedPrefixTokens(prompt) == 200, "no read timed yet: a create would read")
         #expect(try e.createSequence(2, tokens: prompt) == 200)
         try waitReady(e, 2)
@@ -122,12 +126,12 @@ struct ReadOrRecomputeTests {
         try e.trim()
 
         let predicted = e.cachedPrefixTokens(prompt)
-        let hashes = BlockHash.chain(prompt, blockTokens: config.blockTokens)
+        let hashes = BlockHash.chain(prompt, blockTokens: e.config.blockTokens)
         let predictedBlocks = hashes.withUnsafeBufferPointer { e.cachedPrefixBlocks(UnsafeBufferPointer(rebasing: $0[0..<50])) }
         let reported = try e.createSequence(3, tokens: prompt)
         #expect(reported == 0, "the disk is slower than a 1e15 tokens/s prefill: declined")
         #expect(predicted == reported, "cachedPrefixTokens said \(predicted); createSequence then reported \(reported)")
-        #expect(predictedBlocks * config.blockTokens == reported, "cachedPrefixBlocks said \(predictedBlocks) blocks")
+        #expect(predictedBlocks * e.config.blockTokens == reported, "cachedPrefixBlocks said \(predictedBlocks) blocks")
     }
 
     /// A create refused for memory after declining its disk blocks counts none of them (it
@@ -137,16 +141,13 @@ struct ReadOrRecomputeTests {
     func aRefusedCreateCountsNoDeclinedTokens(layout: Layout) throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var config = offloadConfig(layout, dir: dir.path, memoryBytes: 256 << 10)
-        config.prefillTokensPerSecond = 1e15
-        let e = try Engine(config)
         let prompt = tokens(203, seed: 11)
-        try spillPrompt(e, 1, prompt)
+        let e = try Self.fastPrefillEngine(layout, dir: dir.path, memoryBytes: 256 << 10, spilling: prompt)
         #expect(try e.createSequence(2, tokens: prompt) == 200, "no read timed yet: it reads")
         try waitReady(e, 2)
         try e.free(2)
         try e.trim()
-        var filler = Int(e.stats().blocksTotal - e.stats().blocksUsed) * config.blockTokens
+        var filler = Int(e.stats().blocksTotal - e.stats().blocksUsed) * e.config.blockTokens
         while (try? e.createSequence(9, tokens: tokens(filler, seed: 12))) == nil { filler -= 32 }  // leaves < 32 tokens' room
         for _ in 0..<3 {
             do throws(KVError) {
