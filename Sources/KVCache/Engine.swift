@@ -110,7 +110,7 @@ public final class Engine: @unchecked Sendable {
         evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
         // A throwing initializer runs no `deinit` until `self` is whole (after `mutex`), so the
         // buffers allocated before are freed with `a` if a step throws before.
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         let scratch = "the per-call scratch of max_seq_tokens / block_tokens = \(maxBlocks) blocks"
         scratchHashes = try a.allocate(count: maxBlocks, scratch)
         scratchHit = try a.allocate(count: maxBlocks, scratch)

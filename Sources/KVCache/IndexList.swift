@@ -25,9 +25,9 @@ struct IndexList: ~Copyable {
     /// An empty list for ids 0..<`capacity`. O(capacity): the links start as -1, so no
     /// uninitialised memory is ever read, even through a misuse. Throws `outOfMemory` saying
     /// `what` (the owner's description, naming the config fields that sized it) when the links
-    /// cannot be allocated (`CreateAllocations`).
+    /// cannot be allocated (`CheckedAllocations`).
     init(capacity: Int, _ what: @autoclosure () -> String) throws(KVError) {
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         // Both first, then the fields: a noncopyable value cannot be left half made by a throw.
         let toFirst: UnsafeMutablePointer<Int32> = try a.allocate(repeating: -1, count: capacity, what())
         let toLast: UnsafeMutablePointer<Int32> = try a.allocate(repeating: -1, count: capacity, what())

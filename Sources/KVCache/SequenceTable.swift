@@ -57,14 +57,14 @@ final class SequenceTable {
     /// Slots detached now.
     private(set) var detachedCount = 0
 
-    /// Throws `outOfMemory` when its arrays cannot be allocated (`CreateAllocations`): the
+    /// Throws `outOfMemory` when its arrays cannot be allocated (`CheckedAllocations`): the
     /// block tables take 4 x max_seqs x ceil(max_seq_tokens / block_tokens) bytes (up to 1 GiB),
     /// the partial and last full blocks' tokens 8 x max_seqs x block_tokens.
     init(maxSeqs: Int, maxBlocks: Int, blockTokens: Int) throws(KVError) {
         self.maxSeqs = maxSeqs
         self.maxBlocks = maxBlocks
         self.blockTokens = blockTokens
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         let perSlot = "the per-sequence state (max_seqs \(maxSeqs))"
         blocks = try a.allocate(count: maxSeqs * maxBlocks,
                                 "the block tables (max_seqs x max_seq_tokens / block_tokens: \(maxSeqs) x \(maxBlocks) entries)")

@@ -719,7 +719,8 @@ public final class AttentionScores {
 
     /// Throws `outOfMemory` (changing nothing) when the copy of the episodes' scores that the
     /// remapping reads from cannot be allocated: episodes x rows x capacity floats, as large as
-    /// most of the state, from `malloc` so that a refusal is a status, not the end of the process.
+    /// most of the state, from `CheckedAllocations` so that a refusal is a status, not the end
+    /// of the process.
     private func recluster() throws(KVError) {
         let n = segmentCount
         let fresh = embeddings.withUnsafeBufferPointer {
@@ -737,12 +738,9 @@ public final class AttentionScores {
             }
             let block = rows * capacity, episodes = config.episodes  // the turn block stays
             // Fits an Int: the state holds episodes + 1 such blocks.
-            let bytes = episodes * block * MemoryLayout<Float>.stride
-            guard let raw = malloc(bytes) else {
-                throw .outOfMemory("cannot allocate \(bytes) bytes to re-cluster the episodes' scores (a copy of them while they are remapped, "
-                                   + "outside memory_bytes; kvcache.h TOKEN EVICTION): the OS or a process limit refused")
-            }
-            let copy = raw.bindMemory(to: Float.self, capacity: episodes * block)
+            let scratch = CheckedAllocations()  // freed on leaving this scope
+            let copy: UnsafeMutablePointer<Float> = try scratch.allocate(
+                count: episodes * block, "a copy of the episodes' scores to re-cluster them (outside memory_bytes; kvcache.h TOKEN EVICTION)")
             copy.update(from: episodeScores, count: episodes * block)
             episodeScores.update(repeating: 0, count: episodes * block)
             let wasObserved = episodeObserved
@@ -752,7 +750,6 @@ public final class AttentionScores {
                 for i in 0..<block { dst[i] += src[i] }
                 episodeObserved[target[e]] = true
             }
-            free(raw)
             if focusedEpisode >= 0 { focusedEpisode = target[focusedEpisode] }
         }
         clustering = fresh

@@ -2,13 +2,13 @@
 import Glibc
 #endif
 
-/// The buffers of one eviction state (`AttentionScores`) whose size scales with its capacity
-/// (slots per row), allocated together or not at all. They live outside `memory_bytes` and a
-/// valid config can make them larger than the process may map (many rows, long sequences,
-/// many episodes; RLIMIT_AS, a cgroup, overcommit off), where Swift's `allocate(capacity:)`
-/// would end the process: they come from `calloc`, and a refusal is `outOfMemory` naming the
-/// bytes, with nothing left allocated, so that the state (and the engine call that creates or
-/// grows it) changes nothing.
+/// The buffers of one eviction state (`AttentionScores`) whose size scales with its capacity (slots
+/// per row), allocated together or not at all. They live outside `memory_bytes` and a valid config
+/// can make them larger than the process may map (many rows, long sequences, many episodes;
+/// RLIMIT_AS, a cgroup, overcommit off), where Swift's `allocate(capacity:)` would end the process:
+/// they come from `CheckedAllocations.zeroed` (calloc), and a refusal is `outOfMemory` naming the
+/// bytes, with nothing left allocated, so that the state (and the engine call that creates or grows
+/// it) changes nothing.
 ///
 /// Sizes, in 4-byte words per row and slot: `positions`, `accumulated` and `moves` one each
 /// (`moves` 2 more per row), `last` one with `ScoreTracking.lastStep`, `visible` one with
@@ -64,32 +64,31 @@ struct EvictionStateBuffers {
                 product(heads, c).map { $0 + AttentionScores.pageFloats }, product(2 * rows, c / 2 + 1)]
     }
 
-    /// Buffers for `rows` rows of `capacity` slots, every value 0. Throws `outOfMemory` naming
-    /// the total bytes when any allocation fails (then none is kept). Cost: the allocation;
-    /// `calloc` of a large buffer maps zero pages, touched only when written.
+    /// Buffers for `rows` rows of `capacity` slots, every value 0 (`CheckedAllocations.zeroed`).
+    /// Throws `outOfMemory` naming the total bytes when any allocation fails (then none is
+    /// kept). Cost: the allocation; `calloc` of a large buffer maps zero pages, touched only
+    /// when written.
     init(rows: Int, heads: Int, tracking: ScoreTracking, episodeBlocks: Int, capacity: Int) throws(KVError) {
         let words = Self.sizes(rows: rows, heads: heads, tracking: tracking, episodeBlocks: episodeBlocks, capacity: capacity)
-        var made: [UnsafeMutableRawPointer] = []
-        for w in words {
-            guard let w, let p = calloc(max(1, w), 4) else {
-                for p in made { Glibc.free(p) }
-                let total = Self.bytes(rows: rows, heads: heads, tracking: tracking, episodeBlocks: episodeBlocks, capacity: capacity)
-                throw .outOfMemory("cannot allocate the token-eviction state: \(total.map { "\($0) bytes" } ?? "more bytes than an Int holds") "
-                                   + "for \(rows) rows x \(capacity) slots (outside memory_bytes; kvcache.h \"Memory outside memory_bytes\"): "
-                                   + "the OS or a process limit refused; fewer layers, KV heads (per head), episodes or tokens need less")
-            }
-            made.append(p)
+        let total = Self.bytes(rows: rows, heads: heads, tracking: tracking, episodeBlocks: episodeBlocks, capacity: capacity)
+        func what() -> String {
+            "the token-eviction state (\(total.map { "\($0) bytes" } ?? "more bytes than an Int holds") in all for \(rows) rows x "
+                + "\(capacity) slots, outside memory_bytes; kvcache.h \"Memory outside memory_bytes\": fewer layers, KV heads "
+                + "(per head), episodes or tokens need less)"
         }
-        positions = made[0].bindMemory(to: Int32.self, capacity: words[0]!)
-        accumulated = made[1].bindMemory(to: Float.self, capacity: words[1]!)
-        last = made[2].bindMemory(to: Float.self, capacity: words[2]!)
-        visible = made[3].bindMemory(to: Float.self, capacity: words[3]!)
-        episodeScores = made[4].bindMemory(to: Float.self, capacity: words[4]!)
-        keepMask = made[5].bindMemory(to: UInt8.self, capacity: capacity)
-        values = made[6].bindMemory(to: Float.self, capacity: words[6]!)
-        slotScratch = made[7].bindMemory(to: Int32.self, capacity: words[7]!)
-        summedBuffer = made[8].bindMemory(to: Float.self, capacity: words[8]!)
-        moves = made[9].bindMemory(to: Int32.self, capacity: words[9]!)
+        guard total != nil else { throw .outOfMemory("cannot allocate \(what())") }
+        let a = CheckedAllocations()
+        positions = try a.zeroed(count: words[0]!, what())
+        accumulated = try a.zeroed(count: words[1]!, what())
+        last = try a.zeroed(count: words[2]!, what())
+        visible = try a.zeroed(count: words[3]!, what())
+        episodeScores = try a.zeroed(count: words[4]!, what())
+        keepMask = try a.zeroed(count: 4 * words[5]!, what())
+        values = try a.zeroed(count: words[6]!, what())
+        slotScratch = try a.zeroed(count: words[7]!, what())
+        summedBuffer = try a.zeroed(count: words[8]!, what())
+        moves = try a.zeroed(count: words[9]!, what())
+        a.keep()
     }
 
     /// Frees every buffer (the owner's last use of them).

@@ -75,42 +75,32 @@ final class LowScoreCache {
     /// tracking has `ScoreTracking.lowScores`); without it the per-row slot records, the
     /// cache's bulk (`2 * (lowSlots + pendingCapacity)` Int32 per row), are not allocated and
     /// only the O(rows) bookkeeping that `invalidate` and `remap` read is. Throws
-    /// `outOfMemory` naming the bytes when the records cannot be allocated (then nothing is
-    /// kept): they live outside `memory_bytes`, where Swift's `allocate` would end the process.
+    /// `outOfMemory` naming the bytes when they cannot be allocated (`CheckedAllocations`;
+    /// then nothing is kept): they live outside `memory_bytes`, where Swift's `allocate` would
+    /// end the process.
     init(rows: Int, recording: Bool) throws(KVError) {
-        let bytes = recording ? 2 * rows * Self.stride * MemoryLayout<Int32>.stride : 0
-        guard let records = malloc(max(1, bytes)) else {
-            throw .outOfMemory("cannot allocate the token-eviction state's low-score records: \(bytes) bytes for \(rows) rows "
-                               + "(outside memory_bytes): the OS or a process limit refused")
-        }
+        let count = recording ? 2 * rows * Self.stride : 0
+        let a = CheckedAllocations()
+        let what = "the token-eviction state's low-score records for \(rows) rows (outside memory_bytes)"
+        slots = try a.allocate(count: count, what)
+        lowCount = try a.allocate(repeating: 0, count: rows, what)
+        pendingCount = try a.allocate(repeating: 0, count: rows, what)
+        bound = try a.allocate(repeating: 0, count: rows, what)
+        fewestSeen = try a.allocate(repeating: .infinity, count: rows, what)
+        queriesAtScan = try a.allocate(repeating: 0, count: rows, what)
+        validUntil = try a.allocate(repeating: .min, count: rows, what)
+        scanCount = try a.allocate(repeating: 0, count: 1, what)
+        a.keep()
         self.rows = rows
-        recordBytes = bytes
-        slots = records.bindMemory(to: Int32.self, capacity: bytes / MemoryLayout<Int32>.stride)
-        lowCount = .allocate(capacity: rows)
-        pendingCount = .allocate(capacity: rows)
-        bound = .allocate(capacity: rows)
-        fewestSeen = .allocate(capacity: rows)
-        fewestSeen.initialize(repeating: .infinity, count: rows)
-        queriesAtScan = .allocate(capacity: rows)
-        queriesAtScan.initialize(repeating: 0, count: rows)
-        validUntil = .allocate(capacity: rows)
-        scanCount = .allocate(capacity: 1)
-        scanCount.initialize(to: 0)
-        lowCount.initialize(repeating: 0, count: rows)
-        pendingCount.initialize(repeating: 0, count: rows)
-        bound.initialize(repeating: 0, count: rows)
-        validUntil.initialize(repeating: .min, count: rows)
+        recordBytes = count * MemoryLayout<Int32>.stride
     }
 
     deinit {
-        free(slots)
-        lowCount.deallocate()
-        pendingCount.deallocate()
-        bound.deallocate()
-        fewestSeen.deallocate()
-        queriesAtScan.deallocate()
-        validUntil.deallocate()
-        scanCount.deallocate()
+        for p in [UnsafeMutableRawPointer(slots), UnsafeMutableRawPointer(lowCount), UnsafeMutableRawPointer(pendingCount),
+                  UnsafeMutableRawPointer(bound), UnsafeMutableRawPointer(fewestSeen), UnsafeMutableRawPointer(queriesAtScan),
+                  UnsafeMutableRawPointer(validUntil), UnsafeMutableRawPointer(scanCount)] {
+            free(p)
+        }
     }
 
     /// Full decode-step scans so far (for tests: the steps the records did not serve).

@@ -155,7 +155,7 @@ final class DiskTier {
         // within `maxSlotBytes`, so every length below fits the I/O path's 32 bits.
         capacity = Int(config.offloadBytes / UInt64(slotBytes))
         // The per-slot arrays, before anything is opened: freed with `a` on any throw below.
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         let perSlot = "the disk tier's per-slot state of \(capacity) slots (offload_bytes / slot bytes)"
         state = try a.allocate(repeating: DiskTier.free, count: capacity, perSlot)
         hashes = try a.allocate(repeating: 0, count: capacity, perSlot)

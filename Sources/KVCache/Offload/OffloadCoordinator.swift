@@ -111,7 +111,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         tokenBytes = config.tokenBytes
         blockBytes = config.blockBytes
         // Freed with `a` if one fails; once `self` is whole (before the tier), by `deinit`.
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         let perBlock = "the disk tier's per-block state of \(blocks.capacity) blocks (memory_bytes / block bytes)"
         let perSequence = "the disk tier's per-sequence state (max_seqs \(config.maxSeqs))"
         loading = try a.allocate(repeating: 0, count: blocks.capacity, perBlock)

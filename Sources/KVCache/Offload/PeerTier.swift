@@ -101,7 +101,7 @@ final class PeerTier {
         slab = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
         self.capacity = min(max(PeerTier.initialCapacity, Int(kvm_slab_allocated(slab))), DiskTier.maxSlots)
         // Freed with `a` (and the slab closed) if one fails; by `deinit` once `self` is whole.
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         let what = "peer tier '\(dir)': the per-slot state of \(self.capacity) slots (the slots its slab holds)"
         do throws(KVError) {
             index = try U64Table(maxEntries: self.capacity, what)
@@ -312,7 +312,7 @@ final class PeerTier {
     private func grow(toCover s: Int) throws(KVError) {
         let grown = min(max(2 * capacity, s + 1), DiskTier.maxSlots)
         let what = "peer tier '\(dir)': the per-slot state of \(grown) slots (its journal names slot \(s))"
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         let larger = try U64Table(maxEntries: grown, what)
         var arrays: [UnsafeMutablePointer<UInt64>] = []
         for old in [hashes, parents, generations, checksums] {

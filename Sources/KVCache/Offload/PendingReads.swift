@@ -24,11 +24,11 @@ final class PendingReads {
     private var head = 0
     private(set) var count = 0
 
-    /// Throws `outOfMemory` when its entries cannot be allocated (`CreateAllocations`).
+    /// Throws `outOfMemory` when its entries cannot be allocated (`CheckedAllocations`).
     init(capacity: Int) throws(KVError) {
         precondition(capacity > 0)
         self.capacity = capacity
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         entries = try a.allocate(count: capacity, "the disk tier's queue of reads waiting for a staging buffer, one per block: \(capacity) blocks (memory_bytes / block bytes)")
         a.keep()
     }

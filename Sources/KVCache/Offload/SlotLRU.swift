@@ -22,12 +22,12 @@ final class SlotLRU {
     private(set) var count = 0
 
     /// An empty list for slots 0..<`capacity`. O(capacity).
-    /// Throws `outOfMemory` when its 9 bytes per slot cannot be allocated (`CreateAllocations`).
+    /// Throws `outOfMemory` when its 9 bytes per slot cannot be allocated (`CheckedAllocations`).
     init(capacity: Int) throws(KVError) {
         self.capacity = capacity
         let what = "the disk tier's LRU of \(capacity) slots (offload_bytes / slot bytes)"
         list = try IndexList(capacity: capacity, what)
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         member = try a.allocate(repeating: false, count: capacity, what)
         a.keep()
     }

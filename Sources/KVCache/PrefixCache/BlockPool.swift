@@ -86,12 +86,12 @@ public final class BlockPool {
     /// Throws `outOfMemory` when its per-block arrays (41 bytes per block, 37 over an arena,
     /// which keeps no free list, and 24 to 48 for the
     /// prefix index: `memory_bytes / (block bytes x tensors)` blocks, at most 2^24) or the
-    /// event queue cannot be allocated (`CreateAllocations`).
+    /// event queue cannot be allocated (`CheckedAllocations`).
     init(capacity: Int, arena: OpaquePointer?, eventCapacity: Int) throws(KVError) {
         precondition(capacity > 0 && capacity < Int(Int32.max))
         self.capacity = capacity
         self.arena = arena
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         let perBlock = "the per-block state of \(capacity) blocks (memory_bytes / block bytes)"
         freeIds = try a.allocate(count: arena == nil ? capacity : 0, perBlock)
         if arena == nil {

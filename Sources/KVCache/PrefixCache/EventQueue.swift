@@ -10,10 +10,10 @@ final class EventQueue {
     private(set) var dropped: UInt64 = 0
 
     /// A queue holding at most `capacity` events.
-    /// Throws `outOfMemory` when its 24 bytes per event cannot be allocated (`CreateAllocations`).
+    /// Throws `outOfMemory` when its 24 bytes per event cannot be allocated (`CheckedAllocations`).
     init(capacity: Int) throws(KVError) {
         self.capacity = max(1, capacity)
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         buffer = try a.allocate(count: self.capacity, "the event queue of \(self.capacity) events")
         a.keep()
     }
@@ -28,7 +28,7 @@ final class EventQueue {
     /// Throws `outOfMemory`, changing nothing, when the larger queue cannot be allocated.
     func grow(by extra: Int, _ what: @autoclosure () -> String) throws(KVError) {
         guard extra > 0 else { return }
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         let bigger: UnsafeMutablePointer<KVEvent> = try a.allocate(count: capacity + extra, "the event queue of \(capacity + extra) events (\(what()))")
         a.keep()
         for i in 0..<count { (bigger + i).initialize(to: buffer[(head + i) % capacity]) }

@@ -14,14 +14,14 @@ final class U64Table {
     let limit: Int
 
     /// A table for at most `maxEntries` entries.
-    /// Throws `outOfMemory` (`CreateAllocations`) when its 12 bytes per slot, 2 to 4 slots per
+    /// Throws `outOfMemory` (`CheckedAllocations`) when its 12 bytes per slot, 2 to 4 slots per
     /// entry, cannot be allocated, naming `what` it indexes and the config that sized it.
     init(maxEntries: Int, _ what: @autoclosure () -> String) throws(KVError) {
         limit = max(1, maxEntries)
         var size = 16
         while size < 2 * limit { size <<= 1 }
         mask = size - 1
-        let a = CreateAllocations()
+        let a = CheckedAllocations()
         keys = try a.allocate(repeating: 0, count: size, "the hash table of \(what())")
         values = try a.allocate(repeating: -1, count: size, "the hash table of \(what())")
         a.keep()
