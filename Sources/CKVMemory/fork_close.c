@@ -1,19 +1,26 @@
-/* Descriptors a fork's child closes (fork_close.h). */
-#include "fork_close.h"
+/* Descriptors a fork's child closes (kvm_fork_close.h). */
+#include "kvm_fork_close.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <unistd.h>
 
-/* Per entry the descriptor + 1, or 0 when free (so the zeroed table is empty). */
-static atomic_int entries[KVM_FORK_CLOSE_SLOTS];
+/* Per entry the descriptor + 1, or 0 when free (so a zeroed table is empty). */
+typedef struct segment {
+    atomic_int entries[KVM_FORK_CLOSE_SEGMENT];
+    struct segment *_Atomic next;
+} segment;
+
+static segment first;
 static pthread_once_t installed = PTHREAD_ONCE_INIT;
 
 static void close_in_child(void) {
-    for (int i = 0; i < KVM_FORK_CLOSE_SLOTS; i++) {
-        int entry = atomic_exchange_explicit(&entries[i], 0, memory_order_relaxed);
-        if (entry > 0) close(entry - 1);
-    }
+    for (segment *s = &first; s; s = atomic_load_explicit(&s->next, memory_order_acquire))
+        for (int i = 0; i < KVM_FORK_CLOSE_SEGMENT; i++) {
+            int entry = atomic_exchange_explicit(&s->entries[i], 0, memory_order_relaxed);
+            if (entry > 0) close(entry - 1);
+        }
 }
 
 /* pthread_atfork fails only without memory: then children keep the descriptors, as before. */
@@ -21,13 +28,30 @@ static void install(void) { (void)pthread_atfork(NULL, NULL, close_in_child); }
 
 int kvm_fork_close_add(int fd) {
     pthread_once(&installed, install);
-    for (int i = 0; i < KVM_FORK_CLOSE_SLOTS; i++) {
-        int expected = 0;
-        if (atomic_compare_exchange_strong(&entries[i], &expected, fd + 1)) return i;
+    for (segment *s = &first;; ) {
+        for (int i = 0; i < KVM_FORK_CLOSE_SEGMENT; i++) {
+            int expected = 0;
+            if (atomic_compare_exchange_strong(&s->entries[i], &expected, fd + 1)) {
+                int index = i;
+                for (segment *t = &first; t != s; t = atomic_load(&t->next)) index += KVM_FORK_CLOSE_SEGMENT;
+                return index;
+            }
+        }
+        segment *next = atomic_load(&s->next);
+        if (!next) {
+            segment *fresh = calloc(1, sizeof *fresh);
+            if (!fresh) return -1;
+            /* Another thread may have linked one meanwhile: then use its. */
+            if (atomic_compare_exchange_strong(&s->next, &next, fresh)) next = fresh;
+            else free(fresh);
+        }
+        s = next;
     }
-    return -1;
 }
 
 void kvm_fork_close_remove(int index) {
-    if (index >= 0) atomic_store(&entries[index], 0);
+    if (index < 0) return;
+    segment *s = &first;
+    for (; index >= KVM_FORK_CLOSE_SEGMENT; index -= KVM_FORK_CLOSE_SEGMENT) s = atomic_load(&s->next);
+    atomic_store(&s->entries[index], 0);
 }

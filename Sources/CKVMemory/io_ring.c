@@ -3,7 +3,7 @@
 #include "kvm_io.h"
 #include "io_backend.h"
 #include "kvm_error.h"
-#include "fork_close.h"
+#include "kvm_fork_close.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -32,7 +32,7 @@ struct kvm_io {
                                    * and cleared by send_pending under the caller's lock; read by
                                    * kvm_io_wait, which may run without it) */
     struct io_uring ring;
-    int ring_entry;               /* the ring's descriptor among those a fork's child closes (fork_close.h):
+    int ring_entry;               /* the ring's descriptor among those a fork's child closes (kvm_fork_close.h):
                                    * a child keeping the ring (its descriptor or its mappings) would keep
                                    * its registered files, and so the slab's I/O lock (kvm_slab_open), as
                                    * long as it lives; or -1 */

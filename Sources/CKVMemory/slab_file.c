@@ -2,7 +2,7 @@
 #include "kvm_slab.h"
 #include "kvm_io.h"
 #include "kvm_error.h"
-#include "fork_close.h"
+#include "kvm_fork_close.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -139,7 +139,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
      * of its own: io_uring keeps a registered file open until its ring's deferred teardown, so
      * a lock on the I/O descriptor would outlive kvm_slab_close (and a killed process) for a
      * while. This one goes with kvm_slab_close or the process's death; a child forked without
-     * exec closes its copy at once (fork_close.h), or the lock would last as long as it. */
+     * exec closes its copy at once (kvm_fork_close.h), or the lock would last as long as it. */
     s->lock_fd = open(path, flags, 0644);
     if (s->lock_fd < 0) {
         int err = errno;

@@ -4,14 +4,14 @@
  *   kvm_ranges  contiguous per-sequence virtual ranges backed by pool groups (virtual_ranges.c)
  *   kvm_arena   paged K/V blocks placed page-aware in pool groups (block_arena.c)
  *   kvm_io      the disk tier's I/O queue: io_uring, or a pread/pwrite thread pool (io_ring.c)
- *   kvm_slab    the disk tier's slab file of slots and its journal (slab_file.c, checksum.c;
- *               fork_close.c: the descriptors a fork's child closes, its directory lock)
+ *   kvm_slab    the disk tier's slab file of slots and its journal (slab_file.c, checksum.c)
+ *   kvm_fork_close  the descriptors a fork's child closes: the disk tier's locks (fork_close.c)
  *
  * Every call that can fail returns 0 (or a non-negative value) on success and a negative errno
  * on failure, and then kvm_error() holds a message for the calling thread. Nothing here is
  * thread-safe (the engine serialises calls) except where a header says otherwise:
  * kvm_io_wait and kvm_io_wake (kvm_io.h), kvm_arena_prefault (kvm_arena.h), and the fork-close
- * table (fork_close.h, internal). */
+ * table (kvm_fork_close.h). */
 #pragma once
 #include "kvm_error.h"
 #include "kvm_pool.h"
@@ -19,3 +19,4 @@
 #include "kvm_arena.h"
 #include "kvm_io.h"
 #include "kvm_slab.h"
+#include "kvm_fork_close.h"

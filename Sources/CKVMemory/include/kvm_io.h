@@ -139,7 +139,9 @@ uint64_t kvm_file_size_limit(void);
 
 /* Maps `bytes` (rounded up to 2 MiB) of zeroed, populated memory aligned to 2 MiB, asking for
  * transparent huge pages: an I/O buffer of few physical segments (a 2 MiB request in 4 KiB
- * pages is 512 segments, more than a virtio or NVMe queue takes in one request). NULL with a
+ * pages is 512 segments, more than a virtio or NVMe queue takes in one request). A fork's
+ * child does not inherit the mapping (MADV_DONTFORK: registered, pinned buffers would be
+ * copied into it at the fork). NULL with a
  * message on failure, errno set: EINVAL for 0 bytes or a size that does not round up within
  * 64 bits, else mmap's. Release with kvm_io_free_buffers(p, bytes). */
 void *kvm_io_alloc_buffers(uint64_t bytes);
