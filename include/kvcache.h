@@ -204,7 +204,11 @@
  *   KVC_ERR_IO                a disk-tier read or write failed, or offload_dir is unusable
  *                             (missing, unwritable, or held by another engine)
  *   KVC_ERR_UNSUPPORTED       the call does not apply to this engine's layout, or a config
- *                             sets a field this library does not know
+ *                             sets a field this library does not know, or the process's
+ *                             environment refuses a system call the engine's memory needs
+ *                             (EPERM, EACCES: a container's seccomp profile refusing
+ *                             memfd_create, or mbind for numa_node without CAP_SYS_NICE;
+ *                             the message names the call)
  *   KVC_ERR_INTERNAL          a bug in the library; the message says where
  */
 #ifndef KVCACHE_H

@@ -188,7 +188,14 @@ void kvm_pool_destroy(kvm_pool *p) {
  * SIGBUS when memory runs out) and then an unmap of the view's page tables (the file keeps the
  * pages). 0 or -1 with errno set. */
 static int allocate_pages(const kvm_pool *p, uint64_t offset, uint64_t len) {
-    if (!p->view) return fallocate(p->fd, 0, (off_t)offset, (off_t)len);
+    if (!p->view) {
+        /* A signal can interrupt it (older kernels' shmem fallocate stops on any pending
+         * signal, SA_RESTART or not): that is no refusal of memory, so it is tried again. */
+        int rc;
+        do rc = fallocate(p->fd, 0, (off_t)offset, (off_t)len);
+        while (rc != 0 && errno == EINTR);
+        return rc;
+    }
     if (madvise(p->view + offset, len, MADV_POPULATE_WRITE) != 0) return -1;
     return madvise(p->view + offset, len, MADV_DONTNEED);
 }

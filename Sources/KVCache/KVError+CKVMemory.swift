@@ -9,14 +9,16 @@ import Glibc
 /// Turns a CKVMemory return code (negative errno) into a thrown `KVError` carrying the C
 /// module's message: EINVAL is a bad argument; ENOMEM and ENOSPC, and a process limit the OS
 /// holds the engine to (EFBIG: the file-size limit, which the pool's memfd obeys; EMFILE,
-/// ENFILE: open files), are out of memory, the resources refused; anything else an internal
-/// failure of a system call.
+/// ENFILE: open files), are out of memory, the resources refused; EPERM and EACCES, a call
+/// the environment refuses (a container's seccomp profile: memfd_create, mbind without
+/// CAP_SYS_NICE), are unsupported here; anything else an internal failure of a system call.
 func check(_ rc: Int32) throws(KVError) {
     if rc >= 0 { return }
     let message = String(cString: kvm_error())
     switch -rc {
     case EINVAL: throw .invalid(message)
     case ENOMEM, ENOSPC, EFBIG, EMFILE, ENFILE: throw .outOfMemory(message)
+    case EPERM, EACCES: throw KVError(.unsupported, message + " (the environment refuses it: a seccomp profile or a missing capability)")
     default: throw KVError(.internal, message)
     }
 }

@@ -91,7 +91,7 @@ struct IOBenchFailureTests {
             guard let made = mkdtemp(&template) else { exit(3) }
             let dir = String(cString: made)
             let path = dir + "/kvcache-io-bench.dat"
-            failEveryPwriteOfThisThread()
+            Seccomp.fail(.pwrite64, errno: EIO)
             do {
                 try IOBenchCommand.parse(["--dir", dir, "--file-size", "4MiB", "--block-sizes", "64KiB", "--depths", "1",
                                           "--seconds", "0.01", "--no-baseline", "--backend", "threads", "--keep-file"]).run()
@@ -110,46 +110,4 @@ struct IOBenchFailureTests {
             exit(2)
         }
     }
-}
-
-/// One classic-BPF instruction (`struct sock_filter`).
-private struct SockFilter {
-    var code: UInt16, jt: UInt8, jf: UInt8, k: UInt32
-}
-
-/// `struct sock_fprog`.
-private struct SockFprog {
-    var len: UInt16
-    var filter: UnsafePointer<SockFilter>
-}
-
-/// Installs a seccomp filter on the calling thread (only) that fails `pwrite64` with EIO and
-/// allows everything else; exits the process (status 4) when it cannot. For exit tests only.
-private func failEveryPwriteOfThisThread() {
-    #if arch(x86_64)
-    let (arch, pwrite64): (UInt32, UInt32) = (0xC000_003E, 18)  // AUDIT_ARCH_X86_64, __NR_pwrite64
-    #elseif arch(arm64)
-    let (arch, pwrite64): (UInt32, UInt32) = (0xC000_00B7, 68)  // AUDIT_ARCH_AARCH64
-    #endif
-    let load: UInt16 = 0x20, jumpIfEqual: UInt16 = 0x15, ret: UInt16 = 0x06  // BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
-    let program = [
-        SockFilter(code: load, jt: 0, jf: 0, k: 4),  // seccomp_data.arch
-        SockFilter(code: jumpIfEqual, jt: 0, jf: 3, k: arch),
-        SockFilter(code: load, jt: 0, jf: 0, k: 0),  // seccomp_data.nr
-        SockFilter(code: jumpIfEqual, jt: 0, jf: 1, k: pwrite64),
-        SockFilter(code: ret, jt: 0, jf: 0, k: 0x0005_0000 | UInt32(EIO)),  // SECCOMP_RET_ERRNO
-        SockFilter(code: ret, jt: 0, jf: 0, k: 0x7FFF_0000),  // SECCOMP_RET_ALLOW
-    ]
-    // prctl is variadic (not imported): called through a fixed-argument pointer, which the
-    // x86-64 and AArch64 calling conventions pass the same way for integer arguments.
-    typealias Prctl = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
-    guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "prctl") else { exit(4) }
-    let prctl = unsafeBitCast(symbol, to: Prctl.self)
-    let PR_SET_NO_NEW_PRIVS: Int32 = 38, PR_SET_SECCOMP: Int32 = 22, SECCOMP_MODE_FILTER: UInt = 2
-    guard prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 else { exit(4) }
-    let rc = program.withUnsafeBufferPointer { instructions in
-        var fprog = SockFprog(len: UInt16(instructions.count), filter: instructions.baseAddress!)
-        return withUnsafePointer(to: &fprog) { prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, UInt(bitPattern: $0), 0, 0) }
-    }
-    guard rc == 0 else { exit(4) }
 }
