@@ -367,7 +367,9 @@ final class DiskTier {
     /// this directory's previous engine announced (it may not see the restart: the events
     /// carry no instance epoch) ends with exactly what this one can find. The queue grows to
     /// hold them beside its usual capacity (`EventQueue.grow`): nothing drains it before the
-    /// engine is created. Cost: O(slots) time and scratch.
+    /// engine is created. The recovered slots enter the LRU in the order they were written
+    /// (their records' generations), the oldest to be dropped first. Cost: O(slots log slots)
+    /// time, O(slots) scratch.
     private func recover() throws(KVError) {
         let allocated = Int(kvm_slab_allocated(slab))
         let latest = UnsafeMutablePointer<kvm_journal_record>.allocate(capacity: max(1, capacity))
@@ -377,6 +379,7 @@ final class DiskTier {
         if top < 0 { throw KVError(.io, String(cString: kvm_error())) }
         generation = UInt64(top)
         var unusable: UInt64 = 0
+        var recovered: [Int32] = []
         for slot in 0..<capacity {
             let r = latest[slot]
             let stored = r.magic == KVM_JOURNAL_MAGIC && r.kind == UInt32(KVM_JOURNAL_STORED)
@@ -395,10 +398,15 @@ final class DiskTier {
             checksums[slot] = r.checksum
             index.insert(r.block_hash, Int32(slot))
             journal.recovered(Int32(slot))
-            lru.append(Int32(slot))
+            recovered.append(Int32(slot))
             stats.storedSlots += 1
             stats.recoveredSlots += 1
         }
+        // Oldest first, as the engine before the restart would drop them: in the order the
+        // slots were written (their generations; hits are not journaled). Not slot order: once
+        // slots are reused the lowest often hold the newest blocks.
+        recovered.sort { generations[Int($0)] < generations[Int($1)] }
+        for slot in recovered { lru.append(slot) }
         let reasons: [(count: UInt64, why: String)] = [
             (skipped.unreadable, "torn or corrupt"),
             (skipped.torn_tail_bytes > 0 ? 1 : 0, "torn tail of \(skipped.torn_tail_bytes) bytes"),
