@@ -1384,14 +1384,20 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     there such late writes can still overwrite slots, which reads then refuse (verified,
  *     never served). The slab grows (fallocate, as slots are first needed) only while the
  *     file system keeps free a reserve for the journal: 64 KiB plus 256 bytes (4 records)
- *     per slot of the slab. A journal append that fails anyway (another writer took the
+ *     per slot of the slab (a file system that reports no size, as ramfs, is bounded by
+ *     offload_bytes alone). A journal append that fails anyway (another writer took the
  *     space) loses no record: it counts in disk_errors, the records are appended by a later
- *     call, and kvc_engine_sync returns KVC_ERR_IO until they are.
+ *     call, and kvc_engine_sync returns KVC_ERR_IO until they are. Where the file system has
+ *     no fallocate (ext3's files without extents, NFS before 4.2, many FUSE file systems)
+ *     the slab grows sparse (ftruncate), its space taken as slots are written: a write a
+ *     full disk refuses then fails as any write does (a spill counted in disk_errors, a
+ *     swap-out KVC_ERR_IO).
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT
  *     refused (EINVAL) -> buffered I/O; io_uring unavailable -> a pread/pwrite thread pool
- *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads).
+ *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads); fallocate
+ *     unsupported (EOPNOTSUPP) -> a sparse slab (see above).
  *     KVCACHE_OFFLOAD_FAULT=OPS:N (OPS read, write or all; OPS:N@DIR: only the engine whose
  *     offload_dir is DIR) makes those disk requests fail with EIO after the first N of them
  *     (to rehearse failures). kvc_engine_create refuses a value of either variable it does

@@ -128,14 +128,20 @@ uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
 
 /* Slots kvm_slab_grow can still add, in total: up to max_bytes, the process's file-size limit
  * and the file system's free space less the journal's reserve (fstatvfs; an upper bound, as
- * other writers may take that space first). `bound`, when not NULL, receives which of the
+ * other writers may take that space first; not a bound where the file system reports no
+ * blocks at all, as ramfs does: it has no size to be full of). `bound`, when not NULL, receives which of the
  * three is nearest, in words. Cost: one getrlimit and one fstatvfs. */
 uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound);
 
-/* Preallocates the next extent: extent_slots, or fewer when a bound of kvm_slab_growable is
- * nearer (max_bytes, the process's file-size limit, the file system's free space), halved
- * while the file system still refuses it (free space counts no metadata). -ENOSPC when no
- * slot fits; the slab is unchanged on failure. */
+/* Preallocates the next extent (fallocate): extent_slots, or fewer when a bound of
+ * kvm_slab_growable is nearer (max_bytes, the process's file-size limit, the file system's
+ * free space), halved while the file system still refuses it with ENOSPC or EDQUOT (free
+ * space counts no metadata, nor a quota). Where the file system has no fallocate
+ * (EOPNOTSUPP: ext3's files without extents, NFS before 4.2, many FUSE file systems) the
+ * extent is a hole made by ftruncate, its blocks taken as slots are written (a full disk then
+ * fails those writes, reported as any write failure), logged once on stderr. -ENOSPC when no
+ * slot fits (a file-size limit or a quota counts as a full disk); the slab is unchanged on
+ * failure. */
 int kvm_slab_grow(kvm_slab *s);
 
 /* Appends n records (their magic and record_checksum are filled in here) with one write,
