@@ -1659,7 +1659,12 @@ kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
  *  KVC_ERR_IO: an fdatasync or that fsync failed (tried again by the next call), or journal records could not be appended (a full disk;
  *  the message says how many and why): the blocks they describe are served in this run but a
  *  restart would not find them. Those records are kept and every later call that processes
- *  completions (see COMPLETIONS) tries again, so a sync once space is free returns KVC_OK. */
+ *  completions (see COMPLETIONS) tries again, so a sync once space is free returns KVC_OK.
+ *  KVC_ERR_IO too when kvcache.slab or kvcache.journal is no longer the file at its path in
+ *  offload_dir (the directory removed or moved, or a file replaced, under the engine; the
+ *  message names the file): the tier goes on storing into the files it holds open, served
+ *  in this run, but a restart would find none of it, and every later sync fails the same
+ *  way until the engine is destroyed and created again. */
 kvc_status kvc_engine_sync(kvc_engine *e);
 
 /* ---------------------------------------------------------------------------------------

@@ -271,6 +271,9 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
 /* Length of the tier's directory in s->journal_path (the path less "/kvcache.journal"). */
 static int dir_length(const kvm_slab *s) { return (int)(strlen(s->journal_path) - sizeof "/kvcache.journal" + 1); }
 
+/* The slab's path, beside the journal. */
+static void slab_path(const kvm_slab *s, char *out, size_t size) { snprintf(out, size, "%.*s/kvcache.slab", dir_length(s), s->journal_path); }
+
 /* Whether `path` names the file open as `fd` (same device and inode). */
 static int names_open_file(const char *path, int fd, struct stat *open_st) {
     struct stat named;
@@ -292,11 +295,10 @@ int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes) {
      * slab must still be the one registered for I/O and the one its path names: a replaced
      * slab (directory recreated, or moved aside) is another file, which the caller opens anew
      * (kvm_slab_open_peer) and registers. */
-    char slab_path[PATH_MAX];
-    size_t dir_length = strlen(s->journal_path) - strlen("kvcache.journal");
-    snprintf(slab_path, sizeof slab_path, "%.*skvcache.slab", (int)dir_length, s->journal_path);
-    struct stat slab;
-    if (!names_open_file(slab_path, s->fd, &slab))
+    char slab[PATH_MAX];
+    slab_path(s, slab, sizeof slab);
+    struct stat slab_st;
+    if (!names_open_file(slab, s->fd, &slab_st))
         return kvm_fail(ESTALE, "peer slab of '%s' was removed or replaced; its blocks are misses until the directory holds a tier again", s->journal_path);
     int fd = open(s->journal_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return kvm_fail(errno, "peer journal '%s': cannot reopen: %s", s->journal_path, strerror(errno));
@@ -585,6 +587,16 @@ void kvm_slab_journal_rewrite_abort(kvm_slab *s) {
 int kvm_slab_sync(kvm_slab *s) {
     if (fdatasync(s->fd) != 0) return kvm_fail(errno, "offload: fdatasync of the slab failed: %s", strerror(errno));
     if (fdatasync(s->journal_fd) != 0) return kvm_fail(errno, "offload: fdatasync of the journal failed: %s", strerror(errno));
+    /* Synced bytes a restart cannot find are not durable: the directory removed or moved, or a
+     * file replaced, under the engine, which writes on into the files it holds open. */
+    char slab[PATH_MAX];
+    slab_path(s, slab, sizeof slab);
+    struct stat st;
+    const char *gone = !names_open_file(slab, s->fd, &st) ? slab : !names_open_file(s->journal_path, s->journal_fd, &st) ? s->journal_path : NULL;
+    if (gone)
+        return kvm_fail(ESTALE, "offload: '%s' is no longer the file this engine writes (offload_dir removed or moved, or the file "
+                                "replaced): the tier goes on storing in the files it holds open, served until the engine is destroyed, "
+                                "but a restart finds none of it", gone);
     return 0;
 }
 

@@ -192,7 +192,11 @@ uint64_t kvm_slab_journal_bytes(const kvm_slab *s);
 /* fsyncs the directory holding `path`, so that a rename into it survives a crash: 0, or -errno
  * with kvm_error() naming the directory. One open and one fsync. */
 int kvm_sync_parent(const char *path);
-/* fdatasync of slab and journal. */
+/* fdatasync of slab and journal, then checks that each is still the file at its path (fstat's
+ * link count, stat's device and inode): -ESTALE with a message naming the file when one is
+ * not (offload_dir removed or moved, or the file replaced, under the engine), as a restart
+ * would not find what was synced; the slab stays usable, writing into the files it holds
+ * open. 0, or -errno. Cost: two fdatasyncs, two fstats and two stats. */
 int kvm_slab_sync(kvm_slab *s);
 /* fsyncs the journal's directory (kvm_sync_parent): what makes a compaction's rename durable,
  * again after a commit that returned 1. 0, or -errno with kvm_error() naming the directory. */
