@@ -1389,14 +1389,20 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     there such late writes can still overwrite slots, which reads then refuse (verified,
  *     never served). The slab grows (fallocate, as slots are first needed) only while the
  *     file system keeps free a reserve for the journal: 64 KiB plus 256 bytes (4 records)
- *     per slot of the slab. A journal append that fails anyway (another writer took the
+ *     per slot of the slab (a file system that reports no size, as ramfs, is bounded by
+ *     offload_bytes alone). A journal append that fails anyway (another writer took the
  *     space) loses no record: it counts in disk_errors, the records are appended by a later
- *     call, and kvc_engine_sync returns KVC_ERR_IO until they are.
+ *     call, and kvc_engine_sync returns KVC_ERR_IO until they are. Where the file system has
+ *     no fallocate (ext3's files without extents, NFS before 4.2, many FUSE file systems)
+ *     the slab grows sparse (ftruncate), its space taken as slots are written: a write a
+ *     full disk refuses then fails as any write does (a spill counted in disk_errors, a
+ *     swap-out KVC_ERR_IO).
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT
  *     refused (EINVAL) -> buffered I/O; io_uring unavailable -> a pread/pwrite thread pool
- *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads).
+ *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads); fallocate
+ *     unsupported (EOPNOTSUPP) -> a sparse slab (see above).
  *     KVCACHE_OFFLOAD_FAULT=OPS:N (OPS read, write or all; OPS:N@DIR: only the engine whose
  *     offload_dir is DIR) makes those disk requests fail with EIO after the first N of them
  *     (to rehearse failures). kvc_engine_create refuses a value of either variable it does
@@ -1658,7 +1664,12 @@ kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
  *  KVC_ERR_IO: an fdatasync or that fsync failed (tried again by the next call), or journal records could not be appended (a full disk;
  *  the message says how many and why): the blocks they describe are served in this run but a
  *  restart would not find them. Those records are kept and every later call that processes
- *  completions (see COMPLETIONS) tries again, so a sync once space is free returns KVC_OK. */
+ *  completions (see COMPLETIONS) tries again, so a sync once space is free returns KVC_OK.
+ *  KVC_ERR_IO too when kvcache.slab or kvcache.journal is no longer the file at its path in
+ *  offload_dir (the directory removed or moved, or a file replaced, under the engine; the
+ *  message names the file): the tier goes on storing into the files it holds open, served
+ *  in this run, but a restart would find none of it, and every later sync fails the same
+ *  way until the engine is destroyed and created again. */
 kvc_status kvc_engine_sync(kvc_engine *e);
 
 /* ---------------------------------------------------------------------------------------

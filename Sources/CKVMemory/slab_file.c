@@ -42,6 +42,7 @@ struct kvm_slab {
 };
 
 static int logged_buffered;
+static int logged_sparse;
 
 /* How long kvm_slab_open waits for the I/O of an engine that ended (lock_io). */
 #define IO_WAIT_SECONDS 60
@@ -267,6 +268,12 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     return 0;
 }
 
+/* Length of the tier's directory in s->journal_path (the path less "/kvcache.journal"). */
+static int dir_length(const kvm_slab *s) { return (int)(strlen(s->journal_path) - sizeof "/kvcache.journal" + 1); }
+
+/* The slab's path, beside the journal. */
+static void slab_path(const kvm_slab *s, char *out, size_t size) { snprintf(out, size, "%.*s/kvcache.slab", dir_length(s), s->journal_path); }
+
 /* Whether `path` names the file open as `fd` (same device and inode). */
 static int names_open_file(const char *path, int fd, struct stat *open_st) {
     struct stat named;
@@ -288,11 +295,10 @@ int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes) {
      * slab must still be the one registered for I/O and the one its path names: a replaced
      * slab (directory recreated, or moved aside) is another file, which the caller opens anew
      * (kvm_slab_open_peer) and registers. */
-    char slab_path[PATH_MAX];
-    size_t dir_length = strlen(s->journal_path) - strlen("kvcache.journal");
-    snprintf(slab_path, sizeof slab_path, "%.*skvcache.slab", (int)dir_length, s->journal_path);
-    struct stat slab;
-    if (!names_open_file(slab_path, s->fd, &slab))
+    char slab[PATH_MAX];
+    slab_path(s, slab, sizeof slab);
+    struct stat slab_st;
+    if (!names_open_file(slab, s->fd, &slab_st))
         return kvm_fail(ESTALE, "peer slab of '%s' was removed or replaced; its blocks are misses until the directory holds a tier again", s->journal_path);
     int fd = open(s->journal_path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return kvm_fail(errno, "peer journal '%s': cannot reopen: %s", s->journal_path, strerror(errno));
@@ -322,7 +328,8 @@ uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound) {
         why = "the process's file-size limit (RLIMIT_FSIZE)";
     }
     struct statvfs fs;
-    if (fstatvfs(s->fd, &fs) == 0 && fs.f_frsize > 0) {
+    /* A file system reporting no blocks at all (ramfs) has no size to be full of. */
+    if (fstatvfs(s->fd, &fs) == 0 && fs.f_frsize > 0 && fs.f_blocks > 0) {
         /* g more slots leave free - g * slot_bytes, which must hold the journal's reserve for
          * allocated + g slots: g <= (free - reserve(allocated)) / (slot_bytes + per slot). */
         uint64_t free_bytes = (uint64_t)fs.f_bavail * fs.f_frsize;
@@ -337,6 +344,20 @@ uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound) {
     return fit > s->allocated ? (uint32_t)(fit - s->allocated) : 0;
 }
 
+/* Gives the slab the bytes [from, to): fallocate, or where the file system has none
+ * (EOPNOTSUPP: ext3's files without extents, NFS before 4.2, many FUSE file systems) an
+ * ftruncate that makes them a hole, whose blocks the slot writes allocate (logged once); a
+ * full disk then fails those writes, an I/O error as any other. 0, or -1 with errno set. */
+static int extend(kvm_slab *s, uint64_t from, uint64_t to) {
+    int rc;
+    do rc = fallocate(s->fd, 0, (off_t)from, (off_t)(to - from)); while (rc != 0 && errno == EINTR);
+    if (rc == 0 || errno != EOPNOTSUPP) return rc;
+    kvm_log_once(&logged_sparse, "offload slab in '%.*s': fallocate is not supported by the file system; the slab grows sparse "
+                 "(ftruncate), its space taken as slots are written, so a full disk fails those writes instead of the growth",
+                 dir_length(s), s->journal_path);
+    return ftruncate(s->fd, (off_t)to);
+}
+
 int kvm_slab_grow(kvm_slab *s) {
     /* At most an extent, and no more than the bounds allow: past offload_bytes; past the
      * process's file-size limit, where the kernel would end the process (SIGXFSZ); past the
@@ -349,15 +370,15 @@ int kvm_slab_grow(kvm_slab *s) {
     uint64_t from = (uint64_t)s->allocated * s->slot_bytes;
     int rc;
     for (;;) {
-        do rc = fallocate(s->fd, 0, (off_t)from, (off_t)((uint64_t)next * s->slot_bytes - from)); while (rc != 0 && errno == EINTR);
-        /* Free space counts no file-system metadata: an exact fit may still be refused. */
-        if (rc == 0 || errno != ENOSPC || next - s->allocated == 1) break;
+        rc = extend(s, from, (uint64_t)next * s->slot_bytes);
+        /* Free space counts no file-system metadata, nor a quota: an exact fit may still be refused. */
+        if (rc == 0 || (errno != ENOSPC && errno != EDQUOT) || next - s->allocated == 1) break;
         if (ftruncate(s->fd, (off_t)from) != 0) { /* the size only over-reports */ }
         next = s->allocated + (next - s->allocated) / 2;
     }
     if (rc != 0) {
         int cause = errno;
-        int err = cause == EFBIG ? ENOSPC : cause;  /* a file-size limit is a full disk to the tier */
+        int err = cause == EFBIG || cause == EDQUOT ? ENOSPC : cause;  /* a file-size limit or a quota is a full disk to the tier */
         /* Give back any part of the extent that was allocated. */
         if (ftruncate(s->fd, (off_t)from) != 0) { /* nothing more to do: the size only over-reports */ }
         return kvm_fail(err, "offload: preallocating slots %u..%u of the slab failed: %s", s->allocated, next - 1, strerror(cause));
@@ -566,6 +587,16 @@ void kvm_slab_journal_rewrite_abort(kvm_slab *s) {
 int kvm_slab_sync(kvm_slab *s) {
     if (fdatasync(s->fd) != 0) return kvm_fail(errno, "offload: fdatasync of the slab failed: %s", strerror(errno));
     if (fdatasync(s->journal_fd) != 0) return kvm_fail(errno, "offload: fdatasync of the journal failed: %s", strerror(errno));
+    /* Synced bytes a restart cannot find are not durable: the directory removed or moved, or a
+     * file replaced, under the engine, which writes on into the files it holds open. */
+    char slab[PATH_MAX];
+    slab_path(s, slab, sizeof slab);
+    struct stat st;
+    const char *gone = !names_open_file(slab, s->fd, &st) ? slab : !names_open_file(s->journal_path, s->journal_fd, &st) ? s->journal_path : NULL;
+    if (gone)
+        return kvm_fail(ESTALE, "offload: '%s' is no longer the file this engine writes (offload_dir removed or moved, or the file "
+                                "replaced): the tier goes on storing in the files it holds open, served until the engine is destroyed, "
+                                "but a restart finds none of it", gone);
     return 0;
 }
 

@@ -234,6 +234,29 @@ struct OffloadABITests {
         try f.expectWitnessesIntact()
     }
 
+    /// kvc_engine_sync once offload_dir was removed under the engine: KVC_ERR_IO naming the
+    /// slab (it said KVC_OK while a restart would find nothing); the engine serves on.
+    @Test(arguments: bothLayouts)
+    func aSyncAfterTheOffloadDirWasRemovedFailsThroughTheABI(layout: UInt32) throws {
+        let dir = scratchDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let f = try offloadFixture(layout, dir: dir)
+        let prompt = f.uniqueTokens(5, count: 41)
+        try f.create(5, tokens: prompt)
+        try f.write(5, salt: 5, from: 0, to: 41)
+        #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
+        #expect(kvc_engine_trim(f.handle) == KVC_OK)
+        #expect(kvc_engine_sync(f.handle) == KVC_OK)
+        try FileManager.default.removeItem(atPath: dir)
+        #expect(kvc_engine_sync(f.handle) == KVC_ERR_IO)
+        let message = String(cString: kvc_last_error())
+        #expect(message.contains("'\(dir)/kvcache.slab' is no longer"), "\(message)")
+        #expect(try f.create(6, tokens: prompt) == 40)
+        #expect(waitReady(f, 6) == KVC_OK)
+        #expect(try f.firstMismatch(6, salt: 5, to: 40) == nil)
+        try f.expectWitnessesIntact()
+    }
+
     @Test(arguments: bothLayouts)
     func swapOutAndInRoundTripsThroughTheABI(layout: UInt32) throws {
         let dir = scratchDir()

@@ -128,14 +128,20 @@ uint64_t kvm_slab_offset(const kvm_slab *s, uint32_t slot);
 
 /* Slots kvm_slab_grow can still add, in total: up to max_bytes, the process's file-size limit
  * and the file system's free space less the journal's reserve (fstatvfs; an upper bound, as
- * other writers may take that space first). `bound`, when not NULL, receives which of the
+ * other writers may take that space first; not a bound where the file system reports no
+ * blocks at all, as ramfs does: it has no size to be full of). `bound`, when not NULL, receives which of the
  * three is nearest, in words. Cost: one getrlimit and one fstatvfs. */
 uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound);
 
-/* Preallocates the next extent: extent_slots, or fewer when a bound of kvm_slab_growable is
- * nearer (max_bytes, the process's file-size limit, the file system's free space), halved
- * while the file system still refuses it (free space counts no metadata). -ENOSPC when no
- * slot fits; the slab is unchanged on failure. */
+/* Preallocates the next extent (fallocate): extent_slots, or fewer when a bound of
+ * kvm_slab_growable is nearer (max_bytes, the process's file-size limit, the file system's
+ * free space), halved while the file system still refuses it with ENOSPC or EDQUOT (free
+ * space counts no metadata, nor a quota). Where the file system has no fallocate
+ * (EOPNOTSUPP: ext3's files without extents, NFS before 4.2, many FUSE file systems) the
+ * extent is a hole made by ftruncate, its blocks taken as slots are written (a full disk then
+ * fails those writes, reported as any write failure), logged once on stderr. -ENOSPC when no
+ * slot fits (a file-size limit or a quota counts as a full disk); the slab is unchanged on
+ * failure. */
 int kvm_slab_grow(kvm_slab *s);
 
 /* Appends n records (their magic and record_checksum are filled in here) with one write,
@@ -186,7 +192,11 @@ uint64_t kvm_slab_journal_bytes(const kvm_slab *s);
 /* fsyncs the directory holding `path`, so that a rename into it survives a crash: 0, or -errno
  * with kvm_error() naming the directory. One open and one fsync. */
 int kvm_sync_parent(const char *path);
-/* fdatasync of slab and journal. */
+/* fdatasync of slab and journal, then checks that each is still the file at its path (fstat's
+ * link count, stat's device and inode): -ESTALE with a message naming the file when one is
+ * not (offload_dir removed or moved, or the file replaced, under the engine), as a restart
+ * would not find what was synced; the slab stays usable, writing into the files it holds
+ * open. 0, or -errno. Cost: two fdatasyncs, two fstats and two stats. */
 int kvm_slab_sync(kvm_slab *s);
 /* fsyncs the journal's directory (kvm_sync_parent): what makes a compaction's rename durable,
  * again after a commit that returned 1. 0, or -errno with kvm_error() naming the directory. */

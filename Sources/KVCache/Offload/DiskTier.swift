@@ -1427,9 +1427,10 @@ final class DiskTier {
 
     /// Makes everything written so far durable (fdatasync of slab and journal, and the
     /// journal's directory while a compaction's rename is not durable yet). Throws `io` when
-    /// that fails (the directory's fsync is tried again by the next call), or when journal
-    /// records could not be appended (a full disk): blocks stored since would not survive a
-    /// restart.
+    /// that fails (the directory's fsync is tried again by the next call), when the slab or
+    /// journal is no longer the file at its path (offload_dir removed or moved, or a file
+    /// replaced: `kvm_slab_sync`), or when journal records could not be appended (a full
+    /// disk): blocks stored since would not survive a restart.
     func sync() throws(KVError) {
         drain()
         flushJournal()

@@ -406,8 +406,9 @@ extension Engine {
 
     /// Waits for every disk-tier request, including every block of pending swap-outs (submitted
     /// as staging buffers free up), settles the asynchronous swap-outs as `poll` does, and
-    /// makes the tier durable (fdatasync of slab and journal). Throws `io`. No-op without a
-    /// disk tier. Waits with the engine's lock held.
+    /// makes the tier durable (fdatasync of slab and journal). Throws `io`, also when the slab
+    /// or journal is no longer the file at its path (offload_dir removed under the engine).
+    /// No-op without a disk tier. Waits with the engine's lock held.
     public func syncOffload() throws(KVError) {
         try locked { () throws(KVError) in
             guard let offload else { return }

@@ -352,6 +352,33 @@ struct DiskTierFaultTests {
         try expectServing(e, seq: 1, prompt: prompt)
     }
 
+    /// offload_dir removed under a running engine (rm -rf): its spills went on into the
+    /// unlinked files and every sync said OK, though a restart found nothing. The sync now
+    /// fails naming the cause, again after the directory is made anew (the path names another
+    /// file, or none), and the engine serves on from the files it holds open.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aSyncAfterTheDirectoryWasRemovedFailsNamingIt(layout: Layout) throws {
+        let dir = ScratchDir("removed")
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let prompt = tokens(41, seed: 43)
+        try spillPrompt(e, 1, prompt)
+        try FileManager.default.removeItem(atPath: dir.path)
+        for remade in [false, true] {
+            if remade { try FileManager.default.createDirectory(atPath: dir.path, withIntermediateDirectories: false) }
+            do throws(KVError) {
+                try e.syncOffload()
+                Issue.record("the sync said OK (directory made anew: \(remade))")
+            } catch {
+                #expect(error.code == .io)
+                #expect(error.message.contains("'\(dir.path)/kvcache.slab' is no longer"), "\(error.message)")
+            }
+        }
+        #expect(try e.createSequence(2, tokens: prompt) == 40)
+        try waitReady(e, 2)
+        #expect(try kvDifferences(e, 2, count: 40) { prompt[$0] } == 0)
+    }
+
     @Test func swapWithoutATierIsUnsupported() throws {
         let e = try Engine(smallConfig(.paged))
         try e.createSequence(1, tokens: tokens(5, seed: 1))

@@ -110,6 +110,39 @@ func unmount(_ dir: ScratchDir) {
     dir.remove()
 }
 
+/// Runs `path` with `arguments`, its output discarded: true when it exits 0.
+private func runTool(_ path: String, _ arguments: [String]) -> Bool {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = arguments
+    p.standardOutput = FileHandle.nullDevice
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return false }
+    p.waitUntilExit()
+    return p.terminationStatus == 0
+}
+
+/// A file system of `type` made by `mkfs` in an image file of `bytes` and mounted through a
+/// loop device (`mount -o loop`, which frees the device with the mount) at a new directory
+/// (root only); nil when any step fails. `unmountImage` undoes it.
+func mountImage(type: String, mkfs: String, bytes: Int) -> (mount: ScratchDir, image: ScratchDir)? {
+    let image = ScratchDir("image"), dir = ScratchDir(type)
+    let file = image.path + "/fs.img"
+    guard FileManager.default.createFile(atPath: file, contents: nil), truncate(file, off_t(bytes)) == 0,
+          runTool(mkfs, ["-q", "-F", file]), runTool("/usr/bin/mount", ["-t", type, "-o", "loop", file, dir.path])
+    else {
+        dir.remove()
+        image.remove()
+        return nil
+    }
+    return (dir, image)
+}
+
+func unmountImage(_ m: (mount: ScratchDir, image: ScratchDir)) {
+    unmount(m.mount)
+    m.image.remove()
+}
+
 /// Holds the I/O of `e`'s disk tier (thread backend) in flight and calls `swapOutAsync(seq)`
 /// on another thread: true when the call returned with its writes held (within 10 s: a guard
 /// against a call that waits for the held writes, not a timing assertion). When it did not,
