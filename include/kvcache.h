@@ -631,7 +631,8 @@ typedef struct kvc_stats {
      *  staging buffers are full of writes still on the device (pending swap-outs', or spills
      *  coming faster than the device writes them), or a tier too small for the sequences
      *  swapped out to it. With kvc_config.offload_writeback the same, among the evicted
-     *  blocks the writeback thread had not written or begun copying. */
+     *  blocks the writeback thread had not written or begun copying. A trim's blocks count
+     *  only when every slot is held otherwise (see kvc_engine_trim). */
     uint64_t spills_skipped;
     /** Peers (kvc_config.peer_offload_dirs): blocks read from a peer's slab, verified and
      *  served (each is then an ordinary cached block of this engine; counted when its read
@@ -799,7 +800,13 @@ void kvc_engine_destroy(kvc_engine *e);
  * the other staging buffers as completions free them, so it does not wait until every
  * swap-out's last block is submitted. First it waits, the same way, for the disk reads into
  * the memory of sequences already freed (see kvc_seq_free), so that memory is trimmed too
- * (its cached blocks spilled). A trim skips no spill (spills_skipped stays). Each step
+ * (its cached blocks spilled). It also waits, the same way, while every slot of the tier is
+ * held by spill writes still on the device (a loop that trims and reads its prompts back
+ * from the writes' staging buffers can outrun the device): each completed write's slot may
+ * then be dropped, least recently used first, for the trim's next spill. A trim skips no
+ * spill (spills_skipped stays) unless every slot is held otherwise (swapped-out sequences'
+ * blocks, offloaded-token records, reads), which no write of its frees: then the blocks
+ * left are dropped unspilled, each counted in spills_skipped. Each step
  * drops its blocks as above (ALL_CLEARED only for the step that empties the index). A trim
  * drops at most as many blocks as were cached when it started. Trimming is not eviction:
  * kvc_stats.blocks_evicted does not change. Live sequences' bytes are untouched.

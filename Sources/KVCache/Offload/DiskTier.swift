@@ -526,8 +526,8 @@ final class DiskTier {
     /// connector and LMCache when their store path is full, the store is skipped rather than
     /// the step blocked. Completed reads are not processed here (`reapWrites`): they write
     /// into memory and may spoil sequences, which the allocating call is in the middle of
-    /// changing. A trim (`Engine.spillCachedBlocks`) sizes its steps by `bulkStages`, so none
-    /// of its spills is skipped. Cost: O(1) when a buffer is free; else O(completions taken);
+    /// changing. A trim (`Engine.spillCachedBlocks`) sizes its steps by `bulkStages` and
+    /// `spillSlots`, so none of its spills is skipped while its waits can make room. Cost: O(1) when a buffer is free; else O(completions taken);
     /// plus a copy and checksum of the block when it is written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
         guard !contains(hash) else { return }
@@ -758,9 +758,15 @@ final class DiskTier {
     /// True when no slot can be had without failing: every slot of the whole tier is allocated
     /// and held (swapped-out sequences' blocks, offloaded-token records, reads and writes in
     /// flight), none free and none cached to drop. A capacity condition, not a device error.
-    private var isFullOfHeldSlots: Bool {
-        freeTop == 0 && waitingCount == 0 && lru.oldest < 0 && Int(kvm_slab_allocated(slab)) >= capacity
-    }
+    private var isFullOfHeldSlots: Bool { spillSlots == 0 }
+
+    /// Slots spills may take now without waiting for the device, each at most one: free ones,
+    /// those waiting for their FREED records (a flush appends them), the LRU's (dropped for
+    /// them) and those the slab may still grow by within `capacity`. 0 exactly when
+    /// `isFullOfHeldSlots`: then a spill is skipped, and only a completion (a spill write's
+    /// slot joins the LRU, a read's unpin) or an unpin makes room. A trim sizes its steps by it
+    /// (`Engine.spillCachedBlocks`). O(1).
+    var spillSlots: Int { freeTop + waitingCount + lru.count + max(0, capacity - Int(kvm_slab_allocated(slab))) }
 
     /// A free slot for a write (`popFreeSlot`), else the LRU's `dropBatch` oldest are dropped
     /// (whatever they hold) and one of them is taken once the journal appended their FREED

@@ -41,7 +41,9 @@ public struct DiskTierStats: Equatable, Sendable {
     /// cached to drop): dropped exactly as without a tier, rather than waiting for the device
     /// under the engine's lock; with the writeback thread (`blocksWrittenAhead`) the same, among
     /// the evicted blocks it had not written or begun copying. Not an error (not in
-    /// `spillsFailed`): the block was only a cache entry; a later prompt recomputes it.
+    /// `spillsFailed`): the block was only a cache entry; a later prompt recomputes it. A
+    /// trim's blocks count only when every slot is held by other than spill writes
+    /// (`Engine.spillCachedBlocks` waits for those).
     public var spillsSkipped: UInt64 = 0
     /// Writes of swapped-out sequences' blocks and of offloaded-token records that failed on
     /// the device or were refused by the queue (spills count in `spillsFailed`). A swap-out

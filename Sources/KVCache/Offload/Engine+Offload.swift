@@ -365,11 +365,17 @@ extension Engine {
     /// `trim`'s drop of every cached block with a disk tier, under the lock: spills them,
     /// oldest first, in steps of at most as many blocks as staging buffers are free beyond
     /// those bulk transfers leave to other traffic (`DiskTier.bulkStages`, shared with pending
-    /// swap-outs), each step one `BlockPool.dropCached` (so one `allCleared` only when a step
-    /// empties the index; sized so, none of its spills is skipped). When no buffer is free
-    /// beyond the reserve it waits without the lock (`awaitProgress`, which processes
-    /// completions) until completions free some: other calls proceed meanwhile and find the
-    /// reserve free for a prompt's prefix read, a swap-in or a record write. While it runs
+    /// swap-outs) and as the tier has slots to take without waiting (`DiskTier.spillSlots`),
+    /// each step one `BlockPool.dropCached` (so one `allCleared` only when a step empties the
+    /// index; sized so, none of its spills is skipped). When no buffer is free beyond the
+    /// reserve, or no slot is while spill writes are in flight (each leaves its slot in the
+    /// LRU when it completes: a loop that trims and reads its prompts back from the staging
+    /// buffers outruns the device and fills the tier with slots being written), it waits
+    /// without the lock (`awaitProgress`, which processes completions) until completions make
+    /// room: other calls proceed meanwhile and find the reserve free for a prompt's prefix
+    /// read, a swap-in or a record write. Only a tier whose every slot is held otherwise
+    /// (swapped-out sequences' blocks, records, reads), which no spill write will free, has
+    /// the rest dropped unspilled (`spillsSkipped`). While it runs
     /// (`DiskTier.trimsSpilling`) pending swap-outs leave it half the bulk buffers
     /// (`DiskTier.swapOutStages`): every call that processes completions offers the buffers
     /// they free to swap-outs first, which would otherwise take them all for as long as they
@@ -382,11 +388,13 @@ extension Engine {
         defer { tier.trimsSpilling -= 1 }
         var left = blocks.cachedCount
         while left > 0 && blocks.cachedCount > 0 {
-            let room = tier.bulkStages
+            let room = min(tier.bulkStages, tier.spillSlots)
             if room > 0 {
                 left -= blocks.dropCached(limit: min(room, left))
-            } else {
+            } else if tier.bulkStages <= 0 || tier.spillWritesInFlight > 0 {
                 offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
+            } else {
+                left -= blocks.dropCached(limit: left)  // every slot held otherwise: skipped
             }
         }
         tier.flush()
