@@ -58,12 +58,12 @@
  *   after it exits (tools/abi_client.c, "forks"). The child must not call any kvc_* function
  *   on what it inherited (the engine's lock, io_uring ring and disk-tier files are the
  *   parent's), and K/V memory is shared, not copied: a child that writes through an
- *   inherited K/V pointer writes the parent's cache. The disk tier's I/O buffers are not
- *   mapped in the child (MADV_DONTFORK), so a fork copies none of them. kvc_engine_destroy releases that memory
+ *   inherited K/V pointer writes the parent's cache. kvc_engine_destroy releases that memory
  *   at once even while such a child lives (the K/V file is cut to 0 bytes): a child that
- *   touches an inherited K/V pointer after its parent destroyed the engine gets SIGBUS. As
- *   with any library that runs threads, a child of a multi-threaded parent should exec (or
- *   use posix_spawn) before creating engines of its own.
+ *   touches an inherited K/V pointer after its parent destroyed the engine gets SIGBUS. The
+ *   disk tier's I/O buffers are not mapped in the child (MADV_DONTFORK), so a fork copies
+ *   none of them. As with any library that runs threads, a child of a multi-threaded
+ *   parent should exec (or use posix_spawn) before creating engines of its own.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
