@@ -369,7 +369,8 @@ typedef struct kvc_config {
     uint32_t eviction_per_head;
     /** StreamingLLM: first positions always kept (attention sinks). Default 4. */
     uint32_t sink_tokens;
-    /** H2O / episodic recent window in tokens; 0 (default) means recent_ratio * budget. */
+    /** H2O / episodic recent window in tokens; 0 (default) means recent_ratio * budget. One
+     *  past the budget is clamped to it: the newest `budget` tokens are kept. */
     uint32_t recent_tokens;
     /** H2O / episodic recent window as a fraction of the budget, 0..1. Default 0.5. */
     float recent_ratio;

@@ -83,6 +83,23 @@ extension ABIFixture {
         try f.expectWitnessesIntact()
     }
 
+    /// recent_tokens past the budget (17 > 12; legal, checked against 0...2^24 only) keeps the
+    /// newest 12 positions with their bytes, the heavy hitters out-ranked, without a trap.
+    @Test(arguments: bothLayouts)
+    func aRecentWindowPastTheBudgetKeepsTheNewestPositions(layout: UInt32) throws {
+        var c = evictionConfig(layout, policy: KVC_EVICTION_HEAVY_HITTER)
+        c.set32(ConfigLayout.recentTokens, 17)
+        let f = try ABIFixture(c)
+        try f.create(5, tokens: f.uniqueTokens(5, count: 40))
+        try f.write(5, salt: 5, from: 0, to: 40)
+        var s = [Float](repeating: 0.01, count: 80)
+        for t in [2, 11, 17] { s[t] = 1; s[40 + t] = 1 }
+        try f.observe(5, s, tokens: 40)
+        try #require(kvc_seq_compact(f.handle, 5, 12) == KVC_OK)
+        for layer in 0..<f.layers { #expect(try f.positions(5, layer: layer).sorted() == Array(28..<40)) }
+        #expect(try f.firstSlotMismatch(5, salt: 5) == nil)
+    }
+
     /// Scores are taken as they come when finite and >= 0, probabilities or not: a head-0 row
     /// summing past 2^63 (read as that many queries) once trapped converting the count to Int,
     /// ending the server. A step's queries are at most the tokens it sees.

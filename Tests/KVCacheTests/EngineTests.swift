@@ -189,6 +189,19 @@ struct EngineTests {
         #expect(e.stats().blocksEvicted == UInt64(removed.count))
     }
 
+    /// The create guard admits a prompt that needs exactly every block left (it once needed
+    /// one more), and refuses one token more.
+    @Test func aPromptExactlyFillingThePoolIsCreated() throws {
+        let e = try Engine(smallConfig(.paged, memoryBytes: 64 << 10))
+        let blocks = Int(e.stats().blocksTotal), bt = 4
+        #expect(thrown { () throws(KVError) in _ = try e.createSequence(1, tokens: tokens(blocks * bt + 1, seed: 40)) }?.code == .outOfMemory)
+        let prompt = tokens(blocks * bt, seed: 41)
+        #expect(try e.createSequence(2, tokens: prompt) == 0)
+        #expect(e.stats().blocksUsed == UInt64(blocks))
+        try writeKV(e, 2, tokens: prompt, from: 0)
+        #expect(try kvMismatches(e, 2, tokens: prompt, from: 0) == 0)
+    }
+
     @Test(arguments: layouts)
     func outOfMemoryChangesNothing(layout: Layout) throws {
         let e = try Engine(smallConfig(layout, memoryBytes: 512 << 10))

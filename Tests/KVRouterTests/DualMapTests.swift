@@ -59,6 +59,21 @@ import Testing
         #expect(try r.routeSlot(hashes, tokens: 32) == b)
     }
 
+    /// The documented last tie-break (step 2): equal affinity and equal running blocks go to
+    /// the ring-1 candidate, whichever instance that is for the key (cold caches, idle loads).
+    @Test func aFullTieGoesToTheRing1Candidate() throws {
+        let r = try makeRouter(.dualMap, instances: 2)
+        var firsts = Set<Int>()
+        for request in 0..<16 as Range<UInt64> {
+            let hashes = chain(100 + request, count: 2)
+            let (a, _) = r.candidates(r.key(of: hashes.withUnsafeBufferPointer { $0 }))
+            firsts.insert(a)
+            for slot in 0..<2 { r.report(slot: slot, load: InstanceLoad()) }  // routing commits load: reset
+            #expect(try r.routeSlot(hashes, tokens: 32) == a, "request \(request)")
+        }
+        #expect(firsts == [0, 1], "both instances are some key's ring-1 candidate")
+    }
+
     @Test func theKeyIsTheHashOfTheFirstKeyBlocks() throws {
         let r = try makeRouter(.dualMap, instances: 8)
         let long = chain(3, count: 10), short = Array(long.prefix(2)), one = Array(long.prefix(1))

@@ -40,7 +40,8 @@ public struct EvictionConfig: Equatable, Sendable {
     public var perHead: Bool = false
     /// StreamingLLM's attention sinks: the first positions always kept.
     public var sinkTokens: Int = 4
-    /// The recent window as a count; 0 means `recentRatio * budget`.
+    /// The recent window as a count; 0 means `recentRatio * budget`. A window past the budget
+    /// is clamped to it: the budget's newest tokens are kept, no heavy hitter.
     public var recentTokens: Int = 0
     /// The recent window as a fraction of the budget, in 0...1 (when `recentTokens` is 0).
     public var recentRatio: Float = 0.5
@@ -82,7 +83,7 @@ public struct EvictionConfig: Equatable, Sendable {
     /// Whether the policy keeps every token (`EvictionPolicy.keepsEveryToken`). Cost: O(1).
     var keepsEveryToken: Bool { policy.policyType.keepsEveryToken }
 
-    /// The recent window for `budget`.
+    /// The recent window for `budget`: at most `budget` (`Selection` requires it).
     @inline(__always) func recentWindow(budget: Int) -> Int {
         recentTokens > 0 ? min(recentTokens, budget) : min(budget, Int(Float(budget) * recentRatio))
     }

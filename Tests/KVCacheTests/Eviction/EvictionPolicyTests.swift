@@ -316,4 +316,21 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         s.compact(budget: 3)
         #expect(Array(s.positions(layer: 0)).sorted() == [2, 3, 19], "episode A's heavy hitters, not H2O's (12, 13)")
     }
+
+    /// A recent window wider than the budget (legal: recent_tokens is checked against 0...2^24, not
+    /// the budget) keeps exactly the newest `budget` positions, heavy hitters or not: the window is
+    /// clamped to the budget, or the selection's preconditions trap (window past the kept count).
+    @Test(arguments: [EvictionPolicyKind.heavyHitter, .episodic], [1, 40])
+    func aRecentWindowPastTheBudgetKeepsTheNewestBudgetPositions(kind: EvictionPolicyKind, evicted: Int) throws {
+        let budget = 8, n = budget + evicted  // 1: the decode step's path; 40: a large eviction
+        var config = EvictionConfig(kind)
+        config.recentTokens = budget + 5
+        let s = try AttentionScores(layers: 1, heads: 1, config: config, length: n, maxCapacity: 64)
+        var row = [Float](repeating: 0.01, count: n)
+        row[0] = 5  // heavy hitters the clamped window outranks
+        row[2] = 4
+        try row.withUnsafeBufferPointer { try s.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: n) }
+        s.compact(budget: budget)
+        #expect(Array(s.positions(layer: 0)).map(Int.init).sorted() == Array(n - budget..<n))
+    }
 }
