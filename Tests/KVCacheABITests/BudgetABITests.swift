@@ -101,7 +101,8 @@ private let tinyBudget: UInt64 = 64 << 10
         #expect(kvc_seq_free(f.handle, 5) == KVC_OK)
         let engine = Unmanaged<Engine>.fromOpaque(UnsafeRawPointer(f.handle)).takeUnretainedValue()
         engine.paged?.trim()
-        engine.contiguous?.trim()
+        engine.contiguous?.unmapAllUnpinned()
+        engine.contiguous?.trimFree(keeping: 0)
         let pool = engine.paged?.pool ?? engine.contiguous!.pool
         let before = try f.stats()
         #expect(before.blocksCached == 128)

@@ -315,7 +315,8 @@ struct TruncateTests {
         try writeKV(e, 1, tokens: a, from: 0)
         try e.fork(parent: 1, child: 2)
         let memory = e.contiguous!
-        memory.trim()
+        memory.unmapAllUnpinned()
+        memory.trimFree(keeping: 0)
         let before = e.stats()
         if failing == "commit" { kvm_pool_fail_commits(memory.pool, 0) } else { kvm_ranges_fail_mmaps(memory.ranges, 0, 1) }
         let error = caught { try e.truncate(2, to: 200) }

@@ -470,13 +470,14 @@ final class ContiguousMemory: BlockListener {
     func releaseUnpinned(slot: Int) { unmapUnpinned(slot) }
 
     /// Gives free groups back to the OS while more than `committed` bytes stay committed
-    /// (`kvm_pool_trim`), unmapping nothing. Cost: the pool's trim.
-    func trimFree(keeping committed: UInt64) { kvm_pool_trim(pool, committed, 0) }
+    /// (`kvm_pool_trim`), unmapping nothing. Returns the bytes released. Cost: the pool's trim.
+    @discardableResult
+    func trimFree(keeping committed: UInt64) -> UInt64 { kvm_pool_trim(pool, committed, 0) }
 
-    /// Unmaps every page not pinned by a live sequence and releases free groups to the OS.
-    func trim() {
+    /// Unmaps every page not pinned by a live sequence (`trim`, which then releases the free
+    /// groups: `trimFree`). Cost: one unmap per slot with unpinned pages.
+    func unmapAllUnpinned() {
         for slot in 0..<slots { unmapUnpinned(slot) }
-        kvm_pool_trim(pool, 0, 0)
     }
 
     // MARK: internals

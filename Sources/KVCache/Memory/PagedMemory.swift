@@ -55,8 +55,10 @@ final class PagedMemory {
 
     /// Gives empty groups back and releases their pages while more than `keep` bytes stay
     /// committed and more than `spare` free groups are left committed (`kvm_arena_trim`; 0 and
-    /// 0: every empty group). Cost: O(1) when nothing beyond `spare` is free, else the pool's scan.
-    func trim(keeping keep: UInt64 = 0, spare: UInt32 = 0) { kvm_arena_trim(arena, keep, spare) }
+    /// 0: every empty group). Returns the bytes released. Cost: O(1) when nothing beyond
+    /// `spare` is free, else the pool's scan.
+    @discardableResult
+    func trim(keeping keep: UInt64 = 0, spare: UInt32 = 0) -> UInt64 { kvm_arena_trim(arena, keep, spare) }
 
     /// Whether calls under the engine lock took page groups that are not faulted in yet.
     @inline(__always) var hasFreshGroups: Bool { kvm_arena_fresh_count(arena) > 0 }
@@ -70,17 +72,17 @@ final class PagedMemory {
     /// fault and the pre-fault each leave the bytes as they are).
     /// Cost: one lock round trip plus the faults; a stack buffer for up to 256 groups (more
     /// are faulted by a second round).
-    func prefaultFresh(unlocking mutex: UnsafeMutablePointer<pthread_mutex_t>) {
+    func prefaultFresh(unlocking mutex: UnsafeMutablePointer<kvm_lock>) {
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 256) { buffer in
             var n = Int(kvm_arena_take_fresh(arena, buffer.baseAddress, 256))
             while n > 0 {
-                pthread_mutex_unlock(mutex)
+                kvm_lock_release(mutex)
                 for g in buffer.prefix(n) { kvm_arena_prefault(arena, g) }
-                pthread_mutex_lock(mutex)
+                kvm_lock_acquire(mutex)
                 for g in buffer.prefix(n) { kvm_arena_prefault_done(arena, g) }
                 n = Int(kvm_arena_take_fresh(arena, buffer.baseAddress, 256))
             }
-            pthread_mutex_unlock(mutex)
+            kvm_lock_release(mutex)
         }
     }
 }

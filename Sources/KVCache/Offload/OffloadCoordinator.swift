@@ -256,7 +256,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// allocation may succeed now), false at once when none is pending: then nothing but those
     /// could release memory, so completions are left to a later call and the failed
     /// allocation changes nothing, counters included (kvcache.h, CONVENTIONS).
-    func awaitMemoryReleased(mutex: UnsafeMutablePointer<pthread_mutex_t>) -> Bool {
+    func awaitMemoryReleased(mutex: UnsafeMutablePointer<kvm_lock>) -> Bool {
         guard swapOutQueue.hasPending || sequences.detachedCount > 0 else { return false }
         let before = swapOutQueue.ended + deferredFreesFinished
         processCompletions()
@@ -271,7 +271,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// for its reads (a detached slot) was released: `Engine.trim`, so that their memory is
     /// trimmed (their cached blocks spilled) too. Ends: their reads are in flight or queued
     /// behind reads in flight.
-    func awaitDeferredFrees(mutex: UnsafeMutablePointer<pthread_mutex_t>) {
+    func awaitDeferredFrees(mutex: UnsafeMutablePointer<kvm_lock>) {
         processCompletions()
         while sequences.detachedCount > 0 { awaitProgress(mutex: mutex, deadlineNanoseconds: nil) }
     }
@@ -303,12 +303,17 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// ran, or `deadlineNanoseconds` (CLOCK_MONOTONIC; nil: no limit) passed. It may also return
     /// early for nothing: callers loop on their own condition. The first caller waits on the
     /// device and then processes completions (`processCompletions`); callers arriving meanwhile
-    /// wait on a condition variable. Processes completions first (returning at once when that
-    /// was progress), which also submits pending swap-outs' blocks and flushes batched
-    /// requests, so nothing waited for is left unsubmitted (another call's reap may have freed
-    /// staging buffers without submitting them).
-    func awaitProgress(mutex: UnsafeMutablePointer<pthread_mutex_t>, deadlineNanoseconds: UInt64?) {
-        if processCompletions() { return }
+    /// wait on a condition variable. Processes completions first (returning when that was
+    /// progress, after handing the lock to the calls blocked on it, `kvm_lock_yield`: on a fast
+    /// device some write has always completed by then, and a loop of such calls held the lock
+    /// throughout, helper-165), which also submits pending swap-outs' blocks and flushes
+    /// batched requests, so nothing waited for is left unsubmitted (another call's reap may
+    /// have freed staging buffers without submitting them).
+    func awaitProgress(mutex: UnsafeMutablePointer<kvm_lock>, deadlineNanoseconds: UInt64?) {
+        if processCompletions() {
+            kvm_lock_yield(mutex)
+            return
+        }
         if !deviceWaiter {
             deviceWaiter = true
             var timeout: Int64 = -1
@@ -316,9 +321,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
                 let now = monotonicNanoseconds()
                 timeout = deadlineNanoseconds > now ? Int64((deadlineNanoseconds - now + 999) / 1000) : 0
             }
-            pthread_mutex_unlock(mutex)
+            kvm_lock_release(mutex)
             _ = tier.waitForCompletion(timeoutMicroseconds: timeout)
-            pthread_mutex_lock(mutex)
+            kvm_lock_acquire(mutex)
             deviceWaiter = false
             processCompletions()
             // Someone waiting on `progress` takes over the device if it still has to wait.
@@ -326,9 +331,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         } else {
             progressWaiters += 1
             if let deadlineNanoseconds {
-                timedWait(progress, mutex, until: deadlineNanoseconds)
+                timedWait(progress, kvm_lock_mutex(mutex), until: deadlineNanoseconds)
             } else {
-                pthread_cond_wait(progress, mutex)
+                pthread_cond_wait(progress, kvm_lock_mutex(mutex))
             }
             progressWaiters -= 1
         }
@@ -436,7 +441,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Starts the writeback thread, which takes the engine's lock `mutex`. Once, after the
     /// engine is whole.
     /// Throws `outOfMemory` when the thread cannot be created (`Writeback.init`).
-    func startWriteback(mutex: UnsafeMutablePointer<pthread_mutex_t>) throws(KVError) {
+    func startWriteback(mutex: UnsafeMutablePointer<kvm_lock>) throws(KVError) {
         precondition(writeback == nil)
         writeback = try Writeback(self, blocks: blocks, mutex: mutex, tensors: tensors)
     }

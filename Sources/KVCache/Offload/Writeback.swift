@@ -59,7 +59,7 @@ final class Writeback {
     private unowned let offload: OffloadCoordinator
     private let blocks: BlockPool
     private let tier: DiskTier
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let mutex: UnsafeMutablePointer<kvm_lock>
     private let wake: UnsafeMutablePointer<pthread_cond_t>
     /// Oldest cached blocks looked at per round: twice the staging buffers, at most 1024.
     let horizon: Int
@@ -83,7 +83,7 @@ final class Writeback {
     /// Starts the thread. Throws `outOfMemory` when it cannot be created (pthread_create
     /// fails: EAGAIN when the process's thread limit or the memory for its stack, sized by
     /// RLIMIT_STACK, is refused), having started nothing and freed what it allocated.
-    init(_ offload: OffloadCoordinator, blocks: BlockPool, mutex: UnsafeMutablePointer<pthread_mutex_t>, tensors: Int) throws(KVError) {
+    init(_ offload: OffloadCoordinator, blocks: BlockPool, mutex: UnsafeMutablePointer<kvm_lock>, tensors: Int) throws(KVError) {
         self.offload = offload
         self.blocks = blocks
         tier = offload.tier
@@ -113,11 +113,11 @@ final class Writeback {
     /// staging buffers given back, nothing submitted, so nothing is announced that the
     /// engine's last events would miss). Without the engine's lock.
     func stop() {
-        pthread_mutex_lock(mutex)
+        kvm_lock_acquire(mutex)
         stopping = true
         pthread_cond_signal(wake)
         offload.notifyWaiters()
-        pthread_mutex_unlock(mutex)
+        kvm_lock_release(mutex)
         pthread_join(thread, nil)
     }
 
@@ -136,7 +136,7 @@ final class Writeback {
     }
 
     private func run() {
-        pthread_mutex_lock(mutex)
+        kvm_lock_acquire(mutex)
         while !stopping {
             let stall = mark()
             if entries.isEmpty {
@@ -147,14 +147,14 @@ final class Writeback {
                 }
                 continue
             }
-            pthread_mutex_unlock(mutex)
+            kvm_lock_release(mutex)
             afterMark?()
             copies.removeAll(keepingCapacity: true)
             for e in entries {
                 copies.append(Result { () throws(KVError) in try offload.copyCached(e.block, into: tier.spillPayload(e.stage), sources: sources) })
                 copied.store(e.ticket, ordering: .releasing)
             }
-            pthread_mutex_lock(mutex)
+            kvm_lock_acquire(mutex)
             for (e, copy) in zip(entries, copies) {
                 blocks.clearCopy(e.block, ticket: e.ticket)
                 // Stopping (the engine is being destroyed): a write submitted now would be
@@ -167,7 +167,7 @@ final class Writeback {
             tier.flush()
             entries.removeAll(keepingCapacity: true)
         }
-        pthread_mutex_unlock(mutex)
+        kvm_lock_release(mutex)
     }
 
     /// Why a round stopped short of the blocks it would write (`mark`).
@@ -215,7 +215,7 @@ final class Writeback {
 
     private func sleep() {
         idle = true
-        timedWait(wake, mutex, until: monotonicNanoseconds() + Writeback.idleNanoseconds)
+        timedWait(wake, kvm_lock_mutex(mutex), until: monotonicNanoseconds() + Writeback.idleNanoseconds)
         idle = false
     }
 }

@@ -1,3 +1,5 @@
+import CKVMemory
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,8 +36,8 @@ extension Engine {
     /// an array of 24 bytes per listed block and, with a disk tier, a Bool per slot of scratch:
     /// a recovery path, not a per-request one.
     public func indexEvents() -> [KVEvent] {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
+        kvm_lock_acquire(mutex)
+        defer { kvm_lock_release(mutex) }
         var out = [KVEvent(kind: .allCleared, tier: KVEvent.memoryTier, blockHash: 0, parentHash: 0)]
         out.reserveCapacity(1 + blocks.usedCount + blocks.cachedCount)
         blocks.appendIndexed(to: &out)

@@ -89,7 +89,8 @@ import Testing
         try writeKV(e, 3, tokens: shared, from: 0)
         try e.free(3)
         e.paged?.trim()
-        e.contiguous?.trim()
+        e.contiguous?.unmapAllUnpinned()
+        e.contiguous?.trimFree(keeping: 0)
         let pool = e.paged?.pool ?? e.contiguous!.pool
         let before = e.stats()
         #expect(before.blocksCached == 64 && e.cachedPrefixTokens(shared + [7]) == 256)
@@ -120,7 +121,8 @@ import Testing
         let parent = tokens(300, seed: 3)  // pages 0 and 1 whole (128 tokens each), page 2 the boundary
         try e.createSequence(1, tokens: parent)
         try writeKV(e, 1, tokens: parent, from: 0)
-        e.contiguous!.trim()
+        e.contiguous!.unmapAllUnpinned()
+        e.contiguous!.trimFree(keeping: 0)
         let before = e.stats()
         kvm_pool_fail_commits(e.contiguous!.pool, 0)
         let fork = caught { try e.fork(parent: 1, child: 2) }

@@ -100,7 +100,8 @@ func failureSweep(_ name: String, maxK: Int = 40, mmaps: Bool = false,
         let s = try setup()
         let e = s.engine
         e.paged?.trim()
-        e.contiguous?.trim()
+        e.contiguous?.unmapAllUnpinned()
+        e.contiguous?.trimFree(keeping: 0)
         _ = drain(e)
         let before = try EngineSnapshot(e, sequences: s.sequences, prompts: s.prompts)
         let failure: InjectedFailure = mmaps ? .mmap(after: k) : .commits(after: k)

@@ -225,7 +225,8 @@ struct PrefixLookupOrderTests {
         // Free memory goes back to the OS, the cache stays: the create must commit memory for
         // its disk positions (paged: past the few free blocks left in the cache's page groups).
         e.paged?.trim()
-        e.contiguous?.trim()
+        e.contiguous?.unmapAllUnpinned()
+        e.contiguous?.trimFree(keeping: 0)
         _ = drain(e)
         let before = e.stats()
         kvm_pool_fail_commits(pool, 0)
