@@ -772,9 +772,10 @@ void kvc_config_init(kvc_config *cfg);
  * 2^30 page groups — the
  * message names it; also max_seqs * ceil(max_seq_tokens / block_tokens) above 2^28
  * block-table entries),
- * KVC_ERR_UNSUPPORTED (a non-zero unknown field), or KVC_ERR_OUT_OF_MEMORY (the address
- * space — at most 65536 GiB for the contiguous layout — or the metadata cannot be had, the
- * message naming what and the fields that sized it: the block tables, 4 bytes per
+ * KVC_ERR_UNSUPPORTED (a non-zero unknown field, or memfd_create or mbind refused with EPERM
+ * or EACCES: a seccomp profile or a missing capability), or KVC_ERR_OUT_OF_MEMORY (the
+ * address space — at most 65536 GiB for the contiguous layout — or the metadata cannot be
+ * had, the message naming what and the fields that sized it: the block tables, 4 bytes per
  * max_seqs x ceil(max_seq_tokens / block_tokens) entry (up to 1 GiB); the partial blocks'
  * tokens, 8 bytes per max_seqs x block_tokens (up to 32 GiB); roughly 100 bytes per memory
  * block (memory_bytes / block bytes) for its state and the prefix index, 70 more with a disk
@@ -802,9 +803,10 @@ void kvc_engine_destroy(kvc_engine *e);
  * for other traffic (see there): a trim with more blocks to spill than the other staging
  * buffers free spills them in steps, and between steps waits for completions without the
  * engine's lock (processing them, see COMPLETIONS; after every step, and whenever
- * completions were processed, calls blocked on the lock run first), so other threads' calls proceed meanwhile
- * and a kvc_seq_create reading its prefix from disk does not wait for the trim's writes (nor
- * does one after the trim returned). While a trim waits, pending swap-outs leave it half of
+ * completions were processed, calls blocked on the lock run first), so other threads' calls
+ * proceed meanwhile and a kvc_seq_create reading its prefix from disk does not wait for the
+ * trim's writes (nor does one after the trim returned). While a trim waits, pending swap-outs
+ * leave it half of
  * the other staging buffers as completions free them, so it does not wait until every
  * swap-out's last block is submitted. First it waits, the same way, for the disk reads into
  * the memory of sequences already freed (see kvc_seq_free), so that memory is trimmed too
@@ -1414,7 +1416,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     no fallocate (ext3's files without extents, NFS before 4.2, many FUSE file systems)
  *     the slab grows sparse (ftruncate), its space taken as slots are written: a write a
  *     full disk refuses then fails as any write does (a spill counted in disk_errors, a
- *     swap-out KVC_ERR_IO).
+ *     swap-out KVC_ERR_IO), and the journal's reserve above is not kept (the free space the
+ *     growth checks is not yet taken by the slab). The tier names its files by offload_dir's
+ *     absolute path (resolved at create), so a later chdir does not lose them.
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT
@@ -1651,9 +1655,10 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * Returns what kvc_seq_swap_out returns for failures found before the call returns (the
  * sequence stays resident and unchanged). Cost: a memcpy and checksum per block it submits,
  * at most seven eighths of the staging buffers' worth, holding the engine's lock (about
- * 0.25 ms per 128 KiB block on a small VM: 45-60 ms for 27 MiB) (it waits for the device only for the
- * sequence's pending reads and when no buffer at all is free, both without the engine's
- * lock, before it starts); the other blocks' copies fall to the later calls that submit them.
+ * 0.25 ms per 128 KiB block on a small VM: 45-60 ms for 27 MiB); it waits for the device only
+ * for the sequence's pending reads and when no buffer at all is free, both without the
+ * engine's lock, before it starts; the other blocks' copies fall to the later calls that
+ * submit them.
  */
 kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 

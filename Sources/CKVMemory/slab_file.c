@@ -121,6 +121,12 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     struct stat st;
     if (stat(cfg->dir, &st) != 0) return kvm_fail(errno, "offload_dir '%s': %s", cfg->dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return kvm_fail(ENOTDIR, "offload_dir '%s' is not a directory", cfg->dir);
+    /* The files are named by the directory's absolute path: a process that changes its
+     * directory later (a daemon's chdir("/")) still names them in the journal's compaction
+     * (rename) and the sync's check that they are still at their paths. */
+    char dir[PATH_MAX];
+    if (!realpath(cfg->dir, dir)) return kvm_fail(errno, "offload_dir '%s': %s", cfg->dir, strerror(errno));
+    if (kvm_slab_check_dir_length(dir, "offload_dir's absolute path") != 0) return -EINVAL;
 
     kvm_slab *s = calloc(1, sizeof *s);
     if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
@@ -132,8 +138,8 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     s->capacity = cap > 0x7fffffffu ? 0x7fffffffu : (uint32_t)cap;
     s->extent_slots = cfg->extent_slots ? cfg->extent_slots : 64;
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/kvcache.slab", cfg->dir);
-    snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", cfg->dir);
+    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
+    snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", dir);
     int flags = O_RDWR | O_CREAT | O_CLOEXEC;
     /* One engine per directory: a second writer would overwrite the first one's slots and
      * rewrite its journal. The lock is taken before anything else is opened, on a descriptor

@@ -762,11 +762,17 @@ final class DiskTier {
 
     /// Slots spills may take now without waiting for the device, each at most one: free ones,
     /// those waiting for their FREED records (a flush appends them), the LRU's (dropped for
-    /// them) and those the slab may still grow by within `capacity`. 0 exactly when
+    /// them) and those the slab may still grow by (`kvm_slab_growable`: within `capacity`, the
+    /// file-size limit and the file system's free space; before 2026-11-25 `capacity` alone,
+    /// so on a tier the disk bounds a trim did not wait and its spills failed). 0 exactly when
     /// `isFullOfHeldSlots`: then a spill is skipped, and only a completion (a spill write's
     /// slot joins the LRU, a read's unpin) or an unpin makes room. A trim sizes its steps by it
-    /// (`Engine.spillCachedBlocks`). O(1).
-    var spillSlots: Int { freeTop + waitingCount + lru.count + max(0, capacity - Int(kvm_slab_allocated(slab))) }
+    /// (`Engine.spillCachedBlocks`). O(1): a getrlimit and an fstatvfs while the slab is below
+    /// `capacity`.
+    var spillSlots: Int {
+        let reusable = freeTop + waitingCount + lru.count
+        return Int(kvm_slab_allocated(slab)) < capacity ? reusable + Int(kvm_slab_growable(slab, nil)) : reusable
+    }
 
     /// A free slot for a write (`popFreeSlot`), else the LRU's `dropBatch` oldest are dropped
     /// (whatever they hold) and one of them is taken once the journal appended their FREED

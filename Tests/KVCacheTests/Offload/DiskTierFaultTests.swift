@@ -379,6 +379,36 @@ struct DiskTierFaultTests {
         #expect(try kvDifferences(e, 2, count: 40) { prompt[$0] } == 0)
     }
 
+    /// A relative offload_dir and a chdir after the create (a daemon's chdir("/")): the files
+    /// stay where they were, so every sync succeeds and a restart by the absolute path finds
+    /// the blocks. The tier names its files by the directory's absolute path; before, the
+    /// sync's path check resolved the relative one against the new directory and failed
+    /// ("offload_dir removed or moved"). An exit test (chdir is process-wide): exit 0 when so,
+    /// 1 with the problem on stderr.
+    @Test func aRelativeOffloadDirStillSyncsAfterAChdir() async {
+        await #expect(processExitsWith: .exitCode(0)) {
+            let dir = ScratchDir("relative")
+            guard chdir("/tmp") == 0, dir.path.hasPrefix("/tmp/") else { exit(2) }
+            let prompt = tokens(41, seed: 47)
+            do {
+                do {
+                    let e = try Engine(offloadConfig(.paged, dir: String(dir.path.dropFirst("/tmp/".count))))
+                    guard chdir("/") == 0 else { exit(2) }
+                    try spillPrompt(e, 1, prompt)
+                    try e.syncOffload()
+                }
+                let again = try Engine(offloadConfig(.paged, dir: dir.path))
+                guard again.stats().disk.recoveredSlots == 10 else { throw KVError(.internal, "recovered \(again.stats().disk.recoveredSlots) of 10") }
+            } catch {
+                _ = "\(error)\n".withCString { write(2, $0, strlen($0)) }
+                dir.remove()
+                exit(1)
+            }
+            dir.remove()
+            exit(0)
+        }
+    }
+
     @Test func swapWithoutATierIsUnsupported() throws {
         let e = try Engine(smallConfig(.paged))
         try e.createSequence(1, tokens: tokens(5, seed: 1))

@@ -62,4 +62,40 @@ struct TrimSlotWaitTests {
         try waitReady(e, 3)
         #expect(try kvDifferences(e, 3, count: 3 * bt) { second[$0] } == 0)
     }
+
+    /// The same on a tier the file system's free space bounds, not offload_bytes: the slots
+    /// the slab cannot grow by are no room, so the trim waits for its writes and drops the
+    /// oldest as on a tier offload_bytes bounds to as many slots. Before, the trim counted
+    /// growth up to offload_bytes as room and its spills failed (a reviewer's 256 KiB tmpfs:
+    /// 22 spilled, 19 failed, counted as disk errors though the device reported none).
+    @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"))
+    func aTrimOnATierTheDiskBoundsWaitsAsOnATierOffloadBytesBounds() throws {
+        /// Trims a 41-block prompt: (spilled, failed, skipped, stored slots).
+        func trimPrompt(_ c: EngineConfig) throws -> (UInt64, UInt64, UInt64, UInt64) {
+            let e = try Engine(c)
+            let prompt = tokens(41 * c.blockTokens + 1, seed: 71)
+            try e.createSequence(1, tokens: prompt)
+            try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+            try e.free(1)
+            try e.trim()
+            try e.syncOffload()
+            let d = e.stats().disk
+            return (d.blocksSpilled, d.spillsFailed, d.spillsSkipped, d.storedSlots)
+        }
+        let fs = try #require(mountTmpfs(bytes: 256 << 10))
+        defer { unmount(fs) }
+        var c = offloadConfig(.paged, dir: fs.path)
+        c.offloadForceThreads = true
+        let disk = try trimPrompt(c)
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let probe = ScratchDir("probe")
+        defer { probe.remove() }
+        var d = offloadConfig(.paged, dir: dir.path, offloadBytes: try Engine(offloadConfig(.paged, dir: probe.path)).stats().disk.slotBytes * disk.3)
+        d.offloadForceThreads = true
+        let bytes = try trimPrompt(d)
+        #expect(disk.3 > 4 && disk.3 < 41, "the disk holds some of the prompt: \(disk)")
+        #expect(bytes.1 == 0 && bytes.2 == 0 && bytes.0 == 41, "\(bytes)")
+        #expect(disk.1 == 0 && disk.2 == 0 && disk.0 == 41, "the disk-bounded tier: \(disk)")
+    }
 }
