@@ -474,8 +474,8 @@ final class ContiguousMemory: BlockListener {
     @discardableResult
     func trimFree(keeping committed: UInt64) -> UInt64 { kvm_pool_trim(pool, committed, 0) }
 
-    /// Unmaps every page not pinned by a live sequence (`trim`, which then releases the free
-    /// groups: `trimFree`). Cost: one unmap per slot with unpinned pages.
+    /// Unmaps every page not pinned by a live sequence (for `Engine.trim`, which then releases
+    /// the free groups in steps: `trimFree`). Cost: one unmap per slot with unpinned pages.
     func unmapAllUnpinned() {
         for slot in 0..<slots { unmapUnpinned(slot) }
     }
