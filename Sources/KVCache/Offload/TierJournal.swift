@@ -229,7 +229,10 @@ final class TierJournal {
     }
 
     /// The record `slot` is owed. A FREED record carries the slot's generation (the latest
-    /// written to it, which a restart counts on when it resumes the count) and nothing else.
+    /// written to it) and nothing else. A restart resumes the count above the largest
+    /// generation its journal holds; once a compaction dropped FREED records that may be below
+    /// ones written before, but never below a STORED record's, so the recovered slots and later
+    /// writes keep their write order (the LRU a restart rebuilds, `DiskTier.recover`).
     private func record(_ slot: Int32) -> kvm_journal_record {
         let s = Int(slot)
         var r = kvm_journal_record()
