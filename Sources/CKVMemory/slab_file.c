@@ -288,12 +288,10 @@ static int names_open_file(const char *path, int fd, struct stat *open_st) {
 }
 
 int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes) {
-    struct stat st;
-    if (fstat(s->journal_fd, &st) != 0) return kvm_fail(errno, "peer journal '%s': fstat failed: %s", s->journal_path, strerror(errno));
     /* The path must still name the open journal: a directory moved aside and recreated (or a
      * symlink switched) leaves the old files linked elsewhere. */
-    struct stat named;
-    if (st.st_nlink > 0 && stat(s->journal_path, &named) == 0 && named.st_dev == st.st_dev && named.st_ino == st.st_ino) {
+    struct stat st;
+    if (names_open_file(s->journal_path, s->journal_fd, &st)) {
         *journal_bytes = (uint64_t)st.st_size;
         return 0;
     }
