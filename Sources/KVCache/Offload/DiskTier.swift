@@ -755,23 +755,31 @@ final class DiskTier {
         staging.release(stage)
     }
 
-    /// True when no slot can be had without failing: every slot of the whole tier is allocated
+    /// True when no slot can be had without failing: every slot the tier can have is allocated
     /// and held (swapped-out sequences' blocks, offloaded-token records, reads and writes in
     /// flight), none free and none cached to drop. A capacity condition, not a device error.
-    private var isFullOfHeldSlots: Bool { spillSlots == 0 }
+    /// Asked per spilled block (`hasSpillRoom`): the slab's growth is asked (two system calls)
+    /// only when no slot is reusable, about once per extent while the slab grows.
+    private var isFullOfHeldSlots: Bool { reusableSlots == 0 && growableSlots == 0 }
 
-    /// Slots spills may take now without waiting for the device, each at most one: free ones,
-    /// those waiting for their FREED records (a flush appends them), the LRU's (dropped for
-    /// them) and those the slab may still grow by (`kvm_slab_growable`: within `capacity`, the
-    /// file-size limit and the file system's free space; before 2026-11-25 `capacity` alone,
-    /// so on a tier the disk bounds a trim did not wait and its spills failed). 0 exactly when
+    /// Slots spills may take now without waiting for the device, each at most one: the
+    /// reusable ones and those the slab may still grow by. 0 exactly when
     /// `isFullOfHeldSlots`: then a spill is skipped, and only a completion (a spill write's
     /// slot joins the LRU, a read's unpin) or an unpin makes room. A trim sizes its steps by it
     /// (`Engine.spillCachedBlocks`). O(1): a getrlimit and an fstatvfs while the slab is below
     /// `capacity`.
-    var spillSlots: Int {
-        let reusable = freeTop + waitingCount + lru.count
-        return Int(kvm_slab_allocated(slab)) < capacity ? reusable + Int(kvm_slab_growable(slab, nil)) : reusable
+    var spillSlots: Int { reusableSlots + growableSlots }
+
+    /// Free slots, those waiting for their FREED records (a flush appends them) and the LRU's
+    /// (dropped for a spill). O(1).
+    private var reusableSlots: Int { freeTop + waitingCount + lru.count }
+
+    /// Slots the slab may still grow by (`kvm_slab_growable`: within `capacity`, the file-size
+    /// limit and the file system's free space; before 2026-11-25 `capacity` alone, so on a
+    /// tier the disk bounds a trim did not wait and its spills failed). A getrlimit and an
+    /// fstatvfs while the slab is below `capacity`, else none.
+    private var growableSlots: Int {
+        Int(kvm_slab_allocated(slab)) < capacity ? Int(kvm_slab_growable(slab, nil)) : 0
     }
 
     /// A free slot for a write (`popFreeSlot`), else the LRU's `dropBatch` oldest are dropped
