@@ -821,8 +821,9 @@ void kvc_engine_destroy(kvc_engine *e);
  * drops at most as many blocks as were cached when it started. Trimming is not eviction:
  * kvc_stats.blocks_evicted does not change. Live sequences' bytes are untouched. The free
  * page groups are then released in steps of at most 8 MiB (about 1.6 ms each on a small
- * VM), calls blocked on the lock running between steps; a reservation such a call makes
- * (kvc_engine_reserve) stays committed.
+ * VM), calls blocked on the lock running between steps. A reservation made while the trim
+ * runs (kvc_engine_reserve, in any of its waits or steps), or by a reserve whose steps the
+ * trim came between, stays committed: the trim forgets only reservations made before it.
  * Cost: proportional to the cached blocks dropped and the page groups released (each released
  * with fallocate punch-hole, about 0.2 s per GiB), plus a copy and checksum per spilled block.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e).
@@ -838,7 +839,9 @@ kvc_status kvc_engine_trim(kvc_engine *e);
  * a commit batch of up to 8 page groups), whatever `bytes` is. Contiguous layout: the pages are committed; they fault in when a
  * sequence first writes them. Like vLLM's allocation at start-up, but optional: until
  * kvc_engine_trim, which gives unused reserved memory back, resident memory no longer follows
- * live tokens. Call it once after kvc_engine_create, or when the server goes idle.
+ * live tokens. Call it once after kvc_engine_create, or when the server goes idle. A
+ * kvc_engine_trim between its steps releases what it committed so far; the later steps
+ * commit it again, and the reservation holds from its return as if the trim came first.
  * *committed_bytes (may be NULL) receives the committed bytes afterwards.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_UNSUPPORTED (metadata_only: no memory),
  * KVC_ERR_OUT_OF_MEMORY (the OS refused to commit, whatever its errno; what was committed stays).

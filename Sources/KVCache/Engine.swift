@@ -841,19 +841,22 @@ public final class Engine: @unchecked Sendable {
     /// spills are a bulk transfer that leaves staging buffers to other traffic and waits for
     /// more without the lock (`spillCachedBlocks`); first it waits, without the lock, for the
     /// reads of freed sequences whose memory waits for them (`free`), so that their memory is
-    /// trimmed too. Then it releases the free memory in steps (`releaseFreeMemory`). Between
+    /// trimmed too. Then it releases the free memory in steps (`releaseFreeMemory`) down to the
+    /// reservations made since it began (it forgets older ones first). Between
     /// steps (of spilling, releasing, and whenever its waits processed completions) calls
     /// blocked on the lock run (`kvm_lock_yield`): before, a trim held it for 0.25-0.6 s
     /// (helper-165).
     public func trim() throws(KVError) {
         try locked { () throws(KVError) in
+            // Before the first step hands the lock over: a reservation made meanwhile (or by a
+            // reserve this trim interrupts, which records it again each step) stays.
+            reservedBytes = 0
             if let offload {
                 offload.awaitDeferredFrees(mutex: mutex)
                 spillCachedBlocks(offload)
             } else {
                 blocks.dropCached()
             }
-            reservedBytes = 0
             contiguous?.unmapAllUnpinned()
             releaseFreeMemory()
         }
@@ -909,16 +912,18 @@ public final class Engine: @unchecked Sendable {
     /// afterwards. Throws `unsupported` (metadata-only engine), or `outOfMemory` when the OS
     /// refuses a commit (`checkCommit`; what was reserved before it stays). Cost: the commits
     /// and faults, in steps of at most 64 page groups; calls blocked on the lock run between
-    /// steps (`kvm_lock_yield`).
+    /// steps (`kvm_lock_yield`). A `trim` among them forgets the reservation and releases what
+    /// was committed: each step records it again (`reservedBytes`), and commits it again.
     public func reserve(bytes: UInt64) throws(KVError) -> UInt64 {
         guard let pool = paged?.pool ?? contiguous?.pool else {
             throw KVError(.unsupported, "a metadata-only engine has no memory to reserve")
         }
         let target = min(bytes, config.memoryBytes)
-        try locked { reservedBytes = max(reservedBytes, target) }
         let stepBytes = kvm_pool_group_bytes(pool) * UInt64(config.tensors)
         while true {
             let progressed = try locked { () throws(KVError) -> Bool in
+                // Every step: a trim between two steps forgot it (helper-168).
+                reservedBytes = max(reservedBytes, target)
                 let committed = kvm_pool_committed_bytes(pool)
                 // Paged: committed groups the arena has not taken (every used group is committed).
                 let idle = paged == nil ? 0 : committed / stepBytes - UInt64(kvm_pool_groups(pool) - kvm_pool_free_groups(pool))
