@@ -4,7 +4,7 @@ import Testing
 
 /// `Engine.truncate` (`kvc_seq_truncate`): a sequence gives back its last tokens, as a server
 /// rolls back rejected speculative drafts, and its prefix, its sharing and the prefix index
-/// stay right. Block size 4 throughout.
+/// stay right. Block size 4 unless a test says otherwise.
 @Suite("Truncate")
 struct TruncateTests {
     /// Drafts fill block 2 (indexed under the drafts' hash) and start block 3; three are
@@ -132,6 +132,42 @@ struct TruncateTests {
         #expect(try e.createSequence(3, tokens: hit) == 40)
         #expect(try kvMismatches(e, 3, tokens: prompt, from: 0) == 0, "blocks 5-9 kept their bytes")
         #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<20]) + other, from: 0) == 0)
+    }
+
+    /// Contiguous, a block spanning two pages (256 tokens of 32 bytes, 4 KiB pages): counts
+    /// alone cannot prove a cut page the slot's own when an indexed block on it lies in no
+    /// live table. A and its fork B share page 2 (the first half of block 1); each fills
+    /// block 1 with its own tokens, indexed on that page. B is freed (its block 1 cached) and
+    /// its slot's next sequence drops the page, so A's mapping and the two indexed blocks are
+    /// all that hold it: references == 1 + index references, as for a page only A's blocks
+    /// hold. A cut into that page must copy it (B's cached block 1 has bytes there): the
+    /// group was `settled` until B's block left its table. Ignoring that, A's next tokens
+    /// overwrote B's block 1, and a prompt of B's tokens was served A's K/V.
+    @Test func aCutPageACachedForeignBlockHoldsIsCopied() throws {
+        let e = try Engine(smallConfig(.contiguous, blockTokens: 256))
+        let prompt = tokens(384, seed: 11), ownTail = tokens(128, seed: 12), forkTail = tokens(128, seed: 13)
+        try e.createSequence(1, tokens: prompt)  // block 0 on pages 0-1, half of block 1 on page 2
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.fork(parent: 1, child: 2)  // a whole number of pages: pages 0-2 shared, none copied
+        try e.append(1, tokens: ownTail)  // block 1 filled (pages 2-3) and indexed, each its own
+        try writeKV(e, 1, tokens: ownTail, from: 384)
+        try e.append(2, tokens: forkTail)
+        try writeKV(e, 2, tokens: forkTail, from: 384)
+        let forkSlot = e.sequences.slot(of: 2)
+        try e.free(2)  // its block 1 stays cached, holding page 2's group
+        try e.createSequence(3, tokens: tokens(8, seed: 14))  // in the freed slot: drops its pages
+        #expect(e.sequences.slot(of: 3) == forkSlot)
+        let s = e.sequences.slot(of: 1), c = e.contiguous!
+        #expect(!c.holdsAlone(slot: s, page: 2), "a block on the page left a table, indexed")
+        #expect(c.isHeldElsewhere(slot: s, page: 2, table: e.sequences.table(s), blocks: e.sequences.blockCount(s)))
+        try e.truncate(1, to: 320)  // into page 2
+        #expect(!c.isShared(slot: s, page: 2), "copied: a fresh group, which nothing else holds")
+        let next = tokens(192, seed: 15)
+        try e.append(1, tokens: next)
+        try writeKV(e, 1, tokens: next, from: 320)
+        #expect(try e.createSequence(4, tokens: prompt + forkTail + [0]) == 512, "B's block 1 is still cached")
+        #expect(try kvMismatches(e, 4, tokens: prompt + forkTail, from: 0) == 0, "B's block 1 kept its bytes")
+        #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<320]) + next, from: 0) == 0)
     }
 
     /// Contiguous: a page a freed sequence left mapped, whose indexed blocks were evicted

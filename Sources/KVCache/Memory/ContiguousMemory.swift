@@ -323,15 +323,23 @@ final class ContiguousMemory: BlockListener {
         return g >= 0 && kvm_pool_refs(pool, UInt32(g)) > 1
     }
 
-    /// True when O(1) counts prove that only `slot`'s mapping and indexed blocks in `slot`'s
-    /// table hold the group page `page` maps: it is `settled` (not strayed since taken fresh),
-    /// and its references are the slot's mapping and the indexed blocks' (no other slot maps
-    /// it, no copy or disk write holds it). Each such block was indexed from a sequence mapping
-    /// the group, which was this slot (another slot mapping it since it was fresh maps it still,
-    /// or released the block: strayed), and it still lies at the position it was indexed from.
-    /// So `isHeldElsewhere` with every block of the table its own (`blocks` its length) is
-    /// false; false here proves nothing (then scan). A truncation's spec-decoding cut usually
-    /// passes: its page's other holders are the sequence's own full blocks before the cut.
+    /// True when O(1) counts and a flag prove that only `slot`'s mapping and indexed blocks
+    /// in `slot`'s table hold the group page `page` maps: it is `settled` (not strayed since
+    /// taken fresh), and its references are the slot's mapping and the indexed blocks' (no
+    /// other slot maps it, no copy or disk write holds it). Each such block was indexed from a
+    /// sequence mapping the group, which was this slot (another slot mapping it since it was
+    /// fresh maps it still, or released the block: strayed), and it still lies at the position
+    /// it was indexed from. So `isHeldElsewhere` with `own` accepting every block of the table
+    /// (`blocks` its length) is false. With an `own` that rejects some (a truncation's: blocks
+    /// another sequence shares) it may be true; skipping that scan is right only when the
+    /// rejected blocks' bytes on the page are not written (a truncation's, below the cut).
+    /// False here proves nothing (then scan). A truncation's spec-decoding cut usually passes:
+    /// its page's other holders are the sequence's own full blocks before the cut.
+    /// The count alone is no proof: a fork's sibling that filled a block reaching onto the
+    /// shared page (a block spanning pages) and was freed leaves that block cached there, and
+    /// once its slot drops the page the references are again one mapping's and the index's
+    /// (`TruncateTests.aCutPageACachedForeignBlockHoldsIsCopied`: without `settled`, the cut
+    /// page went uncopied and the cached block served the truncated sequence's new K/V).
     @inline(__always) func holdsAlone(slot: Int, page: Int) -> Bool {
         let g = group(slot, page)
         return g >= 0 && settled[Int(g)] && kvm_pool_refs(pool, UInt32(g)) == 1 + indexRefs[Int(g)]
