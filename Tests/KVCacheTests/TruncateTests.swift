@@ -170,6 +170,48 @@ struct TruncateTests {
         #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<320]) + next, from: 0) == 0)
     }
 
+    /// Contiguous, blocks of 192 tokens (1.5 pages of 128): page 1 holds block 0's tail and
+    /// block 1's head. A (unknown tokens, nothing indexed) and its fork B share pages 0-1; B
+    /// fills block 1 under caller hashes (indexed on page 1), then compacts, evicting a token
+    /// of block 0 on page 1: block 0 is copied (shared, unindexed) and page 1 too (A maps it),
+    /// while B's block 1, untouched, stays indexed in B's table on the old group. Now A's
+    /// mapping and that block are the group's only holders: references == 1 + index
+    /// references, with no block of the group having left a table. A's cut into page 1 must
+    /// still copy it; before, `unshare` left the group `settled`, the count check passed, A's
+    /// appends overwrote B's cached block 1, and a prompt hitting it read A's K/V.
+    @Test func aCutPageWhoseForeignBlockACompactionUnsharedIsCopied() throws {
+        let e = try Engine(smallConfig(.contiguous, blockTokens: 192))
+        let prompt = tokens(256, seed: 21), forkTail = tokens(192, seed: 22)
+        try e.createSequence(1, blockHashes: UnsafeBufferPointer(start: nil, count: 0), tokens: 256)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.fork(parent: 1, child: 2)  // pages 0-1 shared; block 0 shared, unindexed
+        try e.append(1, tokens: tokens(128, seed: 23))  // A's own block 1 (unindexed)
+        let hashes: [UInt64] = [0x5e771ed, 0x5e771ee]
+        try hashes.withUnsafeBufferPointer { try e.append(2, tokens: 192, blockHashes: $0) }  // block 1 indexed
+        try writeKV(e, 2, tokens: forkTail, from: 256)
+        var config = EvictionConfig(.heavyHitter)
+        config.recentTokens = 4
+        try e.setEviction(2, config)
+        var light = [Float](repeating: 1, count: 2 * 448)
+        light[150] = 0; light[448 + 150] = 0  // slot 150 (block 0, page 1) is the lightest
+        try observeAll(e, 2, light, n: 448)
+        #expect(try e.compact(2, budgetTokens: 447) == 447)
+        #expect(try positions(e, 2, layer: 0)[150] == 447, "the last token filled the hole; block 1 untouched")
+        let s = e.sequences.slot(of: 1), c = e.contiguous!
+        #expect(!c.holdsAlone(slot: s, page: 1), "B's indexed block 1 holds the page and is in no table of its mappers")
+        #expect(c.isHeldElsewhere(slot: s, page: 1, table: e.sequences.table(s), blocks: e.sequences.blockCount(s)))
+        try e.truncate(1, to: 200)  // into A's block 1, page 1
+        let next = tokens(56, seed: 24)
+        try e.append(1, tokens: next)
+        try writeKV(e, 1, tokens: next, from: 200)
+        // Block 0's hash indexed by another sequence: a prompt of the chain hits B's block 1.
+        try [hashes[0]].withUnsafeBufferPointer { _ = try e.createSequence(3, blockHashes: $0, tokens: 192) }
+        try writeKV(e, 3, tokens: Array(prompt[0..<192]), from: 0)
+        #expect(try hashes.withUnsafeBufferPointer { try e.createSequence(4, blockHashes: $0, tokens: 385) } == 384)
+        #expect(try kvMismatches(e, 4, tokens: prompt + forkTail[0..<128], from: 0) == 0, "B's block 1 kept its bytes")
+        #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<200]) + next, from: 0) == 0)
+    }
+
     /// Contiguous: a page a freed sequence left mapped, whose indexed blocks were evicted
     /// since, is kept by the slot's next sequence (only the mapping held it) and counts as its
     /// own again: that sequence's spec-decoding cuts on it pass the count check too.
