@@ -109,11 +109,12 @@ extension Engine {
             // needs no copy; and before anything else changes, so that a copy the budget or the
             // OS refuses (a commit, a mapping) leaves the sequence as it was. (Copied after the
             // cut, a failed copy left the cut applied and the page shared: the next append
-            // wrote into the fork's K/V; found by helper-119.) Counts alone prove it the slot's
-            // own (`holdsAlone`: only the slot's mapping and indexed blocks hold it) when every
-            // block from the cut on is the sequence's alone: those leave the index with the cut,
-            // the rest are below it (an indexed block past the cut that another sequence keeps
-            // would keep its bytes on the page that appends rewrite).
+            // wrote into the fork's K/V; found by helper-119.) O(1) checks prove it the slot's
+            // own (`holdsAlone`: only the slot's mapping and indexed blocks of its table hold
+            // it) when every block from the cut on is the sequence's alone: those leave the
+            // index with the cut, the rest are below it, where appends write nothing, shared or
+            // not (an indexed block past the cut that another sequence keeps would keep its
+            // bytes on the page that appends rewrite).
             let table = sequences.table(slot), count = sequences.blockCount(slot)
             let pageBytes = Int(config.pageBytes)
             let cutPage = contiguous != nil && tokens * config.tokenBytes % pageBytes != 0 ? tokens * config.tokenBytes / pageBytes : -1

@@ -4,7 +4,7 @@ import Testing
 
 /// `Engine.truncate` (`kvc_seq_truncate`): a sequence gives back its last tokens, as a server
 /// rolls back rejected speculative drafts, and its prefix, its sharing and the prefix index
-/// stay right. Block size 4 throughout.
+/// stay right. Block size 4 unless a test says otherwise.
 @Suite("Truncate")
 struct TruncateTests {
     /// Drafts fill block 2 (indexed under the drafts' hash) and start block 3; three are
@@ -132,6 +132,84 @@ struct TruncateTests {
         #expect(try e.createSequence(3, tokens: hit) == 40)
         #expect(try kvMismatches(e, 3, tokens: prompt, from: 0) == 0, "blocks 5-9 kept their bytes")
         #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<20]) + other, from: 0) == 0)
+    }
+
+    /// Contiguous, a block spanning two pages (256 tokens of 32 bytes, 4 KiB pages): counts
+    /// alone cannot prove a cut page the slot's own when an indexed block on it lies in no
+    /// live table. A and its fork B share page 2 (the first half of block 1); each fills
+    /// block 1 with its own tokens, indexed on that page. B is freed (its block 1 cached) and
+    /// its slot's next sequence drops the page, so A's mapping and the two indexed blocks are
+    /// all that hold it: references == 1 + index references, as for a page only A's blocks
+    /// hold. A cut into that page must copy it (B's cached block 1 has bytes there): the
+    /// group was `settled` until B's block left its table. Ignoring that, A's next tokens
+    /// overwrote B's block 1, and a prompt of B's tokens was served A's K/V.
+    @Test func aCutPageACachedForeignBlockHoldsIsCopied() throws {
+        let e = try Engine(smallConfig(.contiguous, blockTokens: 256))
+        let prompt = tokens(384, seed: 11), ownTail = tokens(128, seed: 12), forkTail = tokens(128, seed: 13)
+        try e.createSequence(1, tokens: prompt)  // block 0 on pages 0-1, half of block 1 on page 2
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.fork(parent: 1, child: 2)  // a whole number of pages: pages 0-2 shared, none copied
+        try e.append(1, tokens: ownTail)  // block 1 filled (pages 2-3) and indexed, each its own
+        try writeKV(e, 1, tokens: ownTail, from: 384)
+        try e.append(2, tokens: forkTail)
+        try writeKV(e, 2, tokens: forkTail, from: 384)
+        let forkSlot = e.sequences.slot(of: 2)
+        try e.free(2)  // its block 1 stays cached, holding page 2's group
+        try e.createSequence(3, tokens: tokens(8, seed: 14))  // in the freed slot: drops its pages
+        #expect(e.sequences.slot(of: 3) == forkSlot)
+        let s = e.sequences.slot(of: 1), c = e.contiguous!
+        #expect(!c.holdsAlone(slot: s, page: 2), "a block on the page left a table, indexed")
+        #expect(c.isHeldElsewhere(slot: s, page: 2, table: e.sequences.table(s), blocks: e.sequences.blockCount(s)))
+        try e.truncate(1, to: 320)  // into page 2
+        #expect(!c.isShared(slot: s, page: 2), "copied: a fresh group, which nothing else holds")
+        let next = tokens(192, seed: 15)
+        try e.append(1, tokens: next)
+        try writeKV(e, 1, tokens: next, from: 320)
+        #expect(try e.createSequence(4, tokens: prompt + forkTail + [0]) == 512, "B's block 1 is still cached")
+        #expect(try kvMismatches(e, 4, tokens: prompt + forkTail, from: 0) == 0, "B's block 1 kept its bytes")
+        #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<320]) + next, from: 0) == 0)
+    }
+
+    /// Contiguous, blocks of 192 tokens (1.5 pages of 128): page 1 holds block 0's tail and
+    /// block 1's head. A (unknown tokens, nothing indexed) and its fork B share pages 0-1; B
+    /// fills block 1 under caller hashes (indexed on page 1), then compacts, evicting a token
+    /// of block 0 on page 1: block 0 is copied (shared, unindexed) and page 1 too (A maps it),
+    /// while B's block 1, untouched, stays indexed in B's table on the old group. Now A's
+    /// mapping and that block are the group's only holders: references == 1 + index
+    /// references, with no block of the group having left a table. A's cut into page 1 must
+    /// still copy it; before, `unshare` left the group `settled`, the count check passed, A's
+    /// appends overwrote B's cached block 1, and a prompt hitting it read A's K/V.
+    @Test func aCutPageWhoseForeignBlockACompactionUnsharedIsCopied() throws {
+        let e = try Engine(smallConfig(.contiguous, blockTokens: 192))
+        let prompt = tokens(256, seed: 21), forkTail = tokens(192, seed: 22)
+        try e.createSequence(1, blockHashes: UnsafeBufferPointer(start: nil, count: 0), tokens: 256)
+        try writeKV(e, 1, tokens: prompt, from: 0)
+        try e.fork(parent: 1, child: 2)  // pages 0-1 shared; block 0 shared, unindexed
+        try e.append(1, tokens: tokens(128, seed: 23))  // A's own block 1 (unindexed)
+        let hashes: [UInt64] = [0x5e771ed, 0x5e771ee]
+        try hashes.withUnsafeBufferPointer { try e.append(2, tokens: 192, blockHashes: $0) }  // block 1 indexed
+        try writeKV(e, 2, tokens: forkTail, from: 256)
+        var config = EvictionConfig(.heavyHitter)
+        config.recentTokens = 4
+        try e.setEviction(2, config)
+        var light = [Float](repeating: 1, count: 2 * 448)
+        light[150] = 0; light[448 + 150] = 0  // slot 150 (block 0, page 1) is the lightest
+        try observeAll(e, 2, light, n: 448)
+        #expect(try e.compact(2, budgetTokens: 447) == 447)
+        #expect(try positions(e, 2, layer: 0)[150] == 447, "the last token filled the hole; block 1 untouched")
+        let s = e.sequences.slot(of: 1), c = e.contiguous!
+        #expect(!c.holdsAlone(slot: s, page: 1), "B's indexed block 1 holds the page and is in no table of its mappers")
+        #expect(c.isHeldElsewhere(slot: s, page: 1, table: e.sequences.table(s), blocks: e.sequences.blockCount(s)))
+        try e.truncate(1, to: 200)  // into A's block 1, page 1
+        let next = tokens(56, seed: 24)
+        try e.append(1, tokens: next)
+        try writeKV(e, 1, tokens: next, from: 200)
+        // Block 0's hash indexed by another sequence: a prompt of the chain hits B's block 1.
+        try [hashes[0]].withUnsafeBufferPointer { _ = try e.createSequence(3, blockHashes: $0, tokens: 192) }
+        try writeKV(e, 3, tokens: Array(prompt[0..<192]), from: 0)
+        #expect(try hashes.withUnsafeBufferPointer { try e.createSequence(4, blockHashes: $0, tokens: 385) } == 384)
+        #expect(try kvMismatches(e, 4, tokens: prompt + forkTail[0..<128], from: 0) == 0, "B's block 1 kept its bytes")
+        #expect(try kvMismatches(e, 1, tokens: Array(prompt[0..<200]) + next, from: 0) == 0)
     }
 
     /// Contiguous: a page a freed sequence left mapped, whose indexed blocks were evicted

@@ -45,10 +45,11 @@ final class ContiguousMemory: BlockListener {
     /// Per group: references that indexed blocks hold on it (`retainPages`, `blockEvicted`).
     private let indexRefs: UnsafeMutablePointer<UInt32>
     /// Per group: true from when `mapOwned` takes it fresh or keeps it for the slot that alone
-    /// holds it until an indexed block holding it leaves a sequence's table while staying
-    /// indexed (`blockLeftTable`: it strayed); false before it was ever taken. While true,
-    /// every indexed block holding it lies in the table of a sequence that mapped it when
-    /// indexing it, at the position it was indexed from (`holdsAlone`).
+    /// holds it until it strays: an indexed block holding it leaves a sequence's table while
+    /// staying indexed (`blockLeftTable`), or a slot maps a copy in its place (`unshare`: the
+    /// slot's indexed blocks there stay in its table); false before it was ever taken. While
+    /// true, every indexed block holding it lies in the table of a sequence that maps it and
+    /// mapped it when indexing it, at the position it was indexed from (`holdsAlone`).
     private let settled: UnsafeMutablePointer<Bool>
     /// Frees memory held by the prefix cache: evicts one cached block, false when none is left.
     var evictCached: () -> Bool = { false }
@@ -323,15 +324,25 @@ final class ContiguousMemory: BlockListener {
         return g >= 0 && kvm_pool_refs(pool, UInt32(g)) > 1
     }
 
-    /// True when O(1) counts prove that only `slot`'s mapping and indexed blocks in `slot`'s
-    /// table hold the group page `page` maps: it is `settled` (not strayed since taken fresh),
-    /// and its references are the slot's mapping and the indexed blocks' (no other slot maps
-    /// it, no copy or disk write holds it). Each such block was indexed from a sequence mapping
-    /// the group, which was this slot (another slot mapping it since it was fresh maps it still,
-    /// or released the block: strayed), and it still lies at the position it was indexed from.
-    /// So `isHeldElsewhere` with every block of the table its own (`blocks` its length) is
-    /// false; false here proves nothing (then scan). A truncation's spec-decoding cut usually
-    /// passes: its page's other holders are the sequence's own full blocks before the cut.
+    /// True when O(1) counts and a flag prove that only `slot`'s mapping and indexed blocks
+    /// in `slot`'s table hold the group page `page` maps: it is `settled` (not strayed since
+    /// taken fresh), and its references are the slot's mapping and the indexed blocks' (no
+    /// other slot maps it, no copy or disk write holds it). Each such block was indexed from a
+    /// sequence mapping the group, which was this slot (another slot mapping it since it was
+    /// fresh maps it still, or released the block or copied the page away: strayed), and it
+    /// still lies at the position it was indexed from. So `isHeldElsewhere` with `own`
+    /// accepting every block of the table (`blocks` its length) is false. With an `own` that
+    /// rejects some (a truncation's: blocks another sequence shares) it may be true; skipping
+    /// that scan is right only when the rejected blocks' bytes on the page are not written (a
+    /// truncation's, below the cut). False here proves nothing (then scan). A truncation's
+    /// spec-decoding cut usually passes: its page's other holders are the sequence's own full
+    /// blocks before the cut. The count alone is no proof: with blocks spanning pages, a block
+    /// another slot filled onto a page it shared with this one stays on the old group when
+    /// that slot is freed (cached) or copies the page away (a compaction keeps the block), and
+    /// the references are again one mapping's and the index's
+    /// (`TruncateTests.aCutPageACachedForeignBlockHoldsIsCopied`,
+    /// `aCutPageWhoseForeignBlockACompactionUnsharedIsCopied`: the cut page went uncopied and
+    /// the cached block served the truncated sequence's new K/V).
     @inline(__always) func holdsAlone(slot: Int, page: Int) -> Bool {
         let g = group(slot, page)
         return g >= 0 && settled[Int(g)] && kvm_pool_refs(pool, UInt32(g)) == 1 + indexRefs[Int(g)]
@@ -416,6 +427,9 @@ final class ContiguousMemory: BlockListener {
             throw failure
         }
         for page in pages { pinGroup(Int(group(slot, page))) }
+        // The slot's indexed blocks on these pages that it does not write (a compaction keeps
+        // them) stay in its table holding the old groups, which it no longer maps: strayed.
+        for old in olds { settled[Int(old)] = false }
     }
 
     /// Unpins live `slot`'s pages past its first `tokens` tokens and leaves them mapped, as
