@@ -100,11 +100,20 @@ uint64_t kvm_pool_committed_bytes(const kvm_pool *p);
  * as a real fallocate can (ENOSPC or ENOMEM in a memory-limited cgroup); every later commit
  * fails too until this is called again. after < 0 turns the fault off (the default). */
 void kvm_pool_fail_commits(kvm_pool *p, int64_t after);
-/* 1 when huge pages were asked for (page_bytes = 2 MiB) and the kernel can give them to shmem
- * (shmem_enabled not never/deny). Then the pool commits by write-faulting the pages through a
+/* 1 when huge pages were asked for (page_bytes = 2 MiB) and the kernel can give them to this
+ * process's shmem (kvm_shmem_hugepages_refusal says NULL). Then the pool commits by write-faulting the pages through a
  * huge-page-advised view of the memfd (MADV_POPULATE_WRITE, then MADV_DONTNEED on the view), not
  * by fallocate, which allocates small pages under shmem_enabled=advise; the layouts map the
  * memfd with MADV_HUGEPAGE too, so each 2 MiB page is one page-table entry. A commit then zeroes
  * its pages at once (fallocate defers that to the first touch), ~10x faster per byte than small
  * pages' commit and first touch. */
 int kvm_pool_hugepages(const kvm_pool *p);
+
+/* Why a memfd's shmem gets no 2 MiB transparent huge pages under these settings, or NULL when
+ * it can get them. `top`: the bracketed word of /sys/kernel/mm/transparent_hugepage/
+ * shmem_enabled (NULL: unreadable); `per_size`: that of hugepages-2048kB/shmem_enabled (NULL:
+ * absent, before Linux 6.11); `thp_disabled`: prctl(PR_GET_THP_DISABLE) of the process. Rule:
+ * THP disabled by prctl, top unreadable or deny: none; else a per-size never: none; a per-size
+ * always / within_size / advise: huge, whatever the top-level word; a per-size inherit or none:
+ * the top-level word decides (never: none; always, within_size, advise, force: huge). Pure, O(1). */
+const char *kvm_shmem_hugepages_refusal(const char *top, const char *per_size, int thp_disabled);
