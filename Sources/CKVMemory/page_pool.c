@@ -139,7 +139,8 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
     p->groups = (uint32_t)groups;
     p->words = (p->groups + 63) / 64;
     p->free_count = p->groups;
-    p->commit_batch = cfg->commit_batch ? cfg->commit_batch : 8;
+    uint64_t batch = KVM_POOL_BATCH_BYTES / unit; /* by bytes: 2 MiB groups of 64 tensors are 128 MiB each */
+    p->commit_batch = cfg->commit_batch ? cfg->commit_batch : batch > 8 ? 8 : batch < 1 ? 1 : (uint32_t)batch;
     p->group_bytes = cfg->group_bytes;
     p->page_bytes = cfg->page_bytes;
     p->hugepages = cfg->page_bytes == (2u << 20) && shmem_hugepages_possible();

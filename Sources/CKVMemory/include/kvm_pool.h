@@ -19,8 +19,14 @@ typedef struct kvm_pool_config {
     uint64_t page_bytes;   /* 4 KiB .. 2 MiB, power of two */
     uint64_t budget_bytes; /* exact physical budget */
     int32_t numa_node;     /* -1: default policy; else bind every page to this node */
-    uint32_t commit_batch; /* groups committed per batch (ahead of need); 0 = 8 */
+    uint32_t commit_batch; /* groups committed per batch (ahead of need); 0: the default below */
 } kvm_pool_config;
+
+/* The default commit batch: up to 8 groups and at most this many bytes (tensors * group_bytes
+ * each), at least one group. A batch commits under the caller's lock and, with huge pages,
+ * zeroes its pages at once, so its bytes bound a first allocation's cost (8 groups of 2 MiB
+ * pages in 64 tensors were 1 GiB, ~1 s). */
+#define KVM_POOL_BATCH_BYTES (32ull << 20)
 
 /* The most groups a pool holds (its group numbers are 32-bit with room to spare). */
 #define KVM_POOL_MAX_GROUPS (1u << 30)
@@ -35,7 +41,7 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out);
 void kvm_pool_destroy(kvm_pool *p);
 
 /* Takes a free group, preferring `hint` (to keep a sequence file-contiguous), then a committed
- * one, then the lowest free. Commits it (and up to commit_batch free neighbours) if needed.
+ * one, then the lowest free. Commits it (and free neighbours up to the commit batch) if needed.
  * Returns the group with refs = 1, or -ENOSPC when none is free, or -errno when committing
  * failed (the group stays free). Cost: O(groups / 64) bit scan, one commit (fallocate, or a populate
  * with huge pages) per tensor per batch. */
