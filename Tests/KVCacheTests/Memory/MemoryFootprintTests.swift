@@ -216,4 +216,17 @@ struct MemoryFootprintTests {
         try e.createSequence(1, tokens: tokens(1, seed: 1))
         #expect(e.stats().committedBytes == groupBytes)
     }
+
+    /// The contiguous layout's `blocksTotal` counts the blocks of what its pool holds:
+    /// memory_bytes rounded down to whole page groups (a page of every tensor), as the paged
+    /// layout's does, plus one partial block per sequence slot. Before, it divided memory_bytes
+    /// itself: 71 MiB in groups of 8 MiB holds 64 MiB, yet it counted 71 MiB of blocks.
+    @Test func contiguousBlocksTotalCountsWholePageGroupsOnly() throws {
+        let paged = try Engine(smallConfig(.paged, memoryBytes: 71 * Self.mib, pageBytes: 2 << 20, blockTokens: 16))
+        let contiguous = try Engine(smallConfig(.contiguous, memoryBytes: 71 * Self.mib, pageBytes: 2 << 20, blockTokens: 16))
+        let held = UInt64(kvm_pool_groups(try #require(paged.paged?.pool))) * 8 * Self.mib
+        #expect(held == 64 * Self.mib)
+        #expect(paged.stats().blocksTotal == held / UInt64(4 * paged.config.blockBytes))
+        #expect(contiguous.stats().blocksTotal == paged.stats().blocksTotal + UInt64(contiguous.config.maxSeqs))
+    }
 }
