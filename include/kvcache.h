@@ -329,12 +329,22 @@ typedef struct kvc_config {
      *  At most 2^24 blocks (of 2 * num_layers * block_tokens * token_bytes bytes each): a
      *  larger budget needs larger blocks (else KVC_ERR_INVALID_ARGUMENT). Contiguous layout:
      *  also at most 2^30 page groups (of 2 * num_layers * page_bytes), else
-     *  KVC_ERR_INVALID_ARGUMENT: a larger budget needs larger pages. */
+     *  KVC_ERR_INVALID_ARGUMENT: a larger budget needs larger pages. The engine uses it rounded
+     *  down to whole page groups (a page, or a page-rounded run of blocks, of every one of the
+     *  2 * num_layers tensors); blocks_total counts what that holds. */
     uint64_t memory_bytes;
-    /** Physical page size: a power of two from 4096 to 2097152. 2 MiB asks for transparent
-     *  huge pages, which the kernel gives shared memory unless its shmem_enabled setting is
-     *  never/deny; otherwise small pages are used, logged once, and kvc_stats.huge_pages
-     *  reads 0. Default 65536. */
+    /** Physical page size: a power of two from 4096 to 2097152. Default 65536. Memory is
+     *  committed and given back in page groups of a page of every tensor (paged layout: of
+     *  max(1, page_bytes / block bytes) blocks, rounded up to whole pages), so blocks whose
+     *  bytes per layer neither divide page_bytes nor are a multiple of it leave the rest of
+     *  each group empty (up to a quarter of memory_bytes; logged once at create past 5 %).
+     *  2 MiB asks for transparent huge pages, which the kernel gives a process's shared memory
+     *  unless prctl(PR_SET_THP_DISABLE) is set, the top-level shmem_enabled is deny, the
+     *  per-size hugepages-2048kB/shmem_enabled (Linux 6.11+) is never, or that is inherit (or
+     *  absent) and the top-level one is never; otherwise small pages are used, the reason is
+     *  logged once, and kvc_stats.huge_pages reads 0. With 2 MiB, huge or not, a group is
+     *  128 MiB at 32 layers: memory falls only by whole groups, and the contiguous layout holds
+     *  at least one group per live sequence (65536 commits and frees in finer steps). */
     uint64_t page_bytes;
     /** NUMA node to bind K/V memory to, or -1 (default) for the default policy. */
     int32_t numa_node;
@@ -513,7 +523,8 @@ typedef struct kvc_stats {
     uint64_t budget_bytes;
     /** Physical bytes the engine holds now (allocated pages of its pool). */
     uint64_t committed_bytes;
-    /** Blocks of block_tokens tokens the budget can hold. Contiguous layout: logical blocks
+    /** Blocks of block_tokens tokens the budget (memory_bytes rounded down to whole page
+     *  groups) can hold. Contiguous layout: logical blocks
      *  (the prefix cache's unit), the budget's worth plus one partial block per sequence
      *  slot, so blocks_total * block_tokens overstates the tokens that fit. */
     uint64_t blocks_total;
@@ -622,7 +633,7 @@ typedef struct kvc_stats {
      *  its record is written out or discarded (its bytes are still there). */
     uint64_t tokens_in_open_records;
     /** 1 when the K/V memory is committed as 2 MiB huge pages: page_bytes is 2 MiB and the
-     *  kernel lets shared memory use transparent huge pages (shmem_enabled not never/deny); 0
+     *  kernel lets this process's shared memory use transparent huge pages (see page_bytes); 0
      *  otherwise, including when 2 MiB pages fell back to small ones (logged once on stderr).
      *  The kernel may still back a commit with small pages when it finds no free 2 MiB page
      *  (fragmentation): smaps' ShmemPmdMapped shows what it gave. */
@@ -836,8 +847,9 @@ kvc_status kvc_engine_trim(kvc_engine *e);
  * (committing and zeroing pages: about 1 s per GiB on a small VM, most of a cold create's
  * time). Paged layout: the pages are also faulted in (zeroed), with the engine's lock released
  * so other calls proceed, and so are pages committed earlier and not in use yet (the rest of
- * a commit batch of up to 8 page groups), whatever `bytes` is. Contiguous layout: the pages are committed; they fault in when a
- * sequence first writes them. Like vLLM's allocation at start-up, but optional: until
+ * a commit batch: up to 8 page groups and 32 MiB, at least one group), whatever `bytes` is.
+ * Contiguous layout: the pages are committed; they fault in when a sequence first writes them.
+ * Like vLLM's allocation at start-up, but optional: until
  * kvc_engine_trim, which gives unused reserved memory back, resident memory no longer follows
  * live tokens. Call it once after kvc_engine_create, or when the server goes idle. A
  * kvc_engine_trim between its steps releases what it committed so far; the later steps

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 struct kvm_pool {
@@ -49,23 +50,45 @@ static int64_t first_set(const kvm_pool *p, const uint64_t *a, const uint64_t *b
 
 static int logged_small_pages;
 
-/* 1 when the kernel lets shmem use transparent huge pages; else logs once why not. Only the
- * top-level setting counts for a memfd: the per-size hugepages-2048kB/shmem_enabled of Linux
- * 6.11+ governs anonymous shared mappings (MAP_SHARED | MAP_ANONYMOUS), while a memfd lives on
- * the kernel's internal tmpfs mount, whose huge option follows the top-level line alone. */
+const char *kvm_shmem_hugepages_refusal(const char *top, const char *per_size, int thp_disabled) {
+    if (thp_disabled) return "prctl(PR_SET_THP_DISABLE) is set on this process (a container runtime or service manager may set it)";
+    if (!top) return "/sys/kernel/mm/transparent_hugepage/shmem_enabled is unreadable";
+    if (strcmp(top, "deny") == 0) return "shmem_enabled is deny";
+    if (per_size && strcmp(per_size, "never") == 0) return "hugepages-2048kB/shmem_enabled is never";
+    if (per_size && strcmp(per_size, "inherit") != 0) return NULL; /* always, within_size, advise */
+    if (strcmp(top, "never") == 0) return per_size ? "shmem_enabled is never and hugepages-2048kB/shmem_enabled inherits it"
+                                                   : "shmem_enabled is never";
+    return NULL;
+}
+
+/* The bracketed word of a THP setting file into `word` (at most `size` bytes with the NUL);
+ * NULL when the file is missing, unreadable or has no bracketed word. */
+static const char *thp_setting(const char *path, char *word, size_t size) {
+    char line[256] = {0};
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = 0;
+    const char *open = strchr(line, '['), *close = open ? strchr(open, ']') : NULL;
+    if (!close || (size_t)(close - open) > size) return NULL;
+    memcpy(word, open + 1, (size_t)(close - open - 1));
+    word[close - open - 1] = 0;
+    return word;
+}
+
+/* 1 when a memfd's shmem can get 2 MiB transparent huge pages in this process; else logs once
+ * why not (kvm_shmem_hugepages_refusal). Reads two sysfs files and one prctl. */
 static int shmem_hugepages_possible(void) {
-    char mode[128] = {0};
-    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
-    if (f) {
-        size_t n = fread(mode, 1, sizeof mode - 1, f);
-        fclose(f);
-        mode[n] = 0;
-        mode[strcspn(mode, "\n")] = 0;
-        if (n > 0 && strstr(mode, "[never]") == NULL && strstr(mode, "[deny]") == NULL) return 1;
-    }
-    kvm_log_once(&logged_small_pages, "page_bytes 2 MiB asks for huge pages, but shmem transparent huge pages are off "
-                                      "(/sys/kernel/mm/transparent_hugepage/shmem_enabled: %s): using small pages",
-                 !f ? "unreadable" : mode[0] ? mode : "empty");
+    char top[32], per_size[32];
+    const char *why = kvm_shmem_hugepages_refusal(
+        thp_setting("/sys/kernel/mm/transparent_hugepage/shmem_enabled", top, sizeof top),
+        thp_setting("/sys/kernel/mm/transparent_hugepage/hugepages-2048kB/shmem_enabled", per_size, sizeof per_size),
+        prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1);
+    if (!why) return 1;
+    kvm_log_once(&logged_small_pages, "page_bytes 2 MiB asks for huge pages, but %s: using small pages, in page groups "
+                                      "still sized by 2 MiB pages (page_bytes 65536 commits and frees memory in finer steps)",
+                 why);
     return 0;
 }
 
@@ -116,7 +139,8 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
     p->groups = (uint32_t)groups;
     p->words = (p->groups + 63) / 64;
     p->free_count = p->groups;
-    p->commit_batch = cfg->commit_batch ? cfg->commit_batch : 8;
+    uint64_t batch = KVM_POOL_BATCH_BYTES / unit; /* by bytes: 2 MiB groups of 64 tensors are 128 MiB each */
+    p->commit_batch = cfg->commit_batch ? cfg->commit_batch : batch > 8 ? 8 : batch < 1 ? 1 : (uint32_t)batch;
     p->group_bytes = cfg->group_bytes;
     p->page_bytes = cfg->page_bytes;
     p->hugepages = cfg->page_bytes == (2u << 20) && shmem_hugepages_possible();

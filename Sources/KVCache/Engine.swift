@@ -96,7 +96,10 @@ public final class Engine: @unchecked Sendable {
             contiguous = nil
             blocks = try BlockPool(capacity: memory.blocks, arena: memory.arena, eventCapacity: events)
         case (.contiguous, false):
-            let logical = Int(budgetBlocks) + config.maxSeqs  // room for every sequence's partial block
+            // The blocks of what the pool holds (memory_bytes rounded down to whole page groups
+            // of every tensor), plus room for every sequence's partial block.
+            let heldPerTensor = config.memoryBytes / UInt64(config.tensors) / config.pageBytes * config.pageBytes
+            let logical = Int(heldPerTensor / UInt64(config.blockBytes)) + config.maxSeqs
             let memory = try ContiguousMemory(config, logicalBlocks: logical)
             paged = nil
             contiguous = memory

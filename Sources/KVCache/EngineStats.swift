@@ -28,8 +28,10 @@ public struct EngineStats: Equatable, Sendable {
     public var mappings: UInt64 = 0
     /// Events dropped because the server did not drain them in time (the queue is bounded).
     public var eventsDropped: UInt64 = 0
-    /// Whether the K/V memory sits in 2 MiB huge pages (`pageBytes` 2 MiB and shmem
-    /// transparent huge pages on); false when 2 MiB pages fell back to small ones.
+    /// Whether the K/V memory sits in 2 MiB huge pages (`pageBytes` 2 MiB and this process's
+    /// shmem may use transparent huge pages: `kvm_shmem_hugepages_refusal` of the top-level and
+    /// per-size shmem_enabled and PR_GET_THP_DISABLE); false when 2 MiB pages fell back to
+    /// small ones.
     public var hugePages = false
     /// The disk tier's counters (all 0 without one).
     public var disk = DiskTierStats()

@@ -60,16 +60,11 @@ public enum Seccomp {
                         Instruction(code: jumpIfEqual, jt: 0, jf: 1, k: argument.value)]
         }
         program += [Instruction(code: ret, jt: 0, jf: 0, k: action), allow]
-        // prctl is variadic (not imported): called through a fixed-argument pointer, which the
-        // x86-64 and AArch64 calling conventions pass the same way for integer arguments.
-        typealias Prctl = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
-        guard let symbol = dlsym(dlopen(nil, RTLD_NOW), "prctl") else { exit(4) }
-        let prctl = unsafeBitCast(symbol, to: Prctl.self)
         let PR_SET_NO_NEW_PRIVS: Int32 = 38, PR_SET_SECCOMP: Int32 = 22, SECCOMP_MODE_FILTER: UInt = 2
-        guard prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 else { exit(4) }
+        guard prctl(PR_SET_NO_NEW_PRIVS, 1) == 0 else { exit(4) }
         let rc = program.withUnsafeBufferPointer { instructions in
             var fprog = Program(len: UInt16(instructions.count), filter: instructions.baseAddress!)
-            return withUnsafePointer(to: &fprog) { prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, UInt(bitPattern: $0), 0, 0) }
+            return withUnsafePointer(to: &fprog) { prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, UInt(bitPattern: $0)) }
         }
         guard rc == 0 else { exit(4) }
     }

@@ -19,8 +19,14 @@ typedef struct kvm_pool_config {
     uint64_t page_bytes;   /* 4 KiB .. 2 MiB, power of two */
     uint64_t budget_bytes; /* exact physical budget */
     int32_t numa_node;     /* -1: default policy; else bind every page to this node */
-    uint32_t commit_batch; /* groups committed per batch (ahead of need); 0 = 8 */
+    uint32_t commit_batch; /* groups committed per batch (ahead of need); 0: the default below */
 } kvm_pool_config;
+
+/* The default commit batch: up to 8 groups and at most this many bytes (tensors * group_bytes
+ * each), at least one group. A batch commits under the caller's lock and, with huge pages,
+ * zeroes its pages at once, so its bytes bound a first allocation's cost (8 groups of 2 MiB
+ * pages in 64 tensors were 1 GiB, ~1 s). */
+#define KVM_POOL_BATCH_BYTES (32ull << 20)
 
 /* The most groups a pool holds (its group numbers are 32-bit with room to spare). */
 #define KVM_POOL_MAX_GROUPS (1u << 30)
@@ -35,7 +41,7 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out);
 void kvm_pool_destroy(kvm_pool *p);
 
 /* Takes a free group, preferring `hint` (to keep a sequence file-contiguous), then a committed
- * one, then the lowest free. Commits it (and up to commit_batch free neighbours) if needed.
+ * one, then the lowest free. Commits it (and free neighbours up to the commit batch) if needed.
  * Returns the group with refs = 1, or -ENOSPC when none is free, or -errno when committing
  * failed (the group stays free). Cost: O(groups / 64) bit scan, one commit (fallocate, or a populate
  * with huge pages) per tensor per batch. */
@@ -100,11 +106,20 @@ uint64_t kvm_pool_committed_bytes(const kvm_pool *p);
  * as a real fallocate can (ENOSPC or ENOMEM in a memory-limited cgroup); every later commit
  * fails too until this is called again. after < 0 turns the fault off (the default). */
 void kvm_pool_fail_commits(kvm_pool *p, int64_t after);
-/* 1 when huge pages were asked for (page_bytes = 2 MiB) and the kernel can give them to shmem
- * (shmem_enabled not never/deny). Then the pool commits by write-faulting the pages through a
+/* 1 when huge pages were asked for (page_bytes = 2 MiB) and the kernel can give them to this
+ * process's shmem (kvm_shmem_hugepages_refusal says NULL). Then the pool commits by write-faulting the pages through a
  * huge-page-advised view of the memfd (MADV_POPULATE_WRITE, then MADV_DONTNEED on the view), not
  * by fallocate, which allocates small pages under shmem_enabled=advise; the layouts map the
  * memfd with MADV_HUGEPAGE too, so each 2 MiB page is one page-table entry. A commit then zeroes
  * its pages at once (fallocate defers that to the first touch), ~10x faster per byte than small
  * pages' commit and first touch. */
 int kvm_pool_hugepages(const kvm_pool *p);
+
+/* Why a memfd's shmem gets no 2 MiB transparent huge pages under these settings, or NULL when
+ * it can get them. `top`: the bracketed word of /sys/kernel/mm/transparent_hugepage/
+ * shmem_enabled (NULL: unreadable); `per_size`: that of hugepages-2048kB/shmem_enabled (NULL:
+ * absent, before Linux 6.11); `thp_disabled`: prctl(PR_GET_THP_DISABLE) of the process. Rule:
+ * THP disabled by prctl, top unreadable or deny: none; else a per-size never: none; a per-size
+ * always / within_size / advise: huge, whatever the top-level word; a per-size inherit or none:
+ * the top-level word decides (never: none; always, within_size, advise, force: huge). Pure, O(1). */
+const char *kvm_shmem_hugepages_refusal(const char *top, const char *per_size, int thp_disabled);

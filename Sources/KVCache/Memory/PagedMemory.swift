@@ -27,6 +27,7 @@ final class PagedMemory {
         }
         pool = p
         arena = a!
+        PageFit.logAdvice(config)
     }
 
     deinit {

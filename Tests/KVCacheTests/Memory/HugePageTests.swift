@@ -6,8 +6,8 @@ import Testing
 @testable import KVCache
 
 /// With `page_bytes` = 2 MiB the K/V really sits in 2 MiB pages, mapped by one page-table entry
-/// each (`ShmemPmdMapped` in smaps), in both layouts, whenever the kernel lets shmem use
-/// transparent huge pages (`shmem_enabled` not `never`/`deny`; with `advise` only memory faulted
+/// each (`ShmemPmdMapped` in smaps), in both layouts, whenever the kernel lets this process's
+/// shmem use transparent huge pages (see `kernelAllows`; with `advise` only memory faulted
 /// through a huge-page-advised mapping gets them, which is why the pool commits that way).
 @Suite("Huge pages")
 struct HugePageTests {
@@ -22,9 +22,13 @@ struct HugePageTests {
         return String(text[text.index(after: open)..<close])
     }
 
-    static var kernelAllows: Bool { shmemMode.map { $0 != "never" && $0 != "deny" } ?? false }
+    /// Whether the engine takes huge pages here (the top-level and per-size shmem_enabled and
+    /// PR_GET_THP_DISABLE: `kvm_shmem_hugepages_refusal`); the test below checks it got them.
+    static var kernelAllows: Bool {
+        (try? Engine(smallConfig(.paged, pageBytes: 2 << 20, blockTokens: 16)))?.stats().hugePages ?? false
+    }
 
-    @Test(.enabled(if: kernelAllows, "shmem transparent huge pages are off on this machine (shmem_enabled never/deny)"),
+    @Test(.enabled(if: kernelAllows, "shmem transparent huge pages are off for this process (shmem_enabled settings or prctl)"),
           arguments: [Layout.paged, .contiguous])
     func kvSitsInHugePages(layout: Layout) throws {
         var c = EngineConfig()
@@ -72,5 +76,24 @@ struct HugePageTests {
             #expect(pmd == 0 && other == 0, "reported not huge, yet \(pmd) + \(other) bytes huge-mapped")
         }
         #expect(try kvMismatches(e, 1, tokens: prompt, from: 0) == 0)
+    }
+
+    /// A process whose transparent huge pages are disabled (prctl PR_SET_THP_DISABLE, as
+    /// container runtimes and service managers may set it) gets no huge pages whatever
+    /// shmem_enabled says, so `hugePages` reads false and the once-only line on stderr names
+    /// the prctl. Before, the pool read only shmem_enabled: under `advise` it reported huge
+    /// pages while every page was small, and under `never` blamed that setting. Exit 0 when
+    /// false, 1 when reported huge, 2 when the create failed, 3 when the prctl failed.
+    @Test func aProcessWithHugePagesDisabledByPrctlGetsNoneAndIsToldWhy() async {
+        let result = await #expect(processExitsWith: .exitCode(0), observing: [\.standardErrorContent]) {
+            let PR_SET_THP_DISABLE: Int32 = 41
+            guard prctl(PR_SET_THP_DISABLE, 1) == 0 else { exit(3) }
+            guard let e = try? Engine(smallConfig(.paged, pageBytes: 2 << 20, blockTokens: 16)) else { exit(2) }
+            _ = try? Engine(smallConfig(.contiguous, pageBytes: 2 << 20, blockTokens: 16))  // logs nothing more
+            exit(e.stats().hugePages ? 1 : 0)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.contains("PR_SET_THP_DISABLE"), "stderr: \(stderr)")
+        #expect(stderr.components(separatedBy: "asks for huge pages").count == 2, "one line: \(stderr)")
     }
 }

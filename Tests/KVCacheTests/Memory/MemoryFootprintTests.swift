@@ -198,5 +198,35 @@ struct MemoryFootprintTests {
             exit(grown < 32 << 10 ? 0 : 1)  // the table alone is 128 MiB
         }
     }
-}
 
+    /// With 2 MiB pages a page group of 32 layers is 128 MiB (one page in each of 64 tensors),
+    /// so the commit batch is sized by bytes (at most `KVM_POOL_BATCH_BYTES`, at least one
+    /// group): a one-token create commits one group. Before, it committed a batch of 8 groups,
+    /// 1 GiB, zeroed under the engine lock (0.7-1.4 s with huge pages). Smaller groups keep
+    /// batches of up to 8 (`pagedReserveFaultsInTheRestOfACommitBatch`).
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aFirstCreateWithTwoMiBPagesCommitsOneGroupNotAGigabyte(layout: Layout) throws {
+        var c = Self.config(layout)
+        c.pageBytes = 2 << 20
+        c.memoryBytes = 2 << 30
+        let e = try Engine(c)
+        let pool = try #require(e.paged?.pool ?? e.contiguous?.pool)
+        let groupBytes = kvm_pool_group_bytes(pool) * UInt64(c.tensors)
+        #expect(groupBytes == 128 * Self.mib)
+        try e.createSequence(1, tokens: tokens(1, seed: 1))
+        #expect(e.stats().committedBytes == groupBytes)
+    }
+
+    /// The contiguous layout's `blocksTotal` counts the blocks of what its pool holds:
+    /// memory_bytes rounded down to whole page groups (a page of every tensor), as the paged
+    /// layout's does, plus one partial block per sequence slot. Before, it divided memory_bytes
+    /// itself: 71 MiB in groups of 8 MiB holds 64 MiB, yet it counted 71 MiB of blocks.
+    @Test func contiguousBlocksTotalCountsWholePageGroupsOnly() throws {
+        let paged = try Engine(smallConfig(.paged, memoryBytes: 71 * Self.mib, pageBytes: 2 << 20, blockTokens: 16))
+        let contiguous = try Engine(smallConfig(.contiguous, memoryBytes: 71 * Self.mib, pageBytes: 2 << 20, blockTokens: 16))
+        let held = UInt64(kvm_pool_groups(try #require(paged.paged?.pool))) * 8 * Self.mib
+        #expect(held == 64 * Self.mib)
+        #expect(paged.stats().blocksTotal == held / UInt64(4 * paged.config.blockBytes))
+        #expect(contiguous.stats().blocksTotal == paged.stats().blocksTotal + UInt64(contiguous.config.maxSeqs))
+    }
+}

@@ -1,0 +1,49 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import TestSupport
+import Testing
+@testable import KVCache
+
+/// A paged shape whose blocks do not fill their page groups says so at create: how much of
+/// memory_bytes holds no tokens and which block_tokens or page_bytes would leave at most 5 %.
+@Suite("Page fit")
+struct PageFitTests {
+    /// 8 KV heads x 128 x fp16: 2 KiB per token and layer's K or V.
+    static func config(blockTokens: Int, pageBytes: UInt64) -> EngineConfig {
+        var c = smallConfig(.paged, memoryBytes: 16 << 20, pageBytes: pageBytes, blockTokens: blockTokens)
+        c.numKVHeads = 8
+        c.headDim = 128
+        return c
+    }
+
+    /// block_tokens 24 is a 48 KiB block in a 64 KiB group: a quarter empty, as the engine's
+    /// own block count shows (64 blocks per 4 MiB of a tensor instead of 85); 31 tokens (62 KiB)
+    /// or 16 KiB pages (three per block) leave at most 5 %. Shapes that divide evenly: no line.
+    @Test func aShapeLeavingAQuarterEmptyIsNamedWithBetterSettings() throws {
+        let c = Self.config(blockTokens: 24, pageBytes: 64 << 10)
+        #expect(PageFit.emptyShare(blockBytes: c.blockBytes, pageBytes: c.pageBytes) == 0.25)
+        #expect(try Engine(c).stats().blocksTotal == (16 << 20) / 4 / (64 << 10))
+        let line = try #require(PageFit.advice(c))
+        #expect(line.contains("25 %") && line.contains("block_tokens 31") && line.contains("page_bytes 16384"), "\(line)")
+        for (tokens, page) in [(16, UInt64(64 << 10)), (32, 64 << 10), (64, 64 << 10), (24, 4096), (31, 64 << 10)] {
+            #expect(PageFit.advice(Self.config(blockTokens: tokens, pageBytes: page)) == nil, "\(tokens) tokens, \(page) B pages")
+        }
+    }
+
+    /// The create logs the line once per process on stderr; the contiguous layout, which maps
+    /// tokens densely, and an even shape log nothing. Before, nothing was said. Exit 0 when
+    /// both creates succeeded.
+    @Test func aCreateLogsTheEmptyShareOnce() async {
+        let result = await #expect(processExitsWith: .exitCode(0), observing: [\.standardErrorContent]) {
+            var contiguous = Self.config(blockTokens: 24, pageBytes: 64 << 10)
+            contiguous.layout = .contiguous
+            guard (try? Engine(contiguous)) != nil, (try? Engine(Self.config(blockTokens: 16, pageBytes: 64 << 10))) != nil,
+                  (try? Engine(Self.config(blockTokens: 24, pageBytes: 64 << 10))) != nil,
+                  (try? Engine(Self.config(blockTokens: 24, pageBytes: 64 << 10))) != nil else { exit(1) }
+            exit(0)
+        }
+        let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        #expect(stderr.components(separatedBy: "holding no tokens").count == 2, "one line: \(stderr)")
+    }
+}
