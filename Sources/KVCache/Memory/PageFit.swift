@@ -19,15 +19,16 @@ enum PageFit {
     }
 
     /// The line a create logs when `config`'s paged shape leaves more than `tolerated` of
-    /// memory_bytes empty, naming the nearest block_tokens (ties: the larger) and the largest
-    /// page_bytes at most config's that leave no more; nil when the shape fits. Cost: at most
-    /// 2 * 4096 + 10 `emptyShare` evaluations, only when the shape does not fit.
+    /// memory_bytes empty, naming the power-of-two block_tokens nearest config's (ties: the
+    /// larger; servers' kernels take such sizes) and the largest page_bytes below config's that
+    /// leave no more; nil when the shape fits. Cost: at most 13 + 10 `emptyShare`
+    /// evaluations, only when the shape does not fit.
     static func advice(_ config: EngineConfig) -> String? {
         let tokenBytes = config.tokenBytes, empty = emptyShare(blockBytes: config.blockBytes, pageBytes: config.pageBytes)
         guard empty > tolerated else { return nil }
         let fits = { (tokens: Int, page: UInt64) in emptyShare(blockBytes: tokens * tokenBytes, pageBytes: page) <= tolerated }
-        let tokens = (1...4096).lazy.flatMap { [config.blockTokens + $0, config.blockTokens - $0] }
-            .first { $0 > 0 && fits($0, config.pageBytes) }
+        let tokens = (0...12).map { 1 << $0 }.filter { fits($0, config.pageBytes) }
+            .min { (abs($0 - config.blockTokens), -$0) < (abs($1 - config.blockTokens), -$1) }
         let page = sequence(first: config.pageBytes / 2) { $0 / 2 }.prefix { $0 >= 4096 }.first { fits(config.blockTokens, $0) }
         let options = [tokens.map { "block_tokens \($0)" }, page.map { "page_bytes \($0)" }].compactMap { $0 }
         return "block_tokens \(config.blockTokens) (\(config.blockBytes) bytes per layer's K or V) in page groups of "

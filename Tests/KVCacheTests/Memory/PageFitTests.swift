@@ -18,14 +18,15 @@ struct PageFitTests {
     }
 
     /// block_tokens 24 is a 48 KiB block in a 64 KiB group: a quarter empty, as the engine's
-    /// own block count shows (64 blocks per 4 MiB of a tensor instead of 85); 31 tokens (62 KiB)
-    /// or 16 KiB pages (three per block) leave at most 5 %. Shapes that divide evenly: no line.
+    /// own block count shows (64 blocks per 4 MiB of a tensor instead of 85); 32 tokens (64 KiB:
+    /// the nearer powers of two are 16 and 32, ties to the larger) or 16 KiB pages (three per
+    /// block) leave at most 5 %. Shapes that divide evenly: no line.
     @Test func aShapeLeavingAQuarterEmptyIsNamedWithBetterSettings() throws {
         let c = Self.config(blockTokens: 24, pageBytes: 64 << 10)
         #expect(PageFit.emptyShare(blockBytes: c.blockBytes, pageBytes: c.pageBytes) == 0.25)
         #expect(try Engine(c).stats().blocksTotal == (16 << 20) / 4 / (64 << 10))
         let line = try #require(PageFit.advice(c))
-        #expect(line.contains("25 %") && line.contains("block_tokens 31") && line.contains("page_bytes 16384"), "\(line)")
+        #expect(line.contains("25 %") && line.contains("block_tokens 32") && line.contains("page_bytes 16384"), "\(line)")
         for (tokens, page) in [(16, UInt64(64 << 10)), (32, 64 << 10), (64, 64 << 10), (24, 4096), (31, 64 << 10)] {
             #expect(PageFit.advice(Self.config(blockTokens: tokens, pageBytes: page)) == nil, "\(tokens) tokens, \(page) B pages")
         }
