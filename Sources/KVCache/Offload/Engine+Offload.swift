@@ -164,6 +164,14 @@ extension Engine {
         return offload?.tier.failSubmits(count) ?? false
     }
 
+    /// Tests: sets the hook a swap-out runs just before it copies a batch of blocks
+    /// (`SwapOutQueue.beforeCopy`). Under the lock.
+    func setSwapOutCopyHook(_ hook: (() -> Void)?) {
+        kvm_lock_acquire(mutex)
+        defer { kvm_lock_release(mutex) }
+        offload?.swapOutQueue.beforeCopy = hook
+    }
+
     /// Tests: calls waiting for the device without the lock now (`poll`, `swapOut`).
     var offloadWaitingCalls: Int {
         kvm_lock_acquire(mutex)

@@ -77,6 +77,9 @@ final class SwapOutQueue {
     private(set) var cancelled: UInt64 = 0
     /// Swap-outs that failed (a write failed, or the tier refused a block after the start), ever.
     private(set) var failed: UInt64 = 0
+    /// Tests: runs on the swapping-out call's thread just before it copies a batch of blocks
+    /// into staging buffers.
+    var beforeCopy: (() -> Void)?
 
     init(tier: DiskTier, blocks: BlockPool, sequences: SequenceTable, contiguous: ContiguousMemory?,
          swapped: UnsafeMutablePointer<Bool>) {
@@ -131,6 +134,7 @@ final class SwapOutQueue {
         try tier.checkRoom(forSwapOut: count) { blocks.hash(of: table[$0]) }
         var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), hashes: .allocate(capacity: max(1, count)), count: count, waited: waited)
         do throws(KVError) {
+            beforeCopy?()
             if count > 0 { try submitNext(&e) }
             while e.submitted < count && tier.swapOutStages > 0 { try submitNext(&e) }
         } catch {
