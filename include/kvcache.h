@@ -43,10 +43,10 @@
  *   the same time, for the same or distinct sequences, without corrupting anything. Each call
  *   takes the engine's one lock for its bookkeeping (no K/V copy except the one block or page
  *   a copy-on-write needs; the disk tier's exceptions are documented under DISK TIER and at
- *   the calls: kvc_seq_swap_out and kvc_seq_swap_out_async copy and checksum up to seven
- *   eighths of the staging area (about 27 MiB) into staging buffers under the lock, about
- *   0.25 ms per 128 KiB block on a small VM, 45-60 ms in all; spills copy their blocks
- *   likewise; kvc_engine_sync holds it through its fdatasyncs), so calls are short and run
+ *   the calls: spills copy and checksum their blocks into staging buffers under the lock,
+ *   and so do the calls that submit a pending swap-out's later blocks as completions free
+ *   buffers; kvc_engine_sync holds it through its fdatasyncs. kvc_seq_swap_out and
+ *   kvc_seq_swap_out_async copy their sequence's blocks without it), so calls are short and run
  *   one after another. A call that works in steps (kvc_engine_trim, kvc_engine_reserve, and
  *   every wait for the disk, see COMPLETIONS) hands the lock, between steps, to the calls
  *   blocked on it, which run before its next step. Reading and writing K/V through the pointers
@@ -1633,9 +1633,13 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * rewritten only once the journal recorded its old block freed (see the disk tier).
  * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
  * request per block of every layer; contiguous: likewise, from the sequence's ranges). The
- * copies are made holding the engine's lock: up to seven eighths of the staging area when
- * the call starts (about 0.25 ms per 128 KiB block on a small VM: 45-60 ms for 27 MiB), the
- * rest in batches as completions free buffers.
+ * copies run without the engine's lock (about 0.25 ms per 128 KiB block on a small VM:
+ * 45-60 ms for 27 MiB): up to seven eighths of the staging area when the call starts, the
+ * rest in batches as completions free buffers; the call takes the blocks' staging buffers
+ * and disk slots first, so no other call reuses them, and a kvc_seq_free or kvc_seq_swap_in
+ * of `seq` waits until the copy is submitted. Held under the lock: a first block copied when
+ * only the reserved eighth of the buffers is free, and the blocks another thread's call
+ * submits when it processes completions first (as many as buffers were freed).
  */
 kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 
@@ -1669,11 +1673,12 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * failure; afterwards it is an ordinary resident sequence.
  * Returns what kvc_seq_swap_out returns for failures found before the call returns (the
  * sequence stays resident and unchanged). Cost: a memcpy and checksum per block it submits,
- * at most seven eighths of the staging buffers' worth, holding the engine's lock (about
- * 0.25 ms per 128 KiB block on a small VM: 45-60 ms for 27 MiB); it waits for the device only
+ * at most seven eighths of the staging buffers' worth, without the engine's lock (about
+ * 0.25 ms per 128 KiB block on a small VM: 45-60 ms for 27 MiB; a kvc_seq_free or
+ * kvc_seq_swap_in of `seq` meanwhile waits for the copy); it waits for the device only
  * for the sequence's pending reads and when no buffer at all is free, both without the
  * engine's lock, before it starts; the other blocks' copies fall to the later calls that
- * submit them.
+ * submit them, under the lock (as many per call as completions freed buffers).
  */
 kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 
@@ -1704,7 +1709,8 @@ kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
  *  of it failed: until one succeeds a power loss could bring back the old journal), so that
  *  what was spilled survives a power loss. It holds the engine's lock throughout, its waits
  *  for the device and the fdatasyncs included (6-12 ms on a small VM's disk): other threads'
- *  calls wait for it. Without a
+ *  calls wait for it (it waits without the lock only for a swap-out copying its blocks
+ *  on another thread). Without a
  *  disk tier: KVC_OK at once (nothing to sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e),
  *  KVC_ERR_IO: an fdatasync or that fsync failed (tried again by the next call), or journal records could not be appended (a full disk;
  *  the message says how many and why): the blocks they describe are served in this run but a

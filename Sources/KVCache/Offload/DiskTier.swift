@@ -582,8 +582,9 @@ final class DiskTier {
     /// of the device now.
     private var writeFailureGeneration: UInt64?
 
-    /// Where a reserved spill's payload goes (`reserveSpill`). Pure address arithmetic: any
-    /// thread may write the payload while the engine's lock is held elsewhere.
+    /// Where a reserved spill's or swap-out block's payload goes (`reserveSpill`, `reserveSwap`).
+    /// Pure address arithmetic: any thread may write the payload while the engine's lock is
+    /// held elsewhere.
     func spillPayload(_ stage: Int32) -> UnsafeMutableRawPointer { payload(stage) }
 
     /// A spill's second step: writes reserved spill `slot`/`stage` of block `hash` (child of
@@ -668,18 +669,53 @@ final class DiskTier {
     }
 
     /// Writes the first `tokens` tokens of the block at `position` of live `slot` for a swap-out,
-    /// under `hash` (0: the sequence's own slot). Returns the slot, pinned. Throws `io` when no
+    /// under `hash` (0: the sequence's own slot), copying it under the engine's lock
+    /// (`reserveSwap`, the copy, `submitSwap`). Returns the slot, pinned. Throws `io` when no
     /// slot can be had (tier full of pinned slots, disk full); a request the queue refuses
     /// fails like a write that fails on the device.
     func writeSwap(_ block: Int32, hash: UInt64, parent: UInt64, slot seqSlot: Int, position: Int, tokens: Int) throws(KVError) -> Int32 {
+        let (slot, stage) = try reserveSwap(hash: hash)
+        guard stage >= 0 else { return slot }
+        let checksum = memory.gatherLive(block, slot: seqSlot, position: position, tokens: tokens, into: payload(stage))
+        return submitSwap(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum)
+    }
+
+    /// A swap-out block's first step (`writeSwap`, or `SwapOutQueue`'s copies without the
+    /// engine's lock): the slot holding `hash` already, pinned, with stage -1 (nothing to
+    /// write); else a free slot and a staging buffer (waiting under the lock for one when none
+    /// is free, `takeStage`: callers without a wait in mind check `swapOutStages` first). The
+    /// slot is in no index and no LRU and the buffer taken until `submitSwap` (or `cancel`),
+    /// so no other call reuses or finds them; the caller copies the block into
+    /// `spillPayload(stage)` meanwhile, with or without the lock. Throws `io` when no slot can
+    /// be had. O(1) plus `takeSlot`'s drops.
+    func reserveSwap(hash: UInt64) throws(KVError) -> (slot: Int32, stage: Int32) {
         if hash != 0 {
             let found = lookup(hash)
             if found >= 0 {
                 pin(found)
+                return (found, -1)
+            }
+        }
+        return try reserve()
+    }
+
+    /// A swap-out block's second step: writes reserved `slot`/`stage` (`reserveSwap`), whose
+    /// payload was copied (`checksum`: computed by the copy, or nil: the seal computes it),
+    /// under `hash`, and returns it pinned. When the tier got `hash` meanwhile (a swap-out of
+    /// another sequence sharing the block copied it at the same time, without the lock), gives
+    /// the reservation back and returns that slot, pinned, instead. O(1) plus the seal.
+    func submitSwap(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, checksum: UInt64?) -> Int32 {
+        if hash != 0 {
+            let found = lookup(hash)
+            if found >= 0 {
+                cancel(slot: slot, stage: stage)
+                pin(found)
                 return found
             }
         }
-        return try writePinned(hash: hash, parent: parent) { memory.gatherLive(block, slot: seqSlot, position: position, tokens: tokens, into: $0) }
+        pin(slot)
+        submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.pinnedWrite)
+        return slot
     }
 
     /// Writes one slot whose payload (`payloadBytes`) `fill` writes, synchronously, into the

@@ -102,11 +102,13 @@ extension Engine {
         return Int(offload.completionsProcessed - before)
     }
 
-    /// The slot of `seq` once no synchronous `swapOut` of it is in flight (waiting without the
-    /// lock; a pending `swapOutAsync` is not waited for). Under the lock. Throws `notFound`.
+    /// The slot of `seq` once no synchronous `swapOut` of it is in flight and no batch of its
+    /// swap-out is being copied without the lock (`SwapOutQueue.isBusy`; waiting without the
+    /// lock; a pending `swapOutAsync` is not waited for otherwise). Under the lock. Throws
+    /// `notFound`.
     func slotAfterSwapOut(_ seq: UInt64) throws(KVError) -> Int {
         var s = try slot(seq)
-        while let offload, offload.swapOutQueue.isPending(s, waited: true) {
+        while let offload, offload.swapOutQueue.isBusy(s) {
             offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
             s = try slot(seq)
         }
@@ -164,6 +166,14 @@ extension Engine {
         return offload?.tier.failSubmits(count) ?? false
     }
 
+    /// Tests: sets the hook a swap-out runs just before it copies a batch of blocks
+    /// (`SwapOutQueue.beforeCopy`). Under the lock.
+    func setSwapOutCopyHook(_ hook: (() -> Void)?) {
+        kvm_lock_acquire(mutex)
+        defer { kvm_lock_release(mutex) }
+        offload?.swapOutQueue.beforeCopy = hook
+    }
+
     /// Tests: calls waiting for the device without the lock now (`poll`, `swapOut`).
     var offloadWaitingCalls: Int {
         kvm_lock_acquire(mutex)
@@ -193,17 +203,25 @@ extension Engine {
     /// `io` (disk full, tier full of pinned slots, write error; or an earlier `swapOutAsync` of
     /// it failed and was not reported yet; or a failed disk read spoiled it, `usableSlot`):
     /// then the sequence is resident and unchanged.
-    /// Cost: one memcpy and checksum per block, writes at full queue depth, one allocation of 4
-    /// bytes per block (this call's list of disk slots). Blocks beyond the staging area are
-    /// copied and submitted as completions free buffers, between the waits. The copies hold
-    /// the lock (up to seven eighths of the staging area at the start: 45-60 ms for 27 MiB).
+    /// Cost: one memcpy and checksum per block, writes at full queue depth, one allocation of 12
+    /// bytes per block (this call's disk slots and hashes). The copies run without the lock
+    /// (`copySwapOutBatch`): a batch of as many blocks as staging buffers are free beyond an
+    /// eighth of them at the start (the whole sequence up to seven eighths of the staging
+    /// area), then, for a larger sequence, a batch as completions free buffers, between the
+    /// waits; blocks that another call's processing of completions submits first (`settle`)
+    /// are copied by that call under the lock, as many as buffers were freed. Only a first
+    /// block taken from that eighth (no other buffer free) is copied under the lock.
     public func swapOut(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
             let (offload, s) = try submitSwapOut(seq, waited: true)
             let queue = offload.swapOutQueue!
-            // Wait for the writes without the lock. Its blocks stay held by the sequence (never
-            // spilled or evicted meanwhile), and `swapped` keeps every other call off its memory.
-            while !queue.writesEnded(s) { offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil) }
+            // Wait for the writes without the lock, copying later batches without it too. Its
+            // blocks stay held by the sequence (never spilled or evicted meanwhile), and
+            // `swapped` keeps every other call off its memory.
+            while !queue.writesEnded(s) {
+                let batch = queue.reserveBatch(s)
+                if batch.isEmpty { offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil) } else { copySwapOutBatch(offload, slot: s, batch) }
+            }
             defer { offload.notifyWaiters() }  // a free or swapIn waiting for this swap-out, or an allocation
             if let failure = queue.finish(s) { throw KVError(.io, failure) }
         }
@@ -211,12 +229,15 @@ extension Engine {
 
     /// Like `swapOut`, but returns once the first writes are submitted: as many blocks as
     /// staging buffers are free beyond an eighth of them kept for other traffic
-    /// (`DiskTier.reservedStages`; at least one) are copied and checksummed into them, and
+    /// (`DiskTier.reservedStages`; at least one) are copied and checksummed into them, without
+    /// the engine's lock (`copySwapOutBatch`; only a first block taken from that eighth, when
+    /// no other buffer is free, is copied under it), and
     /// the sequence is swapped out for every caller from then on (not ready, not readable). The
     /// rest of a sequence larger than the staging area (max(32 slots, 32 MiB)) is copied and
     /// submitted by later calls that process completions (`poll`, `ready`, `createSequence`,
     /// `swapOut`, `swapOutAsync`, `swapIn`, `free`, `syncOffload`, or an allocation that would
-    /// otherwise run out of memory), as completions free staging buffers; its bytes stay
+    /// otherwise run out of memory), as completions free staging buffers, under the lock (as
+    /// many blocks per call as buffers were freed since the last); its bytes stay
     /// untouched in memory meanwhile. Its memory stays committed until such a call finds every
     /// write completed; then it is released exactly as `swapOut` releases it.
     /// Before that, `swapIn` cancels the swap-out (the sequence is resident again at once, its
@@ -228,9 +249,9 @@ extension Engine {
     /// naming the failure (then it is usable as any resident sequence).
     /// Throws as `swapOut` for what fails before the call returns (then the sequence is
     /// resident and unchanged). Cost: one copy and checksum per block submitted by the call, at
-    /// most seven eighths of the staging buffers' worth (waits for the sequence's pending reads,
-    /// and for a staging buffer when none is free at all, without the lock); the other
-    /// blocks' copies fall to the later calls.
+    /// most seven eighths of the staging buffers' worth, without the lock (waits for the
+    /// sequence's pending reads, and for a staging buffer when none is free at all, without the
+    /// lock too); the other blocks' copies fall to the later calls.
     public func swapOutAsync(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in _ = try submitSwapOut(seq, waited: false) }
     }
@@ -241,9 +262,10 @@ extension Engine {
     /// (behind the reads queued for one, which completions serve first), both without the lock
     /// (`awaitProgress`: other calls proceed, and the sequence is looked up again after each
     /// wait), and starts its swap-out (`SwapOutQueue.start`: marked swapped out, its first
-    /// blocks' writes submitted into the buffer found free, with the lock held since;
-    /// `waited`: its own call waits for it and finishes it). Returns the coordinator and the
-    /// sequence's slot. Throws as `swapOut` before anything changed.
+    /// batch reserved, with the lock held since; `waited`: its own call waits for it and
+    /// finishes it), whose batch it then copies without the lock and submits
+    /// (`copySwapOutBatch`). Returns the coordinator and the sequence's slot. Throws as
+    /// `swapOut` before anything changed.
     private func submitSwapOut(_ seq: UInt64, waited: Bool) throws(KVError) -> (OffloadCoordinator, Int) {
         // An unknown or swapped-out sequence (a pending swap-out counts) changes nothing, not
         // even by processing completions.
@@ -252,8 +274,28 @@ extension Engine {
         offload.processCompletions()
         let s = try awaitOffloadReady(seq, stagingBuffer: true)
         if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
-        try offload.swapOutQueue.start(slot: s, waited: waited)
+        let batch = try offload.swapOutQueue.start(slot: s, waited: waited)
+        copySwapOutBatch(offload, slot: s, batch)
         return (offload, s)
+    }
+
+    /// Copies `batch` of slot `s`'s swap-out (reserved by `SwapOutQueue.start` or
+    /// `reserveBatch`) into its staging buffers with the engine's lock released, then, under it
+    /// again, submits the writes (`SwapOutQueue.submitBatch`) and wakes the calls waiting (a
+    /// `free` or `swapIn` of the sequence waits while the batch is copied, `slotAfterSwapOut`;
+    /// `syncOffload` too). Other calls proceed meanwhile and cannot change the blocks' bytes
+    /// or take their buffers and slots (see `SwapOutQueue`). Called and returns with the lock
+    /// held; no-op for an empty batch. Cost: one copy and checksum per block, two lock handoffs.
+    private func copySwapOutBatch(_ offload: OffloadCoordinator, slot s: Int, _ reserved: [SwapOutQueue.Copy]) {
+        guard !reserved.isEmpty else { return }
+        var batch = reserved
+        let hook = offload.swapOutQueue.beforeCopy
+        kvm_lock_release(mutex)
+        hook?()
+        offload.copySwapOutBatch(slot: s, &batch)
+        kvm_lock_acquire(mutex)
+        offload.swapOutQueue.submitBatch(s, batch)
+        offload.notifyWaiters()
     }
 
     /// The memory block indexed under `hash` whose K/V a swap-in may share instead of reading
@@ -424,11 +466,16 @@ extension Engine {
     /// as staging buffers free up), settles the asynchronous swap-outs as `poll` does, and
     /// makes the tier durable (fdatasync of slab and journal). Throws `io`, also when the slab
     /// or journal is no longer the file at its path (offload_dir removed under the engine).
-    /// No-op without a disk tier. Waits with the engine's lock held.
+    /// No-op without a disk tier. Waits with the engine's lock held, except for a swap-out's
+    /// batch being copied without it (`copySwapOutBatch`), which it waits for without it.
     public func syncOffload() throws(KVError) {
         try locked { () throws(KVError) in
             guard let offload else { return }
             repeat {
+                if offload.swapOutQueue.isCopying {
+                    offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil)
+                    continue
+                }
                 offload.tier.drain()
                 offload.processCompletions()
             } while offload.swapOutQueue.hasUnsubmitted || offload.tier.inflight > 0

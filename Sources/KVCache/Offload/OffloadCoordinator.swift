@@ -461,16 +461,40 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         try copyCached(block, into: out, sources: scratchSources)
     }
 
-    /// A whole block is copied and checksummed in one pass (`kvm_slot_gather`); a partial one
-    /// (a swap-out's last block) is copied, its checksum left to the seal.
     func gatherLive(_ block: Int32, slot: Int, position: Int, tokens: Int, into out: UnsafeMutableRawPointer) -> UInt64? {
+        copyLive(block, slot: slot, position: position, tokens: tokens, into: out, sources: scratchSources)
+    }
+
+    /// Copies the first `tokens` tokens of block `block` at `position` of live slot `slot` into
+    /// `out`, taking the tensors' addresses through `sources` (one per tensor; the caller's own,
+    /// so that a swap-out may copy a batch outside the engine's lock, `copySwapOutBatch`: it
+    /// reads only the block's bytes, through the fixed addresses of the paged pool or of the
+    /// slot's pinned pages). A whole block is copied and checksummed in one pass
+    /// (`kvm_slot_gather`); a partial one (a swap-out's last block) is copied, its checksum left
+    /// to the seal (nil).
+    func copyLive(_ block: Int32, slot: Int, position: Int, tokens: Int, into out: UnsafeMutableRawPointer,
+                  sources: UnsafeMutablePointer<UnsafeRawPointer?>) -> UInt64? {
         let bytes = tokens * tokenBytes
         for t in 0..<tensors {
-            scratchSources[t] = UnsafeRawPointer(paged?.address(block, tensor: t) ?? contiguous!.base(slot, tensor: t) + position * blockBytes)
+            sources[t] = UnsafeRawPointer(paged?.address(block, tensor: t) ?? contiguous!.base(slot, tensor: t) + position * blockBytes)
         }
-        if bytes == blockBytes { return kvm_slot_gather(out, scratchSources, UInt32(tensors), UInt64(blockBytes)) }
-        for t in 0..<tensors { (out + t * blockBytes).copyMemory(from: scratchSources[t]!, byteCount: bytes) }
+        if bytes == blockBytes { return kvm_slot_gather(out, sources, UInt32(tensors), UInt64(blockBytes)) }
+        for t in 0..<tensors { (out + t * blockBytes).copyMemory(from: sources[t]!, byteCount: bytes) }
         return nil
+    }
+
+    /// Copies `batch` of swapping-out slot `slot` into its staging buffers (`SwapOutQueue.Copy`),
+    /// setting each copy's checksum. Called without the engine's lock (`Engine.copySwapOutBatch`):
+    /// reads only the blocks' bytes and writes only the batch's reserved buffers. Cost: one copy
+    /// and checksum per block; no allocation beyond `tensors` pointers on the stack.
+    func copySwapOutBatch(slot: Int, _ batch: inout [SwapOutQueue.Copy]) {
+        withUnsafeTemporaryAllocation(of: UnsafeRawPointer?.self, capacity: tensors) { sources in
+            for j in batch.indices where batch[j].stage >= 0 {
+                let c = batch[j]
+                batch[j].checksum = copyLive(c.block, slot: slot, position: c.position, tokens: c.tokens,
+                                             into: tier.spillPayload(c.stage), sources: sources.baseAddress!)
+            }
+        }
     }
 
     /// Paged: into the block. Contiguous: into the range of every slot holding the block (at

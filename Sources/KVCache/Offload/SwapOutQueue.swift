@@ -6,15 +6,30 @@
 /// swap-out's blocks are copied into staging buffers and submitted in order, as far as free
 /// buffers go beyond those bulk transfers (swap-outs, trims and allocations' spills) leave to
 /// other traffic (`DiskTier.reservedStages`), less the share of a trim spilling meanwhile
-/// (`DiskTier.swapOutStages`): `start` submits the first (from the reserve when nothing else
-/// is free) and as many more as that allows, and every `settle` (run by the calls that process
-/// completions) submits more as completions free buffers, so no call waits for the device to
-/// make room for a large sequence, other traffic issued meanwhile (a prompt's prefix read from
+/// (`DiskTier.swapOutStages`): `start` reserves as many as that allows for its call to copy
+/// without the engine's lock (a batch, see below; the first block is copied under the lock
+/// instead when only the reserve has a buffer free), and as completions free buffers every
+/// `settle` (run by the calls that process completions) copies and submits more under the
+/// lock, and the synchronous call's own loop reserves more for a batch (`reserveBatch`),
+/// whichever looks first, so no call waits for the device to make room for a large sequence, other traffic issued meanwhile (a prompt's prefix read from
 /// disk, episodic records, swap-ins) finds a buffer without waiting for the swap-out's writes,
 /// and a trim gets half the bulk buffers instead of waiting until every swap-out block is
 /// submitted. The blocks not submitted yet stay untouched in memory
 /// meanwhile (the sequence is swapped out: nobody writes, appends to, forks or frees them
 /// without ending the swap-out first).
+///
+/// A batch (`start`, `reserveBatch`) takes its blocks' disk slots and staging buffers under the
+/// lock (a block the tier holds already is pinned, nothing to copy), so no other call reuses
+/// them, and marks the entry `copying`; its call then copies and checksums the blocks with the
+/// lock released and submits them under it again (`submitBatch`). Meanwhile the blocks' bytes
+/// stay put: the sequence is swapped out (no append, fork, compaction or write of it), its
+/// blocks are referenced (never evicted, spilled or trimmed; a shared full block is immutable
+/// while indexed, and a partial one is copied before another holder appends to it), and its
+/// contiguous pages are pinned (`ContiguousMemory.unmapAllUnpinned` and reclaim leave them).
+/// A copying entry is not finished, cancelled, failed or given more blocks (`settle` passes
+/// it over): a `free` or `swapIn` of its sequence waits until the batch is submitted
+/// (`isBusy`), and an earlier write that failed meanwhile fails it once the batch is
+/// submitted (its blocks are written for nothing, then let go with the rest).
 ///
 /// When all of an entry's writes were submitted and ended it is finished: all on disk, the
 /// memory is released and the table takes the disk slots; a write failed, or the tier refused
@@ -33,8 +48,9 @@
 /// and was released). Every swap-out started ends exactly once, completed, cancelled or failed:
 /// `started == completed + cancelled + failed + pendingCount`.
 /// Cost: O(pending swap-outs) per lookup; per `settle` O(pending swap-outs) plus one copy and
-/// checksum per block submitted and O(1) per write that ended; one allocation of 4 bytes per
-/// block per swap-out (its disk slots), freed when it ends, and, when it completes with
+/// checksum per block submitted and O(1) per write that ended; one allocation of 12 bytes per
+/// block per swap-out (its disk slots and hashes), freed when it ends, one array per batch
+/// (its blocks, 32 bytes each), and, when it completes with
 /// unscheduled prompt blocks (`EngineConfig.indexOnSchedule`), one of 16 bytes per such block
 /// (their prepared hashes), freed at the swap-in or free.
 /// Not thread-safe: used under the engine's lock.
@@ -51,6 +67,9 @@ final class SwapOutQueue {
         let count: Int
         let waited: Bool
         var submitted = 0
+        /// Blocks from `submitted` on reserved for a batch being copied without the engine's
+        /// lock (0: none).
+        var copying = 0
         var durable = 0
         var failure: String? = nil
     }
@@ -77,6 +96,22 @@ final class SwapOutQueue {
     private(set) var cancelled: UInt64 = 0
     /// Swap-outs that failed (a write failed, or the tier refused a block after the start), ever.
     private(set) var failed: UInt64 = 0
+    /// Tests: runs on the swapping-out call's thread, without the engine's lock, just before it
+    /// copies a batch (`Engine.copySwapOutBatch`).
+    var beforeCopy: (() -> Void)?
+
+    /// A block of a batch: block `block` at position `position` of the sequence, its first
+    /// `tokens` tokens copied into staging buffer `stage` (-1: the tier held the block already,
+    /// its slot pinned: nothing to copy) for its reserved disk slot, written under parent
+    /// `parent`; `checksum` is the copy's (nil: the seal computes it).
+    struct Copy {
+        let position: Int
+        let block: Int32
+        let stage: Int32
+        let tokens: Int
+        let parent: UInt64
+        var checksum: UInt64? = nil
+    }
 
     init(tier: DiskTier, blocks: BlockPool, sequences: SequenceTable, contiguous: ContiguousMemory?,
          swapped: UnsafeMutablePointer<Bool>) {
@@ -109,30 +144,41 @@ final class SwapOutQueue {
     /// True while a pending swap-out has blocks left to submit (and has not failed).
     var hasUnsubmitted: Bool { entries.contains { $0.failure == nil && $0.submitted < $0.count } }
 
+    /// True while a batch is being copied without the engine's lock.
+    var isCopying: Bool { entries.contains { $0.copying > 0 } }
+
     /// True while `slot` has a pending swap-out; `waited`: one its own call waits for.
     func isPending(_ slot: Int, waited: Bool? = nil) -> Bool {
         entries.contains { $0.slot == slot && (waited == nil || $0.waited == waited) }
     }
 
-    /// Starts swapping out live, resident `slot`: submits the write of its first block (its
-    /// caller, `Engine.submitSwapOut`, waits for a free staging buffer without the engine's lock
-    /// first, so this takes one without waiting) and of as many more as staging buffers are free
-    /// beyond `DiskTier.reservedStages` and a spilling trim's share (`DiskTier.swapOutStages`),
-    /// marks it swapped out and
-    /// queues it (`waited`: its own call waits for it and finishes it).
+    /// True while a call works on `slot`'s pending swap-out: its own synchronous call waits
+    /// for it, or a batch of it is being copied without the lock. A `free` or `swapIn` of the
+    /// sequence waits until it is not (`Engine.slotAfterSwapOut`).
+    func isBusy(_ slot: Int) -> Bool { entries.contains { $0.slot == slot && ($0.waited || $0.copying > 0) } }
+
+    /// Starts swapping out live, resident `slot`: reserves its first batch (`reserve`: as many
+    /// blocks as staging buffers are free beyond `DiskTier.reservedStages` and a spilling
+    /// trim's share, `DiskTier.swapOutStages`), for its call to copy without the engine's lock
+    /// and submit (`submitBatch`); when none is free beyond the reserve, copies and submits its
+    /// first block under the lock instead, from the reserve (its caller, `Engine.submitSwapOut`,
+    /// waits for a free staging buffer without the lock first, so this takes one without
+    /// waiting). Marks it swapped out and queues it (`waited`: its own call waits for it and
+    /// finishes it). Returns the batch (maybe empty).
     /// Throws `io` (disk full, tier full of pinned slots, submission failed) with nothing
     /// changed: a tier that cannot hold every block is found so before any cached block is
-    /// dropped for them (`DiskTier.checkRoom`). Cost: one copy and checksum per block
-    /// submitted; one index probe per block; one allocation.
-    func start(slot: Int, waited: Bool) throws(KVError) {
+    /// dropped for them (`DiskTier.checkRoom`). Cost: one index probe per block; one copy and
+    /// checksum for a first block from the reserve; two allocations.
+    func start(slot: Int, waited: Bool) throws(KVError) -> [Copy] {
         precondition(!isPending(slot), "a second swap-out of slot \(slot)")
         let count = sequences.blockCount(slot)
         let table = sequences.table(slot)
         try tier.checkRoom(forSwapOut: count) { blocks.hash(of: table[$0]) }
         var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), hashes: .allocate(capacity: max(1, count)), count: count, waited: waited)
+        var batch: [Copy] = []
         do throws(KVError) {
-            if count > 0 { try submitNext(&e) }
-            while e.submitted < count && tier.swapOutStages > 0 { try submitNext(&e) }
+            if count > 0 && tier.swapOutStages <= 0 { try submitNext(&e) }
+            batch = try reserve(&e)
         } catch {
             tier.drain()
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
@@ -140,12 +186,77 @@ final class SwapOutQueue {
             e.hashes.deallocate()
             throw error
         }
+        e.copying = batch.count
         swapped[slot] = true
         entries.append(e)
         started += 1
         // Submitted now: a request the ring refuses fails here, not during a wait (a wait with
         // nothing in flight would last until some other call woke it).
         tier.flush()
+        return batch
+    }
+
+    /// Reserves `e`'s next blocks from `submitted` on for a batch, while `DiskTier.swapOutStages`
+    /// leaves buffers (never the reserve, so that a call taking a buffer under the lock,
+    /// `DiskTier.takeStage`, finds one free or in flight rather than held by a copy waiting for
+    /// the lock): each block's disk slot in `diskSlots`, its hash in `hashes`. Throws `io` when
+    /// the tier refuses a block, having given back what it reserved. O(1) per block.
+    private func reserve(_ e: inout Entry) throws(KVError) -> [Copy] {
+        let table = sequences.table(e.slot), bt = sequences.blockTokens
+        var batch: [Copy] = []
+        while e.submitted + batch.count < e.count && tier.swapOutStages > 0 {
+            let i = e.submitted + batch.count, b = table[i]
+            e.hashes[i] = blocks.hash(of: b)
+            do throws(KVError) {
+                let (slot, stage) = try tier.reserveSwap(hash: e.hashes[i])
+                e.diskSlots[i] = slot
+                batch.append(Copy(position: i, block: b, stage: stage, tokens: min(bt, sequences.lengths[e.slot] - i * bt),
+                                  parent: blocks.parent(of: b)))
+            } catch {
+                giveBack(e, batch)
+                throw error
+            }
+        }
+        return batch
+    }
+
+    /// Reserves the next batch of `slot`'s pending swap-out (not failed, no batch being
+    /// copied) for its call to copy without the lock (`Engine.swapOut`'s loop): see `reserve`.
+    /// Empty when nothing can be reserved now. A block the tier refuses fails the swap-out.
+    func reserveBatch(_ slot: Int) -> [Copy] {
+        guard let i = entries.firstIndex(where: { $0.slot == slot }), entries[i].failure == nil && entries[i].copying == 0 else { return [] }
+        do throws(KVError) {
+            let batch = try reserve(&entries[i])
+            entries[i].copying = batch.count
+            return batch
+        } catch {
+            entries[i].failure = failureMessage(slot, error.message)
+            return []
+        }
+    }
+
+    /// Submits `slot`'s batch, copied without the lock (`start`, `reserveBatch`), in order: a
+    /// block the tier got meanwhile under its hash takes that slot (`DiskTier.submitSwap`).
+    /// Cost: O(1) plus a seal per block.
+    func submitBatch(_ slot: Int, _ batch: [Copy]) {
+        let i = entries.firstIndex { $0.slot == slot }!
+        precondition(entries[i].copying == batch.count, "submitting a batch of slot \(slot) that is not being copied")
+        entries[i].copying = 0
+        let e = entries[i]
+        for c in batch where c.stage >= 0 {
+            e.diskSlots[c.position] = tier.submitSwap(slot: e.diskSlots[c.position], stage: c.stage, hash: e.hashes[c.position],
+                                                      parent: c.parent, checksum: c.checksum)
+        }
+        entries[i].submitted += batch.count
+        tier.flush()
+    }
+
+    /// Gives back `batch`'s reservations (`reserve`, refused part way): slots and buffers of
+    /// the blocks to copy, pins of those the tier held.
+    private func giveBack(_ e: Entry, _ batch: [Copy]) {
+        for c in batch {
+            if c.stage >= 0 { tier.cancel(slot: e.diskSlots[c.position], stage: c.stage) } else { tier.unpin(e.diskSlots[c.position]) }
+        }
     }
 
     /// Copies `e`'s next block into a staging buffer and submits its write (see `DiskTier.writeSwap`).
@@ -163,7 +274,7 @@ final class SwapOutQueue {
     /// it is submitted). Returns true when one failed so. Never waits.
     private func submitMore() -> Bool {
         var refused = false
-        for i in entries.indices where entries[i].failure == nil {
+        for i in entries.indices where entries[i].failure == nil && entries[i].copying == 0 {
             while entries[i].submitted < entries[i].count && tier.swapOutStages > 0 {
                 do throws(KVError) {
                     try submitNext(&entries[i])
@@ -182,8 +293,10 @@ final class SwapOutQueue {
     /// submitted writes is still in flight. Advances `durable` past the writes that ended well;
     /// a write that ended badly fails the entry, and so does, once every block is durable, a
     /// slot that no longer holds the block's hash (another read found it corrupt since: a
-    /// slot the swap-out found already written counted at once). O(blocks) at the end.
+    /// slot the swap-out found already written counted at once). Never while a batch is being
+    /// copied (`submitBatch` comes first). O(blocks) at the end.
     private func canFinish(_ i: Int) -> Bool {
+        guard entries[i].copying == 0 else { return false }
         while entries[i].failure == nil && entries[i].durable < entries[i].submitted {
             let d = entries[i].diskSlots[entries[i].durable]
             if tier.isWriting(d) { return false }
@@ -278,10 +391,12 @@ final class SwapOutQueue {
     /// Ends `slot`'s pending swap-out (not `waited` for) before it was finished: its disk slots
     /// are let go (a sequence's own slot is freed when its write completes), its blocks not yet
     /// submitted are never written, and the sequence is resident again, its memory never
-    /// released. False when `slot` has no such swap-out.
+    /// released. False when `slot` has no such swap-out. Precondition: no batch of it is being
+    /// copied (callers wait while `isBusy`).
     func cancel(_ slot: Int) -> Bool {
         guard isPending(slot, waited: false) else { return false }
         let e = remove(slot)
+        precondition(e.copying == 0, "cancelling the swap-out of slot \(slot) while a batch of it is copied")
         for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
         e.diskSlots.deallocate()
         e.hashes.deallocate()
