@@ -127,6 +127,11 @@ final class ContiguousMemory: BlockListener {
 
     /// Base of tensor `tensor` of `slot`.
     @inline(__always) func base(_ slot: Int, tensor: Int) -> UnsafeMutableRawPointer {
+        Self.base(in: ranges, slot, tensor: tensor)
+    }
+
+    /// `base` given the ranges alone (`Engine.contiguousRanges`: no reference to this object).
+    @inline(__always) static func base(in ranges: OpaquePointer, _ slot: Int, tensor: Int) -> UnsafeMutableRawPointer {
         UnsafeMutableRawPointer(kvm_ranges_tensor(ranges, UInt32(slot), UInt32(tensor)))
     }
 
