@@ -1005,8 +1005,9 @@ public final class Engine: @unchecked Sendable {
         return UInt64(blocks.usedCount)
     }
 
-    /// Moves up to `into.count` pending events, oldest first, into `into`; returns how many.
-    /// The first an engine gives is its memory tier's `allCleared` (`init`).
+    /// Moves up to `into.count` pending events, oldest first, into `into` (whose memory may be
+    /// uninitialised); returns how many. The first an engine gives is its memory tier's
+    /// `allCleared` (`init`).
     public func drainEvents(into: UnsafeMutableBufferPointer<KVEvent>) -> Int {
         kvm_lock_acquire(mutex)
         defer { kvm_lock_release(mutex) }

@@ -52,7 +52,8 @@ private func eventArguments(
 }
 
 /// `kvc_drain_events`: moves up to `capacity` events, oldest first, from the engine into `out`
-/// in chunks of `EventLayout.chunk`, stopping early once the engine's queue is empty.
+/// in chunks of `EventLayout.chunk`, stopping early once the engine's queue is empty. The
+/// chunk buffer is left uninitialised (`KVEvent` is trivial; the drain writes what is read).
 @c public func kvc_drain_events(
     _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
@@ -65,11 +66,10 @@ private func eventArguments(
             }
             let drained = withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: min(capacity, EventLayout.chunk)) {
                 scratch -> Int in
-                scratch.initialize(repeating: KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0))
                 var total = 0
                 while total < capacity {
                     let want = min(scratch.count, capacity - total)
-                    let got = min(engine.drainEvents(into: UnsafeMutableBufferPointer(rebasing: scratch[0..<want])), want)
+                    let got = engine.drainEvents(into: UnsafeMutableBufferPointer(rebasing: scratch[0..<want]))
                     for (i, event) in scratch[0..<got].enumerated() { store(event, at: out + (total + i) * EventLayout.size) }
                     total += got
                     if got < want { break }
