@@ -8,6 +8,13 @@ import PackageDescription
 
 let packageDir = Context.packageDirectory
 
+// The targets whose code runs inside every engine and router call (kvc_seq_append,
+// kvc_router_route, ...). Release: no runtime exclusivity checks (a `swift_beginAccess` call per
+// access to a class's `var`; a fifth of a route's instructions); debug builds, and so the tests,
+// keep them. KVCacheABI's exports hold no class `var` of their own (the state they reach is the
+// engine's and the router's), so they gain nothing from it.
+let hotPathSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "KVCacheEngine",
     platforms: [.macOS(.v15)],
@@ -30,13 +37,12 @@ let package = Package(
         .target(
             name: "KVCache",
             dependencies: ["CKVMemory"],
-            // Release: no runtime exclusivity checks (a `swift_beginAccess` call per access to a
-            // class's `var` on the hot paths); debug builds, and so the tests, keep them.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+            swiftSettings: hotPathSettings
         ),
         .target(
             name: "KVRouter",
-            dependencies: ["KVCache"]
+            dependencies: ["KVCache"],
+            swiftSettings: hotPathSettings
         ),
         // The report pieces the simulator, the evaluation and the CLI share: SVG plots,
         // nearest-rank quantiles, fixed-decimal numbers. No dependencies.

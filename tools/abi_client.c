@@ -433,6 +433,60 @@ static void serve(uint32_t layout) {
 
 /* ---- bad input ---------------------------------------------------------------------- */
 
+/* ---- no allocation after creation ---------------------------------------------------- */
+
+/* This process's malloc: counts the calling thread's calls, then is glibc's (whose free frees
+ * what it returns). Every library's malloc binds to it (interposition), libkvcache's and the
+ * Swift runtime's (its objects and arrays) included; calloc and the aligned allocators are
+ * not counted. */
+extern void *__libc_malloc(size_t size);
+static __thread unsigned long thread_mallocs;
+void *malloc(size_t size) {
+    thread_mallocs++;
+    return __libc_malloc(size);
+}
+
+/* kvcache.h (kvc_engine_create): "successful calls do not allocate afterwards". Rounds of what a
+ * server does per request: a prompt over several pages, the same prompt again (a prefix hit), a
+ * fork whose boundary page is copied, decode appends, the K/V lookups, stats and events, the
+ * frees; after a first round, none of it mallocs. */
+static void no_allocation(uint32_t layout) {
+    enum { TOKENS = 300 }; /* 300 x 64 bytes: 4.7 pages, the fork copies the fifth */
+    const char *name;
+    kvc_config cfg;
+    unsigned long at_create = thread_mallocs;
+    kvc_engine *e = open_small(layout, "successful calls do not allocate", &cfg, &name);
+    REQUIRE(thread_mallocs > at_create, "%s: the count sees the library's mallocs (kvc_engine_create's)", name);
+    int32_t tokens[TOKENS], table[64];
+    for (size_t i = 0; i < TOKENS; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 11;
+    kvc_event events[64];
+    kvc_stats s;
+    unsigned long before = 0;
+    for (int round = 0; round <= 20; round++) {
+        if (round == 1) before = thread_mallocs;
+        size_t cached, n;
+        void *k, *v;
+        MUST(kvc_seq_create(e, 1, tokens, TOKENS, &cached));
+        MUST(kvc_seq_create(e, 2, tokens, TOKENS, &cached));
+        MUST(kvc_seq_fork(e, 2, 3));
+        for (size_t i = 0; i < 8; i++) MUST(kvc_seq_append(e, 3, &tokens[i], 1));
+        if (layout == KVC_LAYOUT_PAGED) {
+            MUST(kvc_seq_block_table(e, 3, table, 64, &n));
+            MUST(kvc_block_kv(e, table[n - 1], cfg.num_layers - 1, &k, &v));
+        } else {
+            MUST(kvc_seq_kv(e, 3, cfg.num_layers - 1, &k, &v));
+        }
+        s.struct_size = sizeof s;
+        MUST(kvc_engine_stats(e, &s));
+        MUST(kvc_drain_events(e, events, 64, &n));
+        for (uint64_t seq = 1; seq <= 3; seq++) MUST(kvc_seq_free(e, seq));
+    }
+    unsigned long mallocs = thread_mallocs - before;
+    CHECK(mallocs == 0, "%s: 20 rounds of create, create (prefix hit), fork, append, K/V lookup, stats, drain, free "
+          "made %lu mallocs, want 0", name, mallocs);
+    kvc_engine_destroy(e);
+}
+
 static void bad_input(uint32_t layout) {
     const char *name;
     kvc_config cfg;
@@ -2230,6 +2284,8 @@ int main(int argc, char **argv) {
           "kvc_status_name");
     serve(KVC_LAYOUT_PAGED);
     serve(KVC_LAYOUT_CONTIGUOUS);
+    no_allocation(KVC_LAYOUT_PAGED);
+    no_allocation(KVC_LAYOUT_CONTIGUOUS);
     bad_input(KVC_LAYOUT_PAGED);
     bad_input(KVC_LAYOUT_CONTIGUOUS);
     bad_config();

@@ -36,6 +36,11 @@ public final class Engine: @unchecked Sendable {
     let sequences: SequenceTable
     let paged: PagedMemory?
     let contiguous: ContiguousMemory?
+    /// `paged?.arena` and `contiguous?.ranges`, for the paths every call takes (`locked`'s test
+    /// for fresh page groups, `blockKV`, `kv`): reading them costs no retain and release of the
+    /// layout's object, as binding `paged` or `contiguous` does.
+    let pagedArena: OpaquePointer?
+    let contiguousRanges: OpaquePointer?
     let bt: Int
     /// Per slot: the eviction state of a sequence that observes or compacts (Compaction.swift),
     /// else nil (its layers all hold `length` tokens at positions 0..<length).
@@ -111,6 +116,8 @@ public final class Engine: @unchecked Sendable {
         // still holding what this instance's previous engine announced, restart unnoticed,
         // empties its memory view of it. The queue holds it beside its usual capacity.
         blocks.events.push(KVEvent(kind: .allCleared, tier: KVEvent.memoryTier, blockHash: 0, parentHash: 0))
+        pagedArena = paged?.arena
+        contiguousRanges = contiguous?.ranges
         sequences = try SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
         evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
         // A throwing initializer runs no `deinit` until `self` is whole (after `mutex`), so the
@@ -150,7 +157,7 @@ public final class Engine: @unchecked Sendable {
     @inline(__always) func locked<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
         kvm_lock_acquire(mutex)
         defer {
-            if let paged, paged.hasFreshGroups { paged.prefaultFresh(unlocking: mutex) } else { kvm_lock_release(mutex) }
+            if let pagedArena, kvm_arena_fresh_count(pagedArena) > 0 { paged!.prefaultFresh(unlocking: mutex) } else { kvm_lock_release(mutex) }
         }
         return try body()
     }
@@ -799,11 +806,13 @@ public final class Engine: @unchecked Sendable {
     /// Throws `notFound`, `invalidArgument` (layer; a swapped-out sequence), `io` (a failed
     /// disk read spoiled the sequence, `usableSlot`), `unsupported` (paged layout).
     public func kv(_ seq: UInt64, layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer) {
-        guard let contiguous else { throw KVError(.unsupported, "per-sequence K/V ranges exist only in the contiguous layout; use the block table") }
+        guard let ranges = contiguousRanges else {
+            throw KVError(.unsupported, "per-sequence K/V ranges exist only in the contiguous layout; use the block table")
+        }
         try checkLayer(layer)
         return try locked { () throws(KVError) in
             let s = try usableSlot(seq)
-            return (contiguous.base(s, tensor: 2 * layer), contiguous.base(s, tensor: 2 * layer + 1))
+            return (ContiguousMemory.base(in: ranges, s, tensor: 2 * layer), ContiguousMemory.base(in: ranges, s, tensor: 2 * layer + 1))
         }
     }
 
@@ -827,12 +836,12 @@ public final class Engine: @unchecked Sendable {
     /// Throws `invalidArgument` (block or layer out of range, or a free block),
     /// `unsupported` (contiguous or metadata-only).
     public func blockKV(_ block: Int32, layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer) {
-        guard let paged else { throw KVError(.unsupported, "block K/V exists only in the paged layout with memory") }
+        guard let arena = pagedArena else { throw KVError(.unsupported, "block K/V exists only in the paged layout with memory") }
         try checkLayer(layer)
         return try locked { () throws(KVError) in
             guard block >= 0 && Int(block) < blocks.capacity else { throw .invalid("block \(block) is outside 0..<\(blocks.capacity)") }
             guard blocks.isLive(block) else { throw .invalid("block \(block) is free: no sequence or cache holds it") }
-            return (paged.address(block, tensor: 2 * layer), paged.address(block, tensor: 2 * layer + 1))
+            return (PagedMemory.address(in: arena, block, tensor: 2 * layer), PagedMemory.address(in: arena, block, tensor: 2 * layer + 1))
         }
     }
 
@@ -999,8 +1008,9 @@ public final class Engine: @unchecked Sendable {
         return UInt64(blocks.usedCount)
     }
 
-    /// Moves up to `into.count` pending events, oldest first, into `into`; returns how many.
-    /// The first an engine gives is its memory tier's `allCleared` (`init`).
+    /// Moves up to `into.count` pending events, oldest first, into `into` (whose memory may be
+    /// uninitialised); returns how many. The first an engine gives is its memory tier's
+    /// `allCleared` (`init`).
     public func drainEvents(into: UnsafeMutableBufferPointer<KVEvent>) -> Int {
         kvm_lock_acquire(mutex)
         defer { kvm_lock_release(mutex) }

@@ -7,12 +7,27 @@ import KVCache
 // becomes KVC_ERR_INVALID_ARGUMENT instead of a crash. They throw the `KVError` that
 // `status(_:_:)` turns into the status and this thread's last error.
 
-/// The engine behind a `kvc_engine *` handle (an `Unmanaged<Engine>` made by
-/// `kvc_engine_create`). Only NULL is detectable; any other pointer must be a live handle.
+/// Runs `body` with the object behind `handle`, a pointer `Unmanaged.passRetained` made
+/// (`kvc_engine_create`, `kvc_router_create`), borrowed: the handle's own reference keeps it
+/// alive (the caller must not destroy it during the call), so no retain or release is paid per
+/// call (`takeUnretainedValue` would return it owned: one of each). NULL is `invalidArgument`
+/// naming `name`; any other pointer must be a live handle. Every export reaches its engine or
+/// router through this.
 @inline(__always)
-func engine(_ handle: OpaquePointer?) throws(KVError) -> Engine {
-    guard let handle else { throw KVError(.invalidArgument, "engine is NULL") }
-    return Unmanaged<Engine>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+func borrowing<Object: AnyObject, T>(
+    _ handle: OpaquePointer?, _ name: StaticString, _ body: (Object) throws(KVError) -> T
+) throws(KVError) -> T {
+    guard let handle else { throw KVError(.invalidArgument, "\(name) is NULL") }
+    // `_withUnsafeGuaranteedRef` rethrows untyped: the `Result` carries the `KVError` through.
+    return try Unmanaged<Object>.fromOpaque(UnsafeRawPointer(handle))._withUnsafeGuaranteedRef { object in
+        Result { () throws(KVError) in try body(object) }
+    }.get()
+}
+
+/// `borrowing` the engine behind a `kvc_engine *`.
+@inline(__always)
+func withEngine<T>(_ handle: OpaquePointer?, _ body: (Engine) throws(KVError) -> T) throws(KVError) -> T {
+    try borrowing(handle, "engine", body)
 }
 
 /// `pointer`, or `invalidArgument` naming the parameter when it is NULL.

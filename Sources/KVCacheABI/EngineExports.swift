@@ -21,7 +21,7 @@ import KVCache
 /// `kvc_engine_reserve`: `Engine.reserve(bytes:)`; `committed_bytes` may be NULL.
 @c public func kvc_engine_reserve(_ e: OpaquePointer?, _ bytes: UInt64, _ committedBytes: UnsafeMutablePointer<UInt64>?) -> kvc_status {
     status("kvc_engine_reserve") { () throws(KVError) in
-        let committed = try engine(e).reserve(bytes: bytes)
+        let committed = try withEngine(e) { (engine) throws(KVError) in try engine.reserve(bytes: bytes) }
         committedBytes?.pointee = committed
     }
 }
@@ -29,6 +29,6 @@ import KVCache
 /// `kvc_engine_trim`: `Engine.trim()`.
 @c public func kvc_engine_trim(_ e: OpaquePointer?) -> kvc_status {
     status("kvc_engine_trim") { () throws(KVError) in
-        try engine(e).trim()
+        try withEngine(e) { (engine) throws(KVError) in try engine.trim() }
     }
 }

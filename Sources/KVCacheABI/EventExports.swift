@@ -24,16 +24,15 @@ enum EventLayout {
 }
 
 /// The checked arguments of a call writing up to `capacity` events to `out` and their count
-/// to `*nEvents`: the engine, the count's pointer and the capacity (`out` may be NULL only
-/// when capacity is 0).
+/// to `*nEvents`: the count's pointer and the capacity (`out` may be NULL only when capacity
+/// is 0).
 private func eventArguments(
-    _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
-) throws(KVError) -> (Engine, UnsafeMutablePointer<Int>, Int) {
-    let engine = try engine(e)
+    _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
+) throws(KVError) -> (UnsafeMutablePointer<Int>, Int) {
     let nEvents = try required(nEvents, "n_events")
     let capacity = try size(capacity, "capacity")
     guard capacity == 0 || out != nil else { throw KVError(.invalidArgument, "out is NULL but capacity is \(capacity)") }
-    return (engine, nEvents, capacity)
+    return (nEvents, capacity)
 }
 
 /// `kvc_engine_index_events`: `Engine.indexEvents` (both tiers); BUFFER_TOO_SMALL with the full
@@ -42,38 +41,42 @@ private func eventArguments(
     _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_engine_index_events") { () throws(KVError) in
-        let (engine, nEvents, capacity) = try eventArguments(e, out, capacity, nEvents)
-        let events = engine.indexEvents()
-        if let out { for (i, event) in events.prefix(capacity).enumerated() { store(event, at: out + i * EventLayout.size) } }
-        nEvents.pointee = events.count
-        if events.count > capacity { throw KVError(.bufferTooSmall, "\(events.count) events, capacity \(capacity)") }
+        try withEngine(e) { (engine) throws(KVError) in
+            let (nEvents, capacity) = try eventArguments(out, capacity, nEvents)
+            let events = engine.indexEvents()
+            if let out { for (i, event) in events.prefix(capacity).enumerated() { store(event, at: out + i * EventLayout.size) } }
+            nEvents.pointee = events.count
+            if events.count > capacity { throw KVError(.bufferTooSmall, "\(events.count) events, capacity \(capacity)") }
+        }
     }
 }
 
 /// `kvc_drain_events`: moves up to `capacity` events, oldest first, from the engine into `out`
-/// in chunks of `EventLayout.chunk`, stopping early once the engine's queue is empty.
+/// in chunks of `EventLayout.chunk`, stopping early once the engine's queue is empty. The
+/// chunk buffer is left uninitialised (`KVEvent` is trivial; the drain writes what is read).
 @c public func kvc_drain_events(
     _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_drain_events") { () throws(KVError) in
-        let (engine, nEvents, capacity) = try eventArguments(e, out, capacity, nEvents)
-        guard let out, capacity > 0 else {
-            nEvents.pointee = 0
-            return
-        }
-        let drained = withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: min(capacity, EventLayout.chunk)) {
-            scratch -> Int in
-            scratch.initialize(repeating: KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0))
-            var total = 0
-            while total < capacity {
-                let want = min(scratch.count, capacity - total)
-                let got = min(engine.drainEvents(into: UnsafeMutableBufferPointer(rebasing: scratch[0..<want])), want)
-                for (i, event) in scratch[0..<got].enumerated() { store(event, at: out + (total + i) * EventLayout.size) }
-                total += got
-                if got < want { break }
+        try withEngine(e) { (engine) throws(KVError) in
+            let (nEvents, capacity) = try eventArguments(out, capacity, nEvents)
+            guard let out, capacity > 0 else {
+                nEvents.pointee = 0
+                return
             }
-            return total
+            let drained = withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: min(capacity, EventLayout.chunk)) {
+                scratch -> Int in
+                var total = 0
+                while total < capacity {
+                    let want = min(scratch.count, capacity - total)
+                    let got = engine.drainEvents(into: UnsafeMutableBufferPointer(rebasing: scratch[0..<want]))
+                    for (i, event) in scratch[0..<got].enumerated() { store(event, at: out + (total + i) * EventLayout.size) }
+                    total += got
+                    if got < want { break }
+                }
+                return total
+            }
+            nEvents.pointee = drained
         }
-        nEvents.pointee = drained
     }
 }

@@ -56,29 +56,31 @@ extension EvictionConfig {
     _ e: OpaquePointer?, _ seq: UInt64, _ layer: UInt32, _ scores: UnsafePointer<Float>?, _ nHeads: UInt32, _ nTokens: Int
 ) -> kvc_status {
     status("kvc_seq_observe", "seq \(seq), layer \(layer), n_heads \(nHeads), n_tokens \(UInt(bitPattern: nTokens))") { () throws(KVError) in
-        let engine = try engine(e)
-        let n = try size(nTokens, "n_tokens")
-        guard n <= engine.config.maxSeqTokens else {
-            throw KVError(.invalidArgument, "n_tokens \(n) exceeds max_seq_tokens \(engine.config.maxSeqTokens)")
+        try withEngine(e) { (engine) throws(KVError) in
+            let n = try size(nTokens, "n_tokens")
+            guard n <= engine.config.maxSeqTokens else {
+                throw KVError(.invalidArgument, "n_tokens \(n) exceeds max_seq_tokens \(engine.config.maxSeqTokens)")
+            }
+            guard Int(nHeads) == engine.config.numKVHeads else {
+                throw KVError(.invalidArgument, "n_heads \(nHeads) is not num_kv_heads \(engine.config.numKVHeads)")
+            }
+            let values = try array(scores, Int(nHeads) * n, "scores", "n_heads * n_tokens")
+            guard let base = values.baseAddress else {
+                _ = try engine.layerLength(seq, layer: Int(layer))  // still checks seq and layer
+                return
+            }
+            try engine.observe(seq, layer: Int(layer), scores: base, nHeads: Int(nHeads), nTokens: n)
         }
-        guard Int(nHeads) == engine.config.numKVHeads else {
-            throw KVError(.invalidArgument, "n_heads \(nHeads) is not num_kv_heads \(engine.config.numKVHeads)")
-        }
-        let values = try array(scores, Int(nHeads) * n, "scores", "n_heads * n_tokens")
-        guard let base = values.baseAddress else {
-            _ = try engine.layerLength(seq, layer: Int(layer))  // still checks seq and layer
-            return
-        }
-        try engine.observe(seq, layer: Int(layer), scores: base, nHeads: Int(nHeads), nTokens: n)
     }
 }
 
 /// `kvc_seq_compact`: `Engine.compact`.
 @c public func kvc_seq_compact(_ e: OpaquePointer?, _ seq: UInt64, _ budgetTokens: Int) -> kvc_status {
     status("kvc_seq_compact", "seq \(seq), budget_tokens \(UInt(bitPattern: budgetTokens))") { () throws(KVError) in
-        let engine = try engine(e)
-        let budget = try size(budgetTokens, "budget_tokens")
-        try engine.compact(seq, budgetTokens: budget)
+        try withEngine(e) { (engine) throws(KVError) in
+            let budget = try size(budgetTokens, "budget_tokens")
+            try engine.compact(seq, budgetTokens: budget)
+        }
     }
 }
 
@@ -90,13 +92,14 @@ extension EvictionConfig {
 ) -> kvc_status {
     var total = 0
     let rc = status("kvc_seq_positions", "seq \(seq), layer \(layer), capacity \(UInt(bitPattern: capacity))") { () throws(KVError) in
-        let engine = try engine(e)
-        let n = try required(n, "n")
-        let out = try array(positions, capacity, "positions", "capacity")
-        total = try engine.positions(seq, layer: Int(layer), into: out)
-        n.pointee = total
-        if total > out.count {
-            throw KVError(.bufferTooSmall, "\(total) positions, capacity \(out.count)")
+        try withEngine(e) { (engine) throws(KVError) in
+            let n = try required(n, "n")
+            let out = try array(positions, capacity, "positions", "capacity")
+            total = try engine.positions(seq, layer: Int(layer), into: out)
+            n.pointee = total
+            if total > out.count {
+                throw KVError(.bufferTooSmall, "\(total) positions, capacity \(out.count)")
+            }
         }
     }
     return rc
@@ -107,9 +110,10 @@ extension EvictionConfig {
     -> kvc_status
 {
     status("kvc_seq_layer_length", "seq \(seq), layer \(layer)") { () throws(KVError) in
-        let engine = try engine(e)
-        let out = try required(nTokens, "n_tokens")
-        out.pointee = try engine.layerLength(seq, layer: Int(layer))
+        try withEngine(e) { (engine) throws(KVError) in
+            let out = try required(nTokens, "n_tokens")
+            out.pointee = try engine.layerLength(seq, layer: Int(layer))
+        }
     }
 }
 
@@ -118,10 +122,11 @@ extension EvictionConfig {
     _ e: OpaquePointer?, _ seq: UInt64, _ start: Int, _ end: Int, _ embedding: UnsafePointer<Float>?, _ dim: UInt32
 ) -> kvc_status {
     status("kvc_seq_add_segment", "seq \(seq), start \(UInt(bitPattern: start)), end \(UInt(bitPattern: end)), dim \(dim)") { () throws(KVError) in
-        let engine = try engine(e)
-        let s = try size(start, "start"), t = try size(end, "end")
-        let values = try array(embedding, Int(dim), "embedding", "dim")
-        try engine.addSegment(seq, start: s, end: t, embedding: values)
+        try withEngine(e) { (engine) throws(KVError) in
+            let s = try size(start, "start"), t = try size(end, "end")
+            let values = try array(embedding, Int(dim), "embedding", "dim")
+            try engine.addSegment(seq, start: s, end: t, embedding: values)
+        }
     }
 }
 
@@ -130,10 +135,11 @@ extension EvictionConfig {
     _ e: OpaquePointer?, _ seq: UInt64, _ query: UnsafePointer<Float>?, _ dim: UInt32, _ episode: UnsafeMutablePointer<UInt32>?
 ) -> kvc_status {
     status("kvc_seq_focus", "seq \(seq), dim \(dim)") { () throws(KVError) in
-        let engine = try engine(e)
-        let out = try required(episode, "episode")
-        let values = try array(query, Int(dim), "query_embedding", "dim")
-        out.pointee = UInt32(try engine.focus(seq, query: values))
+        try withEngine(e) { (engine) throws(KVError) in
+            let out = try required(episode, "episode")
+            let values = try array(query, Int(dim), "query_embedding", "dim")
+            out.pointee = UInt32(try engine.focus(seq, query: values))
+        }
     }
 }
 
@@ -141,15 +147,16 @@ extension EvictionConfig {
 /// policy and granularity.
 @c public func kvc_seq_set_eviction(_ e: OpaquePointer?, _ seq: UInt64, _ policy: UInt32, _ perHead: UInt32) -> kvc_status {
     status("kvc_seq_set_eviction", "seq \(seq), policy \(policy), per_head \(perHead)") { () throws(KVError) in
-        let engine = try engine(e)
-        guard let kind = EvictionPolicyKind(rawValue: policy) else {
-            throw KVError(.invalidArgument, "policy \(policy) is not a KVC_EVICTION_* value (0...4)")
+        try withEngine(e) { (engine) throws(KVError) in
+            guard let kind = EvictionPolicyKind(rawValue: policy) else {
+                throw KVError(.invalidArgument, "policy \(policy) is not a KVC_EVICTION_* value (0...4)")
+            }
+            guard perHead <= 1 else { throw KVError(.invalidArgument, "per_head \(perHead) is neither 0 nor 1") }
+            var config = engine.config.eviction
+            config.policy = kind
+            config.perHead = perHead == 1
+            try engine.setEviction(seq, config)
         }
-        guard perHead <= 1 else { throw KVError(.invalidArgument, "per_head \(perHead) is neither 0 nor 1") }
-        var config = engine.config.eviction
-        config.policy = kind
-        config.perHead = perHead == 1
-        try engine.setEviction(seq, config)
     }
 }
 
@@ -158,8 +165,9 @@ extension EvictionConfig {
     _ e: OpaquePointer?, _ seq: UInt64, _ sensitivity: UnsafePointer<Float>?, _ nLayers: UInt32
 ) -> kvc_status {
     status("kvc_seq_set_layer_sensitivity", "seq \(seq), n_layers \(nLayers)") { () throws(KVError) in
-        let engine = try engine(e)
-        let values = try array(sensitivity, Int(nLayers), "sensitivity", "n_layers")
-        try engine.setLayerSensitivity(seq, values)
+        try withEngine(e) { (engine) throws(KVError) in
+            let values = try array(sensitivity, Int(nLayers), "sensitivity", "n_layers")
+            try engine.setLayerSensitivity(seq, values)
+        }
     }
 }

@@ -6,12 +6,13 @@ import KVCache
     _ k: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ v: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
 ) -> kvc_status {
     status("kvc_seq_kv", "seq \(seq), layer \(layer)") { () throws(KVError) in
-        let engine = try engine(e)
-        let k = try required(k, "k")
-        let v = try required(v, "v")
-        let base = try engine.kv(seq, layer: Int(layer))
-        k.pointee = base.k
-        v.pointee = base.v
+        try withEngine(e) { (engine) throws(KVError) in
+            let k = try required(k, "k")
+            let v = try required(v, "v")
+            let base = try engine.kv(seq, layer: Int(layer))
+            k.pointee = base.k
+            v.pointee = base.v
+        }
     }
 }
 
@@ -23,15 +24,16 @@ import KVCache
     _ nBlocks: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_seq_block_table", "seq \(seq)") { () throws(KVError) in
-        let engine = try engine(e)
-        let nBlocks = try required(nBlocks, "n_blocks")
-        let table = try array(blocks, capacity, "blocks", "capacity")
-        let total = try engine.blockTable(seq, into: table)
-        nBlocks.pointee = total
-        guard total <= table.count else {
-            throw KVError(.bufferTooSmall,
-                          "capacity \(table.count) is less than the sequence's \(total) blocks; "
-                          + "the first \(table.count) were written")
+        try withEngine(e) { (engine) throws(KVError) in
+            let nBlocks = try required(nBlocks, "n_blocks")
+            let table = try array(blocks, capacity, "blocks", "capacity")
+            let total = try engine.blockTable(seq, into: table)
+            nBlocks.pointee = total
+            guard total <= table.count else {
+                throw KVError(.bufferTooSmall,
+                              "capacity \(table.count) is less than the sequence's \(total) blocks; "
+                              + "the first \(table.count) were written")
+            }
         }
     }
 }
@@ -42,11 +44,12 @@ import KVCache
     _ k: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ v: UnsafeMutablePointer<UnsafeMutableRawPointer?>?
 ) -> kvc_status {
     status("kvc_block_kv", "block \(block), layer \(layer)") { () throws(KVError) in
-        let engine = try engine(e)
-        let k = try required(k, "k")
-        let v = try required(v, "v")
-        let base = try engine.blockKV(block, layer: Int(layer))
-        k.pointee = base.k
-        v.pointee = base.v
+        try withEngine(e) { (engine) throws(KVError) in
+            let k = try required(k, "k")
+            let v = try required(v, "v")
+            let base = try engine.blockKV(block, layer: Int(layer))
+            k.pointee = base.k
+            v.pointee = base.v
+        }
     }
 }

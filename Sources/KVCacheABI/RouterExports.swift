@@ -67,10 +67,10 @@ final class RouterHandle {
     }
 }
 
+/// `borrowing` the handle behind a `kvc_router *`.
 @inline(__always)
-private func routerHandle(_ handle: OpaquePointer?) throws(KVError) -> RouterHandle {
-    guard let handle else { throw KVError(.invalidArgument, "router is NULL") }
-    return Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+private func withRouterHandle<T>(_ handle: OpaquePointer?, _ body: (RouterHandle) throws(KVError) -> T) throws(KVError) -> T {
+    try borrowing(handle, "router", body)
 }
 
 /// `kvc_router_config_init_size`: writes the defaults of this version's `kvc_router_config`
@@ -152,14 +152,18 @@ extension RouterConfig {
 /// `kvc_router_add_instance`: `Router.addInstance`.
 @c public func kvc_router_add_instance(_ r: OpaquePointer?, _ instance: UInt32, _ weight: Double) -> kvc_status {
     status("kvc_router_add_instance", "instance \(instance)") { () throws(KVError) in
-        try routerHandle(r).locked { (router) throws(KVError) in try router.addInstance(instance, weight: weight) }
+        try withRouterHandle(r) { (handle) throws(KVError) in
+            try handle.locked { (router) throws(KVError) in try router.addInstance(instance, weight: weight) }
+        }
     }
 }
 
 /// `kvc_router_remove_instance`: `Router.removeInstance`.
 @c public func kvc_router_remove_instance(_ r: OpaquePointer?, _ instance: UInt32) -> kvc_status {
     status("kvc_router_remove_instance", "instance \(instance)") { () throws(KVError) in
-        try routerHandle(r).locked { (router) throws(KVError) in try router.removeInstance(instance) }
+        try withRouterHandle(r) { (handle) throws(KVError) in
+            try handle.locked { (router) throws(KVError) in try router.removeInstance(instance) }
+        }
     }
 }
 
@@ -169,11 +173,12 @@ extension RouterConfig {
     _ instance: UnsafeMutablePointer<UInt32>?
 ) -> kvc_status {
     status("kvc_router_route") { () throws(KVError) in
-        let handle = try routerHandle(r)
-        let out = try required(instance, "instance")
-        let hashes = try array(blockHashes, nBlocks, "block_hashes", "n_blocks")
-        let tokens = try size(nTokens, "n_tokens")
-        out.pointee = try handle.locked { (router) throws(KVError) in try router.route(hashes, tokens: tokens) }
+        try withRouterHandle(r) { (handle) throws(KVError) in
+            let out = try required(instance, "instance")
+            let hashes = try array(blockHashes, nBlocks, "block_hashes", "n_blocks")
+            let tokens = try size(nTokens, "n_tokens")
+            out.pointee = try handle.locked { (router) throws(KVError) in try router.route(hashes, tokens: tokens) }
+        }
     }
 }
 
@@ -182,9 +187,10 @@ extension RouterConfig {
     _ r: OpaquePointer?, _ instance: UInt32, _ blockHashes: UnsafePointer<UInt64>?, _ nBlocks: Int
 ) -> kvc_status {
     status("kvc_router_finish", "instance \(instance)") { () throws(KVError) in
-        let handle = try routerHandle(r)
-        let hashes = try array(blockHashes, nBlocks, "block_hashes", "n_blocks")
-        try handle.locked { (router) throws(KVError) in try router.finish(instance, hashes: hashes) }
+        try withRouterHandle(r) { (handle) throws(KVError) in
+            let hashes = try array(blockHashes, nBlocks, "block_hashes", "n_blocks")
+            try handle.locked { (router) throws(KVError) in try router.finish(instance, hashes: hashes) }
+        }
     }
 }
 
@@ -192,21 +198,22 @@ extension RouterConfig {
 /// replaces the instance's load.
 @c public func kvc_router_report(_ r: OpaquePointer?, _ instance: UInt32, _ load: UnsafeRawPointer?) -> kvc_status {
     status("kvc_router_report", "instance \(instance)") { () throws(KVError) in
-        let handle = try routerHandle(r)
-        let raw = try required(load, "load")
-        let size = try structSize(raw, minimum: InstanceLoadLayout.minimumSize, "kvc_instance_load")
-        var l = InstanceLoad()
-        l.pendingPrefillTokens = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.pendingPrefillTokens, as: UInt64.self)
-        l.runningBlocks = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.runningBlocks, as: UInt64.self)
-        l.freeBlocks = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.freeBlocks, as: UInt64.self)
-        if size >= InstanceLoadLayout.activeRequests + 8 {
-            l.activeRequests = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.activeRequests, as: UInt64.self)
+        try withRouterHandle(r) { (handle) throws(KVError) in
+            let raw = try required(load, "load")
+            let size = try structSize(raw, minimum: InstanceLoadLayout.minimumSize, "kvc_instance_load")
+            var l = InstanceLoad()
+            l.pendingPrefillTokens = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.pendingPrefillTokens, as: UInt64.self)
+            l.runningBlocks = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.runningBlocks, as: UInt64.self)
+            l.freeBlocks = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.freeBlocks, as: UInt64.self)
+            if size >= InstanceLoadLayout.activeRequests + 8 {
+                l.activeRequests = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.activeRequests, as: UInt64.self)
+            }
+            if size >= InstanceLoadLayout.waitingRequests + 8 {
+                l.waitingRequests = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.waitingRequests, as: UInt64.self)
+            }
+            try rejectUnknownBytes(raw, size: size, known: InstanceLoadLayout.size, "kvc_instance_load")
+            try handle.locked { (router) throws(KVError) in try router.report(instance, load: l) }
         }
-        if size >= InstanceLoadLayout.waitingRequests + 8 {
-            l.waitingRequests = raw.loadUnaligned(fromByteOffset: InstanceLoadLayout.waitingRequests, as: UInt64.self)
-        }
-        try rejectUnknownBytes(raw, size: size, known: InstanceLoadLayout.size, "kvc_instance_load")
-        try handle.locked { (router) throws(KVError) in try router.report(instance, load: l) }
     }
 }
 
@@ -217,39 +224,40 @@ extension RouterConfig {
     _ r: OpaquePointer?, _ instance: UInt32, _ events: UnsafeRawPointer?, _ nEvents: Int
 ) -> kvc_status {
     status("kvc_router_observe_events", "instance \(instance)") { () throws(KVError) in
-        let handle = try routerHandle(r)
-        let n = try size(nEvents, "n_events")
-        guard n == 0 || events != nil else { throw KVError(.invalidArgument, "events is NULL but n_events is \(n)") }
-        guard let events, n > 0 else {
+        try withRouterHandle(r) { (handle) throws(KVError) in
+            let n = try size(nEvents, "n_events")
+            guard n == 0 || events != nil else { throw KVError(.invalidArgument, "events is NULL but n_events is \(n)") }
+            guard let events, n > 0 else {
+                try handle.locked { (router) throws(KVError) in
+                    if router.slot(of: instance) < 0 { throw KVError(.notFound, "instance \(instance) is not in the router") }
+                }
+                return
+            }
+            for i in 0..<n {
+                let kind = events.loadUnaligned(fromByteOffset: i * EventLayout.size + EventLayout.kind, as: UInt32.self)
+                guard KVEvent.Kind(rawValue: kind) != nil else {
+                    throw KVError(.invalidArgument, "events[\(i)].kind \(kind) is not a KVC_EVENT_* kind")
+                }
+            }
+            func event(_ i: Int) -> KVEvent {
+                let e = events + i * EventLayout.size
+                return KVEvent(kind: KVEvent.Kind(rawValue: e.loadUnaligned(fromByteOffset: EventLayout.kind, as: UInt32.self))!,
+                               tier: e.loadUnaligned(fromByteOffset: EventLayout.tier, as: UInt32.self),
+                               blockHash: e.loadUnaligned(fromByteOffset: EventLayout.blockHash, as: UInt64.self),
+                               parentHash: e.loadUnaligned(fromByteOffset: EventLayout.parentHash, as: UInt64.self))
+            }
             try handle.locked { (router) throws(KVError) in
-                if router.slot(of: instance) < 0 { throw KVError(.notFound, "instance \(instance) is not in the router") }
-            }
-            return
-        }
-        for i in 0..<n {
-            let kind = events.loadUnaligned(fromByteOffset: i * EventLayout.size + EventLayout.kind, as: UInt32.self)
-            guard KVEvent.Kind(rawValue: kind) != nil else {
-                throw KVError(.invalidArgument, "events[\(i)].kind \(kind) is not a KVC_EVENT_* kind")
-            }
-        }
-        func event(_ i: Int) -> KVEvent {
-            let e = events + i * EventLayout.size
-            return KVEvent(kind: KVEvent.Kind(rawValue: e.loadUnaligned(fromByteOffset: EventLayout.kind, as: UInt32.self))!,
-                           tier: e.loadUnaligned(fromByteOffset: EventLayout.tier, as: UInt32.self),
-                           blockHash: e.loadUnaligned(fromByteOffset: EventLayout.blockHash, as: UInt64.self),
-                           parentHash: e.loadUnaligned(fromByteOffset: EventLayout.parentHash, as: UInt64.self))
-        }
-        try handle.locked { (router) throws(KVError) in
-            let slot = router.slot(of: instance)
-            guard slot >= 0 else { throw KVError(.notFound, "instance \(instance) is not in the router") }
-            try router.checkRoom(newEntries: (0..<n).reduce(0) { $0 + (router.view.mayAddEntry(event($1)) ? 1 : 0) })
-            withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: EventLayout.chunk) { scratch in
-                var done = 0
-                while done < n {
-                    let m = min(EventLayout.chunk, n - done)
-                    for j in 0..<m { scratch.initializeElement(at: j, to: event(done + j)) }
-                    router.observe(slot: slot, events: UnsafeBufferPointer(rebasing: scratch[0..<m]))
-                    done += m
+                let slot = router.slot(of: instance)
+                guard slot >= 0 else { throw KVError(.notFound, "instance \(instance) is not in the router") }
+                try router.checkRoom(newEntries: (0..<n).reduce(0) { $0 + (router.view.mayAddEntry(event($1)) ? 1 : 0) })
+                withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: EventLayout.chunk) { scratch in
+                    var done = 0
+                    while done < n {
+                        let m = min(EventLayout.chunk, n - done)
+                        for j in 0..<m { scratch.initializeElement(at: j, to: event(done + j)) }
+                        router.observe(slot: slot, events: UnsafeBufferPointer(rebasing: scratch[0..<m]))
+                        done += m
+                    }
                 }
             }
         }
@@ -259,8 +267,9 @@ extension RouterConfig {
 /// `kvc_router_observe_prefill`: `Router.observePrefill`, which checks the arguments.
 @c public func kvc_router_observe_prefill(_ r: OpaquePointer?, _ nTokens: Int, _ milliseconds: Double) -> kvc_status {
     status("kvc_router_observe_prefill") { () throws(KVError) in
-        let handle = try routerHandle(r)
-        let tokens = try size(nTokens, "n_tokens")
-        try handle.locked { (router) throws(KVError) in try router.observePrefill(tokens: tokens, milliseconds: milliseconds) }
+        try withRouterHandle(r) { (handle) throws(KVError) in
+            let tokens = try size(nTokens, "n_tokens")
+            try handle.locked { (router) throws(KVError) in try router.observePrefill(tokens: tokens, milliseconds: milliseconds) }
+        }
     }
 }

@@ -26,14 +26,15 @@ private func create(
     _ e: OpaquePointer?, _ seq: UInt64, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int, salt: UInt64,
     _ cachedTokens: UnsafeMutablePointer<Int>?
 ) throws(KVError) {
-    let engine = try engine(e)
-    let cachedTokens = try required(cachedTokens, "cached_tokens")
-    let prompt = try array(tokens, nTokens, "tokens", "n_tokens")
-    guard !prompt.isEmpty else {
-        throw KVError(.invalidArgument, "n_tokens is 0; a sequence starts with at least one token")
+    try withEngine(e) { (engine) throws(KVError) in
+        let cachedTokens = try required(cachedTokens, "cached_tokens")
+        let prompt = try array(tokens, nTokens, "tokens", "n_tokens")
+        guard !prompt.isEmpty else {
+            throw KVError(.invalidArgument, "n_tokens is 0; a sequence starts with at least one token")
+        }
+        try checkTokenCount(prompt.count, engine)
+        cachedTokens.pointee = try engine.createSequence(seq, tokens: prompt, salt: salt)
     }
-    try checkTokenCount(prompt.count, engine)
-    cachedTokens.pointee = try engine.createSequence(seq, tokens: prompt, salt: salt)
 }
 
 /// `kvc_seq_append`: `Engine.append`; `n_tokens` 0 is a no-op (still checked: engine and seq).
@@ -41,24 +42,25 @@ private func create(
     -> kvc_status
 {
     status("kvc_seq_append", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens))") { () throws(KVError) in
-        let engine = try engine(e)
-        let decoded = try array(tokens, nTokens, "tokens", "n_tokens")
-        try checkTokenCount(decoded.count, engine)
-        try engine.append(seq, tokens: decoded)
+        try withEngine(e) { (engine) throws(KVError) in
+            let decoded = try array(tokens, nTokens, "tokens", "n_tokens")
+            try checkTokenCount(decoded.count, engine)
+            try engine.append(seq, tokens: decoded)
+        }
     }
 }
 
 /// `kvc_seq_fork`: `Engine.fork`.
 @c public func kvc_seq_fork(_ e: OpaquePointer?, _ parent: UInt64, _ child: UInt64) -> kvc_status {
     status("kvc_seq_fork", "parent \(parent), child \(child)") { () throws(KVError) in
-        try engine(e).fork(parent: parent, child: child)
+        try withEngine(e) { (engine) throws(KVError) in try engine.fork(parent: parent, child: child) }
     }
 }
 
 /// `kvc_seq_free`: `Engine.free`.
 @c public func kvc_seq_free(_ e: OpaquePointer?, _ seq: UInt64) -> kvc_status {
     status("kvc_seq_free", "seq \(seq)") { () throws(KVError) in
-        try engine(e).free(seq)
+        try withEngine(e) { (engine) throws(KVError) in try engine.free(seq) }
     }
 }
 
@@ -66,33 +68,37 @@ private func create(
 /// rejected as every `size_t` is (`size`), before the engine sees it negative.
 @c public func kvc_seq_abort(_ e: OpaquePointer?, _ seq: UInt64, _ computedTokens: Int) -> kvc_status {
     status("kvc_seq_abort", "seq \(seq), computed_tokens \(UInt(bitPattern: computedTokens))") { () throws(KVError) in
-        let engine = try engine(e)
-        try engine.free(seq, computedTokens: try size(computedTokens, "computed_tokens"))
+        try withEngine(e) { (engine) throws(KVError) in
+            try engine.free(seq, computedTokens: try size(computedTokens, "computed_tokens"))
+        }
     }
 }
 
 /// `kvc_seq_truncate`: `Engine.truncate`; `n_tokens` is checked as every `size_t` is.
 @c public func kvc_seq_truncate(_ e: OpaquePointer?, _ seq: UInt64, _ nTokens: Int) -> kvc_status {
     status("kvc_seq_truncate", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens))") { () throws(KVError) in
-        let engine = try engine(e)
-        try engine.truncate(seq, to: try size(nTokens, "n_tokens"))
+        try withEngine(e) { (engine) throws(KVError) in
+            try engine.truncate(seq, to: try size(nTokens, "n_tokens"))
+        }
     }
 }
 
 /// `kvc_seq_schedule`: `Engine.schedule`.
 @c public func kvc_seq_schedule(_ e: OpaquePointer?, _ seq: UInt64, _ tokens: Int) -> kvc_status {
     status("kvc_seq_schedule", "seq \(seq), tokens \(UInt(bitPattern: tokens))") { () throws(KVError) in
-        let engine = try engine(e)
-        try engine.schedule(seq, tokens: try size(tokens, "tokens"))
+        try withEngine(e) { (engine) throws(KVError) in
+            try engine.schedule(seq, tokens: try size(tokens, "tokens"))
+        }
     }
 }
 
 /// `kvc_seq_length`: `Engine.length`.
 @c public func kvc_seq_length(_ e: OpaquePointer?, _ seq: UInt64, _ nTokens: UnsafeMutablePointer<Int>?) -> kvc_status {
     status("kvc_seq_length", "seq \(seq)") { () throws(KVError) in
-        let engine = try engine(e)
-        let nTokens = try required(nTokens, "n_tokens")
-        nTokens.pointee = try engine.length(seq)
+        try withEngine(e) { (engine) throws(KVError) in
+            let nTokens = try required(nTokens, "n_tokens")
+            nTokens.pointee = try engine.length(seq)
+        }
     }
 }
 
@@ -103,14 +109,15 @@ private func create(
     _ diskTokens: UnsafeMutablePointer<Int>?, _ peerTokens: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_seq_prefix_sources", "seq \(seq)") { () throws(KVError) in
-        let engine = try engine(e)
-        let memoryTokens = try required(memoryTokens, "memory_tokens")
-        let diskTokens = try required(diskTokens, "disk_tokens")
-        let peerTokens = try required(peerTokens, "peer_tokens")
-        let sources = try engine.prefixSources(of: seq)
-        memoryTokens.pointee = sources.memoryTokens
-        diskTokens.pointee = sources.diskTokens
-        peerTokens.pointee = sources.peerTokens
+        try withEngine(e) { (engine) throws(KVError) in
+            let memoryTokens = try required(memoryTokens, "memory_tokens")
+            let diskTokens = try required(diskTokens, "disk_tokens")
+            let peerTokens = try required(peerTokens, "peer_tokens")
+            let sources = try engine.prefixSources(of: seq)
+            memoryTokens.pointee = sources.memoryTokens
+            diskTokens.pointee = sources.diskTokens
+            peerTokens.pointee = sources.peerTokens
+        }
     }
 }
 

@@ -132,7 +132,7 @@ private func freshDirectory() -> String {
             // The default backend (io_uring here; the thread pool where io_uring is refused).
             var probe: OpaquePointer?
             guard c.create(&probe, offloadDir: dir) == KVC_OK, let probe else { exitReporting(["the probe engine: \(String(cString: kvc_last_error()))"]) }
-            let uring = (try? engine(probe))?.offload?.tier.stats.backend == 0  // KVM_IO_URING
+            let uring = (try? withEngine(probe) { $0.offload?.tier.stats.backend }) == 0  // KVM_IO_URING
             kvc_engine_destroy(probe)
             let rc = setDefaultThreadStack(1 << 50)
             guard rc == 0 else { exitReporting(["pthread_setattr_default_np: \(String(cString: strerror(rc)))"]) }

@@ -51,6 +51,10 @@ final class ContiguousMemory: BlockListener {
     /// true, every indexed block holding it lies in the table of a sequence that maps it and
     /// mapped it when indexing it, at the position it was indexed from (`holdsAlone`).
     private let settled: UnsafeMutablePointer<Bool>
+    /// Scratch for one `open`: the pages it maps owned groups at (one per page of a slot's range).
+    private let scratchOwned: UnsafeMutablePointer<Int>
+    /// Scratch for one `undoingMaps`: the group each page mapped before (one per page of a range).
+    private let scratchHad: UnsafeMutablePointer<Int32>
     /// Frees memory held by the prefix cache: evicts one cached block, false when none is left.
     var evictCached: () -> Bool = { false }
 
@@ -76,27 +80,33 @@ final class ContiguousMemory: BlockListener {
         // One calloc for the arrays sized by the budget: its failure is a status, where Swift's
         // `allocate` would end the process, and its pages stay untouched zero pages until used,
         // so a large memory_bytes costs no RSS and no time at creation. Widest elements first.
-        let perGroup = 8 + 4 + 4 + 1, perBlock = 4 * (3 + maxPagesPerBlock)
+        // With them, the scratch `open` and `fork` use, so that they allocate nothing.
+        let perGroup = 8 + 4 + 4 + 1, perBlock = 4 * (3 + maxPagesPerBlock), perRangePage = 8 + 4
+        let rangePages = Int(kvm_ranges_pages(ranges))
         let (groupArrays, o1) = groups.multipliedReportingOverflow(by: perGroup)
         let (blockArrays, o2) = logicalBlocks.multipliedReportingOverflow(by: perBlock)
-        let (total, o3) = groupArrays.addingReportingOverflow(blockArrays)
-        guard !o1 && !o2 && !o3, let m = calloc(1, total) else {
+        let (withScratch, o3) = blockArrays.addingReportingOverflow(perRangePage * rangePages)
+        let (total, o4) = groupArrays.addingReportingOverflow(withScratch)
+        guard !o1 && !o2 && !o3 && !o4, let m = calloc(1, total) else {
             kvm_ranges_destroy(ranges)
             kvm_pool_destroy(pool)
-            throw .outOfMemory("the contiguous layout's metadata needs \(o1 || o2 || o3 ? "more than 2^63" : "\(total)") bytes "
+            throw .outOfMemory("the contiguous layout's metadata needs \(o1 || o2 || o3 || o4 ? "more than 2^63" : "\(total)") bytes "
                 + "(\(perGroup) per page group of memory_bytes / page_bytes, \(perBlock) per block), which the OS refused: "
                 + "lower memory_bytes or raise page_bytes")
         }
         metadata = m
         marks = m.bindMemory(to: UInt64.self, capacity: groups)
-        pins = (m + 8 * groups).bindMemory(to: UInt32.self, capacity: groups)
-        indexRefs = (m + 12 * groups).bindMemory(to: UInt32.self, capacity: groups)
-        let blocksBase = m + 16 * groups
+        scratchOwned = (m + 8 * groups).bindMemory(to: Int.self, capacity: rangePages)
+        let base4 = m + 8 * groups + 8 * rangePages
+        pins = base4.bindMemory(to: UInt32.self, capacity: groups)
+        indexRefs = (base4 + 4 * groups).bindMemory(to: UInt32.self, capacity: groups)
+        let blocksBase = base4 + 8 * groups
         blockFirstPage = blocksBase.bindMemory(to: Int32.self, capacity: logicalBlocks)
         blockPages = (blocksBase + 4 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
         blockOffset = (blocksBase + 8 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
         blockGroups = (blocksBase + 12 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks * maxPagesPerBlock)
-        settled = (blocksBase + blockArrays).bindMemory(to: Bool.self, capacity: groups)
+        scratchHad = (blocksBase + blockArrays).bindMemory(to: Int32.self, capacity: rangePages)
+        settled = (blocksBase + blockArrays + 4 * rangePages).bindMemory(to: Bool.self, capacity: groups)
         pinnedPages = .allocate(capacity: slots)
         pinnedPages.initialize(repeating: 0, count: slots)
     }
@@ -118,6 +128,11 @@ final class ContiguousMemory: BlockListener {
 
     /// Base of tensor `tensor` of `slot`.
     @inline(__always) func base(_ slot: Int, tensor: Int) -> UnsafeMutableRawPointer {
+        Self.base(in: ranges, slot, tensor: tensor)
+    }
+
+    /// `base` given the ranges alone (`Engine.contiguousRanges`: no reference to this object).
+    @inline(__always) static func base(in ranges: OpaquePointer, _ slot: Int, tensor: Int) -> UnsafeMutableRawPointer {
         UnsafeMutableRawPointer(kvm_ranges_tensor(ranges, UInt32(slot), UInt32(tensor)))
     }
 
@@ -202,9 +217,12 @@ final class ContiguousMemory: BlockListener {
         busy = (slot, needPages)
         defer { busy = (-1, 0) }
         dropStale(slot) { page in page < needPages ? sharedGroup(hit, hitTokens: hitTokens, page: page) : -1 }
-        var owned: [Int] = []
-        owned.reserveCapacity(needPages)
-        for page in 0..<needPages where sharedGroup(hit, hitTokens: hitTokens, page: page) < 0 { owned.append(page) }
+        var ownedCount = 0
+        for page in 0..<needPages where sharedGroup(hit, hitTokens: hitTokens, page: page) < 0 {
+            scratchOwned[ownedCount] = page
+            ownedCount += 1
+        }
+        let owned = UnsafeBufferPointer(start: scratchOwned, count: ownedCount)
         try undoingMaps(slot: slot, pages: needPages) { () throws(KVError) in
             try mapGroups(slot: slot, pages: 0..<needPages) { page in sharedGroup(hit, hitTokens: hitTokens, page: page) }
             try mapOwned(slot: slot, pages: owned)
@@ -218,10 +236,11 @@ final class ContiguousMemory: BlockListener {
     /// Runs `body`, which maps pages below `pages` of free `slot` where it maps nothing yet
     /// (after `dropStale`, a free slot's page holds the group it wants or none); when it throws,
     /// unmaps every page it mapped (freeing the groups only they held) before rethrowing, so
-    /// that a failed create or fork leaves the slot's mappings as they were. Cost: an array of
-    /// `pages` groups, and on failure an unmap per run of pages mapped.
+    /// that a failed create or fork leaves the slot's mappings as they were. Cost: a read of
+    /// `pages` groups into `scratchHad`, and on failure an unmap per run of pages mapped.
     private func undoingMaps(slot: Int, pages: Int, _ body: () throws(KVError) -> Void) throws(KVError) {
-        let had = (0..<pages).map { group(slot, $0) }
+        let had = scratchHad
+        for page in 0..<pages { had[page] = group(slot, page) }
         do throws(KVError) { try body() } catch {
             var page = 0
             while page < pages {
@@ -255,7 +274,7 @@ final class ContiguousMemory: BlockListener {
         try undoingMaps(slot: child, pages: pages(for: tokens)) { () throws(KVError) in
             try mapGroups(slot: child, pages: 0..<whole) { page in group(parent, page) }
             if bytes % pageBytes != 0 {
-                try mapOwned(slot: child, pages: [whole])
+                try mapOwned(slot: child, pages: whole..<whole + 1)  // a range: no heap allocation
                 let g = UInt32(group(parent, whole))
                 for t in 0..<tensors {
                     try check(kvm_pool_read(pool, UInt32(t), g, 0, base(child, tensor: t) + whole * pageBytes, UInt64(bytes % pageBytes)))

@@ -40,6 +40,11 @@ final class PagedMemory {
 
     /// Address of `block` in tensor `tensor`.
     @inline(__always) func address(_ block: Int32, tensor: Int) -> UnsafeMutableRawPointer {
+        Self.address(in: arena, block, tensor: tensor)
+    }
+
+    /// `address` given the arena alone (`Engine.pagedArena`: no reference to this object).
+    @inline(__always) static func address(in arena: OpaquePointer, _ block: Int32, tensor: Int) -> UnsafeMutableRawPointer {
         UnsafeMutableRawPointer(kvm_arena_block(arena, UInt32(tensor), UInt32(block)))
     }
 
@@ -61,12 +66,10 @@ final class PagedMemory {
     @discardableResult
     func trim(keeping keep: UInt64 = 0, spare: UInt32 = 0) -> UInt64 { kvm_arena_trim(arena, keep, spare) }
 
-    /// Whether calls under the engine lock took page groups that are not faulted in yet.
-    @inline(__always) var hasFreshGroups: Bool { kvm_arena_fresh_count(arena) > 0 }
-
-    /// Called holding `mutex` (the engine lock) when `hasFreshGroups`: faults the new groups'
-    /// pages in (`MADV_POPULATE_WRITE`, which zeroes them: about 1 s per GiB on this machine
-    /// kind) with the lock released, so that other engine calls proceed meanwhile, and returns
+    /// Called holding `mutex` (the engine lock) when calls under it took page groups not
+    /// faulted in yet (`kvm_arena_fresh_count`, which `Engine.locked` reads): faults the new
+    /// groups' pages in (`MADV_POPULATE_WRITE`, which zeroes them: about 1 s per GiB on this
+    /// machine kind) with the lock released, so that other engine calls proceed meanwhile, and returns
     /// with the lock released. Groups being faulted stay out of `trim`. A call does not return
     /// before the groups it took are faulted in, so the server's first K/V writes there do not
     /// fault; a block it got from a group another call is still faulting may (speed only: the

@@ -140,7 +140,7 @@ extension Engine {
     /// the reads into it landed. `body` must change nothing when it throws (`KVError`'s invariant)
     /// and look everything up afresh: other calls run during the wait. Cost: nothing unless
     /// memory runs out while swap-outs or freed sequences' reads are pending.
-    func lockedAllocating<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
+    @inline(__always) func lockedAllocating<T>(_ body: () throws(KVError) -> T) throws(KVError) -> T {
         try locked { () throws(KVError) -> T in
             while true {
                 do throws(KVError) {

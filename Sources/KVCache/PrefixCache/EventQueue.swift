@@ -38,23 +38,31 @@ final class EventQueue {
         head = 0
     }
 
-    /// Appends an event, dropping the oldest when full.
+    /// Appends an event, dropping the oldest when full. O(1), no division.
     func push(_ event: KVEvent) {
         if count == capacity {
-            head = (head + 1) % capacity
+            head = wrapped(head + 1)
             count -= 1
             dropped += 1
         }
-        (buffer + (head + count) % capacity).initialize(to: event)
+        (buffer + wrapped(head + count)).initialize(to: event)
         count += 1
     }
 
-    /// Moves up to `out.count` events, oldest first, into `out`; returns how many.
+    /// Moves up to `out.count` events, oldest first, into `out` (whose memory may be
+    /// uninitialised: `KVEvent` is trivial); returns how many. Two block copies at most (the
+    /// run up to the buffer's end, then the wrapped run), no division.
     func drain(into out: UnsafeMutableBufferPointer<KVEvent>) -> Int {
         let n = min(out.count, count)
-        for i in 0..<n { out[i] = buffer[(head + i) % capacity] }
-        head = (head + n) % capacity
+        guard n > 0, let to = out.baseAddress else { return 0 }
+        let first = min(n, capacity - head)
+        to.initialize(from: buffer + head, count: first)
+        (to + first).initialize(from: buffer, count: n - first)
+        head = wrapped(head + n)
         count -= n
         return n
     }
+
+    /// `index` (below `2 * capacity`) as a buffer index.
+    @inline(__always) private func wrapped(_ index: Int) -> Int { index >= capacity ? index - capacity : index }
 }
