@@ -77,7 +77,6 @@ struct RandomOperationTests {
             Geometry(name: "tokens of 2.5 pages, blocks of 5", headDim: 2560, blockTokens: 2),  // 40 heads of 128 fp16
         ]
 
-
         private init(name: String, headDim: Int, blockTokens: Int, promptTokens: Int, prefixTokens: Int,
                      pagedBytes: UInt64, contiguousBytes: UInt64, offloadBytes: UInt64) {
             (self.name, self.headDim, self.blockTokens, self.promptTokens, self.prefixTokens) = (name, headDim, blockTokens, promptTokens, prefixTokens)
@@ -85,7 +84,7 @@ struct RandomOperationTests {
         }
 
         private init(name: String, headDim: Int, blockTokens: Int) {
-            let page = 4096, tensors = 4, blockBytes = blockTokens * 4 * headDim
+            let page = 4096, tensors = 4, blockBytes = blockTokens * 4 * headDim  // as `blockBytes`
             let perGroup = blockBytes >= page ? 1 : page / blockBytes  // the paged arena's groups
             let groupBytes = (perGroup * blockBytes + page - 1) / page * page
             let groups = (320 / blockTokens + perGroup - 1) / perGroup
@@ -400,11 +399,11 @@ struct RandomOperationTests {
     }
 
     /// The runs above at geometries where blocks span pages or do not divide them, or tokens
-    /// span pages (the bugs `TruncateTests.aCutPageWhoseForeignBlockACompactionUnsharedIsCopied`
-    /// and `WideTokenTests` show lived only there), both layouts; per seed a disk tier or not, failures injected or not, indexing on
-    /// schedule or not. 8 seeds of 250 steps per geometry and layout; every case the runs are
-    /// for happened (a prefix hit ends on a block boundary: mid-page only where blocks are not
-    /// whole pages).
+    /// span pages (the bugs `TruncateTests.aCutPageWhoseForeignBlockACompactionUnsharedIsCopied`,
+    /// `WideTokenTests` and `RefusedOpenMappingTests` show lived only there), both layouts; per
+    /// seed a disk tier or not, failures injected or not, indexing on schedule or not. 8 seeds
+    /// of 250 steps per geometry and layout; every case the runs are for happened (a prefix hit
+    /// ends on a block boundary: mid-page only where blocks are not whole pages).
     @Test(arguments: Geometry.spanning, [Layout.paged, .contiguous])
     func acrossPages(geometry: Geometry, layout: Layout) throws {
         var seen = Coverage()
