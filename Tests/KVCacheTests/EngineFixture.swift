@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import KVCache
 
 /// A small engine shape whose K/V bytes tests can write and check exhaustively.
@@ -22,6 +25,25 @@ func smallConfig(_ layout: Layout, memoryBytes: UInt64 = 64 << 20, pageBytes: UI
     UInt8(truncatingIfNeeded: Int(token) &* 131 &+ position &* 31 &+ layer &* 7 &+ kv &* 3 &+ i &+ salt &* 101)
 }
 
+/// `kvByte`'s values over bytes `i...` of one token are consecutive (mod 256): they are the
+/// slice of this ramp from the first one's value on (`rampMatches`, `storeRamp`), which lets
+/// the long random runs write and compare whole rows, not byte by byte.
+let kvRamp: [UInt8] = (0..<(256 + 1 << 16)).map { UInt8(truncatingIfNeeded: $0) }
+
+/// True when the `count` bytes at `row` are `kvRamp` from `first` on, as `kvByte` gives them
+/// for `count` consecutive bytes of a token whose first is `first`; false (then compare byte by
+/// byte) for more than 65536 bytes. O(count), a memcmp.
+func rampMatches(_ row: UnsafeRawPointer, first: UInt8, count: Int) -> Bool {
+    count <= 1 << 16 && kvRamp.withUnsafeBytes { memcmp(row, $0.baseAddress! + Int(first), count) == 0 }
+}
+
+/// Stores at `row` the `count` (at most 65536) bytes `kvByte` gives for consecutive bytes of a
+/// token whose first is `first`. O(count), a memcpy.
+func storeRamp(_ row: UnsafeMutableRawPointer, first: UInt8, count: Int) {
+    precondition(count <= 1 << 16)
+    kvRamp.withUnsafeBytes { row.copyMemory(from: $0.baseAddress! + Int(first), byteCount: count) }
+}
+
 /// Where token `position` of `seq` lives in `layer`, through the engine's public API.
 func tokenAddress(_ e: Engine, _ seq: UInt64, layer: Int, position: Int) throws -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer) {
     let tb = e.config.tokenBytes
@@ -44,10 +66,8 @@ func writeKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int, slot: Int? 
     for layer in 0..<e.config.numLayers {
         for (j, t) in tokens.enumerated() {
             let (k, v) = try tokenAddress(e, seq, layer: layer, position: (slot ?? from) + j)
-            for i in 0..<e.config.tokenBytes {
-                k.storeBytes(of: kvByte(layer: layer, kv: 0, position: from + j, token: t, i: i, salt: salt), toByteOffset: i, as: UInt8.self)
-                v.storeBytes(of: kvByte(layer: layer, kv: 1, position: from + j, token: t, i: i, salt: salt), toByteOffset: i, as: UInt8.self)
-            }
+            storeRamp(k, first: kvByte(layer: layer, kv: 0, position: from + j, token: t, i: 0, salt: salt), count: e.config.tokenBytes)
+            storeRamp(v, first: kvByte(layer: layer, kv: 1, position: from + j, token: t, i: 0, salt: salt), count: e.config.tokenBytes)
         }
     }
 }
@@ -58,9 +78,11 @@ func kvMismatches(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int, salt: 
     for layer in 0..<e.config.numLayers {
         for (j, t) in tokens.enumerated() {
             let (k, v) = try tokenAddress(e, seq, layer: layer, position: from + j)
-            for i in 0..<e.config.tokenBytes {
-                if k.load(fromByteOffset: i, as: UInt8.self) != kvByte(layer: layer, kv: 0, position: from + j, token: t, i: i, salt: salt) { bad += 1 }
-                if v.load(fromByteOffset: i, as: UInt8.self) != kvByte(layer: layer, kv: 1, position: from + j, token: t, i: i, salt: salt) { bad += 1 }
+            for (kv, row) in [(0, k), (1, v)] {
+                let first = kvByte(layer: layer, kv: kv, position: from + j, token: t, i: 0, salt: salt)
+                if rampMatches(row, first: first, count: e.config.tokenBytes) { continue }
+                for i in 0..<e.config.tokenBytes where row.load(fromByteOffset: i, as: UInt8.self)
+                    != kvByte(layer: layer, kv: kv, position: from + j, token: t, i: i, salt: salt) { bad += 1 }
             }
         }
     }

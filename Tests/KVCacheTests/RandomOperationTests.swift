@@ -13,6 +13,9 @@ import Testing
 /// those `DiskTier.contains` finds; `cachedPrefixTokens` predicts what `createSequence`
 /// reports (unless a swap-out settled during the create, which waits for one when memory is
 /// short). Small budgets keep eviction, spills and out-of-memory refusals frequent.
+/// `smallConfig`'s geometry puts 32 blocks on a page and a prompt within half of one; the
+/// `Geometry.spanning` runs use blocks that span pages or do not divide them, where the
+/// contiguous layout's page sharing, copying and unsharing meet block boundaries mid-page.
 /// With `failures`, before a third of the calls the OS is made to fail (`InjectedFailure`: a
 /// commit, a contiguous mapping, a disk-tier hand-over to the kernel), drawn from a stream of
 /// their own so that the operations are those of the run without; a call that throws then
@@ -42,6 +45,83 @@ struct RandomOperationTests {
                 }
                 if isMemory { memory = view } else { disk = view }
             }
+        }
+    }
+
+    /// A run's block/page geometry: `smallConfig`'s 2 layers and 2 KV heads of 2-byte elements,
+    /// `headDim` elements per head (a token is `4 * headDim` bytes per tensor), `blockTokens`,
+    /// 4096-byte pages; the runs' prompts of `promptTokens`, of which a create takes at most
+    /// `prefixTokens` (plus up to 9 of its own); memory budgets per layout and a disk tier's size
+    /// small enough that eviction, spills and out-of-memory refusals stay frequent.
+    struct Geometry: Sendable, CustomTestStringConvertible {
+        let name: String
+        let headDim: Int, blockTokens: Int
+        let promptTokens: Int, prefixTokens: Int
+        let pagedBytes: UInt64, contiguousBytes: UInt64, offloadBytes: UInt64
+        var testDescription: String { name }
+        /// Bytes of a block per tensor.
+        var blockBytes: Int { blockTokens * 4 * headDim }
+
+        /// `smallConfig`'s: 32-byte tokens, 128-byte blocks, 32 to a page.
+        static let small = Geometry(name: "32 blocks a page", headDim: 8, blockTokens: 4, promptTokens: 64, prefixTokens: 40,
+                                    pagedBytes: 32 << 10, contiguousBytes: 96 << 10, offloadBytes: 160 << 10)
+
+        /// Blocks spanning pages or not dividing them, tokens across pages and wider than two
+        /// (their bytes as 40 heads of 128 fp16), with 96-token prompts and budgets of about
+        /// 320 tokens (paged: whole blocks in their page groups) or 384 (contiguous: pages),
+        /// and a disk tier of 24 blocks.
+        static let spanning = [
+            Geometry(name: "blocks of 1.5 pages, tokens across pages", headDim: 96, blockTokens: 16),  // 384-byte tokens
+            Geometry(name: "blocks of 2 pages", headDim: 128, blockTokens: 16),
+            Geometry(name: "blocks of 1.25 KiB, one in 3.2 across a page", headDim: 64, blockTokens: 5),
+            Geometry(name: "tokens of 2.5 pages, blocks of 5", headDim: 2560, blockTokens: 2),  // 40 heads of 128 fp16
+        ]
+
+        private init(name: String, headDim: Int, blockTokens: Int, promptTokens: Int, prefixTokens: Int,
+                     pagedBytes: UInt64, contiguousBytes: UInt64, offloadBytes: UInt64) {
+            (self.name, self.headDim, self.blockTokens, self.promptTokens, self.prefixTokens) = (name, headDim, blockTokens, promptTokens, prefixTokens)
+            (self.pagedBytes, self.contiguousBytes, self.offloadBytes) = (pagedBytes, contiguousBytes, offloadBytes)
+        }
+
+        private init(name: String, headDim: Int, blockTokens: Int) {
+            let page = 4096, tensors = 4, blockBytes = blockTokens * 4 * headDim  // as `blockBytes`
+            let perGroup = blockBytes >= page ? 1 : page / blockBytes  // the paged arena's groups
+            let groupBytes = (perGroup * blockBytes + page - 1) / page * page
+            let groups = (320 / blockTokens + perGroup - 1) / perGroup
+            let pages = (384 * 4 * headDim + page - 1) / page
+            self.init(name: name, headDim: headDim, blockTokens: blockTokens, promptTokens: 96, prefixTokens: 80,
+                      pagedBytes: UInt64(groups * groupBytes * tensors), contiguousBytes: UInt64(pages * page * tensors),
+                      offloadBytes: UInt64(24 * DiskTier.slotBytes(payloadBytes: tensors * blockBytes)))
+        }
+    }
+
+    /// What a run did, so that a test can confirm its runs reached each case.
+    struct Coverage {
+        /// Truncations of compacted sequences.
+        var compactedCuts = 0
+        /// Calls that threw with a failure armed.
+        var refusedArmed = 0
+        /// Compactions, and truncations whose cut lies mid-page below the old length's last page.
+        var compactions = 0, cutsAcrossPages = 0
+        /// Forks of a parent whose bytes end at a page boundary, and elsewhere.
+        var forksAtPageEnd = 0, forksMidPage = 0
+        /// Creates whose prefix hit ends mid-page.
+        var hitsEndingMidPage = 0
+        /// The engine's counts: blocks evicted, spilled, read back for a prompt, swap-ins.
+        var evictions = 0, spills = 0, diskHits = 0, swapIns = 0
+
+        static func += (a: inout Coverage, b: Coverage) {
+            a.compactedCuts += b.compactedCuts
+            a.refusedArmed += b.refusedArmed
+            a.compactions += b.compactions
+            a.cutsAcrossPages += b.cutsAcrossPages
+            a.forksAtPageEnd += b.forksAtPageEnd
+            a.forksMidPage += b.forksMidPage
+            a.hitsEndingMidPage += b.hitsEndingMidPage
+            a.evictions += b.evictions
+            a.spills += b.spills
+            a.diskHits += b.diskHits
+            a.swapIns += b.swapIns
         }
     }
 
@@ -92,10 +172,8 @@ struct RandomOperationTests {
             let base = try e.layerLength(id, layer: layer) - (toks.count - from)
             for p in from..<toks.count {
                 let (k, v) = try tokenAddress(e, id, layer: layer, position: base + p - from)
-                for i in 0..<e.config.tokenBytes {
-                    k.storeBytes(of: kvByte(layer: layer, kv: 0, position: p, token: toks[p], i: i), toByteOffset: i, as: UInt8.self)
-                    v.storeBytes(of: kvByte(layer: layer, kv: 1, position: p, token: toks[p], i: i), toByteOffset: i, as: UInt8.self)
-                }
+                storeRamp(k, first: kvByte(layer: layer, kv: 0, position: p, token: toks[p], i: 0), count: e.config.tokenBytes)
+                storeRamp(v, first: kvByte(layer: layer, kv: 1, position: p, token: toks[p], i: 0), count: e.config.tokenBytes)
             }
         }
     }
@@ -114,29 +192,30 @@ struct RandomOperationTests {
         return failure.arm(e) ? failure : nil
     }
 
-    /// Returns how many truncations of compacted sequences it made, and how many calls threw
-    /// with a failure armed.
+    /// Returns what the run did (`Coverage`).
     @discardableResult
     private static func run(_ layout: Layout, metadataOnly: Bool = false, onSchedule: Bool, disk: Bool = false, failures: Bool = false,
-                            seed: UInt64, steps: Int) throws -> (compactedCuts: Int, refusedArmed: Int) {
-        var c = smallConfig(layout, memoryBytes: layout == .paged ? 32 << 10 : 96 << 10)
+                            geometry: Geometry = .small, seed: UInt64, steps: Int) throws -> Coverage {
+        var c = smallConfig(layout, memoryBytes: layout == .paged ? geometry.pagedBytes : geometry.contiguousBytes)
         let dir = ScratchDir("random")
         defer { dir.remove() }
         if disk {
-            c = offloadConfig(layout, dir: dir.path, memoryBytes: c.memoryBytes, offloadBytes: 160 << 10)
+            c = offloadConfig(layout, dir: dir.path, memoryBytes: c.memoryBytes, offloadBytes: geometry.offloadBytes)
             c.offloadForceThreads = seed % 2 == 0
         }
+        c.headDim = geometry.headDim
+        c.blockTokens = geometry.blockTokens
         c.metadataOnly = metadataOnly
         c.indexOnSchedule = onSchedule
-        var rng = SplitMix64(seed: seed), faults = SplitMix64(seed: ~seed), refusedArmed = 0
+        var rng = SplitMix64(seed: seed), faults = SplitMix64(seed: ~seed), covered = Coverage()
         c.eviction = EvictionConfig(below(2, &rng) == 0 ? .streamingLLM : .heavyHitter)
         c.eviction.sinkTokens = below(6, &rng)
         c.eviction.perHead = below(2, &rng) == 0
         c.eviction.adaptiveBudgets = below(2, &rng) == 0
         let e = try Engine(c)
-        let bt = c.blockTokens
-        var model: [UInt64: [Int32]] = [:], swapped = Set<UInt64>(), views = EventViews(), nextId: UInt64 = 1, compactedCuts = 0
-        let prompts: [[Int32]] = (1...4).map { tokens(64, seed: Int32($0)) }
+        let bt = c.blockTokens, tb = c.tokenBytes, page = Int(c.pageBytes)
+        var model: [UInt64: [Int32]] = [:], swapped = Set<UInt64>(), views = EventViews(), nextId: UInt64 = 1
+        let prompts: [[Int32]] = (1...4).map { tokens(geometry.promptTokens, seed: Int32($0)) }
         func pick(_ ids: [UInt64]) -> UInt64? { ids.isEmpty ? nil : ids[below(ids.count, &rng)] }
         for step in 0..<steps {
             var op = below(10, &rng)
@@ -148,7 +227,7 @@ struct RandomOperationTests {
             do {
                 switch op {
                 case 0, 1, 2:
-                    var toks = Array(prompts[below(prompts.count, &rng)].prefix(1 + below(40, &rng)))
+                    var toks = Array(prompts[below(prompts.count, &rng)].prefix(1 + below(geometry.prefixTokens, &rng)))
                     if below(3, &rng) == 0 { toks += tokens(below(10, &rng), seed: Int32(100 + below(50, &rng))) }
                     let predicted = e.cachedPrefixTokens(toks)
                     let settled = e.stats().disk.swapOuts + e.stats().disk.swapOutsFailed
@@ -166,6 +245,7 @@ struct RandomOperationTests {
                         let settledDuring = e.stats().disk.swapOuts + e.stats().disk.swapOutsFailed != settled
                         #expect(cached == predicted || settledDuring, "step \(step): created with \(cached) cached tokens, predicted \(predicted)")
                     }
+                    if cached * tb % page != 0 { covered.hitsEndingMidPage += 1 }
                     model[nextId] = toks
                     if onSchedule { try e.schedule(nextId, tokens: below(toks.count + 1, &rng)) }
                     try write(e, nextId, toks, from: cached)
@@ -178,7 +258,9 @@ struct RandomOperationTests {
                     try write(e, id, model[id]!, from: model[id]!.count - added.count)
                 case 5:
                     guard let id = pick(resident) else { continue }
+                    let atPageEnd = try e.length(id) * tb % page == 0
                     try e.fork(parent: id, child: nextId)
+                    if atPageEnd { covered.forksAtPageEnd += 1 } else { covered.forksMidPage += 1 }
                     model[nextId] = model[id]
                     nextId += 1
                 case 6:
@@ -234,6 +316,7 @@ struct RandomOperationTests {
                         }
                     }
                     try e.compact(id, budgetTokens: 8 + below(length - 8, &rng))
+                    covered.compactions += 1
                 case 9 where below(2, &rng) == 0:
                     // Roll back a few positions (rejected drafts), or further: compacted or not, every
                     // layer (head) keeps its tokens below the cut, which the byte check confirms.
@@ -242,9 +325,12 @@ struct RandomOperationTests {
                     let keep = below(3, &rng) == 0 ? 1 + below(seen, &rng) : max(1, seen - 1 - below(2 * bt, &rng))
                     guard keep < seen else { continue }
                     let compacted = (e.evictionStates[e.sequences.slot(of: id)]?.compactions ?? 0) > 0
+                    let lastPage = (try e.length(id) * tb - 1) / page
                     try e.truncate(id, to: keep)
                     model[id] = Array(model[id]!.prefix(keep))
-                    if compacted { compactedCuts += 1 }
+                    if compacted { covered.compactedCuts += 1 }
+                    let cut = try e.length(id) * tb
+                    if cut % page != 0 && cut / page < lastPage { covered.cutsAcrossPages += 1 }
                     for layer in 0..<c.numLayers {
                         #expect(try positions(e, id, layer: layer).allSatisfy { $0 < keep }, "step \(step): a position past the cut stayed")
                     }
@@ -266,7 +352,7 @@ struct RandomOperationTests {
             if let failure {
                 failure.disarm(e)
                 if let refusal, let before {
-                    refusedArmed += 1
+                    covered.refusedArmed += 1
                     let diff = try EngineSnapshot(e, sequences: resident, prompts: prompts).differences(from: before, cacheMayShrink: true)
                     #expect(diff.isEmpty, "step \(step) op \(op) with \(failure) threw \(refusal.code) (\(refusal)) and changed: \(diff.joined(separator: "; "))")
                     if !diff.isEmpty { throw KVError.invalid("step \(step): stop at the first change") }
@@ -275,7 +361,12 @@ struct RandomOperationTests {
             for id in swapped where e.offload?.swapped[e.sequences.slot(of: id)] == false { swapped.remove(id) }  // failed later
             try check(e, model, swapped: swapped, &views, step: step)
         }
-        return (compactedCuts, refusedArmed)
+        let stats = e.stats()
+        covered.evictions = Int(stats.blocksEvicted)
+        covered.spills = Int(stats.disk.blocksSpilled)
+        covered.diskHits = Int(stats.disk.blocksLoaded)
+        covered.swapIns = Int(stats.disk.swapIns)
+        return covered
     }
 
     @Test(arguments: [(Layout.paged, false), (.contiguous, false), (.paged, true)], [false, true])
@@ -306,4 +397,24 @@ struct RandomOperationTests {
         }
         #expect(refusedArmed > 0, "calls were refused with a failure armed")
     }
+
+    /// The runs above at geometries where blocks span pages or do not divide them, or tokens
+    /// span pages (the bugs `TruncateTests.aCutPageWhoseForeignBlockACompactionUnsharedIsCopied`,
+    /// `WideTokenTests` and `RefusedOpenMappingTests` show lived only there), both layouts; per
+    /// seed a disk tier or not, failures injected or not, indexing on schedule or not. 8 seeds
+    /// of 250 steps per geometry and layout; every case the runs are for happened (a prefix hit
+    /// ends on a block boundary: mid-page only where blocks are not whole pages).
+    @Test(arguments: Geometry.spanning, [Layout.paged, .contiguous])
+    func acrossPages(geometry: Geometry, layout: Layout) throws {
+        var seen = Coverage()
+        for seed in UInt64(1)...8 {
+            seen += try Self.run(layout, onSchedule: seed % 4 >= 2, disk: seed % 2 == 1, failures: seed % 3 == 0, geometry: geometry,
+                                 seed: seed, steps: 250)
+        }
+        #expect(seen.compactions > 0 && seen.compactedCuts > 0 && seen.cutsAcrossPages > 0, "\(seen)")
+        #expect(seen.forksAtPageEnd > 0 && seen.forksMidPage > 0, "\(seen)")
+        #expect(seen.hitsEndingMidPage > 0 || geometry.blockBytes % 4096 == 0, "\(seen)")
+        #expect(seen.evictions > 0 && seen.spills > 0 && seen.diskHits > 0 && seen.swapIns > 0 && seen.refusedArmed > 0, "\(seen)")
+    }
+
 }

@@ -309,9 +309,10 @@ extension Engine {
             state.writtenBlocks[d / bt] = true
             lowBlock = min(lowBlock, d / bt)
             if contiguous != nil {
+                // Every page the slot covers: a token wider than two pages (10 KiB tokens on
+                // 4 KiB pages) covers some it neither starts nor ends on.
                 let lo = d * tokenBytes / pageBytes, hi = (d * tokenBytes + tokenBytes - 1) / pageBytes
-                state.writtenPages[lo] = true
-                state.writtenPages[hi] = true
+                for p in lo...hi { state.writtenPages[p] = true }
                 lowPage = min(lowPage, lo)
             }
         }

@@ -53,8 +53,6 @@ final class ContiguousMemory: BlockListener {
     private let settled: UnsafeMutablePointer<Bool>
     /// Scratch for one `open`: the pages it maps owned groups at (one per page of a slot's range).
     private let scratchOwned: UnsafeMutablePointer<Int>
-    /// Scratch for one `undoingMaps`: the group each page mapped before (one per page of a range).
-    private let scratchHad: UnsafeMutablePointer<Int32>
     /// Frees memory held by the prefix cache: evicts one cached block, false when none is left.
     var evictCached: () -> Bool = { false }
 
@@ -80,8 +78,8 @@ final class ContiguousMemory: BlockListener {
         // One calloc for the arrays sized by the budget: its failure is a status, where Swift's
         // `allocate` would end the process, and its pages stay untouched zero pages until used,
         // so a large memory_bytes costs no RSS and no time at creation. Widest elements first.
-        // With them, the scratch `open` and `fork` use, so that they allocate nothing.
-        let perGroup = 8 + 4 + 4 + 1, perBlock = 4 * (3 + maxPagesPerBlock), perRangePage = 8 + 4
+        // With them, the scratch `open` uses, so that it allocates nothing.
+        let perGroup = 8 + 4 + 4 + 1, perBlock = 4 * (3 + maxPagesPerBlock), perRangePage = 8
         let rangePages = Int(kvm_ranges_pages(ranges))
         let (groupArrays, o1) = groups.multipliedReportingOverflow(by: perGroup)
         let (blockArrays, o2) = logicalBlocks.multipliedReportingOverflow(by: perBlock)
@@ -105,8 +103,7 @@ final class ContiguousMemory: BlockListener {
         blockPages = (blocksBase + 4 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
         blockOffset = (blocksBase + 8 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
         blockGroups = (blocksBase + 12 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks * maxPagesPerBlock)
-        scratchHad = (blocksBase + blockArrays).bindMemory(to: Int32.self, capacity: rangePages)
-        settled = (blocksBase + blockArrays + 4 * rangePages).bindMemory(to: Bool.self, capacity: groups)
+        settled = (blocksBase + blockArrays).bindMemory(to: Bool.self, capacity: groups)
         pinnedPages = .allocate(capacity: slots)
         pinnedPages.initialize(repeating: 0, count: slots)
     }
@@ -209,9 +206,8 @@ final class ContiguousMemory: BlockListener {
     /// position below `hitTokens`, the indexed block shared there, or -1 for a block read from
     /// disk into the slot's own pages (its page is never shared).
     /// Precondition: `fits(groupsNeeded(...))` held for the same arguments.
-    /// Throws (a commit or a mapping the OS refuses, a failed read) with every page it mapped
-    /// unmapped again, the groups it took free: the slot maps no page it did not map before
-    /// (the stale ones it dropped first stay dropped), so `mappings` does not grow.
+    /// Throws (a commit or a mapping the OS refuses, a failed read) with the slot mapping no
+    /// page, the groups it took free (`undoingMaps`), so `mappings` does not grow.
     func open(slot: Int, hit: UnsafeBufferPointer<Int32>, hitTokens: Int, tokens: Int) throws(KVError) {
         let needPages = pages(for: tokens)
         busy = (slot, needPages)
@@ -223,7 +219,7 @@ final class ContiguousMemory: BlockListener {
             ownedCount += 1
         }
         let owned = UnsafeBufferPointer(start: scratchOwned, count: ownedCount)
-        try undoingMaps(slot: slot, pages: needPages) { () throws(KVError) in
+        try undoingMaps(slot: slot) { () throws(KVError) in
             try mapGroups(slot: slot, pages: 0..<needPages) { page in sharedGroup(hit, hitTokens: hitTokens, page: page) }
             try mapOwned(slot: slot, pages: owned)
             for page in owned where page * pageBytes < hitTokens * tokenBytes {
@@ -233,21 +229,18 @@ final class ContiguousMemory: BlockListener {
         pin(slot, upTo: needPages)
     }
 
-    /// Runs `body`, which maps pages below `pages` of free `slot` where it maps nothing yet
-    /// (after `dropStale`, a free slot's page holds the group it wants or none); when it throws,
-    /// unmaps every page it mapped (freeing the groups only they held) before rethrowing, so
-    /// that a failed create or fork leaves the slot's mappings as they were. Cost: a read of
-    /// `pages` groups into `scratchHad`, and on failure an unmap per run of pages mapped.
-    private func undoingMaps(slot: Int, pages: Int, _ body: () throws(KVError) -> Void) throws(KVError) {
-        let had = scratchHad
-        for page in 0..<pages { had[page] = group(slot, page) }
+    /// Runs `body`, which maps pages of free `slot` after `dropStale`; when it throws, unmaps
+    /// every page the slot maps (freeing the groups only they held) before rethrowing, so that a
+    /// failed create or fork leaves the slot mapping nothing and `mappings` no higher than
+    /// before. Unmapping only what `body` mapped is not enough: `dropStale` unmapped the pages
+    /// the slot could not keep, and one between two kept ones split a run in two (blocks
+    /// spanning pages indexed from two sequences, a page a disk read fills; found by helper-176:
+    /// 8 more mappings after a refused create, `RefusedOpenMappingTests`). The pages
+    /// a freed sequence left mapped for the slot's next one go too: a refusal is rare. Cost: on
+    /// failure, one unmap per tensor.
+    private func undoingMaps(slot: Int, _ body: () throws(KVError) -> Void) throws(KVError) {
         do throws(KVError) { try body() } catch {
-            var page = 0
-            while page < pages {
-                let first = page
-                while page < pages && group(slot, page) >= 0 && group(slot, page) != had[page] { page += 1 }
-                if page > first { unmap(slot, first..<page) } else { page += 1 }
-            }
+            unmap(slot, 0..<Int(kvm_ranges_mapped(ranges, UInt32(slot))))
             throw error
         }
     }
@@ -263,15 +256,15 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Maps and pins `child`'s pages for a fork of `parent` holding `tokens` tokens: whole
-    /// pages shared, the boundary page copied. Throws with the pages it mapped unmapped again,
-    /// as `open`.
+    /// pages shared, the boundary page copied. Throws with the child's slot mapping no page, as
+    /// `open`.
     func fork(parent: Int, child: Int, tokens: Int) throws(KVError) {
         let bytes = tokens * tokenBytes
         let whole = bytes / pageBytes
         busy = (child, pages(for: tokens))
         defer { busy = (-1, 0) }
         dropStale(child) { page in page < whole ? group(parent, page) : -1 }
-        try undoingMaps(slot: child, pages: pages(for: tokens)) { () throws(KVError) in
+        try undoingMaps(slot: child) { () throws(KVError) in
             try mapGroups(slot: child, pages: 0..<whole) { page in group(parent, page) }
             if bytes % pageBytes != 0 {
                 try mapOwned(slot: child, pages: whole..<whole + 1)  // a range: no heap allocation

@@ -48,10 +48,14 @@ func slotMismatches(_ e: Engine, _ seq: UInt64, tokens toks: [Int32], salt: Int 
         let perHead = pos.count == heads * n && pos.count != n
         for slot in 0..<n {
             let (k, v) = try tokenAddress(e, seq, layer: layer, position: slot)
-            for i in 0..<e.config.tokenBytes {
-                let p = Int(perHead ? pos[(i / headBytes) * n + slot] : pos[slot])
-                if k.load(fromByteOffset: i, as: UInt8.self) != kvByte(layer: layer, kv: 0, position: p, token: toks[p], i: i, salt: salt) { bad += 1 }
-                if v.load(fromByteOffset: i, as: UInt8.self) != kvByte(layer: layer, kv: 1, position: p, token: toks[p], i: i, salt: salt) { bad += 1 }
+            for head in 0..<heads {  // a head's bytes hold one position's K/V
+                let p = Int(perHead ? pos[head * n + slot] : pos[slot]), lo = head * headBytes
+                for (kv, row) in [(0, k), (1, v)] {
+                    let first = kvByte(layer: layer, kv: kv, position: p, token: toks[p], i: lo, salt: salt)
+                    if rampMatches(row + lo, first: first, count: headBytes) { continue }
+                    for i in lo..<(lo + headBytes) where row.load(fromByteOffset: i, as: UInt8.self)
+                        != kvByte(layer: layer, kv: kv, position: p, token: toks[p], i: i, salt: salt) { bad += 1 }
+                }
             }
         }
     }
