@@ -44,9 +44,10 @@
  *   takes the engine's one lock for its bookkeeping (no K/V copy except the one block or page
  *   a copy-on-write needs; the disk tier's exceptions are documented under DISK TIER and at
  *   the calls: spills copy and checksum their blocks into staging buffers under the lock,
- *   and so do the calls that submit a pending swap-out's later blocks as completions free
- *   buffers; kvc_engine_sync holds it through its fdatasyncs. kvc_seq_swap_out and
- *   kvc_seq_swap_out_async copy their sequence's blocks without it), so calls are short and run
+ *   and so do the calls that submit a kvc_seq_swap_out_async's later blocks as completions
+ *   free buffers; kvc_engine_sync holds it through its fdatasyncs. kvc_seq_swap_out copies
+ *   all of its sequence's blocks without it, kvc_seq_swap_out_async those it submits itself),
+ *   so calls are short and run
  *   one after another. A call that works in steps (kvc_engine_trim, kvc_engine_reserve, and
  *   every wait for the disk, see COMPLETIONS) hands the lock, between steps, to the calls
  *   blocked on it, which run before its next step. Reading and writing K/V through the pointers
@@ -337,9 +338,9 @@ typedef struct kvc_config {
      *  committed and given back in page groups of a page of every tensor (paged layout: of
      *  max(1, page_bytes / block bytes) blocks, rounded up to whole pages), so blocks whose
      *  bytes per layer neither divide page_bytes nor are a multiple of it leave the rest of
-     *  each group empty (up to a quarter of memory_bytes; logged once at create past 5 %).
+     *  each group empty (up to about half of memory_bytes; logged once at create past 5 %).
      *  2 MiB asks for transparent huge pages, which the kernel gives a process's shared memory
-     *  unless prctl(PR_SET_THP_DISABLE) is set, the top-level shmem_enabled is deny, the
+     *  unless prctl(PR_SET_THP_DISABLE) is set (not its advised-only mode), the top-level shmem_enabled is deny, the
      *  per-size hugepages-2048kB/shmem_enabled (Linux 6.11+) is never, or that is inherit (or
      *  absent) and the top-level one is never; otherwise small pages are used, the reason is
      *  logged once, and kvc_stats.huge_pages reads 0. With 2 MiB, huge or not, a group is
@@ -1637,9 +1638,8 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * 45-60 ms for 27 MiB): up to seven eighths of the staging area when the call starts, the
  * rest in batches as completions free buffers; the call takes the blocks' staging buffers
  * and disk slots first, so no other call reuses them, and a kvc_seq_free or kvc_seq_swap_in
- * of `seq` waits until the copy is submitted. Held under the lock: a first block copied when
- * only the reserved eighth of the buffers is free, and the blocks another thread's call
- * submits when it processes completions first (as many as buffers were freed).
+ * of `seq` waits until the copy is submitted. Held under the lock: only a first block copied
+ * when nothing but the reserved eighth of the buffers is free.
  */
 kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 

@@ -208,9 +208,9 @@ extension Engine {
     /// (`copySwapOutBatch`): a batch of as many blocks as staging buffers are free beyond an
     /// eighth of them at the start (the whole sequence up to seven eighths of the staging
     /// area), then, for a larger sequence, a batch as completions free buffers, between the
-    /// waits; blocks that another call's processing of completions submits first (`settle`)
-    /// are copied by that call under the lock, as many as buffers were freed. Only a first
-    /// block taken from that eighth (no other buffer free) is copied under the lock.
+    /// waits (other calls' completion processing leaves them to this call: `settle` submits only
+    /// asynchronous swap-outs' blocks). Only a first block taken from that eighth (no other
+    /// buffer free) is copied under the lock.
     public func swapOut(_ seq: UInt64) throws(KVError) {
         try locked { () throws(KVError) in
             let (offload, s) = try submitSwapOut(seq, waited: true)
@@ -219,8 +219,8 @@ extension Engine {
             // blocks stay held by the sequence (never spilled or evicted meanwhile), and
             // `swapped` keeps every other call off its memory.
             while !queue.writesEnded(s) {
-                let batch = queue.reserveBatch(s)
-                if batch.isEmpty { offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil) } else { copySwapOutBatch(offload, slot: s, batch) }
+                var batch = queue.reserveBatch(s)
+                if batch.isEmpty { offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil) } else { copySwapOutBatch(offload, slot: s, &batch) }
             }
             defer { offload.notifyWaiters() }  // a free or swapIn waiting for this swap-out, or an allocation
             if let failure = queue.finish(s) { throw KVError(.io, failure) }
@@ -274,8 +274,8 @@ extension Engine {
         offload.processCompletions()
         let s = try awaitOffloadReady(seq, stagingBuffer: true)
         if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
-        let batch = try offload.swapOutQueue.start(slot: s, waited: waited)
-        copySwapOutBatch(offload, slot: s, batch)
+        var batch = try offload.swapOutQueue.start(slot: s, waited: waited)
+        copySwapOutBatch(offload, slot: s, &batch)
         return (offload, s)
     }
 
@@ -286,9 +286,8 @@ extension Engine {
     /// `syncOffload` too). Other calls proceed meanwhile and cannot change the blocks' bytes
     /// or take their buffers and slots (see `SwapOutQueue`). Called and returns with the lock
     /// held; no-op for an empty batch. Cost: one copy and checksum per block, two lock handoffs.
-    private func copySwapOutBatch(_ offload: OffloadCoordinator, slot s: Int, _ reserved: [SwapOutQueue.Copy]) {
-        guard !reserved.isEmpty else { return }
-        var batch = reserved
+    private func copySwapOutBatch(_ offload: OffloadCoordinator, slot s: Int, _ batch: inout [SwapOutQueue.Copy]) {
+        guard !batch.isEmpty else { return }
         let hook = offload.swapOutQueue.beforeCopy
         kvm_lock_release(mutex)
         hook?()

@@ -8,10 +8,12 @@
 /// other traffic (`DiskTier.reservedStages`), less the share of a trim spilling meanwhile
 /// (`DiskTier.swapOutStages`): `start` reserves as many as that allows for its call to copy
 /// without the engine's lock (a batch, see below; the first block is copied under the lock
-/// instead when only the reserve has a buffer free), and as completions free buffers every
-/// `settle` (run by the calls that process completions) copies and submits more under the
-/// lock, and the synchronous call's own loop reserves more for a batch (`reserveBatch`),
-/// whichever looks first, so no call waits for the device to make room for a large sequence, other traffic issued meanwhile (a prompt's prefix read from
+/// instead when only the reserve has a buffer free); as completions free buffers, a
+/// synchronous swap-out's own call reserves its next batch (`reserveBatch`) and copies it
+/// without the lock too, while an asynchronous one's blocks are copied and submitted under the
+/// lock by every `settle` (run by the calls that process completions; `settle` leaves a
+/// synchronous swap-out to its call, helper-177: else it took every later block under the
+/// lock), so no call waits for the device to make room for a large sequence, other traffic issued meanwhile (a prompt's prefix read from
 /// disk, episodic records, swap-ins) finds a buffer without waiting for the swap-out's writes,
 /// and a trim gets half the bulk buffers instead of waiting until every swap-out block is
 /// submitted. The blocks not submitted yet stay untouched in memory
@@ -50,7 +52,7 @@
 /// Cost: O(pending swap-outs) per lookup; per `settle` O(pending swap-outs) plus one copy and
 /// checksum per block submitted and O(1) per write that ended; one allocation of 12 bytes per
 /// block per swap-out (its disk slots and hashes), freed when it ends, one array per batch
-/// (its blocks, 32 bytes each), and, when it completes with
+/// (its blocks, 48 bytes each), and, when it completes with
 /// unscheduled prompt blocks (`EngineConfig.indexOnSchedule`), one of 16 bytes per such block
 /// (their prepared hashes), freed at the swap-in or free.
 /// Not thread-safe: used under the engine's lock.
@@ -268,13 +270,14 @@ final class SwapOutQueue {
         e.submitted += 1
     }
 
-    /// Submits more blocks of every pending swap-out as far as staging buffers are free beyond
+    /// Submits more blocks of every pending asynchronous swap-out (a synchronous one's call
+    /// copies its own batches without the lock) as far as staging buffers are free beyond
     /// `DiskTier.reservedStages` and a spilling trim's share (`DiskTier.swapOutStages`); a block
     /// the tier refuses fails its swap-out (nothing more of
     /// it is submitted). Returns true when one failed so. Never waits.
     private func submitMore() -> Bool {
         var refused = false
-        for i in entries.indices where entries[i].failure == nil && entries[i].copying == 0 {
+        for i in entries.indices where entries[i].failure == nil && entries[i].copying == 0 && !entries[i].waited {
             while entries[i].submitted < entries[i].count && tier.swapOutStages > 0 {
                 do throws(KVError) {
                     try submitNext(&entries[i])
