@@ -140,7 +140,7 @@ extension Engine {
             }
             if copyCutPage {  // a refused copy maps the old page again (`unshare`) and commits nothing more
                 let committed = committedBytes
-                do throws(KVError) { try contiguous!.unshare(slot: slot, pages: [cutPage]) } catch {
+                do throws(KVError) { try contiguous!.unshare(slot: slot, pages: CollectionOfOne(cutPage)) } catch {
                     giveBackCommitted(since: committed)
                     throw error
                 }

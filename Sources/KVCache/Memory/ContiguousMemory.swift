@@ -53,6 +53,8 @@ final class ContiguousMemory: BlockListener {
     private let settled: UnsafeMutablePointer<Bool>
     /// Scratch for one `open`: the pages it maps owned groups at (one per page of a slot's range).
     private let scratchOwned: UnsafeMutablePointer<Int>
+    /// Scratch for one `unshare`: the group each of its pages mapped before (one per page).
+    private let scratchOld: UnsafeMutablePointer<Int32>
     /// Frees memory held by the prefix cache: evicts one cached block, false when none is left.
     var evictCached: () -> Bool = { false }
 
@@ -78,8 +80,8 @@ final class ContiguousMemory: BlockListener {
         // One calloc for the arrays sized by the budget: its failure is a status, where Swift's
         // `allocate` would end the process, and its pages stay untouched zero pages until used,
         // so a large memory_bytes costs no RSS and no time at creation. Widest elements first.
-        // With them, the scratch `open` uses, so that it allocates nothing.
-        let perGroup = 8 + 4 + 4 + 1, perBlock = 4 * (3 + maxPagesPerBlock), perRangePage = 8
+        // With them, the scratch `open` and `unshare` use, so that they allocate nothing.
+        let perGroup = 8 + 4 + 4 + 1, perBlock = 4 * (3 + maxPagesPerBlock), perRangePage = 8 + 4
         let rangePages = Int(kvm_ranges_pages(ranges))
         let (groupArrays, o1) = groups.multipliedReportingOverflow(by: perGroup)
         let (blockArrays, o2) = logicalBlocks.multipliedReportingOverflow(by: perBlock)
@@ -103,7 +105,8 @@ final class ContiguousMemory: BlockListener {
         blockPages = (blocksBase + 4 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
         blockOffset = (blocksBase + 8 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
         blockGroups = (blocksBase + 12 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks * maxPagesPerBlock)
-        settled = (blocksBase + blockArrays).bindMemory(to: Bool.self, capacity: groups)
+        scratchOld = (blocksBase + blockArrays).bindMemory(to: Int32.self, capacity: rangePages)
+        settled = (blocksBase + blockArrays + 4 * rangePages).bindMemory(to: Bool.self, capacity: groups)
         pinnedPages = .allocate(capacity: slots)
         pinnedPages.initialize(repeating: 0, count: slots)
     }
@@ -391,11 +394,14 @@ final class ContiguousMemory: BlockListener {
     /// its old group again, as before the call (the fresh groups taken are free, committed
     /// until a trim), unless mapping one again fails too: then that page maps nothing and the
     /// error says its K/V is lost.
+    /// `pages` is indexed from 0 (an array, `CollectionOfOne`).
     /// Cost: the commits and mappings of `mapOwned`, and a copy of `pages.count` pages per
-    /// tensor.
-    func unshare(slot: Int, pages: [Int]) throws(KVError) {
+    /// tensor; no allocation (the old groups go to a scratch).
+    func unshare<Pages: RandomAccessCollection<Int>>(slot: Int, pages: Pages) throws(KVError) where Pages.Index == Int {
         guard !pages.isEmpty else { return }
-        let olds = pages.map { group(slot, $0) }
+        precondition(pages.startIndex == 0)
+        let olds = UnsafeMutableBufferPointer(start: scratchOld, count: pages.count)  // distinct pages of the range
+        for (j, page) in pages.enumerated() { olds[j] = group(slot, page) }
         for (page, old) in zip(pages, olds) { precondition(old >= 0 && page < pinnedPages[slot]) }
         for old in olds { kvm_pool_ref(pool, UInt32(old)) }  // keep the bytes while the pages are remapped
         defer { for old in olds { kvm_pool_unref(pool, UInt32(old)) } }

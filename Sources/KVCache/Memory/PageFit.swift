@@ -1,6 +1,10 @@
 import CKVMemory
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How fully the paged layout's blocks fill its page groups. A group holds
 /// max(1, page_bytes / block bytes) blocks per tensor, rounded up to whole pages
 /// (`kvm_arena_group_bytes`), so where block and page sizes do not divide evenly the rest of
@@ -19,16 +23,18 @@ enum PageFit {
     }
 
     /// The line a create logs when `config`'s paged shape leaves more than `tolerated` of
-    /// memory_bytes empty, naming the power-of-two block_tokens nearest config's (ties: the
-    /// larger; servers' kernels take such sizes) and the largest page_bytes below config's that
+    /// memory_bytes empty, naming the power-of-two block_tokens nearest config's by ratio
+    /// (ties: the larger; servers' kernels take such sizes, and by difference 16 tokens of
+    /// 2.5 KiB would be sent to 1, not 128) and the largest page_bytes below config's that
     /// leave no more; nil when the shape fits. Cost: at most 13 + 10 `emptyShare`
     /// evaluations, only when the shape does not fit.
     static func advice(_ config: EngineConfig) -> String? {
         let tokenBytes = config.tokenBytes, empty = emptyShare(blockBytes: config.blockBytes, pageBytes: config.pageBytes)
         guard empty > tolerated else { return nil }
         let fits = { (tokens: Int, page: UInt64) in emptyShare(blockBytes: tokens * tokenBytes, pageBytes: page) <= tolerated }
+        let ratio = { (tokens: Int) in abs(log2(Double(tokens) / Double(config.blockTokens))) }
         let tokens = (0...12).map { 1 << $0 }.filter { fits($0, config.pageBytes) }
-            .min { (abs($0 - config.blockTokens), -$0) < (abs($1 - config.blockTokens), -$1) }
+            .min { (ratio($0), -$0) < (ratio($1), -$1) }
         let page = sequence(first: config.pageBytes / 2) { $0 / 2 }.prefix { $0 >= 4096 }.first { fits(config.blockTokens, $0) }
         let options = [tokens.map { "block_tokens \($0)" }, page.map { "page_bytes \($0)" }].compactMap { $0 }
         return "block_tokens \(config.blockTokens) (\(config.blockBytes) bytes per layer's K or V) in page groups of "

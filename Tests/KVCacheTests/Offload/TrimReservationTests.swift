@@ -3,8 +3,9 @@ import TestSupport
 import Testing
 @testable import KVCache
 
-/// A reservation and a trim that overlap (kvcache.h, kvc_engine_trim: "a reservation such a
-/// call makes stays committed"; kvc_engine_reserve: committed "until kvc_engine_trim"): the
+/// A reservation and a trim that overlap (kvcache.h, kvc_engine_trim: "a reservation made
+/// while the trim runs ... stays committed"; kvc_engine_reserve: committed "until
+/// kvc_engine_trim", and "the reservation holds from its return as if the trim came first"): the
 /// trim hands the lock to other calls between its steps and `reserve` works in steps too, so
 /// each may run inside the other. Found by helper-168's reserve_lost and reserve_compact: the
 /// trim forgot the reservation only after its spills, so a reserve made while it spilled was
