@@ -340,12 +340,13 @@ typedef struct kvc_config {
      *  bytes per layer neither divide page_bytes nor are a multiple of it leave the rest of
      *  each group empty (up to about half of memory_bytes; logged once at create past 5 %).
      *  2 MiB asks for transparent huge pages, which the kernel gives a process's shared memory
-     *  unless prctl(PR_SET_THP_DISABLE) is set (not its advised-only mode), the top-level shmem_enabled is deny, the
-     *  per-size hugepages-2048kB/shmem_enabled (Linux 6.11+) is never, or that is inherit (or
-     *  absent) and the top-level one is never; otherwise small pages are used, the reason is
-     *  logged once, and kvc_stats.huge_pages reads 0. With 2 MiB, huge or not, a group is
-     *  128 MiB at 32 layers: memory falls only by whole groups, and the contiguous layout holds
-     *  at least one group per live sequence (65536 commits and frees in finer steps). */
+     *  unless prctl(PR_SET_THP_DISABLE) is set (not its advised-only mode), the top-level
+     *  shmem_enabled is deny, the per-size hugepages-2048kB/shmem_enabled (Linux 6.11+) is
+     *  never, or that is inherit (or absent) and the top-level one is never; otherwise small
+     *  pages are used, the reason is logged once, and kvc_stats.huge_pages reads 0. With
+     *  2 MiB, huge or not, a group is 128 MiB at 32 layers: memory falls only by whole groups,
+     *  and the contiguous layout holds at least one group per live sequence (65536 commits and
+     *  frees in finer steps). */
     uint64_t page_bytes;
     /** NUMA node to bind K/V memory to, or -1 (default) for the default policy. */
     int32_t numa_node;
