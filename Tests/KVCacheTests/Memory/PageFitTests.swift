@@ -32,6 +32,18 @@ struct PageFitTests {
         }
     }
 
+    /// Phi-3-medium's 10 KV heads x 128 x fp16 (2.5 KiB per token) at the defaults (16 tokens,
+    /// 64 KiB pages) leaves 37.5 % empty; the advice is 128 tokens (five pages, nothing empty),
+    /// the nearest fitting power of two by ratio, not 1, the nearest by difference (helper-178:
+    /// one-token blocks are no advice a server can take).
+    @Test func theAdviceIsTheNearestBlockSizeByRatio() throws {
+        var c = Self.config(blockTokens: 16, pageBytes: 64 << 10)
+        c.numKVHeads = 10
+        #expect(PageFit.emptyShare(blockBytes: c.blockBytes, pageBytes: c.pageBytes) == 0.375)
+        let line = try #require(PageFit.advice(c))
+        #expect(line.contains("38 %") && line.contains("block_tokens 128 or"), "\(line)")
+    }
+
     /// The create logs the line once per process on stderr; the contiguous layout, which maps
     /// tokens densely, and an even shape log nothing. Before, nothing was said. Exit 0 when
     /// both creates succeeded.
