@@ -28,8 +28,12 @@ struct kvm_arena {
     uint32_t *faulting;     /* per group: pre-faults in progress (kvm_arena_trim keeps such a group) */
 };
 
+uint64_t kvm_arena_blocks_per_group(uint64_t block_bytes, uint64_t page_bytes) {
+    return block_bytes >= page_bytes ? 1 : page_bytes / block_bytes;
+}
+
 uint64_t kvm_arena_group_bytes(uint64_t block_bytes, uint64_t page_bytes) {
-    uint64_t per = block_bytes >= page_bytes ? 1 : page_bytes / block_bytes;
+    uint64_t per = kvm_arena_blocks_per_group(block_bytes, page_bytes);
     return (per * block_bytes + page_bytes - 1) / page_bytes * page_bytes;
 }
 
@@ -56,7 +60,7 @@ int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out) {
     if (!a) return kvm_fail(ENOMEM, "out of memory for the arena");
     a->pool = pool;
     a->block_bytes = block_bytes;
-    a->per_group = block_bytes >= pb ? 1 : (uint32_t)(pb / block_bytes);
+    a->per_group = (uint32_t)kvm_arena_blocks_per_group(block_bytes, pb);
     a->groups = kvm_pool_groups(pool);
     if ((uint64_t)a->groups * a->per_group > KVM_ARENA_MAX_BLOCKS) {
         uint64_t blocks = (uint64_t)a->groups * a->per_group;

@@ -1,4 +1,5 @@
 import Testing
+import CKVMemory
 @testable import KVCache
 
 /// Seeded random sequences of create (by tokens or by block hashes), append, fork, free, abort
@@ -85,8 +86,8 @@ struct RandomOperationTests {
 
         private init(name: String, headDim: Int, blockTokens: Int) {
             let page = 4096, tensors = 4, blockBytes = blockTokens * 4 * headDim  // as `blockBytes`
-            let perGroup = blockBytes >= page ? 1 : page / blockBytes  // the paged arena's groups
-            let groupBytes = (perGroup * blockBytes + page - 1) / page * page
+            let perGroup = Int(kvm_arena_blocks_per_group(UInt64(blockBytes), UInt64(page)))  // the paged arena's groups
+            let groupBytes = Int(kvm_arena_group_bytes(UInt64(blockBytes), UInt64(page)))
             let groups = (320 / blockTokens + perGroup - 1) / perGroup
             let pages = (384 * 4 * headDim + page - 1) / page
             self.init(name: name, headDim: headDim, blockTokens: blockTokens, promptTokens: 96, prefixTokens: 80,

@@ -14,11 +14,12 @@ typedef struct kvm_arena kvm_arena;
 /* Blocks one arena holds at most: bounds the engine's per-block metadata (tens of bytes each). */
 #define KVM_ARENA_MAX_BLOCKS 16777216u /* 2^24 */
 
-/* blocks_per_group = max(1, page_bytes / block_bytes); the pool's group_bytes must be
- * kvm_arena_group_bytes(block_bytes, page_bytes). */
+/* The pool's group_bytes must be kvm_arena_group_bytes(block_bytes, page_bytes). */
 int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out);
 void kvm_arena_destroy(kvm_arena *a);
-/* Per-tensor bytes of one group holding max(1, page_bytes / block_bytes) blocks, page-rounded. */
+/* Blocks one group holds: max(1, page_bytes / block_bytes). block_bytes > 0. */
+uint64_t kvm_arena_blocks_per_group(uint64_t block_bytes, uint64_t page_bytes);
+/* Per-tensor bytes of one group holding kvm_arena_blocks_per_group blocks, page-rounded. */
 uint64_t kvm_arena_group_bytes(uint64_t block_bytes, uint64_t page_bytes);
 
 /* A free block id, or -ENOSPC when every group is full and the pool has none left, or -errno

@@ -18,7 +18,7 @@ enum PageFit {
     /// The share of each page group, so of memory_bytes, that holds no tokens. O(1).
     static func emptyShare(blockBytes: Int, pageBytes: UInt64) -> Double {
         let group = kvm_arena_group_bytes(UInt64(blockBytes), pageBytes)
-        let blocks = blockBytes >= Int(pageBytes) ? 1 : pageBytes / UInt64(blockBytes)
+        let blocks = kvm_arena_blocks_per_group(UInt64(blockBytes), pageBytes)
         return Double(group - blocks * UInt64(blockBytes)) / Double(group)
     }
 
