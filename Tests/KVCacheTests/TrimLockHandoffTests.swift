@@ -57,10 +57,8 @@ struct TrimLockHandoffTests {
     func aCallGetsTheLockWhileATrimSpills(layout: Layout) throws {
         let dir = ScratchDir("handoff")
         defer { dir.remove() }
-        let probe = ScratchDir("handoff-probe")
-        defer { probe.remove() }
         var c = offloadConfig(layout, dir: dir.path)
-        c.offloadBytes = try Engine(offloadConfig(layout, dir: probe.path)).stats().disk.slotBytes * 10_000
+        c.offloadBytes = tierSlotBytes(c) * 10_000
         let e = try Engine(c)
         var midway = 0
         for round in 0..<5 where midway == 0 {

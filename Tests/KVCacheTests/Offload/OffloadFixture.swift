@@ -43,6 +43,12 @@ func offloadConfig(_ layout: Layout, dir: String, memoryBytes: UInt64 = 64 << 20
     return c
 }
 
+/// Bytes of one disk-tier slot at `config`'s shape (`DiskTier.slotBytes`): for an offload_bytes
+/// of a given number of slots.
+func tierSlotBytes(_ config: EngineConfig) -> UInt64 {
+    UInt64(DiskTier.slotBytes(payloadBytes: config.tensors * config.blockBytes))
+}
+
 /// The error `Engine(config)` throws, or nil when it opens.
 func refusal(_ config: EngineConfig) -> KVError? {
     do throws(KVError) {

@@ -22,9 +22,7 @@ struct TrimReservationTests {
         defer { dir.remove() }
         var c = offloadConfig(layout, dir: dir.path)
         c.offloadForceThreads = true
-        let probe = ScratchDir("reserve-in-trim-probe")
-        defer { probe.remove() }
-        c.offloadBytes = try Engine(offloadConfig(layout, dir: probe.path)).stats().disk.slotBytes * 8  // a tier of 8 slots
+        c.offloadBytes = tierSlotBytes(c) * 8  // a tier of 8 slots
         let e = try Engine(c)
         let bt = c.blockTokens
         // 8 blocks take every slot and stay in flight; the next trim's 3 spills wait for them.

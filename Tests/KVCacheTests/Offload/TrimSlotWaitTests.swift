@@ -22,9 +22,7 @@ struct TrimSlotWaitTests {
         defer { dir.remove() }
         var c = offloadConfig(layout, dir: dir.path)
         c.offloadForceThreads = true
-        let probe = ScratchDir("probe")
-        defer { probe.remove() }
-        c.offloadBytes = try Engine(offloadConfig(layout, dir: probe.path)).stats().disk.slotBytes * 8  // a tier of 8 slots
+        c.offloadBytes = tierSlotBytes(c) * 8  // a tier of 8 slots
         let e = try Engine(c)
         let bt = c.blockTokens
         #expect(e.stats().disk.capacitySlots == 8)
@@ -89,9 +87,8 @@ struct TrimSlotWaitTests {
         let disk = try trimPrompt(c)
         let dir = ScratchDir()
         defer { dir.remove() }
-        let probe = ScratchDir("probe")
-        defer { probe.remove() }
-        var d = offloadConfig(.paged, dir: dir.path, offloadBytes: try Engine(offloadConfig(.paged, dir: probe.path)).stats().disk.slotBytes * disk.3)
+        var d = offloadConfig(.paged, dir: dir.path)
+        d.offloadBytes = tierSlotBytes(d) * disk.3
         d.offloadForceThreads = true
         let bytes = try trimPrompt(d)
         #expect(disk.3 > 4 && disk.3 < 41, "the disk holds some of the prompt: \(disk)")
