@@ -537,7 +537,8 @@ typedef struct kvc_stats {
     uint64_t blocks_cached;
     /** Live sequences (not those freed whose memory waits for disk reads, see kvc_seq_free). */
     uint64_t sequences;
-    /** Prompt tokens looked up in the prefix index by kvc_seq_create, in total. */
+    /** Prompt tokens looked up in the prefix index by kvc_seq_create calls that succeeded, in
+     *  total (a refused create counts nothing, so a retried prompt counts once). */
     uint64_t prefix_query_tokens;
     /** Of those, tokens served from the index. */
     uint64_t prefix_hit_tokens;
@@ -559,7 +560,8 @@ typedef struct kvc_stats {
      *  unmaps its own freed sequences' pages, then refuses. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
-     *  65536, plus the events of kvc_engine_create: see there). */
+     *  65536, plus room for as many as kvc_engine_create pushed, which later events may use
+     *  once those are gone: see there). */
     uint64_t events_dropped;
     /* -- the disk tier (all 0 without one) -- */
     /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
@@ -609,12 +611,14 @@ typedef struct kvc_stats {
      *  per-head sequence evicting a position from every head of a layer counts num_kv_heads. */
     uint64_t token_records;
     uint64_t tokens_on_disk;
-    /** Episodic offload totals, in the same tokens: written out, read back into memory, and
-     *  lost (their record could not be written, or its read failed or was torn or corrupt:
-     *  dropped, never served; a write that fails on the device counts its record's tokens, in
-     *  each sequence holding it, all in the call that processes the failure, see COMPLETIONS,
-     *  which uncounts the record from token_records and tokens_on_disk in the same step: no
-     *  snapshot counts a sequence's tokens both there and here, nor in neither). */
+    /** Episodic offload totals, in the same tokens: evicted to the tier (counted when copied
+     *  into an open record or written out; an open record kvc_seq_free discards stays counted,
+     *  neither written nor lost), read back into memory, and lost (their record could not be
+     *  written, or its read failed or was torn or corrupt: dropped, never served; a write that
+     *  fails on the device counts its record's tokens, in each sequence holding it, all in the
+     *  call that processes the failure, see COMPLETIONS, which uncounts the record from
+     *  token_records and tokens_on_disk in the same step: no snapshot counts a sequence's tokens
+     *  both there and here, nor in neither). */
     uint64_t tokens_offloaded;
     uint64_t tokens_restored;
     uint64_t tokens_lost;

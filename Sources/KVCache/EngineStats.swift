@@ -16,7 +16,8 @@ public struct EngineStats: Equatable, Sendable {
     public var blocksCached: UInt64 = 0
     /// Live sequences (not freed ones whose disk reads are still landing).
     public var sequences: UInt64 = 0
-    /// Prompt tokens looked up in the prefix index by sequence creation, in total.
+    /// Prompt tokens looked up in the prefix index by sequence creations that succeeded, in
+    /// total (a refused create counts nothing).
     public var prefixQueryTokens: UInt64 = 0
     /// Of those, tokens served from the index.
     public var prefixHitTokens: UInt64 = 0

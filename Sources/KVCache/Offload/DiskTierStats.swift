@@ -125,11 +125,12 @@ public struct DiskTierStats: Equatable, Sendable {
     /// Like `tokensOnDisk`, a token restored from the buffer stays counted until its record is
     /// written out or discarded (its bytes are still there).
     public var tokensInOpenRecords: UInt64 = 0
-    /// Episodic offload: tokens (as above) written out, read back into memory, and lost (their
-    /// record could not be written, or its read failed or was torn or corrupt: dropped, never
-    /// served; a write that fails on the device counts its record's tokens, in each sequence
-    /// holding it, as soon as the engine processes the failure, when the record leaves
-    /// `tokenRecords` and `tokensOnDisk`).
+    /// Episodic offload: tokens (as above) evicted to the tier (counted when copied into an open
+    /// record or written out: an open record a free discards stays counted, neither written nor
+    /// lost), read back into memory, and lost (their record could not be written, or its read
+    /// failed or was torn or corrupt: dropped, never served; a write that fails on the device
+    /// counts its record's tokens, in each sequence holding it, as soon as the engine processes the
+    /// failure, when the record leaves `tokenRecords` and `tokensOnDisk`).
     public var tokensOffloaded: UInt64 = 0
     /// Episodic offload: tokens read back into memory (as above).
     public var tokensRestored: UInt64 = 0

@@ -51,6 +51,12 @@ extension EpisodicOffloadTests {
                 "6 layer tokens wait in the open record")
         #expect(s.tokenRecords == 1 && s.storedSlots == baseline.storedSlots + 1)
         #expect(s.bytesWritten == baseline.bytesWritten + s.slotBytes)
+        try e.free(1)
+        try e.syncOffload()
+        s = e.stats().disk
+        #expect(s.tokensOffloaded == 38 * rows && s.tokensInOpenRecords == 0 && s.tokensLost == 0,
+                "a free discards the open record unwritten: its tokens stay offloaded, not lost")
+        #expect(s.bytesWritten == baseline.bytesWritten + s.slotBytes)
     }
 
     /// After `compactedOnTopicA` (125 full records, none open) a focus on B displaces 20 A
