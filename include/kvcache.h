@@ -45,8 +45,8 @@
  *   a copy-on-write needs; the disk tier's exceptions are documented under DISK TIER and at
  *   the calls: spills copy and checksum their blocks into staging buffers under the lock,
  *   and so do the calls that submit a kvc_seq_swap_out_async's later blocks as completions
- *   free buffers; kvc_engine_sync holds it through its fdatasyncs. kvc_seq_swap_out copies
- *   all of its sequence's blocks without it, kvc_seq_swap_out_async those it submits itself),
+ *   free buffers. kvc_seq_swap_out copies all of its sequence's blocks without it,
+ *   kvc_seq_swap_out_async those it submits itself, kvc_engine_sync fdatasyncs without it),
  *   so calls are short and run
  *   one after another. A call that works in steps (kvc_engine_trim, kvc_engine_reserve, and
  *   every wait for the disk, see COMPLETIONS) hands the lock, between steps, to the calls
@@ -1708,10 +1708,12 @@ kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
  *  outcome it settles as kvc_engine_poll does), appends the journal records still owed and
  *  fdatasyncs the slab and journal (and fsyncs offload_dir when a journal compaction's fsync
  *  of it failed: until one succeeds a power loss could bring back the old journal), so that
- *  what was spilled survives a power loss. It holds the engine's lock throughout, its waits
- *  for the device and the fdatasyncs included (6-12 ms on a small VM's disk): other threads'
- *  calls wait for it (it waits without the lock only for a swap-out copying its blocks
- *  on another thread). Without a
+ *  what was spilled survives a power loss: everything written or completed before the call
+ *  (blocks other threads store while it syncs are not promised). It holds the engine's lock
+ *  while it waits for the device; the fdatasyncs and that fsync (6-12 ms on a small VM's
+ *  disk) run without it, on the files it pinned under it, so other threads' calls (another
+ *  sync too) run meanwhile; it also waits without the lock for a swap-out copying its blocks
+ *  on another thread. Without a
  *  disk tier: KVC_OK at once (nothing to sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e),
  *  KVC_ERR_IO: an fdatasync or that fsync failed (tried again by the next call), or journal records could not be appended (a full disk;
  *  the message says how many and why): the blocks they describe are served in this run but a
