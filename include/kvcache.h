@@ -348,7 +348,8 @@ typedef struct kvc_config {
      *  and the contiguous layout holds at least one group per live sequence (65536 commits and
      *  frees in finer steps). */
     uint64_t page_bytes;
-    /** NUMA node to bind K/V memory to, or -1 (default) for the default policy. */
+    /** NUMA node to bind K/V memory and the disk tier's staging buffers to, or -1
+     *  (default) for the default policy. */
     int32_t numa_node;
     /** 1: metadata only — the prefix index, LRU, events and block accounting are real but
      *  no memory is mapped and kvc_block_kv returns KVC_ERR_UNSUPPORTED (for simulators).

@@ -213,7 +213,7 @@ final class DiskTier {
         staging = StagingBuffers(count: stages)
         reservedStages = stages / 8
         let stagingBytes = stages * slotBytes
-        guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes)) else {
+        guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes), config.numaNode) else {
             kvm_slab_close(slab)
             throw .outOfMemory("offload: staging buffers: \(String(cString: kvm_error()))")
         }
