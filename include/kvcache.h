@@ -338,7 +338,8 @@ typedef struct kvc_config {
      *  committed and given back in page groups of a page of every tensor (paged layout: of
      *  max(1, page_bytes / block bytes) blocks, rounded up to whole pages), so blocks whose
      *  bytes per layer neither divide page_bytes nor are a multiple of it leave the rest of
-     *  each group empty (up to about half of memory_bytes; logged once at create past 5 %).
+     *  each group empty (up to about half of memory_bytes; logged once per process, by the
+     *  first create past 5 % that succeeds).
      *  2 MiB asks for transparent huge pages, which the kernel gives a process's shared memory
      *  unless prctl(PR_SET_THP_DISABLE) is set (not its advised-only mode), the top-level
      *  shmem_enabled is deny, the per-size hugepages-2048kB/shmem_enabled (Linux 6.11+) is
