@@ -1545,7 +1545,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   behind older queued reads): kvc_seq_fork (contiguous) and an append that copies a shared
  *   block, neither of which a server calls before kvc_seq_ready says 1; a swap-out whose start
  *   the tier refuses (a block finds the tier or disk full) waits for every request in flight
- *   before it returns the error; kvc_engine_sync waits for everything.
+ *   before it returns the error; kvc_engine_sync waits for everything (its fdatasyncs run
+ *   without the lock).
  *   Writeback (kvc_config.offload_writeback): a thread of the engine copies the coldest cached
  *   blocks into staging buffers with the lock released and writes them, so an allocation's
  *   evictions copy only the blocks it has not reached (when calls evict faster than it

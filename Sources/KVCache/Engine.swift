@@ -10,8 +10,8 @@ import Glibc
 /// without corrupting anything. The mutex is held for the call's bookkeeping: no K/V copy but
 /// the block or page a copy on write needs, and, without a disk tier, no I/O and no waiting.
 /// With a disk tier, most waits for the device release it (include/kvcache.h, DISK TIER),
-/// except these, which wait with it held: `syncOffload` (drains every request, then
-/// fdatasyncs slab and journal); a call that needs a staging buffer when every one is in
+/// except these, which wait with it held: `syncOffload`'s drain of every request (its
+/// fdatasyncs of slab and journal run without it, `PinnedSync`); a call that needs a staging buffer when every one is in
 /// flight; episodic offload's record writes and reads past the buffers free; a contiguous
 /// `fork` or a copy-on-write append before the sequence's own reads landed; a swap-out whose
 /// start the tier refuses (it waits for every request in flight); and, with writeback, an
