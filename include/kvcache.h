@@ -45,8 +45,8 @@
  *   a copy-on-write needs; the disk tier's exceptions are documented under DISK TIER and at
  *   the calls: spills copy and checksum their blocks into staging buffers under the lock,
  *   and so do the calls that submit a kvc_seq_swap_out_async's later blocks as completions
- *   free buffers; kvc_engine_sync holds it through its fdatasyncs. kvc_seq_swap_out copies
- *   all of its sequence's blocks without it, kvc_seq_swap_out_async those it submits itself),
+ *   free buffers. kvc_seq_swap_out copies all of its sequence's blocks without it,
+ *   kvc_seq_swap_out_async those it submits itself, kvc_engine_sync fdatasyncs without it),
  *   so calls are short and run
  *   one after another. A call that works in steps (kvc_engine_trim, kvc_engine_reserve, and
  *   every wait for the disk, see COMPLETIONS) hands the lock, between steps, to the calls
@@ -338,7 +338,8 @@ typedef struct kvc_config {
      *  committed and given back in page groups of a page of every tensor (paged layout: of
      *  max(1, page_bytes / block bytes) blocks, rounded up to whole pages), so blocks whose
      *  bytes per layer neither divide page_bytes nor are a multiple of it leave the rest of
-     *  each group empty (up to about half of memory_bytes; logged once at create past 5 %).
+     *  each group empty (up to about half of memory_bytes; logged once per process, by the
+     *  first create past 5 % that succeeds).
      *  2 MiB asks for transparent huge pages, which the kernel gives a process's shared memory
      *  unless prctl(PR_SET_THP_DISABLE) is set (not its advised-only mode), the top-level
      *  shmem_enabled is deny, the per-size hugepages-2048kB/shmem_enabled (Linux 6.11+) is
@@ -348,7 +349,8 @@ typedef struct kvc_config {
      *  and the contiguous layout holds at least one group per live sequence (65536 commits and
      *  frees in finer steps). */
     uint64_t page_bytes;
-    /** NUMA node to bind K/V memory to, or -1 (default) for the default policy. */
+    /** NUMA node to bind K/V memory and the disk tier's staging buffers to, or -1
+     *  (default) for the default policy. */
     int32_t numa_node;
     /** 1: metadata only — the prefix index, LRU, events and block accounting are real but
      *  no memory is mapped and kvc_block_kv returns KVC_ERR_UNSUPPORTED (for simulators).
@@ -1547,7 +1549,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   behind older queued reads): kvc_seq_fork (contiguous) and an append that copies a shared
  *   block, neither of which a server calls before kvc_seq_ready says 1; a swap-out whose start
  *   the tier refuses (a block finds the tier or disk full) waits for every request in flight
- *   before it returns the error; kvc_engine_sync waits for everything.
+ *   before it returns the error; kvc_engine_sync waits for everything (its fdatasyncs run
+ *   without the lock).
  *   Writeback (kvc_config.offload_writeback): a thread of the engine copies the coldest cached
  *   blocks into staging buffers with the lock released and writes them, so an allocation's
  *   evictions copy only the blocks it has not reached (when calls evict faster than it
@@ -1712,10 +1715,12 @@ kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
  *  outcome it settles as kvc_engine_poll does), appends the journal records still owed and
  *  fdatasyncs the slab and journal (and fsyncs offload_dir when a journal compaction's fsync
  *  of it failed: until one succeeds a power loss could bring back the old journal), so that
- *  what was spilled survives a power loss. It holds the engine's lock throughout, its waits
- *  for the device and the fdatasyncs included (6-12 ms on a small VM's disk): other threads'
- *  calls wait for it (it waits without the lock only for a swap-out copying its blocks
- *  on another thread). Without a
+ *  what was spilled survives a power loss: everything written or completed before the call
+ *  (blocks other threads store while it syncs are not promised). It holds the engine's lock
+ *  while it waits for the device; the fdatasyncs and that fsync (6-12 ms on a small VM's
+ *  disk) run without it, on the files it pinned under it, so other threads' calls (another
+ *  sync too) run meanwhile; it also waits without the lock for a swap-out copying its blocks
+ *  on another thread. Without a
  *  disk tier: KVC_OK at once (nothing to sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e),
  *  KVC_ERR_IO: an fdatasync or that fsync failed (tried again by the next call), or journal records could not be appended (a full disk;
  *  the message says how many and why): the blocks they describe are served in this run but a

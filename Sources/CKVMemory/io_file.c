@@ -3,6 +3,7 @@
 #include "kvm_io.h"
 #include "kvm_error.h"
 #include "aligned_map.h"
+#include "numa_bind.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -38,7 +39,7 @@ int kvm_io_preallocate(int fd, uint64_t bytes) {
 
 #define HUGE_BYTES (2ull << 20)
 
-void *kvm_io_alloc_buffers(uint64_t bytes) {
+void *kvm_io_alloc_buffers(uint64_t bytes, int32_t numa_node) {
     /* 0 would map one huge page and unmap it all again (returning a dangling pointer); past
      * UINT64_MAX - 2 MiB the rounding below wraps. */
     if (bytes == 0 || bytes > UINT64_MAX - 2 * HUGE_BYTES) {
@@ -52,6 +53,13 @@ void *kvm_io_alloc_buffers(uint64_t bytes) {
         int err = errno;
         kvm_fail(err, "mapping %llu bytes of I/O buffers failed: %s", (unsigned long long)size, strerror(err));
         errno = err;
+        return NULL;
+    }
+    /* Bound before the memset below faults the pages in, as the page pool binds its memfd. */
+    int bound = numa_node >= 0 ? kvm_bind_node(start, size, numa_node) : 0;
+    if (bound != 0) {
+        munmap(start, size);
+        errno = -bound;
         return NULL;
     }
     madvise(start, size, MADV_HUGEPAGE); /* a hint: without THP the buffers still work */

@@ -3,11 +3,10 @@
 #include "kvm_error.h"
 #include "mman_compat.h"
 #include "kvm_io.h"
+#include "numa_bind.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <numa.h>
-#include <numaif.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,18 +94,11 @@ static int shmem_hugepages_possible(void) {
 /* Sets the memfd's shared NUMA policy through a throwaway view: shmem keeps a shared policy
  * per file, and every later allocation in any mapping or fallocate follows it. */
 static int bind_node(int fd, uint64_t size, int32_t node) {
-    if (numa_available() < 0) return kvm_fail(EINVAL, "numa_node %d requested but libnuma reports NUMA unavailable", node);
-    if (node > numa_max_node()) return kvm_fail(EINVAL, "numa_node %d does not exist (highest node is %d)", node, numa_max_node());
-    unsigned long mask[16] = {0}; /* room for nodes 0..1023 */
-    if ((size_t)node >= sizeof mask * 8) return kvm_fail(EINVAL, "numa_node %d is past the %zu nodes this library binds to", node, sizeof mask * 8);
     void *view = mmap(NULL, size, PROT_NONE, MAP_SHARED | MAP_NORESERVE, fd, 0);
     if (view == MAP_FAILED) return kvm_fail(errno, "mmap for NUMA binding failed: %s", strerror(errno));
-    mask[node / 64] |= 1ul << (node % 64);
-    int rc = (int)mbind(view, size, MPOL_BIND, mask, sizeof mask * 8, 0);
-    int err = errno;
+    int rc = kvm_bind_node(view, size, node);
     munmap(view, size);
-    if (rc != 0) return kvm_fail(err, "mbind to NUMA node %d failed: %s", node, strerror(err));
-    return 0;
+    return rc;
 }
 
 int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {

@@ -200,6 +200,13 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     return 0;
 }
 
+/* fdatasync of the slab `fd` and the journal `journal_fd`: 0, or -errno naming the file. */
+static int sync_fds(int fd, int journal_fd) {
+    if (fdatasync(fd) != 0) return kvm_fail(errno, "offload: fdatasync of the slab failed: %s", strerror(errno));
+    if (fdatasync(journal_fd) != 0) return kvm_fail(errno, "offload: fdatasync of the journal failed: %s", strerror(errno));
+    return 0;
+}
+
 void kvm_slab_fit(kvm_slab *s) {
     struct stat st;
     if (s->read_only || fstat(s->fd, &st) != 0) return;
@@ -211,7 +218,7 @@ void kvm_slab_fit(kvm_slab *s) {
 
 void kvm_slab_close(kvm_slab *s) {
     if (!s) return;
-    if (!s->read_only) kvm_slab_sync(s);
+    if (!s->read_only) sync_fds(s->fd, s->journal_fd);
     close_fd(s);
     if (s->journal_fd >= 0) close(s->journal_fd);
     kvm_slab_journal_rewrite_abort(s);
@@ -571,13 +578,16 @@ int kvm_slab_journal_rewrite_commit(kvm_slab *s) {
 }
 
 int kvm_slab_sync_journal_dir(kvm_slab *s) {
-    if (s->dir_syncs_before_fault == 0)
+    /* Atomic: a kvc_engine_sync calls this without the engine's lock, beside a compaction. */
+    int64_t left = __atomic_load_n(&s->dir_syncs_before_fault, __ATOMIC_RELAXED);
+    while (left > 0 && !__atomic_compare_exchange_n(&s->dir_syncs_before_fault, &left, left - 1, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    if (left == 0)
         return kvm_fail(EIO, "offload: fsync of the directory of '%s' failed: injected fault (kvm_slab_fail_dir_syncs)", s->journal_path);
-    if (s->dir_syncs_before_fault > 0) s->dir_syncs_before_fault--;
     return kvm_sync_parent(s->journal_path);
 }
 
-void kvm_slab_fail_dir_syncs(kvm_slab *s, int64_t after) { s->dir_syncs_before_fault = after; }
+void kvm_slab_fail_dir_syncs(kvm_slab *s, int64_t after) { __atomic_store_n(&s->dir_syncs_before_fault, after, __ATOMIC_RELAXED); }
 
 void kvm_slab_journal_rewrite_abort(kvm_slab *s) {
     if (s->rewrite_fd < 0) return;
@@ -588,9 +598,25 @@ void kvm_slab_journal_rewrite_abort(kvm_slab *s) {
     unlink(tmp);
 }
 
-int kvm_slab_sync(kvm_slab *s) {
-    if (fdatasync(s->fd) != 0) return kvm_fail(errno, "offload: fdatasync of the slab failed: %s", strerror(errno));
-    if (fdatasync(s->journal_fd) != 0) return kvm_fail(errno, "offload: fdatasync of the journal failed: %s", strerror(errno));
+int kvm_slab_pin_files(const kvm_slab *s, kvm_slab_files *out) {
+    out->slab_fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+    out->journal_fd = out->slab_fd < 0 ? -1 : fcntl(s->journal_fd, F_DUPFD_CLOEXEC, 0);
+    if (out->journal_fd >= 0) return 0;
+    int err = errno;
+    if (out->slab_fd >= 0) close(out->slab_fd);
+    out->slab_fd = -1;
+    return kvm_fail(err, "offload: cannot duplicate the slab's or journal's descriptor to sync them: %s", strerror(err));
+}
+
+int kvm_slab_sync_files(kvm_slab_files *f) {
+    int rc = sync_fds(f->slab_fd, f->journal_fd);
+    close(f->slab_fd);
+    close(f->journal_fd);
+    f->slab_fd = f->journal_fd = -1;
+    return rc;
+}
+
+int kvm_slab_check_files(const kvm_slab *s) {
     /* Synced bytes a restart cannot find are not durable: the directory removed or moved, or a
      * file replaced, under the engine, which writes on into the files it holds open. */
     char slab[PATH_MAX];

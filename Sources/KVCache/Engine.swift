@@ -10,13 +10,14 @@ import Glibc
 /// without corrupting anything. The mutex is held for the call's bookkeeping: no K/V copy but
 /// the block or page a copy on write needs, and, without a disk tier, no I/O and no waiting.
 /// With a disk tier, most waits for the device release it (include/kvcache.h, DISK TIER),
-/// except these, which wait with it held: `syncOffload` (drains every request, then
-/// fdatasyncs slab and journal); a call that needs a staging buffer when every one is in
-/// flight; episodic offload's record writes and reads past the buffers free; a contiguous
-/// `fork` or a copy-on-write append before the sequence's own reads landed; a swap-out whose
-/// start the tier refuses (it waits for every request in flight); and, with writeback, an
-/// eviction, trim or compaction that must take a block being copied (`BlockPool.unindex`
-/// spins in `Writeback.awaitCopy` until its copy is done, at most 8 blocks' copies).
+/// except these, which wait with it held: `syncOffload`'s drain of every request (its
+/// fdatasyncs of slab and journal run without it, `PinnedSync`); a call that needs a staging
+/// buffer when every one is in flight; episodic offload's record writes and reads past the
+/// buffers free; a contiguous `fork` or a copy-on-write append before the sequence's own reads
+/// landed; a swap-out whose start the tier refuses (it waits for every request in flight);
+/// and, with writeback, an eviction, trim or compaction that must take a block being copied
+/// (`BlockPool.unindex` spins in `Writeback.awaitCopy` until its copy is done, at most 8
+/// blocks' copies).
 ///
 /// Failure atomicity: a method that throws has changed nothing observable — capacity is
 /// checked before any state changes, and every other sequence's bytes and the prefix cache
@@ -138,6 +139,8 @@ public final class Engine: @unchecked Sendable {
         offload?.releaseSlot = { [unowned self] slot in self.release(slot) }
         // `self` is whole: a throw runs `deinit`, which closes the tier and frees the rest.
         if config.offloadWriteback { try offload?.startWriteback(mutex: mutex) }
+        // Last: only a create that succeeds uses up the once-per-process line.
+        if paged != nil { PageFit.logAdvice(config) }
     }
 
     deinit {

@@ -88,7 +88,7 @@ final class IOBench {
             throw failure("\(path): \(String(cString: kvm_error()))")
         }
         let total = maxDepth * maxBlockBytes
-        guard let mapped = kvm_io_alloc_buffers(UInt64(total)) else {
+        guard let mapped = kvm_io_alloc_buffers(UInt64(total), -1) else {
             throw failure(String(cString: kvm_error()))
         }
         buffers = mapped

@@ -15,7 +15,7 @@ private func withQueue(_ cfg: kvm_io_config, _ body: (OpaquePointer, Int32, Unsa
     try #require(fd >= 0)
     defer { close(fd); unlink(path) }
     #expect(kvm_io_preallocate(fd, 8192) == 0)
-    let buffer = kvm_io_alloc_buffers(8192)!
+    let buffer = kvm_io_alloc_buffers(8192, -1)!
     defer { kvm_io_free_buffers(buffer, 8192) }
     let files = [fd]
     var io: OpaquePointer?
@@ -139,7 +139,7 @@ struct IOQueueTests {
         let handler = InterruptingSignal()
         defer { handler.restore() }
         try #require(handler.installed)
-        let buffer = kvm_io_alloc_buffers(4096)!
+        let buffer = kvm_io_alloc_buffers(4096, -1)!
         defer { kvm_io_free_buffers(buffer, 4096) }
         var cfg = kvm_io_config()
         cfg.depth = 4
@@ -239,11 +239,11 @@ struct IOQueueTests {
     @Test func zeroBytesOfBuffersAreRefused() {
         for bytes: UInt64 in [0, .max, .max - (2 << 20)] {
             errno = 0
-            #expect(kvm_io_alloc_buffers(bytes) == nil, "\(bytes) bytes")
+            #expect(kvm_io_alloc_buffers(bytes, -1) == nil, "\(bytes) bytes")
             #expect(errno == EINVAL)
             #expect(String(cString: kvm_error()).contains("kvm_io_alloc_buffers"))
         }
-        let one = kvm_io_alloc_buffers(1)
+        let one = kvm_io_alloc_buffers(1, -1)
         #expect(one != nil)
         one?.storeBytes(of: 7, toByteOffset: (2 << 20) - 1, as: UInt8.self)  // the whole rounded-up size is mapped
         kvm_io_free_buffers(one, 1)
@@ -254,7 +254,7 @@ struct IOQueueTests {
     /// copies into the child at the fork instead of sharing them (an 80-layer engine's staging:
     /// 160 MiB and 0.7 s per fork). Before, the flag was missing.
     @Test func theBuffersAreNotInheritedByAForksChild() throws {
-        let buffers = try #require(kvm_io_alloc_buffers(4 << 20))
+        let buffers = try #require(kvm_io_alloc_buffers(4 << 20, -1))
         defer { kvm_io_free_buffers(buffers, 4 << 20) }
         let at = UInt(bitPattern: buffers)
         var inside = false, flags: [Substring] = []

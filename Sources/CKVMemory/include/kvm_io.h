@@ -141,8 +141,10 @@ uint64_t kvm_file_size_limit(void);
  * transparent huge pages: an I/O buffer of few physical segments (a 2 MiB request in 4 KiB
  * pages is 512 segments, more than a virtio or NVMe queue takes in one request). A fork's
  * child does not inherit the mapping (MADV_DONTFORK: registered, pinned buffers would be
- * copied into it at the fork). NULL with a
- * message on failure, errno set: EINVAL for 0 bytes or a size that does not round up within
- * 64 bits, else mmap's. Release with kvm_io_free_buffers(p, bytes). */
-void *kvm_io_alloc_buffers(uint64_t bytes);
+ * copied into it at the fork). With `numa_node` >= 0 the memory is bound to that node
+ * (MPOL_BIND, before the pages are touched), as the page pool binds the K/V; -1: the default
+ * policy. NULL with a message on failure, errno set: EINVAL for 0 bytes or a size that does
+ * not round up within 64 bits, or a node libnuma does not know, else mmap's or mbind's.
+ * Release with kvm_io_free_buffers(p, bytes). */
+void *kvm_io_alloc_buffers(uint64_t bytes, int32_t numa_node);
 void kvm_io_free_buffers(void *p, uint64_t bytes);

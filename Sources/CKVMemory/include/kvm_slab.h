@@ -192,14 +192,28 @@ uint64_t kvm_slab_journal_bytes(const kvm_slab *s);
 /* fsyncs the directory holding `path`, so that a rename into it survives a crash: 0, or -errno
  * with kvm_error() naming the directory. One open and one fsync. */
 int kvm_sync_parent(const char *path);
-/* fdatasync of slab and journal, then checks that each is still the file at its path (fstat's
- * link count, stat's device and inode): -ESTALE with a message naming the file when one is
- * not (offload_dir removed or moved, or the file replaced, under the engine), as a restart
- * would not find what was synced; the slab stays usable, writing into the files it holds
- * open. 0, or -errno. Cost: two fdatasyncs, two fstats and two stats. */
-int kvm_slab_sync(kvm_slab *s);
+/* A slab's files pinned for a sync without the engine's lock (kvc_engine_sync): duplicates
+ * of the slab's and the journal's descriptors, so that they name the same open files however
+ * the slab changes meanwhile (a compaction replaces and closes the journal's descriptor). */
+typedef struct kvm_slab_files {
+    int slab_fd;
+    int journal_fd;
+} kvm_slab_files;
+/* Pins `s`'s files into `out` (two dups; under the engine's lock): 0, or -errno (EMFILE) with
+ * nothing pinned. */
+int kvm_slab_pin_files(const kvm_slab *s, kvm_slab_files *out);
+/* fdatasync of the pinned slab and journal, then closes both (also when one fails): 0, or
+ * -errno with kvm_error() naming the file. Needs no lock. Cost: two fdatasyncs. */
+int kvm_slab_sync_files(kvm_slab_files *f);
+/* Checks that slab and journal are still the files at their paths (fstat's link count, stat's
+ * device and inode): -ESTALE with a message naming the file when one is not (offload_dir
+ * removed or moved, or the file replaced, under the engine), as a restart would not find what
+ * a sync made durable; the slab stays usable, writing into the files it holds open. 0, or
+ * -ESTALE. Under the engine's lock. Cost: two fstats and two stats. */
+int kvm_slab_check_files(const kvm_slab *s);
 /* fsyncs the journal's directory (kvm_sync_parent): what makes a compaction's rename durable,
- * again after a commit that returned 1. 0, or -errno with kvm_error() naming the directory. */
+ * again after a commit that returned 1. 0, or -errno with kvm_error() naming the directory.
+ * Safe without the engine's lock (it reads only the journal's path). */
 int kvm_slab_sync_journal_dir(kvm_slab *s);
 /* Tests: the journal directory's fsyncs (kvm_slab_sync_journal_dir, a commit's included) fail
  * with EIO once `after` more have succeeded (0: the next one); < 0 (the default): never. */

@@ -43,7 +43,9 @@ enum PageFit {
             + (options.isEmpty ? "" : ": \(options.joined(separator: " or ")) would leave at most 5 %")
     }
 
-    /// Logs `advice(config)` on stderr, once per process. Cost: as `advice`, then one atomic.
+    /// Logs `advice(config)` on stderr, once per process: called by a paged engine's create
+    /// once it succeeded (a refused create leaves the line to the next). Cost: as `advice`,
+    /// then one atomic.
     static func logAdvice(_ config: EngineConfig) {
         guard let line = advice(config), !logged.exchange(true, ordering: .relaxed) else { return }
         kvm_log(line)

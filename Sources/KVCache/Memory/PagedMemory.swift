@@ -27,7 +27,6 @@ final class PagedMemory {
         }
         pool = p
         arena = a!
-        PageFit.logAdvice(config)
     }
 
     deinit {

@@ -32,7 +32,8 @@ import Glibc
 /// give exactly the hashes `lookup` finds (`findableHashes`). Slots without a hash
 /// (swapped-out sequences' own, offloaded-token records) are never in the index and never
 /// announced; nor are peers' blocks. One enqueue per block, no allocation; always under the
-/// engine's lock, as is every call here.
+/// engine's lock, as is every call here (a sync's fdatasyncs run without it on pinned files:
+/// `beginSync`, `PinnedSync`, `endSync`).
 final class DiskTier {
     let slotBytes: Int
     let payloadBytes: Int
@@ -41,6 +42,9 @@ final class DiskTier {
     let dir: String
     /// The slab file (internal for tests, which inject faults through it).
     let slab: OpaquePointer
+    /// Tests: runs on a `kvc_engine_sync`'s thread just before its fdatasyncs, without the
+    /// engine's lock (`Engine.syncOffload`).
+    var beforeSync: (() -> Void)?
     private let io: OpaquePointer
     private unowned let memory: TierMemory
     private let events: EventQueue
@@ -209,7 +213,7 @@ final class DiskTier {
         staging = StagingBuffers(count: stages)
         reservedStages = stages / 8
         let stagingBytes = stages * slotBytes
-        guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes)) else {
+        guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes), config.numaNode) else {
             kvm_slab_close(slab)
             throw .outOfMemory("offload: staging buffers: \(String(cString: kvm_error()))")
         }
@@ -1481,24 +1485,37 @@ final class DiskTier {
         }
     }
 
-    /// Makes everything written so far durable (fdatasync of slab and journal, and the
-    /// journal's directory while a compaction's rename is not durable yet). Throws `io` when
-    /// that fails (the directory's fsync is tried again by the next call), when the slab or
-    /// journal is no longer the file at its path (offload_dir removed or moved, or a file
-    /// replaced: `kvm_slab_sync`), or when journal records could not be appended (a full
-    /// disk): blocks stored since would not survive a restart.
-    func sync() throws(KVError) {
+    /// Starts a `kvc_engine_sync` (`Engine.syncOffload`): drains the requests in flight, appends
+    /// the journal records owed and pins the files (`PinnedSync`), whose fdatasyncs then run
+    /// without the engine's lock. Throws `io` when the files cannot be pinned (no descriptor
+    /// left). Cost: `drain`'s and the flush's, two dups.
+    func beginSync() throws(KVError) -> PinnedSync {
         drain()
         flushJournal()
-        if kvm_slab_sync(slab) < 0 { throw KVError(.io, String(cString: kvm_error())) }
-        if journal.directorySyncOwed {
-            guard journal.syncDirectory() else {
-                throw KVError(.io, "offload journal: \(String(cString: kvm_error())); its compaction's rename may not survive a "
+        var files = kvm_slab_files()
+        if kvm_slab_pin_files(slab, &files) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        return PinnedSync(slab: slab, files: files, directoryOwed: journal.directorySyncOwed, renames: journal.renames,
+                          unjournaled: journal.owedCount, journalError: journal.lastError)
+    }
+
+    /// Ends a `kvc_engine_sync` whose `PinnedSync.sync` ran: throws `io` when its fdatasyncs
+    /// failed, when the slab or journal is no longer the file at its path (offload_dir removed
+    /// or moved, or a file replaced: `kvm_slab_check_files`, checked after the fdatasyncs), when
+    /// the directory's owed fsync failed (tried again by the next sync), or when journal records
+    /// could not be appended (a full disk): blocks stored before it would not survive a restart.
+    /// The directory's fsync ends `directorySyncOwed` unless a compaction meanwhile owes another.
+    func endSync(_ pinned: PinnedSync) throws(KVError) {
+        if let failure = pinned.filesFailure { throw KVError(.io, failure) }
+        if kvm_slab_check_files(slab) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        if pinned.directoryOwed {
+            if let failure = pinned.directoryFailure {
+                throw KVError(.io, "offload journal: \(failure); its compaction's rename may not survive a "
                     + "power loss, which would bring back the old journal without the blocks stored since; later calls try again")
             }
+            journal.directorySynced(renames: pinned.renames)
         }
-        guard journal.owedCount == 0 else {
-            throw KVError(.io, "offload journal: \(journal.owedCount) records could not be appended (\(journal.lastError)); "
+        guard pinned.unjournaled == 0 else {
+            throw KVError(.io, "offload journal: \(pinned.unjournaled) records could not be appended (\(pinned.journalError)); "
                 + "the blocks they describe would not be found after a restart; later calls try again")
         }
     }

@@ -174,6 +174,14 @@ extension Engine {
         offload?.swapOutQueue.beforeCopy = hook
     }
 
+    /// Tests: sets the hook a `syncOffload` runs just before its fdatasyncs
+    /// (`DiskTier.beforeSync`). Under the lock.
+    func setSyncHook(_ hook: (() -> Void)?) {
+        kvm_lock_acquire(mutex)
+        defer { kvm_lock_release(mutex) }
+        offload?.tier.beforeSync = hook
+    }
+
     /// Tests: calls waiting for the device without the lock now (`poll`, `swapOut`).
     var offloadWaitingCalls: Int {
         kvm_lock_acquire(mutex)
@@ -463,10 +471,13 @@ extension Engine {
 
     /// Waits for every disk-tier request, including every block of pending swap-outs (submitted
     /// as staging buffers free up), settles the asynchronous swap-outs as `poll` does, and
-    /// makes the tier durable (fdatasync of slab and journal). Throws `io`, also when the slab
-    /// or journal is no longer the file at its path (offload_dir removed under the engine).
-    /// No-op without a disk tier. Waits with the engine's lock held, except for a swap-out's
-    /// batch being copied without it (`copySwapOutBatch`), which it waits for without it.
+    /// makes the tier durable (fdatasync of slab and journal): everything written before the
+    /// call. Throws `io`, also when the slab or journal is no longer the file at its path
+    /// (offload_dir removed under the engine). No-op without a disk tier. Waits with the
+    /// engine's lock held, except for a swap-out's batch being copied without it
+    /// (`copySwapOutBatch`), which it waits for without it; the fdatasyncs (and the directory's
+    /// fsync a compaction owes) run without it, on files pinned under it (`PinnedSync`), so
+    /// other calls, syncs included, run meanwhile. Cost: two lock handoffs besides the waits.
     public func syncOffload() throws(KVError) {
         try locked { () throws(KVError) in
             guard let offload else { return }
@@ -478,7 +489,13 @@ extension Engine {
                 offload.tier.drain()
                 offload.processCompletions()
             } while offload.swapOutQueue.hasUnsubmitted || offload.tier.inflight > 0
-            try offload.tier.sync()
+            var pinned = try offload.tier.beginSync()
+            let hook = offload.tier.beforeSync
+            kvm_lock_release(mutex)
+            hook?()
+            pinned.sync()
+            kvm_lock_acquire(mutex)
+            try offload.tier.endSync(pinned)
         }
     }
 

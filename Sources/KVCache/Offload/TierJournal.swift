@@ -95,7 +95,7 @@ final class TierJournal {
     /// tier's arrays (`kvm_slab_journal_rewrite_begin`/`_add`/`_commit`, `batchRecords` per
     /// write), owed ones included: nothing is owed after it. Returns 0; 1 when only the
     /// directory's fsync after the rename failed (`lastError` says so: the compaction stands,
-    /// and until `syncDirectory` a power loss may bring back the old journal, valid too:
+    /// and until a sync's fsync of the directory a power loss may bring back the old journal, valid too:
     /// `directorySyncOwed`); or -errno, the old journal
     /// as it was and the owed records owed, `lastError` saying why. Used after a restart's
     /// replay (the slots it took say stored) and while the tier runs.
@@ -121,22 +121,27 @@ final class TierJournal {
         }
         let committed = kvm_slab_journal_rewrite_commit(slab)
         if committed != 0 { lastError = String(cString: kvm_error()) }
-        if committed >= 0 { compacted() }
+        if committed >= 0 {
+            compacted()
+            renames += 1
+        }
         if committed == 1 { directorySyncOwed = true }
         return committed
     }
 
     /// True after a compaction whose rename the directory's fsync did not make durable
-    /// (`compact` returned 1): until a later fsync of the directory succeeds (`syncDirectory`),
+    /// (`compact` returned 1): until a later fsync of the directory succeeds (`directorySynced`),
     /// a power loss may bring back the old journal, without the records appended since.
     private(set) var directorySyncOwed = false
 
-    /// Fsyncs the journal's directory, ending `directorySyncOwed` when that succeeds; false
-    /// when it fails (`kvm_error` says why; still owed). Cost: one fsync.
-    func syncDirectory() -> Bool {
-        guard kvm_slab_sync_journal_dir(slab) == 0 else { return false }
-        directorySyncOwed = false
-        return true
+    /// Compactions committed (renamed over the journal), ever.
+    private(set) var renames: UInt64 = 0
+
+    /// The journal's directory was fsynced (`PinnedSync`, without the engine's lock) after
+    /// `renames` compactions: that ends `directorySyncOwed` unless one committed since, whose
+    /// rename that fsync may not cover.
+    func directorySynced(renames before: UInt64) {
+        if renames == before { directorySyncOwed = false }
     }
 
     /// The journal's length past which a flush compacts it (`compactIfLong`, from the tier's

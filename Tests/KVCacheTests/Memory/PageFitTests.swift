@@ -59,4 +59,25 @@ struct PageFitTests {
         let stderr = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
         #expect(stderr.components(separatedBy: "holding no tokens").count == 2, "one line: \(stderr)")
     }
+
+    /// Only a create that succeeds logs the line: one refused after its memory was made (its
+    /// disk tier's offload_dir is a file) left the once-per-process line used up and the
+    /// engine created next, with the same shape, said nothing. The child marks stderr between
+    /// the two creates; the line must come after the mark. Exit 0 when the first create was
+    /// refused and the second succeeded.
+    @Test func aRefusedCreateLeavesTheLineToTheNextCreate() async {
+        let result = await #expect(processExitsWith: .exitCode(0), observing: [\.standardErrorContent]) {
+            var refused = Self.config(blockTokens: 24, pageBytes: 64 << 10)
+            refused.offloadDir = "/dev/null"
+            refused.offloadBytes = 64 << 20
+            guard (try? Engine(refused)) == nil else { exit(1) }
+            _ = write(2, "-- mark --\n", 11)
+            guard (try? Engine(Self.config(blockTokens: 24, pageBytes: 64 << 10))) != nil else { exit(2) }
+            exit(0)
+        }
+        let log = String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+        let afterMark = log.components(separatedBy: "-- mark --").last ?? ""
+        #expect(log.components(separatedBy: "holding no tokens").count == 2, "one line: \(log)")
+        #expect(afterMark.contains("holding no tokens"), "the line came before the successful create: \(log)")
+    }
 }

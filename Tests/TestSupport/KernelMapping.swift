@@ -1,19 +1,17 @@
-import TestSupport
-
 /// What the kernel says about the mapping of this process that holds an address: its
 /// /proc/self/smaps fields and its /proc/self/numa_maps line. Tests read this to check what
 /// the kernel did (page sizes, page placement), not the settings the code itself reads.
-struct KernelMapping {
+public struct KernelMapping {
     /// The smaps fields of the mapping: kB fields ("Rss", "ShmemPmdMapped", ...) in bytes,
     /// flags ("THPeligible") as their number.
-    let smaps: [String: UInt64]
+    public let smaps: [String: UInt64]
     /// The mapping's NUMA policy as numa_maps prints it ("default", "bind:0", ...).
-    let policy: String
+    public let policy: String
     /// The mapping's resident pages on each NUMA node (numa_maps' `N<node>=<pages>`).
-    let pagesByNode: [Int: UInt64]
+    public let pagesByNode: [Int: UInt64]
 
     /// The mapping holding `address`; nil when it is not mapped or /proc cannot be read.
-    init?(containing address: UnsafeRawPointer) {
+    public init?(containing address: UnsafeRawPointer) {
         let at = UInt(bitPattern: address)
         guard let smaps = SmapsFields(containing: at), smaps.mappings > 0 else { return nil }
         // numa_maps starts each line with the mapping's start address alone.
