@@ -883,8 +883,8 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * view of this instance as stale and rebuild it: drain, then apply kvc_engine_index_events'
  * dump, as the replay simulator does, docs/routing.md). *n_events < capacity means the queue
  * was emptied.
- * Two threads draining at once each get a disjoint subset. No allocation; the events are
- * converted field by field in chunks of 32 on the stack.
+ * Two threads draining at once each get a disjoint subset. No allocation; the engine keeps
+ * its events as kvc_events, so a drain is at most two copies.
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0).
  */

@@ -34,6 +34,9 @@
 
 /* The header's layout is part of the ABI: pin it. */
 _Static_assert(sizeof(kvc_event) == 24, "kvc_event is 24 bytes");
+/* The library's KVEvent has this layout (EventABITests.aKVEventIsLaidOutAsAKVCEvent): drains copy. */
+_Static_assert(offsetof(kvc_event, tier) == 4 && offsetof(kvc_event, block_hash) == 8 &&
+               offsetof(kvc_event, parent_hash) == 16 && _Alignof(kvc_event) == 8, "kvc_event's layout");
 _Static_assert(offsetof(kvc_config, memory_bytes) == 40, "kvc_config.memory_bytes at 40");
 _Static_assert(offsetof(kvc_config, numa_node) == 56, "kvc_config.numa_node at 56");
 _Static_assert(offsetof(kvc_config, offload_dir) == 64, "kvc_config.offload_dir at 64");

@@ -14,6 +14,10 @@ struct kvm_arena {
     uint8_t *base;          /* the whole memfd, mapped once */
     uint64_t map_bytes;
     uint64_t block_bytes;
+    uint64_t group_bytes;   /* per tensor */
+    uint64_t tensor_bytes;  /* groups * group_bytes: from a block in one tensor to it in the next */
+    uint64_t stride;        /* from block b to b + 1 when the blocks are evenly spaced (one per
+                             * group, or filling their groups exactly), else 0 (kvm_arena_block) */
     uint32_t per_group;     /* blocks per group */
     uint32_t blocks, used, groups;
     int32_t *next_free;     /* per block: next free block of its group, or -1; -2 when allocated */
@@ -62,6 +66,10 @@ int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out) {
     a->block_bytes = block_bytes;
     a->per_group = (uint32_t)kvm_arena_blocks_per_group(block_bytes, pb);
     a->groups = kvm_pool_groups(pool);
+    a->group_bytes = kvm_pool_group_bytes(pool);
+    a->tensor_bytes = (uint64_t)a->groups * a->group_bytes;
+    if (a->per_group == 1) a->stride = a->group_bytes;
+    else if (a->per_group * block_bytes == a->group_bytes) a->stride = block_bytes;
     if ((uint64_t)a->groups * a->per_group > KVM_ARENA_MAX_BLOCKS) {
         uint64_t blocks = (uint64_t)a->groups * a->per_group;
         free(a);
@@ -71,7 +79,7 @@ int kvm_arena_create(kvm_pool *pool, uint64_t block_bytes, kvm_arena **out) {
     }
     a->blocks = a->groups * a->per_group;
     a->partial = a->empty = -1;
-    a->map_bytes = (uint64_t)kvm_pool_tensors(pool) * a->groups * kvm_pool_group_bytes(pool);
+    a->map_bytes = kvm_pool_tensors(pool) * a->tensor_bytes;
     a->next_free = malloc(a->blocks * sizeof(int32_t));
     a->head = malloc(a->groups * sizeof(int32_t));
     a->group_used = calloc(a->groups, sizeof(uint32_t));
@@ -181,9 +189,12 @@ void kvm_arena_free(kvm_arena *a, uint32_t block) {
     }
 }
 
+/* Every call's path (kvc_block_kv: twice), so evenly spaced blocks (every power-of-two shape)
+ * cost one multiply-add; only blocks padded within their group take the division. */
 uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block) {
-    uint32_t g = block / a->per_group;
-    return a->base + kvm_pool_offset(a->pool, tensor, g) + (uint64_t)(block % a->per_group) * a->block_bytes;
+    uint8_t *t = a->base + tensor * a->tensor_bytes;
+    if (a->stride) return t + block * a->stride;
+    return t + (uint64_t)(block / a->per_group) * a->group_bytes + (uint64_t)(block % a->per_group) * a->block_bytes;
 }
 
 uint32_t kvm_arena_blocks(const kvm_arena *a) { return a->blocks; }

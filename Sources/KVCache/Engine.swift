@@ -536,9 +536,10 @@ public final class Engine: @unchecked Sendable {
         // whole when its memory cannot be had.
         try state?.reserve(appending: n)
         let shortest = state?.shortestLength ?? length
-        let offset = length % bt
-        let copyOnWrite = shortest == length && offset != 0 && blocks.references(table[length / bt]) > 1
-        let newBlocks = (length + n + bt - 1) / bt - (length + bt - 1) / bt + (copyOnWrite ? 1 : 0)
+        // The block the next token goes in, and the tokens it already holds.
+        let next = sequences.blockIndex(length), offset = length - next * bt
+        let copyOnWrite = shortest == length && offset != 0 && blocks.references(table[next]) > 1
+        let newBlocks = sequences.blocks(holding: length + n) - sequences.blocks(holding: length) + (copyOnWrite ? 1 : 0)
         if newBlocks > 0 && blocks.available < newBlocks {
             throw .outOfMemory("appending \(n) tokens needs \(newBlocks) blocks, \(blocks.available) are available")
         }
@@ -579,10 +580,10 @@ public final class Engine: @unchecked Sendable {
         indexScheduled(slot: slot, below: .max)  // appending means the prompt was scheduled
         fresh = 0
         if copyOnWrite {
-            let shared = table[length / bt]
+            let shared = table[next]
             paged?.copy(from: shared, to: scratchHit[0], tokens: offset)
             blocks.release(shared)
-            table[length / bt] = scratchHit[0]
+            table[next] = scratchHit[0]
             fresh = 1
         }
         let tail = sequences.tail(slot)
@@ -615,23 +616,28 @@ public final class Engine: @unchecked Sendable {
             sequences.lastHash[slot] = full > 0 && blockHashes.count >= full ? blockHashes[full - 1] : 0
             sequences.previousKnown[slot] = false
         } else if let tokens {
+            var position = next, inBlock = offset
             for t in tokens {
-                let inBlock = length % bt
                 if inBlock == 0 {
-                    table[length / bt] = scratchHit[fresh]
+                    table[position] = scratchHit[fresh]
                     fresh += 1
                 }
                 tail[inBlock] = t
-                length += 1
-                if inBlock == bt - 1 && sequences.indexesAppends[slot] {
-                    let parent = sequences.lastHash[slot], position = length / bt - 1
-                    let hash = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(start: tail, count: bt))
-                    // A chain's first block records parent 0, as at creation, its salt's root aside.
-                    index(table[position], hash: hash, parent: position == 0 ? 0 : parent, slot: slot, position: position)
-                    sequences.lastHash[slot] = hash
-                    sequences.setPrevious(slot, tokens: tail, parent: parent)
+                inBlock += 1
+                if inBlock == bt {
+                    if sequences.indexesAppends[slot] {
+                        let parent = sequences.lastHash[slot]
+                        let hash = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(start: tail, count: bt))
+                        // A chain's first block records parent 0, as at creation, its salt's root aside.
+                        index(table[position], hash: hash, parent: position == 0 ? 0 : parent, slot: slot, position: position)
+                        sequences.lastHash[slot] = hash
+                        sequences.setPrevious(slot, tokens: tail, parent: parent)
+                    }
+                    position += 1
+                    inBlock = 0
                 }
             }
+            length += n
         }
         sequences.lengths[slot] = length
         if let state {

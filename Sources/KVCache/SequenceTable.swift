@@ -21,6 +21,8 @@ final class SequenceTable {
     let maxSeqs: Int
     let maxBlocks: Int
     let blockTokens: Int
+    /// log2(`blockTokens`) when it is a power of two (the usual shapes), else -1: `blockIndex`.
+    private let blockShift: Int
     private let directory: U64Table
     private let freeSlots: UnsafeMutablePointer<Int32>
     private var freeTop: Int
@@ -64,6 +66,7 @@ final class SequenceTable {
         self.maxSeqs = maxSeqs
         self.maxBlocks = maxBlocks
         self.blockTokens = blockTokens
+        blockShift = blockTokens & (blockTokens - 1) == 0 ? blockTokens.trailingZeroBitCount : -1
         let a = CheckedAllocations()
         let perSlot = "the per-sequence state (max_seqs \(maxSeqs))"
         blocks = try a.allocate(count: maxSeqs * maxBlocks,
@@ -178,5 +181,11 @@ final class SequenceTable {
     /// The tail buffer of `slot`.
     @inline(__always) func tail(_ slot: Int) -> UnsafeMutablePointer<Int32> { tails + slot * blockTokens }
     /// Blocks in `slot`'s table.
-    @inline(__always) func blockCount(_ slot: Int) -> Int { (lengths[slot] + blockTokens - 1) / blockTokens }
+    @inline(__always) func blockCount(_ slot: Int) -> Int { blocks(holding: lengths[slot]) }
+    /// The block position of token `position` (>= 0): `position / blockTokens`, a shift when
+    /// `blockTokens` is a power of two: every append and block-table call takes it, and a
+    /// 64-bit division costs tens of cycles.
+    @inline(__always) func blockIndex(_ position: Int) -> Int { blockShift >= 0 ? position >> blockShift : position / blockTokens }
+    /// Blocks holding `tokens` tokens: ceil(tokens / blockTokens).
+    @inline(__always) func blocks(holding tokens: Int) -> Int { blockIndex(tokens + blockTokens - 1) }
 }

@@ -1,7 +1,8 @@
 import KVCache
 
-/// Byte offsets of `kvc_event` (include/kvcache.h). `KVEvent` is converted field by field:
-/// its Swift layout is not `kvc_event`'s (`Kind` is stored as a one-byte tag).
+/// Byte offsets of `kvc_event` (include/kvcache.h), for reading a caller's events
+/// (`kvc_router_observe_events`). `KVEvent` has this layout (its doc), so the engine's calls
+/// copy events as they are.
 enum EventLayout {
     static let kind = 0
     static let tier = 4
@@ -9,18 +10,16 @@ enum EventLayout {
     static let parentHash = 16
     /// `sizeof(kvc_event)`, the array stride.
     static let size = 24
-    /// Events moved per `Engine.drainEvents` call through a scratch buffer of 32 * 24 bytes,
-    /// under the 1 KiB that `withUnsafeTemporaryAllocation` always puts on the stack, so that
-    /// draining allocates nothing whatever the caller's capacity.
+    /// Events converted per batch through a scratch buffer of 32 * 24 bytes, under the 1 KiB
+    /// that `withUnsafeTemporaryAllocation` always puts on the stack, so that observing
+    /// allocates nothing whatever the caller's count.
     static let chunk = 32
 }
 
-/// Writes `event` as one `kvc_event` at `slot`.
-@inline(__always) private func store(_ event: KVEvent, at slot: UnsafeMutableRawPointer) {
-    slot.storeBytes(of: event.kind.rawValue, toByteOffset: EventLayout.kind, as: UInt32.self)
-    slot.storeBytes(of: event.tier, toByteOffset: EventLayout.tier, as: UInt32.self)
-    slot.storeBytes(of: event.blockHash, toByteOffset: EventLayout.blockHash, as: UInt64.self)
-    slot.storeBytes(of: event.parentHash, toByteOffset: EventLayout.parentHash, as: UInt64.self)
+/// The caller's `kvc_event` array of `capacity` entries as `KVEvent`s, which have its layout
+/// (KVEvent's doc).
+@inline(__always) private func eventArray(_ out: UnsafeMutableRawPointer, _ capacity: Int) -> UnsafeMutableBufferPointer<KVEvent> {
+    UnsafeMutableBufferPointer(start: out.bindMemory(to: KVEvent.self, capacity: capacity), count: capacity)
 }
 
 /// The checked arguments of a call writing up to `capacity` events to `out` and their count
@@ -44,39 +43,26 @@ private func eventArguments(
         try withEngine(e) { (engine) throws(KVError) in
             let (nEvents, capacity) = try eventArguments(out, capacity, nEvents)
             let events = engine.indexEvents()
-            if let out { for (i, event) in events.prefix(capacity).enumerated() { store(event, at: out + i * EventLayout.size) } }
+            if let out { _ = eventArray(out, capacity).initialize(from: events.prefix(capacity)) }
             nEvents.pointee = events.count
             if events.count > capacity { throw KVError(.bufferTooSmall, "\(events.count) events, capacity \(capacity)") }
         }
     }
 }
 
-/// `kvc_drain_events`: moves up to `capacity` events, oldest first, from the engine into `out`
-/// in chunks of `EventLayout.chunk`, stopping early once the engine's queue is empty. The
-/// chunk buffer is left uninitialised (`KVEvent` is trivial; the drain writes what is read).
+/// `kvc_drain_events`: moves up to `capacity` events, oldest first, from the engine's queue
+/// into `out` as they are (`Engine.drainEvents`: at most two copies).
 @c public func kvc_drain_events(
     _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_drain_events") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
             let (nEvents, capacity) = try eventArguments(out, capacity, nEvents)
-            guard let out, capacity > 0 else {
+            guard let out else {  // capacity 0
                 nEvents.pointee = 0
                 return
             }
-            let drained = withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: min(capacity, EventLayout.chunk)) {
-                scratch -> Int in
-                var total = 0
-                while total < capacity {
-                    let want = min(scratch.count, capacity - total)
-                    let got = engine.drainEvents(into: UnsafeMutableBufferPointer(rebasing: scratch[0..<want]))
-                    for (i, event) in scratch[0..<got].enumerated() { store(event, at: out + (total + i) * EventLayout.size) }
-                    total += got
-                    if got < want { break }
-                }
-                return total
-            }
-            nEvents.pointee = drained
+            nEvents.pointee = engine.drainEvents(into: eventArray(out, capacity))
         }
     }
 }

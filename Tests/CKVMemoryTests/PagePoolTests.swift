@@ -346,6 +346,29 @@ struct BlockArenaTests {
         #expect(kvm_arena_block(arena, 0, b)![0] == 7)
         #expect(kvm_arena_block(arena, 1, b)![0] == 9)
     }
+
+    /// Block b of tensor t is at pool offset (t, b / per group) plus (b % per group) block
+    /// sizes, the layout kvm_arena.h states, in every geometry: blocks filling their page
+    /// exactly (evenly spaced: one multiply per address), one block per padded group, and
+    /// several blocks per group with padding after them (the division).
+    @Test(arguments: [(UInt64(1024), UInt64(4096)), (4096, 4096), (8192, 4096), (6144, 4096), (1280, 4096),
+                      (1536, 4096), (3072, 4096), (24576, 65536)])
+    func everyBlockIsWhereItsGroupAndIndexInTheGroupPutIt(blockBytes: UInt64, pageBytes: UInt64) {
+        let groupBytes = kvm_arena_group_bytes(blockBytes, pageBytes)
+        let (pool, _) = makePool(budget: 5 * 4 * groupBytes, groupBytes: groupBytes, pageBytes: pageBytes)
+        var arena: OpaquePointer?
+        #expect(kvm_arena_create(pool, blockBytes, &arena) == 0)
+        defer { kvm_arena_destroy(arena); kvm_pool_destroy(pool) }
+        let per = UInt32(kvm_arena_blocks_per_group(blockBytes, pageBytes))
+        #expect(kvm_arena_blocks(arena) == 5 * per)
+        let base = UnsafeRawPointer(kvm_arena_base(arena)!)
+        for t: UInt32 in 0..<4 {
+            for b in 0..<kvm_arena_blocks(arena) {
+                let expected = Int(kvm_pool_offset(pool, t, b / per)) + Int(b % per) * Int(blockBytes)
+                #expect(UnsafeRawPointer(kvm_arena_block(arena, t, b)!) - base == expected, "tensor \(t) block \(b)")
+            }
+        }
+    }
 }
 
 @Suite("Virtual ranges")

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Testing
+import KVCache
 @testable import KVCacheABI
 
 /// A drained `kvc_event`, decoded at the header's offsets.
@@ -57,6 +58,23 @@ private func stored(_ f: ABIFixture) throws -> [CEvent] {
 }
 
 @Suite struct EventABITests {
+    /// `KVEvent` is laid out as `kvc_event` (include/kvcache.h: kind, tier, block_hash,
+    /// parent_hash at offsets 0, 4, 8, 16; 24 bytes, 8-aligned), `kind` as its 4-byte raw value,
+    /// so that kvc_drain_events and kvc_engine_index_events copy events as they are.
+    @Test func aKVEventIsLaidOutAsAKVCEvent() {
+        #expect(MemoryLayout<KVEvent>.size == 24)
+        #expect(MemoryLayout<KVEvent>.stride == 24)
+        #expect(MemoryLayout<KVEvent>.alignment == 8)
+        #expect(MemoryLayout<KVEvent>.offset(of: \.tier) == 4)
+        #expect(MemoryLayout<KVEvent>.offset(of: \.blockHash) == 8)
+        #expect(MemoryLayout<KVEvent>.offset(of: \.parentHash) == 16)
+        for kind in [KVEvent.Kind.blockStored, .blockRemoved, .allCleared] {
+            var event = KVEvent(kind: kind, tier: KVEvent.diskTier, blockHash: 0x1122_3344_5566_7788, parentHash: 0x99)
+            let bytes = withUnsafeBytes(of: &event) { Array($0) }
+            #expect(decode(bytes, count: 1) == [CEvent(kind: kind.rawValue, tier: 1, blockHash: 0x1122_3344_5566_7788, parentHash: 0x99)])
+        }
+    }
+
     /// kvc_engine_index_events without a disk tier dumps the memory index alone: ALL_CLEARED of
     /// the memory tier, then a BLOCK_STORED per indexed block (witness 1001's three full
     /// blocks; 1002 has none), and changes nothing (the pending events drain as before). A

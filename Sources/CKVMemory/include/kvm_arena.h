@@ -29,7 +29,9 @@ int64_t kvm_arena_alloc(kvm_arena *a);
 /* Returns an allocated block. O(1). */
 void kvm_arena_free(kvm_arena *a, uint32_t block);
 
-/* Address of `block` in tensor `tensor` (K of layer l is tensor 2l, V is 2l + 1). */
+/* Address of `block` in tensor `tensor` (K of layer l is tensor 2l, V is 2l + 1). Cost: a
+ * multiply-add when blocks are evenly spaced (one per group, or filling their groups exactly:
+ * every power-of-two shape), else a division too (blocks padded within their group). */
 uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block);
 
 /* Blocks the budget holds, blocks allocated, and blocks that can still be allocated. */

@@ -21,6 +21,8 @@ final class ContiguousMemory: BlockListener {
     let tensors: Int
     let tokenBytes: Int
     let pageBytes: Int
+    /// log2(`pageBytes`), a power of two (`EngineConfig.validate`): `pages(for:)`, on every append.
+    private let pageShift: Int
     let blockBytes: Int
     let groups: Int
     let slots: Int
@@ -62,6 +64,7 @@ final class ContiguousMemory: BlockListener {
         tensors = config.tensors
         tokenBytes = config.tokenBytes
         pageBytes = Int(config.pageBytes)
+        pageShift = pageBytes.trailingZeroBitCount
         blockBytes = config.blockBytes
         slots = config.maxSeqs
         let p = try makePagePool(config, groupBytes: config.pageBytes)
@@ -137,7 +140,7 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Pages covering `tokens` tokens.
-    @inline(__always) func pages(for tokens: Int) -> Int { (tokens * tokenBytes + pageBytes - 1) / pageBytes }
+    @inline(__always) func pages(for tokens: Int) -> Int { (tokens * tokenBytes + pageBytes - 1) >> pageShift }
 
     private func group(_ slot: Int, _ page: Int) -> Int32 { Int32(kvm_ranges_group(ranges, UInt32(slot), UInt32(page))) }
 

@@ -1,7 +1,9 @@
 /// A change to what the engine's prefix cache holds, with the meaning of vLLM's KV events
 /// (`BlockStored`, `BlockRemoved`, `AllBlocksCleared`), so that a router can track what each
-/// instance caches. The same fields as `kvc_event` in `include/kvcache.h`, but not its layout
-/// (Swift stores `kind` as a one-byte tag): `kvc_drain_events` converts field by field.
+/// instance caches. The fields and layout of `kvc_event` in `include/kvcache.h` (`kind` stored
+/// as its 4-byte raw value, then `tier` and the two hashes: 24 bytes, 8-aligned;
+/// `EventABITests` checks it), so that `kvc_drain_events` copies the queue's events as they
+/// are (at most two ranges), with no conversion per event.
 public struct KVEvent: Equatable, Sendable {
     /// What happened; raw values are the C ABI's `KVC_EVENT_*` constants.
     public enum Kind: UInt32, Sendable {
@@ -13,14 +15,20 @@ public struct KVEvent: Equatable, Sendable {
         case allCleared = 3
     }
 
-    /// The event kind.
-    public var kind: Kind
+    /// `kind.rawValue`: `kvc_event.kind`, the first stored field.
+    private var rawKind: UInt32
     /// The storage tier: `memoryTier` or `diskTier`.
     public var tier: UInt32
     /// `BlockHash` of the block (0 for `allCleared`).
     public var blockHash: UInt64
     /// `BlockHash` of its parent block; 0 for the first block of a chain.
     public var parentHash: UInt64
+
+    /// The event kind.
+    public var kind: Kind {
+        get { Kind(rawValue: rawKind)! }  // only `init` and this setter store it
+        set { rawKind = newValue.rawValue }
+    }
 
     /// `tier` of the engine's memory prefix index (`KVC_TIER_MEMORY`). The engine's first event
     /// is one `allCleared` of this tier (`Engine.init`: the index starts empty), so a router
@@ -39,7 +47,7 @@ public struct KVEvent: Equatable, Sendable {
 
     /// Creates an event.
     public init(kind: Kind, tier: UInt32 = memoryTier, blockHash: UInt64, parentHash: UInt64) {
-        self.kind = kind
+        rawKind = kind.rawValue
         self.tier = tier
         self.blockHash = blockHash
         self.parentHash = parentHash
