@@ -26,7 +26,7 @@ import glob, json, os, statistics, sys
 router = sys.argv[1] == "--router"
 percentile, out = sys.argv[-2], sys.argv[-1]
 OPS_PER_MEASUREMENT = 1000          # BenchmarkScalingFactor.kilo
-OPS_OVERRIDES = {"decode-step-scores": 1, "decode-step-norm": 1, "decode-step-head": 1, "decode-step-epi": 1, "unshare": 1, "index-dump": 1}  # Compaction/Unshare/IndexDumpBenchmarks.swift: one step (copy, dump) per measurement
+OPS_OVERRIDES = {"decode-step-scores": 1, "decode-step-norm": 1, "decode-step-head": 1, "decode-step-epi": 1, "decode-step-random": 1, "unshare": 1, "index-dump": 1}  # Compaction/Unshare/IndexDumpBenchmarks.swift: one step (copy, dump) per measurement
 WALL = "Time (wall clock)"
 MALLOC = "Malloc (total)"
 
@@ -205,7 +205,8 @@ for op, ok, text in targets:
 ratio_targets = [("decode-step-scores", 2.0, "observe+compact of one decode step (32k tokens, 32 layers x 8 heads) vs a plain sum of the same scores"),
                  ("decode-step-norm", 2.0, "the same with H2O's normalised sums"),
                  ("decode-step-head", 2.0, "the same with per-head decisions (256 rows) vs a plain sum into per-head rows"),
-                 ("decode-step-epi", 2.0, "the same with the episodic policy, an episode focused")]
+                 ("decode-step-epi", 2.0, "the same with the episodic policy, an episode focused"),
+                 ("decode-step-random", 2.0, "decode-step-scores with i.i.d. scores drawn afresh every step")]
 for op, limit, what in ratio_targets:
     measured = median_of_rounds(op, "Baseline")
     if measured is None:

@@ -11,6 +11,8 @@
 #   decode-step-head: the same with per-head decisions (256 rows of 32k tokens) against a
 #                  plain sum of the same scores into per-head rows
 #   decode-step-epi: the same with the episodic policy and a focused episode
+#   decode-step-random: decode-step-scores with i.i.d. scores drawn afresh every step (no
+#                  persistent heavy hitters: H2O's low-score cache serves few steps)
 # and reports (INFO, not judged) decode-step-head against the per-layer plain sum, measured in
 # the same rounds (`PerLayer decode-step-head`): that pass updates 8x fewer sums.
 # It also reports (INFO, not judged) the speculative-decoding rollback, spec-decode[-contiguous,
@@ -120,7 +122,7 @@ if [ "$target" = KVRouterBenchmarks ]; then
 fi
 # The rounds of each ratio target's pair, and of the vLLM comparison's trace replay, that the
 # main run measured: round-OP-N holds the N-th run of OP alone.
-for op in decode-step-scores decode-step-norm decode-step-head decode-step-epi trace-replay spec-decode spec-decode-contiguous spec-decode-compacted; do
+for op in decode-step-scores decode-step-norm decode-step-head decode-step-epi decode-step-random trace-replay spec-decode spec-decode-contiguous spec-decode-compacted; do
     grep -q "Engine_$op\|Engine $op" "$out"/main/*.jmh.json || continue
     for r in $(seq 1 "$rounds"); do run "$out/round-$op-$r" --filter ".*$op"; done
 done

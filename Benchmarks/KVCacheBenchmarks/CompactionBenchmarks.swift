@@ -16,7 +16,10 @@ import KVCache
 /// MiB), and `PerLayer decode-step-head` runs the per-layer plain sum beside it (reported,
 /// not judged); `decode-step-epi` with the episodic policy, four segments registered and
 /// the last one's episode focused after a first observed turn (so every plan ranks by that
-/// episode's scores plus the current turn's), no disk tier.
+/// episode's scores plus the current turn's), no disk tier; `decode-step-random` is
+/// `decode-step-scores` with scores drawn afresh, i.i.d., for every step (`refresh`, outside
+/// the measured interval of both halves): no persistent heavy hitters, so H2O's low-score
+/// cache serves few steps and most rows are scanned.
 /// Shape: head_dim 8, fp16 (128-byte tokens, 256 MiB of K/V); compaction moves at most the
 /// evicted count of tokens per layer, so the K/V size barely matters.
 /// Target: engine / baseline <= 2 for each score mode (tools/bench_ratio.sh); per head, against
@@ -27,6 +30,7 @@ func registerCompactionBenchmarks() {
     let modes: [(String, () -> CompactionFixture)] = [
         ("decode-step-scores", { CompactionFixture.raw }), ("decode-step-norm", { CompactionFixture.normalized }),
         ("decode-step-head", { CompactionFixture.perHead }), ("decode-step-epi", { CompactionFixture.episodic }),
+        ("decode-step-random", { CompactionFixture.random }),
     ]
     for (name, fixture) in modes {
         Benchmark("Engine \(name)", configuration: configuration) { benchmark in
@@ -34,6 +38,7 @@ func registerCompactionBenchmarks() {
             do throws(KVError) {
                 var token: Int32 = 1
                 try withUnsafePointer(to: &token) { (p) throws(KVError) in try f.engine.append(1, tokens: UnsafeBufferPointer(start: p, count: 1)) }
+                f.refresh()
                 benchmark.startMeasurement()
                 let scores = f.nextScores()
                 for layer in 0..<CompactionFixture.layers {
@@ -49,6 +54,7 @@ func registerCompactionBenchmarks() {
 
         Benchmark("Baseline \(name)", configuration: configuration) { benchmark in
             let f = fixture()
+            f.refresh()
             benchmark.startMeasurement()
             if f.engine.config.eviction.perHead { sumPerHead(f) } else { sumPerLayer(f) }
             benchmark.stopMeasurement()
@@ -92,8 +98,10 @@ private func sumPerHead(_ f: CompactionFixture) {
 final class CompactionFixture: @unchecked Sendable {
     static let layers = 32, heads = 8, tokens = 32768
     /// H2O with raw sums (the default), with normalised sums, with per-head decisions; the
-    /// episodic policy with a focused episode. Each built on first use.
+    /// episodic policy with a focused episode; H2O with raw sums and i.i.d. scores drawn
+    /// afresh every step. Each built on first use.
     static let raw = CompactionFixture(EvictionConfig(.heavyHitter))
+    static let random = CompactionFixture(EvictionConfig(.heavyHitter), fresh: true)
     static let normalized = CompactionFixture({
         var c = EvictionConfig(.heavyHitter)
         c.normalizedScores = true
@@ -113,15 +121,20 @@ final class CompactionFixture: @unchecked Sendable {
     /// per-step noise in 0.5...1.5. One vector for every step kept H2O's ranking fixed, which
     /// the engine's low-score cache serves better than real decode attention would let it
     /// (an audit's objection, 2026-11-23); the plain passes read the same vectors in turn.
+    /// With `fresh`, `refresh` redraws the next vector before each step instead.
     static let steps = 4
     private let scoreSets: [UnsafeMutablePointer<Float>]
     private var step = 0
+    /// Whether every step's scores are drawn afresh (`refresh`), and the generator drawing them.
+    private let fresh: Bool
+    private var rng = SplitMix64(seed: 42)
     /// The first step's scores (the episodic focus's observed turn).
     var scores: UnsafeMutablePointer<Float> { scoreSets[0] }
     /// The plain passes' accumulators: `layers x heads` rows of `tokens` (per layer: the first `layers` rows).
     let baselineSums: UnsafeMutablePointer<Float>
 
-    private init(_ eviction: EvictionConfig) {
+    private init(_ eviction: EvictionConfig, fresh: Bool = false) {
+        self.fresh = fresh
         var config = EngineConfig()
         config.numLayers = Self.layers
         config.numKVHeads = Self.heads
@@ -136,7 +149,6 @@ final class CompactionFixture: @unchecked Sendable {
         let sums = Self.layers * Self.heads * Self.tokens  // room for per-head rows (the per-layer pass uses the first layers rows)
         baselineSums = .allocate(capacity: sums)
         baselineSums.initialize(repeating: 0, count: sums)
-        var rng = SplitMix64(seed: 42)
         func unit() -> Float { Float(rng.next() >> 40) / Float(1 << 24) }
         for r in 0..<(Self.layers * Self.heads) {
             let row = r * Self.tokens
@@ -163,6 +175,19 @@ final class CompactionFixture: @unchecked Sendable {
             }
         } catch { fatalError("cannot create the benchmark sequence: \(error)") }
         if eviction.policy == .episodic { focusLastSegment() }
+    }
+
+    /// With `fresh`, redraws the scores `nextScores` returns next: every `[layer][head][token]`
+    /// an independent `u^3` (u uniform in [0, 1)) times `4 / tokens`, so that each head's row
+    /// sums to about 1 (the mean of `u^3` is 1/4). Otherwise nothing. O(layers x heads x
+    /// tokens) with `fresh`.
+    func refresh() {
+        guard fresh else { return }
+        let set = scoreSets[step], scale = 4 / Float(Self.tokens)
+        for i in 0..<(Self.layers * rowFloats) {
+            let v = Float(rng.next() >> 40) / Float(1 << 24)
+            set[i] = v * v * v * scale
+        }
     }
 
     /// The next decode step's scores, in turn. O(1).

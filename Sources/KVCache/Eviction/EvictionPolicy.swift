@@ -184,11 +184,13 @@ enum Selection {
     /// Keeps all but the `row.count - k` (< `smallEviction`) slots outside the recent window
     /// (positions >= `recentFrom`) with the lowest score, ties evicting the highest slot
     /// first: the same choice as `markWindows` + `markTop`, in one pass over the row with a
-    /// sorted buffer of the candidates to evict (the steady state of decoding, where each
+    /// max-heap of the lowest candidates (`makeHeap`; the steady state of decoding, where each
     /// step evicts about one token). A slot's score is `scores[i]` (plus `plus[i]` when
     /// given), divided by `max(visible[i] + row.visibleOffset, 1)` when `visible` is given. Precondition: the
     /// window holds at most `k` slots. Cost: one SIMD pass (8 slots per compare against the
-    /// current cut; only a chunk with a slot at or below it takes the scalar path), no
+    /// current cut; only a chunk with a slot at or below it takes the scalar path), O(log h)
+    /// per candidate that enters the heap of h = `row.count - k` (+ `LowScoreCache.lowCapacity`
+    /// with a cache) items, O(h) to build it and O(h log h) to sort it at the end, no
     /// allocation. With `row.lowScores` the pass also records the row's lowest candidates, and
     /// later steps that record proves choose from it instead: O(`LowScoreCache` record) per
     /// step, a pass about once per `LowScoreCache.pendingCapacity` steps.
@@ -208,15 +210,13 @@ enum Selection {
         }
         // Orders (score, slot) by score, then higher slot first: the first `evict` go.
         @inline(__always) func before(_ a: (Float, Int32), _ b: (Float, Int32)) -> Bool { a.0 < b.0 || (a.0 == b.0 && a.1 > b.1) }
-        // The scan keeps the `size` lowest: those to evict, and the cache's record after them.
+        // The scan keeps the `size` lowest, in a max-heap by `before` whose top is the cut:
+        // those to evict, and the cache's record after them.
         let size = cache == nil ? evict : evict + LowScoreCache.lowCapacity
         withUnsafeTemporaryAllocation(of: (Float, Int32).self, capacity: size) { buffer in
             if let cache, cache.choose(evict, from: recentFrom, score: score, queries: offset, into: buffer, before: before) {
                 for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }
                 return
-            }
-            @inline(__always) func insert(_ item: (Float, Int32), _ filled: Int) {
-                insertSorted(item, into: buffer, filled: filled, size: size, before: before)
             }
             // The fewest queries any candidate was seen by (normalised scores, for the record).
             var fewestSeen = Float.infinity
@@ -226,10 +226,10 @@ enum Selection {
             // Positions `recentFrom..<pendingUntil` are recorded as pending (none without a cache).
             let pendingUntil = cache?.beginScan(from: recentFrom, nextPosition: row.nextPosition) ?? recentFrom
             var filled = 0, i = 0
-            while filled < size && i < row.count {  // the first `size` candidates
+            while filled < size && i < row.count {  // the first `size` candidates, then a heap
                 let p = Int(row.positions[i])
                 if p < recentFrom {
-                    insert((score(i), Int32(i)), filled)
+                    buffer[filled] = (score(i), Int32(i))
                     noteSeen(i)
                     filled += 1
                 } else if p < pendingUntil {
@@ -238,10 +238,11 @@ enum Selection {
                 i += 1
             }
             precondition(filled >= evict, "the recent window holds at most the budget")
+            makeHeap(buffer, filled, before: before)
             // The rest (when the buffer filled up): a window slot scores +infinity (never
             // evicted); only a score at or below the current cut, or a pending position, takes
             // the slow path.
-            var cut = filled == size ? buffer[size - 1].0 : Float.infinity
+            var cut = filled == size ? buffer[0].0 : Float.infinity
             @inline(__always) func consider(_ i: Int) {
                 let p = Int(row.positions[i])
                 if p >= recentFrom {
@@ -250,9 +251,9 @@ enum Selection {
                 }
                 noteSeen(i)
                 let s = score(i)
-                if s <= cut && before((s, Int32(i)), buffer[size - 1]) {
-                    insert((s, Int32(i)), size)
-                    cut = buffer[size - 1].0
+                if s <= cut && before((s, Int32(i)), buffer[0]) {
+                    siftDown((s, Int32(i)), at: 0, buffer, size, before: before)
+                    cut = buffer[0].0
                 }
             }
             typealias V = SIMD8<Float>
@@ -280,6 +281,7 @@ enum Selection {
                 consider(i)
                 i += 1
             }
+            sortHeap(buffer, filled, before: before)
             for j in 0..<evict { keep[Int(buffer[j].1)] = 0 }
             cache?.endScan(low: UnsafeBufferPointer(rebasing: buffer[0..<filled]), positions: row.positions,
                            bound: filled == size ? buffer[size - 1].0 : .infinity, validUntil: pendingUntil,

@@ -116,6 +116,13 @@ final class LowScoreCache {
             fewestSeen: fewestSeen + r, queriesAtScan: queriesAtScan + r, validUntil: validUntil + r, scans: scanCount)
     }
 
+    /// Row `r`'s lowest candidates as its last scan recorded them, in order, as (slot,
+    /// position) pairs, and its `bound` (for tests). Cost: O(lowSlots).
+    func lowRecord(row r: Int) -> (low: [(slot: Int32, position: Int32)], bound: Float) {
+        let base = slots + 2 * r * Self.stride
+        return ((0..<Int(lowCount[r])).map { (base[2 * $0], base[2 * $0 + 1]) }, bound[r])
+    }
+
     /// Forgets row `r`'s record: its next decode step scans.
     @inline(__always) func invalidate(row r: Int) { validUntil[r] = .min }
 

@@ -89,38 +89,69 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
     }
 
     /// The one-pass decode-step choice (`Selection.evictFewest`, SIMD with a scalar tail)
-    /// against a sort: slots in shuffled position order (as after compactions), a recent
-    /// window, many ties, raw and normalised scores, row lengths that are not multiples of 8.
-    @Test(arguments: [1, 3, 31])
-    func decodeStepChoiceMatchesSortingWithWindowAndShuffledSlots(evicted: Int) {
-        var rng = SplitMix64(seed: 7 + UInt64(evicted))
-        for normalized in [false, true] {
-            for n in [45, 203] {
-                var config = EvictionConfig(.heavyHitter)
-                config.recentTokens = 10
-                config.normalizedScores = normalized
-                let budget = n - evicted
-                var positions = (0..<n).map { Int32($0 * 2) }  // holes: evicted positions
-                for i in stride(from: n - 1, to: 0, by: -1) { positions.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
-                let acc = (0..<n).map { _ in Float(rng.next() % 16) }
-                let visible = (0..<n).map { _ in Float(rng.next() % 4) }  // 0 counts as 1
-                let next = 2 * n
-                func score(_ i: Int) -> Float { normalized ? acc[i] / max(visible[i], 1) : acc[i] }
-                let window = (0..<n).filter { Int(positions[$0]) >= next - 10 }
-                let rest = (0..<n).filter { Int(positions[$0]) < next - 10 }
-                    .sorted { score($0) != score($1) ? score($0) > score($1) : $0 < $1 }
-                let expected = (window + rest.prefix(budget - window.count)).sorted()
+    /// against a reference, over 4,000 random rows: candidates (positions below the recent
+    /// window's start) sorted by (score ascending, slot descending), the first `evict` go.
+    /// Rows of 1-300 slots (SIMD chunks and tails) in shuffled position order with holes (as
+    /// after compactions), windows of 0 to half the row, 1-31 evictions, scores drawn from a
+    /// few values (many ties, also after normalising), with and without `plus`, raw or
+    /// normalised by `visible + visibleOffset` (counts 0-3: 0 counts as 1), with and without the
+    /// low-score cache; with it, the scan's record must hold the first `evict +
+    /// LowScoreCache.lowCapacity` of the reference's order (positions beside them) and the last
+    /// one's score as its bound (+infinity when the candidates are fewer), and a second,
+    /// unchanged step must choose the same, served from the record in most rows (not where
+    /// the last evicted score ties the bound).
+    @Test(arguments: [false, true], [false, true])
+    func decodeStepChoiceMatchesAReferenceOverRandomRows(normalized: Bool, cached: Bool) throws {
+        var rng = SplitMix64(seed: 11 + (normalized ? 1 : 0) + (cached ? 2 : 0))
+        var served = 0
+        func below(_ n: Int) -> Int { Int(rng.next() % UInt64(n)) }
+        for round in 0..<1000 {
+            let n = 1 + below(300), withPlus = round % 2 == 1
+            var positions = (0..<n).map { Int32($0 * 2) }  // holes: evicted positions
+            for i in stride(from: n - 1, to: 0, by: -1) { positions.swapAt(i, below(i + 1)) }
+            let next = 2 * n, recent = below(n / 2 + 1)
+            let from = next - 2 * recent  // `recent` positions at or past it
+            let candidates = (0..<n).filter { Int(positions[$0]) < from }
+            guard !candidates.isEmpty else { continue }
+            let evict = 1 + below(min(31, candidates.count))
+            let scores = (0..<n).map { _ in Float(below(6)) * 0.5 }
+            let plus = (0..<n).map { _ in Float(below(3)) }
+            let visible = (0..<n).map { _ in Float(below(4)) }, offset = Float(below(2))
+            func score(_ i: Int) -> Float {
+                let s = withPlus ? scores[i] + plus[i] : scores[i]
+                return normalized ? s / max(visible[i] + offset, 1) : s
+            }
+            let order = candidates.sorted { score($0) != score($1) ? score($0) < score($1) : $0 > $1 }
+            let expected = (0..<n).filter { !order.prefix(evict).contains($0) }
+            let cache = try LowScoreCache(rows: 1, recording: true)
+            for step in 0..<(cached ? 2 : 1) {
                 var keep = [UInt8](repeating: 9, count: n)
-                let values = UnsafeMutablePointer<Float>.allocate(capacity: n), slots = UnsafeMutablePointer<Int32>.allocate(capacity: n)
-                defer { values.deallocate(); slots.deallocate() }
-                positions.withUnsafeBufferPointer { p in acc.withUnsafeBufferPointer { a in visible.withUnsafeBufferPointer { v in
-                    let row = EvictionRow(count: n, positions: p.baseAddress!, accumulated: a.baseAddress!, last: a.baseAddress!,
-                                          visible: v.baseAddress!, episode: nil, nextPosition: next, budget: budget)
-                    HeavyHitterPolicy(config).choose(row, scratch: SelectionScratch(values: values, slots: slots, capacity: n), keep: &keep)
-                } } }
-                #expect((0..<n).filter { keep[$0] == 1 } == expected, "n \(n), normalised \(normalized)")
+                let scansBefore = cache.scans
+                positions.withUnsafeBufferPointer { p in scores.withUnsafeBufferPointer { s in
+                    plus.withUnsafeBufferPointer { a in visible.withUnsafeBufferPointer { v in
+                        var row = EvictionRow(count: n, positions: p.baseAddress!, accumulated: s.baseAddress!, last: s.baseAddress!,
+                                              visible: v.baseAddress!, visibleOffset: offset, episode: nil, nextPosition: next,
+                                              budget: n - evict)
+                        if cached { row.lowScores = cache.row(0) }
+                        Selection.evictFewest(row, n - evict, recentFrom: from, scores: s.baseAddress!,
+                                              plus: withPlus ? a.baseAddress! : nil, visible: normalized ? v.baseAddress! : nil, keep: &keep)
+                    } }
+                } }
+                let what = "round \(round), step \(step), n \(n), evict \(evict), plus \(withPlus)"
+                #expect((0..<n).filter { keep[$0] == 1 } == expected, "\(what)")
+                guard cached else { continue }
+                if step == 1 { served += cache.scans == scansBefore ? 1 : 0 }
+                if step == 0 {
+                    #expect(cache.scans == scansBefore + 1, "\(what): a scan")
+                    let size = evict + LowScoreCache.lowCapacity, record = cache.lowRecord(row: 0)
+                    let low = Array(order.prefix(size))
+                    #expect(record.low.map { Int($0.slot) } == low, "\(what)")
+                    #expect(record.low.map(\.position) == low.map { positions[$0] }, "\(what)")
+                    #expect(record.bound == (order.count >= size ? score(order[size - 1]) : .infinity), "\(what)")
+                }
             }
         }
+        #expect(!cached || served > 500, "served \(served)")
     }
 
     /// `observe` places its scratch by the scores' address (`summedScratch`): half a page away
