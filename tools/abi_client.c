@@ -461,9 +461,10 @@ void *malloc(size_t size) {
 /* The mallocs of 200 decode steps of an episodic sequence on an engine with a disk tier, after
  * 200 steps of warm-up: append a token, observe every layer, compact to 128 tokens (each step
  * evicts a token per row into the sequence's open record; every 16 steps per layer, 2 per head,
- * the full record is written to a disk slot), read every layer's positions. docs/token-eviction.md:
- * "Observing and compacting then allocate nothing" (the offloading compaction made a few per
- * step until epialloc's fix). */
+ * the full record is written to a disk slot), read every layer's positions, ask kvc_seq_ready
+ * (which processes the writes' completions). docs/token-eviction.md: "Observing and compacting
+ * then allocate nothing" (the offloading compaction made a few per step, and each completion
+ * one, until epialloc's fix). */
 static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t per_head) {
     enum { PROMPT_TOKENS = 256, KEEP = 128, WARM = 200, STEPS = 200 };
     char dir[] = TIER_DIR;
@@ -493,6 +494,8 @@ static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t p
         for (uint32_t l = 0; l < cfg.num_layers; l++) MUST(kvc_seq_observe(e, 1, l, scores, 2, len));
         MUST(kvc_seq_compact(e, 1, KEEP));
         for (uint32_t l = 0; l < cfg.num_layers; l++) MUST(kvc_seq_positions(e, 1, l, pos, PROMPT_TOKENS + 1, &n));
+        int ready = 0;
+        MUST(kvc_seq_ready(e, 1, &ready)); /* processes the record writes' completions */
     }
     unsigned long mallocs = thread_mallocs - before;
     kvc_stats s = stats_of(e);
@@ -547,7 +550,7 @@ static void no_allocation(uint32_t layout) {
     for (uint32_t per_head = 0; per_head <= 1; per_head++) {
         mallocs = episodic_offload_decode_mallocs(layout, per_head);
         CHECK(mallocs == 0, "%s: episodic offload %s, 200 warm decode steps of append, observe, compact (evicted tokens to "
-              "disk), positions made %lu mallocs, want 0", name, per_head ? "per head" : "per layer", mallocs);
+              "disk), positions, ready made %lu mallocs, want 0", name, per_head ? "per head" : "per layer", mallocs);
     }
 }
 #else
