@@ -1322,7 +1322,8 @@ final class DiskTier {
         let slot = stageSlot[Int(stage)]
         let s = Int(slot)
         let ok = result == Int64(slotBytes)
-        let reason = result < 0 ? String(cString: strerror(Int32(-result))) : "short transfer of \(result) of \(slotBytes) bytes"
+        // Formatted only for a failure's message: a completion that succeeds allocates nothing.
+        func reason() -> String { result < 0 ? String(cString: strerror(Int32(-result))) : "short transfer of \(result) of \(slotBytes) bytes" }
         stageOp[Int(stage)] = DiskTier.idle
         staging.release(stage)
         if op == DiskTier.spillWrite { spillWritesInFlight -= 1 }
@@ -1346,7 +1347,7 @@ final class DiskTier {
                     release(slot)  // a sequence's own slot, already read back or discarded
                 }
             } else {
-                lastFailure = "offload write of slot \(s) failed: \(reason)"
+                lastFailure = "offload write of slot \(s) failed: \(reason())"
                 writeFailureGeneration = generation
                 if op == DiskTier.spillWrite {
                     stats.spillsFailed += 1
@@ -1380,7 +1381,7 @@ final class DiskTier {
                 && (fromPeer || state[s] == DiskTier.stored)
             if !ok {
                 lastFailure = (fromPeer ? "read of slot \(s) of peer '\(peers[Int(expected.peer)].dir)'" : "offload read of slot \(s)")
-                    + " failed: \(reason)"
+                    + " failed: \(reason())"
             }
             if valid { memory.scatter(target, from: payload(stage)) }
             if fromPeer {
