@@ -1214,7 +1214,10 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *   (at most max_seq_tokens), L = 1 for TOVA, V = 1 with normalized_scores (H2O, episodic),
  *   E = episodes + 1 for episodic (else 0 each); plus 1280 bytes per row for H2O and
  *   episodic (low-score records), (4 x num_kv_heads + 13) x capacity + 4096 bytes of
- *   scratch, and with episodic offload 20 x capacity bytes at the first kvc_seq_focus.
+ *   scratch, and with episodic offload 20 x capacity bytes at the first kvc_seq_focus and
+ *   the table of offloaded tokens at the first compaction (up to 48 x rows x capacity bytes,
+ *   reserved then: decode steps' compactions do not allocate; it grows, amortised, only
+ *   past the capacity or when records are left partly live).
  *   A kvc_seq_focus that re-clusters (segments added since the last one, an episode
  *   observed) holds a copy of the episodes' scores meanwhile: 4 x rows x capacity x
  *   episodes bytes more.

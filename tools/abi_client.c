@@ -461,6 +461,53 @@ void *malloc(size_t size) {
     return __libc_malloc(size);
 }
 
+/* The mallocs of 200 decode steps of an episodic sequence on an engine with a disk tier, after
+ * 200 steps of warm-up: append a token, observe every layer, compact to 128 tokens (each step
+ * evicts a token per row into the sequence's open record; every 16 steps per layer, 2 per head,
+ * the full record is written to a disk slot), read every layer's positions, ask kvc_seq_ready
+ * (which processes the writes' completions). docs/token-eviction.md: "Observing and compacting
+ * then allocate nothing" (the offloading compaction made a few per step, and each completion
+ * one, until epialloc's fix). */
+static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t per_head) {
+    enum { PROMPT_TOKENS = 256, KEEP = 128, WARM = 200, STEPS = 200 };
+    char dir[] = TIER_DIR;
+    new_tier_dir(dir);
+    kvc_config cfg;
+    disk_config(&cfg, layout, dir);
+    cfg.eviction_policy = KVC_EVICTION_EPISODIC;
+    cfg.eviction_per_head = per_head;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    int32_t prompt[PROMPT_TOKENS], pos[PROMPT_TOKENS + 1];
+    for (int i = 0; i < PROMPT_TOKENS; i++) prompt[i] = 7000 + i;
+    size_t cached = 0, len = 0, n = 0;
+    MUST(kvc_seq_create(e, 1, prompt, PROMPT_TOKENS, &cached));
+    const float embedding[2] = {1, 0};
+    uint32_t episode = 0;
+    MUST(kvc_seq_add_segment(e, 1, 0, PROMPT_TOKENS, embedding, 2));
+    MUST(kvc_seq_focus(e, 1, embedding, 2, &episode));
+    static float scores[2 * (PROMPT_TOKENS + 1)];
+    unsigned long before = 0;
+    for (int step = 0; step < WARM + STEPS; step++) {
+        if (step == WARM) before = thread_mallocs;
+        int32_t token = 20000 + step;
+        MUST(kvc_seq_append(e, 1, &token, 1));
+        MUST(kvc_seq_layer_length(e, 1, 0, &len));
+        for (size_t i = 0; i < 2 * len; i++) scores[i] = (float)((i * 7 + (size_t)step) % 11) / 64.0f;
+        for (uint32_t l = 0; l < cfg.num_layers; l++) MUST(kvc_seq_observe(e, 1, l, scores, 2, len));
+        MUST(kvc_seq_compact(e, 1, KEEP));
+        for (uint32_t l = 0; l < cfg.num_layers; l++) MUST(kvc_seq_positions(e, 1, l, pos, PROMPT_TOKENS + 1, &n));
+        int ready = 0;
+        MUST(kvc_seq_ready(e, 1, &ready)); /* processes the record writes' completions */
+    }
+    unsigned long mallocs = thread_mallocs - before;
+    kvc_stats s = stats_of(e);
+    CHECK(s.tokens_offloaded > s.tokens_in_open_records, "episodic decode: records of evicted tokens went to the disk tier");
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+    return mallocs;
+}
+
 /* kvcache.h (kvc_engine_create): "successful calls do not allocate afterwards". Rounds of what a
  * server does per request: a prompt over several pages, the same prompt again (a prefix hit), a
  * fork whose boundary page is copied, decode appends, a truncation into the page the fork
@@ -503,6 +550,11 @@ static void no_allocation(uint32_t layout) {
     CHECK(mallocs == 0, "%s: 20 rounds of create, create (prefix hit), fork, append, truncate, K/V lookup, stats, drain, free "
           "made %lu mallocs, want 0", name, mallocs);
     kvc_engine_destroy(e);
+    for (uint32_t per_head = 0; per_head <= 1; per_head++) {
+        mallocs = episodic_offload_decode_mallocs(layout, per_head);
+        CHECK(mallocs == 0, "%s: episodic offload %s, 200 warm decode steps of append, observe, compact (evicted tokens to "
+              "disk), positions, ready made %lu mallocs, want 0", name, per_head ? "per head" : "per layer", mallocs);
+    }
 }
 #else
 static void no_allocation(uint32_t layout) { (void)layout; }

@@ -949,7 +949,7 @@ public final class AttentionScores {
 
     /// Applies the last `plan`: moves every per-slot value along with its token and sets the
     /// layer lengths. With `parksEvictions` the evicted slots become parked slots, in the order
-    /// `plannedEvictions` reports them; otherwise they are dropped.
+    /// `forEachPlannedEviction` reports them; otherwise they are dropped.
     /// Cost: O(moves), plus O(evicted) when parking.
     func applyPlan() {
         let block = rows * capacity
@@ -988,16 +988,23 @@ public final class AttentionScores {
         compactions += 1
     }
 
-    /// Writes the slots the last `plan` evicts from row `row`, as slot indices before the
-    /// compaction, in the order `applyPlan` parks them, into `into` (room for the row's
-    /// length); returns how many (the same for every row of a layer). Cost: O(evicted + moves).
-    func plannedEvictions(row: Int, into: UnsafeMutablePointer<Int32>) -> Int {
-        let layer = row / rowsPerLayer, kept = plannedLengths[layer], n = lengths[layer] - kept
-        for j in 0..<n { into[j] = Int32(kept + j) }
+    /// Calls `body` with each slot the last `plan` evicts from row `row`, as slot indices
+    /// before the compaction, in the order `applyPlan` parks them (as many for every row of a
+    /// layer). Cost: O(evicted), no allocation.
+    func forEachPlannedEviction(row: Int, _ body: (Int32) -> Void) {
+        let layer = row / rowsPerLayer, kept = plannedLengths[layer], m = plannedMoves(row: row)
         // A move (hole d <- kept slot s) swaps: the run's slot s then holds hole d's token.
-        let m = plannedMoves(row: row)
-        for j in stride(from: 0, to: m.count, by: 2) { into[Int(m[j + 1]) - kept] = m[j] }
-        return n
+        // The moves' kept slots ascend (`pairMoves`), so the run meets them in order.
+        var move = 0
+        for slot in kept..<lengths[layer] {
+            if move < m.count && Int(m[move + 1]) == slot {
+                body(m[move])
+                move += 2
+            } else {
+                body(Int32(slot))
+            }
+        }
+        assert(move == m.count, "a planned move's kept slot is not in the evicted run")
     }
 
     // MARK: truncation

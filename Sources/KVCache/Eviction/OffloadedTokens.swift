@@ -43,6 +43,8 @@ final class OffloadedTokens {
     let tokensPerRecord: Int
     /// Bytes of one row token's K (and of its V): `tokenBytes / rowsPerLayer`.
     let entryBytes: Int
+    /// Row tokens the table has room for without allocating (`init`).
+    let reservedTokens: Int
     /// `recordSlot` of the open record: not on disk yet.
     static let notWritten: Int32 = -2
     /// The open record, or -1; and how many of its entries were appended.
@@ -70,11 +72,24 @@ final class OffloadedTokens {
     var lostSinceReport = 0
 
     /// A table for records of `payloadBytes` holding row tokens of `entryBytes` of K and
-    /// `entryBytes` of V each.
-    init(payloadBytes: Int, entryBytes: Int) {
-        precondition(entryBytes > 0 && payloadBytes >= 2 * entryBytes)
+    /// `entryBytes` of V each, with room reserved for `reservedTokens` row tokens in full
+    /// records (plus two partly filled ones), so that records added until then allocate
+    /// nothing. Cost: about 40 bytes per reserved token (the entries and `location`).
+    init(payloadBytes: Int, entryBytes: Int, reservedTokens: Int) {
+        precondition(entryBytes > 0 && payloadBytes >= 2 * entryBytes && reservedTokens >= 0)
         self.entryBytes = entryBytes
+        self.reservedTokens = reservedTokens
         tokensPerRecord = payloadBytes / (2 * entryBytes)
+        let records = reservedTokens / tokensPerRecord + 2
+        recordSlot.reserveCapacity(records)
+        recordLive.reserveCapacity(records)
+        freeRecords.reserveCapacity(records)
+        entryRow.reserveCapacity(records * tokensPerRecord)
+        entryPosition.reserveCapacity(records * tokensPerRecord)
+        entryDestination.reserveCapacity(records * tokensPerRecord)
+        entryDisplaced.reserveCapacity(records * tokensPerRecord)
+        location.reserveCapacity(reservedTokens)
+        recordOfSlot.reserveCapacity(records)
     }
 
     /// A table for a fork of the sequence `parent` describes: the same disk slots (the caller
@@ -88,7 +103,8 @@ final class OffloadedTokens {
     /// plus O(live records × `tokensPerRecord`) time and allocation.
     convenience init(forkOf parent: OffloadedTokens) {
         precondition(parent.readsPending == 0, "a fork copies a table with restores pending")
-        self.init(payloadBytes: parent.tokensPerRecord * 2 * parent.entryBytes, entryBytes: parent.entryBytes)
+        self.init(payloadBytes: parent.tokensPerRecord * 2 * parent.entryBytes, entryBytes: parent.entryBytes,
+                  reservedTokens: parent.reservedTokens)
         for r in parent.recordSlot.indices where parent.recordSlot[r] >= 0 || (r == parent.openRecord && parent.hasLiveOpenRecord) {
             let record = addRecord(slot: parent.recordSlot[r]), first = r * tokensPerRecord
             for i in 0..<tokensPerRecord where parent.entryRow[first + i] >= 0 {
@@ -177,10 +193,10 @@ final class OffloadedTokens {
         recordSlot.append(slot)
         recordLive.append(0)
         let entries = (Int(r) + 1) * tokensPerRecord
-        entryRow += [Int32](repeating: -1, count: entries - entryRow.count)
-        entryPosition += [Int32](repeating: 0, count: entries - entryPosition.count)
-        entryDestination += [Int32](repeating: -1, count: entries - entryDestination.count)
-        entryDisplaced += [Int32](repeating: 0, count: entries - entryDisplaced.count)
+        entryRow.append(contentsOf: repeatElement(-1, count: entries - entryRow.count))
+        entryPosition.append(contentsOf: repeatElement(0, count: entries - entryPosition.count))
+        entryDestination.append(contentsOf: repeatElement(-1, count: entries - entryDestination.count))
+        entryDisplaced.append(contentsOf: repeatElement(0, count: entries - entryDisplaced.count))
         return r
     }
 

@@ -830,14 +830,34 @@ final class DiskTier {
         if let slot = popFreeSlot() { return slot }
         guard journalAppends() else { throw journalRefusal() }
         guard lru.oldest >= 0 else {
-            if isFullOfHeldSlots {  // kept as the reason later reports give (an episodic loss's)
-                lastFailure = "offload tier full: all \(Int(kvm_slab_allocated(slab))) slots hold blocks of swapped-out sequences or pending I/O"
-            }
+            if isFullOfHeldSlots { lastFailure = fullTierMessage }  // kept as the reason later reports give (an episodic loss's)
             throw KVError(.io, lastFailure)
         }
         dropOldest(among: lru.count) { _ in true }
         guard let slot = popFreeSlot() else { throw journalRefusal() }
         return slot
+    }
+
+    /// Why no slot can be had when every one is held (`isFullOfHeldSlots`): what holds them,
+    /// each allocated slot counted once, as an offloaded-token record (episodic offload, its
+    /// write possibly in flight), else as I/O in flight (a block's write, or a read of it
+    /// submitted or queued), else as a block of a swapped-out sequence (the only other pin).
+    /// O(allocated slots + staging buffers + queued reads); allocates (a refusal's message).
+    private var fullTierMessage: String {
+        var reading = Set<Int32>()
+        for stage in 0..<stages where stageOp[stage] == DiskTier.read { reading.insert(stageSlot[stage]) }
+        pendingReads.forEach { if $0.read.peer < 0 { reading.insert($0.read.slot) } }
+        let allocated = Int(kvm_slab_allocated(slab))
+        var records = 0, io = 0
+        for s in 0..<allocated {
+            if recordTokens[s] > 0 {
+                records += 1
+            } else if state[s] == DiskTier.writing || reading.contains(Int32(s)) {
+                io += 1
+            }
+        }
+        return "offload tier full: all \(allocated) slots are held: \(records) by offloaded-token records (episodic offload), "
+            + "\(allocated - records - io) by blocks of swapped-out sequences, \(io) by reads or writes in flight"
     }
 
     /// True unless the journal's last append failed and an append of the owed records fails
@@ -1306,7 +1326,8 @@ final class DiskTier {
         let slot = stageSlot[Int(stage)]
         let s = Int(slot)
         let ok = result == Int64(slotBytes)
-        let reason = result < 0 ? String(cString: strerror(Int32(-result))) : "short transfer of \(result) of \(slotBytes) bytes"
+        // Formatted only for a failure's message: a completion that succeeds allocates nothing.
+        func reason() -> String { result < 0 ? String(cString: strerror(Int32(-result))) : "short transfer of \(result) of \(slotBytes) bytes" }
         stageOp[Int(stage)] = DiskTier.idle
         staging.release(stage)
         if op == DiskTier.spillWrite { spillWritesInFlight -= 1 }
@@ -1330,7 +1351,7 @@ final class DiskTier {
                     release(slot)  // a sequence's own slot, already read back or discarded
                 }
             } else {
-                lastFailure = "offload write of slot \(s) failed: \(reason)"
+                lastFailure = "offload write of slot \(s) failed: \(reason())"
                 writeFailureGeneration = generation
                 if op == DiskTier.spillWrite {
                     stats.spillsFailed += 1
@@ -1364,7 +1385,7 @@ final class DiskTier {
                 && (fromPeer || state[s] == DiskTier.stored)
             if !ok {
                 lastFailure = (fromPeer ? "read of slot \(s) of peer '\(peers[Int(expected.peer)].dir)'" : "offload read of slot \(s)")
-                    + " failed: \(reason)"
+                    + " failed: \(reason())"
             }
             if valid { memory.scatter(target, from: payload(stage)) }
             if fromPeer {

@@ -60,10 +60,13 @@ extension Engine: RecordMemory {
     }
 
     /// The offloaded-token table of sequence slot `s`, created on first use for `state`'s rows
-    /// (its granularity is fixed by then: `setEviction` refuses a change after a compaction).
+    /// (its granularity is fixed by then: `setEviction` refuses a change after a compaction),
+    /// with room for as many tokens as the state has slots (`rows x capacity`), so that
+    /// decode steps' compactions add records without allocating until the state grows.
     private func tokenTable(_ s: Int, _ offload: OffloadCoordinator, _ state: AttentionScores) -> OffloadedTokens {
         if let t = offload.offloadedTokens[s] { return t }
-        let t = OffloadedTokens(payloadBytes: offload.tier.payloadBytes, entryBytes: rowBytes(state))
+        let t = OffloadedTokens(payloadBytes: offload.tier.payloadBytes, entryBytes: rowBytes(state),
+                                reservedTokens: state.rows * state.capacity)
         offload.offloadedTokens[s] = t
         return t
     }
@@ -76,42 +79,60 @@ extension Engine: RecordMemory {
     }
 
     /// Writes the row tokens the planned compaction of `s` evicts (their bytes still in place)
-    /// into records (`writeTokens`); returns the (row, position) of those that could not be
-    /// written, and of parked tokens lost with an open record that could not be written (the
-    /// caller drops all of them, parked by then, after `applyPlan`). Allocates O(evicted)
-    /// scratch.
+    /// into records (`writeTokens`), row by row in `forEachPlannedEviction` order, gathered a
+    /// record's worth at a time in the coordinator's scratch (`recordRows`, `recordSlots`):
+    /// each full gathering is one record, written from memory; the last, partial one goes to
+    /// the open record. Once the tier refuses a record, the tokens not written are unsaved.
+    /// Returns the (row, position) of the unsaved tokens, and of parked tokens lost with an
+    /// open record that could not be written (the caller drops all of them, parked by then,
+    /// after `applyPlan`). Allocates nothing unless tokens are unsaved or lost (their list).
     func offloadEvictions(slot s: Int, state: AttentionScores) -> [(row: Int, position: Int32)] {
-        var rowOf: [Int32] = [], slotOf: [Int32] = []
-        withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(1, sequences.lengths[s])) { buffer in
-            for r in 0..<state.rows {
-                let n = state.plannedEvictions(row: r, into: buffer.baseAddress!)
-                for j in 0..<n {
-                    rowOf.append(Int32(r))
-                    slotOf.append(buffer[j])
-                }
+        guard let offload else { return [] }
+        let t = tokenTable(s, offload, state), rows = offload.recordRows, slots = offload.recordSlots
+        var gathered = 0, refused = false, unsaved: [(row: Int, position: Int32)] = []
+        func writeGathered() {
+            var written = 0
+            if !refused {
+                let lost: [(row: Int, position: Int32)]
+                (written, lost) = writeTokens(slot: s, state: state, rows: rows, slots: slots, count: gathered)
+                unsaved += lost
+            }
+            if written < gathered {
+                refused = true
+                lose(gathered - written, t)
+                for j in written..<gathered { unsaved.append((Int(rows[j]), state.position(row: Int(rows[j]), slot: Int(slots[j])))) }
+            }
+            gathered = 0
+        }
+        for r in 0..<state.rows {
+            state.forEachPlannedEviction(row: r) { slot in
+                rows[gathered] = Int32(r)
+                slots[gathered] = slot
+                gathered += 1
+                if gathered == t.tokensPerRecord { writeGathered() }
             }
         }
-        let (written, lost) = writeTokens(slot: s, state: state, rows: rowOf, slots: slotOf)
-        if written < rowOf.count, let offload, let t = offload.offloadedTokens[s] { lose(rowOf.count - written, t) }
-        return (written..<rowOf.count).map { (Int(rowOf[$0]), state.position(row: Int(rowOf[$0]), slot: Int(slotOf[$0]))) }
-            + lost + writeOpenRecordIfFull(s)
+        if gathered > 0 { writeGathered() }
+        offload.tier.flush()
+        return unsaved + writeOpenRecordIfFull(s)
     }
 
     /// Writes the K/V of token slots `slots[j]` of rows `rows[j]` of `s` (their positions
-    /// from `state`) into records, in order: as many whole records as the tokens fill are
-    /// written into new records (a slot write each, straight from memory), the rest is copied
-    /// into the open record, which is first written out when the rest does not fit. Returns how
-    /// many were written (all, or up to the first record the tier refused: disk full, tier full
-    /// of pinned slots), and the parked tokens of earlier calls lost with a refused open record
-    /// (counted here; the caller drops them from the state once it no longer needs its slot
-    /// indices). The open record may be left full: the caller then ends with
-    /// `writeOpenRecordIfFull`, once it no longer restores from its buffer.
-    private func writeTokens(slot s: Int, state: AttentionScores, rows: [Int32], slots: [Int32])
-        -> (written: Int, lost: [(row: Int, position: Int32)])
+    /// from `state`), `j < count`, into records, in order: as many whole records as the
+    /// tokens fill are written into new records (a slot write each, straight from memory), the
+    /// rest is copied into the open record, which is first written out when the rest does not
+    /// fit. Returns how many were written (all, or up to the first record the tier refused:
+    /// disk full, tier full of pinned slots), and the parked tokens of earlier calls lost with
+    /// a refused open record (counted here; the caller drops them from the state once it no
+    /// longer needs its slot indices). The open record may be left full: the caller then ends
+    /// with `writeOpenRecordIfFull`, once it no longer restores from its buffer. The caller
+    /// flushes the tier's writes (`DiskTier.flush`).
+    private func writeTokens(slot s: Int, state: AttentionScores, rows: UnsafePointer<Int32>, slots: UnsafePointer<Int32>,
+                             count: Int) -> (written: Int, lost: [(row: Int, position: Int32)])
     {
-        guard let offload, !rows.isEmpty else { return (0, []) }
+        guard let offload, count > 0 else { return (0, []) }
         let t = tokenTable(s, offload, state), perRecord = t.tokensPerRecord
-        let whole = rows.count / perRecord * perRecord
+        let whole = count / perRecord * perRecord
         var written = 0, lost: [(row: Int, position: Int32)] = []
         while written < whole {
             let chunk = written..<(written + perRecord)
@@ -127,8 +148,8 @@ extension Engine: RecordMemory {
             }
             written = chunk.upperBound
         }
-        if written == whole && whole < rows.count {
-            let rest = whole..<rows.count
+        if written == whole && whole < count {
+            let rest = whole..<count
             if t.openRecord >= 0 && t.openRoom < rest.count { lost = writeOpenRecord(s, t) }
             let buffer = openRecordBuffer(s)
             if t.openRecord < 0 { t.openNewRecord() }
@@ -136,11 +157,10 @@ extension Engine: RecordMemory {
             for j in rest { t.append(row: Int(rows[j]), position: state.position(row: Int(rows[j]), slot: Int(slots[j]))) }
             offload.tokensInOpenRecords += UInt64(rest.count)
             offload.openRecords.touch(s)
-            written = rows.count
+            written = count
         }
         lose(lost.count, t)
         offload.tokensOffloaded += UInt64(written)
-        offload.tier.flush()
         return (written, lost)
     }
 
@@ -156,7 +176,7 @@ extension Engine: RecordMemory {
 
     /// Copies the K then V of row `rows[j]`'s part of token slot `slots[j]` of `s` (rows of
     /// `state`), for `j` in `chunk`, to `payload` (token `i` of the chunk at `i * 2 * rowBytes`).
-    private func copyTokens(slot s: Int, state: AttentionScores, rows: [Int32], slots: [Int32], _ chunk: Range<Int>,
+    private func copyTokens(slot s: Int, state: AttentionScores, rows: UnsafePointer<Int32>, slots: UnsafePointer<Int32>, _ chunk: Range<Int>,
                             to payload: UnsafeMutableRawPointer) {
         let table = sequences.table(s), bytes = rowBytes(state)
         for (i, j) in chunk.enumerated() {
@@ -247,7 +267,8 @@ extension Engine: RecordMemory {
         try makeWritable(slot: s, state: state, length: sequences.lengths[s]) { mark in for d in pairOut { mark(Int(d)) } }
         // The displaced tokens go to disk first (copied into staging now), so that their slots
         // may be overwritten; a pair whose displaced token could not be written stays as it is.
-        let (written, lost) = writeTokens(slot: s, state: state, rows: pairRow, slots: pairOut)
+        let (written, lost) = writeTokens(slot: s, state: state, rows: pairRow, slots: pairOut, count: pairRow.count)
+        offload.tier.flush()
         let t = offload.offloadedTokens[s]!, table = sequences.table(s)
         var reads = Set<Int32>()
         for j in 0..<written {

@@ -52,6 +52,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     private let scratchChain: UnsafeMutablePointer<Int32>
     /// Scratch for the gathers: a block's bytes in each tensor.
     private let scratchSources: UnsafeMutablePointer<UnsafeRawPointer?>
+    /// Scratch for an offloading compaction (`Engine.offloadEvictions`): the row and token slot
+    /// of each evicted row token it gathers for one record, room for the most a record holds
+    /// (`recordTokens`: per head, `numLayers x blockTokens x numKVHeads`).
+    let recordRows: UnsafeMutablePointer<Int32>
+    let recordSlots: UnsafeMutablePointer<Int32>
     /// Per sequence slot: its offloaded tokens (episodic offload), created at its first
     /// offloading compaction.
     var offloadedTokens: [OffloadedTokens?]
@@ -121,6 +126,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         cachedBlocks = try a.allocate(repeating: 0, count: config.maxSeqs, perSequence)
         swapped = try a.allocate(repeating: false, count: config.maxSeqs, perSequence)
         scratchSources = try a.allocate(count: config.tensors, "the disk tier's scratch of num_layers x 2 tensors")
+        let recordTokens = config.tensors * config.blockBytes / (2 * config.headDim * config.dtypeBytes)
+        let perRecord = "episodic offload's scratch of one record's \(recordTokens) head tokens (num_layers x block_tokens x num_kv_heads)"
+        recordRows = try a.allocate(count: recordTokens, perRecord)
+        recordSlots = try a.allocate(count: recordTokens, perRecord)
         failureReasons = Array(repeating: "", count: config.maxSeqs)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
         openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
@@ -150,6 +159,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         scratchSlots.deallocate()
         scratchChain.deallocate()
         scratchSources.deallocate()
+        recordRows.deallocate()
+        recordSlots.deallocate()
     }
 
     /// The tier's counters with the engine-level ones filled in. O(1).

@@ -53,6 +53,11 @@ final class PendingReads {
         return entry
     }
 
+    /// Calls `body` with every entry, oldest first.
+    func forEach(_ body: (Entry) -> Void) {
+        for i in 0..<count { body(entries[(head + i) % capacity]) }
+    }
+
     /// Removes every entry `cancel` returns true for (it is called once per entry, oldest
     /// first, and may act on the entries it removes), keeping the others in order. Returns how
     /// many were removed.

@@ -373,8 +373,11 @@ import Testing
         var failure: KVError?
         do { try waitReady(e, 1) } catch { failure = error }
         #expect(failure?.message.contains("stays usable") == true)
-        // The reason, which once read "()": the tier's refusal was not kept for the report.
-        #expect(failure?.message.contains("(offload tier full: all 16 slots hold") == true, "\(failure?.message ?? "")")
+        // The reason, which once read "()": the tier's refusal was not kept for the report; and
+        // which named swapped-out sequences or pending I/O, not the records that held the slots.
+        let reason = "(offload tier full: all 16 slots are held: 16 by offloaded-token records (episodic offload), "
+            + "0 by blocks of swapped-out sequences, 0 by reads or writes in flight)"
+        #expect(failure?.message.contains(reason) == true, "\(failure?.message ?? "")")
         #expect(try e.ready(1), "reported once")
         try expectHolds(e, Self.heavyA, toks)
         // A focus restores only the B tokens that were saved, nothing is lost. Per layer the
