@@ -26,10 +26,12 @@ public final class Router {
     /// Per instance, the blocks of the requests routed there and not finished (`finish`), for
     /// policies with `PolicyKind.countsActiveBlocks`; nil for the others, which pay nothing.
     public let active: ActiveBlocks?
-    /// DualMap's first ring (also the consistent-hash ring).
-    public private(set) var ring1 = HashRing(seed: 0x6475_616C_6D61_7031)  // "dualmap1"
-    /// DualMap's second ring, an independent hash function.
-    public private(set) var ring2 = HashRing(seed: 0x6475_616C_6D61_7032)  // "dualmap2"
+    /// DualMap's first ring (also the consistent-hash ring): seed "dualmap1" xor
+    /// `config.ringSeed`.
+    public private(set) var ring1: HashRing
+    /// DualMap's second ring, an independent hash function: seed "dualmap2" xor
+    /// `config.ringSeed`.
+    public private(set) var ring2: HashRing
     /// Bit `s` set when slot `s` holds a live instance.
     public private(set) var liveMask: UInt64 = 0
     private let ids: UnsafeMutablePointer<UInt32>
@@ -55,6 +57,8 @@ public final class Router {
         view = CacheView(mode: config.effectiveView, trackedBlocks: config.trackedBlocks,
                          approximateBlocksPerInstance: config.approximateBlocksPerInstance)
         policy = makePolicy(config.policy)
+        ring1 = HashRing(seed: 0x6475_616C_6D61_7031 ^ config.ringSeed)  // "dualmap1"
+        ring2 = HashRing(seed: 0x6475_616C_6D61_7032 ^ config.ringSeed)  // "dualmap2"
         active = config.policy.countsActiveBlocks ? ActiveBlocks() : nil
         prefill = PrefillEstimator(prior: config.prefillMillisecondsPerToken)
         let n = RouterConfig.maxInstances

@@ -34,6 +34,10 @@ public struct RouterConfig: Equatable, Sendable {
     /// get the same candidates) and not past a conversation's first prompt (else its later
     /// turns get another key); docs/routing.md, "The key".
     public var keyBlocks: Int = 2
+    /// Xored into both rings' fixed seeds (DualMap, consistent hash): another value places
+    /// every instance's virtual nodes elsewhere, to measure how much a result owes to one
+    /// placement. Default 0, the fixed seeds. Not in the C ABI's `kvc_router_config`.
+    public var ringSeed: UInt64 = 0
     /// Ring positions per instance of weight 1, per ring. 1...4096; default 128. The positions
     /// of all live instances are bounded by `maxRingPositions`.
     public var virtualNodes: Int = 128

@@ -140,13 +140,25 @@ public final class ClusterSimulator: RequestQueues {
     /// Prepares a run: one engine per instance and the router with every instance added.
     /// Throws when the engine or router configuration is invalid, the rate scale is not a
     /// positive finite number, the token budget or batch size is not positive (nothing could
-    /// ever be admitted) or the trace's blocks do not match the engine's.
+    /// ever be admitted), the batch is larger than the engine's `maxSeqs` (the sequences past
+    /// it would be refused as unservable), the warm-up is negative, not finite or holds every
+    /// request (nothing would be measured), or the trace's blocks do not match the engine's.
     public init(trace: Trace, config: SimulationConfig) throws {
         guard config.rateScale > 0 && config.rateScale.isFinite else {
             throw KVError(.invalidArgument, "rate_scale \(config.rateScale) is not a positive number")
         }
         guard config.tokenBudget > 0 && config.maxBatch > 0 else {
             throw KVError(.invalidArgument, "token_budget \(config.tokenBudget) and max_batch \(config.maxBatch) must be positive: nothing would be admitted")
+        }
+        guard config.maxBatch <= config.engine.maxSeqs else {
+            throw KVError(.invalidArgument, "max_batch \(config.maxBatch) is more than the engine's max_seqs \(config.engine.maxSeqs)")
+        }
+        guard config.warmupSeconds >= 0 && config.warmupSeconds.isFinite else {
+            throw KVError(.invalidArgument, "warmup_s \(config.warmupSeconds) is not a finite number >= 0")
+        }
+        if let first = trace.arrivalMilliseconds.first, let last = trace.arrivalMilliseconds.last,
+           config.warmupSeconds > 0 && last - first < config.warmupSeconds * 1000 {
+            throw KVError(.invalidArgument, "a warm-up of \(config.warmupSeconds) s covers every request: the trace's last arrives \((last - first) / 1000) s after its first")
         }
         guard trace.blockTokens == config.engine.blockTokens else {
             throw KVError(.invalidArgument, "the trace has \(trace.blockTokens)-token blocks but the engine \(config.engine.blockTokens)")
@@ -420,6 +432,7 @@ public final class ClusterSimulator: RequestQueues {
         drainEvents(s)
         report(s)
         inst.stepPrefillTokens = prefillTokens
+        inst.prefillTokensComputed += prefillTokens
         guard !inst.stepRequests.isEmpty else {
             if inst.preemptedThisStep && inst.waitingCount > 0 {
                 // Every running request was preempted (one outgrew the instance alone): vLLM's
@@ -716,13 +729,28 @@ public final class ClusterSimulator: RequestQueues {
 
     // MARK: results
 
-    /// The run's measurements. Call after `run`.
+    /// Requests arriving in the warm-up (`SimulationConfig.warmupSeconds` of the trace's own
+    /// time from its first arrival): a prefix of the trace, arrivals being in order. O(log n).
+    public var warmupRequests: Int {
+        guard let first = trace.arrivalMilliseconds.first else { return 0 }
+        let end = first + config.warmupSeconds * 1000
+        var lo = 0, hi = trace.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if trace.arrivalMilliseconds[mid] < end { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
+    /// The run's measurements. Call after `run`. TTFTs, attainment and hit rate are of the
+    /// requests after the warm-up; busy time, prefill skew and the counters of the whole run.
     public func result(policy: String, wallSeconds: Double) -> ReplayResult {
         var served: [Double] = []
         served.reserveCapacity(trace.count)
         var met = 0, hit = 0, query = 0
         let slo = config.ttftSLOMilliseconds
-        for r in 0..<trace.count {
+        let warmup = warmupRequests
+        for r in warmup..<trace.count {
             if ttftStore[r] >= 0 {
                 served.append(ttftStore[r])
                 if ttftStore[r] <= slo { met += 1 }
@@ -733,15 +761,18 @@ public final class ClusterSimulator: RequestQueues {
             }
         }
         served.sort()
-        let busy = instances.map(\.busyMilliseconds)
-        let mean = busy.reduce(0, +) / Double(busy.count)
+        func maxOverMean(_ values: [Double]) -> Double {
+            let mean = values.reduce(0, +) / Double(values.count)
+            return mean > 0 ? values.max()! / mean : 1
+        }
         return ReplayResult(
             policy: policy, view: router.view.mode, instances: config.instances, rateScale: config.rateScale,
-            ttftSLOMilliseconds: slo, requests: trace.count, served: served.count, sloMet: met, ttftSorted: served,
+            ttftSLOMilliseconds: slo, requests: trace.count, warmupRequests: warmup, served: served.count, sloMet: met, ttftSorted: served,
             prefixHitRate: query > 0 ? Double(hit) / Double(query) : 0,
             sharedTierHitTokens: sharedTier == nil ? nil : sharedTierHitTokens,
             sharedTierHitRate: sharedTier == nil ? nil : query > 0 ? Double(sharedTierHitTokens) / Double(query) : 0,
-            loadImbalance: mean > 0 ? busy.max()! / mean : 1,
+            loadImbalance: maxOverMean(instances.map(\.busyMilliseconds)),
+            prefillSkew: maxOverMean(instances.map { Double($0.prefillTokensComputed) }),
             makespanSeconds: max(0, finish.max() ?? 0) / 1000,
             preemptions: preemptions, rejected: rejected, aborted: aborted, lengthCapped: lengthCapped, eventsDropped: Int(eventsDropped), viewResyncs: viewResyncs,
             sloSwitches: Int(router.sloSwitches), rebalanceMoves: Int(router.rebalanceMoves), wallSeconds: wallSeconds)

@@ -32,6 +32,9 @@ final class Instance {
     var stepEnd = Double.infinity
     /// Sum of step durations.
     var busyMilliseconds = 0.0
+    /// Prompt tokens computed in all (every prefill chunk, recomputes after preemption
+    /// included): the instance's prefill work, which busy time hides under decode steps.
+    var prefillTokensComputed = 0
     /// Prefill tokens not computed yet: remaining tokens of admitted requests plus the
     /// routing-time estimate of waiting ones.
     var pendingPrefillTokens = 0

@@ -4,12 +4,13 @@ import KVRouter
 /// Renders replay outcomes as a plain-text table and as JSON (stable keys, below).
 ///
 /// JSON: `{"trace", "requests", "skipped_lines" (malformed trace lines a lenient read
-/// skipped), "arrivals" (`Trace.arrivals`: "spread" or "recorded"), "instances", "rate_scale", "ttft_slo_ms", "index_on_schedule"
+/// skipped), "arrivals" (`Trace.arrivals`: "spread" or "recorded"), "instances", "rate_scale", "ttft_slo_ms",
+/// "warmup_s" (`SimulationConfig.warmupSeconds`), "token_budget", "max_batch", "index_on_schedule"
 /// (the engines' `indexOnSchedule`), "rebalance" (the router's `rebalance`: DualMap moves queued
-/// requests), "policies": [{"policy",
+/// requests), "policies": [{"policy", "warmup_requests" (arrivals in the warm-up, not measured),
 /// "view" ("exact" or "approximate"; null for a policy that reads no cache: round-robin,
 /// least-loaded, consistent-hash, "-" in the table), "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "slo_attainment", "prefix_hit_rate",
-/// "load_imbalance", "preemptions", "rejected", "aborted", "length_capped", "events_dropped", "view_resyncs", "slo_switches", "rebalance_moves",
+/// "load_imbalance" (max/mean busy time), "prefill_skew" (max/mean prompt tokens computed), "preemptions", "rejected", "aborted", "length_capped", "events_dropped", "view_resyncs", "slo_switches", "rebalance_moves",
 /// "makespan_s", "wall_s", "effective_capacity" (null without search), "capacity_probes":
 /// [{"rate_scale", "attainment"}]}]}`. TTFT percentiles are of the requests served (a
 /// rejected request has no TTFT; an aborted one, served its first token and dropped after a
@@ -30,7 +31,7 @@ public enum ReplayReport {
         let drops = outcomes.contains { $0.result.eventsDropped > 0 }
         let refusals = outcomes.contains { $0.result.rejected > 0 || $0.result.aborted > 0 || $0.result.lengthCapped > 0 }
         let header = ["policy", "view", "TTFT p50 s", "p90 s", "p99 s", "SLO att.", "prefix hit"] + (tier ? ["tier hit"] : [])
-            + ["imbalance", "capacity"] + (drops ? ["dropped ev."] : []) + (refusals ? ["rejected / aborted / capped"] : [])
+            + ["imbalance", "prefill skew", "capacity"] + (drops ? ["dropped ev."] : []) + (refusals ? ["rejected / aborted / capped"] : [])
         var rows: [[String]] = []
         for o in outcomes {
             let r = o.result
@@ -39,7 +40,7 @@ public enum ReplayReport {
                 seconds(r.ttftQuantile(0.5)), seconds(r.ttftQuantile(0.9)), seconds(r.ttftQuantile(0.99)),
                 fixed(r.sloAttainment * 100, 1) + "%", fixed(r.prefixHitRate * 100, 1) + "%",
             ] + (tier ? [fixed((r.sharedTierHitRate ?? 0) * 100, 1) + "%"] : []) + [
-                fixed(r.loadImbalance, 2), o.capacity.map { "x" + fixed($0, 2) } ?? "-",
+                fixed(r.loadImbalance, 2), fixed(r.prefillSkew, 2), o.capacity.map { "x" + fixed($0, 2) } ?? "-",
             ] + (drops ? ["\(r.eventsDropped) / \(r.viewResyncs)"] : [])
               + (refusals ? ["\(r.rejected) / \(r.aborted) / \(r.lengthCapped)"] : []))
         }
@@ -63,6 +64,7 @@ public enum ReplayReport {
         s += "\"arrivals\":\(jsonString(trace.arrivals.rawValue)),"
         s += "\"instances\":\(config.instances),"
         s += "\"rate_scale\":\(config.rateScale),\"ttft_slo_ms\":\(config.ttftSLOMilliseconds),"
+        s += "\"warmup_s\":\(config.warmupSeconds),\"token_budget\":\(config.tokenBudget),\"max_batch\":\(config.maxBatch),"
         s += "\"index_on_schedule\":\(config.engine.indexOnSchedule),"
         s += "\"rebalance\":\(config.router.rebalance),"
         if let tier = config.sharedTier {
@@ -71,10 +73,11 @@ public enum ReplayReport {
         s += "\"policies\":["
         s += outcomes.map { o -> String in
             let r = o.result
-            var p = "{\"policy\":\(jsonString(r.policy)),\"view\":\(viewName(r, approximate: "approximate").map(jsonString) ?? "null"),"
+            var p = "{\"policy\":\(jsonString(r.policy)),\"warmup_requests\":\(r.warmupRequests),\"view\":\(viewName(r, approximate: "approximate").map(jsonString) ?? "null"),"
             p += "\"ttft_p50_ms\":\(number(r.ttftQuantile(0.5))),\"ttft_p90_ms\":\(number(r.ttftQuantile(0.9))),"
             p += "\"ttft_p99_ms\":\(number(r.ttftQuantile(0.99))),\"slo_attainment\":\(number(r.sloAttainment)),"
             p += "\"prefix_hit_rate\":\(number(r.prefixHitRate)),\"load_imbalance\":\(number(r.loadImbalance)),"
+            p += "\"prefill_skew\":\(number(r.prefillSkew)),"
             if let tokens = r.sharedTierHitTokens, let rate = r.sharedTierHitRate {
                 p += "\"shared_tier_hit_tokens\":\(tokens),\"shared_tier_hit_rate\":\(number(rate)),"
             }

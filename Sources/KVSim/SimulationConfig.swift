@@ -17,14 +17,31 @@ public struct SimulationConfig: Sendable {
     /// chunk by chunk as it schedules them, which is no earlier.
     public var engine = SimulationConfig.qwen7BEngine(blockTokens: 512)
     /// Tokens one step may process (decode tokens plus prefill chunks; chunked prefill as in
-    /// vLLM v1 and Sarathi-Serve).
-    public var tokenBudget = 8192
-    /// Sequences running at once per instance (vLLM's `max_num_seqs` default).
+    /// vLLM v1 and Sarathi-Serve): vLLM's `max_num_batched_tokens` default for the modelled
+    /// GPU served through its OpenAI server. vLLM's `EngineArgs` (vllm/engine/arg_utils.py,
+    /// the defaults by usage context; pinned by tests/engine/test_arg_utils.py's
+    /// `test_defaults_with_usage_context`) gives 8192 tokens and 1024 sequences only to GPUs
+    /// of 70 GiB or more whose name does not contain "a100" (H100, H200, MI300x); an A100,
+    /// the 80 GB one included, gets 2048 and 256. (It was 8192 here, unsourced, beside the
+    /// A100's 256: the replay's 2048 / 8192 sensitivity is in docs/routing.md.)
+    public var tokenBudget = 2048
+    /// Sequences running at once per instance: vLLM's `max_num_seqs` default for the A100
+    /// (above). At most `engine.maxSeqs` (`ClusterSimulator` refuses more).
     public var maxBatch = 256
     /// Arrival times are divided by this (2 = twice the trace's request rate).
     public var rateScale = 1.0
     /// TTFT service-level objective, milliseconds.
     public var ttftSLOMilliseconds = 10_000.0
+    /// Requests arriving in the trace's first `warmupSeconds` (its own times, counted from
+    /// its first arrival, before `rateScale`: the same requests at every rate) are simulated
+    /// like every other but left out of the TTFT percentiles, the SLO attainment and the
+    /// prefix hit rate (`ReplayResult.warmupRequests` counts them): a cluster starts with
+    /// empty caches and queues, and a policy's first minutes there (llm-d sends a whole cold
+    /// start to one instance, docs/routing.md) are not its steady state. Busy time and
+    /// prefill skew cover the whole run. Finite, >= 0, and short of the trace's last arrival
+    /// (`ClusterSimulator` refuses a window holding every request). 0, the default here:
+    /// every request measured; `kvcache replay` defaults to 300.
+    public var warmupSeconds = 0.0
     /// A KV store shared by all instances (LMCache-style, `SharedTier`); nil: none, and the
     /// simulation is exactly the one without the option.
     public var sharedTier: SharedTierConfig? = nil

@@ -17,14 +17,22 @@ struct ReplayCommand: ParsableCommand {
         shaped like Qwen2.5-7B on an A100-80GB (1,771 blocks of 512 tokens, sequences of up to \
         131,072 tokens: a longer prompt is rejected, an output reaching it finishes there; the \
         table shows "rejected / aborted / capped" when any run had one); steps are timed by \
-        a roofline cost model (KVSim/CostModel.swift cites its sources). Every routing decision \
-        is a real KVRouter call fed the engines' KV events.
+        a roofline cost model (KVSim/CostModel.swift cites its sources). Steps take up to \
+        --token-budget tokens and --max-batch sequences, by default vLLM's for an A100 served \
+        through its OpenAI server, 2048 and 256 (KVSim/SimulationConfig.swift cites them). \
+        Every routing decision is a real KVRouter call fed the engines' KV events.
 
         Per policy: TTFT p50/p90/p99 of the requests served (a rejected request has no TTFT and \
         is not in them; "-", null in JSON, when none was served), SLO attainment (requests with \
         TTFT <= --ttft-slo-ms, of all requests, so a rejected one counts as a miss), prefix hit rate (prompt tokens cached at admission), load imbalance (max \
-        over mean instance busy time) and the effective capacity: the highest rate scale at \
-        which at least 90% of requests meet the SLO (doubling, then 4 geometric bisections). \
+        over mean instance busy time: decode-only steps count, so it stays near 1), prefill \
+        skew (max over mean prompt tokens computed per instance: where the prefill work went) \
+        and the effective capacity: the highest rate scale at which at least 90% of requests \
+        meet the SLO (doubling, then 7 geometric bisections: a grid of 2^(1/128), 0.54%). \
+        Requests arriving in the trace's first --warmup seconds (default 300, in the trace's \
+        own time, so the same requests at every rate) are simulated but left out of the TTFT \
+        percentiles, the attainment and the hit rate, for every policy alike: the cluster \
+        starts empty. Busy time and prefill skew cover the whole run. \
         Rejected requests never got a first token. A request that did and then, preempted, no \
         longer fits its instance alone (prompt and output so far) is aborted instead, its output \
         cut short: its TTFT counts as served, in the percentiles and the attainment. With \
@@ -59,10 +67,11 @@ struct ReplayCommand: ParsableCommand {
         cluster's own KV memory again (KVSim/SharedTierConfig.swift gives the reasoning).
 
         --json prints one object: trace, requests, skipped_lines (malformed lines --lenient \
-        skipped), arrivals (spread or recorded), instances, rate_scale, ttft_slo_ms, \
+        skipped), arrivals (spread or recorded), instances, rate_scale, ttft_slo_ms, warmup_s, \
+        token_budget, max_batch, \
         index_on_schedule, rebalance (DualMap's, false with --no-rebalance), [shared_tier {capacity_bytes, load_gbps}], policies \
-        [{policy, view (exact, approximate, or null for a policy that reads no cache), ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
-        load_imbalance, [shared_tier_hit_tokens, shared_tier_hit_rate], preemptions, rejected, \
+        [{policy, warmup_requests (not measured), view (exact, approximate, or null for a policy that reads no cache), ttft_p50_ms, ttft_p90_ms, ttft_p99_ms, slo_attainment, prefix_hit_rate, \
+        load_imbalance, prefill_skew, [shared_tier_hit_tokens, shared_tier_hit_rate], preemptions, rejected, \
         aborted, length_capped, events_dropped, view_resyncs, slo_switches, rebalance_moves, makespan_s, wall_s, \
         effective_capacity, capacity_probes [{rate_scale, attainment}]}]; the bracketed keys \
         only with a shared tier. events_dropped counts KV events an instance's engine dropped \
@@ -102,6 +111,18 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "TTFT SLO in milliseconds.")
     var ttftSloMs = 10_000.0
 
+    @Option(help: "Seconds of the trace's own time from its first arrival whose requests are simulated but not measured (TTFT, attainment, hit rate), for every policy; 0 measures all.")
+    var warmup = 300.0
+
+    @Option(help: "Tokens per step per instance (vLLM's max_num_batched_tokens; default \(SimulationConfig().tokenBudget), vLLM's for an A100 server).")
+    var tokenBudget = SimulationConfig().tokenBudget
+
+    @Option(help: "Sequences running at once per instance (vLLM's max_num_seqs; default \(SimulationConfig().maxBatch)).")
+    var maxBatch = SimulationConfig().maxBatch
+
+    @Option(help: "Xored into the DualMap / consistent-hash rings' seeds (default 0): another placement of the instances on the rings; needs one of them in --policies.")
+    var ringSeed: UInt64?
+
     @Option(help: "Cache view for every policy: exact (KV events) or approximate (routing history); default per policy.")
     var view: String?
 
@@ -135,6 +156,8 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "Print JSON instead of the table.")
     var json = false
 
+    /// The largest `--max-batch`: each sequence slot is engine metadata.
+    static let maxBatchLimit = 1 << 16
     /// The most requests `--synthetic` generates (each is held with its block hashes).
     static let maxSyntheticRequests = 1 << 20
     /// The trace replayed without `--trace` or `--synthetic`: the bundled Mooncake one.
@@ -150,6 +173,9 @@ struct ReplayCommand: ParsableCommand {
         // (Bounded: the plots' axes reach twice the SLO, which overflowed to infinity near Double.max.)
         guard ttftSloMs > 0 && ttftSloMs <= 1e12 else { throw ValidationError("--ttft-slo-ms must be in (0, 1e12]") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
+        guard warmup >= 0 && warmup.isFinite else { throw ValidationError("--warmup must be a finite number of seconds >= 0") }
+        guard tokenBudget >= 1 else { throw ValidationError("--token-budget must be at least 1") }
+        guard (1...Self.maxBatchLimit).contains(maxBatch) else { throw ValidationError("--max-batch must be at least 1 (and at most \(Self.maxBatchLimit))") }
         _ = try arrivalMode()
         if synthetic {
             if trace != nil { throw ValidationError("--synthetic replays generated sessions: --trace names a trace instead; give one of them") }
@@ -166,6 +192,9 @@ struct ReplayCommand: ParsableCommand {
         let listed = try policyList()
         if keyBlocks != nil, !listed.contains(where: \.usesRequestKey) {
             throw ValidationError("--key-blocks applies to dualmap and consistent-hash; --policies names neither")
+        }
+        if ringSeed != nil, !listed.contains(where: \.usesRequestKey) {
+            throw ValidationError("--ring-seed applies to dualmap and consistent-hash; --policies names neither")
         }
         if overlapWeight != nil, !listed.contains(.overlapCost) {
             throw ValidationError("--overlap-weight applies to overlap-cost; --policies does not name it")
@@ -246,11 +275,16 @@ struct ReplayCommand: ParsableCommand {
         config.instances = instances
         config.rateScale = rateScale
         config.ttftSLOMilliseconds = ttftSloMs
+        config.warmupSeconds = warmup
+        config.tokenBudget = tokenBudget
+        config.maxBatch = maxBatch
         if let keyBlocks { config.router.keyBlocks = keyBlocks }
+        if let ringSeed { config.router.ringSeed = ringSeed }
         if let overlapWeight { config.router.overlapScoreWeight = overlapWeight }
         config.router.rebalance = !noRebalance
         config.engine = SimulationConfig.qwen7BEngine(blockTokens: blockTokens)
         config.engine.indexOnSchedule = indexOnSchedule
+        config.engine.maxSeqs = max(config.engine.maxSeqs, maxBatch)
         config.sharedTier = try sharedTier()
         return config
     }
@@ -273,10 +307,14 @@ struct ReplayCommand: ParsableCommand {
         } else {
             print("\(t.source): \(t.count) requests\(t.skippedLines > 0 ? " (\(t.skippedLines) malformed lines skipped)" : ""), "
                   + "\(instances) instances, rate x\(fixed(rateScale, 2)), TTFT SLO \(fixed(ttftSloMs / 1000, 1)) s, "
+                  + "warm-up \(fixed(warmup, 0)) s (\(outcomes.first?.result.warmupRequests ?? 0) requests not measured), "
+                  + "step \(tokenBudget) tokens / \(maxBatch) sequences, "
+                  + (ringSeed.map { "ring seed \($0), " } ?? "")
                   + "arrivals \(t.arrivals.rawValue), prompt blocks indexed \(indexOnSchedule ? "as scheduled" : "as allocated")"
                   + (config.sharedTier.map { ", shared tier \(fixed(Double($0.capacityBytes) / 1e9, 0)) GB at \(fixed($0.loadGigabytesPerSecond, 1)) GB/s" } ?? ""))
             print(ReplayReport.table(outcomes), terminator: "")
             print("capacity: highest rate scale with >= 90% of requests within the SLO; imbalance: max/mean busy time; "
+                  + "prefill skew: max/mean prompt tokens computed per instance; "
                   + "\(fixed(Date().timeIntervalSince(started), 1)) s")
         }
         if !plots.isEmpty {

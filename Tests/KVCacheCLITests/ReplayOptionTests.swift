@@ -131,3 +131,37 @@ struct ReplayOptionTests {
         #expect(slow?.capacityBytes == 1_500_000_000 && slow?.loadGigabytesPerSecond == 3.2)
     }
 }
+
+/// The step budget, batch size and warm-up reach the simulation from the command line.
+@Suite("kvcache replay scheduler options")
+struct ReplaySchedulerOptionTests {
+    /// `--token-budget` and `--max-batch` set the instances' step budget and batch; without
+    /// them, vLLM's A100 defaults (2048 / 256).
+    @Test func theBudgetAndBatchOptionsReachTheConfig() throws {
+        let plain = try ReplayCommand.parse([]).simulationConfig(blockTokens: 512)
+        #expect(plain.tokenBudget == 2048 && plain.maxBatch == 256)
+        let set = try ReplayCommand.parse(["--token-budget", "8192", "--max-batch", "1024"]).simulationConfig(blockTokens: 512)
+        #expect(set.tokenBudget == 8192 && set.maxBatch == 1024)
+    }
+
+    /// `--warmup` (default 300 s) and `--ring-seed` (default none: the fixed seeds) reach the
+    /// simulation; a ring seed with no ring policy is refused, as `--key-blocks` is.
+    @Test func theWarmUpAndRingSeedReachTheConfig() throws {
+        let plain = try ReplayCommand.parse([]).simulationConfig(blockTokens: 512)
+        #expect(plain.warmupSeconds == 300 && plain.router.ringSeed == 0)
+        let set = try ReplayCommand.parse(["--warmup", "0", "--ring-seed", "5"]).simulationConfig(blockTokens: 512)
+        #expect(set.warmupSeconds == 0 && set.router.ringSeed == 5)
+    }
+
+    @Test(arguments: [
+        (["--token-budget", "0"], "--token-budget must be at least 1"),
+        (["--max-batch", "0"], "--max-batch must be at least 1"),
+        (["--warmup=-1"], "--warmup must be a finite number of seconds >= 0"),
+        (["--warmup", "inf"], "--warmup must be a finite number of seconds >= 0"),
+        (["--policies", "llm-d", "--ring-seed", "2"], "--ring-seed applies to dualmap and consistent-hash; --policies names neither"),
+    ] as [([String], String)])
+    func aBudgetOrBatchAdmittingNothingIsRefused(arguments: [String], message: String) {
+        let text = optionError(ReplayCommand.self, arguments)
+        #expect(text?.hasPrefix(message) == true, "got \(text ?? "no error")")
+    }
+}

@@ -29,6 +29,7 @@ import Testing
         c.instances = instances
         c.router.policy = .roundRobin
         c.sharedTier = tier
+        c.tokenBudget = 8192  // a 4,196-token prompt in one step (the default 2,048 chunks it)
         let sim = try ClusterSimulator(trace: trace, config: c)
         try sim.run()
         return (sim, sim.result(policy: "round-robin", wallSeconds: 0))
@@ -152,6 +153,7 @@ import Testing
         let trace = try mooncakeSlice(300)
         var c = SimulationConfig()
         c.instances = 4
+        c.tokenBudget = 8192  // the values below were measured at the budget the defaults had until 2026-11-25
         let replay = Replay(config: c, policies: [], search: nil, threads: 1)
         let rr = try replay.simulate(trace, policy: .roundRobin, rateScale: 1)
         #expect(rr.ttftQuantile(0.5) == 17758.473577633995 && rr.ttftQuantile(0.9) == 72247.12391046446)

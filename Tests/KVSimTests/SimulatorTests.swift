@@ -268,6 +268,10 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
         #expect(ReplayReport.json(outcomes, trace: trace, config: fixed).contains("\"rebalance\":false,"))
         #expect(object?["arrivals"] as? String == "recorded" && ReplayReport.json(outcomes, trace: trace.withArrivals(.spread), config: c).contains("\"arrivals\":\"spread\""))
         #expect(policies?.first?["effective_capacity"] is Double)
+        // The warm-up, the step limits and the prefill skew are reported (table and JSON).
+        #expect(object?["warmup_s"] as? Double == 0 && object?["token_budget"] as? Int == 2048 && object?["max_batch"] as? Int == 256)
+        #expect(policies?.first?["warmup_requests"] as? Int == 0 && policies?.first?["prefill_skew"] is Double)
+        #expect(table.contains("prefill skew"))
         // round-robin reads no cache: no view ("-", null), where dualmap's is exact.
         #expect(policies?.first?["view"] as? String == "exact" && policies?.last?["view"] is NSNull, "\(json)")
         let rows = table.split(separator: "\n").map { $0.split(separator: " ") }
@@ -483,6 +487,7 @@ func fourInstances(_ requests: Int, _ policy: PolicyKind) throws -> ClusterSimul
             c.instances = 2
             c.router.policy = .dualMap
             c.engine.memoryBytes = 200 * 512 * UInt64(c.engine.tokenBytes * c.engine.tensors)  // 200 blocks: evictions
+            c.tokenBudget = 8192  // a step storing up to 16 blocks overflows the 16-event queue between drains
             if let eventCapacity { c.engine.eventCapacity = eventCapacity }
             let sim = try ClusterSimulator(trace: trace, config: c)
             try sim.run()
