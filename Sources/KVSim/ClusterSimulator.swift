@@ -158,7 +158,8 @@ public final class ClusterSimulator: RequestQueues {
         }
         if let first = trace.arrivalMilliseconds.first, let last = trace.arrivalMilliseconds.last,
            config.warmupSeconds > 0 && last - first < config.warmupSeconds * 1000 {
-            throw KVError(.invalidArgument, "a warm-up of \(config.warmupSeconds) s covers every request: the trace's last arrives \((last - first) / 1000) s after its first")
+            throw KVError(.invalidArgument, "a warm-up of \(config.warmupSeconds) s covers every request: the trace's last arrives \((last - first) / 1000) s after its first "
+                + "(a shorter warm-up measures some: `replay --warmup S`, 0 for none)")
         }
         guard trace.blockTokens == config.engine.blockTokens else {
             throw KVError(.invalidArgument, "the trace has \(trace.blockTokens)-token blocks but the engine \(config.engine.blockTokens)")
