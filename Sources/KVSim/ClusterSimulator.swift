@@ -122,7 +122,8 @@ public final class ClusterSimulator: RequestQueues {
     /// length): finished at the token that brought prompt and output to it, as a server
     /// finishes them ("length"), fewer tokens generated than the trace asked for.
     public private(set) var lengthCapped = 0
-    /// Prompt tokens loaded from the shared tier at requests' first admissions.
+    /// Prompt tokens loaded from the shared tier at the first admissions of the requests
+    /// after the warm-up (`warmupRequests`), as the hit rates count.
     public private(set) var sharedTierHitTokens = 0
     /// KV events the instances' engines dropped (their queues overflowed between drains).
     public private(set) var eventsDropped: UInt64 = 0
@@ -541,7 +542,7 @@ public final class ClusterSimulator: RequestQueues {
                     if loaded > 0, let sharedTier { inst.stepLoadMilliseconds += sharedTier.loadMilliseconds(tokens: loaded) }
                     if cachedAtFirstAdmission[r] < 0 {
                         cachedAtFirstAdmission[r] = Int32(cached)
-                        sharedTierHitTokens += loaded
+                        if r >= warmupRequests { sharedTierHitTokens += loaded }
                     }
                     inst.popWaiting()
                     remaining[r] = Int32(tokens - cached - loaded)

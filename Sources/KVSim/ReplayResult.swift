@@ -29,7 +29,8 @@ public struct ReplayResult: Sendable {
     /// Prompt tokens found cached at admission over prompt tokens (first admissions of
     /// measured requests).
     public var prefixHitRate: Double
-    /// Prompt tokens loaded from the shared tier at first admissions; nil without a tier.
+    /// Prompt tokens loaded from the shared tier at first admissions of measured requests (as
+    /// `prefixHitRate`'s); nil without a tier.
     public var sharedTierHitTokens: Int?
     /// `sharedTierHitTokens` over prompt tokens (first admissions, as `prefixHitRate`: the two
     /// add up to the prompt tokens not computed); nil without a tier.

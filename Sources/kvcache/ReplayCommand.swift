@@ -24,12 +24,13 @@ struct ReplayCommand: ParsableCommand {
 
         Per policy: TTFT p50/p90/p99 of the requests served (a rejected request has no TTFT and \
         is not in them; "-", null in JSON, when none was served), SLO attainment (requests with \
-        TTFT <= --ttft-slo-ms, of all requests, so a rejected one counts as a miss), prefix hit rate (prompt tokens cached at admission), load imbalance (max \
+        TTFT <= --ttft-slo-ms, of the measured requests, so a rejected one counts as a miss), prefix hit rate (prompt tokens cached at admission), load imbalance (max \
         over mean instance busy time: decode-only steps count, so it stays near 1), prefill \
         skew (max over mean prompt tokens computed per instance: where the prefill work went) \
         and the effective capacity: the highest rate scale at which at least 90% of requests \
         meet the SLO (doubling, then 7 geometric bisections: a grid of 2^(1/128), 0.54%). \
-        Requests arriving in the trace's first --warmup seconds (default 300, in the trace's \
+        Requests arriving in the trace's first --warmup seconds (default 300 for a whole trace, 0 \
+        with --requests or --synthetic; in the trace's \
         own time, so the same requests at every rate) are simulated but left out of the TTFT \
         percentiles, the attainment and the hit rate, for every policy alike: the cluster \
         starts empty. Busy time and prefill skew cover the whole run. \
@@ -111,8 +112,11 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "TTFT SLO in milliseconds.")
     var ttftSloMs = 10_000.0
 
-    @Option(help: "Seconds of the trace's own time from its first arrival whose requests are simulated but not measured (TTFT, attainment, hit rate), for every policy; 0 measures all.")
-    var warmup = 300.0
+    @Option(help: "Seconds of the trace's own time from its first arrival whose requests are simulated but not measured (TTFT, attainment, hit rate), for every policy; 0 measures all (default 300, or 0 with --requests or --synthetic, whose short runs a 300 s window would leave nearly unmeasured).")
+    var warmup: Double?
+
+    /// `--warmup`, or its default: 300 s for a whole trace, 0 for a slice or synthetic sessions.
+    var warmupSeconds: Double { warmup ?? (requests == nil && !synthetic ? 300 : 0) }
 
     @Option(help: "Tokens per step per instance (vLLM's max_num_batched_tokens; default \(SimulationConfig().tokenBudget), vLLM's for an A100 server).")
     var tokenBudget = SimulationConfig().tokenBudget
@@ -173,7 +177,7 @@ struct ReplayCommand: ParsableCommand {
         // (Bounded: the plots' axes reach twice the SLO, which overflowed to infinity near Double.max.)
         guard ttftSloMs > 0 && ttftSloMs <= 1e12 else { throw ValidationError("--ttft-slo-ms must be in (0, 1e12]") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
-        guard warmup >= 0 && warmup.isFinite else { throw ValidationError("--warmup must be a finite number of seconds >= 0") }
+        guard warmupSeconds >= 0 && warmupSeconds.isFinite else { throw ValidationError("--warmup must be a finite number of seconds >= 0") }
         guard tokenBudget >= 1 else { throw ValidationError("--token-budget must be at least 1") }
         guard (1...Self.maxBatchLimit).contains(maxBatch) else { throw ValidationError("--max-batch must be at least 1 (and at most \(Self.maxBatchLimit))") }
         _ = try arrivalMode()
@@ -275,7 +279,7 @@ struct ReplayCommand: ParsableCommand {
         config.instances = instances
         config.rateScale = rateScale
         config.ttftSLOMilliseconds = ttftSloMs
-        config.warmupSeconds = warmup
+        config.warmupSeconds = warmupSeconds
         config.tokenBudget = tokenBudget
         config.maxBatch = maxBatch
         if let keyBlocks { config.router.keyBlocks = keyBlocks }
@@ -307,7 +311,7 @@ struct ReplayCommand: ParsableCommand {
         } else {
             print("\(t.source): \(t.count) requests\(t.skippedLines > 0 ? " (\(t.skippedLines) malformed lines skipped)" : ""), "
                   + "\(instances) instances, rate x\(fixed(rateScale, 2)), TTFT SLO \(fixed(ttftSloMs / 1000, 1)) s, "
-                  + "warm-up \(fixed(warmup, 0)) s (\(outcomes.first?.result.warmupRequests ?? 0) requests not measured), "
+                  + "warm-up \(fixed(warmupSeconds, 0)) s (\(outcomes.first?.result.warmupRequests ?? 0) requests not measured), "
                   + "step \(tokenBudget) tokens / \(maxBatch) sequences, "
                   + (ringSeed.map { "ring seed \($0), " } ?? "")
                   + "arrivals \(t.arrivals.rawValue), prompt blocks indexed \(indexOnSchedule ? "as scheduled" : "as allocated")"

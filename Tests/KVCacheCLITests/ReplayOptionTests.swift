@@ -144,13 +144,17 @@ struct ReplaySchedulerOptionTests {
         #expect(set.tokenBudget == 8192 && set.maxBatch == 1024)
     }
 
-    /// `--warmup` (default 300 s) and `--ring-seed` (default none: the fixed seeds) reach the
+    /// `--warmup` (default 300 s for a whole trace, 0 for a slice or synthetic sessions) and `--ring-seed` (default none: the fixed seeds) reach the
     /// simulation; a ring seed with no ring policy is refused, as `--key-blocks` is.
     @Test func theWarmUpAndRingSeedReachTheConfig() throws {
         let plain = try ReplayCommand.parse([]).simulationConfig(blockTokens: 512)
         #expect(plain.warmupSeconds == 300 && plain.router.ringSeed == 0)
         let set = try ReplayCommand.parse(["--warmup", "0", "--ring-seed", "5"]).simulationConfig(blockTokens: 512)
         #expect(set.warmupSeconds == 0 && set.router.ringSeed == 5)
+        // A slice or synthetic sessions: no warm-up unless asked (300 s would leave a short run unmeasured).
+        #expect(try ReplayCommand.parse(["--requests", "300"]).simulationConfig(blockTokens: 512).warmupSeconds == 0)
+        #expect(try ReplayCommand.parse(["--synthetic"]).simulationConfig(blockTokens: 512).warmupSeconds == 0)
+        #expect(try ReplayCommand.parse(["--requests", "300", "--warmup", "20"]).simulationConfig(blockTokens: 512).warmupSeconds == 20)
     }
 
     @Test(arguments: [

@@ -62,4 +62,27 @@ import Testing
             (error as? KVError)?.code == .invalidArgument && "\(error)".contains(message)
         }
     }
+
+    /// Two instances, round-robin, a shared tier. In the warm-up, A (8 blocks) at 0 s on
+    /// instance 0, then B (the same blocks) at 10 s on instance 1, which loads them from the
+    /// tier; measured, C, a fresh 2-block prompt at 600 s: nothing of it can come from the tier.
+    @Test func theSharedTierHitsCountOnlyMeasuredRequests() throws {
+        var t = Trace(source: "warm-up tier hit", blockTokens: 512)
+        t.append(arrivalMilliseconds: 0, input: 8 * 512, output: 4, blockHashes: SharedTierTests.chain(1...8))
+        t.append(arrivalMilliseconds: 10_000, input: 8 * 512, output: 4, blockHashes: SharedTierTests.chain(1...8))
+        t.append(arrivalMilliseconds: 600_000, input: 2 * 512, output: 4, blockHashes: SharedTierTests.chain(100...101))
+        func run(warmup: Double) throws -> ReplayResult {
+            var c = SimulationConfig()
+            c.instances = 2
+            c.router.policy = .roundRobin
+            c.sharedTier = SharedTierConfig()
+            c.warmupSeconds = warmup
+            let sim = try ClusterSimulator(trace: t, config: c)
+            try sim.run()
+            return sim.result(policy: "round-robin", wallSeconds: 0)
+        }
+        let all = try run(warmup: 0), measured = try run(warmup: 300)
+        #expect(all.sharedTierHitTokens == 8 * 512 - 512, "B loads A's blocks but its last from the tier")
+        #expect(measured.warmupRequests == 2 && measured.sharedTierHitTokens == 0 && measured.sharedTierHitRate == 0)
+    }
 }
