@@ -1722,11 +1722,12 @@ kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
  *  (blocks other threads store while it syncs are not promised). It holds the engine's lock
  *  while it waits for the device; the fdatasyncs and that fsync (6-12 ms on a small VM's
  *  disk) run without it, on the files it pinned under it, so other threads' calls (another
- *  sync too) run meanwhile; it also waits without the lock for a swap-out copying its blocks
- *  on another thread. Without a
- *  disk tier: KVC_OK at once (nothing to sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e),
- *  KVC_ERR_IO: an fdatasync or that fsync failed (tried again by the next call), or journal records could not be appended (a full disk;
- *  the message says how many and why): the blocks they describe are served in this run but a
+ *  sync too) run meanwhile (a process with no descriptor left to pin them gets them run
+ *  under the lock, as before, not an error); it also waits without the lock for a swap-out
+ *  copying its blocks on another thread. Without a disk tier: KVC_OK at once (nothing to
+ *  sync). Returns KVC_ERR_INVALID_ARGUMENT (NULL e), KVC_ERR_IO: an fdatasync or that fsync
+ *  failed (tried again by the next call), or journal records could not be appended (a full
+ *  disk; the message says how many and why): the blocks they describe are served in this run but a
  *  restart would not find them. Those records are kept and every later call that processes
  *  completions (see COMPLETIONS) tries again, so a sync once space is free returns KVC_OK.
  *  KVC_ERR_IO too when kvcache.slab or kvcache.journal is no longer the file at its path in

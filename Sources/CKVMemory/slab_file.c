@@ -598,20 +598,14 @@ void kvm_slab_journal_rewrite_abort(kvm_slab *s) {
     unlink(tmp);
 }
 
-int kvm_slab_pin_files(const kvm_slab *s, kvm_slab_files *out) {
-    out->slab_fd = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
-    out->journal_fd = out->slab_fd < 0 ? -1 : fcntl(s->journal_fd, F_DUPFD_CLOEXEC, 0);
-    if (out->journal_fd >= 0) return 0;
-    int err = errno;
-    if (out->slab_fd >= 0) close(out->slab_fd);
-    out->slab_fd = -1;
-    return kvm_fail(err, "offload: cannot duplicate the slab's or journal's descriptor to sync them: %s", strerror(err));
+void kvm_slab_pin_files(const kvm_slab *s, kvm_slab_files *out) {
+    int journal = fcntl(s->journal_fd, F_DUPFD_CLOEXEC, 0);
+    *out = (kvm_slab_files){.slab_fd = s->fd, .journal_fd = journal >= 0 ? journal : s->journal_fd, .borrowed = journal < 0};
 }
 
 int kvm_slab_sync_files(kvm_slab_files *f) {
     int rc = sync_fds(f->slab_fd, f->journal_fd);
-    close(f->slab_fd);
-    close(f->journal_fd);
+    if (!f->borrowed) close(f->journal_fd);
     f->slab_fd = f->journal_fd = -1;
     return rc;
 }

@@ -188,4 +188,64 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
         }
         expectNothingReported(result)
     }
+
+    /// kvc_engine_sync duplicates the slab's and journal's descriptors to fdatasync them
+    /// without the lock; with none left (a server at its RLIMIT_NOFILE) it syncs the slab's
+    /// own under the lock instead: KVC_OK (KVC_ERR_IO "cannot duplicate" in the first version),
+    /// and an engine created again on the directory finds the prompt spilled before it.
+    @Test func aSyncWithNoDescriptorLeftStillSyncs() async {
+        let paged = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            exitAfterSyncingWithNoDescriptorLeft(KVC_LAYOUT_PAGED)
+        }
+        expectNothingReported(paged)
+        let contiguous = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            exitAfterSyncingWithNoDescriptorLeft(KVC_LAYOUT_CONTIGUOUS)
+        }
+        expectNothingReported(contiguous)
+    }
+}
+
+/// In an exit test's child (`aSyncWithNoDescriptorLeftStillSyncs`): spills a prompt, syncs
+/// with every descriptor taken, creates the engine again and looks the prompt up; exits
+/// reporting what went wrong.
+private func exitAfterSyncingWithNoDescriptorLeft(_ layout: UInt32) -> Never {
+    var problems: [String] = []
+    let unshared = ownDescriptorTable()
+    guard unshared == 0 else { exitReporting(["unshare(CLONE_FILES) failed: \(String(cString: strerror(unshared)))"]) }
+    var limit = rlimit(rlim_cur: rlim_t(descriptorLimit), rlim_max: rlim_t(descriptorLimit))
+    guard withUnsafePointer(to: &limit, { setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), $0) }) == 0 else {
+        exitReporting(["setrlimit(RLIMIT_NOFILE, \(descriptorLimit)) failed: \(String(cString: strerror(errno)))"])
+    }
+    var c = CConfig.small(layout)
+    c.offloadBytes = 1 << 20
+    let dir = freshDirectory()
+    let tokens = (0..<40).map { Int32($0 * 7 + 3) }
+    var engine: OpaquePointer?
+    var cached = 0
+    guard c.create(&engine, offloadDir: dir) == KVC_OK,
+          kvc_seq_create(engine, 1, tokens, tokens.count, &cached) == KVC_OK,
+          kvc_seq_free(engine, 1) == KVC_OK, kvc_engine_trim(engine) == KVC_OK else {
+        exitReporting(["setting up: \(String(cString: kvc_last_error()))"])
+    }
+    var held: [Int32] = []
+    while true {
+        let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        if fd < 0 { break }
+        held.append(fd)
+    }
+    if errno != EMFILE { problems.append("filling the table stopped at \(String(cString: strerror(errno)))") }
+    let rc = kvc_engine_sync(engine)
+    if rc != KVC_OK { problems.append("sync with no descriptor left: \(String(cString: kvc_status_name(rc))) \(String(cString: kvc_last_error()))") }
+    for fd in held { close(fd) }
+    kvc_engine_destroy(engine)
+    engine = nil
+    if c.create(&engine, offloadDir: dir) != KVC_OK || kvc_seq_create(engine, 2, tokens, tokens.count, &cached) != KVC_OK {
+        problems.append("created again: \(String(cString: kvc_last_error()))")
+    } else if cached != 36 {
+        problems.append("created again, the prompt's 9 full blocks were not found: \(cached) tokens cached")
+    }
+    kvc_engine_destroy(engine)
+    try? DiskTierFiles.remove(in: dir)
+    rmdir(dir)
+    exitReporting(problems)
 }

@@ -192,18 +192,26 @@ uint64_t kvm_slab_journal_bytes(const kvm_slab *s);
 /* fsyncs the directory holding `path`, so that a rename into it survives a crash: 0, or -errno
  * with kvm_error() naming the directory. One open and one fsync. */
 int kvm_sync_parent(const char *path);
-/* A slab's files pinned for a sync without the engine's lock (kvc_engine_sync): duplicates
- * of the slab's and the journal's descriptors, so that they name the same open files however
- * the slab changes meanwhile (a compaction replaces and closes the journal's descriptor). */
+/* A slab's files pinned for a sync without the engine's lock (kvc_engine_sync): the slab's
+ * own I/O descriptor, which stays open as long as the slab (a sync cannot outlive the engine),
+ * and a duplicate of the journal's, which a compaction replaces and closes meanwhile. The
+ * slab's is not duplicated: a child forked without exec while a sync runs would keep such a
+ * copy, and with it the slab's I/O lock, which blocks the next engine on the directory (the
+ * fork-close table covers only the slab's own descriptors: kvm_fork_close.h). */
 typedef struct kvm_slab_files {
     int slab_fd;
     int journal_fd;
+    /* 1: no descriptor was left to duplicate the journal's (EMFILE), so journal_fd is the
+     * slab's own, which a compaction may close: sync under the engine's lock. */
+    int borrowed;
 } kvm_slab_files;
-/* Pins `s`'s files into `out` (two dups; under the engine's lock): 0, or -errno (EMFILE) with
- * nothing pinned. */
-int kvm_slab_pin_files(const kvm_slab *s, kvm_slab_files *out);
-/* fdatasync of the pinned slab and journal, then closes both (also when one fails): 0, or
- * -errno with kvm_error() naming the file. Needs no lock. Cost: two fdatasyncs. */
+/* Pins `s`'s files into `out` (one dup; under the engine's lock). When the dup fails (the
+ * process at its descriptor limit) `out` borrows the journal's own descriptor instead
+ * (`borrowed`), so that a sync still works, under the lock. Never fails. */
+void kvm_slab_pin_files(const kvm_slab *s, kvm_slab_files *out);
+/* fdatasync of the pinned slab and journal, then closes the journal's duplicate (also when
+ * one fails): 0, or -errno with kvm_error() naming the file. Needs no lock unless borrowed.
+ * Cost: two fdatasyncs. */
 int kvm_slab_sync_files(kvm_slab_files *f);
 /* Checks that slab and journal are still the files at their paths (fstat's link count, stat's
  * device and inode): -ESTALE with a message naming the file when one is not (offload_dir

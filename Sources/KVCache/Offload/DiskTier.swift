@@ -1508,13 +1508,13 @@ final class DiskTier {
 
     /// Starts a `kvc_engine_sync` (`Engine.syncOffload`): drains the requests in flight, appends
     /// the journal records owed and pins the files (`PinnedSync`), whose fdatasyncs then run
-    /// without the engine's lock. Throws `io` when the files cannot be pinned (no descriptor
-    /// left). Cost: `drain`'s and the flush's, two dups.
-    func beginSync() throws(KVError) -> PinnedSync {
+    /// without the engine's lock, or, with no descriptor left to pin them, under it
+    /// (`PinnedSync.needsTheLock`). Cost: `drain`'s and the flush's, one dup.
+    func beginSync() -> PinnedSync {
         drain()
         flushJournal()
         var files = kvm_slab_files()
-        if kvm_slab_pin_files(slab, &files) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        kvm_slab_pin_files(slab, &files)
         return PinnedSync(slab: slab, files: files, directoryOwed: journal.directorySyncOwed, renames: journal.renames,
                           unjournaled: journal.owedCount, journalError: journal.lastError)
     }

@@ -477,7 +477,8 @@ extension Engine {
     /// engine's lock held, except for a swap-out's batch being copied without it
     /// (`copySwapOutBatch`), which it waits for without it; the fdatasyncs (and the directory's
     /// fsync a compaction owes) run without it, on files pinned under it (`PinnedSync`), so
-    /// other calls, syncs included, run meanwhile. Cost: two lock handoffs besides the waits.
+    /// other calls, syncs included, run meanwhile (under it when no descriptor is left to pin
+    /// them). Cost: two lock handoffs besides the waits.
     public func syncOffload() throws(KVError) {
         try locked { () throws(KVError) in
             guard let offload else { return }
@@ -489,12 +490,16 @@ extension Engine {
                 offload.tier.drain()
                 offload.processCompletions()
             } while offload.swapOutQueue.hasUnsubmitted || offload.tier.inflight > 0
-            var pinned = try offload.tier.beginSync()
-            let hook = offload.tier.beforeSync
-            kvm_lock_release(mutex)
-            hook?()
-            pinned.sync()
-            kvm_lock_acquire(mutex)
+            var pinned = offload.tier.beginSync()
+            if pinned.needsTheLock {
+                pinned.sync()  // no descriptor left to pin the files: under the lock
+            } else {
+                let hook = offload.tier.beforeSync
+                kvm_lock_release(mutex)
+                hook?()
+                pinned.sync()
+                kvm_lock_acquire(mutex)
+            }
             try offload.tier.endSync(pinned)
         }
     }

@@ -1,16 +1,22 @@
 import CKVMemory
 
 /// The part of a `kvc_engine_sync` that runs without the engine's lock (`Engine.syncOffload`):
-/// the fdatasyncs of slab and journal, pinned under the lock by `DiskTier.beginSync` (their
-/// descriptors duplicated, `kvm_slab_pin_files`: a compaction or any other call meanwhile
-/// changes nothing they name), and the fsync of the journal's directory when a compaction's
+/// the fdatasyncs of slab and journal, pinned under the lock by `DiskTier.beginSync` (the
+/// journal's descriptor duplicated, `kvm_slab_pin_files`: a compaction or any other call
+/// meanwhile changes nothing they name; the slab's lives as long as the engine), and the fsync of the journal's directory when a compaction's
 /// rename was owed then. What they make durable is everything written and journaled before
 /// `beginSync`; blocks stored meanwhile by other calls are not promised. `DiskTier.endSync`
 /// then reports, under the lock again. Cost: two fdatasyncs (three fsyncs with the directory's);
 /// no allocation but the messages of failures.
 struct PinnedSync {
+    /// The slab whose files these are (for the directory's fsync).
     let slab: OpaquePointer
+    /// The slab's descriptor and a duplicate of the journal's, or, borrowed, the journal's own.
     var files: kvm_slab_files
+    /// The process had no descriptor left to duplicate (EMFILE), so `files` hold the journal's
+    /// own, which a compaction may close: `sync` must run under the engine's lock, as it did
+    /// before syncs left it.
+    var needsTheLock: Bool { files.borrowed != 0 }
     /// A compaction's rename was not durable yet at `beginSync` (`TierJournal.directorySyncOwed`).
     let directoryOwed: Bool
     /// `TierJournal.renames` at `beginSync`.
@@ -24,7 +30,7 @@ struct PinnedSync {
     private(set) var directoryFailure: String?
 
     /// Syncs the pinned files, closing them, and the directory when owed (after the files only).
-    /// Without the engine's lock; once.
+    /// Without the engine's lock unless `needsTheLock`; once.
     mutating func sync() {
         if kvm_slab_sync_files(&files) < 0 { return filesFailure = String(cString: kvm_error()) }
         if directoryOwed && kvm_slab_sync_journal_dir(slab) != 0 { directoryFailure = String(cString: kvm_error()) }

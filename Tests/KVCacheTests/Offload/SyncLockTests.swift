@@ -106,4 +106,35 @@ struct SyncLockTests {
             #expect(error.message.contains("'\(dir.path)/kvcache.slab' is no longer"), "\(error.message)")
         }
     }
+
+    /// The sync pins the journal's descriptor (a compaction may replace it) but not the slab's:
+    /// a duplicate of the slab's, held through the fdatasyncs, would be kept by a child forked
+    /// without exec meanwhile, and with it the slab's I/O lock, so the next engine on the
+    /// directory waited 60 s and failed (helper-187). In the hook the process holds as many
+    /// descriptors of the slab as before the sync, and one more of the journal.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func theSyncPinsNoDuplicateOfTheSlab(layout: Layout) throws {
+        let dir = ScratchDir("synclockfd")
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(layout, dir: dir.path))
+        let prompt = tokens(41, seed: 44)
+        try e.createSequence(1, tokens: prompt)
+        try e.swapOut(1)
+        let slab = dir.path + "/kvcache.slab", journal = dir.path + "/kvcache.journal"
+        let before = (openDescriptors(of: slab), openDescriptors(of: journal))
+        let during = Mutex((-1, -1))
+        e.setSyncHook { during.withLock { $0 = (openDescriptors(of: slab), openDescriptors(of: journal)) } }
+        defer { e.setSyncHook(nil) }
+        try e.syncOffload()
+        let seen = during.withLock { $0 }
+        #expect(before.0 >= 1 && seen.0 == before.0, "the slab's descriptors: \(before.0) before the sync, \(seen.0) during it")
+        #expect(seen.1 == before.1 + 1, "the journal's: \(before.1) before, \(seen.1) during")
+        #expect((openDescriptors(of: slab), openDescriptors(of: journal)) == before, "the duplicate is closed after")
+    }
+}
+
+/// Descriptors of this process naming `path` (/proc/self/fd's links).
+private func openDescriptors(of path: String) -> Int {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == path }.count
 }
