@@ -34,12 +34,7 @@ private let descriptorLimit: Int32 = 64
 func exitAfterRunningOutOfDescriptors(_ config: CConfig, failing: Int, directory: (() -> String)? = nil, peers: String? = nil,
                                       removing: [String] = []) -> Never {
     var problems: [String] = []
-    let unshared = ownDescriptorTable()
-    guard unshared == 0 else { exitReporting(["unshare(CLONE_FILES) failed: \(String(cString: strerror(unshared)))"]) }
-    var limit = rlimit(rlim_cur: rlim_t(descriptorLimit), rlim_max: rlim_t(descriptorLimit))
-    guard withUnsafePointer(to: &limit, { setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), $0) }) == 0 else {
-        exitReporting(["setrlimit(RLIMIT_NOFILE, \(descriptorLimit)) failed: \(String(cString: strerror(errno)))"])
-    }
+    enterOwnLimitedDescriptorTable()
     var directories = removing
     var failed = 0, created = false
     for left in 0..<Int(descriptorLimit) {
@@ -84,6 +79,18 @@ func exitAfterRunningOutOfDescriptors(_ config: CConfig, failing: Int, directory
     if !created { problems.append("no engine was created with up to \(descriptorLimit) descriptors left") }
     if failed < failing { problems.append("\(failed) creates failed, expected at least \(failing): the descriptors ran out fewer times than the configuration needs") }
     exitReporting(problems)
+}
+
+/// In an exit test's child: gives the calling thread a descriptor table of its own
+/// (`ownDescriptorTable`) and the process an RLIMIT_NOFILE of `descriptorLimit`, or exits
+/// reporting why it could not.
+private func enterOwnLimitedDescriptorTable() {
+    let unshared = ownDescriptorTable()
+    guard unshared == 0 else { exitReporting(["unshare(CLONE_FILES) failed: \(String(cString: strerror(unshared)))"]) }
+    var limit = rlimit(rlim_cur: rlim_t(descriptorLimit), rlim_max: rlim_t(descriptorLimit))
+    guard withUnsafePointer(to: &limit, { setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), $0) }) == 0 else {
+        exitReporting(["setrlimit(RLIMIT_NOFILE, \(descriptorLimit)) failed: \(String(cString: strerror(errno)))"])
+    }
 }
 
 /// Prints `problems` to stderr, one "descriptor check: " line each, and exits 0: an exit
@@ -210,12 +217,7 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
 /// reporting what went wrong.
 private func exitAfterSyncingWithNoDescriptorLeft(_ layout: UInt32) -> Never {
     var problems: [String] = []
-    let unshared = ownDescriptorTable()
-    guard unshared == 0 else { exitReporting(["unshare(CLONE_FILES) failed: \(String(cString: strerror(unshared)))"]) }
-    var limit = rlimit(rlim_cur: rlim_t(descriptorLimit), rlim_max: rlim_t(descriptorLimit))
-    guard withUnsafePointer(to: &limit, { setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), $0) }) == 0 else {
-        exitReporting(["setrlimit(RLIMIT_NOFILE, \(descriptorLimit)) failed: \(String(cString: strerror(errno)))"])
-    }
+    enterOwnLimitedDescriptorTable()
     var c = CConfig.small(layout)
     c.offloadBytes = 1 << 20
     let dir = freshDirectory()
