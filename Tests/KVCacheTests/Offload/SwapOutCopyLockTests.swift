@@ -1,12 +1,6 @@
-import CKVMemory
-import Synchronization
 import TestSupport
 import Testing
 @testable import KVCache
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A swap-out copies and checksums its blocks into staging buffers without the engine's lock
 /// (kvcache.h, THREAD SAFETY): other threads' calls run while it copies. Found by helper-165's
@@ -20,20 +14,11 @@ import Glibc
 /// complete, and the swap-out must still write the bytes the sequence held. No timing.
 @Suite("A swap-out copies its blocks without the engine's lock", .serialized)
 struct SwapOutCopyLockTests {
-    /// What the hook saw: on its first run (the other calls run then), and whether the lock
-    /// was free on every run (one per batch copied without it).
-    private struct Seen {
-        var runs = 0
-        var lockFree = false
-        var everyRunLockFree = true
-        var otherCalls: String? = nil
-    }
-
     /// Sequence 1 holds `prompt` (bytes filled); sequence 2 a short live sequence; sequence 4
     /// a finished one (its blocks cached once freed). Swaps 1 out (`async`: `swapOutAsync` and
     /// then polls until it completed) with the hook running other calls during its first
     /// batch's copy, then swaps it in and checks every byte.
-    private func swapOutWithCallsDuringTheCopy(_ layout: Layout, async: Bool, prompt: [Int32]) throws -> Seen {
+    private func swapOutWithCallsDuringTheCopy(_ layout: Layout, async: Bool, prompt: [Int32]) throws -> LockFreeProbe.Seen {
         let dir = ScratchDir("swapcopy")
         defer { dir.remove() }
         var c = offloadConfig(layout, dir: dir.path)
@@ -45,34 +30,14 @@ struct SwapOutCopyLockTests {
         try e.createSequence(2, tokens: short)
         try fillKV(e, 2, count: short.count) { short[$0] }
         try e.createSequence(4, tokens: tokens(40, seed: 6))
-        let seen = Mutex(Seen())
-        e.setSwapOutCopyHook {
-            // The swapping thread holds the lock when trylock fails (nobody else calls now).
-            let free = pthread_mutex_trylock(kvm_lock_mutex(e.mutex)) == 0
-            if free { pthread_mutex_unlock(kvm_lock_mutex(e.mutex)) }
-            let first = seen.withLock { s in
-                s.runs += 1
-                s.everyRunLockFree = s.everyRunLockFree && free
-                return s.runs == 1
-            }
-            guard first else { return }
-            seen.withLock { $0.lockFree = free }
-            guard free else { return }  // on the old code the calls below would wait for ever
-            let other = TestThread {
-                let result: String
-                do throws(KVError) {
-                    try e.append(2, tokens: [77])
-                    _ = try e.createSequence(3, tokens: Array(prompt.prefix(64)) + [1, 2, 3])
-                    try e.fork(parent: 2, child: 5)
-                    try e.free(4)
-                    result = "length \(try e.length(2)), \(e.stats().sequences) sequences"
-                } catch {
-                    result = "failed: \(error)"
-                }
-                seen.withLock { $0.otherCalls = result }
-            }
-            other.join()
+        let probe = LockFreeProbe(e) { () throws(KVError) -> String in
+            try e.append(2, tokens: [77])
+            _ = try e.createSequence(3, tokens: Array(prompt.prefix(64)) + [1, 2, 3])
+            try e.fork(parent: 2, child: 5)
+            try e.free(4)
+            return "length \(try e.length(2)), \(e.stats().sequences) sequences"
         }
+        e.setSwapOutCopyHook(probe.hook)
         defer { e.setSwapOutCopyHook(nil) }
         if async {
             try e.swapOutAsync(1)
@@ -88,7 +53,7 @@ struct SwapOutCopyLockTests {
         #expect(try kvDifferences(e, 1, count: prompt.count) { prompt[$0] } == 0)
         #expect(try kvDifferences(e, 2, count: short.count) { short[$0] } == 0)
         #expect(e.offloadSlotAudit.pinned == 0)
-        return seen.withLock { $0 }
+        return probe.seen
     }
 
     /// 60 blocks: one batch, within the staging buffers.

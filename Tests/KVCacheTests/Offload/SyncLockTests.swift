@@ -1,13 +1,8 @@
-import CKVMemory
 import Foundation
 import Synchronization
 import TestSupport
 import Testing
 @testable import KVCache
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `kvc_engine_sync` runs its fdatasyncs (slab, journal, and the journal's directory when a
 /// compaction's rename is owed) without the engine's lock (kvcache.h, THREAD SAFETY): 6-12 ms
@@ -19,36 +14,14 @@ import Glibc
 /// report a removed offload_dir. No timing.
 @Suite("kvc_engine_sync fdatasyncs without the engine's lock", .serialized)
 struct SyncLockTests {
-    private struct Seen {
-        var runs = 0
-        var lockFree = false
-        var otherCalls: String? = nil
-    }
-
     /// Sequence 1 (`prompt`, bytes filled) swapped out; sequence 2 live. Syncs with the hook
     /// running, on its first run, `during` on another thread.
-    private func syncWithCallsDuringTheFsync(_ e: Engine, during: @escaping @Sendable () throws(KVError) -> String) throws -> Seen {
-        let seen = Mutex(Seen())
-        e.setSyncHook {
-            let free = pthread_mutex_trylock(kvm_lock_mutex(e.mutex)) == 0
-            if free { pthread_mutex_unlock(kvm_lock_mutex(e.mutex)) }
-            let first = seen.withLock { s in
-                s.runs += 1
-                return s.runs == 1
-            }
-            guard first else { return }
-            seen.withLock { $0.lockFree = free }
-            guard free else { return }  // on the old code the calls below would wait for ever
-            let other = TestThread {
-                let result: String
-                do throws(KVError) { result = try during() } catch { result = "failed: \(error)" }
-                seen.withLock { $0.otherCalls = result }
-            }
-            other.join()
-        }
+    private func syncWithCallsDuringTheFsync(_ e: Engine, during: @escaping @Sendable () throws(KVError) -> String) throws -> LockFreeProbe.Seen {
+        let probe = LockFreeProbe(e, during: during)
+        e.setSyncHook(probe.hook)
         defer { e.setSyncHook(nil) }
         try e.syncOffload()
-        return seen.withLock { $0 }
+        return probe.seen
     }
 
     /// Another thread appends, creates, swaps a sequence out and syncs (two syncs at once)
