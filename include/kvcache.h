@@ -1216,11 +1216,16 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *   episodic (low-score records), (4 x num_kv_heads + 13) x capacity + 4096 bytes of
  *   scratch, and with episodic offload 20 x capacity bytes at the first kvc_seq_focus and
  *   the table of offloaded tokens at the first compaction (up to 48 x rows x capacity bytes,
- *   reserved then: decode steps' compactions do not allocate; it grows, amortised, only
- *   past the capacity or when records are left partly live).
+ *   reserved then for rows x capacity row tokens in full records). A compaction or focus
+ *   grows the table (doubling, amortised) only past the capacity or when the records the
+ *   sequence holds at once outnumber that reservation: a focus's restores leave records
+ *   partly live (a record goes when its last token does). Bound: the records held are at
+ *   most min(the sequence's offloaded row tokens, the tier's slots) + 1, and the table takes
+ *   at most 32 bytes per token a held record can hold (a slot payload / (2 x row-token
+ *   bytes) each) plus the reservation's 48 x rows x capacity.
  *   A kvc_seq_focus that re-clusters (segments added since the last one, an episode
  *   observed) holds a copy of the episodes' scores meanwhile: 4 x rows x capacity x
- *   episodes bytes more.
+ *   episodes bytes more. Otherwise a focus allocates nothing but that table's growth.
  *   E.g. 80 layers x 8 KV heads per head, episodic with 64 episodes: 640 rows x 1024 slots
  *   x 68 x 4 bytes = 178 MB per sequence of up to 1024 tokens, 357 MB up to 2048. An append
  *   that takes a sequence past its capacity reallocates the state at twice the capacity
@@ -1349,7 +1354,8 @@ kvc_status kvc_seq_add_segment(kvc_engine *e, uint64_t seq, size_t start, size_t
  * restored, *episode is not written; retry after freeing memory; while asynchronous
  * swap-outs or freed sequences' reads are pending it first waits for them, as allocations do). Cost: k-means when the segments changed; with offloaded tokens O(tokens) per
  * layer (per head: per head) plus one slot write per record of displaced tokens and one slot read per record
- * restored from.
+ * restored from. Allocates (outside memory_bytes, see TOKEN EVICTION) only the first time,
+ * to re-cluster, or to grow the table of offloaded tokens.
  */
 kvc_status kvc_seq_focus(kvc_engine *e, uint64_t seq, const float *query_embedding, uint32_t dim,
                          uint32_t *episode);

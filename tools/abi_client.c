@@ -465,10 +465,15 @@ void *malloc(size_t size) {
  * 200 steps of warm-up: append a token, observe every layer, compact to 128 tokens (each step
  * evicts a token per row into the sequence's open record; every 16 steps per layer, 2 per head,
  * the full record is written to a disk slot), read every layer's positions, ask kvc_seq_ready
- * (which processes the writes' completions). docs/token-eviction.md: "Observing and compacting
- * then allocate nothing" (the offloading compaction made a few per step, and each completion
- * one, until epialloc's fix). */
-static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t per_head) {
+ * (which processes the writes' and restores' completions); every 10th step also focuses, the
+ * two segments' episodes in turn (no segment added: no re-clustering), restoring the tokens the
+ * other episode ranks higher. docs/token-eviction.md: "Observing and compacting then allocate
+ * nothing" (the offloading compaction made a few per step, and each completion one, until
+ * epialloc's fix); kvcache.h allows a focus to allocate only when it re-clusters (a focus made
+ * about ten per call until focusalloc's fix). The focus calls' mallocs go to *focus_mallocs. */
+static kvc_status wait_ready(kvc_engine *e, uint64_t seq);
+
+static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t per_head, unsigned long *focus_mallocs) {
     enum { PROMPT_TOKENS = 256, KEEP = 128, WARM = 200, STEPS = 200 };
     char dir[] = TIER_DIR;
     new_tier_dir(dir);
@@ -482,14 +487,33 @@ static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t p
     for (int i = 0; i < PROMPT_TOKENS; i++) prompt[i] = 7000 + i;
     size_t cached = 0, len = 0, n = 0;
     MUST(kvc_seq_create(e, 1, prompt, PROMPT_TOKENS, &cached));
-    const float embedding[2] = {1, 0};
+    const float embedding[2][2] = {{1, 0}, {0, 1}};
     uint32_t episode = 0;
-    MUST(kvc_seq_add_segment(e, 1, 0, PROMPT_TOKENS, embedding, 2));
-    MUST(kvc_seq_focus(e, 1, embedding, 2, &episode));
     static float scores[2 * (PROMPT_TOKENS + 1)];
-    unsigned long before = 0;
+    /* Two turns, each a segment whose attention went to its own half of the prompt: episode
+     * 0's heavy hitters are the first half, episode 1's the second. Each focus here clusters
+     * (segments changed), which may allocate. */
+    for (int turn = 0; turn < 2; turn++) {
+        MUST(kvc_seq_add_segment(e, 1, (size_t)turn * PROMPT_TOKENS / 2, (size_t)(turn + 1) * PROMPT_TOKENS / 2, embedding[turn], 2));
+        for (size_t i = 0; i < 2 * PROMPT_TOKENS; i++)
+            scores[i] = (int)(i % PROMPT_TOKENS) / (PROMPT_TOKENS / 2) == turn ? 2.0f / PROMPT_TOKENS : 0;
+        for (uint32_t l = 0; l < cfg.num_layers; l++) MUST(kvc_seq_observe(e, 1, l, scores, 2, PROMPT_TOKENS));
+        MUST(kvc_seq_focus(e, 1, embedding[turn], 2, &episode));
+    }
+    unsigned long before = 0, restored = 0;
+    uint32_t episodes_seen = 0;
+    *focus_mallocs = 0;
     for (int step = 0; step < WARM + STEPS; step++) {
-        if (step == WARM) before = thread_mallocs;
+        if (step == WARM) {
+            before = thread_mallocs;
+            restored = stats_of(e).tokens_restored;
+        }
+        if (step % 10 == 5) {
+            unsigned long at = thread_mallocs;
+            MUST(kvc_seq_focus(e, 1, embedding[(step / 10) % 2], 2, &episode));
+            before += thread_mallocs - at; /* may grow the table of offloaded tokens: below */
+            episodes_seen |= 1u << episode;
+        }
         int32_t token = 20000 + step;
         MUST(kvc_seq_append(e, 1, &token, 1));
         MUST(kvc_seq_layer_length(e, 1, 0, &len));
@@ -501,8 +525,21 @@ static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t p
         MUST(kvc_seq_ready(e, 1, &ready)); /* processes the record writes' completions */
     }
     unsigned long mallocs = thread_mallocs - before;
+    /* Focus calls alone, the episodes in turn, each waited for: after 10 rounds the table of
+     * offloaded tokens holds as many records as these switches keep partly live (kvcache.h,
+     * TOKEN EVICTION: it grows, amortised, only while that number rises), and a focus itself
+     * allocates nothing. */
+    *focus_mallocs = 0;
+    for (int i = 0; i < 30; i++) {
+        unsigned long at = thread_mallocs;
+        MUST(kvc_seq_focus(e, 1, embedding[i % 2], 2, &episode));
+        MUST(wait_ready(e, 1));
+        if (i >= 10) *focus_mallocs += thread_mallocs - at;
+    }
     kvc_stats s = stats_of(e);
     CHECK(s.tokens_offloaded > s.tokens_in_open_records, "episodic decode: records of evicted tokens went to the disk tier");
+    CHECK(__builtin_popcount(episodes_seen) == 2, "episodic decode: the focus alternates between two episodes");
+    CHECK(s.tokens_restored > restored, "episodic decode: the measured focus calls restored offloaded tokens");
     kvc_engine_destroy(e);
     remove_tier_dir(dir);
     return mallocs;
@@ -551,9 +588,12 @@ static void no_allocation(uint32_t layout) {
           "made %lu mallocs, want 0", name, mallocs);
     kvc_engine_destroy(e);
     for (uint32_t per_head = 0; per_head <= 1; per_head++) {
-        mallocs = episodic_offload_decode_mallocs(layout, per_head);
+        unsigned long focus_mallocs;
+        mallocs = episodic_offload_decode_mallocs(layout, per_head, &focus_mallocs);
         CHECK(mallocs == 0, "%s: episodic offload %s, 200 warm decode steps of append, observe, compact (evicted tokens to "
               "disk), positions, ready made %lu mallocs, want 0", name, per_head ? "per head" : "per layer", mallocs);
+        CHECK(focus_mallocs == 0, "%s: episodic offload %s, 20 focus calls switching episodes (no re-clustering) made %lu "
+              "mallocs, want 0", name, per_head ? "per head" : "per layer", focus_mallocs);
     }
 }
 #else

@@ -1178,23 +1178,21 @@ public final class AttentionScores {
 
     /// Plans an episodic restore of row `row`: runs the policy (the focused episode's scores)
     /// over all its tokens, resident and parked, with the row's length as the budget, and
-    /// writes the pairs that change into `pairs`: `pairs[2j]` a resident slot whose token
-    /// leaves memory, `pairs[2j + 1]` the parked slot whose token takes its place. Returns the
-    /// number of pairs. Changes no state. Cost: O(resident + parked), no allocation once the
-    /// gather buffers exist.
-    func planRestore(row: Int, pairs: UnsafeMutablePointer<Int32>) -> Int {
+    /// calls `pair(out, in)` for each pair that changes, in resident-slot order: `out` a
+    /// resident slot whose token leaves memory, `in` the parked slot whose token takes its
+    /// place. Changes no state itself, so planning a row again before it changed makes the
+    /// same pairs; `pair` may swap the row's slots (`swapSlots`) but must not plan again.
+    /// Cost: O(resident + parked), no allocation once the gather buffers exist.
+    func planRestore(row: Int, _ pair: (_ out: Int32, _ in: Int32) -> Void) {
         let len = length(row: row), top = parked[row], first = capacity - top
-        guard top > 0 && len > 0 else { return 0 }
+        guard top > 0 && len > 0 else { return }
         let keep = choose(row: row, count: len + top, budget: len) { j in j < len ? j : first + j - len }
-        var n = 0, out = 0
+        var out = 0
         for j in len..<(len + top) where keep[j] == 1 {
             while keep[out] == 1 { out += 1 }  // as many resident slots lose as parked ones win
-            pairs[2 * n] = Int32(out)
-            pairs[2 * n + 1] = Int32(first + j - len)
+            pair(Int32(out), Int32(first + j - len))
             out += 1
-            n += 1
         }
-        return n
     }
 
     /// Runs the policy on the `count` slots `slot(0..<count)` of row `row` (any resident or

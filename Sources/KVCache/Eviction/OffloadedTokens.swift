@@ -219,6 +219,16 @@ final class OffloadedTokens {
     /// The record and index of entry `e`.
     func record(of e: Int) -> (record: Int32, index: Int) { (Int32(e / tokensPerRecord), e % tokensPerRecord) }
 
+    /// Records numbered so far (ids `0..<recordCount`, free ones included).
+    var recordCount: Int { recordSlot.count }
+
+    /// Whether an entry of `record` is being restored (`beginRestore`, not ended yet).
+    /// O(tokensPerRecord).
+    func isRestoring(_ record: Int) -> Bool {
+        let first = record * tokensPerRecord
+        return entryDestination[first..<(first + tokensPerRecord)].contains { $0 >= 0 }
+    }
+
     /// Marks entry `e` as being restored into memory slot `destination`, where it replaces the
     /// token at `displaced` (no longer found by `entry`).
     func beginRestore(_ e: Int, destination: Int, displaced: Int32) {

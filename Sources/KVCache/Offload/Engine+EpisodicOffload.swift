@@ -62,7 +62,8 @@ extension Engine: RecordMemory {
     /// The offloaded-token table of sequence slot `s`, created on first use for `state`'s rows
     /// (its granularity is fixed by then: `setEviction` refuses a change after a compaction),
     /// with room for as many tokens as the state has slots (`rows x capacity`), so that
-    /// decode steps' compactions add records without allocating until the state grows.
+    /// decode steps' compactions add records without allocating until the state grows or the
+    /// records held at once (some partly live after focus calls) outnumber that room.
     private func tokenTable(_ s: Int, _ offload: OffloadCoordinator, _ state: AttentionScores) -> OffloadedTokens {
         if let t = offload.offloadedTokens[s] { return t }
         let t = OffloadedTokens(payloadBytes: offload.tier.payloadBytes, entryBytes: rowBytes(state),
@@ -249,50 +250,73 @@ extension Engine: RecordMemory {
     /// After a focus: per row, swaps the resident tokens the focused episode ranks below
     /// parked ones for those (see the extension's comment). Throws `outOfMemory` (nothing
     /// restored) when a shared block or page must be copied and the budget has no room.
-    /// Allocates O(restored) scratch.
+    /// Plans every row twice (`planRestore`: first to mark the displaced slots writable, then
+    /// to restore), gathering a record's worth of pairs at a time in the coordinator's
+    /// scratch (`recordRows`, `recordSlots`, `recordWinners`) as `offloadEvictions` does: the
+    /// displaced tokens are written (a record's worth per slot write, the rest to the open
+    /// record) before the winners' reads are issued, one per record restored from, in record
+    /// order so that adjacent slots merge. Allocates nothing unless tokens are lost (their
+    /// list). Cost: O(resident + parked) per row, plus O(records x tokens per record) to find
+    /// the records to read.
     func restoreFocused(slot s: Int, state: AttentionScores) throws(KVError) {
         guard let offload else { return }
-        var pairRow: [Int32] = [], pairOut: [Int32] = [], pairIn: [Int32] = []
-        withUnsafeTemporaryAllocation(of: Int32.self, capacity: 2 * max(1, sequences.lengths[s])) { pairs in
+        var pairs = 0
+        try makeWritable(slot: s, state: state, length: sequences.lengths[s]) { mark in
             for r in 0..<state.rows {
-                let n = state.planRestore(row: r, pairs: pairs.baseAddress!)
-                for j in 0..<n {
-                    pairRow.append(Int32(r))
-                    pairOut.append(pairs[2 * j])
-                    pairIn.append(pairs[2 * j + 1])
+                state.planRestore(row: r) { out, _ in
+                    mark(Int(out))
+                    pairs += 1
                 }
             }
         }
-        guard !pairRow.isEmpty else { return }
-        try makeWritable(slot: s, state: state, length: sequences.lengths[s]) { mark in for d in pairOut { mark(Int(d)) } }
+        guard pairs > 0 else { return }
+        let t = tokenTable(s, offload, state), table = sequences.table(s)
+        let rows = offload.recordRows, slots = offload.recordSlots, winners = offload.recordWinners
+        var gathered = 0, refused = false, lost: [(row: Int, position: Int32)] = []
         // The displaced tokens go to disk first (copied into staging now), so that their slots
         // may be overwritten; a pair whose displaced token could not be written stays as it is.
-        let (written, lost) = writeTokens(slot: s, state: state, rows: pairRow, slots: pairOut, count: pairRow.count)
-        offload.tier.flush()
-        let t = offload.offloadedTokens[s]!, table = sequences.table(s)
-        var reads = Set<Int32>()
-        for j in 0..<written {
-            let r = Int(pairRow[j]), d = Int(pairOut[j]), p = Int(pairIn[j])
-            guard let e = t.entry(row: r, position: state.position(row: r, slot: p)) else {
-                // The winner was lost with a refused open record: no swap, and the displaced
-                // token, still resident, needs no copy on disk.
-                unpin(t.remove(t.entry(row: r, position: state.position(row: r, slot: d))!))
-                continue
+        func restoreGathered() {
+            var written = 0
+            if !refused {
+                let refusedOpen: [(row: Int, position: Int32)]
+                (written, refusedOpen) = writeTokens(slot: s, state: state, rows: rows, slots: slots, count: gathered)
+                lost += refusedOpen
+                refused = written < gathered
             }
-            t.beginRestore(e, destination: d, displaced: state.position(row: r, slot: d))
-            state.swapSlots(row: r, d, p)
-            offload.markLoading(table[d / bt], 1)
-            reads.insert(t.record(of: e).record)
+            for j in 0..<written {
+                let r = Int(rows[j]), d = Int(slots[j]), p = Int(winners[j])
+                guard let e = t.entry(row: r, position: state.position(row: r, slot: p)) else {
+                    // The winner was lost with a refused open record: no swap, and the displaced
+                    // token, still resident, needs no copy on disk.
+                    unpin(t.remove(t.entry(row: r, position: state.position(row: r, slot: d))!))
+                    continue
+                }
+                t.beginRestore(e, destination: d, displaced: state.position(row: r, slot: d))
+                state.swapSlots(row: r, d, p)
+                offload.markLoading(table[d / bt], 1)
+            }
+            gathered = 0
         }
-        for r in reads.sorted() {  // slot order lets adjacent records merge into one request
+        for r in 0..<state.rows {
+            state.planRestore(row: r) { out, win in
+                rows[gathered] = Int32(r)
+                slots[gathered] = out
+                winners[gathered] = win
+                gathered += 1
+                if gathered == t.tokensPerRecord { restoreGathered() }
+            }
+        }
+        if gathered > 0 { restoreGathered() }
+        offload.tier.flush()
+        for r in 0..<t.recordCount where t.isRestoring(r) {
             t.readsPending += 1
-            let target = LoadTarget(block: -1, slot: Int32(s), position: 0, tokens: 0, record: r)
-            if r == t.openRecord {  // its bytes are in memory: copied at once
+            let target = LoadTarget(block: -1, slot: Int32(s), position: 0, tokens: 0, record: Int32(r))
+            if r == Int(t.openRecord) {  // its bytes are in memory: copied at once
                 scatterRecord(target, from: offload.openRecords.buffer(of: s)!)
                 recordFinished(target, ok: true)
                 continue
             }
-            offload.tier.load(t.recordSlot[Int(r)], into: target)
+            offload.tier.load(t.recordSlot[r], into: target)
         }
         dropParked(state, lost + writeOpenRecordIfFull(s))
         offload.tier.flush()

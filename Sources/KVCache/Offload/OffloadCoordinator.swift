@@ -54,9 +54,12 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     private let scratchSources: UnsafeMutablePointer<UnsafeRawPointer?>
     /// Scratch for an offloading compaction (`Engine.offloadEvictions`): the row and token slot
     /// of each evicted row token it gathers for one record, room for the most a record holds
-    /// (`recordTokens`: per head, `numLayers x blockTokens x numKVHeads`).
+    /// (`recordTokens`: per head, `numLayers x blockTokens x numKVHeads`); a focus's restore
+    /// (`Engine.restoreFocused`) gathers the displaced tokens' so, and in `recordWinners` the
+    /// parked slot of the token that takes each one's place.
     let recordRows: UnsafeMutablePointer<Int32>
     let recordSlots: UnsafeMutablePointer<Int32>
+    let recordWinners: UnsafeMutablePointer<Int32>
     /// Per sequence slot: its offloaded tokens (episodic offload), created at its first
     /// offloading compaction.
     var offloadedTokens: [OffloadedTokens?]
@@ -130,6 +133,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         let perRecord = "episodic offload's scratch of one record's \(recordTokens) head tokens (num_layers x block_tokens x num_kv_heads)"
         recordRows = try a.allocate(count: recordTokens, perRecord)
         recordSlots = try a.allocate(count: recordTokens, perRecord)
+        recordWinners = try a.allocate(count: recordTokens, perRecord)
         failureReasons = Array(repeating: "", count: config.maxSeqs)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
         openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
@@ -161,6 +165,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         scratchSources.deallocate()
         recordRows.deallocate()
         recordSlots.deallocate()
+        recordWinners.deallocate()
     }
 
     /// The tier's counters with the engine-level ones filled in. O(1).
