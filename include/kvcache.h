@@ -349,8 +349,8 @@ typedef struct kvc_config {
      *  and the contiguous layout holds at least one group per live sequence (65536 commits and
      *  frees in finer steps). */
     uint64_t page_bytes;
-    /** NUMA node to bind K/V memory and the disk tier's staging buffers to, or -1
-     *  (default) for the default policy. */
+    /** NUMA node to bind K/V memory, the disk tier's staging buffers and episodic offload's
+     *  open-record buffers to, or -1 (default) for the default policy. */
     int32_t numa_node;
     /** 1: metadata only — the prefix index, LRU, events and block accounting are real but
      *  no memory is mapped and kvc_block_kv returns KVC_ERR_UNSUPPORTED (for simulators).
@@ -1266,7 +1266,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * the sequence's open record, a buffer of one slot payload that later compactions fill
  * and that is written when full. At most min(max_seqs,
  * offload_queue_depth) records are open engine-wide (their buffers: outside memory_bytes,
- * at most that many slot payloads, allocated on first use); when none is free, the least
+ * at most that many slot payloads, reserved at create and bound to numa_node, their pages
+ * faulted in on first use); when none is free, the least
  * recently filled one is written partly filled. kvc_seq_focus restores open-record tokens
  * from memory, kvc_seq_fork copies the parent's open record into the child's, kvc_seq_free
  * discards it. A token whose slot cannot be written (disk full, tier full, or a write error

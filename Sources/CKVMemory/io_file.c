@@ -39,29 +39,38 @@ int kvm_io_preallocate(int fd, uint64_t bytes) {
 
 #define HUGE_BYTES (2ull << 20)
 
-void *kvm_io_alloc_buffers(uint64_t bytes, int32_t numa_node) {
+/* What both kinds of buffers share: `bytes` rounded up to 2 MiB (*size), mapped aligned to
+ * 2 MiB and, with numa_node >= 0, bound to that node before any page is touched, as the page
+ * pool binds its memfd. NULL with errno and a message. */
+static uint8_t *map_buffers(uint64_t bytes, int32_t numa_node, uint64_t *size) {
     /* 0 would map one huge page and unmap it all again (returning a dangling pointer); past
      * UINT64_MAX - 2 MiB the rounding below wraps. */
     if (bytes == 0 || bytes > UINT64_MAX - 2 * HUGE_BYTES) {
-        kvm_fail(EINVAL, "kvm_io_alloc_buffers: %llu bytes: must be 1 .. 2^64 - 4 MiB", (unsigned long long)bytes);
+        kvm_fail(EINVAL, "I/O buffers of %llu bytes: must be 1 .. 2^64 - 4 MiB", (unsigned long long)bytes);
         errno = EINVAL;
         return NULL;
     }
-    uint64_t size = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
-    uint8_t *start = kvm_map_aligned(size, HUGE_BYTES, PROT_READ | PROT_WRITE, 0);
+    *size = (bytes + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1);
+    uint8_t *start = kvm_map_aligned(*size, HUGE_BYTES, PROT_READ | PROT_WRITE, 0);
     if (start == MAP_FAILED) {
         int err = errno;
-        kvm_fail(err, "mapping %llu bytes of I/O buffers failed: %s", (unsigned long long)size, strerror(err));
+        kvm_fail(err, "mapping %llu bytes of I/O buffers failed: %s", (unsigned long long)*size, strerror(err));
         errno = err;
         return NULL;
     }
-    /* Bound before the memset below faults the pages in, as the page pool binds its memfd. */
-    int bound = numa_node >= 0 ? kvm_bind_node(start, size, numa_node) : 0;
+    int bound = numa_node >= 0 ? kvm_bind_node(start, *size, numa_node) : 0;
     if (bound != 0) {
-        munmap(start, size);
+        munmap(start, *size);
         errno = -bound;
         return NULL;
     }
+    return start;
+}
+
+void *kvm_io_alloc_buffers(uint64_t bytes, int32_t numa_node) {
+    uint64_t size;
+    uint8_t *start = map_buffers(bytes, numa_node, &size);
+    if (!start) return NULL;
     madvise(start, size, MADV_HUGEPAGE); /* a hint: without THP the buffers still work */
     /* Not inherited by a fork's child, which may not use the engine (kvcache.h, PROCESSES):
      * io_uring pins registered buffers, and the kernel copies pinned pages into the child at
@@ -70,6 +79,11 @@ void *kvm_io_alloc_buffers(uint64_t bytes, int32_t numa_node) {
     (void)madvise(start, size, MADV_DONTFORK);
     memset(start, 0, size);              /* populate now, not on the I/O path */
     return start;
+}
+
+void *kvm_io_reserve_buffers(uint64_t bytes, int32_t numa_node) {
+    uint64_t size;
+    return map_buffers(bytes, numa_node, &size);
 }
 
 void kvm_io_free_buffers(void *p, uint64_t bytes) {

@@ -147,4 +147,9 @@ uint64_t kvm_file_size_limit(void);
  * not round up within 64 bits, or a node libnuma does not know, else mmap's or mbind's.
  * Release with kvm_io_free_buffers(p, bytes). */
 void *kvm_io_alloc_buffers(uint64_t bytes, int32_t numa_node);
+/* As kvm_io_alloc_buffers, but only reserved: nothing is touched (each page is faulted in, from
+ * `numa_node` when >= 0, on its first use), no huge-page advice, and a fork's child inherits
+ * the mapping copy-on-write (it is never registered for I/O). For buffers the engine may never
+ * use, such as episodic offload's open records. Release with kvm_io_free_buffers(p, bytes). */
+void *kvm_io_reserve_buffers(uint64_t bytes, int32_t numa_node);
 void kvm_io_free_buffers(void *p, uint64_t bytes);

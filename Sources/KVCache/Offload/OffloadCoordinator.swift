@@ -136,8 +136,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         recordWinners = try a.allocate(count: recordTokens, perRecord)
         failureReasons = Array(repeating: "", count: config.maxSeqs)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
-        openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
-                                  maxSeqs: config.maxSeqs)
+        openRecords = try OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
+                                      maxSeqs: config.maxSeqs, numaNode: config.numaNode)
         progress = monotonicCondition()
         a.keep()
         tier = try DiskTier(config, memory: self, events: blocks.events, maxPendingReads: blocks.capacity)

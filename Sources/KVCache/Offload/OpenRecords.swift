@@ -1,26 +1,31 @@
+import CKVMemory
+
 /// The memory buffers of open records (episodic offload): a sequence's *open record* is an
 /// offloaded-token record still being filled, across compactions, in a buffer of one slot
 /// payload; it is written to the disk tier (one slot write) when full, or partly filled when
 /// its buffer is taken back (see `Engine+EpisodicOffload`).
 ///
 /// At most `capacity` buffers exist engine-wide (`min(maxSeqs, offloadQueueDepth)`), each
-/// `payloadBytes`, allocated on first use and kept for reuse until the engine goes: at most
-/// `offloadQueueDepth` slot payloads, no more than the tier's staging buffers. Like those,
-/// this memory is outside the KV budget (`memory_bytes`). A sequence owns at most one buffer.
+/// `payloadBytes`, in one mapping reserved at init and bound to `numa_node` as the tier's
+/// staging buffers are (`kvm_io_reserve_buffers`): a buffer's pages come from that node when
+/// first used and are kept for reuse until the engine goes: at most `offloadQueueDepth` slot
+/// payloads, no more than the tier's staging buffers. Like those, this memory is outside the
+/// KV budget (`memory_bytes`). A sequence owns at most one buffer.
 /// When all are owned, `victim` names the owner that appended least recently, whose record
 /// the engine writes out before `release` hands its buffer on.
 ///
-/// Cost: O(1) per call except `victim` (O(capacity), only when every buffer is owned) and
-/// the first `acquire` of each buffer (one allocation). Not thread-safe: the engine
-/// serialises calls.
+/// Cost: O(1) per call except `victim` (O(capacity), only when every buffer is owned); a
+/// buffer's first use faults its pages in. Not thread-safe: the engine serialises calls.
 final class OpenRecords {
     /// Most buffers at once.
     let capacity: Int
     /// Bytes of one buffer (the tier's slot payload).
     let payloadBytes: Int
-    /// Per buffer: its memory (nil until first used), owner sequence slot (-1: free), and
-    /// when its owner last appended (`clock` then).
-    private var buffers: [UnsafeMutableRawPointer?]
+    /// Buffer `b` is at `base + b * stride` (`payloadBytes` rounded up to 64 bytes).
+    private let base: UnsafeMutableRawPointer
+    private let stride: Int
+    /// Per buffer: owner sequence slot (-1: free), and when its owner last appended (`clock`
+    /// then).
     private var owner: [Int]
     private var appended: [UInt64]
     /// Per sequence slot: the buffer it owns, or -1.
@@ -28,26 +33,30 @@ final class OpenRecords {
     private var freeBuffers: [Int]
     private var clock: UInt64 = 0
 
-    /// Buffers for sequence slots `0..<maxSeqs`, at most `capacity` of `payloadBytes` at once.
-    init(capacity: Int, payloadBytes: Int, maxSeqs: Int) {
-        precondition(capacity > 0)
+    /// Buffers for sequence slots `0..<maxSeqs`, at most `capacity` of `payloadBytes` at once,
+    /// bound to NUMA node `numaNode` (-1: the default policy). Throws `outOfMemory` when the
+    /// mapping or the bind is refused (the message says why). O(capacity + maxSeqs).
+    init(capacity: Int, payloadBytes: Int, maxSeqs: Int, numaNode: Int32) throws(KVError) {
+        precondition(capacity > 0 && payloadBytes > 0)
         self.capacity = capacity
         self.payloadBytes = payloadBytes
-        buffers = [UnsafeMutableRawPointer?](repeating: nil, count: capacity)
+        stride = (payloadBytes + 63) / 64 * 64
+        guard let mapped = kvm_io_reserve_buffers(UInt64(capacity * stride), numaNode) else {
+            throw .outOfMemory("offload: open-record buffers: \(String(cString: kvm_error()))")
+        }
+        base = mapped
         owner = [Int](repeating: -1, count: capacity)
         appended = [UInt64](repeating: 0, count: capacity)
         bufferOf = [Int](repeating: -1, count: maxSeqs)
         freeBuffers = Array((0..<capacity).reversed())
     }
 
-    deinit {
-        for case let b? in buffers { b.deallocate() }
-    }
+    deinit { kvm_io_free_buffers(base, UInt64(capacity * stride)) }
 
     /// The buffer sequence slot `s` owns, or nil.
     func buffer(of s: Int) -> UnsafeMutableRawPointer? {
         let b = bufferOf[s]
-        return b >= 0 ? buffers[b] : nil
+        return b >= 0 ? base + b * stride : nil
     }
 
     /// True when no buffer is free (`acquire` needs a `release` first).
@@ -65,11 +74,10 @@ final class OpenRecords {
     func acquire(for s: Int) -> UnsafeMutableRawPointer {
         precondition(bufferOf[s] < 0, "sequence slot \(s) already owns an open record buffer")
         let b = freeBuffers.removeLast()
-        if buffers[b] == nil { buffers[b] = .allocate(byteCount: payloadBytes, alignment: 64) }
         owner[b] = s
         bufferOf[s] = b
         touch(s)
-        return buffers[b]!
+        return base + b * stride
     }
 
     /// Notes that `s` appended to its buffer now (it becomes the last `victim`).
