@@ -1219,10 +1219,10 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  *   reserved then for rows x capacity row tokens in full records). A compaction or focus
  *   grows the table (doubling, amortised) only past the capacity or when the records the
  *   sequence holds at once outnumber that reservation: a focus's restores leave records
- *   partly live (a record goes when its last token does). Bound: the records held are at
- *   most min(the sequence's offloaded row tokens, the tier's slots) + 1, and the table takes
- *   at most 32 bytes per token a held record can hold (a slot payload / (2 x row-token
- *   bytes) each) plus the reservation's 48 x rows x capacity.
+ *   partly live (a record goes when its last token does). Bound: the records held at once
+ *   are at most min(the sequence's row tokens on disk or being restored, the tier's slots)
+ *   + 1, and the table takes at most 32 bytes per token a held record can hold (a slot
+ *   payload / (2 x row-token bytes) each) and 64 per held record, plus the reservation.
  *   A kvc_seq_focus that re-clusters (segments added since the last one, an episode
  *   observed) holds a copy of the episodes' scores meanwhile: 4 x rows x capacity x
  *   episodes bytes more. Otherwise a focus allocates nothing but that table's growth.
