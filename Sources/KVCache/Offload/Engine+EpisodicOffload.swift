@@ -250,14 +250,15 @@ extension Engine: RecordMemory {
     /// After a focus: per row, swaps the resident tokens the focused episode ranks below
     /// parked ones for those (see the extension's comment). Throws `outOfMemory` (nothing
     /// restored) when a shared block or page must be copied and the budget has no room.
-    /// Plans every row twice (`planRestore`: first to mark the displaced slots writable, then
-    /// to restore), gathering a record's worth of pairs at a time in the coordinator's
-    /// scratch (`recordRows`, `recordSlots`, `recordWinners`) as `offloadEvictions` does: the
-    /// displaced tokens are written (a record's worth per slot write, the rest to the open
-    /// record) before the winners' reads are issued, one per record restored from, in record
-    /// order so that adjacent slots merge. Allocates nothing unless tokens are lost (their
-    /// list). Cost: O(resident + parked) per row, plus O(records x tokens per record) to find
-    /// the records to read.
+    /// Plans every row twice (`planRestore`: first to mark the displaced slots writable and
+    /// count the pairs, then to restore), gathering a record's worth of pairs at a time in the
+    /// coordinator's scratch (`recordRows`, `recordSlots`, `recordWinners`) as
+    /// `offloadEvictions` does, the remainder first: it goes to the open record, the other
+    /// gatherings each to a new record (a slot write each); then the winners' reads are issued,
+    /// one per record restored from, in record order so that adjacent slots merge. Allocates
+    /// nothing unless tokens are lost (their list) or the table grows (`OffloadedTokens`).
+    /// Cost: O(resident + parked) per row, plus O(records x tokens per record) to find the
+    /// records to read.
     func restoreFocused(slot s: Int, state: AttentionScores) throws(KVError) {
         guard let offload else { return }
         var pairs = 0
@@ -297,16 +298,22 @@ extension Engine: RecordMemory {
             }
             gathered = 0
         }
+        // The partial gathering comes first: only it touches the open record (which it may
+        // have to write out, or lose), before any restore from that record has begun.
+        var limit = pairs % t.tokensPerRecord == 0 ? t.tokensPerRecord : pairs % t.tokensPerRecord
         for r in 0..<state.rows {
             state.planRestore(row: r) { out, win in
                 rows[gathered] = Int32(r)
                 slots[gathered] = out
                 winners[gathered] = win
                 gathered += 1
-                if gathered == t.tokensPerRecord { restoreGathered() }
+                if gathered == limit {
+                    restoreGathered()
+                    limit = t.tokensPerRecord
+                }
             }
         }
-        if gathered > 0 { restoreGathered() }
+        precondition(gathered == 0, "a row planned another restore the second time")
         offload.tier.flush()
         for r in 0..<t.recordCount where t.isRestoring(r) {
             t.readsPending += 1
