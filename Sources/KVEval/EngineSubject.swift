@@ -19,6 +19,8 @@ final class EngineSubject: EvictionSubject {
     /// The engine (one sequence, `seq`).
     let engine: Engine
     let seq: UInt64 = 1
+    /// The tier's private directory, `/tmp/kvcache-evict-eval-XXXXXX`: removed with its files
+    /// when the subject goes (or its engine could not be created).
     private let directory: String
     private let layers: Int, tokenBytes: Int
     /// Rows of a layer's kept sets: its KV heads per head, else 1.
@@ -28,13 +30,15 @@ final class EngineSubject: EvictionSubject {
     private let held: UnsafeMutablePointer<Int32>
     private let capacity: Int
 
-    /// An engine for `header`'s layers and heads with `eviction` as its policy.
-    init(eviction: EvictionConfig, header: TraceHeader) throws {
+    /// An engine for `header`'s layers and heads with `eviction` as its policy; `made` is
+    /// called with `directory` once it exists, before the engine's files are in it.
+    init(eviction: EvictionConfig, header: TraceHeader, made: (_ directory: String) -> Void = { _ in }) throws {
         var template = Array("/tmp/kvcache-evict-eval-XXXXXX".utf8CString)
         guard let dir = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw TraceError(description: "cannot create a temporary directory: \(String(cString: strerror(errno)))")
         }
         directory = String(cString: dir)
+        made(directory)
         var c = EngineConfig()
         c.layout = .contiguous
         c.numLayers = header.layers
@@ -56,7 +60,7 @@ final class EngineSubject: EvictionSubject {
         capacity = header.heads * header.maxTokens
         held = .allocate(capacity: capacity)
         do { engine = try Engine(c) } catch {
-            rmdir(directory)
+            EngineSubject.remove(directory)
             held.deallocate()
             throw error
         }
@@ -65,11 +69,16 @@ final class EngineSubject: EvictionSubject {
     deinit {
         try? engine.free(seq)
         try? engine.syncOffload()
+        EngineSubject.remove(directory)
+        held.deallocate()
+    }
+
+    /// Removes `directory` and the files in it (the engine may still hold them open).
+    private static func remove(_ directory: String) {
         if let names = try? FileManager.default.contentsOfDirectory(atPath: directory) {
             for name in names { unlink(directory + "/" + name) }
         }
         rmdir(directory)
-        held.deallocate()
     }
 
     private(set) var nextPosition = 0

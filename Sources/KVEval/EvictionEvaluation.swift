@@ -83,15 +83,20 @@ public struct EvictionEvaluation: Sendable {
         }
     }
 
-    /// The runs, one per policy and ratio, over a trace with `header`.
-    func runs(_ header: TraceHeader) throws -> [EvictionRun] {
+    /// The runs, one per policy and ratio, over a trace with `header`. `tierDirectories` is
+    /// called with the runs' private tier directories so far each time one is made.
+    func runs(_ header: TraceHeader, tierDirectories: ([String]) -> Void = { _ in }) throws -> [EvictionRun] {
         try validate()
         var runs: [EvictionRun] = []
+        var directories: [String] = []
         for name in policies {
             for ratio in ratios where !(name == "none" && ratio != ratios.first) {
                 let c = config(name)
                 let run = try EvictionRun(label: name, config: c, ratio: name == "none" ? 1 : ratio,
-                                      offload: name == "episodic-offload", oracle: name == "oracle", header: header)
+                                      offload: name == "episodic-offload", oracle: name == "oracle", header: header) { made in
+                    directories.append(made)
+                    tierDirectories(directories)
+                }
                 run.verbose = verbose
                 runs.append(run)
             }
@@ -104,11 +109,15 @@ public struct EvictionEvaluation: Sendable {
     /// header's step count (the CLI's progress line). Cost: per step, O(runs x layers x heads x
     /// tokens). Throws what the source or the engine's eviction state throws (for example a
     /// malformed trace file), and `TraceError` when no decode step, or none from the trace's
-    /// mark on, was there to score.
+    /// mark on, was there to score. `tierDirectories` is called with the private directories
+    /// of the runs' disk tiers made so far (`EngineSubject`, episodic-offload) as each is made,
+    /// before its engine's files are in it; the runs remove them when they end, also by a
+    /// throw, before this returns: the CLI has a signal remove them too.
     public func run(_ name: String, _ source: inout some AttentionTraceSource,
-                    progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> [EvictEvalResult] {
+                    progress: (_ done: Int, _ total: Int) -> Void = { _, _ in },
+                    tierDirectories: ([String]) -> Void = { _ in }) throws -> [EvictEvalResult] {
         let header = source.header
-        let runs = try runs(header)
+        let runs = try runs(header, tierDirectories: tierDirectories)
         let values = ValueTable(rows: header.layers * header.heads, maxTokens: header.maxTokens, seed: seed)
         var step = TraceStep()
         var index = 0, scored = 0, scoredAfter = 0

@@ -33,8 +33,10 @@ final class EvictionRun {
     private(set) var recall = Mean(), error = Mean(), recallAfter = Mean(), errorAfter = Mean()
 
     /// A run of `config` at `ratio` over traces shaped like `header`; `offload` runs a whole
-    /// engine with a disk tier (throws what creating it throws).
-    init(label: String, config: EvictionConfig, ratio: Double, offload: Bool = false, oracle: Bool = false, header: TraceHeader) throws {
+    /// engine with a disk tier (throws what creating it throws), in a private directory it
+    /// passes to `madeTierDirectory` as soon as it exists (`EngineSubject`).
+    init(label: String, config: EvictionConfig, ratio: Double, offload: Bool = false, oracle: Bool = false, header: TraceHeader,
+         madeTierDirectory: (String) -> Void = { _ in }) throws {
         self.label = label
         self.config = config
         self.ratio = ratio
@@ -42,7 +44,7 @@ final class EvictionRun {
         layers = header.layers
         heads = header.heads
         let maxTokens = header.maxTokens
-        subject = offload ? try EngineSubject(eviction: config, header: header)
+        subject = offload ? try EngineSubject(eviction: config, header: header, made: madeTierDirectory)
                           : try AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxTokens)
         keep = [UInt8](repeating: 0, count: maxTokens)
         observed = .allocate(capacity: heads * maxTokens)

@@ -199,11 +199,12 @@ struct EvictEvalCommand: ParsableCommand {
         }
         var results: [EvictEvalResult] = []
         var line = ProgressLine()
+        let handlers = InterruptCleanup.install()  // a signal removes the runs' tier directories
+        defer { handlers.restore() }
         for (name, var source) in sources {
             let started = Date()
-            let rows = try evaluation.run(name, &source) { done, total in
-                line.update("\(name): step \(done) of \(total)")
-            }
+            let rows = try evaluation.run(name, &source, progress: { done, total in line.update("\(name): step \(done) of \(total)") },
+                                          tierDirectories: InterruptCleanup.setTierDirectories)
             line.clear()
             FileHandle.standardError.write("\(name): \(source.header.steps) steps, \(rows.count) runs in \(String(format: "%.1f", Date().timeIntervalSince(started))) s\n".data(using: .utf8)!)
             results += rows

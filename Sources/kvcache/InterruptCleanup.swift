@@ -1,10 +1,12 @@
+import KVCache
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// What SIGINT and SIGTERM remove before they end `kvcache io-bench`: its test file and its
-/// tier's private directory, which a signal would otherwise leave behind (1 GiB by default).
+/// What SIGINT and SIGTERM remove before they end `kvcache io-bench` (its test file and its
+/// tier's private directory, which a signal would otherwise leave behind: 1 GiB by default)
+/// and `kvcache evict-eval` (its episodic-offload runs' private tier directories).
 /// The handler then exits with 128 + the signal's number, the status a shell reports.
 ///
 /// `kvcache load` installs it in `.stop` mode instead: the first signal is only recorded
@@ -50,6 +52,12 @@ enum InterruptCleanup {
         case .testFile: testFileList.store(list, ordering: .releasing)
         case .tierDirectory: tierDirectoryList.store(list, ordering: .releasing)
         }
+    }
+
+    /// Makes the private tier directories `dirs` (each holding one engine's tier files,
+    /// `DiskTierFiles.names`, and nothing else) what a signal removes: their files, then them.
+    static func setTierDirectories(_ dirs: [String]) {
+        set(dirs.flatMap { dir in DiskTierFiles.names.map { dir + "/" + $0 } + [dir] }, for: .tierDirectory)
     }
 
     /// The actions `install` replaced, to put back.

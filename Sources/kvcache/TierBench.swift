@@ -87,7 +87,7 @@ struct TierBench {
             throw IOBenchError("cannot create the tier's directory in \(dir): \(String(cString: strerror(errno)))")
         }
         let tierDir = String(cString: made)
-        InterruptCleanup.set(DiskTierFiles.names.map { tierDir + "/" + $0 } + [tierDir], for: .tierDirectory)
+        InterruptCleanup.setTierDirectories([tierDir])
         return tierDir
     }
 

@@ -121,12 +121,6 @@ private func descriptorTable() -> [String] {
     return entries
 }
 
-/// A fresh directory under /tmp (`mkdtemp` holds no descriptor).
-private func freshDirectory() -> String {
-    var template = Array("/tmp/kvcache-abi-fd-XXXXXX".utf8CString)
-    return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-}
-
 /// Expects the child (`exitAfterRunningOutOfDescriptors`) to have reported nothing.
 private func expectNothingReported(_ result: ExitTest.Result?) {
     guard let result else { return }  // the exit test's own expectation failed
@@ -162,7 +156,7 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
             var c = CConfig.small(KVC_LAYOUT_PAGED)
             c.offloadBytes = 1 << 20
             c.offloadWriteback = 1
-            exitAfterRunningOutOfDescriptors(c, failing: 5, directory: freshDirectory)
+            exitAfterRunningOutOfDescriptors(c, failing: 5, directory: { ScratchDir("abi-fd").path })
         }
         expectNothingReported(result)
     }
@@ -173,7 +167,7 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             var c = CConfig.small(KVC_LAYOUT_CONTIGUOUS)
             c.offloadBytes = 1 << 20
-            let dir = freshDirectory()
+            let dir = ScratchDir("abi-fd").path
             exitAfterRunningOutOfDescriptors(c, failing: 5, directory: { dir })
         }
         expectNothingReported(result)
@@ -185,13 +179,13 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
             var c = CConfig.small(KVC_LAYOUT_PAGED)
             c.offloadBytes = 1 << 20
             c.modelTag = 7
-            let peer = freshDirectory()
+            let peer = ScratchDir("abi-fd").path
             var engine: OpaquePointer?
             guard c.create(&engine, offloadDir: peer) == KVC_OK else {
                 exitReporting(["the peer's engine: \(String(cString: kvc_last_error()))"])
             }
             kvc_engine_destroy(engine)
-            exitAfterRunningOutOfDescriptors(c, failing: 7, directory: freshDirectory, peers: peer, removing: [peer])
+            exitAfterRunningOutOfDescriptors(c, failing: 7, directory: { ScratchDir("abi-fd").path }, peers: peer, removing: [peer])
         }
         expectNothingReported(result)
     }
@@ -220,7 +214,7 @@ private func exitAfterSyncingWithNoDescriptorLeft(_ layout: UInt32) -> Never {
     enterOwnLimitedDescriptorTable()
     var c = CConfig.small(layout)
     c.offloadBytes = 1 << 20
-    let dir = freshDirectory()
+    let dir = ScratchDir("abi-fd").path
     let tokens = (0..<40).map { Int32($0 * 7 + 3) }
     var engine: OpaquePointer?
     var cached = 0

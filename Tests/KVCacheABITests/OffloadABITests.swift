@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import KVCacheABI
 @testable import KVCache
@@ -35,11 +36,9 @@ func directoryEntries(_ dir: [UInt8]) -> [String]? {
     return names
 }
 
-/// A fresh directory for one test's disk tier.
-func scratchDir() -> String {
-    var template = Array("/tmp/kvcache-abi-tier-XXXXXX".utf8CString)
-    return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-}
+/// A fresh directory for one test's disk tier (`ScratchDir`: removed at the latest when the
+/// process exits).
+func scratchDir() -> String { ScratchDir("abi-tier").path }
 
 /// The small-model fixture with a disk tier in `dir` and its two witnesses.
 private func offloadFixture(_ layout: UInt32, dir: String, offloadBytes: UInt64 = 16 << 20) throws -> ABIFixture {

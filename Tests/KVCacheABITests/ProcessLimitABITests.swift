@@ -70,11 +70,6 @@ private func setDefaultThreadStack(_ bytes: Int) -> Int32 {
     return unsafeBitCast(symbol, to: SetDefault.self)(&attr)
 }
 
-private func freshDirectory() -> String {
-    var template = Array("/tmp/kvcache-abi-limit-XXXXXX".utf8CString)
-    return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-}
-
 @Suite struct ProcessLimitABITests {
     /// Under an address-space limit 256 MiB above what the process maps: a metadata-only
     /// engine of 65536 sequences of 65536 tokens in 16-token blocks needs a 1 GiB block table
@@ -125,7 +120,7 @@ private func freshDirectory() -> String {
     @Test func threadsTheProcessCannotStartAreOutOfMemory() async {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             var problems: [String] = []
-            let dir = freshDirectory()
+            let dir = ScratchDir("abi-limit").path
             var c = CConfig.small(KVC_LAYOUT_PAGED)
             c.offloadBytes = 16 << 20
             c.offloadWriteback = 1

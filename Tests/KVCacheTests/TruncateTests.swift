@@ -1,4 +1,5 @@
 import CKVMemory
+import TestSupport
 import Testing
 @testable import KVCache
 

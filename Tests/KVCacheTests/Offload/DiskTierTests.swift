@@ -1,5 +1,6 @@
 import CKVMemory
 import Foundation
+import TestSupport
 import Testing
 @testable import KVCache
 

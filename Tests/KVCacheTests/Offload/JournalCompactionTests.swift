@@ -1,5 +1,6 @@
 import Foundation
 import CKVMemory
+import TestSupport
 import Testing
 @testable import KVCache
 

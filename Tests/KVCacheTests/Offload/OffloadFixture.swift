@@ -1,19 +1,7 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import KVCache
-
-/// A fresh directory under /tmp for one test's disk tier, removed by `remove()`.
-struct ScratchDir {
-    let path: String
-
-    init(_ name: String = "tier") {
-        let template = "/tmp/kvcache-\(name)-XXXXXX"
-        var bytes = Array(template.utf8CString)
-        path = bytes.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
 
 /// Flips one payload byte (past the 4 KiB header) of each of `slots` in the slab file of the
 /// tier in `dir`, whose slots are `slotBytes` long: each becomes torn or corrupt on disk.

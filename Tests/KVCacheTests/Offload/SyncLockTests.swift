@@ -1,3 +1,4 @@
+import CKVMemory
 import Foundation
 import Synchronization
 import TestSupport
@@ -80,6 +81,61 @@ struct SyncLockTests {
         }
     }
 
+    /// A journal compaction that commits while the sync is in its fdatasyncs, and whose own
+    /// fsync of the directory fails (injected: `kvm_slab_fail_dir_syncs`), owes that fsync
+    /// although the sync's fsync of the directory, owed since an earlier such compaction,
+    /// succeeds: it may have run before the rename. So the sync says OK (it covered what was
+    /// written before it), the next sync fsyncs the directory again (with the fault still
+    /// injected it fails, naming it), and a restart finds the prompt swapped out before the
+    /// sync, every byte. Without the guard (`TierJournal.directorySynced`'s count of renames)
+    /// the first sync's fsync cleared the debt and the next sync said OK with the rename not
+    /// durable. The compactions are the tier's own (`compactIfLong`), from spills that evict
+    /// (the prompt's slots are pinned); no hook after the fdatasyncs is needed.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aCompactionDuringTheFsyncStillOwesTheDirectoryItsFsync(layout: Layout) throws {
+        let dir = ScratchDir("synclockcompact")
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.offloadBytes = 48 * 8192  // 21 slots pinned by the prompt, 27 for the churn
+        let journal = dir.path + "/kvcache.journal"
+        let prompt = tokens(4 * 20 + 1, seed: 74)
+        do {
+            let e = try Engine(c)
+            #expect(e.stats().disk.slotBytes == 8192)
+            nonisolated(unsafe) let slab = e.offload!.tier.slab  // the tier's, as long as `e`
+            try e.createSequence(1, tokens: prompt)
+            try fillKV(e, 1, count: prompt.count) { prompt[$0] }
+            try e.swapOut(1)  // the promised blocks, pinned while swapped out
+            kvm_slab_fail_dir_syncs(slab, 0)
+            #expect(try churnUntilCompaction(e, journal: journal, seed: 1000) > 0, "no compaction before the sync")
+            let probe = LockFreeProbe(e) { () throws(KVError) -> String in
+                defer { kvm_slab_fail_dir_syncs(slab, -1) }  // the sync's own fsync of the directory succeeds
+                do {
+                    return try churnUntilCompaction(e, journal: journal, seed: 2000) > 0 ? "compacted" : "not compacted"
+                } catch {
+                    return "failed: \(error)"
+                }
+            }
+            e.setSyncHook(probe.hook)
+            try e.syncOffload()
+            e.setSyncHook(nil)
+            #expect(probe.seen.lockFree && probe.seen.otherCalls == "compacted", "\(probe.seen)")
+            kvm_slab_fail_dir_syncs(slab, 0)
+            let owed = thrown { () throws(KVError) in try e.syncOffload() }
+            #expect(owed?.code == .io && owed?.message.contains("injected fault") == true,
+                    "the compaction's directory fsync is no longer owed: \(String(describing: owed))")
+            kvm_slab_fail_dir_syncs(slab, -1)
+            try e.syncOffload()  // pays it
+            kvm_slab_fail_dir_syncs(slab, 0)
+            try e.syncOffload()  // nothing owed: no fsync of the directory tried
+            kvm_slab_fail_dir_syncs(slab, -1)
+        }
+        let e = try Engine(c)
+        #expect(try e.createSequence(1, tokens: prompt) == 80)
+        try waitReady(e, 1)
+        #expect(try kvDifferences(e, 1, count: 80) { prompt[$0] } == 0)
+    }
+
     /// The sync pins the journal's descriptor (a compaction may replace it) but not the slab's:
     /// a duplicate of the slab's, held through the fdatasyncs, would be kept by a child forked
     /// without exec meanwhile, and with it the slab's I/O lock, so the next engine on the
@@ -104,6 +160,25 @@ struct SyncLockTests {
         #expect(seen.1 == before.1 + 1, "the journal's: \(before.1) before, \(seen.1) during")
         #expect((openDescriptors(of: slab), openDescriptors(of: journal)) == before, "the duplicate is closed after")
     }
+}
+
+/// Spills 10-block prompts (seeds from `seed`; sequence 2 each time), evicting older spilled
+/// ones, until the journal at `journal` is another file (a compaction renamed its rewrite over
+/// it), at most 500 rounds; returns the rounds, 0 when none compacted. No sync.
+private func churnUntilCompaction(_ e: Engine, journal: String, seed: Int32) throws -> Int {
+    var st = stat()
+    guard stat(journal, &st) == 0 else { return 0 }
+    let inode = st.st_ino
+    for round in 1...500 {
+        let prompt = tokens(4 * 10 + 1, seed: seed + Int32(round))
+        try e.createSequence(2, tokens: prompt)
+        try fillKV(e, 2, count: prompt.count) { prompt[$0] }
+        try e.free(2)
+        try e.trim()
+        for _ in 0..<10 { e.poll(timeoutMicroseconds: 100) }
+        if stat(journal, &st) == 0 && st.st_ino != inode { return round }
+    }
+    return 0
 }
 
 /// Descriptors of this process naming `path` (/proc/self/fd's links).
