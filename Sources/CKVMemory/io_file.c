@@ -41,12 +41,12 @@ int kvm_io_preallocate(int fd, uint64_t bytes) {
 
 /* What both kinds of buffers share: `bytes` rounded up to 2 MiB (*size), mapped aligned to
  * 2 MiB and, with numa_node >= 0, bound to that node before any page is touched, as the page
- * pool binds its memfd. NULL with errno and a message. */
-static uint8_t *map_buffers(uint64_t bytes, int32_t numa_node, uint64_t *size) {
+ * pool binds its memfd. NULL with errno and a message naming `caller`. */
+static uint8_t *map_buffers(const char *caller, uint64_t bytes, int32_t numa_node, uint64_t *size) {
     /* 0 would map one huge page and unmap it all again (returning a dangling pointer); past
      * UINT64_MAX - 2 MiB the rounding below wraps. */
     if (bytes == 0 || bytes > UINT64_MAX - 2 * HUGE_BYTES) {
-        kvm_fail(EINVAL, "I/O buffers of %llu bytes: must be 1 .. 2^64 - 4 MiB", (unsigned long long)bytes);
+        kvm_fail(EINVAL, "%s: %llu bytes: must be 1 .. 2^64 - 4 MiB", caller, (unsigned long long)bytes);
         errno = EINVAL;
         return NULL;
     }
@@ -69,7 +69,7 @@ static uint8_t *map_buffers(uint64_t bytes, int32_t numa_node, uint64_t *size) {
 
 void *kvm_io_alloc_buffers(uint64_t bytes, int32_t numa_node) {
     uint64_t size;
-    uint8_t *start = map_buffers(bytes, numa_node, &size);
+    uint8_t *start = map_buffers("kvm_io_alloc_buffers", bytes, numa_node, &size);
     if (!start) return NULL;
     madvise(start, size, MADV_HUGEPAGE); /* a hint: without THP the buffers still work */
     /* Not inherited by a fork's child, which may not use the engine (kvcache.h, PROCESSES):
@@ -83,7 +83,7 @@ void *kvm_io_alloc_buffers(uint64_t bytes, int32_t numa_node) {
 
 void *kvm_io_reserve_buffers(uint64_t bytes, int32_t numa_node) {
     uint64_t size;
-    return map_buffers(bytes, numa_node, &size);
+    return map_buffers("kvm_io_reserve_buffers", bytes, numa_node, &size);
 }
 
 void kvm_io_free_buffers(void *p, uint64_t bytes) {
