@@ -1057,9 +1057,12 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * K/V of the kept tokens are unchanged; the server rewrites the positions it appends again.
  * Without eviction state, or observed but never compacted (slot i holds position i):
  * Blocks wholly past the cut are released, last first (paged: a block the prefix index holds
- * stays cached, its K/V being those of the tokens it was hashed from; contiguous: one only
- * this sequence holds leaves the index, KVC_EVENT_BLOCK_REMOVED, as its bytes are the
- * sequence's pages). The block the cut falls in leaves the prefix index when only this
+ * stays cached, its K/V being those of the tokens it was hashed from, unless the block the
+ * cut falls in leaves the index: then, as always in the contiguous layout, one only this
+ * sequence holds leaves the index too, KVC_EVENT_BLOCK_REMOVED before the cut block's;
+ * contiguous because its bytes are the sequence's pages, paged because no chain reaches it.
+ * A block another sequence holds, or a cached one of another branch, stays indexed, its
+ * parent then possibly not). The block the cut falls in leaves the prefix index when only this
  * sequence holds it; when a fork or another prompt shares it, this sequence gets its own copy
  * of the kept tokens (contiguous: the page holding the cut is copied when a fork maps it or a
  * block another sequence holds lies on it). Blocks later appends fill are indexed as before
