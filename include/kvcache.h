@@ -894,7 +894,11 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * Both tiers' indexes as events, for a consumer that lost events (events_dropped grew), in
  * this order: out[0] is a KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY, then one
  * KVC_EVENT_BLOCK_STORED of that tier (block and parent hash) per block of the memory index
- * (used or cached, in block order); then, when the engine has a disk tier (offload_dir), one
+ * (used or cached), each after its parent when the memory index holds that parent, so that a
+ * consumer storing a block only under a parent it holds (a prefix tree) keeps every one; a
+ * block whose parent the memory index lacks starts a run of its own (parent 0: a chain's
+ * first block; a parent only the disk tier holds, listed in the disk part after; or one no
+ * index holds: see kvc_seq_truncate); then, when the engine has a disk tier (offload_dir), one
  * KVC_EVENT_ALL_CLEARED of KVC_TIER_DISK and one KVC_EVENT_BLOCK_STORED of that tier per
  * block the tier's index holds (stored, or still being written: what a create finds), each
  * after its parent when the tier holds that too (as a reopened tier announces them). Without
@@ -915,8 +919,9 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * KVC_ERR_BUFFER_TOO_SMALL (capacity < *n_events: the prefix that fits is written; call again
  * with *n_events, which may have grown meanwhile).
  * Cost: O(memory blocks + disk slots) under the engine's lock (every other call waits
- * meanwhile), a temporary copy of 24 bytes per listed block and, with a disk tier, a byte per
- * slot of scratch: a recovery path, not a per-request one.
+ * meanwhile; up to two hash lookups per memory-indexed block), a temporary copy of 24 bytes
+ * per listed block and, with a disk tier, a byte per slot of scratch: a recovery path, not a
+ * per-request one.
  */
 kvc_status kvc_engine_index_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
 
@@ -1052,9 +1057,12 @@ kvc_status kvc_seq_abort(kvc_engine *e, uint64_t seq, size_t computed_tokens);
  * K/V of the kept tokens are unchanged; the server rewrites the positions it appends again.
  * Without eviction state, or observed but never compacted (slot i holds position i):
  * Blocks wholly past the cut are released, last first (paged: a block the prefix index holds
- * stays cached, its K/V being those of the tokens it was hashed from; contiguous: one only
- * this sequence holds leaves the index, KVC_EVENT_BLOCK_REMOVED, as its bytes are the
- * sequence's pages). The block the cut falls in leaves the prefix index when only this
+ * stays cached, its K/V being those of the tokens it was hashed from, unless the block the
+ * cut falls in leaves the index: then, as always in the contiguous layout, one only this
+ * sequence holds leaves the index too, KVC_EVENT_BLOCK_REMOVED before the cut block's;
+ * contiguous because its bytes are the sequence's pages, paged because no chain reaches it.
+ * A block another sequence holds, or a cached one of another branch, stays indexed, its
+ * parent then possibly not). The block the cut falls in leaves the prefix index when only this
  * sequence holds it; when a fork or another prompt shares it, this sequence gets its own copy
  * of the kept tokens (contiguous: the page holding the cut is copied when a fork maps it or a
  * block another sequence holds lies on it). Blocks later appends fill are indexed as before

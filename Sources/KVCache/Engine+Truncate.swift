@@ -13,9 +13,12 @@ extension Engine {
     ///   memory stays committed for the appends that follow: contiguous pages past the cut leave
     ///   the budget but stay mapped until memory is needed or `trim`). Paged: a
     ///   block the prefix index holds stays cached (its K/V are those of the tokens it was
-    ///   hashed from, draft tokens included, so it stays correct for them). Contiguous: one
-    ///   that only this sequence holds leaves the index instead, since its bytes are the
-    ///   slot's pages, which appends rewrite.
+    ///   hashed from, draft tokens included, so it stays correct for them), unless the block
+    ///   the cut falls in leaves the index (below): then those only this sequence holds leave
+    ///   it too, children first, since no chain reaches them. Contiguous: one that only this
+    ///   sequence holds leaves the index instead, since its bytes are the slot's pages, which
+    ///   appends rewrite. Either way a block another sequence holds stays indexed, and so do
+    ///   cached blocks of other branches under the cut block (their parent then unindexed).
     /// - The block the cut falls in keeps its first tokens. Appends will write the rest of it,
     ///   so it must not stay indexed: held by this sequence alone it leaves the index
     ///   (`blockRemoved`); shared with a fork or other prompts the sequence gets a copy of its
@@ -152,11 +155,17 @@ extension Engine {
             var fresh: Int32 = -1
             if copyCut && blocks.available > 0 { fresh = try blocks.allocate() }
             let kept = cut + (offset != 0 ? 1 : 0)
+            // The cut block leaves the index (held alone); then no chain reaches the blocks past it.
+            let cutLeaves = offset != 0 && !copyCut && blocks.isIndexed(table[cut])
             for i in stride(from: count - 1, through: kept, by: -1) {
-                // Contiguous: a block past the cut that only this sequence holds has its bytes in
-                // the slot's pages, which appends rewrite: it leaves the index instead of staying
-                // cached (and holding the pages), so the page of the cut needs no copy for it.
-                if contiguous != nil && blocks.references(table[i]) == 1 && blocks.isIndexed(table[i]) { blocks.unindexUsed(table[i]) }
+                // A block past the cut that only this sequence holds leaves the index instead of
+                // staying cached: contiguous, always, since its bytes are in the slot's pages,
+                // which appends rewrite (so the page of the cut needs no copy for it); paged, when
+                // the cut block leaves, so that no indexed block outlives its parent (as in the
+                // contiguous layout; a tree consumer of the events drops a removed block's subtree).
+                if (contiguous != nil || cutLeaves) && blocks.references(table[i]) == 1 && blocks.isIndexed(table[i]) {
+                    blocks.unindexUsed(table[i])
+                }
                 blocks.release(table[i])
             }
             if copyCut {

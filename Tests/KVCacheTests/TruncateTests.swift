@@ -35,12 +35,15 @@ struct TruncateTests {
         #expect(try e.createSequence(3, tokens: prompt + drafts) == 8, "the drafts' block is no longer served")
     }
 
-    /// Blocks wholly past the cut: paged, they stay cached (a prompt of those tokens hits them);
-    /// contiguous, their bytes are in the slot's pages, which appends rewrite, so they leave the
-    /// index, and the page of the cut, which the kept indexed blocks still hold, is written in
-    /// place: no copy (it would have a fresh group that nothing else holds).
+    /// Blocks wholly past the cut when the block the cut falls in leaves the index: both layouts
+    /// remove the ones only this sequence holds too (paged: the chain no longer reaches them, and
+    /// a tree consumer of the events drops a removed block's subtree; contiguous: their bytes
+    /// are in the slot's pages, which appends rewrite), children first; the dump then lists no
+    /// block whose parent the index lost. Contiguous, the page of the cut, which the kept indexed
+    /// blocks still hold, is written in place: no copy (it would have a fresh group that nothing
+    /// else holds).
     @Test(arguments: [Layout.paged, .contiguous])
-    func blocksPastTheCutStayCachedPagedAndLeaveTheIndexContiguous(layout: Layout) throws {
+    func blocksPastACutBlockThatLeavesTheIndexLeaveItInBothLayouts(layout: Layout) throws {
         let e = try Engine(smallConfig(layout))
         let all = tokens(17, seed: 8)  // 4 full blocks, all indexed
         try e.createSequence(1, tokens: all)
@@ -49,11 +52,9 @@ struct TruncateTests {
         try e.truncate(1, to: 9)
         let chain = BlockHash.chain(all, blockTokens: 4)
         let removed = drain(e).filter { $0.kind == .blockRemoved }.map(\.blockHash)
-        if layout == .paged {
-            #expect(removed == [chain[2]], "only the cut block (2) leaves the index")
-            #expect(e.blocks.lookup(chain[3]) >= 0, "block 3 stays cached")
-        } else {
-            #expect(Set(removed) == [chain[2], chain[3]], "the cut block and the one past it leave the index")
+        #expect(removed == [chain[3], chain[2]], "the block past the cut, then the cut block (2), leave the index")
+        #expect(e.indexEvents().dropFirst().map(\.blockHash) == [chain[0], chain[1]], "no block left without its parent")
+        if layout == .contiguous {
             let s = e.sequences.slot(of: 1)
             #expect(e.contiguous!.isShared(slot: s, page: 0), "page 0 still the group blocks 0 and 1 hold: not copied")
         }
@@ -62,6 +63,23 @@ struct TruncateTests {
         try writeKV(e, 1, tokens: [5, 6, 7], from: 9)
         #expect(try kvMismatches(e, 1, tokens: Array(all[0..<9]) + [5, 6, 7], from: 0) == 0)
         #expect(try kvMismatches(e, 2, tokens: Array(all[0..<8]), from: 0) == 0, "what sequence 2 hit is intact")
+    }
+
+    /// A cut on a block boundary leaves every kept block indexed: paged, the blocks past it stay
+    /// cached (their chain intact, their K/V those of the tokens they were hashed from) and a
+    /// prompt of those tokens hits them; contiguous, those only this sequence held leave.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func blocksPastACutOnABlockBoundaryStayCachedPaged(layout: Layout) throws {
+        let e = try Engine(smallConfig(layout))
+        let all = tokens(17, seed: 9)
+        try e.createSequence(1, tokens: all)
+        try writeKV(e, 1, tokens: all, from: 0)
+        _ = drain(e)
+        try e.truncate(1, to: 8)
+        let chain = BlockHash.chain(all, blockTokens: 4)
+        let removed = drain(e).filter { $0.kind == .blockRemoved }.map(\.blockHash)
+        #expect(removed == (layout == .paged ? [] : [chain[3], chain[2]]))
+        #expect(try e.createSequence(2, tokens: all) == (layout == .paged ? 16 : 8))
     }
 
     /// A fork shares the block the cut falls in: the truncated sequence gets its own copy,

@@ -12,7 +12,9 @@ import Glibc
 /// dump, of both tiers the engine announces.
 extension Engine {
     /// Both tiers' indexes as events: one `allCleared` of the memory tier, then a `blockStored`
-    /// (hash, parent) per block of the memory index (used or cached, in block order); then,
+    /// (hash, parent) per block of the memory index (used or cached), each after its parent
+    /// when the memory index holds that parent (`BlockPool.appendIndexed`; a block whose parent
+    /// it lacks starts a run: the parent is in the disk part, after, or in no index); then,
     /// with a disk tier of its own, one `allCleared` of the disk tier and a `blockStored` per
     /// block the tier's index holds (stored, or still being written: what a lookup finds), each
     /// after its ancestors the tier holds (`DiskTier.appendIndexed`). Without a disk tier the
@@ -32,9 +34,9 @@ extension Engine {
     /// holds or a `blockRemoved` of one it does not, both no-ops in a set view. Changes nothing
     /// in the engine (statistics, pending events, LRU order).
     ///
-    /// Cost: O(memory blocks + disk slots) under the engine's lock (every other call waits),
-    /// an array of 24 bytes per listed block and, with a disk tier, a Bool per slot of scratch:
-    /// a recovery path, not a per-request one.
+    /// Cost: O(memory blocks + disk slots) under the engine's lock (every other call waits;
+    /// up to two hash lookups per indexed memory block), an array of 24 bytes per listed block
+    /// and, with a disk tier, a Bool per slot of scratch: a recovery path, not a per-request one.
     public func indexEvents() -> [KVEvent] {
         kvm_lock_acquire(mutex)
         defer { kvm_lock_release(mutex) }
