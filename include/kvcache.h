@@ -152,7 +152,8 @@
  *       for each token t:                       t read as its 32-bit two's-complement pattern,
  *         x = h ^ ((uint64_t)(uint32_t)t * P2)  zero-extended to 64 bits
  *         h = rotl64(x, 31) * P1                rotl64(x, r) = (x << r) | (x >> (64 - r))
- *       return fmix64(h)
+ *       v = fmix64(h)
+ *       return v != 0 ? v : SEED                never 0: 0 is root(0) (no chain re-enters it)
  *     fmix64(h):                                MurmurHash3's 64-bit finalizer
  *       h ^= h >> 33; h *= 0xFF51AFD7ED558CCD;
  *       h ^= h >> 33; h *= 0xC4CEB9FE1A85EC53;
