@@ -50,7 +50,7 @@ struct TruncateTests {
         let removed = drain(e).filter { $0.kind == .blockRemoved }.map(\.blockHash)
         if layout == .paged {
             #expect(removed == [chain[2]], "only the cut block (2) leaves the index")
-            #expect(e.blocks.lookup(chain[3]) >= 0, "block 3 stays cached")
+            #expect(e.blocks.indexedBlock(chain[3]) >= 0, "block 3 stays cached")
         } else {
             #expect(Set(removed) == [chain[2], chain[3]], "the cut block and the one past it leave the index")
             let s = e.sequences.slot(of: 1)
