@@ -152,7 +152,8 @@
  *       for each token t:                       t read as its 32-bit two's-complement pattern,
  *         x = h ^ ((uint64_t)(uint32_t)t * P2)  zero-extended to 64 bits
  *         h = rotl64(x, 31) * P1                rotl64(x, r) = (x << r) | (x >> (64 - r))
- *       return fmix64(h)
+ *       v = fmix64(h)
+ *       return v != 0 ? v : SEED                never 0: 0 is root(0) (no chain re-enters it)
  *     fmix64(h):                                MurmurHash3's 64-bit finalizer
  *       h ^= h >> 33; h *= 0xFF51AFD7ED558CCD;
  *       h ^= h >> 33; h *= 0xC4CEB9FE1A85EC53;
@@ -165,6 +166,24 @@
  *   All arithmetic is on uint64_t and wraps modulo 2^64. Only full blocks are hashed: a
  *   chain of k hashes covers the first k*block_tokens tokens. The result does not depend on
  *   the process, machine or byte order. Cost: one multiply-rotate-multiply per token.
+ *   A chained value is never 0 (a block whose fmix64 is 0, a 2^-64 chance for real tokens,
+ *   hashes to SEED; since 2026-11-25), so no chain re-enters root(0): before, a crafted
+ *   salted block of hash 0 made the next block hash like an unsalted prompt's first.
+ *
+ *   Not collision resistant: every round is a bijection of h and fmix64 is invertible, so a
+ *   block of any chosen hash (a second preimage of a known block) is found in ~2^32 steps,
+ *   and it is public. The engine therefore never serves K/V by this hash alone: it also
+ *   keeps a private keyed fingerprint per block (SipHash-2-4 under a 128-bit key from the
+ *   system's random generator, chained like the hash, salt included; never exported) and
+ *   shares a cached block with a prompt only when the prompt's fingerprint matches, in
+ *   memory, in the own disk tier (the key is kept in offload_dir/kvcache.identity, mode
+ *   0600, so restarts verify) and in peers' tiers (each under its directory's key). A
+ *   prompt whose block collides gets cached_tokens up to the block before and computes its
+ *   own; the block indexed first stays (the colliding one is not cached). (Sequences the
+ *   Swift API creates from hashes alone, for simulators, carry no fingerprint: they match
+ *   by hash alone, and their blocks are never shared with a prompt given by tokens.) A
+ *   router, which sees only this hash in KV events, may route a crafted prompt to an
+ *   instance that holds a colliding block: a misroute (a cache miss there), never bytes.
  *
  *   Salt: equal tokens do not always mean equal K/V: another LoRA adapter, or a tenant whose
  *   cache must not be shared with others (vLLM's cache_salt), gives other K/V for the same
@@ -173,7 +192,9 @@
  *   unsalted chain's and from every other salt's, so prompts share blocks (in memory, on
  *   disk, in peers' tiers, in a router's view) only within one salt; salt 0 is the unsalted
  *   chain of kvc_seq_create and kvc_hash_tokens. Derive a tenant's salt with a keyed hash
- *   if tenants can choose it: the salt only separates chains, it is not a secret. The
+ *   if tenants can choose it: the salt only separates chains, it is not a secret (the
+ *   separation itself rests on the fingerprint, which covers the salt: a crafted prompt of
+ *   one salt whose hash equals another salt's block is a miss, see above). The
  *   parent_hash a KV event carries for a chain's first block is 0, salted or not.
  *   Multimodal prompts: give each image's placeholder tokens ids derived from the image's
  *   content hash (as SGLang does), so that prompts with other images do not share blocks.
@@ -453,15 +474,18 @@ typedef struct kvc_config {
      *  blocks of another tag or shape, so no engine is served another model's K/V after a
      *  restart or from a peer (two models with the same bytes per block would otherwise pass
      *  every slot check). A directory without the file (new, or from a version before it)
-     *  gets this engine's (blocks such an old build wrote then fail verification: misses,
-     *  dropped); a peer without it is KVC_ERR_IO. A directory (or peer) whose file is of tier
-     *  format 1 (written before 2026-11-24, whose payload checksums this library no longer
-     *  accepts) is KVC_ERR_INVALID_ARGUMENT, the message naming the files whose removal lets
-     *  an engine of this build start it empty (a peer's: by its own engine). 0 names no model: a tier one
-     *  engine owns accepts it (its restarts must keep the model), but peer_offload_dirs
-     *  needs another value, since a fine-tune and its base have the same shape and would
-     *  both leave it at 0. Offset 144 (the struct is 152 bytes since this field); a caller's
-     *  older struct gets 0. */
+     *  gets this engine's, with a new fingerprint key (BLOCK HASH: blocks written before then
+     *  fail verification or fingerprint checks: misses, never served); a peer without it is
+     *  KVC_ERR_IO. A directory (or peer) whose file is of tier format 1 (written before
+     *  2026-11-24, whose payload checksums this library no longer accepts) or 2 (before
+     *  2026-11-25, whose journal carries no block fingerprints) is KVC_ERR_INVALID_ARGUMENT,
+     *  the message naming the files whose removal lets an engine of this build start it
+     *  empty (a peer's: by its own engine). The file also holds the directory's fingerprint
+     *  key (mode 0600: whoever reads it can craft fingerprint collisions for that tier).
+     *  0 names no model: a tier one engine owns accepts it (its restarts must keep the
+     *  model), but peer_offload_dirs needs another value, since a fine-tune and its base have
+     *  the same shape and would both leave it at 0. Offset 144 (the struct is 152 bytes since
+     *  this field); a caller's older struct gets 0. */
     uint64_t model_tag;
     /** The server's prefill speed for this model, in prompt tokens per second; 0 (default):
      *  unknown, and kvc_seq_create reads back every block of a prompt's prefix it finds on

@@ -154,6 +154,7 @@ static size_t reference_hashes(const int32_t *tokens, size_t n, uint32_t block_t
             h = ((x << 31) | (x >> 33)) * p1;
         }
         parent = fmix64(h);
+        if (parent == 0) parent = seed; /* never 0: 0 is salt 0's root */
         out[b] = parent;
     }
     return full;

@@ -35,7 +35,8 @@ def block_hash(parent: int, tokens: list[int]) -> int:
     for t in tokens:
         x = h ^ (((t & 0xFFFFFFFF) * P2) & MASK)
         h = (((x << 31) | (x >> 33)) & MASK) * P1 & MASK
-    return _fmix64(h)
+    v = _fmix64(h)
+    return v if v != 0 else SEED  # never 0: 0 is salt 0's root
 
 
 def chain(tokens: list[int], block_tokens: int, salt: int = 0) -> list[int]:

@@ -411,7 +411,6 @@ static int record_valid(const kvm_journal_record *r) {
 static void seal(kvm_journal_record *records, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) {
         records[i].magic = KVM_JOURNAL_MAGIC;
-        records[i].reserved = 0;
         records[i].record_checksum = record_sum(&records[i]);
     }
 }

@@ -204,6 +204,7 @@ extension Engine {
         }
         sequences.tail(slot).update(from: sequences.previous + slot * bt, count: tokens % bt)
         sequences.lastHash[slot] = sequences.previousParent[slot]
+        sequences.lastFingerprint[slot] = sequences.previousParentFingerprint[slot]
         sequences.previousKnown[slot] = false
     }
 }

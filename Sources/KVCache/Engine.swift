@@ -60,12 +60,21 @@ public final class Engine: @unchecked Sendable {
     /// Scratch for one call: the prompt's blocks found in peers' tiers; allocated only with
     /// `peerOffloadDirs`.
     private let scratchPeer: UnsafeMutablePointer<PeerRead>?
-    /// Scratch for one call: the prompt's block hashes and its hit blocks.
+    /// Scratch for one call: the prompt's block hashes, their fingerprints (0s for a prompt
+    /// given by hashes) and its hit blocks.
     private let scratchHashes: UnsafeMutablePointer<UInt64>
+    private let scratchFingerprints: UnsafeMutablePointer<UInt64>
     private let scratchHit: UnsafeMutablePointer<Int32>
     /// Scratch for one call: the fresh blocks `makeWritable` takes for its copies, all of them
     /// before it changes anything (an append's own are in `scratchHit` meanwhile).
     let scratchCopies: UnsafeMutablePointer<Int32>
+    /// The private keyed fingerprint every cached block is checked against before a prompt
+    /// shares it (`BlockPool.lookup`, `DiskTier.lookup`; peers' blocks under their own keys,
+    /// `PeerTier.find`): the disk tier's directory key, else a random one per engine.
+    let fingerprint: BlockFingerprint
+    /// Scratch for one lookup, with peers: per peer, how many blocks of the prompt's
+    /// fingerprint chain under that peer's key were computed and the last one (`peerFingerprint`).
+    private let scratchPeerChains: UnsafeMutablePointer<(blocks: Int, last: UInt64)>?
     private var prefixQueryTokens: UInt64 = 0
     private var prefixHitTokens: UInt64 = 0
     private var sequencesCreated: UInt64 = 0
@@ -126,12 +135,15 @@ public final class Engine: @unchecked Sendable {
         let a = CheckedAllocations()
         let scratch = "the per-call scratch of max_seq_tokens / block_tokens = \(maxBlocks) blocks"
         scratchHashes = try a.allocate(count: maxBlocks, scratch)
+        scratchFingerprints = try a.allocate(count: maxBlocks, scratch)
         scratchHit = try a.allocate(count: maxBlocks, scratch)
         scratchDisk = try a.allocate(count: maxBlocks, scratch)
         scratchCopies = try a.allocate(count: maxBlocks, scratch)
         scratchPeer = config.peerOffloadDirs.isEmpty ? nil : try a.allocate(count: maxBlocks, scratch)
+        scratchPeerChains = config.peerOffloadDirs.isEmpty ? nil : try a.allocate(count: config.peerOffloadDirs.count, scratch)
         offload = config.hasDiskTier
             ? try OffloadCoordinator(config, blocks: blocks, sequences: sequences, paged: paged, contiguous: contiguous) : nil
+        fingerprint = offload?.tier.fingerprint ?? .random()
         a.keep()
         mutex = .allocate(capacity: 1)
         kvm_lock_init(mutex)
@@ -149,10 +161,12 @@ public final class Engine: @unchecked Sendable {
         kvm_lock_destroy(mutex)
         mutex.deallocate()
         scratchHashes.deallocate()
+        scratchFingerprints.deallocate()
         scratchHit.deallocate()
         scratchDisk.deallocate()
         scratchCopies.deallocate()
         scratchPeer?.deallocate()
+        scratchPeerChains?.deallocate()
     }
 
     /// Runs `body` under the engine lock. Page groups the paged layout took meanwhile are
@@ -202,13 +216,16 @@ public final class Engine: @unchecked Sendable {
         try checkPromptLength(n)
         return try lockedAllocating { () throws(KVError) -> Int in
             BlockHash.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
-            let full = n / bt, root = BlockHash.root(salt: salt)
-            let cached = try create(seq, tokens: n, full: full, tailKnown: true, root: root) { tail in
+            fingerprint.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchFingerprints, count: n / bt))
+            let full = n / bt, root = BlockHash.root(salt: salt), rootFingerprint = fingerprint.root(salt: salt)
+            let cached = try create(seq, tokens: n, full: full, tailKnown: true, root: root, rootFingerprint: rootFingerprint,
+                                    prompt: tokens, salt: salt) { tail in
                 for i in 0..<(n - full * bt) { tail[i] = tokens[full * bt + i] }
             }
             if full > 0 {
                 sequences.setPrevious(sequences.slot(of: seq), tokens: tokens.baseAddress! + (full - 1) * bt,
-                                      parent: full > 1 ? scratchHashes[full - 2] : root)
+                                      parent: full > 1 ? scratchHashes[full - 2] : root,
+                                      parentFingerprint: full > 1 ? scratchFingerprints[full - 2] : rootFingerprint)
             }
             return cached
         }
@@ -238,7 +255,8 @@ public final class Engine: @unchecked Sendable {
         }
         return try lockedAllocating { () throws(KVError) -> Int in
             if known > 0 { scratchHashes.update(from: blockHashes.baseAddress!, count: known) }
-            return try create(seq, tokens: n, full: known, tailKnown: known * bt == n, root: 0) { tail in
+            scratchFingerprints.update(repeating: 0, count: known)  // unknown: hits go by hash alone
+            return try create(seq, tokens: n, full: known, tailKnown: known * bt == n, root: 0, rootFingerprint: 0, prompt: nil, salt: 0) { tail in
                 tail.update(repeating: 0, count: n % bt)
             }
         }
@@ -251,15 +269,21 @@ public final class Engine: @unchecked Sendable {
 
     /// The body of creation, under the lock: `scratchHashes` holds the hashes of the first
     /// `full` full blocks of an `n`-token prompt (the only ones looked up and indexed), chained
-    /// from `root` (the salt's, `BlockHash.root`); `fillTail` writes the tokens of its partial
-    /// last block, which are real when `tailKnown` (else appends are not indexed).
+    /// from `root` (the salt's, `BlockHash.root`), and `scratchFingerprints` their
+    /// fingerprints, chained from `rootFingerprint` (0s: unknown); `prompt` its tokens under
+    /// `salt`, when known (peers' fingerprints are computed from them); `fillTail` writes the
+    /// tokens of its partial last block, which are real when `tailKnown` (else appends are not
+    /// indexed).
     private func create(
-        _ seq: UInt64, tokens n: Int, full: Int, tailKnown: Bool, root: UInt64, fillTail: (UnsafeMutablePointer<Int32>) -> Void
+        _ seq: UInt64, tokens n: Int, full: Int, tailKnown: Bool, root: UInt64, rootFingerprint: UInt64,
+        prompt: UnsafeBufferPointer<Int32>?, salt: UInt64, fillTail: (UnsafeMutablePointer<Int32>) -> Void
     ) throws(KVError) -> Int {
         if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
         if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
         offload?.processCompletions()  // before the lookup: settled swap-outs release memory
-        let found = tieredPrefix(limit: min(full, (n - 1) / bt), claim: true) { scratchHashes[$0] }
+        let found = tieredPrefix(limit: min(full, (n - 1) / bt), claim: true, prompt: prompt, salt: salt) {
+            (scratchHashes[$0], scratchFingerprints[$0])
+        }
         let (run, cached, fromDisk, fromPeers) = (found.run, found.cached, found.fromDisk, found.fromPeers)
         defer {  // pinned by tieredPrefix
             if let tier = offload?.tier { for i in run..<cached where scratchHit[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
@@ -319,15 +343,16 @@ public final class Engine: @unchecked Sendable {
         for i in run..<full {
             if i >= extent || scratchHit[i] < 0 {
                 if i < indexedNow {
-                    index(table[i], hash: scratchHashes[i], parent: parent, slot: slot, position: i)
+                    index(table[i], hash: scratchHashes[i], parent: parent, fingerprint: scratchFingerprints[i], slot: slot, position: i)
                 } else {
-                    blocks.prepare(table[i], hash: scratchHashes[i], parent: parent)
+                    blocks.prepare(table[i], hash: scratchHashes[i], parent: parent, fingerprint: scratchFingerprints[i])
                 }
             }
             parent = scratchHashes[i]
         }
         sequences.unscheduled[slot] = indexedNow..<max(indexedNow, full)
         sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : root
+        sequences.lastFingerprint[slot] = full > 0 ? scratchFingerprints[full - 1] : rootFingerprint
         fillTail(sequences.tail(slot))
         if let offload {
             offload.failed[slot] = false
@@ -368,11 +393,12 @@ public final class Engine: @unchecked Sendable {
         return cached * bt
     }
 
-    /// The indexed block of `hash` for block position `position` of a prompt, or -1. Contiguous:
-    /// a block indexed at another position is a miss, since its pages are its own position's
+    /// The indexed block of `hash` and `fingerprint` (`BlockPool.lookup`: 0 matches any) for
+    /// block position `position` of a prompt, or -1. Contiguous: a block indexed at another
+    /// position is a miss, since its pages are its own position's
     /// (`createSequence(_:blockHashes:tokens:)` takes any hashes; chained ones never move).
-    @inline(__always) private func memoryHit(_ hash: UInt64, at position: Int) -> Int32 {
-        let b = blocks.lookup(hash)
+    @inline(__always) private func memoryHit(_ hash: UInt64, fingerprint: UInt64, at position: Int) -> Int32 {
+        let b = blocks.lookup(hash, fingerprint: fingerprint)
         if b >= 0, let contiguous, !contiguous.holds(b, at: position) { return -1 }
         return b
     }
@@ -380,7 +406,10 @@ public final class Engine: @unchecked Sendable {
     /// The prefix lookup rule, the one `create` and the lookups without creating
     /// (`cachedPrefixTokens`, `cachedPrefixBlocks`) share, so that they say what a create
     /// reports. Under the lock, over at most `limit` blocks, `hash(i)` giving block i's chained
-    /// hash (called once per block, in order): at each block position memory first, else the
+    /// hash and fingerprint (called once per block, in order; a fingerprint of 0, unknown,
+    /// matches any block of the hash), `prompt` the tokens under `salt` when known (peers
+    /// check fingerprints under their own keys, `peerFingerprint`; without tokens, by hash
+    /// alone): at each block position memory first, else the
     /// own disk tier, else the peers' tiers in order (their indexes refreshed once per call,
     /// when the lookup first reaches them); the first block found nowhere ends the chain
     /// (without a disk tier, the first memory miss). So a block cached in memory is never read
@@ -390,7 +419,9 @@ public final class Engine: @unchecked Sendable {
     /// `OffloadCoordinator.scatter`). With `EngineConfig.prefillTokensPerSecond`, when the disk
     /// is expected to return the blocks found only on disk later than the server computes
     /// them (`DiskTier.readIsFaster`), they are declined: the prefix ends at the first memory
-    /// miss (`run`), and `declined` counts them.
+    /// miss (`run`), and `declined` counts them. In every tier a block of the hash whose
+    /// fingerprint differs (a collision of the public hash) is a miss, so no prompt is served
+    /// another's K/V.
     ///
     /// With `claim` (a create), it records what it found: per position the memory block in
     /// `scratchHit` (-1 when read from disk), the own tier's slot in `scratchDisk`, pinned and
@@ -405,25 +436,33 @@ public final class Engine: @unchecked Sendable {
     /// with peers, one lookup per peer past the own tier's miss and one journal `fstat` and
     /// `stat` per peer the first time.
     @inline(__always) private func tieredPrefix(
-        limit: Int, claim: Bool, hash: (Int) -> UInt64
+        limit: Int, claim: Bool, prompt: UnsafeBufferPointer<Int32>?, salt: UInt64, hash: (Int) -> (UInt64, UInt64)
     ) -> (cached: Int, run: Int, fromDisk: Int, fromPeers: Int, declined: Int) {
         var i = 0, run = -1, fromDisk = 0, fromPeers = 0
-        var peersRefreshed = false
+        var peersRefreshed = false, chainsStarted = false
         while i < limit {
-            let h = hash(i)
-            let b = memoryHit(h, at: i)
+            let (h, f) = hash(i)
+            let b = memoryHit(h, fingerprint: f, at: i)
             if claim { scratchHit[i] = b }
             if b < 0 {
                 guard let tier = offload?.tier else { break }
                 if run < 0 { run = i }
-                let slot = claim ? tier.lookup(h) : (tier.contains(h) ? 0 : -1)
+                let slot = claim ? tier.lookup(h, fingerprint: f) : (tier.contains(h, fingerprint: f) ? 0 : -1)
                 if slot >= 0 {
                     if claim {
                         tier.pin(slot)
                         scratchDisk[i] = slot
                     }
                 } else {
-                    guard let read = tier.findInPeers(h, refreshed: &peersRefreshed) else { break }
+                    let found = tier.findInPeers(h, refreshed: &peersRefreshed) { peer, key in
+                        guard let prompt else { return 0 }
+                        if !chainsStarted {
+                            for p in 0..<tier.peers.count { scratchPeerChains![p] = (0, 0) }
+                            chainsStarted = true
+                        }
+                        return peerFingerprint(peer, key: key, block: i, of: prompt, salt: salt)
+                    }
+                    guard let read = found else { break }
                     if claim {
                         scratchDisk[i] = -1
                         scratchPeer![i] = read
@@ -441,6 +480,22 @@ public final class Engine: @unchecked Sendable {
             return (cached: run, run: run, fromDisk: 0, fromPeers: 0, declined: fromDisk)
         }
         return (cached: i, run: run, fromDisk: fromDisk, fromPeers: fromPeers, declined: 0)
+    }
+
+    /// The fingerprint of block `block` of `prompt` under `salt` and peer `peer`'s `key`,
+    /// continuing the chain `scratchPeerChains[peer]` holds (started at (0, 0) per lookup;
+    /// blocks are asked in order), so a lookup computes each peer's chain once: O(tokens
+    /// newly covered).
+    private func peerFingerprint(_ peer: Int, key: BlockFingerprint, block: Int, of prompt: UnsafeBufferPointer<Int32>,
+                                 salt: UInt64) -> UInt64 {
+        var (done, last) = scratchPeerChains![peer]
+        if done == 0 { last = key.root(salt: salt) }
+        while done <= block {
+            last = key.block(parent: last, tokens: UnsafeBufferPointer(rebasing: prompt[done * bt..<(done + 1) * bt]))
+            done += 1
+        }
+        scratchPeerChains![peer] = (done, last)
+        return last
     }
 
     /// Sort key of `tieredPrefix`'s disk block at position `i` for submission: own slots first in slot order,
@@ -601,12 +656,12 @@ public final class Engine: @unchecked Sendable {
                 (tail + from).update(repeating: 0, count: end % bt - from)
             }
             let completed = length / bt..<end / bt, hashed = completed.clamped(to: 0..<blockHashes.count)
-            for position in hashed {
+            for position in hashed {  // fingerprints unknown (0): the tokens are
                 let parent = position > 0 ? blockHashes[position - 1] : 0
                 if config.indexOnSchedule {
-                    blocks.prepare(table[position], hash: blockHashes[position], parent: parent)
+                    blocks.prepare(table[position], hash: blockHashes[position], parent: parent, fingerprint: 0)
                 } else {
-                    index(table[position], hash: blockHashes[position], parent: parent, slot: slot, position: position)
+                    index(table[position], hash: blockHashes[position], parent: parent, fingerprint: 0, slot: slot, position: position)
                 }
             }
             if config.indexOnSchedule && !hashed.isEmpty { sequences.unscheduled[slot] = hashed }
@@ -614,6 +669,7 @@ public final class Engine: @unchecked Sendable {
             let full = end / bt
             sequences.indexesAppends[slot] = end % bt == 0 && blockHashes.count >= full
             sequences.lastHash[slot] = full > 0 && blockHashes.count >= full ? blockHashes[full - 1] : 0
+            sequences.lastFingerprint[slot] = 0
             sequences.previousKnown[slot] = false
         } else if let tokens {
             var position = next, inBlock = offset
@@ -626,12 +682,16 @@ public final class Engine: @unchecked Sendable {
                 inBlock += 1
                 if inBlock == bt {
                     if sequences.indexesAppends[slot] {
-                        let parent = sequences.lastHash[slot]
-                        let hash = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(start: tail, count: bt))
+                        let parent = sequences.lastHash[slot], parentFingerprint = sequences.lastFingerprint[slot]
+                        let block = UnsafeBufferPointer(start: tail, count: bt)
+                        let hash = BlockHash.block(parent: parent, tokens: block)
+                        let blockFingerprint = fingerprint.block(parent: parentFingerprint, tokens: block)
                         // A chain's first block records parent 0, as at creation, its salt's root aside.
-                        index(table[position], hash: hash, parent: position == 0 ? 0 : parent, slot: slot, position: position)
+                        index(table[position], hash: hash, parent: position == 0 ? 0 : parent, fingerprint: blockFingerprint, slot: slot,
+                              position: position)
                         sequences.lastHash[slot] = hash
-                        sequences.setPrevious(slot, tokens: tail, parent: parent)
+                        sequences.lastFingerprint[slot] = blockFingerprint
+                        sequences.setPrevious(slot, tokens: tail, parent: parent, parentFingerprint: parentFingerprint)
                     }
                     position += 1
                     inBlock = 0
@@ -647,9 +707,10 @@ public final class Engine: @unchecked Sendable {
         offload?.tier.flush()  // spills the appends caused
     }
 
-    /// Indexes a just-filled block; the contiguous layout makes it hold its pages.
-    func index(_ block: Int32, hash: UInt64, parent: UInt64, slot: Int, position: Int) {
-        if blocks.insert(block, hash: hash, parent: parent) {
+    /// Indexes a just-filled block (`BlockPool.insert`: a block already indexed under `hash`
+    /// stays, whatever its fingerprint); the contiguous layout makes it hold its pages.
+    func index(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, slot: Int, position: Int) {
+        if blocks.insert(block, hash: hash, parent: parent, fingerprint: fingerprint) {
             contiguous?.retainPages(block: block, slot: slot, position: position)
         }
     }
@@ -1044,10 +1105,12 @@ public final class Engine: @unchecked Sendable {
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0) -> Int {
         let n = tokens.count
         guard n > 1 else { return 0 }
-        var parent = BlockHash.root(salt: salt)
-        return bt * cachedPrefixBlocks(limit: (n - 1) / bt) { hit in
-            parent = BlockHash.block(parent: parent, tokens: UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt]))
-            return parent
+        var parent = BlockHash.root(salt: salt), parentFingerprint = fingerprint.root(salt: salt)
+        return bt * cachedPrefixBlocks(limit: (n - 1) / bt, prompt: tokens, salt: salt) { hit in
+            let block = UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt])
+            parent = BlockHash.block(parent: parent, tokens: block)
+            parentFingerprint = fingerprint.block(parent: parentFingerprint, tokens: block)
+            return (parent, parentFingerprint)
         }
     }
 
@@ -1058,7 +1121,7 @@ public final class Engine: @unchecked Sendable {
     /// not keep a token to compute: every block may count. Cost: one lookup per block found, plus one (and, with a
     /// disk tier, the completions processed first, as `cachedPrefixTokens`).
     public func cachedPrefixBlocks(_ blockHashes: UnsafeBufferPointer<UInt64>) -> Int {
-        cachedPrefixBlocks(limit: blockHashes.count) { blockHashes[$0] }
+        cachedPrefixBlocks(limit: blockHashes.count, prompt: nil, salt: 0) { (blockHashes[$0], 0) }
     }
 
     /// Under the lock: how many leading blocks, of at most `limit`, a create would report
@@ -1066,11 +1129,12 @@ public final class Engine: @unchecked Sendable {
     /// (`tieredPrefix`), without claiming anything. Completions are processed first, as `create`
     /// does before its lookup: a swap-out they settle evicts its blocks (now on disk) from
     /// memory, and a failed read takes its block out of the index.
-    private func cachedPrefixBlocks(limit: Int, hash: (Int) -> UInt64) -> Int {
+    private func cachedPrefixBlocks(limit: Int, prompt: UnsafeBufferPointer<Int32>?, salt: UInt64,
+                                    hash: (Int) -> (UInt64, UInt64)) -> Int {
         kvm_lock_acquire(mutex)
         defer { kvm_lock_release(mutex) }
         offload?.processCompletions()
-        return tieredPrefix(limit: limit, claim: false, hash: hash).cached
+        return tieredPrefix(limit: limit, claim: false, prompt: prompt, salt: salt, hash: hash).cached
     }
 }
 

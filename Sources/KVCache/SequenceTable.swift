@@ -6,7 +6,8 @@
 /// tail buffer holds the tokens of the last, partial block (`length % blockTokens` of them);
 /// `lastHash` is the chain hash of the last full block whose hash is known (the root of the
 /// sequence's salt when there is none, `BlockHash.root`: 0 without a salt; read only when
-/// `indexesAppends`, and then every block's is known); the blocks at
+/// `indexesAppends`, and then every block's is known), `lastFingerprint` its `BlockFingerprint`
+/// (0 when unknown: a prompt given by hashes); the blocks at
 /// `unscheduled` are full and used, each prepared (`BlockPool.prepare`) unless a fork sharing it
 /// indexed it meanwhile (or an abort of that fork took it out again: its hash is then 0 and
 /// it is never indexed). While a sequence is swapped out its table holds disk slots, and the
@@ -32,6 +33,8 @@ final class SequenceTable {
     let lengths: UnsafeMutablePointer<Int>
     /// Per slot: chain hash of the last full block.
     let lastHash: UnsafeMutablePointer<UInt64>
+    /// Per slot: the fingerprint of the last full block (or the salt's root), 0 when unknown.
+    let lastFingerprint: UnsafeMutablePointer<UInt64>
     /// Per slot: whether blocks filled by appends are hashed and indexed (false when the
     /// prompt was given by hashes and its partial block's tokens, or some full block's hash,
     /// are unknown).
@@ -44,10 +47,11 @@ final class SequenceTable {
     let tails: UnsafeMutablePointer<Int32>
     /// Per slot: `blockTokens` entries, the tokens of the last full block, valid while
     /// `previousKnown`, with `previousParent` the chain hash before it (its parent, or the
-    /// salt's root): what a truncation into that block needs to hash it again once appends
-    /// refill it (`Engine.truncate`).
+    /// salt's root) and `previousParentFingerprint` its fingerprint: what a truncation into
+    /// that block needs to hash it again once appends refill it (`Engine.truncate`).
     let previous: UnsafeMutablePointer<Int32>
     let previousParent: UnsafeMutablePointer<UInt64>
+    let previousParentFingerprint: UnsafeMutablePointer<UInt64>
     let previousKnown: UnsafeMutablePointer<Bool>
     /// Per slot: where the create's cached tokens came from (`Engine.prefixSources`), set by
     /// the create (a fork copies its parent's) and kept unchanged until the slot closes.
@@ -79,9 +83,11 @@ final class SequenceTable {
         ids = try a.allocate(count: maxSeqs, perSlot)
         lengths = try a.allocate(repeating: 0, count: maxSeqs, perSlot)
         lastHash = try a.allocate(count: maxSeqs, perSlot)
+        lastFingerprint = try a.allocate(count: maxSeqs, perSlot)
         indexesAppends = try a.allocate(repeating: true, count: maxSeqs, perSlot)
         unscheduled = try a.allocate(repeating: 0..<0, count: maxSeqs, perSlot)
         previousParent = try a.allocate(count: maxSeqs, perSlot)
+        previousParentFingerprint = try a.allocate(count: maxSeqs, perSlot)
         previousKnown = try a.allocate(repeating: false, count: maxSeqs, perSlot)
         prefixSources = try a.allocate(repeating: .zero, count: maxSeqs, perSlot)
         detached = try a.allocate(repeating: false, count: maxSeqs, perSlot)
@@ -94,8 +100,10 @@ final class SequenceTable {
         ids.deallocate()
         lengths.deallocate()
         lastHash.deallocate()
+        lastFingerprint.deallocate()
         previous.deallocate()
         previousParent.deallocate()
+        previousParentFingerprint.deallocate()
         previousKnown.deallocate()
         indexesAppends.deallocate()
         unscheduled.deallocate()
@@ -126,27 +134,31 @@ final class SequenceTable {
         ids[slot] = id
         lengths[slot] = 0
         lastHash[slot] = 0
+        lastFingerprint[slot] = 0
         indexesAppends[slot] = true
         unscheduled[slot] = 0..<0
         previousKnown[slot] = false
     }
 
     /// Records `tokens` (`blockTokens` of them) as `slot`'s last full block, hashed from
-    /// `parent`. O(blockTokens).
-    @inline(__always) func setPrevious(_ slot: Int, tokens: UnsafePointer<Int32>, parent: UInt64) {
+    /// `parent` and fingerprinted from `parentFingerprint`. O(blockTokens).
+    @inline(__always) func setPrevious(_ slot: Int, tokens: UnsafePointer<Int32>, parent: UInt64, parentFingerprint: UInt64) {
         (previous + slot * blockTokens).update(from: tokens, count: blockTokens)
         previousParent[slot] = parent
+        previousParentFingerprint[slot] = parentFingerprint
         previousKnown[slot] = true
     }
 
-    /// Copies `from`'s chain state (last hash, whether appends are indexed, the last full
-    /// block's tokens, the partial block's) to `to` (a fork). O(blockTokens).
+    /// Copies `from`'s chain state (last hash and fingerprint, whether appends are indexed,
+    /// the last full block's tokens, the partial block's) to `to` (a fork). O(blockTokens).
     func copyChain(from: Int, to: Int) {
         lastHash[to] = lastHash[from]
+        lastFingerprint[to] = lastFingerprint[from]
         indexesAppends[to] = indexesAppends[from]
         tail(to).update(from: tail(from), count: blockTokens)
         (previous + to * blockTokens).update(from: previous + from * blockTokens, count: blockTokens)
         previousParent[to] = previousParent[from]
+        previousParentFingerprint[to] = previousParentFingerprint[from]
         previousKnown[to] = previousKnown[from]
     }
 

@@ -19,6 +19,7 @@ private func referenceChain(_ tokens: [Int32], blockTokens: Int, salt: UInt64 = 
             h = ((x << 31) | (x >> 33)) &* 0x9E37_79B1_85EB_CA87
         }
         parent = fmix(h)
+        if parent == 0 { parent = 0x6b76_6361_6368_6531 }  // never 0: SEED instead
         out.append(parent)
     }
     return out

@@ -107,8 +107,8 @@ struct PeerABITests {
         }
         let identity = old + "/kvcache.identity"
         let text = String(decoding: try #require(FileManager.default.contents(atPath: identity)), as: UTF8.self)
-        #expect(text.hasPrefix("kvcache tier identity 2\n"))
-        let former = Data(text.replacingOccurrences(of: "identity 2\n", with: "identity 1\n").utf8)
+        #expect(text.hasPrefix("kvcache tier identity 3\n"))
+        let former = Data(text.replacingOccurrences(of: "identity 3\n", with: "identity 1\n").utf8)
         #expect(FileManager.default.createFile(atPath: identity, contents: former))
         let files = try FileManager.default.contentsOfDirectory(atPath: old).sorted()
         let slab = FileManager.default.contents(atPath: old + "/kvcache.slab")

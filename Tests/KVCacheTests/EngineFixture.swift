@@ -106,3 +106,20 @@ func thrown(_ body: () throws(KVError) -> Void) -> KVError? {
     do { try body() } catch { return error }
     return nil
 }
+
+/// `cachedPrefixTokens(prompt)` for blocks indexed from hashes alone (`createSequence(_:blockHashes:tokens:)`),
+/// which carry no fingerprint and so match a lookup by hashes, not one by tokens
+/// (include/kvcache.h, BLOCK HASH): the same lookup by the prompt's chain, one token kept to compute.
+func cachedByHash(_ e: Engine, _ prompt: [Int32]) -> Int {
+    let bt = e.config.blockTokens
+    let blocks = BlockHash.chain(prompt, blockTokens: bt).withUnsafeBufferPointer { e.cachedPrefixBlocks($0) }
+    return bt * min(blocks, (prompt.count - 1) / bt)
+}
+
+/// `createSequence(seq, tokens: prompt)` by the prompt's hashes (see `cachedByHash`).
+@discardableResult
+func createByHash(_ e: Engine, _ seq: UInt64, _ prompt: [Int32]) throws(KVError) -> Int {
+    try BlockHash.chain(prompt, blockTokens: e.config.blockTokens).withUnsafeBufferPointer { (h) throws(KVError) -> Int in
+        try e.createSequence(seq, blockHashes: h, tokens: prompt.count)
+    }
+}

@@ -292,7 +292,10 @@ struct EngineTests {
 
 @Suite("Engine created from block hashes")
 struct HashedPromptTests {
-    @Test func hashesGiveTheSameHitsAsTheTokensTheyCameFrom() throws {
+    /// Blocks indexed from hashes alone are hit by hashes, not by tokens: they carry no
+    /// fingerprint, which a prompt given by tokens must match (include/kvcache.h, BLOCK HASH);
+    /// the token prompt's blocks of those hashes stay unindexed (the first block stays).
+    @Test func hashesHitTheBlocksOfHashesButATokenPromptComputesItsOwn() throws {
         var c = smallConfig(.paged)
         c.metadataOnly = true
         let e = try Engine(c)
@@ -300,7 +303,8 @@ struct HashedPromptTests {
         let hashes = BlockHash.chain(prompt, blockTokens: 4)
         let cached = try hashes.withUnsafeBufferPointer { try e.createSequence(1, blockHashes: $0, tokens: 18) }
         #expect(cached == 0)
-        #expect(try e.createSequence(2, tokens: prompt) == 16)
+        #expect(try e.createSequence(2, tokens: prompt) == 0)
+        #expect(try hashes.withUnsafeBufferPointer { try e.createSequence(3, blockHashes: $0, tokens: 18) } == 16)
         #expect(drain(e).filter { $0.kind == .blockStored }.map(\.blockHash) == hashes)
     }
 
@@ -363,7 +367,7 @@ struct HashedPromptTests {
         try e.append(1, tokens: tokens(6, seed: 67))
         #expect(drain(e).isEmpty, "blocks 5 and 6 follow unknown tokens")
         #expect(try e.length(1) == 28)
-        #expect(try e.createSequence(2, tokens: prompt + output) == 8)
+        #expect(try e.createSequence(2, tokens: prompt + output) == 0, "blocks of hashes alone have no fingerprint to match")
         let again = try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(3, blockHashes: h, tokens: 8) }
         #expect(again == 4, "all hashes given for 8 tokens: one token must remain to compute")
         #expect(try hashes.withUnsafeBufferPointer { (h) throws(KVError) in try e.createSequence(4, blockHashes: h, tokens: 9) } == 8)

@@ -26,7 +26,7 @@ typedef struct kvm_slab kvm_slab;
 
 #define KVM_SLOT_HEADER_BYTES 4096u
 #define KVM_SLOT_MAGIC 0x31544f4c53564b4bull  /* "KKVSLOT1" */
-#define KVM_JOURNAL_MAGIC 0x314c4e524a564b4bull /* "KKVJRNL1" */
+#define KVM_JOURNAL_MAGIC 0x324c524au /* "JRL2": records with a block fingerprint (tier format 3) */
 
 enum { KVM_JOURNAL_STORED = 1, KVM_JOURNAL_FREED = 2 };
 
@@ -42,17 +42,19 @@ typedef struct kvm_slot_header {
     uint64_t header_checksum; /* kvm_checksum64 of the fields above */
 } kvm_slot_header;
 
-/* One journal record: 64 bytes. */
+/* One journal record: 64 bytes. Format 3 (identity version 3, 2026-11-25) narrowed the magic
+ * to 32 bits and dropped the reserved word to carry the block's fingerprint; the block hash and
+ * parent hash stay at byte offsets 16 and 24. */
 typedef struct kvm_journal_record {
-    uint64_t magic;          /* KVM_JOURNAL_MAGIC */
+    uint32_t magic;          /* KVM_JOURNAL_MAGIC */
     uint32_t slot;
     uint32_t kind;           /* KVM_JOURNAL_STORED or KVM_JOURNAL_FREED */
+    uint32_t payload_bytes;
     uint64_t block_hash;
     uint64_t parent_hash;
     uint64_t generation;
     uint64_t checksum;       /* the payload checksum of the slot's header */
-    uint32_t payload_bytes;
-    uint32_t reserved;
+    uint64_t fingerprint;    /* the block's keyed fingerprint (BlockFingerprint), 0 if unknown */
     uint64_t record_checksum; /* kvm_checksum64 of the 56 bytes above */
 } kvm_journal_record;
 

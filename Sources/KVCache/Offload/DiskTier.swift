@@ -38,6 +38,9 @@ final class DiskTier {
     let slotBytes: Int
     let payloadBytes: Int
     let capacity: Int
+    /// The directory's fingerprint key (`TierIdentity`): the engine fingerprints its blocks
+    /// under it, so that the fingerprints the journal keeps still match after a restart.
+    let fingerprint: BlockFingerprint
     /// `offload_dir`, for the lines logged about it.
     let dir: String
     /// The slab file (internal for tests, which inject faults through it).
@@ -53,6 +56,9 @@ final class DiskTier {
     private let state: UnsafeMutablePointer<UInt8>
     private let hashes: UnsafeMutablePointer<UInt64>
     private let parents: UnsafeMutablePointer<UInt64>
+    /// Per slot: the block's `BlockFingerprint` under `fingerprint` (0: unknown), journaled
+    /// with its hash.
+    private let fingerprints: UnsafeMutablePointer<UInt64>
     private let generations: UnsafeMutablePointer<UInt64>
     private let checksums: UnsafeMutablePointer<UInt64>
     private let pins: UnsafeMutablePointer<UInt32>
@@ -164,6 +170,7 @@ final class DiskTier {
         state = try a.allocate(repeating: DiskTier.free, count: capacity, perSlot)
         hashes = try a.allocate(repeating: 0, count: capacity, perSlot)
         parents = try a.allocate(repeating: 0, count: capacity, perSlot)
+        fingerprints = try a.allocate(repeating: 0, count: capacity, perSlot)
         generations = try a.allocate(repeating: 0, count: capacity, perSlot)
         checksums = try a.allocate(repeating: 0, count: capacity, perSlot)
         pins = try a.allocate(repeating: 0, count: capacity, perSlot)
@@ -198,7 +205,7 @@ final class DiskTier {
         // Under the directory's lock, before the journal is replayed (and compacted): a
         // directory of another model or shape is refused untouched.
         do throws(KVError) {
-            try TierIdentity(config).claim(dir: config.offloadDir!)
+            fingerprint = try TierIdentity(config).claim(dir: config.offloadDir!)
         } catch {
             kvm_slab_close(slab)
             throw error
@@ -261,7 +268,8 @@ final class DiskTier {
         deferredReads = .allocate(capacity: stages)
         batch = .allocate(capacity: stages)
         journal = TierJournal(slab: slab, slots: capacity, batchRecords: stages * 2 + 16, payloadBytes: payloadBytes,
-                              hashes: hashes, parents: parents, generations: generations, checksums: checksums)
+                              hashes: hashes, parents: parents, fingerprints: fingerprints, generations: generations,
+                              checksums: checksums)
         a.keep()  // fully initialized: a throw from here on runs `deinit`, which frees them
         try recover()
     }
@@ -276,7 +284,7 @@ final class DiskTier {
         kvm_io_destroy(io)
         kvm_slab_close(slab)
         kvm_io_free_buffers(stagingBase, UInt64(stages * slotBytes))
-        for p in [hashes, parents, generations, checksums] { p.deallocate() }
+        for p in [hashes, parents, fingerprints, generations, checksums] { p.deallocate() }
         state.deallocate()
         pins.deallocate()
         writingStage.deallocate()
@@ -398,6 +406,7 @@ final class DiskTier {
             state[slot] = DiskTier.stored
             hashes[slot] = r.block_hash
             parents[slot] = r.parent_hash
+            fingerprints[slot] = r.fingerprint
             generations[slot] = r.generation
             checksums[slot] = r.checksum
             index.insert(r.block_hash, Int32(slot))
@@ -479,20 +488,32 @@ final class DiskTier {
 
     // MARK: lookup
 
-    /// The slot holding block `hash` (stored, or still being written), or -1. Moves it to the
-    /// LRU's young end. O(1).
-    func lookup(_ hash: UInt64) -> Int32 {
-        let slot = index.find(hash)
+    /// The slot holding block `hash` (stored, or still being written) whose fingerprint is
+    /// `fingerprint` (0: any, a prompt known by its hashes alone; as `BlockPool.lookup`), or -1.
+    /// Moves it to the LRU's young end. O(1).
+    func lookup(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
+        let slot = find(hash, fingerprint: fingerprint)
         if slot >= 0 { lru.touch(slot) }
         return slot
     }
 
-    /// True when the tier holds block `hash` (no LRU change). O(1).
+    /// True when the tier holds block `hash` with fingerprint `fingerprint` (as `lookup`, no
+    /// LRU change). O(1).
+    func contains(_ hash: UInt64, fingerprint: UInt64) -> Bool { find(hash, fingerprint: fingerprint) >= 0 }
+
+    /// True when the tier holds a block under `hash`, whatever its fingerprint: no other slot
+    /// may take that hash (the tier keeps the block it has). O(1).
     func contains(_ hash: UInt64) -> Bool { index.find(hash) >= 0 }
 
-    /// Block hash and parent hash of a slot (0 for a swapped-out sequence's own slot).
+    @inline(__always) private func find(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
+        let slot = index.find(hash)
+        return slot >= 0 && fingerprint != 0 && fingerprints[Int(slot)] != fingerprint ? -1 : slot
+    }
+
+    /// Block hash, parent hash and fingerprint of a slot (0 for a swapped-out sequence's own slot).
     func hash(of slot: Int32) -> UInt64 { hashes[Int(slot)] }
     func parent(of slot: Int32) -> UInt64 { parents[Int(slot)] }
+    func fingerprint(of slot: Int32) -> UInt64 { fingerprints[Int(slot)] }
 
     /// Holds `slot` against reuse (a swapped-out sequence refers to it, or a read is pending).
     func pin(_ slot: Int32) {
@@ -533,12 +554,12 @@ final class DiskTier {
     /// changing. A trim (`Engine.spillCachedBlocks`) sizes its steps by `bulkStages` and
     /// `spillSlots`, so none of its spills is skipped while its waits can make room. Cost: O(1) when a buffer is free; else O(completions taken);
     /// plus a copy and checksum of the block when it is written.
-    func spill(_ block: Int32, hash: UInt64, parent: UInt64) {
+    func spill(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64) {
         guard !contains(hash) else { return }
         guard hasSpillRoom() else { return skipSpill() }
         guard let (slot, stage) = reserveSpill(hash) else { return }
         let copy = Result { () throws(KVError) in try memory.gatherCached(block, into: payload(stage)) }
-        submitSpill(slot: slot, stage: stage, hash: hash, parent: parent, copy: copy, ahead: false)
+        submitSpill(slot: slot, stage: stage, hash: hash, parent: parent, fingerprint: fingerprint, copy: copy, ahead: false)
     }
 
     /// A spill's first step (`spill`): a free slot and a staging buffer for block `hash`,
@@ -592,12 +613,13 @@ final class DiskTier {
     func spillPayload(_ stage: Int32) -> UnsafeMutableRawPointer { payload(stage) }
 
     /// A spill's second step: writes reserved spill `slot`/`stage` of block `hash` (child of
-    /// `parent`) whose payload `copy` wrote (its checksum), counted in `blocksSpilled`, and in
+    /// `parent`, fingerprint `fingerprint`) whose payload `copy` wrote (its checksum), counted in `blocksSpilled`, and in
     /// `blocksWrittenAhead` when `ahead` (the writeback thread's). Gives the slot and buffer
     /// back when the copy failed (`spillsFailed`, `lastFailure`) or the tier got `hash`
     /// meanwhile (a trim's spill of the same block while the thread copied it). O(1) plus the
     /// header's seal.
-    func submitSpill(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, copy: Result<UInt64, KVError>, ahead: Bool) {
+    func submitSpill(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, copy: Result<UInt64, KVError>,
+                     ahead: Bool) {
         switch copy {
         case .failure(let error):
             cancel(slot: slot, stage: stage)
@@ -605,7 +627,8 @@ final class DiskTier {
             lastFailure = error.message
         case .success(let checksum):
             guard !contains(hash) else { return cancel(slot: slot, stage: stage) }
-            submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.spillWrite)
+            submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, fingerprint: fingerprint, checksum: checksum,
+                        op: DiskTier.spillWrite)
             stats.blocksSpilled += 1
             if ahead { stats.blocksWrittenAhead += 1 }
         }
@@ -673,28 +696,29 @@ final class DiskTier {
     }
 
     /// Writes the first `tokens` tokens of the block at `position` of live `slot` for a swap-out,
-    /// under `hash` (0: the sequence's own slot), copying it under the engine's lock
+    /// under `hash` (0: the sequence's own slot) and `fingerprint`, copying it under the engine's lock
     /// (`reserveSwap`, the copy, `submitSwap`). Returns the slot, pinned. Throws `io` when no
     /// slot can be had (tier full of pinned slots, disk full); a request the queue refuses
     /// fails like a write that fails on the device.
-    func writeSwap(_ block: Int32, hash: UInt64, parent: UInt64, slot seqSlot: Int, position: Int, tokens: Int) throws(KVError) -> Int32 {
-        let (slot, stage) = try reserveSwap(hash: hash)
+    func writeSwap(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, slot seqSlot: Int, position: Int,
+                   tokens: Int) throws(KVError) -> Int32 {
+        let (slot, stage) = try reserveSwap(hash: hash, fingerprint: fingerprint)
         guard stage >= 0 else { return slot }
         let checksum = memory.gatherLive(block, slot: seqSlot, position: position, tokens: tokens, into: payload(stage))
-        return submitSwap(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum)
+        return submitSwap(slot: slot, stage: stage, hash: hash, parent: parent, fingerprint: fingerprint, checksum: checksum)
     }
 
     /// A swap-out block's first step (`writeSwap`, or `SwapOutQueue`'s copies without the
-    /// engine's lock): the slot holding `hash` already, pinned, with stage -1 (nothing to
-    /// write); else a free slot and a staging buffer (waiting under the lock for one when none
+    /// engine's lock): the slot holding `hash` and `fingerprint` already, pinned, with stage -1
+    /// (nothing to write); else a free slot and a staging buffer (waiting under the lock for one when none
     /// is free, `takeStage`: callers without a wait in mind check `swapOutStages` first). The
     /// slot is in no index and no LRU and the buffer taken until `submitSwap` (or `cancel`),
     /// so no other call reuses or finds them; the caller copies the block into
     /// `spillPayload(stage)` meanwhile, with or without the lock. Throws `io` when no slot can
     /// be had. O(1) plus `takeSlot`'s drops.
-    func reserveSwap(hash: UInt64) throws(KVError) -> (slot: Int32, stage: Int32) {
+    func reserveSwap(hash: UInt64, fingerprint: UInt64) throws(KVError) -> (slot: Int32, stage: Int32) {
         if hash != 0 {
-            let found = lookup(hash)
+            let found = lookup(hash, fingerprint: fingerprint)
             if found >= 0 {
                 pin(found)
                 return (found, -1)
@@ -707,18 +731,24 @@ final class DiskTier {
     /// payload was copied (`checksum`: computed by the copy, or nil: the seal computes it),
     /// under `hash`, and returns it pinned. When the tier got `hash` meanwhile (a swap-out of
     /// another sequence sharing the block copied it at the same time, without the lock), gives
-    /// the reservation back and returns that slot, pinned, instead. O(1) plus the seal.
-    func submitSwap(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, checksum: UInt64?) -> Int32 {
+    /// the reservation back and returns that slot, pinned, instead. When the tier holds `hash`
+    /// with another fingerprint (a collision of the public hash), the block is written as the
+    /// sequence's own slot (hash 0: read back into a fresh block, never shared or indexed),
+    /// since the tier keeps the block it has. O(1) plus the seal.
+    func submitSwap(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, checksum: UInt64?) -> Int32 {
+        var hash = hash
         if hash != 0 {
-            let found = lookup(hash)
+            let found = lookup(hash, fingerprint: fingerprint)
             if found >= 0 {
                 cancel(slot: slot, stage: stage)
                 pin(found)
                 return found
             }
+            if contains(hash) { hash = 0 }
         }
         pin(slot)
-        submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.pinnedWrite)
+        submitWrite(slot: slot, stage: stage, hash: hash, parent: hash != 0 ? parent : 0, fingerprint: hash != 0 ? fingerprint : 0,
+                    checksum: checksum, op: DiskTier.pinnedWrite)
         return slot
     }
 
@@ -740,7 +770,7 @@ final class DiskTier {
             stats.tokenRecords += 1
             stats.tokensOnDisk += UInt64(tokens)
         }
-        submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, checksum: checksum, op: DiskTier.pinnedWrite)
+        submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, fingerprint: 0, checksum: checksum, op: DiskTier.pinnedWrite)
         return slot
     }
 
@@ -958,7 +988,8 @@ final class DiskTier {
     }
 
     /// `checksum`: the payload's, when its gather computed it (nil: the seal computes it).
-    private func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, checksum: UInt64?, op: UInt8) {
+    private func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, checksum: UInt64?,
+                             op: UInt8) {
         generation += 1
         let s = Int(slot)
         if var checksum {
@@ -969,6 +1000,7 @@ final class DiskTier {
         state[s] = DiskTier.writing
         hashes[s] = hash
         parents[s] = parent
+        fingerprints[s] = fingerprint
         generations[s] = generation
         checksums[s] = kvm_slot_checksum(stageBuffer(stage))
         writingStage[s] = stage
@@ -1079,8 +1111,10 @@ final class DiskTier {
     /// false) brings every peer's index up to date first (`PeerTier.refresh`: one `fstat` each,
     /// and the journal records appended since; a peer whose slab was replaced is opened anew
     /// once none of its reads is in flight, `PeerTier.reopen`, and its new slab replaces the old
-    /// one in the I/O queue's file table) and sets `refreshed`. O(peers).
-    func findInPeers(_ hash: UInt64, refreshed: inout Bool) -> PeerRead? {
+    /// one in the I/O queue's file table) and sets `refreshed`. A peer holding `hash` under
+    /// another fingerprint is passed over (`PeerTier.find`: `fingerprint(peer, key)` is the
+    /// prompt's fingerprint under peer `peer`'s key). O(peers), plus the fingerprints asked.
+    func findInPeers(_ hash: UInt64, refreshed: inout Bool, fingerprint: (Int, BlockFingerprint) -> UInt64) -> PeerRead? {
         guard !peers.isEmpty else { return nil }
         if !refreshed {
             for (i, peer) in peers.enumerated() {
@@ -1093,7 +1127,7 @@ final class DiskTier {
             refreshed = true
         }
         for (i, peer) in peers.enumerated() {
-            if let read = peer.find(hash, peer: Int32(i)) { return read }
+            if let read = peer.find(hash, peer: Int32(i), fingerprint: { fingerprint(i, $0) }) { return read }
         }
         return nil
     }

@@ -312,9 +312,9 @@ extension Engine {
     /// allocation, a block a live sequence holds may be one its create just took, whose K/V
     /// its server has not computed: shared, the returning sequence (whose own bytes are on
     /// disk, verified) served them (helper-125). O(1).
-    private func computedMemoryBlock(hash h: UInt64) -> Int32 {
+    private func computedMemoryBlock(hash h: UInt64, fingerprint: UInt64) -> Int32 {
         guard h != 0 else { return -1 }
-        let b = blocks.lookup(h)
+        let b = blocks.lookup(h, fingerprint: fingerprint)
         return b >= 0 && (config.indexOnSchedule || blocks.references(b) == 0) ? b : -1
     }
 
@@ -357,7 +357,7 @@ extension Engine {
             var shared = 0, revived = 0
             if paged != nil {
                 for i in 0..<count {
-                    let b = computedMemoryBlock(hash: tier.hash(of: diskSlots[i]))
+                    let b = computedMemoryBlock(hash: tier.hash(of: diskSlots[i]), fingerprint: tier.fingerprint(of: diskSlots[i]))
                     if b >= 0 {
                         shared += 1
                         if blocks.references(b) == 0 { revived += 1 }
@@ -376,7 +376,8 @@ extension Engine {
             do throws(KVError) {
                 try contiguous?.open(slot: s, hit: UnsafeBufferPointer(start: nil, count: 0), hitTokens: 0, tokens: length)
                 while filled < count {
-                    let b = paged != nil ? computedMemoryBlock(hash: tier.hash(of: diskSlots[filled])) : -1
+                    let d = diskSlots[filled]
+                    let b = paged != nil ? computedMemoryBlock(hash: tier.hash(of: d), fingerprint: tier.fingerprint(of: d)) : -1
                     if b >= 0 { blocks.retain(b); table[filled] = b } else { table[filled] = try blocks.allocate() }
                     filled += 1
                 }
@@ -401,10 +402,10 @@ extension Engine {
                 let d = diskSlots[i], h = tier.hash(of: d)
                 let isShared = paged != nil && h != 0 && blocks.hash(of: table[i]) == h
                 if !isShared {
-                    if h != 0 { index(table[i], hash: h, parent: tier.parent(of: d), slot: s, position: i) }
+                    if h != 0 { index(table[i], hash: h, parent: tier.parent(of: d), fingerprint: tier.fingerprint(of: d), slot: s, position: i) }
                     if pending.contains(i) && !blocks.isIndexed(table[i]) {
-                        let k = 2 * (i - pending.lowerBound)
-                        blocks.prepare(table[i], hash: kept[k], parent: kept[k + 1])
+                        let k = 3 * (i - pending.lowerBound)
+                        blocks.prepare(table[i], hash: kept[k], parent: kept[k + 1], fingerprint: kept[k + 2])
                     }
                     offload.load(d, block: table[i], slot: s, position: i, tokens: min(bt, length - i * bt))
                 }

@@ -393,7 +393,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// thread falls behind").
     /// Cost: O(ancestors walked) hash lookups, only when the tier has room; a copy and checksum
     /// per block written.
-    func spill(_ block: Int32, hash: UInt64, parent: UInt64, ancestorsFirst: Bool) {
+    func spill(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, ancestorsFirst: Bool) {
         guard loading[Int(block)] == 0 else { return }
         if ancestorsFirst, let writeback {
             writeback.poke()
@@ -404,10 +404,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             for i in stride(from: chain.count - 1, through: max(0, chain.count - OffloadCoordinator.ancestorsPerSpill), by: -1) {
                 let b = chain[i]
                 guard tier.hasSpillRoom() else { return tier.skipSpill() }
-                tier.spill(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b))
+                tier.spill(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b))
             }
         }
-        tier.spill(block, hash: hash, parent: parent)
+        tier.spill(block, hash: hash, parent: parent, fingerprint: fingerprint)
     }
 
     /// The cached ancestors (youngest first) of a block whose parent is `parent` that the tier
@@ -420,7 +420,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         var count = 0
         var next = parent
         while next != 0 && !tier.contains(next) {
-            let ancestor = blocks.lookup(next)
+            let ancestor = blocks.indexedBlock(next)
             guard ancestor >= 0 && blocks.references(ancestor) == 0 && loading[Int(ancestor)] == 0
                 && blocks.copyTicket(ancestor) == 0 else { break }
             scratchChain[count] = ancestor

@@ -30,6 +30,11 @@ struct PeerRead {
 /// record of a slot wins: STORED indexes its block (a newer slot for the same hash replaces
 /// the older), FREED drops it.
 ///
+/// Fingerprints: a peer's journal records each block's `BlockFingerprint` under the peer
+/// directory's key (`TierIdentity`), which this view reads with the identity (again whenever
+/// the journal is replaced); `find` serves a block only when the prompt's fingerprint under
+/// that key equals the recorded one, so a block of a colliding public hash is a miss here too.
+///
 /// A peer that vanishes (its journal removed) gives misses until its journal is back. One whose
 /// slab is removed or replaced (its directory wiped or recreated, e.g. by a restart that
 /// starts it empty) gives misses (`replaced`) until the directory holds a tier of this
@@ -38,7 +43,7 @@ struct PeerRead {
 /// here is trusted: reads are verified (`DiskTier`), and a read refused as stale drops its
 /// entry (`forget`).
 ///
-/// Cost: memory of ~56 bytes per slot of `capacity`: the peer's slab at open, grown (doubled)
+/// Cost: memory of ~64 bytes per slot of `capacity`: the peer's slab at open, grown (doubled)
 /// when its journal names a slot beyond, so that every slot of a peer that grew since (or of a
 /// larger one reopened) is indexed, up to `DiskTier.maxSlots` (the most any tier has); a lookup
 /// O(1); a refresh one `fstat` and one `stat` plus one `pread` per 256 new records, and O(capacity) when it
@@ -52,12 +57,16 @@ final class PeerTier {
     private let payloadBytes: Int
     /// What the peer's blocks must be (checked at open and at every `reopen`).
     private let identity: TierIdentity
+    /// The peer directory's fingerprint key, read with its identity.
+    private(set) var fingerprint: BlockFingerprint
     private let slotBytes: Int
     private let forceBuffered: Bool
     private var slab: OpaquePointer
     private var index: U64Table
     private var hashes: UnsafeMutablePointer<UInt64>
     private var parents: UnsafeMutablePointer<UInt64>
+    /// Per slot: the block's fingerprint under `fingerprint` (0: unknown).
+    private var fingerprints: UnsafeMutablePointer<UInt64>
     private var generations: UnsafeMutablePointer<UInt64>
     private var checksums: UnsafeMutablePointer<UInt64>
     /// Byte offset of the next journal record to read.
@@ -97,7 +106,7 @@ final class PeerTier {
         self.slotBytes = slotBytes
         self.payloadBytes = payloadBytes
         self.forceBuffered = forceBuffered
-        try identity.check(peer: dir)
+        fingerprint = try identity.check(peer: dir)
         slab = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
         self.capacity = min(max(PeerTier.initialCapacity, Int(kvm_slab_allocated(slab))), DiskTier.maxSlots)
         // Freed with `a` (and the slab closed) if one fails; by `deinit` once `self` is whole.
@@ -107,6 +116,7 @@ final class PeerTier {
             index = try U64Table(maxEntries: self.capacity, what)
             hashes = try a.allocate(repeating: 0, count: self.capacity, what)
             parents = try a.allocate(repeating: 0, count: self.capacity, what)
+            fingerprints = try a.allocate(repeating: 0, count: self.capacity, what)
             generations = try a.allocate(repeating: 0, count: self.capacity, what)
             checksums = try a.allocate(repeating: 0, count: self.capacity, what)
         } catch {
@@ -124,7 +134,7 @@ final class PeerTier {
 
     deinit {
         kvm_slab_close(slab)
-        for p in [hashes, parents, generations, checksums] { p.deallocate() }
+        for p in [hashes, parents, fingerprints, generations, checksums] { p.deallocate() }
         records.deallocate()
     }
 
@@ -164,9 +174,9 @@ final class PeerTier {
         let stamp = DirectoryStamp(dir: dir)  // before the reads: a change after it differs from it
         if let failedStamp, failedStamp == stamp, failureConfirmed || !stamp.confirms(failedStamp) { return }
         reopenAttempts += 1
-        let fresh: OpaquePointer
+        let fresh: OpaquePointer, key: BlockFingerprint
         do throws(KVError) {
-            try identity.check(peer: dir)
+            key = try identity.check(peer: dir)
             fresh = try PeerTier.openSlab(dir, slotBytes: slotBytes, forceBuffered: forceBuffered)
         } catch {
             // Out of descriptors or memory says nothing of the directory: no stamp, so the
@@ -191,6 +201,7 @@ final class PeerTier {
         }
         kvm_slab_close(slab)
         slab = fresh
+        fingerprint = key
         replaced = false
         failedStamp = nil
         failureConfirmed = false
@@ -202,11 +213,15 @@ final class PeerTier {
     var indexedBlocks: Int { index.count }
 
     /// Where block `hash` is in this peer (`peer`: this peer's index in `DiskTier.peers`) and
-    /// what its slot held when journaled, or nil. O(1).
-    func find(_ hash: UInt64, peer: Int32) -> PeerRead? {
+    /// what its slot held when journaled, or nil; also nil when the block's fingerprint is
+    /// not `fingerprint(key)`, the prompt's fingerprint under this peer's key (0: any, a
+    /// prompt known by its hashes alone), which is asked only when the hash is found. O(1)
+    /// plus that call.
+    func find(_ hash: UInt64, peer: Int32, fingerprint query: (BlockFingerprint) -> UInt64) -> PeerRead? {
         let slot = index.find(hash)
         guard slot >= 0 else { return nil }
-        let s = Int(slot)
+        let s = Int(slot), wanted = query(fingerprint)
+        guard wanted == 0 || fingerprints[s] == wanted else { return nil }
         return PeerRead(peer: peer, slot: slot, hash: hash, parent: parents[s], generation: generations[s], checksum: checksums[s])
     }
 
@@ -245,7 +260,7 @@ final class PeerTier {
             // A new journal over the same slab (the peer restarted, or its directory was
             // claimed again): the tier may be another model's now. Treated as a replaced slab
             // until `reopen` finds this engine's identity there.
-            do throws(KVError) { try identity.check(peer: dir) } catch {
+            do throws(KVError) { fingerprint = try identity.check(peer: dir) } catch {
                 replaced = true
                 unavailable = "peer journal of '\(dir)' was replaced: \(error.message)"
                 clear()
@@ -301,13 +316,14 @@ final class PeerTier {
         index.insert(r.block_hash, Int32(s))
         hashes[s] = r.block_hash
         parents[s] = r.parent_hash
+        fingerprints[s] = r.fingerprint
         generations[s] = r.generation
         checksums[s] = r.checksum
     }
 
     /// Enlarges the per-slot arrays and the index to cover slot `s` (at least doubling, at most
     /// `DiskTier.maxSlots`), keeping every indexed block. Throws `outOfMemory`, nothing
-    /// changed, when the larger arrays cannot be allocated (a process limit: up to ~56 bytes
+    /// changed, when the larger arrays cannot be allocated (a process limit: up to ~64 bytes
     /// x 4 Mi slots). O(capacity).
     private func grow(toCover s: Int) throws(KVError) {
         let grown = min(max(2 * capacity, s + 1), DiskTier.maxSlots)
@@ -315,14 +331,14 @@ final class PeerTier {
         let a = CheckedAllocations()
         let larger = try U64Table(maxEntries: grown, what)
         var arrays: [UnsafeMutablePointer<UInt64>] = []
-        for old in [hashes, parents, generations, checksums] {
+        for old in [hashes, parents, fingerprints, generations, checksums] {
             let new = try a.allocate(repeating: UInt64(0), count: grown, what)
             new.update(from: old, count: capacity)
             arrays.append(new)
         }
         a.keep()
-        for old in [hashes, parents, generations, checksums] { old.deallocate() }
-        (hashes, parents, generations, checksums) = (arrays[0], arrays[1], arrays[2], arrays[3])
+        for old in [hashes, parents, fingerprints, generations, checksums] { old.deallocate() }
+        (hashes, parents, fingerprints, generations, checksums) = (arrays[0], arrays[1], arrays[2], arrays[3], arrays[4])
         index = larger
         for slot in 0..<capacity where hashes[slot] != 0 { index.insert(hashes[slot], Int32(slot)) }
         capacity = grown

@@ -85,9 +85,9 @@ final class SwapOutQueue {
     private var entries: [Entry] = []
     /// Per sequence slot: why its swap-out failed after `swapOutAsync` returned, until reported.
     private var failures: [String?]
-    /// Per sequence slot, while it is swapped out: the (hash, parent) pairs its unscheduled
-    /// prompt blocks (`SequenceTable.unscheduled`, which the swap-out keeps) were prepared
-    /// with, in range order, two entries per block, for the swap-in to prepare the blocks it
+    /// Per sequence slot, while it is swapped out: the (hash, parent, fingerprint) triples its
+    /// unscheduled prompt blocks (`SequenceTable.unscheduled`, which the swap-out keeps) were
+    /// prepared with, in range order, three entries per block, for the swap-in to prepare the blocks it
     /// reads them into (`takePrepared`); empty otherwise.
     private var preparedHashes: [[UInt64]]
     /// Swap-outs started (their first write submitted), ever.
@@ -112,6 +112,7 @@ final class SwapOutQueue {
         let stage: Int32
         let tokens: Int
         let parent: UInt64
+        let fingerprint: UInt64
         var checksum: UInt64? = nil
     }
 
@@ -210,10 +211,10 @@ final class SwapOutQueue {
             let i = e.submitted + batch.count, b = table[i]
             e.hashes[i] = blocks.hash(of: b)
             do throws(KVError) {
-                let (slot, stage) = try tier.reserveSwap(hash: e.hashes[i])
+                let (slot, stage) = try tier.reserveSwap(hash: e.hashes[i], fingerprint: blocks.fingerprint(of: b))
                 e.diskSlots[i] = slot
                 batch.append(Copy(position: i, block: b, stage: stage, tokens: min(bt, sequences.lengths[e.slot] - i * bt),
-                                  parent: blocks.parent(of: b)))
+                                  parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b)))
             } catch {
                 giveBack(e, batch)
                 throw error
@@ -247,7 +248,8 @@ final class SwapOutQueue {
         let e = entries[i]
         for c in batch where c.stage >= 0 {
             e.diskSlots[c.position] = tier.submitSwap(slot: e.diskSlots[c.position], stage: c.stage, hash: e.hashes[c.position],
-                                                      parent: c.parent, checksum: c.checksum)
+                                                      parent: c.parent, fingerprint: c.fingerprint, checksum: c.checksum)
+            e.hashes[c.position] = tier.hash(of: e.diskSlots[c.position])  // 0 when the tier held another block of the hash
         }
         entries[i].submitted += batch.count
         tier.flush()
@@ -265,8 +267,9 @@ final class SwapOutQueue {
     private func submitNext(_ e: inout Entry) throws(KVError) {
         let i = e.submitted, b = sequences.table(e.slot)[i], bt = sequences.blockTokens
         e.hashes[i] = blocks.hash(of: b)
-        e.diskSlots[i] = try tier.writeSwap(b, hash: e.hashes[i], parent: blocks.parent(of: b), slot: e.slot, position: i,
-                                            tokens: min(bt, sequences.lengths[e.slot] - i * bt))
+        e.diskSlots[i] = try tier.writeSwap(b, hash: e.hashes[i], parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b),
+                                            slot: e.slot, position: i, tokens: min(bt, sequences.lengths[e.slot] - i * bt))
+        e.hashes[i] = tier.hash(of: e.diskSlots[i])  // 0 when the tier held another block of the hash
         e.submitted += 1
     }
 
@@ -370,11 +373,12 @@ final class SwapOutQueue {
         let pending = sequences.unscheduled[slot]
         if !pending.isEmpty {
             var kept = [UInt64]()
-            kept.reserveCapacity(2 * pending.count)
+            kept.reserveCapacity(3 * pending.count)
             for i in pending {
-                let (hash, parent) = blocks.prepared(table[i])
+                let (hash, parent, fingerprint) = blocks.prepared(table[i])
                 kept.append(hash)
                 kept.append(parent)
+                kept.append(fingerprint)
             }
             preparedHashes[slot] = kept
         }
@@ -408,7 +412,7 @@ final class SwapOutQueue {
         return true
     }
 
-    /// The prepared (hash, parent) pairs of swapped-out `slot`'s unscheduled blocks that its
+    /// The prepared (hash, parent, fingerprint) triples of swapped-out `slot`'s unscheduled blocks that its
     /// swap-out kept (see `preparedHashes`), cleared: empty when its range is. O(1).
     func takePrepared(_ slot: Int) -> [UInt64] {
         defer { preparedHashes[slot] = [] }

@@ -13,14 +13,22 @@ import Glibc
 /// The file is text, one `key value` per line after a version line, so that an operator can
 /// read it:
 ///
-///     kvcache tier identity 2
+///     kvcache tier identity 3
 ///     model_tag 0x00000000000000a1
 ///     num_layers 32
 ///     num_kv_heads 8
 ///     head_dim 128
 ///     dtype_bytes 2
 ///     block_tokens 16
+///     fingerprint_key 0x0123456789abcdef0123456789abcdef
 ///
+/// The key is the directory's `BlockFingerprint` key (128 bits from `getrandom`, chosen by the
+/// engine that first claims the directory): every engine that owns the directory uses it, so
+/// that the fingerprints its journal records (`kvm_journal_record.fingerprint`) stay
+/// checkable after a restart, and a peer reading the directory checks that directory's blocks
+/// under it (`PeerTier`). It is a secret: the file is written with mode 0600, and anyone who
+/// can read it can craft a prompt whose fingerprint collides (no worse than the public hash,
+/// which has no key at all).
 /// It is written once, by the engine that owns the directory (under its lock), to a temporary
 /// file that is synced and renamed over, so it is never seen half written. The layout (paged
 /// or contiguous) is not part of it: a slot holds a block in one format for both.
@@ -28,7 +36,9 @@ import Glibc
 /// The version is the slab's format too: version 2 slots carry the payload checksum keyed by
 /// stripe position (`kvm_checksum64`, 2026-11-24); a version 1 directory's slots would all
 /// fail verification, so its engine is refused, naming the files to remove, rather than
-/// adopting a tier whose every block reads back as corrupt. (A directory from before
+/// adopting a tier whose every block reads back as corrupt. Version 3 (2026-11-25) adds the
+/// fingerprint key and journal records carrying fingerprints (`KVM_JOURNAL_MAGIC` "JRL2");
+/// a version 2 directory's records have none, so it is refused the same way. (A directory from before
 /// identities, without the file, is adopted: its blocks read back as corrupt, each a miss
 /// once, dropped, never served.)
 /// Cost: one small file read at open, and one write when the directory has none.
@@ -39,18 +49,23 @@ struct TierIdentity: Equatable {
     var headDim: Int
     var dtypeBytes: Int
     var blockTokens: Int
+    /// The directory's fingerprint key (not part of `differences`: it is the directory's own).
+    var fingerprint: BlockFingerprint
 
     static let fileName = "kvcache.identity"
     /// Where `write` puts an identity before renaming it over `fileName`: there only while
     /// one is written, or after a process ended in the middle.
     static let temporaryFileName = fileName + ".tmp"
-    private static let versionLine = "kvcache tier identity 2"
-    /// The first line of a version 1 identity, whose slab's payload checksums this build does
-    /// not accept.
-    private static let formerVersionLine = "kvcache tier identity 1"
+    private static let versionLine = "kvcache tier identity 3"
+    /// The first lines of former versions this build refuses, and why.
+    private static let formerVersions = [
+        ("kvcache tier identity 1", "tier format 1, whose slots this build cannot verify (their payload checksums changed)"),
+        ("kvcache tier identity 2", "tier format 2, whose journal records carry no block fingerprints (this build checks one before it serves a block)"),
+    ]
 
-    /// The identity of blocks written by an engine of `config`.
+    /// The identity of blocks written by an engine of `config`, with a fresh fingerprint key.
     init(_ config: EngineConfig) {
+        fingerprint = BlockFingerprint.random()
         modelTag = config.modelTag
         numLayers = config.numLayers
         numKVHeads = config.numKVHeads
@@ -65,6 +80,7 @@ struct TierIdentity: Equatable {
         return TierIdentity.versionLine + "\n"
             + "model_tag 0x\(String(repeating: "0", count: 16 - tag.count))\(tag)\n"
             + fields.map { "\($0.name) \($0.value)\n" }.joined()
+            + "fingerprint_key 0x\(fingerprint.keyText)\n"
     }
 
     /// The shape's fields, in file order (the model tag is printed apart, in hexadecimal).
@@ -97,11 +113,14 @@ struct TierIdentity: Equatable {
             values[String(pair[0])] = pair[1]
         }
         func int(_ key: String) -> Int? { values[key].flatMap { Int($0) } }
-        guard values.count == 6, let tagText = values["model_tag"], tagText.hasPrefix("0x"),
+        guard values.count == 7, let tagText = values["model_tag"], tagText.hasPrefix("0x"),
               let tag = UInt64(tagText.dropFirst(2), radix: 16),
               let layers = int("num_layers"), let heads = int("num_kv_heads"), let dim = int("head_dim"),
-              let dtype = int("dtype_bytes"), let bt = int("block_tokens")
+              let dtype = int("dtype_bytes"), let bt = int("block_tokens"),
+              let keyText = values["fingerprint_key"], keyText.hasPrefix("0x"),
+              let key = BlockFingerprint(keyText: keyText.dropFirst(2))
         else { return nil }
+        fingerprint = key
         modelTag = tag
         numLayers = layers
         numKVHeads = heads
@@ -132,22 +151,24 @@ struct TierIdentity: Equatable {
             count += n
         }
         let text = String(decoding: bytes[0..<count], as: UTF8.self)
-        if text.hasPrefix(formerVersionLine + "\n") {
-            throw .invalid("'\(path)' is of tier format 1, whose slots this build cannot verify (their payload checksums changed); "
+        if let (_, why) = formerVersions.first(where: { text.hasPrefix($0.0 + "\n") }) {
+            throw .invalid("'\(path)' is of \(why); "
                            + "an engine of this build owning '\(dir)' starts its tier empty once \(DiskTierFiles.names.prefix(3).joined(separator: ", ")) are removed there")
         }
         guard count < bytes.count, let identity = TierIdentity(text: text) else {
-            throw .invalid("'\(path)' is not a kvcache tier identity (version 2); it was not written by this engine")
+            throw .invalid("'\(path)' is not a kvcache tier identity (version 3); it was not written by this engine")
         }
         return identity
     }
 
-    /// Writes the identity into `dir` atomically (a synced temporary file renamed over
-    /// `kvcache.identity`, then the directory synced). Throws `io` (`outOfMemory` when no
+    /// Writes the identity into `dir` atomically (a synced temporary file of mode 0600, since
+    /// it holds the fingerprint key, renamed over `kvcache.identity`, then the directory
+    /// synced). Throws `io` (`outOfMemory` when no
     /// descriptor is left for the file or the directory: `KVError.file`).
     func write(dir: String) throws(KVError) {
         let path = dir + "/" + TierIdentity.fileName, temporary = dir + "/" + TierIdentity.temporaryFileName
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        unlink(temporary)  // one left by a process that ended in the middle may have another mode
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             let err = errno
             throw .file(err, "cannot write '\(temporary)': \(String(cString: strerror(err)))")
@@ -168,20 +189,28 @@ struct TierIdentity: Equatable {
     }
 
     /// The own tier's check, under the directory's lock: a directory without an identity (new,
-    /// or written before identities existed) gets this one; one with another identity is
-    /// refused (`invalidArgument`, naming what differs), and nothing in it is changed.
-    func claim(dir: String) throws(KVError) {
-        guard let found = try TierIdentity.read(dir: dir) else { return try write(dir: dir) }
+    /// or written before identities existed) gets this one, key included; one with another
+    /// identity is refused (`invalidArgument`, naming what differs), and nothing in it is
+    /// changed. Returns the fingerprint key the engine uses: the directory's.
+    func claim(dir: String) throws(KVError) -> BlockFingerprint {
+        guard let found = try TierIdentity.read(dir: dir) else {
+            try write(dir: dir)
+            return fingerprint
+        }
         let differences = differences(from: found)
         guard differences.isEmpty else {
             throw .invalid("offload_dir '\(dir)' holds blocks of another model or shape (\(differences)); "
                            + "give this engine its own directory, or remove the directory's kvcache.* files to start it empty")
         }
+        return found.fingerprint
     }
 
-    /// A peer's check: its directory must carry this identity. Throws `io` when it has none
-    /// (its engine predates identities, or never opened it), `invalidArgument` when it differs.
-    func check(peer dir: String) throws(KVError) {
+    /// A peer's check: its directory must carry this identity (its key aside). Returns the
+    /// directory's fingerprint key, under which its blocks are checked. Throws `io` when it
+    /// has none (its engine predates identities, or never opened it), `invalidArgument` when
+    /// it differs.
+    @discardableResult
+    func check(peer dir: String) throws(KVError) -> BlockFingerprint {
         guard let found = try TierIdentity.read(dir: dir) else {
             throw KVError(.io, "peer offload dir '\(dir)' has no \(TierIdentity.fileName): no engine has used it as its offload_dir yet (or only one older than tier identities)")
         }
@@ -189,5 +218,6 @@ struct TierIdentity: Equatable {
         guard differences.isEmpty else {
             throw .invalid("peer offload dir '\(dir)' holds blocks of another model or shape (\(differences)); its K/V cannot serve this engine")
         }
+        return found.fingerprint
     }
 }

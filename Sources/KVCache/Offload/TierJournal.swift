@@ -19,7 +19,8 @@ import Glibc
 /// the tier can keep it bounded while it runs (`compactIfLong`, after each flush).
 ///
 /// Invariant: a slot is owed a record exactly when it is in `owed[0..<owedCount]`, once.
-/// A STORED record reads the tier's arrays (block hash, parent, generation, checksum), which
+/// A STORED record reads the tier's arrays (block hash, parent, fingerprint, generation,
+/// checksum), which
 /// stay as they were journaled while the journal says *stored*: the tier rewrites a slot only
 /// after it was freed. Cost: 1 byte and 4 bytes of list per slot; O(1) per change; a flush
 /// builds and appends the owed records in batches of `batchRecords`. Not thread-safe (the
@@ -38,7 +39,7 @@ final class TierJournal {
     private let batch: UnsafeMutablePointer<kvm_journal_record>
     /// Records appended with one write at most.
     let batchRecords: Int
-    private let hashes, parents, generations, checksums: UnsafePointer<UInt64>
+    private let hashes, parents, fingerprints, generations, checksums: UnsafePointer<UInt64>
     private let payloadBytes: UInt32
 
     /// Appends that failed (each a write of up to `batchRecords` records), and the last one's
@@ -50,13 +51,15 @@ final class TierJournal {
 
     /// For the `slots` slots of `slab`, whose STORED records are built from the tier's arrays.
     init(slab: OpaquePointer, slots: Int, batchRecords: Int, payloadBytes: Int, hashes: UnsafePointer<UInt64>,
-         parents: UnsafePointer<UInt64>, generations: UnsafePointer<UInt64>, checksums: UnsafePointer<UInt64>) {
+         parents: UnsafePointer<UInt64>, fingerprints: UnsafePointer<UInt64>, generations: UnsafePointer<UInt64>,
+         checksums: UnsafePointer<UInt64>) {
         self.slab = slab
         self.slots = slots
         self.batchRecords = batchRecords
         self.payloadBytes = UInt32(payloadBytes)
         self.hashes = hashes
         self.parents = parents
+        self.fingerprints = fingerprints
         self.generations = generations
         self.checksums = checksums
         says = .allocate(capacity: slots)
@@ -248,6 +251,7 @@ final class TierJournal {
             r.kind = UInt32(KVM_JOURNAL_STORED)
             r.block_hash = hashes[s]
             r.parent_hash = parents[s]
+            r.fingerprint = fingerprints[s]
             r.checksum = checksums[s]
         } else {
             r.kind = UInt32(KVM_JOURNAL_FREED)

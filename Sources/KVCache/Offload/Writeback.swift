@@ -45,6 +45,7 @@ final class Writeback {
         var block: Int32
         var hash: UInt64
         var parent: UInt64
+        var fingerprint: UInt64
         var slot: Int32
         var stage: Int32
         var ticket: UInt64
@@ -161,7 +162,8 @@ final class Writeback {
                 // journaled and found by a later engine reading this directory as a peer,
                 // while its BLOCK_STORED event went to a queue no caller drains any more.
                 if stopping { tier.cancel(slot: e.slot, stage: e.stage) } else {
-                    tier.submitSpill(slot: e.slot, stage: e.stage, hash: e.hash, parent: e.parent, copy: copy, ahead: true)
+                    tier.submitSpill(slot: e.slot, stage: e.stage, hash: e.hash, parent: e.parent, fingerprint: e.fingerprint, copy: copy,
+                                     ahead: true)
                 }
             }
             tier.flush()
@@ -199,13 +201,14 @@ final class Writeback {
                     stall = tier.bulkStages > 0 ? .noSlot : .noBuffer  // else every slot is held
                     return false
                 }
-                guard let (slot, stage) = tier.reserveAhead(blocks.hash(of: c), keeping: { blocks.lookup($0) >= 0 }) else {
+                guard let (slot, stage) = tier.reserveAhead(blocks.hash(of: c), keeping: { blocks.indexedBlock($0) >= 0 }) else {
                     stall = .noSlot
                     return false
                 }
                 issued += 1
                 blocks.markCopy(c, ticket: issued)
-                entries.append(Entry(block: c, hash: blocks.hash(of: c), parent: blocks.parent(of: c), slot: slot, stage: stage, ticket: issued))
+                entries.append(Entry(block: c, hash: blocks.hash(of: c), parent: blocks.parent(of: c), fingerprint: blocks.fingerprint(of: c),
+                                     slot: slot, stage: stage, ticket: issued))
                 if entries.count == Writeback.batchLimit { return false }
             }
             return true

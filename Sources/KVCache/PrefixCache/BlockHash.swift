@@ -8,7 +8,8 @@
 ///   h = parent ^ SEED ^ (n * P1)
 ///   for t in tokens:                    t read as its 32-bit two's-complement pattern
 ///     h = rotl64(h ^ (t * P2), 31) * P1
-///   return fmix64(h)                    MurmurHash3's 64-bit finalizer
+///   v = fmix64(h)                       MurmurHash3's 64-bit finalizer
+///   return v != 0 ? v : SEED            never 0 (0 is salt 0's root, and "no hash")
 /// chain: parent of the first block is root(salt); parent of block i is the hash of block i - 1.
 /// root(salt) = fmix64(salt * P1): 0 without a salt (salt 0), never 0 with one.
 /// ```
@@ -20,6 +21,15 @@
 /// adapter, another tenant's `cache_salt`): every block of a salted chain hashes differently
 /// from the unsalted chain and from every other salt's, so no block is shared between them,
 /// and the chain stays shared within one salt. Salt 0 is the unsalted chain.
+///
+/// A chained value is never 0: a block whose `fmix64` came out 0 (a 2^-64 chance for honest
+/// tokens, ~2^32 work for crafted ones) would otherwise be the unsalted root, and the block
+/// after it would hash like an unsalted prompt's first block (revinterop finding 2).
+///
+/// The hash is not collision resistant: every round is a bijection of `h` and `fmix64` is
+/// invertible, so a block hashing like any given one is found in ~2^32 steps. The engine
+/// never serves K/V by it alone: a hit must also match the private keyed
+/// `BlockFingerprint`; a router may misroute a crafted prompt, nothing more.
 ///
 /// Cost: about one multiply-rotate-multiply per token.
 public enum BlockHash {
@@ -36,7 +46,8 @@ public enum BlockHash {
             let x = h ^ (UInt64(UInt32(bitPattern: t)) &* p2)
             h = ((x << 31) | (x >> 33)) &* p1
         }
-        return finalize(h)
+        let v = finalize(h)
+        return v != 0 ? v : seed
     }
 
     /// The parent of a chain's first block under `salt`: 0 for salt 0, and for any other salt

@@ -6,6 +6,12 @@ import Glibc
 /// The engine's blocks: allocation, reference counts, the prefix index (block hash -> block) and
 /// the LRU queue of cached blocks, in flat arrays indexed by block id.
 ///
+/// The index is keyed by the public `BlockHash`, which a crafted prompt can collide with; each
+/// indexed block also keeps its private `BlockFingerprint`, and a lookup with a fingerprint
+/// hits only a block whose fingerprint equals it (`lookup`). On such a collision the block
+/// already indexed stays (`insert` refuses the second, which stays its sequence's own,
+/// unshared): no sequence loses data and no prompt is served another's bytes.
+///
 /// A block is *free* (no references, not indexed), *used* (referenced by live sequences) or
 /// *cached* (no references, still indexed, queued in LRU order oldest first). A used block may
 /// be *prepared*: its hash is known (`prepare`) but it enters the index only later (`insert`
@@ -32,6 +38,9 @@ public final class BlockPool {
     /// sequence's unscheduled range, `SequenceTable.unscheduled`, is read through `prepared`).
     private let hashes: UnsafeMutablePointer<UInt64>
     private let parents: UnsafeMutablePointer<UInt64>
+    /// Per block: its `BlockFingerprint` (0: unknown, indexed from hashes alone), kept like
+    /// `hashes`.
+    private let fingerprints: UnsafeMutablePointer<UInt64>
     /// Per block: true while it is in the prefix index (`hashes` then holds the key).
     private let indexed: UnsafeMutablePointer<Bool>
     /// The cached blocks, oldest first: a block is on it exactly while `refs` is 0 and
@@ -83,7 +92,7 @@ public final class BlockPool {
     private var owner: AnyObject?
 
     /// A pool over `arena` (which must hold `capacity` blocks) or, when nil, over ids alone.
-    /// Throws `outOfMemory` when its per-block arrays (41 bytes per block, 37 over an arena,
+    /// Throws `outOfMemory` when its per-block arrays (49 bytes per block, 45 over an arena,
     /// which keeps no free list, and 24 to 48 for the
     /// prefix index: `memory_bytes / (block bytes x tensors)` blocks, at most 2^24) or the
     /// event queue cannot be allocated (`CheckedAllocations`).
@@ -101,6 +110,7 @@ public final class BlockPool {
         refs = try a.allocate(repeating: 0, count: capacity, perBlock)
         hashes = try a.allocate(repeating: 0, count: capacity, perBlock)
         parents = try a.allocate(repeating: 0, count: capacity, perBlock)
+        fingerprints = try a.allocate(repeating: 0, count: capacity, perBlock)
         indexed = try a.allocate(repeating: false, count: capacity, perBlock)
         lru = try IndexList(capacity: capacity, perBlock)
         copyTickets = try a.allocate(repeating: 0, count: capacity, perBlock)
@@ -114,6 +124,7 @@ public final class BlockPool {
         refs.deallocate()
         hashes.deallocate()
         parents.deallocate()
+        fingerprints.deallocate()
         indexed.deallocate()
         copyTickets.deallocate()
     }
@@ -153,6 +164,7 @@ public final class BlockPool {
             refs[Int(b)] = 1
             hashes[Int(b)] = 0  // neither prepared nor indexed: no earlier owner's hash survives
             parents[Int(b)] = 0
+            fingerprints[Int(b)] = 0
             usedCount += 1
             return b
         }
@@ -197,17 +209,29 @@ public final class BlockPool {
         block >= 0 && Int(block) < capacity && (refs[Int(block)] > 0 || indexed[Int(block)])
     }
 
-    /// The block indexed under `hash`, or -1.
-    @inline(__always) func lookup(_ hash: UInt64) -> Int32 { index.find(hash) }
+    /// The block indexed under `hash` whose fingerprint is `fingerprint`, or -1: a block of
+    /// that hash with another fingerprint (a collision of the public hash, or a block whose
+    /// fingerprint is unknown) is a miss. A `fingerprint` of 0 (a caller that knows the
+    /// prompt by its hashes alone) matches on the hash alone. O(1).
+    @inline(__always) func lookup(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
+        let b = index.find(hash)
+        return b >= 0 && fingerprint != 0 && fingerprints[Int(b)] != fingerprint ? -1 : b
+    }
 
-    /// Indexes used block `block` as the full block `hash` whose parent is `parent`, emitting
-    /// `blockStored`. Returns false (and changes nothing) when the block or the hash is already
-    /// indexed.
+    /// The block indexed under `hash`, whatever its fingerprint, or -1: for the engine's own
+    /// walks along a chain it indexed (spills of ancestors, writeback), never to serve K/V.
+    @inline(__always) func indexedBlock(_ hash: UInt64) -> Int32 { index.find(hash) }
+
+    /// Indexes used block `block` as the full block `hash` whose parent is `parent`, with
+    /// fingerprint `fingerprint` (0: unknown), emitting `blockStored`. Returns false (and
+    /// changes nothing) when the block or the hash is already indexed (also by a block of
+    /// another fingerprint: the indexed one stays).
     @discardableResult
-    func insert(_ block: Int32, hash: UInt64, parent: UInt64) -> Bool {
+    func insert(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64) -> Bool {
         guard hash != 0, !indexed[Int(block)], index.insert(hash, block) else { return false }
         hashes[Int(block)] = hash
         parents[Int(block)] = parent
+        fingerprints[Int(block)] = fingerprint
         indexed[Int(block)] = true
         events.push(KVEvent(kind: .blockStored, blockHash: hash, parentHash: parent))
         return true
@@ -217,15 +241,18 @@ public final class BlockPool {
     /// `parent`, without indexing it (see `prepared`). A free leaves it (the free touches no
     /// hash); `allocate` clears it, so a block's prepared hash is always its current owner's.
     /// O(1).
-    func prepare(_ block: Int32, hash: UInt64, parent: UInt64) {
+    func prepare(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64) {
         precondition(refs[Int(block)] > 0 && !indexed[Int(block)], "prepare of a block that is not used and unindexed")
         hashes[Int(block)] = hash
         parents[Int(block)] = parent
+        fingerprints[Int(block)] = fingerprint
     }
 
-    /// The hash and parent hash `prepare` recorded for `block` (to `insert` it under), or those
-    /// it is indexed under; 0s for a block that is neither. O(1).
-    func prepared(_ block: Int32) -> (hash: UInt64, parent: UInt64) { (hashes[Int(block)], parents[Int(block)]) }
+    /// The hash, parent hash and fingerprint `prepare` recorded for `block` (to `insert` it
+    /// under), or those it is indexed under; 0s for a block that is neither. O(1).
+    func prepared(_ block: Int32) -> (hash: UInt64, parent: UInt64, fingerprint: UInt64) {
+        (hashes[Int(block)], parents[Int(block)], fingerprints[Int(block)])
+    }
 
     /// True when `block` is in the prefix index (used or cached).
     func isIndexed(_ block: Int32) -> Bool { indexed[Int(block)] }
@@ -270,7 +297,8 @@ public final class BlockPool {
         lru.remove(block)
         cachedCount -= 1
         evictedCount += 1
-        spiller?.spill(block, hash: hashes[Int(block)], parent: parents[Int(block)], ancestorsFirst: ancestorsFirst)
+        spiller?.spill(block, hash: hashes[Int(block)], parent: parents[Int(block)], fingerprint: fingerprints[Int(block)],
+                       ancestorsFirst: ancestorsFirst)
         unindex(block, emit: emit)
         freeBlock(block)
     }
@@ -319,6 +347,7 @@ public final class BlockPool {
     /// its parent's.
     func hash(of block: Int32) -> UInt64 { indexed[Int(block)] ? hashes[Int(block)] : 0 }
     func parent(of block: Int32) -> UInt64 { indexed[Int(block)] ? parents[Int(block)] : 0 }
+    func fingerprint(of block: Int32) -> UInt64 { indexed[Int(block)] ? fingerprints[Int(block)] : 0 }
 
     /// Drops the `limit` oldest cached blocks, or every one when fewer are cached (trim; the
     /// spiller is told of each first). Emits one `allCleared` when that empties the index, else
@@ -346,6 +375,7 @@ public final class BlockPool {
         if emit { events.push(KVEvent(kind: .blockRemoved, blockHash: hashes[b], parentHash: parents[b])) }
         hashes[b] = 0
         parents[b] = 0
+        fingerprints[b] = 0
         indexed[b] = false
     }
 
@@ -387,13 +417,13 @@ public final class BlockPool {
 
 /// Writes cached blocks somewhere before they leave memory (the disk tier).
 protocol BlockSpiller: AnyObject {
-    /// Cached block `block` (indexed under `hash`, child of `parent`) is about to be freed; its
+    /// Cached block `block` (indexed under `hash`, child of `parent`, with `fingerprint`) is about to be freed; its
     /// bytes are intact during the call, and so are every other cached block's. Called inside
     /// allocations, under the engine's lock: it must not wait for I/O (the disk tier skips the
     /// write instead, `DiskTier.spill`). `ancestorsFirst` (an allocation's eviction, which may
     /// skip): the oldest of the block's cached ancestors the spiller lacks are written first,
     /// then the block if room remains (`OffloadCoordinator.spill`).
-    func spill(_ block: Int32, hash: UInt64, parent: UInt64, ancestorsFirst: Bool)
+    func spill(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, ancestorsFirst: Bool)
     /// Returns once the copy of ticket `ticket` (`BlockPool.markCopy`) is done; it runs outside
     /// the engine's lock, which this keeps. Bounded by one block's copy per batch entry ahead.
     func awaitCopy(_ ticket: UInt64)

@@ -49,8 +49,8 @@ extension Engine {
         guard stop > pending.lowerBound else { return }
         let table = sequences.table(s)
         for i in pending.lowerBound..<stop {
-            let (hash, parent) = blocks.prepared(table[i])
-            index(table[i], hash: hash, parent: parent, slot: s, position: i)
+            let (hash, parent, fingerprint) = blocks.prepared(table[i])
+            index(table[i], hash: hash, parent: parent, fingerprint: fingerprint, slot: s, position: i)
         }
         sequences.unscheduled[s] = stop..<pending.upperBound
     }

@@ -242,7 +242,7 @@ struct DiskTierTests {
             func field<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
                 bytes[(at + offset)..<(at + offset + MemoryLayout<T>.size)].withUnsafeBytes { $0.loadUnaligned(as: T.self) }
             }
-            return (field(8, UInt32.self), field(12, UInt32.self), field(16, UInt64.self), field(24, UInt64.self))
+            return (field(4, UInt32.self), field(8, UInt32.self), field(16, UInt64.self), field(24, UInt64.self))
         }
     }
 

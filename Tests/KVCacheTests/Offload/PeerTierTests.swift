@@ -155,7 +155,7 @@ struct PeerTierTests {
         // The peer's second block changes on disk behind its journal (a torn rewrite).
         let tier = b.offload!.tier!
         var refreshed = false
-        let second = tier.findInPeers(BlockHash.chain(prompt, blockTokens: 4)[1], refreshed: &refreshed)!
+        let second = tier.findInPeers(BlockHash.chain(prompt, blockTokens: 4)[1], refreshed: &refreshed) { _, _ in 0 }!
         corruptSlots(dir: dirA.path, slotBytes: Int(b.stats().disk.slotBytes), Int(second.slot)..<Int(second.slot) + 1)
         #expect(try b.createSequence(1, tokens: prompt) == 12)
         #expect(throws: KVError.self) { try waitReady(b, 1) }

@@ -91,7 +91,11 @@ struct TierIdentityTests {
                 && e!.message.contains("num_kv_heads 1 here, 2 there; head_dim 16 here, 8 there"), "\(e?.message ?? "opened")")
     }
 
-    @Test func aTierWithoutAnIdentityIsAdoptedWithItsBlocksAndGetsOne() throws {
+    /// A directory without an identity (written before identities, or the file lost) is
+    /// adopted and gets one with a new fingerprint key: its journal's blocks, fingerprinted
+    /// under a key now gone, are misses (never served unchecked); blocks it takes after are
+    /// hits again.
+    @Test func aTierWithoutAnIdentityIsAdoptedAndGetsOneWithANewKey() throws {
         let dir = ScratchDir("identityLegacy")
         defer { dir.remove() }
         var config = offloadConfig(.contiguous, dir: dir.path)
@@ -103,38 +107,53 @@ struct TierIdentityTests {
         }
         // As a directory written before identities existed.
         #expect(unlink(dir.path + "/" + TierIdentity.fileName) == 0)
+        do {
+            let e = try Engine(config)
+            #expect(try e.createSequence(1, tokens: prompt) == 0, "fingerprints under the lost key do not match")
+        }
+        // The old blocks still hold their hashes on disk (the tier keeps the block it has), so
+        // another prompt shows the new key at work.
+        let other = tokens(203, seed: 14)
+        do { try spillPrompt(try Engine(config), 1, other) }
         let e = try Engine(config)
-        #expect(try e.createSequence(1, tokens: prompt) == 200)
+        #expect(try e.createSequence(1, tokens: other) == 200, "blocks written under the new key, after a restart")
         try waitReady(e, 1)
-        #expect(try kvDifferences(e, 1, count: 200) { prompt[$0] } == 0)
+        #expect(try kvDifferences(e, 1, count: 200) { other[$0] } == 0)
         let text = String(decoding: FileManager.default.contents(atPath: dir.path + "/kvcache.identity") ?? Data(), as: UTF8.self)
+        let key = try #require(text.split(separator: "\n").last)
+        #expect(key.hasPrefix("fingerprint_key 0x") && key.count == 18 + 32)
         #expect(text == """
-            kvcache tier identity 2
+            kvcache tier identity 3
             model_tag 0x0000000000000005
             num_layers 2
             num_kv_heads 2
             head_dim 8
             dtype_bytes 2
             block_tokens 4
+            \(key)
 
             """)
+        var st = stat()
+        #expect(stat(dir.path + "/kvcache.identity", &st) == 0 && st.st_mode & 0o777 == 0o600, "the key is a secret")
     }
 
     @Test func anIdentityFileThatIsNotOneIsRefusedAndLeftAlone() throws {
         let dir = ScratchDir("identityGarbage")
         defer { dir.remove() }
         let path = dir.path + "/kvcache.identity"
-        let garbage = Data("kvcache tier identity 2\nmodel_tag 12\n".utf8)
+        let garbage = Data("kvcache tier identity 3\nmodel_tag 12\n".utf8)
         #expect(FileManager.default.createFile(atPath: path, contents: garbage))
         let e = refusal(offloadConfig(.paged, dir: dir.path))
         #expect(e?.code == .invalidArgument && e!.message.contains("is not a kvcache tier identity"), "\(e?.message ?? "opened")")
         #expect(FileManager.default.contents(atPath: path) == garbage)
     }
 
-    /// A directory of tier format 1 (payload checksums before the position key): every slot
-    /// would fail verification, so the engine is refused, naming the files to remove, and
+    /// A directory of tier format 1 (payload checksums before the position key: every slot
+    /// would fail verification) or 2 (journal records without fingerprints, before
+    /// 2026-11-25): the engine is refused, naming the format and the files to remove, and
     /// nothing there changes.
-    @Test func aDirectoryOfTheFormerFormatIsRefusedNamingItsFiles() throws {
+    @Test(arguments: [1, 2])
+    func aDirectoryOfAFormerFormatIsRefusedNamingItsFiles(format: Int) throws {
         let dir = ScratchDir("identityFormat1")
         defer { dir.remove() }
         let config = offloadConfig(.paged, dir: dir.path)
@@ -144,11 +163,11 @@ struct TierIdentityTests {
         }
         let path = dir.path + "/kvcache.identity"
         let former = Data(String(decoding: FileManager.default.contents(atPath: path)!, as: UTF8.self)
-            .replacingOccurrences(of: "identity 2\n", with: "identity 1\n").utf8)
+            .replacingOccurrences(of: "identity 3\n", with: "identity \(format)\n").utf8)
         #expect(FileManager.default.createFile(atPath: path, contents: former))
         let slab = FileManager.default.contents(atPath: dir.path + "/kvcache.slab")
         let e = refusal(config)
-        #expect(e?.code == .invalidArgument && e!.message.contains("tier format 1")
+        #expect(e?.code == .invalidArgument && e!.message.contains("tier format \(format)")
                 && e!.message.contains("once kvcache.slab, kvcache.journal, kvcache.identity are removed"), "\(e?.message ?? "opened")")
         #expect(FileManager.default.contents(atPath: path) == former)
         #expect(FileManager.default.contents(atPath: dir.path + "/kvcache.slab") == slab)
@@ -168,7 +187,7 @@ struct TierIdentityTests {
         }
         #expect(TierIdentity(text: identity.text.replacingOccurrences(of: "head_dim 8\n", with: "")) == nil, "a field missing")
         #expect(TierIdentity(text: identity.text + "head_dim 8\n") == nil, "a field twice")
-        #expect(TierIdentity(text: identity.text.replacingOccurrences(of: "identity 2", with: "identity 3")) == nil, "another version")
+        #expect(TierIdentity(text: identity.text.replacingOccurrences(of: "identity 3", with: "identity 4")) == nil, "another version")
     }
 
     @Test func aPeerOfAnotherModelIsRefusedAndAPeerWithoutAnIdentityIsIO() throws {

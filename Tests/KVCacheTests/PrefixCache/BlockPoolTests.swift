@@ -15,25 +15,25 @@ struct BlockPoolTests {
     @Test func releasedIndexedBlocksAreCachedAndEvictedOldestFirst() throws {
         let pool = BlockPool(capacity: 3)
         let a = try pool.allocate(), b = try pool.allocate(), c = try pool.allocate()
-        pool.insert(a, hash: 10, parent: 0)
-        pool.insert(b, hash: 11, parent: 10)
+        pool.insert(a, hash: 10, parent: 0, fingerprint: 0)
+        pool.insert(b, hash: 11, parent: 10, fingerprint: 0)
         pool.release(b)  // cached first: the oldest
         pool.release(a)
         #expect(pool.cachedCount == 2)
         pool.release(c)  // not indexed: freed
         _ = try pool.allocate()  // takes the free one
         _ = try pool.allocate()  // evicts b
-        #expect(pool.lookup(11) == -1)
-        #expect(pool.lookup(10) == a)
+        #expect(pool.lookup(11, fingerprint: 0) == -1)
+        #expect(pool.lookup(10, fingerprint: 0) == a)
         #expect(pool.evictedCount == 1)
     }
 
     @Test func aHitTakesACachedBlockOutOfTheLRU() throws {
         let pool = BlockPool(capacity: 2)
         let a = try pool.allocate()
-        pool.insert(a, hash: 7, parent: 0)
+        pool.insert(a, hash: 7, parent: 0, fingerprint: 0)
         pool.release(a)
-        pool.retain(pool.lookup(7))
+        pool.retain(pool.lookup(7, fingerprint: 0))
         #expect(pool.cachedCount == 0)
         #expect(pool.usedCount == 1)
         _ = try pool.allocate()
@@ -46,20 +46,20 @@ struct BlockPoolTests {
     @Test func anAllocationClearsThePreviousOwnersPreparedHash() throws {
         let pool = BlockPool(capacity: 1)
         let a = try pool.allocate()
-        pool.prepare(a, hash: 21, parent: 20)
-        #expect(pool.prepared(a) == (hash: 21, parent: 20))
+        pool.prepare(a, hash: 21, parent: 20, fingerprint: 22)
+        #expect(pool.prepared(a) == (hash: 21, parent: 20, fingerprint: 22))
         pool.release(a)
         #expect(try pool.allocate() == a)
-        #expect(pool.prepared(a) == (hash: 0, parent: 0))
-        #expect(!pool.insert(a, hash: pool.prepared(a).hash, parent: pool.prepared(a).parent), "nothing to index under")
+        #expect(pool.prepared(a) == (hash: 0, parent: 0, fingerprint: 0))
+        #expect(!pool.insert(a, hash: pool.prepared(a).hash, parent: pool.prepared(a).parent, fingerprint: 0), "nothing to index under")
     }
 
     @Test func aHashIsIndexedOnce() throws {
         let pool = BlockPool(capacity: 2)
         let a = try pool.allocate(), b = try pool.allocate()
-        #expect(pool.insert(a, hash: 5, parent: 0))
-        #expect(!pool.insert(b, hash: 5, parent: 0))
-        #expect(pool.lookup(5) == a)
+        #expect(pool.insert(a, hash: 5, parent: 0, fingerprint: 0))
+        #expect(!pool.insert(b, hash: 5, parent: 0, fingerprint: 0))
+        #expect(pool.lookup(5, fingerprint: 0) == a)
     }
 }
 

@@ -42,8 +42,8 @@ struct HashedAppendTests {
                 #expect(stored(drain(e)) == pairs(h, completed), "after \(length) tokens")
             }
         }
-        #expect(e.cachedPrefixTokens(prompt) == 40)
-        #expect(try e.createSequence(2, tokens: prompt) == 40)
+        #expect(cachedByHash(e, prompt) == 40)
+        #expect(try createByHash(e, 2, prompt) == 40)
     }
 
     /// Indexing on schedule, the blocks a growth completes are prepared as a created prompt's
@@ -63,7 +63,7 @@ struct HashedAppendTests {
             #expect(stored(drain(e)) == pairs(h, 0..<2))
             try e.append(1, tokens: 12, blockHashes: chain)
             #expect(stored(drain(e)).isEmpty, "blocks 2...4 wait for their schedule")
-            #expect(e.cachedPrefixTokens(prompt) == 8)
+            #expect(cachedByHash(e, prompt) == 8)
             try e.schedule(1, tokens: 18)
             #expect(stored(drain(e)) == pairs(h, 2..<4), "block 4 is not wholly scheduled")
             try e.append(1, tokens: 11, blockHashes: chain)  // 33 tokens: blocks 5...7 prepared too
@@ -71,7 +71,7 @@ struct HashedAppendTests {
             try e.schedule(1, tokens: 33)
             #expect(stored(drain(e)) == pairs(h, 5..<8))
         }
-        #expect(e.cachedPrefixTokens(prompt) == 32)
+        #expect(cachedByHash(e, prompt) == 32)
     }
 
     /// Blocks past the given chain are not indexed, and appends afterwards index what they

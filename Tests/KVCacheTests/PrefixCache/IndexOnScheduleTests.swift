@@ -399,8 +399,11 @@ struct IndexOnScheduleTests {
         if !metadataOnly { #expect(try kvMismatches(e, 2, tokens: Array(prompt.prefix(16)), from: 0) == 0) }
         try e.append(1, tokens: [901, 902, 903])
         #expect(stored(drain(e)) == chain(prompt, 4..<10), "the rest of the prompt; block 10 (2 unknown tokens) is not indexed")
-        #expect(e.cachedPrefixTokens(prompt) == 40)
-        #expect(e.cachedPrefixTokens(prompt + [901, 902, 903]) == 40)
+        // By hash: blocks indexed from hashes alone carry no fingerprint, so a lookup by
+        // tokens finds none of them (include/kvcache.h, BLOCK HASH).
+        #expect(hashes.withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 10)
+        #expect(BlockHash.chain(prompt + [901, 902, 903], blockTokens: 4).withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 10)
+        #expect(e.cachedPrefixTokens(prompt) == 0)
         try e.schedule(2, tokens: 42)
         #expect(drain(e).isEmpty, "sequence 2's blocks 4...9 have their hashes indexed already")
     }
@@ -419,6 +422,7 @@ struct IndexOnScheduleTests {
         #expect(stored(drain(e)) == chain(prompt, 0..<2))
         try e.append(1, tokens: decoded)
         #expect(stored(drain(e)) == chain(prompt + decoded, 2..<11))
-        #expect(e.cachedPrefixTokens(prompt + decoded + [1]) == 44)
+        #expect(BlockHash.chain(prompt + decoded + [1], blockTokens: 4).withUnsafeBufferPointer { e.cachedPrefixBlocks($0) } == 11)
+        #expect(e.cachedPrefixTokens(prompt + decoded + [1]) == 0, "no fingerprints: a lookup by tokens finds none")
     }
 }

@@ -25,7 +25,8 @@ struct PrefixLookupOrderTests {
     /// `inMemory` hashes, at their positions, filled with the prompt's K/V and freed: those
     /// blocks are cached in memory and not on disk. With `bothPlaces` it is also trimmed and
     /// created again (all its blocks read back from disk) and freed: then they are cached in
-    /// memory and on disk.
+    /// memory and on disk. Its blocks, indexed from hashes alone, carry no fingerprint: the
+    /// tests look the prompt up by its hashes too (`cachedByHash`, `createByHash`).
     private final class SplitCache {
         let dir = ScratchDir()
         let e: Engine
@@ -80,9 +81,9 @@ struct PrefixLookupOrderTests {
         let (e, prompt, hashes) = (split.e, split.prompt, split.hashes)
         let bt = 4, chain = Self.onDisk + Self.inMemory
         _ = drain(e)
-        #expect(e.cachedPrefixTokens(prompt) == chain * bt)
+        #expect(cachedByHash(e, prompt) == chain * bt)
         let before = e.stats()
-        #expect(try e.createSequence(3, tokens: prompt) == chain * bt)
+        #expect(try createByHash(e, 3, prompt) == chain * bt)
         let created = e.stats()
         #expect(created.prefixHitTokens - before.prefixHitTokens == UInt64(chain * bt))
         #expect(created.disk.prefixHitTokens - before.disk.prefixHitTokens == UInt64(Self.onDisk * bt))
@@ -124,7 +125,7 @@ struct PrefixLookupOrderTests {
         // boundary page), and a failed one refuses it.
         let hold = fork && layout == .paged
         if hold { #expect(e.pauseOffloadIO(true)) }
-        #expect(try e.createSequence(3, tokens: longer) == chain * bt, "the journal still lists the disk blocks")
+        #expect(try createByHash(e, 3, longer) == chain * bt, "the journal still lists the disk blocks")
         if hold {
             try e.fork(parent: 3, child: 6)
         } else if fork {
@@ -149,14 +150,14 @@ struct PrefixLookupOrderTests {
         let s = e.stats()
         #expect(s.disk.loadsFailed == UInt64(Self.onDisk))
         #expect(s.blocksUsed == 0 && s.blocksCached == UInt64(Self.onDisk + Self.inMemory), "the decoys and the 60 shared blocks")
-        #expect(e.cachedPrefixTokens(prompt) == 0, "the chain breaks at the failed first block")
+        #expect(cachedByHash(e, prompt) == 0, "the chain breaks at the failed first block")
         #expect(e.offloadSlotAudit.pinned == 0)
         // Recomputing the failed blocks makes the kept ones reachable again, with their bytes.
-        #expect(try e.createSequence(4, tokens: Array(prompt[0...(Self.onDisk * bt)])) == 0)
+        #expect(try createByHash(e, 4, Array(prompt[0...(Self.onDisk * bt)])) == 0)
         try fillKV(e, 4, count: Self.onDisk * bt) { prompt[$0] }
         try e.free(4)
-        #expect(e.cachedPrefixTokens(prompt) == chain * bt)
-        #expect(try e.createSequence(5, tokens: prompt) == chain * bt)
+        #expect(cachedByHash(e, prompt) == chain * bt)
+        #expect(try createByHash(e, 5, prompt) == chain * bt)
         try waitReady(e, 5)
         #expect(try kvDifferences(e, 5, count: chain * bt) { prompt[$0] } == 0)
         #expect(e.stats().disk.blocksLoaded == s.disk.blocksLoaded, "all 100 from memory")
@@ -180,7 +181,7 @@ struct PrefixLookupOrderTests {
         corruptSlots(dir: split.dir.path, slotBytes: Int(e.stats().disk.slotBytes), slot..<slot + 1)
         _ = drain(e)
         let before = e.stats()
-        #expect(try e.createSequence(3, tokens: longer) == chain * bt)
+        #expect(try createByHash(e, 3, longer) == chain * bt)
         var failure: KVError?
         do { try waitReady(e, 3) } catch { failure = error }
         #expect(failure?.code == .io)
@@ -194,17 +195,17 @@ struct PrefixLookupOrderTests {
         #expect(s.disk.loadsFailed - before.disk.loadsFailed == 1)
         #expect(s.disk.blocksLoaded - before.disk.blocksLoaded == UInt64(Self.onDisk - 1), "the other 39 reads landed")
         #expect(s.blocksUsed == 0 && s.blocksCached == before.blocksCached + UInt64(Self.onDisk - 1))
-        #expect(e.cachedPrefixTokens(prompt) == failed * bt, "the chain breaks at the failed block")
+        #expect(cachedByHash(e, prompt) == failed * bt, "the chain breaks at the failed block")
         #expect(e.offloadSlotAudit.pinned == 0)
         // Recomputing block 10 alone makes the 29 verified reads after it reachable again.
         let upToFailed = Array(prompt[0...((failed + 1) * bt)])
-        #expect(try e.createSequence(4, tokens: upToFailed) == failed * bt)
+        #expect(try createByHash(e, 4, upToFailed) == failed * bt)
         try waitReady(e, 4)
         try fillKV(e, 4, count: bt, from: failed * bt) { prompt[$0] }
         try e.free(4)
-        #expect(e.cachedPrefixTokens(prompt) == chain * bt)
+        #expect(cachedByHash(e, prompt) == chain * bt)
         let loaded = e.stats().disk.blocksLoaded
-        #expect(try e.createSequence(5, tokens: prompt) == chain * bt)
+        #expect(try createByHash(e, 5, prompt) == chain * bt)
         try waitReady(e, 5)
         #expect(try kvDifferences(e, 5, count: chain * bt) { prompt[$0] } == 0)
         #expect(e.stats().disk.blocksLoaded == loaded, "all 100 from memory")
@@ -231,7 +232,7 @@ struct PrefixLookupOrderTests {
         _ = drain(e)
         let before = e.stats()
         kvm_pool_fail_commits(pool, 0)
-        let error = caught { try e.createSequence(3, tokens: prompt) }
+        let error = caught { try createByHash(e, 3, prompt) }
         kvm_pool_fail_commits(pool, -1)
         #expect(error?.code == .outOfMemory, "both layouts: a refused commit is out of memory, not a bug")
         #expect(error?.message.contains("injected fault") == true, "\(String(describing: error))")
@@ -240,7 +241,7 @@ struct PrefixLookupOrderTests {
         #expect(after.prefixHitTokens == before.prefixHitTokens && after.disk.blocksLoaded == before.disk.blocksLoaded)
         #expect(drain(e).isEmpty)
         #expect(e.offloadSlotAudit.pinned == 0)
-        #expect(try e.createSequence(3, tokens: prompt) == chain * bt)
+        #expect(try createByHash(e, 3, prompt) == chain * bt)
         try waitReady(e, 3)
         #expect(try kvDifferences(e, 3, count: chain * bt) { prompt[$0] } == 0)
     }
@@ -320,9 +321,9 @@ struct PrefixLookupOrderTests {
         try place(b, 1, decoys(20, 0xB000) + Array(hashes[20..<30]), spill: true)
         try place(b, 2, decoys(10, 0xC000) + Array(hashes[10..<20]), spill: false)
         _ = drain(b)
-        #expect(b.cachedPrefixTokens(prompt) == chain * bt)
+        #expect(cachedByHash(b, prompt) == chain * bt)
         let before = b.stats()
-        #expect(try b.createSequence(3, tokens: prompt) == chain * bt)
+        #expect(try createByHash(b, 3, prompt) == chain * bt)
         let read = Array(0..<10) + Array(20..<40)
         #expect(drain(b) == read.map { KVEvent(kind: .blockStored, blockHash: hashes[$0], parentHash: $0 > 0 ? hashes[$0 - 1] : 0) })
         try waitReady(b, 3)
