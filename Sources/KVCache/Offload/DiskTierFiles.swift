@@ -3,12 +3,14 @@ import Glibc
 #endif
 
 /// The files a disk tier keeps in its `offload_dir`: the slab of slots and its journal
-/// (`kvm_slab.h`) and the tier's identity (`TierIdentity`), which is written through a
-/// temporary file renamed over it. Nothing else is written there.
+/// (`kvm_slab.h`), whose compaction writes the next journal as `kvcache.journal.new` and renames
+/// it over, and the tier's identity (`TierIdentity`), which is written through a temporary file
+/// renamed over it too. Nothing else is written there.
 public enum DiskTierFiles {
-    /// Their names, in the directory, the identity's temporary last (it is there only while an
-    /// identity is written, or after a process ended in the middle).
-    public static let names = ["kvcache.slab", "kvcache.journal", TierIdentity.fileName, TierIdentity.temporaryFileName]
+    /// Their names, in the directory, the two temporaries last (each is there only while a
+    /// journal compaction or an identity is written, or after a process ended in the middle).
+    public static let names = ["kvcache.slab", "kvcache.journal", TierIdentity.fileName, TierIdentity.temporaryFileName,
+                               "kvcache.journal.new"]
 
     /// Removes them from `dir`, so that the next engine there starts with an empty tier (its
     /// identity included). Refused, removing nothing, while an engine uses the directory: the
