@@ -51,10 +51,15 @@ let package = Package(
             name: "KVSim",
             dependencies: ["KVCache", "KVRouter", "KVReport"]
         ),
+        // Linked with the version script (exports and their version node) and -z nodelete: a
+        // plugin host's dlclose leaves the library loaded, so its thread-specific-data keys
+        // (kvc_last_error's, the Swift runtime's) are made once per process, not per dlopen
+        // (1100 load/unload cycles used up the process's 1024 keys).
         .target(
             name: "KVCacheABI",
             dependencies: ["KVCache", "KVRouter"],
-            linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(packageDir)/include/kvcache.map"])]
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(packageDir)/include/kvcache.map",
+                                           "-Xlinker", "-z", "-Xlinker", "nodelete"])]
         ),
         .target(
             name: "KVEval",

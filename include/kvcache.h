@@ -62,15 +62,32 @@
  * PROCESSES
  *   An engine or router belongs to the process that created it. The process may fork():
  *   its engines keep serving, I/O in flight at the fork included, while the child lives and
- *   after it exits (tools/abi_client.c, "forks"). The child must not call any kvc_* function
- *   on what it inherited (the engine's lock, io_uring ring and disk-tier files are the
- *   parent's), and K/V memory is shared, not copied: a child that writes through an
- *   inherited K/V pointer writes the parent's cache. kvc_engine_destroy releases that memory
- *   at once even while such a child lives (the K/V file is cut to 0 bytes): a child that
- *   touches an inherited K/V pointer after its parent destroyed the engine gets SIGBUS. The
- *   disk tier's I/O buffers are not mapped in the child (MADV_DONTFORK), so a fork copies
- *   none of them. As with any library that runs threads, a child of a multi-threaded
- *   parent should exec (or use posix_spawn) before creating engines of its own.
+ *   after it exits (tools/abi_client.c, "forks"). In the child, an inherited engine is the
+ *   parent's: every kvc_* call on it returns KVC_ERR_INVALID_ARGUMENT, the message naming
+ *   the creating process ("engine of process 1234, inherited through fork()"; one compare per
+ *   call), except kvc_engine_destroy, which a child may call (a Python worker's __del__ or
+ *   atexit): there it only unmaps the child's K/V mappings and closes its copy of the memory
+ *   file, and leaves everything else (the file's pages, the lock, the io_uring ring, the
+ *   disk tier's files and journal, the threads, which a child does not have) to the parent,
+ *   which keeps serving. (The engine's metadata, a copy-on-write copy in the child, is not
+ *   freed: it goes when the child exits or execs.) Inherited routers must not be used. K/V
+ *   memory is shared, not copied: a child that writes through an inherited K/V pointer
+ *   writes the parent's cache. The parent's kvc_engine_destroy releases that memory at once
+ *   even while such a child lives (the K/V file is cut to 0 bytes): a child that touches an
+ *   inherited K/V pointer after that gets SIGBUS. The disk tier's descriptors (its journal
+ *   included) are closed in the child at the fork and its I/O buffers are not mapped there
+ *   (MADV_DONTFORK), so a child holds none of its files and a fork copies none of its
+ *   buffers. As with any library that runs threads, a child of a multi-threaded parent
+ *   should exec (or use posix_spawn) before creating engines of its own.
+ *
+ * LOADING
+ *   libkvcache.so is linked with -z nodelete: a plugin host's dlclose leaves it loaded (its
+ *   thread-specific data and runtime state stay), so a host may dlopen and dlclose it any
+ *   number of times, each dlopen finding the library as the last left it. Its functions carry
+ *   symbol versions: every function of this ABI's first release is in version node KVC_1.0
+ *   (include/kvcache.map); functions added later go into new nodes (KVC_1.1, ...), so a
+ *   program that calls one records that node and is refused at start-up by an older library
+ *   without it ("version `KVC_1.1' not found"), instead of failing at its first call.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -255,7 +272,9 @@ extern "C" {
 #endif
 
 /** The version of this ABI; kvc_abi_version() returns the library's. Bumped only when an
- *  existing function or field changes meaning (appending fields or functions does not). */
+ *  existing function or field changes meaning (appending fields or functions does not), so
+ *  it cannot tell a library older than this header: the symbol versions do (LOADING), and a
+ *  struct's struct_size rules let either side be older. */
 #define KVC_ABI_VERSION 1
 
 /** An engine. Opaque; obtained from kvc_engine_create, released by kvc_engine_destroy. */
@@ -320,10 +339,11 @@ enum {
  * - A larger struct (a newer caller): accepted when every byte past the fields this library
  *   knows is 0 (fields added later use 0 for "as before"); a non-zero byte there is
  *   KVC_ERR_UNSUPPORTED, since the library cannot honour a setting it does not know.
- * - Padding (offsets 36, 132 and 164, 4 bytes each) must be 0 too, whatever struct_size:
- *   a later header may put a field there without changing the struct's size (as
- *   index_on_schedule did at 124), so a non-zero padding byte is KVC_ERR_UNSUPPORTED.
- *   kvc_config_init zeroes it; zero (memset) a struct you build without it.
+ * - The reserved fields (reserved_36, reserved_132 and reserved_164, named by their offsets;
+ *   padding in earlier versions of this header, same layout) must be 0 too, whatever
+ *   struct_size: a later header may put a field there without changing the struct's size (as
+ *   index_on_schedule did at 124), so a non-zero reserved byte is KVC_ERR_UNSUPPORTED.
+ *   kvc_config_init zeroes them; zero (memset) a struct you build without it.
  *   struct_size above KVC_STRUCT_SIZE_MAX is KVC_ERR_INVALID_ARGUMENT (not a kvc_config).
  */
 typedef struct kvc_config {
@@ -346,7 +366,8 @@ typedef struct kvc_config {
     uint32_t max_seqs;
     /** Tokens one sequence may hold at most, 1..16777216. Default 32768. */
     uint32_t max_seq_tokens;
-    /* 4 bytes of padding (offset 36): must be 0 */
+    /** Reserved (offset 36): must be 0. */
+    uint32_t reserved_36;
     /** Exact physical budget for K/V bytes, > 0; the engine never commits more. Default 8 GiB.
      *  At most 2^24 blocks (of 2 * num_layers * block_tokens * token_bytes bytes each): a
      *  larger budget needs larger blocks (else KVC_ERR_INVALID_ARGUMENT). Contiguous layout:
@@ -445,7 +466,8 @@ typedef struct kvc_config {
      *  128 (the struct is 136 bytes since this field); a caller's older, 128-byte struct
      *  gets the default. */
     uint32_t offload_queue_depth;
-    /* 4 bytes of padding (offset 132): must be 0 */
+    /** Reserved (offset 132): must be 0. */
+    uint32_t reserved_132;
     /** Peer disk tiers: other engines' offload_dir directories, ':'-separated (at most 16,
      *  empty entries ignored), whose spilled blocks this engine reads, or NULL (default): no
      *  peers. Read-only: this engine never takes a peer's lock, never creates or writes a
@@ -522,9 +544,11 @@ typedef struct kvc_config {
      *  until a later write (an eviction's, kvc_engine_trim's, a swap-out's) succeeds, so a
      *  failing disk sees each block at most once from it.
      *  kvc_stats.disk_blocks_written_ahead counts its writes. Needs a disk tier; 0 or 1, else
-     *  KVC_ERR_INVALID_ARGUMENT. Offset 160 (the struct is 168 bytes since this field, 4 of
-     *  them padding, offset 164: must be 0); a caller's older struct gets 0. */
+     *  KVC_ERR_INVALID_ARGUMENT. Offset 160 (the struct is 168 bytes since this field, with
+     *  reserved_164); a caller's older struct gets 0. */
     uint32_t offload_writeback;
+    /** Reserved (offset 164): must be 0. */
+    uint32_t reserved_164;
     /* more may follow */
 } kvc_config;
 
@@ -542,7 +566,7 @@ typedef struct kvc_config {
  * - A smaller struct (an older caller): only the fields that fit entirely are written.
  * - A larger struct (a newer caller): every known field is written and the bytes past them
  *   up to struct_size are set to 0. Above KVC_STRUCT_SIZE_MAX: KVC_ERR_INVALID_ARGUMENT.
- * struct_size itself is never written.
+ * struct_size itself is never written; the padding after it (offset 4) is written 0.
  */
 typedef struct kvc_stats {
     /** Bytes of this struct as the caller compiled it: sizeof(kvc_stats). Input only. */
@@ -755,8 +779,9 @@ typedef struct kvc_event {
  * Library
  * --------------------------------------------------------------------------------------- */
 
-/** Returns KVC_ABI_VERSION of the library (compare with the header's at start-up).
- *  Pure, thread-safe. */
+/** Returns KVC_ABI_VERSION of the library: compare with the header's at start-up to catch a
+ *  library whose functions changed meaning. A library that lacks a function the program
+ *  calls is refused by the loader before that (LOADING). Pure, thread-safe. */
 uint32_t kvc_abi_version(void);
 
 /** Returns a static, NUL-terminated name for `s`: "KVC_OK", "KVC_ERR_INVALID_ARGUMENT", ...,
@@ -774,7 +799,7 @@ const char *kvc_last_error(void);
  * --------------------------------------------------------------------------------------- */
 
 /** Writes the defaults listed in kvc_config to the first `size` bytes at *cfg and sets
- *  cfg->struct_size = size: padding and any bytes past the fields this library knows are
+ *  cfg->struct_size = size: reserved fields and any bytes past the fields this library knows are
  *  zeroed (0 is every later field's "as before"), nothing past `size` is written. Pass
  *  sizeof(kvc_config) as you compiled it; the kvc_config_init macro below does. NULL, or
  *  `size` below KVC_CONFIG_MIN_SIZE or above KVC_STRUCT_SIZE_MAX: nothing written.
@@ -832,7 +857,9 @@ void kvc_config_init(kvc_config *cfg);
 kvc_status kvc_engine_create(const kvc_config *cfg, kvc_engine **out);
 
 /** Releases the engine and all its memory, also the K/V memory a child forked without exec
- *  still maps (PROCESSES); every pointer it returned becomes invalid.
+ *  still maps (PROCESSES); every pointer it returned becomes invalid. In such a child, on an
+ *  engine it inherited: only unmaps the child's mappings and closes its descriptors; the
+ *  parent's engine is untouched (PROCESSES).
  *  NULL: no-op. Must not race with any other call on `e`; `e` must not be used after. */
 void kvc_engine_destroy(kvc_engine *e);
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds libkvcache.so (release), checks that it exports exactly the kvc_* functions of
 # include/kvcache.h, checks that block hashes agree across processes, and runs tools/abi_client.c
-# against the library the way an inference server links it, then tools/abi_stress.c (several
+# against the library the way an inference server links it, tools/abi_dlopen.c (a host that
+# loads and unloads it as a plugin), then tools/abi_stress.c (several
 # server threads on one engine) and tools/abi_model.c (random calls checked against a model).
 #
 #   tools/run_abi_client.sh
@@ -21,10 +22,14 @@ BIN=$(swift build -c release "${scratch[@]}" --show-bin-path)
 LIB="$BIN/libkvcache.so"
 [[ -f "$LIB" ]] || fail "$LIB was not built"
 
-# Exports: every global defined dynamic symbol is a kvc_* function, and every function the
-# header declares is exported. (gold also lists a few LOCAL-binding entries in .dynsym for
-# GOT relocations against Swift type metadata; they are not exported: nothing can bind them.)
-exported=$(nm -D --defined-only --extern-only "$LIB" | awk '{print $NF}' | sort)
+# Exports: every global defined dynamic symbol is a kvc_* function in version node KVC_1.0
+# (include/kvcache.map), besides the node's own absolute symbol, and every function the header
+# declares is exported. (gold also lists a few LOCAL-binding entries in .dynsym for GOT
+# relocations against Swift type metadata; they are not exported: nothing can bind them.)
+versioned=$(nm -D --defined-only --extern-only --with-symbol-versions "$LIB" | awk '{print $NF}' | grep -vx 'KVC_1\.0' | sort)
+unversioned=$(grep -v '@@KVC_1\.0$' <<<"$versioned" || true)
+[[ -z "$unversioned" ]] || fail "libkvcache.so exports symbols outside version node KVC_1.0: $unversioned"
+exported=$(sed 's/@@KVC_1\.0$//' <<<"$versioned")
 others=$(grep -v '^kvc_' <<<"$exported" || true)
 [[ -z "$others" ]] || fail "libkvcache.so exports symbols other than kvc_*: $others"
 declared=$(grep -oE '\bkvc_[a-z_0-9]+\(' include/kvcache.h | tr -d '(' | sort -u)
@@ -37,6 +42,11 @@ echo "run_abi_client: exports OK: $(wc -l <<<"$exported") kvc_* functions, nothi
 mkdir -p tools/bin
 ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -I include tools/abi_client.c \
     -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_client
+# A client records the version node of what it calls, so that an older library without it is
+# refused when the client starts, not at its first call of a missing function.
+readelf -V tools/bin/abi_client | grep -q 'Name: KVC_1\.0' ||
+    fail "tools/bin/abi_client does not record libkvcache.so's version node KVC_1.0"
+echo "run_abi_client: abi_client requires version node KVC_1.0"
 
 # The block hash must not depend on the process (no per-process seed): two runs agree.
 first=$(tools/bin/abi_client hashes)
@@ -77,6 +87,10 @@ PY
 fi
 
 tools/bin/abi_client
+
+# A host that loads the library as a plugin, 1100 times over (tools/abi_dlopen.c).
+${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -I include tools/abi_dlopen.c -ldl -pthread -o tools/bin/abi_dlopen
+tools/bin/abi_dlopen "$LIB"
 
 # Several server threads on one engine at once, every byte checked (tools/abi_stress.c).
 ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -pthread -I include tools/abi_stress.c \

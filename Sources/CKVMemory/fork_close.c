@@ -15,7 +15,10 @@ typedef struct segment {
 static segment first;
 static pthread_once_t installed = PTHREAD_ONCE_INIT;
 
+unsigned kvm_fork_generation_value;
+
 static void close_in_child(void) {
+    __atomic_add_fetch(&kvm_fork_generation_value, 1, __ATOMIC_RELAXED);
     for (segment *s = &first; s; s = atomic_load_explicit(&s->next, memory_order_acquire))
         for (int i = 0; i < KVM_FORK_CLOSE_SEGMENT; i++) {
             int entry = atomic_exchange_explicit(&s->entries[i], 0, memory_order_relaxed);
@@ -25,6 +28,11 @@ static void close_in_child(void) {
 
 /* pthread_atfork fails only without memory: then children keep the descriptors, as before. */
 static void install(void) { (void)pthread_atfork(NULL, NULL, close_in_child); }
+
+unsigned kvm_fork_watch(void) {
+    pthread_once(&installed, install);
+    return kvm_fork_generation();
+}
 
 int kvm_fork_close_add(int fd) {
     pthread_once(&installed, install);

@@ -1,6 +1,7 @@
 /* Physical page groups in one memfd: exact budget, batched commit, punch-hole release. */
 #include "kvm_pool.h"
 #include "kvm_error.h"
+#include "kvm_fork_close.h"
 #include "mman_compat.h"
 #include "kvm_io.h"
 #include "numa_bind.h"
@@ -15,6 +16,7 @@
 
 struct kvm_pool {
     int fd;
+    unsigned fork_generation; /* kvm_fork_watch() at create: the pool is inherited where it differs */
     uint32_t tensors;
     uint32_t groups;
     uint32_t words;          /* 64-bit words of each bitmap */
@@ -139,6 +141,7 @@ int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out) {
     p->free_bits = calloc(p->words, sizeof(uint64_t));
     p->committed_bits = calloc(p->words, sizeof(uint64_t));
     p->refs = calloc(p->groups, sizeof(uint32_t));
+    p->fork_generation = kvm_fork_watch();
     p->fd = memfd_create("kvcache-kv", MFD_CLOEXEC);
     int rc = 0;
     uint64_t file_limit = kvm_file_size_limit();
@@ -189,8 +192,9 @@ void kvm_pool_destroy(kvm_pool *p) {
     if (p->view) munmap(p->view, p->view_bytes);
     if (p->fd >= 0) {
         /* A forked child's copies of the descriptor and mappings would keep every page
-         * allocated for as long as it lives; the truncation frees them in every process. */
-        (void)ftruncate(p->fd, 0);
+         * allocated for as long as it lives; the truncation frees them in every process.
+         * Not in such a child itself: there the pages are its parent's, still in use. */
+        if (p->fork_generation == kvm_fork_generation()) (void)ftruncate(p->fd, 0);
         close(p->fd);
     }
     free(p->free_bits);

@@ -30,6 +30,7 @@ struct kvm_slab {
     int lock_fd; /* the slab file again, only to hold the directory's lock (see kvm_slab_open) */
     int lock_entry; /* lock_fd's entry among the descriptors a fork's child closes, or -1 */
     int fd_entry;   /* fd's entry there, or -1 */
+    int journal_entry; /* journal_fd's entry there (the own tier's; a peer's is not registered), or -1 */
     int direct;
     int read_only; /* a peer's slab (kvm_slab_open_peer): nothing is written, nothing locked */
     uint32_t capacity;
@@ -99,6 +100,15 @@ static void close_fd(kvm_slab *s) {
     close(s->fd);
 }
 
+/* The journal's descriptor, likewise (a child would keep a journal a compaction replaced, and
+ * its disk space, for as long as it lives). */
+static void close_journal(kvm_slab *s) {
+    if (s->journal_fd < 0) return;
+    kvm_fork_close_remove(s->journal_entry);
+    s->journal_entry = -1;
+    close(s->journal_fd);
+}
+
 /* Room a path needs past its directory for the longest name the tier gives a file there, with
  * its '/' and NUL (TierIdentity's temporary file; the journal's rewrite is one byte shorter). */
 #define TIER_NAME_ROOM sizeof "/kvcache.identity.tmp"
@@ -130,7 +140,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
 
     kvm_slab *s = calloc(1, sizeof *s);
     if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
-    s->lock_entry = s->fd_entry = -1;
+    s->lock_entry = s->fd_entry = s->journal_entry = -1;
     s->rewrite_fd = -1;
     s->dir_syncs_before_fault = -1;
     s->slot_bytes = cfg->slot_bytes;
@@ -183,6 +193,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     if (rc == 0) {
         s->journal_fd = open(s->journal_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (s->journal_fd < 0) rc = kvm_fail(errno, "offload: cannot open '%s': %s", s->journal_path, strerror(errno));
+        else s->journal_entry = kvm_fork_close_add(s->journal_fd);
     }
     if (rc != 0) {
         close_fd(s);
@@ -220,7 +231,7 @@ void kvm_slab_close(kvm_slab *s) {
     if (!s) return;
     if (!s->read_only) sync_fds(s->fd, s->journal_fd);
     close_fd(s);
-    if (s->journal_fd >= 0) close(s->journal_fd);
+    close_journal(s);
     kvm_slab_journal_rewrite_abort(s);
     close_lock(s); /* last: the directory is free once the files are closed */
     free(s);
@@ -240,6 +251,7 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     s->lock_fd = -1;
     s->lock_entry = -1;
     s->fd_entry = -1;
+    s->journal_entry = -1;
     s->rewrite_fd = -1;
     s->journal_fd = -1;
     s->slot_bytes = cfg->slot_bytes;
@@ -568,8 +580,9 @@ int kvm_slab_journal_rewrite_commit(kvm_slab *s) {
         kvm_slab_journal_rewrite_abort(s);
         return rc;
     }
-    close(s->journal_fd);
+    close_journal(s);
     s->journal_fd = s->rewrite_fd;
+    s->journal_entry = kvm_fork_close_add(s->journal_fd);
     s->rewrite_fd = -1;
     /* The rename is durable once the directory is: until then a crash may bring back the old
      * journal (valid too: a slot it names is checked against its header when read). */

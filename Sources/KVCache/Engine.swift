@@ -30,6 +30,11 @@ import Glibc
 public final class Engine: @unchecked Sendable {
     /// The configuration the engine was created with.
     public let config: EngineConfig
+    /// The process that created the engine, and its fork generation then (`kvm_fork_watch`):
+    /// where `kvm_fork_generation()` differs, this is a forked child's copy of the parent's
+    /// engine (`isInherited`), whose files, ring and threads are the parent's.
+    public let creatorPID: pid_t
+    public let forkGeneration: UInt32
     /// The engine's one lock (`kvm_lock`: a mutex that counts the calls blocked on it, so that
     /// a call working in steps hands it to them between steps, `kvm_lock_yield`).
     let mutex: UnsafeMutablePointer<kvm_lock>
@@ -89,6 +94,8 @@ public final class Engine: @unchecked Sendable {
     public init(_ config: EngineConfig) throws(KVError) {
         try config.validate()
         self.config = config
+        creatorPID = getpid()
+        forkGeneration = kvm_fork_watch()
         bt = config.blockTokens
         let maxBlocks = (config.maxSeqTokens + bt - 1) / bt
         guard config.maxSeqs * maxBlocks <= 1 << 28 else {
@@ -155,9 +162,28 @@ public final class Engine: @unchecked Sendable {
         if paged != nil { PageFit.logAdvice(config) }
     }
 
+    /// Whether this is a forked child's copy of the engine (see `creatorPID`). One load and
+    /// compare.
+    @inline(__always) public var isInherited: Bool { kvm_fork_generation() != forkGeneration }
+
+    /// In the creating process: stops the tier's threads, drains its I/O, closes its files and
+    /// frees everything. In a forked child (`isInherited`: a child's last reference going,
+    /// kvc_engine_destroy there) the disk tier's coordinator is never released: its tier's
+    /// drain would use the parent's io_uring ring and its close append to the parent's journal,
+    /// the write-back thread is not in the child, and destroying condition variables that
+    /// parent threads waited on at the fork would wait for them forever. The tier's own
+    /// descriptors were closed at the fork (kvm_fork_close_add); the memory, which the
+    /// coordinator keeps, is unmapped here and its memory file closed (not cut: the pages are
+    /// the parent's, `kvm_pool_destroy`). Cost in a child: the unmaps and closes.
     deinit {
-        offload?.stopWriteback()
-        offload?.close()
+        if let offload, isInherited {
+            _ = Unmanaged.passRetained(offload)
+            paged?.unmap()
+            contiguous?.unmap()
+        } else {
+            offload?.stopWriteback()
+            offload?.close()
+        }
         kvm_lock_destroy(mutex)
         mutex.deallocate()
         scratchHashes.deallocate()

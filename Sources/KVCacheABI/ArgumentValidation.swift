@@ -24,10 +24,16 @@ func borrowing<Object: AnyObject, T>(
     }.get()
 }
 
-/// `borrowing` the engine behind a `kvc_engine *`.
+/// `borrowing` the engine behind a `kvc_engine *`; `invalidArgument` naming the creating
+/// process in a forked child that inherited it (`Engine.isInherited`: one load and compare).
 @inline(__always)
 func withEngine<T>(_ handle: OpaquePointer?, _ body: (Engine) throws(KVError) -> T) throws(KVError) -> T {
-    try borrowing(handle, "engine", body)
+    try borrowing(handle, "engine") { (engine: Engine) throws(KVError) in
+        if engine.isInherited {
+            throw KVError(.invalidArgument, "engine of process \(engine.creatorPID), inherited through fork(): only kvc_engine_destroy may be called on it here")
+        }
+        return try body(engine)
+    }
 }
 
 /// `pointer`, or `invalidArgument` naming the parameter when it is NULL.

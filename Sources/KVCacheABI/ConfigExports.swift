@@ -52,15 +52,16 @@ enum ConfigLayout {
     static let modelTag = 144
     /// `double prefill_tokens_per_s`; a 152-byte struct of the previous version ends before it (0).
     static let prefillTokensPerSecond = 152
-    /// `uint32_t offload_writeback` (then 4 bytes of padding); a 160-byte struct of the previous
+    /// `uint32_t offload_writeback` (then reserved_164); a 160-byte struct of the previous
     /// version ends before it (0: no writeback thread).
     static let offloadWriteback = 160
     /// The end of the last field this version reads (`offload_writeback`).
     static let known = 164
     /// `sizeof(kvc_config)` of this version.
     static let size = 168
-    /// Bytes between fields, which `kvc_config_init` zeroes and a newer header could fill (the
-    /// tail padding, 164..<168, lies past `known`).
+    /// The reserved fields between fields (reserved_36, reserved_132; padding in earlier
+    /// headers), which `kvc_config_init` zeroes and a newer header could fill (reserved_164
+    /// lies past `known`).
     static let padding = [36..<40, 132..<136]
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60

@@ -72,6 +72,7 @@ enum StatsLayout {
             let out = try required(out, "out")
             let size = try structSize(UnsafeRawPointer(out), minimum: StatsLayout.minimumSize, "kvc_stats")
             let s = engine.stats()
+            memset(out + 4, 0, 4)  // the padding after struct_size: no garbage left in the caller's struct
             func put(_ value: UInt64, _ offset: Int) {
                 if offset + 8 <= size { out.storeBytes(of: value, toByteOffset: offset, as: UInt64.self) }
             }

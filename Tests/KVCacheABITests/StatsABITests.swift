@@ -27,6 +27,16 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
         #expect(s.blocksUsed + s.blocksCached <= s.blocksTotal)
     }
 
+    /// The padding after struct_size (offset 4) is written 0, as every byte the call owns: a
+    /// caller that hashes or compares stats snapshots byte-wise sees no garbage. Before, it
+    /// was left as the caller's buffer had it (0xAB here).
+    @Test func thePaddingAfterStructSizeIsZeroed() throws {
+        let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
+        let (rc, bytes) = rawStats(f, structSize: UInt32(CStats.size), bufferBytes: CStats.size)
+        #expect(rc == KVC_OK)
+        #expect(Array(bytes[4..<8]) == [0, 0, 0, 0])
+    }
+
     @Test(arguments: [0, 8, 71] as [UInt32])
     func structSizeBelowTheMinimumIsInvalid(size: UInt32) throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)

@@ -18,6 +18,19 @@
  * engine's directory stayed locked in such a child. Thread-safe. */
 #define KVM_FORK_CLOSE_SEGMENT 1024
 
+/* Fork generations, counted by the same child handler: 0 in a process until it forks; in a
+ * child forked after the handler was installed, its parent's generation + 1. An object made
+ * at generation g was inherited through fork() where kvm_fork_generation() != g: an engine
+ * refuses calls there and its destroy only unmaps and closes (the page pool does not cut its
+ * memory file, which the parent still uses). */
+extern unsigned kvm_fork_generation_value;
+/* Installs the child handler (once, as kvm_fork_close_add does) and returns the current
+ * generation: call it when making an object that must know whether it was inherited. */
+unsigned kvm_fork_watch(void);
+/* The current generation: one relaxed load, for hot paths. Counts forks only once
+ * kvm_fork_watch or kvm_fork_close_add ran in this process or an ancestor. */
+static inline unsigned kvm_fork_generation(void) { return __atomic_load_n(&kvm_fork_generation_value, __ATOMIC_RELAXED); }
+
 /* Registers fd to be closed in every child forked from now on: the entry's index, for
  * kvm_fork_close_remove, or -1 when another table cannot be allocated. O(descriptors
  * registered) at most. */

@@ -36,8 +36,9 @@ typedef struct kvm_pool_config {
 int kvm_pool_create(const kvm_pool_config *cfg, kvm_pool **out);
 /* Frees the pool and its pages: the memfd is cut to 0 bytes before it is closed, so the
  * pages go now even while a child forked without exec still holds the descriptor and shared
- * mappings of it (a child that touches such a mapping afterwards gets SIGBUS). Call it after
- * the layout's own mappings are gone. NULL: nothing. */
+ * mappings of it (a child that touches such a mapping afterwards gets SIGBUS). In such a
+ * child (a pool it inherited, kvm_fork_generation) it only unmaps and closes: the pages stay
+ * its parent's. Call it after the layout's own mappings are gone. NULL: nothing. */
 void kvm_pool_destroy(kvm_pool *p);
 
 /* Takes a free group, preferring `hint` (to keep a sequence file-contiguous), then a committed

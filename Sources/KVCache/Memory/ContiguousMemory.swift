@@ -115,10 +115,17 @@ final class ContiguousMemory: BlockListener {
     }
 
     deinit {
-        kvm_ranges_destroy(ranges)
-        kvm_pool_destroy(pool)
+        unmap()
         free(metadata)
         pinnedPages.deallocate()
+    }
+
+    /// Unmaps the ranges and frees the pool (`kvm_pool_destroy`; in a forked child it only
+    /// unmaps and closes). Once: by `deinit`, or by an inherited engine's `deinit` that keeps
+    /// this object from being released (`Engine.deinit`).
+    func unmap() {
+        kvm_ranges_destroy(ranges)
+        kvm_pool_destroy(pool)
     }
 
     /// The address range of every slot's ranges.

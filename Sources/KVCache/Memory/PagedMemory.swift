@@ -29,7 +29,12 @@ final class PagedMemory {
         arena = a!
     }
 
-    deinit {
+    deinit { unmap() }
+
+    /// Unmaps the arena and frees the pool (`kvm_pool_destroy`; in a forked child it only
+    /// unmaps and closes). Once: by `deinit`, or by an inherited engine's `deinit` that keeps
+    /// this object from being released (`Engine.deinit`).
+    func unmap() {
         kvm_arena_destroy(arena)
         kvm_pool_destroy(pool)
     }

@@ -457,6 +457,29 @@ struct DiskTierTests {
         #expect(again.stats().disk.recoveredSlots == 20)
     }
 
+    /// A child forked without exec holds none of the journal's descriptors (closed by the
+    /// pthread_atfork handler, as the slab's are): neither the one a fresh tier opens nor the
+    /// one that replaces it when the open's compaction renames a new journal over it (an
+    /// engine on a directory with blocks). Before, the child kept it, and with it the disk
+    /// space of a journal a compaction replaced, for as long as it lived. The child only
+    /// calls fcntl (async-signal-safe) on the numbers the parent found, and exits.
+    @Test(arguments: [false, true])
+    func aForkedChildHoldsNoJournalDescriptor(reopened: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        if reopened { _ = try spillPrompt(.paged, dir: dir) }
+        let engine = try Engine(offloadConfig(.paged, dir: dir.path))
+        let journal = descriptors(naming: dir.path + "/kvcache.journal")
+        try #require(!journal.isEmpty, "the engine holds its journal open")
+        let child = fork()
+        if child == 0 { _exit(journal.contains { fcntl($0, F_GETFD) != -1 } ? 1 : 0) }
+        try #require(child > 0)
+        var status: Int32 = 0
+        try #require(waitpid(child, &status, 0) == child)
+        #expect(status == 0, "the child held a journal descriptor (exit status \(status >> 8))")
+        withExtendedLifetime(engine) {}
+    }
+
     /// The slab's I/O descriptor carries an open-file-description lock, which goes only with
     /// the last reference to the description: an ended engine's queued writes (a killed
     /// process's, to a slow device) and its ring's teardown hold it, and a new engine waits for

@@ -151,3 +151,9 @@ func swapOutAsyncWithIOHeld(_ e: Engine, _ seq: UInt64) -> Bool {
     _ = e.pauseOffloadIO(true)
     return returned && order.events == ["swap-out returned"]
 }
+
+/// This process's descriptors whose /proc/self/fd link names `path`.
+func descriptors(naming path: String) -> [Int32] {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    return fds.compactMap { Int32($0) }.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")) == path }
+}

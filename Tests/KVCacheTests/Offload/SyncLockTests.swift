@@ -150,15 +150,15 @@ struct SyncLockTests {
         try e.createSequence(1, tokens: prompt)
         try e.swapOut(1)
         let slab = dir.path + "/kvcache.slab", journal = dir.path + "/kvcache.journal"
-        let before = (openDescriptors(of: slab), openDescriptors(of: journal))
+        let before = (descriptors(naming: slab).count, descriptors(naming: journal).count)
         let during = Mutex((-1, -1))
-        e.setSyncHook { during.withLock { $0 = (openDescriptors(of: slab), openDescriptors(of: journal)) } }
+        e.setSyncHook { during.withLock { $0 = (descriptors(naming: slab).count, descriptors(naming: journal).count) } }
         defer { e.setSyncHook(nil) }
         try e.syncOffload()
         let seen = during.withLock { $0 }
         #expect(before.0 >= 1 && seen.0 == before.0, "the slab's descriptors: \(before.0) before the sync, \(seen.0) during it")
         #expect(seen.1 == before.1 + 1, "the journal's: \(before.1) before, \(seen.1) during")
-        #expect((openDescriptors(of: slab), openDescriptors(of: journal)) == before, "the duplicate is closed after")
+        #expect((descriptors(naming: slab).count, descriptors(naming: journal).count) == before, "the duplicate is closed after")
     }
 }
 
@@ -181,8 +181,3 @@ private func churnUntilCompaction(_ e: Engine, journal: String, seed: Int32) thr
     return 0
 }
 
-/// Descriptors of this process naming `path` (/proc/self/fd's links).
-private func openDescriptors(of path: String) -> Int {
-    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-    return fds.filter { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0)) == path }.count
-}
