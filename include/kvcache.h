@@ -1518,9 +1518,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads); fallocate
  *     unsupported (EOPNOTSUPP) -> a sparse slab (see above).
  *     KVCACHE_OFFLOAD_FAULT=OPS:N (OPS read, write or all; OPS:N@DIR: only the engine whose
- *     offload_dir is DIR) makes those disk requests fail with EIO after the first N of them
- *     (to rehearse failures). kvc_engine_create refuses a value of either variable it does
- *     not recognise (KVC_ERR_INVALID_ARGUMENT naming it; the backend's: threads or uring).
+ *     offload_dir is the directory DIR, however spelled: compared by device and inode) makes
+ *     those disk requests fail with EIO after the first N of them (to rehearse failures).
+ *     kvc_engine_create refuses a value of either variable it does not recognise, and a DIR
+ *     that is not an existing directory (KVC_ERR_INVALID_ARGUMENT naming it; the backend's:
+ *     threads or uring).
  *   - Peers (peer_offload_dirs): the disk tier can sit on a shared file system so that
  *     engines reuse each other's spilled blocks. kvc_seq_create walks the prompt's chain of
  *     blocks: at each block memory first, then the own disk tier, then each peer in the order

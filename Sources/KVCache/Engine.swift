@@ -28,6 +28,9 @@ import Glibc
 /// that holds layer by layer, as in vLLM), or, with `indexOnSchedule`, as the server schedules
 /// their tokens (`schedule`, Engine+Schedule.swift); every block an append fills is indexed too.
 public final class Engine: @unchecked Sendable {
+    /// The most blocks one engine indexes (2^24, the block arena's limit): memory_bytes /
+    /// (tensors x block bytes) above it is refused.
+    public static let maxBlocks = Int(KVM_ARENA_MAX_BLOCKS)
     /// The configuration the engine was created with.
     public let config: EngineConfig
     /// The process that created the engine, and its fork generation then (`kvm_fork_watch`):
@@ -103,8 +106,8 @@ public final class Engine: @unchecked Sendable {
         }
         let events = config.eventCapacity + 1  // + the memory tier's `allCleared` below
         let budgetBlocks = config.memoryBytes / UInt64(config.tensors * config.blockBytes)
-        guard budgetBlocks <= UInt64(KVM_ARENA_MAX_BLOCKS) else {
-            throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.tensors * config.blockBytes) bytes, more than the \(KVM_ARENA_MAX_BLOCKS) an engine indexes: raise block_tokens or lower memory_bytes")
+        guard budgetBlocks <= UInt64(Engine.maxBlocks) else {
+            throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.tensors * config.blockBytes) bytes, more than the \(Engine.maxBlocks) an engine indexes: raise block_tokens or lower memory_bytes")
         }
         switch (config.layout, config.metadataOnly) {
         case (_, true):

@@ -29,7 +29,8 @@ import Glibc
 /// heads x max_tokens <= 2^24 (a 32-layer, 8-head, 64k-token trace; the evaluation keeps 16
 /// synthetic values per cell, 1 GiB at the limit), n_steps >= 1, mark_step < n_steps, each
 /// segment `start < end <= max_tokens` with available_step < n_steps, a regular file at least
-/// as long as n_steps steps of 1, 2, 3 ... tokens take; each step's n_tokens is
+/// as long as n_steps steps take, one of max_tokens and the others of 1, 2, 3 ... tokens (so
+/// the evaluation's memory, sized for max_tokens, is bounded by the file's length); each step's n_tokens is
 /// the previous step's plus its n_queries (the first step's: its n_queries) and at most
 /// max_tokens, and every row holds finite probabilities >= 0 summing to more than 0 and at most
 /// n_queries (1 % slack for rounding; less is allowed, as with a model's attention sink outside
@@ -167,17 +168,22 @@ public final class TraceFileReader: AttentionTraceSource {
     }
 
     /// Throws unless a regular file of `size` bytes, `read` of them the header and segments,
-    /// holds the least the header's steps need: step i has at least i + 1 tokens (n_tokens
-    /// grows by n_queries >= 1, up to max_tokens), so the steps take at least 12 bytes each and
-    /// rows of 4 x layers x heads x (1 + 2 + ... + n_steps) bytes. A truncated file, a header
-    /// alone among them, is so refused before the evaluation allocates for max_tokens
-    /// (`ValueTable`: 1 GiB at the limit). A pipe has no size to check. Cost: O(1).
+    /// holds the least the header's steps need with one of them max_tokens long: step i has
+    /// at least i + 1 tokens (n_tokens grows by n_queries >= 1, up to max_tokens), so with
+    /// s = min(n_steps, max_tokens) the steps take at least 12 bytes each and rows of
+    /// 4 x layers x heads x (max_tokens + 1 + 2 + ... + (s - 1)) bytes. A truncated file (a
+    /// header alone among them), or a max_tokens no step of the file could reach, is so refused
+    /// before the evaluation allocates for max_tokens (`ValueTable`, 64 bytes per cell, and
+    /// every policy's buffers: a 52-byte file declaring 2^24 tokens took 1.8 GB). A pipe has
+    /// no size to check. Cost: O(1).
     private static func checkSize(_ header: TraceHeader, _ path: String, size: Int, read: Int) throws {
         let steps = min(header.steps, header.maxTokens)  // past max_tokens a step is refused anyway
-        let need = read + 12 * steps + 2 * header.layers * header.heads * steps * (steps + 1)  // <= 2^50
+        let cells = header.layers * header.heads
+        let need = read + 12 * steps + 4 * cells * header.maxTokens + 2 * cells * steps * (steps - 1)  // <= 2^50
         guard size >= need else {
             throw TraceError(description: "\(path): \(size) bytes cannot hold the header's \(header.steps) steps of \(header.layers) x \(header.heads) rows "
-                                        + "(at least \(need) bytes: step i has i + 1 tokens or more): truncated, or n_steps wrong")
+                                        + "with one of max_tokens \(header.maxTokens) "
+                                        + "(at least \(need) bytes: step i has i + 1 tokens or more): truncated, or n_steps or max_tokens wrong")
         }
     }
 

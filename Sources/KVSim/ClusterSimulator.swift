@@ -151,6 +151,9 @@ public final class ClusterSimulator: RequestQueues {
         guard config.tokenBudget > 0 && config.maxBatch > 0 else {
             throw KVError(.invalidArgument, "token_budget \(config.tokenBudget) and max_batch \(config.maxBatch) must be positive: nothing would be admitted")
         }
+        guard config.tokenBudget <= SimulationConfig.maxTokenBudget else {
+            throw KVError(.invalidArgument, "token_budget \(config.tokenBudget) is more than \(SimulationConfig.maxTokenBudget)")
+        }
         guard config.maxBatch <= config.engine.maxSeqs else {
             throw KVError(.invalidArgument, "max_batch \(config.maxBatch) is more than the engine's max_seqs \(config.engine.maxSeqs)")
         }

@@ -26,9 +26,15 @@ public struct SharedTierConfig: Sendable, Equatable {
     /// time overflow to infinity, which the run only refused after simulating.
     public static let minLoadGigabytesPerSecond = 1e-6
 
+    /// The largest capacity of a tier of `blockBytes`-byte blocks (all tensors): the blocks one
+    /// engine indexes (`Engine.maxBlocks`), which the tier's index is. 492,581 GB for
+    /// Qwen2.5-7B's 512-token blocks.
+    public static func maxCapacityBytes(blockBytes: UInt64) -> UInt64 { UInt64(Engine.maxBlocks) * blockBytes }
+
     /// Throws `invalidArgument` unless the bandwidth is finite and at least
     /// `minLoadGigabytesPerSecond` and the capacity holds at least two blocks of `blockBytes`
-    /// bytes (all tensors): one to cache, one the store's scratch (`SharedTier.store`).
+    /// bytes (all tensors), one to cache, one the store's scratch (`SharedTier.store`), and
+    /// at most `Engine.maxBlocks` (`maxCapacityBytes`).
     public func validate(blockBytes: UInt64) throws(KVError) {
         guard loadGigabytesPerSecond >= SharedTierConfig.minLoadGigabytesPerSecond && loadGigabytesPerSecond.isFinite else {
             throw KVError(.invalidArgument, "shared tier load bandwidth \(loadGigabytesPerSecond) GB/s must be finite and at least "
@@ -36,6 +42,10 @@ public struct SharedTierConfig: Sendable, Equatable {
         }
         guard capacityBytes >= 2 * blockBytes else {
             throw KVError(.invalidArgument, "shared tier capacity \(capacityBytes) B holds fewer than 2 blocks of \(blockBytes) B")
+        }
+        guard capacityBytes / blockBytes <= UInt64(Engine.maxBlocks) else {
+            throw KVError(.invalidArgument, "shared tier capacity \(capacityBytes) B holds \(capacityBytes / blockBytes) blocks of \(blockBytes) B, "
+                                            + "more than the \(Engine.maxBlocks) one engine indexes (at most \(SharedTierConfig.maxCapacityBytes(blockBytes: blockBytes)) B)")
         }
     }
 }

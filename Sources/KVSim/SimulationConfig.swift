@@ -24,7 +24,12 @@ public struct SimulationConfig: Sendable {
     /// of 70 GiB or more whose name does not contain "a100" (H100, H200, MI300x); an A100,
     /// the 80 GB one included, gets 2048 and 256. (It was 8192 here, unsourced, beside the
     /// A100's 256: the replay's 2048 / 8192 sensitivity is in docs/routing.md.)
+    /// In 1...`maxTokenBudget` (`ClusterSimulator` refuses others).
     public var tokenBudget = 2048
+    /// The largest `tokenBudget`: Int32.max, past any GPU's step, so that a step's token sums
+    /// (a prompt's cached, loaded and budgeted tokens) stay far from Int's overflow (a budget
+    /// near Int.max trapped in the admission).
+    public static let maxTokenBudget = Int(Int32.max)
     /// Sequences running at once per instance: vLLM's `max_num_seqs` default for the A100
     /// (above). At most `engine.maxSeqs` (`ClusterSimulator` refuses more).
     public var maxBatch = 256

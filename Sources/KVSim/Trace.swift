@@ -27,6 +27,16 @@ public struct Trace: Sendable {
     public var hashes: [UInt64] = []
     /// The most hashes any trace holds in all: `hashStart` indexes `hashes` with Int32.
     public static let hashLimit = Int(Int32.max)
+    /// The fewest block hashes `Trace.read` lets a file make in all (`hashBudget`): 2^24,
+    /// 128 MiB of hashes (the bundled traces make 0.2 M and 0.1 M).
+    public static let minHashBudget = 1 << 24
+    /// The most block hashes `Trace.read` lets a file of `fileBytes` bytes make in all: one per
+    /// byte of the file, at least `floor`, at most `hashLimit`. A Mooncake line spends at
+    /// least 2 bytes on each hash (an id and a comma), so it binds only Azure rows, whose
+    /// hashes are generated from ContextTokens (up to 32,768 from a 39-byte row): a 780 KB
+    /// file of such rows asked for 5.4 GB and aborted the process. So a file costs at most
+    /// 8 bytes of hashes per byte of it, or 128 MiB. O(1).
+    public static func hashBudget(fileBytes: Int, floor: Int = minHashBudget) -> Int { min(hashLimit, max(floor, fileBytes)) }
     /// The most hashes this trace may hold in all (at most `hashLimit`, 16 GiB of hashes).
     /// Readers refuse a request that would pass it (`admits(hashes:)`) with an error rather
     /// than trap in `append`; a lower cap bounds the memory a small file of long prompts can
@@ -154,14 +164,18 @@ extension Trace {
     /// Reads the trace file at `path`, the format chosen by its name: `.csv` (any case) an Azure LLM
     /// inference trace (`AzureTraceReader`), anything else Mooncake JSONL
     /// (`MooncakeTraceReader`); both in 512-token blocks. The first `maxRequests` requests
-    /// (all when nil); `lenient` skips and counts malformed lines instead of throwing. Throws
-    /// `TraceFormatError`: the readers' (the file unreadable, a malformed line with its number),
-    /// and "holds no requests" when it yields none though some were asked for. This is how
-    /// every command reads `--trace` (`kvcache load` and `kvcache replay`). O(file size).
-    public static func read(path: String, maxRequests: Int? = nil, lenient: Bool = false) throws -> Trace {
+    /// (all when nil); `lenient` skips and counts malformed lines instead of throwing; at most
+    /// `hashBudget(fileBytes:floor: minHashBudget)` block hashes in all. Throws
+    /// `TraceFormatError`: the readers' (the file unreadable, a malformed line with its number,
+    /// the line whose hashes pass the budget), and "holds no requests" when it yields none
+    /// though some were asked for. This is how every command reads `--trace` (`kvcache load`
+    /// and `kvcache replay`). Holds the file's bytes; O(bytes up to the last request read).
+    public static func read(path: String, maxRequests: Int? = nil, lenient: Bool = false, minHashBudget: Int = Trace.minHashBudget) throws -> Trace {
+        let data = try TraceFormatError.contents(of: path)
+        let maxHashes = hashBudget(fileBytes: data.count, floor: minHashBudget)
         let t = path.lowercased().hasSuffix(".csv")
-            ? try AzureTraceReader.read(path: path, maxRequests: maxRequests, lenient: lenient)
-            : try MooncakeTraceReader.read(path: path, maxRequests: maxRequests, lenient: lenient)
+            ? try AzureTraceReader.parse(data, path: path, maxRequests: maxRequests, lenient: lenient, maxHashes: maxHashes)
+            : try MooncakeTraceReader.parse(data, path: path, maxRequests: maxRequests, lenient: lenient, maxHashes: maxHashes)
         guard t.count > 0 || maxRequests == 0 else {
             let skipped = t.skippedLines > 0 ? " (\(t.skippedLines) malformed lines skipped)" : ""
             throw TraceFormatError(path: path, line: 0, reason: "holds no requests\(skipped)")

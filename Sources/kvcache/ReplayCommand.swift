@@ -142,7 +142,7 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "DualMap without hotspot rebalancing: no queued request moves to another instance (the simulator moves one at no cost; a router through the C ABI has no queue to move from); needs dualmap in --policies.")
     var noRebalance = false
 
-    @Option(help: "Add a KV store of this many GB (decimal) shared by all instances, LMCache-style (e.g. 400); default none.")
+    @Option(help: "Add a KV store of this many GB (decimal) shared by all instances, LMCache-style (e.g. 400; at most 492581, the blocks one engine indexes); default none.")
     var sharedTierGb: Double?
 
     @Option(help: "Load bandwidth from the shared tier per instance, GB/s (needs --shared-tier-gb; default 25).")
@@ -178,7 +178,9 @@ struct ReplayCommand: ParsableCommand {
         guard ttftSloMs > 0 && ttftSloMs <= 1e12 else { throw ValidationError("--ttft-slo-ms must be in (0, 1e12]") }
         guard threads >= 1 else { throw ValidationError("--threads must be >= 1") }
         guard warmupSeconds >= 0 && warmupSeconds.isFinite else { throw ValidationError("--warmup must be a finite number of seconds >= 0") }
-        guard tokenBudget >= 1 else { throw ValidationError("--token-budget must be at least 1") }
+        guard (1...SimulationConfig.maxTokenBudget).contains(tokenBudget) else {
+            throw ValidationError("--token-budget must be in 1...\(SimulationConfig.maxTokenBudget)")
+        }
         guard (1...Self.maxBatchLimit).contains(maxBatch) else { throw ValidationError("--max-batch must be at least 1 (and at most \(Self.maxBatchLimit))") }
         _ = try arrivalMode()
         if synthetic {
@@ -219,7 +221,8 @@ struct ReplayCommand: ParsableCommand {
     }
 
     /// The policies `--policies` names, in its order; a `ValidationError` for an unknown name,
-    /// an empty entry ("dualmap,") or a policy named twice (it would run twice).
+    /// an empty entry ("dualmap,"), a policy named twice (it would run twice) or "all" beside
+    /// others.
     func policyList() throws -> [PolicyKind] {
         if policies == "all" { return PolicyKind.allCases }
         let names = policies.split(separator: ",", omittingEmptySubsequences: false)
@@ -227,6 +230,7 @@ struct ReplayCommand: ParsableCommand {
         var list: [PolicyKind] = []
         for name in names {
             guard !name.isEmpty else { throw ValidationError("--policies \"\(policies)\" has an empty entry") }
+            guard name != "all" else { throw ValidationError("--policies all names every policy and stands alone: \"\(policies)\" lists it with others") }
             guard let p = PolicyKind(name: String(name)) else {
                 throw ValidationError("unknown policy \"\(name)\"; --policies takes \(PolicyKind.allCases.map(\.name).joined(separator: ", ")) or all")
             }
@@ -243,7 +247,14 @@ struct ReplayCommand: ParsableCommand {
             if sharedTierGbps != nil { throw ValidationError("--shared-tier-gbps needs --shared-tier-gb") }
             return nil
         }
-        guard gb > 0 && gb.isFinite && gb < 1e9 else { throw ValidationError("--shared-tier-gb must be > 0 (and below 1e9)") }
+        // Every trace replay reads, and its synthetic sessions, have 512-token blocks.
+        let engine = SimulationConfig.qwen7BEngine(blockTokens: MooncakeTraceReader.blockTokens)
+        let blockBytes = UInt64(engine.blockBytes * engine.tensors)
+        let maxBytes = SharedTierConfig.maxCapacityBytes(blockBytes: blockBytes)
+        let maxGb = (Double(maxBytes) / 1e9).rounded(.down)
+        guard gb > 0 && gb <= maxGb else {
+            throw ValidationError("--shared-tier-gb must be > 0 and at most \(Int(maxGb)) (\(maxBytes / blockBytes) blocks of \(blockBytes) B, the most one engine indexes)")
+        }
         var tier = SharedTierConfig()
         tier.capacityBytes = UInt64(gb * 1e9)
         if let gbps = sharedTierGbps {

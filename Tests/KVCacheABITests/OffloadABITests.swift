@@ -141,7 +141,9 @@ struct OffloadABITests {
         await #expect(processExitsWith: .success) {
             let dir = scratchDir()
             for (name, value) in [("KVCACHE_OFFLOAD_FAULT", "writes:3"), ("KVCACHE_OFFLOAD_FAULT", "write:3@"),
-                                  ("KVCACHE_OFFLOAD_FAULT", "all:x@/elsewhere"), ("KVCACHE_OFFLOAD_BACKEND", "thread")] {
+                                  ("KVCACHE_OFFLOAD_FAULT", "all:x@/elsewhere"), ("KVCACHE_OFFLOAD_BACKEND", "thread"),
+                                  // A DIR that does not exist (mistyped) once meant "another engine's".
+                                  ("KVCACHE_OFFLOAD_FAULT", "read:0@\(dir)-missing")] {
                 setenv(name, value, 1)
                 var c = CConfig.small(KVC_LAYOUT_PAGED)
                 c.offloadBytes = 16 << 20
@@ -156,7 +158,7 @@ struct OffloadABITests {
                 unsetenv(name)
             }
             // Well-formed values still create the engine: another directory's fault, threads.
-            setenv("KVCACHE_OFFLOAD_FAULT", "read:0@/elsewhere", 1)
+            setenv("KVCACHE_OFFLOAD_FAULT", "read:0@\(scratchDir())", 1)
             setenv("KVCACHE_OFFLOAD_BACKEND", "threads", 1)
             var c = CConfig.small(KVC_LAYOUT_PAGED)
             c.offloadBytes = 16 << 20

@@ -8,8 +8,12 @@ import Testing
 struct ReplayOptionTests {
     @Test(arguments: [
         (["--shared-tier-gbps", "10"], "--shared-tier-gbps needs --shared-tier-gb"),
-        (["--shared-tier-gb", "0"], "--shared-tier-gb must be > 0 (and below 1e9)"),
-        (["--shared-tier-gb=-400"], "--shared-tier-gb must be > 0 (and below 1e9)"),
+        (["--shared-tier-gb", "0"], "--shared-tier-gb must be > 0 and at most 492581 "),
+        (["--shared-tier-gb=-400"], "--shared-tier-gb must be > 0 and at most 492581 "),
+        // Once accepted below 1e9, then refused by the tier's engine naming memory_bytes and
+        // block_tokens, which the user never set: the true maximum is named.
+        (["--shared-tier-gb", "1e6"],
+         "--shared-tier-gb must be > 0 and at most 492581 (16777216 blocks of 29360128 B, the most one engine indexes)"),
         (["--shared-tier-gb", "400", "--shared-tier-gbps", "0"], "--shared-tier-gbps must be finite and at least 1e-06"),
         (["--shared-tier-gb", "400", "--shared-tier-gbps=-25"], "--shared-tier-gbps must be finite and at least 1e-06"),
         // A token's load time overflowed to infinity: refused only after the simulation.
@@ -32,6 +36,10 @@ struct ReplayOptionTests {
         (["--synthetic", "--requests", "4294967297"], "--synthetic generates every request up front: --requests 4294967297 is more than 1048576"),
         // Once refused only when the run built its router (exit 1, "invalidArgument: ..."):
         (["--key-blocks", "0"], "--key-blocks: key_blocks 0 is outside 1...64"),
+        // Once trapped in the simulator's admission (hit + loaded + budget overflowed).
+        (["--token-budget", "9223372036854775807"], "--token-budget must be in 1...2147483647"),
+        // Once 'unknown policy "all"' by a message listing all as accepted.
+        (["--policies", "all,dualmap"], "--policies all names every policy and stands alone: \"all,dualmap\" lists it with others"),
         (["--policies", "dualmap,foo"],
          "unknown policy \"foo\"; --policies takes dualmap, round-robin, least-loaded, consistent-hash, prefix-tree, overlap-cost, llm-d or all"),
         // Once accepted: an infinite SLO failed when the run built its router (exit 1), a
@@ -158,7 +166,7 @@ struct ReplaySchedulerOptionTests {
     }
 
     @Test(arguments: [
-        (["--token-budget", "0"], "--token-budget must be at least 1"),
+        (["--token-budget", "0"], "--token-budget must be in 1...2147483647"),
         (["--max-batch", "0"], "--max-batch must be at least 1"),
         (["--warmup=-1"], "--warmup must be a finite number of seconds >= 0"),
         (["--warmup", "inf"], "--warmup must be a finite number of seconds >= 0"),

@@ -112,8 +112,9 @@ import Testing
         for (bad, previous) in [((9, 1), 10), ((10, 1), 10), ((40, 1), 10), ((8, 9), 0)] as [((Int, Int), Int)] {
             let steps = previous == 0 ? [(bad.0, bad.1, nil)] : decode(to: previous) + [(bad.0, bad.1, nil)]
             let index = previous == 0 ? 0 : previous - 7
-            #expect(try readError(maxTokens: 40, steps) == "step \(index): n_tokens \(bad.0), n_queries \(bad.1), has_query 0 out of range "
-                    + "(n_tokens must be the previous step's \(previous) plus n_queries, at most max_tokens 40; "
+            let maxTokens = steps.map(\.0).max()!  // a step reaches it: the file holds its rows
+            #expect(try readError(steps) == "step \(index): n_tokens \(bad.0), n_queries \(bad.1), has_query 0 out of range "
+                    + "(n_tokens must be the previous step's \(previous) plus n_queries, at most max_tokens \(maxTokens); "
                     + "rows of other layers or heads than the header's 2 x 2 read so)")
         }
     }
@@ -132,6 +133,19 @@ import Testing
         #expect(over.hasPrefix("step 2: layer 0, head 0 sums to 2.0") && over.hasSuffix(", more than its 1 queries' 1 each"), "\(over)")
     }
 
+    /// A 52-byte file (one step of one token) declaring max_tokens 2^24 passed the size check,
+    /// and the evaluation sized its values and every policy for 2^24 tokens (1.8 GB, 27 s)
+    /// though no step the file could hold reaches it. The file must now hold a step of
+    /// max_tokens besides the least its other steps take; one that does reads.
+    @Test func aMaxTokensTheFileCannotReachIsRefusedOnOpening() throws {
+        #expect(try readError(layers: 1, heads: 1, maxTokens: 1 << 24, [(1, 1, nil)])
+                == "52 bytes cannot hold the header's 1 steps of 1 x 1 rows with one of max_tokens 16777216 "
+                + "(at least 67108912 bytes: step i has i + 1 tokens or more): truncated, or n_steps or max_tokens wrong")
+        #expect(try readError(layers: 2, heads: 2, maxTokens: 200, decode(to: 10)).hasPrefix("504 bytes cannot hold"),
+                "3 steps of 8, 9, 10 tokens (36 + 3 x 12 + 16 x 27 bytes); one of 200 and two more take 3320")
+        #expect(try readError(layers: 2, heads: 2, maxTokens: 10, decode(to: 10)) == "read")
+    }
+
     /// A header alone (36 bytes) declaring max_tokens 2^24 was opened, and the evaluation made
     /// its 1 GiB of values before the first step read as truncated. A file shorter than its
     /// steps of 1, 2, 3 ... tokens need is now refused on opening; one exactly that long reads.
@@ -141,7 +155,8 @@ import Testing
         let header = TraceHeader(layers: 1, heads: 1, embeddingDim: 0, segments: [], steps: 1, markStep: nil, maxTokens: 1 << 24)
         try TraceFileWriter(path: path, header: header).close()
         #expect { try TraceFileReader(path: path) } throws: {
-            "\($0)" == "\(path): 36 bytes cannot hold the header's 1 steps of 1 x 1 rows (at least 52 bytes: step i has i + 1 tokens or more): truncated, or n_steps wrong"
+            "\($0)" == "\(path): 36 bytes cannot hold the header's 1 steps of 1 x 1 rows with one of max_tokens 16777216 "
+                + "(at least 67108912 bytes: step i has i + 1 tokens or more): truncated, or n_steps or max_tokens wrong"
         }
         #expect(try readError(layers: 1, heads: 1, [(1, 1, nil)]) == "read", "36 + 12 + 4 bytes: the least a 1-step trace takes")
         // Long enough by the count, cut in the last step's rows: read up to them.
@@ -152,7 +167,7 @@ import Testing
         (step.nTokens, step.nQueries, step.rows) = (8, 4, [Float](repeating: 0.5, count: 8))
         try writer.write(step, layers: 1, heads: 1)
         try writer.close()
-        truncate(path, 36 + 12 + 16 + 12 + 28)  // the least is 36 + 12 + 4 + 12 + 8
+        truncate(path, 36 + 12 + 16 + 12 + 28)  // the least is 36 + 12 + 4 + 12 + 32 (a step of max_tokens 8)
         let reader = try TraceFileReader(path: path)
         #expect(try reader.next(into: &step))
         #expect { try reader.next(into: &step) } throws: { "\($0)" == "\(path): step 1: truncated rows" }

@@ -56,7 +56,7 @@ import Testing
     @Test func distinctAzureTimestampsDoNotMove() throws {
         let csv = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,44\n"
             + "2023-11-16 18:15:50.9951690,396,109\n2023-11-16 18:15:51.0000000,879,5\n"
-        let t = try AzureTraceReader.parse(csv, path: "a.csv")
+        let t = try AzureTraceReader.parse(Data((csv).utf8), path: "a.csv")
         #expect(t.withArrivals(.spread).arrivalMilliseconds == t.arrivalMilliseconds)
     }
 

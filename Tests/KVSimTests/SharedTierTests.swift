@@ -198,8 +198,8 @@ import Testing
         (1e-310, 400_000_000_000, "shared tier load bandwidth 1e-310 GB/s must be finite and at least 1e-06"),
         (25, 512 * 57_344, "shared tier capacity 29360128 B holds fewer than 2 blocks of 29360128 B"),
         // Past what one engine indexes: the engine's reason, under the option that set it.
-        (25, 999_999_999_000_000_000, "shared tier capacity 999999999000000000 B: memory_bytes 999999999000000000 holds 34059796980 "
-         + "blocks of 29360128 bytes, more than the 16777216 an engine indexes: raise block_tokens or lower memory_bytes"),
+        (25, 999_999_999_000_000_000, "shared tier capacity 999999999000000000 B holds 34059796980 blocks of 29360128 B, "
+         + "more than the 16777216 one engine indexes (at most 492581209243648 B)"),
     ] as [(Double, UInt64, String)])
     func aBadTierIsRefusedWithItsReason(gbps: Double, bytes: UInt64, message: String) throws {
         var c = SimulationConfig()

@@ -31,7 +31,7 @@ import Testing
         let jsonl = try MooncakeTraceReader.parse(Data(#"{"timestamp": 0, "input_length": 10, "output_length": 0, "hash_ids": [4]}"#.utf8),
                                                   path: "t.jsonl")
         #expect(jsonl.outputTokens == [0])
-        let csv = try AzureTraceReader.parse("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,0\n", path: "a.csv")
+        let csv = try AzureTraceReader.parse(Data(("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,374,0\n").utf8), path: "a.csv")
         #expect(csv.outputTokens == [0])
         #expect(jsonl.prefix(1).outputTokens == [0])
     }
@@ -129,19 +129,19 @@ import Testing
         2023-11-16 18:15:50.9951690,396,109
         2023-11-16 18:16:00.0000000,1024,1
         """
-        let t = try AzureTraceReader.parse(csv, path: "a.csv", blockTokens: 512)
+        let t = try AzureTraceReader.parse(Data((csv).utf8), path: "a.csv", blockTokens: 512)
         #expect(t.count == 3)
         #expect(abs(t.arrivalMilliseconds[1] - 4314.579) < 0.01)
         #expect(abs(t.arrivalMilliseconds[2] - 13319.41) < 0.01)
         #expect(t.hashes.count == 1 + 1 + 2)
         #expect(Set(t.hashes).count == 4, "no prefix information: no block is shared")
         do {
-            _ = try AzureTraceReader.parse(csv + "\n2023-11-16 18:16:01,12\n", path: "a.csv")
+            _ = try AzureTraceReader.parse(Data((csv + "\n2023-11-16 18:16:01,12\n").utf8), path: "a.csv")
             Issue.record("accepted a row with two fields")
         } catch let e as TraceFormatError { #expect(e.line == 5 && e.reason.contains("3 fields")) }
-        #expect(try AzureTraceReader.parse(csv + "\nbad,row,here\n", path: "a.csv", lenient: true).skippedLines == 1)
+        #expect(try AzureTraceReader.parse(Data((csv + "\nbad,row,here\n").utf8), path: "a.csv", lenient: true).skippedLines == 1)
         // The published file has Windows line ends.
-        let crlf = try AzureTraceReader.parse(csv.replacingOccurrences(of: "\n", with: "\r\n"), path: "a.csv")
+        let crlf = try AzureTraceReader.parse(Data((csv.replacingOccurrences(of: "\n", with: "\r\n")).utf8), path: "a.csv")
         #expect(crlf.count == 3 && crlf.arrivalMilliseconds == t.arrivalMilliseconds)
     }
 
@@ -150,12 +150,12 @@ import Testing
     /// Azure file of 2^24-token rows got there). The cap is lowered here to reach it.
     @Test func aTraceRefusesHashesPastItsCap() throws {
         let csv = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,374,44\n2023-11-16 18:15:50,396,109\n2023-11-16 18:16:00,1024,1\n"
-        #expect(try AzureTraceReader.parse(csv, path: "a.csv", maxHashes: 4).hashes.count == 4)
+        #expect(try AzureTraceReader.parse(Data((csv).utf8), path: "a.csv", maxHashes: 4).hashes.count == 4)
         let jsonl = (0..<3).map { #"{"timestamp": \#($0), "input_length": 1000, "output_length": 1, "hash_ids": [\#($0), 7]}"# }.joined(separator: "\n")
         #expect(try MooncakeTraceReader.parse(Data(jsonl.utf8), path: "m.jsonl", maxHashes: 6).hashes.count == 6)
         for lenient in [false, true] {
             do {
-                _ = try AzureTraceReader.parse(csv, path: "a.csv", lenient: lenient, maxHashes: 3)
+                _ = try AzureTraceReader.parse(Data((csv).utf8), path: "a.csv", lenient: lenient, maxHashes: 3)
                 Issue.record("read 4 hashes under a cap of 3")
             } catch let e as TraceFormatError { #expect(e.line == 4 && e.reason.contains("more than 3 block hashes"), "\(e)") }
             do {
@@ -163,7 +163,7 @@ import Testing
                 Issue.record("read 6 hashes under a cap of 5")
             } catch let e as TraceFormatError { #expect(e.line == 3 && e.reason.contains("more than 5 block hashes"), "\(e)") }
         }
-        #expect(try AzureTraceReader.parse(csv, path: "a.csv", maxHashes: Int.max).maxHashes == Trace.hashLimit)
+        #expect(try AzureTraceReader.parse(Data((csv).utf8), path: "a.csv", maxHashes: Int.max).maxHashes == Trace.hashLimit)
     }
 
     /// Values that once trapped (a year whose day count overflows, a length whose block count
@@ -189,25 +189,101 @@ import Testing
                               ("2023-02-29 00:00:00,374,44", "TIMESTAMP \"2023-02-29 00:00:00\" is not YYYY-MM-DD HH:MM:SS[.fraction]"),
                               ("2023-11-31 00:00:00,374,44", "TIMESTAMP \"2023-11-31 00:00:00\" is not YYYY-MM-DD HH:MM:SS[.fraction]")] {
             do {
-                _ = try AzureTraceReader.parse(header + row + "\n", path: "v.csv")
+                _ = try AzureTraceReader.parse(Data((header + row + "\n").utf8), path: "v.csv")
                 Issue.record("accepted \(row)")
             } catch let e as TraceFormatError {
                 #expect(e.description == "v.csv:3: \(reason)")
             } catch { Issue.record("\(error)") }
         }
-        let widest = try? AzureTraceReader.parse(header + "9999-12-31 23:59:59.9,16777216,2147483647\n", path: "v.csv")
+        let widest = try? AzureTraceReader.parse(Data((header + "9999-12-31 23:59:59.9,16777216,2147483647\n").utf8), path: "v.csv")
         #expect(widest?.count == 2 && widest?.inputTokens.last == 1 << 24 && widest?.hashCount(1) == 32_768)
-        let leapDay = try? AzureTraceReader.parse(header + "2024-02-29 00:00:00,374,44\n\t\n", path: "v.csv")
+        let leapDay = try? AzureTraceReader.parse(Data((header + "2024-02-29 00:00:00,374,44\n\t\n").utf8), path: "v.csv")
         #expect(leapDay?.count == 2 && leapDay?.skippedLines == 0, "a leap day is a day; a line of a tab is blank")
+    }
+
+    /// A TIMESTAMP with empty date or time pieces ("2023--11--16 18::15::50.9") read as the
+    /// one without them (the pieces were split dropping empty ones), and lines were split at
+    /// every Unicode line break (form feed, VT, NEL, U+2028), so a row holding one counted as
+    /// two and every later error named the line after the one grep and editors show. Lines
+    /// end at "\n", "\r\n" or "\r" only; anything else is part of its row.
+    @Test func azureLinesEndOnlyAtLineEndsAndTimestampsKeepEveryPiece() throws {
+        let dir = FileManager.default.temporaryDirectory.path + "/kvsim-azure-lines-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let header = "TIMESTAMP,ContextTokens,GeneratedTokens\n", first = "2023-11-16 18:15:46.5,374,44\n"
+        func error(_ text: String) throws -> String? {
+            let path = dir + "/t.csv"
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+            do { _ = try Trace.read(path: path) } catch let e as TraceFormatError {
+                return e.description.hasPrefix(path) ? String(e.description.dropFirst(path.count)) : e.description
+            }
+            return nil
+        }
+        for ts in ["2023--11--16 18::15::50.9", "2023-11-16 :18:15:55.1", "2023-11-16 18:15::55.1", "-2023-11-16 18:15:55.1",
+                   "2023-11-16  18:15:55.1", "2023-11-16 18:15:55.1 1"] {
+            #expect(try error(header + first + ts + ",396,109\n") == ":3: TIMESTAMP \"\(ts)\" is not YYYY-MM-DD HH:MM:SS[.fraction]")
+        }
+        #expect(try error(header + first + " 2023-11-16 18:15:55.1\t,396,109\n") == nil, "space around the field is not part of it")
+        for separator in ["\u{0B}", "\u{0C}", "\u{85}", "\u{2028}"] {
+            let text = header + "2023-11-16 18:15:46.5,374,4" + separator + "4\n2023-11-16 18:15:48.5,37x4,44\n"
+            #expect(try error(text) == ":2: GeneratedTokens \"4\(separator)4\" is not an integer in 0...2147483647", "U+\(String(separator.unicodeScalars.first!.value, radix: 16))")
+        }
+        for end in ["\n", "\r\n", "\r"] {
+            let text = [header, first, "2023-11-16 18:15:47.5,374,44\n", "2023-11-16 18:15:48.5,37x4,44\n"].joined().replacingOccurrences(of: "\n", with: end)
+            #expect(try error(text) == ":4: ContextTokens \"37x4\" is not an integer in 1...16777216", "\(Array(end.utf8))")
+        }
+    }
+
+    /// A 780 KB Azure file of 20,000 rows at the longest context (32,768 hashes each) made
+    /// `Trace.read` take 5.4 GB of hashes and abort: nothing bounded them by the file. They
+    /// are now at most one per byte of the file (at least `Trace.minHashBudget`), and the row
+    /// passing that is refused by file and line, lenient or not (here under a lowered floor,
+    /// so nothing large is made).
+    @Test func traceReadBoundsTheHashesByTheFilesSize() throws {
+        #expect(Trace.hashBudget(fileBytes: 780_040) == 1 << 24)
+        #expect(Trace.hashBudget(fileBytes: 100_000_000) == 100_000_000)
+        #expect(Trace.hashBudget(fileBytes: Int.max) == Trace.hashLimit)
+        let dir = FileManager.default.temporaryDirectory.path + "/kvsim-budget-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/long.csv"
+        let rows = (0..<3).map { "2023-11-16 18:15:4\($0).5,16777216,1\n" }.joined()
+        try Data(("TIMESTAMP,ContextTokens,GeneratedTokens\n" + rows).utf8).write(to: URL(fileURLWithPath: path))
+        for lenient in [false, true] {
+            #expect {
+                try Trace.read(path: path, lenient: lenient, minHashBudget: 40_000)
+            } throws: {
+                "\($0)" == "\(path):3: the requests so far and this one need more than 40000 block hashes in all; read fewer requests or use larger blocks"
+            }
+        }
+        #expect(try Trace.read(path: path, maxRequests: 1, minHashBudget: 40_000).hashes.count == 32_768)
+        // A Mooncake line spends 2 bytes or more on each hash: any floor reads it.
+        try Data(lines.utf8).write(to: URL(fileURLWithPath: dir + "/t.jsonl"))
+        #expect(try Trace.read(path: dir + "/t.jsonl", minHashBudget: 1).count == 3)
+    }
+
+    /// The Azure reader decoded the whole file to a String and split it into Substrings
+    /// before its first row (100 MB of blank lines took 4 GB and aborted; `--requests 10` of a
+    /// 90 MB file took 4.3 s and 331 MB). It now scans the bytes line by line, as the Mooncake
+    /// reader does, and stops at the last row asked for: what follows is not read at all.
+    @Test func theAzureReaderScansBytesAndStopsAtTheLastRowAskedFor() throws {
+        var data = Data("TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:15:46.5,374,44\r\n2023-11-16 18:15:47.5,396,109\r\n".utf8)
+        data.append(contentsOf: [0xFF, 0xFE, 0x00, 0x0A])  // not a row
+        let two = try AzureTraceReader.parse(data, path: "s.csv", maxRequests: 2)
+        #expect(two.inputTokens == [374, 396] && two.outputTokens == [44, 109] && two.arrivalMilliseconds == [0, 1000])
+        #expect { try AzureTraceReader.parse(data, path: "s.csv") } throws: {
+            "\($0)" == "s.csv:4: expected 3 fields (TIMESTAMP,ContextTokens,GeneratedTokens), found 1"
+        }
+        #expect(try AzureTraceReader.parse(data, path: "s.csv", lenient: true).skippedLines == 1)
     }
 
     /// A UTF-8 byte order mark before the first line, as spreadsheets and some editors save
     /// one, is not part of the header or the first row (both readers refused the file).
     @Test func aByteOrderMarkIsSkipped() throws {
         let bom = "\u{FEFF}"
-        let csv = try AzureTraceReader.parse(bom + "TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:15:46.6805900,374,44\r\n", path: "b.csv")
+        let csv = try AzureTraceReader.parse(Data((bom + "TIMESTAMP,ContextTokens,GeneratedTokens\r\n2023-11-16 18:15:46.6805900,374,44\r\n").utf8), path: "b.csv")
         #expect(csv.count == 1 && csv.inputTokens == [374] && csv.outputTokens == [44])
-        let headless = try AzureTraceReader.parse(bom + "2023-11-16 18:15:46.6805900,374,44\n", path: "b.csv")
+        let headless = try AzureTraceReader.parse(Data((bom + "2023-11-16 18:15:46.6805900,374,44\n").utf8), path: "b.csv")
         #expect(headless.count == 1 && headless.arrivalMilliseconds == [0])
         let jsonl = try MooncakeTraceReader.parse(Data((bom + lines).utf8), path: "b.jsonl")
         #expect(jsonl.count == 3 && jsonl.inputTokens == [1000, 1500, 600])

@@ -316,10 +316,12 @@ final class DiskTier {
         }
     }
 
-    /// `KVCACHE_OFFLOAD_FAULT`: "OPS:N" (every tier) or "OPS:N@DIR" (only the tier in DIR; nil
-    /// for another), OPS read, write or all; unset or empty: nil. Throws `invalidArgument` for
-    /// anything else, whatever its directory, so that a mistyped rehearsal fails loudly
-    /// instead of running without faults.
+    /// `KVCACHE_OFFLOAD_FAULT`: "OPS:N" (every tier) or "OPS:N@DIR" (only the tier in `dir`
+    /// when it is the directory DIR names, however spelled: a trailing slash, "//", "..", a
+    /// relative path or a symbolic link; compared by device and inode; nil for another), OPS
+    /// read, write or all; unset or empty: nil. Throws `invalidArgument` for anything else,
+    /// whatever its directory, and for a DIR that is not an existing directory, so that a
+    /// mistyped rehearsal fails loudly instead of running without faults. Cost: two `stat`s.
     static func environmentFault(_ value: String?, dir: String) throws(KVError) -> OffloadFault? {
         guard let value, !value.isEmpty else { return nil }
         let parts = value.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false)
@@ -333,8 +335,16 @@ final class DiskTier {
         guard let ops, spec.count == 2, let after = UInt64(spec[1]), parts.count == 1 || !parts[1].isEmpty else {
             throw .invalid("KVCACHE_OFFLOAD_FAULT=\(value) is not OPS:N or OPS:N@DIR (OPS read, write or all; N the requests that succeed first)")
         }
-        if parts.count == 2 && String(parts[1]) != dir { return nil }
-        return OffloadFault(reads: ops.reads, writes: ops.writes, after: after)
+        let fault = OffloadFault(reads: ops.reads, writes: ops.writes, after: after)
+        guard parts.count == 2 else { return fault }
+        let target = String(parts[1])
+        var want = stat(), own = stat()
+        let found = stat(target, &want) == 0
+        guard found, want.st_mode & S_IFMT == S_IFDIR else {
+            let reason = String(cString: strerror(found ? ENOTDIR : errno))
+            throw .invalid("KVCACHE_OFFLOAD_FAULT=\(value) names no directory: \(target): \(reason)")
+        }
+        return stat(dir, &own) == 0 && own.st_dev == want.st_dev && own.st_ino == want.st_ino ? fault : nil
     }
 
     /// `kvm_io_config.fault_ops` of `fault`: a bit per failing operation.

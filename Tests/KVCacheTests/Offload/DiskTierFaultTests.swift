@@ -41,13 +41,16 @@ struct DiskTierFaultTests {
     /// The fault-injection variable's grammar: a value that is not it is refused (it once meant
     /// "no faults"), whatever directory it names.
     @Test func theFaultVariableIsParsedOrRefused() throws {
-        let dir = "/tier"
+        let scratch = ScratchDir("fault")
+        defer { scratch.remove() }
+        let dir = scratch.path + "/tier", other = scratch.path + "/tier@x"
+        for d in [dir, other] { mkdir(d, 0o755) }
         #expect(try DiskTier.environmentFault(nil, dir: dir) == nil)
         #expect(try DiskTier.environmentFault("", dir: dir) == nil)
         #expect(try DiskTier.environmentFault("write:3", dir: dir) == OffloadFault(reads: false, writes: true, after: 3))
-        #expect(try DiskTier.environmentFault("read:0@/tier", dir: dir) == OffloadFault(reads: true, writes: false, after: 0))
-        #expect(try DiskTier.environmentFault("all:7@/other", dir: dir) == nil)
-        #expect(try DiskTier.environmentFault("all:7@/tier@x", dir: dir) == nil, "a directory may hold @; this is another")
+        #expect(try DiskTier.environmentFault("read:0@\(dir)", dir: dir) == OffloadFault(reads: true, writes: false, after: 0))
+        #expect(try DiskTier.environmentFault("all:7@\(other)", dir: dir) == nil, "a directory may hold @; this is another")
+        #expect(try DiskTier.environmentFault("all:7@\(other)", dir: other) == OffloadFault(reads: true, writes: true, after: 7))
         for bad in ["writes:3", "write", "write:", "write:-1", "write:3:4", "write:3@", "read:x@/other", ":3", "all:1e3"] {
             do {
                 _ = try DiskTier.environmentFault(bad, dir: dir)
@@ -60,6 +63,35 @@ struct DiskTierFaultTests {
         #expect(try DiskTier.environmentForcesThreads("threads"))
         #expect(try !DiskTier.environmentForcesThreads("uring") && !DiskTier.environmentForcesThreads(nil) && !DiskTier.environmentForcesThreads(""))
         #expect(throws: KVError.self) { try DiskTier.environmentForcesThreads("thread") }
+    }
+
+    /// OPS:N@DIR compared DIR with offload_dir as strings: the same directory with a trailing
+    /// slash, a double slash, a "." or ".." step or through a symbolic link injected nothing,
+    /// silently, and a DIR that does not exist (mistyped) was "another engine's". Both now
+    /// resolve to a device and inode; a DIR that does not exist is refused.
+    @Test func theFaultDirectoryIsTheSameDirectoryHoweverSpelled() throws {
+        let scratch = ScratchDir("fault")
+        defer { scratch.remove() }
+        let dir = scratch.path + "/tier", other = scratch.path + "/other", link = scratch.path + "/link"
+        for d in [dir, other] { mkdir(d, 0o755) }
+        symlink(dir, link)
+        let fault = OffloadFault(reads: false, writes: true, after: 0)
+        for spelling in [dir, dir + "/", scratch.path + "//tier", dir + "/.", other + "/../tier", link] {
+            #expect(try DiskTier.environmentFault("write:0@\(spelling)", dir: dir) == fault, "\(spelling)")
+            #expect(try DiskTier.environmentFault("write:0@\(dir)", dir: spelling) == fault, "offload_dir \(spelling)")
+        }
+        #expect(try DiskTier.environmentFault("write:0@\(other)", dir: dir) == nil)
+        #expect(try DiskTier.environmentFault("write:0@\(dir)", dir: scratch.path + "/missing") == nil,
+                "an offload_dir that does not exist is another directory (the engine then refuses it)")
+        for missing in [scratch.path + "/tire", dir + "/file"] {
+            if missing.hasSuffix("file") { FileManager.default.createFile(atPath: missing, contents: Data()) }
+            #expect {
+                try DiskTier.environmentFault("write:0@\(missing)", dir: dir)
+            } throws: {
+                ($0 as? KVError)?.code == .invalidArgument
+                    && ($0 as? KVError)?.message.hasPrefix("KVCACHE_OFFLOAD_FAULT=write:0@\(missing) names no directory: ") == true
+            }
+        }
     }
 
     @Test func offloadBytesBelowOneSlotIsInvalid() {
