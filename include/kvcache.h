@@ -496,8 +496,8 @@ typedef struct kvc_config {
      *  blocks of another tag or shape, so no engine is served another model's K/V after a
      *  restart or from a peer (two models with the same bytes per block would otherwise pass
      *  every slot check). A directory without the file (new, or from a version before it)
-     *  gets this engine's, with a new fingerprint key (BLOCK HASH: blocks written before then
-     *  fail verification or fingerprint checks: misses, never served); a peer without it is
+     *  gets this engine's, with a new fingerprint key (BLOCK HASH: blocks fingerprinted before
+     *  then are dropped at that open, never served, and can be cached again); a peer without it is
      *  KVC_ERR_IO. A directory (or peer) whose file is of tier format 1 (written before
      *  2026-11-24, whose payload checksums this library no longer accepts) or 2 (before
      *  2026-11-25, whose journal carries no block fingerprints) is KVC_ERR_INVALID_ARGUMENT,

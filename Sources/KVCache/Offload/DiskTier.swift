@@ -41,6 +41,9 @@ final class DiskTier {
     /// The directory's fingerprint key (`TierIdentity`): the engine fingerprints its blocks
     /// under it, so that the fingerprints the journal keeps still match after a restart.
     let fingerprint: BlockFingerprint
+    /// The key was made at this open (the directory had no identity): `recover` drops the
+    /// journal's fingerprinted blocks, made under a lost key.
+    private let keyIsNew: Bool
     /// `offload_dir`, for the lines logged about it.
     let dir: String
     /// The slab file (internal for tests, which inject faults through it).
@@ -205,7 +208,7 @@ final class DiskTier {
         // Under the directory's lock, before the journal is replayed (and compacted): a
         // directory of another model or shape is refused untouched.
         do throws(KVError) {
-            fingerprint = try TierIdentity(config).claim(dir: config.offloadDir!)
+            (fingerprint, keyIsNew) = try TierIdentity(config).claim(dir: config.offloadDir!)
         } catch {
             kvm_slab_close(slab)
             throw error
@@ -400,15 +403,19 @@ final class DiskTier {
         let top = kvm_slab_journal_replay(slab, latest, UInt32(capacity), &skipped)
         if top < 0 { throw KVError(.io, String(cString: kvm_error())) }
         generation = UInt64(top)
-        var unusable: UInt64 = 0
+        var unusable: UInt64 = 0, underLostKey: UInt64 = 0
         var recovered: [Int32] = []
         for slot in 0..<capacity {
             let r = latest[slot]
             let stored = r.magic == KVM_JOURNAL_MAGIC && r.kind == UInt32(KVM_JOURNAL_STORED)
             let fits = slot < allocated && r.payload_bytes == UInt32(payloadBytes)
             if stored && !fits { unusable += 1 }
-            // (A hash another slot already holds is the same block: found there.)
-            guard stored && fits && r.block_hash != 0 && index.find(r.block_hash) < 0 else {
+            // (A hash another slot already holds is the same block: found there.) A block
+            // fingerprinted under a lost key (the identity was gone: a new key) could never
+            // match again, and its hash would keep the block out of the tier: dropped.
+            let lostKey = keyIsNew && r.fingerprint != 0
+            if stored && fits && lostKey { underLostKey += 1 }
+            guard stored && fits && !lostKey && r.block_hash != 0 && index.find(r.block_hash) < 0 else {
                 if stored { journal.stale(Int32(slot)) }  // until the compaction forgets it
                 latest[slot].magic = 0
                 continue
@@ -436,6 +443,7 @@ final class DiskTier {
             (skipped.generation, "with a generation at or past 2^63, no engine's"),
             (skipped.outside, "past offload_bytes"),
             (unusable, "past the slab file"),
+            (underLostKey, "fingerprinted under the key of a lost \(TierIdentity.fileName)"),
         ]
         stats.journalRecordsDropped = reasons.reduce(0) { $0 + $1.count }
         if stats.journalRecordsDropped > 0 {

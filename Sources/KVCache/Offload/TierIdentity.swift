@@ -191,18 +191,19 @@ struct TierIdentity: Equatable {
     /// The own tier's check, under the directory's lock: a directory without an identity (new,
     /// or written before identities existed) gets this one, key included; one with another
     /// identity is refused (`invalidArgument`, naming what differs), and nothing in it is
-    /// changed. Returns the fingerprint key the engine uses: the directory's.
-    func claim(dir: String) throws(KVError) -> BlockFingerprint {
+    /// changed. Returns the fingerprint key the engine uses, the directory's, and whether it
+    /// is new (then no block already on disk was fingerprinted under it).
+    func claim(dir: String) throws(KVError) -> (key: BlockFingerprint, isNew: Bool) {
         guard let found = try TierIdentity.read(dir: dir) else {
             try write(dir: dir)
-            return fingerprint
+            return (fingerprint, true)
         }
         let differences = differences(from: found)
         guard differences.isEmpty else {
             throw .invalid("offload_dir '\(dir)' holds blocks of another model or shape (\(differences)); "
                            + "give this engine its own directory, or remove the directory's kvcache.* files to start it empty")
         }
-        return found.fingerprint
+        return (found.fingerprint, false)
     }
 
     /// A peer's check: its directory must carry this identity (its key aside). Returns the
