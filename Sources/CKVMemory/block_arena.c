@@ -197,6 +197,7 @@ uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block) {
     return t + (uint64_t)(block / a->per_group) * a->group_bytes + (uint64_t)(block % a->per_group) * a->block_bytes;
 }
 
+uint64_t kvm_arena_tensor_bytes(const kvm_arena *a) { return a->tensor_bytes; }
 uint32_t kvm_arena_blocks(const kvm_arena *a) { return a->blocks; }
 uint32_t kvm_arena_used(const kvm_arena *a) { return a->used; }
 uint32_t kvm_arena_available(const kvm_arena *a) { return a->blocks - a->used; }

@@ -50,6 +50,9 @@ public final class Engine: @unchecked Sendable {
     /// layout's object, as binding `paged` or `contiguous` does.
     let pagedArena: OpaquePointer?
     let contiguousRanges: OpaquePointer?
+    /// `kvm_arena_tensor_bytes` of `pagedArena` (0 without): a block's V in a layer is its K
+    /// plus this, so `blockKV` computes one address.
+    let pagedTensorBytes: Int
     let bt: Int
     /// Per slot: the eviction state of a sequence that observes or compacts (Compaction.swift),
     /// else nil (its layers all hold `length` tokens at positions 0..<length).
@@ -137,6 +140,7 @@ public final class Engine: @unchecked Sendable {
         // empties its memory view of it. The queue holds it beside its usual capacity.
         blocks.events.push(KVEvent(kind: .allCleared, tier: KVEvent.memoryTier, blockHash: 0, parentHash: 0))
         pagedArena = paged?.arena
+        pagedTensorBytes = paged.map { Int(kvm_arena_tensor_bytes($0.arena)) } ?? 0
         contiguousRanges = contiguous?.ranges
         sequences = try SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
         evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
@@ -933,14 +937,16 @@ public final class Engine: @unchecked Sendable {
     /// Paged layout: K and V base of `block` in `layer` (token `i` of the block at
     /// `i * tokenBytes`). The block must be held by a sequence or cached.
     /// Throws `invalidArgument` (block or layer out of range, or a free block),
-    /// `unsupported` (contiguous or metadata-only).
+    /// `unsupported` (contiguous or metadata-only). Cost: the lock and one arena address (V is
+    /// K plus `pagedTensorBytes`).
     public func blockKV(_ block: Int32, layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer) {
         guard let arena = pagedArena else { throw KVError(.unsupported, "block K/V exists only in the paged layout with memory") }
         try checkLayer(layer)
         return try locked { () throws(KVError) in
             guard block >= 0 && Int(block) < blocks.capacity else { throw .invalid("block \(block) is outside 0..<\(blocks.capacity)") }
             guard blocks.isLive(block) else { throw .invalid("block \(block) is free: no sequence or cache holds it") }
-            return (PagedMemory.address(in: arena, block, tensor: 2 * layer), PagedMemory.address(in: arena, block, tensor: 2 * layer + 1))
+            let k = PagedMemory.address(in: arena, block, tensor: 2 * layer)
+            return (k, k + pagedTensorBytes)
         }
     }
 

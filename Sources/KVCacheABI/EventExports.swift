@@ -1,19 +1,39 @@
 import KVCache
 
-/// Byte offsets of `kvc_event` (include/kvcache.h), for reading a caller's events
-/// (`kvc_router_observe_events`). `KVEvent` has this layout (its doc), so the engine's calls
-/// copy events as they are.
+/// `kvc_event` (include/kvcache.h), which `KVEvent` is laid out as (its doc): the engine's
+/// calls copy events as they are, and `kvc_router_observe_events` reads them in place.
 enum EventLayout {
+    /// Byte offset of `kind`, which `kvc_router_observe_events` checks before reading events
+    /// as `KVEvent`s.
     static let kind = 0
-    static let tier = 4
-    static let blockHash = 8
-    static let parentHash = 16
     /// `sizeof(kvc_event)`, the array stride.
     static let size = 24
-    /// Events converted per batch through a scratch buffer of 32 * 24 bytes, under the 1 KiB
-    /// that `withUnsafeTemporaryAllocation` always puts on the stack, so that observing
-    /// allocates nothing whatever the caller's count.
+    /// Events copied per batch from a misaligned array (`withEventBatches`) through a scratch
+    /// buffer of 32 * 24 bytes, under the 1 KiB that `withUnsafeTemporaryAllocation` always
+    /// puts on the stack, so that observing allocates nothing whatever the caller's count.
     static let chunk = 32
+}
+
+/// Calls `body` with the caller's `n` events at `events` as `KVEvent`s, in order: once with
+/// the array itself when it is aligned for `KVEvent` (every C array of `kvc_event` is: 8 bytes),
+/// else, so that a misaligned pointer is still accepted as before, with `EventLayout.chunk`
+/// events at a time copied to an aligned stack buffer. Precondition: every event's kind is a
+/// `KVEvent.Kind` (checked by the caller; `KVEvent.kind` traps on another). Cost: none per
+/// event when aligned; a copy of 24 bytes per event otherwise. Allocates nothing.
+@inline(__always) func withEventBatches(_ events: UnsafeRawPointer, _ n: Int, _ body: (UnsafeBufferPointer<KVEvent>) -> Void) {
+    if Int(bitPattern: events) & (MemoryLayout<KVEvent>.alignment - 1) == 0 {
+        events.withMemoryRebound(to: KVEvent.self, capacity: n) { body(UnsafeBufferPointer(start: $0, count: n)) }
+        return
+    }
+    withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: EventLayout.chunk) { scratch in
+        var done = 0
+        while done < n {
+            let m = min(EventLayout.chunk, n - done)
+            UnsafeMutableRawPointer(scratch.baseAddress!).copyMemory(from: events + done * EventLayout.size, byteCount: m * EventLayout.size)
+            body(UnsafeBufferPointer(rebasing: scratch[0..<m]))
+            done += m
+        }
+    }
 }
 
 /// The caller's `kvc_event` array of `capacity` entries as `KVEvent`s, which have its layout

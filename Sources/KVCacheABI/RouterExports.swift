@@ -219,7 +219,8 @@ extension RouterConfig {
 
 /// `kvc_router_observe_events`: checks every event's kind, and under the mutex the view's
 /// room (`Router.checkRoom`), first (so a refused batch changes nothing), then applies them
-/// in order to the instance's exact view.
+/// in order to the instance's exact view. The events are read where they are when aligned
+/// (`withEventBatches`): no conversion.
 @c public func kvc_router_observe_events(
     _ r: OpaquePointer?, _ instance: UInt32, _ events: UnsafeRawPointer?, _ nEvents: Int
 ) -> kvc_status {
@@ -239,26 +240,13 @@ extension RouterConfig {
                     throw KVError(.invalidArgument, "events[\(i)].kind \(kind) is not a KVC_EVENT_* kind")
                 }
             }
-            func event(_ i: Int) -> KVEvent {
-                let e = events + i * EventLayout.size
-                return KVEvent(kind: KVEvent.Kind(rawValue: e.loadUnaligned(fromByteOffset: EventLayout.kind, as: UInt32.self))!,
-                               tier: e.loadUnaligned(fromByteOffset: EventLayout.tier, as: UInt32.self),
-                               blockHash: e.loadUnaligned(fromByteOffset: EventLayout.blockHash, as: UInt64.self),
-                               parentHash: e.loadUnaligned(fromByteOffset: EventLayout.parentHash, as: UInt64.self))
-            }
             try handle.locked { (router) throws(KVError) in
                 let slot = router.slot(of: instance)
                 guard slot >= 0 else { throw KVError(.notFound, "instance \(instance) is not in the router") }
-                try router.checkRoom(newEntries: (0..<n).reduce(0) { $0 + (router.view.mayAddEntry(event($1)) ? 1 : 0) })
-                withUnsafeTemporaryAllocation(of: KVEvent.self, capacity: EventLayout.chunk) { scratch in
-                    var done = 0
-                    while done < n {
-                        let m = min(EventLayout.chunk, n - done)
-                        for j in 0..<m { scratch.initializeElement(at: j, to: event(done + j)) }
-                        router.observe(slot: slot, events: UnsafeBufferPointer(rebasing: scratch[0..<m]))
-                        done += m
-                    }
-                }
+                var newEntries = 0
+                withEventBatches(events, n) { batch in newEntries += batch.reduce(0) { $0 + (router.view.mayAddEntry($1) ? 1 : 0) } }
+                try router.checkRoom(newEntries: newEntries)
+                withEventBatches(events, n) { batch in router.observe(slot: slot, events: batch) }
             }
         }
     }

@@ -348,11 +348,8 @@ struct BlockArenaTests {
     }
 
     /// Block b of tensor t is at pool offset (t, b / per group) plus (b % per group) block
-    /// sizes, the layout kvm_arena.h states, in every geometry: blocks filling their page
-    /// exactly (evenly spaced: one multiply per address), one block per padded group, and
-    /// several blocks per group with padding after them (the division).
-    @Test(arguments: [(UInt64(1024), UInt64(4096)), (4096, 4096), (8192, 4096), (6144, 4096), (1280, 4096),
-                      (1536, 4096), (3072, 4096), (24576, 65536)])
+    /// sizes, the layout kvm_arena.h states, in every geometry of `geometries`.
+    @Test(arguments: geometries)
     func everyBlockIsWhereItsGroupAndIndexInTheGroupPutIt(blockBytes: UInt64, pageBytes: UInt64) {
         let groupBytes = kvm_arena_group_bytes(blockBytes, pageBytes)
         let (pool, _) = makePool(budget: 5 * 4 * groupBytes, groupBytes: groupBytes, pageBytes: pageBytes)
@@ -366,6 +363,31 @@ struct BlockArenaTests {
             for b in 0..<kvm_arena_blocks(arena) {
                 let expected = Int(kvm_pool_offset(pool, t, b / per)) + Int(b % per) * Int(blockBytes)
                 #expect(UnsafeRawPointer(kvm_arena_block(arena, t, b)!) - base == expected, "tensor \(t) block \(b)")
+            }
+        }
+    }
+
+    /// (block bytes, page bytes): blocks filling their page exactly (evenly spaced: one
+    /// multiply per address), one block per padded group, and several blocks per group with
+    /// padding after them (the division).
+    static let geometries: [(UInt64, UInt64)] = [(1024, 4096), (4096, 4096), (8192, 4096), (6144, 4096), (1280, 4096),
+                                                 (1536, 4096), (3072, 4096), (24576, 65536)]
+
+    /// Block b of tensor t + 1 is `kvm_arena_tensor_bytes` after block b of tensor t, for every
+    /// tensor and block in every geometry: `Engine.blockKV` computes V from K with it.
+    @Test(arguments: geometries)
+    func aBlockInTheNextTensorIsTheTensorDistanceAway(blockBytes: UInt64, pageBytes: UInt64) {
+        let groupBytes = kvm_arena_group_bytes(blockBytes, pageBytes)
+        let (pool, _) = makePool(budget: 5 * 4 * groupBytes, groupBytes: groupBytes, pageBytes: pageBytes)
+        var arena: OpaquePointer?
+        #expect(kvm_arena_create(pool, blockBytes, &arena) == 0)
+        defer { kvm_arena_destroy(arena); kvm_pool_destroy(pool) }
+        let distance = Int(kvm_arena_tensor_bytes(arena))
+        #expect(distance == Int(kvm_pool_offset(pool, 1, 0) - kvm_pool_offset(pool, 0, 0)))
+        for t: UInt32 in 0..<3 {
+            for b in 0..<kvm_arena_blocks(arena) {
+                let next = UnsafeRawPointer(kvm_arena_block(arena, t + 1, b)!) - UnsafeRawPointer(kvm_arena_block(arena, t, b)!)
+                #expect(next == distance, "tensor \(t) block \(b)")
             }
         }
     }

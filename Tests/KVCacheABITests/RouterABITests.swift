@@ -401,4 +401,40 @@ private final class CRouter {
         #expect(handle.router.view.heldBlocks(slot: 0) == 0)
         #expect(handle.router.view.table.count == 0)
     }
+
+    /// `kvc_router_observe_events` reads a C array of `kvc_event` (8-aligned) in place and
+    /// still accepts a misaligned one (byte offsets 1 and 4: a packed buffer), copying it in
+    /// 32-event chunks: the same batches of both kinds give the same view. Batches of 100 and
+    /// 71 events cross the chunks; stored, removed, other-tier and all-cleared events of two
+    /// instances.
+    @Test(arguments: [0, 1, 4])
+    func anArrayAtAnyAlignmentGivesTheSameView(offset: Int) throws {
+        typealias Event = (kind: UInt32, tier: UInt32, hash: UInt64)
+        func stored(_ hashes: ClosedRange<UInt64>, tier: UInt32 = 0) -> [Event] { hashes.map { (1, tier, $0) } }
+        func removed(_ hashes: ClosedRange<UInt64>) -> [Event] { hashes.map { (2, 0, $0) } }
+        func cleared(tier: UInt32) -> [Event] { [(3, tier, 0)] }
+        let first: [Event] = stored(1...60) + removed(1...10) + stored(100...109, tier: 1) + cleared(tier: 1) + stored(61...79)
+        let second: [Event] = stored(50...89) + cleared(tier: 0) + stored(70...99)
+        let batches: [(instance: UInt32, events: [Event])] = [(1, first), (2, second)]
+        let r = try CRouter(policy: 0)
+        for i: UInt32 in 1...2 { #expect(kvc_router_add_instance(r.handle, i, 1) == KVC_OK) }
+        for (instance, events) in batches {
+            let raw = UnsafeMutableRawPointer.allocate(byteCount: events.count * 24 + 8, alignment: 8)
+            defer { raw.deallocate() }
+            for (i, e) in events.enumerated() {
+                let bytes = event(kind: e.kind, hash: e.hash, parent: 0)
+                bytes.withUnsafeBytes { (raw + offset + 24 * i).copyMemory(from: $0.baseAddress!, byteCount: 24) }
+                (raw + offset + 24 * i).storeBytes(of: e.tier, toByteOffset: 4, as: UInt32.self)
+            }
+            #expect(kvc_router_observe_events(r.handle, instance, raw + offset, events.count) == KVC_OK, "\(lastError())")
+        }
+        let view = Unmanaged<RouterHandle>.fromOpaque(UnsafeRawPointer(r.handle)).takeUnretainedValue().router.view
+        #expect(view.heldBlocks(slot: 0) == 69)  // 11...79
+        #expect(view.heldBlocks(slot: 1) == 30)  // 70...99
+        #expect(view.table.count == 89)
+        for h: UInt64 in 1...110 {
+            let expected: UInt64 = (11...79 ~= h ? 1 : 0) | (70...99 ~= h ? 2 : 0)
+            #expect(view.table.slots(h) == expected, "hash \(h)")
+        }
+    }
 }

@@ -33,6 +33,9 @@ void kvm_arena_free(kvm_arena *a, uint32_t block);
  * multiply-add when blocks are evenly spaced (one per group, or filling their groups exactly:
  * every power-of-two shape), else a division too (blocks padded within their group). */
 uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block);
+/* The tensor distance: kvm_arena_block(a, t + 1, b) is kvm_arena_block(a, t, b) plus this, for
+ * every tensor t and block b (so V of a layer is its K plus this). Fixed at creation. */
+uint64_t kvm_arena_tensor_bytes(const kvm_arena *a);
 
 /* Blocks the budget holds, blocks allocated, and blocks that can still be allocated. */
 uint32_t kvm_arena_blocks(const kvm_arena *a);
