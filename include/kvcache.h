@@ -615,7 +615,9 @@ typedef struct kvc_stats {
     uint64_t events_dropped;
     /* -- the disk tier (all 0 without one) -- */
     /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
-     *  holding blocks now. */
+     *  holding blocks now: a slot counts from the call that processes its write's completion
+     *  (see COMPLETIONS), so after kvc_engine_trim spilled blocks it lags blocks_spilled and
+     *  their BLOCK_STORED events until a later call (kvc_engine_poll) processes them. */
     uint64_t disk_capacity_bytes;
     uint64_t disk_stored_bytes;
     /** Bytes written to and read from the slab file since the engine started (reads of peers'
@@ -630,7 +632,9 @@ typedef struct kvc_stats {
      *  stays reachable; by kvc_engine_trim; by offload_writeback's thread), counted at the
      *  submission: writes that then fail are included, and counted again in
      *  disk_spills_failed, so blocks_spilled - disk_spills_failed blocks were written or are
-     *  being written. blocks_loaded: blocks read back. */
+     *  being written. blocks_loaded: slots read back from this engine's own tier and
+     *  verified (prefix blocks, swapped-out blocks, episodic records alike); a block read from
+     *  a peer counts in peer_hits instead (its bytes in disk_bytes_read). */
     uint64_t blocks_spilled;
     uint64_t blocks_loaded;
     /** Spills that could not be written, writes of swapped-out blocks and offloaded-token
@@ -646,8 +650,8 @@ typedef struct kvc_stats {
     /** Episodic offload (kvc_seq_compact / kvc_seq_focus with a disk tier): slab slots holding
      *  sequences' evicted tokens now, each counted once however many sequences hold it (a
      *  fork shares its parent's; never prefix hits; part of disk_stored_bytes once a call has
- *  processed its write's completion, as any slot, while token_records counts it from the
- *  write's submission); and the
+     *  processed its write's completion, as any slot, while token_records counts it from the
+     *  write's submission); and the
      *  tokens whose K/V those slots hold, each slot's counted once (tokens_on_disk x 2 x
      *  bytes of a token, below, is their payload on disk). Counted from the slot's write until
      *  the slot is freed (its last holder let go), or, when its write failed, until a call
