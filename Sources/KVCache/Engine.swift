@@ -164,6 +164,8 @@ public final class Engine: @unchecked Sendable {
         offload?.records = self
         offload?.releaseSlot = { [unowned self] slot in self.release(slot) }
         // `self` is whole: a throw runs `deinit`, which closes the tier and frees the rest.
+        // After the staging buffers, so that a refusal names what did not fit.
+        try reserveOpenRecords(for: config.eviction)
         if config.offloadWriteback { try offload?.startWriteback(mutex: mutex) }
         // Last: only a create that succeeds uses up the once-per-process line.
         if paged != nil { PageFit.logAdvice(config) }
