@@ -91,7 +91,8 @@ public final class Engine: @unchecked Sendable {
     private var sequencesCreated: UInt64 = 0
 
     /// Creates an engine; throws `invalidArgument` for a bad config, `outOfMemory` when the
-    /// address space or mapping limit cannot fit it. Allocates all metadata up front.
+    /// address space or mapping limit cannot fit it. Allocates all metadata up front; maps
+    /// episodic offload's open-record buffers only for an episodic policy (`reserveOpenRecords`).
     /// Events: the first is one `allCleared` of the memory tier (its index starts empty, and a
     /// router that missed the restart of the instance must forget what the previous engine
     /// announced); with a disk tier, the tier's own reset and found blocks follow
