@@ -829,7 +829,9 @@ void kvc_config_init(kvc_config *cfg);
  * Reserves the virtual address space of the layout up front (MAP_NORESERVE: no physical
  * memory until sequences need it); cost grows with max_seqs * num_layers (contiguous).
  * Metadata (block tables, prefix index, event queue of 65536 entries) is allocated here,
- * once; successful calls do not allocate afterwards (a failing call formats its message).
+ * once; successful calls do not allocate afterwards (a failing call formats its message),
+ * but for eviction state (TOKEN EVICTION) and episodic offload's open-record buffers, mapped
+ * here only with eviction_policy KVC_EVICTION_EPISODIC (see kvc_seq_set_eviction).
  * Events: the engine's first event is one KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY (every
  * layout, metadata_only too): its memory index starts empty, and a router still holding what
  * an earlier engine of this instance announced (a restart it did not notice: events carry no
@@ -853,9 +855,10 @@ void kvc_config_init(kvc_config *cfg);
  * block (memory_bytes / block bytes) for its state and the prefix index, 70 more with a disk
  * tier, and 100 per disk-tier slot — refused under RLIMIT_AS, a cgroup limit or with
  * overcommit off; or a thread
- * cannot be started, see KVC_ERR_OUT_OF_MEMORY; or memory_bytes passes the 2^63 - 1 bytes
- * a memory file holds). Everything the create made is released: a disk tier's directory may
- * be used again at once.
+ * cannot be started, see KVC_ERR_OUT_OF_MEMORY; or the disk tier's staging buffers or
+ * episodic offload's open-record buffers cannot be mapped, the message naming which; or
+ * memory_bytes passes the 2^63 - 1 bytes a memory file holds). Everything the create made
+ * is released: a disk tier's directory may be used again at once.
  * On failure *out is set to NULL (when out is not NULL).
  */
 kvc_status kvc_engine_create(const kvc_config *cfg, kvc_engine **out);
@@ -1329,8 +1332,11 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * the sequence's open record, a buffer of one slot payload that later compactions fill
  * and that is written when full. At most min(max_seqs,
  * offload_queue_depth) records are open engine-wide (their buffers: outside memory_bytes,
- * at most that many slot payloads, reserved at create and bound to numa_node, their pages
- * faulted in on first use); when none is free, the least
+ * at most that many slot payloads in one private mapping, which RLIMIT_AS and overcommit
+ * mode 2 count: made by kvc_engine_create when eviction_policy is KVC_EVICTION_EPISODIC,
+ * else by the first kvc_seq_set_eviction that makes a sequence episodic, never by an
+ * engine without an episodic sequence; bound to numa_node, their pages faulted in on first
+ * use); when none is free, the least
  * recently filled one is written partly filled. kvc_seq_focus restores open-record tokens
  * from memory, kvc_seq_fork copies the parent's open record into the child's, kvc_seq_free
  * discards it. A token whose slot cannot be written (disk full, tier full, or a write error
@@ -1432,7 +1438,10 @@ kvc_status kvc_seq_focus(kvc_engine *e, uint64_t seq, const float *query_embeddi
  * sequence already has changes nothing and returns KVC_OK, also after a compaction.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, unknown policy, per_head > 1, a different
  * policy or granularity once compacted), KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (the new
- * eviction state cannot be allocated, see TOKEN EVICTION; the old one stays).
+ * eviction state cannot be allocated, see TOKEN EVICTION, or episodic offload's open-record
+ * buffers cannot be mapped, the message naming them; the old state stays). With a disk
+ * tier, the first call that makes a sequence KVC_EVICTION_EPISODIC on an engine of another
+ * eviction_policy maps those buffers (see kvc_seq_compact); later calls map nothing.
  */
 kvc_status kvc_seq_set_eviction(kvc_engine *e, uint64_t seq, uint32_t policy, uint32_t per_head);
 
@@ -1580,8 +1589,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
- *     payloads (see kvc_seq_compact); the queue of reads waiting for a staging buffer
- *     (see Reload), 64 bytes per block the memory budget holds, allocated at create; and,
+ *     payloads, only once a sequence can be episodic (see kvc_seq_compact); the queue of
+ *     reads waiting for a staging buffer (see Reload), 64 bytes per block the memory budget
+ *     holds, allocated at create; and,
  *     with or without a tier, each evicting sequence's eviction state (see TOKEN EVICTION).
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,

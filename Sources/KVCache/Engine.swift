@@ -91,7 +91,8 @@ public final class Engine: @unchecked Sendable {
     private var sequencesCreated: UInt64 = 0
 
     /// Creates an engine; throws `invalidArgument` for a bad config, `outOfMemory` when the
-    /// address space or mapping limit cannot fit it. Allocates all metadata up front.
+    /// address space or mapping limit cannot fit it. Allocates all metadata up front; maps
+    /// episodic offload's open-record buffers only for an episodic policy (`reserveOpenRecords`).
     /// Events: the first is one `allCleared` of the memory tier (its index starts empty, and a
     /// router that missed the restart of the instance must forget what the previous engine
     /// announced); with a disk tier, the tier's own reset and found blocks follow
@@ -164,6 +165,8 @@ public final class Engine: @unchecked Sendable {
         offload?.records = self
         offload?.releaseSlot = { [unowned self] slot in self.release(slot) }
         // `self` is whole: a throw runs `deinit`, which closes the tier and frees the rest.
+        // After the staging buffers, so that a refusal names what did not fit.
+        try reserveOpenRecords(for: config.eviction)
         if config.offloadWriteback { try offload?.startWriteback(mutex: mutex) }
         // Last: only a create that succeeds uses up the once-per-process line.
         if paged != nil { PageFit.logAdvice(config) }

@@ -56,8 +56,11 @@ extension Engine {
     /// Overrides the engine's eviction configuration for `seq`. Allowed until its first
     /// compaction (observations so far are dropped; the layer sensitivity and segments the
     /// server gave are kept); afterwards only an equal configuration.
+    /// The first configuration that offloads evictions (episodic, with a disk tier) maps the
+    /// engine's open-record buffers (`reserveOpenRecords`).
     /// Throws `notFound`, `invalidArgument` (a bad field, or a change after compaction),
-    /// `outOfMemory` (the new state cannot be allocated; the old one stays).
+    /// `outOfMemory` (the new state or the open-record buffers cannot be allocated; the old
+    /// state stays).
     public func setEviction(_ seq: UInt64, _ eviction: EvictionConfig) throws(KVError) {
         try eviction.validate()
         try locked { () throws(KVError) in
@@ -67,6 +70,7 @@ extension Engine {
                 throw .invalid("sequence \(seq) was already compacted; its eviction configuration cannot change")
             }
             let state = try newEvictionState(s, eviction)
+            try reserveOpenRecords(for: eviction)
             if let old = evictionStates[s] { state.takeServerInput(from: old) }
             evictionStates[s] = state
         }

@@ -55,8 +55,23 @@
 extension Engine: RecordMemory {
     /// Whether compactions of `state` offload evicted tokens to the disk tier: its policy
     /// keeps scores per episode (`ScoreTracking.episodes`), which a focus restores by.
-    func offloadsEvictions(_ state: AttentionScores) -> Bool {
-        offload != nil && (paged != nil || contiguous != nil) && state.tracking.contains(.episodes)
+    func offloadsEvictions(_ state: AttentionScores) -> Bool { offloadsEvictions(state.tracking) }
+
+    /// Whether compactions of a state tracking `tracking` offload evicted tokens: on an engine
+    /// with memory and a disk tier, when it tracks episodes.
+    private func offloadsEvictions(_ tracking: ScoreTracking) -> Bool {
+        offload != nil && (paged != nil || contiguous != nil) && tracking.contains(.episodes)
+    }
+
+    /// Maps the open-record buffers (`OpenRecords.reserve`) when sequences configured by
+    /// `eviction` offload evictions and they are not mapped yet: at create for the engine's
+    /// configuration, at `setEviction` for a sequence's, before its state takes it. So every
+    /// state that offloads evictions finds them mapped (a fork's copies its parent's
+    /// configuration), and an engine none of whose sequences can (no episodic policy) maps
+    /// none. Throws `outOfMemory` naming them; nothing changed then. O(1) once mapped.
+    func reserveOpenRecords(for eviction: EvictionConfig) throws(KVError) {
+        guard let offload, offloadsEvictions(eviction.tracking) else { return }
+        try offload.openRecords.reserve()
     }
 
     /// The offloaded-token table of sequence slot `s`, created on first use for `state`'s rows

@@ -64,7 +64,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// offloading compaction.
     var offloadedTokens: [OffloadedTokens?]
     /// The buffers of sequences' open records (episodic offload), at most
-    /// `min(maxSeqs, offloadQueueDepth)`, outside the KV budget like the staging buffers.
+    /// `min(maxSeqs, offloadQueueDepth)`, outside the KV budget like the staging buffers;
+    /// mapped only once a sequence can use them (`Engine.reserveOpenRecords`).
     let openRecords: OpenRecords
     /// Where offloaded-token records' reads go (the engine); set right after creation.
     unowned(unsafe) var records: RecordMemory!
@@ -136,7 +137,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         recordWinners = try a.allocate(count: recordTokens, perRecord)
         failureReasons = Array(repeating: "", count: config.maxSeqs)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
-        openRecords = try OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
+        openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
                                       maxSeqs: config.maxSeqs, numaNode: config.numaNode)
         progress = monotonicCondition()
         a.keep()
