@@ -22,7 +22,7 @@ private let descriptorLimit: Int32 = 64
 /// creates must fail: one per descriptor `config` needs at once. `directory` gives each
 /// attempt its offload_dir (nil: none), `peers` its peer_offload_dirs; those directories and
 /// `removing` are removed at the end. Prints what went wrong to stderr, each line starting with
-/// "descriptor check: " (`expectNothingReported` reads them), and exits 0.
+/// "descriptor check: " (`ExitReport.expectNothingReported` reads them), and exits 0.
 ///
 /// The thread runs on a descriptor table of its own (`unshare(CLONE_FILES)`), which the other
 /// threads of this process do not share. They open and close descriptors of their own at any
@@ -121,13 +121,6 @@ private func descriptorTable() -> [String] {
     return entries
 }
 
-/// Expects the child (`exitAfterRunningOutOfDescriptors`) to have reported nothing.
-private func expectNothingReported(_ result: ExitTest.Result?) {
-    guard let result else { return }  // the exit test's own expectation failed
-    let report = ExitReport.problems(reportPrefix, in: result.standardErrorContent)
-    #expect(report.isEmpty, Comment(rawValue: report))
-}
-
 @Suite struct DescriptorLimitABITests {
     /// The paged layout needs one descriptor, its memory file (memfd_create fails with
     /// EMFILE): KVC_ERR_OUT_OF_MEMORY naming it, which was KVC_ERR_INTERNAL ("a bug in the
@@ -136,14 +129,14 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             exitAfterRunningOutOfDescriptors(CConfig.small(KVC_LAYOUT_PAGED), failing: 1)
         }
-        expectNothingReported(result)
+        ExitReport.expectNothingReported(reportPrefix, result)
     }
 
     @Test func theContiguousLayoutOutOfDescriptorsIsOutOfMemory() async {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             exitAfterRunningOutOfDescriptors(CConfig.small(KVC_LAYOUT_CONTIGUOUS), failing: 1)
         }
-        expectNothingReported(result)
+        ExitReport.expectNothingReported(reportPrefix, result)
     }
 
     /// A disk tier in a new directory takes the slab's lock, its I/O descriptor and the
@@ -158,7 +151,7 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
             c.offloadWriteback = 1
             exitAfterRunningOutOfDescriptors(c, failing: 5, directory: { ScratchDir("abi-fd").path })
         }
-        expectNothingReported(result)
+        ExitReport.expectNothingReported(reportPrefix, result)
     }
 
     /// The same directory for every attempt: the first attempts leave a slab (and journal)
@@ -170,7 +163,7 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
             let dir = ScratchDir("abi-fd").path
             exitAfterRunningOutOfDescriptors(c, failing: 5, directory: { dir })
         }
-        expectNothingReported(result)
+        ExitReport.expectNothingReported(reportPrefix, result)
     }
 
     /// A peer's identity, slab and journal are opened before the own tier's files.
@@ -187,7 +180,7 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
             kvc_engine_destroy(engine)
             exitAfterRunningOutOfDescriptors(c, failing: 7, directory: { ScratchDir("abi-fd").path }, peers: peer, removing: [peer])
         }
-        expectNothingReported(result)
+        ExitReport.expectNothingReported(reportPrefix, result)
     }
 
     /// kvc_engine_sync duplicates the slab's and journal's descriptors to fdatasync them
@@ -198,11 +191,11 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
         let paged = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             exitAfterSyncingWithNoDescriptorLeft(KVC_LAYOUT_PAGED)
         }
-        expectNothingReported(paged)
+        ExitReport.expectNothingReported(reportPrefix, paged)
         let contiguous = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             exitAfterSyncingWithNoDescriptorLeft(KVC_LAYOUT_CONTIGUOUS)
         }
-        expectNothingReported(contiguous)
+        ExitReport.expectNothingReported(reportPrefix, contiguous)
     }
 }
 

@@ -12,13 +12,13 @@ import TestSupport
     static let prefix = "eviction state ABI: "
 
     @Test func pagedStateAllocationFailuresAreOutOfMemory() async {
-        Self.expectNothingReported(await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+        ExitReport.expectNothingReported(Self.prefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             Self.run(KVC_LAYOUT_PAGED)
         })
     }
 
     @Test func contiguousStateAllocationFailuresAreOutOfMemory() async {
-        Self.expectNothingReported(await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+        ExitReport.expectNothingReported(Self.prefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             Self.run(KVC_LAYOUT_CONTIGUOUS)
         })
     }
@@ -76,12 +76,6 @@ import TestSupport
         }
         kvc_engine_destroy(e)
         Self.report(problems)
-    }
-
-    static func expectNothingReported(_ result: ExitTest.Result?) {
-        guard let result else { return }
-        let report = ExitReport.problems(Self.prefix, in: result.standardErrorContent)
-        #expect(report.isEmpty, Comment(rawValue: report))
     }
 
     static func report(_ problems: [String]) -> Never { ExitReport.exit(prefix, problems) }

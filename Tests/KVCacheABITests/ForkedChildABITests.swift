@@ -12,12 +12,6 @@ private let reportPrefix = "forked child check: "
 
 private func exitReporting(_ problems: [String]) -> Never { ExitReport.exit(reportPrefix, problems) }
 
-private func expectNothingReported(_ result: ExitTest.Result?) {
-    guard let result else { return }  // the exit test's own expectation failed
-    let report = ExitReport.problems(reportPrefix, in: result.standardErrorContent)
-    #expect(report.isEmpty, Comment(rawValue: report))
-}
-
 /// A child forked without exec that calls kvc_engine_destroy on an engine it inherited (a
 /// Python worker's `__del__` or atexit) must not harm the parent, which keeps the engine. Each
 /// case runs in an exit test's process (a SIGBUS there would end the test runner).
@@ -30,16 +24,16 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
     /// tier the child crashed draining the parent's io_uring ring.
     @Test func aChildsDestroyLeavesTheParentsEngineWhole() async {
         // An exit test's body captures nothing: one per case.
-        expectNothingReported(await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+        ExitReport.expectNothingReported(reportPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             exitAfterAChildDestroys(KVC_LAYOUT_PAGED, tier: false)
         })
-        expectNothingReported(await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+        ExitReport.expectNothingReported(reportPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             exitAfterAChildDestroys(KVC_LAYOUT_CONTIGUOUS, tier: false)
         })
-        expectNothingReported(await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+        ExitReport.expectNothingReported(reportPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             exitAfterAChildDestroys(KVC_LAYOUT_PAGED, tier: true)
         })
-        expectNothingReported(await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+        ExitReport.expectNothingReported(reportPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             exitAfterAChildDestroys(KVC_LAYOUT_CONTIGUOUS, tier: true)
         })
     }
@@ -79,7 +73,7 @@ private func expectNothingReported(_ result: ExitTest.Result?) {
             kvc_engine_destroy(engine)
             exitReporting(problems)
         }
-        expectNothingReported(result)
+        ExitReport.expectNothingReported(reportPrefix, result)
     }
 }
 

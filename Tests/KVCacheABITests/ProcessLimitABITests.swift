@@ -16,12 +16,6 @@ private let reportPrefix = "limit check: "
 
 private func exitReporting(_ problems: [String]) -> Never { ExitReport.exit(reportPrefix, problems) }
 
-private func expectNothingReported(_ result: ExitTest.Result?) {
-    guard let result else { return }
-    let report = ExitReport.problems(reportPrefix, in: result.standardErrorContent)
-    #expect(report.isEmpty, Comment(rawValue: report))
-}
-
 /// Expects `create` to return KVC_ERR_OUT_OF_MEMORY, leave its engine NULL and set a message
 /// holding every one of `naming`; appends what differs to `problems`.
 private func expectOutOfMemory(_ what: String, naming: [String], problems: inout [String],
@@ -109,7 +103,7 @@ private func setDefaultThreadStack(_ bytes: Int) -> Int32 {
             setrlimit(__rlimit_resource_t(RLIMIT_AS.rawValue), &old)
             exitReporting(problems)
         }
-        expectNothingReported(result)
+        ExitReport.expectNothingReported(reportPrefix, result)
     }
 
     /// Threads whose stacks cannot be mapped (a default stack of 2^50 bytes, as
@@ -144,6 +138,6 @@ private func setDefaultThreadStack(_ bytes: Int) -> Int32 {
             if !uring { problems.append("io_uring is unavailable: the write-back thread's own failure was not reached (the thread pool's was)") }
             exitReporting(problems)
         }
-        expectNothingReported(result)
+        ExitReport.expectNothingReported(reportPrefix, result)
     }
 }

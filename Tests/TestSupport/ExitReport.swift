@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Testing
 
 /// The problem report of an exit test's child: it writes each problem it found to stderr as a
 /// line starting with its suite's prefix and exits 0 (an abort or a trap fails the exit test
@@ -19,5 +20,14 @@ public enum ExitReport {
     /// reported nothing.
     public static func problems(_ prefix: String, in stderr: [UInt8]) -> String {
         String(decoding: stderr, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix(prefix) }.joined(separator: "\n")
+    }
+
+    /// Expects the exit test's child to have reported no `prefix` line. A nil `result` (the exit
+    /// test's own expectation failed, already recorded) expects nothing more.
+    public static func expectNothingReported(_ prefix: String, _ result: ExitTest.Result?,
+                                             sourceLocation: SourceLocation = #_sourceLocation) {
+        guard let result else { return }
+        let report = problems(prefix, in: result.standardErrorContent)
+        #expect(report.isEmpty, Comment(rawValue: report), sourceLocation: sourceLocation)
     }
 }

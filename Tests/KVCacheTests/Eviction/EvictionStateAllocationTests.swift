@@ -35,12 +35,6 @@ struct EvictionStateAllocationTests {
 
     static func report(_ problems: [String]) -> Never { ExitReport.exit(prefix, problems) }
 
-    static func expectNothingReported(_ result: ExitTest.Result?) {
-        guard let result else { return }
-        let report = ExitReport.problems(prefix, in: result.standardErrorContent)
-        #expect(report.isEmpty, Comment(rawValue: report))
-    }
-
     /// Sequence `seq` of `n` tokens whose K/V bytes, every layer, hold `seq`'s pattern.
     static func filled(_ e: Engine, _ seq: UInt64, tokens n: Int) {
         _ = try! e.createSequence(seq, tokens: [Int32](repeating: Int32(seq), count: n))
@@ -91,7 +85,7 @@ struct EvictionStateAllocationTests {
             if after != "ok" || (try? e.layerLength(1, layer: 0)) != 50 { problems.append("observe and compact afterwards: \(after)") }
             Self.report(problems)
         }
-        Self.expectNothingReported(result)
+        ExitReport.expectNothingReported(Self.prefix, result)
     }
 
     @Test func anAppendOrForkThatCannotAllocateTheStateIsRefusedWhole() async {
@@ -127,7 +121,7 @@ struct EvictionStateAllocationTests {
             }
             Self.report(problems)
         }
-        Self.expectNothingReported(result)
+        ExitReport.expectNothingReported(Self.prefix, result)
     }
 
     /// A focus that re-clusters (a segment added since the last focus, an episode observed)
@@ -160,7 +154,7 @@ struct EvictionStateAllocationTests {
             if after != "ok" || state.segmentEpisodes.contains(-1) { problems.append("the focus afterwards: \(after), \(state.segmentEpisodes)") }
             Self.report(problems)
         }
-        Self.expectNothingReported(result)
+        ExitReport.expectNothingReported(Self.prefix, result)
     }
 
     /// The public initializer's precondition comes before the capacity search: a length past

@@ -64,12 +64,6 @@ import Testing
 
     static func report(_ problems: [String]) -> Never { ExitReport.exit(reportPrefix, problems) }
 
-    static func expectNothingReported(_ result: ExitTest.Result?) {
-        guard let result else { return }
-        let report = ExitReport.problems(reportPrefix, in: result.standardErrorContent)
-        #expect(report.isEmpty, Comment(rawValue: report))
-    }
-
     /// Without eviction, an engine with a disk tier maps no open-record buffers: its create
     /// grows VmSize by less than its memory, staging and open-record buffers, and succeeds
     /// under an RLIMIT_AS that leaves room for the first two only. A sequence made episodic
@@ -117,7 +111,7 @@ import Testing
             if s.tokensInOpenRecords != UInt64(c.numLayers) { problems.append("tokens in open records: \(s.tokensInOpenRecords), expected one per layer") }
             Self.report(problems)
         }
-        Self.expectNothingReported(result)
+        ExitReport.expectNothingReported(Self.reportPrefix, result)
     }
 
     /// An engine whose policy is episodic maps them at create: under the limit that leaves
@@ -140,6 +134,6 @@ import Testing
             if after != "ok" { problems.append("the same create without the limit: \(after)") }
             Self.report(problems)
         }
-        Self.expectNothingReported(result)
+        ExitReport.expectNothingReported(Self.reportPrefix, result)
     }
 }
