@@ -74,11 +74,18 @@
  *   memory is shared, not copied: a child that writes through an inherited K/V pointer
  *   writes the parent's cache. The parent's kvc_engine_destroy releases that memory at once
  *   even while such a child lives (the K/V file is cut to 0 bytes): a child that touches an
- *   inherited K/V pointer after that gets SIGBUS. The disk tier's descriptors (its journal
- *   included) are closed in the child at the fork and its I/O buffers are not mapped there
- *   (MADV_DONTFORK), so a child holds none of its files and a fork copies none of its
- *   buffers. As with any library that runs threads, a child of a multi-threaded parent
- *   should exec (or use posix_spawn) before creating engines of its own.
+ *   inherited K/V pointer after that gets SIGBUS. Besides the K/V memory file's (closed by the
+ *   child's kvc_engine_destroy, exit or exec), the descriptors an engine holds are closed in
+ *   the child at the fork: the disk tier's (its slab, journal and lock, a journal
+ *   compaction's kvcache.journal.new, a kvc_engine_sync's copy of the journal, the identity
+ *   file while read or written, each peer's slab and journal) and the io_uring ring and its
+ *   eventfd; a fork() waits for an engine's open in another thread to register its
+ *   descriptor, so none escapes in between. (A file of /proc or /sys that kvc_engine_create
+ *   reads for an instant may stay open in a child forked then, until it exits or execs.)
+ *   Its I/O buffers and ring are not mapped there (MADV_DONTFORK). So a child holds none of
+ *   the tier's files or locks and a fork copies none of its buffers. As with any library that
+ *   runs threads, a child of a multi-threaded parent should exec (or use posix_spawn) before
+ *   creating engines of its own.
  *
  * LOADING
  *   libkvcache.so is linked with -z nodelete: a plugin host's dlclose leaves it loaded (its
