@@ -48,6 +48,29 @@ static int logged_sparse;
 
 /* How long kvm_slab_open waits for the I/O of an engine that ended (lock_io). */
 #define IO_WAIT_SECONDS 60
+/* How long it tries the directory's lock again (lock_dir). */
+#define LOCK_WAIT_MS 1000
+
+/* Takes the directory's lock, flock on s->lock_fd, tried again every 1 to 16 ms for up to
+ * LOCK_WAIT_MS while another description holds it: 0, or -errno of the last try
+ * (EWOULDBLOCK: held all along). A flock belongs to its open file description, and a process
+ * that another thread is starting (posix_spawn, vfork, fork then exec) holds a copy of every
+ * descriptor of its parent until its exec, the fork-close table notwithstanding; so the lock
+ * of an engine destroyed a moment ago can stay held for a few milliseconds after its close
+ * (a plain C loop closing and reopening a locked file beside a thread that posix_spawns
+ * /bin/true: 39% of the reopens refused). Refusing then told a host that destroyed an engine
+ * and created one on its directory again "in use by another engine". Costs a directory really
+ * in use LOCK_WAIT_MS before its refusal. */
+static int lock_dir(kvm_slab *s) {
+    for (long waited_us = 0, step_us = 1000;; waited_us += step_us) {
+        if (flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0) return 0;
+        int err = errno;
+        if (err != EWOULDBLOCK && err != EINTR) return -err;
+        if (waited_us >= LOCK_WAIT_MS * 1000L) return -EWOULDBLOCK;
+        usleep((useconds_t)step_us);
+        if (step_us < 16000) step_us *= 2;
+    }
+}
 
 /* Takes the lock of the slab's I/O descriptor, s->fd: an open-file-description lock (fcntl
  * F_OFD_SETLK, whole file, write), which goes only with the last reference to that
@@ -164,8 +187,9 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        int err = errno;
+    int locked = lock_dir(s);
+    if (locked != 0) {
+        int err = -locked;
         close_lock(s);
         free(s);
         if (err == EWOULDBLOCK)

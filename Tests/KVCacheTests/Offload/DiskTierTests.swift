@@ -468,6 +468,33 @@ struct DiskTierTests {
         Self.expectNothingReported(result)
     }
 
+    /// A process that another thread is starting (posix_spawn, vfork, fork then exec) holds
+    /// copies of every descriptor of its parent until its exec, the directory lock's open file
+    /// description included, so an engine's lock can stay held for moments after its destroy.
+    /// Here copies of the slab's descriptors, closed by another thread 100 ms after the
+    /// destroy, stand for such a process: the next engine on the directory opens and finds the
+    /// blocks. Before, it was refused at once, "in use by another engine" (the flake of
+    /// `TierIdentityTests.aRefusedEngineOfASmallerTierLeavesTheOwnersSlabWhole` beside the
+    /// exit tests' processes).
+    @Test func aLockHeldForMomentsAfterTheDestroyDoesNotRefuseTheNextEngine() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        _ = try spillPrompt(.paged, dir: dir)
+        var first: Engine? = try Engine(offloadConfig(.paged, dir: dir.path))
+        let copies = descriptors(naming: dir.path + "/kvcache.slab").map { fcntl($0, F_DUPFD_CLOEXEC, 0) }
+        let closed = DispatchGroup()
+        defer { closed.wait() }
+        try #require(copies.count == 2 && copies.allSatisfy { $0 >= 0 }, "the lock's and the I/O descriptor")
+        withExtendedLifetime(first) {}
+        first = nil
+        DispatchQueue.global().async(group: closed) {
+            usleep(100_000)
+            for fd in copies { close(fd) }
+        }
+        let again = try Engine(offloadConfig(.paged, dir: dir.path))
+        #expect(again.stats().disk.recoveredSlots == 20)
+    }
+
     /// A child forked without exec holds none of the journal's descriptors (closed by the
     /// pthread_atfork handler, as the slab's are): neither the one a fresh tier opens nor the
     /// one that replaces it when the open's compaction renames a new journal over it (an
