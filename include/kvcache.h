@@ -74,11 +74,19 @@
  *   memory is shared, not copied: a child that writes through an inherited K/V pointer
  *   writes the parent's cache. The parent's kvc_engine_destroy releases that memory at once
  *   even while such a child lives (the K/V file is cut to 0 bytes): a child that touches an
- *   inherited K/V pointer after that gets SIGBUS. The disk tier's descriptors (its journal
- *   included) are closed in the child at the fork and its I/O buffers are not mapped there
- *   (MADV_DONTFORK), so a child holds none of its files and a fork copies none of its
- *   buffers. As with any library that runs threads, a child of a multi-threaded parent
- *   should exec (or use posix_spawn) before creating engines of its own.
+ *   inherited K/V pointer after that gets SIGBUS. Besides the K/V memory file's (closed by the
+ *   child's kvc_engine_destroy, exit or exec), the descriptors an engine holds are closed in
+ *   the child at the fork: the disk tier's (its slab, journal and lock, a journal
+ *   compaction's kvcache.journal.new, a kvc_engine_sync's copy of the journal, the identity
+ *   file while read or written, each peer's slab and journal) and the io_uring ring and its
+ *   eventfd; a fork() waits for an engine's open in another thread to register its
+ *   descriptor, so none escapes in between. (A file of /proc or /sys that an engine reads
+ *   for an instant, a setting or its mapping count, may stay open in a child forked then,
+ *   until it exits or execs.)
+ *   Its I/O buffers and ring are not mapped there (MADV_DONTFORK). So a child holds none of
+ *   the tier's files or locks and a fork copies none of its buffers. As with any library that
+ *   runs threads, a child of a multi-threaded parent should exec (or use posix_spawn) before
+ *   creating engines of its own.
  *
  * LOADING
  *   libkvcache.so is linked with -z nodelete: a plugin host's dlclose leaves it loaded (its
@@ -1505,7 +1513,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     its copy of the lock's descriptor at the fork, so it does not hold the directory
  *     after the engine's destroy, nor after the parent's death), so a second engine on the
  *     same directory cannot overwrite the first one's slots: its create fails with
- *     KVC_ERR_IO ("... is in use by another engine ...") and the first keeps serving. A
+ *     KVC_ERR_IO ("... is in use by another engine ...") and the first keeps serving. It
+ *     tries the lock for up to a second before that: a process another thread is starting
+ *     (posix_spawn, vfork, fork then exec) holds its parent's descriptors, this lock's
+ *     included, until its exec, so an engine destroyed a moment ago may still hold it. A
  *     process killed with writes still queued (a slow device) releases that lock at once,
  *     before its writes end: kvc_engine_create then waits for them (up to 60 s, a line on
  *     stderr when over a second; after that KVC_ERR_IO, "... has not after 60 s"), so none

@@ -1,6 +1,7 @@
 /* Descriptors a fork's child closes (kvm_fork_close.h). */
 #include "kvm_fork_close.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -17,7 +18,17 @@ static pthread_once_t installed = PTHREAD_ONCE_INIT;
 
 unsigned kvm_fork_generation_value;
 
+/* Held shared from a descriptor's creation to its registration (kvm_fork_close_hold), and
+ * exclusively by fork()'s prepare handler, so no fork copies a descriptor in between. */
+static pthread_rwlock_t creating = PTHREAD_RWLOCK_INITIALIZER;
+
+static void before_fork(void) { pthread_rwlock_wrlock(&creating); }
+static void after_fork_in_parent(void) { pthread_rwlock_unlock(&creating); }
+
 static void close_in_child(void) {
+    /* Made anew, not unlocked: the child's one thread has another thread id than the one that
+     * took it in the parent, which glibc's unlock would not recognise as the writer. */
+    creating = (pthread_rwlock_t)PTHREAD_RWLOCK_INITIALIZER;
     __atomic_add_fetch(&kvm_fork_generation_value, 1, __ATOMIC_RELAXED);
     for (segment *s = &first; s; s = atomic_load_explicit(&s->next, memory_order_acquire))
         for (int i = 0; i < KVM_FORK_CLOSE_SEGMENT; i++) {
@@ -27,7 +38,27 @@ static void close_in_child(void) {
 }
 
 /* pthread_atfork fails only without memory: then children keep the descriptors, as before. */
-static void install(void) { (void)pthread_atfork(NULL, NULL, close_in_child); }
+static void install(void) { (void)pthread_atfork(before_fork, after_fork_in_parent, close_in_child); }
+
+void kvm_fork_close_hold(void) {
+    pthread_once(&installed, install);
+    pthread_rwlock_rdlock(&creating);
+}
+
+void kvm_fork_close_release(void) { pthread_rwlock_unlock(&creating); }
+
+int kvm_fork_close_open(const char *path, int flags, mode_t mode, int *entry) {
+    kvm_fork_close_hold();
+    int fd = open(path, flags | O_CLOEXEC, mode);
+    *entry = fd >= 0 ? kvm_fork_close_add(fd) : -1;
+    kvm_fork_close_release();
+    return fd;
+}
+
+void kvm_fork_close_close(int fd, int entry) {
+    kvm_fork_close_remove(entry);
+    close(fd);
+}
 
 unsigned kvm_fork_watch(void) {
     pthread_once(&installed, install);

@@ -28,6 +28,7 @@ struct kvm_io {
     uint32_t n_files;
     int *files;
     int wake_fd;                  /* eventfd: kvm_io_wake ends a kvm_io_wait (io_uring backend) */
+    int wake_entry;               /* wake_fd's entry among those a fork's child closes, or -1 */
     atomic_int unsent;            /* 1 while the ring holds entries a failed io_uring_enter left (set
                                    * and cleared by send_pending under the caller's lock; read by
                                    * kvm_io_wait, which may run without it) */
@@ -49,11 +50,21 @@ static int start_uring(kvm_io *io, const kvm_io_config *cfg) {
      * completes with the error) does not stop it taking the ones after it. Older kernels refuse
      * the flag with -EINVAL; without it the rest stay in the ring, and send_pending hands them
      * over with its next io_uring_enter. */
+    kvm_fork_close_hold(); /* no fork copies the ring before it is registered and not mapped in children */
     int rc = io_uring_queue_init(entries, &io->ring, IORING_SETUP_SUBMIT_ALL);
     if (rc == -EINVAL) rc = io_uring_queue_init(entries, &io->ring, 0);
+    if (rc == 0) {
+        /* A forked child gets neither the ring's mappings (which refer to its file as its
+         * descriptor does) nor, once the child handler ran, its descriptor. Best effort: a
+         * failed madvise only leaves the ring to such a child as before. */
+        (void)io_uring_ring_dontfork(&io->ring);
+        io->ring_entry = kvm_fork_close_add(io->ring.ring_fd);
+    }
+    kvm_fork_close_release();
     if (rc < 0) return rc;
     rc = io_uring_register_files(&io->ring, cfg->files, cfg->n_files);
     if (rc < 0) {
+        kvm_fork_close_remove(io->ring_entry);
         io_uring_queue_exit(&io->ring);
         return rc;
     }
@@ -82,7 +93,7 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out) {
     }
     memcpy(files, cfg->files, cfg->n_files * sizeof *files);
     io->files = files;
-    io->wake_fd = -1;
+    io->wake_fd = io->wake_entry = io->ring_entry = -1;
     io->n_files = cfg->n_files;
     io->depth = cfg->depth;
     io->fault_after = cfg->fault_after;
@@ -90,20 +101,19 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out) {
     io->failing_submits = cfg->failing_submits;
     int rc = cfg->force_threads ? -EPERM : start_uring(io, cfg);
     if (rc == 0) {
+        kvm_fork_close_hold();
         io->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (io->wake_fd < 0) {
-            rc = -errno;
+        rc = io->wake_fd < 0 ? -errno : 0;
+        if (rc == 0) io->wake_entry = kvm_fork_close_add(io->wake_fd);
+        kvm_fork_close_release();
+        if (rc < 0) {
+            kvm_fork_close_remove(io->ring_entry);
             io_uring_queue_exit(&io->ring);
             free(files);
             free(io);
             return kvm_fail(-rc, "kvm_io_create: eventfd failed: %s", strerror(-rc));
         }
         io->backend = KVM_IO_URING;
-        /* A forked child gets neither the ring's mappings (which refer to its file as its
-         * descriptor does) nor, once the child handler ran, its descriptor. Best effort: a
-         * failed madvise only leaves the ring to such a child as before. */
-        (void)io_uring_ring_dontfork(&io->ring);
-        io->ring_entry = kvm_fork_close_add(io->ring.ring_fd);
     } else {
         if (cfg->force_threads)
             snprintf(io->fallback, sizeof io->fallback, "io_uring disabled by configuration: using a pread/pwrite thread pool");
@@ -132,7 +142,7 @@ void kvm_io_destroy(kvm_io *io) {
     if (io->backend == KVM_IO_URING) {
         kvm_fork_close_remove(io->ring_entry);
         io_uring_queue_exit(&io->ring);
-        close(io->wake_fd);
+        kvm_fork_close_close(io->wake_fd, io->wake_entry);
     } else {
         kvm_io_threads_destroy(io->threads);
     }

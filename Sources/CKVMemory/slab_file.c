@@ -30,7 +30,8 @@ struct kvm_slab {
     int lock_fd; /* the slab file again, only to hold the directory's lock (see kvm_slab_open) */
     int lock_entry; /* lock_fd's entry among the descriptors a fork's child closes, or -1 */
     int fd_entry;   /* fd's entry there, or -1 */
-    int journal_entry; /* journal_fd's entry there (the own tier's; a peer's is not registered), or -1 */
+    int journal_entry; /* journal_fd's entry there, or -1 */
+    int rewrite_entry; /* rewrite_fd's entry there, or -1 */
     int direct;
     int read_only; /* a peer's slab (kvm_slab_open_peer): nothing is written, nothing locked */
     uint32_t capacity;
@@ -47,6 +48,29 @@ static int logged_sparse;
 
 /* How long kvm_slab_open waits for the I/O of an engine that ended (lock_io). */
 #define IO_WAIT_SECONDS 60
+/* How long it tries the directory's lock again (lock_dir). */
+#define LOCK_WAIT_MS 1000
+
+/* Takes the directory's lock, flock on s->lock_fd, tried again every 1 to 16 ms for up to
+ * LOCK_WAIT_MS while another description holds it: 0, or -errno of the last try
+ * (EWOULDBLOCK: held all along). A flock belongs to its open file description, and a process
+ * that another thread is starting (posix_spawn, vfork, fork then exec) holds a copy of every
+ * descriptor of its parent until its exec, the fork-close table notwithstanding; so the lock
+ * of an engine destroyed a moment ago can stay held for a few milliseconds after its close
+ * (a plain C loop closing and reopening a locked file beside a thread that posix_spawns
+ * /bin/true: 39% of the reopens refused). Refusing then told a host that destroyed an engine
+ * and created one on its directory again "in use by another engine". Costs a directory really
+ * in use LOCK_WAIT_MS before its refusal. */
+static int lock_dir(kvm_slab *s) {
+    for (long waited_us = 0, step_us = 1000;; waited_us += step_us) {
+        if (flock(s->lock_fd, LOCK_EX | LOCK_NB) == 0) return 0;
+        int err = errno;
+        if (err != EWOULDBLOCK && err != EINTR) return -err;
+        if (waited_us >= LOCK_WAIT_MS * 1000L) return -EWOULDBLOCK;
+        usleep((useconds_t)step_us);
+        if (step_us < 16000) step_us *= 2;
+    }
+}
 
 /* Takes the lock of the slab's I/O descriptor, s->fd: an open-file-description lock (fcntl
  * F_OFD_SETLK, whole file, write), which goes only with the last reference to that
@@ -86,27 +110,27 @@ static int lock_io(kvm_slab *s, const char *dir) {
     return 0;
 }
 
-/* Releases the directory's lock (a peer holds none); close_fd closes the I/O descriptor. Each
- * takes its descriptor out of the fork table first, so that no child closes the number once
- * another open reuses it. */
+/* Every descriptor a slab opens, for its life or for one call, is opened and registered among
+ * those a fork's child closes at once (kvm_fork_close_open), and taken out of that table before
+ * it is closed (kvm_fork_close_close), so that no child closes the number once another open
+ * reuses it: a child then holds none of the tier's files (a journal a compaction replaced, a
+ * peer's slab the owner removed, and their disk space) nor their locks. */
+
+/* Releases the directory's lock (a peer holds none); close_fd closes the I/O descriptor. */
 static void close_lock(kvm_slab *s) {
     if (s->lock_fd < 0) return;
-    kvm_fork_close_remove(s->lock_entry);
-    close(s->lock_fd);
+    kvm_fork_close_close(s->lock_fd, s->lock_entry);
 }
 
 static void close_fd(kvm_slab *s) {
-    kvm_fork_close_remove(s->fd_entry);
-    close(s->fd);
+    if (s->fd < 0) return;
+    kvm_fork_close_close(s->fd, s->fd_entry);
 }
 
-/* The journal's descriptor, likewise (a child would keep a journal a compaction replaced, and
- * its disk space, for as long as it lives). */
 static void close_journal(kvm_slab *s) {
     if (s->journal_fd < 0) return;
-    kvm_fork_close_remove(s->journal_entry);
-    s->journal_entry = -1;
-    close(s->journal_fd);
+    kvm_fork_close_close(s->journal_fd, s->journal_entry);
+    s->journal_fd = s->journal_entry = -1;
 }
 
 /* Room a path needs past its directory for the longest name the tier gives a file there, with
@@ -140,7 +164,7 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
 
     kvm_slab *s = calloc(1, sizeof *s);
     if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
-    s->lock_entry = s->fd_entry = s->journal_entry = -1;
+    s->lock_entry = s->fd_entry = s->journal_entry = s->rewrite_entry = -1;
     s->rewrite_fd = -1;
     s->dir_syncs_before_fault = -1;
     s->slot_bytes = cfg->slot_bytes;
@@ -150,22 +174,22 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/kvcache.slab", dir);
     snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", dir);
-    int flags = O_RDWR | O_CREAT | O_CLOEXEC;
+    int flags = O_RDWR | O_CREAT;
     /* One engine per directory: a second writer would overwrite the first one's slots and
      * rewrite its journal. The lock is taken before anything else is opened, on a descriptor
      * of its own: io_uring keeps a registered file open until its ring's deferred teardown, so
      * a lock on the I/O descriptor would outlive kvm_slab_close (and a killed process) for a
      * while. This one goes with kvm_slab_close or the process's death; a child forked without
      * exec closes its copy at once (kvm_fork_close.h), or the lock would last as long as it. */
-    s->lock_fd = open(path, flags, 0644);
+    s->lock_fd = kvm_fork_close_open(path, flags, 0644, &s->lock_entry);
     if (s->lock_fd < 0) {
         int err = errno;
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
-    s->lock_entry = kvm_fork_close_add(s->lock_fd);
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        int err = errno;
+    int locked = lock_dir(s);
+    if (locked != 0) {
+        int err = -locked;
         close_lock(s);
         free(s);
         if (err == EWOULDBLOCK)
@@ -173,14 +197,14 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
                             cfg->dir);
         return kvm_fail(err, "offload: cannot lock '%s': %s", path, strerror(err));
     }
-    s->fd = cfg->force_buffered ? -1 : open(path, flags | O_DIRECT, 0644);
+    s->fd = cfg->force_buffered ? -1 : kvm_fork_close_open(path, flags | O_DIRECT, 0644, &s->fd_entry);
     if (s->fd >= 0) {
         s->direct = 1;
     } else if (cfg->force_buffered || errno == EINVAL) {
         snprintf(s->fallback, sizeof s->fallback, "%s: O_DIRECT %s; using buffered I/O (data passes through the page cache)", path,
                  cfg->force_buffered ? "disabled by configuration" : "refused by the file system (EINVAL)");
         if (!cfg->force_buffered) kvm_log_once(&logged_buffered, "%s", s->fallback);
-        s->fd = open(path, flags, 0644);
+        s->fd = kvm_fork_close_open(path, flags, 0644, &s->fd_entry);
     }
     if (s->fd < 0) {
         int err = errno;
@@ -188,12 +212,10 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
         free(s);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
-    s->fd_entry = kvm_fork_close_add(s->fd);
     int rc = lock_io(s, cfg->dir);
     if (rc == 0) {
-        s->journal_fd = open(s->journal_path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        s->journal_fd = kvm_fork_close_open(s->journal_path, O_RDWR | O_CREAT | O_APPEND, 0644, &s->journal_entry);
         if (s->journal_fd < 0) rc = kvm_fail(errno, "offload: cannot open '%s': %s", s->journal_path, strerror(errno));
-        else s->journal_entry = kvm_fork_close_add(s->journal_fd);
     }
     if (rc != 0) {
         close_fd(s);
@@ -249,9 +271,7 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     if (!s) return kvm_fail(ENOMEM, "offload: out of memory");
     s->read_only = 1;
     s->lock_fd = -1;
-    s->lock_entry = -1;
-    s->fd_entry = -1;
-    s->journal_entry = -1;
+    s->lock_entry = s->fd_entry = s->journal_entry = s->rewrite_entry = -1;
     s->rewrite_fd = -1;
     s->journal_fd = -1;
     s->slot_bytes = cfg->slot_bytes;
@@ -259,19 +279,19 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     snprintf(path, sizeof path, "%s/kvcache.slab", cfg->dir);
     snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", cfg->dir);
     /* O_RDONLY, never O_CREAT, never flock: the owner keeps writing and holds its lock. */
-    s->fd = cfg->force_buffered ? -1 : open(path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    s->fd = cfg->force_buffered ? -1 : kvm_fork_close_open(path, O_RDONLY | O_DIRECT, 0, &s->fd_entry);
     if (s->fd >= 0) {
         s->direct = 1;
     } else if (cfg->force_buffered || errno == EINVAL) {
         snprintf(s->fallback, sizeof s->fallback, "%s: O_DIRECT %s; using buffered I/O", path,
                  cfg->force_buffered ? "disabled by configuration" : "refused by the file system (EINVAL)");
-        s->fd = open(path, O_RDONLY | O_CLOEXEC);
+        s->fd = kvm_fork_close_open(path, O_RDONLY, 0, &s->fd_entry);
     }
-    if (s->fd >= 0) s->journal_fd = open(s->journal_path, O_RDONLY | O_CLOEXEC);
+    if (s->fd >= 0) s->journal_fd = kvm_fork_close_open(s->journal_path, O_RDONLY, 0, &s->journal_entry);
     if (s->fd < 0 || s->journal_fd < 0) {
         int err = errno;
         const char *file = s->fd < 0 ? "kvcache.slab" : "kvcache.journal";
-        if (s->fd >= 0) close(s->fd);
+        close_fd(s);
         free(s);
         if (err == ENOENT)
             return kvm_fail(ENOENT, "peer offload dir '%s' has no %s: no engine has used it as its offload_dir yet", cfg->dir, file);
@@ -279,8 +299,8 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     }
     if (fstat(s->fd, &st) == 0) {
         if ((uint64_t)st.st_size % s->slot_bytes != 0) {
-            close(s->fd);
-            close(s->journal_fd);
+            close_fd(s);
+            close_journal(s);
             free(s);
             return kvm_fail(EINVAL, "peer offload dir '%s': its slab of %lld bytes is not made of %llu-byte slots: it was written by an engine of another shape (layers, block_tokens, token bytes)",
                             cfg->dir, (long long)st.st_size, (unsigned long long)cfg->slot_bytes);
@@ -323,15 +343,17 @@ int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes) {
     struct stat slab_st;
     if (!names_open_file(slab, s->fd, &slab_st))
         return kvm_fail(ESTALE, "peer slab of '%s' was removed or replaced; its blocks are misses until the directory holds a tier again", s->journal_path);
-    int fd = open(s->journal_path, O_RDONLY | O_CLOEXEC);
+    int entry;
+    int fd = kvm_fork_close_open(s->journal_path, O_RDONLY, 0, &entry);
     if (fd < 0) return kvm_fail(errno, "peer journal '%s': cannot reopen: %s", s->journal_path, strerror(errno));
     if (fstat(fd, &st) != 0) {
         int err = errno;
-        close(fd);
+        kvm_fork_close_close(fd, entry);
         return kvm_fail(err, "peer journal '%s': fstat failed: %s", s->journal_path, strerror(err));
     }
-    close(s->journal_fd);
+    close_journal(s);
     s->journal_fd = fd;
+    s->journal_entry = entry;
     *journal_bytes = (uint64_t)st.st_size;
     return 1;
 }
@@ -510,10 +532,11 @@ int kvm_sync_parent(const char *path) {
     if (slash == dir) slash[1] = '\0';
     else if (slash) *slash = '\0';
     else snprintf(dir, sizeof dir, ".");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int entry;
+    int fd = kvm_fork_close_open(dir, O_RDONLY | O_DIRECTORY, 0, &entry);
     if (fd < 0) return kvm_fail(errno, "offload: cannot open the directory '%s' to sync it: %s", dir, strerror(errno));
     int rc = fsync(fd) == 0 ? 0 : kvm_fail(errno, "offload: fsync of the directory '%s' failed: %s", dir, strerror(errno));
-    close(fd);
+    kvm_fork_close_close(fd, entry);
     return rc;
 }
 
@@ -549,7 +572,7 @@ int kvm_slab_journal_rewrite_begin(kvm_slab *s) {
     /* Opened as the journal is (appending): once renamed this descriptor is the journal, so
      * nothing is opened after the rename and no failure leaves the tier appending to a file
      * that is no longer at its path. */
-    s->rewrite_fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    s->rewrite_fd = kvm_fork_close_open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND, 0644, &s->rewrite_entry);
     if (s->rewrite_fd < 0) return kvm_fail(errno, "offload: cannot create '%s' to compact the journal: %s", tmp, strerror(errno));
     return 0;
 }
@@ -582,8 +605,8 @@ int kvm_slab_journal_rewrite_commit(kvm_slab *s) {
     }
     close_journal(s);
     s->journal_fd = s->rewrite_fd;
-    s->journal_entry = kvm_fork_close_add(s->journal_fd);
-    s->rewrite_fd = -1;
+    s->journal_entry = s->rewrite_entry;
+    s->rewrite_fd = s->rewrite_entry = -1;
     /* The rename is durable once the directory is: until then a crash may bring back the old
      * journal (valid too: a slot it names is checked against its header when read). */
     return kvm_slab_sync_journal_dir(s) == 0 ? 0 : 1;
@@ -605,19 +628,22 @@ void kvm_slab_journal_rewrite_abort(kvm_slab *s) {
     if (s->rewrite_fd < 0) return;
     char tmp[PATH_MAX + 8];
     rewrite_path(s, tmp, sizeof tmp);
-    close(s->rewrite_fd);
-    s->rewrite_fd = -1;
+    kvm_fork_close_close(s->rewrite_fd, s->rewrite_entry);
+    s->rewrite_fd = s->rewrite_entry = -1;
     unlink(tmp);
 }
 
 void kvm_slab_pin_files(const kvm_slab *s, kvm_slab_files *out) {
+    kvm_fork_close_hold();
     int journal = fcntl(s->journal_fd, F_DUPFD_CLOEXEC, 0);
-    *out = (kvm_slab_files){.slab_fd = s->fd, .journal_fd = journal >= 0 ? journal : s->journal_fd, .borrowed = journal < 0};
+    int entry = journal >= 0 ? kvm_fork_close_add(journal) : -1;
+    kvm_fork_close_release();
+    *out = (kvm_slab_files){.slab_fd = s->fd, .journal_fd = journal >= 0 ? journal : s->journal_fd, .borrowed = journal < 0, .journal_entry = entry};
 }
 
 int kvm_slab_sync_files(kvm_slab_files *f) {
     int rc = sync_fds(f->slab_fd, f->journal_fd);
-    if (!f->borrowed) close(f->journal_fd);
+    if (!f->borrowed) kvm_fork_close_close(f->journal_fd, f->journal_entry);
     f->slab_fd = f->journal_fd = -1;
     return rc;
 }

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <sys/types.h>
+
 /* Descriptors a fork()'s child closes at once, so that a child that does not exec (and may
  * live long) keeps nothing they hold: the disk tier's locks sit on open file descriptions the
  * child shares, held until every reference to them goes: the directory's flock (its own
@@ -11,9 +13,12 @@
  * is taken and never freed, and a pthread_atfork child handler, installed by the first
  * registration. No mutex: the handler runs in the child, a copy of one thread of a maybe
  * multi-threaded parent, where any mutex may be held for good; it only reads the tables and
- * calls close() (async-signal-safe). A descriptor whose registration failed (no memory for
- * another table), or opened by another thread in the instant before its registration, stays
- * in such a child (until it exits or execs: the descriptors are O_CLOEXEC). Before, one table
+ * calls close() (async-signal-safe). A descriptor is made and registered inside
+ * kvm_fork_close_hold/release (kvm_fork_close_open does both), which fork()'s prepare handler
+ * waits for: before, a fork in the instant between another thread's open and its registration
+ * gave the child a descriptor it never closed (the directory's lock, if it was the flock's,
+ * held for the child's life). A descriptor whose registration failed (no memory for another
+ * table) stays in such a child (until it exits or execs: the descriptors are O_CLOEXEC). Before, one table
  * of 1024 entries held the descriptors of 341 engines with disk tiers (3 each), and the 342nd
  * engine's directory stayed locked in such a child. Thread-safe. */
 #define KVM_FORK_CLOSE_SEGMENT 1024
@@ -38,3 +43,14 @@ int kvm_fork_close_add(int fd);
 /* Unregisters entry `index` (-1: nothing). Called before the descriptor is closed, so that no
  * child closes a number reused meanwhile. O(index / KVM_FORK_CLOSE_SEGMENT). */
 void kvm_fork_close_remove(int index);
+/* Brackets the making of a descriptor (open, dup, eventfd, a ring) and its kvm_fork_close_add:
+ * a fork() in another thread waits for release (its prepare handler takes the other side of a
+ * read-write lock), so its child gets the descriptor registered or not at all. Nothing between
+ * them may fork or wait for a thread that forks. Costs an uncontended lock and unlock. */
+void kvm_fork_close_hold(void);
+void kvm_fork_close_release(void);
+/* open(path, flags | O_CLOEXEC, mode) registered in the same bracket: the descriptor, or -1
+ * with errno set (then *entry is -1); its entry in *entry, for kvm_fork_close_close. */
+int kvm_fork_close_open(const char *path, int flags, mode_t mode, int *entry);
+/* kvm_fork_close_remove(entry), then close(fd). */
+void kvm_fork_close_close(int fd, int entry);

@@ -196,16 +196,17 @@ uint64_t kvm_slab_journal_bytes(const kvm_slab *s);
 int kvm_sync_parent(const char *path);
 /* A slab's files pinned for a sync without the engine's lock (kvc_engine_sync): the slab's
  * own I/O descriptor, which stays open as long as the slab (a sync cannot outlive the engine),
- * and a duplicate of the journal's, which a compaction replaces and closes meanwhile. The
- * slab's is not duplicated: a child forked without exec while a sync runs would keep such a
- * copy, and with it the slab's I/O lock, which blocks the next engine on the directory (the
- * fork-close table covers only the slab's own descriptors: kvm_fork_close.h). */
+ * and a duplicate of the journal's, which a compaction replaces and closes meanwhile (registered
+ * among the descriptors a fork's child closes, kvm_fork_close.h, as every descriptor a slab
+ * opens is). The slab's is not duplicated: one descriptor fewer to make and register. */
 typedef struct kvm_slab_files {
     int slab_fd;
     int journal_fd;
     /* 1: no descriptor was left to duplicate the journal's (EMFILE), so journal_fd is the
      * slab's own, which a compaction may close: sync under the engine's lock. */
     int borrowed;
+    /* The duplicate's entry in the fork-close table, or -1. */
+    int journal_entry;
 } kvm_slab_files;
 /* Pins `s`'s files into `out` (one dup; under the engine's lock). When the dup fails (the
  * process at its descriptor limit) `out` borrows the journal's own descriptor instead

@@ -1,3 +1,4 @@
+import CKVMemory
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,11 +16,13 @@ public enum DiskTierFiles {
     /// Removes them from `dir`, so that the next engine there starts with an empty tier (its
     /// identity included). Refused, removing nothing, while an engine uses the directory: the
     /// slab's lock (the one `kvm_slab_open` takes) is held across the unlinks, so no engine
-    /// opens it meanwhile either. Missing files are not an error. Cost: an open, a lock and one
-    /// `unlink` per file.
+    /// opens it meanwhile either; the lock's descriptor is closed in a child forked meanwhile
+    /// (`kvm_fork_close_open`), which would hold the lock for its life. Missing files are not
+    /// an error. Cost: an open, a lock and one `unlink` per file.
     public static func remove(in dir: String) throws(KVError) {
-        let lock = open(dir + "/" + names[0], O_RDONLY | O_CLOEXEC)
-        defer { if lock >= 0 { close(lock) } }
+        var entry: Int32 = -1
+        let lock = kvm_fork_close_open(dir + "/" + names[0], O_RDONLY, 0, &entry)
+        defer { if lock >= 0 { kvm_fork_close_close(lock, entry) } }
         if lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0 {
             let err = errno
             if err == EWOULDBLOCK {

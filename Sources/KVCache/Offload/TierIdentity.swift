@@ -134,13 +134,14 @@ struct TierIdentity: Equatable {
     /// `KVError.file`), and `invalidArgument` when it is not an identity.
     static func read(dir: String) throws(KVError) -> TierIdentity? {
         let path = dir + "/" + fileName
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        var entry: Int32 = -1  // registered: a child forked meanwhile closes it (kvm_fork_close.h)
+        let fd = kvm_fork_close_open(path, O_RDONLY, 0, &entry)
         if fd < 0 {
             let err = errno
             if err == ENOENT { return nil }
             throw .file(err, "'\(path)': \(String(cString: strerror(err)))")
         }
-        defer { close(fd) }
+        defer { kvm_fork_close_close(fd, entry) }
         var bytes = [UInt8](repeating: 0, count: 1024)
         var count = 0
         while count < bytes.count {
@@ -168,7 +169,8 @@ struct TierIdentity: Equatable {
     func write(dir: String) throws(KVError) {
         let path = dir + "/" + TierIdentity.fileName, temporary = dir + "/" + TierIdentity.temporaryFileName
         unlink(temporary)  // one left by a process that ended in the middle may have another mode
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        var entry: Int32 = -1
+        let fd = kvm_fork_close_open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600, &entry)
         guard fd >= 0 else {
             let err = errno
             throw .file(err, "cannot write '\(temporary)': \(String(cString: strerror(err)))")
@@ -176,7 +178,7 @@ struct TierIdentity: Equatable {
         let bytes = Array(text.utf8)
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd) == 0
-        close(fd)
+        kvm_fork_close_close(fd, entry)
         guard written == bytes.count && synced && rename(temporary, path) == 0 else {
             let reason = String(cString: strerror(errno))
             unlink(temporary)

@@ -536,7 +536,7 @@ struct PeerTierTests {
     /// directory, and the valid tier there was never read until the directory changed. Exit
     /// test (the descriptor limit is the process's): 0 when served once descriptors are back.
     @Test func aReopenThatFailedForWantOfDescriptorsIsTriedAgain() async {
-        await #expect(processExitsWith: .success) {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             let dirA = ScratchDir("peerA"), dirB = ScratchDir("peerB")
             defer { dirA.remove(); dirB.remove() }
             do {
@@ -568,9 +568,11 @@ struct PeerTierTests {
                 withExtendedLifetime(a) {}
                 exit(0)
             } catch {
-                exit(14)
+                ExitReport.exit("PeerTierTests: ", ["the set-up threw: \(error)"])  // was exit(14), which named nothing
             }
         }
+        let report = ExitReport.problems("PeerTierTests: ", in: result?.standardErrorContent ?? [])
+        #expect(report.isEmpty, Comment(rawValue: report))
     }
 
     /// A replaced slab is not swapped in while reads of the old one are in flight (held by the
