@@ -465,7 +465,7 @@ struct DiskTierTests {
             }
             ExitReport.exit(Self.forkPrefix, problems)
         }
-        Self.expectNothingReported(result)
+        ExitReport.expectNothingReported(Self.forkPrefix, result)
     }
 
     /// A process that another thread is starting (posix_spawn, vfork, fork then exec) holds
@@ -506,21 +506,15 @@ struct DiskTierTests {
         let fresh = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             Self.exitAfterAChildChecksTheJournal(reopened: false)
         }
-        Self.expectNothingReported(fresh)
+        ExitReport.expectNothingReported(Self.forkPrefix, fresh)
         let reopened = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
             Self.exitAfterAChildChecksTheJournal(reopened: true)
         }
-        Self.expectNothingReported(reopened)
+        ExitReport.expectNothingReported(Self.forkPrefix, reopened)
     }
 
     /// The problem lines of this suite's exit tests (`ExitReport`).
     static let forkPrefix = "DiskTierTests: "
-
-    static func expectNothingReported(_ result: ExitTest.Result?) {
-        guard let result else { return }
-        let report = ExitReport.problems(forkPrefix, in: result.standardErrorContent)
-        #expect(report.isEmpty, Comment(rawValue: report))
-    }
 
     /// In an exit test's process: an engine on a fresh directory (`reopened`: one with blocks),
     /// a child that exits 1 when it holds a journal descriptor, and the report.

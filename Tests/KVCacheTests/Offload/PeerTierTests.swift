@@ -571,8 +571,7 @@ struct PeerTierTests {
                 ExitReport.exit("PeerTierTests: ", ["the set-up threw: \(error)"])  // was exit(14), which named nothing
             }
         }
-        let report = ExitReport.problems("PeerTierTests: ", in: result?.standardErrorContent ?? [])
-        #expect(report.isEmpty, Comment(rawValue: report))
+        ExitReport.expectNothingReported("PeerTierTests: ", result)
     }
 
     /// A replaced slab is not swapped in while reads of the old one are in flight (held by the
