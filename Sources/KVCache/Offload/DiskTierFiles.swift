@@ -18,7 +18,7 @@ public enum DiskTierFiles {
     /// opens it meanwhile either. Missing files are not an error. Cost: an open, a lock and one
     /// `unlink` per file.
     public static func remove(in dir: String) throws(KVError) {
-        let lock = open(dir + "/" + names[0], O_RDONLY | O_CLOEXEC)
+        let lock = open(dir + "/" + names[0], O_RDONLY | O_NOFOLLOW | O_CLOEXEC)  // a link is only unlinked
         defer { if lock >= 0 { close(lock) } }
         if lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0 {
             let err = errno
