@@ -413,7 +413,8 @@ typedef struct kvc_config {
      *  exist; the engine creates kvcache.slab, kvcache.journal and kvcache.identity (see
      *  model_tag) in it and finds its spilled blocks there again after a restart. One engine
      *  per directory: while an engine (of this process or another) holds it,
-     *  kvc_engine_create on it fails with KVC_ERR_IO. The string is copied; at most 4074
+     *  kvc_engine_create on it fails with KVC_ERR_IO; so does a directory or file the
+     *  engine's user cannot trust (DISK TIER, Permissions). The string is copied; at most 4074
      *  bytes (its files' paths stay within PATH_MAX; longer is KVC_ERR_INVALID_ARGUMENT, as
      *  is a longer directory in peer_offload_dirs) and valid UTF-8: a path of other bytes
      *  (a Latin-1 name) is KVC_ERR_INVALID_ARGUMENT naming offload_dir, and nothing is
@@ -1535,6 +1536,25 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     swap-out KVC_ERR_IO), and the journal's reserve above is not kept (the free space the
  *     growth checks is not yet taken by the slab). The tier names its files by offload_dir's
  *     absolute path (resolved at create), so a later chdir does not lose them.
+ *   - Permissions: the slab holds tenants' K/V, the journal their block hashes (a salted
+ *     hash lets its reader test guessed prompts offline), kvcache.identity the fingerprint
+ *     key (BLOCK HASH). The engine creates each with mode 0600 (and narrows to 0600 a slab or
+ *     journal an older build made group or world readable), opens none through a symbolic
+ *     link (O_NOFOLLOW), and kvc_engine_create fails with KVC_ERR_IO, the message naming the
+ *     file and what is wrong, writing through nothing, when in offload_dir kvcache.slab,
+ *     kvcache.journal or kvcache.identity is a symbolic link, not a regular file, owned by
+ *     another user than the process's effective one or (slab, journal) has a second hard
+ *     link (another user may have planted it: a link to a file the engine would overwrite,
+ *     an identity whose key it chose), or when kvcache.identity grants group or others any
+ *     permission (its key is no secret). A journal compaction's kvcache.journal.new is
+ *     created exclusively after removing whatever has that name. offload_dir writable by
+ *     every user must have the sticky bit (as /tmp), else KVC_ERR_IO before anything is
+ *     created: anyone could replace or remove the files under the engine. Give each engine
+ *     a directory of its own, 0700 (a group-writable one trusts the group as the engine's
+ *     user: its members may remove or rename the files). A peer is read by engines of the
+ *     same user (or root), since its identity is 0600: its kvcache.identity may be another
+ *     user's but is refused (KVC_ERR_IO) when group or others may write it, and none of its
+ *     files is read through a symbolic link or when not a regular file.
  *   - I/O: io_uring (liburing) with registered staging buffers and file, at least 32
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT

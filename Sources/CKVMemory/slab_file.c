@@ -144,6 +144,46 @@ int kvm_slab_check_dir_length(const char *dir, const char *what) {
                     PATH_MAX, PATH_MAX - TIER_NAME_ROOM);
 }
 
+int kvm_tier_file_open(const char *path, int flags, int checks, int *entry) {
+    int fd = kvm_fork_close_open(path, flags | O_NOFOLLOW, 0600, entry);
+    if (fd < 0) {
+        int err = errno;
+        if (err == ELOOP)
+            return kvm_fail(ELOOP, "offload: '%s' is a symbolic link; a tier's files are never opened through one (it would read or "
+                                   "write the file it names): remove it", path);
+        return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        kvm_fork_close_close(fd, *entry);
+        *entry = -1;
+        return kvm_fail(err, "offload: fstat of '%s' failed: %s", path, strerror(err));
+    }
+    unsigned mode = st.st_mode & 07777, me = geteuid();
+    char why[160] = "";
+    if (!S_ISREG(st.st_mode))
+        snprintf(why, sizeof why, "is not a regular file");
+    else if ((checks & KVM_TIER_FILE_OWN) && st.st_uid != me)
+        snprintf(why, sizeof why, "is owned by uid %u, not by this process's user (uid %u)", (unsigned)st.st_uid, me);
+    else if ((checks & KVM_TIER_FILE_OWN) && st.st_nlink != 1)
+        snprintf(why, sizeof why, "has %lu links (another name of it may be a file elsewhere)", (unsigned long)st.st_nlink);
+    else if ((checks & KVM_TIER_FILE_SECRET) && (mode & 077))
+        snprintf(why, sizeof why, "is readable or writable by group or others (mode %04o): its fingerprint key is no secret", mode);
+    else if ((checks & KVM_TIER_FILE_SEALED) && (mode & 022))
+        snprintf(why, sizeof why, "is writable by group or others (mode %04o): its fingerprint key may be anyone's", mode);
+    if (why[0]) {
+        kvm_fork_close_close(fd, *entry);
+        *entry = -1;
+        return kvm_fail(EPERM, "offload: '%s' %s; a tier's files must be its engine's alone (see kvcache.h, DISK TIER): remove "
+                               "it, or give the engine a directory of its own", path, why);
+    }
+    if ((checks & KVM_TIER_FILE_OWN) && (flags & O_CREAT) && (mode & 077) && fchmod(fd, 0600) != 0) {
+        /* kept as it is: the owner could not narrow it (a read-only file system would have refused the open) */
+    }
+    return fd;
+}
+
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     if (!cfg || !out || !cfg->dir) return kvm_fail(EINVAL, "offload: no directory given");
     if (kvm_slab_check_dir_length(cfg->dir, "offload_dir") != 0) return -EINVAL;
@@ -155,6 +195,12 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     struct stat st;
     if (stat(cfg->dir, &st) != 0) return kvm_fail(errno, "offload_dir '%s': %s", cfg->dir, strerror(errno));
     if (!S_ISDIR(st.st_mode)) return kvm_fail(ENOTDIR, "offload_dir '%s' is not a directory", cfg->dir);
+    /* Without the sticky bit anyone may rename or remove a file there: swap the journal or the
+     * identity for one of theirs between two opens, or take the tier's files away under it. */
+    if ((st.st_mode & S_IWOTH) && !(st.st_mode & S_ISVTX))
+        return kvm_fail(EPERM, "offload_dir '%s' is writable by every user without the sticky bit (mode %04o): any of them could "
+                               "replace or remove the tier's files; make it 0700 (or 1777, as /tmp)", cfg->dir,
+                        (unsigned)(st.st_mode & 07777));
     /* The files are named by the directory's absolute path: a process that changes its
      * directory later (a daemon's chdir("/")) still names them in the journal's compaction
      * (rename) and the sync's check that they are still at their paths. */
@@ -181,11 +227,11 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
      * a lock on the I/O descriptor would outlive kvm_slab_close (and a killed process) for a
      * while. This one goes with kvm_slab_close or the process's death; a child forked without
      * exec closes its copy at once (kvm_fork_close.h), or the lock would last as long as it. */
-    s->lock_fd = kvm_fork_close_open(path, flags, 0644, &s->lock_entry);
+    s->lock_fd = kvm_tier_file_open(path, flags, KVM_TIER_FILE_OWN, &s->lock_entry);
     if (s->lock_fd < 0) {
-        int err = errno;
+        int rc = s->lock_fd;
         free(s);
-        return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
+        return rc;
     }
     int locked = lock_dir(s);
     if (locked != 0) {
@@ -197,25 +243,25 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
                             cfg->dir);
         return kvm_fail(err, "offload: cannot lock '%s': %s", path, strerror(err));
     }
-    s->fd = cfg->force_buffered ? -1 : kvm_fork_close_open(path, flags | O_DIRECT, 0644, &s->fd_entry);
+    s->fd = cfg->force_buffered ? -1 : kvm_tier_file_open(path, flags | O_DIRECT, KVM_TIER_FILE_OWN, &s->fd_entry);
     if (s->fd >= 0) {
         s->direct = 1;
-    } else if (cfg->force_buffered || errno == EINVAL) {
+    } else if (cfg->force_buffered || s->fd == -EINVAL) {
         snprintf(s->fallback, sizeof s->fallback, "%s: O_DIRECT %s; using buffered I/O (data passes through the page cache)", path,
                  cfg->force_buffered ? "disabled by configuration" : "refused by the file system (EINVAL)");
         if (!cfg->force_buffered) kvm_log_once(&logged_buffered, "%s", s->fallback);
-        s->fd = kvm_fork_close_open(path, flags, 0644, &s->fd_entry);
+        s->fd = kvm_tier_file_open(path, flags, KVM_TIER_FILE_OWN, &s->fd_entry);
     }
     if (s->fd < 0) {
-        int err = errno;
+        int rc = s->fd;
         close_lock(s);
         free(s);
-        return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
+        return rc;
     }
     int rc = lock_io(s, cfg->dir);
     if (rc == 0) {
-        s->journal_fd = kvm_fork_close_open(s->journal_path, O_RDWR | O_CREAT | O_APPEND, 0644, &s->journal_entry);
-        if (s->journal_fd < 0) rc = kvm_fail(errno, "offload: cannot open '%s': %s", s->journal_path, strerror(errno));
+        s->journal_fd = kvm_tier_file_open(s->journal_path, O_RDWR | O_CREAT | O_APPEND, KVM_TIER_FILE_OWN, &s->journal_entry);
+        if (s->journal_fd < 0) rc = s->journal_fd;
     }
     if (rc != 0) {
         close_fd(s);
@@ -279,23 +325,23 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     snprintf(path, sizeof path, "%s/kvcache.slab", cfg->dir);
     snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", cfg->dir);
     /* O_RDONLY, never O_CREAT, never flock: the owner keeps writing and holds its lock. */
-    s->fd = cfg->force_buffered ? -1 : kvm_fork_close_open(path, O_RDONLY | O_DIRECT, 0, &s->fd_entry);
+    s->fd = cfg->force_buffered ? -1 : kvm_tier_file_open(path, O_RDONLY | O_DIRECT, 0, &s->fd_entry);
     if (s->fd >= 0) {
         s->direct = 1;
-    } else if (cfg->force_buffered || errno == EINVAL) {
+    } else if (cfg->force_buffered || s->fd == -EINVAL) {
         snprintf(s->fallback, sizeof s->fallback, "%s: O_DIRECT %s; using buffered I/O", path,
                  cfg->force_buffered ? "disabled by configuration" : "refused by the file system (EINVAL)");
-        s->fd = kvm_fork_close_open(path, O_RDONLY, 0, &s->fd_entry);
+        s->fd = kvm_tier_file_open(path, O_RDONLY, 0, &s->fd_entry);
     }
-    if (s->fd >= 0) s->journal_fd = kvm_fork_close_open(s->journal_path, O_RDONLY, 0, &s->journal_entry);
+    if (s->fd >= 0) s->journal_fd = kvm_tier_file_open(s->journal_path, O_RDONLY, 0, &s->journal_entry);
     if (s->fd < 0 || s->journal_fd < 0) {
-        int err = errno;
+        int err = -(s->fd < 0 ? s->fd : s->journal_fd);
         const char *file = s->fd < 0 ? "kvcache.slab" : "kvcache.journal";
         close_fd(s);
         free(s);
         if (err == ENOENT)
             return kvm_fail(ENOENT, "peer offload dir '%s' has no %s: no engine has used it as its offload_dir yet", cfg->dir, file);
-        return kvm_fail(err, "peer offload dir '%s': cannot open %s read-only: %s", cfg->dir, file, strerror(err));
+        return -err; /* kvm_tier_file_open's error, naming the file and why */
     }
     if (fstat(s->fd, &st) == 0) {
         if ((uint64_t)st.st_size % s->slot_bytes != 0) {
@@ -344,8 +390,9 @@ int kvm_slab_peer_refresh(kvm_slab *s, uint64_t *journal_bytes) {
     if (!names_open_file(slab, s->fd, &slab_st))
         return kvm_fail(ESTALE, "peer slab of '%s' was removed or replaced; its blocks are misses until the directory holds a tier again", s->journal_path);
     int entry;
-    int fd = kvm_fork_close_open(s->journal_path, O_RDONLY, 0, &entry);
-    if (fd < 0) return kvm_fail(errno, "peer journal '%s': cannot reopen: %s", s->journal_path, strerror(errno));
+    int fd = kvm_tier_file_open(s->journal_path, O_RDONLY, 0, &entry);
+    if (fd == -ENOENT) return kvm_fail(ENOENT, "peer journal '%s': cannot reopen: %s", s->journal_path, strerror(ENOENT));
+    if (fd < 0) return fd; /* a link or no regular file: kvm_tier_file_open's error says so */
     if (fstat(fd, &st) != 0) {
         int err = errno;
         kvm_fork_close_close(fd, entry);
@@ -571,9 +618,13 @@ int kvm_slab_journal_rewrite_begin(kvm_slab *s) {
     rewrite_path(s, tmp, sizeof tmp);
     /* Opened as the journal is (appending): once renamed this descriptor is the journal, so
      * nothing is opened after the rename and no failure leaves the tier appending to a file
-     * that is no longer at its path. */
-    s->rewrite_fd = kvm_fork_close_open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND, 0644, &s->rewrite_entry);
-    if (s->rewrite_fd < 0) return kvm_fail(errno, "offload: cannot create '%s' to compact the journal: %s", tmp, strerror(errno));
+     * that is no longer at its path. Created exclusively, after removing what is at the name
+     * (a leftover of a process that ended in the middle, or a planted link), so that it is a
+     * new file of this engine's alone. */
+    unlink(tmp);
+    int fd = kvm_tier_file_open(tmp, O_RDWR | O_CREAT | O_EXCL | O_APPEND, KVM_TIER_FILE_OWN, &s->rewrite_entry);
+    if (fd < 0) return fd;
+    s->rewrite_fd = fd;
     return 0;
 }
 

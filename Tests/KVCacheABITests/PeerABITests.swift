@@ -110,6 +110,7 @@ struct PeerABITests {
         #expect(text.hasPrefix("kvcache tier identity 3\n"))
         let former = Data(text.replacingOccurrences(of: "identity 3\n", with: "identity 1\n").utf8)
         #expect(FileManager.default.createFile(atPath: identity, contents: former))
+        #expect(chmod(identity, 0o600) == 0, "as the engine writes it (else refused for its mode before it is read)")
         let files = try FileManager.default.contentsOfDirectory(atPath: old).sorted()
         let slab = FileManager.default.contents(atPath: old + "/kvcache.slab")
         var out: OpaquePointer?

@@ -71,14 +71,36 @@ typedef struct kvm_slab_config {
  * open some other file. kvm_slab_open and kvm_slab_open_peer check it first; the engine checks
  * peers before it opens anything. O(length). */
 int kvm_slab_check_dir_length(const char *dir, const char *what);
+/* What kvm_tier_file_open checks of an open tier file besides that it is a regular file (a
+ * FIFO, device or directory planted under a tier file's name is refused). */
+enum {
+    KVM_TIER_FILE_OWN = 1,    /* owned by this process's effective user, with one link: the engine's own */
+    KVM_TIER_FILE_SECRET = 2, /* no permission for group or others (the identity: its key is a secret) */
+    KVM_TIER_FILE_SEALED = 4, /* not writable by group or others (a peer's identity: its key is trusted) */
+};
+/* Opens `path`, one of a disk tier's files, with `flags` | O_NOFOLLOW | O_CLOEXEC (mode 0600
+ * when O_CREAT creates it), registered for closing in a forked child (kvm_fork_close_open: its
+ * entry in *entry, -1 on failure; close it with kvm_fork_close_close), and checks the open file: regular, and `checks`. A tier's
+ * directory may be shared (a sticky /tmp, a group's directory, a peer's on a shared file
+ * system): a file there may have been planted by another user, as a link to a file elsewhere
+ * (which the engine would overwrite) or with bytes or a key of its choosing. With O_CREAT
+ * and KVM_TIER_FILE_OWN the file is the engine's to write: one with permission for group or
+ * others (an older build created them 0644) is narrowed to 0600 (fchmod). The descriptor, or
+ * -errno with the error set naming the file and what is wrong: -ELOOP a symbolic link, -EPERM
+ * a file that fails a check (closed), -errno from open (-ENOENT: none there). Cost: an open
+ * and an fstat. */
+int kvm_tier_file_open(const char *path, int flags, int checks, int *entry);
 /* Opens (or creates) the slab and journal in cfg->dir and locks the slab file (flock, exclusive)
  * for as long as it is open; then takes the lock of its I/O descriptor (an open-file-description
  * lock that goes only with the last reference to it, io_uring's included), waiting up to 60 s
  * for the I/O an engine that ended (killed, or closed moments ago) still has queued on the
- * slab, so that none of it lands on slots written after this open. -EINVAL (bad sizes,
- * max_bytes below one slot), -EBUSY when another open slab (this process's or another's) holds
- * the directory, or when that I/O has not ended in 60 s, -errno with the path and reason when
- * a file cannot be opened. */
+ * slab, so that none of it lands on slots written after this open. Both files are opened by
+ * kvm_tier_file_open (KVM_TIER_FILE_OWN: 0600, this user's, no link). -EINVAL (bad sizes,
+ * max_bytes below one slot), -EPERM when cfg->dir is writable by every user without the
+ * sticky bit (any of them could rename, remove or replace the tier's files under the engine),
+ * -EBUSY when another open slab (this process's or another's) holds the directory, or when
+ * that I/O has not ended in 60 s, -errno with the path and reason when a file cannot be
+ * opened or is refused (kvm_tier_file_open). */
 int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out);
 /* Cuts the slab file to max_bytes when an earlier run of a larger tier (or of slots of another
  * size) left it longer: the slots past it go (the journal's replay forgets their blocks, and
@@ -89,8 +111,9 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out);
 void kvm_slab_fit(kvm_slab *s);
 /* Opens another engine's tier in cfg->dir for reading only (a peer): kvcache.slab O_RDONLY
  * (O_DIRECT unless cfg->force_buffered or the file system refuses it) and kvcache.journal
- * O_RDONLY. Never creates, writes or locks anything there (the owner holds its flock and keeps
- * writing). Only cfg->dir, slot_bytes and force_buffered are used. -ENOENT (the directory or
+ * O_RDONLY, each through kvm_tier_file_open (no symbolic link, a regular file; the owner may
+ * be another user). Never creates, writes or locks anything there (the owner holds its flock
+ * and keeps writing). Only cfg->dir, slot_bytes and force_buffered are used. -ENOENT (the directory or
  * its files do not exist: no engine has used it yet), -ENOTDIR, -EINVAL when the slab's size is
  * not a whole number of slot_bytes slots (written by an engine of another shape), -errno. */
 int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out);
@@ -177,7 +200,9 @@ typedef struct kvm_journal_skipped {
  * generation among the usable records (below KVM_JOURNAL_GENERATION_LIMIT), or -errno. */
 int64_t kvm_slab_journal_replay(kvm_slab *s, kvm_journal_record *latest, uint32_t slots, kvm_journal_skipped *skipped);
 /* Compaction: a new journal written beside the old (`kvcache.journal.new`) and renamed over
- * it. begin creates the file (closing any compaction not committed); add seals (magic,
+ * it. begin creates the file anew (closing any compaction not committed; whatever is at its
+ * name, left by a process that ended in the middle or planted, is removed first, and the file
+ * is created exclusively, 0600, so nothing is written through a link); add seals (magic,
  * checksum) and appends n records to it; commit fsyncs it, renames it over the journal (whose
  * descriptor it then becomes: nothing is opened again) and fsyncs the directory; abort closes
  * and removes it. -errno, with a message naming strerror(errno), when a step fails; the slab

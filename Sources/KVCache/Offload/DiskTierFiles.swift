@@ -21,7 +21,7 @@ public enum DiskTierFiles {
     /// an error. Cost: an open, a lock and one `unlink` per file.
     public static func remove(in dir: String) throws(KVError) {
         var entry: Int32 = -1
-        let lock = kvm_fork_close_open(dir + "/" + names[0], O_RDONLY, 0, &entry)
+        let lock = kvm_fork_close_open(dir + "/" + names[0], O_RDONLY | O_NOFOLLOW, 0, &entry)  // a link is only unlinked
         defer { if lock >= 0 { kvm_fork_close_close(lock, entry) } }
         if lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) != 0 {
             let err = errno

@@ -28,7 +28,9 @@ import Glibc
 /// checkable after a restart, and a peer reading the directory checks that directory's blocks
 /// under it (`PeerTier`). It is a secret: the file is written with mode 0600, and anyone who
 /// can read it can craft a prompt whose fingerprint collides (no worse than the public hash,
-/// which has no key at all).
+/// which has no key at all). So the own directory's file is refused unless it is this user's
+/// and no one else's (another local user may have planted it, key and all, in a shared
+/// directory), and a peer's unless only its owner can write it (`read`).
 /// It is written once, by the engine that owns the directory (under its lock), to a temporary
 /// file that is synced and renamed over, so it is never seen half written. The layout (paged
 /// or contiguous) is not part of it: a slot holds a block in one format for both.
@@ -129,17 +131,22 @@ struct TierIdentity: Equatable {
         blockTokens = bt
     }
 
-    /// The identity in `dir`, or nil when it has no identity file. Throws `io` when the file
-    /// exists but cannot be read (`outOfMemory` when no descriptor is left to open it:
-    /// `KVError.file`), and `invalidArgument` when it is not an identity.
-    static func read(dir: String) throws(KVError) -> TierIdentity? {
+    /// The identity in `dir`, or nil when it has no identity file. `own`: the engine's own
+    /// directory, whose file must be its user's alone (`KVM_TIER_FILE_OWN`, `_SECRET`: another
+    /// user's, or one others could read or write, may hold a key they know); else a peer's,
+    /// which may be another user's but must not be writable by others (`_SEALED`). Never
+    /// through a symbolic link, and only a regular file (opened non-blocking: a FIFO planted
+    /// there is refused, not waited on). Throws `io` when the file exists but cannot be read or
+    /// is refused (`outOfMemory` when no descriptor is left to open it: `KVError.file`), and
+    /// `invalidArgument` when it is not an identity.
+    static func read(dir: String, own: Bool) throws(KVError) -> TierIdentity? {
         let path = dir + "/" + fileName
+        let checks = own ? Int32(KVM_TIER_FILE_OWN | KVM_TIER_FILE_SECRET) : Int32(KVM_TIER_FILE_SEALED)
         var entry: Int32 = -1  // registered: a child forked meanwhile closes it (kvm_fork_close.h)
-        let fd = kvm_fork_close_open(path, O_RDONLY, 0, &entry)
+        let fd = kvm_tier_file_open(path, O_RDONLY | O_NONBLOCK, checks, &entry)
         if fd < 0 {
-            let err = errno
-            if err == ENOENT { return nil }
-            throw .file(err, "'\(path)': \(String(cString: strerror(err)))")
+            if fd == -ENOENT { return nil }
+            throw .file(-fd, String(cString: kvm_error()))
         }
         defer { kvm_fork_close_close(fd, entry) }
         var bytes = [UInt8](repeating: 0, count: 1024)
@@ -170,11 +177,8 @@ struct TierIdentity: Equatable {
         let path = dir + "/" + TierIdentity.fileName, temporary = dir + "/" + TierIdentity.temporaryFileName
         unlink(temporary)  // one left by a process that ended in the middle may have another mode
         var entry: Int32 = -1
-        let fd = kvm_fork_close_open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600, &entry)
-        guard fd >= 0 else {
-            let err = errno
-            throw .file(err, "cannot write '\(temporary)': \(String(cString: strerror(err)))")
-        }
+        let fd = kvm_tier_file_open(temporary, O_WRONLY | O_CREAT | O_EXCL, Int32(KVM_TIER_FILE_OWN), &entry)
+        guard fd >= 0 else { throw .file(-fd, String(cString: kvm_error())) }
         let bytes = Array(text.utf8)
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd) == 0
@@ -196,7 +200,7 @@ struct TierIdentity: Equatable {
     /// changed. Returns the fingerprint key the engine uses, the directory's, and whether it
     /// is new (then no block already on disk was fingerprinted under it).
     func claim(dir: String) throws(KVError) -> (key: BlockFingerprint, isNew: Bool) {
-        guard let found = try TierIdentity.read(dir: dir) else {
+        guard let found = try TierIdentity.read(dir: dir, own: true) else {
             try write(dir: dir)
             return (fingerprint, true)
         }
@@ -214,7 +218,7 @@ struct TierIdentity: Equatable {
     /// it differs.
     @discardableResult
     func check(peer dir: String) throws(KVError) -> BlockFingerprint {
-        guard let found = try TierIdentity.read(dir: dir) else {
+        guard let found = try TierIdentity.read(dir: dir, own: false) else {
             throw KVError(.io, "peer offload dir '\(dir)' has no \(TierIdentity.fileName): no engine has used it as its offload_dir yet (or only one older than tier identities)")
         }
         let differences = differences(from: found)

@@ -144,6 +144,7 @@ struct TierIdentityTests {
         let path = dir.path + "/kvcache.identity"
         let garbage = Data("kvcache tier identity 3\nmodel_tag 12\n".utf8)
         #expect(FileManager.default.createFile(atPath: path, contents: garbage))
+        #expect(chmod(path, 0o600) == 0, "as the engine writes it (else refused for its mode before it is read)")
         let e = refusal(offloadConfig(.paged, dir: dir.path))
         #expect(e?.code == .invalidArgument && e!.message.contains("is not a kvcache tier identity"), "\(e?.message ?? "opened")")
         #expect(FileManager.default.contents(atPath: path) == garbage)
@@ -166,6 +167,7 @@ struct TierIdentityTests {
         let former = Data(String(decoding: FileManager.default.contents(atPath: path)!, as: UTF8.self)
             .replacingOccurrences(of: "identity 3\n", with: "identity \(format)\n").utf8)
         #expect(FileManager.default.createFile(atPath: path, contents: former))
+        #expect(chmod(path, 0o600) == 0, "as the engine writes it (else refused for its mode before it is read)")
         let slab = FileManager.default.contents(atPath: dir.path + "/kvcache.slab")
         let e = refusal(config)
         #expect(e?.code == .invalidArgument && e!.message.contains("tier format \(format)")
