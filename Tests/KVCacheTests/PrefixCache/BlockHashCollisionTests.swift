@@ -84,6 +84,11 @@ struct BlockHashCollisionTests {
         c.blockTokens = 16
         do { try spillBothTenants(try Engine(c)) }
         let e = try Engine(c)
+        var view = DiskTierView()
+        view.apply(drainAll(e))
+        let shared = BlockHash.chain(Self.tenantA, blockTokens: 16, salt: 1)[0]
+        #expect(view.contradictions.isEmpty && view.hashes == e.offload!.tier!.findableHashes.hashes)
+        #expect(view.storedPairs.filter { $0[0] == shared }.count == 1, "the shared hash is announced once")
         #expect(try e.createSequence(11, tokens: Self.tenantB, salt: 2) == 64)
         #expect(try e.createSequence(12, tokens: Self.tenantA, salt: 1) == 16)
         try waitReady(e, 11)
