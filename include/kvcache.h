@@ -204,11 +204,18 @@
  *   memory, in the own disk tier (the key is kept in offload_dir/kvcache.identity, mode
  *   0600, so restarts verify) and in peers' tiers (each under its directory's key). A
  *   prompt whose block collides gets cached_tokens up to the block before and computes its
- *   own; the block indexed first stays (the colliding one is not cached). (Sequences the
- *   Swift API creates from hashes alone, for simulators, carry no fingerprint: they match
- *   by hash alone, and their blocks are never shared with a prompt given by tokens.) A
- *   router, which sees only this hash in KV events, may route a crafted prompt to an
- *   instance that holds a colliding block: a misroute (a cache miss there), never bytes.
+ *   own, which is then cached beside the other under the same hash (since 2026-11-25;
+ *   before, the block indexed first stayed and the colliding one was never cached). So a
+ *   crafted block, within a salt or across salts, can neither keep another prompt's blocks
+ *   out of the cache (memory, disk tier, peers) nor tell by its own cached_tokens or
+ *   latency whether another prompt's block is cached: its own hits depend on its own
+ *   blocks only. What it can still do: share a public hash with another prompt's block in
+ *   KV events (announced once per hash, docs/events.md), so a router, which sees only this
+ *   hash, may route the crafted prompt (or the other) to an instance that holds only the
+ *   other block: a misroute (a cache miss there), never bytes. (Sequences the Swift API
+ *   creates from hashes alone, for simulators, carry no fingerprint: their lookups take
+ *   any block of the hash, also one a prompt given by tokens cached, while a prompt given
+ *   by tokens never takes theirs; their block is not indexed where its hash already is.)
  *
  *   Salt: equal tokens do not always mean equal K/V: another LoRA adapter, or a tenant whose
  *   cache must not be shared with others (vLLM's cache_salt), gives other K/V for the same

@@ -279,6 +279,10 @@ public final class Engine: @unchecked Sendable {
     /// `invalidArgument` for more hashes than full blocks or a hash of 0, which the engine
     /// reserves for "no hash" (a zeroed buffer, say): such a chain could never be indexed, and
     /// blocks appended after it would chain from 0 and pass for a prompt's first block.
+    /// Its blocks carry no fingerprint (unknown, 0): its lookups take the first block indexed
+    /// under each hash in every tier, whatever its fingerprint, so also a block a prompt given
+    /// by tokens cached; one way: a prompt given by tokens never takes a block of fingerprint
+    /// 0, and such a block is not indexed where its hash already is (`HashChains`).
     /// Cost: also one scan of the hashes.
     public func createSequence(_ seq: UInt64, blockHashes: UnsafeBufferPointer<UInt64>, tokens n: Int) throws(KVError) -> Int {
         try checkPromptLength(n)
@@ -429,7 +433,8 @@ public final class Engine: @unchecked Sendable {
         return cached * bt
     }
 
-    /// The indexed block of `hash` and `fingerprint` (`BlockPool.lookup`: 0 matches any) for
+    /// The indexed block of `hash` and `fingerprint` (`BlockPool.lookup`: 0 takes the hash's
+    /// first block, whatever its fingerprint) for
     /// block position `position` of a prompt, or -1. Contiguous: a block indexed at another
     /// position is a miss, since its pages are its own position's
     /// (`createSequence(_:blockHashes:tokens:)` takes any hashes; chained ones never move).
@@ -443,7 +448,7 @@ public final class Engine: @unchecked Sendable {
     /// (`cachedPrefixTokens`, `cachedPrefixBlocks`) share, so that they say what a create
     /// reports. Under the lock, over at most `limit` blocks, `hash(i)` giving block i's chained
     /// hash and fingerprint (called once per block, in order; a fingerprint of 0, unknown,
-    /// matches any block of the hash), `prompt` the tokens under `salt` when known (peers
+    /// takes the first block of the hash, whatever its fingerprint), `prompt` the tokens under `salt` when known (peers
     /// check fingerprints under their own keys, `peerFingerprint`; without tokens, by hash
     /// alone): at each block position memory first, else the
     /// own disk tier, else the peers' tiers in order (their indexes refreshed once per call,
@@ -456,8 +461,9 @@ public final class Engine: @unchecked Sendable {
     /// is expected to return the blocks found only on disk later than the server computes
     /// them (`DiskTier.readIsFaster`), they are declined: the prefix ends at the first memory
     /// miss (`run`), and `declined` counts them. In every tier a block of the hash whose
-    /// fingerprint differs (a collision of the public hash) is a miss, so no prompt is served
-    /// another's K/V.
+    /// fingerprint differs (a collision of the public hash) is passed over for one of the
+    /// prompt's fingerprint under the same hash (each tier indexes both, `HashChains`), so no
+    /// prompt is served another's K/V and none's hits depend on another's blocks.
     ///
     /// With `claim` (a create), it records what it found: per position the memory block in
     /// `scratchHit` (-1 when read from disk), the own tier's slot in `scratchDisk`, pinned and
@@ -743,8 +749,9 @@ public final class Engine: @unchecked Sendable {
         offload?.tier.flush()  // spills the appends caused
     }
 
-    /// Indexes a just-filled block (`BlockPool.insert`: a block already indexed under `hash`
-    /// stays, whatever its fingerprint); the contiguous layout makes it hold its pages.
+    /// Indexes a just-filled block (`BlockPool.insert`: beside any block of `hash` and another
+    /// fingerprint; not when one of its fingerprint is there); the contiguous layout makes it
+    /// hold its pages.
     func index(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, slot: Int, position: Int) {
         if blocks.insert(block, hash: hash, parent: parent, fingerprint: fingerprint) {
             contiguous?.retainPages(block: block, slot: slot, position: position)

@@ -40,7 +40,38 @@ import Testing
             #expect(kvc_seq_free(f.handle, 2) == KVC_OK)
             #expect(try create(f, 3, attacker, salt: attackerSalt) == 16, "the block indexed first stays")
             #expect(try f.firstMismatch(3, salt: 0xAA, to: 16) == nil, "with its bytes")
+            #expect(kvc_seq_free(f.handle, 3) == KVC_OK)
+            #expect(try create(f, 4, victim, salt: victimSalt) == 16, "the victim's block has its own entry")
+            #expect(try f.firstMismatch(4, salt: 7, to: 16) == nil, "with the victim's bytes")
         }
+    }
+
+    /// helper-203's r/xsalt.c: tenant A (salt 1) sends a block whose public hash is tenant B's
+    /// (salt 2) first block's. Whether A's second send hits must not say whether B's block is
+    /// cached (the oracle), and A's block must not keep B's 4-block prompt out (the denial).
+    @Test(arguments: bothLayouts)
+    func aCrossSaltCollisionIsNeitherAnOracleNorADenial(layout: UInt32) throws {
+        let tenantA = Collision.crossSaltAttacker + [5], tenantB = Array(Int32(1000)..<1064) + [5]
+        for present in [false, true] {
+            let f = try fixture(layout)
+            if present {
+                _ = try create(f, 10, tenantB, salt: 2)
+                #expect(kvc_seq_free(f.handle, 10) == KVC_OK)
+            }
+            #expect(try create(f, 1, tenantA, salt: 1) == 0)
+            #expect(kvc_seq_free(f.handle, 1) == KVC_OK)
+            #expect(try create(f, 2, tenantA, salt: 1) == 16, "oracle: tenant B's block cached: \(present)")
+            #expect(kvc_seq_free(f.handle, 2) == KVC_OK)
+        }
+        let f = try fixture(layout)
+        #expect(try create(f, 1, tenantA, salt: 1) == 0)
+        #expect(kvc_seq_free(f.handle, 1) == KVC_OK)
+        var cached: [Int] = []
+        for seq in UInt64(10)..<13 {
+            cached.append(try create(f, seq, tenantB, salt: 2))
+            #expect(kvc_seq_free(f.handle, seq) == KVC_OK)
+        }
+        #expect(cached == [0, 64, 64], "denial")
     }
 
     /// Finding 2 (r1/alias0.c): the block after a salted block whose fmix64 is 0 is not the

@@ -80,7 +80,7 @@ final class DiskTier {
     /// slots that owe nothing.
     private let waitingSlots: UnsafeMutablePointer<Int32>
     private var waitingCount = 0
-    private let index: U64Table
+    private let index: HashChains
     private var generation: UInt64 = 0
 
     // Per staging buffer.
@@ -182,7 +182,7 @@ final class DiskTier {
         freeSlots = try a.allocate(count: capacity, perSlot)
         waitingSlots = try a.allocate(count: capacity, perSlot)
         lru = try SlotLRU(capacity: capacity)
-        index = try U64Table(maxEntries: capacity, "the disk tier's \(capacity) slots (offload_bytes / slot bytes)")
+        index = try HashChains(ids: capacity, fingerprints: fingerprints, "the disk tier's \(capacity) slots (offload_bytes / slot bytes)")
         pendingReads = try PendingReads(capacity: max(1, maxPendingReads))
         // Before anything is opened: a mistyped variable is refused, not run without its effect.
         let threadsByEnvironment = try DiskTier.environmentForcesThreads(DiskTier.environment("KVCACHE_OFFLOAD_BACKEND"))
@@ -410,12 +410,13 @@ final class DiskTier {
             let stored = r.magic == KVM_JOURNAL_MAGIC && r.kind == UInt32(KVM_JOURNAL_STORED)
             let fits = slot < allocated && r.payload_bytes == UInt32(payloadBytes)
             if stored && !fits { unusable += 1 }
-            // (A hash another slot already holds is the same block: found there.) A block
+            // (A hash and fingerprint another slot already holds is the same block: found
+            // there; another fingerprint of the hash gets its own entry, `HashChains`.) A block
             // fingerprinted under a lost key (the identity was gone: a new key) could never
             // match again, and its hash would keep the block out of the tier: dropped.
             let lostKey = keyIsNew && r.fingerprint != 0
             if stored && fits && lostKey { underLostKey += 1 }
-            guard stored && fits && !lostKey && r.block_hash != 0 && index.find(r.block_hash) < 0 else {
+            guard stored && fits && !lostKey && r.block_hash != 0 && index.find(r.block_hash, fingerprint: r.fingerprint) < 0 else {
                 if stored { journal.stale(Int32(slot)) }  // until the compaction forgets it
                 latest[slot].magic = 0
                 continue
@@ -426,7 +427,7 @@ final class DiskTier {
             fingerprints[slot] = r.fingerprint
             generations[slot] = r.generation
             checksums[slot] = r.checksum
-            index.insert(r.block_hash, Int32(slot))
+            index.insert(r.block_hash, Int32(slot), fingerprint: r.fingerprint)  // not refused: `find` missed it
             journal.recovered(Int32(slot))
             recovered.append(Int32(slot))
             stats.storedSlots += 1
@@ -469,8 +470,9 @@ final class DiskTier {
         for slot in stride(from: allocated - 1, through: 0, by: -1) where state[slot] == DiskTier.free { pushFree(Int32(slot)) }
     }
 
-    /// Calls `body` with a `blockStored` (tier `KVEvent.diskTier`, hash, parent) per block the
-    /// index holds (a hashed slot stored or being written: what `lookup` finds), each after its
+    /// Calls `body` with a `blockStored` (tier `KVEvent.diskTier`, hash, parent) per hash the
+    /// index holds (its first slot's, stored or being written: slots of a colliding hash are
+    /// listed once, as the events announce a hash once), each after its
     /// ancestors the tier holds (a router building a prefix tree needs parents first; slots are
     /// in no such order: a trim spills a freed chain tail first). Changes nothing.
     /// Cost: O(slots) time and a Bool per slot of scratch.
@@ -478,14 +480,14 @@ final class DiskTier {
         var announced = [Bool](repeating: false, count: capacity)
         var path: [Int] = []
         for slot in 0..<capacity where !announced[slot] && state[slot] != DiskTier.free && hashes[slot] != 0
-            && index.find(hashes[slot]) == Int32(slot) {
+            && index.first(hashes[slot]) == Int32(slot) {
             // Up the chain to the first ancestor announced or not held, then down again.
             var s = slot
             while true {
                 path.append(s)
                 announced[s] = true
                 guard parents[s] != 0 else { break }
-                let up = Int(index.find(parents[s]))
+                let up = Int(index.first(parents[s]))
                 guard up >= 0 && !announced[up] else { break }
                 s = up
             }
@@ -499,7 +501,7 @@ final class DiskTier {
     /// so far, they leave a view of exactly what `lookup` finds. Changes nothing.
     /// Cost: O(slots) time, a Bool per slot of scratch, 24 bytes of `out` per indexed block.
     func appendIndexed(to out: inout [KVEvent]) {
-        out.reserveCapacity(out.count + 1 + index.count)
+        out.reserveCapacity(out.count + 1 + index.hashCount)
         out.append(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))
         forEachIndexedParentsFirst { out.append($0) }
     }
@@ -507,8 +509,9 @@ final class DiskTier {
     // MARK: lookup
 
     /// The slot holding block `hash` (stored, or still being written) whose fingerprint is
-    /// `fingerprint` (0: any, a prompt known by its hashes alone; as `BlockPool.lookup`), or -1.
-    /// Moves it to the LRU's young end. O(1).
+    /// `fingerprint` (0: the hash's first slot, whatever its fingerprint, for a prompt known by
+    /// its hashes alone; as `BlockPool.lookup`), or -1. Moves it to the LRU's young end. O(1)
+    /// expected (`HashChains.find`).
     func lookup(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
         let slot = find(hash, fingerprint: fingerprint)
         if slot >= 0 { lru.touch(slot) }
@@ -519,13 +522,14 @@ final class DiskTier {
     /// LRU change). O(1).
     func contains(_ hash: UInt64, fingerprint: UInt64) -> Bool { find(hash, fingerprint: fingerprint) >= 0 }
 
-    /// True when the tier holds a block under `hash`, whatever its fingerprint: no other slot
-    /// may take that hash (the tier keeps the block it has). O(1).
-    func contains(_ hash: UInt64) -> Bool { index.find(hash) >= 0 }
+    /// True when the tier holds a block under `hash`, whatever its fingerprint: for walks up
+    /// a chain by parent hashes (`OffloadCoordinator.missingAncestors`). O(1).
+    func contains(_ hash: UInt64) -> Bool { index.first(hash) >= 0 }
 
+    /// Slots of one hash and different fingerprints each have an entry (`HashChains`), so a
+    /// crafted block neither keeps another out of the tier nor tells whether it is there.
     @inline(__always) private func find(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
-        let slot = index.find(hash)
-        return slot >= 0 && fingerprint != 0 && fingerprints[Int(slot)] != fingerprint ? -1 : slot
+        index.find(hash, fingerprint: fingerprint)
     }
 
     /// Block hash, parent hash and fingerprint of a slot (0 for a swapped-out sequence's own slot).
@@ -573,21 +577,21 @@ final class DiskTier {
     /// `spillSlots`, so none of its spills is skipped while its waits can make room. Cost: O(1) when a buffer is free; else O(completions taken);
     /// plus a copy and checksum of the block when it is written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64) {
-        guard !contains(hash) else { return }
+        guard !contains(hash, fingerprint: fingerprint) else { return }
         guard hasSpillRoom() else { return skipSpill() }
-        guard let (slot, stage) = reserveSpill(hash) else { return }
+        guard let (slot, stage) = reserveSpill(hash, fingerprint: fingerprint) else { return }
         let copy = Result { () throws(KVError) in try memory.gatherCached(block, into: payload(stage)) }
         submitSpill(slot: slot, stage: stage, hash: hash, parent: parent, fingerprint: fingerprint, copy: copy, ahead: false)
     }
 
-    /// A spill's first step (`spill`): a free slot and a staging buffer for block `hash`,
-    /// beyond the reserve (`hasSpillRoom`), or nil when there is no room, the tier holds
-    /// `hash`, or no slot can be had (counted in `spillsFailed`). The slot is in no index and
+    /// A spill's first step (`spill`): a free slot and a staging buffer for block `hash` of
+    /// `fingerprint`, beyond the reserve (`hasSpillRoom`), or nil when there is no room, the
+    /// tier holds that block, or no slot can be had (counted in `spillsFailed`). The slot is in no index and
     /// no LRU until `submitSpill` writes it (or gives it back), so no lookup finds it half
     /// filled; the caller copies into `spillPayload(stage)` meanwhile. O(1), or O(completions
     /// taken).
-    func reserveSpill(_ hash: UInt64) -> (slot: Int32, stage: Int32)? {
-        guard !contains(hash), hasSpillRoom() else { return nil }
+    func reserveSpill(_ hash: UInt64, fingerprint: UInt64) -> (slot: Int32, stage: Int32)? {
+        guard !contains(hash, fingerprint: fingerprint), hasSpillRoom() else { return nil }
         do throws(KVError) { return try reserve() } catch {
             stats.spillsFailed += 1
             lastFailure = error.message
@@ -596,7 +600,7 @@ final class DiskTier {
     }
 
     /// A write-ahead's first step (`Writeback`, which copies between it and `submitSpill`
-    /// outside the engine's lock): as `reserveSpill`, for block `hash` the tier lacks, once
+    /// outside the engine's lock): as `reserveSpill`, for a block the tier lacks, once
     /// `hasSpillRoom` said a staging buffer is free (nil otherwise); but the slot is never one
     /// whose block memory still holds (`isResident`, by block hash): a free slot, one the slab
     /// grows by, or one of at most `dropBatch` slots dropped among the LRU's `aheadDropScan`
@@ -606,8 +610,8 @@ final class DiskTier {
     /// outnumber the tier's slots rewrite the same blocks forever: the thread dropped the
     /// blocks it had written itself, which memory still held, and took them again on its next
     /// pass. Cost: `takeSlotAhead`'s.
-    func reserveAhead(_ hash: UInt64, keeping isResident: (UInt64) -> Bool) -> (slot: Int32, stage: Int32)? {
-        guard !contains(hash) && bulkStages > 0, let slot = takeSlotAhead(keeping: isResident) else { return nil }
+    func reserveAhead(_ hash: UInt64, fingerprint: UInt64, keeping isResident: (UInt64) -> Bool) -> (slot: Int32, stage: Int32)? {
+        guard !contains(hash, fingerprint: fingerprint) && bulkStages > 0, let slot = takeSlotAhead(keeping: isResident) else { return nil }
         return (slot, takeStage(for: slot))
     }
 
@@ -644,7 +648,7 @@ final class DiskTier {
             stats.spillsFailed += 1
             lastFailure = error.message
         case .success(let checksum):
-            guard !contains(hash) else { return cancel(slot: slot, stage: stage) }
+            guard !contains(hash, fingerprint: fingerprint) else { return cancel(slot: slot, stage: stage) }
             submitWrite(slot: slot, stage: stage, hash: hash, parent: parent, fingerprint: fingerprint, checksum: checksum,
                         op: DiskTier.spillWrite)
             stats.blocksSpilled += 1
@@ -689,7 +693,7 @@ final class DiskTier {
             var needed = 0, heldInLRU = 0
             for i in 0..<count {
                 let h = hash(i)
-                let s = h != 0 ? index.find(h) : -1
+                let s = h != 0 ? index.first(h) : -1  // by hash alone: a collision may need one more
                 if s < 0 { needed += 1 } else if lru.contains(s) { heldInLRU += 1 }
             }
             // While the journal cannot append, dropped and waiting slots stay unusable.
@@ -749,10 +753,11 @@ final class DiskTier {
     /// payload was copied (`checksum`: computed by the copy, or nil: the seal computes it),
     /// under `hash`, and returns it pinned. When the tier got `hash` meanwhile (a swap-out of
     /// another sequence sharing the block copied it at the same time, without the lock), gives
-    /// the reservation back and returns that slot, pinned, instead. When the tier holds `hash`
-    /// with another fingerprint (a collision of the public hash), the block is written as the
-    /// sequence's own slot (hash 0: read back into a fresh block, never shared or indexed),
-    /// since the tier keeps the block it has. O(1) plus the seal.
+    /// the reservation back and returns that slot, pinned, instead. A block of a hash the tier
+    /// holds with another fingerprint (a collision of the public hash) gets its own entry
+    /// (`HashChains`); one of fingerprint 0 there is written as the sequence's own slot (hash
+    /// 0: read back into a fresh block, never shared or indexed), as a lookup by hash alone
+    /// finds the one the tier has. O(1) plus the seal.
     func submitSwap(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, checksum: UInt64?) -> Int32 {
         var hash = hash
         if hash != 0 {
@@ -762,7 +767,7 @@ final class DiskTier {
                 pin(found)
                 return found
             }
-            if contains(hash) { hash = 0 }
+            if fingerprint == 0 && contains(hash) { hash = 0 }
         }
         pin(slot)
         submitWrite(slot: slot, stage: stage, hash: hash, parent: hash != 0 ? parent : 0, fingerprint: hash != 0 ? fingerprint : 0,
@@ -1026,11 +1031,15 @@ final class DiskTier {
         stageSlot[Int(stage)] = slot
         if op == DiskTier.spillWrite { spillWritesInFlight += 1 }
         if hash != 0 {
-            // Callers write a hash only after `lookup` missed it, and the index has room for
-            // every slot: a refused insert would announce a block no lookup finds.
-            let inserted = index.insert(hash, slot)
-            precondition(inserted, "disk tier: block \(hash) is indexed already")
-            events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hash, parentHash: parent))
+            // Callers write a hash only after `lookup` missed it (and one of fingerprint 0 only
+            // when the hash is absent), and the index has room for every slot: a refused
+            // insert would announce a block no lookup finds. Announced when the hash is new:
+            // the events describe a set of hashes.
+            let insertion = index.insert(hash, slot, fingerprint: fingerprint)
+            precondition(insertion != .refused, "disk tier: block \(hash) is indexed already")
+            if insertion == .newHash {
+                events.push(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hash, parentHash: parent))
+            }
         }
         queue(kvm_io_req(tag: UInt64(stage), buf: stageBuffer(stage), offset: kvm_slab_offset(slab, UInt32(slot)),
                          len: UInt32(slotBytes), op: UInt16(KVM_IO_WRITE), file: 0, buf_index: 0))
@@ -1359,15 +1368,15 @@ final class DiskTier {
         return (pinned, unhashed)
     }
 
-    /// Tests: the block hashes `lookup` finds (every hashed slot the index maps to itself),
-    /// and how many entries the index holds (equal to the set's size: nothing else is in it).
+    /// Tests: the block hashes `lookup` finds (every hash's first slot), and how many hashes
+    /// the index holds (equal to the set's size: nothing else is in it).
     /// O(capacity); allocates.
     var findableHashes: (hashes: Set<UInt64>, indexed: Int) {
         var found = Set<UInt64>()
-        for s in 0..<capacity where state[s] != DiskTier.free && hashes[s] != 0 && index.find(hashes[s]) == Int32(s) {
+        for s in 0..<capacity where state[s] != DiskTier.free && hashes[s] != 0 && index.first(hashes[s]) == Int32(s) {
             found.insert(hashes[s])
         }
-        return (found, index.count)
+        return (found, index.hashCount)
     }
 
     /// True while `slot`'s write is in flight.
@@ -1415,10 +1424,7 @@ final class DiskTier {
                 // until the failure is processed (`releaseFailedRecord`); any other leaves the
                 // counters when `markBroken` frees it.
                 let isRecord = recordTokens[s] > 0
-                if hashes[s] != 0 {
-                    index.remove(hashes[s])
-                    events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
-                }
+                if hashes[s] != 0 { unindex(slot) }
                 // A failed write's slot is given up once nothing refers to it; generation 0
                 // marks it so that the swap-out waiting on it sees the failure.
                 state[s] = DiskTier.stored
@@ -1461,8 +1467,7 @@ final class DiskTier {
                 // was given up, and a healthy swapped-out sequence spoiled with it, before).
                 if ok || pins[s] == 1 {
                     if hashes[s] != 0 {
-                        index.remove(hashes[s])
-                        events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
+                        unindex(slot)
                         hashes[s] = 0
                     }
                     markBroken(slot)
@@ -1514,10 +1519,18 @@ final class DiskTier {
     private func drop(_ slot: Int32) {
         let s = Int(slot)
         lru.remove(slot)
-        index.remove(hashes[s])
-        events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
+        unindex(slot)
         hashes[s] = 0
         release(slot)
+    }
+
+    /// Takes hashed `slot` out of the index, announcing `blockRemoved` when it was the last
+    /// slot of its hash (the events describe a set of hashes). O(1) expected.
+    private func unindex(_ slot: Int32) {
+        let s = Int(slot)
+        if index.remove(hashes[s], slot) {
+            events.push(KVEvent(kind: .blockRemoved, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s]))
+        }
     }
 
     /// Returns a stored, unpinned, unindexed slot to the free list.

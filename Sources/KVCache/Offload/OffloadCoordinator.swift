@@ -400,7 +400,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             writeback.poke()
             if blocks.copyTicket(block) != 0 { return }
         }
-        if ancestorsFirst && parent != 0 && !tier.contains(hash) && tier.hasSpillRoom() {
+        if ancestorsFirst && parent != 0 && !tier.contains(hash, fingerprint: fingerprint) && tier.hasSpillRoom() {
             let chain = missingAncestors(parent: parent)
             for i in stride(from: chain.count - 1, through: max(0, chain.count - OffloadCoordinator.ancestorsPerSpill), by: -1) {
                 let b = chain[i]

@@ -27,8 +27,9 @@ struct PeerRead {
 /// the complete records past the last one read (fixed 64-byte records, each checksummed; a
 /// partial or torn one at the end is read again later, never acted on). A journal renamed over
 /// (the owner compacted it, at a restart or while it runs) or shrunk is replayed from its start. The latest
-/// record of a slot wins: STORED indexes its block (a newer slot for the same hash replaces
-/// the older), FREED drops it.
+/// record of a slot wins: STORED indexes its block (a newer slot for the same hash and
+/// fingerprint replaces the older; one of another fingerprint gets its own entry,
+/// `HashChains`, so a crafted block neither hides nor reveals another), FREED drops it.
 ///
 /// Fingerprints: a peer's journal records each block's `BlockFingerprint` under the peer
 /// directory's key (`TierIdentity`), which this view reads with the identity (again whenever
@@ -62,7 +63,7 @@ final class PeerTier {
     private let slotBytes: Int
     private let forceBuffered: Bool
     private var slab: OpaquePointer
-    private var index: U64Table
+    private var index: HashChains
     private var hashes: UnsafeMutablePointer<UInt64>
     private var parents: UnsafeMutablePointer<UInt64>
     /// Per slot: the block's fingerprint under `fingerprint` (0: unknown).
@@ -113,10 +114,10 @@ final class PeerTier {
         let a = CheckedAllocations()
         let what = "peer tier '\(dir)': the per-slot state of \(self.capacity) slots (the slots its slab holds)"
         do throws(KVError) {
-            index = try U64Table(maxEntries: self.capacity, what)
             hashes = try a.allocate(repeating: 0, count: self.capacity, what)
             parents = try a.allocate(repeating: 0, count: self.capacity, what)
             fingerprints = try a.allocate(repeating: 0, count: self.capacity, what)
+            index = try HashChains(ids: self.capacity, fingerprints: fingerprints, what)
             generations = try a.allocate(repeating: 0, count: self.capacity, what)
             checksums = try a.allocate(repeating: 0, count: self.capacity, what)
         } catch {
@@ -209,8 +210,8 @@ final class PeerTier {
         journalBytes = 0
     }
 
-    /// Blocks indexed now. Tests: read by the tests only.
-    var indexedBlocks: Int { index.count }
+    /// Distinct hashes indexed now. Tests: read by the tests only.
+    var indexedBlocks: Int { index.hashCount }
 
     /// Where block `hash` is in this peer (`peer`: this peer's index in `DiskTier.peers`) and
     /// what its slot held when journaled, or nil; also nil when the block's fingerprint is
@@ -218,15 +219,15 @@ final class PeerTier {
     /// prompt known by its hashes alone), which is asked only when the hash is found. O(1)
     /// plus that call.
     func find(_ hash: UInt64, peer: Int32, fingerprint query: (BlockFingerprint) -> UInt64) -> PeerRead? {
-        let slot = index.find(hash)
+        guard index.first(hash) >= 0 else { return nil }
+        let slot = index.find(hash, fingerprint: query(fingerprint))
         guard slot >= 0 else { return nil }
-        let s = Int(slot), wanted = query(fingerprint)
-        guard wanted == 0 || fingerprints[s] == wanted else { return nil }
+        let s = Int(slot)
         return PeerRead(peer: peer, slot: slot, hash: hash, parent: parents[s], generation: generations[s], checksum: checksums[s])
     }
 
-    /// True when block `hash` is indexed. O(1).
-    func contains(_ hash: UInt64) -> Bool { index.find(hash) >= 0 }
+    /// True when block `hash` is indexed, whatever its fingerprint. O(1).
+    func contains(_ hash: UInt64) -> Bool { index.first(hash) >= 0 }
 
     /// A read of `read` was refused (the slot changed, or the read failed): its entry leaves
     /// the index unless a newer record replaced it meanwhile. O(1).
@@ -311,12 +312,13 @@ final class PeerTier {
                 return
             }
         }
-        let older = index.find(r.block_hash)
-        if older >= 0 { drop(slot: Int(older)) }
-        index.insert(r.block_hash, Int32(s))
+        // The block it replaces (of fingerprint 0: every block of the hash, which a lookup by
+        // hash alone would take), so that the insert below is never refused.
+        while case let older = index.find(r.block_hash, fingerprint: r.fingerprint), older >= 0 { drop(slot: Int(older)) }
+        fingerprints[s] = r.fingerprint
+        index.insert(r.block_hash, Int32(s), fingerprint: r.fingerprint)
         hashes[s] = r.block_hash
         parents[s] = r.parent_hash
-        fingerprints[s] = r.fingerprint
         generations[s] = r.generation
         checksums[s] = r.checksum
     }
@@ -329,23 +331,23 @@ final class PeerTier {
         let grown = min(max(2 * capacity, s + 1), DiskTier.maxSlots)
         let what = "peer tier '\(dir)': the per-slot state of \(grown) slots (its journal names slot \(s))"
         let a = CheckedAllocations()
-        let larger = try U64Table(maxEntries: grown, what)
         var arrays: [UnsafeMutablePointer<UInt64>] = []
         for old in [hashes, parents, fingerprints, generations, checksums] {
             let new = try a.allocate(repeating: UInt64(0), count: grown, what)
             new.update(from: old, count: capacity)
             arrays.append(new)
         }
+        let larger = try HashChains(ids: grown, fingerprints: arrays[2], what)
         a.keep()
         for old in [hashes, parents, fingerprints, generations, checksums] { old.deallocate() }
         (hashes, parents, fingerprints, generations, checksums) = (arrays[0], arrays[1], arrays[2], arrays[3], arrays[4])
         index = larger
-        for slot in 0..<capacity where hashes[slot] != 0 { index.insert(hashes[slot], Int32(slot)) }
+        for slot in 0..<capacity where hashes[slot] != 0 { index.insert(hashes[slot], Int32(slot), fingerprint: fingerprints[slot]) }
         capacity = grown
     }
 
     private func drop(slot s: Int) {
-        if index.find(hashes[s]) == Int32(s) { index.remove(hashes[s]) }
+        if index.contains(hashes[s], Int32(s)) { index.remove(hashes[s], Int32(s)) }
         hashes[s] = 0
     }
 
@@ -353,7 +355,7 @@ final class PeerTier {
     /// anything is indexed, else O(1): a vanished peer is cleared on every lookup's refresh.
     private func clear() {
         // A slot's hash is non-zero exactly while the index maps that hash to it (`apply`, `drop`).
-        if index.count > 0 {
+        if index.hashCount > 0 {
             for s in 0..<capacity where hashes[s] != 0 { drop(slot: s) }
         }
         journalBytes = 0

@@ -249,7 +249,7 @@ final class SwapOutQueue {
         for c in batch where c.stage >= 0 {
             e.diskSlots[c.position] = tier.submitSwap(slot: e.diskSlots[c.position], stage: c.stage, hash: e.hashes[c.position],
                                                       parent: c.parent, fingerprint: c.fingerprint, checksum: c.checksum)
-            e.hashes[c.position] = tier.hash(of: e.diskSlots[c.position])  // 0 when the tier held another block of the hash
+            e.hashes[c.position] = tier.hash(of: e.diskSlots[c.position])  // 0: written as its own slot (`DiskTier.submitSwap`)
         }
         entries[i].submitted += batch.count
         tier.flush()
@@ -269,7 +269,7 @@ final class SwapOutQueue {
         e.hashes[i] = blocks.hash(of: b)
         e.diskSlots[i] = try tier.writeSwap(b, hash: e.hashes[i], parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b),
                                             slot: e.slot, position: i, tokens: min(bt, sequences.lengths[e.slot] - i * bt))
-        e.hashes[i] = tier.hash(of: e.diskSlots[i])  // 0 when the tier held another block of the hash
+        e.hashes[i] = tier.hash(of: e.diskSlots[i])  // 0: written as its own slot (`DiskTier.submitSwap`)
         e.submitted += 1
     }
 

@@ -192,7 +192,7 @@ final class Writeback {
         guard !tier.writesFailing else { return .failing }
         var stall = Stall.none
         blocks.forEachOldestCached(limit: horizon) { b in
-            guard !tier.contains(blocks.hash(of: b)) && blocks.copyTicket(b) == 0 && !offload.isLoading(b) else { return true }
+            guard !tier.contains(blocks.hash(of: b), fingerprint: blocks.fingerprint(of: b)) && blocks.copyTicket(b) == 0 && !offload.isLoading(b) else { return true }
             let chain = offload.missingAncestors(parent: blocks.parent(of: b))
             // Oldest ancestor first, the block last.
             for i in stride(from: chain.count - 1, through: -1, by: -1) {
@@ -201,7 +201,7 @@ final class Writeback {
                     stall = tier.bulkStages > 0 ? .noSlot : .noBuffer  // else every slot is held
                     return false
                 }
-                guard let (slot, stage) = tier.reserveAhead(blocks.hash(of: c), keeping: { blocks.indexedBlock($0) >= 0 }) else {
+                guard let (slot, stage) = tier.reserveAhead(blocks.hash(of: c), fingerprint: blocks.fingerprint(of: c), keeping: { blocks.indexedBlock($0) >= 0 }) else {
                     stall = .noSlot
                     return false
                 }

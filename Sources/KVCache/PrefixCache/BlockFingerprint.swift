@@ -16,7 +16,9 @@
 /// public hash). A root's input (8 bytes) is shorter than any block's (at least 12), so no
 /// block's fingerprint stands for a root. 0 is never a fingerprint: it means "unknown" (a
 /// block indexed from hashes alone, `Engine.createSequence(_:blockHashes:tokens:)`, whose
-/// tokens the engine never saw), and a block chained from an unknown one is unknown too.
+/// tokens the engine never saw), and a block chained from an unknown one is unknown too. A
+/// lookup with fingerprint 0 takes the first block of the hash whatever its fingerprint, while
+/// one with a fingerprint never takes a block of fingerprint 0 (`HashChains.find`).
 ///
 /// Cost: about two SipHash rounds per two tokens; no allocation.
 struct BlockFingerprint: Equatable {

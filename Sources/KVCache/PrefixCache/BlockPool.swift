@@ -8,9 +8,10 @@ import Glibc
 ///
 /// The index is keyed by the public `BlockHash`, which a crafted prompt can collide with; each
 /// indexed block also keeps its private `BlockFingerprint`, and a lookup with a fingerprint
-/// hits only a block whose fingerprint equals it (`lookup`). On such a collision the block
-/// already indexed stays (`insert` refuses the second, which stays its sequence's own,
-/// unshared): no sequence loses data and no prompt is served another's bytes.
+/// hits only a block whose fingerprint equals it (`lookup`). Blocks of one hash and different
+/// fingerprints each get their own entry (`HashChains`), so a crafted block neither keeps
+/// another prompt's block out of the index nor tells whether it is there; the events stay a
+/// set of hashes (`insert`, `unindex`). No prompt is served another's bytes.
 ///
 /// A block is *free* (no references, not indexed), *used* (referenced by live sequences) or
 /// *cached* (no references, still indexed, queued in LRU order oldest first). A used block may
@@ -51,7 +52,9 @@ public final class BlockPool {
     /// compacted, forgotten) only once that copy is done (`BlockSpiller.awaitCopy`), so its
     /// bytes and pages stay as they were while the copy reads them.
     private let copyTickets: UnsafeMutablePointer<UInt64>
-    private let index: U64Table
+    private let index: HashChains
+    /// Blocks in the index (more than its hashes when public hashes collide).
+    private var indexedCount = 0
     /// Pending KV events.
     let events: EventQueue
     /// Told when an indexed block changes state (the contiguous layout keeps page references
@@ -92,7 +95,7 @@ public final class BlockPool {
     private var owner: AnyObject?
 
     /// A pool over `arena` (which must hold `capacity` blocks) or, when nil, over ids alone.
-    /// Throws `outOfMemory` when its per-block arrays (49 bytes per block, 45 over an arena,
+    /// Throws `outOfMemory` when its per-block arrays (53 bytes per block, 49 over an arena,
     /// which keeps no free list, and 24 to 48 for the
     /// prefix index: `memory_bytes / (block bytes x tensors)` blocks, at most 2^24) or the
     /// event queue cannot be allocated (`CheckedAllocations`).
@@ -114,7 +117,8 @@ public final class BlockPool {
         indexed = try a.allocate(repeating: false, count: capacity, perBlock)
         lru = try IndexList(capacity: capacity, perBlock)
         copyTickets = try a.allocate(repeating: 0, count: capacity, perBlock)
-        index = try U64Table(maxEntries: capacity, "the prefix index of \(capacity) blocks (memory_bytes / block bytes)")
+        index = try HashChains(ids: capacity, fingerprints: fingerprints,
+                               "the prefix index of \(capacity) blocks (memory_bytes / block bytes)")
         events = try EventQueue(capacity: eventCapacity)
         a.keep()
     }
@@ -211,29 +215,36 @@ public final class BlockPool {
 
     /// The block indexed under `hash` whose fingerprint is `fingerprint`, or -1: a block of
     /// that hash with another fingerprint (a collision of the public hash, or a block whose
-    /// fingerprint is unknown) is a miss. A `fingerprint` of 0 (a caller that knows the
-    /// prompt by its hashes alone) matches on the hash alone. O(1).
+    /// fingerprint is unknown) is passed over. A `fingerprint` of 0 (a caller that knows the
+    /// prompt by its hashes alone, `Engine.createSequence(_:blockHashes:tokens:)`) takes the
+    /// first block indexed under `hash`, whatever its fingerprint: also a block a token-given
+    /// prompt indexed (one way: a lookup with a fingerprint never takes a block of
+    /// fingerprint 0). O(1) expected (`HashChains.find`).
     @inline(__always) func lookup(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
-        let b = index.find(hash)
-        return b >= 0 && fingerprint != 0 && fingerprints[Int(b)] != fingerprint ? -1 : b
+        index.find(hash, fingerprint: fingerprint)
     }
 
-    /// The block indexed under `hash`, whatever its fingerprint, or -1: for the engine's own
-    /// walks along a chain it indexed (spills of ancestors, writeback), never to serve K/V.
-    @inline(__always) func indexedBlock(_ hash: UInt64) -> Int32 { index.find(hash) }
+    /// The first block indexed under `hash`, whatever its fingerprint, or -1: for the engine's
+    /// own walks along a chain it indexed (spills of ancestors, writeback), never to serve K/V.
+    @inline(__always) func indexedBlock(_ hash: UInt64) -> Int32 { index.first(hash) }
 
     /// Indexes used block `block` as the full block `hash` whose parent is `parent`, with
-    /// fingerprint `fingerprint` (0: unknown), emitting `blockStored`. Returns false (and
-    /// changes nothing) when the block or the hash is already indexed (also by a block of
-    /// another fingerprint: the indexed one stays).
+    /// fingerprint `fingerprint` (0: unknown). Emits `blockStored` only when `hash` was not
+    /// indexed (a block of a colliding hash and another fingerprint joins it silently: the
+    /// events describe a set of hashes). Returns false (and changes nothing) when the block
+    /// is already indexed, or `hash` holds a block of the same fingerprint, or `fingerprint`
+    /// is 0 and `hash` holds any block (`HashChains.insert`).
     @discardableResult
     func insert(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64) -> Bool {
-        guard hash != 0, !indexed[Int(block)], index.insert(hash, block) else { return false }
+        guard hash != 0, !indexed[Int(block)] else { return false }
+        let insertion = index.insert(hash, block, fingerprint: fingerprint)
+        guard insertion != .refused else { return false }
         hashes[Int(block)] = hash
         parents[Int(block)] = parent
         fingerprints[Int(block)] = fingerprint
         indexed[Int(block)] = true
-        events.push(KVEvent(kind: .blockStored, blockHash: hash, parentHash: parent))
+        indexedCount += 1
+        if insertion == .newHash { events.push(KVEvent(kind: .blockStored, blockHash: hash, parentHash: parent)) }
         return true
     }
 
@@ -312,7 +323,8 @@ public final class BlockPool {
         unindex(block, emit: true)
     }
 
-    /// Appends to `out` one `blockStored` (memory tier) per indexed block, each after its parent
+    /// Appends to `out` one `blockStored` (memory tier) per indexed hash (its first block's,
+    /// `HashChains.first`: blocks of a colliding hash are listed once), each after its parent
     /// when the index holds that parent (a consumer building a prefix tree, such as Dynamo's
     /// radix tree, stores a block only under a parent it holds; block ids follow no chain
     /// order once evicted blocks are reused). A block whose parent the index lacks (a chain's
@@ -320,17 +332,17 @@ public final class BlockPool {
     /// unlisted block in id order, the walk goes up to the first ancestor listed or not indexed
     /// and appends the path top down. A listed block is marked by clearing its `indexed` flag
     /// (the hash index still finds it), and every flag is set again before returning.
-    /// Cost: O(capacity), at most two hash lookups per indexed block, no allocation beyond
+    /// Cost: O(capacity), at most three hash lookups per indexed block, no allocation beyond
     /// `out`'s growth (none when it has room for `usedCount + cachedCount` more).
     func appendIndexed(to out: inout [KVEvent]) {
         let first = out.count
-        for b in 0..<capacity where indexed[b] {
+        for b in 0..<capacity where indexed[b] && index.first(hashes[b]) == Int32(b) {
             let top = out.count
             var s = b
             while true {
                 out.append(KVEvent(kind: .blockStored, blockHash: hashes[s], parentHash: parents[s]))
                 indexed[s] = false
-                let up = parents[s] == 0 ? -1 : Int(index.find(parents[s]))
+                let up = parents[s] == 0 ? -1 : Int(index.first(parents[s]))
                 guard up >= 0 && indexed[up] else { break }
                 s = up
             }
@@ -340,7 +352,7 @@ public final class BlockPool {
                 (i, j) = (i + 1, j - 1)
             }
         }
-        for event in out[first...] { indexed[Int(index.find(event.blockHash))] = true }
+        for event in out[first...] { indexed[Int(index.first(event.blockHash))] = true }
     }
 
     /// The hash `block` is indexed under (0 when it is not, also when it is only prepared), and
@@ -351,12 +363,12 @@ public final class BlockPool {
 
     /// Drops the `limit` oldest cached blocks, or every one when fewer are cached (trim; the
     /// spiller is told of each first). Emits one `allCleared` when that empties the index, else
-    /// one `blockRemoved` per block. Not counted as evictions. Returns how many were dropped.
+    /// one `blockRemoved` per hash that leaves (`unindex`). Not counted as evictions. Returns how many were dropped.
     /// O(dropped) besides the spiller's work.
     @discardableResult
     func dropCached(limit: Int = .max) -> Int {
         let n = min(cachedCount, limit)
-        let clearsAll = index.count == n
+        let clearsAll = indexedCount == n
         var dropped = 0
         while dropped < n && evictOldest(emit: !clearsAll) { dropped += 1 }
         evictedCount -= UInt64(dropped)  // trimming is not eviction under pressure
@@ -364,15 +376,18 @@ public final class BlockPool {
         return dropped
     }
 
+    /// Takes `block` out of the index; `blockRemoved` (when `emit`) only when it was the last
+    /// block of its hash.
     private func unindex(_ block: Int32, emit: Bool) {
         let b = Int(block)
         if copyTickets[b] != 0 {
             spiller?.awaitCopy(copyTickets[b])
             copyTickets[b] = 0
         }
-        index.remove(hashes[b])
+        let hashLeft = index.remove(hashes[b], block)
+        indexedCount -= 1
         listener?.blockEvicted(block)
-        if emit { events.push(KVEvent(kind: .blockRemoved, blockHash: hashes[b], parentHash: parents[b])) }
+        if emit && hashLeft { events.push(KVEvent(kind: .blockRemoved, blockHash: hashes[b], parentHash: parents[b])) }
         hashes[b] = 0
         parents[b] = 0
         fingerprints[b] = 0

@@ -1,5 +1,6 @@
 /// An open-addressing hash map from `UInt64` to a non-negative `Int32`, in two flat arrays:
-/// the prefix index (block hash -> block) and the sequence directory (id -> slot).
+/// the prefix indexes' (block hash -> first block or slot of the hash, `HashChains`) and the
+/// sequence directory (id -> slot).
 ///
 /// Linear probing with backward-shift deletion, so no tombstones accumulate. Capacity is fixed
 /// at creation (a power of two at least twice the most entries it will hold), so inserts never

@@ -31,7 +31,100 @@ struct BlockHashCollisionTests {
         try e.free(2)
         #expect(try e.createSequence(3, tokens: attacker) == 16, "the block indexed first stays")
         #expect(try kvDifferences(e, 3, count: 16) { attacker[$0] } == 0)
-        #expect(try e.createSequence(4, tokens: victim) == 0)
+        #expect(try e.createSequence(4, tokens: victim) == 16, "and the victim's got its own entry")
+        #expect(try kvDifferences(e, 4, count: 16) { victim[$0] } == 0)
+    }
+
+    /// Tenant B's 4-block prompt under salt 2, whose first block's public hash is tenant A's
+    /// crafted block's under salt 1 (`Collision.crossSaltAttacker`).
+    private static let tenantB = Array(Int32(1000)..<1064) + [5]
+    private static let tenantA = Collision.crossSaltAttacker + [5]
+
+    /// helper-203's oracle (r/xsalt.c): whether tenant A's crafted block hits on its second
+    /// send must not depend on whether tenant B's block is cached.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aCollidingBlockDoesNotRevealWhetherAnotherIsCached(layout: Layout) throws {
+        for present in [false, true] {
+            let e = try Engine(config(layout))
+            if present {
+                try e.createSequence(10, tokens: Self.tenantB, salt: 2)
+                try e.free(10)
+            }
+            #expect(try e.createSequence(1, tokens: Self.tenantA, salt: 1) == 0)
+            try e.free(1)
+            #expect(try e.createSequence(2, tokens: Self.tenantA, salt: 1) == 16, "tenant B's block cached: \(present)")
+            try e.free(2)
+        }
+    }
+
+    /// helper-203's denial: once tenant A's crafted block is indexed, tenant B's prompt (and
+    /// every block after its first) must still be cached.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aCollidingBlockDoesNotKeepAnotherPromptOutOfTheCache(layout: Layout) throws {
+        let e = try Engine(config(layout))
+        try e.createSequence(1, tokens: Self.tenantA, salt: 1)
+        try fillKV(e, 1, count: 17) { Self.tenantA[$0] }
+        try e.free(1)
+        #expect(try e.createSequence(10, tokens: Self.tenantB, salt: 2) == 0)
+        try fillKV(e, 10, count: 65) { Self.tenantB[$0] }
+        try e.free(10)
+        #expect(try e.createSequence(11, tokens: Self.tenantB, salt: 2) == 64)
+        #expect(try kvDifferences(e, 11, count: 64) { Self.tenantB[$0] } == 0)
+        #expect(try e.createSequence(12, tokens: Self.tenantA, salt: 1) == 16)
+        #expect(try kvDifferences(e, 12, count: 16) { Self.tenantA[$0] } == 0)
+    }
+
+    /// Both tenants' blocks spilled to the disk tier, then a restart: each prompt finds its
+    /// own block (the tier indexes both, under the same public hash).
+    @Test(arguments: [Layout.paged, .contiguous])
+    func collidingBlocksBothSurviveARestartOnDisk(layout: Layout) throws {
+        let dir = ScratchDir("collisionBothDisk")
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.blockTokens = 16
+        do { try spillBothTenants(try Engine(c)) }
+        let e = try Engine(c)
+        var view = DiskTierView()
+        view.apply(drainAll(e))
+        let shared = BlockHash.chain(Self.tenantA, blockTokens: 16, salt: 1)[0]
+        #expect(view.contradictions.isEmpty && view.hashes == e.offload!.tier!.findableHashes.hashes)
+        #expect(view.storedPairs.filter { $0[0] == shared }.count == 1, "the shared hash is announced once")
+        #expect(try e.createSequence(11, tokens: Self.tenantB, salt: 2) == 64)
+        #expect(try e.createSequence(12, tokens: Self.tenantA, salt: 1) == 16)
+        try waitReady(e, 11)
+        try waitReady(e, 12)
+        #expect(try kvDifferences(e, 11, count: 64) { Self.tenantB[$0] } == 0)
+        #expect(try kvDifferences(e, 12, count: 16) { Self.tenantA[$0] } == 0)
+    }
+
+    /// As above, read through a peer's tier.
+    @Test func collidingBlocksBothHitThroughAPeer() throws {
+        let dirA = ScratchDir("collisionBothPeerA"), dirB = ScratchDir("collisionBothPeerB")
+        defer { dirA.remove(); dirB.remove() }
+        var a = offloadConfig(.paged, dir: dirA.path), b = peerConfig(.paged, dir: dirB.path, peers: [dirA.path])
+        a.blockTokens = 16
+        b.blockTokens = 16
+        let owner = try Engine(a)
+        try spillBothTenants(owner)
+        let e = try Engine(b)
+        #expect(try e.createSequence(11, tokens: Self.tenantB, salt: 2) == 64)
+        #expect(try e.createSequence(12, tokens: Self.tenantA, salt: 1) == 16)
+        try waitReady(e, 11)
+        try waitReady(e, 12)
+        #expect(try kvDifferences(e, 11, count: 64) { Self.tenantB[$0] } == 0)
+        #expect(try kvDifferences(e, 12, count: 16) { Self.tenantA[$0] } == 0)
+    }
+
+    /// Caches tenant A's crafted block, then tenant B's prompt, and spills both to `e`'s tier.
+    private func spillBothTenants(_ e: Engine) throws {
+        try e.createSequence(1, tokens: Self.tenantA, salt: 1)
+        try fillKV(e, 1, count: 17) { Self.tenantA[$0] }
+        try e.free(1)
+        try e.createSequence(10, tokens: Self.tenantB, salt: 2)
+        try fillKV(e, 10, count: 65) { Self.tenantB[$0] }
+        try e.free(10)
+        try e.trim()
+        try e.syncOffload()
     }
 
     @Test(arguments: [Layout.paged, .contiguous])

@@ -12,6 +12,44 @@ struct BlockPoolTests {
         #expect(try pool.allocate() == blocks[3])
     }
 
+    /// Two blocks of one public hash and different fingerprints (a crafted collision) are both
+    /// indexed and found by their fingerprints, while the events and the dump stay a set of
+    /// hashes: one `blockStored` when the hash appears, one `blockRemoved` when its last block
+    /// leaves, whichever leaves first.
+    @Test(arguments: [false, true])
+    func collidingBlocksAreBothIndexedAndTheEventsStayASet(firstLeavesFirst: Bool) throws {
+        let pool = BlockPool(capacity: 4)
+        let a = try pool.allocate(), b = try pool.allocate(), c = try pool.allocate()
+        #expect(pool.insert(a, hash: 42, parent: 0, fingerprint: 1))
+        #expect(pool.insert(b, hash: 42, parent: 7, fingerprint: 2), "a collision gets its own entry")
+        #expect(!pool.insert(c, hash: 42, parent: 0, fingerprint: 1), "the same block again does not")
+        #expect(pool.lookup(42, fingerprint: 1) == a && pool.lookup(42, fingerprint: 2) == b)
+        #expect(pool.lookup(42, fingerprint: 3) == -1 && pool.lookup(42, fingerprint: 0) >= 0)
+        #expect(drained(pool) == [KVEvent(kind: .blockStored, blockHash: 42, parentHash: 0)])
+        var dump: [KVEvent] = []
+        pool.appendIndexed(to: &dump)
+        #expect(dump.map(\.blockHash) == [42], "the dump lists a hash once")
+        pool.release(a)
+        pool.release(b)
+        let (first, second) = firstLeavesFirst ? (a, b) : (b, a)
+        pool.evict(first)
+        #expect(drained(pool).isEmpty, "the hash is still present")
+        #expect(pool.lookup(42, fingerprint: firstLeavesFirst ? 2 : 1) == second)
+        #expect(pool.lookup(42, fingerprint: firstLeavesFirst ? 1 : 2) == -1)
+        dump = []
+        pool.appendIndexed(to: &dump)
+        #expect(dump.map(\.blockHash) == [42])
+        pool.evict(second)
+        #expect(drained(pool).map(\.kind) == [.blockRemoved] && pool.lookup(42, fingerprint: 0) == -1)
+        #expect(pool.insert(c, hash: 42, parent: 0, fingerprint: 1), "the hash is free again")
+    }
+
+    private func drained(_ pool: BlockPool) -> [KVEvent] {
+        var out = [KVEvent](repeating: KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0), count: 16)
+        let n = out.withUnsafeMutableBufferPointer { pool.events.drain(into: $0) }
+        return Array(out[..<n])
+    }
+
     @Test func releasedIndexedBlocksAreCachedAndEvictedOldestFirst() throws {
         let pool = BlockPool(capacity: 3)
         let a = try pool.allocate(), b = try pool.allocate(), c = try pool.allocate()
