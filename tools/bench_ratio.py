@@ -3,7 +3,9 @@
 
 Implementations: `Engine`, `Baseline` (BaselineBlockManager, or a decode step's plain sum) and,
 where a benchmark has one, `VLLM` (VLLMBlockPool, vLLM v1's block pool): the table adds its ns,
-engine/vLLM and its malloc/op; the targets judge only Engine (and Engine/Baseline).
+engine/vLLM and its malloc/op; the targets judge only Engine (and Engine/Baseline). A VLLM
+variant, `VLLM sha256 <operation>` (the pool hashing blocks with SHA-256, vLLM's default), is a
+row of its own, `sha256 <operation>`: the operation's engine against it (VLLM_VARIANTS).
 `PerLayer decode-step-head` (the per-layer plain sum beside the per-head pair) gives an INFO
 line, engine/per-layer, not judged.
 
@@ -169,22 +171,34 @@ def median_of_rounds(op, other):
     return (statistics.median(ratios), ratios) if ratios else None
 
 
+# VLLM variants: `VLLM <variant> <operation>` (VLLMBlockPool hashing blocks another way: sha256,
+# vLLM's default prefix_caching_hash_algo) is the row `<variant> <operation>`, whose engine is
+# the plain operation's engine, so that the table shows engine / vLLM-<variant>.
+VLLM_VARIANTS = ("sha256",)
+
+
+def engine_of(op):
+    """The engine's ns/op that row `op` divides: a VLLM variant's row takes its operation's."""
+    variant, _, operation = op.partition(" ")
+    return ns.get(("Engine", operation)) if variant in VLLM_VARIANTS else ns.get(("Engine", op))
+
+
 operations = sorted({op for _, op in ns})
 if not operations:
     print("bench_ratio: no Engine/Baseline wall-clock results found", file=sys.stderr)
     sys.exit(2)
 print(f"ns per operation (p{percentile.rstrip('0').rstrip('.')} of the measurements)\n")
-print(f"{'operation':<18} {'engine ns':>12} {'baseline ns':>12} {'engine/baseline':>16} {'speedup':>9}"
+print(f"{'operation':<20} {'engine ns':>12} {'baseline ns':>12} {'engine/baseline':>16} {'speedup':>9}"
       f" {'engine malloc/op':>17} {'baseline malloc/op':>19} {'vllm ns':>12} {'engine/vllm':>12} {'vllm malloc/op':>15}")
 for op in operations:
-    e, b = ns.get(("Engine", op)), ns.get(("Baseline", op))
+    e, b = engine_of(op), ns.get(("Baseline", op))
     fmt = lambda v, w=12: f"{v:{w}.2f}" if v is not None else f"{'-':>{w}}"
     ratio = f"{e / b:16.3f}" if e and b else f"{'-':>16}"
     speedup = f"{b / e:8.2f}x" if e and b else f"{'-':>9}"
     me, mb = mallocs.get(("Engine", op)), mallocs.get(("Baseline", op))
     v, mv = ns.get(("VLLM", op)), mallocs.get(("VLLM", op))
     vratio = f"{e / v:12.3f}" if e and v else f"{'-':>12}"
-    print(f"{op:<18} {fmt(e)} {fmt(b)} {ratio} {speedup} {fmt(me, 17)} {fmt(mb, 19)} {fmt(v)} {vratio} {fmt(mv, 15)}")
+    print(f"{op:<20} {fmt(e)} {fmt(b)} {ratio} {speedup} {fmt(me, 17)} {fmt(mb, 19)} {fmt(v)} {vratio} {fmt(mv, 15)}")
 
 # Targets from the issue.
 targets = [

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the KVCacheBenchmarks suite (release build) and prints, per operation, nanoseconds per
 # operation of the engine and of BaselineBlockManager, their ratio, where measured the same for
-# VLLMBlockPool (vLLM v1's block pool algorithm: allocate+free, prefix lookup, trace-replay),
+# VLLMBlockPool (vLLM v1's block pool algorithm: allocate+free, prefix lookup, trace-replay; and
+# a row `sha256 prefix lookup`, the engine against the pool hashing with vLLM's default SHA-256),
 # and PASS/FAIL for the targets:
 #   allocate+free: at least 10 million block allocate+free pairs per second on one thread
 #   append:        under 200 ns per appended token when no new block/page is needed

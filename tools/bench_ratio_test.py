@@ -108,6 +108,18 @@ check("engine+vllm only operation is listed", row[1:3] == ["3000.00", "-"] and r
 check("vllm does not feed the targets", "PASS append: 60.0 ns/token" in output
       and "PASS allocate+free: 50.0 M pairs/s" in output, output)
 
+# A VLLM variant (`VLLM sha256 <operation>`: the pool hashing blocks with SHA-256) gets a row of
+# its own, `sha256 <operation>`, whose engine column is the plain operation's engine: the table
+# shows engine / vLLM-sha256 beside engine / vLLM.
+status, output = run_case({**FAST, ("Engine", "prefix lookup"): 7000.0, ("Baseline", "prefix lookup"): 5000.0,
+                           ("VLLM", "prefix lookup"): 6000.0, ("VLLM", "sha256 prefix lookup"): 35000.0}, [])
+row = line(output, "prefix lookup").split()
+check("the plain vllm row is unchanged beside a variant", status == 0
+      and row[2:4] == ["7000.00", "5000.00"] and row[8:10] == ["6000.00", "1.167"], output)
+row = line(output, "sha256 prefix lookup").split()
+check("vllm sha256 row: the engine of the plain operation against the sha256 pool, no baseline",
+      row[3:5] == ["7000.00", "-"] and row[9:11] == ["35000.00", "0.200"], output)
+
 # trace-replay's rounds give an engine/vLLM median that is reported and never judged (a 3.00
 # round passes), beside decode-step-scores' own rounds.
 trace = lambda e, v: {("Engine", "trace-replay"): e, ("VLLM", "trace-replay"): v}

@@ -5,7 +5,9 @@ import KVCache
 /// `BaselineBlockManager`, in the same run and with the same configuration, named
 /// `Engine <operation>` and `Baseline <operation>`; `tools/bench_ratio.sh` divides them. Where
 /// vLLM v1's algorithm applies (`VLLMBlockPool`: allocate+free, prefix lookup, trace-replay),
-/// a third benchmark `VLLM <operation>` runs it, and the table adds engine/vLLM.
+/// a third benchmark `VLLM <operation>` runs it, and the table adds engine/vLLM. A variant of
+/// the pool, `VLLM sha256 prefix lookup` (blocks named by vLLM's default SHA-256), is a row of
+/// its own in the table, against the same engine benchmark.
 ///
 /// Each measurement runs `operationsPerMeasurement` operations (`scaledIterations`), so the
 /// wall-clock time of one measurement in microseconds equals nanoseconds per operation.

@@ -37,13 +37,19 @@ import KVCache
 /// Left out: multiple KV cache groups and hybrid models, sliding window / chunked local /
 /// Mamba managers and their null-block padding, EAGLE (dropping the last hit block), KV
 /// connectors and external computed tokens, LoRA / multimodal / salt extra hash keys (one
-/// `BlockHash` chain instead), chunked prefill and speculative lookahead slots, KV events,
+/// hash chain, `naming`), chunked prefill and speculative lookahead slots, KV events,
 /// metrics, `reset_prefix_cache`, preemption. Blocks filled by appended (decode) tokens are not
 /// cached: at block level their tokens are unknown, which is what the engine's hash-only
 /// `createSequence(_:blockHashes:tokens:)` does too. vLLM would cache them; here no later
 /// prompt could match them (the trace does not have their tokens), and cached they would wait
 /// at the back of the free queue with the other cached blocks instead of being reused first,
 /// so the replay's eviction order is not exactly what vLLM serving this trace would see.
+///
+/// Block naming (`Naming`, vLLM's `prefix_caching_hash_algo`): `.blockHash` chains the engine's
+/// public 64-bit `BlockHash` (cheap; a crafted prompt can collide with a given one), `.sha256`
+/// chains vLLM's default SHA-256 (`SHA256BlockChain`). Either way the map is keyed by 64 bits:
+/// with `.sha256` the digest's first 64 bits, where vLLM keys by all 32 bytes (a probe here hashes
+/// 8 bytes instead of 32, which flatters vLLM a little; a cost model, nothing is verified).
 ///
 /// Costs: `allocateBlock`, `releaseBlock`, the queue operations and `touch` are O(1); a prompt
 /// is O(its blocks) plus one Dictionary lookup per prefix block probed and one insert per
@@ -74,8 +80,18 @@ final class VLLMBlockPool {
         var tokens: Int
     }
 
+    /// How a full block is named (vLLM's `prefix_caching_hash_algo`; see above).
+    enum Naming {
+        /// `BlockHash.chain`, the engine's public block hash.
+        case blockHash
+        /// `SHA256BlockChain`, keyed by each digest's first 64 bits.
+        case sha256
+    }
+
     /// Tokens per block.
     let blockTokens: Int
+    /// How token-level calls name a prompt's full blocks.
+    let naming: Naming
     /// Blocks in all, the null block included.
     let capacity: Int
     /// vLLM's placeholder block: never queued, never referenced.
@@ -100,6 +116,9 @@ final class VLLMBlockPool {
     /// token-level lookups; reused across calls.
     private var hitScratch: [Int32] = []
     private var hashScratch: [UInt64] = []
+    /// `.sha256` naming's digests of the current prompt and one block's message; reused.
+    private var digestScratch: [SHA256.Digest] = []
+    private let message: UnsafeMutableRawBufferPointer
     /// Blocks freed by one `free`, split into never-cached and cached; reused across calls.
     private var freshScratch: [Int32] = []
     private var cachedScratch: [Int32] = []
@@ -107,10 +126,12 @@ final class VLLMBlockPool {
     private(set) var evictions = 0
 
     /// A pool of `blocks` usable blocks of `blockTokens` tokens (plus the null block), all free,
-    /// queued in id order.
-    init(blocks: Int, blockTokens: Int) {
+    /// queued in id order, naming blocks by `naming`.
+    init(blocks: Int, blockTokens: Int, naming: Naming = .blockHash) {
         precondition(blocks > 0 && blockTokens > 0)
         self.blockTokens = blockTokens
+        self.naming = naming
+        message = .allocate(byteCount: SHA256BlockChain.messageBytes(blockTokens: blockTokens), alignment: 8)
         capacity = blocks + 1
         let slots = capacity + 2
         refs = .allocate(capacity: capacity)
@@ -144,6 +165,7 @@ final class VLLMBlockPool {
         hashed.deallocate()
         prev.deallocate()
         next.deallocate()
+        message.deallocate()
     }
 
     // MARK: the free queue (FreeKVCacheBlockQueue)
@@ -281,14 +303,30 @@ final class VLLMBlockPool {
         return hit * blockTokens
     }
 
-    /// Token-level admission: hashes the full blocks of `tokens` with `BlockHash` (as vLLM's
-    /// `Request` hashes its prompt on arrival) and calls `createRequest(_:blockHashes:tokens:)`.
+    /// Token-level admission: names the full blocks of `tokens` (`naming`; as vLLM's `Request`
+    /// hashes its prompt on arrival) and calls `createRequest(_:blockHashes:tokens:)`.
     func createRequest(_ id: UInt64, tokens: UnsafeBufferPointer<Int32>) -> Int? {
         let full = tokens.count / blockTokens
         if hashScratch.count < full { hashScratch = [UInt64](repeating: 0, count: full) }
         return hashScratch.withUnsafeMutableBufferPointer { out in
-            BlockHash.chain(tokens, blockTokens: blockTokens, into: UnsafeMutableBufferPointer(rebasing: out[0..<full]))
+            nameBlocks(tokens, into: UnsafeMutableBufferPointer(rebasing: out[0..<full]))
             return createRequest(id, blockHashes: UnsafeBufferPointer(rebasing: out[0..<full]), tokens: tokens.count)
+        }
+    }
+
+    /// Writes the map keys of the first `out.count` full blocks of `tokens` into `out`, by
+    /// `naming`. O(tokens named): one `BlockHash` step or SHA-256 per block.
+    private func nameBlocks(_ tokens: UnsafeBufferPointer<Int32>, into out: UnsafeMutableBufferPointer<UInt64>) {
+        switch naming {
+        case .blockHash:
+            BlockHash.chain(tokens, blockTokens: blockTokens, into: out)
+        case .sha256:
+            if digestScratch.count < out.count { digestScratch = [SHA256.Digest](repeating: .zero, count: out.count) }
+            digestScratch.withUnsafeMutableBufferPointer { digests in
+                let prompt = UnsafeMutableBufferPointer(rebasing: digests[0..<out.count])
+                SHA256BlockChain.chain(tokens, blockTokens: blockTokens, message: message, into: prompt)
+                for i in 0..<out.count { out[i] = SHA256.prefix64(prompt[i]) }
+            }
         }
     }
 
@@ -307,13 +345,13 @@ final class VLLMBlockPool {
     }
 
     /// How many leading tokens of `tokens` are cached (at most `tokens.count - 1`, like
-    /// `Engine.cachedPrefixTokens`): hashes every full block, then walks the hash map until the
-    /// first miss. Changes nothing.
+    /// `Engine.cachedPrefixTokens`): names every full block (`naming`), then walks the hash map
+    /// until the first miss. Changes nothing.
     func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>) -> Int {
         let full = tokens.count / blockTokens
         if hashScratch.count < full { hashScratch = [UInt64](repeating: 0, count: full) }
         return hashScratch.withUnsafeMutableBufferPointer { out in
-            BlockHash.chain(tokens, blockTokens: blockTokens, into: UnsafeMutableBufferPointer(rebasing: out[0..<full]))
+            nameBlocks(tokens, into: UnsafeMutableBufferPointer(rebasing: out[0..<full]))
             return findHits(UnsafeBufferPointer(rebasing: out[0..<full]), tokens: tokens.count) * blockTokens
         }
     }
