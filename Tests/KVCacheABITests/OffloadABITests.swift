@@ -4,11 +4,13 @@ import Testing
 @testable import KVCacheABI
 @testable import KVCache
 
-/// A fixture of `config` with a disk tier in `dir` on the thread backend
-/// (`EngineConfig.offloadForceThreads`), whose I/O a test can hold in flight through
-/// `Engine.pauseOffloadIO` (the C ABI has no such switch): the config is decoded as
-/// `kvc_engine_create` decodes it and the handle made as it makes it.
-private func threadBackendFixture(_ config: CConfig, dir: String) throws -> (ABIFixture, Engine) {
+/// A fixture of `config` with a disk tier in `dir` whose engine is made from the config as
+/// `kvc_engine_create` decodes it, then changed by `adjust`, for what the C ABI has no field
+/// for: the thread backend (`offloadForceThreads`, whose I/O a test can hold in flight through
+/// `Engine.pauseOffloadIO`) or failing disk requests (`offloadFault`: the engine's own, where
+/// `KVCACHE_OFFLOAD_FAULT` is the whole process's, inherited by every process the parallel
+/// tests start meanwhile). The handle is made as that call makes it.
+private func adjustedFixture(_ config: CConfig, dir: String, _ adjust: (inout EngineConfig) -> Void) throws -> (ABIFixture, Engine) {
     var raw = config.bytes
     var decoded = try dir.withCString { d in
         try raw.withUnsafeMutableBytes { buffer in
@@ -16,7 +18,7 @@ private func threadBackendFixture(_ config: CConfig, dir: String) throws -> (ABI
             return try EngineConfig(cStruct: buffer.baseAddress!)
         }
     }
-    decoded.offloadForceThreads = true
+    adjust(&decoded)
     let engine = try Engine(decoded)
     return (ABIFixture(config, handle: OpaquePointer(Unmanaged.passRetained(engine).toOpaque())), engine)
 }
@@ -40,11 +42,13 @@ func directoryEntries(_ dir: [UInt8]) -> [String]? {
 /// process exits).
 func scratchDir() -> String { ScratchDir("abi-tier").path }
 
-/// The small-model fixture with a disk tier in `dir` and its two witnesses.
-private func offloadFixture(_ layout: UInt32, dir: String, offloadBytes: UInt64 = 16 << 20) throws -> ABIFixture {
+/// The small-model fixture with a disk tier in `dir` and its two witnesses; `fault`: its disk
+/// requests fail so (`adjustedFixture`).
+private func offloadFixture(_ layout: UInt32, dir: String, offloadBytes: UInt64 = 16 << 20,
+                            fault: OffloadFault? = nil) throws -> ABIFixture {
     var c = CConfig.small(layout)
     c.offloadBytes = offloadBytes
-    let f = try ABIFixture(c, offloadDir: dir)
+    let f = try fault.map { fault in try adjustedFixture(c, dir: dir) { $0.offloadFault = fault }.0 } ?? ABIFixture(c, offloadDir: dir)
     try f.addWitness(1001, tokens: f.uniqueTokens(1001, count: 3 * f.blockTokens + 2))
     try f.addWitness(1002, tokens: f.uniqueTokens(1002, count: f.blockTokens - 1))
     return f
@@ -53,9 +57,7 @@ private func offloadFixture(_ layout: UInt32, dir: String, offloadBytes: UInt64 
 /// `offloadFixture` whose tier fails every write on the device, with sequence 9 (30 tokens)
 /// created and written with salt 9.
 private func failingWritesFixture(_ layout: UInt32, dir: String) throws -> ABIFixture {
-    setenv("KVCACHE_OFFLOAD_FAULT", "write:0@\(dir)", 1)  // only this test's tier
-    defer { unsetenv("KVCACHE_OFFLOAD_FAULT") }
-    let f = try offloadFixture(layout, dir: dir)
+    let f = try offloadFixture(layout, dir: dir, fault: OffloadFault(reads: false, writes: true))
     try f.create(9, tokens: f.uniqueTokens(9, count: 30))
     try f.write(9, salt: 9, from: 0, to: 30)
     return f
@@ -86,14 +88,14 @@ private struct EpisodicSequence {
     let rows: Int, shift: Int
     static let heavyA = [3, 9, 15, 21], heavyB = [35, 41, 47, 53]
 
-    init(_ layout: UInt32, dir: String, granularity: Granularity) throws {
+    init(_ layout: UInt32, dir: String, granularity: Granularity, fault: OffloadFault? = nil) throws {
         var c = CConfig.small(layout)
         c.offloadBytes = 16 << 20
         c.set32(ConfigLayout.evictionPolicy, 4)  // KVC_EVICTION_EPISODIC
         c.set32(ConfigLayout.episodes, 2)
         c.set32(ConfigLayout.recentTokens, 2)
         c.set32(ConfigLayout.evictionPerHead, granularity == .perHeadConfig ? 1 : 0)
-        f = try ABIFixture(c, offloadDir: dir)
+        f = try fault.map { fault in try adjustedFixture(c, dir: dir) { $0.offloadFault = fault }.0 } ?? ABIFixture(c, offloadDir: dir)
         rows = granularity == .perLayer ? 1 : 2
         shift = rows - 1
         try f.create(5, tokens: f.uniqueTokens(5, count: 64))
@@ -420,7 +422,7 @@ struct OffloadABITests {
         var c = CConfig.small(layout, memoryBytes: 512 << 10)
         c.offloadBytes = 32 << 20
         c.maxSeqTokens = 8192
-        let (f, engine) = try threadBackendFixture(c, dir: dir)
+        let (f, engine) = try adjustedFixture(c, dir: dir) { $0.offloadForceThreads = true }
         let large = 4 * 1100 + 2, cached = 3000
         try f.create(7, tokens: f.uniqueTokens(7, count: large))
         try f.write(7, salt: 7, from: 0, to: large)
@@ -503,9 +505,7 @@ struct OffloadABITests {
     func aFailedRecordWriteLosesItsTokensAtOnceThroughTheABI(layout: UInt32, granularity: Granularity) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        setenv("KVCACHE_OFFLOAD_FAULT", "write:0@\(dir)", 1)  // only this test's tier
-        let q = try EpisodicSequence(layout, dir: dir, granularity: granularity)
-        unsetenv("KVCACHE_OFFLOAD_FAULT")
+        let q = try EpisodicSequence(layout, dir: dir, granularity: granularity, fault: OffloadFault(reads: false, writes: true))
         let f = q.f, rows = UInt64(q.rows)
         #expect(kvc_seq_compact(f.handle, 5, 6) == KVC_OK)
         #expect(kvc_engine_sync(f.handle) == KVC_OK, "waits for the writes; their failure is the sequence's to report")
@@ -718,9 +718,7 @@ struct OffloadABITests {
     func aSequenceAFailedReadSpoiledIsRefusedThroughTheABI(layout: UInt32) throws {
         let dir = scratchDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        setenv("KVCACHE_OFFLOAD_FAULT", "read:0@\(dir)", 1)  // only this test's tier
-        let f = try offloadFixture(layout, dir: dir)
-        unsetenv("KVCACHE_OFFLOAD_FAULT")
+        let f = try offloadFixture(layout, dir: dir, fault: OffloadFault(reads: true, writes: false))
         let prompt = f.uniqueTokens(5, count: 41)
         try f.spill(5, prompt: prompt, salt: 5)
         #expect(try f.create(6, tokens: prompt) == 40)
