@@ -218,8 +218,8 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
     s->capacity = cap > 0x7fffffffu ? 0x7fffffffu : (uint32_t)cap;
     s->extent_slots = cfg->extent_slots ? cfg->extent_slots : 64;
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/kvcache.slab", dir);
-    snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", dir);
+    snprintf(path, sizeof path, "%s/" KVM_SLAB_FILE, dir);
+    snprintf(s->journal_path, sizeof s->journal_path, "%s/" KVM_JOURNAL_FILE, dir);
     int flags = O_RDWR | O_CREAT;
     /* One engine per directory: a second writer would overwrite the first one's slots and
      * rewrite its journal. The lock is taken before anything else is opened, on a descriptor
@@ -322,8 +322,8 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     s->journal_fd = -1;
     s->slot_bytes = cfg->slot_bytes;
     char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/kvcache.slab", cfg->dir);
-    snprintf(s->journal_path, sizeof s->journal_path, "%s/kvcache.journal", cfg->dir);
+    snprintf(path, sizeof path, "%s/" KVM_SLAB_FILE, cfg->dir);
+    snprintf(s->journal_path, sizeof s->journal_path, "%s/" KVM_JOURNAL_FILE, cfg->dir);
     /* O_RDONLY, never O_CREAT, never flock: the owner keeps writing and holds its lock. */
     s->fd = cfg->force_buffered ? -1 : kvm_tier_file_open(path, O_RDONLY | O_DIRECT, 0, &s->fd_entry);
     if (s->fd >= 0) {
@@ -336,7 +336,7 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
     if (s->fd >= 0) s->journal_fd = kvm_tier_file_open(s->journal_path, O_RDONLY, 0, &s->journal_entry);
     if (s->fd < 0 || s->journal_fd < 0) {
         int err = -(s->fd < 0 ? s->fd : s->journal_fd);
-        const char *file = s->fd < 0 ? "kvcache.slab" : "kvcache.journal";
+        const char *file = s->fd < 0 ? KVM_SLAB_FILE : KVM_JOURNAL_FILE;
         close_fd(s);
         free(s);
         if (err == ENOENT)
@@ -360,10 +360,10 @@ int kvm_slab_open_peer(const kvm_slab_config *cfg, kvm_slab **out) {
 }
 
 /* Length of the tier's directory in s->journal_path (the path less "/kvcache.journal"). */
-static int dir_length(const kvm_slab *s) { return (int)(strlen(s->journal_path) - sizeof "/kvcache.journal" + 1); }
+static int dir_length(const kvm_slab *s) { return (int)(strlen(s->journal_path) - sizeof "/" KVM_JOURNAL_FILE + 1); }
 
 /* The slab's path, beside the journal. */
-static void slab_path(const kvm_slab *s, char *out, size_t size) { snprintf(out, size, "%.*s/kvcache.slab", dir_length(s), s->journal_path); }
+static void slab_path(const kvm_slab *s, char *out, size_t size) { snprintf(out, size, "%.*s/" KVM_SLAB_FILE, dir_length(s), s->journal_path); }
 
 /* Whether `path` names the file open as `fd` (same device and inode). */
 static int names_open_file(const char *path, int fd, struct stat *open_st) {
@@ -610,7 +610,7 @@ uint64_t kvm_slab_journal_bytes(const kvm_slab *s) {
 }
 
 /* The compaction's temporary file, beside the journal. */
-static void rewrite_path(const kvm_slab *s, char *out, size_t size) { snprintf(out, size, "%s.new", s->journal_path); }
+static void rewrite_path(const kvm_slab *s, char *out, size_t size) { snprintf(out, size, "%.*s/" KVM_JOURNAL_REWRITE_FILE, dir_length(s), s->journal_path); }
 
 int kvm_slab_journal_rewrite_begin(kvm_slab *s) {
     kvm_slab_journal_rewrite_abort(s);

@@ -24,6 +24,11 @@
  * Not thread-safe. */
 typedef struct kvm_slab kvm_slab;
 
+/* The tier's files in its directory (DiskTierFiles lists them with the identity's): the slab
+ * of slots, its journal, and the journal a compaction writes and renames over it. */
+#define KVM_SLAB_FILE "kvcache.slab"
+#define KVM_JOURNAL_FILE "kvcache.journal"
+#define KVM_JOURNAL_REWRITE_FILE "kvcache.journal.new" /* a literal: Swift imports no concatenation */
 #define KVM_SLOT_HEADER_BYTES 4096u
 #define KVM_SLOT_MAGIC 0x31544f4c53564b4bull  /* "KKVSLOT1" */
 #define KVM_JOURNAL_MAGIC 0x324c524au /* "JRL2": records with a block fingerprint (tier format 3) */

@@ -10,8 +10,8 @@ import Glibc
 public enum DiskTierFiles {
     /// Their names, in the directory, the two temporaries last (each is there only while a
     /// journal compaction or an identity is written, or after a process ended in the middle).
-    public static let names = ["kvcache.slab", "kvcache.journal", TierIdentity.fileName, TierIdentity.temporaryFileName,
-                               "kvcache.journal.new"]
+    public static let names = [KVM_SLAB_FILE, KVM_JOURNAL_FILE, TierIdentity.fileName, TierIdentity.temporaryFileName,
+                               KVM_JOURNAL_REWRITE_FILE]
 
     /// Removes them from `dir`, so that the next engine there starts with an empty tier (its
     /// identity included). Refused, removing nothing, while an engine uses the directory: the
