@@ -1555,8 +1555,10 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     an identity whose key it chose), or when kvcache.identity grants group or others any
  *     permission (its key is no secret). A journal compaction's kvcache.journal.new is
  *     created exclusively after removing whatever has that name. offload_dir writable by
- *     every user must have the sticky bit (as /tmp), else KVC_ERR_IO before anything is
- *     created: anyone could replace or remove the files under the engine. Give each engine
+ *     every user must have the sticky bit (as /tmp) and belong to the process's effective
+ *     user or root, else KVC_ERR_IO before anything is created: anyone (with the sticky bit,
+ *     its owner) could replace or remove the files under the engine. A FIFO or other special
+ *     file under a tier file's name is refused at once, never waited on. Give each engine
  *     a directory of its own, 0700 (a group-writable one trusts the group as the engine's
  *     user: its members may remove or rename the files). A peer is read by engines of the
  *     same user (or root), since its identity is 0600: its kvcache.identity may be another

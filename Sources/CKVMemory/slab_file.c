@@ -145,7 +145,9 @@ int kvm_slab_check_dir_length(const char *dir, const char *what) {
 }
 
 int kvm_tier_file_open(const char *path, int flags, int checks, int *entry) {
-    int fd = kvm_fork_close_open(path, flags | O_NOFOLLOW, 0600, entry);
+    /* O_NONBLOCK until the file is known to be regular: an open of a FIFO for reading waits
+     * for a writer, here inside the fork bracket (every fork() of the process would wait). */
+    int fd = kvm_fork_close_open(path, flags | O_NOFOLLOW | O_NONBLOCK, 0600, entry);
     if (fd < 0) {
         int err = errno;
         if (err == ELOOP)
@@ -172,9 +174,14 @@ int kvm_tier_file_open(const char *path, int flags, int checks, int *entry) {
         snprintf(why, sizeof why, "is readable or writable by group or others (mode %04o): its fingerprint key is no secret", mode);
     else if ((checks & KVM_TIER_FILE_SEALED) && (mode & 022))
         snprintf(why, sizeof why, "is writable by group or others (mode %04o): its fingerprint key may be anyone's", mode);
+    if (!why[0] && !(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0)
+        snprintf(why, sizeof why, "could not be made blocking again: %s", strerror(errno)); /* io_uring would not wait on it */
     if (why[0]) {
         kvm_fork_close_close(fd, *entry);
         *entry = -1;
+        if (!(checks & KVM_TIER_FILE_OWN))
+            return kvm_fail(EPERM, "offload: peer file '%s' %s; a peer's files must be its engine's alone (see kvcache.h, DISK TIER): "
+                                   "have its owner fix the directory, or leave it out of peer_offload_dirs", path, why);
         return kvm_fail(EPERM, "offload: '%s' %s; a tier's files must be its engine's alone (see kvcache.h, DISK TIER): remove "
                                "it, or give the engine a directory of its own", path, why);
     }
@@ -201,6 +208,12 @@ int kvm_slab_open(const kvm_slab_config *cfg, kvm_slab **out) {
         return kvm_fail(EPERM, "offload_dir '%s' is writable by every user without the sticky bit (mode %04o): any of them could "
                                "replace or remove the tier's files; make it 0700 (or 1777, as /tmp)", cfg->dir,
                         (unsigned)(st.st_mode & 07777));
+    /* With it, the directory's owner still may (the sticky bit binds everyone else): a
+     * world-writable directory must be this user's or root's (as /tmp). */
+    if ((st.st_mode & S_IWOTH) && st.st_uid != geteuid() && st.st_uid != 0)
+        return kvm_fail(EPERM, "offload_dir '%s' is writable by every user and owned by uid %u, who may replace or remove the "
+                               "tier's files even with the sticky bit; use a directory of this user's (uid %u) or root's",
+                        cfg->dir, (unsigned)st.st_uid, (unsigned)geteuid());
     /* The files are named by the directory's absolute path: a process that changes its
      * directory later (a daemon's chdir("/")) still names them in the journal's compaction
      * (rename) and the sync's check that they are still at their paths. */

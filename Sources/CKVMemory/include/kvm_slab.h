@@ -85,7 +85,10 @@ enum {
 };
 /* Opens `path`, one of a disk tier's files, with `flags` | O_NOFOLLOW | O_CLOEXEC (mode 0600
  * when O_CREAT creates it), registered for closing in a forked child (kvm_fork_close_open: its
- * entry in *entry, -1 on failure; close it with kvm_fork_close_close), and checks the open file: regular, and `checks`. A tier's
+ * entry in *entry, -1 on failure; close it with kvm_fork_close_close), and checks the open
+ * file: regular, and `checks`. It is opened O_NONBLOCK, cleared once the file is found regular
+ * unless `flags` has it: a FIFO planted there is refused at once, where a blocking open would
+ * wait for a writer inside the fork bracket (every fork() of the process with it). A tier's
  * directory may be shared (a sticky /tmp, a group's directory, a peer's on a shared file
  * system): a file there may have been planted by another user, as a link to a file elsewhere
  * (which the engine would overwrite) or with bytes or a key of its choosing. With O_CREAT

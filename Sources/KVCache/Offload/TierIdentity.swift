@@ -135,15 +135,15 @@ struct TierIdentity: Equatable {
     /// directory, whose file must be its user's alone (`KVM_TIER_FILE_OWN`, `_SECRET`: another
     /// user's, or one others could read or write, may hold a key they know); else a peer's,
     /// which may be another user's but must not be writable by others (`_SEALED`). Never
-    /// through a symbolic link, and only a regular file (opened non-blocking: a FIFO planted
-    /// there is refused, not waited on). Throws `io` when the file exists but cannot be read or
+    /// through a symbolic link, and only a regular file (a FIFO planted there is refused, not
+    /// waited on: `kvm_tier_file_open`). Throws `io` when the file exists but cannot be read or
     /// is refused (`outOfMemory` when no descriptor is left to open it: `KVError.file`), and
     /// `invalidArgument` when it is not an identity.
     static func read(dir: String, own: Bool) throws(KVError) -> TierIdentity? {
         let path = dir + "/" + fileName
         let checks = own ? Int32(KVM_TIER_FILE_OWN | KVM_TIER_FILE_SECRET) : Int32(KVM_TIER_FILE_SEALED)
         var entry: Int32 = -1  // registered: a child forked meanwhile closes it (kvm_fork_close.h)
-        let fd = kvm_tier_file_open(path, O_RDONLY | O_NONBLOCK, checks, &entry)
+        let fd = kvm_tier_file_open(path, O_RDONLY, checks, &entry)
         if fd < 0 {
             if fd == -ENOENT { return nil }
             throw .file(-fd, String(cString: kvm_error()))

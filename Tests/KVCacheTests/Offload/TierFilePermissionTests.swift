@@ -142,7 +142,8 @@ struct TierFilePermissionTests {
 
     /// A directory every user may write without the sticky bit lets any of them rename or
     /// remove the tier's files under the engine (and plant others): refused. With the sticky
-    /// bit (as /tmp) only a file's owner may, and the tier works.
+    /// bit (as /tmp) only a file's owner and the directory's may: the tier works in such a
+    /// directory of its user's (or root's), and is refused in another user's.
     @Test func aWorldWritableDirectoryIsRefusedWithoutTheStickyBit() throws {
         let dir = ScratchDir("permDir")
         defer { dir.remove() }
@@ -159,6 +160,12 @@ struct TierFilePermissionTests {
             try spillPrompt(e, 1, prompt)
         }
         #expect(try Engine(config).createSequence(1, tokens: prompt) == 200)
+        // The sticky bit binds all but the directory's owner: one of another user is refused
+        // (helper-208: its owner renamed the journal away and planted its own).
+        #expect(chown(dir.path, otherUser, gid_t(otherUser)) == 0)
+        let owned = refusal(config)
+        #expect(owned?.code == .io && owned!.message.contains("is writable by every user and owned by uid \(otherUser)"),
+                "\(owned?.message ?? "opened")")
     }
 
     /// A peer's identity is read, never written, and may belong to the peer's engine of
@@ -184,5 +191,94 @@ struct TierFilePermissionTests {
         let e = refusal(config)
         let why = how == "link" ? "is a symbolic link" : "is writable by group or others"
         #expect(e?.code == .io && e!.message.contains("'\(path)' \(why)"), "\(e?.message ?? "opened")")
+    }
+
+    /// A FIFO planted under a tier file's name is refused at once (KVC_ERR_IO, "not a regular
+    /// file"), never waited on: an open of a FIFO for reading blocks until a writer comes, and
+    /// it happened inside the fork bracket (`kvm_fork_close_hold`), so every fork() of the
+    /// process waited with it (helper-208: create, a peer's refresh in kvc_seq_create under
+    /// the engine's lock, and a fork from another thread all hung). Each case runs in an exit
+    /// test's process under an alarm: a hang ends it by SIGALRM instead of stopping the runner.
+    @Test func aFifoPlantedForATierFileIsRefusedNotWaitedOn() async {
+        ExitReport.expectNothingReported(Self.fifoPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            Self.exitAfterPlantingAFifo(own: "kvcache.slab")
+        })
+        ExitReport.expectNothingReported(Self.fifoPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            Self.exitAfterPlantingAFifo(own: "kvcache.journal")
+        })
+        ExitReport.expectNothingReported(Self.fifoPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            Self.exitAfterPlantingAFifo(own: "kvcache.identity")
+        })
+        ExitReport.expectNothingReported(Self.fifoPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            Self.exitAfterPlantingAFifo(peer: "kvcache.slab", whileOpen: false)
+        })
+        ExitReport.expectNothingReported(Self.fifoPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            Self.exitAfterPlantingAFifo(peer: "kvcache.journal", whileOpen: false)
+        })
+        ExitReport.expectNothingReported(Self.fifoPrefix, await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            Self.exitAfterPlantingAFifo(peer: "kvcache.journal", whileOpen: true)
+        })
+    }
+
+    static let fifoPrefix = "tier FIFO: "
+
+    /// In an exit test's process: a FIFO as `own` in a fresh offload_dir; the create must be
+    /// refused naming it, and a fork afterwards must return.
+    static func exitAfterPlantingAFifo(own name: String) -> Never {
+        alarm(60)
+        let dir = ScratchDir("permFifo")
+        let path = dir.path + "/" + name
+        var problems: [String] = []
+        if mkfifo(path, 0o600) != 0 { problems.append("mkfifo: \(String(cString: strerror(errno)))") }
+        let e = refusal(offloadConfig(.paged, dir: dir.path))
+        if !(e?.code == .io && e!.message.contains("'\(path)' is not a regular file")) {
+            problems.append("\(name): \(e.map { "\($0)" } ?? "opened")")
+        }
+        problems += forkReturns()
+        dir.remove()
+        ExitReport.exit(fifoPrefix, problems)
+    }
+
+    /// In an exit test's process: a peer whose `name` is a FIFO, planted before the reader's
+    /// create (refused, naming it) or, `whileOpen`, after it, found by the peer's refresh in a
+    /// later create (a miss, the peer unavailable); then a fork must return.
+    static func exitAfterPlantingAFifo(peer name: String, whileOpen: Bool) -> Never {
+        alarm(60)
+        let dirA = ScratchDir("permFifoPeerA"), dirB = ScratchDir("permFifoPeerB")
+        let path = dirA.path + "/" + name, prompt = tokens(203, seed: 26)
+        var problems: [String] = []
+        do {
+            do { try spillPrompt(try Engine(offloadConfig(.paged, dir: dirA.path)), 1, prompt) }
+            let config = peerConfig(.paged, dir: dirB.path, peers: [dirA.path])
+            let reader = whileOpen ? try Engine(config) : nil
+            if rename(path, path + ".moved") != 0 || mkfifo(path, 0o600) != 0 {
+                problems.append("planting: \(String(cString: strerror(errno)))")
+            }
+            if let reader {
+                let hit = try reader.createSequence(1, tokens: prompt)
+                if hit != 0 { problems.append("the peer's blocks hit (\(hit) tokens) with its journal a FIFO") }
+            } else {
+                let e = refusal(config)
+                if !(e?.code == .io && e!.message.contains("'\(path)' is not a regular file")) {
+                    problems.append("peer \(name): \(e.map { "\($0)" } ?? "opened")")
+                }
+            }
+        } catch {
+            problems.append("\(error)")
+        }
+        problems += forkReturns()
+        dirA.remove()
+        dirB.remove()
+        ExitReport.exit(fifoPrefix, problems)
+    }
+
+    /// A fork() of this process returns (its child exits at once): what an open left waiting
+    /// inside the fork bracket would block. Problems, if any.
+    static func forkReturns() -> [String] {
+        let child = fork()
+        if child == 0 { _exit(0) }
+        if child < 0 { return ["fork: \(String(cString: strerror(errno)))"] }
+        var status: Int32 = 0
+        return waitpid(child, &status, 0) == child ? [] : ["waitpid: \(String(cString: strerror(errno)))"]
     }
 }
