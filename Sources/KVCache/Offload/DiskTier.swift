@@ -668,9 +668,13 @@ final class DiskTier {
     /// Counts an evicted block dropped without being written (`spillsSkipped`).
     func skipSpill() { stats.spillsSkipped += 1 }
 
-    /// Throws `io`, changing nothing, unless the `count` blocks of a swap-out (block `i` under
-    /// `hash(i)`, 0 for a sequence's own slot) can each have a slot: a block the tier holds
-    /// already is pinned where it is (leaving the LRU), the others take free slots, cached slots
+    /// Throws `io`, changing nothing, unless the `count` blocks of a swap-out (block `i` of
+    /// `block(i)`'s hash, 0 for a sequence's own slot, and fingerprint) can each have a slot,
+    /// counted as `reserveSwap` places them (`sharedSwapSlot`): a block the tier holds already
+    /// under its hash and fingerprint is pinned where it is (leaving the LRU); the others
+    /// (among them one whose hash the tier holds only under other fingerprints: counted by
+    /// hash alone, a crafted colliding block pinned by another sequence passed a swap-out
+    /// that then dropped cached slots and failed anyway) take free slots, cached slots
     /// dropped from the LRU, and slots the slab can still grow by (`kvm_slab_growable`: within
     /// `offload_bytes`, the process's file-size limit and the file system's free space); while
     /// the journal cannot append (tried once more here), neither cached slots nor freed ones
@@ -681,9 +685,9 @@ final class DiskTier {
     /// write ends), it waits for them first (`drain`) instead of calling the tier full. Not
     /// covered: disk space another writer takes after the check, and other traffic taking
     /// slots between the writes of a swap-out larger than the staging buffers. Cost: one index
-    /// probe per hashed block; a getrlimit and an fstatvfs when free and LRU slots are not
-    /// enough; the wait when needed.
-    func checkRoom(forSwapOut count: Int, hash: (Int) -> UInt64) throws(KVError) {
+    /// probe (and its collision links) per hashed block; a getrlimit and an fstatvfs when free
+    /// and LRU slots are not enough; the wait when needed.
+    func checkRoom(forSwapOut count: Int, block: (Int) -> (hash: UInt64, fingerprint: UInt64)) throws(KVError) {
         // The growth the last `room()` counted, and its nearest bound: asked only when the free
         // and cached slots fall short, so always by the time the refusal names them.
         var growable: UInt32 = 0
@@ -692,8 +696,8 @@ final class DiskTier {
         func room() -> (needed: Int, obtainable: Int) {
             var needed = 0, heldInLRU = 0
             for i in 0..<count {
-                let h = hash(i)
-                let s = h != 0 ? index.first(h) : -1  // by hash alone: a collision may need one more
+                let (h, f) = block(i)
+                let s = sharedSwapSlot(hash: h, fingerprint: f)
                 if s < 0 { needed += 1 } else if lru.contains(s) { heldInLRU += 1 }
             }
             // While the journal cannot append, dropped and waiting slots stay unusable.
@@ -739,14 +743,21 @@ final class DiskTier {
     /// `spillPayload(stage)` meanwhile, with or without the lock. Throws `io` when no slot can
     /// be had. O(1) plus `takeSlot`'s drops.
     func reserveSwap(hash: UInt64, fingerprint: UInt64) throws(KVError) -> (slot: Int32, stage: Int32) {
-        if hash != 0 {
-            let found = lookup(hash, fingerprint: fingerprint)
-            if found >= 0 {
-                pin(found)
-                return (found, -1)
-            }
+        let found = sharedSwapSlot(hash: hash, fingerprint: fingerprint)
+        if found >= 0 {
+            pin(found)
+            return (found, -1)
         }
         return try reserve()
+    }
+
+    /// The stored slot a swap-out's block of `hash` and `fingerprint` is pinned in instead of
+    /// being written (`reserveSwap`, `submitSwap`, and `checkRoom` counting as they place), or
+    /// -1: never for a sequence's own slot (hash 0), nor for a hash the tier holds only under
+    /// other fingerprints (`HashChains.find`). No LRU change (the caller pins it out of the
+    /// LRU). O(1) plus the hash's collision links.
+    @inline(__always) private func sharedSwapSlot(hash: UInt64, fingerprint: UInt64) -> Int32 {
+        hash != 0 ? find(hash, fingerprint: fingerprint) : -1
     }
 
     /// A swap-out block's second step: writes reserved `slot`/`stage` (`reserveSwap`), whose
@@ -755,19 +766,14 @@ final class DiskTier {
     /// another sequence sharing the block copied it at the same time, without the lock), gives
     /// the reservation back and returns that slot, pinned, instead. A block of a hash the tier
     /// holds with another fingerprint (a collision of the public hash) gets its own entry
-    /// (`HashChains`); one of fingerprint 0 there is written as the sequence's own slot (hash
-    /// 0: read back into a fresh block, never shared or indexed), as a lookup by hash alone
-    /// finds the one the tier has. O(1) plus the seal.
+    /// (`HashChains`); one of fingerprint 0 (known by its hash alone) shares the first slot
+    /// the tier has under its hash, as in `reserveSwap` (`sharedSwapSlot`). O(1) plus the seal.
     func submitSwap(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, checksum: UInt64?) -> Int32 {
-        var hash = hash
-        if hash != 0 {
-            let found = lookup(hash, fingerprint: fingerprint)
-            if found >= 0 {
-                cancel(slot: slot, stage: stage)
-                pin(found)
-                return found
-            }
-            if fingerprint == 0 && contains(hash) { hash = 0 }
+        let found = sharedSwapSlot(hash: hash, fingerprint: fingerprint)
+        if found >= 0 {
+            cancel(slot: slot, stage: stage)
+            pin(found)
+            return found
         }
         pin(slot)
         submitWrite(slot: slot, stage: stage, hash: hash, parent: hash != 0 ? parent : 0, fingerprint: hash != 0 ? fingerprint : 0,

@@ -176,7 +176,7 @@ final class SwapOutQueue {
         precondition(!isPending(slot), "a second swap-out of slot \(slot)")
         let count = sequences.blockCount(slot)
         let table = sequences.table(slot)
-        try tier.checkRoom(forSwapOut: count) { blocks.hash(of: table[$0]) }
+        try tier.checkRoom(forSwapOut: count) { (blocks.hash(of: table[$0]), blocks.fingerprint(of: table[$0])) }
         var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), hashes: .allocate(capacity: max(1, count)), count: count, waited: waited)
         var batch: [Copy] = []
         do throws(KVError) {

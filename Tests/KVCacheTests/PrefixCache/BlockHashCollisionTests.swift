@@ -175,6 +175,43 @@ struct BlockHashCollisionTests {
         #expect(try kvDifferences(e, 3, count: 16) { attacker[$0] } == 0)
     }
 
+    /// A swap-out's room check counts its blocks as `DiskTier.reserveSwap` places them, by
+    /// hash and fingerprint: a block whose hash the tier holds only under another fingerprint
+    /// (the attacker's crafted block, pinned by its swapped-out sequence) needs a slot of its
+    /// own. Counted by hash alone it needed none, so the check passed a swap-out the tier could
+    /// not hold, which dropped another prompt's cached disk blocks and failed anyway.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aCollidingPinnedBlockDoesNotPassASwapOutTheTierCannotHold(layout: Layout) throws {
+        let dir = ScratchDir("collisionSwapOutRoom")
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.blockTokens = 16
+        c.offloadBytes = 6 * tierSlotBytes(c)
+        let e = try Engine(c)
+        let other = Array(Int32(9000)..<9032) + [5]  // 2 full blocks, spilled: 2 cached slots
+        try e.createSequence(5, tokens: other, salt: 3)
+        try fillKV(e, 5, count: other.count) { other[$0] }
+        try e.free(5)
+        try e.trim()
+        try e.syncOffload()
+        let attacker = Collision.crossSaltAttacker + [5]  // swapped out: 2 slots pinned
+        try e.createSequence(1, tokens: attacker, salt: 1)
+        try fillKV(e, 1, count: attacker.count) { attacker[$0] }
+        try e.swapOut(1)
+        let cached = other.withUnsafeBufferPointer { e.cachedPrefixTokens($0, salt: 3) }
+        #expect(cached == 32)
+        // 5 slots, the first block's hash the attacker's: 4 can be had (2 free, 2 cached).
+        let victim = Array(Int32(1000)..<1064) + [5]
+        try e.createSequence(10, tokens: victim, salt: 2)
+        try fillKV(e, 10, count: victim.count) { victim[$0] }
+        let failure = thrown { () throws(KVError) in try e.swapOut(10) }
+        #expect(failure?.code == .io && failure?.message.contains("needs 5 slots and 4 can be had") == true,
+                "\(String(describing: failure))")
+        #expect(e.stats().disk.slotsEvicted == 0)
+        #expect(other.withUnsafeBufferPointer { e.cachedPrefixTokens($0, salt: 3) } == cached)
+        #expect(try kvDifferences(e, 10, count: victim.count) { victim[$0] } == 0)
+    }
+
     /// Finding 2: a block whose `fmix64` is 0 hashes to the seed instead, so the block after
     /// it is not the unsalted chain's first block of the same tokens.
     @Test func aChainedHashIsNeverZero() {
