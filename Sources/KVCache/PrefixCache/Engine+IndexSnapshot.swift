@@ -35,7 +35,7 @@ extension Engine {
     /// in the engine (statistics, pending events, LRU order).
     ///
     /// Cost: O(memory blocks + disk slots) under the engine's lock (every other call waits;
-    /// up to two hash lookups per indexed memory block), an array of 24 bytes per listed block
+    /// up to three hash lookups per indexed memory block), an array of 24 bytes per listed block
     /// and, with a disk tier, a Bool per slot of scratch: a recovery path, not a per-request one.
     public func indexEvents() -> [KVEvent] {
         kvm_lock_acquire(mutex)
