@@ -148,11 +148,15 @@ int kvm_tier_file_open(const char *path, int flags, int checks, int *entry) {
     /* O_NONBLOCK until the file is known to be regular: an open of a FIFO for reading waits
      * for a writer, here inside the fork bracket (every fork() of the process would wait). */
     int fd = kvm_fork_close_open(path, flags | O_NOFOLLOW | O_NONBLOCK, 0600, entry);
+    /* Only the engine's own files are its to remove; a peer's are its owner's to fix. */
+    const char *own = checks & KVM_TIER_FILE_OWN ? "" : "peer file ";
+    const char *advice = checks & KVM_TIER_FILE_OWN ? "remove it, or give the engine a directory of its own"
+                                                    : "have its owner fix the directory, or leave it out of peer_offload_dirs";
     if (fd < 0) {
         int err = errno;
         if (err == ELOOP)
-            return kvm_fail(ELOOP, "offload: '%s' is a symbolic link; a tier's files are never opened through one (it would read or "
-                                   "write the file it names): remove it", path);
+            return kvm_fail(ELOOP, "offload: %s'%s' is a symbolic link; a tier's files are never opened through one (it would read "
+                                   "or write the file it names): %s", own, path, advice);
         return kvm_fail(err, "offload: cannot open '%s': %s", path, strerror(err));
     }
     struct stat st;
@@ -179,11 +183,8 @@ int kvm_tier_file_open(const char *path, int flags, int checks, int *entry) {
     if (why[0]) {
         kvm_fork_close_close(fd, *entry);
         *entry = -1;
-        if (!(checks & KVM_TIER_FILE_OWN))
-            return kvm_fail(EPERM, "offload: peer file '%s' %s; a peer's files must be its engine's alone (see kvcache.h, DISK TIER): "
-                                   "have its owner fix the directory, or leave it out of peer_offload_dirs", path, why);
-        return kvm_fail(EPERM, "offload: '%s' %s; a tier's files must be its engine's alone (see kvcache.h, DISK TIER): remove "
-                               "it, or give the engine a directory of its own", path, why);
+        return kvm_fail(EPERM, "offload: %s'%s' %s; a tier's files must be its engine's alone (see kvcache.h, DISK TIER): %s", own,
+                        path, why, advice);
     }
     if ((checks & KVM_TIER_FILE_OWN) && (flags & O_CREAT) && (mode & 077) && fchmod(fd, 0600) != 0) {
         /* kept as it is: the owner could not narrow it (a read-only file system would have refused the open) */

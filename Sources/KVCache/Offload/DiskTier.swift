@@ -80,6 +80,9 @@ final class DiskTier {
     /// slots that owe nothing.
     private let waitingSlots: UnsafeMutablePointer<Int32>
     private var waitingCount = 0
+    /// Slots by block hash: slots of one hash and different fingerprints each have an entry
+    /// (`HashChains`), so a crafted block neither keeps another out of the tier nor tells
+    /// whether it is there.
     private let index: HashChains
     private var generation: UInt64 = 0
 
@@ -513,24 +516,18 @@ final class DiskTier {
     /// its hashes alone; as `BlockPool.lookup`), or -1. Moves it to the LRU's young end. O(1)
     /// expected (`HashChains.find`).
     func lookup(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
-        let slot = find(hash, fingerprint: fingerprint)
+        let slot = index.find(hash, fingerprint: fingerprint)
         if slot >= 0 { lru.touch(slot) }
         return slot
     }
 
     /// True when the tier holds block `hash` with fingerprint `fingerprint` (as `lookup`, no
     /// LRU change). O(1).
-    func contains(_ hash: UInt64, fingerprint: UInt64) -> Bool { find(hash, fingerprint: fingerprint) >= 0 }
+    func contains(_ hash: UInt64, fingerprint: UInt64) -> Bool { index.find(hash, fingerprint: fingerprint) >= 0 }
 
     /// True when the tier holds a block under `hash`, whatever its fingerprint: for walks up
     /// a chain by parent hashes (`OffloadCoordinator.missingAncestors`). O(1).
     func contains(_ hash: UInt64) -> Bool { index.first(hash) >= 0 }
-
-    /// Slots of one hash and different fingerprints each have an entry (`HashChains`), so a
-    /// crafted block neither keeps another out of the tier nor tells whether it is there.
-    @inline(__always) private func find(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
-        index.find(hash, fingerprint: fingerprint)
-    }
 
     /// Block hash, parent hash and fingerprint of a slot (0 for a swapped-out sequence's own slot).
     func hash(of slot: Int32) -> UInt64 { hashes[Int(slot)] }
@@ -757,7 +754,7 @@ final class DiskTier {
     /// other fingerprints (`HashChains.find`). No LRU change (the caller pins it out of the
     /// LRU). O(1) plus the hash's collision links.
     @inline(__always) private func sharedSwapSlot(hash: UInt64, fingerprint: UInt64) -> Int32 {
-        hash != 0 ? find(hash, fingerprint: fingerprint) : -1
+        hash != 0 ? index.find(hash, fingerprint: fingerprint) : -1
     }
 
     /// A swap-out block's second step: writes reserved `slot`/`stage` (`reserveSwap`), whose

@@ -211,7 +211,7 @@ final class PeerTier {
     }
 
     /// Distinct hashes indexed now. Tests: read by the tests only.
-    var indexedBlocks: Int { index.hashCount }
+    var indexedHashes: Int { index.hashCount }
 
     /// Where block `hash` is in this peer (`peer`: this peer's index in `DiskTier.peers`) and
     /// what its slot held when journaled, or nil; also nil when the block's fingerprint is

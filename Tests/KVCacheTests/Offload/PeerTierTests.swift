@@ -215,7 +215,7 @@ struct PeerTierTests {
         try waitReady(b, 1)
         #expect(try kvDifferences(b, 1, count: 400) { prompt[$0] } == 0)
         #expect(b.stats().disk.peerHits == 100 && b.stats().disk.peerStale == 0)
-        #expect(peer.capacity >= 100 && peer.indexedBlocks == 100)
+        #expect(peer.capacity >= 100 && peer.indexedHashes == 100)
     }
 
     @Test func aPromptFoundPartlyInTheOwnTierAndPartlyInAPeerIsReadFromBoth() throws {

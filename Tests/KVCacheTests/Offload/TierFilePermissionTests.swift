@@ -191,6 +191,7 @@ struct TierFilePermissionTests {
         let e = refusal(config)
         let why = how == "link" ? "is a symbolic link" : "is writable by group or others"
         #expect(e?.code == .io && e!.message.contains("'\(path)' \(why)"), "\(e?.message ?? "opened")")
+        #expect(e?.message.contains("leave it out of peer_offload_dirs") == true, "a peer's file is not this engine's to remove")
     }
 
     /// A FIFO planted under a tier file's name is refused at once (KVC_ERR_IO, "not a regular
