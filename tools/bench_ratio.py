@@ -59,6 +59,10 @@ ROUTE_P99_LIMIT_US = 2.0
 REPLAY_LIMIT_S = 10.0
 # Ring membership pairs (RingMembershipBenchmarks.swift): (change, size) -> (new algorithm, baseline).
 RING_CHANGES = {"add": "merge", "remove": "compact"}
+# The KV-event pair (ObserveEventsBenchmarks.swift): a router's exact view and a Dictionary
+# applying the same batch of OBSERVE_EVENTS events, one batch per measurement.
+OBSERVE_EVENTS = 1024
+OBSERVE = (f"Router observe {OBSERVE_EVENTS} events exact", f"Dictionary observe {OBSERVE_EVENTS} events exact")
 
 
 def wall_percentiles(directory):
@@ -135,6 +139,10 @@ def router_report(out):
         each = ", ".join(f"{x:.4f}" for x in ratios)
         print(f"INFO ring-{change}-{size.replace(' ', '-')}: {RING_CHANGES[change]}/rebuild {ratio:.4f} ({1 / ratio:.1f}x faster),"
               f" not judged (median of {len(ratios)} same-run rounds: {each})")
+    if OBSERVE[0] in main and OBSERVE[1] in main:
+        view, plain = (main[n][percentile] * 1000 / OBSERVE_EVENTS for n in OBSERVE)
+        print(f"INFO observe-events: {view:.1f} ns per event applied to the router's exact view, {plain:.1f} ns to a"
+              f" Dictionary (view/Dictionary {view / plain:.2f}; one run, not judged)")
     if os.path.isdir(replay_dir):
         report = json.load(open(os.path.join(replay_dir, "replay.json")))
         wall = float(open(os.path.join(replay_dir, "wall_s")).read())

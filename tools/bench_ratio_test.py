@@ -289,6 +289,13 @@ check("router: a merge slower than the rebuild is INFO, not a failure", status =
       and line(output, "INFO ring-add-weight-1-64").startswith("INFO ring-add-weight-1-64: merge/rebuild 3.0000 (0.3x faster)"), output)
 status, output = run_router({**ROUTES, **ring(1.0, 1000.0)})
 check("router: without ring rounds, no ring ratio (the main run's pair is not used)", status == 0 and "INFO ring" not in output, output)
+status, output = run_router({**ROUTES, "Router observe 1024 events exact": (40.96, 50.0, 60.0),
+                             "Dictionary observe 1024 events exact": (20.48, 30.0, 40.0)})
+check("router: the KV-event pair is reported per event, as a ratio, not judged", status == 0
+      and line(output, "INFO observe-events").startswith("INFO observe-events: 40.0 ns per event applied to the router's exact view,"
+                                                         " 20.0 ns to a Dictionary (view/Dictionary 2.00;"), output)
+status, output = run_router({**ROUTES, "Router observe 1024 events exact": (40.96, 50.0, 60.0)})
+check("router: half of the KV-event pair gives no ratio", status == 0 and "INFO observe-events" not in output, output)
 status, output = run_router({}, replay=(4.2, 16, ["dualmap"]))
 check("router: no benchmark results is a run failure, a replay alone too", status == 2 and "no router wall-clock results" in output, output)
 

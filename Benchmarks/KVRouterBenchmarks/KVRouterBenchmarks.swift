@@ -32,6 +32,7 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
     ringMembershipBenchmarks()
+    observeEventsBenchmarks()
 }
 
 /// A router of `policy` over 64 instances with a warm exact view, and the request hashes.
