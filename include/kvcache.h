@@ -993,9 +993,9 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * KVC_ERR_BUFFER_TOO_SMALL (capacity < *n_events: the prefix that fits is written; call again
  * with *n_events, which may have grown meanwhile).
  * Cost: O(memory blocks + disk slots) under the engine's lock (every other call waits
- * meanwhile; up to two hash lookups per memory-indexed block), a temporary copy of 24 bytes
- * per listed block and, with a disk tier, a byte per slot of scratch: a recovery path, not a
- * per-request one.
+ * meanwhile; two hash lookups per indexed block or slot), a temporary copy of 24 bytes per
+ * listed block and 8 bytes per memory block and per disk slot of scratch: a recovery path,
+ * not a per-request one.
  */
 kvc_status kvc_engine_index_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
 

@@ -475,34 +475,17 @@ final class DiskTier {
 
     /// Calls `body` with a `blockStored` (tier `KVEvent.diskTier`, hash, parent) per hash the
     /// index holds (its first slot's, stored or being written: slots of a colliding hash are
-    /// listed once, as the events announce a hash once), each after its
-    /// ancestors the tier holds (a router building a prefix tree needs parents first; slots are
-    /// in no such order: a trim spills a freed chain tail first). Changes nothing.
-    /// Cost: O(slots) time and a Bool per slot of scratch.
+    /// listed once, as the events announce a hash once), each after its ancestors the tier
+    /// holds (`HashChains.forEachParentsFirst`). Changes nothing.
+    /// Cost: O(slots) time, two hash lookups per slot with a hash, 8 bytes per slot of scratch.
     private func forEachIndexedParentsFirst(_ body: (KVEvent) -> Void) {
-        var announced = [Bool](repeating: false, count: capacity)
-        var path: [Int] = []
-        for slot in 0..<capacity where !announced[slot] && state[slot] != DiskTier.free && hashes[slot] != 0
-            && index.first(hashes[slot]) == Int32(slot) {
-            // Up the chain to the first ancestor announced or not held, then down again.
-            var s = slot
-            while true {
-                path.append(s)
-                announced[s] = true
-                guard parents[s] != 0 else { break }
-                let up = Int(index.first(parents[s]))
-                guard up >= 0 && !announced[up] else { break }
-                s = up
-            }
-            for s in path.reversed() { body(KVEvent(kind: .blockStored, tier: KVEvent.diskTier, blockHash: hashes[s], parentHash: parents[s])) }
-            path.removeAll(keepingCapacity: true)
-        }
+        index.forEachParentsFirst(ids: capacity, hashes: hashes, parents: parents, tier: KVEvent.diskTier, body)
     }
 
     /// The tier's index as events, appended to `out`: one `allCleared` of the disk tier, then
     /// `forEachIndexedParentsFirst`'s `blockStored`s; applied after every tier-1 event pushed
     /// so far, they leave a view of exactly what `lookup` finds. Changes nothing.
-    /// Cost: O(slots) time, a Bool per slot of scratch, 24 bytes of `out` per indexed block.
+    /// Cost: O(slots) time, 8 bytes per slot of scratch, 24 bytes of `out` per indexed block.
     func appendIndexed(to out: inout [KVEvent]) {
         out.reserveCapacity(out.count + 1 + index.hashCount)
         out.append(KVEvent(kind: .allCleared, tier: KVEvent.diskTier, blockHash: 0, parentHash: 0))

@@ -325,34 +325,16 @@ public final class BlockPool {
 
     /// Appends to `out` one `blockStored` (memory tier) per indexed hash (its first block's,
     /// `HashChains.first`: blocks of a colliding hash are listed once), each after its parent
-    /// when the index holds that parent (a consumer building a prefix tree, such as Dynamo's
-    /// radix tree, stores a block only under a parent it holds; block ids follow no chain
-    /// order once evicted blocks are reused). A block whose parent the index lacks (a chain's
-    /// first block, parent 0; a parent only on disk or in no index) starts a run: from each
-    /// unlisted block in id order, the walk goes up to the first ancestor listed or not indexed
-    /// and appends the path top down. A listed block is marked by clearing its `indexed` flag
-    /// (the hash index still finds it), and every flag is set again before returning.
-    /// Cost: O(capacity), at most three hash lookups per indexed block, no allocation beyond
-    /// `out`'s growth (none when it has room for `usedCount + cachedCount` more).
+    /// when the index holds that parent, a block whose parent it lacks (a chain's first block,
+    /// parent 0; a parent only on disk or in no index) starting a run
+    /// (`HashChains.forEachParentsFirst`). Changes nothing.
+    /// Cost: O(capacity), two hash lookups per block with a hash, 8 bytes per block of scratch
+    /// (one allocation), no allocation beyond that and `out`'s growth (none when it has room
+    /// for `usedCount + cachedCount` more).
     func appendIndexed(to out: inout [KVEvent]) {
-        let first = out.count
-        for b in 0..<capacity where indexed[b] && index.first(hashes[b]) == Int32(b) {
-            let top = out.count
-            var s = b
-            while true {
-                out.append(KVEvent(kind: .blockStored, blockHash: hashes[s], parentHash: parents[s]))
-                indexed[s] = false
-                let up = parents[s] == 0 ? -1 : Int(index.first(parents[s]))
-                guard up >= 0 && indexed[up] else { break }
-                s = up
-            }
-            var (i, j) = (top, out.count - 1)  // the path was appended bottom up
-            while i < j {
-                out.swapAt(i, j)
-                (i, j) = (i + 1, j - 1)
-            }
+        index.forEachParentsFirst(ids: capacity, hashes: hashes, parents: parents, tier: KVEvent.memoryTier) {
+            out.append($0)
         }
-        for event in out[first...] { indexed[Int(index.first(event.blockHash))] = true }
     }
 
     /// The hash `block` is indexed under (0 when it is not, also when it is only prepared), and

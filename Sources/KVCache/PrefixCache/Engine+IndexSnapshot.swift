@@ -35,8 +35,9 @@ extension Engine {
     /// in the engine (statistics, pending events, LRU order).
     ///
     /// Cost: O(memory blocks + disk slots) under the engine's lock (every other call waits;
-    /// up to three hash lookups per indexed memory block), an array of 24 bytes per listed block
-    /// and, with a disk tier, a Bool per slot of scratch: a recovery path, not a per-request one.
+    /// two independent hash lookups per indexed block or slot, `HashChains.forEachParentsFirst`),
+    /// an array of 24 bytes per listed block and 8 bytes per block and per slot of scratch: a
+    /// recovery path, not a per-request one.
     public func indexEvents() -> [KVEvent] {
         kvm_lock_acquire(mutex)
         defer { kvm_lock_release(mutex) }
