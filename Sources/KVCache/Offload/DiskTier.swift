@@ -525,10 +525,6 @@ final class DiskTier {
     /// LRU change). O(1).
     func contains(_ hash: UInt64, fingerprint: UInt64) -> Bool { index.find(hash, fingerprint: fingerprint) >= 0 }
 
-    /// True when the tier holds a block under `hash`, whatever its fingerprint: for walks up
-    /// a chain by parent hashes (`OffloadCoordinator.missingAncestors`). O(1).
-    func contains(_ hash: UInt64) -> Bool { index.first(hash) >= 0 }
-
     /// Block hash, parent hash and fingerprint of a slot (0 for a swapped-out sequence's own slot).
     func hash(of slot: Int32) -> UInt64 { hashes[Int(slot)] }
     func parent(of slot: Int32) -> UInt64 { parents[Int(slot)] }
@@ -599,15 +595,16 @@ final class DiskTier {
     /// A write-ahead's first step (`Writeback`, which copies between it and `submitSpill`
     /// outside the engine's lock): as `reserveSpill`, for a block the tier lacks, once
     /// `hasSpillRoom` said a staging buffer is free (nil otherwise); but the slot is never one
-    /// whose block memory still holds (`isResident`, by block hash): a free slot, one the slab
-    /// grows by, or one of at most `dropBatch` slots dropped among the LRU's `aheadDropScan`
-    /// oldest whose blocks left memory. Nil when there is no such slot: not a failure (nothing
+    /// whose block memory still holds (`isResident`, by the slot's hash and fingerprint): a
+    /// free slot, one the slab grows by, or one of at most `dropBatch` slots dropped among the
+    /// LRU's `aheadDropScan` oldest whose blocks left memory. Nil when there is no such slot: not a failure (nothing
     /// counted), the thread waits for memory or the tier to change. Dropping the LRU's oldest whatever
     /// they hold, as an eviction's spill does, made an idle engine whose cached blocks
     /// outnumber the tier's slots rewrite the same blocks forever: the thread dropped the
     /// blocks it had written itself, which memory still held, and took them again on its next
     /// pass. Cost: `takeSlotAhead`'s.
-    func reserveAhead(_ hash: UInt64, fingerprint: UInt64, keeping isResident: (UInt64) -> Bool) -> (slot: Int32, stage: Int32)? {
+    func reserveAhead(_ hash: UInt64, fingerprint: UInt64, keeping isResident: (_ hash: UInt64, _ fingerprint: UInt64) -> Bool)
+        -> (slot: Int32, stage: Int32)? {
         guard !contains(hash, fingerprint: fingerprint) && bulkStages > 0, let slot = takeSlotAhead(keeping: isResident) else { return nil }
         return (slot, takeStage(for: slot))
     }
@@ -939,9 +936,10 @@ final class DiskTier {
     /// oldest whose blocks memory no longer holds (`isResident` false); nil when there is
     /// none of those either. Never drops a slot whose block memory still holds. O(1) with a free
     /// slot; else a slab growth's room check and at most `aheadDropScan` calls of `isResident`.
-    private func takeSlotAhead(keeping isResident: (UInt64) -> Bool) -> Int32? {
+    private func takeSlotAhead(keeping isResident: (_ hash: UInt64, _ fingerprint: UInt64) -> Bool) -> Int32? {
         if let slot = popFreeSlot() { return slot }
-        guard journalAppends(), dropOldest(among: DiskTier.aheadDropScan, where: { !isResident($0) }) > 0 else { return nil }
+        guard journalAppends(), dropOldest(among: DiskTier.aheadDropScan, where: { !isResident(hashes[Int($0)], fingerprints[Int($0)]) }) > 0
+        else { return nil }
         return popFreeSlot()
     }
 
@@ -960,16 +958,16 @@ final class DiskTier {
         for s in stride(from: after - 1, through: before, by: -1) { pushFree(Int32(s)) }
     }
 
-    /// Drops up to `dropBatch` of the LRU's `among` oldest slots whose block hash `droppable`
-    /// accepts, oldest first (several at once: their FREED records go out in one write);
-    /// counts them in `slotsEvicted` and returns how many. O(`among`) calls of `droppable`.
+    /// Drops up to `dropBatch` of the LRU's `among` oldest slots `droppable` accepts, oldest
+    /// first (several at once: their FREED records go out in one write); counts them in
+    /// `slotsEvicted` and returns how many. O(`among`) calls of `droppable`.
     @discardableResult
-    private func dropOldest(among: Int, where droppable: (UInt64) -> Bool) -> Int {
+    private func dropOldest(among: Int, where droppable: (_ slot: Int32) -> Bool) -> Int {
         var dropped = 0, seen = 0
         var slot = lru.oldest
         while slot >= 0 && seen < among && dropped < DiskTier.dropBatch {
             let next = lru.next(after: slot)
-            if droppable(hashes[Int(slot)]) {
+            if droppable(slot) {
                 drop(slot)
                 dropped += 1
             }
