@@ -665,10 +665,10 @@ final class DiskTier {
     /// Throws `io`, changing nothing, unless the `count` blocks of a swap-out (block `i` of
     /// `block(i)`'s hash, 0 for a sequence's own slot, and fingerprint) can each have a slot,
     /// counted as `reserveSwap` places them (`sharedSwapSlot`): a block the tier holds already
-    /// under its hash and fingerprint is pinned where it is (leaving the LRU); the others
-    /// (among them one whose hash the tier holds only under other fingerprints: counted by
-    /// hash alone, a crafted colliding block pinned by another sequence passed a swap-out
-    /// that then dropped cached slots and failed anyway) take free slots, cached slots
+    /// under its hash and an equal fingerprint (0 with 0 only) is pinned where it is (leaving
+    /// the LRU); the others (among them one whose hash the tier holds only under other
+    /// fingerprints: counted by hash alone, a crafted colliding block pinned by another
+    /// sequence passed a swap-out that then dropped cached slots and failed anyway) take free slots, cached slots
     /// dropped from the LRU, and slots the slab can still grow by (`kvm_slab_growable`: within
     /// `offload_bytes`, the process's file-size limit and the file system's free space); while
     /// the journal cannot append (tried once more here), neither cached slots nor freed ones
@@ -747,21 +747,28 @@ final class DiskTier {
 
     /// The stored slot a swap-out's block of `hash` and `fingerprint` is pinned in instead of
     /// being written (`reserveSwap`, `submitSwap`, and `checkRoom` counting as they place), or
-    /// -1: never for a sequence's own slot (hash 0), nor for a hash the tier holds only under
-    /// other fingerprints (`HashChains.find`). No LRU change (the caller pins it out of the
-    /// LRU). O(1) plus the hash's collision links.
+    /// -1: only a slot of an EQUAL fingerprint, 0 with 0 only (`HashChains.findEqual`); never
+    /// for a sequence's own slot (hash 0). A swap-out's bytes are its own and in memory, so a
+    /// block the tier holds only under other fingerprints (a collision of the public hash) is
+    /// written, not shared: a block of fingerprint 0 (a sequence known by its hashes alone)
+    /// sharing the hash's first slot would swap back in another prompt's bytes. Lookups keep
+    /// their rule (`lookup`: fingerprint 0 takes the hash's first slot). No LRU change (the
+    /// caller pins it out of the LRU). O(1) plus the hash's collision links.
     @inline(__always) private func sharedSwapSlot(hash: UInt64, fingerprint: UInt64) -> Int32 {
-        hash != 0 ? index.find(hash, fingerprint: fingerprint) : -1
+        hash != 0 ? index.findEqual(hash, fingerprint: fingerprint) : -1
     }
 
     /// A swap-out block's second step: writes reserved `slot`/`stage` (`reserveSwap`), whose
     /// payload was copied (`checksum`: computed by the copy, or nil: the seal computes it),
     /// under `hash`, and returns it pinned. When the tier got `hash` meanwhile (a swap-out of
     /// another sequence sharing the block copied it at the same time, without the lock), gives
-    /// the reservation back and returns that slot, pinned, instead. A block of a hash the tier
-    /// holds with another fingerprint (a collision of the public hash) gets its own entry
-    /// (`HashChains`); one of fingerprint 0 (known by its hash alone) shares the first slot
-    /// the tier has under its hash, as in `reserveSwap` (`sharedSwapSlot`). O(1) plus the seal.
+    /// the reservation back and returns that slot, pinned, instead; only a slot of an equal
+    /// fingerprint is shared (`sharedSwapSlot`). A block of a hash the tier holds with another
+    /// fingerprint (a collision of the public hash) gets its own entry (`HashChains`); one of
+    /// fingerprint 0 (known by its hash alone) whose hash the tier holds under others is
+    /// written as the sequence's own slot (hash 0: the index keeps a block of fingerprint 0
+    /// only where its hash is absent), so its swap-in reads it back unindexed.
+    /// O(1) plus the seal.
     func submitSwap(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, checksum: UInt64?) -> Int32 {
         let found = sharedSwapSlot(hash: hash, fingerprint: fingerprint)
         if found >= 0 {
@@ -770,8 +777,9 @@ final class DiskTier {
             return found
         }
         pin(slot)
-        submitWrite(slot: slot, stage: stage, hash: hash, parent: hash != 0 ? parent : 0, fingerprint: hash != 0 ? fingerprint : 0,
-                    checksum: checksum, op: DiskTier.pinnedWrite)
+        let indexed = hash != 0 && (fingerprint != 0 || index.first(hash) < 0)
+        let (h, p, f) = indexed ? (hash, parent, fingerprint) : (0, 0, 0)
+        submitWrite(slot: slot, stage: stage, hash: h, parent: p, fingerprint: f, checksum: checksum, op: DiskTier.pinnedWrite)
         return slot
     }
 

@@ -244,6 +244,33 @@ struct BlockHashCollisionTests {
                 "tenant B's first block went ahead of its chain")
     }
 
+    /// A swap-out shares a slot the tier holds only when the fingerprints are equal (0 with 0
+    /// only): a sequence known by hashes alone (fingerprint 0) whose block's hash the tier
+    /// holds under another fingerprint (a prompt given by tokens, spilled) writes its own
+    /// copy. Sharing by hash alone, its swap-in read the other prompt's bytes.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aHashOnlySwapOutDoesNotShareASlotOfAnotherFingerprint(layout: Layout) throws {
+        let dir = ScratchDir("collisionHashOnlySwap")
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.blockTokens = 16
+        let e = try Engine(c)
+        let victim = Collision.victim + [5], attacker = Collision.attacker + [5]
+        let hashes = BlockHash.chain(victim, blockTokens: 16)
+        #expect(try hashes.withUnsafeBufferPointer { h throws(KVError) in try e.createSequence(10, blockHashes: h, tokens: 17) } == 0)
+        try fillKV(e, 10, count: 17) { victim[$0] }
+        #expect(try e.createSequence(1, tokens: attacker) == 0, "a lookup with a fingerprint never takes fingerprint 0's block")
+        try fillKV(e, 1, count: 17) { attacker[$0] }
+        try e.free(1)
+        try e.trim()  // the attacker's block on disk, under the victim's hash
+        try e.syncOffload()
+        #expect(e.offload!.tier!.contains(hashes[0], fingerprint: 0), "fingerprint 0: any block of the hash")
+        try e.swapOut(10)
+        try e.swapIn(10)
+        try waitReady(e, 10)
+        #expect(try kvDifferences(e, 10, count: 17) { victim[$0] } == 0, "the swap-in read the sequence's own bytes")
+    }
+
     /// Finding 2: a block whose `fmix64` is 0 hashes to the seed instead, so the block after
     /// it is not the unsalted chain's first block of the same tokens.
     @Test func aChainedHashIsNeverZero() {
