@@ -401,7 +401,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             if blocks.copyTicket(block) != 0 { return }
         }
         if ancestorsFirst && parent != 0 && !tier.contains(hash, fingerprint: fingerprint) && tier.hasSpillRoom() {
-            let chain = missingAncestors(parent: parent)
+            let chain = missingAncestors(of: block)
             for i in stride(from: chain.count - 1, through: max(0, chain.count - OffloadCoordinator.ancestorsPerSpill), by: -1) {
                 let b = chain[i]
                 guard tier.hasSpillRoom() else { return tier.skipSpill() }
@@ -411,22 +411,25 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         tier.spill(block, hash: hash, parent: parent, fingerprint: fingerprint)
     }
 
-    /// The cached ancestors (youngest first) of a block whose parent is `parent` that the tier
-    /// lacks, up the chain until the first one the tier holds, one in use (reachable in
-    /// memory), one a disk read is still filling, one being copied outside the lock (soon on
-    /// disk) or one not in memory. Under the engine's lock (the eviction spill's and
+    /// The cached ancestors (youngest first) of indexed `block` that the tier lacks, up the
+    /// chain until the first one the tier holds, one in use (reachable in memory), one a disk
+    /// read is still filling, one being copied outside the lock (soon on disk) or one not in
+    /// memory. Each step climbs by the parent's hash and fingerprint (`BlockPool.parentFingerprint`;
+    /// 0, unknown: any block of the hash, as a lookup by hashes alone), so a block of a
+    /// colliding public hash (crafted, ~2^32 steps) neither ends the walk by being on disk nor
+    /// is written in the parent's place. Under the engine's lock (the eviction spill's and
     /// `Writeback`'s rounds); the result lives in the coordinator's scratch until the next
-    /// call. O(ancestors walked).
-    func missingAncestors(parent: UInt64) -> UnsafeBufferPointer<Int32> {
+    /// call. O(ancestors walked) hash lookups.
+    func missingAncestors(of block: Int32) -> UnsafeBufferPointer<Int32> {
         var count = 0
-        var next = parent
-        while next != 0 && !tier.contains(next) {
-            let ancestor = blocks.indexedBlock(next)
+        var next = blocks.parent(of: block), nextFingerprint = blocks.parentFingerprint(of: block)
+        while next != 0 && !tier.contains(next, fingerprint: nextFingerprint) {
+            let ancestor = blocks.lookup(next, fingerprint: nextFingerprint)
             guard ancestor >= 0 && blocks.references(ancestor) == 0 && loading[Int(ancestor)] == 0
                 && blocks.copyTicket(ancestor) == 0 else { break }
             scratchChain[count] = ancestor
             count += 1
-            next = blocks.parent(of: ancestor)
+            (next, nextFingerprint) = (blocks.parent(of: ancestor), blocks.parentFingerprint(of: ancestor))
         }
         return UnsafeBufferPointer(start: scratchChain, count: count)
     }
