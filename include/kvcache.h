@@ -80,9 +80,10 @@
  *   compaction's kvcache.journal.new, a kvc_engine_sync's copy of the journal, the identity
  *   file while read or written, each peer's slab and journal) and the io_uring ring and its
  *   eventfd; a fork() waits for an engine's open in another thread to register its
- *   descriptor, so none escapes in between. (A file of /proc or /sys that an engine reads
- *   for an instant, a setting or its mapping count, may stay open in a child forked then,
- *   until it exits or execs.)
+ *   descriptor, and for its close to end once it unregistered one, so none escapes in
+ *   between. (A file of /proc or /sys that an engine reads for an instant, a setting or its
+ *   mapping count, may stay open in a child forked then, until it exits or execs: every file
+ *   an engine opens is close-on-exec, so no program exec'd or spawned gets one.)
  *   Its I/O buffers and ring are not mapped there (MADV_DONTFORK). So a child holds none of
  *   the tier's files or locks and a fork copies none of its buffers. As with any library that
  *   runs threads, a child of a multi-threaded parent should exec (or use posix_spawn) before
