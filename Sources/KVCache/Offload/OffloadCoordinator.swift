@@ -421,6 +421,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         var count = 0
         var next = parent
         while next != 0 && !tier.contains(next) {
+            ancestorsExamined += 1
             let ancestor = blocks.indexedBlock(next)
             guard ancestor >= 0 && blocks.references(ancestor) == 0 && loading[Int(ancestor)] == 0
                 && blocks.copyTicket(ancestor) == 0 else { break }
@@ -430,6 +431,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         }
         return UnsafeBufferPointer(start: scratchChain, count: count)
     }
+
+    /// Tests: ancestors `missingAncestors` looked at (one tier and one index lookup each), ever.
+    private(set) var ancestorsExamined: UInt64 = 0
 
     /// True while a disk read is filling `block`.
     func isLoading(_ block: Int32) -> Bool { loading[Int(block)] != 0 }
