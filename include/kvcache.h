@@ -1634,7 +1634,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
  *     payloads, only once a sequence can be episodic (see kvc_seq_compact); the queue of
  *     reads waiting for a staging buffer (see Reload), 64 bytes per block the memory budget
- *     holds, allocated at create; and,
+ *     holds, allocated at create; the eviction spill's ancestor walk (kept between
+ *     evictions, so a freed chain's walk is O(chain) in all), 44 bytes per such block; and,
  *     with or without a tier, each evicting sequence's eviction state (see TOKEN EVICTION).
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
