@@ -551,8 +551,8 @@ typedef struct kvc_config {
      *  no faster than spills in the call. 0
      *  (default): each eviction copies its block (and up to 8 missing cached ancestors,
      *  oldest first) into a staging buffer inside the evicting call, under the lock,
-     *  delaying that call and every other; finding those ancestors takes amortised ~10 hash
-     *  lookups per eviction (O(L) in all for a freed chain of L blocks, not O(L^2)).
+     *  delaying that call and every other; finding those ancestors takes amortised ~10-30
+     *  hash lookups per eviction (O(L) in all for a freed chain of L blocks, not O(L^2)).
      *  A block being copied stays usable; a call that must evict or rewrite it waits for its
      *  copy (at most 8 blocks' copies). Which blocks reach the disk then depends on the
      *  thread's timing. The thread never makes room by dropping a disk slot whose block memory

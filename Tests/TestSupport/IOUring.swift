@@ -7,7 +7,7 @@ import Glibc
 /// sandbox or a kernel without io_uring gets: the condition of the tests of the hand-over to
 /// the kernel. Probed once, with a depth-1 queue on /dev/null.
 public let ioUringWorks: Bool = {
-    let fd = open("/dev/null", O_RDWR)
+    let fd = open("/dev/null", O_RDWR | O_CLOEXEC)
     guard fd >= 0 else { return false }
     defer { close(fd) }
     var files = [fd]
