@@ -29,6 +29,9 @@ public final class BlockMaskTable {
     public private(set) var refused: UInt64 = 0
     /// Entries the array has room for now (a power of two; doubles as hashes come).
     public var capacity: Int { mask + 1 }
+    /// The most entries one call has moved from an outgrown array to its successor (tests:
+    /// the bound on the work of one call).
+    private(set) var mostMoved = 0
 
     /// An empty table for at most `maxEntries` distinct hashes; allocates 4,096 entries (64 KiB)
     /// or fewer for a smaller limit.
@@ -88,6 +91,7 @@ public final class BlockMaskTable {
     /// Doubles the array and re-inserts every entry. O(count).
     private func grow() {
         let old = entries, oldSize = capacity
+        mostMoved = max(mostMoved, count)
         mask = 2 * oldSize - 1
         entries = .allocate(capacity: 2 * oldSize)
         entries.initialize(repeating: Entry(key: 0, slots: 0), count: 2 * oldSize)
