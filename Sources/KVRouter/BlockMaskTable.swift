@@ -18,9 +18,9 @@ import KVCache
 /// every later `set` and `clear` first takes `migrationSteps` steps through the outgrown array
 /// in index order (each step moves one entry to the new array, removing it from the old by
 /// backward shift, or passes an empty one). Every hash sits in exactly one of the two arrays;
-/// inserts go to the new one, and a lookup that misses there probes the old one. The old
-/// array's entries before the cursor are all empty, so one whose home lies there has already
-/// moved. A doubling leaves at most `capacity / 2` entries in at most `capacity / 2` old
+/// inserts go to the new one, and a lookup that misses there probes the old one, unless the
+/// hash's home there lies before the cursor: the old array's entries before it are all empty,
+/// so such a hash has already moved. A doubling leaves at most `capacity / 2` entries in at most `capacity / 2` old
 /// entries, which `migrationSteps` steps per call drain before the `capacity / 4` inserts
 /// that the next doubling needs, so at most two arrays ever live.
 ///
@@ -29,7 +29,8 @@ import KVCache
 /// size): 48 bytes per entry of the new array at most. Released when drained.
 ///
 /// Cost: O(1) expected per call, plus `migrationSteps` steps of O(1) expected while an array
-/// drains: a lookup then probes twice when the hash is not in the new array. Not thread-safe.
+/// drains: a lookup then probes twice when the hash is not in the new array and its home in
+/// the old one is not yet passed. Not thread-safe.
 public final class BlockMaskTable {
     private struct Entry {
         var key: UInt64
@@ -108,8 +109,22 @@ public final class BlockMaskTable {
     @inline(__always)
     public func slots(_ hash: UInt64) -> UInt64 {
         let s = entries[Self.find(hash, in: entries, mask)].slots
-        guard s == 0, let old else { return s }
-        return old[Self.find(hash, in: old, oldMask)].slots
+        guard s == 0, let old, let j = findOld(hash, old) else { return s }
+        return old[j].slots
+    }
+
+    /// The index of `key` in the outgrown array `old`, or nil when it is not there: its home
+    /// lies before `drained` (so it has moved, and no probe is needed) or its probe meets an
+    /// empty entry.
+    @inline(__always)
+    private func findOld(_ key: UInt64, _ old: UnsafeMutablePointer<Entry>) -> Int? {
+        var i = Self.home(key, oldMask)
+        if i < drained { return nil }
+        while old[i].slots != 0 {
+            if old[i].key == key { return i }
+            i = (i + 1) & oldMask
+        }
+        return nil
     }
 
     /// Adds `bits` to the mask of `hash`; returns false when the table is full (refused).
@@ -122,12 +137,9 @@ public final class BlockMaskTable {
             entries[i].slots |= bits
             return true
         }
-        if let old {
-            let j = Self.find(hash, in: old, oldMask)
-            if old[j].slots != 0 {
-                old[j].slots |= bits
-                return true
-            }
+        if let old, let j = findOld(hash, old) {
+            old[j].slots |= bits
+            return true
         }
         if count >= limit {
             refused += 1
@@ -191,12 +203,12 @@ public final class BlockMaskTable {
         if old != nil { migrate() }
         var array = entries, arrayMask = mask
         var i = Self.find(hash, in: array, arrayMask)
-        if array[i].slots == 0, let old {
+        if array[i].slots == 0 {
+            guard let old, let j = findOld(hash, old) else { return }
             array = old
             arrayMask = oldMask
-            i = Self.find(hash, in: array, arrayMask)
+            i = j
         }
-        if array[i].slots == 0 { return }
         array[i].slots &= ~bits
         if array[i].slots == 0 {
             Self.removeAt(i, in: array, arrayMask)
