@@ -27,8 +27,9 @@ import KVCache
 /// mode, below); a routed block (approximate mode) one probe of the slot's recency map, plus,
 /// when it is new, a table probe to set its bit and, when the slot is full, one to clear the
 /// evicted block's. Allocation after creation: the shared block table doubles when an entry
-/// would take it past half full (`BlockMaskTable`: O(entries) under the caller's lock,
-/// amortised O(1) per block; an observed event or, in approximate mode, a routed block), and
+/// would take it past half full (`BlockMaskTable`: incrementally, at most
+/// `BlockMaskTable.migrationSteps` entries moved per later insert or removal; an observed
+/// event or, in approximate mode, a routed block), and
 /// per slot, allocated by the first hash credited to it and kept: in exact mode its log
 /// (`lists`, 8 bytes per entry, grown by doubling), in approximate mode its recency map
 /// (`recency`, 16 bytes per entry of a power of two at least twice
