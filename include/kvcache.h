@@ -80,9 +80,10 @@
  *   compaction's kvcache.journal.new, a kvc_engine_sync's copy of the journal, the identity
  *   file while read or written, each peer's slab and journal) and the io_uring ring and its
  *   eventfd; a fork() waits for an engine's open in another thread to register its
- *   descriptor, so none escapes in between. (A file of /proc or /sys that an engine reads
- *   for an instant, a setting or its mapping count, may stay open in a child forked then,
- *   until it exits or execs.)
+ *   descriptor, and for its close to end once it unregistered one, so none escapes in
+ *   between. (A file of /proc or /sys that an engine reads for an instant, a setting or its
+ *   mapping count, may stay open in a child forked then, until it exits or execs: every file
+ *   an engine opens is close-on-exec, so no program exec'd or spawned gets one.)
  *   Its I/O buffers and ring are not mapped there (MADV_DONTFORK). So a child holds none of
  *   the tier's files or locks and a fork copies none of its buffers. As with any library that
  *   runs threads, a child of a multi-threaded parent should exec (or use posix_spawn) before
@@ -548,8 +549,10 @@ typedef struct kvc_config {
      *  (docs/disk-tier.md, the shared-prefix rows); with a tier of a few dozen slots under
      *  gigabytes of cache the evicting calls still copy most blocks, and the thread measured
      *  no faster than spills in the call. 0
-     *  (default): each eviction copies its block (and missing ancestors) into a staging
-     *  buffer inside the evicting call, under the lock, delaying that call and every other.
+     *  (default): each eviction copies its block (and up to 8 missing cached ancestors,
+     *  oldest first) into a staging buffer inside the evicting call, under the lock,
+     *  delaying that call and every other; finding those ancestors takes amortised ~10 hash
+     *  lookups per eviction (O(L) in all for a freed chain of L blocks, not O(L^2)).
      *  A block being copied stays usable; a call that must evict or rewrite it waits for its
      *  copy (at most 8 blocks' copies). Which blocks reach the disk then depends on the
      *  thread's timing. The thread never makes room by dropping a disk slot whose block memory
@@ -1631,7 +1634,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
  *     payloads, only once a sequence can be episodic (see kvc_seq_compact); the queue of
  *     reads waiting for a staging buffer (see Reload), 64 bytes per block the memory budget
- *     holds, allocated at create; and,
+ *     holds, allocated at create; the eviction spill's ancestor walk (kept between
+ *     evictions, so a freed chain's walk is O(chain) in all), 44 bytes per such block; and,
  *     with or without a tier, each evicting sequence's eviction state (see TOKEN EVICTION).
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,

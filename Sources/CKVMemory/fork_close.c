@@ -18,8 +18,12 @@ static pthread_once_t installed = PTHREAD_ONCE_INIT;
 
 unsigned kvm_fork_generation_value;
 
-/* Held shared from a descriptor's creation to its registration (kvm_fork_close_hold), and
- * exclusively by fork()'s prepare handler, so no fork copies a descriptor in between. */
+/* Tests: kvm_fork_close_on_remove's hook, or NULL. */
+static void (*_Atomic removed_hook)(int fd);
+
+/* Held shared from a descriptor's creation to its registration and from its removal to its
+ * close (kvm_fork_close_hold), and exclusively by fork()'s prepare handler to its parent
+ * handler (the whole fork syscall), so no fork copies a descriptor in either gap. */
 static pthread_rwlock_t creating = PTHREAD_RWLOCK_INITIALIZER;
 
 static void before_fork(void) { pthread_rwlock_wrlock(&creating); }
@@ -56,8 +60,10 @@ int kvm_fork_close_open(const char *path, int flags, mode_t mode, int *entry) {
 }
 
 void kvm_fork_close_close(int fd, int entry) {
+    kvm_fork_close_hold();
     kvm_fork_close_remove(entry);
     close(fd);
+    kvm_fork_close_release();
 }
 
 unsigned kvm_fork_watch(void) {
@@ -92,5 +98,9 @@ void kvm_fork_close_remove(int index) {
     if (index < 0) return;
     segment *s = &first;
     for (; index >= KVM_FORK_CLOSE_SEGMENT; index -= KVM_FORK_CLOSE_SEGMENT) s = atomic_load(&s->next);
-    atomic_store(&s->entries[index], 0);
+    int entry = atomic_exchange(&s->entries[index], 0);
+    void (*hook)(int) = atomic_load_explicit(&removed_hook, memory_order_relaxed);
+    if (hook && entry > 0) hook(entry - 1);
 }
+
+void kvm_fork_close_on_remove(void (*hook)(int fd)) { atomic_store(&removed_hook, hook); }

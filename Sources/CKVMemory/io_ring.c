@@ -43,6 +43,15 @@ struct kvm_io {
 
 static int logged_no_uring, logged_no_registration;
 
+/* Unregisters and closes the ring (unmaps it, closes its descriptor) in one fork bracket
+ * (kvm_fork_close.h): a fork in between would give its child the ring unregistered. */
+static void exit_ring(kvm_io *io) {
+    kvm_fork_close_hold();
+    kvm_fork_close_remove(io->ring_entry);
+    io_uring_queue_exit(&io->ring);
+    kvm_fork_close_release();
+}
+
 static int start_uring(kvm_io *io, const kvm_io_config *cfg) {
     uint32_t entries = 1;
     while (entries < cfg->depth) entries <<= 1;
@@ -64,8 +73,7 @@ static int start_uring(kvm_io *io, const kvm_io_config *cfg) {
     if (rc < 0) return rc;
     rc = io_uring_register_files(&io->ring, cfg->files, cfg->n_files);
     if (rc < 0) {
-        kvm_fork_close_remove(io->ring_entry);
-        io_uring_queue_exit(&io->ring);
+        exit_ring(io);
         return rc;
     }
     if (cfg->n_buffers > 0) {
@@ -107,8 +115,7 @@ int kvm_io_create(const kvm_io_config *cfg, kvm_io **out) {
         if (rc == 0) io->wake_entry = kvm_fork_close_add(io->wake_fd);
         kvm_fork_close_release();
         if (rc < 0) {
-            kvm_fork_close_remove(io->ring_entry);
-            io_uring_queue_exit(&io->ring);
+            exit_ring(io);
             free(files);
             free(io);
             return kvm_fail(-rc, "kvm_io_create: eventfd failed: %s", strerror(-rc));
@@ -140,8 +147,7 @@ void kvm_io_destroy(kvm_io *io) {
         if (kvm_io_reap(io, done, 64, 1, -1) < 0) break;
     }
     if (io->backend == KVM_IO_URING) {
-        kvm_fork_close_remove(io->ring_entry);
-        io_uring_queue_exit(&io->ring);
+        exit_ring(io);
         kvm_fork_close_close(io->wake_fd, io->wake_entry);
     } else {
         kvm_io_threads_destroy(io->threads);

@@ -66,7 +66,7 @@ const char *kvm_shmem_hugepages_refusal(const char *top, const char *per_size, i
  * NULL when the file is missing, unreadable or has no bracketed word. */
 static const char *thp_setting(const char *path, char *word, size_t size) {
     char line[256] = {0};
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "re"); /* close-on-exec: a program another thread spawns keeps none */
     if (!f) return NULL;
     size_t n = fread(line, 1, sizeof line - 1, f);
     fclose(f);

@@ -112,8 +112,8 @@ static int lock_io(kvm_slab *s, const char *dir) {
 
 /* Every descriptor a slab opens, for its life or for one call, is opened and registered among
  * those a fork's child closes at once (kvm_fork_close_open), and taken out of that table before
- * it is closed (kvm_fork_close_close), so that no child closes the number once another open
- * reuses it: a child then holds none of the tier's files (a journal a compaction replaced, a
+ * it is closed, in the same fork bracket (kvm_fork_close_close), so that no child closes the
+ * number once another open reuses it nor gets it open and unregistered: a child then holds none of the tier's files (a journal a compaction replaced, a
  * peer's slab the owner removed, and their disk space) nor their locks. */
 
 /* Releases the directory's lock (a peer holds none); close_fd closes the I/O descriptor. */

@@ -70,7 +70,7 @@ static int reserve_at(kvm_ranges *r, void *addr, uint64_t len) {
 
 static uint64_t max_map_count(void) {
     unsigned long long v = 65530;
-    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "re"); /* close-on-exec, as every file here */
     if (f) {
         if (fscanf(f, "%llu", &v) != 1) v = 65530;
         fclose(f);
@@ -81,7 +81,7 @@ static uint64_t max_map_count(void) {
 /* Mappings the process holds now: the lines of /proc/self/maps (0 when it cannot be read). */
 static uint64_t process_mappings(void) {
     uint64_t n = 0;
-    FILE *f = fopen("/proc/self/maps", "r");
+    FILE *f = fopen("/proc/self/maps", "re"); /* close-on-exec: no spawned program gets our layout */
     if (!f) return 0;
     for (int c; (c = fgetc(f)) != EOF;) n += c == '\n';
     fclose(f);

@@ -114,7 +114,7 @@ public final class TraceFileReader: AttentionTraceSource {
     /// Opens `path` and reads its header and segments. Throws `TraceError` on a missing file or
     /// a directory, a wrong magic or an out-of-range header.
     public init(path: String) throws {
-        guard let f = fopen(path, "rb") else { throw TraceError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard let f = fopen(path, "rbe") else { throw TraceError(description: "cannot open \(path): \(String(cString: strerror(errno)))") }
         var st = stat()
         if fstat(fileno(f), &st) == 0 && st.st_mode & S_IFMT == S_IFDIR {
             fclose(f)
@@ -265,7 +265,7 @@ public final class TraceFileWriter {
     /// Creates `path` and writes `header` and its segments. Throws `TraceError` when the file
     /// cannot be created or written (then it is closed).
     public init(path: String, header: TraceHeader) throws {
-        guard let f = fopen(path, "wb") else { throw TraceError(description: "cannot create \(path): \(String(cString: strerror(errno)))") }
+        guard let f = fopen(path, "wbe") else { throw TraceError(description: "cannot create \(path): \(String(cString: strerror(errno)))") }
         file = f
         self.path = path
         do {

@@ -19,7 +19,7 @@ enum OutputFile {
     /// it was replaced by a regular file (as root, `--json /dev/stdout` replaced /dev's link).
     static func write(_ text: String, to path: String) throws {
         if writesInPlace(path) {
-            guard let f = fopen(path, "w") else { throw failure("cannot write \(path)") }
+            guard let f = fopen(path, "we") else { throw failure("cannot write \(path)") }
             return try put(text, into: f, naming: path)
         }
         let (temp, fd) = try temporary(for: path)

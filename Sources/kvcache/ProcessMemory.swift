@@ -24,7 +24,7 @@ struct ProcessMemory: Sendable {
     /// Cost: one open/read/close, a few microseconds; not for hot paths.
     static func current() -> ProcessMemory {
         var result = ProcessMemory(rssBytes: 0, peakRSSBytes: 0)
-        guard let file = fopen("/proc/self/status", "r") else { return result }
+        guard let file = fopen("/proc/self/status", "re") else { return result }
         defer { fclose(file) }
         var line = [CChar](repeating: 0, count: 256)
         while fgets(&line, Int32(line.count), file) != nil {

@@ -508,10 +508,6 @@ final class DiskTier {
     /// LRU change). O(1).
     func contains(_ hash: UInt64, fingerprint: UInt64) -> Bool { index.find(hash, fingerprint: fingerprint) >= 0 }
 
-    /// True when the tier holds a block under `hash`, whatever its fingerprint: for walks up
-    /// a chain by parent hashes (`OffloadCoordinator.missingAncestors`). O(1).
-    func contains(_ hash: UInt64) -> Bool { index.first(hash) >= 0 }
-
     /// Block hash, parent hash and fingerprint of a slot (0 for a swapped-out sequence's own slot).
     func hash(of slot: Int32) -> UInt64 { hashes[Int(slot)] }
     func parent(of slot: Int32) -> UInt64 { parents[Int(slot)] }
@@ -582,15 +578,16 @@ final class DiskTier {
     /// A write-ahead's first step (`Writeback`, which copies between it and `submitSpill`
     /// outside the engine's lock): as `reserveSpill`, for a block the tier lacks, once
     /// `hasSpillRoom` said a staging buffer is free (nil otherwise); but the slot is never one
-    /// whose block memory still holds (`isResident`, by block hash): a free slot, one the slab
-    /// grows by, or one of at most `dropBatch` slots dropped among the LRU's `aheadDropScan`
-    /// oldest whose blocks left memory. Nil when there is no such slot: not a failure (nothing
+    /// whose block memory still holds (`isResident`, by the slot's hash and fingerprint): a
+    /// free slot, one the slab grows by, or one of at most `dropBatch` slots dropped among the
+    /// LRU's `aheadDropScan` oldest whose blocks left memory. Nil when there is no such slot: not a failure (nothing
     /// counted), the thread waits for memory or the tier to change. Dropping the LRU's oldest whatever
     /// they hold, as an eviction's spill does, made an idle engine whose cached blocks
     /// outnumber the tier's slots rewrite the same blocks forever: the thread dropped the
     /// blocks it had written itself, which memory still held, and took them again on its next
     /// pass. Cost: `takeSlotAhead`'s.
-    func reserveAhead(_ hash: UInt64, fingerprint: UInt64, keeping isResident: (UInt64) -> Bool) -> (slot: Int32, stage: Int32)? {
+    func reserveAhead(_ hash: UInt64, fingerprint: UInt64, keeping isResident: (_ hash: UInt64, _ fingerprint: UInt64) -> Bool)
+        -> (slot: Int32, stage: Int32)? {
         guard !contains(hash, fingerprint: fingerprint) && bulkStages > 0, let slot = takeSlotAhead(keeping: isResident) else { return nil }
         return (slot, takeStage(for: slot))
     }
@@ -651,10 +648,10 @@ final class DiskTier {
     /// Throws `io`, changing nothing, unless the `count` blocks of a swap-out (block `i` of
     /// `block(i)`'s hash, 0 for a sequence's own slot, and fingerprint) can each have a slot,
     /// counted as `reserveSwap` places them (`sharedSwapSlot`): a block the tier holds already
-    /// under its hash and fingerprint is pinned where it is (leaving the LRU); the others
-    /// (among them one whose hash the tier holds only under other fingerprints: counted by
-    /// hash alone, a crafted colliding block pinned by another sequence passed a swap-out
-    /// that then dropped cached slots and failed anyway) take free slots, cached slots
+    /// under its hash and an equal fingerprint (0 with 0 only) is pinned where it is (leaving
+    /// the LRU); the others (among them one whose hash the tier holds only under other
+    /// fingerprints: counted by hash alone, a crafted colliding block pinned by another
+    /// sequence passed a swap-out that then dropped cached slots and failed anyway) take free slots, cached slots
     /// dropped from the LRU, and slots the slab can still grow by (`kvm_slab_growable`: within
     /// `offload_bytes`, the process's file-size limit and the file system's free space); while
     /// the journal cannot append (tried once more here), neither cached slots nor freed ones
@@ -733,21 +730,28 @@ final class DiskTier {
 
     /// The stored slot a swap-out's block of `hash` and `fingerprint` is pinned in instead of
     /// being written (`reserveSwap`, `submitSwap`, and `checkRoom` counting as they place), or
-    /// -1: never for a sequence's own slot (hash 0), nor for a hash the tier holds only under
-    /// other fingerprints (`HashChains.find`). No LRU change (the caller pins it out of the
-    /// LRU). O(1) plus the hash's collision links.
+    /// -1: only a slot of an EQUAL fingerprint, 0 with 0 only (`HashChains.findEqual`); never
+    /// for a sequence's own slot (hash 0). A swap-out's bytes are its own and in memory, so a
+    /// block the tier holds only under other fingerprints (a collision of the public hash) is
+    /// written, not shared: a block of fingerprint 0 (a sequence known by its hashes alone)
+    /// sharing the hash's first slot would swap back in another prompt's bytes. Lookups keep
+    /// their rule (`lookup`: fingerprint 0 takes the hash's first slot). No LRU change (the
+    /// caller pins it out of the LRU). O(1) plus the hash's collision links.
     @inline(__always) private func sharedSwapSlot(hash: UInt64, fingerprint: UInt64) -> Int32 {
-        hash != 0 ? index.find(hash, fingerprint: fingerprint) : -1
+        hash != 0 ? index.findEqual(hash, fingerprint: fingerprint) : -1
     }
 
     /// A swap-out block's second step: writes reserved `slot`/`stage` (`reserveSwap`), whose
     /// payload was copied (`checksum`: computed by the copy, or nil: the seal computes it),
     /// under `hash`, and returns it pinned. When the tier got `hash` meanwhile (a swap-out of
     /// another sequence sharing the block copied it at the same time, without the lock), gives
-    /// the reservation back and returns that slot, pinned, instead. A block of a hash the tier
-    /// holds with another fingerprint (a collision of the public hash) gets its own entry
-    /// (`HashChains`); one of fingerprint 0 (known by its hash alone) shares the first slot
-    /// the tier has under its hash, as in `reserveSwap` (`sharedSwapSlot`). O(1) plus the seal.
+    /// the reservation back and returns that slot, pinned, instead; only a slot of an equal
+    /// fingerprint is shared (`sharedSwapSlot`). A block of a hash the tier holds with another
+    /// fingerprint (a collision of the public hash) gets its own entry (`HashChains`); one of
+    /// fingerprint 0 (known by its hash alone) whose hash the tier holds under others is
+    /// written as the sequence's own slot (hash 0: the index keeps a block of fingerprint 0
+    /// only where its hash is absent), so its swap-in reads it back unindexed.
+    /// O(1) plus the seal.
     func submitSwap(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, checksum: UInt64?) -> Int32 {
         let found = sharedSwapSlot(hash: hash, fingerprint: fingerprint)
         if found >= 0 {
@@ -756,8 +760,9 @@ final class DiskTier {
             return found
         }
         pin(slot)
-        submitWrite(slot: slot, stage: stage, hash: hash, parent: hash != 0 ? parent : 0, fingerprint: hash != 0 ? fingerprint : 0,
-                    checksum: checksum, op: DiskTier.pinnedWrite)
+        let indexed = hash != 0 && (fingerprint != 0 || index.first(hash) < 0)
+        let (h, p, f) = indexed ? (hash, parent, fingerprint) : (0, 0, 0)
+        submitWrite(slot: slot, stage: stage, hash: h, parent: p, fingerprint: f, checksum: checksum, op: DiskTier.pinnedWrite)
         return slot
     }
 
@@ -922,9 +927,10 @@ final class DiskTier {
     /// oldest whose blocks memory no longer holds (`isResident` false); nil when there is
     /// none of those either. Never drops a slot whose block memory still holds. O(1) with a free
     /// slot; else a slab growth's room check and at most `aheadDropScan` calls of `isResident`.
-    private func takeSlotAhead(keeping isResident: (UInt64) -> Bool) -> Int32? {
+    private func takeSlotAhead(keeping isResident: (_ hash: UInt64, _ fingerprint: UInt64) -> Bool) -> Int32? {
         if let slot = popFreeSlot() { return slot }
-        guard journalAppends(), dropOldest(among: DiskTier.aheadDropScan, where: { !isResident($0) }) > 0 else { return nil }
+        guard journalAppends(), dropOldest(among: DiskTier.aheadDropScan, where: { !isResident(hashes[Int($0)], fingerprints[Int($0)]) }) > 0
+        else { return nil }
         return popFreeSlot()
     }
 
@@ -943,16 +949,16 @@ final class DiskTier {
         for s in stride(from: after - 1, through: before, by: -1) { pushFree(Int32(s)) }
     }
 
-    /// Drops up to `dropBatch` of the LRU's `among` oldest slots whose block hash `droppable`
-    /// accepts, oldest first (several at once: their FREED records go out in one write);
-    /// counts them in `slotsEvicted` and returns how many. O(`among`) calls of `droppable`.
+    /// Drops up to `dropBatch` of the LRU's `among` oldest slots `droppable` accepts, oldest
+    /// first (several at once: their FREED records go out in one write); counts them in
+    /// `slotsEvicted` and returns how many. O(`among`) calls of `droppable`.
     @discardableResult
-    private func dropOldest(among: Int, where droppable: (UInt64) -> Bool) -> Int {
+    private func dropOldest(among: Int, where droppable: (_ slot: Int32) -> Bool) -> Int {
         var dropped = 0, seen = 0
         var slot = lru.oldest
         while slot >= 0 && seen < among && dropped < DiskTier.dropBatch {
             let next = lru.next(after: slot)
-            if droppable(hashes[Int(slot)]) {
+            if droppable(slot) {
                 drop(slot)
                 dropped += 1
             }

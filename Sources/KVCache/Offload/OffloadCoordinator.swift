@@ -48,8 +48,19 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     let swapped: UnsafeMutablePointer<Bool>
     /// Scratch: one sequence's disk slots.
     let scratchSlots: UnsafeMutablePointer<Int32>
-    /// Scratch for `spill`: a chain's cached ancestors, youngest first (at most every block).
-    private let scratchChain: UnsafeMutablePointer<Int32>
+    /// The stretch of a chain the last walk found (`missingAncestors`), youngest first:
+    /// `walked[i + 1]`, indexed under `walkedHashes[i + 1]` and `walkedFingerprints[i + 1]`,
+    /// was the parent of `walked[i]`, a cached block the tier lacked, when it was pushed. Entries are checked again before they
+    /// are returned; those below where a walk starts are stale (evicted since). Room for twice
+    /// the blocks, so that moving the live part down when the end is reached is amortised O(1)
+    /// per entry.
+    private let walked: UnsafeMutablePointer<Int32>
+    private let walkedHashes: UnsafeMutablePointer<UInt64>
+    private let walkedFingerprints: UnsafeMutablePointer<UInt64>
+    /// Per block: its index in `walked` when last pushed; meaningful only while it is below
+    /// `walkedEnd` and that entry still names the block under the same hash and fingerprint.
+    private let walkedAt: UnsafeMutablePointer<Int32>
+    private var walkedEnd = 0
     /// Scratch for the gathers: a block's bytes in each tensor.
     private let scratchSources: UnsafeMutablePointer<UnsafeRawPointer?>
     /// Scratch for an offloading compaction (`Engine.offloadEvictions`): the row and token slot
@@ -124,7 +135,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         let perBlock = "the disk tier's per-block state of \(blocks.capacity) blocks (memory_bytes / block bytes)"
         let perSequence = "the disk tier's per-sequence state (max_seqs \(config.maxSeqs))"
         loading = try a.allocate(repeating: 0, count: blocks.capacity, perBlock)
-        scratchChain = try a.allocate(count: blocks.capacity, perBlock)
+        walked = try a.allocate(count: 2 * blocks.capacity, perBlock)
+        walkedHashes = try a.allocate(count: 2 * blocks.capacity, perBlock)
+        walkedFingerprints = try a.allocate(count: 2 * blocks.capacity, perBlock)
+        walkedAt = try a.allocate(repeating: 0, count: blocks.capacity, perBlock)
         scratchSlots = try a.allocate(count: sequences.maxBlocks, "the disk tier's scratch block table (max_seq_tokens / block_tokens: \(sequences.maxBlocks) entries)")
         failed = try a.allocate(repeating: false, count: config.maxSeqs, perSequence)
         cachedBlocks = try a.allocate(repeating: 0, count: config.maxSeqs, perSequence)
@@ -162,7 +176,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         cachedBlocks.deallocate()
         swapped.deallocate()
         scratchSlots.deallocate()
-        scratchChain.deallocate()
+        walked.deallocate()
+        walkedHashes.deallocate()
+        walkedFingerprints.deallocate()
+        walkedAt.deallocate()
         scratchSources.deallocate()
         recordRows.deallocate()
         recordSlots.deallocate()
@@ -392,8 +409,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// back when its flusher falls behind. Skipping those instead (the first version) dropped
     /// the peer workload's hit rates from 44-47 % to 23-28 % (docs/disk-tier.md, "When the
     /// thread falls behind").
-    /// Cost: O(ancestors walked) hash lookups, only when the tier has room; a copy and checksum
-    /// per block written.
+    /// Cost: amortised O(`ancestorsPerSpill`) hash lookups (`missingAncestors`), only when the
+    /// tier has room; a copy and checksum per block written.
     func spill(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, ancestorsFirst: Bool) {
         guard loading[Int(block)] == 0 else { return }
         if ancestorsFirst, let writeback {
@@ -401,9 +418,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             if blocks.copyTicket(block) != 0 { return }
         }
         if ancestorsFirst && parent != 0 && !tier.contains(hash, fingerprint: fingerprint) && tier.hasSpillRoom() {
-            let chain = missingAncestors(parent: parent)
-            for i in stride(from: chain.count - 1, through: max(0, chain.count - OffloadCoordinator.ancestorsPerSpill), by: -1) {
-                let b = chain[i]
+            let chain = missingAncestors(of: block)
+            for b in chain.reversed() {
                 guard tier.hasSpillRoom() else { return tier.skipSpill() }
                 tier.spill(b, hash: blocks.hash(of: b), parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b))
             }
@@ -411,25 +427,89 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         tier.spill(block, hash: hash, parent: parent, fingerprint: fingerprint)
     }
 
-    /// The cached ancestors (youngest first) of a block whose parent is `parent` that the tier
-    /// lacks, up the chain until the first one the tier holds, one in use (reachable in
-    /// memory), one a disk read is still filling, one being copied outside the lock (soon on
-    /// disk) or one not in memory. Under the engine's lock (the eviction spill's and
-    /// `Writeback`'s rounds); the result lives in the coordinator's scratch until the next
-    /// call. O(ancestors walked).
-    func missingAncestors(parent: UInt64) -> UnsafeBufferPointer<Int32> {
-        var count = 0
-        var next = parent
-        while next != 0 && !tier.contains(next) {
-            let ancestor = blocks.indexedBlock(next)
-            guard ancestor >= 0 && blocks.references(ancestor) == 0 && loading[Int(ancestor)] == 0
-                && blocks.copyTicket(ancestor) == 0 else { break }
-            scratchChain[count] = ancestor
-            count += 1
-            next = blocks.parent(of: ancestor)
+    /// The oldest cached ancestors the tier lacks, at most `ancestorsPerSpill`, youngest first,
+    /// of indexed `block`: of the stretch of ancestors up the chain until the first one the
+    /// tier holds, one in use (reachable in memory), one a disk read is still filling, one
+    /// being copied outside the lock (soon on disk) or one not in memory. Each step climbs by
+    /// the parent's hash and fingerprint (`BlockPool.parentFingerprint`; 0, unknown: any block
+    /// of the hash, as a lookup by hashes alone), so a block of a colliding public hash
+    /// (crafted, ~2^32 steps) neither ends the walk by being on disk nor is written in the
+    /// parent's place. Under the engine's lock (the eviction spill's and `Writeback`'s
+    /// rounds); the result lives in the coordinator's state until the next call.
+    /// The walk resumes the last one (`walked`) when `block`'s parent lies on its stretch: a
+    /// chain's blocks are evicted last first, each eviction's parent the next entry, while the
+    /// oldest entries are written; so it re-checks only the oldest entries it returns (dropping
+    /// those the tier got or that stopped qualifying, and, at one that did, the stretch above
+    /// it) and looks past the oldest for ancestors that qualify since. Entries in between are
+    /// not re-checked: an ancestor in use makes every older one in use (a sequence holds its
+    /// whole chain), which the re-check finds; one evicted or written since leaves the older
+    /// ones as true ancestors of the parent, still written oldest first. Before, each call
+    /// walked the whole stretch to write its oldest 8: ~L²/18 lookups for a freed chain of L
+    /// blocks evicted last first (docs/disk-tier.md, "Spilling a chain in order").
+    /// Cost: amortised O(`ancestorsPerSpill`) lookups per call, O(stretch) when the parent is
+    /// on no recorded stretch; each entry is pushed once per time it qualifies.
+    func missingAncestors(of block: Int32) -> UnsafeBufferPointer<Int32> {
+        let parent = blocks.parent(of: block), parentFingerprint = blocks.parentFingerprint(of: block)
+        let first = missingAncestor(parent, fingerprint: parentFingerprint)
+        guard first >= 0 else { return UnsafeBufferPointer(start: walked, count: 0) }
+        var start = Int(walkedAt[Int(first)])
+        if !(start < walkedEnd && walked[start] == first && walkedHashes[start] == parent
+             && walkedFingerprints[start] == parentFingerprint) {
+            start = 0
+            walkedEnd = 0
+            push(first, hash: parent, fingerprint: parentFingerprint)
         }
-        return UnsafeBufferPointer(start: scratchChain, count: count)
+        // The oldest entries, re-checked from the oldest down: one that fails ends the stretch.
+        var held = 0
+        while held < OffloadCoordinator.ancestorsPerSpill && walkedEnd - held > start {
+            let i = walkedEnd - held - 1
+            if missingAncestor(walkedHashes[i], fingerprint: walkedFingerprints[i]) == walked[i] {
+                held += 1
+            } else {
+                (walkedEnd, held) = (i, 0)
+            }
+        }
+        // Up from the oldest (a stretch holds each block at most once).
+        var next = blocks.parent(of: walked[walkedEnd - 1]), nextFingerprint = blocks.parentFingerprint(of: walked[walkedEnd - 1])
+        while walkedEnd - start < blocks.capacity {
+            let b = missingAncestor(next, fingerprint: nextFingerprint)
+            guard b >= 0 else { break }
+            if walkedEnd == 2 * blocks.capacity {
+                walkedEnd -= start
+                for i in 0..<walkedEnd {
+                    (walked[i], walkedHashes[i], walkedFingerprints[i]) = (walked[start + i], walkedHashes[start + i], walkedFingerprints[start + i])
+                    walkedAt[Int(walked[i])] = Int32(i)
+                }
+                start = 0
+            }
+            push(b, hash: next, fingerprint: nextFingerprint)
+            (next, nextFingerprint) = (blocks.parent(of: b), blocks.parentFingerprint(of: b))
+        }
+        let count = min(OffloadCoordinator.ancestorsPerSpill, walkedEnd - start)
+        return UnsafeBufferPointer(start: walked + walkedEnd - count, count: count)
     }
+
+    /// The cached block indexed under `hash` and `fingerprint` (`BlockPool.lookup`) when it
+    /// qualifies for `missingAncestors` (the tier lacks it; unused, not loading, not being
+    /// copied), else -1. O(1).
+    private func missingAncestor(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
+        ancestorsExamined += 1
+        guard hash != 0 && !tier.contains(hash, fingerprint: fingerprint) else { return -1 }
+        let b = blocks.lookup(hash, fingerprint: fingerprint)
+        guard b >= 0 && blocks.references(b) == 0 && loading[Int(b)] == 0 && blocks.copyTicket(b) == 0 else { return -1 }
+        return b
+    }
+
+    private func push(_ block: Int32, hash: UInt64, fingerprint: UInt64) {
+        walked[walkedEnd] = block
+        walkedHashes[walkedEnd] = hash
+        walkedFingerprints[walkedEnd] = fingerprint
+        walkedAt[Int(block)] = Int32(walkedEnd)
+        walkedEnd += 1
+    }
+
+    /// Tests: ancestors `missingAncestors` looked at (one tier and one index lookup each), ever.
+    private(set) var ancestorsExamined: UInt64 = 0
 
     /// True while a disk read is filling `block`.
     func isLoading(_ block: Int32) -> Bool { loading[Int(block)] != 0 }

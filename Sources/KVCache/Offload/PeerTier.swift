@@ -226,9 +226,6 @@ final class PeerTier {
         return PeerRead(peer: peer, slot: slot, hash: hash, parent: parents[s], generation: generations[s], checksum: checksums[s])
     }
 
-    /// True when block `hash` is indexed, whatever its fingerprint. O(1).
-    func contains(_ hash: UInt64) -> Bool { index.first(hash) >= 0 }
-
     /// A read of `read` was refused (the slot changed, or the read failed): its entry leaves
     /// the index unless a newer record replaced it meanwhile. O(1).
     func forget(_ read: PeerRead) {

@@ -193,7 +193,7 @@ final class Writeback {
         var stall = Stall.none
         blocks.forEachOldestCached(limit: horizon) { b in
             guard !tier.contains(blocks.hash(of: b), fingerprint: blocks.fingerprint(of: b)) && blocks.copyTicket(b) == 0 && !offload.isLoading(b) else { return true }
-            let chain = offload.missingAncestors(parent: blocks.parent(of: b))
+            let chain = offload.missingAncestors(of: b)
             // Oldest ancestor first, the block last.
             for i in stride(from: chain.count - 1, through: -1, by: -1) {
                 let c = i < 0 ? b : chain[i]
@@ -201,7 +201,7 @@ final class Writeback {
                     stall = tier.bulkStages > 0 ? .noSlot : .noBuffer  // else every slot is held
                     return false
                 }
-                guard let (slot, stage) = tier.reserveAhead(blocks.hash(of: c), fingerprint: blocks.fingerprint(of: c), keeping: { blocks.indexedBlock($0) >= 0 }) else {
+                guard let (slot, stage) = tier.reserveAhead(blocks.hash(of: c), fingerprint: blocks.fingerprint(of: c), keeping: { blocks.lookup($0, fingerprint: $1) >= 0 }) else {
                     stall = .noSlot
                     return false
                 }

@@ -24,8 +24,11 @@ import Glibc
 ///
 /// Cost: `allocate`, `release`, `retain` and `lookup` are O(1) with no heap allocation, except
 /// that with a disk tier an `allocate` that evicts spills the evicted block, and first its
-/// cached ancestors the tier lacks (`Spiller.spill`, `ancestorsFirst`): one hash lookup per
-/// ancestor walked (up to the chain's length) and a copy per block written.
+/// cached ancestors the tier lacks (`Spiller.spill`, `ancestorsFirst`): amortised
+/// O(`OffloadCoordinator.ancestorsPerSpill`) hash lookups (a walk resumes the last one on the
+/// chain; O(chain) when it starts a new one) and a copy per block written. A walk climbs by
+/// parent hash and parent fingerprint, so a crafted block of a colliding hash never stands in
+/// for a block's parent.
 /// Not thread-safe: the engine serialises calls.
 public final class BlockPool {
     /// Blocks in all.
@@ -42,6 +45,10 @@ public final class BlockPool {
     /// Per block: its `BlockFingerprint` (0: unknown, indexed from hashes alone), kept like
     /// `hashes`.
     private let fingerprints: UnsafeMutablePointer<UInt64>
+    /// Per indexed block: its parent's fingerprint (0: unknown, or a chain's first block), so
+    /// that a walk up the chain (`OffloadCoordinator.missingAncestors`) takes the parent
+    /// itself, not a block of a colliding hash (`parentFingerprint(of:)`).
+    private let parentFingerprints: UnsafeMutablePointer<UInt64>
     /// Per block: true while it is in the prefix index (`hashes` then holds the key).
     private let indexed: UnsafeMutablePointer<Bool>
     /// The cached blocks, oldest first: a block is on it exactly while `refs` is 0 and
@@ -95,7 +102,7 @@ public final class BlockPool {
     private var owner: AnyObject?
 
     /// A pool over `arena` (which must hold `capacity` blocks) or, when nil, over ids alone.
-    /// Throws `outOfMemory` when its per-block arrays (53 bytes per block, 49 over an arena,
+    /// Throws `outOfMemory` when its per-block arrays (61 bytes per block, 57 over an arena,
     /// which keeps no free list, and 24 to 48 for the
     /// prefix index: `memory_bytes / (block bytes x tensors)` blocks, at most 2^24) or the
     /// event queue cannot be allocated (`CheckedAllocations`).
@@ -114,6 +121,7 @@ public final class BlockPool {
         hashes = try a.allocate(repeating: 0, count: capacity, perBlock)
         parents = try a.allocate(repeating: 0, count: capacity, perBlock)
         fingerprints = try a.allocate(repeating: 0, count: capacity, perBlock)
+        parentFingerprints = try a.allocate(repeating: 0, count: capacity, perBlock)
         indexed = try a.allocate(repeating: false, count: capacity, perBlock)
         lru = try IndexList(capacity: capacity, perBlock)
         copyTickets = try a.allocate(repeating: 0, count: capacity, perBlock)
@@ -129,6 +137,7 @@ public final class BlockPool {
         hashes.deallocate()
         parents.deallocate()
         fingerprints.deallocate()
+        parentFingerprints.deallocate()
         indexed.deallocate()
         copyTickets.deallocate()
     }
@@ -224,24 +233,22 @@ public final class BlockPool {
         index.find(hash, fingerprint: fingerprint)
     }
 
-    /// The first block indexed under `hash`, whatever its fingerprint, or -1: for the engine's
-    /// own walks along a chain it indexed (spills of ancestors, writeback), never to serve K/V.
-    @inline(__always) func indexedBlock(_ hash: UInt64) -> Int32 { index.first(hash) }
-
     /// Indexes used block `block` as the full block `hash` whose parent is `parent`, with
-    /// fingerprint `fingerprint` (0: unknown). Emits `blockStored` only when `hash` was not
+    /// fingerprint `fingerprint` (0: unknown) and its parent's `parentFingerprint` (0: unknown,
+    /// or a chain's first block; `parentFingerprint(of:)`). Emits `blockStored` only when `hash` was not
     /// indexed (a block of a colliding hash and another fingerprint joins it silently: the
     /// events describe a set of hashes). Returns false (and changes nothing) when the block
     /// is already indexed, or `hash` holds a block of the same fingerprint, or `fingerprint`
     /// is 0 and `hash` holds any block (`HashChains.insert`).
     @discardableResult
-    func insert(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64) -> Bool {
+    func insert(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, parentFingerprint: UInt64 = 0) -> Bool {
         guard hash != 0, !indexed[Int(block)] else { return false }
         let insertion = index.insert(hash, block, fingerprint: fingerprint)
         guard insertion != .refused else { return false }
         hashes[Int(block)] = hash
         parents[Int(block)] = parent
         fingerprints[Int(block)] = fingerprint
+        parentFingerprints[Int(block)] = parentFingerprint
         indexed[Int(block)] = true
         indexedCount += 1
         if insertion == .newHash { events.push(KVEvent(kind: .blockStored, blockHash: hash, parentHash: parent)) }
@@ -343,6 +350,12 @@ public final class BlockPool {
     func parent(of block: Int32) -> UInt64 { indexed[Int(block)] ? parents[Int(block)] : 0 }
     func fingerprint(of block: Int32) -> UInt64 { indexed[Int(block)] ? fingerprints[Int(block)] : 0 }
 
+    /// The fingerprint of the parent `block` was indexed under (`insert`; 0: unknown, a chain's
+    /// first block, or `block` is not indexed): with `parent(of:)`, what a walk up the chain
+    /// looks up (`lookup(parent(of: b), fingerprint: parentFingerprint(of: b))`), which takes
+    /// the parent itself when memory indexes it, whatever else its hash holds. O(1).
+    func parentFingerprint(of block: Int32) -> UInt64 { indexed[Int(block)] ? parentFingerprints[Int(block)] : 0 }
+
     /// Drops the `limit` oldest cached blocks, or every one when fewer are cached (trim; the
     /// spiller is told of each first). Emits one `allCleared` when that empties the index, else
     /// one `blockRemoved` per hash that leaves (`unindex`). Not counted as evictions. Returns how many were dropped.
@@ -373,6 +386,7 @@ public final class BlockPool {
         hashes[b] = 0
         parents[b] = 0
         fingerprints[b] = 0
+        parentFingerprints[b] = 0
         indexed[b] = false
     }
 

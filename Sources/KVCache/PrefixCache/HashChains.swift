@@ -11,9 +11,9 @@
 /// `find` with fingerprint 0 takes the first block of the hash, whatever its fingerprint.
 ///
 /// Invariant: an id is in at most one chain, and no chain holds two ids of one fingerprint.
-/// Cost: `first` one table probe, O(1) expected; `find`, `insert` and `remove` that plus one
-/// step per id ahead in the chain (chains longer than one exist only by crafted collisions,
-/// each costing its maker ~2^32 steps). No allocation after `init`. Not thread-safe.
+/// Cost: `first` one table probe, O(1) expected; `find`, `findEqual`, `insert` and `remove`
+/// that plus one step per id ahead in the chain (chains longer than one exist only by crafted
+/// collisions, each costing its maker ~2^32 steps). No allocation after `init`. Not thread-safe.
 final class HashChains {
     private let table: U64Table
     private let next: UnsafeMutablePointer<Int32>
@@ -44,8 +44,14 @@ final class HashChains {
     /// The id indexed under `hash` whose fingerprint is `fingerprint`, or -1; a `fingerprint`
     /// of 0 (a prompt known by its hashes alone) takes `first(hash)`.
     @inline(__always) func find(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
+        fingerprint == 0 ? table.find(hash) : findEqual(hash, fingerprint: fingerprint)
+    }
+
+    /// The id indexed under `hash` whose fingerprint equals `fingerprint`, 0 included (an id
+    /// known by its hash alone matches only another such), or -1: for sharing a stored copy
+    /// instead of writing one (`DiskTier.sharedSwapSlot`), where the bytes must be the block's.
+    @inline(__always) func findEqual(_ hash: UInt64, fingerprint: UInt64) -> Int32 {
         var id = table.find(hash)
-        if fingerprint == 0 { return id }
         while id >= 0 && fingerprints[Int(id)] != fingerprint { id = next[Int(id)] }
         return id
     }

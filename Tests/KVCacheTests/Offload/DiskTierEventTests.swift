@@ -60,7 +60,7 @@ struct DiskTierEventTests {
         #expect(view.hashes == findable, "\(phase): the events say \(view.hashes.count) blocks, the tier finds \(findable.count)",
                 sourceLocation: sourceLocation)
         #expect(indexed == findable.count, "\(phase): nothing else is in the tier's index", sourceLocation: sourceLocation)
-        #expect(view.hashes.allSatisfy { tier.contains($0) }, "\(phase)", sourceLocation: sourceLocation)
+        #expect(view.hashes.allSatisfy { tier.contains($0, fingerprint: 0) }, "\(phase)", sourceLocation: sourceLocation)
     }
 
     /// Spills (in flight, then written), drops for room, prefix reads and a swap-out with its

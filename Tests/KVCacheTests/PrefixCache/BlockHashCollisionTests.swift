@@ -212,6 +212,65 @@ struct BlockHashCollisionTests {
         #expect(try kvDifferences(e, 10, count: victim.count) { victim[$0] } == 0)
     }
 
+    /// An evicted block's spill first writes its cached ancestors the tier lacks
+    /// (`OffloadCoordinator.missingAncestors`), climbing by parent hash and fingerprint. Tenant
+    /// A's crafted block shares the public hash of tenant B's first block: walked by hash alone,
+    /// the climb stopped there when A's block was on disk (B's own first block was not written
+    /// ahead of its chain), or climbed A's block when memory indexed it first (A's was written
+    /// instead of B's).
+    @Test(arguments: [Layout.paged, .contiguous], [false, true])
+    func aSpillWritesTheBlocksOwnAncestorsNotACollidingOne(layout: Layout, attackerOnDisk: Bool) throws {
+        let dir = ScratchDir("collisionAncestors")
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.blockTokens = 16
+        let e = try Engine(c)
+        try e.createSequence(1, tokens: Self.tenantA, salt: 1)
+        try fillKV(e, 1, count: 17) { Self.tenantA[$0] }
+        try e.free(1)
+        if attackerOnDisk {
+            try e.trim()
+            try e.syncOffload()
+        }
+        try e.createSequence(10, tokens: Self.tenantB, salt: 2)
+        try fillKV(e, 10, count: 65) { Self.tenantB[$0] }
+        let table = Array(UnsafeBufferPointer(start: e.sequences.table(e.sequences.slot(of: 10)), count: 4))
+        try e.free(10)
+        let tier = e.offload!.tier!, spilled = e.stats().disk.blocksSpilled
+        e.blocks.evict(table[3], ancestorsFirst: true)
+        try e.syncOffload()
+        #expect(e.stats().disk.blocksSpilled - spilled == 4, "the block and its 3 ancestors")
+        #expect(tier.contains(e.blocks.hash(of: table[0]), fingerprint: e.blocks.fingerprint(of: table[0])),
+                "tenant B's first block went ahead of its chain")
+    }
+
+    /// A swap-out shares a slot the tier holds only when the fingerprints are equal (0 with 0
+    /// only): a sequence known by hashes alone (fingerprint 0) whose block's hash the tier
+    /// holds under another fingerprint (a prompt given by tokens, spilled) writes its own
+    /// copy. Sharing by hash alone, its swap-in read the other prompt's bytes.
+    @Test(arguments: [Layout.paged, .contiguous])
+    func aHashOnlySwapOutDoesNotShareASlotOfAnotherFingerprint(layout: Layout) throws {
+        let dir = ScratchDir("collisionHashOnlySwap")
+        defer { dir.remove() }
+        var c = offloadConfig(layout, dir: dir.path)
+        c.blockTokens = 16
+        let e = try Engine(c)
+        let victim = Collision.victim + [5], attacker = Collision.attacker + [5]
+        let hashes = BlockHash.chain(victim, blockTokens: 16)
+        #expect(try hashes.withUnsafeBufferPointer { h throws(KVError) in try e.createSequence(10, blockHashes: h, tokens: 17) } == 0)
+        try fillKV(e, 10, count: 17) { victim[$0] }
+        #expect(try e.createSequence(1, tokens: attacker) == 0, "a lookup with a fingerprint never takes fingerprint 0's block")
+        try fillKV(e, 1, count: 17) { attacker[$0] }
+        try e.free(1)
+        try e.trim()  // the attacker's block on disk, under the victim's hash
+        try e.syncOffload()
+        #expect(e.offload!.tier!.contains(hashes[0], fingerprint: 0), "fingerprint 0: any block of the hash")
+        try e.swapOut(10)
+        try e.swapIn(10)
+        try waitReady(e, 10)
+        #expect(try kvDifferences(e, 10, count: 17) { victim[$0] } == 0, "the swap-in read the sequence's own bytes")
+    }
+
     /// Finding 2: a block whose `fmix64` is 0 hashes to the seed instead, so the block after
     /// it is not the unsalted chain's first block of the same tokens.
     @Test func aChainedHashIsNeverZero() {
