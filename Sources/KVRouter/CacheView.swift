@@ -57,6 +57,9 @@ public final class CacheView {
     private let listCapacity: UnsafeMutablePointer<Int>
     /// An exact-mode log's first capacity.
     static let minimumLog = 64
+    /// The most entries of a slot's record of its hashes that one call has moved or
+    /// compacted (tests: the bound on the work of one call).
+    private(set) var mostLogWork = 0
 
     /// A view of up to `RouterConfig.maxInstances` slots.
     public init(mode: CacheViewMode, trackedBlocks: Int, approximateBlocksPerInstance: Int) {
@@ -247,6 +250,7 @@ public final class CacheView {
     /// then each kept once). O(n log n) for n entries.
     private func compactLog(slot: Int) {
         guard let log = lists[slot] else { return }
+        mostLogWork = max(mostLogWork, listCount[slot])
         let bit: UInt64 = 1 << UInt64(slot)
         var kept = 0
         for i in 0..<listCount[slot] where table.slots(log[i]) & bit != 0 {
