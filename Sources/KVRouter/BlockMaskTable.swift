@@ -15,7 +15,8 @@ import KVCache
 ///
 /// Growth is incremental, so no call pays for the whole table: a doubling allocates the new
 /// array as zero pages (`calloc`, touched as entries land) and keeps the outgrown one, and
-/// every later `set` and `clear` first takes `migrationSteps` steps through the outgrown array
+/// every later `set`, `clear` and `advanceDrain` (which each route calls, so the drain ends
+/// when events stop too) first takes `migrationSteps` steps through the outgrown array
 /// in index order (each step moves one entry to the new array, removing it from the old by
 /// backward shift, or passes an empty one). Every hash sits in exactly one of the two arrays;
 /// inserts go to the new one, and a lookup that misses there probes the old one, unless the
@@ -131,7 +132,7 @@ public final class BlockMaskTable {
     @discardableResult
     public func set(_ hash: UInt64, _ bits: UInt64) -> Bool {
         guard hash != 0, bits != 0 else { return true }
-        if old != nil { migrate() }
+        advanceDrain()
         var i = Self.find(hash, in: entries, mask)
         if entries[i].slots != 0 {
             entries[i].slots |= bits
@@ -166,6 +167,15 @@ public final class BlockMaskTable {
         entries = Self.zeroedArray(mask + 1)
     }
 
+    /// While an outgrown array drains, takes `migrationSteps` steps through it (`migrate`);
+    /// otherwise nothing. `set` and `clear` call it, and so does each route
+    /// (`Router.routeSlot`), so a doubled table returns to one array within
+    /// `3 * capacity / (4 * migrationSteps)` calls of either kind, events or not. O(1).
+    @inline(__always)
+    public func advanceDrain() {
+        if old != nil { migrate() }
+    }
+
     /// Takes `migrationSteps` steps through the outgrown array: moves its entry at `drained` to
     /// the new array (a backward shift may refill that index) or, when that entry is empty,
     /// passes it; releases the array once every index is passed.
@@ -189,6 +199,13 @@ public final class BlockMaskTable {
         mostMoved = max(mostMoved, moved)
     }
 
+    /// Calls `body` with every hash held, in no particular order; `body` must not change
+    /// this table. O(capacity), plus the outgrown array's while one drains.
+    public func forEachHash(_ body: (UInt64) -> Void) {
+        for i in 0...mask where entries[i].slots != 0 { body(entries[i].key) }
+        if let old { for i in 0...oldMask where old[i].slots != 0 { body(old[i].key) } }
+    }
+
     /// Entries whose mask holds any of `bits` (tests: what a slot holds, counted in the table
     /// itself). O(capacity).
     func holders(of bits: UInt64) -> Int {
@@ -200,7 +217,7 @@ public final class BlockMaskTable {
 
     /// Removes `bits` from the mask of `hash`, and the entry when its mask becomes 0.
     public func clear(_ hash: UInt64, _ bits: UInt64) {
-        if old != nil { migrate() }
+        advanceDrain()
         var array = entries, arrayMask = mask
         var i = Self.find(hash, in: array, arrayMask)
         if array[i].slots == 0 {

@@ -174,6 +174,7 @@ public final class Router {
                           + "(\(config.blockTokens)-token blocks, the last may be partial)")
         }
         guard liveMask != 0 else { throw KVError(.notFound, "no instance to route to; add one first") }
+        view.table.advanceDrain()  // so lookups return to one array when events stop
         let request = RouteRequest(hashes: hashes, tokens: tokens, key: key(of: hashes))
         let matchedSlots = policy.slotsToMatch(request, router: self)
         if matchedSlots != 0 { view.match(hashes, slots: matchedSlots, into: matched) }
