@@ -216,7 +216,7 @@ public final class CacheView {
 
     /// The most entries one call has moved within a slot's record of its hashes, over the
     /// slots' current sets (tests: the bound on the work of one event; `forget` aside).
-    var mostLogWork: Int { (0..<RouterConfig.maxInstances).reduce(0) { max($0, held[$1]?.mostMoved ?? 0) } }
+    var mostHeldWork: Int { (0..<RouterConfig.maxInstances).reduce(0) { max($0, held[$1]?.mostMoved ?? 0) } }
 
     /// Approximate mode (tests): `slot`'s hashes, most recently used first.
     func recencyOrder(slot: Int) -> [UInt64] {

@@ -40,7 +40,7 @@ import Testing
             v.apply(event(.blockStored, i), slot: 5)
         }
         let held = (1...300_000).filter { $0 % 3 != 0 || $0 % 9 == 0 }.count
-        #expect(v.mostLogWork <= BlockMaskTable.migrationSteps, "one call moved or compacted \(v.mostLogWork) entries")
+        #expect(v.mostHeldWork <= BlockMaskTable.migrationSteps, "one call moved or compacted \(v.mostHeldWork) entries")
         #expect(v.heldBlocks(slot: 3) == held && v.heldBlocks(slot: 5) == 300_000)
         v.forget(slot: 3)
         #expect(v.heldBlocks(slot: 3) == 0 && v.heldBlocks(slot: 5) == 300_000 && v.table.count == 300_000)
