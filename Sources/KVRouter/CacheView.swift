@@ -23,14 +23,15 @@ import KVCache
 /// first miss, which equals a radix-tree match at block granularity.
 ///
 /// Cost: a prefix match is one table probe per matched block, for all slots at once (a mask
-/// AND per block); an event is one probe, and a stored one an append to the slot's list (exact
-/// mode, below); a routed block (approximate mode) one probe of the slot's recency map, plus,
+/// AND per block); an event is one probe, and a stored or removed one that changes the slot's
+/// bit also one probe of the slot's own set of hashes (exact mode, below); a routed block (approximate mode) one probe of the slot's recency map, plus,
 /// when it is new, a table probe to set its bit and, when the slot is full, one to clear the
 /// evicted block's. Allocation after creation: the shared block table doubles when an entry
-/// would take it past half full (`BlockMaskTable`: O(entries) under the caller's lock,
-/// amortised O(1) per block; an observed event or, in approximate mode, a routed block), and
-/// per slot, allocated by the first hash credited to it and kept: in exact mode its log
-/// (`lists`, 8 bytes per entry, grown by doubling), in approximate mode its recency map
+/// would take it past half full (`BlockMaskTable`: incrementally, at most
+/// `BlockMaskTable.migrationSteps` entries moved per later insert, removal or route), and
+/// per slot, allocated by the first hash credited to it: in exact mode its set of hashes
+/// (`held`, a `BlockMaskTable` of its own: 32-64 bytes per hash, growing as the shared one
+/// does, incrementally; released by `forget`), in approximate mode its recency map
 /// (`recency`, 16 bytes per entry of a power of two at least twice
 /// `approximateBlocksPerInstance`: 512 KiB at the default 16,384). Not thread-safe.
 public final class CacheView {
@@ -45,17 +46,16 @@ public final class CacheView {
     /// so that `recordRoute` finds the least recently used in O(1) and `forget` clears exactly
     /// those without scanning the table. Storage allocated by the slot's first route.
     private let recency: UnsafeMutablePointer<RecencyList>
-    /// Exact mode, per slot, the hashes credited to it since its last `forget`: `listCount`
-    /// entries from entry 0, of `listCapacity`: a log of the stored events' hashes, in order,
-    /// with those removed since and repeats among them (a superset of the slot's entries). When full it is compacted (entries the slot no longer holds and
-    /// repeats dropped, one probe each and a sort) and doubled if still over half full:
-    /// amortized O(log n) per stored event, and never more than `minimumLog` entries or four
-    /// times the slot's blocks at its last doubling.
-    private let lists: UnsafeMutablePointer<UnsafeMutablePointer<UInt64>?>
-    private let listCount: UnsafeMutablePointer<Int>
-    private let listCapacity: UnsafeMutablePointer<Int>
-    /// An exact-mode log's first capacity.
-    static let minimumLog = 64
+    /// Exact mode, per slot: exactly the hashes whose bit the slot holds in `table` (each with
+    /// mask 1), so that `forget` clears them without scanning the table. Kept at O(1) per
+    /// event, with no pass over all of them in any call but `forget`: a stored event that
+    /// sets the slot's bit inserts its hash, a removed one that clears it removes it. (It was
+    /// a log of stored hashes, compacted with a probe per entry and a sort inside the one call
+    /// that filled it: 100-150 ms at 2 million entries; docs/routing.md.) Allocated by the
+    /// slot's first stored hash, released by `forget`.
+    private let held: UnsafeMutablePointer<BlockMaskTable?>
+    /// Distinct hashes a slot's set may hold (the shared table's limit: it holds a subset).
+    private let trackedBlocks: Int
 
     /// A view of up to `RouterConfig.maxInstances` slots.
     public init(mode: CacheViewMode, trackedBlocks: Int, approximateBlocksPerInstance: Int) {
@@ -65,24 +65,17 @@ public final class CacheView {
         let n = RouterConfig.maxInstances
         recency = .allocate(capacity: n)
         recency.initialize(repeating: RecencyList(), count: n)
-        lists = .allocate(capacity: n)
-        lists.initialize(repeating: nil, count: n)
-        listCount = .allocate(capacity: n)
-        listCount.initialize(repeating: 0, count: n)
-        listCapacity = .allocate(capacity: n)
-        listCapacity.initialize(repeating: 0, count: n)
+        held = .allocate(capacity: n)
+        held.initialize(repeating: nil, count: n)
+        self.trackedBlocks = trackedBlocks
     }
 
     deinit {
-        for i in 0..<RouterConfig.maxInstances {
-            lists[i]?.deallocate()
-            recency[i].deallocate()
-        }
-        lists.deallocate()
+        for i in 0..<RouterConfig.maxInstances { recency[i].deallocate() }
+        held.deinitialize(count: RouterConfig.maxInstances)
+        held.deallocate()
         recency.deinitialize(count: RouterConfig.maxInstances)
         recency.deallocate()
-        listCount.deallocate()
-        listCapacity.deallocate()
     }
 
     /// Writes into `matched[s]`, for every slot `s` in `slots`, how many leading blocks of
@@ -131,10 +124,13 @@ public final class CacheView {
         switch event.kind {
         case .blockStored:
             if event.blockHash != 0, table.slots(event.blockHash) & bit == 0, table.set(event.blockHash, bit) {
-                log(event.blockHash, slot: slot)
+                heldSet(slot).set(event.blockHash, 1)
             }
         case .blockRemoved:
-            if table.slots(event.blockHash) & bit != 0 { table.clear(event.blockHash, bit) }
+            if table.slots(event.blockHash) & bit != 0 {
+                table.clear(event.blockHash, bit)
+                held[slot]!.clear(event.blockHash, 1)
+            }
         case .allCleared:
             forget(slot: slot)
         }
@@ -190,26 +186,37 @@ public final class CacheView {
     }
 
     /// Drops everything credited to `slot` (the instance left or cleared its cache); the table
-    /// holds afterwards what a scan of every entry would leave. Cost: one probe per entry of the
-    /// slot's list (approximate: exactly its hashes, walked in recency order; exact: also those
-    /// removed or repeated since the log's last compaction), nothing for an empty slot. The
-    /// list keeps its memory.
+    /// holds afterwards what a scan of every entry would leave. Cost: one probe per hash the
+    /// slot holds (approximate: walked in recency order, the list keeping its memory; exact:
+    /// read from its set, O(the set's capacity), which is then released), nothing for an
+    /// empty slot.
     public func forget(slot: Int) {
         let bit: UInt64 = 1 << UInt64(slot)
         recency[slot].removeAll { table.clear($0, bit) }
-        if let list = lists[slot] {
-            for i in 0..<listCount[slot] { table.clear(list[i], bit) }
-        }
-        listCount[slot] = 0
+        held[slot]?.forEachHash { table.clear($0, bit) }
+        held[slot] = nil
+    }
+
+    /// Exact mode: `slot`'s set of hashes, allocated (4,096 entries) when it has none.
+    @inline(__always)
+    private func heldSet(_ slot: Int) -> BlockMaskTable {
+        if let set = held[slot] { return set }
+        let set = BlockMaskTable(maxEntries: trackedBlocks)
+        held[slot] = set
+        return set
     }
 
     /// Hashes the table holds for `slot` (tests: what the view credits the slot with, read from
     /// the table itself). O(table capacity).
     func heldBlocks(slot: Int) -> Int { table.holders(of: 1 << UInt64(slot)) }
 
-    /// Entries in `slot`'s list (tests: the bound on an exact-mode log's length; approximate:
-    /// the slot's recency list).
-    func listedHashes(slot: Int) -> Int { mode == .exact ? listCount[slot] : recency[slot].count }
+    /// Entries in `slot`'s list (tests: exact, its set of hashes; approximate, its recency
+    /// list).
+    func listedHashes(slot: Int) -> Int { mode == .exact ? held[slot]?.count ?? 0 : recency[slot].count }
+
+    /// The most entries one call has moved within a slot's record of its hashes, over the
+    /// slots' current sets (tests: the bound on the work of one event; `forget` aside).
+    var mostHeldWork: Int { (0..<RouterConfig.maxInstances).reduce(0) { max($0, held[$1]?.mostMoved ?? 0) } }
 
     /// Approximate mode (tests): `slot`'s hashes, most recently used first.
     func recencyOrder(slot: Int) -> [UInt64] {
@@ -220,45 +227,5 @@ public final class CacheView {
             i = recency[slot].next(i)
         }
         return keys
-    }
-
-    /// Appends `hash`, just credited to `slot`, to the slot's log; a full log is compacted first
-    /// (then doubled if still over half full).
-    private func log(_ hash: UInt64, slot: Int) {
-        if listCount[slot] == listCapacity[slot] {
-            compactLog(slot: slot)
-            if listCount[slot] * 2 > listCapacity[slot] || lists[slot] == nil {
-                let capacity = max(CacheView.minimumLog, listCapacity[slot] * 2)
-                let grown = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity)
-                if let old = lists[slot] {
-                    grown.moveInitialize(from: old, count: listCount[slot])
-                    old.deallocate()
-                }
-                lists[slot] = grown
-                listCapacity[slot] = capacity
-            }
-        }
-        lists[slot]![listCount[slot]] = hash
-        listCount[slot] += 1
-    }
-
-    /// Drops from `slot`'s log the hashes the slot no longer holds and the repeats (sorted,
-    /// then each kept once). O(n log n) for n entries.
-    private func compactLog(slot: Int) {
-        guard let log = lists[slot] else { return }
-        let bit: UInt64 = 1 << UInt64(slot)
-        var kept = 0
-        for i in 0..<listCount[slot] where table.slots(log[i]) & bit != 0 {
-            log[kept] = log[i]
-            kept += 1
-        }
-        var entries = UnsafeMutableBufferPointer(start: log, count: kept)
-        entries.sort()
-        var unique = 0
-        for i in 0..<kept where i == 0 || entries[i] != entries[i - 1] {
-            entries[unique] = entries[i]
-            unique += 1
-        }
-        listCount[slot] = unique
     }
 }

@@ -8,10 +8,10 @@ import KVCache
 /// Instances are named by caller ids (`UInt32`) and held in at most `RouterConfig.maxInstances`
 /// slots; per-slot state lives in fixed arrays allocated once, so `route` allocates nothing,
 /// except with an approximate view: the first route to a slot (its recency list), and a route
-/// whose new blocks take the shared block table past half full, which doubles it (see
-/// `CacheView`); and with `active` (overlap cost), whatever the view: a route whose hashes
-/// grow the slot's dictionary of active blocks or the shared mask table (`ActiveBlocks.add`),
-/// bounded by `ActiveBlocks.limitPerInstance` blocks per slot.
+/// whose new blocks take the shared block table past half full, which doubles it
+/// (incrementally: `BlockMaskTable`); and with `active` (overlap cost), whatever the view: a
+/// route whose hashes grow the slot's dictionary of active blocks or the shared mask table
+/// (`ActiveBlocks.add`), bounded by `ActiveBlocks.limitPerInstance` blocks per slot.
 ///
 /// Cost of `route`: one cache-view probe per matched block (cache-aware policies), O(log P)
 /// per ring lookup and O(live instances) for the load scans. Not thread-safe: callers
@@ -174,6 +174,7 @@ public final class Router {
                           + "(\(config.blockTokens)-token blocks, the last may be partial)")
         }
         guard liveMask != 0 else { throw KVError(.notFound, "no instance to route to; add one first") }
+        view.table.advanceDrain()  // so lookups return to one array when events stop
         let request = RouteRequest(hashes: hashes, tokens: tokens, key: key(of: hashes))
         let matchedSlots = policy.slotsToMatch(request, router: self)
         if matchedSlots != 0 { view.match(hashes, slots: matchedSlots, into: matched) }
