@@ -78,6 +78,9 @@ final class RoutingSetup {
             }
             events.withUnsafeBufferPointer { router.observe(slot: owner, events: $0) }
         }
+        // The view's last doubling drains over later calls, routes included (`BlockMaskTable`):
+        // finished here, so that the measured decisions are steady-state ones.
+        for _ in 0..<router.view.table.capacity { router.view.table.advanceDrain() }
     }
 
     deinit { hashes.deallocate() }
