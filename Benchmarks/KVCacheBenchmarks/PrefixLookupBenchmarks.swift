@@ -24,33 +24,13 @@ func registerPrefixLookupBenchmarks() {
             benchmark.error("create failed: \(error)")
             return
         }
-        tokens.withUnsafeBufferPointer { buffer in
-            guard engine.cachedPrefixTokens(buffer) == expected else {
-                benchmark.error("engine reports \(engine.cachedPrefixTokens(buffer)) cached tokens, expected \(expected)")
-                return
-            }
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations {
-                blackHole(engine.cachedPrefixTokens(buffer))
-            }
-            benchmark.stopMeasurement()
-        }
+        measureLookup(benchmark, "engine", tokens, expected: expected) { engine.cachedPrefixTokens($0) }
     }
 
     Benchmark("Baseline prefix lookup") { benchmark in
         let manager = BaselineBlockManager(capacity: 1024, blockTokens: 16)
-        tokens.withUnsafeBufferPointer { buffer in
-            _ = manager.createSequence(1, tokens: buffer)
-            guard manager.cachedPrefixTokens(buffer) == expected else {
-                benchmark.error("baseline reports \(manager.cachedPrefixTokens(buffer)) cached tokens, expected \(expected)")
-                return
-            }
-            benchmark.startMeasurement()
-            for _ in benchmark.scaledIterations {
-                blackHole(manager.cachedPrefixTokens(buffer))
-            }
-            benchmark.stopMeasurement()
-        }
+        tokens.withUnsafeBufferPointer { _ = manager.createSequence(1, tokens: $0) }
+        measureLookup(benchmark, "baseline", tokens, expected: expected) { manager.cachedPrefixTokens($0) }
     }
 
     for (name, naming) in [("VLLM prefix lookup", VLLMBlockPool.Naming.blockHash), ("VLLM sha256 prefix lookup", .sha256)] {
@@ -60,18 +40,27 @@ func registerPrefixLookupBenchmarks() {
                 return
             }
             let pool = VLLMBlockPool(blocks: 1024, blockTokens: 16, naming: naming)
-            tokens.withUnsafeBufferPointer { buffer in
-                _ = pool.createRequest(1, tokens: buffer)
-                guard pool.cachedPrefixTokens(buffer) == expected else {
-                    benchmark.error("vLLM pool reports \(pool.cachedPrefixTokens(buffer)) cached tokens, expected \(expected)")
-                    return
-                }
-                benchmark.startMeasurement()
-                for _ in benchmark.scaledIterations {
-                    blackHole(pool.cachedPrefixTokens(buffer))
-                }
-                benchmark.stopMeasurement()
-            }
+            tokens.withUnsafeBufferPointer { _ = pool.createRequest(1, tokens: $0) }
+            measureLookup(benchmark, "vLLM pool", tokens, expected: expected) { pool.cachedPrefixTokens($0) }
         }
+    }
+}
+
+/// Checks that `lookup` of `tokens` (a prompt `who` holds cached) reports `expected` cached
+/// tokens, then measures it, one whole-prompt lookup per iteration; a wrong count is reported
+/// as the benchmark's error and nothing is measured.
+private func measureLookup(_ benchmark: Benchmark, _ who: String, _ tokens: [Int32], expected: Int,
+                           _ lookup: (UnsafeBufferPointer<Int32>) -> Int) {
+    tokens.withUnsafeBufferPointer { buffer in
+        let found = lookup(buffer)
+        guard found == expected else {
+            benchmark.error("\(who) reports \(found) cached tokens, expected \(expected)")
+            return
+        }
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations {
+            blackHole(lookup(buffer))
+        }
+        benchmark.stopMeasurement()
     }
 }

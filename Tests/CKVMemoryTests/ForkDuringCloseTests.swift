@@ -41,17 +41,9 @@ struct ForkDuringCloseTests {
     @Test(.enabled(if: ioUringWorks)) func aForkDuringAQueuesDestroyLeavesTheChildNoRing() async {
         await #expect(processExitsWith: .exitCode(0)) {
             let fd = open("/dev/null", O_RDWR | O_CLOEXEC)
-            var files = [fd]
-            var cfg = kvm_io_config()
-            cfg.depth = 4
-            cfg.n_files = 1
-            var io: OpaquePointer?
-            let rc = files.withUnsafeMutableBufferPointer { f in
-                cfg.files = UnsafePointer(f.baseAddress)
-                return kvm_io_create(&cfg, &io)
-            }
+            let io = fd >= 0 ? ioQueue(on: fd, depth: 4) : nil
             let rings = descriptors(naming: "anon_inode:[io_uring]")
-            guard fd >= 0, rc == 0, kvm_io_backend(io) == Int32(KVM_IO_URING), rings.count == 1 else { exit(100) }
+            guard let io, kvm_io_backend(io) == Int32(KVM_IO_URING), rings.count == 1 else { exit(100) }
             exit(forkWhileClosing(rings[0]) { kvm_io_destroy(io) })
         }
     }

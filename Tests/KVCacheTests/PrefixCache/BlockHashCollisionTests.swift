@@ -8,6 +8,18 @@ import Testing
 @Suite("Colliding block hashes")
 struct BlockHashCollisionTests {
     private func config(_ layout: Layout) -> EngineConfig { smallConfig(layout, blockTokens: 16) }
+    /// `offloadConfig` in the tests' 16-token blocks.
+    private func diskConfig(_ layout: Layout, _ dir: ScratchDir) -> EngineConfig {
+        var c = offloadConfig(layout, dir: dir.path)
+        c.blockTokens = 16
+        return c
+    }
+    /// `peerConfig` reading `owner`'s tier, in the tests' 16-token blocks.
+    private func peerReader(_ dir: ScratchDir, of owner: ScratchDir) -> EngineConfig {
+        var c = peerConfig(.paged, dir: dir.path, peers: [owner.path])
+        c.blockTokens = 16
+        return c
+    }
 
     @Test func theConstantsCollideUnderThePublicHashWhichStaysAsDocumented() {
         #expect(BlockHash.chain(Collision.victim, blockTokens: 16) == BlockHash.chain(Collision.attacker, blockTokens: 16))
@@ -80,8 +92,7 @@ struct BlockHashCollisionTests {
     func collidingBlocksBothSurviveARestartOnDisk(layout: Layout) throws {
         let dir = ScratchDir("collisionBothDisk")
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path)
-        c.blockTokens = 16
+        let c = diskConfig(layout, dir)
         do { try spillBothTenants(try Engine(c)) }
         let e = try Engine(c)
         var view = DiskTierView()
@@ -101,9 +112,7 @@ struct BlockHashCollisionTests {
     @Test func collidingBlocksBothHitThroughAPeer() throws {
         let dirA = ScratchDir("collisionBothPeerA"), dirB = ScratchDir("collisionBothPeerB")
         defer { dirA.remove(); dirB.remove() }
-        var a = offloadConfig(.paged, dir: dirA.path), b = peerConfig(.paged, dir: dirB.path, peers: [dirA.path])
-        a.blockTokens = 16
-        b.blockTokens = 16
+        let a = diskConfig(.paged, dirA), b = peerReader(dirB, of: dirA)
         let owner = try Engine(a)
         try spillBothTenants(owner)
         let e = try Engine(b)
@@ -145,8 +154,7 @@ struct BlockHashCollisionTests {
     func aCollidingBlockOnDiskIsAMissAfterARestart(layout: Layout) throws {
         let dir = ScratchDir("collisionDisk")
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path)
-        c.blockTokens = 16
+        let c = diskConfig(layout, dir)
         let attacker = Collision.attacker + [5], victim = Collision.victim + [5]
         do { try spillPrompt(try Engine(c), 1, attacker) }
         let e = try Engine(c)
@@ -160,9 +168,7 @@ struct BlockHashCollisionTests {
     @Test func aCollidingBlockInAPeersTierIsAMiss() throws {
         let dirA = ScratchDir("collisionPeerA"), dirB = ScratchDir("collisionPeerB")
         defer { dirA.remove(); dirB.remove() }
-        var a = offloadConfig(.paged, dir: dirA.path), b = peerConfig(.paged, dir: dirB.path, peers: [dirA.path])
-        a.blockTokens = 16
-        b.blockTokens = 16
+        let a = diskConfig(.paged, dirA), b = peerReader(dirB, of: dirA)
         let attacker = Collision.attacker + [5], victim = Collision.victim + [5]
         let owner = try Engine(a)
         try spillPrompt(owner, 1, attacker)
@@ -184,8 +190,7 @@ struct BlockHashCollisionTests {
     func aCollidingPinnedBlockDoesNotPassASwapOutTheTierCannotHold(layout: Layout) throws {
         let dir = ScratchDir("collisionSwapOutRoom")
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path)
-        c.blockTokens = 16
+        var c = diskConfig(layout, dir)
         c.offloadBytes = 6 * tierSlotBytes(c)
         let e = try Engine(c)
         let other = Array(Int32(9000)..<9032) + [5]  // 2 full blocks, spilled: 2 cached slots
@@ -222,8 +227,7 @@ struct BlockHashCollisionTests {
     func aSpillWritesTheBlocksOwnAncestorsNotACollidingOne(layout: Layout, attackerOnDisk: Bool) throws {
         let dir = ScratchDir("collisionAncestors")
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path)
-        c.blockTokens = 16
+        let c = diskConfig(layout, dir)
         let e = try Engine(c)
         try e.createSequence(1, tokens: Self.tenantA, salt: 1)
         try fillKV(e, 1, count: 17) { Self.tenantA[$0] }
@@ -252,8 +256,7 @@ struct BlockHashCollisionTests {
     func aHashOnlySwapOutDoesNotShareASlotOfAnotherFingerprint(layout: Layout) throws {
         let dir = ScratchDir("collisionHashOnlySwap")
         defer { dir.remove() }
-        var c = offloadConfig(layout, dir: dir.path)
-        c.blockTokens = 16
+        let c = diskConfig(layout, dir)
         let e = try Engine(c)
         let victim = Collision.victim + [5], attacker = Collision.attacker + [5]
         let hashes = BlockHash.chain(victim, blockTokens: 16)
