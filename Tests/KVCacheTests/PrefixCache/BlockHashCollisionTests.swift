@@ -100,12 +100,7 @@ struct BlockHashCollisionTests {
         let shared = BlockHash.chain(Self.tenantA, blockTokens: 16, salt: 1)[0]
         #expect(view.contradictions.isEmpty && view.hashes == e.offload!.tier!.findableHashes.hashes)
         #expect(view.storedPairs.filter { $0[0] == shared }.count == 1, "the shared hash is announced once")
-        #expect(try e.createSequence(11, tokens: Self.tenantB, salt: 2) == 64)
-        #expect(try e.createSequence(12, tokens: Self.tenantA, salt: 1) == 16)
-        try waitReady(e, 11)
-        try waitReady(e, 12)
-        #expect(try kvDifferences(e, 11, count: 64) { Self.tenantB[$0] } == 0)
-        #expect(try kvDifferences(e, 12, count: 16) { Self.tenantA[$0] } == 0)
+        try expectBothTenantsHit(e)
     }
 
     /// As above, read through a peer's tier.
@@ -116,6 +111,12 @@ struct BlockHashCollisionTests {
         let owner = try Engine(a)
         try spillBothTenants(owner)
         let e = try Engine(b)
+        try expectBothTenantsHit(e)
+    }
+
+    /// Both tenants' prompts on `e` hit their own blocks (B: 4 blocks, A: its 1 cached block),
+    /// with their own bytes.
+    private func expectBothTenantsHit(_ e: Engine) throws {
         #expect(try e.createSequence(11, tokens: Self.tenantB, salt: 2) == 64)
         #expect(try e.createSequence(12, tokens: Self.tenantA, salt: 1) == 16)
         try waitReady(e, 11)
