@@ -103,6 +103,64 @@ struct WritebackRoomTests {
         #expect(Set(b.removed) == Set(a.stored) && b.removed.count == 30, "the slots dropped are exactly A's")
     }
 
+    /// The rule asks memory by hash and fingerprint (`DiskTier.reserveAhead`'s `keeping:`): a
+    /// slot whose hash memory holds only under another fingerprint is taken. Sequence B, known
+    /// by prompt A's first 10 block hashes alone (fingerprint 0, bytes of its own), then prompt
+    /// A by tokens (which never takes a fingerprint-0 block) cache 10 + 30 blocks; the 30-slot
+    /// tier holds A's (B's count as on disk: a fingerprint-0 block is any block of its hash).
+    /// Prompt C's 20 wait while A's blocks are in memory. A create that evicts exactly A's 30
+    /// lets the thread drop all 30 of A's slots, also the 10 whose hashes B's blocks hold,
+    /// and write B's 10 (now missing from the tier) and C's 20: 60 written ahead in all.
+    /// Then B's prompt still hits memory with its own bytes, and A's misses everywhere.
+    /// Asked by hash alone, B's blocks kept A's first 10 slots: 20 dropped, 50 written.
+    @Test func aSlotWhoseHashMemoryHoldsOnlyUnderAnotherFingerprintIsTaken() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Self.engine(.paged, dir: dir, offloadBytes: 245_760)
+        let a = tokens(121, seed: 111), bBytes = tokens(41, seed: 112), c = tokens(81, seed: 113)
+        let hashes = BlockHash.chain(a, blockTokens: 4), bHashes = Array(hashes[0..<10])
+        let byHash = { (seq: UInt64) throws(KVError) -> Int in
+            try bHashes.withUnsafeBufferPointer { h throws(KVError) in try e.createSequence(seq, blockHashes: h, tokens: 41) }
+        }
+        #expect(try byHash(2) == 0)
+        try fillKV(e, 2, count: 41) { bBytes[$0] }
+        #expect(try e.createSequence(1, tokens: a) == 0, "a prompt given by tokens never takes a fingerprint-0 block")
+        try fillKV(e, 1, count: 121) { a[$0] }
+        try e.free(1)
+        #expect(waitUntil(seconds: 30) { e.stats().disk.blocksWrittenAhead >= 30 })
+        try e.free(2)
+        try Self.cache(e, 3, c)
+        Self.idle(e, milliseconds: 500)
+        try e.syncOffload()
+        var d = e.stats().disk
+        #expect(d.blocksWrittenAhead == 30 && d.slotsEvicted == 0 && d.storedSlots == 30,
+                "C waits while A's blocks are in memory: \(d.blocksWrittenAhead) ahead, \(d.slotsEvicted) dropped")
+        let written = Self.diskEvents(e)
+        #expect(written.stored == hashes && written.removed.isEmpty, "A's blocks, oldest first")
+        #expect(e.stats().blocksCached == 60)
+
+        // 2048 blocks: 60 cached, 1988 free; 2018 needed, so A's 30 (the oldest) are evicted.
+        #expect(try e.createSequence(4, tokens: tokens(4 * 2018, seed: 114)) == 0)
+        let evicted = e.stats()
+        #expect(evicted.blocksEvicted == 30 && evicted.blocksCached == 30 && evicted.disk.blocksSpilled == evicted.disk.blocksWrittenAhead,
+                "\(evicted.blocksEvicted) evicted, \(evicted.disk.blocksSpilled) spilled, none in the create")
+        #expect(waitUntil(seconds: 30) { e.stats().disk.blocksWrittenAhead >= 60 }, "got \(e.stats().disk.blocksWrittenAhead)")
+        Self.idle(e, milliseconds: 500)
+        try e.syncOffload()
+        d = e.stats().disk
+        #expect(d.blocksWrittenAhead == 60 && d.slotsEvicted == 30 && d.storedSlots == 30,
+                "\(d.blocksWrittenAhead) ahead, \(d.slotsEvicted) dropped, \(d.storedSlots) stored")
+        let then = Self.diskEvents(e)
+        #expect(Set(then.removed) == Set(hashes) && then.removed.count == 30, "the slots dropped are exactly A's")
+        #expect(Set(then.stored) == Set(bHashes + BlockHash.chain(c, blockTokens: 4)) && then.stored.count == 30, "B's 10 and C's 20")
+
+        try e.free(4)
+        #expect(try byHash(5) == 40)
+        #expect(try kvDifferences(e, 5, count: 40) { bBytes[$0] } == 0, "B's own bytes, from memory")
+        try e.free(5)
+        #expect(try e.createSequence(6, tokens: a) == 0, "A's blocks are in no tier")
+    }
+
     /// Every write fails on the device: the thread tries each of 100 cached blocks at most
     /// once (all its writes failed, no block twice) and then, over 1 s of polling, nothing
     /// more; nor once the device works again, until a write succeeds: a swap-out's. Then it
