@@ -446,12 +446,17 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// ones as true ancestors of the parent, still written oldest first. Before, each call
     /// walked the whole stretch to write its oldest 8: ~L²/18 lookups for a freed chain of L
     /// blocks evicted last first (docs/disk-tier.md, "Spilling a chain in order").
+    /// The walk never returns `block` nor a block twice: the hashes of a sequence known by
+    /// hashes alone are taken as given (`Engine.append(_:tokens:blockHashes:)`), so its chain
+    /// may lead back to a block (a block whose parent is its own hash); the walk stops there.
+    /// Before, it pushed the loop's blocks until the stretch held `capacity` entries, and a
+    /// writeback round marked the same block twice (`BlockPool.markCopy`'s precondition).
     /// Cost: amortised O(`ancestorsPerSpill`) lookups per call, O(stretch) when the parent is
     /// on no recorded stretch; each entry is pushed once per time it qualifies.
     func missingAncestors(of block: Int32) -> UnsafeBufferPointer<Int32> {
         let parent = blocks.parent(of: block), parentFingerprint = blocks.parentFingerprint(of: block)
         let first = missingAncestor(parent, fingerprint: parentFingerprint)
-        guard first >= 0 else { return UnsafeBufferPointer(start: walked, count: 0) }
+        guard first >= 0 && first != block else { return UnsafeBufferPointer(start: walked, count: 0) }
         var start = Int(walkedAt[Int(first)])
         if !(start < walkedEnd && walked[start] == first && walkedHashes[start] == parent
              && walkedFingerprints[start] == parentFingerprint) {
@@ -469,11 +474,16 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
                 (walkedEnd, held) = (i, 0)
             }
         }
-        // Up from the oldest (a stretch holds each block at most once).
+        // Up from the oldest, until the chain leads back to `block` or onto the stretch (hashes
+        // given by a caller may loop), so that the stretch holds each block at most once.
         var next = blocks.parent(of: walked[walkedEnd - 1]), nextFingerprint = blocks.parentFingerprint(of: walked[walkedEnd - 1])
         while walkedEnd - start < blocks.capacity {
             let b = missingAncestor(next, fingerprint: nextFingerprint)
-            guard b >= 0 else { break }
+            guard b >= 0 && b != block else { break }
+            let at = Int(walkedAt[Int(b)])
+            if at >= start && at < walkedEnd && walked[at] == b && walkedHashes[at] == next && walkedFingerprints[at] == nextFingerprint {
+                break
+            }
             if walkedEnd == 2 * blocks.capacity {
                 walkedEnd -= start
                 for i in 0..<walkedEnd {
