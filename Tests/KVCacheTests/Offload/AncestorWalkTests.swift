@@ -158,6 +158,58 @@ struct AncestorWalkTests {
         #expect(stored == [Self.x, Self.y, Self.z], "oldest first, each once")
     }
 
+    /// The kept stretch lives in room for twice the blocks (`walked`): a walk that resumes
+    /// it moves its live part down when its end reaches `2 * capacity`. A chain no longer than
+    /// memory never gets there (an entry's index is its depth below the first walk's start),
+    /// but a chain known by hashes alone can be longer than memory: its older blocks may be
+    /// cached after the walk passed the younger ones. Here, in 128 blocks of memory, a chain
+    /// of 330 blocks is cached 32 at a time from its end down (each segment's first parent
+    /// indexed nowhere, so a walk stops there), and after each the walk resumes from the
+    /// segment above, then that segment leaves memory unwritten (a hit and a truncation); the
+    /// 9th walk crosses index 256. Each returns the 8 oldest blocks, the newest segment's
+    /// first 8, and looks at the segment, the entry it resumes from (twice: found, re-checked)
+    /// and the parent that ends it (the first walk: its first entry twice, 30 more, the end).
+    /// Without the move (the walk stopping at the end instead), the 9th returned 2 blocks.
+    @Test func aStretchLongerThanMemoryOverTimeMovesDown() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let e = try Engine(offloadConfig(.paged, dir: dir.path, memoryBytes: 1 << 16))
+        let capacity = try e.locked { () throws(KVError) in e.blocks.capacity }
+        #expect(capacity == 128)
+        let segment = 32, segments = 10, chain = (0...(segment * segments)).map { UInt64(0xC4A1_0000 + $0) }
+        let top = chain.count - 1
+        let block = { (k: Int) in e.blocks.lookup(chain[k], fingerprint: 0) }  // under the lock
+        var examined: UInt64 = 0
+        for r in 0..<segments {
+            let (lo, hi) = (top - segment * (r + 1) + 1, top - segment * r)
+            // chain[lo - 1] is held by sequence 1, so sequence 2's first block is not indexed;
+            // then the truncation takes sequence 1's out of the index.
+            try [chain[lo - 1]].withUnsafeBufferPointer { h throws(KVError) in _ = try e.createSequence(1, blockHashes: h, tokens: 4) }
+            try [chain[lo - 1]].withUnsafeBufferPointer { h throws(KVError) in _ = try e.createSequence(2, blockHashes: h, tokens: 4) }
+            try chain[(lo - 1)...hi].withUnsafeBufferPointer { h throws(KVError) in try e.append(2, tokens: 4 * segment, blockHashes: h) }
+            try e.free(2)
+            try e.truncate(1, to: 2)
+            try e.free(1)
+            let from = r == 0 ? top : hi + 2  // the block above the stretch's oldest
+            let (ancestors, oldest) = try e.locked { () throws(KVError) in
+                (Array(e.offload!.missingAncestors(of: block(from))), (lo..<(lo + 8)).reversed().map(block))
+            }
+            #expect(ancestors == oldest, "walk \(r)")
+            let now = try e.locked { () throws(KVError) in e.offload!.ancestorsExamined }
+            #expect(now - examined == UInt64(r == 0 ? segment + 1 : segment + 3), "walk \(r): \(now - examined) examined")
+            examined = now
+            if r > 0 {  // the segment above leaves memory, written nowhere
+                try chain[(hi + 1)...(hi + segment)].withUnsafeBufferPointer { h throws(KVError) in
+                    #expect(try e.createSequence(3, blockHashes: h, tokens: 4 * segment + 1) == 4 * segment)
+                }
+                try e.truncate(3, to: 2)
+                try e.free(3)
+            }
+            #expect(e.stats().blocksCached == UInt64(segment), "walk \(r): one segment cached")
+        }
+        #expect(e.stats().blocksEvicted == 0 && e.stats().disk.blocksSpilled == 0)
+    }
+
     /// The writeback thread takes the looped block's walk too: it writes `x`'s block and `w`'s,
     /// once each. Before, the walk returned the block among its own ancestors (8 times), the
     /// round marked it for a second copy, and `BlockPool.markCopy`'s precondition stopped the
