@@ -275,7 +275,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// detached slots).
     private func finishDeferredFrees() -> Bool {
         var released = false
-        for slot in 0..<sequences.maxSeqs where sequences.isDetached(slot) && resident(slot) {
+        for slot in 0..<sequences.maxSeqs {
+            deferredFreeSlotsExamined += 1
+            guard sequences.isDetached(slot) && resident(slot) else { continue }
             releaseSlot(slot)
             deferredFreesFinished += 1
             released = true
@@ -309,6 +311,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         processCompletions()
         while sequences.detachedCount > 0 { awaitProgress(mutex: mutex, deadlineNanoseconds: nil) }
     }
+
+    /// Tests: sequence slots `finishDeferredFrees` examined, ever.
+    private(set) var deferredFreeSlotsExamined: UInt64 = 0
+    /// Tests: sequence slots `scatter` examined for the holders of a shared block, ever.
+    private(set) var scatterSlotsExamined: UInt64 = 0
 
     /// Tests: freed sequences whose slots wait for their reads now.
     var deferredFreeCount: Int { sequences.detachedCount }
@@ -612,8 +619,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             }
         }
         guard blocks.references(target.block) > 1 else { return copy(into: Int(target.slot)) }
-        for slot in 0..<sequences.maxSeqs where sequences.lengths[slot] > 0 && !swapped[slot]
-            && sequences.blockCount(slot) > position && sequences.table(slot)[position] == target.block {
+        for slot in 0..<sequences.maxSeqs {
+            scatterSlotsExamined += 1
+            guard sequences.lengths[slot] > 0 && !swapped[slot]
+                && sequences.blockCount(slot) > position && sequences.table(slot)[position] == target.block else { continue }
             copy(into: slot)
         }
     }
