@@ -271,14 +271,19 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     }
 
     /// Releases every detached slot (a deferred free) whose reads all landed (`resident`); true
-    /// when any was. Called only while some slot is detached. O(maxSeqs + blocks of the
-    /// detached slots).
+    /// when any was. Called only while some slot is detached. Cost: O(blocks of the detached
+    /// slots), taken from the sequence table's list of them (`SequenceTable.detachedSlot`);
+    /// before, every call that processed completions scanned all `maxSeqs` slots while one
+    /// was detached.
     private func finishDeferredFrees() -> Bool {
         var released = false
-        for slot in 0..<sequences.maxSeqs {
+        var i = sequences.detachedCount
+        while i > 0 {
+            i -= 1
+            let slot = sequences.detachedSlot(i)
             deferredFreeSlotsExamined += 1
-            guard sequences.isDetached(slot) && resident(slot) else { continue }
-            releaseSlot(slot)
+            guard resident(slot) else { continue }
+            releaseSlot(slot)  // closes it: the last entry, examined already, moves to `i`
             deferredFreesFinished += 1
             released = true
         }
