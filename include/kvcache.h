@@ -1635,8 +1635,12 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     payloads, only once a sequence can be episodic (see kvc_seq_compact); the queue of
  *     reads waiting for a staging buffer (see Reload), 64 bytes per block the memory budget
  *     holds, allocated at create; the eviction spill's ancestor walk (kept between
- *     evictions, so a freed chain's walk is O(chain) in all), 44 bytes per such block; and,
- *     with or without a tier, each evicting sequence's eviction state (see TOKEN EVICTION).
+ *     evictions, so a freed chain's walk is O(chain) in all), 44 bytes per such block; the
+ *     list of freed sequences whose reads are in flight (see kvc_seq_free), 8 bytes per
+ *     max_seqs slot (made without a tier too), so completions look at those alone; in the
+ *     contiguous layout the sequences whose create shares a block still being read, until it
+ *     lands; and, with or without a tier, each evicting sequence's eviction state (see TOKEN
+ *     EVICTION).
  *
  * COMPLETIONS: there is no engine thread. Completed disk requests are processed (verified,
  *   copied into memory, journaled) inside kvc_seq_ready, kvc_engine_poll, kvc_seq_create,

@@ -397,6 +397,9 @@ public final class Engine: @unchecked Sendable {
         if let offload {
             offload.failed[slot] = false
             offload.cachedBlocks[slot] = Int32(cached)
+            if contiguous != nil {
+                for i in 0..<extent where scratchHit[i] >= 0 { offload.sharedWhileLoading(scratchHit[i], slot: slot) }
+            }
             // In disk-slot order (per file: the own slab, then each peer's), so that reads of
             // adjacent slots merge (`DiskTier.flush`): a prompt's spills take ascending slots in
             // the order they were written, not in chain order (a trim's from its last block down

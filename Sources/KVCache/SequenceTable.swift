@@ -58,8 +58,12 @@ final class SequenceTable {
     let prefixSources: UnsafeMutablePointer<PrefixSources>
     /// Per slot: `maxBlocks` entries, the block table.
     let blocks: UnsafeMutablePointer<Int32>
-    /// Per slot: detached (`detach`), until `close`.
-    private let detached: UnsafeMutablePointer<Bool>
+    /// The slots detached now (`detach`, until `close`), the first `detachedCount` entries, in
+    /// no order, so that completions look at them without scanning every slot
+    /// (`OffloadCoordinator.finishDeferredFrees`); with `detachedAt`, 8 bytes per slot.
+    private let detachedList: UnsafeMutablePointer<Int32>
+    /// Per slot: its index in `detachedList` while detached, else -1 (`close` removes it in O(1)).
+    private let detachedAt: UnsafeMutablePointer<Int32>
     /// Slots detached now.
     private(set) var detachedCount = 0
 
@@ -90,7 +94,8 @@ final class SequenceTable {
         previousParentFingerprint = try a.allocate(count: maxSeqs, perSlot)
         previousKnown = try a.allocate(repeating: false, count: maxSeqs, perSlot)
         prefixSources = try a.allocate(repeating: .zero, count: maxSeqs, perSlot)
-        detached = try a.allocate(repeating: false, count: maxSeqs, perSlot)
+        detachedList = try a.allocate(count: maxSeqs, perSlot)
+        detachedAt = try a.allocate(repeating: -1, count: maxSeqs, perSlot)
         directory = try U64Table(maxEntries: maxSeqs, perSlot)
         a.keep()
     }
@@ -110,7 +115,8 @@ final class SequenceTable {
         tails.deallocate()
         prefixSources.deallocate()
         blocks.deallocate()
-        detached.deallocate()
+        detachedList.deallocate()
+        detachedAt.deallocate()
     }
 
     /// Live sequences (detached slots are not).
@@ -166,20 +172,29 @@ final class SequenceTable {
     /// sequence may take the id) while the slot stays taken, its contents untouched, until
     /// `close`. O(1).
     func detach(_ slot: Int) {
-        precondition(!detached[slot], "slot \(slot) detached twice")
+        precondition(detachedAt[slot] < 0, "slot \(slot) detached twice")
         directory.remove(ids[slot])
-        detached[slot] = true
+        detachedList[detachedCount] = Int32(slot)
+        detachedAt[slot] = Int32(detachedCount)
         detachedCount += 1
     }
 
     /// True when `slot` is detached (freed, waiting for its reads, until `close`). O(1).
-    func isDetached(_ slot: Int) -> Bool { detached[slot] }
+    func isDetached(_ slot: Int) -> Bool { detachedAt[slot] >= 0 }
 
-    /// Returns `slot` (live or detached) to the free slots.
+    /// The `i`th of the `detachedCount` slots detached now, in no order; closing one moves the
+    /// last into its place (so a loop that may close them runs from the last down). O(1).
+    func detachedSlot(_ i: Int) -> Int { Int(detachedList[i]) }
+
+    /// Returns `slot` (live or detached) to the free slots. O(1).
     func close(_ slot: Int) {
-        if detached[slot] {
-            detached[slot] = false
+        let at = Int(detachedAt[slot])
+        if at >= 0 {
             detachedCount -= 1
+            let last = detachedList[detachedCount]
+            detachedList[at] = last
+            detachedAt[Int(last)] = Int32(at)
+            detachedAt[slot] = -1
         } else {
             directory.remove(ids[slot])
         }

@@ -15,7 +15,8 @@ import Glibc
 /// memory that was freed or reused. A swapped-out slot's block table holds disk slots, each
 /// pinned once by the sequence; so does every record of its offloaded tokens.
 ///
-/// Cost: O(1) per block besides the byte copies; all arrays allocated at creation.
+/// Cost: O(1) per block besides the byte copies; all arrays allocated at creation but
+/// `loadingHolders` (contiguous: only while a create shares a block still loading).
 /// Not thread-safe: the engine serialises calls.
 final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// The tier; set right after creation (it needs this object as its memory).
@@ -30,6 +31,17 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Per block: disk reads still filling it (a prefix or swap-in read fills a whole block;
     /// episodic restores fill single tokens, one count each).
     private let loading: UnsafeMutablePointer<UInt32>
+    /// Contiguous layout: per block a disk read is still filling that more slots hold than the
+    /// read's own (`LoadTarget.slot`), those other slots: creates that shared it while it was
+    /// loading (`Engine.tieredPrefix`; `sharedWhileLoading`), at the same position (a block's
+    /// bytes are its position's there). `scatter` copies into them too. An entry goes when the
+    /// block's last read ended (`readEnded`); its slots hold the block until then (a sequence
+    /// holding a loading block is not resident: a free detaches it, a swap-out or compaction
+    /// waits, a truncation or contiguous fork waits or refuses). Empty but while creates share
+    /// loading blocks (rare: a prompt whose prefix another sequence is still reading): memory
+    /// O(those shares), nothing per block otherwise; before, each read of a shared block
+    /// scanned all `maxSeqs` slots for its holders.
+    private var loadingHolders: [Int32: [Int32]] = [:]
     /// Per sequence slot: a disk read of one of its blocks failed (torn, corrupt or I/O error);
     /// the engine then refuses every call that reaches or changes its K/V (`Engine.usableSlot`).
     let failed: UnsafeMutablePointer<Bool>
@@ -231,7 +243,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     func cancelQueuedReads(_ slot: Int) -> Int {
         tier.cancelPendingReads { target in
             guard target.record < 0 && Int(target.slot) == slot && blocks.references(target.block) == 1 else { return false }
-            loading[Int(target.block)] -= 1
+            readEnded(target.block)
             blocks.forget(target.block)
             return true
         }
@@ -240,8 +252,23 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// Counts one more (`+1`) or one fewer (`-1`) pending token read into `block` (episodic
     /// restores): `resident` is false while any is pending.
     func markLoading(_ block: Int32, _ delta: Int32) {
-        precondition(delta > 0 || loading[Int(block)] > 0)
-        loading[Int(block)] = UInt32(Int32(loading[Int(block)]) + delta)
+        precondition(delta == 1 || (delta == -1 && loading[Int(block)] > 0))
+        if delta > 0 { loading[Int(block)] += 1 } else { readEnded(block) }
+    }
+
+    /// One pending read of `block` ended (landed, failed or taken back): once none is left, its
+    /// other holders are forgotten (`loadingHolders`). O(1).
+    private func readEnded(_ block: Int32) {
+        loading[Int(block)] -= 1
+        if loading[Int(block)] == 0 && !loadingHolders.isEmpty { loadingHolders[block] = nil }
+    }
+
+    /// Contiguous layout only: live `slot`'s create shares `block` at the block's own position;
+    /// while a disk read is filling it, `scatter` is to copy the bytes into `slot` too
+    /// (`loadingHolders`). Nothing otherwise. O(1); an allocation only for a loading block.
+    func sharedWhileLoading(_ block: Int32, slot: Int) {
+        guard loading[Int(block)] != 0 else { return }
+        loadingHolders[block, default: []].append(Int32(slot))
     }
 
     /// True when none of live `slot`'s blocks is still being read.
@@ -271,12 +298,19 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     }
 
     /// Releases every detached slot (a deferred free) whose reads all landed (`resident`); true
-    /// when any was. Called only while some slot is detached. O(maxSeqs + blocks of the
-    /// detached slots).
+    /// when any was. Called only while some slot is detached. Cost: O(blocks of the detached
+    /// slots), taken from the sequence table's list of them (`SequenceTable.detachedSlot`);
+    /// before, every call that processed completions scanned all `maxSeqs` slots while one
+    /// was detached.
     private func finishDeferredFrees() -> Bool {
         var released = false
-        for slot in 0..<sequences.maxSeqs where sequences.isDetached(slot) && resident(slot) {
-            releaseSlot(slot)
+        var i = sequences.detachedCount
+        while i > 0 {
+            i -= 1
+            let slot = sequences.detachedSlot(i)
+            deferredFreeSlotsExamined += 1
+            guard resident(slot) else { continue }
+            releaseSlot(slot)  // closes it: the last entry, examined already, moves to `i`
             deferredFreesFinished += 1
             released = true
         }
@@ -309,6 +343,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         processCompletions()
         while sequences.detachedCount > 0 { awaitProgress(mutex: mutex, deadlineNanoseconds: nil) }
     }
+
+    /// Tests: sequence slots `finishDeferredFrees` examined, ever.
+    private(set) var deferredFreeSlotsExamined: UInt64 = 0
+    /// Tests: slots besides the reader's `scatter` copied a block into (`loadingHolders`), ever.
+    private(set) var scatterSlotsExamined: UInt64 = 0
 
     /// Tests: freed sequences whose slots wait for their reads now.
     var deferredFreeCount: Int { sequences.detachedCount }
@@ -606,9 +645,9 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
 
     /// Paged: into the block. Contiguous: into the range of every slot holding the block (at
     /// its position: a chained hash has one), the one that read it and any whose create hit it
-    /// while it was loading (`Engine.tieredPrefix`), live or detached (swapped-out slots hold
-    /// no loading block: a swap-out waits for its reads). Cost: one copy per holder; the scan
-    /// of every slot only for a block more than one holds.
+    /// while it was loading (`loadingHolders`), live or detached (swapped-out slots hold no
+    /// loading block: a swap-out waits for its reads). Cost: one copy per holder, found
+    /// without a scan.
     func scatter(_ target: LoadTarget, from data: UnsafeRawPointer) {
         if target.record >= 0 { return records.scatterRecord(target, from: data) }
         let bytes = Int(target.tokens) * tokenBytes, position = Int(target.position)
@@ -621,10 +660,11 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
                 (contiguous.base(slot, tensor: t) + position * blockBytes).copyMemory(from: data + t * blockBytes, byteCount: bytes)
             }
         }
-        guard blocks.references(target.block) > 1 else { return copy(into: Int(target.slot)) }
-        for slot in 0..<sequences.maxSeqs where sequences.lengths[slot] > 0 && !swapped[slot]
-            && sequences.blockCount(slot) > position && sequences.table(slot)[position] == target.block {
-            copy(into: slot)
+        copy(into: Int(target.slot))
+        guard !loadingHolders.isEmpty, let holders = loadingHolders[target.block] else { return }
+        for slot in holders {
+            scatterSlotsExamined += 1
+            copy(into: Int(slot))
         }
     }
 
@@ -633,9 +673,15 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         failedRecordWrites.append(slot)
     }
 
+    /// A read ended (`ok` false: failed, torn or corrupt), after `scatter` when it landed.
+    /// Cost: O(1) when it landed; a failed one scans every slot's table for the block's
+    /// holders, O(maxSeqs + their blocks) per failed read: a failure path, left so because
+    /// `loadingHolders` names only the holders the contiguous layout's scatter needs (paged,
+    /// a fork or a swap-in shares a loading block too, and a hit by hashes may lie at another
+    /// position).
     func loadFinished(_ target: LoadTarget, ok: Bool) {
         if target.record >= 0 { return records.recordFinished(target, ok: ok) }
-        loading[Int(target.block)] -= 1
+        readEnded(target.block)
         guard !ok else { return }
         // Every live sequence holding the block is spoiled; the block leaves the index so that
         // nobody else is served its bytes. So do the blocks past the prefix hit of those

@@ -320,7 +320,7 @@ struct PendingReadTests {
 /// Runs `call` on another thread (logged as `name` in `order`) with the I/O of `e`'s tier held:
 /// true when it returned meanwhile (within 10 s). Otherwise resumes the I/O so that it can end.
 /// The I/O is held on return either way.
-private func callWithIOHeld(_ e: Engine, _ name: String, order: EventLog, _ call: @escaping () throws -> Void) -> Bool {
+func callWithIOHeld(_ e: Engine, _ name: String, order: EventLog, _ call: @escaping () throws -> Void) -> Bool {
     #expect(e.pauseOffloadIO(true))
     let caller = loggedCall(name, order, call)
     let returned = waitUntil(seconds: 10) { order.events.contains("\(name) returned") }
