@@ -963,9 +963,30 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * Two threads draining at once each get a disjoint subset. No allocation; the engine keeps
  * its events as kvc_events, so a drain is at most two copies.
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).
- * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0, capacity
+ * above PTRDIFF_MAX / sizeof(kvc_event)).
+ * These events carry no number: a consumer applying them must get each exactly once and in
+ * order, across the instance's restarts too; through an event bus (at-least-once delivery,
+ * restarts) use kvc_drain_events_seq.
  */
 kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
+
+/**
+ * kvc_drain_events, numbered, for a server that publishes events on a bus (at-least-once,
+ * ordered per publisher, publishers restarting): *epoch receives the engine's epoch, a random
+ * non-zero number drawn at kvc_engine_create and fixed for the engine's life (a forked
+ * child's inherited engine answers no call, PROCESSES, so never speaks under it), and
+ * *first_seq the number of out[0]: out[i] is event *first_seq + i of the engine's stream.
+ * Every event the engine pushes is numbered, consecutive from 1 (the memory tier's
+ * ALL_CLEARED of kvc_engine_create is event 1); events the full queue drops keep their
+ * numbers, so the batch after a drop starts past the last one drained: a consumer sees the
+ * gap. With nothing drained, *first_seq is the number the next event gets. Publish each
+ * batch with (epoch, first_seq); kvc_router_observe_events_seq applies them.
+ * Returns as kvc_drain_events, and KVC_ERR_INVALID_ARGUMENT for NULL epoch/first_seq;
+ * *epoch and *first_seq are written only on success. Cost: kvc_drain_events'.
+ */
+kvc_status kvc_drain_events_seq(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events,
+                                uint64_t *epoch, uint64_t *first_seq);
 
 /**
  * Both tiers' indexes as events, for a consumer that lost events (events_dropped grew), in
@@ -1001,6 +1022,18 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
  * not a per-request one.
  */
 kvc_status kvc_engine_index_events(kvc_engine *e, kvc_event *out, size_t capacity, size_t *n_events);
+
+/**
+ * kvc_engine_index_events with the dump's position in the numbered stream
+ * (kvc_drain_events_seq): *epoch receives the engine's epoch and *next_seq the number of the
+ * first event pushed after the dump, which reflects exactly events 1 .. *next_seq - 1. Give
+ * all three to kvc_router_resync_instance; batches drained later that hold events below
+ * *next_seq are then duplicates, skipped. Returns and costs as kvc_engine_index_events, and
+ * KVC_ERR_INVALID_ARGUMENT for NULL epoch/next_seq; *epoch and *next_seq are written only on
+ * success (with KVC_ERR_BUFFER_TOO_SMALL call again: a new dump has a new position).
+ */
+kvc_status kvc_engine_index_events_seq(kvc_engine *e, kvc_event *out, size_t capacity,
+                                       size_t *n_events, uint64_t *epoch, uint64_t *next_seq);
 
 /* ---------------------------------------------------------------------------------------
  * Sequences (both layouts)
@@ -2122,17 +2155,66 @@ kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *b
  *  3 GiB at the bound; and as much again per instance holding the block, in that
  *  instance's set of blocks); a batch whose stored blocks could pass that (each stored
  *  memory-tier block no instance holds counted as new, repeats and removals in the batch
- *  not netted) is refused whole, so the view never drops a block in silence. Returns
- *  KVC_ERR_INVALID_ARGUMENT (NULL r, NULL events with n_events > 0, an unknown kind),
+ *  not netted) is refused whole, so the view never drops a block in silence. A batch whose
+ *  first event is a memory-tier ALL_CLEARED (a restarted engine's first batch) is judged as
+ *  if that clear had been applied: the blocks only this instance holds count as free.
+ *  These events carry no number: the view is exact only if every batch arrives exactly
+ *  once and in order, across restarts too. A crashed engine's batch delivered after its
+ *  successor's ALL_CLEARED is applied, its blocks credited for good (routes go on to an
+ *  instance holding none); a redelivered batch credits removed blocks again, a redelivered
+ *  first batch clears every block. Through an event bus use kvc_router_observe_events_seq.
+ *  Returns
+ *  KVC_ERR_INVALID_ARGUMENT (NULL r, NULL events with n_events > 0, n_events above
+ *  PTRDIFF_MAX / sizeof(kvc_event), an unknown kind),
  *  KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (the bound above); nothing changes then.
  *  Cost: three hash-table probes per removed event, four per stored one (the shared table
  *  and the instance's set), one per block the instance held for an all-cleared one (its
- *  set is read, then released); a stored event may double either, incrementally (see
+ *  set is read, then released; two when it leads the batch: the room check counts the
+ *  blocks it frees first); a stored event may double either, incrementally (see
  *  kvc_router_route), so no call pays a pass over all blocks but an all-cleared one. The
  *  second set costs time: measured mean per stored event 180-240 ns before, 440-590 after
  *  (one instance, 1-8 million blocks; docs/routing.md). */
 kvc_status kvc_router_observe_events(kvc_router *r, uint32_t instance, const kvc_event *events,
                                      size_t n_events);
+
+/** Applies `instance`'s batch events[0 .. n_events-1], numbered first_seq .. first_seq +
+ *  n_events - 1 of the engine stream `epoch` (kvc_drain_events_seq), so that a bus that
+ *  delivers at least once, late, or across restarts leaves the view exact. Per instance the
+ *  router keeps the epoch and next expected number of the stream it applied, and the last 4
+ *  epochs it applied before; kvc_router_add_instance and _remove_instance reset them.
+ *    same epoch: events below the expected number are duplicates, skipped (a batch
+ *      straddling it applies only its new tail); a batch starting past it is a gap, refused.
+ *    an epoch the instance had before: stale (a dead engine's late batch), ignored, KVC_OK.
+ *    another epoch, batch starting at 1: a new engine; applied (its event 1, ALL_CLEARED,
+ *      empties the view) and its epoch taken. Starting above 1: a gap, refused.
+ *  So a new instance's first batch must start at event 1, or follow a resync. A gap is
+ *  refused with KVC_ERR_NOT_FOUND, nothing changed, the message naming the missing events
+ *  ("events 5...9 of epoch 0x... of instance 3 are missing (this batch starts at 10, ...)");
+ *  the remedy is kvc_router_resync_instance with the engine's kvc_engine_index_events_seq.
+ *  (KVC_ERR_NOT_FOUND also means an unknown instance, which the caller can tell: it added
+ *  it.) An empty batch changes nothing. Do not mix with kvc_router_observe_events on one
+ *  instance (those change the view, not the position). Events, room and the rest are as
+ *  kvc_router_observe_events (the room judged on the events applied).
+ *  Returns KVC_ERR_INVALID_ARGUMENT (as kvc_router_observe_events; epoch 0, first_seq 0,
+ *  numbers past UINT64_MAX), KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY; nothing changes then.
+ *  Cost: kvc_router_observe_events' for the events applied, O(1) per batch for the rest. */
+kvc_status kvc_router_observe_events_seq(kvc_router *r, uint32_t instance, uint64_t epoch,
+                                         uint64_t first_seq, const kvc_event *events,
+                                         size_t n_events);
+
+/** Replaces `instance`'s view with an engine's dump, kvc_engine_index_events_seq's events
+ *  (starting with its memory tier's ALL_CLEARED) and position (epoch, next_seq), and sets
+ *  the instance's stream there: later batches of `epoch` holding events below next_seq are
+ *  duplicates (the dump holds them), the one holding next_seq applies its tail. The remedy
+ *  for a refused gap, for a router restarted, or for an instance added while its engine
+ *  runs. A dump of an epoch the instance had before is stale: ignored, KVC_OK. Returns
+ *  KVC_ERR_INVALID_ARGUMENT (as kvc_router_observe_events; epoch 0, next_seq 0, a dump not
+ *  starting with a memory-tier ALL_CLEARED), KVC_ERR_NOT_FOUND (unknown instance),
+ *  KVC_ERR_OUT_OF_MEMORY (the view's bound, judged after the dump's clear); nothing changes
+ *  then. Cost: kvc_router_observe_events' for the dump's events. */
+kvc_status kvc_router_resync_instance(kvc_router *r, uint32_t instance, uint64_t epoch,
+                                      uint64_t next_seq, const kvc_event *dump_events,
+                                      size_t n_events);
 
 /** Calibrates the TTFT estimate: a prefill of n_tokens uncached tokens (any instance) took
  *  `milliseconds`. The router keeps an exponentially decayed ratio of milliseconds to tokens

@@ -2387,6 +2387,111 @@ static void router_restart(void) {
     remove_tier_dir(dir);
 }
 
+/* Numbered events through a bus (kvc_drain_events_seq, kvc_router_observe_events_seq,
+ * kvc_router_resync_instance): a crashed engine's batch delivered after its successor's first
+ * leaves no ghost, a redelivered first batch clears nothing, a lost batch is refused until a
+ * resync from the numbered dump. The router's view is read through DualMap's choice between
+ * two instances: a prompt no instance caches goes to x (a fresh router's choice), one the
+ * view credits to the other instance y goes to y. */
+typedef struct {
+    kvc_event ev[256];
+    size_t n;
+    uint64_t epoch, first;
+} numbered_batch;
+
+static void drain_numbered(kvc_engine *e, numbered_batch *b) {
+    MUST(kvc_drain_events_seq(e, b->ev, 256, &b->n, &b->epoch, &b->first));
+}
+
+static void create_prompt(kvc_engine *e, uint64_t seq, int32_t base) {
+    int32_t tokens[PROMPT];
+    for (int i = 0; i < PROMPT; i++) tokens[i] = base + i;
+    size_t cached;
+    MUST(kvc_seq_create(e, seq, tokens, PROMPT, &cached));
+}
+
+static uint32_t route_prompt(kvc_router *r, int32_t base) {
+    int32_t tokens[PROMPT];
+    for (int i = 0; i < PROMPT; i++) tokens[i] = base + i;
+    uint64_t hashes[64];
+    size_t n;
+    MUST(kvc_hash_tokens(tokens, PROMPT, BLOCK, hashes, 64, &n));
+    uint32_t chosen = 0;
+    MUST(kvc_router_route(r, hashes, n, PROMPT, &chosen));
+    return chosen;
+}
+
+static kvc_router *two_instances(void) {
+    kvc_router_config rc;
+    kvc_router_config_init(&rc);
+    rc.block_tokens = BLOCK;
+    kvc_router *r;
+    MUST(kvc_router_create(&rc, &r));
+    MUST(kvc_router_add_instance(r, 1, 1.0));
+    MUST(kvc_router_add_instance(r, 2, 1.0));
+    return r;
+}
+
+static void numbered_events(void) {
+    printf("abi_client: numbered events\n");
+    enum { Q = 8000, P = 9000, R = 9500 };
+    kvc_router *probe = two_instances();
+    uint32_t x = route_prompt(probe, Q), y = 3 - x;
+    kvc_router_destroy(probe);
+    kvc_router *r = two_instances();
+    kvc_config cfg;
+    small_config(&cfg, KVC_LAYOUT_PAGED, 1 << 20);
+    kvc_engine *a, *b;
+    numbered_batch a1, a2, b1, b2, b3;
+    MUST(kvc_engine_create(&cfg, &a));
+    drain_numbered(a, &a1);
+    CHECK(a1.epoch != 0 && a1.first == 1 && a1.n == 1 && a1.ev[0].kind == KVC_EVENT_ALL_CLEARED,
+          "numbered: event 1 is the creation's ALL_CLEARED, under a non-zero epoch");
+    MUST(kvc_router_observe_events_seq(r, y, a1.epoch, a1.first, a1.ev, a1.n));
+    create_prompt(a, 1, Q);
+    drain_numbered(a, &a2); /* in flight when engine a dies */
+    CHECK(a2.epoch == a1.epoch && a2.first == 2 && a2.n > 0, "numbered: the next batch continues at event 2");
+    MUST(kvc_engine_create(&cfg, &b));
+    drain_numbered(b, &b1);
+    CHECK(b1.epoch != a1.epoch && b1.first == 1, "numbered: a new engine has a new epoch and starts again at 1");
+    MUST(kvc_router_observe_events_seq(r, y, b1.epoch, b1.first, b1.ev, b1.n));
+    MUST(kvc_router_observe_events_seq(r, y, a2.epoch, a2.first, a2.ev, a2.n)); /* late: stale */
+    MUST(kvc_router_observe_events_seq(r, y, a1.epoch, a1.first, a1.ev, a1.n)); /* stale too */
+    CHECK(route_prompt(r, Q) == x, "numbered: a crashed engine's late batch credits nothing");
+    /* A lost batch: the next is refused, naming the missing events, until a resync. */
+    create_prompt(b, 1, P);
+    drain_numbered(b, &b2); /* lost */
+    create_prompt(b, 2, R);
+    drain_numbered(b, &b3);
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "are missing", kvc_router_observe_events_seq(r, y, b3.epoch, b3.first, b3.ev, b3.n));
+    CHECK(strstr(kvc_last_error(), "kvc_router_resync_instance") != NULL, "numbered: a gap's message names the remedy");
+    kvc_event dump[256];
+    size_t n_dump;
+    uint64_t epoch, next;
+    MUST(kvc_engine_index_events_seq(b, dump, 256, &n_dump, &epoch, &next));
+    CHECK(epoch == b1.epoch && next == b3.first + b3.n, "numbered: the dump's position is the next event's number");
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "all-cleared", kvc_router_resync_instance(r, y, epoch, next, dump + 1, n_dump - 1));
+    MUST(kvc_router_resync_instance(r, y, epoch, next, dump, n_dump));
+    MUST(kvc_router_observe_events_seq(r, y, b3.epoch, b3.first, b3.ev, b3.n)); /* redelivered: skipped */
+    MUST(kvc_router_observe_events_seq(r, y, b1.epoch, b1.first, b1.ev, b1.n)); /* its clear too */
+    CHECK(route_prompt(r, P) == y, "numbered: the resync credits the lost batch's blocks");
+    /* Bad input. */
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "epoch 0", kvc_router_observe_events_seq(r, y, 0, 1, b1.ev, b1.n));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "PTRDIFF_MAX",
+                  kvc_router_observe_events_seq(r, y, b1.epoch, 1, b1.ev, PTRDIFF_MAX / sizeof(kvc_event) + 1));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "PTRDIFF_MAX",
+                  kvc_router_observe_events(r, y, b1.ev, PTRDIFF_MAX / sizeof(kvc_event) + 1));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "first_seq is NULL", kvc_drain_events_seq(b, dump, 256, &n_dump, &epoch, NULL));
+    EXPECT_STATUS(KVC_ERR_NOT_FOUND, "instance 3", kvc_router_resync_instance(r, 3, epoch, next, dump, n_dump));
+    /* The unnumbered call is unchanged: it applies the late batch, crediting its blocks. */
+    MUST(kvc_router_observe_events(r, y, a2.ev, a2.n));
+    CHECK(route_prompt(r, Q) == y, "numbered: the unnumbered call still credits a late batch (exactly-once delivery)");
+    kvc_router_destroy(r);
+    kvc_engine_destroy(a);
+    kvc_engine_destroy(b);
+}
+
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "hashes") == 0) {
         print_hashes();
@@ -2453,5 +2558,6 @@ int main(int argc, char **argv) {
     router_extremes();
     router_huge_prompt();
     router_restart();
+    numbered_events();
     summary_and_exit();
 }

@@ -37,6 +37,12 @@ public final class Engine: @unchecked Sendable {
     /// where `kvm_fork_generation()` differs, this is a forked child's copy of the parent's
     /// engine (`isInherited`), whose files, ring and threads are the parent's.
     public let creatorPID: pid_t
+    /// A random non-zero number naming this engine's event stream (`drainNumberedEvents`,
+    /// `numberedIndexEvents`): a consumer tells a restarted engine's events (numbered from 1
+    /// again) from a late or repeated batch of the engine before it. Drawn from the system's
+    /// random source at creation, fixed for the engine's life. A forked child's inherited
+    /// engine answers no call (`isInherited`), so it never speaks under its parent's epoch.
+    public let eventEpoch: UInt64
     public let forkGeneration: UInt32
     /// The engine's one lock (`kvm_lock`: a mutex that counts the calls blocked on it, so that
     /// a call working in steps hands it to them between steps, `kvm_lock_yield`).
@@ -102,6 +108,8 @@ public final class Engine: @unchecked Sendable {
         try config.validate()
         self.config = config
         creatorPID = getpid()
+        var random = SystemRandomNumberGenerator()
+        eventEpoch = random.next(upperBound: UInt64.max) + 1
         forkGeneration = kvm_fork_watch()
         bt = config.blockTokens
         let maxBlocks = (config.maxSeqTokens + bt - 1) / bt
@@ -1133,9 +1141,19 @@ public final class Engine: @unchecked Sendable {
     /// uninitialised); returns how many. The first an engine gives is its memory tier's
     /// `allCleared` (`init`).
     public func drainEvents(into: UnsafeMutableBufferPointer<KVEvent>) -> Int {
+        drainNumberedEvents(into: into).count
+    }
+
+    /// `drainEvents`, with the number of the first event moved: `into[i]` is event
+    /// `firstSequence + i` of this engine's stream (`eventEpoch`), numbered from 1 in push
+    /// order. Events the full queue dropped keep their numbers, so the next batch after a drop
+    /// starts past the last one drained: a consumer sees the gap. With nothing pending,
+    /// `firstSequence` is the number the next event gets. Cost: `drainEvents`'.
+    public func drainNumberedEvents(into: UnsafeMutableBufferPointer<KVEvent>) -> (count: Int, firstSequence: UInt64) {
         kvm_lock_acquire(mutex)
         defer { kvm_lock_release(mutex) }
-        return blocks.events.drain(into: into)
+        let first = blocks.events.firstPending
+        return (blocks.events.drain(into: into), first)
     }
 
     /// The address range holding the engine's K/V (empty for metadata-only engines): what a

@@ -53,12 +53,25 @@ func size(_ value: Int, _ name: StaticString) throws(KVError) -> Int {
     return value
 }
 
+/// A C count of elements of `stride` bytes (`size`), or `invalidArgument` when their bytes
+/// would pass PTRDIFF_MAX (count x stride overflows): no array is that large, and offsets into
+/// it would wrap.
+@inline(__always)
+func count(_ value: Int, stride: Int, _ name: StaticString) throws(KVError) -> Int {
+    let n = try size(value, name)
+    guard n <= Int.max / stride else {
+        throw KVError(.invalidArgument, "\(name) \(n) is larger than PTRDIFF_MAX / \(stride): the bytes of that many "
+                      + "\(stride)-byte elements would overflow")
+    }
+    return n
+}
+
 /// The C array `start[0 ..< count]`; `start` may be NULL only when `count` is 0.
 @inline(__always)
 func array<T>(_ start: UnsafePointer<T>?, _ count: Int, _ name: StaticString, _ countName: StaticString)
     throws(KVError) -> UnsafeBufferPointer<T>
 {
-    let n = try size(count, countName)
+    let n = try KVCacheABI.count(count, stride: MemoryLayout<T>.stride, countName)
     if n == 0 { return UnsafeBufferPointer(start: nil, count: 0) }
     guard let start else { throw KVError(.invalidArgument, "\(name) is NULL but \(countName) is \(n)") }
     return UnsafeBufferPointer(start: start, count: n)
@@ -69,7 +82,7 @@ func array<T>(_ start: UnsafePointer<T>?, _ count: Int, _ name: StaticString, _ 
 func array<T>(_ start: UnsafeMutablePointer<T>?, _ capacity: Int, _ name: StaticString, _ capacityName: StaticString)
     throws(KVError) -> UnsafeMutableBufferPointer<T>
 {
-    let n = try size(capacity, capacityName)
+    let n = try count(capacity, stride: MemoryLayout<T>.stride, capacityName)
     if n == 0 { return UnsafeMutableBufferPointer(start: nil, count: 0) }
     guard let start else { throw KVError(.invalidArgument, "\(name) is NULL but \(capacityName) is \(n)") }
     return UnsafeMutableBufferPointer(start: start, count: n)

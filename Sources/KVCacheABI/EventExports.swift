@@ -49,7 +49,7 @@ private func eventArguments(
     _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
 ) throws(KVError) -> (UnsafeMutablePointer<Int>, Int) {
     let nEvents = try required(nEvents, "n_events")
-    let capacity = try size(capacity, "capacity")
+    let capacity = try count(capacity, stride: EventLayout.size, "capacity")
     guard capacity == 0 || out != nil else { throw KVError(.invalidArgument, "out is NULL but capacity is \(capacity)") }
     return (nEvents, capacity)
 }
@@ -60,14 +60,37 @@ private func eventArguments(
     _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_engine_index_events") { () throws(KVError) in
+        try withEngine(e) { (engine) throws(KVError) in _ = try indexEvents(engine, out, capacity, nEvents) }
+    }
+}
+
+/// `kvc_engine_index_events_seq`: `kvc_engine_index_events` with the dump's position in the
+/// engine's event stream (`Engine.numberedIndexEvents`), written only on success.
+@c public func kvc_engine_index_events_seq(
+    _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?,
+    _ epoch: UnsafeMutablePointer<UInt64>?, _ nextSeq: UnsafeMutablePointer<UInt64>?
+) -> kvc_status {
+    status("kvc_engine_index_events_seq") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
-            let (nEvents, capacity) = try eventArguments(out, capacity, nEvents)
-            let events = engine.indexEvents()
-            if let out { _ = eventArray(out, capacity).initialize(from: events.prefix(capacity)) }
-            nEvents.pointee = events.count
-            if events.count > capacity { throw KVError(.bufferTooSmall, "\(events.count) events, capacity \(capacity)") }
+            let epoch = try required(epoch, "epoch"), nextSeq = try required(nextSeq, "next_seq")
+            nextSeq.pointee = try indexEvents(engine, out, capacity, nEvents)
+            epoch.pointee = engine.eventEpoch
         }
     }
+}
+
+/// Writes `engine`'s index dump to `out` and its count to `*nEvents` (BUFFER_TOO_SMALL with
+/// the full count when `capacity` is short, the prefix that fits written); returns the number
+/// of the first event pushed after the dump.
+private func indexEvents(
+    _ engine: Engine, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
+) throws(KVError) -> UInt64 {
+    let (nEvents, capacity) = try eventArguments(out, capacity, nEvents)
+    let (events, next) = engine.numberedIndexEvents()
+    if let out { _ = eventArray(out, capacity).initialize(from: events.prefix(capacity)) }
+    nEvents.pointee = events.count
+    if events.count > capacity { throw KVError(.bufferTooSmall, "\(events.count) events, capacity \(capacity)") }
+    return next
 }
 
 /// `kvc_drain_events`: moves up to `capacity` events, oldest first, from the engine's queue
@@ -76,13 +99,34 @@ private func eventArguments(
     _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
 ) -> kvc_status {
     status("kvc_drain_events") { () throws(KVError) in
+        try withEngine(e) { (engine) throws(KVError) in _ = try drain(engine, out, capacity, nEvents) }
+    }
+}
+
+/// `kvc_drain_events_seq`: `kvc_drain_events` with the engine's epoch and the number of
+/// `out[0]` (`Engine.drainNumberedEvents`; with nothing drained, the number the next event
+/// gets).
+@c public func kvc_drain_events_seq(
+    _ e: OpaquePointer?, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?,
+    _ epoch: UnsafeMutablePointer<UInt64>?, _ firstSeq: UnsafeMutablePointer<UInt64>?
+) -> kvc_status {
+    status("kvc_drain_events_seq") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
-            let (nEvents, capacity) = try eventArguments(out, capacity, nEvents)
-            guard let out else {  // capacity 0
-                nEvents.pointee = 0
-                return
-            }
-            nEvents.pointee = engine.drainEvents(into: eventArray(out, capacity))
+            let epoch = try required(epoch, "epoch"), firstSeq = try required(firstSeq, "first_seq")
+            firstSeq.pointee = try drain(engine, out, capacity, nEvents)
+            epoch.pointee = engine.eventEpoch
         }
     }
+}
+
+/// Moves up to `capacity` pending events into `out` and their count to `*nEvents`; returns
+/// the number of the first (`Engine.drainNumberedEvents`).
+private func drain(
+    _ engine: Engine, _ out: UnsafeMutableRawPointer?, _ capacity: Int, _ nEvents: UnsafeMutablePointer<Int>?
+) throws(KVError) -> UInt64 {
+    let (nEvents, capacity) = try eventArguments(out, capacity, nEvents)
+    let into = out.map { eventArray($0, capacity) } ?? UnsafeMutableBufferPointer(start: nil, count: 0)
+    let (n, first) = engine.drainNumberedEvents(into: into)
+    nEvents.pointee = n
+    return first
 }

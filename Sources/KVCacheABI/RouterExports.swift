@@ -217,36 +217,65 @@ extension RouterConfig {
     }
 }
 
-/// `kvc_router_observe_events`: checks every event's kind, and under the mutex the view's
-/// room (`Router.checkRoom`), first (so a refused batch changes nothing), then applies them
-/// in order to the instance's exact view. The events are read where they are when aligned
-/// (`withEventBatches`): no conversion.
+/// The caller's `nEvents` events at `events` as `EventPieces` read in place when aligned
+/// (`withEventBatches`), after checking the count (its bytes within PTRDIFF_MAX), the pointer
+/// and every event's kind, so that a refused batch is refused before the router's lock.
+private func checkedEvents(_ events: UnsafeRawPointer?, _ nEvents: Int) throws(KVError) -> (count: Int, pieces: EventPieces) {
+    let n = try count(nEvents, stride: EventLayout.size, "n_events")
+    guard n == 0 || events != nil else { throw KVError(.invalidArgument, "events is NULL but n_events is \(n)") }
+    guard let events, n > 0 else { return (0, { _, _ in }) }
+    for i in 0..<n {
+        let kind = events.loadUnaligned(fromByteOffset: i * EventLayout.size + EventLayout.kind, as: UInt32.self)
+        guard KVEvent.Kind(rawValue: kind) != nil else {
+            throw KVError(.invalidArgument, "events[\(i)].kind \(kind) is not a KVC_EVENT_* kind")
+        }
+    }
+    return (n, { from, body in withEventBatches(events + from * EventLayout.size, n - from, body) })
+}
+
+/// `kvc_router_observe_events`: checks the events (`checkedEvents`), and under the mutex the
+/// view's room (`Router.checkRoom`), first (so a refused batch changes nothing), then applies
+/// them in order to the instance's exact view, read where they are when aligned: no conversion.
 @c public func kvc_router_observe_events(
     _ r: OpaquePointer?, _ instance: UInt32, _ events: UnsafeRawPointer?, _ nEvents: Int
 ) -> kvc_status {
     status("kvc_router_observe_events", "instance \(instance)") { () throws(KVError) in
         try withRouterHandle(r) { (handle) throws(KVError) in
-            let n = try size(nEvents, "n_events")
-            guard n == 0 || events != nil else { throw KVError(.invalidArgument, "events is NULL but n_events is \(n)") }
-            guard let events, n > 0 else {
-                try handle.locked { (router) throws(KVError) in
-                    if router.slot(of: instance) < 0 { throw KVError(.notFound, "instance \(instance) is not in the router") }
-                }
-                return
-            }
-            for i in 0..<n {
-                let kind = events.loadUnaligned(fromByteOffset: i * EventLayout.size + EventLayout.kind, as: UInt32.self)
-                guard KVEvent.Kind(rawValue: kind) != nil else {
-                    throw KVError(.invalidArgument, "events[\(i)].kind \(kind) is not a KVC_EVENT_* kind")
-                }
-            }
+            let (_, pieces) = try checkedEvents(events, nEvents)
             try handle.locked { (router) throws(KVError) in
-                let slot = router.slot(of: instance)
-                guard slot >= 0 else { throw KVError(.notFound, "instance \(instance) is not in the router") }
-                var newEntries = 0
-                withEventBatches(events, n) { batch in newEntries += batch.reduce(0) { $0 + (router.view.mayAddEntry($1) ? 1 : 0) } }
-                try router.checkRoom(newEntries: newEntries)
-                withEventBatches(events, n) { batch in router.observe(slot: slot, events: batch) }
+                let slot = try router.liveSlot(instance)
+                try router.checkRoom(slot: slot, pieces)
+                pieces(0) { router.observe(slot: slot, events: $0) }
+            }
+        }
+    }
+}
+
+/// `kvc_router_observe_events_seq`: `Router.observe(slot:epoch:firstSequence:count:_:)` on the
+/// checked events (`checkedEvents`).
+@c public func kvc_router_observe_events_seq(
+    _ r: OpaquePointer?, _ instance: UInt32, _ epoch: UInt64, _ firstSeq: UInt64, _ events: UnsafeRawPointer?, _ nEvents: Int
+) -> kvc_status {
+    status("kvc_router_observe_events_seq", "instance \(instance), first_seq \(firstSeq)") { () throws(KVError) in
+        try withRouterHandle(r) { (handle) throws(KVError) in
+            let (n, pieces) = try checkedEvents(events, nEvents)
+            try handle.locked { (router) throws(KVError) in
+                try router.observe(slot: router.liveSlot(instance), epoch: epoch, firstSequence: firstSeq, count: n, pieces)
+            }
+        }
+    }
+}
+
+/// `kvc_router_resync_instance`: `Router.resync(slot:epoch:nextSequence:count:_:)` on the
+/// checked events (`checkedEvents`).
+@c public func kvc_router_resync_instance(
+    _ r: OpaquePointer?, _ instance: UInt32, _ epoch: UInt64, _ nextSeq: UInt64, _ events: UnsafeRawPointer?, _ nEvents: Int
+) -> kvc_status {
+    status("kvc_router_resync_instance", "instance \(instance), next_seq \(nextSeq)") { () throws(KVError) in
+        try withRouterHandle(r) { (handle) throws(KVError) in
+            let (n, pieces) = try checkedEvents(events, nEvents)
+            try handle.locked { (router) throws(KVError) in
+                try router.resync(slot: router.liveSlot(instance), epoch: epoch, nextSequence: nextSeq, count: n, pieces)
             }
         }
     }

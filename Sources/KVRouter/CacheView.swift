@@ -137,11 +137,23 @@ public final class CacheView {
     }
 
     /// Whether `apply` of `event` could add an entry to the table: in exact mode, a stored
-    /// memory-tier event of a hash no slot holds; never in approximate mode. One probe.
+    /// memory-tier event of a hash no slot holds, the slots of `cleared` aside (their blocks
+    /// counted as gone: a batch judged as if its leading `allCleared` had been applied); never
+    /// in approximate mode. One probe.
     @inline(__always)
-    public func mayAddEntry(_ event: KVEvent) -> Bool {
+    public func mayAddEntry(_ event: KVEvent, cleared: UInt64 = 0) -> Bool {
         mode == .exact && event.kind == .blockStored && event.tier == 0 && event.blockHash != 0
-            && table.slots(event.blockHash) == 0
+            && table.slots(event.blockHash) & ~cleared == 0
+    }
+
+    /// Exact mode: the table's entries that only `slot` holds, which an `allCleared` of it
+    /// frees; 0 in approximate mode (events never add entries there). Cost: one probe per hash
+    /// the slot holds, as the clear itself.
+    public func entriesHeldAlone(slot: Int) -> Int {
+        let bit: UInt64 = 1 << UInt64(slot)
+        var n = 0
+        held[slot]?.forEachHash { if table.slots($0) == bit { n += 1 } }
+        return n
     }
 
     /// Approximate mode: credits `slot` with the blocks of `hashes` and makes them its most

@@ -49,6 +49,15 @@ public final class Router {
     public internal(set) var sloSwitches: UInt64 = 0
     /// Queued requests moved by rebalancing.
     public private(set) var rebalanceMoves: UInt64 = 0
+    /// Per slot: the numbered event stream its view was built from; reset by `addInstance`
+    /// and `removeInstance` (`EventStream`).
+    var streams = [EventStream](repeating: EventStream(), count: RouterConfig.maxInstances)
+    /// Events of numbered batches skipped as already applied (redelivered).
+    public internal(set) var duplicateEvents: UInt64 = 0
+    /// Events of numbered batches ignored as an earlier engine's of their instance (late).
+    public internal(set) var staleEvents: UInt64 = 0
+    /// Numbered batches refused because events before them are missing.
+    public internal(set) var refusedGaps: UInt64 = 0
 
     /// Creates a router with no instances. Throws `invalidArgument` for a bad config.
     public init(_ config: RouterConfig) throws(KVError) {
@@ -125,7 +134,7 @@ public final class Router {
         ids[s] = id
         weights[s] = weight
         loads[s] = InstanceLoad()
-        liveMask |= 1 << UInt64(s)  // the slot's view is empty: `removeInstance` forgot it
+        liveMask |= 1 << UInt64(s)  // the slot's view and stream are empty: `removeInstance` reset them
         ring1.insert(slot: s, id: id, virtualNodes: positions)
         ring2.insert(slot: s, id: id, virtualNodes: positions)
     }
@@ -140,6 +149,7 @@ public final class Router {
         guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
         liveMask &= ~(1 << UInt64(s))
         view.forget(slot: s)
+        streams[s] = EventStream()
         active?.clear(slot: s)
         ring1.remove(slot: s)
         ring2.remove(slot: s)
@@ -254,25 +264,51 @@ public final class Router {
 
     /// Applies instance `id`'s KV events, in order, to the exact view (the approximate view
     /// ignores them). An engine's first event clears its memory tier (`Engine.init`), so the
-    /// view stays exact across a restart of the instance that nobody told the router of.
+    /// view stays exact across a restart of the instance that nobody told the router of, as
+    /// long as every event arrives once and in order, across restarts too: a late batch of a
+    /// dead engine or a repeated one is applied as if new (ghost blocks, or a repeated first
+    /// batch's clear dropping every block); numbered streams are checked
+    /// (`observe(_:epoch:firstSequence:events:)`).
     /// Throws `notFound`, `outOfMemory` (`checkRoom`: nothing applied). Cost: two table probes
     /// per removed event, three per stored one (one for the room check), one per entry of the
-    /// instance's log for an `allCleared`.
+    /// instance's log for an `allCleared` (two when it leads the batch: `checkRoom`).
     public func observe(_ id: UInt32, events: UnsafeBufferPointer<KVEvent>) throws(KVError) {
-        let s = slot(of: id)
-        guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
-        try checkRoom(newEntries: events.reduce(0) { $0 + (view.mayAddEntry($1) ? 1 : 0) })
+        let s = try liveSlot(id)
+        try checkRoom(slot: s) { from, body in body(UnsafeBufferPointer(rebasing: events[from...])) }
         for e in events { view.apply(e, slot: s) }
     }
 
-    /// Refuses (`outOfMemory`) a batch of events whose stored blocks could take the exact view
-    /// past `trackedBlocks` distinct hashes: `newEntries` counts its events for which
+    /// The slot of live instance `id`, or `notFound`. Cost: `slot(of:)`.
+    package func liveSlot(_ id: UInt32) throws(KVError) -> Int {
+        let s = slot(of: id)
+        guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
+        return s
+    }
+
+    /// Refuses (`outOfMemory`) a batch of `slot`'s events whose stored blocks could take the
+    /// exact view past `trackedBlocks` distinct hashes: counts its events for which
     /// `CacheView.mayAddEntry` holds (an upper bound: repeats and removals in the batch are not
-    /// netted). So the view never drops a stored block in silence. O(1).
-    package func checkRoom(newEntries: Int) throws(KVError) {
-        guard !view.table.room(for: newEntries) else { return }
+    /// netted). A batch whose first event is a memory-tier `allCleared` (a restarted engine's
+    /// first batch, a dump) is judged as if that clear had been applied, without applying it:
+    /// the entries only this slot holds count as free, and its stores of hashes no other slot
+    /// holds as new. So the view never drops a stored block in silence, and a restart near the
+    /// bound is not refused for blocks its own clear drops. The batch is `events`' events
+    /// from index `from` on (`EventPieces`).
+    /// Cost: one probe per event; with a leading clear, one per block the slot holds.
+    package func checkRoom(slot: Int, from: Int = 0, _ events: EventPieces) throws(KVError) {
+        var cleared: UInt64?, newEntries = 0
+        events(from) { batch in
+            if cleared == nil, let e = batch.first {
+                cleared = e.kind == .allCleared && e.tier == KVEvent.memoryTier ? 1 << UInt64(slot) : 0
+            }
+            for e in batch where view.mayAddEntry(e, cleared: cleared ?? 0) { newEntries += 1 }
+        }
+        let freed = (cleared ?? 0) != 0 ? view.entriesHeldAlone(slot: slot) : 0
+        guard !view.table.room(for: newEntries - freed) else { return }
+        let alone = (cleared ?? 0) != 0
+            ? ", \(freed) of them held by this instance alone, which the batch's leading all-cleared frees," : ","
         throw KVError(.outOfMemory, "the cache view holds \(view.table.count) distinct blocks of the \(view.table.limit) it "
-                      + "can track, and these events could add \(newEntries): the instances' caches hold too many blocks together")
+                      + "can track\(alone) and these events could add \(newEntries): the instances' caches hold too many blocks together")
     }
 
     /// `observe` for live slot `slot`: the fast path, without the id lookup, for callers inside

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import KVCacheABI
 @testable import KVRouter
@@ -435,6 +438,23 @@ private final class CRouter {
         for h: UInt64 in 1...110 {
             let expected: UInt64 = (11...79 ~= h ? 1 : 0) | (70...99 ~= h ? 2 : 0)
             #expect(view.table.slots(h) == expected, "hash \(h)")
+        }
+    }
+    /// A count whose bytes overflow (n x 24 past PTRDIFF_MAX) is no array: refused before
+    /// any event is read. It read past the caller's one event (revchurn: 2^63/24 + 1 events).
+    /// In a child process: the old code's overrun must not take the test run down.
+    @Test func anEventCountWhoseBytesOverflowIsInvalid() async {
+        await #expect(processExitsWith: .success) {
+            var cfg = [UInt8](repeating: 0, count: 40)
+            cfg.withUnsafeMutableBytes { kvc_router_config_init($0.baseAddress) }
+            var r: OpaquePointer?
+            guard cfg.withUnsafeBytes({ kvc_router_create($0.baseAddress, &r) }) == KVC_OK, let r,
+                  kvc_router_add_instance(r, 1, 1) == KVC_OK else { exit(2) }
+            let huge = Int.max / 24 + 1
+            let rc = event(kind: 1, hash: 5, parent: 0).withUnsafeBytes { kvc_router_observe_events(r, 1, $0.baseAddress, huge) }
+            let expected = "kvc_router_observe_events(instance 1): n_events \(huge) is larger than PTRDIFF_MAX / 24: "
+                + "the bytes of that many 24-byte elements would overflow"
+            exit(rc == KVC_ERR_INVALID_ARGUMENT && lastError() == expected ? 0 : 1)
         }
     }
 }

@@ -71,4 +71,33 @@ import Testing
         try Self.stored(20..<24).withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(1, events: b) }
         #expect(r.view.table.count == 8 && r.view.table.refused == 0)
     }
+    /// A restarted engine's first batch (its `allCleared`, then stores) is judged with the
+    /// room the clear frees: near the bound it was refused because its stores were counted
+    /// against blocks the clear drops (revchurn). Still refused whole when even the cleared
+    /// view cannot hold it; a block another instance holds stays counted as held.
+    @Test func aRestartBatchIsJudgedAfterItsLeadingClear() throws {
+        var c = RouterConfig(policy: .dualMap)
+        c.trackedBlocks = 8
+        let r = try Router(c)
+        try r.addInstance(1)
+        try r.addInstance(2)
+        try Self.stored(1..<7).withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(1, events: b) }
+        try Self.stored(6..<8).withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(2, events: b) }
+        let clear = KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0)
+        // Instance 1 holds 1...6, 6 shared with 2: the clear frees 5 entries, 2 are left, room
+        // for 6 more.
+        var tooMany = [clear] + Self.stored(10..<17)
+        var refusal: KVError?
+        do throws(KVError) {
+            try tooMany.withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(1, events: b) }
+        } catch { refusal = error }
+        #expect(refusal?.code == .outOfMemory)
+        #expect(refusal?.message == "the cache view holds 7 distinct blocks of the 8 it can track, 5 of them held by this instance "
+                + "alone, which the batch's leading all-cleared frees, and these events could add 7: the instances' caches hold "
+                + "too many blocks together")
+        #expect(r.view.table.count == 7 && r.view.heldBlocks(slot: r.slot(of: 1)) == 6, "nothing of the batch applied")
+        tooMany.removeLast()
+        try tooMany.withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(1, events: b) }
+        #expect(r.view.table.count == 8 && r.view.heldBlocks(slot: r.slot(of: 1)) == 6 && r.view.table.refused == 0)
+    }
 }

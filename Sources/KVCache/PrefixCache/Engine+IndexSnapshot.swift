@@ -38,13 +38,20 @@ extension Engine {
     /// two independent hash lookups per indexed block or slot, `HashChains.forEachParentsFirst`),
     /// an array of 24 bytes per listed block and 8 bytes per block and per slot of scratch: a
     /// recovery path, not a per-request one.
-    public func indexEvents() -> [KVEvent] {
+    public func indexEvents() -> [KVEvent] { numberedIndexEvents().events }
+
+    /// `indexEvents`, with its position in the event stream (`eventEpoch`): `nextSequence` is
+    /// the number of the first event pushed after the dump (`drainNumberedEvents`), so the
+    /// dump reflects exactly events 1 ..< nextSequence. A consumer applying the dump in place
+    /// of its view continues with the batch holding event `nextSequence`, skipping the earlier
+    /// ones still pending (`kvc_router_resync_instance`). Cost: `indexEvents`'.
+    public func numberedIndexEvents() -> (events: [KVEvent], nextSequence: UInt64) {
         kvm_lock_acquire(mutex)
         defer { kvm_lock_release(mutex) }
         var out = [KVEvent(kind: .allCleared, tier: KVEvent.memoryTier, blockHash: 0, parentHash: 0)]
         out.reserveCapacity(1 + blocks.usedCount + blocks.cachedCount)
         blocks.appendIndexed(to: &out)
         offload?.tier.appendIndexed(to: &out)
-        return out
+        return (out, blocks.events.pushed + 1)
     }
 }

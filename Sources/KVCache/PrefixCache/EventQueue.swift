@@ -1,6 +1,8 @@
 /// A bounded FIFO of KV events awaiting `drain`. When the server falls behind and the queue is
 /// full, the oldest event is dropped and counted, so memory stays bounded and the loss is visible.
-/// No allocation after the engine's creation (`grow`). Not thread-safe.
+/// No allocation after the engine's creation (`grow`). Events are numbered from 1 in push
+/// order (`pushed`), dropped ones included, so a consumer of numbered batches sees a drop as a
+/// gap. Not thread-safe.
 final class EventQueue {
     private var buffer: UnsafeMutablePointer<KVEvent>
     private(set) var capacity: Int
@@ -8,6 +10,12 @@ final class EventQueue {
     private(set) var count = 0
     /// Events dropped because the queue was full.
     private(set) var dropped: UInt64 = 0
+    /// Events pushed so far: the number of the last one (0 before the first).
+    private(set) var pushed: UInt64 = 0
+
+    /// The number of the oldest pending event, or the one the next push gets when none is
+    /// pending. O(1).
+    var firstPending: UInt64 { pushed - UInt64(count) + 1 }
 
     /// A queue holding at most `capacity` events.
     /// Throws `outOfMemory` when its 24 bytes per event cannot be allocated (`CheckedAllocations`).
@@ -47,6 +55,7 @@ final class EventQueue {
         }
         (buffer + wrapped(head + count)).initialize(to: event)
         count += 1
+        pushed += 1
     }
 
     /// Moves up to `out.count` events, oldest first, into `out` (whose memory may be
