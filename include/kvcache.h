@@ -97,6 +97,8 @@
  *   (include/kvcache.map); functions added later go into new nodes (KVC_1.1, ...), so a
  *   program that calls one records that node and is refused at start-up by an older library
  *   without it ("version `KVC_1.1' not found"), instead of failing at its first call.
+ *   KVC_1.1: the numbered event streams (kvc_drain_events_seq, kvc_engine_index_events_seq,
+ *   kvc_router_observe_events_seq, kvc_router_resync_instance).
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
