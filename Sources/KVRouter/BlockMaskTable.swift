@@ -61,6 +61,11 @@ public final class BlockMaskTable {
     private(set) var mostMoved = 0
     /// Whether an outgrown array is still draining (tests).
     var isMigrating: Bool { old != nil }
+    /// The most bytes of outgrown arrays one call has released (tests: the bound on what one
+    /// call unmaps).
+    private(set) var mostReleased = 0
+    /// Entries `forEachHash` examines now (tests: the cost of `CacheView.forget`).
+    var scanLength: Int { capacity + (old == nil ? 0 : oldMask + 1) }
 
     /// An empty table for at most `maxEntries` distinct hashes; allocates 4,096 entries (64 KiB)
     /// or fewer for a smaller limit.
@@ -189,6 +194,7 @@ public final class BlockMaskTable {
                 Self.removeAt(drained, in: old, oldMask)
                 moved += 1
             } else if drained == oldMask {
+                mostReleased = max(mostReleased, (oldMask + 1) * MemoryLayout<Entry>.stride)
                 free(old)
                 self.old = nil
                 break

@@ -214,6 +214,9 @@ public final class CacheView {
     /// list).
     func listedHashes(slot: Int) -> Int { mode == .exact ? held[slot]?.count ?? 0 : recency[slot].count }
 
+    /// Entries `forget(slot:)` would examine in `slot`'s set of hashes (tests).
+    func heldScanLength(slot: Int) -> Int { held[slot]?.scanLength ?? 0 }
+
     /// The most entries one call has moved within a slot's record of its hashes, over the
     /// slots' current sets (tests: the bound on the work of one event; `forget` aside).
     var mostHeldWork: Int { (0..<RouterConfig.maxInstances).reduce(0) { max($0, held[$1]?.mostMoved ?? 0) } }
