@@ -2089,7 +2089,10 @@ kvc_status kvc_router_add_instance(kvc_router *r, uint32_t instance, double weig
 /** Removes `instance`: no later decision picks it; what it cached is forgotten. Keys it
  *  owned move to ring neighbours, other keys stay. Returns KVC_ERR_NOT_FOUND. Cost, under
  *  the router's lock: O(P) to take its positions off the rings, and one probe per block
- *  hash the cache view credited to the instance (nothing for an instance that cached none). */
+ *  hash the cache view credited to the instance (nothing for an instance that cached none),
+ *  read from its set of blocks, which shrinks as blocks leave: reading it examines at most
+ *  24 entries per block held, or 12,288 (it was the set's peak size: 22-27 ms for 16
+ *  blocks after a 4,000,000-block peak). */
 kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
 
 /**
@@ -2108,9 +2111,12 @@ kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
  * to an instance allocates its history
  * once (the 16384 blocks it may hold, in order of last route, in a 32768-entry map: 512 KiB),
  * and a route whose new blocks take the shared block table past half full doubles it.
- * A doubling is incremental: it allocates the new array as zero pages and every later
- * insert, removal or route moves at most 4 entries from the old one (lookups probe both
- * until it has drained, which routes alone also finish), so no call pays for the whole
+ * A doubling, or a halving when removals leave the table under an eighth full, is
+ * incremental: it maps the new array as zero pages and every later insert, removal or
+ * route moves at most 4 entries from the old one and passes at most 32 empty ones,
+ * unmapping the old one 2 MiB at a time as they are passed, at most 4 MiB per call (it was
+ * freed whole: 0.1-0.19 s at 256-512 MiB); lookups probe both until it has drained,
+ * which routes alone also finish; so no call pays for the whole
  * table; the batches after a doubling pay the new arrays' page faults (measured, one
  * instance up to 8,000,000 blocks: worst batch of 4,096 stored events 24-36 ms, where
  * the whole-table rehash and log compaction took 45-420 ms; docs/routing.md).
@@ -2152,10 +2158,11 @@ kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *b
  *  applied. Only KVC_TIER_MEMORY events change the view: other tiers, unknown ones included,
  *  are accepted and ignored (a disk hit still costs a read), as is a stored or removed block
  *  hash 0 (it names no block). `events` may be NULL only when n_events is 0. The view
- *  tracks up to 2^26 (67,108,864) distinct blocks over all instances, its memory growing
- *  with them (32-64 bytes each, up to 96 while an outgrown table drains after a doubling:
- *  3 GiB at the bound; and as much again per instance holding the block, in that
- *  instance's set of blocks); a batch whose stored blocks could pass that (each stored
+ *  tracks up to 2^26 (67,108,864) distinct blocks over all instances, its memory following
+ *  them (32-128 bytes each: the table doubles past half full and halves under an eighth
+ *  full; up to 96 while an outgrown table drains after a doubling: 3 GiB at the bound; and
+ *  as much again per instance holding the block, in that instance's set of blocks, which
+ *  shrinks likewise); a batch whose stored blocks could pass that (each stored
  *  memory-tier block no instance holds counted as new, repeats and removals in the batch
  *  not netted) is refused whole, so the view never drops a block in silence. A batch whose
  *  first event is a memory-tier ALL_CLEARED (a restarted engine's first batch) is judged as
@@ -2171,9 +2178,10 @@ kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *b
  *  KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (the bound above); nothing changes then.
  *  Cost: three hash-table probes per removed event, four per stored one (the shared table
  *  and the instance's set), one per block the instance held for an all-cleared one (its
- *  set is read, then released; two when it leads the batch: the room check counts the
- *  blocks it frees first); a stored event may double either, incrementally (see
- *  kvc_router_route), so no call pays a pass over all blocks but an all-cleared one. The
+ *  set is read, at most 24 entries per block or 12,288, then released; two such passes when
+ *  it leads the batch: the room check counts the blocks it frees first); a stored event may
+ *  double either and a removed one halve either, incrementally (see kvc_router_route), so
+ *  no call pays a pass over all blocks but an all-cleared one. The
  *  second set costs time: measured mean per stored event 180-240 ns before, 440-590 after
  *  (one instance, 1-8 million blocks; docs/routing.md). */
 kvc_status kvc_router_observe_events(kvc_router *r, uint32_t instance, const kvc_event *events,

@@ -10,7 +10,7 @@ import KVCache
 /// which the load reports carry here). Output blocks are not counted, as in Dynamo by default.
 ///
 /// Memory is bounded: an instance holds at most `limitPerInstance` distinct hashes (one
-/// dictionary entry, about 24 bytes, plus a shared mask-table entry, 32-64 bytes, each). A
+/// dictionary entry, about 24 bytes, plus a shared mask-table entry, 32-128 bytes, each). A
 /// request that would take it past that first clears the instance's set (counted in `resets`):
 /// a server that never calls finish makes the count restart from its latest requests rather
 /// than grow (Dynamo expires requests unfinished after 5 minutes instead); the cleared

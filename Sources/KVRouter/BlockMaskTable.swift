@@ -4,34 +4,47 @@ import KVCache
 /// An open-addressing map from block hash to a 64-bit mask of the instance slots caching the
 /// block: the router's cache view in flat arrays.
 ///
-/// Linear probing with backward-shift deletion (no tombstones). The array starts small and
+/// Linear probing with backward-shift deletion (no tombstones). The array starts small,
 /// doubles when an insert would fill more than half of it, up to a power of two at least twice
-/// `limit`; so memory follows the distinct hashes held and lookups stay short. Key and mask
-/// sit side by side (16 bytes), so a probe touches one cache line. An entry whose mask drops
-/// to 0 is removed. Inserts of a new hash while `limit` hashes are held are refused and
-/// counted in `refused` (the view then underestimates; it never overestimates): callers that
-/// must not lose one check `room` first. Key 0 is never stored (no block hashes to 0 in
-/// practice; `allCleared` events carry 0).
+/// `limit`, and halves when a removal leaves less than an eighth of it full, down to its first
+/// size (a halved array is a quarter full at most, a doubled one a quarter full at least, so
+/// hashes set and cleared at either boundary do not resize it back and forth); so memory
+/// follows the distinct hashes held and lookups stay short. Key and mask sit side by side (16
+/// bytes), so a probe touches one cache line. An entry whose mask drops to 0 is removed.
+/// Inserts of a new hash while `limit` hashes are held are refused and counted in `refused`
+/// (the view then underestimates; it never overestimates): callers that must not lose one
+/// check `room` first. Key 0 is never stored (no block hashes to 0 in practice; `allCleared`
+/// events carry 0).
 ///
-/// Growth is incremental, so no call pays for the whole table: a doubling allocates the new
-/// array as zero pages (`calloc`, touched as entries land) and keeps the outgrown one, and
-/// every later `set`, `clear` and `advanceDrain` (which each route calls, so the drain ends
-/// when events stop too) first takes `migrationSteps` steps through the outgrown array
-/// in index order (each step moves one entry to the new array, removing it from the old by
-/// backward shift, or passes an empty one). Every hash sits in exactly one of the two arrays;
-/// inserts go to the new one, and a lookup that misses there probes the old one, unless the
-/// hash's home there lies before the cursor: the old array's entries before it are all empty,
-/// so such a hash has already moved. A doubling leaves at most `capacity / 2` entries in at most `capacity / 2` old
-/// entries, which `migrationSteps` steps per call drain before the `capacity / 4` inserts
-/// that the next doubling needs, so at most two arrays ever live.
+/// Resizing is incremental, so no call pays for the whole table: a doubling or halving maps
+/// the new array as zero pages (`mmap`, touched as entries land) and keeps the outgrown one,
+/// and every later `set`, `clear` and `advanceDrain` (which each route calls, so the drain
+/// ends when events stop too) first walks the outgrown array in index order, moving up to
+/// `migrationSteps` entries to the new array (each removed from the old by backward shift) and
+/// passing up to `passSteps` empty ones, whichever comes first. Every hash sits in exactly one
+/// of the two arrays; inserts go to the new one, and a lookup that misses there probes the old
+/// one, unless the hash's home there lies before the cursor: the old array's entries before it
+/// are all empty, so such a hash has already moved. A doubling's drain (at most `capacity / 2`
+/// passes and `capacity / 4` moves) ends before the `capacity / 4` inserts that the next
+/// doubling needs, and a halving's (`2 * capacity` passes, `capacity / 4` moves: `capacity /
+/// 8` calls) before the `capacity / 8` removals that would call for the next halving, which
+/// waits for it, so at most two arrays ever live and the table shrinks as fast as hashes
+/// leave. The drain unmaps the outgrown array a chunk of `releaseChunk` entries (2 MiB) at a
+/// time as its cursor leaves the chunk behind, keeping the first chunk (a probe running off
+/// the array's end reads its index 0, empty once passed) and the last until the drain ends:
+/// no call unmaps more than two chunks (it was the whole array at once: 0.1-0.19 s for
+/// glibc's `free` of 256-512 MiB).
 ///
-/// Memory: 16 bytes per entry of a power of two between 2 and 4 times the hashes held (32-64
-/// bytes per hash), plus, while an outgrown array drains, that array (half the new one's
-/// size): 48 bytes per entry of the new array at most. Released when drained.
+/// Memory: 16 bytes per entry of a power of two between 2 and 8 times the hashes held (32-128
+/// bytes per hash; the first size when that is more), plus, while an outgrown array drains,
+/// its part not yet passed: at most 3 times the new array's entries then (the old array of
+/// a halving). `forEachHash` examines the new array and that part: at most 24 entries per hash
+/// held, or 3 times the first size.
 ///
-/// Cost: O(1) expected per call, plus `migrationSteps` steps of O(1) expected while an array
-/// drains: a lookup then probes twice when the hash is not in the new array and its home in
-/// the old one is not yet passed. Not thread-safe.
+/// Cost: O(1) expected per call, plus up to `migrationSteps` moves and `passSteps` passes,
+/// O(1) expected each, and at most two `munmap`s of a chunk, while an array drains: a lookup
+/// then probes twice when the hash is not in the new array and its home in the old one is
+/// not yet passed. Not thread-safe.
 public final class BlockMaskTable {
     private struct Entry {
         var key: UInt64
@@ -40,39 +53,60 @@ public final class BlockMaskTable {
     private var mask: Int
     private var entries: UnsafeMutablePointer<Entry>
     /// The outgrown array while it drains into `entries` (nil otherwise), its mask, and the
-    /// index its next migration step looks at: its entries before `drained` are empty.
+    /// index its next migration step looks at: its entries before `drained` are empty, and its
+    /// chunks of `releaseChunk` entries lying wholly before `drained`, except the first, are
+    /// unmapped.
     private var old: UnsafeMutablePointer<Entry>?
     private var oldMask = 0
     private var drained = 0
-    /// Steps through the outgrown array that each `set` and `clear` takes while it drains: 4
-    /// suffices (`capacity / 2` old entries plus at most `capacity / 4` moves, in at least
-    /// `capacity / 4` inserts before the next doubling) and bounds the entries one call moves.
+    /// Entries a resize moves in one call at most: 4 suffices (a doubling's `capacity / 4`
+    /// moves within the `capacity / 4` inserts before the next; a halving's at most
+    /// `capacity / 4` within `capacity / 16` calls, with the passes) and bounds the work of
+    /// one call.
     static let migrationSteps = 4
+    /// Empty entries of the outgrown array one call passes at most: 32 (a halving's `2 *
+    /// capacity` passes in `capacity / 16` calls); each is one compare of a sequential read.
+    static let passSteps = 32
     /// Entries held.
     public private(set) var count = 0
     /// Distinct hashes the table may hold.
     public let limit: Int
     /// Inserts refused because the table held `limit` hashes.
     public private(set) var refused: UInt64 = 0
-    /// Entries the array has room for now (a power of two; doubles as hashes come).
+    /// The first capacity: halving stops there.
+    private let firstCapacity: Int
+    /// Entries of an outgrown array unmapped at a time (a power of two, a whole number of
+    /// pages).
+    private let releaseChunk: Int
+    /// Entries the array has room for now (a power of two between 2 and 8 times `count`, or
+    /// the first capacity; doubles and halves as hashes come and go).
     public var capacity: Int { mask + 1 }
     /// The most entries one call has moved from an outgrown array to its successor (tests:
     /// the bound on the work of one call).
     private(set) var mostMoved = 0
     /// Whether an outgrown array is still draining (tests).
     var isMigrating: Bool { old != nil }
+    /// The most bytes of outgrown arrays one call has released (tests: the bound on what one
+    /// call unmaps).
+    private(set) var mostReleased = 0
+    /// Entries `forEachHash` examines now (tests: the cost of `CacheView.forget`).
+    var scanLength: Int { capacity + (old == nil ? 0 : oldMask + 1 - drained) }
 
-    /// An empty table for at most `maxEntries` distinct hashes; allocates 4,096 entries (64 KiB)
+    /// An empty table for at most `maxEntries` distinct hashes; maps 4,096 entries (64 KiB)
     /// or fewer for a smaller limit.
     public convenience init(maxEntries: Int) { self.init(maxEntries: maxEntries, firstCapacity: 4096) }
 
     /// As `init(maxEntries:)`, starting at `firstCapacity` entries (a power of two, at least
-    /// 16) or fewer for a smaller limit (tests: many doublings of a small table).
-    init(maxEntries: Int, firstCapacity: Int) {
+    /// 16) or fewer for a smaller limit, and unmapping outgrown arrays `releaseChunk` entries
+    /// at a time (a power of two of at least a page: 256) (tests: many resizes of a small
+    /// table, released in many chunks).
+    init(maxEntries: Int, firstCapacity: Int, releaseChunk: Int = 1 << 17) {
         limit = max(1, maxEntries)
         var size = 16
         while size < min(2 * limit, firstCapacity) { size <<= 1 }
         mask = size - 1
+        self.firstCapacity = size
+        self.releaseChunk = releaseChunk
         entries = Self.zeroedArray(size)
     }
 
@@ -80,17 +114,16 @@ public final class BlockMaskTable {
     public func room(for newHashes: Int) -> Bool { newHashes <= limit - count }
 
     deinit {
-        free(entries)
-        free(old)
+        munmap(entries, capacity * MemoryLayout<Entry>.stride)
+        if let old { _ = unmapRest(of: old) }
     }
 
-    /// `size` empty entries (all bytes 0). `calloc` maps a large array as zero pages, so the
-    /// cost of clearing it is spread over the writes that touch it. Out of memory traps, as
-    /// Swift's allocation does.
+    /// `size` empty entries (all bytes 0), mapped as zero pages, so the cost of clearing them
+    /// is spread over the writes that touch them and the array can be unmapped in pieces.
+    /// Out of memory traps, as Swift's allocation does.
     private static func zeroedArray(_ size: Int) -> UnsafeMutablePointer<Entry> {
-        guard let raw = calloc(size, MemoryLayout<Entry>.stride) else {
-            fatalError("BlockMaskTable: cannot allocate \(size) entries")
-        }
+        let raw = mmap(nil, size * MemoryLayout<Entry>.stride, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let raw, raw != MAP_FAILED else { fatalError("BlockMaskTable: cannot map \(size) entries") }
         return raw.bindMemory(to: Entry.self, capacity: size)
     }
 
@@ -116,7 +149,7 @@ public final class BlockMaskTable {
 
     /// The index of `key` in the outgrown array `old`, or nil when it is not there: its home
     /// lies before `drained` (so it has moved, and no probe is needed) or its probe meets an
-    /// empty entry.
+    /// empty entry (a probe running off the end meets index 0, passed and still mapped).
     @inline(__always)
     private func findOld(_ key: UInt64, _ old: UnsafeMutablePointer<Entry>) -> Int? {
         var i = Self.home(key, oldMask)
@@ -147,7 +180,7 @@ public final class BlockMaskTable {
             return false
         }
         if 2 * (count + 1) > capacity {
-            grow()
+            resize(to: 2 * capacity)
             i = Self.find(hash, in: entries, mask)
         }
         entries[i] = Entry(key: hash, slots: bits)
@@ -155,67 +188,100 @@ public final class BlockMaskTable {
         return true
     }
 
-    /// Starts a doubling: the current array becomes the outgrown one, drained by later calls.
-    /// O(1) but for the allocation (zero pages). The previous outgrown array has drained
-    /// (`migrationSteps`).
-    private func grow() {
-        precondition(old == nil, "BlockMaskTable: a doubling before the previous one drained")
+    /// Starts a doubling or halving: the current array becomes the outgrown one, drained by
+    /// later calls. O(1) but for the mapping (zero pages). The previous outgrown array has
+    /// drained (`migrationSteps`, `passSteps`).
+    private func resize(to size: Int) {
+        precondition(old == nil, "BlockMaskTable: a resize before the previous one drained")
         old = entries
         oldMask = mask
         drained = 0
-        mask = 2 * mask + 1
-        entries = Self.zeroedArray(mask + 1)
+        mask = size - 1
+        entries = Self.zeroedArray(size)
     }
 
-    /// While an outgrown array drains, takes `migrationSteps` steps through it (`migrate`);
-    /// otherwise nothing. `set` and `clear` call it, and so does each route
-    /// (`Router.routeSlot`), so a doubled table returns to one array within
-    /// `3 * capacity / (4 * migrationSteps)` calls of either kind, events or not. O(1).
+    /// Starts a halving when less than an eighth of the array is held, above the first
+    /// capacity, and no outgrown array drains (the next halving waits for the drain's end).
+    @inline(__always)
+    private func shrinkIfSparse() {
+        if 8 * count < capacity && capacity > firstCapacity && old == nil { resize(to: capacity / 2) }
+    }
+
+    /// While an outgrown array drains, walks it (`migrate`); otherwise nothing. `set` and
+    /// `clear` call it, and so does each route (`Router.routeSlot`), so a resized table
+    /// returns to one array within `capacity / 8` calls of either kind, events or not. O(1).
     @inline(__always)
     public func advanceDrain() {
         if old != nil { migrate() }
     }
 
-    /// Takes `migrationSteps` steps through the outgrown array: moves its entry at `drained` to
-    /// the new array (a backward shift may refill that index) or, when that entry is empty,
-    /// passes it; releases the array once every index is passed.
+    /// Walks the outgrown array from `drained`: moves the entry there to the new array (a
+    /// backward shift may refill that index) or, when it is empty, passes it, unmapping each
+    /// chunk but the first the cursor leaves; up to `migrationSteps` moves and `passSteps`
+    /// passes. Past the last index, unmaps the rest and drops the array, then starts the next
+    /// halving if the table is still sparse.
     private func migrate() {
         guard let old else { return }
-        var moved = 0
-        for _ in 0..<Self.migrationSteps {
+        var moved = 0, passed = 0, released = 0
+        while moved < Self.migrationSteps && passed < Self.passSteps {
             if old[drained].slots != 0 {
                 let e = old[drained]
                 entries[Self.find(e.key, in: entries, mask)] = e
                 Self.removeAt(drained, in: old, oldMask)
                 moved += 1
-            } else if drained == oldMask {
-                free(old)
-                self.old = nil
-                break
-            } else {
+            } else if drained < oldMask {
                 drained += 1
+                passed += 1
+                if drained & (releaseChunk - 1) == 0 && drained > releaseChunk {
+                    let bytes = releaseChunk * MemoryLayout<Entry>.stride
+                    munmap(old + (drained - releaseChunk), bytes)
+                    released += bytes
+                }
+            } else {
+                released += unmapRest(of: old)
+                self.old = nil
+                shrinkIfSparse()
+                break
             }
         }
         mostMoved = max(mostMoved, moved)
+        mostReleased = max(mostReleased, released)
+    }
+
+    /// Unmaps what `migrate` has not of the outgrown array `old`: the whole array when it is
+    /// one chunk or less, else the first chunk and every index from the chunk holding
+    /// `drained` on (at the drain's end, the last chunk). Returns the bytes unmapped.
+    private func unmapRest(of old: UnsafeMutablePointer<Entry>) -> Int {
+        let size = oldMask + 1, stride = MemoryLayout<Entry>.stride
+        guard size > releaseChunk else {
+            munmap(old, size * stride)
+            return size * stride
+        }
+        let from = max(1, drained / releaseChunk) * releaseChunk
+        munmap(old, releaseChunk * stride)
+        munmap(old + from, (size - from) * stride)
+        return (releaseChunk + size - from) * stride
     }
 
     /// Calls `body` with every hash held, in no particular order; `body` must not change
-    /// this table. O(capacity), plus the outgrown array's while one drains.
+    /// this table. O(`scanLength`): the capacity plus the outgrown array's part not yet
+    /// passed, at most 24 entries per hash held or 3 times the first capacity.
     public func forEachHash(_ body: (UInt64) -> Void) {
         for i in 0...mask where entries[i].slots != 0 { body(entries[i].key) }
-        if let old { for i in 0...oldMask where old[i].slots != 0 { body(old[i].key) } }
+        if let old { for i in drained...oldMask where old[i].slots != 0 { body(old[i].key) } }
     }
 
     /// Entries whose mask holds any of `bits` (tests: what a slot holds, counted in the table
-    /// itself). O(capacity).
+    /// itself). O(`scanLength`).
     func holders(of bits: UInt64) -> Int {
         var n = 0
         for i in 0...mask where entries[i].slots & bits != 0 { n += 1 }
-        if let old { for i in 0...oldMask where old[i].slots & bits != 0 { n += 1 } }
+        if let old { for i in drained...oldMask where old[i].slots & bits != 0 { n += 1 } }
         return n
     }
 
-    /// Removes `bits` from the mask of `hash`, and the entry when its mask becomes 0.
+    /// Removes `bits` from the mask of `hash`, and the entry when its mask becomes 0 (then
+    /// halving the array if that leaves it sparse: `shrinkIfSparse`).
     public func clear(_ hash: UInt64, _ bits: UInt64) {
         advanceDrain()
         var array = entries, arrayMask = mask
@@ -230,6 +296,7 @@ public final class BlockMaskTable {
         if array[i].slots == 0 {
             Self.removeAt(i, in: array, arrayMask)
             count -= 1
+            shrinkIfSparse()
         }
     }
 

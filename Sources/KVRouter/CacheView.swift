@@ -27,11 +27,12 @@ import KVCache
 /// bit also one probe of the slot's own set of hashes (exact mode, below); a routed block (approximate mode) one probe of the slot's recency map, plus,
 /// when it is new, a table probe to set its bit and, when the slot is full, one to clear the
 /// evicted block's. Allocation after creation: the shared block table doubles when an entry
-/// would take it past half full (`BlockMaskTable`: incrementally, at most
-/// `BlockMaskTable.migrationSteps` entries moved per later insert, removal or route), and
+/// would take it past half full and halves when a removal leaves it under an eighth full
+/// (`BlockMaskTable`: incrementally, at most `BlockMaskTable.migrationSteps` entries moved
+/// per later insert, removal or route, the outgrown array unmapped 2 MiB at a time), and
 /// per slot, allocated by the first hash credited to it: in exact mode its set of hashes
-/// (`held`, a `BlockMaskTable` of its own: 32-64 bytes per hash, growing as the shared one
-/// does, incrementally; released by `forget`), in approximate mode its recency map
+/// (`held`, a `BlockMaskTable` of its own: 32-128 bytes per hash, growing and shrinking as
+/// the shared one does; released by `forget`), in approximate mode its recency map
 /// (`recency`, 16 bytes per entry of a power of two at least twice
 /// `approximateBlocksPerInstance`: 512 KiB at the default 16,384). Not thread-safe.
 public final class CacheView {
@@ -200,8 +201,9 @@ public final class CacheView {
     /// Drops everything credited to `slot` (the instance left or cleared its cache); the table
     /// holds afterwards what a scan of every entry would leave. Cost: one probe per hash the
     /// slot holds (approximate: walked in recency order, the list keeping its memory; exact:
-    /// read from its set, O(the set's capacity), which is then released), nothing for an
-    /// empty slot.
+    /// read from its set, which examines at most 24 entries per hash held or 12,288, three
+    /// times its first 4,096, as the set shrinks with its hashes; then released), nothing for
+    /// an empty slot.
     public func forget(slot: Int) {
         let bit: UInt64 = 1 << UInt64(slot)
         recency[slot].removeAll { table.clear($0, bit) }
@@ -225,6 +227,9 @@ public final class CacheView {
     /// Entries in `slot`'s list (tests: exact, its set of hashes; approximate, its recency
     /// list).
     func listedHashes(slot: Int) -> Int { mode == .exact ? held[slot]?.count ?? 0 : recency[slot].count }
+
+    /// Entries `forget(slot:)` would examine in `slot`'s set of hashes (tests).
+    func heldScanLength(slot: Int) -> Int { held[slot]?.scanLength ?? 0 }
 
     /// The most entries one call has moved within a slot's record of its hashes, over the
     /// slots' current sets (tests: the bound on the work of one event; `forget` aside).

@@ -52,7 +52,7 @@ public struct RouterConfig: Equatable, Sendable {
     /// Tokens per block of the hashes the router is given (converts matched blocks to tokens).
     public var blockTokens: Int = 16
     /// Distinct block hashes the cache view can track in all instances together (its table
-    /// grows as they come, 32-64 bytes each, up to this bound; `BlockMaskTable`). Default and largest 2^26.
+    /// grows and shrinks with them, 32-128 bytes each, up to this bound; `BlockMaskTable`). Default and largest 2^26.
     public var trackedBlocks: Int = 1 << 26
     /// Approximate view: blocks assumed cached per instance (its prefix-cache capacity). Each
     /// instance's recency list takes 16 bytes per entry of the smallest power of two (at least
