@@ -2107,8 +2107,8 @@ kvc_status kvc_router_report(kvc_router *r, uint32_t instance, const kvc_instanc
  *  Cost: two probes of the instance's flat count table per block, and one of the shared
  *  block table per block whose last reference goes; no allocation. Measured with
  *  kvc_router_route (2026-11-25, 64 instances, 40-block prompts, exact view, loaded
- *  machine): about 5 us a route + finish, against 11-12 us with per-instance Swift
- *  Dictionaries in the same run (DualMap's route alone: 0.45-0.56 us); docs/routing.md. */
+ *  machine): 4.6-5.3 us a route + finish, against 10.9-12.3 us with per-instance Swift
+ *  Dictionaries in the same run (DualMap's route alone: 0.44-0.78 us); docs/routing.md. */
 kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *block_hashes,
                              size_t n_blocks);
 
