@@ -63,6 +63,8 @@ RING_CHANGES = {"add": "merge", "remove": "compact"}
 # applying the same batch of OBSERVE_EVENTS events, one batch per measurement.
 OBSERVE_EVENTS = 1024
 OBSERVE = (f"Router observe {OBSERVE_EVENTS} events exact", f"Dictionary observe {OBSERVE_EVENTS} events exact")
+# Overlap cost's decision followed by the request's finish, one pair per measurement.
+ROUTE_FINISH = "Route and finish 64 instances overlap-cost"
 
 
 def wall_percentiles(directory):
@@ -139,6 +141,10 @@ def router_report(out):
         each = ", ".join(f"{x:.4f}" for x in ratios)
         print(f"INFO ring-{change}-{size.replace(' ', '-')}: {RING_CHANGES[change]}/rebuild {ratio:.4f} ({1 / ratio:.1f}x faster),"
               f" not judged (median of {len(ratios)} same-run rounds: {each})")
+    if ROUTE_FINISH in main:
+        q = main[ROUTE_FINISH]
+        print(f"INFO route-finish-overlap-cost: p50 {q['50.0']:.3f} us, p99 {q['99.0']:.3f} us per routing decision and"
+              " the request's finish, not judged")
     if OBSERVE[0] in main and OBSERVE[1] in main:
         view, plain = (main[n][percentile] * 1000 / OBSERVE_EVENTS for n in OBSERVE)
         print(f"INFO observe-events: {view:.1f} ns per event applied to the router's exact view, {plain:.1f} ns to a"

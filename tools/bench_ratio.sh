@@ -30,7 +30,9 @@
 #                  "Route 64 instances dualmap" benchmark: one decision per measurement, so its
 #                  wall-clock p99 is per decision), judged on the median of the p99s of
 #                  RATIO_ROUNDS runs of it alone (the main run's when there are none: one run's
-#                  p99 ranged 1.05-1.87 us here); the other policies' p50/p99 are INFO
+#                  p99 ranged 1.05-1.87 us here); the other policies' p50/p99 are INFO, and
+#                  so is overlap cost's decision followed by the request's finish
+#                  (route-finish-overlap-cost)
 #   ring-*:        ring membership changes, merge (add) and compact (remove) against the rebuild
 #                  they replaced, INFO: the median of RATIO_ROUNDS same-run rounds of the ring
 #                  benchmarks alone, each round's ratio of p50s (PERCENTILE) printed

@@ -294,6 +294,11 @@ status, output = run_router({**ROUTES, "Router observe 1024 events exact": (40.9
 check("router: the KV-event pair is reported per event, as a ratio, not judged", status == 0
       and line(output, "INFO observe-events").startswith("INFO observe-events: 40.0 ns per event applied to the router's exact view,"
                                                          " 20.0 ns to a Dictionary (view/Dictionary 2.00;"), output)
+status, output = run_router({**ROUTES, "Route and finish 64 instances overlap-cost": (0.9, 1.2, 1.6)})
+check("router: overlap cost's route + finish is INFO, apart from the route-only policies", status == 0
+      and line(output, "INFO route-finish-overlap-cost").startswith("INFO route-finish-overlap-cost: p50 0.900 us, p99 1.600 us per"
+                                                                      " routing decision and the request's finish, not judged")
+      and "INFO route-and" not in output, output)
 status, output = run_router({**ROUTES, "Router observe 1024 events exact": (40.96, 50.0, 60.0)})
 check("router: half of the KV-event pair gives no ratio", status == 0 and "INFO observe-events" not in output, output)
 status, output = run_router({}, replay=(4.2, 16, ["dualmap"]))

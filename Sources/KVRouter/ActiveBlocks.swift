@@ -9,8 +9,9 @@ import KVCache
 /// `free` does at completion (its `mark_prefill_completed` drops pending prefill tokens only,
 /// which the load reports carry here). Output blocks are not counted, as in Dynamo by default.
 ///
-/// Memory is bounded: an instance holds at most `limitPerInstance` distinct hashes (one
-/// dictionary entry, about 24 bytes, plus a shared mask-table entry, 32-128 bytes, each). A
+/// Memory is bounded: an instance holds at most `limitPerInstance` distinct hashes (an entry
+/// of its flat count table, `HashCounts`, 32-64 bytes, plus a shared mask-table entry, 32-128
+/// bytes, each: 64-192 bytes an active hash; at most 8 MiB of count table an instance). A
 /// request that would take it past that first clears the instance's set (counted in `resets`):
 /// a server that never calls finish makes the count restart from its latest requests rather
 /// than grow (Dynamo expires requests unfinished after 5 minutes instead); the cleared
@@ -22,8 +23,8 @@ public final class ActiveBlocks {
     /// Distinct active hashes an instance may hold: 262,144 blocks, 4M tokens of 16-token
     /// blocks routed and unfinished at one instance.
     public static let limitPerInstance = 1 << 18
-    /// Per slot: reference count of each active hash.
-    private var counts: [[UInt64: UInt32]]
+    /// Per slot: reference count of each active hash (`RouterConfig.maxInstances` tables).
+    private let counts: UnsafeMutablePointer<HashCounts>
     /// Per hash: the slots where it is active (for one probe per hash in `countPresent`).
     private let table: BlockMaskTable
     /// Per slot: how many of the hashes last given to `countPresent` are active there.
@@ -33,13 +34,18 @@ public final class ActiveBlocks {
 
     /// Empty sets for every slot.
     init() {
-        counts = Array(repeating: [:], count: RouterConfig.maxInstances)
+        counts = .allocate(capacity: RouterConfig.maxInstances)
+        for s in 0..<RouterConfig.maxInstances { (counts + s).initialize(to: HashCounts()) }  // an array each
         table = BlockMaskTable(maxEntries: RouterConfig.maxInstances * Self.limitPerInstance)
         present = .allocate(capacity: RouterConfig.maxInstances)
         present.initialize(repeating: 0, count: RouterConfig.maxInstances)
     }
 
-    deinit { present.deallocate() }
+    deinit {
+        for s in 0..<RouterConfig.maxInstances { counts[s].deallocate() }
+        counts.deallocate()
+        present.deallocate()
+    }
 
     /// Distinct active hashes at `slot` (Dynamo's `active_blocks`). O(1).
     @inline(__always) public func unique(slot: Int) -> Int { counts[slot].count }
@@ -66,8 +72,8 @@ public final class ActiveBlocks {
 
     /// Adds one reference to each of `hashes` at `slot`, first clearing the slot's set if they
     /// could take it past `limitPerInstance`; nothing for more hashes than the limit. One
-    /// dictionary probe (the entry updated in place) and, for a hash new there, one table probe
-    /// per hash; allocates when the slot's dictionary or the table grows.
+    /// count-table probe and, for a hash new there, one mask-table probe per hash; allocates
+    /// when the slot's count table or the mask table grows.
     func add(_ hashes: UnsafeBufferPointer<UInt64>, slot: Int) {
         if hashes.count > Self.limitPerInstance { return }
         if counts[slot].count + hashes.count > Self.limitPerInstance {
@@ -75,11 +81,11 @@ public final class ActiveBlocks {
             resets += 1
         }
         let bit: UInt64 = 1 << UInt64(slot)
-        for h in hashes where Self.increment(&counts[slot][h, default: 0]) { table.set(h, bit) }
+        for h in hashes where counts[slot].add(h) { table.set(h, bit) }
     }
 
-    /// Adds one to `count`, saturating; whether it was 0 (the hash is new at the slot). Takes
-    /// the dictionary entry in place: one probe per hash.
+    /// Adds one to `count`, saturating; whether it was 0 (the hash is new at the slot): the
+    /// rule of `HashCounts.add`, which takes its entry in place.
     @inline(__always)
     static func increment(_ count: inout UInt32) -> Bool {
         defer { if count < .max { count += 1 } }
@@ -87,27 +93,20 @@ public final class ActiveBlocks {
     }
 
     /// Removes one reference to each of `hashes` at `slot`; returns false, changing nothing,
-    /// when one of them has none there. Two dictionary probes per hash, one table probe per
-    /// hash whose last reference goes.
+    /// when one of them has none there (a hash repeated in the prompt whose last reference an
+    /// earlier occurrence took is passed over). Two count-table probes per hash, one mask-table
+    /// probe per hash whose last reference goes.
     func remove(_ hashes: UnsafeBufferPointer<UInt64>, slot: Int) -> Bool {
-        for h in hashes where counts[slot][h] == nil { return false }
+        for h in hashes where !counts[slot].contains(h) { return false }
         let bit: UInt64 = 1 << UInt64(slot)
-        for h in hashes {
-            guard let c = counts[slot][h] else { continue }  // a hash repeated in the prompt
-            if c == 1 {
-                counts[slot][h] = nil
-                table.clear(h, bit)
-            } else {
-                counts[slot][h] = c - 1
-            }
-        }
+        for h in hashes where counts[slot].release(h) { table.clear(h, bit) }
         return true
     }
 
-    /// Forgets every active hash at `slot` (keeping its dictionary's storage). O(its hashes).
+    /// Forgets every active hash at `slot` (keeping its count table's array). O(that array).
     func clear(slot: Int) {
         let bit: UInt64 = 1 << UInt64(slot)
-        for h in counts[slot].keys { table.clear(h, bit) }
-        counts[slot].removeAll(keepingCapacity: true)
+        counts[slot].forEachKey { table.clear($0, bit) }
+        counts[slot].removeAll()
     }
 }
