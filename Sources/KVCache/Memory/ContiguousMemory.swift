@@ -449,7 +449,7 @@ final class ContiguousMemory: BlockListener {
                 // A second failed mmap: the page maps nothing and pins nothing; the sequence's
                 // K/V there is gone, and the error says so.
                 failure = .outOfMemory("\(failure.message); page \(page) of the sequence could not be mapped again "
-                                       + "(\(String(cString: kvm_error()))): its K/V there is lost and reading it faults; free the sequence")
+                                       + "(\(kvmMessage())): its K/V there is lost and reading it faults; free the sequence")
             }
             for (page, old) in zip(pages, olds) where group(slot, page) == old { pinGroup(Int(old)) }
             throw failure

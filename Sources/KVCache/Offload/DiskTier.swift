@@ -206,7 +206,7 @@ final class DiskTier {
             slabConfig.dir = dir
             return kvm_slab_open(&slabConfig, &s)
         }
-        if rc < 0 { throw .file(-rc, String(cString: kvm_error()), otherwise: -rc == EINVAL ? .invalidArgument : .io) }
+        if rc < 0 { throw .file(rc, otherwise: -rc == EINVAL ? .invalidArgument : .io) }
         slab = s!
         // Under the directory's lock, before the journal is replayed (and compacted): a
         // directory of another model or shape is refused untouched.
@@ -228,7 +228,7 @@ final class DiskTier {
         let stagingBytes = stages * slotBytes
         guard let mapped = kvm_io_alloc_buffers(UInt64(stagingBytes), config.numaNode) else {
             kvm_slab_close(slab)
-            throw .outOfMemory("offload: staging buffers: \(String(cString: kvm_error()))")
+            throw .outOfMemory("offload: staging buffers: \(kvmMessage())")
         }
         stagingBase = mapped
         // One registered buffer over every staging buffer, so that a request spanning several
@@ -256,7 +256,7 @@ final class DiskTier {
         if ioRC < 0 {
             kvm_io_free_buffers(mapped, UInt64(stagingBytes))
             kvm_slab_close(slab)
-            throw .file(-ioRC, String(cString: kvm_error()))
+            throw .file(ioRC)
         }
         io = q!
         stats.backend = UInt32(kvm_io_backend(io))
@@ -404,7 +404,7 @@ final class DiskTier {
         defer { latest.deallocate() }
         var skipped = kvm_journal_skipped()
         let top = kvm_slab_journal_replay(slab, latest, UInt32(capacity), &skipped)
-        if top < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        if top < 0 { throw KVError(.io, kvmMessage()) }
         generation = UInt64(top)
         var unusable: UInt64 = 0, underLostKey: UInt64 = 0
         var recovered: [Int32] = []
@@ -942,7 +942,7 @@ final class DiskTier {
         guard freeTop == 0 && Int(kvm_slab_allocated(slab)) < capacity else { return }
         let before = Int(kvm_slab_allocated(slab))
         guard kvm_slab_grow(slab) == 0 else {
-            lastFailure = String(cString: kvm_error())
+            lastFailure = kvmMessage()
             return
         }
         let after = Int(kvm_slab_allocated(slab))
@@ -1255,7 +1255,7 @@ final class DiskTier {
         stats.requestsSubmitted += UInt64(n)
         let accepted = Int(max(0, kvm_io_submit(io, batch, UInt32(n))))
         if accepted < n {
-            lastFailure = "offload: submitting I/O failed: \(String(cString: kvm_error()))"
+            lastFailure = "offload: submitting I/O failed: \(kvmMessage())"
             for i in accepted..<n { completeRequest(tag: batch[i].tag, result: -Int64(EIO)) }
             flushJournal()
         }
@@ -1477,7 +1477,7 @@ final class DiskTier {
     private func verified(_ stage: Int32, slot: Int32, hash: UInt64, generation: UInt64, checksum: UInt64) -> Bool {
         stats.bytesRead += UInt64(slotBytes)
         guard kvm_slot_verify(stageBuffer(stage), UInt32(slot), hash, generation, checksum, UInt32(payloadBytes)) == 0 else {
-            lastFailure = String(cString: kvm_error())
+            lastFailure = kvmMessage()
             return false
         }
         return true
@@ -1584,7 +1584,7 @@ final class DiskTier {
     /// The directory's fsync ends `directorySyncOwed` unless a compaction meanwhile owes another.
     func endSync(_ pinned: PinnedSync) throws(KVError) {
         if let failure = pinned.filesFailure { throw KVError(.io, failure) }
-        if kvm_slab_check_files(slab) < 0 { throw KVError(.io, String(cString: kvm_error())) }
+        if kvm_slab_check_files(slab) < 0 { throw KVError(.io, kvmMessage()) }
         if pinned.directoryOwed {
             if let failure = pinned.directoryFailure {
                 throw KVError(.io, "offload journal: \(failure); its compaction's rename may not survive a "

@@ -67,7 +67,7 @@ final class OpenRecords {
         guard base == nil else { return }
         guard let mapped = kvm_io_reserve_buffers(UInt64(capacity * stride), numaNode) else {
             throw .outOfMemory("offload: episodic offload's open-record buffers (min(max_seqs, offload_queue_depth) = \(capacity) "
-                               + "slot payloads of \(payloadBytes) bytes): \(String(cString: kvm_error()))")
+                               + "slot payloads of \(payloadBytes) bytes): \(kvmMessage())")
         }
         base = mapped
     }
