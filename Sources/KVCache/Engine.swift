@@ -109,13 +109,13 @@ public final class Engine: @unchecked Sendable {
             throw .invalid("max_seqs x max_seq_tokens / block_tokens = \(config.maxSeqs * maxBlocks) block-table entries, over 2^28: lower max_seqs or max_seq_tokens, or raise block_tokens")
         }
         let events = config.eventCapacity + 1  // + the memory tier's `allCleared` below
-        let budgetBlocks = config.memoryBytes / UInt64(config.tensors * config.blockBytes)
+        let budgetBlocks = config.memoryBytes / UInt64(config.blockBytesAllTensors)
         guard budgetBlocks <= UInt64(Engine.maxBlocks) else {
-            throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.tensors * config.blockBytes) bytes, more than the \(Engine.maxBlocks) an engine indexes: raise block_tokens or lower memory_bytes")
+            throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.blockBytesAllTensors) bytes, more than the \(Engine.maxBlocks) an engine indexes: raise block_tokens or lower memory_bytes")
         }
         switch (config.layout, config.metadataOnly) {
         case (_, true):
-            guard budgetBlocks > 0 else { throw .invalid("memory_bytes \(config.memoryBytes) holds no block of \(config.blockBytes * config.tensors) bytes") }
+            guard budgetBlocks > 0 else { throw .invalid("memory_bytes \(config.memoryBytes) holds no block of \(config.blockBytesAllTensors) bytes") }
             paged = nil
             contiguous = nil
             blocks = try BlockPool(capacity: Int(budgetBlocks), arena: nil, eventCapacity: events)

@@ -165,7 +165,7 @@ final class DiskTier {
     /// tier files). Allocates all metadata, `offloadQueueDepth` staging buffers and a queue of
     /// `maxPendingReads` reads waiting for a buffer (the engine's block count) up front.
     init(_ config: EngineConfig, memory: TierMemory, events: EventQueue, maxPendingReads: Int) throws(KVError) {
-        payloadBytes = config.tensors * config.blockBytes
+        payloadBytes = config.blockBytesAllTensors
         slotBytes = DiskTier.slotBytes(payloadBytes: payloadBytes)
         // `config.validate()` checked the sizes (`checkSizes`): 1 to `maxSlots` slots, each
         // within `maxSlotBytes`, so every length below fits the I/O path's 32 bits.
