@@ -57,7 +57,7 @@ final class OpenRecords {
 
     deinit { kvm_io_free_buffers(base, UInt64(capacity * stride)) }
 
-    /// Whether the buffers are mapped (`reserve`).
+    /// Whether the buffers are mapped (`reserve`). Tests: read by the tests only.
     var isReserved: Bool { base != nil }
 
     /// Maps the buffers (`capacity x payloadBytes`, rounded up to 2 MiB; no page touched),
