@@ -58,7 +58,7 @@ public final class Engine: @unchecked Sendable {
     let bt: Int
     /// Per slot: the eviction state of a sequence that observes or compacts (Compaction.swift),
     /// else nil (its layers all hold `length` tokens at positions 0..<length).
-    var evictionStates: [AttentionScores?]
+    var evictionStates: [EvictionState?]
     /// The disk tier and swap state; nil without `offload_dir`.
     let offload: OffloadCoordinator?
     /// Committed bytes `reserve` asked for since the last `trim` (the most of its calls; for a
@@ -149,7 +149,7 @@ public final class Engine: @unchecked Sendable {
         pagedTensorBytes = paged.map { Int(kvm_arena_tensor_bytes($0.arena)) } ?? 0
         contiguousRanges = contiguous?.ranges
         sequences = try SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
-        evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
+        evictionStates = [EvictionState?](repeating: nil, count: config.maxSeqs)
         // A throwing initializer runs no `deinit` until `self` is whole (after `mutex`), so the
         // buffers allocated before are freed with `a` if a step throws before.
         let a = CheckedAllocations()
@@ -561,7 +561,7 @@ public final class Engine: @unchecked Sendable {
     /// Throws `notFound`, `invalidArgument` (past `maxSeqTokens`; a swapped-out sequence), `io`
     /// (a failed disk read spoiled the sequence, `usableSlot`), `outOfMemory` (nothing appended;
     /// only once no swap-out is pending: it waits for them first, `lockedAllocating`; or a
-    /// sequence with token-eviction state cannot grow it, `AttentionScores.reserve`).
+    /// sequence with token-eviction state cannot grow it, `EvictionState.reserve`).
     /// Cost: O(tokens); a block allocation per `blockTokens` tokens and, contiguous, a mapping
     /// per page crossed. No heap allocation, except that an append taking a sequence with
     /// token-eviction state past its state's capacity (1024, 2048, ... slots) reallocates
@@ -631,7 +631,7 @@ public final class Engine: @unchecked Sendable {
         // share. Those are made the sequence's own first (all of them, before any change),
         // as a partly filled last block is copied on write otherwise.
         let state = evictionStates[slot]
-        if let state, n > AttentionScores.positionLimit - state.nextPosition {
+        if let state, n > EvictionState.positionLimit - state.nextPosition {
             throw .invalid("appending \(n) tokens to sequence \(seq) at position \(state.nextPosition) would pass position 2^31 - 1, the last token eviction records")
         }
         // The eviction state grows first (a growth changes no observable state): refused
@@ -796,8 +796,8 @@ public final class Engine: @unchecked Sendable {
             if contiguous != nil { try awaitUsable(from) }  // the fork copies the boundary page
             settleRestores(from)  // the child copies the state, whose pending restores may yet be undone
             // The child's eviction state is allocated before any change (filled last, below).
-            var childState: AttentionScores?
-            if let state = evictionStates[from] { childState = try AttentionScores(shapeOf: state) }
+            var childState: EvictionState?
+            if let state = evictionStates[from] { childState = try EvictionState(shapeOf: state) }
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {

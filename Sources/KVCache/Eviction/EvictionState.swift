@@ -27,7 +27,7 @@ import Glibc
 /// "Speculative decoding"). No access here overlaps another (none is passed `inout` to a call
 /// that touches the same property, and the engine's lock serialises callers: the class is not
 /// thread-safe); debug builds, the tests', still check that.
-public final class AttentionScores {
+public final class EvictionState {
     /// Layers.
     public let layers: Int
     /// KV heads per layer.
@@ -149,7 +149,7 @@ public final class AttentionScores {
     /// An empty state shaped as `other` (its layers, heads, configuration and capacity),
     /// which `copy(from: other)` fills: a fork allocates it before it changes anything.
     /// Throws and costs as the public initializer at `other.capacity`.
-    convenience init(shapeOf other: AttentionScores) throws(KVError) {
+    convenience init(shapeOf other: EvictionState) throws(KVError) {
         try self.init(layers: other.layers, heads: other.heads, config: other.config, length: 0,
                       capacity: other.capacity, maxCapacity: other.maxCapacity)
     }
@@ -195,7 +195,7 @@ public final class AttentionScores {
     /// Takes what the server supplied to `old` (same layers): its per-layer sensitivity and
     /// its segments with their embeddings, not its observations (a sequence whose policy
     /// changes before its first compaction, `Engine.setEviction`). Cost: O(segments * dim).
-    func takeServerInput(from old: AttentionScores) {
+    func takeServerInput(from old: EvictionState) {
         sensitivity = old.sensitivity
         segmentBounds = old.segmentBounds
         embeddings = old.embeddings
@@ -206,7 +206,7 @@ public final class AttentionScores {
     /// since, a deep copy of `other` (a forked sequence's state), parked slots included
     /// (positions and every score): the engine gives the fork its own pins on the records
     /// holding their K/V. Cost: O(rows * capacity) time, no allocation but the small arrays'.
-    func copy(from other: AttentionScores) {
+    func copy(from other: EvictionState) {
         precondition(capacity == other.capacity && rows == other.rows && episodeObserved.count == other.episodeObserved.count)
         let n = rows * capacity
         positions.update(from: other.positions, count: n)
