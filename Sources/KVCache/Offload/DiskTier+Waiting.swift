@@ -147,7 +147,7 @@ extension DiskTier {
 
     /// True when the slot read into `stage` holds what was expected: header, generation and
     /// payload checksum (`kvm_slot_verify`); else `lastFailure` says why. Counts the bytes read.
-    func verified(_ stage: Int32, slot: Int32, hash: UInt64, generation: UInt64, checksum: UInt64) -> Bool {
+    private func verified(_ stage: Int32, slot: Int32, hash: UInt64, generation: UInt64, checksum: UInt64) -> Bool {
         stats.bytesRead += UInt64(slotBytes)
         guard kvm_slot_verify(stageBuffer(stage), UInt32(slot), hash, generation, checksum, UInt32(payloadBytes)) == 0 else {
             lastFailure = kvmMessage()

@@ -291,7 +291,7 @@ extension DiskTier {
 
     /// A free slot and a free staging buffer, waiting for completions and dropping the LRU's
     /// oldest slot as needed.
-    func reserve() throws(KVError) -> (Int32, Int32) {
+    private func reserve() throws(KVError) -> (Int32, Int32) {
         let slot = try takeSlot()
         return (slot, takeStage(for: slot))
     }
@@ -373,7 +373,7 @@ extension DiskTier {
     /// while it cannot append, a slot dropped from the LRU would only wait for its FREED
     /// record (`waitingSlots`), its cached block lost for nothing. O(1) unless appends are
     /// failing; then at most one flush.
-    func journalAppends() -> Bool {
+    private func journalAppends() -> Bool {
         if journal.appendFailing && waitingCount == 0 { flushJournal() }
         return !journal.appendFailing
     }
@@ -467,7 +467,7 @@ extension DiskTier {
     }
 
     /// `checksum`: the payload's, when its gather computed it (nil: the seal computes it).
-    func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, checksum: UInt64?,
+    private func submitWrite(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, checksum: UInt64?,
                              op: UInt8) {
         generation += 1
         let s = Int(slot)
