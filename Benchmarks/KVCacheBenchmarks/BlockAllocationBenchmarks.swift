@@ -11,7 +11,7 @@ func registerBlockAllocationBenchmarks() {
 
     Benchmark("Engine allocate+free") { benchmark in
         var config = EngineConfig()  // 32 layers x 8 heads x 128, fp16, 16-token blocks: 2 MiB a block
-        config.memoryBytes = UInt64(capacity) * UInt64(config.blockBytes * config.tensors)
+        config.memoryBytes = UInt64(capacity) * UInt64(config.blockBytesAllTensors)
         let pool: BlockPool
         do {
             pool = try BlockPool(pagedMemory: config)

@@ -61,7 +61,7 @@ struct TraceReplay: Sendable {
         config.metadataOnly = true
         config.maxSeqs = 2 * Self.liveLimit
         config.maxSeqTokens = 131_072
-        config.memoryBytes = UInt64(Self.budgetBlocks) * UInt64(config.tensors * config.blockBytes)
+        config.memoryBytes = UInt64(Self.budgetBlocks) * UInt64(config.blockBytesAllTensors)
         return config
     }
 

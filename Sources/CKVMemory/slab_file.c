@@ -510,6 +510,39 @@ static void seal(kvm_journal_record *records, uint32_t n) {
     }
 }
 
+/* Writes len bytes at fd's end, through short writes: 0, or -1 with errno set by the write
+ * that failed (a write of 0 bytes counts as EIO). */
+static int write_all(int fd, const void *buf, size_t len) {
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (w == 0) errno = EIO;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Seals n records (magic, record checksum) and appends them to the journal file fd, now
+ * `size` bytes long, named `path` in messages, through short writes (write_all): 0, or -errno
+ * with kvm_error() naming the file and the reason; -EFBIG, writing nothing, when they would
+ * pass the process's file-size limit (the kernel would end the process: SIGXFSZ). The one way
+ * journal records are written, by an append and by a compaction. */
+static int write_records(int fd, uint64_t size, kvm_journal_record *records, uint32_t n, const char *path) {
+    size_t bytes = (size_t)n * sizeof *records;
+    uint64_t limit = kvm_file_size_limit();
+    if (size + bytes > limit)
+        return kvm_fail(EFBIG, "offload: %u journal records would take '%s' past the process's file-size limit (RLIMIT_FSIZE, %llu bytes)",
+                        n, path, (unsigned long long)limit);
+    seal(records, n);
+    if (write_all(fd, records, bytes) != 0) return kvm_fail(errno, "offload: writing '%s' failed: %s", path, strerror(errno));
+    return 0;
+}
+
 int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n) {
     /* A short write before (a full disk, a file-size limit) left part of a record at the end:
      * cut it off, so that these records start on a record boundary and the replay and peers
@@ -519,17 +552,7 @@ int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n
     uint64_t torn = (uint64_t)st.st_size % sizeof *records;
     if (torn != 0 && ftruncate(s->journal_fd, st.st_size - (off_t)torn) != 0)
         return kvm_fail(errno, "offload journal: cutting a torn record of %llu bytes failed: %s", (unsigned long long)torn, strerror(errno));
-    seal(records, n);
-    size_t bytes = (size_t)n * sizeof *records;
-    uint64_t limit = kvm_file_size_limit(), end = (uint64_t)st.st_size - torn + bytes;
-    if (end > limit) /* the kernel would end the process (SIGXFSZ) */
-        return kvm_fail(EFBIG, "offload journal: %u records would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes)",
-                        n, (unsigned long long)limit);
-    ssize_t w;
-    do w = write(s->journal_fd, records, bytes); while (w < 0 && errno == EINTR);
-    if (w < 0) return kvm_fail(errno, "offload journal write failed: %s", strerror(errno));
-    if ((size_t)w != bytes) return kvm_fail(EIO, "offload journal write was short (%zd of %zu bytes)", w, bytes);
-    return 0;
+    return write_records(s->journal_fd, (uint64_t)st.st_size - torn, records, n, s->journal_path);
 }
 
 /* Reads up to cap whole records (valid or not) at byte from_byte into out: how many, or -errno.
@@ -601,23 +624,6 @@ int kvm_sync_parent(const char *path) {
     return rc;
 }
 
-/* Writes len bytes at fd's end, through short writes: 0, or -1 with errno set by the write
- * that failed (a write of 0 bytes counts as EIO). */
-static int write_all(int fd, const void *buf, size_t len) {
-    const char *p = buf;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            if (w == 0) errno = EIO;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 uint64_t kvm_slab_journal_bytes(const kvm_slab *s) {
     struct stat st;
     return fstat(s->journal_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
@@ -647,14 +653,7 @@ int kvm_slab_journal_rewrite_add(kvm_slab *s, kvm_journal_record *records, uint3
     rewrite_path(s, tmp, sizeof tmp);
     struct stat st;
     if (fstat(s->rewrite_fd, &st) != 0) return kvm_fail(errno, "offload: fstat of '%s' failed: %s", tmp, strerror(errno));
-    uint64_t limit = kvm_file_size_limit();
-    if ((uint64_t)st.st_size + (uint64_t)n * sizeof *records > limit) /* the kernel would end the process (SIGXFSZ) */
-        return kvm_fail(EFBIG, "offload: the compacted journal would pass the process's file-size limit (RLIMIT_FSIZE, %llu bytes): %s",
-                        (unsigned long long)limit, strerror(EFBIG));
-    seal(records, n);
-    if (write_all(s->rewrite_fd, records, (size_t)n * sizeof *records) != 0)
-        return kvm_fail(errno, "offload: writing '%s' failed: %s", tmp, strerror(errno));
-    return 0;
+    return write_records(s->rewrite_fd, (uint64_t)st.st_size, records, n, tmp);
 }
 
 int kvm_slab_journal_rewrite_commit(kvm_slab *s) {

@@ -3,7 +3,7 @@
 /// index.
 extension Engine {
     /// Shrinks `seq` to its first `tokens` positions, `1...` the positions it has seen (its
-    /// length, unless it has token-eviction state: then `AttentionScores.nextPosition`; that
+    /// length, unless it has token-eviction state: then `EvictionState.nextPosition`; that
     /// count is a no-op). The server then appends from there as after any append; later
     /// appends take positions from `tokens` on. A speculative decoder at position P that
     /// appended k drafts (P..<P+k) and accepted a calls `truncate(seq, to: P + a)`.
@@ -30,7 +30,7 @@ extension Engine {
     ///   full block (whose tokens the engine keeps); a cut further back stops the sequence
     ///   indexing its later blocks (their tokens before the cut are unknown to the engine).
     ///
-    /// Compacted (slots hold positions in any order, Compaction.swift): every layer, and every
+    /// Compacted (slots hold positions in any order, Engine+Compaction.swift): every layer, and every
     /// head row per head, keeps exactly its tokens at positions below `tokens` (those a
     /// compaction evicted have nothing to remove); kept tokens past the row's new length fill
     /// the holes below it, each with its bytes (none moves for a cut past every compacted
@@ -53,7 +53,7 @@ extension Engine {
     /// swapped-out sequence, one whose disk reads (swap-in, prefix hit, episodic restores) have
     /// not all landed: truncate once `ready`, a cut below prompt blocks not yet scheduled); `io`
     /// (a failed disk read spoiled it, `usableSlot`);
-    /// `unsupported`, eviction state only (`AttentionScores.planTruncation`: per head, the heads
+    /// `unsupported`, eviction state only (`EvictionState.planTruncation`: per head, the heads
     /// of a layer would keep different counts, which only a cut below compacted positions can
     /// cause; a layer would keep no token; a segment wholly past the cut was already clustered
     /// by a focus); `outOfMemory` (a block or page the truncation must copy finds no room;
@@ -66,7 +66,7 @@ extension Engine {
     /// when they prove it the slot's own (`ContiguousMemory.holdsAlone`, a spec-decoding cut's
     /// usual case), else a scan of the blocks on it, and at most one page copy per tensor.
     /// With eviction state add O(rows) for a cut past every compacted position
-    /// (`AttentionScores.tailFrom`: the drafts since the last compaction or focus), else
+    /// (`EvictionState.tailFrom`: the drafts since the last compaction or focus), else
     /// O(resident slots) per row and the moves and copies of `compact`. Compacted, a cut that
     /// moves nothing whose appends' blocks (and, contiguous, pages) counts prove the sequence's
     /// own (`appendsWriteOwnMemory`: unshared, unindexed; the spec-decoding case) only releases
@@ -186,7 +186,7 @@ extension Engine {
     /// Applies `state`'s planned truncation of `slot` to the positions below `cut`, dropping
     /// the offloaded tokens at or past it from disk, and sets the sequence's length to its
     /// longest layer.
-    private func applyTruncation(slot: Int, state: AttentionScores, below cut: Int) {
+    private func applyTruncation(slot: Int, state: EvictionState, below cut: Int) {
         state.applyTruncation(below: cut) { row, position in dropOffloaded(offload!.offloadedTokens[slot]!, row: row, position: position) }
         sequences.lengths[slot] = state.maxLength
     }

@@ -37,13 +37,15 @@ public final class Engine: @unchecked Sendable {
     /// where `kvm_fork_generation()` differs, this is a forked child's copy of the parent's
     /// engine (`isInherited`), whose files, ring and threads are the parent's.
     public let creatorPID: pid_t
+    /// `kvm_fork_generation()` when the engine was created (`kvm_fork_watch`): a process's
+    /// generation differs from it only in a forked child (`isInherited`). Constant.
+    public let forkGeneration: UInt32
     /// A random non-zero number naming this engine's event stream (`drainNumberedEvents`,
     /// `numberedIndexEvents`): a consumer tells a restarted engine's events (numbered from 1
     /// again) from a late or repeated batch of the engine before it. Drawn from the system's
     /// random source at creation, fixed for the engine's life. A forked child's inherited
     /// engine answers no call (`isInherited`), so it never speaks under its parent's epoch.
     public let eventEpoch: UInt64
-    public let forkGeneration: UInt32
     /// The engine's one lock (`kvm_lock`: a mutex that counts the calls blocked on it, so that
     /// a call working in steps hands it to them between steps, `kvm_lock_yield`).
     let mutex: UnsafeMutablePointer<kvm_lock>
@@ -60,9 +62,9 @@ public final class Engine: @unchecked Sendable {
     /// plus this, so `blockKV` computes one address.
     let pagedTensorBytes: Int
     let bt: Int
-    /// Per slot: the eviction state of a sequence that observes or compacts (Compaction.swift),
+    /// Per slot: the eviction state of a sequence that observes or compacts (Engine+Compaction.swift),
     /// else nil (its layers all hold `length` tokens at positions 0..<length).
-    var evictionStates: [AttentionScores?]
+    var evictionStates: [EvictionState?]
     /// The disk tier and swap state; nil without `offload_dir`.
     let offload: OffloadCoordinator?
     /// Committed bytes `reserve` asked for since the last `trim` (the most of its calls; for a
@@ -77,13 +79,16 @@ public final class Engine: @unchecked Sendable {
     /// Scratch for one call: the prompt's blocks found in peers' tiers; allocated only with
     /// `peerOffloadDirs`.
     private let scratchPeer: UnsafeMutablePointer<PeerRead>?
-    /// Scratch for one call: the prompt's block hashes, their fingerprints (0s for a prompt
-    /// given by hashes) and its hit blocks.
+    /// Scratch for one call: the prompt's block hashes and their fingerprints (0s for a prompt
+    /// given by hashes).
     private let scratchHashes: UnsafeMutablePointer<UInt64>
     private let scratchFingerprints: UnsafeMutablePointer<UInt64>
-    private let scratchHit: UnsafeMutablePointer<Int32>
+    /// Scratch for one call, `maxBlocks` block ids: a prompt's hit blocks while a sequence is
+    /// created (-1 where a block is read from disk), or the fresh blocks an append takes, all
+    /// of them before it changes anything.
+    private let scratchBlocks: UnsafeMutablePointer<Int32>
     /// Scratch for one call: the fresh blocks `makeWritable` takes for its copies, all of them
-    /// before it changes anything (an append's own are in `scratchHit` meanwhile).
+    /// before it changes anything (an append's own are in `scratchBlocks` meanwhile).
     let scratchCopies: UnsafeMutablePointer<Int32>
     /// The private keyed fingerprint every cached block is checked against before a prompt
     /// shares it (`BlockPool.lookup`, `DiskTier.lookup`; peers' blocks under their own keys,
@@ -117,13 +122,13 @@ public final class Engine: @unchecked Sendable {
             throw .invalid("max_seqs x max_seq_tokens / block_tokens = \(config.maxSeqs * maxBlocks) block-table entries, over 2^28: lower max_seqs or max_seq_tokens, or raise block_tokens")
         }
         let events = config.eventCapacity + 1  // + the memory tier's `allCleared` below
-        let budgetBlocks = config.memoryBytes / UInt64(config.tensors * config.blockBytes)
+        let budgetBlocks = config.memoryBytes / UInt64(config.blockBytesAllTensors)
         guard budgetBlocks <= UInt64(Engine.maxBlocks) else {
-            throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.tensors * config.blockBytes) bytes, more than the \(Engine.maxBlocks) an engine indexes: raise block_tokens or lower memory_bytes")
+            throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.blockBytesAllTensors) bytes, more than the \(Engine.maxBlocks) an engine indexes: raise block_tokens or lower memory_bytes")
         }
         switch (config.layout, config.metadataOnly) {
         case (_, true):
-            guard budgetBlocks > 0 else { throw .invalid("memory_bytes \(config.memoryBytes) holds no block of \(config.blockBytes * config.tensors) bytes") }
+            guard budgetBlocks > 0 else { throw .invalid("memory_bytes \(config.memoryBytes) holds no block of \(config.blockBytesAllTensors) bytes") }
             paged = nil
             contiguous = nil
             blocks = try BlockPool(capacity: Int(budgetBlocks), arena: nil, eventCapacity: events)
@@ -152,14 +157,14 @@ public final class Engine: @unchecked Sendable {
         pagedTensorBytes = paged.map { Int(kvm_arena_tensor_bytes($0.arena)) } ?? 0
         contiguousRanges = contiguous?.ranges
         sequences = try SequenceTable(maxSeqs: config.maxSeqs, maxBlocks: maxBlocks, blockTokens: bt)
-        evictionStates = [AttentionScores?](repeating: nil, count: config.maxSeqs)
+        evictionStates = [EvictionState?](repeating: nil, count: config.maxSeqs)
         // A throwing initializer runs no `deinit` until `self` is whole (after `mutex`), so the
         // buffers allocated before are freed with `a` if a step throws before.
         let a = CheckedAllocations()
         let scratch = "the per-call scratch of max_seq_tokens / block_tokens = \(maxBlocks) blocks"
         scratchHashes = try a.allocate(count: maxBlocks, scratch)
         scratchFingerprints = try a.allocate(count: maxBlocks, scratch)
-        scratchHit = try a.allocate(count: maxBlocks, scratch)
+        scratchBlocks = try a.allocate(count: maxBlocks, scratch)
         scratchDisk = try a.allocate(count: maxBlocks, scratch)
         scratchCopies = try a.allocate(count: maxBlocks, scratch)
         scratchPeer = config.peerOffloadDirs.isEmpty ? nil : try a.allocate(count: maxBlocks, scratch)
@@ -206,7 +211,7 @@ public final class Engine: @unchecked Sendable {
         mutex.deallocate()
         scratchHashes.deallocate()
         scratchFingerprints.deallocate()
-        scratchHit.deallocate()
+        scratchBlocks.deallocate()
         scratchDisk.deallocate()
         scratchCopies.deallocate()
         scratchPeer?.deallocate()
@@ -334,20 +339,20 @@ public final class Engine: @unchecked Sendable {
         }
         let (run, cached, fromDisk, fromPeers) = (found.run, found.cached, found.fromDisk, found.fromPeers)
         defer {  // pinned by tieredPrefix
-            if let tier = offload?.tier { for i in run..<cached where scratchHit[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
+            if let tier = offload?.tier { for i in run..<cached where scratchBlocks[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
         }
         let declined = found.declined * bt  // counted once the create succeeds, like the hit and query tokens
         let total = (n + bt - 1) / bt
         var revived = 0
-        for i in 0..<run where blocks.references(scratchHit[i]) == 0 { revived += 1 }
-        for i in run..<cached where scratchHit[i] >= 0 && blocks.references(scratchHit[i]) == 0 { revived += 1 }
+        for i in 0..<run where blocks.references(scratchBlocks[i]) == 0 { revived += 1 }
+        for i in run..<cached where scratchBlocks[i] >= 0 && blocks.references(scratchBlocks[i]) == 0 { revived += 1 }
         guard blocks.available - revived >= total - (cached - fromDisk) else {
             throw .outOfMemory("prompt needs \(total - (cached - fromDisk)) blocks, \(blocks.available - revived) are available")
         }
         // Per position up to the last memory hit: the block shared there, or -1 (read from disk).
         var extent = cached
-        while extent > run && scratchHit[extent - 1] < 0 { extent -= 1 }
-        let hitBlocks = UnsafeBufferPointer(start: scratchHit, count: extent)
+        while extent > run && scratchBlocks[extent - 1] < 0 { extent -= 1 }
+        let hitBlocks = UnsafeBufferPointer(start: scratchBlocks, count: extent)
         let slot = sequences.nextSlot
         if let contiguous {
             let need = contiguous.groupsNeeded(hit: hitBlocks, hitTokens: extent * bt, tokens: n)
@@ -357,24 +362,24 @@ public final class Engine: @unchecked Sendable {
         sequences.indexesAppends[slot] = tailKnown
         let table = sequences.table(slot)
         // Every memory hit is referenced before anything is allocated, which may evict cached blocks.
-        for i in 0..<extent where scratchHit[i] >= 0 {
-            blocks.retain(scratchHit[i])
-            table[i] = scratchHit[i]
+        for i in 0..<extent where scratchBlocks[i] >= 0 {
+            blocks.retain(scratchBlocks[i])
+            table[i] = scratchBlocks[i]
         }
         var filled = run  // table[0..<filled] is set, and the memory hits after it
         let committed = committedBytes
         do throws(KVError) {
             try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: extent * bt, tokens: n)
             while filled < total {
-                if filled >= extent || scratchHit[filled] < 0 { table[filled] = try blocks.allocate() }
+                if filled >= extent || scratchBlocks[filled] < 0 { table[filled] = try blocks.allocate() }
                 filled += 1
             }
         } catch {
             // Only a failing system call gets here (capacity was checked): undo and report. The
             // memory hits past `filled` move down, so that the table's first entries are all set.
             var held = filled
-            for i in filled..<max(filled, extent) where scratchHit[i] >= 0 {
-                table[held] = scratchHit[i]
+            for i in filled..<max(filled, extent) where scratchBlocks[i] >= 0 {
+                table[held] = scratchBlocks[i]
                 held += 1
             }
             sequences.lengths[slot] = held * bt
@@ -389,7 +394,7 @@ public final class Engine: @unchecked Sendable {
         let indexedNow = config.indexOnSchedule ? cached : full
         var parent: UInt64 = run > 0 ? scratchHashes[run - 1] : 0
         for i in run..<full {
-            if i >= extent || scratchHit[i] < 0 {
+            if i >= extent || scratchBlocks[i] < 0 {
                 if i < indexedNow {
                     index(table[i], hash: scratchHashes[i], parent: parent, fingerprint: scratchFingerprints[i], slot: slot, position: i)
                 } else {
@@ -406,7 +411,7 @@ public final class Engine: @unchecked Sendable {
             offload.failed[slot] = false
             offload.cachedBlocks[slot] = Int32(cached)
             if contiguous != nil {
-                for i in 0..<extent where scratchHit[i] >= 0 { offload.sharedWhileLoading(scratchHit[i], slot: slot) }
+                for i in 0..<extent where scratchBlocks[i] >= 0 { offload.sharedWhileLoading(scratchBlocks[i], slot: slot) }
             }
             // In disk-slot order (per file: the own slab, then each peer's), so that reads of
             // adjacent slots merge (`DiskTier.flush`): a prompt's spills take ascending slots in
@@ -417,7 +422,7 @@ public final class Engine: @unchecked Sendable {
                 withUnsafeTemporaryAllocation(of: Int32.self, capacity: fromDisk) { buffer in
                     var order = buffer
                     var k = 0
-                    for i in run..<cached where scratchHit[i] < 0 {
+                    for i in run..<cached where scratchBlocks[i] < 0 {
                         order[k] = Int32(i)
                         k += 1
                     }
@@ -477,7 +482,7 @@ public final class Engine: @unchecked Sendable {
     /// prompt is served another's K/V and none's hits depend on another's blocks.
     ///
     /// With `claim` (a create), it records what it found: per position the memory block in
-    /// `scratchHit` (-1 when read from disk), the own tier's slot in `scratchDisk`, pinned and
+    /// `scratchBlocks` (-1 when read from disk), the own tier's slot in `scratchDisk`, pinned and
     /// made most recently used, or -1 and the peer's location in `scratchPeer` (not pinned: the
     /// peer's slot is verified when read). Declined slots are unpinned here; the caller unpins
     /// the others once their reads are issued (a read holds its own pin, also while it is
@@ -496,7 +501,7 @@ public final class Engine: @unchecked Sendable {
         while i < limit {
             let (h, f) = hash(i)
             let b = memoryHit(h, fingerprint: f, at: i)
-            if claim { scratchHit[i] = b }
+            if claim { scratchBlocks[i] = b }
             if b < 0 {
                 guard let tier = offload?.tier else { break }
                 if run < 0 { run = i }
@@ -529,7 +534,7 @@ public final class Engine: @unchecked Sendable {
         if run < 0 { run = i }
         if fromDisk > 0, let tier = offload?.tier, config.prefillTokensPerSecond > 0,
            !tier.readIsFaster(blocks: fromDisk, tokensPerBlock: bt, prefillTokensPerSecond: config.prefillTokensPerSecond) {
-            if claim { for j in run..<i where scratchHit[j] < 0 && scratchDisk[j] >= 0 { tier.unpin(scratchDisk[j]) } }
+            if claim { for j in run..<i where scratchBlocks[j] < 0 && scratchDisk[j] >= 0 { tier.unpin(scratchDisk[j]) } }
             return (cached: run, run: run, fromDisk: 0, fromPeers: 0, declined: fromDisk)
         }
         return (cached: i, run: run, fromDisk: fromDisk, fromPeers: fromPeers, declined: 0)
@@ -567,7 +572,7 @@ public final class Engine: @unchecked Sendable {
     /// Throws `notFound`, `invalidArgument` (past `maxSeqTokens`; a swapped-out sequence), `io`
     /// (a failed disk read spoiled the sequence, `usableSlot`), `outOfMemory` (nothing appended;
     /// only once no swap-out is pending: it waits for them first, `lockedAllocating`; or a
-    /// sequence with token-eviction state cannot grow it, `AttentionScores.reserve`).
+    /// sequence with token-eviction state cannot grow it, `EvictionState.reserve`).
     /// Cost: O(tokens); a block allocation per `blockTokens` tokens and, contiguous, a mapping
     /// per page crossed. No heap allocation, except that an append taking a sequence with
     /// token-eviction state past its state's capacity (1024, 2048, ... slots) reallocates
@@ -637,7 +642,7 @@ public final class Engine: @unchecked Sendable {
         // share. Those are made the sequence's own first (all of them, before any change),
         // as a partly filled last block is copied on write otherwise.
         let state = evictionStates[slot]
-        if let state, n > AttentionScores.positionLimit - state.nextPosition {
+        if let state, n > EvictionState.positionLimit - state.nextPosition {
             throw .invalid("appending \(n) tokens to sequence \(seq) at position \(state.nextPosition) would pass position 2^31 - 1, the last token eviction records")
         }
         // The eviction state grows first (a growth changes no observable state): refused
@@ -671,7 +676,7 @@ public final class Engine: @unchecked Sendable {
         let committed = mayCommit ? committedBytes : 0
         do throws(KVError) {
             while fresh < newBlocks {
-                scratchHit[fresh] = try blocks.allocate()
+                scratchBlocks[fresh] = try blocks.allocate()
                 fresh += 1
             }
             try contiguous?.grow(slot: slot, to: length + n)
@@ -679,7 +684,7 @@ public final class Engine: @unchecked Sendable {
                 try makeWritable(slot: slot, state: state, length: length, appendsFrom: shortest) { _ in }
             }
         } catch {
-            for i in 0..<fresh { blocks.release(scratchHit[i]) }
+            for i in 0..<fresh { blocks.release(scratchBlocks[i]) }
             contiguous?.release(slot: slot, past: length)
             contiguous?.releaseUnpinned(slot: slot)
             if mayCommit { giveBackCommitted(since: committed) }
@@ -689,9 +694,9 @@ public final class Engine: @unchecked Sendable {
         fresh = 0
         if copyOnWrite {
             let shared = table[next]
-            paged?.copy(from: shared, to: scratchHit[0], tokens: offset)
+            paged?.copy(from: shared, to: scratchBlocks[0], tokens: offset)
             blocks.release(shared)
-            table[next] = scratchHit[0]
+            table[next] = scratchBlocks[0]
             fresh = 1
         }
         let tail = sequences.tail(slot)
@@ -701,7 +706,7 @@ public final class Engine: @unchecked Sendable {
             // are); the partial last block's tokens are unknown (0).
             let end = length + n
             for i in (length + bt - 1) / bt..<(end + bt - 1) / bt {
-                table[i] = scratchHit[fresh]
+                table[i] = scratchBlocks[fresh]
                 fresh += 1
             }
             if end % bt != 0 {
@@ -728,7 +733,7 @@ public final class Engine: @unchecked Sendable {
             var position = next, inBlock = offset
             for t in tokens {
                 if inBlock == 0 {
-                    table[position] = scratchHit[fresh]
+                    table[position] = scratchBlocks[fresh]
                     fresh += 1
                 }
                 tail[inBlock] = t
@@ -802,8 +807,8 @@ public final class Engine: @unchecked Sendable {
             if contiguous != nil { try awaitUsable(from) }  // the fork copies the boundary page
             settleRestores(from)  // the child copies the state, whose pending restores may yet be undone
             // The child's eviction state is allocated before any change (filled last, below).
-            var childState: AttentionScores?
-            if let state = evictionStates[from] { childState = try AttentionScores(shapeOf: state) }
+            var childState: EvictionState?
+            if let state = evictionStates[from] { childState = try EvictionState(shapeOf: state) }
             let to = sequences.nextSlot
             sequences.open(child, slot: to)
             if let contiguous {

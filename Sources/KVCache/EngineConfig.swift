@@ -146,6 +146,9 @@ public struct EngineConfig: Equatable, Sendable {
     public var blockBytes: Int { blockTokens * tokenBytes }
     /// Tensors per sequence: K and V of every layer.
     public var tensors: Int { 2 * numLayers }
+    /// Bytes of one block over every tensor (`tensors * blockBytes`): what a block takes of
+    /// `memoryBytes`, and a disk slot's payload.
+    public var blockBytesAllTensors: Int { tensors * blockBytes }
 
     /// True when `offloadDir` and `offloadBytes` configure a disk tier.
     public var hasDiskTier: Bool { offloadBytes > 0 && !(offloadDir ?? "").isEmpty }

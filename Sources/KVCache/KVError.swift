@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// The one error type of the engine. Each case maps to one `kvc_status` code of
 /// `include/kvcache.h`; the message says what was wrong in words a server operator can act on.
 ///
@@ -40,17 +36,4 @@ public struct KVError: Error, Equatable, CustomStringConvertible, Sendable {
     static func notFound(_ message: String) -> KVError { KVError(.notFound, message) }
     static func exists(_ message: String) -> KVError { KVError(.exists, message) }
     static func outOfMemory(_ message: String) -> KVError { KVError(.outOfMemory, message) }
-}
-
-extension KVError {
-    /// The error of a file the engine could not open, create or sync, or another descriptor it
-    /// could not get (an eventfd, a ring), whose call failed with `err`: a limit on open files
-    /// (EMFILE, the process's RLIMIT_NOFILE; ENFILE, the system's) is `outOfMemory`, as it is
-    /// for the page pool's memory file (`check`), so that an engine created without a
-    /// descriptor left gets one status whichever of its descriptors that is; any other `err`
-    /// is `code`. ENOMEM (memory the kernel or a process limit refused, as for the I/O thread
-    /// backend's threads, io_threads.c) is `outOfMemory` too.
-    static func file(_ err: Int32, _ message: String, otherwise code: Code = .io) -> KVError {
-        err == EMFILE || err == ENFILE || err == ENOMEM ? .outOfMemory(message) : KVError(code, message)
-    }
 }

@@ -1,6 +1,6 @@
 /// Live sequences in fixed slots: id directory, lengths, chain state and block tables, in flat
 /// arrays allocated once (`maxSeqs` slots), so that appending allocates nothing here (a
-/// sequence's token-eviction state grows apart, `AttentionScores.reserve(appending:)`).
+/// sequence's token-eviction state grows apart, `EvictionState.reserve(appending:)`).
 ///
 /// Invariant for a live slot: the block table holds `ceil(length / blockTokens)` blocks; the
 /// tail buffer holds the tokens of the last, partial block (`length % blockTokens` of them);

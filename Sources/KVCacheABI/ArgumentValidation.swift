@@ -66,9 +66,9 @@ func count(_ value: Int, stride: Int, _ name: StaticString) throws(KVError) -> I
     return n
 }
 
-/// The C array `start[0 ..< count]`; `start` may be NULL only when `count` is 0.
+/// A view of the C array `start[0 ..< count]` (no copy); `start` may be NULL only when `count` is 0.
 @inline(__always)
-func array<T>(_ start: UnsafePointer<T>?, _ count: Int, _ name: StaticString, _ countName: StaticString)
+func buffer<T>(_ start: UnsafePointer<T>?, _ count: Int, _ name: StaticString, _ countName: StaticString)
     throws(KVError) -> UnsafeBufferPointer<T>
 {
     let n = try KVCacheABI.count(count, stride: MemoryLayout<T>.stride, countName)
@@ -77,9 +77,9 @@ func array<T>(_ start: UnsafePointer<T>?, _ count: Int, _ name: StaticString, _ 
     return UnsafeBufferPointer(start: start, count: n)
 }
 
-/// The C output array `start[0 ..< capacity]`; `start` may be NULL only when `capacity` is 0.
+/// A view of the C output array `start[0 ..< capacity]` (no copy); `start` may be NULL only when `capacity` is 0.
 @inline(__always)
-func array<T>(_ start: UnsafeMutablePointer<T>?, _ capacity: Int, _ name: StaticString, _ capacityName: StaticString)
+func buffer<T>(_ start: UnsafeMutablePointer<T>?, _ capacity: Int, _ name: StaticString, _ capacityName: StaticString)
     throws(KVError) -> UnsafeMutableBufferPointer<T>
 {
     let n = try count(capacity, stride: MemoryLayout<T>.stride, capacityName)

@@ -2,7 +2,7 @@ import KVCache
 
 // Token eviction through the C ABI: the eviction fields of kvc_config and the kvc_seq_*
 // calls of include/kvcache.h ("Token eviction"). Thin: every check that needs no engine is
-// done here, the rest by `Engine` (Compaction.swift).
+// done here, the rest by `Engine` (Engine+Compaction.swift).
 
 extension EvictionConfig {
     /// Writes these settings into the eviction fields of a `kvc_config`.
@@ -64,7 +64,7 @@ extension EvictionConfig {
             guard Int(nHeads) == engine.config.numKVHeads else {
                 throw KVError(.invalidArgument, "n_heads \(nHeads) is not num_kv_heads \(engine.config.numKVHeads)")
             }
-            let values = try array(scores, Int(nHeads) * n, "scores", "n_heads * n_tokens")
+            let values = try buffer(scores, Int(nHeads) * n, "scores", "n_heads * n_tokens")
             guard let base = values.baseAddress else {
                 _ = try engine.layerLength(seq, layer: Int(layer))  // still checks seq and layer
                 return
@@ -94,7 +94,7 @@ extension EvictionConfig {
     let rc = status("kvc_seq_positions", "seq \(seq), layer \(layer), capacity \(UInt(bitPattern: capacity))") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
             let n = try required(n, "n")
-            let out = try array(positions, capacity, "positions", "capacity")
+            let out = try buffer(positions, capacity, "positions", "capacity")
             total = try engine.positions(seq, layer: Int(layer), into: out)
             n.pointee = total
             if total > out.count {
@@ -124,7 +124,7 @@ extension EvictionConfig {
     status("kvc_seq_add_segment", "seq \(seq), start \(UInt(bitPattern: start)), end \(UInt(bitPattern: end)), dim \(dim)") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
             let s = try size(start, "start"), t = try size(end, "end")
-            let values = try array(embedding, Int(dim), "embedding", "dim")
+            let values = try buffer(embedding, Int(dim), "embedding", "dim")
             try engine.addSegment(seq, start: s, end: t, embedding: values)
         }
     }
@@ -137,7 +137,7 @@ extension EvictionConfig {
     status("kvc_seq_focus", "seq \(seq), dim \(dim)") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
             let out = try required(episode, "episode")
-            let values = try array(query, Int(dim), "query_embedding", "dim")
+            let values = try buffer(query, Int(dim), "query_embedding", "dim")
             out.pointee = UInt32(try engine.focus(seq, query: values))
         }
     }
@@ -166,7 +166,7 @@ extension EvictionConfig {
 ) -> kvc_status {
     status("kvc_seq_set_layer_sensitivity", "seq \(seq), n_layers \(nLayers)") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
-            let values = try array(sensitivity, Int(nLayers), "sensitivity", "n_layers")
+            let values = try buffer(sensitivity, Int(nLayers), "sensitivity", "n_layers")
             try engine.setLayerSensitivity(seq, values)
         }
     }

@@ -28,8 +28,8 @@ private func hash(
     _ hashes: UnsafeMutablePointer<UInt64>?, _ capacity: Int, _ nHashes: UnsafeMutablePointer<Int>?
 ) throws(KVError) {
     let nHashes = try required(nHashes, "n_hashes")
-    let input = try array(tokens, nTokens, "tokens", "n_tokens")
-    let output = try array(hashes, capacity, "hashes", "capacity")
+    let input = try buffer(tokens, nTokens, "tokens", "n_tokens")
+    let output = try buffer(hashes, capacity, "hashes", "capacity")
     guard blockTokens > 0 else { throw KVError(.invalidArgument, "block_tokens is 0") }
     let total = BlockHash.chain(input, blockTokens: Int(blockTokens), salt: salt, into: output)
     nHashes.pointee = total

@@ -26,7 +26,7 @@ import KVCache
     status("kvc_seq_block_table", "seq \(seq)") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
             let nBlocks = try required(nBlocks, "n_blocks")
-            let table = try array(blocks, capacity, "blocks", "capacity")
+            let table = try buffer(blocks, capacity, "blocks", "capacity")
             let total = try engine.blockTable(seq, into: table)
             nBlocks.pointee = total
             guard total <= table.count else {

@@ -175,7 +175,7 @@ extension RouterConfig {
     status("kvc_router_route") { () throws(KVError) in
         try withRouterHandle(r) { (handle) throws(KVError) in
             let out = try required(instance, "instance")
-            let hashes = try array(blockHashes, nBlocks, "block_hashes", "n_blocks")
+            let hashes = try buffer(blockHashes, nBlocks, "block_hashes", "n_blocks")
             let tokens = try size(nTokens, "n_tokens")
             out.pointee = try handle.locked { (router) throws(KVError) in try router.route(hashes, tokens: tokens) }
         }
@@ -188,7 +188,7 @@ extension RouterConfig {
 ) -> kvc_status {
     status("kvc_router_finish", "instance \(instance)") { () throws(KVError) in
         try withRouterHandle(r) { (handle) throws(KVError) in
-            let hashes = try array(blockHashes, nBlocks, "block_hashes", "n_blocks")
+            let hashes = try buffer(blockHashes, nBlocks, "block_hashes", "n_blocks")
             try handle.locked { (router) throws(KVError) in try router.finish(instance, hashes: hashes) }
         }
     }

@@ -28,7 +28,7 @@ private func create(
 ) throws(KVError) {
     try withEngine(e) { (engine) throws(KVError) in
         let cachedTokens = try required(cachedTokens, "cached_tokens")
-        let prompt = try array(tokens, nTokens, "tokens", "n_tokens")
+        let prompt = try buffer(tokens, nTokens, "tokens", "n_tokens")
         guard !prompt.isEmpty else {
             throw KVError(.invalidArgument, "n_tokens is 0; a sequence starts with at least one token")
         }
@@ -43,7 +43,7 @@ private func create(
 {
     status("kvc_seq_append", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens))") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
-            let decoded = try array(tokens, nTokens, "tokens", "n_tokens")
+            let decoded = try buffer(tokens, nTokens, "tokens", "n_tokens")
             try checkTokenCount(decoded.count, engine)
             try engine.append(seq, tokens: decoded)
         }

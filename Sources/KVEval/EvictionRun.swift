@@ -9,7 +9,7 @@ import KVCache
 /// turn's query, score the step against the full cache (decode steps), observe the step's
 /// attention over the tokens the cache holds, renormalised as the server's softmax over them
 /// would be, then compact to `ratio * tokens so far`. The policy sees each step only after
-/// it was scored: no peeking. The state is the engine's own `AttentionScores` and policy
+/// it was scored: no peeking. The state is the engine's own `EvictionState` and policy
 /// code, without K/V bytes; with `offload` it is a whole engine with a disk tier
 /// (`EngineSubject`), whose episodic offload keeps evicted tokens on disk and restores them on
 /// a focus, byte-checked.
@@ -45,7 +45,7 @@ final class EvictionRun {
         heads = header.heads
         let maxTokens = header.maxTokens
         subject = offload ? try EngineSubject(eviction: config, header: header, made: madeTierDirectory)
-                          : try AttentionScores(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxTokens)
+                          : try EvictionState(layers: layers, heads: heads, config: config, length: 0, maxCapacity: maxTokens)
         keep = [UInt8](repeating: 0, count: maxTokens)
         observed = .allocate(capacity: heads * maxTokens)
         oracleScratch = [Float](repeating: 0, count: maxTokens)

@@ -1,7 +1,7 @@
 import KVCache
 
 /// What an `EvictionRun` drives through a trace, as a server drives the engine: the engine's
-/// eviction state alone (`AttentionScores`: the policies' decisions without K/V bytes), or a
+/// eviction state alone (`EvictionState`: the policies' decisions without K/V bytes), or a
 /// whole engine with its memory and disk tier (`EngineSubject`). Positions are original token
 /// positions; rows are per layer (or per KV head in per-head mode).
 protocol EvictionSubject: AnyObject {
@@ -23,6 +23,6 @@ protocol EvictionSubject: AnyObject {
     func compact(budget: Int) throws
 }
 
-extension AttentionScores: EvictionSubject {
+extension EvictionState: EvictionSubject {
     func heldPositions(layer: Int, row: Int) -> UnsafeBufferPointer<Int32> { positions(layer: layer, row: row) }
 }

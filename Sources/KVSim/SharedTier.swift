@@ -36,7 +36,7 @@ final class SharedTier {
     /// (`SharedTierConfig.validate`) or holds more blocks than one engine indexes (the
     /// engine's message, prefixed with the tier's capacity).
     init(_ config: SharedTierConfig, engine shape: EngineConfig) throws(KVError) {
-        try config.validate(blockBytes: UInt64(shape.blockBytes * shape.tensors))
+        try config.validate(blockBytes: UInt64(shape.blockBytesAllTensors))
         var c = shape
         c.memoryBytes = config.capacityBytes
         c.maxSeqs = 1

@@ -10,7 +10,7 @@ import Glibc
 /// the file system refuses), `maxDepth` aligned buffers of `maxBlockBytes` registered with the
 /// disk tier's `kvm_io` queue, and a synchronous pread/pwrite loop on the same file.
 ///
-/// Offsets are random and block-aligned (xorshift, fixed seed). A cell keeps `depth` requests
+/// Offsets are random and block-aligned (`SplitMix64`, fixed seed). A cell keeps `depth` requests
 /// in flight for its duration, then drains; latency is submit-to-reap per request.
 final class IOBench {
     enum Op: String, Sendable { case write, read }
@@ -93,11 +93,8 @@ final class IOBench {
         }
         buffers = mapped
         // Incompressible content, so that no layer below can cheat on zeros.
-        var x: UInt64 = 0x2545_F491_4F6C_DD1D
-        for i in 0..<(total / 8) {
-            x ^= x << 13; x ^= x >> 7; x ^= x << 17
-            buffers.storeBytes(of: x, toByteOffset: i * 8, as: UInt64.self)
-        }
+        var fill = SplitMix64(seed: 0x2545_F491_4F6C_DD1D)
+        for i in 0..<(total / 8) { buffers.storeBytes(of: fill.next(), toByteOffset: i * 8, as: UInt64.self) }
         var iovecs = (0..<maxDepth).map { iovec(iov_base: mapped + $0 * maxBlockBytes, iov_len: maxBlockBytes) }
         var file = fd
         var config = kvm_io_config()

@@ -27,7 +27,7 @@ struct MemoryTimeline: Sendable {
 
     /// The engine's budget (`EngineStats.budgetBytes`), drawn as a guide line.
     var budgetBytes: UInt64 = 0
-    /// K/V bytes of one block in every tensor of a sequence (`blockBytes * tensors`).
+    /// K/V bytes of one block in every tensor of a sequence (`EngineConfig.blockBytesAllTensors`).
     var bytesPerBlock: UInt64 = 0
     /// The readings, oldest first.
     private(set) var samples: [Sample] = []
@@ -35,7 +35,7 @@ struct MemoryTimeline: Sendable {
     /// An empty timeline for an engine of `config`.
     init(config: EngineConfig) {
         budgetBytes = config.memoryBytes
-        bytesPerBlock = UInt64(config.blockBytes * config.tensors)
+        bytesPerBlock = UInt64(config.blockBytesAllTensors)
     }
 
     /// Appends a reading taken `seconds` into the run. Precondition: not earlier than the last.

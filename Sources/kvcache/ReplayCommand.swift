@@ -249,7 +249,7 @@ struct ReplayCommand: ParsableCommand {
         }
         // Every trace replay reads, and its synthetic sessions, have 512-token blocks.
         let engine = SimulationConfig.qwen7BEngine(blockTokens: MooncakeTraceReader.blockTokens)
-        let blockBytes = UInt64(engine.blockBytes * engine.tensors)
+        let blockBytes = UInt64(engine.blockBytesAllTensors)
         let maxBytes = SharedTierConfig.maxCapacityBytes(blockBytes: blockBytes)
         let maxGb = (Double(maxBytes) / 1e9).rounded(.down)
         guard gb > 0 && gb <= maxGb else {

@@ -82,7 +82,8 @@ private func exitReporting(_ problems: [String]) -> Never { ExitReport.exit(repo
 private func exitAfterAChildDestroys(_ layout: UInt32, tier: Bool) -> Never {
     var problems: [String] = []
     var c = CConfig.small(layout)
-    let dir = tier ? freshDirectory() : nil
+    let scratch = tier ? ScratchDir("abi-fork") : nil
+    let dir = scratch?.path
     if tier {
         c.offloadBytes = 1 << 20
         c.offloadWriteback = 1
@@ -133,14 +134,6 @@ private func exitAfterAChildDestroys(_ layout: UInt32, tier: Bool) -> Never {
     } catch {
         problems.append("\(error): \(String(cString: kvc_last_error()))")
     }
-    if let dir {
-        try? DiskTierFiles.remove(in: dir)
-        rmdir(dir)
-    }
+    scratch?.remove()
     exitReporting(problems)
-}
-
-private func freshDirectory() -> String {
-    var template = Array("/tmp/kvcache-abi-fork-XXXXXX".utf8CString)
-    return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Testing
+import TestSupport
 @testable import kvcache
 
 /// `kvcache evict-eval --write-trace FILE` fails when the trace was not written whole: it once
@@ -64,8 +65,7 @@ import Testing
 @Suite struct EvictEvalOutputOverTraceTests {
     /// A trace written by `--write-trace`, in a new directory; returns the directory and the path.
     static func writtenTrace() throws -> (dir: String, path: String) {
-        var template = Array("/tmp/kvattn-same-XXXXXX".utf8CString)
-        let dir = String(cString: try #require(template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }))
+        let dir = ScratchDir("kvattn-same").path
         let path = dir + "/ld.trace"
         try EvictEvalCommand.parse(["--synthetic", "long-decode", "--write-trace", path]).run()
         return (dir, path)

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Foundation
 import Testing
+import TestSupport
 @testable import kvcache
 
 /// `replay --plots DIR` and `load --plots DIR` write their plots after the run: a `--trace` file
@@ -19,8 +20,7 @@ import Testing
 
     /// A new directory holding `trace` at `name`; returns the directory and the trace's path.
     static func traceAt(_ name: String) throws -> (dir: String, path: String) {
-        var template = Array("/tmp/kvplots-XXXXXX".utf8CString)
-        let dir = String(cString: try #require(template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }))
+        let dir = ScratchDir("kvplots").path
         let path = dir + "/" + name
         try Data(trace.utf8).write(to: URL(fileURLWithPath: path))
         return (dir, path)

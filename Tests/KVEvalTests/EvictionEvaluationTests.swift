@@ -144,7 +144,7 @@ import Testing
         #expect(header.embeddingDim == TopicReturnEmbeddings.dimension && header.segments.count == 4)
         var c = EvictionConfig(.episodic)
         c.episodes = 4
-        let state = try AttentionScores(layers: 1, heads: 1, config: c, length: 0, maxCapacity: header.maxTokens)
+        let state = try EvictionState(layers: 1, heads: 1, config: c, length: 0, maxCapacity: header.maxTokens)
         try state.append(header.maxTokens)
         for s in header.segments {
             let norm = s.embedding.reduce(0) { $0 + $1 * $1 }

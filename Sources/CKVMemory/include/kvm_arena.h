@@ -37,7 +37,8 @@ uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block);
  * every tensor t and block b (so V of a layer is its K plus this). Fixed at creation. */
 uint64_t kvm_arena_tensor_bytes(const kvm_arena *a);
 
-/* Blocks the budget holds, blocks allocated, and blocks that can still be allocated. */
+/* Blocks the budget holds, blocks allocated, and blocks that can still be allocated.
+ * kvm_arena_used: read by the tests only. */
 uint32_t kvm_arena_blocks(const kvm_arena *a);
 uint32_t kvm_arena_used(const kvm_arena *a);
 uint32_t kvm_arena_available(const kvm_arena *a);

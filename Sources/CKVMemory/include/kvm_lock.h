@@ -15,7 +15,11 @@ typedef struct kvm_lock {
     uint32_t handoffs; /* acquisitions by such threads since kvm_lock_init (wraps) */
 } kvm_lock;
 
+/* Makes *l an unlocked lock with no waiters and no handoffs counted (a default mutex). Call
+ * once before any other function here; not thread-safe. */
 void kvm_lock_init(kvm_lock *l);
+/* Destroys the mutex of a lock no thread holds or waits for; *l must be initialised again
+ * before it is used again. */
 void kvm_lock_destroy(kvm_lock *l);
 
 /* Takes the lock. Cost without contention: one trylock (as pthread_mutex_lock); a blocked

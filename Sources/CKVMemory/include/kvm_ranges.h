@@ -53,7 +53,7 @@ uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r);
 
 /* This range's counted mappings (above: after a failed mmap a tensor may hold a few more VMAs
  * than this, until a later map replaces them), and the limit its own count is kept under: the
- * process's unless lowered. */
+ * process's unless lowered. kvm_ranges_mapping_limit: read by the tests only. */
 uint64_t kvm_ranges_mappings(const kvm_ranges *r);
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);
 /* The counted mappings of every live range of the process (with those that maps under way

@@ -177,11 +177,12 @@ uint32_t kvm_slab_growable(const kvm_slab *s, const char **bound);
  * failure. */
 int kvm_slab_grow(kvm_slab *s);
 
-/* Appends n records (their magic and record_checksum are filled in here) with one write,
- * after cutting off part of a record a short write left at the end (an fstat, and an
- * ftruncate when needed). -errno when the write fails or is short (then part of a record may
- * remain at the end: the next append cuts it off, a replay ignores it); -EFBIG, writing
- * nothing, when the records would pass the process's file-size limit (kvm_file_size_limit). */
+/* Appends n records (their magic and record_checksum are filled in here), after cutting off
+ * part of a record a short write left at the end (an fstat, and an ftruncate when needed):
+ * one write, more only when one is short. -errno of the write that failed (then part of a
+ * record may remain at the end: the next append cuts it off, a replay ignores it); -EFBIG,
+ * writing nothing, when the records would pass the process's file-size limit
+ * (kvm_file_size_limit). A compaction's add writes its records the same way. */
 int kvm_slab_journal_append(kvm_slab *s, kvm_journal_record *records, uint32_t n);
 /* Reads up to cap records starting at byte from_byte (a multiple of 64) into out: returns how
  * many leading ones are complete and valid (a partial or torn record ends the run; it is

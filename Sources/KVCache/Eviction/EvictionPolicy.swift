@@ -15,7 +15,7 @@ public struct EvictionRow {
     /// Queries that could see each slot's token (for normalised scores), less `visibleOffset`.
     public var visible: UnsafePointer<Float>
     /// Added to every `visible` entry: slot `i`'s token was seen by `visible[i] + visibleOffset`
-    /// queries (the engine stores counts relative to a layer's total; see `AttentionScores`).
+    /// queries (the engine stores counts relative to a layer's total; see `EvictionState`).
     public var visibleOffset: Float = 0
     /// Attention accumulated while the focused episode's queries ran, or nil (no focus, or
     /// the episode has observed nothing yet).
@@ -28,7 +28,7 @@ public struct EvictionRow {
     /// Tokens to keep: 1...count.
     public var budget: Int
     /// The row's record of its lowest scores between decode steps, or nil
-    /// (`AttentionScores.plan` passes it, on a row that does not park, to a policy whose
+    /// (`EvictionState.plan` passes it, on a row that does not park, to a policy whose
     /// tracking has `ScoreTracking.lowScores`).
     var lowScores: LowScoreCache.Row? = nil
 }
@@ -51,7 +51,7 @@ public struct SelectionScratch {
 /// and may overwrite `scratch`. Cost: O(count) expected, no allocation.
 ///
 /// What a policy needs observed is its own answer (`tracking`, `keepsEveryToken`): the
-/// engine and `AttentionScores` ask the policy type, never compare kinds, so that a new
+/// engine and `EvictionState` ask the policy type, never compare kinds, so that a new
 /// policy is one file plus its case in `EvictionPolicyKind.policyType`.
 public protocol EvictionPolicy: Sendable {
     /// Which policy this is.
@@ -61,7 +61,7 @@ public protocol EvictionPolicy: Sendable {
     /// What the eviction state must keep for this policy's choices under `config`, beyond
     /// positions and accumulated attention; the `EvictionRow` fields it leaves out are
     /// placeholders `choose` must not read. Depends on `config` and the type only.
-    /// Cost: O(1); `AttentionScores` asks once, at creation, and the engine once per call
+    /// Cost: O(1); `EvictionState` asks once, at creation, and the engine once per call
     /// that needs it (never per token or row).
     static func tracking(_ config: EvictionConfig) -> ScoreTracking
     /// Whether `choose` keeps every slot whatever the budget: compacting then changes

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 
-/// The buffers of one eviction state (`AttentionScores`) whose size scales with its capacity (slots
+/// The buffers of one eviction state (`EvictionState`) whose size scales with its capacity (slots
 /// per row), allocated together or not at all. They live outside `memory_bytes` and a valid config
 /// can make them larger than the process may map (many rows, long sequences, many episodes;
 /// RLIMIT_AS, a cgroup, overcommit off), where Swift's `allocate(capacity:)` would end the process:
@@ -61,7 +61,7 @@ struct EvictionStateBuffers {
         let perRow = product(rows, c)
         return [perRow, perRow, tracking.contains(.lastStep) ? perRow : 0, tracking.contains(.visibility) ? perRow : 0,
                 perRow.flatMap { product(episodeBlocks, $0) }, (c + 3) / 4, product(2, c), c,
-                product(heads, c).map { $0 + AttentionScores.pageFloats }, product(2 * rows, c / 2 + 1)]
+                product(heads, c).map { $0 + EvictionState.pageFloats }, product(2 * rows, c / 2 + 1)]
     }
 
     /// Buffers for `rows` rows of `capacity` slots, every value 0 (`CheckedAllocations.zeroed`).

@@ -32,7 +32,7 @@ import Glibc
 ///
 /// Episodic scores (the focused episode's plus the current turn's, raw or normalised) behave
 /// the same while the focus holds: `observe` adds only to the turn. A focus may credit the turn
-/// to another episode, re-cluster or change the episode, so `AttentionScores` forgets every
+/// to another episode, re-cluster or change the episode, so `EvictionState` forgets every
 /// row's record then (`invalidateAll`).
 ///
 /// Invariants: while row `r` is valid its recorded slots are resident slots of the row,

@@ -3,7 +3,7 @@
 /// — never by block hash: these records are private to the sequence, are never served as
 /// prefix hits, and go when the sequence goes.
 ///
-/// The unit is a token of a *row* (`AttentionScores`' rows): per layer (the default) a row is
+/// The unit is a token of a *row* (`EvictionState`' rows): per layer (the default) a row is
 /// a layer and its token is the layer's whole token slot (K and V of every KV head); per head
 /// a row is one KV head of a layer and its token is that head's slice of the slot (`headDim x
 /// dtypeBytes` of K and of V at offset `head x headDim x dtypeBytes`, the same in both

@@ -1,6 +1,6 @@
 /// What a sequence's eviction state must keep, beyond every slot's position and accumulated
 /// attention, for its policy's choices: each policy type answers
-/// (`EvictionPolicy.tracking(_:)`), and `AttentionScores` stores the answer once when it is
+/// (`EvictionPolicy.tracking(_:)`), and `EvictionState` stores the answer once when it is
 /// created, so that observing, growing, moving and compacting test a stored bit, never the
 /// policy's kind nor an existential call per token or row.
 ///
@@ -29,7 +29,7 @@ public struct ScoreTracking: OptionSet, Sendable {
     public static let episodes = ScoreTracking(rawValue: 1 << 2)
     /// A record of each row's lowest scores between decode steps (`EvictionRow.lowScores`,
     /// `LowScoreCache`), for a policy whose scores fall no further than that cache allows
-    /// while only compactions move slots (H2O and episodic; `AttentionScores.plan` passes it
+    /// while only compactions move slots (H2O and episodic; `EvictionState.plan` passes it
     /// only on a row that does not park its evictions).
     public static let lowScores = ScoreTracking(rawValue: 1 << 3)
 }

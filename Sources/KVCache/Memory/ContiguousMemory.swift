@@ -339,7 +339,7 @@ final class ContiguousMemory: BlockListener {
         for i in 0..<Int(blockPages[Int(block)]) { settled[Int(blockGroups[Int(block) * maxPagesPerBlock + i])] = false }
     }
 
-    // MARK: compaction (Compaction.swift)
+    // MARK: compaction (Engine+Compaction.swift)
 
     /// True when page `page` of `slot` maps a group something else also references (another
     /// slot, or an indexed block, the slot's own included). Tests: whether a page was copied.
@@ -449,7 +449,7 @@ final class ContiguousMemory: BlockListener {
                 // A second failed mmap: the page maps nothing and pins nothing; the sequence's
                 // K/V there is gone, and the error says so.
                 failure = .outOfMemory("\(failure.message); page \(page) of the sequence could not be mapped again "
-                                       + "(\(String(cString: kvm_error()))): its K/V there is lost and reading it faults; free the sequence")
+                                       + "(\(kvmMessage())): its K/V there is lost and reading it faults; free the sequence")
             }
             for (page, old) in zip(pages, olds) where group(slot, page) == old { pinGroup(Int(old)) }
             throw failure

@@ -4,7 +4,7 @@
 ///
 /// It applies to sequences with the episodic policy on an engine with memory and a disk tier;
 /// otherwise eviction drops tokens as always. The unit is a token of a *row* of the
-/// sequence's `AttentionScores`: per layer a row is a layer and its token the layer's whole
+/// sequence's `EvictionState`: per layer a row is a layer and its token the layer's whole
 /// token slot (K and V of every KV head); per head (`rowsPerLayer == numKVHeads`) a row is one
 /// KV head of a layer and its token that head's slice of the slot (slot j of a layer holds
 /// each head's j-th kept token, so a head's token lives inside a slot shared with the other
@@ -13,7 +13,7 @@
 ///
 /// - `compact` writes the K/V of every row token it evicts (K then V of the row's bytes:
 ///   exactly the bytes memory held) into records of the sequence's `OffloadedTokens`, and the
-///   tokens' eviction state stays in `AttentionScores` as parked slots, still candidates.
+///   tokens' eviction state stays in `EvictionState` as parked slots, still candidates.
 ///   Whole records' worth of tokens are written at once (a slot write each); the rest is
 ///   appended to the sequence's *open record*, a memory buffer of one slot payload
 ///   (`OpenRecords`) that later compactions keep filling and that is written out (one slot
@@ -55,7 +55,7 @@
 extension Engine: RecordMemory {
     /// Whether compactions of `state` offload evicted tokens to the disk tier: its policy
     /// keeps scores per episode (`ScoreTracking.episodes`), which a focus restores by.
-    func offloadsEvictions(_ state: AttentionScores) -> Bool { offloadsEvictions(state.tracking) }
+    func offloadsEvictions(_ state: EvictionState) -> Bool { offloadsEvictions(state.tracking) }
 
     /// Whether compactions of a state tracking `tracking` offload evicted tokens: on an engine
     /// with memory and a disk tier, when it tracks episodes.
@@ -79,7 +79,7 @@ extension Engine: RecordMemory {
     /// with room for as many tokens as the state has slots (`rows x capacity`), so that
     /// decode steps' compactions add records without allocating until the state grows or the
     /// records held at once (some partly live after focus calls) outnumber that room.
-    private func tokenTable(_ s: Int, _ offload: OffloadCoordinator, _ state: AttentionScores) -> OffloadedTokens {
+    private func tokenTable(_ s: Int, _ offload: OffloadCoordinator, _ state: EvictionState) -> OffloadedTokens {
         if let t = offload.offloadedTokens[s] { return t }
         let t = OffloadedTokens(payloadBytes: offload.tier.payloadBytes, entryBytes: rowBytes(state),
                                 reservedTokens: state.rows * state.capacity)
@@ -102,7 +102,7 @@ extension Engine: RecordMemory {
     /// Returns the (row, position) of the unsaved tokens, and of parked tokens lost with an
     /// open record that could not be written (the caller drops all of them, parked by then,
     /// after `applyPlan`). Allocates nothing unless tokens are unsaved or lost (their list).
-    func offloadEvictions(slot s: Int, state: AttentionScores) -> [(row: Int, position: Int32)] {
+    func offloadEvictions(slot s: Int, state: EvictionState) -> [(row: Int, position: Int32)] {
         guard let offload else { return [] }
         let t = tokenTable(s, offload, state), rows = offload.recordRows, slots = offload.recordSlots
         var gathered = 0, refused = false, unsaved: [(row: Int, position: Int32)] = []
@@ -143,7 +143,7 @@ extension Engine: RecordMemory {
     /// longer needs its slot indices). The open record may be left full: the caller then ends
     /// with `writeOpenRecordIfFull`, once it no longer restores from its buffer. The caller
     /// flushes the tier's writes (`DiskTier.flush`).
-    private func writeTokens(slot s: Int, state: AttentionScores, rows: UnsafePointer<Int32>, slots: UnsafePointer<Int32>,
+    private func writeTokens(slot s: Int, state: EvictionState, rows: UnsafePointer<Int32>, slots: UnsafePointer<Int32>,
                              count: Int) -> (written: Int, lost: [(row: Int, position: Int32)])
     {
         guard let offload, count > 0 else { return (0, []) }
@@ -192,7 +192,7 @@ extension Engine: RecordMemory {
 
     /// Copies the K then V of row `rows[j]`'s part of token slot `slots[j]` of `s` (rows of
     /// `state`), for `j` in `chunk`, to `payload` (token `i` of the chunk at `i * 2 * rowBytes`).
-    private func copyTokens(slot s: Int, state: AttentionScores, rows: UnsafePointer<Int32>, slots: UnsafePointer<Int32>, _ chunk: Range<Int>,
+    private func copyTokens(slot s: Int, state: EvictionState, rows: UnsafePointer<Int32>, slots: UnsafePointer<Int32>, _ chunk: Range<Int>,
                             to payload: UnsafeMutableRawPointer) {
         let table = sequences.table(s), bytes = rowBytes(state)
         for (i, j) in chunk.enumerated() {
@@ -258,7 +258,7 @@ extension Engine: RecordMemory {
     }
 
     /// Drops `tokens` (each parked in `state`) from the parked slots.
-    func dropParked(_ state: AttentionScores, _ tokens: [(row: Int, position: Int32)]) {
+    func dropParked(_ state: EvictionState, _ tokens: [(row: Int, position: Int32)]) {
         for (row, position) in tokens { state.removeParked(row: row, slot: state.parkedSlot(row: row, position: position)) }
     }
 
@@ -274,7 +274,7 @@ extension Engine: RecordMemory {
     /// nothing unless tokens are lost (their list) or the table grows (`OffloadedTokens`).
     /// Cost: O(resident + parked) per row, plus O(records x tokens per record) to find the
     /// records to read.
-    func restoreFocused(slot s: Int, state: AttentionScores) throws(KVError) {
+    func restoreFocused(slot s: Int, state: EvictionState) throws(KVError) {
         guard let offload else { return }
         var pairs = 0
         try makeWritable(slot: s, state: state, length: sequences.lengths[s]) { mark in
@@ -437,8 +437,8 @@ extension Engine: RecordMemory {
     /// are dropped from state and disk: right after a compaction its lowest-ranked ones; after
     /// a focus (its displaced tokens take the restored ones' slots), a loss or a truncation, in
     /// no particular order. The state's
-    /// buffers were grown before (`AttentionScores.reserve(appending:)`).
-    func makeRoomForAppend(slot s: Int, state: AttentionScores, n: Int) {
+    /// buffers were grown before (`EvictionState.reserve(appending:)`).
+    func makeRoomForAppend(slot s: Int, state: EvictionState, n: Int) {
         let limit = config.maxSeqTokens
         if state.maxOccupied + n > limit, let offload {
             settleRestores(s)

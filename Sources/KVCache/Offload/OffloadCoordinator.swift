@@ -156,14 +156,14 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         cachedBlocks = try a.allocate(repeating: 0, count: config.maxSeqs, perSequence)
         swapped = try a.allocate(repeating: false, count: config.maxSeqs, perSequence)
         scratchSources = try a.allocate(count: config.tensors, "the disk tier's scratch of num_layers x 2 tensors")
-        let recordTokens = config.tensors * config.blockBytes / (2 * config.headDim * config.dtypeBytes)
+        let recordTokens = config.blockBytesAllTensors / (2 * config.headDim * config.dtypeBytes)
         let perRecord = "episodic offload's scratch of one record's \(recordTokens) head tokens (num_layers x block_tokens x num_kv_heads)"
         recordRows = try a.allocate(count: recordTokens, perRecord)
         recordSlots = try a.allocate(count: recordTokens, perRecord)
         recordWinners = try a.allocate(count: recordTokens, perRecord)
         failureReasons = Array(repeating: "", count: config.maxSeqs)
         offloadedTokens = [OffloadedTokens?](repeating: nil, count: config.maxSeqs)
-        openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.tensors * config.blockBytes,
+        openRecords = OpenRecords(capacity: min(config.maxSeqs, config.offloadQueueDepth), payloadBytes: config.blockBytesAllTensors,
                                       maxSeqs: config.maxSeqs, numaNode: config.numaNode)
         progress = monotonicCondition()
         a.keep()
@@ -576,7 +576,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             return kvm_slot_gather(out, sources, UInt32(tensors), UInt64(blockBytes))
         }
         try contiguous!.readBlock(block, into: out)
-        return kvm_slot_payload_checksum(out, UInt32(tensors * blockBytes))
+        return kvm_slot_payload_checksum(out, UInt32(tier.payloadBytes))
     }
 
     // MARK: writeback

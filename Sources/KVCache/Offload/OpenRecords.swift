@@ -57,7 +57,7 @@ final class OpenRecords {
 
     deinit { kvm_io_free_buffers(base, UInt64(capacity * stride)) }
 
-    /// Whether the buffers are mapped (`reserve`).
+    /// Whether the buffers are mapped (`reserve`). Tests: read by the tests only.
     var isReserved: Bool { base != nil }
 
     /// Maps the buffers (`capacity x payloadBytes`, rounded up to 2 MiB; no page touched),
@@ -67,7 +67,7 @@ final class OpenRecords {
         guard base == nil else { return }
         guard let mapped = kvm_io_reserve_buffers(UInt64(capacity * stride), numaNode) else {
             throw .outOfMemory("offload: episodic offload's open-record buffers (min(max_seqs, offload_queue_depth) = \(capacity) "
-                               + "slot payloads of \(payloadBytes) bytes): \(String(cString: kvm_error()))")
+                               + "slot payloads of \(payloadBytes) bytes): \(kvmMessage())")
         }
         base = mapped
     }

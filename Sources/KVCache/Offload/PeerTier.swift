@@ -149,7 +149,7 @@ final class PeerTier {
             config.dir = path
             return kvm_slab_open_peer(&config, &s)
         }
-        if rc < 0 { throw .file(-rc, String(cString: kvm_error()), otherwise: -rc == EINVAL ? .invalidArgument : .io) }
+        if rc < 0 { throw .file(rc, otherwise: -rc == EINVAL ? .invalidArgument : .io) }
         return s!
     }
 
@@ -196,7 +196,7 @@ final class PeerTier {
             return
         }
         guard install(kvm_slab_fd(fresh)) else {
-            unavailable = "peer offload dir '\(dir)': its new slab could not be registered for I/O: \(String(cString: kvm_error()))"
+            unavailable = "peer offload dir '\(dir)': its new slab could not be registered for I/O: \(kvmMessage())"
             kvm_slab_close(fresh)
             return
         }
@@ -250,7 +250,7 @@ final class PeerTier {
         let rc = kvm_slab_peer_refresh(slab, &size)
         if rc < 0 {
             replaced = -rc == ESTALE
-            unavailable = String(cString: kvm_error())
+            unavailable = kvmMessage()
             clear()
             return
         }

@@ -32,7 +32,7 @@ struct PinnedSync {
     /// Syncs the pinned files, closing them, and the directory when owed (after the files only).
     /// Without the engine's lock unless `needsTheLock`; once.
     mutating func sync() {
-        if kvm_slab_sync_files(&files) < 0 { return filesFailure = String(cString: kvm_error()) }
-        if directoryOwed && kvm_slab_sync_journal_dir(slab) != 0 { directoryFailure = String(cString: kvm_error()) }
+        if kvm_slab_sync_files(&files) < 0 { return filesFailure = kvmMessage() }
+        if directoryOwed && kvm_slab_sync_journal_dir(slab) != 0 { directoryFailure = kvmMessage() }
     }
 }

@@ -146,7 +146,7 @@ struct TierIdentity: Equatable {
         let fd = kvm_tier_file_open(path, O_RDONLY, checks, &entry)
         if fd < 0 {
             if fd == -ENOENT { return nil }
-            throw .file(-fd, String(cString: kvm_error()))
+            throw .file(fd)
         }
         defer { kvm_fork_close_close(fd, entry) }
         var bytes = [UInt8](repeating: 0, count: 1024)
@@ -178,7 +178,7 @@ struct TierIdentity: Equatable {
         unlink(temporary)  // one left by a process that ended in the middle may have another mode
         var entry: Int32 = -1
         let fd = kvm_tier_file_open(temporary, O_WRONLY | O_CREAT | O_EXCL, Int32(KVM_TIER_FILE_OWN), &entry)
-        guard fd >= 0 else { throw .file(-fd, String(cString: kvm_error())) }
+        guard fd >= 0 else { throw .file(fd) }
         let bytes = Array(text.utf8)
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         let synced = fsync(fd) == 0
@@ -191,7 +191,7 @@ struct TierIdentity: Equatable {
         // Durable once the directory is: a crash before it may bring back no identity (the
         // next open then writes this one again), never a torn one.
         let directorySynced = kvm_sync_parent(path)
-        if directorySynced < 0 { throw .file(-directorySynced, String(cString: kvm_error())) }
+        if directorySynced < 0 { throw .file(directorySynced) }
     }
 
     /// The own tier's check, under the directory's lock: a directory without an identity (new,

@@ -106,7 +106,7 @@ final class TierJournal {
     func compact() -> Int32 {
         let begun = kvm_slab_journal_rewrite_begin(slab)
         guard begun == 0 else {
-            lastError = String(cString: kvm_error())
+            lastError = kvmMessage()
             return begun
         }
         var n = 0
@@ -123,7 +123,7 @@ final class TierJournal {
             if added != 0 { return abortCompaction(added) }
         }
         let committed = kvm_slab_journal_rewrite_commit(slab)
-        if committed != 0 { lastError = String(cString: kvm_error()) }
+        if committed != 0 { lastError = kvmMessage() }
         if committed >= 0 {
             compacted()
             renames += 1
@@ -177,7 +177,7 @@ final class TierJournal {
     }
 
     private func abortCompaction(_ rc: Int32) -> Int32 {
-        lastError = String(cString: kvm_error())
+        lastError = kvmMessage()
         kvm_slab_journal_rewrite_abort(slab)
         return rc
     }
@@ -215,7 +215,7 @@ final class TierJournal {
             guard kvm_slab_journal_append(slab, batch, UInt32(n)) == 0 else {
                 appendsFailed += 1
                 appendFailing = true
-                lastError = String(cString: kvm_error())
+                lastError = kvmMessage()
                 break
             }
             appendFailing = false

@@ -24,7 +24,7 @@ import Glibc
 ///
 /// Cost: `allocate`, `release`, `retain` and `lookup` are O(1) with no heap allocation, except
 /// that with a disk tier an `allocate` that evicts spills the evicted block, and first its
-/// cached ancestors the tier lacks (`Spiller.spill`, `ancestorsFirst`): amortised
+/// cached ancestors the tier lacks (`BlockSpiller.spill`, `ancestorsFirst`): amortised
 /// O(`OffloadCoordinator.ancestorsPerSpill`) hash lookups (a walk resumes the last one on the
 /// chain; O(chain) when it starts a new one) and a copy per block written. A walk climbs by
 /// parent hash and parent fingerprint, so a crafted block of a colliding hash never stands in

@@ -510,7 +510,7 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
     func adaptiveBudgetsSumToTheBudgetTimesTheLayers(layers: Int, length: Int, sensitivity: [Float], budget: Int, expected: [Int]) throws {
         var c = EvictionConfig(.heavyHitter)
         c.adaptiveBudgets = true
-        let s = try AttentionScores(layers: layers, heads: 1, config: c, length: length, maxCapacity: 1024)
+        let s = try EvictionState(layers: layers, heads: 1, config: c, length: length, maxCapacity: 1024)
         try sensitivity.withUnsafeBufferPointer { try s.setSensitivity($0) }
         s.compact(budget: budget)
         let kept = (0..<layers).map { s.length(layer: $0) }
@@ -524,7 +524,7 @@ func writeAppendedKV(_ e: Engine, _ seq: UInt64, tokens: [Int32], from: Int) thr
     @Test func equalWeightsHandOnAShortLayersSurplus() throws {
         var c = EvictionConfig(.heavyHitter)
         c.adaptiveBudgets = true
-        let s = try AttentionScores(layers: 2, heads: 1, config: c, length: 64, maxCapacity: 128)
+        let s = try EvictionState(layers: 2, heads: 1, config: c, length: 64, maxCapacity: 128)
         try [Float(1), 3].withUnsafeBufferPointer { try s.setSensitivity($0) }
         s.compact(budget: 16)
         #expect((0..<2).map { s.length(layer: $0) } == [8, 24])

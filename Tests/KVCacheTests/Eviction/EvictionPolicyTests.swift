@@ -30,7 +30,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         var config = EvictionConfig(.streamingLLM)
         config.sinkTokens = 4
         let chunk = 1 << 20, base = 1 << 24
-        let state = try AttentionScores(layers: 1, heads: 1, config: config, length: 0, maxCapacity: chunk + 8)
+        let state = try EvictionState(layers: 1, heads: 1, config: config, length: 0, maxCapacity: chunk + 8)
         for _ in 0..<(base / chunk) {
             try state.append(chunk)
             state.compact(budget: 8)
@@ -52,7 +52,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
     func tovaGivesSlotsPastAPartialObserveNoLastStepAttention(perHead: Bool) throws {
         var c = EvictionConfig(.tova)
         c.perHead = perHead
-        let s = try AttentionScores(layers: 1, heads: 1, config: c, length: 4, maxCapacity: 64)
+        let s = try EvictionState(layers: 1, heads: 1, config: c, length: 4, maxCapacity: 64)
         for step: [Float] in [[0.05, 0.05, 0.45, 0.45], [0.7, 0.3]] {
             try step.withUnsafeBufferPointer { try s.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: $0.count) }
         }
@@ -165,12 +165,12 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         var rng = SplitMix64(seed: UInt64(n))
         for i in 0..<(heads * n + 2048) { raw[i] = Float(rng.next() >> 40) / Float(1 << 24) }
         for offset in [0, 1, 3, 512, 1023] {
-            let s = try AttentionScores(layers: 1, heads: heads, config: EvictionConfig(.heavyHitter), length: n, maxCapacity: 2048)
+            let s = try EvictionState(layers: 1, heads: heads, config: EvictionConfig(.heavyHitter), length: n, maxCapacity: 2048)
             let scores = UnsafePointer(raw + offset)
             let scratch = s.summedScratch(for: scores)
             let start = UInt(bitPattern: s.summedBuffer), at = UInt(bitPattern: scratch)
             #expect((at &- UInt(bitPattern: scores)) & 4095 == 2048)
-            #expect(at >= start && at < start + UInt(AttentionScores.pageFloats * 4), "the sums fit after it")
+            #expect(at >= start && at < start + UInt(EvictionState.pageFloats * 4), "the sums fit after it")
             try s.observe(layer: 0, scores: scores, nHeads: heads, nTokens: n)
             try s.observe(layer: 0, scores: scores, nHeads: heads, nTokens: n)
             let acc = s.accumulatedScores(layer: 0)
@@ -186,8 +186,8 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
 
     /// A 2-layer state of `n` tokens whose layer 0 observed one step of random `heads x n`
     /// scores and layer 1 the same step twice; returns it and the scores.
-    private func observedOnceAndTwice(_ config: EvictionConfig, heads: Int, n: Int) throws -> (AttentionScores, [Float]) {
-        let s = try AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
+    private func observedOnceAndTwice(_ config: EvictionConfig, heads: Int, n: Int) throws -> (EvictionState, [Float]) {
+        let s = try EvictionState(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
         var rng = SplitMix64(seed: UInt64(n))
         let scores = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) }
         try scores.withUnsafeBufferPointer { p in
@@ -253,7 +253,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         let heads = 8, n = 1031
         var config = EvictionConfig(kind)
         config.perHead = perHead
-        let s = try AttentionScores(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
+        let s = try EvictionState(layers: 2, heads: heads, config: config, length: n, maxCapacity: 2048)
         var rng = SplitMix64(seed: 5)
         let good = (0..<(heads * n)).map { _ in Float(rng.next() >> 40) / Float(1 << 24) / 3 }
         for _ in 0..<3 {
@@ -300,7 +300,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         #expect(config.tracking == expected)
         #expect(config.keepsEveryToken == (kind == .none))
         #expect(kind.policy(config).kind == kind)
-        let state = try AttentionScores(layers: 2, heads: 2, config: config, length: 3, maxCapacity: 64)
+        let state = try EvictionState(layers: 2, heads: 2, config: config, length: 3, maxCapacity: 64)
         #expect(state.tracking == expected && state.episodeObserved.count == (kind == .episodic ? config.episodes + 1 : 0))
     }
 
@@ -331,7 +331,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         var config = EvictionConfig(.episodic)
         config.episodes = 2
         config.recentTokens = 1
-        let s = try AttentionScores(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
+        let s = try EvictionState(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
         func observe(_ heavy: [Int: Float]) throws {
             var row = [Float](repeating: 0, count: 20)
             for (t, v) in heavy { row[t] = v }
@@ -356,7 +356,7 @@ private func kept(_ policy: any EvictionPolicy, n: Int, budget: Int, acc: [Float
         let budget = 8, n = budget + evicted  // 1: the decode step's path; 40: a large eviction
         var config = EvictionConfig(kind)
         config.recentTokens = budget + 5
-        let s = try AttentionScores(layers: 1, heads: 1, config: config, length: n, maxCapacity: 64)
+        let s = try EvictionState(layers: 1, heads: 1, config: config, length: n, maxCapacity: 64)
         var row = [Float](repeating: 0.01, count: n)
         row[0] = 5  // heavy hitters the clamped window outranks
         row[2] = 4

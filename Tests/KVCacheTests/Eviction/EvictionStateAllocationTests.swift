@@ -163,7 +163,7 @@ struct EvictionStateAllocationTests {
     @Test func aStateLongerThanItsMostTrapsAtOnce() async {
         await #expect(processExitsWith: .signal(SIGILL)) {
             alarm(10)
-            _ = try? AttentionScores(layers: 1, heads: 1, config: EvictionConfig(.heavyHitter), length: 2048, maxCapacity: 1024)
+            _ = try? EvictionState(layers: 1, heads: 1, config: EvictionConfig(.heavyHitter), length: 2048, maxCapacity: 1024)
             exit(0)
         }
     }

@@ -10,7 +10,7 @@ import Testing
     /// highest scores (raw sums, or sums over `seen[position]` queries, at least 1), ties to
     /// the lowest slot.
     private func expectedKept(
-        _ state: AttentionScores, layer: Int, row: Int, budget: Int, window: Int, seen: [Int32: Float]?
+        _ state: EvictionState, layer: Int, row: Int, budget: Int, window: Int, seen: [Int32: Float]?
     ) -> Set<Int32> {
         let pos = state.positions(layer: layer, row: row), acc = rankedScores(state, layer: layer, row: row)
         let score = (0..<pos.count).map { i in seen.map { acc[i] / max($0[pos[i]]!, 1) } ?? acc[i] }
@@ -24,7 +24,7 @@ import Testing
 
     /// The scores the policy ranks row `row` of `layer` by: the accumulated attention, or
     /// (episodic, focused on an episode that has observed something) the episode's plus the turn's.
-    private func rankedScores(_ state: AttentionScores, layer: Int, row: Int) -> [Float] {
+    private func rankedScores(_ state: EvictionState, layer: Int, row: Int) -> [Float] {
         let e = state.focusedEpisode
         guard state.tracking.contains(.episodes), e >= 0, state.episodeObserved[e] else {
             return Array(state.accumulatedScores(layer: layer, row: row))
@@ -54,7 +54,7 @@ import Testing
         config.perHead = perHead
         config.normalizedScores = normalized
         let layers = 2, heads = 2, start = 300
-        let state = try AttentionScores(layers: layers, heads: heads, config: config, length: start, maxCapacity: 4096)
+        let state = try EvictionState(layers: layers, heads: heads, config: config, length: start, maxCapacity: 4096)
         var rng = SplitMix64(seed: UInt64(window) + (perHead ? 100 : 0) + (normalized ? 1000 : 0) + (episodic ? 10000 : 0))
         var segmentEnd = 0
         // A segment from the last one's end to the newest position, then a focus.
@@ -145,7 +145,7 @@ import Testing
     func onlyARecordingPolicyAllocatesTheRecords(policy: EvictionPolicyKind, records: Bool) throws {
         var config = EvictionConfig(policy)
         config.perHead = true
-        let state = try AttentionScores(layers: 3, heads: 4, config: config, length: 10, maxCapacity: 64)
+        let state = try EvictionState(layers: 3, heads: 4, config: config, length: 10, maxCapacity: 64)
         #expect(state.lowScoreRecordBytes == (records ? 3 * 4 * 1280 : 0))
     }
 

@@ -7,7 +7,7 @@ import Testing
 /// count when it left. `LowScoreCacheTests` checks them through random decoding.
 @Suite struct VisibilityCountTests {
     /// Observes one step of `queries` queries on every slot of layer 0, each row summing to it.
-    private func observe(_ state: AttentionScores, queries: Int) throws {
+    private func observe(_ state: EvictionState, queries: Int) throws {
         let n = state.length(layer: 0)
         let scores = [Float](repeating: Float(queries) / Float(n), count: n)
         try scores.withUnsafeBufferPointer { try state.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: n) }
@@ -16,7 +16,7 @@ import Testing
     @Test func tokensPastAStepsScoresSeeNone() throws {
         var config = EvictionConfig(.heavyHitter)
         config.normalizedScores = true
-        let state = try AttentionScores(layers: 1, heads: 1, config: config, length: 6, maxCapacity: 64)
+        let state = try EvictionState(layers: 1, heads: 1, config: config, length: 6, maxCapacity: 64)
         let scores: [Float] = [0.25, 0.25, 0.25, 0.25]  // one query over the first 4 of 6 slots
         try scores.withUnsafeBufferPointer { try state.observe(layer: 0, scores: $0.baseAddress!, nHeads: 1, nTokens: 4) }
         #expect(state.visibility(layer: 0) == [1, 1, 1, 1, 0, 0])
@@ -31,7 +31,7 @@ import Testing
         var config = EvictionConfig(.heavyHitter)
         config.normalizedScores = true
         let n = 4096, steps = (1 << 24) / n
-        let state = try AttentionScores(layers: 1, heads: 1, config: config, length: n, maxCapacity: n + 8)
+        let state = try EvictionState(layers: 1, heads: 1, config: config, length: n, maxCapacity: n + 8)
         for _ in 0..<steps { try observe(state, queries: n) }  // slot t sees n - t queries each step
         state.compact(budget: 8)
         try state.append(1)
@@ -47,7 +47,7 @@ import Testing
         config.normalizedScores = true
         config.recentTokens = 4
         config.recentRatio = 0
-        let state = try AttentionScores(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
+        let state = try EvictionState(layers: 1, heads: 1, config: config, length: 20, maxCapacity: 64)
         try observe(state, queries: 20)  // a prefill: slot t is seen by the 20 - t queries from t on
         #expect(state.visibility(layer: 0) == (0..<20).map { Float(20 - $0) })
         try state.append(1)

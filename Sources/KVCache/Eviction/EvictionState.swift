@@ -27,7 +27,7 @@ import Glibc
 /// "Speculative decoding"). No access here overlaps another (none is passed `inout` to a call
 /// that touches the same property, and the engine's lock serialises callers: the class is not
 /// thread-safe); debug builds, the tests', still check that.
-public final class AttentionScores {
+public final class EvictionState {
     /// Layers.
     public let layers: Int
     /// KV heads per layer.
@@ -53,7 +53,7 @@ public final class AttentionScores {
     /// `nextPosition - tailFrom` resident slots, in position order: the tokens appended since
     /// the last compaction or restore (0 before any: slot i holds position i). No parked token
     /// lies there. A truncation at or past it drops the last slots without a scan.
-    private(set) var tailFrom = 0
+    var tailFrom = 0
     /// Per layer: slots held.
     let lengths: UnsafeMutablePointer<Int>
     /// Per row: parked slots (at the top of the row).
@@ -80,18 +80,18 @@ public final class AttentionScores {
     var visible: UnsafeMutablePointer<Float> { buffers.visible }
     /// Per layer: the queries observed since the layer's last rebase (a step's count is its
     /// first head's row sum, rounded); below `rebaseQueries` plus one step's queries.
-    private let visibleQueries: UnsafeMutablePointer<Float>
+    let visibleQueries: UnsafeMutablePointer<Float>
     /// `config.episodes + 1` blocks of `rows * capacity` (episodic only, else empty): per
     /// episode the attention credited to it, and last the *turn* block, the attention
     /// observed since the previous focus, credited at the next focus to the episode of the
     /// segment added in between (the turn those queries belonged to).
     var episodeScores: UnsafeMutablePointer<Float> { buffers.episodeScores }
     /// Per episode: whether it has observed anything.
-    private(set) var episodeObserved: [Bool]
+    var episodeObserved: [Bool]
     /// Scratch: the keep mask of one row, selection values, a layer's summed scores.
-    private var keepMask: UnsafeMutablePointer<UInt8> { buffers.keepMask }
-    private var values: UnsafeMutablePointer<Float> { buffers.values }
-    private var slotScratch: UnsafeMutablePointer<Int32> { buffers.slotScratch }
+    var keepMask: UnsafeMutablePointer<UInt8> { buffers.keepMask }
+    var values: UnsafeMutablePointer<Float> { buffers.values }
+    var slotScratch: UnsafeMutablePointer<Int32> { buffers.slotScratch }
     /// A layer's summed scores go here, at `summedScratch(for:)`: `heads x capacity` floats
     /// plus a 4 KiB page of room to place them.
     var summedBuffer: UnsafeMutablePointer<Float> { buffers.summedBuffer }
@@ -102,19 +102,19 @@ public final class AttentionScores {
     /// Per layer: slots after the planned compaction.
     let plannedLengths: UnsafeMutablePointer<Int>
     /// Per row: the lowest scores recorded between decode steps (H2O, episodic).
-    private let lowScores: LowScoreCache
+    let lowScores: LowScoreCache
     /// Per layer: the sum of normalised attention entropies observed, and how many rows.
     private var entropySum: [Double]
     private var entropyRows: [Double]
     /// Per layer: the sensitivity the server supplied, or empty.
     public private(set) var sensitivity: [Float] = []
     /// Segments: `[start, end)` positions, and their embeddings (`dim` floats each).
-    private(set) var segmentBounds: [Int] = []
-    private(set) var embeddings: [Float] = []
+    var segmentBounds: [Int] = []
+    var embeddings: [Float] = []
     /// Embedding dimension (0 until fixed).
-    public private(set) var embeddingDim: Int
-    private var clustering: KMeans?
-    private var clusteredSegments = 0
+    public internal(set) var embeddingDim: Int
+    var clustering: KMeans?
+    var clusteredSegments = 0
     /// Compaction scratch of the engine: which blocks and pages a compaction writes.
     var writtenBlocks: [Bool] = []
     var writtenPages: [Bool] = []
@@ -149,7 +149,7 @@ public final class AttentionScores {
     /// An empty state shaped as `other` (its layers, heads, configuration and capacity),
     /// which `copy(from: other)` fills: a fork allocates it before it changes anything.
     /// Throws and costs as the public initializer at `other.capacity`.
-    convenience init(shapeOf other: AttentionScores) throws(KVError) {
+    convenience init(shapeOf other: EvictionState) throws(KVError) {
         try self.init(layers: other.layers, heads: other.heads, config: other.config, length: 0,
                       capacity: other.capacity, maxCapacity: other.maxCapacity)
     }
@@ -195,7 +195,7 @@ public final class AttentionScores {
     /// Takes what the server supplied to `old` (same layers): its per-layer sensitivity and
     /// its segments with their embeddings, not its observations (a sequence whose policy
     /// changes before its first compaction, `Engine.setEviction`). Cost: O(segments * dim).
-    func takeServerInput(from old: AttentionScores) {
+    func takeServerInput(from old: EvictionState) {
         sensitivity = old.sensitivity
         segmentBounds = old.segmentBounds
         embeddings = old.embeddings
@@ -206,7 +206,7 @@ public final class AttentionScores {
     /// since, a deep copy of `other` (a forked sequence's state), parked slots included
     /// (positions and every score): the engine gives the fork its own pins on the records
     /// holding their K/V. Cost: O(rows * capacity) time, no allocation but the small arrays'.
-    func copy(from other: AttentionScores) {
+    func copy(from other: EvictionState) {
         precondition(capacity == other.capacity && rows == other.rows && episodeObserved.count == other.episodeObserved.count)
         let n = rows * capacity
         positions.update(from: other.positions, count: n)
@@ -589,7 +589,7 @@ public final class AttentionScores {
     /// `a[t] += x[t]`, and `b[t] += x[t]` when `b` is given, for `t < n`: the same float adds
     /// as one loop per row, in one SIMD pass that reads `x` once. Cost: O(n).
     @inline(__always)
-    private static func add(_ x: UnsafePointer<Float>, n: Int, into a: UnsafeMutablePointer<Float>, and b: UnsafeMutablePointer<Float>?) {
+    static func add(_ x: UnsafePointer<Float>, n: Int, into a: UnsafeMutablePointer<Float>, and b: UnsafeMutablePointer<Float>?) {
         typealias V = SIMD8<Float>
         let vectors = n / 8
         let src = UnsafeRawPointer(x), dstA = UnsafeMutableRawPointer(a)
@@ -632,134 +632,6 @@ public final class AttentionScores {
         }
         guard sum > 0 else { throw .invalid("every layer's sensitivity is 0") }
         sensitivity = Array(values)
-    }
-
-    // MARK: segments and episodes
-
-    /// Registers segment `[start, end)` of the positions seen so far with its embedding.
-    /// Throws `invalidArgument` (empty or out-of-range bounds, an embedding of the wrong
-    /// dimension, with a non-finite value or a squared norm past `maxSquaredNorm`, too many
-    /// segments) and then changes nothing.
-    public func addSegment(start: Int, end: Int, embedding: UnsafeBufferPointer<Float>) throws(KVError) {
-        guard start >= 0 && start < end && end <= nextPosition else {
-            throw .invalid("segment [\(start), \(end)) is empty or outside the \(nextPosition) positions seen")
-        }
-        try checkEmbedding(embedding)
-        guard segmentBounds.count / 2 < Self.maxSegments else { throw .invalid("more than \(Self.maxSegments) segments") }
-        embeddingDim = embedding.count
-        segmentBounds.append(start)
-        segmentBounds.append(end)
-        embeddings.append(contentsOf: embedding)
-    }
-
-    private func checkEmbedding(_ embedding: UnsafeBufferPointer<Float>) throws(KVError) {
-        guard !embedding.isEmpty && embedding.count <= 4096 else { throw .invalid("embedding dimension \(embedding.count) is outside 1...4096") }
-        if embeddingDim != 0 && embedding.count != embeddingDim {
-            throw .invalid("embedding dimension \(embedding.count) is not the sequence's \(embeddingDim)")
-        }
-        var squared = 0.0
-        for (j, x) in embedding.enumerated() {
-            guard x.isFinite else { throw .invalid("embedding value \(x) at \(j) is not finite") }
-            squared += Double(x) * Double(x)
-        }
-        guard squared <= Self.maxSquaredNorm else {
-            throw .invalid("embedding's squared norm \(squared) is past \(Self.maxSquaredNorm): squared distances between embeddings would overflow a float")
-        }
-    }
-
-    /// The largest squared norm an embedding may have: a quarter of the largest float leaves
-    /// room for the squared distance of two of them (at most twice the sum of their squared
-    /// norms), so that k-means and focus compare finite distances (±3e38 values once gave
-    /// infinities and NaN, and every focus episode 0).
-    static let maxSquaredNorm = Double(Float.greatestFiniteMagnitude) / 8
-
-    /// Segments registered.
-    public var segmentCount: Int { segmentBounds.count / 2 }
-
-    /// Clusters the segments into episodes when they changed (k-means, `config.seed`), then
-    /// returns the episode nearest to `query` and focuses it: later observations are credited
-    /// to it and compaction keeps its heavy hitters. Re-clustering maps each old episode's
-    /// scores to the new episode holding most of its segments. Throws `invalidArgument`
-    /// (no segment yet, wrong dimension, non-finite value, squared norm past `maxSquaredNorm`)
-    /// and then changes nothing.
-    /// Cost: k-means over the segments when they changed; O(k * dim) otherwise.
-    public func focus(_ query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
-        focusedEpisode = try nearestEpisode(query)
-        return focusedEpisode
-    }
-
-    /// Throws what `focus` throws for `query` itself (the policy, no segment yet, its
-    /// dimension or values), changing nothing: so that the engine refuses a bad query before
-    /// it waits for anything. O(query).
-    func checkFocus(_ query: UnsafeBufferPointer<Float>) throws(KVError) {
-        guard tracking.contains(.episodes) else { throw KVError(.unsupported, "focus needs the episodic policy, this sequence uses \(config.policy.name)") }
-        guard segmentCount > 0 else { throw .invalid("no segment registered: add segments before focusing") }
-        try checkEmbedding(query)
-    }
-
-    /// `focus` short of focusing: validates `query`, re-clusters changed segments, credits the
-    /// current turn's observations to its segment's episode, and returns the episode nearest
-    /// to `query`. (The engine's episodic offload focuses it only once its tokens can be
-    /// restored.) Throws as `focus` does, and then changes nothing.
-    func nearestEpisode(_ query: UnsafeBufferPointer<Float>) throws(KVError) -> Int {
-        try checkFocus(query)
-        if clusteredSegments != segmentCount { try recluster() }
-        let turn = config.episodes
-        if episodeObserved[turn] {
-            let target = Int(clustering!.assignment[segmentCount - 1])
-            let block = rows * capacity
-            let dst = episodeScores + target * block, src = episodeScores + turn * block
-            for i in 0..<block { dst[i] += src[i] }
-            src.update(repeating: 0, count: block)
-            episodeObserved[target] = true
-            episodeObserved[turn] = false
-        }
-        return clustering!.nearest(query)
-    }
-
-    /// Throws `outOfMemory` (changing nothing) when the copy of the episodes' scores that the
-    /// remapping reads from cannot be allocated: episodes x rows x capacity floats, as large as
-    /// most of the state, from `CheckedAllocations` so that a refusal is a status, not the end
-    /// of the process.
-    private func recluster() throws(KVError) {
-        let n = segmentCount
-        let fresh = embeddings.withUnsafeBufferPointer {
-            KMeans(points: $0, n: n, dim: embeddingDim, k: config.episodes, seed: config.seed)
-        }
-        if let old = clustering, episodeObserved.contains(true) {
-            // Old episode e -> the new episode holding most of e's (old) segments.
-            var target = [Int](repeating: -1, count: config.episodes)
-            for e in 0..<old.k {
-                var votes = [Int](repeating: 0, count: fresh.k)
-                for s in 0..<clusteredSegments where Int(old.assignment[s]) == e { votes[Int(fresh.assignment[s])] += 1 }
-                if let best = votes.indices.max(by: { votes[$0] < votes[$1] || (votes[$0] == votes[$1] && $0 > $1) }), votes[best] > 0 {
-                    target[e] = best
-                }
-            }
-            let block = rows * capacity, episodes = config.episodes  // the turn block stays
-            // Fits an Int: the state holds episodes + 1 such blocks.
-            let scratch = CheckedAllocations()  // freed on leaving this scope
-            let copy: UnsafeMutablePointer<Float> = try scratch.allocate(
-                count: episodes * block, "a copy of the episodes' scores to re-cluster them (outside memory_bytes; kvcache.h TOKEN EVICTION)")
-            copy.update(from: episodeScores, count: episodes * block)
-            episodeScores.update(repeating: 0, count: episodes * block)
-            let wasObserved = episodeObserved
-            for e in 0..<episodes { episodeObserved[e] = false }
-            for e in 0..<old.k where target[e] >= 0 && wasObserved[e] {
-                let dst = episodeScores + target[e] * block, src = copy + e * block
-                for i in 0..<block { dst[i] += src[i] }
-                episodeObserved[target[e]] = true
-            }
-            if focusedEpisode >= 0 { focusedEpisode = target[focusedEpisode] }
-        }
-        clustering = fresh
-        clusteredSegments = n
-    }
-
-    /// The episode of every segment (after the last clustering; -1 for newer ones). Tests: no
-    /// caller in the package but the tests.
-    public var segmentEpisodes: [Int] {
-        (0..<segmentCount).map { $0 < clusteredSegments ? Int(clustering!.assignment[$0]) : -1 }
     }
 
     // MARK: compaction
@@ -924,7 +796,7 @@ public final class AttentionScores {
     /// The episodic scores of the row at `base`, slot by slot: the focused episode's, to which
     /// the current turn's are added; nil without a focused episode that has observed
     /// something (then the policy is H2O). Cost: O(1).
-    private func episodeRow(_ base: Int) -> (scores: UnsafePointer<Float>, turn: UnsafePointer<Float>)? {
+    func episodeRow(_ base: Int) -> (scores: UnsafePointer<Float>, turn: UnsafePointer<Float>)? {
         guard tracking.contains(.episodes), focusedEpisode >= 0, episodeObserved[focusedEpisode] else { return nil }
         let block = rows * capacity
         return (UnsafePointer(episodeScores + focusedEpisode * block + base), UnsafePointer(episodeScores + config.episodes * block + base))
@@ -1116,7 +988,7 @@ public final class AttentionScores {
         embeddings.removeLast(embeddings.count - kept * embeddingDim)
     }
 
-    @inline(__always) private func copyValues(_ d: Int, _ s: Int, block: Int) {
+    @inline(__always) func copyValues(_ d: Int, _ s: Int, block: Int) {
         positions[d] = positions[s]
         accumulated[d] = accumulated[s]
         if tracking.contains(.lastStep) { last[d] = last[s] }
@@ -1124,7 +996,7 @@ public final class AttentionScores {
         for e in 0..<episodeObserved.count { episodeScores[e * block + d] = episodeScores[e * block + s] }
     }
 
-    @inline(__always) private func swapValues(_ a: Int, _ b: Int, block: Int) {
+    @inline(__always) func swapValues(_ a: Int, _ b: Int, block: Int) {
         swap(&positions[a], &positions[b])
         swap(&accumulated[a], &accumulated[b])
         if tracking.contains(.lastStep) { swap(&last[a], &last[b]) }
@@ -1132,95 +1004,7 @@ public final class AttentionScores {
         for e in 0..<episodeObserved.count { swap(&episodeScores[e * block + a], &episodeScores[e * block + b]) }
     }
 
-    // MARK: parked slots (episodic offload)
-
-    /// Parked slots of row `row`.
-    func parkedCount(row: Int) -> Int { parked[row] }
-
-    /// The first parked slot of row `row` (parked slots are `parkedStart..<capacity`).
-    func parkedStart(row: Int) -> Int { capacity - parked[row] }
-
-    /// Resident slots of row `row` (its layer's length).
-    func length(row: Int) -> Int { lengths[row / rowsPerLayer] }
-
-    /// The original position slot `slot` (resident or parked) of row `row` holds.
-    func position(row: Int, slot: Int) -> Int32 { positions[row * capacity + slot] }
-
-    /// The parked slot of row `row` holding `position`, or -1. Cost: O(parked).
-    func parkedSlot(row: Int, position: Int32) -> Int {
-        let base = row * capacity
-        for i in parkedStart(row: row)..<capacity where positions[base + i] == position { return i }
-        return -1
-    }
-
-    /// Exchanges every value of slots `a` and `b` of row `row` (a resident and a parked slot:
-    /// one token enters memory, the other leaves it). O(episodes).
-    func swapSlots(row: Int, _ a: Int, _ b: Int) {
-        lowScores.invalidate(row: row)
-        tailFrom = nextPosition  // a parked token may enter a slot of the tail
-        swapValues(row * capacity + a, row * capacity + b, block: rows * capacity)
-        if tracking.contains(.visibility) {  // resident slots count relative to the layer's queries
-            let q = visibleQueries[row / rowsPerLayer]
-            visible[row * capacity + a] -= q
-            visible[row * capacity + b] += q
-        }
-    }
-
-    /// Forgets parked slot `slot` of row `row` (its K/V are gone): the row's lowest parked slot
-    /// takes its place. O(episodes).
-    func removeParked(row: Int, slot: Int) {
-        let first = parkedStart(row: row)
-        precondition(slot >= first && slot < capacity, "slot \(slot) is not parked")
-        if slot != first { copyValues(row * capacity + slot, row * capacity + first, block: rows * capacity) }
-        parked[row] -= 1
-        lowScores.invalidate(row: row)
-    }
-
-    /// Plans an episodic restore of row `row`: runs the policy (the focused episode's scores)
-    /// over all its tokens, resident and parked, with the row's length as the budget, and
-    /// calls `pair(out, in)` for each pair that changes, in resident-slot order: `out` a
-    /// resident slot whose token leaves memory, `in` the parked slot whose token takes its
-    /// place. Changes no state itself, so planning a row again before it changed makes the
-    /// same pairs; `pair` may swap the row's slots (`swapSlots`) but must not plan again.
-    /// Cost: O(resident + parked), no allocation once the gather buffers exist.
-    func planRestore(row: Int, _ pair: (_ out: Int32, _ in: Int32) -> Void) {
-        let len = length(row: row), top = parked[row], first = capacity - top
-        guard top > 0 && len > 0 else { return }
-        let keep = choose(row: row, count: len + top, budget: len) { j in j < len ? j : first + j - len }
-        var out = 0
-        for j in len..<(len + top) where keep[j] == 1 {
-            while keep[out] == 1 { out += 1 }  // as many resident slots lose as parked ones win
-            pair(Int32(out), Int32(first + j - len))
-            out += 1
-        }
-    }
-
-    /// Runs the policy on the `count` slots `slot(0..<count)` of row `row` (any resident or
-    /// parked slots) with `budget`; returns the keep mask by candidate index (valid until the
-    /// next choice). Cost: O(count); allocates the gather buffers once.
-    private func choose(row: Int, count n: Int, budget: Int, slot: (Int) -> Int) -> UnsafePointer<UInt8> {
-        let base = row * capacity, resident = length(row: row), queries = tracking.contains(.visibility) ? visibleQueries[row / rowsPerLayer] : 0
-        if gather.count < 5 * capacity { gather = [Float](repeating: 0, count: 5 * capacity) }
-        let episode = episodeRow(base)
-        gather.withUnsafeMutableBufferPointer { g in
-            let pos = UnsafeMutableRawPointer(g.baseAddress!).bindMemory(to: Int32.self, capacity: capacity)
-            let acc = g.baseAddress! + capacity, lst = acc + capacity, vis = lst + capacity, epi = vis + capacity
-            for j in 0..<n {
-                let i = slot(j)
-                pos[j] = positions[base + i]
-                acc[j] = accumulated[base + i]
-                lst[j] = tracking.contains(.lastStep) ? last[base + i] : 0
-                vis[j] = tracking.contains(.visibility) ? visible[base + i] + (i < resident ? queries : 0) : 0
-                epi[j] = episode.map { $0.scores[i] + $0.turn[i] } ?? 0
-            }
-            let row = EvictionRow(count: n, positions: pos, accumulated: acc, last: lst, visible: vis,
-                                  episode: episode != nil ? UnsafePointer(epi) : nil, nextPosition: nextPosition, budget: max(1, budget))
-            policy.choose(row, scratch: SelectionScratch(values: values, slots: slotScratch, capacity: 2 * capacity), keep: keepMask)
-        }
-        return UnsafePointer(keepMask)
-    }
-
-    private var gather: [Float] = []
+    var gather: [Float] = []
 
     /// Compacts this state alone (no K/V memory): `plan` then `applyPlan`. For evaluation.
     public func compact(budget: Int) {

@@ -23,16 +23,16 @@
 extension Engine {
     /// A new eviction state for `slot` with `eviction`, sized for its current length.
     /// Allocates O(rows x max(length, 1024)) 4-byte words outside `memory_bytes`
-    /// (`AttentionScores.init`; kvcache.h "Memory outside memory_bytes"); throws
+    /// (`EvictionState.init`; kvcache.h "Memory outside memory_bytes"); throws
     /// `outOfMemory` naming the bytes when that fails.
-    private func newEvictionState(_ slot: Int, _ eviction: EvictionConfig) throws(KVError) -> AttentionScores {
-        try AttentionScores(layers: config.numLayers, heads: config.numKVHeads, config: eviction,
+    private func newEvictionState(_ slot: Int, _ eviction: EvictionConfig) throws(KVError) -> EvictionState {
+        try EvictionState(layers: config.numLayers, heads: config.numKVHeads, config: eviction,
                         length: sequences.lengths[slot], maxCapacity: config.maxSeqTokens)
     }
 
     /// The eviction state of `slot`, created on first use from the engine's configuration
     /// (throws `outOfMemory` when that fails, creating nothing).
-    private func evictionState(_ slot: Int) throws(KVError) -> AttentionScores {
+    private func evictionState(_ slot: Int) throws(KVError) -> EvictionState {
         if let s = evictionStates[slot] { return s }
         let s = try newEvictionState(slot, config.eviction)
         evictionStates[slot] = s
@@ -42,7 +42,7 @@ extension Engine {
     /// Runs `body` on the eviction state of `slot`; a state created for it is kept only when
     /// `body` succeeds, so that a refused call leaves the sequence as it was (no state, no
     /// memory). Costs what `evictionState` costs.
-    private func withEvictionState<T>(_ slot: Int, _ body: (AttentionScores) throws(KVError) -> T) throws(KVError) -> T {
+    private func withEvictionState<T>(_ slot: Int, _ body: (EvictionState) throws(KVError) -> T) throws(KVError) -> T {
         if let s = evictionStates[slot] { return try body(s) }
         let s = try newEvictionState(slot, config.eviction)
         let result = try body(s)
@@ -109,7 +109,7 @@ extension Engine {
             total += scores[i]
         }
         guard minimum >= 0 && total.isFinite else {
-            throw AttentionScores.refusal(scores, heads: nHeads, n: nTokens, layer: layer)
+            throw EvictionState.refusal(scores, heads: nHeads, n: nTokens, layer: layer)
         }
     }
 
@@ -180,7 +180,7 @@ extension Engine {
     /// the cut: without `returnMemory` the released pages stay mapped and committed for the
     /// appends that follow (`ContiguousMemory.release`, no `PagedMemory.trim`).
     func compactMemory(
-        slot s: Int, state: AttentionScores, oldLength: Int, newLength: Int, returnMemory: Bool = true, beforeMoves: () -> Void
+        slot s: Int, state: EvictionState, oldLength: Int, newLength: Int, returnMemory: Bool = true, beforeMoves: () -> Void
     ) throws(KVError) {
         // Appends then write each layer from its new length on, into blocks (and pages) no
         // byte moves into: a block whose tail this drops may still be indexed or shared.
@@ -286,7 +286,7 @@ extension Engine {
     /// sequence's pending disk reads landed, and throws `io` (changing nothing) when one of
     /// them failed (`awaitUsable`), as a copy on write does. Cost: O(marks + blocks and pages from the lowest one marked), a scan of the
     /// blocks on each written page (contiguous), plus one copy per shared block or page.
-    func makeWritable(slot s: Int, state: AttentionScores, length: Int, appendsFrom: Int? = nil,
+    func makeWritable(slot s: Int, state: EvictionState, length: Int, appendsFrom: Int? = nil,
                       destinations: ((Int) -> Void) -> Void) throws(KVError) {
         let table = sequences.table(s)
         let newBlocks = (length + bt - 1) / bt
@@ -412,13 +412,13 @@ extension Engine {
     /// Bytes of one row's part of a token slot, per K|V tensor: the whole `tokenBytes` per
     /// layer, one KV head's `headDim x dtypeBytes` per head.
     @inline(__always)
-    func rowBytes(_ state: AttentionScores) -> Int { config.tokenBytes / state.rowsPerLayer }
+    func rowBytes(_ state: EvictionState) -> Int { config.tokenBytes / state.rowsPerLayer }
 
     /// Address of row `row`'s part of token slot `token` of `slot`, in K (`kv` 0) or V (1): the
     /// layer's token slot, plus the head's offset in per-head mode (head `h`'s `headDim x
     /// dtypeBytes` bytes at `h x rowBytes`, in both layouts) (memory-backed engines).
     @inline(__always)
-    func rowAddress(slot: Int, table: UnsafeMutablePointer<Int32>, state: AttentionScores, row: Int, kv: Int, token: Int) -> UnsafeMutableRawPointer {
+    func rowAddress(slot: Int, table: UnsafeMutablePointer<Int32>, state: EvictionState, row: Int, kv: Int, token: Int) -> UnsafeMutableRawPointer {
         let rowsPerLayer = state.rowsPerLayer
         return address(slot: slot, table: table, tensor: 2 * (row / rowsPerLayer) + kv, token: token) + (row % rowsPerLayer) * rowBytes(state)
     }
@@ -464,7 +464,7 @@ extension Engine {
     /// of `seq` with its embedding, for the episodic policy's clustering.
     /// Throws `notFound`, `unsupported` (the sequence's policy is not episodic: no focus could
     /// use the segment, and `setEviction` would drop it), `invalidArgument` (bounds,
-    /// dimension, non-finite values, more than `AttentionScores.maxSegments`), `outOfMemory`
+    /// dimension, non-finite values, more than `EvictionState.maxSegments`), `outOfMemory`
     /// (the first call of a sequence without eviction state cannot allocate it,
     /// `newEvictionState`; nothing changes).
     public func addSegment(_ seq: UInt64, start: Int, end: Int, embedding: UnsafeBufferPointer<Float>) throws(KVError) {

@@ -25,7 +25,7 @@ extension DiskTier {
     /// (its `offload_dir` and peers are not opened); peers' slots are this engine's size, so
     /// this bounds theirs too. O(1).
     static func checkSizes(_ config: EngineConfig) throws(KVError) {
-        let slot = slotBytes(payloadBytes: config.tensors * config.blockBytes)
+        let slot = slotBytes(payloadBytes: config.blockBytesAllTensors)
         guard slot <= maxSlotBytes else {
             throw .invalid("offload_dir: a slot of \(slot) bytes (a block of every layer's K and V plus a 4096-byte header) is more than the \(maxSlotBytes) bytes one disk-tier read or write moves: lower block_tokens, or leave offload_dir NULL for no disk tier")
         }
