@@ -487,9 +487,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// blocks evicted last first (docs/disk-tier.md, "Spilling a chain in order").
     /// The walk never returns `block` nor a block twice: the hashes of a sequence known by
     /// hashes alone are taken as given (`Engine.append(_:tokens:blockHashes:)`), so its chain
-    /// may lead back to a block (a block whose parent is its own hash); the walk stops there.
-    /// Before, it pushed the loop's blocks until the stretch held `capacity` entries, and a
-    /// writeback round marked the same block twice (`BlockPool.markCopy`'s precondition).
+    /// may lead back to a block (a block whose parent is its own hash); the walk stops there,
+    /// also on a resumed stretch that holds `block` (cut below it). Before, it pushed the
+    /// loop's blocks until the stretch held `capacity` entries, and a writeback round marked
+    /// the same block twice (`BlockPool.markCopy`'s precondition).
     /// Cost: amortised O(`ancestorsPerSpill`) lookups per call, O(stretch) when the parent is
     /// on no recorded stretch; each entry is pushed once per time it qualifies.
     func missingAncestors(of block: Int32) -> UnsafeBufferPointer<Int32> {
@@ -502,6 +503,13 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
             start = 0
             walkedEnd = 0
             push(first, hash: parent, fingerprint: parentFingerprint)
+        }
+        // A resumed stretch of a looped chain may hold `block` itself, above its parent: the
+        // chain leads back to it there, so the stretch ends below it.
+        let own = Int(walkedAt[Int(block)])
+        if own > start && own < walkedEnd && walked[own] == block && walkedHashes[own] == blocks.hash(of: block)
+            && walkedFingerprints[own] == blocks.fingerprint(of: block) {
+            walkedEnd = own
         }
         // The oldest entries, re-checked from the oldest down: one that fails ends the stretch.
         var held = 0

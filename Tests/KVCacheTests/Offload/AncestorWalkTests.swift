@@ -158,6 +158,25 @@ struct AncestorWalkTests {
         #expect(stored == [Self.x, Self.y, Self.z], "oldest first, each once")
     }
 
+    /// The same loop, walked from `z`'s block (leaving the stretch `y`'s, `x`'s), then from
+    /// `x`'s: that walk resumes the stretch at its parent `y`'s block, where `x`'s own block
+    /// lies above it, so it ends there: `y`'s alone (review of the change: the resumed
+    /// stretch's entries were not checked against the block, and `x`'s came back as its own
+    /// ancestor).
+    @Test func aResumedStretchEndsBelowTheBlockItself() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        var c = offloadConfig(.paged, dir: dir.path, memoryBytes: 1 << 20)
+        c.maxSeqTokens = 8192
+        let e = try Engine(c)
+        try Self.cacheALoop(e, [Self.w, Self.y, Self.x, Self.y, Self.z])
+        let (bx, by, bz) = try e.locked { () throws(KVError) in
+            (e.blocks.lookup(Self.x, fingerprint: 0), e.blocks.lookup(Self.y, fingerprint: 0), e.blocks.lookup(Self.z, fingerprint: 0))
+        }
+        #expect(try e.locked { () throws(KVError) in Array(e.offload!.missingAncestors(of: bz)) } == [by, bx])
+        #expect(try e.locked { () throws(KVError) in Array(e.offload!.missingAncestors(of: bx)) } == [by])
+    }
+
     /// The kept stretch lives in room for twice the blocks (`walked`): a walk that resumes
     /// it moves its live part down when its end reaches `2 * capacity`. A chain no longer than
     /// memory never gets there (an entry's index is its depth below the first walk's start),
