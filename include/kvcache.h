@@ -975,10 +975,15 @@ kvc_status kvc_drain_events(kvc_engine *e, kvc_event *out, size_t capacity, size
 
 /**
  * kvc_drain_events, numbered, for a server that publishes events on a bus (at-least-once,
- * ordered per publisher, publishers restarting): *epoch receives the engine's epoch, a random
- * non-zero number drawn at kvc_engine_create and fixed for the engine's life (a forked
- * child's inherited engine answers no call, PROCESSES, so never speaks under it), and
- * *first_seq the number of out[0]: out[i] is event *first_seq + i of the engine's stream.
+ * ordered per publisher, publishers restarting): *epoch receives the engine's epoch, its
+ * creation time in nanoseconds since 1970 (CLOCK_REALTIME), made greater than every epoch
+ * the process drew before, never 0, fixed for the engine's life (a forked child's inherited
+ * engine answers no call, PROCESSES, so never speaks under it). A restarted engine's epoch
+ * is greater than its predecessor's, so a router judges a smaller one stale, as long as the
+ * clocks of the hosts an instance runs on agree to better than a restart takes (NTP); a
+ * clock stepped back further makes the new engine's batches look stale until the instance
+ * is removed and added again. *first_seq receives
+ * the number of out[0]: out[i] is event *first_seq + i of the engine's stream.
  * Every event the engine pushes is numbered, consecutive from 1 (the memory tier's
  * ALL_CLEARED of kvc_engine_create is event 1); events the full queue drops keep their
  * numbers, so the batch after a drop starts past the last one drained: a consumer sees the
@@ -2166,7 +2171,8 @@ kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *b
  *  hash 0 (it names no block). `events` may be NULL only when n_events is 0. The view
  *  tracks up to 2^26 (67,108,864) distinct blocks over all instances, its memory following
  *  them (32-128 bytes each: the table doubles past half full and halves under an eighth
- *  full; up to 96 while an outgrown table drains after a doubling: 3 GiB at the bound; and
+ *  full; up to 96 while an outgrown table drains after a doubling, 192 after a halving:
+ *  3 GiB at the bound; and
  *  as much again per instance holding the block, in that instance's set of blocks, which
  *  shrinks likewise); a batch whose stored blocks could pass that (each stored
  *  memory-tier block no instance holds counted as new, repeats and removals in the batch
@@ -2184,8 +2190,9 @@ kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *b
  *  KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (the bound above); nothing changes then.
  *  Cost: three hash-table probes per removed event, four per stored one (the shared table
  *  and the instance's set), one per block the instance held for an all-cleared one (its
- *  set is read, at most 24 entries per block or 12,288, then released; two such passes when
- *  it leads the batch: the room check counts the blocks it frees first); a stored event may
+ *  set is read, at most 24 entries per block or 12,288, then released; a second pass when
+ *  it leads a batch whose stores the room check would otherwise refuse, to count the blocks
+ *  it frees); a stored event may
  *  double either and a removed one halve either, incrementally (see kvc_router_route), so
  *  no call pays a pass over all blocks but an all-cleared one. The
  *  second set costs time: measured mean per stored event 180-240 ns before, 440-590 after
@@ -2196,12 +2203,14 @@ kvc_status kvc_router_observe_events(kvc_router *r, uint32_t instance, const kvc
 /** Applies `instance`'s batch events[0 .. n_events-1], numbered first_seq .. first_seq +
  *  n_events - 1 of the engine stream `epoch` (kvc_drain_events_seq), so that a bus that
  *  delivers at least once, late, or across restarts leaves the view exact. Per instance the
- *  router keeps the epoch and next expected number of the stream it applied, and the last 4
- *  epochs it applied before; kvc_router_add_instance and _remove_instance reset them.
+ *  router keeps the epoch and next expected number of the stream it applied;
+ *  kvc_router_add_instance and _remove_instance reset them. Epochs order engines by
+ *  creation (kvc_drain_events_seq), so:
  *    same epoch: events below the expected number are duplicates, skipped (a batch
  *      straddling it applies only its new tail); a batch starting past it is a gap, refused.
- *    an epoch the instance had before: stale (a dead engine's late batch), ignored, KVC_OK.
- *    another epoch, batch starting at 1: a new engine; applied (its event 1, ALL_CLEARED,
+ *    a smaller epoch: stale (an engine older than the instance's current one: a dead
+ *      engine's late or replayed batch, however many restarts ago), ignored, KVC_OK.
+ *    a greater epoch, batch starting at 1: a new engine; applied (its event 1, ALL_CLEARED,
  *      empties the view) and its epoch taken. Starting above 1: a gap, refused.
  *  So a new instance's first batch must start at event 1, or follow a resync. A gap is
  *  refused with KVC_ERR_NOT_FOUND, nothing changed, the message naming the missing events
@@ -2223,7 +2232,7 @@ kvc_status kvc_router_observe_events_seq(kvc_router *r, uint32_t instance, uint6
  *  the instance's stream there: later batches of `epoch` holding events below next_seq are
  *  duplicates (the dump holds them), the one holding next_seq applies its tail. The remedy
  *  for a refused gap, for a router restarted, or for an instance added while its engine
- *  runs. A dump of an epoch the instance had before is stale: ignored, KVC_OK. Returns
+ *  runs. A dump of a smaller epoch than the instance's is stale: ignored, KVC_OK. Returns
  *  KVC_ERR_INVALID_ARGUMENT (as kvc_router_observe_events; epoch 0, next_seq 0, a dump not
  *  starting with a memory-tier ALL_CLEARED), KVC_ERR_NOT_FOUND (unknown instance),
  *  KVC_ERR_OUT_OF_MEMORY (the view's bound, judged after the dump's clear); nothing changes

@@ -40,11 +40,12 @@ public final class Engine: @unchecked Sendable {
     /// `kvm_fork_generation()` when the engine was created (`kvm_fork_watch`): a process's
     /// generation differs from it only in a forked child (`isInherited`). Constant.
     public let forkGeneration: UInt32
-    /// A random non-zero number naming this engine's event stream (`drainNumberedEvents`,
+    /// The number naming this engine's event stream (`drainNumberedEvents`,
     /// `numberedIndexEvents`): a consumer tells a restarted engine's events (numbered from 1
-    /// again) from a late or repeated batch of the engine before it. Drawn from the system's
-    /// random source at creation, fixed for the engine's life. A forked child's inherited
-    /// engine answers no call (`isInherited`), so it never speaks under its parent's epoch.
+    /// again) from a late or repeated batch of the engine before it, whose epoch is smaller
+    /// (`EventEpoch`: the creation time in nanoseconds, increasing). Fixed for the engine's
+    /// life. A forked child's inherited engine answers no call (`isInherited`), so it never
+    /// speaks under its parent's epoch.
     public let eventEpoch: UInt64
     /// The engine's one lock (`kvm_lock`: a mutex that counts the calls blocked on it, so that
     /// a call working in steps hands it to them between steps, `kvm_lock_yield`).
@@ -113,8 +114,7 @@ public final class Engine: @unchecked Sendable {
         try config.validate()
         self.config = config
         creatorPID = getpid()
-        var random = SystemRandomNumberGenerator()
-        eventEpoch = random.next(upperBound: UInt64.max) + 1
+        eventEpoch = EventEpoch.next()
         forkGeneration = kvm_fork_watch()
         bt = config.blockTokens
         let maxBlocks = (config.maxSeqTokens + bt - 1) / bt

@@ -6,22 +6,20 @@ import KVCache
 public typealias EventPieces = (_ from: Int, _ body: (UnsafeBufferPointer<KVEvent>) -> Void) -> Void
 
 /// The numbered KV-event stream an instance slot's view was built from: the engine's epoch
-/// (`Engine.eventEpoch`, random and non-zero) and the number of the next event expected of
-/// it (`Engine.drainNumberedEvents`: numbered from 1, consecutive, a drop leaving a gap),
-/// and the last `pastLimit` epochs the slot applied before, whose batches are a dead
-/// engine's, late. vLLM's KV-event publisher numbers its batches and Dynamo its workers'
-/// events for the same reason: an event bus delivers at least once, in order per publisher,
-/// and a restarted publisher's stream starts again.
+/// (`Engine.eventEpoch`: `EventEpoch`, greater for an engine created later) and the number of
+/// the next event expected of it (`Engine.drainNumberedEvents`: numbered from 1, consecutive,
+/// a drop leaving a gap). A batch of a smaller epoch is a dead engine's, late. vLLM's
+/// KV-event publisher numbers its batches and Dynamo its workers' events for the same reason:
+/// an event bus delivers at least once, in order per publisher, and a restarted publisher's
+/// stream starts again. (Epochs were random, and the slot remembered its last four: an older
+/// engine's first batch replayed after a resync, or five restarts later, was taken for a new
+/// engine's and the live engine's batches for stale, for good; a review of the change.)
 struct EventStream {
     /// The epoch whose events the view holds, 0 for none (a new slot: its first batch must
     /// start a stream, at event 1, or a resync sets one).
     private(set) var epoch: UInt64 = 0
     /// The number of the next event of `epoch` the view lacks.
     private(set) var next: UInt64 = 0
-    /// Earlier epochs of the slot, most recent first; 0 fills the unused.
-    private var past: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-    /// How many earlier epochs are remembered.
-    static let pastLimit = 4
 
     /// What to do with a batch of `count` > 0 events numbered `first` ..< `first + count`.
     enum Admission: Equatable {
@@ -36,28 +34,26 @@ struct EventStream {
 
     /// Decides a batch of `epoch` numbered `first` ..< `first + count` (`count` > 0, no
     /// overflow), changing nothing: same epoch, events below `next` are duplicates and the
-    /// rest applies; a remembered earlier epoch is stale; another epoch starting at event 1 is
-    /// a new engine (its first event clears the view). Throws `notFound` for a gap (the batch
-    /// starts past `next`, or at another epoch's event above 1), naming the missing events
+    /// rest applies; a smaller epoch is stale; a greater one starting at event 1 is a new
+    /// engine (its first event clears the view). Throws `notFound` for a gap (the batch
+    /// starts past `next`, or at a greater epoch's event above 1), naming the missing events
     /// and the remedy. O(1).
     func admit(instance: UInt32, epoch: UInt64, first: UInt64, count: Int) throws(KVError) -> Admission {
         if epoch == self.epoch {
             guard first > next else { return first + UInt64(count) <= next ? .duplicate : .apply(skip: Int(next - first)) }
             throw gap(instance, epoch, from: next, to: first, held: "has applied its events up to \(next - 1)")
         }
-        if had(epoch) { return .stale }
+        if isStale(epoch) { return .stale }
         if first == 1 { return .apply(skip: 0) }
         let held = self.epoch == 0 ? "holds no numbered stream of it" : "holds epoch \(hex(self.epoch)) up to event \(next - 1)"
         throw gap(instance, epoch, from: 1, to: first, held: held)
     }
 
-    /// Whether `epoch` is one the slot applied before its current one.
-    func had(_ epoch: UInt64) -> Bool { epoch == past.0 || epoch == past.1 || epoch == past.2 || epoch == past.3 }
+    /// Whether `epoch` is an engine's older than the one whose stream the view holds.
+    func isStale(_ epoch: UInt64) -> Bool { epoch < self.epoch }
 
-    /// Records that the view holds `epoch`'s events before `next`; a different epoch than the
-    /// current one retires that to the remembered earlier ones (the oldest forgotten). O(1).
+    /// Records that the view holds `epoch`'s events before `next`. O(1).
     mutating func take(epoch: UInt64, next: UInt64) {
-        if epoch != self.epoch && self.epoch != 0 { past = (self.epoch, past.0, past.1, past.2) }
         self.epoch = epoch
         self.next = next
     }
@@ -80,10 +76,10 @@ extension Router {
     /// `firstSequence + events.count` of the engine stream `epoch` (`Engine.drainNumberedEvents`),
     /// so that a bus delivering batches at least once, late, or after a restart leaves the view
     /// exact: a batch repeating events the view holds applies only its new tail (the repeated
-    /// events counted in `duplicateEvents`); a batch of an epoch the instance had before (the
-    /// last `EventStream.pastLimit`) is ignored (`staleEvents`); another epoch's batch starting
-    /// at event 1 is a new engine's, applied (its first event, an `allCleared`, empties the
-    /// view) and its epoch taken. Anything else is a gap, refused (`refusedGaps`): resync
+    /// events counted in `duplicateEvents`); a batch of a smaller epoch than the instance's
+    /// (an engine created before its current one, `EventEpoch`) is ignored (`staleEvents`); a
+    /// greater epoch's batch starting at event 1 is a new engine's, applied (its first event,
+    /// an `allCleared`, empties the view) and its epoch taken. Anything else is a gap, refused (`refusedGaps`): resync
     /// (`resync`). `addInstance` and `removeInstance` reset the stream: the first batch after
     /// must start at event 1 of an engine, or follow a resync. An empty batch changes nothing.
     /// Throws `notFound` (no such instance, or a gap: the message names the missing events),
@@ -124,7 +120,7 @@ extension Router {
     /// `epoch`, and sets the stream there: the next batch applied starts at or straddles
     /// `nextSequence` (earlier events are duplicates: the dump holds them). The remedy for a
     /// refused gap, a view rebuilt after the router restarted, or an instance added while its
-    /// engine was running. A dump of an epoch the instance had before is ignored
+    /// engine was running. A dump of a smaller epoch than the instance's is ignored
     /// (`staleEvents`). Throws `notFound`, `invalidArgument` (epoch 0, nextSequence 0, a dump
     /// not starting with a memory-tier `allCleared`), `outOfMemory` (`checkRoom`, judged after
     /// the clear); nothing changes then. Cost: `observe(_:events:)`'s.
@@ -144,7 +140,7 @@ extension Router {
             throw KVError(.invalidArgument, "a dump starts with its memory tier's all-cleared event (kvc_engine_index_events_seq); "
                           + "these \(count) events do not")
         }
-        if streams[s].had(epoch) {
+        if streams[s].isStale(epoch) {
             staleEvents += UInt64(count)
             return
         }

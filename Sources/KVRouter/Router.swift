@@ -294,7 +294,8 @@ public final class Router {
     /// holds as new. So the view never drops a stored block in silence, and a restart near the
     /// bound is not refused for blocks its own clear drops. The batch is `events`' events
     /// from index `from` on (`EventPieces`).
-    /// Cost: one probe per event; with a leading clear, one per block the slot holds.
+    /// Cost: one probe per event; with a leading clear and no room for the batch's stores
+    /// counted as new, one per block the slot holds.
     package func checkRoom(slot: Int, from: Int = 0, _ events: EventPieces) throws(KVError) {
         var cleared: UInt64?, newEntries = 0
         events(from) { batch in
@@ -303,6 +304,7 @@ public final class Router {
             }
             for e in batch where view.mayAddEntry(e, cleared: cleared ?? 0) { newEntries += 1 }
         }
+        if view.table.room(for: newEntries) { return }
         let freed = (cleared ?? 0) != 0 ? view.entriesHeldAlone(slot: slot) : 0
         guard !view.table.room(for: newEntries - freed) else { return }
         let alone = (cleared ?? 0) != 0
