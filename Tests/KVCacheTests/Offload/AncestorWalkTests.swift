@@ -130,6 +130,18 @@ struct AncestorWalkTests {
         #expect(differences == 0, "x's block from disk, byte for byte")
     }
 
+    /// An engine over `dir` caching the chain w, y, x, y, z, and the blocks of `x`, `y`, `z`.
+    static func twoBlockLoop(_ dir: ScratchDir) throws -> (Engine, Int32, Int32, Int32) {
+        var c = offloadConfig(.paged, dir: dir.path, memoryBytes: 1 << 20)
+        c.maxSeqTokens = 8192
+        let e = try Engine(c)
+        try cacheALoop(e, [w, y, x, y, z])
+        let (bx, by, bz) = try e.locked { () throws(KVError) in
+            (e.blocks.lookup(x, fingerprint: 0), e.blocks.lookup(y, fingerprint: 0), e.blocks.lookup(z, fingerprint: 0))
+        }
+        return (e, bx, by, bz)
+    }
+
     /// A loop of two blocks under a third (chain w, y, x, y, z: `x`'s parent is `y`, `y`'s
     /// is `x`, `z`'s is `y`): the walk from `y`'s block stops where the chain leads back to
     /// it (its ancestors: `x`'s block alone), the walk from `z`'s where it leads onto the
@@ -138,13 +150,7 @@ struct AncestorWalkTests {
     @Test func aLoopOfTwoBlocksIsWalkedOnce() throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var c = offloadConfig(.paged, dir: dir.path, memoryBytes: 1 << 20)
-        c.maxSeqTokens = 8192
-        let e = try Engine(c)
-        try Self.cacheALoop(e, [Self.w, Self.y, Self.x, Self.y, Self.z])
-        let (bx, by, bz) = try e.locked { () throws(KVError) in
-            (e.blocks.lookup(Self.x, fingerprint: 0), e.blocks.lookup(Self.y, fingerprint: 0), e.blocks.lookup(Self.z, fingerprint: 0))
-        }
+        let (e, bx, by, bz) = try Self.twoBlockLoop(dir)
         #expect(try e.locked { () throws(KVError) in [e.blocks.parent(of: bx), e.blocks.parent(of: by), e.blocks.parent(of: bz)] } == [Self.y, Self.x, Self.y])
         #expect(try e.locked { () throws(KVError) in Array(e.offload!.missingAncestors(of: by)) } == [bx])
         #expect(try e.locked { () throws(KVError) in Array(e.offload!.missingAncestors(of: bz)) } == [by, bx])
@@ -166,13 +172,7 @@ struct AncestorWalkTests {
     @Test func aResumedStretchEndsBelowTheBlockItself() throws {
         let dir = ScratchDir()
         defer { dir.remove() }
-        var c = offloadConfig(.paged, dir: dir.path, memoryBytes: 1 << 20)
-        c.maxSeqTokens = 8192
-        let e = try Engine(c)
-        try Self.cacheALoop(e, [Self.w, Self.y, Self.x, Self.y, Self.z])
-        let (bx, by, bz) = try e.locked { () throws(KVError) in
-            (e.blocks.lookup(Self.x, fingerprint: 0), e.blocks.lookup(Self.y, fingerprint: 0), e.blocks.lookup(Self.z, fingerprint: 0))
-        }
+        let (e, bx, by, bz) = try Self.twoBlockLoop(dir)
         #expect(try e.locked { () throws(KVError) in Array(e.offload!.missingAncestors(of: bz)) } == [by, bx])
         #expect(try e.locked { () throws(KVError) in Array(e.offload!.missingAncestors(of: bx)) } == [by])
     }
