@@ -7,6 +7,17 @@ import Testing
 /// a stored block in silence (helper-70: a fixed 2^18-entry table stopped recording blocks,
 /// every instance's, once one instance had cached 262,144, and never recovered).
 @Suite struct CacheViewCapacityTests {
+    /// A DualMap router tracking 8 blocks, instances 1 and 2, instance 1 holding hashes 1...6.
+    static func sixOfEight() throws -> Router {
+        var c = RouterConfig(policy: .dualMap)
+        c.trackedBlocks = 8
+        let r = try Router(c)
+        try r.addInstance(1)
+        try r.addInstance(2)
+        try stored(1..<7).withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(1, events: b) }
+        return r
+    }
+
     /// Stored memory-tier events of `hashes`, chained.
     static func stored(_ hashes: Range<UInt64>) -> [KVEvent] {
         hashes.map { KVEvent(kind: .blockStored, blockHash: $0, parentHash: $0 == hashes.lowerBound ? 0 : $0 - 1) }
@@ -49,12 +60,7 @@ import Testing
     /// counts) and changes nothing; one that adds none (a repeat, another instance's hash,
     /// removals, another tier) is applied; after removals free room, stores are taken again.
     @Test func aBatchThatCouldPassTheBoundIsRefusedWhole() throws {
-        var c = RouterConfig(policy: .dualMap)
-        c.trackedBlocks = 8
-        let r = try Router(c)
-        try r.addInstance(1)
-        try r.addInstance(2)
-        try Self.stored(1..<7).withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(1, events: b) }
+        let r = try Self.sixOfEight()
         var refusal: KVError?
         do throws(KVError) {
             try Self.stored(6..<10).withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(2, events: b) }
@@ -76,12 +82,7 @@ import Testing
     /// against blocks the clear drops (revchurn). Still refused whole when even the cleared
     /// view cannot hold it; a block another instance holds stays counted as held.
     @Test func aRestartBatchIsJudgedAfterItsLeadingClear() throws {
-        var c = RouterConfig(policy: .dualMap)
-        c.trackedBlocks = 8
-        let r = try Router(c)
-        try r.addInstance(1)
-        try r.addInstance(2)
-        try Self.stored(1..<7).withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(1, events: b) }
+        let r = try Self.sixOfEight()
         try Self.stored(6..<8).withUnsafeBufferPointer { (b) throws(KVError) in try r.observe(2, events: b) }
         let clear = KVEvent(kind: .allCleared, blockHash: 0, parentHash: 0)
         // Instance 1 holds 1...6, 6 shared with 2: the clear frees 5 entries, 2 are left, room

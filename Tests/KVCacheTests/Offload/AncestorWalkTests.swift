@@ -106,10 +106,7 @@ struct AncestorWalkTests {
         let loop = try e.locked { () throws(KVError) in e.blocks.lookup(Self.x, fingerprint: 0) }
         #expect(try e.locked { () throws(KVError) in e.blocks.parent(of: loop) } == Self.x, "the block's parent is its own hash")
         #expect(e.stats().blocksCached == 2)
-        let free = e.stats().blocksTotal - e.stats().blocksUsed - e.stats().blocksCached
-        try e.createSequence(3, tokens: tokens(4 * Int(free) + 4, seed: 71))  // evicts x's block, the oldest
-        try e.syncOffload()
-        let s = e.stats()
+        let s = try Self.evictTheOldest(e, seed: 71)  // x's block, the oldest
         #expect(s.blocksEvicted == 1 && s.disk.blocksSpilled == 1 && s.disk.storedSlots == 1, "\(s.blocksEvicted) evicted, \(s.disk.blocksSpilled) spilled")
         let examined = try e.locked { () throws(KVError) in e.offload!.ancestorsExamined }
         #expect(examined == 1, "ancestors examined: \(examined)")
@@ -128,6 +125,15 @@ struct AncestorWalkTests {
             }
         }
         #expect(differences == 0, "x's block from disk, byte for byte")
+    }
+
+    /// Creates sequence 3 one block longer than the free blocks, so that exactly the oldest
+    /// cached block is evicted, waits for the tier's writes and returns the stats then.
+    static func evictTheOldest(_ e: Engine, seed: Int32) throws -> EngineStats {
+        let free = e.stats().blocksTotal - e.stats().blocksUsed - e.stats().blocksCached
+        try e.createSequence(3, tokens: tokens(4 * Int(free) + 4, seed: seed))
+        try e.syncOffload()
+        return e.stats()
     }
 
     /// An engine over `dir` caching the chain w, y, x, y, z, and the blocks of `x`, `y`, `z`.
@@ -155,10 +161,7 @@ struct AncestorWalkTests {
         #expect(try e.locked { () throws(KVError) in Array(e.offload!.missingAncestors(of: by)) } == [bx])
         #expect(try e.locked { () throws(KVError) in Array(e.offload!.missingAncestors(of: bz)) } == [by, bx])
         #expect(e.stats().blocksCached == 4)
-        let free = e.stats().blocksTotal - e.stats().blocksUsed - e.stats().blocksCached
-        try e.createSequence(3, tokens: tokens(4 * Int(free) + 4, seed: 72))  // evicts z's block, the oldest
-        try e.syncOffload()
-        let s = e.stats()
+        let s = try Self.evictTheOldest(e, seed: 72)  // z's block, the oldest
         #expect(s.blocksEvicted == 1 && s.disk.blocksSpilled == 3 && s.disk.storedSlots == 3, "\(s.blocksEvicted) evicted, \(s.disk.blocksSpilled) spilled")
         let stored = drain(e).filter { $0.tier == KVEvent.diskTier && $0.kind == .blockStored }.map(\.blockHash)
         #expect(stored == [Self.x, Self.y, Self.z], "oldest first, each once")

@@ -27,6 +27,24 @@ struct WritebackRoomTests {
         try e.free(seq)
     }
 
+    /// Creates `sequence` of `blocks` 4-token blocks, which evicts A's 30 (the oldest) and
+    /// leaves `cachedAfter` cached, none spilled by the create itself (the thread wrote them
+    /// ahead); waits until the thread has written `aheadAfter` blocks in all and its round
+    /// ended, syncs, and returns the tier's counters then.
+    static func evictA(_ e: Engine, sequence: UInt64, blocks: Int, seed: Int32, cachedAfter: Int, aheadAfter: UInt64) throws
+        -> DiskTierStats
+    {
+        #expect(try e.createSequence(sequence, tokens: tokens(4 * blocks, seed: seed)) == 0)
+        let evicted = e.stats()
+        #expect(evicted.blocksEvicted == 30 && evicted.blocksCached == cachedAfter
+                && evicted.disk.blocksSpilled == evicted.disk.blocksWrittenAhead,
+                "\(evicted.blocksEvicted) evicted, \(evicted.disk.blocksSpilled) spilled, none in the create")
+        #expect(waitUntil(seconds: 30) { e.stats().disk.blocksWrittenAhead >= aheadAfter }, "got \(e.stats().disk.blocksWrittenAhead)")
+        idle(e, milliseconds: 500)
+        try e.syncOffload()
+        return e.stats().disk
+    }
+
     /// Polls `e` every 10 ms for `milliseconds`, as a server's calls would.
     static func idle(_ e: Engine, milliseconds: Int) {
         for _ in 0..<(milliseconds / 10) {
@@ -88,14 +106,7 @@ struct WritebackRoomTests {
         #expect(e.stats().blocksCached == 50)
 
         // 2048 blocks: 50 cached, 1998 free; 2028 needed, so A's 30 (the oldest) are evicted.
-        #expect(try e.createSequence(3, tokens: tokens(4 * 2028, seed: 93)) == 0)
-        let evicted = e.stats()
-        #expect(evicted.blocksEvicted == 30 && evicted.blocksCached == 20 && evicted.disk.blocksSpilled == evicted.disk.blocksWrittenAhead,
-                "\(evicted.blocksEvicted) evicted, \(evicted.disk.blocksSpilled) spilled, none in the create")
-        #expect(waitUntil(seconds: 30) { e.stats().disk.blocksWrittenAhead >= 50 }, "got \(e.stats().disk.blocksWrittenAhead)")
-        Self.idle(e, milliseconds: 500)
-        try e.syncOffload()
-        d = e.stats().disk
+        d = try Self.evictA(e, sequence: 3, blocks: 2028, seed: 93, cachedAfter: 20, aheadAfter: 50)
         #expect(d.blocksWrittenAhead == 50 && d.slotsEvicted == 30 && d.storedSlots == 20,
                 "\(d.blocksWrittenAhead) ahead, \(d.slotsEvicted) dropped, \(d.storedSlots) stored")
         let b = Self.diskEvents(e)
@@ -140,14 +151,7 @@ struct WritebackRoomTests {
         #expect(e.stats().blocksCached == 60)
 
         // 2048 blocks: 60 cached, 1988 free; 2018 needed, so A's 30 (the oldest) are evicted.
-        #expect(try e.createSequence(4, tokens: tokens(4 * 2018, seed: 114)) == 0)
-        let evicted = e.stats()
-        #expect(evicted.blocksEvicted == 30 && evicted.blocksCached == 30 && evicted.disk.blocksSpilled == evicted.disk.blocksWrittenAhead,
-                "\(evicted.blocksEvicted) evicted, \(evicted.disk.blocksSpilled) spilled, none in the create")
-        #expect(waitUntil(seconds: 30) { e.stats().disk.blocksWrittenAhead >= 60 }, "got \(e.stats().disk.blocksWrittenAhead)")
-        Self.idle(e, milliseconds: 500)
-        try e.syncOffload()
-        d = e.stats().disk
+        d = try Self.evictA(e, sequence: 4, blocks: 2018, seed: 114, cachedAfter: 30, aheadAfter: 60)
         #expect(d.blocksWrittenAhead == 60 && d.slotsEvicted == 30 && d.storedSlots == 30,
                 "\(d.blocksWrittenAhead) ahead, \(d.slotsEvicted) dropped, \(d.storedSlots) stored")
         let then = Self.diskEvents(e)
