@@ -99,6 +99,7 @@
  *   without it ("version `KVC_1.1' not found"), instead of failing at its first call.
  *   KVC_1.1: the numbered event streams (kvc_drain_events_seq, kvc_engine_index_events_seq,
  *   kvc_router_observe_events_seq, kvc_router_resync_instance).
+ *   KVC_1.2: the router's statistics (kvc_router_get_stats).
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -782,7 +783,8 @@ typedef struct kvc_stats {
  *  prefix_hit_tokens. */
 #define KVC_STATS_MIN_SIZE (offsetof(kvc_stats, prefix_hit_tokens) + sizeof(uint64_t))
 
-/** Largest struct_size accepted for kvc_config and kvc_stats; larger is taken to be garbage. */
+/** Largest struct_size accepted for kvc_config, kvc_stats and the router's structs; larger is
+ *  taken to be garbage. */
 #define KVC_STRUCT_SIZE_MAX 4096u
 
 /** One change to the prefix cache. 24 bytes, no padding. */
@@ -2261,6 +2263,74 @@ kvc_status kvc_router_resync_instance(kvc_router *r, uint32_t instance, uint64_t
  *  observation after which the estimate would be infinite or 0: the decayed sum of
  *  milliseconds overflowing, or its ratio to tokens underflowing); nothing changes then. */
 kvc_status kvc_router_observe_prefill(kvc_router *r, size_t n_tokens, double milliseconds);
+
+/**
+ * A router's counters and its cache view's fill (kvc_router_get_stats): what a control plane
+ * needs to see what its event bus does to the view. duplicate_events growing: the bus
+ * redelivers (harmless, skipped); stale_events: a dead engine's batches arrive late (ignored);
+ * refused_gaps: batches were lost, each refused until the instance is resynced;
+ * refused_full_batches or refused_inserts: the view is full and misses blocks.
+ *
+ * The counters count from kvc_router_create and are never reset (kvc_router_remove_instance
+ * keeps them); live_instances and tracked_blocks are the state at the call. Invariants:
+ * slo_switches <= decisions; tracked_blocks <= tracked_blocks_limit; live_instances <= 64;
+ * rebalance_moves is 0 (this ABI never moves a routed request, see KVC_ROUTER_DUALMAP).
+ *
+ * Forward compatibility: set struct_size = sizeof(kvc_router_stats) before the call.
+ * - struct_size < KVC_ROUTER_STATS_MIN_SIZE (including 0) or above KVC_STRUCT_SIZE_MAX:
+ *   KVC_ERR_INVALID_ARGUMENT, nothing written.
+ * - A smaller struct than a later header's (an older caller): only the fields that fit
+ *   entirely are written.
+ * - A larger struct (a newer caller): every known field is written and the bytes past them
+ *   up to struct_size are set to 0; nothing past struct_size is written.
+ * struct_size itself is never written; the padding after it (offset 4) is written 0.
+ */
+typedef struct kvc_router_stats {
+    /** Bytes of this struct as the caller compiled it: sizeof(kvc_router_stats). Input only. */
+    uint32_t struct_size;
+    /** Requests routed: kvc_router_route calls that succeeded. */
+    uint64_t decisions;
+    /** KVC_ROUTER_DUALMAP: decisions that left the candidate caching the longer prefix
+     *  because its estimated TTFT exceeded ttft_slo_ms / 2. */
+    uint64_t slo_switches;
+    /** Queued requests moved by rebalancing: 0 (the Swift router's count; see
+     *  KVC_ROUTER_DUALMAP). */
+    uint64_t rebalance_moves;
+    /** Events of kvc_router_observe_events_seq batches skipped as already applied:
+     *  redelivered, or below a resync's next_seq. */
+    uint64_t duplicate_events;
+    /** Events of numbered batches and dumps (kvc_router_observe_events_seq,
+     *  kvc_router_resync_instance) ignored as an older engine's than their instance's. */
+    uint64_t stale_events;
+    /** Numbered batches refused with KVC_ERR_NOT_FOUND because events before them are
+     *  missing (a redelivered refused batch counts again); the remedy is a resync. */
+    uint64_t refused_gaps;
+    /** Batches (kvc_router_observe_events, _seq, kvc_router_resync_instance) refused whole
+     *  with KVC_ERR_OUT_OF_MEMORY: their stored blocks could take the exact view past
+     *  tracked_blocks_limit. */
+    uint64_t refused_full_batches;
+    /** Blocks the view refused because it held tracked_blocks_limit. With an approximate view,
+     *  one per route that met the full view (it credits none of its blocks from that one on);
+     *  an exact view refuses the batch instead (refused_full_batches), so 0 there. */
+    uint64_t refused_inserts;
+    /** Instances added and not removed. */
+    uint64_t live_instances;
+    /** Distinct block hashes the view holds now, over all instances. */
+    uint64_t tracked_blocks;
+    /** The most the view holds: 2^26 (67,108,864). */
+    uint64_t tracked_blocks_limit;
+    /* more may follow */
+} kvc_router_stats;
+
+/** The smallest kvc_router_stats.struct_size accepted: every field of its first version. */
+#define KVC_ROUTER_STATS_MIN_SIZE \
+    (offsetof(kvc_router_stats, tracked_blocks_limit) + sizeof(uint64_t))
+
+/** Writes the router's counters to *out, honouring out->struct_size (see kvc_router_stats):
+ *  one snapshot, under the router's mutex (it waits for a call in progress). Reads only:
+ *  nothing in the router changes. Returns KVC_ERR_INVALID_ARGUMENT (NULL r/out, struct_size
+ *  out of range). Cost: O(1). Version node KVC_1.2. */
+kvc_status kvc_router_get_stats(kvc_router *r, kvc_router_stats *out);
 
 #ifdef __cplusplus
 }
