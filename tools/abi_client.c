@@ -2432,6 +2432,21 @@ static kvc_router *two_instances(void) {
     return r;
 }
 
+/* The router's statistics (kvc_router_get_stats, KVC_1.2), at the offsets the library writes. */
+_Static_assert(offsetof(kvc_router_stats, decisions) == 8 && offsetof(kvc_router_stats, duplicate_events) == 32 &&
+                   offsetof(kvc_router_stats, refused_full_batches) == 56 &&
+                   offsetof(kvc_router_stats, tracked_blocks_limit) == 88 && sizeof(kvc_router_stats) == 96 &&
+                   KVC_ROUTER_STATS_MIN_SIZE == 96,
+               "kvc_router_stats layout");
+
+static kvc_router_stats router_stats_of(kvc_router *r) {
+    kvc_router_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    MUST(kvc_router_get_stats(r, &s));
+    return s;
+}
+
 static void numbered_events(void) {
     printf("abi_client: numbered events\n");
     enum { Q = 8000, P = 9000, R = 9500 };
@@ -2475,6 +2490,18 @@ static void numbered_events(void) {
     MUST(kvc_router_observe_events_seq(r, y, b3.epoch, b3.first, b3.ev, b3.n)); /* redelivered: skipped */
     MUST(kvc_router_observe_events_seq(r, y, b1.epoch, b1.first, b1.ev, b1.n)); /* its clear too */
     CHECK(route_prompt(r, P) == y, "numbered: the resync credits the lost batch's blocks");
+    /* The router counted what the bus did: engine a's late and replayed batches (stale), the
+     * lost batch (a gap), the batches redelivered after the resync (duplicates). */
+    kvc_router_stats rs = router_stats_of(r);
+    CHECK(rs.stale_events == a2.n + a1.n && rs.refused_gaps == 1 && rs.duplicate_events == b3.n + b1.n,
+          "numbered: stats count %" PRIu64 " stale events (want %zu), %" PRIu64 " gaps (1), %" PRIu64
+          " duplicate events (%zu)", rs.stale_events, a2.n + a1.n, rs.refused_gaps, rs.duplicate_events, b3.n + b1.n);
+    CHECK(rs.decisions == 2 && rs.slo_switches == 0 && rs.rebalance_moves == 0 && rs.refused_full_batches == 0 &&
+              rs.refused_inserts == 0,
+          "numbered: stats count the 2 routes and nothing refused for room");
+    CHECK(rs.live_instances == 2 && rs.tracked_blocks == n_dump - 1 && rs.tracked_blocks_limit == 1u << 26,
+          "numbered: the view holds the dump's %zu blocks of 2^26 (got %" PRIu64 " of %" PRIu64 ")", n_dump - 1,
+          rs.tracked_blocks, rs.tracked_blocks_limit);
     /* Bad input. */
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "epoch 0", kvc_router_observe_events_seq(r, y, 0, 1, b1.ev, b1.n));
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "PTRDIFF_MAX",
@@ -2489,6 +2516,37 @@ static void numbered_events(void) {
     kvc_router_destroy(r);
     kvc_engine_destroy(a);
     kvc_engine_destroy(b);
+}
+
+
+/* kvc_router_get_stats' input: a fresh router counts nothing; NULL router or output and a
+ * struct_size out of range are refused, writing nothing; a newer caller's larger struct gets
+ * every field, the bytes past them up to its struct_size zeroed, nothing past that. */
+static void router_stats(void) {
+    printf("abi_client: router stats\n");
+    kvc_router *r = two_instances();
+    kvc_router_stats s = router_stats_of(r);
+    CHECK(s.decisions == 0 && s.duplicate_events == 0 && s.stale_events == 0 && s.refused_gaps == 0 &&
+              s.refused_full_batches == 0 && s.live_instances == 2 && s.tracked_blocks == 0,
+          "router stats: a new router with two instances counts nothing");
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "router is NULL", kvc_router_get_stats(NULL, &s));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "out is NULL", kvc_router_get_stats(r, NULL));
+    struct {
+        kvc_router_stats s;
+        uint64_t newer[2], past;
+    } big;
+    memset(&big, 0xAB, sizeof big);
+    big.s.struct_size = KVC_ROUTER_STATS_MIN_SIZE - 8;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size 88", kvc_router_get_stats(r, &big.s));
+    CHECK(big.s.decisions == 0xABABABABABABABABull, "router stats: a refused struct is not written");
+    big.s.struct_size = KVC_STRUCT_SIZE_MAX + 1;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size 4097", kvc_router_get_stats(r, &big.s));
+    big.s.struct_size = sizeof big.s + sizeof big.newer;
+    MUST(kvc_router_get_stats(r, &big.s));
+    CHECK(big.s.live_instances == 2 && big.s.tracked_blocks_limit == 1u << 26 && big.newer[0] == 0 && big.newer[1] == 0 &&
+              big.past == 0xABABABABABABABABull && big.s.struct_size == sizeof big.s + sizeof big.newer,
+          "router stats: a newer, larger struct gets every field and zeroes past them, up to its struct_size");
+    kvc_router_destroy(r);
 }
 
 
@@ -2559,5 +2617,6 @@ int main(int argc, char **argv) {
     router_huge_prompt();
     router_restart();
     numbered_events();
+    router_stats();
     summary_and_exit();
 }
