@@ -438,7 +438,9 @@ typedef struct kvc_config {
      *  page at once; a shape with a larger slot and a disk tier (so also with
      *  peer_offload_dirs) is KVC_ERR_INVALID_ARGUMENT naming the slot's size and that limit.
      *  These sizes are checked before any memory is reserved, anything is created in
-     *  offload_dir or any peer is read. Space is preallocated as slots are first needed. */
+     *  offload_dir or any peer is read. Space is preallocated as slots are first needed.
+     *  Memory outside memory_bytes: 103-127 bytes per slot of offload_bytes from the create
+     *  on (~200 at a restart's peak: DISK TIER, Restart), plus the staging buffers. */
     uint64_t offload_bytes;
     /* -- token eviction (see TOKEN EVICTION below); kvc_seq_set_eviction overrides the
      *    policy and granularity per sequence -- */
