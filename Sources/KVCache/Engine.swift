@@ -353,12 +353,11 @@ public final class Engine: @unchecked Sendable {
         var extent = cached
         while extent > run && scratchBlocks[extent - 1] < 0 { extent -= 1 }
         let hitBlocks = UnsafeBufferPointer(start: scratchBlocks, count: extent)
-        let slot = sequences.nextSlot
         if let contiguous {
             let need = contiguous.groupsNeeded(hit: hitBlocks, hitTokens: extent * bt, tokens: n)
             guard contiguous.fits(need) else { throw .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor than the budget has free") }
         }
-        sequences.open(seq, slot: slot)
+        let slot = sequences.open(seq)
         sequences.indexesAppends[slot] = tailKnown
         let table = sequences.table(slot)
         // Every memory hit is referenced before anything is allocated, which may evict cached blocks.
@@ -809,8 +808,7 @@ public final class Engine: @unchecked Sendable {
             // The child's eviction state is allocated before any change (filled last, below).
             var childState: EvictionState?
             if let state = evictionStates[from] { childState = try EvictionState(shapeOf: state) }
-            let to = sequences.nextSlot
-            sequences.open(child, slot: to)
+            let to = sequences.open(child)
             if let contiguous {
                 let committed = committedBytes
                 do throws(KVError) { try contiguous.fork(parent: from, child: to, tokens: length) } catch {

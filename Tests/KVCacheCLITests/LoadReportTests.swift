@@ -1,6 +1,7 @@
 import Foundation
 import KVCache
 import Testing
+import TestSupport
 @testable import kvcache
 
 /// Real, small `kvcache load` runs through the command's own path (argument parsing and
@@ -248,9 +249,8 @@ struct LoadReportTests {
     /// with the tier has one, which wrote blocks ahead of their eviction (the evicting calls
     /// spill those it had not reached).
     @Test func aComparisonWithWritebackRunsItOnlyWithTheTier() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-load-wb-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("load-wb"), dir = scratch.path
+        defer { scratch.remove() }
         let arguments = Self.arguments(Self.shapes[0]).map { $0 == "64MiB" ? "4MiB" : $0 }
             + ["--offload-dir", dir, "--compare-offload", "--plots", ""]
         let runner = try LoadCommand.parse(arguments).loadRunner()
@@ -294,9 +294,8 @@ struct LoadReportTests {
     /// in the table. Both runs spill in the evicting call (`--no-offload-writeback`), so none
     /// is written ahead.
     @Test func anOffloadRunsKeysAreTheHelpsAndASecondRunFindsTheFirstOnesBlocks() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-load-tier-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("load-tier"), dir = scratch.path
+        defer { scratch.remove() }
         // 4 MiB beside ~2.5 MiB of live sequences and ~6.5 MiB of distinct prompt blocks:
         // cached blocks are evicted, so spilled.
         let arguments = Self.arguments(Self.shapes[0]).map { $0 == "64MiB" ? "4MiB" : $0 }
