@@ -851,8 +851,9 @@ void kvc_config_init(kvc_config *cfg);
  * memory until sequences need it); cost grows with max_seqs * num_layers (contiguous).
  * Metadata (block tables, prefix index, event queue of 65536 entries) is allocated here,
  * once; successful calls do not allocate afterwards (a failing call formats its message),
- * but for eviction state (TOKEN EVICTION) and episodic offload's open-record buffers, mapped
- * here only with eviction_policy KVC_EVICTION_EPISODIC (see kvc_seq_set_eviction).
+ * but for eviction state (TOKEN EVICTION), episodic offload's open-record buffers, mapped
+ * here only with eviction_policy KVC_EVICTION_EPISODIC (see kvc_seq_set_eviction), and a
+ * swap-out started while more are pending than ever before (kvc_seq_swap_out, Allocation).
  * Events: the engine's first event is one KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY (every
  * layout, metadata_only too): its memory index starts empty, and a router still holding what
  * an earlier engine of this instance announced (a restart it did not notice: events carry no
@@ -874,7 +875,8 @@ void kvc_config_init(kvc_config *cfg);
  * max_seqs x ceil(max_seq_tokens / block_tokens) entry (up to 1 GiB); the partial blocks'
  * tokens, 8 bytes per max_seqs x block_tokens (up to 32 GiB); roughly 100 bytes per memory
  * block (memory_bytes / block bytes) for its state and the prefix index, 70 more with a disk
- * tier, and 100 per disk-tier slot — refused under RLIMIT_AS, a cgroup limit or with
+ * tier, and 100 per disk-tier slot and 68 per max_seq_tokens / block_tokens (a swap-out's
+ * buffers) — refused under RLIMIT_AS, a cgroup limit or with
  * overcommit off; or a thread
  * cannot be started, see KVC_ERR_OUT_OF_MEMORY; or the disk tier's staging buffers or
  * episodic offload's open-record buffers cannot be mapped, the message naming which; or
@@ -1807,12 +1809,13 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * kvc_seq_swap_out_async of it is pending), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (no disk
  * tier), KVC_ERR_IO (disk full, tier full of swapped-out blocks, write error; or an earlier
  * kvc_seq_swap_out_async of it failed and was not reported yet: the sequence stays resident
- * and unchanged; or a failed disk read spoiled it, see kvc_seq_ready). A tier too full for
- * the sequence's blocks (its free slots, the slots its file can still grow by and its cached
- * blocks counted) is found so before any cached block is dropped for them; one that holds
- * them once the spill writes in flight have landed waits for those writes instead. While
- * journal appends fail (a full disk) neither cached blocks nor freed slots count: a slot is
- * rewritten only once the journal recorded its old block freed (see the disk tier).
+ * and unchanged; or a failed disk read spoiled it, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY
+ * (a swap-out's buffers could not be allocated, see Allocation; nothing changed). A tier too full
+ * for the sequence's blocks (its free slots, the slots its file can still grow by and its cached
+ * blocks counted) is found so before any cached block is dropped for them; one that holds them once
+ * the spill writes in flight have landed waits for those writes instead. While journal appends fail
+ * (a full disk) neither cached blocks nor freed slots count: a slot is rewritten only once the
+ * journal recorded its old block freed (see the disk tier).
  * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
  * request per block of every layer; contiguous: likewise, from the sequence's ranges). The
  * copies run without the engine's lock (about 0.25 ms per 128 KiB block on a small VM:
@@ -1821,6 +1824,13 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * and disk slots first, so no other call reuses them, and a kvc_seq_free or kvc_seq_swap_in
  * of `seq` waits until the copy is submitted. Held under the lock: only a first block copied
  * when nothing but the reserved eighth of the buffers is free.
+ * Allocation: none while no other swap-out (either call) is pending. Each pending swap-out
+ * holds one set of buffers (its disk slots, hashes and copies: 68 bytes per block of a
+ * max_seq_tokens sequence); kvc_engine_create allocates one set, and a swap-out that finds
+ * every set held by pending ones allocates another (more pending at once than ever before),
+ * kept for later swap-outs until kvc_engine_destroy. With index_on_schedule, a swap-out that
+ * completes with prompt blocks not scheduled yet also allocates 24 bytes per such block,
+ * freed at its kvc_seq_swap_in or kvc_seq_free.
  */
 kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 
@@ -1860,6 +1870,7 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * for the sequence's pending reads and when no buffer at all is free, both without the
  * engine's lock, before it starts; the other blocks' copies fall to the later calls that
  * submit them, under the lock (as many per call as completions freed buffers).
+ * Allocation: as kvc_seq_swap_out's (the swap-out's buffer set is held until it ends).
  */
 kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 

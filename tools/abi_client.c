@@ -549,6 +549,49 @@ static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t p
     return mallocs;
 }
 
+/* The mallocs of 20 warm rounds of swapping two sequences out and in, one asynchronously and
+ * one synchronously while the other's may be pending, on an engine with a disk tier: none
+ * (kvcache.h, kvc_seq_swap_out, Allocation: a buffer set per pending swap-out, one allocated
+ * at create, more kept once made; until serverdocs' fix each swap-out made six or seven
+ * mallocs). Sequences over several blocks, one sharing the other's prompt (blocks on disk
+ * already from an earlier round: pinned, not copied). */
+static unsigned long swap_mallocs(uint32_t layout) {
+    enum { TOKENS = 300 };
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "swapping out and in does not allocate", dir);
+    kvc_config cfg;
+    disk_config(&cfg, layout, dir);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    int32_t tokens[TOKENS];
+    for (size_t i = 0; i < TOKENS; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 11;
+    unsigned long before = 0;
+    uint64_t swap_outs = stats_of(e).swap_outs;
+    for (int round = 0; round <= 20; round++) {
+        if (round == 1) before = thread_mallocs;
+        size_t cached;
+        MUST(kvc_seq_create(e, 1, tokens, TOKENS, &cached));
+        MUST(kvc_seq_create(e, 2, tokens, TOKENS - 40, &cached));
+        MUST(wait_ready(e, 1));
+        MUST(wait_ready(e, 2));
+        for (size_t i = 0; i < 20; i++) MUST(kvc_seq_append(e, 2, &tokens[i], 1));
+        MUST(kvc_seq_swap_out_async(e, 2));
+        MUST(kvc_seq_swap_out(e, 1)); /* while 2's may be pending: a second buffer set, kept */
+        MUST(kvc_engine_sync(e));
+        MUST(kvc_seq_swap_in(e, 1));
+        MUST(kvc_seq_swap_in(e, 2));
+        MUST(wait_ready(e, 1));
+        MUST(wait_ready(e, 2));
+        for (uint64_t seq = 1; seq <= 2; seq++) MUST(kvc_seq_free(e, seq));
+    }
+    unsigned long mallocs = thread_mallocs - before;
+    CHECK(stats_of(e).swap_outs - swap_outs == 42, "%s: 42 swap-outs completed, %llu did", name,
+          (unsigned long long)(stats_of(e).swap_outs - swap_outs));
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+    return mallocs;
+}
+
 /* kvcache.h (kvc_engine_create): "successful calls do not allocate afterwards". Rounds of what a
  * server does per request: a prompt over several pages, the same prompt again (a prefix hit), a
  * fork whose boundary page is copied, decode appends, a truncation into the page the fork
@@ -591,6 +634,9 @@ static void no_allocation(uint32_t layout) {
     CHECK(mallocs == 0, "%s: 20 rounds of create, create (prefix hit), fork, append, truncate, K/V lookup, stats, drain, free "
           "made %lu mallocs, want 0", name, mallocs);
     kvc_engine_destroy(e);
+    mallocs = swap_mallocs(layout);
+    CHECK(mallocs == 0, "%s: 20 rounds of create, swap out, swap out async, sync, swap in, ready, free with a disk tier "
+          "made %lu mallocs, want 0", name, mallocs);
     for (uint32_t per_head = 0; per_head <= 1; per_head++) {
         unsigned long focus_mallocs;
         mallocs = episodic_offload_decode_mallocs(layout, per_head, &focus_mallocs);
