@@ -856,8 +856,9 @@ void kvc_config_init(kvc_config *cfg);
  * swap-out started while more are pending than ever before (kvc_seq_swap_out, Allocation).
  * Events: the engine's first event is one KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY (every
  * layout, metadata_only too): its memory index starts empty, and a router still holding what
- * an earlier engine of this instance announced (a restart it did not notice: events carry no
- * instance epoch) forgets it when it applies the events in order. With a disk tier, the
+ * an earlier engine of this instance announced (a restart it did not notice: the unnumbered
+ * kvc_drain_events carries no engine epoch; kvc_drain_events_seq's epoch, KVC_1.1, tells a
+ * restart apart) forgets it when it applies the events in order. With a disk tier, the
  * tier's own events follow (DISK TIER, Events: its ALL_CLEARED, then one BLOCK_STORED per
  * block it found). The queue holds these beside its 65536, so none is dropped before the
  * first kvc_drain_events; that room stays (its capacity is 65536 plus them for the engine's
