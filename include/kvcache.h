@@ -1096,6 +1096,15 @@ kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tok
  * sequences' memory waits for their reads, it first waits for them, see there and
  * kvc_seq_free). Allocates nothing outside memory_bytes, except that such an append
  * reallocates the eviction state (O(rows x capacity), amortised over the capacity's tokens).
+ * Cost: a lock, O(n_tokens) hashing and, per block filled, an index insert; paged, a free
+ * block per block begun (about 66 ns per one-token call, no system call but a commit when
+ * the pool has no committed group left). Contiguous: an append whose tokens reach a page
+ * its sequence has not mapped yet maps that page in each of the 2 x num_layers tensors (one
+ * mmap each, ~7 us, under the engine's lock, plus a commit of new memory), so it is paid
+ * once per page_bytes / token_bytes tokens: with 64 KiB pages, 2 KiB per layer per token
+ * (8 KV heads x 128 dims, fp16) and 32 layers, one append in 32 maps 64 pages; measured
+ * mean 22.7 us per one-token append (5.0 us at 8 layers), p50 0.08 us, p99 0.7-1.0 ms
+ * (docs/memory.md, speculative decoding). Pages mapped ahead (a truncation's) are free.
  */
 kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens);
 
