@@ -99,6 +99,7 @@
  *   without it ("version `KVC_1.1' not found"), instead of failing at its first call.
  *   KVC_1.1: the numbered event streams (kvc_drain_events_seq, kvc_engine_index_events_seq,
  *   kvc_router_observe_events_seq, kvc_router_resync_instance).
+ *   KVC_1.2: kvc_layer_kv_layout.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -1323,6 +1324,29 @@ kvc_status kvc_seq_block_table(kvc_engine *e, uint64_t seq, int32_t *blocks, siz
  * layout, metadata-only engine).
  */
 kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, void **v);
+
+/**
+ * KVC_LAYOUT_PAGED (KVC_1.2): `layer`'s K blocks as one array and its V blocks as another,
+ * for kernels that take block ids as indexes into [num_blocks, ...] tensors (vLLM's and
+ * FlashInfer's paged attention): stores K's base in *k_base, V's in *v_base and the distance
+ * between consecutive block ids in *block_stride, so that block b's K is at
+ * *k_base + b * *block_stride and its V at *v_base + b * *block_stride (what kvc_block_kv
+ * returns for b), for every block id 0 .. kvc_stats.blocks_total - 1 and the engine's whole
+ * life: the memory is one mapping made at kvc_engine_create (huge pages, a NUMA node and
+ * kvc_engine_trim change what is committed, never an address). *block_stride is the block's
+ * bytes per tensor (block_tokens x token_bytes) when blocks fill their pages exactly (every
+ * power-of-two shape, e.g. 16 tokens x 8 KV heads x 128 dims fp16 on 4 KiB to 2 MiB pages),
+ * or a whole number of pages when a block is larger than a page (each padded to whole pages:
+ * more than the block's bytes unless they are a multiple of page_bytes). The bytes of a
+ * free block belong to nobody.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k_base/v_base/block_stride, layer >= num_layers),
+ * KVC_ERR_UNSUPPORTED (contiguous layout, metadata-only engine, or blocks smaller than a
+ * page that do not divide it: padded within their pages, no single stride; use
+ * kvc_block_kv per block or a block size dividing page_bytes), nothing written then.
+ * Thread-safe; no lock, no allocation.
+ */
+kvc_status kvc_layer_kv_layout(kvc_engine *e, uint32_t layer, void **k_base, void **v_base,
+                               uint64_t *block_stride);
 
 /* ---------------------------------------------------------------------------------------
  * Token eviction
