@@ -16,8 +16,8 @@ import Testing
         return Array(t[0..<n])
     }
 
-    /// Runs 600 random steps on `e`; returns how many appends copied a shared partial last
-    /// block (the one entry before the old end an append may change).
+    /// Runs 600 random steps on `e`, then frees what is live; returns how many appends copied
+    /// a shared partial last block (the one entry before the old end an append may change).
     private func run(_ e: Engine, seed: UInt64) throws -> Int {
         var rng = SplitMix64(seed: seed)
         var live: [UInt64] = [], next: UInt64 = 1, copied = 0
@@ -60,6 +60,7 @@ import Testing
                 }
             }
         }
+        for seq in live { try e.free(seq) }
         return copied
     }
 
