@@ -549,6 +549,49 @@ static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t p
     return mallocs;
 }
 
+/* The mallocs of 20 warm rounds of swapping two sequences out and in, one asynchronously and
+ * one synchronously while the other's may be pending, on an engine with a disk tier: none
+ * (kvcache.h, kvc_seq_swap_out, Allocation: a buffer set per pending swap-out, one allocated
+ * at create, more kept once made; until serverdocs' fix each swap-out made six or seven
+ * mallocs). Sequences over several blocks, one sharing the other's prompt (blocks on disk
+ * already from an earlier round: pinned, not copied). */
+static unsigned long swap_mallocs(uint32_t layout) {
+    enum { TOKENS = 300 };
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "swapping out and in does not allocate", dir);
+    kvc_config cfg;
+    disk_config(&cfg, layout, dir);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    int32_t tokens[TOKENS];
+    for (size_t i = 0; i < TOKENS; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 11;
+    unsigned long before = 0;
+    uint64_t swap_outs = stats_of(e).swap_outs;
+    for (int round = 0; round <= 20; round++) {
+        if (round == 1) before = thread_mallocs;
+        size_t cached;
+        MUST(kvc_seq_create(e, 1, tokens, TOKENS, &cached));
+        MUST(kvc_seq_create(e, 2, tokens, TOKENS - 40, &cached));
+        MUST(wait_ready(e, 1));
+        MUST(wait_ready(e, 2));
+        for (size_t i = 0; i < 20; i++) MUST(kvc_seq_append(e, 2, &tokens[i], 1));
+        MUST(kvc_seq_swap_out_async(e, 2));
+        MUST(kvc_seq_swap_out(e, 1)); /* while 2's may be pending: a second buffer set, kept */
+        MUST(kvc_engine_sync(e));
+        MUST(kvc_seq_swap_in(e, 1));
+        MUST(kvc_seq_swap_in(e, 2));
+        MUST(wait_ready(e, 1));
+        MUST(wait_ready(e, 2));
+        for (uint64_t seq = 1; seq <= 2; seq++) MUST(kvc_seq_free(e, seq));
+    }
+    unsigned long mallocs = thread_mallocs - before;
+    CHECK(stats_of(e).swap_outs - swap_outs == 42, "%s: 42 swap-outs completed, %llu did", name,
+          (unsigned long long)(stats_of(e).swap_outs - swap_outs));
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+    return mallocs;
+}
+
 /* kvcache.h (kvc_engine_create): "successful calls do not allocate afterwards". Rounds of what a
  * server does per request: a prompt over several pages, the same prompt again (a prefix hit), a
  * fork whose boundary page is copied, decode appends, a truncation into the page the fork
@@ -591,6 +634,9 @@ static void no_allocation(uint32_t layout) {
     CHECK(mallocs == 0, "%s: 20 rounds of create, create (prefix hit), fork, append, truncate, K/V lookup, stats, drain, free "
           "made %lu mallocs, want 0", name, mallocs);
     kvc_engine_destroy(e);
+    mallocs = swap_mallocs(layout);
+    CHECK(mallocs == 0, "%s: 20 rounds of create, swap out, swap out async, sync, swap in, ready, free with a disk tier "
+          "made %lu mallocs, want 0", name, mallocs);
     for (uint32_t per_head = 0; per_head <= 1; per_head++) {
         unsigned long focus_mallocs;
         mallocs = episodic_offload_decode_mallocs(layout, per_head, &focus_mallocs);
@@ -603,6 +649,78 @@ static void no_allocation(uint32_t layout) {
 #else
 static void no_allocation(uint32_t layout) { (void)layout; }
 #endif
+
+/* ---- a paged layer's blocks as arrays (KVC_1.2) ---------------------------------------- */
+
+/* kvc_layer_kv_layout against kvc_block_kv for every block of every layer: sequences of
+ * max_seq_tokens fill the memory (every block id held), on `page_bytes` pages with tokens of
+ * `heads` x 16 dims fp16. Returns the layout call's status (KVC_OK: every address agreed). */
+static kvc_status layer_arrays_agree(uint32_t heads, uint64_t page_bytes, uint64_t *stride) {
+    kvc_config cfg;
+    small_config(&cfg, KVC_LAYOUT_PAGED, 2u << 20);
+    cfg.num_kv_heads = heads;
+    cfg.page_bytes = page_bytes;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    void *k0 = NULL, *v0 = NULL;
+    kvc_status st = kvc_layer_kv_layout(e, 0, &k0, &v0, stride);
+    if (st == KVC_OK) {
+        static int32_t tokens[2048], table[2048 / BLOCK];
+        size_t cached, n, held = 0, bad = 0;
+        for (uint64_t seq = 1; held < stats_of(e).blocks_total; seq++) {
+            for (size_t i = 0; i < 2048; i++) tokens[i] = (int32_t)(seq * 100000 + i);
+            size_t want = stats_of(e).blocks_total - held < 2048 / BLOCK ? (stats_of(e).blocks_total - held) * BLOCK : 2048;
+            MUST(kvc_seq_create(e, seq, tokens, want, &cached));
+            MUST(kvc_seq_block_table(e, seq, table, 2048 / BLOCK, &n));
+            for (uint32_t l = 0; l < cfg.num_layers; l++) {
+                void *kb, *vb, *k, *v;
+                uint64_t s;
+                MUST(kvc_layer_kv_layout(e, l, &kb, &vb, &s));
+                for (size_t i = 0; i < n; i++) {
+                    MUST(kvc_block_kv(e, table[i], l, &k, &v));
+                    bad += k != (char *)kb + (uint64_t)table[i] * s || v != (char *)vb + (uint64_t)table[i] * s || s != *stride;
+                }
+            }
+            held += n;
+        }
+        CHECK(bad == 0 && held == stats_of(e).blocks_total, "paged, %u heads on %llu-byte pages: %zu of %zu blocks x %u "
+              "layers at kvc_layer_kv_layout's base + id x stride, want all", heads, (unsigned long long)page_bytes,
+              held * cfg.num_layers - bad, held, cfg.num_layers);
+    }
+    kvc_engine_destroy(e);
+    return st;
+}
+
+static void layer_arrays(void) {
+    printf("abi_client: paged layout, a layer's blocks as arrays (kvc_layer_kv_layout)\n");
+    uint64_t stride = 0;
+    /* 16 tokens x 64 bytes: 1 KiB blocks filling 4 KiB pages; 4 KiB blocks, one per 4 KiB page;
+     * 6 KiB blocks padded to two 4 KiB pages. */
+    CHECK(layer_arrays_agree(2, 4096, &stride) == KVC_OK && stride == 1024, "1 KiB blocks: stride %llu, want 1024",
+          (unsigned long long)stride);
+    CHECK(layer_arrays_agree(8, 4096, &stride) == KVC_OK && stride == 4096, "4 KiB blocks: stride %llu, want 4096",
+          (unsigned long long)stride);
+    CHECK(layer_arrays_agree(12, 4096, &stride) == KVC_OK && stride == 8192, "6 KiB blocks: stride %llu, want 8192 (two pages)",
+          (unsigned long long)stride);
+    /* 16 tokens x 96 bytes: 1.5 KiB blocks, two to a 4 KiB page, padded: no single stride. */
+    kvc_config cfg;
+    small_config(&cfg, KVC_LAYOUT_PAGED, 2u << 20);
+    cfg.num_kv_heads = 3;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    void *k, *v;
+    EXPECT_STATUS(KVC_ERR_UNSUPPORTED, "padded", kvc_layer_kv_layout(e, 0, &k, &v, &stride));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block_stride", kvc_layer_kv_layout(e, 0, &k, &v, NULL));
+    kvc_engine_destroy(e);
+    small_config(&cfg, KVC_LAYOUT_PAGED, 2u << 20);
+    MUST(kvc_engine_create(&cfg, &e));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "layer", kvc_layer_kv_layout(e, cfg.num_layers, &k, &v, &stride));
+    kvc_engine_destroy(e);
+    small_config(&cfg, KVC_LAYOUT_CONTIGUOUS, 2u << 20);
+    MUST(kvc_engine_create(&cfg, &e));
+    EXPECT_STATUS(KVC_ERR_UNSUPPORTED, "paged", kvc_layer_kv_layout(e, 0, &k, &v, &stride));
+    kvc_engine_destroy(e);
+}
 
 /* ---- bad input ---------------------------------------------------------------------- */
 
@@ -2568,6 +2686,7 @@ int main(int argc, char **argv) {
     serve(KVC_LAYOUT_CONTIGUOUS);
     no_allocation(KVC_LAYOUT_PAGED);
     no_allocation(KVC_LAYOUT_CONTIGUOUS);
+    layer_arrays();
     bad_input(KVC_LAYOUT_PAGED);
     bad_input(KVC_LAYOUT_CONTIGUOUS);
     bad_config();

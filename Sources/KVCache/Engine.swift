@@ -977,6 +977,25 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Paged layout: `layer`'s K blocks as one array and its V blocks as another: block `b`'s
+    /// K at `k + b * stride` and V at `v + b * stride`, for every block id (`blockKV`'s
+    /// addresses), fixed for the engine's life (the arena is one mapping made at creation,
+    /// `kvm_arena_stride`). `stride` is the block's bytes in a tensor when blocks fill their
+    /// page groups exactly (every power-of-two shape), a whole group's when a block is larger
+    /// than a page (padded to whole pages). Throws `unsupported` (contiguous, metadata-only, or
+    /// blocks padded within their groups: several blocks to a group that they do not fill, no
+    /// single stride), `invalidArgument` (layer). Cost: arithmetic, no lock.
+    public func layerKVLayout(layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer, stride: Int) {
+        guard let arena = pagedArena else { throw KVError(.unsupported, "block arrays exist only in the paged layout with memory") }
+        try checkLayer(layer)
+        let stride = Int(kvm_arena_stride(arena))
+        guard stride > 0 else {
+            throw KVError(.unsupported, "blocks of \(config.blockBytes) bytes per tensor are padded within page groups of \(config.pageBytes) bytes: no single block stride (use kvc_block_kv per block, or a block size that divides page_bytes)")
+        }
+        let k = PagedMemory.address(in: arena, 0, tensor: 2 * layer)
+        return (k, k + pagedTensorBytes, stride)
+    }
+
     // MARK: engine
 
     /// Returns every page not holding live-sequence data to the OS; cached prefix blocks are
