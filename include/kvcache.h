@@ -626,13 +626,17 @@ typedef struct kvc_stats {
      *  evicts once they are on disk (not kvc_engine_trim's drops). */
     uint64_t blocks_evicted;
     /** Memory mappings this engine holds (contiguous layout; 0 when paged), counted from its
-     *  page tables: an upper bound while every mmap succeeds; after one failed (at
-     *  vm.max_map_count) a layer's range may keep a few mappings more than this until a later
-     *  map replaces them. vm.max_map_count is the process's: the contiguous engines of a
-     *  process keep the sum of their counts under one limit, vm.max_map_count less what the
-     *  rest of the process holds and 4096 more, taken at its first engine's creation and
-     *  lowered by later ones (docs/memory.md, "The mapping limit"); an engine over it
-     *  unmaps its own freed sequences' pages, then refuses. */
+     *  page tables as the kernel has them: the VMAs of its reservation, each run of pages and
+     *  each unmapped stretch between runs one per layer's K and V, merged where the kernel
+     *  merges them. After an mmap failed (at vm.max_map_count) a layer's range may keep a few
+     *  more than this until a later map replaces them. Lockstep decode (sequences appending
+     *  in turn) makes every page a run: one mapping per page per tensor, so the limit caps a
+     *  process's contiguous K/V near vm.max_map_count x page_bytes (~3.7 GiB at 65530 and the
+     *  default 64 KiB pages; use 2 MiB pages for long contexts). vm.max_map_count is the
+     *  process's: the contiguous engines of a process keep the sum of their counts under one
+     *  limit, vm.max_map_count less what the rest of the process holds and 4096 more, taken
+     *  at its first engine's creation and lowered by later ones (docs/memory.md, "The mapping
+     *  limit"); an engine over it unmaps its own freed sequences' pages, then refuses. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
      *  65536, plus room for as many as kvc_engine_create pushed, which later events may use
