@@ -107,9 +107,8 @@ enum Selection {
     }
 
     /// Adds to `keep` the `k` unmarked slots with the highest `score(i)`, ties to the lowest
-    /// slot. Cost: O(count): a gather, a threshold search (one pass with a small sorted buffer
-    /// when at most `smallEviction` candidates are evicted, as in a decode step; quickselect
-    /// otherwise), one marking pass.
+    /// slot: a compaction's choice (a decode step's few evictions take `evictFewest`).
+    /// Cost: O(count): a gather, a threshold search (`kthLargest`), one marking pass.
     @inline(__always)
     static func markTop(
         _ count: Int, _ k: Int, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>, score: (Int) -> Float
@@ -125,20 +124,15 @@ enum Selection {
             for j in 0..<n { keep[Int(scratch.slots[j])] = 1 }
             return
         }
-        let evicted = n - k
-        let threshold: Float  // the k-th largest value = the (evicted + 1)-th smallest
-        if evicted < smallEviction {
-            threshold = smallestOrder(scratch.values, n, evicted + 1)
+        let threshold: Float  // the k-th largest value
+        // The selection reorders, so it works on a copy in the upper half of `values` when it
+        // fits, else recomputes the scores afterwards.
+        if 2 * n <= scratch.capacity {
+            (scratch.values + n).update(from: scratch.values, count: n)
+            threshold = kthLargest(scratch.values + n, n, k)
         } else {
-            // Quickselect reorders, so it works on a copy in the upper half of `values`
-            // when it fits, else recomputes the scores afterwards.
-            if 2 * n <= scratch.capacity {
-                (scratch.values + n).update(from: scratch.values, count: n)
-                threshold = kthLargest(scratch.values + n, n, k)
-            } else {
-                threshold = kthLargest(scratch.values, n, k)
-                for j in 0..<n { scratch.values[j] = score(Int(scratch.slots[j])) }
-            }
+            threshold = kthLargest(scratch.values, n, k)
+            for j in 0..<n { scratch.values[j] = score(Int(scratch.slots[j])) }
         }
         var above = 0
         for j in 0..<n where scratch.values[j] > threshold { above += 1 }
@@ -182,10 +176,10 @@ enum Selection {
     }
 
     /// Keeps all but the `row.count - k` (< `smallEviction`) slots outside the recent window
-    /// (positions >= `recentFrom`) with the lowest score, ties evicting the highest slot
-    /// first: the same choice as `markWindows` + `markTop`, in one pass over the row with a
-    /// max-heap of the lowest candidates (`makeHeap`; the steady state of decoding, where each
-    /// step evicts about one token). A slot's score is `scores[i]` (plus `plus[i]` when
+    /// (positions >= `recentFrom`; TOVA passes `row.nextPosition`: no window) with the lowest
+    /// score, ties evicting the highest slot first: the same choice as `markWindows` +
+    /// `markTop`, in one pass over the row with a max-heap of the lowest candidates
+    /// (`makeHeap`; the steady state of decoding, where each step evicts about one token). A slot's score is `scores[i]` (plus `plus[i]` when
     /// given), divided by `max(visible[i] + row.visibleOffset, 1)` when `visible` is given. Precondition: the
     /// window holds at most `k` slots. Cost: one SIMD pass (8 slots per compare against the
     /// current cut; only a chunk with a slot at or below it takes the scalar path), O(log h)
@@ -304,7 +298,9 @@ enum Selection {
         if j < size { buffer[j] = item }
     }
 
-    /// Evictions up to which `markTop` finds its threshold with a sorted buffer.
+    /// Evictions below which a choice is a decode step's: `evictFewest` (H2O, episodic, TOVA)
+    /// and `evictOldest` (StreamingLLM, counting its sinks too) choose in one pass over the row,
+    /// and `markByPosition` finds its threshold with a sorted buffer.
     static let smallEviction = 32
 
     /// The `order`-th smallest of `values[0..<n]` (1 <= order <= min(n, smallEviction)), in one
