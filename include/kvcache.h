@@ -1469,7 +1469,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * committed pool-wide, so that a server compacting one sequence back to a budget on a group
  * edge every step does not give a group back and commit (zero) it again each step (in the
  * contiguous layout a batch of such sequences still does, for all but one of them: each frees
- * its own group); kvc_engine_trim gives it back. Cost: O(tokens) per layer plus the moved
+ * its own group); kvc_engine_trim gives it back. Cost: O(tokens) per layer (a selection:
+ * O(tokens log tokens) at worst; a decode step's few evictions, one pass) plus the moved
  * tokens' bytes, plus the pool's trim when memory was released: O(1) unless more than that one
  * group is free and committed, else a scan of O(pool groups / 64) words and one hole punch per
  * tensor per run released; offloading adds a copy of each evicted token's bytes and one slot write
