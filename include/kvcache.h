@@ -1116,10 +1116,12 @@ kvc_status kvc_prefix_lookup(kvc_engine *e, const int32_t *tokens, size_t n_toke
  * blocks past the cached prefix are computed). The held prompt's full blocks are indexed as
  * kvc_seq_create indexes a prompt's (now, or with index_on_schedule through
  * kvc_seq_schedule), appended ones as an append fills them, under the same chained hashes
- * as if created whole, so later prompts hit them alike. Disk-tier blocks in the prefix are
- * read back asynchronously (kvc_seq_ready), and kvc_seq_prefix_sources and kvc_stats count
- * the lookup over the whole prompt (prefix_query_tokens grows by n_tokens), as for
- * kvc_seq_create. commit_tokens >= n_tokens - *cached_tokens is kvc_seq_create_salted.
+ * as if created whole, so later prompts hit them alike. With index_on_schedule, append each
+ * chunk when its pass is scheduled: the append indexes the held blocks not scheduled yet,
+ * then the ones it fills (as kvc_seq_schedule to its end would). Disk-tier blocks in the
+ * prefix are read back asynchronously (kvc_seq_ready), and kvc_seq_prefix_sources and
+ * kvc_stats count the lookup over the whole prompt (prefix_query_tokens grows by n_tokens),
+ * as for kvc_seq_create. commit_tokens >= n_tokens - *cached_tokens is kvc_seq_create_salted.
  * Returns kvc_seq_create's statuses (KVC_ERR_OUT_OF_MEMORY when the held tokens do not fit)
  * and KVC_ERR_INVALID_ARGUMENT for NULL held_tokens, commit_tokens 0 or > PTRDIFF_MAX; a
  * failure creates nothing and writes no output. Cost: kvc_seq_create's hashing and lookup
