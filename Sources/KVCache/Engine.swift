@@ -348,7 +348,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// The body of creation, under the lock: `scratchHashes` holds the hashes of the first
-    /// `full` full blocks of an `n`-token prompt (the only ones looked up and indexed), chained
+    /// `full` full blocks of an `n`-token prompt (the only ones looked up; indexed where held), chained
     /// from `root` (the salt's, `BlockHash.root`), and `scratchFingerprints` their
     /// fingerprints, chained from `rootFingerprint` (0s: unknown); `prompt` its tokens under
     /// `salt`, when known (peers' fingerprints are computed from them). The sequence holds the
@@ -373,7 +373,7 @@ public final class Engine: @unchecked Sendable {
         let declined = found.declined * bt  // counted once the create succeeds, like the hit and query tokens
         // The held prompt: the cached prefix and at most `commit` tokens more; its known full
         // blocks (`indexable`) are the ones indexed. Every cached block lies in it.
-        let held = min(n, cached * bt + commit), indexable = min(full, held / bt)
+        let held = cached * bt + min(commit, n - cached * bt), indexable = min(full, held / bt)
         let total = (held + bt - 1) / bt
         var revived = 0
         for i in 0..<run where blocks.references(scratchBlocks[i]) == 0 { revived += 1 }

@@ -128,6 +128,8 @@ import Testing
         #expect(unsalted.status == KVC_OK && unsalted.cached == 0 && unsalted.held == 8)
         let salted = Self.createChunked(f, 3, prompt, salt: 5, commit: 8)
         #expect(salted.status == KVC_OK && salted.cached == 40 && salted.held == 41, "commit past the prompt holds it all")
+        let most = Self.createChunked(f, 4, prompt, salt: 5, commit: Int.max)  // PTRDIFF_MAX: no overflow
+        #expect(most.status == KVC_OK && most.cached == 40 && most.held == 41)
         // Sequence 2 indexed its 2 held blocks under no salt.
         #expect(Self.lookup(f, prompt, salt: 0) == (8, 0, 0))
         #expect(Self.lookup(f, prompt, salt: 5) == (40, 0, 0))
