@@ -99,8 +99,9 @@
  *   without it ("version `KVC_1.1' not found"), instead of failing at its first call.
  *   KVC_1.1: the numbered event streams (kvc_drain_events_seq, kvc_engine_index_events_seq,
  *   kvc_router_observe_events_seq, kvc_router_resync_instance).
- *   KVC_1.2: the router's statistics (kvc_router_get_stats) and a paged layer's blocks as
- *   arrays (kvc_layer_kv_layout).
+ *   KVC_1.2: the router's statistics (kvc_router_get_stats), a paged layer's blocks as
+ *   arrays (kvc_layer_kv_layout) and chunked admission (kvc_prefix_lookup,
+ *   kvc_seq_create_chunked).
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -1088,6 +1089,59 @@ kvc_status kvc_seq_create(kvc_engine *e, uint64_t seq, const int32_t *tokens, si
  */
 kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens,
                                  uint64_t salt, size_t *cached_tokens);
+
+/**
+ * The prefix lookup of kvc_seq_create_salted(e, ., tokens, n_tokens, salt, .) without creating
+ * anything (vLLM's get_computed_blocks): how many leading tokens of the prompt a create now
+ * would report cached, split as kvc_seq_prefix_sources would report them after that create:
+ * *memory_tokens in this engine's memory, *disk_tokens in its own disk tier, *peer_tokens in
+ * peers' tiers. Same rule as the create: memory first at each block, then the disk tier, then
+ * peers, the chain ending at the first block found nowhere; at most n_tokens - 1 in all; with
+ * prefill_tokens_per_s set, disk blocks the create would leave to the prefill in none. A
+ * server that admits prompts under a token budget asks it first, then creates the sequence
+ * with kvc_seq_create_chunked for the cached prefix and the chunk it schedules. The answer
+ * holds until the next call that changes the cache (another thread's create, free, eviction):
+ * the create does its own lookup and reports what it found.
+ * Allocates nothing and changes nothing observable: no block is pinned, read or made recently
+ * used (an eviction afterwards takes the blocks it would have taken without it), no statistic
+ * counts it. Like the create it first processes completions (see COMPLETIONS) and, reaching
+ * the peers, refreshes their indexes. Thread-safe as every call (under the engine's lock).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/memory_tokens/disk_tokens/peer_tokens,
+ * n_tokens 0 or > max_seq_tokens); then nothing is written.
+ * Cost: kvc_seq_create's lookup (the prompt's hashes up to the first block found nowhere, one
+ * index lookup per block, one tier lookup more per block memory misses); nothing allocated.
+ */
+kvc_status kvc_prefix_lookup(kvc_engine *e, const int32_t *tokens, size_t n_tokens, uint64_t salt,
+                             size_t *memory_tokens, size_t *disk_tokens, size_t *peer_tokens);
+
+/**
+ * Chunked admission (vLLM's allocate_slots for one chunk): kvc_seq_create_salted's lookup over
+ * the whole prompt tokens[0 .. n_tokens-1] (*cached_tokens as that create reports it: a
+ * multiple of block_tokens, at most n_tokens - 1; salt 0: no salt), but `seq` holds only the
+ * cached prefix and at most commit_tokens (>= 1) prompt tokens after it:
+ *     *held_tokens = min(n_tokens, *cached_tokens + commit_tokens) > *cached_tokens
+ * (kvc_seq_length). Memory is committed for those alone: cached blocks are shared, the
+ * others allocated, so a prompt longer than the free memory is admitted when its cached
+ * prefix and first chunk fit (kvc_seq_create refuses it whole). The server computes K/V for
+ * tokens *cached_tokens .. *held_tokens - 1, then appends the rest of the prompt with
+ * kvc_seq_append, one chunk per forward pass (an append looks nothing up: the prompt's
+ * blocks past the cached prefix are computed). The held prompt's full blocks are indexed as
+ * kvc_seq_create indexes a prompt's (now, or with index_on_schedule through
+ * kvc_seq_schedule), appended ones as an append fills them, under the same chained hashes
+ * as if created whole, so later prompts hit them alike. With index_on_schedule, append each
+ * chunk when its pass is scheduled: the append indexes the held blocks not scheduled yet,
+ * then the ones it fills (as kvc_seq_schedule to its end would). Disk-tier blocks in the
+ * prefix are read back asynchronously (kvc_seq_ready), and kvc_seq_prefix_sources and
+ * kvc_stats count the lookup over the whole prompt (prefix_query_tokens grows by n_tokens),
+ * as for kvc_seq_create. commit_tokens >= n_tokens - *cached_tokens is kvc_seq_create_salted.
+ * Returns kvc_seq_create's statuses (KVC_ERR_OUT_OF_MEMORY when the held tokens do not fit)
+ * and KVC_ERR_INVALID_ARGUMENT for NULL held_tokens, commit_tokens 0 or > PTRDIFF_MAX; a
+ * failure creates nothing and writes no output. Cost: kvc_seq_create's hashing and lookup
+ * of the whole prompt, the commits of the held tokens only.
+ */
+kvc_status kvc_seq_create_chunked(kvc_engine *e, uint64_t seq, const int32_t *tokens,
+                                  size_t n_tokens, uint64_t salt, size_t commit_tokens,
+                                  size_t *cached_tokens, size_t *held_tokens);
 
 /**
  * Appends tokens[0 .. n_tokens-1] to `seq` (decode) and commits their memory; the server

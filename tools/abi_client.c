@@ -1131,6 +1131,68 @@ static void chunked(uint32_t layout) {
     kvc_engine_destroy(e);
 }
 
+/* Chunked admission (revserver's chunk.c): 384 blocks; prompt P (1024 tokens, 64 blocks)
+ * computed and freed, so cached; fillers hold 300 blocks; Q = P + 600 tokens (102 blocks, 64
+ * cached). 20 blocks are free: kvc_seq_create(Q) needs 38 and is refused; kvc_prefix_lookup
+ * sees the 1024 cached tokens allocating nothing; kvc_seq_create_chunked shares P's blocks and
+ * allocates the first 256-token chunk's 16; appends bring the rest, indexed under Q's chain.
+ * Paged: the contiguous layout's budget is in pages per sequence, not blocks. */
+static void chunked_admission(void) {
+    printf("abi_client: paged layout, chunked admission of a prompt longer than the free memory\n");
+    kvc_config cfg;
+    small_config(&cfg, KVC_LAYOUT_PAGED, 384u * 8 * BLOCK * 64);
+    cfg.index_on_schedule = 1;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    enum { P = 1024, Q = 1624, FILLER = 1600, CHUNK = 256 };
+    static int32_t q[Q], filler[FILLER];
+    for (size_t i = 0; i < Q; i++) q[i] = (int32_t)i + 7;
+    size_t cached = 0, held = 0, memory = 9, disk = 9, peer = 9;
+    MUST(kvc_seq_create(e, 1, q, P, &cached));
+    MUST(kvc_seq_schedule(e, 1, P));
+    int32_t p_blocks[P / BLOCK], q_blocks[Q / BLOCK + 1];
+    size_t n = 0;
+    MUST(kvc_seq_block_table(e, 1, p_blocks, P / BLOCK, &n));
+    MUST(kvc_seq_free(e, 1));
+    for (uint64_t f = 0; f < 3; f++) {
+        for (size_t i = 0; i < FILLER; i++) filler[i] = (int32_t)(100000 * (f + 1) + i);
+        MUST(kvc_seq_create(e, 10 + f, filler, FILLER, &cached)); /* 100 blocks each */
+    }
+    kvc_stats before = stats_of(e);
+    CHECK(before.blocks_used == 300 && before.blocks_cached == 64, "P cached, fillers hold 300 (%llu used, %llu cached)",
+          (unsigned long long)before.blocks_used, (unsigned long long)before.blocks_cached);
+    MUST(kvc_prefix_lookup(e, q, Q, 0, &memory, &disk, &peer));
+    kvc_stats after = stats_of(e);
+    CHECK(memory == P && disk == 0 && peer == 0, "the lookup sees P's %d tokens (%zu, %zu, %zu)", P, memory, disk, peer);
+    CHECK(memcmp(&before, &after, sizeof before) == 0, "the lookup changes no counter");
+    EXPECT_STATUS(KVC_ERR_OUT_OF_MEMORY, "38 blocks", kvc_seq_create(e, 2, q, Q, &cached));
+    MUST(kvc_seq_create_chunked(e, 2, q, Q, 0, CHUNK, &cached, &held));
+    CHECK(cached == P && held == P + CHUNK, "admitted: cached %zu, held %zu", cached, held);
+    after = stats_of(e);
+    CHECK(after.blocks_used == 380 && after.blocks_cached == 0 && after.blocks_evicted == 0,
+          "P's 64 blocks shared, 16 allocated, none evicted (%llu used, %llu cached, %llu evicted)",
+          (unsigned long long)after.blocks_used, (unsigned long long)after.blocks_cached,
+          (unsigned long long)after.blocks_evicted);
+    MUST(kvc_seq_block_table(e, 2, q_blocks, Q / BLOCK + 1, &n));
+    CHECK(n == (P + CHUNK) / BLOCK && memcmp(q_blocks, p_blocks, sizeof p_blocks) == 0, "Q's first 64 blocks are P's");
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "commit_tokens is 0", kvc_seq_create_chunked(e, 3, q, Q, 0, 0, &cached, &held));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "held_tokens is NULL", kvc_seq_create_chunked(e, 3, q, Q, 0, CHUNK, &cached, NULL));
+    EXPECT_STATUS(KVC_ERR_EXISTS, "already exists", kvc_seq_create_chunked(e, 2, q, Q, 0, CHUNK, &cached, &held));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens is 0", kvc_prefix_lookup(e, q, 0, 0, &memory, &disk, &peer));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "peer_tokens is NULL", kvc_prefix_lookup(e, q, Q, 0, &memory, &disk, NULL));
+    MUST(kvc_seq_schedule(e, 2, held));
+    MUST(kvc_seq_free(e, 10)); /* the next passes need its room */
+    for (size_t done = held; done < Q; done += CHUNK) MUST(kvc_seq_append(e, 2, q + done, Q - done < CHUNK ? Q - done : CHUNK));
+    after = stats_of(e);
+    CHECK(length_of(e, 2) == Q && after.blocks_used == 302 && after.blocks_evicted == 0,
+          "the rest appended in chunks (%llu used, %llu evicted)", (unsigned long long)after.blocks_used,
+          (unsigned long long)after.blocks_evicted);
+    MUST(kvc_seq_free(e, 2));
+    MUST(kvc_prefix_lookup(e, q, Q, 0, &memory, &disk, &peer));
+    CHECK(memory == (Q - 1) / BLOCK * BLOCK, "Q's blocks were indexed under its chain (%zu cached)", memory);
+    kvc_engine_destroy(e);
+}
+
 /* ---- token eviction: observe, compact, positions, and bad input ----------------------- */
 
 /* Whether every slot of `seq` holding a position below `below` (kvc_seq_positions, per layer)
@@ -2700,6 +2762,7 @@ int main(int argc, char **argv) {
     speculative(KVC_LAYOUT_CONTIGUOUS);
     chunked(KVC_LAYOUT_PAGED);
     chunked(KVC_LAYOUT_CONTIGUOUS);
+    chunked_admission();
     evict(KVC_LAYOUT_PAGED);
     evict(KVC_LAYOUT_CONTIGUOUS);
     offload(KVC_LAYOUT_PAGED);
