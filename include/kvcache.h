@@ -976,7 +976,9 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * dump, as the replay simulator does, docs/routing.md). *n_events < capacity means the queue
  * was emptied.
  * Two threads draining at once each get a disjoint subset. No allocation; the engine keeps
- * its events as kvc_events, so a drain is at most two copies.
+ * its events as kvc_events, so a drain is at most two copies. The drain that leaves at most
+ * 65536 events pending after a restart's burst moves them back into the usual queue and frees
+ * the burst's room (a copy of those, a free).
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0, capacity
  * above PTRDIFF_MAX / sizeof(kvc_event)).
@@ -1779,8 +1781,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     parent when the tier holds both), so a router applying the events in order holds
  *     exactly what this engine finds in both tiers (nothing in memory), whether or not it
  *     noticed the restart. The event queue grows at create to hold those beside its 65536
- *     (24 bytes per block found, kept), so none is dropped before the first
- *     kvc_drain_events. One enqueue per block, no allocation after create; completions
+ *     (24 bytes per block found), so none is dropped before the first kvc_drain_events; a
+ *     drain that leaves at most 65536 pending frees that room (a free, no allocation).
+ *     One enqueue per block, no allocation after create; completions
  *     are announced under the engine's lock, where they are processed.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));

@@ -1794,6 +1794,9 @@ static void disk_events(uint32_t layout) {
     MUST(kvc_engine_create(&cfg, &e));
     s = stats_of(e);
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "NULL", kvc_drain_events(e, NULL, 4, &n));
+#if COUNTS_MALLOCS
+    unsigned long at_drain = thread_mallocs;
+#endif
     MUST(kvc_drain_events(e, first, 2, &n));
     CHECK(creation_resets(first, n),
           "%s: a restarted engine announces ALL_CLEARED of KVC_TIER_MEMORY, then of KVC_TIER_DISK, after a refused drain too", name);
@@ -1801,6 +1804,13 @@ static void disk_events(uint32_t layout) {
     size_t memory_before = rv.n[KVC_TIER_MEMORY]; /* the stopped engine's memory, still in the view */
     view_apply(&rv, first, n, chains);
     view_drain(e, &rv, chains);
+#if COUNTS_MALLOCS
+    /* The first drain leaves no more pending events than the queue's base holds: they move back
+     * into it and the restart's burst buffer is freed (a free, no malloc). */
+    unsigned long drain_mallocs = thread_mallocs - at_drain;
+    CHECK(drain_mallocs == 0, "%s: draining the restart's events (freeing the queue's burst room) made %lu mallocs, want 0",
+          name, drain_mallocs);
+#endif
     CHECK(memory_before > 0 && rv.n[KVC_TIER_MEMORY] == 0 && s.blocks_cached == 0 && s.blocks_used == 0,
           "%s: the view's memory tier (%zu blocks of the stopped engine) is empty, as the new engine's memory", name, memory_before);
     uint64_t stored = s.disk_stored_bytes / slot_bytes;
