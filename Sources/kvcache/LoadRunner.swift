@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import KVCache
 import KVReport
@@ -33,11 +34,16 @@ struct LoadRunner {
         var description: String
     }
 
-    /// The run's engine, of `config`; a refusal is a `Failure` naming it. Costs the engine's
-    /// creation (with a disk tier: opening, and recovering, the tier's files).
+    /// The run's engine, of `config`. A refused configuration (`invalidArgument`: a budget
+    /// that holds no block or too many, a tier of another model) is a `ValidationError` (exit
+    /// 64) naming the flags (`EngineOptions.flagWording`); any other refusal a `Failure`
+    /// naming it. Costs the engine's creation (with a disk tier: opening, and recovering, the
+    /// tier's files).
     func makeEngine() throws -> Engine {
         do {
             return try Engine(config)
+        } catch where error.code == .invalidArgument {
+            throw ValidationError("cannot create the engine: " + EngineOptions.flagWording(error.message))
         } catch {
             throw Failure(description: "cannot create the engine: \(error)")
         }
