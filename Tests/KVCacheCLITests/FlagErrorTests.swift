@@ -2,10 +2,11 @@ import Foundation
 import TestSupport
 import Testing
 
-/// What the built `kvcache-cli` says, and how it exits, for a wrong flag value.
+/// What the built `kvcache-cli` says, and how it exits, for a wrong flag value or subcommand.
 /// Engine options were refused in `kvc_config`'s words (`memory_bytes is 0`), some at the
-/// engine's creation with exit 1 and the error's Swift spelling (`invalidArgument: ...`).
-@Suite("kvcache-cli wrong flag values")
+/// engine's creation with exit 1 and the error's Swift spelling (`invalidArgument: ...`), and
+/// a mistyped subcommand as an unexpected argument of load, the default subcommand.
+@Suite("kvcache-cli wrong flag values and subcommands")
 struct FlagErrorTests {
     /// Runs the built CLI with `arguments`; its exit status and standard error.
     private func run(_ arguments: [String]) throws -> (status: Int32, error: String) {
@@ -54,4 +55,12 @@ struct FlagErrorTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty)
     }
 
+    /// A mistyped subcommand is refused (64) naming the subcommands, not as an argument of load.
+    @Test func aMistypedSubcommandNamesTheSubcommands() throws {
+        let (status, error) = try run(["replya", "--trace", "x"])
+        #expect(status == 64, "\(error)")
+        #expect(error.hasPrefix("Error: unknown subcommand 'replya': the subcommands are load, replay, evict-eval, io-bench"),
+                "\(error)")
+        #expect(!error.contains("Unexpected argument"), "\(error)")
+    }
 }
