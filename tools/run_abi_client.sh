@@ -3,7 +3,8 @@
 # include/kvcache.h, checks that block hashes agree across processes, and runs tools/abi_client.c
 # against the library the way an inference server links it, tools/abi_dlopen.c (a host that
 # loads and unloads it as a plugin), then tools/abi_stress.c (several
-# server threads on one engine) and tools/abi_model.c (random calls checked against a model).
+# server threads on one engine) and tools/abi_model.c (random calls checked against a model);
+# then builds and briefly runs the docs' reproducers (tools/repro/build.sh).
 #
 #   tools/run_abi_client.sh
 #
@@ -112,3 +113,7 @@ tools/bin/abi_stress
 ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -I include tools/abi_model.c \
     -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_model
 tools/bin/abi_model
+
+# The reproducers the docs cite (tools/repro/*.c), built with -Wall -Wextra -Werror and run
+# once each at a small size, so that none rots.
+tools/repro/build.sh "$BIN" --run
