@@ -14,7 +14,8 @@
  *       of the newest prompts up and prints how many tokens hit.
  *
  * Build against the release library (tools/run_abi_client.sh's way), e.g.
- *   gcc -O2 -I include tools/disk_restart.c -L$BIN -lkvcache -Wl,-rpath,$BIN -o disk_restart
+ *   gcc -O2 -I include tools/repro/disk_restart.c -L$BIN -lkvcache -Wl,-rpath,$BIN -o disk_restart
+ * (tools/repro/build.sh builds it and runs it small).
  * A SLOTS-slot tier takes SLOTS x 8 KiB of disk.
  */
 #define _GNU_SOURCE
