@@ -629,8 +629,11 @@ typedef struct kvc_stats {
     /** Memory mappings this engine holds (contiguous layout; 0 when paged), counted from its
      *  page tables as the kernel has them: the VMAs of its reservation, each run of pages and
      *  each unmapped stretch between runs one per layer's K and V, merged where the kernel
-     *  merges them. After an mmap failed (at vm.max_map_count) a layer's range may keep a few
-     *  more than this until a later map replaces them. Lockstep decode (sequences appending
+     *  merges them. After mmaps failed (the process at vm.max_map_count), the kernel may hold
+     *  more than this until later maps succeed over those pages: a failed map or unmap
+     *  leaves its pages' old mappings, which the count no longer includes (a reviewer
+     *  measured 43 held against 1 counted while other code held the process's mappings;
+     *  equal again ~100 calls after it let go). Lockstep decode (sequences appending
      *  in turn) makes every page a run: one mapping per page per tensor, so the limit caps a
      *  process's contiguous K/V near vm.max_map_count x page_bytes (~3.7 GiB at 65530 and the
      *  default 64 KiB pages; use 2 MiB pages for long contexts). vm.max_map_count is the
@@ -640,8 +643,8 @@ typedef struct kvc_stats {
      *  limit"); an engine over it unmaps its own freed sequences' pages, then refuses. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
-     *  65536, plus room for as many as kvc_engine_create pushed, which later events may use
-     *  once those are gone: see there). */
+     *  65536, plus, until the drains leave at most 65536 of them pending, room for as many as
+     *  kvc_engine_create pushed: see there). */
     uint64_t events_dropped;
     /* -- the disk tier (all 0 without one) -- */
     /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
@@ -871,9 +874,9 @@ void kvc_config_init(kvc_config *cfg);
  * restart apart) forgets it when it applies the events in order. With a disk tier, the
  * tier's own events follow (DISK TIER, Events: its ALL_CLEARED, then one BLOCK_STORED per
  * block it found). The queue holds these beside its 65536, so none is dropped before the
- * first kvc_drain_events; that room stays (its capacity is 65536 plus them for the engine's
- * life). No kvc_stats field counts them (events_dropped does only if they
- * are dropped later, as any event).
+ * first kvc_drain_events; that room stays until a drain leaves at most 65536 events pending,
+ * which frees it (the queue is 65536 again). No kvc_stats field counts them (events_dropped
+ * does only if they are dropped later, as any event).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad struct_size, a field out of range or
  * memory_bytes too small for one block or page group or holding more than 2^24 blocks or
  * 2^30 page groups — the
@@ -1130,7 +1133,10 @@ kvc_status kvc_prefix_lookup(kvc_engine *e, const int32_t *tokens, size_t n_toke
  * blocks past the cached prefix are computed). The held prompt's full blocks are indexed as
  * kvc_seq_create indexes a prompt's (now, or with index_on_schedule through
  * kvc_seq_schedule), appended ones as an append fills them, under the same chained hashes
- * as if created whole, so later prompts hit them alike. With index_on_schedule, append each
+ * as if created whole, so later prompts hit them alike (what stays cached under memory
+ * pressure may differ: in the contiguous layout a create evicts to map long runs, appends
+ * take single page groups; in both layouts REMOVED events interleave with the chunks'
+ * appends instead of preceding one create's). With index_on_schedule, append each
  * chunk when its pass is scheduled: the append indexes the held blocks not scheduled yet,
  * then the ones it fills (as kvc_seq_schedule to its end would). Disk-tier blocks in the
  * prefix are read back asynchronously (kvc_seq_ready), and kvc_seq_prefix_sources and
@@ -1400,12 +1406,12 @@ kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, 
  * kvc_engine_trim change what is committed, never an address). *block_stride is the block's
  * bytes per tensor (block_tokens x token_bytes) when blocks fill their pages exactly (every
  * power-of-two shape, e.g. 16 tokens x 8 KV heads x 128 dims fp16 on 4 KiB to 2 MiB pages),
- * or a whole number of pages when a block is larger than a page (each padded to whole pages:
- * more than the block's bytes unless they are a multiple of page_bytes). The bytes of a
- * free block belong to nobody.
+ * or a whole page group's bytes when at most one block fits a page group (blocks larger
+ * than half a page, each padded to whole pages: more than the block's bytes unless they
+ * are a multiple of page_bytes). The bytes of a free block belong to nobody.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k_base/v_base/block_stride, layer >= num_layers),
- * KVC_ERR_UNSUPPORTED (contiguous layout, metadata-only engine, or blocks smaller than a
- * page that do not divide it: padded within their pages, no single stride; use
+ * KVC_ERR_UNSUPPORTED (contiguous layout, metadata-only engine, or blocks of half a page or
+ * less that do not divide it: padded within their pages, no single stride; use
  * kvc_block_kv per block or a block size dividing page_bytes), nothing written then.
  * Thread-safe; no lock, no allocation.
  */

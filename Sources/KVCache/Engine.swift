@@ -1013,8 +1013,8 @@ public final class Engine: @unchecked Sendable {
     /// K at `k + b * stride` and V at `v + b * stride`, for every block id (`blockKV`'s
     /// addresses), fixed for the engine's life (the arena is one mapping made at creation,
     /// `kvm_arena_stride`). `stride` is the block's bytes in a tensor when blocks fill their
-    /// page groups exactly (every power-of-two shape), a whole group's when a block is larger
-    /// than a page (padded to whole pages). Throws `unsupported` (contiguous, metadata-only, or
+    /// page groups exactly (every power-of-two shape), a whole group's when at most one block
+    /// fits a group (blocks larger than half a page, padded to whole pages). Throws `unsupported` (contiguous, metadata-only, or
     /// blocks padded within their groups: several blocks to a group that they do not fill, no
     /// single stride), `invalidArgument` (layer). Cost: arithmetic, no lock.
     public func layerKVLayout(layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer, stride: Int) {

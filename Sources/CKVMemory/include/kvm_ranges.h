@@ -56,8 +56,8 @@ uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot);
 const uint8_t *kvm_ranges_base(const kvm_ranges *r);
 uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r);
 
-/* This range's counted mappings (above: after a failed mmap a tensor may hold a few more VMAs
- * than this, until a later map replaces them), and the limit its own count is kept under: the
+/* This range's counted mappings (above: after failed mmaps or unmaps a tensor may hold more
+ * VMAs than this, until later maps over those pages succeed), and the limit its own count is kept under: the
  * process's unless lowered. kvm_ranges_mapping_limit: read by the tests only. A map or unmap
  * updates the count in O(its pages + tensors). */
 uint64_t kvm_ranges_mappings(const kvm_ranges *r);
