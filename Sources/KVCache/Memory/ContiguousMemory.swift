@@ -335,6 +335,17 @@ final class ContiguousMemory: BlockListener {
         blockPages[Int(block)] = 0
     }
 
+    /// Adds (`hold`) or drops a reference to each group indexed `block` holds, standing for the
+    /// mapping a swapped-out sequence keeping the block released (`SwapHolds`): a sequence
+    /// writing one of those pages then finds it held elsewhere and copies it first
+    /// (`holdsAlone`, `isHeldElsewhere`), so the kept bytes stay. O(pages of the block).
+    func holdPages(of block: Int32, _ hold: Bool) {
+        for i in 0..<Int(blockPages[Int(block)]) {
+            let g = UInt32(blockGroups[Int(block) * maxPagesPerBlock + i])
+            if hold { kvm_pool_ref(pool, g) } else { _ = kvm_pool_unref(pool, g) }
+        }
+    }
+
     func blockLeftTable(_ block: Int32) {
         for i in 0..<Int(blockPages[Int(block)]) { settled[Int(blockGroups[Int(block) * maxPagesPerBlock + i])] = false }
     }

@@ -34,7 +34,8 @@
 /// submitted (its blocks are written for nothing, then let go with the rest).
 ///
 /// When all of an entry's writes were submitted and ended it is finished: all on disk, the
-/// memory is released and the table takes the disk slots; a write failed, or the tier refused
+/// memory is released and the table takes the disk slots, and the kept blocks' entries
+/// (`SwapHolds`); a write failed, or the tier refused
 /// a later block (disk full, tier full of pinned slots), the disk slots are let go and the
 /// sequence is resident again, unchanged. A failed entry submits nothing more and is finished
 /// once its submitted writes ended.
@@ -50,18 +51,21 @@
 /// and was released). Every swap-out started ends exactly once, completed, cancelled or failed:
 /// `started == completed + cancelled + failed + pendingCount`.
 /// Cost: O(pending swap-outs) per lookup; per `settle` O(pending swap-outs) plus one copy and
-/// checksum per block submitted and O(1) per write that ended; one allocation of 12 bytes per
-/// block per swap-out (its disk slots and hashes), freed when it ends, one array per batch
+/// checksum per block submitted and O(1) per write that ended; one allocation of 4 bytes per
+/// block and 12 per block written per swap-out (the positions written, their disk slots and
+/// hashes; blocks resident sequences share are kept, not written: `SwapHolds`), freed when it ends, one array per batch
 /// (its blocks, 48 bytes each), and, when it completes with
 /// unscheduled prompt blocks (`EngineConfig.indexOnSchedule`), one of 16 bytes per such block
 /// (their prepared hashes), freed at the swap-in or free.
 /// Not thread-safe: used under the engine's lock.
 final class SwapOutQueue {
-    /// One pending swap-out: sequence slot `slot`, whose block `i` is written to `diskSlots[i]`
-    /// for `i < submitted`; blocks `0..<durable` are known to be on disk; `failure`, once set,
-    /// says why it cannot complete (nothing more is submitted).
+    /// One pending swap-out: sequence slot `slot`, whose `count` blocks to write (those it does
+    /// not keep, `SwapHolds.keeps`) lie at `positions`, ascending; the `i`th is written to
+    /// `diskSlots[i]` for `i < submitted`; `0..<durable` are known to be on disk; `failure`,
+    /// once set, says why it cannot complete (nothing more is submitted).
     private struct Entry {
         let slot: Int
+        let positions: UnsafeMutablePointer<Int32>
         let diskSlots: UnsafeMutablePointer<Int32>
         /// The hash each block was written or found under (0: a block outside the prefix index,
         /// whose slot no other request reads).
@@ -74,6 +78,12 @@ final class SwapOutQueue {
         var copying = 0
         var durable = 0
         var failure: String? = nil
+
+        func deallocate() {
+            positions.deallocate()
+            diskSlots.deallocate()
+            hashes.deallocate()
+        }
     }
 
     private unowned let tier: DiskTier
@@ -82,6 +92,8 @@ final class SwapOutQueue {
     private let contiguous: ContiguousMemory?
     /// The coordinator's per-slot swapped-out flags.
     private let swapped: UnsafeMutablePointer<Bool>
+    /// The blocks completed swap-outs kept in memory rather than wrote.
+    let holds: SwapHolds
     private var entries: [Entry] = []
     /// Per sequence slot: why its swap-out failed after `swapOutAsync` returned, until reported.
     private var failures: [String?]
@@ -102,11 +114,13 @@ final class SwapOutQueue {
     /// copies a batch (`Engine.copySwapOutBatch`).
     var beforeCopy: (() -> Void)?
 
-    /// A block of a batch: block `block` at position `position` of the sequence, its first
+    /// A block of a batch: the swap-out's `index`th block to write, `block` at position
+    /// `position` of the sequence, its first
     /// `tokens` tokens copied into staging buffer `stage` (-1: the tier held the block already,
     /// its slot pinned: nothing to copy) for its reserved disk slot, written under parent
     /// `parent`; `checksum` is the copy's (nil: the seal computes it).
     struct Copy {
+        let index: Int
         let position: Int
         let block: Int32
         let stage: Int32
@@ -117,8 +131,9 @@ final class SwapOutQueue {
     }
 
     init(tier: DiskTier, blocks: BlockPool, sequences: SequenceTable, contiguous: ContiguousMemory?,
-         swapped: UnsafeMutablePointer<Bool>) {
+         swapped: UnsafeMutablePointer<Bool>, holds: SwapHolds) {
         self.tier = tier
+        self.holds = holds
         self.blocks = blocks
         self.sequences = sequences
         self.contiguous = contiguous
@@ -129,10 +144,7 @@ final class SwapOutQueue {
     }
 
     deinit {
-        for e in entries {
-            e.diskSlots.deallocate()
-            e.hashes.deallocate()
-        }
+        for e in entries { e.deallocate() }
     }
 
     /// Swap-outs that ended (completed, cancelled or failed), ever: waiters compare it before and after.
@@ -174,10 +186,22 @@ final class SwapOutQueue {
     /// checksum for a first block from the reserve; two allocations.
     func start(slot: Int, waited: Bool) throws(KVError) -> [Copy] {
         precondition(!isPending(slot), "a second swap-out of slot \(slot)")
-        let count = sequences.blockCount(slot)
+        let blockCount = sequences.blockCount(slot)
         let table = sequences.table(slot)
-        try tier.checkRoom(forSwapOut: count) { (blocks.hash(of: table[$0]), blocks.fingerprint(of: table[$0])) }
-        var e = Entry(slot: slot, diskSlots: .allocate(capacity: max(1, count)), hashes: .allocate(capacity: max(1, count)), count: count, waited: waited)
+        let positions = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, blockCount))
+        var count = 0
+        for i in 0..<blockCount where !holds.keeps(table[i], at: i) {
+            positions[count] = Int32(i)
+            count += 1
+        }
+        do throws(KVError) {
+            try tier.checkRoom(forSwapOut: count) { (blocks.hash(of: table[Int(positions[$0])]), blocks.fingerprint(of: table[Int(positions[$0])])) }
+        } catch {
+            positions.deallocate()
+            throw error
+        }
+        var e = Entry(slot: slot, positions: positions, diskSlots: .allocate(capacity: max(1, count)), hashes: .allocate(capacity: max(1, count)),
+                      count: count, waited: waited)
         var batch: [Copy] = []
         do throws(KVError) {
             if count > 0 && tier.swapOutStages <= 0 { try submitNext(&e) }
@@ -185,8 +209,7 @@ final class SwapOutQueue {
         } catch {
             tier.drain()
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
-            e.diskSlots.deallocate()
-            e.hashes.deallocate()
+            e.deallocate()
             throw error
         }
         e.copying = batch.count
@@ -208,12 +231,12 @@ final class SwapOutQueue {
         let table = sequences.table(e.slot), bt = sequences.blockTokens
         var batch: [Copy] = []
         while e.submitted + batch.count < e.count && tier.swapOutStages > 0 {
-            let i = e.submitted + batch.count, b = table[i]
+            let i = e.submitted + batch.count, p = Int(e.positions[i]), b = table[p]
             e.hashes[i] = blocks.hash(of: b)
             do throws(KVError) {
                 let (slot, stage) = try tier.reserveSwap(hash: e.hashes[i], fingerprint: blocks.fingerprint(of: b))
                 e.diskSlots[i] = slot
-                batch.append(Copy(position: i, block: b, stage: stage, tokens: min(bt, sequences.lengths[e.slot] - i * bt),
+                batch.append(Copy(index: i, position: p, block: b, stage: stage, tokens: min(bt, sequences.lengths[e.slot] - p * bt),
                                   parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b)))
             } catch {
                 giveBack(e, batch)
@@ -247,9 +270,9 @@ final class SwapOutQueue {
         entries[i].copying = 0
         let e = entries[i]
         for c in batch where c.stage >= 0 {
-            e.diskSlots[c.position] = tier.submitSwap(slot: e.diskSlots[c.position], stage: c.stage, hash: e.hashes[c.position],
-                                                      parent: c.parent, fingerprint: c.fingerprint, checksum: c.checksum)
-            e.hashes[c.position] = tier.hash(of: e.diskSlots[c.position])  // 0: written as its own slot (`DiskTier.submitSwap`)
+            e.diskSlots[c.index] = tier.submitSwap(slot: e.diskSlots[c.index], stage: c.stage, hash: e.hashes[c.index],
+                                                   parent: c.parent, fingerprint: c.fingerprint, checksum: c.checksum)
+            e.hashes[c.index] = tier.hash(of: e.diskSlots[c.index])  // 0: written as its own slot (`DiskTier.submitSwap`)
         }
         entries[i].submitted += batch.count
         tier.flush()
@@ -259,16 +282,16 @@ final class SwapOutQueue {
     /// the blocks to copy, pins of those the tier held.
     private func giveBack(_ e: Entry, _ batch: [Copy]) {
         for c in batch {
-            if c.stage >= 0 { tier.cancel(slot: e.diskSlots[c.position], stage: c.stage) } else { tier.unpin(e.diskSlots[c.position]) }
+            if c.stage >= 0 { tier.cancel(slot: e.diskSlots[c.index], stage: c.stage) } else { tier.unpin(e.diskSlots[c.index]) }
         }
     }
 
     /// Copies `e`'s next block into a staging buffer and submits its write (see `DiskTier.writeSwap`).
     private func submitNext(_ e: inout Entry) throws(KVError) {
-        let i = e.submitted, b = sequences.table(e.slot)[i], bt = sequences.blockTokens
+        let i = e.submitted, p = Int(e.positions[i]), b = sequences.table(e.slot)[p], bt = sequences.blockTokens
         e.hashes[i] = blocks.hash(of: b)
         e.diskSlots[i] = try tier.writeSwap(b, hash: e.hashes[i], parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b),
-                                            slot: e.slot, position: i, tokens: min(bt, sequences.lengths[e.slot] - i * bt))
+                                            slot: e.slot, position: p, tokens: min(bt, sequences.lengths[e.slot] - p * bt))
         e.hashes[i] = tier.hash(of: e.diskSlots[i])  // 0: written as its own slot (`DiskTier.submitSwap`)
         e.submitted += 1
     }
@@ -355,10 +378,7 @@ final class SwapOutQueue {
     /// failure's message (disk slots let go, the sequence resident and unchanged).
     func finish(_ slot: Int) -> String? {
         let e = remove(slot)
-        defer {
-            e.diskSlots.deallocate()
-            e.hashes.deallocate()
-        }
+        defer { e.deallocate() }
         precondition(e.failure != nil || e.durable == e.count, "finishing swap-out of slot \(slot) before its writes ended")
         if let failure = e.failure {
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
@@ -382,12 +402,23 @@ final class SwapOutQueue {
             }
             preparedHashes[slot] = kept
         }
-        for i in 0..<e.count {
-            let b = table[i]
+        // Written blocks another swapped-out sequence kept: it takes their disk slots.
+        var written: [Int32: Int32] = [:]  // allocates only then
+        for i in 0..<e.count where holds.isKept(table[Int(e.positions[i])]) { written[table[Int(e.positions[i])]] = e.diskSlots[i] }
+        if !written.isEmpty { holds.handOver(written, tier: tier) }
+        var next = 0  // the next written block
+        for p in 0..<sequences.blockCount(slot) {
+            let b = table[p]
+            guard next < e.count && Int(e.positions[next]) == p else {
+                holds.keep(b)
+                table[p] = SwapHolds.entry(keeping: b)
+                continue
+            }
             blocks.release(b)
             // A block only this sequence held is now cached and on disk: free its memory.
             if blocks.references(b) == 0 && blocks.hash(of: b) != 0 { blocks.evict(b) }
-            table[i] = e.diskSlots[i]
+            table[p] = e.diskSlots[next]
+            next += 1
         }
         contiguous?.close(slot: slot)
         contiguous?.releaseUnpinned(slot: slot)
@@ -405,8 +436,7 @@ final class SwapOutQueue {
         let e = remove(slot)
         precondition(e.copying == 0, "cancelling the swap-out of slot \(slot) while a batch of it is copied")
         for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
-        e.diskSlots.deallocate()
-        e.hashes.deallocate()
+        e.deallocate()
         swapped[slot] = false
         cancelled += 1
         return true
