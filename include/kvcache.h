@@ -99,6 +99,9 @@
  *   without it ("version `KVC_1.1' not found"), instead of failing at its first call.
  *   KVC_1.1: the numbered event streams (kvc_drain_events_seq, kvc_engine_index_events_seq,
  *   kvc_router_observe_events_seq, kvc_router_resync_instance).
+ *   KVC_1.2: the router's statistics (kvc_router_get_stats), a paged layer's blocks as
+ *   arrays (kvc_layer_kv_layout) and chunked admission (kvc_prefix_lookup,
+ *   kvc_seq_create_chunked).
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -438,7 +441,9 @@ typedef struct kvc_config {
      *  page at once; a shape with a larger slot and a disk tier (so also with
      *  peer_offload_dirs) is KVC_ERR_INVALID_ARGUMENT naming the slot's size and that limit.
      *  These sizes are checked before any memory is reserved, anything is created in
-     *  offload_dir or any peer is read. Space is preallocated as slots are first needed. */
+     *  offload_dir or any peer is read. Space is preallocated as slots are first needed.
+     *  Memory outside memory_bytes: 103-127 bytes per slot of offload_bytes from the create
+     *  on (~200 at a restart's peak: DISK TIER, Restart), plus the staging buffers. */
     uint64_t offload_bytes;
     /* -- token eviction (see TOKEN EVICTION below); kvc_seq_set_eviction overrides the
      *    policy and granularity per sequence -- */
@@ -622,13 +627,17 @@ typedef struct kvc_stats {
      *  evicts once they are on disk (not kvc_engine_trim's drops). */
     uint64_t blocks_evicted;
     /** Memory mappings this engine holds (contiguous layout; 0 when paged), counted from its
-     *  page tables: an upper bound while every mmap succeeds; after one failed (at
-     *  vm.max_map_count) a layer's range may keep a few mappings more than this until a later
-     *  map replaces them. vm.max_map_count is the process's: the contiguous engines of a
-     *  process keep the sum of their counts under one limit, vm.max_map_count less what the
-     *  rest of the process holds and 4096 more, taken at its first engine's creation and
-     *  lowered by later ones (docs/memory.md, "The mapping limit"); an engine over it
-     *  unmaps its own freed sequences' pages, then refuses. */
+     *  page tables as the kernel has them: the VMAs of its reservation, each run of pages and
+     *  each unmapped stretch between runs one per layer's K and V, merged where the kernel
+     *  merges them. After an mmap failed (at vm.max_map_count) a layer's range may keep a few
+     *  more than this until a later map replaces them. Lockstep decode (sequences appending
+     *  in turn) makes every page a run: one mapping per page per tensor, so the limit caps a
+     *  process's contiguous K/V near vm.max_map_count x page_bytes (~3.7 GiB at 65530 and the
+     *  default 64 KiB pages; use 2 MiB pages for long contexts). vm.max_map_count is the
+     *  process's: the contiguous engines of a process keep the sum of their counts under one
+     *  limit, vm.max_map_count less what the rest of the process holds and 4096 more, taken
+     *  at its first engine's creation and lowered by later ones (docs/memory.md, "The mapping
+     *  limit"); an engine over it unmaps its own freed sequences' pages, then refuses. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
      *  65536, plus room for as many as kvc_engine_create pushed, which later events may use
@@ -782,7 +791,8 @@ typedef struct kvc_stats {
  *  prefix_hit_tokens. */
 #define KVC_STATS_MIN_SIZE (offsetof(kvc_stats, prefix_hit_tokens) + sizeof(uint64_t))
 
-/** Largest struct_size accepted for kvc_config and kvc_stats; larger is taken to be garbage. */
+/** Largest struct_size accepted for kvc_config, kvc_stats and the router's structs; larger is
+ *  taken to be garbage. */
 #define KVC_STRUCT_SIZE_MAX 4096u
 
 /** One change to the prefix cache. 24 bytes, no padding. */
@@ -851,12 +861,14 @@ void kvc_config_init(kvc_config *cfg);
  * memory until sequences need it); cost grows with max_seqs * num_layers (contiguous).
  * Metadata (block tables, prefix index, event queue of 65536 entries) is allocated here,
  * once; successful calls do not allocate afterwards (a failing call formats its message),
- * but for eviction state (TOKEN EVICTION) and episodic offload's open-record buffers, mapped
- * here only with eviction_policy KVC_EVICTION_EPISODIC (see kvc_seq_set_eviction).
+ * but for eviction state (TOKEN EVICTION), episodic offload's open-record buffers, mapped
+ * here only with eviction_policy KVC_EVICTION_EPISODIC (see kvc_seq_set_eviction), and a
+ * swap-out started while more are pending than ever before (kvc_seq_swap_out, Allocation).
  * Events: the engine's first event is one KVC_EVENT_ALL_CLEARED of KVC_TIER_MEMORY (every
  * layout, metadata_only too): its memory index starts empty, and a router still holding what
- * an earlier engine of this instance announced (a restart it did not notice: events carry no
- * instance epoch) forgets it when it applies the events in order. With a disk tier, the
+ * an earlier engine of this instance announced (a restart it did not notice: the unnumbered
+ * kvc_drain_events carries no engine epoch; kvc_drain_events_seq's epoch, KVC_1.1, tells a
+ * restart apart) forgets it when it applies the events in order. With a disk tier, the
  * tier's own events follow (DISK TIER, Events: its ALL_CLEARED, then one BLOCK_STORED per
  * block it found). The queue holds these beside its 65536, so none is dropped before the
  * first kvc_drain_events; that room stays (its capacity is 65536 plus them for the engine's
@@ -874,7 +886,8 @@ void kvc_config_init(kvc_config *cfg);
  * max_seqs x ceil(max_seq_tokens / block_tokens) entry (up to 1 GiB); the partial blocks'
  * tokens, 8 bytes per max_seqs x block_tokens (up to 32 GiB); roughly 100 bytes per memory
  * block (memory_bytes / block bytes) for its state and the prefix index, 70 more with a disk
- * tier, and 100 per disk-tier slot — refused under RLIMIT_AS, a cgroup limit or with
+ * tier, and 100 per disk-tier slot and 72 per max_seq_tokens / block_tokens (a swap-out's
+ * buffers) — refused under RLIMIT_AS, a cgroup limit or with
  * overcommit off; or a thread
  * cannot be started, see KVC_ERR_OUT_OF_MEMORY; or the disk tier's staging buffers or
  * episodic offload's open-record buffers cannot be mapped, the message naming which; or
@@ -963,7 +976,9 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * dump, as the replay simulator does, docs/routing.md). *n_events < capacity means the queue
  * was emptied.
  * Two threads draining at once each get a disjoint subset. No allocation; the engine keeps
- * its events as kvc_events, so a drain is at most two copies.
+ * its events as kvc_events, so a drain is at most two copies. The drain that leaves at most
+ * 65536 events pending after a restart's burst moves them back into the usual queue and frees
+ * the burst's room (a copy of those, a free).
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0, capacity
  * above PTRDIFF_MAX / sizeof(kvc_event)).
@@ -1078,6 +1093,59 @@ kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tok
                                  uint64_t salt, size_t *cached_tokens);
 
 /**
+ * The prefix lookup of kvc_seq_create_salted(e, ., tokens, n_tokens, salt, .) without creating
+ * anything (vLLM's get_computed_blocks): how many leading tokens of the prompt a create now
+ * would report cached, split as kvc_seq_prefix_sources would report them after that create:
+ * *memory_tokens in this engine's memory, *disk_tokens in its own disk tier, *peer_tokens in
+ * peers' tiers. Same rule as the create: memory first at each block, then the disk tier, then
+ * peers, the chain ending at the first block found nowhere; at most n_tokens - 1 in all; with
+ * prefill_tokens_per_s set, disk blocks the create would leave to the prefill in none. A
+ * server that admits prompts under a token budget asks it first, then creates the sequence
+ * with kvc_seq_create_chunked for the cached prefix and the chunk it schedules. The answer
+ * holds until the next call that changes the cache (another thread's create, free, eviction):
+ * the create does its own lookup and reports what it found.
+ * Allocates nothing and changes nothing observable: no block is pinned, read or made recently
+ * used (an eviction afterwards takes the blocks it would have taken without it), no statistic
+ * counts it. Like the create it first processes completions (see COMPLETIONS) and, reaching
+ * the peers, refreshes their indexes. Thread-safe as every call (under the engine's lock).
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/memory_tokens/disk_tokens/peer_tokens,
+ * n_tokens 0 or > max_seq_tokens); then nothing is written.
+ * Cost: kvc_seq_create's lookup (the prompt's hashes up to the first block found nowhere, one
+ * index lookup per block, one tier lookup more per block memory misses); nothing allocated.
+ */
+kvc_status kvc_prefix_lookup(kvc_engine *e, const int32_t *tokens, size_t n_tokens, uint64_t salt,
+                             size_t *memory_tokens, size_t *disk_tokens, size_t *peer_tokens);
+
+/**
+ * Chunked admission (vLLM's allocate_slots for one chunk): kvc_seq_create_salted's lookup over
+ * the whole prompt tokens[0 .. n_tokens-1] (*cached_tokens as that create reports it: a
+ * multiple of block_tokens, at most n_tokens - 1; salt 0: no salt), but `seq` holds only the
+ * cached prefix and at most commit_tokens (>= 1) prompt tokens after it:
+ *     *held_tokens = min(n_tokens, *cached_tokens + commit_tokens) > *cached_tokens
+ * (kvc_seq_length). Memory is committed for those alone: cached blocks are shared, the
+ * others allocated, so a prompt longer than the free memory is admitted when its cached
+ * prefix and first chunk fit (kvc_seq_create refuses it whole). The server computes K/V for
+ * tokens *cached_tokens .. *held_tokens - 1, then appends the rest of the prompt with
+ * kvc_seq_append, one chunk per forward pass (an append looks nothing up: the prompt's
+ * blocks past the cached prefix are computed). The held prompt's full blocks are indexed as
+ * kvc_seq_create indexes a prompt's (now, or with index_on_schedule through
+ * kvc_seq_schedule), appended ones as an append fills them, under the same chained hashes
+ * as if created whole, so later prompts hit them alike. With index_on_schedule, append each
+ * chunk when its pass is scheduled: the append indexes the held blocks not scheduled yet,
+ * then the ones it fills (as kvc_seq_schedule to its end would). Disk-tier blocks in the
+ * prefix are read back asynchronously (kvc_seq_ready), and kvc_seq_prefix_sources and
+ * kvc_stats count the lookup over the whole prompt (prefix_query_tokens grows by n_tokens),
+ * as for kvc_seq_create. commit_tokens >= n_tokens - *cached_tokens is kvc_seq_create_salted.
+ * Returns kvc_seq_create's statuses (KVC_ERR_OUT_OF_MEMORY when the held tokens do not fit)
+ * and KVC_ERR_INVALID_ARGUMENT for NULL held_tokens, commit_tokens 0 or > PTRDIFF_MAX; a
+ * failure creates nothing and writes no output. Cost: kvc_seq_create's hashing and lookup
+ * of the whole prompt, the commits of the held tokens only.
+ */
+kvc_status kvc_seq_create_chunked(kvc_engine *e, uint64_t seq, const int32_t *tokens,
+                                  size_t n_tokens, uint64_t salt, size_t commit_tokens,
+                                  size_t *cached_tokens, size_t *held_tokens);
+
+/**
  * Appends tokens[0 .. n_tokens-1] to `seq` (decode) and commits their memory; the server
  * then writes their K/V. n_tokens 0 changes nothing (tokens may then be NULL) and returns
  * KVC_OK, or KVC_ERR_NOT_FOUND when seq is not live.
@@ -1093,6 +1161,15 @@ kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tok
  * sequences' memory waits for their reads, it first waits for them, see there and
  * kvc_seq_free). Allocates nothing outside memory_bytes, except that such an append
  * reallocates the eviction state (O(rows x capacity), amortised over the capacity's tokens).
+ * Cost: a lock, O(n_tokens) hashing and, per block filled, an index insert; paged, a free
+ * block per block begun (about 66 ns per one-token call, no system call but a commit when
+ * the pool has no committed group left). Contiguous: an append whose tokens reach a page
+ * its sequence has not mapped yet maps that page in each of the 2 x num_layers tensors (one
+ * mmap each, ~7 us, under the engine's lock, plus a commit of new memory), so it is paid
+ * once per page_bytes / token_bytes tokens: with 64 KiB pages, 2 KiB per layer per token
+ * (8 KV heads x 128 dims, fp16) and 32 layers, one append in 32 maps 64 pages; measured
+ * mean 22.7 us per one-token append (5.0 us at 8 layers), p50 0.08 us, p99 0.7-1.0 ms
+ * (docs/memory.md, speculative decoding). Pages mapped ahead (a truncation's) are free.
  */
 kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens);
 
@@ -1281,8 +1358,18 @@ kvc_status kvc_seq_kv(kvc_engine *e, uint64_t seq, uint32_t layer, void **k, voi
  * When capacity < count: the first `capacity` ids are written, *n_blocks is the full count,
  * and the call returns KVC_ERR_BUFFER_TOO_SMALL. `blocks` may be NULL only when capacity is
  * 0 (a size query: KVC_ERR_BUFFER_TOO_SMALL with the count).
- * The table changes on kvc_seq_append (new blocks; a shared last block is copied) and
- * kvc_seq_fork: re-read it after those.
+ * The table changes on: kvc_seq_append, only from the old last entry on (new blocks after
+ * it; the old last one itself only when partly filled and shared, as after a fork, and then
+ * only by the first side to append, which gets a copy), except after a compaction with
+ * adaptive budgets left a layer shorter than the sequence (kvc_seq_layer_length): then from
+ * the block of the shortest layer's length on (shared blocks there are copied);
+ * kvc_seq_truncate (entries past the new length go; a new last block partly kept and shared
+ * is copied); kvc_seq_compact (blocks it writes that are shared are copied,
+ * blocks past the new length go); kvc_seq_swap_in (every entry: new blocks, or cached ones
+ * shared). kvc_seq_fork changes neither the parent's table nor, until it appends, the
+ * child's copy of it. Re-read the table after those; entries an append leaves are the same
+ * ids (tested by BlockTableStabilityTests, no change seen in ~52,000 server appends).
+ * Cost: a lock and a copy of the whole table under it, O(blocks of seq); no allocation.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_blocks, NULL blocks with capacity > 0, seq
  * swapped out), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see
  * kvc_seq_ready), KVC_ERR_UNSUPPORTED (contiguous layout), KVC_ERR_BUFFER_TOO_SMALL.
@@ -1301,6 +1388,29 @@ kvc_status kvc_seq_block_table(kvc_engine *e, uint64_t seq, int32_t *blocks, siz
  * layout, metadata-only engine).
  */
 kvc_status kvc_block_kv(kvc_engine *e, int32_t block, uint32_t layer, void **k, void **v);
+
+/**
+ * KVC_LAYOUT_PAGED (KVC_1.2): `layer`'s K blocks as one array and its V blocks as another,
+ * for kernels that take block ids as indexes into [num_blocks, ...] tensors (vLLM's and
+ * FlashInfer's paged attention): stores K's base in *k_base, V's in *v_base and the distance
+ * between consecutive block ids in *block_stride, so that block b's K is at
+ * *k_base + b * *block_stride and its V at *v_base + b * *block_stride (what kvc_block_kv
+ * returns for b), for every block id 0 .. kvc_stats.blocks_total - 1 and the engine's whole
+ * life: the memory is one mapping made at kvc_engine_create (huge pages, a NUMA node and
+ * kvc_engine_trim change what is committed, never an address). *block_stride is the block's
+ * bytes per tensor (block_tokens x token_bytes) when blocks fill their pages exactly (every
+ * power-of-two shape, e.g. 16 tokens x 8 KV heads x 128 dims fp16 on 4 KiB to 2 MiB pages),
+ * or a whole number of pages when a block is larger than a page (each padded to whole pages:
+ * more than the block's bytes unless they are a multiple of page_bytes). The bytes of a
+ * free block belong to nobody.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k_base/v_base/block_stride, layer >= num_layers),
+ * KVC_ERR_UNSUPPORTED (contiguous layout, metadata-only engine, or blocks smaller than a
+ * page that do not divide it: padded within their pages, no single stride; use
+ * kvc_block_kv per block or a block size dividing page_bytes), nothing written then.
+ * Thread-safe; no lock, no allocation.
+ */
+kvc_status kvc_layer_kv_layout(kvc_engine *e, uint32_t layer, void **k_base, void **v_base,
+                               uint64_t *block_stride);
 
 /* ---------------------------------------------------------------------------------------
  * Token eviction
@@ -1415,7 +1525,8 @@ kvc_status kvc_seq_observe(kvc_engine *e, uint64_t seq, uint32_t layer, const fl
  * committed pool-wide, so that a server compacting one sequence back to a budget on a group
  * edge every step does not give a group back and commit (zero) it again each step (in the
  * contiguous layout a batch of such sequences still does, for all but one of them: each frees
- * its own group); kvc_engine_trim gives it back. Cost: O(tokens) per layer plus the moved
+ * its own group); kvc_engine_trim gives it back. Cost: O(tokens) per layer (a selection:
+ * O(tokens log tokens) at worst; a decode step's few evictions, one pass) plus the moved
  * tokens' bytes, plus the pool's trim when memory was released: O(1) unless more than that one
  * group is free and committed, else a scan of O(pool groups / 64) words and one hole punch per
  * tensor per run released; offloading adds a copy of each evicted token's bytes and one slot write
@@ -1548,7 +1659,11 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     into slots it freed until the journal can record that (such a spill is not written,
  *     the block dropped as without a tier and counted in disk_errors; a swap-out needing
  *     such slots fails with KVC_ERR_IO, changing nothing); a later call that appends the
- *     records makes those slots usable again. The journal is
+ *     records makes those slots usable again. Reopening costs per slot of offload_bytes,
+ *     not per journal record (the replay reads 16 KiB at a time): measured ~1.2 s per million
+ *     slots on a loaded 2-core machine (~0.45 s of it CPU) and a peak of ~200 bytes of memory
+ *     per slot, ~125 of them kept (docs/disk-tier.md, "Restart at millions of slots"; at the
+ *     4,194,304-slot maximum ~5 s, ~800 MB). The journal is
  *     compacted when an engine opens it (when there is no room for the compacted copy, the
  *     old journal is kept and the engine opens on it, with a line on stderr), and while it
  *     runs, once it passes 64 KiB plus 3 records (192 bytes) per slot of the slab (rewritten
@@ -1666,8 +1781,9 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     parent when the tier holds both), so a router applying the events in order holds
  *     exactly what this engine finds in both tiers (nothing in memory), whether or not it
  *     noticed the restart. The event queue grows at create to hold those beside its 65536
- *     (24 bytes per block found, kept), so none is dropped before the first
- *     kvc_drain_events. One enqueue per block, no allocation after create; completions
+ *     (24 bytes per block found), so none is dropped before the first kvc_drain_events; a
+ *     drain that leaves at most 65536 pending frees that room (a free, no allocation).
+ *     One enqueue per block, no allocation after create; completions
  *     are announced under the engine's lock, where they are processed.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
  *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
@@ -1817,12 +1933,13 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * kvc_seq_swap_out_async of it is pending), KVC_ERR_NOT_FOUND, KVC_ERR_UNSUPPORTED (no disk
  * tier), KVC_ERR_IO (disk full, tier full of swapped-out blocks, write error; or an earlier
  * kvc_seq_swap_out_async of it failed and was not reported yet: the sequence stays resident
- * and unchanged; or a failed disk read spoiled it, see kvc_seq_ready). A tier too full for
- * the blocks to write (its free slots, the slots its file can still grow by and its cached
- * blocks counted) is found so before any cached block is dropped for them; one that holds
- * them once the spill writes in flight have landed waits for those writes instead. While
- * journal appends fail (a full disk) neither cached blocks nor freed slots count: a slot is
- * rewritten only once the journal recorded its old block freed (see the disk tier).
+ * and unchanged; or a failed disk read spoiled it, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY
+ * (a swap-out's buffers could not be allocated, see Allocation; nothing changed). A tier too
+ * full for the blocks to write (its free slots, the slots its file can still grow by and its
+ * cached blocks counted) is found so before any cached block is dropped for them; one that
+ * holds them once the spill writes in flight have landed waits for those writes instead.
+ * While journal appends fail (a full disk) neither cached blocks nor freed slots count: a
+ * slot is rewritten only once the journal recorded its old block freed (see the disk tier).
  * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
  * request per block of every layer; contiguous: likewise, from the sequence's ranges). The
  * copies run without the engine's lock (about 0.25 ms per 128 KiB block on a small VM:
@@ -1831,6 +1948,13 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * and disk slots first, so no other call reuses them, and a kvc_seq_free or kvc_seq_swap_in
  * of `seq` waits until the copy is submitted. Held under the lock: only a first block copied
  * when nothing but the reserved eighth of the buffers is free.
+ * Allocation: none while no other swap-out (either call) is pending. Each pending swap-out
+ * holds one set of buffers (the positions of the blocks it writes, their disk slots, hashes
+ * and copies: 72 bytes per block of a max_seq_tokens sequence); kvc_engine_create allocates
+ * one set, and a swap-out that finds every set held by pending ones allocates another (more
+ * pending at once than ever before), kept for later swap-outs until kvc_engine_destroy. With index_on_schedule, a swap-out that
+ * completes with prompt blocks not scheduled yet also allocates 24 bytes per such block,
+ * freed at its kvc_seq_swap_in or kvc_seq_free.
  */
 kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 
@@ -1870,6 +1994,7 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * for the sequence's pending reads and when no buffer at all is free, both without the
  * engine's lock, before it starts; the other blocks' copies fall to the later calls that
  * submit them, under the lock (as many per call as completions freed buffers).
+ * Allocation: as kvc_seq_swap_out's (the swap-out's buffer set is held until it ends).
  */
 kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 
@@ -2273,6 +2398,74 @@ kvc_status kvc_router_resync_instance(kvc_router *r, uint32_t instance, uint64_t
  *  observation after which the estimate would be infinite or 0: the decayed sum of
  *  milliseconds overflowing, or its ratio to tokens underflowing); nothing changes then. */
 kvc_status kvc_router_observe_prefill(kvc_router *r, size_t n_tokens, double milliseconds);
+
+/**
+ * A router's counters and its cache view's fill (kvc_router_get_stats): what a control plane
+ * needs to see what its event bus does to the view. duplicate_events growing: the bus
+ * redelivers (harmless, skipped); stale_events: a dead engine's batches arrive late (ignored);
+ * refused_gaps: batches were lost, each refused until the instance is resynced;
+ * refused_full_batches or refused_inserts: the view is full and misses blocks.
+ *
+ * The counters count from kvc_router_create and are never reset (kvc_router_remove_instance
+ * keeps them); live_instances and tracked_blocks are the state at the call. Invariants:
+ * slo_switches <= decisions; tracked_blocks <= tracked_blocks_limit; live_instances <= 64;
+ * rebalance_moves is 0 (this ABI never moves a routed request, see KVC_ROUTER_DUALMAP).
+ *
+ * Forward compatibility: set struct_size = sizeof(kvc_router_stats) before the call.
+ * - struct_size < KVC_ROUTER_STATS_MIN_SIZE (including 0) or above KVC_STRUCT_SIZE_MAX:
+ *   KVC_ERR_INVALID_ARGUMENT, nothing written.
+ * - A smaller struct than a later header's (an older caller): only the fields that fit
+ *   entirely are written.
+ * - A larger struct (a newer caller): every known field is written and the bytes past them
+ *   up to struct_size are set to 0; nothing past struct_size is written.
+ * struct_size itself is never written; the padding after it (offset 4) is written 0.
+ */
+typedef struct kvc_router_stats {
+    /** Bytes of this struct as the caller compiled it: sizeof(kvc_router_stats). Input only. */
+    uint32_t struct_size;
+    /** Requests routed: kvc_router_route calls that succeeded. */
+    uint64_t decisions;
+    /** KVC_ROUTER_DUALMAP: decisions that left the candidate caching the longer prefix
+     *  because its estimated TTFT exceeded ttft_slo_ms / 2. */
+    uint64_t slo_switches;
+    /** Queued requests moved by rebalancing: 0 (the Swift router's count; see
+     *  KVC_ROUTER_DUALMAP). */
+    uint64_t rebalance_moves;
+    /** Events of kvc_router_observe_events_seq batches skipped as already applied:
+     *  redelivered, or below a resync's next_seq. */
+    uint64_t duplicate_events;
+    /** Events of numbered batches and dumps (kvc_router_observe_events_seq,
+     *  kvc_router_resync_instance) ignored as an older engine's than their instance's. */
+    uint64_t stale_events;
+    /** Numbered batches refused with KVC_ERR_NOT_FOUND because events before them are
+     *  missing (a redelivered refused batch counts again); the remedy is a resync. */
+    uint64_t refused_gaps;
+    /** Batches (kvc_router_observe_events, _seq, kvc_router_resync_instance) refused whole
+     *  with KVC_ERR_OUT_OF_MEMORY: their stored blocks could take the exact view past
+     *  tracked_blocks_limit. */
+    uint64_t refused_full_batches;
+    /** Blocks the view refused because it held tracked_blocks_limit. With an approximate view,
+     *  one per route that met the full view (it credits none of its blocks from that one on);
+     *  an exact view refuses the batch instead (refused_full_batches), so 0 there. */
+    uint64_t refused_inserts;
+    /** Instances added and not removed. */
+    uint64_t live_instances;
+    /** Distinct block hashes the view holds now, over all instances. */
+    uint64_t tracked_blocks;
+    /** The most the view holds: 2^26 (67,108,864). */
+    uint64_t tracked_blocks_limit;
+    /* more may follow */
+} kvc_router_stats;
+
+/** The smallest kvc_router_stats.struct_size accepted: every field of its first version. */
+#define KVC_ROUTER_STATS_MIN_SIZE \
+    (offsetof(kvc_router_stats, tracked_blocks_limit) + sizeof(uint64_t))
+
+/** Writes the router's counters to *out, honouring out->struct_size (see kvc_router_stats):
+ *  one snapshot, under the router's mutex (it waits for a call in progress). Reads only:
+ *  nothing in the router changes. Returns KVC_ERR_INVALID_ARGUMENT (NULL r/out, struct_size
+ *  out of range). Cost: O(1). Version node KVC_1.2. */
+kvc_status kvc_router_get_stats(kvc_router *r, kvc_router_stats *out);
 
 #ifdef __cplusplus
 }

@@ -549,6 +549,49 @@ static unsigned long episodic_offload_decode_mallocs(uint32_t layout, uint32_t p
     return mallocs;
 }
 
+/* The mallocs of 20 warm rounds of swapping two sequences out and in, one asynchronously and
+ * one synchronously while the other's may be pending, on an engine with a disk tier: none
+ * (kvcache.h, kvc_seq_swap_out, Allocation: a buffer set per pending swap-out, one allocated
+ * at create, more kept once made; until serverdocs' fix each swap-out made six or seven
+ * mallocs). Sequences over several blocks, one sharing the other's prompt (blocks on disk
+ * already from an earlier round: pinned, not copied). */
+static unsigned long swap_mallocs(uint32_t layout) {
+    enum { TOKENS = 300 };
+    char dir[] = TIER_DIR;
+    const char *name = disk_scenario(layout, "swapping out and in does not allocate", dir);
+    kvc_config cfg;
+    disk_config(&cfg, layout, dir);
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    int32_t tokens[TOKENS];
+    for (size_t i = 0; i < TOKENS; i++) tokens[i] = (int32_t)(i * 7919 % 50000) + 11;
+    unsigned long before = 0;
+    uint64_t swap_outs = stats_of(e).swap_outs;
+    for (int round = 0; round <= 20; round++) {
+        if (round == 1) before = thread_mallocs;
+        size_t cached;
+        MUST(kvc_seq_create(e, 1, tokens, TOKENS, &cached));
+        MUST(kvc_seq_create(e, 2, tokens, TOKENS - 40, &cached));
+        MUST(wait_ready(e, 1));
+        MUST(wait_ready(e, 2));
+        for (size_t i = 0; i < 20; i++) MUST(kvc_seq_append(e, 2, &tokens[i], 1));
+        MUST(kvc_seq_swap_out_async(e, 2));
+        MUST(kvc_seq_swap_out(e, 1)); /* while 2's may be pending: a second buffer set, kept */
+        MUST(kvc_engine_sync(e));
+        MUST(kvc_seq_swap_in(e, 1));
+        MUST(kvc_seq_swap_in(e, 2));
+        MUST(wait_ready(e, 1));
+        MUST(wait_ready(e, 2));
+        for (uint64_t seq = 1; seq <= 2; seq++) MUST(kvc_seq_free(e, seq));
+    }
+    unsigned long mallocs = thread_mallocs - before;
+    CHECK(stats_of(e).swap_outs - swap_outs == 42, "%s: 42 swap-outs completed, %llu did", name,
+          (unsigned long long)(stats_of(e).swap_outs - swap_outs));
+    kvc_engine_destroy(e);
+    remove_tier_dir(dir);
+    return mallocs;
+}
+
 /* kvcache.h (kvc_engine_create): "successful calls do not allocate afterwards". Rounds of what a
  * server does per request: a prompt over several pages, the same prompt again (a prefix hit), a
  * fork whose boundary page is copied, decode appends, a truncation into the page the fork
@@ -591,6 +634,9 @@ static void no_allocation(uint32_t layout) {
     CHECK(mallocs == 0, "%s: 20 rounds of create, create (prefix hit), fork, append, truncate, K/V lookup, stats, drain, free "
           "made %lu mallocs, want 0", name, mallocs);
     kvc_engine_destroy(e);
+    mallocs = swap_mallocs(layout);
+    CHECK(mallocs == 0, "%s: 20 rounds of create, swap out, swap out async, sync, swap in, ready, free with a disk tier "
+          "made %lu mallocs, want 0", name, mallocs);
     for (uint32_t per_head = 0; per_head <= 1; per_head++) {
         unsigned long focus_mallocs;
         mallocs = episodic_offload_decode_mallocs(layout, per_head, &focus_mallocs);
@@ -603,6 +649,78 @@ static void no_allocation(uint32_t layout) {
 #else
 static void no_allocation(uint32_t layout) { (void)layout; }
 #endif
+
+/* ---- a paged layer's blocks as arrays (KVC_1.2) ---------------------------------------- */
+
+/* kvc_layer_kv_layout against kvc_block_kv for every block of every layer: sequences of
+ * max_seq_tokens fill the memory (every block id held), on `page_bytes` pages with tokens of
+ * `heads` x 16 dims fp16. Returns the layout call's status (KVC_OK: every address agreed). */
+static kvc_status layer_arrays_agree(uint32_t heads, uint64_t page_bytes, uint64_t *stride) {
+    kvc_config cfg;
+    small_config(&cfg, KVC_LAYOUT_PAGED, 2u << 20);
+    cfg.num_kv_heads = heads;
+    cfg.page_bytes = page_bytes;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    void *k0 = NULL, *v0 = NULL;
+    kvc_status st = kvc_layer_kv_layout(e, 0, &k0, &v0, stride);
+    if (st == KVC_OK) {
+        static int32_t tokens[2048], table[2048 / BLOCK];
+        size_t cached, n, held = 0, bad = 0;
+        for (uint64_t seq = 1; held < stats_of(e).blocks_total; seq++) {
+            for (size_t i = 0; i < 2048; i++) tokens[i] = (int32_t)(seq * 100000 + i);
+            size_t want = stats_of(e).blocks_total - held < 2048 / BLOCK ? (stats_of(e).blocks_total - held) * BLOCK : 2048;
+            MUST(kvc_seq_create(e, seq, tokens, want, &cached));
+            MUST(kvc_seq_block_table(e, seq, table, 2048 / BLOCK, &n));
+            for (uint32_t l = 0; l < cfg.num_layers; l++) {
+                void *kb, *vb, *k, *v;
+                uint64_t s;
+                MUST(kvc_layer_kv_layout(e, l, &kb, &vb, &s));
+                for (size_t i = 0; i < n; i++) {
+                    MUST(kvc_block_kv(e, table[i], l, &k, &v));
+                    bad += k != (char *)kb + (uint64_t)table[i] * s || v != (char *)vb + (uint64_t)table[i] * s || s != *stride;
+                }
+            }
+            held += n;
+        }
+        CHECK(bad == 0 && held == stats_of(e).blocks_total, "paged, %u heads on %llu-byte pages: %zu of %zu blocks x %u "
+              "layers at kvc_layer_kv_layout's base + id x stride, want all", heads, (unsigned long long)page_bytes,
+              held * cfg.num_layers - bad, held, cfg.num_layers);
+    }
+    kvc_engine_destroy(e);
+    return st;
+}
+
+static void layer_arrays(void) {
+    printf("abi_client: paged layout, a layer's blocks as arrays (kvc_layer_kv_layout)\n");
+    uint64_t stride = 0;
+    /* 16 tokens x 64 bytes: 1 KiB blocks filling 4 KiB pages; 4 KiB blocks, one per 4 KiB page;
+     * 6 KiB blocks padded to two 4 KiB pages. */
+    CHECK(layer_arrays_agree(2, 4096, &stride) == KVC_OK && stride == 1024, "1 KiB blocks: stride %llu, want 1024",
+          (unsigned long long)stride);
+    CHECK(layer_arrays_agree(8, 4096, &stride) == KVC_OK && stride == 4096, "4 KiB blocks: stride %llu, want 4096",
+          (unsigned long long)stride);
+    CHECK(layer_arrays_agree(12, 4096, &stride) == KVC_OK && stride == 8192, "6 KiB blocks: stride %llu, want 8192 (two pages)",
+          (unsigned long long)stride);
+    /* 16 tokens x 96 bytes: 1.5 KiB blocks, two to a 4 KiB page, padded: no single stride. */
+    kvc_config cfg;
+    small_config(&cfg, KVC_LAYOUT_PAGED, 2u << 20);
+    cfg.num_kv_heads = 3;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    void *k, *v;
+    EXPECT_STATUS(KVC_ERR_UNSUPPORTED, "padded", kvc_layer_kv_layout(e, 0, &k, &v, &stride));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "block_stride", kvc_layer_kv_layout(e, 0, &k, &v, NULL));
+    kvc_engine_destroy(e);
+    small_config(&cfg, KVC_LAYOUT_PAGED, 2u << 20);
+    MUST(kvc_engine_create(&cfg, &e));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "layer", kvc_layer_kv_layout(e, cfg.num_layers, &k, &v, &stride));
+    kvc_engine_destroy(e);
+    small_config(&cfg, KVC_LAYOUT_CONTIGUOUS, 2u << 20);
+    MUST(kvc_engine_create(&cfg, &e));
+    EXPECT_STATUS(KVC_ERR_UNSUPPORTED, "paged", kvc_layer_kv_layout(e, 0, &k, &v, &stride));
+    kvc_engine_destroy(e);
+}
 
 /* ---- bad input ---------------------------------------------------------------------- */
 
@@ -1010,6 +1128,68 @@ static void chunked(uint32_t layout) {
     MUST(kvc_seq_create(e, 4, tokens, PROMPT, &cached));
     CHECK(cached == PROMPT / BLOCK * BLOCK, "%s: the whole prompt hits now (%zu cached)", name, cached);
     CHECK(kv_matches(&v, 4, 6, 0, cached), "%s: and reads its bytes", name);
+    kvc_engine_destroy(e);
+}
+
+/* Chunked admission (revserver's chunk.c): 384 blocks; prompt P (1024 tokens, 64 blocks)
+ * computed and freed, so cached; fillers hold 300 blocks; Q = P + 600 tokens (102 blocks, 64
+ * cached). 20 blocks are free: kvc_seq_create(Q) needs 38 and is refused; kvc_prefix_lookup
+ * sees the 1024 cached tokens allocating nothing; kvc_seq_create_chunked shares P's blocks and
+ * allocates the first 256-token chunk's 16; appends bring the rest, indexed under Q's chain.
+ * Paged: the contiguous layout's budget is in pages per sequence, not blocks. */
+static void chunked_admission(void) {
+    printf("abi_client: paged layout, chunked admission of a prompt longer than the free memory\n");
+    kvc_config cfg;
+    small_config(&cfg, KVC_LAYOUT_PAGED, 384u * 8 * BLOCK * 64);
+    cfg.index_on_schedule = 1;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    enum { P = 1024, Q = 1624, FILLER = 1600, CHUNK = 256 };
+    static int32_t q[Q], filler[FILLER];
+    for (size_t i = 0; i < Q; i++) q[i] = (int32_t)i + 7;
+    size_t cached = 0, held = 0, memory = 9, disk = 9, peer = 9;
+    MUST(kvc_seq_create(e, 1, q, P, &cached));
+    MUST(kvc_seq_schedule(e, 1, P));
+    int32_t p_blocks[P / BLOCK], q_blocks[Q / BLOCK + 1];
+    size_t n = 0;
+    MUST(kvc_seq_block_table(e, 1, p_blocks, P / BLOCK, &n));
+    MUST(kvc_seq_free(e, 1));
+    for (uint64_t f = 0; f < 3; f++) {
+        for (size_t i = 0; i < FILLER; i++) filler[i] = (int32_t)(100000 * (f + 1) + i);
+        MUST(kvc_seq_create(e, 10 + f, filler, FILLER, &cached)); /* 100 blocks each */
+    }
+    kvc_stats before = stats_of(e);
+    CHECK(before.blocks_used == 300 && before.blocks_cached == 64, "P cached, fillers hold 300 (%llu used, %llu cached)",
+          (unsigned long long)before.blocks_used, (unsigned long long)before.blocks_cached);
+    MUST(kvc_prefix_lookup(e, q, Q, 0, &memory, &disk, &peer));
+    kvc_stats after = stats_of(e);
+    CHECK(memory == P && disk == 0 && peer == 0, "the lookup sees P's %d tokens (%zu, %zu, %zu)", P, memory, disk, peer);
+    CHECK(memcmp(&before, &after, sizeof before) == 0, "the lookup changes no counter");
+    EXPECT_STATUS(KVC_ERR_OUT_OF_MEMORY, "38 blocks", kvc_seq_create(e, 2, q, Q, &cached));
+    MUST(kvc_seq_create_chunked(e, 2, q, Q, 0, CHUNK, &cached, &held));
+    CHECK(cached == P && held == P + CHUNK, "admitted: cached %zu, held %zu", cached, held);
+    after = stats_of(e);
+    CHECK(after.blocks_used == 380 && after.blocks_cached == 0 && after.blocks_evicted == 0,
+          "P's 64 blocks shared, 16 allocated, none evicted (%llu used, %llu cached, %llu evicted)",
+          (unsigned long long)after.blocks_used, (unsigned long long)after.blocks_cached,
+          (unsigned long long)after.blocks_evicted);
+    MUST(kvc_seq_block_table(e, 2, q_blocks, Q / BLOCK + 1, &n));
+    CHECK(n == (P + CHUNK) / BLOCK && memcmp(q_blocks, p_blocks, sizeof p_blocks) == 0, "Q's first 64 blocks are P's");
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "commit_tokens is 0", kvc_seq_create_chunked(e, 3, q, Q, 0, 0, &cached, &held));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "held_tokens is NULL", kvc_seq_create_chunked(e, 3, q, Q, 0, CHUNK, &cached, NULL));
+    EXPECT_STATUS(KVC_ERR_EXISTS, "already exists", kvc_seq_create_chunked(e, 2, q, Q, 0, CHUNK, &cached, &held));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens is 0", kvc_prefix_lookup(e, q, 0, 0, &memory, &disk, &peer));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "peer_tokens is NULL", kvc_prefix_lookup(e, q, Q, 0, &memory, &disk, NULL));
+    MUST(kvc_seq_schedule(e, 2, held));
+    MUST(kvc_seq_free(e, 10)); /* the next passes need its room */
+    for (size_t done = held; done < Q; done += CHUNK) MUST(kvc_seq_append(e, 2, q + done, Q - done < CHUNK ? Q - done : CHUNK));
+    after = stats_of(e);
+    CHECK(length_of(e, 2) == Q && after.blocks_used == 302 && after.blocks_evicted == 0,
+          "the rest appended in chunks (%llu used, %llu evicted)", (unsigned long long)after.blocks_used,
+          (unsigned long long)after.blocks_evicted);
+    MUST(kvc_seq_free(e, 2));
+    MUST(kvc_prefix_lookup(e, q, Q, 0, &memory, &disk, &peer));
+    CHECK(memory == (Q - 1) / BLOCK * BLOCK, "Q's blocks were indexed under its chain (%zu cached)", memory);
     kvc_engine_destroy(e);
 }
 
@@ -1614,6 +1794,9 @@ static void disk_events(uint32_t layout) {
     MUST(kvc_engine_create(&cfg, &e));
     s = stats_of(e);
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "NULL", kvc_drain_events(e, NULL, 4, &n));
+#if COUNTS_MALLOCS
+    unsigned long at_drain = thread_mallocs;
+#endif
     MUST(kvc_drain_events(e, first, 2, &n));
     CHECK(creation_resets(first, n),
           "%s: a restarted engine announces ALL_CLEARED of KVC_TIER_MEMORY, then of KVC_TIER_DISK, after a refused drain too", name);
@@ -1621,6 +1804,13 @@ static void disk_events(uint32_t layout) {
     size_t memory_before = rv.n[KVC_TIER_MEMORY]; /* the stopped engine's memory, still in the view */
     view_apply(&rv, first, n, chains);
     view_drain(e, &rv, chains);
+#if COUNTS_MALLOCS
+    /* The first drain leaves no more pending events than the queue's base holds: they move back
+     * into it and the restart's burst buffer is freed (a free, no malloc). */
+    unsigned long drain_mallocs = thread_mallocs - at_drain;
+    CHECK(drain_mallocs == 0, "%s: draining the restart's events (freeing the queue's burst room) made %lu mallocs, want 0",
+          name, drain_mallocs);
+#endif
     CHECK(memory_before > 0 && rv.n[KVC_TIER_MEMORY] == 0 && s.blocks_cached == 0 && s.blocks_used == 0,
           "%s: the view's memory tier (%zu blocks of the stopped engine) is empty, as the new engine's memory", name, memory_before);
     uint64_t stored = s.disk_stored_bytes / slot_bytes;
@@ -2432,6 +2622,21 @@ static kvc_router *two_instances(void) {
     return r;
 }
 
+/* The router's statistics (kvc_router_get_stats, KVC_1.2), at the offsets the library writes. */
+_Static_assert(offsetof(kvc_router_stats, decisions) == 8 && offsetof(kvc_router_stats, duplicate_events) == 32 &&
+                   offsetof(kvc_router_stats, refused_full_batches) == 56 &&
+                   offsetof(kvc_router_stats, tracked_blocks_limit) == 88 && sizeof(kvc_router_stats) == 96 &&
+                   KVC_ROUTER_STATS_MIN_SIZE == 96,
+               "kvc_router_stats layout");
+
+static kvc_router_stats router_stats_of(kvc_router *r) {
+    kvc_router_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    MUST(kvc_router_get_stats(r, &s));
+    return s;
+}
+
 static void numbered_events(void) {
     printf("abi_client: numbered events\n");
     enum { Q = 8000, P = 9000, R = 9500 };
@@ -2475,6 +2680,18 @@ static void numbered_events(void) {
     MUST(kvc_router_observe_events_seq(r, y, b3.epoch, b3.first, b3.ev, b3.n)); /* redelivered: skipped */
     MUST(kvc_router_observe_events_seq(r, y, b1.epoch, b1.first, b1.ev, b1.n)); /* its clear too */
     CHECK(route_prompt(r, P) == y, "numbered: the resync credits the lost batch's blocks");
+    /* The router counted what the bus did: engine a's late and replayed batches (stale), the
+     * lost batch (a gap), the batches redelivered after the resync (duplicates). */
+    kvc_router_stats rs = router_stats_of(r);
+    CHECK(rs.stale_events == a2.n + a1.n && rs.refused_gaps == 1 && rs.duplicate_events == b3.n + b1.n,
+          "numbered: stats count %" PRIu64 " stale events (want %zu), %" PRIu64 " gaps (1), %" PRIu64
+          " duplicate events (%zu)", rs.stale_events, a2.n + a1.n, rs.refused_gaps, rs.duplicate_events, b3.n + b1.n);
+    CHECK(rs.decisions == 2 && rs.slo_switches == 0 && rs.rebalance_moves == 0 && rs.refused_full_batches == 0 &&
+              rs.refused_inserts == 0,
+          "numbered: stats count the 2 routes and nothing refused for room");
+    CHECK(rs.live_instances == 2 && rs.tracked_blocks == n_dump - 1 && rs.tracked_blocks_limit == 1u << 26,
+          "numbered: the view holds the dump's %zu blocks of 2^26 (got %" PRIu64 " of %" PRIu64 ")", n_dump - 1,
+          rs.tracked_blocks, rs.tracked_blocks_limit);
     /* Bad input. */
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "epoch 0", kvc_router_observe_events_seq(r, y, 0, 1, b1.ev, b1.n));
     EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "PTRDIFF_MAX",
@@ -2489,6 +2706,37 @@ static void numbered_events(void) {
     kvc_router_destroy(r);
     kvc_engine_destroy(a);
     kvc_engine_destroy(b);
+}
+
+
+/* kvc_router_get_stats' input: a fresh router counts nothing; NULL router or output and a
+ * struct_size out of range are refused, writing nothing; a newer caller's larger struct gets
+ * every field, the bytes past them up to its struct_size zeroed, nothing past that. */
+static void router_stats(void) {
+    printf("abi_client: router stats\n");
+    kvc_router *r = two_instances();
+    kvc_router_stats s = router_stats_of(r);
+    CHECK(s.decisions == 0 && s.duplicate_events == 0 && s.stale_events == 0 && s.refused_gaps == 0 &&
+              s.refused_full_batches == 0 && s.live_instances == 2 && s.tracked_blocks == 0,
+          "router stats: a new router with two instances counts nothing");
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "router is NULL", kvc_router_get_stats(NULL, &s));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "out is NULL", kvc_router_get_stats(r, NULL));
+    struct {
+        kvc_router_stats s;
+        uint64_t newer[2], past;
+    } big;
+    memset(&big, 0xAB, sizeof big);
+    big.s.struct_size = KVC_ROUTER_STATS_MIN_SIZE - 8;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size 88", kvc_router_get_stats(r, &big.s));
+    CHECK(big.s.decisions == 0xABABABABABABABABull, "router stats: a refused struct is not written");
+    big.s.struct_size = KVC_STRUCT_SIZE_MAX + 1;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "struct_size 4097", kvc_router_get_stats(r, &big.s));
+    big.s.struct_size = sizeof big.s + sizeof big.newer;
+    MUST(kvc_router_get_stats(r, &big.s));
+    CHECK(big.s.live_instances == 2 && big.s.tracked_blocks_limit == 1u << 26 && big.newer[0] == 0 && big.newer[1] == 0 &&
+              big.past == 0xABABABABABABABABull && big.s.struct_size == sizeof big.s + sizeof big.newer,
+          "router stats: a newer, larger struct gets every field and zeroes past them, up to its struct_size");
+    kvc_router_destroy(r);
 }
 
 
@@ -2510,6 +2758,7 @@ int main(int argc, char **argv) {
     serve(KVC_LAYOUT_CONTIGUOUS);
     no_allocation(KVC_LAYOUT_PAGED);
     no_allocation(KVC_LAYOUT_CONTIGUOUS);
+    layer_arrays();
     bad_input(KVC_LAYOUT_PAGED);
     bad_input(KVC_LAYOUT_CONTIGUOUS);
     bad_config();
@@ -2523,6 +2772,7 @@ int main(int argc, char **argv) {
     speculative(KVC_LAYOUT_CONTIGUOUS);
     chunked(KVC_LAYOUT_PAGED);
     chunked(KVC_LAYOUT_CONTIGUOUS);
+    chunked_admission();
     evict(KVC_LAYOUT_PAGED);
     evict(KVC_LAYOUT_CONTIGUOUS);
     offload(KVC_LAYOUT_PAGED);
@@ -2559,5 +2809,6 @@ int main(int argc, char **argv) {
     router_huge_prompt();
     router_restart();
     numbered_events();
+    router_stats();
     summary_and_exit();
 }

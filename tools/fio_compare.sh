@@ -14,11 +14,20 @@
 # Needs fio (tools/install-deps.sh installs it) and jq. Builds kvcache-cli in release mode
 # unless CLI names a binary (as tools/io_ratio.sh).
 set -euo pipefail
+usage() {
+    echo "usage: tools/fio_compare.sh [DIR] [SECONDS_PER_CELL]   (defaults: the repository, 3;" >&2
+    echo "       env CELLS, FILE_SIZE, CLI)${1:+: $1}" >&2
+    exit 2
+}
+case "${1:-}" in -h|--help) usage ;; esac
+[ $# -le 2 ] || usage "at most two arguments"
+seconds="${2:-3}"
+[[ "$seconds" =~ ^[0-9]*\.?[0-9]+$ ]] || usage "SECONDS_PER_CELL '$seconds' is not a number"
 case "${CLI:-}" in ""|/*) ;; *) CLI="$PWD/$CLI" ;; esac  # a relative CLI is the caller's
 cd "$(dirname "$0")/.."
+[ -d "${1:-.}" ] || usage "DIR '${1}' is not a directory"
 tools/install-deps.sh
 dir="$(cd "${1:-.}" && pwd)"
-seconds="${2:-3}"
 cells="${CELLS:-64KiB:1 64KiB:32 2MiB:1 2MiB:32}"
 file_size="${FILE_SIZE:-2GiB}"
 if [ -z "${CLI:-}" ]; then

@@ -3,7 +3,8 @@
 # include/kvcache.h, checks that block hashes agree across processes, and runs tools/abi_client.c
 # against the library the way an inference server links it, tools/abi_dlopen.c (a host that
 # loads and unloads it as a plugin), then tools/abi_stress.c (several
-# server threads on one engine) and tools/abi_model.c (random calls checked against a model).
+# server threads on one engine) and tools/abi_model.c (random calls checked against a model);
+# then builds and briefly runs the docs' reproducers (tools/repro/build.sh).
 #
 #   tools/run_abi_client.sh
 #
@@ -23,18 +24,22 @@ LIB="$BIN/libkvcache.so"
 [[ -f "$LIB" ]] || fail "$LIB was not built"
 
 # Exports: every global defined dynamic symbol is a kvc_* function in version node KVC_1.0, or
-# in KVC_1.1 exactly when include/kvcache.map lists it there (include/kvcache.map), besides the
+# in a later node (KVC_1.1, KVC_1.2) exactly when include/kvcache.map lists it there, besides the
 # nodes' own absolute symbols, and every function the header declares is exported. (gold also
 # lists a few LOCAL-binding entries in .dynsym for GOT relocations against Swift type metadata;
 # they are not exported: nothing can bind them.)
-versioned=$(nm -D --defined-only --extern-only --with-symbol-versions "$LIB" | awk '{print $NF}' | grep -vxE 'KVC_1\.[01]' | sort)
-unversioned=$(grep -vE '@@KVC_1\.[01]$' <<<"$versioned" || true)
-[[ -z "$unversioned" ]] || fail "libkvcache.so exports symbols outside version nodes KVC_1.0 and KVC_1.1: $unversioned"
-listed11=$(sed -n '/^KVC_1\.1 {/,/}/p' include/kvcache.map | grep -oE '\bkvc_[a-z_0-9]+' | sort)
-in11=$(grep '@@KVC_1\.1$' <<<"$versioned" | sed 's/@@KVC_1\.1$//' | sort)
-[[ -n "$listed11" && "$listed11" == "$in11" ]] ||
-    fail "version node KVC_1.1 holds [$in11], include/kvcache.map lists [$listed11]"
-exported=$(sed -E 's/@@KVC_1\.[01]$//' <<<"$versioned" | sort)
+nodes=(KVC_1.0 KVC_1.1 KVC_1.2)
+later=("${nodes[@]:1}")
+versioned=$(nm -D --defined-only --extern-only --with-symbol-versions "$LIB" | awk '{print $NF}' | grep -vxE 'KVC_1\.[012]' | sort)
+unversioned=$(grep -vE '@@KVC_1\.[012]$' <<<"$versioned" || true)
+[[ -z "$unversioned" ]] || fail "libkvcache.so exports symbols outside version nodes ${nodes[*]}: $unversioned"
+for node in "${later[@]}"; do
+    listed=$(sed -n "/^${node//./\\.} {/,/}/p" include/kvcache.map | grep -oE '\bkvc_[a-z_0-9]+' | sort)
+    held=$(grep "@@${node//./\\.}\$" <<<"$versioned" | sed "s/@@${node//./\\.}\$//" | sort || true)
+    [[ -n "$listed" && "$listed" == "$held" ]] ||
+        fail "version node $node holds [$held], include/kvcache.map lists [$listed]"
+done
+exported=$(sed -E 's/@@KVC_1\.[012]$//' <<<"$versioned" | sort)
 others=$(grep -v '^kvc_' <<<"$exported" || true)
 [[ -z "$others" ]] || fail "libkvcache.so exports symbols other than kvc_*: $others"
 declared=$(grep -oE '\bkvc_[a-z_0-9]+\(' include/kvcache.h | tr -d '(' | sort -u)
@@ -49,11 +54,11 @@ ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -I include tools/abi_client.c \
     -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_client
 # A client records the version node of what it calls, so that an older library without it is
 # refused when the client starts, not at its first call of a missing function.
-for node in KVC_1.0 KVC_1.1; do
+for node in "${nodes[@]}"; do
     readelf -V tools/bin/abi_client | grep -q "Name: ${node//./\\.}" ||
         fail "tools/bin/abi_client does not record libkvcache.so's version node $node"
 done
-echo "run_abi_client: abi_client requires version nodes KVC_1.0 and KVC_1.1"
+echo "run_abi_client: abi_client requires version nodes ${nodes[*]}"
 
 # The block hash must not depend on the process (no per-process seed): two runs agree.
 first=$(tools/bin/abi_client hashes)
@@ -108,3 +113,7 @@ tools/bin/abi_stress
 ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -I include tools/abi_model.c \
     -L"$BIN" -lkvcache -Wl,-rpath,"$BIN" -o tools/bin/abi_model
 tools/bin/abi_model
+
+# The reproducers the docs cite (tools/repro/*.c), built with -Wall -Wextra -Werror and run
+# once each at a small size, so that none rots.
+tools/repro/build.sh "$BIN" --run

@@ -198,6 +198,8 @@ uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block) {
 }
 
 uint64_t kvm_arena_tensor_bytes(const kvm_arena *a) { return a->tensor_bytes; }
+
+uint64_t kvm_arena_stride(const kvm_arena *a) { return a->stride; }
 uint32_t kvm_arena_blocks(const kvm_arena *a) { return a->blocks; }
 uint32_t kvm_arena_used(const kvm_arena *a) { return a->used; }
 uint32_t kvm_arena_available(const kvm_arena *a) { return a->blocks - a->used; }

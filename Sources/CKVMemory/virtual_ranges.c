@@ -18,8 +18,7 @@ struct kvm_ranges {
     uint32_t slots, tensors, pages;
     int32_t *table;      /* [slot * pages + page]: group + 1, 0 for none (calloc: entries never set cost no memory) */
     uint32_t *mapped;    /* per slot: highest mapped page + 1 */
-    uint32_t *runs;      /* per slot: runs of pages that are file-contiguous */
-    uint64_t total_runs;
+    uint64_t count;      /* the VMAs of the reservation, as the kernel has them (starts_near) */
     uint64_t limit;      /* this range's own cap: the process limit unless lowered (kvm_ranges_set_mapping_limit) */
     uint32_t passing_mmaps, failing_mmaps; /* tests: mmaps to pass, then to fail with ENOMEM */
 };
@@ -48,8 +47,64 @@ static bool reserve_process(uint64_t n) {
 /* The group page `page` of a slot's table row `t` maps, -1 for none (stored plus one). */
 static inline int32_t group_at(const int32_t *t, uint32_t page) { return t[page] - 1; }
 
-/* Each run of a tensor is at most one VMA of its own plus one split of the reservation. */
-static uint64_t mappings_for(const kvm_ranges *r, uint64_t runs) { return runs * r->tensors * 2 + 1; }
+/* The table row of `slot`. */
+static inline int32_t *row_of(const kvm_ranges *r, uint32_t slot) { return r->table + (uint64_t)slot * r->pages; }
+
+/* Whether a page mapping group b (-1: reserved) of tensor tb, right after a page mapping group
+ * a of tensor ta, lies in the same VMA: the kernel merges adjacent reserved stretches (the same
+ * anonymous PROT_NONE mapping) and adjacent mappings of file-contiguous pool pages (the last
+ * group of a tensor and the first of the next are, so a range's end can merge with the next
+ * range's start). */
+static bool joins(const kvm_ranges *r, uint32_t ta, int32_t a, uint32_t tb, int32_t b) {
+    if (a < 0 || b < 0) return a < 0 && b < 0;
+    return kvm_pool_offset(r->pool, ta, (uint32_t)a) + r->page_bytes == kvm_pool_offset(r->pool, tb, (uint32_t)b);
+}
+
+/* A slot's row as it is (first == end), or as it would be with pages [first, end) mapping
+ * groups first_group on (-1: none). */
+typedef struct {
+    const int32_t *row;
+    uint32_t first, end;
+    int32_t first_group;
+} row_view;
+
+static row_view as_is(const int32_t *row) { return (row_view){row, 0, 0, -1}; }
+
+/* The group `page` maps in `v`, -1 for none. */
+static int32_t seen(row_view v, uint32_t page) {
+    if (page < v.first || page >= v.end) return group_at(v.row, page);
+    return v.first_group < 0 ? -1 : v.first_group + (int32_t)(page - v.first);
+}
+
+/* VMAs that start at the first page of one of slot's tensors, whose row is `v`: tensor t's
+ * first page follows tensor t - 1's last, tensor 0's the last page of the slot before, whose
+ * group is `before` (the reservation's own start counts one at slot 0). */
+static uint32_t starts_at_slot(const kvm_ranges *r, uint32_t slot, int32_t before, row_view v) {
+    int32_t first = seen(v, 0), last = seen(v, r->pages - 1);
+    uint32_t n = slot == 0 || !joins(r, r->tensors - 1, before, 0, first);
+    for (uint32_t t = 1; t < r->tensors; t++) n += !joins(r, t - 1, last, t, first);
+    return n;
+}
+
+/* VMAs that start at the pages a change of pages [first, end) of `slot` can affect, its row
+ * read as `v`: pages first..end of each tensor (a page starts one where it does not join the
+ * page before it, alike in every tensor), and where the change reaches a tensor's first or
+ * last page, the first pages of this slot's tensors and of the next slot's. `count` is their
+ * sum over every page of the reservation. Cost: O(end - first + tensors). */
+static uint64_t starts_near(const kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, row_view v) {
+    uint64_t inner = 0;
+    for (uint32_t p = first > 0 ? first : 1; p <= end && p < r->pages; p++) inner += !joins(r, 0, seen(v, p - 1), 0, seen(v, p));
+    uint64_t n = inner * r->tensors;
+    if (first == 0 || end == r->pages) {
+        n += starts_at_slot(r, slot, slot == 0 ? -1 : group_at(row_of(r, slot - 1), r->pages - 1), v);
+        if (slot + 1 < r->slots) n += starts_at_slot(r, slot + 1, seen(v, r->pages - 1), as_is(row_of(r, slot + 1)));
+    }
+    return n;
+}
+
+/* The most VMAs a map can add: in each tensor, one at its first page and one after its last
+ * (the pages between join). */
+static uint64_t most_added(const kvm_ranges *r) { return 2ull * r->tensors; }
 
 /* mmap, or MAP_FAILED with ENOMEM where a test asks for failures (kvm_ranges_fail_mmaps). */
 static void *map_at(kvm_ranges *r, void *addr, uint64_t len, int prot, int flags, int fd, off_t offset) {
@@ -120,9 +175,9 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
      * its ranges' (a server's libraries and allocator: thousands in a Python process), and 4096
      * more for what it maps later. The first range sets it; each later one lowers it (never
      * raises it) when the process has mapped more since, so that a later engine meets this
-     * limit rather than the kernel's refusal. The ranges' counts overstate their mappings (an
-     * upper bound), so `held - counted` can only understate the rest: the limit is lowered only
-     * when the rest truly grew. */
+     * limit rather than the kernel's refusal. The ranges' counts are their VMAs (one fewer where
+     * a reservation's end merges with a neighbour outside it; more after a failed mmap), so
+     * `held - counted` is the rest to within two per range. */
     uint64_t system_limit = max_map_count();
     uint64_t held = process_mappings(), counted = atomic_load(&process_counted);
     uint64_t others = (held > counted ? held - counted : 0) + 4096;
@@ -131,29 +186,28 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
     while ((current == 0 || wanted < current) && !atomic_compare_exchange_weak(&process_limit, &current, wanted)) {
     }
     r->limit = atomic_load(&process_limit);
-    if (mappings_for(r, 1) > r->limit) {
+    if (most_added(r) + 1 > r->limit) {
         free(r);
         return kvm_fail(ENOMEM, "one sequence needs %llu mappings (2 x num_layers tensors) but vm.max_map_count allows %llu",
-                        (unsigned long long)mappings_for(r, 1), (unsigned long long)system_limit);
+                        (unsigned long long)most_added(r) + 1, (unsigned long long)system_limit);
     }
     r->table = calloc((uint64_t)slots * pages, sizeof(int32_t));
     r->mapped = calloc(slots, sizeof(uint32_t));
-    r->runs = calloc(slots, sizeof(uint32_t));
     /* Every range starts at a multiple of page_bytes from the base, so an aligned base lets each
      * 2 MiB page map as one huge-page entry. */
     void *base = kvm_map_aligned(total, pb, PROT_NONE, MAP_NORESERVE);
-    if (!r->table || !r->mapped || !r->runs || base == MAP_FAILED) {
+    if (!r->table || !r->mapped || base == MAP_FAILED) {
         int err = base == MAP_FAILED ? errno : ENOMEM;
         if (base != MAP_FAILED) munmap(base, total);
         free(r->table);
         free(r->mapped);
-        free(r->runs);
         free(r);
         return kvm_fail(err, "reserving %llu GiB of address space for the contiguous layout failed: %s",
                         (unsigned long long)(total >> 30), strerror(err));
     }
     r->base = base;
-    count_process(mappings_for(r, 0));
+    r->count = 1;
+    count_process(r->count);
     *out = r;
     return 0;
 }
@@ -162,14 +216,13 @@ void kvm_ranges_destroy(kvm_ranges *r) {
     if (!r) return;
     for (uint32_t s = 0; s < r->slots; s++)
         for (uint32_t p = 0; p < r->mapped[s]; p++) {
-            int32_t g = group_at(r->table + (uint64_t)s * r->pages, p);
+            int32_t g = group_at(row_of(r, s), p);
             if (g >= 0) kvm_pool_unref(r->pool, (uint32_t)g);
         }
     munmap(r->base, (uint64_t)r->slots * r->tensors * r->range_bytes);
-    count_process(-mappings_for(r, r->total_runs));
+    count_process(-r->count);
     free(r->table);
     free(r->mapped);
-    free(r->runs);
     free(r);
 }
 
@@ -178,14 +231,14 @@ uint8_t *kvm_ranges_tensor(const kvm_ranges *r, uint32_t slot, uint32_t tensor) 
 }
 
 int64_t kvm_ranges_group(const kvm_ranges *r, uint32_t slot, uint32_t page) {
-    return page < r->mapped[slot] ? group_at(r->table + (uint64_t)slot * r->pages, page) : -1;
+    return page < r->mapped[slot] ? group_at(row_of(r, slot), page) : -1;
 }
 
 uint32_t kvm_ranges_pages(const kvm_ranges *r) { return r->pages; }
 const uint8_t *kvm_ranges_base(const kvm_ranges *r) { return r->base; }
 uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r) { return (uint64_t)r->slots * r->tensors * r->range_bytes; }
 uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot) { return r->mapped[slot]; }
-uint64_t kvm_ranges_mappings(const kvm_ranges *r) { return mappings_for(r, r->total_runs); }
+uint64_t kvm_ranges_mappings(const kvm_ranges *r) { return r->count; }
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r) { return r->limit; }
 uint64_t kvm_ranges_process_mappings(void) { return atomic_load_explicit(&process_counted, memory_order_relaxed); }
 uint64_t kvm_ranges_process_mapping_limit(void) { return atomic_load_explicit(&process_limit, memory_order_relaxed); }
@@ -199,51 +252,23 @@ void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit) {
     if (limit < r->limit) r->limit = limit;
 }
 
-/* 1 when a page mapping group g (-1: none) after one mapping `before` (-1: none, or the first
- * page) starts a run: mapped, and not the file-successor of the page before it. */
-static uint32_t run_starts(int32_t before, int32_t g) { return g >= 0 && (before < 0 || before + 1 != g); }
-
-/* 1 when `page` starts a run. */
-static uint32_t starts_run(const kvm_ranges *r, const int32_t *t, uint32_t page) {
-    return page < r->pages && run_starts(page == 0 ? -1 : group_at(t, page - 1), group_at(t, page));
-}
-
-/* Runs that start within [first, end], the pages whose run starts a change can affect. */
-static uint32_t runs_in(const kvm_ranges *r, const int32_t *t, uint32_t first, uint32_t end) {
-    uint32_t n = 0;
-    for (uint32_t p = first; p <= end && p < r->pages; p++) n += starts_run(r, t, p);
-    return n;
-}
-
-/* runs_in(first, end) as it would be with pages [first, end) mapping groups first_group on. */
-static uint32_t runs_if_mapped(const kvm_ranges *r, const int32_t *t, uint32_t first, uint32_t end, int32_t first_group) {
-    uint32_t n = 0;
-    for (uint32_t p = first; p <= end && p < r->pages; p++) {
-        int32_t g = p < end ? first_group + (int32_t)(p - first) : group_at(t, p);
-        int32_t before = p == 0 ? -1 : p - 1 >= first ? first_group + (int32_t)(p - 1 - first) : group_at(t, p - 1);
-        n += run_starts(before, g);
-    }
-    return n;
-}
-
 /* Sets pages [first, end) of `slot` to groups first_group on (-1: none), updating the range's
  * counts, and returns how its counted mappings changed (two's complement), for the caller to
  * add to the process's count together with what it reserved. */
 static uint64_t set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, int32_t first_group) {
-    int32_t *t = r->table + (uint64_t)slot * r->pages;
-    uint32_t before = runs_in(r, t, first, end);
+    int32_t *t = row_of(r, slot);
+    uint64_t before = starts_near(r, slot, first, end, as_is(t));
     for (uint32_t p = first; p < end; p++) {
         if (group_at(t, p) >= 0) kvm_pool_unref(r->pool, (uint32_t)group_at(t, p));
         int32_t g = first_group < 0 ? -1 : first_group + (int32_t)(p - first);
         t[p] = g + 1;
         if (g >= 0) kvm_pool_ref(r->pool, (uint32_t)g);
     }
-    uint32_t after = runs_in(r, t, first, end);
-    r->runs[slot] = r->runs[slot] - before + after;
-    r->total_runs = r->total_runs - before + after;
+    uint64_t after = starts_near(r, slot, first, end, as_is(t));
+    r->count = r->count - before + after;
     if (first_group >= 0 && end > r->mapped[slot]) r->mapped[slot] = end;
     while (r->mapped[slot] > 0 && group_at(t, r->mapped[slot] - 1) < 0) r->mapped[slot]--;
-    return ((uint64_t)after - before) * r->tensors * 2;
+    return after - before;
 }
 
 /* Replaces pages [first, end) of every tensor of `slot` with reserved address space and drops
@@ -264,14 +289,15 @@ static uint32_t unmap_span(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_
 int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_group, uint32_t n) {
     if (slot >= r->slots || n == 0 || n > r->pages || page > r->pages - n)
         return kvm_fail(EINVAL, "map of pages %u+%u outside a range of %u pages", page, n, r->pages);
-    /* A map adds at most 2 runs (one inside a run splits it in three): reserve that much of the
-     * process's limit, else, near a limit, count exactly and reserve what it adds. */
-    uint64_t reserved = mappings_for(r, 2) - 1;
-    if (mappings_for(r, r->total_runs + 2) > r->limit || !reserve_process(reserved)) {
-        const int32_t *t = r->table + (uint64_t)slot * r->pages;
-        uint64_t runs = r->total_runs - runs_in(r, t, page, page + n) + runs_if_mapped(r, t, page, page + n, (int32_t)first_group);
-        reserved = runs > r->total_runs ? mappings_for(r, runs) - mappings_for(r, r->total_runs) : 0;
-        if (reserved > 0 && mappings_for(r, runs) > r->limit)
+    /* Reserve the most a map adds of the process's limit, else, near a limit, count what this
+     * one adds and reserve that. */
+    uint64_t reserved = most_added(r);
+    if (r->count + reserved > r->limit || !reserve_process(reserved)) {
+        const int32_t *t = row_of(r, slot);
+        uint64_t count = r->count - starts_near(r, slot, page, page + n, as_is(t))
+                         + starts_near(r, slot, page, page + n, (row_view){t, page, page + n, (int32_t)first_group});
+        reserved = count > r->count ? count - r->count : 0;
+        if (reserved > 0 && count > r->limit)
             return kvm_fail(ENOMEM, "mapping limit reached: %llu mappings in use of the %llu allowed (vm.max_map_count less headroom); "
                                     "use larger page_bytes or fewer max_seqs",
                             (unsigned long long)kvm_ranges_mappings(r), (unsigned long long)r->limit);

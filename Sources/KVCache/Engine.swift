@@ -261,22 +261,50 @@ public final class Engine: @unchecked Sendable {
     /// tier lookup more per block memory misses), one allocation per new block (paged) or a few
     /// mmaps per new page run (contiguous).
     public func createSequence(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0) throws(KVError) -> Int {
+        try createSequence(seq, tokens: tokens, salt: salt, commitTokens: tokens.count).cachedTokens
+    }
+
+    /// Chunked admission (vLLM's `get_computed_blocks`, then `allocate_slots` for one chunk):
+    /// `createSequence`'s lookup over the whole prompt `tokens`, by the same rule (so the same
+    /// `cachedTokens`: at most `tokens.count - 1`, disk blocks read back asynchronously or
+    /// declined as there), but the sequence holds only the cached prefix and at most
+    /// `commitTokens` (>= 1) prompt tokens after it: `heldTokens` = min(`tokens.count`,
+    /// `cachedTokens` + `commitTokens`), always more than `cachedTokens`. Only those are
+    /// allocated (the cached blocks are shared) and only the full blocks among them are
+    /// indexed (now, or with `indexOnSchedule` by `schedule`), so a prompt longer than the
+    /// free memory is admitted when its cached prefix and first chunk fit. The server appends
+    /// the rest of the prompt chunk by chunk (`append`, which indexes the blocks it fills but
+    /// looks nothing up: blocks of the prompt past the cached prefix are computed); the
+    /// sequence continues the prompt's chain, so those blocks are indexed under the same
+    /// hashes as if created at once. `commitTokens` >= `tokens.count` is `createSequence`.
+    /// `prefixSources(of:)` and the statistics count the lookup over the whole prompt
+    /// (`prefixQueryTokens` grows by `tokens.count`). Throws as `createSequence` (capacity
+    /// for the held tokens only), and `invalidArgument` for `commitTokens` < 1; a throw
+    /// changes nothing. Cost: `createSequence`'s hashing and lookup of the whole prompt, the
+    /// allocations of the held tokens only.
+    public func createSequence(_ seq: UInt64, tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0,
+                               commitTokens: Int) throws(KVError) -> (cachedTokens: Int, heldTokens: Int) {
         let n = tokens.count
         try checkPromptLength(n)
-        return try lockedAllocating { () throws(KVError) -> Int in
+        guard commitTokens > 0 else {
+            throw .invalid("commit_tokens is \(commitTokens); a sequence holds at least one token past its cached prefix")
+        }
+        return try lockedAllocating { () throws(KVError) -> (cachedTokens: Int, heldTokens: Int) in
             BlockHash.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
             fingerprint.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchFingerprints, count: n / bt))
-            let full = n / bt, root = BlockHash.root(salt: salt), rootFingerprint = fingerprint.root(salt: salt)
-            let cached = try create(seq, tokens: n, full: full, tailKnown: true, root: root, rootFingerprint: rootFingerprint,
-                                    prompt: tokens, salt: salt) { tail in
-                for i in 0..<(n - full * bt) { tail[i] = tokens[full * bt + i] }
+            let root = BlockHash.root(salt: salt), rootFingerprint = fingerprint.root(salt: salt)
+            let admitted = try create(seq, tokens: n, commit: commitTokens, full: n / bt, tailKnown: true, root: root,
+                                      rootFingerprint: rootFingerprint, prompt: tokens, salt: salt) { tail, held in
+                let full = held / bt
+                for i in 0..<(held - full * bt) { tail[i] = tokens[full * bt + i] }
             }
+            let full = admitted.heldTokens / bt
             if full > 0 {
                 sequences.setPrevious(sequences.slot(of: seq), tokens: tokens.baseAddress! + (full - 1) * bt,
                                       parent: full > 1 ? scratchHashes[full - 2] : root,
                                       parentFingerprint: full > 1 ? scratchFingerprints[full - 2] : rootFingerprint)
             }
-            return cached
+            return admitted
         }
     }
 
@@ -309,9 +337,8 @@ public final class Engine: @unchecked Sendable {
         return try lockedAllocating { () throws(KVError) -> Int in
             if known > 0 { scratchHashes.update(from: blockHashes.baseAddress!, count: known) }
             scratchFingerprints.update(repeating: 0, count: known)  // unknown: hits go by hash alone
-            return try create(seq, tokens: n, full: known, tailKnown: known * bt == n, root: 0, rootFingerprint: 0, prompt: nil, salt: 0) { tail in
-                tail.update(repeating: 0, count: n % bt)
-            }
+            return try create(seq, tokens: n, commit: n, full: known, tailKnown: known * bt == n, root: 0, rootFingerprint: 0,
+                              prompt: nil, salt: 0) { tail, _ in tail.update(repeating: 0, count: n % bt) }.cachedTokens
         }
     }
 
@@ -321,16 +348,18 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// The body of creation, under the lock: `scratchHashes` holds the hashes of the first
-    /// `full` full blocks of an `n`-token prompt (the only ones looked up and indexed), chained
+    /// `full` full blocks of an `n`-token prompt (the only ones looked up; indexed where held), chained
     /// from `root` (the salt's, `BlockHash.root`), and `scratchFingerprints` their
     /// fingerprints, chained from `rootFingerprint` (0s: unknown); `prompt` its tokens under
-    /// `salt`, when known (peers' fingerprints are computed from them); `fillTail` writes the
-    /// tokens of its partial last block, which are real when `tailKnown` (else appends are not
-    /// indexed).
+    /// `salt`, when known (peers' fingerprints are computed from them). The sequence holds the
+    /// cached prefix and at most `commit` (>= 1) tokens after it (`createSequence(_:tokens:salt:
+    /// commitTokens:)`; `n` for all); `fillTail` writes the tokens of the partial last block of
+    /// the held tokens (their count given), which are real when `tailKnown` (else appends are
+    /// not indexed). Returns the cached and the held tokens.
     private func create(
-        _ seq: UInt64, tokens n: Int, full: Int, tailKnown: Bool, root: UInt64, rootFingerprint: UInt64,
-        prompt: UnsafeBufferPointer<Int32>?, salt: UInt64, fillTail: (UnsafeMutablePointer<Int32>) -> Void
-    ) throws(KVError) -> Int {
+        _ seq: UInt64, tokens n: Int, commit: Int, full: Int, tailKnown: Bool, root: UInt64, rootFingerprint: UInt64,
+        prompt: UnsafeBufferPointer<Int32>?, salt: UInt64, fillTail: (UnsafeMutablePointer<Int32>, Int) -> Void
+    ) throws(KVError) -> (cachedTokens: Int, heldTokens: Int) {
         if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
         if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
         offload?.processCompletions()  // before the lookup: settled swap-outs release memory
@@ -342,7 +371,10 @@ public final class Engine: @unchecked Sendable {
             if let tier = offload?.tier { for i in run..<cached where scratchBlocks[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
         }
         let declined = found.declined * bt  // counted once the create succeeds, like the hit and query tokens
-        let total = (n + bt - 1) / bt
+        // The held prompt: the cached prefix and at most `commit` tokens more; its known full
+        // blocks (`indexable`) are the ones indexed. Every cached block lies in it.
+        let held = cached * bt + min(commit, n - cached * bt), indexable = min(full, held / bt)
+        let total = (held + bt - 1) / bt
         var revived = 0
         for i in 0..<run where blocks.references(scratchBlocks[i]) == 0 { revived += 1 }
         for i in run..<cached where scratchBlocks[i] >= 0 && blocks.references(scratchBlocks[i]) == 0 { revived += 1 }
@@ -353,12 +385,11 @@ public final class Engine: @unchecked Sendable {
         var extent = cached
         while extent > run && scratchBlocks[extent - 1] < 0 { extent -= 1 }
         let hitBlocks = UnsafeBufferPointer(start: scratchBlocks, count: extent)
-        let slot = sequences.nextSlot
         if let contiguous {
-            let need = contiguous.groupsNeeded(hit: hitBlocks, hitTokens: extent * bt, tokens: n)
+            let need = contiguous.groupsNeeded(hit: hitBlocks, hitTokens: extent * bt, tokens: held)
             guard contiguous.fits(need) else { throw .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor than the budget has free") }
         }
-        sequences.open(seq, slot: slot)
+        let slot = sequences.open(seq)
         sequences.indexesAppends[slot] = tailKnown
         let table = sequences.table(slot)
         // Every memory hit is referenced before anything is allocated, which may evict cached blocks.
@@ -369,7 +400,7 @@ public final class Engine: @unchecked Sendable {
         var filled = run  // table[0..<filled] is set, and the memory hits after it
         let committed = committedBytes
         do throws(KVError) {
-            try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: extent * bt, tokens: n)
+            try contiguous?.open(slot: slot, hit: hitBlocks, hitTokens: extent * bt, tokens: held)
             while filled < total {
                 if filled >= extent || scratchBlocks[filled] < 0 { table[filled] = try blocks.allocate() }
                 filled += 1
@@ -387,13 +418,13 @@ public final class Engine: @unchecked Sendable {
             giveBackCommitted(since: committed)
             throw error
         }
-        sequences.lengths[slot] = n
+        sequences.lengths[slot] = held
         // Blocks read back from the disk tier hold cached K/V and are indexed now; the prompt's
         // new blocks too, or, indexing on schedule, only prepared for `schedule`. Memory hits
         // are indexed already.
-        let indexedNow = config.indexOnSchedule ? cached : full
+        let indexedNow = config.indexOnSchedule ? cached : indexable
         var parent: UInt64 = run > 0 ? scratchHashes[run - 1] : 0
-        for i in run..<full {
+        for i in run..<indexable {
             if i >= extent || scratchBlocks[i] < 0 {
                 if i < indexedNow {
                     index(table[i], hash: scratchHashes[i], parent: parent, fingerprint: scratchFingerprints[i], slot: slot, position: i)
@@ -403,10 +434,10 @@ public final class Engine: @unchecked Sendable {
             }
             parent = scratchHashes[i]
         }
-        sequences.unscheduled[slot] = indexedNow..<max(indexedNow, full)
-        sequences.lastHash[slot] = full > 0 ? scratchHashes[full - 1] : root
-        sequences.lastFingerprint[slot] = full > 0 ? scratchFingerprints[full - 1] : rootFingerprint
-        fillTail(sequences.tail(slot))
+        sequences.unscheduled[slot] = indexedNow..<max(indexedNow, indexable)
+        sequences.lastHash[slot] = indexable > 0 ? scratchHashes[indexable - 1] : root
+        sequences.lastFingerprint[slot] = indexable > 0 ? scratchFingerprints[indexable - 1] : rootFingerprint
+        fillTail(sequences.tail(slot), held)
         if let offload {
             offload.failed[slot] = false
             offload.cachedBlocks[slot] = Int32(cached)
@@ -446,7 +477,7 @@ public final class Engine: @unchecked Sendable {
         prefixQueryTokens += UInt64(n)
         prefixHitTokens += UInt64(cached * bt)
         sequencesCreated += 1
-        return cached * bt
+        return (cached * bt, held)
     }
 
     /// The indexed block of `hash` and `fingerprint` (`BlockPool.lookup`: 0 takes the hash's
@@ -809,8 +840,7 @@ public final class Engine: @unchecked Sendable {
             // The child's eviction state is allocated before any change (filled last, below).
             var childState: EvictionState?
             if let state = evictionStates[from] { childState = try EvictionState(shapeOf: state) }
-            let to = sequences.nextSlot
-            sequences.open(child, slot: to)
+            let to = sequences.open(child)
             if let contiguous {
                 let committed = committedBytes
                 do throws(KVError) { try contiguous.fork(parent: from, child: to, tokens: length) } catch {
@@ -977,6 +1007,25 @@ public final class Engine: @unchecked Sendable {
             let k = PagedMemory.address(in: arena, block, tensor: 2 * layer)
             return (k, k + pagedTensorBytes)
         }
+    }
+
+    /// Paged layout: `layer`'s K blocks as one array and its V blocks as another: block `b`'s
+    /// K at `k + b * stride` and V at `v + b * stride`, for every block id (`blockKV`'s
+    /// addresses), fixed for the engine's life (the arena is one mapping made at creation,
+    /// `kvm_arena_stride`). `stride` is the block's bytes in a tensor when blocks fill their
+    /// page groups exactly (every power-of-two shape), a whole group's when a block is larger
+    /// than a page (padded to whole pages). Throws `unsupported` (contiguous, metadata-only, or
+    /// blocks padded within their groups: several blocks to a group that they do not fill, no
+    /// single stride), `invalidArgument` (layer). Cost: arithmetic, no lock.
+    public func layerKVLayout(layer: Int) throws(KVError) -> (k: UnsafeMutableRawPointer, v: UnsafeMutableRawPointer, stride: Int) {
+        guard let arena = pagedArena else { throw KVError(.unsupported, "block arrays exist only in the paged layout with memory") }
+        try checkLayer(layer)
+        let stride = Int(kvm_arena_stride(arena))
+        guard stride > 0 else {
+            throw KVError(.unsupported, "blocks of \(config.blockBytes) bytes per tensor are padded within page groups of \(config.pageBytes) bytes: no single block stride (use kvc_block_kv per block, or a block size that divides page_bytes)")
+        }
+        let k = PagedMemory.address(in: arena, 0, tensor: 2 * layer)
+        return (k, k + pagedTensorBytes, stride)
     }
 
     // MARK: engine
@@ -1177,15 +1226,27 @@ public final class Engine: @unchecked Sendable {
     /// memory misses one tier lookup (and one per peer past the own tier's miss, plus one
     /// journal `fstat` and `stat` per peer), plus the completions processed.
     public func cachedPrefixTokens(_ tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0) -> Int {
+        cachedPrefixSources(tokens, salt: salt).cachedTokens
+    }
+
+    /// `cachedPrefixTokens` split by where the create would find each block, as
+    /// `prefixSources(of:)` reports it after that create: memory, the own disk tier, peers'
+    /// tiers (`PrefixSources`; disk blocks the create would decline, `prefillTokensPerSecond`,
+    /// in none). The read-only lookup a server makes before it admits a prompt (kvcache.h,
+    /// kvc_prefix_lookup): changes nothing but what `cachedPrefixTokens` does (completions
+    /// processed, peers' indexes refreshed), no statistic either. Cost: `cachedPrefixTokens`'.
+    public func cachedPrefixSources(_ tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0) -> PrefixSources {
         let n = tokens.count
-        guard n > 1 else { return 0 }
+        guard n > 1 else { return .zero }
         var parent = BlockHash.root(salt: salt), parentFingerprint = fingerprint.root(salt: salt)
-        return bt * cachedPrefixBlocks(limit: (n - 1) / bt, prompt: tokens, salt: salt) { hit in
+        let found = cachedPrefixBlocks(limit: (n - 1) / bt, prompt: tokens, salt: salt) { hit in
             let block = UnsafeBufferPointer(rebasing: tokens[hit * bt..<(hit + 1) * bt])
             parent = BlockHash.block(parent: parent, tokens: block)
             parentFingerprint = fingerprint.block(parent: parentFingerprint, tokens: block)
             return (parent, parentFingerprint)
         }
+        return PrefixSources(memoryTokens: (found.cached - found.fromDisk) * bt,
+                             diskTokens: (found.fromDisk - found.fromPeers) * bt, peerTokens: found.fromPeers * bt)
     }
 
     /// How many leading blocks of the hash chain `blockHashes` (as `BlockHash.chain` computes)
@@ -1195,20 +1256,21 @@ public final class Engine: @unchecked Sendable {
     /// not keep a token to compute: every block may count. Cost: one lookup per block found, plus one (and, with a
     /// disk tier, the completions processed first, as `cachedPrefixTokens`).
     public func cachedPrefixBlocks(_ blockHashes: UnsafeBufferPointer<UInt64>) -> Int {
-        cachedPrefixBlocks(limit: blockHashes.count, prompt: nil, salt: 0) { (blockHashes[$0], 0) }
+        cachedPrefixBlocks(limit: blockHashes.count, prompt: nil, salt: 0) { (blockHashes[$0], 0) }.cached
     }
 
     /// Under the lock: how many leading blocks, of at most `limit`, a create would report
-    /// cached now, `hash(i)` giving block i's chained hash: `create`'s own lookup
-    /// (`tieredPrefix`), without claiming anything. Completions are processed first, as `create`
+    /// cached now, and how many of them from disk and of those from peers, `hash(i)` giving
+    /// block i's chained hash: `create`'s own lookup (`tieredPrefix`), without claiming anything. Completions are processed first, as `create`
     /// does before its lookup: a swap-out they settle evicts its blocks (now on disk) from
     /// memory, and a failed read takes its block out of the index.
     private func cachedPrefixBlocks(limit: Int, prompt: UnsafeBufferPointer<Int32>?, salt: UInt64,
-                                    hash: (Int) -> (UInt64, UInt64)) -> Int {
+                                    hash: (Int) -> (UInt64, UInt64)) -> (cached: Int, fromDisk: Int, fromPeers: Int) {
         kvm_lock_acquire(mutex)
         defer { kvm_lock_release(mutex) }
         offload?.processCompletions()
-        return tieredPrefix(limit: limit, claim: false, prompt: prompt, salt: salt, hash: hash).cached
+        let found = tieredPrefix(limit: limit, claim: false, prompt: prompt, salt: salt, hash: hash)
+        return (found.cached, found.fromDisk, found.fromPeers)
     }
 }
 

@@ -25,7 +25,7 @@ public struct EngineStats: Equatable, Sendable {
     public var sequencesCreated: UInt64 = 0
     /// Cached blocks evicted from memory to make room, since the engine started.
     public var blocksEvicted: UInt64 = 0
-    /// Memory mappings the engine holds, an upper bound (contiguous layout; 0 in the paged one).
+    /// Memory mappings the engine holds, as the kernel has them (contiguous layout; 0 in the paged one).
     public var mappings: UInt64 = 0
     /// Events dropped because the server did not drain them in time (the queue is bounded).
     public var eventsDropped: UInt64 = 0

@@ -8,8 +8,9 @@ import Glibc
 // the call was a memory or a file one; one rule for calls that commit memory (`checkCommit`).
 
 /// The C module's message for its last failed call on this thread (`kvm_error()`), as a Swift
-/// string. Cost: one copy of the message.
-func kvmMessage() -> String { String(cString: kvm_error()) }
+/// string; the one way the engine and the CLI (io-bench's direct C calls) read it. Cost: one
+/// copy of the message.
+public func kvmMessage() -> String { String(cString: kvm_error()) }
 
 extension KVError {
     /// What a failed C call was doing, which decides how `KVError.errno` classifies the errnos

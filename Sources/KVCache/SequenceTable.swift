@@ -127,15 +127,11 @@ final class SequenceTable {
     /// The slot of sequence `id`, or -1.
     @inline(__always) func slot(of id: UInt64) -> Int { Int(directory.find(id)) }
 
-    /// The slot `open` would take next (the most recently freed one), or -1.
-    var nextSlot: Int { freeTop > 0 ? Int(freeSlots[freeTop - 1]) : -1 }
-
-    /// Takes the free slot `slot` (which must be free) for `id`, empty.
-    func open(_ id: UInt64, slot: Int) {
-        var i = freeTop - 1
-        while Int(freeSlots[i]) != slot { i -= 1 }
-        freeSlots[i] = freeSlots[freeTop - 1]
+    /// Takes the most recently freed slot (the top of the free stack) for `id`, empty, and
+    /// returns it. The table must not be full (`isFull`). O(1).
+    func open(_ id: UInt64) -> Int {
         freeTop -= 1
+        let slot = Int(freeSlots[freeTop])
         directory.insert(id, Int32(slot))
         ids[slot] = id
         lengths[slot] = 0
@@ -144,6 +140,7 @@ final class SequenceTable {
         indexesAppends[slot] = true
         unscheduled[slot] = 0..<0
         previousKnown[slot] = false
+        return slot
     }
 
     /// Records `tokens` (`blockTokens` of them) as `slot`'s last full block, hashed from

@@ -38,6 +38,24 @@ import KVCache
     }
 }
 
+/// `kvc_layer_kv_layout` (paged layout): `Engine.layerKVLayout`.
+@c public func kvc_layer_kv_layout(
+    _ e: OpaquePointer?, _ layer: UInt32, _ kBase: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    _ vBase: UnsafeMutablePointer<UnsafeMutableRawPointer?>?, _ blockStride: UnsafeMutablePointer<UInt64>?
+) -> kvc_status {
+    status("kvc_layer_kv_layout", "layer \(layer)") { () throws(KVError) in
+        try withEngine(e) { (engine) throws(KVError) in
+            let k = try required(kBase, "k_base")
+            let v = try required(vBase, "v_base")
+            let stride = try required(blockStride, "block_stride")
+            let layout = try engine.layerKVLayout(layer: Int(layer))
+            k.pointee = layout.k
+            v.pointee = layout.v
+            stride.pointee = UInt64(layout.stride)
+        }
+    }
+}
+
 /// `kvc_block_kv` (paged layout): `Engine.blockKV`.
 @c public func kvc_block_kv(
     _ e: OpaquePointer?, _ block: Int32, _ layer: UInt32,

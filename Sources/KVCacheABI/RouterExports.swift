@@ -69,7 +69,7 @@ final class RouterHandle {
 
 /// `borrowing` the handle behind a `kvc_router *`.
 @inline(__always)
-private func withRouterHandle<T>(_ handle: OpaquePointer?, _ body: (RouterHandle) throws(KVError) -> T) throws(KVError) -> T {
+func withRouterHandle<T>(_ handle: OpaquePointer?, _ body: (RouterHandle) throws(KVError) -> T) throws(KVError) -> T {
     try borrowing(handle, "router", body)
 }
 

@@ -28,13 +28,64 @@ private func create(
 ) throws(KVError) {
     try withEngine(e) { (engine) throws(KVError) in
         let cachedTokens = try required(cachedTokens, "cached_tokens")
-        let prompt = try buffer(tokens, nTokens, "tokens", "n_tokens")
-        guard !prompt.isEmpty else {
-            throw KVError(.invalidArgument, "n_tokens is 0; a sequence starts with at least one token")
-        }
-        try checkTokenCount(prompt.count, engine)
+        let prompt = try checkedPrompt(tokens, nTokens, engine)
         cachedTokens.pointee = try engine.createSequence(seq, tokens: prompt, salt: salt)
     }
+}
+
+/// `kvc_seq_create_chunked`: `Engine.createSequence(_:tokens:salt:commitTokens:)`, checked as
+/// `kvc_seq_create`, and `commit_tokens` as every `size_t` is (0 the engine refuses); both
+/// outputs are checked before the engine is asked and written only on success.
+@c public func kvc_seq_create_chunked(
+    _ e: OpaquePointer?, _ seq: UInt64, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int, _ salt: UInt64,
+    _ commitTokens: Int, _ cachedTokens: UnsafeMutablePointer<Int>?, _ heldTokens: UnsafeMutablePointer<Int>?
+) -> kvc_status {
+    status("kvc_seq_create_chunked", "seq \(seq), n_tokens \(UInt(bitPattern: nTokens)), salt \(salt), "
+        + "commit_tokens \(UInt(bitPattern: commitTokens))") { () throws(KVError) in
+        try withEngine(e) { (engine) throws(KVError) in
+            let cachedTokens = try required(cachedTokens, "cached_tokens")
+            let heldTokens = try required(heldTokens, "held_tokens")
+            let prompt = try checkedPrompt(tokens, nTokens, engine)
+            let admitted = try engine.createSequence(seq, tokens: prompt, salt: salt,
+                                                     commitTokens: try size(commitTokens, "commit_tokens"))
+            cachedTokens.pointee = admitted.cachedTokens
+            heldTokens.pointee = admitted.heldTokens
+        }
+    }
+}
+
+/// `kvc_prefix_lookup`: `Engine.cachedPrefixSources`, the prompt checked as `kvc_seq_create`
+/// checks it; every output pointer is checked before the engine is asked, and none is written
+/// unless all three are.
+@c public func kvc_prefix_lookup(
+    _ e: OpaquePointer?, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int, _ salt: UInt64,
+    _ memoryTokens: UnsafeMutablePointer<Int>?, _ diskTokens: UnsafeMutablePointer<Int>?,
+    _ peerTokens: UnsafeMutablePointer<Int>?
+) -> kvc_status {
+    status("kvc_prefix_lookup", "n_tokens \(UInt(bitPattern: nTokens)), salt \(salt)") { () throws(KVError) in
+        try withEngine(e) { (engine) throws(KVError) in
+            let memoryTokens = try required(memoryTokens, "memory_tokens")
+            let diskTokens = try required(diskTokens, "disk_tokens")
+            let peerTokens = try required(peerTokens, "peer_tokens")
+            let sources = engine.cachedPrefixSources(try checkedPrompt(tokens, nTokens, engine), salt: salt)
+            memoryTokens.pointee = sources.memoryTokens
+            diskTokens.pointee = sources.diskTokens
+            peerTokens.pointee = sources.peerTokens
+        }
+    }
+}
+
+/// A prompt as every call taking one checks it: not NULL (`buffer`), at least one token, at
+/// most `max_seq_tokens` (`checkTokenCount`), before the engine reads any token.
+private func checkedPrompt(_ tokens: UnsafePointer<Int32>?, _ nTokens: Int, _ engine: Engine)
+    throws(KVError) -> UnsafeBufferPointer<Int32>
+{
+    let prompt = try buffer(tokens, nTokens, "tokens", "n_tokens")
+    guard !prompt.isEmpty else {
+        throw KVError(.invalidArgument, "n_tokens is 0; a sequence starts with at least one token")
+    }
+    try checkTokenCount(prompt.count, engine)
+    return prompt
 }
 
 /// `kvc_seq_append`: `Engine.append`; `n_tokens` 0 is a no-op (still checked: engine and seq).

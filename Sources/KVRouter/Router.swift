@@ -58,6 +58,9 @@ public final class Router {
     public internal(set) var staleEvents: UInt64 = 0
     /// Numbered batches refused because events before them are missing.
     public internal(set) var refusedGaps: UInt64 = 0
+    /// Batches refused (`outOfMemory`) because their stored blocks could take the exact view
+    /// past `trackedBlocks` distinct hashes (`checkRoom`: any observe call or a resync).
+    public private(set) var refusedFullBatches: UInt64 = 0
 
     /// Creates a router with no instances. Throws `invalidArgument` for a bad config.
     public init(_ config: RouterConfig) throws(KVError) {
@@ -293,7 +296,7 @@ public final class Router {
     /// the entries only this slot holds count as free, and its stores of hashes no other slot
     /// holds as new. So the view never drops a stored block in silence, and a restart near the
     /// bound is not refused for blocks its own clear drops. The batch is `events`' events
-    /// from index `from` on (`EventPieces`).
+    /// from index `from` on (`EventPieces`). A refusal is counted in `refusedFullBatches`.
     /// Cost: one probe per event; with a leading clear and no room for the batch's stores
     /// counted as new, one per block the slot holds.
     package func checkRoom(slot: Int, from: Int = 0, _ events: EventPieces) throws(KVError) {
@@ -309,6 +312,7 @@ public final class Router {
         guard !view.table.room(for: newEntries - freed) else { return }
         let alone = (cleared ?? 0) != 0
             ? ", \(freed) of them held by this instance alone, which the batch's leading all-cleared frees," : ","
+        refusedFullBatches += 1
         throw KVError(.outOfMemory, "the cache view holds \(view.table.count) distinct blocks of the \(view.table.limit) it "
                       + "can track\(alone) and these events could add \(newEntries): the instances' caches hold too many blocks together")
     }

@@ -115,7 +115,37 @@ struct EngineOptions: ParsableArguments {
         do {
             try config.validate()
         } catch {
-            throw ValidationError(error.message)
+            throw ValidationError(Self.flagWording(error.message))
         }
+    }
+
+    /// The flag that sets each `kvc_config` field the engine's refusals name.
+    private static let flags = [
+        "memory_bytes": "--memory", "page_bytes": "--page-bytes", "block_tokens": "--block-tokens",
+        "num_layers": "--layers", "num_kv_heads": "--kv-heads", "head_dim": "--head-dim",
+        "dtype_bytes": "--dtype-bytes", "max_seqs": "--max-seqs", "max_seq_tokens": "--max-seq-tokens",
+        "offload_dir": "--offload-dir", "offload_bytes": "--offload-bytes", "peer_offload_dirs": "--peer-offload-dir",
+        "model_tag": "--model-tag", "offload_queue_depth": "--offload-queue-depth",
+        "offload_writeback": "--offload-writeback", "index_on_schedule": "--index-on-schedule",
+        "prefill_tokens_per_s": "--prefill-tokens-per-s",
+    ]
+
+    /// `message`, an engine's refusal of its configuration (which names `kvc_config`'s fields,
+    /// as a C caller sets them), with each field a flag sets named by that flag: "memory_bytes
+    /// is 0" reads "--memory is 0". Only a whole word between spaces or `,;:()` is a field, so
+    /// a path that contains one is left as it is. O(message length).
+    static func flagWording(_ message: String) -> String {
+        var out = ""
+        var word = ""
+        for character in message {
+            if character.isWhitespace || ",;:()".contains(character) {
+                out += flags[word] ?? word
+                word = ""
+                out.append(character)
+            } else {
+                word.append(character)
+            }
+        }
+        return out + (flags[word] ?? word)
     }
 }

@@ -74,7 +74,7 @@ final class IOBench {
         }
         var isDirect: Int32 = 0
         let f = kvm_io_open_file(path, &isDirect)
-        guard f >= 0 else { throw IOBenchError(String(cString: kvm_error())) }
+        guard f >= 0 else { throw IOBenchError(kvmMessage()) }
         fd = f
         direct = isDirect == 1
         // A failure from here on closes the file and removes it unless an earlier run wrote it:
@@ -85,11 +85,11 @@ final class IOBench {
             return IOBenchError(message)
         }
         guard kvm_io_preallocate(fd, UInt64(self.fileBytes)) == 0 else {
-            throw failure("\(path): \(String(cString: kvm_error()))")
+            throw failure("\(path): \(kvmMessage())")
         }
         let total = maxDepth * maxBlockBytes
         guard let mapped = kvm_io_alloc_buffers(UInt64(total), -1) else {
-            throw failure(String(cString: kvm_error()))
+            throw failure(kvmMessage())
         }
         buffers = mapped
         // Incompressible content, so that no layer below can cheat on zeros.
@@ -113,7 +113,7 @@ final class IOBench {
         }
         guard rc == 0, let q else {
             kvm_io_free_buffers(mapped, UInt64(total))
-            throw failure("kvm_io_create: \(String(cString: kvm_error()))")
+            throw failure("kvm_io_create: \(kvmMessage())")
         }
         io = q
     }
@@ -198,12 +198,12 @@ final class IOBench {
             }
             if n > 0 {
                 let accepted = kvm_io_submit(io, &requests, UInt32(n))
-                guard accepted == Int32(n) else { throw IOBenchError("kvm_io_submit: \(String(cString: kvm_error()))") }
+                guard accepted == Int32(n) else { throw IOBenchError("kvm_io_submit: \(kvmMessage())") }
                 inflight += n
             }
             if inflight == 0 { break }
             let got = kvm_io_reap(io, &done, UInt32(depth), 1, -1)
-            guard got >= 0 else { throw IOBenchError("kvm_io_reap: \(String(cString: kvm_error()))") }
+            guard got >= 0 else { throw IOBenchError("kvm_io_reap: \(kvmMessage())") }
             now = monotonicNanoseconds()
             for i in 0..<Int(got) {
                 let b = Int(done[i].tag)

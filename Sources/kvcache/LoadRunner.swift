@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import KVCache
 import KVReport
@@ -20,19 +21,29 @@ struct LoadRunner {
     var reserve = false
 
     /// How often the calling thread samples the engine's and the process's memory (the peak of
-    /// `committedBytes`, the `MemoryTimeline`).
-    static let sampleIntervalNanoseconds: UInt64 = 50_000_000
+    /// `committedBytes`, the `MemoryTimeline`); it also checks this often whether the workers
+    /// have finished, so the command returns up to one interval after them (the report's time
+    /// ends with the workers, not with this wake-up).
+    var sampleIntervalNanoseconds = LoadRunner.defaultSampleIntervalNanoseconds
+
+    /// `sampleIntervalNanoseconds` of every `kvcache-cli load` run: 50 ms.
+    static let defaultSampleIntervalNanoseconds: UInt64 = 50_000_000
 
     /// An error that ends the run, with a message for the operator.
     struct Failure: Error, CustomStringConvertible {
         var description: String
     }
 
-    /// The run's engine, of `config`; a refusal is a `Failure` naming it. Costs the engine's
-    /// creation (with a disk tier: opening, and recovering, the tier's files).
+    /// The run's engine, of `config`. A refused configuration (`invalidArgument`: a budget
+    /// that holds no block or too many, a tier of another model) is a `ValidationError` (exit
+    /// 64) naming the flags (`EngineOptions.flagWording`); any other refusal a `Failure`
+    /// naming it. Costs the engine's creation (with a disk tier: opening, and recovering, the
+    /// tier's files).
     func makeEngine() throws -> Engine {
         do {
             return try Engine(config)
+        } catch where error.code == .invalidArgument {
+            throw ValidationError("cannot create the engine: " + EngineOptions.flagWording(error.message))
         } catch {
             throw Failure(description: "cannot create the engine: \(error)")
         }
@@ -80,7 +91,7 @@ struct LoadRunner {
                 coordinator.interrupt()
                 continue  // the workers stop within a decode step
             }
-            sleepNanoseconds(Self.sampleIntervalNanoseconds)
+            sleepNanoseconds(sampleIntervalNanoseconds)
             let stats = engine.stats()
             committedPeak = max(committedPeak, stats.committedBytes)
             let rss = ProcessMemory.current().rssBytes

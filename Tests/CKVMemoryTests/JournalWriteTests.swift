@@ -2,7 +2,7 @@ import CKVMemory
 import Glibc
 import Testing
 
-/// Journal records are written one way (slab_file.c `write_records`), by an append and by a
+/// Journal records are written one way (slab_journal.c `write_records`), by an append and by a
 /// compaction's add: both refuse, writing nothing, records that would pass the process's
 /// file-size limit, with one message naming the file and the limit, no errno text after it
 /// (it already says what failed).

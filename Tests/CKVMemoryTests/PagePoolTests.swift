@@ -410,7 +410,7 @@ struct VirtualRangeTests {
         #expect(h == g + 1)
         let before = kvm_ranges_mappings(ranges)
         #expect(kvm_ranges_map(ranges, 0, 0, g, 2) == 0)
-        #expect(kvm_ranges_mappings(ranges) == before + 4 * 2)  // one run: 4 tensors x (VMA + split)
+        #expect(before == 1 && kvm_ranges_mappings(ranges) == 4 * 2)  // 4 tensors x (the run + the stretch after it)
         #expect(kvm_pool_refs(pool, g) == 2)
         let base = kvm_ranges_tensor(ranges, 0, 3)!
         base[4096 + 5] = 42
@@ -455,10 +455,11 @@ struct VirtualRangeTests {
         #expect(kvm_ranges_mapped(ranges, 0) == 0)
     }
 
-    /// Mapping a page inside a run splits it in three: at the limit that map is refused (it
-    /// once counted one new run for every map and passed the limit), while one that extends a
-    /// run still fits.
-    @Test func aMapThatSplitsARunIsCountedExactlyAgainstTheLimit() {
+    /// A map is counted exactly against the limit: one inside a run splits it in three, two
+    /// mappings more per tensor (it once counted one new run for every map and passed the
+    /// limit), one that extends a run adds none, and a run right after another, with no
+    /// reserved stretch between them, one per tensor (it once counted two).
+    @Test func aMapIsCountedExactlyAgainstTheLimit() {
         let (pool, ranges) = makeRanges()
         defer { kvm_ranges_destroy(ranges); kvm_pool_destroy(pool) }
         var got: UInt32 = 0
@@ -467,15 +468,16 @@ struct VirtualRangeTests {
         let other = UInt32(kvm_pool_alloc(pool, run + 10))
         #expect(kvm_ranges_map(ranges, 0, 0, run, 3) == 0)  // one run
         let oneRun = kvm_ranges_mappings(ranges)
-        kvm_ranges_set_mapping_limit(ranges, oneRun + 2 * 4)  // room for one run more (4 tensors x 2)
-        #expect(kvm_ranges_map(ranges, 0, 1, other, 1) == -ENOMEM)  // three runs
+        #expect(oneRun == 2 * 4)  // 4 tensors x (the run + the reserved stretch after it)
+        kvm_ranges_set_mapping_limit(ranges, oneRun + 4)  // room for one mapping more per tensor
+        #expect(kvm_ranges_map(ranges, 0, 1, other, 1) == -ENOMEM)  // three runs: two more per tensor
         #expect(String(cString: kvm_error()).contains("mapping limit reached"))
         #expect(kvm_ranges_group(ranges, 0, 1) == Int64(run + 1))
         #expect(kvm_ranges_mappings(ranges) == oneRun)
         #expect(kvm_ranges_map(ranges, 0, 3, run + 3, 1) == 0)  // extends the run: still one
         #expect(kvm_ranges_mappings(ranges) == oneRun)
-        #expect(kvm_ranges_map(ranges, 0, 5, other, 1) == 0)  // a run of its own: two
-        #expect(kvm_ranges_mappings(ranges) == oneRun + 2 * 4)
+        #expect(kvm_ranges_map(ranges, 0, 4, other, 1) == 0)  // right after it: one more per tensor
+        #expect(kvm_ranges_mappings(ranges) == oneRun + 4)
     }
 
     /// At vm.max_map_count an mmap replacing the middle of a mapping fails; when it fails for

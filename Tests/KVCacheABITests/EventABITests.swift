@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Testing
+import TestSupport
 import KVCache
 @testable import KVCacheABI
 
@@ -115,8 +116,8 @@ private func stored(_ f: ABIFixture) throws -> [CEvent] {
     /// arguments fail and change nothing; the pending events drain afterwards as before.
     @Test(arguments: bothLayouts)
     func theIndexDumpListsTheDiskTiersBlocksAfterTheMemoryIndex(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         var c = CConfig.small(layout)
         c.offloadBytes = 16 << 20
         let f = try ABIFixture(c, offloadDir: dir)

@@ -205,8 +205,8 @@ struct OffloadABITests {
 
     @Test(arguments: bothLayouts)
     func aTrimmedPrefixIsReadBackFromDiskByteIdentical(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let f = try offloadFixture(layout, dir: dir)
         let prompt = f.uniqueTokens(5, count: 41)
         try f.create(5, tokens: prompt)
@@ -241,8 +241,8 @@ struct OffloadABITests {
     /// slab (it said KVC_OK while a restart would find nothing); the engine serves on.
     @Test(arguments: bothLayouts)
     func aSyncAfterTheOffloadDirWasRemovedFailsThroughTheABI(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let f = try offloadFixture(layout, dir: dir)
         let prompt = f.uniqueTokens(5, count: 41)
         try f.create(5, tokens: prompt)
@@ -262,8 +262,8 @@ struct OffloadABITests {
 
     @Test(arguments: bothLayouts)
     func swapOutAndInRoundTripsThroughTheABI(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let f = try offloadFixture(layout, dir: dir)
         try f.create(7, tokens: f.uniqueTokens(7, count: 30))
         try f.write(7, salt: 7, from: 0, to: 30)
@@ -291,8 +291,8 @@ struct OffloadABITests {
     /// only its computed blocks, and what a later prompt reads back from disk is computed K/V.
     @Test(arguments: bothLayouts)
     func aRequestPreemptedBeforeItsPassIsAbortedAndCreatedAgain(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let f = try offloadFixture(layout, dir: dir)
         let b = f.blockTokens
         let tokens = f.uniqueTokens(11, count: 4 * b + 1)
@@ -314,8 +314,8 @@ struct OffloadABITests {
 
     @Test(arguments: bothLayouts)
     func anAsynchronousSwapOutIsSettledByLaterCallsThroughTheABI(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let f = try offloadFixture(layout, dir: dir)
         try f.create(7, tokens: f.uniqueTokens(7, count: 30))
         try f.write(7, salt: 7, from: 0, to: 30)
@@ -345,8 +345,8 @@ struct OffloadABITests {
 
     @Test(arguments: bothLayouts)
     func aWriteFailingAfterAnAsynchronousSwapOutReturnedIsReportedByReady(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let f = try failingWritesFixture(layout, dir: dir)
         #expect(kvc_seq_swap_out_async(f.handle, 9) == KVC_OK, "the writes fail only once they complete")
         #expect(kvc_engine_sync(f.handle) == KVC_OK, "waits for the writes; their failure is the sequence's to report")
@@ -373,8 +373,8 @@ struct OffloadABITests {
     /// device does (its last blocks are not even submitted yet).
     @Test(arguments: bothLayouts)
     func everySwapOutStartedEndsOnceCompletedCancelledOrFailedThroughTheABI(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         var c = CConfig.small(layout)
         c.offloadBytes = 32 << 20  // 4096 slots: sequence 7's 1101 stay pinned while swapped out
         c.maxSeqTokens = 8192
@@ -416,8 +416,8 @@ struct OffloadABITests {
     /// (`AllocationSpillTests` asserts the no-wait with a guard; this test is about the ABI).
     @Test(arguments: bothLayouts)
     func anAppendsSpillsSkippedForWantOfStagingBuffersAreCountedThroughTheABI(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         // 512 KiB: 2048 blocks of 256 bytes (contiguous: 32 page groups of 256 tokens).
         var c = CConfig.small(layout, memoryBytes: 512 << 10)
         c.offloadBytes = 32 << 20
@@ -457,8 +457,8 @@ struct OffloadABITests {
     /// fork keeps the records past the parent's free.
     @Test(arguments: bothLayouts, Granularity.allCases)
     func episodicOffloadRestoresTheFocusedEpisodeThroughTheABI(layout: UInt32, granularity: Granularity) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let q = try EpisodicSequence(layout, dir: dir, granularity: granularity)
         let f = q.f, rows = q.rows
         #expect(kvc_seq_compact(f.handle, 5, 6) == KVC_OK)
@@ -503,8 +503,8 @@ struct OffloadABITests {
     /// only when a focus read the record back).
     @Test(arguments: bothLayouts, Granularity.allCases)
     func aFailedRecordWriteLosesItsTokensAtOnceThroughTheABI(layout: UInt32, granularity: Granularity) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let q = try EpisodicSequence(layout, dir: dir, granularity: granularity, fault: OffloadFault(reads: false, writes: true))
         let f = q.f, rows = UInt64(q.rows)
         #expect(kvc_seq_compact(f.handle, 5, 6) == KVC_OK)
@@ -530,8 +530,8 @@ struct OffloadABITests {
     }
 
     @Test func offloadBytesBelowOneSlotIsInvalid() {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.offloadBytes = 8191
         var e: OpaquePointer?
@@ -546,8 +546,8 @@ struct OffloadABITests {
     /// once the first is destroyed the directory opens again and its blocks are found.
     @Test(arguments: bothLayouts)
     func aSecondEngineOnAHeldDirectoryIsRefusedAndTheFirstKeepsServing(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         var f: ABIFixture? = try offloadFixture(layout, dir: dir)
         let prompt = f!.uniqueTokens(5, count: 41)
         try f!.create(5, tokens: prompt)
@@ -667,8 +667,8 @@ struct OffloadABITests {
 
     @Test(.enabled(if: geteuid() == 0, "mounting a tmpfs needs root"), arguments: bothLayouts)
     func aFullDiskFailsTheSwapOutAndChangesNothingElse(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         try #require(mount("tmpfs", dir, "tmpfs", 0, "size=64k") == 0, "mount: \(String(cString: strerror(errno)))")
         defer { umount2(dir, Int32(MNT_DETACH)) }
         let f = try offloadFixture(layout, dir: dir)
@@ -686,8 +686,8 @@ struct OffloadABITests {
     /// disk_errors them too; nothing is stored. (blocks_spilled alone read as 7 blocks on disk.)
     @Test(arguments: bothLayouts)
     func failedSpillWritesCountInBlocksSpilledAndDiskSpillsFailed(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let f = try failingWritesFixture(layout, dir: dir)
         #expect(kvc_seq_free(f.handle, 9) == KVC_OK)
         #expect(kvc_engine_trim(f.handle) == KVC_OK, "a spill fails quietly")
@@ -700,8 +700,8 @@ struct OffloadABITests {
 
     @Test(arguments: bothLayouts)
     func anIOErrorFailsTheSwapOutAndChangesNothingElse(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let f = try failingWritesFixture(layout, dir: dir)
         LastError.clear()
         expectStatus(kvc_seq_swap_out(f.handle, 9), KVC_ERR_IO, mentioning: ["kvc_seq_swap_out", "Input/output error"])
@@ -716,8 +716,8 @@ struct OffloadABITests {
     /// nothing of the unreadable blocks.
     @Test(arguments: bothLayouts)
     func aSequenceAFailedReadSpoiledIsRefusedThroughTheABI(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let f = try offloadFixture(layout, dir: dir, fault: OffloadFault(reads: true, writes: false))
         let prompt = f.uniqueTokens(5, count: 41)
         try f.spill(5, prompt: prompt, salt: 5)
@@ -760,8 +760,8 @@ struct OffloadABITests {
     /// use: a record corrupted in the middle drops itself only.
     @Test(arguments: bothLayouts)
     func aRestartCountsRecoveredBlocksAndDroppedJournalRecordsThroughTheABI(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         let prompt: [Int32]
         do {
             let f = try offloadFixture(layout, dir: dir)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import KVCacheABI
 
 /// `kvc_config.index_on_schedule` and `kvc_seq_schedule` through the C ABI.
@@ -80,8 +81,8 @@ import Testing
     /// resumes the prefill, and kvc_seq_schedule indexes the rest as it goes.
     @Test(arguments: bothLayouts)
     func aSwapOutInTheMiddleOfAPrefillKeepsTheSchedule(layout: UInt32) throws {
-        let dir = scratchDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("abi-tier"), dir = scratch.path
+        defer { scratch.remove() }
         var c = CConfig.small(layout)
         c.indexOnSchedule = 1
         c.offloadBytes = 16 << 20

@@ -39,4 +39,14 @@ struct CommandNameTests {
         #expect(output.contains(usage), "\(output)")
         #expect(!output.contains("kvcache \(subcommand.first ?? "<subcommand>")"), "\(output)")
     }
+
+    /// The root's help says what each exit status means (it said nothing).
+    @Test func helpStatesTheExitStatuses() throws {
+        let (status, output) = try run(["--help"])
+        #expect(status == 0)
+        let text = output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        for phrase in ["64 for a wrong flag or value", "1 for a runtime or input error", "SIGINT (130)", "SIGTERM (143)"] {
+            #expect(text.contains(phrase), "\(output)")
+        }
+    }
 }

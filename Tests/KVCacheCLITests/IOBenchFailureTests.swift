@@ -14,9 +14,8 @@ import Testing
 struct IOBenchFailureTests {
     /// A fresh directory for one test, removed after it.
     private func withDirectory(_ body: (String) throws -> Void) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-iobench-fail-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("iobench-fail"), dir = scratch.path
+        defer { scratch.remove() }
         try body(dir)
     }
 

@@ -11,9 +11,8 @@ struct IOBenchInterruptTests {
     @Test(arguments: [(SIGTERM, false), (SIGINT, true)]) func aSignalRemovesItsFiles(signal: Int32, duringTier: Bool) throws {
         let cli = cliPath()
         try #require(FileManager.default.isExecutableFile(atPath: cli), "build kvcache-cli first: \(cli)")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-interrupt-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("interrupt"), dir = scratch.path
+        defer { scratch.remove() }
         let child = Process()
         child.executableURL = URL(fileURLWithPath: cli)
         child.arguments = ["io-bench", "--dir", dir, "--file-size", "1MiB", "--block-sizes", "64KiB", "--depths", "1", "--ops", "read",

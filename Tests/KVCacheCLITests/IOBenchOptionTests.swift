@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import kvcache
 
 /// `kvcache io-bench`'s tier options: combinations that would be ignored or that the tier's
@@ -18,9 +19,8 @@ struct IOBenchOptionTests {
     /// measurement: it once preallocated a fresh file and timed reads of never-written extents,
     /// which the file system answers with zeros without touching the device.
     @Test func skipFillWithoutAWrittenFileIsRefused() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-iobench-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("iobench"), dir = scratch.path
+        defer { scratch.remove() }
         let command = try IOBenchCommand.parse(["--dir", dir, "--file-size", "8MiB", "--block-sizes", "64KiB", "--depths", "1",
                                                 "--seconds", "0.01", "--skip-fill"])
         #expect {
@@ -83,9 +83,8 @@ struct IOBenchOptionTests {
     /// The largest --file-size accepted is refused by the file system, and the empty file
     /// made before the refusal is not left behind.
     @Test func aFileSizeTheFileSystemRefusesLeavesNoFile() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-iobench-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("iobench"), dir = scratch.path
+        defer { scratch.remove() }
         let command = try IOBenchCommand.parse(["--dir", dir, "--file-size", "9223372036854775807", "--block-sizes", "64KiB", "--depths", "1"])
         #expect(throws: IOBenchError.self) { try command.run() }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir).isEmpty, "no file was left")
@@ -136,9 +135,8 @@ struct IOBenchOptionTests {
     /// A sequence past the engine's 2^24 tokens: the refusal says it is the tier's engine and
     /// what shape it was given, with the engine's reason (it used to be the reason alone).
     @Test func aSequenceTheTiersEngineCannotHoldIsNamed() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-tierbench-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("tierbench"), dir = scratch.path
+        defer { scratch.remove() }
         let bench = TierBench(dir: dir, payloadBytes: 64 << 10, sequenceBytes: 1 << 40, seconds: 0.01, asyncSwapOut: false)
         #expect {
             _ = try bench.run()

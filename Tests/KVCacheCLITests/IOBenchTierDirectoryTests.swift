@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import kvcache
 
 /// `kvcache io-bench --tier` runs its engine in a private directory of its own under --dir:
@@ -8,9 +9,8 @@ import Testing
 @Suite("io-bench tier directory")
 struct IOBenchTierDirectoryTests {
     @Test func aTiersFilesInTheDirectoryAreLeftByteIdentical() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-tierdir-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("tierdir"), dir = scratch.path
+        defer { scratch.remove() }
         let names = ["kvcache.slab", "kvcache.journal", "kvcache.identity"]
         for name in names { #expect(FileManager.default.createFile(atPath: dir + "/" + name, contents: Data("someone's \(name)".utf8))) }
         let bench = TierBench(dir: dir, payloadBytes: 64 << 10, sequenceBytes: 4 << 20, seconds: 0.01, asyncSwapOut: false)

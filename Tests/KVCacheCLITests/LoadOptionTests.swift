@@ -53,8 +53,8 @@ struct LoadOptionTests {
         (["--output-mean", "300"], "--output-mean/--output-max: need 1 <= mean (300) <= max (256)"),
         (["--trace", "t.jsonl", "--output-max", "0"], "--output-max must be at least 1"),
         // The engine's own checks, through EngineOptions.
-        (["--page-bytes", "3000"], "page_bytes 3000 is not a power of two from 4096 to 2097152"),
-        (["--layers", "0"], "num_layers 0 is outside 1...1024"),
+        (["--page-bytes", "3000"], "--page-bytes 3000 is not a power of two from 4096 to 2097152"),
+        (["--layers", "0"], "--layers 0 is outside 1...1024"),
         // Values ArgumentParser cannot convert: it names the value and the option.
         (["--memory", "12XB"], "The value '12XB' is invalid for '--memory <memory>'"),
         (["--prompt-dist", "gaussian"], "The value 'gaussian' is invalid for '--prompt-dist <prompt-dist>'"),
@@ -128,7 +128,7 @@ struct LoadOptionTests {
         #expect(config.indexOnSchedule && !config.offloadWriteback)
         #expect(config.offloadQueueDepth == 256)
         #expect(Self.error(["--offload-dir", "/tmp/tier", "--offload-queue-depth", "31"])?
-            .contains("offload_queue_depth 31 is outside 32...1024") == true)
+            .contains("--offload-queue-depth 31 is outside 32...1024") == true)
         #expect(config.layout == .contiguous && config.memoryBytes == 512 << 20 && config.pageBytes == 2 << 20)
         #expect(config.blockTokens == 32 && config.numLayers == 4 && config.numKVHeads == 2 && config.headDim == 64)
         #expect(config.dtypeBytes == 1 && config.maxSeqs == 8 && config.maxSeqTokens == 8192)
@@ -166,9 +166,9 @@ struct LoadOptionTests {
                                             "--peer-offload-dir", "/tmp/p2"]).engine.config
         #expect(config.peerOffloadDirs == ["/tmp/p1", "/tmp/p2"])
         #expect(try LoadCommand.parse([]).engine.config.peerOffloadDirs.isEmpty)
-        #expect(Self.error(["--peer-offload-dir", "/tmp/p1"])?.contains("peer_offload_dirs needs a disk tier of this engine's own") == true)
+        #expect(Self.error(["--peer-offload-dir", "/tmp/p1"])?.contains("--peer-offload-dir needs a disk tier of this engine's own") == true)
         #expect(Self.error(["--offload-dir", "/tmp/own", "--peer-offload-dir", "/tmp/p1"])?
-            .contains("peer_offload_dirs needs a model_tag other than 0") == true)
+            .contains("--peer-offload-dir needs a --model-tag other than 0") == true)
     }
 
     @Test func modelTagReachesTheConfig() throws {

@@ -93,9 +93,8 @@ struct LoadProcessTests {
                       (["--offload-dir", "/tmp", "--peer-offload-dir", "/nonexistent-kvcache-dir/peer", "--model-tag", "5"], 1,
                        "cannot create the engine")])
     func aTierTheEngineRefusesEndsTheComparisonBeforeItsFirstRun(tier: [String], status: Int32, reason: String) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-cmp-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("cmp"), dir = scratch.path
+        defer { scratch.remove() }
         let options = tier.map { $0 == "/tmp" ? dir : $0 }
         let started = Date()
         let child = try Child(["load", "--compare-offload", "--requests", "1", "--prompt-dist", "fixed", "--prompt-mean", "8", "--prompt-max", "8",

@@ -1,6 +1,7 @@
 import Foundation
 import KVCache
 import Testing
+import TestSupport
 @testable import kvcache
 
 /// A preempted request restarts from its prompt: its second create and the output tokens it
@@ -68,9 +69,8 @@ struct LoadRestartTests {
     /// admission finds anything, while restarts find their own earlier blocks, some on disk:
     /// the report used to count those as the workload's disk hits.
     @Test func aTiersDiskHitsAreTheFirstAdmissionsAndRestartsReadTheirsApart() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-load-restart-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("load-restart"), dir = scratch.path
+        defer { scratch.remove() }
         let report = try LoadReportTests.load(Self.arguments + ["--offload-dir", dir, "--offload-bytes", "256MiB"]).report
         try #require(report.requests.completed == 60 && report.requests.preemptions > 0, "\(report.requests)")
         let offload = try LoadReportTests.object(report, "offload")

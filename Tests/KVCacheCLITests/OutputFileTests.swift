@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 @testable import kvcache
 
 /// `OutputFile`: what `--json`, `--plot` and `--plots` write, and the one-line reason a
@@ -85,9 +86,8 @@ import Testing
     /// link in /dev). The check before a run neither opens it (a FIFO's open waits for a
     /// reader) nor leaves a temporary file.
     @Test func aFIFOIsWrittenInPlaceNotReplaced() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("kvcache-out-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let scratch = ScratchDir("out"), dir = scratch.path
+        defer { scratch.remove() }
         let fifo = dir + "/results.json"
         try #require(mkfifo(fifo, 0o600) == 0)
         try OutputFile.checkWritable(fifo)

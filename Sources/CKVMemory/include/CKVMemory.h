@@ -4,7 +4,8 @@
  *   kvm_ranges  contiguous per-sequence virtual ranges backed by pool groups (virtual_ranges.c)
  *   kvm_arena   paged K/V blocks placed page-aware in pool groups (block_arena.c)
  *   kvm_io      the disk tier's I/O queue: io_uring, or a pread/pwrite thread pool (io_ring.c)
- *   kvm_slab    the disk tier's slab file of slots and its journal (slab_file.c, checksum.c)
+ *   kvm_slab    the disk tier's slab file of slots and its journal (slab_file.c, slab_journal.c,
+ *               checksum.c)
  *   kvm_fork_close  the descriptors a fork's child closes: the disk tier's locks (fork_close.c)
  *   kvm_lock    the engine's lock, which a holder hands to blocked callers between steps (engine_lock.c)
  *

@@ -36,6 +36,11 @@ uint8_t *kvm_arena_block(const kvm_arena *a, uint32_t tensor, uint32_t block);
 /* The tensor distance: kvm_arena_block(a, t + 1, b) is kvm_arena_block(a, t, b) plus this, for
  * every tensor t and block b (so V of a layer is its K plus this). Fixed at creation. */
 uint64_t kvm_arena_tensor_bytes(const kvm_arena *a);
+/* The block distance when blocks are evenly spaced: kvm_arena_block(a, t, b) is
+ * kvm_arena_block(a, t, 0) plus b times this, for every tensor t and block b (the group's
+ * bytes when a block fills its own group, the block's when several fill theirs exactly); 0
+ * when blocks are padded within their group (no single distance). Fixed at creation. */
+uint64_t kvm_arena_stride(const kvm_arena *a);
 
 /* Blocks the budget holds, blocks allocated, and blocks that can still be allocated.
  * kvm_arena_used: read by the tests only. */

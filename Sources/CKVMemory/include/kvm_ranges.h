@@ -8,9 +8,14 @@
  * page by page as the sequence grows. Page p of every tensor of a slot maps the same group, so
  * one page table per slot serves all layers.
  *
- * A mapped page holds one pool reference. Mappings are counted from the page table (2 per run of
- * mapped pages per tensor, plus the reservation: an upper bound on the VMAs of the pages the
- * table lists, not on what a tensor keeps after a failed mmap, see kvm_ranges_unmap). The kernel's
+ * A mapped page holds one pool reference. Mappings are counted from the page table as the
+ * kernel has them: the VMAs of the reservation, each run of file-contiguous mapped pages and
+ * each reserved stretch one, adjacent reserved stretches merged and a run merged with the next
+ * range's where their pool pages are file-contiguous (exact for the pages the table lists; a
+ * tensor may keep more after a failed mmap, see kvm_ranges_unmap, and an end stretch merged with
+ * a neighbour outside the reservation is one fewer in /proc/self/maps). Under lockstep growth
+ * (sequences taking a group each in turn) every page is a run: one mapping per page per tensor.
+ * The kernel's
  * vm.max_map_count is the process's, so the counts of every range of the process are kept
  * together under one limit: vm.max_map_count less what the process holds apart from its ranges
  * and 4096 more, taken when its first range is created and lowered (never raised) by each later
@@ -53,7 +58,8 @@ uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r);
 
 /* This range's counted mappings (above: after a failed mmap a tensor may hold a few more VMAs
  * than this, until a later map replaces them), and the limit its own count is kept under: the
- * process's unless lowered. kvm_ranges_mapping_limit: read by the tests only. */
+ * process's unless lowered. kvm_ranges_mapping_limit: read by the tests only. A map or unmap
+ * updates the count in O(its pages + tensors). */
 uint64_t kvm_ranges_mappings(const kvm_ranges *r);
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);
 /* The counted mappings of every live range of the process (with those that maps under way

@@ -107,9 +107,8 @@ enum Selection {
     }
 
     /// Adds to `keep` the `k` unmarked slots with the highest `score(i)`, ties to the lowest
-    /// slot. Cost: O(count): a gather, a threshold search (one pass with a small sorted buffer
-    /// when at most `smallEviction` candidates are evicted, as in a decode step; quickselect
-    /// otherwise), one marking pass.
+    /// slot: a compaction's choice (a decode step's few evictions take `evictFewest`).
+    /// Cost: O(count): a gather, a threshold search (`kthLargest`), one marking pass.
     @inline(__always)
     static func markTop(
         _ count: Int, _ k: Int, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>, score: (Int) -> Float
@@ -125,20 +124,15 @@ enum Selection {
             for j in 0..<n { keep[Int(scratch.slots[j])] = 1 }
             return
         }
-        let evicted = n - k
-        let threshold: Float  // the k-th largest value = the (evicted + 1)-th smallest
-        if evicted < smallEviction {
-            threshold = smallestOrder(scratch.values, n, evicted + 1)
+        let threshold: Float  // the k-th largest value
+        // The selection reorders, so it works on a copy in the upper half of `values` when it
+        // fits, else recomputes the scores afterwards.
+        if 2 * n <= scratch.capacity {
+            (scratch.values + n).update(from: scratch.values, count: n)
+            threshold = kthLargest(scratch.values + n, n, k)
         } else {
-            // Quickselect reorders, so it works on a copy in the upper half of `values`
-            // when it fits, else recomputes the scores afterwards.
-            if 2 * n <= scratch.capacity {
-                (scratch.values + n).update(from: scratch.values, count: n)
-                threshold = kthLargest(scratch.values + n, n, k)
-            } else {
-                threshold = kthLargest(scratch.values, n, k)
-                for j in 0..<n { scratch.values[j] = score(Int(scratch.slots[j])) }
-            }
+            threshold = kthLargest(scratch.values, n, k)
+            for j in 0..<n { scratch.values[j] = score(Int(scratch.slots[j])) }
         }
         var above = 0
         for j in 0..<n where scratch.values[j] > threshold { above += 1 }
@@ -182,10 +176,10 @@ enum Selection {
     }
 
     /// Keeps all but the `row.count - k` (< `smallEviction`) slots outside the recent window
-    /// (positions >= `recentFrom`) with the lowest score, ties evicting the highest slot
-    /// first: the same choice as `markWindows` + `markTop`, in one pass over the row with a
-    /// max-heap of the lowest candidates (`makeHeap`; the steady state of decoding, where each
-    /// step evicts about one token). A slot's score is `scores[i]` (plus `plus[i]` when
+    /// (positions >= `recentFrom`; TOVA passes `row.nextPosition`: no window) with the lowest
+    /// score, ties evicting the highest slot first: the same choice as `markWindows` +
+    /// `markTop`, in one pass over the row with a max-heap of the lowest candidates
+    /// (`makeHeap`; the steady state of decoding, where each step evicts about one token). A slot's score is `scores[i]` (plus `plus[i]` when
     /// given), divided by `max(visible[i] + row.visibleOffset, 1)` when `visible` is given. Precondition: the
     /// window holds at most `k` slots. Cost: one SIMD pass (8 slots per compare against the
     /// current cut; only a chunk with a slot at or below it takes the scalar path), O(log h)
@@ -304,7 +298,9 @@ enum Selection {
         if j < size { buffer[j] = item }
     }
 
-    /// Evictions up to which `markTop` finds its threshold with a sorted buffer.
+    /// Evictions below which a choice is a decode step's: `evictFewest` (H2O, episodic, TOVA)
+    /// and `evictOldest` (StreamingLLM, counting its sinks too) choose in one pass over the row,
+    /// and `markByPosition` finds its threshold with a sorted buffer.
     static let smallEviction = 32
 
     /// The `order`-th smallest of `values[0..<n]` (1 <= order <= min(n, smallEviction)), in one
@@ -328,18 +324,31 @@ enum Selection {
         }
     }
 
-    /// The `k`-th largest of `values[0..<n]` (1 <= k <= n); reorders `values`.
-    /// Hoare quickselect with a median-of-three pivot: O(n) expected, deterministic.
+    /// The `k`-th largest of `values[0..<n]` (1 <= k <= n); reorders `values` (a
+    /// permutation). Introselect: Hoare quickselect with the median of three values (first,
+    /// middle, last) as pivot, on `nintherFrom` values or more the median of three such medians
+    /// spread over the range (a ninther), then `heapSelect` on what is left once `2 log2(n)`
+    /// passes have not found it. Median of three alone made it quadratic on a compacted row's
+    /// newest positions (a few newest in the oldest slots, then ascending: the median of three
+    /// is next to the maximum, each pass drops a few); the pass limit bounds any input.
+    /// Cost: O(n) expected, O(n log n) at worst; deterministic, no allocation.
     static func kthLargest<T: Comparable>(_ values: UnsafeMutablePointer<T>, _ n: Int, _ k: Int) -> T {
         var lo = 0, hi = n - 1
         let target = k - 1  // index in descending order
+        var passes = 2 * (Int.bitWidth - n.leadingZeroBitCount)
         while lo < hi {
-            let mid = lo + (hi - lo) / 2
-            var a = values[lo], b = values[mid], c = values[hi]
-            if a < b { swap(&a, &b) }
-            if b < c { swap(&b, &c) }
-            if a < b { swap(&a, &b) }
-            let pivot = b
+            if passes == 0 { return heapSelect(values + lo, hi - lo + 1, target - lo + 1) }
+            passes -= 1
+            let span = hi - lo, mid = lo + span / 2
+            let pivot: T
+            if span < nintherFrom {
+                pivot = median(values[lo], values[mid], values[hi])
+            } else {
+                let d = span / 8
+                pivot = median(median(values[lo], values[lo + d], values[lo + 2 * d]),
+                               median(values[mid - d], values[mid], values[mid + d]),
+                               median(values[hi - 2 * d], values[hi - d], values[hi]))
+            }
             var i = lo, j = hi
             while i <= j {
                 while values[i] > pivot { i += 1 }
@@ -353,5 +362,38 @@ enum Selection {
             if target <= j { hi = j } else if target >= i { lo = i } else { return values[target] }
         }
         return values[target]
+    }
+
+    /// Ranges of at least this many values take a ninther pivot in `kthLargest`.
+    static let nintherFrom = 128
+
+    /// The median of `a`, `b`, `c`. Cost: 3 comparisons.
+    @inline(__always)
+    static func median<T: Comparable>(_ a: T, _ b: T, _ c: T) -> T {
+        var a = a, b = b, c = c
+        if a < b { swap(&a, &b) }
+        if b < c { swap(&b, &c) }
+        if a < b { swap(&a, &b) }
+        return b
+    }
+
+    /// The `t`-th largest of `values[0..<m]` (1 <= t <= m), by a heap built in place at the
+    /// front of `values` (`LowestHeap`): of the `t` largest seen, or of the `m - t + 1` smallest
+    /// when fewer; its top is the answer. Reorders `values` (a permutation). `kthLargest`'s
+    /// bound. Cost: O(m log min(t, m - t + 1)) comparisons, no allocation.
+    static func heapSelect<T: Comparable>(_ values: UnsafeMutablePointer<T>, _ m: Int, _ t: Int) -> T {
+        // Keeps the `size` first by `before` in a max-heap by `before`: its top is the
+        // size-th first.
+        @inline(__always) func first(_ size: Int, before: (T, T) -> Bool) -> T {
+            let heap = UnsafeMutableBufferPointer(start: values, count: size)
+            makeHeap(heap, size, before: before)
+            for j in size..<m where before(values[j], heap[0]) {
+                let item = values[j]
+                values[j] = heap[0]
+                siftDown(item, at: 0, heap, size, before: before)
+            }
+            return heap[0]
+        }
+        return t <= m - t + 1 ? first(t, before: >) : first(m - t + 1, before: <)
     }
 }

@@ -1,14 +1,14 @@
-/// The heap `Selection.evictFewest` keeps the lowest candidates of a scan in: a max-heap by
-/// `before` over (score, slot) pairs, so that its top (the greatest of them, the scan's cut) is
-/// at index 0 and replacing it costs O(log count). Every item is not `before` its children
-/// (`2j + 1`, `2j + 2`). `before` must be a strict total order on the items (it is on distinct
-/// slots with finite scores), so that the heap's sorted order, like its set, is fixed by its items.
+/// The heaps `Selection` keeps the lowest candidates of a scan in (`evictFewest` over (score,
+/// slot) pairs, `evictOldest` over (position, slot) pairs) and selects with (`heapSelect`): a
+/// max-heap by `before`, so that its top (the greatest of them, the scan's cut) is at index 0
+/// and replacing it costs O(log count). Every item is not `before` its children (`2j + 1`,
+/// `2j + 2`). `before` must be a strict weak order on the items; where it is a total one (it is
+/// on distinct slots with finite scores, and on a row's positions), the heap's sorted order,
+/// like its set, is fixed by its items.
 extension Selection {
     /// Orders `heap[0..<count]` as a max-heap by `before` (Floyd's construction). Cost: O(count).
     @inline(__always)
-    static func makeHeap(
-        _ heap: UnsafeMutableBufferPointer<(Float, Int32)>, _ count: Int, before: ((Float, Int32), (Float, Int32)) -> Bool
-    ) {
+    static func makeHeap<T>(_ heap: UnsafeMutableBufferPointer<T>, _ count: Int, before: (T, T) -> Bool) {
         var j = count / 2
         while j > 0 {
             j -= 1
@@ -20,10 +20,7 @@ extension Selection {
     /// and moves it down until no child is greater: `heap[0..<count]` stays a max-heap when
     /// the subtrees below `at` were. Cost: O(log count).
     @inline(__always)
-    static func siftDown(
-        _ item: (Float, Int32), at: Int, _ heap: UnsafeMutableBufferPointer<(Float, Int32)>, _ count: Int,
-        before: ((Float, Int32), (Float, Int32)) -> Bool
-    ) {
+    static func siftDown<T>(_ item: T, at: Int, _ heap: UnsafeMutableBufferPointer<T>, _ count: Int, before: (T, T) -> Bool) {
         var j = at
         while true {
             var child = 2 * j + 1
@@ -39,9 +36,7 @@ extension Selection {
     /// Sorts the max-heap `heap[0..<count]` ascending by `before` (heapsort's second half).
     /// Cost: O(count log count).
     @inline(__always)
-    static func sortHeap(
-        _ heap: UnsafeMutableBufferPointer<(Float, Int32)>, _ count: Int, before: ((Float, Int32), (Float, Int32)) -> Bool
-    ) {
+    static func sortHeap<T>(_ heap: UnsafeMutableBufferPointer<T>, _ count: Int, before: (T, T) -> Bool) {
         var end = count
         while end > 1 {
             end -= 1

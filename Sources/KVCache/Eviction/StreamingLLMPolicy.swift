@@ -20,10 +20,16 @@ public struct StreamingLLMPolicy: EvictionPolicy {
     public static var keepsEveryToken: Bool { false }
 
     /// Keeps sinks by position, then the newest positions (compared as integers: exact for
-    /// any position). Cost: O(count) per selection (`Selection.markByPosition`).
+    /// any position). Cost: a decode step (sinks and evictions together fewer than
+    /// `Selection.smallEviction`) one pass over the positions (`Selection.evictOldest`); else
+    /// O(count) per selection (`Selection.markByPosition`).
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
         let k = min(row.budget, row.count)
         let sinks = min(sinkTokens, k)
+        if sinks + row.count - k < Selection.smallEviction {
+            Selection.evictOldest(row, row.count - k, after: sinks, keep: keep)
+            return
+        }
         // Sinks: the `sinks` lowest positions present (the first ones unless evicted earlier).
         for i in 0..<row.count { keep[i] = 0 }
         Selection.markByPosition(row, sinks, newest: false, scratch: scratch, keep: keep)

@@ -16,9 +16,16 @@ public struct TOVAPolicy: EvictionPolicy {
     /// False: it keeps the budget.
     public static var keepsEveryToken: Bool { false }
 
-    /// Top `budget` slots by the last step's attention. Cost: O(count) expected.
+    /// Top `budget` slots by the last step's attention, ties to the lowest slot. Cost: a
+    /// decode step (fewer than `Selection.smallEviction` evictions) one pass over the scores
+    /// (`Selection.evictFewest`, no window); else O(count) expected (`Selection.markTop`).
     public func choose(_ row: EvictionRow, scratch: SelectionScratch, keep: UnsafeMutablePointer<UInt8>) {
+        let k = min(row.budget, row.count)
+        if row.count - k < Selection.smallEviction {
+            Selection.evictFewest(row, k, recentFrom: row.nextPosition, scores: row.last, plus: nil, visible: nil, keep: keep)
+            return
+        }
         for i in 0..<row.count { keep[i] = 0 }
-        Selection.markTop(row.count, min(row.budget, row.count), scratch: scratch, keep: keep) { row.last[$0] }
+        Selection.markTop(row.count, k, scratch: scratch, keep: keep) { row.last[$0] }
     }
 }

@@ -133,7 +133,7 @@ final class ContiguousMemory: BlockListener {
 
     /// Physical bytes held.
     var committedBytes: UInt64 { kvm_pool_committed_bytes(pool) }
-    /// Mappings in use (an upper bound).
+    /// Mappings in use, as the kernel has them (`kvm_ranges_mappings`).
     var mappings: UInt64 { kvm_ranges_mappings(ranges) }
 
     /// Base of tensor `tensor` of `slot`.

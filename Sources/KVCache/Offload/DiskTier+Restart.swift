@@ -26,7 +26,10 @@ extension DiskTier {
     /// hold them beside its usual capacity (`EventQueue.grow`): nothing drains it before the
     /// engine is created. The recovered slots enter the LRU in the order they were written
     /// (their records' generations), the oldest to be dropped first. Cost: O(slots log slots)
-    /// time, O(slots) scratch.
+    /// time (the journal read 256 records at a time), O(slots) scratch freed on return: 64
+    /// bytes per slot of the latest records, 4 per recovered slot and the parents-first walk's
+    /// 8 per slot; 24 bytes of event queue per recovered slot until the server drains the burst
+    /// (`EventQueue.drain`; `RestartMemoryTests`).
     func recover() throws(KVError) {
         let allocated = Int(kvm_slab_allocated(slab))
         let latest = UnsafeMutablePointer<kvm_journal_record>.allocate(capacity: max(1, capacity))

@@ -165,7 +165,8 @@ final class DiskTier {
     static let free: UInt8 = 0, writing: UInt8 = 1, stored: UInt8 = 2
     /// Staging buffer operations: a pinned write is a swap-out block or an offloaded-token record.
     static let idle: UInt8 = 0, spillWrite: UInt8 = 1, pinnedWrite: UInt8 = 2, read: UInt8 = 3, peerRead: UInt8 = 4
-    /// Most slots one tier manages (per-slot metadata is ~60 bytes).
+    /// Most slots one tier manages (per-slot metadata is 103-127 bytes, ~200 at a restart's
+    /// peak: docs/disk-tier.md, "Restart at millions of slots").
     static let maxSlots = 1 << 22
     /// Slots dropped from the LRU at once when the tier is full.
     static let dropBatch = 16

@@ -212,8 +212,9 @@ extension Engine {
     /// `io` (disk full, tier full of pinned slots, write error; or an earlier `swapOutAsync` of
     /// it failed and was not reported yet; or a failed disk read spoiled it, `usableSlot`):
     /// then the sequence is resident and unchanged.
-    /// Cost: one memcpy and checksum per block written, writes at full queue depth, one
-    /// allocation of 16 bytes per block written (its position, disk slot and hash). The copies run without the lock
+    /// Cost: one memcpy and checksum per block written, writes at full queue depth; no
+    /// allocation unless more swap-outs are pending at once than ever before (`SwapOutQueue`'s
+    /// buffer sets, 72 bytes per block of the longest sequence). The copies run without the lock
     /// (`copySwapOutBatch`): a batch of as many blocks as staging buffers are free beyond an
     /// eighth of them at the start (the whole sequence up to seven eighths of the staging
     /// area), then, for a larger sequence, a batch as completions free buffers, between the
@@ -228,8 +229,8 @@ extension Engine {
             // blocks stay held by the sequence (never spilled or evicted meanwhile), and
             // `swapped` keeps every other call off its memory.
             while !queue.writesEnded(s) {
-                var batch = queue.reserveBatch(s)
-                if batch.isEmpty { offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil) } else { copySwapOutBatch(offload, slot: s, &batch) }
+                let batch = queue.reserveBatch(s)
+                if batch.isEmpty { offload.awaitProgress(mutex: mutex, deadlineNanoseconds: nil) } else { copySwapOutBatch(offload, slot: s, batch) }
             }
             defer { offload.notifyWaiters() }  // a free or swapIn waiting for this swap-out, or an allocation
             if let failure = queue.finish(s) { throw KVError(.io, failure) }
@@ -283,8 +284,8 @@ extension Engine {
         offload.processCompletions()
         let s = try awaitOffloadReady(seq, stagingBuffer: true)
         if let failure = offload.swapOutQueue.takeFailure(s) { throw KVError(.io, failure) }
-        var batch = try offload.swapOutQueue.start(slot: s, waited: waited)
-        copySwapOutBatch(offload, slot: s, &batch)
+        let batch = try offload.swapOutQueue.start(slot: s, waited: waited)
+        copySwapOutBatch(offload, slot: s, batch)
         return (offload, s)
     }
 
@@ -295,12 +296,12 @@ extension Engine {
     /// `syncOffload` too). Other calls proceed meanwhile and cannot change the blocks' bytes
     /// or take their buffers and slots (see `SwapOutQueue`). Called and returns with the lock
     /// held; no-op for an empty batch. Cost: one copy and checksum per block, two lock handoffs.
-    private func copySwapOutBatch(_ offload: OffloadCoordinator, slot s: Int, _ batch: inout [SwapOutQueue.Copy]) {
+    private func copySwapOutBatch(_ offload: OffloadCoordinator, slot s: Int, _ batch: UnsafeMutableBufferPointer<SwapOutQueue.Copy>) {
         guard !batch.isEmpty else { return }
         let hook = offload.swapOutQueue.beforeCopy
         kvm_lock_release(mutex)
         hook?()
-        offload.copySwapOutBatch(slot: s, &batch)
+        offload.copySwapOutBatch(slot: s, batch)
         kvm_lock_acquire(mutex)
         offload.swapOutQueue.submitBatch(s, batch)
         offload.notifyWaiters()

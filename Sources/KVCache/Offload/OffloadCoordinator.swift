@@ -173,7 +173,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         a.keep()
         tier = try DiskTier(config, memory: self, events: blocks.events, maxPendingReads: blocks.capacity)
         let holds = SwapHolds(counts: keptCounts, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped)
-        swapOutQueue = SwapOutQueue(tier: tier, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped, holds: holds)
+        swapOutQueue = try SwapOutQueue(tier: tier, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped, holds: holds)
         blocks.spiller = self
         tier.onCompletions = { [unowned self] n in self.processed(n) }
     }
@@ -647,7 +647,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// setting each copy's checksum. Called without the engine's lock (`Engine.copySwapOutBatch`):
     /// reads only the blocks' bytes and writes only the batch's reserved buffers. Cost: one copy
     /// and checksum per block; no allocation beyond `tensors` pointers on the stack.
-    func copySwapOutBatch(slot: Int, _ batch: inout [SwapOutQueue.Copy]) {
+    func copySwapOutBatch(slot: Int, _ batch: UnsafeMutableBufferPointer<SwapOutQueue.Copy>) {
         withUnsafeTemporaryAllocation(of: UnsafeRawPointer?.self, capacity: tensors) { sources in
             for j in batch.indices where batch[j].stage >= 0 {
                 let c = batch[j]

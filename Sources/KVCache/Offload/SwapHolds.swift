@@ -91,17 +91,30 @@ final class SwapHolds {
         blocks.release(b)
     }
 
-    /// A swap-out of the last resident holder wrote kept blocks (`written`: block -> its disk
-    /// slot): every other swapped-out table keeping one takes the disk slot instead, pinned,
-    /// and releases its reference, so the block's memory is freed with the writer's. Tables of
-    /// pending swap-outs hold no kept entries (only completed ones do). Cost: O(max_seqs +
-    /// blocks of the swapped-out sequences), only when a swap-out wrote a kept block.
-    func handOver(_ written: [Int32: Int32], tier: DiskTier) {
-        for s in 0..<sequences.maxSeqs where swapped[s] && sequences.lengths[s] > 0 {
+    /// The swap-out of `writer`, the last resident holder of blocks other swapped-out tables
+    /// keep, wrote them: its `count` written blocks lie at `positions` (ascending) of its table
+    /// (still holding memory blocks), on `diskSlots`. Every other swapped-out table keeping one
+    /// at the same position (a shared block lies at one position in every table holding it:
+    /// prefix hits, forks and the swap-in's shared blocks all share by position) takes the disk
+    /// slot instead, pinned, and releases its reference, so the block's memory is freed with
+    /// the writer's. Tables of pending swap-outs hold no kept entries (only completed ones do).
+    /// No allocation. Cost: O(max_seqs + blocks of the swapped-out sequences x log(count)),
+    /// only when a swap-out wrote a kept block.
+    func handOver(from writer: Int, positions: UnsafeMutablePointer<Int32>, diskSlots: UnsafeMutablePointer<Int32>, count: Int,
+                  tier: DiskTier) {
+        let writerTable = sequences.table(writer)
+        for s in 0..<sequences.maxSeqs where s != writer && swapped[s] && sequences.lengths[s] > 0 {
             let table = sequences.table(s)
             for i in 0..<sequences.blockCount(s) {
                 let b = Self.kept(table[i])
-                guard b >= 0, let d = written[b] else { continue }
+                guard b >= 0 && i < sequences.blockCount(writer) && writerTable[i] == b else { continue }
+                var k = 0, end = count  // the rank of position i among the written ones
+                while k < end {
+                    let m = (k + end) / 2
+                    if Int(positions[m]) < i { k = m + 1 } else { end = m }
+                }
+                guard k < count && Int(positions[k]) == i else { continue }
+                let d = diskSlots[k]
                 tier.pin(d)
                 table[i] = d
                 drop(b)

@@ -51,12 +51,14 @@
 /// and was released). Every swap-out started ends exactly once, completed, cancelled or failed:
 /// `started == completed + cancelled + failed + pendingCount`.
 /// Cost: O(pending swap-outs) per lookup; per `settle` O(pending swap-outs) plus one copy and
-/// checksum per block submitted and O(1) per write that ended; one allocation of 4 bytes per
-/// block and 12 per block written per swap-out (the positions written, their disk slots and
-/// hashes; blocks resident sequences share are kept, not written: `SwapHolds`), freed when it ends, one array per batch
-/// (its blocks, 48 bytes each), and, when it completes with
-/// unscheduled prompt blocks (`EngineConfig.indexOnSchedule`), one of 16 bytes per such block
-/// (their prepared hashes), freed at the swap-in or free.
+/// checksum per block submitted and O(1) per write that ended. A swap-out's positions to
+/// write, disk slots, hashes and batch copies are one `Buffers` set, sized for the longest
+/// sequence (`SequenceTable.maxBlocks`, 72 bytes each) and given back for the next swap-out
+/// when it ends: one set is allocated at init, and a swap-out allocates another only when
+/// every set is taken by pending ones (more pending at once than ever before), kept until
+/// deinit. Blocks resident sequences share are kept, not written (`SwapHolds`). When it
+/// completes with unscheduled prompt blocks (`EngineConfig.indexOnSchedule`) it allocates one
+/// array of 24 bytes per such block (their prepared hashes), freed at the swap-in or free.
 /// Not thread-safe: used under the engine's lock.
 final class SwapOutQueue {
     /// One pending swap-out: sequence slot `slot`, whose `count` blocks to write (those it does
@@ -65,11 +67,12 @@ final class SwapOutQueue {
     /// once set, says why it cannot complete (nothing more is submitted).
     private struct Entry {
         let slot: Int
-        let positions: UnsafeMutablePointer<Int32>
-        let diskSlots: UnsafeMutablePointer<Int32>
+        let buffers: Buffers
+        var positions: UnsafeMutablePointer<Int32> { buffers.positions }
+        var diskSlots: UnsafeMutablePointer<Int32> { buffers.diskSlots }
         /// The hash each block was written or found under (0: a block outside the prefix index,
         /// whose slot no other request reads).
-        let hashes: UnsafeMutablePointer<UInt64>
+        var hashes: UnsafeMutablePointer<UInt64> { buffers.hashes }
         let count: Int
         let waited: Bool
         var submitted = 0
@@ -78,11 +81,35 @@ final class SwapOutQueue {
         var copying = 0
         var durable = 0
         var failure: String? = nil
+    }
+
+    /// One swap-out's arrays, `SequenceTable.maxBlocks` entries each, indexed by the rank of a
+    /// block among those it writes: the block's position in the sequence, its disk slot, the
+    /// hash it was written or found under, and its batch's `Copy` (a batch is a run of them
+    /// from the entry's `submitted` on, see `reserve`): 72 bytes per block (4 + 4 + 8 +
+    /// `Copy`'s stride of 56).
+    private struct Buffers {
+        let positions: UnsafeMutablePointer<Int32>
+        let diskSlots: UnsafeMutablePointer<Int32>
+        let hashes: UnsafeMutablePointer<UInt64>
+        let copies: UnsafeMutablePointer<Copy>
+
+        /// A set for `maxBlocks` blocks, or `outOfMemory` naming it. Cost: four mallocs.
+        init(maxBlocks: Int) throws(KVError) {
+            let a = CheckedAllocations()
+            let what = "a swap-out's positions, disk slots, hashes and copies (max_seq_tokens / block_tokens: \(maxBlocks) entries)"
+            positions = try a.allocate(count: maxBlocks, what)
+            diskSlots = try a.allocate(count: maxBlocks, what)
+            hashes = try a.allocate(count: maxBlocks, what)
+            copies = try a.allocate(count: maxBlocks, what)
+            a.keep()
+        }
 
         func deallocate() {
             positions.deallocate()
             diskSlots.deallocate()
             hashes.deallocate()
+            copies.deallocate()
         }
     }
 
@@ -95,6 +122,9 @@ final class SwapOutQueue {
     /// The blocks completed swap-outs kept in memory rather than wrote.
     let holds: SwapHolds
     private var entries: [Entry] = []
+    /// Buffer sets no pending swap-out holds, for the next ones (capacity for `maxSeqs`: a
+    /// slot has at most one swap-out pending, so no more sets are ever made).
+    private var spare: [Buffers] = []
     /// Per sequence slot: why its swap-out failed after `swapOutAsync` returned, until reported.
     private var failures: [String?]
     /// Per sequence slot, while it is swapped out: the (hash, parent, fingerprint) triples its
@@ -114,13 +144,11 @@ final class SwapOutQueue {
     /// copies a batch (`Engine.copySwapOutBatch`).
     var beforeCopy: (() -> Void)?
 
-    /// A block of a batch: the swap-out's `index`th block to write, `block` at position
-    /// `position` of the sequence, its first
+    /// A block of a batch: `block` at position `position` of the sequence, its first
     /// `tokens` tokens copied into staging buffer `stage` (-1: the tier held the block already,
     /// its slot pinned: nothing to copy) for its reserved disk slot, written under parent
     /// `parent`; `checksum` is the copy's (nil: the seal computes it).
     struct Copy {
-        let index: Int
         let position: Int
         let block: Int32
         let stage: Int32
@@ -130,8 +158,9 @@ final class SwapOutQueue {
         var checksum: UInt64? = nil
     }
 
+    /// Throws `outOfMemory` when the first buffer set cannot be allocated (`Buffers`).
     init(tier: DiskTier, blocks: BlockPool, sequences: SequenceTable, contiguous: ContiguousMemory?,
-         swapped: UnsafeMutablePointer<Bool>, holds: SwapHolds) {
+         swapped: UnsafeMutablePointer<Bool>, holds: SwapHolds) throws(KVError) {
         self.tier = tier
         self.holds = holds
         self.blocks = blocks
@@ -141,10 +170,13 @@ final class SwapOutQueue {
         failures = [String?](repeating: nil, count: sequences.maxSeqs)
         preparedHashes = [[UInt64]](repeating: [], count: sequences.maxSeqs)
         entries.reserveCapacity(sequences.maxSeqs)
+        spare.reserveCapacity(sequences.maxSeqs)
+        spare.append(try Buffers(maxBlocks: sequences.maxBlocks))
     }
 
     deinit {
-        for e in entries { e.deallocate() }
+        for e in entries { e.buffers.deallocate() }
+        for b in spare { b.deallocate() }
     }
 
     /// Swap-outs that ended (completed, cancelled or failed), ever: waiters compare it before and after.
@@ -183,33 +215,34 @@ final class SwapOutQueue {
     /// Throws `io` (disk full, tier full of pinned slots, submission failed) with nothing
     /// changed: a tier that cannot hold every block is found so before any cached block is
     /// dropped for them (`DiskTier.checkRoom`). Cost: one index probe per block; one copy and
-    /// checksum for a first block from the reserve; two allocations.
-    func start(slot: Int, waited: Bool) throws(KVError) -> [Copy] {
+    /// checksum for a first block from the reserve; no allocation unless every buffer set is
+    /// taken (see the type).
+    func start(slot: Int, waited: Bool) throws(KVError) -> UnsafeMutableBufferPointer<Copy> {
         precondition(!isPending(slot), "a second swap-out of slot \(slot)")
         let blockCount = sequences.blockCount(slot)
         let table = sequences.table(slot)
-        let positions = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, blockCount))
+        let buffers: Buffers
+        if let b = spare.popLast() { buffers = b } else { buffers = try Buffers(maxBlocks: sequences.maxBlocks) }
         var count = 0
         for i in 0..<blockCount where !holds.keeps(table[i], at: i) {
-            positions[count] = Int32(i)
+            buffers.positions[count] = Int32(i)
             count += 1
         }
         do throws(KVError) {
-            try tier.checkRoom(forSwapOut: count) { (blocks.hash(of: table[Int(positions[$0])]), blocks.fingerprint(of: table[Int(positions[$0])])) }
+            try tier.checkRoom(forSwapOut: count) { (blocks.hash(of: table[Int(buffers.positions[$0])]), blocks.fingerprint(of: table[Int(buffers.positions[$0])])) }
         } catch {
-            positions.deallocate()
+            spare.append(buffers)
             throw error
         }
-        var e = Entry(slot: slot, positions: positions, diskSlots: .allocate(capacity: max(1, count)), hashes: .allocate(capacity: max(1, count)),
-                      count: count, waited: waited)
-        var batch: [Copy] = []
+        var e = Entry(slot: slot, buffers: buffers, count: count, waited: waited)
+        let batch: UnsafeMutableBufferPointer<Copy>
         do throws(KVError) {
             if count > 0 && tier.swapOutStages <= 0 { try submitNext(&e) }
             batch = try reserve(&e)
         } catch {
             tier.drain()
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
-            e.deallocate()
+            spare.append(e.buffers)
             throw error
         }
         e.copying = batch.count
@@ -226,53 +259,56 @@ final class SwapOutQueue {
     /// leaves buffers (never the reserve, so that a call taking a buffer under the lock,
     /// `DiskTier.takeStage`, finds one free or in flight rather than held by a copy waiting for
     /// the lock): each block's disk slot in `diskSlots`, its hash in `hashes`. Throws `io` when
-    /// the tier refuses a block, having given back what it reserved. O(1) per block.
-    private func reserve(_ e: inout Entry) throws(KVError) -> [Copy] {
+    /// the tier refuses a block, having given back what it reserved. The batch is `e`'s copies
+    /// from `submitted` on (`Buffers`), valid until `submitBatch`. O(1) per block.
+    private func reserve(_ e: inout Entry) throws(KVError) -> UnsafeMutableBufferPointer<Copy> {
         let table = sequences.table(e.slot), bt = sequences.blockTokens
-        var batch: [Copy] = []
-        while e.submitted + batch.count < e.count && tier.swapOutStages > 0 {
-            let i = e.submitted + batch.count, p = Int(e.positions[i]), b = table[p]
+        var n = 0
+        while e.submitted + n < e.count && tier.swapOutStages > 0 {
+            let i = e.submitted + n, p = Int(e.positions[i]), b = table[p]
             e.hashes[i] = blocks.hash(of: b)
             do throws(KVError) {
                 let (slot, stage) = try tier.reserveSwap(hash: e.hashes[i], fingerprint: blocks.fingerprint(of: b))
                 e.diskSlots[i] = slot
-                batch.append(Copy(index: i, position: p, block: b, stage: stage, tokens: min(bt, sequences.lengths[e.slot] - p * bt),
-                                  parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b)))
+                (e.buffers.copies + i).initialize(to: Copy(position: p, block: b, stage: stage, tokens: min(bt, sequences.lengths[e.slot] - p * bt),
+                                                           parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b)))
+                n += 1
             } catch {
-                giveBack(e, batch)
+                giveBack(e, UnsafeMutableBufferPointer(start: e.buffers.copies + e.submitted, count: n))
                 throw error
             }
         }
-        return batch
+        return UnsafeMutableBufferPointer(start: e.buffers.copies + e.submitted, count: n)
     }
 
     /// Reserves the next batch of `slot`'s pending swap-out (not failed, no batch being
     /// copied) for its call to copy without the lock (`Engine.swapOut`'s loop): see `reserve`.
     /// Empty when nothing can be reserved now. A block the tier refuses fails the swap-out.
-    func reserveBatch(_ slot: Int) -> [Copy] {
-        guard let i = entries.firstIndex(where: { $0.slot == slot }), entries[i].failure == nil && entries[i].copying == 0 else { return [] }
+    func reserveBatch(_ slot: Int) -> UnsafeMutableBufferPointer<Copy> {
+        guard let i = entries.firstIndex(where: { $0.slot == slot }), entries[i].failure == nil && entries[i].copying == 0 else { return .init(start: nil, count: 0) }
         do throws(KVError) {
             let batch = try reserve(&entries[i])
             entries[i].copying = batch.count
             return batch
         } catch {
             entries[i].failure = failureMessage(slot, error.message)
-            return []
+            return .init(start: nil, count: 0)
         }
     }
 
     /// Submits `slot`'s batch, copied without the lock (`start`, `reserveBatch`), in order: a
     /// block the tier got meanwhile under its hash takes that slot (`DiskTier.submitSwap`).
     /// Cost: O(1) plus a seal per block.
-    func submitBatch(_ slot: Int, _ batch: [Copy]) {
+    func submitBatch(_ slot: Int, _ batch: UnsafeMutableBufferPointer<Copy>) {
         let i = entries.firstIndex { $0.slot == slot }!
         precondition(entries[i].copying == batch.count, "submitting a batch of slot \(slot) that is not being copied")
         entries[i].copying = 0
         let e = entries[i]
-        for c in batch where c.stage >= 0 {
-            e.diskSlots[c.index] = tier.submitSwap(slot: e.diskSlots[c.index], stage: c.stage, hash: e.hashes[c.index],
-                                                   parent: c.parent, fingerprint: c.fingerprint, checksum: c.checksum)
-            e.hashes[c.index] = tier.hash(of: e.diskSlots[c.index])  // 0: written as its own slot (`DiskTier.submitSwap`)
+        for (j, c) in batch.enumerated() where c.stage >= 0 {
+            let k = e.submitted + j  // the batch is the copies from `submitted` on (`reserve`)
+            e.diskSlots[k] = tier.submitSwap(slot: e.diskSlots[k], stage: c.stage, hash: e.hashes[k],
+                                             parent: c.parent, fingerprint: c.fingerprint, checksum: c.checksum)
+            e.hashes[k] = tier.hash(of: e.diskSlots[k])  // 0: written as its own slot (`DiskTier.submitSwap`)
         }
         entries[i].submitted += batch.count
         tier.flush()
@@ -280,9 +316,10 @@ final class SwapOutQueue {
 
     /// Gives back `batch`'s reservations (`reserve`, refused part way): slots and buffers of
     /// the blocks to copy, pins of those the tier held.
-    private func giveBack(_ e: Entry, _ batch: [Copy]) {
-        for c in batch {
-            if c.stage >= 0 { tier.cancel(slot: e.diskSlots[c.index], stage: c.stage) } else { tier.unpin(e.diskSlots[c.index]) }
+    private func giveBack(_ e: Entry, _ batch: UnsafeMutableBufferPointer<Copy>) {
+        for (j, c) in batch.enumerated() {
+            let k = e.submitted + j  // the batch is the copies from `submitted` on (`reserve`)
+            if c.stage >= 0 { tier.cancel(slot: e.diskSlots[k], stage: c.stage) } else { tier.unpin(e.diskSlots[k]) }
         }
     }
 
@@ -378,7 +415,7 @@ final class SwapOutQueue {
     /// failure's message (disk slots let go, the sequence resident and unchanged).
     func finish(_ slot: Int) -> String? {
         let e = remove(slot)
-        defer { e.deallocate() }
+        defer { spare.append(e.buffers) }
         precondition(e.failure != nil || e.durable == e.count, "finishing swap-out of slot \(slot) before its writes ended")
         if let failure = e.failure {
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
@@ -403,9 +440,9 @@ final class SwapOutQueue {
             preparedHashes[slot] = kept
         }
         // Written blocks another swapped-out sequence kept: it takes their disk slots.
-        var written: [Int32: Int32] = [:]  // allocates only then
-        for i in 0..<e.count where holds.isKept(table[Int(e.positions[i])]) { written[table[Int(e.positions[i])]] = e.diskSlots[i] }
-        if !written.isEmpty { holds.handOver(written, tier: tier) }
+        if (0..<e.count).contains(where: { holds.isKept(table[Int(e.positions[$0])]) }) {
+            holds.handOver(from: slot, positions: e.positions, diskSlots: e.diskSlots, count: e.count, tier: tier)
+        }
         var next = 0  // the next written block
         for p in 0..<sequences.blockCount(slot) {
             let b = table[p]
@@ -436,7 +473,7 @@ final class SwapOutQueue {
         let e = remove(slot)
         precondition(e.copying == 0, "cancelling the swap-out of slot \(slot) while a batch of it is copied")
         for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
-        e.deallocate()
+        spare.append(e.buffers)
         swapped[slot] = false
         cancelled += 1
         return true

@@ -32,10 +32,12 @@ struct MappingLimitTests {
             kvm_ranges_mapped(ranges, UInt32(slot)) > 0 && ![try? e.slot(1), try? e.slot(2)].contains(slot)
         }
         #expect(stillMapped.count == 2)  // two freed prompts' slots were reused by 1 and 2
-        // Room for 8 runs: the 4 mapped now (2 live, 2 free) and 4 more; growth needs 6 more,
-        // so the 2 free slots' runs must go.
-        let runMappings = UInt64(2 * memory.tensors)
-        let limit = kvm_ranges_mappings(ranges) + 4 * runMappings
+        // Each page either sequence grows by is one mapping more per tensor (a run right after
+        // the one before it); each free slot's page unmapped gives two back (its run and the
+        // stretch after it, which merges with the reserved pages around it). Room for 3 pages
+        // more: growth needs 6, so both free slots' pages must go.
+        let pageMappings = UInt64(memory.tensors)
+        let limit = kvm_ranges_mappings(ranges) + 3 * pageMappings
         kvm_ranges_set_mapping_limit(ranges, limit)
         #expect(kvm_ranges_mapping_limit(ranges) == limit)
         for round in 1...3 {
