@@ -20,9 +20,11 @@ import Testing
         let c: [Int32]
     }
 
-    /// The engine and the two sequences, every token's K/V written (`fillKV`).
-    func pair(_ layout: Layout, dir: String, offloadBytes: UInt64 = 64 << 20) throws -> Pair {
+    /// The engine and the two sequences, every token's K/V written (`fillKV`); `threads`: on
+    /// the thread backend, whose I/O a test can hold in flight (`pauseOffloadIO`).
+    func pair(_ layout: Layout, dir: String, offloadBytes: UInt64 = 64 << 20, threads: Bool = false) throws -> Pair {
         var config = offloadConfig(layout, dir: dir, memoryBytes: UInt64(Self.memoryBlocks) << 14, offloadBytes: offloadBytes)
+        config.offloadForceThreads = threads
         config.blockTokens = Self.bt
         config.maxSeqTokens = 64 * Self.bt
         let e = try Engine(config)
@@ -138,5 +140,62 @@ import Testing
         #expect(p.e.stats().disk.storedSlots == UInt64(Self.own))
         try p.e.swapIn(3)
         try expectIntact(p)
+    }
+
+    /// A kept block that leaves the prefix index while its sequence is swapped out (the sharer
+    /// freed with `computedTokens` below the shared prefix) keeps its bytes for the swap-in,
+    /// and freeing everything gives back every block and page (contiguous: a block leaving the
+    /// index drops the index's record of its pages).
+    @Test(arguments: layouts)
+    func aKeptBlockForgottenByTheSharersAbortKeepsItsBytesAndLeaksNothing(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let p = try pair(layout, dir: dir.path)
+        let e = p.e
+        try e.swapOut(3)
+        try e.free(1, computedTokens: 4 * Self.bt)  // blocks 4..<12 of the shared prefix leave the index
+        // Every other block taken, written and given back, and the free memory trimmed.
+        let fill = Self.memoryBlocks - Int(e.stats().blocksUsed)
+        let other = tokens(fill * Self.bt, seed: 35)
+        try e.createSequence(5, tokens: other)
+        try fillKV(e, 5, count: other.count) { other[$0] }
+        try e.free(5)
+        try e.trim()
+        try e.swapIn(3)
+        try expectIntact(p, a: false)
+        try e.free(3)
+        try e.trim()
+        let s = e.stats()
+        #expect(s.blocksUsed == 0)
+        #expect(s.committedBytes == 0, "\(s.committedBytes) bytes still committed after freeing everything and trimming")
+    }
+
+    /// Two sharers' swap-outs pending at once: each started while the other was resident, so
+    /// both keep the shared blocks and neither writes them (no resident holder is left and none
+    /// hands the blocks over). They stay in memory, nothing is lost, and freeing both gives
+    /// everything back (kvcache.h, kvc_seq_swap_out).
+    @Test(arguments: layouts)
+    func twoSharersSwappedOutAtOnceKeepTheSharedBlocksAndLoseNothing(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let p = try pair(layout, dir: dir.path, threads: true)
+        let e = p.e
+        #expect(e.pauseOffloadIO(true))  // both pending at once
+        try e.swapOutAsync(3)
+        try e.swapOutAsync(1)
+        #expect(e.pauseOffloadIO(false))
+        try e.syncOffload()
+        let s = e.stats()
+        #expect(s.disk.swapOuts == 2)
+        #expect(s.blocksUsed == UInt64(Self.shared), "both keep the shared blocks in memory")
+        #expect(s.disk.storedSlots == UInt64(Self.blocksA - Self.shared + Self.own), "only the own blocks written")
+        try e.swapIn(3)
+        try expectIntact(p, a: false)
+        try e.free(3)
+        try e.free(1)  // still swapped out
+        try e.trim()
+        #expect(e.stats().blocksUsed == 0)
+        #expect(e.stats().committedBytes == 0)
+        #expect(e.offloadSlotAudit.pinned == 0)
     }
 }
