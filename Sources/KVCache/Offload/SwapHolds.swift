@@ -68,7 +68,7 @@ final class SwapHolds {
     /// Counts a completing swap-out's kept `block`, whose reference its table keeps.
     func keep(_ block: Int32) {
         counts[Int(block)] += 1
-        contiguous?.holdPages(of: block, true)
+        contiguous?.holdPages(of: block, true, indexed: true)
     }
 
     /// A swap-in takes kept `block` back: the reference is its resident table's again (and,
@@ -78,7 +78,7 @@ final class SwapHolds {
     /// Uncounts kept `block` (its reference stays with the caller).
     private func drop(_ block: Int32) {
         counts[Int(block)] -= 1
-        contiguous?.holdPages(of: block, false)
+        contiguous?.holdPages(of: block, false, indexed: blocks.isIndexed(block))
     }
 
     /// Lets go of swapped-out table entry `entry` at a free of its sequence: a kept block's
