@@ -1957,9 +1957,9 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * holds one set of buffers (the positions of the blocks it writes, their disk slots, hashes
  * and copies: 72 bytes per block of a max_seq_tokens sequence); kvc_engine_create allocates
  * one set, and a swap-out that finds every set held by pending ones allocates another (more
- * pending at once than ever before), kept for later swap-outs until kvc_engine_destroy. With index_on_schedule, a swap-out that
- * completes with prompt blocks not scheduled yet also allocates 24 bytes per such block,
- * freed at its kvc_seq_swap_in or kvc_seq_free.
+ * pending at once than ever before), kept for later swap-outs until kvc_engine_destroy.
+ * With index_on_schedule, a swap-out that completes with prompt blocks not scheduled yet
+ * also allocates 24 bytes per such block, freed at its kvc_seq_swap_in or kvc_seq_free.
  */
 kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 
