@@ -9,18 +9,8 @@ import Testing
 struct CommandNameTests {
     /// Runs the built CLI with `arguments`; its exit status and standard output.
     private func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let cli = cliPath()
-        try #require(FileManager.default.isExecutableFile(atPath: cli), "build kvcache-cli first: \(cli)")
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: cli)
-        child.arguments = arguments
-        let pipe = Pipe()
-        child.standardOutput = pipe
-        child.standardError = FileHandle.nullDevice
-        try child.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        child.waitUntilExit()
-        return (child.terminationStatus, String(decoding: output, as: UTF8.self))
+        let (status, text) = try runCLI(arguments, reading: .output)
+        return (status, text)
     }
 
     /// `--version` prints the one version of the package, the C ABI's that libkvcache's

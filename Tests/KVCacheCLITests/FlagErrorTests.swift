@@ -10,18 +10,8 @@ import Testing
 struct FlagErrorTests {
     /// Runs the built CLI with `arguments`; its exit status and standard error.
     private func run(_ arguments: [String]) throws -> (status: Int32, error: String) {
-        let cli = cliPath()
-        try #require(FileManager.default.isExecutableFile(atPath: cli), "build kvcache-cli first: \(cli)")
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: cli)
-        child.arguments = arguments
-        let pipe = Pipe()
-        child.standardOutput = FileHandle.nullDevice
-        child.standardError = pipe
-        try child.run()
-        let error = pipe.fileHandleForReading.readDataToEndOfFile()
-        child.waitUntilExit()
-        return (child.terminationStatus, String(decoding: error, as: UTF8.self))
+        let (status, text) = try runCLI(arguments, reading: .error)
+        return (status, text)
     }
 
     /// Every engine option's refusal exits 64 and names the flag as typed, whether the options'
