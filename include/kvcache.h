@@ -2228,7 +2228,11 @@ kvc_status kvc_router_add_instance(kvc_router *r, uint32_t instance, double weig
  *  hash the cache view credited to the instance (nothing for an instance that cached none),
  *  read from its set of blocks, which shrinks as blocks leave: reading it examines at most
  *  24 entries per block held, or 12,288 (it was the set's peak size: 22-27 ms for 16
- *  blocks after a 4,000,000-block peak). */
+ *  blocks after a 4,000,000-block peak). A halving of the shared block table that these
+ *  removals call for is left to later calls (see kvc_router_route), so the view's memory
+ *  falls over the routes and events after a scale-down, not inside it (each removal drove
+ *  the halving: 64 -> 4 instances of 60,000 blocks took 10.1 ms a removal, max 47.7 ms,
+ *  against 5.3 and 14 before the table shrank at all; docs/routing.md). */
 kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
 
 /**
@@ -2321,7 +2325,8 @@ kvc_status kvc_router_finish(kvc_router *r, uint32_t instance, const uint64_t *b
  *  KVC_ERR_NOT_FOUND, KVC_ERR_OUT_OF_MEMORY (the bound above); nothing changes then.
  *  Cost: three hash-table probes per removed event, four per stored one (the shared table
  *  and the instance's set), one per block the instance held for an all-cleared one (its
- *  set is read, at most 24 entries per block or 12,288, then released; a second pass when
+ *  set is read, at most 24 entries per block or 12,288, then released (kept, emptied, at
+ *  its first 4,096 entries), the shared table's halving left to later calls; a second pass when
  *  it leads a batch whose stores the room check would otherwise refuse, to count the blocks
  *  it frees); a stored event may
  *  double either and a removed one halve either, incrementally (see kvc_router_route), so

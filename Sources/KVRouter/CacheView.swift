@@ -32,7 +32,8 @@ import KVCache
 /// per later insert, removal or route, the outgrown array unmapped 2 MiB at a time), and
 /// per slot, allocated by the first hash credited to it: in exact mode its set of hashes
 /// (`held`, a `BlockMaskTable` of its own: 32-128 bytes per hash, growing and shrinking as
-/// the shared one does; released by `forget`), in approximate mode its recency map
+/// the shared one does; released by `forget` once it has grown past its first 4,096 entries,
+/// emptied and kept before that), in approximate mode its recency map
 /// (`recency`, 16 bytes per entry of a power of two at least twice
 /// `approximateBlocksPerInstance`: 512 KiB at the default 16,384). Not thread-safe.
 public final class CacheView {
@@ -53,7 +54,9 @@ public final class CacheView {
     /// sets the slot's bit inserts its hash, a removed one that clears it removes it. (It was
     /// a log of stored hashes, compacted with a probe per entry and a sort inside the one call
     /// that filled it: 100-150 ms at 2 million entries; docs/routing.md.) Allocated by the
-    /// slot's first stored hash, released by `forget`.
+    /// slot's first stored hash; `forget` releases it, or empties it in place while it is at
+    /// its first 4,096 entries (64 KiB a slot at most kept: its `munmap` was most of an empty
+    /// slot's forget, 0.02 -> 0.075 ms).
     private let held: UnsafeMutablePointer<BlockMaskTable?>
     /// Distinct hashes a slot's set may hold (the shared table's limit: it holds a subset).
     private let trackedBlocks: Int
@@ -202,13 +205,18 @@ public final class CacheView {
     /// holds afterwards what a scan of every entry would leave. Cost: one probe per hash the
     /// slot holds (approximate: walked in recency order, the list keeping its memory; exact:
     /// read from its set, which examines at most 24 entries per hash held or 12,288, three
-    /// times its first 4,096, as the set shrinks with its hashes; then released), nothing for
-    /// an empty slot.
+    /// times its first 4,096, as the set shrinks with its hashes; then released, or emptied
+    /// in place at its first size), nothing for an empty slot. The shared table's clears here
+    /// advance no drain (`BlockMaskTable.clearWithoutDrain`): a halving they start is drained
+    /// by later events and routes, so the cost follows the hashes held (each clear drove up to
+    /// 32 passes and 4 moves: scaling 64 -> 4 instances of 60,000 blocks, `remove_instance`
+    /// 5.3 -> 10.1 ms mean, 14 -> 47.7 ms max; docs/routing.md).
     public func forget(slot: Int) {
         let bit: UInt64 = 1 << UInt64(slot)
-        recency[slot].removeAll { table.clear($0, bit) }
-        held[slot]?.forEachHash { table.clear($0, bit) }
-        held[slot] = nil
+        recency[slot].removeAll { table.clearWithoutDrain($0, bit) }
+        guard let set = held[slot] else { return }
+        set.forEachHash { table.clearWithoutDrain($0, bit) }
+        if set.isAtFirstCapacity { set.removeAll() } else { held[slot] = nil }
     }
 
     /// Exact mode: `slot`'s set of hashes, allocated (4,096 entries) when it has none.

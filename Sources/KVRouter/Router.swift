@@ -145,8 +145,8 @@ public final class Router {
     /// Removes instance `id`: no later decision picks it and its cache view and active blocks
     /// are dropped.
     /// Throws `notFound`. Cost: compacts the instance's positions out of both rings, O(P), and
-    /// forgets its view (`CacheView.forget`: one probe per hash it was credited with, in
-    /// exact mode also per hash removed or repeated since its log's last compaction).
+    /// forgets its view (`CacheView.forget`: one probe per hash it was credited with; the
+    /// shared table's shrink is left to later calls).
     public func removeInstance(_ id: UInt32) throws(KVError) {
         let s = slot(of: id)
         guard s >= 0 else { throw KVError(.notFound, "instance \(id) is not in the router") }
