@@ -29,6 +29,7 @@ trap 'rm -rf "$dir"' EXIT
 "$out/hot" 2000 dualmap
 "$out/hot" 2000 overlap-cost
 "$out/routerview" 40000 3
+"$out/routerscale" 2000 10 800
 "$out/chainwalk" 1024 "$dir"
 "$out/pss" contiguous
 mkdir "$dir/tier"
