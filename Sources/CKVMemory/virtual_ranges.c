@@ -185,7 +185,7 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
      * more for what it maps later. The first range sets it; each later one lowers it (never
      * raises it) when the process has mapped more since, so that a later engine meets this
      * limit rather than the kernel's refusal. The ranges' counts are their VMAs (one fewer where
-     * a reservation's end merges with a neighbour outside it; more after a failed mmap), so
+     * a reservation's end merges with a neighbour outside it; read from the kernel after a failed mmap), so
      * `held - counted` is the rest to within two per range. */
     uint64_t system_limit = max_map_count();
     uint64_t held = process_mappings(), counted = atomic_load(&process_counted);
