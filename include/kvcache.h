@@ -629,11 +629,12 @@ typedef struct kvc_stats {
     /** Memory mappings this engine holds (contiguous layout; 0 when paged), counted from its
      *  page tables as the kernel has them: the VMAs of its reservation, each run of pages and
      *  each unmapped stretch between runs one per layer's K and V, merged where the kernel
-     *  merges them. After mmaps failed (the process at vm.max_map_count), the kernel may hold
-     *  more than this until later maps succeed over those pages: a failed map or unmap
-     *  leaves its pages' old mappings, which the count no longer includes (a reviewer
-     *  measured 43 held against 1 counted while other code held the process's mappings;
-     *  equal again ~100 calls after it let go). Lockstep decode (sequences appending
+     *  merges them. A failed map or unmap (the process at vm.max_map_count) may leave its
+     *  pages' old mappings, which the page tables no longer list: then the count is the
+     *  kernel's, read from /proc/self/maps (O(the process's mappings)) after the failure and
+     *  after each later change of that sequence slot or a neighbour until maps replace them,
+     *  so it never trails the kernel (it trailed until 2026-11-25: 43 held, 1 counted; it
+     *  may exceed it by a VMA split the kernel left). Lockstep decode (sequences appending
      *  in turn) makes every page a run: one mapping per page per tensor, so the limit caps a
      *  process's contiguous K/V near vm.max_map_count x page_bytes (~3.7 GiB at 65530 and the
      *  default 64 KiB pages; use 2 MiB pages for long contexts). vm.max_map_count is the

@@ -4,11 +4,18 @@
 #include "aligned_map.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
+
+/* Pages [first, end) of a slot. */
+typedef struct {
+    uint32_t first, end;
+} page_span;
 
 struct kvm_ranges {
     kvm_pool *pool;
@@ -18,7 +25,9 @@ struct kvm_ranges {
     uint32_t slots, tensors, pages;
     int32_t *table;      /* [slot * pages + page]: group + 1, 0 for none (calloc: entries never set cost no memory) */
     uint32_t *mapped;    /* per slot: highest mapped page + 1 */
-    uint64_t count;      /* the VMAs of the reservation, as the kernel has them (starts_near) */
+    uint64_t count;      /* the VMAs of the reservation, as the kernel has them (starts_near; reread near kept pages) */
+    page_span *kept;     /* per slot: pages some tensor may still map though the table lists none there (first == end: none) */
+    uint32_t slots_kept; /* slots whose `kept` is not empty */
     uint64_t limit;      /* this range's own cap: the process limit unless lowered (kvm_ranges_set_mapping_limit) */
     uint32_t passing_mmaps, failing_mmaps; /* tests: mmaps to pass, then to fail with ENOMEM */
 };
@@ -176,7 +185,7 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
      * more for what it maps later. The first range sets it; each later one lowers it (never
      * raises it) when the process has mapped more since, so that a later engine meets this
      * limit rather than the kernel's refusal. The ranges' counts are their VMAs (one fewer where
-     * a reservation's end merges with a neighbour outside it; more after a failed mmap), so
+     * a reservation's end merges with a neighbour outside it; read from the kernel after a failed mmap), so
      * `held - counted` is the rest to within two per range. */
     uint64_t system_limit = max_map_count();
     uint64_t held = process_mappings(), counted = atomic_load(&process_counted);
@@ -193,14 +202,16 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
     }
     r->table = calloc((uint64_t)slots * pages, sizeof(int32_t));
     r->mapped = calloc(slots, sizeof(uint32_t));
+    r->kept = calloc(slots, sizeof(page_span));
     /* Every range starts at a multiple of page_bytes from the base, so an aligned base lets each
      * 2 MiB page map as one huge-page entry. */
     void *base = kvm_map_aligned(total, pb, PROT_NONE, MAP_NORESERVE);
-    if (!r->table || !r->mapped || base == MAP_FAILED) {
+    if (!r->table || !r->mapped || !r->kept || base == MAP_FAILED) {
         int err = base == MAP_FAILED ? errno : ENOMEM;
         if (base != MAP_FAILED) munmap(base, total);
         free(r->table);
         free(r->mapped);
+        free(r->kept);
         free(r);
         return kvm_fail(err, "reserving %llu GiB of address space for the contiguous layout failed: %s",
                         (unsigned long long)(total >> 30), strerror(err));
@@ -223,6 +234,7 @@ void kvm_ranges_destroy(kvm_ranges *r) {
     count_process(-r->count);
     free(r->table);
     free(r->mapped);
+    free(r->kept);
     free(r);
 }
 
@@ -252,10 +264,78 @@ void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit) {
     if (limit < r->limit) r->limit = limit;
 }
 
+/* The VMAs /proc/self/maps lists overlapping the reservation, 0 when it cannot be read. Reads
+ * with a stack buffer (no allocation: the process may be out of mappings). O(the process's
+ * mappings): only for changes near kept pages (track_kept). */
+static uint64_t kernel_mappings(const kvm_ranges *r) {
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    uintptr_t lo = (uintptr_t)r->base, hi = lo + kvm_ranges_reserved_bytes(r);
+    uintptr_t start = 0, end = 0;
+    int field = 0; /* 0: a line's start address, 1: its end address, 2: the rest of the line */
+    uint64_t n = 0;
+    char buf[4096];
+    for (ssize_t got; (got = read(fd, buf, sizeof buf)) > 0;)
+        for (ssize_t i = 0; i < got; i++) {
+            char c = buf[i];
+            if (c == '\n') {
+                field = 0;
+                start = end = 0;
+            } else if (field < 2) {
+                int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+                if (digit >= 0 && field == 0) start = start << 4 | (uintptr_t)digit;
+                else if (digit >= 0) end = end << 4 | (uintptr_t)digit;
+                else if (c == '-' && field == 0) field = 1;
+                else {
+                    n += field == 1 && start < hi && end > lo;
+                    field = 2;
+                }
+            }
+        }
+    close(fd);
+    return n;
+}
+
+/* Whether slot `slot` or a slot next to it (whose first or last pages border its own) has kept
+ * pages. */
+static bool kept_near(const kvm_ranges *r, uint32_t slot) {
+    for (uint32_t s = slot > 0 ? slot - 1 : 0; s <= slot + 1 && s < r->slots; s++)
+        if (r->kept[s].first < r->kept[s].end) return true;
+    return false;
+}
+
+/* Records a change of pages [first, end) of `slot` whose mmaps failed in `failed` tensors,
+ * which keep their old mappings there: the slot's kept span grows to cover the pages (one span
+ * per slot: it may cover pages since replaced), or, with none failed, loses the pages where
+ * they cover one of its ends. Returns whether the change's count must be reread from the
+ * kernel: it failed, or slot or a neighbour had kept pages, whose VMAs the page table does
+ * not describe. Costs a branch while no slot has kept pages. */
+static bool track_kept(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, uint32_t failed) {
+    if (r->slots_kept == 0 && failed == 0) return false;
+    bool near = kept_near(r, slot);
+    page_span *k = &r->kept[slot];
+    if (failed > 0 && k->first == k->end) {
+        *k = (page_span){first, end};
+        r->slots_kept++;
+    } else if (failed > 0) {
+        if (first < k->first) k->first = first;
+        if (end > k->end) k->end = end;
+    } else if (k->first < k->end) {
+        if (first <= k->first && end > k->first) k->first = end;
+        if (end >= k->end && first < k->end) k->end = first;
+        if (k->first >= k->end) {
+            *k = (page_span){0, 0};
+            r->slots_kept--;
+        }
+    }
+    return near || failed > 0;
+}
+
 /* Sets pages [first, end) of `slot` to groups first_group on (-1: none), updating the range's
- * counts, and returns how its counted mappings changed (two's complement), for the caller to
- * add to the process's count together with what it reserved. */
-static uint64_t set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, int32_t first_group) {
+ * counts (the change's, from the page table; with `reread`, the kernel's count of the whole
+ * reservation instead), and returns how its counted mappings changed (two's complement), for
+ * the caller to add to the process's count together with what it reserved. */
+static uint64_t set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, int32_t first_group, bool reread) {
     int32_t *t = row_of(r, slot);
     uint64_t before = starts_near(r, slot, first, end, as_is(t));
     for (uint32_t p = first; p < end; p++) {
@@ -264,11 +344,15 @@ static uint64_t set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t
         t[p] = g + 1;
         if (g >= 0) kvm_pool_ref(r->pool, (uint32_t)g);
     }
-    uint64_t after = starts_near(r, slot, first, end, as_is(t));
+    uint64_t after = starts_near(r, slot, first, end, as_is(t)), was = r->count;
     r->count = r->count - before + after;
+    if (reread) {
+        uint64_t held = kernel_mappings(r);
+        if (held > 0) r->count = held;
+    }
     if (first_group >= 0 && end > r->mapped[slot]) r->mapped[slot] = end;
     while (r->mapped[slot] > 0 && group_at(t, r->mapped[slot] - 1) < 0) r->mapped[slot]--;
-    return after - before;
+    return r->count - was;
 }
 
 /* Replaces pages [first, end) of every tensor of `slot` with reserved address space and drops
@@ -282,7 +366,7 @@ static uint32_t unmap_span(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_
     uint32_t kept = 0;
     for (uint32_t t = 0; t < r->tensors; t++)
         kept += reserve_at(r, kvm_ranges_tensor(r, slot, t) + (uint64_t)first * r->page_bytes, len) != 0;
-    count_process(set_pages(r, slot, first, end, -1));
+    count_process(set_pages(r, slot, first, end, -1, track_kept(r, slot, first, end, kept)));
     return kept;
 }
 
@@ -327,7 +411,7 @@ int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_g
         }
         if (kvm_pool_hugepages(r->pool)) madvise(addr, len, MADV_HUGEPAGE);
     }
-    count_process(set_pages(r, slot, page, page + n, (int32_t)first_group) - reserved);
+    count_process(set_pages(r, slot, page, page + n, (int32_t)first_group, track_kept(r, slot, page, page + n, 0)) - reserved);
     return 0;
 }
 

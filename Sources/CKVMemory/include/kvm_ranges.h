@@ -11,9 +11,12 @@
  * A mapped page holds one pool reference. Mappings are counted from the page table as the
  * kernel has them: the VMAs of the reservation, each run of file-contiguous mapped pages and
  * each reserved stretch one, adjacent reserved stretches merged and a run merged with the next
- * range's where their pool pages are file-contiguous (exact for the pages the table lists; a
- * tensor may keep more after a failed mmap, see kvm_ranges_unmap, and an end stretch merged with
- * a neighbour outside the reservation is one fewer in /proc/self/maps). Under lockstep growth
+ * range's where their pool pages are file-contiguous (exact for the pages the table lists; an
+ * end stretch merged with a neighbour outside the reservation is one fewer in /proc/self/maps).
+ * A tensor whose mmap failed may keep mappings the table does not list (kvm_ranges_unmap): the
+ * count is then read from /proc/self/maps after the failure and after each later change of that
+ * slot or a neighbour, until successful mmaps have replaced the slot's kept span of pages, so it
+ * never trails the kernel (it may lead it where the kernel later drops a split it left). Under lockstep growth
  * (sequences taking a group each in turn) every page is a run: one mapping per page per tensor.
  * The kernel's
  * vm.max_map_count is the process's, so the counts of every range of the process are kept
@@ -56,10 +59,10 @@ uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot);
 const uint8_t *kvm_ranges_base(const kvm_ranges *r);
 uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r);
 
-/* This range's counted mappings (above: after failed mmaps or unmaps a tensor may hold more
- * VMAs than this, until later maps over those pages succeed), and the limit its own count is kept under: the
- * process's unless lowered. kvm_ranges_mapping_limit: read by the tests only. A map or unmap
- * updates the count in O(its pages + tensors). */
+/* This range's counted mappings (above: never fewer than the kernel's), and the limit its own
+ * count is kept under: the process's unless lowered. kvm_ranges_mapping_limit: read by the
+ * tests only. A map or unmap updates the count in O(its pages + tensors), or, when it fails or
+ * changes a slot next to kept pages, in O(the process's mappings) (reading /proc/self/maps). */
 uint64_t kvm_ranges_mappings(const kvm_ranges *r);
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);
 /* The counted mappings of every live range of the process (with those that maps under way
