@@ -170,6 +170,42 @@ import Testing
         #expect(s.committedBytes == 0, "\(s.committedBytes) bytes still committed after freeing everything and trimming")
     }
 
+    /// A block an asynchronous swap-out decided to keep leaves the prefix index while the
+    /// swap-out is pending (the sharer freed with `computedTokens` 0): the completion still
+    /// keeps it, so its bytes must stay for the swap-in. Contiguous, the index's page record was
+    /// dropped with the index entry before the completion counted the hold, the completion
+    /// released the slot's mapping, and the swap-in copied the kept blocks from groups other
+    /// sequences had since taken (the ABI soak, `abi_model 1 10000 219016`, contiguous step
+    /// 2324: seq 10's K/V bytes were another sequence's).
+    @Test(arguments: layouts)
+    func aKeptBlockForgottenWhileItsSwapOutIsPendingKeepsItsBytes(layout: Layout) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let p = try pair(layout, dir: dir.path, threads: true)
+        let e = p.e
+        #expect(e.pauseOffloadIO(true))  // the swap-out stays pending across the abort
+        try e.swapOutAsync(3)
+        try e.free(1, computedTokens: 0)  // the shared blocks leave the index; C still holds them
+        #expect(e.pauseOffloadIO(false))
+        try e.syncOffload()
+        #expect(e.stats().disk.swapOuts == 1)
+        // Every other block taken, written and given back, and the free memory trimmed.
+        let fill = Self.memoryBlocks - Int(e.stats().blocksUsed)
+        let other = tokens(fill * Self.bt, seed: 36)
+        try e.createSequence(5, tokens: other)
+        try fillKV(e, 5, count: other.count) { other[$0] }
+        try e.free(5)
+        try e.trim()
+        try e.swapIn(3)
+        try expectIntact(p, a: false)
+        try e.free(3)
+        try e.trim()
+        let s = e.stats()
+        #expect(s.blocksUsed == 0)
+        #expect(s.committedBytes == 0, "\(s.committedBytes) bytes still committed after freeing everything and trimming")
+        #expect(e.offloadSlotAudit.pinned == 0)
+    }
+
     /// Two sharers' swap-outs pending at once: each started while the other was resident, so
     /// both keep the shared blocks and neither writes them (no resident holder is left and none
     /// hands the blocks over). They stay in memory, nothing is lost, and freeing both gives
