@@ -1921,10 +1921,10 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * kvc_seq_swap_out while another's writes run): each started while the other was resident,
  * so both keep the shared blocks and neither writes them; they stay in memory until a
  * kvc_seq_swap_in or the last kvc_seq_free of them (nothing is lost). A kept block that
- * leaves the prefix index meanwhile (a sharer's kvc_seq_abort below it, a failed read) stays
- * kept as it is. Contiguous layout: only shared blocks in the prefix index are kept (the
- * index holds their pages); other shared blocks, a fork's unindexed ones, are written as
- * before. The sequence stays live
+ * leaves the prefix index meanwhile (a sharer's kvc_seq_abort below it, a failed read), also
+ * while the swap-out is still pending, stays kept as it is. Contiguous layout: only shared
+ * blocks in the prefix index are kept (the index holds their pages); other shared blocks, a
+ * fork's unindexed ones, are written as before. The sequence stays live
  * (kvc_seq_length, kvc_seq_free work) but kvc_seq_kv, kvc_seq_block_table, kvc_seq_append
  * and kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT until kvc_seq_swap_in.
  * Swap out only a sequence whose K/V is written for every token it holds (between steps):

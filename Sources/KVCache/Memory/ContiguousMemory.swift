@@ -347,7 +347,8 @@ final class ContiguousMemory: BlockListener {
     }
 
     /// Adds (`hold`) or drops a reference to each group indexed `block` holds, standing for the
-    /// mapping a swapped-out sequence keeping the block released (`SwapHolds`): a sequence
+    /// mapping a swap-out keeping the block releases (`SwapHolds`; taken when the swap-out
+    /// starts, so the record is held while it is pending too, `SwapHolds.reserve`): a sequence
     /// writing one of those pages then finds it held elsewhere and copies it first
     /// (`holdsAlone`, `isHeldElsewhere`), so the kept bytes stay. While held, the block's page
     /// record outlives its leaving the index (`blockEvicted`), so the swap-in maps the pages

@@ -23,10 +23,19 @@
 /// writing such a page (a compaction, a truncation's appends) copies it first, as it did while
 /// the sequence was resident (without it, the random operation model found 3,072 wrong bytes).
 ///
+/// The contiguous hold is taken when the swap-out starts (`reserve`), not when it completes:
+/// while it is pending a sharer may take the block out of the index (its abort, a failed read,
+/// `Engine.free(_:computedTokens:)`), which drops the index's page record unless a hold keeps
+/// it, and the completion then released the slot's mapping with nothing left naming the
+/// block's pages, whose groups other sequences took; the swap-in copied their bytes (the ABI
+/// soak, `abi_model 1 10000 219016`, contiguous; `SharedSwapOutTests.
+/// aKeptBlockForgottenWhileItsSwapOutIsPendingKeepsItsBytes`).
+///
 /// Invariant: `counts[b]` is the number of swapped-out tables holding `entry(keeping: b)`;
 /// each such entry holds one reference to `b`, so `b` is used, never cached, spilled or
 /// evicted. A pending swap-out's table still holds memory blocks: its kept ones are counted
-/// when it completes (`SwapOutQueue.finish`).
+/// when it completes (`SwapOutQueue.finish`). Contiguous, every kept block of a pending or
+/// completed swap-out holds its page record and groups once (`ContiguousMemory.holdPages`).
 /// Cost: 4 bytes per memory block (the counts, allocated by `OffloadCoordinator`); O(1) per
 /// block but `handOver`. Not thread-safe: used under the engine's lock.
 final class SwapHolds {
@@ -65,14 +74,21 @@ final class SwapHolds {
     /// True when a swapped-out table keeps `block`. O(1).
     func isKept(_ block: Int32) -> Bool { counts[Int(block)] > 0 }
 
-    /// Counts a completing swap-out's kept `block`, whose reference its table keeps.
-    func keep(_ block: Int32) {
-        counts[Int(block)] += 1
-        contiguous?.holdPages(of: block, true, indexed: true)
-    }
+    /// A starting swap-out keeps `block` (`keeps` was true): contiguous, the block's page record
+    /// and groups are held from now on (`ContiguousMemory.holdPages`), so its bytes stay named
+    /// whatever the index does before the swap-out ends. O(pages of the block).
+    func reserve(_ block: Int32) { contiguous?.holdPages(of: block, true, indexed: true) }
+
+    /// The swap-out that reserved `block` ended without completing (cancelled or failed): the
+    /// sequence is resident and holds it as before. O(pages of the block).
+    func unreserve(_ block: Int32) { contiguous?.holdPages(of: block, false, indexed: blocks.isIndexed(block)) }
+
+    /// Counts a completing swap-out's kept `block` (reserved at its start), whose reference its
+    /// table keeps. O(1).
+    func keep(_ block: Int32) { counts[Int(block)] += 1 }
 
     /// A swap-in takes kept `block` back: the reference is its resident table's again (and,
-    /// contiguous, the slot maps its pages again).
+    /// contiguous, the slot maps its pages again, so the hold `reserve` took goes).
     func takeBack(_ block: Int32) { drop(block) }
 
     /// Uncounts kept `block` (its reference stays with the caller).

@@ -38,7 +38,9 @@
 /// (`SwapHolds`); a write failed, or the tier refused
 /// a later block (disk full, tier full of pinned slots), the disk slots are let go and the
 /// sequence is resident again, unchanged. A failed entry submits nothing more and is finished
-/// once its submitted writes ended.
+/// once its submitted writes ended. The kept blocks are reserved when the entry starts
+/// (`SwapHolds.reserve`: contiguous, their page records held while it is pending) and given
+/// back when it is cancelled or fails (`SwapHolds.unreserve`).
 ///
 /// An entry is `waited` when its own call (the synchronous `Engine.swapOut`) waits for it: only
 /// that call finishes it and reports the outcome. Any other entry (`Engine.swapOutAsync`) is
@@ -246,6 +248,7 @@ final class SwapOutQueue {
             throw error
         }
         e.copying = batch.count
+        forEachKept(e) { holds.reserve(table[$0]) }
         swapped[slot] = true
         entries.append(e)
         started += 1
@@ -417,13 +420,14 @@ final class SwapOutQueue {
         let e = remove(slot)
         defer { spare.append(e.buffers) }
         precondition(e.failure != nil || e.durable == e.count, "finishing swap-out of slot \(slot) before its writes ended")
+        let table = sequences.table(slot)
         if let failure = e.failure {
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
+            forEachKept(e) { holds.unreserve(table[$0]) }
             swapped[slot] = false
             failed += 1
             return failure
         }
-        let table = sequences.table(slot)
         // Unscheduled prompt blocks are written as private slots (their hashes are only
         // prepared, so nobody finds their uncomputed bytes on disk); their hashes are kept with
         // the range for the swap-in, which prepares the blocks it reads them into.
@@ -443,19 +447,16 @@ final class SwapOutQueue {
         if (0..<e.count).contains(where: { holds.isKept(table[Int(e.positions[$0])]) }) {
             holds.handOver(from: slot, positions: e.positions, diskSlots: e.diskSlots, count: e.count, tier: tier)
         }
-        var next = 0  // the next written block
-        for p in 0..<sequences.blockCount(slot) {
-            let b = table[p]
-            guard next < e.count && Int(e.positions[next]) == p else {
-                holds.keep(b)
-                table[p] = SwapHolds.entry(keeping: b)
-                continue
-            }
+        forEachKept(e) { p in
+            holds.keep(table[p])
+            table[p] = SwapHolds.entry(keeping: table[p])
+        }
+        for k in 0..<e.count {
+            let p = Int(e.positions[k]), b = table[p]
             blocks.release(b)
             // A block only this sequence held is now cached and on disk: free its memory.
             if blocks.references(b) == 0 && blocks.hash(of: b) != 0 { blocks.evict(b) }
-            table[p] = e.diskSlots[next]
-            next += 1
+            table[p] = e.diskSlots[k]
         }
         contiguous?.close(slot: slot)
         contiguous?.releaseUnpinned(slot: slot)
@@ -473,6 +474,8 @@ final class SwapOutQueue {
         let e = remove(slot)
         precondition(e.copying == 0, "cancelling the swap-out of slot \(slot) while a batch of it is copied")
         for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
+        let table = sequences.table(slot)
+        forEachKept(e) { holds.unreserve(table[$0]) }
         spare.append(e.buffers)
         swapped[slot] = false
         cancelled += 1
@@ -499,6 +502,15 @@ final class SwapOutQueue {
     /// What a failed swap-out of `slot` reports, `reason` being the tier's.
     private func failureMessage(_ slot: Int, _ reason: String) -> String {
         "swapping out sequence \(sequences.ids[slot]) failed: \(reason); it was not swapped out, its K/V stayed in memory unchanged"
+    }
+
+    /// Calls `body` with each position of `e`'s sequence whose block it keeps rather than writes
+    /// (those not in `positions`), ascending. O(blocks of the sequence).
+    private func forEachKept(_ e: Entry, _ body: (Int) -> Void) {
+        var next = 0  // the next written block
+        for p in 0..<sequences.blockCount(e.slot) {
+            if next < e.count && Int(e.positions[next]) == p { next += 1 } else { body(p) }
+        }
     }
 
     private func remove(_ slot: Int) -> Entry {

@@ -22,9 +22,11 @@ import Testing
 
     /// The engine and the two sequences, every token's K/V written (`fillKV`); `threads`: on
     /// the thread backend, whose I/O a test can hold in flight (`pauseOffloadIO`).
-    func pair(_ layout: Layout, dir: String, offloadBytes: UInt64 = 64 << 20, threads: Bool = false) throws -> Pair {
+    func pair(_ layout: Layout, dir: String, offloadBytes: UInt64 = 64 << 20, threads: Bool = false,
+              fault: OffloadFault? = nil) throws -> Pair {
         var config = offloadConfig(layout, dir: dir, memoryBytes: UInt64(Self.memoryBlocks) << 14, offloadBytes: offloadBytes)
         config.offloadForceThreads = threads
+        config.offloadFault = fault
         config.blockTokens = Self.bt
         config.maxSeqTokens = 64 * Self.bt
         let e = try Engine(config)
@@ -203,6 +205,38 @@ import Testing
         let s = e.stats()
         #expect(s.blocksUsed == 0)
         #expect(s.committedBytes == 0, "\(s.committedBytes) bytes still committed after freeing everything and trimming")
+        #expect(e.offloadSlotAudit.pinned == 0)
+    }
+
+    /// A swap-out that keeps blocks and then does not complete — cancelled by the swap-in
+    /// (`cancelled`) or failed by a write error — gives back what it held for them from its
+    /// start (contiguous: the page record and groups, `SwapHolds.reserve`), also when they left
+    /// the index meanwhile: the sequence is resident and intact, and freeing everything gives
+    /// back every block and page.
+    @Test(arguments: layouts, [true, false])
+    func aSwapOutThatKeptBlocksAndDidNotCompleteLeaksNothing(layout: Layout, cancelled: Bool) throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let p = try pair(layout, dir: dir.path, threads: true, fault: cancelled ? nil : OffloadFault(reads: false, writes: true))
+        let e = p.e
+        #expect(e.pauseOffloadIO(true))
+        try e.swapOutAsync(3)
+        try e.free(1, computedTokens: 0)  // the shared blocks leave the index; C still holds them
+        if cancelled {
+            try e.swapIn(3)  // cancels the pending swap-out
+            #expect(e.pauseOffloadIO(false))
+        } else {
+            #expect(e.pauseOffloadIO(false))
+            try e.syncOffload()  // its writes fail
+            #expect(thrown { () throws(KVError) in try e.swapIn(3) }?.code == .io, "the failure is reported once; C is resident")
+        }
+        let s = e.stats().disk
+        #expect(s.swapOuts == 0 && s.swapOutsPending == 0 && (cancelled ? s.swapOutsCancelled : s.swapOutsFailed) == 1)
+        try expectIntact(p, a: false)
+        try e.free(3)
+        try e.trim()
+        #expect(e.stats().blocksUsed == 0)
+        #expect(e.stats().committedBytes == 0, "\(e.stats().committedBytes) bytes still committed after freeing everything and trimming")
         #expect(e.offloadSlotAudit.pinned == 0)
     }
 
