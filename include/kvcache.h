@@ -890,7 +890,7 @@ void kvc_config_init(kvc_config *cfg);
  * max_seqs x ceil(max_seq_tokens / block_tokens) entry (up to 1 GiB); the partial blocks'
  * tokens, 8 bytes per max_seqs x block_tokens (up to 32 GiB); roughly 100 bytes per memory
  * block (memory_bytes / block bytes) for its state and the prefix index, 70 more with a disk
- * tier, and 100 per disk-tier slot and 68 per max_seq_tokens / block_tokens (a swap-out's
+ * tier, and 100 per disk-tier slot and 72 per max_seq_tokens / block_tokens (a swap-out's
  * buffers) — refused under RLIMIT_AS, a cgroup limit or with
  * overcommit off; or a thread
  * cannot be started, see KVC_ERR_OUT_OF_MEMORY; or the disk tier's staging buffers or
@@ -1797,7 +1797,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
  *     payloads, only once a sequence can be episodic (see kvc_seq_compact); the queue of
  *     reads waiting for a staging buffer (see Reload), 64 bytes per block the memory budget
- *     holds, allocated at create; the eviction spill's ancestor walk (kept between
+ *     holds, allocated at create, and 4 more for swap-outs' kept blocks (see
+ *     kvc_seq_swap_out); the eviction spill's ancestor walk (kept between
  *     evictions, so a freed chain's walk is O(chain) in all), 44 bytes per such block; the
  *     list of freed sequences whose reads are in flight (see kvc_seq_free), 8 bytes per
  *     max_seqs slot (made without a tier too), so completions look at those alone; in the
@@ -1909,8 +1910,22 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
 
 /**
  * Preempts `seq`: writes its K/V to the disk tier and releases its memory. Synchronous: on
- * KVC_OK every block is on disk and its memory is free (blocks shared with other sequences
- * stay; cached prefix blocks already on disk are not written again). The sequence stays live
+ * KVC_OK every block it holds alone is on disk and its memory is free (cached prefix blocks
+ * already on disk are not written again). Blocks a resident sequence also holds (a shared
+ * prompt prefix, a fork's blocks) are neither written nor freed: `seq` keeps its references
+ * to them, and kvc_seq_swap_in takes them back as they are. So a swap-out writes, frees and
+ * needs back (tier slots, then memory at the swap-in) only the blocks `seq` holds alone.
+ * Kept blocks stay in memory until kvc_seq_swap_in or kvc_seq_free of `seq`, also after
+ * their resident holders are freed (their memory then stays used); a swap-out of the last
+ * resident holder writes them and frees them, so swapping out every sharer frees all, but
+ * for sharers whose swap-outs are pending at once (kvc_seq_swap_out_async, or a
+ * kvc_seq_swap_out while another's writes run): each started while the other was resident,
+ * so both keep the shared blocks and neither writes them; they stay in memory until a
+ * kvc_seq_swap_in or the last kvc_seq_free of them (nothing is lost). A kept block that
+ * leaves the prefix index meanwhile (a sharer's kvc_seq_abort below it, a failed read), also
+ * while the swap-out is still pending, stays kept as it is. Contiguous layout: only shared
+ * blocks in the prefix index are kept (the index holds their pages); other shared blocks, a
+ * fork's unindexed ones, are written as before. The sequence stays live
  * (kvc_seq_length, kvc_seq_free work) but kvc_seq_kv, kvc_seq_block_table, kvc_seq_append
  * and kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT until kvc_seq_swap_in.
  * Swap out only a sequence whose K/V is written for every token it holds (between steps):
@@ -1931,12 +1946,12 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * tier), KVC_ERR_IO (disk full, tier full of swapped-out blocks, write error; or an earlier
  * kvc_seq_swap_out_async of it failed and was not reported yet: the sequence stays resident
  * and unchanged; or a failed disk read spoiled it, see kvc_seq_ready), KVC_ERR_OUT_OF_MEMORY
- * (a swap-out's buffers could not be allocated, see Allocation; nothing changed). A tier too full
- * for the sequence's blocks (its free slots, the slots its file can still grow by and its cached
- * blocks counted) is found so before any cached block is dropped for them; one that holds them once
- * the spill writes in flight have landed waits for those writes instead. While journal appends fail
- * (a full disk) neither cached blocks nor freed slots count: a slot is rewritten only once the
- * journal recorded its old block freed (see the disk tier).
+ * (a swap-out's buffers could not be allocated, see Allocation; nothing changed). A tier too
+ * full for the blocks to write (its free slots, the slots its file can still grow by and its
+ * cached blocks counted) is found so before any cached block is dropped for them; one that
+ * holds them once the spill writes in flight have landed waits for those writes instead.
+ * While journal appends fail (a full disk) neither cached blocks nor freed slots count: a
+ * slot is rewritten only once the journal recorded its old block freed (see the disk tier).
  * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
  * request per block of every layer; contiguous: likewise, from the sequence's ranges). The
  * copies run without the engine's lock (about 0.25 ms per 128 KiB block on a small VM:
@@ -1946,12 +1961,12 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * of `seq` waits until the copy is submitted. Held under the lock: only a first block copied
  * when nothing but the reserved eighth of the buffers is free.
  * Allocation: none while no other swap-out (either call) is pending. Each pending swap-out
- * holds one set of buffers (its disk slots, hashes and copies: 68 bytes per block of a
- * max_seq_tokens sequence); kvc_engine_create allocates one set, and a swap-out that finds
- * every set held by pending ones allocates another (more pending at once than ever before),
- * kept for later swap-outs until kvc_engine_destroy. With index_on_schedule, a swap-out that
- * completes with prompt blocks not scheduled yet also allocates 24 bytes per such block,
- * freed at its kvc_seq_swap_in or kvc_seq_free.
+ * holds one set of buffers (the positions of the blocks it writes, their disk slots, hashes
+ * and copies: 72 bytes per block of a max_seq_tokens sequence); kvc_engine_create allocates
+ * one set, and a swap-out that finds every set held by pending ones allocates another (more
+ * pending at once than ever before), kept for later swap-outs until kvc_engine_destroy.
+ * With index_on_schedule, a swap-out that completes with prompt blocks not scheduled yet
+ * also allocates 24 bytes per such block, freed at its kvc_seq_swap_in or kvc_seq_free.
  */
 kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 
@@ -1996,7 +2011,9 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
 kvc_status kvc_seq_swap_out_async(kvc_engine *e, uint64_t seq);
 
 /**
- * Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
+ * Brings swapped-out `seq` back: takes back the blocks its swap-out kept (shared with
+ * resident sequences when it started, see kvc_seq_swap_out; contiguous: their pages mapped
+ * as a prefix hit's), commits memory for the others and starts reading them (paged:
  * blocks still cached in memory, held by no sequence, are shared instead of read; with
  * index_on_schedule also indexed blocks live sequences hold, which are scheduled; without
  * it those may not be computed yet, and the sequence reads its own). Returns at once; wait for

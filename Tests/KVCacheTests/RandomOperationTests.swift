@@ -140,9 +140,13 @@ struct RandomOperationTests {
         }
         let pool = e.blocks
         var refs = [UInt32](repeating: 0, count: pool.capacity)
-        for s in 0..<e.sequences.maxSeqs where e.sequences.lengths[s] > 0 && e.offload?.swapped[s] != true {
-            let table = e.sequences.table(s)
-            for i in 0..<e.sequences.blockCount(s) { refs[Int(table[i])] += 1 }
+        for s in 0..<e.sequences.maxSeqs where e.sequences.lengths[s] > 0 {
+            let table = e.sequences.table(s), swappedOut = e.offload?.swapped[s] == true
+            for i in 0..<e.sequences.blockCount(s) {
+                // A swapped-out table holds disk slots and the blocks its swap-out kept (`SwapHolds`).
+                let b = swappedOut ? SwapHolds.kept(table[i]) : table[i]
+                if b >= 0 { refs[Int(b)] += 1 }
+            }
         }
         // A pending asynchronous swap-out's sequence counts as swapped but still holds its blocks.
         let exact = e.stats().disk.swapOutsPending == 0

@@ -44,6 +44,10 @@ final class ContiguousMemory: BlockListener {
     private let blockGroups: UnsafeMutablePointer<Int32>
     /// Per logical block: where its bytes start within its first page.
     private let blockOffset: UnsafeMutablePointer<Int32>
+    /// Per logical block: swapped-out tables keeping it (`holdPages`). While non-zero the
+    /// block's page record (first page, groups, their index references and pins) stays when it
+    /// leaves the index (`blockEvicted`), until the last one lets go.
+    private let blockHolds: UnsafeMutablePointer<UInt32>
     /// Per group: references that indexed blocks hold on it (`retainPages`, `blockEvicted`).
     private let indexRefs: UnsafeMutablePointer<UInt32>
     /// Per group: true from when `mapOwned` takes it fresh or keeps it for the slot that alone
@@ -84,7 +88,7 @@ final class ContiguousMemory: BlockListener {
         // `allocate` would end the process, and its pages stay untouched zero pages until used,
         // so a large memory_bytes costs no RSS and no time at creation. Widest elements first.
         // With them, the scratch `open` and `unshare` use, so that they allocate nothing.
-        let perGroup = 8 + 4 + 4 + 1, perBlock = 4 * (3 + maxPagesPerBlock), perRangePage = 8 + 4
+        let perGroup = 8 + 4 + 4 + 1, perBlock = 4 * (4 + maxPagesPerBlock), perRangePage = 8 + 4
         let rangePages = Int(kvm_ranges_pages(ranges))
         let (groupArrays, o1) = groups.multipliedReportingOverflow(by: perGroup)
         let (blockArrays, o2) = logicalBlocks.multipliedReportingOverflow(by: perBlock)
@@ -107,7 +111,8 @@ final class ContiguousMemory: BlockListener {
         blockFirstPage = blocksBase.bindMemory(to: Int32.self, capacity: logicalBlocks)
         blockPages = (blocksBase + 4 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
         blockOffset = (blocksBase + 8 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks)
-        blockGroups = (blocksBase + 12 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks * maxPagesPerBlock)
+        blockHolds = (blocksBase + 12 * logicalBlocks).bindMemory(to: UInt32.self, capacity: logicalBlocks)
+        blockGroups = (blocksBase + 16 * logicalBlocks).bindMemory(to: Int32.self, capacity: logicalBlocks * maxPagesPerBlock)
         scratchOld = (blocksBase + blockArrays).bindMemory(to: Int32.self, capacity: rangePages)
         settled = (blocksBase + blockArrays + 4 * rangePages).bindMemory(to: Bool.self, capacity: groups)
         pinnedPages = .allocate(capacity: slots)
@@ -327,12 +332,39 @@ final class ContiguousMemory: BlockListener {
     }
 
     func blockEvicted(_ block: Int32) {
+        guard blockHolds[Int(block)] == 0 else {
+            // Kept by a swapped-out table (a sharer's abort, a failed read): the record stays
+            // as if indexed, pinned again, until the last hold goes (`holdPages`).
+            blockReused(block)
+            return
+        }
         for i in 0..<Int(blockPages[Int(block)]) {
             let g = blockGroups[Int(block) * maxPagesPerBlock + i]
             kvm_pool_unref(pool, UInt32(g))
             indexRefs[Int(g)] -= 1
         }
         blockPages[Int(block)] = 0
+    }
+
+    /// Adds (`hold`) or drops a reference to each group indexed `block` holds, standing for the
+    /// mapping a swap-out keeping the block releases (`SwapHolds`; taken when the swap-out
+    /// starts, so the record is held while it is pending too, `SwapHolds.reserve`): a sequence
+    /// writing one of those pages then finds it held elsewhere and copies it first
+    /// (`holdsAlone`, `isHeldElsewhere`), so the kept bytes stay. While held, the block's page
+    /// record outlives its leaving the index (`blockEvicted`), so the swap-in maps the pages
+    /// the record names and a free drops the references it added; the last hold dropped from a
+    /// block no longer `indexed` drops the record as `blockEvicted` would have.
+    /// O(pages of the block).
+    func holdPages(of block: Int32, _ hold: Bool, indexed: Bool) {
+        for i in 0..<Int(blockPages[Int(block)]) {
+            let g = UInt32(blockGroups[Int(block) * maxPagesPerBlock + i])
+            if hold { kvm_pool_ref(pool, g) } else { _ = kvm_pool_unref(pool, g) }
+        }
+        blockHolds[Int(block)] = hold ? blockHolds[Int(block)] + 1 : blockHolds[Int(block)] - 1
+        if !hold && !indexed && blockHolds[Int(block)] == 0 {
+            blockCached(block)
+            blockEvicted(block)
+        }
     }
 
     func blockLeftTable(_ block: Int32) {

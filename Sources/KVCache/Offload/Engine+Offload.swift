@@ -198,8 +198,9 @@ extension Engine {
     }
 
     /// Writes `seq`'s K/V to the disk tier and releases its memory: when it returns, every block
-    /// is on disk and the memory is free (blocks shared with other sequences stay, cached prefix
-    /// blocks already on disk are not written again). The sequence stays live (its id, length and
+    /// it held alone is on disk and its memory is free (cached prefix blocks already on disk
+    /// are not written again); blocks resident sequences also hold are kept, neither written
+    /// nor freed (`SwapHolds`: the swap-in takes them back). The sequence stays live (its id, length and
     /// chain state) but cannot be read, appended to or forked until `swapIn`. Waits for the
     /// sequence's pending reads first (queued ones go out behind older queued reads), without
     /// the lock.
@@ -211,9 +212,9 @@ extension Engine {
     /// `io` (disk full, tier full of pinned slots, write error; or an earlier `swapOutAsync` of
     /// it failed and was not reported yet; or a failed disk read spoiled it, `usableSlot`):
     /// then the sequence is resident and unchanged.
-    /// Cost: one memcpy and checksum per block, writes at full queue depth; no allocation
-    /// unless more swap-outs are pending at once than ever before (`SwapOutQueue`'s buffer
-    /// sets, 68 bytes per block of the longest sequence). The copies run without the lock
+    /// Cost: one memcpy and checksum per block written, writes at full queue depth; no
+    /// allocation unless more swap-outs are pending at once than ever before (`SwapOutQueue`'s
+    /// buffer sets, 72 bytes per block of the longest sequence). The copies run without the lock
     /// (`copySwapOutBatch`): a batch of as many blocks as staging buffers are free beyond an
     /// eighth of them at the start (the whole sequence up to seven eighths of the staging
     /// area), then, for a larger sequence, a batch as completions free buffers, between the
@@ -319,8 +320,10 @@ extension Engine {
         return b >= 0 && (config.indexOnSchedule || blocks.references(b) == 0) ? b : -1
     }
 
-    /// Brings swapped-out `seq` back: commits its memory and starts reading its blocks (paged:
-    /// blocks still cached in memory are shared instead, `computedMemoryBlock`). Returns at
+    /// Brings swapped-out `seq` back: takes back the blocks its swap-out kept (`SwapHolds`;
+    /// contiguous: their pages mapped as a create maps a prefix hit), commits memory for the
+    /// others and starts reading them (paged: blocks still cached in memory are shared
+    /// instead, `computedMemoryBlock`). Returns at
     /// once; `ready` says when the bytes are there. A `swapOutAsync` of it whose writes have not
     /// all completed is cancelled instead: its memory was never released, so it is resident and
     /// ready at once, nothing read.
@@ -353,11 +356,18 @@ extension Engine {
             let length = sequences.lengths[s]
             let diskSlots = offload.scratchSlots
             diskSlots.update(from: table, count: count)
+            // The blocks its swap-out kept (`SwapHolds`) go back as they are; the table holds
+            // them, -1 elsewhere until filled (contiguous: mapped as a create maps a prefix hit).
+            var kept = 0
+            for i in 0..<count {
+                table[i] = SwapHolds.kept(diskSlots[i])
+                if table[i] >= 0 { kept += 1 }
+            }
             // Paged: a block whose hash is still indexed in memory is shared, not read, when its
             // bytes are known computed (`computedMemoryBlock`).
             var shared = 0, revived = 0
             if paged != nil {
-                for i in 0..<count {
+                for i in 0..<count where diskSlots[i] >= 0 {
                     let b = computedMemoryBlock(hash: tier.hash(of: diskSlots[i]), fingerprint: tier.fingerprint(of: diskSlots[i]))
                     if b >= 0 {
                         shared += 1
@@ -365,26 +375,28 @@ extension Engine {
                     }
                 }
             }
-            guard blocks.available - revived >= count - shared else {
-                throw .outOfMemory("swapping in sequence \(seq) needs \(count - shared) blocks, \(blocks.available - revived) are available")
-            }
-            if let contiguous {
-                let need = contiguous.groupsNeeded(hit: UnsafeBufferPointer(start: nil, count: 0), hitTokens: 0, tokens: length)
-                guard contiguous.fits(need) else { throw .outOfMemory("swapping in sequence \(seq) needs \(need) pages the budget does not have free") }
+            let hit = UnsafeBufferPointer(start: table, count: count)
+            let need = contiguous?.groupsNeeded(hit: hit, hitTokens: length, tokens: length) ?? 0
+            guard blocks.available - revived >= count - kept - shared, contiguous?.fits(need) ?? true else {
+                table.update(from: diskSlots, count: count)
+                throw .outOfMemory("swapping in sequence \(seq) needs \(count - kept - shared) blocks, \(blocks.available - revived) are available"
+                                   + (contiguous == nil ? "" : ", and \(need) pages the budget may not have free"))
             }
             var filled = 0
             let committed = committedBytes
             do throws(KVError) {
-                try contiguous?.open(slot: s, hit: UnsafeBufferPointer(start: nil, count: 0), hitTokens: 0, tokens: length)
+                try contiguous?.open(slot: s, hit: hit, hitTokens: length, tokens: length)
                 while filled < count {
                     let d = diskSlots[filled]
-                    let b = paged != nil ? computedMemoryBlock(hash: tier.hash(of: d), fingerprint: tier.fingerprint(of: d)) : -1
-                    if b >= 0 { blocks.retain(b); table[filled] = b } else { table[filled] = try blocks.allocate() }
+                    if d >= 0 {
+                        let b = paged != nil ? computedMemoryBlock(hash: tier.hash(of: d), fingerprint: tier.fingerprint(of: d)) : -1
+                        if b >= 0 { blocks.retain(b); table[filled] = b } else { table[filled] = try blocks.allocate() }
+                    }
                     filled += 1
                 }
             } catch {
                 // Only a failing system call gets here (capacity was checked): undo.
-                for i in 0..<filled { blocks.release(table[i]) }
+                for i in 0..<filled where diskSlots[i] >= 0 { blocks.release(table[i]) }
                 table.update(from: diskSlots, count: count)
                 contiguous?.close(slot: s)
                 contiguous?.releaseUnpinned(slot: s)
@@ -398,15 +410,20 @@ extension Engine {
             // sequence sharing them indexed them meanwhile; each fresh block left unindexed (a
             // hashed one whose hash another block holds) is prepared again under the kept hash,
             // so that `schedule` indexes it once the server computes it, never under another's.
-            let pending = sequences.unscheduled[s], kept = offload.swapOutQueue.takePrepared(s)
+            let pending = sequences.unscheduled[s], prepared = offload.swapOutQueue.takePrepared(s)
             for i in 0..<count {
-                let d = diskSlots[i], h = tier.hash(of: d)
+                let d = diskSlots[i]
+                guard d >= 0 else {
+                    offload.swapOutQueue.holds.takeBack(table[i])  // kept as it was, nothing to read
+                    continue
+                }
+                let h = tier.hash(of: d)
                 let isShared = paged != nil && h != 0 && blocks.hash(of: table[i]) == h
                 if !isShared {
                     if h != 0 { index(table[i], hash: h, parent: tier.parent(of: d), fingerprint: tier.fingerprint(of: d), slot: s, position: i) }
                     if pending.contains(i) && !blocks.isIndexed(table[i]) {
                         let k = 3 * (i - pending.lowerBound)
-                        blocks.prepare(table[i], hash: kept[k], parent: kept[k + 1], fingerprint: kept[k + 2])
+                        blocks.prepare(table[i], hash: prepared[k], parent: prepared[k + 1], fingerprint: prepared[k + 2])
                     }
                     offload.load(d, block: table[i], slot: s, position: i, tokens: min(bt, length - i * bt))
                 }
@@ -459,11 +476,12 @@ extension Engine {
         tier.flush()
     }
 
-    /// Frees swapped-out slot `slot`: its disk slots are unpinned (its own ones freed).
+    /// Frees swapped-out slot `slot`: its disk slots are unpinned (its own ones freed), the
+    /// blocks its swap-out kept released (`SwapHolds.release`).
     func releaseSwapped(_ slot: Int) {
         guard let offload else { return }
         let table = sequences.table(slot)
-        for i in 0..<sequences.blockCount(slot) { offload.tier.unpin(table[i]) }
+        for i in 0..<sequences.blockCount(slot) { offload.swapOutQueue.holds.release(table[i], tier: offload.tier) }
         _ = offload.swapOutQueue.takePrepared(slot)
         offload.swapped[slot] = false
         sequences.close(slot)

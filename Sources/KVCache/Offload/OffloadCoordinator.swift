@@ -13,7 +13,8 @@ import Glibc
 /// `SequenceTable.detach`: the slot keeps its blocks until they landed), so a cached block is
 /// never loading, a spill never writes a block that is not yet resident, and no read lands in
 /// memory that was freed or reused. A swapped-out slot's block table holds disk slots, each
-/// pinned once by the sequence; so does every record of its offloaded tokens.
+/// pinned once by the sequence, and the memory blocks its swap-out kept (`SwapHolds`), each
+/// referenced once by it; every record of its offloaded tokens is pinned once too.
 ///
 /// Cost: O(1) per block besides the byte copies; all arrays allocated at creation but
 /// `loadingHolders` (contiguous: only while a create shares a block still loading).
@@ -56,8 +57,10 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
     /// count was computed before it was swapped out). `loadFinished` forgets past a failed
     /// block only the blocks from here on.
     let cachedBlocks: UnsafeMutablePointer<Int32>
-    /// Per sequence slot: swapped out (its table holds disk slots).
+    /// Per sequence slot: swapped out (its table holds disk slots and kept blocks, `SwapHolds`).
     let swapped: UnsafeMutablePointer<Bool>
+    /// Per memory block: swapped-out tables keeping it (`SwapHolds`).
+    private let keptCounts: UnsafeMutablePointer<UInt32>
     /// Scratch: one sequence's disk slots.
     let scratchSlots: UnsafeMutablePointer<Int32>
     /// The stretch of a chain the last walk found (`missingAncestors`), youngest first:
@@ -155,6 +158,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         failed = try a.allocate(repeating: false, count: config.maxSeqs, perSequence)
         cachedBlocks = try a.allocate(repeating: 0, count: config.maxSeqs, perSequence)
         swapped = try a.allocate(repeating: false, count: config.maxSeqs, perSequence)
+        keptCounts = try a.zeroed(count: blocks.capacity, perBlock)
         scratchSources = try a.allocate(count: config.tensors, "the disk tier's scratch of num_layers x 2 tensors")
         let recordTokens = config.blockBytesAllTensors / (2 * config.headDim * config.dtypeBytes)
         let perRecord = "episodic offload's scratch of one record's \(recordTokens) head tokens (num_layers x block_tokens x num_kv_heads)"
@@ -168,7 +172,8 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         progress = monotonicCondition()
         a.keep()
         tier = try DiskTier(config, memory: self, events: blocks.events, maxPendingReads: blocks.capacity)
-        swapOutQueue = try SwapOutQueue(tier: tier, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped)
+        let holds = SwapHolds(counts: keptCounts, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped)
+        swapOutQueue = try SwapOutQueue(tier: tier, blocks: blocks, sequences: sequences, contiguous: contiguous, swapped: swapped, holds: holds)
         blocks.spiller = self
         tier.onCompletions = { [unowned self] n in self.processed(n) }
     }
@@ -187,6 +192,7 @@ final class OffloadCoordinator: TierMemory, BlockSpiller {
         failed.deallocate()
         cachedBlocks.deallocate()
         swapped.deallocate()
+        keptCounts.deallocate()
         scratchSlots.deallocate()
         walked.deallocate()
         walkedHashes.deallocate()

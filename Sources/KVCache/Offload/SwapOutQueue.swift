@@ -34,10 +34,13 @@
 /// submitted (its blocks are written for nothing, then let go with the rest).
 ///
 /// When all of an entry's writes were submitted and ended it is finished: all on disk, the
-/// memory is released and the table takes the disk slots; a write failed, or the tier refused
+/// memory is released and the table takes the disk slots, and the kept blocks' entries
+/// (`SwapHolds`); a write failed, or the tier refused
 /// a later block (disk full, tier full of pinned slots), the disk slots are let go and the
 /// sequence is resident again, unchanged. A failed entry submits nothing more and is finished
-/// once its submitted writes ended.
+/// once its submitted writes ended. The kept blocks are reserved when the entry starts
+/// (`SwapHolds.reserve`: contiguous, their page records held while it is pending) and given
+/// back when it is cancelled or fails (`SwapHolds.unreserve`).
 ///
 /// An entry is `waited` when its own call (the synchronous `Engine.swapOut`) waits for it: only
 /// that call finishes it and reports the outcome. Any other entry (`Engine.swapOutAsync`) is
@@ -50,21 +53,24 @@
 /// and was released). Every swap-out started ends exactly once, completed, cancelled or failed:
 /// `started == completed + cancelled + failed + pendingCount`.
 /// Cost: O(pending swap-outs) per lookup; per `settle` O(pending swap-outs) plus one copy and
-/// checksum per block submitted and O(1) per write that ended. A swap-out's disk slots, hashes
-/// and batch copies are one `Buffers` set, sized for the longest sequence (`SequenceTable.
-/// maxBlocks`, 68 bytes each) and given back for the next swap-out when it ends:
-/// one set is allocated at init, and a swap-out allocates another only when every set is
-/// taken by pending ones (more pending at once than ever before), kept until deinit. When it
+/// checksum per block submitted and O(1) per write that ended. A swap-out's positions to
+/// write, disk slots, hashes and batch copies are one `Buffers` set, sized for the longest
+/// sequence (`SequenceTable.maxBlocks`, 72 bytes each) and given back for the next swap-out
+/// when it ends: one set is allocated at init, and a swap-out allocates another only when
+/// every set is taken by pending ones (more pending at once than ever before), kept until
+/// deinit. Blocks resident sequences share are kept, not written (`SwapHolds`). When it
 /// completes with unscheduled prompt blocks (`EngineConfig.indexOnSchedule`) it allocates one
 /// array of 24 bytes per such block (their prepared hashes), freed at the swap-in or free.
 /// Not thread-safe: used under the engine's lock.
 final class SwapOutQueue {
-    /// One pending swap-out: sequence slot `slot`, whose block `i` is written to `diskSlots[i]`
-    /// for `i < submitted`; blocks `0..<durable` are known to be on disk; `failure`, once set,
-    /// says why it cannot complete (nothing more is submitted).
+    /// One pending swap-out: sequence slot `slot`, whose `count` blocks to write (those it does
+    /// not keep, `SwapHolds.keeps`) lie at `positions`, ascending; the `i`th is written to
+    /// `diskSlots[i]` for `i < submitted`; `0..<durable` are known to be on disk; `failure`,
+    /// once set, says why it cannot complete (nothing more is submitted).
     private struct Entry {
         let slot: Int
         let buffers: Buffers
+        var positions: UnsafeMutablePointer<Int32> { buffers.positions }
         var diskSlots: UnsafeMutablePointer<Int32> { buffers.diskSlots }
         /// The hash each block was written or found under (0: a block outside the prefix index,
         /// whose slot no other request reads).
@@ -79,19 +85,22 @@ final class SwapOutQueue {
         var failure: String? = nil
     }
 
-    /// One swap-out's arrays, `SequenceTable.maxBlocks` entries each, indexed by block position:
-    /// its disk slots, the hashes they were written or found under, and its batches' `Copy`s
-    /// (a batch is a run of them from the entry's `submitted` on, see `reserve`): 68 bytes per
-    /// block (4 + 8 + `Copy`'s stride of 56).
+    /// One swap-out's arrays, `SequenceTable.maxBlocks` entries each, indexed by the rank of a
+    /// block among those it writes: the block's position in the sequence, its disk slot, the
+    /// hash it was written or found under, and its batch's `Copy` (a batch is a run of them
+    /// from the entry's `submitted` on, see `reserve`): 72 bytes per block (4 + 4 + 8 +
+    /// `Copy`'s stride of 56).
     private struct Buffers {
+        let positions: UnsafeMutablePointer<Int32>
         let diskSlots: UnsafeMutablePointer<Int32>
         let hashes: UnsafeMutablePointer<UInt64>
         let copies: UnsafeMutablePointer<Copy>
 
-        /// A set for `maxBlocks` blocks, or `outOfMemory` naming it. Cost: three mallocs.
+        /// A set for `maxBlocks` blocks, or `outOfMemory` naming it. Cost: four mallocs.
         init(maxBlocks: Int) throws(KVError) {
             let a = CheckedAllocations()
-            let what = "a swap-out's disk slots, hashes and copies (max_seq_tokens / block_tokens: \(maxBlocks) entries)"
+            let what = "a swap-out's positions, disk slots, hashes and copies (max_seq_tokens / block_tokens: \(maxBlocks) entries)"
+            positions = try a.allocate(count: maxBlocks, what)
             diskSlots = try a.allocate(count: maxBlocks, what)
             hashes = try a.allocate(count: maxBlocks, what)
             copies = try a.allocate(count: maxBlocks, what)
@@ -99,6 +108,7 @@ final class SwapOutQueue {
         }
 
         func deallocate() {
+            positions.deallocate()
             diskSlots.deallocate()
             hashes.deallocate()
             copies.deallocate()
@@ -111,6 +121,8 @@ final class SwapOutQueue {
     private let contiguous: ContiguousMemory?
     /// The coordinator's per-slot swapped-out flags.
     private let swapped: UnsafeMutablePointer<Bool>
+    /// The blocks completed swap-outs kept in memory rather than wrote.
+    let holds: SwapHolds
     private var entries: [Entry] = []
     /// Buffer sets no pending swap-out holds, for the next ones (capacity for `maxSeqs`: a
     /// slot has at most one swap-out pending, so no more sets are ever made).
@@ -134,7 +146,7 @@ final class SwapOutQueue {
     /// copies a batch (`Engine.copySwapOutBatch`).
     var beforeCopy: (() -> Void)?
 
-    /// A block of a batch: block `block` at position `position` of the sequence, its first
+    /// A block of a batch: `block` at position `position` of the sequence, its first
     /// `tokens` tokens copied into staging buffer `stage` (-1: the tier held the block already,
     /// its slot pinned: nothing to copy) for its reserved disk slot, written under parent
     /// `parent`; `checksum` is the copy's (nil: the seal computes it).
@@ -150,8 +162,9 @@ final class SwapOutQueue {
 
     /// Throws `outOfMemory` when the first buffer set cannot be allocated (`Buffers`).
     init(tier: DiskTier, blocks: BlockPool, sequences: SequenceTable, contiguous: ContiguousMemory?,
-         swapped: UnsafeMutablePointer<Bool>) throws(KVError) {
+         swapped: UnsafeMutablePointer<Bool>, holds: SwapHolds) throws(KVError) {
         self.tier = tier
+        self.holds = holds
         self.blocks = blocks
         self.sequences = sequences
         self.contiguous = contiguous
@@ -208,11 +221,21 @@ final class SwapOutQueue {
     /// taken (see the type).
     func start(slot: Int, waited: Bool) throws(KVError) -> UnsafeMutableBufferPointer<Copy> {
         precondition(!isPending(slot), "a second swap-out of slot \(slot)")
-        let count = sequences.blockCount(slot)
+        let blockCount = sequences.blockCount(slot)
         let table = sequences.table(slot)
-        try tier.checkRoom(forSwapOut: count) { (blocks.hash(of: table[$0]), blocks.fingerprint(of: table[$0])) }
         let buffers: Buffers
         if let b = spare.popLast() { buffers = b } else { buffers = try Buffers(maxBlocks: sequences.maxBlocks) }
+        var count = 0
+        for i in 0..<blockCount where !holds.keeps(table[i], at: i) {
+            buffers.positions[count] = Int32(i)
+            count += 1
+        }
+        do throws(KVError) {
+            try tier.checkRoom(forSwapOut: count) { (blocks.hash(of: table[Int(buffers.positions[$0])]), blocks.fingerprint(of: table[Int(buffers.positions[$0])])) }
+        } catch {
+            spare.append(buffers)
+            throw error
+        }
         var e = Entry(slot: slot, buffers: buffers, count: count, waited: waited)
         let batch: UnsafeMutableBufferPointer<Copy>
         do throws(KVError) {
@@ -225,6 +248,7 @@ final class SwapOutQueue {
             throw error
         }
         e.copying = batch.count
+        forEachKept(e) { holds.reserve(table[$0]) }
         swapped[slot] = true
         entries.append(e)
         started += 1
@@ -244,12 +268,12 @@ final class SwapOutQueue {
         let table = sequences.table(e.slot), bt = sequences.blockTokens
         var n = 0
         while e.submitted + n < e.count && tier.swapOutStages > 0 {
-            let i = e.submitted + n, b = table[i]
+            let i = e.submitted + n, p = Int(e.positions[i]), b = table[p]
             e.hashes[i] = blocks.hash(of: b)
             do throws(KVError) {
                 let (slot, stage) = try tier.reserveSwap(hash: e.hashes[i], fingerprint: blocks.fingerprint(of: b))
                 e.diskSlots[i] = slot
-                (e.buffers.copies + i).initialize(to: Copy(position: i, block: b, stage: stage, tokens: min(bt, sequences.lengths[e.slot] - i * bt),
+                (e.buffers.copies + i).initialize(to: Copy(position: p, block: b, stage: stage, tokens: min(bt, sequences.lengths[e.slot] - p * bt),
                                                            parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b)))
                 n += 1
             } catch {
@@ -283,10 +307,11 @@ final class SwapOutQueue {
         precondition(entries[i].copying == batch.count, "submitting a batch of slot \(slot) that is not being copied")
         entries[i].copying = 0
         let e = entries[i]
-        for c in batch where c.stage >= 0 {
-            e.diskSlots[c.position] = tier.submitSwap(slot: e.diskSlots[c.position], stage: c.stage, hash: e.hashes[c.position],
-                                                      parent: c.parent, fingerprint: c.fingerprint, checksum: c.checksum)
-            e.hashes[c.position] = tier.hash(of: e.diskSlots[c.position])  // 0: written as its own slot (`DiskTier.submitSwap`)
+        for (j, c) in batch.enumerated() where c.stage >= 0 {
+            let k = e.submitted + j  // the batch is the copies from `submitted` on (`reserve`)
+            e.diskSlots[k] = tier.submitSwap(slot: e.diskSlots[k], stage: c.stage, hash: e.hashes[k],
+                                             parent: c.parent, fingerprint: c.fingerprint, checksum: c.checksum)
+            e.hashes[k] = tier.hash(of: e.diskSlots[k])  // 0: written as its own slot (`DiskTier.submitSwap`)
         }
         entries[i].submitted += batch.count
         tier.flush()
@@ -295,17 +320,18 @@ final class SwapOutQueue {
     /// Gives back `batch`'s reservations (`reserve`, refused part way): slots and buffers of
     /// the blocks to copy, pins of those the tier held.
     private func giveBack(_ e: Entry, _ batch: UnsafeMutableBufferPointer<Copy>) {
-        for c in batch {
-            if c.stage >= 0 { tier.cancel(slot: e.diskSlots[c.position], stage: c.stage) } else { tier.unpin(e.diskSlots[c.position]) }
+        for (j, c) in batch.enumerated() {
+            let k = e.submitted + j  // the batch is the copies from `submitted` on (`reserve`)
+            if c.stage >= 0 { tier.cancel(slot: e.diskSlots[k], stage: c.stage) } else { tier.unpin(e.diskSlots[k]) }
         }
     }
 
     /// Copies `e`'s next block into a staging buffer and submits its write (see `DiskTier.writeSwap`).
     private func submitNext(_ e: inout Entry) throws(KVError) {
-        let i = e.submitted, b = sequences.table(e.slot)[i], bt = sequences.blockTokens
+        let i = e.submitted, p = Int(e.positions[i]), b = sequences.table(e.slot)[p], bt = sequences.blockTokens
         e.hashes[i] = blocks.hash(of: b)
         e.diskSlots[i] = try tier.writeSwap(b, hash: e.hashes[i], parent: blocks.parent(of: b), fingerprint: blocks.fingerprint(of: b),
-                                            slot: e.slot, position: i, tokens: min(bt, sequences.lengths[e.slot] - i * bt))
+                                            slot: e.slot, position: p, tokens: min(bt, sequences.lengths[e.slot] - p * bt))
         e.hashes[i] = tier.hash(of: e.diskSlots[i])  // 0: written as its own slot (`DiskTier.submitSwap`)
         e.submitted += 1
     }
@@ -394,13 +420,14 @@ final class SwapOutQueue {
         let e = remove(slot)
         defer { spare.append(e.buffers) }
         precondition(e.failure != nil || e.durable == e.count, "finishing swap-out of slot \(slot) before its writes ended")
+        let table = sequences.table(slot)
         if let failure = e.failure {
             for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
+            forEachKept(e) { holds.unreserve(table[$0]) }
             swapped[slot] = false
             failed += 1
             return failure
         }
-        let table = sequences.table(slot)
         // Unscheduled prompt blocks are written as private slots (their hashes are only
         // prepared, so nobody finds their uncomputed bytes on disk); their hashes are kept with
         // the range for the swap-in, which prepares the blocks it reads them into.
@@ -416,12 +443,20 @@ final class SwapOutQueue {
             }
             preparedHashes[slot] = kept
         }
-        for i in 0..<e.count {
-            let b = table[i]
+        // Written blocks another swapped-out sequence kept: it takes their disk slots.
+        if (0..<e.count).contains(where: { holds.isKept(table[Int(e.positions[$0])]) }) {
+            holds.handOver(from: slot, positions: e.positions, diskSlots: e.diskSlots, count: e.count, tier: tier)
+        }
+        forEachKept(e) { p in
+            holds.keep(table[p])
+            table[p] = SwapHolds.entry(keeping: table[p])
+        }
+        for k in 0..<e.count {
+            let p = Int(e.positions[k]), b = table[p]
             blocks.release(b)
             // A block only this sequence held is now cached and on disk: free its memory.
             if blocks.references(b) == 0 && blocks.hash(of: b) != 0 { blocks.evict(b) }
-            table[i] = e.diskSlots[i]
+            table[p] = e.diskSlots[k]
         }
         contiguous?.close(slot: slot)
         contiguous?.releaseUnpinned(slot: slot)
@@ -439,6 +474,8 @@ final class SwapOutQueue {
         let e = remove(slot)
         precondition(e.copying == 0, "cancelling the swap-out of slot \(slot) while a batch of it is copied")
         for i in 0..<e.submitted { tier.unpin(e.diskSlots[i]) }
+        let table = sequences.table(slot)
+        forEachKept(e) { holds.unreserve(table[$0]) }
         spare.append(e.buffers)
         swapped[slot] = false
         cancelled += 1
@@ -465,6 +502,15 @@ final class SwapOutQueue {
     /// What a failed swap-out of `slot` reports, `reason` being the tier's.
     private func failureMessage(_ slot: Int, _ reason: String) -> String {
         "swapping out sequence \(sequences.ids[slot]) failed: \(reason); it was not swapped out, its K/V stayed in memory unchanged"
+    }
+
+    /// Calls `body` with each position of `e`'s sequence whose block it keeps rather than writes
+    /// (those not in `positions`), ascending. O(blocks of the sequence).
+    private func forEachKept(_ e: Entry, _ body: (Int) -> Void) {
+        var next = 0  // the next written block
+        for p in 0..<sequences.blockCount(e.slot) {
+            if next < e.count && Int(e.positions[next]) == p { next += 1 } else { body(p) }
+        }
     }
 
     private func remove(_ slot: Int) -> Entry {

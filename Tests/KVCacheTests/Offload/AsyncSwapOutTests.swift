@@ -611,15 +611,21 @@ struct AsyncSwapOutTests {
     /// written at once. When another request's read finds the slot corrupt before the
     /// swap-out settles, the swap-out fails: the sequence stays resident with its K/V. Before,
     /// it completed onto the bad slot, released memory whose K/V was intact, and its swap-in
-    /// failed. Contiguous: a paged swap-in of blocks still in memory reads no slot.
+    /// failed. Contiguous: a paged swap-in of blocks still in memory reads no slot. Neither
+    /// sequence is resident at the other's swap-out: a swap-out keeps the blocks a resident
+    /// sequence shares (`SwapHolds`) and would write no slot for them.
     @Test func aSwapOutDoesNotCompleteOntoASlotAnotherReadFoundCorrupt() throws {
         let dir = ScratchDir()
         defer { dir.remove() }
         let prompt = tokens(26, seed: 17)  // six full blocks and two tokens
         let e = try engine(.contiguous, dir: dir, prompt: prompt)
-        #expect(try e.createSequence(9, tokens: prompt) == 24)
+        try e.swapOut(1)  // blocks 0...5 into slots 0...5, indexed; its tail into slot 6
+        #expect(try e.createSequence(9, tokens: prompt) == 24)  // read from slots 0...5
+        try waitReady(e, 9)
         try fillKV(e, 9, count: prompt.count) { prompt[$0] }
-        try e.swapOut(9)  // blocks 0...5 into slots 0...5, indexed; its tail into slot 6
+        try e.swapOut(9)  // finds slots 0...5 and pins them; its tail into a slot of its own
+        try e.swapIn(1)
+        try waitReady(e, 1)
         try e.syncOffload()
         corruptSlots(dir: dir.path, slotBytes: Int(e.stats().disk.slotBytes), 2..<3)
         #expect(e.pauseOffloadIO(true))
@@ -629,7 +635,7 @@ struct AsyncSwapOutTests {
         try e.syncOffload()
         #expect(thrown { () throws(KVError) in try waitReady(e, 9) }?.code == .io, "slot 2 is corrupt")
         let d = e.stats().disk
-        #expect(d.swapOuts == 1 && d.swapOutsFailed == 1, "9's swap-out done, 1's failed")
+        #expect(d.swapOuts == 2 && d.swapOutsFailed == 1, "1's first and 9's swap-outs done, 1's second failed")
         let failure = thrown { () throws(KVError) in _ = try e.ready(1) }
         #expect(failure?.code == .io && failure!.message.contains("found corrupt"), "\(failure?.message ?? "no failure")")
         #expect(try e.ready(1), "resident")
