@@ -24,7 +24,7 @@ struct SyncParentTests {
             try #require(symlink("/proc/self", root + "/proc") == 0)
             try #require(mkdir(root + "/dir", 0o755) == 0)
             try #require(symlink("/proc/self", root + "/dir/proc") == 0)
-            let fd = open(root + "/file", O_CREAT | O_WRONLY, 0o644)
+            let fd = open(root + "/file", O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
             try #require(fd >= 0)
             close(fd)
         }

@@ -12,7 +12,7 @@ import Testing
 struct JournalFullDiskTests {
     /// Fills the file system holding `dir` (a file `filler` there) until a write fails.
     static func fillFileSystem(_ dir: String) {
-        let fd = open(dir + "/filler", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let fd = open(dir + "/filler", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         #expect(fd >= 0)
         let page = [UInt8](repeating: 1, count: 4096)
         while page.withUnsafeBytes({ write(fd, $0.baseAddress, 4096) }) == 4096 {}

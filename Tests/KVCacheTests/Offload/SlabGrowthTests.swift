@@ -71,7 +71,7 @@ struct SlabGrowthFileSystemTests {
         try spillPrompt(e, 1, stored)
         // Another writer takes every block left (root: the reserved ones too).
         let filler = m.mount.path + "/filler"
-        let fd = open(filler, O_WRONLY | O_CREAT, 0o600)
+        let fd = open(filler, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)  // a child another test spawns meanwhile must not keep it open
         try #require(fd >= 0)
         let chunk = [UInt8](repeating: 1, count: 4096)
         while write(fd, chunk, chunk.count) > 0 {}
@@ -91,8 +91,9 @@ struct SlabGrowthFileSystemTests {
 
         unlink(filler)
         // ext3 hands an unlinked file's blocks back only when its journal commits (every 5 s,
-        // or at a sync): without this the next writes could still meet ENOSPC on a loaded
-        // machine, as two full runs saw (spillWritesFailed above 10).
+        // or at a sync), and only once no process holds the file open (the filler is opened
+        // O_CLOEXEC: without it a child that a parallel test spawned while it was open kept
+        // its blocks, and three full runs saw 20 writes failed here where 10 were expected).
         sync()  // (syncfs is not imported without _GNU_SOURCE; sync commits this journal too)
         try spillPrompt(e, 4, later)
         let freed = e.stats().disk
