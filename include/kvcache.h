@@ -285,8 +285,15 @@
 
 /* The ABI is LP64 (pointers and size_t 8 bytes; uint64_t, double and pointers 8-byte
  * aligned): the struct offsets this header states hold only there, and the library reads
- * them as stated. This typedef does not compile on another data model. */
+ * them as stated. This typedef does not compile on another data model. A binding generator
+ * that reads the preprocessed header as declarations but cannot evaluate sizeof (cffi's
+ * cdef) defines KVC_NO_LP64_CHECK; its host must be LP64 all the same. For cffi's ABI mode:
+ * ffi.cdef(output of `gcc -E -P -std=c99 -DKVC_NO_LP64_CHECK include/kvcache.h`), nothing
+ * stripped (with -std=c99 glibc's <stddef.h> declares no max_align_t, which cffi cannot
+ * parse); tools/cffi_check.py does that. */
+#ifndef KVC_NO_LP64_CHECK
 typedef char kvc_requires_lp64[(sizeof(void *) == 8 && sizeof(size_t) == 8) ? 1 : -1];
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -303,6 +310,21 @@ typedef struct kvc_engine kvc_engine;
 
 /** 0 on success, a negative KVC_ERR_* code on failure. */
 typedef int32_t kvc_status;
+
+/** The kvc_status values, as enumerators for bindings that see no macros (cffi, ctypes
+ *  generators, which read the preprocessed header), and as the #defines below for the
+ *  preprocessor (#if); the same values. A kvc_status is an int32_t, never this enum. */
+enum kvc_status_code {
+    KVC_OK = 0,
+    KVC_ERR_INVALID_ARGUMENT = -1,
+    KVC_ERR_NOT_FOUND = -2,
+    KVC_ERR_EXISTS = -3,
+    KVC_ERR_OUT_OF_MEMORY = -4,
+    KVC_ERR_BUFFER_TOO_SMALL = -5,
+    KVC_ERR_IO = -6,
+    KVC_ERR_UNSUPPORTED = -7,
+    KVC_ERR_INTERNAL = -8
+};
 
 #define KVC_OK                     0
 #define KVC_ERR_INVALID_ARGUMENT (-1)
