@@ -102,6 +102,17 @@
  *   KVC_1.2: the router's statistics (kvc_router_get_stats), a paged layer's blocks as
  *   arrays (kvc_layer_kv_layout) and chunked admission (kvc_prefix_lookup,
  *   kvc_seq_create_chunked).
+ *   Signals: loading the library leaves the host's signal dispositions as they were. The
+ *   Swift runtime it links installs a crash handler (a backtrace printer) for SIGQUIT,
+ *   SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE and SIGSEGV when it loads; on those a process
+ *   then printed a crash report instead of dying, and went on running when the signal came
+ *   from another process (a watchdog's kill -ABRT) or from raise(SIGQUIT). A constructor of
+ *   libkvcache.so puts each of them whose handler lies in the Swift runtime back to SIG_DFL,
+ *   at start-up or at dlopen alike; handlers of the host's own (installed before or after)
+ *   are never touched. To keep the runtime's backtraces, set SWIFT_BACKTRACE in the
+ *   environment before loading (SWIFT_BACKTRACE=enable=yes): the library then leaves them.
+ *   A host whose Swift runtime was loaded before (a Swift program) loses them too unless it
+ *   sets SWIFT_BACKTRACE. tools/abi_signals.c checks this.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,

@@ -17,6 +17,7 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <errno.h>
@@ -833,6 +834,20 @@ static void config_init_sizes(void) {
     CHECK(kvc_engine_create(&u.cfg, &e) == KVC_OK, "a 128-byte config from the old symbol creates an engine: %s",
           kvc_last_error());
     kvc_engine_destroy(e);
+}
+
+/* Linked at start-up, the library leaves this host's fatal-signal dispositions at SIG_DFL:
+ * its constructor undid the Swift runtime's crash handler (kvcache.h, LOADING; a host that
+ * dlopens it later: tools/abi_signals.c). Not under SWIFT_BACKTRACE, which keeps them. */
+static void host_signals(void) {
+    if (getenv("SWIFT_BACKTRACE") != NULL) return;
+    const int fatal[] = {SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
+        struct sigaction current;
+        sigaction(fatal[i], NULL, &current);
+        CHECK(!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_DFL,
+              "signal %d's disposition is not SIG_DFL after loading the library", fatal[i]);
+    }
 }
 
 static void bad_config(void) {
@@ -2754,6 +2769,7 @@ int main(int argc, char **argv) {
     CHECK(strcmp(kvc_status_name(KVC_ERR_NOT_FOUND), "KVC_ERR_NOT_FOUND") == 0 &&
               strcmp(kvc_status_name(12345), "KVC_ERR_UNKNOWN") == 0,
           "kvc_status_name");
+    host_signals();
     serve(KVC_LAYOUT_PAGED);
     serve(KVC_LAYOUT_CONTIGUOUS);
     no_allocation(KVC_LAYOUT_PAGED);
