@@ -13,7 +13,7 @@
  *
  * Build: gcc -std=c11 -Wall -Wextra -Werror -I include tools/abi_client.c -L$BIN -lkvcache
  */
-#define _DEFAULT_SOURCE /* mkdtemp, for the disk tier's scratch directory */
+#define _GNU_SOURCE /* mkdtemp, for the disk tier's scratch directory; dladdr */
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -836,17 +837,26 @@ static void config_init_sizes(void) {
     kvc_engine_destroy(e);
 }
 
-/* Linked at start-up, the library leaves this host's fatal-signal dispositions at SIG_DFL:
- * its constructor undid the Swift runtime's crash handler (kvcache.h, LOADING; a host that
- * dlopens it later: tools/abi_signals.c). Not under SWIFT_BACKTRACE, which keeps them. */
+/* Linked at start-up, the library leaves this host's fatal-signal dispositions alone: its
+ * constructor undid the Swift runtime's crash handler (kvcache.h, LOADING; a host that dlopens
+ * it later: tools/abi_signals.c). So no handler of these lies in the Swift runtime (found by
+ * swift_retain; or inside libkvcache.so, built with -static-stdlib). A sanitizer's handlers
+ * may be there. Not under SWIFT_BACKTRACE, which keeps the runtime's. */
 static void host_signals(void) {
     if (getenv("SWIFT_BACKTRACE") != NULL) return;
+    Dl_info library, runtime, handler;
+    REQUIRE(dladdr((void *)kvc_abi_version, &library) != 0, "dladdr(kvc_abi_version)");
+    void *swift_retain = dlsym(RTLD_DEFAULT, "swift_retain");
+    if (swift_retain == NULL || dladdr(swift_retain, &runtime) == 0) runtime = library;
     const int fatal[] = {SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV};
     for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
         struct sigaction current;
         sigaction(fatal[i], NULL, &current);
-        CHECK(!(current.sa_flags & SA_SIGINFO) && current.sa_handler == SIG_DFL,
-              "signal %d's disposition is not SIG_DFL after loading the library", fatal[i]);
+        void *f = (current.sa_flags & SA_SIGINFO) ? (void *)current.sa_sigaction : (void *)current.sa_handler;
+        int swift = f != (void *)SIG_DFL && f != (void *)SIG_IGN && dladdr(f, &handler) != 0 &&
+                    (handler.dli_fbase == runtime.dli_fbase || handler.dli_fbase == library.dli_fbase);
+        CHECK(!swift, "signal %d's handler is the Swift runtime's (%s) after loading the library", fatal[i],
+              handler.dli_fname);
     }
 }
 
