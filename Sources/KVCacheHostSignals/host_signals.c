@@ -15,7 +15,12 @@
  * Order: the runtime's handlers are installed by libswiftCore.so's initializer, which the
  * dynamic loader runs before this one (libkvcache.so depends on it), whether the library is
  * linked at start-up or dlopen'ed later (checked by tools/abi_client.c, linked, and
- * tools/abi_signals.c, which dlopens it after installing a SIGSEGV handler of its own). A process whose
+ * tools/abi_signals.c, which dlopens it after installing a SIGSEGV handler of its own).
+ * Built with -static-stdlib the runtime is inside this library and its initializer runs
+ * after this one (link order: .init_array lists this object before libswiftCore.a's
+ * Backtrace.cpp.o), so this undoes nothing there; but that runtime finds no swift-backtrace
+ * beside it and installs no handler unless SWIFT_BACKTRACE names one (checked 2026-11-25,
+ * Swift 6.3.1: no handler after loading, the host's kept). A process whose
  * Swift runtime was already loaded (a Swift host) loses the runtime's handlers too unless it
  * sets SWIFT_BACKTRACE. Not thread-safe against another thread changing these dispositions
  * during the load (a handler installed between the query and the reset by another image
