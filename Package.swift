@@ -19,8 +19,10 @@ let package = Package(
     name: "KVCacheEngine",
     platforms: [.macOS(.v15)],
     products: [
-        // libkvcache.so: the C ABI of include/kvcache.h, exporting only kvc_* symbols.
-        .library(name: "kvcache", type: .dynamic, targets: ["KVCacheABI"]),
+        // libkvcache.so: the C ABI of include/kvcache.h, exporting only kvc_* symbols, and the
+        // constructor that gives a C or Python host back the fatal-signal dispositions the
+        // Swift runtime takes when it loads (KVCacheHostSignals; not in the CLI or the tests).
+        .library(name: "kvcache", type: .dynamic, targets: ["KVCacheABI", "KVCacheHostSignals"]),
         .executable(name: "kvcache-cli", targets: ["kvcache"]),
     ],
     dependencies: [
@@ -60,6 +62,13 @@ let package = Package(
             dependencies: ["KVCache", "KVRouter"],
             linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(packageDir)/include/kvcache.map",
                                            "-Xlinker", "-z", "-Xlinker", "nodelete"])]
+        ),
+        // Only in the kvcache product: a load-time constructor, no symbol of its own exported
+        // (include/kvcache.map), referencing the Swift runtime that KVCacheABI links.
+        .target(
+            name: "KVCacheHostSignals",
+            publicHeadersPath: ".", // no headers: nothing calls it
+            cSettings: [.unsafeFlags(["-O2", "-Wall", "-Wextra", "-Werror"])]
         ),
         .target(
             name: "KVEval",

@@ -102,6 +102,17 @@
  *   KVC_1.2: the router's statistics (kvc_router_get_stats), a paged layer's blocks as
  *   arrays (kvc_layer_kv_layout) and chunked admission (kvc_prefix_lookup,
  *   kvc_seq_create_chunked).
+ *   Signals: loading the library leaves the host's signal dispositions as they were. The
+ *   Swift runtime it links installs a crash handler (a backtrace printer) for SIGQUIT,
+ *   SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE and SIGSEGV when it loads; on those a process
+ *   then printed a crash report instead of dying, and went on running when the signal came
+ *   from another process (a watchdog's kill -ABRT) or from raise(SIGQUIT). A constructor of
+ *   libkvcache.so puts each of them whose handler lies in the Swift runtime back to SIG_DFL,
+ *   at start-up or at dlopen alike; handlers of the host's own (installed before or after)
+ *   are never touched. To keep the runtime's backtraces, set SWIFT_BACKTRACE in the
+ *   environment before loading (SWIFT_BACKTRACE=enable=yes): the library then leaves them.
+ *   A host whose Swift runtime was loaded before (a Swift program) loses them too unless it
+ *   sets SWIFT_BACKTRACE. tools/abi_signals.c checks this.
  *
  * LAYOUTS (kvc_config.layout)
  *   Within one layer's K tensor (and likewise V) data is token-major,
@@ -285,8 +296,15 @@
 
 /* The ABI is LP64 (pointers and size_t 8 bytes; uint64_t, double and pointers 8-byte
  * aligned): the struct offsets this header states hold only there, and the library reads
- * them as stated. This typedef does not compile on another data model. */
+ * them as stated. This typedef does not compile on another data model. A binding generator
+ * that reads the preprocessed header as declarations but cannot evaluate sizeof (cffi's
+ * cdef) defines KVC_NO_LP64_CHECK; its host must be LP64 all the same. For cffi's ABI mode:
+ * ffi.cdef(output of `gcc -E -P -std=c99 -DKVC_NO_LP64_CHECK include/kvcache.h`), nothing
+ * stripped (with -std=c99 glibc's <stddef.h> declares no max_align_t, which cffi cannot
+ * parse); tools/cffi_check.py does that. */
+#ifndef KVC_NO_LP64_CHECK
 typedef char kvc_requires_lp64[(sizeof(void *) == 8 && sizeof(size_t) == 8) ? 1 : -1];
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -303,6 +321,21 @@ typedef struct kvc_engine kvc_engine;
 
 /** 0 on success, a negative KVC_ERR_* code on failure. */
 typedef int32_t kvc_status;
+
+/** The kvc_status values, as enumerators for bindings that see no macros (cffi, ctypes
+ *  generators, which read the preprocessed header), and as the #defines below for the
+ *  preprocessor (#if); the same values. A kvc_status is an int32_t, never this enum. */
+enum kvc_status_code {
+    KVC_OK = 0,
+    KVC_ERR_INVALID_ARGUMENT = -1,
+    KVC_ERR_NOT_FOUND = -2,
+    KVC_ERR_EXISTS = -3,
+    KVC_ERR_OUT_OF_MEMORY = -4,
+    KVC_ERR_BUFFER_TOO_SMALL = -5,
+    KVC_ERR_IO = -6,
+    KVC_ERR_UNSUPPORTED = -7,
+    KVC_ERR_INTERNAL = -8
+};
 
 #define KVC_OK                     0
 #define KVC_ERR_INVALID_ARGUMENT (-1)
@@ -854,6 +887,11 @@ void kvc_config_init_size(kvc_config *cfg, size_t size);
  *  past a first-version caller's struct; a binary built against one of those headers that
  *  still calls the symbol now gets struct_size 128, so the fields past 128 it sets are read
  *  as their defaults: rebuild it. NULL: no-op. Thread-safe.
+ *  Foreign-function bindings (Python ctypes or cffi's ABI mode, Go, Rust's bindgen output)
+ *  see no macros and so reach this symbol, whose struct_size 128 makes the library ignore
+ *  every field past it without error (offload_writeback, prefill_tokens_per_s, model_tag,
+ *  ...): call kvc_config_init_size(cfg, sizeof(kvc_config)) instead, with the size of the
+ *  struct as the binding declares it (kvc_router_config_init_size likewise).
  *  Compatibility promise: a library whose kvc_config grows keeps both symbols as they are;
  *  its new fields default to 0 (= the behaviour before them). */
 void kvc_config_init(kvc_config *cfg);
@@ -1177,6 +1215,17 @@ kvc_status kvc_seq_create_chunked(kvc_engine *e, uint64_t seq, const int32_t *to
  * (8 KV heads x 128 dims, fp16) and 32 layers, one append in 32 maps 64 pages; measured
  * mean 22.7 us per one-token append (5.0 us at 8 layers), p50 0.08 us, p99 0.7-1.0 ms
  * (docs/memory.md, speculative decoding). Pages mapped ahead (a truncation's) are free.
+ * From Python the call costs more than its work (a review's ctypes/cffi driver, 2026-11-25:
+ * CPython 3.11, paged, 8 layers, 64 sequences of 512 tokens, 10^5 calls timed in a loop, the
+ * range over runs on a shared 2-core machine): C 61-117 ns per one-token append; ctypes with
+ * argtypes set and the token array and out-pointers preallocated 1.27-1.49 us; cffi's ABI mode
+ * 0.57-0.86 us; a wrapper that builds a numpy array per call ~10 us. kvc_seq_block_table (~130
+ * blocks): C 29-69 ns, ctypes 1.9-2.0 us, cffi 0.68-0.85 us; kvc_block_kv: C 19 ns, ctypes 1.9
+ * us. A decode step of 256 sequences (append one token + re-read the block table each): ctypes
+ * 0.36 ms, cffi 0.19 ms, per-call wrappers 2.97 ms. So a Python server sets argtypes/restype
+ * once, preallocates its arrays and out-pointers (byref of a kept c_size_t), binds its hot
+ * calls with cffi, and re-reads a block table only when it changed (kvc_seq_block_table says
+ * when).
  */
 kvc_status kvc_seq_append(kvc_engine *e, uint64_t seq, const int32_t *tokens, size_t n_tokens);
 
@@ -1350,7 +1399,11 @@ kvc_status kvc_seq_prefix_sources(kvc_engine *e, uint64_t seq, size_t *memory_to
  * The pointers stay valid until `seq` is freed or the engine destroyed (appends never move
  * them), except while `seq` is swapped out (kvc_seq_swap_out, _async): its pages are
  * released then, so the server must not touch the ranges until kvc_seq_swap_in and
- * kvc_seq_ready says 1 (call kvc_seq_kv again then). Cost: a lock and a table lookup.
+ * kvc_seq_ready says 1 (call kvc_seq_kv again then). Only the pages holding the tokens
+ * below kvc_seq_length (and pages mapped ahead) are mapped: touching the rest of the range,
+ * or any of it while swapped out, faults (SIGSEGV). So a binding that wraps the range (a numpy
+ * view) covers only tokens [0, kvc_seq_length), and wraps it again after appends and after
+ * a swap-in. Cost: a lock and a table lookup.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/k/v, layer >= num_layers, seq swapped out),
  * KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read spoiled seq, see kvc_seq_ready),
  * KVC_ERR_UNSUPPORTED (paged layout).

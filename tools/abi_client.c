@@ -13,16 +13,18 @@
  *
  * Build: gcc -std=c11 -Wall -Wextra -Werror -I include tools/abi_client.c -L$BIN -lkvcache
  */
-#define _DEFAULT_SOURCE /* mkdtemp, for the disk tier's scratch directory */
+#define _GNU_SOURCE /* mkdtemp, for the disk tier's scratch directory; dladdr */
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -833,6 +835,29 @@ static void config_init_sizes(void) {
     CHECK(kvc_engine_create(&u.cfg, &e) == KVC_OK, "a 128-byte config from the old symbol creates an engine: %s",
           kvc_last_error());
     kvc_engine_destroy(e);
+}
+
+/* Linked at start-up, the library leaves this host's fatal-signal dispositions alone: its
+ * constructor undid the Swift runtime's crash handler (kvcache.h, LOADING; a host that dlopens
+ * it later: tools/abi_signals.c). So no handler of these lies in the Swift runtime (found by
+ * swift_retain; or inside libkvcache.so, built with -static-stdlib). A sanitizer's handlers
+ * may be there. Not under SWIFT_BACKTRACE, which keeps the runtime's. */
+static void host_signals(void) {
+    if (getenv("SWIFT_BACKTRACE") != NULL) return;
+    Dl_info library, runtime, handler;
+    REQUIRE(dladdr((void *)kvc_abi_version, &library) != 0, "dladdr(kvc_abi_version)");
+    void *swift_retain = dlsym(RTLD_DEFAULT, "swift_retain");
+    if (swift_retain == NULL || dladdr(swift_retain, &runtime) == 0) runtime = library;
+    const int fatal[] = {SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++) {
+        struct sigaction current;
+        sigaction(fatal[i], NULL, &current);
+        void *f = (current.sa_flags & SA_SIGINFO) ? (void *)current.sa_sigaction : (void *)current.sa_handler;
+        int swift = f != (void *)SIG_DFL && f != (void *)SIG_IGN && dladdr(f, &handler) != 0 &&
+                    (handler.dli_fbase == runtime.dli_fbase || handler.dli_fbase == library.dli_fbase);
+        CHECK(!swift, "signal %d's handler is the Swift runtime's (%s) after loading the library", fatal[i],
+              handler.dli_fname);
+    }
 }
 
 static void bad_config(void) {
@@ -2754,6 +2779,7 @@ int main(int argc, char **argv) {
     CHECK(strcmp(kvc_status_name(KVC_ERR_NOT_FOUND), "KVC_ERR_NOT_FOUND") == 0 &&
               strcmp(kvc_status_name(12345), "KVC_ERR_UNKNOWN") == 0,
           "kvc_status_name");
+    host_signals();
     serve(KVC_LAYOUT_PAGED);
     serve(KVC_LAYOUT_CONTIGUOUS);
     no_allocation(KVC_LAYOUT_PAGED);

@@ -2,7 +2,8 @@
 # Builds libkvcache.so (release), checks that it exports exactly the kvc_* functions of
 # include/kvcache.h, checks that block hashes agree across processes, and runs tools/abi_client.c
 # against the library the way an inference server links it, tools/abi_dlopen.c (a host that
-# loads and unloads it as a plugin), then tools/abi_stress.c (several
+# loads and unloads it as a plugin), tools/abi_signals.c (a host's signal dispositions),
+# tools/cffi_check.py (cffi parses the header), then tools/abi_stress.c (several
 # server threads on one engine) and tools/abi_model.c (random calls checked against a model);
 # then builds and briefly runs the docs' reproducers (tools/repro/build.sh).
 #
@@ -103,6 +104,23 @@ tools/bin/abi_client
 # A host that loads the library as a plugin, 1100 times over (tools/abi_dlopen.c).
 ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -I include tools/abi_dlopen.c -ldl -pthread -o tools/bin/abi_dlopen
 tools/bin/abi_dlopen "$LIB"
+
+# A host's fatal-signal dispositions survive loading the library (the Swift runtime's crash
+# handler is undone), and SWIFT_BACKTRACE keeps the runtime's handlers (tools/abi_signals.c).
+${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -I include tools/abi_signals.c -ldl -o tools/bin/abi_signals
+tools/bin/abi_signals "$LIB"
+SWIFT_BACKTRACE=enable=yes tools/bin/abi_signals "$LIB" backtrace
+
+# cffi's ABI mode parses the preprocessed header whole and sees the status codes
+# (tools/cffi_check.py; skipped when cffi is not installed).
+if command -v python3 >/dev/null; then
+    set +e
+    python3 tools/cffi_check.py "$LIB"
+    status=$?
+    set -e
+    [[ $status -eq 0 || $status -eq 77 ]] || fail "tools/cffi_check.py exited $status"
+    [[ $status -eq 77 ]] && echo "run_abi_client: cffi not installed: tools/cffi_check.py skipped"
+fi
 
 # Several server threads on one engine at once, every byte checked (tools/abi_stress.c).
 ${CC:-gcc} -std=c11 -Wall -Wextra -Werror -O2 -pthread -I include tools/abi_stress.c \
