@@ -31,6 +31,7 @@ trap 'rm -rf "$dir"' EXIT
 "$out/routerview" 40000 3
 "$out/chainwalk" 1024 "$dir"
 "$out/pss" contiguous
+"$out/decodestep" 16 4
 mkdir "$dir/tier"
 "$out/disk_restart" fill "$dir/tier" 4096 50 destroy
 "$out/disk_restart" open "$dir/tier" 4096 25
