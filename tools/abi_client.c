@@ -724,6 +724,55 @@ static void layer_arrays(void) {
     kvc_engine_destroy(e);
 }
 
+/* ---- batched decode-step calls (KVC_1.3) ------------------------------------------------ */
+
+/* A server's decode steps for 8 sequences twice, on twin engines: one with kvc_seq_append and
+ * kvc_seq_block_table per sequence, one with kvc_seq_append_batch and kvc_seq_block_tables per
+ * step; every entry's status, length and block table must be the single call's. Entry 8 names
+ * a sequence that is not live: NOT_FOUND there, the others unaffected. */
+static void batched(uint32_t layout) {
+    enum { N = 9, STEPS = 40, ROW = 2048 / BLOCK };
+    const char *name;
+    kvc_config cfg;
+    kvc_engine *single = open_small(layout, "batched appends and block tables", &cfg, &name);
+    kvc_engine *batch = NULL;
+    MUST(kvc_engine_create(&cfg, &batch));
+    uint64_t seqs[N];
+    int32_t tokens[N], prompt[PROMPT];
+    size_t cached;
+    for (int i = 0; i < N; i++) {
+        seqs[i] = 500 + (uint64_t)i;
+        for (int t = 0; t < PROMPT; t++) prompt[t] = (int32_t)(seqs[i] * 1000 + (uint64_t)t);
+        if (i == N - 1) break; /* not live */
+        MUST(kvc_seq_create(single, seqs[i], prompt, (size_t)(PROMPT - 7 * i), &cached));
+        MUST(kvc_seq_create(batch, seqs[i], prompt, (size_t)(PROMPT - 7 * i), &cached));
+    }
+    static int32_t tables[N][ROW], row[ROW];
+    size_t counts[N], count, bad = 0;
+    kvc_status statuses[N];
+    for (int step = 0; step < STEPS; step++) {
+        for (int i = 0; i < N; i++) tokens[i] = step * 100 + i;
+        EXPECT_STATUS(KVC_ERR_NOT_FOUND, "entry 8", kvc_seq_append_batch(batch, seqs, tokens, N, statuses));
+        for (int i = 0; i < N; i++) bad += statuses[i] != kvc_seq_append(single, seqs[i], &tokens[i], 1);
+        if (layout != KVC_LAYOUT_PAGED) continue;
+        EXPECT_STATUS(KVC_ERR_NOT_FOUND, "seq 508", kvc_seq_block_tables(batch, seqs, N, &tables[0][0], ROW, counts, statuses));
+        for (int i = 0; i < N; i++) {
+            kvc_status st = kvc_seq_block_table(single, seqs[i], row, ROW, &count);
+            bad += statuses[i] != st || (st == KVC_OK && (counts[i] != count || memcmp(tables[i], row, count * 4) != 0));
+        }
+    }
+    for (int i = 0; i < N - 1; i++) bad += length_of(batch, seqs[i]) != length_of(single, seqs[i]);
+    CHECK(bad == 0, "%s: %zu batched entries in %d decode steps differ from the single calls", name, bad, STEPS);
+    CHECK(statuses[N - 1] == KVC_ERR_NOT_FOUND, "%s: the entry of a sequence that is not live: %s", name,
+          kvc_status_name(statuses[N - 1]));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "seqs is NULL", kvc_seq_append_batch(batch, NULL, tokens, N, statuses));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "max_seqs", kvc_seq_append_batch(batch, seqs, tokens, 17, statuses));
+    if (layout != KVC_LAYOUT_PAGED)
+        EXPECT_STATUS(KVC_ERR_UNSUPPORTED, "paged", kvc_seq_block_tables(batch, seqs, N, &tables[0][0], ROW, counts, statuses));
+    kvc_engine_destroy(batch);
+    kvc_engine_destroy(single);
+}
+
 /* ---- bad input ---------------------------------------------------------------------- */
 
 static void bad_input(uint32_t layout) {
@@ -2785,6 +2834,8 @@ int main(int argc, char **argv) {
     no_allocation(KVC_LAYOUT_PAGED);
     no_allocation(KVC_LAYOUT_CONTIGUOUS);
     layer_arrays();
+    batched(KVC_LAYOUT_PAGED);
+    batched(KVC_LAYOUT_CONTIGUOUS);
     bad_input(KVC_LAYOUT_PAGED);
     bad_input(KVC_LAYOUT_CONTIGUOUS);
     bad_config();

@@ -16,9 +16,7 @@ import KVCache
     }
 }
 
-/// `kvc_seq_block_table` (paged layout): `Engine.blockTable`. `*n_blocks` gets the full count
-/// even when it exceeds `capacity` (then the first `capacity` ids are written and the status
-/// is `KVC_ERR_BUFFER_TOO_SMALL`).
+/// `kvc_seq_block_table` (paged layout): `blockTable(_:_:into:count:)` into `blocks`.
 @c public func kvc_seq_block_table(
     _ e: OpaquePointer?, _ seq: UInt64, _ blocks: UnsafeMutablePointer<Int32>?, _ capacity: Int,
     _ nBlocks: UnsafeMutablePointer<Int>?
@@ -26,15 +24,24 @@ import KVCache
     status("kvc_seq_block_table", "seq \(seq)") { () throws(KVError) in
         try withEngine(e) { (engine) throws(KVError) in
             let nBlocks = try required(nBlocks, "n_blocks")
-            let table = try buffer(blocks, capacity, "blocks", "capacity")
-            let total = try engine.blockTable(seq, into: table)
-            nBlocks.pointee = total
-            guard total <= table.count else {
-                throw KVError(.bufferTooSmall,
-                              "capacity \(table.count) is less than the sequence's \(total) blocks; "
-                              + "the first \(table.count) were written")
-            }
+            try blockTable(engine, seq, into: try buffer(blocks, capacity, "blocks", "capacity"), count: nBlocks)
         }
+    }
+}
+
+/// `Engine.blockTable` of `seq` into `table`, for `kvc_seq_block_table` and each entry of
+/// `kvc_seq_block_tables`: `*count` gets the full count even when it exceeds `table.count`
+/// (then the first `table.count` ids are written and it throws `bufferTooSmall`); on any other
+/// failure nothing is written.
+@inline(__always)
+func blockTable(_ engine: Engine, _ seq: UInt64, into table: UnsafeMutableBufferPointer<Int32>,
+                count: UnsafeMutablePointer<Int>) throws(KVError) {
+    let total = try engine.blockTable(seq, into: table)
+    count.pointee = total
+    guard total <= table.count else {
+        throw KVError(.bufferTooSmall,
+                      "capacity \(table.count) is less than the sequence's \(total) blocks; "
+                      + "the first \(table.count) were written")
     }
 }
 

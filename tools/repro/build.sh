@@ -32,6 +32,7 @@ trap 'rm -rf "$dir"' EXIT
 "$out/routerscale" 2000 10 800
 "$out/chainwalk" 1024 "$dir"
 "$out/pss" contiguous
+"$out/decodestep" 16 4
 mkdir "$dir/tier"
 "$out/disk_restart" fill "$dir/tier" 4096 50 destroy
 "$out/disk_restart" open "$dir/tier" 4096 25
