@@ -25,7 +25,7 @@ import Testing
         #expect(try ABIFixture(c, offloadDir: scratchDir()).stats().diskIOMode == 1)
     }
 
-    /// Under an RLIMIT_MEMLOCK of 0 and without CAP_IPC_LOCK (root becomes nobody), the
+    /// Under an RLIMIT_MEMLOCK of 1 MiB and without CAP_IPC_LOCK (root becomes nobody), the
     /// registration is refused and the engine runs io_uring with buffers pinned per request:
     /// 2. Process-wide (the limit, the user), so in a child process.
     @Test func refusedRegistrationUnderMemlockIsTwo() async {
@@ -37,7 +37,7 @@ import Testing
             var template = Array("/tmp/kvc-iomode-XXXXXX".utf8CString)
             guard let made = mkdtemp(&template) else { fail("mkdtemp") }
             let dir = String(cString: made)
-            var limit = rlimit(rlim_cur: 0, rlim_max: 0)
+            var limit = rlimit(rlim_cur: 1 << 20, rlim_max: 1 << 20)  // the ring fits; 0 refuses io_uring itself (mode 3)
             guard setrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &limit) == 0 else { fail("setrlimit") }
             if geteuid() == 0 {
                 guard chown(dir, 65534, 65534) == 0, setgid(65534) == 0, setuid(65534) == 0 else { fail("becoming nobody") }
