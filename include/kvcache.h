@@ -429,7 +429,14 @@ typedef struct kvc_config {
      *  also at most 2^30 page groups (of 2 * num_layers * page_bytes), else
      *  KVC_ERR_INVALID_ARGUMENT: a larger budget needs larger pages. The engine uses it rounded
      *  down to whole page groups (a page, or a page-rounded run of blocks, of every one of the
-     *  2 * num_layers tensors); blocks_total counts what that holds. */
+     *  2 * num_layers tensors); blocks_total counts what that holds. A budget is a cap, not a
+     *  reservation: memory is committed as blocks are used, and kvc_engine_create succeeds
+     *  whatever RAM is free, so the budgets of a machine's engines (of one process or many)
+     *  must fit its memory together. Shared memory the kernel cannot find when a block is
+     *  committed usually ends in the OOM killer rather than KVC_ERR_OUT_OF_MEMORY (that is
+     *  the case of a memory-limited cgroup with room to reclaim); kvc_engine_reserve at
+     *  start-up commits the budget and turns that later kill into KVC_ERR_OUT_OF_MEMORY then
+     *  (docs/memory.md, "When the OS refuses a commit"). */
     uint64_t memory_bytes;
     /** Physical page size: a power of two from 4096 to 2097152. Default 65536. Memory is
      *  committed and given back in page groups of a page of every tensor (paged layout: of
@@ -517,8 +524,9 @@ typedef struct kvc_config {
     uint32_t index_on_schedule;
     /** Disk tier: staging buffers of one slot each, 32..1024 (default 32; else
      *  KVC_ERR_INVALID_ARGUMENT); the tier uses more when slots are small, up to 32 MiB of
-     *  them. They bound the requests in flight and how many cold blocks an allocation can write
-     *  back at once: an allocation's spill that finds none free beyond the reserve is skipped
+     *  them, and never more than its slots (offload_bytes / slot bytes). They bound the
+     *  requests in flight and how many cold blocks an allocation can write back at once: an
+     *  allocation's spill that finds none free beyond the reserve is skipped
      *  (kvc_stats.spills_skipped). More buffers write more cold blocks back, at one slot of
      *  memory outside memory_bytes each. Also caps episodic offload's open records. Offset
      *  128 (the struct is 136 bytes since this field); a caller's older, 128-byte struct
@@ -674,8 +682,11 @@ typedef struct kvc_stats {
      *  default 64 KiB pages; use 2 MiB pages for long contexts). vm.max_map_count is the
      *  process's: the contiguous engines of a process keep the sum of their counts under one
      *  limit, vm.max_map_count less what the rest of the process holds and 4096 more, taken
-     *  at its first engine's creation and lowered by later ones (docs/memory.md, "The mapping
-     *  limit"); an engine over it unmaps its own freed sequences' pages, then refuses. */
+     *  at its first engine's creation (again at an engine created when the process has none
+     *  left), lowered by later ones, and measured again (at most once a second) before a map
+     *  is refused, so that it rises once the rest of the process has let go of mappings
+     *  (docs/memory.md, "The mapping limit"); an engine over it unmaps its own freed
+     *  sequences' pages, then refuses. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
      *  65536, plus, until the drains leave at most 65536 of them pending, room for as many as
@@ -822,6 +833,12 @@ typedef struct kvc_stats {
      *  failed before their submission (no slot could be had, a failed copy) count in
      *  disk_errors only. Offset 336 (the struct is 344 bytes since). */
     uint64_t disk_spills_failed;
+    /** The disk tier's I/O path (see DISK TIER, I/O), fixed at creation: 0 no disk tier;
+     *  1 io_uring with the staging buffers registered (pinned once); 2 io_uring with them
+     *  pinned per request, their registration refused (RLIMIT_MEMLOCK, usually); 3 the
+     *  pread/pwrite thread pool (io_uring unavailable, or KVCACHE_OFFLOAD_BACKEND=threads).
+     *  Offset 344 (the struct is 352 bytes since). */
+    uint64_t disk_io_mode;
     /* more may follow */
 } kvc_stats;
 
@@ -924,7 +941,9 @@ void kvc_config_init(kvc_config *cfg);
  * block-table entries),
  * KVC_ERR_UNSUPPORTED (a non-zero unknown field, or memfd_create or mbind refused with EPERM
  * or EACCES: a seccomp profile or a missing capability), or KVC_ERR_OUT_OF_MEMORY (the
- * address space — at most 65536 GiB for the contiguous layout — or the metadata cannot be
+ * address space — at most 65536 GiB for one contiguous engine, and the process's 128 TiB
+ * of user address space shared by all its engines' reservations and everything else it maps,
+ * so two engines of 65536 GiB do not fit — or the metadata cannot be
  * had, the message naming what and the fields that sized it: the block tables, 4 bytes per
  * max_seqs x ceil(max_seq_tokens / block_tokens) entry (up to 1 GiB); the partial blocks'
  * tokens, 8 bytes per max_seqs x block_tokens (up to 32 GiB); roughly 100 bytes per memory
@@ -1852,8 +1871,14 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     requests in flight, O_DIRECT slab; requests for adjacent slots are merged (up to 1 MiB),
  *     so a swap is a few large transfers. Fallbacks, each logged once on stderr with the reason: O_DIRECT
  *     refused (EINVAL) -> buffered I/O; io_uring unavailable -> a pread/pwrite thread pool
- *     (forced by the environment variable KVCACHE_OFFLOAD_BACKEND=threads); fallocate
- *     unsupported (EOPNOTSUPP) -> a sparse slab (see above).
+ *     of 4 threads per engine (forced by the environment variable
+ *     KVCACHE_OFFLOAD_BACKEND=threads); the staging buffers' registration refused -> io_uring
+ *     with the kernel pinning them per request (a little more CPU per request): usually
+ *     RLIMIT_MEMLOCK, which registered buffers count against unless the process has
+ *     CAP_IPC_LOCK, per user, so shared by all the user's engines and rings; an unprivileged
+ *     user's default of 8 MiB holds fewer than the default 32 staging buffers of a
+ *     large-block model; fallocate unsupported (EOPNOTSUPP) -> a sparse slab (see above).
+ *     kvc_stats.disk_io_mode says which I/O path an engine runs.
  *     KVCACHE_OFFLOAD_FAULT=OPS:N (OPS read, write or all; OPS:N@DIR: only the engine whose
  *     offload_dir is the directory DIR, however spelled: compared by device and inode) makes
  *     those disk requests fail with EIO after the first N of them (to rehearse failures).
@@ -1912,7 +1937,7 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     One enqueue per block, no allocation after create; completions
  *     are announced under the engine's lock, where they are processed.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
- *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
+ *     min(the tier's slots, max(offload_queue_depth slots, min(1024 slots, 32 MiB)));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
  *     payloads, only once a sequence can be episodic (see kvc_seq_compact); the queue of
  *     reads waiting for a staging buffer (see Reload), 64 bytes per block the memory budget
@@ -2097,7 +2122,7 @@ kvc_status kvc_seq_swap_out(kvc_engine *e, uint64_t seq);
  * kvc_seq_append, kvc_seq_fork return KVC_ERR_INVALID_ARGUMENT). Its memory stays committed
  * (and counted) until a later call that processes completions (see COMPLETIONS) finds every
  * write on disk; only then is it released, exactly as kvc_seq_swap_out releases it. The
- * blocks of a sequence larger than the staging area (max(32 slots, 32 MiB), see DISK TIER)
+ * blocks of a sequence larger than the staging area (see DISK TIER, memory outside it)
  * that did not fit are copied and submitted by those later calls as completions free
  * staging buffers (kvc_engine_poll with a timeout drives it to the end; kvc_engine_sync
  * waits for all of it); their bytes stay untouched in memory meanwhile. Pending swap-outs

@@ -71,7 +71,8 @@ _Static_assert(offsetof(kvc_stats, disk_journal_dropped) == 312, "kvc_stats.disk
 _Static_assert(offsetof(kvc_stats, disk_declined_hit_tokens) == 320, "kvc_stats.disk_declined_hit_tokens at 320 (appended)");
 _Static_assert(offsetof(kvc_stats, disk_blocks_written_ahead) == 328, "kvc_stats.disk_blocks_written_ahead at 328 (appended)");
 _Static_assert(offsetof(kvc_stats, disk_spills_failed) == 336, "kvc_stats.disk_spills_failed at 336 (appended)");
-_Static_assert(sizeof(kvc_stats) == 344, "kvc_stats is 344 bytes");
+_Static_assert(offsetof(kvc_stats, disk_io_mode) == 344, "kvc_stats.disk_io_mode at 344 (appended)");
+_Static_assert(sizeof(kvc_stats) == 352, "kvc_stats is 352 bytes");
 
 /* ---- checks ------------------------------------------------------------------------- */
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Pages [first, end) of a slot. */
@@ -28,17 +29,22 @@ struct kvm_ranges {
     uint64_t count;      /* the VMAs of the reservation, as the kernel has them (starts_near; reread near kept pages) */
     page_span *kept;     /* per slot: pages some tensor may still map though the table lists none there (first == end: none) */
     uint32_t slots_kept; /* slots whose `kept` is not empty */
-    uint64_t limit;      /* this range's own cap: the process limit unless lowered (kvm_ranges_set_mapping_limit) */
+    uint64_t cap;        /* this range's own cap (kvm_ranges_set_mapping_limit), UINT64_MAX unless lowered */
     uint32_t passing_mmaps, failing_mmaps; /* tests: mmaps to pass, then to fail with ENOMEM */
 };
 
 /* Every range of the process counts against one limit, since the kernel's vm.max_map_count is
  * the process's: `counted` is the sum of every live range's kvm_ranges_mappings plus the
  * reservations of maps under way (kvm_ranges_map reserves before its mmaps, so concurrent maps
- * of different ranges never pass `limit` together); `limit` is set once, by the first range
- * created (0 until then). Atomics: ranges are used from different threads. */
+ * of different ranges never pass `limit` together); `limit` is taken by a range created while
+ * none is `live`, lowered by later ones, and taken again before a map is refused (at most once
+ * a second: `retaken_ns`, when it was last taken so); 0 before the first range.
+ * Atomics: ranges are used from different threads. */
 static _Atomic uint64_t process_counted;
 static _Atomic uint64_t process_limit;
+static _Atomic uint64_t process_live;
+static _Atomic uint64_t process_reserved; /* bytes of address space the live ranges reserve */
+static _Atomic uint64_t process_retaken_ns;
 
 /* Adds `delta` (two's complement: negative to remove) to the process's count. */
 static void count_process(uint64_t delta) { atomic_fetch_add_explicit(&process_counted, delta, memory_order_relaxed); }
@@ -51,6 +57,12 @@ static bool reserve_process(uint64_t n) {
         if (now + n > limit) return false;
     } while (!atomic_compare_exchange_weak_explicit(&process_counted, &now, now + n, memory_order_relaxed, memory_order_relaxed));
     return true;
+}
+
+/* The limit a range's count is kept under: the process's, or its own cap where lower. */
+static uint64_t limit_of(const kvm_ranges *r) {
+    uint64_t limit = atomic_load_explicit(&process_limit, memory_order_relaxed);
+    return r->cap < limit ? r->cap : limit;
 }
 
 /* The group page `page` of a slot's table row `t` maps, -1 for none (stored plus one). */
@@ -152,6 +164,33 @@ static uint64_t process_mappings(void) {
     return n;
 }
 
+/* The limit the process's ranges can have now: vm.max_map_count (`system_limit`) less the
+ * mappings the process holds apart from its ranges' (a server's libraries and allocator:
+ * thousands in a Python process) and 4096 more for what it maps later. The ranges' counts are
+ * their VMAs (one fewer where a reservation's end merges with a neighbour outside it; more
+ * after a failed mmap), so `held - counted` is the rest to within two per range. Cost: reads
+ * /proc/self/maps, O(the process's mappings). */
+static uint64_t limit_now(uint64_t system_limit) {
+    uint64_t held = process_mappings(), counted = atomic_load(&process_counted);
+    uint64_t others = (held > counted ? held - counted : 0) + 4096;
+    return system_limit > others ? system_limit - others : system_limit / 2;
+}
+
+/* Takes the process's limit again before a map is refused, unless it was taken so within the
+ * last second (a server refused at every step pays the read of /proc/self/maps once a
+ * second) or another thread is taking it: the rest of the process may have let go of the
+ * mappings it held when the limit was last taken (a burst of other mappings while a range was
+ * created). Whether the limit rose. */
+static bool retake_limit(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t last = atomic_load(&process_retaken_ns);
+    if ((last != 0 && now - last < 1000000000u) || !atomic_compare_exchange_strong(&process_retaken_ns, &last, now)) return false;
+    uint64_t limit = limit_now(max_map_count());
+    return atomic_exchange(&process_limit, limit) < limit;
+}
+
 int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_ranges **out) {
     *out = NULL;
     uint64_t pb = kvm_pool_page_bytes(pool);
@@ -180,22 +219,21 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
     r->slots = slots;
     r->tensors = tensors;
     r->pages = (uint32_t)pages;
-    /* The process's limit leaves headroom for the rest of it: the mappings it holds apart from
-     * its ranges' (a server's libraries and allocator: thousands in a Python process), and 4096
-     * more for what it maps later. The first range sets it; each later one lowers it (never
-     * raises it) when the process has mapped more since, so that a later engine meets this
-     * limit rather than the kernel's refusal. The ranges' counts are their VMAs (one fewer where
-     * a reservation's end merges with a neighbour outside it; read from the kernel after a failed mmap), so
-     * `held - counted` is the rest to within two per range. */
+    r->cap = UINT64_MAX;
+    /* The process's limit (limit_now): taken afresh by a range created while none is live (the
+     * last one's may date from a burst of other mappings since let go); lowered by a later one
+     * when the process has mapped more since, so that a later engine meets this limit rather
+     * than the kernel's refusal (never raised here: a range's refused map takes it again). */
     uint64_t system_limit = max_map_count();
-    uint64_t held = process_mappings(), counted = atomic_load(&process_counted);
-    uint64_t others = (held > counted ? held - counted : 0) + 4096;
-    uint64_t wanted = system_limit > others ? system_limit - others : system_limit / 2;
-    uint64_t current = atomic_load(&process_limit);
-    while ((current == 0 || wanted < current) && !atomic_compare_exchange_weak(&process_limit, &current, wanted)) {
+    uint64_t wanted = limit_now(system_limit);
+    if (atomic_load(&process_live) == 0) {
+        atomic_store(&process_limit, wanted);
+    } else {
+        uint64_t current = atomic_load(&process_limit);
+        while (wanted < current && !atomic_compare_exchange_weak(&process_limit, &current, wanted)) {
+        }
     }
-    r->limit = atomic_load(&process_limit);
-    if (most_added(r) + 1 > r->limit) {
+    if (most_added(r) + 1 > limit_of(r)) {
         free(r);
         return kvm_fail(ENOMEM, "one sequence needs %llu mappings (2 x num_layers tensors) but vm.max_map_count allows %llu",
                         (unsigned long long)most_added(r) + 1, (unsigned long long)system_limit);
@@ -213,12 +251,16 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
         free(r->mapped);
         free(r->kept);
         free(r);
-        return kvm_fail(err, "reserving %llu GiB of address space for the contiguous layout failed: %s",
-                        (unsigned long long)(total >> 30), strerror(err));
+        return kvm_fail(err, "reserving %llu GiB of address space for the contiguous layout failed: %s (a process has 128 TiB of "
+                             "user address space, 47 bits, shared by every engine's reservation, %llu GiB of contiguous ranges now, and "
+                             "everything else it maps: lower max_seqs or max_seq_tokens, or use the paged layout)",
+                        (unsigned long long)(total >> 30), strerror(err), (unsigned long long)(atomic_load(&process_reserved) >> 30));
     }
     r->base = base;
     r->count = 1;
     count_process(r->count);
+    atomic_fetch_add(&process_live, 1);
+    atomic_fetch_add(&process_reserved, total);
     *out = r;
     return 0;
 }
@@ -232,6 +274,8 @@ void kvm_ranges_destroy(kvm_ranges *r) {
         }
     munmap(r->base, (uint64_t)r->slots * r->tensors * r->range_bytes);
     count_process(-r->count);
+    atomic_fetch_sub(&process_live, 1);
+    atomic_fetch_sub(&process_reserved, kvm_ranges_reserved_bytes(r));
     free(r->table);
     free(r->mapped);
     free(r->kept);
@@ -251,7 +295,7 @@ const uint8_t *kvm_ranges_base(const kvm_ranges *r) { return r->base; }
 uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r) { return (uint64_t)r->slots * r->tensors * r->range_bytes; }
 uint32_t kvm_ranges_mapped(const kvm_ranges *r, uint32_t slot) { return r->mapped[slot]; }
 uint64_t kvm_ranges_mappings(const kvm_ranges *r) { return r->count; }
-uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r) { return r->limit; }
+uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r) { return limit_of(r); }
 uint64_t kvm_ranges_process_mappings(void) { return atomic_load_explicit(&process_counted, memory_order_relaxed); }
 uint64_t kvm_ranges_process_mapping_limit(void) { return atomic_load_explicit(&process_limit, memory_order_relaxed); }
 
@@ -261,7 +305,7 @@ bool kvm_ranges_process_near_limit(void) {
 }
 
 void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit) {
-    if (limit < r->limit) r->limit = limit;
+    if (limit < r->cap) r->cap = limit;
 }
 
 /* The VMAs /proc/self/maps lists overlapping the reservation, 0 when it cannot be read. Reads
@@ -376,18 +420,21 @@ int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_g
     /* Reserve the most a map adds of the process's limit, else, near a limit, count what this
      * one adds and reserve that. */
     uint64_t reserved = most_added(r);
-    if (r->count + reserved > r->limit || !reserve_process(reserved)) {
+    if (r->count + reserved > limit_of(r) || !reserve_process(reserved)) {
         const int32_t *t = row_of(r, slot);
         uint64_t count = r->count - starts_near(r, slot, page, page + n, as_is(t))
                          + starts_near(r, slot, page, page + n, (row_view){t, page, page + n, (int32_t)first_group});
         reserved = count > r->count ? count - r->count : 0;
-        if (reserved > 0 && count > r->limit)
+        /* Before refusing, the limit is taken again (retake_limit): it may have risen since. */
+        bool fits = reserved == 0 || (count <= limit_of(r) && reserve_process(reserved));
+        if (!fits && retake_limit()) fits = count <= limit_of(r) && reserve_process(reserved);
+        if (!fits && count > limit_of(r))
             return kvm_fail(ENOMEM, "mapping limit reached: %llu mappings in use of the %llu allowed (vm.max_map_count less headroom); "
                                     "use larger page_bytes or fewer max_seqs",
-                            (unsigned long long)kvm_ranges_mappings(r), (unsigned long long)r->limit);
-        if (reserved > 0 && !reserve_process(reserved))
+                            (unsigned long long)kvm_ranges_mappings(r), (unsigned long long)limit_of(r));
+        if (!fits)
             return kvm_fail(ENOMEM, "mapping limit reached: this process's engines hold %llu mappings (counted; this engine %llu) of the %llu "
-                                    "allowed them: vm.max_map_count (%llu) less what the rest of the process held at its engines' creation and 4096; "
+                                    "allowed them: vm.max_map_count (%llu) less what the rest of the process held when last measured and 4096; "
                                     "free or trim sequences of its engines, use larger page_bytes or fewer max_seqs, or raise vm.max_map_count",
                             (unsigned long long)kvm_ranges_process_mappings(), (unsigned long long)kvm_ranges_mappings(r),
                             (unsigned long long)kvm_ranges_process_mapping_limit(), (unsigned long long)max_map_count());

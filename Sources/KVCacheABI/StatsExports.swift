@@ -58,8 +58,10 @@ enum StatsLayout {
     static let diskBlocksWrittenAhead = 328
     /// Of the spills submitted, writes that failed (`DiskTierStats.spillWritesFailed`).
     static let diskSpillsFailed = 336
+    /// The disk tier's I/O path (`DiskTierStats.ioMode`).
+    static let diskIOMode = 344
     /// `sizeof(kvc_stats)` of this version.
-    static let size = 344
+    static let size = 352
     /// `KVC_STATS_MIN_SIZE`: through `prefix_hit_tokens`.
     static let minimumSize = 72
 }
@@ -118,6 +120,7 @@ enum StatsLayout {
             put(s.disk.declinedHitTokens, StatsLayout.diskDeclinedHitTokens)
             put(s.disk.blocksWrittenAhead, StatsLayout.diskBlocksWrittenAhead)
             put(s.disk.spillWritesFailed, StatsLayout.diskSpillsFailed)
+            put(s.disk.ioMode, StatsLayout.diskIOMode)
             if size > StatsLayout.size {
                 memset(out + StatsLayout.size, 0, size - StatsLayout.size)
             }

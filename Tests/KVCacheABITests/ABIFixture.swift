@@ -103,13 +103,13 @@ func withOptionalBytes<T>(_ bytes: [UInt8]?, _ body: (UnsafePointer<UInt8>?) -> 
 
 /// `kvc_stats` as read through the ABI with the header's offsets.
 struct CStats: Equatable, CustomStringConvertible {
-    static let size = 344
+    static let size = 352
     static let minimumSize = 72
-    var fields: [UInt64]  // budget_bytes ... disk_spills_failed, in header order
+    var fields: [UInt64]  // budget_bytes ... disk_io_mode, in header order
 
     init(bytes: [UInt8]) {
         // Fields past the end of a smaller buffer read 0.
-        fields = (0..<42).map { i in
+        fields = (0..<43).map { i in
             8 + 8 * i + 8 <= bytes.count ? bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 8 + 8 * i, as: UInt64.self) } : 0
         }
     }
@@ -156,6 +156,7 @@ struct CStats: Equatable, CustomStringConvertible {
     var diskDeclinedHitTokens: UInt64 { fields[39] }
     var diskBlocksWrittenAhead: UInt64 { fields[40] }
     var diskSpillsFailed: UInt64 { fields[41] }
+    var diskIOMode: UInt64 { fields[42] }
 
     var description: String {
         "budget \(budgetBytes) committed \(committedBytes) blocks \(blocksUsed)+\(blocksCached)/\(blocksTotal) "

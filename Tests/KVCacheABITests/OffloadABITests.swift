@@ -10,7 +10,7 @@ import Testing
 /// `Engine.pauseOffloadIO`) or failing disk requests (`offloadFault`: the engine's own, where
 /// `KVCACHE_OFFLOAD_FAULT` is the whole process's, inherited by every process the parallel
 /// tests start meanwhile). The handle is made as that call makes it.
-private func adjustedFixture(_ config: CConfig, dir: String, _ adjust: (inout EngineConfig) -> Void) throws -> (ABIFixture, Engine) {
+func adjustedFixture(_ config: CConfig, dir: String, _ adjust: (inout EngineConfig) -> Void) throws -> (ABIFixture, Engine) {
     var raw = config.bytes
     var decoded = try dir.withCString { d in
         try raw.withUnsafeMutableBytes { buffer in

@@ -112,12 +112,12 @@ private func rawStats(_ f: ABIFixture, structSize: UInt32, bufferBytes: Int) -> 
 
     @Test func aNewerLargerStructGetsEveryFieldAndZeroesTheRest() throws {
         let f = try ABIFixture(layout: KVC_LAYOUT_PAGED)
-        let (rc, bytes) = rawStats(f, structSize: 352, bufferBytes: 360)
+        let (rc, bytes) = rawStats(f, structSize: 360, bufferBytes: 368)
         #expect(rc == KVC_OK)
         #expect(CStats(bytes: bytes) == (try f.stats()))
-        #expect(bytes[344..<352].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
-        #expect(bytes[352...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
-        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 352, "struct_size is input only")
+        #expect(bytes[352..<360].allSatisfy { $0 == 0 }, "unknown newer fields must read 0")
+        #expect(bytes[360...].allSatisfy { $0 == 0xAB }, "wrote past struct_size")
+        #expect(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } == 360, "struct_size is input only")
     }
 
     @Test func statsWithNullOutputIsInvalid() throws {

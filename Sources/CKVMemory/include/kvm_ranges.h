@@ -21,15 +21,18 @@
  * The kernel's
  * vm.max_map_count is the process's, so the counts of every range of the process are kept
  * together under one limit: vm.max_map_count less what the process holds apart from its ranges
- * and 4096 more, taken when its first range is created and lowered (never raised) by each later
+ * and 4096 more, taken when a range is created while none is live, lowered by each later
  * one when the rest of the process has mapped more since (a second engine's growth would otherwise meet the kernel's
- * refusal while each count is below its own limit). A map that would pass it, or this range's
+ * refusal while each count is below its own limit), and taken again (at most once a second,
+ * reading /proc/self/maps) before a map is refused, so that it rises once the rest of the
+ * process has let go of mappings. A map that would pass it, or this range's
  * own limit where lowered, fails with -ENOMEM and a message naming vm.max_map_count. */
 typedef struct kvm_ranges kvm_ranges;
 
 /* Reserves slots * tensors * range_bytes of address space (range_bytes is rounded up to the
  * pool's page size), starting at a multiple of the page size. -ENOMEM with a message when the address space or the mapping limit cannot
- * hold the configuration. */
+ * hold the configuration (the address space: the process's 128 TiB, shared by every range and
+ * everything else it maps; the message names what the live ranges reserve). */
 int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_ranges **out);
 /* Unmaps everything (dropping pool references) and releases the reservation. */
 void kvm_ranges_destroy(kvm_ranges *r);

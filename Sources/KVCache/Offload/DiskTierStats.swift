@@ -154,6 +154,17 @@ public struct DiskTierStats: Equatable, Sendable {
     public var backend: UInt32 = 0
     /// 1 when the slab is opened O_DIRECT, 0 when buffered (the fallback).
     public var direct: UInt32 = 0
+    /// 1 when io_uring runs with the staging buffers registered, 0 when their registration
+    /// was refused (RLIMIT_MEMLOCK, usually: pinned per request instead) or on the thread pool.
+    public var registeredBuffers: UInt32 = 0
+
+    /// The I/O path as `kvc_stats.disk_io_mode` says it: 0 no tier (no slots), 1 io_uring
+    /// with registered buffers, 2 io_uring with buffers pinned per request, 3 the thread pool.
+    public var ioMode: UInt64 {
+        if capacitySlots == 0 { return 0 }
+        if backend == 1 { return 3 }
+        return registeredBuffers == 1 ? 1 : 2
+    }
 
     /// Zeroed counters.
     public init() {}
