@@ -17,12 +17,19 @@ import Testing
         #expect(try f.stats().diskIOMode == 3)
     }
 
-    /// Root (CAP_IPC_LOCK) registers whatever RLIMIT_MEMLOCK says.
-    @Test func anIOUringTierWithRegisteredBuffersIsOne() throws {
+    /// Root (CAP_IPC_LOCK) registers whatever RLIMIT_MEMLOCK says. In a child process, so that
+    /// no other test's engines share its memory or rings; a refusal's reason is recorded.
+    @Test func anIOUringTierWithRegisteredBuffersIsOne() async throws {
         try #require(geteuid() == 0, "the registration may be refused to a user without CAP_IPC_LOCK")
-        var c = CConfig.small(KVC_LAYOUT_PAGED)
-        c.offloadBytes = 16 << 20
-        #expect(try ABIFixture(c, offloadDir: scratchDir()).stats().diskIOMode == 1)
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            var c = CConfig.small(KVC_LAYOUT_PAGED)
+            c.offloadBytes = 16 << 20
+            guard let f = try? ABIFixture(c, offloadDir: scratchDir()), let stats = try? f.stats() else { exit(2) }
+            exit(stats.diskIOMode == 1 ? 0 : 10 + Int32(stats.diskIOMode))
+        }
+        if let result, result.exitStatus != .exitCode(0) {
+            Issue.record(Comment(rawValue: String(decoding: result.standardErrorContent, as: UTF8.self)))
+        }
     }
 
     /// Under an RLIMIT_MEMLOCK of 1 MiB and without CAP_IPC_LOCK (root becomes nobody), the

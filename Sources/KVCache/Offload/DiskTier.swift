@@ -281,6 +281,7 @@ final class DiskTier {
         }
         io = q!
         stats.backend = UInt32(kvm_io_backend(io))
+        stats.registeredBuffers = UInt32(kvm_io_registered_buffers(io))
         stats.direct = UInt32(kvm_slab_direct(slab))
         stats.capacitySlots = UInt64(capacity)
         stats.slotBytes = UInt64(slotBytes)
