@@ -114,4 +114,42 @@ struct PowerLossTests {
         try waitReady(e, 2)
         #expect(try kvDifferences(e, 2, count: cached) { p[$0] } == 0)
     }
+
+    /// The cost of not trusting a recovered slot: a swap-out after a plain restart writes the
+    /// blocks no read verified yet (8 full blocks and the partial one, the sequence's own), and
+    /// shares them once a read verified them (only the partial block written).
+    @Test func aSwapOutSharesARecoveredSlotOnlyOnceAReadVerifiedIt() throws {
+        let dir = ScratchDir()
+        defer { dir.remove() }
+        let p = PowerLossTests.prompt(0)
+        do {
+            let e = try Engine(PowerLossTests.config(dir: dir.path))
+            #expect(try e.createSequence(1, tokens: p) == 0)
+            try fillKV(e, 1, count: p.count) { p[$0] }
+            try e.free(1)
+            try e.trim()
+        }
+        func swapOutWrites(readFirst: Bool) throws -> UInt64 {
+            let e = try Engine(PowerLossTests.config(dir: dir.path))
+            #expect(e.stats().disk.recoveredSlots == 8)
+            if readFirst {
+                #expect(try e.createSequence(2, tokens: p) == 32)
+                try waitReady(e, 2)
+                try e.free(2)
+                try e.trim()
+            }
+            #expect(try e.createSequence(1, tokens: [p[0]]) == 0)
+            try e.append(1, tokens: Array(p[1...]))
+            try fillKV(e, 1, count: p.count) { p[$0] }
+            let before = e.stats().disk
+            try e.swapOut(1)
+            try e.swapIn(1)
+            try waitReady(e, 1)
+            #expect(try kvDifferences(e, 1, count: p.count) { p[$0] } == 0)
+            try e.free(1)
+            return (e.stats().disk.bytesWritten - before.bytesWritten) / before.slotBytes
+        }
+        #expect(try swapOutWrites(readFirst: false) == 9)
+        #expect(try swapOutWrites(readFirst: true) == 1)
+    }
 }
