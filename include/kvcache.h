@@ -483,8 +483,8 @@ typedef struct kvc_config {
      *  peer_offload_dirs) is KVC_ERR_INVALID_ARGUMENT naming the slot's size and that limit.
      *  These sizes are checked before any memory is reserved, anything is created in
      *  offload_dir or any peer is read. Space is preallocated as slots are first needed.
-     *  Memory outside memory_bytes: 103-127 bytes per slot of offload_bytes from the create
-     *  on (~200 at a restart's peak: DISK TIER, Restart), plus the staging buffers. */
+     *  Memory outside memory_bytes: 103-127 bytes and a bit per slot of offload_bytes from
+     *  the create on (~200 at a restart's peak: DISK TIER, Restart), plus the staging buffers. */
     uint64_t offload_bytes;
     /* -- token eviction (see TOKEN EVICTION below); kvc_seq_set_eviction overrides the
      *    policy and granularity per sequence -- */
@@ -1798,7 +1798,15 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     lets an engine created on the same offload_dir (same shape) find its blocks again.
  *     A slot is rewritten only after a FREED record for its old block is written, so a
  *     process crash loses nothing journaled and leaves no journaled slot half-rewritten;
- *     kvc_engine_sync makes it durable across power loss too (fdatasync). While that record
+ *     kvc_engine_sync makes it durable across power loss too (fdatasync). A power loss may
+ *     keep a slot's rewrite yet lose the FREED record before it (appended after the last
+ *     sync, or never written back): the restart then finds a block whose slot holds another.
+ *     Never wrong bytes (every read is verified), but such a block fails its first read:
+ *     kvc_seq_ready returns KVC_ERR_IO for the sequence reading it (free it and create it
+ *     again: it recomputes), and the block leaves the tier (BLOCK_REMOVED), so it is written
+ *     again when next spilled. Until a read verifies it, a recovered block is never shared by
+ *     a kvc_seq_swap_out: the swap-out writes its own copy, which replaces the recovered one.
+ *     No I/O for this: one bit per slot. While that record
  *     cannot be appended (a full disk) the slot stays free but is not written, and the tier
  *     drops no cached block to make room: on a full disk the tier stops taking new blocks
  *     into slots it freed until the journal can record that (such a spill is not written,
@@ -2096,6 +2104,9 @@ kvc_status kvc_engine_poll(kvc_engine *e, uint32_t timeout_us);
  * holds them once the spill writes in flight have landed waits for those writes instead.
  * While journal appends fail (a full disk) neither cached blocks nor freed slots count: a
  * slot is rewritten only once the journal recorded its old block freed (see the disk tier).
+ * A block the tier holds is shared only once this engine wrote it or a read verified it:
+ * one recovered at a restart and never read is written again (after a power loss its slot
+ * may hold another block, see DISK TIER, Restart), so KVC_OK means the blocks are on disk.
  * Cost: a memcpy and checksum per block, and the writes at full queue depth (paged: one
  * request per block of every layer; contiguous: likewise, from the sequence's ranges). The
  * copies run without the engine's lock (about 0.25 ms per 128 KiB block on a small VM:
@@ -2197,7 +2208,10 @@ kvc_status kvc_seq_swap_in(kvc_engine *e, uint64_t seq);
  *  offload_dir (the directory removed or moved, or a file replaced, under the engine; the
  *  message names the file): the tier goes on storing into the files it holds open, served
  *  in this run, but a restart would find none of it, and every later sync fails the same
- *  way until the engine is destroyed and created again. */
+ *  way until the engine is destroyed and created again. A power loss after blocks were
+ *  written since the last sync may leave blocks a restart finds whose slots hold others
+ *  (never read as theirs: their first read fails, see DISK TIER, Restart); syncing more
+ *  often leaves fewer. */
 kvc_status kvc_engine_sync(kvc_engine *e);
 
 /* ---------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ extension DiskTier {
         flushJournal()
         var files = kvm_slab_files()
         kvm_slab_pin_files(slab, &files)
+        journal.mayBeDurable()
         return PinnedSync(slab: slab, files: files, directoryOwed: journal.directorySyncOwed, renames: journal.renames,
                           unjournaled: journal.owedCount, journalError: journal.lastError)
     }

@@ -25,7 +25,8 @@ extension DiskTier {
     /// carry no instance epoch) ends with exactly what this one can find. The queue grows to
     /// hold them beside its usual capacity (`EventQueue.grow`): nothing drains it before the
     /// engine is created. The recovered slots enter the LRU in the order they were written
-    /// (their records' generations), the oldest to be dropped first. Cost: O(slots log slots)
+    /// (their records' generations), the oldest to be dropped first, each unverified
+    /// (`DiskTier+Verification`: after a power loss its slot may hold another block). Cost: O(slots log slots)
     /// time (the journal read 256 records at a time), O(slots) scratch freed on return: 64
     /// bytes per slot of the latest records, 4 per recovered slot and the parents-first walk's
     /// 8 per slot; 24 bytes of event queue per recovered slot until the server drains the burst
@@ -64,6 +65,7 @@ extension DiskTier {
             checksums[slot] = r.checksum
             index.insert(r.block_hash, Int32(slot), fingerprint: r.fingerprint)  // not refused: `find` missed it
             journal.recovered(Int32(slot))
+            setUnverified(Int32(slot))
             recovered.append(Int32(slot))
             stats.storedSlots += 1
             stats.recoveredSlots += 1

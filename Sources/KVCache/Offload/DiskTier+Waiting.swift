@@ -122,6 +122,7 @@ extension DiskTier {
                 }
             } else if valid {
                 stats.blocksLoaded += 1
+                verifiedSlot(slot)
             } else {
                 stats.loadsFailed += 1
                 // Bytes found bad (the transfer completed, the check failed) leave the tier. A
@@ -204,6 +205,7 @@ extension DiskTier {
         precondition(pins[s] == 0 && state[s] == DiskTier.stored)
         state[s] = DiskTier.free
         hashes[s] = 0
+        verifiedSlot(slot)  // whatever is written into it next is this engine's own
         forgetRecord(slot)
         journal.freed(slot)
         stats.storedSlots -= 1

@@ -199,10 +199,14 @@ extension DiskTier {
     /// block the tier holds only under other fingerprints (a collision of the public hash) is
     /// written, not shared: a block of fingerprint 0 (a sequence known by its hashes alone)
     /// sharing the hash's first slot would swap back in another prompt's bytes. Lookups keep
-    /// their rule (`lookup`: fingerprint 0 takes the hash's first slot). No LRU change (the
-    /// caller pins it out of the LRU). O(1) plus the hash's collision links.
+    /// their rule (`lookup`: fingerprint 0 takes the hash's first slot). Never a slot the
+    /// restart recovered that no read verified yet (`isUnverified`): after a power loss it may
+    /// hold another block, and a swap-out that shared it would free the sequence's memory with
+    /// its bytes nowhere; the block is written, and replaces that slot (`submitSwap`). No LRU
+    /// change (the caller pins it out of the LRU). O(1) plus the hash's collision links.
     @inline(__always) private func sharedSwapSlot(hash: UInt64, fingerprint: UInt64) -> Int32 {
-        hash != 0 ? index.findEqual(hash, fingerprint: fingerprint) : -1
+        let s = hash != 0 ? index.findEqual(hash, fingerprint: fingerprint) : -1
+        return s >= 0 && isUnverified(s) ? -1 : s
     }
 
     /// A swap-out block's second step: writes reserved `slot`/`stage` (`reserveSwap`), whose
@@ -214,8 +218,10 @@ extension DiskTier {
     /// fingerprint (a collision of the public hash) gets its own entry (`HashChains`); one of
     /// fingerprint 0 (known by its hash alone) whose hash the tier holds under others is
     /// written as the sequence's own slot (hash 0: the index keeps a block of fingerprint 0
-    /// only where its hash is absent), so its swap-in reads it back unindexed.
-    /// O(1) plus the seal.
+    /// only where its hash is absent), so its swap-in reads it back unindexed. An unverified
+    /// slot of the block (`sharedSwapSlot`) leaves the index and is freed (`dropUnverified`),
+    /// the written one indexed instead; one a read pins stays, and the block is written as
+    /// the sequence's own slot. O(1) plus the seal.
     func submitSwap(slot: Int32, stage: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, checksum: UInt64?) -> Int32 {
         let found = sharedSwapSlot(hash: hash, fingerprint: fingerprint)
         if found >= 0 {
@@ -224,7 +230,8 @@ extension DiskTier {
             return found
         }
         pin(slot)
-        let indexed = hash != 0 && (fingerprint != 0 || index.first(hash) < 0)
+        if hash != 0 { dropUnverified(hash: hash, fingerprint: fingerprint) }
+        let indexed = hash != 0 && (fingerprint != 0 ? index.findEqual(hash, fingerprint: fingerprint) < 0 : index.first(hash) < 0)
         let (h, p, f) = indexed ? (hash, parent, fingerprint) : (0, 0, 0)
         submitWrite(slot: slot, stage: stage, hash: h, parent: p, fingerprint: f, checksum: checksum, op: DiskTier.pinnedWrite)
         return slot

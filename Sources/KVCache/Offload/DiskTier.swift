@@ -68,6 +68,10 @@ final class DiskTier {
     let writingStage: UnsafeMutablePointer<Int32>
     /// Per slot: tokens of the offloaded-token record it holds (`writeRecord`), or 0.
     let recordTokens: UnsafeMutablePointer<Int32>
+    /// A bit per slot, set for a slot the restart recovered until a read verifies it or it is
+    /// freed (`DiskTier+Verification`): a power loss may have left its STORED record over
+    /// another block's bytes. 64 slots per word.
+    let unverified: UnsafeMutablePointer<UInt64>
     /// The LRU: the droppable slots, oldest first (exactly those stored, hashed and unpinned).
     let lru: SlotLRU
     /// Free slots a write may take: each owes the journal nothing (`pushFree`).
@@ -165,7 +169,7 @@ final class DiskTier {
     static let free: UInt8 = 0, writing: UInt8 = 1, stored: UInt8 = 2
     /// Staging buffer operations: a pinned write is a swap-out block or an offloaded-token record.
     static let idle: UInt8 = 0, spillWrite: UInt8 = 1, pinnedWrite: UInt8 = 2, read: UInt8 = 3, peerRead: UInt8 = 4
-    /// Most slots one tier manages (per-slot metadata is 103-127 bytes, ~200 at a restart's
+    /// Most slots one tier manages (per-slot metadata is 103-127 bytes and a bit, ~200 at a restart's
     /// peak: docs/disk-tier.md, "Restart at millions of slots").
     static let maxSlots = 1 << 22
     /// Slots dropped from the LRU at once when the tier is full.
@@ -203,6 +207,7 @@ final class DiskTier {
         pins = try a.allocate(repeating: 0, count: capacity, perSlot)
         writingStage = try a.allocate(count: capacity, perSlot)
         recordTokens = try a.allocate(repeating: 0, count: capacity, perSlot)
+        unverified = try a.allocate(repeating: 0, count: (capacity + 63) / 64, perSlot)
         freeSlots = try a.allocate(count: capacity, perSlot)
         waitingSlots = try a.allocate(count: capacity, perSlot)
         lru = try SlotLRU(capacity: capacity)
@@ -317,6 +322,7 @@ final class DiskTier {
         pins.deallocate()
         writingStage.deallocate()
         recordTokens.deallocate()
+        unverified.deallocate()
         freeSlots.deallocate()
         waitingSlots.deallocate()
         stageOp.deallocate()

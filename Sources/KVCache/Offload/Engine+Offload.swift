@@ -189,6 +189,14 @@ extension Engine {
         return offload?.waitingCalls ?? 0
     }
 
+    /// Tests: the disk tier's journal length as of its last durable point
+    /// (`TierJournal.durableBytes`), or 0 without a tier.
+    var offloadDurableJournalBytes: UInt64 {
+        kvm_lock_acquire(mutex)
+        defer { kvm_lock_release(mutex) }
+        return offload?.tier.journal.durableBytes ?? 0
+    }
+
     /// Tests: the disk tier's pinned slots and unhashed stored slots (`DiskTier.pinnedAndUnhashedSlots`).
     var offloadSlotAudit: (pinned: Int, unhashed: Int) {
         kvm_lock_acquire(mutex)

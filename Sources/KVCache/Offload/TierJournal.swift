@@ -49,6 +49,11 @@ final class TierJournal {
     /// True from a failed append until an append (or a compaction) succeeds.
     private(set) var appendFailing = false
 
+    /// The journal's length when its records last may have become durable (`mayBeDurable`):
+    /// what a power loss may leave of it at least, the records after it possibly lost. Tests
+    /// emulate a power loss by cutting the journal to it (`PowerLossTests`).
+    private(set) var durableBytes: UInt64 = 0
+
     /// For the `slots` slots of `slab`, whose STORED records are built from the tier's arrays.
     init(slab: OpaquePointer, slots: Int, batchRecords: Int, payloadBytes: Int, hashes: UnsafePointer<UInt64>,
          parents: UnsafePointer<UInt64>, fingerprints: UnsafePointer<UInt64>, generations: UnsafePointer<UInt64>,
@@ -66,6 +71,7 @@ final class TierJournal {
         says.initialize(repeating: TierJournal.nothing, count: slots)
         owed = .allocate(capacity: slots)
         batch = .allocate(capacity: batchRecords)
+        durableBytes = kvm_slab_journal_bytes(slab)  // a journal a past run left may all be durable
     }
 
     deinit {
@@ -127,9 +133,17 @@ final class TierJournal {
         if committed >= 0 {
             compacted()
             renames += 1
+            mayBeDurable()
         }
         if committed == 1 { directorySyncOwed = true }
         return committed
+    }
+
+    /// Every record appended so far may be durable from now on: a sync pinned the journal for
+    /// its fdatasync (`DiskTier.beginSync`; also when that then fails, which may have written
+    /// some), or a compaction committed its fsynced copy. O(1).
+    func mayBeDurable() {
+        durableBytes = kvm_slab_journal_bytes(slab)
     }
 
     /// True after a compaction whose rename the directory's fsync did not make durable
