@@ -164,16 +164,23 @@ static uint64_t process_mappings(void) {
     return n;
 }
 
-/* The limit the process's ranges can have now: vm.max_map_count (`system_limit`) less the
+/* The room the process leaves its ranges now: vm.max_map_count (`system_limit`) less the
  * mappings the process holds apart from its ranges' (a server's libraries and allocator:
  * thousands in a Python process) and 4096 more for what it maps later. The ranges' counts are
  * their VMAs (one fewer where a reservation's end merges with a neighbour outside it; more
- * after a failed mmap), so `held - counted` is the rest to within two per range. Cost: reads
- * /proc/self/maps, O(the process's mappings). */
-static uint64_t limit_now(uint64_t system_limit) {
+ * after a failed mmap), so `held - counted` is the rest to within two per range; 0 when that
+ * leaves no room. Cost: reads /proc/self/maps, O(the process's mappings). */
+static uint64_t room_now(uint64_t system_limit) {
     uint64_t held = process_mappings(), counted = atomic_load(&process_counted);
     uint64_t others = (held > counted ? held - counted : 0) + 4096;
-    return system_limit > others ? system_limit - others : system_limit / 2;
+    return system_limit > others ? system_limit - others : 0;
+}
+
+/* room_now, or half of vm.max_map_count when the process leaves no room (a range is created
+ * anyway; its maps meet this limit or the kernel's refusal). */
+static uint64_t limit_now(uint64_t system_limit) {
+    uint64_t room = room_now(system_limit);
+    return room > 0 ? room : system_limit / 2;
 }
 
 /* Takes the process's limit again before a map is refused, unless it was taken so within the
@@ -187,8 +194,11 @@ static bool retake_limit(void) {
     uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     uint64_t last = atomic_load(&process_retaken_ns);
     if ((last != 0 && now - last < 1000000000u) || !atomic_compare_exchange_strong(&process_retaken_ns, &last, now)) return false;
-    uint64_t limit = limit_now(max_map_count());
-    return atomic_exchange(&process_limit, limit) < limit;
+    /* Never the creation's fallback of half of vm.max_map_count: where the rest of the process
+     * leaves no room, the limit stays (it would have let the ranges map into the 4096 kept for
+     * the host, until the kernel refused: 32,765 in a crowded process, revdiff's crowded.c). */
+    uint64_t limit = room_now(max_map_count());
+    return limit > 0 && atomic_exchange(&process_limit, limit) < limit;
 }
 
 int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_ranges **out) {
