@@ -154,15 +154,39 @@ static uint64_t max_map_count(void) {
     return v;
 }
 
-/* Mappings the process holds now: the lines of /proc/self/maps (0 when it cannot be read). */
-static uint64_t process_mappings(void) {
+/* The lines of /proc/self/maps (VMAs) overlapping [lo, hi), 0 when it cannot be read. Reads
+ * with a stack buffer (no allocation: the process may be out of mappings). O(the process's
+ * mappings). */
+static uint64_t maps_overlapping(uintptr_t lo, uintptr_t hi) {
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    uintptr_t start = 0, end = 0;
+    int field = 0; /* 0: a line's start address, 1: its end address, 2: the rest of the line */
     uint64_t n = 0;
-    FILE *f = fopen("/proc/self/maps", "re"); /* close-on-exec: no spawned program gets our layout */
-    if (!f) return 0;
-    for (int c; (c = fgetc(f)) != EOF;) n += c == '\n';
-    fclose(f);
+    char buf[4096];
+    for (ssize_t got; (got = read(fd, buf, sizeof buf)) > 0;)
+        for (ssize_t i = 0; i < got; i++) {
+            char c = buf[i];
+            if (c == '\n') {
+                field = 0;
+                start = end = 0;
+            } else if (field < 2) {
+                int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+                if (digit >= 0 && field == 0) start = start << 4 | (uintptr_t)digit;
+                else if (digit >= 0) end = end << 4 | (uintptr_t)digit;
+                else if (c == '-' && field == 0) field = 1;
+                else {
+                    n += field == 1 && start < hi && end > lo;
+                    field = 2;
+                }
+            }
+        }
+    close(fd);
     return n;
 }
+
+/* Mappings the process holds now: every line of /proc/self/maps (0 when it cannot be read). */
+static uint64_t process_mappings(void) { return maps_overlapping(0, UINTPTR_MAX); }
 
 /* The room the process leaves its ranges now: vm.max_map_count (`system_limit`) less the
  * mappings the process holds apart from its ranges' (a server's libraries and allocator:
@@ -318,36 +342,11 @@ void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit) {
     if (limit < r->cap) r->cap = limit;
 }
 
-/* The VMAs /proc/self/maps lists overlapping the reservation, 0 when it cannot be read. Reads
- * with a stack buffer (no allocation: the process may be out of mappings). O(the process's
- * mappings): only for changes near kept pages (track_kept). */
+/* The VMAs /proc/self/maps lists overlapping the reservation, 0 when it cannot be read.
+ * O(the process's mappings): only for changes near kept pages (track_kept). */
 static uint64_t kernel_mappings(const kvm_ranges *r) {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    uintptr_t lo = (uintptr_t)r->base, hi = lo + kvm_ranges_reserved_bytes(r);
-    uintptr_t start = 0, end = 0;
-    int field = 0; /* 0: a line's start address, 1: its end address, 2: the rest of the line */
-    uint64_t n = 0;
-    char buf[4096];
-    for (ssize_t got; (got = read(fd, buf, sizeof buf)) > 0;)
-        for (ssize_t i = 0; i < got; i++) {
-            char c = buf[i];
-            if (c == '\n') {
-                field = 0;
-                start = end = 0;
-            } else if (field < 2) {
-                int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-                if (digit >= 0 && field == 0) start = start << 4 | (uintptr_t)digit;
-                else if (digit >= 0) end = end << 4 | (uintptr_t)digit;
-                else if (c == '-' && field == 0) field = 1;
-                else {
-                    n += field == 1 && start < hi && end > lo;
-                    field = 2;
-                }
-            }
-        }
-    close(fd);
-    return n;
+    uintptr_t lo = (uintptr_t)r->base;
+    return maps_overlapping(lo, lo + kvm_ranges_reserved_bytes(r));
 }
 
 /* Whether slot `slot` or a slot next to it (whose first or last pages border its own) has kept
