@@ -30,6 +30,64 @@ struct MappingLimitRetakeTests {
         #expect(problems?.isEmpty == true, Comment(rawValue: problems?.joined(separator: "\n") ?? ""))
     }
 
+    /// A re-take where the rest of the process leaves no room keeps the limit: it stored the
+    /// creation's fallback (half of vm.max_map_count), raising 3,399 to 32,765 in a crowded
+    /// process, so the range mapped into the 4,096 kept for the host until the kernel refused
+    /// (revdiff's crowded.c). A range created while the rest holds vm.max_map_count - ~7,500
+    /// mappings; the rest grows past vm.max_map_count - 4,096; the range's maps must then meet
+    /// this limit's refusal, with the limit not raised.
+    @Test func aRetakeInACrowdedProcessKeepsTheLimit() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            let text = Self.crowdedProblems().map { "\(Self.prefix)\($0)\n" }.joined()
+            _ = text.withCString { write(2, $0, strlen($0)) }
+            exit(0)
+        }
+        let problems = result.map {
+            String(decoding: $0.standardErrorContent, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix(Self.prefix) }
+        }
+        #expect(problems?.isEmpty == true, Comment(rawValue: problems?.joined(separator: "\n") ?? ""))
+    }
+
+    /// What is wrong in the crowded re-take, or nothing (`aRetakeInACrowdedProcessKeepsTheLimit`).
+    static func crowdedProblems() -> [String] {
+        guard let text = try? String(contentsOfFile: "/proc/sys/vm/max_map_count", encoding: .utf8),
+              let most = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)), most > 20_000 else {
+            return ["vm.max_map_count unreadable or too low for this test"]
+        }
+        let pages = most + 64
+        let m = mmap(nil, pages * 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)!
+        var split = 0  // pages made PROT_NONE, every other one: two mappings each
+        func crowd(to held: Int) {
+            while split * 2 < held, split * 2 + 1 < pages, mprotect(m + split * 2 * 4096, 4096, PROT_NONE) == 0 { split += 1 }
+        }
+        crowd(to: most - 7_500)
+        let (pool, rc) = makePool(budget: 2 * 4096 * 4096, tensors: 2)
+        guard rc == 0 else { return ["the pool: \(String(cString: kvm_error()))"] }
+        var r: OpaquePointer?
+        guard kvm_ranges_create(pool, 1, 20_000 * 4096, &r) == 0 else { return ["the range: \(String(cString: kvm_error()))"] }
+        let created = kvm_ranges_process_mapping_limit()
+        var problems: [String] = []
+        if created > 5_000 { problems.append("the crowd left a limit of \(created): the test's set-up failed") }
+        crowd(to: most - 3_500)
+        sleep(1)  // past the re-take's once-a-second guard
+        for i: UInt32 in 0..<4_000 {
+            let g = kvm_pool_alloc(pool, UInt32.max)
+            guard g >= 0 else { problems.append("no group for page \(i)"); break }
+            if kvm_ranges_map(r, 0, 2 * i, UInt32(g), 1) != 0 {
+                let why = String(cString: kvm_error())
+                if !why.contains("mapping limit reached") { problems.append("page \(i) refused by the kernel, not the limit: \(why)") }
+                kvm_pool_unref(pool, UInt32(g))
+                break
+            }
+        }
+        let after = kvm_ranges_process_mapping_limit()
+        if after > created { problems.append("the limit rose from \(created) to \(after) in a process with no room left") }
+        kvm_ranges_destroy(r)
+        kvm_pool_destroy(pool)
+        munmap(m, pages * 4096)
+        return problems
+    }
+
     /// Maps `pages` pages of alternating protections (one mapping each) for the length of a
     /// burst; the caller unmaps them.
     static func burst(_ pages: Int) -> UnsafeMutableRawPointer {
