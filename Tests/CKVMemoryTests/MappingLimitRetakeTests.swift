@@ -18,16 +18,27 @@ import Glibc
 struct MappingLimitRetakeTests {
     static let prefix = "LIMIT-RETAKE: "
 
-    @Test func theLimitHealsOnceTheOtherMappingsAreGone() async {
-        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
-            let text = Self.problems().map { "\(Self.prefix)\($0)\n" }.joined()
-            _ = text.withCString { write(2, $0, strlen($0)) }
-            exit(0)
-        }
+    /// In the child: writes each problem as a prefixed stderr line and exits 0 (a failed exit
+    /// status would hide stderr from the parent).
+    static func report(_ problems: [String]) -> Never {
+        let text = problems.map { "\(prefix)\($0)\n" }.joined()
+        _ = text.withCString { write(2, $0, strlen($0)) }
+        exit(0)
+    }
+
+    /// In the parent: expects the child reported no problem.
+    static func expectNone(_ result: ExitTest.Result?) {
         let problems = result.map {
-            String(decoding: $0.standardErrorContent, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix(Self.prefix) }
+            String(decoding: $0.standardErrorContent, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix(prefix) }
         }
         #expect(problems?.isEmpty == true, Comment(rawValue: problems?.joined(separator: "\n") ?? ""))
+    }
+
+    @Test func theLimitHealsOnceTheOtherMappingsAreGone() async {
+        let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
+            Self.report(Self.problems())
+        }
+        Self.expectNone(result)
     }
 
     /// A re-take where the rest of the process leaves no room keeps the limit: it stored the
@@ -38,14 +49,9 @@ struct MappingLimitRetakeTests {
     /// this limit's refusal, with the limit not raised.
     @Test func aRetakeInACrowdedProcessKeepsTheLimit() async {
         let result = await #expect(processExitsWith: .success, observing: [\.standardErrorContent]) {
-            let text = Self.crowdedProblems().map { "\(Self.prefix)\($0)\n" }.joined()
-            _ = text.withCString { write(2, $0, strlen($0)) }
-            exit(0)
+            Self.report(Self.crowdedProblems())
         }
-        let problems = result.map {
-            String(decoding: $0.standardErrorContent, as: UTF8.self).split(separator: "\n").filter { $0.hasPrefix(Self.prefix) }
-        }
-        #expect(problems?.isEmpty == true, Comment(rawValue: problems?.joined(separator: "\n") ?? ""))
+        Self.expectNone(result)
     }
 
     /// What is wrong in the crowded re-take, or nothing (`aRetakeInACrowdedProcessKeepsTheLimit`).

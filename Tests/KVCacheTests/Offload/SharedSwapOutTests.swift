@@ -49,6 +49,28 @@ import Testing
         }
     }
 
+    /// Takes every free block for a sequence of `seed`'s tokens, writes its K/V, frees it and
+    /// trims: the memory other sequences' freed blocks had is reused and given back.
+    func reuseEveryFreeBlock(_ e: Engine, seed: Int32) throws {
+        let fill = Self.memoryBlocks - Int(e.stats().blocksUsed)
+        let other = tokens(fill * Self.bt, seed: seed)
+        try e.createSequence(5, tokens: other)
+        try fillKV(e, 5, count: other.count) { other[$0] }
+        try e.free(5)
+        try e.trim()
+    }
+
+    /// Swaps C in, checks its K/V, frees it and trims: nothing used or committed must remain.
+    func expectSwapInIntactAndEverythingReleased(_ p: Pair) throws {
+        try p.e.swapIn(3)
+        try expectIntact(p, a: false)
+        try p.e.free(3)
+        try p.e.trim()
+        let s = p.e.stats()
+        #expect(s.blocksUsed == 0)
+        #expect(s.committedBytes == 0, "\(s.committedBytes) bytes still committed after freeing everything and trimming")
+    }
+
     @Test(arguments: layouts)
     func aSwapOutWritesAndFreesOnlyItsOwnBlocksAndItsSwapInNeedsOnlyThose(layout: Layout) throws {
         let dir = ScratchDir()
@@ -81,12 +103,7 @@ import Testing
         try e.free(1)
         #expect(e.stats().blocksUsed == UInt64(Self.shared), "the swapped-out sequence keeps the blocks it shared")
         // Every other block taken and given back: the memory of A's own blocks is reused.
-        let fill = Self.memoryBlocks - Int(e.stats().blocksUsed)
-        let other = tokens(fill * Self.bt, seed: 34)
-        try e.createSequence(5, tokens: other)
-        try fillKV(e, 5, count: other.count) { other[$0] }
-        try e.free(5)
-        try e.trim()
+        try reuseEveryFreeBlock(e, seed: 34)
         try e.swapIn(3)
         try expectIntact(p, a: false)
         try e.free(3)
@@ -157,19 +174,8 @@ import Testing
         try e.swapOut(3)
         try e.free(1, computedTokens: 4 * Self.bt)  // blocks 4..<12 of the shared prefix leave the index
         // Every other block taken, written and given back, and the free memory trimmed.
-        let fill = Self.memoryBlocks - Int(e.stats().blocksUsed)
-        let other = tokens(fill * Self.bt, seed: 35)
-        try e.createSequence(5, tokens: other)
-        try fillKV(e, 5, count: other.count) { other[$0] }
-        try e.free(5)
-        try e.trim()
-        try e.swapIn(3)
-        try expectIntact(p, a: false)
-        try e.free(3)
-        try e.trim()
-        let s = e.stats()
-        #expect(s.blocksUsed == 0)
-        #expect(s.committedBytes == 0, "\(s.committedBytes) bytes still committed after freeing everything and trimming")
+        try reuseEveryFreeBlock(e, seed: 35)
+        try expectSwapInIntactAndEverythingReleased(p)
     }
 
     /// A block an asynchronous swap-out decided to keep leaves the prefix index while the
@@ -192,19 +198,8 @@ import Testing
         try e.syncOffload()
         #expect(e.stats().disk.swapOuts == 1)
         // Every other block taken, written and given back, and the free memory trimmed.
-        let fill = Self.memoryBlocks - Int(e.stats().blocksUsed)
-        let other = tokens(fill * Self.bt, seed: 36)
-        try e.createSequence(5, tokens: other)
-        try fillKV(e, 5, count: other.count) { other[$0] }
-        try e.free(5)
-        try e.trim()
-        try e.swapIn(3)
-        try expectIntact(p, a: false)
-        try e.free(3)
-        try e.trim()
-        let s = e.stats()
-        #expect(s.blocksUsed == 0)
-        #expect(s.committedBytes == 0, "\(s.committedBytes) bytes still committed after freeing everything and trimming")
+        try reuseEveryFreeBlock(e, seed: 36)
+        try expectSwapInIntactAndEverythingReleased(p)
         #expect(e.offloadSlotAudit.pinned == 0)
     }
 
