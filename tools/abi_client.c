@@ -622,7 +622,13 @@ static void no_allocation(uint32_t layout) {
         for (size_t i = 0; i < 8; i++) MUST(kvc_seq_append(e, 3, &tokens[i], 1));
         MUST(kvc_seq_truncate(e, 2, 200)); /* a speculative rollback into a page the fork shares */
         MUST(kvc_seq_append(e, 2, &tokens[0], 1));
+        const uint64_t step[3] = {1, 2, 3}; /* a decode step through the batched calls (KVC_1.3) */
+        kvc_status statuses[3];
+        MUST(kvc_seq_append_batch(e, step, &tokens[8], 3, statuses));
         if (layout == KVC_LAYOUT_PAGED) {
+            static int32_t rows[3][64];
+            size_t counts[3];
+            MUST(kvc_seq_block_tables(e, step, 3, &rows[0][0], 64, counts, statuses));
             MUST(kvc_seq_block_table(e, 3, table, 64, &n));
             MUST(kvc_block_kv(e, table[n - 1], cfg.num_layers - 1, &k, &v));
         } else {
@@ -634,7 +640,8 @@ static void no_allocation(uint32_t layout) {
         for (uint64_t seq = 1; seq <= 3; seq++) MUST(kvc_seq_free(e, seq));
     }
     unsigned long mallocs = thread_mallocs - before;
-    CHECK(mallocs == 0, "%s: 20 rounds of create, create (prefix hit), fork, append, truncate, K/V lookup, stats, drain, free "
+    CHECK(mallocs == 0, "%s: 20 rounds of create, create (prefix hit), fork, append, truncate, batched appends and tables, K/V "
+          "lookup, stats, drain, free "
           "made %lu mallocs, want 0", name, mallocs);
     kvc_engine_destroy(e);
     mallocs = swap_mallocs(layout);
