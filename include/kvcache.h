@@ -54,7 +54,10 @@
  *   the engine returns takes no lock: threads working on distinct sequences do that fully in
  *   parallel. Calls naming the same sequence from two threads run in whichever order the
  *   threads reach the lock; a server that appends to and frees one sequence from two threads
- *   must order those itself. kvc_engine_destroy must not run concurrently with, or be
+ *   must order those itself, and finish its K/V reads and writes of a sequence before
+ *   another thread's free, abort, truncate, compact or swap-out of it: the engine cannot see
+ *   a write through a stale pointer or block id, which then lands in whatever sequence holds
+ *   that memory next. kvc_engine_destroy must not run concurrently with, or be
  *   followed by, any other call on that engine. kvc_config_init, kvc_status_name,
  *   kvc_last_error, kvc_abi_version, kvc_hash_tokens(_salted) and kvc_router_config_init
  *   (and their _size forms) touch no engine and are always safe. Routers (below) have their own mutex.
