@@ -31,6 +31,7 @@ struct kvm_ranges {
     uint32_t slots_kept; /* slots whose `kept` is not empty */
     uint64_t cap;        /* this range's own cap (kvm_ranges_set_mapping_limit), UINT64_MAX unless lowered */
     uint32_t passing_mmaps, failing_mmaps; /* tests: mmaps to pass, then to fail with ENOMEM */
+    uint64_t rereads;    /* tests: reads of /proc/self/maps for this range's count (kvm_ranges_rereads) */
 };
 
 /* Every range of the process counts against one limit, since the kernel's vm.max_map_count is
@@ -344,7 +345,8 @@ void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit) {
 
 /* The VMAs /proc/self/maps lists overlapping the reservation, 0 when it cannot be read.
  * O(the process's mappings): only for changes near kept pages (track_kept). */
-static uint64_t kernel_mappings(const kvm_ranges *r) {
+static uint64_t kernel_mappings(kvm_ranges *r) {
+    r->rereads++;
     uintptr_t lo = (uintptr_t)r->base;
     return maps_overlapping(lo, lo + kvm_ranges_reserved_bytes(r));
 }
@@ -481,6 +483,8 @@ int kvm_ranges_unmap(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end)
                                 "the pages count as unmapped", end - first, kept, r->tensors);
     return 0;
 }
+
+uint64_t kvm_ranges_rereads(const kvm_ranges *r) { return r->rereads; }
 
 void kvm_ranges_fail_mmaps(kvm_ranges *r, uint32_t after, uint32_t n) {
     r->passing_mmaps = after;

@@ -81,3 +81,5 @@ void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit);
 /* Tests: after the next `after` mmaps of maps and unmaps, `n` fail with ENOMEM (as at
  * vm.max_map_count). */
 void kvm_ranges_fail_mmaps(kvm_ranges *r, uint32_t after, uint32_t n);
+/* Tests: how many times this range's count was read from /proc/self/maps. */
+uint64_t kvm_ranges_rereads(const kvm_ranges *r);
