@@ -274,9 +274,10 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
         }
     }
     if (most_added(r) + 1 > limit_of(r)) {
+        uint64_t needed = most_added(r) + 1;
         free(r);
         return kvm_fail(ENOMEM, "one sequence needs %llu mappings (2 x num_layers tensors) but vm.max_map_count allows %llu",
-                        (unsigned long long)most_added(r) + 1, (unsigned long long)system_limit);
+                        (unsigned long long)needed, (unsigned long long)system_limit);
     }
     r->table = calloc((uint64_t)slots * pages, sizeof(int32_t));
     r->mapped = calloc(slots, sizeof(uint32_t));
