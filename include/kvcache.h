@@ -675,11 +675,12 @@ typedef struct kvc_stats {
      *  page tables as the kernel has them: the VMAs of its reservation, each run of pages and
      *  each unmapped stretch between runs one per layer's K and V, merged where the kernel
      *  merges them. A failed map or unmap (the process at vm.max_map_count) may leave its
-     *  pages' old mappings, which the page tables no longer list: then the count is the
-     *  kernel's, read from /proc/self/maps (O(the process's mappings)) after the failure and
-     *  after each later change of that sequence slot or a neighbour until maps replace them,
-     *  so it never trails the kernel (it trailed until 2026-11-25: 43 held, 1 counted; it
-     *  may exceed it by a VMA split the kernel left). Lockstep decode (sequences appending
+     *  pages' old mappings, which the page tables no longer list: until maps replace them
+     *  the count adds a bound of what they may hold (at most one per tensor and page
+     *  boundary those pages touch; a refused call near them may raise it), so it never trails
+     *  the kernel and may lead it by that much; /proc/self/maps (O(the process's mappings))
+     *  is read only before a map the count would refuse, once per change near such pages
+     *  (docs/memory.md). Lockstep decode (sequences appending
      *  in turn) makes every page a run: one mapping per page per tensor, so the limit caps a
      *  process's contiguous K/V near vm.max_map_count x page_bytes (~3.7 GiB at 65530 and the
      *  default 64 KiB pages; use 2 MiB pages for long contexts). vm.max_map_count is the

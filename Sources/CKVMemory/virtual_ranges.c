@@ -26,11 +26,16 @@ struct kvm_ranges {
     uint32_t slots, tensors, pages;
     int32_t *table;      /* [slot * pages + page]: group + 1, 0 for none (calloc: entries never set cost no memory) */
     uint32_t *mapped;    /* per slot: highest mapped page + 1 */
-    uint64_t count;      /* the VMAs of the reservation, as the kernel has them (starts_near; reread near kept pages) */
+    uint64_t count;      /* the table's VMAs of the reservation (starts_near) plus `slack`: never fewer than the kernel's */
     page_span *kept;     /* per slot: pages some tensor may still map though the table lists none there (first == end: none) */
     uint32_t slots_kept; /* slots whose `kept` is not empty */
+    uint64_t kept_pages; /* the sum over slots with kept pages of end - first + 1: the page boundaries they touch per tensor */
+    uint64_t slack;      /* VMAs the kernel may hold near kept pages beyond the table's (bounded_slack); 0 when none are kept */
+    bool slack_read;     /* slack was taken from /proc/self/maps and no change near kept pages followed (measure_slack) */
+    uint32_t calls;      /* mmaps since the count was last updated: each adds at most 2 VMAs to the kernel's */
     uint64_t cap;        /* this range's own cap (kvm_ranges_set_mapping_limit), UINT64_MAX unless lowered */
     uint32_t passing_mmaps, failing_mmaps; /* tests: mmaps to pass, then to fail with ENOMEM */
+    uint64_t rereads;    /* tests: reads of /proc/self/maps for this range's count (kvm_ranges_rereads) */
 };
 
 /* Every range of the process counts against one limit, since the kernel's vm.max_map_count is
@@ -129,6 +134,7 @@ static uint64_t most_added(const kvm_ranges *r) { return 2ull * r->tensors; }
 
 /* mmap, or MAP_FAILED with ENOMEM where a test asks for failures (kvm_ranges_fail_mmaps). */
 static void *map_at(kvm_ranges *r, void *addr, uint64_t len, int prot, int flags, int fd, off_t offset) {
+    r->calls++;
     if (r->passing_mmaps > 0) {
         r->passing_mmaps--;
     } else if (r->failing_mmaps > 0) {
@@ -268,9 +274,10 @@ int kvm_ranges_create(kvm_pool *pool, uint32_t slots, uint64_t range_bytes, kvm_
         }
     }
     if (most_added(r) + 1 > limit_of(r)) {
+        uint64_t needed = most_added(r) + 1;
         free(r);
         return kvm_fail(ENOMEM, "one sequence needs %llu mappings (2 x num_layers tensors) but vm.max_map_count allows %llu",
-                        (unsigned long long)most_added(r) + 1, (unsigned long long)system_limit);
+                        (unsigned long long)needed, (unsigned long long)system_limit);
     }
     r->table = calloc((uint64_t)slots * pages, sizeof(int32_t));
     r->mapped = calloc(slots, sizeof(uint32_t));
@@ -343,8 +350,9 @@ void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit) {
 }
 
 /* The VMAs /proc/self/maps lists overlapping the reservation, 0 when it cannot be read.
- * O(the process's mappings): only for changes near kept pages (track_kept). */
-static uint64_t kernel_mappings(const kvm_ranges *r) {
+ * O(the process's mappings): only for a map the count would refuse (measure_slack). */
+static uint64_t kernel_mappings(kvm_ranges *r) {
+    r->rereads++;
     uintptr_t lo = (uintptr_t)r->base;
     return maps_overlapping(lo, lo + kvm_ranges_reserved_bytes(r));
 }
@@ -360,13 +368,14 @@ static bool kept_near(const kvm_ranges *r, uint32_t slot) {
 /* Records a change of pages [first, end) of `slot` whose mmaps failed in `failed` tensors,
  * which keep their old mappings there: the slot's kept span grows to cover the pages (one span
  * per slot: it may cover pages since replaced), or, with none failed, loses the pages where
- * they cover one of its ends. Returns whether the change's count must be reread from the
- * kernel: it failed, or slot or a neighbour had kept pages, whose VMAs the page table does
- * not describe. Costs a branch while no slot has kept pages. */
+ * they cover one of its ends. Returns whether the change's count needs slack (bounded_slack):
+ * it failed, or slot or a neighbour had kept pages, whose VMAs the page table does not
+ * describe. Costs a branch while no slot has kept pages. */
 static bool track_kept(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, uint32_t failed) {
     if (r->slots_kept == 0 && failed == 0) return false;
     bool near = kept_near(r, slot);
     page_span *k = &r->kept[slot];
+    if (k->first < k->end) r->kept_pages -= k->end - k->first + 1;
     if (failed > 0 && k->first == k->end) {
         *k = (page_span){first, end};
         r->slots_kept++;
@@ -381,14 +390,45 @@ static bool track_kept(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t en
             r->slots_kept--;
         }
     }
+    if (k->first < k->end) r->kept_pages += k->end - k->first + 1;
     return near || failed > 0;
 }
 
+/* The slack after a change near kept pages, whose table count went from `before` to `after`
+ * with r->calls mmaps: the VMAs the kernel may hold beyond the table's, by the smaller of two
+ * bounds, each never below the kernel's. (1) The slack before plus 2 per mmap less the
+ * table's change: an mmap adds at most 2 VMAs (the one it maps, and a split where it lands
+ * inside one; a failed one at most a split), so the kernel's count rose by at most 2 x calls
+ * while the table's changed by after - before. (2) One per tensor and page boundary a kept
+ * span touches (end - first + 1 per span): outside kept spans the kernel maps what the table
+ * lists, so only those boundaries can start a VMA the table does not count, one each. No
+ * read of /proc/self/maps: measure_slack does that, only for a map the count would refuse. */
+static uint64_t bounded_slack(const kvm_ranges *r, uint64_t before, uint64_t after) {
+    uint64_t grown = r->slack + 2ull * r->calls + before, most = (uint64_t)r->tensors * r->kept_pages;
+    uint64_t slack = grown > after ? grown - after : 0;
+    return slack < most ? slack : most;
+}
+
+/* Before a map is refused: takes the slack from the kernel's count of the reservation (the
+ * VMAs /proc/self/maps lists overlapping it, less the table's), where that is lower. At most
+ * once per change near kept pages (slack_read), so a server refused at every step does not
+ * read the file at each; none while no slot keeps pages. O(the process's mappings). */
+static void measure_slack(kvm_ranges *r) {
+    if (r->slack == 0 || r->slack_read) return;
+    r->slack_read = true;
+    uint64_t held = kernel_mappings(r), table = r->count - r->slack;
+    uint64_t slack = held > table ? held - table : 0;
+    if (held == 0 || slack >= r->slack) return;
+    count_process(slack - r->slack);
+    r->count = table + slack;
+    r->slack = slack;
+}
+
 /* Sets pages [first, end) of `slot` to groups first_group on (-1: none), updating the range's
- * counts (the change's, from the page table; with `reread`, the kernel's count of the whole
- * reservation instead), and returns how its counted mappings changed (two's complement), for
- * the caller to add to the process's count together with what it reserved. */
-static uint64_t set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, int32_t first_group, bool reread) {
+ * counts (the change's, from the page table; `near` kept pages, the slack too: bounded_slack),
+ * and returns how its counted mappings changed (two's complement), for the caller to add to
+ * the process's count together with what it reserved. */
+static uint64_t set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end, int32_t first_group, bool near) {
     int32_t *t = row_of(r, slot);
     uint64_t before = starts_near(r, slot, first, end, as_is(t));
     for (uint32_t p = first; p < end; p++) {
@@ -399,10 +439,13 @@ static uint64_t set_pages(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t
     }
     uint64_t after = starts_near(r, slot, first, end, as_is(t)), was = r->count;
     r->count = r->count - before + after;
-    if (reread) {
-        uint64_t held = kernel_mappings(r);
-        if (held > 0) r->count = held;
+    if (near) {
+        uint64_t slack = bounded_slack(r, before, after);
+        r->count = r->count - r->slack + slack;
+        r->slack = slack;
+        r->slack_read = false;
     }
+    r->calls = 0;
     if (first_group >= 0 && end > r->mapped[slot]) r->mapped[slot] = end;
     while (r->mapped[slot] > 0 && group_at(t, r->mapped[slot] - 1) < 0) r->mapped[slot]--;
     return r->count - was;
@@ -430,9 +473,12 @@ int kvm_ranges_map(kvm_ranges *r, uint32_t slot, uint32_t page, uint32_t first_g
      * one adds and reserve that. */
     uint64_t reserved = most_added(r);
     if (r->count + reserved > limit_of(r) || !reserve_process(reserved)) {
+        measure_slack(r);
+        /* Next to kept pages the slack may grow by what the map adds to the kernel's count. */
         const int32_t *t = row_of(r, slot);
-        uint64_t count = r->count - starts_near(r, slot, page, page + n, as_is(t))
-                         + starts_near(r, slot, page, page + n, (row_view){t, page, page + n, (int32_t)first_group});
+        uint64_t count = kept_near(r, slot) ? r->count + most_added(r)
+                                            : r->count - starts_near(r, slot, page, page + n, as_is(t))
+                                                  + starts_near(r, slot, page, page + n, (row_view){t, page, page + n, (int32_t)first_group});
         reserved = count > r->count ? count - r->count : 0;
         /* Before refusing, the limit is taken again (retake_limit): it may have risen since. */
         bool fits = reserved == 0 || (count <= limit_of(r) && reserve_process(reserved));
@@ -481,6 +527,8 @@ int kvm_ranges_unmap(kvm_ranges *r, uint32_t slot, uint32_t first, uint32_t end)
                                 "the pages count as unmapped", end - first, kept, r->tensors);
     return 0;
 }
+
+uint64_t kvm_ranges_rereads(const kvm_ranges *r) { return r->rereads; }
 
 void kvm_ranges_fail_mmaps(kvm_ranges *r, uint32_t after, uint32_t n) {
     r->passing_mmaps = after;

@@ -14,9 +14,11 @@
  * range's where their pool pages are file-contiguous (exact for the pages the table lists; an
  * end stretch merged with a neighbour outside the reservation is one fewer in /proc/self/maps).
  * A tensor whose mmap failed may keep mappings the table does not list (kvm_ranges_unmap): the
- * count is then read from /proc/self/maps after the failure and after each later change of that
- * slot or a neighbour, until successful mmaps have replaced the slot's kept span of pages, so it
- * never trails the kernel (it may lead it where the kernel later drops a split it left). Under lockstep growth
+ * count then adds a slack for the slot's kept span of pages, bounded without reading the kernel
+ * (at most one VMA per tensor and page boundary the span touches; at most 2 more per mmap less
+ * the table's change), until successful mmaps have replaced the span, so it never trails the
+ * kernel (it may lead it by the slack, and where the kernel later drops a split it left). Only
+ * a map the count would refuse reads /proc/self/maps, to take the slack from the kernel. Under lockstep growth
  * (sequences taking a group each in turn) every page is a run: one mapping per page per tensor.
  * The kernel's
  * vm.max_map_count is the process's, so the counts of every range of the process are kept
@@ -64,8 +66,9 @@ uint64_t kvm_ranges_reserved_bytes(const kvm_ranges *r);
 
 /* This range's counted mappings (above: never fewer than the kernel's), and the limit its own
  * count is kept under: the process's unless lowered. kvm_ranges_mapping_limit: read by the
- * tests only. A map or unmap updates the count in O(its pages + tensors), or, when it fails or
- * changes a slot next to kept pages, in O(the process's mappings) (reading /proc/self/maps). */
+ * tests only. A map or unmap updates the count in O(its pages + tensors); a map the count
+ * would refuse next to kept pages reads /proc/self/maps first, in O(the process's mappings),
+ * at most once per change near kept pages. */
 uint64_t kvm_ranges_mappings(const kvm_ranges *r);
 uint64_t kvm_ranges_mapping_limit(const kvm_ranges *r);
 /* The counted mappings of every live range of the process (with those that maps under way
@@ -81,3 +84,5 @@ void kvm_ranges_set_mapping_limit(kvm_ranges *r, uint64_t limit);
 /* Tests: after the next `after` mmaps of maps and unmaps, `n` fail with ENOMEM (as at
  * vm.max_map_count). */
 void kvm_ranges_fail_mmaps(kvm_ranges *r, uint32_t after, uint32_t n);
+/* Tests: how many times this range's count was read from /proc/self/maps. */
+uint64_t kvm_ranges_rereads(const kvm_ranges *r);

@@ -42,8 +42,9 @@ struct EngineSnapshot: Equatable {
     /// What changed since `before`, one phrase per part; empty when nothing did. With
     /// `cacheMayShrink` (a refused call that may have evicted cached blocks, spilling them to a
     /// disk tier, and given its commits back, `Engine.giveBackCommitted`) the cache's and the
-    /// disk tier's counts, fewer mappings (an upper bound: a slot's ranges left mapped by a freed
-    /// sequence may go), and the cached prefixes as long as they did not grow, are not changes,
+    /// disk tier's counts, the mappings (an upper bound: a slot's ranges left mapped by a freed
+    /// sequence may go, and a refused mmap next to pages a failed one kept raises the slack
+    /// counted for them, `bounded_slack` in virtual_ranges.c), and the cached prefixes as long as they did not grow, are not changes,
     /// nor committed bytes between the reservation (or what was committed, if less) and what
     /// was committed before; with swap-outs pending before (which a call may settle, or wait
     /// for when short of memory, `lockedAllocating`) fewer blocks used and other reference
@@ -60,7 +61,7 @@ struct EngineSnapshot: Equatable {
             stats.blocksCached = before.stats.blocksCached
             stats.blocksEvicted = before.stats.blocksEvicted
             stats.eventsDropped = before.stats.eventsDropped
-            if stats.mappings <= before.stats.mappings { stats.mappings = before.stats.mappings }
+            stats.mappings = before.stats.mappings
             if before.stats.disk.swapOutsPending > 0 {
                 if stats.blocksUsed <= before.stats.blocksUsed { stats.blocksUsed = before.stats.blocksUsed }
                 references = before.references
