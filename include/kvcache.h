@@ -2412,7 +2412,10 @@ kvc_status kvc_router_add_instance(kvc_router *r, uint32_t instance, double weig
  *  removals call for is left to later calls (see kvc_router_route), so the view's memory
  *  falls over the routes and events after a scale-down, not inside it (each removal drove
  *  the halving: 64 -> 4 instances of 60,000 blocks took 10.1 ms a removal, max 47.7 ms,
- *  against 5.3 and 14 before the table shrank at all; docs/routing.md). */
+ *  against 5.3 and 14 before the table shrank at all; docs/routing.md): within 65,536 of
+ *  them at any size (two drains; the second goes straight to the size the blocks left call
+ *  for), a few dozen when no block is left (it was one halving at a time: ~700,000 routes
+ *  from 2^23 entries to 2^20). */
 kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
 
 /**
@@ -2435,7 +2438,9 @@ kvc_status kvc_router_remove_instance(kvc_router *r, uint32_t instance);
  * and a route whose new blocks take the shared block table past half full doubles it.
  * A doubling, or a halving when removals leave the table under an eighth full, is
  * incremental: it maps the new array as zero pages and every later insert, removal or
- * route moves at most 4 entries from the old one and passes at most 32 empty ones,
+ * route moves at most 4 entries from the old one and passes at most 32 empty ones (a
+ * halving of S > 2^19 entries: S / 2^17 and S / 2^14, 64 and 512 at 2^23, so it drains
+ * within 32,768 calls; an old array left empty is unmapped without being read),
  * unmapping the old one 2 MiB at a time as they are passed, at most 4 MiB per call (it was
  * freed whole: 0.1-0.19 s at 256-512 MiB); lookups probe both until it has drained,
  * which routes alone also finish; so no call pays for the whole

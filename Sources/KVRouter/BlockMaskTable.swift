@@ -4,50 +4,61 @@ import KVCache
 /// An open-addressing map from block hash to a 64-bit mask of the instance slots caching the
 /// block: the router's cache view in flat arrays.
 ///
-/// Linear probing with backward-shift deletion (no tombstones). The array starts small,
-/// doubles when an insert would fill more than half of it, up to a power of two at least twice
-/// `limit`, and halves when a removal leaves less than an eighth of it full, down to its first
-/// size (a halved array is a quarter full at most, a doubled one a quarter full at least, so
-/// hashes set and cleared at either boundary do not resize it back and forth); so memory
-/// follows the distinct hashes held and lookups stay short. Key and mask sit side by side (16
-/// bytes), so a probe touches one cache line. An entry whose mask drops to 0 is removed.
-/// Inserts of a new hash while `limit` hashes are held are refused and counted in `refused`
-/// (the view then underestimates; it never overestimates): callers that must not lose one
-/// check `room` first. Key 0 is never stored (no block hashes to 0 in practice; `allCleared`
-/// events carry 0).
+/// Linear probing with backward-shift deletion (no tombstones). The array starts small, doubles
+/// when an insert would fill more than half of it, up to a power of two at least twice `limit`,
+/// and halves when a removal leaves less than an eighth of it full, down to its first size (a
+/// halved array is a quarter full at most, a doubled one a quarter full at least, so hashes set
+/// and cleared at either boundary do not resize it back and forth); a halving goes straight to
+/// the smallest size the hashes held fill a quarter of at most (2^22 -> 2^20 entries in one
+/// halving when a burst of removals left that few), so memory follows the distinct hashes held
+/// and lookups stay short. Key and mask sit side by side (16 bytes), so a probe touches one
+/// cache line. An entry whose mask drops to 0 is removed. Inserts of a new hash while `limit`
+/// hashes are held are refused and counted in `refused` (the view then underestimates; it never
+/// overestimates): callers that must not lose one check `room` first. Key 0 is never stored (no
+/// block hashes to 0 in practice; `allCleared` events carry 0).
 ///
-/// Resizing is incremental, so no call pays for the whole table: a doubling or halving maps
-/// the new array as zero pages (`mmap`, touched as entries land) and keeps the outgrown one,
-/// and every later `set`, `clear` and `advanceDrain` (which each route calls, so the drain
-/// ends when events stop too) first walks the outgrown array in index order, moving up to
+/// Resizing is incremental, so no call pays for the whole table: a doubling or halving maps the
+/// new array as zero pages (`mmap`, touched as entries land) and keeps the outgrown one, and
+/// every later `set`, `clear` and `advanceDrain` (which each route calls, so the drain ends
+/// when events stop too) first walks the outgrown array in index order, moving up to
 /// `migrationSteps` entries to the new array (each removed from the old by backward shift) and
-/// passing up to `passSteps` empty ones, whichever comes first. Every hash sits in exactly one
-/// of the two arrays; inserts go to the new one, and a lookup that misses there probes the old
-/// one, unless the hash's home there lies before the cursor: the old array's entries before it
-/// are all empty, so such a hash has already moved. A doubling's drain (at most `capacity / 2`
-/// passes and `capacity / 4` moves) ends before the `capacity / 4` inserts that the next
-/// doubling needs, and a halving's (`2 * capacity` passes, `capacity / 4` moves: `capacity /
-/// 8` calls) before the `capacity / 8` removals that would call for the next halving, which
-/// waits for it, so at most two arrays ever live and the table shrinks as fast as hashes
-/// leave. `clearWithoutDrain` (a forget's many removals in one call) advances no drain, so
-/// that call costs O(1) per hash; after it the shrink lags: each halving takes up to the
-/// `capacity / 8` later calls of its drain. The drain unmaps the outgrown array a chunk of
-/// `releaseChunk` entries (2 MiB) at a time as its cursor leaves the chunk behind, keeping
-/// the first chunk (a probe running off the array's end reads its index 0, empty once
-/// passed) and the last until the drain ends: no call unmaps more than two chunks (it was
-/// the whole array at once: 0.1-0.19 s for glibc's `free` of 256-512 MiB).
+/// passing up to `passSteps` empty ones, whichever comes first (a halving of an array of `S`
+/// entries: up to `S / (8 * drainCalls)` moves and `S / drainCalls` passes, when more; and once
+/// the outgrown array holds no entry, no reads: its chunks are unmapped, two a call). Every
+/// hash sits in exactly one of the two arrays; inserts go to the new one, and a lookup that
+/// misses there probes the old one, unless the hash's home there lies before the cursor: the
+/// old array's entries before it are all empty, so such a hash has already moved. A doubling's
+/// drain (at most `capacity / 2` passes and `capacity / 4` moves) ends before the `capacity /
+/// 4` inserts that the next doubling needs; a halving's from `S` entries (`S` passes, at most
+/// `S / 8` moves) takes at most `S / 16` calls, or `2 * drainCalls` when that is less (`S` over
+/// 2^19), and ends, for a halving by one removal at a time, before the `capacity / 8` removals
+/// that would call for the next halving, which waits for it anyway: at most two arrays ever
+/// live and the table shrinks as fast as hashes leave. `clearWithoutDrain` (a forget's many
+/// removals in one call) advances no drain, so that call costs O(1) per hash; after it the
+/// shrink lags by the later calls of at most two drains: the one it started (its size fixed by
+/// the hashes held at the start) and the one that halving's end starts, straight to the size
+/// the hashes then held call for: at most `4 * drainCalls` calls in all (it was a halving at a
+/// time, each `S / 16` calls: 2^23 -> 2^20 entries took ~700,000 routes after routerscale's 64
+/// -> 4 instances). The drain unmaps the outgrown array a chunk of `releaseChunk` entries (2
+/// MiB) at a time as its cursor leaves the chunk behind, keeping the first chunk (a probe
+/// running off the array's end reads its index 0, empty once passed) and the last until the
+/// drain ends: no call unmaps more than two chunks (it was the whole array at once: 0.1-0.19 s
+/// for glibc's `free` of 256-512 MiB).
 ///
 /// Memory: 16 bytes per entry of a power of two between 2 and 8 times the hashes held (32-128
 /// bytes per hash; the first size when that is more; more while a halving lags a
-/// `clearWithoutDrain`), plus, while an outgrown array drains, its part not yet passed: at
-/// most 3 times the new array's entries then (the old array of a halving). `forEachHash`
-/// examines the new array and that part: at most 24 entries per hash held, or 3 times the
-/// first size, in a table never cleared by `clearWithoutDrain` (as an instance's set).
+/// `clearWithoutDrain`), plus, while an outgrown array drains, its part not yet passed: at most
+/// 3 times the new array's entries then (the old array of a halving by one removal; a halving
+/// after a `clearWithoutDrain` burst may shrink further, its outgrown array being the size the
+/// hashes held before the burst called for). `forEachHash` examines the new array and that
+/// part: at most 24 entries per hash held, or 3 times the first size, in a table never cleared
+/// by `clearWithoutDrain` (as an instance's set).
 ///
-/// Cost: O(1) expected per call, plus up to `migrationSteps` moves and `passSteps` passes,
+/// Cost: O(1) expected per call, plus up to `migrationSteps` moves and `passSteps` passes (a
+/// halving of `S > 2^19` entries: `S / 2^17` moves and `S / 2^14` passes, 64 and 512 at 2^23),
 /// O(1) expected each, and at most two `munmap`s of a chunk, while an array drains: a lookup
-/// then probes twice when the hash is not in the new array and its home in the old one is
-/// not yet passed. Not thread-safe.
+/// then probes twice when the hash is not in the new array and its home in the old one is not
+/// yet passed. Not thread-safe.
 public final class BlockMaskTable {
     private struct Entry {
         var key: UInt64
@@ -62,6 +73,12 @@ public final class BlockMaskTable {
     private var old: UnsafeMutablePointer<Entry>?
     private var oldMask = 0
     private var drained = 0
+    /// Entries still in the outgrown array (0 when none): at 0 the drain reads it no more.
+    private var oldCount = 0
+    /// Moves and passes one call of the current drain makes at most: `migrationSteps` and
+    /// `passSteps`, or a large halving's share (`drainCalls`).
+    private var moveBudget = 0
+    private var passBudget = 0
     /// Entries a resize moves in one call at most: 4 suffices (a doubling's `capacity / 4`
     /// moves within the `capacity / 4` inserts before the next; a halving's at most
     /// `capacity / 4` within `capacity / 16` calls, with the passes) and bounds the work of
@@ -70,6 +87,13 @@ public final class BlockMaskTable {
     /// Empty entries of the outgrown array one call passes at most: 32 (a halving's `2 *
     /// capacity` passes in `capacity / 16` calls); each is one compare of a sequential read.
     static let passSteps = 32
+    /// A halving of `S` entries moves up to `S / (8 * drainCalls)` entries and passes up to
+    /// `S / drainCalls` in one call when that is more than `migrationSteps` and `passSteps`
+    /// (`S` over 2^19), so its drain takes at most `2 * drainCalls` calls at any size (`S / 8`
+    /// moves at most: a halving starts below an eighth full); per call that is 64 moves and
+    /// 512 passes (8 KiB read in order) at 2^23 entries. (At 4 and 32, a mass removal's
+    /// halvings of 2^23 -> 2^20 entries took ~700,000 later routes to give 145 MB back.)
+    static let drainCalls = 1 << 14
     /// Entries held.
     public private(set) var count = 0
     /// Distinct hashes the table may hold.
@@ -85,7 +109,7 @@ public final class BlockMaskTable {
     /// the first capacity; doubles and halves as hashes come and go).
     public var capacity: Int { mask + 1 }
     /// The most entries one call has moved from an outgrown array to its successor (tests:
-    /// the bound on the work of one call).
+    /// the bound on the work of one call: `migrationSteps`, or a large halving's share).
     private(set) var mostMoved = 0
     /// Whether an outgrown array is still draining (tests).
     var isMigrating: Bool { old != nil }
@@ -192,27 +216,38 @@ public final class BlockMaskTable {
     }
 
     /// Starts a doubling or halving: the current array becomes the outgrown one, drained by
-    /// later calls. O(1) but for the mapping (zero pages). The previous outgrown array has
-    /// drained (`migrationSteps`, `passSteps`).
+    /// later calls, `migrationSteps` and `passSteps` a call or a large halving's share
+    /// (`drainCalls`; passes under half a chunk, so a call crosses one chunk's end at most).
+    /// O(1) but for the mapping (zero pages). The previous outgrown array has drained.
     private func resize(to size: Int) {
         precondition(old == nil, "BlockMaskTable: a resize before the previous one drained")
+        let share = size < capacity ? capacity / Self.drainCalls : 0
+        moveBudget = max(Self.migrationSteps, share / 8)
+        passBudget = min(releaseChunk / 2, max(Self.passSteps, share))
         old = entries
         oldMask = mask
+        oldCount = count
         drained = 0
         mask = size - 1
         entries = Self.zeroedArray(size)
     }
 
     /// Starts a halving when less than an eighth of the array is held, above the first
-    /// capacity, and no outgrown array drains (the next halving waits for the drain's end).
+    /// capacity, and no outgrown array drains (the next halving waits for the drain's end):
+    /// to the smallest size, down to the first capacity, that the hashes held fill an eighth
+    /// of at least, a quarter at most (one drain after a burst of removals, not one per
+    /// halving). O(1) but when it starts one: O(log capacity).
     @inline(__always)
     private func shrinkIfSparse() {
-        if 8 * count < capacity && capacity > firstCapacity && old == nil { resize(to: capacity / 2) }
+        guard 8 * count < capacity && capacity > firstCapacity && old == nil else { return }
+        var size = capacity / 2
+        while size > firstCapacity && 8 * count < size { size /= 2 }
+        resize(to: size)
     }
 
     /// While an outgrown array drains, walks it (`migrate`); otherwise nothing. `set` and
     /// `clear` call it, and so does each route (`Router.routeSlot`), so a resized table
-    /// returns to one array within `capacity / 8` calls of either kind, events or not. O(1).
+    /// returns to one array within the calls of its drain, of either kind, events or not. O(1).
     @inline(__always)
     public func advanceDrain() {
         if old != nil { migrate() }
@@ -220,35 +255,68 @@ public final class BlockMaskTable {
 
     /// Walks the outgrown array from `drained`: moves the entry there to the new array (a
     /// backward shift may refill that index) or, when it is empty, passes it, unmapping each
-    /// chunk but the first the cursor leaves; up to `migrationSteps` moves and `passSteps`
-    /// passes. Past the last index, unmaps the rest and drops the array, then starts the next
-    /// halving if the table is still sparse.
+    /// chunk but the first the cursor leaves; up to `moveBudget` moves and `passBudget`
+    /// passes. Once the array holds no entry, reads it no more: `skipEmptyChunks`. Past the
+    /// last index, `finishDrain`.
     private func migrate() {
         guard let old else { return }
+        guard oldCount > 0 else { return skipEmptyChunks(old) }
         var moved = 0, passed = 0, released = 0
-        while moved < Self.migrationSteps && passed < Self.passSteps {
+        while moved < moveBudget && passed < passBudget {
             if old[drained].slots != 0 {
                 let e = old[drained]
                 entries[Self.find(e.key, in: entries, mask)] = e
                 Self.removeAt(drained, in: old, oldMask)
+                oldCount -= 1
                 moved += 1
             } else if drained < oldMask {
                 drained += 1
                 passed += 1
                 if drained & (releaseChunk - 1) == 0 && drained > releaseChunk {
-                    let bytes = releaseChunk * MemoryLayout<Entry>.stride
-                    munmap(old + (drained - releaseChunk), bytes)
-                    released += bytes
+                    released += releaseChunkBefore(drained, of: old)
                 }
             } else {
-                released += unmapRest(of: old)
-                self.old = nil
-                shrinkIfSparse()
+                released += finishDrain(old)
                 break
             }
         }
         mostMoved = max(mostMoved, moved)
         mostReleased = max(mostReleased, released)
+    }
+
+    /// The outgrown array `old` holds no entry, so nothing in it needs reading: moves the
+    /// cursor to the end of its chunk, unmapping the chunk left (but the first), until two
+    /// chunks are unmapped; the drain's end (`finishDrain`, two chunks) waits for a call that
+    /// has unmapped none. O(1): an emptied 2^23-entry array (128 MiB) goes in 32 calls.
+    private func skipEmptyChunks(_ old: UnsafeMutablePointer<Entry>) {
+        let chunkBytes = releaseChunk * MemoryLayout<Entry>.stride
+        var released = 0
+        while released < 2 * chunkBytes {
+            let next = (drained / releaseChunk + 1) * releaseChunk
+            if next > oldMask {
+                if released == 0 { released = finishDrain(old) }
+                break
+            }
+            drained = next
+            if drained > releaseChunk { released += releaseChunkBefore(drained, of: old) }
+        }
+        mostReleased = max(mostReleased, released)
+    }
+
+    /// Unmaps the chunk of `old` that ends at `end`; returns its bytes.
+    private func releaseChunkBefore(_ end: Int, of old: UnsafeMutablePointer<Entry>) -> Int {
+        let bytes = releaseChunk * MemoryLayout<Entry>.stride
+        munmap(old + (end - releaseChunk), bytes)
+        return bytes
+    }
+
+    /// Ends a drain past `old`'s last index: unmaps the rest, drops the array and starts the
+    /// next halving if the table is still sparse. Returns the bytes unmapped.
+    private func finishDrain(_ old: UnsafeMutablePointer<Entry>) -> Int {
+        let released = unmapRest(of: old)
+        self.old = nil
+        shrinkIfSparse()
+        return released
     }
 
     /// Unmaps what `migrate` has not of the outgrown array `old`: the whole array when it is
@@ -307,8 +375,8 @@ public final class BlockMaskTable {
     /// `clear` without advancing a drain: O(1) expected, for removing many hashes in one call
     /// (`CacheView.forget`), whose cost then follows the hashes it removes. A halving it
     /// starts is drained by later calls, and the next one waits for that, so after such a
-    /// burst the array may stay over 8 times the hashes held for the `capacity / 8` calls
-    /// each halving's drain takes.
+    /// burst the array may stay over 8 times the hashes held for the later calls of at most
+    /// two drains (`drainCalls`).
     public func clearWithoutDrain(_ hash: UInt64, _ bits: UInt64) {
         var array = entries, arrayMask = mask
         var i = Self.find(hash, in: array, arrayMask)
@@ -322,6 +390,7 @@ public final class BlockMaskTable {
         if array[i].slots == 0 {
             Self.removeAt(i, in: array, arrayMask)
             count -= 1
+            if array != entries { oldCount -= 1 }
             shrinkIfSparse()
         }
     }

@@ -29,7 +29,8 @@ import KVCache
 /// evicted block's. Allocation after creation: the shared block table doubles when an entry
 /// would take it past half full and halves when a removal leaves it under an eighth full
 /// (`BlockMaskTable`: incrementally, at most `BlockMaskTable.migrationSteps` entries moved
-/// per later insert, removal or route, the outgrown array unmapped 2 MiB at a time), and
+/// per later insert, removal or route, or a large halving's share, the outgrown array
+/// unmapped 2 MiB at a time), and
 /// per slot, allocated by the first hash credited to it: in exact mode its set of hashes
 /// (`held`, a `BlockMaskTable` of its own: 32-128 bytes per hash, growing and shrinking as
 /// the shared one does; released by `forget` once it has grown past its first 4,096 entries,
@@ -208,7 +209,9 @@ public final class CacheView {
     /// times its first 4,096, as the set shrinks with its hashes; then released, or emptied
     /// in place at its first size), nothing for an empty slot. The shared table's clears here
     /// advance no drain (`BlockMaskTable.clearWithoutDrain`): a halving they start is drained
-    /// by later events and routes, so the cost follows the hashes held (each clear drove up to
+    /// by later events and routes (two drains, `4 * BlockMaskTable.drainCalls` calls at most;
+    /// an emptied table's unmapped without reading, two chunks a call), so the cost follows
+    /// the hashes held (each clear drove up to
     /// 32 passes and 4 moves: scaling 64 -> 4 instances of 60,000 blocks, `remove_instance`
     /// 5.3 -> 10.1 ms mean, 14 -> 47.7 ms max; docs/routing.md).
     public func forget(slot: Int) {
