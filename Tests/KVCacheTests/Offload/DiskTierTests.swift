@@ -708,7 +708,9 @@ struct DiskTierTests {
         var c = offloadConfig(layout, dir: dir.path, offloadBytes: 20 * 8192)
         c.offloadForceThreads = true  // the thread backend can hold its requests
         let e = try Engine(c)
-        let spilled = tokens(81, seed: 93)  // 20 full blocks, their spills held in flight
+        // 18 full blocks, their spills held in flight: the 18 staging buffers of the tier's 20
+        // bulk transfers may take (it has one per slot, an eighth reserved); 2 slots stay free.
+        let spilled = tokens(73, seed: 93)
         try e.createSequence(1, tokens: spilled)
         try fillKV(e, 1, count: spilled.count) { spilled[$0] }
         try e.free(1)
@@ -717,7 +719,7 @@ struct DiskTierTests {
         try fillKV(e, 2, count: swapped.count) { swapped[$0] }
         #expect(e.pauseOffloadIO(true))
         try e.trim()
-        #expect(e.stats().disk.blocksSpilled == 20, "every slot of the tier is being written")
+        #expect(e.stats().disk.blocksSpilled == 18, "every slot but 2 of the tier is being written")
         let order = EventLog()
         let caller = loggedCall("swap-out", order) { try e.swapOut(2) }
         #expect(!waitUntil(seconds: 1) { !order.events.isEmpty }, "it waits for the spills while they are held")
@@ -725,8 +727,8 @@ struct DiskTierTests {
         caller.join()
         #expect(order.events == ["swap-out returned"])
         let d = e.stats().disk
-        #expect(d.swapOuts == 1 && d.slotsEvicted == UInt64(DiskTier.dropBatch) && d.storedSlots == 14, "\(d)")
-        #expect(e.cachedPrefixTokens(spilled) == 16, "the chain's last blocks, spilled first, were the oldest and went")
+        #expect(d.swapOuts == 1 && d.slotsEvicted == UInt64(DiskTier.dropBatch) && d.storedSlots == 12, "\(d)")
+        #expect(e.cachedPrefixTokens(spilled) == 8, "the chain's last blocks, spilled first, were the oldest and went")
         try e.swapIn(2)
         try waitReady(e, 2)
         #expect(try kvDifferences(e, 2, count: swapped.count) { swapped[$0] } == 0)
