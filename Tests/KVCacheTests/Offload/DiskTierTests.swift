@@ -580,7 +580,9 @@ struct DiskTierTests {
         func bulkStages(depth: Int) throws -> (slotBytes: UInt64, bulk: Int) {
             let dir = ScratchDir()
             defer { dir.remove() }
-            var c = offloadConfig(.paged, dir: dir.path)
+            // 992 slots: the staging buffers are never more than the slots (a 64 MiB tier has
+            // 496 of these, which would cap a depth of 512).
+            var c = offloadConfig(.paged, dir: dir.path, offloadBytes: 128 << 20)
             c.numKVHeads = 8
             c.headDim = 128
             c.blockTokens = 16
