@@ -527,7 +527,7 @@ typedef struct kvc_config {
     uint32_t index_on_schedule;
     /** Disk tier: staging buffers of one slot each, 32..1024 (default 32; else
      *  KVC_ERR_INVALID_ARGUMENT); the tier uses more when slots are small, up to 32 MiB of
-     *  them. They bound the
+     *  them, and never more than its slots (offload_bytes / slot bytes). They bound the
      *  requests in flight and how many cold blocks an allocation can write back at once: an
      *  allocation's spill that finds none free beyond the reserve is skipped
      *  (kvc_stats.spills_skipped). More buffers write more cold blocks back, at one slot of
@@ -1949,7 +1949,7 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *     One enqueue per block, no allocation after create; completions
  *     are announced under the engine's lock, where they are processed.
  *   - Memory outside memory_bytes: staging buffers of one slot each,
- *     max(offload_queue_depth slots, min(1024 slots, 32 MiB));
+ *     min(the tier's slots, max(offload_queue_depth slots, min(1024 slots, 32 MiB)));
  *     episodic offload's open records, at most min(max_seqs, offload_queue_depth) slot
  *     payloads, only once a sequence can be episodic (see kvc_seq_compact); the queue of
  *     reads waiting for a staging buffer (see Reload), 64 bytes per block the memory budget

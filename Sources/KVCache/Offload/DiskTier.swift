@@ -91,7 +91,7 @@ final class DiskTier {
     var generation: UInt64 = 0
 
     // Per staging buffer.
-    /// Staging buffers, one slot each: max(`offloadQueueDepth`, min(1024, 32 MiB / `slotBytes`)).
+    /// Staging buffers, one slot each (`stagingBuffers`).
     var stages: Int { staging.count }
     /// Which staging buffers are free, and which one the next request takes.
     let staging: StagingBuffers
@@ -117,7 +117,8 @@ final class DiskTier {
     /// only while `bulkStages > 0`, so together they keep at most the other seven eighths in
     /// flight (merged into requests of up to 1 MiB), and a prompt's prefix read, a swap-in, a
     /// swap-out's first block or an episodic record issued meanwhile finds a buffer without
-    /// waiting for their writes. Fixed at creation; at least 4.
+    /// waiting for their writes. Fixed at creation; at least 4 with 32 buffers or more, none
+    /// with fewer than 8 (a tier of fewer slots, `stagingBuffers`).
     let reservedStages: Int
     let done: UnsafeMutablePointer<kvm_io_done>
     /// Read completions an allocation's spill took from the queue (`reapWrites`) and left for
@@ -178,6 +179,16 @@ final class DiskTier {
     static let aheadDropScan = 64
     /// Staging memory aimed for when slots are small (more than `offloadQueueDepth` buffers).
     static let stagingTargetBytes = 32 << 20
+
+    /// Staging buffers of a tier of `slots` slots of `slotBytes`: at least `queueDepth`, and
+    /// enough small slots for `stagingTargetBytes` in flight (at most 1024), so that small
+    /// slots still make deep queues of large (merged) requests; but never more than the
+    /// slots: each request in flight is a slot's (a write into it, a read of it), so more
+    /// would only be resident memory outside the budget (a 1 MiB tier of 85 slots took 1,024,
+    /// 12 MiB). O(1).
+    static func stagingBuffers(queueDepth: Int, slotBytes: Int, slots: Int) -> Int {
+        min(slots, max(queueDepth, min(1024, stagingTargetBytes / slotBytes)))
+    }
 
     /// Opens (or reopens) the tier in `config.offloadDir`, replaying its journal, after opening
     /// the peers of `config.peerOffloadDirs` (`PeerTier.openAll`; a refused peer throws before
@@ -246,9 +257,7 @@ final class DiskTier {
         // a refused engine truncated its owner's slab: helper-133).
         kvm_slab_fit(slab)
 
-        // At least the queue depth, and enough small slots for 32 MiB in flight, so that small
-        // slots still make deep queues of large (merged) requests.
-        let stages = max(config.offloadQueueDepth, min(1024, DiskTier.stagingTargetBytes / slotBytes))
+        let stages = DiskTier.stagingBuffers(queueDepth: config.offloadQueueDepth, slotBytes: slotBytes, slots: capacity)
         staging = StagingBuffers(count: stages)
         reservedStages = stages / 8
         let stagingBytes = stages * slotBytes

@@ -247,11 +247,11 @@ extension Engine {
 
     /// Like `swapOut`, but returns once the first writes are submitted: as many blocks as
     /// staging buffers are free beyond an eighth of them kept for other traffic
-    /// (`DiskTier.reservedStages`; at least one) are copied and checksummed into them, without
+    /// (`DiskTier.reservedStages`) are copied and checksummed into them, without
     /// the engine's lock (`copySwapOutBatch`; only a first block taken from that eighth, when
     /// no other buffer is free, is copied under it), and
     /// the sequence is swapped out for every caller from then on (not ready, not readable). The
-    /// rest of a sequence larger than the staging area (max(32 slots, 32 MiB)) is copied and
+    /// rest of a sequence larger than the staging area (`DiskTier.stagingBuffers`) is copied and
     /// submitted by later calls that process completions (`poll`, `ready`, `createSequence`,
     /// `swapOut`, `swapOutAsync`, `swapIn`, `free`, `syncOffload`, or an allocation that would
     /// otherwise run out of memory), as completions free staging buffers, under the lock (as

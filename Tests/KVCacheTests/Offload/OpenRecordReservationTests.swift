@@ -45,7 +45,7 @@ import Testing
     /// slots) and of the open-record buffers at `c`'s shape.
     static func stagingBytes(_ c: EngineConfig) -> Int {
         let slot = Int(tierSlotBytes(c))
-        return max(c.offloadQueueDepth, min(1024, DiskTier.stagingTargetBytes / slot)) * slot
+        return DiskTier.stagingBuffers(queueDepth: c.offloadQueueDepth, slotBytes: slot, slots: Int(c.offloadBytes) / slot) * slot
     }
     static func openRecordBytes(_ c: EngineConfig) -> Int { min(c.maxSeqs, c.offloadQueueDepth) * c.tensors * c.blockBytes }
 

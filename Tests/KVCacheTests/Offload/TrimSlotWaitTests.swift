@@ -13,7 +13,9 @@ import Glibc
 /// and reads its prompt back from the writes' staging buffers outran the thread backend's
 /// writes, filled the tier with slots being written, and its next trims dropped prompts
 /// without spilling them. The thread backend holds the writes in flight while paused, so the
-/// state is reached every run.
+/// state is reached every run. A tier has no more staging buffers than slots
+/// (`DiskTier.stagingBuffers`) and keeps an eighth of them from bulk transfers, so a trim's
+/// writes alone never hold every slot: a swapped-out sequence pins the rest.
 @Suite("A trim waits for the tier's slots being written", .serialized)
 struct TrimSlotWaitTests {
     @Test(arguments: [Layout.paged, .contiguous])
@@ -26,14 +28,20 @@ struct TrimSlotWaitTests {
         let e = try Engine(c)
         let bt = c.blockTokens
         #expect(e.stats().disk.capacitySlots == 8)
-        // The first prompt's 8 full blocks take every slot; their writes stay in flight.
-        let first = tokens(8 * bt + 1, seed: 61)
+        // A swapped-out sequence's 2 blocks pin 2 slots; the first prompt's 6 full blocks take
+        // the other 6 (within the 7 buffers bulk transfers may take); their writes stay in
+        // flight.
+        let pinned = tokens(2 * bt, seed: 60)
+        try e.createSequence(4, tokens: pinned)
+        try fillKV(e, 4, count: pinned.count) { pinned[$0] }
+        try e.swapOut(4)
+        let first = tokens(6 * bt + 1, seed: 61)
         try e.createSequence(1, tokens: first)
         try fillKV(e, 1, count: first.count) { first[$0] }
         try e.free(1)
         #expect(e.pauseOffloadIO(true))
         try e.trim()
-        #expect(e.stats().disk.blocksSpilled == 8)
+        #expect(e.stats().disk.blocksSpilled == 6)
         #expect(e.stats().disk.spillsSkipped == 0)
         // The second prompt's 3 blocks find no slot free, none in the LRU: all are being written.
         let second = tokens(3 * bt + 1, seed: 62)
@@ -53,7 +61,7 @@ struct TrimSlotWaitTests {
         #expect(waited)
         #expect(order.events == ["I/O resumed", "trim returned"], "the trim waited for the writes holding the slots")
         #expect(s.disk.spillsSkipped == 0)
-        #expect(s.disk.blocksSpilled == 11)
+        #expect(s.disk.blocksSpilled == 9)
         #expect(s.blocksCached == 0)
         // The second prompt is found on disk, whole, with its bytes.
         #expect(try e.createSequence(3, tokens: second) == 3 * bt)
