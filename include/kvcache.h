@@ -106,6 +106,7 @@
  *   arrays (kvc_layer_kv_layout) and chunked admission (kvc_prefix_lookup,
  *   kvc_seq_create_chunked).
  *   KVC_1.3: batched decode-step calls (kvc_seq_append_batch, kvc_seq_block_tables).
+ *   KVC_1.4: a create's dry run for admission (kvc_prefix_admit).
  *   Signals: loading the library leaves the host's signal dispositions as they were. The
  *   Swift runtime it links installs a crash handler (a backtrace printer) for SIGQUIT,
  *   SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE and SIGSEGV when it loads; on those a process
@@ -631,6 +632,17 @@ typedef struct kvc_config {
  *
  * Invariants: committed_bytes <= budget_bytes; blocks_used + blocks_cached <= blocks_total;
  * prefix_hit_tokens <= prefix_query_tokens.
+ *
+ * Budgeting admission: these counters do not say whether a prompt fits; ask kvc_prefix_admit,
+ * which runs the create's own check. Paged: blocks_total - blocks_used counts cached blocks as
+ * free, but a create that hits a cached block no live sequence holds takes it out of that
+ * pool, and no counter says how many of a prompt's hits are in that state, so
+ * need <= blocks_total - blocks_used over-admits (a reviewer's scheduler: 1,201 creates then
+ * refused) and counting hits as used under-admits (662 refused that fit). Contiguous:
+ * blocks_total counts logical blocks plus a partial one per slot and blocks_used only whole
+ * held blocks, so blocks_total - blocks_used may read half free when memory is full;
+ * budget_bytes - committed_bytes is the memory not committed, not the headroom (freed
+ * sequences' pages and cached blocks' pages are reclaimable).
  *
  * Forward compatibility: set struct_size = sizeof(kvc_stats) before the call.
  * - struct_size < KVC_STATS_MIN_SIZE (including 0): KVC_ERR_INVALID_ARGUMENT.
@@ -1166,10 +1178,16 @@ kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tok
  * peers' tiers. Same rule as the create: memory first at each block, then the disk tier, then
  * peers, the chain ending at the first block found nowhere; at most n_tokens - 1 in all; with
  * prefill_tokens_per_s set, disk blocks the create would leave to the prefill in none. A
- * server that admits prompts under a token budget asks it first, then creates the sequence
- * with kvc_seq_create_chunked for the cached prefix and the chunk it schedules. The answer
- * holds until the next call that changes the cache (another thread's create, free, eviction):
- * the create does its own lookup and reports what it found.
+ * server that admits prompts under a token budget asks it first (the tokens to compute are
+ * n_tokens minus the sum), then creates the sequence with kvc_seq_create_chunked for the
+ * cached prefix and the chunk it schedules. The lookup does not say whether that create fits
+ * memory (a hit on a block no live sequence holds costs a free block, one on disk needs one
+ * to be read into): kvc_prefix_admit answers that exactly. The answer holds until the next
+ * call that changes the cache (another thread's create, free, eviction): the create does its
+ * own lookup and reports what it found. Nothing protects a queued request's prefix from
+ * eviction meanwhile; a server that wants it kept creates the sequence at queue time with
+ * kvc_seq_create_chunked(commit_tokens 1), which holds the prefix and one block more, and
+ * appends the rest when it schedules it (README, "Admission").
  * Allocates nothing and changes nothing observable: no block is pinned, read or made recently
  * used (an eviction afterwards takes the blocks it would have taken without it), no statistic
  * counts it. Like the create it first processes completions (see COMPLETIONS) and, reaching
@@ -1181,6 +1199,39 @@ kvc_status kvc_seq_create_salted(kvc_engine *e, uint64_t seq, const int32_t *tok
  */
 kvc_status kvc_prefix_lookup(kvc_engine *e, const int32_t *tokens, size_t n_tokens, uint64_t salt,
                              size_t *memory_tokens, size_t *disk_tokens, size_t *peer_tokens);
+
+/**
+ * The dry run of kvc_seq_create_chunked(e, new seq, tokens, n_tokens, salt, commit_tokens):
+ * returns KVC_OK when that create would succeed now and leave room to append reserve_tokens
+ * more tokens after it (decode room; 0: the create alone), and KVC_ERR_OUT_OF_MEMORY (the
+ * create's message) when not. It runs the create's own lookup and capacity check (one function
+ * both use), so the answer is exact: with reserve_tokens 0, a create made right after it (no
+ * call between) succeeds exactly when it returned KVC_OK, in both layouts, with and without a
+ * disk tier (a prefix block found only on disk needs a free block to be read into; one cached
+ * in memory that no live sequence holds is taken out of the free pool). Writes on KVC_OK and
+ * KVC_ERR_OUT_OF_MEMORY: *cached_tokens, what the create would report cached (as
+ * kvc_prefix_lookup's sum), and *short_tokens, the memory missing in tokens (0 on KVC_OK):
+ * missing blocks x block_tokens, or, contiguous, missing page groups x the tokens a page
+ * holds (rounded up); memory freed elsewhere (kvc_seq_free of sequences holding that much
+ * alone, kvc_seq_swap_out) makes it fit. When every sequence slot is in use (max_seqs) it is
+ * refused with both 0 (no lookup made). Budgeting: admit while it returns KVC_OK, then
+ * create; for a batch, create each admitted request before asking for the next (each create
+ * changes the pool). It does not check seq ids (KVC_ERR_EXISTS is the create's alone).
+ * Changes nothing: no block or disk slot pinned, read or made recently used, no statistic or
+ * event, nothing allocated; like the create it first processes completions (COMPLETIONS),
+ * and when the answer is no while kvc_seq_swap_out_async calls or freed sequences' reads are
+ * pending it waits for them, as the create does, and asks again.
+ * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/tokens/cached_tokens/short_tokens, n_tokens 0 or
+ * > max_seq_tokens, commit_tokens 0, commit_tokens or reserve_tokens > PTRDIFF_MAX, the held
+ * tokens plus reserve_tokens past max_seq_tokens); then nothing is written. An unknown salt
+ * is no error (a miss). Version node KVC_1.4.
+ * Cost: kvc_prefix_lookup's (the prompt's hashes, one index lookup per block, a tier lookup
+ * more per block memory misses), plus one reference count read per cached block and,
+ * contiguous, one per page of the held and reserved tokens; nothing allocated.
+ */
+kvc_status kvc_prefix_admit(kvc_engine *e, const int32_t *tokens, size_t n_tokens, uint64_t salt,
+                            size_t commit_tokens, size_t reserve_tokens, size_t *cached_tokens,
+                            size_t *short_tokens);
 
 /**
  * Chunked admission (vLLM's allocate_slots for one chunk): kvc_seq_create_salted's lookup over

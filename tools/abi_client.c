@@ -781,6 +781,68 @@ static void batched(uint32_t layout) {
     kvc_engine_destroy(single);
 }
 
+/* ---- admission's dry run (KVC_1.4) ------------------------------------------------------ */
+
+/* A scheduler's admission loop over a 32-block (paged) or 8-page-group (contiguous) engine,
+ * with or without a disk tier: before each create, kvc_prefix_admit with the same arguments;
+ * its status must be the create's and, admitted, its cached tokens the create's. Prompts share
+ * prefixes of 4 families (hits in memory and, with a tier, on disk); most creates are later
+ * freed, so memory churns between full and not. Then bad input: refused, nothing written. */
+static void admission(uint32_t layout, int disk) {
+    enum { STEPS = 300, LONGEST = 200 };
+    char dir[] = TIER_DIR;
+    const char *name;
+    kvc_config cfg;
+    if (disk) {
+        name = disk_scenario(layout, "admission's dry run against the create", dir);
+        disk_config(&cfg, layout, dir);
+    } else {
+        name = layout == KVC_LAYOUT_PAGED ? "paged" : "contiguous";
+        printf("abi_client: %s layout, admission's dry run against the create\n", name);
+        small_config(&cfg, layout, 0);
+    }
+    cfg.memory_bytes = 256u << 10;
+    kvc_engine *e = NULL;
+    MUST(kvc_engine_create(&cfg, &e));
+    uint64_t live[STEPS], rng = 0x5EED;
+    size_t n_live = 0, differ = 0, admitted = 0, refused = 0;
+    int32_t prompt[LONGEST];
+    for (int step = 0; step < STEPS; step++) {
+        rng = rng * 6364136223846793005u + 1442695040888963407u;
+        uint32_t r = (uint32_t)(rng >> 33);
+        size_t n = 1 + r % LONGEST, shared = (r >> 8) % 129, family = (r >> 16) % 4;
+        size_t commit = (r >> 18) % 3 == 0 ? 1 + (r >> 20) % 64 : n;
+        for (size_t i = 0; i < n; i++) prompt[i] = (int32_t)(i < shared ? family * 1000 + i : 100000 + step * 1000 + i);
+        size_t cached = 99, short_tokens = 99, created_cached = 98, held = 0;
+        kvc_status answer = kvc_prefix_admit(e, prompt, n, 0, commit, 0, &cached, &short_tokens);
+        kvc_status got = kvc_seq_create_chunked(e, 1 + (uint64_t)step, prompt, n, 0, commit, &created_cached, &held);
+        differ += answer != got || (got == KVC_OK && (cached != created_cached || short_tokens != 0)) ||
+                  (got == KVC_ERR_OUT_OF_MEMORY && short_tokens == 0 && n_live < cfg.max_seqs);
+        if (got == KVC_OK) {
+            admitted++;
+            live[n_live++] = 1 + (uint64_t)step;
+        } else {
+            refused++;
+        }
+        if (n_live > 0 && (r >> 24) % 3 != 0) {
+            size_t victim = (r >> 26) % n_live;
+            MUST(kvc_seq_free(e, live[victim]));
+            live[victim] = live[--n_live];
+        }
+    }
+    CHECK(differ == 0, "%s: %zu of %d dry runs differ from the create after them", name, differ, STEPS);
+    CHECK(admitted > 30 && refused > 30, "%s: both answers frequent (%zu admitted, %zu refused)", name, admitted, refused);
+    size_t cached = 7, short_tokens = 7;
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "tokens", kvc_prefix_admit(e, NULL, 4, 0, 1, 0, &cached, &short_tokens));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "n_tokens is 0", kvc_prefix_admit(e, prompt, 0, 0, 1, 0, &cached, &short_tokens));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "commit_tokens is 0", kvc_prefix_admit(e, prompt, 4, 0, 0, 0, &cached, &short_tokens));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "short_tokens", kvc_prefix_admit(e, prompt, 4, 0, 1, 0, &cached, NULL));
+    EXPECT_STATUS(KVC_ERR_INVALID_ARGUMENT, "max_seq_tokens", kvc_prefix_admit(e, prompt, 4, 0, 4, 2045, &cached, &short_tokens));
+    CHECK(cached == 7 && short_tokens == 7, "%s: a refused kvc_prefix_admit wrote its outputs", name);
+    kvc_engine_destroy(e);
+    if (disk) remove_tier_dir(dir);
+}
+
 /* ---- bad input ---------------------------------------------------------------------- */
 
 static void bad_input(uint32_t layout) {
@@ -2844,6 +2906,10 @@ int main(int argc, char **argv) {
     layer_arrays();
     batched(KVC_LAYOUT_PAGED);
     batched(KVC_LAYOUT_CONTIGUOUS);
+    admission(KVC_LAYOUT_PAGED, 0);
+    admission(KVC_LAYOUT_CONTIGUOUS, 0);
+    admission(KVC_LAYOUT_PAGED, 1);
+    admission(KVC_LAYOUT_CONTIGUOUS, 1);
     bad_input(KVC_LAYOUT_PAGED);
     bad_input(KVC_LAYOUT_CONTIGUOUS);
     bad_config();

@@ -25,14 +25,14 @@ LIB="$BIN/libkvcache.so"
 [[ -f "$LIB" ]] || fail "$LIB was not built"
 
 # Exports: every global defined dynamic symbol is a kvc_* function in version node KVC_1.0, or
-# in a later node (KVC_1.1 .. KVC_1.3) exactly when include/kvcache.map lists it there, besides the
+# in a later node (KVC_1.1 .. KVC_1.4) exactly when include/kvcache.map lists it there, besides the
 # nodes' own absolute symbols, and every function the header declares is exported. (gold also
 # lists a few LOCAL-binding entries in .dynsym for GOT relocations against Swift type metadata;
 # they are not exported: nothing can bind them.)
-nodes=(KVC_1.0 KVC_1.1 KVC_1.2 KVC_1.3)
+nodes=(KVC_1.0 KVC_1.1 KVC_1.2 KVC_1.3 KVC_1.4)
 later=("${nodes[@]:1}")
-versioned=$(nm -D --defined-only --extern-only --with-symbol-versions "$LIB" | awk '{print $NF}' | grep -vxE 'KVC_1\.[0-3]' | sort)
-unversioned=$(grep -vE '@@KVC_1\.[0-3]$' <<<"$versioned" || true)
+versioned=$(nm -D --defined-only --extern-only --with-symbol-versions "$LIB" | awk '{print $NF}' | grep -vxE 'KVC_1\.[0-4]' | sort)
+unversioned=$(grep -vE '@@KVC_1\.[0-4]$' <<<"$versioned" || true)
 [[ -z "$unversioned" ]] || fail "libkvcache.so exports symbols outside version nodes ${nodes[*]}: $unversioned"
 for node in "${later[@]}"; do
     listed=$(sed -n "/^${node//./\\.} {/,/}/p" include/kvcache.map | grep -oE '\bkvc_[a-z_0-9]+' | sort)
@@ -40,7 +40,7 @@ for node in "${later[@]}"; do
     [[ -n "$listed" && "$listed" == "$held" ]] ||
         fail "version node $node holds [$held], include/kvcache.map lists [$listed]"
 done
-exported=$(sed -E 's/@@KVC_1\.[0-3]$//' <<<"$versioned" | sort)
+exported=$(sed -E 's/@@KVC_1\.[0-4]$//' <<<"$versioned" | sort)
 others=$(grep -v '^kvc_' <<<"$exported" || true)
 [[ -z "$others" ]] || fail "libkvcache.so exports symbols other than kvc_*: $others"
 declared=$(grep -oE '\bkvc_[a-z_0-9]+\(' include/kvcache.h | tr -d '(' | sort -u)

@@ -290,9 +290,7 @@ public final class Engine: @unchecked Sendable {
             throw .invalid("commit_tokens is \(commitTokens); a sequence holds at least one token past its cached prefix")
         }
         return try lockedAllocating { () throws(KVError) -> (cachedTokens: Int, heldTokens: Int) in
-            BlockHash.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: n / bt))
-            fingerprint.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchFingerprints, count: n / bt))
-            let root = BlockHash.root(salt: salt), rootFingerprint = fingerprint.root(salt: salt)
+            let (root, rootFingerprint) = chainPrompt(tokens, salt: salt)
             let admitted = try create(seq, tokens: n, commit: commitTokens, full: n / bt, tailKnown: true, root: root,
                                       rootFingerprint: rootFingerprint, prompt: tokens, salt: salt) { tail, held in
                 let full = held / bt
@@ -342,6 +340,60 @@ public final class Engine: @unchecked Sendable {
         }
     }
 
+    /// Under the lock: writes the chained hashes and fingerprints of the full blocks of
+    /// `tokens` under `salt` into `scratchHashes` and `scratchFingerprints`, as `create` and
+    /// `plan` read them, and returns the chains' roots. Cost: one hash per token for each.
+    private func chainPrompt(_ tokens: UnsafeBufferPointer<Int32>, salt: UInt64) -> (root: UInt64, rootFingerprint: UInt64) {
+        let full = tokens.count / bt
+        BlockHash.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchHashes, count: full))
+        fingerprint.chain(tokens, blockTokens: bt, salt: salt, into: UnsafeMutableBufferPointer(start: scratchFingerprints, count: full))
+        return (BlockHash.root(salt: salt), fingerprint.root(salt: salt))
+    }
+
+    /// The dry run of `createSequence(_:tokens:salt:commitTokens:)` (kvcache.h,
+    /// kvc_prefix_admit): whether that create of a new sequence would succeed now and, after
+    /// it, `reserveTokens` (>= 0) more tokens could be appended (decode room the scheduler
+    /// wants), all else unchanged. It runs the create's own lookup and capacity check (`plan`),
+    /// so the answer is exact: `fits` exactly when the create right after (no call between)
+    /// succeeds, for `reserveTokens` 0, in both layouts, with or without a disk tier (whose
+    /// hits need memory blocks to be read into). Changes nothing: no block or disk slot pinned,
+    /// read or made recently used, no statistic, no event, nothing allocated; like the create
+    /// (and `cachedPrefixTokens`) it processes completions first, and, like the create, when
+    /// the answer is no while swap-outs or freed sequences' reads are pending, it waits for
+    /// them without the lock and asks again (`lockedAllocating`). It does not check that a
+    /// sequence id is free (`exists`). Throws `invalidArgument` as the create does (prompt
+    /// length, `commitTokens` < 1), and for a negative `reserveTokens` or one taking the held
+    /// tokens past `maxSeqTokens`. Cost: the create's hashing and lookup of the whole prompt,
+    /// one reference read per cached block, contiguous one per page of the held and reserved
+    /// tokens; no allocation.
+    public func admission(_ tokens: UnsafeBufferPointer<Int32>, salt: UInt64 = 0, commitTokens: Int,
+                          reserveTokens: Int = 0) throws(KVError) -> Admission {
+        let n = tokens.count
+        try checkPromptLength(n)
+        guard commitTokens > 0 else {
+            throw .invalid("commit_tokens is \(commitTokens); a sequence holds at least one token past its cached prefix")
+        }
+        guard reserveTokens >= 0 && reserveTokens <= config.maxSeqTokens else {
+            throw .invalid("reserve_tokens is \(reserveTokens); at most max_seq_tokens \(config.maxSeqTokens)")
+        }
+        var answer = Admission(cachedTokens: 0, shortTokens: 0, refusal: nil)
+        do throws(KVError) {
+            try lockedAllocating { () throws(KVError) in
+                _ = chainPrompt(tokens, salt: salt)
+                let plan = plan(tokens: n, commit: commitTokens, reserve: reserveTokens, full: n / bt, claim: false,
+                                prompt: tokens, salt: salt)
+                guard plan.held + reserveTokens <= config.maxSeqTokens else {
+                    throw .invalid("\(plan.held) held tokens and reserve_tokens \(reserveTokens) exceed max_seq_tokens \(config.maxSeqTokens)")
+                }
+                answer = Admission(cachedTokens: plan.cached * bt, shortTokens: plan.shortTokens, refusal: plan.refusal)
+                if let refusal = plan.refusal { throw refusal }  // lets `lockedAllocating` wait for pending releases
+            }
+        } catch {
+            guard error.code == .outOfMemory else { throw error }
+        }
+        return answer
+    }
+
     private func checkPromptLength(_ n: Int) throws(KVError) {
         guard n > 0 else { throw .invalid("a sequence needs at least one prompt token") }
         guard n <= config.maxSeqTokens else { throw .invalid("prompt of \(n) tokens exceeds max_seq_tokens \(config.maxSeqTokens)") }
@@ -361,34 +413,20 @@ public final class Engine: @unchecked Sendable {
         prompt: UnsafeBufferPointer<Int32>?, salt: UInt64, fillTail: (UnsafeMutablePointer<Int32>, Int) -> Void
     ) throws(KVError) -> (cachedTokens: Int, heldTokens: Int) {
         if sequences.slot(of: seq) >= 0 { throw .exists("sequence \(seq) already exists") }
-        if sequences.isFull { throw .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use") }
-        offload?.processCompletions()  // before the lookup: settled swap-outs release memory
-        let found = tieredPrefix(limit: min(full, (n - 1) / bt), claim: true, prompt: prompt, salt: salt) {
-            (scratchHashes[$0], scratchFingerprints[$0])
-        }
-        let (run, cached, fromDisk, fromPeers) = (found.run, found.cached, found.fromDisk, found.fromPeers)
+        let plan = plan(tokens: n, commit: commit, reserve: 0, full: full, claim: true, prompt: prompt, salt: salt)
+        let (run, cached, fromDisk, fromPeers) = (plan.run, plan.cached, plan.fromDisk, plan.fromPeers)
         defer {  // pinned by tieredPrefix
             if let tier = offload?.tier { for i in run..<cached where scratchBlocks[i] < 0 && scratchDisk[i] >= 0 { tier.unpin(scratchDisk[i]) } }
         }
-        let declined = found.declined * bt  // counted once the create succeeds, like the hit and query tokens
+        if let refusal = plan.refusal { throw refusal }
+        let declined = plan.declined * bt  // counted once the create succeeds, like the hit and query tokens
         // The held prompt: the cached prefix and at most `commit` tokens more; its known full
         // blocks (`indexable`) are the ones indexed. Every cached block lies in it.
-        let held = cached * bt + min(commit, n - cached * bt), indexable = min(full, held / bt)
+        let held = plan.held, indexable = min(full, held / bt)
         let total = (held + bt - 1) / bt
-        var revived = 0
-        for i in 0..<run where blocks.references(scratchBlocks[i]) == 0 { revived += 1 }
-        for i in run..<cached where scratchBlocks[i] >= 0 && blocks.references(scratchBlocks[i]) == 0 { revived += 1 }
-        guard blocks.available - revived >= total - (cached - fromDisk) else {
-            throw .outOfMemory("prompt needs \(total - (cached - fromDisk)) blocks, \(blocks.available - revived) are available")
-        }
         // Per position up to the last memory hit: the block shared there, or -1 (read from disk).
-        var extent = cached
-        while extent > run && scratchBlocks[extent - 1] < 0 { extent -= 1 }
+        let extent = plan.extent
         let hitBlocks = UnsafeBufferPointer(start: scratchBlocks, count: extent)
-        if let contiguous {
-            let need = contiguous.groupsNeeded(hit: hitBlocks, hitTokens: extent * bt, tokens: held)
-            guard contiguous.fits(need) else { throw .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor than the budget has free") }
-        }
         let slot = sequences.open(seq)
         sequences.indexesAppends[slot] = tailKnown
         let table = sequences.table(slot)
@@ -480,6 +518,66 @@ public final class Engine: @unchecked Sendable {
         return (cached * bt, held)
     }
 
+    /// What `plan` found and decided: `tieredPrefix`'s blocks (`cached`, `run`, `fromDisk`,
+    /// `fromPeers`, `declined`), the tokens the create holds (`held`), the memory hits' end
+    /// (`extent`: `scratchBlocks[0..<extent]` is the block shared per position, -1 where read
+    /// from disk), and, when it does not fit, the refusal and the memory missing in tokens.
+    private struct CreatePlan {
+        var cached = 0, run = 0, fromDisk = 0, fromPeers = 0, declined = 0, held = 0, extent = 0
+        var refusal: KVError?
+        var shortTokens = 0
+    }
+
+    /// A create's lookup and capacity check, under the lock: the one code `create` and its dry
+    /// run (`admission`) share, so that the dry run answers exactly what the create would do now.
+    /// `scratchHashes`/`scratchFingerprints` hold the prompt's chain as for `create`; the
+    /// sequence would hold the cached prefix and at most `commit` tokens more (`held`), and must
+    /// have room for `reserve` tokens beyond them (0 for a create). Refused (`refusal`, nothing
+    /// changed but the completions processed) when no sequence slot is free (before any lookup:
+    /// `shortTokens` 0), when the blocks of `held + reserve` tokens not shared from memory
+    /// exceed the free and evictable blocks less the cached hits the create takes out of that
+    /// pool (`revived`: indexed blocks no live sequence holds), or, contiguous, when their
+    /// page groups not yet pinned exceed the budget's unpinned ones; `shortTokens` is the
+    /// missing memory in tokens (blocks x `blockTokens`, or groups x the tokens a page holds,
+    /// rounded up). With `claim` the lookup claims as `create` needs (`tieredPrefix`: disk slots
+    /// pinned, for the caller to unpin from `run` to `cached` whether refused or not); without
+    /// it only `scratchBlocks` is written. Cost: `tieredPrefix`'s, plus one reference read per
+    /// cached block and, contiguous, one per page of the held tokens.
+    private func plan(tokens n: Int, commit: Int, reserve: Int, full: Int, claim: Bool,
+                      prompt: UnsafeBufferPointer<Int32>?, salt: UInt64) -> CreatePlan {
+        var plan = CreatePlan()
+        if sequences.isFull {
+            plan.refusal = .outOfMemory("all \(config.maxSeqs) sequence slots (max_seqs) are in use")
+            return plan
+        }
+        offload?.processCompletions()  // before the lookup: settled swap-outs release memory
+        let found = tieredPrefix(limit: min(full, (n - 1) / bt), keep: claim ? .claims : .memoryHits, prompt: prompt,
+                                 salt: salt) { (scratchHashes[$0], scratchFingerprints[$0]) }
+        let (run, cached, fromDisk) = (found.run, found.cached, found.fromDisk)
+        (plan.cached, plan.run, plan.fromDisk, plan.fromPeers, plan.declined) = (cached, run, fromDisk, found.fromPeers, found.declined)
+        plan.held = cached * bt + min(commit, n - cached * bt)
+        plan.extent = cached
+        while plan.extent > run && scratchBlocks[plan.extent - 1] < 0 { plan.extent -= 1 }
+        let tokens = plan.held + reserve
+        var revived = 0
+        for i in 0..<run where blocks.references(scratchBlocks[i]) == 0 { revived += 1 }
+        for i in run..<cached where scratchBlocks[i] >= 0 && blocks.references(scratchBlocks[i]) == 0 { revived += 1 }
+        let needBlocks = (tokens + bt - 1) / bt - (cached - fromDisk), freeBlocks = blocks.available - revived
+        if needBlocks > freeBlocks {
+            plan.refusal = .outOfMemory("prompt needs \(needBlocks) blocks\(reserve > 0 ? " (with \(reserve) tokens reserved)" : ""), \(freeBlocks) are available")
+            plan.shortTokens = (needBlocks - freeBlocks) * bt
+        } else if let contiguous {
+            let need = contiguous.groupsNeeded(hit: UnsafeBufferPointer(start: scratchBlocks, count: plan.extent),
+                                               hitTokens: plan.extent * bt, tokens: tokens)
+            if !contiguous.fits(need) {
+                plan.refusal = .outOfMemory("prompt needs \(need) more pages of \(config.pageBytes) bytes per tensor\(reserve > 0 ? " (with \(reserve) tokens reserved)" : "") than the budget has free")
+                let missing = contiguous.pinnedGroups + need - contiguous.groups
+                plan.shortTokens = (missing * contiguous.pageBytes + contiguous.tokenBytes - 1) / contiguous.tokenBytes
+            }
+        }
+        return plan
+    }
+
     /// The indexed block of `hash` and `fingerprint` (`BlockPool.lookup`: 0 takes the hash's
     /// first block, whatever its fingerprint) for
     /// block position `position` of a prompt, or -1. Contiguous: a block indexed at another
@@ -490,6 +588,11 @@ public final class Engine: @unchecked Sendable {
         if b >= 0, let contiguous, !contiguous.holds(b, at: position) { return -1 }
         return b
     }
+
+    /// What `tieredPrefix` keeps of a lookup: nothing (the lookups without creating), the
+    /// memory hits per position in `scratchBlocks` (a create's dry run, `plan`), or everything
+    /// a create needs, disk slots pinned (`create`).
+    private enum PrefixKeep { case nothing, memoryHits, claims }
 
     /// The prefix lookup rule, the one `create` and the lookups without creating
     /// (`cachedPrefixTokens`, `cachedPrefixBlocks`) share, so that they say what a create
@@ -512,7 +615,7 @@ public final class Engine: @unchecked Sendable {
     /// prompt's fingerprint under the same hash (each tier indexes both, `HashChains`), so no
     /// prompt is served another's K/V and none's hits depend on another's blocks.
     ///
-    /// With `claim` (a create), it records what it found: per position the memory block in
+    /// With `keep` `.claims` (a create), it records what it found: per position the memory block in
     /// `scratchBlocks` (-1 when read from disk), the own tier's slot in `scratchDisk`, pinned and
     /// made most recently used, or -1 and the peer's location in `scratchPeer` (not pinned: the
     /// peer's slot is verified when read). Declined slots are unpinned here; the caller unpins
@@ -520,19 +623,21 @@ public final class Engine: @unchecked Sendable {
     /// queued for a staging buffer), on every path: until then the creation's own allocations
     /// evict cached blocks, whose spills into a full tier drop its least recently used
     /// unpinned slots and reuse them at once, and a reused slot would serve another block's
-    /// bytes as this prefix. Without `claim` it changes nothing (no LRU order either).
+    /// bytes as this prefix. Otherwise it changes nothing (no LRU order either); `.memoryHits`
+    /// (a dry run, `admission`) fills `scratchBlocks` alone, which `shortfall` reads.
     /// Cost: one memory index lookup per block, one tier lookup per block missing in memory;
     /// with peers, one lookup per peer past the own tier's miss and one journal `fstat` and
     /// `stat` per peer the first time.
     @inline(__always) private func tieredPrefix(
-        limit: Int, claim: Bool, prompt: UnsafeBufferPointer<Int32>?, salt: UInt64, hash: (Int) -> (UInt64, UInt64)
+        limit: Int, keep: PrefixKeep, prompt: UnsafeBufferPointer<Int32>?, salt: UInt64, hash: (Int) -> (UInt64, UInt64)
     ) -> (cached: Int, run: Int, fromDisk: Int, fromPeers: Int, declined: Int) {
+        let claim = keep == .claims
         var i = 0, run = -1, fromDisk = 0, fromPeers = 0
         var peersRefreshed = false, chainsStarted = false
         while i < limit {
             let (h, f) = hash(i)
             let b = memoryHit(h, fingerprint: f, at: i)
-            if claim { scratchBlocks[i] = b }
+            if keep != .nothing { scratchBlocks[i] = b }
             if b < 0 {
                 guard let tier = offload?.tier else { break }
                 if run < 0 { run = i }
@@ -1269,7 +1374,7 @@ public final class Engine: @unchecked Sendable {
         kvm_lock_acquire(mutex)
         defer { kvm_lock_release(mutex) }
         offload?.processCompletions()
-        let found = tieredPrefix(limit: limit, claim: false, prompt: prompt, salt: salt, hash: hash)
+        let found = tieredPrefix(limit: limit, keep: .nothing, prompt: prompt, salt: salt, hash: hash)
         return (found.cached, found.fromDisk, found.fromPeers)
     }
 }

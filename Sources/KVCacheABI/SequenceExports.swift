@@ -75,6 +75,30 @@ private func create(
     }
 }
 
+/// `kvc_prefix_admit`: `Engine.admission`, the prompt checked as `kvc_seq_create` checks it and
+/// `commit_tokens`/`reserve_tokens` as every `size_t` is; both outputs are checked before the
+/// engine is asked, and written when the answer is KVC_OK or KVC_ERR_OUT_OF_MEMORY (then the
+/// refusal is the last error), never on another failure.
+@c public func kvc_prefix_admit(
+    _ e: OpaquePointer?, _ tokens: UnsafePointer<Int32>?, _ nTokens: Int, _ salt: UInt64, _ commitTokens: Int,
+    _ reserveTokens: Int, _ cachedTokens: UnsafeMutablePointer<Int>?, _ shortTokens: UnsafeMutablePointer<Int>?
+) -> kvc_status {
+    status("kvc_prefix_admit", "n_tokens \(UInt(bitPattern: nTokens)), salt \(salt), "
+        + "commit_tokens \(UInt(bitPattern: commitTokens)), reserve_tokens \(UInt(bitPattern: reserveTokens))") {
+        () throws(KVError) in
+        try withEngine(e) { (engine) throws(KVError) in
+            let cachedTokens = try required(cachedTokens, "cached_tokens")
+            let shortTokens = try required(shortTokens, "short_tokens")
+            let answer = try engine.admission(try checkedPrompt(tokens, nTokens, engine), salt: salt,
+                                              commitTokens: try size(commitTokens, "commit_tokens"),
+                                              reserveTokens: try size(reserveTokens, "reserve_tokens"))
+            cachedTokens.pointee = answer.cachedTokens
+            shortTokens.pointee = answer.shortTokens
+            if let refusal = answer.refusal { throw refusal }
+        }
+    }
+}
+
 /// A prompt as every call taking one checks it: not NULL (`buffer`), at least one token, at
 /// most `max_seq_tokens` (`checkTokenCount`), before the engine reads any token.
 private func checkedPrompt(_ tokens: UnsafePointer<Int32>?, _ nTokens: Int, _ engine: Engine)
