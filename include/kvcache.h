@@ -398,10 +398,11 @@ enum {
  * - A larger struct (a newer caller): accepted when every byte past the fields this library
  *   knows is 0 (fields added later use 0 for "as before"); a non-zero byte there is
  *   KVC_ERR_UNSUPPORTED, since the library cannot honour a setting it does not know.
- * - The reserved fields (reserved_36, reserved_132 and reserved_164, named by their offsets;
- *   padding in earlier versions of this header, same layout) must be 0 too, whatever
- *   struct_size: a later header may put a field there without changing the struct's size (as
- *   index_on_schedule did at 124), so a non-zero reserved byte is KVC_ERR_UNSUPPORTED.
+ * - The reserved fields (reserved_36 and reserved_132, named by their offsets; padding in
+ *   earlier versions of this header, same layout) must be 0 too, whatever struct_size: a
+ *   later header may put a field there without changing the struct's size (as
+ *   index_on_schedule did at 124, and event_capacity at 164), so a non-zero reserved byte is
+ *   KVC_ERR_UNSUPPORTED.
  *   kvc_config_init zeroes them; zero (memset) a struct you build without it.
  *   struct_size above KVC_STRUCT_SIZE_MAX is KVC_ERR_INVALID_ARGUMENT (not a kvc_config).
  */
@@ -617,10 +618,21 @@ typedef struct kvc_config {
      *  failing disk sees each block at most once from it.
      *  kvc_stats.disk_blocks_written_ahead counts its writes. Needs a disk tier; 0 or 1, else
      *  KVC_ERR_INVALID_ARGUMENT. Offset 160 (the struct is 168 bytes since this field, with
-     *  reserved_164); a caller's older struct gets 0. */
+     *  reserved_164, now event_capacity); a caller's older struct gets 0. */
     uint32_t offload_writeback;
-    /** Reserved (offset 164): must be 0. */
-    uint32_t reserved_164;
+    /** KV events the queue holds between two kvc_drain_events before it drops the oldest
+     *  (kvc_stats.events_dropped): 0 (default): 65536; else 1..16777216, else
+     *  KVC_ERR_INVALID_ARGUMENT. 24 bytes (one kvc_event) per event, allocated by
+     *  kvc_engine_create (1.5 MiB by default, 384 MiB at most; resident as the queue first
+     *  fills). Size it to the busiest stretch between two drains: one BLOCK_STORED per block
+     *  filled, one BLOCK_REMOVED per cached block evicted (or spilled), so at block_tokens 1
+     *  under memory pressure up to two per prompt token: a scheduler step admitting 64
+     *  prompts of 4096 tokens pushes ~520k (docs/events.md, "Sizing the queue"). An engine
+     *  whose events nobody drains may take 1. The default does not grow with the engine's
+     *  blocks: the events between drains follow the tokens admitted per drain, which the
+     *  engine does not know. Offset 164 (reserved_164 before 2026-11-26: the struct stays
+     *  168 bytes); a caller's older struct, or one whose byte 164 was reserved, gets 65536. */
+    uint32_t event_capacity;
     /* more may follow */
 } kvc_config;
 
@@ -705,8 +717,8 @@ typedef struct kvc_stats {
      *  sequences' pages, then refuses. */
     uint64_t mappings;
     /** Events dropped, oldest first, because they were not drained in time (the queue holds
-     *  65536, plus, until the drains leave at most 65536 of them pending, room for as many as
-     *  kvc_engine_create pushed: see there). */
+     *  kvc_config.event_capacity, 65536 by default, plus, until a drain leaves at most that
+     *  many pending, room for as many as kvc_engine_create pushed: see there). */
     uint64_t events_dropped;
     /* -- the disk tier (all 0 without one) -- */
     /** Bytes the disk tier may use (whole slots of offload_bytes), and bytes of its slots
@@ -935,7 +947,7 @@ void kvc_config_init(kvc_config *cfg);
  * Creates an engine shaped by *cfg and stores its handle in *out.
  * Reserves the virtual address space of the layout up front (MAP_NORESERVE: no physical
  * memory until sequences need it); cost grows with max_seqs * num_layers (contiguous).
- * Metadata (block tables, prefix index, event queue of 65536 entries) is allocated here,
+ * Metadata (block tables, prefix index, event queue of event_capacity entries) is allocated here,
  * once; successful calls do not allocate afterwards (a failing call formats its message),
  * but for eviction state (TOKEN EVICTION), episodic offload's open-record buffers, mapped
  * here only with eviction_policy KVC_EVICTION_EPISODIC (see kvc_seq_set_eviction), and a
@@ -946,10 +958,10 @@ void kvc_config_init(kvc_config *cfg);
  * kvc_drain_events carries no engine epoch; kvc_drain_events_seq's epoch, KVC_1.1, tells a
  * restart apart) forgets it when it applies the events in order. With a disk tier, the
  * tier's own events follow (DISK TIER, Events: its ALL_CLEARED, then one BLOCK_STORED per
- * block it found). The queue holds these beside its 65536, so none is dropped before the
- * first kvc_drain_events; that room stays until a drain leaves at most 65536 events pending,
- * which frees it (the queue is 65536 again). No kvc_stats field counts them (events_dropped
- * does only if they are dropped later, as any event).
+ * block it found). The queue holds these beside its event_capacity, so none is dropped before
+ * the first kvc_drain_events; that room stays until a drain leaves at most event_capacity
+ * events pending, which frees it (the queue holds event_capacity again). No kvc_stats field
+ * counts them (events_dropped does only if they are dropped later, as any event).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL cfg/out, bad struct_size, a field out of range or
  * memory_bytes too small for one block or page group or holding more than 2^24 blocks or
  * 2^30 page groups — the
@@ -1046,17 +1058,19 @@ kvc_status kvc_engine_stats(kvc_engine *e, kvc_stats *out);
  * Moves up to `capacity` pending events, oldest first, into out[0 .. *n_events-1]; drained
  * events are gone. Events of both tiers (kvc_event.tier) share one queue, in the order the
  * changes happened; applying them in that order, per tier, gives exactly the blocks each tier
- * finds. Call it regularly: the queue holds 65536 events (plus those of kvc_engine_create:
- * the memory tier's ALL_CLEARED, and with a disk tier its ALL_CLEARED and one per block a
- * reopened tier announces: DISK TIER, Events) and, when full, drops the
+ * finds. Call it regularly: the queue holds kvc_config.event_capacity events, 65536 by
+ * default (plus those of kvc_engine_create: the memory tier's ALL_CLEARED, and with a disk
+ * tier its ALL_CLEARED and one per block a reopened tier announces: DISK TIER, Events) and,
+ * when full, drops the
  * oldest (counted in kvc_stats.events_dropped; a router seeing that grow should treat its
  * view of this instance as stale and rebuild it: drain, then apply kvc_engine_index_events'
  * dump, as the replay simulator does, docs/routing.md). *n_events < capacity means the queue
- * was emptied.
+ * was emptied. At block_tokens 1 every token filled and every block evicted is an event:
+ * drain at least once per scheduler step and size event_capacity to a step's events.
  * Two threads draining at once each get a disjoint subset. No allocation; the engine keeps
  * its events as kvc_events, so a drain is at most two copies. The drain that leaves at most
- * 65536 events pending after a restart's burst moves them back into the usual queue and frees
- * the burst's room (a copy of those, a free).
+ * event_capacity events pending after a restart's burst moves them back into the usual
+ * queue and frees the burst's room (a copy of those, a free).
  * `out` may be NULL only when capacity is 0 (then *n_events = 0).
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e/n_events, NULL out with capacity > 0, capacity
  * above PTRDIFF_MAX / sizeof(kvc_event)).

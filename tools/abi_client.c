@@ -51,9 +51,9 @@ _Static_assert(offsetof(kvc_config, peer_offload_dirs) == 136, "kvc_config.peer_
 _Static_assert(offsetof(kvc_config, model_tag) == 144, "kvc_config.model_tag at 144 (appended)");
 _Static_assert(offsetof(kvc_config, prefill_tokens_per_s) == 152, "kvc_config.prefill_tokens_per_s at 152 (appended)");
 _Static_assert(offsetof(kvc_config, offload_writeback) == 160, "kvc_config.offload_writeback at 160 (appended)");
-_Static_assert(offsetof(kvc_config, reserved_36) == 36 && offsetof(kvc_config, reserved_132) == 132 &&
-                   offsetof(kvc_config, reserved_164) == 164,
+_Static_assert(offsetof(kvc_config, reserved_36) == 36 && offsetof(kvc_config, reserved_132) == 132,
                "kvc_config's reserved fields where its padding was");
+_Static_assert(offsetof(kvc_config, event_capacity) == 164, "kvc_config.event_capacity at 164 (was reserved_164)");
 _Static_assert(sizeof(kvc_config) == 168, "kvc_config is 168 bytes");
 _Static_assert(KVC_CONFIG_MIN_SIZE == 60, "KVC_CONFIG_MIN_SIZE");
 _Static_assert(offsetof(kvc_stats, budget_bytes) == 8, "kvc_stats.budget_bytes at 8");

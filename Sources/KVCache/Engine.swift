@@ -121,7 +121,6 @@ public final class Engine: @unchecked Sendable {
         guard config.maxSeqs * maxBlocks <= 1 << 28 else {
             throw .invalid("max_seqs x max_seq_tokens / block_tokens = \(config.maxSeqs * maxBlocks) block-table entries, over 2^28: lower max_seqs or max_seq_tokens, or raise block_tokens")
         }
-        let events = config.eventCapacity + 1  // + the memory tier's `allCleared` below
         let budgetBlocks = config.memoryBytes / UInt64(config.blockBytesAllTensors)
         guard budgetBlocks <= UInt64(Engine.maxBlocks) else {
             throw .invalid("memory_bytes \(config.memoryBytes) holds \(budgetBlocks) blocks of \(config.blockBytesAllTensors) bytes, more than the \(Engine.maxBlocks) an engine indexes: raise block_tokens or lower memory_bytes")
@@ -131,12 +130,12 @@ public final class Engine: @unchecked Sendable {
             guard budgetBlocks > 0 else { throw .invalid("memory_bytes \(config.memoryBytes) holds no block of \(config.blockBytesAllTensors) bytes") }
             paged = nil
             contiguous = nil
-            blocks = try BlockPool(capacity: Int(budgetBlocks), arena: nil, eventCapacity: events)
+            blocks = try BlockPool(capacity: Int(budgetBlocks), arena: nil, eventCapacity: config.eventCapacity, eventRoom: 1)
         case (.paged, false):
             let memory = try PagedMemory(config)
             paged = memory
             contiguous = nil
-            blocks = try BlockPool(capacity: memory.blocks, arena: memory.arena, eventCapacity: events)
+            blocks = try BlockPool(capacity: memory.blocks, arena: memory.arena, eventCapacity: config.eventCapacity, eventRoom: 1)
         case (.contiguous, false):
             // The blocks of what the pool holds (memory_bytes rounded down to whole page groups
             // of every tensor), plus room for every sequence's partial block.
@@ -145,13 +144,15 @@ public final class Engine: @unchecked Sendable {
             let memory = try ContiguousMemory(config, logicalBlocks: logical)
             paged = nil
             contiguous = memory
-            blocks = try BlockPool(capacity: logical, arena: nil, eventCapacity: events)
+            blocks = try BlockPool(capacity: logical, arena: nil, eventCapacity: config.eventCapacity, eventRoom: 1)
             blocks.listener = memory
             memory.evictCached = { [unowned blocks] in blocks.evictOldest(ancestorsFirst: true) }
         }
         // The memory tier's first event, before the disk tier's (`DiskTier.recover`): a router
         // still holding what this instance's previous engine announced, restart unnoticed,
-        // empties its memory view of it. The queue holds it beside its usual capacity.
+        // empties its memory view of it. The queue holds it in the room beside its usual
+        // capacity (`eventRoom: 1` above), given back by the first drain that leaves at most
+        // that capacity pending.
         blocks.events.push(KVEvent(kind: .allCleared, tier: KVEvent.memoryTier, blockHash: 0, parentHash: 0))
         pagedArena = paged?.arena
         pagedTensorBytes = paged.map { Int(kvm_arena_tensor_bytes($0.arena)) } ?? 0

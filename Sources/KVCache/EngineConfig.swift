@@ -132,10 +132,19 @@ public struct EngineConfig: Equatable, Sendable {
     /// them (nil: never; also environment `KVCACHE_OFFLOAD_FAULT=read|write|all:AFTER[@DIR]`).
     public var offloadFault: OffloadFault? = nil
 
-    /// Events the queue holds before it drops the oldest (`kvc_drain_events`' 65536), beside
+    /// Events the queue holds between two drains before it drops the oldest, counted in
+    /// `EngineStats.eventsDropped` (`event_capacity`; 1...16777216, default 65536), beside
     /// the events of the engine's creation (the memory tier's `allCleared`; with a disk tier,
-    /// its `allCleared` and each block it found). Not in the C ABI: tests lower it.
-    var eventCapacity = 1 << 16
+    /// its `allCleared` and each block it found), whose room the first drain that leaves at
+    /// most this many pending gives back. Size it to the events of the busiest stretch
+    /// between two drains: a `blockStored` per block filled and a `blockRemoved` per
+    /// eviction, so up to two per prompt token at `blockTokens` 1 under memory pressure
+    /// (docs/events.md, "Sizing the queue"). Costs 24 bytes per event, allocated once at
+    /// creation (resident as the ring first fills): 1.5 MiB by default, 384 MiB at most.
+    /// An engine whose events nobody drains can take 1. The default does not grow with the
+    /// engine's blocks: the events between drains follow the tokens a server admits per step
+    /// and how often it drains, which the engine cannot know.
+    public var eventCapacity = 1 << 16
 
     /// The defaults listed above.
     public init() {}
@@ -171,6 +180,7 @@ public struct EngineConfig: Equatable, Sendable {
         try check(!(metadataOnly && layout == .contiguous), "metadata-only engines use the paged layout")
         try check(memoryBytes > 0, "memory_bytes is 0")
         try eviction.validate()
+        try check((1...(1 << 24)).contains(eventCapacity), "event_capacity \(eventCapacity) is outside 1...16777216")
         try check((32...1024).contains(offloadQueueDepth), "offload_queue_depth \(offloadQueueDepth) is outside 32...1024")
         try check(prefillTokensPerSecond.isFinite && prefillTokensPerSecond >= 0,
                   "prefill_tokens_per_s \(prefillTokensPerSecond) is not a finite number of tokens per second, 0 or more")

@@ -52,16 +52,18 @@ enum ConfigLayout {
     static let modelTag = 144
     /// `double prefill_tokens_per_s`; a 152-byte struct of the previous version ends before it (0).
     static let prefillTokensPerSecond = 152
-    /// `uint32_t offload_writeback` (then reserved_164); a 160-byte struct of the previous
-    /// version ends before it (0: no writeback thread).
+    /// `uint32_t offload_writeback`; a 160-byte struct of the previous version ends before it
+    /// (0: no writeback thread).
     static let offloadWriteback = 160
-    /// The end of the last field this version reads (`offload_writeback`).
-    static let known = 164
+    /// `uint32_t event_capacity`, in what was reserved_164 (so the struct stayed 168 bytes);
+    /// 0 there, or a struct that ends before it: the default 65536.
+    static let eventCapacity = 164
+    /// The end of the last field this version reads (`event_capacity`).
+    static let known = 168
     /// `sizeof(kvc_config)` of this version.
     static let size = 168
     /// The reserved fields between fields (reserved_36, reserved_132; padding in earlier
-    /// headers), which `kvc_config_init` zeroes and a newer header could fill (reserved_164
-    /// lies past `known`).
+    /// headers), which `kvc_config_init` zeroes and a newer header could fill.
     static let padding = [36..<40, 132..<136]
     /// `KVC_CONFIG_MIN_SIZE`: through `numa_node`.
     static let minimumSize = 60
@@ -175,6 +177,9 @@ extension EngineConfig {
             let flag = raw.loadUnaligned(fromByteOffset: ConfigLayout.offloadWriteback, as: UInt32.self)
             guard flag <= 1 else { throw KVError(.invalidArgument, "offload_writeback \(flag) is neither 0 nor 1") }
             offloadWriteback = flag == 1
+        }
+        if has(ConfigLayout.eventCapacity, 4), int(ConfigLayout.eventCapacity) != 0 {
+            eventCapacity = int(ConfigLayout.eventCapacity)
         }
         try rejectUnknownBytes(raw, size: size, known: ConfigLayout.known, padding: ConfigLayout.padding, "kvc_config")
     }

@@ -67,6 +67,9 @@ struct EngineOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "Write cold cached blocks to the disk tier ahead of their eviction, on a thread that copies them outside the engine's lock (offload_writeback; on by default with --offload-dir), or (--no-offload-writeback) inside the call that evicts them, as an engine whose kvc_config leaves the field 0 does.")
     var offloadWriteback: Bool?
 
+    @Option(help: "KV events the engine's queue holds between two drains before it drops the oldest (event_capacity, 1...16777216; default \(EngineConfig().eventCapacity); 24 bytes each). Up to two per prompt token at --block-tokens 1 under eviction: raise it when events_dropped grows.")
+    var eventCapacity: Int?
+
     @Flag(help: "Index a prompt's blocks only as they are scheduled (index_on_schedule). Nothing here calls kvc_seq_schedule, so they enter the index at the sequence's first append, after its prefill: later prompts hit only computed blocks.")
     var indexOnSchedule = false
 
@@ -95,6 +98,7 @@ struct EngineOptions: ParsableArguments {
         config.offloadWriteback = offloadWriteback ?? (offloadDir != nil)
         config.peerOffloadDirs = peerOffloadDir
         if let modelTag { config.modelTag = modelTag }
+        if let eventCapacity { config.eventCapacity = eventCapacity }
         return config
     }
 
@@ -127,7 +131,7 @@ struct EngineOptions: ParsableArguments {
         "offload_dir": "--offload-dir", "offload_bytes": "--offload-bytes", "peer_offload_dirs": "--peer-offload-dir",
         "model_tag": "--model-tag", "offload_queue_depth": "--offload-queue-depth",
         "offload_writeback": "--offload-writeback", "index_on_schedule": "--index-on-schedule",
-        "prefill_tokens_per_s": "--prefill-tokens-per-s",
+        "prefill_tokens_per_s": "--prefill-tokens-per-s", "event_capacity": "--event-capacity",
     ]
 
     /// `message`, an engine's refusal of its configuration (which names `kvc_config`'s fields,

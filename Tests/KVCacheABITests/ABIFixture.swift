@@ -56,6 +56,7 @@ struct CConfig {
         set { set64(152, newValue.bitPattern) }
     }
     var offloadWriteback: UInt32 { get { get32(160) } set { set32(160, newValue) } }
+    var eventCapacity: UInt32 { get { get32(164) } set { set32(164, newValue) } }
 
     /// `kvc_engine_create` with `offload_dir` (offset 64) pointing at `dir` for the call, and
     /// `peer_offload_dirs` (offset 136) at `peers` when given.

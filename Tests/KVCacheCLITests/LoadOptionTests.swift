@@ -55,6 +55,7 @@ struct LoadOptionTests {
         // The engine's own checks, through EngineOptions.
         (["--page-bytes", "3000"], "--page-bytes 3000 is not a power of two from 4096 to 2097152"),
         (["--layers", "0"], "--layers 0 is outside 1...1024"),
+        (["--event-capacity", "0"], "--event-capacity 0 is outside 1...16777216"),
         // Values ArgumentParser cannot convert: it names the value and the option.
         (["--memory", "12XB"], "The value '12XB' is invalid for '--memory <memory>'"),
         (["--prompt-dist", "gaussian"], "The value 'gaussian' is invalid for '--prompt-dist <prompt-dist>'"),
@@ -139,6 +140,8 @@ struct LoadOptionTests {
         #expect(tierDefaults.offloadWriteback)
         #expect(try LoadCommand.parse(["--offload-dir", "/tmp/tier", "--offload-writeback"]).engine.config.offloadWriteback)
         #expect(try !LoadCommand.parse([]).engine.config.offloadWriteback)
+        #expect(try LoadCommand.parse(["--event-capacity", "524288"]).engine.config.eventCapacity == 524288)
+        #expect(try LoadCommand.parse([]).engine.config.eventCapacity == 65536)
     }
 
     /// A negative number after an option is that option's value (`KVCacheCommand.main` joins

@@ -105,8 +105,9 @@ public final class BlockPool {
     /// Throws `outOfMemory` when its per-block arrays (61 bytes per block, 57 over an arena,
     /// which keeps no free list, and 24 to 48 for the
     /// prefix index: `memory_bytes / (block bytes x tensors)` blocks, at most 2^24) or the
-    /// event queue cannot be allocated (`CheckedAllocations`).
-    init(capacity: Int, arena: OpaquePointer?, eventCapacity: Int) throws(KVError) {
+    /// event queue (`eventCapacity` events, with `eventRoom` more for the engine's creation
+    /// events: `EventQueue.init`) cannot be allocated (`CheckedAllocations`).
+    init(capacity: Int, arena: OpaquePointer?, eventCapacity: Int, eventRoom: Int = 0) throws(KVError) {
         precondition(capacity > 0 && capacity < Int(Int32.max))
         self.capacity = capacity
         self.arena = arena
@@ -127,7 +128,7 @@ public final class BlockPool {
         copyTickets = try a.allocate(repeating: 0, count: capacity, perBlock)
         index = try HashChains(ids: capacity, fingerprints: fingerprints,
                                "the prefix index of \(capacity) blocks (memory_bytes / block bytes)")
-        events = try EventQueue(capacity: eventCapacity)
+        events = try EventQueue(capacity: eventCapacity, room: eventRoom)
         a.keep()
     }
 

@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Resynchronising a KV-event consumer that lost events. The event queue is bounded
-/// (`EngineConfig.eventCapacity`, 65,536) and drops its oldest events when the consumer falls
+/// (`EngineConfig.eventCapacity`, default 65536) and drops its oldest events when the consumer falls
 /// behind (`EngineStats.eventsDropped`); a view built from what is left misses blocks stored
 /// and keeps blocks removed in the gap, in either tier. vLLM's consumers must then rebuild
 /// externally; Dynamo's KV router recovers a gap from a dump of the worker's tree. This is that

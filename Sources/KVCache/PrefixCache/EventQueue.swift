@@ -4,12 +4,19 @@
 /// order (`pushed`), dropped ones included, so a consumer of numbered batches sees a drop as a
 /// gap. Not thread-safe.
 final class EventQueue {
-    /// The buffer of `baseCapacity` events allocated at creation, kept for the queue's life.
+    /// The buffer of `baseSlots` events allocated at creation, kept for the queue's life.
     private let base: UnsafeMutablePointer<KVEvent>
+    private let baseSlots: Int
+    /// The events the queue holds once the creation's room (`init`) and any burst (`grow`)
+    /// are given back: the engine's `event_capacity`.
     private let baseCapacity: Int
-    /// `base`, or a burst's buffer of `capacity` events (`grow`) until a drain leaves no more
-    /// pending events than `base` holds.
+    /// `base`, or a burst's buffer of `slots` events (`grow`) until a drain leaves no more
+    /// pending events than `baseCapacity`.
     private var buffer: UnsafeMutablePointer<KVEvent>
+    /// Events in `buffer`: the ring's length.
+    private var slots: Int
+    /// Events held before the oldest is dropped: `baseCapacity`, plus the creation's room and
+    /// a burst's until a drain leaves at most `baseCapacity` pending. At most `slots`.
     private(set) var capacity: Int
     private var head = 0
     private(set) var count = 0
@@ -24,15 +31,20 @@ final class EventQueue {
 
     /// The bytes the queue's buffers hold: the base's, plus a burst's while it is live. For
     /// tests. O(1).
-    var heldBytes: Int { (baseCapacity + (buffer == base ? 0 : capacity)) * MemoryLayout<KVEvent>.stride }
+    var heldBytes: Int { (baseSlots + (buffer == base ? 0 : slots)) * MemoryLayout<KVEvent>.stride }
 
-    /// A queue holding at most `capacity` events.
-    /// Throws `outOfMemory` when its 24 bytes per event cannot be allocated (`CheckedAllocations`).
-    init(capacity: Int) throws(KVError) {
+    /// A queue holding at most `capacity` events (at least 1), with `room` more until the
+    /// first drain that leaves at most `capacity` pending: for the events the engine pushes as
+    /// it is created, so that they take none of the usual capacity. Allocates `capacity + room`
+    /// events of 24 bytes, kept for the queue's life.
+    /// Throws `outOfMemory` when they cannot be allocated (`CheckedAllocations`).
+    init(capacity: Int, room: Int = 0) throws(KVError) {
         baseCapacity = max(1, capacity)
-        self.capacity = baseCapacity
+        baseSlots = baseCapacity + max(0, room)
+        slots = baseSlots
+        self.capacity = baseSlots
         let a = CheckedAllocations()
-        base = try a.allocate(count: baseCapacity, "the event queue of \(baseCapacity) events")
+        base = try a.allocate(count: baseSlots, "the event queue of \(baseSlots) events")
         a.keep()
         buffer = base
     }
@@ -47,7 +59,7 @@ final class EventQueue {
     /// `DiskTier.recover`), so that none of it is dropped before the first drain and the usual
     /// capacity stays for what follows. Allocates a burst buffer of `capacity + extra` events
     /// (24 bytes each) beside the base, which stays: creation only. The burst's buffer is freed
-    /// by the first drain that leaves no more pending events than the base holds (`drain`).
+    /// by the first drain that leaves no more pending events than `baseCapacity` (`drain`).
     /// O(count).
     /// Throws `outOfMemory`, changing nothing, when the larger queue cannot be allocated.
     func grow(by extra: Int, _ what: @autoclosure () -> String) throws(KVError) {
@@ -59,6 +71,7 @@ final class EventQueue {
         if buffer != base { buffer.deallocate() }
         buffer = bigger
         capacity += extra
+        slots = capacity
         head = 0
     }
 
@@ -77,9 +90,10 @@ final class EventQueue {
     /// Moves up to `out.count` events, oldest first, into `out` (whose memory may be
     /// uninitialised: `KVEvent` is trivial); returns how many. Two block copies at most (the
     /// run up to the buffer's end, then the wrapped run), no division. While a burst's buffer
-    /// is live (`grow`), a drain that leaves no more pending events than the base holds moves
-    /// them into the base (O(count), at most the base's capacity; order and numbering
-    /// unchanged) and frees the burst's buffer: a free, never an allocation.
+    /// is live (`grow`), a drain that leaves no more pending events than `baseCapacity` moves
+    /// them into the base (O(count), at most `baseCapacity`; order and numbering unchanged)
+    /// and frees the burst's buffer: a free, never an allocation. Such a drain also gives
+    /// back the creation's room (`init`): the queue then holds `baseCapacity` events.
     func drain(into out: UnsafeMutableBufferPointer<KVEvent>) -> Int {
         let n = min(out.count, count)
         if n > 0, let to = out.baseAddress {
@@ -87,7 +101,10 @@ final class EventQueue {
             head = wrapped(head + n)
             count -= n
         }
-        if buffer != base && count <= baseCapacity { endBurst() }
+        if capacity > baseCapacity && count <= baseCapacity {
+            if buffer != base { endBurst() }
+            capacity = baseCapacity
+        }
         return n
     }
 
@@ -96,18 +113,18 @@ final class EventQueue {
         copyPending(count, to: base)
         buffer.deallocate()
         buffer = base
-        capacity = baseCapacity
+        slots = baseSlots
         head = 0
     }
 
     /// Copies the `n` oldest pending events (`n <= count`) in order to `to`, leaving the queue
     /// as it is: two block copies at most.
     private func copyPending(_ n: Int, to: UnsafeMutablePointer<KVEvent>) {
-        let first = min(n, capacity - head)
+        let first = min(n, slots - head)
         to.initialize(from: buffer + head, count: first)
         (to + first).initialize(from: buffer, count: n - first)
     }
 
-    /// `index` (below `2 * capacity`) as a buffer index.
-    @inline(__always) private func wrapped(_ index: Int) -> Int { index >= capacity ? index - capacity : index }
+    /// `index` (below `2 * slots`) as a buffer index.
+    @inline(__always) private func wrapped(_ index: Int) -> Int { index >= slots ? index - slots : index }
 }

@@ -59,12 +59,13 @@ struct EventQueueBurstTests {
 
     /// Random pushes, drains and grows against an array queue of the same rule (room of the
     /// base plus the grows since the last return; back to the base once a drain leaves no
-    /// more than it holds; the oldest dropped when full).
-    @Test(arguments: [1, 2, 5, 16])
-    func matchesAnArrayQueue(base: Int) throws {
-        var rng = SplitMix64(seed: UInt64(base) &* 0x9E37_79B9)
-        let q = try EventQueue(capacity: base)
-        var model: [KVEvent] = [], capacity = base, dropped: UInt64 = 0, pushed: UInt64 = 0
+    /// more than it holds; the oldest dropped when full), from a queue with `room` for the
+    /// creation's events beside its base, which that return gives back too.
+    @Test(arguments: [1, 2, 5, 16], [0, 1, 3])
+    func matchesAnArrayQueue(base: Int, room: Int) throws {
+        var rng = SplitMix64(seed: UInt64(base) &* 0x9E37_79B9 &+ UInt64(room))
+        let q = try EventQueue(capacity: base, room: room)
+        var model: [KVEvent] = [], capacity = base + room, dropped: UInt64 = 0, pushed: UInt64 = 0
         for _ in 0..<20_000 {
             switch rng.next() % 16 {
             case 0:
@@ -90,7 +91,7 @@ struct EventQueueBurstTests {
             #expect(q.firstPending == pushed - UInt64(model.count) + 1)
         }
         #expect(Self.drain(q, model.count) == model)
-        #expect(q.heldBytes == base * Self.eventBytes)
+        #expect(q.heldBytes == (base + room) * Self.eventBytes)
     }
 
     /// Through the engine: a reopened disk tier of 10 blocks grows the queue for its events;
