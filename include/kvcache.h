@@ -991,6 +991,10 @@ kvc_status kvc_engine_create(const kvc_config *cfg, kvc_engine **out);
  *  still maps (PROCESSES); every pointer it returned becomes invalid. In such a child, on an
  *  engine it inherited: only unmaps the child's mappings and closes its descriptors; the
  *  parent's engine is untouched (PROCESSES).
+ *  With a disk tier it first waits for every request in flight (pending swap-outs' included),
+ *  then appends the journal records owed and fdatasyncs slab and journal: without a time
+ *  limit, as long as the device stalls (a 30 s stall held it 30 s). Only kvc_engine_create's
+ *  wait for an ended engine's I/O on the same directory is capped (60 s).
  *  NULL: no-op. Must not race with any other call on `e`; `e` must not be used after. */
 void kvc_engine_destroy(kvc_engine *e);
 
@@ -2069,6 +2073,16 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   the tier refuses (a block finds the tier or disk full) waits for every request in flight
  *   before it returns the error; kvc_engine_sync waits for everything (its fdatasyncs run
  *   without the lock).
+ *   Known exceptions to "never waiting" (all under the lock, so other threads wait too): a
+ *   slot taken when none is free grows the slab file by an extent (fallocate, which on ext4
+ *   and xfs waits for every direct I/O in flight on the file: a create whose spill grew it
+ *   took 8 s behind an 8 s stall, another thread's kvc_engine_stats 7.5 s); and a journal
+ *   compaction (when a flush finds the journal past 64 KiB plus 3 records per slot) writes a
+ *   new copy, fsyncs it, renames it and fsyncs offload_dir inside the call that flushed (any
+ *   call that processes completions, an allocation whose spill reuses freed slots, a
+ *   swap-out, a sync). No wait has a time limit: each lasts as long as the device stalls
+ *   (kvc_seq_swap_out, kvc_engine_sync, a swap-out waiting for a staging buffer, an append
+ *   or swap-in waiting for pending swap-outs, the two above, kvc_engine_destroy).
  *   Writeback (kvc_config.offload_writeback): a thread of the engine copies the coldest cached
  *   blocks into staging buffers with the lock released and writes them, so an allocation's
  *   evictions copy only the blocks it has not reached (when calls evict faster than it
@@ -2083,7 +2097,8 @@ kvc_status kvc_seq_set_layer_sensitivity(kvc_engine *e, uint64_t seq, const floa
  *   other traffic and never waits for one: when none is free the block is dropped as without
  *   a tier (counted in spills_skipped, not an error), as vLLM's offloading connector and
  *   LMCache skip a store when their store path is full, so an allocation never stalls every
- *   thread's calls behind the device nor takes the buffers prefix reads and swap-ins need.
+ *   thread's calls behind the device (but for a slab growth or a journal compaction, see
+ *   COMPLETIONS) nor takes the buffers prefix reads and swap-ins need.
  *   A failed swap-out leaves the sequence resident and unchanged (kvc_seq_swap_out_async:
  *   reported by the sequence's next kvc_seq_ready, kvc_seq_swap_in or swap-out, see there).
  *   When the tier is full, its least recently used block is dropped (KVC_EVENT_BLOCK_REMOVED,
