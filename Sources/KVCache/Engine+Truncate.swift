@@ -173,8 +173,8 @@ extension Engine {
                 paged?.copy(from: table[cut], to: fresh, tokens: offset)
                 blocks.release(table[cut])
                 table[cut] = fresh
-            } else if offset != 0 && blocks.isIndexed(table[cut]) {
-                blocks.unindexUsed(table[cut])
+            } else if offset != 0 {
+                blocks.unindexUsed(table[cut])  // also ends a duplicate's record: appends rewrite it
             }
             rewindChain(slot: slot, from: length, to: tokens)
             if let state { applyTruncation(slot: slot, state: state, below: tokens) }

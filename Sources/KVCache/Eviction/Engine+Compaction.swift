@@ -396,8 +396,8 @@ extension Engine {
                 paged?.copy(from: b, to: fresh, tokens: bt)
                 blocks.release(b)
                 table[i] = fresh
-            } else if blocks.isIndexed(b) {
-                blocks.unindexUsed(b)
+            } else {
+                blocks.unindexUsed(b)  // also ends a duplicate's record: its bytes change
             }
         }
     }
