@@ -195,7 +195,7 @@ public final class BlockPool {
     public func release(_ block: Int32) {
         let b = Int(block)
         precondition(refs[b] > 0, "release of an unreferenced block")
-        if duplicates.isRecorded(block) { duplicates.drop(block) }
+        endDuplicate(block)
         if indexed[b] { listener?.blockLeftTable(block) }
         refs[b] -= 1
         if refs[b] > 0 { return }
@@ -293,6 +293,17 @@ public final class BlockPool {
         if original >= 0 { duplicates.record(block, behind: original, slot: slot, position: position) }
     }
 
+    /// Ends used `block`'s duplicate record, if any: its table's sequence is about to rewrite
+    /// or remap its bytes (a compaction writing it, a truncation from its position on). Called
+    /// before the operation takes a block or a page, since that may evict the indexed copy, and
+    /// a promotion then would take its page record from the slot's pages mid-change (found by
+    /// dupchain2: a compaction's block copies evicted the indexed copies, the forked
+    /// duplicates took pages the compaction rewrote, and a later prefix hit read them).
+    /// O(duplicates of its indexed block).
+    func endDuplicate(_ block: Int32) {
+        if duplicates.isRecorded(block) { duplicates.drop(block) }
+    }
+
     /// Duplicates recorded (`recordDuplicate`): 0 once every sequence holding one let it go.
     var duplicateCount: Int { duplicates.count }
 
@@ -303,7 +314,7 @@ public final class BlockPool {
     func unindexUsed(_ block: Int32) {
         precondition(refs[Int(block)] > 0)
         guard indexed[Int(block)] else {
-            if duplicates.isRecorded(block) { duplicates.drop(block) }
+            endDuplicate(block)
             return
         }
         listener?.blockCached(block)
