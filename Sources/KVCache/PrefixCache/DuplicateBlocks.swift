@@ -17,7 +17,10 @@
 /// Invariant: a duplicate is used, unindexed, and its bytes are its hash's since it was
 /// recorded: the record ends at the block's first `release` (any sequence's: one that held
 /// it may be gone, or swapped out), or when its bytes are to change in place or turned out
-/// wrong (`BlockPool.unindexUsed`, `forget`). So promotion never needs to check anything.
+/// wrong (`BlockPool.unindexUsed`, `forget`), and before a compaction or truncation that will
+/// rewrite it takes a block or page (`BlockPool.endDuplicate`: that may evict the indexed
+/// block, and the page record must not come from pages mid-change). So promotion never needs
+/// to check anything.
 /// Cost: 16 bytes per block, allocated once; `record` O(1), `drop` and `promote` O(duplicates
 /// of the block, 1 but for many identical sequences). No allocation after `init`.
 /// Not thread-safe: the pool's owner serialises calls.
