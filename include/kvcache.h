@@ -371,7 +371,9 @@ enum {
 enum {
     /** A full block entered the prefix index of `tier`. */
     KVC_EVENT_BLOCK_STORED = 1,
-    /** A block left the prefix index of `tier` (evicted, or dropped by kvc_engine_trim). */
+    /** A block left the prefix index of `tier` (evicted, or dropped by kvc_engine_trim).
+     *  Not announced when a live sequence's block of the same tokens takes its place
+     *  (kvc_seq_append): the hash stays indexed. */
     KVC_EVENT_BLOCK_REMOVED = 2,
     /** Every block of `tier` left the index at once; both hashes are 0. Also an engine's
      *  first event (KVC_TIER_MEMORY, from kvc_engine_create: see there). */
@@ -974,7 +976,7 @@ void kvc_config_init(kvc_config *cfg);
  * so two engines of 65536 GiB do not fit — or the metadata cannot be
  * had, the message naming what and the fields that sized it: the block tables, 4 bytes per
  * max_seqs x ceil(max_seq_tokens / block_tokens) entry (up to 1 GiB); the partial blocks'
- * tokens, 8 bytes per max_seqs x block_tokens (up to 32 GiB); roughly 100 bytes per memory
+ * tokens, 8 bytes per max_seqs x block_tokens (up to 32 GiB); roughly 115 bytes per memory
  * block (memory_bytes / block bytes) for its state and the prefix index, 70 more with a disk
  * tier, and 100 per disk-tier slot and 72 per max_seq_tokens / block_tokens (a swap-out's
  * buffers) — refused under RLIMIT_AS, a cgroup limit or with
@@ -1001,7 +1003,8 @@ void kvc_engine_destroy(kvc_engine *e);
 /**
  * Returns every physical page not holding live-sequence data to the OS. Cached prefix
  * blocks are dropped from memory — one KVC_EVENT_ALL_CLEARED (KVC_TIER_MEMORY) when that
- * empties the index, else one KVC_EVENT_BLOCK_REMOVED per dropped block — so later prompts
+ * empties the index, else one KVC_EVENT_BLOCK_REMOVED per dropped block no live block of the
+ * same tokens replaces (kvc_seq_append) — so later prompts
  * miss the memory cache until it refills. With a disk tier they are spilled to disk first
  * (KVC_EVENT_BLOCK_STORED, KVC_TIER_DISK), so later prompts find them there. The spills, like the
  * writes of pending kvc_seq_swap_out_async calls, leave an eighth of the staging buffers free
@@ -1289,7 +1292,9 @@ kvc_status kvc_seq_create_chunked(kvc_engine *e, uint64_t seq, const int32_t *to
  * KVC_OK, or KVC_ERR_NOT_FOUND when seq is not live.
  * A block that becomes full enters the prefix index (KVC_EVENT_BLOCK_STORED); with
  * index_on_schedule, after the prompt's blocks not scheduled yet (as kvc_seq_schedule to the
- * length before the append).
+ * length before the append). A block of the same tokens as an indexed one (another sequence
+ * decoding the same tokens) stays out, and takes that one's place, with no event, when it
+ * leaves the index while `seq` still holds this one untouched, so the chain stays reachable.
  * Returns KVC_ERR_INVALID_ARGUMENT (NULL e, NULL tokens with n_tokens > 0, length would
  * exceed max_seq_tokens, seq swapped out, a token-evicting seq's positions would pass
  * 2^31 - 1: kvc_seq_positions reports them as int32), KVC_ERR_NOT_FOUND, KVC_ERR_IO (a failed disk read

@@ -141,6 +141,9 @@ extension Engine {
                     throw .outOfMemory("truncating sequence \(seq) must copy the block it cuts (shared), and no block is available")
                 }
             }
+            // The blocks from the cut on stop standing for an indexed copy before a page or block
+            // is taken, which may evict the copy (`BlockPool.endDuplicate`).
+            for i in cut..<count { blocks.endDuplicate(table[i]) }
             if copyCutPage {  // a refused copy maps the old page again (`unshare`) and commits nothing more
                 let committed = committedBytes
                 do throws(KVError) { try contiguous!.unshare(slot: slot, pages: CollectionOfOne(cutPage)) } catch {
@@ -173,7 +176,7 @@ extension Engine {
                 paged?.copy(from: table[cut], to: fresh, tokens: offset)
                 blocks.release(table[cut])
                 table[cut] = fresh
-            } else if offset != 0 && blocks.isIndexed(table[cut]) {
+            } else if offset != 0 {
                 blocks.unindexUsed(table[cut])
             }
             rewindChain(slot: slot, from: length, to: tokens)

@@ -903,14 +903,17 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Indexes a just-filled block (`BlockPool.insert`: beside any block of `hash` and another
-    /// fingerprint; not when one of its fingerprint is there); the contiguous layout makes it
-    /// hold its pages. Its parent is the block before it in `slot`'s table, whose fingerprint
-    /// (indexed or prepared: every caller indexes a table's blocks in order) is recorded as the
-    /// parent's, so walks up the chain follow this sequence's blocks. O(1).
+    /// fingerprint; not when one of its fingerprint is there, when it is recorded as that one's
+    /// duplicate instead, `BlockPool.recordDuplicate`); the contiguous layout makes it hold its
+    /// pages. Its parent is the block before it in `slot`'s table, whose fingerprint (indexed or
+    /// prepared: every caller indexes a table's blocks in order) is recorded as the parent's, so
+    /// walks up the chain follow this sequence's blocks. O(1).
     func index(_ block: Int32, hash: UInt64, parent: UInt64, fingerprint: UInt64, slot: Int, position: Int) {
         let parentFingerprint = position > 0 ? blocks.prepared(sequences.table(slot)[position - 1]).fingerprint : 0
         if blocks.insert(block, hash: hash, parent: parent, fingerprint: fingerprint, parentFingerprint: parentFingerprint) {
             contiguous?.retainPages(block: block, slot: slot, position: position)
+        } else {
+            blocks.recordDuplicate(block, hash: hash, fingerprint: fingerprint, slot: slot, position: position)
         }
     }
 

@@ -425,4 +425,13 @@ struct RandomOperationTests {
         #expect(seen.evictions > 0 && seen.spills > 0 && seen.diskHits > 0 && seen.swapIns > 0 && seen.refusedArmed > 0, "\(seen)")
     }
 
+    /// The `acrossPages` run that found promoted duplicates reading rewritten pages, alone:
+    /// tokens of 2.5 pages, contiguous, seed 2. At step 158 a compaction of a sequence whose
+    /// blocks were duplicates its fork shared took blocks and pages, evicting the indexed
+    /// copies; the duplicates were promoted with page records from the compacted slot's pages
+    /// mid-change, which the compaction then rewrote, and step 160's prompt hit them. On the
+    /// code before `BlockPool.endDuplicate`: "step 160: sequence 47 has 327680 wrong bytes".
+    @Test func aCompactedDuplicateIsNotPromotedFromItsPages() throws {
+        try Self.run(.contiguous, onSchedule: true, geometry: Geometry.spanning[3], seed: 2, steps: 161)
+    }
 }

@@ -363,6 +363,11 @@ extension Engine {
         // alone leaves the index on release, one a fork holds stays there with its bytes, which
         // later appends would overwrite. (Before, found by helper-119: the blocks changed first,
         // and a failing copy or page copy left them copied, unindexed and their events sent.)
+        // The blocks whose bytes change, written or dropped, stop standing for an indexed copy
+        // before a block or page is taken: that may evict the copy (`BlockPool.endDuplicate`).
+        for i in lowBlock..<max(lowBlock, sequences.blockCount(s)) where i >= newBlocks || state.writtenBlocks[i] {
+            blocks.endDuplicate(table[i])
+        }
         var taken = 0
         let committed = committedBytes
         do throws(KVError) {
@@ -396,7 +401,7 @@ extension Engine {
                 paged?.copy(from: b, to: fresh, tokens: bt)
                 blocks.release(b)
                 table[i] = fresh
-            } else if blocks.isIndexed(b) {
+            } else {
                 blocks.unindexUsed(b)
             }
         }

@@ -323,6 +323,10 @@ final class ContiguousMemory: BlockListener {
         blockReused(block)
     }
 
+    func blockPromoted(_ block: Int32, slot: Int, position: Int) {
+        retainPages(block: block, slot: slot, position: position)
+    }
+
     func blockCached(_ block: Int32) {
         for i in 0..<Int(blockPages[Int(block)]) { unpin(blockGroups[Int(block) * maxPagesPerBlock + i]) }
     }

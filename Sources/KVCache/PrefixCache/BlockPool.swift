@@ -60,6 +60,9 @@ public final class BlockPool {
     /// bytes and pages stay as they were while the copy reads them.
     private let copyTickets: UnsafeMutablePointer<UInt64>
     private let index: HashChains
+    /// Used blocks of an indexed block's hash and fingerprint kept out of the index, one of
+    /// which takes its place when it leaves (`recordDuplicate`, `unindex`).
+    private let duplicates: DuplicateBlocks
     /// Blocks in the index (more than its hashes when public hashes collide).
     private var indexedCount = 0
     /// Pending KV events.
@@ -102,7 +105,7 @@ public final class BlockPool {
     private var owner: AnyObject?
 
     /// A pool over `arena` (which must hold `capacity` blocks) or, when nil, over ids alone.
-    /// Throws `outOfMemory` when its per-block arrays (61 bytes per block, 57 over an arena,
+    /// Throws `outOfMemory` when its per-block arrays (77 bytes per block, 73 over an arena,
     /// which keeps no free list, and 24 to 48 for the
     /// prefix index: `memory_bytes / (block bytes x tensors)` blocks, at most 2^24) or the
     /// event queue (`eventCapacity` events, with `eventRoom` more for the engine's creation
@@ -128,6 +131,7 @@ public final class BlockPool {
         copyTickets = try a.allocate(repeating: 0, count: capacity, perBlock)
         index = try HashChains(ids: capacity, fingerprints: fingerprints,
                                "the prefix index of \(capacity) blocks (memory_bytes / block bytes)")
+        duplicates = try DuplicateBlocks(ids: capacity, perBlock)
         events = try EventQueue(capacity: eventCapacity, room: eventRoom)
         a.keep()
     }
@@ -186,10 +190,13 @@ public final class BlockPool {
 
     /// Drops one reference to `block`; at zero an indexed block joins the LRU tail (cached)
     /// and any other is freed. An indexed block's release is told to the listener
-    /// (`blockLeftTable`). Precondition: the block is used.
+    /// (`blockLeftTable`); a recorded duplicate's record ends (`DuplicateBlocks`: the sequence
+    /// whose table it was recorded from may be the one letting it go). Precondition: the block
+    /// is used.
     public func release(_ block: Int32) {
         let b = Int(block)
         precondition(refs[b] > 0, "release of an unreferenced block")
+        endDuplicate(block)
         if indexed[b] { listener?.blockLeftTable(block) }
         refs[b] -= 1
         if refs[b] > 0 { return }
@@ -276,11 +283,41 @@ public final class BlockPool {
     /// True when `block` is in the prefix index (used or cached).
     func isIndexed(_ block: Int32) -> Bool { indexed[Int(block)] }
 
+    /// Records that used block `block`, which `insert` refused under `hash` and `fingerprint`
+    /// (not 0) because the index holds `hash`'s block of that fingerprint, holds the same bytes
+    /// at `position` of `slot`'s table: when that block leaves the index, this one (or another
+    /// such) takes its place (`unindex`). No-op for a block indexed or recorded already, or when
+    /// no other block of that fingerprint is indexed. O(1) expected (`HashChains.findEqual`).
+    func recordDuplicate(_ block: Int32, hash: UInt64, fingerprint: UInt64, slot: Int, position: Int) {
+        guard hash != 0, fingerprint != 0, !indexed[Int(block)], !duplicates.isRecorded(block) else { return }
+        let original = index.findEqual(hash, fingerprint: fingerprint)
+        if original >= 0 { duplicates.record(block, behind: original, slot: slot, position: position) }
+    }
+
+    /// Ends used `block`'s duplicate record, if any: its table's sequence is about to rewrite
+    /// or remap its bytes (a compaction writing it, a truncation from its position on). Called
+    /// before the operation takes a block or a page, since that may evict the indexed copy, and
+    /// a promotion then would take its page record from the slot's pages mid-change (found by
+    /// dupchain2: a compaction's block copies evicted the indexed copies, the forked
+    /// duplicates took pages the compaction rewrote, and a later prefix hit read them).
+    /// O(duplicates of its indexed block).
+    func endDuplicate(_ block: Int32) {
+        if duplicates.isRecorded(block) { duplicates.drop(block) }
+    }
+
+    /// Duplicates recorded (`recordDuplicate`): 0 once every sequence holding one let it go.
+    var duplicateCount: Int { duplicates.count }
+
     /// Removes used block `block` from the prefix index (emitting `blockRemoved`) because its
-    /// bytes are about to change (compaction); it stays used. The contiguous layout drops the
-    /// page pins and references the index held. Precondition: used and indexed.
+    /// bytes are about to change (compaction, a truncation's cut); it stays used. The
+    /// contiguous layout drops the page pins and references the index held. For an unindexed
+    /// block, ends its duplicate record, if any. Precondition: used.
     func unindexUsed(_ block: Int32) {
-        precondition(refs[Int(block)] > 0 && indexed[Int(block)])
+        precondition(refs[Int(block)] > 0)
+        guard indexed[Int(block)] else {
+            endDuplicate(block)
+            return
+        }
         listener?.blockCached(block)
         unindex(block, emit: true)
     }
@@ -310,25 +347,27 @@ public final class BlockPool {
     }
 
     /// Evicts cached block `block` now (a swapped-out sequence's blocks that are already on
-    /// disk): the spiller is told, then it leaves the index and is freed. Precondition: cached.
+    /// disk): the spiller is told, unless a duplicate takes its place in memory (its own
+    /// eviction spills it later), then it leaves the index and is freed. Precondition: cached.
     func evict(_ block: Int32, emit: Bool = true, ancestorsFirst: Bool = false) {
         precondition(refs[Int(block)] == 0 && indexed[Int(block)], "evict of a block that is not cached")
         lru.remove(block)
         cachedCount -= 1
         evictedCount += 1
-        spiller?.spill(block, hash: hashes[Int(block)], parent: parents[Int(block)], fingerprint: fingerprints[Int(block)],
-                       ancestorsFirst: ancestorsFirst)
+        if !duplicates.hasDuplicates(block) {
+            spiller?.spill(block, hash: hashes[Int(block)], parent: parents[Int(block)], fingerprint: fingerprints[Int(block)],
+                           ancestorsFirst: ancestorsFirst)
+        }
         unindex(block, emit: emit)
         freeBlock(block)
     }
 
     /// Removes used block `block` from the index (its bytes turned out wrong: a failed disk
-    /// read), emitting `blockRemoved`; it is freed when its last reference goes. No-op for an
-    /// unindexed block.
+    /// read, or were never computed), emitting `blockRemoved`; it is freed when its last
+    /// reference goes. An unindexed block's duplicate record ends. No-op for a free block.
     func forget(_ block: Int32) {
-        guard refs[Int(block)] > 0, indexed[Int(block)] else { return }
-        listener?.blockCached(block)  // a used indexed block pins its pages; drop those pins first
-        unindex(block, emit: true)
+        guard refs[Int(block)] > 0 else { return }
+        unindexUsed(block)
     }
 
     /// Appends to `out` one `blockStored` (memory tier) per indexed hash (its first block's,
@@ -358,13 +397,14 @@ public final class BlockPool {
     func parentFingerprint(of block: Int32) -> UInt64 { indexed[Int(block)] ? parentFingerprints[Int(block)] : 0 }
 
     /// Drops the `limit` oldest cached blocks, or every one when fewer are cached (trim; the
-    /// spiller is told of each first). Emits one `allCleared` when that empties the index, else
-    /// one `blockRemoved` per hash that leaves (`unindex`). Not counted as evictions. Returns how many were dropped.
+    /// spiller is told of each first). Emits one `allCleared` when that empties the index (no
+    /// duplicate takes a dropped block's place), else one `blockRemoved` per hash that leaves
+    /// (`unindex`). Not counted as evictions. Returns how many were dropped.
     /// O(dropped) besides the spiller's work.
     @discardableResult
     func dropCached(limit: Int = .max) -> Int {
         let n = min(cachedCount, limit)
-        let clearsAll = indexedCount == n
+        let clearsAll = indexedCount == n && duplicates.count == 0
         var dropped = 0
         while dropped < n && evictOldest(emit: !clearsAll) { dropped += 1 }
         evictedCount -= UInt64(dropped)  // trimming is not eviction under pressure
@@ -373,7 +413,11 @@ public final class BlockPool {
     }
 
     /// Takes `block` out of the index; `blockRemoved` (when `emit`) only when it was the last
-    /// block of its hash.
+    /// block of its hash. A duplicate waiting behind it (`DuplicateBlocks`) takes its place
+    /// under the same hash, parent and fingerprints, silently: the set of hashes the events
+    /// describe is unchanged (a `blockRemoved` then `blockStored` would tell a tree consumer the
+    /// hash's subtree left), and the contiguous layout gives it its page record
+    /// (`BlockListener.blockPromoted`).
     private func unindex(_ block: Int32, emit: Bool) {
         let b = Int(block)
         if copyTickets[b] != 0 {
@@ -383,12 +427,32 @@ public final class BlockPool {
         let hashLeft = index.remove(hashes[b], block)
         indexedCount -= 1
         listener?.blockEvicted(block)
-        if emit && hashLeft { events.push(KVEvent(kind: .blockRemoved, blockHash: hashes[b], parentHash: parents[b])) }
+        if duplicates.hasDuplicates(block) {
+            promote(from: block)
+        } else if emit && hashLeft {
+            events.push(KVEvent(kind: .blockRemoved, blockHash: hashes[b], parentHash: parents[b]))
+        }
         hashes[b] = 0
         parents[b] = 0
         fingerprints[b] = 0
         parentFingerprints[b] = 0
         indexed[b] = false
+    }
+
+    /// Indexes the first duplicate behind `block`, which just left the index, in its place.
+    @inline(never)
+    private func promote(from block: Int32) {
+        let b = Int(block)
+        let (d, slot, position) = duplicates.promote(from: block)
+        let inserted = index.insert(hashes[b], d, fingerprint: fingerprints[b])
+        precondition(inserted != .refused, "a duplicate's hash holds its fingerprint")
+        hashes[Int(d)] = hashes[b]
+        parents[Int(d)] = parents[b]
+        fingerprints[Int(d)] = fingerprints[b]
+        parentFingerprints[Int(d)] = parentFingerprints[b]
+        indexed[Int(d)] = true
+        indexedCount += 1
+        listener?.blockPromoted(d, slot: slot, position: position)
     }
 
     // MARK: copies outside the lock (`Writeback`)
@@ -460,4 +524,8 @@ protocol BlockListener: AnyObject {
     /// A sequence released indexed block `block`, which stays indexed (used by others, or
     /// cached): it no longer lies in that sequence's table.
     func blockLeftTable(_ block: Int32)
+    /// Used block `block`, at `position` of `slot`'s table, entered the index in place of a
+    /// block of its hash and bytes that left it (`BlockPool.unindex`): as a block indexed
+    /// from that table (`ContiguousMemory.retainPages`).
+    func blockPromoted(_ block: Int32, slot: Int, position: Int)
 }
