@@ -1,4 +1,5 @@
 import Testing
+import KVCache
 @testable import KVCacheABI
 
 // Test-side mirrors of the C structs, written from include/kvcache.h on their own (not from
@@ -15,6 +16,12 @@ struct CConfig {
         bytes = [UInt8](repeating: 0, count: max(structSize, CConfig.size))
         bytes.withUnsafeMutableBytes { kvc_config_init_size($0.baseAddress, CConfig.size) }
         set32(0, UInt32(structSize))
+    }
+
+    /// The engine configuration these bytes decode to, as kvc_engine_create reads them
+    /// (`EngineConfig(cStruct:)`): the offset tests' check of what a struct of some size gives.
+    func decoded() throws -> EngineConfig {
+        try bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
     }
 
     /// The small model every test engine uses: token_bytes = 2 heads * 4 * 2 bytes = 16,

@@ -102,7 +102,7 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.bytes.replaceSubrange(0..<4, with: old[0..<4])
         c.offloadQueueDepth = 7  // past the 128 bytes: not read
-        let config = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let config = try c.decoded()
         #expect(config.offloadQueueDepth == 32)
     }
 
@@ -183,13 +183,13 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.structSize = 128
         c.offloadQueueDepth = 7  // past the caller's struct: not read
-        let old = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let old = try c.decoded()
         #expect(old.offloadQueueDepth == 32)
         _ = try ABIFixture(c)
 
         c.structSize = 136
         c.offloadQueueDepth = 256
-        let new = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let new = try c.decoded()
         #expect(new.offloadQueueDepth == 256, "the field is read at offset 128")
     }
 
@@ -197,10 +197,10 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.modelTag = 0xA1
         c.structSize = 144
-        let old = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let old = try c.decoded()
         #expect(old.modelTag == 0, "a 144-byte struct ends before model_tag")
         c.structSize = 152
-        let new = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let new = try c.decoded()
         #expect(new.modelTag == 0xA1, "the field is read at offset 144")
     }
 
@@ -208,10 +208,10 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.prefillTokensPerSecond = 12_500.5
         c.structSize = 152
-        let old = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let old = try c.decoded()
         #expect(old.prefillTokensPerSecond == 0, "a 152-byte struct ends before prefill_tokens_per_s")
         c.structSize = 160
-        let new = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let new = try c.decoded()
         #expect(new.prefillTokensPerSecond == 12_500.5, "the field is read at offset 152")
     }
 
@@ -267,10 +267,10 @@ private func createStatus(_ config: CConfig) -> kvc_status {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
         c.offloadWriteback = 1
         c.structSize = 160
-        let old = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let old = try c.decoded()
         #expect(!old.offloadWriteback, "a 160-byte struct ends before offload_writeback")
         c.structSize = 168
-        let new = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let new = try c.decoded()
         #expect(new.offloadWriteback, "the field is read at offset 160")
     }
 

@@ -35,14 +35,14 @@ import KVCache
     /// the field is read at 164.
     @Test func zeroOrAnOlderStructKeepsTheDefaultAndTheFieldIsReadAt164() throws {
         var c = CConfig.small(KVC_LAYOUT_PAGED)
-        let zero = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let zero = try c.decoded()
         #expect(zero.eventCapacity == 65536)
         c.eventCapacity = 1024
         c.structSize = 164
-        let old = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let old = try c.decoded()
         #expect(old.eventCapacity == 65536, "a 164-byte struct ends before event_capacity")
         c.structSize = 168
-        let new = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let new = try c.decoded()
         #expect(new.eventCapacity == 1024)
     }
 

@@ -131,7 +131,7 @@ struct PeerABITests {
         c.structSize = 136  // ends before peer_offload_dirs: the pointer below is not read
         let f = try ABIFixture(c, offloadDir: own, peers: "/nonexistent/peer")
         #expect(try f.create(1, tokens: f.uniqueTokens(1, count: 9)) == 0)
-        let decoded = try c.bytes.withUnsafeBytes { raw throws(KVError) in try EngineConfig(cStruct: raw.baseAddress!) }
+        let decoded = try c.decoded()
         #expect(decoded.peerOffloadDirs.isEmpty)
     }
 }
